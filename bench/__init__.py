@@ -1,0 +1,1 @@
+"""Benchmarks: `python -m bench NAME` times our kernels against a baseline in the same run."""

@@ -1,0 +1,38 @@
+"""python -m bench NAME [--json PATH] [--quick]: run one benchmark (vector_add, gemm, fft, nn).
+
+Each benchmark times our kernels and a baseline in the same run (torch on the same GPU when
+torch.cuda is available, numpy on the CPU otherwise), prints a table and writes JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from . import _harness
+
+BENCHMARKS = ("vector_add", "gemm", "fft", "nn")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("name", choices=BENCHMARKS, help="which benchmark to run")
+    parser.add_argument("--json", metavar="PATH", help="write results here (atomic)")
+    parser.add_argument("--quick", action="store_true",
+                        help="small sizes and few repeats (a smoke run, not a measurement)")
+    args = parser.parse_args(argv)
+    try:
+        module = importlib.import_module(f"bench.{args.name}")
+    except ModuleNotFoundError as exc:
+        parser.error(f"benchmark {args.name!r} is not available yet ({exc})")
+    result = module.run(quick=args.quick)
+    _harness.print_table(result["rows"], result["columns"])
+    if args.json:
+        _harness.write_json(args.json, result)
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

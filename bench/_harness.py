@@ -1,0 +1,151 @@
+"""Timing helpers shared by every benchmark.
+
+Each figure is a median over repeated runs after warm-up. Ours is measured two ways: GPU
+time from timestamp queries (comparable to CUDA events) where the adapter has them, and
+wall time of record + submit + wait. Baselines: torch on the same GPU when torch.cuda is
+available (CUDA events), numpy on the CPU otherwise.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import gpucore
+
+__all__ = [
+    "environment",
+    "numpy_ms",
+    "ours_ms",
+    "print_table",
+    "torch_cuda",
+    "torch_cuda_ms",
+    "write_json",
+]
+
+
+def ours_ms(fn: Callable[[], None], device: gpucore.Device, *, warmup: int = 3,
+            repeat: int = 20, inner: int = 1) -> dict[str, float]:
+    """Median milliseconds of one `fn()` (which records dispatches) on `device`.
+
+    Returns {"gpu_ms": timestamp-query time or nan, "wall_ms": host-observed time}. `inner`
+    calls share one submit/wait, amortizing the fixed round trip for tiny kernels.
+    """
+    for _ in range(warmup):
+        fn()
+    device.synchronize()
+    walls = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        for _ in range(inner):
+            fn()
+        device.synchronize()
+        walls.append((time.perf_counter() - start) * 1e3 / inner)
+    gpu = float("nan")
+    if device.has_timestamps:
+        per_run = []
+        for _ in range(max(3, repeat // 2)):
+            with device.profile() as prof:
+                fn()
+            per_run.append(prof.total_ns() / 1e6)
+        gpu = statistics.median(per_run)
+    return {"gpu_ms": gpu, "wall_ms": statistics.median(walls)}
+
+
+def numpy_ms(fn: Callable[[], Any], *, warmup: int = 1, repeat: int = 5) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def torch_cuda() -> Any:
+    """The torch module if CUDA is usable, else None (baselines then use numpy)."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch if torch.cuda.is_available() else None
+
+
+def torch_cuda_ms(fn: Callable[[], Any], *, warmup: int = 3, repeat: int = 20) -> float:
+    """Median milliseconds of `fn()` on the current CUDA stream, by CUDA events."""
+    import torch
+
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(repeat):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end))
+    return statistics.median(times)
+
+
+def environment(device: gpucore.Device) -> dict[str, Any]:
+    import wgpu
+
+    env: dict[str, Any] = {
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "adapter": device.name,
+        "backend": device.backend,
+        "adapter_type": device.info.type,
+        "driver": device.info.driver,
+        "features": sorted(device.features),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "wgpu": wgpu.__version__,
+        "host": platform.node(),
+    }
+    torch = torch_cuda()
+    if torch is not None:
+        env["torch"] = torch.__version__
+        env["torch_device"] = torch.cuda.get_device_name()
+    return env
+
+
+def write_json(path: str | os.PathLike[str], data: dict[str, Any]) -> None:
+    """Write atomically: a reader never sees a partial file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2, default=float)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
+    def fmt(v: Any) -> str:
+        if isinstance(v, float):
+            return f"{v:.4g}"
+        return str(v)
+
+    cells = [[fmt(r.get(c, "")) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) if cells else len(c)
+              for i, c in enumerate(columns)]
+    print("  ".join(c.rjust(w) for c, w in zip(columns, widths)))
+    for row in cells:
+        print("  ".join(v.rjust(w) for v, w in zip(row, widths)))

@@ -1,0 +1,1 @@
+"""diffusion: Stable Diffusion on gpustd (filled in by the diffusion issue)."""

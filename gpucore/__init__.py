@@ -1,0 +1,48 @@
+"""gpucore: WGSL compute on any GPU through wgpu-py.
+
+Device (one adapter + device, real limits, optional features), Buffer[T] (typed storage),
+Kernel (a WGSL entry point with a checked signature), batched dispatch and profiling.
+"""
+
+from ._adapters import AdapterInfo, devices
+from ._buffer import Buffer
+from ._device import Device, default_device, synchronize
+from ._dtypes import as_dtype, wgsl_scalar
+from ._errors import (
+    BindingError,
+    BindingTypeError,
+    DeviceLimitError,
+    DeviceLostError,
+    FeatureError,
+    GpuError,
+    NoAdapterError,
+    ShaderCompileError,
+)
+from ._kernel import Kernel, fold_grid, shader_path, shader_source
+from ._profile import Profile
+
+__all__ = [
+    "AdapterInfo",
+    "BindingError",
+    "BindingTypeError",
+    "Buffer",
+    "Device",
+    "DeviceLimitError",
+    "DeviceLostError",
+    "FeatureError",
+    "GpuError",
+    "Kernel",
+    "NoAdapterError",
+    "Profile",
+    "ShaderCompileError",
+    "as_dtype",
+    "default_device",
+    "devices",
+    "fold_grid",
+    "shader_path",
+    "shader_source",
+    "synchronize",
+    "wgsl_scalar",
+]
+
+__version__ = "0.1.0"

@@ -1,0 +1,62 @@
+"""`python -m gpucore info`: the adapters wgpu sees, their features and key limits."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ._adapters import OPTIONAL_FEATURES, choose_adapter, devices
+
+_KEY_LIMITS = (
+    ("max-storage-buffer-binding-size", "storage binding"),
+    ("max-buffer-size", "buffer"),
+    ("max-compute-workgroup-storage-size", "workgroup mem"),
+    ("max-compute-invocations-per-workgroup", "invocations"),
+)
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:g} {unit}" if unit == "B" else f"{n:.0f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def info(check: str | None = None) -> int:
+    present = devices()
+    if check is not None:
+        return 0 if any(a.backend == check for a in present) else 1
+    if not present:
+        print("no GPU adapter found. Install a Vulkan driver: on Debian/Ubuntu "
+              "`sudo apt-get install mesa-vulkan-drivers` (software lavapipe), or your GPU "
+              "vendor's driver.", file=sys.stderr)
+        return 1
+    best = choose_adapter()
+    header = ["#", "backend", "type", "name", *OPTIONAL_FEATURES, *(n for _, n in _KEY_LIMITS)]
+    rows = []
+    for a in present:
+        marks = ["yes" if f in a.features else "-" for f in OPTIONAL_FEATURES]
+        limits = [_size(a.limits.get(k, 0)) if k != _KEY_LIMITS[3][0] else str(a.limits.get(k))
+                  for k, _ in _KEY_LIMITS]
+        star = "*" if a.index == best.index else " "
+        rows.append([f"{a.index}{star}", a.backend, a.type, a.name, *marks, *limits])
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    for r in [header, *rows]:
+        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip())
+    print("* = Device.auto() choice (override with GPUCORE_BACKEND / GPUCORE_ADAPTER)")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m gpucore", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("info", help="list adapters with features and limits")
+    p.add_argument("--check", metavar="BACKEND",
+                   help="print nothing; exit 0 if an adapter of BACKEND (vulkan, gl, ...) exists")
+    args = parser.parse_args(argv)
+    return info(args.check)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

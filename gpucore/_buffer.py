@@ -1,0 +1,153 @@
+"""Buffer[T]: typed GPU storage."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any, Generic, TypeVar
+
+import numpy as np
+import wgpu
+
+from ._device import Device, default_device
+from ._dtypes import as_dtype, wgsl_scalar
+from ._errors import FeatureError
+
+__all__ = ["Buffer"]
+
+T = TypeVar("T", bound=np.generic)
+_USAGE = wgpu.BufferUsage.STORAGE | wgpu.BufferUsage.COPY_SRC | wgpu.BufferUsage.COPY_DST
+_ids = itertools.count()
+
+
+def _padded(nbytes: int) -> int:
+    return max(4, (nbytes + 3) // 4 * 4)  # wgpu copies and bindings work in 4-byte units
+
+
+class Buffer(Generic[T]):
+    """A 1-D array of `length` elements of `dtype` in GPU memory.
+
+    Generic for type checkers (`Buffer[np.float32]`); the dtype is also kept at run time and
+    kernels check it against the WGSL element type of the binding before any GPU work.
+    `read_only=True` marks data no kernel may write (weights, constants): binding it to a
+    `read_write` variable raises.
+    """
+
+    def __init__(
+        self,
+        length: int,
+        dtype: Any = np.float32,
+        *,
+        device: Device | None = None,
+        read_only: bool = False,
+        label: str | None = None,
+    ) -> None:
+        if int(length) != length or length < 0:
+            raise ValueError(f"buffer length must be a non-negative integer, got {length!r}")
+        self.device = device or default_device()
+        self.dtype: np.dtype = as_dtype(dtype)
+        if self.dtype == np.float16 and not self.device.has_f16:
+            raise FeatureError("shader-f16", "a float16 buffer", self.device.info.label)
+        self.length = int(length)
+        self.nbytes = self.length * self.dtype.itemsize
+        self.read_only = read_only
+        self.id = next(_ids)
+        self.device.check_limit("max-buffer-size", _padded(self.nbytes), "this buffer")
+        self.wgpu = self.device.wgpu.create_buffer(
+            label=label or f"buffer{self.id}", size=_padded(self.nbytes), usage=_USAGE
+        )
+        self.device.buffers_created += 1
+
+    # -- constructors -----------------------------------------------------------------
+    @classmethod
+    def empty(cls, length: int, dtype: Any = np.float32, **kwargs: Any) -> Buffer[Any]:
+        """An uninitialized buffer of `length` elements (contents are zeros in wgpu)."""
+        return cls(length, dtype, **kwargs)
+
+    @classmethod
+    def from_numpy(cls, array: np.ndarray, **kwargs: Any) -> Buffer[Any]:
+        """A buffer holding a copy of `array` (flattened, C order)."""
+        array = np.asarray(array)
+        buffer = cls(array.size, array.dtype, **kwargs)
+        if array.size:
+            buffer.write(array)
+        return buffer
+
+    # -- properties -------------------------------------------------------------------
+    def __len__(self) -> int:
+        return self.length
+
+    @property
+    def size(self) -> int:
+        """Bytes the GPU allocation spans (nbytes padded to a multiple of 4)."""
+        return _padded(self.nbytes)
+
+    @property
+    def wgsl_type(self) -> str:
+        return wgsl_scalar(self.dtype)
+
+    def __repr__(self) -> str:
+        ro = ", read_only" if self.read_only else ""
+        return f"Buffer[{self.dtype}](length={self.length}{ro}, device={self.device.name!r})"
+
+    # -- data movement ----------------------------------------------------------------
+    def write(self, array: np.ndarray, offset: int = 0) -> None:
+        """Copy `array` (any shape, same element count as the region) into the buffer,
+        starting at element `offset`. Ordered after all dispatches recorded so far."""
+        array = np.asarray(array)
+        if array.dtype != self.dtype:
+            raise TypeError(
+                f"cannot write {array.dtype} data into Buffer[{self.dtype}]; "
+                f"convert first with array.astype(np.{self.dtype})"
+            )
+        if offset < 0 or offset + array.size > self.length:
+            raise ValueError(
+                f"writing {array.size} elements at offset {offset} overruns a buffer of "
+                f"{self.length}"
+            )
+        data = np.ascontiguousarray(array).reshape(-1)
+        start = offset * self.dtype.itemsize
+        if data.nbytes % 4 or start % 4:
+            # wgpu writes whole 4-byte words: merge the partial words with what is there.
+            lo, hi = start // 4 * 4, _padded(start + data.nbytes)
+            word = np.frombuffer(self.device.read_bytes(self.wgpu, lo, hi - lo), np.uint8).copy()
+            word[start - lo : start - lo + data.nbytes] = data.view(np.uint8)
+            self.device.write_bytes(self.wgpu, lo, word)
+        elif data.nbytes:
+            self.device.write_bytes(self.wgpu, start, data)
+
+    def read(self) -> np.ndarray:
+        """The buffer's contents as a new 1-D numpy array (submits pending work first)."""
+        if self.length == 0:
+            return np.empty(0, self.dtype)
+        raw = self.device.read_bytes(self.wgpu, 0, self.size)
+        return np.frombuffer(raw, dtype=self.dtype, count=self.length).copy()
+
+    async def read_async(self) -> np.ndarray:
+        """Like `read()`, but awaits the map instead of blocking the event loop."""
+        if self.length == 0:
+            return np.empty(0, self.dtype)
+        dev = self.device
+        staging = dev.wgpu.create_buffer(
+            size=self.size, usage=wgpu.BufferUsage.MAP_READ | wgpu.BufferUsage.COPY_DST
+        )
+        dev.record_copy(self.wgpu, 0, staging, 0, self.size)
+        dev.flush()
+        await staging.map_async(wgpu.MapMode.READ)
+        try:
+            raw = staging.read_mapped()
+            return np.frombuffer(raw, dtype=self.dtype, count=self.length).copy()
+        finally:
+            staging.unmap()
+
+    def copy_from(self, other: Buffer[Any]) -> None:
+        """Record a GPU-side copy of `other` into this buffer (same dtype and length)."""
+        if other.device is not self.device:
+            raise ValueError("copy_from needs both buffers on the same device")
+        if other.dtype != self.dtype or other.length != self.length:
+            raise TypeError(
+                f"copy_from needs the same dtype and length: Buffer[{other.dtype}]"
+                f"({other.length}) into Buffer[{self.dtype}]({self.length})"
+            )
+        if self.read_only:
+            raise ValueError("cannot copy into a read_only buffer")
+        self.device.record_copy(other.wgpu, 0, self.wgpu, 0, self.size)

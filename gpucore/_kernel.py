@@ -1,0 +1,249 @@
+"""Kernel: a WGSL compute entry point, its checked signature, and dispatch."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+import struct
+from importlib import resources
+from typing import Any
+
+import wgpu
+
+from . import _wgsl
+from ._buffer import Buffer
+from ._device import Device
+from ._errors import BindingError, BindingTypeError, DeviceLimitError, ShaderCompileError
+
+__all__ = ["Kernel", "fold_grid", "shader_path", "shader_source"]
+
+_LOCATION = re.compile(r"wgsl:(\d+):(\d+)")
+_MESSAGE = re.compile(r"Shader (?:'[^']*' )?(?:parsing |validation )?error: ([^\n]*)")
+_PACK = {"f32": "f", "i32": "i", "u32": "I"}
+
+
+def shader_path(name: str) -> Any:
+    """The packaged file for shader `name` ('core/vector_add' -> shaders/core/vector_add.wgsl)."""
+    rel = name if name.endswith(".wgsl") else name + ".wgsl"
+    path = resources.files("shaders").joinpath(rel)
+    if not path.is_file():
+        raise FileNotFoundError(f"no shader {rel!r} under the shaders/ package")
+    return path
+
+
+def shader_source(name: str) -> str:
+    return shader_path(name).read_text(encoding="utf-8")
+
+
+def fold_grid(workgroups: int | tuple[int, ...], max_per_dim: int) -> tuple[int, int, int]:
+    """Turn a workgroup count into an (x, y, z) grid that respects `max_per_dim`.
+
+    A 1-D count above the limit is folded into x * y >= count; shaders recover the linear
+    index as `wid.x + wid.y * nwg.x` and bounds-check it (extra workgroups do nothing).
+    """
+    if isinstance(workgroups, int):
+        workgroups = (workgroups,)
+    dims = tuple(int(w) for w in workgroups) + (1,) * (3 - len(workgroups))
+    if len(dims) != 3 or min(dims) < 0:
+        raise ValueError(f"workgroups must be up to 3 non-negative ints, got {workgroups!r}")
+    x, y, z = dims
+    if x > max_per_dim and y == 1:
+        y = math.ceil(x / max_per_dim)
+        x = math.ceil(x / y)
+    if max(x, y, z) > max_per_dim:
+        raise DeviceLimitError(
+            "max-compute-workgroups-per-dimension", max_per_dim, max(x, y, z), "this dispatch grid"
+        )
+    return x, y, z
+
+
+class Kernel:
+    """One compute entry point of a WGSL module.
+
+    `Kernel.load("core/vector_add")` reads `shaders/core/vector_add.wgsl`;
+    `Kernel(source, name=...)` takes the text. `constants` sets WGSL `override`s;
+    `types` rebinds `alias T = ...;` declarations (the only textual specialization).
+
+    Storage bindings are passed positionally in binding order; the fields of the (single)
+    `var<uniform>` params struct are passed as keywords::
+
+        k = Kernel.load("core/vector_add")
+        k.dispatch(k.groups_for(n), a, b, out, n=n)
+    """
+
+    def __init__(
+        self,
+        source: str,
+        *,
+        name: str = "<string>",
+        entry: str = "main",
+        constants: dict[str, float] | None = None,
+        types: dict[str, str] | None = None,
+    ) -> None:
+        self.name = name
+        self.entry = entry
+        self.constants = dict(constants or {})
+        self.source = _wgsl.specialize_types(source, types, name) if types else source
+        self.signature = _wgsl.parse(self.source)
+        # A missing entry point is reported at compile time, after naga has had its say:
+        # a syntax error usually hides the entry point from our reader too.
+        found = self.signature.entry_points.get(entry)
+        unknown = set(self.constants) - set(self.signature.overrides)
+        if unknown:
+            raise BindingError(
+                f"shader {name} has no override constant(s) {sorted(unknown)}; "
+                f"it declares {sorted(self.signature.overrides) or 'none'}"
+            )
+        sizes = found.workgroup_size if found else ("1",)
+        self.workgroup_size = tuple(
+            _wgsl.evaluate(e, self.constants, self.signature.overrides) for e in sizes
+        ) + (1,) * (3 - len(sizes))
+        self.label = f"{name.removesuffix('.wgsl')}:{entry}"
+        digest = hashlib.sha1(self.source.encode()).hexdigest()
+        self._key = (digest, entry, tuple(sorted(self.constants.items())))
+
+    @classmethod
+    def load(cls, name: str, **kwargs: Any) -> Kernel:
+        """The kernel in the packaged file `shaders/<name>.wgsl`."""
+        base = name.removesuffix(".wgsl")
+        return cls(shader_source(base), name=base + ".wgsl", **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<Kernel {self.label} workgroup_size={self.workgroup_size}>"
+
+    # -- compilation ------------------------------------------------------------------
+    def compile(self, device: Device) -> tuple[Any, Any]:
+        """(pipeline, bind group layout) on `device`; compiled once per device and cached."""
+        return device.pipeline(self._key, lambda: self._build(device))
+
+    def _build(self, device: Device) -> tuple[Any, Any]:
+        dev = device.wgpu
+        try:
+            module = dev.create_shader_module(label=self.name, code=self.source)
+        except wgpu.GPUError as exc:
+            raise self._compile_error(exc) from None
+        if self.entry not in self.signature.entry_points:
+            found = ", ".join(self.signature.entry_points) or "none"
+            raise BindingError(
+                f"shader {self.name} has no @compute entry point {self.entry!r} (found: {found})"
+            )
+        entries = []
+        for i, b in enumerate(self.signature.storage):
+            kind = (wgpu.BufferBindingType.storage if b.writable
+                    else wgpu.BufferBindingType.read_only_storage)
+            entries.append({"binding": i, "visibility": wgpu.ShaderStage.COMPUTE,
+                            "buffer": {"type": kind}})
+        if self.signature.params is not None:
+            entries.append({"binding": len(entries), "visibility": wgpu.ShaderStage.COMPUTE,
+                            "buffer": {"type": wgpu.BufferBindingType.uniform}})
+        layout = dev.create_bind_group_layout(entries=entries)
+        try:
+            pipeline = dev.create_compute_pipeline(
+                label=self.label,
+                layout=dev.create_pipeline_layout(bind_group_layouts=[layout]),
+                compute={"module": module, "entry_point": self.entry,
+                         "constants": self.constants},
+            )
+        except wgpu.GPUError as exc:
+            raise self._compile_error(exc) from None
+        return pipeline, layout
+
+    def _compile_error(self, exc: Exception) -> ShaderCompileError:
+        text = str(exc)
+        m = _LOCATION.search(text)
+        found = _MESSAGE.search(text)
+        notes = [ln.strip()[1:].strip() for ln in text.splitlines() if ln.strip().startswith("= ")]
+        message = "; ".join([found.group(1).strip()] + notes) if found else text.strip()
+        line, col = (int(m.group(1)), int(m.group(2))) if m else (None, None)
+        return ShaderCompileError(self.name, line, col, message)
+
+    # -- dispatch ---------------------------------------------------------------------
+    def groups_for(self, n: int) -> int:
+        """Workgroups needed to give each of `n` items one invocation along x."""
+        return math.ceil(n / self.workgroup_size[0])
+
+    def _check(self, args: tuple[Any, ...]) -> list[Buffer[Any]]:
+        bindings = self.signature.storage
+        if len(args) != len(bindings):
+            names = ", ".join(b.name for b in bindings)
+            raise BindingError(
+                f"{self.label} takes {len(bindings)} buffers ({names}), got {len(args)}"
+            )
+        buffers: list[Buffer[Any]] = []
+        for b, arg in zip(bindings, args):
+            buf = getattr(arg, "buffer", arg)  # accept anything that carries a Buffer
+            if not isinstance(buf, Buffer):
+                raise BindingTypeError(
+                    f"{self.label}: {b.describe()} needs a Buffer, got {type(arg).__name__}"
+                )
+            if b.scalar is not None and buf.wgsl_type != b.scalar:
+                raise BindingTypeError(
+                    f"{self.label}: {b.describe()} holds {b.scalar} but got "
+                    f"Buffer[{buf.dtype}] ({buf.wgsl_type}); convert with astype or use a "
+                    f"{b.scalar} buffer"
+                )
+            if b.writable and buf.read_only:
+                raise BindingError(
+                    f"{self.label}: {b.describe()} is written by the shader, but the buffer "
+                    "given is read_only"
+                )
+            buffers.append(buf)
+        device = buffers[0].device if buffers else None
+        for b, buf in zip(bindings, buffers):
+            if buf.device is not device:
+                raise BindingError(f"{self.label}: all buffers must be on one device "
+                                   f"({b.name} is on {buf.device.name})")
+            device.check_limit("max-storage-buffer-binding-size", buf.size,
+                               f"{self.label}: binding '{b.name}'")
+            if b.writable and sum(x is buf for x in buffers) > 1:
+                raise BindingError(
+                    f"{self.label}: the buffer bound to '{b.name}' is written by the shader "
+                    "and may not also be bound elsewhere in the same dispatch"
+                )
+        return buffers
+
+    def _pack(self, params: dict[str, Any]) -> bytes | None:
+        fields = self.signature.param_fields
+        given, declared = set(params), {f for f, _ in fields}
+        if given != declared:
+            missing, extra = sorted(declared - given), sorted(given - declared)
+            raise BindingError(
+                f"{self.label} params: missing {missing}, unexpected {extra}; "
+                f"expected {sorted(declared)}"
+            )
+        if not fields:
+            return None
+        values = []
+        for fname, ftype in fields:
+            value = params[fname]
+            if ftype in ("u32", "i32"):
+                lo, hi = (0, 2**32) if ftype == "u32" else (-(2**31), 2**31)
+                if int(value) != value or not lo <= int(value) < hi:
+                    raise BindingError(f"{self.label}: param {fname}: {ftype} = {value!r} "
+                                       "is out of range")
+                value = int(value)
+            values.append(value)
+        data = struct.pack("<" + "".join(_PACK[t] for _, t in fields), *values)
+        return data + bytes(-len(data) % 16)  # uniform structs are 16-byte aligned
+
+    def dispatch(
+        self, workgroups: int | tuple[int, ...], *buffers: Any, device: Device | None = None,
+        **params: Any,
+    ) -> None:
+        """Check the arguments against the WGSL signature, then record the dispatch.
+
+        Nothing is submitted: reads, writes and `synchronize()` submit the batch.
+        """
+        bufs = self._check(buffers)
+        data = self._pack(params)
+        device = device or (bufs[0].device if bufs else None)
+        if device is None:
+            raise BindingError(f"{self.label} has no buffers: pass device=")
+        grid = fold_grid(workgroups, device.limits["max-compute-workgroups-per-dimension"])
+        pipeline, layout = self.compile(device)
+        if 0 in grid:
+            return
+        device.record_dispatch(
+            pipeline, layout, [(b.wgpu, 0, b.size) for b in bufs], data, grid, self.label
+        )

@@ -1,0 +1,91 @@
+"""Per-dispatch GPU timing from timestamp queries."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import wgpu
+
+if TYPE_CHECKING:
+    from ._device import Device
+
+__all__ = ["Profile"]
+
+_QUERIES = 4096  # two per dispatch; the batch is submitted when the set is full
+
+
+class Profile:
+    """Collects (kernel label, GPU nanoseconds) for every dispatch while active."""
+
+    def __init__(self, device: Device) -> None:
+        self.device = device
+        self.records: list[tuple[str, float]] = []
+        self._labels: list[str] = []
+        self._query_set: Any = None
+        self._resolve: Any = None
+
+    def __enter__(self) -> Profile:
+        dev = self.device.wgpu
+        self.device._start_profile(self)
+        self._query_set = dev.create_query_set(type="timestamp", count=_QUERIES)
+        self._resolve = dev.create_buffer(
+            size=_QUERIES * 8,
+            usage=wgpu.BufferUsage.QUERY_RESOLVE | wgpu.BufferUsage.COPY_SRC,
+        )
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.device._stop_profile()
+
+    @property
+    def full(self) -> bool:
+        return 2 * len(self._labels) >= _QUERIES
+
+    def next_pass(self, label: str) -> dict[str, Any]:
+        i = 2 * len(self._labels)
+        self._labels.append(label)
+        return {
+            "query_set": self._query_set,
+            "beginning_of_pass_write_index": i,
+            "end_of_pass_write_index": i + 1,
+        }
+
+    def resolve_into(self, encoder: Any) -> None:
+        if self._labels:
+            encoder.resolve_query_set(self._query_set, 0, 2 * len(self._labels), self._resolve, 0)
+
+    def collect(self, queue: Any) -> None:
+        if not self._labels:
+            return
+        raw = queue.read_buffer(self._resolve, 0, 16 * len(self._labels))
+        stamps = np.frombuffer(raw, dtype=np.uint64).reshape(-1, 2).astype(np.int64)
+        # wgpu reports timestamps in nanoseconds.
+        durations = np.maximum(stamps[:, 1] - stamps[:, 0], 0)
+        self.records.extend(zip(self._labels, durations.astype(float)))
+        self._labels = []
+
+    def total_ns(self, label: str | None = None) -> float:
+        return float(sum(ns for name, ns in self.records if label in (None, name)))
+
+    def summary(self) -> dict[str, tuple[int, float]]:
+        """label -> (dispatch count, total nanoseconds), slowest first."""
+        acc: dict[str, list[float]] = defaultdict(list)
+        for name, ns in self.records:
+            acc[name].append(ns)
+        rows = {k: (len(v), float(sum(v))) for k, v in acc.items()}
+        return dict(sorted(rows.items(), key=lambda kv: -kv[1][1]))
+
+    def table(self) -> str:
+        """A per-kernel table: calls, total and mean microseconds, share of GPU time."""
+        rows = self.summary()
+        total = sum(t for _, t in rows.values()) or 1.0
+        width = max([len("kernel")] + [len(k) for k in rows])
+        lines = [f"{'kernel':<{width}}  {'calls':>6}  {'total us':>10}  {'mean us':>9}  {'%':>5}"]
+        for name, (count, ns) in rows.items():
+            lines.append(
+                f"{name:<{width}}  {count:>6}  {ns / 1e3:>10.1f}  {ns / count / 1e3:>9.2f}"
+                f"  {100 * ns / total:>5.1f}"
+            )
+        return "\n".join(lines)

@@ -1,0 +1,5 @@
+"""gpustd: numpy-like arrays and operations built from WGSL shaders on gpucore."""
+
+from ._tensor import Tensor, asarray, empty
+
+__all__ = ["Tensor", "asarray", "empty"]

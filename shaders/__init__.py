@@ -1,0 +1,1 @@
+"""WGSL sources, one file per kernel family, grouped by area (package data)."""

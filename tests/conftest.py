@@ -1,0 +1,59 @@
+"""The cross-backend matrix: `device` runs a test once per adapter present.
+
+Restrict with GPUCORE_BACKEND=vulkan (or gl, metal, dx12; comma-separated for several).
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+import gpucore
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # references never reach a hub
+
+_devices: dict[int, gpucore.Device] = {}
+
+
+def _adapters() -> list[gpucore.AdapterInfo]:
+    present = gpucore.devices()
+    wanted = os.environ.get("GPUCORE_BACKEND")
+    if wanted:
+        keep = {w.strip().lower() for w in wanted.split(",")}
+        present = [a for a in present if a.backend in keep]
+    return present
+
+
+ADAPTERS = _adapters()
+
+
+def _id(info: gpucore.AdapterInfo) -> str:
+    return f"{info.backend}{info.index}"
+
+
+@pytest.fixture(
+    scope="session",
+    params=ADAPTERS or [None],
+    ids=[_id(a) for a in ADAPTERS] or ["no-adapter"],
+)
+def device(request: pytest.FixtureRequest) -> gpucore.Device:
+    """One Device per adapter, opened once per session."""
+    info = request.param
+    if info is None:
+        pytest.skip("no GPU adapter present: install mesa-vulkan-drivers (see README)")
+    if info.index not in _devices:
+        _devices[info.index] = gpucore.Device(info)
+    return _devices[info.index]
+
+
+@pytest.fixture
+def f16_device(device: gpucore.Device) -> gpucore.Device:
+    """`device`, skipping adapters without shader-f16 (such as OpenGL)."""
+    if not device.has_f16:
+        pytest.skip(f"{device.backend} adapter {device.name!r} has no shader-f16")
+    return device
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    return ["adapters: " + (", ".join(f"{_id(a)}={a.name}" for a in ADAPTERS) or "none")]
