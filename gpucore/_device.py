@@ -138,7 +138,7 @@ class Device:
 
     def bind_group(self, layout: Any, entries: tuple[tuple[Any, int, int], ...]) -> Any:
         """A (cached) bind group of `(wgpu buffer, offset, size)` entries in binding order."""
-        key = (id(layout),) + tuple((id(b), o, s) for b, o, s in entries)
+        key = (id(layout), *tuple((id(b), o, s) for b, o, s in entries))
         group = self._bind_groups.get(key)
         if group is not None:
             self._bind_groups.move_to_end(key)

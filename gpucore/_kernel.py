@@ -154,7 +154,7 @@ class Kernel:
         m = _LOCATION.search(text)
         found = _MESSAGE.search(text)
         notes = [ln.strip()[1:].strip() for ln in text.splitlines() if ln.strip().startswith("= ")]
-        message = "; ".join([found.group(1).strip()] + notes) if found else text.strip()
+        message = "; ".join([found.group(1).strip(), *notes]) if found else text.strip()
         line, col = (int(m.group(1)), int(m.group(2))) if m else (None, None)
         return ShaderCompileError(self.name, line, col, message)
 

@@ -24,6 +24,7 @@ _ALIAS = re.compile(r"\balias\s+(\w+)\s*=\s*([^;]+);")
 _STRUCT = re.compile(r"\bstruct\s+(\w+)\s*\{([^}]*)\}")
 _FIELD = re.compile(r"(\w+)\s*:\s*([\w<>, ]+?)\s*(?:,|$)")
 _OVERRIDE = re.compile(r"\boverride\s+(\w+)\s*(?::\s*(\w+))?\s*(?:=\s*([^;]+))?;")
+_WRAPPER = re.compile(r"(?:array|atomic|vec[234]|mat\dx\d)\s*<\s*(.+?)\s*(?:,\s*[\w ]+)?>")
 _FN = re.compile(r"((?:@\w+(?:\s*\([^)]*\))?\s*)+)fn\s+(\w+)")
 
 
@@ -62,7 +63,7 @@ class Signature:
 def _scalar_of(type_str: str, structs: dict[str, list[tuple[str, str]]]) -> str | None:
     inner = type_str.strip()
     while True:
-        m = re.fullmatch(r"(?:array|atomic|vec[234]|mat\dx\d)\s*<\s*(.+?)\s*(?:,\s*[\w ]+)?>", inner)
+        m = _WRAPPER.fullmatch(inner)
         if not m:
             break
         inner = m.group(1).strip()
