@@ -6,14 +6,16 @@ import numpy as np
 
 __all__ = ["WGSL_SCALAR", "as_dtype", "wgsl_scalar"]
 
-# numpy dtype -> WGSL scalar type name.
+# numpy dtype -> WGSL scalar type name. complex64 is a pair of f32 (array<vec2<f32>> in WGSL).
 WGSL_SCALAR: dict[np.dtype, str] = {
     np.dtype(np.float32): "f32",
     np.dtype(np.float16): "f16",
     np.dtype(np.int32): "i32",
     np.dtype(np.uint32): "u32",
+    np.dtype(np.complex64): "f32",
 }
-_BY_WGSL = {v: k for k, v in WGSL_SCALAR.items()}
+_BY_WGSL = {"f32": np.dtype(np.float32), "f16": np.dtype(np.float16),
+            "i32": np.dtype(np.int32), "u32": np.dtype(np.uint32)}
 
 
 def as_dtype(dtype: object) -> np.dtype:

@@ -48,12 +48,13 @@ class Tensor:
                    read_only: bool = False) -> Tensor:
         """Copy a numpy array (or anything np.asarray takes) to the GPU.
 
-        float64 becomes float32 and int64 int32 unless `dtype` says otherwise — GPUs have
+        float64 becomes float32, complex128 complex64 and int64 int32 unless `dtype` says otherwise — GPUs have
         neither — so `Tensor.from_numpy(np.random.rand(3))` does what one means.
         """
         array = np.asarray(array)
         if dtype is None:
             dtype = {np.dtype(np.float64): np.float32, np.dtype(np.int64): np.int32,
+                     np.dtype(np.complex128): np.complex64,
                      np.dtype(np.bool_): np.uint32}.get(array.dtype, array.dtype)
         dtype = as_dtype(dtype)
         data = np.ascontiguousarray(array, dtype=dtype)
