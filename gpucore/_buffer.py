@@ -52,16 +52,34 @@ class Buffer(Generic[T]):
         self.read_only = read_only
         self.id = next(_ids)
         self.device.check_limit("max-buffer-size", _padded(self.nbytes), "this buffer")
-        self.wgpu = self.device.wgpu.create_buffer(
-            label=label or f"buffer{self.id}", size=_padded(self.nbytes), usage=_USAGE
+        self.wgpu, self._size_class = self.device.allocate(
+            _padded(self.nbytes), _USAGE, label or f"buffer{self.id}"
         )
-        self.device.buffers_created += 1
+
+    def __del__(self) -> None:
+        # Hand the allocation back to the device's pool; guarded for interpreter shutdown.
+        try:
+            self.device.release(self.wgpu, self._size_class)
+        except Exception:  # noqa: S110 - nothing useful to do while being collected
+            pass
 
     # -- constructors -----------------------------------------------------------------
     @classmethod
     def empty(cls, length: int, dtype: Any = np.float32, **kwargs: Any) -> Buffer[Any]:
-        """An uninitialized buffer of `length` elements (contents are zeros in wgpu)."""
+        """A buffer of `length` elements with unspecified contents (pooled memory is
+        reused as is). numpy: `np.empty`."""
         return cls(length, dtype, **kwargs)
+
+    @classmethod
+    def zeros(cls, length: int, dtype: Any = np.float32, **kwargs: Any) -> Buffer[Any]:
+        """A buffer of `length` zero elements (cleared on the GPU). numpy: `np.zeros`."""
+        buffer = cls(length, dtype, **kwargs)
+        buffer.fill_zero()
+        return buffer
+
+    def fill_zero(self) -> None:
+        """Record a GPU-side clear of the whole buffer."""
+        self.device.record_clear(self.wgpu, self.size)
 
     @classmethod
     def from_numpy(cls, array: np.ndarray, **kwargs: Any) -> Buffer[Any]:

@@ -79,7 +79,10 @@ class Device:
         self._param_bytes = bytearray(self._param_stride * _PARAM_SLOTS)
         self._param_used = 0
         self._profile: Profile | None = None
-        self.buffers_created = 0  # counted so tests can prove a forward pass allocates nothing
+        self._free: dict[int, list[Any]] = {}  # size class -> idle wgpu buffers
+        self.pool_bytes = 0  # bytes held idle in the pool
+        self.pool_limit = 4 << 30
+        self.buffers_created = 0  # real allocations: a warm forward pass should add none
 
     # -- construction -----------------------------------------------------------------
     @classmethod
@@ -120,6 +123,45 @@ class Device:
         value = self.limits[limit]
         if requested > value:
             raise DeviceLimitError(limit, value, requested, what)
+
+    # -- memory -----------------------------------------------------------------------
+    @staticmethod
+    def size_class(nbytes: int) -> int:
+        """Allocation size for a request: 256-byte steps up to 64 KiB, then 8 steps per
+        power of two (at most 12.5% slack), so freed activations fit later requests."""
+        if nbytes <= 65536:
+            return max(256, -(-nbytes // 256) * 256)
+        step = 1 << (nbytes.bit_length() - 4)
+        return -(-nbytes // step) * step
+
+    def allocate(self, nbytes: int, usage: int, label: str) -> tuple[Any, int]:
+        """A wgpu buffer of at least `nbytes`, reused from the pool when one is idle.
+
+        Reuse is safe without waiting: the GPU executes the queue in order, so work recorded
+        for a buffer's new owner runs after the old owner's. Returns (buffer, size class).
+        """
+        cls = self.size_class(nbytes)
+        with self._lock:
+            idle = self._free.get(cls)
+            if idle:
+                self.pool_bytes -= cls
+                return idle.pop(), cls
+        self.check_limit("max-buffer-size", cls, f"{label} ({nbytes:,} bytes)")
+        self.buffers_created += 1
+        return self.wgpu.create_buffer(label=label, size=cls, usage=usage), cls
+
+    def release(self, buffer: Any, size_class: int) -> None:
+        """Return a buffer to the pool (called when its Buffer is garbage collected)."""
+        with self._lock:
+            if self.pool_bytes + size_class <= self.pool_limit:
+                self._free.setdefault(size_class, []).append(buffer)
+                self.pool_bytes += size_class
+
+    def empty_pool(self) -> None:
+        """Drop every idle pooled buffer (wgpu frees them)."""
+        with self._lock:
+            self._free.clear()
+            self.pool_bytes = 0
 
     # -- command stream ---------------------------------------------------------------
     def _encoder_for_recording(self) -> Any:
@@ -188,6 +230,11 @@ class Device:
                     src, src_offset, dst, dst_offset, size
                 )
                 self._pending += 1
+
+    def record_clear(self, buffer: Any, size: int) -> None:
+        with self._lock:
+            self._encoder_for_recording().clear_buffer(buffer, 0, size)
+            self._pending += 1
 
     def flush(self) -> None:
         """Submit everything recorded so far (does not wait for it)."""

@@ -9,7 +9,7 @@ import numpy as np
 
 from gpucore import Buffer, Device, Kernel, as_dtype, default_device
 
-__all__ = ["Tensor", "asarray", "empty"]
+__all__ = ["Tensor", "asarray", "empty", "zeros"]
 
 
 def _normalize_shape(shape: Any) -> tuple[int, ...]:
@@ -42,6 +42,11 @@ class Tensor:
     def empty(cls, shape: Any, dtype: Any = np.float32, *, device: Device | None = None) -> Tensor:
         shape = _normalize_shape(shape)
         return cls(Buffer(math.prod(shape), dtype, device=device), shape)
+
+    @classmethod
+    def zeros(cls, shape: Any, dtype: Any = np.float32, *, device: Device | None = None) -> Tensor:
+        shape = _normalize_shape(shape)
+        return cls(Buffer.zeros(math.prod(shape), dtype, device=device), shape)
 
     @classmethod
     def from_numpy(cls, array: Any, *, dtype: Any = None, device: Device | None = None,
@@ -155,5 +160,10 @@ def asarray(data: Any, *, dtype: Any = None, device: Device | None = None) -> Te
 
 
 def empty(shape: Any, dtype: Any = np.float32, *, device: Device | None = None) -> Tensor:
-    """An uninitialized Tensor. numpy: `np.empty`."""
+    """A Tensor with unspecified contents (pooled memory is reused as is). numpy: `np.empty`."""
     return Tensor.empty(shape, dtype, device=device)
+
+
+def zeros(shape: Any, dtype: Any = np.float32, *, device: Device | None = None) -> Tensor:
+    """A Tensor of zeros. numpy: `np.zeros`."""
+    return Tensor.zeros(shape, dtype, device=device)
