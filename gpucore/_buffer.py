@@ -60,7 +60,7 @@ class Buffer(Generic[T]):
         # Hand the allocation back to the device's pool; guarded for interpreter shutdown.
         try:
             self.device.release(self.wgpu, self._size_class)
-        except Exception:  # noqa: S110 - nothing useful to do while being collected
+        except Exception:  # nothing useful to do while being collected
             pass
 
     # -- constructors -----------------------------------------------------------------

@@ -14,7 +14,7 @@ WGSL_SCALAR: dict[np.dtype, str] = {
     np.dtype(np.uint32): "u32",
     np.dtype(np.complex64): "f32",
 }
-_BY_WGSL = {"f32": np.dtype(np.float32), "f16": np.dtype(np.float16),
+_BY_WGSL: dict[str, np.dtype] = {"f32": np.dtype(np.float32), "f16": np.dtype(np.float16),
             "i32": np.dtype(np.int32), "u32": np.dtype(np.uint32)}
 
 
@@ -23,7 +23,7 @@ def as_dtype(dtype: object) -> np.dtype:
     if isinstance(dtype, str) and dtype in _BY_WGSL:
         return _BY_WGSL[dtype]
     try:
-        result = np.dtype(dtype)  # type: ignore[call-overload]
+        result: np.dtype = np.dtype(dtype)  # type: ignore[call-overload]
     except TypeError as exc:
         raise TypeError(f"{dtype!r} is not a dtype") from exc
     if result not in WGSL_SCALAR:

@@ -157,12 +157,20 @@ def specialize_types(source: str, types: dict[str, str], shader: str) -> str:
 
 
 def evaluate(expr: str, constants: dict[str, float], overrides: dict[str, str | None]) -> int:
-    """Evaluate a workgroup-size expression made of integers, override names and + - * /."""
-    names = dict(constants)
-    for name, default in overrides.items():
-        if name not in names and default is not None:
-            names[name] = evaluate(default, names, {})
+    """Evaluate a workgroup-size expression made of integers, override names and + - * /.
+
+    Names resolve to `constants` first, then to the overrides' defaults (recursively).
+    """
     text = re.sub(r"(\d+)[ui]\b", r"\1", expr)
     if not re.fullmatch(r"[\w\s+\-*/()]+", text):
         raise ValueError(f"cannot evaluate workgroup size expression {expr!r}")
+    names: dict[str, float] = {}
+    for name in set(re.findall(r"[A-Za-z_]\w*", text)):
+        if name in constants:
+            names[name] = constants[name]
+        elif overrides.get(name) is not None:
+            names[name] = evaluate(overrides[name] or "", constants, overrides)
+        else:
+            raise ValueError(f"workgroup size uses {name!r}, which has no value: pass it in "
+                             "constants=")
     return int(eval(text, {"__builtins__": {}}, names))

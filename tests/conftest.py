@@ -47,7 +47,7 @@ def device(request: pytest.FixtureRequest) -> gpucore.Device:
     return _devices[info.index]
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def f16_device(device: gpucore.Device) -> gpucore.Device:
     """`device`, skipping adapters without shader-f16 (such as OpenGL)."""
     if not device.has_f16:

@@ -1,0 +1,122 @@
+"""Adapters, device selection, limits, errors that need no kernel, profiling, the pool."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import gpucore
+from gpucore import _adapters
+
+# -- needs no device -------------------------------------------------------------------
+
+
+def test_no_adapter_error_says_how_to_fix(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_adapters.wgpu.gpu, "enumerate_adapters_sync", lambda: [])
+    with pytest.raises(gpucore.NoAdapterError, match="mesa-vulkan-drivers"):
+        gpucore.Device.auto()
+
+
+def test_fold_grid_respects_the_limit() -> None:
+    assert gpucore.fold_grid(10, 65535) == (10, 1, 1)
+    x, y, z = gpucore.fold_grid(70_000, 65535)
+    assert x <= 65535 and y <= 65535 and z == 1 and x * y >= 70_000
+    assert gpucore.fold_grid((4, 5), 65535) == (4, 5, 1)
+    with pytest.raises(gpucore.DeviceLimitError, match="max-compute-workgroups-per-dimension"):
+        gpucore.fold_grid((70_000, 2), 65535)
+    with pytest.raises(ValueError):
+        gpucore.fold_grid((-1,), 65535)
+
+
+def test_info_lists_every_adapter() -> None:
+    out = subprocess.run([sys.executable, "-m", "gpucore", "info"], capture_output=True,
+                         text=True, check=False)
+    present = gpucore.devices()
+    if not present:
+        assert out.returncode == 1 and "mesa-vulkan-drivers" in out.stderr
+        return
+    assert out.returncode == 0, out.stderr
+    for info in present:
+        assert info.backend in out.stdout and info.name in out.stdout
+
+
+# -- per adapter ------------------------------------------------------------------------
+
+
+def test_device_exposes_real_limits_and_features(device: gpucore.Device) -> None:
+    adapter_limit = device.info.limits["max-storage-buffer-binding-size"]
+    assert device.limits["max-storage-buffer-binding-size"] == adapter_limit
+    assert device.features <= {"shader-f16", "subgroup", "timestamp-query"}
+    assert device.features == {f for f in _adapters.OPTIONAL_FEATURES if f in device.info.features}
+
+
+def test_select_by_backend_index_and_name(device: gpucore.Device,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    info = device.info
+    assert _adapters.choose_adapter(backend=info.backend).backend == info.backend
+    assert _adapters.choose_adapter(adapter=info.index).index == info.index
+    assert _adapters.choose_adapter(backend=info.backend, adapter=info.name[:6]).index == info.index
+    monkeypatch.setenv("GPUCORE_BACKEND", info.backend)
+    monkeypatch.setenv("GPUCORE_ADAPTER", str(info.index))
+    assert _adapters.choose_adapter().index == info.index
+
+
+def test_select_missing_backend_lists_what_exists() -> None:
+    with pytest.raises(gpucore.NoAdapterError, match="present:"):
+        _adapters.choose_adapter(backend="dx12" if sys.platform != "win32" else "metal")
+    with pytest.raises(gpucore.NoAdapterError, match="no adapter matches"):
+        _adapters.choose_adapter(adapter="no-such-gpu-name")
+
+
+def test_buffer_over_max_buffer_size_is_refused(device: gpucore.Device) -> None:
+    limit = device.limits["max-buffer-size"]
+    with pytest.raises(gpucore.DeviceLimitError, match="max-buffer-size") as info:
+        gpucore.Buffer(limit // 4 + 1, np.float32, device=device)
+    assert info.value.value == limit
+
+
+def test_f16_buffer_needs_the_feature(device: gpucore.Device) -> None:
+    if device.has_f16:
+        assert gpucore.Buffer(3, np.float16, device=device).nbytes == 6
+    else:
+        with pytest.raises(gpucore.FeatureError, match="shader-f16"):
+            gpucore.Buffer(3, np.float16, device=device)
+
+
+def test_unsupported_dtype_is_a_type_error(device: gpucore.Device) -> None:
+    with pytest.raises(TypeError, match="not supported"):
+        gpucore.Buffer(4, np.float64, device=device)
+
+
+def test_pool_reuses_freed_buffers(device: gpucore.Device) -> None:
+    def step() -> None:
+        a = gpucore.Buffer.empty(1000, np.float32, device=device)
+        b = gpucore.Buffer.empty(70_000, np.float32, device=device)
+        del a, b
+
+    step()
+    before = device.buffers_created
+    for _ in range(5):
+        step()
+    assert device.buffers_created == before
+
+
+def test_profile_times_each_dispatch(device: gpucore.Device) -> None:
+    if not device.has_timestamps:
+        with pytest.raises(gpucore.GpuError, match="timestamp-query"):
+            device.profile().__enter__()
+        return
+    n = 4099
+    a = gpucore.Buffer.from_numpy(np.ones(n, np.float32), device=device)
+    out = gpucore.Buffer.empty(n, np.float32, device=device)
+    kernel = gpucore.Kernel.load("core/vector_add")
+    with device.profile() as prof:
+        for _ in range(3):
+            kernel.dispatch(kernel.groups_for(n), a, a, out, n=n)
+    assert [label for label, _ in prof.records] == ["core/vector_add:main"] * 3
+    assert all(ns >= 0 for _, ns in prof.records)
+    assert "core/vector_add:main" in prof.table()
+    np.testing.assert_array_equal(out.read(), np.full(n, 2, np.float32))

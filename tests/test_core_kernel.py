@@ -1,0 +1,129 @@
+"""Kernel: compilation, signature checks before any GPU work, batching, grid folding."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from support import random_array
+
+import gpucore
+from gpucore import Buffer, Kernel
+
+ADD = Kernel.load("core/vector_add")
+
+
+def _add(device: gpucore.Device, a: np.ndarray, b: np.ndarray, kernel: Kernel = ADD) -> np.ndarray:
+    out = Buffer.empty(a.size, a.dtype, device=device)
+    kernel.dispatch(kernel.groups_for(a.size), Buffer.from_numpy(a, device=device),
+                    Buffer.from_numpy(b, device=device), out, n=a.size)
+    return out.read()
+
+
+@settings(max_examples=15, deadline=None)
+@given(n=st.one_of(st.sampled_from([0, 1, 2, 3, 13, 255, 256, 257, 1021, 65537]),
+                   st.integers(0, 20_000)), seed=st.integers(0, 2**32 - 1))
+def test_vector_add(device: gpucore.Device, n: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    a, b = random_array(rng, n), random_array(rng, n)
+    np.testing.assert_array_equal(_add(device, a, b), a + b)
+
+
+def test_vector_add_f16(f16_device: gpucore.Device) -> None:
+    rng = np.random.default_rng(3)
+    a, b = random_array(rng, 1001, np.float16), random_array(rng, 1001, np.float16)
+    kernel = Kernel.load("core/vector_add", types={"T": "f16"})
+    np.testing.assert_array_equal(_add(f16_device, a, b, kernel), a + b)
+
+
+def test_grid_folding_past_65535_workgroups(device: gpucore.Device) -> None:
+    # A 1-invocation workgroup makes the fold cheap to reach: 70,001 workgroups -> (x, y).
+    kernel = Kernel.load("core/vector_add", constants={"WG": 1})
+    assert kernel.workgroup_size == (1, 1, 1)
+    rng = np.random.default_rng(4)
+    a, b = random_array(rng, 70_001), random_array(rng, 70_001)
+    np.testing.assert_array_equal(_add(device, a, b, kernel), a + b)
+
+
+def test_dispatches_in_one_batch_run_in_order(device: gpucore.Device) -> None:
+    # 5000 dependent dispatches: more than one params arena, so the batch splits itself.
+    one = Buffer.from_numpy(np.ones(7, np.float32), device=device)
+    x, y = Buffer.zeros(7, device=device), Buffer.empty(7, device=device)
+    for _ in range(5000):
+        ADD.dispatch(1, x, one, y, n=7)
+        x, y = y, x
+    np.testing.assert_array_equal(x.read(), np.full(7, 5000, np.float32))
+
+
+def test_write_is_ordered_after_recorded_dispatches(device: gpucore.Device) -> None:
+    a = Buffer.from_numpy(np.full(5, 2, np.float32), device=device)
+    out = Buffer.empty(5, device=device)
+    ADD.dispatch(1, a, a, out, n=5)
+    a.write(np.full(5, 100, np.float32))
+    np.testing.assert_array_equal(out.read(), np.full(5, 4, np.float32))
+
+
+def test_wrong_element_type_names_the_binding(device: gpucore.Device) -> None:
+    ints = Buffer.from_numpy(np.arange(4, dtype=np.int32), device=device)
+    floats = Buffer.empty(4, device=device)
+    with pytest.raises(TypeError, match=r"binding 1 'b'.*f32.*int32"):
+        ADD.dispatch(1, floats, ints, floats.__class__.empty(4, device=device), n=4)
+
+
+def test_argument_count_params_and_access_are_checked(device: gpucore.Device) -> None:
+    a, out = Buffer.empty(4, device=device), Buffer.empty(4, device=device)
+    with pytest.raises(gpucore.BindingError, match=r"takes 3 buffers \(a, b, out\), got 2"):
+        ADD.dispatch(1, a, out, n=4)
+    with pytest.raises(gpucore.BindingError, match=r"missing \['n'\]"):
+        ADD.dispatch(1, a, a, out)
+    with pytest.raises(gpucore.BindingError, match=r"unexpected \['m'\]"):
+        ADD.dispatch(1, a, a, out, n=4, m=1)
+    with pytest.raises(gpucore.BindingError, match="out of range"):
+        ADD.dispatch(1, a, a, out, n=-1)
+    weights = Buffer.from_numpy(np.ones(4, np.float32), device=device, read_only=True)
+    with pytest.raises(gpucore.BindingError, match="read_only"):
+        ADD.dispatch(1, a, a, weights, n=4)
+    with pytest.raises(gpucore.BindingError, match="may not also be bound"):
+        ADD.dispatch(1, out, a, out, n=4)
+    with pytest.raises(TypeError, match="needs a Buffer"):
+        ADD.dispatch(1, np.ones(4, np.float32), a, out, n=4)
+
+
+def test_binding_over_the_device_limit(device: gpucore.Device,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(device.limits, "max-storage-buffer-binding-size", 64)
+    big = Buffer.empty(17, device=device)  # 68 bytes
+    with pytest.raises(gpucore.DeviceLimitError, match="max-storage-buffer-binding-size"):
+        ADD.dispatch(1, big, big, Buffer.empty(17, device=device), n=17)
+
+
+def test_syntax_error_reports_shader_line_and_column(device: gpucore.Device) -> None:
+    source = gpucore.shader_source("core/vector_add").replace("a[i] + b[i];", "a[i] + b[i]")
+    # naga points at the token after the missing `;`: the `}` on the next line.
+    lines = source.splitlines()
+    line = next(i for i, text in enumerate(lines, 1) if text.strip().startswith("out[i] =")) + 1
+    with pytest.raises(gpucore.ShaderCompileError) as info:
+        Kernel(source, name="core/vector_add.wgsl").compile(device)
+    assert info.value.shader == "core/vector_add.wgsl" and info.value.line == line
+    assert f"core/vector_add.wgsl:{line}:" in str(info.value) and "expected" in str(info.value)
+
+
+def test_type_error_in_shader_is_a_compile_error(device: gpucore.Device) -> None:
+    source = gpucore.shader_source("core/vector_add").replace("a[i] + b[i]", "a[i] + 1u")
+    with pytest.raises(gpucore.ShaderCompileError, match=r"vector_add\.wgsl:"):
+        Kernel(source, name="core/vector_add.wgsl").compile(device)
+
+
+def test_kernel_construction_errors() -> None:
+    with pytest.raises(FileNotFoundError, match="no shader"):
+        Kernel.load("core/no_such_kernel")
+    with pytest.raises(gpucore.BindingError, match="no override constant"):
+        Kernel.load("core/vector_add", constants={"TILE": 4})
+    with pytest.raises(ValueError, match="no `alias U"):
+        Kernel.load("core/vector_add", types={"U": "f16"})
+
+
+def test_missing_entry_point(device: gpucore.Device) -> None:
+    with pytest.raises(gpucore.BindingError, match="no @compute entry point 'other'"):
+        Kernel.load("core/vector_add", entry="other").compile(device)
