@@ -1,0 +1,59 @@
+// GroupNorm, pass 1: per-chunk statistics. Each (sample, group) is one contiguous run of
+// group_size elements in NCHW; it is cut into chunks of `chunk` elements, one per workgroup,
+// so even 32 groups of a 512x512 image spread over thousands of workgroups. Each chunk
+// gets (count, mean, M2) from two passes over its elements (the second hits cache), which
+// stays accurate where a one-pass sum of squares would cancel; group_norm_apply.wgsl merges
+// the chunks with Chan et al.'s pairwise update.
+alias T = f32;
+override WG: u32 = 256u;
+
+struct Params { group_size: u32, chunk: u32, chunks: u32, total_chunks: u32 }
+
+@group(0) @binding(0) var<storage, read> x: array<T>;
+@group(0) @binding(1) var<storage, read_write> partial: array<f32>;  // (count, mean, M2)
+@group(0) @binding(2) var<uniform> params: Params;
+
+var<workgroup> red: array<f32, WG>;
+
+fn workgroup_sum(v: f32, lid: u32) -> f32 {
+    red[lid] = v;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+        if (lid < s) {
+            red[lid] += red[lid + s];
+        }
+        workgroupBarrier();
+    }
+    let total = red[0];
+    workgroupBarrier();
+    return total;
+}
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let c = wid.y * nwg.x + wid.x;
+    if (c >= params.total_chunks) {
+        return;  // uniform per workgroup: barriers below are never split
+    }
+    let group = c / params.chunks;
+    let begin = group * params.group_size + (c % params.chunks) * params.chunk;
+    let end = min(begin + params.chunk, (group + 1u) * params.group_size);
+    var s = 0.0;
+    for (var i = begin + lid; i < end; i += WG) {
+        s += f32(x[i]);
+    }
+    let count = f32(end - begin);
+    let mean = workgroup_sum(s, lid) / count;
+    var q = 0.0;
+    for (var i = begin + lid; i < end; i += WG) {
+        let d = f32(x[i]) - mean;
+        q = fma(d, d, q);
+    }
+    let m2 = workgroup_sum(q, lid);
+    if (lid == 0u) {
+        partial[3u * c] = count;
+        partial[3u * c + 1u] = mean;
+        partial[3u * c + 2u] = m2;
+    }
+}
