@@ -1,0 +1,179 @@
+"""Operand handling shared by the elementwise ops: dtype rules, broadcasting, stride plans.
+
+Tensors decide the device and the dtype; host arrays are copied over in that dtype, and
+Python scalars stay on the host and travel to the kernel as params (numpy's "weak scalar"
+rule, NEP 50). Broadcast shapes are computed here and collapsed into at most `MAX_RANK`
+dimensions, each with one element stride per operand (0 where the operand is broadcast).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import struct
+from typing import Any
+
+import numpy as np
+
+from gpucore import Device, Kernel, default_device
+
+from ._tensor import Tensor
+
+__all__ = ["MAX_RANK", "Operand", "broadcast_shapes", "cached_kernel", "plan", "prepare",
+           "scalar_bits", "upload"]
+
+MAX_RANK = 6  # dimensions a kernel indexes after collapsing (fields d0..d5 of its params)
+
+_HOST_DTYPES = {np.dtype(np.float64): np.dtype(np.float32), np.dtype(np.int64): np.dtype(np.int32),
+                np.dtype(np.uint64): np.dtype(np.uint32), np.dtype(np.bool_): np.dtype(np.uint32),
+                np.dtype(np.int8): np.dtype(np.int32), np.dtype(np.int16): np.dtype(np.int32),
+                np.dtype(np.uint8): np.dtype(np.uint32), np.dtype(np.uint16): np.dtype(np.uint32)}
+_kernels: dict[tuple[Any, ...], Kernel] = {}
+
+Operand = Tensor | int | float  # a prepared operand: a Tensor, or a Python scalar
+
+
+def cached_kernel(shader: str, types: dict[str, str], constants: dict[str, Any]) -> Kernel:
+    """The Kernel for `shader` specialized by `types` and `constants`, built once."""
+    key = (shader, tuple(sorted(types.items())), tuple(sorted(constants.items())))
+    kernel = _kernels.get(key)
+    if kernel is None:
+        kernel = _kernels[key] = Kernel.load(shader, types=types, constants=constants)
+    return kernel
+
+
+def _is_scalar(value: Any) -> bool:
+    return isinstance(value, (numbers.Number, np.generic)) and not isinstance(value, complex)
+
+
+def _result_dtype(tensors: list[Tensor], others: list[Any]) -> np.dtype:
+    if tensors:
+        dtypes = {t.dtype for t in tensors}
+        if len(dtypes) > 1:
+            names = " and ".join(sorted(str(d) for d in dtypes))
+            raise TypeError(f"dtype mismatch: operands are {names}; convert one with "
+                            ".astype(...) so both have the same dtype")
+        dtype = dtypes.pop()
+        # An integer tensor meeting float data is promoted, as numpy would.
+        if dtype.kind in "iu" and any(np.asarray(o).dtype.kind == "f" for o in others):
+            return np.dtype(np.float32)
+        return dtype
+    arrays = [np.asarray(o) for o in others]
+    host = np.result_type(*[a for a in arrays if a.ndim] or arrays)
+    return _HOST_DTYPES.get(host, host)
+
+
+def prepare(*values: Any, device: Device | None = None,
+            dtype: Any = None) -> tuple[Device, np.dtype, list[Operand]]:
+    """Tensors stay, host arrays become Tensors, scalars stay Python numbers.
+
+    Returns the common device, the common dtype, and the operands in that dtype.
+    """
+    tensors = [v for v in values if isinstance(v, Tensor)]
+    others = [v for v in values if not isinstance(v, Tensor)]
+    devices = {id(t.device): t.device for t in tensors}
+    if len(devices) > 1:
+        raise ValueError("operands are on different devices; move one with .to(device)")
+    device = next(iter(devices.values()), None) or device or default_device()
+    result = np.dtype(dtype) if dtype is not None else _result_dtype(tensors, others)
+    prepared: list[Operand] = []
+    for v in values:
+        if isinstance(v, Tensor):
+            prepared.append(v if v.dtype == result else v.astype(result))
+        elif _is_scalar(v):
+            prepared.append(v.item() if isinstance(v, np.generic) else v)
+        else:
+            array = np.asarray(v)
+            if array.dtype.kind not in "biuf":
+                raise TypeError(f"cannot use {array.dtype} data as an operand; "
+                                "pass numbers (float32, float16, int32 or uint32)")
+            prepared.append(upload(array, result, device))
+    return device, result, prepared
+
+
+def upload(data: Any, dtype: Any, device: Device | None) -> Tensor:
+    """`Tensor.from_numpy`, keeping the shape of 0-d data (it returns shape (1,) there)."""
+    array = np.asarray(data)
+    return Tensor.from_numpy(array, dtype=dtype, device=device).reshape(array.shape)
+
+
+def scalar_bits(value: float, compute: str) -> int:
+    """The u32 bit pattern of `value` as the WGSL scalar type `compute` (f32, i32, u32)."""
+    if compute == "f32":
+        return struct.unpack("<I", struct.pack("<f", float(value)))[0]
+    if float(value) != int(value):
+        raise TypeError(f"{value!r} is not an integer, but the operands are {compute}")
+    lo, hi = (-(2**31), 2**31) if compute == "i32" else (0, 2**32)
+    if not lo <= int(value) < hi:
+        raise OverflowError(f"Python integer {value} is out of bounds for {compute}")
+    return int(value) & 0xFFFFFFFF
+
+
+def shape_of(value: Operand) -> tuple[int, ...]:
+    return value.shape if isinstance(value, Tensor) else ()
+
+
+def broadcast_shapes(*shapes: tuple[int, ...]) -> tuple[int, ...]:
+    """numpy's broadcasting rule; ValueError naming every shape when they do not fit."""
+    rank = max((len(s) for s in shapes), default=0)
+    out = []
+    for axis in range(rank):
+        sizes = {s[axis - rank + len(s)] for s in shapes if axis - rank + len(s) >= 0}
+        sizes.discard(1)
+        if len(sizes) > 1:
+            listed = " and ".join(str(tuple(s)) for s in shapes)
+            raise ValueError(f"shapes {listed} cannot be broadcast together (axis {axis} "
+                             f"of the result would need sizes {sorted(sizes)}); reshape one "
+                             "so each dimension matches or is 1")
+        out.append(sizes.pop() if sizes else 1)
+    return tuple(out)
+
+
+def plan(out_shape: tuple[int, ...],
+         shapes: list[tuple[int, ...]]) -> tuple[list[int], list[list[int]]]:
+    """Collapse a broadcast into dims (innermost first) and per-operand element strides.
+
+    Adjacent dimensions merge when every operand walks them as one (contiguous, or
+    broadcast across both), so same-shape operands always give a single dimension.
+    """
+    rank = len(out_shape)
+    strides = []
+    for shape in shapes:
+        padded = (1,) * (rank - len(shape)) + tuple(shape)
+        row, step = [], 1
+        for size, full in zip(reversed(padded), reversed(out_shape)):
+            row.append(step if size == full and size != 1 else 0)
+            step *= size
+        strides.append(row)
+    dims: list[int] = []
+    merged: list[list[int]] = [[] for _ in shapes]
+    for axis, size in enumerate(reversed(out_shape)):
+        if size == 1:
+            continue
+        if dims and all(s[axis] == m[-1] * dims[-1] for s, m in zip(strides, merged)):
+            dims[-1] *= size
+            continue
+        dims.append(size)
+        for s, m in zip(strides, merged):
+            m.append(s[axis])
+    if not dims:
+        dims, merged = [1], [[0] for _ in shapes]
+    if len(dims) > MAX_RANK:
+        raise ValueError(f"broadcasting {' and '.join(map(str, shapes))} needs {len(dims)} "
+                         f"independent dimensions; at most {MAX_RANK} are supported "
+                         "(make operands contiguous with matching shapes first)")
+    return dims, merged
+
+
+def stride_params(dims: list[int], strides: list[list[int]], names: str) -> dict[str, int]:
+    """params fields d0..d4 and <name>0..<name>5 for each operand name in `names`."""
+    dims = dims + [1] * (MAX_RANK - len(dims))
+    fields = {f"d{k}": dims[k] for k in range(MAX_RANK - 1)}
+    for name, row in zip(names, strides):
+        row = row + [0] * (MAX_RANK - len(row))
+        fields.update({f"{name}{k}": row[k] for k in range(MAX_RANK)})
+    return fields
+
+
+def size_of(shape: tuple[int, ...]) -> int:
+    return math.prod(shape)

@@ -1,0 +1,158 @@
+"""Broadcasting binary arithmetic and `where`; kernels in shaders/elementwise/.
+
+Operands are Tensors, anything `np.asarray` takes (copied to the device in the Tensors'
+dtype), or Python scalars (passed to the kernel as parameters, never uploaded). Shapes
+broadcast as in numpy. Two Tensors of different dtypes raise TypeError: convert first.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from gpucore import wgsl_scalar
+
+from ._broadcast import (
+    Operand,
+    broadcast_shapes,
+    cached_kernel,
+    plan,
+    prepare,
+    scalar_bits,
+    shape_of,
+    stride_params,
+    upload,
+)
+from ._tensor import Tensor
+
+__all__ = ["add", "divide", "maximum", "minimum", "multiply", "power", "subtract", "where"]
+
+_OPS = {"add": 0, "subtract": 1, "multiply": 2, "divide": 3, "power": 4, "maximum": 5,
+        "minimum": 6}
+
+
+def _compute_type(dtype: np.dtype) -> str:
+    return "f32" if dtype.kind == "f" else wgsl_scalar(dtype)
+
+
+def _ensure_tensor(operands: list[Operand], dtype: np.dtype, device: Any) -> list[Operand]:
+    # All-scalar calls still need one buffer to bind: upload the first scalar.
+    if not any(isinstance(v, Tensor) for v in operands):
+        operands = list(operands)
+        operands[0] = upload(operands[0], dtype, device)
+    return operands
+
+
+def _binary(op: str, a: Any, b: Any) -> Tensor:
+    device, dtype, operands = prepare(a, b)
+    if op == "divide" and dtype.kind in "iu":
+        # numpy's true division of integers is floating point.
+        device, dtype, operands = prepare(*operands, dtype=np.float32)
+    operands = _ensure_tensor(operands, dtype, device)
+    x, y = operands
+    shape = broadcast_shapes(shape_of(x), shape_of(y))
+    out = Tensor.empty(shape, dtype, device=device)
+    if out.size == 0:
+        return out
+    tensors = [v for v in operands if isinstance(v, Tensor)]
+    dims, strides = plan(shape, [shape_of(x), shape_of(y)])
+    compute = _compute_type(dtype)
+    kernel = cached_kernel(
+        "elementwise/binary",
+        {"T": wgsl_scalar(dtype), "C": compute},
+        {"OP": _OPS[op], "MODE": 0 if len(dims) == 1 else 1,
+         "A_PARAM": not isinstance(x, Tensor), "B_PARAM": not isinstance(y, Tensor),
+         "IS_FLOAT": dtype.kind == "f"},
+    )
+    bits = [0 if isinstance(v, Tensor) else scalar_bits(v, compute) for v in operands]
+    kernel.dispatch(
+        kernel.groups_for(out.size),
+        x if isinstance(x, Tensor) else tensors[0],  # a scalar's binding is a placeholder
+        y if isinstance(y, Tensor) else tensors[0],
+        out,
+        n=out.size, a_bits=bits[0], b_bits=bits[1], **stride_params(dims, strides, "ab"),
+    )
+    return out
+
+
+def add(a: Any, b: Any) -> Tensor:
+    """a + b, broadcast. Any dtype (integers wrap). numpy: `np.add`."""
+    return _binary("add", a, b)
+
+
+def subtract(a: Any, b: Any) -> Tensor:
+    """a - b, broadcast. Any dtype (integers wrap). numpy: `np.subtract`."""
+    return _binary("subtract", a, b)
+
+
+def multiply(a: Any, b: Any) -> Tensor:
+    """a * b, broadcast. Any dtype (integers wrap). numpy: `np.multiply`."""
+    return _binary("multiply", a, b)
+
+
+def divide(a: Any, b: Any) -> Tensor:
+    """a / b, broadcast (true division: integer operands give float32). numpy: `np.divide`."""
+    return _binary("divide", a, b)
+
+
+def power(a: Any, b: Any) -> Tensor:
+    """a ** b, broadcast. numpy: `np.power`.
+
+    Floats follow numpy for x**0 == 1, 0**y and negative bases with integral exponents
+    (NaN otherwise). Integers use exact repeated squaring; a negative integer exponent
+    gives 0 (or +-1 for a base of +-1) where numpy would raise.
+    """
+    return _binary("power", a, b)
+
+
+def maximum(a: Any, b: Any) -> Tensor:
+    """Elementwise larger of a and b, broadcast. numpy: `np.maximum` (NaN handling is
+    the GPU's: use finite inputs)."""
+    return _binary("maximum", a, b)
+
+
+def minimum(a: Any, b: Any) -> Tensor:
+    """Elementwise smaller of a and b, broadcast. numpy: `np.minimum` (NaN handling is
+    the GPU's: use finite inputs)."""
+    return _binary("minimum", a, b)
+
+
+def where(condition: Any, a: Any, b: Any) -> Tensor:
+    """a where `condition` is nonzero, else b; all three broadcast. numpy: `np.where`.
+
+    `condition` may be a Tensor of any dtype or host data (bools become uint32); a and b
+    follow the rules of the arithmetic ops (same dtype when both are Tensors).
+    """
+    on = condition.device if isinstance(condition, Tensor) else None
+    device, dtype, operands = prepare(a, b, device=on)
+    if on is not None and on is not device:
+        raise ValueError("condition is on a different device from a and b; move it "
+                         "with .to(device)")
+    operands = _ensure_tensor(operands, dtype, device)
+    cond = condition if on is not None else upload(condition, None, device)
+    x, y = operands
+    shape = broadcast_shapes(cond.shape, shape_of(x), shape_of(y))
+    out = Tensor.empty(shape, dtype, device=device)
+    if out.size == 0:
+        return out
+    dims, strides = plan(shape, [shape_of(x), shape_of(y), cond.shape])
+    compute = _compute_type(dtype)
+    kernel = cached_kernel(
+        "elementwise/where",
+        {"T": wgsl_scalar(dtype), "C": compute, "Cond": wgsl_scalar(cond.dtype)},
+        {"MODE": 0 if len(dims) == 1 else 1,
+         "A_PARAM": not isinstance(x, Tensor), "B_PARAM": not isinstance(y, Tensor)},
+    )
+    # A scalar's binding is a placeholder: any buffer of the right type, never read.
+    placeholder = next(v for v in operands if isinstance(v, Tensor))
+    bits = [0 if isinstance(v, Tensor) else scalar_bits(v, compute) for v in operands]
+    kernel.dispatch(
+        kernel.groups_for(out.size),
+        cond,
+        x if isinstance(x, Tensor) else placeholder,
+        y if isinstance(y, Tensor) else placeholder,
+        out,
+        n=out.size, a_bits=bits[0], b_bits=bits[1], **stride_params(dims, strides, "abc"),
+    )
+    return out

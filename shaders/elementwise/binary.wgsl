@@ -1,0 +1,128 @@
+// out = a OP b with numpy broadcasting. The host collapses the broadcast into at most six
+// dimensions (innermost first: d0..d5) with one element stride per operand (0 where that
+// operand is broadcast). A rank-1 plan (same shape, or one side of one element) takes the
+// MODE 0 path, which skips the per-dimension divisions. A Python scalar operand arrives as
+// the bits of a C value in params (A_PARAM / B_PARAM); its buffer binding is then a
+// placeholder that is never read.
+alias T = f32;  // storage element type
+alias C = f32;  // compute type: f32 for f16 storage (pow, division), else T
+override OP: u32 = 0u;  // 0 add, 1 subtract, 2 multiply, 3 divide, 4 power, 5 maximum, 6 minimum
+override MODE: u32 = 0u;  // 0: offset = i * stride, 1: general strided
+override A_PARAM: bool = false;
+override B_PARAM: bool = false;
+override IS_FLOAT: bool = true;
+override WG: u32 = 256u;
+
+struct Params {
+    n: u32, a_bits: u32, b_bits: u32,
+    d0: u32, d1: u32, d2: u32, d3: u32, d4: u32,
+    a0: u32, a1: u32, a2: u32, a3: u32, a4: u32, a5: u32,
+    b0: u32, b1: u32, b2: u32, b3: u32, b4: u32, b5: u32,
+}
+
+@group(0) @binding(0) var<storage, read> a: array<T>;
+@group(0) @binding(1) var<storage, read> b: array<T>;
+@group(0) @binding(2) var<storage, read_write> out: array<T>;
+@group(0) @binding(3) var<uniform> params: Params;
+
+fn offsets(i: u32) -> vec2<u32> {
+    if (MODE == 0u) {
+        return i * vec2<u32>(params.a0, params.b0);
+    }
+    // The outermost dimension d5 needs no modulo, so its extent is not passed.
+    var r = i;
+    var o = (r % params.d0) * vec2<u32>(params.a0, params.b0);
+    r /= params.d0;
+    o += (r % params.d1) * vec2<u32>(params.a1, params.b1);
+    r /= params.d1;
+    o += (r % params.d2) * vec2<u32>(params.a2, params.b2);
+    r /= params.d2;
+    o += (r % params.d3) * vec2<u32>(params.a3, params.b3);
+    r /= params.d3;
+    o += (r % params.d4) * vec2<u32>(params.a4, params.b4);
+    r /= params.d4;
+    return o + r * vec2<u32>(params.a5, params.b5);
+}
+
+// numpy semantics that GPU pow (exp2(y * log2(x))) lacks: x**0 == 1, 0**y, and negative
+// bases with integral exponents.
+fn float_power(x: f32, y: f32) -> f32 {
+    if (y == 0.0) {
+        return 1.0;
+    }
+    if (x == 0.0) {
+        return select(0.0, bitcast<f32>(0x7f800000u), y < 0.0);
+    }
+    let m = pow(abs(x), y);
+    if (x > 0.0) {
+        return m;
+    }
+    if (fract(y) != 0.0) {
+        return bitcast<f32>(0x7fc00000u);  // NaN, as numpy gives
+    }
+    return select(m, -m, fract(y * 0.5) != 0.0);
+}
+
+// Square and multiply, wrapping like numpy's int32; a negative exponent gives 0 unless
+// |x| == 1 (numpy raises there instead, which a kernel cannot).
+fn int_power(x: C, y: C) -> C {
+    if (y < C(0)) {
+        if (x == C(1)) {
+            return C(1);
+        }
+        if (x + C(1) == C(0)) {
+            return select(C(1), x, (i32(y) & 1) != 0);
+        }
+        return C(0);
+    }
+    var result = C(1);
+    var base = x;
+    var k = u32(y);
+    loop {
+        if ((k & 1u) != 0u) {
+            result *= base;
+        }
+        k >>= 1u;
+        if (k == 0u) {
+            break;
+        }
+        base *= base;
+    }
+    return result;
+}
+
+fn apply(x: C, y: C) -> C {
+    switch OP {
+        case 0u: { return x + y; }
+        case 1u: { return x - y; }
+        case 2u: { return x * y; }
+        case 3u: { return x / y; }
+        case 4u: {
+            if (IS_FLOAT) {
+                return C(float_power(f32(x), f32(y)));
+            }
+            return int_power(x, y);
+        }
+        case 5u: { return max(x, y); }
+        default: { return min(x, y); }
+    }
+}
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let i = (wid.y * nwg.x + wid.x) * WG + lid;
+    if (i >= params.n) {
+        return;
+    }
+    let o = offsets(i);
+    var x = bitcast<C>(params.a_bits);
+    var y = bitcast<C>(params.b_bits);
+    if (!A_PARAM) {
+        x = C(a[o.x]);
+    }
+    if (!B_PARAM) {
+        y = C(b[o.y]);
+    }
+    out[i] = T(apply(x, y));
+}

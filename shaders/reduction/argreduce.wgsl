@@ -1,0 +1,85 @@
+// One pass of argmax / argmin over x viewed as (outer, len, inner) along len; the layout
+// and the pass structure are those of reduce.wgsl. Values travel with their indices; on
+// ties the smaller index wins, so the result is numpy's first occurrence. The first pass
+// takes indices from the position (FIRST), later passes from idx_in.
+alias In = f32;
+alias Acc = f32;  // f32 for float input (f16 included), else In
+override WX: u32 = 1u;
+override WY: u32 = 256u;
+override OP: u32 = 0u;  // 0 argmax, 1 argmin
+override FIRST: bool = true;
+
+struct Params {
+    outer: u32, len: u32, inner: u32, s_outer: u32, s_len: u32, s_inner: u32,
+    chunks: u32, tiles: u32, items: u32,
+}
+
+@group(0) @binding(0) var<storage, read> x: array<In>;
+@group(0) @binding(1) var<storage, read> idx_in: array<i32>;
+@group(0) @binding(2) var<storage, read_write> out: array<Acc>;
+@group(0) @binding(3) var<storage, read_write> idx_out: array<i32>;
+@group(0) @binding(4) var<uniform> params: Params;
+
+var<workgroup> values: array<Acc, WX * WY>;
+var<workgroup> indices: array<i32, WX * WY>;
+
+// Does (v, j) beat (best, at)?
+fn better(v: Acc, j: i32, best: Acc, at: i32) -> bool {
+    if (v == best) {
+        return j < at;
+    }
+    return select((v < best), (v > best), OP == 0u);
+}
+
+@compute @workgroup_size(WX, WY)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_id) lid: vec3<u32>) {
+    let g = wid.y * nwg.x + wid.x;
+    if (g >= params.outer * params.tiles * params.chunks) {
+        return;
+    }
+    let chunk = g % params.chunks;
+    let tile = g / params.chunks;
+    let col = (tile % params.tiles) * WX + lid.x;
+    let o = tile / params.tiles;
+    let i = min(col, params.inner - 1u);
+    let base = o * params.s_outer + i * params.s_inner;
+    var best = Acc(x[base]);
+    var at = 0;
+    if (!FIRST) {
+        at = idx_in[base];
+    }
+    let start = chunk * params.items * WY + lid.y;
+    for (var k = 0u; k < params.items; k++) {
+        let l = start + k * WY;
+        if (l < params.len) {
+            let p = base + l * params.s_len;
+            let v = Acc(x[p]);
+            var j = i32(l);
+            if (!FIRST) {
+                j = idx_in[p];
+            }
+            if (better(v, j, best, at)) {
+                best = v;
+                at = j;
+            }
+        }
+    }
+    let slot = lid.y * WX + lid.x;
+    values[slot] = best;
+    indices[slot] = at;
+    workgroupBarrier();
+    for (var s = WY / 2u; s > 0u; s >>= 1u) {
+        if (lid.y < s && better(values[slot + s * WX], indices[slot + s * WX], values[slot],
+                                indices[slot])) {
+            values[slot] = values[slot + s * WX];
+            indices[slot] = indices[slot + s * WX];
+        }
+        workgroupBarrier();
+    }
+    if (lid.y == 0u && col < params.inner) {
+        let dst = (o * params.chunks + chunk) * params.inner + col;
+        out[dst] = values[lid.x];
+        idx_out[dst] = indices[lid.x];
+    }
+}

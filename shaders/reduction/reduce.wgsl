@@ -1,0 +1,99 @@
+// One pass of a tree reduction of x, viewed as (outer, len, inner), along len. Element
+// (o, l, i) sits at o * s_outer + l * s_len + i * s_inner. A workgroup owns WX columns
+// (consecutive i, so reads coalesce when inner > 1) of one o and one chunk of
+// items * WY rows; each of its WY lanes folds `items` rows serially, then the lanes meet
+// in a tree. out is (outer, chunks, inner): with chunks > 1 the host runs another pass
+// over it. PRE applies to the elements of the first pass only, POST to the last pass.
+alias In = f32;
+alias Acc = f32;  // f32 for float input (f16 included), else In
+alias Out = f32;
+override WX: u32 = 1u;
+override WY: u32 = 256u;  // a power of two; WX * WY <= 256
+override OP: u32 = 0u;  // 0 sum, 1 max, 2 min
+override PRE: u32 = 0u;  // 0 x, 1 (x - c)^2, 2 exp(x - c)
+override POST: u32 = 0u;  // 0 acc, 1 acc * scale, 2 log(acc) + c, 3 sqrt(acc * scale)
+override USES_CENTER: bool = false;  // c = center[o * inner + i] is read (PRE or POST 2)
+
+struct Params {
+    outer: u32, len: u32, inner: u32, s_outer: u32, s_len: u32, s_inner: u32,
+    chunks: u32, tiles: u32, items: u32, scale: f32,
+}
+
+@group(0) @binding(0) var<storage, read> x: array<In>;
+@group(0) @binding(1) var<storage, read> center: array<Acc>;
+@group(0) @binding(2) var<storage, read_write> out: array<Out>;
+@group(0) @binding(3) var<uniform> params: Params;
+
+var<workgroup> partial: array<Acc, WX * WY>;
+
+fn combine(a: Acc, b: Acc) -> Acc {
+    switch OP {
+        case 1u: { return max(a, b); }
+        case 2u: { return min(a, b); }
+        default: { return a + b; }
+    }
+}
+
+fn pre(v: In, c: Acc) -> Acc {
+    switch PRE {
+        case 1u: {
+            let d = Acc(v) - c;
+            return d * d;
+        }
+        case 2u: { return Acc(exp(f32(Acc(v) - c))); }
+        default: { return Acc(v); }
+    }
+}
+
+fn post(a: Acc, c: Acc) -> Out {
+    switch POST {
+        case 1u: { return Out(f32(a) * params.scale); }
+        case 2u: { return Out(log(f32(a)) + f32(c)); }
+        case 3u: { return Out(sqrt(f32(a) * params.scale)); }
+        default: { return Out(a); }
+    }
+}
+
+@compute @workgroup_size(WX, WY)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_id) lid: vec3<u32>) {
+    let g = wid.y * nwg.x + wid.x;
+    if (g >= params.outer * params.tiles * params.chunks) {
+        return;
+    }
+    let chunk = g % params.chunks;
+    let tile = g / params.chunks;
+    let col = (tile % params.tiles) * WX + lid.x;
+    let o = tile / params.tiles;
+    // Lanes past the last column still join the barriers; they read column inner - 1.
+    let i = min(col, params.inner - 1u);
+    let base = o * params.s_outer + i * params.s_inner;
+    var c = Acc(0);
+    if (USES_CENTER) {
+        c = center[o * params.inner + i];
+    }
+    // max/min start from the row's first element: repeating an element changes neither.
+    var acc = Acc(0);
+    if (OP != 0u) {
+        acc = pre(x[base], c);
+    }
+    let start = chunk * params.items * WY + lid.y;
+    for (var k = 0u; k < params.items; k++) {
+        let l = start + k * WY;
+        if (l < params.len) {
+            acc = combine(acc, pre(x[base + l * params.s_len], c));
+        }
+    }
+    let slot = lid.y * WX + lid.x;
+    partial[slot] = acc;
+    workgroupBarrier();
+    for (var s = WY / 2u; s > 0u; s >>= 1u) {
+        if (lid.y < s) {
+            partial[slot] = combine(partial[slot], partial[slot + s * WX]);
+        }
+        workgroupBarrier();
+    }
+    if (lid.y == 0u && col < params.inner) {
+        out[(o * params.chunks + chunk) * params.inner + col] = post(partial[lid.x], c);
+    }
+}
