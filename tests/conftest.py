@@ -57,3 +57,18 @@ def f16_device(device: gpucore.Device) -> gpucore.Device:
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
     return ["adapters: " + (", ".join(f"{_id(a)}={a.name}" for a in ADAPTERS) or "none")]
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """One line per adapter: how many device tests passed/skipped/failed on it."""
+    counts: dict[str, dict[str, int]] = {_id(a): {} for a in ADAPTERS}
+    for outcome in ("passed", "failed", "skipped", "error"):
+        for report in terminalreporter.stats.get(outcome, []):
+            for adapter_id, tally in counts.items():
+                if f"[{adapter_id}" in report.nodeid or f"-{adapter_id}" in report.nodeid:
+                    tally[outcome] = tally.get(outcome, 0) + 1
+    terminalreporter.write_line("device-test matrix:")
+    for info in ADAPTERS:
+        tally = counts[_id(info)]
+        text = ", ".join(f"{n} {k}" for k, n in tally.items()) or "no tests"
+        terminalreporter.write_line(f"  {_id(info)} ({info.backend}, {info.name}): {text}")
