@@ -1,0 +1,208 @@
+"""How one complex FFT of any length becomes dispatches: Stockham passes or Bluestein.
+
+Every transform here reads and writes complex64 data laid out as (batch, n, stride): point k
+of transform (b, c) sits at (b * n + k) * stride + c. That covers any axis of a C-ordered
+array, so no transform needs a transpose.
+
+- n a power of two: one pass of `shaders/fft/stockham.wgsl` when n fits a workgroup's
+  memory (TILE points, 4096 on most GPUs), otherwise the fewest passes whose local FFTs keep
+  at least MIN_COLUMNS columns per workgroup (two passes up to 2^20, three up to 2^30).
+- any other n: Bluestein's chirp-z transform through a power-of-two FFT of M >= 2n - 1 points,
+  its filter spectrum computed once per (n, direction) in float64 on the host.
+- n == 1: a copy.
+
+Temporaries live in per-device scratch buffers that only grow, so repeated calls allocate
+nothing; dispatches execute in recording order, which makes reusing them between calls safe.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from typing import Any
+
+import numpy as np
+
+from gpucore import Buffer, Device, Kernel
+
+__all__ = ["MIN_COLUMNS", "dispatch", "kernel", "lock", "pass_lengths", "scratch", "table",
+           "tile_for", "transform"]
+
+POINTS_PER_INVOCATION = 16  # E in stockham.wgsl
+TILE_MAX = 4096  # 32 KiB of workgroup memory, which every backend we target grants
+# Columns per workgroup in multi-pass FFTs: each load and store moves runs of MIN_COLUMNS
+# consecutive complex64 values (32 bytes, one DRAM sector) per point.
+MIN_COLUMNS = 4
+_TABLES_KEPT = 64
+
+lock = threading.RLock()  # one transform's dispatches share scratch: record them together
+_kernels: dict[tuple[Any, ...], Kernel] = {}
+_tables: weakref.WeakKeyDictionary[Device, dict[Any, Buffer[Any]]] = weakref.WeakKeyDictionary()
+_scratch: weakref.WeakKeyDictionary[Device, dict[str, Buffer[Any]]] = weakref.WeakKeyDictionary()
+
+
+def kernel(name: str, entry: str = "main", **constants: float) -> Kernel:
+    """The cached Kernel for shaders/<name>.wgsl with these override constants."""
+    key = (name, entry, tuple(sorted(constants.items())))
+    found = _kernels.get(key)
+    if found is None:
+        found = _kernels[key] = Kernel.load(name, entry=entry, constants=constants)
+    return found
+
+
+def dispatch(name: str, total: int, *buffers: Any, entry: str = "main", **params: Any) -> None:
+    """Run a one-invocation-per-element kernel over `total` elements."""
+    k = kernel(name, entry)
+    k.dispatch(k.groups_for(total), *buffers, **params)
+
+
+def tile_for(device: Device) -> int:
+    """Complex points one workgroup transforms in its memory (a power of two)."""
+    tile = TILE_MAX
+    points = device.limits["max-compute-workgroup-storage-size"] // 8
+    invocations = device.limits["max-compute-invocations-per-workgroup"]
+    while tile > points or tile // POINTS_PER_INVOCATION > invocations:
+        tile //= 2
+    return tile
+
+
+def pass_lengths(n: int, tile: int) -> list[int]:
+    """Local FFT lengths of the Stockham passes for a power-of-two n (product is n)."""
+    bits = n.bit_length() - 1
+    if n <= tile:
+        return [n]
+    most = (tile // MIN_COLUMNS).bit_length() - 1
+    passes = -(-bits // most)
+    base, extra = divmod(bits, passes)
+    return [1 << (base + (i < extra)) for i in range(passes)]
+
+
+def _cache(device: Device) -> dict[Any, Buffer[Any]]:
+    found = _tables.get(device)
+    if found is None:
+        found = _tables[device] = {}
+    return found
+
+
+def table(device: Device, key: Any, build: Any) -> Buffer[Any]:
+    """A constant complex64 table on `device`, built once from `build()` (float64 numpy)."""
+    cache = _cache(device)
+    found = cache.pop(key, None)
+    if found is None:
+        data = np.asarray(build()).astype(np.complex64)
+        found = Buffer.from_numpy(data, device=device, read_only=True)
+        if len(cache) >= _TABLES_KEPT:
+            cache.pop(next(iter(cache)))
+    cache[key] = found  # most recently used last
+    return found
+
+
+def scratch(device: Device, slot: str, length: int, dtype: Any = np.complex64) -> Buffer[Any]:
+    """The scratch buffer `slot` of at least `length` elements (grown, never shrunk)."""
+    slots = _scratch.get(device)
+    if slots is None:
+        slots = _scratch[device] = {}
+    key = f"{slot}:{np.dtype(dtype)}"
+    found = slots.get(key)
+    if found is None or found.length < length:
+        found = slots[key] = Buffer(max(length, 1), dtype, device=device, label=f"fft {slot}")
+    return found
+
+
+def _twiddles(device: Device, n: int) -> tuple[Buffer[Any], int]:
+    """exp(2 pi i k / n) as a low table (2^bits points) and a high one (n >> bits points)."""
+    bits = ((n.bit_length() - 1) + 1) // 2
+
+    def build() -> np.ndarray:
+        low = np.arange(1 << bits, dtype=np.float64)
+        high = np.arange(n >> bits, dtype=np.float64) * (1 << bits)
+        return np.exp(2j * np.pi * np.concatenate([low, high]) / n)
+
+    return table(device, ("twiddle", n), build), bits
+
+
+def _pow2_divisor(x: int) -> int:
+    return x & -x
+
+
+def _log2(x: int) -> int:
+    return x.bit_length() - 1
+
+
+def _power_of_two(src: Any, dst: Any, batch: int, n: int, stride: int, sign: float,
+                  scale: float) -> None:
+    device = dst.device
+    tile = tile_for(device)
+    lengths = pass_lengths(n, tile)
+    tw, bits = _twiddles(device, n)
+    spare = scratch(device, "passes", batch * n * stride) if len(lengths) > 1 else None
+    ns, current = 1, src
+    k = kernel("fft/stockham", TILE=tile, WG=tile // POINTS_PER_INVOCATION)
+    for i, length in enumerate(lengths):
+        last = i == len(lengths) - 1
+        target = dst if (len(lengths) - 1 - i) % 2 == 0 else spare
+        per_group = tile // length
+        columns = batch * (n // length) * stride
+        k.dispatch(
+            -(-columns // per_group), current, tw, target,
+            n=n, log_l=_log2(length), log_b=_log2(per_group), log_m=_log2(n // length),
+            ns=ns, stride=stride, columns=columns,
+            s_read=min(per_group, _pow2_divisor((n // length) * stride)),
+            s_write=min(per_group, _pow2_divisor(ns * stride)),
+            tw_bits=bits, sign=sign, scale=scale if last else 1.0,
+        )
+        ns *= length
+        current = target
+
+
+def _bluestein_tables(device: Device, n: int, sign: float) -> tuple[Buffer[Any], Buffer[Any], int]:
+    """Chirp exp(sign i pi k^2 / n) and the spectrum of its conjugate, wrapped to M points
+    and divided by M (the inverse FFT's normalization), both built in float64."""
+    m = 1 << (2 * n - 2).bit_length()
+    k = np.arange(n, dtype=np.int64)
+    # k^2 mod 2n keeps the angle's argument small and exact for any n we can hold.
+    chirp = np.exp(sign * 1j * np.pi * ((k * k) % (2 * n)) / n)
+
+    def filter_spectrum() -> np.ndarray:
+        b = np.zeros(m, dtype=np.complex128)
+        b[:n] = np.conj(chirp)
+        b[m - n + 1 :] = np.conj(chirp[1:][::-1])
+        return np.fft.fft(b) / m
+
+    return (table(device, ("chirp", n, sign), lambda: chirp),
+            table(device, ("chirp-filter", n, sign), filter_spectrum), m)
+
+
+def _resize(src: Any, dst: Any, batch: int, n_in: int, n_out: int, stride: int,
+            scale: float = 1.0, w: Any = None) -> None:
+    total = batch * n_out * stride
+    k = kernel("fft/resize", CHIRP=float(w is not None))
+    k.dispatch(k.groups_for(total), src, w if w is not None else src, dst,
+               n_in=n_in, n_out=n_out, stride=stride, total=total, scale=scale)
+
+
+def transform(src: Any, dst: Any, *, batch: int, n: int, stride: int, sign: float,
+              scale: float) -> None:
+    """Record dst = scale * DFT_n(src) along the middle axis of (batch, n, stride).
+
+    `sign` is the exponent's sign: -1 forward, +1 inverse (unnormalized; `scale` normalizes).
+    `src` and `dst` are complex64-laid-out buffers (or Tensors) and must not alias; `src` is
+    only read.
+    """
+    if batch * n * stride == 0:
+        return
+    with lock:
+        if n == 1:
+            _resize(src, dst, batch, 1, 1, stride, scale)
+        elif n & (n - 1) == 0:
+            _power_of_two(src, dst, batch, n, stride, sign, scale)
+        else:
+            device = dst.device
+            chirp, spectrum, m = _bluestein_tables(device, n, sign)
+            a = scratch(device, "bluestein-a", batch * m * stride)
+            b = scratch(device, "bluestein-b", batch * m * stride)
+            _resize(src, a, batch, n, m, stride, w=chirp)
+            _power_of_two(a, b, batch, m, stride, -1.0, 1.0)
+            _resize(b, a, batch, m, m, stride, w=spectrum)
+            _power_of_two(a, b, batch, m, stride, 1.0, 1.0)
+            _resize(b, dst, batch, m, n, stride, scale, w=chirp)
