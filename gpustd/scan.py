@@ -1,0 +1,60 @@
+"""Cumulative sums along an axis; kernels in shaders/reduction/scan.wgsl and scan_add.wgsl.
+
+A work-sharing parallel scan: each workgroup scans a block of 1024 rows of one column and
+emits the block total; columns longer than one block scan their totals recursively (the
+same function, on a 1024x shorter axis) and add them back. Floats accumulate in f32.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from gpucore import wgsl_scalar
+
+from . import _reduce as r
+from ._broadcast import cached_kernel
+from ._tensor import Tensor
+from .unary import _tensor
+
+__all__ = ["cumsum"]
+
+_WG, _ITEMS = 256, 4
+_BLOCK = _WG * _ITEMS
+
+
+def _scan(x: Tensor, outer: int, length: int, inner: int) -> Tensor:
+    """Inclusive scan of x, viewed as (outer, length, inner), along length (flat result)."""
+    acc = r.accumulator(x.dtype)
+    columns, blocks = outer * inner, math.ceil(length / _BLOCK)
+    out = Tensor.empty((x.size,), x.dtype, device=x.device)
+    sums = Tensor.empty((columns * blocks,), acc, device=x.device)
+    kernel = cached_kernel("reduction/scan", {"T": wgsl_scalar(x.dtype), "Acc": wgsl_scalar(acc)},
+                           {"WG": _WG, "ITEMS": _ITEMS})
+    kernel.dispatch(columns * blocks, x, out, sums, columns=columns, len=length, inner=inner,
+                    blocks=blocks)
+    if blocks > 1:
+        offsets = _scan(sums, columns, blocks, 1)
+        add = cached_kernel("reduction/scan_add",
+                            {"T": wgsl_scalar(x.dtype), "Acc": wgsl_scalar(acc)}, {})
+        add.dispatch(add.groups_for(x.size), offsets, out, n=x.size, len=length, inner=inner,
+                     blocks=blocks, block_len=_BLOCK)
+    return out
+
+
+def cumsum(x: Any, axis: int | None = None) -> Tensor:
+    """Running sum along `axis` (None: over the flattened tensor, giving 1-D), same dtype
+    as x (float16 accumulates in f32; integers wrap). numpy: `np.cumsum`."""
+    x = _tensor(x)
+    if axis is None:
+        x = x.reshape(-1) if x.size else Tensor.empty((0,), x.dtype, device=x.device)
+        axis = 0
+    if not isinstance(axis, (int, np.integer)):
+        raise TypeError(f"cumsum takes an int axis or None, got {axis!r}")
+    (a,) = r.normalize_axes(axis, x.ndim)
+    if x.size == 0:
+        return Tensor.empty(x.shape, x.dtype, device=x.device)
+    outer, length, inner = r.view(x.shape, a, a + 1)
+    return _scan(x, outer, length, inner).reshape(x.shape)
