@@ -137,6 +137,67 @@ class Tensor:
         """A copy on another device (through host memory)."""
         return Tensor.from_numpy(self.numpy(), device=device)
 
+    # -- arithmetic operators: numpy broadcasting, via gpustd.elementwise / gpustd.unary -
+    def __add__(self, other: Any) -> Tensor:
+        from .elementwise import add
+
+        return add(self, other)
+
+    def __radd__(self, other: Any) -> Tensor:
+        from .elementwise import add
+
+        return add(other, self)
+
+    def __sub__(self, other: Any) -> Tensor:
+        from .elementwise import subtract
+
+        return subtract(self, other)
+
+    def __rsub__(self, other: Any) -> Tensor:
+        from .elementwise import subtract
+
+        return subtract(other, self)
+
+    def __mul__(self, other: Any) -> Tensor:
+        from .elementwise import multiply
+
+        return multiply(self, other)
+
+    def __rmul__(self, other: Any) -> Tensor:
+        from .elementwise import multiply
+
+        return multiply(other, self)
+
+    def __truediv__(self, other: Any) -> Tensor:
+        from .elementwise import divide
+
+        return divide(self, other)
+
+    def __rtruediv__(self, other: Any) -> Tensor:
+        from .elementwise import divide
+
+        return divide(other, self)
+
+    def __pow__(self, other: Any) -> Tensor:
+        from .elementwise import power
+
+        return power(self, other)
+
+    def __rpow__(self, other: Any) -> Tensor:
+        from .elementwise import power
+
+        return power(other, self)
+
+    def __neg__(self) -> Tensor:
+        from .unary import negative
+
+        return negative(self)
+
+    def __abs__(self) -> Tensor:
+        from .unary import abs as absolute
+
+        return absolute(self)
+
 
 _casts: dict[tuple[np.dtype, np.dtype], Kernel] = {}
 
