@@ -1,0 +1,156 @@
+"""Data movement: transpose/permute, concatenate, split and slicing along an axis.
+
+`reshape` is free (see Tensor.reshape); these copy, in one dispatch per input or output.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from gpucore import Kernel, wgsl_scalar
+
+from ._tensor import Tensor, asarray
+
+__all__ = ["concatenate", "permute", "split", "take_slice", "transpose"]
+
+_MAX_RANK = 6
+_kernels: dict[tuple[str, np.dtype], Kernel] = {}
+
+
+def _kernel(name: str, dtype: np.dtype) -> Kernel:
+    # complex64 binds as array<f32> (its scalar type): callers count it as f32 pairs.
+    key = (name, dtype)
+    if key not in _kernels:
+        _kernels[key] = Kernel.load(f"shape/{name}", types={"T": wgsl_scalar(dtype)})
+    return _kernels[key]
+
+
+def _scalars_per_element(dtype: np.dtype) -> int:
+    return 2 if dtype == np.complex64 else 1
+
+
+def _axis(axis: int, ndim: int, op: str) -> int:
+    if not -ndim <= axis < ndim:
+        raise ValueError(f"{op}: axis {axis} is out of range for a {ndim}-d tensor")
+    return axis % ndim
+
+
+def permute(x: Any, axes: Sequence[int] | None = None) -> Tensor:
+    """Reorder dimensions (a copy; default reverses them). numpy: `np.transpose(x, axes)`."""
+    x = asarray(x)
+    axes = tuple(reversed(range(x.ndim))) if axes is None else tuple(int(a) for a in axes)
+    if sorted(a % max(x.ndim, 1) for a in axes) != list(range(x.ndim)) or len(axes) != x.ndim:
+        raise ValueError(f"permute: axes {axes} are not a permutation of {x.ndim} dimensions")
+    axes = tuple(a % x.ndim for a in axes)
+    shape = tuple(x.shape[a] for a in axes)
+    out = Tensor.empty(shape, x.dtype, device=x.device)
+    if x.size == 0:
+        return out
+    if axes == tuple(range(x.ndim)):
+        out.buffer.copy_from(x.buffer)
+        return out
+    # Drop size-1 dims and merge output dims that stay adjacent in the input: fewer dims,
+    # and any rank becomes <= 6 for the permutations that occur in practice.
+    in_strides = [math.prod(x.shape[a + 1:]) for a in range(x.ndim)]
+    dims = [(shape[d], in_strides[axes[d]]) for d in range(x.ndim) if shape[d] != 1]
+    pair = _scalars_per_element(x.dtype)
+    if pair == 2:  # complex: every element is two adjacent f32
+        dims = [(e, 2 * st) for e, st in dims] + [(2, 1)]
+    merged: list[list[int]] = []
+    for extent, stride in dims:
+        if merged and merged[-1][1] == stride * extent:
+            merged[-1] = [merged[-1][0] * extent, stride]
+        else:
+            merged.append([extent, stride])
+    if len(merged) > _MAX_RANK:
+        raise ValueError(f"permute: at most {_MAX_RANK} non-trivial dims are supported")
+    inner_first = list(reversed(merged)) + [[1, 0]] * (_MAX_RANK - len(merged))
+    params = {f"e{d}": e for d, (e, _) in enumerate(inner_first)}
+    params.update({f"s{d}": s for d, (_, s) in enumerate(inner_first)})
+    kernel = _kernel("permute", x.dtype)
+    n = x.size * pair
+    kernel.dispatch(kernel.groups_for(n), x, out, n=n, rank=len(merged), **params)
+    return out
+
+
+def transpose(x: Any, axis1: int = -2, axis2: int = -1) -> Tensor:
+    """Swap two axes (a copy). numpy: `np.swapaxes(x, axis1, axis2)`."""
+    x = asarray(x)
+    axes = list(range(x.ndim))
+    a, b = _axis(axis1, x.ndim, "transpose"), _axis(axis2, x.ndim, "transpose")
+    axes[a], axes[b] = axes[b], axes[a]
+    return permute(x, axes)
+
+
+def _copy_block(src: Tensor, dst: Tensor, rows: int, width: int, src_stride: int,
+                src_offset: int, dst_stride: int, dst_offset: int) -> None:
+    if rows * width == 0:
+        return
+    k = _scalars_per_element(src.dtype)
+    width, src_stride, src_offset, dst_stride, dst_offset = (
+        k * v for v in (width, src_stride, src_offset, dst_stride, dst_offset))
+    kernel = _kernel("copy_block", src.dtype)
+    kernel.dispatch(kernel.groups_for(rows * width), src, dst, rows=rows, width=width,
+                    src_stride=src_stride, src_offset=src_offset, dst_stride=dst_stride,
+                    dst_offset=dst_offset)
+
+
+def concatenate(tensors: Sequence[Any], axis: int = 0) -> Tensor:
+    """Join tensors along an existing axis. numpy: `np.concatenate(tensors, axis)`."""
+    parts = [asarray(t) for t in tensors]
+    if not parts:
+        raise ValueError("concatenate needs at least one tensor")
+    first = parts[0]
+    axis = _axis(axis, first.ndim, "concatenate")
+    for p in parts[1:]:
+        if p.dtype != first.dtype:
+            raise TypeError(f"concatenate: dtypes differ ({first.dtype} and {p.dtype}); "
+                            "convert with astype first")
+        if p.ndim != first.ndim or any(p.shape[d] != first.shape[d]
+                                       for d in range(first.ndim) if d != axis):
+            raise ValueError(f"concatenate: shapes {first.shape} and {p.shape} differ outside "
+                             f"axis {axis}")
+    total = sum(p.shape[axis] for p in parts)
+    shape = (*first.shape[:axis], total, *first.shape[axis + 1:])
+    out = Tensor.empty(shape, first.dtype, device=first.device)
+    outer, inner = math.prod(shape[:axis]), math.prod(shape[axis + 1:])
+    offset = 0
+    for p in parts:
+        width = p.shape[axis] * inner
+        _copy_block(p, out, outer, width, width, 0, total * inner, offset)
+        offset += width
+    return out
+
+
+def take_slice(x: Any, start: int, stop: int, axis: int = 0) -> Tensor:
+    """A copy of `x[..., start:stop, ...]` along `axis` (step 1). numpy: basic slicing."""
+    x = asarray(x)
+    axis = _axis(axis, x.ndim, "take_slice")
+    start, stop, _ = slice(start, stop).indices(x.shape[axis])
+    stop = max(stop, start)
+    shape = (*x.shape[:axis], stop - start, *x.shape[axis + 1:])
+    out = Tensor.empty(shape, x.dtype, device=x.device)
+    outer, inner = math.prod(x.shape[:axis]), math.prod(x.shape[axis + 1:])
+    width = (stop - start) * inner
+    _copy_block(x, out, outer, width, x.shape[axis] * inner, start * inner, width, 0)
+    return out
+
+
+def split(x: Any, sections: int | Sequence[int], axis: int = 0) -> list[Tensor]:
+    """Split into equal sections or at indices. numpy: `np.split(x, sections, axis)`."""
+    x = asarray(x)
+    axis = _axis(axis, x.ndim, "split")
+    length = x.shape[axis]
+    if isinstance(sections, int):
+        if sections <= 0 or length % sections:
+            raise ValueError(f"split: axis of length {length} does not divide into "
+                             f"{sections} equal sections")
+        bounds = [length // sections * i for i in range(sections + 1)]
+    else:
+        bounds = [0, *(int(i) for i in sections), length]
+    return [take_slice(x, a, b, axis) for a, b in itertools.pairwise(bounds)]

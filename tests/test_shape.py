@@ -1,0 +1,83 @@
+"""permute / transpose / concatenate / split / take_slice against numpy."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from support import random_array
+
+import gpucore
+import gpustd
+from gpustd import shape as sh
+
+SHAPES = st.lists(st.integers(1, 7), min_size=1, max_size=6).map(tuple)
+
+
+@settings(max_examples=15, deadline=None)
+@given(shape=SHAPES, data=st.data())
+def test_permute(device: gpucore.Device, shape: tuple[int, ...], data: st.DataObject) -> None:
+    axes = data.draw(st.permutations(range(len(shape))))
+    x = random_array(np.random.default_rng(len(shape)), shape)
+    out = sh.permute(gpustd.Tensor.from_numpy(x, device=device), axes)
+    np.testing.assert_array_equal(out.numpy(), np.transpose(x, axes))
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.complex64])
+def test_permute_other_dtypes(device: gpucore.Device, dtype: type) -> None:
+    rng = np.random.default_rng(5)
+    x = (rng.standard_normal((3, 5, 4)) * 100).astype(dtype)
+    if dtype == np.complex64:
+        x = x + 1j * rng.standard_normal(x.shape).astype(np.float32)
+    out = sh.transpose(gpustd.Tensor.from_numpy(x, device=device), 0, 2)
+    np.testing.assert_array_equal(out.numpy(), np.swapaxes(x, 0, 2))
+
+
+def test_nchw_to_nhwc_large(device: gpucore.Device) -> None:
+    x = random_array(np.random.default_rng(1), (2, 37, 19, 23))
+    out = sh.permute(gpustd.Tensor.from_numpy(x, device=device), (0, 2, 3, 1))
+    np.testing.assert_array_equal(out.numpy(), x.transpose(0, 2, 3, 1))
+
+
+@settings(max_examples=15, deadline=None)
+@given(shape=SHAPES, data=st.data())
+def test_concatenate_and_split(device: gpucore.Device, shape: tuple[int, ...],
+                               data: st.DataObject) -> None:
+    axis = data.draw(st.integers(-len(shape), len(shape) - 1))
+    sizes = data.draw(st.lists(st.integers(0, 5), min_size=1, max_size=4))
+    rng = np.random.default_rng(sum(sizes))
+    parts = []
+    for s in sizes:
+        part_shape = list(shape)
+        part_shape[axis] = s
+        parts.append(random_array(rng, tuple(part_shape)))
+    out = sh.concatenate([gpustd.Tensor.from_numpy(p, device=device) for p in parts], axis)
+    expected = np.concatenate(parts, axis)
+    np.testing.assert_array_equal(out.numpy(), expected)
+    cuts = list(np.cumsum(sizes)[:-1])
+    for got, want in zip(sh.split(out, cuts, axis), np.split(expected, cuts, axis)):
+        np.testing.assert_array_equal(got.numpy(), want)
+
+
+def test_take_slice_and_equal_split(device: gpucore.Device) -> None:
+    x = random_array(np.random.default_rng(2), (4, 6, 5))
+    t = gpustd.Tensor.from_numpy(x, device=device)
+    np.testing.assert_array_equal(sh.take_slice(t, 1, 4, axis=1).numpy(), x[:, 1:4])
+    np.testing.assert_array_equal(sh.take_slice(t, -2, 99, axis=0).numpy(), x[-2:])
+    halves = sh.split(t, 2, axis=0)
+    np.testing.assert_array_equal(halves[1].numpy(), x[2:])
+
+
+def test_shape_errors(device: gpucore.Device) -> None:
+    t = gpustd.Tensor.from_numpy(np.ones((2, 3), np.float32), device=device)
+    with pytest.raises(ValueError, match="not a permutation"):
+        sh.permute(t, (0, 0))
+    with pytest.raises(ValueError, match="out of range"):
+        sh.transpose(t, 0, 5)
+    with pytest.raises(ValueError, match="differ outside axis"):
+        sh.concatenate([t, gpustd.Tensor.from_numpy(np.ones((3, 3), np.float32))], axis=1)
+    with pytest.raises(TypeError, match="dtypes differ"):
+        sh.concatenate([t, gpustd.Tensor.from_numpy(np.ones((2, 3), np.int32), device=device)])
+    with pytest.raises(ValueError, match="equal sections"):
+        sh.split(t, 2, axis=1)
