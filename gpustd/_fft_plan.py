@@ -17,6 +17,7 @@ nothing; dispatches execute in recording order, which makes reusing them between
 
 from __future__ import annotations
 
+import math
 import threading
 import weakref
 from typing import Any
@@ -25,8 +26,8 @@ import numpy as np
 
 from gpucore import Buffer, Device, Kernel
 
-__all__ = ["MIN_COLUMNS", "dispatch", "kernel", "lock", "pass_lengths", "scratch", "table",
-           "tile_for", "transform"]
+__all__ = ["MIN_COLUMNS", "complex_axis", "dispatch", "kernel", "layout", "lock", "pass_lengths",
+           "resize", "scratch", "table", "tile_for", "transform"]
 
 POINTS_PER_INVOCATION = 16  # E in stockham.wgsl
 TILE_MAX = 4096  # 32 KiB of workgroup memory, which every backend we target grants
@@ -50,10 +51,10 @@ def kernel(name: str, entry: str = "main", **constants: float) -> Kernel:
     return found
 
 
-def dispatch(name: str, total: int, *buffers: Any, entry: str = "main", **params: Any) -> None:
-    """Run a one-invocation-per-element kernel over `total` elements."""
+def dispatch(name: str, count: int, *buffers: Any, entry: str = "main", **params: Any) -> None:
+    """Run a one-invocation-per-element kernel over `count` elements."""
     k = kernel(name, entry)
-    k.dispatch(k.groups_for(total), *buffers, **params)
+    k.dispatch(k.groups_for(count), *buffers, **params)
 
 
 def tile_for(device: Device) -> int:
@@ -173,7 +174,7 @@ def _bluestein_tables(device: Device, n: int, sign: float) -> tuple[Buffer[Any],
             table(device, ("chirp-filter", n, sign), filter_spectrum), m)
 
 
-def _resize(src: Any, dst: Any, batch: int, n_in: int, n_out: int, stride: int,
+def resize(src: Any, dst: Any, batch: int, n_in: int, n_out: int, stride: int,
             scale: float = 1.0, w: Any = None) -> None:
     total = batch * n_out * stride
     k = kernel("fft/resize", CHIRP=float(w is not None))
@@ -193,7 +194,7 @@ def transform(src: Any, dst: Any, *, batch: int, n: int, stride: int, sign: floa
         return
     with lock:
         if n == 1:
-            _resize(src, dst, batch, 1, 1, stride, scale)
+            resize(src, dst, batch, 1, 1, stride, scale)
         elif n & (n - 1) == 0:
             _power_of_two(src, dst, batch, n, stride, sign, scale)
         else:
@@ -201,8 +202,30 @@ def transform(src: Any, dst: Any, *, batch: int, n: int, stride: int, sign: floa
             chirp, spectrum, m = _bluestein_tables(device, n, sign)
             a = scratch(device, "bluestein-a", batch * m * stride)
             b = scratch(device, "bluestein-b", batch * m * stride)
-            _resize(src, a, batch, n, m, stride, w=chirp)
+            resize(src, a, batch, n, m, stride, w=chirp)
             _power_of_two(a, b, batch, m, stride, -1.0, 1.0)
-            _resize(b, a, batch, m, m, stride, w=spectrum)
+            resize(b, a, batch, m, m, stride, w=spectrum)
             _power_of_two(a, b, batch, m, stride, 1.0, 1.0)
-            _resize(b, dst, batch, m, n, stride, scale, w=chirp)
+            resize(b, dst, batch, m, n, stride, scale, w=chirp)
+
+
+def layout(shape: tuple[int, ...], axis: int) -> tuple[int, int, int]:
+    """(batch, points, stride) of `axis` in a C-ordered array of `shape`."""
+    return math.prod(shape[:axis]), shape[axis], math.prod(shape[axis + 1 :])
+
+
+def complex_axis(src: Buffer[Any], dtype: np.dtype, shape: tuple[int, ...], dst: Any, n: int,
+                 axis: int, sign: float, scale: float) -> None:
+    """dst = scale * DFT along `axis` of src (cropped or zero-padded to n, made complex)."""
+    batch, m, stride = layout(shape, axis)
+    device = dst.device
+    total = batch * n * stride
+    if dtype == np.float32:
+        staged = scratch(device, "promote", total)
+        dispatch("fft/promote", total, src, staged, n_in=m, n_out=n, stride=stride, total=total)
+        src = staged
+    elif m != n:
+        staged = scratch(device, "promote", total)
+        resize(src, staged, batch, m, n, stride)
+        src = staged
+    transform(src, dst, batch=batch, n=n, stride=stride, sign=sign, scale=scale)
