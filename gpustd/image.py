@@ -141,7 +141,9 @@ def sobel(img: Any, *, mode: str = "reflect", cval: float = 0.0, layout: str = "
     img: HxW, HxWxC or CxHxW (`layout`), uint8 or float.
 
     scipy equivalent: ``np.hypot(ndimage.sobel(plane, axis=0), ndimage.sobel(plane, axis=1))``
-    per channel plane, with the same `mode`.
+    per channel plane, with the same `mode`. For mode="constant" with cval != 0 scipy differs
+    at the border (its two 1-D passes pad the intermediate with cval as well); this follows
+    the 2-D definition, i.e. ``ndimage.correlate`` with the 3x3 kernels.
     """
     code, cval = io.check_mode(mode), _check_cval(cval)
     src = io.as_image(img, layout, device)

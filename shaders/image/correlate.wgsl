@@ -89,36 +89,59 @@ fn border(i: i32, n: i32) -> i32 {
 fn value(j: u32) -> f32 {
     let h = params.height;
     let w = params.width;
+    // Element (c, y, x) lives at plane + y * row + x * col in either layout.
     var c: u32;
     var y: u32;
     var x: u32;
+    var plane: u32;
+    var row: u32;
+    var col: u32;
     if (params.hwc == 1u) {
         c = j % params.channels;
         x = (j / params.channels) % w;
         y = j / (params.channels * w);
+        plane = c;
+        row = w * params.channels;
+        col = params.channels;
     } else {
         x = j % w;
         y = (j / w) % h;
         c = j / (w * h);
+        plane = c * h * w;
+        row = w;
+        col = 1u;
     }
     let size = params.kh * params.kw;
     var sum = 0.0;
     var sum_y = 0.0;
-    for (var ki = 0u; ki < params.kh; ki++) {
-        let sy = border(i32(y + ki) - i32(params.anchor_y), i32(h));
-        for (var kj = 0u; kj < params.kw; kj++) {
-            let sx = border(i32(x + kj) - i32(params.anchor_x), i32(w));
-            var v = params.cval;
-            if (sy >= 0 && sx >= 0) {
-                if (params.hwc == 1u) {
-                    v = load((u32(sy) * w + u32(sx)) * params.channels + c);
-                } else {
-                    v = load((c * h + u32(sy)) * w + u32(sx));
+    let ay = params.anchor_y;
+    let ax = params.anchor_x;
+    if (y >= ay && y + params.kh <= h + ay && x >= ax && x + params.kw <= w + ax) {
+        // Interior: the whole window is inside the image, no border arithmetic per tap.
+        var i = plane + (y - ay) * row + (x - ax) * col;
+        for (var ki = 0u; ki < params.kh; ki++) {
+            for (var kj = 0u; kj < params.kw; kj++) {
+                let v = load(i + kj * col);
+                sum += weights[ki * params.kw + kj] * v;
+                if (GRADIENT) {
+                    sum_y += weights[size + ki * params.kw + kj] * v;
                 }
             }
-            sum += weights[ki * params.kw + kj] * v;
-            if (GRADIENT) {
-                sum_y += weights[size + ki * params.kw + kj] * v;
+            i += row;
+        }
+    } else {
+        for (var ki = 0u; ki < params.kh; ki++) {
+            let sy = border(i32(y + ki) - i32(ay), i32(h));
+            for (var kj = 0u; kj < params.kw; kj++) {
+                let sx = border(i32(x + kj) - i32(ax), i32(w));
+                var v = params.cval;
+                if (sy >= 0 && sx >= 0) {
+                    v = load(plane + u32(sy) * row + u32(sx) * col);
+                }
+                sum += weights[ki * params.kw + kj] * v;
+                if (GRADIENT) {
+                    sum_y += weights[size + ki * params.kw + kj] * v;
+                }
             }
         }
     }

@@ -42,46 +42,53 @@ fn load(i: u32) -> f32 {
     return bitcast<f32>(src[i]);
 }
 
-fn offset(c: u32, y: u32, x: u32, h: u32, w: u32) -> u32 {
-    if (params.hwc == 1u) {
-        return (y * w + x) * params.channels + c;
-    }
-    return (c * h + y) * w + x;
-}
-
 fn value(j: u32) -> f32 {
     let h = params.height_out;
     let w = params.width_out;
+    // Source element (c, y, x) lives at plane + y * row + x * col in either layout.
     var c: u32;
     var y: u32;
     var x: u32;
+    var plane: u32;
+    var row: u32;
+    var col: u32;
     if (params.hwc == 1u) {
         c = j % params.channels;
         x = (j / params.channels) % w;
         y = j / (params.channels * w);
+        plane = c;
+        row = params.width_in * params.channels;
+        col = params.channels;
     } else {
         x = j % w;
         y = (j / w) % h;
         c = j / (w * h);
+        plane = c * params.height_in * params.width_in;
+        row = params.width_in;
+        col = 1u;
     }
     let o = select(y, x, AXIS == 0u);
     let start = u32(bounds[2u * o]);
     let count = u32(bounds[2u * o + 1u]);
     let base = o * params.ksize;
+    var i: u32;
+    var step: u32;
+    if (AXIS == 0u) {
+        i = plane + y * row + start * col;
+        step = col;
+    } else {
+        i = plane + start * row + x * col;
+        step = row;
+    }
     var fixed_sum: i32 = 1 << (PRECISION_BITS - 1u);
     var sum = 0.0;
     for (var k = 0u; k < count; k++) {
-        var i: u32;
-        if (AXIS == 0u) {
-            i = offset(c, y, start + k, params.height_in, params.width_in);
-        } else {
-            i = offset(c, start + k, x, params.height_in, params.width_in);
-        }
         if (FIXED) {
             fixed_sum += i32(load(i)) * weights[base + k];
         } else {
             sum += load(i) * bitcast<f32>(weights[base + k]);
         }
+        i += step;
     }
     if (FIXED) {
         // Pillow's clip8: an arithmetic shift (floor) of the rounded sum, clamped to a byte.
