@@ -23,7 +23,7 @@ _FLOATS = (np.dtype(np.float32), np.dtype(np.float16))
 _LOG2E = 1.4426950408889634
 _MAX_CHUNK4 = 16  # head-dim vec4s staged per chunk (64 dims)
 _kernels: dict[tuple, Kernel] = {}
-_plans: dict[tuple[int, int, int], Plan] = {}
+_plans: dict[tuple[int, ...], Plan] = {}
 _dummies: dict[int, Tensor] = {}
 
 
@@ -59,36 +59,57 @@ def _chunks(d: int) -> tuple[int, int]:
 
 
 def _candidates(d: int, budget: int, max_invocations: int) -> list[Plan]:
+    """Every tile plan for head dim `d` that the shader's invariants and the workgroup
+    memory allow: RS*CS == RO*DC4 == WG, TQ*TK <= 16, NCH*TQO <= 32, BK a multiple of 4."""
     dc4, nch = _chunks(d)
     found = []
-    for bq in (64, 32, 16):
-        for tqo in (4, 2, 8, 1):
-            ro, wg = bq // tqo, bq // tqo * dc4
+    for bq in (128, 64, 32, 16):
+        for tqo in (1, 2, 4, 8):
+            wg = bq // tqo * dc4
             if bq % tqo or wg > min(256, max_invocations) or nch * tqo > 32:
                 continue
-            for tq, tk in ((4, 4), (4, 2), (2, 4), (2, 2), (4, 1), (1, 4), (2, 1), (1, 2),
-                           (1, 1), (8, 2), (8, 1)):
-                rs = bq // tq
-                if bq % tq or wg % rs or (wg // rs * tk) % 4 or wg // rs * tk > 128:
-                    continue
-                plan = Plan(d, dc4, nch, bq, wg // rs * tk, wg, tq, tk, tqo)
-                if ro * dc4 == wg and plan.workgroup_bytes() <= budget:
-                    found.append(plan)
+            for tq in (1, 2, 4, 8):
+                for tk in (1, 2, 4):
+                    rs = bq // tq
+                    if bq % tq or wg % rs or tq * tk > 16:
+                        continue
+                    bk = wg // rs * tk
+                    plan = Plan(d, dc4, nch, bq, bk, wg, tq, tk, tqo)
+                    if bk % 4 == 0 and bk <= 128 and plan.workgroup_bytes() <= budget:
+                        found.append(plan)
     return found
 
 
-def plan_for(d: int, device: Any) -> Plan:
-    """The tile plan for head dim `d` on `device` (cached): 64-row query tiles and 4x4
-    register blocks where workgroup memory allows, smaller ones where it does not."""
+def _cost(plan: Plan, rows: int, batch_heads: int) -> float:
+    """Modelled time (arbitrary units) for `batch_heads` heads of `rows` queries per key.
+
+    Per (query, key) pair: 8 FMAs per vec4 of head dim, the workgroup-memory vec4 loads the
+    register blocks leave (weighted 4: shared memory issues far slower than FMAs), and each
+    tile's barriers and softmax shared by BQ*BK pairs. Grids below ~2 workgroups per SM of a
+    large GPU leave SMs idle, so time scales with 1 / min(workgroups, 264)."""
+    d4p = plan.DC4 * plan.NCH
+    loads = d4p * (1 / plan.TK + 1 / plan.TQ + 1 / 4 + 1 / plan.TQO)
+    cs = plan.WG * plan.TQ // plan.BQ
+    per_tile = (4 * plan.NCH + 2) * 32 + plan.TQ * plan.TK * 12 + 2 * cs
+    per_tile += 8 * plan.BK * d4p / plan.WG * (1 + (plan.NCH > 1) * plan.BQ / plan.BK)
+    per_pair = 8 * d4p + 4 * loads + plan.WG * per_tile / (plan.BQ * plan.BK)
+    per_pair *= 1 + 16 / plan.WG  # few warps per workgroup cap the warps per SM
+    groups = math.ceil(rows / plan.BQ) * batch_heads
+    return per_pair * groups * plan.BQ / min(groups, 264)
+
+
+def plan_for(d: int, device: Any, rows: int = 4096, batch_heads: int = 1) -> Plan:
+    """The tile plan (cached) for head dim `d`, `rows` queries per head and `batch_heads`
+    heads on `device`: the cheapest under `_cost` that fits its workgroup memory."""
     budget = device.limits["max-compute-workgroup-storage-size"]
     invocations = device.limits["max-compute-invocations-per-workgroup"]
-    key = (d, budget, invocations)
+    key = (d, budget, invocations, rows, batch_heads)
     if key not in _plans:
         found = _candidates(d, budget, invocations)
         if not found:
             raise ValueError(f"attention: head dim {d} needs more workgroup memory than this "
                              f"device's {budget} bytes")
-        _plans[key] = found[0]
+        _plans[key] = min(found, key=lambda p: _cost(p, rows, batch_heads))
     return _plans[key]
 
 
@@ -208,7 +229,7 @@ def attention(q: Tensor, k: Tensor, v: Tensor, *, mask: Any = None, causal: bool
         raise ValueError(f"attention: needs D >= 1 and Lk >= 1, got D={d}, Lk={lk}")
     if scale is None:
         scale = 1.0 / math.sqrt(d)
-    plan = plan_for(d, device)
+    plan = plan_for(d, device, lq, b * h)
     kernel = _kernel(q.dtype, kind, plan)
     kernel.dispatch(
         (math.ceil(lq / plan.BQ), b * h), q, k, v, mask_tensor, out,

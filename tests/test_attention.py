@@ -1,0 +1,221 @@
+"""gpustd.nn.attention against torch's scaled_dot_product_attention computed in float64."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import gpucore
+from gpustd import Tensor
+from gpustd.nn import attention as attention_module
+from gpustd.nn.attention import attention, plan_for
+from tests.support import assert_close, random_array
+
+F32_TOL = 2e-5  # float32 storage, float32 accumulation over up to ~150 keys
+
+
+def reference(q, k, v, *, mask=None, causal=False, scale=None) -> np.ndarray:
+    t = [torch.from_numpy(np.asarray(x, dtype=np.float64)) for x in (q, k, v)]
+    m = None
+    if mask is not None:
+        shape = t[0].shape[:-1] + t[1].shape[-2:-1]  # torch broadcasts 1-D masks poorly
+        m = torch.from_numpy(np.broadcast_to(np.asarray(mask), shape).copy())
+        m = m if m.dtype == torch.bool else m.double()
+    return F.scaled_dot_product_attention(*t, attn_mask=m, is_causal=causal,
+                                          scale=scale).numpy()
+
+
+def qkv(rng, b, h, lq, lk, d, dtype=np.float32, low=-2.0, high=2.0):
+    return (random_array(rng, (b, h, lq, d), dtype, low, high),
+            random_array(rng, (b, h, lk, d), dtype, low, high),
+            random_array(rng, (b, h, lk, d), dtype, low, high))
+
+
+def run(device, q, k, v, **kwargs) -> np.ndarray:
+    tensors = [Tensor.from_numpy(x, device=device) for x in (q, k, v)]
+    return attention(*tensors, **kwargs).numpy()
+
+
+@settings(max_examples=12, deadline=None)
+@given(b=st.integers(1, 2), h=st.integers(1, 3),
+       lq=st.sampled_from([1, 2, 5, 17, 31, 64, 65, 97, 131, 150]),
+       lk=st.sampled_from([1, 3, 13, 40, 63, 77, 101, 149]),
+       d=st.sampled_from([1, 8, 24, 33, 40, 64, 80]),
+       scale=st.sampled_from([None, 0.05, 1.0]),
+       seed=st.integers(0, 2**31))
+def test_matches_torch(device, b, h, lq, lk, d, scale, seed):
+    rng = np.random.default_rng(seed)
+    q, k, v = qkv(rng, b, h, lq, lk, d)
+    assert_close(run(device, q, k, v, scale=scale), reference(q, k, v, scale=scale),
+                 tol=F32_TOL)
+
+
+@pytest.mark.parametrize("length", [1, 37, 130])
+def test_causal(device, length):
+    rng = np.random.default_rng(length)
+    q, k, v = qkv(rng, 2, 3, length, length, 40)
+    assert_close(run(device, q, k, v, causal=True), reference(q, k, v, causal=True),
+                 tol=F32_TOL)
+
+
+@pytest.mark.parametrize("shape", [(70, 77), (2, 1, 70, 77), (1, 3, 1, 77), (77,)])
+def test_additive_mask_broadcasts(device, shape):
+    rng = np.random.default_rng(len(shape))
+    q, k, v = qkv(rng, 2, 3, 70, 77, 24)
+    mask = random_array(rng, shape, np.float32, -4.0, 4.0)
+    mask[..., 5] = -np.inf
+    assert_close(run(device, q, k, v, mask=mask), reference(q, k, v, mask=mask), tol=F32_TOL)
+
+
+def test_boolean_mask_and_fully_masked_rows(device):
+    rng = np.random.default_rng(1)
+    q, k, v = qkv(rng, 1, 2, 45, 66, 33)
+    keep = rng.random((2, 45, 66)) < 0.3
+    keep[1, 7] = False  # a row with no key left: torch gives 0
+    expected = reference(q, k, v, mask=keep)
+    assert_close(run(device, q, k, v, mask=keep), expected, tol=F32_TOL)
+    assert np.all(expected[0, 1, 7] == 0)
+    as_uint = Tensor.from_numpy(keep, device=device)  # bool uploads as uint32
+    assert as_uint.dtype == np.uint32
+    assert_close(run(device, q, k, v, mask=as_uint), expected, tol=F32_TOL)
+    additive = Tensor.from_numpy(np.where(keep, 0.0, -np.inf).astype(np.float32), device=device)
+    assert_close(run(device, q, k, v, mask=additive), expected, tol=F32_TOL)
+
+
+def test_mask_with_causal(device):
+    rng = np.random.default_rng(2)
+    q, k, v = qkv(rng, 1, 1, 50, 50, 8)
+    mask = random_array(rng, (50, 50), np.float32)
+    # torch refuses attn_mask with is_causal; fold the triangle into the reference mask.
+    both = np.where(np.tril(np.ones((50, 50), bool)), mask, -np.inf)
+    assert_close(run(device, q, k, v, mask=mask, causal=True), reference(q, k, v, mask=both),
+                 tol=F32_TOL)
+
+
+def test_cross_attention_heads_layout(device):
+    # The UNet's cross-attention: 8 heads of 40 over 77 text tokens, (B, L, H*D) tensors.
+    rng = np.random.default_rng(3)
+    b, heads, d, lq, lk = 2, 8, 40, 100, 77
+    q = random_array(rng, (b, lq, heads * d))
+    k, v = random_array(rng, (b, lk, heads * d)), random_array(rng, (b, lk, heads * d))
+    got = attention(*(Tensor.from_numpy(x, device=device) for x in (q, k, v)), heads=heads)
+    assert got.shape == (b, lq, heads * d)
+
+    def split(x):
+        return x.reshape(b, -1, heads, d).transpose(0, 2, 1, 3)
+
+    expected = reference(split(q), split(k), split(v)).transpose(0, 2, 1, 3)
+    assert_close(got.numpy(), expected.reshape(b, lq, heads * d), tol=F32_TOL)
+
+
+@pytest.mark.parametrize("d", [160, 512])
+def test_large_head_dims(device, d):
+    # Head dims past one 64-dim chunk (SD 2's 160, the VAE's single 512-wide head).
+    rng = np.random.default_rng(d)
+    q, k, v = qkv(rng, 1, 1, 70, 66, d, low=-0.5, high=0.5)
+    assert_close(run(device, q, k, v), reference(q, k, v), tol=F32_TOL)
+
+
+@pytest.mark.parametrize("lq,lk,d,causal", [(64, 77, 40, False), (33, 33, 64, True),
+                                            (10, 19, 24, False)])
+def test_float16(f16_device, lq, lk, d, causal):
+    rng = np.random.default_rng(d)
+    q, k, v = qkv(rng, 2, 2, lq, lk, d, np.float16)
+    got = run(f16_device, q, k, v, causal=causal)
+    assert got.dtype == np.float16
+    assert_close(got, reference(q, k, v, causal=causal), dtype=np.float16)
+
+
+def test_no_score_matrix_allocated(device, monkeypatch):
+    # 16384 tokens attending to 16384: the score matrix alone would be 1 GiB of float32.
+    # Count every Buffer created while attention records its dispatch: only the output
+    # may appear. The kernel binds q, k, v, mask and out and nothing else (its workgroup
+    # memory holds one BQ x BK tile), so no hidden scratch exists on the GPU either.
+    rng = np.random.default_rng(4)
+    length, d = 16384, 1
+    q, k, v = (Tensor.from_numpy(random_array(rng, (1, 1, length, d)), device=device)
+               for _ in range(3))
+    created = []
+    original = gpucore.Buffer.__init__
+
+    def counting(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        created.append(self.nbytes)
+
+    monkeypatch.setattr(gpucore.Buffer, "__init__", counting)
+    before = device.buffers_created
+    out = attention(q, k, v)
+    monkeypatch.undo()
+    assert device.buffers_created - before == len(created) == 1
+    assert sum(created) == out.nbytes == length * d * 4
+    assert sum(created) * 1000 < length * length * 4
+    # The result is right too: check a few query rows against all 16384 keys.
+    rows = [0, 1, 4097, length - 1]
+    qn, kn, vn = (x.numpy() for x in (q, k, v))
+    assert_close(out.numpy()[:, :, rows], reference(qn[:, :, rows], kn, vn), tol=F32_TOL)
+
+
+def test_plans_fit_every_head_dim():
+    # Every D up to 512 gets a plan within 32 KiB (lavapipe) and 48 KiB (H100) that keeps
+    # the shader's invariants, for small and large grids alike.
+    class Limits:
+        def __init__(self, budget):
+            self.limits = {"max-compute-workgroup-storage-size": budget,
+                           "max-compute-invocations-per-workgroup": 256}
+
+    for budget in (32768, 49152):
+        for d in range(1, 513):
+            for rows, heads in ((77, 1), (16384, 16)):
+                p = plan_for(d, Limits(budget), rows, heads)
+                assert p.workgroup_bytes() <= budget
+                assert p.DC4 * p.NCH * 4 >= d and p.WG <= 256
+                assert p.BQ // p.TQ * (p.BK // p.TK) == p.BQ // p.TQO * p.DC4 == p.WG
+                assert p.TQ * p.TK <= 16 and p.NCH * p.TQO <= 32 and p.BK % 4 == 0
+
+
+def test_kernels_are_cached(device):
+    rng = np.random.default_rng(5)
+    q, k, v = qkv(rng, 1, 1, 9, 9, 8)
+    run(device, q, k, v)
+    count = len(attention_module._kernels)
+    run(device, *qkv(rng, 1, 1, 9, 9, 8))
+    assert len(attention_module._kernels) == count
+
+
+def test_errors(device):
+    rng = np.random.default_rng(6)
+    t = {name: Tensor.from_numpy(random_array(rng, shape), device=device)
+         for name, shape in (("q", (1, 2, 5, 8)), ("k", (1, 2, 7, 8)), ("k4", (1, 2, 7, 4)),
+                             ("x3", (1, 5, 16)))}
+    with pytest.raises(ValueError, match=r"\(1, 2, 5, 8\).*\(1, 2, 7, 4\)"):
+        attention(t["q"], t["k4"], t["k4"])
+    with pytest.raises(ValueError, match=r"\(1, 2, 7, 8\).*\(1, 2, 5, 8\)"):
+        attention(t["q"], t["k"], t["q"])  # v shorter than k
+    with pytest.raises(ValueError, match="Lq == Lk"):
+        attention(t["q"], t["k"], t["k"], causal=True)
+    with pytest.raises(ValueError, match=r"\(B, H, L, D\)"):
+        attention(t["x3"], t["x3"], t["x3"])
+    with pytest.raises(ValueError, match="divisible by 3"):
+        attention(t["x3"], t["x3"], t["x3"], heads=3)
+    with pytest.raises(ValueError, match="does not broadcast"):
+        attention(t["q"], t["k"], t["k"], mask=np.zeros((5, 6), np.float32))
+    with pytest.raises(TypeError, match="gpustd Tensor"):
+        attention(t["q"].numpy(), t["k"], t["k"])
+    with pytest.raises(TypeError, match="mask has dtype int64"):
+        attention(t["q"], t["k"], t["k"], mask=np.zeros((5, 7), np.int64))
+    ints = Tensor.from_numpy(np.ones((1, 2, 5, 8), np.int32), device=device)
+    with pytest.raises(TypeError, match="float32 or float16"):
+        attention(ints, t["k"], t["k"])
+
+
+def test_default_scale_is_inverse_sqrt_d(device):
+    rng = np.random.default_rng(7)
+    q, k, v = qkv(rng, 1, 1, 6, 6, 24)
+    assert_close(run(device, q, k, v), run(device, q, k, v, scale=1 / math.sqrt(24)),
+                 tol=1e-6)
