@@ -29,7 +29,7 @@ from gpustd import Tensor, image
 
 def synthesize(height: int, width: int) -> np.ndarray:
     """An RGB uint8 test picture: diagonal gradient, a disc, a ring, a bar and fine stripes."""
-    y, x = np.mgrid[0:height, 0:width] / max(height, width)
+    y, x = np.mgrid[0:height, 0:width] / np.array([height, width])[:, None, None]
     rgb = np.stack([x, y, 1.0 - (x + y) / 2], axis=-1) * 180
     disc = (x - 0.3) ** 2 + (y - 0.35) ** 2 < 0.04
     ring = np.abs(np.hypot(x - 0.7, y - 0.6) - 0.18) < 0.03
@@ -37,7 +37,7 @@ def synthesize(height: int, width: int) -> np.ndarray:
     rgb[ring] = (30, 60, 240)
     rgb[(np.abs(y - 0.85) < 0.05) & (x > 0.1) & (x < 0.9)] = (240, 240, 240)
     stripes = (x > 0.05) & (x < 0.25) & (y > 0.6) & (y < 0.75)
-    rgb[stripes] *= (np.arange(width) % 2)[None, :].repeat(height, 0)[stripes, None]
+    rgb[stripes] *= (np.arange(width) // 2 % 2)[None, :].repeat(height, 0)[stripes, None]
     return rgb.astype(np.uint8)
 
 
@@ -75,8 +75,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.size < 1 or not args.sigma > 0:
         parser.error("--size and --sigma must be positive")
     if args.path:
-        with Image.open(args.path) as im:
-            rgb = np.asarray(im.convert("RGB"))
+        try:
+            with Image.open(args.path) as im:
+                rgb = np.asarray(im.convert("RGB"))
+        except OSError as exc:  # missing, unreadable, or not an image Pillow knows
+            parser.error(f"cannot read {args.path}: {exc}")
     else:
         rgb = synthesize(args.size, args.size * 5 // 4 + 1)
     try:

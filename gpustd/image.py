@@ -13,6 +13,9 @@ Element types — the rule for every function here:
 - float in (a numpy float array of any precision, or a float32 Tensor) -> float32 Tensor out,
   left on the GPU (nothing is waited for). float16 Tensors must be converted first.
 
+``device=`` picks the GPU for numpy inputs (default: gpucore's default device); a Tensor is
+processed on its own device.
+
 Border modes (``mode=``) follow scipy.ndimage: "reflect" (default; numpy.pad's "symmetric"),
 "nearest" (repeat the edge), "mirror" (numpy.pad's "reflect"), "wrap", "constant" (``cval``).
 """
