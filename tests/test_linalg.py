@@ -1,0 +1,275 @@
+"""gpustd.linalg against float64 numpy on every adapter: BLAS 1/2/3, batching, errors."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from support import assert_close, random_array
+
+import gpucore
+from gpustd import Tensor, _gemm, linalg
+
+ROOT = Path(__file__).resolve().parents[1]
+AWKWARD = [1, 2, 3, 4, 5, 7, 13, 16, 31, 33, 37, 64, 65, 67, 70]
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng()
+
+
+def up(device: gpucore.Device, array: np.ndarray, dtype: object = np.float32) -> Tensor:
+    return Tensor.from_numpy(np.asarray(array, dtype=dtype), device=device)
+
+
+def op(x: np.ndarray, trans: bool) -> np.ndarray:
+    return np.swapaxes(x, -1, -2) if trans else x
+
+
+# -- GEMM ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("tile", list(_gemm.TILES))
+@pytest.mark.parametrize("trans_a", [False, True])
+@pytest.mark.parametrize("trans_b", [False, True])
+def test_every_tile_and_layout(device, rng, tile, trans_a, trans_b):
+    """Each tile shape, forced, on ragged sizes (scalar loads) and 4-aligned ones (vec4)."""
+    for m, n, k in [(37, 41, 19), (36, 68, 20), (1, 1, 1), (130, 3, 9)]:
+        a = random_array(rng, (k, m) if trans_a else (m, k))
+        b = random_array(rng, (n, k) if trans_b else (k, n))
+        bias = random_array(rng, (n,))
+        c = up(device, random_array(rng, (m, n)))
+        expected = 0.5 * op(a, trans_a).astype(np.float64) @ op(b, trans_b) + 2.0 * c.numpy() + bias
+        _gemm.record_gemm(up(device, a).buffer, up(device, b).buffer, c.buffer,
+                          up(device, bias).buffer, m=m, n=n, k=k, trans_a=trans_a,
+                          trans_b=trans_b, alpha=0.5, beta=2.0,
+                          plan=_gemm.batch_plan((), (), (), m * k, k * n),
+                          tile=_gemm.TILES[tile])
+        assert_close(c.numpy(), expected)
+
+
+@settings(max_examples=12, deadline=None)
+@given(m=st.sampled_from(AWKWARD), n=st.sampled_from(AWKWARD), k=st.sampled_from(AWKWARD),
+       trans_a=st.booleans(), trans_b=st.booleans(), with_bias=st.booleans())
+def test_matmul_shapes(device, m, n, k, trans_a, trans_b, with_bias):
+    rng = np.random.default_rng(m * 10007 + n * 101 + k)
+    a = random_array(rng, (k, m) if trans_a else (m, k))
+    b = random_array(rng, (n, k) if trans_b else (k, n))
+    bias = random_array(rng, (n,)) if with_bias else None
+    expected = op(a, trans_a).astype(np.float64) @ op(b, trans_b)
+    if with_bias:
+        expected = expected + bias
+    got = linalg.matmul(up(device, a), up(device, b), trans_a=trans_a, trans_b=trans_b,
+                        bias=None if bias is None else up(device, bias))
+    assert_close(got.numpy(), expected)
+
+
+@pytest.mark.parametrize(("a_shape", "b_shape"), [
+    ((3, 5, 7), (7, 4)),               # one weight for every batch entry
+    ((5, 7), (3, 7, 4)),
+    ((2, 3, 5, 7), (2, 3, 7, 4)),      # plain batch, collapsed to one level
+    ((2, 1, 5, 7), (1, 3, 7, 4)),      # two broadcast levels
+    ((2, 1, 3, 1, 5, 7), (1, 4, 1, 2, 7, 4)),  # four levels: several dispatch groups
+    ((7,), (7, 4)), ((3, 5, 7), (7,)), ((7,), (7,)), ((7,), (2, 7, 3)),
+])
+def test_matmul_broadcasting(device, rng, a_shape, b_shape):
+    a, b = random_array(rng, a_shape), random_array(rng, b_shape)
+    got = linalg.matmul(up(device, a), up(device, b))
+    assert_close(got.numpy(), np.matmul(a.astype(np.float64), b))
+
+
+def test_batched_transposes_and_bias(device, rng):
+    x, w, bias = random_array(rng, (2, 3, 9, 20)), random_array(rng, (3, 11, 20)), \
+        random_array(rng, (11,))
+    got = linalg.matmul(up(device, x), up(device, w), trans_b=True, bias=up(device, bias))
+    assert_close(got.numpy(), x.astype(np.float64) @ np.swapaxes(w, -1, -2) + bias)
+    a = random_array(rng, (4, 20, 9))
+    got = linalg.matmul(up(device, a), up(device, w[0]), trans_a=True, trans_b=True)
+    assert_close(got.numpy(), np.swapaxes(a, -1, -2).astype(np.float64) @ w[0].T)
+
+
+def test_batch_beyond_grid_limit(device, rng, monkeypatch):
+    """Batches past max-compute-workgroups-per-dimension are split into several dispatches."""
+    monkeypatch.setitem(device.limits, "max-compute-workgroups-per-dimension", 3)
+    a, b = random_array(rng, (7, 5, 6)), random_array(rng, (6, 4))
+    assert_close(linalg.matmul(up(device, a), up(device, b)).numpy(), a.astype(np.float64) @ b)
+
+
+def test_matmul_out_and_large_tiles(device, rng):
+    a, b = random_array(rng, (257, 131)), random_array(rng, (131, 260))
+    out = Tensor.empty((257, 260), device=device)
+    assert linalg.matmul(up(device, a), up(device, b), out=out) is out
+    assert_close(out.numpy(), a.astype(np.float64) @ b)
+
+
+def test_gemm_alpha_beta(device, rng):
+    a, b, c0 = random_array(rng, (9, 5)), random_array(rng, (7, 9)), random_array(rng, (5, 7))
+    c = up(device, c0)
+    got = linalg.gemm(1.5, up(device, a), up(device, b), -0.5, c, trans_a=True, trans_b=True)
+    assert got is c
+    assert_close(c.numpy(), 1.5 * a.T.astype(np.float64) @ b.T - 0.5 * c0)
+
+
+def test_gemm_beta_zero_ignores_nan(device, rng):
+    """BLAS: with beta = 0, C is not read, so NaN in it must not leak into the result."""
+    a, b = random_array(rng, (6, 3)), random_array(rng, (3, 5))
+    c = up(device, np.full((6, 5), np.nan))
+    linalg.gemm(2.0, up(device, a), up(device, b), 0.0, c)
+    assert_close(c.numpy(), 2.0 * a.astype(np.float64) @ b)
+    assert_close(linalg.gemm(1.0, a, b).numpy(), a.astype(np.float64) @ b)  # numpy inputs
+
+
+def test_empty_k_gives_beta_c_plus_bias(device, rng):
+    a, b = np.zeros((4, 0), np.float32), np.zeros((0, 3), np.float32)
+    bias = random_array(rng, (3,))
+    got = linalg.matmul(up(device, a), up(device, b), bias=up(device, bias))
+    assert_close(got.numpy(), np.broadcast_to(bias, (4, 3)).astype(np.float64))
+
+
+def test_matmul_f16(f16_device, rng):
+    a, b = random_array(rng, (2, 33, 70), np.float16), random_array(rng, (70, 37), np.float16)
+    bias = random_array(rng, (37,), np.float16)
+    got = linalg.matmul(up(f16_device, a, np.float16), up(f16_device, b, np.float16),
+                        bias=up(f16_device, bias, np.float16))
+    assert got.dtype == np.float16
+    assert_close(got.numpy(), a.astype(np.float64) @ b + bias, dtype=np.float16)
+    w = random_array(rng, (37, 70), np.float16)
+    got = linalg.matmul(up(f16_device, a, np.float16), up(f16_device, w, np.float16),
+                        trans_b=True)
+    assert_close(got.numpy(), a.astype(np.float64) @ w.T.astype(np.float64), dtype=np.float16)
+
+
+# -- level 1 and 2 ------------------------------------------------------------------------
+def test_reductions_a_million(device, rng):
+    """Over 10^6 elements the two-pass tree keeps float32 error near one rounding."""
+    n = 1_000_003
+    x, y = random_array(rng, n), random_array(rng, n)
+    x64, y64 = x.astype(np.float64), y.astype(np.float64)
+    got = float(linalg.dot(up(device, x), up(device, y)).numpy())
+    assert abs(got - x64 @ y64) <= 1e-6 * np.abs(x64 * y64).sum()
+    assert_close(linalg.asum(up(device, x)).numpy(), np.abs(x64).sum())
+    assert_close(linalg.norm(up(device, x)).numpy(), np.linalg.norm(x64))
+
+
+@pytest.mark.parametrize("n", [1, 2, 255, 256, 257, 1031])
+def test_reductions_small(device, rng, n):
+    x, y = random_array(rng, (n,)), random_array(rng, (n,))
+    x64 = x.astype(np.float64)
+    assert_close(linalg.dot(up(device, x), up(device, y)).numpy(), x64 @ y, tol=1e-5)
+    assert_close(linalg.asum(x).numpy(), np.abs(x64).sum())
+    assert_close(linalg.norm(up(device, x)).numpy(), np.linalg.norm(x64))
+
+
+def test_norm_does_not_overflow(device, rng):
+    """Squares of 1e30 overflow float32; the scaled sum of squares does not."""
+    x = random_array(rng, (5000,), low=0.5, high=1.0) * np.float32(1e30)
+    x[17] = 0.0
+    assert_close(linalg.norm(up(device, x)).numpy(), np.linalg.norm(x.astype(np.float64)))
+    assert float(linalg.norm(up(device, np.zeros(9))).numpy()) == 0.0
+
+
+def test_level1_f16(f16_device, rng):
+    x, y = random_array(rng, (4099,), np.float16), random_array(rng, (4099,), np.float16)
+    gx, gy = up(f16_device, x, np.float16), up(f16_device, y, np.float16)
+    x64 = x.astype(np.float64)
+    assert abs(float(linalg.dot(gx, gy).numpy()) - x64 @ y) <= 1e-2 * np.abs(x64 * y).sum()
+    assert_close(linalg.norm(gx).numpy(), np.linalg.norm(x64), dtype=np.float16)
+    assert_close(linalg.axpy(0.5, gx, gy).numpy(), 0.5 * x64 + y, dtype=np.float16)
+
+
+def test_axpy_scal_in_place(device, rng):
+    x, y = random_array(rng, (3, 1001)), random_array(rng, (3, 1001))
+    gy = up(device, y)
+    assert linalg.axpy(-1.5, up(device, x), gy) is gy
+    assert_close(gy.numpy(), -1.5 * x.astype(np.float64) + y)
+    gx = up(device, x)
+    assert linalg.scal(3.0, gx) is gx
+    assert_close(gx.numpy(), 3.0 * x.astype(np.float64))
+
+
+@pytest.mark.parametrize("trans", [False, True])
+@pytest.mark.parametrize(("m", "n"), [(1, 1), (37, 53), (300, 7), (5, 300)])
+def test_gemv(device, rng, trans, m, n):
+    a = random_array(rng, (m, n))
+    x = random_array(rng, (m,) if trans else (n,))
+    y0 = random_array(rng, (n,) if trans else (m,))
+    y = up(device, y0)
+    got = linalg.gemv(2.0, up(device, a), up(device, x), -1.0, y, trans=trans)
+    assert got is y
+    assert_close(y.numpy(), 2.0 * op(a, trans).astype(np.float64) @ x - y0)
+    fresh = linalg.gemv(1.0, up(device, a), up(device, x), trans=trans)
+    assert_close(fresh.numpy(), op(a, trans).astype(np.float64) @ x)
+
+
+# -- errors ---------------------------------------------------------------------------------
+def test_shape_errors_name_the_shapes(device, rng):
+    a, b = up(device, random_array(rng, (3, 4))), up(device, random_array(rng, (5, 6)))
+    with pytest.raises(ValueError, match=r"\(3, 4\).*\(5, 6\)"):
+        linalg.matmul(a, b)
+    with pytest.raises(ValueError, match=r"\(2, 3, 4\).*\(5, 4, 6\)"):
+        linalg.matmul(up(device, random_array(rng, (2, 3, 4))),
+                      up(device, random_array(rng, (5, 4, 6))))
+    with pytest.raises(ValueError, match="bias"):
+        linalg.matmul(a, up(device, random_array(rng, (4, 6))), bias=up(device, np.ones(4)))
+    with pytest.raises(ValueError, match="out"):
+        linalg.matmul(a, a, trans_b=True, out=Tensor.empty((4, 4), device=device))
+    with pytest.raises(ValueError, match="share memory"):
+        linalg.matmul(a, up(device, random_array(rng, (4, 4))), out=a)
+    with pytest.raises(ValueError, match=r"c must have shape \(3, 6\)"):
+        linalg.gemm(1.0, a, up(device, random_array(rng, (4, 6))), 1.0,
+                    Tensor.empty((6, 3), device=device))
+    with pytest.raises(ValueError, match="beta"):
+        linalg.gemm(1.0, a, a, 1.0, trans_b=True)
+    with pytest.raises(ValueError, match="same shape"):
+        linalg.dot(up(device, np.ones(3)), up(device, np.ones(4)))
+    with pytest.raises(ValueError, match="length 4"):
+        linalg.gemv(1.0, a, up(device, np.ones(3)))
+    with pytest.raises(ValueError, match="at least 1-D"):
+        linalg.matmul(Tensor.empty((), device=device), a)
+
+
+def test_dtype_errors(device, rng):
+    a = up(device, random_array(rng, (3, 4)))
+    with pytest.raises(TypeError, match="float32 or float16"):
+        linalg.matmul(a, Tensor.from_numpy(np.ones((4, 2), np.int32), device=device))
+    if device.has_f16:
+        with pytest.raises(TypeError, match="share one dtype"):
+            linalg.matmul(a, up(device, np.ones((4, 2)), np.float16))
+    with pytest.raises(TypeError, match="Tensor"):
+        linalg.axpy(1.0, np.ones(3), np.ones(3))
+
+
+def test_refuses_operands_above_binding_limit(device, rng, monkeypatch):
+    """Operands are bound whole: past the limit, DeviceLimitError names the operand first."""
+    monkeypatch.setitem(device.limits, "max-storage-buffer-binding-size", 1024)
+    big, small = up(device, random_array(rng, (20, 20))), up(device, random_array(rng, (20, 3)))
+    with pytest.raises(gpucore.DeviceLimitError, match=r"matmul: a \(20, 20\)"):
+        linalg.matmul(big, small)
+    with pytest.raises(gpucore.DeviceLimitError, match="out"):
+        linalg.matmul(small, up(device, random_array(rng, (3, 40))))
+    with pytest.raises(gpucore.DeviceLimitError, match="max-storage-buffer-binding-size"):
+        linalg.dot(big, big)
+
+
+# -- pieces that need no device -------------------------------------------------------------
+def test_batch_plan_collapses_dims():
+    plan = _gemm.batch_plan((2, 3), (2, 3), (2, 3), 10, 20)
+    assert (plan.outer, plan.inner, plan.inner_strides, plan.groups) == (1, 6, (10, 20), ((0, 0),))
+    plan = _gemm.batch_plan((4, 5), (), (4, 5), 10, 20)
+    assert (plan.inner, plan.inner_strides) == (20, (0, 20))
+    plan = _gemm.batch_plan((2, 4, 3, 5), (2, 1, 3, 1), (1, 4, 1, 5), 1, 1)
+    assert plan.count == 120 and len(plan.groups) == 8
+    assert plan.groups[:2] == ((0, 0), (0, 5))  # row-major over the leading dims
+
+
+def test_example_runs_small():
+    env = dict(os.environ, AVX_EXAMPLE_SMALL="1")
+    proc = subprocess.run([sys.executable, str(ROOT / "examples" / "matmul.py")], env=env,
+                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "GFLOP/s" in proc.stdout and "relative error" in proc.stdout
