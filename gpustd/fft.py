@@ -1,9 +1,10 @@
 """Discrete Fourier transforms with numpy.fft's names and semantics.
 
 `fft`, `ifft`, `rfft`, `irfft`, `fft2`, `ifft2`, `fftn`, `ifftn` take a Tensor or anything
-numpy takes and return a new Tensor: complex64 (real input is promoted) or float32 for
-`irfft`. Any length works: powers of two run as Stockham passes in workgroup memory, other
-lengths through Bluestein's chirp-z transform (about 3x a power-of-two FFT of >= 2n points).
+numpy takes and return a Tensor: complex64 (real input is promoted) or float32 for `irfft`;
+`out=` (as in numpy 2) writes into an existing Tensor instead of allocating one.
+Any length works: powers of two run as Stockham passes in workgroup memory, other lengths
+through Bluestein's chirp-z transform (about 3x a power-of-two FFT of >= 2n points).
 Any axis is transformed in place in memory (strided, no transposes); the last axis is
 fastest. `norm` is numpy's: "backward" (default: ifft scales by 1/n), "ortho", "forward".
 Twiddle factors are computed in float64 on the host and stored as float32, so the relative
@@ -72,42 +73,58 @@ def _resized(shape: tuple[int, ...], axis: int, n: int) -> tuple[int, ...]:
     return (*shape[:axis], n, *shape[axis + 1 :])
 
 
+def _output(out: Tensor | None, shape: tuple[int, ...], dtype: Any, t: Tensor) -> Tensor:
+    """`out` checked against the result's shape, dtype and device, or a new Tensor."""
+    if out is None:
+        return Tensor.empty(shape, dtype, device=t.device)
+    if not isinstance(out, Tensor):
+        raise TypeError(f"out must be a Tensor, got {type(out).__name__}")
+    if out.shape != shape or out.dtype != np.dtype(dtype):
+        raise ValueError(f"out has shape {out.shape} and dtype {out.dtype}; this transform "
+                         f"returns shape {shape} and dtype {np.dtype(dtype)}")
+    if out.device is not t.device:
+        raise ValueError("out is on another device than the input; allocate it on the same one")
+    if out.buffer is t.buffer:
+        raise ValueError("out may not be the input itself: the transform is out of place")
+    return out
+
+
 def _c2c(a: Any, n: Any, axis: int, norm: str | None, device: Device | None,
-         inverse: bool) -> Tensor:
+         out: Tensor | None, inverse: bool) -> Tensor:
     t = _as_tensor(a, device)
     axis = _axis(axis, t.ndim)
     n = _points(n, t.shape[axis])
     scale = _scale(norm, n, inverse)
-    out = Tensor.empty(_resized(t.shape, axis, n), np.complex64, device=t.device)
+    out = _output(out, _resized(t.shape, axis, n), np.complex64, t)
     if out.size:
         with plan.lock:
-            plan.complex_axis(t.buffer, t.dtype, t.shape, out, n, axis, 1.0 if inverse else -1.0,
-                          scale)
+            plan.complex_axis(t.buffer, t.dtype, t.shape, out, n, axis,
+                              1.0 if inverse else -1.0, scale)
     return out
 
 
 def fft(a: Any, n: int | None = None, axis: int = -1, norm: str | None = None, *,
-        device: Device | None = None) -> Tensor:
+        device: Device | None = None, out: Tensor | None = None) -> Tensor:
     """1-D discrete Fourier transform along `axis`. numpy: `np.fft.fft`.
 
     a: Tensor (float32 or complex64) or array-like (copied to `device`, default device).
     n: points; the axis is cropped or zero-padded to it (default: its length).
     Returns a complex64 Tensor with the axis of length n.
     """
-    return _c2c(a, n, axis, norm, device, inverse=False)
+    return _c2c(a, n, axis, norm, device, out, inverse=False)
 
 
 def ifft(a: Any, n: int | None = None, axis: int = -1, norm: str | None = None, *,
-         device: Device | None = None) -> Tensor:
+         device: Device | None = None, out: Tensor | None = None) -> Tensor:
     """1-D inverse discrete Fourier transform (scaled by 1/n by default). numpy: `np.fft.ifft`.
 
     Arguments and result as for `fft`.
     """
-    return _c2c(a, n, axis, norm, device, inverse=True)
+    return _c2c(a, n, axis, norm, device, out, inverse=True)
 
 
 def _cnd(a: Any, s: Sequence[int] | None, axes: Sequence[int] | None, norm: str | None,
-         device: Device | None, inverse: bool) -> Tensor:
+         device: Device | None, out: Tensor | None, inverse: bool) -> Tensor:
     t = _as_tensor(a, device)
     if axes is None:
         axes = range(-len(s), 0) if s is not None else range(t.ndim)
@@ -123,7 +140,7 @@ def _cnd(a: Any, s: Sequence[int] | None, axes: Sequence[int] | None, norm: str 
     if not axes:
         raise ValueError("axes is empty; name at least one axis to transform")
     scale = math.prod(_scale(norm, n, inverse) for n in sizes)
-    out = Tensor.empty(shape, np.complex64, device=t.device)
+    out = _output(out, shape, np.complex64, t)
     if not out.size:
         return out
     sign = 1.0 if inverse else -1.0
@@ -141,37 +158,41 @@ def _cnd(a: Any, s: Sequence[int] | None, axes: Sequence[int] | None, norm: str 
 
 
 def fftn(a: Any, s: Sequence[int] | None = None, axes: Sequence[int] | None = None,
-         norm: str | None = None, *, device: Device | None = None) -> Tensor:
+         norm: str | None = None, *, device: Device | None = None,
+         out: Tensor | None = None) -> Tensor:
     """N-D discrete Fourier transform over `axes` (default: all, or the last len(s)).
 
     s: points per axis (crop or zero-pad). Returns complex64. numpy: `np.fft.fftn`.
     """
-    return _cnd(a, s, axes, norm, device, inverse=False)
+    return _cnd(a, s, axes, norm, device, out, inverse=False)
 
 
 def ifftn(a: Any, s: Sequence[int] | None = None, axes: Sequence[int] | None = None,
-          norm: str | None = None, *, device: Device | None = None) -> Tensor:
+          norm: str | None = None, *, device: Device | None = None,
+          out: Tensor | None = None) -> Tensor:
     """N-D inverse discrete Fourier transform; arguments as `fftn`. numpy: `np.fft.ifftn`."""
-    return _cnd(a, s, axes, norm, device, inverse=True)
+    return _cnd(a, s, axes, norm, device, out, inverse=True)
 
 
 def fft2(a: Any, s: Sequence[int] | None = None, axes: Sequence[int] = (-2, -1),
-         norm: str | None = None, *, device: Device | None = None) -> Tensor:
+         norm: str | None = None, *, device: Device | None = None,
+         out: Tensor | None = None) -> Tensor:
     """2-D discrete Fourier transform over the last two axes. numpy: `np.fft.fft2`.
 
     a: (..., rows, cols) float32/complex64 Tensor or array-like; returns complex64.
     """
-    return _cnd(a, s, axes, norm, device, inverse=False)
+    return _cnd(a, s, axes, norm, device, out, inverse=False)
 
 
 def ifft2(a: Any, s: Sequence[int] | None = None, axes: Sequence[int] = (-2, -1),
-          norm: str | None = None, *, device: Device | None = None) -> Tensor:
+          norm: str | None = None, *, device: Device | None = None,
+          out: Tensor | None = None) -> Tensor:
     """2-D inverse discrete Fourier transform; arguments as `fft2`. numpy: `np.fft.ifft2`."""
-    return _cnd(a, s, axes, norm, device, inverse=True)
+    return _cnd(a, s, axes, norm, device, out, inverse=True)
 
 
 def rfft(a: Any, n: int | None = None, axis: int = -1, norm: str | None = None, *,
-         device: Device | None = None) -> Tensor:
+         device: Device | None = None, out: Tensor | None = None) -> Tensor:
     """Discrete Fourier transform of a real signal: the n // 2 + 1 non-negative frequencies.
 
     a: float32 Tensor or real array-like; n: points (crop or zero-pad the axis).
@@ -183,7 +204,7 @@ def rfft(a: Any, n: int | None = None, axis: int = -1, norm: str | None = None, 
         raise TypeError("rfft takes real (float32) input; use fft for complex data")
     axis = _axis(axis, t.ndim)
     n = _points(n, t.shape[axis])
-    out = Tensor.empty(_resized(t.shape, axis, n // 2 + 1), np.complex64, device=t.device)
+    out = _output(out, _resized(t.shape, axis, n // 2 + 1), np.complex64, t)
     if out.size:
         with plan.lock:
             _real.forward(t, out, n, axis, _scale(norm, n, inverse=False))
@@ -191,7 +212,7 @@ def rfft(a: Any, n: int | None = None, axis: int = -1, norm: str | None = None, 
 
 
 def irfft(a: Any, n: int | None = None, axis: int = -1, norm: str | None = None, *,
-          device: Device | None = None) -> Tensor:
+          device: Device | None = None, out: Tensor | None = None) -> Tensor:
     """Inverse of `rfft`: the real signal whose non-negative frequencies `a` holds.
 
     a: complex64 Tensor or array-like (the Hermitian half spectrum); n: output points
@@ -202,7 +223,7 @@ def irfft(a: Any, n: int | None = None, axis: int = -1, norm: str | None = None,
     t = _as_tensor(a, device)
     axis = _axis(axis, t.ndim)
     n = _points(n, 2 * (t.shape[axis] - 1))
-    out = Tensor.empty(_resized(t.shape, axis, n), np.float32, device=t.device)
+    out = _output(out, _resized(t.shape, axis, n), np.float32, t)
     if out.size:
         with plan.lock:
             _real.inverse(t, out, n, axis, _scale(norm, n, inverse=True))
