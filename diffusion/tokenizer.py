@@ -118,8 +118,8 @@ class CLIPTokenizer:
             if (root / "vocab.json").is_file() and (root / "merges.txt").is_file():
                 vocab = json.loads((root / "vocab.json").read_text(encoding="utf-8"))
                 lines = (root / "merges.txt").read_text(encoding="utf-8").splitlines()
-                merges = [tuple(line.split()) for line in lines
-                          if line and not line.startswith("#version")]
+                merges = [(a, b) for a, b in (line.split() for line in lines
+                                              if line and not line.startswith("#version"))]
         options: dict[str, Any] = {}
         if _token_text(settings.get("pad_token")):
             options["pad_token"] = _token_text(settings["pad_token"])

@@ -50,9 +50,9 @@ def make_betas(config: Mapping[str, Any]) -> np.ndarray:
         betas = np.linspace(config["beta_start"] ** 0.5, config["beta_end"] ** 0.5, n) ** 2
     elif config["beta_schedule"] == "squaredcos_cap_v2":
         # Nichol & Dhariwal 2021, eq. 17, betas capped at 0.999
-        def alpha_bar(t: float) -> float:
+        def cosine(t: float) -> float:
             return math.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2
-        betas = np.array([min(1 - alpha_bar((i + 1) / n) / alpha_bar(i / n), 0.999)
+        betas = np.array([min(1 - cosine((i + 1) / n) / cosine(i / n), 0.999)
                           for i in range(n)])
     else:
         raise ValueError(f"beta_schedule {config['beta_schedule']!r} is not supported; use "
@@ -112,7 +112,7 @@ class Scheduler:
         self.betas = make_betas(self.config)
         self.alphas_cumprod = np.cumprod(1.0 - self.betas)
         self.num_inference_steps: int | None = None
-        self.timesteps = np.arange(self.config["num_train_timesteps"])[::-1].astype(np.int64)
+        self.timesteps: np.ndarray = np.arange(self.config["num_train_timesteps"])[::-1].copy()
         self._step_index: int | None = None
         self._begin_index: int | None = None
 

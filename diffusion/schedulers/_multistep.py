@@ -64,7 +64,7 @@ class MultistepScheduler(Scheduler):
         self._lower_order_nums = 0
 
     @staticmethod
-    def _alpha_sigma(sigma: float) -> tuple[float, float]:
+    def _alpha_sigma(sigma: Any) -> tuple[Any, Any]:
         """(alpha_t, sigma_t) of the variance-preserving process at k-diffusion sigma."""
         alpha = 1 / (sigma**2 + 1) ** 0.5
         return alpha, sigma * alpha

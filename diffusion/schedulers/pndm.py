@@ -63,6 +63,7 @@ class PNDMScheduler(Scheduler):
         if len(ets) == 1 and self._counter == 0:
             eps, self._cur_sample = out, x
         elif len(ets) == 1 and self._counter == 1:
+            assert self._cur_sample is not None
             eps, x, self._cur_sample = (out + ets[-1]) / 2, self._cur_sample, None
         elif len(ets) == 2:
             eps = (3 * ets[-1] - ets[-2]) / 2
