@@ -12,39 +12,41 @@ from ._util import check_float, check_same, dummy, kernel, pair
 
 __all__ = ["conv2d"]
 
-# (TM, TN) per invocation, largest tile first: a workgroup owns 16*TM channels x 16*TN pixels.
-_TILES = ((8, 8), (8, 4), (4, 8), (4, 4))
-_TARGET_WORKGROUPS = 264  # about two per SM on a large GPU; smaller tiles below that
-_MIN_SPLIT_TILES = 24  # K tiles (of 8) each split-K slice keeps, so slices stay worth it
-_BK = 8
+_SMS = 132  # streaming multiprocessors the split-K model assumes (H100/H200; tuned there)
+_MAX_SPLITS = 16
 
 
 def _output_size(size: int, k: int, stride: int, pad: int, dil: int) -> int:
     return (size + 2 * pad - dil * (k - 1) - 1) // stride + 1
 
 
-def _plan(cout_g: int, pixels: int, groups: int, k_total: int) -> tuple[int, int, int]:
-    """(TM, TN, splits): the largest tile giving enough workgroups, then split-K if the
-    output is still too small to occupy the GPU."""
-    def count(tm: int, tn: int) -> int:
-        return math.ceil(cout_g / (16 * tm)) * math.ceil(pixels / (16 * tn)) * groups
+def _plan(cout_g: int, pixels: int, groups: int, k_total: int) -> tuple[int, int, int, int]:
+    """(BM, BN, splits, BK) for a conv of cout_g channels x pixels x k_total per group.
 
-    def waste(tm: int, tn: int) -> float:
-        m, n = 16 * tm, 16 * tn
-        return 1 - cout_g * pixels / (math.ceil(cout_g / m) * m * math.ceil(pixels / n) * n)
+    A 128 x 128 tile (8 x 8 per invocation, K steps of 16) is the fastest shape measured on
+    an H200; smaller tiles only serve outputs narrower than it. Layers with few tiles split
+    K: the cost model counts waves of workgroups over the SMs times the K tiles each walks
+    (a wave only slightly over the SM count runs at half speed, as measured), plus the
+    split-K partial sums' traffic.
+    """
+    bm = 64 if cout_g <= 64 else 128
+    bn = 64 if pixels <= 64 else 128
+    bk = 16 if (bm, bn) == (128, 128) else 8
+    count = math.ceil(cout_g / bm) * math.ceil(pixels / bn) * groups
+    k_tiles = math.ceil(k_total / bk)
 
-    for tm, tn in _TILES:
-        if count(tm, tn) >= _TARGET_WORKGROUPS and waste(tm, tn) < 0.2:
-            return tm, tn, 1
-    tm, tn = _TILES[-1]
-    k_tiles = math.ceil(k_total / _BK)
-    splits = min(_TARGET_WORKGROUPS // max(count(tm, tn), 1), k_tiles // _MIN_SPLIT_TILES, 16)
-    return tm, tn, max(splits, 1)
+    def cost(s: int) -> float:
+        waves = math.ceil(count * s / _SMS)
+        extra = 0.0 if s == 1 else 2 + s * cout_g * groups * pixels / 1e6
+        return waves * math.ceil(k_tiles / s) + extra
+
+    splits = min(range(1, min(_MAX_SPLITS, max(1, k_tiles // 8)) + 1), key=cost)
+    return bm, bn, splits, bk
 
 
 def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, stride: Any = 1,
            padding: Any = 0, dilation: Any = 1, groups: int = 1,
-           _plan_override: tuple[int, int, int] | None = None) -> Tensor:
+           _plan_override: tuple[int, int, int, int] | None = None) -> Tensor:
     """2-D cross-correlation of NCHW `x` with `weight` [out, in/groups, kh, kw] plus `bias`.
 
     x: [N, C_in, H, W] float32/float16; weight and bias of the same dtype; stride, padding
@@ -81,24 +83,24 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, stride: Any
         return out
     cout_g = c_out // groups
     k_total = cin_g * kh * kw
-    tm, tn, splits = _plan_override or _plan(cout_g, pixels, groups, k_total)
-    k_tiles = math.ceil(k_total / _BK)
+    bm, bn, splits, bk = _plan_override or _plan(cout_g, pixels, groups, k_total)
+    k_tiles = math.ceil(k_total / bk)
     per_split = math.ceil(k_tiles / splits)
     splits = math.ceil(k_tiles / per_split)
     has_bias = bias is not None
     params = dict(c_in=c_in, h=h, w=w, c_out=c_out, ho=ho, wo=wo, cin_g=cin_g, cout_g=cout_g,
                   k_total=k_total, pixels=pixels, k_tiles_per_split=per_split,
                   stride_h=sh, stride_w=sw, pad_h=ph, pad_w=pw, dil_h=dh, dil_w=dw)
-    grid = (math.ceil(pixels / (16 * tn)), math.ceil(cout_g / (16 * tm)), groups * splits)
+    grid = (math.ceil(pixels / bn), math.ceil(cout_g / bm), groups * splits)
     bias_t = bias if has_bias else dummy(x)
+    shape = dict(WY=bm // 8, WX=bn // 8, BK=bk, KH=kh, KW=kw)
     if splits == 1:
-        k = kernel("conv2d", {"T": x.dtype, "O": x.dtype}, TM=tm, TN=tn, KH=kh, KW=kw,
-                   HAS_BIAS=int(has_bias), SPLITS=1)
+        k = kernel("conv2d", {"T": x.dtype, "O": x.dtype}, HAS_BIAS=int(has_bias), SPLITS=1,
+                   **shape)
         k.dispatch(grid, x, weight, bias_t, out, **params)
         return out
     partial = Tensor.empty((splits, out.size), np.float32, device=x.device)
-    k = kernel("conv2d", {"T": x.dtype, "O": np.float32}, TM=tm, TN=tn, KH=kh, KW=kw,
-               HAS_BIAS=0, SPLITS=splits)
+    k = kernel("conv2d", {"T": x.dtype, "O": np.float32}, HAS_BIAS=0, SPLITS=splits, **shape)
     k.dispatch(grid, x, weight, bias_t, partial, **params)
     finish = kernel("conv2d_splitk", {"T": x.dtype}, HAS_BIAS=int(has_bias))
     finish.dispatch(finish.groups_for(out.size), partial, bias_t, out, n=out.size,
