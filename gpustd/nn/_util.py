@@ -17,13 +17,15 @@ _kernels: dict[tuple, Kernel] = {}
 _dummies: dict[tuple[int, np.dtype], Tensor] = {}
 
 
-def kernel(name: str, types: dict[str, Any] | None = None, **constants: float) -> Kernel:
+def kernel(name: str, types: dict[str, Any] | None = None, *, entry: str = "main",
+           **constants: float) -> Kernel:
     """The Kernel for shaders/nn/<name>.wgsl with element types and overrides, built once."""
     types = {k: wgsl_scalar(v) for k, v in (types or {}).items()}
-    key = (name, tuple(sorted(types.items())), tuple(sorted(constants.items())))
+    key = (name, entry, tuple(sorted(types.items())), tuple(sorted(constants.items())))
     found = _kernels.get(key)
     if found is None:
-        found = _kernels[key] = Kernel.load(f"nn/{name}", types=types, constants=constants)
+        found = _kernels[key] = Kernel.load(f"nn/{name}", entry=entry, types=types,
+                                            constants=constants)
     return found
 
 
