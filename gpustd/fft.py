@@ -38,6 +38,8 @@ def _as_tensor(a: Any, device: Device | None) -> Tensor:
         array = np.asarray(a)
         if array.dtype.kind not in "biufc":
             raise TypeError(f"cannot transform an array of {array.dtype}; pass numbers")
+        if array.ndim == 0:
+            raise ValueError("cannot transform a 0-d array; reshape it to (1,) first")
         dtype = np.complex64 if array.dtype.kind == "c" else np.float32
         t = Tensor.from_numpy(array, dtype=dtype, device=device or default_device())
     if t.dtype not in (_F32, _C64):
