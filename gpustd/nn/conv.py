@@ -9,9 +9,13 @@ import numpy as np
 
 from .._tensor import Tensor
 from ._util import check_float, check_same, dummy, kernel, pair
+from .linear import conv1x1
 
 __all__ = ["conv2d"]
 
+# 1x1 convolutions (stride 1, no padding, one group) are plain GEMMs: route them to
+# gpustd.linalg's GEMM (one implementation of the hot loop) rather than the implicit GEMM.
+ONE_BY_ONE_VIA_LINALG = True
 _SMS = 132  # streaming multiprocessors the split-K model assumes (H100/H200; tuned there)
 _MAX_SPLITS = 16
 
@@ -77,6 +81,9 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, stride: Any
     if ho < 1 or wo < 1 or kh < 1 or kw < 1:
         raise ValueError(f"{op}: kernel {kh}x{kw} (dilation {dh}x{dw}) does not fit the "
                          f"padded input {h + 2 * ph}x{w + 2 * pw}")
+    if (ONE_BY_ONE_VIA_LINALG and (kh, kw, sh, sw, ph, pw, groups) == (1, 1, 1, 1, 0, 0, 1)
+            and _plan_override is None and x.size and weight.size):
+        return conv1x1(x, weight, bias)
     out = Tensor.empty((n, c_out, ho, wo), x.dtype, device=x.device)
     pixels = n * ho * wo
     if out.size == 0 or c_in == 0:
