@@ -20,14 +20,14 @@ from gpucore import Buffer, Device, wgsl_scalar
 from ._broadcast import cached_kernel
 from ._tensor import Tensor
 
-__all__ = ["View", "accumulator", "argreduce", "axis_groups", "placeholder", "reduce",
+__all__ = ["View", "accumulator", "argreduce", "axis_groups", "placeholder", "pow2", "reduce",
            "view"]
 
 SUM, MAX, MIN = 0, 1, 2  # reduce.wgsl OP
 PRE_NONE, PRE_SQUARED_DEVIATION, PRE_EXP = 0, 1, 2
 POST_NONE, POST_SCALE, POST_LOG_ADD, POST_SQRT_SCALE = 0, 1, 2, 3
 _ROWS_PER_PASS = 1024  # rows one workgroup folds per pass
-_SMALL_LEN = 64  # below this, reduce contiguous rows one per lane instead of one per group
+_ITEMS_SHORT = 4  # rows per lane that a short contiguous row is given
 
 View = tuple[int, int, int]  # (outer, len, inner)
 _placeholders: dict[tuple[Device, np.dtype], Buffer[Any]] = {}
@@ -88,18 +88,28 @@ def kept_shape(shape: tuple[int, ...], axes: tuple[int, ...], keepdims: bool) ->
     return tuple(s for k, s in enumerate(shape) if k not in axes)
 
 
-def _layout(outer: int, length: int, inner: int) -> dict[str, int]:
+def pow2(n: int) -> int:
+    """The smallest power of two >= n (1 for n <= 1)."""
+    return 1 << (max(n, 1) - 1).bit_length()
+
+
+def _layout(outer: int, length: int, inner: int) -> dict[str, Any]:
     """Kernel geometry: the workgroup shape and one pass's params (strides included)."""
-    if inner == 1 and length < _SMALL_LEN and outer > 1:
-        # Short contiguous rows: treat each row as a column so lanes are not left idle.
+    if inner == 1:
+        # Contiguous rows become columns walked with stride 1 by lanes on x; a short row
+        # gets few lanes (and the workgroup several rows) instead of 256 mostly idle ones.
         outer, inner, strides = 1, outer, (0, 1, length)
+        wy = min(256, pow2(math.ceil(length / _ITEMS_SHORT)))
+        wx = min(256 // wy, pow2(inner))
+        along_x = True
     else:
         strides = (length * inner, inner, 1)
-    wx = min(32, 1 << (inner - 1).bit_length())
-    wy = 256 // wx
+        wx = min(32, pow2(inner))
+        wy = 256 // wx
+        along_x = False
     items = max(1, min(_ROWS_PER_PASS // wy, math.ceil(length / wy)))
-    return {"WX": wx, "WY": wy, "outer": outer, "len": length, "inner": inner,
-            "s_outer": strides[0], "s_len": strides[1], "s_inner": strides[2],
+    return {"WX": wx, "WY": wy, "LANES_ON_X": along_x, "outer": outer, "len": length,
+            "inner": inner, "s_outer": strides[0], "s_len": strides[1], "s_inner": strides[2],
             "chunks": math.ceil(length / (items * wy)), "tiles": math.ceil(inner / wx),
             "items": items}
 
@@ -116,14 +126,14 @@ def reduce(x: Tensor, shape: View, *, op: int, pre: int = PRE_NONE, post: int = 
     first = True
     while True:
         geo = _layout(outer, length, inner)
-        wx, wy = geo.pop("WX"), geo.pop("WY")
+        shape_constants = {k: geo.pop(k) for k in ("WX", "WY", "LANES_ON_X")}
         final = geo["chunks"] == 1
         uses_center = (first and pre != PRE_NONE) or (final and post == POST_LOG_ADD)
         kernel = cached_kernel(
             "reduction/reduce",
             {"In": wgsl_scalar(x.dtype), "Acc": wgsl_scalar(acc),
              "Out": wgsl_scalar(out_dtype if final else acc)},
-            {"WX": wx, "WY": wy, "OP": op, "PRE": pre if first else PRE_NONE,
+            {**shape_constants, "OP": op, "PRE": pre if first else PRE_NONE,
              "POST": post if final else POST_NONE, "USES_CENTER": uses_center},
         )
         out = Tensor.empty((outer * geo["chunks"] * inner,), out_dtype if final else acc,
@@ -134,7 +144,10 @@ def reduce(x: Tensor, shape: View, *, op: int, pre: int = PRE_NONE, post: int = 
         kernel.dispatch(groups, x, bound, out, scale=scale, **geo)
         if final:
             return out
+        # Partials are (outer, chunks, inner) of the layout's view (rows may have become
+        # columns), and the next pass reduces their chunks.
         x, length, first = out, geo["chunks"], False
+        outer, inner = geo["outer"], geo["inner"]
 
 
 def argreduce(x: Tensor, shape: View, *, op: int) -> Tensor:
@@ -145,11 +158,11 @@ def argreduce(x: Tensor, shape: View, *, op: int) -> Tensor:
     indices: Tensor | None = None
     while True:
         geo = _layout(outer, length, inner)
-        wx, wy = geo.pop("WX"), geo.pop("WY")
+        shape_constants = {k: geo.pop(k) for k in ("WX", "WY", "LANES_ON_X")}
         kernel = cached_kernel(
             "reduction/argreduce",
             {"In": wgsl_scalar(x.dtype), "Acc": wgsl_scalar(acc)},
-            {"WX": wx, "WY": wy, "OP": op, "FIRST": indices is None},
+            {**shape_constants, "OP": op, "FIRST": indices is None},
         )
         size = outer * geo["chunks"] * inner
         values = Tensor.empty((size,), acc, device=x.device)
@@ -160,3 +173,4 @@ def argreduce(x: Tensor, shape: View, *, op: int) -> Tensor:
         if geo["chunks"] == 1:
             return found
         x, indices, length = values, found, geo["chunks"]
+        outer, inner = geo["outer"], geo["inner"]

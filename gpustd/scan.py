@@ -1,6 +1,6 @@
 """Cumulative sums along an axis; kernels in shaders/reduction/scan.wgsl and scan_add.wgsl.
 
-A work-sharing parallel scan: each workgroup scans a block of 1024 rows of one column and
+A work-sharing parallel scan: each workgroup scans a block of up to 1024 rows of one column and
 emits the block total; columns longer than one block scan their totals recursively (the
 same function, on a 1024x shorter axis) and add them back. Floats accumulate in f32.
 """
@@ -21,18 +21,20 @@ from .unary import _tensor
 
 __all__ = ["cumsum"]
 
-_WG, _ITEMS = 256, 4
-_BLOCK = _WG * _ITEMS
+_ITEMS = 4  # rows each lane scans serially
 
 
 def _scan(x: Tensor, outer: int, length: int, inner: int) -> Tensor:
     """Inclusive scan of x, viewed as (outer, length, inner), along length (flat result)."""
     acc = r.accumulator(x.dtype)
-    columns, blocks = outer * inner, math.ceil(length / _BLOCK)
+    # Short axes get a smaller workgroup instead of a 1024-row block that is mostly empty.
+    wg = min(256, max(32, r.pow2(math.ceil(length / _ITEMS))))
+    block = wg * _ITEMS
+    columns, blocks = outer * inner, math.ceil(length / block)
     out = Tensor.empty((x.size,), x.dtype, device=x.device)
     sums = Tensor.empty((columns * blocks,), acc, device=x.device)
     kernel = cached_kernel("reduction/scan", {"T": wgsl_scalar(x.dtype), "Acc": wgsl_scalar(acc)},
-                           {"WG": _WG, "ITEMS": _ITEMS})
+                           {"WG": wg, "ITEMS": _ITEMS})
     kernel.dispatch(columns * blocks, x, out, sums, columns=columns, len=length, inner=inner,
                     blocks=blocks)
     if blocks > 1:
@@ -40,7 +42,7 @@ def _scan(x: Tensor, outer: int, length: int, inner: int) -> Tensor:
         add = cached_kernel("reduction/scan_add",
                             {"T": wgsl_scalar(x.dtype), "Acc": wgsl_scalar(acc)}, {})
         add.dispatch(add.groups_for(x.size), offsets, out, n=x.size, len=length, inner=inner,
-                     blocks=blocks, block_len=_BLOCK)
+                     blocks=blocks, block_len=block)
     return out
 
 

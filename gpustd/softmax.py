@@ -8,6 +8,8 @@ computed in f32.
 
 from __future__ import annotations
 
+import builtins
+import math
 from typing import Any
 
 import numpy as np
@@ -31,8 +33,12 @@ def _softmax(x: Any, axis: Any, log: bool, name: str) -> Tensor:
         return out
     t = wgsl_scalar(x.dtype)
     if inner == 1:
-        kernel = cached_kernel("reduction/softmax_rows", {"T": t}, {"LOG": log})
-        kernel.dispatch(outer, x, out, rows=outer, len=length)
+        # Short rows get few lanes each and share a workgroup, rather than idle 256 lanes.
+        lanes = builtins.min(256, r.pow2(math.ceil(length / 8)))
+        rows = builtins.min(256 // lanes, r.pow2(outer))
+        kernel = cached_kernel("reduction/softmax_rows", {"T": t},
+                               {"LOG": log, "WX": rows, "WY": lanes})
+        kernel.dispatch(math.ceil(outer / rows), x, out, rows=outer, len=length)
         return out
     shape = (outer, length, inner)
     peak = r.reduce(x, shape, op=r.MAX, out_dtype=np.float32)

@@ -1,11 +1,12 @@
-// One pass of argmax / argmin over x viewed as (outer, len, inner) along len; the layout
-// and the pass structure are those of reduce.wgsl. Values travel with their indices; on
+// One pass of argmax / argmin over x viewed as (outer, len, inner) along len; the layout,
+// the lane/column mapping and the pass structure are those of reduce.wgsl. Values travel with their indices; on
 // ties the smaller index wins, so the result is numpy's first occurrence. The first pass
 // takes indices from the position (FIRST), later passes from idx_in.
 alias In = f32;
 alias Acc = f32;  // f32 for float input (f16 included), else In
 override WX: u32 = 1u;
 override WY: u32 = 256u;
+override LANES_ON_X: bool = false;
 override OP: u32 = 0u;  // 0 argmax, 1 argmin
 override FIRST: bool = true;
 
@@ -31,9 +32,11 @@ fn better(v: Acc, j: i32, best: Acc, at: i32) -> bool {
     return select((v < best), (v > best), OP == 0u);
 }
 
-@compute @workgroup_size(WX, WY)
+@compute @workgroup_size(WX * WY)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_id) lid: vec3<u32>) {
+        @builtin(local_invocation_index) index: u32) {
+    let lid = select(vec2<u32>(index % WX, index / WX), vec2<u32>(index / WY, index % WY),
+                     LANES_ON_X);  // (column, lane)
     let g = wid.y * nwg.x + wid.x;
     if (g >= params.outer * params.tiles * params.chunks) {
         return;

@@ -1,14 +1,17 @@
 // One pass of a tree reduction of x, viewed as (outer, len, inner), along len. Element
 // (o, l, i) sits at o * s_outer + l * s_len + i * s_inner. A workgroup owns WX columns
-// (consecutive i, so reads coalesce when inner > 1) of one o and one chunk of
-// items * WY rows; each of its WY lanes folds `items` rows serially, then the lanes meet
-// in a tree. out is (outer, chunks, inner): with chunks > 1 the host runs another pass
-// over it. PRE applies to the elements of the first pass only, POST to the last pass.
+// (WX consecutive i) of one o and one chunk of items * WY rows; each of its WY lanes folds
+// `items` rows serially, then the lanes meet in a tree. Consecutive invocations take
+// consecutive columns, or with LANES_ON_X consecutive lanes: the host picks whichever
+// walks memory contiguously (contiguous rows are passed as columns with s_len = 1).
+// out is (outer, chunks, inner): with chunks > 1 the host runs another pass over it.
+// PRE applies to the elements of the first pass only, POST to the last pass.
 alias In = f32;
 alias Acc = f32;  // f32 for float input (f16 included), else In
 alias Out = f32;
 override WX: u32 = 1u;
 override WY: u32 = 256u;  // a power of two; WX * WY <= 256
+override LANES_ON_X: bool = false;
 override OP: u32 = 0u;  // 0 sum, 1 max, 2 min
 override PRE: u32 = 0u;  // 0 x, 1 (x - c)^2, 2 exp(x - c)
 override POST: u32 = 0u;  // 0 acc, 1 acc * scale, 2 log(acc) + c, 3 sqrt(acc * scale)
@@ -54,9 +57,11 @@ fn post(a: Acc, c: Acc) -> Out {
     }
 }
 
-@compute @workgroup_size(WX, WY)
+@compute @workgroup_size(WX * WY)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_id) lid: vec3<u32>) {
+        @builtin(local_invocation_index) index: u32) {
+    let lid = select(vec2<u32>(index % WX, index / WX), vec2<u32>(index / WY, index % WY),
+                     LANES_ON_X);  // (column, lane)
     let g = wid.y * nwg.x + wid.x;
     if (g >= params.outer * params.tiles * params.chunks) {
         return;

@@ -1,8 +1,10 @@
-// softmax (or log_softmax) of each contiguous row, one workgroup per row: the row max,
-// then sum(exp(x - max)), then the outputs, each a strided loop over the row plus a tree
-// over the lanes. Subtracting the max keeps exp in (0, 1]: no overflow for any input.
+// softmax (or log_softmax) of contiguous rows: a workgroup takes WX rows with WY lanes
+// each (consecutive invocations walk a row). Per row: the max, then sum(exp(x - max)),
+// then the outputs, each a strided loop plus a tree over the row's lanes. Subtracting the
+// max keeps exp in (0, 1]: no overflow for any input.
 alias T = f32;
-override WG: u32 = 256u;  // a power of two
+override WX: u32 = 1u;  // rows per workgroup
+override WY: u32 = 256u;  // lanes per row, a power of two; WX * WY <= 256
 override LOG: bool = false;
 
 struct Params { rows: u32, len: u32 }
@@ -11,45 +13,52 @@ struct Params { rows: u32, len: u32 }
 @group(0) @binding(1) var<storage, read_write> out: array<T>;
 @group(0) @binding(2) var<uniform> params: Params;
 
-var<workgroup> lanes: array<f32, WG>;
+var<workgroup> lanes: array<f32, WX * WY>;
 
-@compute @workgroup_size(WG)
+@compute @workgroup_size(WX * WY)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_index) lid: u32) {
-    let row = wid.y * nwg.x + wid.x;
-    if (row >= params.rows) {
+        @builtin(local_invocation_index) index: u32) {
+    let g = wid.y * nwg.x + wid.x;
+    if (g * WX >= params.rows) {
         return;
     }
+    let lane = index % WY;
+    let home = index - lane;  // this row's first slot in `lanes`
+    // Lanes of rows past the end still join the barriers; they recompute the last row.
+    let row = min(g * WX + index / WY, params.rows - 1u);
     let base = row * params.len;
     var m = f32(x[base]);
-    for (var l = lid; l < params.len; l += WG) {
+    for (var l = lane; l < params.len; l += WY) {
         m = max(m, f32(x[base + l]));
     }
-    lanes[lid] = m;
+    lanes[index] = m;
     workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
-        if (lid < s) {
-            lanes[lid] = max(lanes[lid], lanes[lid + s]);
+    for (var s = WY / 2u; s > 0u; s >>= 1u) {
+        if (lane < s) {
+            lanes[index] = max(lanes[index], lanes[index + s]);
         }
         workgroupBarrier();
     }
-    m = lanes[0];
+    m = lanes[home];
     workgroupBarrier();  // every lane has read the max before the sums overwrite it
     var total = 0.0;
-    for (var l = lid; l < params.len; l += WG) {
+    for (var l = lane; l < params.len; l += WY) {
         total += exp(f32(x[base + l]) - m);
     }
-    lanes[lid] = total;
+    lanes[index] = total;
     workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
-        if (lid < s) {
-            lanes[lid] += lanes[lid + s];
+    for (var s = WY / 2u; s > 0u; s >>= 1u) {
+        if (lane < s) {
+            lanes[index] += lanes[index + s];
         }
         workgroupBarrier();
     }
-    total = lanes[0];
+    total = lanes[home];
     let log_total = log(total);
-    for (var l = lid; l < params.len; l += WG) {
+    if (g * WX + index / WY >= params.rows) {
+        return;
+    }
+    for (var l = lane; l < params.len; l += WY) {
         let d = f32(x[base + l]) - m;
         if (LOG) {
             out[base + l] = T(d - log_total);
