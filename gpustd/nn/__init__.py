@@ -1,0 +1,43 @@
+"""Neural-network operators and layers for Stable Diffusion's UNet, VAE and CLIP (NCHW).
+
+float32 everywhere, float16 storage with float32 accumulation where the device has
+shader-f16. Each function names its torch.nn.functional equivalent.
+"""
+
+from .activation import geglu, gelu, quick_gelu, silu
+from .attention import attention
+from .conv import conv2d
+from .embedding import embedding, timestep_embedding
+from .layers import GEGLU, Conv2d, Embedding, GroupNorm, Identity, LayerNorm, Linear
+from .linear import linear
+from .module import Module, ModuleList, StateDictError, parameter
+from .norm import group_norm, layer_norm
+from .spatial import concat, pad, upsample_nearest2x
+
+__all__ = [
+    "GEGLU",
+    "Conv2d",
+    "Embedding",
+    "GroupNorm",
+    "Identity",
+    "LayerNorm",
+    "Linear",
+    "Module",
+    "ModuleList",
+    "StateDictError",
+    "attention",
+    "concat",
+    "conv2d",
+    "embedding",
+    "geglu",
+    "gelu",
+    "group_norm",
+    "layer_norm",
+    "linear",
+    "pad",
+    "parameter",
+    "quick_gelu",
+    "silu",
+    "timestep_embedding",
+    "upsample_nearest2x",
+]

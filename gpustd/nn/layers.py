@@ -1,0 +1,122 @@
+"""Built-in layers with torch's (and diffusers') parameter names: Linear, Conv2d, GroupNorm,
+LayerNorm, Embedding, GEGLU, Identity. Parameters are allocated uninitialized;
+load_state_dict fills them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from gpucore import Device
+
+from .._tensor import Tensor
+from ._util import pair
+from .activation import geglu
+from .conv import conv2d
+from .embedding import embedding
+from .linear import linear
+from .module import Module, parameter
+from .norm import group_norm, layer_norm
+
+__all__ = ["GEGLU", "Conv2d", "Embedding", "GroupNorm", "Identity", "LayerNorm", "Linear"]
+
+
+class Linear(Module):
+    """y = x @ weight.T + bias; weight [out_features, in_features]. torch: nn.Linear."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, *,
+                 dtype: Any = np.float32, device: Device | None = None) -> None:
+        self.weight = parameter((out_features, in_features), dtype, device)
+        self.bias = parameter((out_features,), dtype, device) if bias else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        return linear(x, self.weight, self.bias)
+
+
+class Conv2d(Module):
+    """2-D convolution, weight [out, in/groups, kh, kw]. torch: nn.Conv2d (zero padding)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1,
+                 padding: Any = 0, dilation: Any = 1, groups: int = 1, bias: bool = True, *,
+                 dtype: Any = np.float32, device: Device | None = None) -> None:
+        if in_channels % groups or out_channels % groups:
+            raise ValueError(f"Conv2d: channels {in_channels} -> {out_channels} are not "
+                             f"divisible by groups={groups}")
+        kh, kw = pair(kernel_size, "kernel_size", "Conv2d", minimum=1)
+        self.stride, self.padding, self.dilation, self.groups = stride, padding, dilation, groups
+        self.weight = parameter((out_channels, in_channels // groups, kh, kw), dtype, device)
+        self.bias = parameter((out_channels,), dtype, device) if bias else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        return conv2d(x, self.weight, self.bias, stride=self.stride, padding=self.padding,
+                      dilation=self.dilation, groups=self.groups)
+
+
+class GroupNorm(Module):
+    """Group normalization over [N, C, ...]; `silu=True` on call fuses the SiLU that
+    follows it in SD's ResNet blocks. torch: nn.GroupNorm."""
+
+    def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-5,
+                 affine: bool = True, *, dtype: Any = np.float32,
+                 device: Device | None = None) -> None:
+        if num_channels % num_groups:
+            raise ValueError(f"GroupNorm: {num_channels} channels are not divisible by "
+                             f"num_groups={num_groups}")
+        self.num_groups, self.eps = num_groups, eps
+        self.weight = parameter((num_channels,), dtype, device) if affine else None
+        self.bias = parameter((num_channels,), dtype, device) if affine else None
+
+    def forward(self, x: Tensor, *, silu: bool = False) -> Tensor:
+        return group_norm(x, self.num_groups, self.weight, self.bias, self.eps, silu=silu)
+
+
+class LayerNorm(Module):
+    """Layer normalization over the last dimension. torch: nn.LayerNorm(normalized_shape)."""
+
+    def __init__(self, normalized_shape: Any, eps: float = 1e-5,
+                 elementwise_affine: bool = True, *, dtype: Any = np.float32,
+                 device: Device | None = None) -> None:
+        shape = (normalized_shape,) if isinstance(normalized_shape, int) else \
+            tuple(normalized_shape)
+        if len(shape) != 1:
+            raise ValueError(f"LayerNorm normalizes the last dimension only; got "
+                             f"normalized_shape={normalized_shape!r}")
+        self.eps = eps
+        self.weight = parameter(shape, dtype, device) if elementwise_affine else None
+        self.bias = parameter(shape, dtype, device) if elementwise_affine else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        return layer_norm(x, self.weight, self.bias, self.eps)
+
+
+class Embedding(Module):
+    """A lookup table weight [num_embeddings, embedding_dim]. torch: nn.Embedding."""
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, *, dtype: Any = np.float32,
+                 device: Device | None = None) -> None:
+        self.weight = parameter((num_embeddings, embedding_dim), dtype, device)
+
+    def forward(self, ids: Any) -> Tensor:
+        return embedding(ids, self.weight)
+
+
+class GEGLU(Module):
+    """diffusers' GEGLU: proj = Linear(dim_in, 2 * dim_out), then value * gelu(gate) fused.
+    diffusers: `diffusers.models.activations.GEGLU`."""
+
+    def __init__(self, dim_in: int, dim_out: int, bias: bool = True, *,
+                 approximate: str = "none", dtype: Any = np.float32,
+                 device: Device | None = None) -> None:
+        self.approximate = approximate
+        self.proj = Linear(dim_in, 2 * dim_out, bias, dtype=dtype, device=device)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return geglu(self.proj(x), approximate=self.approximate)
+
+
+class Identity(Module):
+    """Returns its input (a placeholder that keeps checkpoint indices aligned). torch: same."""
+
+    def forward(self, x: Any) -> Any:
+        return x

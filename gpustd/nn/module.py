@@ -1,0 +1,138 @@
+"""Module: plain classes whose attribute paths are the checkpoint's state-dict keys.
+
+A parameter is a Tensor attribute; submodules are Module attributes or lists of Modules
+(keys "name.0.", "name.1.", ... as torch's ModuleList). Loading weights is a walk over names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+import numpy as np
+
+from gpucore import Buffer, Device, as_dtype, default_device
+
+from .._tensor import Tensor
+
+__all__ = ["Module", "ModuleList", "StateDictError", "parameter"]
+
+
+class StateDictError(ValueError):
+    """A state dict that does not fit the module: missing, unexpected or mis-shaped keys."""
+
+
+def parameter(shape: tuple[int, ...], dtype: Any = np.float32,
+              device: Device | None = None) -> Tensor:
+    """An uninitialized read-only Tensor for weights (filled by load_state_dict)."""
+    dtype = as_dtype(dtype)
+    size = int(np.prod(shape, dtype=np.int64))
+    return Tensor(Buffer(size, dtype, device=device or default_device(), read_only=True), shape)
+
+
+def _children(value: Any) -> Iterator[tuple[str, Any]]:
+    if isinstance(value, ModuleList):
+        yield from ((str(i), m) for i, m in enumerate(value))
+    elif isinstance(value, Module):
+        yield from ((k, v) for k, v in vars(value).items() if not k.startswith("_"))
+    elif isinstance(value, (list, tuple)):
+        yield from ((str(i), m) for i, m in enumerate(value))
+
+
+def _walk(owner: Any, prefix: str) -> Iterator[tuple[str, Any, str, Tensor]]:
+    """(key, owner, attribute, tensor) for every parameter under `owner`."""
+    for name, value in _children(owner):
+        if isinstance(value, Tensor):
+            yield prefix + name, owner, name, value
+        elif isinstance(value, Module) or (
+                isinstance(value, (list, tuple)) and value
+                and all(isinstance(m, Module) for m in value)):
+            yield from _walk(value, f"{prefix}{name}.")
+
+
+class Module:
+    """Base of network layers: `__call__` runs `forward`; parameters are found by name."""
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError(f"{type(self).__name__} defines no forward()")
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.forward(*args, **kwargs)
+
+    def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Tensor]]:
+        """(state-dict key, Tensor) for every parameter, in attribute order. torch: same."""
+        for key, _owner, _attr, tensor in _walk(self, prefix):
+            yield key, tensor
+
+    def parameters(self) -> Iterator[Tensor]:
+        return (t for _, t in self.named_parameters())
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Host copies of every parameter, by key (reads the GPU)."""
+        return {key: t.numpy() for key, t in self.named_parameters()}
+
+    def load_state_dict(self, state: Mapping[str, Any], *, strict: bool = True,
+                        dtype: Any = None) -> None:
+        """Copy arrays from `state` (key -> numpy array or anything np.asarray takes) into the
+        parameters of the same keys, converting to each parameter's dtype (or to `dtype` for
+        every parameter when given, e.g. float16 weights from a float32 checkpoint).
+
+        Raises StateDictError listing every missing key, unexpected key and shape mismatch
+        (expected vs got) at once, before anything is written; strict=False tolerates
+        missing and unexpected keys but never a shape mismatch. torch: `load_state_dict`.
+        """
+        target = None if dtype is None else as_dtype(dtype)
+        entries = {key: (owner, attr, t) for key, owner, attr, t in _walk(self, "")}
+        missing = [k for k in entries if k not in state]
+        unexpected = [k for k in state if k not in entries]
+        arrays: dict[str, np.ndarray] = {}
+        mismatched = []
+        for key, (_owner, _attr, tensor) in entries.items():
+            if key not in state:
+                continue
+            array = np.asarray(state[key])
+            arrays[key] = array
+            if array.shape != tensor.shape:
+                mismatched.append(f"{key}: expected {tensor.shape}, got {array.shape}")
+        problems = []
+        if strict and missing:
+            problems.append(f"missing keys ({len(missing)}): {', '.join(missing)}")
+        if strict and unexpected:
+            problems.append(f"unexpected keys ({len(unexpected)}): {', '.join(unexpected)}")
+        if mismatched:
+            problems.append(f"shape mismatches ({len(mismatched)}): {'; '.join(mismatched)}")
+        if problems:
+            raise StateDictError(f"{type(self).__name__}.load_state_dict: " + " | ".join(problems)
+                                 + " (strict=False ignores missing/unexpected keys)")
+        for key, array in arrays.items():
+            owner, attr, tensor = entries[key]
+            want = target if target is not None and tensor.dtype.kind == "f" else tensor.dtype
+            data = np.ascontiguousarray(array, dtype=want)
+            if want == tensor.dtype:
+                if data.size:
+                    tensor.buffer.write(data)
+                continue
+            setattr(owner, attr, Tensor.from_numpy(data, device=tensor.device, read_only=True))
+
+
+class ModuleList(Module):
+    """A list of Modules whose parameters are keyed "0.", "1.", ... (torch: nn.ModuleList)."""
+
+    def __init__(self, modules: Iterable[Module] = ()) -> None:
+        self._items: list[Module] = []
+        for m in modules:
+            self.append(m)
+
+    def append(self, module: Module) -> None:
+        if not isinstance(module, Module):
+            raise TypeError(f"ModuleList holds Modules, got {type(module).__name__}")
+        self._items.append(module)
+
+    def __getitem__(self, index: int) -> Module:
+        return self._items[index]
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __iter__(self) -> Iterator[Module]:
+        return iter(self._items)
