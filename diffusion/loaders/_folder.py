@@ -1,0 +1,125 @@
+"""Diffusers pipeline folders: model_index.json, unet/, vae/, text_encoder/, tokenizer/,
+scheduler/, each model as config.json plus safetensors weights (optionally a `.fp16` variant,
+optionally sharded with a `.safetensors.index.json`)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._expected_keys import clip_text_keys, unet_keys, vae_keys
+from ._safetensors import SafetensorsFile
+from ._weights import ComponentWeights, ModelInfo, PipelineWeights, TensorRef, require_keys
+from .errors import PICKLE_SUFFIXES, WeightsError, pickle_refused
+
+__all__ = ["load_folder"]
+
+# component -> (weights file stem, expected-keys function); unet/vae are diffusers models,
+# text_encoder a transformers model
+_COMPONENTS = {
+    "unet": ("diffusion_pytorch_model", unet_keys),
+    "vae": ("diffusion_pytorch_model", vae_keys),
+    "text_encoder": ("model", clip_text_keys),
+}
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from `path`; WeightsError naming the file when missing or malformed."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise WeightsError(f"{path}: required file is missing") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise WeightsError(f"{path}: cannot read it as JSON: {error}") from None
+    if not isinstance(data, dict):
+        raise WeightsError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def load_folder(root: Path, *, dtype: np.dtype | None, prediction_type: str | None,
+                variant: str | None) -> PipelineWeights:
+    """Lazy weights of the diffusers pipeline folder `root` (see `load_pipeline_weights`)."""
+    index_path = root / "model_index.json"
+    if not index_path.is_file():
+        raise WeightsError(f"{root}: not a diffusers pipeline folder: model_index.json is missing")
+    index = read_json(index_path)
+    components = {}
+    for name, (stem, expected_keys) in _COMPONENTS.items():
+        entry = index.get(name)
+        if not isinstance(entry, list) or not entry or entry[0] is None:
+            raise WeightsError(f"{index_path}: the pipeline has no {name!r} component")
+        config = read_json(root / name / "config.json")
+        refs, where = _weight_refs(root / name, stem, variant)
+        if name == "text_encoder":
+            # transformers < 5.6 saved CLIPTextModel weights under "text_model."; newer, without
+            refs = {key.removeprefix("text_model."): ref for key, ref in refs.items()}
+        config_path = root / name / "config.json"
+        try:
+            keys = expected_keys(config)
+        except WeightsError as error:
+            raise WeightsError(f"{config_path}: {error}") from None
+        except (KeyError, TypeError, ValueError) as error:
+            raise WeightsError(f"{config_path}: bad or missing field {error}") from None
+        components[name] = ComponentWeights(name, config, require_keys(name, refs, keys, where),
+                                            dtype=dtype)
+    scheduler = read_json(root / "scheduler" / "scheduler_config.json")
+    if prediction_type is not None:
+        scheduler = {**scheduler, "prediction_type": prediction_type}
+    unet_config = components["unet"].config
+    info = ModelInfo(family="sd2" if unet_config.get("cross_attention_dim") == 1024 else "sd1",
+                     inpainting=unet_config.get("in_channels") == 9,
+                     prediction_type=scheduler.get("prediction_type", "epsilon"),
+                     source="diffusers")
+    tokenizer = root / "tokenizer"
+    return PipelineWeights(unet=components["unet"], vae=components["vae"],
+                           text_encoder=components["text_encoder"], scheduler_config=scheduler,
+                           info=info, tokenizer_dir=tokenizer if tokenizer.is_dir() else None)
+
+
+def _weight_refs(folder: Path, stem: str, variant: str | None) -> tuple[dict[str, TensorRef], str]:
+    """Tensor refs of one component folder, and the file to name in errors."""
+    if not folder.is_dir():
+        raise WeightsError(f"{folder}: component folder is missing")
+    single, sharded = f"{stem}.safetensors", f"{stem}.safetensors.index.json"
+    if variant is not None:
+        single = f"{stem}.{variant}.safetensors"
+        sharded = f"{stem}.safetensors.index.{variant}.json"
+    else:
+        # an fp16-only download has just the variant files: use them when there is one variant
+        names = [p.name for p in folder.iterdir()]
+        found = {m[1] for n in names
+                 if (m := re.fullmatch(re.escape(stem) + r"\.(?:safetensors\.index\.)?(\w+)"
+                                       r"\.(?:safetensors|json)", n))}
+        if single not in names and sharded not in names and len(found) == 1:
+            return _weight_refs(folder, stem, found.pop())
+    if (folder / single).is_file():
+        file = SafetensorsFile(folder / single)
+        return {key: TensorRef(file, key, file.shape(key)) for key in file.keys()}, str(file.path)
+    if (folder / sharded).is_file():
+        return _sharded_refs(folder / sharded), str(folder / sharded)
+    pickles = sorted(p for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    if pickles:
+        raise pickle_refused(pickles[0])
+    listing = ", ".join(sorted(p.name for p in folder.iterdir())) or "nothing"
+    raise WeightsError(f"{folder}: no weights: expected {single} or {sharded}; found {listing}")
+
+
+def _sharded_refs(index_path: Path) -> dict[str, TensorRef]:
+    weight_map = read_json(index_path).get("weight_map")
+    if not isinstance(weight_map, dict):
+        raise WeightsError(f"{index_path}: no 'weight_map' object")
+    shards: dict[str, SafetensorsFile] = {}
+    refs = {}
+    for key, shard_name in weight_map.items():
+        if shard_name not in shards:
+            shards[shard_name] = SafetensorsFile(index_path.parent / str(shard_name))
+        shard = shards[shard_name]
+        if key not in shard:
+            raise WeightsError(f"{index_path}: maps tensor {key!r} to {shard_name}, which does "
+                               "not contain it; the download is incomplete or mixed")
+        refs[key] = TensorRef(shard, key, shard.shape(key))
+    return refs

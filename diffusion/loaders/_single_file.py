@@ -1,0 +1,87 @@
+"""Single-file original LDM checkpoints (`model.diffusion_model.*`, `first_stage_model.*`,
+`cond_stage_model.*` in one .safetensors), converted to diffusers names and configs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ._expected_keys import clip_text_keys, unet_keys, vae_keys
+from ._ldm_configs import (
+    clip_text_config,
+    detect_prediction_type,
+    scheduler_config,
+    unet_config,
+    vae_config,
+)
+from ._ldm_keys import (
+    CLIP_PREFIX,
+    OPEN_CLIP_PREFIX,
+    UNET_PREFIX,
+    VAE_PREFIX,
+    clip_refs,
+    open_clip_refs,
+    unet_refs,
+    vae_refs,
+)
+from ._safetensors import SafetensorsFile
+from ._weights import ComponentWeights, ModelInfo, PipelineWeights, require_keys
+from .errors import WeightsError
+
+__all__ = ["load_single_file"]
+
+
+def load_single_file(path: Path, *, dtype: np.dtype | None,
+                     prediction_type: str | None) -> PipelineWeights:
+    """Lazy weights of an SD1/SD2 LDM checkpoint (see `load_pipeline_weights`)."""
+    file = SafetensorsFile(path)
+    _check_layout(file)
+    unet = unet_refs(file)
+    open_clip = OPEN_CLIP_PREFIX + "token_embedding.weight" in file
+    # diffusers' test: SD2 when the UNet cross-attends to 1024-d OpenCLIP embeddings
+    wide_context = any(name.endswith("attn2.to_k.weight") and ref.shape[-1] == 1024
+                       for name, ref in unet.items())
+    family = "sd2" if open_clip or wide_context else "sd1"
+    inpainting = file.shape(UNET_PREFIX + "input_blocks.0.0.weight")[1] == 9
+    prediction = detect_prediction_type(file, family=family, inpainting=inpainting,
+                                        explicit=prediction_type)
+    configs = {"unet": unet_config(unet, file, family=family, prediction_type=prediction)}
+    vae = vae_refs(file)
+    configs["vae"] = vae_config(vae, file, sample_size=configs["unet"]["sample_size"] * 8)
+    text = open_clip_refs(file) if open_clip else clip_refs(file)
+    configs["text_encoder"] = clip_text_config(text, file, family=family)
+    components = {}
+    for name, refs, expected in (("unet", unet, unet_keys), ("vae", vae, vae_keys),
+                                 ("text_encoder", text, clip_text_keys)):
+        config = configs[name]
+        kept = require_keys(name, refs, expected(config), str(file.path))
+        components[name] = ComponentWeights(name, config, kept, dtype=dtype)
+    return PipelineWeights(
+        unet=components["unet"], vae=components["vae"], text_encoder=components["text_encoder"],
+        scheduler_config=scheduler_config(family, prediction),
+        info=ModelInfo(family=family, inpainting=inpainting, prediction_type=prediction,
+                       source="single_file"))
+
+
+def _check_layout(file: SafetensorsFile) -> None:
+    """WeightsError naming the key when the file is not a whole SD1/SD2 LDM checkpoint."""
+    keys = file.keys()
+    if any(key.startswith("conditioner.embedders.") for key in keys):
+        raise WeightsError(f"{file.path}: an SDXL checkpoint (conditioner.embedders.*); only "
+                           "Stable Diffusion 1.x and 2.x are supported")
+    needed = {
+        "UNet": UNET_PREFIX + "input_blocks.0.0.weight",
+        "VAE": VAE_PREFIX + "decoder.conv_in.weight",
+        "text encoder": (OPEN_CLIP_PREFIX + "token_embedding.weight"
+                         if any(key.startswith(OPEN_CLIP_PREFIX) for key in keys)
+                         else CLIP_PREFIX + "text_model.embeddings.token_embedding.weight"),
+    }
+    for component, key in needed.items():
+        if key not in file:
+            hint = ""
+            if "conv_in.weight" in file or "embeddings.token_embedding.weight" in file:
+                hint = (" (this looks like one component of a diffusers folder: pass the "
+                        "pipeline folder that holds model_index.json instead)")
+            raise WeightsError(f"{file.path}: not a complete Stable Diffusion checkpoint: "
+                               f"{component} tensor {key!r} is missing{hint}")
