@@ -8,7 +8,6 @@ dimensions, each with one element stride per operand (0 where the operand is bro
 
 from __future__ import annotations
 
-import math
 import numbers
 import struct
 from typing import Any
@@ -20,7 +19,7 @@ from gpucore import Device, Kernel, default_device
 from ._tensor import Tensor
 
 __all__ = ["MAX_RANK", "Operand", "broadcast_shapes", "cached_kernel", "plan", "prepare",
-           "scalar_bits", "upload"]
+           "scalar_bits", "shape_of", "stride_params", "upload"]
 
 MAX_RANK = 6  # dimensions a kernel indexes after collapsing (fields d0..d5 of its params)
 
@@ -54,6 +53,9 @@ def _result_dtype(tensors: list[Tensor], others: list[Any]) -> np.dtype:
             raise TypeError(f"dtype mismatch: operands are {names}; convert one with "
                             ".astype(...) so both have the same dtype")
         dtype = dtypes.pop()
+        if dtype.kind not in "fiu":
+            raise TypeError(f"{dtype} tensors are not supported here; use float32, "
+                            "float16, int32 or uint32")
         # An integer tensor meeting float data is promoted, as numpy would.
         if dtype.kind in "iu" and any(np.asarray(o).dtype.kind == "f" for o in others):
             return np.dtype(np.float32)
@@ -173,7 +175,3 @@ def stride_params(dims: list[int], strides: list[list[int]], names: str) -> dict
         row = row + [0] * (MAX_RANK - len(row))
         fields.update({f"{name}{k}": row[k] for k in range(MAX_RANK)})
     return fields
-
-
-def size_of(shape: tuple[int, ...]) -> int:
-    return math.prod(shape)

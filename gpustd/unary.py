@@ -27,6 +27,9 @@ _INT_RANGE = {"i32": (-(2**31), 2**31 - 1), "u32": (0, 2**32 - 1)}
 
 def _tensor(x: Any) -> Tensor:
     if isinstance(x, Tensor):
+        if x.dtype.kind not in "fiu":
+            raise TypeError(f"{x.dtype} tensors are not supported here; use float32, "
+                            "float16, int32 or uint32")
         return x
     array = np.asarray(x)
     if array.dtype.kind not in "biuf":

@@ -162,6 +162,14 @@ def test_dtype_mismatch_raises(device) -> None:
         elementwise.multiply(a, b)
 
 
+def test_complex_tensors_are_refused(device) -> None:
+    z = Tensor.from_numpy(np.ones(3, np.complex64), device=device)
+    with pytest.raises(TypeError, match="complex64"):
+        elementwise.add(z, 1.0)
+    with pytest.raises(TypeError, match="complex64"):
+        unary.exp(z)
+
+
 def test_out_of_range_scalar_raises(device) -> None:
     a = Tensor.from_numpy(np.ones(3, np.uint32), device=device)
     with pytest.raises(OverflowError):
