@@ -96,18 +96,18 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, stride: Any
     splits = math.ceil(k_tiles / per_split)
     has_bias = bias is not None
     params = dict(c_in=c_in, h=h, w=w, c_out=c_out, ho=ho, wo=wo, cin_g=cin_g, cout_g=cout_g,
-                  k_total=k_total, pixels=pixels, k_tiles_per_split=per_split,
+                  k_total=k_total, pixels=pixels, splits=splits, k_tiles_per_split=per_split,
                   stride_h=sh, stride_w=sw, pad_h=ph, pad_w=pw, dil_h=dh, dil_w=dw)
     grid = (math.ceil(pixels / bn), math.ceil(cout_g / bm), groups * splits)
     bias_t = bias if has_bias else dummy(x)
     shape = dict(WY=bm // 8, WX=bn // 8, BK=bk, KH=kh, KW=kw)
     if splits == 1:
-        k = kernel("conv2d", {"T": x.dtype, "O": x.dtype}, HAS_BIAS=int(has_bias), SPLITS=1,
+        k = kernel("conv2d", {"T": x.dtype, "O": x.dtype}, HAS_BIAS=int(has_bias),
                    **shape)
         k.dispatch(grid, x, weight, bias_t, out, **params)
         return out
     partial = Tensor.empty((splits, out.size), np.float32, device=x.device)
-    k = kernel("conv2d", {"T": x.dtype, "O": np.float32}, HAS_BIAS=0, SPLITS=splits, **shape)
+    k = kernel("conv2d", {"T": x.dtype, "O": np.float32}, HAS_BIAS=0, **shape)
     k.dispatch(grid, x, weight, bias_t, partial, **params)
     finish = kernel("conv2d_splitk", {"T": x.dtype}, HAS_BIAS=int(has_bias))
     finish.dispatch(finish.groups_for(out.size), partial, bias_t, out, n=out.size,

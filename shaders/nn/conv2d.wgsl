@@ -7,7 +7,7 @@
 // prefetched into registers while the current one is multiplied (one barrier per step).
 // Everything an invocation keeps in registers is a named variable indexed by constants:
 // naga's loops over runtime-indexed private arrays end up in local memory on NVIDIA.
-// Grid: (pixel tiles, channel tiles, groups * SPLITS). With SPLITS > 1 each z-slice sums a
+// Grid: (pixel tiles, channel tiles, groups * splits). With splits > 1 each z-slice sums a
 // contiguous range of K tiles into its own f32 slab of `out` (split-K for layers whose
 // output is too small to fill the GPU); conv2d_splitk.wgsl adds the slabs and the bias.
 alias T = f32;  // element type of x, w and bias
@@ -17,7 +17,6 @@ override WY: u32 = 16u;  // invocations along output channels: 8 or 16
 override KH: u32 = 3u;
 override KW: u32 = 3u;
 override HAS_BIAS: bool = true;
-override SPLITS: u32 = 1u;
 override BK: u32 = 8u;  // K step: 8, or 16 with 16 x 16 invocations
 const MAX_BK: u32 = 16u;
 const MAX_B: u32 = 128u;  // largest BM or BN
@@ -28,7 +27,7 @@ struct Params {
     cin_g: u32, cout_g: u32,  // channels per group
     k_total: u32,  // cin_g * KH * KW
     pixels: u32,  // n * ho * wo
-    k_tiles_per_split: u32,
+    splits: u32, k_tiles_per_split: u32,
     stride_h: u32, stride_w: u32,
     pad_h: u32, pad_w: u32,
     dil_h: u32, dil_w: u32,
@@ -146,7 +145,7 @@ fn store(m: u32, px0: u32, px1: u32, v0: vec4<f32>, v1: vec4<f32>, group: u32, s
     }
     let co = group * params.cout_g + m;
     var bias_value = 0.0;
-    if (HAS_BIAS && SPLITS == 1u) {
+    if (HAS_BIAS) {  // off for split-K partial sums
         bias_value = f32(bias[co]);
     }
     store_row(px0, v0, bias_value, slab, co, hw_out);
@@ -160,8 +159,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let threads = WX * WY;
     let tx = lid % WX;
     let ty = lid / WX;
-    let group = wid.z / SPLITS;
-    let split = wid.z % SPLITS;
+    let group = wid.z / params.splits;
+    let split = wid.z % params.splits;
     let m0 = wid.y * bm;
     let p0 = wid.x * bn;
     let hw_out = params.ho * params.wo;

@@ -1,0 +1,120 @@
+"""gpustd.nn.conv2d (implicit GEMM, split-K, 1x1 via linalg) against torch CPU in float64."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from support import assert_close, random_array
+
+import gpucore
+from gpustd import Tensor
+from gpustd.nn import conv as conv_module
+from gpustd.nn import conv2d
+
+F32_TOL = 1e-4  # K up to a few thousand products accumulated in float32
+
+
+def _reference(x, w, b, **kw) -> np.ndarray:
+    t = [None if a is None else torch.from_numpy(np.asarray(a, np.float64)) for a in (x, w, b)]
+    return F.conv2d(*t, **kw).numpy()
+
+
+def _run(device, x_shape, w_shape, *, bias=True, dtype=np.float32, seed=0, plan=None,
+         tol=F32_TOL, **kw) -> None:
+    rng = np.random.default_rng(seed)
+    x = random_array(rng, x_shape, dtype)
+    w = random_array(rng, w_shape, dtype)
+    b = random_array(rng, (w_shape[0],), dtype) if bias else None
+    up = [None if a is None else Tensor.from_numpy(a, device=device) for a in (x, w, b)]
+    out = conv2d(*up, _plan_override=plan, **kw)
+    assert out.dtype == dtype
+    assert_close(out.numpy(), _reference(x, w, b, **kw), dtype=dtype,
+                 tol=tol if dtype == np.float32 else None)
+
+
+# (x shape, weight shape, options): scaled-down SD 1.5 layers and awkward geometry.
+CASES = [
+    ((2, 32, 16, 16), (32, 32, 3, 3), dict(padding=1)),  # UNet 3x3 (320@64x64 scaled)
+    ((2, 4, 16, 16), (32, 4, 3, 3), dict(padding=1)),  # conv_in: K = 36, not a tile multiple
+    ((1, 16, 15, 17), (24, 16, 3, 3), dict(stride=2, padding=1)),  # downsampler, odd sizes
+    ((1, 8, 11, 9), (12, 4, 3, 3), dict(padding=2, dilation=2, groups=2)),
+    ((2, 6, 7, 13), (5, 6, 1, 3), dict(stride=(2, 1), padding=(0, 1))),
+    ((1, 3, 1, 1), (7, 3, 1, 1), {}),  # a single pixel
+    ((3, 5, 6, 6), (130, 5, 2, 2), {}),  # more channels than one 128-row tile
+]
+
+
+@pytest.mark.parametrize("x_shape,w_shape,kw", CASES)
+def test_conv2d_matches_torch(device: gpucore.Device, x_shape, w_shape, kw) -> None:
+    _run(device, x_shape, w_shape, **kw)
+
+
+def test_conv2d_without_bias(device: gpucore.Device) -> None:
+    _run(device, (2, 5, 9, 11), (7, 5, 3, 3), bias=False, padding=1)
+
+
+@pytest.mark.parametrize("via_linalg", [True, False])
+def test_conv2d_1x1(device: gpucore.Device, monkeypatch, via_linalg: bool) -> None:
+    monkeypatch.setattr(conv_module, "ONE_BY_ONE_VIA_LINALG", via_linalg)
+    _run(device, (2, 24, 7, 5), (40, 24, 1, 1))
+
+
+@pytest.mark.parametrize("plan", [(128, 128, 3, 16), (64, 64, 2, 8), (64, 128, 1, 8)])
+def test_conv2d_tile_plans(device: gpucore.Device, plan) -> None:
+    """Every tile shape and split-K give the same answer (plans are a speed choice only)."""
+    _run(device, (2, 20, 10, 9), (70, 20, 3, 3), plan=plan, padding=1)
+
+
+def test_conv2d_split_k_chosen_for_deep_small_layers(device: gpucore.Device) -> None:
+    # 1280@8x8-like: few output tiles, long K, so the planner splits K.
+    assert conv_module._plan(128, 32, 1, 2304)[2] > 1
+    _run(device, (2, 256, 4, 4), (128, 256, 3, 3), padding=1, tol=2e-4)
+
+
+@settings(max_examples=12, deadline=None)
+@given(n=st.integers(1, 2), cin=st.integers(1, 9), cout=st.integers(1, 19),
+       h=st.integers(1, 12), w=st.integers(1, 12), k=st.sampled_from([1, 2, 3]),
+       stride=st.integers(1, 2), padding=st.integers(0, 1), dilation=st.integers(1, 2),
+       groups=st.sampled_from([1, 2]), seed=st.integers(0, 2**16))
+def test_conv2d_random_shapes(device: gpucore.Device, n, cin, cout, h, w, k, stride, padding,
+                              dilation, groups, seed) -> None:
+    cin, cout = cin * groups, cout * groups
+    if h + 2 * padding < dilation * (k - 1) + 1 or w + 2 * padding < dilation * (k - 1) + 1:
+        return  # no output pixel; covered by the error test
+    _run(device, (n, cin, h, w), (cout, cin // groups, k, k), seed=seed, stride=stride,
+         padding=padding, dilation=dilation, groups=groups)
+
+
+@pytest.mark.parametrize("w_shape", [(32, 16, 3, 3), (24, 16, 1, 1)])
+def test_conv2d_float16(f16_device: gpucore.Device, w_shape) -> None:
+    _run(f16_device, (2, 16, 12, 12), w_shape, dtype=np.float16, padding=w_shape[-1] // 2)
+
+
+def test_conv2d_errors(device: gpucore.Device) -> None:
+    def t(shape, dtype=np.float32):
+        return Tensor.from_numpy(np.ones(shape, dtype), device=device)
+
+    x, w = t((1, 4, 8, 8)), t((6, 4, 3, 3))
+    with pytest.raises(ValueError, match="4 channels"):
+        conv2d(x, t((6, 3, 3, 3)))
+    with pytest.raises(ValueError, match="4-D"):
+        conv2d(t((4, 8, 8)), w)
+    with pytest.raises(ValueError, match="bias must have shape"):
+        conv2d(x, w, t((5,)))
+    with pytest.raises(ValueError, match="not divisible by groups"):
+        conv2d(t((1, 4, 8, 8)), t((5, 2, 3, 3)), groups=2)
+    with pytest.raises(ValueError, match="does not fit"):
+        conv2d(t((1, 4, 2, 2)), w)
+    with pytest.raises(ValueError, match="stride"):
+        conv2d(x, w, stride=0)
+    with pytest.raises(TypeError, match="gpustd Tensor"):
+        conv2d(np.ones((1, 4, 8, 8), np.float32), w)
+    with pytest.raises(TypeError, match="int32"):
+        conv2d(t((1, 4, 8, 8), np.int32), w)
+    if device.has_f16:
+        with pytest.raises(TypeError, match="float16"):
+            conv2d(x, t((6, 4, 3, 3), np.float16))
