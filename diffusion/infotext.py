@@ -1,0 +1,242 @@
+"""Generation parameters as WebUI "infotext", and PNGs that carry it, written atomically.
+
+The AUTOMATIC1111 WebUI stores how an image was made in the PNG text chunk `parameters`::
+
+    a lighthouse at dusk, oil painting
+    Negative prompt: blurry
+    Steps: 20, Sampler: Euler a, CFG scale: 7, Seed: 42, Size: 512x512, Model: sd15
+
+The WebUI (PNG Info tab), civitai and most image browsers read it back. Values holding a comma,
+colon or newline are JSON-quoted; a field that does not apply is left out.
+
+What our `Seed` means: the pipeline draws the noise of a whole batch from one seed, so every
+image of a batch carries the batch's seed plus `Batch size` / `Batch pos` (the WebUI's own
+fields for this, from before it gave each batch image seed+i). Image i is reproduced by the same
+settings with that seed and batch size; it is *not* the image that seed alone gives at batch 1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "format_infotext",
+    "next_sequence_number",
+    "parse_infotext",
+    "read_infotext",
+    "save_images",
+    "save_png",
+]
+
+PNG_KEY = "parameters"
+
+# `Key: value` pairs of the last line; a value is a JSON string or runs to the next comma
+_PARAM = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
+_SIZE = re.compile(r"^(\d+)x(\d+)$")
+
+
+def _number(value: float) -> str:
+    """7.0 -> "7", 7.5 -> "7.5": as the WebUI shows its sliders; repr keeps every digit."""
+    value = float(value)
+    return str(int(value)) if value.is_integer() else repr(value)
+
+
+def _quote(value: Any) -> str:
+    text = str(value)
+    if "," in text or ":" in text or "\n" in text:
+        return json.dumps(text, ensure_ascii=False)
+    return text
+
+
+def format_infotext(settings: Mapping[str, Any], *, batch_pos: int | None = None) -> str:
+    """The WebUI infotext for one image made with `settings` (a `GenerationResult.settings`
+    dict: prompt, negative_prompt, steps, sampler, cfg_scale, seed, width, height, and optional
+    model, batch_size, clip_skip, strength). `batch_pos` is the image's index in its batch.
+
+    Field order and formatting follow the WebUI's `create_infotext`. Our `clip_skip` (layers
+    skipped, diffusers' convention) is written as the WebUI's `Clip skip` = clip_skip + 1, and
+    only when it is not the default.
+    """
+    batch_size = int(settings.get("batch_size", 1))
+    clip_skip = int(settings.get("clip_skip", 0) or 0)
+    strength = settings.get("strength")
+    params: dict[str, Any] = {
+        "Steps": int(settings["steps"]),
+        "Sampler": settings["sampler"],
+        "CFG scale": _number(settings["cfg_scale"]),
+        "Seed": int(settings["seed"]),
+        "Size": f"{int(settings['width'])}x{int(settings['height'])}",
+        "Model": settings.get("model") or None,
+        "Batch size": batch_size if batch_size > 1 else None,
+        "Batch pos": (batch_pos or 0) if batch_size > 1 else None,
+        "Denoising strength": None if strength is None else _number(strength),
+        "Clip skip": clip_skip + 1 if clip_skip > 0 else None,
+    }
+    line = ", ".join(f"{key}: {_quote(value)}" for key, value in params.items()
+                     if value is not None)
+    negative = settings.get("negative_prompt") or ""
+    negative_line = f"\nNegative prompt: {negative}" if negative else ""
+    return f"{settings.get('prompt', '')}{negative_line}\n{line}".strip()
+
+
+def parse_infotext(text: str) -> dict[str, Any]:
+    """Read a WebUI infotext back into a settings dict (the inverse of `format_infotext`):
+    prompt, negative_prompt, steps, sampler, cfg_scale, seed, width, height, and where present
+    model, batch_size, batch_pos, strength and clip_skip (ours: WebUI's Clip skip - 1).
+    Fields we do not use ("Model hash", "Schedule type", ...) are kept as strings under their
+    WebUI names. Like the WebUI's `parse_generation_parameters`, the last line holds the
+    parameters only when at least three `Key: value` pairs are found there.
+    """
+    *lines, last = text.strip().split("\n")
+    if len(_PARAM.findall(last)) < 3:
+        lines.append(last)
+        last = ""
+    prompt: list[str] = []
+    negative: list[str] = []
+    for raw in lines:
+        line = raw.strip()
+        if line.startswith("Negative prompt:"):
+            negative.append(line[len("Negative prompt:"):].strip())
+        elif negative:
+            negative.append(line)
+        else:
+            prompt.append(line)
+    out: dict[str, Any] = {"prompt": "\n".join(prompt), "negative_prompt": "\n".join(negative)}
+    for key, value in _PARAM.findall(last):
+        if len(value) >= 2 and value[0] == value[-1] == '"':
+            try:
+                value = json.loads(value)
+            except ValueError:
+                pass  # not JSON after all: keep the text as the WebUI does
+        out[key] = value
+    return _typed(out)
+
+
+def _typed(raw: dict[str, Any]) -> dict[str, Any]:
+    """WebUI keys and strings -> our setting names and types (unknown keys stay as they are)."""
+    conversions = {"Steps": ("steps", int), "Sampler": ("sampler", str),
+                   "CFG scale": ("cfg_scale", float), "Seed": ("seed", int),
+                   "Model": ("model", str), "Batch size": ("batch_size", int),
+                   "Batch pos": ("batch_pos", int), "Denoising strength": ("strength", float),
+                   "Clip skip": ("clip_skip", lambda v: int(v) - 1)}
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        size = _SIZE.match(value) if key == "Size" else None
+        if size is not None:
+            out["width"], out["height"] = int(size.group(1)), int(size.group(2))
+        elif key in conversions:
+            name, convert = conversions[key]
+            try:
+                out[name] = convert(value)
+            except ValueError:
+                out[key] = value  # a malformed number stays visible under its WebUI name
+        else:
+            out[key] = value
+    return out
+
+
+def read_infotext(path: str | os.PathLike[str]) -> str | None:
+    """The `parameters` text of a PNG, or None when it has none."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return image.info.get(PNG_KEY)
+
+
+def save_png(image: np.ndarray, path: str | os.PathLike[str], *, infotext: str | None = None,
+             overwrite: bool = True) -> bool:
+    """Write an (H, W, 3) uint8 image as PNG, with `infotext` in its `parameters` chunk.
+
+    Atomic: the PNG is written to a temporary file in the same directory, flushed to disk and
+    then renamed into place, so `path` is either absent, the old file, or the complete new one
+    — never a partial file, even if the process dies mid-write. With `overwrite=False` an
+    existing `path` is left alone and False is returned (hard links claim the name atomically,
+    so two processes numbering into one directory cannot overwrite each other).
+    """
+    from PIL import Image, PngImagePlugin
+
+    array = np.asarray(image)
+    if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] not in (3, 4):
+        raise ValueError(f"image must be an HxWx3 (or 4) uint8 array, got {array.dtype} "
+                         f"{array.shape}")
+    target = Path(path)
+    info = PngImagePlugin.PngInfo()
+    if infotext is not None:
+        info.add_text(PNG_KEY, infotext)  # tEXt, or iTXt (UTF-8) when not Latin-1
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as file:
+            Image.fromarray(array).save(file, format="PNG", pnginfo=info)
+            file.flush()
+            os.fsync(file.fileno())  # else a crash after the rename can leave an empty file
+        if overwrite:
+            os.replace(tmp, target)
+            return True
+        return _claim(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _claim(tmp: str, target: Path) -> bool:
+    try:
+        os.link(tmp, target)
+    except FileExistsError:
+        return False
+    except OSError:  # file system without hard links: a (racy) check is the best left
+        if target.exists():
+            return False
+        os.replace(tmp, target)
+    return True
+
+
+def next_sequence_number(directory: str | os.PathLike[str]) -> int:
+    """One more than the highest leading number of a file name in `directory` (0 when there is
+    none, or no directory), as the WebUI numbers `00000-<seed>.png`, `00001-<seed>.png`, ..."""
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return 0
+    numbers = [int(head) for head in (os.path.splitext(name)[0].split("-")[0] for name in names)
+               if head.isascii() and head.isdigit()]
+    return max(numbers, default=-1) + 1
+
+
+def save_images(images: list[np.ndarray], settings: Mapping[str, Any],
+                out: str | os.PathLike[str]) -> list[Path]:
+    """Save a batch with its infotext; returns the paths written.
+
+    `out` ending in `.png` names the file (a batch of N > 1 becomes `name-0.png` ...
+    `name-{N-1}.png`; existing files are replaced). Otherwise `out` is a directory (created if
+    missing) and images are numbered like the WebUI, `00007-<seed>.png`, after the highest
+    number already there, never replacing a file.
+    """
+    out = Path(out)
+    seed = int(settings["seed"])
+    written: list[Path] = []
+    if out.suffix.lower() == ".png":
+        if not out.parent.is_dir():
+            raise FileNotFoundError(f"output folder {str(out.parent)!r} does not exist")
+        for pos, image in enumerate(images):
+            path = out if len(images) == 1 else out.with_name(f"{out.stem}-{pos}{out.suffix}")
+            save_png(image, path, infotext=format_infotext(settings, batch_pos=pos))
+            written.append(path)
+        return written
+    out.mkdir(parents=True, exist_ok=True)
+    number = next_sequence_number(out)
+    for pos, image in enumerate(images):
+        text = format_infotext(settings, batch_pos=pos)
+        while not save_png(image, path := out / f"{number:05d}-{seed}.png", infotext=text,
+                           overwrite=False):
+            number += 1  # another writer took this number meanwhile
+        written.append(path)
+        number += 1
+    return written
