@@ -1,0 +1,316 @@
+"""`python -m diffusion txt2img|img2img|inpaint`: Stable Diffusion from the command line.
+
+Everything that can be checked without the model (sizes, sampler, images, paths) is checked
+before it loads, and a bad input ends in one `error: ...` line on stderr and exit status 2
+(1 for a GPU failure), never a traceback. Written paths go to stdout, one a line; the seed,
+notes and progress go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn, TextIO
+
+import numpy as np
+
+from .infotext import save_images
+from .schedulers import SAMPLERS
+
+__all__ = ["ProgressBar", "build_parser", "main"]
+
+EPILOG = """examples:
+  python -m diffusion txt2img --model ./stable-diffusion-v1-5 --prompt "a lighthouse at dusk"
+  python -m diffusion txt2img --model sd15.safetensors --prompt "a red fox" \\
+      --negative-prompt "blurry" --sampler "DPM++ 2M Karras" --steps 25 --seed 42 --fp16
+  python -m diffusion img2img --model sd15.safetensors --init-image photo.png \\
+      --prompt "watercolor painting" --strength 0.6 --out painted.png
+  python -m diffusion inpaint --model sd15-inpainting --init-image room.png --mask mask.png \\
+      --prompt "a green armchair"
+
+Images are numbered like the WebUI (outputs/00000-42.png, ...) and carry their settings in
+the PNG text chunk "parameters" (the WebUI's PNG Info reads them).
+"""
+
+
+class _UsageError(Exception):
+    """Raised by the parser instead of argparse's print-usage-and-exit."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise _UsageError(message)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _image_size(text: str) -> int:
+    value = _positive_int(text)
+    if value % 8:
+        lower = max(8, value // 8 * 8)
+        raise argparse.ArgumentTypeError(
+            f"must be a multiple of 8 (the VAE works on 8x8 pixel blocks), got {value}; "
+            f"try {lower} or {lower + 8}")
+    return value
+
+
+def _finite(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not np.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
+
+
+def _strength(text: str) -> float:
+    value = _finite(text)
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {value}")
+    return value
+
+
+def _sampler(text: str) -> str:
+    by_lower = {name.lower(): name for name in SAMPLERS}
+    name = by_lower.get(text.strip().lower())
+    if name is None:
+        raise argparse.ArgumentTypeError(
+            f"unknown sampler {text!r}; choose one of: {', '.join(SAMPLERS)}")
+    return name
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < -1:
+        raise argparse.ArgumentTypeError(f"must be -1 (random) or >= 0, got {value}")
+    return value
+
+
+def _add_common(parser: argparse.ArgumentParser, *, strength: float | None) -> None:
+    parser.add_argument("--model", required=True, metavar="PATH",
+                        help="a diffusers model folder or a single-file .safetensors checkpoint")
+    parser.add_argument("--prompt", required=True, metavar="TEXT")
+    parser.add_argument("--negative-prompt", default="", metavar="TEXT",
+                        help="what to steer away from (default: none)")
+    parser.add_argument("--steps", type=_positive_int, default=20, help="sampling steps (20)")
+    parser.add_argument("--cfg-scale", type=_finite, default=7.0, metavar="SCALE",
+                        help="classifier-free guidance scale (7); 1 disables guidance")
+    parser.add_argument("--sampler", type=_sampler, default="Euler a", metavar="NAME",
+                        help=f"WebUI sampler name, any case ('Euler a'): {', '.join(SAMPLERS)}")
+    parser.add_argument("--seed", type=_seed, default=-1,
+                        help="random seed; -1 or omitted picks one and prints it. One seed "
+                             "draws the noise of the whole batch")
+    parser.add_argument("--width", type=_image_size, default=512, help="multiple of 8 (512)")
+    parser.add_argument("--height", type=_image_size, default=512, help="multiple of 8 (512)")
+    parser.add_argument("--batch-size", type=_positive_int, default=1, metavar="N",
+                        help="images generated together (1)")
+    parser.add_argument("--clip-skip", type=_positive_int, default=1, metavar="N",
+                        help="WebUI's Clip skip: 1 uses the text encoder's last layer (default), "
+                             "2 the penultimate (common for anime models), ...")
+    if strength is not None:
+        parser.add_argument("--init-image", required=True, metavar="PATH",
+                            help="the starting picture (resized to --width x --height)")
+        parser.add_argument("--strength", type=_strength, default=strength,
+                            help=f"denoising strength in (0, 1]: how much of the schedule "
+                                 f"re-noises the image ({strength:g})")
+    parser.add_argument("--out", default="outputs", metavar="DIR|FILE.png",
+                        help="a folder (numbered files, created if missing) or a .png file "
+                             "(default: ./outputs)")
+    parser.add_argument("--fp16", action="store_true",
+                        help="float16 weights (half the memory) where the adapter has "
+                             "shader-f16; otherwise a note and float32")
+    parser.add_argument("--prediction-type", choices=("epsilon", "v_prediction"),
+                        help="override the detected model type (SD2 768px models are "
+                             "v_prediction)")
+    parser.add_argument("--backend", metavar="NAME",
+                        help="GPU API: vulkan, metal, dx12 or gl (sets GPUCORE_BACKEND)")
+    parser.add_argument("--adapter", metavar="INDEX|NAME",
+                        help="adapter index or name substring, see `python -m gpucore info` "
+                             "(sets GPUCORE_ADAPTER)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse parser of `python -m diffusion` (a sub-command per pipeline)."""
+    parser = _Parser(prog="python -m diffusion", epilog=EPILOG,
+                     description="Stable Diffusion 1.x/2.x on any GPU through WebGPU.",
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", metavar="{txt2img,img2img,inpaint}")
+    for name, strength, text in (("txt2img", None, "generate images from a prompt"),
+                                 ("img2img", 0.75, "redraw an image following a prompt"),
+                                 ("inpaint", 1.0, "repaint the white part of a mask")):
+        sub = commands.add_parser(name, help=text, description=text, epilog=EPILOG,
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+        _add_common(sub, strength=strength)
+        if name == "inpaint":
+            sub.add_argument("--mask", required=True, metavar="PATH",
+                             help="white = repaint, black = keep (resized like the image)")
+    return parser
+
+
+class ProgressBar:
+    """A `progress(done, total)` callback for `StableDiffusion.generate`.
+
+    On a terminal it redraws `label  45%|#####      | 9/20 [00:05<00:06, 1.80it/s]` in place;
+    elsewhere (a log, a pipe) it stays quiet until the last step and then writes one line:
+    `label: 20 steps in 11.1s (1.80it/s)`.
+    """
+
+    def __init__(self, label: str, *, stream: TextIO | None = None, width: int = 24,
+                 clock: Callable[[], float] = time.perf_counter) -> None:
+        self.label = label
+        self.stream = sys.stderr if stream is None else stream
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.width = width
+        self.clock = clock
+        self.start = clock()
+        self._first: float | None = None  # when step 1 ended
+        self._shown = 0  # length of the line on screen
+
+    def rate(self, done: int, now: float) -> float:
+        """Steps per second, leaving out step 1: it includes compiling the GPU pipelines."""
+        if self._first is None or done < 2 or now <= self._first:
+            return done / max(now - self.start, 1e-9)
+        return (done - 1) / (now - self._first)
+
+    def __call__(self, done: int, total: int) -> None:
+        now = self.clock()
+        if self._first is None:
+            self._first = now
+        rate = self.rate(done, now)
+        if self.tty:
+            filled = self.width * done // max(total, 1)
+            bar = "#" * filled + " " * (self.width - filled)
+            eta = (total - done) / rate if rate > 0 else 0.0
+            line = (f"{self.label} {100 * done // max(total, 1):3d}%|{bar}| {done}/{total} "
+                    f"[{_clock(now - self.start)}<{_clock(eta)}, {_speed(rate)}]")
+            # pad over the previous line's tail: the ETA can get shorter
+            self.stream.write("\r" + line.ljust(self._shown))
+            self._shown = len(line)
+            if done >= total:
+                self.stream.write("\n")
+                self._shown = 0
+        elif done >= total:
+            self.stream.write(f"{self.label}: {total} steps in {now - self.start:.1f}s "
+                              f"({_speed(rate)})\n")
+        self.stream.flush()
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"
+
+
+def _speed(rate: float) -> str:
+    return f"{rate:.2f}it/s" if rate >= 1 or rate <= 0 else f"{1 / rate:.2f}s/it"
+
+
+def _open_image(path: str, what: str, mode: str) -> Any:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            return image.convert(mode)
+    except FileNotFoundError:
+        raise ValueError(f"{what} {path!r} does not exist") from None
+    except (OSError, Image.DecompressionBombError) as exc:
+        raise ValueError(f"{what} {path!r} is not a readable image ({exc})") from None
+
+
+def _check_paths(args: argparse.Namespace) -> None:
+    if not Path(args.model).exists():
+        raise ValueError(f"model path {args.model!r} does not exist; give a diffusers folder "
+                         "(with model_index.json) or a .safetensors checkpoint")
+    if args.command != "txt2img" and int(args.steps * args.strength) < 1:
+        raise ValueError(f"--strength {args.strength:g} with --steps {args.steps} leaves no "
+                         "step to run; raise one of them")
+    out = Path(args.out)
+    folder = out.parent if out.suffix.lower() == ".png" else out
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    if not existing.is_dir():
+        raise ValueError(f"--out {args.out!r}: {str(existing)!r} is a file; give a folder or "
+                         "a .png path")
+    if folder != out and existing != folder:
+        raise ValueError(f"output folder {str(folder)!r} does not exist")
+
+
+def _dtype_and_device(fp16: bool) -> tuple[Any, Any]:
+    if not fp16:
+        return np.float32, None
+    import gpucore
+
+    device = gpucore.default_device()
+    if device.has_f16:
+        return np.float16, device
+    print(f"note: {device.name} has no shader-f16; using float32 weights", file=sys.stderr)
+    return np.float32, device
+
+
+def run(args: argparse.Namespace) -> list[Path]:
+    """Generate and save as `args` (from `build_parser`) say; returns the written paths."""
+    _check_paths(args)
+    if args.backend:
+        os.environ["GPUCORE_BACKEND"] = args.backend
+    if args.adapter:
+        os.environ["GPUCORE_ADAPTER"] = args.adapter
+    options: dict[str, Any] = {}
+    if args.command != "txt2img":
+        options["init_image"] = _open_image(args.init_image, "--init-image", "RGB")
+        options["strength"] = args.strength
+    if args.command == "inpaint":
+        options["mask"] = _open_image(args.mask, "--mask", "L")
+    seed = secrets.randbelow(2**32) if args.seed == -1 else args.seed
+    print(f"seed: {seed}", file=sys.stderr)
+    dtype, device = _dtype_and_device(args.fp16)
+
+    from diffusion import load_pipeline
+
+    pipe = load_pipeline(args.model, dtype=dtype, device=device,
+                         prediction_type=args.prediction_type)
+    result = pipe.generate(args.prompt, negative_prompt=args.negative_prompt, steps=args.steps,
+                           cfg_scale=args.cfg_scale, sampler=args.sampler, seed=seed,
+                           width=args.width, height=args.height, batch_size=args.batch_size,
+                           clip_skip=args.clip_skip - 1, progress=ProgressBar(args.command),
+                           **options)
+    return save_images(result.images, result.settings, args.out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `python -m diffusion`; returns the exit status."""
+    import gpucore
+
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_usage(sys.stderr)
+            raise _UsageError("choose a command: txt2img, img2img or inpaint")
+        for path in run(args):
+            print(path, flush=True)
+    except (_UsageError, ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except gpucore.GpuError as exc:
+        print(f"error: GPU: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\ninterrupted (no partial files are left)", file=sys.stderr)
+        return 130
+    return 0
