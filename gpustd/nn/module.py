@@ -99,11 +99,13 @@ class Module:
             problems.append(f"missing keys ({len(missing)}): {', '.join(missing)}")
         if strict and unexpected:
             problems.append(f"unexpected keys ({len(unexpected)}): {', '.join(unexpected)}")
+        if strict and (missing or unexpected):
+            problems.append("strict=False would ignore missing and unexpected keys")
         if mismatched:
-            problems.append(f"shape mismatches ({len(mismatched)}): {'; '.join(mismatched)}")
+            problems.insert(0, f"shape mismatches ({len(mismatched)}): {'; '.join(mismatched)}")
         if problems:
-            raise StateDictError(f"{type(self).__name__}.load_state_dict: " + " | ".join(problems)
-                                 + " (strict=False ignores missing/unexpected keys)")
+            raise StateDictError(f"{type(self).__name__}.load_state_dict: "
+                                 + " | ".join(problems))
         for key, array in arrays.items():
             owner, attr, tensor = entries[key]
             want = target if target is not None and tensor.dtype.kind == "f" else tensor.dtype

@@ -1,0 +1,197 @@
+"""gpustd.nn activations, linear, spatial ops and lookups against torch CPU / diffusers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from support import assert_close, random_array
+
+import gpucore
+from gpustd import Tensor, nn
+
+get_timestep_embedding = pytest.importorskip("diffusers.models.embeddings").get_timestep_embedding
+
+
+def _up(device, a):
+    return Tensor.from_numpy(a, device=device)
+
+
+def _t(a) -> torch.Tensor:
+    return torch.from_numpy(np.asarray(a, np.float64))
+
+
+ACTIVATIONS = {
+    "silu": (nn.silu, F.silu),
+    "gelu": (nn.gelu, F.gelu),
+    "gelu_tanh": (lambda x: nn.gelu(x, approximate="tanh"),
+                  lambda x: F.gelu(x, approximate="tanh")),
+    "quick_gelu": (nn.quick_gelu, lambda x: x * torch.sigmoid(1.702 * x)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ACTIVATIONS))
+@pytest.mark.parametrize("scale", [1.0, 30.0])  # 30: exp/tanh saturate without NaN
+def test_activations(device: gpucore.Device, name: str, scale: float) -> None:
+    ours, ref = ACTIVATIONS[name]
+    x = random_array(np.random.default_rng(1), (3, 5, 67), np.float32, -scale, scale)
+    assert_close(ours(_up(device, x)).numpy(), ref(_t(x)).numpy())
+
+
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+def test_geglu_matches_diffusers_order(device: gpucore.Device, approximate: str) -> None:
+    x = random_array(np.random.default_rng(2), (2, 9, 2 * 41), np.float32, -3, 3)
+    hidden, gate = _t(x).chunk(2, dim=-1)  # diffusers GEGLU.forward
+    out = nn.geglu(_up(device, x), approximate=approximate)
+    assert out.shape == (2, 9, 41)
+    assert_close(out.numpy(), (hidden * F.gelu(gate, approximate=approximate)).numpy())
+
+
+def test_activations_float16(f16_device: gpucore.Device) -> None:
+    x = random_array(np.random.default_rng(3), (4, 130), np.float16, -4, 4)
+    for name in ACTIVATIONS:
+        ours, ref = ACTIVATIONS[name]
+        assert_close(ours(_up(f16_device, x)).numpy(), ref(_t(x)).numpy(), dtype=np.float16)
+    assert_close(nn.geglu(_up(f16_device, x)).numpy(),
+                 (_t(x[:, :65]) * F.gelu(_t(x[:, 65:]))).numpy(), dtype=np.float16)
+
+
+def test_activation_errors(device: gpucore.Device) -> None:
+    x = _up(device, np.ones((2, 3), np.float32))
+    with pytest.raises(ValueError, match="even"):
+        nn.geglu(x)
+    with pytest.raises(ValueError, match="approximate"):
+        nn.gelu(x, approximate="fast")
+    with pytest.raises(TypeError, match="gpustd Tensor"):
+        nn.silu(np.ones(3, np.float32))
+
+
+@pytest.mark.parametrize("x_shape,w_shape,bias", [
+    ((2, 77, 768), (320, 768), True),  # cross-attention key projection
+    ((5, 37), (19, 37), False),
+    ((1, 1), (1, 1), True),
+])
+def test_linear(device: gpucore.Device, x_shape, w_shape, bias: bool) -> None:
+    rng = np.random.default_rng(4)
+    x, w = random_array(rng, x_shape), random_array(rng, w_shape)
+    b = random_array(rng, (w_shape[0],)) if bias else None
+    out = nn.linear(_up(device, x), _up(device, w), None if b is None else _up(device, b))
+    ref = F.linear(_t(x), _t(w), None if b is None else _t(b))
+    assert_close(out.numpy(), ref.numpy(), tol=1e-4)
+
+
+def test_linear_float16_and_errors(device: gpucore.Device) -> None:
+    x, w = np.ones((3, 4), np.float32), np.ones((5, 4), np.float32)
+    with pytest.raises(ValueError, match="features"):
+        nn.linear(_up(device, x), _up(device, np.ones((5, 3), np.float32)))
+    with pytest.raises(ValueError, match="bias"):
+        nn.linear(_up(device, x), _up(device, w), _up(device, np.ones(4, np.float32)))
+    if device.has_f16:
+        rng = np.random.default_rng(5)
+        xh, wh = random_array(rng, (7, 64), np.float16), random_array(rng, (9, 64), np.float16)
+        assert_close(nn.linear(_up(device, xh), _up(device, wh)).numpy(),
+                     F.linear(_t(xh), _t(wh)).numpy(), dtype=np.float16)
+
+
+@settings(max_examples=10, deadline=None)
+@given(lead=st.lists(st.integers(1, 4), min_size=0, max_size=2), h=st.integers(1, 9),
+       w=st.integers(1, 9))
+def test_upsample_nearest2x(device: gpucore.Device, lead, h, w) -> None:
+    x = random_array(np.random.default_rng(h * w), (*lead, h, w))
+    ref = np.repeat(np.repeat(x, 2, axis=-2), 2, axis=-1)
+    np.testing.assert_array_equal(nn.upsample_nearest2x(_up(device, x)).numpy(), ref)
+    if len(lead) == 2:
+        torch_ref = F.interpolate(torch.from_numpy(x), scale_factor=2, mode="nearest")
+        np.testing.assert_array_equal(ref, torch_ref.numpy())
+
+
+@pytest.mark.parametrize("axis", [1, 0, -1, 2])
+def test_concat(device: gpucore.Device, axis: int) -> None:
+    rng = np.random.default_rng(6)
+    shapes = [[2, 3, 5, 4], [2, 3, 5, 4], [2, 3, 5, 4]]
+    for i, n in enumerate((3, 1, 7)):
+        shapes[i][axis] = n
+    parts = [random_array(rng, s) for s in shapes]
+    out = nn.concat([_up(device, p) for p in parts], axis=axis)
+    np.testing.assert_array_equal(out.numpy(), np.concatenate(parts, axis=axis))
+
+
+def test_concat_float16_and_errors(device: gpucore.Device) -> None:
+    a = _up(device, np.ones((2, 3, 4), np.float32))
+    with pytest.raises(ValueError, match="outside axis"):
+        nn.concat([a, _up(device, np.ones((2, 3, 5), np.float32))], axis=1)
+    with pytest.raises(ValueError, match="out of range"):
+        nn.concat([a, a], axis=3)
+    with pytest.raises(ValueError, match="at least one"):
+        nn.concat([])
+    if device.has_f16:
+        h = random_array(np.random.default_rng(7), (2, 3, 5), np.float16)
+        with pytest.raises(TypeError, match="convert"):
+            nn.concat([a, _up(device, h)])
+        out = nn.concat([_up(device, h), _up(device, h[:, :1])], axis=1)
+        np.testing.assert_array_equal(out.numpy(), np.concatenate([h, h[:, :1]], axis=1))
+
+
+@pytest.mark.parametrize("padding,value", [
+    ((0, 1, 0, 1), 0.0),  # SD's asymmetric downsampling pad
+    ((2, 3, 1, 0), -1.5),
+    ((1, -2, -1, 2), 0.0),  # negative amounts crop, as in F.pad
+    ((3, 1), 2.0),  # last dimension only
+])
+def test_pad(device: gpucore.Device, padding, value: float) -> None:
+    x = random_array(np.random.default_rng(8), (2, 3, 5, 7))
+    out = nn.pad(_up(device, x), padding, value=value)
+    np.testing.assert_array_equal(out.numpy(),
+                                  F.pad(torch.from_numpy(x), padding, value=value).numpy())
+
+
+def test_pad_errors(device: gpucore.Device) -> None:
+    x = _up(device, np.ones((1, 2, 3, 3), np.float32))
+    with pytest.raises(ValueError, match="left, right"):
+        nn.pad(x, (1, 1, 1))
+    with pytest.raises(ValueError, match="crops more"):
+        nn.pad(x, (0, 0, -2, -2))
+
+
+@pytest.mark.parametrize("dim,flip,shift,scale", [
+    (320, True, 0, 1),  # SD 1.5 UNet time_proj
+    (256, False, 1, 1),  # diffusers' defaults
+    (33, False, 1, 1),  # odd dim: zero pad column
+    (64, True, 1, 0.5),
+])
+def test_timestep_embedding_matches_diffusers(device: gpucore.Device, dim, flip, shift,
+                                              scale) -> None:
+    steps = np.array([999, 0, 501.5, 1, 250], np.float32)
+    ours = nn.timestep_embedding(steps, dim, flip, shift, scale, device=device)
+    ref = get_timestep_embedding(torch.from_numpy(steps), dim, flip, shift, scale)
+    # diffusers' own float32 frequencies differ from exact ones by an ulp here and there,
+    # which at t ~ 1000 moves the argument by up to 6e-5 rad.
+    assert_close(ours.numpy(), ref.numpy(), tol=2e-4)
+    again = nn.timestep_embedding(_up(device, steps), dim, flip, shift, scale)
+    np.testing.assert_array_equal(again.numpy(), ours.numpy())
+
+
+def test_timestep_embedding_errors(device: gpucore.Device) -> None:
+    with pytest.raises(TypeError, match="float32"):
+        nn.timestep_embedding(_up(device, np.array([1, 2], np.int32)), 8)
+    with pytest.raises(ValueError, match="1-D"):
+        nn.timestep_embedding(_up(device, np.ones((2, 2), np.float32)), 8)
+    with pytest.raises(ValueError, match="divides by zero"):
+        nn.timestep_embedding([1.0], 2, downscale_freq_shift=1, device=device)
+
+
+def test_embedding(device: gpucore.Device) -> None:
+    rng = np.random.default_rng(9)
+    table = random_array(rng, (49, 12))
+    ids = rng.integers(0, 49, size=(2, 77))
+    ours = nn.embedding(ids, _up(device, table))
+    np.testing.assert_array_equal(ours.numpy(), table[ids])
+    on_gpu = nn.embedding(_up(device, ids.astype(np.int32)), _up(device, table))
+    np.testing.assert_array_equal(on_gpu.numpy(), table[ids])
+    with pytest.raises(ValueError, match=r"\[0, 49\)"):
+        nn.embedding(np.array([0, 49]), _up(device, table))
+    with pytest.raises(TypeError, match="int32"):
+        nn.embedding(_up(device, np.array([0.0], np.float32)), _up(device, table))
