@@ -21,7 +21,7 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -120,20 +120,23 @@ def parse_infotext(text: str) -> dict[str, Any]:
     return _typed(out)
 
 
+# WebUI field -> (our setting name, type)
+_CONVERSIONS: dict[str, tuple[str, Callable[[str], Any]]] = {
+    "Steps": ("steps", int), "Sampler": ("sampler", str), "CFG scale": ("cfg_scale", float),
+    "Seed": ("seed", int), "Model": ("model", str), "Batch size": ("batch_size", int),
+    "Batch pos": ("batch_pos", int), "Denoising strength": ("strength", float),
+    "Clip skip": ("clip_skip", lambda v: int(v) - 1)}
+
+
 def _typed(raw: dict[str, Any]) -> dict[str, Any]:
     """WebUI keys and strings -> our setting names and types (unknown keys stay as they are)."""
-    conversions = {"Steps": ("steps", int), "Sampler": ("sampler", str),
-                   "CFG scale": ("cfg_scale", float), "Seed": ("seed", int),
-                   "Model": ("model", str), "Batch size": ("batch_size", int),
-                   "Batch pos": ("batch_pos", int), "Denoising strength": ("strength", float),
-                   "Clip skip": ("clip_skip", lambda v: int(v) - 1)}
     out: dict[str, Any] = {}
     for key, value in raw.items():
         size = _SIZE.match(value) if key == "Size" else None
         if size is not None:
             out["width"], out["height"] = int(size.group(1)), int(size.group(2))
-        elif key in conversions:
-            name, convert = conversions[key]
+        elif key in _CONVERSIONS:
+            name, convert = _CONVERSIONS[key]
             try:
                 out[name] = convert(value)
             except ValueError:
