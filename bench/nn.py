@@ -1,0 +1,192 @@
+"""Stable Diffusion 1.5 layers: conv2d, group_norm and attention vs torch on the same GPU.
+
+Shapes are the UNet's at 64x64 latents (batch 2, classifier-free guidance) and the VAE
+decoder's at 512x512. Baselines: torch CUDA (cuDNN / flash attention) in float32 with TF32
+off, so both sides do true fp32 FMAs, and in float16 (tensor cores on the torch side) when
+torch.cuda is available; torch on the CPU otherwise. ratio = baseline_ms / ours_ms (> 1:
+we are faster); ours_ms is the timestamp-query GPU time where the adapter has it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+import numpy as np
+
+import gpucore
+from gpustd import Tensor, nn
+from gpustd.nn import conv as conv_module
+
+from . import _harness
+
+COLUMNS = ["op", "shape", "dtype", "ours_gpu_ms", "ours_wall_ms", "ours_TFLOPs", "baseline",
+           "baseline_ms", "ratio", "max_rel_err"]
+
+# (label, x shape, out channels, kernel, stride, padding)
+CONVS = [
+    ("unet 320@64", (2, 320, 64, 64), 320, 3, 1, 1),
+    ("unet 640@32", (2, 640, 32, 32), 640, 3, 1, 1),
+    ("unet 1280@16", (2, 1280, 16, 16), 1280, 3, 1, 1),
+    ("unet 1280@8", (2, 1280, 8, 8), 1280, 3, 1, 1),
+    ("unet conv_in", (2, 4, 64, 64), 320, 3, 1, 1),
+    ("unet down 320", (2, 320, 64, 64), 320, 3, 2, 1),
+    ("unet 1x1 320@64", (2, 320, 64, 64), 320, 1, 1, 0),
+    ("unet 1x1 320->640@32", (2, 320, 32, 32), 640, 1, 1, 0),
+    ("vae 512@128", (1, 512, 128, 128), 512, 3, 1, 1),
+    ("vae 512@256", (1, 512, 256, 256), 512, 3, 1, 1),
+    ("vae 128@512", (1, 128, 512, 512), 128, 3, 1, 1),
+]
+QUICK_CONVS = [("tiny 3x3", (1, 8, 16, 16), 8, 3, 1, 1), ("tiny 1x1", (1, 8, 16, 16), 16, 1, 1, 0)]
+# (label, batch, heads, query tokens, key tokens, head dim)
+ATTENTION = [(f"{kind} {lq}x{lk} {h}x{d}", 2, h, lq, lk, d)
+             for lq in (4096, 16384) for h, d in ((8, 40), (8, 80), (8, 160))
+             for kind, lk in (("self", lq), ("cross", 77))]
+QUICK_ATTENTION = [("tiny self", 1, 2, 64, 64, 40), ("tiny cross", 1, 2, 64, 77, 40)]
+
+
+def _torch() -> tuple[Any, str]:
+    """(torch, device) for the baseline: CUDA when usable, else CPU, else (None, '')."""
+    torch = _harness.torch_cuda()
+    if torch is not None:
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.benchmark = True
+        return torch, "cuda"
+    if importlib.util.find_spec("torch") is not None:
+        import torch as cpu_torch
+
+        return cpu_torch, "cpu"
+    return None, ""
+
+
+def _measure(row: dict[str, Any], device: gpucore.Device, ours: Callable[[], Tensor],
+             torch: Any, where: str, theirs: Callable[[], Any] | None, flops: float,
+             repeat: int) -> dict[str, Any]:
+    timing = _harness.ours_ms(ours, device, warmup=2, repeat=repeat)
+    ms = timing["gpu_ms"] if np.isfinite(timing["gpu_ms"]) else timing["wall_ms"]
+    row.update(ours_gpu_ms=timing["gpu_ms"], ours_wall_ms=timing["wall_ms"],
+               ours_TFLOPs=flops / (ms * 1e9) if flops else float("nan"))
+    if theirs is None:
+        return row
+    expected = theirs().float().cpu().numpy()
+    got = ours().numpy().astype(np.float32)
+    row["max_rel_err"] = float(np.abs(got - expected).max() / max(np.abs(expected).max(), 1e-30))
+    if where == "cuda":
+        base = _harness.torch_cuda_ms(theirs, repeat=repeat)
+    else:
+        base = _harness.numpy_ms(theirs, repeat=max(2, repeat // 4))
+    row.update(baseline=f"torch-{where}", baseline_ms=base, ratio=base / ms)
+    return row
+
+
+def _conv_rows(device, torch, where, specs, dtypes, repeat) -> list[dict[str, Any]]:
+    rows = []
+    rng = np.random.default_rng(0)
+    for label, shape, c_out, k, stride, pad in specs:
+        x = rng.standard_normal(shape, dtype=np.float32)
+        w = (rng.standard_normal((c_out, shape[1], k, k), dtype=np.float32)
+             / np.sqrt(shape[1] * k * k)).astype(np.float32)
+        b = rng.standard_normal(c_out, dtype=np.float32)
+        ho = (shape[2] + 2 * pad - k) // stride + 1
+        flops = 2 * shape[0] * c_out * ho * ho * shape[1] * k * k
+        variants = [("", None)]
+        if k == 1:
+            variants.append((" implicit-gemm", False))  # the path not taken by default
+        for dtype in dtypes:
+            xg, wg, bg = (Tensor.from_numpy(a.astype(dtype), device=device) for a in (x, w, b))
+            theirs = None
+            if torch is not None and (where == "cuda" or dtype == np.float32):
+                tdt = torch.float32 if dtype == np.float32 else torch.float16
+                tx, tw, tb = (torch.from_numpy(a).to(where, tdt) for a in (x, w, b))
+                theirs = partial(torch.nn.functional.conv2d, tx, tw, tb, stride=stride,
+                                 padding=pad)
+            for suffix, via_linalg in variants:
+                saved = conv_module.ONE_BY_ONE_VIA_LINALG
+                if via_linalg is not None:
+                    conv_module.ONE_BY_ONE_VIA_LINALG = via_linalg
+                try:
+                    row = {"op": f"conv2d {label}{suffix}",
+                           "shape": f"{shape}->{c_out} k{k} s{stride}",
+                           "dtype": np.dtype(dtype).name}
+                    ours = partial(nn.conv2d, xg, wg, bg, stride=stride, padding=pad)
+                    rows.append(_measure(row, device, ours, torch, where, theirs, flops, repeat))
+                finally:
+                    conv_module.ONE_BY_ONE_VIA_LINALG = saved
+            del xg, wg, bg
+    return rows
+
+
+def _group_norm_rows(device, torch, where, shapes, dtypes, repeat) -> list[dict[str, Any]]:
+    rows = []
+    rng = np.random.default_rng(1)
+    for shape, silu in shapes:
+        x = rng.standard_normal(shape, dtype=np.float32)
+        g, b = rng.standard_normal((2, shape[1]), dtype=np.float32)
+        for dtype in dtypes:
+            xg, gg, bg = (Tensor.from_numpy(a.astype(dtype), device=device) for a in (x, g, b))
+            theirs = None
+            if torch is not None and (where == "cuda" or dtype == np.float32):
+                tdt = torch.float32 if dtype == np.float32 else torch.float16
+                tx, tg, tb = (torch.from_numpy(a).to(where, tdt) for a in (x, g, b))
+                f = torch.nn.functional
+
+                def theirs(tx=tx, tg=tg, tb=tb, f=f, silu=silu) -> Any:
+                    y = f.group_norm(tx, 32, tg, tb, eps=1e-6)
+                    return f.silu(y) if silu else y
+
+            row = {"op": "group_norm" + (" + silu" if silu else ""), "shape": f"{shape} g32",
+                   "dtype": np.dtype(dtype).name}
+            ours = partial(nn.group_norm, xg, 32, gg, bg, 1e-6, silu=silu)
+            rows.append(_measure(row, device, ours, torch, where, theirs, 0, repeat))
+    return rows
+
+
+def _attention_rows(device, torch, where, specs, dtypes, repeat) -> list[dict[str, Any]]:
+    if importlib.util.find_spec("gpustd.nn.attention") is None:
+        return []
+    rows = []
+    rng = np.random.default_rng(2)
+    for label, batch, heads, lq, lk, d in specs:
+        q = rng.standard_normal((batch, heads, lq, d), dtype=np.float32)
+        k, v = rng.standard_normal((2, batch, heads, lk, d), dtype=np.float32)
+        flops = 4 * batch * heads * lq * lk * d
+        for dtype in dtypes:
+            qg, kg, vg = (Tensor.from_numpy(a.astype(dtype), device=device) for a in (q, k, v))
+            theirs = None
+            if torch is not None and (where == "cuda" or (dtype == np.float32 and lq <= 4096)):
+                tdt = torch.float32 if dtype == np.float32 else torch.float16
+                tq, tk, tv = (torch.from_numpy(a).to(where, tdt) for a in (q, k, v))
+                f = torch.nn.functional
+                theirs = partial(f.scaled_dot_product_attention, tq, tk, tv)
+            row = {"op": f"attention {label}", "shape": f"B{batch} H{heads} {lq}x{lk} D{d}",
+                   "dtype": np.dtype(dtype).name}
+            ours = partial(nn.attention, qg, kg, vg)
+            rows.append(_measure(row, device, ours, torch, where, theirs, flops, repeat))
+            del qg, kg, vg
+    return rows
+
+
+def run(quick: bool = False) -> dict[str, Any]:
+    device = gpucore.default_device()
+    torch, where = _torch()
+    dtypes = [np.float32] + ([np.float16] if device.has_f16 else [])
+    repeat = 3 if quick else 10
+    norms = ([((1, 64, 32, 32), True)] if quick
+             else [((1, 128, 512, 512), False), ((2, 320, 64, 64), True)])
+    rows = _conv_rows(device, torch, where, QUICK_CONVS if quick else CONVS, dtypes, repeat)
+    rows += _group_norm_rows(device, torch, where, norms, dtypes, repeat)
+    rows += _attention_rows(device, torch, where, QUICK_ATTENTION if quick else ATTENTION,
+                            dtypes, repeat)
+    return {
+        "benchmark": "nn",
+        "environment": _harness.environment(device),
+        "notes": "ms are medians; ours_gpu_ms from timestamp queries (all passes of the op), "
+                 "ours_wall_ms includes submit + wait; ratio = baseline_ms / ours (> 1 means "
+                 "we are faster); torch float32 runs with TF32 off; max_rel_err = max |ours - "
+                 "torch| / max |torch|",
+        "columns": COLUMNS,
+        "rows": rows,
+    }
