@@ -1,0 +1,51 @@
+"""load_pipeline: a model path -> a StableDiffusion on the GPU."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gpucore import Device, FeatureError, as_dtype, default_device
+
+from .loaders import load_pipeline_weights
+from .models import AutoencoderKL, CLIPTextModel, UNet2DConditionModel
+from .pipeline import StableDiffusion
+from .tokenizer import CLIPTokenizer
+
+__all__ = ["load_pipeline"]
+
+
+def load_pipeline(path: str | os.PathLike[str], *, dtype: Any = np.float32,
+                  device: Device | None = None, prediction_type: str | None = None,
+                  variant: str | None = None) -> StableDiffusion:
+    """Load a Stable Diffusion 1.x/2.x model (diffusers folder or single-file `.safetensors`)
+    onto `device` (default: the best adapter) with weights in `dtype` (float32, or float16
+    where the adapter has shader-f16). Tensors stream from disk to the GPU one at a time.
+
+    Raises diffusion.loaders.WeightsError for missing/corrupt/unsupported files and keys.
+    diffusers: `StableDiffusionPipeline.from_pretrained(path)` / `.from_single_file(path)`.
+    """
+    device = device or default_device()
+    dtype = as_dtype(dtype)
+    if dtype == np.float16 and not device.has_f16:
+        raise FeatureError("shader-f16", "float16 weights", device.info.label)
+    weights = load_pipeline_weights(path, dtype=dtype, prediction_type=prediction_type,
+                                    variant=variant)
+    place = {"dtype": dtype, "device": device}
+    unet = UNet2DConditionModel(weights.unet.config, **place)
+    unet.load_state_dict(weights.unet)
+    vae = AutoencoderKL(weights.vae.config, **place)
+    vae.load_state_dict(weights.vae)
+    text_encoder = CLIPTextModel(weights.text_encoder.config, **place)
+    text_encoder.load_state_dict(weights.text_encoder)
+    if weights.tokenizer_dir is not None:
+        tokenizer = CLIPTokenizer.from_pretrained(weights.tokenizer_dir)
+    else:  # single file: the bundled vocabulary; SD 2.x pads with "!" as its tokenizer does
+        tokenizer = CLIPTokenizer(pad_token="!" if weights.info.family == "sd2"
+                                  else "<|endoftext|>")
+    return StableDiffusion(tokenizer=tokenizer, text_encoder=text_encoder, unet=unet, vae=vae,
+                           scheduler_config=weights.scheduler_config,
+                           name=Path(path).name.removesuffix(".safetensors"))

@@ -1,0 +1,103 @@
+"""CLIP text encoder (transformers' CLIPTextModel names): SD1 ViT-L/14, SD2 OpenCLIP ViT-H."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from gpucore import Device
+from gpustd import Tensor, asarray, nn
+
+Place = dict[str, Any]
+
+_DEFAULTS: dict[str, Any] = {
+    "vocab_size": 49408, "hidden_size": 768, "intermediate_size": 3072,
+    "num_hidden_layers": 12, "num_attention_heads": 12, "max_position_embeddings": 77,
+    "hidden_act": "quick_gelu", "layer_norm_eps": 1e-5,
+}
+_ACTIVATIONS = {"quick_gelu": nn.quick_gelu, "gelu": nn.gelu}
+
+
+class CLIPAttention(nn.Module):
+    def __init__(self, dim: int, heads: int, place: Place) -> None:
+        self.heads = heads
+        self.q_proj = nn.Linear(dim, dim, **place)
+        self.k_proj = nn.Linear(dim, dim, **place)
+        self.v_proj = nn.Linear(dim, dim, **place)
+        self.out_proj = nn.Linear(dim, dim, **place)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = nn.attention(self.q_proj(x), self.k_proj(x), self.v_proj(x), causal=True,
+                           heads=self.heads)
+        return self.out_proj(out)
+
+
+class CLIPMLP(nn.Module):
+    def __init__(self, dim: int, hidden: int, act: str, place: Place) -> None:
+        if act not in _ACTIVATIONS:
+            raise ValueError(f"CLIP hidden_act {act!r} is not supported; use one of "
+                             f"{sorted(_ACTIVATIONS)}")
+        self.act = act
+        self.fc1 = nn.Linear(dim, hidden, **place)
+        self.fc2 = nn.Linear(hidden, dim, **place)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(_ACTIVATIONS[self.act](self.fc1(x)))
+
+
+class CLIPEncoderLayer(nn.Module):
+    def __init__(self, cfg: dict[str, Any], place: Place) -> None:
+        dim, eps = cfg["hidden_size"], cfg["layer_norm_eps"]
+        self.layer_norm1 = nn.LayerNorm(dim, eps=eps, **place)
+        self.self_attn = CLIPAttention(dim, cfg["num_attention_heads"], place)
+        self.layer_norm2 = nn.LayerNorm(dim, eps=eps, **place)
+        self.mlp = CLIPMLP(dim, cfg["intermediate_size"], cfg["hidden_act"], place)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x + self.self_attn(self.layer_norm1(x))
+        return x + self.mlp(self.layer_norm2(x))
+
+
+class CLIPTextModel(nn.Module):
+    """Token ids (B, 77) -> hidden states (B, 77, hidden). Config: `text_encoder/config.json`.
+
+    Parameter names are transformers' without its `text_model.` prefix (as the loaders give
+    them: `embeddings.token_embedding.weight`, `encoder.layers.0.self_attn.q_proj.weight`).
+    """
+
+    def __init__(self, config: dict[str, Any], *, dtype: Any = np.float32,
+                 device: Device | None = None) -> None:
+        place: Place = {"dtype": dtype, "device": device}
+        cfg = {**_DEFAULTS, **config}
+        self.config = cfg
+        dim = cfg["hidden_size"]
+        self.embeddings = nn.Module()
+        self.embeddings.token_embedding = nn.Embedding(cfg["vocab_size"], dim, **place)
+        self.embeddings.position_embedding = nn.Embedding(cfg["max_position_embeddings"], dim,
+                                                          **place)
+        self.encoder = nn.Module()
+        self.encoder.layers = nn.ModuleList(
+            [CLIPEncoderLayer(cfg, place) for _ in range(cfg["num_hidden_layers"])])
+        self.final_layer_norm = nn.LayerNorm(dim, eps=cfg["layer_norm_eps"], **place)
+
+    def forward(self, input_ids: Any, *, clip_skip: int = 0) -> Tensor:
+        """input_ids: (B, L) ints. `clip_skip=k` stops k layers early (WebUI's "Clip skip"
+        minus one, diffusers' `clip_skip`); the final layer norm is applied either way."""
+        ids = np.asarray(input_ids, np.int32)
+        if ids.ndim != 2:
+            raise ValueError(f"input_ids must be (batch, length), got shape {ids.shape}")
+        batch, length = ids.shape
+        if length > self.config["max_position_embeddings"]:
+            raise ValueError(f"{length} tokens exceed the {self.config['max_position_embeddings']}"
+                             " positions of this text encoder; truncate first")
+        layers = self.encoder.layers
+        if not 0 <= clip_skip < len(layers):
+            raise ValueError(f"clip_skip must be in 0..{len(layers) - 1}, got {clip_skip}")
+        device = self.final_layer_norm.weight.device
+        tokens = self.embeddings.token_embedding(asarray(ids, device=device))
+        positions = np.broadcast_to(np.arange(length, dtype=np.int32), (batch, length))
+        x = tokens + self.embeddings.position_embedding(asarray(positions, device=device))
+        for layer in list(layers)[: len(layers) - clip_skip]:
+            x = layer(x)
+        return self.final_layer_norm(x)

@@ -1,0 +1,90 @@
+"""Building blocks shared by the UNet and the VAE (diffusers' names for every attribute)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gpustd import Tensor, nn
+from gpustd.shape import permute
+
+# Every model takes `dtype` and `device` and hands them to each layer as `**place`.
+Place = dict[str, Any]
+
+
+def to_tokens(x: Tensor) -> Tensor:
+    """(B, C, H, W) -> (B, H*W, C)."""
+    b, c, h, w = x.shape
+    return permute(x, (0, 2, 3, 1)).reshape(b, h * w, c)
+
+
+def to_image(x: Tensor, height: int, width: int) -> Tensor:
+    """(B, H*W, C) -> (B, C, H, W)."""
+    b, _, c = x.shape
+    return permute(x.reshape(b, height, width, c), (0, 3, 1, 2))
+
+
+class Attention(nn.Module):
+    """Multi-head attention with diffusers' parameter names (to_q, to_k, to_v, to_out.0)."""
+
+    def __init__(self, query_dim: int, heads: int, dim_head: int, *, place: Place,
+                 context_dim: int | None = None, qkv_bias: bool = False) -> None:
+        inner = heads * dim_head
+        self.heads = heads
+        self.to_q = nn.Linear(query_dim, inner, bias=qkv_bias, **place)
+        self.to_k = nn.Linear(context_dim or query_dim, inner, bias=qkv_bias, **place)
+        self.to_v = nn.Linear(context_dim or query_dim, inner, bias=qkv_bias, **place)
+        self.to_out = nn.ModuleList([nn.Linear(inner, query_dim, **place)])
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        """x: (B, L, query_dim); context: (B, Lk, context_dim) or None (self-attention)."""
+        source = x if context is None else context
+        out = nn.attention(self.to_q(x), self.to_k(source), self.to_v(source), heads=self.heads)
+        return self.to_out[0](out)
+
+
+class ResnetBlock2D(nn.Module):
+    """GroupNorm-SiLU-conv twice, plus a projected time embedding and a shortcut."""
+
+    def __init__(self, in_channels: int, out_channels: int, *, temb_channels: int | None,
+                 place: Place, groups: int = 32, eps: float = 1e-5) -> None:
+        self.norm1 = nn.GroupNorm(groups, in_channels, eps=eps, **place)
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1, **place)
+        self.time_emb_proj = (nn.Linear(temb_channels, out_channels, **place)
+                              if temb_channels else None)
+        self.norm2 = nn.GroupNorm(groups, out_channels, eps=eps, **place)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1, **place)
+        self.conv_shortcut = (nn.Conv2d(in_channels, out_channels, 1, **place)
+                              if in_channels != out_channels else None)
+
+    def forward(self, x: Tensor, temb_act: Tensor | None = None) -> Tensor:
+        """x: (B, C, H, W); temb_act: silu(time embedding), (B, temb_channels)."""
+        h = self.conv1(self.norm1(x, silu=True))
+        if temb_act is not None and self.time_emb_proj is not None:
+            t = self.time_emb_proj(temb_act)
+            h = h + t.reshape(*t.shape, 1, 1)
+        h = self.conv2(self.norm2(h, silu=True))
+        shortcut = x if self.conv_shortcut is None else self.conv_shortcut(x)
+        return shortcut + h
+
+
+class Downsample2D(nn.Module):
+    """Stride-2 3x3 conv. The VAE pads (0, 1, 0, 1) itself and convolves with padding 0."""
+
+    def __init__(self, channels: int, *, place: Place, padding: int = 1) -> None:
+        self.pad_input = padding == 0
+        self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=padding, **place)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.pad_input:
+            x = nn.pad(x, (0, 1, 0, 1))
+        return self.conv(x)
+
+
+class Upsample2D(nn.Module):
+    """Nearest 2x upsampling followed by a 3x3 conv."""
+
+    def __init__(self, channels: int, *, place: Place) -> None:
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1, **place)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv(nn.upsample_nearest2x(x))

@@ -1,0 +1,160 @@
+"""AutoencoderKL (the SD VAE): encoder to a latent Gaussian, decoder back to pixels."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from gpucore import Device
+from gpustd import Tensor, nn
+from gpustd.shape import take_slice
+
+from .layers import (
+    Attention,
+    Downsample2D,
+    Place,
+    ResnetBlock2D,
+    Upsample2D,
+    to_image,
+    to_tokens,
+)
+
+_DEFAULTS: dict[str, Any] = {
+    "in_channels": 3, "out_channels": 3, "latent_channels": 4, "layers_per_block": 2,
+    "norm_num_groups": 32, "block_out_channels": (128, 256, 512, 512),
+    "scaling_factor": 0.18215,
+}
+
+
+def _attention(channels: int, groups: int, place: Place) -> Attention:
+    """A VAE attention whose parameters sit where diffusers puts them (to_q, ... beside
+    group_norm): the Attention module itself, with a group_norm added."""
+    attn = Attention(channels, 1, channels, qkv_bias=True, place=place)
+    attn.group_norm = nn.GroupNorm(groups, channels, eps=1e-6, **place)
+    return attn
+
+
+def _attend(attn: Any, x: Tensor) -> Tensor:
+    _, _, height, width = x.shape
+    return to_image(attn(to_tokens(attn.group_norm(x))), height, width) + x
+
+
+class _MidBlock(nn.Module):
+    def __init__(self, channels: int, groups: int, place: Place) -> None:
+        self.resnets = nn.ModuleList([ResnetBlock2D(channels, channels, temb_channels=None,
+                                                    groups=groups, eps=1e-6, place=place)
+                                      for _ in range(2)])
+        self.attentions = nn.ModuleList([_attention(channels, groups, place)])
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.resnets[0](x)
+        x = _attend(self.attentions[0], x)
+        return self.resnets[1](x)
+
+
+class _Sampling(nn.Module):
+    """DownEncoderBlock2D / UpDecoderBlock2D: resnets, then an optional resampler."""
+
+    def __init__(self, resnets: list[ResnetBlock2D], sampler: nn.Module | None, name: str) -> None:
+        self.resnets = nn.ModuleList(resnets)
+        self._name = name
+        if sampler is not None:
+            setattr(self, name, nn.ModuleList([sampler]))
+
+    def forward(self, x: Tensor) -> Tensor:
+        for res in self.resnets:
+            x = res(x)
+        sampler = getattr(self, self._name, None)
+        return sampler[0](x) if sampler is not None else x
+
+
+class Encoder(nn.Module):
+    def __init__(self, cfg: dict[str, Any], place: Place) -> None:
+        ch, groups, n = list(cfg["block_out_channels"]), cfg["norm_num_groups"], cfg[
+            "layers_per_block"]
+        self.conv_in = nn.Conv2d(cfg["in_channels"], ch[0], 3, padding=1, **place)
+        blocks = []
+        for i, cout in enumerate(ch):
+            cin, last = ch[max(i - 1, 0)], i == len(ch) - 1
+            resnets = [ResnetBlock2D(cin if j == 0 else cout, cout, temb_channels=None,
+                                     groups=groups, eps=1e-6, place=place) for j in range(n)]
+            down = None if last else Downsample2D(cout, padding=0, place=place)
+            blocks.append(_Sampling(resnets, down, "downsamplers"))
+        self.down_blocks = nn.ModuleList(blocks)
+        self.mid_block = _MidBlock(ch[-1], groups, place)
+        self.conv_norm_out = nn.GroupNorm(groups, ch[-1], eps=1e-6, **place)
+        self.conv_out = nn.Conv2d(ch[-1], 2 * cfg["latent_channels"], 3, padding=1, **place)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.conv_in(x)
+        for block in self.down_blocks:
+            x = block(x)
+        return self.conv_out(self.conv_norm_out(self.mid_block(x), silu=True))
+
+
+class Decoder(nn.Module):
+    def __init__(self, cfg: dict[str, Any], place: Place) -> None:
+        ch, groups, n = list(cfg["block_out_channels"]), cfg["norm_num_groups"], cfg[
+            "layers_per_block"]
+        rev = ch[::-1]
+        self.conv_in = nn.Conv2d(cfg["latent_channels"], rev[0], 3, padding=1, **place)
+        self.mid_block = _MidBlock(rev[0], groups, place)
+        blocks = []
+        for i, cout in enumerate(rev):
+            cin, last = rev[max(i - 1, 0)], i == len(rev) - 1
+            resnets = [ResnetBlock2D(cin if j == 0 else cout, cout, temb_channels=None,
+                                     groups=groups, eps=1e-6, place=place) for j in range(n + 1)]
+            up = None if last else Upsample2D(cout, place=place)
+            blocks.append(_Sampling(resnets, up, "upsamplers"))
+        self.up_blocks = nn.ModuleList(blocks)
+        self.conv_norm_out = nn.GroupNorm(groups, ch[0], eps=1e-6, **place)
+        self.conv_out = nn.Conv2d(ch[0], cfg["out_channels"], 3, padding=1, **place)
+
+    def forward(self, z: Tensor) -> Tensor:
+        x = self.mid_block(self.conv_in(z))
+        for block in self.up_blocks:
+            x = block(x)
+        return self.conv_out(self.conv_norm_out(x, silu=True))
+
+
+class AutoencoderKL(nn.Module):
+    """The SD VAE. Config: diffusers' `vae/config.json`; `scaling_factor` maps latents to
+    the UNet's unit-variance space."""
+
+    def __init__(self, config: dict[str, Any], *, dtype: Any = np.float32,
+                 device: Device | None = None) -> None:
+        place: Place = {"dtype": dtype, "device": device}
+        cfg = {**_DEFAULTS, **config}
+        self.config = cfg
+        latent = cfg["latent_channels"]
+        self.encoder = Encoder(cfg, place)
+        self.decoder = Decoder(cfg, place)
+        self.quant_conv = nn.Conv2d(2 * latent, 2 * latent, 1, **place)
+        self.post_quant_conv = nn.Conv2d(latent, latent, 1, **place)
+
+    @property
+    def scaling_factor(self) -> float:
+        return float(self.config["scaling_factor"])
+
+    def encode(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """images in [-1, 1], (B, 3, H, W) -> (mean, logvar) of the latent, (B, 4, H/8, W/8).
+
+        Unscaled: multiply a sample by `scaling_factor` before the UNet sees it.
+        """
+        moments = self.quant_conv(self.encoder(images))
+        latent = self.config["latent_channels"]
+        mean = take_slice(moments, 0, latent, axis=1)
+        logvar = take_slice(moments, latent, 2 * latent, axis=1)
+        return mean, logvar
+
+    def decode(self, latents: Tensor) -> Tensor:
+        """Unscaled latents (divide the UNet's by `scaling_factor` first) -> images in about
+        [-1, 1], (B, 3, 8h, 8w)."""
+        return self.decoder(self.post_quant_conv(latents))
+
+    @staticmethod
+    def sample(mean: np.ndarray, logvar: np.ndarray, noise: np.ndarray) -> np.ndarray:
+        """A draw from the latent Gaussian, as diffusers' DiagonalGaussianDistribution."""
+        logvar = np.clip(logvar, -30.0, 20.0)
+        return mean + np.exp(0.5 * logvar) * noise
