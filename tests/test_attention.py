@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import math
 
 import numpy as np
@@ -13,10 +14,11 @@ from hypothesis import strategies as st
 
 import gpucore
 from gpustd import Tensor
-from gpustd.nn import attention as attention_module
 from gpustd.nn.attention import attention, plan_for
 from tests.support import assert_close, random_array
 
+# gpustd.nn re-exports the function under the module's name.
+attention_module = importlib.import_module("gpustd.nn.attention")
 F32_TOL = 2e-5  # float32 storage, float32 accumulation over up to ~150 keys
 
 
@@ -174,9 +176,20 @@ def test_plans_fit_every_head_dim():
             for rows, heads in ((77, 1), (16384, 16)):
                 p = plan_for(d, Limits(budget), rows, heads)
                 assert p.workgroup_bytes() <= budget
-                assert p.DC4 * p.NCH * 4 >= d and p.WG <= 256
-                assert p.BQ // p.TQ * (p.BK // p.TK) == p.BQ // p.TQO * p.DC4 == p.WG
-                assert p.TQ * p.TK <= 16 and p.NCH * p.TQO <= 32 and p.BK % 4 == 0
+                assert 4 * p.NV * p.NDG >= d and 1 <= p.NV <= 8 and p.NDG <= p.CS
+                assert p.RG * p.CS <= 256 and (4 * p.CS) % p.KB == 0
+
+
+@pytest.mark.parametrize("d,plan", [(40, (4, 3, 5, 2, 40, 12)), (24, (8, 3, 2, 3, 7, 4)),
+                                    (64, (2, 16, 1, 16, 21, 8))])
+def test_other_tile_plans(device, d, plan, monkeypatch):
+    # Shapes the cost model may pick elsewhere: fewer invocations than rows (the strided
+    # statistics loops), head-dim chunks not dividing D, v staged in several key blocks.
+    p = attention_module.Plan(d, *plan)
+    monkeypatch.setattr(attention_module, "plan_for", lambda *args: p)
+    rng = np.random.default_rng(d)
+    q, k, v = qkv(rng, 1, 2, 45, 37, d)
+    assert_close(run(device, q, k, v, causal=False), reference(q, k, v), tol=F32_TOL)
 
 
 def test_kernels_are_cached(device):

@@ -21,7 +21,6 @@ __all__ = ["attention"]
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float16))
 _LOG2E = 1.4426950408889634
-_MAX_CHUNK4 = 16  # head-dim vec4s staged per chunk (64 dims)
 _kernels: dict[tuple, Kernel] = {}
 _plans: dict[tuple[int, ...], Plan] = {}
 _dummies: dict[int, Tensor] = {}
@@ -29,73 +28,86 @@ _dummies: dict[int, Tensor] = {}
 
 @dataclass(frozen=True)
 class Plan:
-    """Tile shape of one kernel specialization (the WGSL override constants)."""
+    """Tile shape of one kernel specialization (the shader's override constants)."""
 
     # Field names are the shader's override names.
-    D: int
-    DC4: int
-    NCH: int
-    BQ: int
-    BK: int
-    WG: int
-    TQ: int
-    TK: int
-    TQO: int
+    D: int  # head dim
+    RG: int  # query rows / 4 per workgroup (BQ = 4 RG)
+    CS: int  # keys / 4 per tile (BK = 4 CS); the workgroup has RG * CS invocations
+    NV: int  # output dim vec4s per invocation
+    NDG: int  # output dim groups (NV * NDG * 4 >= D)
+    DCH: int  # head dims per staged chunk of q and k
+    KB: int  # keys of v staged at a time
+
+    def __post_init__(self) -> None:
+        if not (4 * self.NV * self.NDG >= self.D and 1 <= self.NV <= 8 and self.NDG <= self.CS
+                and (4 * self.CS) % self.KB == 0 and min(asdict(self).values()) >= 1):
+            raise ValueError(f"attention: inconsistent tile plan {self}")
+
+    def kv_len(self) -> int:
+        return max((self.DCH | 1) * self.CS, self.KB * self.NV * self.NDG)
+
+    def constants(self) -> dict[str, int]:
+        return {**asdict(self), "KV_LEN": self.kv_len()}
 
     def workgroup_bytes(self) -> int:
-        dc4p, bk4p = self.DC4 | 1, (self.BK // 4) | 1
-        cs = self.WG * self.TQ // self.BQ
-        return 16 * (self.BQ * dc4p + self.BK * dc4p + self.BQ * bk4p) + 4 * self.BQ * (cs + 2)
-
-
-def _chunks(d: int) -> tuple[int, int]:
-    """(vec4s per chunk, chunks): the fewest chunks of <= 64 dims wasting little padding."""
-    d4 = math.ceil(d / 4)
-    for nch in range(math.ceil(d4 / _MAX_CHUNK4), d4 + 1):
-        dc4 = math.ceil(d4 / nch)
-        if dc4 * nch - d4 <= d4 // 8:
-            return dc4, nch
-    return d4, 1  # unreachable: nch == d4 wastes nothing
+        vec4s = (self.DCH | 1) * self.RG + self.kv_len() + 4 * self.CS * self.RG
+        return 16 * vec4s + 4 * 4 * self.RG * (self.CS + 2)
 
 
 def _candidates(d: int, budget: int, max_invocations: int) -> list[Plan]:
-    """Every tile plan for head dim `d` that the shader's invariants and the workgroup
-    memory allow: RS*CS == RO*DC4 == WG, TQ*TK <= 16, NCH*TQO <= 32, BK a multiple of 4."""
-    dc4, nch = _chunks(d)
+    """Tile plans for head dim `d` that the shader's invariants and the workgroup memory
+    allow: for each register tile, the largest chunks of q/k dims and of v keys that fit."""
+    d4 = math.ceil(d / 4)
     found = []
-    for bq in (128, 64, 32, 16):
-        for tqo in (1, 2, 4, 8):
-            wg = bq // tqo * dc4
-            if bq % tqo or wg > min(256, max_invocations) or nch * tqo > 32:
-                continue
-            for tq in (1, 2, 4, 8):
-                for tk in (1, 2, 4):
-                    rs = bq // tq
-                    if bq % tq or wg % rs or tq * tk > 16:
-                        continue
-                    bk = wg // rs * tk
-                    plan = Plan(d, dc4, nch, bq, bk, wg, tq, tk, tqo)
-                    if bk % 4 == 0 and bk <= 128 and plan.workgroup_bytes() <= budget:
-                        found.append(plan)
+    for nv in range(1, 9):
+        ndg = math.ceil(d4 / nv)
+        if math.ceil(d4 / ndg) != nv:
+            continue  # a whole vec4 of padding: a smaller nv gives the same tile
+        for rg in (32, 16, 8, 4):
+            for cs in sorted({ndg, 8, 16, 32}):
+                if cs < ndg or rg * cs > min(256, max_invocations):
+                    continue
+                plan = _fit(d, rg, cs, nv, ndg, budget)
+                if plan is not None:
+                    found.append(plan)
     return found
+
+
+def _fit(d: int, rg: int, cs: int, nv: int, ndg: int, budget: int) -> Plan | None:
+    """The plan with the fewest q/k chunks, then the most v keys per block, that fits."""
+    bk = 4 * cs
+    for nch in range(1, d + 1):
+        dchp = math.ceil(d / nch) | 1
+        room = budget // 16 - dchp * rg - 4 * cs * rg - rg * (cs + 2) // 4 - 1
+        blocks = [x for x in range(1, bk + 1) if bk % x == 0 and x * nv * ndg <= room]
+        if dchp * cs <= room and blocks:
+            plan = Plan(d, rg, cs, nv, ndg, math.ceil(d / nch), max(blocks))
+            return plan if plan.workgroup_bytes() <= budget else None
+    return None
 
 
 def _cost(plan: Plan, rows: int, batch_heads: int) -> float:
     """Modelled time (arbitrary units) for `batch_heads` heads of `rows` queries per key.
 
-    Per (query, key) pair: 8 FMAs per vec4 of head dim, the workgroup-memory vec4 loads the
-    register blocks leave (weighted 4: shared memory issues far slower than FMAs), and each
-    tile's barriers and softmax shared by BQ*BK pairs. Grids below ~2 workgroups per SM of a
-    large GPU leave SMs idle, so time scales with 1 / min(workgroups, 264)."""
-    d4p = plan.DC4 * plan.NCH
-    loads = d4p * (1 / plan.TK + 1 / plan.TQ + 1 / 4 + 1 / plan.TQO)
-    cs = plan.WG * plan.TQ // plan.BQ
-    per_tile = (4 * plan.NCH + 2) * 32 + plan.TQ * plan.TK * 12 + 2 * cs
-    per_tile += 8 * plan.BK * d4p / plan.WG * (1 + (plan.NCH > 1) * plan.BQ / plan.BK)
-    per_pair = 8 * d4p + 4 * loads + plan.WG * per_tile / (plan.BQ * plan.BK)
-    per_pair *= 1 + 16 / plan.WG  # few warps per workgroup cap the warps per SM
-    groups = math.ceil(rows / plan.BQ) * batch_heads
-    return per_pair * groups * plan.BQ / min(groups, 264)
+    Per (query, key) pair: an FMA per padded head dim in each phase; workgroup-memory vec4
+    loads (weighted 4: they issue far slower than FMAs) of 1 per 8 FMAs for scores and
+    (1 + NV) per 16 NV for the output; output-phase invocations left idle (half cost);
+    each tile's barriers, softmax statistics and global loads spread over its BQ*BK
+    pairs. Grids below ~2 workgroups per SM of a large GPU leave SMs idle, so time scales
+    with 1 / min(workgroups, 264)."""
+    bq, bk, wg = 4 * plan.RG, 4 * plan.CS, plan.RG * plan.CS
+    nch = math.ceil(plan.D / plan.DCH)
+    dims_s, dims_o = nch * plan.DCH, 4 * plan.NV * plan.NDG
+    scores = dims_s * (1 + 4 / 8)
+    output = dims_o * (1 + 4 * (1 + plan.NV) / (16 * plan.NV))
+    output *= 1 + 0.5 * (wg / (plan.RG * plan.NDG) - 1)
+    per_tile = (2 * nch + 2 + 2 * bk / plan.KB) * 40 + 3 * plan.CS
+    per_tile += 2 * (bk * (dims_s + dims_o) + (nch > 1) * bq * dims_s) / wg
+    per_pair = scores + output + 8 + wg * per_tile / (bq * bk)
+    per_pair *= (1 + 16 / wg) * (1.15 if plan.NV > 4 else 1.0)
+    groups = math.ceil(rows / bq) * batch_heads
+    return per_pair * groups * bq / min(groups, 264)
 
 
 def plan_for(d: int, device: Any, rows: int = 4096, batch_heads: int = 1) -> Plan:
@@ -120,7 +132,7 @@ def _kernel(dtype: np.dtype, mask_kind: int, plan: Plan) -> Kernel:
         types = {"T": "f16" if dtype == np.float16 else "f32",
                  "M": "u32" if mask_kind == 2 else "f32"}
         found = _kernels[key] = Kernel.load(
-            "nn/attention", types=types, constants={**asdict(plan), "MASK": mask_kind})
+            "nn/attention", types=types, constants={**plan.constants(), "MASK": mask_kind})
     return found
 
 
@@ -232,7 +244,7 @@ def attention(q: Tensor, k: Tensor, v: Tensor, *, mask: Any = None, causal: bool
     plan = plan_for(d, device, lq, b * h)
     kernel = _kernel(q.dtype, kind, plan)
     kernel.dispatch(
-        (math.ceil(lq / plan.BQ), b * h), q, k, v, mask_tensor, out,
+        (math.ceil(lq / (4 * plan.RG)), b * h), q, k, v, mask_tensor, out,
         lq=lq, lk=lk, heads=h, causal=int(bool(causal)), scale=float(scale) * _LOG2E,
         q_sb=q_strides[0], q_sh=q_strides[1], q_sl=q_strides[2],
         k_sb=k_strides[0], k_sh=k_strides[1], k_sl=k_strides[2],
