@@ -81,31 +81,32 @@ def load_folder(root: Path, *, dtype: np.dtype | None, prediction_type: str | No
 
 
 def _weight_refs(folder: Path, stem: str, variant: str | None) -> tuple[dict[str, TensorRef], str]:
-    """Tensor refs of one component folder, and the file to name in errors."""
+    """Tensor refs of one component folder, and the file to name in errors.
+
+    Like diffusers: `variant` files when present, else the default files; and since an fp16-only
+    download holds just the variant files, a folder with one variant and no default uses it.
+    """
     if not folder.is_dir():
         raise WeightsError(f"{folder}: component folder is missing")
-    single, sharded = f"{stem}.safetensors", f"{stem}.safetensors.index.json"
-    if variant is not None:
-        single = f"{stem}.{variant}.safetensors"
-        sharded = f"{stem}.safetensors.index.{variant}.json"
-    else:
-        # an fp16-only download has just the variant files: use them when there is one variant
-        names = [p.name for p in folder.iterdir()]
-        found = {m[1] for n in names
-                 if (m := re.fullmatch(re.escape(stem) + r"\.(?:safetensors\.index\.)?(\w+)"
-                                       r"\.(?:safetensors|json)", n))}
-        if single not in names and sharded not in names and len(found) == 1:
-            return _weight_refs(folder, stem, found.pop())
-    if (folder / single).is_file():
-        file = SafetensorsFile(folder / single)
-        return {key: TensorRef(file, key, file.shape(key)) for key in file.keys()}, str(file.path)
-    if (folder / sharded).is_file():
-        return _sharded_refs(folder / sharded), str(folder / sharded)
-    pickles = sorted(p for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    names = {p.name for p in folder.iterdir()}
+    found = {m[1] for n in names if (m := re.fullmatch(
+        re.escape(stem) + r"\.(?:safetensors\.index\.)?(\w+)\.(?:safetensors|json)", n))}
+    choices: list[str | None] = [variant] if variant is not None else []
+    choices += [None] + sorted(found)[:1] * (len(found) == 1)
+    for choice in choices:
+        infix = "" if choice is None else f".{choice}"
+        single, sharded = f"{stem}{infix}.safetensors", f"{stem}.safetensors.index{infix}.json"
+        if single in names:
+            file = SafetensorsFile(folder / single)
+            return {k: TensorRef(file, k, file.shape(k)) for k in file.keys()}, str(file.path)
+        if sharded in names:
+            return _sharded_refs(folder / sharded), str(folder / sharded)
+    pickles = sorted(folder / n for n in names if Path(n).suffix in PICKLE_SUFFIXES)
     if pickles:
         raise pickle_refused(pickles[0])
-    listing = ", ".join(sorted(p.name for p in folder.iterdir())) or "nothing"
-    raise WeightsError(f"{folder}: no weights: expected {single} or {sharded}; found {listing}")
+    listing = ", ".join(sorted(names)) or "nothing"
+    raise WeightsError(f"{folder}: no weights: expected {stem}.safetensors or "
+                       f"{stem}.safetensors.index.json; found {listing}")
 
 
 def _sharded_refs(index_path: Path) -> dict[str, TensorRef]:

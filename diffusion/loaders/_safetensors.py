@@ -106,7 +106,7 @@ class SafetensorsFile:
         try:
             with open(self.path, "rb") as file:
                 file.seek(self._data_start + begin)
-                got = file.readinto(out.reshape(-1).view(np.uint8))
+                got = file.readinto(out.reshape(-1).view(np.uint8).data)
         except OSError as error:
             raise WeightsError(f"{self.path}: cannot read tensor {key!r}: {error}") from error
         if got != end - begin:
@@ -122,9 +122,11 @@ class SafetensorsFile:
 
 
 def _parse(path: Path) -> tuple[dict[str, str], dict[str, _Entry], int]:
+    hint = ""
+
     def bad(why: str) -> WeightsError:
-        return WeightsError(f"{path}: not a valid safetensors file: {why}; the file is damaged or "
-                            "incomplete (re-download it) or is not a safetensors file")
+        return WeightsError(f"{path}: not a valid safetensors file: {why}{hint}; the file is "
+                            "damaged or incomplete (re-download it) or is not a safetensors file")
 
     try:
         with open(path, "rb") as file:
@@ -133,8 +135,10 @@ def _parse(path: Path) -> tuple[dict[str, str], dict[str, _Entry], int]:
             prefix = file.read(8)
             if len(prefix) < 8:
                 raise bad(f"{size} bytes, shorter than the 8-byte header length")
-            if prefix[:4] == b"PK\x03\x04" or prefix[:1] == b"\x80":
-                raise bad("it is a zip/pickle (PyTorch .ckpt) file with a .safetensors name")
+            # zip (torch.save) or pickle protocol 2-5 magic; a valid length may start alike, so
+            # this only explains a failure below
+            if prefix[:4] == b"PK\x03\x04" or (prefix[0] == 0x80 and 2 <= prefix[1] <= 5):
+                hint = " (it looks like a PyTorch zip/pickle checkpoint with a .safetensors name)"
             (length,) = struct.unpack("<Q", prefix)
             if length > min(_MAX_HEADER, size - 8):
                 raise bad(f"header length {length} runs past the end of the {size}-byte file")

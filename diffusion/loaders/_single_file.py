@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -42,7 +43,7 @@ def load_single_file(path: Path, *, dtype: np.dtype | None,
     # diffusers' test: SD2 when the UNet cross-attends to 1024-d OpenCLIP embeddings
     wide_context = any(name.endswith("attn2.to_k.weight") and ref.shape[-1] == 1024
                        for name, ref in unet.items())
-    family = "sd2" if open_clip or wide_context else "sd1"
+    family: Literal["sd1", "sd2"] = "sd2" if open_clip or wide_context else "sd1"
     inpainting = file.shape(UNET_PREFIX + "input_blocks.0.0.weight")[1] == 9
     prediction = detect_prediction_type(file, family=family, inpainting=inpainting,
                                         explicit=prediction_type)
@@ -70,15 +71,17 @@ def _check_layout(file: SafetensorsFile) -> None:
     if any(key.startswith("conditioner.embedders.") for key in keys):
         raise WeightsError(f"{file.path}: an SDXL checkpoint (conditioner.embedders.*); only "
                            "Stable Diffusion 1.x and 2.x are supported")
-    needed = {
-        "UNet": UNET_PREFIX + "input_blocks.0.0.weight",
-        "VAE": VAE_PREFIX + "decoder.conv_in.weight",
-        "text encoder": (OPEN_CLIP_PREFIX + "token_embedding.weight"
-                         if any(key.startswith(OPEN_CLIP_PREFIX) for key in keys)
-                         else CLIP_PREFIX + "text_model.embeddings.token_embedding.weight"),
+    open_clip = any(key.startswith(OPEN_CLIP_PREFIX) for key in keys)
+    needed = {  # component -> accepted keys (old SD1 files lack the "text_model." level)
+        "UNet": [UNET_PREFIX + "input_blocks.0.0.weight"],
+        "VAE": [VAE_PREFIX + "decoder.conv_in.weight"],
+        "text encoder": [OPEN_CLIP_PREFIX + "token_embedding.weight"] if open_clip else
+                        [CLIP_PREFIX + f"{level}embeddings.token_embedding.weight"
+                         for level in ("text_model.", "")],
     }
-    for component, key in needed.items():
-        if key not in file:
+    for component, accepted in needed.items():
+        if not any(key in file for key in accepted):
+            key = accepted[0]
             hint = ""
             if "conv_in.weight" in file or "embeddings.token_embedding.weight" in file:
                 hint = (" (this looks like one component of a diffusers folder: pass the "
