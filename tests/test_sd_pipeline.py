@@ -1,0 +1,171 @@
+"""End-to-end txt2img / img2img / inpaint against diffusers' pipelines (tiny models, offline).
+
+Both sides get the same random draws: diffusers' `randn_tensor` is replaced by one that
+returns, in call order, what our numpy Generator draws for the same seed — our pipeline
+draws in diffusers' order (image latents, noise, masked-image latents).
+
+Tolerance: images are compared as uint8. The GPU computes in float32 like torch CPU but in a
+different order, so pixels may land one level apart where a value sits on a rounding
+boundary; a mean absolute difference under 0.5 levels (and no pixel off by more than a few)
+allows that and nothing systematic.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+diffusers = pytest.importorskip("diffusers", reason="test-only reference (extra: reference)")
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+from sd_tiny import tiny_unet, write_pipeline  # noqa: E402
+
+import gpucore  # noqa: E402
+from diffusion import load_pipeline  # noqa: E402
+
+SIZE = 32  # tiny VAE: 2x downsampling, so 16x16 latents
+PROMPT, NEGATIVE = "a lighthouse at dusk, oil painting", "blurry"
+_RANDN_MODULES = (
+    "diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion",
+    "diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion_img2img",
+    "diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion_inpaint",
+    "diffusers.models.autoencoders.vae",
+)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_pipeline(tmp_path_factory.mktemp("tiny-sd"))
+
+
+@pytest.fixture(scope="module")
+def inpaint_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_pipeline(tmp_path_factory.mktemp("tiny-sd-inpaint"), unet=tiny_unet(
+        seed=5, in_channels=9))
+
+
+def _same_draws(monkeypatch: pytest.MonkeyPatch, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+
+    def randn_tensor(shape: Any, generator: Any = None, device: Any = None, dtype: Any = None,
+                     layout: Any = None) -> torch.Tensor:
+        return torch.from_numpy(rng.standard_normal(tuple(shape))).to(dtype or torch.float32)
+
+    import importlib
+
+    for name in _RANDN_MODULES:
+        monkeypatch.setattr(importlib.import_module(name), "randn_tensor", randn_tensor)
+
+
+def _reference(kind: str, folder: Path) -> Any:
+    cls = {"txt2img": diffusers.StableDiffusionPipeline,
+           "img2img": diffusers.StableDiffusionImg2ImgPipeline,
+           "inpaint": diffusers.StableDiffusionInpaintPipeline}[kind]
+    pipe = cls.from_pretrained(folder, safety_checker=None, requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _as_uint8(images: np.ndarray) -> np.ndarray:
+    return np.round(np.asarray(images) * 255).astype(np.uint8)
+
+
+def _assert_images_match(ours: list[np.ndarray], theirs: np.ndarray) -> None:
+    a = np.stack(ours).astype(np.int16)
+    b = _as_uint8(theirs).astype(np.int16)
+    assert a.shape == b.shape
+    diff = np.abs(a - b)
+    assert diff.mean() < 0.5 and diff.max() <= 4, (diff.mean(), diff.max())
+    assert a.std() > 5, "degenerate (flat) image: the comparison would prove nothing"
+
+
+def _picture(seed: int) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:SIZE, 0:SIZE]
+    base = np.stack([x * 8, y * 8, (x + y) * 4], axis=-1) % 256
+    return Image.fromarray((base + rng.integers(0, 40, base.shape)).clip(0, 255).astype(np.uint8))
+
+
+def _mask() -> Image.Image:
+    mask = np.zeros((SIZE, SIZE), np.uint8)
+    mask[8:24, 4:20] = 255
+    return Image.fromarray(mask)
+
+
+@pytest.mark.parametrize("sampler, scheduler", [("DDIM", "DDIMScheduler"),
+                                                ("DPM++ 2M Karras", None)])
+def test_txt2img_matches_diffusers(device: gpucore.Device, model_dir: Path,
+                                   monkeypatch: pytest.MonkeyPatch, sampler: str,
+                                   scheduler: str | None) -> None:
+    ours = load_pipeline(model_dir, device=device)
+    result = ours.txt2img(PROMPT, negative_prompt=NEGATIVE, steps=4, cfg_scale=7.5, seed=7,
+                          width=SIZE, height=SIZE, sampler=sampler, batch_size=2)
+    reference = _reference("txt2img", model_dir)
+    if scheduler is None:
+        reference.scheduler = diffusers.DPMSolverMultistepScheduler.from_config(
+            reference.scheduler.config, use_karras_sigmas=True)
+    _same_draws(monkeypatch, 7)
+    expected = reference(PROMPT, negative_prompt=NEGATIVE, num_inference_steps=4,
+                         guidance_scale=7.5, height=SIZE, width=SIZE, num_images_per_prompt=2,
+                         output_type="np").images
+    _assert_images_match(result.images, expected)
+    assert result.settings["seed"] == 7 and result.settings["sampler"] == sampler
+
+
+def test_same_seed_same_image(device: gpucore.Device, model_dir: Path) -> None:
+    pipe = load_pipeline(model_dir, device=device)
+    first = pipe.txt2img(PROMPT, steps=2, seed=3, width=SIZE, height=SIZE).images[0]
+    again = pipe.txt2img(PROMPT, steps=2, seed=3, width=SIZE, height=SIZE).images[0]
+    other = pipe.txt2img(PROMPT, steps=2, seed=4, width=SIZE, height=SIZE).images[0]
+    np.testing.assert_array_equal(first, again)
+    assert np.abs(first.astype(int) - other).mean() > 1
+
+
+def test_img2img_matches_diffusers(device: gpucore.Device, model_dir: Path,
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    ours = load_pipeline(model_dir, device=device)
+    image = _picture(1)
+    result = ours.img2img(image, PROMPT, strength=0.6, steps=5, cfg_scale=5.0, seed=11,
+                          width=SIZE, height=SIZE, sampler="DDIM")
+    _same_draws(monkeypatch, 11)
+    expected = _reference("img2img", model_dir)(
+        PROMPT, image=image, strength=0.6, num_inference_steps=5, guidance_scale=5.0,
+        output_type="np").images
+    _assert_images_match(result.images, expected)
+    assert result.settings["mode"] == "img2img" and result.settings["strength"] == 0.6
+
+
+@pytest.mark.parametrize("which", ["inpainting-unet", "ordinary-unet"])
+def test_inpaint_matches_diffusers(device: gpucore.Device, model_dir: Path, inpaint_dir: Path,
+                                   monkeypatch: pytest.MonkeyPatch, which: str) -> None:
+    folder = inpaint_dir if which == "inpainting-unet" else model_dir
+    ours = load_pipeline(folder, device=device)
+    assert ours.is_inpainting_model == (which == "inpainting-unet")
+    image, mask = _picture(2), _mask()
+    result = ours.inpaint(image, mask, PROMPT, steps=4, cfg_scale=6.0, seed=5, width=SIZE,
+                          height=SIZE, sampler="DDIM")
+    _same_draws(monkeypatch, 5)
+    expected = _reference("inpaint", folder)(
+        PROMPT, image=image, mask_image=mask, num_inference_steps=4, guidance_scale=6.0,
+        height=SIZE, width=SIZE, output_type="np").images
+    _assert_images_match(result.images, expected)
+
+
+def test_bad_requests_are_clear_errors(device: gpucore.Device, model_dir: Path,
+                                       inpaint_dir: Path) -> None:
+    pipe = load_pipeline(model_dir, device=device)
+    with pytest.raises(ValueError, match="multiple of 8"):
+        pipe.txt2img(PROMPT, width=30, height=SIZE)
+    with pytest.raises(ValueError, match="steps"):
+        pipe.txt2img(PROMPT, steps=0, width=SIZE, height=SIZE)
+    with pytest.raises(ValueError, match="unknown sampler"):
+        pipe.txt2img(PROMPT, sampler="Eulerish", width=SIZE, height=SIZE)
+    with pytest.raises(ValueError, match="strength"):
+        pipe.img2img(_picture(0), PROMPT, strength=1.5, width=SIZE, height=SIZE)
+    with pytest.raises(ValueError, match="leaves no step"):
+        pipe.img2img(_picture(0), PROMPT, strength=0.1, steps=2, width=SIZE, height=SIZE)
+    with pytest.raises(ValueError, match="inpainting model"):
+        load_pipeline(inpaint_dir, device=device).txt2img(PROMPT, width=SIZE, height=SIZE)
