@@ -63,8 +63,9 @@ def test_group_norm_without_affine(device: gpucore.Device) -> None:
 
 
 def test_group_norm_is_stable_under_a_large_mean(device: gpucore.Device) -> None:
-    # A one-pass E[x^2] - E[x]^2 in float32 loses every digit here; two-pass keeps them.
-    _check_group_norm(device, (1, 8, 64, 64), 2, offset=1000.0, scale=1.0)
+    # A one-pass E[x^2] - E[x]^2 in float32 loses every digit here, and a float32 mean
+    # near 1e4 is off by up to 5e-4; centered two-pass statistics keep them all.
+    _check_group_norm(device, (1, 8, 64, 64), 2, offset=1e4, scale=1.0)
 
 
 def test_group_norm_vae_size(device: gpucore.Device) -> None:
@@ -99,7 +100,7 @@ def test_layer_norm_matches_torch(device: gpucore.Device, shape) -> None:
 
 
 def test_layer_norm_without_affine_and_large_mean(device: gpucore.Device) -> None:
-    _check_layer_norm(device, (6, 300), affine=False, offset=1000.0)
+    _check_layer_norm(device, (6, 3000), affine=False, offset=1e4)
 
 
 @settings(max_examples=12, deadline=None)

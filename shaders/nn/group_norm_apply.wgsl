@@ -1,6 +1,7 @@
 // GroupNorm, pass 2: merge the group's chunk statistics (Chan et al. 1979 pairwise update:
-// n = na + nb, mean = ma + d*nb/n, M2 = M2a + M2b + d^2*na*nb/n) and normalize this
-// workgroup's chunk: y = (x - mean) / sqrt(var + eps) * gamma[c] + beta[c], then SiLU
+// n = na + nb, mean = ma + d*nb/n, M2 = M2a + M2b + d^2*na*nb/n; means are relative to the
+// group's first element x0) and normalize this workgroup's chunk:
+// y = ((x - x0) - mean) / sqrt(var + eps) * gamma[c] + beta[c], then SiLU
 // when fused (the UNet's GroupNorm -> SiLU pairs save a full read and write).
 alias T = f32;
 override WG: u32 = 256u;
@@ -59,12 +60,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         }
         workgroupBarrier();
     }
+    let shift = f32(x[group * params.group_size]);
     let mean = red_mean[0];
     let rstd = inverseSqrt(red_m2[0] / red_n[0] + params.eps);
     let begin = group * params.group_size + (c % params.chunks) * params.chunk;
     let end = min(begin + params.chunk, (group + 1u) * params.group_size);
     for (var i = begin + lid; i < end; i += WG) {
-        var y = (f32(x[i]) - mean) * rstd;
+        var y = ((f32(x[i]) - shift) - mean) * rstd;
         if (AFFINE) {
             let ch = (i / params.hw) % params.channels;
             y = fma(y, f32(gamma[ch]), f32(beta[ch]));

@@ -2,15 +2,16 @@
 // group_size elements in NCHW; it is cut into chunks of `chunk` elements, one per workgroup,
 // so even 32 groups of a 512x512 image spread over thousands of workgroups. Each chunk
 // gets (count, mean, M2) from two passes over its elements (the second hits cache), which
-// stays accurate where a one-pass sum of squares would cancel; group_norm_apply.wgsl merges
-// the chunks with Chan et al.'s pairwise update.
+// stays accurate where a one-pass sum of squares would cancel. Means are kept relative to the
+// group's first element x0 (partial mean = mean - x0), so a large common offset costs no
+// digits in float32. group_norm_apply.wgsl merges the chunks with Chan et al.'s update.
 alias T = f32;
 override WG: u32 = 256u;
 
 struct Params { group_size: u32, chunk: u32, chunks: u32, total_chunks: u32 }
 
 @group(0) @binding(0) var<storage, read> x: array<T>;
-@group(0) @binding(1) var<storage, read_write> partial: array<f32>;  // (count, mean, M2)
+@group(0) @binding(1) var<storage, read_write> partial: array<f32>;  // (count, mean - x0, M2)
 @group(0) @binding(2) var<uniform> params: Params;
 
 var<workgroup> red: array<f32, WG>;
@@ -39,21 +40,22 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let group = c / params.chunks;
     let begin = group * params.group_size + (c % params.chunks) * params.chunk;
     let end = min(begin + params.chunk, (group + 1u) * params.group_size);
+    let shift = f32(x[group * params.group_size]);
     var s = 0.0;
     for (var i = begin + lid; i < end; i += WG) {
-        s += f32(x[i]);
+        s += f32(x[i]) - shift;
     }
     let count = f32(end - begin);
-    let mean = workgroup_sum(s, lid) / count;
+    let delta = workgroup_sum(s, lid) / count;
     var q = 0.0;
     for (var i = begin + lid; i < end; i += WG) {
-        let d = f32(x[i]) - mean;
+        let d = (f32(x[i]) - shift) - delta;
         q = fma(d, d, q);
     }
     let m2 = workgroup_sum(q, lid);
     if (lid == 0u) {
         partial[3u * c] = count;
-        partial[3u * c + 1u] = mean;
+        partial[3u * c + 1u] = delta;
         partial[3u * c + 2u] = m2;
     }
 }

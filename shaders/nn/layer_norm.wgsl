@@ -1,6 +1,9 @@
 // LayerNorm over the last dimension: each row of `d` elements is handled by TPR
 // invocations (WG / TPR rows per workgroup). Mean first, then the centered sum of squares
 // in a second pass over the (cached) row, which avoids the cancellation of E[x^2] - E[x]^2.
+// Everything is taken relative to the row's first element x0 (mean = x0 + delta, centered
+// values (x - x0) - delta): a row around 1e4 would otherwise lose digits twice, in float32
+// sums of size 3e7 and in a mean whose own ulp is 1e-3.
 alias T = f32;
 override WG: u32 = 256u;
 override TPR: u32 = 64u;  // invocations per row, a power of two dividing WG
@@ -40,23 +43,25 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let base = row * params.d;
     let d = params.d;
     var s = 0.0;
+    var shift = 0.0;
     if (live) {
+        shift = f32(x[base]);
         for (var i = lane; i < d; i += TPR) {
-            s += f32(x[base + i]);
+            s += f32(x[base + i]) - shift;
         }
     }
-    let mean = row_sum(s, lid, lane) / f32(d);
+    let delta = row_sum(s, lid, lane) / f32(d);
     var q = 0.0;
     if (live) {
         for (var i = lane; i < d; i += TPR) {
-            let c = f32(x[base + i]) - mean;
+            let c = (f32(x[base + i]) - shift) - delta;
             q = fma(c, c, q);
         }
     }
     let rstd = inverseSqrt(row_sum(q, lid, lane) / f32(d) + params.eps);
     if (live) {
         for (var i = lane; i < d; i += TPR) {
-            var y = (f32(x[base + i]) - mean) * rstd;
+            var y = ((f32(x[base + i]) - shift) - delta) * rstd;
             if (AFFINE) {
                 y = fma(y, f32(gamma[i]), f32(beta[i]));
             }
