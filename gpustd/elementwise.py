@@ -52,12 +52,13 @@ def _binary(op: str, a: Any, b: Any) -> Tensor:
     operands = _ensure_tensor(operands, dtype, device)
     x, y = operands
     shape = broadcast_shapes(shape_of(x), shape_of(y))
+    compute = _compute_type(dtype)
+    bits = [0 if isinstance(v, Tensor) else scalar_bits(v, compute) for v in operands]
     out = Tensor.empty(shape, dtype, device=device)
     if out.size == 0:
         return out
     tensors = [v for v in operands if isinstance(v, Tensor)]
     dims, strides = plan(shape, [shape_of(x), shape_of(y)])
-    compute = _compute_type(dtype)
     kernel = cached_kernel(
         "elementwise/binary",
         {"T": wgsl_scalar(dtype), "C": compute},
@@ -65,7 +66,6 @@ def _binary(op: str, a: Any, b: Any) -> Tensor:
          "A_PARAM": not isinstance(x, Tensor), "B_PARAM": not isinstance(y, Tensor),
          "IS_FLOAT": dtype.kind == "f"},
     )
-    bits = [0 if isinstance(v, Tensor) else scalar_bits(v, compute) for v in operands]
     kernel.dispatch(
         kernel.groups_for(out.size),
         x if isinstance(x, Tensor) else tensors[0],  # a scalar's binding is a placeholder
@@ -131,13 +131,17 @@ def where(condition: Any, a: Any, b: Any) -> Tensor:
                          "with .to(device)")
     operands = _ensure_tensor(operands, dtype, device)
     cond = condition if on is not None else upload(condition, None, device)
+    if cond.dtype.kind not in "fiu":
+        raise TypeError(f"a {cond.dtype} condition is not supported; use a bool, float or "
+                        "integer condition")
     x, y = operands
     shape = broadcast_shapes(cond.shape, shape_of(x), shape_of(y))
+    compute = _compute_type(dtype)
+    bits = [0 if isinstance(v, Tensor) else scalar_bits(v, compute) for v in operands]
     out = Tensor.empty(shape, dtype, device=device)
     if out.size == 0:
         return out
     dims, strides = plan(shape, [shape_of(x), shape_of(y), cond.shape])
-    compute = _compute_type(dtype)
     kernel = cached_kernel(
         "elementwise/where",
         {"T": wgsl_scalar(dtype), "C": compute, "Cond": wgsl_scalar(cond.dtype)},
@@ -146,7 +150,6 @@ def where(condition: Any, a: Any, b: Any) -> Tensor:
     )
     # A scalar's binding is a placeholder: any buffer of the right type, never read.
     placeholder = next(v for v in operands if isinstance(v, Tensor))
-    bits = [0 if isinstance(v, Tensor) else scalar_bits(v, compute) for v in operands]
     kernel.dispatch(
         kernel.groups_for(out.size),
         cond,
