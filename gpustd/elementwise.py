@@ -62,7 +62,7 @@ def _binary(op: str, a: Any, b: Any) -> Tensor:
     kernel = cached_kernel(
         "elementwise/binary",
         {"T": wgsl_scalar(dtype), "C": compute},
-        {"OP": _OPS[op], "MODE": 0 if len(dims) == 1 else 1,
+        {"OP": _OPS[op], "RANK": len(dims),
          "A_PARAM": not isinstance(x, Tensor), "B_PARAM": not isinstance(y, Tensor),
          "IS_FLOAT": dtype.kind == "f"},
     )
@@ -145,7 +145,7 @@ def where(condition: Any, a: Any, b: Any) -> Tensor:
     kernel = cached_kernel(
         "elementwise/where",
         {"T": wgsl_scalar(dtype), "C": compute, "Cond": wgsl_scalar(cond.dtype)},
-        {"MODE": 0 if len(dims) == 1 else 1,
+        {"RANK": len(dims),
          "A_PARAM": not isinstance(x, Tensor), "B_PARAM": not isinstance(y, Tensor)},
     )
     # A scalar's binding is a placeholder: any buffer of the right type, never read.

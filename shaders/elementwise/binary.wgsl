@@ -1,13 +1,13 @@
 // out = a OP b with numpy broadcasting. The host collapses the broadcast into at most six
 // dimensions (innermost first: d0..d5) with one element stride per operand (0 where that
-// operand is broadcast). A rank-1 plan (same shape, or one side of one element) takes the
-// MODE 0 path, which skips the per-dimension divisions. A Python scalar operand arrives as
-// the bits of a C value in params (A_PARAM / B_PARAM); its buffer binding is then a
-// placeholder that is never read.
+// operand is broadcast); the pipeline is specialized on that RANK, so a rank-1 plan (same
+// shapes, or one side of one element) does no divisions at all. A Python scalar operand
+// arrives as the bits of a C value in params (A_PARAM / B_PARAM); its buffer binding is
+// then a placeholder that is never read.
 alias T = f32;  // storage element type
 alias C = f32;  // compute type: f32 for f16 storage (pow, division), else T
 override OP: u32 = 0u;  // 0 add, 1 subtract, 2 multiply, 3 divide, 4 power, 5 maximum, 6 minimum
-override MODE: u32 = 0u;  // 0: offset = i * stride, 1: general strided
+override RANK: u32 = 1u;  // dimensions of the collapsed plan, 1 to 6
 override A_PARAM: bool = false;
 override B_PARAM: bool = false;
 override IS_FLOAT: bool = true;
@@ -26,19 +26,32 @@ struct Params {
 @group(0) @binding(3) var<uniform> params: Params;
 
 fn offsets(i: u32) -> vec2<u32> {
-    if (MODE == 0u) {
-        return i * vec2<u32>(params.a0, params.b0);
-    }
-    // The outermost dimension d5 needs no modulo, so its extent is not passed.
+    // Specialized by RANK: the steps past it fold away when the pipeline is built.
     var r = i;
-    var o = (r % params.d0) * vec2<u32>(params.a0, params.b0);
+    var o = vec2<u32>(0u);
+    if (RANK <= 1u) {
+        return o + r * vec2<u32>(params.a0, params.b0);
+    }
+    o += (r % params.d0) * vec2<u32>(params.a0, params.b0);
     r /= params.d0;
+    if (RANK <= 2u) {
+        return o + r * vec2<u32>(params.a1, params.b1);
+    }
     o += (r % params.d1) * vec2<u32>(params.a1, params.b1);
     r /= params.d1;
+    if (RANK <= 3u) {
+        return o + r * vec2<u32>(params.a2, params.b2);
+    }
     o += (r % params.d2) * vec2<u32>(params.a2, params.b2);
     r /= params.d2;
+    if (RANK <= 4u) {
+        return o + r * vec2<u32>(params.a3, params.b3);
+    }
     o += (r % params.d3) * vec2<u32>(params.a3, params.b3);
     r /= params.d3;
+    if (RANK <= 5u) {
+        return o + r * vec2<u32>(params.a4, params.b4);
+    }
     o += (r % params.d4) * vec2<u32>(params.a4, params.b4);
     r /= params.d4;
     return o + r * vec2<u32>(params.a5, params.b5);

@@ -3,7 +3,7 @@
 alias T = f32;  // storage element type of a, b and out
 alias C = f32;  // type a scalar operand's bits are stored as (f32 for f16 storage)
 alias Cond = u32;  // condition element type: nonzero is true
-override MODE: u32 = 0u;  // 0: offset = i * stride, 1: general strided
+override RANK: u32 = 1u;  // dimensions of the collapsed plan, 1 to 6
 override A_PARAM: bool = false;
 override B_PARAM: bool = false;
 override WG: u32 = 256u;
@@ -23,18 +23,32 @@ struct Params {
 @group(0) @binding(4) var<uniform> params: Params;
 
 fn offsets(i: u32) -> vec3<u32> {
-    if (MODE == 0u) {
-        return i * vec3<u32>(params.c0, params.a0, params.b0);
-    }
+    // Specialized by RANK: the steps past it fold away when the pipeline is built.
     var r = i;
-    var o = (r % params.d0) * vec3<u32>(params.c0, params.a0, params.b0);
+    var o = vec3<u32>(0u);
+    if (RANK <= 1u) {
+        return o + r * vec3<u32>(params.c0, params.a0, params.b0);
+    }
+    o += (r % params.d0) * vec3<u32>(params.c0, params.a0, params.b0);
     r /= params.d0;
+    if (RANK <= 2u) {
+        return o + r * vec3<u32>(params.c1, params.a1, params.b1);
+    }
     o += (r % params.d1) * vec3<u32>(params.c1, params.a1, params.b1);
     r /= params.d1;
+    if (RANK <= 3u) {
+        return o + r * vec3<u32>(params.c2, params.a2, params.b2);
+    }
     o += (r % params.d2) * vec3<u32>(params.c2, params.a2, params.b2);
     r /= params.d2;
+    if (RANK <= 4u) {
+        return o + r * vec3<u32>(params.c3, params.a3, params.b3);
+    }
     o += (r % params.d3) * vec3<u32>(params.c3, params.a3, params.b3);
     r /= params.d3;
+    if (RANK <= 5u) {
+        return o + r * vec3<u32>(params.c4, params.a4, params.b4);
+    }
     o += (r % params.d4) * vec3<u32>(params.c4, params.a4, params.b4);
     r /= params.d4;
     return o + r * vec3<u32>(params.c5, params.a5, params.b5);
