@@ -110,16 +110,9 @@ def scratch(device: Device, slot: str, length: int, dtype: Any = np.complex64) -
     return found
 
 
-def _twiddles(device: Device, n: int) -> tuple[Buffer[Any], int]:
-    """exp(2 pi i k / n) as a low table (2^bits points) and a high one (n >> bits points)."""
-    bits = ((n.bit_length() - 1) + 1) // 2
-
-    def build() -> np.ndarray:
-        low = np.arange(1 << bits, dtype=np.float64)
-        high = np.arange(n >> bits, dtype=np.float64) * (1 << bits)
-        return np.exp(2j * np.pi * np.concatenate([low, high]) / n)
-
-    return table(device, ("twiddle", n), build), bits
+def _roots(device: Device) -> Buffer[Any]:
+    """exp(2 pi i h / 64), h < 64, in float64 then float32: stockham.wgsl's twiddle base."""
+    return table(device, "roots64", lambda: np.exp(2j * np.pi * np.arange(64) / 64))
 
 
 def _pow2_divisor(x: int) -> int:
@@ -135,22 +128,22 @@ def _power_of_two(src: Any, dst: Any, batch: int, n: int, stride: int, sign: flo
     device = dst.device
     tile = tile_for(device)
     lengths = pass_lengths(n, tile)
-    tw, bits = _twiddles(device, n)
+    roots = _roots(device)
     spare = scratch(device, "passes", batch * n * stride) if len(lengths) > 1 else None
-    ns, current = 1, src
     k = kernel("fft/stockham", TILE=tile, WG=tile // POINTS_PER_INVOCATION)
+    ns, current = 1, src
     for i, length in enumerate(lengths):
         last = i == len(lengths) - 1
         target = dst if (len(lengths) - 1 - i) % 2 == 0 else spare
         per_group = tile // length
         columns = batch * (n // length) * stride
         k.dispatch(
-            -(-columns // per_group), current, tw, target,
+            -(-columns // per_group), current, roots, target,
             n=n, log_l=_log2(length), log_b=_log2(per_group), log_m=_log2(n // length),
-            ns=ns, stride=stride, columns=columns,
-            s_read=min(per_group, _pow2_divisor((n // length) * stride)),
-            s_write=min(per_group, _pow2_divisor(ns * stride)),
-            tw_bits=bits, sign=sign, scale=scale if last else 1.0,
+            log_ns=_log2(ns), stride=stride, columns=columns,
+            log_read=_log2(min(per_group, _pow2_divisor((n // length) * stride))),
+            log_write=_log2(min(per_group, _pow2_divisor(ns * stride))),
+            sign=sign, scale=scale if last else 1.0,
         )
         ns *= length
         current = target
