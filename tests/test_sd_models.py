@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 
 pytest.importorskip("diffusers", reason="diffusers is a test-only reference (extra: reference)")
-import torch  # noqa: E402
-from sd_tiny import state_dict, tiny_text_encoder, tiny_unet, tiny_vae  # noqa: E402
-from support import assert_close  # noqa: E402
+import torch
+from sd_tiny import state_dict, tiny_text_encoder, tiny_unet, tiny_vae
+from support import assert_close
 
-import gpucore  # noqa: E402
-import gpustd  # noqa: E402
-from diffusion.models import AutoencoderKL, CLIPTextModel, UNet2DConditionModel  # noqa: E402
+import gpucore
+import gpustd
+from diffusion.models import AutoencoderKL, CLIPTextModel, UNet2DConditionModel
 
 TOL = 1e-3  # f32 end to end through dozens of layers; typically ~1e-6
 

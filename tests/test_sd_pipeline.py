@@ -169,3 +169,29 @@ def test_bad_requests_are_clear_errors(device: gpucore.Device, model_dir: Path,
         pipe.img2img(_picture(0), PROMPT, strength=0.1, steps=2, width=SIZE, height=SIZE)
     with pytest.raises(ValueError, match="inpainting model"):
         load_pipeline(inpaint_dir, device=device).txt2img(PROMPT, width=SIZE, height=SIZE)
+
+
+def test_cli_writes_png_with_infotext(model_dir: Path, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from diffusion.infotext import parse_infotext, read_infotext
+
+    if not gpucore.devices():
+        pytest.skip("no GPU adapter present")
+    out = tmp_path / "outputs"
+    cmd = [sys.executable, "-m", "diffusion", "txt2img", "--model", str(model_dir), "--prompt",
+           PROMPT, "--negative-prompt", NEGATIVE, "--steps", "2", "--seed", "42", "--width",
+           str(SIZE), "--height", str(SIZE), "--sampler", "euler a", "--out", str(out)]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr
+    written = [Path(line) for line in result.stdout.split()]
+    assert len(written) == 1 and written[0].exists() and written[0].parent == out
+    with Image.open(written[0]) as png:
+        assert png.size == (SIZE, SIZE)
+    settings = parse_infotext(read_infotext(written[0]))
+    assert settings["prompt"] == PROMPT and settings["negative_prompt"] == NEGATIVE
+    assert settings["seed"] == 42 and settings["steps"] == 2 and settings["sampler"] == "Euler a"
+    bad = subprocess.run([*cmd[:-2], "--width", "33"], capture_output=True, text=True,
+                         timeout=120, check=False)
+    assert bad.returncode == 2 and "multiple of 8" in bad.stderr and "Traceback" not in bad.stderr
