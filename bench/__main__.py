@@ -12,7 +12,7 @@ import sys
 
 from . import _harness
 
-BENCHMARKS = ("vector_add", "gemm", "fft", "nn")
+BENCHMARKS = ("vector_add", "gemm", "fft", "nn", "unet")
 
 
 def main(argv: list[str] | None = None) -> int:

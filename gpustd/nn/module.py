@@ -85,15 +85,17 @@ class Module:
         entries = {key: (owner, attr, t) for key, owner, attr, t in _walk(self, "")}
         missing = [k for k in entries if k not in state]
         unexpected = [k for k in state if k not in entries]
-        arrays: dict[str, np.ndarray] = {}
+        # A lazy mapping (the model loaders') tells shapes without reading data: check every
+        # shape first, then read and upload one tensor at a time, so host memory holds one
+        # tensor, never the whole model.
+        shape_of = getattr(state, "shape", None)
         mismatched = []
         for key, (_owner, _attr, tensor) in entries.items():
             if key not in state:
                 continue
-            array = np.asarray(state[key])
-            arrays[key] = array
-            if array.shape != tensor.shape:
-                mismatched.append(f"{key}: expected {tensor.shape}, got {array.shape}")
+            shape = tuple(shape_of(key)) if callable(shape_of) else np.shape(state[key])
+            if shape != tensor.shape:
+                mismatched.append(f"{key}: expected {tensor.shape}, got {shape}")
         problems = []
         if strict and missing:
             problems.append(f"missing keys ({len(missing)}): {', '.join(missing)}")
@@ -106,10 +108,11 @@ class Module:
         if problems:
             raise StateDictError(f"{type(self).__name__}.load_state_dict: "
                                  + " | ".join(problems))
-        for key, array in arrays.items():
-            owner, attr, tensor = entries[key]
+        for key, (owner, attr, tensor) in entries.items():
+            if key not in state:
+                continue
             want = target if target is not None and tensor.dtype.kind == "f" else tensor.dtype
-            data = np.ascontiguousarray(array, dtype=want)
+            data = np.ascontiguousarray(state[key], dtype=want)
             if want == tensor.dtype:
                 if data.size:
                     tensor.buffer.write(data)
