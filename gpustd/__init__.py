@@ -1,5 +1,26 @@
-"""gpustd: numpy-like arrays and operations built from WGSL shaders on gpucore."""
+"""gpustd: numpy-like arrays and operations built from WGSL shaders on gpucore.
 
+Top level: Tensor, array creation, elementwise math, reductions, shape functions, BLAS-1
+and matmul, convolve/correlate — numpy's names and semantics. Submodules: `linalg`, `fft`,
+`signal`, `image`, `nn` (the neural-network operators and layers).
+"""
+
+from . import fft, image, linalg, nn, signal
 from ._tensor import Tensor, asarray, empty, zeros
+from .elementwise import add, divide, maximum, minimum, multiply, power, subtract, where
+from .linalg import dot, matmul
+from .reduction import argmax, argmin, logsumexp, max, mean, min, std, sum, var
+from .scan import cumsum
+from .shape import concatenate, permute, split, take_slice, transpose
+from .signal import convolve, correlate
+from .softmax import log_softmax, softmax
+from .unary import abs, clip, exp, gelu, log, negative, rsqrt, sigmoid, silu, sqrt, tanh
 
-__all__ = ["Tensor", "asarray", "empty", "zeros"]
+__all__ = [
+    "Tensor", "abs", "add", "argmax", "argmin", "asarray", "clip", "concatenate", "convolve",
+    "correlate", "cumsum", "divide", "dot", "empty", "exp", "fft", "gelu", "image", "linalg",
+    "log", "log_softmax", "logsumexp", "matmul", "max", "maximum", "mean", "min", "minimum",
+    "multiply", "negative", "nn", "permute", "power", "rsqrt", "sigmoid", "signal", "silu",
+    "softmax", "split", "sqrt", "std", "subtract", "sum", "take_slice", "tanh", "transpose",
+    "var", "where", "zeros",
+]
