@@ -208,15 +208,16 @@ class Device:
         """Record one compute dispatch into the current batch (no submit)."""
         with self._lock:
             entries = list(buffers)
+            offsets: list[int] = []
             if params is not None:
-                offset = self._param_slot(params)
-                entries.append((self._params, offset, len(params)))
+                offsets.append(self._param_slot(params))
+                entries.append((self._params, 0, len(params)))
             group = self.bind_group(layout, tuple(entries))
             encoder = self._encoder_for_recording()
             timestamps = self._profile.next_pass(label) if self._profile else None
             compute = encoder.begin_compute_pass(label=label, timestamp_writes=timestamps)
             compute.set_pipeline(pipeline)
-            compute.set_bind_group(0, group)
+            compute.set_bind_group(0, group, offsets)
             compute.dispatch_workgroups(*workgroups)
             compute.end()
             self._pending += 1

@@ -135,8 +135,11 @@ class Kernel:
             entries.append({"binding": i, "visibility": wgpu.ShaderStage.COMPUTE,
                             "buffer": {"type": kind}})
         if self.signature.params is not None:
+            # A dynamic offset selects this dispatch's slot of the device's params arena, so
+            # the bind group itself does not change from dispatch to dispatch and is reused.
             entries.append({"binding": len(entries), "visibility": wgpu.ShaderStage.COMPUTE,
-                            "buffer": {"type": wgpu.BufferBindingType.uniform}})
+                            "buffer": {"type": wgpu.BufferBindingType.uniform,
+                                       "has_dynamic_offset": True}})
         layout = dev.create_bind_group_layout(entries=entries)
         try:
             pipeline = dev.create_compute_pipeline(
