@@ -14,11 +14,12 @@ from hypothesis import strategies as st
 
 import gpucore
 from gpustd import Tensor
-from gpustd.nn.attention import attention, plan_for
+from gpustd.nn.attention import attention
 from tests.support import assert_close, random_array
 
 # gpustd.nn re-exports the function under the module's name.
 attention_module = importlib.import_module("gpustd.nn.attention")
+plans = importlib.import_module("gpustd.nn._attention_plan")
 F32_TOL = 2e-5  # float32 storage, float32 accumulation over up to ~150 keys
 
 
@@ -165,31 +166,37 @@ def test_no_score_matrix_allocated(device, monkeypatch):
 
 def test_plans_fit_every_head_dim():
     # Every D up to 512 gets a plan within 32 KiB (lavapipe) and 48 KiB (H100) that keeps
-    # the shader's invariants, for small and large grids alike.
-    class Limits:
-        def __init__(self, budget):
-            self.limits = {"max-compute-workgroup-storage-size": budget,
-                           "max-compute-invocations-per-workgroup": 256}
-
-    for budget in (32768, 49152):
+    # the shader's invariants (Plan checks them on construction), for small and large grids,
+    # with and without subgroups.
+    for budget, subgroup in ((32768, 0), (49152, 32)):
         for d in range(1, 513):
             for rows, heads in ((77, 1), (16384, 16)):
-                p = plan_for(d, Limits(budget), rows, heads)
-                assert p.workgroup_bytes() <= budget
-                assert 4 * p.NV * p.NDG >= d and 1 <= p.NV <= 8 and p.NDG <= p.CS
-                assert p.RG * p.CS <= 256 and (4 * p.CS) % p.KB == 0
+                found = plans.candidates(d, budget, 256, subgroup)
+                best = min(found, key=lambda p: plans.cost(p, rows, heads))
+                assert best.workgroup_bytes() <= budget and best.RG * best.CS <= 256
+                assert not best.subgroups or best.CS <= subgroup
 
 
-@pytest.mark.parametrize("d,plan", [(40, (4, 3, 5, 2, 40, 12)), (24, (8, 3, 2, 3, 7, 4)),
-                                    (64, (2, 16, 1, 16, 21, 8))])
-def test_other_tile_plans(device, d, plan, monkeypatch):
-    # Shapes the cost model may pick elsewhere: fewer invocations than rows (the strided
-    # statistics loops), head-dim chunks not dividing D, v staged in several key blocks.
-    p = attention_module.Plan(d, *plan)
+@pytest.mark.parametrize("d,plan,subgroups", [
+    (40, (4, 3, 5, 2, 40, 12), False),  # fewer invocations than rows, v in 1 block
+    (24, (8, 3, 2, 3, 8, 4), False),  # q/k chunks of 8 dims (3), v in 3 blocks of 4 keys
+    (64, (2, 16, 1, 16, 20, 8), False),  # chunks not dividing D, idle output invocations
+    (80, (4, 4, 5, 4, 80, 8), True),  # subgroup reductions over 4 lanes
+    (33, (8, 2, 5, 2, 12, 4), True),
+])
+def test_other_tile_plans(device, d, plan, subgroups, monkeypatch):
+    # Shapes the cost model may pick on other devices, including the subgroup reductions
+    # (lavapipe's subgroups have 8 lanes, so 2 and 4 fit; OpenGL has none).
+    if subgroups and not device.has_subgroups:
+        pytest.skip(f"{device.backend} adapter {device.name!r} has no subgroups")
+    p = plans.Plan(d, *plan, subgroups=subgroups)
     monkeypatch.setattr(attention_module, "plan_for", lambda *args: p)
     rng = np.random.default_rng(d)
     q, k, v = qkv(rng, 1, 2, 45, 37, d)
-    assert_close(run(device, q, k, v, causal=False), reference(q, k, v), tol=F32_TOL)
+    mask = random_array(rng, (45, 37), np.float32)
+    assert_close(run(device, q, k, v, mask=mask), reference(q, k, v, mask=mask), tol=F32_TOL)
+    assert_close(run(device, q[:, :, :37], k, v, causal=True),
+                 reference(q[:, :, :37], k, v, causal=True), tol=F32_TOL)
 
 
 def test_kernels_are_cached(device):

@@ -8,131 +8,33 @@ v and the output (plus the mask, when one is given).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
-from gpucore import FeatureError, Kernel
+from gpucore import FeatureError, Kernel, shader_source
 
 from .._tensor import Tensor
+from ._attention_plan import Plan, plan_for
 
 __all__ = ["attention"]
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float16))
 _LOG2E = 1.4426950408889634
 _kernels: dict[tuple, Kernel] = {}
-_plans: dict[tuple[int, ...], Plan] = {}
 _dummies: dict[int, Tensor] = {}
-
-
-@dataclass(frozen=True)
-class Plan:
-    """Tile shape of one kernel specialization (the shader's override constants)."""
-
-    # Field names are the shader's override names.
-    D: int  # head dim
-    RG: int  # query rows / 4 per workgroup (BQ = 4 RG)
-    CS: int  # keys / 4 per tile (BK = 4 CS); the workgroup has RG * CS invocations
-    NV: int  # output dim vec4s per invocation
-    NDG: int  # output dim groups (NV * NDG * 4 >= D)
-    DCH: int  # head dims per staged chunk of q and k
-    KB: int  # keys of v staged at a time
-
-    def __post_init__(self) -> None:
-        if not (4 * self.NV * self.NDG >= self.D and 1 <= self.NV <= 8 and self.NDG <= self.CS
-                and (4 * self.CS) % self.KB == 0 and min(asdict(self).values()) >= 1):
-            raise ValueError(f"attention: inconsistent tile plan {self}")
-
-    def kv_len(self) -> int:
-        return max((self.DCH | 1) * self.CS, self.KB * self.NV * self.NDG)
-
-    def constants(self) -> dict[str, int]:
-        return {**asdict(self), "KV_LEN": self.kv_len()}
-
-    def workgroup_bytes(self) -> int:
-        vec4s = (self.DCH | 1) * self.RG + self.kv_len() + 4 * self.CS * self.RG
-        return 16 * vec4s + 4 * 4 * self.RG * (self.CS + 2)
-
-
-def _candidates(d: int, budget: int, max_invocations: int) -> list[Plan]:
-    """Tile plans for head dim `d` that the shader's invariants and the workgroup memory
-    allow: for each register tile, the largest chunks of q/k dims and of v keys that fit."""
-    d4 = math.ceil(d / 4)
-    found = []
-    for nv in range(1, 9):
-        ndg = math.ceil(d4 / nv)
-        if math.ceil(d4 / ndg) != nv:
-            continue  # a whole vec4 of padding: a smaller nv gives the same tile
-        for rg in (32, 16, 8, 4):
-            for cs in sorted({ndg, 8, 16, 32}):
-                if cs < ndg or rg * cs > min(256, max_invocations):
-                    continue
-                plan = _fit(d, rg, cs, nv, ndg, budget)
-                if plan is not None:
-                    found.append(plan)
-    return found
-
-
-def _fit(d: int, rg: int, cs: int, nv: int, ndg: int, budget: int) -> Plan | None:
-    """The plan with the fewest q/k chunks, then the most v keys per block, that fits."""
-    bk = 4 * cs
-    for nch in range(1, d + 1):
-        dchp = math.ceil(d / nch) | 1
-        room = budget // 16 - dchp * rg - 4 * cs * rg - rg * (cs + 2) // 4 - 1
-        blocks = [x for x in range(1, bk + 1) if bk % x == 0 and x * nv * ndg <= room]
-        if dchp * cs <= room and blocks:
-            plan = Plan(d, rg, cs, nv, ndg, math.ceil(d / nch), max(blocks))
-            return plan if plan.workgroup_bytes() <= budget else None
-    return None
-
-
-def _cost(plan: Plan, rows: int, batch_heads: int) -> float:
-    """Modelled time (arbitrary units) for `batch_heads` heads of `rows` queries per key.
-
-    Per (query, key) pair: an FMA per padded head dim in each phase; workgroup-memory vec4
-    loads (weighted 4: they issue far slower than FMAs) of 1 per 8 FMAs for scores and
-    (1 + NV) per 16 NV for the output; output-phase invocations left idle (half cost);
-    each tile's barriers, softmax statistics and global loads spread over its BQ*BK
-    pairs. Grids below ~2 workgroups per SM of a large GPU leave SMs idle, so time scales
-    with 1 / min(workgroups, 264)."""
-    bq, bk, wg = 4 * plan.RG, 4 * plan.CS, plan.RG * plan.CS
-    nch = math.ceil(plan.D / plan.DCH)
-    dims_s, dims_o = nch * plan.DCH, 4 * plan.NV * plan.NDG
-    scores = dims_s * (1 + 4 / 8)
-    output = dims_o * (1 + 4 * (1 + plan.NV) / (16 * plan.NV))
-    output *= 1 + 0.5 * (wg / (plan.RG * plan.NDG) - 1)
-    per_tile = (2 * nch + 2 + 2 * bk / plan.KB) * 40 + 3 * plan.CS
-    per_tile += 2 * (bk * (dims_s + dims_o) + (nch > 1) * bq * dims_s) / wg
-    per_pair = scores + output + 8 + wg * per_tile / (bq * bk)
-    per_pair *= (1 + 16 / wg) * (1.15 if plan.NV > 4 else 1.0)
-    groups = math.ceil(rows / bq) * batch_heads
-    return per_pair * groups * bq / min(groups, 264)
-
-
-def plan_for(d: int, device: Any, rows: int = 4096, batch_heads: int = 1) -> Plan:
-    """The tile plan (cached) for head dim `d`, `rows` queries per head and `batch_heads`
-    heads on `device`: the cheapest under `_cost` that fits its workgroup memory."""
-    budget = device.limits["max-compute-workgroup-storage-size"]
-    invocations = device.limits["max-compute-invocations-per-workgroup"]
-    key = (d, budget, invocations, rows, batch_heads)
-    if key not in _plans:
-        found = _candidates(d, budget, invocations)
-        if not found:
-            raise ValueError(f"attention: head dim {d} needs more workgroup memory than this "
-                             f"device's {budget} bytes")
-        _plans[key] = min(found, key=lambda p: _cost(p, rows, batch_heads))
-    return _plans[key]
 
 
 def _kernel(dtype: np.dtype, mask_kind: int, plan: Plan) -> Kernel:
     key = (dtype, mask_kind, plan)
     found = _kernels.get(key)
     if found is None:
+        reduce = "subgroup" if plan.subgroups else "shared"
+        source = shader_source("nn/attention") + shader_source(f"nn/attention_reduce_{reduce}")
         types = {"T": "f16" if dtype == np.float16 else "f32",
                  "M": "u32" if mask_kind == 2 else "f32"}
-        found = _kernels[key] = Kernel.load(
-            "nn/attention", types=types, constants={**plan.constants(), "MASK": mask_kind})
+        found = _kernels[key] = Kernel(source, name="nn/attention.wgsl", types=types,
+                                       constants={**plan.constants(), "MASK": mask_kind})
     return found
 
 

@@ -10,6 +10,8 @@
 // reading p^T and v (KB keys of v at a time). Register tiles are named variables, never
 // indexed arrays: GPU compilers spill dynamically indexed arrays to memory.
 // Softmax runs in base 2: exp(x) = exp2(x * log2(e)), log2(e) folded into `scale`.
+// The host appends reduce_max/reduce_sum (row reductions across the CS invocations sharing
+// rows) from attention_reduce_subgroup.wgsl or, without subgroups, _shared.wgsl.
 alias T = f32;
 alias M = f32; // mask element: f32 additive, or u32 boolean (nonzero = keep)
 
@@ -18,8 +20,8 @@ override RG: u32 = 16u;
 override CS: u32 = 16u;
 override NV: u32 = 1u; // 1..8
 override NDG: u32 = 16u; // NV * NDG * 4 >= D, RG * NDG <= RG * CS
-override DCH: u32 = 32u;
-override KB: u32 = 32u; // divides BK
+override DCH: u32 = 32u; // a multiple of 4
+override KB: u32 = 32u; // a multiple of 4 dividing BK
 override KV_LEN: u32 = 528u; // max(DCHP * CS, KB * NV * NDG), from the host
 override MASK: u32 = 0u; // 0 none, 1 additive, 2 boolean
 
@@ -32,7 +34,6 @@ override DV4: u32 = NV * NDG;
 override DCHP: u32 = DCH | 1u;
 override QT_LEN: u32 = DCHP * RG;
 override PT_LEN: u32 = BK * RG;
-override RED_LEN: u32 = BQ * CS;
 
 const LOG2E: f32 = 1.4426950408889634;
 const M_START: f32 = -3.0e38; // finite, so exp2(M_START - M_START) is 1, not NaN
@@ -56,9 +57,7 @@ struct Params {
 var<workgroup> qt: array<vec4<f32>, QT_LEN>; // [row group][dim]: 4 query rows per vec4
 var<workgroup> kv: array<vec4<f32>, KV_LEN>; // k [key group][dim], then v [key][dim vec4]
 var<workgroup> pt: array<vec4<f32>, PT_LEN>; // p^T [key][row group]
-var<workgroup> red: array<f32, RED_LEN>; // per-invocation row partials
-var<workgroup> row_max: array<f32, BQ>;
-var<workgroup> row_scale: array<f32, BQ>; // exp2(m_old - m_new), then 1 / l at the end
+var<workgroup> row_scale: array<vec4<f32>, RG>; // exp2(m_old - m_new), then 1 / l
 
 struct Rows { r0: vec4<f32>, r1: vec4<f32>, r2: vec4<f32>, r3: vec4<f32> }
 
@@ -71,66 +70,97 @@ fn rows_scale(a: Rows, s: vec4<f32>) -> Rows {
     return Rows(a.r0 * s.x, a.r1 * s.y, a.r2 * s.z, a.r3 * s.w);
 }
 
-fn hmax(x: vec4<f32>) -> f32 { return max(max(x.x, x.y), max(x.z, x.w)); }
-fn hsum(x: vec4<f32>) -> f32 { return (x.x + x.y) + (x.z + x.w); }
+struct Acc { a0: Rows, a1: Rows, a2: Rows, a3: Rows, a4: Rows, a5: Rows, a6: Rows, a7: Rows }
 
-// Column `dim` of 4 consecutive rows from `row0` (zero past Lq or D).
-fn q_col(base: u32, row0: u32, dim: u32) -> vec4<f32> {
-    var r = vec4<f32>(0.0);
-    for (var u = 0u; u < 4u; u++) {
-        if (row0 + u < params.lq && dim < D) {
-            r[u] = f32(q[base + (row0 + u) * params.q_sl + dim]);
-        }
-    }
+// acc += p (4 rows) x v[x + j*NDG] for the NV dim vec4s j.
+fn acc_step(acc: Acc, p: vec4<f32>, x: u32) -> Acc {
+    var r = acc;
+    r.a0 = rows_fma(r.a0, p, kv[x]);
+    if (NV > 1u) { r.a1 = rows_fma(r.a1, p, kv[x + NDG]); }
+    if (NV > 2u) { r.a2 = rows_fma(r.a2, p, kv[x + 2u * NDG]); }
+    if (NV > 3u) { r.a3 = rows_fma(r.a3, p, kv[x + 3u * NDG]); }
+    if (NV > 4u) { r.a4 = rows_fma(r.a4, p, kv[x + 4u * NDG]); }
+    if (NV > 5u) { r.a5 = rows_fma(r.a5, p, kv[x + 5u * NDG]); }
+    if (NV > 6u) { r.a6 = rows_fma(r.a6, p, kv[x + 6u * NDG]); }
+    if (NV > 7u) { r.a7 = rows_fma(r.a7, p, kv[x + 7u * NDG]); }
     return r;
 }
 
+fn acc_scale(a: Acc, s: vec4<f32>) -> Acc {
+    return Acc(rows_scale(a.a0, s), rows_scale(a.a1, s), rows_scale(a.a2, s),
+               rows_scale(a.a3, s), rows_scale(a.a4, s), rows_scale(a.a5, s),
+               rows_scale(a.a6, s), rows_scale(a.a7, s));
+}
+
+fn hmax(x: vec4<f32>) -> f32 { return max(max(x.x, x.y), max(x.z, x.w)); }
+fn hsum(x: vec4<f32>) -> f32 { return (x.x + x.y) + (x.z + x.w); }
+
+// Global reads and writes one element at a time, guarded; vec4 components are never
+// indexed dynamically (that too would put the vector in memory).
+fn q_at(base: u32, row: u32, dim: u32) -> f32 {
+    if (row < params.lq && dim < D) { return f32(q[base + row * params.q_sl + dim]); }
+    return 0.0;
+}
+
+fn k_at(base: u32, key: u32, dim: u32) -> f32 {
+    if (key < params.lk && dim < D) { return f32(k[base + key * params.k_sl + dim]); }
+    return 0.0;
+}
+
+fn v_at(base: u32, key: u32, dim: u32) -> f32 {
+    if (key < params.lk && dim < D) { return f32(v[base + key * params.v_sl + dim]); }
+    return 0.0;
+}
+
+// Column `dim` of 4 consecutive rows from `row0` (zero past Lq or D).
+fn q_col(base: u32, row0: u32, dim: u32) -> vec4<f32> {
+    return vec4(q_at(base, row0, dim), q_at(base, row0 + 1u, dim),
+                q_at(base, row0 + 2u, dim), q_at(base, row0 + 3u, dim));
+}
+
 fn k_col(base: u32, key0: u32, dim: u32) -> vec4<f32> {
-    var r = vec4<f32>(0.0);
-    for (var u = 0u; u < 4u; u++) {
-        if (key0 + u < params.lk && dim < D) {
-            r[u] = f32(k[base + (key0 + u) * params.k_sl + dim]);
-        }
-    }
-    return r;
+    return vec4(k_at(base, key0, dim), k_at(base, key0 + 1u, dim),
+                k_at(base, key0 + 2u, dim), k_at(base, key0 + 3u, dim));
 }
 
 // Dims dim..dim+3 of one v row.
 fn v_row(base: u32, key: u32, dim: u32) -> vec4<f32> {
-    var r = vec4<f32>(0.0);
-    if (key < params.lk) {
-        for (var u = 0u; u < 4u; u++) {
-            if (dim + u < D) { r[u] = f32(v[base + key * params.v_sl + dim + u]); }
+    return vec4(v_at(base, key, dim), v_at(base, key, dim + 1u),
+                v_at(base, key, dim + 2u), v_at(base, key, dim + 3u));
+}
+
+// One scaled, masked score (-inf where masked out or past Lk).
+fn adjust1(x: f32, b: u32, h: u32, row: u32, key: u32) -> f32 {
+    let neg_inf = -bitcast<f32>(0x7f800000u);
+    if (key >= params.lk || (params.causal != 0u && key > row)) { return neg_inf; }
+    var r = x * params.scale;
+    if (MASK != 0u && row < params.lq) {
+        let m = mask[b * params.m_sb + h * params.m_sh + row * params.m_sq + key * params.m_sk];
+        if (MASK == 2u) {
+            r = select(neg_inf, r, f32(m) != 0.0);
+        } else {
+            r += f32(m) * LOG2E;
         }
     }
     return r;
 }
 
-// Scaled, masked scores of one row for keys key0..key0+3 (-inf where masked or past Lk).
 fn adjust(x: vec4<f32>, b: u32, h: u32, row: u32, key0: u32) -> vec4<f32> {
-    var r = x * params.scale;
-    for (var u = 0u; u < 4u; u++) {
-        let key = key0 + u;
-        if (MASK != 0u && row < params.lq && key < params.lk) {
-            let m = mask[b * params.m_sb + h * params.m_sh + row * params.m_sq + key * params.m_sk];
-            if (MASK == 2u) {
-                if (f32(m) == 0.0) { r[u] = -bitcast<f32>(0x7f800000u); }
-            } else {
-                r[u] += f32(m) * LOG2E;
-            }
-        }
-        if (key >= params.lk || (params.causal != 0u && key > row)) {
-            r[u] = -bitcast<f32>(0x7f800000u);
-        }
-    }
-    return r;
+    return vec4(adjust1(x.x, b, h, row, key0), adjust1(x.y, b, h, row, key0 + 1u),
+                adjust1(x.z, b, h, row, key0 + 2u), adjust1(x.w, b, h, row, key0 + 3u));
+}
+
+fn store1(at: u32, dim: u32, y: f32) {
+    if (dim < D) { out[at + dim] = T(y); }
 }
 
 fn store(base: u32, row: u32, dv: u32, y: vec4<f32>) {
     if (row < params.lq && dv < DV4) {
-        for (var u = 0u; u < 4u; u++) {
-            if (dv * 4u + u < D) { out[base + row * params.o_sl + dv * 4u + u] = T(y[u]); }
-        }
+        let at = base + row * params.o_sl;
+        store1(at, dv * 4u, y.x);
+        store1(at, dv * 4u + 1u, y.y);
+        store1(at, dv * 4u + 2u, y.z);
+        store1(at, dv * 4u + 3u, y.w);
     }
 }
 
@@ -141,8 +171,15 @@ fn store_rows(base: u32, row0: u32, dv: u32, a: Rows, inv: vec4<f32>) {
     store(base, row0 + 3u, dv, a.r3 * inv.w);
 }
 
-fn row_vec(x: u32) -> vec4<f32> {
-    return vec4(row_scale[x], row_scale[x + 1u], row_scale[x + 2u], row_scale[x + 3u]);
+fn acc_store(base: u32, row0: u32, dg: u32, a: Acc, inv: vec4<f32>) {
+    store_rows(base, row0, dg, a.a0, inv);
+    if (NV > 1u) { store_rows(base, row0, dg + NDG, a.a1, inv); }
+    if (NV > 2u) { store_rows(base, row0, dg + 2u * NDG, a.a2, inv); }
+    if (NV > 3u) { store_rows(base, row0, dg + 3u * NDG, a.a3, inv); }
+    if (NV > 4u) { store_rows(base, row0, dg + 4u * NDG, a.a4, inv); }
+    if (NV > 5u) { store_rows(base, row0, dg + 5u * NDG, a.a5, inv); }
+    if (NV > 6u) { store_rows(base, row0, dg + 6u * NDG, a.a6, inv); }
+    if (NV > 7u) { store_rows(base, row0, dg + 7u * NDG, a.a7, inv); }
 }
 
 @compute @workgroup_size(WG)
@@ -161,10 +198,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let owns_output = rg < RG; // output-phase invocations: RG * NDG of the WG
 
     let zero = Rows(vec4(0.0), vec4(0.0), vec4(0.0), vec4(0.0));
-    var a0 = zero; var a1 = zero; var a2 = zero; var a3 = zero;
-    var a4 = zero; var a5 = zero; var a6 = zero; var a7 = zero;
-    var lsum = vec4<f32>(0.0);
-    for (var r = t; r < BQ; r += WG) { row_max[r] = M_START; }
+    var acc = Acc(zero, zero, zero, zero, zero, zero, zero, zero);
+    var m_run = vec4<f32>(M_START); // running max of rows 4rs..4rs+3 (same in all CS lanes)
+    var lsum = vec4<f32>(0.0); // this invocation's share of their running sums
 
     // Causal rows never see keys past the last row of this tile.
     var key_end = params.lk;
@@ -173,8 +209,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     for (var tile = 0u; tile < tiles; tile++) {
         let k0 = tile * BK;
         // 1. scores: 4x4 outer products over the head dims, DCH dims per chunk
-        var s0 = vec4<f32>(0.0); var s1 = vec4<f32>(0.0);
-        var s2 = vec4<f32>(0.0); var s3 = vec4<f32>(0.0);
+        var sc = zero;
         for (var c = 0u; c < NCH; c++) {
             let d0 = c * DCH;
             workgroupBarrier();
@@ -189,55 +224,33 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
                 kv[g * DCHP + e % DCH] = k_col(k_base, k0 + g * 4u, d0 + e % DCH);
             }
             workgroupBarrier();
-            for (var d = 0u; d < DCH; d++) {
-                let x = qt[rs * DCHP + d];
-                let y = kv[cs * DCHP + d];
-                s0 = fma(vec4(x.x), y, s0);
-                s1 = fma(vec4(x.y), y, s1);
-                s2 = fma(vec4(x.z), y, s2);
-                s3 = fma(vec4(x.w), y, s3);
+            for (var d = 0u; d < DCH; d += 4u) {
+                let x = rs * DCHP + d;
+                let y = cs * DCHP + d;
+                sc = rows_fma(sc, qt[x], kv[y]);
+                sc = rows_fma(sc, qt[x + 1u], kv[y + 1u]);
+                sc = rows_fma(sc, qt[x + 2u], kv[y + 2u]);
+                sc = rows_fma(sc, qt[x + 3u], kv[y + 3u]);
             }
         }
-        // 2. scale and mask; row maxima across the CS invocations sharing the rows
+        // 2. online softmax: scale, mask, new row maxima, probabilities
         let row0 = q0 + 4u * rs;
         let key0 = k0 + 4u * cs;
-        s0 = adjust(s0, b, h, row0, key0);
-        s1 = adjust(s1, b, h, row0 + 1u, key0);
-        s2 = adjust(s2, b, h, row0 + 2u, key0);
-        s3 = adjust(s3, b, h, row0 + 3u, key0);
-        red[(4u * rs) * CS + cs] = hmax(s0);
-        red[(4u * rs + 1u) * CS + cs] = hmax(s1);
-        red[(4u * rs + 2u) * CS + cs] = hmax(s2);
-        red[(4u * rs + 3u) * CS + cs] = hmax(s3);
-        workgroupBarrier();
-        for (var r = t; r < BQ; r += WG) {
-            let m_old = row_max[r];
-            var m = m_old;
-            for (var i = 0u; i < CS; i++) { m = max(m, red[r * CS + i]); }
-            row_max[r] = m;
-            row_scale[r] = exp2(m_old - m);
-        }
-        workgroupBarrier();
-        // 3. probabilities, stored transposed for the output phase; partial row sums
-        let m = vec4(row_max[4u * rs], row_max[4u * rs + 1u], row_max[4u * rs + 2u],
-                     row_max[4u * rs + 3u]);
-        s0 = exp2(s0 - m.x);
-        s1 = exp2(s1 - m.y);
-        s2 = exp2(s2 - m.z);
-        s3 = exp2(s3 - m.w);
-        lsum = lsum * row_vec(4u * rs) + vec4(hsum(s0), hsum(s1), hsum(s2), hsum(s3));
-        pt[(4u * cs) * RG + rs] = vec4(s0.x, s1.x, s2.x, s3.x);
-        pt[(4u * cs + 1u) * RG + rs] = vec4(s0.y, s1.y, s2.y, s3.y);
-        pt[(4u * cs + 2u) * RG + rs] = vec4(s0.z, s1.z, s2.z, s3.z);
-        pt[(4u * cs + 3u) * RG + rs] = vec4(s0.w, s1.w, s2.w, s3.w);
-        if (owns_output) {
-            let alpha = row_vec(4u * rg);
-            a0 = rows_scale(a0, alpha); a1 = rows_scale(a1, alpha);
-            a2 = rows_scale(a2, alpha); a3 = rows_scale(a3, alpha);
-            a4 = rows_scale(a4, alpha); a5 = rows_scale(a5, alpha);
-            a6 = rows_scale(a6, alpha); a7 = rows_scale(a7, alpha);
-        }
-        // 4. acc += p v, KB keys of v at a time
+        sc = Rows(adjust(sc.r0, b, h, row0, key0), adjust(sc.r1, b, h, row0 + 1u, key0),
+                  adjust(sc.r2, b, h, row0 + 2u, key0), adjust(sc.r3, b, h, row0 + 3u, key0));
+        let m_tile = reduce_max(vec4(hmax(sc.r0), hmax(sc.r1), hmax(sc.r2), hmax(sc.r3)), rs, cs);
+        let m_new = max(m_run, m_tile);
+        let alpha = exp2(m_run - m_new);
+        m_run = m_new;
+        sc = Rows(exp2(sc.r0 - m_new.x), exp2(sc.r1 - m_new.y), exp2(sc.r2 - m_new.z),
+                  exp2(sc.r3 - m_new.w));
+        lsum = lsum * alpha + vec4(hsum(sc.r0), hsum(sc.r1), hsum(sc.r2), hsum(sc.r3));
+        if (cs == 0u) { row_scale[rs] = alpha; }
+        pt[(4u * cs) * RG + rs] = vec4(sc.r0.x, sc.r1.x, sc.r2.x, sc.r3.x);
+        pt[(4u * cs + 1u) * RG + rs] = vec4(sc.r0.y, sc.r1.y, sc.r2.y, sc.r3.y);
+        pt[(4u * cs + 2u) * RG + rs] = vec4(sc.r0.z, sc.r1.z, sc.r2.z, sc.r3.z);
+        pt[(4u * cs + 3u) * RG + rs] = vec4(sc.r0.w, sc.r1.w, sc.r2.w, sc.r3.w);
+        // 3. acc = acc * alpha + p v, KB keys of v at a time
         for (var kb = 0u; kb < BK; kb += KB) {
             workgroupBarrier();
             for (var e = t; e < KB * DV4; e += WG) {
@@ -245,44 +258,22 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
             }
             workgroupBarrier();
             if (owns_output) {
-                for (var r = 0u; r < KB; r++) {
-                    let p = pt[(kb + r) * RG + rg];
+                if (kb == 0u) { acc = acc_scale(acc, row_scale[rg]); }
+                for (var r = 0u; r < KB; r += 4u) {
                     let x = r * DV4 + dg;
-                    a0 = rows_fma(a0, p, kv[x]);
-                    if (NV > 1u) { a1 = rows_fma(a1, p, kv[x + NDG]); }
-                    if (NV > 2u) { a2 = rows_fma(a2, p, kv[x + 2u * NDG]); }
-                    if (NV > 3u) { a3 = rows_fma(a3, p, kv[x + 3u * NDG]); }
-                    if (NV > 4u) { a4 = rows_fma(a4, p, kv[x + 4u * NDG]); }
-                    if (NV > 5u) { a5 = rows_fma(a5, p, kv[x + 5u * NDG]); }
-                    if (NV > 6u) { a6 = rows_fma(a6, p, kv[x + 6u * NDG]); }
-                    if (NV > 7u) { a7 = rows_fma(a7, p, kv[x + 7u * NDG]); }
+                    acc = acc_step(acc, pt[(kb + r) * RG + rg], x);
+                    acc = acc_step(acc, pt[(kb + r + 1u) * RG + rg], x + DV4);
+                    acc = acc_step(acc, pt[(kb + r + 2u) * RG + rg], x + 2u * DV4);
+                    acc = acc_step(acc, pt[(kb + r + 3u) * RG + rg], x + 3u * DV4);
                 }
             }
         }
     }
 
-    // 5. out = acc / l (0 for rows whose keys were all masked, as torch does)
-    red[(4u * rs) * CS + cs] = lsum.x;
-    red[(4u * rs + 1u) * CS + cs] = lsum.y;
-    red[(4u * rs + 2u) * CS + cs] = lsum.z;
-    red[(4u * rs + 3u) * CS + cs] = lsum.w;
+    // 4. out = acc / l (0 for rows whose keys were all masked, as torch does)
+    let l = reduce_sum(lsum, rs, cs);
+    workgroupBarrier(); // the last tile's readers of row_scale are done
+    if (cs == 0u) { row_scale[rs] = select(vec4(0.0), 1.0 / l, l > vec4(0.0)); }
     workgroupBarrier();
-    for (var r = t; r < BQ; r += WG) {
-        var l = 0.0;
-        for (var i = 0u; i < CS; i++) { l += red[r * CS + i]; }
-        row_scale[r] = select(0.0, 1.0 / l, l > 0.0);
-    }
-    workgroupBarrier();
-    if (owns_output) {
-        let inv = row_vec(4u * rg);
-        let row0 = q0 + 4u * rg;
-        store_rows(o_base, row0, dg, a0, inv);
-        if (NV > 1u) { store_rows(o_base, row0, dg + NDG, a1, inv); }
-        if (NV > 2u) { store_rows(o_base, row0, dg + 2u * NDG, a2, inv); }
-        if (NV > 3u) { store_rows(o_base, row0, dg + 3u * NDG, a3, inv); }
-        if (NV > 4u) { store_rows(o_base, row0, dg + 4u * NDG, a4, inv); }
-        if (NV > 5u) { store_rows(o_base, row0, dg + 5u * NDG, a5, inv); }
-        if (NV > 6u) { store_rows(o_base, row0, dg + 6u * NDG, a6, inv); }
-        if (NV > 7u) { store_rows(o_base, row0, dg + 7u * NDG, a7, inv); }
-    }
+    if (owns_output) { acc_store(o_base, q0 + 4u * rg, dg, acc, row_scale[rg]); }
 }

@@ -1,0 +1,129 @@
+"""Tile plans for gpustd.nn.attention: which specialization of shaders/nn/attention.wgsl
+runs a given head dim on a given device, chosen by a small cost model."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+__all__ = ["Plan", "candidates", "cost", "plan_for", "subgroup_size"]
+
+_plans: dict[tuple[Any, ...], Plan] = {}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Tile shape of one kernel specialization: the shader's override constants (the field
+    names) and whether row reductions use subgroup shuffles."""
+
+    D: int  # head dim
+    RG: int  # query rows / 4 per workgroup (BQ = 4 RG)
+    CS: int  # keys / 4 per tile (BK = 4 CS); the workgroup has RG * CS invocations
+    NV: int  # output dim vec4s per invocation
+    NDG: int  # output dim groups (NV * NDG * 4 >= D)
+    DCH: int  # head dims per staged chunk of q and k (a multiple of 4)
+    KB: int  # keys of v staged at a time (a multiple of 4 dividing BK)
+    subgroups: bool = field(default=False)
+
+    def __post_init__(self) -> None:
+        sizes = [self.D, self.RG, self.CS, self.NV, self.NDG, self.DCH, self.KB]
+        if not (4 * self.NV * self.NDG >= self.D and 1 <= self.NV <= 8 and self.NDG <= self.CS
+                and (4 * self.CS) % self.KB == 0 and self.KB % 4 == 0 and self.DCH % 4 == 0
+                and min(sizes) >= 1 and (not self.subgroups or self.CS & (self.CS - 1) == 0)):
+            raise ValueError(f"attention: inconsistent tile plan {self}")
+
+    def kv_len(self) -> int:
+        return max((self.DCH | 1) * self.CS, self.KB * self.NV * self.NDG)
+
+    def constants(self) -> dict[str, int]:
+        values = {k: v for k, v in asdict(self).items() if k != "subgroups"}
+        return {**values, "KV_LEN": self.kv_len()}
+
+    def workgroup_bytes(self) -> int:
+        vec4s = (self.DCH | 1) * self.RG + self.kv_len() + 4 * self.CS * self.RG + self.RG
+        return 16 * (vec4s + (0 if self.subgroups else self.CS * self.RG))
+
+
+def subgroup_size(device: Any) -> int:
+    """The smallest subgroup the device may use (0 without subgroup support)."""
+    if not getattr(device, "has_subgroups", False):
+        return 0
+    info = device.info.adapter.info
+    # wgpu-py 0.32 spells the key "stackgroup_min_size"; 4 is WebGPU's floor.
+    return int(info.get("subgroup_min_size", info.get("stackgroup_min_size", 4)))
+
+
+def candidates(d: int, budget: int, max_invocations: int, subgroup: int = 0) -> list[Plan]:
+    """Tile plans for head dim `d` that the shader's invariants and the workgroup memory
+    allow: for each register tile, the largest chunks of q/k dims and of v keys that fit.
+    Row reductions use subgroups where CS is a power of two <= `subgroup`."""
+    d4 = math.ceil(d / 4)
+    found = []
+    for nv in range(1, 9):
+        ndg = math.ceil(d4 / nv)
+        if math.ceil(d4 / ndg) != nv:
+            continue  # a whole vec4 of padding: a smaller nv gives the same tile
+        for rg in (32, 16, 8, 4):
+            for cs in sorted({ndg, 8, 16, 32}):
+                if cs < ndg or rg * cs > min(256, max_invocations):
+                    continue
+                shuffles = cs & (cs - 1) == 0 and cs <= subgroup
+                plan = _fit(d, rg, cs, nv, ndg, budget, shuffles)
+                if plan is not None:
+                    found.append(plan)
+    return found
+
+
+def _fit(d: int, rg: int, cs: int, nv: int, ndg: int, budget: int,
+         shuffles: bool) -> Plan | None:
+    """The plan with the fewest q/k chunks, then the most v keys per block, that fits."""
+    bk = 4 * cs
+    fixed = 4 * cs * rg + rg + (0 if shuffles else cs * rg)
+    for nch in range(1, math.ceil(d / 4) + 1):
+        dch = 4 * math.ceil(d / nch / 4)
+        room = budget // 16 - (dch | 1) * rg - fixed
+        blocks = [x for x in range(4, bk + 1, 4) if bk % x == 0 and x * nv * ndg <= room]
+        if (dch | 1) * cs <= room and blocks:
+            return Plan(d, rg, cs, nv, ndg, dch, max(blocks), shuffles)
+    return None
+
+
+def cost(plan: Plan, rows: int, batch_heads: int) -> float:
+    """Modelled time (arbitrary units) for `batch_heads` heads of `rows` queries per key.
+
+    Per (query, key) pair: an FMA per padded head dim in each phase; workgroup-memory vec4
+    loads (weighted 4: they issue far slower than FMAs) of 1 per 8 FMAs for scores and
+    (1 + NV) per 16 NV for the output; output-phase invocations left idle (half cost);
+    each tile's barriers and global loads spread over its BQ*BK pairs; small workgroups
+    hide latency poorly. Grids below ~2 workgroups per SM of a large GPU leave SMs idle,
+    so time scales with 1 / min(workgroups, 264)."""
+    bq, bk, wg = 4 * plan.RG, 4 * plan.CS, plan.RG * plan.CS
+    nch = math.ceil(plan.D / plan.DCH)
+    dims_s, dims_o = nch * plan.DCH, 4 * plan.NV * plan.NDG
+    scores = dims_s * (1 + 4 / 8)
+    output = dims_o * (1 + 4 * (1 + plan.NV) / (16 * plan.NV))
+    output *= 1 + 0.5 * (wg / (plan.RG * plan.NDG) - 1)
+    barriers = 2 * nch + 2 * bk / plan.KB + (0 if plan.subgroups else 2)
+    per_tile = barriers * 40 + (0 if plan.subgroups else 4 * plan.CS)
+    per_tile += 2 * (bk * (dims_s + dims_o) + (nch > 1) * bq * dims_s) / wg
+    per_pair = scores + output + 8 + wg * per_tile / (bq * bk)
+    per_pair *= (1 + 64 / wg) * (1.15 if plan.NV > 4 else 1.0)
+    groups = math.ceil(rows / bq) * batch_heads
+    return per_pair * groups * bq / min(groups, 264)
+
+
+def plan_for(d: int, device: Any, rows: int = 4096, batch_heads: int = 1) -> Plan:
+    """The tile plan (cached) for head dim `d`, `rows` queries per head and `batch_heads`
+    heads on `device`: the cheapest under `cost` that fits its workgroup memory."""
+    budget = device.limits["max-compute-workgroup-storage-size"]
+    invocations = device.limits["max-compute-invocations-per-workgroup"]
+    subgroup = subgroup_size(device)
+    key = (d, budget, invocations, subgroup, rows, batch_heads)
+    if key not in _plans:
+        found = candidates(d, budget, invocations, subgroup)
+        if not found:
+            raise ValueError(f"attention: head dim {d} needs more workgroup memory than this "
+                             f"device's {budget} bytes")
+        _plans[key] = min(found, key=lambda p: cost(p, rows, batch_heads))
+    return _plans[key]
