@@ -53,8 +53,9 @@ class Tensor:
                    read_only: bool = False) -> Tensor:
         """Copy a numpy array (or anything np.asarray takes) to the GPU.
 
-        float64 becomes float32, complex128 complex64 and int64 int32 unless `dtype` says otherwise — GPUs have
-        neither — so `Tensor.from_numpy(np.random.rand(3))` does what one means.
+        float64 becomes float32, complex128 complex64 and int64 int32 unless `dtype` says
+        otherwise (GPUs rarely have the wide types), so `Tensor.from_numpy(np.random.rand(3))`
+        does what one means. 0-d arrays stay 0-d.
         """
         array = np.asarray(array)
         if dtype is None:
@@ -62,7 +63,7 @@ class Tensor:
                      np.dtype(np.complex128): np.complex64,
                      np.dtype(np.bool_): np.uint32}.get(array.dtype, array.dtype)
         dtype = as_dtype(dtype)
-        data = np.ascontiguousarray(array, dtype=dtype)
+        data = np.asarray(array, dtype=dtype, order="C")  # ascontiguousarray makes 0-d 1-d
         buffer = Buffer(data.size, dtype, device=device, read_only=read_only)
         if data.size:
             buffer.write(data)
