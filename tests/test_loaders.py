@@ -23,6 +23,7 @@ torch = pytest.importorskip("torch")
 diffusers = pytest.importorskip("diffusers")
 transformers = pytest.importorskip("transformers")
 safetensors_torch = pytest.importorskip("safetensors.torch")
+import sd_tiny  # noqa: E402
 from diffusers.loaders import single_file_utils as sfu  # noqa: E402
 
 from diffusion.loaders import (  # noqa: E402
@@ -32,15 +33,12 @@ from diffusion.loaders import (  # noqa: E402
     load_pipeline_weights,
 )
 
-UNET_TINY = dict(block_out_channels=(32, 64), layers_per_block=2, cross_attention_dim=32,
-                 attention_head_dim=(2, 4), sample_size=32, in_channels=4, out_channels=4,
-                 down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-                 up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"))
-VAE_TINY = dict(block_out_channels=[32, 64], latent_channels=4,
-                down_block_types=["DownEncoderBlock2D"] * 2,
-                up_block_types=["UpDecoderBlock2D"] * 2)
-CLIP_TINY = dict(vocab_size=49408, hidden_size=32, num_hidden_layers=5, num_attention_heads=4,
-                 intermediate_size=37, max_position_embeddings=77)
+# The shapes of diffusers' dummy components, shared with the model tests.
+UNET_TINY = {**sd_tiny.UNET_TINY, "sample_size": 32}
+VAE_TINY = sd_tiny.VAE_TINY
+CLIP_TINY = {k: sd_tiny.CLIP_TINY[k] for k in (
+    "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+    "intermediate_size", "max_position_embeddings")}
 MODEL_INDEX = {"_class_name": "StableDiffusionPipeline",
                "unet": ["diffusers", "UNet2DConditionModel"], "vae": ["diffusers", "AutoencoderKL"],
                "text_encoder": ["transformers", "CLIPTextModel"],

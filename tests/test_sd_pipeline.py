@@ -195,3 +195,21 @@ def test_cli_writes_png_with_infotext(model_dir: Path, tmp_path: Path) -> None:
     bad = subprocess.run([*cmd[:-2], "--width", "33"], capture_output=True, text=True,
                          timeout=120, check=False)
     assert bad.returncode == 2 and "multiple of 8" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_single_file_checkpoint_generates_like_the_folder(device: gpucore.Device,
+                                                          tmp_path: Path) -> None:
+    from sd_tiny import tiny_text_encoder, tiny_vae
+    from test_loaders import write_ldm
+
+    # A single file stores no head counts: the loader infers SD1's (8 UNet heads; 64-wide
+    # text-encoder heads, so 1 at this width). Tiny models with those heads load identically.
+    unet, vae = tiny_unet(seed=8, attention_head_dim=8), tiny_vae(seed=9)
+    text = tiny_text_encoder(seed=10, num_attention_heads=1)
+    folder = write_pipeline(tmp_path / "folder", unet=unet, vae=vae, text_encoder=text)
+    single = tmp_path / "tiny-sd1.safetensors"
+    write_ldm(single, unet, vae, text)
+    settings = dict(steps=2, seed=21, width=SIZE, height=SIZE, sampler="Euler")
+    from_folder = load_pipeline(folder, device=device).txt2img(PROMPT, **settings).images[0]
+    from_file = load_pipeline(single, device=device).txt2img(PROMPT, **settings).images[0]
+    np.testing.assert_array_equal(from_file, from_folder)
