@@ -9,6 +9,7 @@ from typing import Any
 
 __all__ = ["Plan", "candidates", "cost", "plan_for", "subgroup_size"]
 
+_NVIDIA = 0x10DE
 _plans: dict[tuple[Any, ...], Plan] = {}
 
 
@@ -50,6 +51,8 @@ def subgroup_size(device: Any) -> int:
     if not getattr(device, "has_subgroups", False):
         return 0
     info = device.info.adapter.info
+    if info.get("vendor_id") == _NVIDIA:
+        return 32  # fixed on every NVIDIA GPU, though wgpu reports WebGPU's floor of 4
     # wgpu-py 0.32 spells the key "stackgroup_min_size"; 4 is WebGPU's floor.
     return int(info.get("subgroup_min_size", info.get("stackgroup_min_size", 4)))
 
@@ -95,9 +98,11 @@ def cost(plan: Plan, rows: int, batch_heads: int) -> float:
     Per (query, key) pair: an FMA per padded head dim in each phase; workgroup-memory vec4
     loads (weighted 4: they issue far slower than FMAs) of 1 per 8 FMAs for scores and
     (1 + NV) per 16 NV for the output; output-phase invocations left idle (half cost);
-    each tile's barriers and global loads spread over its BQ*BK pairs; small workgroups
-    hide latency poorly. Grids below ~2 workgroups per SM of a large GPU leave SMs idle,
-    so time scales with 1 / min(workgroups, 264)."""
+    each tile's barriers and global loads spread over its BQ*BK pairs. Measured on an
+    H200 (Vulkan): workgroups under 256 invocations hide latency poorly, and a CS that is
+    not a power of two runs ~1.6x slower (its divisions and bank patterns). Grids below
+    about one workgroup per SM of a large GPU leave SMs idle, so time scales with
+    1 / min(workgroups, 100)."""
     bq, bk, wg = 4 * plan.RG, 4 * plan.CS, plan.RG * plan.CS
     nch = math.ceil(plan.D / plan.DCH)
     dims_s, dims_o = nch * plan.DCH, 4 * plan.NV * plan.NDG
@@ -108,9 +113,11 @@ def cost(plan: Plan, rows: int, batch_heads: int) -> float:
     per_tile = barriers * 40 + (0 if plan.subgroups else 4 * plan.CS)
     per_tile += 2 * (bk * (dims_s + dims_o) + (nch > 1) * bq * dims_s) / wg
     per_pair = scores + output + 8 + wg * per_tile / (bq * bk)
-    per_pair *= (1 + 64 / wg) * (1.15 if plan.NV > 4 else 1.0)
+    per_pair *= (1 + 64 / wg) * (256 / wg) ** 0.5 * (1.15 if plan.NV > 4 else 1.0)
+    if plan.CS & (plan.CS - 1):
+        per_pair *= 1.6
     groups = math.ceil(rows / bq) * batch_heads
-    return per_pair * groups * bq / min(groups, 264)
+    return per_pair * groups * bq / min(groups, 100)
 
 
 def plan_for(d: int, device: Any, rows: int = 4096, batch_heads: int = 1) -> Plan:
