@@ -99,8 +99,9 @@ def cost(plan: Plan, rows: int, batch_heads: int) -> float:
     loads (weighted 4: they issue far slower than FMAs) of 1 per 8 FMAs for scores and
     (1 + NV) per 16 NV for the output; output-phase invocations left idle (half cost);
     each tile's barriers and global loads spread over its BQ*BK pairs. Measured on an
-    H200 (Vulkan): workgroups under 256 invocations hide latency poorly, and a CS that is
-    not a power of two runs ~1.6x slower (its divisions and bank patterns). Grids below
+    H200 (Vulkan): workgroups under 256 invocations hide latency poorly, and a CS (NDG)
+    that is not a power of two runs ~1.6x (~1.2x) slower; one such plan, (RG, CS, NV, NDG)
+    = (32, 8, 2, 5) with subgroups, ran 4x slower than its neighbours. Grids below
     about one workgroup per SM of a large GPU leave SMs idle, so time scales with
     1 / min(workgroups, 100)."""
     bq, bk, wg = 4 * plan.RG, 4 * plan.CS, plan.RG * plan.CS
@@ -116,6 +117,8 @@ def cost(plan: Plan, rows: int, batch_heads: int) -> float:
     per_pair *= (1 + 64 / wg) * (256 / wg) ** 0.5 * (1.15 if plan.NV > 4 else 1.0)
     if plan.CS & (plan.CS - 1):
         per_pair *= 1.6
+    if plan.NDG & (plan.NDG - 1):
+        per_pair *= 1.2
     groups = math.ceil(rows / bq) * batch_heads
     return per_pair * groups * bq / min(groups, 100)
 
