@@ -27,21 +27,30 @@ class Tile:
     tm: int
     tn: int
 
+    def __post_init__(self) -> None:
+        # What gemm.wgsl can express: 4 or 8 outputs per invocation each way, k steps of 4,
+        # and at most 4 prefetched vec4 chunks of each tile per invocation.
+        if self.tm not in (4, 8) or self.tn not in (4, 8) or self.bk % 4:
+            raise ValueError(f"unsupported GEMM tile {self}")
+        if max(self.bm, self.bn) * self.bk > 16 * self.invocations:
+            raise ValueError(f"GEMM tile {self} needs more than 4 prefetch chunks per invocation")
+
     @property
     def invocations(self) -> int:
         return (self.bm // self.tm) * (self.bn // self.tn)
 
 
-# Measured on an H200 through Vulkan (bench/gemm.py): 8x4 or 8x8 outputs per invocation win
-# on big products, but a tile only pays when there are enough of them to fill every
-# multiprocessor (132 on an H100/H200); mid-size products (the Stable Diffusion linears at
-# 64x64 latents) run best with 64x64 tiles of 4x4, tiny ones with 32x32.
+# Measured on an H200 through Vulkan (bench/gemm.py): 8x8 outputs per invocation win on big
+# products, but a tile only pays when there are enough of them to fill every multiprocessor
+# (132 on an H100/H200); mid-size products (the Stable Diffusion linears at 64x64 latents) run
+# best with 64x64 tiles of 4x4, small ones with 32x32. 128x64 is kept for callers to force.
 TILES = {
     "128x128": Tile(128, 128, 16, 8, 8),
     "128x64": Tile(128, 64, 16, 8, 4),
     "64x64": Tile(64, 64, 16, 4, 4),
     "32x32": Tile(32, 32, 16, 4, 4),
 }
+_ONE_WAVE = 132  # workgroups: one per multiprocessor of an H100/H200
 
 
 def choose_tile(m: int, n: int, batch: int) -> Tile:
@@ -50,11 +59,11 @@ def choose_tile(m: int, n: int, batch: int) -> Tile:
     def count(name: str) -> int:
         return math.ceil(m / TILES[name].bm) * math.ceil(n / TILES[name].bn) * batch
 
-    if count("128x64") >= 2048:
-        return TILES["128x64"]
-    if count("128x128") >= 256:
+    if count("128x128") >= 256:  # about two waves
         return TILES["128x128"]
-    return TILES["64x64"] if min(m, n) > 32 else TILES["32x32"]
+    if count("64x64") >= _ONE_WAVE:
+        return TILES["64x64"]
+    return TILES["32x32"]
 
 
 _kernels: dict[tuple[Any, ...], Kernel] = {}

@@ -38,12 +38,14 @@ def op(x: np.ndarray, trans: bool) -> np.ndarray:
 @pytest.mark.parametrize("trans_a", [False, True])
 @pytest.mark.parametrize("trans_b", [False, True])
 def test_every_tile_and_layout(device, rng, tile, trans_a, trans_b):
-    """Each tile shape, forced, on ragged sizes (scalar loads) and 4-aligned ones (vec4)."""
+    """Each tile shape, forced, on ragged sizes (scalar loads) and 4-aligned ones (vec4).
+
+    Positive operands: a one-element result must not cancel to near zero (relative error)."""
     for m, n, k in [(37, 41, 19), (36, 68, 20), (1, 1, 1), (130, 3, 9)]:
-        a = random_array(rng, (k, m) if trans_a else (m, k))
-        b = random_array(rng, (n, k) if trans_b else (k, n))
-        bias = random_array(rng, (n,))
-        c = up(device, random_array(rng, (m, n)))
+        a = random_array(rng, (k, m) if trans_a else (m, k), low=0.1)
+        b = random_array(rng, (n, k) if trans_b else (k, n), low=0.1)
+        bias = random_array(rng, (n,), low=0.1)
+        c = up(device, random_array(rng, (m, n), low=0.1))
         expected = 0.5 * op(a, trans_a).astype(np.float64) @ op(b, trans_b) + 2.0 * c.numpy() + bias
         _gemm.record_gemm(up(device, a).buffer, up(device, b).buffer, c.buffer,
                           up(device, bias).buffer, m=m, n=n, k=k, trans_a=trans_a,
@@ -57,10 +59,11 @@ def test_every_tile_and_layout(device, rng, tile, trans_a, trans_b):
 @given(m=st.sampled_from(AWKWARD), n=st.sampled_from(AWKWARD), k=st.sampled_from(AWKWARD),
        trans_a=st.booleans(), trans_b=st.booleans(), with_bias=st.booleans())
 def test_matmul_shapes(device, m, n, k, trans_a, trans_b, with_bias):
-    rng = np.random.default_rng(m * 10007 + n * 101 + k)
-    a = random_array(rng, (k, m) if trans_a else (m, k))
-    b = random_array(rng, (n, k) if trans_b else (k, n))
-    bias = random_array(rng, (n,)) if with_bias else None
+    """Ragged shapes; positive operands so tiny results cannot cancel (signs: tests below)."""
+    rng = np.random.default_rng()
+    a = random_array(rng, (k, m) if trans_a else (m, k), low=0.1)
+    b = random_array(rng, (n, k) if trans_b else (k, n), low=0.1)
+    bias = random_array(rng, (n,), low=0.1) if with_bias else None
     expected = op(a, trans_a).astype(np.float64) @ op(b, trans_b)
     if with_bias:
         expected = expected + bias
@@ -78,7 +81,7 @@ def test_matmul_shapes(device, m, n, k, trans_a, trans_b, with_bias):
     ((7,), (7, 4)), ((3, 5, 7), (7,)), ((7,), (7,)), ((7,), (2, 7, 3)),
 ])
 def test_matmul_broadcasting(device, rng, a_shape, b_shape):
-    a, b = random_array(rng, a_shape), random_array(rng, b_shape)
+    a, b = random_array(rng, a_shape, low=0.1), random_array(rng, b_shape, low=0.1)
     got = linalg.matmul(up(device, a), up(device, b))
     assert_close(got.numpy(), np.matmul(a.astype(np.float64), b))
 
@@ -160,7 +163,8 @@ def test_reductions_a_million(device, rng):
 def test_reductions_small(device, rng, n):
     x, y = random_array(rng, (n,)), random_array(rng, (n,))
     x64 = x.astype(np.float64)
-    assert_close(linalg.dot(up(device, x), up(device, y)).numpy(), x64 @ y, tol=1e-5)
+    got = float(linalg.dot(up(device, x), up(device, y)).numpy())
+    assert abs(got - x64 @ y) <= 1e-6 * np.abs(x64 * y).sum()  # signed sums may cancel
     assert_close(linalg.asum(x).numpy(), np.abs(x64).sum())
     assert_close(linalg.norm(up(device, x)).numpy(), np.linalg.norm(x64))
 
@@ -195,13 +199,13 @@ def test_axpy_scal_in_place(device, rng):
 @pytest.mark.parametrize("trans", [False, True])
 @pytest.mark.parametrize(("m", "n"), [(1, 1), (37, 53), (300, 7), (5, 300)])
 def test_gemv(device, rng, trans, m, n):
-    a = random_array(rng, (m, n))
-    x = random_array(rng, (m,) if trans else (n,))
-    y0 = random_array(rng, (n,) if trans else (m,))
+    a = random_array(rng, (m, n), low=0.1)  # positive: a 1-element result cannot cancel
+    x = random_array(rng, (m,) if trans else (n,), low=0.1)
+    y0 = random_array(rng, (n,) if trans else (m,), low=0.1)
     y = up(device, y0)
-    got = linalg.gemv(2.0, up(device, a), up(device, x), -1.0, y, trans=trans)
+    got = linalg.gemv(2.0, up(device, a), up(device, x), 0.5, y, trans=trans)
     assert got is y
-    assert_close(y.numpy(), 2.0 * op(a, trans).astype(np.float64) @ x - y0)
+    assert_close(y.numpy(), 2.0 * op(a, trans).astype(np.float64) @ x + 0.5 * y0)
     fresh = linalg.gemv(1.0, up(device, a), up(device, x), trans=trans)
     assert_close(fresh.numpy(), op(a, trans).astype(np.float64) @ x)
 

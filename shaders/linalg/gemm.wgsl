@@ -7,9 +7,15 @@
 // bank conflicts, 128-bit reads.
 //
 // A and B are read as vec4 when their contiguous dimension is a multiple of 4 (VEC_A, VEC_B
-// and element types AV, BV = vec4<T>); otherwise AV = T (BV = T) and four scalars are read with
-// per-element bounds checks. Transposes are folded into the load stage: the tile in workgroup memory is always
-// [k][m] and [k][n]. Out-of-range elements load as 0, so ragged M, N, K need no special case.
+// and element types AV, BV = vec4<T>); otherwise AV = T (BV = T) and four scalars are read
+// with per-element bounds checks. Transposes are folded into the load stage: the tiles in
+// workgroup memory are always [k][m] and [k][n]. Out-of-range elements load as 0, so ragged
+// M, N, K need no special case. The next k step's global loads are issued into registers
+// before the current tile's FMAs (register prefetch), hiding their latency: +10-15% on an H200.
+//
+// No loops over register arrays anywhere: naga bounds every loop with a counter, so drivers
+// cannot unroll them, and a dynamically indexed array would live in slow local memory. The
+// per-invocation state is private variables touched by straight-line code instead.
 alias T = f32;
 alias AV = vec4<T>;
 alias BV = vec4<T>;
@@ -44,39 +50,110 @@ struct Params {
 var<workgroup> tile_a: array<vec4<f32>, BK * BM / 4u>;  // [k][m / 4]
 var<workgroup> tile_b: array<vec4<f32>, BK * BN / 4u>;  // [k][n / 4]
 
-// The accumulators live in private variables, not arrays: naga bounds every loop with a
-// counter, so drivers cannot unroll loops and would keep a dynamically indexed array in slow
-// local memory. Block (u, v) holds rows of row-group ty + u * BM/8 and columns of column-group
-// tx + v * BN/8; element (row i, column j) of a block is c_uv[j][i]. With TM or TN = 4 the
-// blocks on that side are never touched and the compiler drops them.
+// Accumulator block (u, v) holds row group ty + u * BM/8 and column group tx + v * BN/8;
+// element (row i, column j) of a block is c_uv[j][i]. With TM or TN = 4 the blocks on that
+// side are never touched and the compiler drops them.
 var<private> c00: mat4x4<f32>;
 var<private> c01: mat4x4<f32>;
 var<private> c10: mat4x4<f32>;
 var<private> c11: mat4x4<f32>;
+// Prefetched chunks of the next A and B tiles: chunk q of this invocation is vec4 number
+// lid + q * WG of the tile (at most 4 per invocation for the tile shapes used).
+var<private> next_a: array<vec4<f32>, 4>;
+var<private> next_b: array<vec4<f32>, 4>;
+var<private> lid: u32;
+var<private> a_off: u32;
+var<private> b_off: u32;
+var<private> m0: u32;
+var<private> n0: u32;
 
 // Four consecutive elements along the contiguous dimension of a row-major rows x cols matrix.
 // `vec4<T>(a[i])` is a splat in scalar mode and the identity in vec4 mode, so both branches
 // type-check under either alias; the override picks one at pipeline creation.
-fn load_a(base: u32, r: u32, col: u32, rows: u32, cols: u32) -> vec4<f32> {
+fn load_a(r: u32, col: u32, rows: u32, cols: u32) -> vec4<f32> {
     if (r >= rows || col >= cols) { return vec4<f32>(0.0); }
-    let i = base + r * cols + col;
+    let i = a_off + r * cols + col;
     if (VEC_A) { return vec4<f32>(vec4<T>(a[i / 4u])); }
-    let last = cols - col;  // >= 1
+    let left = cols - col;  // >= 1
     return vec4<f32>(f32(vec4<T>(a[i]).x),
-                     select(0.0, f32(vec4<T>(a[i + 1u]).x), last > 1u),
-                     select(0.0, f32(vec4<T>(a[i + 2u]).x), last > 2u),
-                     select(0.0, f32(vec4<T>(a[i + 3u]).x), last > 3u));
+                     select(0.0, f32(vec4<T>(a[i + 1u]).x), left > 1u),
+                     select(0.0, f32(vec4<T>(a[i + 2u]).x), left > 2u),
+                     select(0.0, f32(vec4<T>(a[i + 3u]).x), left > 3u));
 }
 
-fn load_b(base: u32, r: u32, col: u32, rows: u32, cols: u32) -> vec4<f32> {
+fn load_b(r: u32, col: u32, rows: u32, cols: u32) -> vec4<f32> {
     if (r >= rows || col >= cols) { return vec4<f32>(0.0); }
-    let i = base + r * cols + col;
+    let i = b_off + r * cols + col;
     if (VEC_B) { return vec4<f32>(vec4<T>(b[i / 4u])); }
-    let last = cols - col;
+    let left = cols - col;
     return vec4<f32>(f32(vec4<T>(b[i]).x),
-                     select(0.0, f32(vec4<T>(b[i + 1u]).x), last > 1u),
-                     select(0.0, f32(vec4<T>(b[i + 2u]).x), last > 2u),
-                     select(0.0, f32(vec4<T>(b[i + 3u]).x), last > 3u));
+                     select(0.0, f32(vec4<T>(b[i + 1u]).x), left > 1u),
+                     select(0.0, f32(vec4<T>(b[i + 2u]).x), left > 2u),
+                     select(0.0, f32(vec4<T>(b[i + 3u]).x), left > 3u));
+}
+
+// Chunk l of the A tile at k step k0. Stored m x k it is contiguous along k and is scattered
+// into the [k][m] tile on store; stored k x m (TRANS_A) it lands as a whole vec4.
+fn fetch_a(l: u32, k0: u32) -> vec4<f32> {
+    if (TRANS_A) {
+        return load_a(k0 + l / (BM / 4u), m0 + (l % (BM / 4u)) * 4u, params.k, params.m);
+    }
+    return load_a(m0 + l / (BK / 4u), k0 + (l % (BK / 4u)) * 4u, params.m, params.k);
+}
+
+fn store_a(l: u32, v: vec4<f32>) {
+    if (TRANS_A) { tile_a[l] = v; return; }
+    let row = l / (BK / 4u);
+    let at = (l % (BK / 4u)) * BM + row / 4u;  // [4 * (l % (BK/4))][row / 4]
+    tile_a[at][row % 4u] = v.x;
+    tile_a[at + BM / 4u][row % 4u] = v.y;
+    tile_a[at + BM / 2u][row % 4u] = v.z;
+    tile_a[at + 3u * BM / 4u][row % 4u] = v.w;
+}
+
+// Chunk l of the B tile: stored k x n it lands whole; stored n x k (TRANS_B, a linear
+// layer's weight) it is scattered.
+fn fetch_b(l: u32, k0: u32) -> vec4<f32> {
+    if (TRANS_B) {
+        return load_b(n0 + l / (BK / 4u), k0 + (l % (BK / 4u)) * 4u, params.n, params.k);
+    }
+    return load_b(k0 + l / (BN / 4u), n0 + (l % (BN / 4u)) * 4u, params.k, params.n);
+}
+
+fn store_b(l: u32, v: vec4<f32>) {
+    if (!TRANS_B) { tile_b[l] = v; return; }
+    let col = l / (BK / 4u);
+    let at = (l % (BK / 4u)) * BN + col / 4u;
+    tile_b[at][col % 4u] = v.x;
+    tile_b[at + BN / 4u][col % 4u] = v.y;
+    tile_b[at + BN / 2u][col % 4u] = v.z;
+    tile_b[at + 3u * BN / 4u][col % 4u] = v.w;
+}
+
+fn fetch_tiles(k0: u32) {
+    let na = BK * BM / 4u;
+    let nb = BK * BN / 4u;
+    if (lid < na) { next_a[0] = fetch_a(lid, k0); }
+    if (lid + WG < na) { next_a[1] = fetch_a(lid + WG, k0); }
+    if (lid + 2u * WG < na) { next_a[2] = fetch_a(lid + 2u * WG, k0); }
+    if (lid + 3u * WG < na) { next_a[3] = fetch_a(lid + 3u * WG, k0); }
+    if (lid < nb) { next_b[0] = fetch_b(lid, k0); }
+    if (lid + WG < nb) { next_b[1] = fetch_b(lid + WG, k0); }
+    if (lid + 2u * WG < nb) { next_b[2] = fetch_b(lid + 2u * WG, k0); }
+    if (lid + 3u * WG < nb) { next_b[3] = fetch_b(lid + 3u * WG, k0); }
+}
+
+fn store_tiles() {
+    let na = BK * BM / 4u;
+    let nb = BK * BN / 4u;
+    if (lid < na) { store_a(lid, next_a[0]); }
+    if (lid + WG < na) { store_a(lid + WG, next_a[1]); }
+    if (lid + 2u * WG < na) { store_a(lid + 2u * WG, next_a[2]); }
+    if (lid + 3u * WG < na) { store_a(lid + 3u * WG, next_a[3]); }
+    if (lid < nb) { store_b(lid, next_b[0]); }
+    if (lid + WG < nb) { store_b(lid + WG, next_b[1]); }
+    if (lid + 2u * WG < nb) { store_b(lid + 2u * WG, next_b[2]); }
+    if (lid + 3u * WG < nb) { store_b(lid + 3u * WG, next_b[3]); }
 }
 
 // c += outer(x, y): column j gains x * y[j].
@@ -96,7 +173,8 @@ fn k_step(kk: u32, ty: u32, tx: u32) {
     if (TM == 8u && TN == 8u) { c11 = outer_fma(c11, a1, b1); }
 }
 
-// One output row of a block: four columns from col0 (bias and beta in f32, then rounded).
+// One output row of a block: four columns from col0 (beta and bias in f32, then rounded).
+// Runs once per output, so its small loop does not matter.
 fn store_row(c_off: u32, row: u32, col0: u32, value: vec4<f32>) {
     if (row >= params.m) { return; }
     for (var j = 0u; j < 4u; j++) {
@@ -120,54 +198,24 @@ fn store_block(c_off: u32, row0: u32, col0: u32, block: mat4x4<f32>) {
 }
 
 @compute @workgroup_size(WG)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let m = params.m;
-    let n = params.n;
-    let k = params.k;
+fn main(@builtin(workgroup_id) wid: vec3<u32>,
+        @builtin(local_invocation_index) local_index: u32) {
     let z = wid.z + params.z_base;
     let outer = z / params.inner;
     let inner = z % params.inner;
-    let a_off = params.a_base + outer * params.a_outer + inner * params.a_inner;
-    let b_off = params.b_base + outer * params.b_outer + inner * params.b_inner;
-    let c_off = params.c_base + z * m * n;
-
-    let m0 = wid.y * BM;
-    let n0 = wid.x * BN;
+    lid = local_index;
+    a_off = params.a_base + outer * params.a_outer + inner * params.a_inner;
+    b_off = params.b_base + outer * params.b_outer + inner * params.b_inner;
+    m0 = wid.y * BM;
+    n0 = wid.x * BN;
     let tx = lid % (BN / TN);
     let ty = lid / (BN / TN);
-    let a4 = BM / 4u;
-    let b4 = BN / 4u;
 
-    for (var k0 = 0u; k0 < k; k0 += BK) {
-        for (var l = lid; l < BK * a4; l += WG) {
-            if (TRANS_A) {  // stored k x m: contiguous along m, lands as a whole vec4
-                tile_a[l] = load_a(a_off, k0 + l / a4, m0 + (l % a4) * 4u, k, m);
-            } else {        // stored m x k: contiguous along k, scattered into the [k][m] tile
-                let row = l / (BK / 4u);
-                let kq = (l % (BK / 4u)) * 4u;
-                let v = load_a(a_off, m0 + row, k0 + kq, m, k);
-                let at = kq * a4 + row / 4u;
-                tile_a[at][row % 4u] = v.x;
-                tile_a[at + a4][row % 4u] = v.y;
-                tile_a[at + 2u * a4][row % 4u] = v.z;
-                tile_a[at + 3u * a4][row % 4u] = v.w;
-            }
-        }
-        for (var l = lid; l < BK * b4; l += WG) {
-            if (TRANS_B) {  // stored n x k (a linear layer's weight)
-                let col = l / (BK / 4u);
-                let kq = (l % (BK / 4u)) * 4u;
-                let v = load_b(b_off, n0 + col, k0 + kq, n, k);
-                let at = kq * b4 + col / 4u;
-                tile_b[at][col % 4u] = v.x;
-                tile_b[at + b4][col % 4u] = v.y;
-                tile_b[at + 2u * b4][col % 4u] = v.z;
-                tile_b[at + 3u * b4][col % 4u] = v.w;
-            } else {        // stored k x n
-                tile_b[l] = load_b(b_off, k0 + l / b4, n0 + (l % b4) * 4u, k, n);
-            }
-        }
+    fetch_tiles(0u);
+    for (var k0 = 0u; k0 < params.k; k0 += BK) {
+        store_tiles();
         workgroupBarrier();
+        if (k0 + BK < params.k) { fetch_tiles(k0 + BK); }
         for (var kk = 0u; kk < BK; kk += 4u) {  // BK is a multiple of 4: unrolled by hand
             k_step(kk, ty, tx);
             k_step(kk + 1u, ty, tx);
@@ -177,6 +225,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         workgroupBarrier();
     }
 
+    let c_off = params.c_base + z * params.m * params.n;
     let row0 = m0 + ty * 4u;
     let col0 = n0 + tx * 4u;
     store_block(c_off, row0, col0, c00);
