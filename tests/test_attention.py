@@ -117,6 +117,16 @@ def test_cross_attention_heads_layout(device):
     assert_close(got.numpy(), expected.reshape(b, lq, heads * d), tol=F32_TOL)
 
 
+def test_clip_causal_heads_layout(device):
+    # CLIP's text encoder: 77 tokens, 12 heads of 64, causal, (B, L, H*D) tensors.
+    rng = np.random.default_rng(8)
+    x = [random_array(rng, (1, 77, 12 * 64)) for _ in range(3)]
+    got = attention(*(Tensor.from_numpy(a, device=device) for a in x), heads=12, causal=True)
+    split = [a.reshape(1, 77, 12, 64).transpose(0, 2, 1, 3) for a in x]
+    expected = reference(*split, causal=True).transpose(0, 2, 1, 3).reshape(1, 77, 768)
+    assert_close(got.numpy(), expected, tol=F32_TOL)
+
+
 @pytest.mark.parametrize("d", [160, 512])
 def test_large_head_dims(device, d):
     # Head dims past one 64-dim chunk (SD 2's 160, the VAE's single 512-wide head).
@@ -229,6 +239,9 @@ def test_errors(device):
         attention(t["q"].numpy(), t["k"], t["k"])
     with pytest.raises(TypeError, match="mask has dtype int64"):
         attention(t["q"], t["k"], t["k"], mask=np.zeros((5, 7), np.int64))
+    empty_k = Tensor.from_numpy(np.zeros((1, 2, 0, 8), np.float32), device=device)
+    with pytest.raises(ValueError, match="Lk >= 1"):
+        attention(t["q"], empty_k, empty_k)
     ints = Tensor.from_numpy(np.ones((1, 2, 5, 8), np.int32), device=device)
     with pytest.raises(TypeError, match="float32 or float16"):
         attention(ints, t["k"], t["k"])

@@ -2,7 +2,9 @@
 
 The Lq x Lk score matrix is never stored: each workgroup streams key/value tiles through
 workgroup memory with an online softmax, so memory traffic and allocation are those of q, k,
-v and the output (plus the mask, when one is given).
+v and the output (plus the mask, when one is given). The kernel binds q, k, v, mask and out
+and nothing else; tests/test_attention.py counts the buffers a 16384-token call creates
+(only the output). Tile shapes per head dim and device come from _attention_plan.
 """
 
 from __future__ import annotations
@@ -132,6 +134,8 @@ def attention(q: Tensor, k: Tensor, v: Tensor, *, mask: Any = None, causal: bool
         raise ValueError("attention: q, k and v must be on one device")
     if causal and lq != lk:
         raise ValueError(f"attention: causal=True needs Lq == Lk, got Lq={lq}, Lk={lk}")
+    if lq and (d == 0 or lk == 0):
+        raise ValueError(f"attention: needs D >= 1 and Lk >= 1, got D={d}, Lk={lk}")
     device = q.device
     mask_tensor, kind, m_strides = (_dummy(device), 0, [0, 0, 0, 0])
     if mask is not None:
@@ -139,8 +143,6 @@ def attention(q: Tensor, k: Tensor, v: Tensor, *, mask: Any = None, causal: bool
     out = Tensor.empty(q.shape, q.dtype, device=device)
     if out.size == 0:
         return out
-    if d == 0 or lk == 0:
-        raise ValueError(f"attention: needs D >= 1 and Lk >= 1, got D={d}, Lk={lk}")
     if scale is None:
         scale = 1.0 / math.sqrt(d)
     plan = plan_for(d, device, lq, b * h)
