@@ -40,10 +40,10 @@ class Tile:
         return (self.bm // self.tm) * (self.bn // self.tn)
 
 
-# Measured on an H200 through Vulkan (bench/gemm.py): 8x8 outputs per invocation win on big
-# products, but a tile only pays when there are enough of them to fill every multiprocessor
-# (132 on an H100/H200); mid-size products (the Stable Diffusion linears at 64x64 latents) run
-# best with 64x64 tiles of 4x4, small ones with 32x32. 128x64 is kept for callers to force.
+# Measured on an H200 through Vulkan (bench/gemm.py, scratch sweeps of tile shapes): big
+# tiles win only with several waves of workgroups to keep all 132 multiprocessors (H100/H200)
+# busy; the Stable Diffusion linears at 64x64 latents (e.g. 4096x640x640) run best with
+# 64x64 tiles of 4x4 per invocation, small products (77x768x320) with 32x32.
 TILES = {
     "128x128": Tile(128, 128, 16, 8, 8),
     "128x64": Tile(128, 64, 16, 8, 4),
@@ -59,11 +59,10 @@ def choose_tile(m: int, n: int, batch: int) -> Tile:
     def count(name: str) -> int:
         return math.ceil(m / TILES[name].bm) * math.ceil(n / TILES[name].bn) * batch
 
-    if count("128x128") >= 256:  # about two waves
-        return TILES["128x128"]
-    if count("64x64") >= _ONE_WAVE:
-        return TILES["64x64"]
-    return TILES["32x32"]
+    for name in ("128x128", "128x64"):
+        if count(name) >= 512:  # about four waves
+            return TILES[name]
+    return TILES["64x64"] if count("64x64") >= _ONE_WAVE else TILES["32x32"]
 
 
 _kernels: dict[tuple[Any, ...], Kernel] = {}
