@@ -19,6 +19,7 @@ from ._tensor import Tensor
 
 __all__ = ["asum", "axpy", "dot", "gemm", "gemv", "matmul", "norm", "scal"]
 
+
 # -- level 1 --------------------------------------------------------------------------
 def _reduce(op: str, mode: str, x: Any, y: Any = None) -> Tensor:
     items = [("x", x)] + ([("y", y)] if y is not None else [])
