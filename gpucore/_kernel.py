@@ -104,10 +104,16 @@ class Kernel:
         self._key = (digest, entry, tuple(sorted(self.constants.items())))
 
     @classmethod
-    def load(cls, name: str, **kwargs: Any) -> Kernel:
-        """The kernel in the packaged file `shaders/<name>.wgsl`."""
+    def load(cls, name: str, *, parts: tuple[str, ...] = (), **kwargs: Any) -> Kernel:
+        """The kernel in the packaged file `shaders/<name>.wgsl`.
+
+        `parts` appends other shader files (functions without an entry point) — the way to
+        pick between variants WGSL cannot select at compile time, such as a subgroup path and
+        its fallback. The main file names its alternatives in a `//! parts:` line.
+        """
         base = name.removesuffix(".wgsl")
-        return cls(shader_source(base), name=base + ".wgsl", **kwargs)
+        source = "\n".join([shader_source(base), *(shader_source(p) for p in parts)])
+        return cls(source, name=base + ".wgsl", **kwargs)
 
     def __repr__(self) -> str:
         return f"<Kernel {self.label} workgroup_size={self.workgroup_size}>"

@@ -87,6 +87,15 @@ def _resolve(type_str: str, aliases: dict[str, str]) -> str:
     return type_str.strip()
 
 
+_PARTS = re.compile(r"^//!\s*parts:\s*(.+)$", re.M)
+
+
+def declared_parts(source: str) -> list[str]:
+    """The alternatives a main shader's `//! parts: a | b` line names (one is appended)."""
+    found = _PARTS.search(source)
+    return [p.strip() for p in found.group(1).split("|")] if found else []
+
+
 def strip_comments(source: str) -> str:
     return _COMMENT.sub(lambda m: re.sub(r"[^\n]", " ", m.group(0)), source)
 

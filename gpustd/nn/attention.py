@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from gpucore import FeatureError, Kernel, shader_source
+from gpucore import FeatureError, Kernel
 
 from .._tensor import Tensor
 from ._attention_plan import Plan, plan_for
@@ -32,11 +32,11 @@ def _kernel(dtype: np.dtype, mask_kind: int, plan: Plan) -> Kernel:
     found = _kernels.get(key)
     if found is None:
         reduce = "subgroup" if plan.subgroups else "shared"
-        source = shader_source("nn/attention") + shader_source(f"nn/attention_reduce_{reduce}")
         types = {"T": "f16" if dtype == np.float16 else "f32",
                  "M": "u32" if mask_kind == 2 else "f32"}
-        found = _kernels[key] = Kernel(source, name="nn/attention.wgsl", types=types,
-                                       constants={**plan.constants(), "MASK": mask_kind})
+        found = _kernels[key] = Kernel.load(
+            "nn/attention", parts=(f"nn/attention_reduce_{reduce}",), types=types,
+            constants={**plan.constants(), "MASK": mask_kind})
     return found
 
 

@@ -1,3 +1,4 @@
+//! parts: nn/attention_reduce_subgroup | nn/attention_reduce_shared
 // Flash attention (Dao et al. 2022, FlashAttention-2 loop order): out = softmax(q k^T * scale
 // + mask) v, one workgroup per BQ = 4*RG query rows of one (batch, head). Keys and values
 // stream through workgroup memory BK = 4*CS at a time under an online softmax (running row
@@ -16,7 +17,7 @@ alias T = f32;
 alias M = f32; // mask element: f32 additive, or u32 boolean (nonzero = keep)
 
 override D: u32 = 64u;
-override RG: u32 = 16u;
+override RG: u32 = 8u; // defaults: a plan that fits 32 KiB; the host picks per shape
 override CS: u32 = 16u;
 override NV: u32 = 1u; // 1..8
 override NDG: u32 = 16u; // NV * NDG * 4 >= D, RG * NDG <= RG * CS
