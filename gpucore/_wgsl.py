@@ -156,9 +156,11 @@ def specialize_types(source: str, types: dict[str, str], shader: str) -> str:
     `enable f16;` when f16 appears. WGSL `override` cannot change a type, hence this."""
     for name, wgsl_type in types.items():
         pattern = re.compile(rf"\balias\s+{re.escape(name)}\s*=\s*[^;]+;")
-        if not pattern.search(source):
+        # match in code only (comments blanked, offsets kept), then splice the real source
+        found = pattern.search(strip_comments(source))
+        if not found:
             raise ValueError(f"shader {shader} has no `alias {name} = ...;` to specialize")
-        source = pattern.sub(f"alias {name} = {wgsl_type};", source, count=1)
+        source = f"{source[:found.start()]}alias {name} = {wgsl_type};{source[found.end():]}"
     uses_f16 = re.search(r"\bf16\b|vec[234]h\b", strip_comments(source))
     if uses_f16 and not re.search(r"\benable\s+f16\s*;", source):
         source = "enable f16;\n" + source

@@ -127,3 +127,11 @@ def test_kernel_construction_errors() -> None:
 def test_missing_entry_point(device: gpucore.Device) -> None:
     with pytest.raises(gpucore.BindingError, match="no @compute entry point 'other'"):
         Kernel.load("core/vector_add", entry="other").compile(device)
+
+
+def test_type_specialization_ignores_comments() -> None:
+    from gpucore import _wgsl
+
+    source = "// alias T = f32; (documentation)\nalias T = f32;\n"
+    out = _wgsl.specialize_types(source, {"T": "f16"}, "x.wgsl")
+    assert "// alias T = f32; (documentation)" in out and "\nalias T = f16;" in out
