@@ -165,7 +165,8 @@ def test_no_score_matrix_allocated(device, monkeypatch):
     before = device.buffers_created
     out = attention(q, k, v)
     monkeypatch.undo()
-    assert device.buffers_created - before == len(created) == 1
+    # one Buffer (the output); the pool may serve it from a freed allocation
+    assert len(created) == 1 and device.buffers_created - before <= 1
     assert sum(created) == out.nbytes == length * d * 4
     assert sum(created) * 1000 < length * length * 4
     # The result is right too: check a few query rows against all 16384 keys.
