@@ -9,13 +9,26 @@ from typing import Any
 import numpy as np
 
 from gpucore import Device, FeatureError, as_dtype, default_device
+from gpustd.nn import Module, StateDictError
 
-from .loaders import load_pipeline_weights
+from .loaders import ComponentWeights, WeightsError, load_pipeline_weights
 from .models import AutoencoderKL, CLIPTextModel, UNet2DConditionModel
 from .pipeline import StableDiffusion
 from .tokenizer import CLIPTokenizer
 
 __all__ = ["load_pipeline"]
+
+
+def _filled(model: Module, weights: ComponentWeights) -> Any:
+    """`model` with `weights` loaded; a tensor that does not fit becomes a WeightsError that
+    names the file as well as the key."""
+    try:
+        model.load_state_dict(weights)
+    except StateDictError as exc:
+        files = sorted({str(weights.source(key)[0]) for key in weights})
+        raise WeightsError(f"{weights.name} weights in {', '.join(files)} do not fit the "
+                           f"model their config describes: {exc}") from None
+    return model
 
 
 def load_pipeline(path: str | os.PathLike[str], *, dtype: Any = np.float32,
@@ -35,12 +48,10 @@ def load_pipeline(path: str | os.PathLike[str], *, dtype: Any = np.float32,
     weights = load_pipeline_weights(path, dtype=dtype, prediction_type=prediction_type,
                                     variant=variant)
     place = {"dtype": dtype, "device": device}
-    unet = UNet2DConditionModel(weights.unet.config, **place)
-    unet.load_state_dict(weights.unet)
-    vae = AutoencoderKL(weights.vae.config, **place)
-    vae.load_state_dict(weights.vae)
-    text_encoder = CLIPTextModel(weights.text_encoder.config, **place)
-    text_encoder.load_state_dict(weights.text_encoder)
+    unet = _filled(UNet2DConditionModel(weights.unet.config, **place), weights.unet)
+    vae = _filled(AutoencoderKL(weights.vae.config, **place), weights.vae)
+    text_encoder = _filled(CLIPTextModel(weights.text_encoder.config, **place),
+                           weights.text_encoder)
     if weights.tokenizer_dir is not None:
         tokenizer = CLIPTokenizer.from_pretrained(weights.tokenizer_dir)
     else:  # single file: the bundled vocabulary; SD 2.x pads with "!" as its tokenizer does

@@ -213,3 +213,18 @@ def test_single_file_checkpoint_generates_like_the_folder(device: gpucore.Device
     from_folder = load_pipeline(folder, device=device).txt2img(PROMPT, **settings).images[0]
     from_file = load_pipeline(single, device=device).txt2img(PROMPT, **settings).images[0]
     np.testing.assert_array_equal(from_file, from_folder)
+
+
+def test_mis_shaped_tensor_is_a_weights_error_naming_file_and_key(tmp_path: Path) -> None:
+    from safetensors.numpy import load_file, save_file
+
+    from diffusion.loaders import WeightsError
+
+    folder = write_pipeline(tmp_path / "broken")
+    path = folder / "unet" / "diffusion_pytorch_model.safetensors"
+    tensors = load_file(path)
+    key = "conv_in.bias"
+    tensors[key] = np.concatenate([tensors[key], tensors[key]])
+    save_file(tensors, path)
+    with pytest.raises(WeightsError, match=rf"{path.name}.*{key}: expected \(32,\), got \(64,\)"):
+        load_pipeline(folder)
