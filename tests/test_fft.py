@@ -46,6 +46,11 @@ def test_pass_lengths_cover_n_and_respect_the_tile(bits: int) -> None:
     assert len(lengths) == (1 if bits <= 12 else -(-bits // 10))
 
 
+def test_tiles_hold_one_pass_of_4096_and_2048_otherwise(device: gpucore.Device) -> None:
+    assert plan.tile_for(device, 4096) == 4096  # 32 KiB: every adapter we run on grants it
+    assert plan.tile_for(device, 1024) == plan.tile_for(device, 1 << 20) == 2048
+
+
 # -- complex transforms -------------------------------------------------------------------------
 @settings(max_examples=15, deadline=None)
 @given(n=st.integers(1, 300), batch=st.integers(1, 3), seed=st.integers(0, 2**31))
