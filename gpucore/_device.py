@@ -32,7 +32,11 @@ _RAISED_LIMITS = (
     "max-compute-workgroups-per-dimension",
 )
 _PARAM_SLOTS = 4096  # params slots per batch; a batch that needs more is submitted early
-_BIND_GROUP_CACHE = 2048
+_BIND_GROUP_CACHE = 8192
+# Dispatches per submit on a real GPU: enough to amortize a submit, few enough that the GPU
+# starts while Python records the rest. A CPU adapter (lavapipe) runs on the recording
+# cores anyway, so there it submits only when something needs the results.
+_SUBMIT_EVERY = 256
 
 
 def _handle_lost(exc: Exception) -> GpuError:
@@ -66,6 +70,8 @@ class Device:
         self.queue = self.wgpu.queue
         self._lock = threading.RLock()
         self._encoder: Any = None
+        self._pass: Any = None  # the open compute pass of the batch being recorded
+        self._submit_every = _SUBMIT_EVERY if info.type != "cpu" else 1 << 62
         self._pending = 0
         self._pipelines: dict[tuple, Any] = {}
         self._bind_groups: OrderedDict[tuple, Any] = OrderedDict()
@@ -213,20 +219,35 @@ class Device:
                 offsets.append(self._param_slot(params))
                 entries.append((self._params, 0, len(params)))
             group = self.bind_group(layout, tuple(entries))
-            encoder = self._encoder_for_recording()
-            timestamps = self._profile.next_pass(label) if self._profile else None
-            compute = encoder.begin_compute_pass(label=label, timestamp_writes=timestamps)
+            if self._profile is not None:  # a pass of its own, to carry the timestamps
+                self._end_pass()
+                compute = self._encoder_for_recording().begin_compute_pass(
+                    label=label, timestamp_writes=self._profile.next_pass(label))
+            else:
+                # Dispatches share one pass: WebGPU orders them (each dispatch is its own
+                # usage scope) and a pass per dispatch costs host time.
+                if self._pass is None:
+                    self._pass = self._encoder_for_recording().begin_compute_pass(
+                        label="gpucore batch")
+                compute = self._pass
             compute.set_pipeline(pipeline)
             compute.set_bind_group(0, group, offsets)
             compute.dispatch_workgroups(*workgroups)
-            compute.end()
+            if self._profile is not None:
+                compute.end()
             self._pending += 1
-            if self._profile is not None and self._profile.full:
-                self.flush()
+            if self._pending >= self._submit_every or (self._profile and self._profile.full):
+                self.flush()  # the GPU starts on this part while Python records the next
+
+    def _end_pass(self) -> None:
+        if self._pass is not None:
+            self._pass.end()
+            self._pass = None
 
     def record_copy(self, src: Any, src_offset: int, dst: Any, dst_offset: int, size: int) -> None:
         with self._lock:
             if size:
+                self._end_pass()
                 self._encoder_for_recording().copy_buffer_to_buffer(
                     src, src_offset, dst, dst_offset, size
                 )
@@ -234,6 +255,7 @@ class Device:
 
     def record_clear(self, buffer: Any, size: int) -> None:
         with self._lock:
+            self._end_pass()
             self._encoder_for_recording().clear_buffer(buffer, 0, size)
             self._pending += 1
 
@@ -242,6 +264,7 @@ class Device:
         with self._lock:
             if self._encoder is None:
                 return
+            self._end_pass()
             encoder, self._encoder, self._pending = self._encoder, None, 0
             profile = self._profile
             if profile is not None:

@@ -56,6 +56,22 @@ def test_dispatches_in_one_batch_run_in_order(device: gpucore.Device) -> None:
     np.testing.assert_array_equal(x.read(), np.full(7, 5000, np.float32))
 
 
+def test_periodic_submits_keep_order(device: gpucore.Device,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    # On a real GPU a batch is submitted every few hundred dispatches so the GPU starts
+    # early; force that here (every 7) and check a dependent chain with copies in between.
+    monkeypatch.setattr(device, "_submit_every", 7)
+    one = Buffer.from_numpy(np.ones(5, np.float32), device=device)
+    x, y = Buffer.zeros(5, device=device), Buffer.empty(5, device=device)
+    for i in range(100):
+        ADD.dispatch(1, x, one, y, n=5)
+        if i % 10 == 0:
+            x.copy_from(y)  # a copy ends the open compute pass
+            ADD.dispatch(1, x, one, y, n=5)
+        x, y = y, x
+    np.testing.assert_array_equal(x.read(), np.full(5, 110, np.float32))
+
+
 def test_write_is_ordered_after_recorded_dispatches(device: gpucore.Device) -> None:
     a = Buffer.from_numpy(np.full(5, 2, np.float32), device=device)
     out = Buffer.empty(5, device=device)
