@@ -5,7 +5,7 @@ numpy takes and return a Tensor: complex64 (real input is promoted) or float32 f
 `out=` (as in numpy 2) writes into an existing Tensor instead of allocating one.
 Any length works: powers of two run as Stockham passes in workgroup memory, other lengths
 through Bluestein's chirp-z transform (about 3x a power-of-two FFT of >= 2n points).
-Any axis is transformed in place in memory (strided, no transposes); the last axis is
+Any axis is transformed where it lies (strided access, no transposes); the last axis is
 fastest. `norm` is numpy's: "backward" (default: ifft scales by 1/n), "ortho", "forward".
 Twiddle factors are computed in float64 on the host and stored as float32, so the relative
 error against a float64 FFT stays near 1e-7 * log2(n).
