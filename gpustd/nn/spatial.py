@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from .._tensor import Tensor
+from ..shape import concatenate
 from ._util import kernel
 
 __all__ = ["concat", "pad", "upsample_nearest2x"]
@@ -37,40 +38,11 @@ def upsample_nearest2x(x: Tensor) -> Tensor:
 
 
 def concat(tensors: Sequence[Tensor], axis: int = 1) -> Tensor:
-    """Join tensors along `axis` (all other dimensions equal, one dtype and device).
+    """Join tensors along `axis` (channels by default, as the UNet's skip connections need).
 
-    numpy: `np.concatenate(tensors, axis)`; torch: `torch.cat(tensors, dim=axis)`.
+    gpustd.concatenate with an NCHW default. torch: `torch.cat(tensors, dim=axis)`.
     """
-    op = "concat"
-    tensors = list(tensors)
-    if not tensors:
-        raise ValueError(f"{op}: needs at least one tensor")
-    first = _check_tensor(tensors[0], "tensors[0]", op, 1)
-    ndim = first.ndim
-    if not -ndim <= axis < ndim:
-        raise ValueError(f"{op}: axis {axis} is out of range for {ndim}-D tensors")
-    axis %= ndim
-    for i, t in enumerate(tensors):
-        _check_tensor(t, f"tensors[{i}]", op)
-        if t.dtype != first.dtype or t.device is not first.device:
-            raise TypeError(f"{op}: tensors[{i}] is {t.dtype} on {t.device.name}, tensors[0] "
-                            f"is {first.dtype} on {first.device.name}; convert first")
-        if t.ndim != ndim or t.shape[:axis] + t.shape[axis + 1:] != \
-                first.shape[:axis] + first.shape[axis + 1:]:
-            raise ValueError(f"{op}: tensors[{i}] has shape {t.shape}, which differs from "
-                             f"{first.shape} outside axis {axis}")
-    total = sum(t.shape[axis] for t in tensors)
-    shape = (*first.shape[:axis], total, *first.shape[axis + 1:])
-    out = Tensor.empty(shape, first.dtype, device=first.device)
-    after = int(np.prod(shape[axis + 1:], dtype=np.int64))
-    k = kernel("concat", {"T": first.dtype})
-    offset = 0
-    for t in tensors:
-        inner = t.shape[axis] * after
-        k.dispatch(k.groups_for(t.size), t, out, n=t.size, inner=max(inner, 1),
-                   out_inner=total * after, offset=offset)
-        offset += inner
-    return out
+    return concatenate(tensors, axis)
 
 
 def pad(x: Tensor, padding: Sequence[int], *, value: float = 0.0) -> Tensor:
