@@ -5,8 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
-
 from .._tensor import Tensor
 from ..shape import concatenate
 from ._util import kernel
