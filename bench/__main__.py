@@ -12,7 +12,7 @@ import sys
 
 from . import _harness
 
-BENCHMARKS = ("vector_add", "gemm", "fft", "nn", "unet")
+BENCHMARKS = ("vector_add", "gemm", "fft", "nn", "unet", "txt2img")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -51,6 +51,7 @@ def run(quick: bool = False) -> dict[str, Any]:
     context = rng.standard_normal((2, 77, config["cross_attention_dim"])).astype(np.float32)
     timesteps = np.array([500.0, 500.0], np.float32)
     rows = []
+    kernels: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
         reference.save_pretrained(Path(tmp) / "unet")
         weights = SafetensorsFile(Path(tmp) / "unet" / "diffusion_pytorch_model.safetensors")
@@ -64,6 +65,12 @@ def run(quick: bool = False) -> dict[str, Any]:
             got = ours(x, timesteps, ctx).numpy().astype(np.float64)
             timing = _harness.ours_ms(lambda ours=ours, x=x, ctx=ctx: ours(x, timesteps, ctx),
                                       device, warmup=2, repeat=3 if quick else 10)
+            with device.profile() as prof:
+                ours(x, timesteps, ctx)
+            kernels[np.dtype(dtype).name] = {name: {"calls": n, "ms": ns / 1e6}
+                                             for name, (n, ns) in prof.summary().items()}
+            print(f"-- where the {np.dtype(dtype).name} step's kernel time goes")
+            print("\n".join(prof.table().splitlines()[:13]))
             row: dict[str, Any] = {"dtype": np.dtype(dtype).name, "params_M": params / 1e6,
                                    "latent": f"2x4x{size}x{size}", **{
                                        f"ours_{k}": v for k, v in timing.items()}}
@@ -94,4 +101,5 @@ def run(quick: bool = False) -> dict[str, Any]:
                  "timestamp-query kernel times, ours_wall_ms is record + submit + wait",
         "columns": COLUMNS,
         "rows": rows,
+        "kernels": kernels,
     }
