@@ -49,6 +49,9 @@ class Buffer(Generic[T]):
             raise FeatureError("shader-f16", "a float16 buffer", self.device.info.label)
         self.length = int(length)
         self.nbytes = self.length * self.dtype.itemsize
+        # Fixed for the buffer's life, and read by every dispatch: plain attributes.
+        self.size = _padded(self.nbytes)  # bytes bound: nbytes padded to a multiple of 4
+        self.wgsl_type = wgsl_scalar(self.dtype)
         self.read_only = read_only
         self.id = next(_ids)
         self.device.check_limit("max-buffer-size", _padded(self.nbytes), "this buffer")
@@ -93,15 +96,6 @@ class Buffer(Generic[T]):
     # -- properties -------------------------------------------------------------------
     def __len__(self) -> int:
         return self.length
-
-    @property
-    def size(self) -> int:
-        """Bytes the GPU allocation spans (nbytes padded to a multiple of 4)."""
-        return _padded(self.nbytes)
-
-    @property
-    def wgsl_type(self) -> str:
-        return wgsl_scalar(self.dtype)
 
     def __repr__(self) -> str:
         ro = ", read_only" if self.read_only else ""

@@ -43,6 +43,8 @@ def fold_grid(workgroups: int | tuple[int, ...], max_per_dim: int) -> tuple[int,
     index as `wid.x + wid.y * nwg.x` and bounds-check it (extra workgroups do nothing).
     """
     if isinstance(workgroups, int):
+        if 0 <= workgroups <= max_per_dim:
+            return workgroups, 1, 1
         workgroups = (workgroups,)
     dims = tuple(int(w) for w in workgroups) + (1,) * (3 - len(workgroups))
     if len(dims) != 3 or min(dims) < 0:
@@ -100,6 +102,11 @@ class Kernel:
             _wgsl.evaluate(e, self.constants, self.signature.overrides) for e in sizes
         ) + (1,) * (3 - len(sizes))
         self.label = f"{name.removesuffix('.wgsl')}:{entry}"
+        fields = self.signature.param_fields
+        self._field_names = frozenset(f for f, _ in fields)
+        self._struct = struct.Struct("<" + "".join(_PACK[t] for _, t in fields))
+        self._padding = bytes(-self._struct.size % 16)  # uniform structs are 16-byte aligned
+        self._bindings = tuple((b, b.scalar, b.writable) for b in self.signature.storage)
         digest = hashlib.sha1(self.source.encode()).hexdigest()
         self._key = (digest, entry, tuple(sorted(self.constants.items())))
 
@@ -173,39 +180,43 @@ class Kernel:
         return math.ceil(n / self.workgroup_size[0])
 
     def _check(self, args: tuple[Any, ...]) -> list[Buffer[Any]]:
-        bindings = self.signature.storage
-        if len(args) != len(bindings):
-            names = ", ".join(b.name for b in bindings)
+        if len(args) != len(self._bindings):
+            names = ", ".join(b.name for b, _, _ in self._bindings)
             raise BindingError(
-                f"{self.label} takes {len(bindings)} buffers ({names}), got {len(args)}"
+                f"{self.label} takes {len(self._bindings)} buffers ({names}), got {len(args)}"
             )
         buffers: list[Buffer[Any]] = []
-        for b, arg in zip(bindings, args):
-            buf = getattr(arg, "buffer", arg)  # accept anything that carries a Buffer
+        for (b, scalar, writable), arg in zip(self._bindings, args):
+            buf = arg if isinstance(arg, Buffer) else getattr(arg, "buffer", arg)
             if not isinstance(buf, Buffer):
                 raise BindingTypeError(
                     f"{self.label}: {b.describe()} needs a Buffer, got {type(arg).__name__}"
                 )
-            if b.scalar is not None and buf.wgsl_type != b.scalar:
+            if scalar is not None and buf.wgsl_type != scalar:
                 raise BindingTypeError(
-                    f"{self.label}: {b.describe()} holds {b.scalar} but got "
+                    f"{self.label}: {b.describe()} holds {scalar} but got "
                     f"Buffer[{buf.dtype}] ({buf.wgsl_type}); convert with astype or use a "
-                    f"{b.scalar} buffer"
+                    f"{scalar} buffer"
                 )
-            if b.writable and buf.read_only:
+            if writable and buf.read_only:
                 raise BindingError(
                     f"{self.label}: {b.describe()} is written by the shader, but the buffer "
                     "given is read_only"
                 )
             buffers.append(buf)
-        device = buffers[0].device if buffers else None
-        for b, buf in zip(bindings, buffers):
+        if not buffers:
+            return buffers
+        device = buffers[0].device
+        limit = device.limits["max-storage-buffer-binding-size"]
+        distinct = len({id(buf) for buf in buffers}) == len(buffers)
+        for (b, _, writable), buf in zip(self._bindings, buffers):
             if buf.device is not device:
                 raise BindingError(f"{self.label}: all buffers must be on one device "
                                    f"({b.name} is on {buf.device.name})")
-            device.check_limit("max-storage-buffer-binding-size", buf.size,
-                               f"{self.label}: binding '{b.name}'")
-            if b.writable and sum(x is buf for x in buffers) > 1:
+            if buf.size > limit:
+                device.check_limit("max-storage-buffer-binding-size", buf.size,
+                                   f"{self.label}: binding '{b.name}'")
+            if writable and not distinct and sum(x is buf for x in buffers) > 1:
                 raise BindingError(
                     f"{self.label}: the buffer bound to '{b.name}' is written by the shader "
                     "and may not also be bound elsewhere in the same dispatch"
@@ -213,16 +224,20 @@ class Kernel:
         return buffers
 
     def _pack(self, params: dict[str, Any]) -> bytes | None:
-        fields = self.signature.param_fields
-        given, declared = set(params), {f for f, _ in fields}
-        if given != declared:
-            missing, extra = sorted(declared - given), sorted(given - declared)
+        if params.keys() != self._field_names:
+            declared = self._field_names
+            missing, extra = sorted(declared - set(params)), sorted(set(params) - declared)
             raise BindingError(
                 f"{self.label} params: missing {missing}, unexpected {extra}; "
                 f"expected {sorted(declared)}"
             )
+        fields = self.signature.param_fields
         if not fields:
             return None
+        try:  # fast path: struct range-checks integers itself
+            return self._struct.pack(*[params[f] for f, _ in fields]) + self._padding
+        except struct.error:
+            pass
         values = []
         for fname, ftype in fields:
             value = params[fname]
@@ -233,8 +248,7 @@ class Kernel:
                                        "is out of range")
                 value = int(value)
             values.append(value)
-        data = struct.pack("<" + "".join(_PACK[t] for _, t in fields), *values)
-        return data + bytes(-len(data) % 16)  # uniform structs are 16-byte aligned
+        return self._struct.pack(*values) + self._padding
 
     def dispatch(
         self, workgroups: int | tuple[int, ...], *buffers: Any, device: Device | None = None,
