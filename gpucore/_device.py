@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import wgpu
 
 from ._adapters import OPTIONAL_FEATURES, AdapterInfo, choose_adapter
+from ._bindings import BindGroupCache, ParamsArena
 from ._errors import DeviceLimitError, DeviceLostError, GpuError
+from ._pool import BufferPool, size_class
 from ._profile import Profile
-
-if TYPE_CHECKING:
-    pass
 
 __all__ = ["Device", "default_device", "synchronize"]
 
@@ -31,8 +29,6 @@ _RAISED_LIMITS = (
     "max-storage-buffers-per-shader-stage",
     "max-compute-workgroups-per-dimension",
 )
-_PARAM_SLOTS = 4096  # params slots per batch; a batch that needs more is submitted early
-_BIND_GROUP_CACHE = 8192
 # Dispatches per submit on a real GPU: enough to amortize a submit, few enough that the GPU
 # starts while Python records the rest. A CPU adapter (lavapipe) runs on the recording
 # cores anyway, so there it submits only when something needs the results.
@@ -74,20 +70,11 @@ class Device:
         self._submit_every = _SUBMIT_EVERY if info.type != "cpu" else 1 << 62
         self._pending = 0
         self._pipelines: dict[tuple, Any] = {}
-        self._bind_groups: OrderedDict[tuple, Any] = OrderedDict()
-        align = max(self.limits.get("min-uniform-buffer-offset-alignment", 256), 16)
-        self._param_stride = max(align, 256)
-        self._params = self.wgpu.create_buffer(
-            label="gpucore params",
-            size=self._param_stride * _PARAM_SLOTS,
-            usage=wgpu.BufferUsage.UNIFORM | wgpu.BufferUsage.COPY_DST,
-        )
-        self._param_bytes = bytearray(self._param_stride * _PARAM_SLOTS)
-        self._param_used = 0
+        self._bind_groups = BindGroupCache(self.wgpu)
+        self._params = ParamsArena(
+            self.wgpu, self.limits.get("min-uniform-buffer-offset-alignment", 256))
         self._profile: Profile | None = None
-        self._free: dict[int, list[Any]] = {}  # size class -> idle wgpu buffers
-        self.pool_bytes = 0  # bytes held idle in the pool
-        self.pool_limit = 4 << 30
+        self.pool = BufferPool()
         self.buffers_created = 0  # real allocations: a warm forward pass should add none
 
     # -- construction -----------------------------------------------------------------
@@ -131,76 +118,32 @@ class Device:
             raise DeviceLimitError(limit, value, requested, what)
 
     # -- memory -----------------------------------------------------------------------
-    @staticmethod
-    def size_class(nbytes: int) -> int:
-        """Allocation size for a request: 256-byte steps up to 64 KiB, then 8 steps per
-        power of two (at most 12.5% slack), so freed activations fit later requests."""
-        if nbytes <= 65536:
-            return max(256, -(-nbytes // 256) * 256)
-        step = 1 << (nbytes.bit_length() - 4)
-        return -(-nbytes // step) * step
-
     def allocate(self, nbytes: int, usage: int, label: str) -> tuple[Any, int]:
-        """A wgpu buffer of at least `nbytes`, reused from the pool when one is idle.
+        """A wgpu buffer of at least `nbytes`, from the pool when one is idle.
 
-        Reuse is safe without waiting: the GPU executes the queue in order, so work recorded
-        for a buffer's new owner runs after the old owner's. Returns (buffer, size class).
+        Returns (buffer, allocated size); hand both back with `release`.
         """
-        cls = self.size_class(nbytes)
-        with self._lock:
-            idle = self._free.get(cls)
-            if idle:
-                self.pool_bytes -= cls
-                return idle.pop(), cls
-        self.check_limit("max-buffer-size", cls, f"{label} ({nbytes:,} bytes)")
+        size = size_class(nbytes, self.limits["max-buffer-size"])
+        found = self.pool.take(size)
+        if found is not None:
+            return found, size
+        self.check_limit("max-buffer-size", size, f"{label} ({nbytes:,} bytes)")
         self.buffers_created += 1
-        return self.wgpu.create_buffer(label=label, size=cls, usage=usage), cls
+        return self.wgpu.create_buffer(label=label, size=size, usage=usage), size
 
-    def release(self, buffer: Any, size_class: int) -> None:
+    def release(self, buffer: Any, size: int) -> None:
         """Return a buffer to the pool (called when its Buffer is garbage collected)."""
-        with self._lock:
-            if self.pool_bytes + size_class <= self.pool_limit:
-                self._free.setdefault(size_class, []).append(buffer)
-                self.pool_bytes += size_class
+        self.pool.give(buffer, size)
 
     def empty_pool(self) -> None:
         """Drop every idle pooled buffer (wgpu frees them)."""
-        with self._lock:
-            self._free.clear()
-            self.pool_bytes = 0
+        self.pool.clear()
 
     # -- command stream ---------------------------------------------------------------
     def _encoder_for_recording(self) -> Any:
         if self._encoder is None:
             self._encoder = self.wgpu.create_command_encoder(label="gpucore batch")
         return self._encoder
-
-    def _param_slot(self, data: bytes) -> int:
-        """Reserve a params slot in this batch; returns its byte offset."""
-        if self._param_used == _PARAM_SLOTS:
-            self.flush()
-        offset = self._param_used * self._param_stride
-        self._param_bytes[offset : offset + len(data)] = data
-        self._param_used += 1
-        return offset
-
-    def bind_group(self, layout: Any, entries: tuple[tuple[Any, int, int], ...]) -> Any:
-        """A (cached) bind group of `(wgpu buffer, offset, size)` entries in binding order."""
-        key = (id(layout), *tuple((id(b), o, s) for b, o, s in entries))
-        group = self._bind_groups.get(key)
-        if group is not None:
-            self._bind_groups.move_to_end(key)
-            return group[0]
-        resources = [
-            {"binding": i, "resource": {"buffer": b, "offset": o, "size": s}}
-            for i, (b, o, s) in enumerate(entries)
-        ]
-        group = self.wgpu.create_bind_group(layout=layout, entries=resources)
-        # Keep the buffers alive with the group so their ids cannot be reused by others.
-        self._bind_groups[key] = (group, layout, [b for b, _, _ in entries])
-        if len(self._bind_groups) > _BIND_GROUP_CACHE:
-            self._bind_groups.popitem(last=False)
-        return group
 
     def record_dispatch(
         self,
@@ -216,9 +159,11 @@ class Device:
             entries = list(buffers)
             offsets: list[int] = []
             if params is not None:
-                offsets.append(self._param_slot(params))
-                entries.append((self._params, 0, len(params)))
-            group = self.bind_group(layout, tuple(entries))
+                if self._params.full:
+                    self.flush()
+                offsets.append(self._params.add(params))
+                entries.append((self._params.buffer, 0, len(params)))
+            group = self._bind_groups.get(layout, tuple(entries))
             if self._profile is not None:  # a pass of its own, to carry the timestamps
                 self._end_pass()
                 compute = self._encoder_for_recording().begin_compute_pass(
@@ -270,10 +215,7 @@ class Device:
             if profile is not None:
                 profile.resolve_into(encoder)
             try:
-                if self._param_used:
-                    used = self._param_used * self._param_stride
-                    self.queue.write_buffer(self._params, 0, memoryview(self._param_bytes)[:used])
-                    self._param_used = 0
+                self._params.upload(self.queue)
                 self.queue.submit([encoder.finish()])
             except wgpu.GPUError as exc:
                 raise _handle_lost(exc) from exc

@@ -120,3 +120,13 @@ def test_profile_times_each_dispatch(device: gpucore.Device) -> None:
     assert all(ns >= 0 for _, ns in prof.records)
     assert "core/vector_add:main" in prof.table()
     np.testing.assert_array_equal(out.read(), np.full(n, 2, np.float32))
+
+
+def test_size_classes_round_up_but_never_past_the_device_limit() -> None:
+    from gpucore._pool import size_class
+
+    assert size_class(1, 1 << 31) == 256 and size_class(257, 1 << 31) == 512
+    big = 100_000_001
+    assert big <= size_class(big, 1 << 31) <= big * 1.125
+    # a request just under the limit must not be rounded over it
+    assert size_class((1 << 31) - 100, (1 << 31) - 1) == (1 << 31) - 100

@@ -1,0 +1,76 @@
+"""What a dispatch binds: a cache of bind groups and the per-batch params arena."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any
+
+import wgpu
+
+__all__ = ["BindGroupCache", "ParamsArena"]
+
+
+class BindGroupCache:
+    """Bind groups by (layout, buffers): a kernel called on the same buffers reuses one.
+
+    A cached group keeps its buffers alive, so their ids cannot be reused by other buffers
+    while the key exists; the least recently used groups go first.
+    """
+
+    def __init__(self, device: Any, capacity: int = 8192) -> None:
+        self._device = device
+        self._capacity = capacity
+        self._groups: OrderedDict[tuple, tuple[Any, Any, list[Any]]] = OrderedDict()
+
+    def get(self, layout: Any, entries: tuple[tuple[Any, int, int], ...]) -> Any:
+        """The group for `(wgpu buffer, offset, size)` entries in binding order."""
+        key = (id(layout), *((id(b), o, s) for b, o, s in entries))
+        found = self._groups.get(key)
+        if found is not None:
+            self._groups.move_to_end(key)
+            return found[0]
+        resources = [{"binding": i, "resource": {"buffer": b, "offset": o, "size": s}}
+                     for i, (b, o, s) in enumerate(entries)]
+        group = self._device.create_bind_group(layout=layout, entries=resources)
+        self._groups[key] = (group, layout, [b for b, _, _ in entries])
+        if len(self._groups) > self._capacity:
+            self._groups.popitem(last=False)
+        return group
+
+    def __len__(self) -> int:
+        return len(self._groups)
+
+
+class ParamsArena:
+    """One uniform buffer holding every dispatch's params struct for a batch.
+
+    Each dispatch takes a slot (selected with a dynamic offset); `upload` writes the used
+    slots just before the batch is submitted. The queue orders that write after the previous
+    batch, so slots are reused from 0 batch after batch.
+    """
+
+    def __init__(self, device: Any, alignment: int, slots: int = 4096) -> None:
+        self.stride = max(alignment, 256)
+        self.slots = slots
+        self.buffer = device.create_buffer(
+            label="gpucore params", size=self.stride * slots,
+            usage=wgpu.BufferUsage.UNIFORM | wgpu.BufferUsage.COPY_DST)
+        self._bytes = bytearray(self.stride * slots)
+        self._used = 0
+
+    @property
+    def full(self) -> bool:
+        return self._used == self.slots
+
+    def add(self, data: bytes) -> int:
+        """Store one params struct; returns its byte offset (the dynamic offset)."""
+        offset = self._used * self.stride
+        self._bytes[offset:offset + len(data)] = data
+        self._used += 1
+        return offset
+
+    def upload(self, queue: Any) -> None:
+        """Write the used slots to the GPU (call right before submitting the batch)."""
+        if self._used:
+            queue.write_buffer(self.buffer, 0, memoryview(self._bytes)[:self._used * self.stride])
+            self._used = 0

@@ -1,0 +1,55 @@
+"""A size-class pool of idle wgpu buffers: a warm forward pass allocates nothing."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+__all__ = ["BufferPool", "size_class"]
+
+
+def size_class(nbytes: int, max_size: int) -> int:
+    """Allocation size for a request: 256-byte steps up to 64 KiB, then 8 steps per power of
+    two (at most 12.5% slack), so freed activations fit later requests; never above
+    `max_size` unless the request itself is (then the device refuses it)."""
+    if nbytes <= 65536:
+        rounded = max(256, -(-nbytes // 256) * 256)
+    else:
+        step = 1 << (nbytes.bit_length() - 4)
+        rounded = -(-nbytes // step) * step
+    return rounded if rounded <= max_size else max(nbytes, 4)
+
+
+class BufferPool:
+    """Idle buffers by size class, up to `limit` bytes in all.
+
+    Reuse needs no waiting: the GPU executes the queue in order, so work recorded for a
+    buffer's new owner runs after its old owner's.
+    """
+
+    def __init__(self, limit: int = 4 << 30) -> None:
+        self.limit = limit
+        self.idle_bytes = 0
+        self._free: dict[int, list[Any]] = {}
+        self._lock = threading.Lock()
+
+    def take(self, size: int) -> Any | None:
+        """An idle buffer of exactly this size class, or None."""
+        with self._lock:
+            idle = self._free.get(size)
+            if not idle:
+                return None
+            self.idle_bytes -= size
+            return idle.pop()
+
+    def give(self, buffer: Any, size: int) -> None:
+        """Keep `buffer` for reuse, unless the pool is full (then wgpu frees it)."""
+        with self._lock:
+            if self.idle_bytes + size <= self.limit:
+                self._free.setdefault(size, []).append(buffer)
+                self.idle_bytes += size
+
+    def clear(self) -> None:
+        with self._lock:
+            self._free.clear()
+            self.idle_bytes = 0
