@@ -117,6 +117,11 @@ def _add_common(parser: argparse.ArgumentParser, *, strength: float | None) -> N
     parser.add_argument("--seed", type=_seed, default=-1,
                         help="random seed; -1 or omitted picks one and prints it. One seed "
                              "draws the noise of the whole batch")
+    parser.add_argument("--rng", choices=("numpy", "torch"), default="numpy",
+                        help="what the seed drives: numpy's generator (default) or torch's CPU "
+                             "generator, which gives diffusers' noise for the seed (its "
+                             "generator=torch.Generator('cpu').manual_seed(seed); the WebUI's "
+                             "'RNG: CPU') without needing torch")
     parser.add_argument("--width", type=_image_size, default=512, help="multiple of 8 (512)")
     parser.add_argument("--height", type=_image_size, default=512, help="multiple of 8 (512)")
     parser.add_argument("--batch-size", type=_positive_int, default=1, metavar="N",
@@ -287,7 +292,8 @@ def run(args: argparse.Namespace) -> list[Path]:
     result = pipe.generate(args.prompt, negative_prompt=args.negative_prompt, steps=args.steps,
                            cfg_scale=args.cfg_scale, sampler=args.sampler, seed=seed,
                            width=args.width, height=args.height, batch_size=args.batch_size,
-                           clip_skip=args.clip_skip - 1, progress=ProgressBar(args.command),
+                           clip_skip=args.clip_skip - 1, rng=args.rng,
+                           progress=ProgressBar(args.command),
                            **options)
     return save_images(result.images, result.settings, args.out)
 

@@ -59,11 +59,12 @@ def _quote(value: Any) -> str:
 def format_infotext(settings: Mapping[str, Any], *, batch_pos: int | None = None) -> str:
     """The WebUI infotext for one image made with `settings` (a `GenerationResult.settings`
     dict: prompt, negative_prompt, steps, sampler, cfg_scale, seed, width, height, and optional
-    model, batch_size, clip_skip, strength). `batch_pos` is the image's index in its batch.
+    model, batch_size, clip_skip, strength, rng). `batch_pos` is the image's index in its batch.
 
     Field order and formatting follow the WebUI's `create_infotext`. Our `clip_skip` (layers
     skipped, diffusers' convention) is written as the WebUI's `Clip skip` = clip_skip + 1, and
-    only when it is not the default.
+    only when it is not the default. `rng="torch"` (torch's CPU generator) is written as the
+    WebUI writes its CPU generator, `RNG: CPU`; numpy's generator has no WebUI name and no field.
     """
     batch_size = int(settings.get("batch_size", 1))
     clip_skip = int(settings.get("clip_skip", 0) or 0)
@@ -79,6 +80,7 @@ def format_infotext(settings: Mapping[str, Any], *, batch_pos: int | None = None
         "Batch pos": (batch_pos or 0) if batch_size > 1 else None,
         "Denoising strength": None if strength is None else _number(strength),
         "Clip skip": clip_skip + 1 if clip_skip > 0 else None,
+        "RNG": "CPU" if settings.get("rng") == "torch" else None,
     }
     line = ", ".join(f"{key}: {_quote(value)}" for key, value in params.items()
                      if value is not None)
@@ -90,7 +92,8 @@ def format_infotext(settings: Mapping[str, Any], *, batch_pos: int | None = None
 def parse_infotext(text: str) -> dict[str, Any]:
     """Read a WebUI infotext back into a settings dict (the inverse of `format_infotext`):
     prompt, negative_prompt, steps, sampler, cfg_scale, seed, width, height, and where present
-    model, batch_size, batch_pos, strength and clip_skip (ours: WebUI's Clip skip - 1).
+    model, batch_size, batch_pos, strength, clip_skip (ours: WebUI's Clip skip - 1) and
+    rng ("torch" for `RNG: CPU`; the WebUI's GPU and NV generators stay as `RNG` strings).
     Fields we do not use ("Model hash", "Schedule type", ...) are kept as strings under their
     WebUI names. Like the WebUI's `parse_generation_parameters`, the last line holds the
     parameters only when at least three `Key: value` pairs are found there.
@@ -120,12 +123,18 @@ def parse_infotext(text: str) -> dict[str, Any]:
     return _typed(out)
 
 
+def _rng_source(value: str) -> str:
+    if value != "CPU":
+        raise ValueError(f"no equivalent of the WebUI's {value!r} generator")
+    return "torch"
+
+
 # WebUI field -> (our setting name, type)
 _CONVERSIONS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "Steps": ("steps", int), "Sampler": ("sampler", str), "CFG scale": ("cfg_scale", float),
     "Seed": ("seed", int), "Model": ("model", str), "Batch size": ("batch_size", int),
     "Batch pos": ("batch_pos", int), "Denoising strength": ("strength", float),
-    "Clip skip": ("clip_skip", lambda v: int(v) - 1)}
+    "Clip skip": ("clip_skip", lambda v: int(v) - 1), "RNG": ("rng", _rng_source)}
 
 
 def _typed(raw: dict[str, Any]) -> dict[str, Any]:

@@ -15,12 +15,14 @@ import numpy as np
 from gpustd import Tensor, asarray
 
 from .models import AutoencoderKL, CLIPTextModel, UNet2DConditionModel
+from .rng import RNG_SOURCES, TorchCPUGenerator, make_generator
 from .schedulers import get_scheduler
 from .tokenizer import CLIPTokenizer
 
 __all__ = ["GenerationResult", "StableDiffusion"]
 
 Progress = Callable[[int, int], None]  # (steps done, total steps)
+Generator = np.random.Generator | TorchCPUGenerator  # what `standard_normal` is drawn from
 
 
 @dataclass
@@ -112,7 +114,7 @@ class StableDiffusion:
         return self.text_encoder(ids, clip_skip=clip_skip)
 
     def _denoise(self, latents: np.ndarray, context: Tensor, timesteps: np.ndarray,
-                 scheduler: Any, cfg_scale: float, rng: np.random.Generator,
+                 scheduler: Any, cfg_scale: float, generator: Generator,
                  extra: np.ndarray | None = None,
                  after_step: Callable[[int, np.ndarray], np.ndarray] | None = None,
                  progress: Progress | None = None) -> np.ndarray:
@@ -132,7 +134,7 @@ class StableDiffusion:
             if guided:
                 uncond, cond = np.split(out, 2)
                 out = uncond + cfg_scale * (cond - uncond)
-            latents = scheduler.step(out, t, latents, generator=rng)
+            latents = scheduler.step(out, t, latents, generator=generator)
             if after_step is not None:
                 latents = after_step(i, latents)
             if progress is not None:
@@ -156,13 +158,13 @@ class StableDiffusion:
                           .numpy().astype(np.float32))
         return _to_uint8(np.concatenate(images))
 
-    def _encode(self, pixels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def _encode(self, pixels: np.ndarray, generator: Generator) -> np.ndarray:
         """A latent drawn from the VAE's posterior for `pixels`, scaled for the UNet."""
         dtype = self.unet.conv_in.weight.dtype
         x = asarray(pixels, device=self.unet.conv_in.weight.device)
         mean, logvar = self.vae.encode(x.astype(dtype) if x.dtype != dtype else x)
         mean_np = mean.numpy().astype(np.float64)
-        noise = rng.standard_normal(mean_np.shape)
+        noise = generator.standard_normal(mean_np.shape)
         latent = AutoencoderKL.sample(mean_np, logvar.numpy().astype(np.float64), noise)
         return latent * self.vae.scaling_factor
 
@@ -171,10 +173,16 @@ class StableDiffusion:
                  cfg_scale: float = 7.0, sampler: str = "Euler a", seed: int | None = None,
                  width: int = 512, height: int = 512, batch_size: int = 1,
                  clip_skip: int = 0, init_image: Any = None, strength: float = 0.75,
-                 mask: Any = None, progress: Progress | None = None) -> GenerationResult:
+                 mask: Any = None, rng: str = "numpy",
+                 progress: Progress | None = None) -> GenerationResult:
         """txt2img (no init image), img2img (`init_image`, `strength`) or inpaint
         (`init_image` + `mask`, white = repaint). Same seed and settings give the same image
-        on the same adapter."""
+        on the same adapter.
+
+        `rng` picks the random source the seed drives: "numpy" (`np.random.default_rng`) or
+        "torch", whose draws equal diffusers' with `generator=torch.Generator("cpu")
+        .manual_seed(seed)` (the WebUI's "RNG: CPU"), so the same seed starts from the same
+        noise there and here."""
         _check_size(width, height)
         if not isinstance(steps, (int, np.integer)) or steps < 1:
             raise ValueError(f"steps must be a positive integer, got {steps!r}")
@@ -187,8 +195,10 @@ class StableDiffusion:
         if self.is_inpainting_model and mask is None:
             raise ValueError("this is an inpainting model (9-channel UNet): give init_image and "
                              "mask")
+        if rng not in RNG_SOURCES:
+            raise ValueError(f"rng must be one of {list(RNG_SOURCES)}, got {rng!r}")
         seed = int(np.random.default_rng().integers(2**32)) if seed is None else int(seed)
-        rng = np.random.default_rng(seed)
+        generator = make_generator(rng, seed)
         scheduler = get_scheduler(sampler, self.scheduler_config)
         scheduler.set_timesteps(steps)
         timesteps = np.asarray(scheduler.timesteps)
@@ -210,8 +220,8 @@ class StableDiffusion:
             if hasattr(scheduler, "set_begin_index"):
                 scheduler.set_begin_index(start * scheduler.order)
         if mode == "img2img" or (mode == "inpaint" and (not inpaint9 or strength < 1.0)):
-            image_latents = np.repeat(self._encode(pixels, rng), batch_size, 0)
-        noise = rng.standard_normal(shape)
+            image_latents = np.repeat(self._encode(pixels, generator), batch_size, 0)
+        noise = generator.standard_normal(shape)
         if mode == "txt2img" or (mode == "inpaint" and strength == 1.0):
             latents = noise * scheduler.init_noise_sigma
         else:
@@ -221,7 +231,7 @@ class StableDiffusion:
             small = np.repeat(full_mask[:, :, ::scale, ::scale], batch_size, 0)  # nearest
             if inpaint9:
                 masked = pixels * (full_mask < 0.5)
-                masked_latents = np.repeat(self._encode(masked, rng), batch_size, 0)
+                masked_latents = np.repeat(self._encode(masked, generator), batch_size, 0)
                 extra = np.concatenate([small, masked_latents], axis=1)
             else:
                 def after_step(i: int, x: np.ndarray) -> np.ndarray:
@@ -231,13 +241,13 @@ class StableDiffusion:
                         known = scheduler.add_noise(image_latents, noise, timesteps[i + 1:i + 2])
                     return (1 - small) * known + small * x
 
-        latents = self._denoise(latents, context, timesteps, scheduler, cfg_scale, rng,
+        latents = self._denoise(latents, context, timesteps, scheduler, cfg_scale, generator,
                                 extra=extra, after_step=after_step, progress=progress)
         images = self._decode(latents, self.unet.conv_in.weight.dtype)
         settings = dict(mode=mode, prompt=prompt, negative_prompt=negative_prompt, steps=steps,
                         sampler=sampler, cfg_scale=cfg_scale, seed=seed, width=width,
                         height=height, batch_size=batch_size, clip_skip=clip_skip,
-                        model=self.name)
+                        model=self.name, rng=rng)
         if init_image is not None:
             settings["strength"] = strength
         return GenerationResult(images=images, seeds=[seed] * batch_size, settings=settings)
