@@ -63,10 +63,20 @@ def test_conv2d_1x1(device: gpucore.Device, monkeypatch, via_linalg: bool) -> No
     _run(device, (2, 24, 7, 5), (40, 24, 1, 1))
 
 
-@pytest.mark.parametrize("plan", [(128, 128, 3, 16), (64, 64, 2, 8), (64, 128, 1, 8)])
+# (BM, BN, splits, BK): each invocation loads 4, 8 or 16 weights and patch values per step.
+@pytest.mark.parametrize("plan", [(128, 128, 3, 16), (64, 64, 2, 8), (64, 128, 1, 8),
+                                  (128, 64, 2, 8), (64, 64, 1, 16), (128, 128, 1, 8)])
 def test_conv2d_tile_plans(device: gpucore.Device, plan) -> None:
     """Every tile shape and split-K give the same answer (plans are a speed choice only)."""
     _run(device, (2, 20, 10, 9), (70, 20, 3, 3), plan=plan, padding=1)
+
+
+def test_conv2d_planner_tiles() -> None:
+    # 64-row tiles where they waste fewer channel rows (320 = 5 x 64), 128 x 64 otherwise;
+    # a layer that fills the GPU is not split (partial sums would only cost memory).
+    assert conv_module._plan(320, 8192, 1, 2880)[:2] == (64, 128)
+    assert conv_module._plan(640, 2048, 1, 5760)[:2] == (128, 64)
+    assert conv_module._plan(512, 16384, 1, 4608)[2] == 1
 
 
 def test_conv2d_split_k_chosen_for_deep_small_layers(device: gpucore.Device) -> None:
@@ -92,6 +102,12 @@ def test_conv2d_random_shapes(device: gpucore.Device, n, cin, cout, h, w, k, str
 @pytest.mark.parametrize("w_shape", [(32, 16, 3, 3), (24, 16, 1, 1)])
 def test_conv2d_float16(f16_device: gpucore.Device, w_shape) -> None:
     _run(f16_device, (2, 16, 12, 12), w_shape, dtype=np.float16, padding=w_shape[-1] // 2)
+
+
+@pytest.mark.parametrize("plan", [None, (128, 64, 3, 8)])
+def test_conv2d_float16_scalar_weights(f16_device: gpucore.Device, plan) -> None:
+    # K = 27: weight rows are not whole vec4s, so they load one by one; split-K sums in f32.
+    _run(f16_device, (2, 3, 13, 11), (20, 3, 3, 3), dtype=np.float16, padding=1, plan=plan)
 
 
 def test_conv2d_errors(device: gpucore.Device) -> None:

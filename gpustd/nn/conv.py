@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from gpucore import Kernel, wgsl_scalar
+
 from .._tensor import Tensor
 from ._util import check_float, check_same, dummy, kernel, pair
 from .linear import conv1x1
@@ -14,11 +16,26 @@ from .linear import conv1x1
 __all__ = ["conv2d"]
 
 # 1x1 convolutions (stride 1, no padding, one group) are plain GEMMs: route them to
-# gpustd.linalg's GEMM rather than the implicit GEMM (H200: 0.098 vs 0.141 ms for
-# 2x320x64x64 -> 320 in float32, 0.095 vs 0.181 ms in float16; bench/results/nn-h200.json).
+# gpustd.linalg's GEMM rather than the implicit GEMM (H200: 0.085 vs 0.107 ms for
+# 2x320x64x64 -> 320 in float32, 0.086 vs 0.113 ms in float16; only 320 -> 640 at 32x32 in
+# float32 is faster implicit, 0.052 vs 0.056 ms; bench/results/nn-h200.json).
 ONE_BY_ONE_VIA_LINALG = True
 _SMS = 132  # streaming multiprocessors the split-K model assumes (H100/H200; tuned there)
 _MAX_SPLITS = 16
+_kernels: dict[tuple, Kernel] = {}
+
+
+def _conv_kernel(dtype: np.dtype, out_dtype: Any, vec_w: bool, **constants: int) -> Kernel:
+    """shaders/nn/conv2d.wgsl for these element types and overrides, built once."""
+    types = {"T": wgsl_scalar(dtype), "O": wgsl_scalar(out_dtype)}
+    if not vec_w:
+        types["WV"] = "T"
+    key = (tuple(sorted(types.items())), vec_w, tuple(sorted(constants.items())))
+    found = _kernels.get(key)
+    if found is None:
+        found = _kernels[key] = Kernel.load("nn/conv2d", types=types,
+                                            constants={**constants, "VEC_W": int(vec_w)})
+    return found
 
 
 def _output_size(size: int, k: int, stride: int, pad: int, dil: int) -> int:
@@ -28,16 +45,39 @@ def _output_size(size: int, k: int, stride: int, pad: int, dil: int) -> int:
 def _plan(cout_g: int, pixels: int, groups: int, k_total: int) -> tuple[int, int, int, int]:
     """(BM, BN, splits, BK) for a conv of cout_g channels x pixels x k_total per group.
 
-    A 128 x 128 tile (8 x 8 per invocation, K steps of 16) is the fastest shape measured on
-    an H200; smaller tiles only serve outputs narrower than it. Layers with few tiles split
-    K: the cost model counts waves of workgroups over the SMs times the K tiles each walks
-    (a wave only slightly over the SM count runs at half speed, as measured), plus the
-    split-K partial sums' traffic.
+    128 invocations of 8 x 8 outputs over K steps of 8. 128 channels x 64 pixels gathers the
+    fewest patch values per invocation (the gather is the costly part of the implicit GEMM):
+    10-15% faster than 64 x 128 or 128 x 128 tiles on an H200. 64 x 128 serves channel
+    counts that 64-row tiles cover with less waste (320 = 5 x 64, not 3 x 128 rows).
     """
-    bm = 64 if cout_g <= 64 else 128
-    bn = 64 if pixels <= 64 else 128
-    bk = 16 if (bm, bn) == (128, 128) else 8
+    def waste(bm: int) -> int:
+        return -cout_g % bm
+
+    if pixels <= 64:
+        bm, bn = (64 if cout_g <= 64 else 128), 64
+    elif waste(128) > waste(64):
+        bm, bn = 64, 128
+    else:
+        bm, bn = 128, 64
+    bk = 8
+    return bm, bn, _splits(bm, bn, bk, cout_g, pixels, groups, k_total), bk
+
+
+def _splits(bm: int, bn: int, bk: int, cout_g: int, pixels: int, groups: int,
+            k_total: int) -> int:
+    """K splits for a BM x BN tile: layers with few tiles split K.
+
+    The cost model counts waves of workgroups over the SMs times the K tiles each walks (a
+    wave only slightly over the SM count runs at half speed, as measured), plus the split-K
+    partial sums' traffic. Its choices were within 2% of the best of 1-32 splits for the
+    SD 1.5 layers on an H200.
+    """
     count = math.ceil(cout_g / bm) * math.ceil(pixels / bn) * groups
+    if count >= 4 * _SMS:
+        # Several 128-invocation workgroups share an SM, so four waves' worth fill the GPU;
+        # splitting then only adds partial sums (VAE 512@128: 2.61 ms unsplit, 2.67 ms in
+        # 9 splits that also take 300 MB of partial sums).
+        return 1
     k_tiles = math.ceil(k_total / bk)
 
     def cost(s: int) -> float:
@@ -45,8 +85,7 @@ def _plan(cout_g: int, pixels: int, groups: int, k_total: int) -> tuple[int, int
         extra = 0.0 if s == 1 else 2 + s * cout_g * groups * pixels / 1e6
         return waves * math.ceil(k_tiles / s) + extra
 
-    splits = min(range(1, min(_MAX_SPLITS, max(1, k_tiles // 8)) + 1), key=cost)
-    return bm, bn, splits, bk
+    return min(range(1, min(_MAX_SPLITS, max(1, k_tiles // 8)) + 1), key=cost)
 
 
 def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, stride: Any = 1,
@@ -102,13 +141,13 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, stride: Any
     grid = (math.ceil(pixels / bn), math.ceil(cout_g / bm), groups * splits)
     bias_t = bias if has_bias else dummy(x)
     shape = dict(WY=bm // 8, WX=bn // 8, BK=bk, KH=kh, KW=kw)
+    vec_w = k_total % 4 == 0  # weight rows start on vec4 boundaries
     if splits == 1:
-        k = kernel("conv2d", {"T": x.dtype, "O": x.dtype}, HAS_BIAS=int(has_bias),
-                   **shape)
+        k = _conv_kernel(x.dtype, x.dtype, vec_w, HAS_BIAS=int(has_bias), **shape)
         k.dispatch(grid, x, weight, bias_t, out, **params)
         return out
     partial = Tensor.empty((splits, out.size), np.float32, device=x.device)
-    k = kernel("conv2d", {"T": x.dtype, "O": np.float32}, HAS_BIAS=0, **shape)
+    k = _conv_kernel(x.dtype, np.float32, vec_w, HAS_BIAS=0, **shape)
     k.dispatch(grid, x, weight, bias_t, partial, **params)
     finish = kernel("conv2d_splitk", {"T": x.dtype}, HAS_BIAS=int(has_bias))
     finish.dispatch(finish.groups_for(out.size), partial, bias_t, out, n=out.size,
