@@ -199,8 +199,8 @@ def test_cli_writes_png_with_infotext(model_dir: Path, tmp_path: Path) -> None:
 
 def test_single_file_checkpoint_generates_like_the_folder(device: gpucore.Device,
                                                           tmp_path: Path) -> None:
+    from ldm_files import write_ldm
     from sd_tiny import tiny_text_encoder, tiny_vae
-    from test_loaders import write_ldm
 
     # A single file stores no head counts: the loader infers SD1's (8 UNet heads; 64-wide
     # text-encoder heads, so 1 at this width). Tiny models with those heads load identically.
