@@ -14,7 +14,7 @@ import numpy as np
 
 from gpucore import Buffer, Device, Kernel, wgsl_scalar
 
-__all__ = ["TILES", "BatchPlan", "Tile", "batch_plan", "choose_tile", "record_gemm"]
+__all__ = ["TILES", "BatchPlan", "Plan", "Tile", "batch_plan", "plan_gemm", "record_gemm"]
 
 
 @dataclass(frozen=True)
@@ -28,60 +28,131 @@ class Tile:
     tn: int
 
     def __post_init__(self) -> None:
-        # What gemm.wgsl can express: 4 or 8 outputs per invocation each way, k steps of 4,
-        # and at most 4 prefetched vec4 chunks of each tile per invocation.
-        if self.tm not in (4, 8) or self.tn not in (4, 8) or self.bk % 4:
+        # What gemm.wgsl can express: 4 or 8 outputs per invocation each way, K steps of 8 or
+        # 16, and 4, 8 or 16 elements of each K tile loaded per invocation (l_a, l_b).
+        if (self.tm not in (4, 8) or self.tn not in (4, 8) or self.bk not in (8, 16)
+                or self.bm % (4 * self.tm) or self.bn % (4 * self.tn)
+                or self.l_a not in (4, 8, 16) or self.l_b not in (4, 8, 16)
+                or self.wx < self.tm or self.wy < self.tn):
             raise ValueError(f"unsupported GEMM tile {self}")
-        if max(self.bm, self.bn) * self.bk > 16 * self.invocations:
-            raise ValueError(f"GEMM tile {self} needs more than 4 prefetch chunks per invocation")
+
+    @property
+    def wx(self) -> int:
+        return self.bn // self.tn
+
+    @property
+    def wy(self) -> int:
+        return self.bm // self.tm
 
     @property
     def invocations(self) -> int:
-        return (self.bm // self.tm) * (self.bn // self.tn)
+        return self.wx * self.wy
+
+    @property
+    def l_a(self) -> int:
+        return self.bm * self.bk // self.invocations
+
+    @property
+    def l_b(self) -> int:
+        return self.bn * self.bk // self.invocations
+
+    @property
+    def workgroup_bytes(self) -> int:
+        return 2 * self.bk * (self.bm + self.bn) * 4  # two f32 buffers of each tile
 
 
-# Measured on an H200 through Vulkan (bench/gemm.py, scratch sweeps of tile shapes): big
-# tiles win only with several waves of workgroups to keep all 132 multiprocessors (H100/H200)
-# busy; the Stable Diffusion linears at 64x64 latents (e.g. 4096x640x640) run best with
-# 64x64 tiles of 4x4 per invocation, small products (77x768x320) with 32x32.
 TILES = {
-    "128x128": Tile(128, 128, 16, 8, 8),
-    "128x64": Tile(128, 64, 16, 8, 4),
-    "64x64": Tile(64, 64, 16, 4, 4),
-    "32x32": Tile(32, 32, 16, 4, 4),
+    "128x128": Tile(128, 128, 8, 8, 8),
+    "128x64": Tile(128, 64, 8, 8, 8),
+    "64x64": Tile(64, 64, 8, 8, 8),
+    "64x64t4": Tile(64, 64, 16, 4, 4),
+    "32x32": Tile(32, 32, 8, 4, 4),
 }
-_ONE_WAVE = 132  # workgroups: one per multiprocessor of an H100/H200
 
 
-def choose_tile(m: int, n: int, batch: int) -> Tile:
-    """The tile that measured fastest for this output size (see TILES)."""
+@dataclass(frozen=True)
+class Plan:
+    """Tile, K splits (1: no split-K) and main-loop shape (gemm.wgsl's PAIRED) of one GEMM."""
 
-    def count(name: str) -> int:
-        return math.ceil(m / TILES[name].bm) * math.ceil(n / TILES[name].bn) * batch
+    tile: Tile
+    splits: int
+    paired: bool
 
-    for name in ("128x128", "128x64"):
-        if count(name) >= 512:  # about four waves
-            return TILES[name]
-    return TILES["64x64"] if count("64x64") >= _ONE_WAVE else TILES["32x32"]
+
+# The plan was tuned on an H200 through Vulkan (scratch sweep of every tile x 1-12 splits x
+# both loop shapes over the SD 1.5 UNet's GEMMs, float32 and float16). What it found:
+# - big outputs (>= 2 waves of 128 x 128 tiles) run best in 64 x 64 tiles of 8 x 8 per
+#   invocation (4096^3: 4.87 ms against 5.13 for the previous kernel, and 128 x 128 tiles
+#   6.07), with the paired loop once K is long;
+# - short K on mid-size outputs (8192 x 320 x 320) wants the 4 x 4 tile's 256 invocations;
+# - grids that do not fill the GPU split K (512 x 1280 x 1280: 80 us in 3 splits of 128 x 128
+#   against 125 us unsplit) -- cost model below;
+# - tiny M (time embeddings, the 77-token context) runs 32 x 32 tiles in up to 12 splits
+#   (2 x 1280 x 1280: 20 us against 52 us).
+_SMS = 132  # multiprocessors of an H100/H200
+_SPLITS = (1, 2, 3, 4, 6, 8, 12)
+# Split-K cost model: workgroups that run at once (per GPU) and relative time per K tile for
+# each tile, plus the partial sums' traffic; fitted to the sweep (its picks cost 4.6% over
+# the best measured configuration on the UNet's GEMMs).
+_CONCURRENT = {"128x128": 132, "128x64": 198, "64x64": 198, "32x32": 528}
+_STEP_COST = {"128x128": 4.0, "128x64": 3.5, "64x64": 2.2, "32x32": 1.4}
+_PARTIAL_COST = 4.0  # per million partial sums
+
+
+def plan_gemm(m: int, n: int, k: int, batch: int) -> Plan:
+    """The configuration that measured fastest for an m x k x n GEMM (see the notes above)."""
+    def count(tile: Tile) -> int:
+        return math.ceil(m / tile.bm) * math.ceil(n / tile.bn) * batch
+
+    if count(TILES["128x128"]) >= 2 * _SMS:
+        return Plan(TILES["64x64"], 1, k >= 512)
+    if count(TILES["64x64"]) >= 320 and k <= 384:
+        return Plan(TILES["64x64t4"], 1, False)
+    if count(TILES["64x64"]) >= 4 * _SMS:
+        return Plan(TILES["64x64"], 1, False)
+    best = (math.inf, TILES["32x32"], 1)
+    for name, concurrent in _CONCURRENT.items():
+        tile = TILES[name]
+        tiles = count(tile)
+        k_tiles = math.ceil(k / tile.bk)
+        for s in _SPLITS:
+            if s > 1 and (tiles * s > 4 * _SMS or k_tiles // s < 4):
+                continue
+            cost = (math.ceil(tiles * s / concurrent) * math.ceil(k_tiles / s)
+                    * _STEP_COST[name])
+            if s > 1:
+                cost += _PARTIAL_COST * s * m * n * batch / 1e6
+            if cost < best[0]:
+                best = (cost, tile, s)
+    return Plan(best[1], best[2], False)
 
 
 _kernels: dict[tuple[Any, ...], Kernel] = {}
 
 
 def _kernel(dtype: np.dtype, tile: Tile, trans_a: bool, trans_b: bool, vec_a: bool,
-            vec_b: bool) -> Kernel:
-    key = (dtype, tile, trans_a, trans_b, vec_a, vec_b)
+            vec_b: bool, split: bool, paired: bool) -> Kernel:
+    key = (dtype, tile, trans_a, trans_b, vec_a, vec_b, split, paired)
     kernel = _kernels.get(key)
     if kernel is None:
-        types = {"T": wgsl_scalar(dtype)}
+        types = {"T": wgsl_scalar(dtype), "O": "f32" if split else wgsl_scalar(dtype)}
         if not vec_a:
             types["AV"] = "T"
         if not vec_b:
             types["BV"] = "T"
-        constants = {"BM": tile.bm, "BN": tile.bn, "BK": tile.bk, "TM": tile.tm, "TN": tile.tn,
-                     "WG": tile.invocations, "TRANS_A": int(trans_a), "TRANS_B": int(trans_b),
-                     "VEC_A": int(vec_a), "VEC_B": int(vec_b)}
+        constants = {"WX": tile.wx, "WY": tile.wy, "BK": tile.bk, "TM": tile.tm, "TN": tile.tn,
+                     "TRANS_A": int(trans_a), "TRANS_B": int(trans_b), "VEC_A": int(vec_a),
+                     "VEC_B": int(vec_b), "SPLIT": int(split), "PAIRED": int(paired)}
         kernel = _kernels[key] = Kernel.load("linalg/gemm", constants=constants, types=types)
+    return kernel
+
+
+def _finish_kernel(dtype: np.dtype) -> Kernel:
+    key = ("splitk", dtype)
+    kernel = _kernels.get(key)
+    if kernel is None:
+        kernel = _kernels[key] = Kernel.load("linalg/gemm_splitk",
+                                             types={"T": wgsl_scalar(dtype)})
     return kernel
 
 
@@ -148,30 +219,52 @@ def batch_plan(out_batch: tuple[int, ...], a_batch: tuple[int, ...], b_batch: tu
 
 def record_gemm(a: Buffer[Any], b: Buffer[Any], c: Buffer[Any], bias: Buffer[Any] | None, *,
                 m: int, n: int, k: int, trans_a: bool, trans_b: bool, alpha: float, beta: float,
-                plan: BatchPlan, tile: Tile | None = None) -> None:
-    """Record C = alpha op(A) op(B) + beta C + bias for every batch entry (no validation)."""
+                plan: BatchPlan, tile: Tile | None = None, splits: int | None = None,
+                paired: bool | None = None) -> None:
+    """Record C = alpha op(A) op(B) + beta C + bias for every batch entry (no validation).
+
+    `tile`, `splits` and `paired` override plan_gemm's choice (tests, tuning)."""
     if m == 0 or n == 0 or plan.count == 0:
         return
     device = c.device
     per_group = plan.outer * plan.inner
-    tile = tile or choose_tile(m, n, plan.count)
+    chosen = plan_gemm(m, n, k, plan.count)
+    tile = tile or chosen.tile
+    if tile.workgroup_bytes > device.limits["max-compute-workgroup-storage-size"]:
+        tile = TILES["64x64"]
+    paired = chosen.paired if paired is None else paired
+    k_tiles = math.ceil(k / tile.bk)
+    splits = min(splits or chosen.splits, max(k_tiles, 1))
+    per_split = math.ceil(k_tiles / splits) if k_tiles else 0
+    splits = math.ceil(k_tiles / per_split) if k_tiles else 1  # no empty splits
+    total = plan.count * m * n
+    if splits > 1 and splits * total * 4 > device.limits["max-storage-buffer-binding-size"]:
+        splits, per_split = 1, k_tiles
     # vec4 reads need the contiguous dimension (and so every row start) 16-byte aligned.
     vec_a = k > 0 and (m if trans_a else k) % 4 == 0
     vec_b = k > 0 and (k if trans_b else n) % 4 == 0
-    kernel = _kernel(c.dtype, tile, trans_a, trans_b, vec_a, vec_b)
+    kernel = _kernel(c.dtype, tile, trans_a, trans_b, vec_a, vec_b, splits > 1, paired)
     bias_buffer = bias if bias is not None else _placeholder(device, c.dtype)
+    # Split-K: every split writes raw f32 sums to its own slab; gemm_splitk adds them.
+    out = Buffer.empty(splits * total, np.float32, device=device) if splits > 1 else c
     max_z = device.limits["max-compute-workgroups-per-dimension"]
     grid_xy = (math.ceil(n / tile.bn), math.ceil(m / tile.bm))
     for g, (a_base, b_base) in enumerate(plan.groups):
-        for z_base, z_count in _chunks(per_group, max_z):
+        for z_base, z_count in _chunks(per_group * splits, max_z):
             kernel.dispatch(
-                (*grid_xy, z_count), a, b, bias_buffer, c,
+                (*grid_xy, z_count), a, b, bias_buffer, out,
                 m=m, n=n, k=k,
                 a_base=a_base, a_outer=plan.outer_strides[0], a_inner=plan.inner_strides[0],
                 b_base=b_base, b_outer=plan.outer_strides[1], b_inner=plan.inner_strides[1],
                 c_base=g * per_group * m * n, inner=plan.inner, z_base=z_base,
                 alpha=alpha, beta=beta, has_bias=int(bias is not None),
+                splits=splits, k_tiles_per_split=per_split, c_total=total,
             )
+    if splits > 1:
+        finish = _finish_kernel(c.dtype)
+        finish.dispatch(finish.groups_for(total), out, bias_buffer, c, total=total, n=n,
+                        splits=splits, alpha=alpha, beta=beta,
+                        has_bias=int(bias is not None))
 
 
 def _chunks(total: int, size: int) -> list[tuple[int, int]]:

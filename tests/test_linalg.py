@@ -34,14 +34,11 @@ def op(x: np.ndarray, trans: bool) -> np.ndarray:
 
 
 # -- GEMM ---------------------------------------------------------------------------------
-@pytest.mark.parametrize("tile", list(_gemm.TILES))
-@pytest.mark.parametrize("trans_a", [False, True])
-@pytest.mark.parametrize("trans_b", [False, True])
-def test_every_tile_and_layout(device, rng, tile, trans_a, trans_b):
-    """Each tile shape, forced, on ragged sizes (scalar loads) and 4-aligned ones (vec4).
+def check_forced(device, rng, trans_a, trans_b, cases, **force):
+    """record_gemm with the plan forced (`force`: tile), C = 0.5 op(A) op(B) + 2 C + bias.
 
     Positive operands: a one-element result must not cancel to near zero (relative error)."""
-    for m, n, k in [(37, 41, 19), (36, 68, 20), (1, 1, 1), (130, 3, 9)]:
+    for m, n, k, splits, paired in cases:
         a = random_array(rng, (k, m) if trans_a else (m, k), low=0.1)
         b = random_array(rng, (n, k) if trans_b else (k, n), low=0.1)
         bias = random_array(rng, (n,), low=0.1)
@@ -51,8 +48,79 @@ def test_every_tile_and_layout(device, rng, tile, trans_a, trans_b):
                           up(device, bias).buffer, m=m, n=n, k=k, trans_a=trans_a,
                           trans_b=trans_b, alpha=0.5, beta=2.0,
                           plan=_gemm.batch_plan((), (), (), m * k, k * n),
-                          tile=_gemm.TILES[tile])
+                          splits=splits, paired=paired, **force)
         assert_close(c.numpy(), expected)
+
+
+@pytest.mark.parametrize("tile", list(_gemm.TILES))
+@pytest.mark.parametrize("trans_a", [False, True])
+@pytest.mark.parametrize("trans_b", [False, True])
+def test_every_tile_and_layout(device, rng, tile, trans_a, trans_b):
+    """Each tile shape on ragged sizes (scalar loads) and 4-aligned ones (vec4)."""
+    cases = [(37, 41, 19, 1, False), (36, 68, 20, 1, False), (1, 1, 1, 1, False),
+             (130, 3, 9, 1, False)]
+    check_forced(device, rng, trans_a, trans_b, cases, tile=_gemm.TILES[tile])
+
+
+@pytest.mark.parametrize("tile", ["128x64", "64x64t4"])
+@pytest.mark.parametrize("trans_a", [False, True])
+@pytest.mark.parametrize("trans_b", [False, True])
+def test_split_k_and_paired_loop(device, rng, tile, trans_a, trans_b):
+    """Split-K (alpha, beta and bias in its second pass; uneven last split) and the paired
+    main loop (odd and even K-tile counts), ragged and 4-aligned."""
+    cases = [(36, 68, 44, 1, True), (36, 68, 100, 3, False), (37, 41, 70, 4, True),
+             (3, 5, 300, 12, False)]
+    check_forced(device, rng, trans_a, trans_b, cases, tile=_gemm.TILES[tile])
+
+
+def test_tile_validation():
+    assert _gemm.Tile(128, 64, 8, 8, 8).invocations == 128
+    for bad in [(128, 128, 12, 8, 8), (64, 64, 8, 2, 4), (64, 64, 8, 4, 4), (32, 32, 8, 8, 8)]:
+        with pytest.raises(ValueError, match="unsupported GEMM tile"):
+            _gemm.Tile(*bad)
+
+
+def test_plan_gemm_shapes():
+    """The H200-tuned plan: big outputs unsplit, small grids split K, tiny M in 32x32 tiles."""
+    big = _gemm.plan_gemm(4096, 4096, 4096, 1)
+    assert (big.tile, big.splits, big.paired) == (_gemm.TILES["64x64"], 1, True)
+    assert _gemm.plan_gemm(8192, 320, 320, 1) == _gemm.Plan(_gemm.TILES["64x64t4"], 1, False)
+    mid = _gemm.plan_gemm(512, 1280, 1280, 1)
+    assert mid.tile == _gemm.TILES["128x128"] and mid.splits == 3
+    tiny = _gemm.plan_gemm(2, 1280, 1280, 1)
+    assert tiny.tile == _gemm.TILES["32x32"] and tiny.splits == 12
+    for m, n, k in [(1, 1, 1), (7, 5, 8), (3, 3, 100_000), (100_000, 3, 3)]:
+        plan = _gemm.plan_gemm(m, n, k, 1)
+        assert 1 <= plan.splits <= 12 and plan.splits <= max(1, k // 32)
+
+
+def test_split_k_batched_with_bias(device, rng, monkeypatch):
+    """Split-K over a broadcast batch, across several dispatches (tiny grid limit), with bias."""
+    monkeypatch.setitem(device.limits, "max-compute-workgroups-per-dimension", 5)
+    a, b = random_array(rng, (3, 2, 600)), random_array(rng, (600, 37))
+    bias = random_array(rng, (37,))
+    assert _gemm.plan_gemm(2, 37, 600, 3).splits > 1
+    got = linalg.matmul(up(device, a), up(device, b), bias=up(device, bias))
+    assert_close(got.numpy(), a.astype(np.float64) @ b + bias)
+
+
+def test_split_k_gemm_alpha_beta_and_nan(device, rng):
+    a, b, c0 = random_array(rng, (300, 5)), random_array(rng, (7, 300)), random_array(rng, (5, 7))
+    assert _gemm.plan_gemm(5, 7, 300, 1).splits > 1
+    c = up(device, c0)
+    linalg.gemm(1.5, up(device, a), up(device, b), -0.5, c, trans_a=True, trans_b=True)
+    assert_close(c.numpy(), 1.5 * a.T.astype(np.float64) @ b.T - 0.5 * c0)
+    c = up(device, np.full((5, 7), np.nan))  # beta = 0: the second pass must not read C
+    linalg.gemm(2.0, up(device, a.T.copy()), up(device, b.T.copy()), 0.0, c)
+    assert_close(c.numpy(), 2.0 * a.T.astype(np.float64) @ b.T)
+
+
+def test_split_k_falls_back_when_partials_exceed_binding(device, rng, monkeypatch):
+    """Partial sums above the storage binding limit: one split instead of a DeviceLimitError."""
+    a, b = random_array(rng, (40, 256)), random_array(rng, (256, 40))
+    assert _gemm.plan_gemm(40, 40, 256, 1).splits * 40 * 40 * 4 > 45_000 > a.nbytes
+    monkeypatch.setitem(device.limits, "max-storage-buffer-binding-size", 45_000)
+    assert_close(linalg.matmul(up(device, a), up(device, b)).numpy(), a.astype(np.float64) @ b)
 
 
 @settings(max_examples=12, deadline=None)
@@ -145,6 +213,14 @@ def test_matmul_f16(f16_device, rng):
     got = linalg.matmul(up(f16_device, a, np.float16), up(f16_device, w, np.float16),
                         trans_b=True)
     assert_close(got.numpy(), a.astype(np.float64) @ w.T.astype(np.float64), dtype=np.float16)
+    x = random_array(rng, (3, 700), np.float16)  # split-K: f32 partial sums, f16 result
+    w = random_array(rng, (37, 700), np.float16)
+    assert _gemm.plan_gemm(3, 37, 700, 1).splits > 1
+    got = linalg.matmul(up(f16_device, x, np.float16), up(f16_device, w, np.float16),
+                        trans_b=True, bias=up(f16_device, bias, np.float16))
+    assert got.dtype == np.float16
+    assert_close(got.numpy(), x.astype(np.float64) @ w.T.astype(np.float64) + bias,
+                 dtype=np.float16)
 
 
 # -- level 1 and 2 ------------------------------------------------------------------------

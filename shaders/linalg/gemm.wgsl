@@ -1,71 +1,97 @@
 // Batched GEMM: C = alpha * op(A) @ op(B) + beta * C + bias, op = optional transpose.
 //
-// Each workgroup computes a BM x BN tile of C, walking K in steps of BK through workgroup
-// memory; each invocation owns a TM x TN block of that tile (register blocking, TM and TN 4
-// or 8). Its rows and columns are 4-wide groups strided across the tile (row group ty and
-// ty + BM/8), so neighbouring invocations read neighbouring vec4s of workgroup memory: no
-// bank conflicts, 128-bit reads.
+// A workgroup of WX x WY invocations computes a BM x BN tile of C (BM = TM * WY, BN = TN * WX;
+// TM and TN 4 or 8 outputs per invocation), walking K in steps of BK (8 or 16) through
+// double-buffered workgroup tiles: the next step's global loads go to registers while the
+// current tile is multiplied, then land in the other buffer, so one barrier per step does.
+// An invocation's rows are the 4-groups ty and ty + WY, its columns the 4-groups tx and
+// tx + WX: neighbouring invocations read neighbouring vec4s of the tiles (128-bit reads, no
+// bank conflicts).
 //
+// The tiles are always [k][m / 4] and [k][n / 4] vec4s; transposes are folded into the load
+// stage. An operand contiguous along m (n) lands as whole vec4s. One contiguous along K (A
+// as stored, a linear layer's weight B) is read as L = TM * BK / WX (TN * BK / WY) consecutive
+// k of ONE row per invocation, rows following the invocation index, and scattered as scalars:
+// a warp's 32 stores then hit 32 consecutive rows, i.e. 32 banks (rows split across
+// invocations by k put 2-4 stores on one bank).
 // A and B are read as vec4 when their contiguous dimension is a multiple of 4 (VEC_A, VEC_B
 // and element types AV, BV = vec4<T>); otherwise AV = T (BV = T) and four scalars are read
-// with per-element bounds checks. Transposes are folded into the load stage: the tiles in
-// workgroup memory are always [k][m] and [k][n]. Out-of-range elements load as 0, so ragged
-// M, N, K need no special case. The next k step's global loads are issued into registers
-// before the current tile's FMAs (register prefetch), hiding their latency: +10-15% on an H200.
+// with per-element bounds checks. Out-of-range elements load as 0, so ragged M, N, K need no
+// special case.
 //
-// No loops over register arrays anywhere: naga bounds every loop with a counter, so drivers
-// cannot unroll them, and a dynamically indexed array would live in slow local memory. The
-// per-invocation state is private variables touched by straight-line code instead.
+// No loops over register state: naga bounds every loop with a counter, so drivers cannot
+// unroll them, and a dynamically indexed private array would live in slow local memory.
+// Accumulators are 16 named vec4s and the K step is unrolled by hand (as in
+// shaders/nn/conv2d.wgsl). On an H200 this kernel's best tiles run big products about as fast
+// as the single-buffered one it replaced (4096^3: 4.87 against 5.13 ms); the gains are in
+// the tile choice and split-K for grids that do not fill the GPU (gpustd/_gemm.py).
+//
+// Split-K (SPLIT): batch z splits into (z / splits, z % splits); each split walks a
+// contiguous range of K tiles and writes raw f32 sums to its own slab of c (O = f32,
+// slab s at s * c_total); gemm_splitk.wgsl adds the slabs and applies alpha, beta and bias.
 alias T = f32;
+alias O = f32;  // element type of c: T, or f32 for split-K partial sums
 alias AV = vec4<T>;
 alias BV = vec4<T>;
 
-override BM: u32 = 64u;
-override BN: u32 = 64u;
-override BK: u32 = 16u;
-override TM: u32 = 4u;      // rows per invocation: 4 or 8
-override TN: u32 = 4u;      // columns per invocation: 4 or 8
-override WG: u32 = 256u;    // (BM / TM) * (BN / TN)
+override WX: u32 = 16u;  // invocations along n
+override WY: u32 = 16u;  // invocations along m
+override TM: u32 = 8u;  // rows per invocation: 4 or 8
+override TN: u32 = 8u;  // columns per invocation: 4 or 8
+override BK: u32 = 8u;  // 8 or 16; TM * BK / WX and TN * BK / WY must be 4, 8 or 16
 override TRANS_A: bool = false;
 override TRANS_B: bool = false;
 override VEC_A: bool = true;
 override VEC_B: bool = true;
+override SPLIT: bool = false;
+// Main loop: two K tiles per trip, so that after inlining every buffer offset is a constant
+// (H200: 2-10% faster on long K with big outputs, 3-8% slower elsewhere; _gemm.py picks).
+override PAIRED: bool = false;
 
-// Batch z (wid.z + z_base) splits into (outer, inner) = (z / inner, z % inner); operand
-// offsets are base + outer * X_outer + inner * X_inner, so broadcast batch dims cost nothing.
+// Batch z (wid.z + z_base, divided by splits) splits into (outer, inner) = (z / inner,
+// z % inner); operand offsets are base + outer * X_outer + inner * X_inner, so broadcast batch
+// dims cost nothing.
 struct Params {
     m: u32, n: u32, k: u32,
     a_base: u32, a_outer: u32, a_inner: u32,
     b_base: u32, b_outer: u32, b_inner: u32,
     c_base: u32, inner: u32, z_base: u32,
     alpha: f32, beta: f32, has_bias: u32,
+    splits: u32, k_tiles_per_split: u32, c_total: u32,
 }
 
 @group(0) @binding(0) var<storage, read> a: array<AV>;
 @group(0) @binding(1) var<storage, read> b: array<BV>;
 @group(0) @binding(2) var<storage, read> bias: array<T>;
-@group(0) @binding(3) var<storage, read_write> c: array<T>;
+@group(0) @binding(3) var<storage, read_write> c: array<O>;
 @group(0) @binding(4) var<uniform> params: Params;
 
-var<workgroup> tile_a: array<vec4<f32>, BK * BM / 4u>;  // [k][m / 4]
-var<workgroup> tile_b: array<vec4<f32>, BK * BN / 4u>;  // [k][n / 4]
+var<workgroup> tile_a: array<vec4<f32>, BK * TM * WY / 2u>;  // 2 x [BK][BM / 4]
+var<workgroup> tile_b: array<vec4<f32>, BK * TN * WX / 2u>;  // 2 x [BK][BN / 4]
 
-// Accumulator block (u, v) holds row group ty + u * BM/8 and column group tx + v * BN/8;
-// element (row i, column j) of a block is c_uv[j][i]. With TM or TN = 4 the blocks on that
-// side are never touched and the compiler drops them.
-var<private> c00: mat4x4<f32>;
-var<private> c01: mat4x4<f32>;
-var<private> c10: mat4x4<f32>;
-var<private> c11: mat4x4<f32>;
-// Prefetched chunks of the next A and B tiles: chunk q of this invocation is vec4 number
-// lid + q * WG of the tile (at most 4 per invocation for the tile shapes used).
-var<private> next_a: array<vec4<f32>, 4>;
-var<private> next_b: array<vec4<f32>, 4>;
+// c{i}{h}: row i of the invocation's (0-3: group ty, 4-7: group ty + WY), columns of group
+// tx (h = 0) or tx + WX (h = 1). With TM or TN = 4 the unused ones are never stored and the
+// compiler drops them.
+var<private> c00: vec4<f32>; var<private> c01: vec4<f32>;
+var<private> c10: vec4<f32>; var<private> c11: vec4<f32>;
+var<private> c20: vec4<f32>; var<private> c21: vec4<f32>;
+var<private> c30: vec4<f32>; var<private> c31: vec4<f32>;
+var<private> c40: vec4<f32>; var<private> c41: vec4<f32>;
+var<private> c50: vec4<f32>; var<private> c51: vec4<f32>;
+var<private> c60: vec4<f32>; var<private> c61: vec4<f32>;
+var<private> c70: vec4<f32>; var<private> c71: vec4<f32>;
 var<private> lid: u32;
+var<private> tx: u32;
+var<private> ty: u32;
 var<private> a_off: u32;
 var<private> b_off: u32;
 var<private> m0: u32;
 var<private> n0: u32;
+// This invocation's share of the next K tiles (chunks 0-3 of A and of B).
+var<private> ra0: vec4<f32>; var<private> ra1: vec4<f32>;
+var<private> ra2: vec4<f32>; var<private> ra3: vec4<f32>;
+var<private> rb0: vec4<f32>; var<private> rb1: vec4<f32>;
+var<private> rb2: vec4<f32>; var<private> rb3: vec4<f32>;
 
 // Four consecutive elements along the contiguous dimension of a row-major rows x cols matrix.
 // `vec4<T>(a[i])` is a splat in scalar mode and the identity in vec4 mode, so both branches
@@ -92,144 +118,193 @@ fn load_b(r: u32, col: u32, rows: u32, cols: u32) -> vec4<f32> {
                      select(0.0, f32(vec4<T>(b[i + 3u]).x), left > 3u));
 }
 
-// Chunk l of the A tile at k step k0. Stored m x k it is contiguous along k and is scattered
-// into the [k][m] tile on store; stored k x m (TRANS_A) it lands as a whole vec4.
-fn fetch_a(l: u32, k0: u32) -> vec4<f32> {
+// Chunk q (0-3) of this invocation's share of A's K tile t.
+fn fetch_a(t: u32, q: u32) -> vec4<f32> {
+    let bm = TM * WY;
+    if (TRANS_A) {  // stored k x m: whole vec4s along m
+        let l = lid + q * WX * WY;
+        return load_a(t * BK + l / (bm / 4u), m0 + (l % (bm / 4u)) * 4u, params.k, params.m);
+    }
+    let k = t * BK + (lid / bm) * (TM * BK / WX) + q * 4u;
+    return load_a(m0 + lid % bm, k, params.m, params.k);
+}
+
+fn fetch_b(t: u32, q: u32) -> vec4<f32> {
+    let bn = TN * WX;
+    if (!TRANS_B) {  // stored k x n: whole vec4s along n
+        let l = lid + q * WX * WY;
+        return load_b(t * BK + l / (bn / 4u), n0 + (l % (bn / 4u)) * 4u, params.k, params.n);
+    }
+    let k = t * BK + (lid / bn) * (TN * BK / WY) + q * 4u;
+    return load_b(n0 + lid % bn, k, params.n, params.k);
+}
+
+// Chunk q into the A buffer starting at vec4 `at`.
+fn put_a(at: u32, q: u32, v: vec4<f32>) {
+    let bm = TM * WY;
     if (TRANS_A) {
-        return load_a(k0 + l / (BM / 4u), m0 + (l % (BM / 4u)) * 4u, params.k, params.m);
+        tile_a[at + lid + q * WX * WY] = v;
+        return;
     }
-    return load_a(m0 + l / (BK / 4u), k0 + (l % (BK / 4u)) * 4u, params.m, params.k);
+    let row = lid % bm;
+    let k = (lid / bm) * (TM * BK / WX) + q * 4u;
+    let i = at + k * (bm / 4u) + row / 4u;
+    tile_a[i][row % 4u] = v.x;
+    tile_a[i + bm / 4u][row % 4u] = v.y;
+    tile_a[i + bm / 2u][row % 4u] = v.z;
+    tile_a[i + 3u * bm / 4u][row % 4u] = v.w;
 }
 
-fn store_a(l: u32, v: vec4<f32>) {
-    if (TRANS_A) { tile_a[l] = v; return; }
-    let row = l / (BK / 4u);
-    let at = (l % (BK / 4u)) * BM + row / 4u;  // [4 * (l % (BK/4))][row / 4]
-    tile_a[at][row % 4u] = v.x;
-    tile_a[at + BM / 4u][row % 4u] = v.y;
-    tile_a[at + BM / 2u][row % 4u] = v.z;
-    tile_a[at + 3u * BM / 4u][row % 4u] = v.w;
-}
-
-// Chunk l of the B tile: stored k x n it lands whole; stored n x k (TRANS_B, a linear
-// layer's weight) it is scattered.
-fn fetch_b(l: u32, k0: u32) -> vec4<f32> {
-    if (TRANS_B) {
-        return load_b(n0 + l / (BK / 4u), k0 + (l % (BK / 4u)) * 4u, params.n, params.k);
+fn put_b(at: u32, q: u32, v: vec4<f32>) {
+    let bn = TN * WX;
+    if (!TRANS_B) {
+        tile_b[at + lid + q * WX * WY] = v;
+        return;
     }
-    return load_b(k0 + l / (BN / 4u), n0 + (l % (BN / 4u)) * 4u, params.k, params.n);
+    let col = lid % bn;
+    let k = (lid / bn) * (TN * BK / WY) + q * 4u;
+    let i = at + k * (bn / 4u) + col / 4u;
+    tile_b[i][col % 4u] = v.x;
+    tile_b[i + bn / 4u][col % 4u] = v.y;
+    tile_b[i + bn / 2u][col % 4u] = v.z;
+    tile_b[i + 3u * bn / 4u][col % 4u] = v.w;
 }
 
-fn store_b(l: u32, v: vec4<f32>) {
-    if (!TRANS_B) { tile_b[l] = v; return; }
-    let col = l / (BK / 4u);
-    let at = (l % (BK / 4u)) * BN + col / 4u;
-    tile_b[at][col % 4u] = v.x;
-    tile_b[at + BN / 4u][col % 4u] = v.y;
-    tile_b[at + BN / 2u][col % 4u] = v.z;
-    tile_b[at + 3u * BN / 4u][col % 4u] = v.w;
+// k step kk of the buffers at vec4 offsets a_at / b_at: c += outer(a column, b row).
+fn k_step(a_at: u32, b_at: u32, kk: u32) {
+    let ai = a_at + kk * (TM * WY / 4u) + ty;
+    let bi = b_at + kk * (TN * WX / 4u) + tx;
+    let a0 = tile_a[ai];
+    let b0 = tile_b[bi];
+    var a1 = vec4<f32>(0.0);
+    var b1 = vec4<f32>(0.0);
+    if (TM == 8u) { a1 = tile_a[ai + WY]; }
+    if (TN == 8u) { b1 = tile_b[bi + WX]; }
+    c00 = fma(vec4<f32>(a0.x), b0, c00); c01 = fma(vec4<f32>(a0.x), b1, c01);
+    c10 = fma(vec4<f32>(a0.y), b0, c10); c11 = fma(vec4<f32>(a0.y), b1, c11);
+    c20 = fma(vec4<f32>(a0.z), b0, c20); c21 = fma(vec4<f32>(a0.z), b1, c21);
+    c30 = fma(vec4<f32>(a0.w), b0, c30); c31 = fma(vec4<f32>(a0.w), b1, c31);
+    c40 = fma(vec4<f32>(a1.x), b0, c40); c41 = fma(vec4<f32>(a1.x), b1, c41);
+    c50 = fma(vec4<f32>(a1.y), b0, c50); c51 = fma(vec4<f32>(a1.y), b1, c51);
+    c60 = fma(vec4<f32>(a1.z), b0, c60); c61 = fma(vec4<f32>(a1.z), b1, c61);
+    c70 = fma(vec4<f32>(a1.w), b0, c70); c71 = fma(vec4<f32>(a1.w), b1, c71);
 }
 
-fn fetch_tiles(k0: u32) {
-    let na = BK * BM / 4u;
-    let nb = BK * BN / 4u;
-    if (lid < na) { next_a[0] = fetch_a(lid, k0); }
-    if (lid + WG < na) { next_a[1] = fetch_a(lid + WG, k0); }
-    if (lid + 2u * WG < na) { next_a[2] = fetch_a(lid + 2u * WG, k0); }
-    if (lid + 3u * WG < na) { next_a[3] = fetch_a(lid + 3u * WG, k0); }
-    if (lid < nb) { next_b[0] = fetch_b(lid, k0); }
-    if (lid + WG < nb) { next_b[1] = fetch_b(lid + WG, k0); }
-    if (lid + 2u * WG < nb) { next_b[2] = fetch_b(lid + 2u * WG, k0); }
-    if (lid + 3u * WG < nb) { next_b[3] = fetch_b(lid + 3u * WG, k0); }
+// One element of C: raw sum (split-K slab) or alpha * sum + beta * C + bias, in f32.
+fn finish(idx: u32, col: u32, value: f32) -> O {
+    if (SPLIT) { return O(value); }
+    var out_value = params.alpha * value;
+    if (params.beta != 0.0) { out_value += params.beta * f32(c[idx]); }
+    if (params.has_bias != 0u) { out_value += f32(bias[col]); }
+    return O(out_value);
 }
 
-fn store_tiles() {
-    let na = BK * BM / 4u;
-    let nb = BK * BN / 4u;
-    if (lid < na) { store_a(lid, next_a[0]); }
-    if (lid + WG < na) { store_a(lid + WG, next_a[1]); }
-    if (lid + 2u * WG < na) { store_a(lid + 2u * WG, next_a[2]); }
-    if (lid + 3u * WG < na) { store_a(lid + 3u * WG, next_a[3]); }
-    if (lid < nb) { store_b(lid, next_b[0]); }
-    if (lid + WG < nb) { store_b(lid + WG, next_b[1]); }
-    if (lid + 2u * WG < nb) { store_b(lid + 2u * WG, next_b[2]); }
-    if (lid + 3u * WG < nb) { store_b(lid + 3u * WG, next_b[3]); }
+// Four columns from col0 of one row.
+fn store4(c_off: u32, row: u32, col0: u32, v: vec4<f32>) {
+    if (row >= params.m || col0 >= params.n) { return; }
+    let idx = c_off + row * params.n + col0;
+    if (col0 + 3u < params.n) {
+        c[idx] = finish(idx, col0, v.x);
+        c[idx + 1u] = finish(idx + 1u, col0 + 1u, v.y);
+        c[idx + 2u] = finish(idx + 2u, col0 + 2u, v.z);
+        c[idx + 3u] = finish(idx + 3u, col0 + 3u, v.w);
+        return;
+    }
+    for (var j = 0u; j < params.n - col0; j++) {  // ragged right edge: at most 3
+        c[idx + j] = finish(idx + j, col0 + j, v[j]);
+    }
 }
 
-// c += outer(x, y): column j gains x * y[j].
-fn outer_fma(c: mat4x4<f32>, x: vec4<f32>, y: vec4<f32>) -> mat4x4<f32> {
-    return mat4x4<f32>(fma(x, vec4<f32>(y.x), c[0]), fma(x, vec4<f32>(y.y), c[1]),
-                       fma(x, vec4<f32>(y.z), c[2]), fma(x, vec4<f32>(y.w), c[3]));
+fn store_row(c_off: u32, row: u32, v0: vec4<f32>, v1: vec4<f32>) {
+    let col0 = n0 + tx * 4u;
+    store4(c_off, row, col0, v0);
+    if (TN == 8u) { store4(c_off, row, col0 + 4u * WX, v1); }
 }
 
-fn k_step(kk: u32, ty: u32, tx: u32) {
-    let a0 = tile_a[kk * (BM / 4u) + ty];
-    let a1 = tile_a[kk * (BM / 4u) + ty + BM / 8u];
-    let b0 = tile_b[kk * (BN / 4u) + tx];
-    let b1 = tile_b[kk * (BN / 4u) + tx + BN / 8u];
-    c00 = outer_fma(c00, a0, b0);
-    if (TN == 8u) { c01 = outer_fma(c01, a0, b1); }
-    if (TM == 8u) { c10 = outer_fma(c10, a1, b0); }
-    if (TM == 8u && TN == 8u) { c11 = outer_fma(c11, a1, b1); }
-}
-
-// One output row of a block: four columns from col0 (beta and bias in f32, then rounded).
-// Runs once per output, so its small loop does not matter.
-fn store_row(c_off: u32, row: u32, col0: u32, value: vec4<f32>) {
-    if (row >= params.m) { return; }
-    for (var j = 0u; j < 4u; j++) {
-        let col = col0 + j;
-        if (col < params.n) {
-            let idx = c_off + row * params.n + col;
-            var out_value = params.alpha * value[j];
-            if (params.beta != 0.0) { out_value += params.beta * f32(c[idx]); }
-            if (params.has_bias != 0u) { out_value += f32(bias[col]); }
-            c[idx] = T(out_value);
+// Pipeline step t: fetch K tile t (t < t_end) into registers while multiplying tile t - 1,
+// which the previous step stored in the other buffer, then store tile t into buffer `buf`
+// (= (t - t_begin) % 2); alternating buffers make one barrier per step enough.
+fn tile_step(t: u32, t_begin: u32, t_end: u32, buf: u32) {
+    let la = TM * BK / WX;  // elements per invocation and K tile: 4, 8 or 16
+    let lb = TN * BK / WY;
+    let a_size = BK * TM * WY / 4u;  // vec4s in one buffer
+    let b_size = BK * TN * WX / 4u;
+    if (t < t_end) {
+        ra0 = fetch_a(t, 0u);
+        if (la > 4u) { ra1 = fetch_a(t, 1u); }
+        if (la > 8u) { ra2 = fetch_a(t, 2u); ra3 = fetch_a(t, 3u); }
+        rb0 = fetch_b(t, 0u);
+        if (lb > 4u) { rb1 = fetch_b(t, 1u); }
+        if (lb > 8u) { rb2 = fetch_b(t, 2u); rb3 = fetch_b(t, 3u); }
+    }
+    if (t > t_begin) {
+        let a_at = (1u - buf) * a_size;
+        let b_at = (1u - buf) * b_size;
+        k_step(a_at, b_at, 0u); k_step(a_at, b_at, 1u);
+        k_step(a_at, b_at, 2u); k_step(a_at, b_at, 3u);
+        k_step(a_at, b_at, 4u); k_step(a_at, b_at, 5u);
+        k_step(a_at, b_at, 6u); k_step(a_at, b_at, 7u);
+        if (BK > 8u) {
+            k_step(a_at, b_at, 8u); k_step(a_at, b_at, 9u);
+            k_step(a_at, b_at, 10u); k_step(a_at, b_at, 11u);
+            k_step(a_at, b_at, 12u); k_step(a_at, b_at, 13u);
+            k_step(a_at, b_at, 14u); k_step(a_at, b_at, 15u);
         }
     }
+    if (t < t_end) {
+        let a_at = buf * a_size;
+        let b_at = buf * b_size;
+        put_a(a_at, 0u, ra0);
+        if (la > 4u) { put_a(a_at, 1u, ra1); }
+        if (la > 8u) { put_a(a_at, 2u, ra2); put_a(a_at, 3u, ra3); }
+        put_b(b_at, 0u, rb0);
+        if (lb > 4u) { put_b(b_at, 1u, rb1); }
+        if (lb > 8u) { put_b(b_at, 2u, rb2); put_b(b_at, 3u, rb3); }
+    }
+    workgroupBarrier();
 }
 
-fn store_block(c_off: u32, row0: u32, col0: u32, block: mat4x4<f32>) {
-    let rows = transpose(block);
-    store_row(c_off, row0, col0, rows[0]);
-    store_row(c_off, row0 + 1u, col0, rows[1]);
-    store_row(c_off, row0 + 2u, col0, rows[2]);
-    store_row(c_off, row0 + 3u, col0, rows[3]);
-}
-
-@compute @workgroup_size(WG)
+@compute @workgroup_size(WX * WY)
 fn main(@builtin(workgroup_id) wid: vec3<u32>,
         @builtin(local_invocation_index) local_index: u32) {
-    let z = wid.z + params.z_base;
+    let zs = wid.z + params.z_base;
+    let z = zs / params.splits;
+    let split = zs % params.splits;
     let outer = z / params.inner;
     let inner = z % params.inner;
     lid = local_index;
+    tx = lid % WX;
+    ty = lid / WX;
     a_off = params.a_base + outer * params.a_outer + inner * params.a_inner;
     b_off = params.b_base + outer * params.b_outer + inner * params.b_inner;
-    m0 = wid.y * BM;
-    n0 = wid.x * BN;
-    let tx = lid % (BN / TN);
-    let ty = lid / (BN / TN);
-
-    fetch_tiles(0u);
-    for (var k0 = 0u; k0 < params.k; k0 += BK) {
-        store_tiles();
-        workgroupBarrier();
-        if (k0 + BK < params.k) { fetch_tiles(k0 + BK); }
-        for (var kk = 0u; kk < BK; kk += 4u) {  // BK is a multiple of 4: unrolled by hand
-            k_step(kk, ty, tx);
-            k_step(kk + 1u, ty, tx);
-            k_step(kk + 2u, ty, tx);
-            k_step(kk + 3u, ty, tx);
+    m0 = wid.y * (TM * WY);
+    n0 = wid.x * (TN * WX);
+    let k_tiles = (params.k + BK - 1u) / BK;
+    let t_begin = split * params.k_tiles_per_split;
+    let t_end = min(t_begin + params.k_tiles_per_split, k_tiles);
+    if (PAIRED) {
+        for (var t = t_begin; t <= t_end; t += 2u) {
+            tile_step(t, t_begin, t_end, 0u);
+            if (t + 1u <= t_end) { tile_step(t + 1u, t_begin, t_end, 1u); }
         }
-        workgroupBarrier();
+    } else {
+        for (var t = t_begin; t <= t_end; t++) {
+            tile_step(t, t_begin, t_end, (t - t_begin) & 1u);
+        }
     }
 
-    let c_off = params.c_base + z * params.m * params.n;
-    let row0 = m0 + ty * 4u;
-    let col0 = n0 + tx * 4u;
-    store_block(c_off, row0, col0, c00);
-    if (TN == 8u) { store_block(c_off, row0, col0 + BN / 2u, c01); }
-    if (TM == 8u) { store_block(c_off, row0 + BM / 2u, col0, c10); }
-    if (TM == 8u && TN == 8u) { store_block(c_off, row0 + BM / 2u, col0 + BN / 2u, c11); }
+    var c_off = params.c_base + z * params.m * params.n;
+    if (SPLIT) { c_off += split * params.c_total; }
+    let r0 = m0 + ty * 4u;
+    store_row(c_off, r0, c00, c01);
+    store_row(c_off, r0 + 1u, c10, c11);
+    store_row(c_off, r0 + 2u, c20, c21);
+    store_row(c_off, r0 + 3u, c30, c31);
+    if (TM == 8u) {
+        let r1 = r0 + 4u * WY;
+        store_row(c_off, r1, c40, c41);
+        store_row(c_off, r1 + 1u, c50, c51);
+        store_row(c_off, r1 + 2u, c60, c61);
+        store_row(c_off, r1 + 3u, c70, c71);
+    }
 }
