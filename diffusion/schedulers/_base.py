@@ -145,6 +145,14 @@ class Scheduler:
         """Start at `timesteps[begin_index]` (img2img skips the first steps)."""
         self._begin_index = begin_index
 
+    def _check_steps(self, num_inference_steps: int) -> int:
+        """`num_inference_steps` if it is in 1..num_train_timesteps, else a ValueError."""
+        total = self.config["num_train_timesteps"]
+        if not 0 < num_inference_steps <= total:
+            raise ValueError(f"num_inference_steps must be in 1..{total}, "
+                             f"got {num_inference_steps}")
+        return num_inference_steps
+
     def _reset(self, timesteps: np.ndarray, num_inference_steps: int | None = None) -> None:
         self.timesteps = timesteps
         # the requested count, which PLMS and Heun schedules exceed by repeating timesteps

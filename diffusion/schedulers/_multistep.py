@@ -30,10 +30,8 @@ class MultistepScheduler(Scheduler):
 
     def set_timesteps(self, num_inference_steps: int) -> None:
         """Choose `num_inference_steps` integer timesteps (descending) and their sigmas."""
+        self._check_steps(num_inference_steps)
         total = self.config["num_train_timesteps"]
-        if not 0 < num_inference_steps <= total:
-            raise ValueError(f"num_inference_steps must be in 1..{total}, "
-                             f"got {num_inference_steps}")
         # lambda_min_clipped (DPM-Solver, for cosine schedules) drops the noisiest timesteps
         lambdas = np.log(np.sqrt(self.alphas_cumprod)) - np.log(np.sqrt(1 - self.alphas_cumprod))
         last = total - int(np.searchsorted(lambdas[::-1],

@@ -52,6 +52,11 @@ class SigmaScheduler(Scheduler):
             return top
         return (top**2 + 1) ** 0.5
 
+    def set_timesteps(self, num_inference_steps: int) -> None:
+        """Choose `num_inference_steps` timesteps (and their sigmas) for sampling."""
+        self.timesteps, self.sigmas = self._schedule(num_inference_steps)
+        self._reset(self.timesteps)
+
     def _schedule(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         """(timesteps, sigmas) for `n` steps; sigmas has a trailing 0."""
         timesteps = spaced_timesteps(self.config, n, round_linspace=False)

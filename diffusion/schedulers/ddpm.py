@@ -31,10 +31,7 @@ class DDPMScheduler(Scheduler):
 
     def set_timesteps(self, num_inference_steps: int) -> None:
         """Choose `num_inference_steps` integer timesteps (descending) for sampling."""
-        total = self.config["num_train_timesteps"]
-        if not 0 < num_inference_steps <= total:
-            raise ValueError(f"num_inference_steps must be in 1..{total}, "
-                             f"got {num_inference_steps}")
+        self._check_steps(num_inference_steps)
         self._reset(spaced_timesteps(self.config, num_inference_steps,
                                      round_linspace=True).astype(np.int64))
 

@@ -26,11 +26,6 @@ class EulerDiscreteScheduler(SigmaScheduler):
         "rescale_betas_zero_snr": False,
     }
 
-    def set_timesteps(self, num_inference_steps: int) -> None:
-        """Choose `num_inference_steps` timesteps (and their sigmas) for sampling."""
-        self.timesteps, self.sigmas = self._schedule(num_inference_steps)
-        self._reset(self.timesteps)
-
     def step(self, model_output: Any, timestep: float, sample: Any, *,
              noise: Any = None, generator: np.random.Generator | None = None) -> np.ndarray:
         """One Euler step from `timestep` to the next; returns the less noisy sample.

@@ -27,8 +27,7 @@ class LMSDiscreteScheduler(SigmaScheduler):
 
     def set_timesteps(self, num_inference_steps: int) -> None:
         """Choose `num_inference_steps` timesteps (and their sigmas) for sampling."""
-        self.timesteps, self.sigmas = self._schedule(num_inference_steps)
-        self._reset(self.timesteps)
+        super().set_timesteps(num_inference_steps)
         self._derivatives: list[np.ndarray] = []
 
     def _coefficient(self, order: int, i: int, j: int) -> float:
