@@ -20,6 +20,7 @@ __all__ = ["Kernel", "fold_grid", "shader_path", "shader_source"]
 
 _LOCATION = re.compile(r"wgsl:(\d+):(\d+)")
 _MESSAGE = re.compile(r"Shader (?:'[^']*' )?(?:parsing |validation )?error: ([^\n]*)")
+_loaded: dict[tuple, Kernel] = {}  # Kernel.cached's store
 _PACK = {"f32": "f", "i32": "i", "u32": "I"}
 
 
@@ -121,6 +122,20 @@ class Kernel:
         base = name.removesuffix(".wgsl")
         source = "\n".join([shader_source(base), *(shader_source(p) for p in parts)])
         return cls(source, name=base + ".wgsl", **kwargs)
+
+    @classmethod
+    def cached(cls, name: str, *, parts: tuple[str, ...] = (), entry: str = "main",
+               constants: dict[str, float] | None = None,
+               types: dict[str, str] | None = None) -> Kernel:
+        """`Kernel.load` built once per distinct set of arguments (reading and parsing the
+        WGSL is host work no op should repeat per call). Ops call this on every use."""
+        key = (name, tuple(parts), entry, tuple(sorted((constants or {}).items())),
+               tuple(sorted((types or {}).items())))
+        found = _loaded.get(key)
+        if found is None:
+            found = _loaded[key] = cls.load(name, parts=parts, entry=entry,
+                                            constants=constants, types=types)
+        return found
 
     def __repr__(self) -> str:
         return f"<Kernel {self.label} workgroup_size={self.workgroup_size}>"

@@ -17,17 +17,9 @@ _WG = 256
 _MAX_GROUPS = 1024  # partials per reduction: one workgroup finishes them in a few steps
 _GEMV_COLS = 64
 
-_kernels: dict[tuple[Any, ...], Kernel] = {}
-
-
 def _kernel(name: str, dtype: np.dtype, *, entry: str = "main", **constants: int) -> Kernel:
-    key = (name, dtype, entry, tuple(sorted(constants.items())))
-    kernel = _kernels.get(key)
-    if kernel is None:
-        kernel = _kernels[key] = Kernel.load(
-            f"linalg/{name}", entry=entry, constants=constants, types={"T": wgsl_scalar(dtype)}
-        )
-    return kernel
+    return Kernel.cached(f"linalg/{name}", entry=entry, constants=constants,
+                         types={"T": wgsl_scalar(dtype)})
 
 
 _partials: weakref.WeakKeyDictionary[Device, Buffer[Any]] = weakref.WeakKeyDictionary()

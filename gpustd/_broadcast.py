@@ -27,18 +27,13 @@ _HOST_DTYPES = {np.dtype(np.float64): np.dtype(np.float32), np.dtype(np.int64): 
                 np.dtype(np.uint64): np.dtype(np.uint32), np.dtype(np.bool_): np.dtype(np.uint32),
                 np.dtype(np.int8): np.dtype(np.int32), np.dtype(np.int16): np.dtype(np.int32),
                 np.dtype(np.uint8): np.dtype(np.uint32), np.dtype(np.uint16): np.dtype(np.uint32)}
-_kernels: dict[tuple[Any, ...], Kernel] = {}
 
 Operand = Tensor | int | float  # a prepared operand: a Tensor, or a Python scalar
 
 
 def cached_kernel(shader: str, types: dict[str, str], constants: dict[str, Any]) -> Kernel:
     """The Kernel for `shader` specialized by `types` and `constants`, built once."""
-    key = (shader, tuple(sorted(types.items())), tuple(sorted(constants.items())))
-    kernel = _kernels.get(key)
-    if kernel is None:
-        kernel = _kernels[key] = Kernel.load(shader, types=types, constants=constants)
-    return kernel
+    return Kernel.cached(shader, types=types, constants=constants)
 
 
 def _is_scalar(value: Any) -> bool:

@@ -41,18 +41,13 @@ MIN_COLUMNS = 4
 _TABLES_KEPT = 64
 
 lock = threading.RLock()  # one transform's dispatches share scratch: record them together
-_kernels: dict[tuple[Any, ...], Kernel] = {}
 _tables: weakref.WeakKeyDictionary[Device, dict[Any, Buffer[Any]]] = weakref.WeakKeyDictionary()
 _scratch: weakref.WeakKeyDictionary[Device, dict[str, Buffer[Any]]] = weakref.WeakKeyDictionary()
 
 
 def kernel(name: str, entry: str = "main", **constants: float) -> Kernel:
     """The cached Kernel for shaders/<name>.wgsl with these override constants."""
-    key = (name, entry, tuple(sorted(constants.items())))
-    found = _kernels.get(key)
-    if found is None:
-        found = _kernels[key] = Kernel.load(name, entry=entry, constants=constants)
-    return found
+    return Kernel.cached(name, entry=entry, constants=constants)
 
 
 def dispatch(name: str, count: int, *buffers: Any, entry: str = "main", **params: Any) -> None:

@@ -127,33 +127,23 @@ def plan_gemm(m: int, n: int, k: int, batch: int) -> Plan:
     return Plan(best[1], best[2], False)
 
 
-_kernels: dict[tuple[Any, ...], Kernel] = {}
 
 
 def _kernel(dtype: np.dtype, tile: Tile, trans_a: bool, trans_b: bool, vec_a: bool,
             vec_b: bool, split: bool, paired: bool) -> Kernel:
-    key = (dtype, tile, trans_a, trans_b, vec_a, vec_b, split, paired)
-    kernel = _kernels.get(key)
-    if kernel is None:
-        types = {"T": wgsl_scalar(dtype), "O": "f32" if split else wgsl_scalar(dtype)}
-        if not vec_a:
-            types["AV"] = "T"
-        if not vec_b:
-            types["BV"] = "T"
-        constants = {"WX": tile.wx, "WY": tile.wy, "BK": tile.bk, "TM": tile.tm, "TN": tile.tn,
-                     "TRANS_A": int(trans_a), "TRANS_B": int(trans_b), "VEC_A": int(vec_a),
-                     "VEC_B": int(vec_b), "SPLIT": int(split), "PAIRED": int(paired)}
-        kernel = _kernels[key] = Kernel.load("linalg/gemm", constants=constants, types=types)
-    return kernel
+    types = {"T": wgsl_scalar(dtype), "O": "f32" if split else wgsl_scalar(dtype)}
+    if not vec_a:
+        types["AV"] = "T"
+    if not vec_b:
+        types["BV"] = "T"
+    constants = {"WX": tile.wx, "WY": tile.wy, "BK": tile.bk, "TM": tile.tm, "TN": tile.tn,
+                 "TRANS_A": int(trans_a), "TRANS_B": int(trans_b), "VEC_A": int(vec_a),
+                 "VEC_B": int(vec_b), "SPLIT": int(split), "PAIRED": int(paired)}
+    return Kernel.cached("linalg/gemm", constants=constants, types=types)
 
 
 def _finish_kernel(dtype: np.dtype) -> Kernel:
-    key = ("splitk", dtype)
-    kernel = _kernels.get(key)
-    if kernel is None:
-        kernel = _kernels[key] = Kernel.load("linalg/gemm_splitk",
-                                             types={"T": wgsl_scalar(dtype)})
-    return kernel
+    return Kernel.cached("linalg/gemm_splitk", types={"T": wgsl_scalar(dtype)})
 
 
 _no_bias: weakref.WeakKeyDictionary[Device, dict[np.dtype, Buffer[Any]]] = (

@@ -137,17 +137,13 @@ def result(image: GpuImage) -> Any:
     return Tensor(image.buffer, image.shape)
 
 
-_kernels: dict[tuple, Kernel] = {}
 
 
 def kernel(name: str, src_u8: bool, dst_u8: bool, **constants: Any) -> Kernel:
     """The cached `shaders/image/<name>.wgsl` kernel for this storage/constant combination."""
-    key = (name, src_u8, dst_u8, tuple(sorted(constants.items())))
-    if key not in _kernels:
-        types = {"Src": "u32" if src_u8 else "f32", "Dst": "u32" if dst_u8 else "f32"}
-        _kernels[key] = Kernel.load(f"image/{name}", types=types,
-                                    constants={"IN_U8": src_u8, "OUT_U8": dst_u8, **constants})
-    return _kernels[key]
+    types = {"Src": "u32" if src_u8 else "f32", "Dst": "u32" if dst_u8 else "f32"}
+    return Kernel.cached(f"image/{name}", types=types,
+                         constants={"IN_U8": src_u8, "OUT_U8": dst_u8, **constants})
 
 
 def dispatch(k: Kernel, dst: GpuImage, *buffers: Any, **params: Any) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from gpucore import Buffer, Device, Kernel, as_dtype, default_device
+from gpucore import Buffer, Device, Kernel, as_dtype, default_device, wgsl_scalar
 
 __all__ = ["Tensor", "asarray", "empty", "zeros"]
 
@@ -200,18 +200,8 @@ class Tensor:
         return absolute(self)
 
 
-_casts: dict[tuple[np.dtype, np.dtype], Kernel] = {}
-
-
 def _cast_kernel(src: np.dtype, dst: np.dtype) -> Kernel:
-    key = (src, dst)
-    if key not in _casts:
-        from gpucore import wgsl_scalar
-
-        _casts[key] = Kernel.load(
-            "core/cast", types={"Src": wgsl_scalar(src), "Dst": wgsl_scalar(dst)}
-        )
-    return _casts[key]
+    return Kernel.cached("core/cast", types={"Src": wgsl_scalar(src), "Dst": wgsl_scalar(dst)})
 
 
 def asarray(data: Any, *, dtype: Any = None, device: Device | None = None) -> Tensor:

@@ -19,15 +19,11 @@ from ._tensor import Tensor, asarray
 __all__ = ["concatenate", "permute", "split", "take_slice", "transpose"]
 
 _MAX_RANK = 6
-_kernels: dict[tuple[str, np.dtype], Kernel] = {}
 
 
 def _kernel(name: str, dtype: np.dtype) -> Kernel:
     # complex64 binds as array<f32> (its scalar type): callers count it as f32 pairs.
-    key = (name, dtype)
-    if key not in _kernels:
-        _kernels[key] = Kernel.load(f"shape/{name}", types={"T": wgsl_scalar(dtype)})
-    return _kernels[key]
+    return Kernel.cached(f"shape/{name}", types={"T": wgsl_scalar(dtype)})
 
 
 def _scalars_per_element(dtype: np.dtype) -> int:

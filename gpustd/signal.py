@@ -35,13 +35,10 @@ FFT_COST = 32  # multiply-adds of direct work one FFT point-stage is worth
 FFT_OVERHEAD = 1 << 26  # multiply-adds of direct work the FFT path's dispatches are worth
 _MODES = ("full", "same", "valid")
 _METHODS = ("auto", "direct", "fft")
-_kernels: dict[str, Kernel] = {}
 
 
 def _kernel(name: str) -> Kernel:
-    if name not in _kernels:
-        _kernels[name] = Kernel.load(name)
-    return _kernels[name]
+    return Kernel.cached(name)
 
 
 def _signal(x: Any, name: str, device: Device | None) -> Tensor:

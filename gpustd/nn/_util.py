@@ -13,20 +13,14 @@ from .._tensor import Tensor
 __all__ = ["check_float", "check_same", "dummy", "kernel", "pair"]
 
 FLOATS = (np.dtype(np.float32), np.dtype(np.float16))
-_kernels: dict[tuple, Kernel] = {}
 _dummies: dict[tuple[int, np.dtype], Tensor] = {}
 
 
 def kernel(name: str, types: dict[str, Any] | None = None, *, entry: str = "main",
            **constants: float) -> Kernel:
     """The Kernel for shaders/nn/<name>.wgsl with element types and overrides, built once."""
-    types = {k: wgsl_scalar(v) for k, v in (types or {}).items()}
-    key = (name, entry, tuple(sorted(types.items())), tuple(sorted(constants.items())))
-    found = _kernels.get(key)
-    if found is None:
-        found = _kernels[key] = Kernel.load(f"nn/{name}", entry=entry, types=types,
-                                            constants=constants)
-    return found
+    return Kernel.cached(f"nn/{name}", entry=entry, constants=constants,
+                         types={k: wgsl_scalar(v) for k, v in (types or {}).items()})
 
 
 def check_float(x: Any, name: str, op: str, ndim: int | None = None) -> Tensor:

@@ -23,21 +23,14 @@ __all__ = ["attention"]
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float16))
 _LOG2E = 1.4426950408889634
-_kernels: dict[tuple, Kernel] = {}
 _dummies: dict[int, Tensor] = {}
 
 
 def _kernel(dtype: np.dtype, mask_kind: int, plan: Plan) -> Kernel:
-    key = (dtype, mask_kind, plan)
-    found = _kernels.get(key)
-    if found is None:
-        reduce = "subgroup" if plan.subgroups else "shared"
-        types = {"T": "f16" if dtype == np.float16 else "f32",
-                 "M": "u32" if mask_kind == 2 else "f32"}
-        found = _kernels[key] = Kernel.load(
-            "nn/attention", parts=(f"nn/attention_reduce_{reduce}",), types=types,
-            constants={**plan.constants(), "MASK": mask_kind})
-    return found
+    reduce = "subgroup" if plan.subgroups else "shared"
+    types = {"T": "f16" if dtype == np.float16 else "f32", "M": "u32" if mask_kind == 2 else "f32"}
+    return Kernel.cached("nn/attention", parts=(f"nn/attention_reduce_{reduce}",), types=types,
+                         constants={**plan.constants(), "MASK": mask_kind})
 
 
 def _check(x: Any, name: str) -> Tensor:

@@ -22,7 +22,6 @@ __all__ = ["conv2d"]
 ONE_BY_ONE_VIA_LINALG = True
 _SMS = 132  # streaming multiprocessors the split-K model assumes (H100/H200; tuned there)
 _MAX_SPLITS = 16
-_kernels: dict[tuple, Kernel] = {}
 
 
 def _conv_kernel(dtype: np.dtype, out_dtype: Any, vec_w: bool, **constants: int) -> Kernel:
@@ -30,12 +29,7 @@ def _conv_kernel(dtype: np.dtype, out_dtype: Any, vec_w: bool, **constants: int)
     types = {"T": wgsl_scalar(dtype), "O": wgsl_scalar(out_dtype)}
     if not vec_w:
         types["WV"] = "T"
-    key = (tuple(sorted(types.items())), vec_w, tuple(sorted(constants.items())))
-    found = _kernels.get(key)
-    if found is None:
-        found = _kernels[key] = Kernel.load("nn/conv2d", types=types,
-                                            constants={**constants, "VEC_W": int(vec_w)})
-    return found
+    return Kernel.cached("nn/conv2d", types=types, constants={**constants, "VEC_W": int(vec_w)})
 
 
 def _output_size(size: int, k: int, stride: int, pad: int, dil: int) -> int:
