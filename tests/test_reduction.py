@@ -56,6 +56,13 @@ def test_reductions_match_numpy(device, name, case, keepdims, seed) -> None:
     expected = np.asarray(REFERENCE[name](x.astype(np.float64), axis=axis, keepdims=keepdims))
     if x.ndim == 0:
         expected = expected.reshape(())  # scipy's logsumexp returns (1,) there; numpy ()
+    if name in ("sum", "mean"):
+        # A sum that cancels (0.77 - 0.89 - ... = -1.3e-4) cannot be judged against its own
+        # size: float32 rounding scales with the summed magnitudes, so that is the yardstick.
+        scale = REFERENCE[name](np.abs(x.astype(np.float64)), axis=axis, keepdims=keepdims)
+        error = np.abs(got.numpy().astype(np.float64) - expected)
+        assert np.all(error <= 1e-5 * np.max(scale, initial=0.0)), float(np.max(error, initial=0))
+        return
     assert_close(got.numpy(), expected)
 
 
