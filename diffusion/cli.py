@@ -20,7 +20,7 @@ from typing import Any, NoReturn, TextIO
 import numpy as np
 
 from .infotext import save_images
-from .schedulers import SAMPLERS
+from .schedulers import SAMPLERS, sampler_name
 
 __all__ = ["ProgressBar", "build_parser", "main"]
 
@@ -85,12 +85,10 @@ def _strength(text: str) -> float:
 
 
 def _sampler(text: str) -> str:
-    by_lower = {name.lower(): name for name in SAMPLERS}
-    name = by_lower.get(text.strip().lower())
-    if name is None:
-        raise argparse.ArgumentTypeError(
-            f"unknown sampler {text!r}; choose one of: {', '.join(SAMPLERS)}")
-    return name
+    try:
+        return sampler_name(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _seed(text: str) -> int:

@@ -16,7 +16,7 @@ The denoising loop::
 """
 
 from ._base import Scheduler
-from ._registry import SAMPLERS, SCHEDULERS, get_scheduler, scheduler_from_config
+from ._registry import SAMPLERS, SCHEDULERS, get_scheduler, sampler_name, scheduler_from_config
 from .ddim import DDIMScheduler
 from .ddpm import DDPMScheduler
 from .dpm_solver import DPMSolverMultistepScheduler
@@ -43,5 +43,6 @@ __all__ = [
     "Scheduler",
     "UniPCMultistepScheduler",
     "get_scheduler",
+    "sampler_name",
     "scheduler_from_config",
 ]

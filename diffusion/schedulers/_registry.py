@@ -17,7 +17,7 @@ from .lms import LMSDiscreteScheduler
 from .pndm import PNDMScheduler
 from .unipc import UniPCMultistepScheduler
 
-__all__ = ["SAMPLERS", "SCHEDULERS", "get_scheduler", "scheduler_from_config"]
+__all__ = ["SAMPLERS", "SCHEDULERS", "get_scheduler", "sampler_name", "scheduler_from_config"]
 
 # diffusers class name (a config's "_class_name") -> our class of the same name
 SCHEDULERS: dict[str, type[Scheduler]] = {cls.__name__: cls for cls in (
@@ -47,6 +47,16 @@ SAMPLERS: dict[str, tuple[type[Scheduler], dict[str, Any]]] = {
 }
 
 
+def sampler_name(name: str) -> str:
+    """The WebUI's spelling of sampler `name` (case and surrounding spaces do not matter);
+    ValueError listing the valid names when there is none."""
+    by_lower = {key.lower(): key for key in SAMPLERS}
+    key = by_lower.get(name.strip().lower()) if isinstance(name, str) else None
+    if key is None:
+        raise ValueError(f"unknown sampler {name!r}; valid names: {', '.join(SAMPLERS)}")
+    return key
+
+
 def get_scheduler(name: str, config: Mapping[str, Any] | None = None,
                   **overrides: Any) -> Scheduler:
     """The scheduler for WebUI sampler `name` ("Euler a", "DPM++ 2M Karras", ...; case does not
@@ -54,11 +64,7 @@ def get_scheduler(name: str, config: Mapping[str, Any] | None = None,
     `SchedulerClass.from_config(pipe.scheduler.config)`; the sampler's own settings and then
     `overrides` take precedence. Raises ValueError listing the valid names.
     """
-    by_lower = {key.lower(): key for key in SAMPLERS}
-    key = by_lower.get(name.strip().lower()) if isinstance(name, str) else None
-    if key is None:
-        raise ValueError(f"unknown sampler {name!r}; valid names: {', '.join(SAMPLERS)}")
-    cls, settings = SAMPLERS[key]
+    cls, settings = SAMPLERS[sampler_name(name)]
     return cls.from_config(config, **settings, **overrides)
 
 
