@@ -9,7 +9,7 @@ import numpy as np
 from gpucore import Device
 from gpustd import Tensor, asarray, nn
 
-Place = dict[str, Any]
+from .layers import Place
 
 _DEFAULTS: dict[str, Any] = {
     "vocab_size": 49408, "hidden_size": 768, "intermediate_size": 3072,
