@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sets up avx-gpu on this machine: a Vulkan driver if wgpu sees no Vulkan adapter (Linux),
-# the virtual environment .venv, and the package with the extras named in AVX_EXTRAS.
+# the virtual environment .venv, the package with the extras named in AVX_EXTRAS, and Debian's
+# chromium for the browser test when the extras include "test".
 # Idempotent; sourced by scripts/run and scripts/test.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -13,17 +14,37 @@ if [ ! -x .venv/bin/python ]; then
 fi
 stamp=.venv/.installed-$extras
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-  .venv/bin/python -m pip install -q -e ".[$extras]"
+  # pip's log is shown only when it fails: setuptools warns on every editable install.
+  if ! { .venv/bin/python -m pip install -q --upgrade pip &&
+         .venv/bin/python -m pip install -q -e ".[$extras]"; } >.venv/install.log 2>&1; then
+    cat .venv/install.log >&2
+    echo "setup: pip could not install the package (log above, also in .venv/install.log)" >&2
+    exit 1
+  fi
   touch "$stamp"
 fi
+
+sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
+apt_updated=""
+apt_install() {
+  export DEBIAN_FRONTEND=noninteractive
+  [ -n "$apt_updated" ] || { $sudo apt-get update -qq; apt_updated=1; }
+  $sudo apt-get install -y -qq "$@" >/dev/null
+}
 
 has_vulkan() { .venv/bin/python -m gpucore info --check vulkan >/dev/null 2>&1; }
 if [ "$(uname -s)" = Linux ] && ! has_vulkan; then
   echo "setup: no Vulkan adapter found; installing Mesa's Vulkan driver (lavapipe) with apt" >&2
-  sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
-  export DEBIAN_FRONTEND=noninteractive
-  $sudo apt-get update -qq
-  $sudo apt-get install -y -qq mesa-vulkan-drivers libvulkan1 libegl1 libegl-mesa0 >/dev/null
+  apt_install mesa-vulkan-drivers libvulkan1 libegl1 libegl-mesa0
   has_vulkan || { echo "setup: still no Vulkan adapter; see README 'No GPU driver'" >&2; exit 1; }
 fi
+
+# The browser test drives Debian's chromium through Playwright (which cannot download browsers
+# here); where apt is missing the test skips and says why.
+case ",$extras," in
+  *,test,*)
+    if [ "$(uname -s)" = Linux ] && ! command -v chromium >/dev/null && command -v apt-get >/dev/null; then
+      echo "setup: installing Debian's chromium for the browser test" >&2
+      apt_install chromium || echo "setup: could not install chromium; the browser test will skip" >&2
+    fi ;;
+esac
