@@ -5,7 +5,7 @@ txt2img / img2img / inpaint, loaders and a CLI (`python -m diffusion --help`).
     result = pipe.txt2img("a lighthouse at dusk", steps=20, seed=42)
 """
 
-from .load import load_pipeline
+from .load import default_model_path, load_pipeline
 from .pipeline import GenerationResult, StableDiffusion
 
-__all__ = ["GenerationResult", "StableDiffusion", "load_pipeline"]
+__all__ = ["GenerationResult", "StableDiffusion", "default_model_path", "load_pipeline"]

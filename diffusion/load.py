@@ -16,7 +16,21 @@ from .models import AutoencoderKL, CLIPTextModel, UNet2DConditionModel
 from .pipeline import StableDiffusion
 from .tokenizer import CLIPTokenizer
 
-__all__ = ["load_pipeline"]
+__all__ = ["DEFAULT_MODEL", "default_model_path", "load_pipeline"]
+
+# The model that ships with the package (trained by tools/train_default_model.py on drawn
+# shapes; see its README): what every entry point uses when no model is named.
+DEFAULT_MODEL = Path(__file__).parent / "data" / "shapes-128"
+
+
+def default_model_path() -> Path:
+    """The bundled default model's folder; FileNotFoundError saying what to pass if this
+    installation lacks it."""
+    if not (DEFAULT_MODEL / "model_index.json").is_file():
+        raise FileNotFoundError(
+            f"the bundled default model is missing from this installation ({DEFAULT_MODEL}); "
+            "pass a model path (a diffusers folder or a .safetensors checkpoint)")
+    return DEFAULT_MODEL
 
 
 def _filled(model: Module, weights: ComponentWeights) -> Any:
@@ -31,16 +45,17 @@ def _filled(model: Module, weights: ComponentWeights) -> Any:
     return model
 
 
-def load_pipeline(path: str | os.PathLike[str], *, dtype: Any = np.float32,
+def load_pipeline(path: str | os.PathLike[str] | None = None, *, dtype: Any = np.float32,
                   device: Device | None = None, prediction_type: str | None = None,
                   variant: str | None = None) -> StableDiffusion:
-    """Load a Stable Diffusion 1.x/2.x model (diffusers folder or single-file `.safetensors`)
-    onto `device` (default: the best adapter) with weights in `dtype` (float32, or float16
+    """Load a Stable Diffusion 1.x/2.x model (diffusers folder or single-file `.safetensors`;
+    None: the bundled default model, `default_model_path()`) onto `device` (default: the best adapter) with weights in `dtype` (float32, or float16
     where the adapter has shader-f16). Tensors stream from disk to the GPU one at a time.
 
     Raises diffusion.loaders.WeightsError for missing/corrupt/unsupported files and keys.
     diffusers: `StableDiffusionPipeline.from_pretrained(path)` / `.from_single_file(path)`.
     """
+    path = default_model_path() if path is None else path
     device = device or default_device()
     dtype = as_dtype(dtype)
     if dtype == np.float16 and not device.has_f16:
