@@ -102,8 +102,10 @@ def _seed(text: str) -> int:
 
 
 def _add_common(parser: argparse.ArgumentParser, *, strength: float | None) -> None:
-    parser.add_argument("--model", required=True, metavar="PATH",
-                        help="a diffusers model folder or a single-file .safetensors checkpoint")
+    parser.add_argument("--model", metavar="PATH",
+                        help="a diffusers model folder or a single-file .safetensors checkpoint "
+                             "(default: the bundled shapes-128 model, which draws coloured "
+                             "shapes: 'a red circle on a blue background')")
     parser.add_argument("--prompt", required=True, metavar="TEXT")
     parser.add_argument("--negative-prompt", default="", metavar="TEXT",
                         help="what to steer away from (default: none)")
@@ -120,8 +122,10 @@ def _add_common(parser: argparse.ArgumentParser, *, strength: float | None) -> N
                              "generator, which gives diffusers' noise for the seed (its "
                              "generator=torch.Generator('cpu').manual_seed(seed); the WebUI's "
                              "'RNG: CPU') without needing torch")
-    parser.add_argument("--width", type=_image_size, default=512, help="multiple of 8 (512)")
-    parser.add_argument("--height", type=_image_size, default=512, help="multiple of 8 (512)")
+    parser.add_argument("--width", type=_image_size,
+                        help="multiple of 8 (default: the model's own size, 512 for SD 1.x)")
+    parser.add_argument("--height", type=_image_size,
+                        help="multiple of 8 (default: the model's own size, 512 for SD 1.x)")
     parser.add_argument("--batch-size", type=_positive_int, default=1, metavar="N",
                         help="images generated together (1)")
     parser.add_argument("--clip-skip", type=_positive_int, default=1, metavar="N",
@@ -238,7 +242,7 @@ def _open_image(path: str, what: str, mode: str) -> Any:
 
 
 def _check_paths(args: argparse.Namespace) -> None:
-    if not Path(args.model).exists():
+    if args.model is not None and not Path(args.model).exists():
         raise ValueError(f"model path {args.model!r} does not exist; give a diffusers folder "
                          "(with model_index.json) or a .safetensors checkpoint")
     if args.command != "txt2img" and int(args.steps * args.strength) < 1:

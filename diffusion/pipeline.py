@@ -105,6 +105,11 @@ class StableDiffusion:
         return 2 ** (len(self.vae.config["block_out_channels"]) - 1)
 
     @property
+    def native_size(self) -> int:
+        """The image side the model was trained at (512 for SD 1.x): the default width/height."""
+        return int(self.unet.config.get("sample_size", 64)) * self.vae_scale_factor
+
+    @property
     def is_inpainting_model(self) -> bool:
         return int(self.unet.config["in_channels"]) == 2 * self.latent_channels + 1
 
@@ -171,7 +176,7 @@ class StableDiffusion:
     # -- pipelines --------------------------------------------------------------------
     def generate(self, prompt: str, *, negative_prompt: str = "", steps: int = 20,
                  cfg_scale: float = 7.0, sampler: str = "Euler a", seed: int | None = None,
-                 width: int = 512, height: int = 512, batch_size: int = 1,
+                 width: int | None = None, height: int | None = None, batch_size: int = 1,
                  clip_skip: int = 0, init_image: Any = None, strength: float = 0.75,
                  mask: Any = None, rng: str = "numpy",
                  progress: Progress | None = None) -> GenerationResult:
@@ -182,7 +187,9 @@ class StableDiffusion:
         `rng` picks the random source the seed drives: "numpy" (`np.random.default_rng`) or
         "torch", whose draws equal diffusers' with `generator=torch.Generator("cpu")
         .manual_seed(seed)` (the WebUI's "RNG: CPU"), so the same seed starts from the same
-        noise there and here."""
+        noise there and here. Width and height default to the model's `native_size`."""
+        width = self.native_size if width is None else width
+        height = self.native_size if height is None else height
         _check_size(width, height)
         if not isinstance(steps, (int, np.integer)) or steps < 1:
             raise ValueError(f"steps must be a positive integer, got {steps!r}")

@@ -28,14 +28,17 @@ ROOT = Path(__file__).resolve().parent.parent
 class FakePipeline:
     """Stands in for StableDiffusion: records its calls, returns random images."""
 
+    native_size = 64
+
     def __init__(self, name: str) -> None:
         self.name = name
         self.calls: list[dict[str, Any]] = []
 
     def generate(self, prompt: str, *, negative_prompt: str = "", steps: int = 20,
                  cfg_scale: float = 7.0, sampler: str = "Euler a", seed: int = 0,
-                 width: int = 512, height: int = 512, batch_size: int = 1, clip_skip: int = 0,
-                 progress: Any = None, **kw: Any) -> GenerationResult:
+                 width: int | None = None, height: int | None = None, batch_size: int = 1,
+                 clip_skip: int = 0, progress: Any = None, **kw: Any) -> GenerationResult:
+        width, height = width or self.native_size, height or self.native_size
         kw.update(negative_prompt=negative_prompt, steps=steps, cfg_scale=cfg_scale,
                   sampler=sampler, seed=seed, width=width, height=height,
                   batch_size=batch_size, clip_skip=clip_skip, progress=progress)
@@ -100,7 +103,6 @@ TXT = ("txt2img", "--model", "model", "--prompt", "a cat")
     ((*TXT, "--clip-skip", "0"), "--clip-skip: must be at least 1"),
     ((*TXT, "--cfg-scale", "x"), "--cfg-scale: 'x' is not a number"),
     ((*TXT, "--cfg-scale", "nan"), "--cfg-scale: must be a finite number"),
-    (("txt2img", "--prompt", "a cat"), "--model"),
     (("img2img", "--model", "model", "--prompt", "a"), "--init-image"),
     (("inpaint", "--model", "model", "--prompt", "a", "--init-image", "init.png"), "--mask"),
     (("img2img", "--model", "model", "--prompt", "a", "--init-image", "init.png",
