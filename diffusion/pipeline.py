@@ -22,6 +22,8 @@ from .tokenizer import CLIPTokenizer
 __all__ = ["GenerationResult", "StableDiffusion"]
 
 Progress = Callable[[int, int], None]  # (steps done, total steps)
+# (steps done, total steps, current latents) -> False to stop sampling early
+StepCallback = Callable[[int, int, np.ndarray], bool | None]
 Generator = np.random.Generator | TorchCPUGenerator  # what `standard_normal` is drawn from
 
 
@@ -122,7 +124,8 @@ class StableDiffusion:
                  scheduler: Any, cfg_scale: float, generator: Generator,
                  extra: np.ndarray | None = None,
                  after_step: Callable[[int, np.ndarray], np.ndarray] | None = None,
-                 progress: Progress | None = None) -> np.ndarray:
+                 progress: Progress | None = None,
+                 on_step: StepCallback | None = None) -> np.ndarray:
         guided = cfg_scale != 1.0
         device = context.device
         for i, t in enumerate(timesteps):
@@ -144,6 +147,8 @@ class StableDiffusion:
                 latents = after_step(i, latents)
             if progress is not None:
                 progress(i + 1, len(timesteps))
+            if on_step is not None and on_step(i + 1, len(timesteps), latents) is False:
+                break
         return latents
 
     def _context(self, prompt: str, negative_prompt: str, batch: int, cfg_scale: float,
@@ -179,7 +184,8 @@ class StableDiffusion:
                  width: int | None = None, height: int | None = None, batch_size: int = 1,
                  clip_skip: int = 0, init_image: Any = None, strength: float = 0.75,
                  mask: Any = None, rng: str = "numpy",
-                 progress: Progress | None = None) -> GenerationResult:
+                 progress: Progress | None = None,
+                 on_step: StepCallback | None = None) -> GenerationResult:
         """txt2img (no init image), img2img (`init_image`, `strength`) or inpaint
         (`init_image` + `mask`, white = repaint). Same seed and settings give the same image
         on the same adapter.
@@ -187,7 +193,11 @@ class StableDiffusion:
         `rng` picks the random source the seed drives: "numpy" (`np.random.default_rng`) or
         "torch", whose draws equal diffusers' with `generator=torch.Generator("cpu")
         .manual_seed(seed)` (the WebUI's "RNG: CPU"), so the same seed starts from the same
-        noise there and here. Width and height default to the model's `native_size`."""
+        noise there and here. Width and height default to the model's `native_size`.
+
+        `on_step(done, total, latents)` is called after each step with the current latents
+        (for previews); returning False stops sampling there and the partly denoised latents
+        are decoded (the WebUI's Interrupt/Skip)."""
         width = self.native_size if width is None else width
         height = self.native_size if height is None else height
         _check_size(width, height)
@@ -249,7 +259,8 @@ class StableDiffusion:
                     return (1 - small) * known + small * x
 
         latents = self._denoise(latents, context, timesteps, scheduler, cfg_scale, generator,
-                                extra=extra, after_step=after_step, progress=progress)
+                                extra=extra, after_step=after_step, progress=progress,
+                                on_step=on_step)
         images = self._decode(latents, self.unet.conv_in.weight.dtype)
         settings = dict(mode=mode, prompt=prompt, negative_prompt=negative_prompt, steps=steps,
                         sampler=sampler, cfg_scale=cfg_scale, seed=seed, width=width,
