@@ -1,0 +1,324 @@
+// The page of `python -m diffusion serve`: a WebUI-style front end over the /sdapi/v1 HTTP API.
+
+import { $, api, base64Of, clearError, pngDataUrl, showError } from "./api.js";
+import { clearResults, selectedResult, showPreview, showResults } from "./gallery.js";
+import { fitCanvas, initImage, maskImage, setInitImage } from "./inpaint.js";
+import { initPngInfo, loadPngInfo } from "./pnginfo.js";
+
+const STORAGE_KEY = "avx-gpu-webui:settings";
+const SLIDERS = ["steps", "cfg_scale", "width", "height", "clip_skip", "denoising_strength", "mask_blur"];
+let mode = "txt2img";
+let running = false;
+let lastSeed = null;
+
+// ---- Settings: number boxes mirror their sliders; every [data-persist] field survives a reload.
+
+function persistedFields() {
+  return [...document.querySelectorAll("[data-persist]")];
+}
+
+function saveSettings() {
+  const settings = { tab: mode };
+  for (const field of persistedFields()) settings[field.id] = field.type === "checkbox" ? field.checked : field.value;
+  localStorage.setItem(STORAGE_KEY, JSON.stringify(settings));
+}
+
+function loadSettings() {
+  try { return JSON.parse(localStorage.getItem(STORAGE_KEY)) ?? {}; } catch { return {}; }
+}
+
+function setField(id, value) {
+  const field = $(id);
+  if (value === undefined || value === null || !field) return;
+  if (field.type === "checkbox") field.checked = Boolean(value);
+  else if (field.tagName === "SELECT") selectOption(field, String(value));
+  else field.value = value;
+  const range = $(`${id}_range`);
+  if (range) range.value = field.value;
+}
+
+/** Selects the option whose value or label matches (case-insensitive); false when none does. */
+function selectOption(select, wanted) {
+  const lower = wanted.toLowerCase();
+  const option = [...select.options].find((o) => o.value.toLowerCase() === lower || o.text.toLowerCase() === lower);
+  if (option) select.value = option.value;
+  return Boolean(option);
+}
+
+function restoreSettings() {
+  const settings = loadSettings();
+  for (const field of persistedFields()) setField(field.id, settings[field.id]);
+  if (["txt2img", "img2img", "pnginfo"].includes(settings.tab)) switchTab(settings.tab);
+}
+
+for (const id of SLIDERS) {
+  const number = $(id);
+  const range = $(`${id}_range`);
+  range.addEventListener("input", () => { number.value = range.value; saveSettings(); });
+  number.addEventListener("input", () => { range.value = number.value; });
+}
+document.addEventListener("change", (event) => { if (event.target.matches?.("[data-persist]")) saveSettings(); });
+document.addEventListener("input", (event) => { if (event.target.matches?.("textarea[data-persist]")) saveSettings(); });
+
+// ---- Tabs
+
+function switchTab(tab) {
+  if (tab !== "pnginfo") mode = tab;
+  for (const button of document.querySelectorAll("[role=tab]")) button.setAttribute("aria-selected", String(button.dataset.tab === tab));
+  $("panel_generate").hidden = tab === "pnginfo";
+  $("panel_pnginfo").hidden = tab !== "pnginfo";
+  $("panel_generate").setAttribute("aria-labelledby", `tab_${mode}`);
+  $("img2img_inputs").hidden = mode !== "img2img";
+  fitCanvas();
+  const settings = loadSettings();
+  localStorage.setItem(STORAGE_KEY, JSON.stringify({ ...settings, tab }));
+}
+
+for (const button of document.querySelectorAll("[role=tab]")) button.addEventListener("click", () => switchTab(button.dataset.tab));
+
+// ---- Lists from the API: models, samplers, schedulers
+
+function fillSelect(select, items) {
+  select.replaceChildren(...items.map(({ value, label }) => new Option(label, value)));
+}
+
+async function loadModels() {
+  const [models, options] = await Promise.all([api("sd-models"), api("options")]);
+  const select = $("model");
+  fillSelect(select, models.map((m) => ({ value: m.title, label: m.title })));
+  const current = options?.sd_model_checkpoint;
+  if (current && !selectOption(select, current)) {
+    const match = models.find((m) => current.startsWith(m.model_name) || m.title.startsWith(current));
+    if (match) select.value = match.title;
+  }
+  select.dataset.current = select.value;
+  if (options?.CLIP_stop_at_last_layers && !loadSettings().clip_skip) setField("clip_skip", options.CLIP_stop_at_last_layers);
+}
+
+async function loadSamplers() {
+  const [samplers, schedulers] = await Promise.all([api("samplers"), api("schedulers")]);
+  fillSelect($("sampler"), samplers.map((s) => ({ value: s.name, label: s.name })));
+  fillSelect($("scheduler"), schedulers.map((s) => ({ value: s.name, label: s.label ?? s.name })));
+}
+
+async function changeModel() {
+  const select = $("model");
+  const title = select.value;
+  setModelBusy(true);
+  try {
+    await api("options", { sd_model_checkpoint: title });
+    select.dataset.current = title;
+  } catch (error) {
+    select.value = select.dataset.current ?? "";
+    showError(error);
+  } finally {
+    setModelBusy(false);
+  }
+}
+
+function setModelBusy(busy) {
+  $("model").disabled = busy;
+  $("refresh_models").disabled = busy;
+  $("model_busy").hidden = !busy;
+  $("generate").disabled = busy;
+}
+
+$("model").addEventListener("change", changeModel);
+$("refresh_models").addEventListener("click", () => loadModels().catch(showError));
+
+// ---- Generation
+
+function number(id) {
+  return Number($(id).value);
+}
+
+function requestBody() {
+  const body = {
+    prompt: $("prompt").value,
+    negative_prompt: $("negative_prompt").value,
+    sampler_name: $("sampler").value,
+    scheduler: $("scheduler").value,
+    steps: number("steps"),
+    cfg_scale: number("cfg_scale"),
+    seed: Math.trunc(number("seed")),
+    width: number("width"),
+    height: number("height"),
+    batch_size: number("batch_size"),
+    n_iter: number("n_iter"),
+    override_settings: { CLIP_stop_at_last_layers: number("clip_skip") },
+    send_images: true,
+    save_images: false,
+  };
+  if (mode !== "img2img") return body;
+  const init = initImage();
+  if (!init) throw new Error("img2img needs an init image: drop one on the image area or click it to upload.");
+  body.init_images = [base64Of(init)];
+  body.denoising_strength = number("denoising_strength");
+  const mask = maskImage();
+  if (mask) {
+    body.mask = base64Of(mask);
+    body.mask_blur = number("mask_blur");
+    body.inpainting_mask_invert = $("inpainting_mask_invert").checked ? 1 : 0;
+    body.inpainting_fill = 1;  // "original": start from the init image under the mask
+  }
+  return body;
+}
+
+function setRunning(on) {
+  running = on;
+  $("generate").hidden = on;
+  $("running_actions").hidden = !on;
+  $("progress_wrap").hidden = !on;
+  $("interrupt").disabled = $("skip").disabled = false;
+  if (!on) {
+    $("progress").value = 0;
+    $("progress_text").textContent = "";
+    showPreview(null);
+  }
+}
+
+function formatEta(seconds) {
+  if (!Number.isFinite(seconds) || seconds <= 0) return "";
+  if (seconds < 60) return `ETA ${Math.ceil(seconds)}s`;
+  return `ETA ${Math.floor(seconds / 60)}m ${String(Math.ceil(seconds % 60)).padStart(2, "0")}s`;
+}
+
+async function pollProgress() {
+  let progress;
+  try {
+    progress = await api("progress?skip_current_image=false");
+  } catch {
+    return;  // one missed poll is harmless; the generation request reports real failures
+  }
+  if (!running) return;
+  const fraction = Math.min(Math.max(progress.progress ?? 0, 0), 1);
+  const state = progress.state ?? {};
+  $("progress").value = fraction;
+  const parts = [`${Math.round(fraction * 100)}%`];
+  if (state.job_count > 1) parts.push(`batch ${state.job_no + 1}/${state.job_count}`);
+  if (state.sampling_steps) parts.push(`step ${state.sampling_step}/${state.sampling_steps}`);
+  const eta = formatEta(progress.eta_relative);
+  if (eta) parts.push(eta);
+  $("progress_text").textContent = parts.join(" · ");
+  if (progress.current_image) showPreview(pngDataUrl(progress.current_image));
+}
+
+async function generate() {
+  if (running) return;
+  clearError();
+  let body;
+  try {
+    body = requestBody();
+  } catch (error) {
+    showError(error);
+    return;
+  }
+  setRunning(true);
+  $("progress_text").textContent = "Waiting…";
+  let polling = false;
+  const timer = setInterval(async () => {
+    if (polling) return;
+    polling = true;
+    await pollProgress();
+    polling = false;
+  }, 500);
+  try {
+    const response = await api(mode, body);
+    showGenerated(response);
+  } catch (error) {
+    showError(error);
+  } finally {
+    clearInterval(timer);
+    setRunning(false);
+  }
+}
+
+function showGenerated(response) {
+  let info = {};
+  try { info = typeof response.info === "string" ? JSON.parse(response.info) : response.info ?? {}; } catch { /* keep {} */ }
+  const images = response.images ?? [];
+  const infotexts = info.infotexts ?? [];
+  const seeds = info.all_seeds ?? [];
+  // With more images than infotexts the first is a grid of the others (the WebUI's layout).
+  const offset = Math.max(images.length - infotexts.length, 0);
+  showResults(images.map((image, index) => {
+    const own = Math.max(index - offset, 0);
+    return { src: pngDataUrl(image), infotext: infotexts[own] ?? infotexts[0] ?? "", seed: seeds[own] ?? info.seed ?? null };
+  }));
+  lastSeed = info.seed ?? seeds[0] ?? null;
+  if (!images.length) showError("The server returned no images (interrupted before the first one finished?).");
+}
+
+$("generate").addEventListener("click", generate);
+for (const id of ["prompt", "negative_prompt"]) {
+  $(id).addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) {
+      event.preventDefault();
+      generate();
+    }
+  });
+}
+$("interrupt").addEventListener("click", () => {
+  $("interrupt").disabled = $("skip").disabled = true;
+  $("progress_text").textContent = "Interrupting…";
+  api("interrupt", {}).catch(showError);
+});
+$("skip").addEventListener("click", () => api("skip", {}).catch(showError));
+
+// ---- Seed, size and "send to" buttons
+
+$("random_seed").addEventListener("click", () => { setField("seed", -1); saveSettings(); });
+$("reuse_seed").addEventListener("click", () => {
+  const seed = selectedResult()?.seed ?? lastSeed;
+  if (seed === null || seed === undefined) return;
+  setField("seed", seed);
+  saveSettings();
+});
+$("swap_size").addEventListener("click", () => {
+  const [width, height] = [$("width").value, $("height").value];
+  setField("width", height);
+  setField("height", width);
+  saveSettings();
+});
+
+$("send_to_img2img").addEventListener("click", () => {
+  const item = selectedResult();
+  if (!item) return;
+  setInitImage(item.src);
+  switchTab("img2img");
+});
+$("send_to_pnginfo").addEventListener("click", () => {
+  const item = selectedResult();
+  if (!item) return;
+  switchTab("pnginfo");
+  loadPngInfo(item.src);
+});
+
+/** Fills the form from parsed infotext parameters (PNG Info's "Send to ..."). */
+function applyParameters(target, params, imageDataUrl) {
+  const fields = {
+    prompt: params.Prompt, negative_prompt: params["Negative prompt"] ?? "", steps: params.Steps,
+    sampler: params.Sampler, scheduler: params["Schedule type"], cfg_scale: params["CFG scale"],
+    seed: params.Seed, width: params["Size-1"], height: params["Size-2"], clip_skip: params["Clip skip"],
+    denoising_strength: params["Denoising strength"],
+  };
+  for (const [id, value] of Object.entries(fields)) setField(id, value);
+  saveSettings();
+  if (target === "img2img" && imageDataUrl) setInitImage(imageDataUrl);
+  switchTab(target);
+  $("prompt").focus();
+}
+
+initPngInfo(applyParameters);
+
+// ---- Start
+
+async function start() {
+  const results = await Promise.allSettled([loadModels(), loadSamplers()]);
+  restoreSettings();
+  const failed = results.filter((r) => r.status === "rejected");
+  if (failed.length) showError(failed.map((r) => r.reason.message).join("\n"));
+}
+
+clearResults();
+start();
