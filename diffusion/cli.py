@@ -158,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m diffusion", epilog=EPILOG,
                      description="Stable Diffusion 1.x/2.x on any GPU through WebGPU.",
                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    commands = parser.add_subparsers(dest="command", metavar="{txt2img,img2img,inpaint}")
+    commands = parser.add_subparsers(dest="command", metavar="{txt2img,img2img,inpaint,serve}")
     for name, strength, text in (("txt2img", None, "generate images from a prompt"),
                                  ("img2img", 0.75, "redraw an image following a prompt"),
                                  ("inpaint", 1.0, "repaint the white part of a mask")):
@@ -168,6 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "inpaint":
             sub.add_argument("--mask", required=True, metavar="PATH",
                              help="white = repaint, black = keep (resized like the image)")
+    from .server.serve import add_serve_parser
+
+    add_serve_parser(commands, _positive_int)
     return parser
 
 
@@ -309,7 +312,11 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
         if args.command is None:
             parser.print_usage(sys.stderr)
-            raise _UsageError("choose a command: txt2img, img2img or inpaint")
+            raise _UsageError("choose a command: txt2img, img2img, inpaint or serve")
+        if args.command == "serve":
+            from .server.serve import serve
+
+            return serve(args)
         for path in run(args):
             print(path, flush=True)
     except (_UsageError, ValueError, OSError) as exc:

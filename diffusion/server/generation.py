@@ -1,0 +1,212 @@
+"""txt2img/img2img requests -> validated GenerationJobs, and results -> WebUI responses.
+
+Seeds as the WebUI gives them: image k of a job (k counting over n_iter x batch_size) has seed
+`seed + k`, and the server generates each image alone from its own seed, so every image is
+reproduced by its infotext at batch size 1. (The pipeline itself draws a whole batch from one
+seed; generating image by image is what makes the WebUI's per-image seeds hold.)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import secrets
+from pathlib import Path
+from typing import Any
+
+from ..infotext import format_infotext
+from ..schedulers import SAMPLERS
+from .images import decode_image, encode_png, fit_image, prepare_mask
+from .schemas import Img2ImgRequest, Txt2ImgRequest
+from .worker import GenerationJob, JobResult
+
+__all__ = ["SAMPLER_ALIASES", "SCHEDULERS", "RequestError", "build_job", "build_response",
+           "resolve_sampler"]
+
+# the WebUI's k-diffusion aliases for the samplers we have
+SAMPLER_ALIASES: dict[str, list[str]] = {
+    "Euler a": ["k_euler_a", "k_euler_ancestral"], "Euler": ["k_euler"], "LMS": ["k_lms"],
+    "Heun": ["k_heun"], "DPM++ 2M": ["k_dpmpp_2m"], "DPM++ 2M Karras": ["k_dpmpp_2m_ka"],
+    "DPM++ 2M SDE": ["k_dpmpp_2m_sde"], "DDIM": ["ddim"], "PLMS": ["plms"],
+    "UniPC": ["unipc"], "LCM": ["k_lcm"], "DDPM": ["ddpm"],
+}
+# WebUI schedule types we can honour: Automatic (the sampler's own) and Karras sigmas
+SCHEDULERS = {"automatic": "Automatic", "karras": "Karras"}
+LIMITS = {"steps": (1, 150), "batch_size": (1, 8), "n_iter": (1, 100)}
+MAX_IMAGES = 100
+
+
+class RequestError(ValueError):
+    """A request that cannot be run as sent; the message says what to change (HTTP 422)."""
+
+
+def resolve_sampler(name: str | None, scheduler: str | None) -> str:
+    """Our sampler for the WebUI's (sampler_name, scheduler) pair."""
+    by_lower = {key.lower(): key for key in SAMPLERS}
+    for key, aliases in SAMPLER_ALIASES.items():
+        by_lower.update({alias.lower(): key for alias in aliases})
+    sampler = by_lower.get((name or "Euler").strip().lower())
+    if sampler is None:
+        raise RequestError(f"unknown sampler_name {name!r}; valid names: "
+                           f"{', '.join(SAMPLERS)}")
+    schedule = (scheduler or "automatic").strip().lower()
+    if schedule not in SCHEDULERS:
+        raise RequestError(f"unknown scheduler {scheduler!r}; valid: "
+                           f"{', '.join(SCHEDULERS.values())} (other schedule types are "
+                           "not implemented)")
+    if schedule == "karras" and not sampler.endswith("Karras"):
+        if f"{sampler} Karras" not in SAMPLERS:
+            karras = [s.removesuffix(" Karras") for s in SAMPLERS if s.endswith(" Karras")]
+            raise RequestError(f"scheduler 'Karras' is available with {', '.join(karras)}; "
+                               f"use scheduler 'Automatic' with {sampler!r}")
+        sampler = f"{sampler} Karras"
+    return sampler
+
+
+def _check_range(name: str, value: int) -> None:
+    low, high = LIMITS[name]
+    if not low <= value <= high:
+        raise RequestError(f"{name} must be between {low} and {high}, got {value}")
+
+
+def _check_side(name: str, value: int | None, max_size: int) -> None:
+    if value is None:
+        return
+    if value < 8 or value % 8:
+        lower = max(8, value // 8 * 8)
+        raise RequestError(f"{name} must be a positive multiple of 8 (the VAE works on 8x8 "
+                           f"pixel blocks), got {value}; try {lower} or {lower + 8}")
+    if value > max_size:
+        raise RequestError(f"{name} {value} is above this server's limit of {max_size} px "
+                           "(--max-size)")
+
+
+def _clip_skip(request: Txt2ImgRequest, options: dict[str, Any]) -> int:
+    overrides = request.override_settings or {}
+    value = overrides.get("CLIP_stop_at_last_layers", options["CLIP_stop_at_last_layers"])
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 12:
+        raise RequestError("override_settings.CLIP_stop_at_last_layers must be a whole number "
+                           f"from 1 to 12 (1 = the text encoder's last layer), got {value!r}")
+    return value
+
+
+def _rng(request: Txt2ImgRequest, options: dict[str, Any]) -> str:
+    source = (request.override_settings or {}).get("randn_source", options["randn_source"])
+    return "torch" if str(source).upper() == "CPU" else "numpy"
+
+
+def _seed(value: int) -> int:
+    return secrets.randbelow(4294967294) if value == -1 else value
+
+
+def build_job(request: Txt2ImgRequest, kind: str, *, options: dict[str, Any], max_size: int,
+              outputs: Path) -> tuple[GenerationJob, dict[str, Any]]:
+    """A GenerationJob for `request`, or RequestError. Also returns the job's seed facts."""
+    for name in ("steps", "batch_size", "n_iter"):
+        _check_range(name, getattr(request, name))
+    _check_side("width", request.width, max_size)
+    _check_side("height", request.height, max_size)
+    if not math.isfinite(request.cfg_scale) or not 0 <= request.cfg_scale <= 100:
+        raise RequestError(f"cfg_scale must be a finite number from 0 to 100, got "
+                           f"{request.cfg_scale}")
+    if request.seed < -1 or request.subseed < -1:
+        raise RequestError("seed and subseed must be -1 (random) or >= 0")
+    sampler = resolve_sampler(request.sampler_name or request.sampler_index, request.scheduler)
+    count = request.batch_size * request.n_iter
+    seed, subseed = _seed(request.seed), _seed(request.subseed)
+    generate: dict[str, Any] = dict(
+        prompt=request.prompt, negative_prompt=request.negative_prompt or "",
+        steps=request.steps, cfg_scale=float(request.cfg_scale), sampler=sampler,
+        width=request.width, height=request.height,
+        clip_skip=_clip_skip(request, options) - 1, rng=_rng(request, options))
+    if isinstance(request, Img2ImgRequest):
+        generate.update(_img2img_options(request))
+    job = GenerationJob(kind=kind, seeds=[seed + k for k in range(count)], options=generate,
+                        batch_size=request.batch_size,
+                        save_to=outputs if request.save_images else None)
+    return job, {"seed": seed, "subseed": subseed, "sampler": sampler}
+
+
+def _img2img_options(request: Img2ImgRequest) -> dict[str, Any]:
+    if not request.init_images:
+        raise RequestError("init_images is empty; send at least one base64-encoded image")
+    strength = request.denoising_strength
+    strength = 0.75 if strength is None else strength
+    if not math.isfinite(strength) or not 0 < strength <= 1:
+        raise RequestError(f"denoising_strength must be in (0, 1], got {strength}")
+    if int(request.steps * strength) < 1:
+        raise RequestError(f"denoising_strength {strength:g} with steps {request.steps} leaves "
+                           "no step to run; raise one of them")
+    if request.resize_mode not in (0, 1, 2, 3):
+        raise RequestError(f"resize_mode must be 0 (resize), 1 (crop and resize), 2 (resize "
+                           f"and fill) or 3 (latent upscale), got {request.resize_mode}")
+    image = decode_image(request.init_images[0], "init_images[0]")
+    out: dict[str, Any] = {"init_image": image, "strength": float(strength)}
+    if request.mask:
+        mask = decode_image(request.mask, "mask")
+        if mask.size != image.size:
+            raise RequestError(f"mask is {mask.size[0]}x{mask.size[1]} but init_images[0] is "
+                               f"{image.size[0]}x{image.size[1]}; send a mask of the image's "
+                               "size")
+        blur = request.mask_blur
+        out["mask"] = prepare_mask(mask, blur_x=request.mask_blur_x if blur is None else blur,
+                                   blur_y=request.mask_blur_y if blur is None else blur,
+                                   invert=bool(request.inpainting_mask_invert))
+    out["_resize_mode"] = request.resize_mode
+    return out
+
+
+def fit_to_model(options: dict[str, Any], native_size: int) -> dict[str, Any]:
+    """Resolve the size (the loaded model's native size by default) and fit the init image and
+    mask to it with the request's resize mode; runs on the worker, where the model is known."""
+    options = dict(options)
+    mode = options.pop("_resize_mode", 0)
+    width = options["width"] = options.get("width") or native_size
+    height = options["height"] = options.get("height") or native_size
+    if options.get("init_image") is not None:
+        options["init_image"] = fit_image(options["init_image"], width, height, mode)
+        if options.get("mask") is not None:
+            options["mask"] = fit_image(options["mask"].convert("RGB"), width, height,
+                                        mode).convert("L")
+    return options
+
+
+def build_response(request: Txt2ImgRequest, result: JobResult,
+                   facts: dict[str, Any]) -> dict[str, Any]:
+    """The WebUI's {images, parameters, info} for a finished job."""
+    texts = [format_infotext(settings) for settings in result.settings]
+    first = result.settings[0] if result.settings else {}
+    count = len(result.settings)
+    seeds = [int(s["seed"]) for s in result.settings]
+    clip_skip = int(first.get("clip_skip", 0)) + 1 if first else None
+    info = {
+        "prompt": request.prompt, "all_prompts": [request.prompt] * count,
+        "negative_prompt": request.negative_prompt or "",
+        "all_negative_prompts": [request.negative_prompt or ""] * count,
+        "seed": facts["seed"], "all_seeds": seeds, "subseed": facts["subseed"],
+        "all_subseeds": [facts["subseed"] + k for k in range(count)],
+        "subseed_strength": request.subseed_strength,
+        "width": first.get("width", request.width), "height": first.get("height",
+                                                                          request.height),
+        "sampler_name": facts["sampler"], "cfg_scale": request.cfg_scale,
+        "steps": request.steps, "batch_size": request.batch_size, "n_iter": request.n_iter,
+        "restore_faces": False, "face_restoration_model": None,
+        "sd_model_name": result.model.model_name if result.model else None,
+        "sd_model_hash": result.model.hash if result.model else None,
+        "sd_vae_name": None, "sd_vae_hash": None,
+        "seed_resize_from_w": request.seed_resize_from_w,
+        "seed_resize_from_h": request.seed_resize_from_h,
+        "denoising_strength": first.get("strength", request.denoising_strength),
+        "extra_generation_params": {}, "index_of_first_image": 0, "infotexts": texts,
+        "styles": request.styles or [], "job_timestamp": result.job_timestamp,
+        "clip_skip": clip_skip, "is_using_inpainting_conditioning": False,
+        "interrupted": result.interrupted, "saved_paths": [str(p) for p in result.saved],
+        "version": "avx-gpu",
+    }
+    parameters = request.model_dump()
+    if isinstance(request, Img2ImgRequest) and not request.include_init_images:
+        parameters["init_images"] = None
+        parameters["mask"] = None
+    images = [encode_png(image, text) for image, text in zip(result.images, texts, strict=True)]
+    return {"images": images if request.send_images else [], "parameters": parameters,
+            "info": json.dumps(info)}

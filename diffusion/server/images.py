@@ -1,0 +1,162 @@
+"""Images over the API: base64 in and out, PNGs with infotext, previews, WebUI output layout."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import re
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..infotext import PNG_KEY, format_infotext, next_sequence_number, save_png
+
+__all__ = [
+    "ImageError",
+    "decode_image",
+    "encode_png",
+    "fit_image",
+    "prepare_mask",
+    "preview_png",
+    "png_info",
+    "save_output",
+    "webui_parameters",
+]
+
+_DATA_URL = re.compile(r"^data:image/[\w.+-]+;base64,", re.IGNORECASE)
+
+# The WebUI's "Approx cheap" live preview: SD 1.x latent channels -> RGB, a linear map
+_LATENT_RGB = np.array([[0.298, 0.207, 0.208], [0.187, 0.286, 0.173],
+                        [-0.158, 0.189, 0.264], [-0.184, -0.271, -0.473]])
+
+
+class ImageError(ValueError):
+    """A request's image could not be used; the message says which field and why."""
+
+
+def decode_image(text: str, what: str) -> Any:
+    """A PIL image from base64 (a `data:image/...;base64,` prefix is allowed)."""
+    from PIL import Image
+
+    if not isinstance(text, str) or not text.strip():
+        raise ImageError(f"{what} is empty; send a base64-encoded PNG or JPEG")
+    payload = _DATA_URL.sub("", text.strip(), count=1)
+    try:
+        raw = base64.b64decode(payload, validate=False)
+        if not raw:
+            raise ValueError("no data")
+    except (binascii.Error, ValueError) as exc:
+        raise ImageError(f"{what} is not valid base64 ({exc}); send the image file's bytes "
+                         "base64-encoded, optionally prefixed with data:image/png;base64,"
+                         ) from None
+    try:
+        image = Image.open(io.BytesIO(raw))
+        image.load()
+    except (OSError, Image.DecompressionBombError, SyntaxError, ValueError) as exc:
+        raise ImageError(f"{what} decodes from base64 but is not a readable image ({exc}); "
+                         "send a PNG, JPEG or WebP file") from None
+    return image
+
+
+def encode_png(image: np.ndarray, infotext: str | None = None) -> str:
+    """An (H, W, 3) uint8 image as base64 PNG text, carrying `infotext` in `parameters`."""
+    from PIL import Image, PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    if infotext is not None:
+        info.add_text(PNG_KEY, infotext)
+    buffer = io.BytesIO()
+    Image.fromarray(np.asarray(image)).save(buffer, format="PNG", pnginfo=info)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def fit_image(image: Any, width: int, height: int, resize_mode: int) -> Any:
+    """The WebUI's resize modes: 0 stretch, 1 crop to fill, 2 fit and fill the borders with
+    the stretched image; 3 (latent upscale) is done as 0."""
+    from PIL import Image, ImageOps
+
+    image = image.convert("RGB")
+    if resize_mode == 1:
+        return ImageOps.fit(image, (width, height), Image.Resampling.LANCZOS)
+    stretched = image.resize((width, height), Image.Resampling.LANCZOS)
+    if resize_mode == 2:
+        fitted = ImageOps.contain(image, (width, height), Image.Resampling.LANCZOS)
+        stretched.paste(fitted, ((width - fitted.width) // 2, (height - fitted.height) // 2))
+    return stretched
+
+
+def prepare_mask(mask: Any, *, blur_x: int, blur_y: int, invert: bool) -> Any:
+    """An 'L' mask (white = repaint), inverted and Gaussian-blurred as the WebUI does."""
+    from PIL import ImageFilter, ImageOps
+
+    if mask.mode in ("RGBA", "LA"):  # the WebUI's sketch masks: alpha marks the painted area
+        mask = mask.getchannel("A")
+    mask = mask.convert("L")
+    if invert:
+        mask = ImageOps.invert(mask)
+    if blur_x > 0 or blur_y > 0:
+        mask = mask.filter(ImageFilter.GaussianBlur((max(blur_x, 0), max(blur_y, 0))))
+    return mask
+
+
+def preview_png(latents: np.ndarray) -> str:
+    """A cheap RGB preview of the first latent of a batch (1/8 size), as base64 PNG."""
+    latent = np.asarray(latents, np.float64)[0]
+    if latent.shape[0] != _LATENT_RGB.shape[0]:
+        latent = np.resize(latent, (4, *latent.shape[1:]))
+    rgb = np.einsum("chw,cr->hwr", latent, _LATENT_RGB)
+    pixels = np.clip((rgb + 1) * 127.5, 0, 255).astype(np.uint8)
+    return encode_png(pixels)
+
+
+def png_info(image: Any) -> tuple[str, dict[str, Any]]:
+    """(the `parameters` text or "", the other text chunks) of a decoded image."""
+    items = {k: v for k, v in image.info.items() if isinstance(v, (str, int, float))}
+    text = items.pop(PNG_KEY, "")
+    return str(text), items
+
+
+def save_output(image: np.ndarray, settings: dict[str, Any], outputs: Path,
+                kind: str) -> Path:
+    """Save like the WebUI: `<outputs>/<kind>-images/YYYY-MM-DD/00001-<seed>.png`, atomically,
+    with the image's infotext; numbers continue after the highest in that folder."""
+    folder = outputs / f"{kind}-images" / datetime.now().strftime("%Y-%m-%d")
+    folder.mkdir(parents=True, exist_ok=True)
+    number = next_sequence_number(folder)
+    seed = int(settings["seed"])
+    text = format_infotext(settings)
+    while not save_png(image, path := folder / f"{number:05d}-{seed}.png", infotext=text,
+                       overwrite=False):
+        number += 1
+    return path
+
+
+# our parse_infotext names -> the WebUI's parse_generation_parameters keys
+_WEBUI_KEYS = {"prompt": "Prompt", "negative_prompt": "Negative prompt", "steps": "Steps",
+               "sampler": "Sampler", "cfg_scale": "CFG scale", "seed": "Seed",
+               "width": "Size-1", "height": "Size-2", "model": "Model",
+               "batch_size": "Batch size", "batch_pos": "Batch pos",
+               "strength": "Denoising strength"}
+
+
+def webui_parameters(text: str) -> dict[str, Any]:
+    """An infotext parsed into the WebUI's PNG-info `parameters` dict ("Prompt", "Steps",
+    "Size-1", "Clip skip", ...); {} for an image without one."""
+    from ..infotext import parse_infotext
+
+    if not text.strip():
+        return {}
+    parsed = parse_infotext(text)
+    out: dict[str, Any] = {}
+    for key, value in parsed.items():
+        if key == "clip_skip":
+            out["Clip skip"] = str(value + 1)
+        elif key == "rng":
+            out["RNG"] = "CPU" if value == "torch" else value
+        else:
+            out[_WEBUI_KEYS.get(key, key)] = value
+    out.setdefault("Clip skip", "1")
+    return out

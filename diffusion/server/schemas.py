@@ -1,0 +1,141 @@
+"""Request and response bodies of the WebUI's `/sdapi/v1` API (pydantic).
+
+Field names and defaults are the AUTOMATIC1111 WebUI's (`StableDiffusionProcessingTxt2Img` /
+`...Img2Img` plus the API's extra keys). Fields the WebUI has and we do not implement (hires
+fix, refiner, face restoration, tiling, scripts, styles, ...) are accepted and ignored, as are
+unknown keys, so a client written for the WebUI sends its usual body unchanged. Deviations:
+`width`/`height` default to the loaded model's native size rather than 512 (None here), and
+`sampler_name` defaults to "Euler" through `sampler_index` as in the WebUI.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "Img2ImgRequest",
+    "ImageResponse",
+    "PNGInfoRequest",
+    "PNGInfoResponse",
+    "ProgressResponse",
+    "SDModelItem",
+    "SamplerItem",
+    "SchedulerItem",
+    "Txt2ImgRequest",
+]
+
+
+class _Lenient(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True,
+                              protected_namespaces=())
+
+
+class Txt2ImgRequest(_Lenient):
+    """POST /sdapi/v1/txt2img."""
+
+    prompt: str = ""
+    negative_prompt: str | None = ""
+    styles: list[str] | None = None  # accepted, ignored: no styles file here
+    seed: int = -1
+    subseed: int = -1
+    subseed_strength: float = 0.0  # accepted; variation seeds are not implemented
+    seed_resize_from_h: int = -1
+    seed_resize_from_w: int = -1
+    sampler_name: str | None = None
+    sampler_index: str = "Euler"  # the WebUI's fallback when sampler_name is not given
+    scheduler: str | None = None
+    batch_size: int = 1
+    n_iter: int = 1
+    steps: int = 50
+    cfg_scale: float = 7.0
+    width: int | None = None  # WebUI: 512; here the model's native size
+    height: int | None = None
+    restore_faces: bool | None = None
+    tiling: bool | None = None
+    do_not_save_samples: bool = False
+    do_not_save_grid: bool = False
+    eta: float | None = None
+    denoising_strength: float | None = None
+    override_settings: dict[str, Any] | None = None
+    override_settings_restore_afterwards: bool = True
+    enable_hr: bool = False  # hires fix: accepted, ignored
+    script_name: str | None = None
+    script_args: list[Any] = Field(default_factory=list)
+    send_images: bool = True
+    save_images: bool = False
+    alwayson_scripts: dict[str, Any] = Field(default_factory=dict)
+    force_task_id: str | None = None
+    infotext: str | None = None
+
+
+class Img2ImgRequest(Txt2ImgRequest):
+    """POST /sdapi/v1/img2img: `init_images` (base64, with or without a data: prefix)."""
+
+    init_images: list[str] | None = None
+    resize_mode: int = 0  # 0 stretch, 1 crop, 2 fill (3, latent upscale: as 0)
+    denoising_strength: float | None = 0.75
+    image_cfg_scale: float | None = None
+    mask: str | None = None
+    mask_blur: int | None = None
+    mask_blur_x: int = 4
+    mask_blur_y: int = 4
+    mask_round: bool = True
+    inpainting_fill: int = 0  # accepted; the original image always fills the masked area
+    inpaint_full_res: bool = True
+    inpaint_full_res_padding: int = 0
+    inpainting_mask_invert: int = 0
+    initial_noise_multiplier: float | None = None
+    include_init_images: bool = Field(default=False, exclude=True)
+
+
+class ImageResponse(BaseModel):
+    """txt2img/img2img response: base64 PNGs, the request as understood, and `info` (JSON)."""
+
+    images: list[str] | None = None
+    parameters: dict[str, Any]
+    info: str
+
+
+class PNGInfoRequest(_Lenient):
+    image: str
+
+
+class PNGInfoResponse(BaseModel):
+    info: str
+    items: dict[str, Any]
+    parameters: dict[str, Any]
+
+
+class ProgressResponse(BaseModel):
+    progress: float
+    eta_relative: float
+    state: dict[str, Any]
+    current_image: str | None = None
+    textinfo: str | None = None
+
+
+class SamplerItem(BaseModel):
+    name: str
+    aliases: list[str]
+    options: dict[str, Any]
+
+
+class SchedulerItem(BaseModel):
+    name: str
+    label: str
+    aliases: list[str] | None = None
+    default_rho: float | None = None
+    need_inner_model: bool | None = None
+
+
+class SDModelItem(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
+    title: str
+    model_name: str
+    hash: str | None = None
+    sha256: str | None = None
+    filename: str
+    config: str | None = None

@@ -1,0 +1,90 @@
+"""`python -m diffusion serve`: arguments, checks and the uvicorn server."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import socket
+import sys
+from typing import Any
+
+__all__ = ["add_serve_parser", "serve"]
+
+HELP = "serve the Stable Diffusion WebUI's HTTP API (/sdapi/v1) and a web page"
+
+
+def add_serve_parser(commands: Any, positive_int: Any) -> argparse.ArgumentParser:
+    """Add the `serve` sub-command to `commands` (argparse sub-parsers)."""
+    sub = commands.add_parser("serve", help=HELP, description=HELP)
+    sub.add_argument("--model", metavar="PATH",
+                     help="the model loaded at start (default: the bundled model, else the "
+                          "first one in --models-dir)")
+    sub.add_argument("--models-dir", metavar="DIR",
+                     help="diffusers folders and .safetensors files clients may switch to "
+                          "(sd_model_checkpoint in /sdapi/v1/options)")
+    sub.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1)")
+    sub.add_argument("--listen", action="store_true",
+                     help="bind 0.0.0.0: reachable from other machines (use --api-auth)")
+    sub.add_argument("--port", type=positive_int, default=7860, help="port (7860)")
+    sub.add_argument("--api-auth", metavar="USER:PASS[,USER:PASS...]",
+                     help="require HTTP Basic credentials on the API")
+    sub.add_argument("--outputs", default="outputs", metavar="DIR",
+                     help="where save_images=true writes (outputs/txt2img-images/DATE/...)")
+    sub.add_argument("--queue-size", type=positive_int, default=16, metavar="N",
+                     help="jobs that may wait; more get 503 + Retry-After (16)")
+    sub.add_argument("--max-size", type=positive_int, default=1024, metavar="PX",
+                     help="largest width/height a request may ask for (1024)")
+    return sub
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise OSError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); is another "
+                      f"server running there? pass --port N") from None
+    sock.listen(128)
+    return sock
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Run the server until interrupted; returns the exit status."""
+    import uvicorn
+
+    from ..loaders.errors import WeightsError
+    from .app import _parse_auth, create_app
+
+    host = "0.0.0.0" if args.listen else args.host
+    try:
+        _parse_auth(args.api_auth)
+        sock = _bind(host, args.port)
+    except (ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if not _is_loopback(host) and not args.api_auth:
+        print(f"warning: listening on {host} without --api-auth: anyone who can reach this "
+              "machine can use the GPU", file=sys.stderr)
+    try:
+        app = create_app(model=args.model, models_dir=args.models_dir, outputs=args.outputs,
+                         queue_size=args.queue_size, max_size=args.max_size,
+                         api_auth=args.api_auth, cmd_flags=vars(args))
+    except (FileNotFoundError, WeightsError, ValueError, OSError) as exc:
+        sock.close()
+        print(f"error: cannot load the model: {exc}", file=sys.stderr)
+        return 2
+    shown = f"[{host}]" if ":" in host else host
+    print(f"serving at http://{shown}:{args.port}/ (API: /sdapi/v1, docs: /docs)", flush=True)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    server.run(sockets=[sock])
+    return 0
