@@ -81,6 +81,9 @@ def create_app(*, model: str | os.PathLike[str] | None = None,
     from .. import default_model_path, load_pipeline
 
     users = _parse_auth(api_auth)
+    if model is not None and not Path(model).exists():
+        raise FileNotFoundError(f"model path {str(model)!r} does not exist; give a diffusers "
+                                "folder (with model_index.json) or a .safetensors checkpoint")
     if model is None:
         try:
             model = default_model_path()

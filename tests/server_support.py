@@ -1,0 +1,127 @@
+"""Shared pieces of the server tests: tiny model folders, apps over one loaded pipeline, PNG and
+progress helpers, and a real uvicorn server on a free port."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+PROMPT = "a red circle on a blue background"
+
+
+def write_models(root: Path) -> Path:
+    """`root/models` with two tiny diffusers folders, tiny-a and tiny-b (different UNets)."""
+    from sd_tiny import tiny_unet, write_pipeline
+
+    models = root / "models"
+    write_pipeline(models / "tiny-a")
+    write_pipeline(models / "tiny-b", unet=tiny_unet(seed=7))
+    return models
+
+
+class CachedLoader:
+    """`loader(path)` for create_app that loads each model once and counts the calls, so
+    several apps in one test module share the GPU weights."""
+
+    def __init__(self) -> None:
+        self.pipes: dict[Path, Any] = {}
+        self.calls: list[Path] = []
+
+    def __call__(self, path: Path) -> Any:
+        from diffusion import load_pipeline
+
+        self.calls.append(Path(path))
+        if path not in self.pipes:
+            self.pipes[path] = load_pipeline(path)
+        return self.pipes[path]
+
+
+def pixels(b64: str) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(b64))).convert("RGB"))
+
+
+def png_b64(image: Image.Image) -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def info(response: Any) -> dict[str, Any]:
+    return json.loads(response.json()["info"])
+
+
+def wait_for(check: Callable[[], bool], timeout: float = 60.0, what: str = "") -> None:
+    end = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out waiting for {what or check}")
+        time.sleep(0.02)
+
+
+def wait_for_step(get: Callable[[str], Any], step: int = 2, job_no: int = 0) -> dict[str, Any]:
+    """Poll /sdapi/v1/progress until the running job reaches `step` of image `job_no`."""
+    seen: dict[str, Any] = {}
+
+    def reached() -> bool:
+        seen.update(get("/sdapi/v1/progress").json())
+        state = seen["state"]
+        return state["job_no"] == job_no and state["sampling_step"] >= step
+    wait_for(reached, what=f"step {step} of image {job_no}")
+    return seen
+
+
+class Background:
+    """A request run on a thread; `.result()` joins and returns the response."""
+
+    def __init__(self, call: Callable[[], Any]) -> None:
+        self._out: dict[str, Any] = {}
+        self._thread = threading.Thread(target=self._run, args=(call,), daemon=True)
+        self._thread.start()
+
+    def _run(self, call: Callable[[], Any]) -> None:
+        try:
+            self._out["value"] = call()
+        except BaseException as exc:  # re-raised in result()
+            self._out["error"] = exc
+
+    def result(self, timeout: float = 120.0) -> Any:
+        self._thread.join(timeout)
+        assert not self._thread.is_alive(), "request did not finish"
+        if "error" in self._out:
+            raise self._out["error"]
+        return self._out["value"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def live_server(app: Any) -> Iterator[str]:
+    """Run `app` under uvicorn on 127.0.0.1 in a thread; yields its base URL."""
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_for(lambda: server.started, timeout=30, what="uvicorn to start")
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(30)
