@@ -141,14 +141,14 @@ function requestBody() {
     steps: number("steps"),
     cfg_scale: number("cfg_scale"),
     seed: Math.trunc(number("seed")),
-    width: number("width"),
-    height: number("height"),
     batch_size: number("batch_size"),
     n_iter: number("n_iter"),
     override_settings: { CLIP_stop_at_last_layers: number("clip_skip") },
     send_images: true,
     save_images: false,
   };
+  // An empty size box means "the model's native size" (the server's default for a missing field).
+  for (const id of ["width", "height"]) if ($(id).value !== "") body[id] = number(id);
   if (mode !== "img2img") return body;
   const init = initImage();
   if (!init) throw new Error("img2img needs an init image: drop one on the image area or click it to upload.");

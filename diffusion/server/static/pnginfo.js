@@ -30,7 +30,14 @@ export function parseInfotext(text) {
 
 function renderParameters(info, params) {
   $("pnginfo_text").textContent = info || "This image carries no generation parameters.";
-  const rows = Object.entries(params ?? {}).filter(([key]) => !["Prompt", "Negative prompt"].includes(key));
+  // The WebUI's parser splits "Size: 512x768" into Size-1 and Size-2; show it whole again.
+  const shown = { ...params };
+  if (shown["Size-1"] !== undefined && shown["Size-2"] !== undefined) {
+    const entries = Object.entries(shown).map(([key, value]) => (key === "Size-1" ? ["Size", `${value}x${shown["Size-2"]}`] : [key, value]));
+    Object.keys(shown).forEach((key) => delete shown[key]);
+    Object.assign(shown, Object.fromEntries(entries.filter(([key]) => key !== "Size-2")));
+  }
+  const rows = Object.entries(shown).filter(([key]) => !["Prompt", "Negative prompt"].includes(key));
   $("pnginfo_table").replaceChildren(...rows.map(([key, value]) => {
     const row = document.createElement("tr");
     const th = document.createElement("th");
