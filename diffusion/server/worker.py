@@ -94,7 +94,9 @@ class Worker:
         return self._running
 
     def stop(self, timeout: float | None = 30.0) -> None:
-        """Finish the current job, drop the waiting ones, end the thread."""
+        """Interrupt the current job, drop the waiting ones, end the thread (once)."""
+        if not self._thread.is_alive():
+            return
         self.interrupt()
         while True:
             try:
@@ -103,7 +105,10 @@ class Worker:
                 break
             if job is not None:
                 job.future.cancel()
-        self._queue.put(None)
+        try:
+            self._queue.put_nowait(None)
+        except queue.Full:  # a job queued meanwhile: it runs, then the thread ends
+            self._queue.put(None, timeout=timeout)
         self._thread.join(timeout)
 
     def _loop(self) -> None:
