@@ -16,15 +16,15 @@ import pytest
 pytest.importorskip("fastapi", reason="server extra (pip install .[server])")
 pytest.importorskip("diffusers", reason="tiny test models are built with diffusers")
 
-from fastapi.testclient import TestClient  # noqa: E402
-from PIL import Image  # noqa: E402
-from server_support import PROMPT, CachedLoader, info, pixels, png_b64, write_models  # noqa: E402
+from fastapi.testclient import TestClient
+from PIL import Image
+from server_support import PROMPT, CachedLoader, info, pixels, png_b64, write_models
 
-import gpucore  # noqa: E402
-from diffusion.infotext import read_infotext  # noqa: E402
-from diffusion.schedulers import SAMPLERS  # noqa: E402
-from diffusion.server import create_app  # noqa: E402
-from diffusion.server.models_dir import folder_sha256  # noqa: E402
+import gpucore
+from diffusion.infotext import read_infotext
+from diffusion.schedulers import SAMPLERS
+from diffusion.server import create_app
+from diffusion.server.models_dir import folder_sha256
 
 if not gpucore.devices():
     pytest.skip("no GPU adapter present: install mesa-vulkan-drivers (see README)",

@@ -19,15 +19,24 @@ import pytest
 pytest.importorskip("fastapi", reason="server extra (pip install .[server])")
 pytest.importorskip("diffusers", reason="tiny test models are built with diffusers")
 
-import httpx  # noqa: E402
-from fastapi.testclient import TestClient  # noqa: E402
-from PIL import Image  # noqa: E402
-from server_support import (PROMPT, Background, CachedLoader, free_port, info,  # noqa: E402
-                            live_server, pixels, wait_for, wait_for_step)
+import httpx
+from fastapi.testclient import TestClient
+from PIL import Image
+from server_support import (
+    PROMPT,
+    Background,
+    CachedLoader,
+    free_port,
+    info,
+    live_server,
+    pixels,
+    wait_for,
+    wait_for_step,
+)
 
-import gpucore  # noqa: E402
-from diffusion import cli  # noqa: E402
-from diffusion.server import create_app  # noqa: E402
+import gpucore
+from diffusion import cli
+from diffusion.server import create_app
 
 if not gpucore.devices():
     pytest.skip("no GPU adapter present: install mesa-vulkan-drivers (see README)",
@@ -69,7 +78,7 @@ def test_interrupt_returns_the_partial_image_and_progress_shows_it(url: str) -> 
     seen = wait_for_step(_get(url), step=2)
     assert seen["state"]["job"] == "txt2img" and seen["state"]["sampling_steps"] == 150
     assert 0 < seen["progress"] < 1 and seen["eta_relative"] > 0 and "step" in seen["textinfo"]
-    assert Image.open(io.BytesIO(base64.b64decode(seen["current_image"]))).size == (16, 16)  # latent size
+    assert Image.open(io.BytesIO(base64.b64decode(seen["current_image"]))).size == (16, 16)
     quiet = httpx.get(url + "/sdapi/v1/progress", params={"skip_current_image": True}).json()
     assert quiet["current_image"] is None and quiet["state"]["job"] == "txt2img"
     assert httpx.post(url + "/sdapi/v1/interrupt").status_code == 200

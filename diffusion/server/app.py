@@ -10,29 +10,44 @@ from concurrent.futures import Future
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, FastAPI, Request
-from fastapi.exceptions import HTTPException, RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi import APIRouter, Body, Depends, FastAPI
+from fastapi.exceptions import HTTPException
+from fastapi.responses import FileResponse
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from fastapi.staticfiles import StaticFiles
 
 from ..schedulers import SAMPLERS
-from .generation import (SAMPLER_ALIASES, SCHEDULERS, RequestError, build_job, build_response,
-                         fit_to_model)
-from .images import ImageError, decode_image, png_info, webui_parameters
-from .limits import BodyLimit, error_body
+from .generation import (
+    SAMPLER_ALIASES,
+    SCHEDULERS,
+    RequestError,
+    build_job,
+    build_response,
+    fit_to_model,
+)
+from .images import decode_image, png_info, webui_parameters
+from .limits import BodyLimit, add_error_handlers
 from .models_dir import ModelRegistry
-from .schemas import (Img2ImgRequest, ImageResponse, PNGInfoRequest, PNGInfoResponse,
-                      ProgressResponse, SamplerItem, SchedulerItem, SDModelItem,
-                      Txt2ImgRequest)
+from .schemas import (
+    ImageResponse,
+    Img2ImgRequest,
+    PNGInfoRequest,
+    PNGInfoResponse,
+    ProgressResponse,
+    SamplerItem,
+    SchedulerItem,
+    SDModelItem,
+    Txt2ImgRequest,
+)
 from .worker import QueueFull, Worker
 
 __all__ = ["create_app"]
 
 STATIC = Path(__file__).parent / "static"
 RETRY_AFTER_S = 5
+_BASIC = HTTPBasic(auto_error=False)  # module level: annotations resolve in globals
 
 
 def _parse_auth(api_auth: str | None) -> dict[str, str]:
@@ -47,9 +62,8 @@ def _parse_auth(api_auth: str | None) -> dict[str, str]:
 
 
 def _auth_dependency(users: dict[str, str]) -> Callable[..., None]:
-    basic = HTTPBasic(auto_error=False)
-
-    def check(credentials: HTTPBasicCredentials | None = Depends(basic)) -> None:
+    def check(credentials: Annotated[HTTPBasicCredentials | None, Depends(_BASIC)]
+              ) -> None:
         if users and (credentials is None or not any(
                 secrets.compare_digest(credentials.username.encode(), user.encode())
                 and secrets.compare_digest(credentials.password.encode(), password.encode())
@@ -119,7 +133,7 @@ def create_app(*, model: str | os.PathLike[str] | None = None,
     app = FastAPI(title="avx-gpu Stable Diffusion (WebUI-compatible API)", lifespan=lifespan)
     app.state.worker, app.state.registry, app.state.options = worker, registry, options
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
-    _add_error_handlers(app)
+    add_error_handlers(app)
     api = APIRouter(prefix="/sdapi/v1", dependencies=[Depends(_auth_dependency(users))])
     avx = APIRouter(prefix="/avx", dependencies=[Depends(_auth_dependency(users))])
 
@@ -183,7 +197,7 @@ def create_app(*, model: str | os.PathLike[str] | None = None,
         return dict(options)
 
     @api.post("/options")
-    async def set_options(body: dict[str, Any] = Body(...)) -> None:
+    async def set_options(body: Annotated[dict[str, Any], Body()]) -> None:
         updates: dict[str, Any] = {}
         if "CLIP_stop_at_last_layers" in body:
             value = body["CLIP_stop_at_last_layers"]
@@ -265,35 +279,3 @@ def _ram() -> dict[str, int]:
     except (ValueError, OSError, AttributeError):
         return {}
     return {"free": free, "used": total - free, "total": total}
-
-
-def _add_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(RequestError)
-    @app.exception_handler(ImageError)
-    async def bad_request(request: Request, exc: ValueError) -> JSONResponse:
-        return JSONResponse(error_body(type(exc).__name__, str(exc)), status_code=422)
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = []
-        for error in exc.errors():
-            where = ".".join(str(part) for part in error.get("loc", ()) if part != "body")
-            problems.append(f"{where or 'body'}: {error.get('msg', 'invalid')}")
-        return JSONResponse(error_body("RequestValidationError", "; ".join(problems),
-                                       errors=str(exc.errors()[:5])), status_code=422)
-
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
-        return JSONResponse(error_body("HTTPException", str(exc.detail)),
-                            status_code=exc.status_code, headers=exc.headers)
-
-    @app.exception_handler(ValueError)
-    async def value_error(request: Request, exc: ValueError) -> JSONResponse:
-        # what the pipeline refuses (e.g. an inpainting model asked for txt2img)
-        return JSONResponse(error_body(type(exc).__name__, str(exc)), status_code=422)
-
-    @app.exception_handler(Exception)
-    async def failure(request: Request, exc: Exception) -> JSONResponse:
-        return JSONResponse(error_body(type(exc).__name__, f"the server failed: {exc}"),
-                            status_code=500)
-

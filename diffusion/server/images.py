@@ -19,9 +19,9 @@ __all__ = [
     "decode_image",
     "encode_png",
     "fit_image",
+    "png_info",
     "prepare_mask",
     "preview_png",
-    "png_info",
     "save_output",
     "webui_parameters",
 ]

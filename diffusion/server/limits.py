@@ -1,11 +1,19 @@
-"""The WebUI's error body, and the request-body size limit (HTTP 413)."""
+"""Errors as the WebUI API reports them ({error, detail, body, errors}), and the request-body
+size limit (HTTP 413)."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
-__all__ = ["BodyLimit", "error_body"]
+from fastapi import FastAPI, Request
+from fastapi.exceptions import HTTPException, RequestValidationError
+from fastapi.responses import JSONResponse
+
+from .generation import RequestError
+from .images import ImageError
+
+__all__ = ["BodyLimit", "add_error_handlers", "error_body"]
 
 
 def error_body(error: str, detail: str, *, errors: str | None = None) -> dict[str, Any]:
@@ -65,3 +73,36 @@ class BodyLimit:
                     "headers": [(b"content-type", b"application/json"),
                                 (b"content-length", str(len(payload)).encode())]})
         await send({"type": "http.response.body", "body": payload})
+
+
+def add_error_handlers(app: FastAPI) -> None:
+    """Bad input -> 422 saying what to change; no traceback ever reaches a client."""
+    @app.exception_handler(RequestError)
+    @app.exception_handler(ImageError)
+    async def bad_request(request: Request, exc: ValueError) -> JSONResponse:
+        return JSONResponse(error_body(type(exc).__name__, str(exc)), status_code=422)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = []
+        for error in exc.errors():
+            where = ".".join(str(part) for part in error.get("loc", ()) if part != "body")
+            problems.append(f"{where or 'body'}: {error.get('msg', 'invalid')}")
+        return JSONResponse(error_body("RequestValidationError", "; ".join(problems),
+                                       errors=str(exc.errors()[:5])), status_code=422)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        return JSONResponse(error_body("HTTPException", str(exc.detail)),
+                            status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(ValueError)
+    async def value_error(request: Request, exc: ValueError) -> JSONResponse:
+        # what the pipeline refuses (e.g. an inpainting model asked for txt2img)
+        return JSONResponse(error_body(type(exc).__name__, str(exc)), status_code=422)
+
+    @app.exception_handler(Exception)
+    async def failure(request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse(error_body(type(exc).__name__, f"the server failed: {exc}"),
+                            status_code=500)
+

@@ -15,8 +15,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
-    "Img2ImgRequest",
     "ImageResponse",
+    "Img2ImgRequest",
     "PNGInfoRequest",
     "PNGInfoResponse",
     "ProgressResponse",
