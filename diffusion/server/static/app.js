@@ -124,7 +124,15 @@ function setModelBusy(busy) {
 }
 
 $("model").addEventListener("change", changeModel);
-$("refresh_models").addEventListener("click", () => loadModels().catch(showError));
+// The WebUI's refresh button: rescan the models folder, then list again.
+$("refresh_models").addEventListener("click", async () => {
+  try {
+    await api("refresh-checkpoints", {});
+    await loadModels();
+  } catch (error) {
+    showError(error);
+  }
+});
 
 // ---- Generation
 
