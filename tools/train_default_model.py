@@ -39,7 +39,7 @@ MODELS = {
                   cross_attention_dim=128, attention_head_dim=4, norm_num_groups=32),
         text=dict(hidden_size=128, intermediate_size=512, num_hidden_layers=4,
                   num_attention_heads=4, projection_dim=128),
-        batch=dict(vae=32, unet=128), pool=150_000, lr=dict(vae=2e-4, unet=3e-4)),
+        batch=dict(vae=32, unet=256), pool=150_000, lr=dict(vae=2e-4, unet=3e-4)),
     "tiny": dict(
         vae=dict(block_out_channels=(32, 32, 32), layers_per_block=1, latent_channels=4,
                  down_block_types=("DownEncoderBlock2D",) * 3,
@@ -52,8 +52,13 @@ MODELS = {
                   num_attention_heads=4, projection_dim=32),
         batch=dict(vae=4, unet=4), pool=256, lr=dict(vae=2e-4, unet=3e-4)),
 }
+# SD 1.x's betas, rescaled to zero terminal SNR (Lin et al. 2023) with v-prediction: under
+# SD's own schedule the last timestep still holds 7% of the picture, so the model learns to read
+# the shape's place from that leak instead of from the caption, and ignores "at the left" when
+# sampling starts from pure noise (seen in the first 9.5k-step epsilon model).
 SCHEDULE = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
-                beta_schedule="scaled_linear")
+                beta_schedule="scaled_linear", prediction_type="v_prediction",
+                rescale_betas_zero_snr=True, timestep_spacing="trailing")
 SAMPLE_CAPTIONS = ["a red circle on a blue background", "a small green square at the left on a "
                    "white background", "a large yellow star at the top on a black background",
                    "a purple triangle on a orange background", "a red star on a green background"]
@@ -239,11 +244,20 @@ def latent_std(vae, images: torch.Tensor) -> float:
 
 
 def train_vae(args, ckpt: Checkpoint, device, deadline: float) -> None:
+    """Encoder and decoder; with --phase vae-decoder the decoder alone, which sharpens the
+    pictures without moving the latent space a trained UNet works in."""
+    decoder_only = args.phase == "vae-decoder"
     images, _ = make_pool(args.seed, args.pool or ckpt.spec["pool"], args.workers)
     images = torch.from_numpy(images).to(device)
     vae, _, _ = build(ckpt)
     vae.to(device).train()
-    loop = Loop(args, ckpt, "vae", list(vae.parameters()), device)
+    params = list(vae.parameters())
+    if decoder_only:
+        params = [*vae.decoder.parameters(), *vae.post_quant_conv.parameters()]
+        vae.requires_grad_(False)
+        for p in params:
+            p.requires_grad_(True)
+    loop = Loop(args, ckpt, "vae", params, device)
     batch = ckpt.spec["batch"]["vae"]
     while time.time() < deadline and (args.steps is None or loop.step - loop.step0 < args.steps):
         x = to_unit(images[torch.randint(len(images), (batch,), device=device)])
@@ -255,7 +269,8 @@ def train_vae(args, ckpt: Checkpoint, device, deadline: float) -> None:
                 + 1e-6 * kl)
         loop.update(loss)
     vae.eval()
-    ckpt.state["scaling_factor"] = 1.0 / latent_std(vae, images)
+    if not decoder_only:
+        ckpt.state["scaling_factor"] = 1.0 / latent_std(vae, images)
     log(f"vae: latent scaling_factor {ckpt.state['scaling_factor']:.4f}")
     save_weights(vae.state_dict(), ckpt.folder, "vae")
     loop.finish()
@@ -311,8 +326,9 @@ def train_unet(args, ckpt: Checkpoint, device, deadline: float) -> None:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             context = text(ids)[0]
             pred = unet(noisy, t, context).sample.float()
-        weight = torch.clamp(snr[t], max=5.0) / snr[t]  # min-SNR-5, epsilon target
-        loss = (weight * ((pred - noise) ** 2).mean(dim=(1, 2, 3))).mean()
+        # v target, unweighted: min-SNR weights vanish at the zero-SNR step that matters most
+        target = a.sqrt() * noise - (1 - a).sqrt() * x0
+        loss = F.mse_loss(pred, target)
         loop.update(loss)
         n = loop.step
         decay = min(0.999, (1 + n) / (10 + n))
@@ -324,6 +340,28 @@ def train_unet(args, ckpt: Checkpoint, device, deadline: float) -> None:
              *("text_encoder." + k for k, _ in text.named_parameters())]
     save_weights(dict(zip(names, ema)), ckpt.folder, "ema")
     loop.finish()
+
+
+def init_from_export(ckpt: Checkpoint, folder: Path) -> None:
+    """Weights (and EMA) from an exported folder; step counters from its losses.csv."""
+    from safetensors.torch import load_file
+
+    tensors = {name: load_file(str(next((folder / name).glob("*.safetensors"))))
+               for name in ("vae", "unet", "text_encoder")}
+    for name, weights in tensors.items():
+        save_weights(weights, ckpt.folder, name)
+    save_weights({f"{name}.{k}": v for name in ("unet", "text_encoder")
+                  for k, v in tensors[name].items()}, ckpt.folder, "ema")
+    vae_config = json.loads((folder / "vae" / "config.json").read_text())
+    ckpt.state["scaling_factor"] = vae_config["scaling_factor"]
+    if (folder / "losses.csv").exists():
+        shutil.copy(folder / "losses.csv", ckpt.folder / "losses.csv")
+        with (folder / "losses.csv").open() as f:
+            for row in csv.DictReader(f):
+                ckpt.state["step"][row["phase"]] = max(ckpt.state["step"][row["phase"]],
+                                                       int(row["step"]))
+    ckpt.save_state()
+    log(f"checkpoint started from {folder} at steps {ckpt.state['step']}")
 
 
 # ---- export ----------------------------------------------------------------------------------
@@ -345,13 +383,13 @@ def export(args, ckpt: Checkpoint, device) -> None:
     for name, model in (("vae", vae), ("unet", unet), ("text_encoder", text)):
         model.to(torch.float16).save_pretrained(out / name, safe_serialization=True)
         total += sum(f.stat().st_size for f in (out / name).iterdir())
-    diffusers.PNDMScheduler(**SCHEDULE, skip_prk_steps=True, set_alpha_to_one=False,
+    diffusers.DDIMScheduler(**SCHEDULE, clip_sample=False, set_alpha_to_one=False,
                             steps_offset=1).save_pretrained(out / "scheduler")
     shutil.copytree(ckpt.folder / "tokenizer", out / "tokenizer")
     index = {"_class_name": "StableDiffusionPipeline", "_diffusers_version": diffusers.__version__,
              "feature_extractor": [None, None], "safety_checker": [None, None],
              "requires_safety_checker": False, "image_encoder": [None, None],
-             "scheduler": ["diffusers", "PNDMScheduler"],
+             "scheduler": ["diffusers", "DDIMScheduler"],
              "text_encoder": ["transformers", "CLIPTextModel"],
              "tokenizer": ["transformers", "CLIPTokenizer"],
              "unet": ["diffusers", "UNet2DConditionModel"], "vae": ["diffusers", "AutoencoderKL"]}
@@ -416,7 +454,10 @@ def _wrap(text: str, width: int) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--ckpt", required=True, type=Path)
-    parser.add_argument("--phase", choices=("vae", "unet"))
+    parser.add_argument("--phase", choices=("vae", "vae-decoder", "unet"))
+    parser.add_argument("--init-from", type=Path, metavar="FOLDER",
+                        help="start the checkpoint from an exported model folder (and the "
+                             "losses.csv beside its files), e.g. to fine-tune a released model")
     parser.add_argument("--minutes", type=float, default=9.0)
     parser.add_argument("--steps", type=int, default=None, help="stop after this many steps")
     parser.add_argument("--export", type=Path)
@@ -430,8 +471,10 @@ def main() -> None:
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
     ckpt = Checkpoint(args.ckpt, args.tiny)
+    if args.init_from:
+        init_from_export(ckpt, args.init_from)
     torch.manual_seed(args.seed + ckpt.state["step"]["vae"] + ckpt.state["step"]["unet"])
-    if args.phase == "vae":
+    if args.phase in ("vae", "vae-decoder"):
         train_vae(args, ckpt, device, deadline)
     elif args.phase == "unet":
         train_unet(args, ckpt, device, deadline)
