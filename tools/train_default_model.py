@@ -29,13 +29,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tools import shapes
 
 MODELS = {
+    # Sized for the CPU: a 2-core machine's lavapipe must draw a picture in seconds, so the VAE
+    # downsamples 8x like SD's (16x16x4 latents) with narrow full-resolution layers, and the UNet
+    # keeps attention off its 16x16 level (as SDXL does), cross-attending at 8x8 and 4x4.
     "full": dict(
-        vae=dict(block_out_channels=(32, 64, 128), layers_per_block=1, latent_channels=4,
-                 down_block_types=("DownEncoderBlock2D",) * 3,
-                 up_block_types=("UpDecoderBlock2D",) * 3, norm_num_groups=32, sample_size=128),
-        unet=dict(sample_size=32, block_out_channels=(64, 128, 192), layers_per_block=1,
-                  down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
-                  up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        vae=dict(block_out_channels=(16, 32, 64, 64), layers_per_block=1, latent_channels=4,
+                 down_block_types=("DownEncoderBlock2D",) * 4,
+                 up_block_types=("UpDecoderBlock2D",) * 4, norm_num_groups=16, sample_size=128),
+        unet=dict(sample_size=16, block_out_channels=(32, 64, 128), layers_per_block=1,
+                  down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+                  up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
                   cross_attention_dim=128, attention_head_dim=4, norm_num_groups=32),
         text=dict(hidden_size=128, intermediate_size=512, num_hidden_layers=4,
                   num_attention_heads=4, projection_dim=128),
