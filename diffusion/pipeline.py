@@ -19,7 +19,7 @@ from .rng import RNG_SOURCES, TorchCPUGenerator, make_generator
 from .schedulers import get_scheduler
 from .tokenizer import CLIPTokenizer
 
-__all__ = ["GenerationResult", "StableDiffusion"]
+__all__ = ["GenerationResult", "SamplingDefaults", "StableDiffusion"]
 
 Progress = Callable[[int, int], None]  # (steps done, total steps)
 # (steps done, total steps, current latents) -> False to stop sampling early
@@ -32,6 +32,16 @@ class GenerationResult:
     images: list[np.ndarray]  # (H, W, 3) uint8 each
     seeds: list[int]
     settings: dict[str, Any]  # what produced them (for the PNG infotext)
+
+
+@dataclass(frozen=True)
+class SamplingDefaults:
+    """The sampling settings a model recommends (its folder's `defaults.json`, read by
+    `diffusion.load.read_defaults`); None where it recommends nothing."""
+
+    steps: int | None = None
+    sampler: str | None = None  # a WebUI sampler name as spelled in SAMPLERS
+    cfg_scale: float | None = None
 
 
 def _check_size(width: int, height: int) -> None:
@@ -84,18 +94,22 @@ def _to_uint8(images: np.ndarray) -> list[np.ndarray]:
 
 
 class StableDiffusion:
-    """A Stable Diffusion 1.x/2.x model on the GPU: tokenizer, text encoder, UNet, VAE and
-    the model's scheduler config. Build with `diffusion.load_pipeline(path)`."""
+    """A Stable Diffusion 1.x/2.x model on the GPU: tokenizer, text encoder, UNet, VAE, the
+    model's scheduler config and the sampling `defaults` it recommends (what the CLI and the
+    web page start from; `generate` keeps its own keyword defaults). Build with
+    `diffusion.load_pipeline(path)`."""
 
     def __init__(self, *, tokenizer: CLIPTokenizer, text_encoder: CLIPTextModel,
                  unet: UNet2DConditionModel, vae: AutoencoderKL,
-                 scheduler_config: dict[str, Any], name: str = "model") -> None:
+                 scheduler_config: dict[str, Any], name: str = "model",
+                 defaults: SamplingDefaults | None = None) -> None:
         self.tokenizer = tokenizer
         self.text_encoder = text_encoder
         self.unet = unet
         self.vae = vae
         self.scheduler_config = dict(scheduler_config)
         self.name = name
+        self.defaults = defaults or SamplingDefaults()
 
     @property
     def latent_channels(self) -> int:
