@@ -1,9 +1,10 @@
 """`python -m diffusion txt2img|img2img|inpaint`: Stable Diffusion from the command line.
 
-Everything that can be checked without the model (sizes, sampler, images, paths) is checked
-before it loads, and a bad input ends in one `error: ...` line on stderr and exit status 2
-(1 for a GPU failure), never a traceback. Written paths go to stdout, one a line; the seed,
-notes and progress go to stderr.
+Sampling options left out (--steps, --cfg-scale, --sampler) come from the model folder's
+defaults.json where it has one. Everything that can be checked without the model (sizes,
+sampler, defaults.json, images, paths) is checked before it loads, and a bad input ends in
+one `error: ...` line on stderr and exit status 2 (1 for a GPU failure), never a traceback.
+Written paths go to stdout, one a line; the seed, notes and progress go to stderr.
 """
 
 from __future__ import annotations
@@ -36,6 +37,12 @@ EPILOG = """examples:
 Images are numbered like the WebUI (outputs/00000-42.png, ...) and carry their settings in
 the PNG text chunk "parameters" (the WebUI's PNG Info reads them).
 """
+
+
+# What --steps, --cfg-scale and --sampler default to when the model's folder has no
+# defaults.json (or it leaves the setting out); StableDiffusion.generate's own defaults.
+SAMPLING_DEFAULTS: dict[str, Any] = {"steps": 20, "cfg_scale": 7.0, "sampler": "Euler a"}
+_FROM_MODEL = "default: the model's defaults.json, else"
 
 
 class _UsageError(Exception):
@@ -109,11 +116,15 @@ def _add_common(parser: argparse.ArgumentParser, *, strength: float | None) -> N
     parser.add_argument("--prompt", required=True, metavar="TEXT")
     parser.add_argument("--negative-prompt", default="", metavar="TEXT",
                         help="what to steer away from (default: none)")
-    parser.add_argument("--steps", type=_positive_int, default=20, help="sampling steps (20)")
-    parser.add_argument("--cfg-scale", type=_finite, default=7.0, metavar="SCALE",
-                        help="classifier-free guidance scale (7); 1 disables guidance")
-    parser.add_argument("--sampler", type=_sampler, default="Euler a", metavar="NAME",
-                        help=f"WebUI sampler name, any case ('Euler a'): {', '.join(SAMPLERS)}")
+    # None: filled in by _fill_sampling_defaults once the model is known
+    parser.add_argument("--steps", type=_positive_int,
+                        help=f"sampling steps ({_FROM_MODEL} {SAMPLING_DEFAULTS['steps']})")
+    parser.add_argument("--cfg-scale", type=_finite, metavar="SCALE",
+                        help=f"classifier-free guidance scale ({_FROM_MODEL} "
+                             f"{SAMPLING_DEFAULTS['cfg_scale']:g}); 1 disables guidance")
+    parser.add_argument("--sampler", type=_sampler, metavar="NAME",
+                        help=f"WebUI sampler name, any case ({_FROM_MODEL} "
+                             f"{SAMPLING_DEFAULTS['sampler']!r}): {', '.join(SAMPLERS)}")
     parser.add_argument("--seed", type=_seed, default=-1,
                         help="random seed; -1 or omitted picks one and prints it. One seed "
                              "draws the noise of the whole batch")
@@ -244,10 +255,33 @@ def _open_image(path: str, what: str, mode: str) -> Any:
         raise ValueError(f"{what} {path!r} is not a readable image ({exc})") from None
 
 
-def _check_paths(args: argparse.Namespace) -> None:
+def _check_model(args: argparse.Namespace) -> None:
     if args.model is not None and not Path(args.model).exists():
         raise ValueError(f"model path {args.model!r} does not exist; give a diffusers folder "
                          "(with model_index.json) or a .safetensors checkpoint")
+
+
+def _fill_sampling_defaults(args: argparse.Namespace) -> None:
+    """Set the sampling options left out: the model folder's defaults.json (read without
+    loading the model), else SAMPLING_DEFAULTS. Notes on stderr what came from the file."""
+    from .load import DEFAULT_MODEL, DEFAULTS_FILE, read_defaults
+
+    model = DEFAULT_MODEL if args.model is None else Path(args.model)
+    recommended = read_defaults(model)
+    taken = []
+    for name, fallback in SAMPLING_DEFAULTS.items():
+        if getattr(args, name) is not None:
+            continue  # given on the command line: it wins
+        value = getattr(recommended, name)
+        setattr(args, name, fallback if value is None else value)
+        if value is not None:
+            shown = repr(value) if isinstance(value, str) else f"{value:g}"
+            taken.append(f"--{name.replace('_', '-')} {shown}")
+    if taken:
+        print(f"from {model / DEFAULTS_FILE}: {', '.join(taken)}", file=sys.stderr)
+
+
+def _check_paths(args: argparse.Namespace) -> None:
     if args.command != "txt2img" and int(args.steps * args.strength) < 1:
         raise ValueError(f"--strength {args.strength:g} with --steps {args.steps} leaves no "
                          "step to run; raise one of them")
@@ -275,6 +309,8 @@ def _dtype_and_device(fp16: bool) -> tuple[Any, Any]:
 
 def run(args: argparse.Namespace) -> list[Path]:
     """Generate and save as `args` (from `build_parser`) say; returns the written paths."""
+    _check_model(args)
+    _fill_sampling_defaults(args)
     _check_paths(args)
     if args.backend:
         os.environ["GPUCORE_BACKEND"] = args.backend

@@ -66,11 +66,11 @@ def fake(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, Any]:
     """Patch diffusion.load_pipeline; chdir to tmp_path, which holds a 'model' folder."""
     state: dict[str, Any] = {"loads": []}
 
-    def load_pipeline(path: str, **kw: Any) -> FakePipeline:
+    def load_pipeline(path: str | None, **kw: Any) -> FakePipeline:
         state["loads"].append((path, kw))
         if "error" in state:
             raise state["error"]
-        state["pipe"] = FakePipeline(Path(path).stem)
+        state["pipe"] = FakePipeline(Path(path or "bundled").stem)
         return state["pipe"]
 
     monkeypatch.setattr(diffusion, "load_pipeline", load_pipeline, raising=False)
@@ -231,6 +231,98 @@ def test_fp16_backend_adapter(fake: dict[str, Any], capsys: pytest.CaptureFixtur
     assert fake["loads"][-1][1]["dtype"] == np.float16
 
 
+# -- sampling defaults from the model folder's defaults.json -------------------------------
+def write_defaults(folder: str | Path, text: str) -> Path:
+    path = Path(folder) / "defaults.json"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def used(fake: dict[str, Any]) -> tuple[int, str, float]:
+    call = fake["pipe"].calls[-1]
+    return call["steps"], call["sampler"], call["cfg_scale"]
+
+
+def test_defaults_json_sets_left_out_options(fake: dict[str, Any],
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    path = write_defaults("model", '{"steps": 3, "sampler": "dpm++ 2m karras", "cfg_scale": 4.5}')
+    code, out, err = run_cli(capsys, *TXT, "--seed", "2", "--out", "a.png")
+    assert code == 0 and out.strip() == "a.png", err
+    assert used(fake) == (3, "DPM++ 2M Karras", 4.5)
+    assert "Steps: 3, Sampler: DPM++ 2M Karras, CFG scale: 4.5, Seed: 2" in read_infotext("a.png")
+    assert f"from {path}: --steps 3, --cfg-scale 4.5, --sampler 'DPM++ 2M Karras'" in err
+    # img2img/inpaint share the options; their strength check sees the model's steps
+    write_defaults("model", '{"steps": 2}')
+    code, _, err = run_cli(capsys, "img2img", "--model", "model", "--prompt", "a",
+                           "--init-image", "init.png", "--strength", "0.4")
+    assert code == 2 and "--strength 0.4 with --steps 2 leaves no step to run" in err
+    code, _, err = run_cli(capsys, "inpaint", "--model", "model", "--prompt", "a",
+                           "--init-image", "init.png", "--mask", "mask.png", "--out", "b.png")
+    assert code == 0, err
+    assert used(fake) == (2, "Euler a", 7.0)  # the keys it leaves out: the global defaults
+    assert read_infotext("b.png").startswith("a\nSteps: 2, Sampler: Euler a, CFG scale: 7, ")
+
+
+def test_explicit_flags_win_over_defaults_json(fake: dict[str, Any],
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    write_defaults("model", '{"steps": 3, "sampler": "DDIM", "cfg_scale": 4.5}')
+    code, _, err = run_cli(capsys, *TXT, "--steps", "20", "--sampler", "euler",
+                           "--cfg-scale", "7", "--out", "a.png")
+    assert code == 0, err
+    assert used(fake) == (20, "Euler", 7.0) and "defaults.json" not in err
+    assert "Steps: 20, Sampler: Euler, CFG scale: 7, " in read_infotext("a.png")
+    code, _, err = run_cli(capsys, *TXT, "--cfg-scale", "1")
+    assert code == 0 and used(fake) == (3, "DDIM", 1.0)
+    assert f"from {Path('model', 'defaults.json')}: --steps 3, --sampler 'DDIM'\n" in err
+
+
+def test_without_defaults_json_the_global_defaults(fake: dict[str, Any],
+                                                   capsys: pytest.CaptureFixture[str],
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    code, _, err = run_cli(capsys, *TXT)
+    assert code == 0 and used(fake) == (20, "Euler a", 7.0) and "defaults.json" not in err
+    # a single-file checkpoint carries none, even beside a folder's defaults.json
+    write_defaults(".", '{"steps": 3}')
+    Path("sd.safetensors").write_bytes(b"not read: the fake loads nothing")
+    code, _, err = run_cli(capsys, "txt2img", "--model", "sd.safetensors", "--prompt", "a")
+    assert code == 0 and used(fake) == (20, "Euler a", 7.0), err
+    # no --model: the bundled model's folder
+    bundled = Path("bundled")
+    bundled.mkdir()
+    write_defaults(bundled, '{"sampler": "LCM", "steps": 4}')
+    monkeypatch.setattr(diffusion.load, "DEFAULT_MODEL", bundled)
+    code, _, err = run_cli(capsys, "txt2img", "--prompt", "a")
+    assert code == 0 and used(fake) == (4, "LCM", 7.0), err
+    assert fake["loads"][-1][0] is None
+
+
+@pytest.mark.parametrize("text, message", [
+    ('{"steps": 10, "smapler": "DDIM"}',
+     "defaults.json: unknown key 'smapler'; allowed: steps, sampler, cfg_scale"),
+    ('{"step": 1, "cfg": 2}', "unknown keys 'cfg', 'step'; allowed: steps, sampler, cfg_scale"),
+    ('{"steps": "10"}', "defaults.json: steps must be a whole number >= 1, got '10'"),
+    ('{"steps": 2.5}', "steps must be a whole number >= 1, got 2.5"),
+    ('{"steps": 0}', "steps must be a whole number >= 1, got 0"),
+    ('{"steps": true}', "steps must be a whole number >= 1, got True"),
+    ('{"cfg_scale": "high"}', "defaults.json: cfg_scale must be a finite number, got 'high'"),
+    ('{"cfg_scale": NaN}', "cfg_scale must be a finite number, got nan"),
+    ('{"sampler": 3}', "sampler must be a sampler name (a string), got 3"),
+    ('{"sampler": "Euler b"}', "defaults.json: unknown sampler 'Euler b'; valid names: Euler a"),
+    ('{"steps": 10,}', "defaults.json is not valid JSON"),
+    ('[10, "DDIM"]', "must hold a JSON object with the optional keys steps, sampler, cfg_scale"),
+])
+def test_bad_defaults_json_is_one_error_line(fake: dict[str, Any],
+                                             capsys: pytest.CaptureFixture[str],
+                                             text: str, message: str) -> None:
+    write_defaults("model", text)
+    code, out, err = run_cli(capsys, *TXT)
+    assert code == 2 and out == "" and fake["loads"] == []
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"error: {Path('model', 'defaults.json')}") and message in last, err
+    # explicit flags do not hide a broken file: it is the model's, and the server refuses it too
+    assert run_cli(capsys, *TXT, "--steps", "1", "--sampler", "DDIM", "--cfg-scale", "1")[0] == 2
+
+
 # -- progress bar -------------------------------------------------------------------------
 class Clock:
     def __init__(self, times: list[float]) -> None:
@@ -314,6 +406,7 @@ def test_python_m_diffusion(tmp_path: Path) -> None:
 
     shown = run("txt2img", "--help")
     assert shown.returncode == 0 and "examples:" in shown.stdout and "Euler a" in shown.stdout
+    assert " ".join(shown.stdout.split()).count("(default: the model's defaults.json, else") == 3
     bad = run("txt2img", "--model", ".", "--prompt", "x", "--width", "513")
     assert bad.returncode == 2 and bad.stdout == ""
     assert bad.stderr.strip() == ("error: argument --width: must be a multiple of 8 (the VAE "
