@@ -2,6 +2,8 @@
 
 One walk through what a WebUI user does first: type a prompt, Ctrl+Enter, watch the progress
 bar, get an image in the gallery, read its parameters back in PNG Info and send them to txt2img.
+A second walk switches models: steps, sampler and CFG scale follow the loaded model's
+defaults.json (the WebUI's 20 / Euler a / 7 without one), and what the user set survives a reload.
 The server runs in a thread (uvicorn) on a tiny random model at its native 32x32 with 15 steps
 (about 8 s on two cores of llvmpipe, long enough for several progress polls), so the image is
 noise; the point is the page and the API between them. Screenshots go to tmp_path and, with
@@ -11,6 +13,7 @@ bundled model draws, if this installation has it).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -28,6 +31,7 @@ STATIC = Path(__file__).resolve().parents[1] / "diffusion" / "server" / "static"
 CHROMIUM = "/usr/bin/chromium"
 PROMPT = "a red circle on a blue background"
 STEPS = 15
+TINY_DEFAULTS = {"steps": 6, "sampler": "DDIM", "cfg_scale": 5}  # the tiny model's defaults.json
 
 
 class _Links(HTMLParser):
@@ -63,30 +67,37 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _model_path(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
-    """(model folder, image size): the bundled model for doc screenshots, else a tiny random one."""
+def _model_path(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int, Path | None]:
+    """(model folder, image size, models folder): the bundled model alone for doc screenshots,
+    else a tiny random one recommending TINY_DEFAULTS, beside a copy that recommends nothing."""
     if os.environ.get("AVX_SCREENSHOTS"):
         try:
             from diffusion.load import default_model_path
 
-            return default_model_path(), 128
+            return default_model_path(), 128, None
         except FileNotFoundError:
             pass
     pytest.importorskip("diffusers",
                         reason="the tiny test model is built with diffusers (extra: reference)")
     from sd_tiny import write_pipeline
 
-    return write_pipeline(tmp_path_factory.mktemp("tiny-sd")), 32
+    models = tmp_path_factory.mktemp("models")
+    model = write_pipeline(models / "tiny-sd")
+    shutil.copytree(model, models / "tiny-plain")
+    (model / "defaults.json").write_text(json.dumps(TINY_DEFAULTS), encoding="utf-8")
+    return model, 32, models
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
-    """(base URL, image size) of the real server, running in a thread on a free port."""
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int, bool]]:
+    """(base URL, image size, whether the tiny models are served) of the real server, running in
+    a thread on a free port."""
     uvicorn = pytest.importorskip("uvicorn", reason="the server extra is not installed")
     from diffusion.server.app import create_app
 
-    model, size = _model_path(tmp_path_factory)
-    app = create_app(model=str(model), outputs=str(tmp_path_factory.mktemp("outputs")))
+    model, size, models = _model_path(tmp_path_factory)
+    app = create_app(model=str(model), models_dir=models,
+                     outputs=str(tmp_path_factory.mktemp("outputs")))
     port = _free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -96,7 +107,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]
         if not thread.is_alive() or time.monotonic() > deadline:
             pytest.fail("the server did not start")
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}/", size
+    yield f"http://127.0.0.1:{port}/", size, models is not None
     server.should_exit = True
     thread.join(timeout=10)
 
@@ -125,12 +136,25 @@ def _screenshot(page: Any, tmp_path: Path, name: str) -> None:
         shutil.copy(path, target / path.name)
 
 
-def test_generate_then_read_png_info(server: tuple[str, int], page: Any, tmp_path: Path) -> None:
-    url, size = server
-    page.goto(url)
-    page.wait_for_function("document.getElementById('sampler').options.length > 0")
-    page.wait_for_function("document.getElementById('model').options.length > 0")
+def _ready(page: Any) -> None:
+    """Wait until the page has its lists and the model's sampling settings."""
+    page.locator("#params[aria-busy=false]").wait_for(state="attached")
     assert page.locator("#error").is_hidden(), page.locator("#error").inner_text()
+
+
+def _sampling(page: Any) -> tuple[str, str, str]:
+    return (page.get_by_label("Sampling steps", exact=True).input_value(),
+            page.get_by_label("Sampling method", exact=True).input_value(),
+            page.get_by_label("CFG Scale", exact=True).input_value())
+
+
+def test_generate_then_read_png_info(server: tuple[str, int, bool], page: Any,
+                                     tmp_path: Path) -> None:
+    url, size, tiny = server
+    page.goto(url)
+    _ready(page)
+    if tiny:  # a first visit starts from the model's defaults.json
+        assert _sampling(page) == ("6", "DDIM", "5")
 
     page.get_by_label("Sampling steps", exact=True).fill(str(STEPS))
     page.get_by_label("Width", exact=True).fill(str(size))
@@ -157,6 +181,8 @@ def test_generate_then_read_png_info(server: tuple[str, int], page: Any, tmp_pat
     assert page.locator("#progress_wrap").is_hidden()
     infotext = page.locator("#infotext").inner_text()
     assert PROMPT in infotext and f"Steps: {STEPS}" in infotext and "Seed: 1234" in infotext
+    if tiny:
+        assert "Sampler: DDIM, CFG scale: 5, " in infotext
     src = page.locator("#selected_image").get_attribute("src")
     assert src and src.startswith("data:image/png;base64,")
     _screenshot(page, tmp_path, "screenshot-webui")
@@ -175,4 +201,45 @@ def test_generate_then_read_png_info(server: tuple[str, int], page: Any, tmp_pat
     assert tab.get_attribute("aria-selected") == "true"
     assert prompt.input_value() == PROMPT
     assert page.get_by_label("Seed", exact=True).input_value() == "1234"
+    assert not page.errors, page.errors
+
+
+def test_sampling_settings_follow_the_model(server: tuple[str, int, bool], page: Any) -> None:
+    url, _, tiny = server
+    if not tiny:
+        pytest.skip("AVX_SCREENSHOTS: the bundled model is served alone, no model to switch to")
+    page.goto(url)
+    _ready(page)
+    assert _sampling(page) == ("6", "DDIM", "5")
+    titles = page.eval_on_selector("#model", "select => [...select.options].map(o => o.value)")
+    plain, = (t for t in titles if t.startswith("tiny-plain ["))
+    recommending, = (t for t in titles if t.startswith("tiny-sd ["))
+
+    def switch(title: str) -> None:
+        response = page.request.post(f"{url}sdapi/v1/options",
+                                     data={"sd_model_checkpoint": title})
+        assert response.ok, response.text()
+
+    page.locator("#model").select_option(plain)
+    _ready(page)
+    assert _sampling(page) == ("20", "Euler a", "7")  # no defaults.json: the page's own
+    page.get_by_label("Sampling steps", exact=True).fill("9")
+    page.get_by_label("Sampling steps", exact=True).press("Tab")
+    page.locator("#model").select_option(recommending)
+    _ready(page)
+    assert _sampling(page) == ("6", "DDIM", "5")
+
+    # what the user changes for a model survives a reload while that model is loaded...
+    page.get_by_label("Sampling steps", exact=True).fill("9")
+    page.get_by_label("Sampling steps", exact=True).press("Tab")
+    page.reload()
+    _ready(page)
+    assert _sampling(page) == ("9", "DDIM", "5")
+    # ...but not a switch made elsewhere (another tab, an API client): the page follows the server
+    switch(plain)
+    page.reload()
+    _ready(page)
+    assert _sampling(page) == ("20", "Euler a", "7")
+    assert page.locator("#model").input_value() == plain
+    switch(recommending)  # the server as the module's other test expects it
     assert not page.errors, page.errors

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import shutil
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -18,10 +19,20 @@ pytest.importorskip("diffusers", reason="tiny test models are built with diffuse
 
 from fastapi.testclient import TestClient
 from PIL import Image
-from server_support import PROMPT, CachedLoader, info, pixels, png_b64, write_models
+from server_support import (
+    PROMPT,
+    Background,
+    CachedLoader,
+    info,
+    pixels,
+    png_b64,
+    wait_for_step,
+    write_models,
+)
 
 import gpucore
 from diffusion.infotext import read_infotext
+from diffusion.loaders import WeightsError
 from diffusion.schedulers import SAMPLERS
 from diffusion.server import create_app
 from diffusion.server.models_dir import folder_sha256
@@ -31,9 +42,14 @@ if not gpucore.devices():
                 allow_module_level=True)
 
 
+TINY_B_DEFAULTS = '{"steps": 3, "sampler": "dpm++ 2m karras", "cfg_scale": 4.5}'
+
+
 @pytest.fixture(scope="module")
 def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_models(tmp_path_factory.mktemp("server-models"))
+    models = write_models(tmp_path_factory.mktemp("server-models"))
+    (models / "tiny-b" / "defaults.json").write_text(TINY_B_DEFAULTS, encoding="utf-8")
+    return models
 
 
 @pytest.fixture(scope="module")
@@ -198,6 +214,48 @@ def test_options_switch_model_by_title(client: Any, loader: CachedLoader) -> Non
     assert info(txt2img(client, seed=4))["clip_skip"] == 2
     client.post("/sdapi/v1/options", json={"CLIP_stop_at_last_layers": 1})
     assert txt2img(client, seed=4).json()["images"][0] == a
+
+
+def test_page_defaults_follow_the_loaded_model(client: Any) -> None:
+    titles = {i["model_name"]: i["title"] for i in client.get("/sdapi/v1/sd-models").json()}
+    assert client.get("/avx/defaults").json() == {
+        "model": titles["tiny-a"], "steps": None, "sampler": None, "cfg_scale": None}
+    switched = client.post("/sdapi/v1/options", json={"sd_model_checkpoint": "tiny-b"})
+    assert switched.status_code == 200, switched.text
+    try:
+        assert client.get("/avx/defaults").json() == {
+            "model": titles["tiny-b"], "steps": 3, "sampler": "DPM++ 2M Karras",
+            "cfg_scale": 4.5}
+        # they are the page's starting point only: the API keeps the WebUI's defaults
+        # (50 steps: seen in the progress, then interrupted)
+        job = Background(lambda: client.post("/sdapi/v1/txt2img", json={"prompt": PROMPT}))
+        assert wait_for_step(client.get, step=1)["state"]["sampling_steps"] == 50
+        client.post("/sdapi/v1/interrupt")
+        data = info(job.result())
+        assert data["sd_model_name"] == "tiny-b"
+        assert (data["steps"], data["sampler_name"], data["cfg_scale"]) == (50, "Euler", 7.0)
+        assert "Steps: 50, Sampler: Euler, CFG scale: 7, " in data["infotexts"][0]
+    finally:
+        back = client.post("/sdapi/v1/options", json={"sd_model_checkpoint": "tiny-a"})
+        assert back.status_code == 200, back.text
+
+
+def test_a_bad_defaults_json_is_refused_with_its_file_named(
+        client: Any, models: Path, loader: CachedLoader, tmp_path: Path) -> None:
+    bad = tmp_path / "more" / "bad-defaults"
+    shutil.copytree(models / "tiny-a", bad)
+    (bad / "defaults.json").write_text('{"steps": 10, "cfg": 5}', encoding="utf-8")
+    message = f"{bad / 'defaults.json'}: unknown key 'cfg'; allowed: steps, sampler, cfg_scale"
+    with pytest.raises(WeightsError) as refused:  # at start: no app
+        create_app(model=bad, outputs=tmp_path, loader=loader)
+    assert str(refused.value) == message
+    app = create_app(model=models / "tiny-a", models_dir=bad.parent, outputs=tmp_path,
+                     loader=loader)
+    with TestClient(app) as other:  # switching to it: 422, the loaded model stays
+        response = other.post("/sdapi/v1/options", json={"sd_model_checkpoint": "bad-defaults"})
+        assert response.status_code == 422 and response.json()["detail"] == message
+        assert other.get("/avx/defaults").json()["model"].startswith("tiny-a [")
+    assert loader.calls.count(bad) == 2  # both refusals came from loading it
 
 
 def test_saved_files_in_webui_layout(client: Any, outputs: Path) -> None:

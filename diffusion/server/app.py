@@ -8,7 +8,7 @@ import secrets
 from collections.abc import Callable
 from concurrent.futures import Future
 from contextlib import asynccontextmanager
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -254,6 +254,13 @@ def create_app(*, model: str | os.PathLike[str] | None = None,
                 "queue_size": queue_size, "max_size": max_size,
                 "model": worker.model.title if worker.model else None,
                 "native_size": getattr(worker.pipe, "native_size", None)}
+
+    @avx.get("/defaults")
+    async def model_defaults() -> dict[str, Any]:
+        # what the page starts from: the loaded model's defaults.json (pipe.defaults), null
+        # where it says nothing; API requests that leave these out keep the WebUI's defaults
+        pipe, model = worker.pipe, worker.model
+        return {"model": model.title if model else None, **asdict(pipe.defaults)}
 
     app.include_router(api)
     app.include_router(avx)

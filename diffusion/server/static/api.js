@@ -1,4 +1,4 @@
-// The WebUI HTTP API (/sdapi/v1/...) and the error banner: every failed call ends up readable on screen.
+// The WebUI HTTP API (/sdapi/v1/...), our /avx/... additions and the error banner: every failed call ends up readable on screen.
 
 const $ = (id) => document.getElementById(id);
 
@@ -15,7 +15,8 @@ function errorMessage(status, body) {
   return body || `HTTP ${status}`;
 }
 
-/** Calls an API endpoint; JSON in, JSON out. Throws Error with a readable message on failure. */
+/** Calls an API endpoint ("txt2img": /sdapi/v1/txt2img; "/avx/...": as given); JSON in, JSON out.
+ * Throws Error with a readable message on failure. */
 export async function api(path, body = undefined, { method } = {}) {
   const init = { method: method ?? (body === undefined ? "GET" : "POST"), headers: {} };
   if (body !== undefined) {
@@ -24,7 +25,7 @@ export async function api(path, body = undefined, { method } = {}) {
   }
   let response;
   try {
-    response = await fetch(`/sdapi/v1/${path}`, init);
+    response = await fetch(path.startsWith("/") ? path : `/sdapi/v1/${path}`, init);
   } catch (error) {
     throw new Error(`Cannot reach the server (${path}): ${error.message}`);
   }

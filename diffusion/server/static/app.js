@@ -6,6 +6,7 @@ import { fitCanvas, initImage, maskImage, setInitImage } from "./inpaint.js";
 import { initPngInfo, loadPngInfo } from "./pnginfo.js";
 
 const STORAGE_KEY = "avx-gpu-webui:settings";
+const DEFAULTS_KEY = "avx-gpu-webui:defaults-for";  // the model whose defaults the saved settings started from
 const SLIDERS = ["steps", "cfg_scale", "width", "height", "clip_skip", "denoising_strength", "mask_blur"];
 let mode = "txt2img";
 let running = false;
@@ -101,6 +102,23 @@ async function loadSamplers() {
   fillSelect($("scheduler"), schedulers.map((s) => ({ value: s.name, label: s.label ?? s.name })));
 }
 
+// ---- The loaded model's recommended steps, sampler and CFG scale (its defaults.json, GET /avx/defaults)
+
+/** Sets steps, sampler and CFG scale to what the loaded model recommends, and to the page's own
+ * defaults (the WebUI's: the HTML's value / data-default) where it recommends nothing; the schedule
+ * goes back to Automatic, so a sampler whose name says Karras gets Karras. With keepSaved, settings
+ * saved while this same model was loaded stay as the user left them. */
+async function applyModelDefaults({ keepSaved = false } = {}) {
+  const defaults = await api("/avx/defaults");
+  if (keepSaved && defaults.model === localStorage.getItem(DEFAULTS_KEY)) return;
+  setField("steps", defaults.steps ?? $("steps").defaultValue);
+  setField("cfg_scale", defaults.cfg_scale ?? $("cfg_scale").defaultValue);
+  setField("sampler", defaults.sampler ?? $("sampler").dataset.default);
+  setField("scheduler", $("scheduler").dataset.default);
+  saveSettings();
+  localStorage.setItem(DEFAULTS_KEY, defaults.model ?? "");
+}
+
 async function changeModel() {
   const select = $("model");
   const title = select.value;
@@ -108,6 +126,7 @@ async function changeModel() {
   try {
     await api("options", { sd_model_checkpoint: title });
     select.dataset.current = title;
+    await applyModelDefaults();
   } catch (error) {
     select.value = select.dataset.current ?? "";
     showError(error);
@@ -117,6 +136,7 @@ async function changeModel() {
 }
 
 function setModelBusy(busy) {
+  $("params").setAttribute("aria-busy", String(busy));
   $("model").disabled = busy;
   $("refresh_models").disabled = busy;
   $("model_busy").hidden = !busy;
@@ -324,6 +344,9 @@ initPngInfo(applyParameters);
 async function start() {
   const results = await Promise.allSettled([loadModels(), loadSamplers()]);
   restoreSettings();
+  // after the lists (the sampler must be one of them) and the saved settings (which it may replace)
+  results.push(...await Promise.allSettled([applyModelDefaults({ keepSaved: true })]));
+  $("params").setAttribute("aria-busy", "false");  // tests and screen readers: the form is settled
   const failed = results.filter((r) => r.status === "rejected");
   if (failed.length) showError(failed.map((r) => r.reason.message).join("\n"));
 }
