@@ -62,6 +62,9 @@ MODELS = {
 SCHEDULE = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
                 beta_schedule="scaled_linear", prediction_type="v_prediction",
                 rescale_betas_zero_snr=True, timestep_spacing="trailing")
+# what the CLI and the page start from (diffusion.load reads defaults.json): 10 DDIM steps
+# with guidance 5 agree with their captions as often as 25 do, at 2.5x less CPU time
+SAMPLING_DEFAULTS = {"steps": 10, "sampler": "DDIM", "cfg_scale": 5.0}
 SAMPLE_CAPTIONS = ["a red circle on a blue background", "a small green square at the left on a "
                    "white background", "a large yellow star at the top on a black background",
                    "a purple triangle on a orange background", "a red star on a green background"]
@@ -311,7 +314,6 @@ def train_unet(args, ckpt: Checkpoint, device, deadline: float) -> None:
         ema = [saved[k].to(device) for k in named]
     sched = diffusers.DDPMScheduler(**SCHEDULE)
     alphas = sched.alphas_cumprod.to(device)
-    snr = alphas / (1 - alphas)
     loop = Loop(args, ckpt, "unet", params, device)
     batch = ckpt.spec["batch"]["unet"]
     while time.time() < deadline and (args.steps is None or loop.step - loop.step0 < args.steps):
@@ -397,6 +399,7 @@ def export(args, ckpt: Checkpoint, device) -> None:
              "tokenizer": ["transformers", "CLIPTokenizer"],
              "unet": ["diffusers", "UNet2DConditionModel"], "vae": ["diffusers", "AutoencoderKL"]}
     (out / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
+    (out / "defaults.json").write_text(json.dumps(SAMPLING_DEFAULTS) + "\n")
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
     log(f"exported {out}: {size / 2**20:.2f} MiB in all ({total / 2**20:.2f} MiB of models)")
     plots(ckpt, out, device)
