@@ -13,10 +13,20 @@ if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 stamp=.venv/.installed-$extras
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+# k-diffusion, a test reference for the samplers, declares its whole training stack as
+# dependencies (torchvision among them, which would replace the pinned CPU torch); the modules the
+# tests load (tests/kdiffusion_ref.py) need only these, so they are installed without dependencies.
+install_kdiffusion() {
+  case ",$extras," in
+    *,reference,*) .venv/bin/python -m pip install -q --no-deps k-diffusion==0.1.1.post1 \
+                     torchsde==0.2.6 torchdiffeq==0.2.5 trampoline==0.1.2 "tqdm>=4.60" ;;
+  esac
+}
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ scripts/setup.sh -nt "$stamp" ]; then
   # pip's log is shown only when it fails: setuptools warns on every editable install.
   if ! { .venv/bin/python -m pip install -q --upgrade pip &&
-         .venv/bin/python -m pip install -q -e ".[$extras]"; } >.venv/install.log 2>&1; then
+         .venv/bin/python -m pip install -q -e ".[$extras]" &&
+         install_kdiffusion; } >.venv/install.log 2>&1; then
     cat .venv/install.log >&2
     echo "setup: pip could not install the package (log above, also in .venv/install.log)" >&2
     exit 1
