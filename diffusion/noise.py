@@ -1,0 +1,91 @@
+"""The WebUI's noise: one generator per image, variation seeds, and the eta noise seed delta.
+
+The WebUI (`modules/rng.py`, `ImageRNG`) gives image k of a batch its own generator seeded with
+that image's seed. The generator's first draw is the image's initial noise; ancestral samplers
+then draw their per-step noise from the same generator, one image at a time, or — when the eta
+noise seed delta (ENSD) is set — from a fresh generator seeded with `seed + ENSD`. A variation
+seed (`subseed`, `subseed_strength`) blends the seed's noise with the subseed's by the WebUI's
+slerp. Drawn with `rng="torch"`, every value equals the WebUI's with "RNG: CPU".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from .rng import RNG_SOURCES, make_generator
+
+__all__ = ["ImageNoise", "slerp"]
+
+
+def slerp(t: float, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """The WebUI's spherical interpolation of two (C, H, W) noises at `t` (0 = `low`).
+
+    As the WebUI's `rng.slerp`, norms and angles are taken along axis 1 (the image's rows), one
+    angle per (channel, column), and nearly parallel noises are blended linearly."""
+    low_unit = low / np.linalg.norm(low, axis=1, keepdims=True)
+    high_unit = high / np.linalg.norm(high, axis=1, keepdims=True)
+    dot = (low_unit * high_unit).sum(axis=1)
+    if dot.mean() > 0.9995:
+        return low * t + high * (1 - t)
+    omega = np.arccos(dot)
+    sine = np.sin(omega)
+    return ((np.sin((1.0 - t) * omega) / sine)[:, None, :] * low
+            + (np.sin(t * omega) / sine)[:, None, :] * high)
+
+
+class ImageNoise:
+    """Per-image noise for a batch with `seeds` (one per image), latents of `shape` (C, H, W).
+
+    `first()` is the batch's initial noise (B, C, H, W); each later `next()` is one draw of
+    per-step noise for the whole batch (what the WebUI's ancestral samplers get from
+    `randn_like`). `rng` is "torch" (torch's CPU generator: the WebUI's "RNG: CPU") or "numpy".
+    """
+
+    def __init__(self, rng: str, seeds: Sequence[int], shape: tuple[int, int, int], *,
+                 subseeds: Sequence[int] | None = None, subseed_strength: float = 0.0,
+                 eta_noise_seed_delta: int = 0) -> None:
+        if rng not in RNG_SOURCES:
+            raise ValueError(f"rng must be one of {list(RNG_SOURCES)}, got {rng!r}")
+        if not 0.0 <= subseed_strength <= 1.0:
+            raise ValueError(f"subseed strength must be in [0, 1], got {subseed_strength}")
+        if eta_noise_seed_delta < 0:
+            raise ValueError(f"eta noise seed delta must be >= 0, got {eta_noise_seed_delta}")
+        self.rng = rng
+        self.seeds = [int(seed) for seed in seeds]
+        self.shape = tuple(shape)
+        self.subseeds = None if subseeds is None else [int(s) for s in subseeds]
+        self.subseed_strength = float(subseed_strength)
+        self.eta_noise_seed_delta = int(eta_noise_seed_delta)
+        self._generators = [make_generator(rng, seed) for seed in self.seeds]
+        self._started = False
+
+    def first(self) -> np.ndarray:
+        """The initial noise, image k from seed k (blended with its subseed's noise)."""
+        if self._started:
+            raise RuntimeError("first() was already drawn; make a new ImageNoise per batch")
+        self._started = True
+        images = []
+        for k, generator in enumerate(self._generators):
+            noise = generator.standard_normal(self.shape)
+            if self.subseeds is not None and self.subseed_strength != 0:
+                subseed = self.subseeds[k] if k < len(self.subseeds) else 0
+                sub = make_generator(self.rng, subseed).standard_normal(self.shape)
+                noise = slerp(self.subseed_strength, noise, sub)
+            images.append(noise)
+        if self.eta_noise_seed_delta:
+            self._generators = [make_generator(self.rng, seed + self.eta_noise_seed_delta)
+                                for seed in self.seeds]
+        return np.stack(images).astype(np.float64)
+
+    def next(self) -> np.ndarray:
+        """One per-step draw for the batch (B, C, H, W); the first call is `first()`."""
+        if not self._started:
+            return self.first()
+        return np.stack([g.standard_normal(self.shape) for g in self._generators]).astype(
+            np.float64)
+
+    def sampler(self, sigma: float, sigma_next: float) -> np.ndarray:
+        """`next()` as a sampler's noise source (the step's sigmas are not needed)."""
+        return self.next()
