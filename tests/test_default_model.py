@@ -6,7 +6,7 @@ package ships. A missing model fails these tests: an installation without it is 
 
 Cost on a 2-core machine with lavapipe (about 1.4 s per guided UNet step of 128 px and 3.3 s
 per VAE decode), measured on a stand-in of the final architecture: parity 22 s on the first
-adapter (shader compiles included) and 10 s on each further one, CLI 12 s, semantics 6 min
+adapter (shader compiles included) and 10 s on each further one, CLI 12 s, semantics 4 min
 (marked slow; run it alone with `pytest tests/test_default_model.py -k semantics`).
 """
 
@@ -104,7 +104,7 @@ def first_device(device: gpucore.Device) -> gpucore.Device:
 
 @pytest.mark.slow
 def test_semantics_seen_combinations_agree(first_device: gpucore.Device) -> None:
-    """~6 min: 24 pictures (12 seen-combination prompts, both templates, 2 a batch: batches of
+    """~4 min: 16 pictures (8 seen-combination prompts, both templates, 2 a batch: batches of
     2 run ~10% faster per picture than single ones on lavapipe) with the model's defaults;
     >= 90% must agree with their captions per shapes.measure / shapes.agrees."""
     folder = _model_dir()
@@ -113,7 +113,7 @@ def test_semantics_seen_combinations_agree(first_device: gpucore.Device) -> None
     settings = dict(steps=defaults.steps, sampler=defaults.sampler, cfg_scale=defaults.cfg_scale)
     assert None not in settings.values(), f"{folder}/defaults.json must set {list(settings)}"
     failures, total = [], 0
-    for seed, prompt in enumerate(select_prompts(9, 12), start=100):
+    for seed, prompt in enumerate(select_prompts(9, 8), start=100):
         for index, image in enumerate(pipe.txt2img(prompt, seed=seed, batch_size=2,
                                                    **settings).images):
             total += 1
@@ -121,7 +121,7 @@ def test_semantics_seen_combinations_agree(first_device: gpucore.Device) -> None
             if not shapes.agrees(prompt, measured):
                 read = ", ".join(f"{key} {measured[key]}" for key in mismatches(prompt, measured))
                 failures.append(f"{prompt!r} seed {seed} #{index}: read {read}")
-    assert total >= 24
+    assert total >= 16
     assert len(failures) <= 0.1 * total, (
         f"{total - len(failures)}/{total} agree ({settings}); disagreeing:\n"
         + "\n".join(failures))
