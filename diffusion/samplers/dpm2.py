@@ -1,0 +1,77 @@
+"""DPM2 and DPM2 ancestral (k-diffusion 0.1.1 `sample_dpm_2`, `sample_dpm_2_ancestral`).
+
+The WebUI runs both with the penultimate sigma discarded (registry: discard_next_to_last_sigma).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ._common import (
+    Callback,
+    Denoise,
+    NoiseSampler,
+    ancestral_step,
+    churn,
+    log_lerp_half,
+    prepare,
+    require_noise,
+    stop_requested,
+    to_d,
+)
+
+__all__ = ["sample_dpm_2", "sample_dpm_2_ancestral"]
+
+
+def _midpoint_step(model: Denoise, x: np.ndarray, d: np.ndarray, sigma: float,
+                   sigma_to: float) -> np.ndarray:
+    """DPM-Solver-2 in sigma: the slope at the geometric midpoint carries x from sigma to
+    sigma_to."""
+    sigma_mid = log_lerp_half(sigma, sigma_to)
+    x_2 = x + d * (sigma_mid - sigma)
+    d_2 = to_d(x_2, sigma_mid, model(x_2, sigma_mid))
+    return x + d_2 * (sigma_to - sigma)
+
+
+def sample_dpm_2(model: Denoise, x: np.ndarray, sigmas: np.ndarray, *,
+                 noise: NoiseSampler | None = None, callback: Callback | None = None,
+                 s_churn: float = 0.0, s_tmin: float = 0.0, s_tmax: float = math.inf,
+                 s_noise: float = 1.0) -> np.ndarray:
+    """DPM-Solver-2 steps inside Karras et al. (2022) Algorithm 2; Euler on the last step."""
+    x, sigmas = prepare(x, sigmas)
+    noise = require_noise(noise, "DPM2 with s_churn > 0", needed=s_churn > 0)
+    for i in range(len(sigmas) - 1):
+        x, sigma_hat = churn(x, sigmas, i, noise, s_churn=s_churn, s_tmin=s_tmin, s_tmax=s_tmax,
+                             s_noise=s_noise)
+        d = to_d(x, sigma_hat, model(x, sigma_hat))
+        if sigmas[i + 1] == 0:
+            x = x + d * (sigmas[i + 1] - sigma_hat)
+        else:
+            x = _midpoint_step(model, x, d, sigma_hat, sigmas[i + 1])
+        if stop_requested(callback, i, x):
+            break
+    return x
+
+
+def sample_dpm_2_ancestral(model: Denoise, x: np.ndarray, sigmas: np.ndarray, *,
+                           noise: NoiseSampler | None = None, callback: Callback | None = None,
+                           eta: float = 1.0, s_noise: float = 1.0) -> np.ndarray:
+    """DPM-Solver-2 steps down to sigma_down, then noise of std sigma_up ("DPM2 a")."""
+    x, sigmas = prepare(x, sigmas)
+    noise = require_noise(noise, "DPM2 a", needed=eta > 0)
+    for i in range(len(sigmas) - 1):
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        denoised = model(x, sigma)
+        sigma_down, sigma_up = ancestral_step(sigma, sigma_next, eta)
+        d = to_d(x, sigma, denoised)
+        if sigma_down == 0:
+            x = x + d * (sigma_down - sigma)
+        else:
+            x = _midpoint_step(model, x, d, sigma, sigma_down)
+            if eta > 0:
+                x = x + noise(sigma, sigma_next) * s_noise * sigma_up
+        if stop_requested(callback, i, x):
+            break
+    return x

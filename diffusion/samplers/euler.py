@@ -1,0 +1,60 @@
+"""Euler and Euler ancestral (k-diffusion 0.1.1 `sample_euler`, `sample_euler_ancestral`)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ._common import (
+    Callback,
+    Denoise,
+    NoiseSampler,
+    ancestral_step,
+    churn,
+    prepare,
+    require_noise,
+    stop_requested,
+    to_d,
+)
+
+__all__ = ["sample_euler", "sample_euler_ancestral"]
+
+
+def sample_euler(model: Denoise, x: np.ndarray, sigmas: np.ndarray, *,
+                 noise: NoiseSampler | None = None, callback: Callback | None = None,
+                 s_churn: float = 0.0, s_tmin: float = 0.0, s_tmax: float = math.inf,
+                 s_noise: float = 1.0) -> np.ndarray:
+    """Karras et al. (2022) Algorithm 2 with Euler steps; stochastic only when s_churn > 0."""
+    x, sigmas = prepare(x, sigmas)
+    noise = require_noise(noise, "Euler with s_churn > 0", needed=s_churn > 0)
+    for i in range(len(sigmas) - 1):
+        # 1. churn: optionally raise the noise level to sigma_hat
+        x, sigma_hat = churn(x, sigmas, i, noise, s_churn=s_churn, s_tmin=s_tmin, s_tmax=s_tmax,
+                             s_noise=s_noise)
+        # 2. derivative at sigma_hat, 3. Euler step to the next sigma
+        d = to_d(x, sigma_hat, model(x, sigma_hat))
+        x = x + d * (sigmas[i + 1] - sigma_hat)
+        if stop_requested(callback, i, x):
+            break
+    return x
+
+
+def sample_euler_ancestral(model: Denoise, x: np.ndarray, sigmas: np.ndarray, *,
+                           noise: NoiseSampler | None = None, callback: Callback | None = None,
+                           eta: float = 1.0, s_noise: float = 1.0) -> np.ndarray:
+    """Euler steps down to sigma_down, then fresh noise of std sigma_up ("Euler a")."""
+    x, sigmas = prepare(x, sigmas)
+    noise = require_noise(noise, "Euler a", needed=eta > 0)
+    for i in range(len(sigmas) - 1):
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        # 1. predicted x0, 2. split the step into a deterministic and a noise part
+        denoised = model(x, sigma)
+        sigma_down, sigma_up = ancestral_step(sigma, sigma_next, eta)
+        # 3. Euler step to sigma_down, 4. add noise up to sigma_next
+        x = x + to_d(x, sigma, denoised) * (sigma_down - sigma)
+        if sigma_next > 0 and eta > 0:
+            x = x + noise(sigma, sigma_next) * s_noise * sigma_up
+        if stop_requested(callback, i, x):
+            break
+    return x

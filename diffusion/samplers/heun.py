@@ -1,0 +1,83 @@
+"""Heun (k-diffusion 0.1.1 `sample_heun`) and Heun++ 2 (ComfyUI `sample_heunpp2`)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ._common import (
+    Callback,
+    Denoise,
+    NoiseSampler,
+    churn,
+    prepare,
+    require_noise,
+    stop_requested,
+    to_d,
+)
+
+__all__ = ["sample_heun", "sample_heunpp2"]
+
+
+def sample_heun(model: Denoise, x: np.ndarray, sigmas: np.ndarray, *,
+                noise: NoiseSampler | None = None, callback: Callback | None = None,
+                s_churn: float = 0.0, s_tmin: float = 0.0, s_tmax: float = math.inf,
+                s_noise: float = 1.0) -> np.ndarray:
+    """Karras et al. (2022) Algorithm 2: Heun's second-order steps, Euler on the last step."""
+    x, sigmas = prepare(x, sigmas)
+    noise = require_noise(noise, "Heun with s_churn > 0", needed=s_churn > 0)
+    for i in range(len(sigmas) - 1):
+        x, sigma_hat = churn(x, sigmas, i, noise, s_churn=s_churn, s_tmin=s_tmin, s_tmax=s_tmax,
+                             s_noise=s_noise)
+        sigma_next = sigmas[i + 1]
+        # 1. slope at sigma_hat, 2. Euler predictor
+        d = to_d(x, sigma_hat, model(x, sigma_hat))
+        dt = sigma_next - sigma_hat
+        if sigma_next == 0:
+            x = x + d * dt
+        else:
+            # 3. slope at the predicted point, 4. trapezoidal corrector
+            x_2 = x + d * dt
+            d_2 = to_d(x_2, sigma_next, model(x_2, sigma_next))
+            x = x + (d + d_2) / 2 * dt
+        if stop_requested(callback, i, x):
+            break
+    return x
+
+
+def sample_heunpp2(model: Denoise, x: np.ndarray, sigmas: np.ndarray, *,
+                   noise: NoiseSampler | None = None, callback: Callback | None = None,
+                   s_churn: float = 0.0, s_tmin: float = 0.0, s_tmax: float = math.inf,
+                   s_noise: float = 1.0) -> np.ndarray:
+    """Heun++ (ComfyUI, from Carzit/sd-webui-samplers-scheduler): a slope average over up to three
+    points, weighted by sigma / (k * sigmas[0]); Heun-like one step before the end, Euler last."""
+    x, sigmas = prepare(x, sigmas)
+    noise = require_noise(noise, "HeunPP2 with s_churn > 0", needed=s_churn > 0)
+    s_end = sigmas[-1]
+    for i in range(len(sigmas) - 1):
+        x, sigma_hat = churn(x, sigmas, i, noise, s_churn=s_churn, s_tmin=s_tmin, s_tmax=s_tmax,
+                             s_noise=s_noise)
+        d = to_d(x, sigma_hat, model(x, sigma_hat))
+        dt = sigmas[i + 1] - sigma_hat
+        if sigmas[i + 1] == s_end:
+            # 1. last step: Euler
+            x = x + d * dt
+        else:
+            x_2 = x + d * dt
+            d_2 = to_d(x_2, sigmas[i + 1], model(x_2, sigmas[i + 1]))
+            if sigmas[i + 2] == s_end:
+                # 2. one step before the end: two slopes
+                w2 = sigmas[i + 1] / (2 * sigmas[0])
+                d_prime = d * (1 - w2) + d_2 * w2
+            else:
+                # 3. otherwise: a third slope one step further
+                x_3 = x_2 + d_2 * (sigmas[i + 2] - sigmas[i + 1])
+                d_3 = to_d(x_3, sigmas[i + 2], model(x_3, sigmas[i + 2]))
+                w2 = sigmas[i + 1] / (3 * sigmas[0])
+                w3 = sigmas[i + 2] / (3 * sigmas[0])
+                d_prime = (1 - w2 - w3) * d + w2 * d_2 + w3 * d_3
+            x = x + d_prime * dt
+        if stop_requested(callback, i, x):
+            break
+    return x
