@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import inspect
+import itertools
 import math
 
 import numpy as np
@@ -24,6 +25,8 @@ from diffusion.samplers import registry
 from tests.support import relative_error
 
 torch = pytest.importorskip("torch")
+
+from tests.kdiffusion_ref import K  # noqa: E402  (skips the module without k-diffusion)
 
 SHAPE = (2, 3, 4, 4)
 STEPS = 12
@@ -119,8 +122,6 @@ def run_both(name: str, options: dict, k_options: dict | None = None, *, sigmas=
     return mine, theirs, our_noise.calls, their_noise.calls
 
 
-from tests.kdiffusion_ref import K  # noqa: E402  (skips the module without k-diffusion)
-
 CHURN = {"s_churn": 2.0, "s_tmin": 0.3, "s_tmax": 6.0, "s_noise": 1.003}
 
 # (sampler, our options, k-diffusion options if they differ)
@@ -169,8 +170,8 @@ def test_matches_kdiffusion(name, options, k_options, monkeypatch):
         name, options, k_options, monkeypatch=monkeypatch,
         float64_default=name in ("dpm_fast", "dpm_adaptive"))
     assert relative_error(mine, theirs) < 1e-13
-    if (name in ("euler", "heun", "dpm_2") and not options
-            or name in ("dpm_fast", "dpm_adaptive") and not options.get("eta")):
+    if ((name in ("euler", "heun", "dpm_2") and not options)
+            or (name in ("dpm_fast", "dpm_adaptive") and not options.get("eta"))):
         return  # k-diffusion draws noise it multiplies by 0; ours draws none
     assert len(our_calls) == len(their_calls)
     if name in ("euler", "heun", "dpm_2"):
@@ -184,3 +185,292 @@ def test_discarded_penultimate_sigma_schedule(monkeypatch):
     sigmas = np.concatenate([sigmas[:-2], sigmas[-1:]])
     mine, theirs, _, _ = run_both("dpm_2_ancestral", {}, sigmas=sigmas, monkeypatch=monkeypatch)
     assert relative_error(mine, theirs) < 1e-13
+
+
+# --- 2. exact answers: Gaussian data -------------------------------------------------------------
+
+MU, VAR = 0.3, 0.25  # x0 ~ N(MU, VAR) in every dimension
+
+
+class GaussianDenoiser:
+    """The exact denoiser of N(MU, VAR) data, E[x0 | x] = (VAR x + sigma^2 MU) / (VAR + sigma^2);
+    `uncond` is set as a CFG++ model sets it (here equal: cond == uncond)."""
+
+    uncond = None
+
+    def __call__(self, x: np.ndarray, sigma: float) -> np.ndarray:
+        self.uncond = (VAR * x + sigma**2 * MU) / (VAR + sigma**2)
+        return self.uncond
+
+
+def gaussian_sigmas(n: int) -> np.ndarray:
+    """Karras et al. (2022) eq. 5 (rho = 7) from 14.6 to 0.03, then 0, written out here."""
+    ramp = np.linspace(0, 1, n)
+    return np.append((14.6 ** (1 / 7) + ramp * (0.03 ** (1 / 7) - 14.6 ** (1 / 7))) ** 7, 0.0)
+
+
+def gaussian_start(sigmas: np.ndarray, count: int, seed: int = 0) -> np.ndarray:
+    """Samples of the exact noisy marginal N(MU, VAR + sigma_max^2)."""
+    z = np.random.default_rng(seed).standard_normal((1, count))
+    return MU + math.sqrt(VAR + sigmas[0] ** 2) * z
+
+
+def exact_ode_answer(x_start: np.ndarray, sigmas: np.ndarray) -> np.ndarray:
+    """The probability-flow ODE solved exactly from sigmas[0] to the last positive sigma,
+    x - MU scales by sqrt((VAR + sigma^2) / (VAR + sigma_0^2)), then the final denoising step
+    into sigma = 0 that every sampler here takes."""
+    low = sigmas[-2]
+    x_low = MU + (x_start - MU) * math.sqrt((VAR + low**2) / (VAR + sigmas[0] ** 2))
+    return GaussianDenoiser()(x_low, low)
+
+
+# (case id, sampler, stated order of the ODE error in the number of steps)
+ORDER_CASES = [
+    ("euler", ours.sample_euler, 1.0),
+    ("heun", ours.sample_heun, 2.0),
+    ("heunpp2", ours.sample_heunpp2, 1.0),  # its weights sigma / (3 sigma_0) vanish at low sigma
+    ("ipndm", ours.sample_ipndm, 2.0),  # equal-step weights on Karras's unequal steps
+    ("ipndm_v", ours.sample_ipndm_v, 1.5),  # variable-step weights; error irregular in n
+    ("deis", ours.sample_deis, 3.0),
+    ("deis-rhoab", lambda *a, **k: ours.sample_deis(*a, deis_mode="rhoab", **k), 3.0),
+    ("res_multistep", ours.sample_res_multistep, 2.0),
+    ("sa_solver-ode", lambda *a, **k: ours.sample_sa_solver(*a, eta=0.0, **k), 3.0),
+]
+
+
+@pytest.mark.parametrize(("name", "sampler", "order"), ORDER_CASES,
+                         ids=[c[0] for c in ORDER_CASES])
+def test_deterministic_samplers_converge_at_their_order(name, sampler, order):
+    """Error against the exact ODE answer from 16 to 64 steps shrinks like steps^-order."""
+    errors = []
+    for steps in (16, 64):
+        sigmas = gaussian_sigmas(steps)
+        x = gaussian_start(sigmas, 2048)
+        result = sampler(GaussianDenoiser(), x, sigmas)
+        errors.append(np.max(np.abs(result - exact_ode_answer(x, sigmas))))
+    observed = math.log2(errors[0] / errors[1]) / 2
+    assert observed >= order - 0.3, f"observed order {observed:.2f}, errors {errors}"
+
+
+def gaussian_moments(sampler, steps: int, seed: int, count: int = 20000, **options):
+    sigmas = gaussian_sigmas(steps)
+    rng = np.random.default_rng(seed + 1000)  # independent of the start's draws
+    result = sampler(GaussianDenoiser(), gaussian_start(sigmas, count, seed), sigmas,
+                     noise=lambda sigma, sigma_next: rng.standard_normal((1, count)), **options)
+    return result.mean() - MU, result.var() - VAR
+
+
+STOCHASTIC_CASES = [
+    ("ddpm", ours.sample_ddpm),
+    ("sa_solver", ours.sample_sa_solver),
+    ("sa_solver_pece", ours.sample_sa_solver_pece),
+    ("restart", ours.sample_restart),
+    ("euler_ancestral_cfg_pp", ours.sample_euler_ancestral_cfg_pp),
+    ("dpmpp_2s_ancestral_cfg_pp", ours.sample_dpmpp_2s_ancestral_cfg_pp),
+    ("res_multistep_ancestral", ours.sample_res_multistep_ancestral),
+    ("res_multistep_ancestral_cfg_pp", ours.sample_res_multistep_ancestral_cfg_pp),
+]
+
+
+@pytest.mark.parametrize(("name", "sampler"), STOCHASTIC_CASES,
+                         ids=[c[0] for c in STOCHASTIC_CASES])
+def test_stochastic_samplers_reach_the_data_moments(name, sampler):
+    """20000 samples: at 160 steps mean and variance are within ~6 standard errors (+ a first
+    order bias) of N(MU, VAR), and the variance error is smaller than at 10 steps."""
+    _, coarse_var = gaussian_moments(sampler, 10, seed=1)
+    mean_error, var_error = gaussian_moments(sampler, 160, seed=2)
+    assert abs(mean_error) < 0.02
+    assert abs(var_error) < 0.02
+    assert abs(var_error) < abs(coarse_var)
+
+
+@pytest.mark.parametrize(("name", "sampler"), [
+    *STOCHASTIC_CASES, ("lcm", ours.sample_lcm), ("dpmpp_sde", ours.sample_dpmpp_sde)],
+    ids=lambda v: v if isinstance(v, str) else "")
+def test_stochastic_samplers_are_deterministic_per_seed(name, sampler):
+    first = gaussian_moments(sampler, 20, seed=5, count=64)
+    assert gaussian_moments(sampler, 20, seed=5, count=64) == first
+    assert gaussian_moments(sampler, 20, seed=6, count=64) != first
+
+
+def test_lcm_with_a_consistency_function_samples_exactly():
+    """LCM's model is a consistency function (the ODE's endpoint, here in closed form): each
+    step's marginal is then exact, so even 4 steps give N(MU, VAR) up to sampling error."""
+
+    def consistency(x, sigma):
+        return MU + (x - MU) * math.sqrt(VAR / (VAR + sigma**2))
+
+    count = 40000
+    sigmas = np.array([14.6, 3.0, 0.8, 0.2, 0.0])
+    rng = np.random.default_rng(4)
+    result = ours.sample_lcm(consistency, gaussian_start(sigmas, count, 3), sigmas,
+                             noise=lambda s, s_next: rng.standard_normal((1, count)))
+    assert abs(result.mean() - MU) < 5 * math.sqrt(VAR / count)
+    assert abs(result.var() - VAR) < 5 * VAR * math.sqrt(2 / count)
+
+
+def test_ddpm_is_euler_ancestral():
+    """The DDPM posterior step in VP variables is the eta = 1 ancestral step in sigma: given the
+    same noise both samplers agree for any denoiser."""
+    sigmas = karras_sigmas()
+    x = start_latent(sigmas)
+    a = ours.sample_ddpm(ToyDenoiser(), x, sigmas, noise=RecordedNoise(4))
+    b = ours.sample_euler_ancestral(ToyDenoiser(), x, sigmas, noise=RecordedNoise(4))
+    assert relative_error(a, b) < 1e-13
+
+
+class GuidedToy(ToyDenoiser):
+    """A CFG++ model: `uncond` is a second denoiser's output; guided = uncond + w (cond -
+    uncond). With w = 1 and the same weights for both, cond == uncond."""
+
+    def __init__(self, scale: float = 1.0, uncond_seed: int = 0):
+        super().__init__(0)
+        self.other = ToyDenoiser(uncond_seed)
+        self.scale = scale
+        self.uncond = None
+
+    def __call__(self, x, sigma):
+        cond = super().__call__(x, sigma)
+        self.uncond = self.other(x, sigma)
+        return self.uncond + self.scale * (cond - self.uncond)
+
+
+CFG_PP_PAIRS = [
+    (ours.sample_euler_cfg_pp, ours.sample_euler),
+    (ours.sample_euler_ancestral_cfg_pp, ours.sample_euler_ancestral),
+    (ours.sample_dpmpp_2m_cfg_pp, ours.sample_dpmpp_2m),
+    (ours.sample_dpmpp_2s_ancestral_cfg_pp, ours.sample_dpmpp_2s_ancestral),
+    (ours.sample_res_multistep_cfg_pp, ours.sample_res_multistep),
+    (ours.sample_res_multistep_ancestral_cfg_pp, ours.sample_res_multistep_ancestral),
+]
+
+
+@pytest.mark.parametrize(("cfg_pp", "plain"), CFG_PP_PAIRS, ids=lambda f: f.__name__)
+def test_cfg_pp_with_cond_equal_uncond_is_the_plain_sampler(cfg_pp, plain):
+    sigmas = karras_sigmas()
+    x = start_latent(sigmas)
+    same = cfg_pp(GuidedToy(), x, sigmas, noise=RecordedNoise(9))
+    assert relative_error(same, plain(ToyDenoiser(), x, sigmas, noise=RecordedNoise(9))) < 1e-12
+    guided = cfg_pp(GuidedToy(scale=3.0, uncond_seed=1), x, sigmas, noise=RecordedNoise(9))
+    assert relative_error(guided, same) > 1e-3  # the unconditional prediction is used
+    with pytest.raises(ValueError, match="uncond"):
+        cfg_pp(ToyDenoiser(), x, sigmas, noise=RecordedNoise(9))
+
+
+def test_restart_below_20_steps_is_kdiffusion_heun():
+    sigmas = karras_sigmas(19)
+    x = start_latent(sigmas)
+    theirs = K.sampling.sample_heun(ToyDenoiser().torch, torch.from_numpy(x.copy()),
+                                    torch.from_numpy(sigmas), disable=True).numpy()
+    assert relative_error(ours.sample_restart(ToyDenoiser(), x, sigmas), theirs) < 1e-13
+
+
+@pytest.mark.parametrize(("steps", "restarts"), [(20, 1), (35, 1), (36, 2), (50, 2)])
+def test_restart_plan_keeps_the_step_budget(steps, restarts):
+    """The WebUI's Restart re-spaces the schedule so base steps + restart steps = steps, and
+    jumps back up (from ~0.1 to ~2) `restarts` times."""
+    plan = ours.restart.restart_plan(gaussian_sigmas(steps).tolist())
+    assert len(plan) == steps
+    jumps = [(a[1], b[0]) for a, b in itertools.pairwise(plan) if b[0] > a[1]]
+    assert len(jumps) == restarts
+    for low, high in jumps:
+        assert 0.05 < low < 0.2 and 1.5 < high < 3.0
+
+
+# --- contract: inputs, noise, callback -----------------------------------------------------------
+
+def test_bad_sigmas_and_missing_noise_say_what_to_do():
+    x = np.ones((1, 4))
+    with pytest.raises(ValueError, match="descending"):
+        ours.sample_euler(GaussianDenoiser(), x, np.array([0.0, 1.0, 2.0]))
+    with pytest.raises(ValueError, match="1-D"):
+        ours.sample_euler(GaussianDenoiser(), x, np.array([1.0]))
+    with pytest.raises(ValueError, match="pass noise="):
+        ours.sample_euler_ancestral(GaussianDenoiser(), x, gaussian_sigmas(4))
+    ours.sample_euler_ancestral(GaussianDenoiser(), x, gaussian_sigmas(4), eta=0.0)
+
+
+def test_callback_sees_every_step_and_can_stop():
+    sigmas = gaussian_sigmas(10)
+    seen: list[int] = []
+    model = ToyDenoiser()
+    ours.sample_dpmpp_2m(model, start_latent(sigmas), sigmas, callback=lambda i, x: seen.append(i))
+    assert seen == list(range(10))
+    model = ToyDenoiser()
+    ours.sample_heun(model, start_latent(sigmas), sigmas, callback=lambda i, x: i < 2)
+    assert len(model.calls) == 6  # steps 0, 1, 2 of Heun: two calls each, then stopped
+
+
+# --- 3. the registry -----------------------------------------------------------------------------
+
+WEBUI_NAMES = ["DPM++ 2M", "DPM++ SDE", "DPM++ 2M SDE", "DPM++ 2M SDE Heun", "DPM++ 2S a",
+               "DPM++ 3M SDE", "Euler a", "Euler", "LMS", "Heun", "DPM2", "DPM2 a", "DPM fast",
+               "DPM adaptive", "Restart", "DDIM", "DDIM CFG++", "PLMS", "UniPC", "LCM"]
+COMFY_NAMES = ["euler", "euler_ancestral", "heun", "heunpp2", "dpm_2", "dpm_2_ancestral", "lms",
+               "dpm_fast", "dpm_adaptive", "dpmpp_2s_ancestral", "dpmpp_sde", "dpmpp_2m",
+               "dpmpp_2m_sde", "dpmpp_3m_sde", "ipndm", "ipndm_v", "deis", "res_multistep",
+               "sa_solver", "lcm", "ddpm", "euler_cfg_pp", "euler_ancestral_cfg_pp",
+               "dpmpp_2m_cfg_pp", "dpmpp_2s_ancestral_cfg_pp", "uni_pc", "ddim"]
+
+
+def test_every_webui_and_comfyui_name_resolves():
+    assert [info.name for info in ours.SAMPLERS if info.in_webui] == WEBUI_NAMES
+    for name in WEBUI_NAMES:
+        assert ours.lookup(name.lower()).name == name
+    for name in COMFY_NAMES:
+        assert ours.lookup(name).comfy_name == name
+    assert ours.lookup(" k_euler_a ").name == "Euler a"
+    assert ours.lookup("DDIM").kind == "timestep" and ours.lookup("DDIM").function is None
+
+
+@pytest.mark.parametrize(("old", "pair"), [
+    ("DPM++ 2M Karras", ("DPM++ 2M", "Karras")), ("DPM++ SDE Karras", ("DPM++ SDE", "Karras")),
+    ("Euler a Karras", ("Euler a", "Karras")), ("LMS Karras", ("LMS", "Karras")),
+    ("DPM2 a Karras", ("DPM2 a", "Karras")),
+    ("DPM++ 2M SDE Exponential", ("DPM++ 2M SDE", "Exponential")),
+    ("DPM++ 2M SDE Heun Karras", ("DPM++ 2M SDE Heun", "Karras")),
+    ("DPM++ 2M SDE Heun", ("DPM++ 2M SDE Heun", "Automatic")),
+    ("euler sgm uniform", ("Euler", "SGM Uniform")),
+])
+def test_old_combined_names_resolve_to_pairs(old, pair):
+    assert ours.resolve(old) == pair
+
+
+def test_unknown_names_list_the_valid_ones():
+    with pytest.raises(ValueError, match=r"'DPM\+\+ 2M' \(dpmpp_2m\)"):
+        ours.lookup("DPM++ 9M")
+    with pytest.raises(ValueError, match="unknown sampler"):
+        ours.resolve("Euler b Karras")
+    with pytest.raises(ValueError, match="Align Your Steps"):
+        ours.resolve("Euler", "Karras2")
+    assert ours.resolve("euler", "karras") == ("Euler", "Karras")
+
+
+def test_registry_carries_the_webui_options():
+    assert ours.lookup("DPM++ 2M").default_schedule == "Karras"
+    assert ours.lookup("Euler a").default_schedule == "Uniform"
+    third = ours.lookup("DPM++ 3M SDE")
+    assert (third.default_schedule, third.discard_next_to_last_sigma) == ("Exponential", True)
+    assert ours.lookup("DPM2").discard_next_to_last_sigma
+    assert ours.lookup("DPM++ 2M SDE Heun").options["solver_type"] == "heun"
+    assert {i.name for i in ours.SAMPLERS if i.brownian_noise} == {
+        "DPM++ SDE", "DPM++ 2M SDE", "DPM++ 2M SDE Heun", "DPM++ 3M SDE"}
+    assert {i.name for i in ours.SAMPLERS if i.needs_uncond} >= {
+        "Euler CFG++", "Euler a CFG++", "DPM++ 2M CFG++", "DPM++ 2S a CFG++", "DDIM CFG++"}
+
+
+@pytest.mark.parametrize("info", [i for i in registry.SAMPLERS if i.function is not None],
+                         ids=lambda i: i.name)
+def test_every_sampler_runs_with_its_webui_options(info):
+    """Each function takes the contract's keywords and the options the WebUI passes, and draws
+    noise exactly when the registry says it is stochastic."""
+    parameters = inspect.signature(info.function).parameters
+    accepts_any = any(p.kind is p.VAR_KEYWORD for p in parameters.values())
+    for option in ("noise", "callback", *info.options, *info.extra_params):
+        assert option in parameters or accepts_any, option
+    sigmas = gaussian_sigmas(24)
+    draws = RecordedNoise(1)
+    model = GuidedToy() if info.needs_uncond else ToyDenoiser()
+    result = info.function(model, start_latent(sigmas), sigmas, noise=draws, **info.options)
+    assert result.shape == SHAPE and np.all(np.isfinite(result))
+    assert bool(draws.calls) == info.stochastic

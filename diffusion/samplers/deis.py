@@ -29,8 +29,8 @@ def _tab_coefficients(sigmas: np.ndarray, max_order: int, n: int) -> list[list[f
     coeffs: list[list[float]] = []
     for i in range(len(t_steps) - 1):
         order = min(i + 1, max_order)
-        if order == 1:
-            coeffs.append([])
+        if order == 1 or sigmas[i + 1] <= 0:
+            coeffs.append([])  # an Euler step (the kernel is singular at sigma = 0)
             continue
         t_cur, t_next = t_steps[i], t_steps[i + 1]
         # a left Riemann-like sum over n points with step (t_next - t_cur) / n, as diff-sampler

@@ -102,7 +102,7 @@ SAMPLERS: tuple[SamplerInfo, ...] = (
     _info("DPM++ 2M SDE", dpmpp_2m_sde.sample_dpmpp_2m_sde, "dpmpp_2m_sde",
           ("k_dpmpp_2m_sde", "dpmpp_2m_sde_gpu"), default_schedule="Exponential",
           brownian_noise=True, stochastic=True, extra_params=("s_noise",)),
-    _info("DPM++ 2M SDE Heun", dpmpp_2m_sde.sample_dpmpp_2m_sde_heun, "dpmpp_2m_sde_heun",
+    _info("DPM++ 2M SDE Heun", dpmpp_2m_sde.sample_dpmpp_2m_sde, "dpmpp_2m_sde_heun",
           ("k_dpmpp_2m_sde_heun", "dpmpp_2m_sde_heun_gpu"), default_schedule="Exponential",
           brownian_noise=True, stochastic=True, options={"solver_type": "heun"},
           extra_params=("s_noise",)),
