@@ -132,7 +132,7 @@ SAMPLERS: tuple[SamplerInfo, ...] = (
     _info("Restart", restart.sample_restart, None, ("restart",), default_schedule="Karras",
           second_order=True, stochastic=True),
     # the WebUI's timestep samplers: diffusion.schedulers runs them
-    _info("DDIM", None, "ddim", (), kind="timestep", default_schedule=None, uses_ensd=True),
+    _info("DDIM", None, "ddim", (), kind="timestep", default_schedule=None),
     _info("DDIM CFG++", None, None, ("ddim_cfgpp",), kind="timestep", default_schedule=None,
           needs_uncond=True),
     _info("PLMS", None, None, ("plms",), kind="timestep", default_schedule=None),
