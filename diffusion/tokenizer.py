@@ -139,6 +139,20 @@ class CLIPTokenizer:
         ids = self._tokenizer.encode(prompt, add_special_tokens=False).ids
         return [self.bos_token_id, *ids, self.eos_token_id]
 
+    def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids of each text without BOS/EOS, not truncated: the pieces a long or weighted
+        prompt is chunked from. transformers: `tokenizer(texts, truncation=False,
+        add_special_tokens=False).input_ids`."""
+        texts = list(texts)
+        for text in texts:
+            if not isinstance(text, str):
+                raise TypeError(f"texts must be str, got {type(text).__name__}")
+        return [e.ids for e in self._tokenizer.encode_batch(texts, add_special_tokens=False)]
+
+    def token_id(self, token: str) -> int | None:
+        """The id of a vocabulary entry (e.g. ",</w>", the comma ending a word), None if absent."""
+        return self._tokenizer.token_to_id(token)
+
     def decode(self, ids: Sequence[int]) -> str:
         """Text of token ids, special tokens and padding dropped (words joined by spaces)."""
         text = self._tokenizer.decode([int(i) for i in ids], skip_special_tokens=True)

@@ -1,0 +1,284 @@
+"""Weighted, chunked text conditioning as the WebUI computes it (prompts of any length).
+
+AUTOMATIC1111's `sd_hijack_clip.FrozenCLIPEmbedderWithCustomWordsBase`, on our tokenizer and
+text encoder:
+
+1. The prompt's (text, weight) pieces (`prompts.parse_prompt_attention`) are tokenized one by
+   one and laid into chunks of 75 tokens. A chunk that overflows breaks after its last comma
+   when that comma is within `comma_padding_backtrack` (20) tokens of the end; `BREAK` ends a
+   chunk; an empty prompt is one chunk.
+2. Each chunk is BOS + 75 tokens (EOS-padded) + EOS. Where the pad token is not EOS (SD 2.x),
+   everything after the first EOS becomes the pad token.
+3. Each chunk goes through the text encoder (`clip_skip` honoured); emphasis multiplies the
+   hidden states by the token weights, then rescales so the mean is what it was before.
+4. The chunks are concatenated along the sequence axis: (77 * chunks, hidden).
+
+`encode` does this for every distinct text of each prompt's editing schedule and returns a
+`ConditioningSchedule` answering `at(step)`.
+
+SDXL hook: an SDXL model runs steps 1-3 once per text encoder (CLIP-L and OpenCLIP-G, each
+with its own tokenizer and pad token) on the same chunks, concatenates the two hidden states
+along the feature axis, and takes the pooled output of the second encoder's first chunk (the
+WebUI's `zs[0].pooled`). `encode_texts` is the unit to call per encoder.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from gpustd import Tensor, asarray
+
+from .prompts import BREAK, Prompt, _entry_index, parse_prompt, parse_prompt_attention
+from .tokenizer import CLIPTokenizer
+
+__all__ = [
+    "CHUNK_LENGTH", "EMPHASIS_MODES", "ConditioningSchedule", "PromptChunk", "encode",
+    "encode_texts", "prompt_chunks",
+]
+
+CHUNK_LENGTH = 75  # prompt tokens per chunk; with BOS and EOS the encoder's 77 positions
+EMPHASIS_MODES = ("Original", "No norm", "Ignore", "None")  # the WebUI's "Emphasis" setting
+
+
+class TextEncoder(Protocol):
+    """What `encode` needs of a text encoder: ids (B, 77) -> hidden states (B, 77, D)."""
+
+    def __call__(self, input_ids: Any, *, clip_skip: int = 0) -> Tensor: ...
+
+
+@dataclass(frozen=True)
+class PromptChunk:
+    """77 token ids as the encoder sees them and the emphasis weight of each (1.0 for BOS, EOS
+    and padding)."""
+
+    tokens: tuple[int, ...]
+    weights: tuple[float, ...]
+
+    def describe(self, tokenizer: CLIPTokenizer) -> list[tuple[str, float]]:
+        """(token text, weight) of each prompt token (special tokens left out), to debug."""
+        special = {tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id}
+        return [(tokenizer.decode([t]) or repr(t), w) for t, w in zip(self.tokens, self.weights)
+                if t not in special]
+
+
+def _check_emphasis(emphasis: str) -> None:
+    if emphasis not in EMPHASIS_MODES:
+        raise ValueError(f"emphasis must be one of {list(EMPHASIS_MODES)}, got {emphasis!r}")
+
+
+def _pieces(text: str, emphasis: str) -> list[tuple[str, float]]:
+    """The WebUI parses emphasis unless the setting is "None" (brackets then are text)."""
+    return [(text, 1.0)] if emphasis == "None" else parse_prompt_attention(text)
+
+
+class _ChunkBuilder:
+    """The WebUI's `tokenize_line`: tokens in, 77-token chunks out."""
+
+    def __init__(self, tokenizer: CLIPTokenizer, comma_padding_backtrack: int) -> None:
+        self.tokenizer = tokenizer
+        self.comma = tokenizer.token_id(",</w>")
+        self.backtrack = comma_padding_backtrack
+        self.chunks: list[PromptChunk] = []
+        self.tokens: list[int] = []
+        self.weights: list[float] = []
+        self.last_comma = -1
+
+    def finish_chunk(self) -> None:
+        """Pad the open chunk to 75 with EOS, wrap it in BOS ... EOS, start a new one."""
+        bos, eos, pad = (self.tokenizer.bos_token_id, self.tokenizer.eos_token_id,
+                         self.tokenizer.pad_token_id)
+        fill = CHUNK_LENGTH - len(self.tokens)
+        tokens = [bos, *self.tokens, *[eos] * fill, eos]
+        if pad != eos:  # SD 2: what follows the first EOS is padding
+            first_eos = tokens.index(eos)
+            tokens[first_eos + 1:] = [pad] * (len(tokens) - first_eos - 1)
+        self.chunks.append(PromptChunk(tuple(tokens), (1.0, *self.weights, *[1.0] * fill, 1.0)))
+        self.tokens, self.weights, self.last_comma = [], [], -1
+
+    def add(self, token: int, weight: float) -> None:
+        if token == self.comma:
+            self.last_comma = len(self.tokens)
+        elif (self.backtrack and len(self.tokens) == CHUNK_LENGTH and self.last_comma != -1
+              and len(self.tokens) - self.last_comma <= self.backtrack):
+            # full, and a comma close by: what follows the comma moves to the next chunk
+            cut = self.last_comma + 1
+            moved = self.tokens[cut:], self.weights[cut:]
+            self.tokens, self.weights = self.tokens[:cut], self.weights[:cut]
+            self.finish_chunk()
+            self.tokens, self.weights = list(moved[0]), list(moved[1])
+        if len(self.tokens) == CHUNK_LENGTH:
+            self.finish_chunk()
+        self.tokens.append(token)
+        self.weights.append(weight)
+
+
+def prompt_chunks(tokenizer: CLIPTokenizer, text: str, *, emphasis: str = "Original",
+                  comma_padding_backtrack: int = 20) -> list[PromptChunk]:
+    """The 77-token chunks of one prompt text (no editing syntax: one scheduled text).
+
+    `comma_padding_backtrack` is the WebUI's setting of that name (0 turns it off). BREAK ends
+    a chunk (an empty one too, as in the WebUI: `BREAK x` is an empty chunk, then x).
+    """
+    _check_emphasis(emphasis)
+    if not isinstance(comma_padding_backtrack, int) or not 0 <= comma_padding_backtrack < 75:
+        raise ValueError(f"comma_padding_backtrack must be an int in 0..74, got "
+                         f"{comma_padding_backtrack!r}")
+    pieces = _pieces(text, emphasis)
+    builder = _ChunkBuilder(tokenizer, comma_padding_backtrack)
+    for ids, (piece, weight) in zip(tokenizer.tokenize([p for p, _ in pieces]), pieces):
+        if (piece, weight) == BREAK:
+            builder.finish_chunk()
+            continue
+        for token in ids:
+            builder.add(token, weight)
+    if builder.tokens or not builder.chunks:
+        builder.finish_chunk()
+    return builder.chunks
+
+
+def _apply_emphasis(z: np.ndarray, weights: np.ndarray, counts: np.ndarray,
+                    emphasis: str) -> np.ndarray:
+    """z (rows, 77, D) times the token weights (rows, 77); "Original" then rescales by
+    old mean / new mean. The means are over the whole batch the WebUI encodes at once (every
+    entry of a prompt's schedule), so a row counts as often as its text is scheduled."""
+    if emphasis in ("Ignore", "None"):
+        return z
+    z64 = z.astype(np.float64)
+    weighted = z64 * weights[:, :, None]
+    if emphasis == "Original":
+        row_share = counts / counts.sum()
+        old_mean = float(np.einsum("r,r->", z64.mean(axis=(1, 2)), row_share))
+        new_mean = float(np.einsum("r,r->", weighted.mean(axis=(1, 2)), row_share))
+        weighted *= old_mean / new_mean
+    return weighted.astype(np.float32)
+
+
+def encode_texts(tokenizer: CLIPTokenizer, text_encoder: TextEncoder, texts: Sequence[str], *,
+                 clip_skip: int = 0, emphasis: str = "Original",
+                 comma_padding_backtrack: int = 20) -> list[np.ndarray]:
+    """(77 * k, D) float32 hidden states of each text, as the WebUI's `forward(texts)`.
+
+    The texts are encoded as one batch: each gets as many chunks as the longest (the short
+    ones padded with empty chunks: BOS, then EOS/pad), and emphasis is normalised over the
+    batch. Pass each text as often as it is used (a prompt's schedule entries) to get the
+    WebUI's means; each distinct text is encoded once.
+    """
+    return _encode_batch(tokenizer, text_encoder, texts, clip_skip, emphasis,
+                         comma_padding_backtrack)[0]
+
+
+def _encode_batch(tokenizer: CLIPTokenizer, text_encoder: TextEncoder, texts: Sequence[str],
+                  clip_skip: int, emphasis: str, comma_padding_backtrack: int,
+                  ) -> tuple[list[np.ndarray], Tensor]:
+    """`encode_texts`, and the encoder's raw output (which says its device and dtype)."""
+    counts = Counter(texts)
+    distinct = list(counts)
+    if not distinct:
+        raise ValueError("texts is empty; give at least one prompt (the empty prompt is '')")
+    chunks = [prompt_chunks(tokenizer, t, emphasis=emphasis,
+                            comma_padding_backtrack=comma_padding_backtrack) for t in distinct]
+    empty = prompt_chunks(tokenizer, "", emphasis=emphasis)[0]
+    k = max(len(c) for c in chunks)
+    rows = [[*c, *[empty] * (k - len(c))] for c in chunks]  # rows[text][chunk]
+    ids = np.array([[ch.tokens for ch in row] for row in rows], np.int32)  # (T, k, 77)
+    weights = np.array([[ch.weights for ch in row] for row in rows], np.float64)
+    raw = text_encoder(ids.reshape(-1, ids.shape[-1]), clip_skip=clip_skip)
+    hidden = raw.numpy().astype(np.float32).reshape(*ids.shape, -1)  # (T, k, 77, D)
+    share = np.array([counts[t] for t in distinct], np.float64)
+    out = np.stack([_apply_emphasis(hidden[:, i], weights[:, i], share, emphasis)
+                    for i in range(k)], axis=1)
+    return [row.reshape(-1, row.shape[-1]) for row in out], raw
+
+
+@dataclass
+class ConditioningSchedule:
+    """The text conditioning of a batch of prompts at every sampling step.
+
+    `prompts[b]` is the parsed prompt of batch item b; `entries[b]` its (end_at_step, hidden
+    states (77 * k_b, D) float32) list. `at(step)` gives (B, length, D) on the encoder's device
+    in its dtype; items with fewer chunks are padded by repeating their last vector (the
+    WebUI's `stack_conds`). Distinct cond and uncond lengths are run as two UNet evaluations in
+    the WebUI (its `pad_cond_uncond` is off by default): compare `length` to detect it.
+    """
+
+    prompts: tuple[Prompt, ...]
+    entries: tuple[tuple[tuple[int, np.ndarray], ...], ...]
+    device: Any
+    dtype: np.dtype
+    _uploaded: dict[tuple[int, ...], Tensor] = field(default_factory=dict, repr=False)
+
+    @property
+    def length(self) -> int:
+        """Tokens along the sequence axis (77 times the most chunks in the batch)."""
+        return max(cond.shape[0] for item in self.entries for _, cond in item)
+
+    @property
+    def chunks(self) -> int:
+        return self.length // (CHUNK_LENGTH + 2)
+
+    @property
+    def change_steps(self) -> list[int]:
+        """Steps after which some item's conditioning changes (their `end_at_step`s)."""
+        return sorted({end for item in self.entries for end, _ in item[:-1]})
+
+    def _indices(self, step: int) -> tuple[int, ...]:
+        if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
+            raise ValueError(f"step must be a non-negative integer, got {step!r}")
+        return tuple(_entry_index([end for end, _ in item], int(step)) for item in self.entries)
+
+    def array_at(self, step: int) -> np.ndarray:
+        """(B, length, D) float32 conditioning at WebUI step `step`: the 0-based number of
+        model evaluations done so far (the WebUI's `CFGDenoiser.step`, which counts every
+        evaluation of a second-order sampler); the first entry with step <= end_at_step."""
+        return self._stack(self._indices(step))
+
+    def at(self, step: int) -> Tensor:
+        """`array_at(step)` as a Tensor for the UNet, uploaded once per distinct value."""
+        key = self._indices(step)
+        if key not in self._uploaded:
+            tensor = asarray(self._stack(key), device=self.device)
+            self._uploaded[key] = tensor if tensor.dtype == self.dtype else tensor.astype(
+                self.dtype)
+        return self._uploaded[key]
+
+    def _stack(self, indices: tuple[int, ...]) -> np.ndarray:
+        chosen = [item[i][1] for item, i in zip(self.entries, indices)]
+        length = max(c.shape[0] for c in chosen)
+        return np.stack([np.concatenate([c, np.repeat(c[-1:], length - c.shape[0], 0)])
+                         for c in chosen])
+
+
+def encode(tokenizer: CLIPTokenizer, text_encoder: TextEncoder,
+           prompts: str | Prompt | Sequence[str | Prompt], *, steps: int, clip_skip: int = 0,
+           hires_steps: int | None = None, use_old_scheduling: bool = False,
+           extra_networks: bool = True, emphasis: str = "Original",
+           comma_padding_backtrack: int = 20) -> ConditioningSchedule:
+    """Conditioning of a batch of prompts over `steps` WebUI steps (model evaluations).
+
+    Strings are parsed with `prompts.parse_prompt` (`extra_networks=False` for a negative
+    prompt: the WebUI leaves tags there as text); pass `Prompt`s already parsed to skip it.
+    Each distinct prompt is encoded once, each distinct text of its schedule once; the WebUI's
+    `get_learned_conditioning`. `clip_skip` counts layers skipped (the WebUI's "Clip skip" - 1).
+    """
+    items = [prompts] if isinstance(prompts, (str, Prompt)) else list(prompts)
+    if not items:
+        raise ValueError("prompts is empty; give at least one prompt (the empty prompt is '')")
+    parsed = [p if isinstance(p, Prompt) else parse_prompt(
+        p, steps, hires_steps=hires_steps, use_old_scheduling=use_old_scheduling,
+        extra_networks=extra_networks) for p in items]
+    done: dict[tuple[tuple[int, str], ...], tuple[tuple[int, np.ndarray], ...]] = {}
+    for prompt in parsed:
+        if prompt.schedule in done:
+            continue
+        texts = [text for _, text in prompt.schedule]
+        hidden, raw = _encode_batch(tokenizer, text_encoder, texts, clip_skip, emphasis,
+                                    comma_padding_backtrack)
+        by_text = dict(zip(dict.fromkeys(texts), hidden))
+        done[prompt.schedule] = tuple((end, by_text[text]) for end, text in prompt.schedule)
+    return ConditioningSchedule(tuple(parsed), tuple(done[p.schedule] for p in parsed),
+                                raw.device, raw.dtype)
