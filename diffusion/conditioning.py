@@ -37,8 +37,8 @@ from .prompts import BREAK, Prompt, _entry_index, parse_prompt, parse_prompt_att
 from .tokenizer import CLIPTokenizer
 
 __all__ = [
-    "CHUNK_LENGTH", "EMPHASIS_MODES", "ConditioningSchedule", "PromptChunk", "encode",
-    "encode_texts", "prompt_chunks",
+    "CHUNK_LENGTH", "EMPHASIS_MODES", "ConditioningSchedule", "EmbeddingLookup", "PromptChunk",
+    "TextEncoder", "encode", "encode_texts", "prompt_chunks",
 ]
 
 CHUNK_LENGTH = 75  # prompt tokens per chunk; with BOS and EOS the encoder's 77 positions
@@ -46,9 +46,22 @@ EMPHASIS_MODES = ("Original", "No norm", "Ignore", "None")  # the WebUI's "Empha
 
 
 class TextEncoder(Protocol):
-    """What `encode` needs of a text encoder: ids (B, 77) -> hidden states (B, 77, D)."""
+    """What `encode` needs of a text encoder: ids (B, 77) -> hidden states (B, 77, D).
+
+    Only when a prompt uses textual-inversion embeddings it is also given `embeddings`: per
+    row, [(position, vectors (n, D))] whose vectors replace the token embeddings at positions
+    position .. position + n - 1 (the WebUI's `EmbeddingsWithFixes`)."""
 
     def __call__(self, input_ids: Any, *, clip_skip: int = 0) -> Tensor: ...
+
+
+class EmbeddingLookup(Protocol):
+    """Finds textual-inversion embeddings by name in token ids (the WebUI's
+    `EmbeddingDatabase.find_embedding_at_position`)."""
+
+    def find(self, tokens: Sequence[int], position: int) -> tuple[Any, int] | None:
+        """(embedding, tokens its name spans) if an embedding's name starts at `position`;
+        the embedding's `vectors` (n, D) then take n positions in the chunk."""
 
 
 @dataclass(frozen=True)
@@ -58,6 +71,7 @@ class PromptChunk:
 
     tokens: tuple[int, ...]
     weights: tuple[float, ...]
+    embeddings: tuple[tuple[int, Any], ...] = ()  # (position in the 77, embedding)
 
     def describe(self, tokenizer: CLIPTokenizer) -> list[tuple[str, float]]:
         """(token text, weight) of each prompt token (special tokens left out), to debug."""
@@ -86,6 +100,7 @@ class _ChunkBuilder:
         self.chunks: list[PromptChunk] = []
         self.tokens: list[int] = []
         self.weights: list[float] = []
+        self.embeddings: list[tuple[int, Any]] = []  # (position in self.tokens, embedding)
         self.last_comma = -1
 
     def finish_chunk(self) -> None:
@@ -97,32 +112,50 @@ class _ChunkBuilder:
         if pad != eos:  # SD 2: what follows the first EOS is padding
             first_eos = tokens.index(eos)
             tokens[first_eos + 1:] = [pad] * (len(tokens) - first_eos - 1)
-        self.chunks.append(PromptChunk(tuple(tokens), (1.0, *self.weights, *[1.0] * fill, 1.0)))
-        self.tokens, self.weights, self.last_comma = [], [], -1
+        self.chunks.append(PromptChunk(tuple(tokens), (1.0, *self.weights, *[1.0] * fill, 1.0),
+                                       tuple((at + 1, e) for at, e in self.embeddings)))
+        self.tokens, self.weights, self.embeddings, self.last_comma = [], [], [], -1
 
-    def add(self, token: int, weight: float) -> None:
+    def make_room(self, token: int) -> None:
+        """Before `token` goes in: remember a comma, or start a new chunk if this one is full."""
         if token == self.comma:
             self.last_comma = len(self.tokens)
         elif (self.backtrack and len(self.tokens) == CHUNK_LENGTH and self.last_comma != -1
               and len(self.tokens) - self.last_comma <= self.backtrack):
             # full, and a comma close by: what follows the comma moves to the next chunk
+            # (embeddings move with their placeholders; the WebUI leaves them behind)
             cut = self.last_comma + 1
-            moved = self.tokens[cut:], self.weights[cut:]
+            moved = (self.tokens[cut:], self.weights[cut:],
+                     [(at - cut, e) for at, e in self.embeddings if at >= cut])
+            self.embeddings = [(at, e) for at, e in self.embeddings if at < cut]
             self.tokens, self.weights = self.tokens[:cut], self.weights[:cut]
             self.finish_chunk()
-            self.tokens, self.weights = list(moved[0]), list(moved[1])
+            self.tokens, self.weights, self.embeddings = moved
         if len(self.tokens) == CHUNK_LENGTH:
             self.finish_chunk()
+
+    def add(self, token: int, weight: float) -> None:
         self.tokens.append(token)
         self.weights.append(weight)
 
+    def add_embedding(self, embedding: Any, weight: float) -> None:
+        """Placeholders (id 0) for the embedding's vectors, all in one chunk."""
+        count = len(embedding.vectors)
+        if len(self.tokens) + count > CHUNK_LENGTH:
+            self.finish_chunk()
+        self.embeddings.append((len(self.tokens), embedding))
+        self.tokens += [0] * count
+        self.weights += [weight] * count
+
 
 def prompt_chunks(tokenizer: CLIPTokenizer, text: str, *, emphasis: str = "Original",
-                  comma_padding_backtrack: int = 20) -> list[PromptChunk]:
+                  comma_padding_backtrack: int = 20,
+                  embeddings: EmbeddingLookup | None = None) -> list[PromptChunk]:
     """The 77-token chunks of one prompt text (no editing syntax: one scheduled text).
 
     `comma_padding_backtrack` is the WebUI's setting of that name (0 turns it off). BREAK ends
     a chunk (an empty one too, as in the WebUI: `BREAK x` is an empty chunk, then x).
+    Embedding names that `embeddings` finds become placeholders for their vectors.
     """
     _check_emphasis(emphasis)
     if not isinstance(comma_padding_backtrack, int) or not 0 <= comma_padding_backtrack < 75:
@@ -134,8 +167,16 @@ def prompt_chunks(tokenizer: CLIPTokenizer, text: str, *, emphasis: str = "Origi
         if (piece, weight) == BREAK:
             builder.finish_chunk()
             continue
-        for token in ids:
-            builder.add(token, weight)
+        position = 0
+        while position < len(ids):
+            builder.make_room(ids[position])
+            found = embeddings.find(ids, position) if embeddings is not None else None
+            if found is None:
+                builder.add(ids[position], weight)
+                position += 1
+            else:
+                builder.add_embedding(found[0], weight)
+                position += found[1]
     if builder.tokens or not builder.chunks:
         builder.finish_chunk()
     return builder.chunks
@@ -160,7 +201,8 @@ def _apply_emphasis(z: np.ndarray, weights: np.ndarray, counts: np.ndarray,
 
 def encode_texts(tokenizer: CLIPTokenizer, text_encoder: TextEncoder, texts: Sequence[str], *,
                  clip_skip: int = 0, emphasis: str = "Original",
-                 comma_padding_backtrack: int = 20) -> list[np.ndarray]:
+                 comma_padding_backtrack: int = 20,
+                 embeddings: EmbeddingLookup | None = None) -> list[np.ndarray]:
     """(77 * k, D) float32 hidden states of each text, as the WebUI's `forward(texts)`.
 
     The texts are encoded as one batch: each gets as many chunks as the longest (the short
@@ -168,29 +210,30 @@ def encode_texts(tokenizer: CLIPTokenizer, text_encoder: TextEncoder, texts: Seq
     batch. Pass each text as often as it is used (a prompt's schedule entries) to get the
     WebUI's means; each distinct text is encoded once.
     """
-    return _encode_batch(tokenizer, text_encoder, texts, clip_skip, emphasis,
-                         comma_padding_backtrack)[0]
+    return _encode_batch(tokenizer, text_encoder, texts, clip_skip, emphasis=emphasis,
+                         comma_padding_backtrack=comma_padding_backtrack,
+                         embeddings=embeddings)[0]
 
 
 def _encode_batch(tokenizer: CLIPTokenizer, text_encoder: TextEncoder, texts: Sequence[str],
-                  clip_skip: int, emphasis: str, comma_padding_backtrack: int,
-                  ) -> tuple[list[np.ndarray], Tensor]:
+                  clip_skip: int, **chunking: Any) -> tuple[list[np.ndarray], Tensor]:
     """`encode_texts`, and the encoder's raw output (which says its device and dtype)."""
     counts = Counter(texts)
     distinct = list(counts)
     if not distinct:
         raise ValueError("texts is empty; give at least one prompt (the empty prompt is '')")
-    chunks = [prompt_chunks(tokenizer, t, emphasis=emphasis,
-                            comma_padding_backtrack=comma_padding_backtrack) for t in distinct]
-    empty = prompt_chunks(tokenizer, "", emphasis=emphasis)[0]
+    chunks = [prompt_chunks(tokenizer, t, **chunking) for t in distinct]
+    empty = prompt_chunks(tokenizer, "", emphasis=chunking["emphasis"])[0]
     k = max(len(c) for c in chunks)
-    rows = [[*c, *[empty] * (k - len(c))] for c in chunks]  # rows[text][chunk]
-    ids = np.array([[ch.tokens for ch in row] for row in rows], np.int32)  # (T, k, 77)
-    weights = np.array([[ch.weights for ch in row] for row in rows], np.float64)
-    raw = text_encoder(ids.reshape(-1, ids.shape[-1]), clip_skip=clip_skip)
-    hidden = raw.numpy().astype(np.float32).reshape(*ids.shape, -1)  # (T, k, 77, D)
+    rows = [ch for c in chunks for ch in [*c, *[empty] * (k - len(c))]]  # text-major
+    ids = np.array([ch.tokens for ch in rows], np.int32)
+    fixes = [[(at, np.asarray(e.vectors)) for at, e in ch.embeddings] for ch in rows]
+    extra = {"embeddings": fixes} if any(fixes) else {}
+    raw = text_encoder(ids, clip_skip=clip_skip, **extra)
+    hidden = raw.numpy().astype(np.float32).reshape(len(distinct), k, ids.shape[1], -1)
+    weights = np.array([ch.weights for ch in rows], np.float64).reshape(hidden.shape[:3])
     share = np.array([counts[t] for t in distinct], np.float64)
-    out = np.stack([_apply_emphasis(hidden[:, i], weights[:, i], share, emphasis)
+    out = np.stack([_apply_emphasis(hidden[:, i], weights[:, i], share, chunking["emphasis"])
                     for i in range(k)], axis=1)
     return [row.reshape(-1, row.shape[-1]) for row in out], raw
 
@@ -257,13 +300,15 @@ def encode(tokenizer: CLIPTokenizer, text_encoder: TextEncoder,
            prompts: str | Prompt | Sequence[str | Prompt], *, steps: int, clip_skip: int = 0,
            hires_steps: int | None = None, use_old_scheduling: bool = False,
            extra_networks: bool = True, emphasis: str = "Original",
-           comma_padding_backtrack: int = 20) -> ConditioningSchedule:
+           comma_padding_backtrack: int = 20,
+           embeddings: EmbeddingLookup | None = None) -> ConditioningSchedule:
     """Conditioning of a batch of prompts over `steps` WebUI steps (model evaluations).
 
     Strings are parsed with `prompts.parse_prompt` (`extra_networks=False` for a negative
     prompt: the WebUI leaves tags there as text); pass `Prompt`s already parsed to skip it.
     Each distinct prompt is encoded once, each distinct text of its schedule once; the WebUI's
-    `get_learned_conditioning`. `clip_skip` counts layers skipped (the WebUI's "Clip skip" - 1).
+    `get_learned_conditioning`. `clip_skip` counts layers skipped (the WebUI's "Clip skip" - 1);
+    `emphasis` is the WebUI's setting of that name; `embeddings` finds textual inversions.
     """
     items = [prompts] if isinstance(prompts, (str, Prompt)) else list(prompts)
     if not items:
@@ -276,8 +321,9 @@ def encode(tokenizer: CLIPTokenizer, text_encoder: TextEncoder,
         if prompt.schedule in done:
             continue
         texts = [text for _, text in prompt.schedule]
-        hidden, raw = _encode_batch(tokenizer, text_encoder, texts, clip_skip, emphasis,
-                                    comma_padding_backtrack)
+        hidden, raw = _encode_batch(tokenizer, text_encoder, texts, clip_skip,
+                                    emphasis=emphasis, embeddings=embeddings,
+                                    comma_padding_backtrack=comma_padding_backtrack)
         by_text = dict(zip(dict.fromkeys(texts), hidden))
         done[prompt.schedule] = tuple((end, by_text[text]) for end, text in prompt.schedule)
     return ConditioningSchedule(tuple(parsed), tuple(done[p.schedule] for p in parsed),

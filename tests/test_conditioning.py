@@ -304,3 +304,60 @@ def test_errors(first_device, tokenizer, encoders):
         prompt_chunks(tokenizer, "x", comma_padding_backtrack=80)
     with pytest.raises(ValueError, match="step must be a non-negative integer"):
         encode(tokenizer, model, "x", steps=1).at(-1)
+
+
+class _Embedding:
+    def __init__(self, name_ids, count):
+        self.name_ids, self.vectors = name_ids, np.arange(count * 32.0).reshape(count, 32)
+
+
+class _Lookup:
+    """A textual-inversion database of one embedding (the WebUI's find_embedding_at_position)."""
+
+    def __init__(self, embedding):
+        self.embedding = embedding
+
+    def find(self, tokens, position):
+        ids = self.embedding.name_ids
+        if list(tokens[position:position + len(ids)]) == ids:
+            return self.embedding, len(ids)
+        return None
+
+
+class _RecordingEncoder:
+    """Stands in for a text encoder that takes embeddings: records what it is given."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, ids, *, clip_skip=0, **extra):
+        self.calls.append((np.array(ids), extra))
+        return type("Out", (), {"numpy": lambda _: np.ones((len(ids), 77, 32), np.float32),
+                                "device": None, "dtype": np.dtype(np.float32)})()
+
+
+def test_embedding_placeholders(tokenizer):
+    name_ids = tokenizer.tokenize(["fluffy"])[0]
+    lookup = _Lookup(_Embedding(name_ids, 4))
+    chunk, = prompt_chunks(tokenizer, "a (fluffy:1.2) cat", embeddings=lookup)
+    cat = tokenizer.tokenize(["cat"])[0][0]
+    assert chunk.tokens[:8] == (BOS, 320, 0, 0, 0, 0, cat, EOS)
+    assert chunk.weights[:8] == (1.0, 1.0, 1.2, 1.2, 1.2, 1.2, 1.0, 1.0)
+    assert chunk.embeddings == ((2, lookup.embedding),)
+    # 73 words leave room for 2 of its 4 vectors: all 4 go to the next chunk
+    first, second = prompt_chunks(tokenizer, _words(73) + " fluffy", embeddings=lookup)
+    assert first.tokens[74:] == (EOS, EOS, EOS) and first.embeddings == ()
+    assert second.tokens[:6] == (BOS, 0, 0, 0, 0, EOS) and second.embeddings[0][0] == 1
+    # moved to the next chunk by the comma rule, the embedding goes with its placeholders
+    first, second = prompt_chunks(tokenizer, _words(66) + ", fluffy" + " a" * 5,
+                                  embeddings=lookup)
+    assert first.embeddings == () and first.tokens[67:69] == (COMMA, EOS)
+    assert second.tokens[:11] == (BOS, 0, 0, 0, 0, 320, 320, 320, 320, 320, EOS)
+    assert second.embeddings == ((1, lookup.embedding),)
+    encoder = _RecordingEncoder()
+    encode_texts(tokenizer, encoder, ["a fluffy cat"], embeddings=lookup)
+    (ids, extra), = encoder.calls
+    assert ids.shape == (1, 77) and [(at, v.shape) for at, v in extra["embeddings"][0]] == [
+        (2, (4, 32))]
+    encode_texts(tokenizer, encoder, ["a cat"], embeddings=lookup)
+    assert encoder.calls[-1][1] == {}  # no embedding used: the plain call
