@@ -17,9 +17,10 @@ text encoder:
 `ConditioningSchedule` answering `at(step)`.
 
 SDXL hook: an SDXL model runs steps 1-3 once per text encoder (CLIP-L and OpenCLIP-G, each
-with its own tokenizer and pad token) on the same chunks, concatenates the two hidden states
-along the feature axis, and takes the pooled output of the second encoder's first chunk (the
-WebUI's `zs[0].pooled`). `encode_texts` is the unit to call per encoder.
+with its own tokenizer: the same BPE, so the same chunks, but its own pad token),
+concatenates the two hidden states along the feature axis, and takes the pooled output of the
+second encoder's first chunk (the WebUI's `zs[0].pooled`). `encode_texts` is the unit to call
+per encoder.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ import numpy as np
 
 from gpustd import Tensor, asarray
 
-from .prompts import BREAK, Prompt, _entry_index, parse_prompt, parse_prompt_attention
+from .prompt_editing import entry_index
+from .prompts import BREAK, Prompt, parse_prompt, parse_prompt_attention
 from .tokenizer import CLIPTokenizer
 
 __all__ = [
@@ -272,7 +274,7 @@ class ConditioningSchedule:
     def _indices(self, step: int) -> tuple[int, ...]:
         if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
             raise ValueError(f"step must be a non-negative integer, got {step!r}")
-        return tuple(_entry_index([end for end, _ in item], int(step)) for item in self.entries)
+        return tuple(entry_index([end for end, _ in item], int(step)) for item in self.entries)
 
     def array_at(self, step: int) -> np.ndarray:
         """(B, length, D) float32 conditioning at WebUI step `step`: the 0-based number of
