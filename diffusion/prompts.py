@@ -10,6 +10,7 @@ a prompt copied from a model page gives the conditioning it gave there:
   fraction of the steps; `[a|b|c]` changes every step; both nest (`prompt_schedule`).
 - `<lora:NAME:WEIGHT>`, `<hypernet:NAME:WEIGHT>`, any `<kind:args>`: removed from the text and
   returned separately (`extract_extra_networks`).
+- `# comment` to the end of a line: removed (`strip_comments`, the WebUI's "Enable comments").
 
 `parse_prompt` does all of it in the WebUI's order and returns an inspectable `Prompt`. The
 editing syntax lives in `prompt_editing`.
@@ -24,7 +25,7 @@ from .prompt_editing import entry_index, prompt_schedule, prompt_schedules
 
 __all__ = [
     "BREAK", "ExtraNetwork", "Prompt", "extract_extra_networks", "parse_prompt",
-    "parse_prompt_attention", "prompt_schedule", "prompt_schedules",
+    "parse_prompt_attention", "prompt_schedule", "prompt_schedules", "strip_comments",
 ]
 
 BREAK: tuple[str, float] = ("BREAK", -1.0)
@@ -102,6 +103,19 @@ def _merge_equal_weights(pieces: list[list]) -> list[tuple[str, float]]:
         else:
             merged.append([text, weight])
     return [(text, weight) for text, weight in merged]
+
+
+# -- comments -----------------------------------------------------------------------------------
+
+_COMMENT_LINE = re.compile(r"(^|\n)#[^\n]*(\n|$)")
+_COMMENT_TAIL = re.compile(r"#[^\n]*(\n|$)")
+
+
+def strip_comments(text: str) -> str:
+    """`text` without `#` comments: a whole comment line, or from `#` to the end of the line,
+    becomes a line break. The WebUI's `processing_scripts/comments.py` (on by default), run on
+    prompts and negative prompts before anything else."""
+    return _COMMENT_TAIL.sub("\n", _COMMENT_LINE.sub("\n", text))
 
 
 # -- extra networks -------------------------------------------------------------------------------
@@ -196,14 +210,16 @@ class Prompt:
 
 
 def parse_prompt(text: str, steps: int, *, hires_steps: int | None = None,
-                 use_old_scheduling: bool = False, extra_networks: bool = True) -> Prompt:
-    """Parse a prompt as the WebUI does: extra-network tags out (positive prompts only: the
-    WebUI leaves tags in a negative prompt as text, so pass `extra_networks=False` there),
-    then the editing schedule, then the emphasis of each scheduled text."""
+                 use_old_scheduling: bool = False, extra_networks: bool = True,
+                 comments: bool = True) -> Prompt:
+    """Parse a prompt as the WebUI does: `#` comments out (`comments=False`: the WebUI's
+    "Enable comments" off), extra-network tags out (positive prompts only: the WebUI leaves
+    tags in a negative prompt as text, so pass `extra_networks=False` there), then the editing
+    schedule, then the emphasis of each scheduled text."""
     networks: list[ExtraNetwork] = []
-    clean = text
+    clean = strip_comments(text) if comments else text
     if extra_networks:
-        clean, networks = extract_extra_networks(text)
+        clean, networks = extract_extra_networks(clean)
     schedule = prompt_schedule(clean, steps, hires_steps=hires_steps,
                                use_old_scheduling=use_old_scheduling)
     pieces = tuple(tuple(parse_prompt_attention(entry)) for _, entry in schedule)

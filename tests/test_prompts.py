@@ -13,6 +13,7 @@ from diffusion.prompts import (
     parse_prompt_attention,
     prompt_schedule,
     prompt_schedules,
+    strip_comments,
 )
 
 # parse_prompt_attention's doctests, verbatim (lists as the WebUI returns them)
@@ -182,3 +183,15 @@ def test_parse_prompt():
         True, True, False, False, False]
     negative = parse_prompt("<lora:x:1> ugly", 10, extra_networks=False)
     assert negative.networks == () and negative.schedule == ((10, "<lora:x:1> ugly"),)
+
+
+def test_comments():
+    # the WebUI's two substitutions: a whole comment line, then a comment ending a line
+    assert strip_comments("# note\na cat") == "\na cat"
+    assert strip_comments("a cat # (blue:1.2)\nBREAK dog # end") == "a cat \nBREAK dog \n"
+    assert strip_comments("a\n# one\n# two\nb") == "a\n\nb"  # the lines share a newline
+    assert strip_comments("no comment") == "no comment"
+    prompt = parse_prompt("a cat, <lora:x:0.5> # <lora:y:1> [dog:2]\nsnow", 4)
+    assert prompt.schedule == ((4, "a cat,  \nsnow"),)
+    assert [n.name for n in prompt.networks] == ["x"]
+    assert parse_prompt("a # b", 4, comments=False).schedule == ((4, "a # b"),)
