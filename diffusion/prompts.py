@@ -11,6 +11,8 @@ a prompt copied from a model page gives the conditioning it gave there:
 - `<lora:NAME:WEIGHT>`, `<hypernet:NAME:WEIGHT>`, any `<kind:args>`: removed from the text and
   returned separately (`extract_extra_networks`).
 - `# comment` to the end of a line: removed (`strip_comments`, the WebUI's "Enable comments").
+- `a AND b:0.5`: composable diffusion, a positive prompt's parts with their weights
+  (`split_and`); each part is a prompt of its own for everything above.
 
 `parse_prompt` does all of it in the WebUI's order and returns an inspectable `Prompt`. The
 editing syntax lives in `prompt_editing`.
@@ -25,7 +27,8 @@ from .prompt_editing import entry_index, prompt_schedule, prompt_schedules
 
 __all__ = [
     "BREAK", "ExtraNetwork", "Prompt", "extract_extra_networks", "parse_prompt",
-    "parse_prompt_attention", "prompt_schedule", "prompt_schedules", "strip_comments",
+    "parse_prompt_attention", "prompt_schedule", "prompt_schedules", "split_and",
+    "strip_comments",
 ]
 
 BREAK: tuple[str, float] = ("BREAK", -1.0)
@@ -116,6 +119,27 @@ def strip_comments(text: str) -> str:
     becomes a line break. The WebUI's `processing_scripts/comments.py` (on by default), run on
     prompts and negative prompts before anything else."""
     return _COMMENT_TAIL.sub("\n", _COMMENT_LINE.sub("\n", text))
+
+
+# -- composable diffusion -------------------------------------------------------------------------
+
+_AND = re.compile(r"\bAND\b")
+_PART_WEIGHT = re.compile(r"^((?:\s|.)*?)(?:\s*:\s*([-+]?(?:\d+\.?|\d*\.\d+)))?\s*$")
+
+
+def split_and(prompt: str) -> list[tuple[str, float]]:
+    """A positive prompt's `AND`-separated parts as (text, weight): a part ending in `:number`
+    has that weight, else 1.0; whitespace before the weight and at the end is dropped.
+
+    The WebUI's `get_multicond_prompt_list`, which every positive prompt goes through (after
+    comments and extra-network tags are removed), so even `a cat:1.5` with no AND is the text
+    `a cat` at weight 1.5. The sampler then uses uncond + sum(weight * cfg * (cond - uncond)).
+    """
+    parts = []
+    for part in _AND.split(prompt):
+        text, weight = _PART_WEIGHT.match(part).groups()
+        parts.append((text, 1.0 if weight is None else float(weight)))
+    return parts
 
 
 # -- extra networks -------------------------------------------------------------------------------

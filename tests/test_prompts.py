@@ -13,6 +13,7 @@ from diffusion.prompts import (
     parse_prompt_attention,
     prompt_schedule,
     prompt_schedules,
+    split_and,
     strip_comments,
 )
 
@@ -195,3 +196,14 @@ def test_comments():
     assert prompt.schedule == ((4, "a cat,  \nsnow"),)
     assert [n.name for n in prompt.networks] == ["x"]
     assert parse_prompt("a # b", 4, comments=False).schedule == ((4, "a # b"),)
+
+
+def test_split_and():
+    # the WebUI's get_multicond_prompt_list: AND as a word splits, a trailing :number weighs
+    assert split_and("a cat") == [("a cat", 1.0)]
+    assert split_and("a cat:1.5 ") == [("a cat", 1.5)]
+    assert split_and("a AND b :0.5") == [("a", 1.0), (" b", 0.5)]
+    assert split_and("a ANDb AND c: -1 ") == [("a ANDb", 1.0), (" c", -1.0)]
+    assert split_and("(x:1.2) AND [a:b:3]") == [("(x:1.2)", 1.0), (" [a:b:3]", 1.0)]
+    assert split_and("x:1. AND y:.5") == [("x", 1.0), (" y", 0.5)]
+    assert split_and("AND") == [("", 1.0), ("", 1.0)]
