@@ -180,6 +180,16 @@ class ExtraNetwork:
             raise ValueError(f"<{self.kind}:{self.name}:...> has UNet weight {text!r}, which is "
                              "not a number") from None
 
+    @property
+    def dyn_dim(self) -> int | None:
+        """LoRA's rank limit: `dyn=`, else the third positional argument, else None."""
+        text = self.named.get("dyn", self.args[2] if len(self.args) > 2 else None)
+        try:
+            return None if text is None else int(text)
+        except ValueError:
+            raise ValueError(f"<{self.kind}:{self.name}:...> has dyn {text!r}, which is not an "
+                             "integer") from None
+
 
 def _extra_network(kind: str, items: list[str]) -> ExtraNetwork:
     positional, named = [], {}

@@ -162,6 +162,9 @@ def test_extra_networks():
         ("lora", "fluffy", 0.8), ("hypernet", "agm", 1.1), ("lora", "x_y-z.v2", 1.0),
         ("lora", "both", 0.5), ("lora", "named", 0.7)]
     assert [n.unet_weight for n in nets] == [0.8, 1.1, 1.0, 0.25, 0.3]
+    assert [n.dyn_dim for n in nets] == [None] * 5
+    assert extract_extra_networks("<lora:a:1:1:8><lora:b:dyn=4>")[1][0].dyn_dim == 8
+    assert extract_extra_networks("<lora:b:dyn=4>")[1][0].dyn_dim == 4
     assert nets[3] == ExtraNetwork("lora", "both", ("0.5", "0.25"))
     assert extract_extra_networks("<not a tag> a<b c:d>") == ("<not a tag> a<b c:d>", [])
     with pytest.raises(ValueError, match="weight 'heavy', which is not a number"):
