@@ -195,8 +195,8 @@ def _apply_emphasis(z: np.ndarray, weights: np.ndarray, counts: np.ndarray,
     weighted = z64 * weights[:, :, None]
     if emphasis == "Original":
         row_share = counts / counts.sum()
-        old_mean = float(np.einsum("r,r->", z64.mean(axis=(1, 2)), row_share))
-        new_mean = float(np.einsum("r,r->", weighted.mean(axis=(1, 2)), row_share))
+        old_mean = float(row_share @ z64.mean(axis=(1, 2)))
+        new_mean = float(row_share @ weighted.mean(axis=(1, 2)))
         weighted *= old_mean / new_mean
     return weighted.astype(np.float32)
 
