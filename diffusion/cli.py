@@ -21,7 +21,8 @@ from typing import Any, NoReturn, TextIO
 import numpy as np
 
 from .infotext import save_images
-from .schedulers import SAMPLERS, sampler_name
+from .samplers import SCHEDULE_TYPES, schedules
+from .sampling import sampler_label, sampler_names
 
 __all__ = ["ProgressBar", "build_parser", "main"]
 
@@ -93,9 +94,30 @@ def _strength(text: str) -> float:
 
 def _sampler(text: str) -> str:
     try:
-        return sampler_name(text)
+        return sampler_label(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _schedule(text: str) -> str:
+    try:
+        return schedules.lookup(text).label
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _unit(text: str) -> float:
+    value = _finite(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = _seed(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
 
 
 def _seed(text: str) -> int:
@@ -123,11 +145,25 @@ def _add_common(parser: argparse.ArgumentParser, *, strength: float | None) -> N
                         help=f"classifier-free guidance scale ({_FROM_MODEL} "
                              f"{SAMPLING_DEFAULTS['cfg_scale']:g}); 1 disables guidance")
     parser.add_argument("--sampler", type=_sampler, metavar="NAME",
-                        help=f"WebUI sampler name, any case ({_FROM_MODEL} "
-                             f"{SAMPLING_DEFAULTS['sampler']!r}): {', '.join(SAMPLERS)}")
+                        help=f"sampler, by its WebUI or ComfyUI name, any case ({_FROM_MODEL} "
+                             f"{SAMPLING_DEFAULTS['sampler']!r}): {', '.join(sampler_names())}."
+                             " 'diffusers' runs the model folder's own scheduler as diffusers "
+                             "does; old names like 'DPM++ 2M Karras' set --scheduler too")
+    parser.add_argument("--scheduler", type=_schedule, default="Automatic", metavar="TYPE",
+                        help="the WebUI's schedule type (default Automatic: the sampler's "
+                             f"own): {', '.join(SCHEDULE_TYPES)}")
     parser.add_argument("--seed", type=_seed, default=-1,
-                        help="random seed; -1 or omitted picks one and prints it. One seed "
-                             "draws the noise of the whole batch")
+                        help="random seed; -1 or omitted picks one and prints it. Image k of a "
+                             "batch gets seed + k, as in the WebUI (DDIM, PLMS, UniPC and "
+                             "'diffusers' draw the whole batch from the one seed)")
+    parser.add_argument("--subseed", type=_seed, default=-1, metavar="SEED",
+                        help="the WebUI's variation seed (-1: random); used with "
+                             "--subseed-strength")
+    parser.add_argument("--subseed-strength", type=_unit, default=0.0, metavar="S",
+                        help="how far towards the variation seed's noise, 0..1 (0: off)")
+    parser.add_argument("--ensd", type=_non_negative_int, default=0, metavar="N",
+                        help="the WebUI's eta noise seed delta: ancestral samplers draw their "
+                             "step noise from seed + N (0: from the seed's own generator)")
     parser.add_argument("--rng", choices=("numpy", "torch"), default="numpy",
                         help="what the seed drives: numpy's generator (default) or torch's CPU "
                              "generator, which gives diffusers' noise for the seed (its "
@@ -324,6 +360,7 @@ def run(args: argparse.Namespace) -> list[Path]:
         options["mask"] = _open_image(args.mask, "--mask", "L")
     seed = secrets.randbelow(2**32) if args.seed == -1 else args.seed
     print(f"seed: {seed}", file=sys.stderr)
+    subseed = secrets.randbelow(2**32) if args.subseed == -1 else args.subseed
     dtype, device = _dtype_and_device(args.fp16)
 
     from diffusion import load_pipeline
@@ -331,7 +368,10 @@ def run(args: argparse.Namespace) -> list[Path]:
     pipe = load_pipeline(args.model, dtype=dtype, device=device,
                          prediction_type=args.prediction_type)
     result = pipe.generate(args.prompt, negative_prompt=args.negative_prompt, steps=args.steps,
-                           cfg_scale=args.cfg_scale, sampler=args.sampler, seed=seed,
+                           cfg_scale=args.cfg_scale, sampler=args.sampler,
+                           scheduler=args.scheduler, seed=seed, subseed=subseed,
+                           subseed_strength=args.subseed_strength,
+                           eta_noise_seed_delta=args.ensd,
                            width=args.width, height=args.height, batch_size=args.batch_size,
                            clip_skip=args.clip_skip - 1, rng=args.rng,
                            progress=ProgressBar(args.command),

@@ -9,10 +9,11 @@ The AUTOMATIC1111 WebUI stores how an image was made in the PNG text chunk `para
 The WebUI (PNG Info tab), civitai and most image browsers read it back. Values holding a comma,
 colon or newline are JSON-quoted; a field that does not apply is left out.
 
-What our `Seed` means: the pipeline draws the noise of a whole batch from one seed, so every
-image of a batch carries the batch's seed plus `Batch size` / `Batch pos` (the WebUI's own
-fields for this, from before it gave each batch image seed+i). Image i is reproduced by the same
-settings with that seed and batch size; it is *not* the image that seed alone gives at batch 1.
+What `Seed` means: with the WebUI's samplers image k of a batch has its own seed (seed + k,
+the settings' `seeds`), as in the WebUI. DDIM, PLMS, UniPC and "diffusers" draw the noise of a
+whole batch from one seed, so those images carry the batch's seed plus `Batch size` /
+`Batch pos` (the WebUI's own fields for this, from before it gave each image seed + k): image i
+is reproduced by the same settings with that seed and batch size, not by that seed alone.
 """
 
 from __future__ import annotations
@@ -59,27 +60,37 @@ def _quote(value: Any) -> str:
 def format_infotext(settings: Mapping[str, Any], *, batch_pos: int | None = None) -> str:
     """The WebUI infotext for one image made with `settings` (a `GenerationResult.settings`
     dict: prompt, negative_prompt, steps, sampler, cfg_scale, seed, width, height, and optional
-    model, batch_size, clip_skip, strength, rng). `batch_pos` is the image's index in its batch.
+    scheduler, seeds (one per image), model, batch_size, clip_skip, strength, subseed(s),
+    subseed_strength, ensd, rng). `batch_pos` is the image's index in its batch.
 
     Field order and formatting follow the WebUI's `create_infotext`. Our `clip_skip` (layers
     skipped, diffusers' convention) is written as the WebUI's `Clip skip` = clip_skip + 1, and
     only when it is not the default. `rng="torch"` (torch's CPU generator) is written as the
     WebUI writes its CPU generator, `RNG: CPU`; numpy's generator has no WebUI name and no field.
     """
-    batch_size = int(settings.get("batch_size", 1))
+    pos = batch_pos or 0
+    seeds = settings.get("seeds")
+    per_image = seeds is not None and len(seeds) > pos  # the WebUI's seed + k per image
+    batch_size = 1 if per_image else int(settings.get("batch_size", 1))
     clip_skip = int(settings.get("clip_skip", 0) or 0)
     strength = settings.get("strength")
+    varied = float(settings.get("subseed_strength") or 0) != 0
+    subseeds = settings.get("subseeds") or [settings.get("subseed")]
     params: dict[str, Any] = {
         "Steps": int(settings["steps"]),
         "Sampler": settings["sampler"],
+        "Schedule type": settings.get("scheduler") or None,
         "CFG scale": _number(settings["cfg_scale"]),
-        "Seed": int(settings["seed"]),
+        "Seed": int(seeds[pos] if per_image else settings["seed"]),
         "Size": f"{int(settings['width'])}x{int(settings['height'])}",
         "Model": settings.get("model") or None,
+        "Variation seed": subseeds[min(pos, len(subseeds) - 1)] if varied else None,
+        "Variation seed strength": _number(settings["subseed_strength"]) if varied else None,
         "Batch size": batch_size if batch_size > 1 else None,
-        "Batch pos": (batch_pos or 0) if batch_size > 1 else None,
+        "Batch pos": pos if batch_size > 1 else None,
         "Denoising strength": None if strength is None else _number(strength),
         "Clip skip": clip_skip + 1 if clip_skip > 0 else None,
+        "ENSD": int(settings["ensd"]) if settings.get("ensd") else None,
         "RNG": "CPU" if settings.get("rng") == "torch" else None,
     }
     line = ", ".join(f"{key}: {_quote(value)}" for key, value in params.items()
@@ -134,7 +145,9 @@ _CONVERSIONS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "Steps": ("steps", int), "Sampler": ("sampler", str), "CFG scale": ("cfg_scale", float),
     "Seed": ("seed", int), "Model": ("model", str), "Batch size": ("batch_size", int),
     "Batch pos": ("batch_pos", int), "Denoising strength": ("strength", float),
-    "Clip skip": ("clip_skip", lambda v: int(v) - 1), "RNG": ("rng", _rng_source)}
+    "Clip skip": ("clip_skip", lambda v: int(v) - 1), "RNG": ("rng", _rng_source),
+    "Schedule type": ("scheduler", str), "Variation seed": ("subseed", int),
+    "Variation seed strength": ("subseed_strength", float), "ENSD": ("ensd", int)}
 
 
 def _typed(raw: dict[str, Any]) -> dict[str, Any]:
@@ -152,7 +165,23 @@ def _typed(raw: dict[str, Any]) -> dict[str, Any]:
                 out[key] = value  # a malformed number stays visible under its WebUI name
         else:
             out[key] = value
-    return out
+    return _split_old_sampler(out)
+
+
+def _split_old_sampler(settings: dict[str, Any]) -> dict[str, Any]:
+    """An infotext from before the WebUI 1.9 named the schedule type apart ("Sampler: DPM++ 2M
+    Karras") gives the pair ("DPM++ 2M", "Karras"), as the WebUI reads it."""
+    from .samplers import resolve
+
+    sampler = settings.get("sampler")
+    if isinstance(sampler, str) and "scheduler" not in settings:
+        try:
+            name, schedule = resolve(sampler)
+        except ValueError:
+            return settings  # a sampler we do not know stays as written
+        if schedule != "Automatic":
+            settings["sampler"], settings["scheduler"] = name, schedule
+    return settings
 
 
 def read_infotext(path: str | os.PathLike[str]) -> str | None:
@@ -232,7 +261,7 @@ def save_images(images: list[np.ndarray], settings: Mapping[str, Any],
     number already there, never replacing a file.
     """
     out = Path(out)
-    seed = int(settings["seed"])
+    seeds = settings.get("seeds") or [settings["seed"]] * len(images)
     written: list[Path] = []
     if out.suffix.lower() == ".png":
         if not out.parent.is_dir():
@@ -246,8 +275,8 @@ def save_images(images: list[np.ndarray], settings: Mapping[str, Any],
     number = next_sequence_number(out)
     for pos, image in enumerate(images):
         text = format_infotext(settings, batch_pos=pos)
-        while not save_png(image, path := out / f"{number:05d}-{seed}.png", infotext=text,
-                           overwrite=False):
+        while not save_png(image, path := out / f"{number:05d}-{int(seeds[pos])}.png",
+                           infotext=text, overwrite=False):
             number += 1  # another writer took this number meanwhile
         written.append(path)
         number += 1

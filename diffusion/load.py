@@ -17,7 +17,6 @@ from gpustd.nn import Module, StateDictError
 from .loaders import ComponentWeights, WeightsError, load_pipeline_weights
 from .models import AutoencoderKL, CLIPTextModel, UNet2DConditionModel
 from .pipeline import SamplingDefaults, StableDiffusion
-from .schedulers import sampler_name
 from .tokenizer import CLIPTokenizer
 
 __all__ = ["DEFAULTS_FILE", "DEFAULT_MODEL", "default_model_path", "load_pipeline",
@@ -56,7 +55,9 @@ def _defaults_value(key: str, value: Any) -> Any:
         return float(value)
     if not isinstance(value, str):
         raise ValueError(f"sampler must be a sampler name (a string), got {value!r}")
-    return sampler_name(value)
+    from .sampling import sampler_label
+
+    return sampler_label(value)
 
 
 def read_defaults(path: str | os.PathLike[str]) -> SamplingDefaults:

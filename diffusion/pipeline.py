@@ -14,9 +14,12 @@ import numpy as np
 
 from gpustd import Tensor, asarray
 
+from . import samplers, sampling
 from .models import AutoencoderKL, CLIPTextModel, UNet2DConditionModel
+from .noise import ImageNoise
 from .rng import RNG_SOURCES, TorchCPUGenerator, make_generator
-from .schedulers import get_scheduler
+from .samplers.denoiser import DiscreteSchedule
+from .schedulers import SAMPLERS, get_scheduler, scheduler_from_config
 from .tokenizer import CLIPTokenizer
 
 __all__ = ["GenerationResult", "SamplingDefaults", "StableDiffusion"]
@@ -42,6 +45,42 @@ class SamplingDefaults:
     steps: int | None = None
     sampler: str | None = None  # a WebUI sampler name as spelled in SAMPLERS
     cfg_scale: float | None = None
+
+
+@dataclass(frozen=True)
+class _Request:
+    """One generate() call's validated settings."""
+
+    prompt: str
+    negative_prompt: str
+    steps: int
+    cfg_scale: float
+    seed: int
+    width: int
+    height: int
+    batch_size: int
+    clip_skip: int
+    strength: float
+    rng: str
+    mode: str  # "txt2img", "img2img" or "inpaint"
+
+
+def _timestep_scheduler(name: str, config: dict[str, Any]) -> Any:
+    """The diffusers-style scheduler that runs WebUI timestep sampler `name`."""
+    if name not in SAMPLERS:
+        raise ValueError(f"sampler {name!r} is not available yet; use DDIM, PLMS or UniPC, or a "
+                         "k-diffusion sampler")
+    return get_scheduler(name, config)
+
+
+def _latent_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """The repaint mask (1, 1, H, W) at latent size, as the WebUI makes it for an ordinary
+    UNet: Pillow's default (bicubic) resize of the mask image, rounded to 0/1."""
+    from PIL import Image
+
+    image = Image.fromarray((mask[0, 0] * 255).astype(np.uint8)).convert("RGB")
+    small = image.resize((size[1], size[0]))
+    return np.around(np.asarray(small, np.float32)[..., 0] / 255)[None, None]
 
 
 def _check_size(width: int, height: int) -> None:
@@ -194,20 +233,32 @@ class StableDiffusion:
 
     # -- pipelines --------------------------------------------------------------------
     def generate(self, prompt: str, *, negative_prompt: str = "", steps: int = 20,
-                 cfg_scale: float = 7.0, sampler: str = "Euler a", seed: int | None = None,
+                 cfg_scale: float = 7.0, sampler: str = "Euler a",
+                 scheduler: str = "Automatic", seed: int | None = None,
                  width: int | None = None, height: int | None = None, batch_size: int = 1,
                  clip_skip: int = 0, init_image: Any = None, strength: float = 0.75,
-                 mask: Any = None, rng: str = "numpy",
+                 mask: Any = None, rng: str = "numpy", subseed: int | None = None,
+                 subseed_strength: float = 0.0, eta_noise_seed_delta: int = 0,
                  progress: Progress | None = None,
                  on_step: StepCallback | None = None) -> GenerationResult:
         """txt2img (no init image), img2img (`init_image`, `strength`) or inpaint
         (`init_image` + `mask`, white = repaint). Same seed and settings give the same image
-        on the same adapter.
+        on the same adapter. Width and height default to the model's `native_size`.
 
-        `rng` picks the random source the seed drives: "numpy" (`np.random.default_rng`) or
-        "torch", whose draws equal diffusers' with `generator=torch.Generator("cpu")
-        .manual_seed(seed)` (the WebUI's "RNG: CPU"), so the same seed starts from the same
-        noise there and here. Width and height default to the model's `native_size`.
+        `sampler` is a WebUI or ComfyUI sampler name ("Euler a", "DPM++ 2M", "dpmpp_2m_sde",
+        ...; old combined names like "DPM++ 2M Karras" carry their schedule type) and
+        `scheduler` the WebUI's schedule type ("Automatic": the sampler's default). These run
+        as the WebUI runs them: image k of a batch has seed `seed + k` and its own generator,
+        whose later draws are the ancestral samplers' step noise (from `seed + k +
+        eta_noise_seed_delta` when that is set); `subseed`/`subseed_strength` are the WebUI's
+        variation seed. "DDIM", "PLMS" and "UniPC" run as diffusers' schedulers of those
+        names, configured from the model's scheduler config; `sampler="diffusers"` runs the
+        scheduler the model folder ships exactly as diffusers' pipelines do. Both of these
+        draw a whole batch from the one seed, as diffusers does.
+
+        `rng` picks the random source the seed drives: "numpy" or "torch", whose draws equal
+        torch's CPU generator (the WebUI's "RNG: CPU"; diffusers with
+        `generator=torch.Generator("cpu").manual_seed(seed)`).
 
         `on_step(done, total, latents)` is called after each step with the current latents
         (for previews); returning False stops sampling there and the partly denoised latents
@@ -229,20 +280,57 @@ class StableDiffusion:
         if rng not in RNG_SOURCES:
             raise ValueError(f"rng must be one of {list(RNG_SOURCES)}, got {rng!r}")
         seed = int(np.random.default_rng().integers(2**32)) if seed is None else int(seed)
-        generator = make_generator(rng, seed)
-        scheduler = get_scheduler(sampler, self.scheduler_config)
-        scheduler.set_timesteps(steps)
+        request = _Request(
+            prompt=prompt, negative_prompt=negative_prompt, steps=int(steps),
+            cfg_scale=float(cfg_scale), seed=seed, width=width, height=height,
+            batch_size=int(batch_size), clip_skip=clip_skip, strength=float(strength),
+            rng=rng, mode="txt2img" if init_image is None else "img2img" if mask is None
+            else "inpaint")
+        if sampler == "diffusers":
+            scheduler_ = scheduler_from_config(self.scheduler_config)
+            label, schedule = "diffusers", None
+        else:
+            label, schedule = samplers.resolve(sampler, scheduler)
+            info = samplers.lookup(label)
+            if info.kind == "timestep":
+                scheduler_ = _timestep_scheduler(label, self.scheduler_config)
+        if sampler == "diffusers" or info.kind == "timestep":
+            latents = self._run_scheduler(request, scheduler_, init_image, mask, progress,
+                                          on_step)
+            seeds = [seed] * request.batch_size
+            extra: dict[str, Any] = {}
+        else:
+            latents, seeds, extra = self._run_kdiffusion(
+                request, label, schedule, init_image, mask, progress, on_step,
+                subseed=subseed, subseed_strength=subseed_strength,
+                eta_noise_seed_delta=eta_noise_seed_delta)
+            schedule = extra.pop("schedule")
+        images = self._decode(latents, self.unet.conv_in.weight.dtype)
+        settings = dict(mode=request.mode, prompt=prompt, negative_prompt=negative_prompt,
+                        steps=steps, sampler=label, scheduler=schedule, cfg_scale=cfg_scale,
+                        seed=seed, width=width, height=height, batch_size=batch_size,
+                        clip_skip=clip_skip, model=self.name, rng=rng, **extra)
+        if init_image is not None:
+            settings["strength"] = strength
+        return GenerationResult(images=images, seeds=seeds, settings=settings)
+
+    def _run_scheduler(self, r: _Request, scheduler: Any, init_image: Any, mask: Any,
+                       progress: Progress | None, on_step: StepCallback | None) -> np.ndarray:
+        """The diffusers pipelines' loop around a diffusers-style scheduler; the latents."""
+        generator = make_generator(r.rng, r.seed)
+        scheduler.set_timesteps(r.steps)
         timesteps = np.asarray(scheduler.timesteps)
-        context = self._context(prompt, negative_prompt, batch_size, cfg_scale, clip_skip)
+        context = self._context(r.prompt, r.negative_prompt, r.batch_size, r.cfg_scale,
+                                r.clip_skip)
         scale = self.vae_scale_factor
-        shape = (batch_size, self.latent_channels, height // scale, width // scale)
-        mode = "txt2img" if init_image is None else "img2img" if mask is None else "inpaint"
-        inpaint9 = mode == "inpaint" and self.is_inpainting_model
+        shape = (r.batch_size, self.latent_channels, r.height // scale, r.width // scale)
+        inpaint9 = r.mode == "inpaint" and self.is_inpainting_model
+        strength, steps = r.strength, r.steps
         extra = after_step = None
         # Random draws come in diffusers' order (image latents, noise, masked-image latents),
         # so the same draws reproduce its pipelines exactly.
-        if mode != "txt2img":
-            pixels = _to_unit_image(init_image, width, height)
+        if r.mode != "txt2img":
+            pixels = _to_unit_image(init_image, r.width, r.height)
             start = steps - min(int(steps * strength), steps)
             timesteps = timesteps[start * scheduler.order:]
             if len(timesteps) == 0:
@@ -250,19 +338,19 @@ class StableDiffusion:
                                  "raise strength or steps")
             if hasattr(scheduler, "set_begin_index"):
                 scheduler.set_begin_index(start * scheduler.order)
-        if mode == "img2img" or (mode == "inpaint" and (not inpaint9 or strength < 1.0)):
-            image_latents = np.repeat(self._encode(pixels, generator), batch_size, 0)
+        if r.mode == "img2img" or (r.mode == "inpaint" and (not inpaint9 or strength < 1.0)):
+            image_latents = np.repeat(self._encode(pixels, generator), r.batch_size, 0)
         noise = generator.standard_normal(shape)
-        if mode == "txt2img" or (mode == "inpaint" and strength == 1.0):
+        if r.mode == "txt2img" or (r.mode == "inpaint" and strength == 1.0):
             latents = noise * scheduler.init_noise_sigma
         else:
             latents = scheduler.add_noise(image_latents, noise, timesteps[:1])
-        if mode == "inpaint":
-            full_mask = _to_mask(mask, width, height)
-            small = np.repeat(full_mask[:, :, ::scale, ::scale], batch_size, 0)  # nearest
+        if r.mode == "inpaint":
+            full_mask = _to_mask(mask, r.width, r.height)
+            small = np.repeat(full_mask[:, :, ::scale, ::scale], r.batch_size, 0)  # nearest
             if inpaint9:
                 masked = pixels * (full_mask < 0.5)
-                masked_latents = np.repeat(self._encode(masked, generator), batch_size, 0)
+                masked_latents = np.repeat(self._encode(masked, generator), r.batch_size, 0)
                 extra = np.concatenate([small, masked_latents], axis=1)
             else:
                 def after_step(i: int, x: np.ndarray) -> np.ndarray:
@@ -272,17 +360,82 @@ class StableDiffusion:
                         known = scheduler.add_noise(image_latents, noise, timesteps[i + 1:i + 2])
                     return (1 - small) * known + small * x
 
-        latents = self._denoise(latents, context, timesteps, scheduler, cfg_scale, generator,
-                                extra=extra, after_step=after_step, progress=progress,
-                                on_step=on_step)
-        images = self._decode(latents, self.unet.conv_in.weight.dtype)
-        settings = dict(mode=mode, prompt=prompt, negative_prompt=negative_prompt, steps=steps,
-                        sampler=sampler, cfg_scale=cfg_scale, seed=seed, width=width,
-                        height=height, batch_size=batch_size, clip_skip=clip_skip,
-                        model=self.name, rng=rng)
-        if init_image is not None:
-            settings["strength"] = strength
-        return GenerationResult(images=images, seeds=[seed] * batch_size, settings=settings)
+        return self._denoise(latents, context, timesteps, scheduler, r.cfg_scale, generator,
+                             extra=extra, after_step=after_step, progress=progress,
+                             on_step=on_step)
+
+    def _run_kdiffusion(self, r: _Request, sampler: str, schedule: str, init_image: Any,
+                        mask: Any, progress: Progress | None, on_step: StepCallback | None, *,
+                        subseed: int | None, subseed_strength: float,
+                        eta_noise_seed_delta: int) -> tuple[np.ndarray, list[int], dict]:
+        """The WebUI's k-diffusion sampling (diffusion.sampling); the latents, the images'
+        seeds and the infotext fields it adds."""
+        varied = subseed_strength != 0
+        # the WebUI: seeds count up per image, unless a variation seed varies the images
+        seeds = [r.seed + (0 if varied else k) for k in range(r.batch_size)]
+        subseed = int(np.random.default_rng().integers(2**32)) if subseed is None else subseed
+        subseeds = [int(subseed) + k for k in range(r.batch_size)]
+        scale = self.vae_scale_factor
+        shape = (self.latent_channels, r.height // scale, r.width // scale)
+        noise = ImageNoise(r.rng, seeds, shape, subseeds=subseeds,
+                           subseed_strength=subseed_strength,
+                           eta_noise_seed_delta=eta_noise_seed_delta)
+        discrete = DiscreteSchedule.from_config(self.scheduler_config)
+        img2img = r.mode != "txt2img"
+        if img2img and int(r.steps * r.strength) < 1:
+            raise ValueError(f"strength {r.strength} with {r.steps} steps leaves no step to "
+                             "run; raise strength or steps")
+        plan = sampling.plan(sampler, schedule, r.steps, discrete,
+                             strength=r.strength if img2img else None)
+        dtype = self.unet.conv_in.weight.dtype
+        first = noise.first()
+        extra = keep = init_latent = None
+        if img2img:
+            generator = make_generator(r.rng, r.seed)  # the VAE posterior's draws
+            pixels = _to_unit_image(init_image, r.width, r.height)
+            init_latent = np.repeat(self._encode(pixels, generator), r.batch_size, 0)
+            x = init_latent + first * plan.sigmas[0]
+        else:
+            x = first * plan.sigmas[0]
+        if r.mode == "inpaint":
+            full_mask = _to_mask(mask, r.width, r.height)
+            if self.is_inpainting_model:
+                small = np.repeat(full_mask[:, :, ::scale, ::scale], r.batch_size, 0)
+                masked = pixels * (full_mask < 0.5)
+                masked_latents = np.repeat(self._encode(masked, generator), r.batch_size, 0)
+                extra = np.concatenate([small, masked_latents], axis=1)
+            else:
+                keep = 1.0 - _latent_mask(full_mask, shape[1:])
+        contexts = self._contexts(r)
+        model = sampling.CFGDenoiser(self.unet, discrete, contexts, r.cfg_scale, dtype=dtype,
+                                     extra=extra, keep=keep, init_latent=init_latent)
+        total = len(plan.sigmas) - 1
+
+        def callback(i: int, latents: np.ndarray) -> bool | None:
+            if progress is not None:
+                progress(i + 1, total)
+            return None if on_step is None else on_step(i + 1, total, latents)
+
+        x = sampling.sample(plan, model, x, seeds=seeds, image_noise=noise, discrete=discrete,
+                            callback=callback)
+        if keep is not None:
+            x = init_latent * keep + (1 - keep) * x
+        fields: dict[str, Any] = {"seeds": seeds, "schedule": plan.schedule_label}
+        if varied:
+            fields.update(subseed=subseeds[0], subseeds=subseeds,
+                          subseed_strength=subseed_strength)
+        if eta_noise_seed_delta and plan.info.uses_ensd:
+            fields["ensd"] = eta_noise_seed_delta
+        return x, seeds, fields
+
+    def _contexts(self, r: _Request) -> sampling.Contexts:
+        """Step -> (uncond, cond) text conditioning, uncond None when unguided."""
+        cond = self.encode_prompt([r.prompt] * r.batch_size, clip_skip=r.clip_skip)
+        uncond = None
+        if r.cfg_scale != 1.0:
+            uncond = self.encode_prompt([r.negative_prompt] * r.batch_size,
+                                        clip_skip=r.clip_skip)
+        return lambda step: (uncond, cond)
 
     def txt2img(self, prompt: str, **kwargs: Any) -> GenerationResult:
         """Text to image. Keywords as `generate`."""

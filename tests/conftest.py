@@ -48,6 +48,18 @@ def device(request: pytest.FixtureRequest) -> gpucore.Device:
 
 
 @pytest.fixture(scope="session")
+def first_device() -> gpucore.Device:
+    """The first adapter's Device, unparametrized: for tests of adapter-independent logic
+    (samplers, schedules, prompt handling) that drive a model only to see it end to end."""
+    if not ADAPTERS:
+        pytest.skip("no GPU adapter present: install mesa-vulkan-drivers (see README)")
+    info = ADAPTERS[0]
+    if info.index not in _devices:
+        _devices[info.index] = gpucore.Device(info)
+    return _devices[info.index]
+
+
+@pytest.fixture(scope="session")
 def f16_device(device: gpucore.Device) -> gpucore.Device:
     """`device`, skipping adapters without shader-f16 (such as OpenGL)."""
     if not device.has_f16:

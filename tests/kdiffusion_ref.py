@@ -33,21 +33,31 @@ def _load() -> types.SimpleNamespace:
         package = types.ModuleType("k_diffusion")
         package.__path__ = [str(root)]
         sys.modules["k_diffusion"] = package
-        for name in ("torchvision", "torchvision.transforms", "torchvision.transforms.functional"):
-            sys.modules.setdefault(name, types.ModuleType(name))
+        stubs = [name for name in ("torchvision", "torchvision.transforms",
+                                   "torchvision.transforms.functional")
+                 if name not in sys.modules]
+        for name in stubs:
+            sys.modules[name] = types.ModuleType(name)
         sys.modules["torchvision"].transforms = sys.modules["torchvision.transforms"]
         sys.modules["torchvision.transforms"].functional = (
             sys.modules["torchvision.transforms.functional"])
-        for name in ("utils", "sampling", "external"):
-            module_spec = importlib.util.spec_from_file_location(f"k_diffusion.{name}",
-                                                                 root / f"{name}.py")
-            module = importlib.util.module_from_spec(module_spec)
-            sys.modules[f"k_diffusion.{name}"] = module
-            module_spec.loader.exec_module(module)
-            setattr(package, name, module)
+        try:
+            _exec_modules(package, root)
+        finally:  # diffusers probes for torchvision: a stub left behind would confuse it
+            for name in stubs:
+                del sys.modules[name]
     return types.SimpleNamespace(sampling=sys.modules["k_diffusion.sampling"],
                                  external=sys.modules["k_diffusion.external"],
                                  utils=sys.modules["k_diffusion.utils"])
+
+
+def _exec_modules(package: types.ModuleType, root: Path) -> None:
+    for name in ("utils", "sampling", "external"):
+        spec = importlib.util.spec_from_file_location(f"k_diffusion.{name}", root / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[f"k_diffusion.{name}"] = module
+        spec.loader.exec_module(module)
+        setattr(package, name, module)
 
 
 K = _load()

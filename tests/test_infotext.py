@@ -76,9 +76,33 @@ def test_parse_webui_text_with_unknown_fields() -> None:
             'Lora hashes: "a: 1, b: 2", Version: v1.9.4')
     assert parse_infotext(text) == {
         "prompt": "girl with a beret, (detailed)", "negative_prompt": "ugly, [blurry]",
-        "steps": 28, "sampler": "DPM++ 2M", "Schedule type": "Karras", "cfg_scale": 6.5,
+        "steps": 28, "sampler": "DPM++ 2M", "scheduler": "Karras", "cfg_scale": 6.5,
         "seed": 965400086, "width": 512, "height": 640, "Model hash": "45dee52b",
         "model": "anything", "clip_skip": 1, "Lora hashes": "a: 1, b: 2", "Version": "v1.9.4"}
+
+
+def test_old_combined_sampler_reads_as_the_new_pair() -> None:
+    # WebUI < 1.9 wrote the schedule type into the sampler's name
+    old = parse_infotext("a cat\nSteps: 20, Sampler: DPM++ 2M Karras, CFG scale: 7, Seed: 1")
+    assert (old["sampler"], old["scheduler"]) == ("DPM++ 2M", "Karras")
+    plain = parse_infotext("a cat\nSteps: 20, Sampler: Euler a, CFG scale: 7, Seed: 1")
+    assert plain["sampler"] == "Euler a" and "scheduler" not in plain
+    unknown = parse_infotext("a cat\nSteps: 20, Sampler: Some Plugin Karras, CFG scale: 7")
+    assert unknown["sampler"] == "Some Plugin Karras" and "scheduler" not in unknown
+
+
+def test_webui_seed_fields_per_image() -> None:
+    """Image k of a WebUI-sampled batch carries its own seed (and variation seed), no Batch pos;
+    Schedule type, Variation seed, ENSD are written where the WebUI writes them."""
+    settings_ = {**BASE, "batch_size": 2, "seeds": [40, 41], "scheduler": "Karras",
+                 "subseed": 7, "subseeds": [7, 8], "subseed_strength": 0.25, "ensd": 31337}
+    text = format_infotext(settings_, batch_pos=1)
+    last = text.splitlines()[-1]
+    assert "Seed: 41," in last and "Variation seed: 8," in last and "Batch pos" not in last
+    assert last.index("Sampler:") < last.index("Schedule type: Karras") < last.index("CFG scale")
+    back = parse_infotext(text)
+    assert (back["seed"], back["subseed"], back["subseed_strength"], back["ensd"],
+            back["scheduler"]) == (41, 8, 0.25, 31337, "Karras")
 
 
 def test_parse_prompt_only_and_malformed_numbers() -> None:

@@ -186,7 +186,8 @@ def lookup(name: str) -> SamplerInfo:
         listing = ", ".join(f"{i.name!r}" + (f" ({i.comfy_name})" if i.comfy_name else "")
                             for i in SAMPLERS)
         raise ValueError(f"unknown sampler {name!r}; valid names (ComfyUI's in parentheses): "
-                         f"{listing}; old combined names like 'DPM++ 2M Karras' go to resolve()")
+                         f"{listing}; an old combined name such as 'DPM++ 2M Karras' also names "
+                         "its schedule type")
     return info
 
 

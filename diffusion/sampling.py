@@ -1,0 +1,183 @@
+"""The WebUI's k-diffusion sampling on our UNet: guidance, sigmas, noise, img2img and inpaint.
+
+What the WebUI does for a k-diffusion sampler (`modules/sd_samplers_kdiffusion.py`,
+`sd_samplers_cfg_denoiser.py`), step for step:
+
+1. sigmas: the schedule type (Automatic = the sampler's default, else the model's own uniform
+   timesteps) over `steps` (+1 and the penultimate dropped for DPM2 / DPM2 a / DPM++ 3M SDE);
+   img2img keeps the last `int(min(strength, 0.999) * steps) + 1` of them.
+2. x = noise * sigmas[0] (txt2img), or init_latent + noise * sigmas[0] (img2img).
+3. the sampler calls the guided denoiser: the UNet sees x * c_in at timestep sigma_to_t(sigma),
+   its output becomes x0 (epsilon or v-prediction), and x0 = uncond + scale * (cond - uncond).
+   Inpainting with an ordinary UNet keeps the unmasked latents at every call, and once more at
+   the end.
+4. noise: the per-image generators (`diffusion.noise.ImageNoise`), or for the SDE samplers one
+   Brownian tree per image seed (`diffusion.samplers.brownian`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from gpustd import Tensor, asarray, concatenate
+
+from .noise import ImageNoise
+from .samplers import registry, schedules
+from .samplers.brownian import BrownianTreeNoise
+from .samplers.denoiser import DiscreteSchedule
+
+__all__ = ["DIFFUSERS", "CFGDenoiser", "Contexts", "SamplingPlan", "plan", "sample",
+           "sampler_label", "sampler_names"]
+
+DIFFUSERS = "diffusers"  # the sampler name that runs the model folder's own scheduler
+
+# step -> (uncond context or None when unguided, cond context), each (B, L, D) on the GPU
+Contexts = Callable[[int], tuple[Tensor | None, Tensor]]
+UNet = Callable[[Tensor, np.ndarray, Tensor], Tensor]
+
+
+def sampler_label(name: str) -> str:
+    """`name` as the WebUI spells it: a sampler label ("dpmpp_2m" -> "DPM++ 2M"), an old
+    combined name with its schedule type ("dpm++ 2m karras" -> "DPM++ 2M Karras"), or
+    "diffusers". ValueError listing the valid names for anything else."""
+    if isinstance(name, str) and name.strip().lower() == DIFFUSERS:
+        return DIFFUSERS
+    label, schedule = registry.resolve(name)
+    return label if schedule == "Automatic" else f"{label} {schedule}"
+
+
+def sampler_names() -> list[str]:
+    """Every sampler's label, the WebUI's first, then "diffusers"."""
+    return [info.name for info in registry.SAMPLERS] + [DIFFUSERS]
+
+
+@dataclass(frozen=True)
+class SamplingPlan:
+    """Which sampler runs with which sigmas: the WebUI's `get_sigmas` decisions, resolved."""
+
+    info: registry.SamplerInfo
+    schedule_label: str  # the infotext's "Schedule type": the resolved type, or "Automatic"
+    sigmas: np.ndarray  # descending to 0; the part that runs (img2img drops the first ones)
+    steps: int  # the steps asked for
+    img2img: bool
+
+
+def plan(sampler: str, scheduler: str, steps: int, discrete: DiscreteSchedule, *,
+         strength: float | None = None, is_sdxl: bool = False) -> SamplingPlan:
+    """The sigmas the WebUI runs for `sampler` with schedule type `scheduler` over `steps`
+    (`strength` for img2img: only the last `int(min(strength, 0.999) * steps) + 1` run).
+
+    "Automatic" is the sampler's own schedule type; a sampler without one (the registry says
+    "Uniform") takes the model's evenly spaced timesteps and the infotext keeps "Automatic",
+    as the WebUI's does."""
+    info = registry.lookup(sampler)
+    kind = schedules.lookup(scheduler)
+    label = kind.label
+    if kind.name == "automatic":
+        kind = schedules.lookup(info.default_schedule or "uniform")
+        if kind.name != "uniform":
+            label = kind.label
+    sigmas = schedules.sigmas(kind.name, steps, discrete, is_sdxl=is_sdxl,
+                              discard_next_to_last_sigma=info.discard_next_to_last_sigma)
+    if strength is not None:
+        t_enc = int(min(strength, 0.999) * steps)
+        sigmas = sigmas[steps - t_enc - 1:]
+    return SamplingPlan(info=info, schedule_label=label, sigmas=np.asarray(sigmas, np.float64),
+                        steps=steps, img2img=strength is not None)
+
+
+class CFGDenoiser:
+    """model(x, sigma) -> the guided x0, as the WebUI's CFGDenoiser: the samplers' `model`.
+
+    `contexts(step)` gives the text conditioning of each call's step (prompt editing changes
+    it between steps); uncond and cond run as one UNet batch when their lengths agree, else
+    one after the other (the WebUI without `pad_cond_uncond`). `extra` (B, C, H, W) is
+    concatenated to the UNet input (the 9-channel inpainting UNet's mask and masked image).
+    `keep` / `init_latent`: where keep is 1 the result is pinned to init_latent (inpainting
+    with an ordinary UNet). After each call `uncond` holds the unconditional x0 (CFG++).
+    """
+
+    def __init__(self, unet: UNet, discrete: DiscreteSchedule, contexts: Contexts,
+                 cfg_scale: float, *, dtype: Any, extra: np.ndarray | None = None,
+                 keep: np.ndarray | None = None, init_latent: np.ndarray | None = None) -> None:
+        self.unet = unet
+        self.discrete = discrete
+        self.contexts = contexts
+        self.cfg_scale = float(cfg_scale)
+        self.dtype = dtype
+        self.extra = extra
+        self.keep = keep
+        self.init_latent = init_latent
+        self.step = 0
+        self.uncond: np.ndarray | None = None
+        self._joined: tuple[int, int, Tensor] | None = None
+
+    def __call__(self, x: np.ndarray, sigma: float) -> np.ndarray:
+        _, _, c_in = self.discrete.scalings(sigma)
+        t = float(self.discrete.sigma_to_t(sigma))
+        model_in = x * c_in
+        if self.extra is not None:
+            model_in = np.concatenate([model_in, self.extra], axis=1)
+        uncond, cond = self.contexts(self.step)
+        if uncond is None:
+            out_cond = self._unet(model_in, t, cond)
+            denoised = self.discrete.denoised(x, sigma, out_cond)
+            self.uncond = denoised
+        else:
+            if uncond.shape[1] == cond.shape[1]:
+                both = self._unet(np.concatenate([model_in, model_in]), t,
+                                  self._joined_context(uncond, cond))
+                out_uncond, out_cond = np.split(both, 2)
+            else:
+                out_uncond = self._unet(model_in, t, uncond)
+                out_cond = self._unet(model_in, t, cond)
+            self.uncond = self.discrete.denoised(x, sigma, out_uncond)
+            denoised = self.uncond + (self.discrete.denoised(x, sigma, out_cond) - self.uncond) \
+                * self.cfg_scale
+        if self.keep is not None:
+            denoised = self.init_latent * self.keep + (1 - self.keep) * denoised
+        self.step += 1
+        return denoised
+
+    def _unet(self, model_in: np.ndarray, t: float, context: Tensor) -> np.ndarray:
+        x = asarray(model_in.astype(np.float32), device=context.device)
+        if x.dtype != self.dtype:
+            x = x.astype(self.dtype)
+        out = self.unet(x, np.full(x.shape[0], t, np.float32), context)
+        return out.numpy().astype(np.float64)
+
+    def _joined_context(self, uncond: Tensor, cond: Tensor) -> Tensor:
+        """[uncond; cond] on the GPU, joined once per distinct pair (not once per step)."""
+        if self._joined is None or self._joined[:2] != (id(uncond), id(cond)):
+            self._joined = (id(uncond), id(cond), concatenate([uncond, cond]))
+        return self._joined[2]
+
+
+def sample(plan_: SamplingPlan, model: CFGDenoiser, x: np.ndarray, *, seeds: Sequence[int],
+           image_noise: ImageNoise, discrete: DiscreteSchedule,
+           callback: Callable[[int, np.ndarray], bool | None] | None = None,
+           options: dict[str, Any] | None = None) -> np.ndarray:
+    """Run `plan_`'s sampler from `x` (already at sigmas[0]), as the WebUI launches it.
+
+    The SDE samplers get one Brownian tree per image seed over the sigmas' range; the others
+    draw from `image_noise`. In txt2img, DPM fast / adaptive step over the model's whole sigma
+    range, as the WebUI passes it (in img2img, over the schedule's part that runs)."""
+    info, sigmas = plan_.info, plan_.sigmas
+    kwargs = {**info.options, **(options or {})}
+    if info.brownian_noise:
+        positive = sigmas[sigmas > 0]
+        noise = BrownianTreeNoise(x.shape, float(positive.min()), float(sigmas.max()),
+                                  list(seeds))
+    else:
+        noise = image_noise.sampler
+    if info.model_sigma_range and not plan_.img2img:
+        kwargs.setdefault("sigma_min", discrete.sigma_min)
+        kwargs.setdefault("sigma_max", discrete.sigma_max)
+    if info.function is None:
+        raise ValueError(f"{info.name} is a timestep sampler: run it through "
+                         "diffusion.schedulers, not k-diffusion sampling")
+    return info.function(model, x, sigmas, noise=noise, callback=callback, **kwargs)
