@@ -33,7 +33,7 @@ from server_support import (
 import gpucore
 from diffusion.infotext import read_infotext
 from diffusion.loaders import WeightsError
-from diffusion.schedulers import SAMPLERS
+from diffusion.samplers import SAMPLERS
 from diffusion.server import create_app
 from diffusion.server.models_dir import folder_sha256
 
@@ -103,7 +103,8 @@ def test_txt2img_contract_and_defaults(client: Any, models: Path) -> None:
     image = pixels(body["images"][0])
     assert image.shape == (32, 32, 3)
     text = data["infotexts"][0]
-    assert text.startswith(PROMPT) and "Steps: 2, Sampler: Euler, CFG scale: 7, Seed: 7" in text
+    assert text.startswith(PROMPT)
+    assert "Steps: 2, Sampler: Euler, Schedule type: Automatic, CFG scale: 7, Seed: 7" in text
 
 
 def test_same_seed_same_image_and_each_image_its_own_seed(client: Any) -> None:
@@ -123,11 +124,17 @@ def test_sampler_scheduler_clip_skip_and_size(client: Any) -> None:
                        width=48, height=40, cfg_scale=5,
                        override_settings={"CLIP_stop_at_last_layers": 2})
     data = info(response)
-    assert data["sampler_name"] == "DPM++ 2M Karras" and data["clip_skip"] == 2
+    assert data["sampler_name"] == "DPM++ 2M" and data["scheduler"] == "Karras"
+    assert data["clip_skip"] == 2
     assert pixels(response.json()["images"][0]).shape == (40, 48, 3)
     assert "Clip skip: 2" in data["infotexts"][0] and "Size: 48x40" in data["infotexts"][0]
-    plain = txt2img(client, seed=3, sampler_name="DPM++ 2M", width=48, height=40, cfg_scale=5)
-    assert plain.json()["images"][0] != response.json()["images"][0]
+    uniform = txt2img(client, seed=3, sampler_name="DPM++ 2M", scheduler="uniform", width=48,
+                      height=40, cfg_scale=5, override_settings={"CLIP_stop_at_last_layers": 2})
+    assert info(uniform)["scheduler"] == "Uniform"
+    assert uniform.json()["images"][0] != response.json()["images"][0]
+    automatic = txt2img(client, seed=3, sampler_name="DPM++ 2M", width=48, height=40,
+                        cfg_scale=5, override_settings={"CLIP_stop_at_last_layers": 2})
+    assert automatic.json()["images"][0] == response.json()["images"][0]  # Automatic = Karras
     assert not txt2img(client, send_images=False).json()["images"]
 
 
@@ -173,10 +180,15 @@ def test_png_info_round_trip(client: Any) -> None:
 
 def test_listings(client: Any, models: Path) -> None:
     samplers = client.get("/sdapi/v1/samplers").json()
-    assert [s["name"] for s in samplers] == list(SAMPLERS)
+    assert [s["name"] for s in samplers] == [info.name for info in SAMPLERS]
     assert all(set(s) == {"name", "aliases", "options"} for s in samplers)
+    by_name = {s["name"]: s for s in samplers}
+    assert by_name["DPM++ 2M"]["options"] == {"scheduler": "karras"}  # the WebUI's entry
+    assert by_name["Euler a"]["aliases"] == ["euler_ancestral", "k_euler_a", "k_euler_ancestral"]
     schedulers = client.get("/sdapi/v1/schedulers").json()
-    assert {s["name"] for s in schedulers} == {"automatic", "karras"}
+    assert [s["label"] for s in schedulers] == [
+        "Automatic", "Uniform", "Karras", "Exponential", "Polyexponential", "SGM Uniform",
+        "KL Optimal", "Align Your Steps", "Simple", "Normal", "DDIM", "Beta"]
     assert all({"name", "label"} <= set(s) for s in schedulers)
     items = client.get("/sdapi/v1/sd-models").json()
     assert [i["model_name"] for i in items] == ["tiny-a", "tiny-b"]
@@ -219,13 +231,14 @@ def test_options_switch_model_by_title(client: Any, loader: CachedLoader) -> Non
 def test_page_defaults_follow_the_loaded_model(client: Any) -> None:
     titles = {i["model_name"]: i["title"] for i in client.get("/sdapi/v1/sd-models").json()}
     assert client.get("/avx/defaults").json() == {
-        "model": titles["tiny-a"], "steps": None, "sampler": None, "cfg_scale": None}
+        "model": titles["tiny-a"], "steps": None, "sampler": None, "cfg_scale": None,
+        "scheduler": None}
     switched = client.post("/sdapi/v1/options", json={"sd_model_checkpoint": "tiny-b"})
     assert switched.status_code == 200, switched.text
     try:
         assert client.get("/avx/defaults").json() == {
-            "model": titles["tiny-b"], "steps": 3, "sampler": "DPM++ 2M Karras",
-            "cfg_scale": 4.5}
+            "model": titles["tiny-b"], "steps": 3, "sampler": "DPM++ 2M",
+            "scheduler": "karras", "cfg_scale": 4.5}
         # they are the page's starting point only: the API keeps the WebUI's defaults
         # (50 steps: seen in the progress, then interrupted)
         job = Background(lambda: client.post("/sdapi/v1/txt2img", json={"prompt": PROMPT}))
@@ -234,7 +247,8 @@ def test_page_defaults_follow_the_loaded_model(client: Any) -> None:
         data = info(job.result())
         assert data["sd_model_name"] == "tiny-b"
         assert (data["steps"], data["sampler_name"], data["cfg_scale"]) == (50, "Euler", 7.0)
-        assert "Steps: 50, Sampler: Euler, CFG scale: 7, " in data["infotexts"][0]
+        assert "Steps: 50, Sampler: Euler, Schedule type: Automatic, CFG scale: 7, " in (
+            data["infotexts"][0])
     finally:
         back = client.post("/sdapi/v1/options", json={"sd_model_checkpoint": "tiny-a"})
         assert back.status_code == 200, back.text
@@ -286,8 +300,9 @@ NOT_IMAGE = base64.b64encode(b"hello, not a picture").decode()
     ("/sdapi/v1/txt2img", {"steps": "many"}, ("steps",)),
     ("/sdapi/v1/txt2img", {"batch_size": 0}, ("batch_size",)),
     ("/sdapi/v1/txt2img", {"n_iter": 101}, ("n_iter",)),
-    ("/sdapi/v1/txt2img", {"sampler_name": "Euler z"}, ("unknown sampler", "DPM++ 2M Karras")),
-    ("/sdapi/v1/txt2img", {"scheduler": "Exponential"}, ("unknown scheduler", "Karras")),
+    ("/sdapi/v1/txt2img", {"sampler_name": "Euler z"}, ("unknown sampler_name", "DPM++ 2M")),
+    ("/sdapi/v1/txt2img", {"scheduler": "Exponentialish"}, ("unknown schedule type",
+                                                            "Karras")),
     ("/sdapi/v1/txt2img", {"override_settings": {"CLIP_stop_at_last_layers": 0}},
      ("CLIP_stop_at_last_layers",)),
     ("/sdapi/v1/img2img", {"init_images": ["%%%not base64%%%"]}, ("not valid base64",)),

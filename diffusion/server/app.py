@@ -18,10 +18,9 @@ from fastapi.responses import FileResponse
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from fastapi.staticfiles import StaticFiles
 
-from ..schedulers import SAMPLERS
+from ..samplers import SAMPLERS, SamplerInfo, resolve, schedules
+from ..samplers.schedules import SCHEDULE_TYPES
 from .generation import (
-    SAMPLER_ALIASES,
-    SCHEDULERS,
     RequestError,
     build_job,
     build_response,
@@ -78,6 +77,20 @@ async def _wait(future: Future) -> Any:
     """The job's result, waiting without holding a thread; a client that goes away cancels a
     job still in the queue."""
     return await asyncio.wrap_future(future)
+
+
+def sampler_item(info: SamplerInfo) -> dict[str, Any]:
+    """A sampler as the WebUI's /sdapi/v1/samplers lists it: label, aliases and its options
+    (the default schedule type by name, and the flags the WebUI sets)."""
+    options: dict[str, Any] = {}
+    if info.default_schedule not in (None, "Uniform"):
+        options["scheduler"] = info.default_schedule.lower().replace(" ", "_")
+    for flag in ("discard_next_to_last_sigma", "second_order", "brownian_noise", "uses_ensd"):
+        if getattr(info, flag):
+            options[flag] = True
+    options.update({key: value for key, value in info.options.items() if key == "solver_type"})
+    aliases = [a for a in (info.comfy_name, *info.aliases) if a and a != info.name]
+    return {"name": info.name, "aliases": aliases, "options": options}
 
 
 def create_app(*, model: str | os.PathLike[str] | None = None,
@@ -174,15 +187,15 @@ def create_app(*, model: str | os.PathLike[str] | None = None,
 
     @api.get("/samplers", response_model=list[SamplerItem])
     async def samplers() -> list[dict[str, Any]]:
-        return [{"name": name, "aliases": SAMPLER_ALIASES.get(name, []),
-                 "options": {"scheduler": "karras"} if name.endswith("Karras") else {}}
-                for name in SAMPLERS]
+        return [sampler_item(info) for info in SAMPLERS]
 
     @api.get("/schedulers", response_model=list[SchedulerItem])
     async def schedulers() -> list[dict[str, Any]]:
-        return [{"name": name, "label": label, "aliases": None,
-                 "default_rho": 7.0 if name == "karras" else -1, "need_inner_model": False}
-                for name, label in SCHEDULERS.items()]
+        return [{"name": kind.name, "label": kind.label, "aliases": list(kind.aliases) or None,
+                 "default_rho": -1 if kind.default_rho is None else kind.default_rho,
+                 "need_inner_model": kind.name in ("uniform", "sgm_uniform", "simple",
+                                                   "normal", "ddim", "beta")}
+                for kind in SCHEDULE_TYPES]
 
     @api.get("/sd-models", response_model=list[SDModelItem])
     async def sd_models() -> list[dict[str, Any]]:
@@ -260,7 +273,13 @@ def create_app(*, model: str | os.PathLike[str] | None = None,
         # what the page starts from: the loaded model's defaults.json (pipe.defaults), null
         # where it says nothing; API requests that leave these out keep the WebUI's defaults
         pipe, model = worker.pipe, worker.model
-        return {"model": model.title if model else None, **asdict(pipe.defaults)}
+        defaults = {"model": model.title if model else None, **asdict(pipe.defaults),
+                    "scheduler": None}
+        if defaults["sampler"] not in (None, "diffusers"):  # "DPM++ 2M Karras": the pair
+            sampler, schedule = resolve(defaults["sampler"])
+            defaults["sampler"] = sampler
+            defaults["scheduler"] = schedules.lookup(schedule).name
+        return defaults
 
     app.include_router(api)
     app.include_router(avx)

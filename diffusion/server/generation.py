@@ -15,23 +15,16 @@ from pathlib import Path
 from typing import Any
 
 from ..infotext import format_infotext
-from ..schedulers import SAMPLERS
+from ..samplers import resolve, schedules
 from .images import decode_image, encode_png, fit_image, prepare_mask
 from .schemas import Img2ImgRequest, Txt2ImgRequest
 from .worker import GenerationJob, JobResult
 
-__all__ = ["SAMPLER_ALIASES", "SCHEDULERS", "RequestError", "build_job", "build_response",
+__all__ = ["SCHEDULERS", "RequestError", "build_job", "build_response",
            "resolve_sampler"]
 
-# the WebUI's k-diffusion aliases for the samplers we have
-SAMPLER_ALIASES: dict[str, list[str]] = {
-    "Euler a": ["k_euler_a", "k_euler_ancestral"], "Euler": ["k_euler"], "LMS": ["k_lms"],
-    "Heun": ["k_heun"], "DPM++ 2M": ["k_dpmpp_2m"], "DPM++ 2M Karras": ["k_dpmpp_2m_ka"],
-    "DPM++ 2M SDE": ["k_dpmpp_2m_sde"], "DDIM": ["ddim"], "PLMS": ["plms"],
-    "UniPC": ["unipc"], "LCM": ["k_lcm"], "DDPM": ["ddpm"],
-}
-# WebUI schedule types we can honour: Automatic (the sampler's own) and Karras sigmas
-SCHEDULERS = {"automatic": "Automatic", "karras": "Karras"}
+# the schedule types the server takes, as /sdapi/v1/schedulers lists them
+SCHEDULERS = {schedule.name: schedule.label for schedule in schedules.SCHEDULE_TYPES}
 LIMITS = {"steps": (1, 150), "batch_size": (1, 8), "n_iter": (1, 100)}
 MAX_IMAGES = 100
 
@@ -40,27 +33,18 @@ class RequestError(ValueError):
     """A request that cannot be run as sent; the message says what to change (HTTP 422)."""
 
 
-def resolve_sampler(name: str | None, scheduler: str | None) -> str:
-    """Our sampler for the WebUI's (sampler_name, scheduler) pair."""
-    by_lower = {key.lower(): key for key in SAMPLERS}
-    for key, aliases in SAMPLER_ALIASES.items():
-        by_lower.update({alias.lower(): key for alias in aliases})
-    sampler = by_lower.get((name or "Euler").strip().lower())
-    if sampler is None:
-        raise RequestError(f"unknown sampler_name {name!r}; valid names: "
-                           f"{', '.join(SAMPLERS)}")
-    schedule = (scheduler or "automatic").strip().lower()
-    if schedule not in SCHEDULERS:
-        raise RequestError(f"unknown scheduler {scheduler!r}; valid: "
-                           f"{', '.join(SCHEDULERS.values())} (other schedule types are "
-                           "not implemented)")
-    if schedule == "karras" and not sampler.endswith("Karras"):
-        if f"{sampler} Karras" not in SAMPLERS:
-            karras = [s.removesuffix(" Karras") for s in SAMPLERS if s.endswith(" Karras")]
-            raise RequestError(f"scheduler 'Karras' is available with {', '.join(karras)}; "
-                               f"use scheduler 'Automatic' with {sampler!r}")
-        sampler = f"{sampler} Karras"
-    return sampler
+def resolve_sampler(name: str | None, scheduler: str | None) -> tuple[str, str]:
+    """(sampler label, schedule type label) for the WebUI's (sampler_name, scheduler) pair.
+
+    Old combined names ("DPM++ 2M Karras") carry their schedule type, as in the WebUI."""
+    try:
+        schedule = schedules.lookup(scheduler or "automatic").label
+    except ValueError as exc:
+        raise RequestError(str(exc)) from None
+    try:
+        return resolve(name or "Euler", schedule)
+    except ValueError as exc:
+        raise RequestError(str(exc).replace("unknown sampler", "unknown sampler_name")) from None
 
 
 def _check_range(name: str, value: int) -> None:
@@ -111,20 +95,37 @@ def build_job(request: Txt2ImgRequest, kind: str, *, options: dict[str, Any], ma
                            f"{request.cfg_scale}")
     if request.seed < -1 or request.subseed < -1:
         raise RequestError("seed and subseed must be -1 (random) or >= 0")
-    sampler = resolve_sampler(request.sampler_name or request.sampler_index, request.scheduler)
+    sampler, schedule = resolve_sampler(request.sampler_name or request.sampler_index,
+                                        request.scheduler)
+    strength = request.subseed_strength
+    if not math.isfinite(strength) or not 0 <= strength <= 1:
+        raise RequestError(f"subseed_strength must be from 0 to 1, got {strength}")
     count = request.batch_size * request.n_iter
     seed, subseed = _seed(request.seed), _seed(request.subseed)
     generate: dict[str, Any] = dict(
         prompt=request.prompt, negative_prompt=request.negative_prompt or "",
         steps=request.steps, cfg_scale=float(request.cfg_scale), sampler=sampler,
-        width=request.width, height=request.height,
-        clip_skip=_clip_skip(request, options) - 1, rng=_rng(request, options))
+        scheduler=schedule, width=request.width, height=request.height,
+        clip_skip=_clip_skip(request, options) - 1, rng=_rng(request, options),
+        subseed_strength=float(strength), eta_noise_seed_delta=_ensd(request, options))
     if isinstance(request, Img2ImgRequest):
         generate.update(_img2img_options(request))
-    job = GenerationJob(kind=kind, seeds=[seed + k for k in range(count)], options=generate,
+    # the WebUI: image k has seed + k, unless a variation seed varies them (then subseed + k)
+    seeds = [seed + (0 if strength else k) for k in range(count)]
+    job = GenerationJob(kind=kind, seeds=seeds, options=generate,
+                        subseeds=[subseed + k for k in range(count)],
                         batch_size=request.batch_size,
                         save_to=outputs if request.save_images else None)
-    return job, {"seed": seed, "subseed": subseed, "sampler": sampler}
+    return job, {"seed": seed, "subseed": subseed, "sampler": sampler, "scheduler": schedule}
+
+
+def _ensd(request: Txt2ImgRequest, options: dict[str, Any]) -> int:
+    value = (request.override_settings or {}).get("eta_noise_seed_delta",
+                                                  options.get("eta_noise_seed_delta", 0))
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise RequestError("eta_noise_seed_delta must be a whole number >= 0, got "
+                           f"{value!r}")
+    return value
 
 
 def _img2img_options(request: Img2ImgRequest) -> dict[str, Any]:
@@ -188,7 +189,8 @@ def build_response(request: Txt2ImgRequest, result: JobResult,
         "subseed_strength": request.subseed_strength,
         "width": first.get("width", request.width), "height": first.get("height",
                                                                           request.height),
-        "sampler_name": facts["sampler"], "cfg_scale": request.cfg_scale,
+        "sampler_name": facts["sampler"], "scheduler": facts["scheduler"],
+        "cfg_scale": request.cfg_scale,
         "steps": request.steps, "batch_size": request.batch_size, "n_iter": request.n_iter,
         "restore_faces": False, "face_restoration_model": None,
         "sd_model_name": result.model.model_name if result.model else None,

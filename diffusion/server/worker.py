@@ -38,6 +38,7 @@ class GenerationJob:
     kind: str  # "txt2img" | "img2img"
     seeds: list[int]
     options: dict[str, Any]  # keywords for StableDiffusion.generate (no seed/batch_size)
+    subseeds: list[int] | None = None  # one per image (the WebUI's variation seeds)
     batch_size: int = 1
     save_to: Path | None = None
 
@@ -146,8 +147,11 @@ class Worker:
                 break
             with self._lock:
                 self._state.update(job_no=number, sampling_step=0, skipped=False)
-            out = self.pipe.generate(seed=seed, batch_size=1, on_step=self._on_step,
-                                     **job.options)
+            if job.subseeds is not None:
+                options = {**job.options, "subseed": job.subseeds[number]}
+            else:
+                options = job.options
+            out = self.pipe.generate(seed=seed, batch_size=1, on_step=self._on_step, **options)
             settings = dict(out.settings)
             result.images.append(out.images[0])
             result.settings.append(settings)

@@ -104,17 +104,17 @@ async function loadSamplers() {
 
 // ---- The loaded model's recommended steps, sampler and CFG scale (its defaults.json, GET /avx/defaults)
 
-/** Sets steps, sampler and CFG scale to what the loaded model recommends, and to the page's own
- * defaults (the WebUI's: the HTML's value / data-default) where it recommends nothing; the schedule
- * goes back to Automatic, so a sampler whose name says Karras gets Karras. With keepSaved, settings
- * saved while this same model was loaded stay as the user left them. */
+/** Sets steps, sampler, schedule type and CFG scale to what the loaded model recommends (an old
+ * combined sampler name like "DPM++ 2M Karras" arrives as the pair), and to the page's own
+ * defaults (the WebUI's: the HTML's value / data-default) where it recommends nothing. With
+ * keepSaved, settings saved while this same model was loaded stay as the user left them. */
 async function applyModelDefaults({ keepSaved = false } = {}) {
   const defaults = await api("/avx/defaults");
   if (keepSaved && defaults.model === localStorage.getItem(DEFAULTS_KEY)) return;
   setField("steps", defaults.steps ?? $("steps").defaultValue);
   setField("cfg_scale", defaults.cfg_scale ?? $("cfg_scale").defaultValue);
   setField("sampler", defaults.sampler ?? $("sampler").dataset.default);
-  setField("scheduler", $("scheduler").dataset.default);
+  setField("scheduler", defaults.scheduler ?? $("scheduler").dataset.default);
   saveSettings();
   localStorage.setItem(DEFAULTS_KEY, defaults.model ?? "");
 }
