@@ -12,6 +12,7 @@ never holds two copies of the model in host memory. Pickle checkpoints are refus
 
 from ._pipeline import load_pipeline_weights
 from ._safetensors import SafetensorsFile
+from ._vae import load_vae_weights
 from ._weights import ComponentWeights, ModelInfo, PipelineWeights
 from .errors import WeightsError
 
@@ -22,4 +23,5 @@ __all__ = [
     "SafetensorsFile",
     "WeightsError",
     "load_pipeline_weights",
+    "load_vae_weights",
 ]
