@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
 
 from gpustd import Tensor, asarray
 
-from . import samplers, sampling
+from . import conditioning, samplers, sampling
 from .models import AutoencoderKL, CLIPTextModel, UNet2DConditionModel
 from .noise import ImageNoise
 from .rng import RNG_SOURCES, TorchCPUGenerator, make_generator
@@ -173,28 +174,21 @@ class StableDiffusion:
         ids = self.tokenizer(list(prompts))
         return self.text_encoder(ids, clip_skip=clip_skip)
 
-    def _denoise(self, latents: np.ndarray, context: Tensor, timesteps: np.ndarray,
+    def _denoise(self, latents: np.ndarray, unet: sampling.GuidedUNet, timesteps: np.ndarray,
                  scheduler: Any, cfg_scale: float, generator: Generator,
                  extra: np.ndarray | None = None,
                  after_step: Callable[[int, np.ndarray], np.ndarray] | None = None,
                  progress: Progress | None = None,
                  on_step: StepCallback | None = None) -> np.ndarray:
-        guided = cfg_scale != 1.0
-        device = context.device
+        """The diffusers pipelines' loop: guidance on the UNet's outputs, then the scheduler's
+        step; step i uses the conditioning of WebUI step i (prompt editing)."""
         for i, t in enumerate(timesteps):
             model_in = scheduler.scale_model_input(latents, t)
             if extra is not None:
                 model_in = np.concatenate([model_in, extra], axis=1)
-            if guided:
-                model_in = np.concatenate([model_in, model_in])
-            x = asarray(model_in.astype(np.float32), device=device)
-            if x.dtype != context.dtype:
-                x = x.astype(context.dtype)
-            out = self.unet(x, np.full(x.shape[0], t, np.float32), context).numpy()
-            out = out.astype(np.float64)
-            if guided:
-                uncond, cond = np.split(out, 2)
-                out = uncond + cfg_scale * (cond - uncond)
+            uncond, out = unet(model_in, float(t), i)
+            if uncond is not None:
+                out = uncond + cfg_scale * (out - uncond)
             latents = scheduler.step(out, t, latents, generator=generator)
             if after_step is not None:
                 latents = after_step(i, latents)
@@ -204,12 +198,24 @@ class StableDiffusion:
                 break
         return latents
 
-    def _context(self, prompt: str, negative_prompt: str, batch: int, cfg_scale: float,
-                 clip_skip: int) -> Tensor:
-        prompts = [prompt] * batch
-        if cfg_scale != 1.0:  # classifier-free guidance: unconditional first, one batch of 2B
-            prompts = [negative_prompt] * batch + prompts
-        return self.encode_prompt(prompts, clip_skip=clip_skip)
+    def _contexts(self, r: _Request, steps: int, *, webui: bool = True) -> sampling.Contexts:
+        """Step -> (uncond, cond) text conditioning, uncond None without guidance.
+
+        `webui`: the WebUI's prompt handling (emphasis, BREAK, prompts past 75 tokens, prompt
+        editing over `steps` model evaluations, extra-network tags removed); else diffusers'
+        (the text as it is, truncated to 77 tokens)."""
+        batch = r.batch_size
+        if not webui:
+            cond = self.encode_prompt([r.prompt] * batch, clip_skip=r.clip_skip)
+            uncond = None if r.cfg_scale == 1.0 else self.encode_prompt(
+                [r.negative_prompt] * batch, clip_skip=r.clip_skip)
+            return lambda step: (uncond, cond)
+        encode = partial(conditioning.encode, self.tokenizer, self.text_encoder, steps=steps,
+                         clip_skip=r.clip_skip)
+        conds = encode([r.prompt] * batch)
+        unconds = None if r.cfg_scale == 1.0 else encode([r.negative_prompt] * batch,
+                                                          extra_networks=False)
+        return lambda step: (None if unconds is None else unconds.at(step), conds.at(step))
 
     def _decode(self, latents: np.ndarray, dtype: Any) -> list[np.ndarray]:
         device = self.unet.conv_in.weight.device
@@ -296,7 +302,7 @@ class StableDiffusion:
                 scheduler_ = _timestep_scheduler(label, self.scheduler_config)
         if sampler == "diffusers" or info.kind == "timestep":
             latents = self._run_scheduler(request, scheduler_, init_image, mask, progress,
-                                          on_step)
+                                          on_step, webui=sampler != "diffusers")
             seeds = [seed] * request.batch_size
             extra: dict[str, Any] = {}
         else:
@@ -315,13 +321,15 @@ class StableDiffusion:
         return GenerationResult(images=images, seeds=seeds, settings=settings)
 
     def _run_scheduler(self, r: _Request, scheduler: Any, init_image: Any, mask: Any,
-                       progress: Progress | None, on_step: StepCallback | None) -> np.ndarray:
-        """The diffusers pipelines' loop around a diffusers-style scheduler; the latents."""
+                       progress: Progress | None, on_step: StepCallback | None, *,
+                       webui: bool) -> np.ndarray:
+        """The diffusers pipelines' loop around a diffusers-style scheduler; the latents.
+        `webui`: the prompt is read as the WebUI reads it (else as diffusers does)."""
         generator = make_generator(r.rng, r.seed)
         scheduler.set_timesteps(r.steps)
         timesteps = np.asarray(scheduler.timesteps)
-        context = self._context(r.prompt, r.negative_prompt, r.batch_size, r.cfg_scale,
-                                r.clip_skip)
+        unet = sampling.GuidedUNet(self.unet, self._contexts(r, r.steps, webui=webui),
+                                   dtype=self.unet.conv_in.weight.dtype)
         scale = self.vae_scale_factor
         shape = (r.batch_size, self.latent_channels, r.height // scale, r.width // scale)
         inpaint9 = r.mode == "inpaint" and self.is_inpainting_model
@@ -360,7 +368,7 @@ class StableDiffusion:
                         known = scheduler.add_noise(image_latents, noise, timesteps[i + 1:i + 2])
                     return (1 - small) * known + small * x
 
-        return self._denoise(latents, context, timesteps, scheduler, r.cfg_scale, generator,
+        return self._denoise(latents, unet, timesteps, scheduler, r.cfg_scale, generator,
                              extra=extra, after_step=after_step, progress=progress,
                              on_step=on_step)
 
@@ -406,9 +414,12 @@ class StableDiffusion:
                 extra = np.concatenate([small, masked_latents], axis=1)
             else:
                 keep = 1.0 - _latent_mask(full_mask, shape[1:])
-        contexts = self._contexts(r)
-        model = sampling.CFGDenoiser(self.unet, discrete, contexts, r.cfg_scale, dtype=dtype,
-                                     extra=extra, keep=keep, init_latent=init_latent)
+        # the WebUI counts prompt-editing steps in model evaluations: twice per step for the
+        # second-order samplers
+        evaluations = r.steps * (2 if plan.info.second_order else 1)
+        unet = sampling.GuidedUNet(self.unet, self._contexts(r, evaluations), dtype=dtype)
+        model = sampling.CFGDenoiser(unet, discrete, r.cfg_scale, extra=extra, keep=keep,
+                                     init_latent=init_latent)
         total = len(plan.sigmas) - 1
 
         def callback(i: int, latents: np.ndarray) -> bool | None:
@@ -427,15 +438,6 @@ class StableDiffusion:
         if eta_noise_seed_delta and plan.info.uses_ensd:
             fields["ensd"] = eta_noise_seed_delta
         return x, seeds, fields
-
-    def _contexts(self, r: _Request) -> sampling.Contexts:
-        """Step -> (uncond, cond) text conditioning, uncond None when unguided."""
-        cond = self.encode_prompt([r.prompt] * r.batch_size, clip_skip=r.clip_skip)
-        uncond = None
-        if r.cfg_scale != 1.0:
-            uncond = self.encode_prompt([r.negative_prompt] * r.batch_size,
-                                        clip_skip=r.clip_skip)
-        return lambda step: (uncond, cond)
 
     def txt2img(self, prompt: str, **kwargs: Any) -> GenerationResult:
         """Text to image. Keywords as `generate`."""

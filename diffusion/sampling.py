@@ -30,8 +30,8 @@ from .samplers import registry, schedules
 from .samplers.brownian import BrownianTreeNoise
 from .samplers.denoiser import DiscreteSchedule
 
-__all__ = ["DIFFUSERS", "CFGDenoiser", "Contexts", "SamplingPlan", "plan", "sample",
-           "sampler_label", "sampler_names"]
+__all__ = ["DIFFUSERS", "CFGDenoiser", "Contexts", "GuidedUNet", "SamplingPlan", "plan",
+           "sample", "sampler_label", "sampler_names"]
 
 DIFFUSERS = "diffusers"  # the sampler name that runs the model folder's own scheduler
 
@@ -90,60 +90,33 @@ def plan(sampler: str, scheduler: str, steps: int, discrete: DiscreteSchedule, *
                         steps=steps, img2img=strength is not None)
 
 
-class CFGDenoiser:
-    """model(x, sigma) -> the guided x0, as the WebUI's CFGDenoiser: the samplers' `model`.
+class GuidedUNet:
+    """The UNet's unconditional and conditional outputs for one input, as the WebUI gets them.
 
-    `contexts(step)` gives the text conditioning of each call's step (prompt editing changes
-    it between steps); uncond and cond run as one UNet batch when their lengths agree, else
-    one after the other (the WebUI without `pad_cond_uncond`). `extra` (B, C, H, W) is
-    concatenated to the UNet input (the 9-channel inpainting UNet's mask and masked image).
-    `keep` / `init_latent`: where keep is 1 the result is pinned to init_latent (inpainting
-    with an ordinary UNet). After each call `uncond` holds the unconditional x0 (CFG++).
-    """
+    `contexts(step)` gives the text conditioning of a step (prompt editing changes it between
+    steps). Uncond and cond run as one UNet batch when their lengths agree, else one after the
+    other (the WebUI without `pad_cond_uncond`); without guidance only cond runs."""
 
-    def __init__(self, unet: UNet, discrete: DiscreteSchedule, contexts: Contexts,
-                 cfg_scale: float, *, dtype: Any, extra: np.ndarray | None = None,
-                 keep: np.ndarray | None = None, init_latent: np.ndarray | None = None) -> None:
+    def __init__(self, unet: UNet, contexts: Contexts, *, dtype: Any) -> None:
         self.unet = unet
-        self.discrete = discrete
         self.contexts = contexts
-        self.cfg_scale = float(cfg_scale)
         self.dtype = dtype
-        self.extra = extra
-        self.keep = keep
-        self.init_latent = init_latent
-        self.step = 0
-        self.uncond: np.ndarray | None = None
         self._joined: tuple[int, int, Tensor] | None = None
 
-    def __call__(self, x: np.ndarray, sigma: float) -> np.ndarray:
-        _, _, c_in = self.discrete.scalings(sigma)
-        t = float(self.discrete.sigma_to_t(sigma))
-        model_in = x * c_in
-        if self.extra is not None:
-            model_in = np.concatenate([model_in, self.extra], axis=1)
-        uncond, cond = self.contexts(self.step)
+    def __call__(self, model_in: np.ndarray, t: float, step: int
+                 ) -> tuple[np.ndarray | None, np.ndarray]:
+        """(uncond output or None, cond output) at timestep `t` of WebUI step `step`."""
+        uncond, cond = self.contexts(step)
         if uncond is None:
-            out_cond = self._unet(model_in, t, cond)
-            denoised = self.discrete.denoised(x, sigma, out_cond)
-            self.uncond = denoised
-        else:
-            if uncond.shape[1] == cond.shape[1]:
-                both = self._unet(np.concatenate([model_in, model_in]), t,
-                                  self._joined_context(uncond, cond))
-                out_uncond, out_cond = np.split(both, 2)
-            else:
-                out_uncond = self._unet(model_in, t, uncond)
-                out_cond = self._unet(model_in, t, cond)
-            self.uncond = self.discrete.denoised(x, sigma, out_uncond)
-            denoised = self.uncond + (self.discrete.denoised(x, sigma, out_cond) - self.uncond) \
-                * self.cfg_scale
-        if self.keep is not None:
-            denoised = self.init_latent * self.keep + (1 - self.keep) * denoised
-        self.step += 1
-        return denoised
+            return None, self._run(model_in, t, cond)
+        if uncond.shape[1] == cond.shape[1]:
+            both = self._run(np.concatenate([model_in, model_in]), t,
+                             self._joined_context(uncond, cond))
+            out_uncond, out_cond = np.split(both, 2)
+            return out_uncond, out_cond
+        return self._run(model_in, t, uncond), self._run(model_in, t, cond)
 
-    def _unet(self, model_in: np.ndarray, t: float, context: Tensor) -> np.ndarray:
+    def _run(self, model_in: np.ndarray, t: float, context: Tensor) -> np.ndarray:
         x = asarray(model_in.astype(np.float32), device=context.device)
         if x.dtype != self.dtype:
             x = x.astype(self.dtype)
@@ -155,6 +128,47 @@ class CFGDenoiser:
         if self._joined is None or self._joined[:2] != (id(uncond), id(cond)):
             self._joined = (id(uncond), id(cond), concatenate([uncond, cond]))
         return self._joined[2]
+
+
+class CFGDenoiser:
+    """model(x, sigma) -> the guided x0, as the WebUI's CFGDenoiser: the samplers' `model`.
+
+    The UNet sees x * c_in at timestep sigma_to_t(sigma); its outputs become x0 predictions and
+    x0 = uncond + cfg_scale * (cond - uncond). `extra` (B, C, H, W) is concatenated to the UNet
+    input (the 9-channel inpainting UNet's mask and masked image). `keep` / `init_latent`:
+    where keep is 1 the result is pinned to init_latent (inpainting with an ordinary UNet).
+    After each call `uncond` holds the unconditional x0 (CFG++), and `step` counts the calls
+    (the WebUI's step for prompt editing)."""
+
+    def __init__(self, unet: GuidedUNet, discrete: DiscreteSchedule, cfg_scale: float, *,
+                 extra: np.ndarray | None = None, keep: np.ndarray | None = None,
+                 init_latent: np.ndarray | None = None) -> None:
+        self.unet = unet
+        self.discrete = discrete
+        self.cfg_scale = float(cfg_scale)
+        self.extra = extra
+        self.keep = keep
+        self.init_latent = init_latent
+        self.step = 0
+        self.uncond: np.ndarray | None = None
+
+    def __call__(self, x: np.ndarray, sigma: float) -> np.ndarray:
+        _, _, c_in = self.discrete.scalings(sigma)
+        model_in = x * c_in
+        if self.extra is not None:
+            model_in = np.concatenate([model_in, self.extra], axis=1)
+        out_uncond, out_cond = self.unet(model_in, float(self.discrete.sigma_to_t(sigma)),
+                                         self.step)
+        cond = self.discrete.denoised(x, sigma, out_cond)
+        if out_uncond is None:
+            self.uncond = denoised = cond
+        else:
+            self.uncond = self.discrete.denoised(x, sigma, out_uncond)
+            denoised = self.uncond + (cond - self.uncond) * self.cfg_scale
+        if self.keep is not None:
+            denoised = self.init_latent * self.keep + (1 - self.keep) * denoised
+        self.step += 1
+        return denoised
 
 
 def sample(plan_: SamplingPlan, model: CFGDenoiser, x: np.ndarray, *, seeds: Sequence[int],

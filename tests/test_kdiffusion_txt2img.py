@@ -68,15 +68,22 @@ class Reference:
         betas = np.linspace(0.00085**0.5, 0.012**0.5, 1000, dtype=np.float64) ** 2
         abar = torch.tensor(np.cumprod(1 - betas), dtype=torch.float32)
         self.denoiser = _Eps(pipe.unet, abar, quantize=False)
+        self.pipe = pipe
+        self.contexts = [self.context_of(PROMPT)]  # per model call; the last one repeats
+        self.calls = 0
+
+    def context_of(self, prompt: str) -> torch.Tensor:
         with torch.no_grad():
-            cond, uncond = pipe.encode_prompt(PROMPT, "cpu", 1, True, NEGATIVE)
-        self.context = torch.cat([cond, uncond])
+            cond, uncond = self.pipe.encode_prompt(prompt, "cpu", 1, True, NEGATIVE)
+        return torch.cat([cond, uncond])
 
     def model(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         """CFG on denoised predictions, cond first as in the WebUI's CFGDenoiser."""
         batch = x.shape[0]
+        context = self.contexts[min(self.calls, len(self.contexts) - 1)]
+        self.calls += 1
         out = self.denoiser(torch.cat([x, x]), torch.cat([sigma, sigma]),
-                            cond=self.context.repeat_interleave(batch, 0))
+                            cond=context.repeat_interleave(batch, 0))
         cond, uncond = out[:batch], out[batch:]
         return uncond + (cond - uncond) * CFG
 
@@ -100,7 +107,11 @@ class Reference:
 
     def sample(self, function: str, schedule: str, *, discard: bool = False,
                brownian: bool = False, seeds: tuple[int, ...] = (SEED,),
-               options: dict[str, Any] | None = None) -> np.ndarray:
+               options: dict[str, Any] | None = None,
+               contexts: list[torch.Tensor] | None = None) -> np.ndarray:
+        self.calls = 0
+        if contexts is not None:
+            self.contexts = contexts
         generators = [torch.Generator().manual_seed(s) for s in seeds]
 
         def draw() -> torch.Tensor:
@@ -131,10 +142,10 @@ def reference(model_dir: Path) -> Reference:
     return Reference(model_dir)
 
 
-def _ours(pipe: Any, sampler: str, scheduler: str = "Automatic", batch_size: int = 1
-          ) -> tuple[np.ndarray, dict[str, Any]]:
+def _ours(pipe: Any, sampler: str, scheduler: str = "Automatic", batch_size: int = 1,
+          prompt: str = PROMPT) -> tuple[np.ndarray, dict[str, Any]]:
     final: list[np.ndarray] = []
-    result = pipe.txt2img(PROMPT, negative_prompt=NEGATIVE, steps=STEPS, cfg_scale=CFG,
+    result = pipe.txt2img(prompt, negative_prompt=NEGATIVE, steps=STEPS, cfg_scale=CFG,
                           seed=SEED, width=SIZE, height=SIZE, sampler=sampler,
                           scheduler=scheduler, batch_size=batch_size, rng="torch",
                           on_step=lambda done, total, latents: final.append(latents))
@@ -206,3 +217,20 @@ def test_old_combined_name_runs_the_pair(ours: Any) -> None:
     pair, _ = _ours(ours, "DPM++ 2M", "Karras")
     np.testing.assert_array_equal(combined, pair)
     assert (settings["sampler"], settings["scheduler"]) == ("DPM++ 2M", "Karras")
+
+
+@pytest.mark.parametrize(("sampler", "function", "calls_per_step"),
+                         [("Euler", "sample_euler", 1), ("Heun", "sample_heun", 2)])
+def test_prompt_editing_switches_at_the_webuis_step(ours: Any, reference: Reference,
+                                                     sampler: str, function: str,
+                                                     calls_per_step: int) -> None:
+    """[from:to:2] over 4 steps: "from" for the WebUI's steps 0-2 (model evaluations, counted
+    twice per step by second-order samplers), "to" after."""
+    before, after = (reference.context_of(f"a {what} at dusk, oil painting")
+                     for what in ("lighthouse", "red barn"))
+    latents, _ = _ours(ours, sampler, prompt="a [lighthouse:red barn:2] at dusk, oil painting")
+    switch = 3  # evaluations 0, 1, 2 use "from"
+    expected = reference.sample(function, "uniform",
+                                contexts=[before] * switch + [after] * STEPS * calls_per_step)
+    reference.contexts = [reference.context_of(PROMPT)]
+    _assert_close(latents, expected)
