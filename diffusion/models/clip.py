@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from gpucore import Device
-from gpustd import Tensor, asarray, nn
+from gpustd import Tensor, asarray, nn, where
 
 from .layers import Place
 
@@ -81,9 +82,17 @@ class CLIPTextModel(nn.Module):
             [CLIPEncoderLayer(cfg, place) for _ in range(cfg["num_hidden_layers"])])
         self.final_layer_norm = nn.LayerNorm(dim, eps=cfg["layer_norm_eps"], **place)
 
-    def forward(self, input_ids: Any, *, clip_skip: int = 0) -> Tensor:
+    def forward(self, input_ids: Any, *, clip_skip: int = 0,
+                embeddings: Sequence[Sequence[tuple[int, Any]]] | None = None) -> Tensor:
         """input_ids: (B, L) ints. `clip_skip=k` stops k layers early (WebUI's "Clip skip"
-        minus one, diffusers' `clip_skip`); the final layer norm is applied either way."""
+        minus one, diffusers' `clip_skip`); the final layer norm is applied either way.
+
+        `embeddings` (textual inversion): per batch row a list of (position, vectors (n, D));
+        the vectors replace the token embeddings at positions position .. position + n - 1,
+        before the position embeddings are added (the WebUI's `EmbeddingsWithFixes`; vectors
+        past the last position are dropped, as there). transformers: `inputs_embeds` built
+        from the token embeddings with those rows replaced.
+        """
         ids = np.asarray(input_ids, np.int32)
         if ids.ndim != 2:
             raise ValueError(f"input_ids must be (batch, length), got shape {ids.shape}")
@@ -96,8 +105,36 @@ class CLIPTextModel(nn.Module):
             raise ValueError(f"clip_skip must be in 0..{len(layers) - 1}, got {clip_skip}")
         device = self.final_layer_norm.weight.device
         tokens = self.embeddings.token_embedding(asarray(ids, device=device))
+        if embeddings is not None:
+            tokens = self._replace_rows(tokens, embeddings)
         positions = np.broadcast_to(np.arange(length, dtype=np.int32), (batch, length))
         x = tokens + self.embeddings.position_embedding(asarray(positions, device=device))
         for layer in list(layers)[: len(layers) - clip_skip]:
             x = layer(x)
         return self.final_layer_norm(x)
+
+    def _replace_rows(self, tokens: Tensor,
+                      embeddings: Sequence[Sequence[tuple[int, Any]]]) -> Tensor:
+        """`tokens` (B, L, D) with the textual-inversion vectors put in, on the device: one
+        upload of the replacement rows and a select, no read-back."""
+        batch, length, dim = tokens.shape
+        if len(embeddings) != batch:
+            raise ValueError(f"embeddings must have one list per batch row ({batch}), got "
+                             f"{len(embeddings)}")
+        if not any(embeddings):
+            return tokens
+        rows = np.zeros((batch, length, dim), np.float32)
+        replaced = np.zeros((batch, length, 1), np.uint32)
+        for row, fixes in enumerate(embeddings):
+            for position, vectors in fixes:
+                vectors = np.asarray(vectors, np.float32)
+                if vectors.ndim != 2 or vectors.shape[1] != dim:
+                    raise ValueError(f"embedding vectors must be (n, {dim}) for this text "
+                                     f"encoder, got shape {vectors.shape} in row {row}")
+                if not 0 <= position < length:
+                    raise ValueError(f"embedding position {position} is outside the {length} "
+                                     f"tokens of row {row}")
+                count = min(len(vectors), length - position)
+                rows[row, position:position + count] = vectors[:count]
+                replaced[row, position:position + count] = 1
+        return where(replaced, asarray(rows, dtype=tokens.dtype, device=tokens.device), tokens)
