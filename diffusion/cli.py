@@ -23,6 +23,9 @@ import numpy as np
 from .infotext import save_images
 from .samplers import SCHEDULE_TYPES, schedules
 from .sampling import sampler_label, sampler_names
+from .upscale import IMAGE_UPSCALERS, LATENT_UPSCALERS
+
+UPSCALERS = [*LATENT_UPSCALERS, *IMAGE_UPSCALERS]
 
 __all__ = ["ProgressBar", "build_parser", "main"]
 
@@ -99,6 +102,16 @@ def _sampler(text: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _size_pair(text: str) -> tuple[int, int]:
+    try:
+        width, height = (int(part) for part in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not WIDTHxHEIGHT, e.g. 1024x768") from None
+    for value in (width, height):
+        _image_size(str(value))
+    return width, height
+
+
 def _schedule(text: str) -> str:
     try:
         return schedules.lookup(text).label
@@ -135,7 +148,13 @@ def _add_common(parser: argparse.ArgumentParser, *, strength: float | None) -> N
                         help="a diffusers model folder or a single-file .safetensors checkpoint "
                              "(default: the bundled shapes-128 model, which draws coloured "
                              "shapes: 'a red circle on a blue background')")
-    parser.add_argument("--prompt", required=True, metavar="TEXT")
+    parser.add_argument("--prompt", metavar="TEXT",
+                        help="what to draw, in the WebUI's prompt syntax: (emphasis:1.2), "
+                             "[de-emphasis], [from:to:step] editing, [a|b] alternation, BREAK; "
+                             "longer than 75 tokens is fine (required unless --from-infotext)")
+    parser.add_argument("--from-infotext", metavar="FILE.png",
+                        help="start from the settings in another PNG's infotext (prompt, "
+                             "seed, sampler, size, hires fix, ...); options given here win")
     parser.add_argument("--negative-prompt", default="", metavar="TEXT",
                         help="what to steer away from (default: none)")
     # None: filled in by _fill_sampling_defaults once the model is known
@@ -173,6 +192,9 @@ def _add_common(parser: argparse.ArgumentParser, *, strength: float | None) -> N
                         help="multiple of 8 (default: the model's own size, 512 for SD 1.x)")
     parser.add_argument("--height", type=_image_size,
                         help="multiple of 8 (default: the model's own size, 512 for SD 1.x)")
+    parser.add_argument("--n-iter", type=_positive_int, default=1, metavar="N",
+                        help="batch count: batches generated one after another, seeds counting "
+                             "on as in the WebUI (1)")
     parser.add_argument("--batch-size", type=_positive_int, default=1, metavar="N",
                         help="images generated together (1)")
     parser.add_argument("--clip-skip", type=_positive_int, default=1, metavar="N",
@@ -184,6 +206,20 @@ def _add_common(parser: argparse.ArgumentParser, *, strength: float | None) -> N
         parser.add_argument("--strength", type=_strength, default=strength,
                             help=f"denoising strength in (0, 1]: how much of the schedule "
                                  f"re-noises the image ({strength:g})")
+    if strength is None:
+        hires = parser.add_argument_group(
+            "hires fix", "a second img2img pass at a larger size (on with --hr-scale or "
+            "--hr-resize), as the WebUI's")
+        hires.add_argument("--hr-scale", type=_finite, metavar="S",
+                           help="size of the second pass as a multiple of --width/--height")
+        hires.add_argument("--hr-resize", type=_size_pair, metavar="WxH",
+                           help="size of the second pass (instead of --hr-scale)")
+        hires.add_argument("--hr-upscaler", default="Latent", metavar="NAME",
+                           help=f"how the first pass is enlarged (Latent): {', '.join(UPSCALERS)}")
+        hires.add_argument("--hr-steps", type=_non_negative_int, default=0, metavar="N",
+                           help="steps of the second pass (0: as many as --steps)")
+        hires.add_argument("--hr-denoise", type=_strength, default=0.7, metavar="D",
+                           help="denoising strength of the second pass, in (0, 1] (0.7)")
     parser.add_argument("--out", default="outputs", metavar="DIR|FILE.png",
                         help="a folder (numbered files, created if missing) or a .png file "
                              "(default: ./outputs)")
@@ -205,7 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m diffusion", epilog=EPILOG,
                      description="Stable Diffusion 1.x/2.x on any GPU through WebGPU.",
                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    commands = parser.add_subparsers(dest="command", metavar="{txt2img,img2img,inpaint,serve}")
+    commands = parser.add_subparsers(dest="command",
+                                     metavar="{txt2img,img2img,inpaint,png-info,serve}")
     for name, strength, text in (("txt2img", None, "generate images from a prompt"),
                                  ("img2img", 0.75, "redraw an image following a prompt"),
                                  ("inpaint", 1.0, "repaint the white part of a mask")):
@@ -215,6 +252,12 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "inpaint":
             sub.add_argument("--mask", required=True, metavar="PATH",
                              help="white = repaint, black = keep (resized like the image)")
+    info = commands.add_parser("png-info", help="print the settings a PNG was made with",
+                               description="print the infotext (the WebUI's 'parameters') a "
+                                           "PNG carries, or with --json the settings read "
+                                           "from it")
+    info.add_argument("file", metavar="FILE.png")
+    info.add_argument("--json", action="store_true", help="the parsed settings as JSON")
     from .server.serve import add_serve_parser
 
     add_serve_parser(commands, _positive_int)
@@ -343,11 +386,73 @@ def _dtype_and_device(fp16: bool) -> tuple[Any, Any]:
     return np.float32, device
 
 
+# infotext setting -> (our option, how to convert it); the settings --from-infotext takes
+_FROM_INFOTEXT: dict[str, tuple[str, Callable[[Any], Any]]] = {
+    "prompt": ("prompt", str), "negative_prompt": ("negative_prompt", str),
+    "steps": ("steps", int), "cfg_scale": ("cfg_scale", float), "seed": ("seed", int),
+    "width": ("width", int), "height": ("height", int), "rng": ("rng", str),
+    "clip_skip": ("clip_skip", lambda v: int(v) + 1), "subseed": ("subseed", int),
+    "subseed_strength": ("subseed_strength", float), "ensd": ("ensd", int),
+    "scheduler": ("scheduler", str), "strength": ("strength", float),
+    "hires_scale": ("hr_scale", float), "hires_resize": ("hr_resize", tuple),
+    "hires_upscaler": ("hr_upscaler", str), "hires_steps": ("hr_steps", int),
+    "hires_denoise": ("hr_denoise", float),
+}
+
+
+def _apply_infotext(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """Fill the options left at their defaults from --from-infotext's PNG (given ones win)."""
+    from .infotext import parse_infotext, read_infotext
+
+    text = read_infotext(_existing(args.from_infotext, "--from-infotext"))
+    if text is None:
+        raise ValueError(f"--from-infotext {args.from_infotext!r}: the PNG has no parameters "
+                         "(infotext) to start from")
+    settings = parse_infotext(text)
+    required = {"img2img": ["--init-image", "x"], "inpaint": ["--init-image", "x", "--mask", "x"]}
+    defaults = parser.parse_args([args.command, *required.get(args.command, [])])
+    for key, (option, convert) in _FROM_INFOTEXT.items():
+        left_out = getattr(args, option, None) == getattr(defaults, option, None)
+        if key in settings and hasattr(args, option) and left_out:
+            setattr(args, option, convert(settings[key]))
+    if args.sampler is None and "sampler" in settings:
+        args.sampler = _sampler(str(settings["sampler"]))
+
+
+def _existing(path: str, flag: str) -> Path:
+    if not Path(path).is_file():
+        raise ValueError(f"{flag} {path!r} does not exist or is not a file")
+    return Path(path)
+
+
+def _hires(args: argparse.Namespace) -> Any:
+    """The HiresFix --hr-* ask for, or None when neither --hr-scale nor --hr-resize is given."""
+    if getattr(args, "hr_scale", None) is None and getattr(args, "hr_resize", None) is None:
+        return None
+    from .upscale import HiresFix
+
+    return HiresFix(scale=args.hr_scale or 2.0, resize=args.hr_resize,
+                    upscaler=_upscaler(args.hr_upscaler), steps=args.hr_steps,
+                    denoise=args.hr_denoise)
+
+
+def _upscaler(name: str) -> str:
+    by_lower = {u.lower(): u for u in UPSCALERS}
+    if name.strip().lower() not in by_lower:
+        raise ValueError(f"--hr-upscaler {name!r} is not one of: {', '.join(UPSCALERS)}")
+    return by_lower[name.strip().lower()]
+
+
 def run(args: argparse.Namespace) -> list[Path]:
     """Generate and save as `args` (from `build_parser`) say; returns the written paths."""
+    if args.from_infotext:
+        _apply_infotext(args, build_parser())
+    if args.prompt is None:
+        raise ValueError("--prompt is required (or --from-infotext with a PNG to start from)")
     _check_model(args)
     _fill_sampling_defaults(args)
     _check_paths(args)
+    hires = _hires(args)
     if args.backend:
         os.environ["GPUCORE_BACKEND"] = args.backend
     if args.adapter:
@@ -367,16 +472,34 @@ def run(args: argparse.Namespace) -> list[Path]:
 
     pipe = load_pipeline(args.model, dtype=dtype, device=device,
                          prediction_type=args.prediction_type)
-    result = pipe.generate(args.prompt, negative_prompt=args.negative_prompt, steps=args.steps,
-                           cfg_scale=args.cfg_scale, sampler=args.sampler,
-                           scheduler=args.scheduler, seed=seed, subseed=subseed,
-                           subseed_strength=args.subseed_strength,
-                           eta_noise_seed_delta=args.ensd,
-                           width=args.width, height=args.height, batch_size=args.batch_size,
-                           clip_skip=args.clip_skip - 1, rng=args.rng,
-                           progress=ProgressBar(args.command),
-                           **options)
-    return save_images(result.images, result.settings, args.out)
+    if hires is not None:
+        options["hires"] = hires
+    written = []
+    for batch in range(args.n_iter):  # the WebUI's batch count: seeds count on over batches
+        label = args.command if args.n_iter == 1 else f"{args.command} {batch + 1}/{args.n_iter}"
+        result = pipe.generate(args.prompt, negative_prompt=args.negative_prompt,
+                               steps=args.steps, cfg_scale=args.cfg_scale, sampler=args.sampler,
+                               scheduler=args.scheduler, seed=seed + batch * args.batch_size,
+                               subseed=subseed + batch * args.batch_size,
+                               subseed_strength=args.subseed_strength,
+                               eta_noise_seed_delta=args.ensd, width=args.width,
+                               height=args.height, batch_size=args.batch_size,
+                               clip_skip=args.clip_skip - 1, rng=args.rng,
+                               progress=ProgressBar(label), **options)
+        written += save_images(result.images, result.settings, args.out)
+    return written
+
+
+def png_info(args: argparse.Namespace) -> None:
+    """`png-info FILE`: the PNG's infotext, or its parsed settings as JSON."""
+    import json
+
+    from .infotext import parse_infotext, read_infotext
+
+    text = read_infotext(_existing(args.file, "png-info"))
+    if text is None:
+        raise ValueError(f"{args.file} carries no parameters (no WebUI infotext)")
+    print(json.dumps(parse_infotext(text), indent=2, ensure_ascii=False) if args.json else text)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -388,11 +511,14 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
         if args.command is None:
             parser.print_usage(sys.stderr)
-            raise _UsageError("choose a command: txt2img, img2img, inpaint or serve")
+            raise _UsageError("choose a command: txt2img, img2img, inpaint, png-info or serve")
         if args.command == "serve":
             from .server.serve import serve
 
             return serve(args)
+        if args.command == "png-info":
+            png_info(args)
+            return 0
         for path in run(args):
             print(path, flush=True)
     except (_UsageError, ValueError, OSError) as exc:

@@ -92,12 +92,25 @@ def format_infotext(settings: Mapping[str, Any], *, batch_pos: int | None = None
         "Clip skip": clip_skip + 1 if clip_skip > 0 else None,
         "ENSD": int(settings["ensd"]) if settings.get("ensd") else None,
         "RNG": "CPU" if settings.get("rng") == "torch" else None,
+        **_hires_fields(settings),
     }
     line = ", ".join(f"{key}: {_quote(value)}" for key, value in params.items()
                      if value is not None)
     negative = settings.get("negative_prompt") or ""
     negative_line = f"\nNegative prompt: {negative}" if negative else ""
     return f"{settings.get('prompt', '')}{negative_line}\n{line}".strip()
+
+
+def _hires_fields(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The WebUI's hires fix fields; its second pass's strength is the "Denoising strength"."""
+    if not settings.get("hires_upscaler"):
+        return {}
+    resize = settings.get("hires_resize")
+    return {"Denoising strength": _number(settings["hires_denoise"]),
+            "Hires upscale": None if resize else _number(settings.get("hires_scale", 2.0)),
+            "Hires resize": f"{resize[0]}x{resize[1]}" if resize else None,
+            "Hires steps": settings.get("hires_steps") or None,
+            "Hires upscaler": settings["hires_upscaler"]}
 
 
 def parse_infotext(text: str) -> dict[str, Any]:
@@ -147,7 +160,10 @@ _CONVERSIONS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "Batch pos": ("batch_pos", int), "Denoising strength": ("strength", float),
     "Clip skip": ("clip_skip", lambda v: int(v) - 1), "RNG": ("rng", _rng_source),
     "Schedule type": ("scheduler", str), "Variation seed": ("subseed", int),
-    "Variation seed strength": ("subseed_strength", float), "ENSD": ("ensd", int)}
+    "Variation seed strength": ("subseed_strength", float), "ENSD": ("ensd", int),
+    "Hires upscale": ("hires_scale", float), "Hires steps": ("hires_steps", int),
+    "Hires upscaler": ("hires_upscaler", str),
+    "Hires resize": ("hires_resize", lambda v: tuple(int(n) for n in v.split("x")))}
 
 
 def _typed(raw: dict[str, Any]) -> dict[str, Any]:
@@ -165,6 +181,8 @@ def _typed(raw: dict[str, Any]) -> dict[str, Any]:
                 out[key] = value  # a malformed number stays visible under its WebUI name
         else:
             out[key] = value
+    if "hires_upscaler" in out and "strength" in out:  # a txt2img's hires pass strength
+        out["hires_denoise"] = out.pop("strength")
     return _split_old_sampler(out)
 
 

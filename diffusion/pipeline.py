@@ -7,7 +7,7 @@ are a few hundred KiB, so each step is: upload latents, one UNet pass, read the 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 
@@ -22,6 +22,7 @@ from .rng import RNG_SOURCES, TorchCPUGenerator, make_generator
 from .samplers.denoiser import DiscreteSchedule
 from .schedulers import SAMPLERS, get_scheduler, scheduler_from_config
 from .tokenizer import CLIPTokenizer
+from .upscale import HiresFix, upscale_image, upscale_latents
 
 __all__ = ["GenerationResult", "SamplingDefaults", "StableDiffusion"]
 
@@ -64,6 +65,54 @@ class _Request:
     strength: float
     rng: str
     mode: str  # "txt2img", "img2img" or "inpaint"
+
+
+@dataclass(frozen=True)
+class _Seeds:
+    """A batch's seeds as the WebUI gives them: image k has seed + k (all the same seed when a
+    variation seed varies them), variation seed subseed + k, and the eta noise seed delta."""
+
+    seeds: list[int]
+    subseeds: list[int]
+    subseed_strength: float
+    eta_noise_seed_delta: int
+
+    @classmethod
+    def webui(cls, seed: int, batch: int, subseed: int | None, subseed_strength: float,
+              eta_noise_seed_delta: int) -> _Seeds:
+        varied = subseed_strength != 0
+        subseed = int(np.random.default_rng().integers(2**32)) if subseed is None else subseed
+        return cls([seed + (0 if varied else k) for k in range(batch)],
+                   [int(subseed) + k for k in range(batch)], float(subseed_strength),
+                   int(eta_noise_seed_delta))
+
+    def noise(self, rng: str, shape: tuple[int, int, int]) -> ImageNoise:
+        """Fresh generators for one pass over latents of `shape` (C, H, W)."""
+        return ImageNoise(rng, self.seeds, shape, subseeds=self.subseeds,
+                          subseed_strength=self.subseed_strength,
+                          eta_noise_seed_delta=self.eta_noise_seed_delta)
+
+    def fields(self, uses_ensd: bool) -> dict[str, Any]:
+        """Settings for the infotext: variation seeds when used, ENSD where it matters."""
+        fields: dict[str, Any] = {}
+        if self.subseed_strength:
+            fields.update(subseed=self.subseeds[0], subseeds=self.subseeds,
+                          subseed_strength=self.subseed_strength)
+        if self.eta_noise_seed_delta and uses_ensd:
+            fields["ensd"] = self.eta_noise_seed_delta
+        return fields
+
+
+def hires_fix(hires: HiresFix) -> dict[str, Any]:
+    """The settings a hires pass adds (the infotext's Hires fields)."""
+    fields: dict[str, Any] = {"hires_upscaler": hires.upscaler, "hires_denoise": hires.denoise}
+    if hires.resize is not None:
+        fields["hires_resize"] = hires.resize
+    else:
+        fields["hires_scale"] = hires.scale
+    if hires.steps:
+        fields["hires_steps"] = hires.steps
+    return fields
 
 
 def _timestep_scheduler(name: str, config: dict[str, Any]) -> Any:
@@ -245,7 +294,7 @@ class StableDiffusion:
                  clip_skip: int = 0, init_image: Any = None, strength: float = 0.75,
                  mask: Any = None, rng: str = "numpy", subseed: int | None = None,
                  subseed_strength: float = 0.0, eta_noise_seed_delta: int = 0,
-                 progress: Progress | None = None,
+                 hires: HiresFix | None = None, progress: Progress | None = None,
                  on_step: StepCallback | None = None) -> GenerationResult:
         """txt2img (no init image), img2img (`init_image`, `strength`) or inpaint
         (`init_image` + `mask`, white = repaint). Same seed and settings give the same image
@@ -300,17 +349,23 @@ class StableDiffusion:
             info = samplers.lookup(label)
             if info.kind == "timestep":
                 scheduler_ = _timestep_scheduler(label, self.scheduler_config)
+        if hires is not None and request.mode != "txt2img":
+            raise ValueError("hires fix is a txt2img option; for img2img, raise the size instead")
         if sampler == "diffusers" or info.kind == "timestep":
+            if subseed_strength:
+                raise ValueError("variation seeds (subseed_strength) need a WebUI sampler; "
+                                 f"{label} draws the batch's noise from one seed, as diffusers")
             latents = self._run_scheduler(request, scheduler_, init_image, mask, progress,
-                                          on_step, webui=sampler != "diffusers")
+                                          on_step, webui=sampler != "diffusers", hires=hires)
             seeds = [seed] * request.batch_size
             extra: dict[str, Any] = {}
         else:
-            latents, seeds, extra = self._run_kdiffusion(
-                request, label, schedule, init_image, mask, progress, on_step,
-                subseed=subseed, subseed_strength=subseed_strength,
-                eta_noise_seed_delta=eta_noise_seed_delta)
-            schedule = extra.pop("schedule")
+            image_seeds = _Seeds.webui(seed, request.batch_size, subseed, subseed_strength,
+                                       eta_noise_seed_delta)
+            latents, extra = self._run_kdiffusion(request, label, schedule, init_image, mask,
+                                                  progress, on_step, seeds=image_seeds,
+                                                  hires=hires)
+            schedule, seeds = extra.pop("schedule"), image_seeds.seeds
         images = self._decode(latents, self.unet.conv_in.weight.dtype)
         settings = dict(mode=request.mode, prompt=prompt, negative_prompt=negative_prompt,
                         steps=steps, sampler=label, scheduler=schedule, cfg_scale=cfg_scale,
@@ -318,13 +373,33 @@ class StableDiffusion:
                         clip_skip=clip_skip, model=self.name, rng=rng, **extra)
         if init_image is not None:
             settings["strength"] = strength
+        if hires is not None:
+            settings.update(hires_fix(hires))
         return GenerationResult(images=images, seeds=seeds, settings=settings)
 
     def _run_scheduler(self, r: _Request, scheduler: Any, init_image: Any, mask: Any,
                        progress: Progress | None, on_step: StepCallback | None, *,
-                       webui: bool) -> np.ndarray:
+                       webui: bool, hires: HiresFix | None = None,
+                       image_latents: np.ndarray | None = None) -> np.ndarray:
         """The diffusers pipelines' loop around a diffusers-style scheduler; the latents.
-        `webui`: the prompt is read as the WebUI reads it (else as diffusers does)."""
+        `webui`: the prompt is read as the WebUI reads it (else as diffusers does).
+        `image_latents`: img2img from these latents instead of encoding `init_image`.
+        `hires`: then a second pass, img2img from the upscaled result, running the hires
+        steps of a schedule stretched by 1 / strength (as the WebUI's hires pass)."""
+        latents = self._scheduler_pass(r, scheduler, init_image, mask, progress, on_step,
+                                       webui=webui, image_latents=image_latents)
+        if hires is None:
+            return latents
+        start, r = self._hires_latents(r, latents, hires)
+        steps = hires.steps or r.steps
+        r = replace(r, steps=max(int(steps / min(hires.denoise, 0.999)), 1))
+        again = type(scheduler).from_config(scheduler.config)
+        return self._scheduler_pass(r, again, None, None, progress, on_step, webui=webui,
+                                    image_latents=start)
+
+    def _scheduler_pass(self, r: _Request, scheduler: Any, init_image: Any, mask: Any,
+                        progress: Progress | None, on_step: StepCallback | None, *,
+                        webui: bool, image_latents: np.ndarray | None) -> np.ndarray:
         generator = make_generator(r.rng, r.seed)
         scheduler.set_timesteps(r.steps)
         timesteps = np.asarray(scheduler.timesteps)
@@ -338,7 +413,8 @@ class StableDiffusion:
         # Random draws come in diffusers' order (image latents, noise, masked-image latents),
         # so the same draws reproduce its pipelines exactly.
         if r.mode != "txt2img":
-            pixels = _to_unit_image(init_image, r.width, r.height)
+            if image_latents is None:
+                pixels = _to_unit_image(init_image, r.width, r.height)
             start = steps - min(int(steps * strength), steps)
             timesteps = timesteps[start * scheduler.order:]
             if len(timesteps) == 0:
@@ -346,7 +422,8 @@ class StableDiffusion:
                                  "raise strength or steps")
             if hasattr(scheduler, "set_begin_index"):
                 scheduler.set_begin_index(start * scheduler.order)
-        if r.mode == "img2img" or (r.mode == "inpaint" and (not inpaint9 or strength < 1.0)):
+        if image_latents is None and (r.mode == "img2img" or (
+                r.mode == "inpaint" and (not inpaint9 or strength < 1.0))):
             image_latents = np.repeat(self._encode(pixels, generator), r.batch_size, 0)
         noise = generator.standard_normal(shape)
         if r.mode == "txt2img" or (r.mode == "inpaint" and strength == 1.0):
@@ -374,20 +451,9 @@ class StableDiffusion:
 
     def _run_kdiffusion(self, r: _Request, sampler: str, schedule: str, init_image: Any,
                         mask: Any, progress: Progress | None, on_step: StepCallback | None, *,
-                        subseed: int | None, subseed_strength: float,
-                        eta_noise_seed_delta: int) -> tuple[np.ndarray, list[int], dict]:
-        """The WebUI's k-diffusion sampling (diffusion.sampling); the latents, the images'
-        seeds and the infotext fields it adds."""
-        varied = subseed_strength != 0
-        # the WebUI: seeds count up per image, unless a variation seed varies the images
-        seeds = [r.seed + (0 if varied else k) for k in range(r.batch_size)]
-        subseed = int(np.random.default_rng().integers(2**32)) if subseed is None else subseed
-        subseeds = [int(subseed) + k for k in range(r.batch_size)]
-        scale = self.vae_scale_factor
-        shape = (self.latent_channels, r.height // scale, r.width // scale)
-        noise = ImageNoise(r.rng, seeds, shape, subseeds=subseeds,
-                           subseed_strength=subseed_strength,
-                           eta_noise_seed_delta=eta_noise_seed_delta)
+                        seeds: _Seeds, hires: HiresFix | None = None) -> tuple[np.ndarray, dict]:
+        """The WebUI's k-diffusion sampling (diffusion.sampling), then its hires pass if
+        asked; the latents and the infotext fields it adds."""
         discrete = DiscreteSchedule.from_config(self.scheduler_config)
         img2img = r.mode != "txt2img"
         if img2img and int(r.steps * r.strength) < 1:
@@ -395,28 +461,49 @@ class StableDiffusion:
                              "run; raise strength or steps")
         plan = sampling.plan(sampler, schedule, r.steps, discrete,
                              strength=r.strength if img2img else None)
-        dtype = self.unet.conv_in.weight.dtype
-        first = noise.first()
         extra = keep = init_latent = None
         if img2img:
             generator = make_generator(r.rng, r.seed)  # the VAE posterior's draws
             pixels = _to_unit_image(init_image, r.width, r.height)
             init_latent = np.repeat(self._encode(pixels, generator), r.batch_size, 0)
-            x = init_latent + first * plan.sigmas[0]
-        else:
-            x = first * plan.sigmas[0]
         if r.mode == "inpaint":
             full_mask = _to_mask(mask, r.width, r.height)
+            scale = self.vae_scale_factor
             if self.is_inpainting_model:
                 small = np.repeat(full_mask[:, :, ::scale, ::scale], r.batch_size, 0)
                 masked = pixels * (full_mask < 0.5)
                 masked_latents = np.repeat(self._encode(masked, generator), r.batch_size, 0)
                 extra = np.concatenate([small, masked_latents], axis=1)
             else:
-                keep = 1.0 - _latent_mask(full_mask, shape[1:])
+                keep = 1.0 - _latent_mask(full_mask, (r.height // scale, r.width // scale))
         # the WebUI counts prompt-editing steps in model evaluations: twice per step for the
         # second-order samplers
         evaluations = r.steps * (2 if plan.info.second_order else 1)
+        x = self._kdiffusion_pass(r, plan, discrete, seeds, init_latent, evaluations, progress,
+                                  on_step, extra=extra, keep=keep)
+        fields: dict[str, Any] = {"seeds": seeds.seeds, "schedule": plan.schedule_label,
+                                  **seeds.fields(plan.info.uses_ensd)}
+        if hires is not None:
+            x, r = self._hires_latents(r, x, hires)
+            steps = hires.steps or r.steps
+            total = int(steps / min(hires.denoise, 0.999))
+            plan = sampling.plan(sampler, schedule, total, discrete, t_enc=steps - 1)
+            x = self._kdiffusion_pass(r, plan, discrete, seeds, x, steps * (
+                2 if plan.info.second_order else 1), progress, on_step)
+        return x, fields
+
+    def _kdiffusion_pass(self, r: _Request, plan: sampling.SamplingPlan,
+                         discrete: DiscreteSchedule, seeds: _Seeds,
+                         init_latent: np.ndarray | None, evaluations: int,
+                         progress: Progress | None, on_step: StepCallback | None, *,
+                         extra: np.ndarray | None = None,
+                         keep: np.ndarray | None = None) -> np.ndarray:
+        """One sampling pass at r's size from pure noise or from `init_latent` + noise."""
+        scale = self.vae_scale_factor
+        noise = seeds.noise(r.rng, (self.latent_channels, r.height // scale, r.width // scale))
+        first = noise.first() * plan.sigmas[0]
+        x = first if init_latent is None else init_latent + first
+        dtype = self.unet.conv_in.weight.dtype
         unet = sampling.GuidedUNet(self.unet, self._contexts(r, evaluations), dtype=dtype)
         model = sampling.CFGDenoiser(unet, discrete, r.cfg_scale, extra=extra, keep=keep,
                                      init_latent=init_latent)
@@ -427,17 +514,29 @@ class StableDiffusion:
                 progress(i + 1, total)
             return None if on_step is None else on_step(i + 1, total, latents)
 
-        x = sampling.sample(plan, model, x, seeds=seeds, image_noise=noise, discrete=discrete,
-                            callback=callback)
+        x = sampling.sample(plan, model, x, seeds=seeds.seeds, image_noise=noise,
+                            discrete=discrete, callback=callback)
         if keep is not None:
             x = init_latent * keep + (1 - keep) * x
-        fields: dict[str, Any] = {"seeds": seeds, "schedule": plan.schedule_label}
-        if varied:
-            fields.update(subseed=subseeds[0], subseeds=subseeds,
-                          subseed_strength=subseed_strength)
-        if eta_noise_seed_delta and plan.info.uses_ensd:
-            fields["ensd"] = eta_noise_seed_delta
-        return x, seeds, fields
+        return x
+
+    def _hires_latents(self, r: _Request, latents: np.ndarray,
+                       hires: HiresFix) -> tuple[np.ndarray, _Request]:
+        """The hires pass's starting latents (upscaled latents, or the upscaled picture
+        through the VAE) and its request (the new size, img2img at the hires strength)."""
+        width, height = hires.target(r.width, r.height)
+        scale = self.vae_scale_factor
+        if hires.is_latent:
+            start = upscale_latents(latents, (height // scale, width // scale), hires.upscaler)
+        else:
+            dtype = self.unet.conv_in.weight.dtype
+            images = [upscale_image(image, (width, height), hires.upscaler)
+                      for image in self._decode(latents, dtype)]
+            generator = make_generator(r.rng, r.seed)  # the VAE posterior's draws
+            start = np.concatenate([self._encode(_to_unit_image(image, width, height),
+                                                 generator) for image in images])
+        return start, replace(r, width=width, height=height, mode="img2img",
+                              strength=hires.denoise)
 
     def txt2img(self, prompt: str, **kwargs: Any) -> GenerationResult:
         """Text to image. Keywords as `generate`."""

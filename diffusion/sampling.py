@@ -67,9 +67,11 @@ class SamplingPlan:
 
 
 def plan(sampler: str, scheduler: str, steps: int, discrete: DiscreteSchedule, *,
-         strength: float | None = None, is_sdxl: bool = False) -> SamplingPlan:
-    """The sigmas the WebUI runs for `sampler` with schedule type `scheduler` over `steps`
-    (`strength` for img2img: only the last `int(min(strength, 0.999) * steps) + 1` run).
+         strength: float | None = None, t_enc: int | None = None,
+         is_sdxl: bool = False) -> SamplingPlan:
+    """The sigmas the WebUI runs for `sampler` with schedule type `scheduler` over `steps`.
+    img2img runs only the last t_enc + 1 of them: t_enc = `int(min(strength, 0.999) * steps)`,
+    or `t_enc` as given (the hires pass: its steps - 1 of a schedule stretched by 1 / strength).
 
     "Automatic" is the sampler's own schedule type; a sampler without one (the registry says
     "Uniform") takes the model's evenly spaced timesteps and the infotext keeps "Automatic",
@@ -85,9 +87,10 @@ def plan(sampler: str, scheduler: str, steps: int, discrete: DiscreteSchedule, *
                               discard_next_to_last_sigma=info.discard_next_to_last_sigma)
     if strength is not None:
         t_enc = int(min(strength, 0.999) * steps)
+    if t_enc is not None:
         sigmas = sigmas[steps - t_enc - 1:]
     return SamplingPlan(info=info, schedule_label=label, sigmas=np.asarray(sigmas, np.float64),
-                        steps=steps, img2img=strength is not None)
+                        steps=steps, img2img=t_enc is not None)
 
 
 class GuidedUNet:

@@ -33,6 +33,7 @@ from sd_tiny import write_pipeline  # noqa: E402
 
 import gpucore  # noqa: E402
 from diffusion import load_pipeline  # noqa: E402
+from diffusion.infotext import format_infotext  # noqa: E402
 
 SIZE, STEPS, CFG = 16, 4, 6.5  # 8x8 latents (the tiny VAE downsamples by 2): ~0.3 s a UNet call
 PROMPT, NEGATIVE = "a lighthouse at dusk, oil painting", "blurry"
@@ -108,18 +109,20 @@ class Reference:
     def sample(self, function: str, schedule: str, *, discard: bool = False,
                brownian: bool = False, seeds: tuple[int, ...] = (SEED,),
                options: dict[str, Any] | None = None,
-               contexts: list[torch.Tensor] | None = None) -> np.ndarray:
+               contexts: list[torch.Tensor] | None = None, init: torch.Tensor | None = None,
+               sigmas: torch.Tensor | None = None) -> np.ndarray:
+        """The WebUI's sampling pass: from noise, or img2img from `init` (its `sigmas`)."""
         self.calls = 0
         if contexts is not None:
             self.contexts = contexts
         generators = [torch.Generator().manual_seed(s) for s in seeds]
+        side = SIZE // 2 if init is None else init.shape[-1]
 
         def draw() -> torch.Tensor:
-            return torch.stack([torch.randn((4, SIZE // 2, SIZE // 2), generator=g)
-                                for g in generators])
+            return torch.stack([torch.randn((4, side, side), generator=g) for g in generators])
 
-        sigmas = self.sigmas(schedule, STEPS, discard)
-        x = draw() * sigmas[0]
+        sigmas = self.sigmas(schedule, STEPS, discard) if sigmas is None else sigmas
+        x = draw() * sigmas[0] + (0 if init is None else init)
         kwargs: dict[str, Any] = dict(options or {})
         if brownian:
             positive = sigmas[sigmas > 0]
@@ -234,3 +237,26 @@ def test_prompt_editing_switches_at_the_webuis_step(ours: Any, reference: Refere
                                 contexts=[before] * switch + [after] * STEPS * calls_per_step)
     reference.contexts = [reference.context_of(PROMPT)]
     _assert_close(latents, expected)
+
+
+def test_hires_fix_is_the_webuis_second_pass(ours: Any, reference: Reference) -> None:
+    """First pass, latents upscaled x2 by F.interpolate (bilinear), then img2img at strength
+    0.6 running 3 steps of a schedule of int(3 / 0.6) = 5 (the WebUI's hires pass, whose
+    generators start again from the seeds)."""
+    from diffusion.upscale import HiresFix
+
+    final: list[np.ndarray] = []
+    result = ours.txt2img(PROMPT, negative_prompt=NEGATIVE, steps=STEPS, cfg_scale=CFG,
+                          seed=SEED, width=SIZE, height=SIZE, sampler="Euler a", rng="torch",
+                          hires=HiresFix(scale=2.0, upscaler="Latent", steps=3, denoise=0.6),
+                          on_step=lambda done, total, latents: final.append(latents))
+    first = torch.from_numpy(reference.sample("sample_euler_ancestral", "uniform")).float()
+    upscaled = torch.nn.functional.interpolate(first, scale_factor=2, mode="bilinear")
+    sigmas = reference.sigmas("uniform", 5, False)[5 - 2 - 1:]  # t_enc = 3 - 1
+    expected = reference.sample("sample_euler_ancestral", "uniform", init=upscaled,
+                                sigmas=sigmas)
+    _assert_close(final[-1], expected)
+    assert result.images[0].shape == (2 * SIZE, 2 * SIZE, 3)
+    text = format_infotext(result.settings)
+    assert "Denoising strength: 0.6, " in text and text.endswith(
+        "Hires upscale: 2, Hires steps: 3, Hires upscaler: Latent")

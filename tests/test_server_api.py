@@ -78,7 +78,7 @@ def txt2img(client: Any, **body: Any) -> Any:
 
 
 def test_txt2img_contract_and_defaults(client: Any, models: Path) -> None:
-    response = txt2img(client, seed=7, enable_hr=True, some_extension_field={"x": 1})
+    response = txt2img(client, seed=7, restore_faces=True, some_extension_field={"x": 1})
     body = response.json()
     assert set(body) == {"images", "parameters", "info"}
     assert isinstance(body["info"], str)
@@ -335,3 +335,22 @@ def test_oversized_body_is_413(client: Any) -> None:
     response = client.post("/sdapi/v1/txt2img", content=chunks(),
                            headers={"content-type": "application/json"})
     assert response.status_code == 413
+
+
+def test_hires_fix_and_variation_seeds(client: Any) -> None:
+    """enable_hr runs the second pass at hr_scale; a variation seed moves the picture and is
+    written as the WebUI writes it."""
+    hires = txt2img(client, seed=5, steps=2, enable_hr=True, hr_scale=1.5,
+                    hr_second_pass_steps=1, denoising_strength=0.5)
+    assert hires.status_code == 200, hires.text
+    text = info(hires)["infotexts"][0]
+    assert pixels(hires.json()["images"][0]).shape == (48, 48, 3)
+    assert text.endswith("Denoising strength: 0.5, Hires upscale: 1.5, Hires steps: 1, "
+                         "Hires upscaler: Latent")
+    plain = txt2img(client, seed=5, steps=2)
+    varied = txt2img(client, seed=5, steps=2, subseed=9, subseed_strength=0.5)
+    assert "Variation seed: 9, Variation seed strength: 0.5" in info(varied)["infotexts"][0]
+    assert varied.json()["images"][0] != plain.json()["images"][0]
+    bad = client.post("/sdapi/v1/txt2img", json={"prompt": PROMPT, "enable_hr": True,
+                                                 "hr_upscaler": "ESRGAN_4x"})
+    assert bad.status_code == 422 and "unknown hires upscaler" in bad.text

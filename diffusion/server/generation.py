@@ -16,6 +16,7 @@ from typing import Any
 
 from ..infotext import format_infotext
 from ..samplers import resolve, schedules
+from ..upscale import HiresFix
 from .images import decode_image, encode_png, fit_image, prepare_mask
 from .schemas import Img2ImgRequest, Txt2ImgRequest
 from .worker import GenerationJob, JobResult
@@ -110,6 +111,8 @@ def build_job(request: Txt2ImgRequest, kind: str, *, options: dict[str, Any], ma
         subseed_strength=float(strength), eta_noise_seed_delta=_ensd(request, options))
     if isinstance(request, Img2ImgRequest):
         generate.update(_img2img_options(request))
+    elif request.enable_hr:
+        generate["hires"] = _hires(request, max_size)
     # the WebUI: image k has seed + k, unless a variation seed varies them (then subseed + k)
     seeds = [seed + (0 if strength else k) for k in range(count)]
     job = GenerationJob(kind=kind, seeds=seeds, options=generate,
@@ -117,6 +120,28 @@ def build_job(request: Txt2ImgRequest, kind: str, *, options: dict[str, Any], ma
                         batch_size=request.batch_size,
                         save_to=outputs if request.save_images else None)
     return job, {"seed": seed, "subseed": subseed, "sampler": sampler, "scheduler": schedule}
+
+
+def _hires(request: Txt2ImgRequest, max_size: int) -> HiresFix:
+    """The hires fix a txt2img request asks for (enable_hr with the hr_* fields); a size given
+    on one side only keeps the first pass's aspect ratio, as in the WebUI."""
+    resize = None
+    x, y = request.hr_resize_x, request.hr_resize_y
+    if x or y:
+        width, height = request.width or 512, request.height or 512
+        resize = (x or round(y * width / height), y or round(x * height / width))
+    strength = request.denoising_strength
+    try:
+        hires = HiresFix(scale=request.hr_scale, resize=resize,
+                         upscaler=request.hr_upscaler or "Latent",
+                         steps=request.hr_second_pass_steps,
+                         denoise=0.7 if strength is None else strength)
+        if request.width and request.height:
+            for side in hires.target(request.width, request.height):
+                _check_side("hires size", side, max_size)
+    except ValueError as exc:
+        raise RequestError(str(exc)) from None
+    return hires
 
 
 def _ensd(request: Txt2ImgRequest, options: dict[str, Any]) -> int:

@@ -40,7 +40,7 @@ class Txt2ImgRequest(_Lenient):
     styles: list[str] | None = None  # accepted, ignored: no styles file here
     seed: int = -1
     subseed: int = -1
-    subseed_strength: float = 0.0  # accepted; variation seeds are not implemented
+    subseed_strength: float = 0.0
     seed_resize_from_h: int = -1
     seed_resize_from_w: int = -1
     sampler_name: str | None = None
@@ -60,7 +60,12 @@ class Txt2ImgRequest(_Lenient):
     denoising_strength: float | None = None
     override_settings: dict[str, Any] | None = None
     override_settings_restore_afterwards: bool = True
-    enable_hr: bool = False  # hires fix: accepted, ignored
+    enable_hr: bool = False  # hires fix (txt2img): the hr_* fields and denoising_strength
+    hr_scale: float = 2.0
+    hr_upscaler: str | None = None  # None: "Latent"
+    hr_second_pass_steps: int = 0
+    hr_resize_x: int = 0
+    hr_resize_y: int = 0
     script_name: str | None = None
     script_args: list[Any] = Field(default_factory=list)
     send_images: bool = True
