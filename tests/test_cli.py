@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import json
 import os
 import subprocess
 import sys
@@ -411,3 +412,54 @@ def test_python_m_diffusion(tmp_path: Path) -> None:
     assert bad.returncode == 2 and bad.stdout == ""
     assert bad.stderr.strip() == ("error: argument --width: must be a multiple of 8 (the VAE "
                                   "works on 8x8 pixel blocks), got 513; try 512 or 520")
+
+
+# -- WebUI options: batch count, hires fix, infotext in and out ----------------------------
+def test_n_iter_counts_seeds_on_over_batches(fake: dict[str, Any],
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run_cli(capsys, *TXT, "--seed", "10", "--n-iter", "3", "--batch-size", "2")
+    assert code == 0, err
+    assert [c["seed"] for c in fake["pipe"].calls] == [10, 12, 14]
+    assert len(out.splitlines()) == 6 and "txt2img 3/3" in err
+
+
+def test_hires_flags_become_a_hires_fix(fake: dict[str, Any],
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    from diffusion.upscale import HiresFix
+
+    code, _, err = run_cli(capsys, *TXT, "--hr-scale", "1.5", "--hr-upscaler", "lanczos",
+                           "--hr-steps", "4", "--hr-denoise", "0.45")
+    assert code == 0, err
+    assert fake["pipe"].calls[-1]["hires"] == HiresFix(scale=1.5, upscaler="Lanczos", steps=4,
+                                                       denoise=0.45)
+    code, _, err = run_cli(capsys, *TXT)
+    assert code == 0 and "hires" not in fake["pipe"].calls[-1]
+    code, _, err = run_cli(capsys, *TXT, "--hr-resize", "96x80", "--hr-upscaler", "ESRGAN")
+    assert code == 2 and "--hr-upscaler 'ESRGAN' is not one of: Latent," in err
+    code, _, err = run_cli(capsys, *TXT, "--hr-resize", "96by80")
+    assert code == 2 and "'96by80' is not WIDTHxHEIGHT" in err
+
+
+def test_png_info_and_from_infotext(fake: dict[str, Any],
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    text = ("a (red:1.2) fox\nNegative prompt: blurry\nSteps: 9, Sampler: DPM++ 2M Karras, "
+            "CFG scale: 4.5, Seed: 77, Size: 48x40, Clip skip: 2, Denoising strength: 0.4, "
+            "Hires upscale: 2, Hires upscaler: Latent (bicubic)")
+    save_png(np.zeros((8, 8, 3), np.uint8), "source.png", infotext=text)
+    code, out, _ = run_cli(capsys, "png-info", "source.png")
+    assert code == 0 and out.strip() == text
+    code, out, _ = run_cli(capsys, "png-info", "--json", "source.png")
+    assert json.loads(out)["hires_upscaler"] == "Latent (bicubic)"
+    code, _, err = run_cli(capsys, "txt2img", "--model", "model", "--from-infotext",
+                           "source.png", "--steps", "3", "--out", "again.png")
+    assert code == 0, err
+    call = fake["pipe"].calls[-1]
+    assert (call["prompt"], call["negative_prompt"], call["steps"], call["seed"]) == (
+        "a (red:1.2) fox", "blurry", 3, 77)  # --steps given here wins
+    assert (call["sampler"], call["scheduler"], call["cfg_scale"], call["width"],
+            call["clip_skip"]) == ("DPM++ 2M", "Karras", 4.5, 48, 1)
+    assert call["hires"].upscaler == "Latent (bicubic)" and call["hires"].denoise == 0.4
+    code, _, err = run_cli(capsys, "png-info", "init.png")
+    assert code == 2 and "carries no parameters" in err
+    code, _, err = run_cli(capsys, "txt2img", "--model", "model")
+    assert code == 2 and "--prompt is required" in err
