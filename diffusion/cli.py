@@ -220,6 +220,9 @@ def _add_common(parser: argparse.ArgumentParser, *, strength: float | None) -> N
                            help="steps of the second pass (0: as many as --steps)")
         hires.add_argument("--hr-denoise", type=_strength, default=0.7, metavar="D",
                            help="denoising strength of the second pass, in (0, 1] (0.7)")
+    parser.add_argument("--embeddings-dir", metavar="DIR",
+                        help="textual-inversion embeddings (.safetensors), used wherever a "
+                             "prompt or negative prompt names one (file name = name)")
     parser.add_argument("--out", default="outputs", metavar="DIR|FILE.png",
                         help="a folder (numbered files, created if missing) or a .png file "
                              "(default: ./outputs)")
@@ -467,6 +470,11 @@ def run(args: argparse.Namespace) -> list[Path]:
     print(f"seed: {seed}", file=sys.stderr)
     subseed = secrets.randbelow(2**32) if args.subseed == -1 else args.subseed
     dtype, device = _dtype_and_device(args.fp16)
+    embeddings = None
+    if args.embeddings_dir:  # checked before the model loads
+        from .embeddings import EmbeddingDatabase
+
+        embeddings = EmbeddingDatabase(args.embeddings_dir)
 
     from diffusion import load_pipeline
 
@@ -474,6 +482,8 @@ def run(args: argparse.Namespace) -> list[Path]:
                          prediction_type=args.prediction_type)
     if hires is not None:
         options["hires"] = hires
+    if embeddings is not None:
+        pipe.embeddings = embeddings
     written = []
     for batch in range(args.n_iter):  # the WebUI's batch count: seeds count on over batches
         label = args.command if args.n_iter == 1 else f"{args.command} {batch + 1}/{args.n_iter}"

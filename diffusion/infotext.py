@@ -93,6 +93,8 @@ def format_infotext(settings: Mapping[str, Any], *, batch_pos: int | None = None
         "ENSD": int(settings["ensd"]) if settings.get("ensd") else None,
         "RNG": "CPU" if settings.get("rng") == "torch" else None,
         **_hires_fields(settings),
+        "Lora hashes": settings.get("lora_hashes") or None,
+        "TI hashes": settings.get("ti_hashes") or None,
     }
     line = ", ".join(f"{key}: {_quote(value)}" for key, value in params.items()
                      if value is not None)
@@ -163,7 +165,8 @@ _CONVERSIONS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "Variation seed strength": ("subseed_strength", float), "ENSD": ("ensd", int),
     "Hires upscale": ("hires_scale", float), "Hires steps": ("hires_steps", int),
     "Hires upscaler": ("hires_upscaler", str),
-    "Hires resize": ("hires_resize", lambda v: tuple(int(n) for n in v.split("x")))}
+    "Hires resize": ("hires_resize", lambda v: tuple(int(n) for n in v.split("x"))),
+    "Lora hashes": ("lora_hashes", str), "TI hashes": ("ti_hashes", str)}
 
 
 def _typed(raw: dict[str, Any]) -> dict[str, Any]:

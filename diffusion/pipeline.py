@@ -16,8 +16,10 @@ import numpy as np
 from gpustd import Tensor, asarray
 
 from . import conditioning, samplers, sampling
+from .embeddings import EmbeddingDatabase, EmbeddingFinder, ti_hashes
 from .models import AutoencoderKL, CLIPTextModel, UNet2DConditionModel
 from .noise import ImageNoise
+from .prompts import parse_prompt
 from .rng import RNG_SOURCES, TorchCPUGenerator, make_generator
 from .samplers.denoiser import DiscreteSchedule
 from .schedulers import SAMPLERS, get_scheduler, scheduler_from_config
@@ -199,6 +201,8 @@ class StableDiffusion:
         self.scheduler_config = dict(scheduler_config)
         self.name = name
         self.defaults = defaults or SamplingDefaults()
+        # textual-inversion embeddings found by name in prompts (diffusion.embeddings)
+        self.embeddings: EmbeddingDatabase | None = None
 
     @property
     def latent_channels(self) -> int:
@@ -260,11 +264,28 @@ class StableDiffusion:
                 [r.negative_prompt] * batch, clip_skip=r.clip_skip)
             return lambda step: (uncond, cond)
         encode = partial(conditioning.encode, self.tokenizer, self.text_encoder, steps=steps,
-                         clip_skip=r.clip_skip)
+                         clip_skip=r.clip_skip, embeddings=self._embedding_lookup())
         conds = encode([r.prompt] * batch)
         unconds = None if r.cfg_scale == 1.0 else encode([r.negative_prompt] * batch,
                                                           extra_networks=False)
         return lambda step: (None if unconds is None else unconds.at(step), conds.at(step))
+
+    def _embedding_lookup(self) -> EmbeddingFinder | None:
+        if self.embeddings is None:
+            return None
+        width = int(self.text_encoder.config["hidden_size"])
+        return self.embeddings.lookup(self.tokenizer, width=width)
+
+    def _ti_hashes(self, r: _Request) -> str | None:
+        """The infotext's "TI hashes" of the embeddings the prompts use (the negative prompt's
+        last, as the WebUI writes them), None when they use none."""
+        lookup = self._embedding_lookup()
+        if lookup is None:
+            return None
+        for text, negative in ((r.prompt, False), (r.negative_prompt, True)):
+            for _, scheduled in parse_prompt(text, r.steps, extra_networks=not negative).schedule:
+                conditioning.prompt_chunks(self.tokenizer, scheduled, embeddings=lookup)
+        return ti_hashes(lookup.used.values()) or None
 
     def _decode(self, latents: np.ndarray, dtype: Any) -> list[np.ndarray]:
         device = self.unet.conv_in.weight.device
@@ -375,6 +396,8 @@ class StableDiffusion:
             settings["strength"] = strength
         if hires is not None:
             settings.update(hires_fix(hires))
+        if sampler != "diffusers" and (hashes := self._ti_hashes(request)):
+            settings["ti_hashes"] = hashes
         return GenerationResult(images=images, seeds=seeds, settings=settings)
 
     def _run_scheduler(self, r: _Request, scheduler: Any, init_image: Any, mask: Any,

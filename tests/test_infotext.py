@@ -78,7 +78,7 @@ def test_parse_webui_text_with_unknown_fields() -> None:
         "prompt": "girl with a beret, (detailed)", "negative_prompt": "ugly, [blurry]",
         "steps": 28, "sampler": "DPM++ 2M", "scheduler": "Karras", "cfg_scale": 6.5,
         "seed": 965400086, "width": 512, "height": 640, "Model hash": "45dee52b",
-        "model": "anything", "clip_skip": 1, "Lora hashes": "a: 1, b: 2", "Version": "v1.9.4"}
+        "model": "anything", "clip_skip": 1, "lora_hashes": "a: 1, b: 2", "Version": "v1.9.4"}
 
 
 def test_old_combined_sampler_reads_as_the_new_pair() -> None:

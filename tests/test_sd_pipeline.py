@@ -230,3 +230,33 @@ def test_mis_shaped_tensor_is_a_weights_error_naming_file_and_key(tmp_path: Path
     save_file(tensors, path)
     with pytest.raises(WeightsError, match=rf"{path.name}.*{key}: expected \(32,\), got \(64,\)"):
         load_pipeline(folder)
+
+
+def test_textual_inversion_matches_diffusers(first_device: gpucore.Device, model_dir: Path,
+                                             monkeypatch: pytest.MonkeyPatch,
+                                             tmp_path: Path) -> None:
+    """An embedding named in the prompt (WebUI format, 2 vectors) against diffusers'
+    load_textual_inversion, whole txt2img with the same draws; the infotext's TI hashes."""
+    import hashlib
+
+    from safetensors.numpy import save_file
+
+    from diffusion.embeddings import EmbeddingDatabase
+    from diffusion.infotext import format_infotext
+
+    vectors = np.random.default_rng(3).normal(0, 0.5, (2, 32)).astype(np.float32)
+    path = tmp_path / "wuggle.safetensors"
+    save_file({"emb_params": vectors}, str(path))
+    prompt = "a wuggle at dusk, oil painting"
+    ours = load_pipeline(model_dir, device=first_device)
+    ours.embeddings = EmbeddingDatabase(tmp_path)
+    result = ours.txt2img(prompt, negative_prompt=NEGATIVE, steps=3, cfg_scale=7.5, seed=7,
+                          width=SIZE, height=SIZE, sampler="DDIM")
+    reference = _reference("txt2img", model_dir)
+    reference.load_textual_inversion(str(path), token="wuggle")
+    _same_draws(monkeypatch, 7)
+    expected = reference(prompt, negative_prompt=NEGATIVE, num_inference_steps=3,
+                         guidance_scale=7.5, height=SIZE, width=SIZE, output_type="np").images
+    _assert_images_match(result.images, expected)
+    short = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+    assert f"TI hashes: \"wuggle: {short}\"" in format_infotext(result.settings)

@@ -354,3 +354,19 @@ def test_hires_fix_and_variation_seeds(client: Any) -> None:
     bad = client.post("/sdapi/v1/txt2img", json={"prompt": PROMPT, "enable_hr": True,
                                                  "hr_upscaler": "ESRGAN_4x"})
     assert bad.status_code == 422 and "unknown hires upscaler" in bad.text
+
+
+def test_embeddings_listing(tmp_path: Path) -> None:
+    """GET /sdapi/v1/embeddings' shape: loaded with vectors and width, pickles skipped."""
+    from safetensors.numpy import save_file
+
+    from diffusion.embeddings import EmbeddingDatabase
+    from diffusion.server.app import embedding_listing
+
+    save_file({"emb_params": np.ones((3, 32), np.float32)}, str(tmp_path / "fluffy.safetensors"))
+    (tmp_path / "old.pt").write_bytes(b"pickle")
+    listing = embedding_listing(EmbeddingDatabase(tmp_path))
+    assert listing["loaded"]["fluffy"]["vectors"] == 3
+    assert listing["loaded"]["fluffy"]["shape"] == 32
+    assert "pickle" in listing["skipped"]["old"]["reason"]
+    assert embedding_listing(None) == {"loaded": {}, "skipped": {}}

@@ -18,6 +18,8 @@ from fastapi.responses import FileResponse
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from fastapi.staticfiles import StaticFiles
 
+from ..embeddings import EmbeddingDatabase
+from ..loaders.errors import WeightsError
 from ..samplers import SAMPLERS, SamplerInfo, resolve, schedules
 from ..samplers.schedules import SCHEDULE_TYPES
 from .generation import (
@@ -79,6 +81,41 @@ async def _wait(future: Future) -> Any:
     return await asyncio.wrap_future(future)
 
 
+def _with_networks(loader: Callable[[Path], Any],
+                   embeddings: EmbeddingDatabase | None) -> Callable[[Path], Any]:
+    """`loader`, then the pipeline gets the server's textual-inversion embeddings."""
+    def load(path: Path) -> Any:
+        pipe = loader(path)
+        if embeddings is not None:
+            pipe.embeddings = embeddings
+        return pipe
+    return load
+
+
+def embedding_listing(embeddings: EmbeddingDatabase | None) -> dict[str, Any]:
+    """GET /sdapi/v1/embeddings as the WebUI answers it: loaded ones with their vector count
+    and width, skipped ones (pickle files, unreadable files) with why."""
+    loaded: dict[str, Any] = {}
+    skipped: dict[str, Any] = {}
+    if embeddings is None:
+        return {"loaded": loaded, "skipped": skipped}
+    embeddings.refresh()
+    for file in embeddings.files:
+        entry = {"step": None, "sd_checkpoint": None, "sd_checkpoint_name": None}
+        if file.is_pickle:
+            skipped[file.name] = {**entry, "shape": None, "vectors": None,
+                                  "reason": "pickle (.pt/.bin) files are refused"}
+            continue
+        try:
+            vectors = next(iter(file.tensors.values()))
+        except (WeightsError, OSError, ValueError) as exc:
+            skipped[file.name] = {**entry, "shape": None, "vectors": None, "reason": str(exc)}
+            continue
+        loaded[file.name] = {**entry, "shape": int(vectors.shape[-1]),
+                             "vectors": int(vectors.reshape(-1, vectors.shape[-1]).shape[0])}
+    return {"loaded": loaded, "skipped": skipped}
+
+
 def sampler_item(info: SamplerInfo) -> dict[str, Any]:
     """A sampler as the WebUI's /sdapi/v1/samplers lists it: label, aliases and its options
     (the default schedule type by name, and the flags the WebUI sets)."""
@@ -98,7 +135,8 @@ def create_app(*, model: str | os.PathLike[str] | None = None,
                outputs: str | os.PathLike[str] = "outputs", queue_size: int = 16,
                max_size: int = 1024, api_auth: str | None = None,
                max_body_bytes: int = 50 * 2**20, loader: Callable[[Path], Any] | None = None,
-               cmd_flags: dict[str, Any] | None = None) -> FastAPI:
+               cmd_flags: dict[str, Any] | None = None,
+               embeddings_dir: str | os.PathLike[str] | None = None) -> FastAPI:
     """The server app with its worker started and its first model loaded.
 
     `model` (or, without it, the bundled model, or else the first model in `models_dir`) is
@@ -122,7 +160,9 @@ def create_app(*, model: str | os.PathLike[str] | None = None,
         raise FileNotFoundError(
             f"no model to load: the bundled default model is missing{where}; pass --model "
             "PATH (a diffusers folder or a .safetensors checkpoint) or --models-dir DIR")
-    worker = Worker(loader or (lambda path: load_pipeline(path)), queue_size=queue_size)
+    embeddings = None if embeddings_dir is None else EmbeddingDatabase(embeddings_dir)
+    worker = Worker(_with_networks(loader or (lambda path: load_pipeline(path)), embeddings),
+                    queue_size=queue_size)
     first = registry.entries[0]
     try:
         worker.submit(lambda: worker.load(first)).result()
@@ -257,9 +297,12 @@ def create_app(*, model: str | os.PathLike[str] | None = None,
                                                  "(wgpu); GPU memory is not reported"}}
 
     for path, empty in (("sd-vae", []), ("loras", []), ("prompt-styles", []),
-                        ("upscalers", []), ("hypernetworks", []), ("face-restorers", []),
-                        ("embeddings", {"loaded": {}, "skipped": {}})):
+                        ("upscalers", []), ("hypernetworks", []), ("face-restorers", [])):
         api.add_api_route(f"/{path}", lambda empty=empty: empty, methods=["GET"])
+
+    @api.get("/embeddings")
+    async def list_embeddings() -> dict[str, Any]:
+        return await asyncio.to_thread(embedding_listing, embeddings)
 
     @avx.get("/queue")
     async def queue_state() -> dict[str, Any]:

@@ -22,6 +22,9 @@ def add_serve_parser(commands: Any, positive_int: Any) -> argparse.ArgumentParse
     sub.add_argument("--models-dir", metavar="DIR",
                      help="diffusers folders and .safetensors files clients may switch to "
                           "(sd_model_checkpoint in /sdapi/v1/options)")
+    sub.add_argument("--embeddings-dir", metavar="DIR",
+                     help="textual-inversion embeddings (.safetensors), used where a prompt "
+                          "names them")
     sub.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1)")
     sub.add_argument("--listen", action="store_true",
                      help="bind 0.0.0.0: reachable from other machines (use --api-auth)")
@@ -78,7 +81,8 @@ def serve(args: argparse.Namespace) -> int:
     try:
         app = create_app(model=args.model, models_dir=args.models_dir, outputs=args.outputs,
                          queue_size=args.queue_size, max_size=args.max_size,
-                         api_auth=args.api_auth, cmd_flags=vars(args))
+                         api_auth=args.api_auth, cmd_flags=vars(args),
+                         embeddings_dir=args.embeddings_dir)
     except (FileNotFoundError, WeightsError, ValueError, OSError) as exc:
         sock.close()
         print(f"error: cannot load the model: {exc}", file=sys.stderr)
