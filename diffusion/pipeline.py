@@ -22,7 +22,7 @@ from .noise import ImageNoise
 from .prompts import parse_prompt
 from .rng import RNG_SOURCES, TorchCPUGenerator, make_generator
 from .samplers.denoiser import DiscreteSchedule
-from .schedulers import SAMPLERS, get_scheduler, scheduler_from_config
+from .schedulers import get_scheduler, scheduler_from_config
 from .tokenizer import CLIPTokenizer
 from .upscale import HiresFix, upscale_image, upscale_latents
 
@@ -67,6 +67,7 @@ class _Request:
     strength: float
     rng: str
     mode: str  # "txt2img", "img2img" or "inpaint"
+    cfg_pp: bool = False  # the timestep loop runs DDIM CFG++
 
 
 @dataclass(frozen=True)
@@ -118,11 +119,9 @@ def hires_fix(hires: HiresFix) -> dict[str, Any]:
 
 
 def _timestep_scheduler(name: str, config: dict[str, Any]) -> Any:
-    """The diffusers-style scheduler that runs WebUI timestep sampler `name`."""
-    if name not in SAMPLERS:
-        raise ValueError(f"sampler {name!r} is not available yet; use DDIM, PLMS or UniPC, or a "
-                         "k-diffusion sampler")
-    return get_scheduler(name, config)
+    """The diffusers-style scheduler that runs WebUI timestep sampler `name` (DDIM CFG++ is
+    DDIM with another step, see `_denoise`)."""
+    return get_scheduler("DDIM" if name == "DDIM CFG++" else name, config)
 
 
 def _latent_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -232,17 +231,24 @@ class StableDiffusion:
                  extra: np.ndarray | None = None,
                  after_step: Callable[[int, np.ndarray], np.ndarray] | None = None,
                  progress: Progress | None = None,
-                 on_step: StepCallback | None = None) -> np.ndarray:
+                 on_step: StepCallback | None = None, cfg_pp: bool = False) -> np.ndarray:
         """The diffusers pipelines' loop: guidance on the UNet's outputs, then the scheduler's
-        step; step i uses the conditioning of WebUI step i (prompt editing)."""
+        step; step i uses the conditioning of WebUI step i (prompt editing). `cfg_pp`: the
+        WebUI's DDIM CFG++ (guidance scale / 12.5 for x0, the unconditional noise for the
+        direction)."""
         for i, t in enumerate(timesteps):
             model_in = scheduler.scale_model_input(latents, t)
             if extra is not None:
                 model_in = np.concatenate([model_in, extra], axis=1)
             uncond, out = unet(model_in, float(t), i)
-            if uncond is not None:
-                out = uncond + cfg_scale * (out - uncond)
-            latents = scheduler.step(out, t, latents, generator=generator)
+            if cfg_pp:  # x0 from guidance at scale / 12.5, the way back from the uncond noise
+                guided = out if uncond is None else uncond + cfg_scale / 12.5 * (out - uncond)
+                latents = scheduler.step(guided, t, latents, generator=generator,
+                                         direction_output=out if uncond is None else uncond)
+            else:
+                if uncond is not None:
+                    out = uncond + cfg_scale * (out - uncond)
+                latents = scheduler.step(out, t, latents, generator=generator)
             if after_step is not None:
                 latents = after_step(i, latents)
             if progress is not None:
@@ -370,6 +376,7 @@ class StableDiffusion:
             info = samplers.lookup(label)
             if info.kind == "timestep":
                 scheduler_ = _timestep_scheduler(label, self.scheduler_config)
+                request = replace(request, cfg_pp=info.needs_uncond)
         if hires is not None and request.mode != "txt2img":
             raise ValueError("hires fix is a txt2img option; for img2img, raise the size instead")
         if sampler == "diffusers" or info.kind == "timestep":
@@ -470,7 +477,7 @@ class StableDiffusion:
 
         return self._denoise(latents, unet, timesteps, scheduler, r.cfg_scale, generator,
                              extra=extra, after_step=after_step, progress=progress,
-                             on_step=on_step)
+                             on_step=on_step, cfg_pp=r.cfg_pp)
 
     def _run_kdiffusion(self, r: _Request, sampler: str, schedule: str, init_image: Any,
                         mask: Any, progress: Progress | None, on_step: StepCallback | None, *,

@@ -284,3 +284,24 @@ def test_squaredcos_and_zero_snr_betas_match_diffusers():
         mine, theirs = ours.DDIMScheduler(**config), _theirs("DDIMScheduler", config)
         np.testing.assert_allclose(mine.alphas_cumprod, theirs.alphas_cumprod.numpy(),
                                    rtol=1e-5, atol=1e-7)
+
+
+def test_ddim_cfg_pp_step_is_the_webuis() -> None:
+    """DDIM CFG++ (the WebUI's ddim_cfgpp): x0 from the guided noise, the direction back to
+    x_t from the unconditional noise; written out here from its formula."""
+    config = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                  clip_sample=False, set_alpha_to_one=False, steps_offset=1)
+    scheduler = ours.DDIMScheduler(**config)
+    scheduler.set_timesteps(10)
+    rng = np.random.default_rng(4)
+    x, guided, uncond = rng.standard_normal((3, 1, 4, 5, 6))
+    t = int(scheduler.timesteps[3])
+    a_t = scheduler.alphas_cumprod[t]
+    a_prev = scheduler.alphas_cumprod[t - 100]
+    pred_x0 = (x - np.sqrt(1 - a_t) * guided) / np.sqrt(a_t)
+    expected = np.sqrt(a_prev) * pred_x0 + np.sqrt(1 - a_prev) * uncond
+    got = scheduler.step(guided, t, x, direction_output=uncond)
+    np.testing.assert_allclose(got, expected, rtol=1e-12)
+    scheduler.set_timesteps(10)
+    plain = scheduler.step(guided, t, x)  # without a direction: ordinary DDIM
+    assert not np.allclose(plain, got)

@@ -260,3 +260,18 @@ def test_textual_inversion_matches_diffusers(first_device: gpucore.Device, model
     _assert_images_match(result.images, expected)
     short = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
     assert f"TI hashes: \"wuggle: {short}\"" in format_infotext(result.settings)
+
+
+def test_ddim_cfg_pp_runs_as_ddim_when_guidance_has_nothing_to_add(
+        first_device: gpucore.Device, model_dir: Path) -> None:
+    """DDIM CFG++ differs from DDIM only by guidance: with the prompt as its own negative the
+    two are one sampler; with a real negative prompt they differ."""
+    pipe = load_pipeline(model_dir, device=first_device)
+    common = dict(steps=3, cfg_scale=7.5, seed=9, width=SIZE, height=SIZE)
+    ddim = pipe.txt2img(PROMPT, negative_prompt=PROMPT, sampler="DDIM", **common)
+    cfg_pp = pipe.txt2img(PROMPT, negative_prompt=PROMPT, sampler="DDIM CFG++", **common)
+    np.testing.assert_array_equal(ddim.images[0], cfg_pp.images[0])
+    strong = {**common, "cfg_scale": 60.0}  # CFG++ guides at scale / 12.5
+    guided = pipe.txt2img(PROMPT, negative_prompt=NEGATIVE, sampler="DDIM CFG++", **strong)
+    assert np.abs(guided.images[0].astype(int) - cfg_pp.images[0]).mean() > 1
+    assert guided.settings["sampler"] == "DDIM CFG++"

@@ -38,12 +38,16 @@ class DDIMScheduler(Scheduler):
                                      round_linspace=True).astype(np.int64))
 
     def step(self, model_output: Any, timestep: int, sample: Any, *, eta: float = 0.0,
-             noise: Any = None, generator: np.random.Generator | None = None) -> np.ndarray:
+             noise: Any = None, generator: np.random.Generator | None = None,
+             direction_output: Any = None) -> np.ndarray:
         """One DDIM step (eq. 12 of the paper); returns x_{t-1}.
 
         `eta` scales the added noise (0: deterministic); `noise` is that noise's standard-normal
-        draw, else it comes from `generator`. diffusers: `scheduler.step(model_output, t,
-        sample, eta=eta, variance_noise=noise).prev_sample`.
+        draw, else it comes from `generator`. `direction_output`: another model output whose
+        noise prediction points back to x_t (CFG++, Chung et al. 2024: the unconditional one,
+        while x0 comes from the guided `model_output`; the WebUI's "DDIM CFG++").
+        diffusers: `scheduler.step(model_output, t, sample, eta=eta,
+        variance_noise=noise).prev_sample`.
         """
         i = self._current_index(timestep)
         x, out = as_float64(sample), as_float64(model_output)
@@ -54,6 +58,8 @@ class DDIMScheduler(Scheduler):
         alpha_prev = self.alphas_cumprod[prev_t] if prev_t >= 0 else self.final_alpha_cumprod
         # 1. predicted x0 and predicted noise
         x0, eps = self._x0_from_alpha(out, x, alpha_prod)
+        if direction_output is not None:
+            _, eps = self._x0_from_alpha(as_float64(direction_output), x, alpha_prod)
         if self.config["clip_sample"]:
             bound = self.config["clip_sample_range"]
             x0 = np.clip(x0, -bound, bound)
