@@ -1,0 +1,33 @@
+"""LoRA and LyCORIS (LoCon, LoHa) networks: read from `.safetensors`, patched into a loaded
+pipeline's weights, changed or removed between generations without reloading the model.
+
+    from diffusion.lora import LoraManager, find_lora, short_hash
+
+    loras = LoraManager(pipe)                        # pipe = diffusion.load_pipeline(...)
+    path = find_lora("fluffy", "models/Lora")        # <lora:fluffy:0.8>
+    loras.set([(path, 0.8, 0.8)])                    # (file, text-encoder weight, UNet weight)
+    pipe.txt2img(...)
+    loras.clear()                                    # the original weights, bit for bit
+
+Formats: kohya/WebUI (`lora_unet_*`, `lora_te_*`, `lora_te1_*`/`lora_te2_*`; diffusers or
+original LDM layer names), diffusers/PEFT (`unet.*.lora_A/lora_B`, `*.lora.down/up`), LyCORIS
+LoCon (conv layers, `lora_mid`) and LoHa. Pickle files are refused. See `_manager` for how
+the weights are patched and restored exactly.
+"""
+
+from ._file import LoraError, LoraFile, LoraModule
+from ._find import find_lora, format_lora_hashes, lora_hash, short_hash
+from ._manager import MAX_MULTIPLIER, LoraManager, LoraUse
+
+__all__ = [
+    "MAX_MULTIPLIER",
+    "LoraError",
+    "LoraFile",
+    "LoraManager",
+    "LoraModule",
+    "LoraUse",
+    "find_lora",
+    "format_lora_hashes",
+    "lora_hash",
+    "short_hash",
+]

@@ -1,0 +1,89 @@
+"""The weight update of one LoRA / LoCon / LoHa module, in float64 on the host.
+
+    LoRA:  dW = up @ down                      (reshaped for convs: a 3x3 LoCon down times a
+                                                1x1 up is a 3x3 kernel)
+    CP:    dW = einsum(mid, up, down)          (LoCon's `lora_mid`)
+    LoHa:  dW = (w1a @ w1b) * (w2a @ w2b)      (elementwise product of two low-rank matrices)
+
+scaled by alpha / rank and the user's multiplier: W' = W + multiplier * alpha / rank * dW.
+The same formulas as the WebUI's `lyco_helpers.py` (`rebuild_conventional`,
+`rebuild_cp_decomposition`, `make_weight_cp`) and LyCORIS.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from ._file import LoraError, LoraModule
+
+__all__ = ["delta", "fitted_shape"]
+
+
+def _low_rank(up: np.ndarray, down: np.ndarray, shape: tuple[int, ...],
+              dyn_dim: int | None = None) -> np.ndarray:
+    """up (out, r, ...) @ down (r, ...) as `shape`; `dyn_dim` keeps the first ranks only (the
+    WebUI's `<lora:name:w:w:dyn>`)."""
+    up, down = up.reshape(up.shape[0], -1), down.reshape(down.shape[0], -1)
+    if dyn_dim is not None:
+        up, down = up[:, :dyn_dim], down[:dyn_dim]
+    return (up @ down).reshape(shape)
+
+
+def _tucker(t: np.ndarray, wa: np.ndarray, wb: np.ndarray) -> np.ndarray:
+    """LoHa's CP form: t (r, r, kh, kw) with wa (r, out) and wb (r, in) -> (out, in, kh, kw)."""
+    return np.einsum("ijkl,jr,ip->prkl", t, wb, wa)
+
+
+def _natural(module: LoraModule, dyn_dim: int | None) -> np.ndarray:
+    """The module's update dW in its own shape (`module.delta_shape`), unscaled."""
+    t, shape = module.tensors, module.delta_shape
+    if module.kind == "lora":
+        if "mid" in t:
+            up, down = t["up"].reshape(t["up"].shape[0], -1), t["down"].reshape(
+                t["down"].shape[0], -1)
+            return np.einsum("nmkl,in,mj->ijkl", t["mid"], up, down)
+        return _low_rank(t["up"], t["down"], shape, dyn_dim)
+    if "t1" in t:
+        first = _tucker(t["t1"], t["w1a"], t["w1b"])
+    else:
+        first = _low_rank(t["w1a"], t["w1b"], shape)
+    if "t2" in t:
+        second = _tucker(t["t2"], t["w2a"], t["w2b"])
+    else:
+        second = _low_rank(t["w2a"], t["w2b"], shape)
+    return first * second
+
+
+def fitted_shape(path: Path, module: LoraModule, target: str,
+                 shape: tuple[int, ...]) -> tuple[int, ...]:
+    """Check that `module`'s update fits parameter `target` of `shape`; LoraError (naming the
+    file, the key and both shapes) when it does not. Returns `shape`.
+
+    Fits: the same number of elements (a linear update on a 1x1 conv and back, as the WebUI
+    reshapes), or an inpainting UNet's conv_in whose 4 extra input channels the update leaves
+    alone (the WebUI zero-pads them).
+    """
+    natural = module.delta_shape
+    if math.prod(natural) == math.prod(shape) or _inpaint_pad(natural, shape):
+        return shape
+    raise LoraError(f"{path}: {module.key!r} builds an update of shape {natural} for "
+                    f"{module.component} parameter {target!r} of shape {shape}; this LoRA was "
+                    "made for a different model (SD 1.x, SD 2.x and SDXL LoRAs do not mix)")
+
+
+def _inpaint_pad(natural: tuple[int, ...], shape: tuple[int, ...]) -> bool:
+    return (len(natural) == 4 and len(shape) == 4 and natural[1] == 4 and shape[1] == 9
+            and natural[0] == shape[0] and natural[2:] == shape[2:])
+
+
+def delta(module: LoraModule, shape: tuple[int, ...], multiplier: float,
+          dyn_dim: int | None = None) -> np.ndarray:
+    """multiplier * alpha / rank * dW as float64 of `shape` (already checked by
+    `fitted_shape`)."""
+    update = _natural(module, dyn_dim) * (multiplier * module.scale)
+    if _inpaint_pad(update.shape, shape):
+        update = np.pad(update, ((0, 0), (0, 5), (0, 0), (0, 0)))
+    return update.reshape(shape)

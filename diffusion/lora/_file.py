@@ -1,0 +1,210 @@
+"""LoraFile: one LoRA / LyCORIS `.safetensors` file, parsed into per-layer low-rank updates.
+
+Formats read (the ones the WebUI's built-in Lora extension and diffusers read for SD 1.x/2.x):
+
+- kohya / WebUI: `lora_unet_<flattened module>.lora_down.weight`, `.lora_up.weight`, `.alpha`,
+  optional `.lora_mid.weight` (LoCon's CP decomposition); `lora_te_` (or SDXL's `lora_te1_`,
+  `lora_te2_`) for the text encoders. LyCORIS LoCon uses the same names on conv layers (a 3x3
+  `lora_down`, a 1x1 `lora_up`), LoHa `hada_w1_a`, `hada_w1_b`, `hada_w2_a`, `hada_w2_b`
+  (optional `hada_t1`, `hada_t2`).
+- diffusers / PEFT: `unet.<module>.lora_A.weight` / `lora_B.weight` (`text_encoder.`,
+  `text_encoder_2.`), the older `<module>.lora.down.weight` / `.lora.up.weight`,
+  `lora_linear_layer.down/up`, and attention-processor names (`attn1.processor.to_q_lora.down`).
+
+Names are kept as the file spells them (one module per `LoraModule`); which model parameter a
+module patches is decided against a loaded model (`diffusion.lora._names`), because kohya's
+flattened names (`down_blocks_0_attentions_0_proj_in`) are only unambiguous given the model.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..loaders import SafetensorsFile, WeightsError
+from ..loaders.errors import PICKLE_SUFFIXES, pickle_refused
+
+__all__ = ["COMPONENTS", "LoraError", "LoraFile", "LoraModule"]
+
+
+class LoraError(WeightsError):
+    """A LoRA file that cannot be used: not safetensors, malformed, an unknown key, a layer the
+    model lacks or whose shape differs, a weight out of range. The message names the file and
+    the key and says what to do."""
+
+
+# The pipeline attributes a LoRA can patch, in the order kohya's prefixes name them.
+COMPONENTS = ("unet", "text_encoder", "text_encoder_2")
+_KOHYA_PREFIXES = {"lora_unet_": "unet", "lora_te_": "text_encoder", "lora_te1_": "text_encoder",
+                   "lora_te2_": "text_encoder_2"}
+# The part of a key after the module name -> our short name for that tensor.
+_KOHYA_PARTS = {"lora_down.weight": "down", "lora_up.weight": "up", "lora_mid.weight": "mid",
+                "alpha": "alpha", "hada_w1_a": "w1a", "hada_w1_b": "w1b", "hada_w2_a": "w2a",
+                "hada_w2_b": "w2b", "hada_t1": "t1", "hada_t2": "t2"}
+_DIFFUSERS_PARTS = {"lora_A.weight": "down", "lora_B.weight": "up", "lora.down.weight": "down",
+                    "lora.up.weight": "up", "lora_linear_layer.down.weight": "down",
+                    "lora_linear_layer.up.weight": "up", "alpha": "alpha"}
+# diffusers' old attention-processor LoRA names -> the projection they patch
+_PROCESSOR_NAMES = {"processor.to_q_lora": "to_q", "processor.to_k_lora": "to_k",
+                    "processor.to_v_lora": "to_v", "processor.to_out_lora": "to_out.0"}
+_REQUIRED = {"lora": ("down", "up"), "loha": ("w1a", "w1b", "w2a", "w2b")}
+
+
+@dataclass(eq=False)
+class LoraModule:
+    """The low-rank update of one layer: `kind` "lora" (incl. LoCon) or "loha", its `tensors`
+    by short name (down, up, mid / w1a, w1b, w2a, w2b, t1, t2) as float64, and `alpha`
+    (None: the scale is 1). `name` is the module as the file names it (component prefix
+    removed); `key` is the file's own spelling, for messages. Compares by identity."""
+
+    component: str
+    name: str
+    key: str
+    kind: str = ""
+    tensors: dict[str, np.ndarray] = field(default_factory=dict)
+    alpha: float | None = None
+
+    @property
+    def rank(self) -> int:
+        return int(self.tensors["down" if self.kind == "lora" else "w1b"].shape[0])
+
+    @property
+    def scale(self) -> float:
+        """alpha / rank, as kohya and the WebUI scale an update (1 without alpha)."""
+        return 1.0 if self.alpha is None else self.alpha / self.rank
+
+    @property
+    def delta_shape(self) -> tuple[int, ...]:
+        """The shape of the update this module builds (before fitting it to the layer)."""
+        t = self.tensors
+        if self.kind == "lora":
+            if "mid" in t:
+                return (t["up"].shape[0], t["down"].shape[1], *t["mid"].shape[2:])
+            return (t["up"].shape[0], *t["down"].shape[1:])
+        if "t1" in t:
+            return (t["w1a"].shape[1], t["w1b"].shape[1], *t["t1"].shape[2:])
+        return (t["w1a"].shape[0], *t["w1b"].shape[1:])
+
+
+@dataclass
+class LoraFile:
+    """A parsed LoRA file: `name` (the file's stem, what `<lora:NAME>` calls it), `path`,
+    `metadata` (the safetensors header's `__metadata__`), and `modules`, one per patched layer,
+    keyed by (component, name as in the file). Build with `LoraFile.load(path)`."""
+
+    name: str
+    path: Path
+    metadata: dict[str, str]
+    modules: dict[tuple[str, str], LoraModule]
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> LoraFile:
+        """Read and check every tensor of the LoRA file at `path` (`.safetensors` only).
+
+        Raises LoraError naming the file (and the key) for a pickle file (.pt/.ckpt/.bin:
+        refused, as unpickling runs code), a damaged file, a key of no known format, a module
+        lacking its up or down tensor, ranks that disagree, or non-finite values.
+        """
+        path = Path(path)
+        if path.suffix.lower() in PICKLE_SUFFIXES:
+            raise LoraError(str(pickle_refused(path)))
+        if path.suffix.lower() != ".safetensors":
+            raise LoraError(f"{path}: a LoRA must be a .safetensors file (got {path.suffix!r})")
+        try:
+            file = SafetensorsFile(path)
+        except WeightsError as exc:
+            raise LoraError(str(exc)) from None
+        modules: dict[tuple[str, str], LoraModule] = {}
+        for key in file.keys():
+            component, name, part = _split_key(path, key)
+            module = modules.setdefault((component, name), LoraModule(component, name, key))
+            _store(path, module, key, part, file.read(key))
+        if not modules:
+            raise LoraError(f"{path}: holds no tensors; it is not a LoRA")
+        for module in modules.values():
+            _check_module(path, module)
+        return cls(path.stem, path, file.metadata, modules)
+
+    def components(self) -> set[str]:
+        """The pipeline components this LoRA patches ("unet", "text_encoder", ...)."""
+        return {component for component, _ in self.modules}
+
+
+def _split_key(path: Path, key: str) -> tuple[str, str, str]:
+    """(component, module name as in the file, short part name) of tensor `key`."""
+    for prefix, component in _KOHYA_PREFIXES.items():
+        if key.startswith(prefix):
+            name, _, part = key[len(prefix):].partition(".")
+            return component, name, _part(path, key, part, _KOHYA_PARTS)
+    head, _, rest = key.partition(".")
+    if head in COMPONENTS:
+        rest = _without_processor(rest)
+        for suffix, short in _DIFFUSERS_PARTS.items():
+            if rest.endswith("." + suffix):
+                return head, rest[: -len(suffix) - 1], short
+        raise LoraError(f"{path}: tensor {key!r} is not a LoRA up/down/alpha tensor of a known "
+                        f"kind ({', '.join(_DIFFUSERS_PARTS)}); this format is not supported")
+    raise LoraError(
+        f"{path}: tensor {key!r} has an unknown prefix; LoRA files name layers with "
+        f"{', '.join(_KOHYA_PREFIXES)} (kohya/WebUI) or {', '.join(p + '.' for p in COMPONENTS)} "
+        "(diffusers/PEFT). Is this a LoRA for Stable Diffusion (and not a model or an "
+        "embedding)?")
+
+
+def _part(path: Path, key: str, part: str, known: dict[str, str]) -> str:
+    if part not in known:
+        raise LoraError(f"{path}: tensor {key!r}: {part!r} is not a part of a LoRA, LoCon or LoHa "
+                        f"module this loader supports ({', '.join(known)}); other LyCORIS types "
+                        "(LoKr, IA3, OFT, DoRA, full diff) are not supported")
+    return known[part]
+
+
+def _without_processor(name: str) -> str:
+    """diffusers' old attention-processor spelling (`attn1.processor.to_q_lora.down.weight`)
+    -> the projection's own (`attn1.to_q.lora.down.weight`)."""
+    for old, new in _PROCESSOR_NAMES.items():
+        if f".{old}." in name:
+            return name.replace(f".{old}.", f".{new}.lora.")
+    return name
+
+
+def _store(path: Path, module: LoraModule, key: str, part: str, value: np.ndarray) -> None:
+    if value.dtype.kind != "f":
+        raise LoraError(f"{path}: tensor {key!r} is {value.dtype}, a LoRA holds floats")
+    if not np.all(np.isfinite(value)):
+        raise LoraError(f"{path}: tensor {key!r} holds NaN or infinite values; the file is "
+                        "damaged (or was trained into divergence): re-download or re-train it")
+    if part == "alpha":
+        if value.size != 1:
+            raise LoraError(f"{path}: alpha {key!r} has shape {value.shape}, expected a scalar")
+        module.alpha = float(value.reshape(()))
+        return
+    if part in module.tensors:
+        raise LoraError(f"{path}: two tensors give {part!r} of module {module.name!r} (the "
+                        f"second is {key!r}); the file mixes two formats")
+    module.tensors[part] = value.astype(np.float64)
+
+
+def _check_module(path: Path, module: LoraModule) -> None:
+    """Set `module.kind` and check that its tensors fit together."""
+    t = module.tensors
+    kind = "loha" if "w1a" in t else "lora"
+    missing = [part for part in _REQUIRED[kind] if part not in t]
+    if missing:
+        raise LoraError(f"{path}: {module.component} module {module.name!r} lacks its "
+                        f"{' and '.join(missing)} tensor(s); the file is incomplete")
+    module.kind = kind
+    if kind == "lora":
+        pairs = [("up", 1, "down", 0)] + ([("mid", 0, "down", 0)] if "mid" in t else [])
+    else:
+        pairs = [("w1a", 1, "w1b", 0), ("w2a", 1, "w2b", 0)]
+    for a, axis_a, b, axis_b in pairs:
+        if t[a].ndim <= axis_a or t[a].shape[axis_a] != t[b].shape[axis_b]:
+            raise LoraError(f"{path}: module {module.name!r}: {a} {t[a].shape} and {b} "
+                            f"{t[b].shape} disagree on the rank; the file is damaged")
+    if module.alpha is not None and not math.isfinite(module.alpha):
+        raise LoraError(f"{path}: module {module.name!r} has alpha {module.alpha}")

@@ -1,0 +1,87 @@
+"""Finding a LoRA by the name a prompt gives it, and the hashes the WebUI writes in infotext."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import struct
+from collections.abc import Iterable
+from pathlib import Path
+
+from ..loaders.errors import PICKLE_SUFFIXES
+from ._file import LoraError
+
+__all__ = ["find_lora", "format_lora_hashes", "lora_hash", "short_hash"]
+
+_LISTED = 20  # names listed when a LoRA is not found
+
+
+def _check_name(name: str) -> None:
+    """A LoRA name is a file name without its extension, never a path."""
+    if (not isinstance(name, str) or not name.strip() or ".." in name
+            or any(c in name for c in "/\\\0")):
+        raise LoraError(f"LoRA name {name!r} is not a file name: names may not be empty or "
+                        "contain '/', '\\' or '..'; put the file in the LoRA folder and use "
+                        "its name without .safetensors")
+
+
+def find_lora(name: str, lora_dir: str | os.PathLike[str]) -> Path:
+    """The file `<lora:NAME:...>` means: `lora_dir/NAME.safetensors`, else the one
+    `NAME.safetensors` in a subfolder (the WebUI searches its Lora folder recursively too).
+
+    Raises LoraError for a name that is a path (contains '/', '\\' or '..'), a missing folder,
+    a name only a pickle file (.pt/.ckpt) has (refused: unpickling runs code), a name two
+    subfolders share, or no such file (listing the names that are there).
+    """
+    _check_name(name)
+    folder = Path(lora_dir)
+    if not folder.is_dir():
+        raise LoraError(f"LoRA folder {folder} does not exist; create it and put "
+                        f"{name}.safetensors there (or pass the folder you use)")
+    direct = folder / f"{name}.safetensors"
+    if direct.is_file():
+        return direct
+    files = [p for p in sorted(folder.rglob("*")) if p.is_file()]
+    found = [p for p in files if p.stem == name and p.suffix.lower() == ".safetensors"]
+    if len(found) == 1:
+        return found[0]
+    if found:
+        raise LoraError(f"LoRA name {name!r} is ambiguous in {folder}: "
+                        f"{', '.join(str(p.relative_to(folder)) for p in found)}; rename one")
+    pickles = [p for p in files if p.stem == name and p.suffix.lower() in PICKLE_SUFFIXES]
+    if pickles:
+        raise LoraError(f"{pickles[0]}: LoRA {name!r} exists only as a pickle file, which is "
+                        "refused (unpickling runs whatever code the file holds); use its "
+                        ".safetensors release")
+    names = sorted({p.stem for p in files if p.suffix.lower() == ".safetensors"})
+    listed = ", ".join(names[:_LISTED]) + (", ..." if len(names) > _LISTED else "")
+    raise LoraError(f"no LoRA named {name!r} in {folder} (there: {listed or 'none'})")
+
+
+def lora_hash(path: str | os.PathLike[str], metadata: dict[str, str] | None = None) -> str:
+    """The WebUI's hash of a LoRA file (64 hex digits): the `sshs_model_hash` its metadata
+    records, else kohya's "addnet" hash, the sha256 of the tensor data (the bytes after the
+    safetensors header, so editing the metadata does not change it). The WebUI's
+    `modules/hashes.py` `addnet_hash_safetensors`."""
+    if metadata and metadata.get("sshs_model_hash"):
+        return metadata["sshs_model_hash"]
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        (length,) = struct.unpack("<Q", file.read(8))
+        file.seek(8 + length)
+        while chunk := file.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def short_hash(path: str | os.PathLike[str], metadata: dict[str, str] | None = None) -> str:
+    """The first 12 hex digits of `lora_hash`: what `Lora hashes` in infotext shows."""
+    return lora_hash(path, metadata)[:12]
+
+
+def format_lora_hashes(named: Iterable[tuple[str, str]]) -> str:
+    """The value of the infotext's `Lora hashes` from (name as the prompt wrote it, short
+    hash) pairs: "name: hash, name2: hash2", with ':' and ',' taken out of names as the WebUI
+    does (the infotext writer quotes the whole value)."""
+    return ", ".join(f"{name.replace(':', '').replace(',', '')}: {digest}"
+                     for name, digest in named)

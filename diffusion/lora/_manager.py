@@ -1,0 +1,193 @@
+"""LoraManager: the LoRAs patched into a loaded pipeline's weights, changed between generations.
+
+How the weights are patched and restored, and why:
+
+- Patch on load: W' = W + sum over LoRAs of multiplier * alpha / rank * dW, written into the
+  GPU parameter in place, so sampling runs the model unchanged at full speed (no low-rank
+  term in the kernels).
+- The sum is formed in float64 on the host from the layer's original values and rounded once
+  to the parameter's dtype (float32, or float16 for half-precision pipelines: the WebUI
+  patches in float32 and stores back in the weight's dtype; float64 only rounds less).
+- The original values of the layers actually patched (and of no others) are kept on the host,
+  in the parameter's dtype, until no LoRA patches that layer any more. Restoring writes them
+  back, so removing LoRAs gives the original weights bit for bit; subtracting the update
+  again would leave rounding residue in every patched weight. The cost is host memory the size
+  of the patched layers (the WebUI keeps the same backup); the GPU never holds a second copy.
+- `set` rewrites only the layers whose LoRAs or multipliers changed (the WebUI's
+  `network_current_names` check), and checks every LoRA against the model before writing
+  anything, so a bad file leaves the pipeline as it was.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gpustd import Tensor
+
+from ._delta import delta, fitted_shape
+from ._file import COMPONENTS, LoraError, LoraFile, LoraModule
+from ._names import flat, name_table
+
+__all__ = ["MAX_MULTIPLIER", "LoraManager", "LoraUse"]
+
+# |multiplier| above this is a typo (a seed pasted as a weight), not a style: refused.
+MAX_MULTIPLIER = 100.0
+
+
+@dataclass(frozen=True)
+class LoraUse:
+    """One LoRA as a generation uses it: `<lora:NAME:te_weight:unet_weight:dyn_dim>`."""
+
+    file: LoraFile
+    te_weight: float = 1.0
+    unet_weight: float = 1.0
+    dyn_dim: int | None = None
+
+    def multiplier(self, component: str) -> float:
+        return self.unet_weight if component == "unet" else self.te_weight
+
+
+# What `set` accepts per LoRA: a LoraUse, or (file or path, te_weight, unet_weight[, dyn_dim]).
+LoraSpec = LoraUse | Sequence[Any]
+# (component, parameter key)
+Target = tuple[str, str]
+# One LoRA's contribution to one layer: (LoRA index in `set`, module, multiplier, dyn_dim)
+Contribution = tuple[int, LoraModule, float, int | None]
+
+
+class LoraManager:
+    """Applies LoRAs to `pipe` (a StableDiffusion: its `unet`, `text_encoder` and, where it has
+    one, `text_encoder_2`) and takes them off again, without reloading the model.
+
+        loras = LoraManager(pipe)
+        loras.set([("fluffy.safetensors", 0.8, 0.8), (other_lora_file, 1.0, 0.5)])
+        pipe.txt2img(...)
+        loras.set([])          # or loras.clear(): the original weights, bit for bit
+    """
+
+    def __init__(self, pipe: Any) -> None:
+        self._models = {c: getattr(pipe, c) for c in COMPONENTS
+                        if getattr(pipe, c, None) is not None}
+        self._tables: dict[str, dict[str, tuple[str, tuple[int, ...]]]] = {}
+        self._parameters: dict[str, dict[str, Tensor]] = {}
+        self._originals: dict[Target, np.ndarray] = {}
+        self._applied: dict[Target, tuple[Any, ...]] = {}
+        self._files: dict[Path, tuple[tuple[int, int], LoraFile]] = {}
+        self.active: tuple[LoraUse, ...] = ()
+
+    def set(self, loras: Iterable[LoraSpec]) -> None:
+        """Make exactly `loras` active (each a LoraUse, or (LoraFile or path, te_weight,
+        unet_weight[, dyn_dim])), reverting every layer no longer patched. Raises LoraError
+        (and changes nothing) for a file that does not fit the model or a multiplier that is
+        not a finite number within +-MAX_MULTIPLIER."""
+        uses = tuple(self._use(spec) for spec in loras)
+        plan = self._plan(uses)
+        for target in sorted(set(self._applied) | set(plan)):
+            self._write(target, plan.get(target, []))
+        self.active = uses
+
+    def clear(self) -> None:
+        """Remove every LoRA: the original weights back, bit for bit."""
+        self.set([])
+
+    def patched(self) -> list[str]:
+        """"component:parameter" of every weight a LoRA currently changes (for debugging)."""
+        return [f"{component}:{key}" for component, key in sorted(self._applied)]
+
+    # -- planning -------------------------------------------------------------------------
+    def _use(self, spec: LoraSpec) -> LoraUse:
+        if not isinstance(spec, LoraUse):
+            if len(spec) not in (3, 4):
+                raise TypeError("each LoRA is a LoraUse or (file or path, te_weight, "
+                                f"unet_weight[, dyn_dim]), got {spec!r}")
+            source, te, unet, *dyn = spec
+            file = source if isinstance(source, LoraFile) else self._load(source)
+            spec = LoraUse(file, te, unet, dyn[0] if dyn else None)
+        for what, value in (("text-encoder", spec.te_weight), ("UNet", spec.unet_weight)):
+            if (isinstance(value, bool) or not isinstance(value, (int, float))
+                    or not math.isfinite(value) or abs(value) > MAX_MULTIPLIER):
+                raise LoraError(f"{spec.file.path}: {what} weight {value!r} must be a finite "
+                                f"number within +-{MAX_MULTIPLIER:g} (1 is the LoRA as trained)")
+        if spec.dyn_dim is not None and (not isinstance(spec.dyn_dim, int) or spec.dyn_dim < 1):
+            raise LoraError(f"{spec.file.path}: dyn_dim {spec.dyn_dim!r} must be a rank >= 1")
+        return spec
+
+    def _load(self, path: str | os.PathLike[str]) -> LoraFile:
+        """LoraFile.load, reusing the parse while the file is unchanged on disk."""
+        path = Path(path)
+        try:
+            stat = path.stat()
+        except OSError:
+            raise LoraError(f"{path}: file not found") from None
+        stamp = (stat.st_mtime_ns, stat.st_size)
+        cached = self._files.get(path.resolve())
+        if cached is None or cached[0] != stamp:
+            cached = (stamp, LoraFile.load(path))
+            self._files[path.resolve()] = cached
+        return cached[1]
+
+    def _plan(self, uses: Sequence[LoraUse]) -> dict[Target, list[Contribution]]:
+        """Target -> the contributions to it, every module checked against the model."""
+        plan: dict[Target, list[Contribution]] = {}
+        for index, use in enumerate(uses):
+            unmatched = []
+            for module in use.file.modules.values():
+                found = self._target(use.file, module)
+                if found is None:
+                    unmatched.append(module.key)
+                    continue
+                target, _ = found
+                plan.setdefault(target, []).append(
+                    (index, module, use.multiplier(module.component), use.dyn_dim))
+            if unmatched:
+                raise LoraError(
+                    f"{use.file.path}: {len(unmatched)} of its {len(use.file.modules)} layers are "
+                    f"not in this model (e.g. {', '.join(map(repr, unmatched[:3]))}); the LoRA "
+                    "was made for another model family (SD 1.x, SD 2.x, SDXL)")
+        return plan
+
+    def _target(self, file: LoraFile, module: LoraModule) -> tuple[Target, Any] | None:
+        """The parameter `module` patches (its shape checked), None if the model lacks it."""
+        if module.component not in self._models:
+            raise LoraError(f"{file.path}: patches {module.component} ({module.key!r}), which "
+                            "this pipeline does not have; it is a LoRA for SDXL")
+        table = self._tables.get(module.component)
+        if table is None:
+            model = self._models[module.component]
+            table = self._tables[module.component] = name_table(module.component, model)
+            self._parameters[module.component] = dict(model.named_parameters())
+        found = table.get(flat(module.name))
+        if found is None:
+            return None
+        key, shape = found
+        fitted_shape(file.path, module, key, shape)
+        return (module.component, key), shape
+
+    # -- writing --------------------------------------------------------------------------
+    def _write(self, target: Target, contributions: list[Contribution]) -> None:
+        """Give `target` its original value plus `contributions` (unless it already has it)."""
+        # LoraModules compare by identity: the same parse of the same file, same multipliers
+        signature = tuple(contributions)
+        if self._applied.get(target) == signature:
+            return
+        component, key = target
+        tensor = self._parameters[component][key]
+        original = self._originals.get(target)
+        if original is None:
+            original = self._originals[target] = tensor.numpy()
+        if not contributions:
+            tensor.buffer.write(original)
+            del self._originals[target], self._applied[target]
+            return
+        total = original.astype(np.float64)
+        for _, module, multiplier, dyn_dim in contributions:
+            total += delta(module, tensor.shape, multiplier, dyn_dim)
+        tensor.buffer.write(total.astype(tensor.dtype))
+        self._applied[target] = signature
