@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import struct
 from pathlib import Path
@@ -24,7 +25,6 @@ import numpy as np
 import pytest
 
 diffusers = pytest.importorskip("diffusers", reason="test-only reference (extra: reference)")
-pytest.importorskip("peft", reason="diffusers' LoRA loading needs peft (extra: reference)")
 import safetensors.numpy  # noqa: E402
 import torch  # noqa: E402
 from sd_tiny import tiny_text_encoder, tiny_unet, tiny_vae, write_pipeline  # noqa: E402
@@ -44,6 +44,10 @@ from diffusion.lora import (  # noqa: E402
 from diffusion.lora._names import ldm_path  # noqa: E402
 
 RANK = 4
+# diffusers' load_lora_weights needs peft; the tests against numpy do not
+requires_peft = pytest.mark.skipif(
+    importlib.util.find_spec("peft") is None,
+    reason="diffusers' LoRA loading needs peft (pip install peft; the reference extra has it)")
 TOLERANCE = 4e-6  # relative to max|W| of each weight
 
 
@@ -100,14 +104,14 @@ def ours(model_dir: Path, first_device: gpucore.Device) -> Any:
     return load_pipeline(model_dir, device=first_device)
 
 
-def _pair(rng: np.random.Generator, shape: tuple[int, ...],
-          locon: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def _pair(rng: np.random.Generator, shape: tuple[int, ...], locon: bool = True,
+          dtype: Any = np.float32) -> tuple[np.ndarray, np.ndarray]:
     """Random (down, up) for a layer: LoCon's kxk down and 1x1 up for a conv."""
     out, inp, *kernel = shape
     down_shape = (RANK, inp, *kernel) if locon else (RANK, inp, *[1] * len(kernel))
     up_shape = (out, RANK, *[1] * len(kernel))
-    return (rng.standard_normal(down_shape).astype(np.float32) * 0.3,
-            rng.standard_normal(up_shape).astype(np.float32) * 0.3)
+    return ((rng.standard_normal(down_shape) * 0.3).astype(dtype),
+            (rng.standard_normal(up_shape) * 0.3).astype(dtype))
 
 
 def _te_name(path: str) -> str:
@@ -179,6 +183,7 @@ def _assert_changed(before: dict[str, dict[str, np.ndarray]],
             assert np.abs(new - old).max() > 1e-3 * np.abs(old).max(), (component, key)
 
 
+@requires_peft
 @pytest.mark.parametrize("fmt", ["kohya", "diffusers"])
 def test_matches_diffusers_fuse_lora(fmt: str, tmp_path: Path, fused: Any, ours: Any,
                                      layers: Any) -> None:
@@ -204,7 +209,7 @@ def test_matches_diffusers_fuse_lora(fmt: str, tmp_path: Path, fused: Any, ours:
 # -- LyCORIS, several LoRAs, changes: against numpy ------------------------------------------
 
 
-def _lyco(layers: dict[str, dict[str, tuple[int, ...]]], seed: int,
+def _lyco(layers: dict[str, dict[str, tuple[int, ...]]], seed: int, dtype: Any,
           ) -> tuple[dict[str, np.ndarray], list[dict[str, Any]]]:
     """A LyCORIS-style kohya file with LDM UNet names: LoCon (3x3 down) on convs, `lora_mid`
     on every third 3x3 conv, LoHa on every fourth linear layer, a random alpha per layer.
@@ -224,19 +229,19 @@ def _lyco(layers: dict[str, dict[str, tuple[int, ...]]], seed: int,
             spec = {"component": component, "path": path, "shape": shape,
                     "scale": alpha / RANK}
             if len(shape) == 2 and i % 4 == 1:
-                parts = {p: rng.standard_normal(s).astype(np.float32) * 0.3
+                parts = {p: (rng.standard_normal(s) * 0.3).astype(dtype)
                          for p, s in (("w1a", (shape[0], RANK)), ("w1b", (RANK, shape[1])),
                                       ("w2a", (shape[0], RANK)), ("w2b", (RANK, shape[1])))}
                 tensors.update({f"{key}.hada_{p[:2]}_{p[2]}": v for p, v in parts.items()})
                 spec["loha"] = parts
             elif len(shape) == 4 and shape[2] == 3 and i % 3 == 0:
-                down, up = _pair(rng, shape, locon=False)
-                mid = rng.standard_normal((RANK, RANK, 3, 3)).astype(np.float32) * 0.3
+                down, up = _pair(rng, shape, locon=False, dtype=dtype)
+                mid = (rng.standard_normal((RANK, RANK, 3, 3)) * 0.3).astype(dtype)
                 tensors[f"{key}.lora_down.weight"], tensors[f"{key}.lora_up.weight"] = down, up
                 tensors[f"{key}.lora_mid.weight"] = mid
                 spec["cp"] = (down, up, mid)
             else:
-                down, up = _pair(rng, shape)
+                down, up = _pair(rng, shape, dtype=dtype)
                 tensors[f"{key}.lora_down.weight"], tensors[f"{key}.lora_up.weight"] = down, up
                 spec["lora"] = (down, up)
             specs.append(spec)
@@ -286,8 +291,8 @@ def lyco_files(tmp_path_factory: pytest.TempPathFactory,
                layers: Any) -> list[tuple[Path, list[dict[str, Any]]]]:
     folder = tmp_path_factory.mktemp("lyco")
     files = []
-    for seed in (3, 4):
-        tensors, specs = _lyco(layers, seed)
+    for seed, dtype in ((3, np.float32), (4, np.float16)):  # LoRAs ship in both
+        tensors, specs = _lyco(layers, seed, dtype)
         files.append((_save(folder / f"lyco{seed}.safetensors", tensors), specs))
     return files
 
@@ -509,6 +514,7 @@ def test_hashes_are_the_webuis(tmp_path: Path) -> None:
 # -- end to end: a picture with a LoRA, ours against diffusers' --------------------------------
 
 
+@requires_peft
 def test_txt2img_with_lora_matches_diffusers(tmp_path: Path, fused: Any, ours: Any, layers: Any,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """Same prompt, DDIM steps and initial noise (diffusers' `randn_tensor` replaced by the

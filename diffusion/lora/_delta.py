@@ -39,7 +39,8 @@ def _tucker(t: np.ndarray, wa: np.ndarray, wb: np.ndarray) -> np.ndarray:
 
 def _natural(module: LoraModule, dyn_dim: int | None) -> np.ndarray:
     """The module's update dW in its own shape (`module.delta_shape`), unscaled."""
-    t, shape = module.tensors, module.delta_shape
+    t = {part: value.astype(np.float64) for part, value in module.tensors.items()}
+    shape = module.delta_shape
     if module.kind == "lora":
         if "mid" in t:
             up, down = t["up"].reshape(t["up"].shape[0], -1), t["down"].reshape(

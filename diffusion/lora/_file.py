@@ -57,7 +57,8 @@ _REQUIRED = {"lora": ("down", "up"), "loha": ("w1a", "w1b", "w2a", "w2b")}
 @dataclass(eq=False)
 class LoraModule:
     """The low-rank update of one layer: `kind` "lora" (incl. LoCon) or "loha", its `tensors`
-    by short name (down, up, mid / w1a, w1b, w2a, w2b, t1, t2) as float64, and `alpha`
+    by short name (down, up, mid / w1a, w1b, w2a, w2b, t1, t2) as stored (float16/32; bfloat16
+    widened to float32), and `alpha`
     (None: the scale is 1). `name` is the module as the file names it (component prefix
     removed); `key` is the file's own spelling, for messages. Compares by identity."""
 
@@ -186,7 +187,7 @@ def _store(path: Path, module: LoraModule, key: str, part: str, value: np.ndarra
     if part in module.tensors:
         raise LoraError(f"{path}: two tensors give {part!r} of module {module.name!r} (the "
                         f"second is {key!r}); the file mixes two formats")
-    module.tensors[part] = value.astype(np.float64)
+    module.tensors[part] = value
 
 
 def _check_module(path: Path, module: LoraModule) -> None:
