@@ -39,9 +39,12 @@ from diffusion.lora import (  # noqa: E402
     find_lora,
     format_lora_hashes,
     lora_hash,
+    lora_hashes,
+    lora_uses,
     short_hash,
 )
 from diffusion.lora._names import ldm_path  # noqa: E402
+from diffusion.prompts import extract_extra_networks  # noqa: E402
 
 RANK = 4
 # diffusers' load_lora_weights needs peft; the tests against numpy do not
@@ -551,3 +554,19 @@ def test_txt2img_with_lora_matches_diffusers(tmp_path: Path, fused: Any, ours: A
     assert diff.mean() < 0.5 and diff.max() <= 4, (diff.mean(), diff.max())
     assert got.std() > 5, "degenerate (flat) image: the comparison would prove nothing"
     assert np.abs(theirs - plain).mean() > 5, "the LoRA barely changes the picture"
+
+
+def test_prompt_tags_to_loras_and_infotext(tmp_path: Path) -> None:
+    _save(tmp_path / "fluffy.safetensors", _GOOD)
+    (tmp_path / "styles").mkdir()
+    _save(tmp_path / "styles" / "ink.safetensors", _GOOD, metadata={"sshs_model_hash": "f" * 64})
+    text, tags = extract_extra_networks(
+        "a fox <lora:fluffy:0.5>, <hypernet:x:1> snow <lora:ink:0.3:0.7:2> <lyco:fluffy>")
+    assert text == "a fox ,  snow  "
+    uses = lora_uses(tags, tmp_path)
+    assert [(u.file.name, u.te_weight, u.unet_weight, u.dyn_dim) for u in uses] == [
+        ("fluffy", 0.5, 0.5, None), ("ink", 0.3, 0.7, 2), ("fluffy", 1.0, 1.0, None)]
+    fluffy = short_hash(tmp_path / "fluffy.safetensors")
+    assert lora_hashes(uses) == f"fluffy: {fluffy}, ink: ffffffffffff, fluffy: {fluffy}"
+    with pytest.raises(LoraError, match=r"<lora:nope>.*no LoRA named 'nope'"):
+        lora_uses(extract_extra_networks("<lora:nope:1>")[1], tmp_path)

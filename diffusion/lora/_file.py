@@ -21,12 +21,14 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 
 from ..loaders import SafetensorsFile, WeightsError
 from ..loaders.errors import PICKLE_SUFFIXES, pickle_refused
+from ._hashes import short_hash
 
 __all__ = ["COMPONENTS", "LoraError", "LoraFile", "LoraModule"]
 
@@ -133,6 +135,11 @@ class LoraFile:
     def components(self) -> set[str]:
         """The pipeline components this LoRA patches ("unet", "text_encoder", ...)."""
         return {component for component, _ in self.modules}
+
+    @cached_property
+    def short_hash(self) -> str:
+        """The WebUI's 12-digit hash of this file (`short_hash`), computed once."""
+        return short_hash(self.path, self.metadata)
 
 
 def _split_key(path: Path, key: str) -> tuple[str, str, str]:

@@ -108,7 +108,7 @@ class LoraManager:
                 raise TypeError("each LoRA is a LoraUse or (file or path, te_weight, "
                                 f"unet_weight[, dyn_dim]), got {spec!r}")
             source, te, unet, *dyn = spec
-            file = source if isinstance(source, LoraFile) else self._load(source)
+            file = source if isinstance(source, LoraFile) else self.load(source)
             spec = LoraUse(file, te, unet, dyn[0] if dyn else None)
         for what, value in (("text-encoder", spec.te_weight), ("UNet", spec.unet_weight)):
             if (isinstance(value, bool) or not isinstance(value, (int, float))
@@ -119,8 +119,9 @@ class LoraManager:
             raise LoraError(f"{spec.file.path}: dyn_dim {spec.dyn_dim!r} must be a rank >= 1")
         return spec
 
-    def _load(self, path: str | os.PathLike[str]) -> LoraFile:
-        """LoraFile.load, reusing the parse while the file is unchanged on disk."""
+    def load(self, path: str | os.PathLike[str]) -> LoraFile:
+        """LoraFile.load, reusing an earlier parse (and hash) while the file is unchanged on
+        disk."""
         path = Path(path)
         try:
             stat = path.stat()
