@@ -182,7 +182,7 @@ def test_generate_then_read_png_info(server: tuple[str, int, bool], page: Any,
     infotext = page.locator("#infotext").inner_text()
     assert PROMPT in infotext and f"Steps: {STEPS}" in infotext and "Seed: 1234" in infotext
     if tiny:
-        assert "Sampler: DDIM, CFG scale: 5, " in infotext
+        assert "Sampler: DDIM, Schedule type: Automatic, CFG scale: 5, " in infotext
     src = page.locator("#selected_image").get_attribute("src")
     assert src and src.startswith("data:image/png;base64,")
     _screenshot(page, tmp_path, "screenshot-webui")
