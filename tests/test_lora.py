@@ -209,6 +209,46 @@ def test_matches_diffusers_fuse_lora(fmt: str, tmp_path: Path, fused: Any, ours:
         loras.clear()
 
 
+@requires_peft
+def test_peft_adapter_saved_by_diffusers(tmp_path: Path, fused: Any, ours: Any) -> None:
+    """A LoRA made with peft (`LoraConfig` with lora_alpha != r, alpha_pattern, rank_pattern)
+    and saved by diffusers' `save_lora_weights`, whose alphas live in the file's metadata."""
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    torch.manual_seed(0)
+    to_q = "down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q"
+    fused.unet.add_adapter(LoraConfig(
+        r=4, lora_alpha=8, init_lora_weights=False, rank_pattern={to_q: 2},
+        alpha_pattern={"conv1": 3}, target_modules=["to_q", "to_v", "ff.net.2", "conv1"]))
+    fused.text_encoder.add_adapter(LoraConfig(
+        r=4, lora_alpha=2, init_lora_weights=False, target_modules=["q_proj", "fc1"]))
+    diffusers.StableDiffusionPipeline.save_lora_weights(
+        tmp_path, unet_lora_layers=get_peft_model_state_dict(fused.unet),
+        text_encoder_lora_layers=get_peft_model_state_dict(fused.text_encoder),
+        unet_lora_adapter_metadata=fused.unet.peft_config["default"].to_dict(),
+        text_encoder_lora_adapter_metadata=fused.text_encoder.peft_config["default"].to_dict())
+    fused.unload_lora_weights()
+    path = tmp_path / "pytorch_lora_weights.safetensors"
+    base = _torch_weights(fused)
+    fused.load_lora_weights(str(path))
+    fused.fuse_lora(components=["unet"], lora_scale=0.9)
+    fused.fuse_lora(components=["text_encoder"], lora_scale=1.5)
+    fused.unload_lora_weights()
+    expected = _torch_weights(fused)
+    changed = [(c, k) for c, w in expected.items() for k in w
+               if not np.array_equal(w[k], base[c][k])]
+    assert len(changed) == len(LoraFile.load(path).modules) > 20
+
+    loras = LoraManager(ours)
+    loras.set([(path, 1.5, 0.9)])
+    try:
+        assert sorted(loras.patched()) == sorted(f"{c}:{k}" for c, k in changed)
+        _assert_close(_weights(ours), expected)
+    finally:
+        loras.clear()
+
+
 # -- LyCORIS, several LoRAs, changes: against numpy ------------------------------------------
 
 
@@ -443,6 +483,17 @@ def test_malformed_files_are_refused(tmp_path: Path, tensors: dict[str, np.ndarr
     with pytest.raises(LoraError, match=message) as error:
         LoraFile.load(path)
     assert str(path) in str(error.value)
+
+
+@pytest.mark.parametrize(("config", "message"), [
+    ("{not json", "not valid JSON"), ("[1]", "JSON object"), ('{"unet.use_dora": true}', "DoRA"),
+])
+def test_bad_adapter_metadata_is_refused(tmp_path: Path, config: str, message: str) -> None:
+    tensors = {"unet.conv_in.lora_A.weight": np.ones((RANK, 4, 3, 3), np.float32),
+               "unet.conv_in.lora_B.weight": np.ones((32, RANK, 1, 1), np.float32)}
+    path = _save(tmp_path / "peft.safetensors", tensors, {"lora_adapter_metadata": config})
+    with pytest.raises(LoraError, match=message):
+        LoraFile.load(path)
 
 
 def test_not_safetensors_is_refused(tmp_path: Path) -> None:

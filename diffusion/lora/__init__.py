@@ -19,7 +19,8 @@ LoCon (conv layers, `lora_mid`) and LoHa. Pickle files are refused. See `_manage
 the weights are patched and restored exactly.
 """
 
-from ._file import LoraError, LoraFile, LoraModule
+from ._errors import LoraError
+from ._file import LoraFile, LoraModule
 from ._find import find_lora
 from ._hashes import format_lora_hashes, lora_hash, short_hash
 from ._manager import MAX_MULTIPLIER, LoraManager, LoraUse

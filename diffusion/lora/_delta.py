@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ._file import LoraError, LoraModule
+from ._errors import LoraError
+from ._file import LoraModule
 
 __all__ = ["delta", "fitted_shape"]
 

@@ -28,15 +28,11 @@ import numpy as np
 
 from ..loaders import SafetensorsFile, WeightsError
 from ..loaders.errors import PICKLE_SUFFIXES, pickle_refused
+from ._adapter_config import apply_adapter_config
+from ._errors import LoraError
 from ._hashes import short_hash
 
-__all__ = ["COMPONENTS", "LoraError", "LoraFile", "LoraModule"]
-
-
-class LoraError(WeightsError):
-    """A LoRA file that cannot be used: not safetensors, malformed, an unknown key, a layer the
-    model lacks or whose shape differs, a weight out of range. The message names the file and
-    the key and says what to do."""
+__all__ = ["COMPONENTS", "LoraFile", "LoraModule"]
 
 
 # The pipeline attributes a LoRA can patch, in the order kohya's prefixes name them.
@@ -70,6 +66,7 @@ class LoraModule:
     kind: str = ""
     tensors: dict[str, np.ndarray] = field(default_factory=dict)
     alpha: float | None = None
+    rank_stabilized: bool = False  # PEFT's use_rslora: alpha / sqrt(rank)
 
     @property
     def rank(self) -> int:
@@ -77,8 +74,11 @@ class LoraModule:
 
     @property
     def scale(self) -> float:
-        """alpha / rank, as kohya and the WebUI scale an update (1 without alpha)."""
-        return 1.0 if self.alpha is None else self.alpha / self.rank
+        """alpha / rank, as kohya and the WebUI scale an update (1 without alpha; alpha /
+        sqrt(rank) for PEFT's rank-stabilized LoRA)."""
+        if self.alpha is None:
+            return 1.0
+        return self.alpha / (math.sqrt(self.rank) if self.rank_stabilized else self.rank)
 
     @property
     def delta_shape(self) -> tuple[int, ...]:
@@ -130,6 +130,7 @@ class LoraFile:
             raise LoraError(f"{path}: holds no tensors; it is not a LoRA")
         for module in modules.values():
             _check_module(path, module)
+        apply_adapter_config(path, file.metadata, modules.values())
         return cls(path.stem, path, file.metadata, modules)
 
     def components(self) -> set[str]:

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from ..loaders.errors import PICKLE_SUFFIXES
-from ._file import LoraError
+from ._errors import LoraError
 
 __all__ = ["find_lora"]
 

@@ -32,7 +32,8 @@ import numpy as np
 from gpustd import Tensor
 
 from ._delta import delta, fitted_shape
-from ._file import COMPONENTS, LoraError, LoraFile, LoraModule
+from ._errors import LoraError
+from ._file import COMPONENTS, LoraFile, LoraModule
 from ._names import flat, name_table
 
 __all__ = ["MAX_MULTIPLIER", "LoraManager", "LoraUse"]

@@ -7,7 +7,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from ..prompts import ExtraNetwork
-from ._file import LoraError, LoraFile
+from ._errors import LoraError
+from ._file import LoraFile
 from ._find import find_lora
 from ._hashes import format_lora_hashes
 from ._manager import LoraUse
