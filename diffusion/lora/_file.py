@@ -70,6 +70,7 @@ class LoraModule:
 
     @property
     def rank(self) -> int:
+        """The rank the update was trained at (down's rows; LoHa: w1b's rows)."""
         return int(self.tensors["down" if self.kind == "lora" else "w1b"].shape[0])
 
     @property

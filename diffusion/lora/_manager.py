@@ -21,6 +21,7 @@ How the weights are patched and restored, and why:
 from __future__ import annotations
 
 import math
+import numbers
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -52,6 +53,7 @@ class LoraUse:
     dyn_dim: int | None = None
 
     def multiplier(self, component: str) -> float:
+        """The weight for a layer of `component`: the UNet's, else the text encoders'."""
         return self.unet_weight if component == "unet" else self.te_weight
 
 
@@ -112,11 +114,12 @@ class LoraManager:
             file = source if isinstance(source, LoraFile) else self.load(source)
             spec = LoraUse(file, te, unet, dyn[0] if dyn else None)
         for what, value in (("text-encoder", spec.te_weight), ("UNet", spec.unet_weight)):
-            if (isinstance(value, bool) or not isinstance(value, (int, float))
+            if (isinstance(value, bool) or not isinstance(value, numbers.Real)
                     or not math.isfinite(value) or abs(value) > MAX_MULTIPLIER):
                 raise LoraError(f"{spec.file.path}: {what} weight {value!r} must be a finite "
                                 f"number within +-{MAX_MULTIPLIER:g} (1 is the LoRA as trained)")
-        if spec.dyn_dim is not None and (not isinstance(spec.dyn_dim, int) or spec.dyn_dim < 1):
+        if spec.dyn_dim is not None and (isinstance(spec.dyn_dim, bool) or not isinstance(
+                spec.dyn_dim, numbers.Integral) or spec.dyn_dim < 1):
             raise LoraError(f"{spec.file.path}: dyn_dim {spec.dyn_dim!r} must be a rank >= 1")
         return spec
 
