@@ -610,13 +610,14 @@ def test_txt2img_with_lora_matches_diffusers(tmp_path: Path, fused: Any, ours: A
 def test_prompt_tags_to_loras_and_infotext(tmp_path: Path) -> None:
     _save(tmp_path / "fluffy.safetensors", _GOOD)
     (tmp_path / "styles").mkdir()
-    _save(tmp_path / "styles" / "ink.safetensors", _GOOD, metadata={"sshs_model_hash": "f" * 64})
+    _save(tmp_path / "styles" / "ink_v2.safetensors", _GOOD,
+          metadata={"sshs_model_hash": "f" * 64, "ss_output_name": "ink"})
     text, tags = extract_extra_networks(
         "a fox <lora:fluffy:0.5>, <hypernet:x:1> snow <lora:ink:0.3:0.7:2> <lyco:fluffy>")
     assert text == "a fox ,  snow  "
     uses = lora_uses(tags, tmp_path)
     assert [(u.file.name, u.te_weight, u.unet_weight, u.dyn_dim) for u in uses] == [
-        ("fluffy", 0.5, 0.5, None), ("ink", 0.3, 0.7, 2), ("fluffy", 1.0, 1.0, None)]
+        ("fluffy", 0.5, 0.5, None), ("ink_v2", 0.3, 0.7, 2), ("fluffy", 1.0, 1.0, None)]
     fluffy = short_hash(tmp_path / "fluffy.safetensors")
     assert lora_hashes(uses) == f"fluffy: {fluffy}, ink: ffffffffffff, fluffy: {fluffy}"
     with pytest.raises(LoraError, match=r"<lora:nope>.*no LoRA named 'nope'"):

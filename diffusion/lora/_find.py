@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ..loaders import SafetensorsFile, WeightsError
 from ..loaders.errors import PICKLE_SUFFIXES
 from ._errors import LoraError
 
@@ -22,13 +23,28 @@ def _check_name(name: str) -> None:
                         "its name without .safetensors")
 
 
+def _by_alias(name: str, files: list[Path]) -> list[Path]:
+    """The files whose kohya metadata names them `name` (`ss_output_name`): the WebUI's
+    "alias from file", which its LoRA cards write into prompts by default."""
+    found = []
+    for path in files:
+        try:
+            if SafetensorsFile(path).metadata.get("ss_output_name") == name:
+                found.append(path)
+        except WeightsError:
+            continue  # a damaged file names nothing; loading it by its own name says why
+    return found
+
+
 def find_lora(name: str, lora_dir: str | os.PathLike[str]) -> Path:
     """The file `<lora:NAME:...>` means: `lora_dir/NAME.safetensors`, else the one
-    `NAME.safetensors` in a subfolder (the WebUI searches its Lora folder recursively too).
+    `NAME.safetensors` in a subfolder (the WebUI searches its Lora folder recursively too),
+    else the one file whose metadata alias (`ss_output_name`) is NAME, as the WebUI's cards
+    write tags by default.
 
     Raises LoraError for a name that is a path (contains '/', '\\' or '..'), a missing folder,
     a name only a pickle file (.pt/.ckpt) has (refused: unpickling runs code), a name two
-    subfolders share, or no such file (listing the names that are there).
+    files share, or no such file (listing the names that are there).
     """
     _check_name(name)
     folder = Path(lora_dir)
@@ -39,7 +55,8 @@ def find_lora(name: str, lora_dir: str | os.PathLike[str]) -> Path:
     if direct.is_file():
         return direct
     files = [p for p in sorted(folder.rglob("*")) if p.is_file()]
-    found = [p for p in files if p.stem == name and p.suffix.lower() == ".safetensors"]
+    loras = [p for p in files if p.suffix.lower() == ".safetensors"]
+    found = [p for p in loras if p.stem == name] or _by_alias(name, loras)
     if len(found) == 1:
         return found[0]
     if found:
@@ -50,6 +67,6 @@ def find_lora(name: str, lora_dir: str | os.PathLike[str]) -> Path:
         raise LoraError(f"{pickles[0]}: LoRA {name!r} exists only as a pickle file, which is "
                         "refused (unpickling runs whatever code the file holds); use its "
                         ".safetensors release")
-    names = sorted({p.stem for p in files if p.suffix.lower() == ".safetensors"})
+    names = sorted({p.stem for p in loras})
     listed = ", ".join(names[:_LISTED]) + (", ..." if len(names) > _LISTED else "")
     raise LoraError(f"no LoRA named {name!r} in {folder} (there: {listed or 'none'})")

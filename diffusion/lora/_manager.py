@@ -45,12 +45,19 @@ MAX_MULTIPLIER = 100.0
 
 @dataclass(frozen=True)
 class LoraUse:
-    """One LoRA as a generation uses it: `<lora:NAME:te_weight:unet_weight:dyn_dim>`."""
+    """One LoRA as a generation uses it: `<lora:NAME:te_weight:unet_weight:dyn_dim>`; `name`
+    is NAME as the prompt wrote it (a file name or an alias; None: the file's name)."""
 
     file: LoraFile
     te_weight: float = 1.0
     unet_weight: float = 1.0
     dyn_dim: int | None = None
+    name: str | None = None
+
+    @property
+    def label(self) -> str:
+        """The name infotext gives this LoRA: as the prompt wrote it, else the file's."""
+        return self.name or self.file.name
 
     def multiplier(self, component: str) -> float:
         """The weight for a layer of `component`: the UNet's, else the text encoders'."""

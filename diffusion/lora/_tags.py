@@ -35,11 +35,11 @@ def lora_uses(networks: Iterable[ExtraNetwork], lora_dir: str | os.PathLike[str]
             path = find_lora(tag.name, lora_dir)
         except LoraError as exc:
             raise LoraError(f"<{tag.kind}:{tag.name}>: {exc}") from None
-        uses.append(LoraUse(load(path), tag.weight, tag.unet_weight, tag.dyn_dim))
+        uses.append(LoraUse(load(path), tag.weight, tag.unet_weight, tag.dyn_dim, tag.name))
     return uses
 
 
 def lora_hashes(uses: Iterable[LoraUse]) -> str:
     """The infotext's `Lora hashes` value for `uses` ("name: 0123456789ab, ..."; empty for
-    none): each LoRA under the name the prompt called it (its file name)."""
-    return format_lora_hashes((use.file.name, use.file.short_hash) for use in uses)
+    none): each LoRA under the name the prompt called it (the WebUI's `mentioned_name`)."""
+    return format_lora_hashes((use.label, use.file.short_hash) for use in uses)
