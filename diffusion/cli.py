@@ -220,6 +220,9 @@ def _add_common(parser: argparse.ArgumentParser, *, strength: float | None) -> N
                            help="steps of the second pass (0: as many as --steps)")
         hires.add_argument("--hr-denoise", type=_strength, default=0.7, metavar="D",
                            help="denoising strength of the second pass, in (0, 1] (0.7)")
+    parser.add_argument("--lora-dir", metavar="DIR",
+                        help="where <lora:NAME:WEIGHT> tags in the prompt find NAME.safetensors "
+                             "(kohya/WebUI, diffusers/PEFT, LyCORIS LoCon/LoHa)")
     parser.add_argument("--embeddings-dir", metavar="DIR",
                         help="textual-inversion embeddings (.safetensors), used wherever a "
                              "prompt or negative prompt names one (file name = name)")
@@ -470,6 +473,8 @@ def run(args: argparse.Namespace) -> list[Path]:
     print(f"seed: {seed}", file=sys.stderr)
     subseed = secrets.randbelow(2**32) if args.subseed == -1 else args.subseed
     dtype, device = _dtype_and_device(args.fp16)
+    if args.lora_dir and not Path(args.lora_dir).is_dir():
+        raise ValueError(f"--lora-dir {args.lora_dir!r} is not a folder")
     embeddings = None
     if args.embeddings_dir:  # checked before the model loads
         from .embeddings import EmbeddingDatabase
@@ -484,6 +489,7 @@ def run(args: argparse.Namespace) -> list[Path]:
         options["hires"] = hires
     if embeddings is not None:
         pipe.embeddings = embeddings
+    pipe.lora_dir = args.lora_dir
     written = []
     for batch in range(args.n_iter):  # the WebUI's batch count: seeds count on over batches
         label = args.command if args.n_iter == 1 else f"{args.command} {batch + 1}/{args.n_iter}"

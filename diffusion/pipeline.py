@@ -6,6 +6,7 @@ are a few hundred KiB, so each step is: upload latents, one UNet pass, read the 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
@@ -17,9 +18,10 @@ from gpustd import Tensor, asarray
 
 from . import conditioning, samplers, sampling
 from .embeddings import EmbeddingDatabase, EmbeddingFinder, ti_hashes
+from .lora import LORA_TAGS, LoraManager, lora_hashes, lora_uses
 from .models import AutoencoderKL, CLIPTextModel, UNet2DConditionModel
 from .noise import ImageNoise
-from .prompts import parse_prompt
+from .prompts import extract_extra_networks, parse_prompt
 from .rng import RNG_SOURCES, TorchCPUGenerator, make_generator
 from .samplers.denoiser import DiscreteSchedule
 from .schedulers import get_scheduler, scheduler_from_config
@@ -202,6 +204,9 @@ class StableDiffusion:
         self.defaults = defaults or SamplingDefaults()
         # textual-inversion embeddings found by name in prompts (diffusion.embeddings)
         self.embeddings: EmbeddingDatabase | None = None
+        # where <lora:NAME:...> tags find NAME.safetensors; the LoRAs patched in right now
+        self.lora_dir: str | os.PathLike[str] | None = None
+        self._loras: LoraManager | None = None
 
     @property
     def latent_channels(self) -> int:
@@ -275,6 +280,22 @@ class StableDiffusion:
         unconds = None if r.cfg_scale == 1.0 else encode([r.negative_prompt] * batch,
                                                           extra_networks=False)
         return lambda step: (None if unconds is None else unconds.at(step), conds.at(step))
+
+    def _activate_loras(self, prompt: str) -> str | None:
+        """Patch in exactly the LoRAs the prompt's `<lora:...>` tags name (removing earlier
+        ones), before anything is encoded; the infotext's "Lora hashes", None for none."""
+        _, networks = extract_extra_networks(prompt)
+        wanted = [tag for tag in networks if tag.kind in LORA_TAGS]
+        if wanted and self.lora_dir is None:
+            raise ValueError(f"the prompt names <{wanted[0].kind}:{wanted[0].name}> but no LoRA "
+                             "folder is set: pass --lora-dir DIR (pipe.lora_dir in Python)")
+        if not wanted and self._loras is None:
+            return None
+        if self._loras is None:
+            self._loras = LoraManager(self)
+        uses = lora_uses(wanted, self.lora_dir, load=self._loras.load) if wanted else []
+        self._loras.set(uses)
+        return lora_hashes(uses) or None
 
     def _embedding_lookup(self) -> EmbeddingFinder | None:
         if self.embeddings is None:
@@ -377,6 +398,9 @@ class StableDiffusion:
             if info.kind == "timestep":
                 scheduler_ = _timestep_scheduler(label, self.scheduler_config)
                 request = replace(request, cfg_pp=info.needs_uncond)
+        # the WebUI's extra networks: the prompt's LoRAs in place before it is encoded (a
+        # "diffusers" run leaves the model as loaded)
+        loras = None if sampler == "diffusers" else self._activate_loras(prompt)
         if hires is not None and request.mode != "txt2img":
             raise ValueError("hires fix is a txt2img option; for img2img, raise the size instead")
         if sampler == "diffusers" or info.kind == "timestep":
@@ -403,6 +427,8 @@ class StableDiffusion:
             settings["strength"] = strength
         if hires is not None:
             settings.update(hires_fix(hires))
+        if loras:
+            settings["lora_hashes"] = loras
         if sampler != "diffusers" and (hashes := self._ti_hashes(request)):
             settings["ti_hashes"] = hashes
         return GenerationResult(images=images, seeds=seeds, settings=settings)

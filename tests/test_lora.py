@@ -31,6 +31,7 @@ from sd_tiny import tiny_text_encoder, tiny_unet, tiny_vae, write_pipeline  # no
 
 import gpucore  # noqa: E402
 from diffusion import load_pipeline  # noqa: E402
+from diffusion.infotext import format_infotext  # noqa: E402
 from diffusion.loaders._ldm_keys import unet_name  # noqa: E402
 from diffusion.lora import (  # noqa: E402
     LoraError,
@@ -593,13 +594,20 @@ def test_txt2img_with_lora_matches_diffusers(tmp_path: Path, fused: Any, ours: A
     fused.fuse_lora(components=["unet"], lora_scale=0.6)
     fused.fuse_lora(components=["text_encoder"], lora_scale=0.8)
     theirs = reference()
-    loras = LoraManager(ours)
-    loras.set([(path, 0.8, 0.6)])
+    # the WebUI's way in: a prompt tag, found by name in the LoRA folder (te 0.8, unet 0.6)
+    ours.lora_dir = tmp_path
     try:
-        result = ours.txt2img(prompt, steps=steps, cfg_scale=1.0, seed=7, width=size,
-                              height=size, sampler="DDIM")
+        result = ours.txt2img(f"{prompt} <lora:style:0.8:0.6>", steps=steps, cfg_scale=1.0,
+                              seed=7, width=size, height=size, sampler="DDIM")
+        assert f'Lora hashes: "style: {short_hash(path)}"' in format_infotext(result.settings)
+        before = _weights(ours)
+        ours.txt2img(prompt, steps=1, cfg_scale=1.0, seed=7, width=size, height=size,
+                     sampler="DDIM")  # no tag: the LoRA comes out again
+        assert any(not np.array_equal(before[c][k], v)
+                   for c, layer in _weights(ours).items() for k, v in layer.items())
     finally:
-        loras.clear()
+        ours.lora_dir = None
+        ours.txt2img(prompt, steps=1, cfg_scale=1.0, width=size, height=size, sampler="DDIM")
     got = np.stack(result.images).astype(np.int16)
     diff = np.abs(got - theirs)
     assert diff.mean() < 0.5 and diff.max() <= 4, (diff.mean(), diff.max())

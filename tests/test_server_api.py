@@ -370,3 +370,20 @@ def test_embeddings_listing(tmp_path: Path) -> None:
     assert listing["loaded"]["fluffy"]["shape"] == 32
     assert "pickle" in listing["skipped"]["old"]["reason"]
     assert embedding_listing(None) == {"loaded": {}, "skipped": {}}
+
+
+def test_lora_listing(tmp_path: Path) -> None:
+    """GET /sdapi/v1/loras' shape: name, alias (kohya's ss_output_name), path, metadata."""
+    from safetensors.numpy import save_file
+
+    from diffusion.server.app import lora_listing
+
+    tensors = {"lora_unet_x.lora_down.weight": np.ones((2, 4), np.float32)}
+    save_file(tensors, str(tmp_path / "fluffy.safetensors"), metadata={"ss_output_name": "Fluf"})
+    (tmp_path / "sub").mkdir()
+    save_file(tensors, str(tmp_path / "sub" / "plain.safetensors"))
+    listing = {item["name"]: item for item in lora_listing(tmp_path)}
+    assert listing["fluffy"]["alias"] == "Fluf" and listing["plain"]["alias"] == "plain"
+    assert listing["fluffy"]["metadata"] == {"ss_output_name": "Fluf"}
+    assert Path(listing["plain"]["path"]) == tmp_path / "sub" / "plain.safetensors"
+    assert lora_listing(None) == []

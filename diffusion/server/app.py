@@ -19,6 +19,7 @@ from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from fastapi.staticfiles import StaticFiles
 
 from ..embeddings import EmbeddingDatabase
+from ..loaders._safetensors import SafetensorsFile
 from ..loaders.errors import WeightsError
 from ..samplers import SAMPLERS, SamplerInfo, resolve, schedules
 from ..samplers.schedules import SCHEDULE_TYPES
@@ -81,15 +82,32 @@ async def _wait(future: Future) -> Any:
     return await asyncio.wrap_future(future)
 
 
-def _with_networks(loader: Callable[[Path], Any],
-                   embeddings: EmbeddingDatabase | None) -> Callable[[Path], Any]:
-    """`loader`, then the pipeline gets the server's textual-inversion embeddings."""
+def _with_networks(loader: Callable[[Path], Any], embeddings: EmbeddingDatabase | None,
+                   lora_dir: str | os.PathLike[str] | None) -> Callable[[Path], Any]:
+    """`loader`, then the pipeline gets the server's embeddings and LoRA folder."""
     def load(path: Path) -> Any:
         pipe = loader(path)
         if embeddings is not None:
             pipe.embeddings = embeddings
+        if lora_dir is not None:
+            pipe.lora_dir = lora_dir
         return pipe
     return load
+
+
+def lora_listing(lora_dir: str | os.PathLike[str] | None) -> list[dict[str, Any]]:
+    """GET /sdapi/v1/loras as the WebUI answers it: name, alias, path, metadata."""
+    if lora_dir is None:
+        return []
+    items = []
+    for path in sorted(Path(lora_dir).rglob("*.safetensors")):
+        try:
+            metadata = SafetensorsFile(path).metadata
+        except (WeightsError, OSError, ValueError):
+            metadata = {}
+        items.append({"name": path.stem, "alias": metadata.get("ss_output_name", path.stem),
+                      "path": str(path), "metadata": metadata})
+    return items
 
 
 def embedding_listing(embeddings: EmbeddingDatabase | None) -> dict[str, Any]:
@@ -136,7 +154,8 @@ def create_app(*, model: str | os.PathLike[str] | None = None,
                max_size: int = 1024, api_auth: str | None = None,
                max_body_bytes: int = 50 * 2**20, loader: Callable[[Path], Any] | None = None,
                cmd_flags: dict[str, Any] | None = None,
-               embeddings_dir: str | os.PathLike[str] | None = None) -> FastAPI:
+               embeddings_dir: str | os.PathLike[str] | None = None,
+               lora_dir: str | os.PathLike[str] | None = None) -> FastAPI:
     """The server app with its worker started and its first model loaded.
 
     `model` (or, without it, the bundled model, or else the first model in `models_dir`) is
@@ -161,8 +180,10 @@ def create_app(*, model: str | os.PathLike[str] | None = None,
             f"no model to load: the bundled default model is missing{where}; pass --model "
             "PATH (a diffusers folder or a .safetensors checkpoint) or --models-dir DIR")
     embeddings = None if embeddings_dir is None else EmbeddingDatabase(embeddings_dir)
-    worker = Worker(_with_networks(loader or (lambda path: load_pipeline(path)), embeddings),
-                    queue_size=queue_size)
+    if lora_dir is not None and not Path(lora_dir).is_dir():
+        raise FileNotFoundError(f"--lora-dir {str(lora_dir)!r} is not a folder")
+    worker = Worker(_with_networks(loader or (lambda path: load_pipeline(path)), embeddings,
+                                   lora_dir), queue_size=queue_size)
     first = registry.entries[0]
     try:
         worker.submit(lambda: worker.load(first)).result()
@@ -296,7 +317,11 @@ def create_app(*, model: str | os.PathLike[str] | None = None,
         return {"ram": _ram(), "cuda": {"error": "no CUDA: this server runs on WebGPU "
                                                  "(wgpu); GPU memory is not reported"}}
 
-    for path, empty in (("sd-vae", []), ("loras", []), ("prompt-styles", []),
+    @api.get("/loras")
+    async def list_loras() -> list[dict[str, Any]]:
+        return await asyncio.to_thread(lora_listing, lora_dir)
+
+    for path, empty in (("sd-vae", []), ("prompt-styles", []),
                         ("upscalers", []), ("hypernetworks", []), ("face-restorers", [])):
         api.add_api_route(f"/{path}", lambda empty=empty: empty, methods=["GET"])
 

@@ -22,6 +22,8 @@ def add_serve_parser(commands: Any, positive_int: Any) -> argparse.ArgumentParse
     sub.add_argument("--models-dir", metavar="DIR",
                      help="diffusers folders and .safetensors files clients may switch to "
                           "(sd_model_checkpoint in /sdapi/v1/options)")
+    sub.add_argument("--lora-dir", metavar="DIR",
+                     help="LoRA files (.safetensors) for <lora:NAME:WEIGHT> prompt tags")
     sub.add_argument("--embeddings-dir", metavar="DIR",
                      help="textual-inversion embeddings (.safetensors), used where a prompt "
                           "names them")
@@ -82,7 +84,7 @@ def serve(args: argparse.Namespace) -> int:
         app = create_app(model=args.model, models_dir=args.models_dir, outputs=args.outputs,
                          queue_size=args.queue_size, max_size=args.max_size,
                          api_auth=args.api_auth, cmd_flags=vars(args),
-                         embeddings_dir=args.embeddings_dir)
+                         embeddings_dir=args.embeddings_dir, lora_dir=args.lora_dir)
     except (FileNotFoundError, WeightsError, ValueError, OSError) as exc:
         sock.close()
         print(f"error: cannot load the model: {exc}", file=sys.stderr)
