@@ -180,6 +180,15 @@ def _add_common(parser: argparse.ArgumentParser, *, strength: float | None) -> N
                              "--subseed-strength")
     parser.add_argument("--subseed-strength", type=_unit, default=0.0, metavar="S",
                         help="how far towards the variation seed's noise, 0..1 (0: off)")
+    parser.add_argument("--seed-resize-from", type=_size_pair, metavar="WxH",
+                        help="draw the seed's noise at this size and centre it (keeps a "
+                             "seed's composition at another --width/--height)")
+    parser.add_argument("--eta", type=_finite, default=1.0,
+                        help="noise of the ancestral/SDE samplers (the WebUI's 'Eta', 1)")
+    parser.add_argument("--s-churn", type=_finite, default=0.0, metavar="X",
+                        help="Euler/Heun/DPM2 churn (the WebUI's 'sigma churn', 0)")
+    parser.add_argument("--s-noise", type=_finite, default=1.0, metavar="X",
+                        help="scale of sampler noise (the WebUI's 'sigma noise', 1)")
     parser.add_argument("--ensd", type=_non_negative_int, default=0, metavar="N",
                         help="the WebUI's eta noise seed delta: ancestral samplers draw their "
                              "step noise from seed + N (0: from the seed's own generator)")
@@ -402,7 +411,8 @@ _FROM_INFOTEXT: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "scheduler": ("scheduler", str), "strength": ("strength", float),
     "hires_scale": ("hr_scale", float), "hires_resize": ("hr_resize", tuple),
     "hires_upscaler": ("hr_upscaler", str), "hires_steps": ("hr_steps", int),
-    "hires_denoise": ("hr_denoise", float),
+    "hires_denoise": ("hr_denoise", float), "seed_resize_from": ("seed_resize_from", tuple),
+    "eta": ("eta", float), "s_churn": ("s_churn", float), "s_noise": ("s_noise", float),
 }
 
 
@@ -440,6 +450,15 @@ def _hires(args: argparse.Namespace) -> Any:
     return HiresFix(scale=args.hr_scale or 2.0, resize=args.hr_resize,
                     upscaler=_upscaler(args.hr_upscaler), steps=args.hr_steps,
                     denoise=args.hr_denoise)
+
+
+def _sampler_options(args: argparse.Namespace) -> Any:
+    """The --eta/--s-churn/--s-noise settings, None when all are the WebUI's defaults (so
+    the timestep samplers, which take none, accept the call)."""
+    from .sampling import SamplerOptions
+
+    options = SamplerOptions(eta=args.eta, s_churn=args.s_churn, s_noise=args.s_noise)
+    return None if options == SamplerOptions() else options
 
 
 def _upscaler(name: str) -> str:
@@ -499,6 +518,8 @@ def run(args: argparse.Namespace) -> list[Path]:
                                subseed=subseed + batch * args.batch_size,
                                subseed_strength=args.subseed_strength,
                                eta_noise_seed_delta=args.ensd, width=args.width,
+                               seed_resize_from=args.seed_resize_from,
+                               sampler_options=_sampler_options(args),
                                height=args.height, batch_size=args.batch_size,
                                clip_skip=args.clip_skip - 1, rng=args.rng,
                                progress=ProgressBar(label), **options)

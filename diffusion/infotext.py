@@ -86,6 +86,8 @@ def format_infotext(settings: Mapping[str, Any], *, batch_pos: int | None = None
         "Model": settings.get("model") or None,
         "Variation seed": subseeds[min(pos, len(subseeds) - 1)] if varied else None,
         "Variation seed strength": _number(settings["subseed_strength"]) if varied else None,
+        "Seed resize from": "{}x{}".format(*settings["seed_resize_from"])
+        if settings.get("seed_resize_from") else None,
         "Batch size": batch_size if batch_size > 1 else None,
         "Batch pos": pos if batch_size > 1 else None,
         "Denoising strength": None if strength is None else _number(strength),
@@ -95,6 +97,7 @@ def format_infotext(settings: Mapping[str, Any], *, batch_pos: int | None = None
         **_hires_fields(settings),
         "Lora hashes": settings.get("lora_hashes") or None,
         "TI hashes": settings.get("ti_hashes") or None,
+        **{key: _number(value) for key, value in (settings.get("sampler_fields") or {}).items()},
     }
     line = ", ".join(f"{key}: {_quote(value)}" for key, value in params.items()
                      if value is not None)
@@ -166,7 +169,10 @@ _CONVERSIONS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "Hires upscale": ("hires_scale", float), "Hires steps": ("hires_steps", int),
     "Hires upscaler": ("hires_upscaler", str),
     "Hires resize": ("hires_resize", lambda v: tuple(int(n) for n in v.split("x"))),
-    "Lora hashes": ("lora_hashes", str), "TI hashes": ("ti_hashes", str)}
+    "Lora hashes": ("lora_hashes", str), "TI hashes": ("ti_hashes", str),
+    "Seed resize from": ("seed_resize_from", lambda v: tuple(int(n) for n in v.split("x"))),
+    "Eta": ("eta", float), "Sigma churn": ("s_churn", float), "Sigma tmin": ("s_tmin", float),
+    "Sigma tmax": ("s_tmax", float), "Sigma noise": ("s_noise", float)}
 
 
 def _typed(raw: dict[str, Any]) -> dict[str, Any]:

@@ -35,6 +35,18 @@ def slerp(t: float, low: np.ndarray, high: np.ndarray) -> np.ndarray:
             + (np.sin(t * omega) / sine)[:, None, :] * high)
 
 
+def _centred(noise: np.ndarray, canvas: np.ndarray) -> np.ndarray:
+    """`noise` (C, h, w) placed at the centre of `canvas` (C, H, W), cropped where it is larger:
+    the WebUI's "Resize seed from", which keeps a seed's composition at another size."""
+    canvas = canvas.copy()
+    dy, dx = (canvas.shape[1] - noise.shape[1]) // 2, (canvas.shape[2] - noise.shape[2]) // 2
+    h = noise.shape[1] if dy >= 0 else noise.shape[1] + 2 * dy
+    w = noise.shape[2] if dx >= 0 else noise.shape[2] + 2 * dx
+    ty, tx, sy, sx = max(dy, 0), max(dx, 0), max(-dy, 0), max(-dx, 0)
+    canvas[:, ty:ty + h, tx:tx + w] = noise[:, sy:sy + h, sx:sx + w]
+    return canvas
+
+
 class ImageNoise:
     """Per-image noise for a batch with `seeds` (one per image), latents of `shape` (C, H, W).
 
@@ -45,7 +57,8 @@ class ImageNoise:
 
     def __init__(self, rng: str, seeds: Sequence[int], shape: tuple[int, int, int], *,
                  subseeds: Sequence[int] | None = None, subseed_strength: float = 0.0,
-                 eta_noise_seed_delta: int = 0) -> None:
+                 eta_noise_seed_delta: int = 0,
+                 resize_from: tuple[int, int] | None = None) -> None:
         if rng not in RNG_SOURCES:
             raise ValueError(f"rng must be one of {list(RNG_SOURCES)}, got {rng!r}")
         if not 0.0 <= subseed_strength <= 1.0:
@@ -58,6 +71,9 @@ class ImageNoise:
         self.subseeds = None if subseeds is None else [int(s) for s in subseeds]
         self.subseed_strength = float(subseed_strength)
         self.eta_noise_seed_delta = int(eta_noise_seed_delta)
+        # "Resize seed from": the seed's noise drawn at this latent (height, width), centred
+        self.resize_from = None if resize_from is None or tuple(resize_from) == shape[1:] \
+            else (int(resize_from[0]), int(resize_from[1]))
         self._generators = [make_generator(rng, seed) for seed in self.seeds]
         self._started = False
 
@@ -66,13 +82,19 @@ class ImageNoise:
         if self._started:
             raise RuntimeError("first() was already drawn; make a new ImageNoise per batch")
         self._started = True
+        shape = self.shape if self.resize_from is None else (self.shape[0], *self.resize_from)
         images = []
-        for k, generator in enumerate(self._generators):
-            noise = generator.standard_normal(self.shape)
+        for k, (seed, generator) in enumerate(zip(self.seeds, self._generators, strict=True)):
+            if self.resize_from is None:
+                noise = generator.standard_normal(shape)
+            else:  # the WebUI seeds a fresh generator for the other size
+                noise = make_generator(self.rng, seed).standard_normal(shape)
             if self.subseeds is not None and self.subseed_strength != 0:
                 subseed = self.subseeds[k] if k < len(self.subseeds) else 0
-                sub = make_generator(self.rng, subseed).standard_normal(self.shape)
+                sub = make_generator(self.rng, subseed).standard_normal(shape)
                 noise = slerp(self.subseed_strength, noise, sub)
+            if self.resize_from is not None:
+                noise = _centred(noise, generator.standard_normal(self.shape))
             images.append(noise)
         if self.eta_noise_seed_delta:
             self._generators = [make_generator(self.rng, seed + self.eta_noise_seed_delta)

@@ -81,21 +81,25 @@ class _Seeds:
     subseeds: list[int]
     subseed_strength: float
     eta_noise_seed_delta: int
+    resize_from: tuple[int, int] | None = None  # latent (height, width) of "Seed resize from"
 
     @classmethod
     def webui(cls, seed: int, batch: int, subseed: int | None, subseed_strength: float,
-              eta_noise_seed_delta: int) -> _Seeds:
+              eta_noise_seed_delta: int, resize_from: tuple[int, int] | None = None) -> _Seeds:
         varied = subseed_strength != 0
         subseed = int(np.random.default_rng().integers(2**32)) if subseed is None else subseed
         return cls([seed + (0 if varied else k) for k in range(batch)],
                    [int(subseed) + k for k in range(batch)], float(subseed_strength),
-                   int(eta_noise_seed_delta))
+                   int(eta_noise_seed_delta), resize_from)
 
-    def noise(self, rng: str, shape: tuple[int, int, int]) -> ImageNoise:
-        """Fresh generators for one pass over latents of `shape` (C, H, W)."""
+    def noise(self, rng: str, shape: tuple[int, int, int], *,
+              first_pass: bool = True) -> ImageNoise:
+        """Fresh generators for one pass over latents of `shape` (C, H, W); seed resize
+        applies to the first pass only (the hires pass draws at its own size)."""
         return ImageNoise(rng, self.seeds, shape, subseeds=self.subseeds,
                           subseed_strength=self.subseed_strength,
-                          eta_noise_seed_delta=self.eta_noise_seed_delta)
+                          eta_noise_seed_delta=self.eta_noise_seed_delta,
+                          resize_from=self.resize_from if first_pass else None)
 
     def fields(self, uses_ensd: bool) -> dict[str, Any]:
         """Settings for the infotext: variation seeds when used, ENSD where it matters."""
@@ -342,7 +346,10 @@ class StableDiffusion:
                  clip_skip: int = 0, init_image: Any = None, strength: float = 0.75,
                  mask: Any = None, rng: str = "numpy", subseed: int | None = None,
                  subseed_strength: float = 0.0, eta_noise_seed_delta: int = 0,
-                 hires: HiresFix | None = None, progress: Progress | None = None,
+                 hires: HiresFix | None = None,
+                 sampler_options: sampling.SamplerOptions | None = None,
+                 seed_resize_from: tuple[int, int] | None = None,
+                 progress: Progress | None = None,
                  on_step: StepCallback | None = None) -> GenerationResult:
         """txt2img (no init image), img2img (`init_image`, `strength`) or inpaint
         (`init_image` + `mask`, white = repaint). Same seed and settings give the same image
@@ -404,19 +411,27 @@ class StableDiffusion:
         if hires is not None and request.mode != "txt2img":
             raise ValueError("hires fix is a txt2img option; for img2img, raise the size instead")
         if sampler == "diffusers" or info.kind == "timestep":
-            if subseed_strength:
-                raise ValueError("variation seeds (subseed_strength) need a WebUI sampler; "
-                                 f"{label} draws the batch's noise from one seed, as diffusers")
+            if subseed_strength or seed_resize_from or sampler_options:
+                raise ValueError("variation seeds, seed resize and sampler options (eta, "
+                                 f"churn) need a k-diffusion sampler; {label} draws the "
+                                 "batch's noise from one seed, as diffusers does")
             latents = self._run_scheduler(request, scheduler_, init_image, mask, progress,
                                           on_step, webui=sampler != "diffusers", hires=hires)
             seeds = [seed] * request.batch_size
             extra: dict[str, Any] = {}
         else:
+            resize = None
+            if seed_resize_from is not None:
+                f = self.vae_scale_factor
+                resize = (int(seed_resize_from[1]) // f, int(seed_resize_from[0]) // f)
             image_seeds = _Seeds.webui(seed, request.batch_size, subseed, subseed_strength,
-                                       eta_noise_seed_delta)
-            latents, extra = self._run_kdiffusion(request, label, schedule, init_image, mask,
-                                                  progress, on_step, seeds=image_seeds,
-                                                  hires=hires)
+                                       eta_noise_seed_delta, resize)
+            latents, extra = self._run_kdiffusion(
+                request, label, schedule, init_image, mask, progress, on_step,
+                seeds=image_seeds, hires=hires,
+                options=sampler_options or sampling.SamplerOptions())
+            if seed_resize_from is not None:
+                extra["seed_resize_from"] = tuple(seed_resize_from)
             schedule, seeds = extra.pop("schedule"), image_seeds.seeds
         images = self._decode(latents, self.unet.conv_in.weight.dtype)
         settings = dict(mode=request.mode, prompt=prompt, negative_prompt=negative_prompt,
@@ -507,7 +522,8 @@ class StableDiffusion:
 
     def _run_kdiffusion(self, r: _Request, sampler: str, schedule: str, init_image: Any,
                         mask: Any, progress: Progress | None, on_step: StepCallback | None, *,
-                        seeds: _Seeds, hires: HiresFix | None = None) -> tuple[np.ndarray, dict]:
+                        seeds: _Seeds, hires: HiresFix | None = None,
+                        options: sampling.SamplerOptions) -> tuple[np.ndarray, dict]:
         """The WebUI's k-diffusion sampling (diffusion.sampling), then its hires pass if
         asked; the latents and the infotext fields it adds."""
         discrete = DiscreteSchedule.from_config(self.scheduler_config)
@@ -536,27 +552,31 @@ class StableDiffusion:
         # second-order samplers
         evaluations = r.steps * (2 if plan.info.second_order else 1)
         x = self._kdiffusion_pass(r, plan, discrete, seeds, init_latent, evaluations, progress,
-                                  on_step, extra=extra, keep=keep)
+                                  on_step, extra=extra, keep=keep, options=options)
         fields: dict[str, Any] = {"seeds": seeds.seeds, "schedule": plan.schedule_label,
-                                  **seeds.fields(plan.info.uses_ensd)}
+                                  **seeds.fields(plan.info.uses_ensd),
+                                  "sampler_fields": options.infotext(plan.info)}
         if hires is not None:
             x, r = self._hires_latents(r, x, hires)
             steps = hires.steps or r.steps
             total = int(steps / min(hires.denoise, 0.999))
             plan = sampling.plan(sampler, schedule, total, discrete, t_enc=steps - 1)
             x = self._kdiffusion_pass(r, plan, discrete, seeds, x, steps * (
-                2 if plan.info.second_order else 1), progress, on_step)
+                2 if plan.info.second_order else 1), progress, on_step, options=options,
+                first_pass=False)
         return x, fields
 
     def _kdiffusion_pass(self, r: _Request, plan: sampling.SamplingPlan,
                          discrete: DiscreteSchedule, seeds: _Seeds,
                          init_latent: np.ndarray | None, evaluations: int,
                          progress: Progress | None, on_step: StepCallback | None, *,
-                         extra: np.ndarray | None = None,
-                         keep: np.ndarray | None = None) -> np.ndarray:
+                         extra: np.ndarray | None = None, keep: np.ndarray | None = None,
+                         options: sampling.SamplerOptions,
+                         first_pass: bool = True) -> np.ndarray:
         """One sampling pass at r's size from pure noise or from `init_latent` + noise."""
         scale = self.vae_scale_factor
-        noise = seeds.noise(r.rng, (self.latent_channels, r.height // scale, r.width // scale))
+        noise = seeds.noise(r.rng, (self.latent_channels, r.height // scale, r.width // scale),
+                            first_pass=first_pass)
         first = noise.first() * plan.sigmas[0]
         x = first if init_latent is None else init_latent + first
         dtype = self.unet.conv_in.weight.dtype
@@ -571,7 +591,8 @@ class StableDiffusion:
             return None if on_step is None else on_step(i + 1, total, latents)
 
         x = sampling.sample(plan, model, x, seeds=seeds.seeds, image_noise=noise,
-                            discrete=discrete, callback=callback)
+                            discrete=discrete, callback=callback,
+                            options=options.kwargs(plan.info))
         if keep is not None:
             x = init_latent * keep + (1 - keep) * x
         return x

@@ -17,6 +17,8 @@ What the WebUI does for a k-diffusion sampler (`modules/sd_samplers_kdiffusion.p
 
 from __future__ import annotations
 
+import inspect
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -30,8 +32,8 @@ from .samplers import registry, schedules
 from .samplers.brownian import BrownianTreeNoise
 from .samplers.denoiser import DiscreteSchedule
 
-__all__ = ["DIFFUSERS", "CFGDenoiser", "Contexts", "GuidedUNet", "SamplingPlan", "plan",
-           "sample", "sampler_label", "sampler_names"]
+__all__ = ["DIFFUSERS", "CFGDenoiser", "Contexts", "GuidedUNet", "SamplerOptions",
+           "SamplingPlan", "plan", "sample", "sampler_label", "sampler_names"]
 
 DIFFUSERS = "diffusers"  # the sampler name that runs the model folder's own scheduler
 
@@ -53,6 +55,44 @@ def sampler_label(name: str) -> str:
 def sampler_names() -> list[str]:
     """Every sampler's label, the WebUI's first, then "diffusers"."""
     return [info.name for info in registry.SAMPLERS] + [DIFFUSERS]
+
+
+@dataclass(frozen=True)
+class SamplerOptions:
+    """The WebUI's sampler settings: `eta` for the samplers that take one (its "Eta for
+    ancestral samplers", 1), and Karras' churn for Euler, Heun and DPM2 (`s_churn` 0,
+    `s_tmin` 0, `s_tmax` inf) and noise scale `s_noise` (1)."""
+
+    eta: float = 1.0
+    s_churn: float = 0.0
+    s_tmin: float = 0.0
+    s_tmax: float = math.inf
+    s_noise: float = 1.0
+
+    def __post_init__(self) -> None:
+        for name in ("eta", "s_churn", "s_tmin", "s_noise"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+        if not self.s_tmax > self.s_tmin:
+            raise ValueError(f"s_tmax ({self.s_tmax}) must be above s_tmin ({self.s_tmin})")
+
+    def kwargs(self, info: registry.SamplerInfo) -> dict[str, float]:
+        """The settings `info`'s sampler takes (the WebUI passes only those)."""
+        taken = inspect.signature(info.function).parameters if info.function else {}
+        return {name: getattr(self, name) for name in _OPTION_FIELDS if name in taken}
+
+    def infotext(self, info: registry.SamplerInfo) -> dict[str, float]:
+        """The infotext fields of the settings that apply and are not the defaults."""
+        used = self.kwargs(info)
+        default = SamplerOptions()
+        return {_OPTION_FIELDS[name]: value for name, value in used.items()
+                if value != getattr(default, name)}
+
+
+# option -> the WebUI's infotext field
+_OPTION_FIELDS = {"eta": "Eta", "s_churn": "Sigma churn", "s_tmin": "Sigma tmin",
+                  "s_tmax": "Sigma tmax", "s_noise": "Sigma noise"}
 
 
 @dataclass(frozen=True)
@@ -184,7 +224,7 @@ def sample(plan_: SamplingPlan, model: CFGDenoiser, x: np.ndarray, *, seeds: Seq
     draw from `image_noise`. In txt2img, DPM fast / adaptive step over the model's whole sigma
     range, as the WebUI passes it (in img2img, over the schedule's part that runs)."""
     info, sigmas = plan_.info, plan_.sigmas
-    kwargs = {**info.options, **(options or {})}
+    kwargs = {**info.options, **(options or {})}  # the user's settings win over the WebUI's
     if info.brownian_noise:
         positive = sigmas[sigmas > 0]
         noise = BrownianTreeNoise(x.shape, float(positive.min()), float(sigmas.max()),

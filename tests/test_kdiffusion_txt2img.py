@@ -260,3 +260,17 @@ def test_hires_fix_is_the_webuis_second_pass(ours: Any, reference: Reference) ->
     text = format_infotext(result.settings)
     assert "Denoising strength: 0.6, " in text and text.endswith(
         "Hires upscale: 2, Hires steps: 3, Hires upscaler: Latent")
+
+
+def test_eta_reaches_the_ancestral_sampler(ours: Any, reference: Reference) -> None:
+    """The WebUI's 'Eta' setting: k-diffusion's eta argument, written as "Eta: 0.5"."""
+    from diffusion.sampling import SamplerOptions
+
+    final: list[np.ndarray] = []
+    result = ours.txt2img(PROMPT, negative_prompt=NEGATIVE, steps=STEPS, cfg_scale=CFG,
+                          seed=SEED, width=SIZE, height=SIZE, sampler="Euler a", rng="torch",
+                          sampler_options=SamplerOptions(eta=0.5),
+                          on_step=lambda done, total, latents: final.append(latents))
+    expected = reference.sample("sample_euler_ancestral", "uniform", options={"eta": 0.5})
+    _assert_close(final[-1], expected)
+    assert format_infotext(result.settings).endswith("RNG: CPU, Eta: 0.5")

@@ -75,3 +75,25 @@ def test_bad_settings_are_clear_errors() -> None:
     noise.first()
     with pytest.raises(RuntimeError, match="already drawn"):
         noise.first()
+
+
+@pytest.mark.parametrize("resize_from", [(3, 4), (7, 9)])  # smaller and larger than (5, 7)
+def test_seed_resize_is_the_webuis(resize_from: tuple[int, int]) -> None:
+    """The WebUI's first() with seed_resize_from: the seed's noise at the other size (a
+    freshly seeded generator), centred into the image generator's own first draw."""
+    seeds, noise_shape = [21, 22], (SHAPE[0], *resize_from)
+    expected = []
+    for seed in seeds:
+        generator = torch.Generator().manual_seed(seed)
+        torch.manual_seed(seed)
+        noise = torch.randn(noise_shape)
+        x = torch.randn(SHAPE, generator=generator)
+        dx, dy = (SHAPE[2] - noise_shape[2]) // 2, (SHAPE[1] - noise_shape[1]) // 2
+        w = noise_shape[2] if dx >= 0 else noise_shape[2] + 2 * dx
+        h = noise_shape[1] if dy >= 0 else noise_shape[1] + 2 * dy
+        tx, ty = (0 if dx < 0 else dx), (0 if dy < 0 else dy)
+        dx, dy = max(-dx, 0), max(-dy, 0)
+        x[:, ty:ty + h, tx:tx + w] = noise[:, dy:dy + h, dx:dx + w]
+        expected.append(x)
+    ours = ImageNoise("torch", seeds, SHAPE, resize_from=resize_from)
+    np.testing.assert_array_equal(ours.first(), torch.stack(expected).numpy())

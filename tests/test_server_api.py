@@ -387,3 +387,22 @@ def test_lora_listing(tmp_path: Path) -> None:
     assert listing["fluffy"]["metadata"] == {"ss_output_name": "Fluf"}
     assert Path(listing["plain"]["path"]) == tmp_path / "sub" / "plain.safetensors"
     assert lora_listing(None) == []
+
+
+def test_sampler_settings_and_seed_resize(client: Any) -> None:
+    """eta and override_settings' sigma churn reach the sampler and the infotext; seed resize
+    keeps the seed's noise at another size (the WebUI's fields)."""
+    base = txt2img(client, seed=8, sampler_name="Euler a")
+    eta = txt2img(client, seed=8, sampler_name="Euler a", eta=0.5)
+    assert eta.json()["images"][0] != base.json()["images"][0]
+    assert info(eta)["infotexts"][0].endswith("Eta: 0.5")
+    churn = txt2img(client, seed=8, sampler_name="Euler",
+                    override_settings={"s_churn": 0.5})
+    assert info(churn)["infotexts"][0].endswith("Sigma churn: 0.5")
+    resized = txt2img(client, seed=8, sampler_name="Euler", seed_resize_from_w=24,
+                      seed_resize_from_h=24)
+    assert "Seed resize from: 24x24" in info(resized)["infotexts"][0]
+    bad = client.post("/sdapi/v1/txt2img", json={"prompt": PROMPT, "sampler_name": "DDIM",
+                                                 "seed_resize_from_w": 24,
+                                                 "seed_resize_from_h": 24})
+    assert bad.status_code == 422 and "seed resize is not available with DDIM" in bad.text

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from ..infotext import format_infotext
-from ..samplers import resolve, schedules
+from ..samplers import lookup, resolve, schedules
+from ..sampling import SamplerOptions
 from ..upscale import HiresFix
 from .images import decode_image, encode_png, fit_image, prepare_mask
 from .schemas import Img2ImgRequest, Txt2ImgRequest
@@ -109,6 +110,14 @@ def build_job(request: Txt2ImgRequest, kind: str, *, options: dict[str, Any], ma
         scheduler=schedule, width=request.width, height=request.height,
         clip_skip=_clip_skip(request, options) - 1, rng=_rng(request, options),
         subseed_strength=float(strength), eta_noise_seed_delta=_ensd(request, options))
+    k_diffusion = lookup(sampler).kind == "k-diffusion"  # DDIM, PLMS, UniPC take no options
+    if k_diffusion and (options_ := _sampler_options(request, options)) is not None:
+        generate["sampler_options"] = options_
+    if request.seed_resize_from_w > 0 and request.seed_resize_from_h > 0:
+        if not k_diffusion:
+            raise RequestError(f"seed resize is not available with {sampler}; use a "
+                               "k-diffusion sampler (Euler, DPM++ 2M, ...)")
+        generate["seed_resize_from"] = (request.seed_resize_from_w, request.seed_resize_from_h)
     if isinstance(request, Img2ImgRequest):
         generate.update(_img2img_options(request))
     elif request.enable_hr:
@@ -142,6 +151,22 @@ def _hires(request: Txt2ImgRequest, max_size: int) -> HiresFix:
     except ValueError as exc:
         raise RequestError(str(exc)) from None
     return hires
+
+
+def _sampler_options(request: Txt2ImgRequest, options: dict[str, Any]) -> SamplerOptions | None:
+    """eta (the request's, else override_settings' eta_ancestral) and the sigma churn/noise
+    settings; None when all are the WebUI's defaults."""
+    overrides = {**options, **(request.override_settings or {})}
+    eta = request.eta if request.eta is not None else overrides.get("eta_ancestral", 1.0)
+    values = dict(eta=eta, s_churn=overrides.get("s_churn", 0.0),
+                  s_tmin=overrides.get("s_tmin", 0.0),
+                  s_tmax=overrides.get("s_tmax") or math.inf,
+                  s_noise=overrides.get("s_noise", 1.0))
+    try:
+        chosen = SamplerOptions(**{k: float(v) for k, v in values.items()})
+    except (TypeError, ValueError) as exc:
+        raise RequestError(f"sampler settings: {exc}") from None
+    return None if chosen == SamplerOptions() else chosen
 
 
 def _ensd(request: Txt2ImgRequest, options: dict[str, Any]) -> int:
