@@ -24,6 +24,8 @@ __all__ = ["K"]
 
 
 def _load() -> types.SimpleNamespace:
+    if "k_diffusion.sampling" in sys.modules:  # loaded already (under another module name)
+        return _namespace()
     spec = importlib.util.find_spec("k_diffusion")
     if spec is None or not spec.submodule_search_locations:
         pytest.skip("k-diffusion is not installed (scripts/setup.sh installs it with the "
@@ -46,6 +48,10 @@ def _load() -> types.SimpleNamespace:
         finally:  # diffusers probes for torchvision: a stub left behind would confuse it
             for name in stubs:
                 del sys.modules[name]
+    return _namespace()
+
+
+def _namespace() -> types.SimpleNamespace:
     return types.SimpleNamespace(sampling=sys.modules["k_diffusion.sampling"],
                                  external=sys.modules["k_diffusion.external"],
                                  utils=sys.modules["k_diffusion.utils"])

@@ -20,6 +20,7 @@ more.
 from __future__ import annotations
 
 import inspect
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,16 @@ diffusers = pytest.importorskip("diffusers", reason="test-only reference (extra:
 import torch  # noqa: E402
 from kdiffusion_ref import K  # noqa: E402
 from sd_tiny import write_pipeline  # noqa: E402
+from test_sigma_schedules import (  # noqa: E402
+    AYS_PUBLISHED,
+    _loglinear,
+    _webui_beta,
+    _webui_ddim,
+    _webui_kl_optimal,
+    _webui_normal,
+    _webui_sgm_uniform,
+    _webui_simple,
+)
 
 import gpucore  # noqa: E402
 from diffusion import load_pipeline  # noqa: E402
@@ -57,6 +68,15 @@ class _Eps(K.external.DiscreteEpsDDPMDenoiser):
 
     def get_eps(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         return self.inner_model(x, t, encoder_hidden_states=cond).sample
+
+
+WEBUI_FORMULAS = {"sgm_uniform": _webui_sgm_uniform, "normal": _webui_normal,
+                  "simple": _webui_simple, "ddim": _webui_ddim, "kl_optimal": _webui_kl_optimal,
+                  "beta": _webui_beta}
+
+
+def _to_tensor(formula: Any, n: int, denoiser: Any) -> torch.Tensor:
+    return torch.as_tensor(formula(n, denoiser), dtype=torch.float64)
 
 
 class Reference:
@@ -97,12 +117,11 @@ class Reference:
             "exponential": lambda: K.sampling.get_sigmas_exponential(n, low, high),
             "polyexponential": lambda: K.sampling.get_sigmas_polyexponential(n, low, high,
                                                                              rho=1.0),
-            # the WebUI's sgm_uniform: timesteps evenly spaced from sigma_max's to sigma_min's
-            "sgm_uniform": lambda: torch.cat([torch.stack([
-                self.denoiser.t_to_sigma(t) for t in torch.linspace(
-                    self.denoiser.sigma_to_t(torch.tensor(high)),
-                    self.denoiser.sigma_to_t(torch.tensor(low)), n + 1)[:-1]]),
-                torch.zeros(1)]),
+            # the WebUI's other schedule types, as tests/test_sigma_schedules.py writes them
+            # out over a k-diffusion denoiser (and NVIDIA's published Align Your Steps table)
+            **{name: partial(_to_tensor, formula, n, self.denoiser)
+               for name, formula in WEBUI_FORMULAS.items()},
+            "align_your_steps": lambda: torch.tensor([*_loglinear(AYS_PUBLISHED[False], n), 0.0]),
         }[schedule]().to(torch.float32)
         return torch.cat([sigmas[:-2], sigmas[-1:]]) if discard else sigmas
 
@@ -198,7 +217,8 @@ def test_sampler_matches_the_webuis_recipe(ours: Any, reference: Reference, name
 
 
 # Uniform, Karras and Exponential run above as samplers' defaults; here a schedule is chosen
-@pytest.mark.parametrize("schedule", ["Karras", "Polyexponential", "SGM Uniform"])
+@pytest.mark.parametrize("schedule", ["Karras", "Polyexponential", "SGM Uniform", "KL Optimal",
+                                      "Align Your Steps", "Simple", "Normal", "DDIM", "Beta"])
 def test_schedule_type_matches_the_webuis_sigmas(ours: Any, reference: Reference,
                                                  schedule: str) -> None:
     latents, settings = _ours(ours, "Euler", schedule)
