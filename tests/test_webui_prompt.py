@@ -1,0 +1,90 @@
+"""Issue 13's whole example end to end: a WebUI prompt with emphasis, de-emphasis, BREAK, a
+LoRA tag and an embedding in the negative prompt, with hires fix, from the CLI and from the
+server, on a tiny model; the infotext says all of it as the WebUI writes it."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytest.importorskip("diffusers", reason="test-only reference (extra: reference)")
+from safetensors.numpy import save_file
+from sd_tiny import write_pipeline
+
+import gpucore
+from diffusion import cli
+from diffusion.infotext import read_infotext
+
+PROMPT = "masterpiece, (red fox:1.3), [blurry], <lora:fluffy:0.8>, BREAK snowy forest"
+NEGATIVE = "wuggle, lowres"
+
+
+@pytest.fixture(scope="module")
+def fixtures(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A tiny model, a kohya LoRA for two of its layers and a 2-vector embedding."""
+    root = tmp_path_factory.mktemp("webui-prompt")
+    rng = np.random.default_rng(0)
+    loras, embeddings = root / "Lora", root / "embeddings"
+    loras.mkdir()
+    embeddings.mkdir()
+    lora = {}
+    for name, width in (("unet_down_blocks_1_attentions_0_transformer_blocks_0_attn1_to_q", 64),
+                        ("te_text_model_encoder_layers_0_self_attn_q_proj", 32)):
+        lora[f"lora_{name}.lora_down.weight"] = rng.normal(0, 0.3, (4, width)).astype(np.float32)
+        lora[f"lora_{name}.lora_up.weight"] = rng.normal(0, 0.3, (width, 4)).astype(np.float32)
+        lora[f"lora_{name}.alpha"] = np.array(4.0, np.float32)
+    save_file(lora, str(loras / "fluffy.safetensors"))
+    save_file({"emb_params": rng.normal(0, 0.5, (2, 32)).astype(np.float32)},
+              str(embeddings / "wuggle.safetensors"))
+    return {"model": write_pipeline(root / "model"), "loras": loras, "embeddings": embeddings}
+
+
+def _assert_webui_infotext(text: str) -> None:
+    prompt, negative, params = text.split("\n")
+    assert prompt == PROMPT and negative == f"Negative prompt: {NEGATIVE}"
+    assert params.startswith("Steps: 2, Sampler: DPM++ 2M, Schedule type: Karras, ")
+    for field in ("Denoising strength: 0.5", "Hires upscale: 1.5", "Hires steps: 1",
+                  "Hires upscaler: Latent", 'Lora hashes: "fluffy: ', 'TI hashes: "wuggle: '):
+        assert field in params, (field, params)
+
+
+def test_from_the_cli(fixtures: dict[str, Path], first_device: gpucore.Device,
+                      tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "fox.png"
+    code = cli.main(["txt2img", "--model", str(fixtures["model"]), "--prompt", PROMPT,
+                     "--negative-prompt", NEGATIVE, "--lora-dir", str(fixtures["loras"]),
+                     "--embeddings-dir", str(fixtures["embeddings"]), "--sampler",
+                     "DPM++ 2M", "--steps", "2", "--width", "16", "--height", "16",
+                     "--hr-scale", "1.5", "--hr-steps", "1", "--hr-denoise", "0.5",
+                     "--seed", "3", "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    assert Image.open(out).size == (24, 24)
+    _assert_webui_infotext(read_infotext(out))
+
+
+def test_from_the_server(fixtures: dict[str, Path]) -> None:
+    from fastapi.testclient import TestClient
+
+    from diffusion.server.app import create_app
+
+    app = create_app(model=fixtures["model"], lora_dir=fixtures["loras"],
+                     embeddings_dir=fixtures["embeddings"], outputs=fixtures["model"].parent)
+    with TestClient(app) as client:
+        response = client.post("/sdapi/v1/txt2img", json={
+            "prompt": PROMPT, "negative_prompt": NEGATIVE, "sampler_name": "DPM++ 2M",
+            "steps": 2, "width": 16, "height": 16, "seed": 3, "enable_hr": True,
+            "hr_scale": 1.5, "hr_second_pass_steps": 1, "denoising_strength": 0.5})
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.json()
+        image = Image.open(io.BytesIO(base64.b64decode(body["images"][0])))
+        assert image.size == (24, 24)
+        _assert_webui_infotext(json.loads(body["info"])["infotexts"][0])
+        assert [item["name"] for item in client.get("/sdapi/v1/loras").json()] == ["fluffy"]
+        assert "wuggle" in client.get("/sdapi/v1/embeddings").json()["loaded"]
