@@ -18,8 +18,9 @@ A tile differs from the same region of the untiled pass in three ways; each has 
    overlap, and in the overlap their outputs are blended with linear ramps (as diffusers'
    `AutoencoderKL.tiled_decode`), so the difference fades across the overlap, not at a line.
 
-Between GroupNorms a tile's activations live on the host, so the device holds one tile's
-tensors at a time; the host holds the image's activations at one layer.
+Between GroupNorms the tiles' activations wait on the device (together about the size of the
+untiled pass's: the binding size, not the memory, is what tiling works around on a large GPU),
+or with `offload=True` on the host, so that the device holds one tile's tensors at a time.
 """
 
 from __future__ import annotations
@@ -135,7 +136,8 @@ def _ramp(spans: list[tuple[int, int, int, int]], index: int) -> np.ndarray:
 
 
 def _tiled(vae: AutoencoderKL, x: np.ndarray, run: Callable[..., Pass], *, tile: int,
-           overlap: int, align: int, up: int, down: int, out_channels: int) -> np.ndarray:
+           overlap: int, align: int, up: int, down: int, out_channels: int,
+           offload: bool) -> np.ndarray:
     """`run` over overlapping tiles of x (B, C, H, W), outputs blended; the output has
     `up / down` pixels per input pixel."""
     batch, _, height, width = x.shape
@@ -145,7 +147,8 @@ def _tiled(vae: AutoencoderKL, x: np.ndarray, run: Callable[..., Pass], *, tile:
     for top, bottom, core_top, core_bottom in rows:
         for left, right, core_left, core_right in cols:
             core = (core_top - top, core_bottom - top, core_left - left, core_right - left)
-            state = Tile((bottom - top, right - left), core, weight.device, weight.dtype)
+            state = Tile((bottom - top, right - left), core, device=weight.device,
+                         dtype=weight.dtype, offload=offload)
             passes.append(run(vae, x[:, :, top:bottom, left:right], state))
     outputs = iter(run_together(passes))
     out_rows, out_cols = _scaled(rows, up, down), _scaled(cols, up, down)
@@ -191,7 +194,8 @@ def _whole(vae: AutoencoderKL, x: np.ndarray, step: Callable[[Tensor], Tensor]) 
 
 
 def decode_tiled(vae: AutoencoderKL, latents: np.ndarray | Tensor, *, tile: int | None = None,
-                 overlap: int | None = None, untiled_mid: bool | None = None) -> np.ndarray:
+                 overlap: int | None = None, untiled_mid: bool | None = None,
+                 offload: bool = False) -> np.ndarray:
     """`vae.decode(latents)` in overlapping tiles of `tile` x `tile` latent pixels (default:
     `tile_size(vae)`, from the device's limits) that overlap by `overlap` latent pixels (default:
     a quarter of the tile, or up to half to reach 16), with the whole image's GroupNorm
@@ -200,6 +204,8 @@ def decode_tiled(vae: AutoencoderKL, latents: np.ndarray | Tensor, *, tile: int 
     untiled_mid: run conv_in and the mid block (whose attention sees the whole latent) on the
     whole latent and tile only the up blocks; None: whenever its tensors fit the device. It is
     what keeps tiles consistent: the attention is the one layer a tile cannot imitate.
+    offload: keep the tiles' activations on the host between GroupNorms, so the device holds
+    one tile at a time (for GPUs short of memory; much slower: each GroupNorm crosses the bus).
     latents: unscaled (B, C, h, w), as `vae.decode` takes them. Returns float32 (B, 3, 8h, 8w)
     images on the host. diffusers: `vae.enable_tiling(); vae.decode(latents)`.
     """
@@ -213,19 +219,21 @@ def decode_tiled(vae: AutoencoderKL, latents: np.ndarray | Tensor, *, tile: int 
         z = _whole(vae, z, lambda x: decoder.mid_block(decoder.conv_in(vae.post_quant_conv(x))))
         run = up_pass
     return _tiled(vae, z, run, tile=tile, overlap=_overlap(tile, overlap, 1), align=1,
-                  up=_factor(vae), down=1, out_channels=int(vae.config["out_channels"]))
+                  up=_factor(vae), down=1, out_channels=int(vae.config["out_channels"]),
+                  offload=offload)
 
 
 def encode_tiled(vae: AutoencoderKL, images: np.ndarray | Tensor, *, tile: int | None = None,
-                 overlap: int | None = None,
-                 untiled_mid: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
+                 overlap: int | None = None, untiled_mid: bool | None = None,
+                 offload: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """`vae.encode(images)` in overlapping tiles of `tile` x `tile` image pixels (default:
     `tile_size(vae, mode="encode")`) overlapping by `overlap` image pixels (default: a quarter of
     the tile, or up to half to reach 16 latent pixels), both rounded to the VAE's downsampling
     factor (8 for SD), with the image's GroupNorm statistics and linear blending in the overlaps.
 
     untiled_mid: blend the tiles' features before the mid block and run the mid block and the
-    rest on the whole latent grid; None: whenever its tensors fit the device.
+    rest on the whole latent grid; None: whenever its tensors fit the device. offload: as for
+    `decode_tiled`.
     images: (B, 3, H, W) in [-1, 1], H and W multiples of the factor. Returns float32 (mean,
     logvar), each (B, C, H/8, W/8), on the host. diffusers: `vae.enable_tiling(); vae.encode(x)`.
     """
@@ -237,7 +245,7 @@ def encode_tiled(vae: AutoencoderKL, images: np.ndarray | Tensor, *, tile: int |
     tile = tile_size(vae, mode="encode") if tile is None else tile
     tile = max(factor, tile // factor * factor)
     tiles = dict(tile=tile, overlap=_overlap(tile, overlap, factor), align=factor, up=1,
-                 down=factor)
+                 down=factor, offload=offload)
     latent = int(vae.config["latent_channels"])
     height, width = x.shape[2] // factor, x.shape[3] // factor
     if untiled_mid or (untiled_mid is None and _mid_fits(vae, x.shape[0], height, width)):
@@ -251,23 +259,26 @@ def encode_tiled(vae: AutoencoderKL, images: np.ndarray | Tensor, *, tile: int |
     return moments[:, :latent].astype(np.float32), moments[:, latent:].astype(np.float32)
 
 
-def vae_decode(vae: AutoencoderKL, latents: np.ndarray | Tensor) -> np.ndarray:
-    """`vae.decode(latents)` as float32 host images, tiled (`decode_tiled`) only when the untiled
-    pass would make a tensor larger than the device can bind (`needs_tiling`)."""
+def vae_decode(vae: AutoencoderKL, latents: np.ndarray | Tensor, *,
+               offload: bool = False) -> np.ndarray:
+    """`vae.decode(latents)` as float32 host images, tiled (`decode_tiled`, with `offload`) only
+    when the untiled pass would make a tensor larger than the device can bind (`needs_tiling`)."""
     z = _host(latents, "latents")
     if needs_tiling(vae, z.shape, mode="decode"):
-        return decode_tiled(vae, z)
+        return decode_tiled(vae, z, offload=offload)
     weight = vae.decoder.conv_in.weight
     return vae.decode(asarray(z, dtype=weight.dtype, device=weight.device)).numpy().astype(
         np.float32)
 
 
-def vae_encode(vae: AutoencoderKL, images: np.ndarray | Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """`vae.encode(images)` as float32 host (mean, logvar), tiled (`encode_tiled`) only when the
-    untiled pass would make a tensor larger than the device can bind (`needs_tiling`)."""
+def vae_encode(vae: AutoencoderKL, images: np.ndarray | Tensor, *,
+               offload: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """`vae.encode(images)` as float32 host (mean, logvar), tiled (`encode_tiled`, with
+    `offload`) only when the untiled pass would make a tensor larger than the device can bind
+    (`needs_tiling`)."""
     x = _host(images, "images")
     if needs_tiling(vae, x.shape, mode="encode"):
-        return encode_tiled(vae, x)
+        return encode_tiled(vae, x, offload=offload)
     weight = vae.decoder.conv_in.weight
     mean, logvar = vae.encode(asarray(x, dtype=weight.dtype, device=weight.device))
     return mean.numpy().astype(np.float32), logvar.numpy().astype(np.float32)

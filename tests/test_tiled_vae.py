@@ -84,13 +84,14 @@ def _seam(image: np.ndarray, untiled: np.ndarray, borders: list[int]) -> float:
 
 
 def test_one_tile_is_the_untiled_pass(models, latents, untiled) -> None:
-    """The tiled pass with one tile (the mid block tiled too) is the untiled computation."""
+    """The tiled pass with one tile (the mid block tiled too) is the untiled computation, with
+    the activations kept on the device (decode) or offloaded to the host (encode)."""
     reference, ours = models
     assert_close(decode_tiled(ours, latents, tile=24, untiled_mid=False), untiled, tol=EXACT)
     image = _smooth((1, 3, 32, 40), seed=1)
     with torch.no_grad():
         posterior = reference.encode(torch.from_numpy(image)).latent_dist
-    mean, logvar = encode_tiled(ours, image, tile=40, untiled_mid=False)
+    mean, logvar = encode_tiled(ours, image, tile=40, untiled_mid=False, offload=True)
     assert_close(mean, posterior.mean.numpy(), tol=EXACT)
     assert_close(logvar, posterior.logvar.numpy(), tol=EXACT)
 
