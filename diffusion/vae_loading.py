@@ -20,7 +20,7 @@ from gpustd.nn import StateDictError
 from .loaders import WeightsError, load_vae_weights
 from .models import AutoencoderKL
 
-__all__ = ["load_vae", "vae_hash", "vae_name"]
+__all__ = ["load_vae", "vae_hash", "vae_name", "vae_near_checkpoint"]
 
 
 def load_vae(path: str | os.PathLike[str], *, dtype: Any = np.float32,
@@ -46,6 +46,20 @@ def load_vae(path: str | os.PathLike[str], *, dtype: Any = np.float32,
     except StateDictError as exc:
         raise WeightsError(f"{path}: the VAE's tensors do not fit its config: {exc}") from None
     return vae
+
+
+def vae_near_checkpoint(checkpoint: str | os.PathLike[str]) -> Path | None:
+    """The VAE beside a single-file checkpoint, used when no --vae is given: `NAME.vae.pt`,
+    `NAME.vae.ckpt` or `NAME.vae.safetensors` for `NAME.safetensors`, first found in that order
+    (the WebUI's `find_vae_near_checkpoint` before 1.6 and SD.Next's; the WebUI 1.6+ takes any
+    known VAE file whose name starts with NAME, from its VAE folder too). None when there is
+    none. A pickle one is returned too, so that `load_vae` refuses it with the reason rather
+    than it being silently ignored."""
+    stem = Path(checkpoint).with_suffix("")
+    for suffix in (".vae.pt", ".vae.ckpt", ".vae.safetensors"):
+        if (candidate := stem.with_name(stem.name + suffix)).is_file():
+            return candidate
+    return None
 
 
 def _weights_file(path: Path) -> Path:

@@ -19,7 +19,7 @@ from support import assert_close, relative_error
 import gpucore
 import gpustd
 from diffusion.loaders import WeightsError
-from diffusion.vae_loading import load_vae, vae_hash, vae_name
+from diffusion.vae_loading import load_vae, vae_hash, vae_name, vae_near_checkpoint
 
 TOL = 1e-3  # f32 through the tiny decoder; measured ~1e-6 relative
 
@@ -108,3 +108,13 @@ def test_infotext_name_and_hash(tmp_path: Path) -> None:
     file.write_bytes(b"any bytes" * 1000)
     assert vae_name(file) == "vae-ft-mse-840000-ema-pruned.safetensors"
     assert vae_hash(file) == hashlib.sha256(b"any bytes" * 1000).hexdigest()[:10]
+
+
+def test_vae_near_checkpoint(tmp_path: Path) -> None:
+    checkpoint = tmp_path / "anything-v3.safetensors"
+    assert vae_near_checkpoint(checkpoint) is None
+    (tmp_path / "anything-v3.vae.safetensors").write_bytes(b"")
+    (tmp_path / "other.vae.safetensors").write_bytes(b"")
+    assert vae_near_checkpoint(checkpoint) == tmp_path / "anything-v3.vae.safetensors"
+    (tmp_path / "anything-v3.vae.pt").write_bytes(b"")  # the WebUI looks for .vae.pt first
+    assert vae_near_checkpoint(checkpoint) == tmp_path / "anything-v3.vae.pt"
