@@ -229,6 +229,9 @@ def _add_common(parser: argparse.ArgumentParser, *, strength: float | None) -> N
                            help="steps of the second pass (0: as many as --steps)")
         hires.add_argument("--hr-denoise", type=_strength, default=0.7, metavar="D",
                            help="denoising strength of the second pass, in (0, 1] (0.7)")
+    parser.add_argument("--vae", metavar="PATH",
+                        help="a VAE in place of the model's own: a diffusers VAE folder or a "
+                             ".safetensors file (e.g. vae-ft-mse-840000-ema-pruned)")
     parser.add_argument("--lora-dir", metavar="DIR",
                         help="where <lora:NAME:WEIGHT> tags in the prompt find NAME.safetensors "
                              "(kohya/WebUI, diffusers/PEFT, LyCORIS LoCon/LoHa)")
@@ -492,6 +495,9 @@ def run(args: argparse.Namespace) -> list[Path]:
     print(f"seed: {seed}", file=sys.stderr)
     subseed = secrets.randbelow(2**32) if args.subseed == -1 else args.subseed
     dtype, device = _dtype_and_device(args.fp16)
+    if args.vae and not Path(args.vae).exists():
+        raise ValueError(f"--vae {args.vae!r} does not exist; give a VAE folder or a "
+                         ".safetensors file")
     if args.lora_dir and not Path(args.lora_dir).is_dir():
         raise ValueError(f"--lora-dir {args.lora_dir!r} is not a folder")
     embeddings = None
@@ -509,6 +515,12 @@ def run(args: argparse.Namespace) -> list[Path]:
     if embeddings is not None:
         pipe.embeddings = embeddings
     pipe.lora_dir = args.lora_dir
+    if args.vae:
+        from .vae_loading import load_vae
+
+        pipe.vae = load_vae(args.vae, dtype=dtype, device=pipe.unet.conv_in.weight.device,
+                            config=pipe.vae.config)
+        pipe.vae_path = args.vae
     written = []
     for batch in range(args.n_iter):  # the WebUI's batch count: seeds count on over batches
         label = args.command if args.n_iter == 1 else f"{args.command} {batch + 1}/{args.n_iter}"

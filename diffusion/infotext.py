@@ -84,6 +84,8 @@ def format_infotext(settings: Mapping[str, Any], *, batch_pos: int | None = None
         "Seed": int(seeds[pos] if per_image else settings["seed"]),
         "Size": f"{int(settings['width'])}x{int(settings['height'])}",
         "Model": settings.get("model") or None,
+        "VAE hash": settings.get("vae_hash") or None,
+        "VAE": settings.get("vae") or None,
         "Variation seed": subseeds[min(pos, len(subseeds) - 1)] if varied else None,
         "Variation seed strength": _number(settings["subseed_strength"]) if varied else None,
         "Seed resize from": "{}x{}".format(*settings["seed_resize_from"])
@@ -170,6 +172,7 @@ _CONVERSIONS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "Hires upscaler": ("hires_upscaler", str),
     "Hires resize": ("hires_resize", lambda v: tuple(int(n) for n in v.split("x"))),
     "Lora hashes": ("lora_hashes", str), "TI hashes": ("ti_hashes", str),
+    "VAE hash": ("vae_hash", str), "VAE": ("vae", str),
     "Seed resize from": ("seed_resize_from", lambda v: tuple(int(n) for n in v.split("x"))),
     "Eta": ("eta", float), "Sigma churn": ("s_churn", float), "Sigma tmin": ("s_tmin", float),
     "Sigma tmax": ("s_tmax", float), "Sigma noise": ("s_noise", float)}

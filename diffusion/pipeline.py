@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from gpustd import Tensor, asarray
+from gpustd import Tensor
 
 from . import conditioning, samplers, sampling
 from .embeddings import EmbeddingDatabase, EmbeddingFinder, ti_hashes
@@ -25,8 +25,10 @@ from .prompts import extract_extra_networks, parse_prompt
 from .rng import RNG_SOURCES, TorchCPUGenerator, make_generator
 from .samplers.denoiser import DiscreteSchedule
 from .schedulers import get_scheduler, scheduler_from_config
+from .tiled_vae import vae_decode, vae_encode
 from .tokenizer import CLIPTokenizer
 from .upscale import HiresFix, upscale_image, upscale_latents
+from .vae_loading import vae_hash, vae_name
 
 __all__ = ["GenerationResult", "SamplingDefaults", "StableDiffusion"]
 
@@ -211,6 +213,9 @@ class StableDiffusion:
         # where <lora:NAME:...> tags find NAME.safetensors; the LoRAs patched in right now
         self.lora_dir: str | os.PathLike[str] | None = None
         self._loras: LoraManager | None = None
+        # a VAE loaded in place of the model's own (diffusion.vae_loading.load_vae): its path,
+        # for the infotext's "VAE hash" / "VAE"
+        self.vae_path: str | os.PathLike[str] | None = None
 
     @property
     def latent_channels(self) -> int:
@@ -319,23 +324,19 @@ class StableDiffusion:
         return ti_hashes(lookup.used.values()) or None
 
     def _decode(self, latents: np.ndarray, dtype: Any) -> list[np.ndarray]:
-        device = self.unet.conv_in.weight.device
-        images = []
-        for latent in latents:  # one at a time: the VAE decoder's activations are large
-            z = asarray((latent[None] / self.vae.scaling_factor).astype(np.float32),
-                        device=device)
-            images.append(self.vae.decode(z.astype(dtype) if z.dtype != dtype else z)
-                          .numpy().astype(np.float32))
+        """Pictures of the latents, one at a time (the decoder's activations are large), tiled
+        where a picture is too large for the device (diffusion.tiled_vae)."""
+        images = [vae_decode(self.vae, (latent[None] / self.vae.scaling_factor).astype(
+            np.float32)) for latent in latents]
         return _to_uint8(np.concatenate(images))
 
     def _encode(self, pixels: np.ndarray, generator: Generator) -> np.ndarray:
-        """A latent drawn from the VAE's posterior for `pixels`, scaled for the UNet."""
-        dtype = self.unet.conv_in.weight.dtype
-        x = asarray(pixels, device=self.unet.conv_in.weight.device)
-        mean, logvar = self.vae.encode(x.astype(dtype) if x.dtype != dtype else x)
-        mean_np = mean.numpy().astype(np.float64)
+        """A latent drawn from the VAE's posterior for `pixels`, scaled for the UNet (tiled
+        where the picture is too large for the device)."""
+        mean, logvar = vae_encode(self.vae, pixels.astype(np.float32))
+        mean_np = mean.astype(np.float64)
         noise = generator.standard_normal(mean_np.shape)
-        latent = AutoencoderKL.sample(mean_np, logvar.numpy().astype(np.float64), noise)
+        latent = AutoencoderKL.sample(mean_np, logvar.astype(np.float64), noise)
         return latent * self.vae.scaling_factor
 
     # -- pipelines --------------------------------------------------------------------
@@ -444,6 +445,8 @@ class StableDiffusion:
             settings.update(hires_fix(hires))
         if loras:
             settings["lora_hashes"] = loras
+        if self.vae_path is not None:
+            settings.update(vae_hash=vae_hash(self.vae_path), vae=vae_name(self.vae_path))
         if sampler != "diffusers" and (hashes := self._ti_hashes(request)):
             settings["ti_hashes"] = hashes
         return GenerationResult(images=images, seeds=seeds, settings=settings)

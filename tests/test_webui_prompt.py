@@ -88,3 +88,26 @@ def test_from_the_server(fixtures: dict[str, Path]) -> None:
         _assert_webui_infotext(json.loads(body["info"])["infotexts"][0])
         assert [item["name"] for item in client.get("/sdapi/v1/loras").json()] == ["fluffy"]
         assert "wuggle" in client.get("/sdapi/v1/embeddings").json()["loaded"]
+
+
+def test_vae_choice_from_the_cli(fixtures: dict[str, Path], first_device: gpucore.Device,
+                                 tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--vae decodes with another VAE (a diffusers folder): another picture from the same
+    latents, and the infotext names it as the WebUI does (VAE hash, VAE)."""
+    from sd_tiny import tiny_vae
+
+    from diffusion.vae_loading import vae_hash
+
+    vae = tmp_path / "other-vae"
+    tiny_vae(seed=9).save_pretrained(vae)
+    common = ["txt2img", "--model", str(fixtures["model"]), "--prompt", "a fox", "--steps",
+              "1", "--width", "16", "--height", "16", "--seed", "4"]
+    assert cli.main([*common, "--out", str(tmp_path / "own.png")]) == 0
+    assert cli.main([*common, "--vae", str(vae), "--out", str(tmp_path / "other.png")]) == 0
+    own, other = (np.asarray(Image.open(tmp_path / name), np.int16)
+                  for name in ("own.png", "other.png"))
+    assert np.abs(own - other).mean() > 5
+    text = read_infotext(tmp_path / "other.png")
+    assert f"VAE hash: {vae_hash(vae)}, VAE: other-vae" in text
+    assert cli.main([*common, "--vae", str(tmp_path / "none.safetensors")]) == 2
+    assert "--vae" in capsys.readouterr().err
