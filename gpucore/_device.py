@@ -124,16 +124,17 @@ class Device:
         Returns (buffer, allocated size); hand both back with `release`.
         """
         size = size_class(nbytes, self.limits["max-buffer-size"])
-        found = self.pool.take(size)
-        if found is not None:
-            return found, size
+        while (found := self.pool.take(size)) is not None:
+            if not _released(found):
+                return found, size
         self.check_limit("max-buffer-size", size, f"{label} ({nbytes:,} bytes)")
         self.buffers_created += 1
         return self.wgpu.create_buffer(label=label, size=size, usage=usage), size
 
     def release(self, buffer: Any, size: int) -> None:
         """Return a buffer to the pool (called when its Buffer is garbage collected)."""
-        self.pool.give(buffer, size)
+        if not _released(buffer):
+            self.pool.give(buffer, size)
 
     def empty_pool(self) -> None:
         """Drop every idle pooled buffer (wgpu frees them)."""
@@ -303,3 +304,10 @@ def default_device() -> Device:
 def synchronize(device: Device | None = None) -> None:
     """Wait for all GPU work on `device` (default device if None)."""
     (device or default_device()).synchronize()
+
+
+def _released(buffer: Any) -> bool:
+    """Whether wgpu already freed `buffer`. A Buffer collected in a reference cycle has its
+    wgpu buffer's finalizer run in the same collection, before or after its own `__del__`
+    pooled it: such a buffer must be dropped, not handed out again."""
+    return getattr(buffer, "_internal", True) is None

@@ -80,3 +80,17 @@ def test_read_async(device: gpucore.Device) -> None:
     data = random_array(np.random.default_rng(2), 333, np.float32)
     buf = gpucore.Buffer.from_numpy(data, device=device)
     np.testing.assert_array_equal(asyncio.run(buf.read_async()), data)
+
+
+def test_buffer_collected_in_a_cycle_is_not_reused(device: gpucore.Device) -> None:
+    """A Buffer in a reference cycle is collected together with its wgpu buffer, whose own
+    finalizer frees it in the same pass; the pool must not hand that dead buffer out again."""
+    import gc
+
+    doomed = gpucore.Buffer(1000, np.float32, device=device)
+    doomed.cycle = doomed
+    del doomed
+    gc.collect()
+    fresh = gpucore.Buffer(1000, np.float32, device=device)  # the same size class
+    fresh.write(np.arange(1000, dtype=np.float32))
+    np.testing.assert_array_equal(fresh.read(), np.arange(1000, dtype=np.float32))
