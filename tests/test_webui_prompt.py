@@ -111,3 +111,19 @@ def test_vae_choice_from_the_cli(fixtures: dict[str, Path], first_device: gpucor
     assert f"VAE hash: {vae_hash(vae)}, VAE: other-vae" in text
     assert cli.main([*common, "--vae", str(tmp_path / "none.safetensors")]) == 2
     assert "--vae" in capsys.readouterr().err
+
+
+def test_hires_and_variation_seed_reproduced_from_the_infotext(
+        fixtures: dict[str, Path], first_device: gpucore.Device, tmp_path: Path) -> None:
+    """A picture made with hires fix, a variation seed and a LoRA is made again, pixel for
+    pixel, from nothing but its infotext (--from-infotext)."""
+    model = ["--model", str(fixtures["model"]), "--lora-dir", str(fixtures["loras"])]
+    first, again = tmp_path / "first.png", tmp_path / "again.png"
+    assert cli.main(["txt2img", *model, "--prompt", "a fox <lora:fluffy:0.5>", "--steps", "2",
+                     "--width", "16", "--height", "16", "--seed", "11", "--subseed", "5",
+                     "--subseed-strength", "0.4", "--hr-scale", "1.5", "--hr-steps", "1",
+                     "--sampler", "Euler a", "--rng", "torch", "--out", str(first)]) == 0
+    assert cli.main(["txt2img", *model, "--from-infotext", str(first), "--out",
+                     str(again)]) == 0
+    np.testing.assert_array_equal(np.asarray(Image.open(first)), np.asarray(Image.open(again)))
+    assert read_infotext(first) == read_infotext(again)
