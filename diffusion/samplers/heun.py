@@ -17,7 +17,20 @@ from ._common import (
     to_d,
 )
 
-__all__ = ["sample_heun", "sample_heunpp2"]
+__all__ = ["heun_step", "sample_heun", "sample_heunpp2"]
+
+
+def heun_step(model: Denoise, x: np.ndarray, sigma: float, sigma_next: float) -> np.ndarray:
+    """One step of Heun's method from sigma to sigma_next (Euler when sigma_next is 0)."""
+    # 1. slope at sigma, 2. Euler predictor
+    d = to_d(x, sigma, model(x, sigma))
+    dt = sigma_next - sigma
+    if sigma_next == 0:
+        return x + d * dt
+    # 3. slope at the predicted point, 4. trapezoidal corrector
+    x_2 = x + d * dt
+    d_2 = to_d(x_2, sigma_next, model(x_2, sigma_next))
+    return x + (d + d_2) / 2 * dt
 
 
 def sample_heun(model: Denoise, x: np.ndarray, sigmas: np.ndarray, *,
@@ -31,16 +44,7 @@ def sample_heun(model: Denoise, x: np.ndarray, sigmas: np.ndarray, *,
         x, sigma_hat = churn(x, sigmas, i, noise, s_churn=s_churn, s_tmin=s_tmin, s_tmax=s_tmax,
                              s_noise=s_noise)
         sigma_next = sigmas[i + 1]
-        # 1. slope at sigma_hat, 2. Euler predictor
-        d = to_d(x, sigma_hat, model(x, sigma_hat))
-        dt = sigma_next - sigma_hat
-        if sigma_next == 0:
-            x = x + d * dt
-        else:
-            # 3. slope at the predicted point, 4. trapezoidal corrector
-            x_2 = x + d * dt
-            d_2 = to_d(x_2, sigma_next, model(x_2, sigma_next))
-            x = x + (d + d_2) / 2 * dt
+        x = heun_step(model, x, sigma_hat, sigma_next)
         if stop_requested(callback, i, x):
             break
     return x

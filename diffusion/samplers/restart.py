@@ -8,7 +8,8 @@ import itertools
 
 import numpy as np
 
-from ._common import Callback, Denoise, NoiseSampler, prepare, require_noise, stop_requested, to_d
+from ._common import Callback, Denoise, NoiseSampler, prepare, require_noise, stop_requested
+from .heun import heun_step
 
 __all__ = ["restart_plan", "sample_restart"]
 
@@ -64,14 +65,7 @@ def sample_restart(model: Denoise, x: np.ndarray, sigmas: np.ndarray, *,
         if last_sigma is not None and last_sigma < sigma:
             x = x + noise(last_sigma, sigma) * s_noise * (sigma**2 - last_sigma**2) ** 0.5
         # 2. a Heun step (Euler into sigma = 0)
-        d = to_d(x, sigma, model(x, sigma))
-        dt = sigma_next - sigma
-        if sigma_next == 0:
-            x = x + d * dt
-        else:
-            x_2 = x + d * dt
-            d_2 = to_d(x_2, sigma_next, model(x_2, sigma_next))
-            x = x + (d + d_2) / 2 * dt
+        x = heun_step(model, x, sigma, sigma_next)
         last_sigma = sigma_next
         if stop_requested(callback, i, x):
             break
