@@ -102,7 +102,6 @@ class SamplingPlan:
     info: registry.SamplerInfo
     schedule_label: str  # the infotext's "Schedule type": the resolved type, or "Automatic"
     sigmas: np.ndarray  # descending to 0; the part that runs (img2img drops the first ones)
-    steps: int  # the steps asked for
     img2img: bool
 
 
@@ -130,7 +129,7 @@ def plan(sampler: str, scheduler: str, steps: int, discrete: DiscreteSchedule, *
     if t_enc is not None:
         sigmas = sigmas[steps - t_enc - 1:]
     return SamplingPlan(info=info, schedule_label=label, sigmas=np.asarray(sigmas, np.float64),
-                        steps=steps, img2img=t_enc is not None)
+                        img2img=t_enc is not None)
 
 
 class GuidedUNet:
