@@ -143,6 +143,17 @@ def _seed(text: str) -> int:
     return value
 
 
+def add_network_options(parser: argparse.ArgumentParser) -> None:
+    """--lora-dir and --embeddings-dir: the folders prompts name LoRAs and embeddings from
+    (generation commands and `serve` alike)."""
+    parser.add_argument("--lora-dir", metavar="DIR",
+                        help="where <lora:NAME:WEIGHT> tags in the prompt find NAME.safetensors "
+                             "(kohya/WebUI, diffusers/PEFT, LyCORIS LoCon/LoHa)")
+    parser.add_argument("--embeddings-dir", metavar="DIR",
+                        help="textual-inversion embeddings (.safetensors), used wherever a "
+                             "prompt or negative prompt names one (file name = name)")
+
+
 def _add_common(parser: argparse.ArgumentParser, *, strength: float | None) -> None:
     parser.add_argument("--model", metavar="PATH",
                         help="a diffusers model folder or a single-file .safetensors checkpoint "
@@ -232,12 +243,7 @@ def _add_common(parser: argparse.ArgumentParser, *, strength: float | None) -> N
     parser.add_argument("--vae", metavar="PATH",
                         help="a VAE in place of the model's own: a diffusers VAE folder or a "
                              ".safetensors file (e.g. vae-ft-mse-840000-ema-pruned)")
-    parser.add_argument("--lora-dir", metavar="DIR",
-                        help="where <lora:NAME:WEIGHT> tags in the prompt find NAME.safetensors "
-                             "(kohya/WebUI, diffusers/PEFT, LyCORIS LoCon/LoHa)")
-    parser.add_argument("--embeddings-dir", metavar="DIR",
-                        help="textual-inversion embeddings (.safetensors), used wherever a "
-                             "prompt or negative prompt names one (file name = name)")
+    add_network_options(parser)
     parser.add_argument("--out", default="outputs", metavar="DIR|FILE.png",
                         help="a folder (numbered files, created if missing) or a .png file "
                              "(default: ./outputs)")

@@ -42,9 +42,7 @@ def device(request: pytest.FixtureRequest) -> gpucore.Device:
     info = request.param
     if info is None:
         pytest.skip("no GPU adapter present: install mesa-vulkan-drivers (see README)")
-    if info.index not in _devices:
-        _devices[info.index] = gpucore.Device(info)
-    return _devices[info.index]
+    return _open(info)
 
 
 @pytest.fixture(scope="session")
@@ -53,7 +51,11 @@ def first_device() -> gpucore.Device:
     (samplers, schedules, prompt handling) that drive a model only to see it end to end."""
     if not ADAPTERS:
         pytest.skip("no GPU adapter present: install mesa-vulkan-drivers (see README)")
-    info = ADAPTERS[0]
+    return _open(ADAPTERS[0])
+
+
+def _open(info: gpucore.AdapterInfo) -> gpucore.Device:
+    """The session's one Device for adapter `info` (the fixtures share it)."""
     if info.index not in _devices:
         _devices[info.index] = gpucore.Device(info)
     return _devices[info.index]

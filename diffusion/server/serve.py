@@ -22,11 +22,9 @@ def add_serve_parser(commands: Any, positive_int: Any) -> argparse.ArgumentParse
     sub.add_argument("--models-dir", metavar="DIR",
                      help="diffusers folders and .safetensors files clients may switch to "
                           "(sd_model_checkpoint in /sdapi/v1/options)")
-    sub.add_argument("--lora-dir", metavar="DIR",
-                     help="LoRA files (.safetensors) for <lora:NAME:WEIGHT> prompt tags")
-    sub.add_argument("--embeddings-dir", metavar="DIR",
-                     help="textual-inversion embeddings (.safetensors), used where a prompt "
-                          "names them")
+    from ..cli import add_network_options
+
+    add_network_options(sub)
     sub.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1)")
     sub.add_argument("--listen", action="store_true",
                      help="bind 0.0.0.0: reachable from other machines (use --api-auth)")
