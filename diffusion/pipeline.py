@@ -21,7 +21,7 @@ from .embeddings import EmbeddingDatabase, EmbeddingFinder, ti_hashes
 from .lora import LORA_TAGS, LoraManager, lora_hashes, lora_uses
 from .models import AutoencoderKL, CLIPTextModel, UNet2DConditionModel
 from .noise import ImageNoise
-from .prompts import extract_extra_networks, parse_prompt
+from .prompts import extract_extra_networks
 from .rng import RNG_SOURCES, TorchCPUGenerator, make_generator
 from .samplers.denoiser import DiscreteSchedule
 from .schedulers import get_scheduler, scheduler_from_config
@@ -72,6 +72,8 @@ class _Request:
     rng: str
     mode: str  # "txt2img", "img2img" or "inpaint"
     cfg_pp: bool = False  # the timestep loop runs DDIM CFG++
+    # finds textual-inversion names while prompts are encoded; `.used` gives the TI hashes
+    embeddings: EmbeddingFinder | None = None
 
 
 @dataclass(frozen=True)
@@ -284,7 +286,7 @@ class StableDiffusion:
                 [r.negative_prompt] * batch, clip_skip=r.clip_skip)
             return lambda step: (uncond, cond)
         encode = partial(conditioning.encode, self.tokenizer, self.text_encoder, steps=steps,
-                         clip_skip=r.clip_skip, embeddings=self._embedding_lookup())
+                         clip_skip=r.clip_skip, embeddings=r.embeddings)
         conds = encode([r.prompt] * batch)
         unconds = None if r.cfg_scale == 1.0 else encode([r.negative_prompt] * batch,
                                                           extra_networks=False)
@@ -312,18 +314,7 @@ class StableDiffusion:
         width = int(self.text_encoder.config["hidden_size"])
         return self.embeddings.lookup(self.tokenizer, width=width)
 
-    def _ti_hashes(self, r: _Request) -> str | None:
-        """The infotext's "TI hashes" of the embeddings the prompts use (the negative prompt's
-        last, as the WebUI writes them), None when they use none."""
-        lookup = self._embedding_lookup()
-        if lookup is None:
-            return None
-        for text, negative in ((r.prompt, False), (r.negative_prompt, True)):
-            for _, scheduled in parse_prompt(text, r.steps, extra_networks=not negative).schedule:
-                conditioning.prompt_chunks(self.tokenizer, scheduled, embeddings=lookup)
-        return ti_hashes(lookup.used.values()) or None
-
-    def _decode(self, latents: np.ndarray, dtype: Any) -> list[np.ndarray]:
+    def _decode(self, latents: np.ndarray) -> list[np.ndarray]:
         """Pictures of the latents, one at a time (the decoder's activations are large), tiled
         where a picture is too large for the device (diffusion.tiled_vae)."""
         images = [vae_decode(self.vae, (latent[None] / self.vae.scaling_factor).astype(
@@ -396,7 +387,7 @@ class StableDiffusion:
             cfg_scale=float(cfg_scale), seed=seed, width=width, height=height,
             batch_size=int(batch_size), clip_skip=clip_skip, strength=float(strength),
             rng=rng, mode="txt2img" if init_image is None else "img2img" if mask is None
-            else "inpaint")
+            else "inpaint", embeddings=self._embedding_lookup())
         if sampler == "diffusers":
             scheduler_ = scheduler_from_config(self.scheduler_config)
             label, schedule = "diffusers", None
@@ -434,7 +425,7 @@ class StableDiffusion:
             if seed_resize_from is not None:
                 extra["seed_resize_from"] = tuple(seed_resize_from)
             schedule, seeds = extra.pop("schedule"), image_seeds.seeds
-        images = self._decode(latents, self.unet.conv_in.weight.dtype)
+        images = self._decode(latents)
         settings = dict(mode=request.mode, prompt=prompt, negative_prompt=negative_prompt,
                         steps=steps, sampler=label, scheduler=schedule, cfg_scale=cfg_scale,
                         seed=seed, width=width, height=height, batch_size=batch_size,
@@ -447,8 +438,9 @@ class StableDiffusion:
             settings["lora_hashes"] = loras
         if self.vae_path is not None:
             settings.update(vae_hash=vae_hash(self.vae_path), vae=vae_name(self.vae_path))
-        if sampler != "diffusers" and (hashes := self._ti_hashes(request)):
-            settings["ti_hashes"] = hashes
+        if request.embeddings is not None and request.embeddings.used:
+            # the prompt's names, then the negative prompt's, as the WebUI writes them
+            settings["ti_hashes"] = ti_hashes(request.embeddings.used.values())
         return GenerationResult(images=images, seeds=seeds, settings=settings)
 
     def _run_scheduler(self, r: _Request, scheduler: Any, init_image: Any, mask: Any,
@@ -609,9 +601,8 @@ class StableDiffusion:
         if hires.is_latent:
             start = upscale_latents(latents, (height // scale, width // scale), hires.upscaler)
         else:
-            dtype = self.unet.conv_in.weight.dtype
             images = [upscale_image(image, (width, height), hires.upscaler)
-                      for image in self._decode(latents, dtype)]
+                      for image in self._decode(latents)]
             generator = make_generator(r.rng, r.seed)  # the VAE posterior's draws
             start = np.concatenate([self._encode(_to_unit_image(image, width, height),
                                                  generator) for image in images])
