@@ -1,4 +1,9 @@
-"""Stable Diffusion WebUI sampler names -> scheduler class + config overrides."""
+"""Stable Diffusion WebUI sampler names -> their closest diffusers scheduler + config overrides.
+
+These are diffusers' equivalents, not the WebUI's algorithms: the pipeline runs the WebUI's
+samplers through `diffusion.samplers` (k-diffusion) and uses this table only for the WebUI's
+timestep samplers DDIM, PLMS and UniPC. It stays for Python users who want a diffusers-style
+scheduler by a familiar name."""
 
 from __future__ import annotations
 
