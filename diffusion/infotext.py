@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "WEBUI_FIELDS",
     "format_infotext",
     "next_sequence_number",
     "parse_infotext",
@@ -176,6 +177,10 @@ _CONVERSIONS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "Seed resize from": ("seed_resize_from", lambda v: tuple(int(n) for n in v.split("x"))),
     "Eta": ("eta", float), "Sigma churn": ("s_churn", float), "Sigma tmin": ("s_tmin", float),
     "Sigma tmax": ("s_tmax", float), "Sigma noise": ("s_noise", float)}
+
+
+# our setting name -> the WebUI's infotext field (the inverse of _CONVERSIONS)
+WEBUI_FIELDS: dict[str, str] = {name: field for field, (name, _) in _CONVERSIONS.items()}
 
 
 def _typed(raw: dict[str, Any]) -> dict[str, Any]:

@@ -135,17 +135,16 @@ def save_output(image: np.ndarray, settings: dict[str, Any], outputs: Path,
 
 
 # our parse_infotext names -> the WebUI's parse_generation_parameters keys
-_WEBUI_KEYS = {"prompt": "Prompt", "negative_prompt": "Negative prompt", "steps": "Steps",
-               "sampler": "Sampler", "cfg_scale": "CFG scale", "seed": "Seed",
-               "width": "Size-1", "height": "Size-2", "model": "Model",
-               "batch_size": "Batch size", "batch_pos": "Batch pos",
-               "strength": "Denoising strength"}
+# the WebUI's PNG-info names where they are not the infotext's own fields
+_PNG_INFO_KEYS = {"prompt": "Prompt", "negative_prompt": "Negative prompt",
+                  "width": "Size-1", "height": "Size-2",
+                  "hires_denoise": "Denoising strength"}
 
 
 def webui_parameters(text: str) -> dict[str, Any]:
     """An infotext parsed into the WebUI's PNG-info `parameters` dict ("Prompt", "Steps",
     "Size-1", "Clip skip", ...); {} for an image without one."""
-    from ..infotext import parse_infotext
+    from ..infotext import WEBUI_FIELDS, parse_infotext
 
     if not text.strip():
         return {}
@@ -156,7 +155,9 @@ def webui_parameters(text: str) -> dict[str, Any]:
             out["Clip skip"] = str(value + 1)
         elif key == "rng":
             out["RNG"] = "CPU" if value == "torch" else value
+        elif isinstance(value, tuple):  # "Hires resize", "Seed resize from": WxH
+            out[WEBUI_FIELDS.get(key, key)] = "x".join(str(v) for v in value)
         else:
-            out[_WEBUI_KEYS.get(key, key)] = value
+            out[_PNG_INFO_KEYS.get(key) or WEBUI_FIELDS.get(key, key)] = value
     out.setdefault("Clip skip", "1")
     return out
