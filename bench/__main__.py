@@ -1,4 +1,4 @@
-"""python -m bench NAME [--json PATH] [--quick]: run one benchmark (vector_add, gemm, fft, nn).
+"""python -m bench NAME [--json PATH] [--quick]: run one benchmark (see BENCHMARKS).
 
 Each benchmark times our kernels and a baseline in the same run (torch on the same GPU when
 torch.cuda is available, numpy on the CPU otherwise), prints a table and writes JSON.
@@ -12,7 +12,8 @@ import sys
 
 from . import _harness
 
-BENCHMARKS = ("vector_add", "gemm", "fft", "nn", "unet", "txt2img")
+BENCHMARKS = ("vector_add", "gemm", "fft", "nn", "unet", "txt2img", "vae", "sdxl", "linalg",
+              "multigpu")
 
 
 def main(argv: list[str] | None = None) -> int:
