@@ -1,7 +1,9 @@
-"""UNet2DConditionModel as Stable Diffusion 1.x / 2.x use it (diffusers' names and config)."""
+"""UNet2DConditionModel as Stable Diffusion 1.x / 2.x and SDXL (base and refiner) use it, with
+diffusers' parameter names and config."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -10,15 +12,8 @@ from gpucore import Device
 from gpustd import Tensor, asarray, nn
 from gpustd.shape import concatenate
 
-from .layers import (
-    Attention,
-    Downsample2D,
-    Place,
-    ResnetBlock2D,
-    Upsample2D,
-    to_image,
-    to_tokens,
-)
+from .layers import Downsample2D, Place, ResnetBlock2D, Upsample2D
+from .unet_blocks import Transformer2DModel, UNetBlock
 
 _DEFAULTS: dict[str, Any] = {
     "in_channels": 4, "out_channels": 4, "layers_per_block": 2, "norm_num_groups": 32,
@@ -28,111 +23,87 @@ _DEFAULTS: dict[str, Any] = {
     "block_out_channels": (320, 640, 1280, 1280),
     "down_block_types": ("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
     "up_block_types": ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+    "addition_embed_type": None, "addition_time_embed_dim": None,
+    "projection_class_embeddings_input_dim": None,
 }
-_UNSUPPORTED = ("class_embed_type", "addition_embed_type", "encoder_hid_dim", "time_cond_proj_dim")
+# Config keys whose other values select layers we do not build: each must keep diffusers'
+# default (missing counts as the default).
+_FIXED: dict[str, Any] = {
+    "center_input_sample": False, "mid_block_type": "UNetMidBlock2DCrossAttn",
+    "downsample_padding": 1, "mid_block_scale_factor": 1, "act_fn": "silu",
+    "dual_cross_attention": False, "resnet_time_scale_shift": "default",
+    "resnet_skip_time_act": False, "resnet_out_scale_factor": 1.0,
+    "time_embedding_type": "positional", "conv_in_kernel": 3, "conv_out_kernel": 3,
+    "attention_type": "default", "class_embeddings_concat": False,
+    "class_embed_type": None, "encoder_hid_dim": None, "encoder_hid_dim_type": None,
+    "time_cond_proj_dim": None, "num_class_embeds": None, "time_embedding_dim": None,
+    "time_embedding_act_fn": None, "timestep_post_act": None, "cross_attention_norm": None,
+    "reverse_transformer_layers_per_block": None,
+}
+_FALSY = ("only_cross_attention", "mid_block_only_cross_attention")  # bool or per-level list
 
 
-def _per_block(value: Any, count: int) -> list[Any]:
-    return list(value) if isinstance(value, (list, tuple)) else [value] * count
+def _per_block(cfg: dict[str, Any], key: str, count: int, value: Any = None) -> list[int]:
+    """A per-level setting as `count` ints (a single int applies to every level)."""
+    value = cfg[key] if value is None else value
+    values = list(value) if isinstance(value, (list, tuple)) else [value] * count
+    if len(values) != count or not all(isinstance(v, int) for v in values):
+        raise ValueError(f"UNet config {key}={value!r}: expected an int or {count} ints (one per "
+                         "level of block_out_channels); per-layer lists are not supported")
+    return values
 
 
-class FeedForward(nn.Module):
-    """GEGLU feed-forward: net.0.proj (dim -> 2*inner), gelu gate, net.2 (inner -> dim)."""
-
-    def __init__(self, dim: int, *, place: Place, mult: int = 4) -> None:
-        inner = dim * mult
-        self.net = nn.ModuleList([nn.GEGLU(dim, inner, **place), nn.Identity(),
-                                  nn.Linear(inner, dim, **place)])
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.net[2](self.net[0](x))
-
-
-class BasicTransformerBlock(nn.Module):
-    def __init__(self, dim: int, heads: int, context_dim: int, *, place: Place) -> None:
-        self.norm1 = nn.LayerNorm(dim, **place)
-        self.attn1 = Attention(dim, heads, dim // heads, place=place)
-        self.norm2 = nn.LayerNorm(dim, **place)
-        self.attn2 = Attention(dim, heads, dim // heads, context_dim=context_dim, place=place)
-        self.norm3 = nn.LayerNorm(dim, **place)
-        self.ff = FeedForward(dim, place=place)
-
-    def forward(self, x: Tensor, context: Tensor) -> Tensor:
-        x = x + self.attn1(self.norm1(x))
-        x = x + self.attn2(self.norm2(x), context)
-        return x + self.ff(self.norm3(x))
-
-
-class Transformer2DModel(nn.Module):
-    """GroupNorm, projection to tokens (1x1 conv or linear), transformer blocks, back."""
-
-    def __init__(self, channels: int, heads: int, context_dim: int, *, depth: int,
-                 linear_projection: bool, groups: int, place: Place) -> None:
-        self.linear_projection = linear_projection
-        self.norm = nn.GroupNorm(groups, channels, eps=1e-6, **place)
-
-        def project() -> nn.Module:
-            if linear_projection:
-                return nn.Linear(channels, channels, **place)
-            return nn.Conv2d(channels, channels, 1, **place)
-
-        self.proj_in = project()
-        self.transformer_blocks = nn.ModuleList(
-            [BasicTransformerBlock(channels, heads, context_dim, place=place)
-             for _ in range(depth)])
-        self.proj_out = project()
-
-    def forward(self, x: Tensor, context: Tensor) -> Tensor:
-        _, _, height, width = x.shape
-        h = self.norm(x)
-        h = self.proj_in(to_tokens(h)) if self.linear_projection else to_tokens(self.proj_in(h))
-        for block in self.transformer_blocks:
-            h = block(h, context)
-        if self.linear_projection:
-            h = to_image(self.proj_out(h), height, width)
-        else:
-            h = self.proj_out(to_image(h, height, width))
-        return h + x
-
-
-class _Block(nn.Module):
-    """A down or up block: resnets, optional transformers, optional resampler."""
-
-    def __init__(self, resnets: list[ResnetBlock2D], attentions: list[Transformer2DModel] | None,
-                 sampler: nn.Module | None, sampler_name: str) -> None:
-        self.resnets = nn.ModuleList(resnets)
-        if attentions is not None:
-            self.attentions = nn.ModuleList(attentions)
-        self._sampler_name = sampler_name
-        if sampler is not None:
-            setattr(self, sampler_name, nn.ModuleList([sampler]))
-
-    def sampler(self) -> nn.Module | None:
-        found = getattr(self, self._sampler_name, None)
-        return found[0] if found is not None else None
-
-    def attention(self, i: int) -> Transformer2DModel | None:
-        attentions = getattr(self, "attentions", None)
-        return attentions[i] if attentions is not None else None
+def check_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The config with our defaults filled in; ValueError naming any key we do not implement."""
+    cfg = {**_DEFAULTS, **config}
+    for key, default in _FIXED.items():
+        if cfg.get(key, default) != default:
+            raise ValueError(f"UNet config {key}={cfg[key]!r} is not supported (SD 1.x/2.x and "
+                             f"SDXL UNets have {default!r}); this model architecture is not one "
+                             "we implement")
+    for key in _FALSY:
+        value = cfg.get(key)
+        if any(value) if isinstance(value, (list, tuple)) else value:
+            raise ValueError(f"UNet config {key}={value!r} is not supported (SD and SDXL UNets "
+                             "leave it false)")
+    if not isinstance(cfg["cross_attention_dim"], int):
+        raise ValueError(f"UNet config cross_attention_dim={cfg['cross_attention_dim']!r}: only "
+                         "one int (the same context width at every level) is supported")
+    kind = cfg["addition_embed_type"]
+    if kind not in (None, "text_time"):
+        raise ValueError(f"UNet config addition_embed_type={kind!r} is not supported (SD leaves "
+                         "it unset, SDXL has 'text_time')")
+    if kind == "text_time":
+        for key in ("addition_time_embed_dim", "projection_class_embeddings_input_dim"):
+            if not isinstance(cfg[key], int) or cfg[key] < 1:
+                raise ValueError(f"UNet config addition_embed_type='text_time' needs {key} (a "
+                                 f"positive int), got {cfg[key]!r}")
+    return cfg
 
 
 class UNet2DConditionModel(nn.Module):
-    """The SD 1.x/2.x UNet. Config: diffusers' `unet/config.json` dict."""
+    """The SD 1.x/2.x/SDXL UNet. Config: diffusers' `unet/config.json` dict.
+
+    SDXL's `addition_embed_type="text_time"` adds `add_embedding` (linear_1, SiLU, linear_2) of
+    the pooled text embedding and the sinusoidal embeddings of the micro-conditioning time ids
+    to the time embedding; `forward` then needs `added_cond`.
+    """
 
     def __init__(self, config: dict[str, Any], *, dtype: Any = np.float32,
                  device: Device | None = None) -> None:
         place: Place = {"dtype": dtype, "device": device}
-        cfg = {**_DEFAULTS, **config}
-        for key in _UNSUPPORTED:
-            if cfg.get(key) is not None:
-                raise ValueError(f"UNet config {key}={cfg[key]!r} is not supported (SD 1.x/2.x "
-                                 "UNets leave it unset)")
-        self.config = cfg
+        self.config = cfg = check_config(config)
         channels = list(cfg["block_out_channels"])
         blocks = len(channels)
-        layers = _per_block(cfg["layers_per_block"], blocks)
-        heads = _per_block(cfg["num_attention_heads"] or cfg["attention_head_dim"], blocks)
-        depth = _per_block(cfg["transformer_layers_per_block"], blocks)
+        layers = _per_block(cfg, "layers_per_block", blocks)
+        # diffusers names the head count attention_head_dim (num_attention_heads wins if set)
+        heads = _per_block(cfg, "attention_head_dim", blocks,
+                           cfg["num_attention_heads"] or cfg["attention_head_dim"])
+        depth = _per_block(cfg, "transformer_layers_per_block", blocks)
+        for key in ("down_block_types", "up_block_types"):
+            if len(cfg[key]) != blocks:
+                raise ValueError(f"UNet config {key} has {len(cfg[key])} entries, "
+                                 f"block_out_channels {blocks}")
         groups, eps, ctx = cfg["norm_num_groups"], cfg["norm_eps"], cfg["cross_attention_dim"]
         temb = channels[0] * 4
 
@@ -143,21 +114,28 @@ class UNet2DConditionModel(nn.Module):
             return Transformer2DModel(c, h, ctx, depth=d, groups=groups, place=place,
                                       linear_projection=cfg["use_linear_projection"])
 
+        def mlp(width_in: int) -> nn.Module:
+            module = nn.Module()
+            module.linear_1 = nn.Linear(width_in, temb, **place)
+            module.linear_2 = nn.Linear(temb, temb, **place)
+            return module
+
         self.conv_in = nn.Conv2d(cfg["in_channels"], channels[0], 3, padding=1, **place)
-        self.time_embedding = nn.Module()
-        self.time_embedding.linear_1 = nn.Linear(channels[0], temb, **place)
-        self.time_embedding.linear_2 = nn.Linear(temb, temb, **place)
+        self.time_embedding = mlp(channels[0])
+        if cfg["addition_embed_type"] == "text_time":
+            self.add_embedding = mlp(cfg["projection_class_embeddings_input_dim"])
 
         down = []
         for i, kind in enumerate(cfg["down_block_types"]):
             cin, cout, last = channels[max(i - 1, 0)], channels[i], i == blocks - 1
+            if kind not in ("CrossAttnDownBlock2D", "DownBlock2D"):
+                raise ValueError(f"unsupported down block type {kind!r}")
             resnets = [resnet(cin if j == 0 else cout, cout) for j in range(layers[i])]
             attns = ([transformer(cout, heads[i], depth[i]) for _ in range(layers[i])]
                      if kind == "CrossAttnDownBlock2D" else None)
-            if kind not in ("CrossAttnDownBlock2D", "DownBlock2D"):
-                raise ValueError(f"unsupported down block type {kind!r}")
-            down.append(_Block(resnets, attns, None if last else Downsample2D(cout, place=place),
-                               "downsamplers"))
+            down.append(UNetBlock(resnets, attns,
+                                  None if last else Downsample2D(cout, place=place),
+                                  "downsamplers"))
         self.down_blocks = nn.ModuleList(down)
 
         self.mid_block = nn.Module()
@@ -170,36 +148,45 @@ class UNet2DConditionModel(nn.Module):
         rev, rev_heads, rev_layers = channels[::-1], heads[::-1], layers[::-1]
         rev_depth = depth[::-1]
         for i, kind in enumerate(cfg["up_block_types"]):
+            if kind not in ("CrossAttnUpBlock2D", "UpBlock2D"):
+                raise ValueError(f"unsupported up block type {kind!r}")
             prev, cout = rev[max(i - 1, 0)], rev[i]
             cin, last, n = rev[min(i + 1, blocks - 1)], i == blocks - 1, rev_layers[i] + 1
             resnets = [resnet((prev if j == 0 else cout) + (cin if j == n - 1 else cout), cout)
                        for j in range(n)]
             attns = ([transformer(cout, rev_heads[i], rev_depth[i]) for _ in range(n)]
                      if kind == "CrossAttnUpBlock2D" else None)
-            if kind not in ("CrossAttnUpBlock2D", "UpBlock2D"):
-                raise ValueError(f"unsupported up block type {kind!r}")
-            up.append(_Block(resnets, attns, None if last else Upsample2D(cout, place=place),
-                             "upsamplers"))
+            up.append(UNetBlock(resnets, attns, None if last else Upsample2D(cout, place=place),
+                                "upsamplers"))
         self.up_blocks = nn.ModuleList(up)
 
         self.conv_norm_out = nn.GroupNorm(groups, channels[0], eps=eps, **place)
         self.conv_out = nn.Conv2d(channels[0], cfg["out_channels"], 3, padding=1, **place)
 
-    def forward(self, sample: Tensor, timesteps: Any, context: Tensor) -> Tensor:
-        """sample: (B, in_channels, h, w) latents; timesteps: B numbers; context: (B, 77, D).
+    @property
+    def uses_added_cond(self) -> bool:
+        """True for SDXL UNets, whose forward needs `added_cond` (text_embeds, time_ids)."""
+        return self.config["addition_embed_type"] == "text_time"
 
-        Returns the model output (noise or v), (B, out_channels, h, w).
+    def forward(self, sample: Tensor, timesteps: Any, context: Tensor,
+                added_cond: Mapping[str, Any] | None = None) -> Tensor:
+        """sample: (B, in_channels, h, w) latents; context: (B, L, cross_attention_dim).
+
+        timesteps: one number or B numbers (list / numpy), or a float32 Tensor of shape (B,) on
+        the sample's device, used there with no read-back (so a recorded step can be replayed
+        with new values). added_cond (SDXL only, else None): {"text_embeds": (B, P) pooled text
+        embedding, "time_ids": (B, n) micro-conditioning ids}, each a Tensor (time_ids float32)
+        or array-like, with P + n * addition_time_embed_dim ==
+        projection_class_embeddings_input_dim. Returns the model output (noise or v),
+        (B, out_channels, h, w). diffusers: `unet(sample, timesteps, context,
+        added_cond_kwargs=added_cond).sample`.
         """
-        cfg = self.config
-        batch = sample.shape[0]
-        steps = np.broadcast_to(np.asarray(timesteps, np.float32).reshape(-1), (batch,))
-        t = nn.timestep_embedding(asarray(steps, device=sample.device),
-                                  cfg["block_out_channels"][0],
-                                  flip_sin_to_cos=cfg["flip_sin_to_cos"],
-                                  downscale_freq_shift=cfg["freq_shift"])
-        if t.dtype != sample.dtype:
-            t = t.astype(sample.dtype)
-        emb = self.time_embedding.linear_2(nn.silu(self.time_embedding.linear_1(t)))
+        emb = self.time_embedding_of(sample, timesteps)
+        if self.uses_added_cond:
+            emb = emb + self.added_embedding_of(added_cond, sample.shape[0], sample)
+        elif added_cond is not None:
+            raise ValueError("added_cond is for SDXL UNets (addition_embed_type='text_time'); "
+                             "this UNet takes none: pass added_cond=None")
         temb_act = nn.silu(emb)  # every resnet's time projection starts with SiLU
 
         h = self.conv_in(sample)
@@ -229,3 +216,53 @@ class UNet2DConditionModel(nn.Module):
             if sampler is not None:
                 h = sampler(h)
         return self.conv_out(self.conv_norm_out(h, silu=True))
+
+    def time_embedding_of(self, sample: Tensor, timesteps: Any) -> Tensor:
+        """time_embedding(sinusoid(timesteps)), (B, 4 * block_out_channels[0]) in sample's
+        dtype."""
+        batch = sample.shape[0]
+        if isinstance(timesteps, Tensor):
+            if timesteps.dtype != np.float32 or timesteps.shape != (batch,):
+                raise ValueError(f"timesteps as a Tensor must be float32 of shape ({batch},), "
+                                 f"got {timesteps.dtype} {timesteps.shape}; pass "
+                                 "gpustd.asarray(np.full(batch, t, np.float32))")
+            steps = timesteps
+        else:
+            steps = asarray(np.broadcast_to(np.asarray(timesteps, np.float32).reshape(-1),
+                                            (batch,)), device=sample.device)
+        cfg = self.config
+        t = nn.timestep_embedding(steps, cfg["block_out_channels"][0], dtype=sample.dtype,
+                                  flip_sin_to_cos=cfg["flip_sin_to_cos"],
+                                  downscale_freq_shift=cfg["freq_shift"])
+        return self.time_embedding.linear_2(nn.silu(self.time_embedding.linear_1(t)))
+
+    def added_embedding_of(self, added_cond: Any, batch: int, sample: Tensor) -> Tensor:
+        """SDXL's add_embedding(concat(text_embeds, sinusoid(time_ids) flattened per row))."""
+        cfg = self.config
+        dim, width = cfg["addition_time_embed_dim"], cfg["projection_class_embeddings_input_dim"]
+        need = (f"pass added_cond={{'text_embeds': (B, P) pooled text embedding, 'time_ids': "
+                f"(B, n) time ids}} with P + n * {dim} == {width} (SDXL base: 1280 and 6 ids, "
+                "refiner: 1280 and 5)")
+        if not isinstance(added_cond, Mapping) or set(added_cond) != {"text_embeds", "time_ids"}:
+            got = sorted(added_cond) if isinstance(added_cond, Mapping) else added_cond
+            raise ValueError(f"this SDXL UNet (addition_embed_type='text_time') needs "
+                             f"added_cond; got {got!r}: {need}")
+        text, ids = added_cond["text_embeds"], added_cond["time_ids"]
+        if not isinstance(text, Tensor):
+            text = asarray(np.asarray(text, np.float32), device=sample.device)
+        if not isinstance(ids, Tensor):
+            ids = np.asarray(ids, np.float32)
+        elif ids.dtype != np.float32:
+            raise ValueError(f"time_ids as a Tensor must be float32, got {ids.dtype}")
+        if (text.ndim != 2 or len(ids.shape) != 2 or text.shape[0] != batch
+                or ids.shape[0] != batch or text.shape[1] + ids.shape[1] * dim != width):
+            raise ValueError(f"added_cond shapes text_embeds {text.shape}, time_ids {ids.shape} "
+                             f"do not fit a batch of {batch}: {need}")
+        time_embeds = nn.timestep_embedding(ids.reshape(-1), dim, dtype=sample.dtype,
+                                            flip_sin_to_cos=cfg["flip_sin_to_cos"],
+                                            downscale_freq_shift=cfg["freq_shift"],
+                                            device=sample.device)
+        if text.dtype != sample.dtype:
+            text = text.astype(sample.dtype)
+        joined = concatenate([text, time_embeds.reshape(batch, ids.shape[1] * dim)], axis=1)
+        return self.add_embedding.linear_2(nn.silu(self.add_embedding.linear_1(joined)))

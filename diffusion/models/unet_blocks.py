@@ -1,0 +1,94 @@
+"""The UNet's transformer and down/up blocks (diffusers' names for every attribute)."""
+
+from __future__ import annotations
+
+from gpustd import Tensor, nn
+
+from .layers import Attention, Place, ResnetBlock2D, to_image, to_tokens
+
+__all__ = ["BasicTransformerBlock", "FeedForward", "Transformer2DModel", "UNetBlock"]
+
+
+class FeedForward(nn.Module):
+    """GEGLU feed-forward: net.0.proj (dim -> 2*inner), gelu gate, net.2 (inner -> dim)."""
+
+    def __init__(self, dim: int, *, place: Place, mult: int = 4) -> None:
+        inner = dim * mult
+        self.net = nn.ModuleList([nn.GEGLU(dim, inner, **place), nn.Identity(),
+                                  nn.Linear(inner, dim, **place)])
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net[2](self.net[0](x))
+
+
+class BasicTransformerBlock(nn.Module):
+    """Self-attention, cross-attention to the text context, feed-forward; pre-LayerNorm."""
+
+    def __init__(self, dim: int, heads: int, context_dim: int, *, place: Place) -> None:
+        self.norm1 = nn.LayerNorm(dim, **place)
+        self.attn1 = Attention(dim, heads, dim // heads, place=place)
+        self.norm2 = nn.LayerNorm(dim, **place)
+        self.attn2 = Attention(dim, heads, dim // heads, context_dim=context_dim, place=place)
+        self.norm3 = nn.LayerNorm(dim, **place)
+        self.ff = FeedForward(dim, place=place)
+
+    def forward(self, x: Tensor, context: Tensor) -> Tensor:
+        x = x + self.attn1(self.norm1(x))
+        x = x + self.attn2(self.norm2(x), context)
+        return x + self.ff(self.norm3(x))
+
+
+class Transformer2DModel(nn.Module):
+    """GroupNorm, projection to tokens (1x1 conv or linear), `depth` transformer blocks, back."""
+
+    def __init__(self, channels: int, heads: int, context_dim: int, *, depth: int,
+                 linear_projection: bool, groups: int, place: Place) -> None:
+        self.linear_projection = linear_projection
+        self.norm = nn.GroupNorm(groups, channels, eps=1e-6, **place)
+
+        def project() -> nn.Module:
+            if linear_projection:
+                return nn.Linear(channels, channels, **place)
+            return nn.Conv2d(channels, channels, 1, **place)
+
+        self.proj_in = project()
+        self.transformer_blocks = nn.ModuleList(
+            [BasicTransformerBlock(channels, heads, context_dim, place=place)
+             for _ in range(depth)])
+        self.proj_out = project()
+
+    def forward(self, x: Tensor, context: Tensor) -> Tensor:
+        _, _, height, width = x.shape
+        h = self.norm(x)
+        h = self.proj_in(to_tokens(h)) if self.linear_projection else to_tokens(self.proj_in(h))
+        for block in self.transformer_blocks:
+            h = block(h, context)
+        if self.linear_projection:
+            h = to_image(self.proj_out(h), height, width)
+        else:
+            h = self.proj_out(to_image(h, height, width))
+        return h + x
+
+
+class UNetBlock(nn.Module):
+    """A down or up block: resnets, optional transformers, optional resampler.
+
+    `sampler_name` is "downsamplers" or "upsamplers", the attribute diffusers stores it under.
+    """
+
+    def __init__(self, resnets: list[ResnetBlock2D], attentions: list[Transformer2DModel] | None,
+                 sampler: nn.Module | None, sampler_name: str) -> None:
+        self.resnets = nn.ModuleList(resnets)
+        if attentions is not None:
+            self.attentions = nn.ModuleList(attentions)
+        self._sampler_name = sampler_name
+        if sampler is not None:
+            setattr(self, sampler_name, nn.ModuleList([sampler]))
+
+    def sampler(self) -> nn.Module | None:
+        found = getattr(self, self._sampler_name, None)
+        return found[0] if found is not None else None
+
+    def attention(self, i: int) -> Transformer2DModel | None:
+        attentions = getattr(self, "attentions", None)
+        return attentions[i] if attentions is not None else None
