@@ -1,11 +1,14 @@
-"""`python -m gpucore info`: the adapters wgpu sees, their features and key limits."""
+"""`python -m gpucore info`: the adapters of every runtime installed (wgpu-native, and Dawn
+where `wgpudawn` is), their features, key limits and subgroup-matrix (tensor core) shapes."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
+from . import _adapters
 from ._adapters import OPTIONAL_FEATURES, choose_adapter, devices
+from ._errors import GpuError
 
 _KEY_LIMITS = (
     ("max-storage-buffer-binding-size", "storage binding"),
@@ -25,7 +28,7 @@ def _size(n: int) -> str:
 
 
 def info(check: str | None = None) -> int:
-    present = devices()
+    present = devices("all")
     if check is not None:
         return 0 if any(a.backend == check for a in present) else 1
     if not present:
@@ -33,19 +36,32 @@ def info(check: str | None = None) -> int:
               "`sudo apt-get install mesa-vulkan-drivers` (software lavapipe), or your GPU "
               "vendor's driver.", file=sys.stderr)
         return 1
-    best = choose_adapter()
-    header = ["#", "backend", "type", "name", *OPTIONAL_FEATURES, *(n for _, n in _KEY_LIMITS)]
+    try:
+        best: int | None = choose_adapter().index
+    except GpuError as exc:  # GPUCORE_RUNTIME names a runtime without adapters
+        print(f"Device.auto() would fail: {exc}", file=sys.stderr)
+        best = None
+    features = (*OPTIONAL_FEATURES, "subgroup-matrix")
+    header = ["#", "runtime", "backend", "type", "name", *features,
+              *(n for _, n in _KEY_LIMITS)]
     rows = []
     for a in present:
-        marks = ["yes" if f in a.features else "-" for f in OPTIONAL_FEATURES]
+        marks = ["yes" if f in a.features else "-" for f in features]
         limits = [_size(a.limits.get(k, 0)) if k != _KEY_LIMITS[3][0] else str(a.limits.get(k))
                   for k, _ in _KEY_LIMITS]
-        star = "*" if a.index == best.index else " "
-        rows.append([f"{a.index}{star}", a.backend, a.type, a.name, *marks, *limits])
+        star = "*" if a.index == best else " "
+        rows.append([f"{a.index}{star}", a.runtime, a.backend, a.type, a.name, *marks, *limits])
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     for r in [header, *rows]:
         print("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip())
-    print("* = Device.auto() choice (override with GPUCORE_BACKEND / GPUCORE_ADAPTER)")
+    for a in present:
+        if a.matrix_configs:
+            shapes = ", ".join(str(c) for c in a.matrix_configs)
+            print(f"adapter {a.index} subgroup matrices: {shapes}")
+    if _adapters.dawn_problem:
+        print(f"dawn: {_adapters.dawn_problem}")
+    print("* = Device.auto() choice (override with GPUCORE_RUNTIME / GPUCORE_BACKEND / "
+          "GPUCORE_ADAPTER)")
     return 0
 
 

@@ -15,6 +15,7 @@ from . import _wgsl
 from ._buffer import Buffer
 from ._device import Device
 from ._errors import BindingError, BindingTypeError, DeviceLimitError, ShaderCompileError
+from ._runtime import GPU_ERRORS
 
 __all__ = ["Kernel", "fold_grid", "shader_path", "shader_source"]
 
@@ -149,7 +150,7 @@ class Kernel:
         dev = device.wgpu
         try:
             module = dev.create_shader_module(label=self.name, code=self.source)
-        except wgpu.GPUError as exc:
+        except GPU_ERRORS as exc:
             raise self._compile_error(exc) from None
         if self.entry not in self.signature.entry_points:
             found = ", ".join(self.signature.entry_points) or "none"
@@ -176,7 +177,7 @@ class Kernel:
                 compute={"module": module, "entry_point": self.entry,
                          "constants": self.constants},
             )
-        except wgpu.GPUError as exc:
+        except GPU_ERRORS as exc:
             raise self._compile_error(exc) from None
         return pipeline, layout
 

@@ -1,6 +1,8 @@
 """The cross-backend matrix: `device` runs a test once per adapter present.
 
 Restrict with GPUCORE_BACKEND=vulkan (or gl, metal, dx12; comma-separated for several).
+The runtime is GPUCORE_RUNTIME's: wgpu-native by default, Dawn's adapters with
+GPUCORE_RUNTIME=dawn, both with GPUCORE_RUNTIME=auto (Dawn needs `wgpudawn` and a GPU).
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ ADAPTERS = _adapters()
 
 
 def _id(info: gpucore.AdapterInfo) -> str:
-    return f"{info.backend}{info.index}"
+    prefix = "" if info.runtime == "wgpu" else f"{info.runtime}-"
+    return f"{prefix}{info.backend}{info.index}"
 
 
 @pytest.fixture(

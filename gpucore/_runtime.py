@@ -1,0 +1,191 @@
+"""The WebGPU runtimes gpucore drives: wgpu-native (the `wgpu` package, always present) and
+Google's Dawn (the optional `wgpudawn` package, the wgpu-py API on Dawn).
+
+Both speak the same Python API; what differs lives here and only here: how each is loaded
+and set up (Dawn's toggles), its feature names, and its error class. Dawn is what reaches the
+matrix units (tensor cores) from WGSL, through `chromium-experimental-subgroup-matrix`.
+
+GPUCORE_RUNTIME selects the runtime whose adapters `Device.auto()` considers: `wgpu`
+(default), `dawn`, or `auto` (Dawn where one of its adapters has subgroup matrices, else
+wgpu-native). `gpucore.devices()` lists the adapters of every runtime installed.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import wgpu
+
+from ._errors import GpuError
+
+__all__ = [
+    "DAWN_TOGGLES",
+    "GPU_ERRORS",
+    "RUNTIMES",
+    "MatrixConfig",
+    "Runtime",
+    "dawn_error_types",
+    "load",
+    "requested_runtime",
+]
+
+RUNTIMES = ("wgpu", "dawn")
+_ALIASES = {"wgpu": "wgpu", "wgpu-native": "wgpu", "native": "wgpu", "dawn": "dawn",
+            "wgpudawn": "dawn", "auto": "auto"}
+
+# Dawn toggles, set once on Dawn's instance before its first adapter request:
+# - allow_unsafe_apis: Dawn offers experimental features (subgroup matrices) only with it;
+# - vulkan_enable_f16_on_nvidia: Dawn hides shader-f16 on NVIDIA's Vulkan driver otherwise.
+# GPUCORE_DAWN_TOGGLES adds more (comma-separated), e.g. disable_robustness for timing.
+DAWN_TOGGLES = ("allow_unsafe_apis", "vulkan_enable_f16_on_nvidia")
+
+# Feature names: gpucore speaks wgpu-native's; each runtime's own name where it differs.
+_DAWN_FEATURES = {"subgroup": "subgroups",
+                  "subgroup-matrix": "chromium-experimental-subgroup-matrix"}
+
+
+@dataclass(frozen=True)
+class MatrixConfig:
+    """One subgroup-matrix shape the adapter multiplies on its matrix units:
+    (m x k) `component` @ (k x n) `component` accumulated into m x n `result`."""
+
+    component: str  # f16, f32, i8, u8, ...
+    result: str
+    m: int
+    n: int
+    k: int
+    min_subgroup_size: int
+    max_subgroup_size: int
+
+    def __str__(self) -> str:
+        return f"{self.component}->{self.result} {self.m}x{self.n}x{self.k}"
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """One loaded runtime: its wgpu-py API module and how its names differ from gpucore's."""
+
+    name: str  # "wgpu" | "dawn"
+    api: Any  # the wgpu or wgpudawn module
+    features: dict[str, str]  # gpucore feature name -> this runtime's name
+
+    def native_feature(self, name: str) -> str:
+        return self.features.get(name, name)
+
+    def canonical_features(self, names: Any) -> frozenset[str]:
+        """This runtime's feature names as gpucore names them."""
+        back = {v: k for k, v in self.features.items()}
+        return frozenset(back.get(str(n), str(n)) for n in names)
+
+    def matrix_configs(self, adapter: Any) -> tuple[MatrixConfig, ...]:
+        """The adapter's subgroup-matrix configurations (none outside Dawn)."""
+        if self.name != "dawn" or self.native_feature("subgroup-matrix") not in adapter.features:
+            return ()
+        from wgpudawn.backends.dawn import extras  # type: ignore[import-not-found]
+
+        found = extras.get_adapter_properties(adapter).get("subgroup_matrix_configs") or []
+        return tuple(MatrixConfig(str(c["component_type"]), str(c["result_component_type"]),
+                                  int(c["m"]), int(c["n"]), int(c["k"]),
+                                  int(c.get("min_subgroup_size", 0)),
+                                  int(c.get("max_subgroup_size", 0))) for c in found)
+
+    def wrap(self, adapter: Any) -> Any:
+        """The adapter as Device uses it: Dawn's takes gpucore's feature names."""
+        return adapter if self.name == "wgpu" else _TranslatingAdapter(adapter, self)
+
+
+class _TranslatingAdapter:
+    """A Dawn adapter whose `request_device_sync` takes gpucore's feature names."""
+
+    def __init__(self, adapter: Any, runtime: Runtime) -> None:
+        self._adapter = adapter
+        self._runtime = runtime
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._adapter, name)
+
+    def request_device_sync(self, *, required_features: Any = (), **kwargs: Any) -> Any:
+        names = [self._runtime.native_feature(f) for f in required_features]
+        # Subgroup matrices cost nothing to enable and are what Dawn is here for: a device
+        # gets them whenever the adapter has them (AdapterInfo.matrix_configs says which).
+        matrices = self._runtime.native_feature("subgroup-matrix")
+        if matrices in self._adapter.features and matrices not in names:
+            names.append(matrices)
+        return self._adapter.request_device_sync(required_features=names, **kwargs)
+
+
+_loaded: dict[str, Runtime] = {}
+_lock = threading.Lock()
+
+
+def requested_runtime() -> str:
+    """GPUCORE_RUNTIME normalized: 'wgpu' (default), 'dawn' or 'auto'."""
+    text = os.environ.get("GPUCORE_RUNTIME", "").strip().lower() or "wgpu"
+    if text not in _ALIASES:
+        raise GpuError(f"GPUCORE_RUNTIME={text!r} is not a runtime; use wgpu (wgpu-native, "
+                       "the default), dawn (needs `pip install avx-gpu[dawn]`) or auto")
+    return _ALIASES[text]
+
+
+def _import_dawn() -> Any:
+    """wgpudawn's module, or None when it is not installed. Separate for tests to fake."""
+    try:
+        import wgpudawn  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    return wgpudawn
+
+
+def _setup_dawn(api: Any) -> None:
+    from wgpudawn.backends.dawn import extras  # type: ignore[import-not-found]
+
+    extra = [t.strip() for t in os.environ.get("GPUCORE_DAWN_TOGGLES", "").split(",")]
+    known = extras.all_toggles()
+    unknown = [t for t in extra if t and t not in known]
+    if unknown:
+        raise GpuError(f"GPUCORE_DAWN_TOGGLES names unknown Dawn toggles {unknown}; "
+                       "wgpudawn.backends.dawn.extras.all_toggles() lists them")
+    # Toggles this Dawn build lacks are left out rather than failing: older builds lack some.
+    toggles = [t for t in (*DAWN_TOGGLES, *extra) if t and t in known]
+    try:
+        extras.set_instance_extras(backends=["Primary"], enable_toggles=toggles)
+    except RuntimeError:
+        pass  # the instance exists already (someone used wgpudawn first): keep theirs
+
+
+def load(name: str, *, required: bool = False) -> Runtime | None:
+    """The runtime `name` ('wgpu' or 'dawn'), set up on first use; None when it is not
+    installed, or an error saying what to install when `required`."""
+    with _lock:
+        if name in _loaded:
+            return _loaded[name]
+        if name == "wgpu":
+            runtime = Runtime("wgpu", wgpu, {})
+        elif name == "dawn":
+            api = _import_dawn()
+            if api is None:
+                if required:
+                    raise GpuError(
+                        "GPUCORE_RUNTIME=dawn needs the wgpudawn package (Google's Dawn "
+                        "behind the wgpu-py API): `pip install avx-gpu[dawn]` or "
+                        "`pip install wgpudawn==0.32.0.4`; or unset GPUCORE_RUNTIME to use "
+                        "wgpu-native")
+                return None
+            _setup_dawn(api)
+            runtime = Runtime("dawn", api, dict(_DAWN_FEATURES))
+        else:
+            raise ValueError(f"unknown runtime {name!r}; one of {RUNTIMES}")
+        _loaded[name] = runtime
+        return runtime
+
+
+def dawn_error_types() -> tuple[type[BaseException], ...]:
+    api = _import_dawn()
+    return (api.GPUError,) if api is not None else ()
+
+
+# Every runtime's GPU error class: `except GPU_ERRORS` catches a failure on any device.
+GPU_ERRORS: tuple[type[BaseException], ...] = (wgpu.GPUError, *dawn_error_types())
