@@ -1,4 +1,5 @@
-"""CLIP text encoder (transformers' CLIPTextModel names): SD1 ViT-L/14, SD2 OpenCLIP ViT-H."""
+"""CLIP text encoders (transformers' CLIPTextModel / CLIPTextModelWithProjection names): SD1
+ViT-L/14, SD2 OpenCLIP ViT-H, SDXL's ViT-L + OpenCLIP ViT-bigG (with its text projection)."""
 
 from __future__ import annotations
 
@@ -8,15 +9,18 @@ from typing import Any
 import numpy as np
 
 from gpucore import Device
-from gpustd import Tensor, asarray, nn, where
+from gpustd import Tensor, asarray, concatenate, nn, take_slice, where
 
 from .layers import Place
 
 _DEFAULTS: dict[str, Any] = {
     "vocab_size": 49408, "hidden_size": 768, "intermediate_size": 3072,
     "num_hidden_layers": 12, "num_attention_heads": 12, "max_position_embeddings": 77,
-    "hidden_act": "quick_gelu", "layer_norm_eps": 1e-5,
+    "hidden_act": "quick_gelu", "layer_norm_eps": 1e-5, "eos_token_id": 49407,
 }
+# transformers pools at argmax(ids) when a config has this eos_token_id (every CLIP config
+# written before its PR #24773, SD's and SDXL's included), else at the first eos_token_id
+_LEGACY_EOS = 2
 _ACTIVATIONS = {"quick_gelu": nn.quick_gelu, "gelu": nn.gelu}
 
 
@@ -61,14 +65,18 @@ class CLIPEncoderLayer(nn.Module):
 
 
 class CLIPTextModel(nn.Module):
-    """Token ids (B, 77) -> hidden states (B, 77, hidden). Config: `text_encoder/config.json`.
+    """Token ids (B, L) -> hidden states (B, L, hidden), and the pooled text embedding.
+    Config: `text_encoder/config.json` (transformers' CLIPTextConfig fields).
 
     Parameter names are transformers' without its `text_model.` prefix (as the loaders give
     them: `embeddings.token_embedding.weight`, `encoder.layers.0.self_attn.q_proj.weight`).
+    A config whose `architectures` names "CLIPTextModelWithProjection" (SDXL's OpenCLIP
+    bigG, `text_encoder_2`) also has `text_projection.weight` (projection_dim, hidden), a Linear
+    without bias applied to the pooled output; `with_projection` overrides the config.
     """
 
     def __init__(self, config: dict[str, Any], *, dtype: Any = np.float32,
-                 device: Device | None = None) -> None:
+                 device: Device | None = None, with_projection: bool | None = None) -> None:
         place: Place = {"dtype": dtype, "device": device}
         cfg = {**_DEFAULTS, **config}
         self.config = cfg
@@ -81,11 +89,22 @@ class CLIPTextModel(nn.Module):
         self.encoder.layers = nn.ModuleList(
             [CLIPEncoderLayer(cfg, place) for _ in range(cfg["num_hidden_layers"])])
         self.final_layer_norm = nn.LayerNorm(dim, eps=cfg["layer_norm_eps"], **place)
+        if with_projection is None:
+            with_projection = "CLIPTextModelWithProjection" in (cfg.get("architectures") or ())
+        self.has_projection = with_projection
+        if with_projection:
+            if not cfg.get("projection_dim"):
+                raise ValueError("a CLIP text model with projection needs projection_dim in its "
+                                 "config")
+            self.text_projection = nn.Linear(dim, cfg["projection_dim"], bias=False, **place)
 
     def forward(self, input_ids: Any, *, clip_skip: int = 0,
-                embeddings: Sequence[Sequence[tuple[int, Any]]] | None = None) -> Tensor:
-        """input_ids: (B, L) ints. `clip_skip=k` stops k layers early (WebUI's "Clip skip"
-        minus one, diffusers' `clip_skip`); the final layer norm is applied either way.
+                embeddings: Sequence[Sequence[tuple[int, Any]]] | None = None,
+                final_norm: bool = True) -> Tensor:
+        """input_ids: (B, L) ints -> (B, L, hidden). `clip_skip=k` stops k layers early
+        (WebUI's "Clip skip" minus one, diffusers' `clip_skip`). `final_norm` applies the final
+        layer norm to those states (SD 1/2); False returns them as the layer left them, which
+        with clip_skip=1 is transformers' `hidden_states[-2]`, SDXL's conditioning.
 
         `embeddings` (textual inversion): per batch row a list of (position, vectors (n, D));
         the vectors replace the token embeddings at positions position .. position + n - 1,
@@ -93,6 +112,26 @@ class CLIPTextModel(nn.Module):
         past the last position are dropped, as there). transformers: `inputs_embeds` built
         from the token embeddings with those rows replaced.
         """
+        return self._encode(input_ids, clip_skip, embeddings, final_norm, pooled=False)[0]
+
+    def forward_pooled(self, input_ids: Any, *, clip_skip: int = 0,
+                       embeddings: Sequence[Sequence[tuple[int, Any]]] | None = None,
+                       final_norm: bool = True) -> tuple[Tensor, Tensor]:
+        """(hidden, pooled): `hidden` exactly as `forward` returns it, and `pooled` (B, P) as
+        transformers computes it whatever `clip_skip`/`final_norm` are: the LAST layer's
+        output, final-layer-normed, at each row's end-of-text position (argmax of the ids for
+        configs with the legacy eos_token_id 2, else the first eos_token_id), then multiplied
+        by `text_projection` when the model has one (P = projection_dim; else P = hidden).
+        transformers: `CLIPTextModelWithProjection(ids).text_embeds` (or `.pooler_output` of
+        CLIPTextModel); SDXL's pooled prompt embedding.
+        """
+        hidden, pooled = self._encode(input_ids, clip_skip, embeddings, final_norm, pooled=True)
+        assert pooled is not None
+        return hidden, pooled
+
+    def _encode(self, input_ids: Any, clip_skip: int,
+                embeddings: Sequence[Sequence[tuple[int, Any]]] | None, final_norm: bool, *,
+                pooled: bool) -> tuple[Tensor, Tensor | None]:
         ids = np.asarray(input_ids, np.int32)
         if ids.ndim != 2:
             raise ValueError(f"input_ids must be (batch, length), got shape {ids.shape}")
@@ -100,7 +139,7 @@ class CLIPTextModel(nn.Module):
         if length > self.config["max_position_embeddings"]:
             raise ValueError(f"{length} tokens exceed the {self.config['max_position_embeddings']}"
                              " positions of this text encoder; truncate first")
-        layers = self.encoder.layers
+        layers = list(self.encoder.layers)
         if not 0 <= clip_skip < len(layers):
             raise ValueError(f"clip_skip must be in 0..{len(layers) - 1}, got {clip_skip}")
         device = self.final_layer_norm.weight.device
@@ -109,9 +148,26 @@ class CLIPTextModel(nn.Module):
             tokens = self._replace_rows(tokens, embeddings)
         positions = np.broadcast_to(np.arange(length, dtype=np.int32), (batch, length))
         x = tokens + self.embeddings.position_embedding(asarray(positions, device=device))
-        for layer in list(layers)[: len(layers) - clip_skip]:
+        stop = len(layers) - clip_skip
+        for layer in layers[:stop]:
             x = layer(x)
-        return self.final_layer_norm(x)
+        hidden = self.final_layer_norm(x) if final_norm else x
+        if not pooled:
+            return hidden, None
+        for layer in layers[stop:]:  # the pooled output is always the last layer's
+            x = layer(x)
+        last = hidden if stop == len(layers) and final_norm else self.final_layer_norm(x)
+        rows = last.reshape(batch * length, last.shape[-1])
+        picked = concatenate([take_slice(rows, b * length + int(p), b * length + int(p) + 1)
+                              for b, p in enumerate(self._eos_positions(ids))])
+        return hidden, self.text_projection(picked) if self.has_projection else picked
+
+    def _eos_positions(self, ids: np.ndarray) -> np.ndarray:
+        """Per row, where transformers pools (see forward_pooled)."""
+        eos = self.config["eos_token_id"]
+        if eos == _LEGACY_EOS:
+            return np.argmax(ids, axis=-1)
+        return np.argmax(ids == eos, axis=-1)  # no EOS in a row: position 0, as transformers
 
     def _replace_rows(self, tokens: Tensor,
                       embeddings: Sequence[Sequence[tuple[int, Any]]]) -> Tensor:
