@@ -23,7 +23,13 @@ from .layers import (
 _DEFAULTS: dict[str, Any] = {
     "in_channels": 3, "out_channels": 3, "latent_channels": 4, "layers_per_block": 2,
     "norm_num_groups": 32, "block_out_channels": (128, 256, 512, 512),
-    "scaling_factor": 0.18215,
+    "scaling_factor": 0.18215, "force_upcast": True,
+}
+# Config keys whose other values change the layers or the latent mapping in ways we do not
+# build: each must keep diffusers' default (missing counts as the default).
+_FIXED: dict[str, Any] = {
+    "act_fn": "silu", "shift_factor": None, "latents_mean": None, "latents_std": None,
+    "use_quant_conv": True, "use_post_quant_conv": True, "mid_block_add_attention": True,
 }
 
 
@@ -119,13 +125,18 @@ class Decoder(nn.Module):
 
 
 class AutoencoderKL(nn.Module):
-    """The SD VAE. Config: diffusers' `vae/config.json`; `scaling_factor` maps latents to
-    the UNet's unit-variance space."""
+    """The SD / SDXL VAE. Config: diffusers' `vae/config.json`; `scaling_factor` maps latents
+    to the UNet's unit-variance space (SD 0.18215, SDXL 0.13025) and `force_upcast` says the
+    float16 decode overflows (the SDXL VAE), so decode in float32."""
 
     def __init__(self, config: dict[str, Any], *, dtype: Any = np.float32,
                  device: Device | None = None) -> None:
         place: Place = {"dtype": dtype, "device": device}
         cfg = {**_DEFAULTS, **config}
+        for key, default in _FIXED.items():
+            if cfg.get(key, default) != default:
+                raise ValueError(f"VAE config {key}={cfg[key]!r} is not supported (SD and SDXL "
+                                 f"VAEs have {default!r}); this VAE is not one we implement")
         self.config = cfg
         latent = cfg["latent_channels"]
         self.encoder = Encoder(cfg, place)
@@ -135,7 +146,15 @@ class AutoencoderKL(nn.Module):
 
     @property
     def scaling_factor(self) -> float:
+        """UNet latents = VAE latents * scaling_factor (config `scaling_factor`)."""
         return float(self.config["scaling_factor"])
+
+    @property
+    def force_upcast(self) -> bool:
+        """Config `force_upcast` (diffusers' default True): a float16 model should decode in
+        float32. diffusers' SDXL pipelines honour it; its SD 1.x/2.x pipelines ignore it, and
+        the SDXL "fp16-fix" VAE sets it false."""
+        return bool(self.config["force_upcast"])
 
     def encode(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """images in [-1, 1], (B, 3, H, W) -> (mean, logvar) of the latent, (B, 4, H/8, W/8).
