@@ -6,6 +6,7 @@ Kernel (a WGSL entry point with a checked signature), batched dispatch and profi
 
 from ._adapters import AdapterInfo, devices
 from ._buffer import Buffer
+from ._capture import Capture, CaptureError
 from ._device import Device, default_device, synchronize
 from ._dtypes import as_dtype, wgsl_scalar
 from ._errors import (
@@ -20,21 +21,26 @@ from ._errors import (
 )
 from ._kernel import Kernel, fold_grid, shader_path, shader_source
 from ._profile import Profile
+from ._stream import Event, Stream
 
 __all__ = [
     "AdapterInfo",
     "BindingError",
     "BindingTypeError",
     "Buffer",
+    "Capture",
+    "CaptureError",
     "Device",
     "DeviceLimitError",
     "DeviceLostError",
+    "Event",
     "FeatureError",
     "GpuError",
     "Kernel",
     "NoAdapterError",
     "Profile",
     "ShaderCompileError",
+    "Stream",
     "as_dtype",
     "default_device",
     "devices",

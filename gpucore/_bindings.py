@@ -7,20 +7,25 @@ from typing import Any
 
 import wgpu
 
-__all__ = ["BindGroupCache", "ParamsArena"]
+__all__ = ["BindGroupCache", "ParamsArena", "create_bind_group"]
 
 
 class BindGroupCache:
     """Bind groups by (layout, buffers): a kernel called on the same buffers reuses one.
 
-    A cached group keeps its buffers alive, so their ids cannot be reused by other buffers
-    while the key exists; the least recently used groups go first.
+    A cached group holds its buffers, so their ids cannot be reused by other buffers while
+    the key exists; but it must not hold their memory once gpucore is done with a buffer.
+    `evict(buffer)` drops every group that names it: the device calls it when its pool lets a
+    buffer go, so a freed activation's memory is freed with it. The least recently used
+    groups go first when `capacity` is reached.
     """
 
     def __init__(self, device: Any, capacity: int = 8192) -> None:
         self._device = device
         self._capacity = capacity
         self._groups: OrderedDict[tuple, tuple[Any, Any, list[Any]]] = OrderedDict()
+        self._by_buffer: dict[int, set[tuple]] = {}  # id(wgpu buffer) -> keys naming it
+        self.created = 0  # bind groups made: a replayed or warm step should add none
 
     def get(self, layout: Any, entries: tuple[tuple[Any, int, int], ...]) -> Any:
         """The group for `(wgpu buffer, offset, size)` entries in binding order."""
@@ -29,16 +34,45 @@ class BindGroupCache:
         if found is not None:
             self._groups.move_to_end(key)
             return found[0]
-        resources = [{"binding": i, "resource": {"buffer": b, "offset": o, "size": s}}
-                     for i, (b, o, s) in enumerate(entries)]
-        group = self._device.create_bind_group(layout=layout, entries=resources)
-        self._groups[key] = (group, layout, [b for b, _, _ in entries])
+        group = create_bind_group(self._device, layout, entries)
+        self.created += 1
+        buffers = [b for b, _, _ in entries]
+        self._groups[key] = (group, layout, buffers)
+        for b in buffers:
+            self._by_buffer.setdefault(id(b), set()).add(key)
         if len(self._groups) > self._capacity:
-            self._groups.popitem(last=False)
+            self._forget(next(iter(self._groups)))
         return group
+
+    def evict(self, buffer: Any) -> None:
+        """Drop every cached group that binds `buffer` (its memory can then be freed)."""
+        for key in list(self._by_buffer.get(id(buffer), ())):
+            self._forget(key)
+
+    def _forget(self, key: tuple) -> None:
+        entry = self._groups.pop(key, None)
+        if entry is None:
+            return
+        for b in entry[2]:
+            keys = self._by_buffer.get(id(b))
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del self._by_buffer[id(b)]
+
+    def clear(self) -> None:
+        self._groups.clear()
+        self._by_buffer.clear()
 
     def __len__(self) -> int:
         return len(self._groups)
+
+
+def create_bind_group(device: Any, layout: Any, entries: Any) -> Any:
+    """A wgpu bind group for `(wgpu buffer, offset, size)` entries in binding order."""
+    resources = [{"binding": i, "resource": {"buffer": b, "offset": o, "size": s}}
+                 for i, (b, o, s) in enumerate(entries)]
+    return device.create_bind_group(layout=layout, entries=resources)
 
 
 class ParamsArena:

@@ -139,11 +139,13 @@ class Buffer(Generic[T]):
         if self.length == 0:
             return np.empty(0, self.dtype)
         dev = self.device
+        if dev._capture is not None:
+            dev.read_bytes(self.wgpu, 0, 4)  # raises CaptureError, saying why
         staging = dev.wgpu.create_buffer(
             size=self.size, usage=wgpu.BufferUsage.MAP_READ | wgpu.BufferUsage.COPY_DST
         )
         dev.record_copy(self.wgpu, 0, staging, 0, self.size)
-        dev.flush()
+        dev.flush()  # every stream: the read sees all work recorded before it, as read() does
         await staging.map_async(wgpu.MapMode.READ)
         try:
             raw = staging.read_mapped()

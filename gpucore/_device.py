@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 from typing import Any
 
@@ -9,10 +10,12 @@ import numpy as np
 import wgpu
 
 from ._adapters import OPTIONAL_FEATURES, AdapterInfo, choose_adapter
-from ._bindings import BindGroupCache, ParamsArena
+from ._bindings import BindGroupCache
+from ._capture import Capture, CaptureError
 from ._errors import DeviceLimitError, DeviceLostError, GpuError
 from ._pool import BufferPool, size_class
 from ._profile import Profile
+from ._stream import Event, Stream
 
 __all__ = ["Device", "default_device", "synchronize"]
 
@@ -46,8 +49,10 @@ def _handle_lost(exc: Exception) -> GpuError:
 class Device:
     """A wgpu device with the adapter's real limits and optional features.
 
-    Dispatches are recorded into one command encoder and submitted in batches; reading a
-    buffer back, writing one, or `synchronize()` submits what is pending.
+    Dispatches are recorded into the current stream's command encoder and submitted in
+    batches; reading a buffer back, writing one, or `synchronize()` submits what is pending
+    on every stream. `capture()` records a call for replay; `stream(name)` and `Event` give
+    independent submit batches and markers (ordering rules in gpucore._stream).
     """
 
     def __init__(self, info: AdapterInfo) -> None:
@@ -65,17 +70,22 @@ class Device:
         self.limits: dict[str, int] = dict(self.wgpu.limits)
         self.queue = self.wgpu.queue
         self._lock = threading.RLock()
-        self._encoder: Any = None
-        self._pass: Any = None  # the open compute pass of the batch being recorded
+        self._tls = threading.local()  # this thread's current stream
         self._submit_every = _SUBMIT_EVERY if info.type != "cpu" else 1 << 62
-        self._pending = 0
         self._pipelines: dict[tuple, Any] = {}
         self._bind_groups = BindGroupCache(self.wgpu)
-        self._params = ParamsArena(
-            self.wgpu, self.limits.get("min-uniform-buffer-offset-alignment", 256))
         self._profile: Profile | None = None
+        self._capture: Capture | None = None
+        self._pinned: dict[int, int] = {}  # id(wgpu buffer) -> captures replaying into it
+        self._fence: Any = None
+        self._queries: Any = None
         self.pool = BufferPool()
-        self.buffers_created = 0  # real allocations: a warm forward pass should add none
+        # Creation counters: a warm forward pass or a replay should add to none of them.
+        self.buffers_created = 0  # real allocations
+        self.pipelines_created = 0
+        self._batches = itertools.count()  # numbers the streams' batches as they begin
+        self.default_stream = Stream(self, "default")
+        self._streams = [self.default_stream]
 
     # -- construction -----------------------------------------------------------------
     @classmethod
@@ -132,20 +142,49 @@ class Device:
         return self.wgpu.create_buffer(label=label, size=size, usage=usage), size
 
     def release(self, buffer: Any, size: int) -> None:
-        """Return a buffer to the pool (called when its Buffer is garbage collected)."""
-        if not _released(buffer):
-            self.pool.give(buffer, size)
+        """Return a buffer to the pool (called when its Buffer is garbage collected).
+
+        A buffer a capture replays into stays with the capture; one the pool has no room
+        for is dropped, with the bind groups naming it, so its memory is freed."""
+        if _released(buffer) or id(buffer) in self._pinned:
+            return
+        if not self.pool.give(buffer, size):
+            with self._lock:
+                self._bind_groups.evict(buffer)
 
     def empty_pool(self) -> None:
-        """Drop every idle pooled buffer (wgpu frees them)."""
-        self.pool.clear()
+        """Drop every idle pooled buffer and the bind groups naming them (wgpu frees them)."""
+        with self._lock:
+            for buffer in self.pool.clear():
+                self._bind_groups.evict(buffer)
+
+    @property
+    def bind_groups_created(self) -> int:
+        """Bind groups made so far (cached dispatches and captures): a replay adds none."""
+        return self._bind_groups.created
+
+    @bind_groups_created.setter
+    def bind_groups_created(self, value: int) -> None:
+        self._bind_groups.created = value
+
+    # -- streams ----------------------------------------------------------------------
+    @property
+    def current_stream(self) -> Stream:
+        """This thread's stream on this device (`with stream:` sets it; default otherwise)."""
+        return getattr(self._tls, "stream", None) or self.default_stream
+
+    def stream(self, name: str) -> Stream:
+        """The stream called `name` on this device, made on first use. See gpucore._stream
+        for what a stream is and is not (one wgpu queue underneath)."""
+        with self._lock:
+            for s in self._streams:
+                if s.name == name:
+                    return s
+            made = Stream(self, name)
+            self._streams.append(made)
+            return made
 
     # -- command stream ---------------------------------------------------------------
-    def _encoder_for_recording(self) -> Any:
-        if self._encoder is None:
-            self._encoder = self.wgpu.create_command_encoder(label="gpucore batch")
-        return self._encoder
-
     def record_dispatch(
         self,
         pipeline: Any,
@@ -155,68 +194,80 @@ class Device:
         workgroups: tuple[int, int, int],
         label: str,
     ) -> None:
-        """Record one compute dispatch into the current batch (no submit)."""
+        """Record one compute dispatch into the current stream's batch (no submit)."""
         with self._lock:
+            if self._capture is not None:
+                self._capture.add_dispatch(pipeline, layout, buffers, params, workgroups, label)
+            stream = self.current_stream
             entries = list(buffers)
             offsets: list[int] = []
             if params is not None:
-                if self._params.full:
-                    self.flush()
-                offsets.append(self._params.add(params))
-                entries.append((self._params.buffer, 0, len(params)))
+                if stream.params.full:
+                    self._flush_stream(stream)
+                offsets.append(stream.params.add(params))
+                entries.append((stream.params.buffer, 0, len(params)))
             group = self._bind_groups.get(layout, tuple(entries))
-            if self._profile is not None:  # a pass of its own, to carry the timestamps
-                self._end_pass()
-                compute = self._encoder_for_recording().begin_compute_pass(
-                    label=label, timestamp_writes=self._profile.next_pass(label))
-            else:
-                # Dispatches share one pass: WebGPU orders them (each dispatch is its own
-                # usage scope) and a pass per dispatch costs host time.
-                if self._pass is None:
-                    self._pass = self._encoder_for_recording().begin_compute_pass(
-                        label="gpucore batch")
-                compute = self._pass
-            compute.set_pipeline(pipeline)
-            compute.set_bind_group(0, group, offsets)
-            compute.dispatch_workgroups(*workgroups)
-            if self._profile is not None:
-                compute.end()
-            self._pending += 1
-            if self._pending >= self._submit_every or (self._profile and self._profile.full):
-                self.flush()  # the GPU starts on this part while Python records the next
+            self._encode(stream, pipeline, group, offsets, workgroups, label)
 
-    def _end_pass(self) -> None:
-        if self._pass is not None:
-            self._pass.end()
-            self._pass = None
+    def _encode(self, stream: Stream, pipeline: Any, group: Any, offsets: Any,
+                workgroups: tuple[int, int, int], label: str) -> None:
+        profile = self._profile if stream is self.default_stream else None
+        if profile is not None:  # a pass of its own, to carry the timestamps
+            stream.end_pass()
+            compute = stream.encoder_for_recording().begin_compute_pass(
+                label=label, timestamp_writes=profile.next_pass(label))
+        else:
+            # Dispatches share one pass: WebGPU orders them (each dispatch is its own
+            # usage scope) and a pass per dispatch costs host time.
+            compute = stream.compute or stream.open_pass()
+        compute.set_pipeline(pipeline)
+        compute.set_bind_group(0, group, offsets)
+        compute.dispatch_workgroups(*workgroups)
+        if profile is not None:
+            compute.end()
+        stream.pending += 1
+        if stream.pending >= self._submit_every or (profile and profile.full):
+            self._flush_stream(stream)  # the GPU starts on this part while Python records on
 
     def record_copy(self, src: Any, src_offset: int, dst: Any, dst_offset: int, size: int) -> None:
+        """Record a buffer-to-buffer copy into the current stream's batch."""
         with self._lock:
             if size:
-                self._end_pass()
-                self._encoder_for_recording().copy_buffer_to_buffer(
-                    src, src_offset, dst, dst_offset, size
-                )
-                self._pending += 1
+                if self._capture is not None:
+                    self._capture.add_copy(src, src_offset, dst, dst_offset, size)
+                stream = self.current_stream
+                stream.end_pass()
+                stream.encoder_for_recording().copy_buffer_to_buffer(
+                    src, src_offset, dst, dst_offset, size)
+                stream.pending += 1
 
     def record_clear(self, buffer: Any, size: int) -> None:
+        """Record a clear to zero of the first `size` bytes of `buffer`."""
         with self._lock:
-            self._end_pass()
-            self._encoder_for_recording().clear_buffer(buffer, 0, size)
-            self._pending += 1
+            if self._capture is not None:
+                self._capture.add_clear(buffer, size)
+            stream = self.current_stream
+            stream.end_pass()
+            stream.encoder_for_recording().clear_buffer(buffer, 0, size)
+            stream.pending += 1
 
     def flush(self) -> None:
-        """Submit everything recorded so far (does not wait for it)."""
+        """Submit everything recorded so far on every stream (does not wait for it)."""
         with self._lock:
-            if self._encoder is None:
+            for stream in sorted(self._streams, key=lambda s: s.started):
+                self._flush_stream(stream)
+
+    def _flush_stream(self, stream: Stream) -> None:
+        with self._lock:
+            if stream.encoder is None:
                 return
-            self._end_pass()
-            encoder, self._encoder, self._pending = self._encoder, None, 0
-            profile = self._profile
+            stream.end_pass()
+            encoder, stream.encoder, stream.pending = stream.encoder, None, 0
+            profile = self._profile if stream is self.default_stream else None
             if profile is not None:
                 profile.resolve_into(encoder)
             try:
-                self._params.upload(self.queue)
+                stream.params.upload(self.queue)
                 self.queue.submit([encoder.finish()])
             except wgpu.GPUError as exc:
                 raise _handle_lost(exc) from exc
@@ -224,14 +275,14 @@ class Device:
                 profile.collect(self.queue)
 
     def synchronize(self) -> None:
-        """Submit pending work and block until the GPU has finished all of it.
+        """Submit pending work (every stream) and block until the GPU has finished it.
 
         wgpu-py 0.32's `on_submitted_work_done_sync` raises, so we wait on a tiny mapped
         read-back, which completes only after all earlier submissions.
         """
         with self._lock:
             self.flush()
-            if not hasattr(self, "_fence"):
+            if self._fence is None:
                 self._fence = self.wgpu.create_buffer(
                     size=4, usage=wgpu.BufferUsage.COPY_SRC | wgpu.BufferUsage.COPY_DST
                 )
@@ -240,6 +291,82 @@ class Device:
             except wgpu.GPUError as exc:
                 raise _handle_lost(exc) from exc
 
+    async def synchronize_async(self) -> None:
+        """`await device.synchronize_async()`: like synchronize(), without blocking the
+        asyncio event loop (awaits an Event recorded after every stream's work)."""
+        with self._lock:
+            self.flush()
+            event = Event(self).record(self.default_stream)
+        await event
+
+    # -- capture and replay -----------------------------------------------------------
+    def capture(self) -> Capture:
+        """A context manager recording this device's command stream for replay; see
+        gpucore._capture for the rules (gpustd.capture is the Tensor-level form)."""
+        return Capture(self)
+
+    def _begin_capture(self, capture: Capture) -> None:
+        with self._lock:
+            if self._capture is not None:
+                raise CaptureError("a capture is already open on this device; captures do "
+                                   "not nest (replay the inner one inside the outer instead)")
+            self._capture = capture
+
+    def _end_capture(self, capture: Capture) -> None:
+        with self._lock:
+            self._capture = None
+
+    def _replay(self, ops: list[tuple]) -> None:
+        with self._lock:
+            if self._capture is not None:
+                raise CaptureError("replaying inside a capture is not supported: close the "
+                                   "capture first")
+            stream = self.current_stream
+            profile = self._profile if stream is self.default_stream else None
+            compute = None
+            for op in ops:
+                if op[0] == "dispatch":
+                    if profile is not None:
+                        self._encode(stream, op[1], op[2], op[3], op[4], op[5])
+                        continue
+                    compute = compute or stream.compute or stream.open_pass()
+                    compute.set_pipeline(op[1])
+                    compute.set_bind_group(0, op[2], op[3])
+                    compute.dispatch_workgroups(*op[4])
+                    continue
+                compute = None
+                stream.end_pass()
+                encoder = stream.encoder_for_recording()
+                if op[0] == "copy":
+                    encoder.copy_buffer_to_buffer(*op[1:])
+                else:
+                    encoder.clear_buffer(op[1], 0, op[2])
+            stream.pending += len(ops)
+
+    def _pin(self, buffers: Any) -> None:
+        buffers = list(buffers)
+        with self._lock:
+            self.pool.discard(buffers)
+            for b in buffers:
+                self._pinned[id(b)] = self._pinned.get(id(b), 0) + 1
+
+    def _unpin(self, buffers: Any) -> None:
+        with self._lock:
+            for b in buffers:
+                left = self._pinned.pop(id(b), 1) - 1
+                if left:
+                    self._pinned[id(b)] = left
+                else:  # nothing will pool it again: its groups must not outlive it
+                    self._bind_groups.evict(b)
+
+    def _event_queries(self) -> tuple[Any, Any]:
+        if self._queries is None:
+            self._queries = (
+                self.wgpu.create_query_set(type="timestamp", count=1),
+                self.wgpu.create_buffer(size=8, usage=wgpu.BufferUsage.QUERY_RESOLVE
+                                        | wgpu.BufferUsage.COPY_SRC))
+        return self._queries
+
     # -- pipelines --------------------------------------------------------------------
     def pipeline(self, key: tuple, build: Any) -> Any:
         """The compiled pipeline for `key`, built once by `build()` and cached."""
@@ -247,11 +374,12 @@ class Device:
             found = self._pipelines.get(key)
             if found is None:
                 found = self._pipelines[key] = build()
+                self.pipelines_created += 1
             return found
 
     # -- profiling --------------------------------------------------------------------
     def profile(self) -> Profile:
-        """Context manager: per-dispatch GPU times from timestamp queries.
+        """Context manager: per-dispatch GPU times from timestamp queries (default stream).
 
         >>> with device.profile() as prof:
         ...     kernel.dispatch(...)
@@ -273,8 +401,13 @@ class Device:
         self._profile = None
 
     def read_bytes(self, buffer: Any, offset: int, size: int) -> memoryview:
-        """Submit pending work, then copy `size` bytes of `buffer` back to the host."""
+        """Submit pending work (every stream), then copy `size` bytes of `buffer` back."""
         with self._lock:
+            if self._capture is not None:
+                raise CaptureError(
+                    "a read-back inside a capture: a replay cannot repeat host logic that "
+                    "uses the value. Keep the value on the device, or read it after the "
+                    "captured call (outside `with device.capture()` / gpustd.capture's fn)")
             self.flush()
             try:
                 return self.queue.read_buffer(buffer, offset, size)
@@ -282,8 +415,12 @@ class Device:
                 raise _handle_lost(exc) from exc
 
     def write_bytes(self, buffer: Any, offset: int, data: np.ndarray | bytes) -> None:
-        """Write host bytes into `buffer`, ordered after everything recorded so far."""
+        """Write host bytes into `buffer`, ordered after everything recorded so far (on every
+        stream). Inside a capture the bytes become a constant the replay writes again."""
         with self._lock:
+            if self._capture is not None:
+                self._capture.add_write(
+                    buffer, offset, data if isinstance(data, bytes) else data.tobytes())
             self.flush()
             self.queue.write_buffer(buffer, offset, data)
 

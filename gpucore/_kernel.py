@@ -181,7 +181,7 @@ class Kernel:
             raise self._compile_error(exc) from None
         return pipeline, layout
 
-    def _compile_error(self, exc: Exception) -> ShaderCompileError:
+    def _compile_error(self, exc: BaseException) -> ShaderCompileError:
         text = str(exc)
         m = _LOCATION.search(text)
         found = _MESSAGE.search(text)

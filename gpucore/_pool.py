@@ -42,14 +42,29 @@ class BufferPool:
             self.idle_bytes -= size
             return idle.pop()
 
-    def give(self, buffer: Any, size: int) -> None:
-        """Keep `buffer` for reuse, unless the pool is full (then wgpu frees it)."""
+    def give(self, buffer: Any, size: int) -> bool:
+        """Keep `buffer` for reuse; False when the pool is full (the caller drops it)."""
         with self._lock:
-            if self.idle_bytes + size <= self.limit:
-                self._free.setdefault(size, []).append(buffer)
-                self.idle_bytes += size
+            if self.idle_bytes + size > self.limit:
+                return False
+            self._free.setdefault(size, []).append(buffer)
+            self.idle_bytes += size
+            return True
 
-    def clear(self) -> None:
+    def discard(self, buffers: Any) -> None:
+        """Take these buffers (any iterable of wgpu buffers) out of the idle lists, if there:
+        a capture that replays into them must not see them handed to anyone else."""
+        wanted = {id(b) for b in buffers}
         with self._lock:
+            for size, idle in self._free.items():
+                kept = [b for b in idle if id(b) not in wanted]
+                self.idle_bytes -= size * (len(idle) - len(kept))
+                idle[:] = kept
+
+    def clear(self) -> list[Any]:
+        """Forget every idle buffer; returns them (the caller drops what references them)."""
+        with self._lock:
+            dropped = [b for idle in self._free.values() for b in idle]
             self._free.clear()
             self.idle_bytes = 0
+            return dropped

@@ -7,6 +7,7 @@ and matmul, convolve/correlate — numpy's names and semantics. Submodules: `lin
 
 from . import fft, image, linalg, nn, signal
 from ._tensor import Tensor, asarray, empty, zeros
+from .capture import capture
 from .elementwise import add, divide, maximum, minimum, multiply, power, subtract, where
 from .linalg import dot, matmul
 from .reduction import argmax, argmin, logsumexp, max, mean, min, std, sum, var
@@ -17,7 +18,8 @@ from .softmax import log_softmax, softmax
 from .unary import abs, clip, exp, gelu, log, negative, rsqrt, sigmoid, silu, sqrt, tanh
 
 __all__ = [
-    "Tensor", "abs", "add", "argmax", "argmin", "asarray", "clip", "concatenate", "convolve",
+    "Tensor", "abs", "add", "argmax", "argmin", "asarray", "capture", "clip", "concatenate",
+    "convolve",
     "correlate", "cumsum", "divide", "dot", "empty", "exp", "fft", "gelu", "image", "linalg",
     "log", "log_softmax", "logsumexp", "matmul", "max", "maximum", "mean", "min", "minimum",
     "multiply", "negative", "nn", "permute", "power", "rsqrt", "sigmoid", "signal", "silu",

@@ -1,0 +1,185 @@
+"""Capture and replay: a call's dispatch stream recorded once, then re-encoded with no op logic.
+
+The role CUDA Graphs play for PyTorch. While a capture is open the device runs everything as
+usual *and* keeps a list of what it recorded: pipelines and bind groups, params (uniform)
+values, grids, copies, clears, host writes. `Capture.replay()` re-encodes that list into the
+current stream with 3 wgpu calls per dispatch and nothing else.
+
+Rules (checked where they can be):
+
+- Every wgpu buffer the capture touched is pinned: it stays alive, and the pool never hands
+  it to anyone else while the capture exists. Buffers that were temporaries of the call are
+  reused by the replay exactly as the first run reused them.
+- Inputs: write new values into the buffers the captured call read (`Buffer.write`,
+  `copy_from`) *outside* the capture, then replay. Results land in the same buffers the
+  first run wrote: a replay overwrites them (copy what you need to keep).
+- Host writes made *during* the capture (a `Buffer.write`, `from_numpy` of a constant) are
+  baked in: the replay repeats them at the same point with the same bytes, through a copy
+  from a constants buffer. So a value the call computed on the host from its arguments is a
+  constant of the capture; pass such values in a device buffer instead to vary them.
+- Reading back inside a capture raises CaptureError: the replay could not repeat the host
+  logic that used the value. Events cannot be recorded inside one either.
+- Shapes, dtypes and which buffers are used are fixed by the capture: a different shape
+  needs a new capture (gpustd.capture keys captures by shapes and dtypes and does that).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import wgpu
+
+from ._bindings import create_bind_group
+from ._errors import GpuError
+
+if TYPE_CHECKING:
+    from ._device import Device
+
+__all__ = ["Capture", "CaptureError"]
+
+
+class CaptureError(GpuError):
+    """Something a capture cannot repeat was done inside it (a read-back, an event), or a
+    capture was used wrongly (replayed while open, nested)."""
+
+
+class Capture:
+    """The recorded command stream of one call on one device. Make with `device.capture()`::
+
+        with device.capture() as graph:
+            out = model(x)        # runs now, and is recorded
+        x.buffer.write(new)       # new input, same buffer
+        graph.replay()            # `out` now holds model(new)
+    """
+
+    def __init__(self, device: Device) -> None:
+        self.device = device
+        self.commands: list[tuple] = []  # as recorded; finalized into self._ops on exit
+        self._ops: list[tuple] = []
+        self._buffers: dict[int, Any] = {}  # id -> wgpu buffer: everything pinned
+        self._keep: list[Any] = []  # params/constants buffers and bind groups of the replay
+        self.open = False
+        self.closed = False
+        self._pinned = False
+
+    def __repr__(self) -> str:
+        return (f"<Capture of {self.dispatches} dispatches, {len(self._buffers)} buffers on "
+                f"{self.device.name!r}>")
+
+    @property
+    def dispatches(self) -> int:
+        return sum(1 for op in self._ops if op[0] == "dispatch")
+
+    # -- recording (the device calls these under its lock) ----------------------------
+    def __enter__(self) -> Capture:
+        self.device._begin_capture(self)
+        self.open = True
+        return self
+
+    def __exit__(self, exc_type: Any, *exc: object) -> None:
+        self.open = False
+        self.device._end_capture(self)
+        if exc_type is None:
+            self._finalize()
+        else:
+            self.release()
+
+    def _touch(self, buffer: Any) -> None:
+        self._buffers[id(buffer)] = buffer
+
+    def add_dispatch(self, pipeline: Any, layout: Any, entries: list[tuple[Any, int, int]],
+                     params: bytes | None, grid: tuple[int, int, int], label: str) -> None:
+        for b, _, _ in entries:
+            self._touch(b)
+        self.commands.append(("dispatch", pipeline, layout, tuple(entries), params, grid, label))
+
+    def add_copy(self, src: Any, src_offset: int, dst: Any, dst_offset: int, size: int) -> None:
+        self._touch(src)
+        self._touch(dst)
+        self.commands.append(("copy", src, src_offset, dst, dst_offset, size))
+
+    def add_clear(self, buffer: Any, size: int) -> None:
+        self._touch(buffer)
+        self.commands.append(("clear", buffer, size))
+
+    def add_write(self, buffer: Any, offset: int, data: bytes) -> None:
+        self._touch(buffer)
+        self.commands.append(("write", buffer, offset, data))
+
+    # -- finalizing: params and host writes into buffers of the capture's own ---------
+    def _finalize(self) -> None:
+        dev = self.device
+        stride = max(dev.limits.get("min-uniform-buffer-offset-alignment", 256), 256)
+        params = [c[4] for c in self.commands if c[0] == "dispatch" and c[4] is not None]
+        writes = [c[3] for c in self.commands if c[0] == "write"]
+        uniform = consts = None
+        if params:
+            blob = bytearray(stride * len(params))
+            for i, p in enumerate(params):
+                blob[i * stride:i * stride + len(p)] = p
+            uniform = self._upload(blob, wgpu.BufferUsage.UNIFORM, "gpucore capture params")
+        if writes:
+            blob = bytearray()
+            for w in writes:
+                blob += w + bytes(-len(w) % 4)
+            consts = self._upload(blob, wgpu.BufferUsage.COPY_SRC, "gpucore capture constants")
+        groups: dict[tuple, Any] = {}
+        slot = const_at = 0
+        for c in self.commands:
+            kind = c[0]
+            if kind == "dispatch":
+                _, pipeline, layout, entries, p, grid, label = c
+                offsets: tuple[int, ...] = ()
+                if p is not None:
+                    entries = (*entries, (uniform, 0, len(p)))
+                    offsets = (slot * stride,)
+                    slot += 1
+                key = (id(layout), *((id(b), o, s) for b, o, s in entries))
+                group = groups.get(key)
+                if group is None:
+                    group = groups[key] = create_bind_group(dev.wgpu, layout, entries)
+                    dev.bind_groups_created += 1
+                self._ops.append(("dispatch", pipeline, group, offsets, grid, label))
+            elif kind == "write":
+                _, buffer, offset, data = c
+                self._ops.append(("copy", consts, const_at, buffer, offset, len(data)))
+                const_at += len(data) + (-len(data) % 4)
+            else:
+                self._ops.append(c)
+        self._keep += [x for x in (uniform, consts) if x is not None]
+        self._keep += list(groups.values())
+        self.commands = []
+        dev._pin(self._buffers.values())
+        self._pinned = True
+
+    def _upload(self, blob: bytearray, usage: int, label: str) -> Any:
+        dev = self.device
+        buffer = dev.wgpu.create_buffer(label=label, size=max(len(blob), 4),
+                                        usage=usage | wgpu.BufferUsage.COPY_DST)
+        dev.buffers_created += 1
+        dev.queue.write_buffer(buffer, 0, blob)
+        return buffer
+
+    # -- replay -----------------------------------------------------------------------
+    def replay(self) -> None:
+        """Record the captured work again into the current stream (no submit: reads,
+        writes and synchronize() submit it, as for any recorded work)."""
+        if self.open:
+            raise CaptureError("replay() inside its own capture block: leave the `with` first")
+        if self.closed:
+            raise CaptureError("this capture was released; capture the call again")
+        self.device._replay(self._ops)
+
+    def release(self) -> None:
+        """Unpin the buffers and drop the recorded stream (also done when collected)."""
+        if not self.closed:
+            self.closed = True
+            if self._pinned:
+                self.device._unpin(self._buffers.values())
+            self._ops, self._keep, self._buffers = [], [], {}
+
+    def __del__(self) -> None:
+        try:
+            self.release()
+        except Exception:  # interpreter shutdown
+            pass

@@ -1,0 +1,216 @@
+"""Streams (independent submit batches) and events (markers in the queue, polled or awaited).
+
+Ordering rules, honestly: a wgpu device has ONE queue. Everything submitted runs in
+submission order as far as results are concerned; a stream is not a second hardware queue.
+What a stream gives is its own command encoder, params arena and submit batch: work recorded
+on stream A is submitted when A flushes (`A.flush()`, an event recorded on A, or A's batch
+filling up), whatever B has pending, and a thread can record on its stream while another
+records on its own. Whether the GPU overlaps two streams' submits is up to the driver; do not
+count on it.
+
+- A blocking read (`Buffer.read`), a host write (`Buffer.write`) and `Device.synchronize()`
+  submit every stream's pending work first (oldest pending batch first): they see everything
+  recorded before them, on any stream.
+- Work recorded on two streams without an event between them is unordered, exactly as
+  recorded-but-unsubmitted work can be submitted in either order. To order B after A:
+  `event = A.record_event(); B.wait_event(event)` (A's work up to the event is then submitted
+  before anything B records afterwards).
+- `Event.wait()` blocks until the GPU has finished everything submitted before the event;
+  `Event.is_complete()` polls and never blocks; `await event` waits without blocking the
+  event loop.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import wgpu
+
+from ._bindings import ParamsArena
+from ._errors import GpuError
+
+if TYPE_CHECKING:
+    from ._device import Device
+
+__all__ = ["Event", "Stream"]
+
+_MAP = wgpu.BufferUsage.MAP_READ | wgpu.BufferUsage.COPY_DST
+
+
+class Stream:
+    """A named sequence of GPU work with its own encoder and submit batch.
+
+    `with stream:` makes it the current stream of this thread on its device: dispatches,
+    copies and clears recorded in the block go to it. numpy has no equivalent; CUDA's is
+    `torch.cuda.Stream` (but see the module docstring: one wgpu queue underneath).
+    """
+
+    def __init__(self, device: Device, name: str) -> None:
+        self.device = device
+        self.name = name
+        self.encoder: Any = None
+        self.started = 0  # when the pending batch began (device-wide count): flush order
+        self.compute: Any = None  # the open compute pass of the batch being recorded
+        self.pending = 0
+        self.params = ParamsArena(
+            device.wgpu, device.limits.get("min-uniform-buffer-offset-alignment", 256))
+        self._outer: list[Stream | None] = []
+
+    def __repr__(self) -> str:
+        return f"<Stream {self.name!r} on {self.device.name!r}, {self.pending} pending>"
+
+    def __enter__(self) -> Stream:
+        self._outer.append(getattr(self.device._tls, "stream", None))
+        self.device._tls.stream = self
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.device._tls.stream = self._outer.pop()
+
+    # -- recording (called by Device under its lock) ----------------------------------
+    def encoder_for_recording(self) -> Any:
+        if self.encoder is None:
+            self.encoder = self.device.wgpu.create_command_encoder(label=f"gpucore {self.name}")
+            self.started = next(self.device._batches)
+        return self.encoder
+
+    def open_pass(self) -> Any:
+        """The batch's shared compute pass (WebGPU orders dispatches within it)."""
+        if self.compute is None:
+            self.compute = self.encoder_for_recording().begin_compute_pass(label=self.name)
+        return self.compute
+
+    def end_pass(self) -> None:
+        if self.compute is not None:
+            self.compute.end()
+            self.compute = None
+
+    def flush(self) -> None:
+        """Submit this stream's recorded work (does not wait, leaves other streams alone)."""
+        self.device._flush_stream(self)
+
+    # -- events -----------------------------------------------------------------------
+    def record_event(self, *, timing: bool = False) -> Event:
+        """Submit this stream's work and return an Event that completes after it."""
+        event = Event(self.device, timing=timing)
+        event.record(self)
+        return event
+
+    def wait_event(self, event: Event) -> None:
+        """Order work recorded on this stream from now on after `event`.
+
+        The event's work is already submitted (recording it submitted it) and the queue runs
+        submits in order, so nothing needs to wait on the host: this only checks the event
+        was recorded on the same device.
+        """
+        if event.device is not self.device:
+            raise GpuError("wait_event needs an event of the same device; for another device "
+                           "call event.wait() on the host (devices share no queue)")
+        if event._promise is None:
+            raise GpuError("wait_event on an event never recorded: call event.record() first")
+
+    def synchronize(self) -> None:
+        """Submit this stream's work and block until the GPU has finished it."""
+        self.record_event().wait()
+
+
+class Event:
+    """A marker in a device's queue: complete once the GPU has done everything submitted
+    before it. `timing=True` (needs 'timestamp-query') also stamps the GPU clock, for
+    `elapsed_ms`. CUDA's equivalent: `torch.cuda.Event(enable_timing=...)`."""
+
+    def __init__(self, device: Device, *, timing: bool = False) -> None:
+        if timing and not device.has_timestamps:
+            raise GpuError(
+                f"adapter {device.info.label} has no 'timestamp-query' feature, so events "
+                "cannot be timed; use Event(device) and time on the host (time.perf_counter "
+                "around event.wait()) instead")
+        self.device = device
+        self.timing = timing
+        self._staging: Any = None
+        self._promise: Any = None
+        self._stamp: int | None = None
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        state = ("unrecorded" if self._promise is None
+                 else "complete" if self.is_complete() else "pending")
+        return f"<Event {state} on {self.device.name!r}>"
+
+    def record(self, stream: Stream | None = None) -> Event:
+        """Submit `stream`'s pending work (default: this thread's current stream), then
+        put the marker after it. Recording again moves the marker. Returns self."""
+        dev = self.device
+        stream = stream or dev.current_stream
+        if dev._capture is not None:
+            raise GpuError("an event cannot be recorded inside a capture (replays do not "
+                           "repeat host-side markers); record it before or after")
+        with dev._lock:
+            dev._flush_stream(stream)
+            encoder = dev.wgpu.create_command_encoder(label="gpucore event")
+            staging = dev.wgpu.create_buffer(label="gpucore event", size=8, usage=_MAP)
+            if self.timing:
+                query_set, resolve = dev._event_queries()
+                # The end-of-pass stamp of an empty pass is written once all earlier work
+                # in the queue is done (Vulkan: bottom-of-pipe), so it marks completion.
+                encoder.begin_compute_pass(timestamp_writes={
+                    "query_set": query_set, "end_of_pass_write_index": 0}).end()
+                encoder.resolve_query_set(query_set, 0, 1, resolve, 0)
+                encoder.copy_buffer_to_buffer(resolve, 0, staging, 0, 8)
+            else:  # any command touching the staging buffer makes the map wait for it
+                encoder.clear_buffer(staging, 0, 8)
+            dev.queue.submit([encoder.finish()])
+            with self._lock:
+                self._staging, self._stamp = staging, None
+                self._promise = staging.map_async(wgpu.MapMode.READ)
+        return self
+
+    def _recorded(self) -> Any:
+        if self._promise is None:
+            raise GpuError("this event was never recorded: call event.record(stream) first")
+        return self._promise
+
+    def is_complete(self) -> bool:
+        """Whether the GPU has finished the work before the event (never blocks)."""
+        promise = self._recorded()
+        # wgpu-py's poll thread sets this threading.Event when the map callback fires; a
+        # runtime without it (another wgpu-py backend) is asked through the buffer's state.
+        done = getattr(promise, "_thread_event", None)
+        if done is not None:
+            return bool(done.is_set())
+        return self._staging is None or self._staging.map_state != "pending"
+
+    def wait(self) -> None:
+        """Block until the GPU has finished everything submitted before the event."""
+        self._finish(self._recorded().sync_wait)
+
+    def __await__(self) -> Any:
+        """`await event`: wait without blocking the asyncio event loop."""
+        promise = self._recorded()
+
+        async def waiter() -> None:
+            await promise
+            self._finish(lambda: None)
+
+        return waiter().__await__()
+
+    def _finish(self, wait: Any) -> None:
+        wait()
+        with self._lock:
+            if self._staging is not None:
+                if self.timing:
+                    self._stamp = int(np.frombuffer(self._staging.read_mapped(), np.uint64)[0])
+                self._staging.unmap()
+                self._staging = None
+
+    def elapsed_ms(self, end: Event) -> float:
+        """GPU milliseconds from this event to `end` (both recorded with timing=True; waits
+        for both). CUDA: `start.elapsed_time(end)`."""
+        for e in (self, end):
+            if not e.timing:
+                raise GpuError("elapsed_ms needs both events made with timing=True")
+            e.wait()
+        assert self._stamp is not None and end._stamp is not None
+        return (end._stamp - self._stamp) / 1e6  # wgpu reports timestamps in nanoseconds
