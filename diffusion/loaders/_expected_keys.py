@@ -1,6 +1,7 @@
 """The tensor names diffusers' UNet2DConditionModel / AutoencoderKL and transformers'
-CLIPTextModel have for a given config (Stable Diffusion 1/2 architectures), so a loader can name
-the first missing tensor instead of failing later inside the model."""
+CLIPTextModel(WithProjection) have for a given config (Stable Diffusion 1/2 and SDXL
+architectures), so a loader can name the first missing tensor instead of failing later inside
+the model."""
 
 from __future__ import annotations
 
@@ -52,9 +53,12 @@ def _per_block(value: Any, n: int, name: str) -> list[int]:
 
 
 def unet_keys(config: dict[str, Any]) -> list[str]:
-    """State-dict keys of `diffusers.UNet2DConditionModel(**config)` for SD1/SD2-style configs;
-    WeightsError for features that add other tensors (class/addition embeddings, ...)."""
+    """State-dict keys of `diffusers.UNet2DConditionModel(**config)` for SD1/SD2/SDXL-style
+    configs (SDXL: addition_embed_type "text_time", whose `add_embedding` MLP takes the pooled
+    text embedding and the time ids); WeightsError for features that add other tensors."""
     for name, default in _UNET_DEFAULTS.items():
+        if name == "addition_embed_type" and config.get(name) == "text_time":
+            continue
         if config.get(name, default) != default:
             raise WeightsError(f"unet config: {name}={config[name]!r} is not supported "
                                f"(Stable Diffusion 1/2 UNets use {default!r})")
@@ -68,6 +72,8 @@ def unet_keys(config: dict[str, Any]) -> list[str]:
         if kind not in ("CrossAttnDownBlock2D", "DownBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"):
             raise WeightsError(f"unet config: block type {kind!r} is not supported")
     keys = _params("", "conv_in", "time_embedding.linear_1", "time_embedding.linear_2")
+    if config.get("addition_embed_type") == "text_time":
+        keys += _params("", "add_embedding.linear_1", "add_embedding.linear_2")
     if config.get("time_cond_proj_dim") is not None:  # LCM-distilled UNets: guidance embedding
         keys.append("time_embedding.cond_proj.weight")
     out_ch = channels[0]
@@ -143,10 +149,14 @@ def vae_keys(config: dict[str, Any]) -> list[str]:
 
 def clip_text_keys(config: dict[str, Any]) -> list[str]:
     """State-dict keys of transformers' `CLIPTextModel(config)` without the `text_model.` prefix
-    (the `embeddings.position_ids` buffer is not a weight and is left out)."""
+    (the `embeddings.position_ids` buffer is not a weight and is left out); plus
+    `text_projection.weight` for a CLIPTextModelWithProjection config (its `architectures`)."""
     keys = ["embeddings.token_embedding.weight", "embeddings.position_embedding.weight"]
     for n in range(int(config["num_hidden_layers"])):
         keys += _params(f"encoder.layers.{n}.", *(f"self_attn.{p}_proj" for p in "qkv"),
                         "self_attn.out_proj", "layer_norm1", "mlp.fc1", "mlp.fc2", "layer_norm2")
-    return keys + _params("", "final_layer_norm")
+    keys += _params("", "final_layer_norm")
+    if "CLIPTextModelWithProjection" in (config.get("architectures") or ()):
+        keys.append("text_projection.weight")
+    return keys
 

@@ -133,7 +133,7 @@ def scheduler_config(family: str, prediction_type: str) -> dict[str, Any]:
 
 
 def detect_prediction_type(file: SafetensorsFile, *, family: str, inpainting: bool,
-                           explicit: str | None) -> str:
+                           explicit: str | None, turbo: bool = False) -> str:
     """What the UNet predicts, from the first source that says:
 
     1. `explicit` (the caller's `prediction_type=`);
@@ -143,6 +143,8 @@ def detect_prediction_type(file: SafetensorsFile, *, family: str, inpainting: bo
        ending in "-v" such as "stable-diffusion-v2-768-v"), or a `v_pred` marker tensor;
     4. diffusers' default: SD2 (not inpainting) is the 768-v model, everything else epsilon.
        (SD2-base 512 checkpoints are epsilon: pass `prediction_type="epsilon"` or add the yaml.)
+       SD-Turbo (`turbo`, distilled from the 512 px SD 2.1) is epsilon, as its diffusers
+       scheduler config says.
     """
     if explicit is not None:
         if explicit not in PREDICTION_TYPES:
@@ -156,7 +158,7 @@ def detect_prediction_type(file: SafetensorsFile, *, family: str, inpainting: bo
         return _V_WORDS[stated]
     if file.metadata.get("modelspec.architecture", "").endswith("-v") or "v_pred" in file:
         return "v_prediction"
-    return "v_prediction" if family == "sd2" and not inpainting else "epsilon"
+    return "v_prediction" if family == "sd2" and not (inpainting or turbo) else "epsilon"
 
 
 def _yaml_parameterization(path: Path) -> str:

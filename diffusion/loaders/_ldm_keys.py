@@ -30,7 +30,9 @@ CLIP_PREFIX = "cond_stage_model.transformer."  # SD1: already transformers' CLIP
 OPEN_CLIP_PREFIX = "cond_stage_model.model."  # SD2: OpenCLIP ViT-H/14 text tower
 
 _UNET_FIXED = {"time_embed.0": "time_embedding.linear_1", "time_embed.2": "time_embedding.linear_2",
-               "input_blocks.0.0": "conv_in", "out.0": "conv_norm_out", "out.2": "conv_out"}
+               "input_blocks.0.0": "conv_in", "out.0": "conv_norm_out", "out.2": "conv_out",
+               # SDXL's text_time embedding MLP (pooled text + time ids)
+               "label_emb.0.0": "add_embedding.linear_1", "label_emb.0.2": "add_embedding.linear_2"}
 _UNET_RESNET = {"in_layers.0": "norm1", "in_layers.2": "conv1", "out_layers.0": "norm2",
                 "out_layers.3": "conv2", "emb_layers.1": "time_emb_proj",
                 "skip_connection": "conv_shortcut"}
@@ -146,33 +148,41 @@ def vae_refs(file: SafetensorsFile) -> dict[str, TensorRef]:
     return refs
 
 
-def clip_refs(file: SafetensorsFile) -> dict[str, TensorRef]:
-    """SD1 text encoder: the checkpoint already holds transformers' CLIP names."""
+def clip_refs(file: SafetensorsFile, prefix: str = CLIP_PREFIX) -> dict[str, TensorRef]:
+    """SD1 text encoder (SDXL's first, under `conditioner.embedders.0.transformer.`): the
+    checkpoint already holds transformers' CLIP names."""
     refs = {}
     for key in file.keys():
-        if key.startswith(CLIP_PREFIX):
-            name = key[len(CLIP_PREFIX):].removeprefix("text_model.")
+        if key.startswith(prefix):
+            name = key[len(prefix):].removeprefix("text_model.")
             refs[name] = TensorRef(file, key, file.shape(key))
     return refs
 
 
-def open_clip_refs(file: SafetensorsFile) -> dict[str, TensorRef]:
-    """SD2 text encoder: OpenCLIP names -> CLIP names, fused in_proj split into q/k/v rows.
+def open_clip_refs(file: SafetensorsFile, prefix: str = OPEN_CLIP_PREFIX, *,
+                   whole: bool = False) -> dict[str, TensorRef]:
+    """OpenCLIP text tower: OpenCLIP names -> CLIP names, fused in_proj split into q/k/v rows.
 
-    The last resblock is left out: SD2 conditions on the penultimate layer's output, so diffusers'
-    SD2 text encoder has 23 of OpenCLIP's 24 layers (diffusers ignores `resblocks.23`); the
-    `text_projection` is unused by CLIPTextModel and left out too.
+    SD2 (whole=False): the last resblock is left out: SD2 conditions on the penultimate layer's
+    output, so diffusers' SD2 text encoder has 23 of OpenCLIP's 24 layers (diffusers ignores
+    `resblocks.23`); the `text_projection` is unused by CLIPTextModel and left out too.
+    SDXL (whole=True, prefix `conditioner.embedders.1.model.`, the refiner's `...0.model.`):
+    every layer, and `text_projection` (stored (width, proj)) as transformers'
+    CLIPTextModelWithProjection `text_projection.weight` (proj, width), read transposed.
     """
     refs = {}
-    layer_re = re.compile(re.escape(OPEN_CLIP_PREFIX) + r"transformer\.resblocks\.(\d+)\.(.+)")
+    layer_re = re.compile(re.escape(prefix) + r"transformer\.resblocks\.(\d+)\.(.+)")
     layers = [(int(m[1]), m[2], key) for key in file.keys() if (m := layer_re.fullmatch(key))]
     last = max((n for n, _, _ in layers), default=-1)
     for name, target in _OPEN_CLIP_FIXED.items():
-        if (key := OPEN_CLIP_PREFIX + name) in file:
+        if (key := prefix + name) in file:
             refs[target] = TensorRef(file, key, file.shape(key))
+    if whole and (key := prefix + "text_projection") in file and len(file.shape(key)) == 2:
+        width, proj = file.shape(key)
+        refs["text_projection.weight"] = TensorRef(file, key, (proj, width), transposed=True)
     for n, rest, key in layers:
         head, shape = f"encoder.layers.{n}", file.shape(key)
-        if n == last:
+        if n == last and not whole:
             continue
         if rest in ("attn.in_proj_weight", "attn.in_proj_bias"):
             width, param = shape[0] // 3, rest.rpartition("_")[2]

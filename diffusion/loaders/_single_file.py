@@ -1,5 +1,6 @@
 """Single-file original LDM checkpoints (`model.diffusion_model.*`, `first_stage_model.*`,
-`cond_stage_model.*` in one .safetensors), converted to diffusers names and configs."""
+`cond_stage_model.*` in one .safetensors), converted to diffusers names and configs. SDXL's
+`conditioner.embedders.*` files go to `_sgm`."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from ._ldm_keys import (
     vae_refs,
 )
 from ._safetensors import SafetensorsFile
+from ._sgm import is_turbo, load_sgm_file, turbo_scheduler_config
 from ._weights import ComponentWeights, ModelInfo, PipelineWeights, require_keys
 from .errors import WeightsError
 
@@ -35,8 +37,10 @@ __all__ = ["load_single_file"]
 
 def load_single_file(path: Path, *, dtype: np.dtype | None,
                      prediction_type: str | None) -> PipelineWeights:
-    """Lazy weights of an SD1/SD2 LDM checkpoint (see `load_pipeline_weights`)."""
+    """Lazy weights of an SD1/SD2/SDXL LDM checkpoint (see `load_pipeline_weights`)."""
     file = SafetensorsFile(path)
+    if any(key.startswith("conditioner.embedders.") for key in file.keys()):
+        return load_sgm_file(file, dtype=dtype, prediction_type=prediction_type)
     _check_layout(file)
     unet = unet_refs(file)
     open_clip = OPEN_CLIP_PREFIX + "token_embedding.weight" in file
@@ -45,8 +49,9 @@ def load_single_file(path: Path, *, dtype: np.dtype | None,
                        for name, ref in unet.items())
     family: Literal["sd1", "sd2"] = "sd2" if open_clip or wide_context else "sd1"
     inpainting = file.shape(UNET_PREFIX + "input_blocks.0.0.weight")[1] == 9
+    turbo = is_turbo(file)
     prediction = detect_prediction_type(file, family=family, inpainting=inpainting,
-                                        explicit=prediction_type)
+                                        explicit=prediction_type, turbo=turbo)
     configs = {"unet": unet_config(unet, file, family=family, prediction_type=prediction)}
     vae = vae_refs(file)
     configs["vae"] = vae_config(vae, file, sample_size=configs["unet"]["sample_size"] * 8)
@@ -60,17 +65,15 @@ def load_single_file(path: Path, *, dtype: np.dtype | None,
         components[name] = ComponentWeights(name, config, kept, dtype=dtype)
     return PipelineWeights(
         unet=components["unet"], vae=components["vae"], text_encoder=components["text_encoder"],
-        scheduler_config=scheduler_config(family, prediction),
+        scheduler_config=(turbo_scheduler_config(family, prediction) if turbo
+                          else scheduler_config(family, prediction)),
         info=ModelInfo(family=family, inpainting=inpainting, prediction_type=prediction,
-                       source="single_file"))
+                       source="single_file", turbo=turbo))
 
 
 def _check_layout(file: SafetensorsFile) -> None:
     """WeightsError naming the key when the file is not a whole SD1/SD2 LDM checkpoint."""
     keys = file.keys()
-    if any(key.startswith("conditioner.embedders.") for key in keys):
-        raise WeightsError(f"{file.path}: an SDXL checkpoint (conditioner.embedders.*); only "
-                           "Stable Diffusion 1.x and 2.x are supported")
     open_clip = any(key.startswith(OPEN_CLIP_PREFIX) for key in keys)
     needed = {  # component -> accepted keys (old SD1 files lack the "text_model." level)
         "UNet": [UNET_PREFIX + "input_blocks.0.0.weight"],

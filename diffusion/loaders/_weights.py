@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
@@ -18,12 +18,15 @@ __all__ = ["ComponentWeights", "ModelInfo", "PipelineWeights", "TensorRef", "res
 class TensorRef(NamedTuple):
     """Where one component tensor lives: a file, its key there, optionally a row range of that
     tensor (a slice of OpenCLIP's fused q/k/v), and the shape to give it (LDM's 1x1-conv
-    attention weights become diffusers' linear weights by dropping the trailing 1s)."""
+    attention weights become diffusers' linear weights by dropping the trailing 1s).
+    `transposed`: the stored matrix is the transpose of the one wanted (OpenCLIP's
+    text_projection is (width, proj), transformers' Linear weight (proj, width))."""
 
     file: SafetensorsFile
     key: str
     shape: tuple[int, ...]
     rows: tuple[int, int] | None = None
+    transposed: bool = False
 
 
 def resolve_dtype(dtype: Any) -> np.dtype | None:
@@ -61,7 +64,10 @@ class ComponentWeights(Mapping[str, np.ndarray]):
         ref = self._refs.get(key)
         if ref is None:
             raise KeyError(f"{self.name} has no tensor {key!r}")
-        array = ref.file.read(ref.key, rows=ref.rows).reshape(ref.shape)
+        array = ref.file.read(ref.key, rows=ref.rows)
+        if ref.transposed:
+            array = np.ascontiguousarray(array.T)
+        array = array.reshape(ref.shape)
         if self.dtype is not None and array.dtype.kind == "f":
             array = array.astype(self.dtype, copy=False)
         return array
@@ -100,16 +106,23 @@ def require_keys(component: str, refs: Mapping[str, TensorRef], expected: list[s
 class ModelInfo:
     """What kind of Stable Diffusion model was loaded.
 
-    family: "sd1" (CLIP ViT-L text encoder, 768-d context) or "sd2" (OpenCLIP ViT-H, 1024-d).
+    family: "sd1" (CLIP ViT-L text encoder, 768-d context), "sd2" (OpenCLIP ViT-H, 1024-d;
+    SD-Turbo too), "sdxl" (CLIP ViT-L + OpenCLIP bigG, 2048-d context, pooled text embedding and
+    6 size/crop time ids; SDXL-Turbo too) or "sdxl-refiner" (OpenCLIP bigG only, 1280-d,
+    5 time ids with the aesthetic score).
     inpainting: the UNet takes 9 input channels (latents + mask + masked-image latents).
     prediction_type: "epsilon" or "v_prediction" (what the UNet predicts; the scheduler needs it).
     source: "diffusers" (a pipeline folder) or "single_file" (an original LDM checkpoint).
+    turbo: an adversarially distilled 1-4 step model (SD-Turbo, SDXL-Turbo): a folder whose
+    scheduler uses "trailing" timestep spacing, or a file whose name or ModelSpec metadata says
+    "turbo"; run it without guidance. Its `scheduler_config` is then Turbo's own.
     """
 
-    family: Literal["sd1", "sd2"]
+    family: Literal["sd1", "sd2", "sdxl", "sdxl-refiner"]
     inpainting: bool
     prediction_type: str
     source: Literal["diffusers", "single_file"]
+    turbo: bool = False
 
 
 @dataclass(frozen=True)
@@ -121,11 +134,22 @@ class PipelineWeights:
     Text-encoder keys are transformers' `CLIPTextModel` names without the `text_model.` prefix
     (`embeddings.token_embedding.weight`, `encoder.layers.0.self_attn.q_proj.weight`, ...),
     whichever transformers version wrote the file.
+
+    SDXL: `text_encoder` is CLIP ViT-L (None for the refiner, which has only the second),
+    `text_encoder_2` the OpenCLIP bigG text tower as transformers' CLIPTextModelWithProjection
+    (config `architectures` ["CLIPTextModelWithProjection"], plus `text_projection.weight`),
+    `tokenizer_2_dir` its tokenizer (pads with "!"; None for a single file). `pipeline_config`
+    is model_index.json's pipeline settings (`force_zeros_for_empty_prompt`,
+    `requires_aesthetics_score`; a single file gets diffusers' values for its kind).
+    SD 1/2 models: text_encoder_2 and tokenizer_2_dir are None.
     """
 
     unet: ComponentWeights
     vae: ComponentWeights
-    text_encoder: ComponentWeights
+    text_encoder: ComponentWeights | None
     scheduler_config: dict[str, Any]
     info: ModelInfo
     tokenizer_dir: Path | None = None
+    text_encoder_2: ComponentWeights | None = None
+    tokenizer_2_dir: Path | None = None
+    pipeline_config: dict[str, Any] = field(default_factory=dict)
