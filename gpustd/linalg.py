@@ -2,6 +2,8 @@
 
 float32 everywhere; float16 storage where the device has shader-f16, always accumulating in
 float32. Kernels: shaders/linalg/{reduce,axpy,scal,gemv,gemm}.wgsl.
+Decompositions (float32, batched over leading axes, numpy's conventions): ``qr`` (blocked
+Householder, shaders/linalg/qr_*.wgsl) and ``svd`` (one-sided Jacobi, jacobi.wgsl).
 
 Size limit: each operand is bound whole, so any operand (or result) larger than the device's
 ``max-storage-buffer-binding-size`` is refused with ``gpucore.DeviceLimitError`` before any GPU
@@ -15,9 +17,12 @@ from typing import Any
 from . import _blas
 from ._linalg_checks import check_size, distinct, tensors, writable
 from ._matmul import gemm, matmul
+from ._qr import QRResult, qr
+from ._svd import SVDResult, svd
 from ._tensor import Tensor
 
-__all__ = ["asum", "axpy", "dot", "gemm", "gemv", "matmul", "norm", "scal"]
+__all__ = ["QRResult", "SVDResult", "asum", "axpy", "dot", "gemm", "gemv", "matmul", "norm",
+           "qr", "scal", "svd"]
 
 
 # -- level 1 --------------------------------------------------------------------------
