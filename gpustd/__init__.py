@@ -9,6 +9,7 @@ from . import fft, image, linalg, nn, signal
 from ._tensor import Tensor, asarray, empty, zeros
 from .capture import capture
 from .elementwise import add, divide, maximum, minimum, multiply, power, subtract, where
+from .kernel_compiler import KernelCompileError, elementwise_kernel, reduction_kernel
 from .linalg import dot, matmul
 from .reduction import argmax, argmin, logsumexp, max, mean, min, std, sum, var
 from .scan import cumsum
@@ -18,11 +19,11 @@ from .softmax import log_softmax, softmax
 from .unary import abs, clip, exp, gelu, log, negative, rsqrt, sigmoid, silu, sqrt, tanh
 
 __all__ = [
-    "Tensor", "abs", "add", "argmax", "argmin", "asarray", "capture", "clip", "concatenate",
-    "convolve",
-    "correlate", "cumsum", "divide", "dot", "empty", "exp", "fft", "gelu", "image", "linalg",
-    "log", "log_softmax", "logsumexp", "matmul", "max", "maximum", "mean", "min", "minimum",
-    "multiply", "negative", "nn", "permute", "power", "rsqrt", "sigmoid", "signal", "silu",
-    "softmax", "split", "sqrt", "std", "subtract", "sum", "take_slice", "tanh", "transpose",
-    "var", "where", "zeros",
+    "KernelCompileError", "Tensor", "abs", "add", "argmax", "argmin", "asarray", "capture",
+    "clip", "concatenate", "convolve", "correlate", "cumsum", "divide", "dot",
+    "elementwise_kernel", "empty", "exp", "fft", "gelu", "image", "linalg", "log",
+    "log_softmax", "logsumexp", "matmul", "max", "maximum", "mean", "min", "minimum",
+    "multiply", "negative", "nn", "permute", "power", "reduction_kernel", "rsqrt", "sigmoid",
+    "signal", "silu", "softmax", "split", "sqrt", "std", "subtract", "sum", "take_slice",
+    "tanh", "transpose", "var", "where", "zeros",
 ]
