@@ -1,0 +1,242 @@
+"""The full-size SDXL base UNet (2.6B parameters, random weights): one CFG step beside diffusers.
+
+The weights are drawn once, by diffusers on the GPU (seeded), and copied tensor by tensor into
+ours; then one classifier-free-guidance step (batch 2, 128x128 latents, 77x2048 context, pooled
+text embeddings of 1280 and 6 micro-conditioning time ids) runs on diffusers/torch (fp32 with
+TF32 off, and fp16) and on our kernels (float32, and float16 where the adapter has shader-f16).
+Memory: torch's peak allocation, and for ours the peak device memory in use as the driver
+reports it (cudaMemGetInfo, sampled every few ms) above what was in use before the model.
+"""
+
+from __future__ import annotations
+
+import gc
+import threading
+import time
+from typing import Any
+
+import numpy as np
+
+import gpucore
+import gpustd
+
+from . import _harness
+
+# stabilityai/stable-diffusion-xl-base-1.0, unet/config.json (diffusers' published config)
+SDXL_BASE_UNET: dict[str, Any] = dict(
+    act_fn="silu", addition_embed_type="text_time", addition_embed_type_num_heads=64,
+    addition_time_embed_dim=256, attention_head_dim=[5, 10, 20],
+    block_out_channels=[320, 640, 1280], center_input_sample=False, class_embed_type=None,
+    class_embeddings_concat=False, conv_in_kernel=3, conv_out_kernel=3, cross_attention_dim=2048,
+    cross_attention_norm=None,
+    down_block_types=["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+    downsample_padding=1, dual_cross_attention=False, encoder_hid_dim=None,
+    encoder_hid_dim_type=None, flip_sin_to_cos=True, freq_shift=0, in_channels=4,
+    layers_per_block=2, mid_block_only_cross_attention=None, mid_block_scale_factor=1,
+    mid_block_type="UNetMidBlock2DCrossAttn", norm_eps=1e-05, norm_num_groups=32,
+    num_attention_heads=None, num_class_embeds=None, only_cross_attention=False, out_channels=4,
+    projection_class_embeddings_input_dim=2816, resnet_out_scale_factor=1.0,
+    resnet_skip_time_act=False, resnet_time_scale_shift="default", sample_size=128,
+    time_cond_proj_dim=None, time_embedding_act_fn=None, time_embedding_dim=None,
+    time_embedding_type="positional", timestep_post_act=None,
+    transformer_layers_per_block=[1, 2, 10],
+    up_block_types=["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
+    upcast_attention=None, use_linear_projection=True,
+)
+TINY_SDXL_UNET: dict[str, Any] = dict(
+    SDXL_BASE_UNET, block_out_channels=[32, 64, 64], attention_head_dim=[2, 4, 4],
+    cross_attention_dim=64, transformer_layers_per_block=[1, 2, 2], addition_time_embed_dim=8,
+    projection_class_embeddings_input_dim=32 + 6 * 8, sample_size=16,
+)
+COLUMNS = ["impl", "dtype", "rel_err", "rel_err_vs_fp32", "gpu_ms", "wall_ms", "peak_gib",
+           "vs_torch"]
+GIB = float(1 << 30)
+
+
+class _PeakMemory:
+    """Peak device memory in use (all APIs: cudaMemGetInfo) while the block runs, in GiB
+    above `baseline`; nan without CUDA."""
+
+    def __init__(self, torch: Any, baseline: float) -> None:
+        self.torch, self.baseline, self.peak = torch, baseline, float("nan")
+        self._stop = threading.Event()
+
+    @staticmethod
+    def used(torch: Any) -> float:
+        if torch is None:
+            return float("nan")
+        free, total = torch.cuda.mem_get_info()
+        return (total - free) / GIB
+
+    def _poll(self) -> None:
+        while not self._stop.wait(0.003):
+            self.peak = max(self.peak, self.used(self.torch) - self.baseline)
+
+    def __enter__(self) -> _PeakMemory:
+        if self.torch is not None:
+            self.peak = 0.0
+            self._thread = threading.Thread(target=self._poll, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.torch is not None:
+            self._stop.set()
+            self._thread.join()
+            self.peak = max(self.peak, self.used(self.torch) - self.baseline)
+
+
+def _rel_err(got: np.ndarray, expected: np.ndarray) -> float:
+    got, expected = got.astype(np.float64), expected.astype(np.float64)
+    return float(np.abs(got - expected).max() / np.abs(expected).max())
+
+
+def _inputs(config: dict[str, Any]) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    size, pooled = config["sample_size"], config["projection_class_embeddings_input_dim"] - 6 * \
+        config["addition_time_embed_dim"]
+    return {
+        "sample": rng.standard_normal((2, 4, size, size)).astype(np.float32),
+        "timesteps": np.array([500.0, 500.0], np.float32),
+        "context": rng.standard_normal((2, 77, config["cross_attention_dim"])).astype(
+            np.float32),
+        "text_embeds": rng.standard_normal((2, pooled)).astype(np.float32),
+        "time_ids": np.array([[8 * size, 8 * size, 0, 0, 8 * size, 8 * size]] * 2, np.float32),
+    }
+
+
+def _torch_rows(reference: Any, x: dict[str, np.ndarray], cuda: Any, repeat: int,
+                outputs: dict[str, np.ndarray]) -> list[dict[str, Any]]:
+    """diffusers fp32 (TF32 off) then fp16 (on CUDA), in place on `reference`."""
+    import torch
+
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    dev = "cuda" if cuda else "cpu"
+    rows = []
+    for name, tdtype in (("float32", torch.float32), ("float16", torch.float16)):
+        if tdtype == torch.float16 and not cuda:
+            continue
+        reference.to(tdtype)
+        t = {k: torch.from_numpy(v).to(dev) for k, v in x.items()}
+        args = (t["sample"].to(tdtype), t["timesteps"], t["context"].to(tdtype))
+        cond = {"text_embeds": t["text_embeds"].to(tdtype), "time_ids": t["time_ids"]}
+        row: dict[str, Any] = {"impl": "diffusers", "dtype": name}
+        with torch.no_grad():
+            if cuda:
+                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats()
+            outputs[name] = reference(*args, added_cond_kwargs=cond).sample.float().cpu().numpy()
+            if cuda:
+                row["peak_gib"] = torch.cuda.max_memory_allocated() / GIB
+                row["gpu_ms"] = _harness.torch_cuda_ms(
+                    lambda args=args, cond=cond: reference(*args, added_cond_kwargs=cond),
+                    warmup=2, repeat=repeat)
+                start = time.perf_counter()
+                reference(*args, added_cond_kwargs=cond)
+                torch.cuda.synchronize()
+                row["wall_ms"] = (time.perf_counter() - start) * 1e3
+        rows.append(row)
+    return rows
+
+
+def _our_row(weights: dict[str, np.ndarray], config: dict[str, Any], x: dict[str, np.ndarray],
+             dtype: Any, device: gpucore.Device, cuda: Any, repeat: int) -> tuple[
+                 dict[str, Any], np.ndarray, dict[str, Any]]:
+    from diffusion.models import UNet2DConditionModel
+
+    baseline = _PeakMemory.used(cuda)
+    with _PeakMemory(cuda, baseline) as memory:
+        start = time.perf_counter()
+        ours = UNet2DConditionModel(config, dtype=dtype, device=device)
+        ours.load_state_dict(weights, dtype=dtype)
+        device.synchronize()
+        load_s = time.perf_counter() - start
+        on_device = {k: gpustd.asarray(v, device=device) for k, v in x.items()}
+        sample, context = (on_device[k].astype(dtype) for k in ("sample", "context"))
+        # every per-step input a device tensor, as a recorded-and-replayed step has them
+        cond = {"text_embeds": on_device["text_embeds"].astype(dtype),
+                "time_ids": on_device["time_ids"]}
+
+        def step() -> Any:
+            return ours(sample, on_device["timesteps"], context, cond)
+
+        start = time.perf_counter()
+        got = step().numpy()
+        first_s = time.perf_counter() - start
+        timing = _harness.ours_ms(step, device, warmup=1, repeat=repeat)
+    with device.profile() as prof:
+        step()
+    kernels = {name: {"calls": n, "ms": ns / 1e6} for name, (n, ns) in prof.summary().items()}
+    print(f"-- where our {np.dtype(dtype).name} step's kernel time goes")
+    print("\n".join(prof.table().splitlines()[:12]))
+    row = {"impl": "ours", "dtype": np.dtype(dtype).name, "gpu_ms": timing["gpu_ms"],
+           "wall_ms": timing["wall_ms"], "peak_gib": memory.peak, "load_s": load_s,
+           "first_call_s": first_s}
+    return row, got, kernels
+
+
+def run(quick: bool = False) -> dict[str, Any]:
+    import diffusers
+    import torch
+
+    config = TINY_SDXL_UNET if quick else SDXL_BASE_UNET
+    repeat = 3 if quick else 5
+    device = gpucore.default_device()
+    cuda = _harness.torch_cuda()
+    dev = "cuda" if cuda else "cpu"
+    start = time.perf_counter()
+    torch.manual_seed(0)
+    with torch.device(dev):
+        reference = diffusers.UNet2DConditionModel(**config).eval()
+    params = sum(p.numel() for p in reference.parameters())
+    # one tensor at a time to the host, so the copy never holds a second full model on the GPU
+    weights = {k: v.detach().cpu().numpy() for k, v in reference.state_dict().items()}
+    build_s = time.perf_counter() - start
+    x = _inputs(config)
+    expected: dict[str, np.ndarray] = {}
+    rows = _torch_rows(reference, x, cuda, repeat, expected)
+    del reference
+    gc.collect()
+    if cuda:
+        torch.cuda.empty_cache()
+    kernels = {}
+    for dtype in (np.float32, np.float16):
+        if dtype == np.float16 and not device.has_f16:
+            continue
+        name = np.dtype(dtype).name
+        row, got, kernels[name] = _our_row(weights, dict(config), x, dtype, device, cuda, repeat)
+        gc.collect()  # the model went with _our_row's frame: give its buffers back now
+        device.empty_pool()
+        row["rel_err"] = _rel_err(got, expected.get(name, expected["float32"]))
+        row["rel_err_vs_fp32"] = _rel_err(got, expected["float32"])
+        torch_row = next((r for r in rows if r["impl"] == "diffusers" and r["dtype"] == name
+                          and "gpu_ms" in r), None)
+        if torch_row is not None:
+            row["vs_torch"] = torch_row["gpu_ms"] / row["gpu_ms"]
+        rows.append(row)
+    for row in rows:
+        if row["impl"] == "diffusers" and row["dtype"] == "float16":
+            row["rel_err_vs_fp32"] = _rel_err(expected["float16"], expected["float32"])
+    return {
+        "benchmark": "sdxl",
+        "environment": _harness.environment(device),
+        "notes": "one SDXL base UNet call with CFG batch 2 (2x4x{0}x{0} latents, 2x77x{1} context, "
+                 "text_embeds 2x{2}, 6 time ids), random weights drawn once by diffusers (seed 0) "
+                 "and copied into ours; rel_err = max|ours - diffusers| / max|diffusers| against "
+                 "diffusers in the same dtype (fp32 with TF32 off), rel_err_vs_fp32 against "
+                 "diffusers fp32; gpu_ms: ours = timestamp-query kernel time, diffusers = CUDA "
+                 "events; wall_ms: ours = record + submit + wait (median), diffusers = one call "
+                 "+ synchronize; peak_gib: diffusers = torch.cuda.max_memory_allocated (weights "
+                 "included), ours = peak device memory in use (cudaMemGetInfo, sampled) above "
+                 "the level before the model was built, weights included; vs_torch = diffusers "
+                 "gpu_ms / ours gpu_ms (same dtype)".format(
+                     config["sample_size"], config["cross_attention_dim"],
+                     x["text_embeds"].shape[1]),
+        "params_M": params / 1e6,
+        "reference_build_s": build_s,
+        "config": config,
+        "columns": COLUMNS,
+        "rows": rows,
+        "kernels": kernels,
+    }
