@@ -19,6 +19,7 @@ from ._errors import (
     NoAdapterError,
     ShaderCompileError,
 )
+from ._group import DeviceGroup, open_devices, split_sizes
 from ._kernel import Kernel, fold_grid, shader_path, shader_source
 from ._profile import Profile
 from ._stream import Event, Stream
@@ -31,6 +32,7 @@ __all__ = [
     "Capture",
     "CaptureError",
     "Device",
+    "DeviceGroup",
     "DeviceLimitError",
     "DeviceLostError",
     "Event",
@@ -45,8 +47,10 @@ __all__ = [
     "default_device",
     "devices",
     "fold_grid",
+    "open_devices",
     "shader_path",
     "shader_source",
+    "split_sizes",
     "synchronize",
     "wgsl_scalar",
 ]

@@ -5,7 +5,7 @@ and matmul, convolve/correlate — numpy's names and semantics. Submodules: `lin
 `signal`, `image`, `nn` (the neural-network operators and layers).
 """
 
-from . import fft, image, linalg, nn, signal
+from . import distributed, fft, image, linalg, nn, signal
 from ._tensor import Tensor, asarray, empty, zeros
 from .capture import capture
 from .elementwise import add, divide, maximum, minimum, multiply, power, subtract, where
@@ -20,7 +20,7 @@ from .unary import abs, clip, exp, gelu, log, negative, rsqrt, sigmoid, silu, sq
 
 __all__ = [
     "KernelCompileError", "Tensor", "abs", "add", "argmax", "argmin", "asarray", "capture",
-    "clip", "concatenate", "convolve", "correlate", "cumsum", "divide", "dot",
+    "clip", "concatenate", "convolve", "correlate", "cumsum", "distributed", "divide", "dot",
     "elementwise_kernel", "empty", "exp", "fft", "gelu", "image", "linalg", "log",
     "log_softmax", "logsumexp", "matmul", "max", "maximum", "mean", "min", "minimum",
     "multiply", "negative", "nn", "permute", "power", "reduction_kernel", "rsqrt", "sigmoid",

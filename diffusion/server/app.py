@@ -85,8 +85,8 @@ async def _wait(future: Future) -> Any:
 def _with_networks(loader: Callable[[Path], Any], embeddings: EmbeddingDatabase | None,
                    lora_dir: str | os.PathLike[str] | None) -> Callable[[Path], Any]:
     """`loader`, then the pipeline gets the server's embeddings and LoRA folder."""
-    def load(path: Path) -> Any:
-        pipe = loader(path)
+    def load(path: Path, **where: Any) -> Any:
+        pipe = loader(path, **where)  # where: device=, one load per device with --devices
         if embeddings is not None:
             pipe.embeddings = embeddings
         if lora_dir is not None:
@@ -155,12 +155,15 @@ def create_app(*, model: str | os.PathLike[str] | None = None,
                max_body_bytes: int = 50 * 2**20, loader: Callable[[Path], Any] | None = None,
                cmd_flags: dict[str, Any] | None = None,
                embeddings_dir: str | os.PathLike[str] | None = None,
-               lora_dir: str | os.PathLike[str] | None = None) -> FastAPI:
+               lora_dir: str | os.PathLike[str] | None = None,
+               devices: list[Any] | None = None) -> FastAPI:
     """The server app with its worker started and its first model loaded.
 
     `model` (or, without it, the bundled model, or else the first model in `models_dir`) is
     loaded before this returns; FileNotFoundError/WeightsError say what is wrong. `loader(path)`
     builds a StableDiffusion (default: `diffusion.load_pipeline` on the best adapter).
+    `devices` (gpucore Devices): one worker per device, each with its own pipeline, taking
+    jobs from the one queue; `loader(path, device=device)` is then called once per device.
     """
     from .. import default_model_path, load_pipeline
 
@@ -182,11 +185,11 @@ def create_app(*, model: str | os.PathLike[str] | None = None,
     embeddings = None if embeddings_dir is None else EmbeddingDatabase(embeddings_dir)
     if lora_dir is not None and not Path(lora_dir).is_dir():
         raise FileNotFoundError(f"--lora-dir {str(lora_dir)!r} is not a folder")
-    worker = Worker(_with_networks(loader or (lambda path: load_pipeline(path)), embeddings,
-                                   lora_dir), queue_size=queue_size)
+    worker = Worker(_with_networks(loader or (lambda path, **where: load_pipeline(path, **where)),
+                                   embeddings, lora_dir), queue_size=queue_size, devices=devices)
     first = registry.entries[0]
     try:
-        worker.submit(lambda: worker.load(first)).result()
+        worker.submit_load(first).result()
     except BaseException:
         worker.stop()
         raise
@@ -292,7 +295,7 @@ def create_app(*, model: str | os.PathLike[str] | None = None,
                                    "/sdapi/v1/sd-models; POST /sdapi/v1/refresh-checkpoints "
                                    "after adding one to --models-dir)")
             try:
-                future = worker.submit(lambda: worker.load(entry))
+                future = worker.submit_load(entry)
             except QueueFull:
                 raise HTTPException(503, "the queue is full; retry the model switch later",
                                     headers={"Retry-After": str(RETRY_AFTER_S)}) from None

@@ -37,6 +37,10 @@ def add_serve_parser(commands: Any, positive_int: Any) -> argparse.ArgumentParse
                      help="jobs that may wait; more get 503 + Retry-After (16)")
     sub.add_argument("--max-size", type=positive_int, default=1024, metavar="PX",
                      help="largest width/height a request may ask for (1024)")
+    sub.add_argument("--devices", metavar="all|I,J|NAME",
+                     help="one worker per GPU, each with its own copy of the model, on the one "
+                          "queue: 'all', adapter indices ('0,1', as `python -m gpucore` lists "
+                          "them) or names; default: one worker on the best adapter")
     return sub
 
 
@@ -78,17 +82,31 @@ def serve(args: argparse.Namespace) -> int:
     if not _is_loopback(host) and not args.api_auth:
         print(f"warning: listening on {host} without --api-auth: anyone who can reach this "
               "machine can use the GPU", file=sys.stderr)
+    devices = None
+    if args.devices:
+        import gpucore
+
+        try:
+            devices = gpucore.open_devices(args.devices)
+        except (gpucore.GpuError, ValueError) as exc:
+            sock.close()
+            print(f"error: --devices {args.devices}: {exc}", file=sys.stderr)
+            return 2
     try:
         app = create_app(model=args.model, models_dir=args.models_dir, outputs=args.outputs,
                          queue_size=args.queue_size, max_size=args.max_size,
                          api_auth=args.api_auth, cmd_flags=vars(args),
-                         embeddings_dir=args.embeddings_dir, lora_dir=args.lora_dir)
+                         embeddings_dir=args.embeddings_dir, lora_dir=args.lora_dir,
+                         devices=devices)
     except (FileNotFoundError, WeightsError, ValueError, OSError) as exc:
         sock.close()
         print(f"error: cannot load the model: {exc}", file=sys.stderr)
         return 2
     shown = f"[{host}]" if ":" in host else host
-    print(f"serving at http://{shown}:{args.port}/ (API: /sdapi/v1, docs: /docs)", flush=True)
+    workers = "" if devices is None else f"; {len(devices)} workers: " + ", ".join(
+        d.info.label for d in devices)
+    print(f"serving at http://{shown}:{args.port}/ (API: /sdapi/v1, docs: /docs){workers}",
+          flush=True)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
     server.run(sockets=[sock])
     return 0

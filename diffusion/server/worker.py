@@ -1,19 +1,25 @@
-"""One GPU worker thread behind a bounded FIFO queue, and the progress state it publishes.
+"""GPU worker threads behind one bounded FIFO queue, and the progress state they publish.
 
-Every GPU call (loading a model, generating) runs on the worker thread, in the order the jobs
-were queued, so requests never interleave on the device and a model switch waits for the jobs
-queued before it. A request waits on its job's `concurrent.futures.Future`; a client that
-goes away cancels a job that has not started (the worker drops it) and leaves a running one to
-finish, so nothing ever waits on a client.
+One worker thread per device (the default: one device), each with its own copy of the
+pipeline, all taking jobs from the same queue in the order they were queued: requests never
+interleave on a device, and with several devices the queue drains several jobs at a time. A
+model switch is exclusive: it starts once the jobs queued before it have finished, loads the
+model on every device, and the jobs queued after it wait for it. A request waits on its job's
+`concurrent.futures.Future`; a client that goes away cancels a job that has not started (the
+workers drop it) and leaves a running one to finish, so nothing ever waits on a client.
+Interrupt and skip act on every running job, as the WebUI's act on the one it runs; progress
+shows the oldest running job and names the others in its text.
 """
 
 from __future__ import annotations
 
-import queue
+import collections
+import functools
+import itertools
 import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import Future
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -51,72 +57,131 @@ class JobResult:
     job_timestamp: str
     interrupted: bool = False
     saved: list[Path] = field(default_factory=list)
+    device: str = ""  # the adapter that made it (several workers: which one)
 
 
 @dataclass
 class _Job:
     run: Callable[[], Any]
+    exclusive: bool = False
     future: Future = field(default_factory=Future)
 
 
-class Worker:
-    """The worker thread. `loader(path)` returns a StableDiffusion; it runs on the thread."""
+def _idle_state() -> dict[str, Any]:
+    return {"skipped": False, "interrupted": False, "stopping_generation": False,
+            "job": "", "job_count": 0, "job_timestamp": "0", "job_no": 0,
+            "sampling_step": 0, "sampling_steps": 0}
 
-    def __init__(self, loader: Callable[[Path], Any], *, queue_size: int = 16) -> None:
-        self.loader = loader
+
+class _Slot:
+    """One device: its pipeline and the progress of the job it runs."""
+
+    def __init__(self, index: int, device: Any) -> None:
+        self.index, self.device = index, device
+        self.label = device.info.label if device is not None else "default"
         self.pipe: Any = None
+        self.state = _idle_state()
+        self.latents: np.ndarray | None = None
+        self.preview: tuple[int, str] | None = None  # (step it shows, base64 PNG)
+        self.started = 0.0
+        self.ticket = 0  # when its job began, in jobs begun: progress shows the oldest
+        self.running = False
+        self.jobs_done = 0
+
+
+class Worker:
+    """The worker threads. `loader(path)` returns a StableDiffusion and runs on a worker
+    thread; with `devices`, `loader(path, device=device)` is called once per device."""
+
+    def __init__(self, loader: Callable[..., Any], *, queue_size: int = 16,
+                 devices: Sequence[Any] | None = None) -> None:
+        self.loader = loader
         self.model: ModelEntry | None = None
-        self._queue: queue.Queue[_Job | None] = queue.Queue(maxsize=max(queue_size, 1))
-        self._lock = threading.Lock()
-        self._state = self._idle_state()
-        self._latents: np.ndarray | None = None
-        self._preview: tuple[int, str] | None = None  # (step it shows, base64 PNG)
-        self._started = 0.0
-        self._running = False
-        self._thread = threading.Thread(target=self._loop, name="diffusion-gpu-worker",
-                                        daemon=True)
-        self._thread.start()
+        self.queue_size = max(queue_size, 1)
+        self.slots = [_Slot(i, d) for i, d in enumerate(devices or [None])]
+        self._jobs: collections.deque[_Job] = collections.deque()
+        self._cond = threading.Condition()  # guards _jobs, _active, _exclusive, _stopping
+        self._active = 0
+        self._exclusive = False
+        self._stopping = False
+        self._lock = threading.Lock()  # guards the slots' progress state
+        self._tickets = itertools.count(1)
+        self._local = threading.local()
+        self._threads = [threading.Thread(target=self._loop, args=(slot,), daemon=True,
+                                          name=f"diffusion-gpu-worker-{slot.index}")
+                         for slot in self.slots]
+        for thread in self._threads:
+            thread.start()
+
+    def _current(self) -> _Slot:
+        """The slot of the calling worker thread (the first one elsewhere)."""
+        return getattr(self._local, "slot", self.slots[0])
+
+    @property
+    def pipe(self) -> Any:
+        """The pipeline of the calling worker's device (elsewhere: the first device's)."""
+        return self._current().pipe
 
     # -- queue -------------------------------------------------------------------------
-    def submit(self, run: Callable[[], Any]) -> Future:
-        """Queue `run` (called on the worker thread); QueueFull when the queue is full."""
-        job = _Job(run)
-        try:
-            self._queue.put_nowait(job)
-        except queue.Full:
-            raise QueueFull from None
+    def submit(self, run: Callable[[], Any], *, exclusive: bool = False) -> Future:
+        """Queue `run` (called on a worker thread); QueueFull when the queue is full.
+
+        An `exclusive` job runs alone: after every job queued before it has finished and
+        before any queued after it starts."""
+        job = _Job(run, exclusive)
+        with self._cond:
+            if self._stopping:
+                raise RuntimeError("the worker has stopped; start a new server")
+            if len(self._jobs) >= self.queue_size:
+                raise QueueFull
+            self._jobs.append(job)
+            self._cond.notify_all()
         return job.future
 
+    def submit_load(self, entry: ModelEntry) -> Future:
+        """Queue a switch to `entry` on every device (an exclusive job)."""
+        return self.submit(lambda: self.load(entry), exclusive=True)
+
     def pending(self) -> int:
-        return self._queue.qsize()
+        return len(self._jobs)
 
     @property
     def running(self) -> bool:
-        return self._running
+        return any(slot.running for slot in self.slots)
 
     def stop(self, timeout: float | None = 30.0) -> None:
-        """Interrupt the current job, drop the waiting ones, end the thread (once)."""
-        if not self._thread.is_alive():
-            return
+        """Interrupt the running jobs, drop the waiting ones, end the threads."""
+        with self._cond:
+            self._stopping = True
+            waiting = list(self._jobs)
+            self._jobs.clear()
+            self._cond.notify_all()
+        for job in waiting:
+            job.future.cancel()
         self.interrupt()
-        while True:
-            try:
-                job = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if job is not None:
-                job.future.cancel()
-        try:
-            self._queue.put_nowait(None)
-        except queue.Full:  # a job queued meanwhile: it runs, then the thread ends
-            self._queue.put(None, timeout=timeout)
-        self._thread.join(timeout)
+        for thread in self._threads:
+            if thread is not threading.current_thread():
+                thread.join(timeout)
 
-    def _loop(self) -> None:
-        while (job := self._queue.get()) is not None:
-            if not job.future.set_running_or_notify_cancel():
-                continue  # its client has gone
-            self._running = True
+    def _take(self) -> _Job | None:
+        with self._cond:
+            while not self._stopping:
+                head = self._jobs[0] if self._jobs else None
+                if head is not None and not self._exclusive and (
+                        not head.exclusive or self._active == 0):
+                    self._jobs.popleft()
+                    if head.future.set_running_or_notify_cancel():
+                        self._active += 1
+                        self._exclusive = head.exclusive
+                        return head
+                    continue  # its client has gone
+                self._cond.wait()
+            return None
+
+    def _loop(self, slot: _Slot) -> None:
+        self._local.slot = slot
+        while (job := self._take()) is not None:
+            slot.running = True
             try:
                 result = job.run()
             except BaseException as exc:  # handed to the waiting request, never lost
@@ -124,81 +189,109 @@ class Worker:
             else:
                 job.future.set_result(result)
             finally:
-                self._running = False
+                slot.running = False
+                slot.jobs_done += 1
                 with self._lock:
-                    self._state = self._idle_state()
-                    self._latents = None
+                    slot.state = _idle_state()
+                    slot.latents = None
+                with self._cond:
+                    self._active -= 1
+                    self._exclusive = False
+                    self._cond.notify_all()
 
-    # -- jobs (run on the worker thread) ----------------------------------------------
+    # -- jobs (run on a worker thread) ---------------------------------------------------
+    def _load_one(self, slot: _Slot, path: Path) -> Any:
+        return self.loader(path) if slot.device is None else self.loader(path, device=slot.device)
+
     def load(self, entry: ModelEntry) -> ModelEntry:
-        """Switch to `entry` (kept as is when the load fails)."""
+        """Switch every device to `entry` (all kept as they are when a load fails). Queue it
+        with `submit_load`, so no job runs while the pipelines change."""
         if self.model is not None and self.model.path == entry.path:
             return entry
-        pipe = self.loader(entry.path)
-        self.pipe, self.model = pipe, entry
+        if len(self.slots) == 1:
+            pipes = [self._load_one(self.slots[0], entry.path)]
+        else:  # in parallel: reading weights and uploading them overlap across devices
+            with ThreadPoolExecutor(len(self.slots)) as pool:
+                pipes = list(pool.map(lambda slot: self._load_one(slot, entry.path),
+                                      self.slots))
+        for slot, pipe in zip(self.slots, pipes, strict=True):
+            slot.pipe = pipe
+        self.model = entry
         return entry
 
     def generate(self, job: GenerationJob) -> JobResult:
+        slot = self._current()
+        pipe = slot.pipe
         stamp = datetime.now().strftime("%Y%m%d%H%M%S")
-        self._begin(job.kind, len(job.seeds), stamp)
-        result = JobResult(images=[], settings=[], model=self.model, job_timestamp=stamp)
+        self._begin(slot, job.kind, len(job.seeds), stamp)
+        result = JobResult(images=[], settings=[], model=self.model, job_timestamp=stamp,
+                           device=slot.label)
+        on_step = functools.partial(self._on_step, slot)
         for number, seed in enumerate(job.seeds):
-            if self._state["interrupted"]:
+            if slot.state["interrupted"]:
                 break
             with self._lock:
-                self._state.update(job_no=number, sampling_step=0, skipped=False)
+                slot.state.update(job_no=number, sampling_step=0, skipped=False)
             if job.subseeds is not None:
                 options = {**job.options, "subseed": job.subseeds[number]}
             else:
                 options = job.options
-            out = self.pipe.generate(seed=seed, batch_size=1, on_step=self._on_step, **options)
+            out = pipe.generate(seed=seed, batch_size=1, on_step=on_step, **options)
             settings = dict(out.settings)
             result.images.append(out.images[0])
             result.settings.append(settings)
             if job.save_to is not None:
                 result.saved.append(save_output(out.images[0], settings, job.save_to,
                                                 job.kind))
-        result.interrupted = bool(self._state["interrupted"])
+        result.interrupted = bool(slot.state["interrupted"])
         return result
 
     # -- progress -----------------------------------------------------------------------
-    @staticmethod
-    def _idle_state() -> dict[str, Any]:
-        return {"skipped": False, "interrupted": False, "stopping_generation": False,
-                "job": "", "job_count": 0, "job_timestamp": "0", "job_no": 0,
-                "sampling_step": 0, "sampling_steps": 0}
-
-    def _begin(self, kind: str, count: int, stamp: str) -> None:
+    def _begin(self, slot: _Slot, kind: str, count: int, stamp: str) -> None:
         with self._lock:
-            self._state = {**self._idle_state(), "job": kind, "job_count": count,
-                           "job_timestamp": stamp}
-            self._latents = None
-            self._preview = None
-            self._started = time.monotonic()
+            slot.state = {**_idle_state(), "job": kind, "job_count": count,
+                          "job_timestamp": stamp}
+            slot.latents = None
+            slot.preview = None
+            slot.started = time.monotonic()
+            slot.ticket = next(self._tickets)
 
-    def _on_step(self, done: int, total: int, latents: np.ndarray) -> bool:
+    def _on_step(self, slot: _Slot, done: int, total: int, latents: np.ndarray) -> bool:
         with self._lock:
-            self._state.update(sampling_step=done, sampling_steps=total)
-            self._latents = np.array(latents[:1], copy=True)
-            return not (self._state["interrupted"] or self._state["skipped"])
+            slot.state.update(sampling_step=done, sampling_steps=total)
+            slot.latents = np.array(latents[:1], copy=True)
+            return not (slot.state["interrupted"] or slot.state["skipped"])
 
     def interrupt(self) -> None:
-        """Stop the running job after its current step; it returns what it has."""
+        """Stop every running job after its current step; each returns what it has."""
         with self._lock:
-            if self._state["job"]:
-                self._state["interrupted"] = True
+            for slot in self.slots:
+                if slot.state["job"]:
+                    slot.state["interrupted"] = True
 
     def skip(self) -> None:
-        """Stop the current image after its current step and go on with the next one."""
+        """Stop every running job's current image after its current step; they go on with
+        their next one."""
         with self._lock:
-            if self._state["job"]:
-                self._state["skipped"] = True
+            for slot in self.slots:
+                if slot.state["job"]:
+                    slot.state["skipped"] = True
+
+    @staticmethod
+    def _describe(state: dict[str, Any]) -> str:
+        return (f"{state['job']}: image {state['job_no'] + 1}/{state['job_count']}, step "
+                f"{state['sampling_step']}/{state['sampling_steps']}")
 
     def progress(self, *, with_image: bool) -> dict[str, Any]:
-        """The /sdapi/v1/progress body."""
+        """The /sdapi/v1/progress body: the oldest running job's (with several devices the
+        text lists every running one)."""
         with self._lock:
-            state = dict(self._state)
-            latents, started = self._latents, self._started
+            busy = sorted((s for s in self.slots if s.state["job"]), key=lambda s: s.ticket)
+            lead = busy[0] if busy else self.slots[0]
+            state = dict(lead.state)
+            latents, started = lead.latents, lead.started
+            texts = [self._describe(s.state) + (f" on {s.label}" if len(self.slots) > 1
+                                                else "") for s in busy]
         count, steps = state["job_count"], state["sampling_steps"]
         fraction = 0.0
         if count and steps:
@@ -208,13 +301,10 @@ class Worker:
         image = None
         if with_image and latents is not None:
             step = state["job_no"] * 100000 + state["sampling_step"]
-            cached = self._preview
+            cached = lead.preview
             if cached is None or cached[0] != step:
-                cached = self._preview = (step, preview_png(latents))
+                cached = lead.preview = (step, preview_png(latents))
             image = cached[1]
-        text = None
-        if state["job"]:
-            text = (f"{state['job']}: image {state['job_no'] + 1}/{count}, step "
-                    f"{state['sampling_step']}/{steps}; {self.pending()} waiting")
+        text = "; ".join([*texts, f"{self.pending()} waiting"]) if texts else None
         return {"progress": fraction, "eta_relative": eta, "state": state,
                 "current_image": image, "textinfo": text}

@@ -1,0 +1,278 @@
+"""Several GPUs: work split over 1 and N devices with gpucore.DeviceGroup / gpustd.distributed.
+
+Rows (wall time, median of repeats, after warm-up):
+  transfer  host<->device bandwidth of one device alone and of all at once (the cost model's
+            H2D/D2H), through Tensor.from_numpy / Tensor.numpy;
+  gil       how fast a Python thread runs while another thread waits on the GPU (1.0: the wait
+            releases the GIL entirely);
+  gemm/fft  a batched GEMM and a batched FFT split along the batch axis: data already on the
+            devices ("resident", compute scaling), from and back to host memory ("host"), and
+            from one device back to it ("dev0": the extra copies of splitting a Tensor);
+            the baseline is torch on the same GPUs, resident, launched the same way;
+  server    the server's images per second: its worker pool (one worker and pipeline per
+            device, one FIFO queue) on the bundled shapes-128 model, jobs submitted in process
+            (no HTTP), one image per job; the images of N workers equal those of one.
+"""
+
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+import gpucore
+from gpucore import DeviceGroup
+from gpustd import Tensor, distributed, fft, linalg
+
+from . import _harness
+
+COLUMNS = ["workload", "mode", "devices", "ms", "speedup", "rate", "unit", "baseline_ms",
+           "baseline_speedup", "ratio"]
+
+
+def _wall(fn: Callable[[], Any], repeat: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def _transfer(sub: DeviceGroup, host: np.ndarray, repeat: int) -> tuple[float, float]:
+    """(H2D ms, D2H ms) of `host` to and from every device of `sub` at once."""
+    def upload() -> list[Tensor]:
+        return sub.map(lambda d, _: Tensor.from_numpy(host, device=d), range(len(sub)))
+    held = upload()
+    return _wall(upload, repeat), _wall(lambda: sub.map(lambda _d, t: t.numpy(), held), repeat)
+
+
+def _transfers(group: DeviceGroup, mib: int, repeat: int) -> list[dict[str, Any]]:
+    host = np.random.default_rng(0).standard_normal(mib * 2**18, dtype=np.float32)
+    rows = []
+    for count in sorted({1, len(group)}):
+        h2d, d2h = _transfer(DeviceGroup(group.devices[:count]), host, repeat)
+        for mode, ms in (("H2D", h2d), ("D2H", d2h)):
+            rows.append({"workload": f"transfer {mib} MiB/device", "mode": mode,
+                         "devices": count, "ms": ms, "rate": count * mib / 1024 / (ms / 1e3),
+                         "unit": "GiB/s total"})
+    return rows
+
+
+def _gil(device: gpucore.Device, size: int, seconds: float) -> dict[str, Any]:
+    a = Tensor.from_numpy(np.random.default_rng(1).standard_normal((size, size)),
+                          device=device)
+    out = Tensor.empty((size, size), device=device)
+    linalg.matmul(a, a, out=out)
+    device.synchronize()
+
+    def count(stop: threading.Event) -> int:
+        n = 0
+        while not stop.is_set():
+            n += 1
+        return n
+
+    def spin(busy: bool) -> float:
+        stop, waits = threading.Event(), [0.0]
+
+        def gpu() -> None:
+            while not stop.is_set():
+                for _ in range(8):
+                    linalg.matmul(a, a, out=out)
+                start = time.perf_counter()
+                device.synchronize()
+                waits[0] += time.perf_counter() - start
+        worker = threading.Thread(target=gpu) if busy else None
+        if worker:
+            worker.start()
+        timer = threading.Timer(seconds, stop.set)
+        timer.start()
+        start = time.perf_counter()
+        n = count(stop)
+        elapsed = time.perf_counter() - start
+        if worker:
+            worker.join()  # its last wait may outlast the count: share of the whole span
+        return n / elapsed, waits[0] / (time.perf_counter() - start)
+    idle, _ = spin(False)
+    busy, waiting = spin(True)
+    return {"workload": "gil", "mode": f"python loop while a thread waits ({waiting:.0%} of "
+            "the time) on the GPU", "devices": 1, "rate": busy / idle, "unit": "x idle rate"}
+
+
+def _split_times(sub: DeviceGroup, inputs: list[np.ndarray], op: Callable[..., Tensor],
+                 check: Callable[[np.ndarray], float], torch_op: Callable[..., Any] | None,
+                 repeat: int) -> dict[str, float]:
+    """ms of `op(*parts)` over the devices of `sub` in each mode, and torch's resident."""
+    def run_on(parts: list[list[Tensor]]) -> list[Tensor]:
+        return sub.map(lambda _d, p: op(*p), list(zip(*parts, strict=True)))
+    placed = [distributed.scatter(x, sub) for x in inputs]
+    times = {"resident": _wall(lambda: run_on(placed), repeat)}
+
+    def host() -> np.ndarray:
+        return distributed.gather_numpy(run_on([distributed.scatter(x, sub) for x in inputs]))
+    err = check(host())
+    if err > 1e-4:
+        raise AssertionError(f"over {len(sub)} devices: relative error {err}")
+    times["host"] = _wall(host, repeat)
+    sources = [Tensor.from_numpy(x, device=sub[0]) for x in inputs]
+
+    def dev0() -> None:
+        distributed.gather(run_on([distributed.scatter(s, sub) for s in sources]),
+                           device=sub[0])
+        sub[0].synchronize()
+    times["dev0"] = _wall(dev0, repeat)
+    torch = _harness.torch_cuda()
+    if torch is not None and torch_op is not None and len(sub) <= torch.cuda.device_count():
+        cuda = [[torch.from_numpy(np.ascontiguousarray(t.numpy())).to(f"cuda:{i}")
+                 for t in parts] for i, parts in enumerate(zip(*placed, strict=True))]
+
+        def launch() -> None:  # asynchronous launches: the GPUs work at the same time
+            for i, parts in enumerate(cuda):
+                with torch.cuda.device(i):
+                    torch_op(*parts)
+            for i in range(len(cuda)):
+                torch.cuda.synchronize(i)
+        times["torch"] = _wall(launch, repeat, warmup=2)
+    return times
+
+
+def _split_rows(name: str, group: DeviceGroup, inputs: list[np.ndarray],
+                op: Callable[..., Tensor], check: Callable[[np.ndarray], float],
+                torch_op: Callable[..., Any] | None, repeat: int) -> list[dict[str, Any]]:
+    """Rows for `op` split over 1 and over all devices, speed-ups against 1 device."""
+    rows: list[dict[str, Any]] = []
+    first: dict[str, float] = {}
+    for count in sorted({1, len(group)}):
+        times = _split_times(DeviceGroup(group.devices[:count]), inputs, op, check, torch_op,
+                             repeat)
+        first = first or times
+        for mode in ("resident", "host", "dev0"):
+            row = {"workload": name, "mode": mode, "devices": count, "ms": times[mode],
+                   "speedup": first[mode] / times[mode]}
+            if mode == "resident" and "torch" in times:
+                row.update(baseline_ms=times["torch"],
+                           baseline_speedup=first["torch"] / times["torch"],
+                           ratio=times["torch"] / times[mode])
+            rows.append(row)
+    return rows
+
+
+def _gemm(group: DeviceGroup, batch: int, size: int, repeat: int) -> list[dict[str, Any]]:
+    rng = np.random.default_rng(2)
+    a = rng.standard_normal((batch, size, size), dtype=np.float32)
+    b = rng.standard_normal((batch, size, size), dtype=np.float32)
+    picks = [0, batch - 1]
+
+    def check(got: np.ndarray) -> float:
+        want = a[picks, :4].astype(np.float64) @ b[picks].astype(np.float64)
+        return float(np.max(np.abs(got[picks, :4] - want)) / np.max(np.abs(want)))
+    torch = _harness.torch_cuda()
+    if torch is not None:
+        torch.backends.cuda.matmul.allow_tf32 = False
+    return _split_rows(f"gemm {batch}x{size}^3 f32", group, [a, b],
+                       lambda x, y: linalg.matmul(x, y), check,
+                       (lambda x, y: torch.matmul(x, y)) if torch else None, repeat)
+
+
+def _fft(group: DeviceGroup, batch: int, n: int, rounds: int,
+         repeat: int) -> list[dict[str, Any]]:
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal((batch, n)) + 1j * rng.standard_normal((batch, n))).astype(
+        np.complex64)
+
+    def op(part: Tensor) -> Tensor:
+        for _ in range(rounds - 1):  # enough work per call to time; the last one is returned
+            fft.fft(part)
+        return fft.fft(part)
+
+    def check(got: np.ndarray) -> float:
+        want = np.fft.fft(x[[0, -1]].astype(np.complex128))
+        return float(np.max(np.abs(got[[0, -1]] - want)) / np.max(np.abs(want)))
+    torch = _harness.torch_cuda()
+
+    def torch_op(part: Any) -> Any:
+        for _ in range(rounds):
+            out = torch.fft.fft(part)
+        return out
+    return _split_rows(f"fft {rounds}x {batch}x{n} c64", group, [x], op, check,
+                       torch_op if torch else None, repeat)
+
+
+def _images_per_s(worker: Any, size: int, images: int) -> tuple[float, list[Any]]:
+    from diffusion.server.worker import GenerationJob
+
+    options = {"prompt": "a red circle on a blue background", "steps": 10, "sampler": "DDIM",
+               "cfg_scale": 5.0, "width": size, "height": size}
+
+    def job(seed: int) -> Callable[[], Any]:
+        return lambda: worker.generate(GenerationJob("txt2img", [seed], options))
+    for future in [worker.submit(job(s)) for s in range(len(worker.slots))]:  # warm each
+        future.result()
+    start = time.perf_counter()
+    futures = [worker.submit(job(100 + s)) for s in range(images)]
+    results = [f.result() for f in futures]
+    return images / (time.perf_counter() - start), results
+
+
+def _server(group: DeviceGroup, images: int, sizes: list[int]) -> list[dict[str, Any]]:
+    from diffusion import default_model_path, load_pipeline
+    from diffusion.server.models_dir import ModelRegistry
+    from diffusion.server.worker import Worker
+
+    entry = ModelRegistry(extra=default_model_path()).entries[0]
+    rows: list[dict[str, Any]] = []
+    first: dict[int, float] = {}
+    reference: dict[tuple[int, int], np.ndarray] = {}
+    for count in sorted({1, len(group)}):
+        worker = Worker(lambda path, device: load_pipeline(path, device=device),
+                        queue_size=images + count, devices=group.devices[:count])
+        try:
+            worker.submit_load(entry).result()
+            for size in sizes:
+                rate, results = _images_per_s(worker, size, images)
+                first.setdefault(size, rate)
+                same = all(np.array_equal(reference.setdefault((size, i), r.images[0]),
+                                          r.images[0]) for i, r in enumerate(results))
+                used = len({r.device for r in results})
+                rows.append({"workload": f"server shapes-128, DDIM 10 steps, {images} jobs",
+                             "mode": f"{size}px", "devices": count, "ms": 1e3 / rate,
+                             "speedup": rate / first[size], "rate": rate,
+                             "unit": f"images/s ({used} workers used, same images: {same})"})
+        finally:
+            worker.stop()
+    return rows
+
+
+def run(quick: bool = False) -> dict[str, Any]:
+    group = DeviceGroup.open("all")
+    repeat = 2 if quick else 5
+    print("devices:", ", ".join(d.info.label for d in group), flush=True)
+    sections: list[Callable[[], list[dict[str, Any]]]] = [
+        lambda: _transfers(group, 8 if quick else 256, repeat),
+        lambda: [_gil(group[0], 256 if quick else 4096, 0.5 if quick else 2.0)],
+        lambda: _gemm(group, 4 if quick else 8, 96 if quick else 4096, repeat),
+        lambda: _fft(group, 8 if quick else 256, 4096 if quick else 65536, 2 if quick else 20,
+                     repeat),
+        lambda: _server(group, 4 if quick else 16, [64] if quick else [128, 512]),
+    ]
+    rows: list[dict[str, Any]] = []
+    for section in sections:
+        start = time.perf_counter()
+        found = section()
+        rows += found
+        for row in found:  # as it goes: a run cut short still shows what it measured
+            print({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()})
+        print(f"({time.perf_counter() - start:.1f} s)", flush=True)
+    env = _harness.environment(group[0])
+    env["devices"] = [d.info.label for d in group]
+    return {"benchmark": "multigpu", "environment": env, "columns": COLUMNS, "rows": rows,
+            "notes": "wall times, medians; speedup: vs the same mode on 1 device; ratio: "
+                     "torch ms / ours (resident); host = scatter from numpy + compute + "
+                     "gather to numpy; dev0 = scatter from a Tensor on device 0 + compute + "
+                     "gather back to it (1 device: the compute alone)"}
