@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import mutually_broadcastable_shapes
 from support import assert_close, random_array
 
+import gpucore
 import gpustd
 from gpustd import KernelCompileError, Tensor, elementwise_kernel, reduction_kernel
 
@@ -123,6 +124,12 @@ def math_d(x):
         math.atanh(u), round(x * 3)
 
 
+@elementwise_kernel
+def math_e(x, y):
+    return math.exp2(x), math.trunc(x * 3), math.fmod(x * 3, y), math.copysign(x, y), \
+        np.clip(x, -0.75, HALF), math.erfc(x), math.degrees(x)
+
+
 def test_math_functions_match_numpy(device) -> None:
     rng = np.random.default_rng(3)
     x, y = signed(rng, (257,)), signed(rng, (257,))
@@ -139,6 +146,9 @@ def test_math_functions_match_numpy(device) -> None:
                      np.sign(x64)]),
         (math_d(t), [np.arcsin(x64 / 2.5), np.arccos(x64 / 2.5), np.arctan(x64),
                      np.sinh(x64), np.cosh(x64), np.arctanh(x64 / 2.5), np.round(x * 3)]),
+        (math_e(t, on(device, y)[0]), [np.exp2(x64), np.trunc(x * 3), np.fmod(x * 3, y),
+                                       np.copysign(x, y), np.clip(x, -0.75, 0.5),
+                                       scipy.special.erfc(x64), np.degrees(x64)]),
     ]
     for got, expected in cases:
         for k, (g, e) in enumerate(zip(got, expected)):
@@ -156,7 +166,7 @@ def test_small_arguments_keep_their_digits(device) -> None:
 # -- integers, bools, conditions --------------------------------------------------------------
 @elementwise_kernel
 def integer_ops(a, b):
-    return a // b, a % b, a ** 2, (a & b) ^ (a | 3), a << 2, -a + abs(b), a / b
+    return a // b, a % b, a ** 2, (a & b) ^ ~(a | 3), a << 2 >> 1, -a + abs(b), a / b
 
 
 @pytest.mark.parametrize("dtype", [np.int32, np.uint32])
@@ -167,7 +177,7 @@ def test_integer_operators_are_exact(device, dtype) -> None:
     b[b == 0] = 7
     got = integer_ops(*on(device, a, b))
     with np.errstate(over="ignore"):
-        expected = [a // b, a % b, a ** 2, (a & b) ^ (a | 3), a << 2, -a + np.abs(b)]
+        expected = [a // b, a % b, a ** 2, (a & b) ^ ~(a | 3), a << 2 >> 1, -a + np.abs(b)]
     for k, (g, e) in enumerate(zip(got, expected)):
         assert g.dtype == dtype, k
         np.testing.assert_array_equal(g.numpy(), e, err_msg=f"output {k}")
@@ -416,3 +426,34 @@ def test_reduction_float16(f16_device) -> None:
     assert got.dtype == np.float16
     assert_close(got.numpy(), np.sqrt(np.mean(x.astype(np.float64) ** 2, axis=1)),
                  dtype=np.float16)
+
+
+def test_casts_constants_and_lambdas(device) -> None:
+    offset = 0.125  # a closure variable is a constant too
+
+    @elementwise_kernel
+    def casts(x):
+        return int(x * 10), float(int(x)), bool(x), np.uint32(abs(x) * 4), x * HALF + offset
+
+    rng = np.random.default_rng(11)
+    x = signed(rng, (33,))
+    got = casts(Tensor.from_numpy(x, device=device))
+    assert [g.dtype for g in got] == [np.int32, np.float32, np.uint32, np.uint32, np.float32]
+    np.testing.assert_array_equal(got[0].numpy(), (x * 10).astype(np.int32))
+    np.testing.assert_array_equal(got[1].numpy(), np.trunc(x))
+    np.testing.assert_array_equal(got[2].numpy(), x != 0)
+    np.testing.assert_array_equal(got[3].numpy(), (np.abs(x) * 4).astype(np.uint32))
+    assert_close(got[4].numpy(), x.astype(np.float64) * 0.5 + offset)
+    halve = elementwise_kernel(lambda v: v / 2)
+    assert_close(halve(Tensor.from_numpy(x, device=device)).numpy(), x.astype(np.float64) / 2)
+
+
+def test_float16_needs_the_feature(device) -> None:
+    half = elementwise_kernel(lambda v: v * np.float16(0.5))
+    x = Tensor.from_numpy(np.arange(4, dtype=np.float32), device=device)
+    if device.has_f16:
+        assert half(x).dtype == np.float32  # f16 with f32 is f32
+        assert_close(half(x).numpy(), np.arange(4) * 0.5)
+    else:
+        with pytest.raises(gpucore.FeatureError, match="shader-f16"):
+            half(x)

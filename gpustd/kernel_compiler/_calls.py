@@ -16,7 +16,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ._types import WEAK, Val, concrete, is_float, promote, weak
+from ._operators import binary_op
+from ._types import WEAK, Val, is_float, promote, weak
 
 __all__ = ["Context", "lookup"]
 
@@ -61,7 +62,7 @@ def _float_binary(fmt: Callable[[Context, str, str], str]) -> Emitter:
     return emit
 
 
-def _same_type(fmt: Callable[[str, str], str], keep_ints: bool = True) -> Emitter:
+def _same_type(fmt: Callable[[str, str], str]) -> Emitter:
     """A unary function whose result has its argument's type (bool counts as i32)."""
     def emit(ctx: Context, args: list[Val]) -> Val:
         (a,) = _arity(ctx, args, 1)
@@ -132,8 +133,6 @@ def _rounding(name: str) -> Emitter:
 
 
 def _power(ctx: Context, args: list[Val]) -> Val:
-    from ._translate import binary_op  # the ** operator's rules
-
     a, b = _arity(ctx, args, 2)
     return binary_op(ctx, "Pow", a, b)
 
@@ -233,6 +232,3 @@ def supported_names() -> list[str]:
         _TABLE.update(_table())
     return sorted({name for name, _ in _TABLE.values()})
 
-
-def default_type(t: str) -> str:
-    return concrete(_num(t))

@@ -174,7 +174,7 @@ def strided_params(dims: list[int], strides: list[list[int]],
 def finish_source(device: Device, what: str, parts: list[str]) -> str:
     """Join a kernel's parts, enabling f16 where it is used (and the device allows it)."""
     text = "\n".join(parts)
-    if re.search(r"\bf16\b", text):
+    if re.search(r"\bf16\b|[0-9.]h\b", text):  # the type, or an f16 literal such as 0.5h
         if not device.has_f16:
             raise FeatureError("shader-f16", f"{what} (float16 values)", device.name)
         text = "enable f16;\n" + text

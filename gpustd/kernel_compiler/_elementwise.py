@@ -130,15 +130,16 @@ class ElementwiseKernel:
         n = math.prod(shape)
         if n:
             kernel = compiled.kernel
-            kernel.dispatch(kernel.groups_for(n), *call.tensors, *outs, n=n,
-                            **scalar_params(call), **strided_params(dims, strides, full))
+            params: dict[str, Any] = {"n": n, **scalar_params(call),
+                                      **strided_params(dims, strides, full)}
+            kernel.dispatch(kernel.groups_for(n), *call.tensors, *outs, **params)
         return tuple(outs) if len(outs) > 1 or self._returns_tuple else outs[0]
 
     @functools.cached_property
     def _returns_tuple(self) -> bool:
         node = self.kernel_source.node
         last = node.body[-1] if isinstance(node.body, list) else node.body
-        return isinstance(getattr(last, "value", last), ast.Tuple)
+        return isinstance(last.value if isinstance(last, ast.Return) else last, ast.Tuple)
 
     def result_dtypes(self, *args: Any, **kwargs: Any) -> tuple[np.dtype, ...]:
         """The dtypes a call with these arguments returns (compiling it if needed)."""

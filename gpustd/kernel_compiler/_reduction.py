@@ -243,10 +243,11 @@ class ReductionKernel:
             k = kernel(x is None, final)
             size = geo["outer"] * geo["chunks"] * geo["inner"]
             out = Tensor.empty((size,), DTYPE_OF[out_type if final else acc], device=call.device)
-            extra = ({**scalar_params(call), **strided_params(dims, strides, full)}
-                     if x is None else {})
+            params: dict[str, Any] = {"count": count, **geo}
+            if x is None:
+                params.update({**scalar_params(call), **strided_params(dims, strides, full)})
             k.dispatch(geo["outer"] * geo["chunks"] * geo["tiles"],
-                       *(call.tensors if x is None else [x]), out, count=count, **geo, **extra)
+                       *(call.tensors if x is None else [x]), out, **params)
             if final:
                 return out.reshape(result_shape)
             # partials are (outer, chunks, inner) of this pass's view

@@ -53,7 +53,8 @@ class KernelSource:
 
     def describe(self, node: ast.AST) -> str:
         """`node` quoted as it reads in the source (shortened)."""
-        text = ast.unparse(node)
+        lines = ast.unparse(node).splitlines()
+        text = lines[0] + (" ..." if len(lines) > 1 else "")
         return f"`{text if len(text) <= 60 else text[:57] + '...'}`"
 
 

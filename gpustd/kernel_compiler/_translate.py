@@ -11,7 +11,6 @@ from __future__ import annotations
 import ast
 import builtins
 import itertools
-import operator
 import types
 from typing import Any
 
@@ -19,21 +18,19 @@ import numpy as np
 
 from . import _calls
 from ._helpers import dependencies, helper_source
+from ._operators import binary_op, typed
 from ._source import KernelSource, parse_function
-from ._types import WEAK, Val, constant, is_float, literal, promote, type_of_dtype, weak
+from ._types import WEAK, Val, constant, is_float, literal, promote, type_of_dtype
 
-__all__ = ["Translation", "binary_op", "translate"]
+__all__ = ["Translation", "translate"]
 
 _MAX_INLINE_DEPTH = 16
 _BINOPS = {ast.Add: "Add", ast.Sub: "Sub", ast.Mult: "Mult", ast.Div: "Div",
            ast.FloorDiv: "FloorDiv", ast.Mod: "Mod", ast.Pow: "Pow", ast.BitAnd: "BitAnd",
            ast.BitOr: "BitOr", ast.BitXor: "BitXor", ast.LShift: "LShift",
            ast.RShift: "RShift"}
-_SYMBOL = {"Add": "+", "Sub": "-", "Mult": "*", "Div": "/", "BitAnd": "&", "BitOr": "|",
-           "BitXor": "^", "LShift": "<<", "RShift": ">>"}
 _COMPARE = {ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">=", ast.Eq: "==",
             ast.NotEq: "!="}
-_FOLD = {"Add": operator.add, "Sub": operator.sub, "Mult": operator.mul}
 
 
 class Translation:
@@ -63,7 +60,9 @@ class Translation:
         """`val` held in a WGSL `let` (so it can be used twice without being recomputed)."""
         if val.type in WEAK or val.text.isidentifier():
             return val
-        var = f"{name if name.isascii() and name.isidentifier() else 'v'}_{next(self.names)}"
+        # WGSL reserves names starting with two underscores; the counter keeps names apart
+        stem = name.lstrip("_") if name.isascii() and name.isidentifier() else ""
+        var = f"{stem or 'v'}_{next(self.names)}"
         self.lines.append(f"let {var} = {val.text};")
         return Val(val.type, var)
 
@@ -174,12 +173,12 @@ class _Function:
             if a.value is not None and not isinstance(a.value, bool):
                 return constant(-a.value)
             t = "i32" if a.type == "bool" else a.type
-            return _typed(t, lambda u: f"(0u - {a.as_(u)})" if u == "u32" else f"(-{a.as_(u)})")
-        if a.type in ("bool",):
+            return typed(t, lambda u: f"(0u - {a.as_(u)})" if u == "u32" else f"(-{a.as_(u)})")
+        if a.type == "bool":  # numpy's ~ of a bool array is logical not
             return Val("bool", f"!{a.text}")
         if is_float(a.type):
             raise self.fail(node, "~ on a float", "bitwise operators need integers")
-        return _typed(a.type, lambda u: f"(~{a.as_(u)})", ints_only=True)
+        return typed(a.type, lambda u: f"(~{a.as_(u)})", ints_only=True)
 
     def e_BinOp(self, node: ast.BinOp) -> Val:
         op = _BINOPS.get(type(node.op))
@@ -293,64 +292,3 @@ class _Function:
 def _is_library(fn: types.FunctionType) -> bool:
     module = getattr(fn, "__module__", "") or ""
     return module.split(".")[0] in ("numpy", "math", "builtins", "gpustd", "gpucore")
-
-
-def _typed(t: str, build: Any, ints_only: bool = False) -> Val:
-    """A value of type `t` written by `build(type)`; a weak one materialized as a float
-    for an integer-only operator is computed in i32 and converted."""
-    if t in WEAK:
-        def make(u: str) -> str:
-            if ints_only and is_float(u):
-                return Val("i32", build("i32")).as_(u)
-            return build(u)
-        return weak(t, make)
-    return Val(t, build(t))
-
-
-def binary_op(ctx: Any, op: str, a: Val, b: Val) -> Val:
-    """`a op b` with numpy's promotion (see _types); ops by their ast class name."""
-    if op in ("BitAnd", "BitOr", "BitXor", "LShift", "RShift"):
-        t = promote(a.type, b.type)
-        if is_float(t):
-            raise ctx.fail(f"{_SYMBOL[op]} on {a.type} and {b.type}",
-                           "bitwise operators need integers or bools")
-        if t == "bool":
-            if op in ("LShift", "RShift"):
-                t = "i32"
-            else:
-                symbol = "!=" if op == "BitXor" else _SYMBOL[op]
-                return Val("bool", f"({a.as_('bool')} {symbol} {b.as_('bool')})")
-        if op in ("LShift", "RShift"):
-            return _typed(t, lambda u: f"({a.as_(u)} {_SYMBOL[op]} u32({b.as_(u)}))", True)
-        return _typed(t, lambda u: f"({a.as_(u)} {_SYMBOL[op]} {b.as_(u)})", True)
-    num_a = "i32" if a.type == "bool" else a.type
-    num_b = "i32" if b.type == "bool" else b.type
-    t = promote(num_a, num_b)
-    if a.value is not None and b.value is not None and op in _FOLD and t in WEAK:
-        return constant(_FOLD[op](a.value, b.value))
-    if op == "Div" and not is_float(t):
-        t = "float" if t == "int" else "f32"
-    if op == "Pow" and b.value is not None and a.type not in WEAK:
-        if b.value == 2 and a.type != "bool":
-            x = ctx.let(Val(a.type, a.text))
-            return Val(t, f"({x.as_(t)} * {x.as_(t)})")
-        if b.value == 0.5 and is_float(t):
-            return Val(t, f"sqrt({a.as_(t)})")
-    return _typed(t, lambda u: _arith(ctx, op, u, a.as_(u), b.as_(u)))
-
-
-def _arith(ctx: Any, op: str, t: str, x: str, y: str) -> str:
-    if op in ("Add", "Sub", "Mult", "Div"):
-        return f"({x} {_SYMBOL[op]} {y})"
-    if is_float(t):
-        if op == "FloorDiv":
-            return f"floor({x} / {y})"
-        name = {"Mod": "float_mod", "Pow": "float_power"}[op]
-        text = f"{ctx.need(name)}({_f32(t, x)}, {_f32(t, y)})"
-        return f"f16({text})" if t == "f16" else text
-    name = {"FloorDiv": "floordiv", "Mod": "mod", "Pow": "int_power"}[op]
-    return f"{ctx.need(name, t)}({x}, {y})"
-
-
-def _f32(t: str, x: str) -> str:
-    return f"f32({x})" if t == "f16" else x

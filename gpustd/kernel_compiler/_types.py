@@ -26,7 +26,7 @@ FLOATS = ("f16", "f32")
 INTS = ("i32", "u32")
 CONCRETE = ("bool", "i32", "u32", "f16", "f32")
 WEAK = ("int", "float")
-DTYPE_OF = {"f32": np.dtype(np.float32), "f16": np.dtype(np.float16),
+DTYPE_OF: dict[str, np.dtype] = {"f32": np.dtype(np.float32), "f16": np.dtype(np.float16),
             "i32": np.dtype(np.int32), "u32": np.dtype(np.uint32),
             "bool": np.dtype(np.uint32)}  # a bool result is stored as 0/1 uint32
 _RANK = {"bool": 0, "u32": 1, "i32": 1, "f16": 2, "f32": 3}
