@@ -4,7 +4,8 @@ The columns of A (rows of the stored transpose; for a wide A its rows, i.e. the 
 A^T) are rotated pairwise until every pair is orthogonal to a relative tolerance; their norms
 are then the singular values, the normalized columns the left singular vectors, and the
 accumulated rotations the right ones. One sweep is npad-1 dispatches of disjoint pairs
-(round-robin ordering), each workgroup rotating one pair of one batch entry. Jacobi is slower
+(round-robin ordering), each workgroup rotating one pair of one batch entry; up to 64 columns
+one dispatch runs the whole sweep, a workgroup per batch entry. Jacobi is slower
 than bidiagonalization for large n but computes small singular values to high relative
 accuracy and batches naturally.
 """
@@ -27,6 +28,7 @@ MAX_SWEEPS = 60  # float32 needs ~12 sweeps at n = 256 (gaussian), ~25 with cond
 _TINY = 1e-18   # singular values below this (A scaled to max |a| ~ 1) count as zero:
                 # their squares underflow, so their columns cannot be normalized reliably
 _MAX_Y = 65535
+_FUSED_PAIRS = 32  # up to 64 rows, jacobi.wgsl's `sweep` runs a whole sweep per dispatch
 
 
 class SVDResult(NamedTuple):
@@ -55,15 +57,18 @@ def _jacobi(w: Buffer[Any], v: Buffer[Any] | None, batch: int, rows: int, length
     device = w.device
     npad = rows + rows % 2
     count = Buffer.zeros(MAX_SWEEPS, np.uint32, device=device)
-    kernel = Kernel.cached("linalg/jacobi", constants={"WITH_V": int(v is not None)})
+    fused = npad <= 2 * _FUSED_PAIRS
+    kernel = Kernel.cached("linalg/jacobi", entry="sweep" if fused else "main",
+                           constants={"WITH_V": int(v is not None)})
     v_buffer = v if v is not None else Buffer.empty(1, np.float32, device=device)
     tol = tolerance(length)
     for sweep in range(MAX_SWEEPS):
-        for r in range(npad - 1):
+        for r in range(1 if fused else npad - 1):
             for b0, chunk in _chunks(batch):
-                kernel.dispatch((npad // 2, chunk), w, v_buffer, count, rows=rows, len=length,
-                                npad=npad, round=r, tol=tol, sweep=sweep,
-                                w_stride=rows * length, v_stride=rows * rows, b0=b0)
+                grid = chunk if fused else (npad // 2, chunk)
+                kernel.dispatch(grid, w, v_buffer, count, rows=rows, len=length, npad=npad,
+                                round=r, tol=tol, sweep=sweep, w_stride=rows * length,
+                                v_stride=rows * rows, b0=b0)
         if count.read()[sweep] == 0:
             return sweep + 1
     raise np.linalg.LinAlgError(

@@ -111,6 +111,15 @@ def test_svd_shapes(device, shape):
     check_svd(device, random_matrix(rng, shape, "gaussian"), reduced_too=max(shape) <= 40)
 
 
+def test_svd_round_per_dispatch(device, monkeypatch):
+    """Matrices with over 64 columns (and rows) run one dispatch per round of pairs instead of
+    a fused sweep: force that path on small odd sizes (a dummy partner each round)."""
+    monkeypatch.setattr(_svd, "_FUSED_PAIRS", 0)
+    rng = np.random.default_rng(9)
+    check_svd(device, random_matrix(rng, (2, 23, 17), "gaussian"), reduced_too=False)
+    check_svd(device, random_matrix(rng, (9, 15), "rank-deficient"), reduced_too=False)
+
+
 @pytest.mark.parametrize("kind,shape", [("rank-deficient", (2, 30, 21)),
                                         ("rank-deficient", (13, 31)),
                                         ("ill-conditioned", (3, 36, 29))])

@@ -26,6 +26,43 @@ var<workgroup> sa: array<f32, WG>;
 var<workgroup> sb: array<f32, WG>;
 var<workgroup> sg: array<f32, WG>;
 
+// The rotation that zeroes w_p . w_q: (c, s, tau = s / (1 + c)).
+fn rotation(alpha: f32, beta: f32, gamma: f32) -> vec3<f32> {
+    let zeta = (beta - alpha) / (2.0 * gamma);
+    var t = 0.5 / zeta;  // |zeta| huge: 1 + zeta^2 would overflow
+    if (abs(zeta) < 1e15) {
+        t = select(-1.0, 1.0, zeta >= 0.0) / (abs(zeta) + sqrt(fma(zeta, zeta, 1.0)));
+    }
+    let c = 1.0 / sqrt(fma(t, t, 1.0));
+    let s = c * t;
+    return vec3<f32>(c, s, s / (1.0 + c));
+}
+
+// Rotate rows at offsets p and q (elements first, first + step, ... < n) of w, or of v.
+// x' = c x - s y, y' = s x + c y written as small corrections (Rutishauser): in float32 this
+// keeps V orthogonal to ~5e-7 at n = 128, against ~3e-5 for the plain products.
+fn rotate_w(p: u32, q: u32, first: u32, n: u32, step: u32, r: vec3<f32>) {
+    for (var i = first; i < n; i += step) {
+        let x = w[p + i];
+        let y = w[q + i];
+        w[p + i] = fma(-r.y, fma(r.z, x, y), x);
+        w[q + i] = fma(r.y, fma(-r.z, y, x), y);
+    }
+}
+
+fn rotate_v(p: u32, q: u32, first: u32, n: u32, step: u32, r: vec3<f32>) {
+    for (var i = first; i < n; i += step) {
+        let x = v[p + i];
+        let y = v[q + i];
+        v[p + i] = fma(-r.y, fma(r.z, x, y), x);
+        v[q + i] = fma(r.y, fma(-r.z, y, x), y);
+    }
+}
+
+fn rotates(alpha: f32, beta: f32, gamma: f32) -> bool {
+    return abs(gamma) > params.tol * sqrt(alpha) * sqrt(beta) && alpha > 0.0 && beta > 0.0;
+}
+
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let k = wid.x;
@@ -68,34 +105,84 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let alpha = sa[0];
     let beta = sb[0];
     let gamma = sg[0];
-    if (!(abs(gamma) > params.tol * sqrt(alpha) * sqrt(beta)) || alpha == 0.0 || beta == 0.0) {
-        return;
-    }
-    let zeta = (beta - alpha) / (2.0 * gamma);
-    var t = 0.5 / zeta;  // |zeta| huge: 1 + zeta^2 would overflow
-    if (abs(zeta) < 1e15) {
-        t = select(-1.0, 1.0, zeta >= 0.0) / (abs(zeta) + sqrt(fma(zeta, zeta, 1.0)));
-    }
-    let c = 1.0 / sqrt(fma(t, t, 1.0));
-    let s = c * t;
-    // x' = c x - s y, y' = s x + c y written as small corrections (Rutishauser): in float32
-    // this keeps V orthogonal to ~5e-7 at n = 128, against ~3e-5 for the plain products.
-    let tau = s / (1.0 + c);
-    for (var i = lid; i < len; i += WG) {
-        let x = w[wp + i];
-        let y = w[wq + i];
-        w[wp + i] = fma(-s, fma(tau, x, y), x);
-        w[wq + i] = fma(s, fma(-tau, y, x), y);
-    }
+    if (!rotates(alpha, beta, gamma)) { return; }
+    let rot = rotation(alpha, beta, gamma);
+    rotate_w(wp, wq, lid, len, WG, rot);
     if (WITH_V) {
         let vp = b * params.v_stride + lo * params.rows;
         let vq = b * params.v_stride + hi * params.rows;
-        for (var i = lid; i < params.rows; i += WG) {
-            let x = v[vp + i];
-            let y = v[vq + i];
-            v[vp + i] = fma(-s, fma(tau, x, y), x);
-            v[vq + i] = fma(s, fma(-tau, y, x), y);
-        }
+        rotate_v(vp, vq, lid, params.rows, WG, rot);
     }
     if (lid == 0u) { atomicAdd(&count[params.sweep], 1u); }
+}
+
+// A whole sweep in one workgroup per batch entry, for rows <= 64: each round's (up to 32)
+// pairs run side by side, LANES invocations each, rounds separated by barriers. Small
+// batched matrices then need one dispatch per sweep instead of npad-1.
+const LANES: u32 = 8u;
+var<workgroup> fa: array<f32, 256>;
+var<workgroup> fb: array<f32, 256>;
+var<workgroup> fg: array<f32, 256>;
+
+@compute @workgroup_size(256)
+fn sweep(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let b = params.b0 + wid.x;
+    let slot = lid / LANES;
+    let lane = lid % LANES;
+    let last = params.npad - 1u;
+    let len = params.len;
+    var rotated = 0u;
+    for (var r = 0u; r < last; r++) {
+        var p = r;
+        var q = last;
+        if (slot > 0u) {
+            p = (r + slot) % last;
+            q = (r + last - slot) % last;
+        }
+        let lo = min(p, q);
+        let hi = max(p, q);
+        let live = slot < params.npad / 2u && hi < params.rows;
+        let wp = b * params.w_stride + lo * len;
+        let wq = b * params.w_stride + hi * len;
+        var a = 0.0;
+        var bb = 0.0;
+        var g = 0.0;
+        if (live) {
+            for (var i = lane; i < len; i += LANES) {
+                let x = w[wp + i];
+                let y = w[wq + i];
+                a = fma(x, x, a);
+                bb = fma(y, y, bb);
+                g = fma(x, y, g);
+            }
+        }
+        fa[lid] = a;
+        fb[lid] = bb;
+        fg[lid] = g;
+        workgroupBarrier();
+        for (var s = LANES / 2u; s > 0u; s >>= 1u) {
+            if (lane < s) {
+                fa[lid] += fa[lid + s];
+                fb[lid] += fb[lid + s];
+                fg[lid] += fg[lid + s];
+            }
+            workgroupBarrier();
+        }
+        let alpha = fa[slot * LANES];
+        let beta = fb[slot * LANES];
+        let gamma = fg[slot * LANES];
+        if (live && rotates(alpha, beta, gamma)) {
+            let rot = rotation(alpha, beta, gamma);
+            rotate_w(wp, wq, lane, len, LANES, rot);
+            if (WITH_V) {
+                let vp = b * params.v_stride + lo * params.rows;
+                let vq = b * params.v_stride + hi * params.rows;
+                rotate_v(vp, vq, lane, params.rows, LANES, rot);
+            }
+            rotated++;
+        }
+        storageBarrier();
+        workgroupBarrier();
+    }
+    if (lane == 0u && rotated > 0u) { atomicAdd(&count[params.sweep], rotated); }
 }
