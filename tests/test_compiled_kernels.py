@@ -352,6 +352,11 @@ def test_bad_calls_explain_themselves(device) -> None:
         add(t, np.array(["a"]))
     with pytest.raises(KernelCompileError, match="defaults"):
         elementwise_kernel(lambda x, y=1: x + y)
+    too_big = elementwise_kernel(lambda v: v + 2 ** 31)  # folded in Python, as numpy would
+    with pytest.raises(OverflowError, match="2147483648"):
+        too_big(Tensor.from_numpy(np.ones(3, np.int32), device=device))
+    with pytest.raises(TypeError, match="two values"):
+        reduction_kernel(reduce=lambda a: a, identity=0)(lambda v: v)
 
 
 # -- reductions -----------------------------------------------------------------------------------

@@ -65,7 +65,9 @@ def classify(values: list[Any], name: str) -> Arguments:
     prepared, kinds = [], []
     for k, v in enumerate(values):
         if not isinstance(v, Tensor):
-            if isinstance(v, (numbers.Real, np.generic)) and not isinstance(v, complex):
+            is_number = isinstance(v, numbers.Real) or (isinstance(v, np.generic)
+                                                        and v.dtype.kind in "biuf")
+            if is_number:
                 kind, number = _scalar_kind(v)
                 prepared.append(number)
                 kinds.append(kind)

@@ -12,7 +12,11 @@ __all__ = ["binary_op", "typed"]
 
 _SYMBOL = {"Add": "+", "Sub": "-", "Mult": "*", "Div": "/", "BitAnd": "&", "BitOr": "|",
            "BitXor": "^", "LShift": "<<", "RShift": ">>"}
-_FOLD = {"Add": operator.add, "Sub": operator.sub, "Mult": operator.mul}
+# Python numbers meeting Python numbers are computed in Python, as they would be: 2 ** 40
+# stays exact (and out of range for int32, which numpy reports too) instead of wrapping.
+_FOLD = {"Add": operator.add, "Sub": operator.sub, "Mult": operator.mul,
+         "Div": operator.truediv, "FloorDiv": operator.floordiv, "Mod": operator.mod,
+         "Pow": operator.pow}
 
 
 def typed(t: str, build: Callable[[str], str], ints_only: bool = False) -> Val:
@@ -46,7 +50,8 @@ def binary_op(ctx: Any, op: str, a: Val, b: Val) -> Val:
     num_a = "i32" if a.type == "bool" else a.type
     num_b = "i32" if b.type == "bool" else b.type
     t = promote(num_a, num_b)
-    if a.value is not None and b.value is not None and op in _FOLD and t in WEAK:
+    if (a.value is not None and b.value is not None and op in _FOLD and t in WEAK
+            and b.value != 0 and (op != "Pow" or abs(b.value) <= 64)):
         return constant(_FOLD[op](a.value, b.value))
     if op == "Div" and not is_float(t):
         t = "float" if t == "int" else "f32"

@@ -114,6 +114,11 @@ class ReductionKernel:
         self.reduce, self.identity = reduce, identity
         self._combine = None if isinstance(reduce, str) else parse_function(reduce)
         self._post = None if post is None else parse_function(post)
+        if self._combine is not None and len(self._combine.params) != 2:
+            raise TypeError(f"reduce function '{self._combine.name}' must take two values")
+        if self._post is not None and len(self._post.params) not in (1, 2):
+            raise TypeError(f"post function '{self._post.name}' must take (value) or "
+                            "(value, n)")
         self._signature = inspect.signature(fn)
         self._compiled: dict[tuple, dict[tuple[bool, bool], Kernel]] = {}
         self._types: dict[tuple, tuple[str, str]] = {}
@@ -168,7 +173,7 @@ class ReductionKernel:
 
     def _identity(self, acc: str) -> str:
         if isinstance(self.reduce, str):
-            return literal(_IDENTITY[self.reduce][acc if acc != "f16" else "f32"], acc)
+            return literal(_IDENTITY[self.reduce][acc], acc)
         assert self.identity is not None
         try:
             return literal(self.identity, acc)
@@ -201,9 +206,7 @@ class ReductionKernel:
 
     @staticmethod
     def _single(src: KernelSource, args: list[Val], out: Translation) -> list[Val]:
-        if len(src.params) != len(args) and not (len(src.params) == 1 and len(args) == 2):
-            raise TypeError(f"'{src.name}' must take {len(args)} arguments")
-        values = translate(src, args[:len(src.params)], out)
+        values = translate(src, args, out)
         if len(values) != 1:
             raise src.error(src.node, "several return values", "return one value")
         return values
