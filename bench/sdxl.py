@@ -5,7 +5,8 @@ ours; then one classifier-free-guidance step (batch 2, 128x128 latents, 77x2048 
 text embeddings of 1280 and 6 micro-conditioning time ids) runs on diffusers/torch (fp32 with
 TF32 off, and fp16) and on our kernels (float32, and float16 where the adapter has shader-f16).
 Memory: torch's peak allocation, and for ours the peak device memory in use as the driver
-reports it (cudaMemGetInfo, sampled every few ms) above what was in use before the model.
+reports it (cudaMemGetInfo, sampled every few ms) above what was in use before the model, while
+loading and while stepping.
 """
 
 from __future__ import annotations
@@ -146,21 +147,23 @@ def _our_row(weights: dict[str, np.ndarray], config: dict[str, Any], x: dict[str
     from diffusion.models import UNet2DConditionModel
 
     baseline = _PeakMemory.used(cuda)
-    with _PeakMemory(cuda, baseline) as memory:
+    with _PeakMemory(cuda, baseline) as load_memory:
         start = time.perf_counter()
         ours = UNet2DConditionModel(config, dtype=dtype, device=device)
         ours.load_state_dict(weights, dtype=dtype)
         device.synchronize()
         load_s = time.perf_counter() - start
-        on_device = {k: gpustd.asarray(v, device=device) for k, v in x.items()}
-        sample, context = (on_device[k].astype(dtype) for k in ("sample", "context"))
-        # every per-step input a device tensor, as a recorded-and-replayed step has them
-        cond = {"text_embeds": on_device["text_embeds"].astype(dtype),
-                "time_ids": on_device["time_ids"]}
+    resident = _PeakMemory.used(cuda) - baseline
+    on_device = {k: gpustd.asarray(v, device=device) for k, v in x.items()}
+    sample, context = (on_device[k].astype(dtype) for k in ("sample", "context"))
+    # every per-step input a device tensor, as a recorded-and-replayed step has them
+    cond = {"text_embeds": on_device["text_embeds"].astype(dtype),
+            "time_ids": on_device["time_ids"]}
 
-        def step() -> Any:
-            return ours(sample, on_device["timesteps"], context, cond)
+    def step() -> Any:
+        return ours(sample, on_device["timesteps"], context, cond)
 
+    with _PeakMemory(cuda, baseline) as step_memory:
         start = time.perf_counter()
         got = step().numpy()
         first_s = time.perf_counter() - start
@@ -171,7 +174,9 @@ def _our_row(weights: dict[str, np.ndarray], config: dict[str, Any], x: dict[str
     print(f"-- where our {np.dtype(dtype).name} step's kernel time goes")
     print("\n".join(prof.table().splitlines()[:12]))
     row = {"impl": "ours", "dtype": np.dtype(dtype).name, "gpu_ms": timing["gpu_ms"],
-           "wall_ms": timing["wall_ms"], "peak_gib": memory.peak, "load_s": load_s,
+           "wall_ms": timing["wall_ms"], "peak_gib": step_memory.peak,
+           "weights_gib": sum(v.size for v in weights.values()) * np.dtype(dtype).itemsize / GIB,
+           "load_peak_gib": load_memory.peak, "resident_gib": resident, "load_s": load_s,
            "first_call_s": first_s}
     return row, got, kernels
 
@@ -229,8 +234,9 @@ def run(quick: bool = False) -> dict[str, Any]:
                  "events; wall_ms: ours = record + submit + wait (median), diffusers = one call "
                  "+ synchronize; peak_gib: diffusers = torch.cuda.max_memory_allocated (weights "
                  "included), ours = peak device memory in use (cudaMemGetInfo, sampled) above "
-                 "the level before the model was built, weights included; vs_torch = diffusers "
-                 "gpu_ms / ours gpu_ms (same dtype)".format(
+                 "the level before the model was built, weights included, while stepping "
+                 "(load_peak_gib: while loading; resident_gib: after loading); vs_torch = "
+                 "diffusers gpu_ms / ours gpu_ms (same dtype)".format(
                      config["sample_size"], config["cross_attention_dim"],
                      x["text_embeds"].shape[1]),
         "params_M": params / 1e6,
