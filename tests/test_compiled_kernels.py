@@ -166,7 +166,7 @@ def test_small_arguments_keep_their_digits(device) -> None:
 # -- integers, bools, conditions --------------------------------------------------------------
 @elementwise_kernel
 def integer_ops(a, b):
-    return a // b, a % b, a ** 2, (a & b) ^ ~(a | 3), a << 2 >> 1, -a + abs(b), a / b
+    return a // b, a % b, a ** (b % 4), (a & b) ^ ~(a | 3), a << 2 >> 1, -a + abs(b), a / b
 
 
 @pytest.mark.parametrize("dtype", [np.int32, np.uint32])
@@ -177,7 +177,7 @@ def test_integer_operators_are_exact(device, dtype) -> None:
     b[b == 0] = 7
     got = integer_ops(*on(device, a, b))
     with np.errstate(over="ignore"):
-        expected = [a // b, a % b, a ** 2, (a & b) ^ ~(a | 3), a << 2 >> 1, -a + np.abs(b)]
+        expected = [a // b, a % b, a ** (b % 4), (a & b) ^ ~(a | 3), a << 2 >> 1, -a + np.abs(b)]
     for k, (g, e) in enumerate(zip(got, expected)):
         assert g.dtype == dtype, k
         np.testing.assert_array_equal(g.numpy(), e, err_msg=f"output {k}")
