@@ -70,7 +70,11 @@ def load_pipeline_weights(path: str | os.PathLike[str], *, dtype: Any = None,
     weights = load_single_file(path, dtype=resolved, prediction_type=prediction_type)
     if config is None:
         return weights
-    return _with_folder_configs(weights, Path(config).expanduser(), prediction_type)
+    try:
+        return _with_folder_configs(weights, Path(config).expanduser(), prediction_type)
+    except WeightsError as error:
+        raise WeightsError(f"{path} with config={config}: {error}; config= must be the "
+                           "diffusers folder of the same model architecture") from None
 
 
 _EXPECTED = {"unet": unet_keys, "vae": vae_keys, "text_encoder": clip_text_keys,
