@@ -86,7 +86,6 @@ class _Slot:
         self.started = 0.0
         self.ticket = 0  # when its job began, in jobs begun: progress shows the oldest
         self.running = False
-        self.jobs_done = 0
 
 
 class Worker:
@@ -190,7 +189,6 @@ class Worker:
                 job.future.set_result(result)
             finally:
                 slot.running = False
-                slot.jobs_done += 1
                 with self._lock:
                     slot.state = _idle_state()
                     slot.latents = None
