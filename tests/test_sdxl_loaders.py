@@ -228,7 +228,8 @@ def test_single_file_errors(paths, tmp_path):
     _raises(tmp_path / "truncated.safetensors", "re-download")
     key = "conditioner.embedders.1.model.transformer.resblocks.2.attn.in_proj_weight"
     _raises(_write(tmp_path / "missing.safetensors", {k: v for k, v in base.items() if k != key}),
-            "text_encoder_2 tensor 'encoder.layers.2.self_attn.q_proj.weight' is missing")
+            "(keys conditioner.embedders.1.model.*): text_encoder_2 tensor "
+            "'encoder.layers.2.self_attn.q_proj.weight' is missing")
     label = "model.diffusion_model.label_emb.0.0.weight"
     _raises(_write(tmp_path / "nolabel.safetensors", {k: v for k, v in base.items()
                                                       if k != label}), label)

@@ -109,9 +109,13 @@ def load_sgm_file(file: SafetensorsFile, *, dtype: np.dtype | None,
     configs["vae"] = {**vae_config(vae, file, sample_size=1024), "scaling_factor": 0.13025,
                       "force_upcast": True}
     components = {}
+    prefixes = {"unet": UNET_PREFIX, "vae": VAE_PREFIX, "text_encoder": SGM_CLIP_PREFIX,
+                "text_encoder_2": _OPEN_CLIP[family]}
     for name, refs, expected in (("unet", unet, unet_keys), ("vae", vae, vae_keys),
                                  *((n, r, clip_text_keys) for n, r in texts.items())):
-        kept = require_keys(name, refs, expected(configs[name]), str(file.path))
+        # the missing tensor is named as diffusers names it; say where its LDM keys live
+        where = f"{file.path} (keys {prefixes[name]}*)"
+        kept = require_keys(name, refs, expected(configs[name]), where)
         components[name] = ComponentWeights(name, configs[name], kept, dtype=dtype)
     turbo = is_turbo(file)
     scheduler = (turbo_scheduler_config(family, prediction) if turbo
