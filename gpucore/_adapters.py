@@ -68,7 +68,8 @@ def _os_setup() -> None:
     os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp")
 
 
-def _describe(runtime: _runtime.Runtime, adapter: Any, index: int) -> AdapterInfo:
+def _describe(runtime: _runtime.Runtime, adapter: Any, index: int,
+              position: int) -> AdapterInfo:
     info = adapter.info
     backend = str(info.get("backend_type", "")).lower()
     kind = str(info.get("adapter_type", "")).lower()
@@ -82,7 +83,7 @@ def _describe(runtime: _runtime.Runtime, adapter: Any, index: int) -> AdapterInf
         driver=str(info.get("description", "")),
         features=features | ({"subgroup-matrix"} if configs else set()),
         limits=dict(adapter.limits),
-        adapter=runtime.wrap(adapter),
+        adapter=runtime.wrap(adapter, position),
         runtime=runtime.name,
         matrix_configs=configs,
     )
@@ -107,7 +108,7 @@ def devices(runtime: str | None = None) -> list[AdapterInfo]:
     native = wgpu.gpu.enumerate_adapters_sync()
     native_runtime = _runtime.load("wgpu")
     assert native_runtime is not None
-    found = [_describe(native_runtime, a, i) for i, a in enumerate(native)] \
+    found = [_describe(native_runtime, a, i, i) for i, a in enumerate(native)] \
         if "wgpu" in wanted else []
     if "dawn" in wanted:
         dawn = _runtime.load("dawn", required=(runtime or _runtime.requested_runtime())
@@ -123,7 +124,7 @@ def devices(runtime: str | None = None) -> list[AdapterInfo]:
                 dawn_problem = None if listed else (
                     "Dawn found no adapter it can run (it needs Vulkan 1.1 features that "
                     "Mesa 22's lavapipe lacks, Metal or D3D12)")
-            found += [_describe(dawn, a, len(native) + i) for i, a in enumerate(listed)]
+            found += [_describe(dawn, a, len(native) + i, i) for i, a in enumerate(listed)]
     return found
 
 

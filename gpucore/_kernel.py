@@ -15,11 +15,11 @@ from . import _wgsl
 from ._buffer import Buffer
 from ._device import Device
 from ._errors import BindingError, BindingTypeError, DeviceLimitError, ShaderCompileError
-from ._runtime import GPU_ERRORS
+from ._runtime import GPU_ERRORS, adapt_source
 
 __all__ = ["Kernel", "fold_grid", "shader_path", "shader_source"]
 
-_LOCATION = re.compile(r"wgsl:(\d+):(\d+)")
+_LOCATION = re.compile(r"(?:wgsl|WGSL: ):(\d+):(\d+)")  # naga's, then Tint's (Dawn) form
 _MESSAGE = re.compile(r"Shader (?:'[^']*' )?(?:parsing |validation )?error: ([^\n]*)")
 _loaded: dict[tuple, Kernel] = {}  # Kernel.cached's store
 _PACK = {"f32": "f", "i32": "i", "u32": "I"}
@@ -149,7 +149,8 @@ class Kernel:
     def _build(self, device: Device) -> tuple[Any, Any]:
         dev = device.wgpu
         try:
-            module = dev.create_shader_module(label=self.name, code=self.source)
+            module = dev.create_shader_module(
+                label=self.name, code=adapt_source(device.info.runtime, self.source))
         except GPU_ERRORS as exc:
             raise self._compile_error(exc) from None
         if self.entry not in self.signature.entry_points:

@@ -13,6 +13,7 @@ wgpu-native). `gpucore.devices()` lists the adapters of every runtime installed.
 from __future__ import annotations
 
 import os
+import re
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +21,7 @@ from typing import Any
 import wgpu
 
 from ._errors import GpuError
+from ._wgsl import strip_comments
 
 __all__ = [
     "DAWN_TOGGLES",
@@ -27,6 +29,7 @@ __all__ = [
     "RUNTIMES",
     "MatrixConfig",
     "Runtime",
+    "adapt_source",
     "dawn_error_types",
     "load",
     "requested_runtime",
@@ -41,6 +44,10 @@ _ALIASES = {"wgpu": "wgpu", "wgpu-native": "wgpu", "native": "wgpu", "dawn": "da
 # - vulkan_enable_f16_on_nvidia: Dawn hides shader-f16 on NVIDIA's Vulkan driver otherwise.
 # GPUCORE_DAWN_TOGGLES adds more (comma-separated), e.g. disable_robustness for timing.
 DAWN_TOGGLES = ("allow_unsafe_apis", "vulkan_enable_f16_on_nvidia")
+
+# Toggles turned off: timestamp_quantization rounds timestamps to ~65 us (a browser's
+# defence against timing attacks), which makes Profile's per-dispatch times useless.
+_DAWN_OFF = ("timestamp_quantization",)
 
 # Feature names: gpucore speaks wgpu-native's; each runtime's own name where it differs.
 _DAWN_FEATURES = {"subgroup": "subgroups",
@@ -92,17 +99,22 @@ class Runtime:
                                   int(c.get("min_subgroup_size", 0)),
                                   int(c.get("max_subgroup_size", 0))) for c in found)
 
-    def wrap(self, adapter: Any) -> Any:
-        """The adapter as Device uses it: Dawn's takes gpucore's feature names."""
-        return adapter if self.name == "wgpu" else _TranslatingAdapter(adapter, self)
+    def wrap(self, adapter: Any, position: int) -> Any:
+        """The adapter as Device uses it (`position`: its place in this runtime's list):
+        Dawn's takes gpucore's feature names and opens any number of devices."""
+        return adapter if self.name == "wgpu" else _TranslatingAdapter(adapter, self, position)
 
 
 class _TranslatingAdapter:
-    """A Dawn adapter whose `request_device_sync` takes gpucore's feature names."""
+    """A Dawn adapter whose `request_device_sync` takes gpucore's feature names and may be
+    called more than once (Dawn "consumes" an adapter with its first device, as WebGPU says;
+    a later request uses a fresh adapter from the same position in Dawn's enumeration)."""
 
-    def __init__(self, adapter: Any, runtime: Runtime) -> None:
+    def __init__(self, adapter: Any, runtime: Runtime, position: int) -> None:
         self._adapter = adapter
         self._runtime = runtime
+        self._position = position
+        self._consumed = False
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._adapter, name)
@@ -114,7 +126,27 @@ class _TranslatingAdapter:
         matrices = self._runtime.native_feature("subgroup-matrix")
         if matrices in self._adapter.features and matrices not in names:
             names.append(matrices)
-        return self._adapter.request_device_sync(required_features=names, **kwargs)
+        adapter = self._adapter
+        if self._consumed:
+            adapter = self._runtime.api.gpu.enumerate_adapters_sync()[self._position]
+        self._consumed = True
+        return adapter.request_device_sync(required_features=names, **kwargs)
+
+
+_SUBGROUP_USE = re.compile(r"\bsubgroup[A-Z]\w*\s*\(|@builtin\s*\(\s*subgroup_")
+_ENABLE_SUBGROUPS = re.compile(r"^\s*enable\s+[\w\s,]*\bsubgroups\b", re.M)
+
+
+def adapt_source(runtime: str, source: str) -> str:
+    """WGSL as `runtime`'s compiler wants it. Tint (Dawn) requires `enable subgroups;` before
+    any subgroup builtin, which naga (wgpu-native) refuses as unsupported; our shaders are
+    written for naga and get the directive here. It goes in front of line 1, on that line,
+    so compile errors keep their line numbers."""
+    if runtime != "dawn" or _ENABLE_SUBGROUPS.search(source):
+        return source
+    if _SUBGROUP_USE.search(strip_comments(source)):
+        return "enable subgroups; " + source
+    return source
 
 
 _loaded: dict[str, Runtime] = {}
@@ -151,7 +183,8 @@ def _setup_dawn(api: Any) -> None:
     # Toggles this Dawn build lacks are left out rather than failing: older builds lack some.
     toggles = [t for t in (*DAWN_TOGGLES, *extra) if t and t in known]
     try:
-        extras.set_instance_extras(backends=["Primary"], enable_toggles=toggles)
+        extras.set_instance_extras(backends=["Primary"], enable_toggles=toggles,
+                                   disable_toggles=[t for t in _DAWN_OFF if t in known])
     except RuntimeError:
         pass  # the instance exists already (someone used wgpudawn first): keep theirs
 

@@ -43,14 +43,20 @@ def fake_runtimes(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
                        {"shader-f16", "subgroups", "chromium-experimental-subgroup-matrix"})
     calls: dict[str, Any] = {"toggles": None}
 
-    def set_instance_extras(backends: Any, enable_toggles: Any) -> None:
+    def set_instance_extras(backends: Any, enable_toggles: Any, disable_toggles: Any) -> None:
         calls["toggles"] = list(enable_toggles)
+        calls["off"] = list(disable_toggles)
+
+    def enumerate_dawn() -> list[FakeAdapter]:
+        calls["enumerations"] = calls.get("enumerations", 0) + 1
+        return [dawn]
 
     extras = types.SimpleNamespace(
-        all_toggles=lambda: {"allow_unsafe_apis": {}, "disable_robustness": {}},
+        all_toggles=lambda: {"allow_unsafe_apis": {}, "disable_robustness": {},
+                             "timestamp_quantization": {}},
         set_instance_extras=set_instance_extras,
         get_adapter_properties=lambda a: {"subgroup_matrix_configs": CONFIGS})
-    api = types.SimpleNamespace(gpu=types.SimpleNamespace(enumerate_adapters_sync=lambda: [dawn]),
+    api = types.SimpleNamespace(gpu=types.SimpleNamespace(enumerate_adapters_sync=enumerate_dawn),
                                 GPUError=RuntimeError)
     for name, module in (("wgpudawn", api), ("wgpudawn.backends", types.SimpleNamespace()),
                          ("wgpudawn.backends.dawn", types.SimpleNamespace(extras=extras)),
@@ -67,6 +73,8 @@ def test_dawn_requested_but_not_installed_says_what_to_install(
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_runtime, "_loaded", {})
     monkeypatch.setattr(_runtime, "_import_dawn", lambda: None)
+    for var in ("GPUCORE_BACKEND", "GPUCORE_ADAPTER"):
+        monkeypatch.setenv(var, "")
     monkeypatch.setenv("GPUCORE_RUNTIME", "dawn")
     with pytest.raises(gpucore.GpuError, match=r"pip install avx-gpu\[dawn\]"):
         gpucore.Device.auto()
@@ -95,6 +103,7 @@ def test_devices_lists_both_runtimes_with_stable_indices(fake_runtimes: dict[str
     assert not every[1].matrix_configs and "subgroup-matrix" not in every[1].features
     # the toggles went to Dawn once, those this build lacks left out
     assert fake_runtimes["calls"]["toggles"] == ["allow_unsafe_apis"]
+    assert fake_runtimes["calls"]["off"] == ["timestamp_quantization"]
 
 
 def test_runtime_selection(fake_runtimes: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
@@ -120,6 +129,10 @@ def test_dawn_device_request_uses_dawn_feature_names(fake_runtimes: dict[str, An
     assert asked["required_features"] == ["shader-f16", "subgroups",
                                           "chromium-experimental-subgroup-matrix"]
     assert asked["label"] == "x" and info.adapter.limits == {"max-buffer-size": 1 << 30}
+    # Dawn "consumes" an adapter with its first device: a second one comes from a fresh list
+    listed = fake_runtimes["calls"]["enumerations"]
+    info.adapter.request_device_sync(required_features=[])
+    assert fake_runtimes["calls"]["enumerations"] == listed + 1
 
 
 def test_unknown_dawn_toggle_is_refused(fake_runtimes: dict[str, Any],
@@ -130,3 +143,15 @@ def test_unknown_dawn_toggle_is_refused(fake_runtimes: dict[str, Any],
     monkeypatch.setenv("GPUCORE_DAWN_TOGGLES", "disable_robustness")
     gpucore.devices("all")
     assert fake_runtimes["calls"]["toggles"] == ["allow_unsafe_apis", "disable_robustness"]
+
+
+def test_tint_gets_enable_subgroups_and_naga_does_not() -> None:
+    src = "// subgroupAdd( in a comment only\nfn f(x: f32) -> f32 { return subgroupAdd(x); }\n"
+    assert _runtime.adapt_source("wgpu", src) == src
+    dawn = _runtime.adapt_source("dawn", src)
+    assert dawn.startswith("enable subgroups; ") and dawn.count("\n") == src.count("\n")
+    assert _runtime.adapt_source("dawn", dawn) == dawn
+    plain = "// subgroupAdd( in a comment only\nfn f(x: f32) -> f32 { return x; }\n"
+    assert _runtime.adapt_source("dawn", plain) == plain
+    builtin = "@compute @workgroup_size(32) fn main(@builtin(subgroup_invocation_id) i: u32) {}"
+    assert _runtime.adapt_source("dawn", builtin).startswith("enable subgroups;")

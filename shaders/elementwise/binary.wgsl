@@ -64,14 +64,16 @@ fn float_power(x: f32, y: f32) -> f32 {
         return 1.0;
     }
     if (x == 0.0) {
-        return select(0.0, bitcast<f32>(0x7f800000u), y < 0.0);
+        var inf_bits = 0x7f800000u;  // a var: Tint refuses inf as a constant expression
+        return select(0.0, bitcast<f32>(inf_bits), y < 0.0);
     }
     let m = pow(abs(x), y);
     if (x > 0.0) {
         return m;
     }
     if (fract(y) != 0.0) {
-        return bitcast<f32>(0x7fc00000u);  // NaN, as numpy gives
+        var nan_bits = 0x7fc00000u;  // a var, as above
+        return bitcast<f32>(nan_bits);  // NaN, as numpy gives
     }
     return select(m, -m, fract(y * 0.5) != 0.0);
 }

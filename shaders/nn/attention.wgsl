@@ -132,7 +132,8 @@ fn v_row(base: u32, key: u32, dim: u32) -> vec4<f32> {
 
 // One scaled, masked score (-inf where masked out or past Lk).
 fn adjust1(x: f32, b: u32, h: u32, row: u32, key: u32) -> f32 {
-    let neg_inf = -bitcast<f32>(0x7f800000u);
+    var inf_bits = 0x7f800000u;  // a var: Tint refuses inf as a constant expression
+    let neg_inf = -bitcast<f32>(inf_bits);
     if (key >= params.lk || (params.causal != 0u && key > row)) { return neg_inf; }
     var r = x * params.scale;
     if (MASK != 0u && row < params.lq) {
