@@ -14,6 +14,8 @@ import numpy as np
 
 from gpucore import Buffer, Device, Kernel, wgsl_scalar
 
+from . import _gemm_subgroup_matrix
+
 __all__ = ["TILES", "BatchPlan", "Plan", "Tile", "batch_plan", "plan_gemm", "record_gemm"]
 
 
@@ -217,6 +219,14 @@ def record_gemm(a: Buffer[Any], b: Buffer[Any], c: Buffer[Any], bias: Buffer[Any
     if m == 0 or n == 0 or plan.count == 0:
         return
     device = c.device
+    if (c.dtype == a.dtype == b.dtype == np.float16 and tile is None and splits is None
+            and paired is None
+            and _gemm_subgroup_matrix.available(device)):  # the matrix units (Dawn)
+        _gemm_subgroup_matrix.record_gemm_sm(
+            a, b, c, bias if bias is not None else _placeholder(device, c.dtype),
+            has_bias=bias is not None, m=m, n=n, k=k, trans_a=trans_a, trans_b=trans_b,
+            alpha=alpha, beta=beta, plan=plan)
+        return
     per_group = plan.outer * plan.inner
     chosen = plan_gemm(m, n, k, plan.count)
     tile = tile or chosen.tile
