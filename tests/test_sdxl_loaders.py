@@ -266,3 +266,18 @@ def test_folder_errors(paths, tmp_path):
     (folder / "text_encoder_2" / "config.json").write_text(json.dumps(
         {**config, "num_hidden_layers": 6}))
     _raises(folder, str(folder / "text_encoder_2" / "model.safetensors"), "encoder.layers.5.")
+
+
+def test_turbo_is_named_not_inferred_from_trailing_spacing(paths, tmp_path):
+    """The bundled zero-SNR model schedules with trailing spacing and is no Turbo model; a Turbo
+    folder under another name is SD 2.1 / SDXL like any other."""
+    from diffusion.load import DEFAULT_MODEL
+
+    if (DEFAULT_MODEL / "model_index.json").is_file():
+        w = load_pipeline_weights(DEFAULT_MODEL)
+        assert w.scheduler_config["timestep_spacing"] == "trailing" and not w.info.turbo
+    renamed = shutil.copytree(paths.sdxl_turbo, tmp_path / "fast-xl")
+    assert not load_pipeline_weights(renamed).info.turbo
+    snapshot = tmp_path / "models--stabilityai--sdxl-turbo" / "snapshots" / "0123abc"
+    shutil.copytree(paths.sdxl_turbo, snapshot)
+    assert load_pipeline_weights(snapshot).info.turbo

@@ -81,8 +81,7 @@ def load_folder(root: Path, *, dtype: np.dtype | None, prediction_type: str | No
                      inpainting=unet_config.get("in_channels") == 9,
                      prediction_type=scheduler.get("prediction_type", "epsilon"),
                      source="diffusers",
-                     turbo=(scheduler.get("timestep_spacing") == "trailing"
-                            or "turbo" in root.name.lower()))
+                     turbo=_named_turbo(root))
     tokenizers = [root / name if (root / name).is_dir() else None
                   for name in ("tokenizer", "tokenizer_2")]
     settings = {key: value for key, value in index.items()
@@ -91,6 +90,14 @@ def load_folder(root: Path, *, dtype: np.dtype | None, prediction_type: str | No
                            scheduler_config=scheduler, info=info, tokenizer_dir=tokenizers[0],
                            text_encoder_2=components.get("text_encoder_2"),
                            tokenizer_2_dir=tokenizers[1], pipeline_config=settings)
+
+
+def _named_turbo(root: Path) -> bool:
+    """Turbo models are SD 2.1 / SDXL in weights and configs; only their name says it (the
+    folder, or for a Hugging Face cache snapshot the repository's, models--stabilityai--sdxl-turbo).
+    Trailing timestep spacing is no sign: zero-SNR models use it too."""
+    names = [root.name, root.parent.parent.name if root.parent.name == "snapshots" else ""]
+    return any("turbo" in name.lower() for name in names)
 
 
 def _component(root: Path, name: str, entry: list[Any], variant: str | None,

@@ -106,8 +106,7 @@ def _with_folder_configs(weights: PipelineWeights, folder: Path,
     scheduler = read_json(folder / "scheduler" / "scheduler_config.json")
     prediction = prediction_type or scheduler.get("prediction_type", "epsilon")
     scheduler = {**scheduler, "prediction_type": prediction}
-    info = dataclasses.replace(weights.info, prediction_type=prediction, turbo=(
-        weights.info.turbo or scheduler.get("timestep_spacing") == "trailing"))
+    info = dataclasses.replace(weights.info, prediction_type=prediction)
     tokenizers = [folder / n if (folder / n).is_dir() else None
                   for n in ("tokenizer", "tokenizer_2")]
     settings = {k: v for k, v in index.items() if not k.startswith("_") and not isinstance(v, list)}

@@ -113,9 +113,10 @@ class ModelInfo:
     inpainting: the UNet takes 9 input channels (latents + mask + masked-image latents).
     prediction_type: "epsilon" or "v_prediction" (what the UNet predicts; the scheduler needs it).
     source: "diffusers" (a pipeline folder) or "single_file" (an original LDM checkpoint).
-    turbo: an adversarially distilled 1-4 step model (SD-Turbo, SDXL-Turbo): a folder whose
-    scheduler uses "trailing" timestep spacing, or a file whose name or ModelSpec metadata says
-    "turbo"; run it without guidance. Its `scheduler_config` is then Turbo's own.
+    turbo: an adversarially distilled 1-4 step model (SD-Turbo, SDXL-Turbo), which only its
+    name says: "turbo" in the folder's (or Hugging Face cache repository's) or the file's name,
+    or in a file's ModelSpec title/architecture; run it without guidance. A single file's
+    `scheduler_config` is then Turbo's (trailing spacing); a folder keeps its own.
     """
 
     family: Literal["sd1", "sd2", "sdxl", "sdxl-refiner"]
