@@ -134,11 +134,10 @@ def svd(a: Any, full_matrices: bool = True,
     if x_rows > rows or np.any(s.numpy() <= _TINY / scale):
         x = _complete(x, s.buffer, batch, rows, length, x_rows, tiny=_TINY / scale)
     # Tall: U = x^T, Vh = y. Wide: Vh = x, U = y^T (transposed by the gather above).
-    u_side = Tensor.empty((*batch_shape, m, x_rows if tall else rows), np.float32,
-                          device=device)
     if tall:
-        transpose_into(x, u_side.buffer, batch, m, x_rows, m)
-        return SVDResult(u_side, s, Tensor(y, (*batch_shape, n, n)))
+        u = Tensor.empty((*batch_shape, m, x_rows), np.float32, device=device)
+        transpose_into(x, u.buffer, batch, m, x_rows, m)
+        return SVDResult(u, s, Tensor(y, (*batch_shape, n, n)))
     return SVDResult(Tensor(y, (*batch_shape, m, m)), s, Tensor(x, (*batch_shape, x_rows, n)))
 
 
