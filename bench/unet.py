@@ -7,7 +7,10 @@ kernels and on diffusers/torch on the same GPU (fp32 with TF32 off; and fp16 whe
 
 from __future__ import annotations
 
+import functools
+import statistics
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +31,50 @@ TINY_UNET: dict[str, Any] = dict(
     SD15_UNET, block_out_channels=(32, 64, 64, 64), cross_attention_dim=32,
     attention_head_dim=2, sample_size=16,
 )
-COLUMNS = ["dtype", "params_M", "latent", "rel_err", "ours_gpu_ms", "ours_wall_ms", "torch_ms",
-           "vs_torch"]
+COLUMNS = ["dtype", "mode", "dispatches", "rel_err", "ours_gpu_ms", "ours_encode_ms",
+           "ours_wall_ms", "torch_gpu_ms", "torch_wall_ms", "vs_torch"]
+
+
+def _timed(call: Any, device: gpucore.Device, repeat: int) -> dict[str, float]:
+    """Median host encode time (the call alone: Python + recording + periodic submits),
+    wall time (call + wait for the GPU) and GPU time (timestamp queries) of `call()`."""
+    for _ in range(2):
+        call()
+    device.synchronize()
+    encode, wall = [], []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        out = call()
+        mid = time.perf_counter()
+        device.synchronize()
+        end = time.perf_counter()
+        encode.append((mid - start) * 1e3)
+        wall.append((end - start) * 1e3)
+        del out
+    gpu, dispatches = float("nan"), 0
+    if device.has_timestamps:
+        runs = []
+        for _ in range(3):
+            with device.profile() as prof:
+                call()
+            runs.append(prof.total_ns() / 1e6)
+            dispatches = len(prof.records)
+        gpu = statistics.median(runs)
+    return {"gpu_ms": gpu, "encode_ms": statistics.median(encode),
+            "wall_ms": statistics.median(wall), "dispatches": dispatches}
+
+
+def _torch_wall_ms(fn: Any, torch: Any, repeat: int) -> float:
+    for _ in range(2):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        torch.cuda.synchronize()
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
 
 
 def run(quick: bool = False) -> dict[str, Any]:
@@ -42,6 +87,7 @@ def run(quick: bool = False) -> dict[str, Any]:
     config = TINY_UNET if quick else SD15_UNET
     device = gpucore.default_device()
     cuda = _harness.torch_cuda()
+    repeat = 3 if quick else 10
     torch.manual_seed(0)
     reference = diffusers.UNet2DConditionModel(**config).eval()
     params = sum(p.numel() for p in reference.parameters())
@@ -58,22 +104,24 @@ def run(quick: bool = False) -> dict[str, Any]:
         for dtype in (np.float32, np.float16):
             if dtype == np.float16 and not device.has_f16:
                 continue
+            name = np.dtype(dtype).name
             ours = UNet2DConditionModel(dict(reference.config), dtype=dtype, device=device)
             ours.load_state_dict({k: weights.read(k) for k in weights.keys()}, dtype=dtype)
             x = gpustd.asarray(sample, device=device).astype(dtype)
             ctx = gpustd.asarray(context, device=device).astype(dtype)
-            got = ours(x, timesteps, ctx).numpy().astype(np.float64)
-            timing = _harness.ours_ms(lambda ours=ours, x=x, ctx=ctx: ours(x, timesteps, ctx),
-                                      device, warmup=2, repeat=3 if quick else 10)
+            ts = gpustd.asarray(timesteps, device=device)
+            got = ours(x, ts, ctx).numpy().astype(np.float64)
+            step = gpustd.capture(ours.forward)
+            step(x, ts, ctx)  # recorded
+            replayed = step(x, ts, ctx).numpy().astype(np.float64)
+            timings = {"eager": _timed(functools.partial(ours, x, ts, ctx), device, repeat),
+                       "replay": _timed(functools.partial(step, x, ts, ctx), device, repeat)}
             with device.profile() as prof:
-                ours(x, timesteps, ctx)
-            kernels[np.dtype(dtype).name] = {name: {"calls": n, "ms": ns / 1e6}
-                                             for name, (n, ns) in prof.summary().items()}
-            print(f"-- where the {np.dtype(dtype).name} step's kernel time goes")
+                ours(x, ts, ctx)
+            kernels[name] = {k: {"calls": n, "ms": ns / 1e6}
+                             for k, (n, ns) in prof.summary().items()}
+            print(f"-- where the {name} step's kernel time goes")
             print("\n".join(prof.table().splitlines()[:13]))
-            row: dict[str, Any] = {"dtype": np.dtype(dtype).name, "params_M": params / 1e6,
-                                   "latent": f"2x4x{size}x{size}", **{
-                                       f"ours_{k}": v for k, v in timing.items()}}
             model = reference.to("cuda" if cuda else "cpu")
             torch.backends.cuda.matmul.allow_tf32 = False
             torch.backends.cudnn.allow_tf32 = False
@@ -82,23 +130,41 @@ def run(quick: bool = False) -> dict[str, Any]:
             dev = "cuda" if cuda else "cpu"
             args = [torch.from_numpy(a).to(dev) for a in (sample, timesteps, context)]
             args[0], args[2] = args[0].to(tdtype), args[2].to(tdtype)
+            theirs: dict[str, float] = {}
             with torch.no_grad():
                 expected = model(*args).sample.float().cpu().numpy().astype(np.float64)
                 if cuda:
-                    row["torch_ms"] = _harness.torch_cuda_ms(
-                        lambda model=model, args=args: model(*args), repeat=3 if quick else 10)
-                    row["vs_torch"] = row["torch_ms"] / row["ours_gpu_ms"]
-            row["rel_err"] = float(np.abs(got - expected).max() / np.abs(expected).max())
+                    theirs["torch_gpu_ms"] = _harness.torch_cuda_ms(
+                        lambda model=model, args=args: model(*args), repeat=repeat)
+                    theirs["torch_wall_ms"] = _torch_wall_ms(
+                        lambda model=model, args=args: model(*args), torch, repeat)
+            for mode, out in (("eager", got), ("replay", replayed)):
+                t = timings[mode]
+                row: dict[str, Any] = {
+                    "dtype": name, "mode": mode, "params_M": params / 1e6,
+                    "latent": f"2x4x{size}x{size}", "dispatches": t["dispatches"],
+                    "rel_err": float(np.abs(out - expected).max() / np.abs(expected).max()),
+                    "replay_bitwise_equal_eager": bool(np.array_equal(replayed, got)),
+                    **{f"ours_{k}": v for k, v in t.items() if k != "dispatches"}, **theirs}
+                if "torch_wall_ms" in theirs:
+                    row["vs_torch"] = theirs["torch_wall_ms"] / t["wall_ms"]
+                rows.append(row)
             reference = reference.float().cpu()
-            rows.append(row)
-            del ours, x, ctx
+            step.reset()
+            del ours, x, ctx, ts, step
             device.empty_pool()
     return {
         "benchmark": "unet",
         "environment": _harness.environment(device),
-        "notes": "one UNet call with CFG batch 2; rel_err = max|ours - diffusers| / max|diffusers| "
-                 "on the same weights (fp16 rows compare against torch fp16); ours_gpu_ms sums "
-                 "timestamp-query kernel times, ours_wall_ms is record + submit + wait",
+        "notes": "one UNet call with CFG batch 2 (timesteps as a device tensor); mode eager = "
+                 "the Python ops, replay = gpustd.capture of the same call (recorded once, "
+                 "then replayed with the inputs copied in and a fresh output); rel_err = "
+                 "max|ours - diffusers| / max|diffusers| on the same weights (fp16 rows against "
+                 "torch fp16); ours_gpu_ms sums timestamp-query kernel times (one pass per "
+                 "dispatch while profiling), ours_encode_ms is the call alone on the host, "
+                 "ours_wall_ms the call + submit + wait; torch_gpu_ms by CUDA events, "
+                 "torch_wall_ms by perf_counter around call + cuda.synchronize (TF32 off); "
+                 "vs_torch = torch_wall_ms / ours_wall_ms (above 1: we are faster)",
         "columns": COLUMNS,
         "rows": rows,
         "kernels": kernels,

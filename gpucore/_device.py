@@ -324,6 +324,7 @@ class Device:
             stream = self.current_stream
             profile = self._profile if stream is self.default_stream else None
             compute = None
+            every = self._submit_every
             for op in ops:
                 if op[0] == "dispatch":
                     if profile is not None:
@@ -333,6 +334,10 @@ class Device:
                     compute.set_pipeline(op[1])
                     compute.set_bind_group(0, op[2], op[3])
                     compute.dispatch_workgroups(*op[4])
+                    stream.pending += 1
+                    if stream.pending >= every:  # let the GPU start on the first part
+                        self._flush_stream(stream)
+                        compute = None
                     continue
                 compute = None
                 stream.end_pass()
@@ -341,7 +346,7 @@ class Device:
                     encoder.copy_buffer_to_buffer(*op[1:])
                 else:
                     encoder.clear_buffer(op[1], 0, op[2])
-            stream.pending += len(ops)
+                stream.pending += 1
 
     def _pin(self, buffers: Any) -> None:
         buffers = list(buffers)

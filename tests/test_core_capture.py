@@ -191,3 +191,17 @@ def test_captured_unet_step_equals_eager(device) -> None:
     assert (step.recordings, step.replays) == (1, 1)
     np.testing.assert_array_equal(replayed, unet(sample, timesteps, context).numpy())
     assert not np.array_equal(replayed, recorded)  # the new inputs (timestep too) did count
+
+
+def test_replay_submits_in_parts_like_eager(device, monkeypatch: pytest.MonkeyPatch) -> None:
+    # On a real GPU a long replay is submitted every few hundred dispatches; force every 2.
+    rng = np.random.default_rng(6)
+    a, b, s = (Buffer.from_numpy(_random(rng), device=device) for _ in range(3))
+    with device.capture() as graph:
+        out = _chain(a, b, s)
+    monkeypatch.setattr(device, "_submit_every", 2)
+    a.write(_random(rng))
+    graph.replay()
+    got = out.read()
+    monkeypatch.undo()
+    np.testing.assert_array_equal(got, _chain(a, b, s).read())
