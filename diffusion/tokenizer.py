@@ -60,6 +60,19 @@ def _token_text(value: Any) -> str | None:
     return value.get("content") if isinstance(value, dict) else value
 
 
+def _tokenizer_json_bpe(path: Path) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """(vocab, merges) of the BPE model in a `tokenizers` tokenizer.json (merges written as
+    "a b" strings by older versions, as [a, b] pairs by newer ones)."""
+    model = json.loads(path.read_text(encoding="utf-8")).get("model") or {}
+    if model.get("type") != "BPE" or not isinstance(model.get("vocab"), dict):
+        raise ValueError(f"{path}: not a BPE tokenizer (model type {model.get('type')!r}); "
+                         "a CLIP tokenizer folder needs a BPE tokenizer.json or vocab.json + "
+                         "merges.txt")
+    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ", 1))
+              for m in model.get("merges", [])]
+    return model["vocab"], merges  # type: ignore[return-value]
+
+
 class CLIPTokenizer:
     """Text -> CLIP token ids. transformers equivalent: `CLIPTokenizer` with
     `padding="max_length", truncation=True, max_length=77`.
@@ -100,7 +113,8 @@ class CLIPTokenizer:
     def from_pretrained(cls, folder: str | Path | None = None) -> CLIPTokenizer:
         """The tokenizer of a diffusers model folder (or its `tokenizer/` subfolder).
 
-        Uses the folder's vocab.json + merges.txt and its special_tokens_map.json /
+        Uses the folder's vocab.json + merges.txt (else its tokenizer.json, which is all
+        transformers 5 writes) and its special_tokens_map.json /
         tokenizer_config.json (pad token, model_max_length) when present; otherwise the bundled
         vocabulary (with the folder's pad token if it names one). `None`: bundled, SD 1.x padding.
         """
@@ -120,11 +134,15 @@ class CLIPTokenizer:
                 lines = (root / "merges.txt").read_text(encoding="utf-8").splitlines()
                 merges = [(a, b) for a, b in (line.split() for line in lines
                                               if line and not line.startswith("#version"))]
+            elif (root / "tokenizer.json").is_file():  # all transformers >= 5 saves
+                vocab, merges = _tokenizer_json_bpe(root / "tokenizer.json")
         options: dict[str, Any] = {}
         if _token_text(settings.get("pad_token")):
             options["pad_token"] = _token_text(settings["pad_token"])
-        if isinstance(settings.get("model_max_length"), int):
-            options["model_max_length"] = settings["model_max_length"]
+        limit = settings.get("model_max_length")
+        # transformers writes int(1e30) for "no limit"; CLIP's own limit (77) applies then
+        if isinstance(limit, int) and 2 <= limit <= 1 << 16:
+            options["model_max_length"] = limit
         return cls(vocab, merges, **options)
 
     @property

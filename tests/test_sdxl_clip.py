@@ -48,6 +48,32 @@ def test_tokenizers_match_transformers(paths):
     np.testing.assert_array_equal(refiner_2(PROMPTS), want_2)
 
 
+def test_tokenizer_json_only_folder(tmp_path):
+    """A tokenizer folder as transformers 5 saves it (tokenizer.json, no vocab.json) with a
+    vocabulary of its own (1000 tokens, diffusers' tiny test size), not the bundled one."""
+    import json
+
+    import transformers
+
+    from diffusion.tokenizer import bundled_vocab
+
+    full, merges = bundled_vocab()
+    merges = merges[:486]
+    tokens = [t for t, i in sorted(full.items(), key=lambda item: item[1])][:512]
+    tokens += ["".join(m) for m in merges] + ["<|startoftext|>", "<|endoftext|>"]
+    vocab = {token: i for i, token in enumerate(tokens)}
+    (tmp_path / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
+    (tmp_path / "merges.txt").write_text("#version: 0.2\n" + "\n".join(" ".join(m)
+                                                                      for m in merges))
+    reference = transformers.CLIPTokenizer(str(tmp_path / "vocab.json"),
+                                           str(tmp_path / "merges.txt"), pad_token="!")
+    reference.save_pretrained(tmp_path / "saved")
+    assert not (tmp_path / "saved" / "vocab.json").exists()
+    ours = CLIPTokenizer.from_pretrained(tmp_path / "saved")
+    assert ours.vocab_size == 1000
+    np.testing.assert_array_equal(ours(PROMPTS), _reference_ids(reference, PROMPTS))
+
+
 def _ours(reference, device) -> CLIPTextModel:
     # an in-memory transformers config names no architectures (saving writes them)
     projection = type(reference).__name__ == "CLIPTextModelWithProjection"
