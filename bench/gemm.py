@@ -3,6 +3,8 @@
 Shapes are M x K x N: square ones and those of a Stable Diffusion UNet's linear layers at
 64x64 latents ((tokens x in) @ (in x out)); each in float32 and float16, and in the two layouts
 a network uses: "nn" (x @ w) and "nt" (x @ w.T, a linear layer's weight as stored).
+float16 runs on the matrix units (gpustd/_gemm_subgroup_matrix.py) where the device has
+subgroup matrices: run with GPUCORE_RUNTIME=dawn (the "kernel" column says which ran).
 """
 
 from __future__ import annotations
@@ -13,12 +15,12 @@ from typing import Any
 import numpy as np
 
 import gpucore
-from gpustd import Tensor, linalg
+from gpustd import Tensor, _gemm_subgroup_matrix, linalg
 
 from . import _harness
 
-COLUMNS = ["dtype", "m", "k", "n", "layout", "ours_gpu_ms", "ours_wall_ms", "ours_TFLOPs",
-           "baseline", "baseline_ms", "baseline_TFLOPs", "ratio"]
+COLUMNS = ["dtype", "m", "k", "n", "layout", "kernel", "ours_gpu_ms", "ours_wall_ms",
+           "ours_TFLOPs", "baseline", "baseline_ms", "baseline_TFLOPs", "ratio"]
 SQUARE = [256, 512, 1024, 2048, 4096]
 SD_SHAPES = [(4096, 320, 320), (4096, 640, 640), (4096, 1280, 320), (1024, 1280, 1280),
              (77, 768, 320), (4096, 320, 1280)]
@@ -70,7 +72,9 @@ def _row(device: gpucore.Device, torch: Any, dtype: Any, shape: tuple[int, int, 
         raise AssertionError(f"gemm {m}x{k}x{n} {layout} {np.dtype(dtype)}: relative error {err}")
     ours_ms = timing["gpu_ms"] if math.isfinite(timing["gpu_ms"]) else timing["wall_ms"]
     name, base_ms = _baseline(torch, a, b, layout, repeat)
+    matrix_units = np.dtype(dtype) == np.float16 and _gemm_subgroup_matrix.available(device)
     return {"dtype": np.dtype(dtype).name, "m": m, "k": k, "n": n, "layout": layout,
+            "kernel": "subgroup-matrix" if matrix_units else "portable",
             "ours_gpu_ms": timing["gpu_ms"], "ours_wall_ms": timing["wall_ms"],
             "ours_TFLOPs": _tflops(m, k, n, ours_ms), "baseline": name, "baseline_ms": base_ms,
             "baseline_TFLOPs": _tflops(m, k, n, base_ms), "ratio": base_ms / ours_ms}
@@ -95,13 +99,16 @@ def run(quick: bool = False) -> dict[str, Any]:
     repeat = 3 if quick else 20
     rows = [_row(device, torch, dtype, shape, layout, repeat, rng)
             for dtype in dtypes for shape in shapes for layout in layouts]
+    environment = _harness.environment(device)
+    environment["runtime"] = device.info.runtime
     return {
         "benchmark": "gemm",
-        "environment": _harness.environment(device),
+        "environment": environment,
         "notes": "shapes are m x k x n; ms are medians; ours_gpu_ms from timestamp queries "
                  "(ours_wall_ms adds submit + wait); TFLOPs = 2mkn / time; ratio = "
                  "baseline_ms / ours (>1: we are faster). torch runs fp32 with TF32 off; its "
-                 "fp16 uses tensor cores, which WGSL cannot reach.",
+                 "fp16 uses tensor cores, which ours reach only through Dawn's subgroup "
+                 "matrices (kernel 'subgroup-matrix', GPUCORE_RUNTIME=dawn).",
         "columns": COLUMNS,
         "rows": rows,
     }

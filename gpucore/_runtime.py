@@ -49,6 +49,11 @@ DAWN_TOGGLES = ("allow_unsafe_apis", "vulkan_enable_f16_on_nvidia")
 # defence against timing attacks), which makes Profile's per-dispatch times useless.
 _DAWN_OFF = ("timestamp_quantization",)
 
+# Refused: skip_validation turns an invalid pipeline into a crash. Seen with wgpudawn
+# 0.32.0.4 on an H100: create_compute_pipeline with a missing entry point aborts (SIGABRT)
+# under skip_validation, and raises GPUValidationError without it.
+_DAWN_REFUSED = ("skip_validation",)
+
 # Feature names: gpucore speaks wgpu-native's; each runtime's own name where it differs.
 _DAWN_FEATURES = {"subgroup": "subgroups",
                   "subgroup-matrix": "chromium-experimental-subgroup-matrix"}
@@ -175,6 +180,11 @@ def _setup_dawn(api: Any) -> None:
     from wgpudawn.backends.dawn import extras  # type: ignore[import-not-found]
 
     extra = [t.strip() for t in os.environ.get("GPUCORE_DAWN_TOGGLES", "").split(",")]
+    refused = [t for t in extra if t in _DAWN_REFUSED]
+    if refused:
+        raise GpuError(f"GPUCORE_DAWN_TOGGLES: {refused} cannot be used: with Dawn's "
+                       "validation skipped, an invalid pipeline (a shader that fails to compile, "
+                       "a wrong entry point) aborts the process instead of raising an error")
     known = extras.all_toggles()
     unknown = [t for t in extra if t and t not in known]
     if unknown:

@@ -16,6 +16,7 @@ from gpucore import _adapters
 
 def test_no_adapter_error_says_how_to_fix(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_adapters.wgpu.gpu, "enumerate_adapters_sync", lambda: [])
+    monkeypatch.setenv("GPUCORE_RUNTIME", "wgpu")  # the runtime whose adapters are faked away
     with pytest.raises(gpucore.NoAdapterError, match="mesa-vulkan-drivers"):
         gpucore.Device.auto()
 

@@ -140,6 +140,9 @@ def test_unknown_dawn_toggle_is_refused(fake_runtimes: dict[str, Any],
     monkeypatch.setenv("GPUCORE_DAWN_TOGGLES", "disable_robustness,no_such_toggle")
     with pytest.raises(gpucore.GpuError, match="no_such_toggle"):
         gpucore.devices("all")
+    monkeypatch.setenv("GPUCORE_DAWN_TOGGLES", "skip_validation")
+    with pytest.raises(gpucore.GpuError, match="aborts the process"):
+        gpucore.devices("all")
     monkeypatch.setenv("GPUCORE_DAWN_TOGGLES", "disable_robustness")
     gpucore.devices("all")
     assert fake_runtimes["calls"]["toggles"] == ["allow_unsafe_apis", "disable_robustness"]
