@@ -27,7 +27,8 @@ yields ids the embeddings have. Configs keep the real SDXL text encoders' legacy
 
 The single-file heads and GroupNorm counts are not in the weights: a loader that derives the
 config from the shapes (SDXL's 64-wide heads, 32 groups) describes a different tiny model than
-the folder; load it with the folder's configs to compare outputs.
+the folder; `load_pipeline_weights(file, config=folder)` takes the folder's configs (diffusers:
+`from_single_file(file, config=folder)`) to compare outputs.
 """
 
 from __future__ import annotations
