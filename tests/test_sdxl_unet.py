@@ -188,3 +188,20 @@ def test_sdxl_vae_settings(first_device: gpucore.Device) -> None:
     assert (fixed.scaling_factor, fixed.force_upcast) == (0.18215, False)
     with pytest.raises(ValueError, match="shift_factor"):
         AutoencoderKL({**VAE_TINY, "shift_factor": 0.1159}, device=first_device)
+
+
+def test_published_sdxl_configs_are_accepted() -> None:
+    """The full-size base config (bench/sdxl.py) and the refiner's (4 levels, one depth for
+    every level, 5 time ids) pass our checks; building them would take 10 GB."""
+    from bench.sdxl import SDXL_BASE_UNET
+
+    refiner = dict(
+        SDXL_BASE_UNET, attention_head_dim=[6, 12, 24, 24],
+        block_out_channels=[384, 768, 1536, 1536], cross_attention_dim=1280,
+        transformer_layers_per_block=4,
+        down_block_types=["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D",
+                          "DownBlock2D"],
+        up_block_types=["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
+        projection_class_embeddings_input_dim=2560)
+    for config in (SDXL_BASE_UNET, refiner):
+        assert unet_module.check_config(config)["addition_embed_type"] == "text_time"
