@@ -25,6 +25,7 @@ Rules (checked where they can be):
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING, Any
 
 import wgpu
@@ -36,6 +37,30 @@ if TYPE_CHECKING:
     from ._device import Device
 
 __all__ = ["Capture", "CaptureError"]
+
+# wgpu-py's own methods cost ~1 us of Python each; on wgpu-native a replay calls the C
+# functions behind them directly with handles prepared once (the same calls, minus the
+# wrapper). Other runtimes (Dawn) go through the public methods. False forces the latter.
+NATIVE_REPLAY = True
+_NATIVE_MODULE = "wgpu.backends.wgpu_native._api"
+
+
+def native_pass_functions(compute: Any) -> tuple[Any, Any, Any] | None:
+    """(set_pipeline, set_bind_group, dispatch) C functions for `compute`'s runtime, or None
+    where the pass is not wgpu-native's."""
+    if not NATIVE_REPLAY or type(compute).__module__ != _NATIVE_MODULE:
+        return None
+    libf = sys.modules[_NATIVE_MODULE].libf  # type: ignore[attr-defined]
+    return (libf.wgpuComputePassEncoderSetPipeline, libf.wgpuComputePassEncoderSetBindGroup,
+            libf.wgpuComputePassEncoderDispatchWorkgroups)
+
+
+def _native_handles(pipeline: Any, group: Any, offsets: tuple[int, ...]) -> tuple | None:
+    if type(pipeline).__module__ != _NATIVE_MODULE:
+        return None
+    ffi = sys.modules[_NATIVE_MODULE].ffi  # type: ignore[attr-defined]
+    c_offsets = ffi.new("uint32_t[]", list(offsets)) if offsets else ffi.NULL
+    return pipeline._internal, group._internal, len(offsets), c_offsets
 
 
 class CaptureError(GpuError):
@@ -139,7 +164,8 @@ class Capture:
                 if group is None:
                     group = groups[key] = create_bind_group(dev.wgpu, layout, entries)
                     dev.bind_groups_created += 1
-                self._ops.append(("dispatch", pipeline, group, offsets, grid, label))
+                self._ops.append(("dispatch", pipeline, group, offsets, grid, label,
+                                  _native_handles(pipeline, group, offsets)))
             elif kind == "write":
                 _, buffer, offset, data = c
                 self._ops.append(("copy", consts, const_at, buffer, offset, len(data)))

@@ -11,7 +11,7 @@ import wgpu
 
 from ._adapters import OPTIONAL_FEATURES, AdapterInfo, choose_adapter
 from ._bindings import BindGroupCache
-from ._capture import Capture, CaptureError
+from ._capture import Capture, CaptureError, native_pass_functions
 from ._errors import DeviceLimitError, DeviceLostError, GpuError
 from ._pool import BufferPool, size_class
 from ._profile import Profile
@@ -323,17 +323,26 @@ class Device:
                                    "capture first")
             stream = self.current_stream
             profile = self._profile if stream is self.default_stream else None
-            compute = None
+            compute = native = None
             every = self._submit_every
             for op in ops:
                 if op[0] == "dispatch":
                     if profile is not None:
                         self._encode(stream, op[1], op[2], op[3], op[4], op[5])
                         continue
-                    compute = compute or stream.compute or stream.open_pass()
-                    compute.set_pipeline(op[1])
-                    compute.set_bind_group(0, op[2], op[3])
-                    compute.dispatch_workgroups(*op[4])
+                    if compute is None:
+                        compute = stream.compute or stream.open_pass()
+                        native = native_pass_functions(compute)
+                    handles = op[6]
+                    if native is not None and handles is not None:
+                        pass_ = compute._internal
+                        native[0](pass_, handles[0])
+                        native[1](pass_, 0, handles[1], handles[2], handles[3])
+                        native[2](pass_, *op[4])
+                    else:
+                        compute.set_pipeline(op[1])
+                        compute.set_bind_group(0, op[2], op[3])
+                        compute.dispatch_workgroups(*op[4])
                     stream.pending += 1
                     if stream.pending >= every:  # let the GPU start on the first part
                         self._flush_stream(stream)

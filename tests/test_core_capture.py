@@ -193,13 +193,17 @@ def test_captured_unet_step_equals_eager(device) -> None:
     assert not np.array_equal(replayed, recorded)  # the new inputs (timestep too) did count
 
 
-def test_replay_submits_in_parts_like_eager(device, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("native", [True, False], ids=["c-calls", "wgpu-py-calls"])
+def test_replay_submits_in_parts_like_eager(device, monkeypatch: pytest.MonkeyPatch,
+                                            native: bool) -> None:
     # On a real GPU a long replay is submitted every few hundred dispatches; force every 2.
+    # Both encoding paths: wgpu-native's C functions, and wgpu-py's methods (other runtimes).
     rng = np.random.default_rng(6)
     a, b, s = (Buffer.from_numpy(_random(rng), device=device) for _ in range(3))
     with device.capture() as graph:
         out = _chain(a, b, s)
     monkeypatch.setattr(device, "_submit_every", 2)
+    monkeypatch.setattr(gpucore._capture, "NATIVE_REPLAY", native)
     a.write(_random(rng))
     graph.replay()
     got = out.read()
