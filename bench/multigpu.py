@@ -12,10 +12,13 @@ Rows (wall time, median of repeats, after warm-up):
   server    the server's images per second: its worker pool (one worker and pipeline per
             device, one FIFO queue) on the bundled shapes-128 model, jobs submitted in process
             (no HTTP), one image per job; the images of N workers equal those of one.
+            With one GPU the server's second worker is a second wgpu device on the same GPU.
+BENCH_DEVICES (default "all") picks the devices, as `gpucore.open_devices` reads it.
 """
 
 from __future__ import annotations
 
+import os
 import statistics
 import threading
 import time
@@ -250,8 +253,12 @@ def _server(group: DeviceGroup, images: int, sizes: list[int]) -> list[dict[str,
 
 
 def run(quick: bool = False) -> dict[str, Any]:
-    group = DeviceGroup.open("all")
+    group = DeviceGroup.open(os.environ.get("BENCH_DEVICES", "all"))
     repeat = 2 if quick else 5
+    # one GPU: the server also runs two workers on it (two wgpu devices on one adapter), to
+    # see whether one worker's Python overlaps the other's GPU time
+    server_group = group if len(group) > 1 else DeviceGroup(
+        [group[0], gpucore.Device(group[0].info)])
     print("devices:", ", ".join(d.info.label for d in group), flush=True)
     sections: list[Callable[[], list[dict[str, Any]]]] = [
         lambda: _transfers(group, 8 if quick else 256, repeat),
@@ -259,7 +266,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         lambda: _gemm(group, 4 if quick else 8, 96 if quick else 4096, repeat),
         lambda: _fft(group, 8 if quick else 256, 4096 if quick else 65536, 2 if quick else 20,
                      repeat),
-        lambda: _server(group, 4 if quick else 16, [64] if quick else [128, 512]),
+        lambda: _server(server_group, 4 if quick else 16, [64] if quick else [128, 512]),
     ]
     rows: list[dict[str, Any]] = []
     for section in sections:
@@ -271,6 +278,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         print(f"({time.perf_counter() - start:.1f} s)", flush=True)
     env = _harness.environment(group[0])
     env["devices"] = [d.info.label for d in group]
+    env["server_devices"] = [d.info.label for d in server_group]
     return {"benchmark": "multigpu", "environment": env, "columns": COLUMNS, "rows": rows,
             "notes": "wall times, medians; speedup: vs the same mode on 1 device; ratio: "
                      "torch ms / ours (resident); host = scatter from numpy + compute + "
