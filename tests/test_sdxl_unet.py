@@ -35,7 +35,7 @@ SDXL_TINY: dict[str, Any] = dict(
 REFINER_TINY: dict[str, Any] = dict(
     SDXL_TINY, projection_class_embeddings_input_dim=72, cross_attention_dim=32)
 VARIANTS = {"base": (SDXL_TINY, 6), "refiner": (REFINER_TINY, 5)}
-TOL = {np.float32: 1e-3, np.float16: 2e-2}
+TOL = {np.float32: 1e-3, np.float16: 1e-2}  # measured on lavapipe: 1.3e-6 and 2.2e-3
 
 
 @functools.cache
