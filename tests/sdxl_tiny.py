@@ -28,7 +28,9 @@ yields ids the embeddings have. Configs keep the real SDXL text encoders' legacy
 The single-file heads and GroupNorm counts are not in the weights: a loader that derives the
 config from the shapes (SDXL's 64-wide heads, 32 groups) describes a different tiny model than
 the folder; `load_pipeline_weights(file, config=folder)` takes the folder's configs (diffusers:
-`from_single_file(file, config=folder)`) to compare outputs.
+`from_single_file(file, config=folder)`) to compare outputs. diffusers' own from_single_file
+misloads the tiny base's text_encoder_2 (it picks the encoder by width, and both are 32 wide):
+compare against the folder pipeline, whose tensors the single file is tested to equal.
 """
 
 from __future__ import annotations

@@ -55,6 +55,24 @@ def test_layout_matches_diffusers_converters(paths):
         assert back.keys() == text.keys() and all(torch.equal(back[k], text[k]) for k in back)
 
 
+@pytest.mark.parametrize("kind", ["base", "refiner"])
+def test_single_file_like_diffusers_from_single_file(paths, kind):
+    """diffusers' own single-file loading (with the folder's configs) reads the same tensors.
+    Not the base's text_encoder_2: both tiny encoders are 32 wide, and diffusers picks the
+    encoder to convert by that width, so it fills text_encoder_2 from CLIP-L (real SDXL's
+    768 vs 1280 never meet this)."""
+    cls = (diffusers.StableDiffusionXLPipeline if kind == "base"
+           else diffusers.StableDiffusionXLImg2ImgPipeline)
+    attr = kind.replace("-", "_")
+    pipe = cls.from_single_file(str(getattr(paths, attr + "_file")),
+                                config=str(getattr(paths, attr)), local_files_only=True)
+    w = load_pipeline_weights(getattr(paths, attr + "_file"))
+    names = ["unet", "vae", "text_encoder"] if kind == "base" else ["unet", "vae",
+                                                                     "text_encoder_2"]
+    for name in names:
+        _assert_equal(getattr(w, name), _expected(pipe, name))
+
+
 @pytest.mark.parametrize("kind", ["base", "refiner", "sdxl-turbo", "sd-turbo"])
 def test_folder_loads_every_tensor(paths, kind):
     folder, pipe = getattr(paths, kind.replace("-", "_")), paths.pipes[kind]
