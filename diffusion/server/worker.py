@@ -78,7 +78,8 @@ class _Slot:
 
     def __init__(self, index: int, device: Any) -> None:
         self.index, self.device = index, device
-        self.label = device.info.label if device is not None else "default"
+        # the worker's number too: two devices may be opened on one adapter
+        self.label = f"worker {index} ({device.info.label})" if device is not None else ""
         self.pipe: Any = None
         self.state = _idle_state()
         self.latents: np.ndarray | None = None
