@@ -1,11 +1,14 @@
 """Several devices at once: `open_devices` and `DeviceGroup.map`.
 
 Each Device has its own wgpu device, queue and command stream, so work on two devices is
-independent; `DeviceGroup.map` drives each device from a thread of its own. wgpu-py releases
-the GIL while it waits (its waits are `wgpuDevicePoll(wait=True)` and `threading.Event.wait`,
-both outside the interpreter), so one thread recording while another waits costs little; the
-recording itself (Python building dispatches) holds the GIL, which is what limits scaling for
-work made of many small dispatches. bench/multigpu.py measures both.
+independent; `DeviceGroup.map` drives each device from a thread of its own. wgpu-py waits
+outside the interpreter (`wgpuDevicePoll(wait=True)`, `threading.Event.wait`): on an H100 a
+Python thread ran at 65% of its idle speed while another spent 84% of its time waiting on the
+GPU (bench/results/multigpu-h100.json). Recording dispatches is Python and holds the GIL, so
+work made of many small dispatches gains little from more threads (the server's small model
+took 0.65-0.77 s per image at 128 and at 512 px alike, host-bound; two workers on one H100:
+1.14x and 0.96x). GPU-bound work (large GEMMs, FFTs on resident data) is what more devices
+can speed up; the 2-GPU measurement is in bench/results/multigpu-*.json when one was made.
 """
 
 from __future__ import annotations

@@ -11,13 +11,18 @@ parallel threads (one per device):
 
 Cost model: with B bytes in and out and a single-device compute time C, splitting over n
 devices takes about  H2D(B/n) + C/n + D2H(B/n)  when the data starts and ends on the host
-(where one device pays H2D(B) + C + D2H(B) too), but  C/n + 2 x (D2H + H2D)(B (n-1)/n)  when
-it starts and ends on one device. The first always pays once C dominates the transfers; the
-second pays only when C (1 - 1/n) exceeds the extra copies, i.e. for compute-bound work
-(large GEMMs: 2mnk flops per 4(mk + kn + mn) bytes), never for memory-bound work such as an
-FFT or an elementwise op, which run at device bandwidth (TB/s) while the host hop runs at
-PCIe/host-copy bandwidth (GB/s). bench/multigpu.py measures H2D/D2H on the lent machine and
-`bench/results/multigpu-*.json` has the figures.
+(one device pays H2D(B) + C + D2H(B) there too), but  C/n + (D2H + H2D)(moved bytes)  when it
+starts and ends on one device. Measured on an H100 through wgpu 0.32 (bench/multigpu.py,
+bench/results/multigpu-h100.json): H2D 4.6 GiB/s, D2H 0.84 GiB/s, i.e. about 1.4 s per GiB
+moved between two devices. A batched 8 x 4096^3 float32 GEMM computes in 38 ms there but
+takes 1.2 s from and back to the host, so:
+  - splitting data that lives on one device never pays through the host: a square float32
+    GEMM of side n saves n^3 / 27e12 s on the second GPU, moves about 8 n^2 bytes, and
+    breaks even only at n ~ 3e5; memory-bound work (FFT, elementwise) is further off still;
+  - splitting pays when each device makes its own inputs (seeds, parameter sweeps, the
+    server's images: nothing crosses the host) and its work is GPU-bound rather than
+    Python-bound, or when the data starts on the host anyway and each device's copies run
+    at the same time as the others'.
 """
 
 from __future__ import annotations
