@@ -39,6 +39,9 @@ class SMTile:
     bk: int = 32
     # Two staging buffers, one barrier per K step instead of two. H100, Dawn's default
     # toggles: slower (4096^3 46 against 78 TFLOP/s); with disable_robustness about even.
+    # (Fragments loaded straight from storage, without staging, measured slower still:
+    # 39-53 TFLOP/s at 4096^3; and Dawn's robustness moves a fragment that crosses the end of
+    # a buffer as a whole, so ragged edges came out wrong.)
     double: bool = False
 
     @property
