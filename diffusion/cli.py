@@ -37,6 +37,9 @@ EPILOG = """examples:
       --prompt "watercolor painting" --strength 0.6 --out painted.png
   python -m diffusion inpaint --model sd15-inpainting --init-image room.png --mask mask.png \\
       --prompt "a green armchair"
+  python -m diffusion txt2img --model sd_xl_base_1.0.safetensors --prompt "a red fox" \\
+      --refiner sd_xl_refiner_1.0.safetensors --refiner-switch-at 0.8 --fp16
+  python -m diffusion txt2img --model ./sdxl-turbo --prompt "a red fox"   # 1 step, no CFG
 
 Images are numbered like the WebUI (outputs/00000-42.png, ...) and carry their settings in
 the PNG text chunk "parameters" (the WebUI's PNG Info reads them).
@@ -130,6 +133,14 @@ def _non_negative_int(text: str) -> int:
     value = _seed(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _switch_at(text: str) -> float:
+    value = _finite(text)
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (exclusive), e.g. 0.8; got "
+                                          f"{value:g}")
     return value
 
 
@@ -240,6 +251,12 @@ def _add_common(parser: argparse.ArgumentParser, *, strength: float | None) -> N
                            help="steps of the second pass (0: as many as --steps)")
         hires.add_argument("--hr-denoise", type=_strength, default=0.7, metavar="D",
                            help="denoising strength of the second pass, in (0, 1] (0.7)")
+    parser.add_argument("--refiner", metavar="PATH",
+                        help="a model that takes over the sampling at --refiner-switch-at "
+                             "(the SDXL refiner after an SDXL model), as the WebUI's Refiner")
+    parser.add_argument("--refiner-switch-at", type=_switch_at, default=0.8, metavar="F",
+                        help="fraction of the sampling after which the refiner runs, in (0, 1) "
+                             "(0.8; with --sampler diffusers: diffusers' denoising_end)")
     parser.add_argument("--vae", metavar="PATH",
                         help="a VAE in place of the model's own: a diffusers VAE folder or a "
                              ".safetensors file (e.g. vae-ft-mse-840000-ema-pruned)")
@@ -263,7 +280,7 @@ def _add_common(parser: argparse.ArgumentParser, *, strength: float | None) -> N
 def build_parser() -> argparse.ArgumentParser:
     """The argparse parser of `python -m diffusion` (a sub-command per pipeline)."""
     parser = _Parser(prog="python -m diffusion", epilog=EPILOG,
-                     description="Stable Diffusion 1.x/2.x on any GPU through WebGPU.",
+                     description="Stable Diffusion 1.x/2.x, SDXL and Turbo on any GPU (WebGPU).",
                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command",
                                      metavar="{txt2img,img2img,inpaint,png-info,serve}")
@@ -366,12 +383,13 @@ def _check_model(args: argparse.Namespace) -> None:
 
 def _fill_sampling_defaults(args: argparse.Namespace) -> None:
     """Set the sampling options left out: the model folder's defaults.json (read without
-    loading the model), else SAMPLING_DEFAULTS. Notes on stderr what came from the file."""
-    from .load import DEFAULT_MODEL, DEFAULTS_FILE, read_defaults
+    loading the model), then a Turbo model's (diffusion.load.TURBO_DEFAULTS), else
+    SAMPLING_DEFAULTS. Notes on stderr what came from where."""
+    from .load import DEFAULT_MODEL, DEFAULTS_FILE, model_defaults
 
     model = DEFAULT_MODEL if args.model is None else Path(args.model)
-    recommended = read_defaults(model)
-    taken = []
+    recommended, turbo = model_defaults(model)
+    taken: dict[bool, list[str]] = {False: [], True: []}
     for name, fallback in SAMPLING_DEFAULTS.items():
         if getattr(args, name) is not None:
             continue  # given on the command line: it wins
@@ -379,9 +397,12 @@ def _fill_sampling_defaults(args: argparse.Namespace) -> None:
         setattr(args, name, fallback if value is None else value)
         if value is not None:
             shown = repr(value) if isinstance(value, str) else f"{value:g}"
-            taken.append(f"--{name.replace('_', '-')} {shown}")
-    if taken:
-        print(f"from {model / DEFAULTS_FILE}: {', '.join(taken)}", file=sys.stderr)
+            taken[name in turbo].append(f"--{name.replace('_', '-')} {shown}")
+    if taken[False]:
+        print(f"from {model / DEFAULTS_FILE}: {', '.join(taken[False])}", file=sys.stderr)
+    if taken[True]:
+        print(f"turbo model ({model.name}): {', '.join(taken[True])} (1-4 steps without "
+              "guidance; give them to choose otherwise)", file=sys.stderr)
 
 
 def _check_paths(args: argparse.Namespace) -> None:
@@ -422,6 +443,7 @@ _FROM_INFOTEXT: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "hires_upscaler": ("hr_upscaler", str), "hires_steps": ("hr_steps", int),
     "hires_denoise": ("hr_denoise", float), "seed_resize_from": ("seed_resize_from", tuple),
     "eta": ("eta", float), "s_churn": ("s_churn", float), "s_noise": ("s_noise", float),
+    "refiner_switch_at": ("refiner_switch_at", float),
 }
 
 
@@ -504,6 +526,9 @@ def run(args: argparse.Namespace) -> list[Path]:
     if args.vae and not Path(args.vae).exists():
         raise ValueError(f"--vae {args.vae!r} does not exist; give a VAE folder or a "
                          ".safetensors file")
+    if args.refiner and not Path(args.refiner).exists():
+        raise ValueError(f"--refiner {args.refiner!r} does not exist; give the refiner's "
+                         "diffusers folder or .safetensors file")
     if args.lora_dir and not Path(args.lora_dir).is_dir():
         raise ValueError(f"--lora-dir {args.lora_dir!r} is not a folder")
     embeddings = None
@@ -518,6 +543,13 @@ def run(args: argparse.Namespace) -> list[Path]:
                          prediction_type=args.prediction_type)
     if hires is not None:
         options["hires"] = hires
+    if args.refiner:
+        options["refiner"] = load_pipeline(args.refiner, dtype=dtype, device=device,
+                                           prediction_type=args.prediction_type)
+        options["refiner_switch_at"] = args.refiner_switch_at
+    if pipe.is_turbo and args.width is None and args.height is None:
+        size = pipe.native_size
+        print(f"turbo model: --width {size} --height {size}", file=sys.stderr)
     if embeddings is not None:
         pipe.embeddings = embeddings
     pipe.lora_dir = args.lora_dir

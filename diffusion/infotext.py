@@ -62,7 +62,8 @@ def format_infotext(settings: Mapping[str, Any], *, batch_pos: int | None = None
     """The WebUI infotext for one image made with `settings` (a `GenerationResult.settings`
     dict: prompt, negative_prompt, steps, sampler, cfg_scale, seed, width, height, and optional
     scheduler, seeds (one per image), model, batch_size, clip_skip, strength, subseed(s),
-    subseed_strength, ensd, rng). `batch_pos` is the image's index in its batch.
+    subseed_strength, ensd, rng, refiner, refiner_switch_at). `batch_pos` is the image's index
+    in its batch.
 
     Field order and formatting follow the WebUI's `create_infotext`. Our `clip_skip` (layers
     skipped, diffusers' convention) is written as the WebUI's `Clip skip` = clip_skip + 1, and
@@ -95,6 +96,9 @@ def format_infotext(settings: Mapping[str, Any], *, batch_pos: int | None = None
         "Batch pos": pos if batch_size > 1 else None,
         "Denoising strength": None if strength is None else _number(strength),
         "Clip skip": clip_skip + 1 if clip_skip > 0 else None,
+        "Refiner": settings.get("refiner") or None,
+        "Refiner switch at": _number(settings["refiner_switch_at"])
+        if settings.get("refiner") else None,
         "ENSD": int(settings["ensd"]) if settings.get("ensd") else None,
         "RNG": "CPU" if settings.get("rng") == "torch" else None,
         **_hires_fields(settings),
@@ -173,7 +177,8 @@ _CONVERSIONS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "Hires upscaler": ("hires_upscaler", str),
     "Hires resize": ("hires_resize", lambda v: tuple(int(n) for n in v.split("x"))),
     "Lora hashes": ("lora_hashes", str), "TI hashes": ("ti_hashes", str),
-    "VAE hash": ("vae_hash", str), "VAE": ("vae", str),
+    "VAE hash": ("vae_hash", str), "VAE": ("vae", str), "Refiner": ("refiner", str),
+    "Refiner switch at": ("refiner_switch_at", float),
     "Seed resize from": ("seed_resize_from", lambda v: tuple(int(n) for n in v.split("x"))),
     "Eta": ("eta", float), "Sigma churn": ("s_churn", float), "Sigma tmin": ("s_tmin", float),
     "Sigma tmax": ("s_tmax", float), "Sigma noise": ("s_noise", float)}

@@ -22,6 +22,7 @@ from .lora import LORA_TAGS, LoraManager, lora_hashes, lora_uses
 from .models import AutoencoderKL, CLIPTextModel, UNet2DConditionModel
 from .noise import ImageNoise
 from .prompts import extract_extra_networks
+from .refiner import HandOff, check_refiner, cutoff
 from .rng import RNG_SOURCES, TorchCPUGenerator, make_generator
 from .samplers.denoiser import DiscreteSchedule
 from .schedulers import get_scheduler, scheduler_from_config
@@ -74,6 +75,8 @@ class _Request:
     cfg_pp: bool = False  # the timestep loop runs DDIM CFG++
     # finds textual-inversion names while prompts are encoded; `.used` gives the TI hashes
     embeddings: EmbeddingFinder | None = None
+    refiner: Any = None  # a StableDiffusion that takes over at `switch_at` (diffusion.refiner)
+    switch_at: float = 0.8
 
 
 @dataclass(frozen=True)
@@ -199,10 +202,14 @@ class StableDiffusion:
     web page start from; `generate` keeps its own keyword defaults). Build with
     `diffusion.load_pipeline(path)`."""
 
+    family = "sd1"  # "sd1", "sd2" (diffusion.loaders' detection); "sdxl*" in the subclass
+    is_sdxl = False
+
     def __init__(self, *, tokenizer: CLIPTokenizer, text_encoder: CLIPTextModel,
                  unet: UNet2DConditionModel, vae: AutoencoderKL,
                  scheduler_config: dict[str, Any], name: str = "model",
-                 defaults: SamplingDefaults | None = None) -> None:
+                 defaults: SamplingDefaults | None = None, family: str | None = None,
+                 is_turbo: bool = False) -> None:
         self.tokenizer = tokenizer
         self.text_encoder = text_encoder
         self.unet = unet
@@ -218,6 +225,10 @@ class StableDiffusion:
         # a VAE loaded in place of the model's own (diffusion.vae_loading.load_vae): its path,
         # for the infotext's "VAE hash" / "VAE"
         self.vae_path: str | os.PathLike[str] | None = None
+        self.family = family or self.family
+        # an adversarially distilled model (SD-Turbo, SDXL-Turbo; diffusion.load.is_turbo):
+        # 512 px, 1-4 steps without guidance
+        self.is_turbo = is_turbo
 
     @property
     def latent_channels(self) -> int:
@@ -230,8 +241,10 @@ class StableDiffusion:
 
     @property
     def native_size(self) -> int:
-        """The image side the model was trained at (512 for SD 1.x): the default width/height."""
-        return int(self.unet.config.get("sample_size", 64)) * self.vae_scale_factor
+        """The image side the model was trained at (512 for SD 1.x, 1024 for SDXL, at most 512
+        for the Turbo models): the default width/height."""
+        size = int(self.unet.config.get("sample_size", 64)) * self.vae_scale_factor
+        return min(size, 512) if self.is_turbo else size
 
     @property
     def is_inpainting_model(self) -> bool:
@@ -280,9 +293,9 @@ class StableDiffusion:
         editing over `steps` model evaluations, extra-network tags removed); else diffusers'
         (the text as it is, truncated to 77 tokens)."""
         batch = r.batch_size
-        if not webui:
+        if not webui:  # diffusers guides only above 1
             cond = self.encode_prompt([r.prompt] * batch, clip_skip=r.clip_skip)
-            uncond = None if r.cfg_scale == 1.0 else self.encode_prompt(
+            uncond = None if r.cfg_scale <= 1.0 else self.encode_prompt(
                 [r.negative_prompt] * batch, clip_skip=r.clip_skip)
             return lambda step: (uncond, cond)
         encode = partial(conditioning.encode, self.tokenizer, self.text_encoder, steps=steps,
@@ -291,6 +304,18 @@ class StableDiffusion:
         unconds = None if r.cfg_scale == 1.0 else encode([r.negative_prompt] * batch,
                                                           extra_networks=False)
         return lambda step: (None if unconds is None else unconds.at(step), conds.at(step))
+
+    def _guided(self, r: _Request, steps: int, *, webui: bool = True,
+                discrete: DiscreteSchedule | None = None) -> Any:
+        """The guided UNet of a pass (a sampling.GuidedUNet); with a refiner and the WebUI's
+        samplers one that hands over to the refiner's (diffusion.refiner.HandOff)."""
+        unet = sampling.GuidedUNet(self.unet, self._contexts(r, steps, webui=webui),
+                                   dtype=self.unet.conv_in.weight.dtype)
+        if r.refiner is None or not webui:
+            return unet
+        other = r.refiner
+        return HandOff(unet, lambda: other._guided(replace(r, refiner=None), steps,
+                                                   discrete=discrete), r.switch_at, discrete)
 
     def _activate_loras(self, prompt: str) -> str | None:
         """Patch in exactly the LoRAs the prompt's `<lora:...>` tags name (removing earlier
@@ -341,6 +366,7 @@ class StableDiffusion:
                  hires: HiresFix | None = None,
                  sampler_options: sampling.SamplerOptions | None = None,
                  seed_resize_from: tuple[int, int] | None = None,
+                 refiner: StableDiffusion | None = None, refiner_switch_at: float = 0.8,
                  progress: Progress | None = None,
                  on_step: StepCallback | None = None) -> GenerationResult:
         """txt2img (no init image), img2img (`init_image`, `strength`) or inpaint
@@ -361,6 +387,10 @@ class StableDiffusion:
         `rng` picks the random source the seed drives: "numpy" or "torch", whose draws equal
         torch's CPU generator (the WebUI's "RNG: CPU"; diffusers with
         `generator=torch.Generator("cpu").manual_seed(seed)`).
+
+        `refiner`: another loaded model (the SDXL refiner) that takes over at
+        `refiner_switch_at` of the sampling, as the WebUI or, with "diffusers", as diffusers'
+        `denoising_end` / `denoising_start` hand it over (diffusion.refiner).
 
         `on_step(done, total, latents)` is called after each step with the current latents
         (for previews); returning False stops sampling there and the partly denoised latents
@@ -388,6 +418,12 @@ class StableDiffusion:
             batch_size=int(batch_size), clip_skip=clip_skip, strength=float(strength),
             rng=rng, mode="txt2img" if init_image is None else "img2img" if mask is None
             else "inpaint", embeddings=self._embedding_lookup())
+        if refiner is not None:
+            switch = check_refiner(self, refiner, refiner_switch_at, request.mode)
+            if hires is not None:
+                raise ValueError("the refiner and the hires fix do not combine here; run the "
+                                 "hires pass as img2img with the refiner instead")
+            request = replace(request, refiner=refiner, switch_at=switch)
         if sampler == "diffusers":
             scheduler_ = scheduler_from_config(self.scheduler_config)
             label, schedule = "diffusers", None
@@ -425,7 +461,8 @@ class StableDiffusion:
             if seed_resize_from is not None:
                 extra["seed_resize_from"] = tuple(seed_resize_from)
             schedule, seeds = extra.pop("schedule"), image_seeds.seeds
-        images = self._decode(latents)
+        # after the hand-off the refiner's VAE decodes, as in the WebUI and diffusers
+        images = (self if refiner is None else refiner)._decode(latents)
         settings = dict(mode=request.mode, prompt=prompt, negative_prompt=negative_prompt,
                         steps=steps, sampler=label, scheduler=schedule, cfg_scale=cfg_scale,
                         seed=seed, width=width, height=height, batch_size=batch_size,
@@ -434,6 +471,8 @@ class StableDiffusion:
             settings["strength"] = strength
         if hires is not None:
             settings.update(hires_fix(hires))
+        if refiner is not None:
+            settings.update(refiner=refiner.name, refiner_switch_at=request.switch_at)
         if loras:
             settings["lora_hashes"] = loras
         if self.vae_path is not None:
@@ -452,6 +491,16 @@ class StableDiffusion:
         `image_latents`: img2img from these latents instead of encoding `init_image`.
         `hires`: then a second pass, img2img from the upscaled result, running the hires
         steps of a schedule stretched by 1 / strength (as the WebUI's hires pass)."""
+        if r.refiner is not None and not webui:  # diffusers' denoising_end / denoising_start
+            generator = make_generator(r.rng, r.seed)
+            latents = self._scheduler_pass(r, scheduler, init_image, mask, progress, on_step,
+                                           webui=False, image_latents=image_latents,
+                                           generator=generator, end_at=r.switch_at)
+            other = replace(r, refiner=None, mode="img2img")
+            return r.refiner._scheduler_pass(
+                other, scheduler_from_config(r.refiner.scheduler_config), None, None, progress,
+                on_step, webui=False, image_latents=latents, generator=generator,
+                start_at=r.switch_at)
         latents = self._scheduler_pass(r, scheduler, init_image, mask, progress, on_step,
                                        webui=webui, image_latents=image_latents)
         if hires is None:
@@ -465,12 +514,24 @@ class StableDiffusion:
 
     def _scheduler_pass(self, r: _Request, scheduler: Any, init_image: Any, mask: Any,
                         progress: Progress | None, on_step: StepCallback | None, *,
-                        webui: bool, image_latents: np.ndarray | None) -> np.ndarray:
-        generator = make_generator(r.rng, r.seed)
+                        webui: bool, image_latents: np.ndarray | None,
+                        generator: Generator | None = None, end_at: float | None = None,
+                        start_at: float | None = None) -> np.ndarray:
+        """One pass of `_run_scheduler`; `end_at` / `start_at`: diffusers' `denoising_end` /
+        `denoising_start` (the second continues `image_latents` as they are)."""
+        generator = generator or make_generator(r.rng, r.seed)
         scheduler.set_timesteps(r.steps)
         timesteps = np.asarray(scheduler.timesteps)
-        unet = sampling.GuidedUNet(self.unet, self._contexts(r, r.steps, webui=webui),
-                                   dtype=self.unet.conv_in.weight.dtype)
+        unet = self._guided(r, r.steps, webui=webui)
+        if start_at is not None:
+            count = int((timesteps < cutoff(scheduler, start_at)).sum())
+            if scheduler.order == 2 and count % 2 == 0:
+                count += 1
+            begin = len(timesteps) - count
+            if hasattr(scheduler, "set_begin_index"):
+                scheduler.set_begin_index(begin)
+            return self._denoise(image_latents, unet, timesteps[begin:], scheduler, r.cfg_scale,
+                                 generator, progress=progress, on_step=on_step)
         scale = self.vae_scale_factor
         shape = (r.batch_size, self.latent_channels, r.height // scale, r.width // scale)
         inpaint9 = r.mode == "inpaint" and self.is_inpainting_model
@@ -511,6 +572,8 @@ class StableDiffusion:
                         known = scheduler.add_noise(image_latents, noise, timesteps[i + 1:i + 2])
                     return (1 - small) * known + small * x
 
+        if end_at is not None:
+            timesteps = timesteps[timesteps >= cutoff(scheduler, end_at)]
         return self._denoise(latents, unet, timesteps, scheduler, r.cfg_scale, generator,
                              extra=extra, after_step=after_step, progress=progress,
                              on_step=on_step, cfg_pp=r.cfg_pp)
@@ -526,7 +589,7 @@ class StableDiffusion:
         if img2img and int(r.steps * r.strength) < 1:
             raise ValueError(f"strength {r.strength} with {r.steps} steps leaves no step to "
                              "run; raise strength or steps")
-        plan = sampling.plan(sampler, schedule, r.steps, discrete,
+        plan = sampling.plan(sampler, schedule, r.steps, discrete, is_sdxl=self.is_sdxl,
                              strength=r.strength if img2img else None)
         extra = keep = init_latent = None
         if img2img:
@@ -555,7 +618,8 @@ class StableDiffusion:
             x, r = self._hires_latents(r, x, hires)
             steps = hires.steps or r.steps
             total = int(steps / min(hires.denoise, 0.999))
-            plan = sampling.plan(sampler, schedule, total, discrete, t_enc=steps - 1)
+            plan = sampling.plan(sampler, schedule, total, discrete, t_enc=steps - 1,
+                                 is_sdxl=self.is_sdxl)
             x = self._kdiffusion_pass(r, plan, discrete, seeds, x, steps * (
                 2 if plan.info.second_order else 1), progress, on_step, options=options,
                 first_pass=False)
@@ -574,8 +638,7 @@ class StableDiffusion:
                             first_pass=first_pass)
         first = noise.first() * plan.sigmas[0]
         x = first if init_latent is None else init_latent + first
-        dtype = self.unet.conv_in.weight.dtype
-        unet = sampling.GuidedUNet(self.unet, self._contexts(r, evaluations), dtype=dtype)
+        unet = self._guided(r, evaluations, discrete=discrete)
         model = sampling.CFGDenoiser(unet, discrete, r.cfg_scale, extra=extra, keep=keep,
                                      init_latent=init_latent)
         total = len(plan.sigmas) - 1

@@ -32,14 +32,40 @@ from .samplers import registry, schedules
 from .samplers.brownian import BrownianTreeNoise
 from .samplers.denoiser import DiscreteSchedule
 
-__all__ = ["DIFFUSERS", "CFGDenoiser", "Contexts", "GuidedUNet", "SamplerOptions",
-           "SamplingPlan", "plan", "sample", "sampler_label", "sampler_names"]
+__all__ = ["DIFFUSERS", "AddedContext", "CFGDenoiser", "Contexts", "GuidedUNet",
+           "SamplerOptions", "SamplingPlan", "plan", "sample", "sampler_label", "sampler_names"]
 
 DIFFUSERS = "diffusers"  # the sampler name that runs the model folder's own scheduler
 
+
+
+@dataclass(frozen=True)
+class AddedContext:
+    """SDXL's conditioning of a batch: the cross-attention states `hidden` (B, L, D) and the
+    UNet's added inputs, `text_embeds` (B, P) (the pooled text embedding) and `time_ids`
+    (B, n) (the size/crop/target or aesthetic-score micro-conditioning); diffusers'
+    `encoder_hidden_states` and `added_cond_kwargs`."""
+
+    hidden: Tensor
+    text_embeds: Tensor
+    time_ids: np.ndarray
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.hidden.shape)
+
+    @property
+    def device(self) -> Any:
+        return self.hidden.device
+
+    def added(self) -> dict[str, Any]:
+        return {"text_embeds": self.text_embeds, "time_ids": self.time_ids}
+
+
+Context = Tensor | AddedContext
 # step -> (uncond context or None when unguided, cond context), each (B, L, D) on the GPU
-Contexts = Callable[[int], tuple[Tensor | None, Tensor]]
-UNet = Callable[[Tensor, np.ndarray, Tensor], Tensor]
+Contexts = Callable[[int], tuple[Context | None, Context]]
+UNet = Callable[..., Tensor]
 
 
 def sampler_label(name: str) -> str:
@@ -143,7 +169,7 @@ class GuidedUNet:
         self.unet = unet
         self.contexts = contexts
         self.dtype = dtype
-        self._joined: tuple[int, int, Tensor] | None = None
+        self._joined: tuple[int, int, Context] | None = None
 
     def __call__(self, model_in: np.ndarray, t: float, step: int
                  ) -> tuple[np.ndarray | None, np.ndarray]:
@@ -158,17 +184,28 @@ class GuidedUNet:
             return out_uncond, out_cond
         return self._run(model_in, t, uncond), self._run(model_in, t, cond)
 
-    def _run(self, model_in: np.ndarray, t: float, context: Tensor) -> np.ndarray:
+    def _run(self, model_in: np.ndarray, t: float, context: Context) -> np.ndarray:
         x = asarray(model_in.astype(np.float32), device=context.device)
         if x.dtype != self.dtype:
             x = x.astype(self.dtype)
-        out = self.unet(x, np.full(x.shape[0], t, np.float32), context)
+        timesteps = np.full(x.shape[0], t, np.float32)
+        if isinstance(context, AddedContext):
+            out = self.unet(x, timesteps, context.hidden, added_cond=context.added())
+        else:
+            out = self.unet(x, timesteps, context)
         return out.numpy().astype(np.float64)
 
-    def _joined_context(self, uncond: Tensor, cond: Tensor) -> Tensor:
+    def _joined_context(self, uncond: Context, cond: Context) -> Context:
         """[uncond; cond] on the GPU, joined once per distinct pair (not once per step)."""
         if self._joined is None or self._joined[:2] != (id(uncond), id(cond)):
-            self._joined = (id(uncond), id(cond), concatenate([uncond, cond]))
+            if isinstance(cond, AddedContext) and isinstance(uncond, AddedContext):
+                joined: Context = AddedContext(
+                    concatenate([uncond.hidden, cond.hidden]),
+                    concatenate([uncond.text_embeds, cond.text_embeds]),
+                    np.concatenate([uncond.time_ids, cond.time_ids]))
+            else:
+                joined = concatenate([uncond, cond])
+            self._joined = (id(uncond), id(cond), joined)
         return self._joined[2]
 
 

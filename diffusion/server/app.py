@@ -214,12 +214,30 @@ def create_app(*, model: str | os.PathLike[str] | None = None,
     api = APIRouter(prefix="/sdapi/v1", dependencies=[Depends(_auth_dependency(users))])
     avx = APIRouter(prefix="/avx", dependencies=[Depends(_auth_dependency(users))])
 
+    refiners: dict[int, tuple[Path, Any]] = {}  # per worker slot: the refiner loaded last
+
+    def refiner_for(entry: Any) -> Any:
+        """The refiner pipeline of `entry` on the calling worker's device (loaded once)."""
+        slot = worker._current()
+        if slot.index not in refiners or refiners[slot.index][0] != entry.path:
+            refiners.pop(slot.index, None)  # one refiner in memory per device
+            refiners[slot.index] = (entry.path, worker._load_one(slot, entry.path))
+        return refiners[slot.index][1]
+
     async def run_generation(request: Txt2ImgRequest, kind: str) -> dict[str, Any]:
         job, facts = build_job(request, kind, options=dict(options), max_size=max_size,
                                outputs=Path(outputs))
+        refiner = None
+        if (name := job.options.pop("_refiner", None)) is not None:
+            refiner = registry.find(name)
+            if refiner is None:
+                raise RequestError(f"refiner_checkpoint {name!r} is not one of this server's "
+                                   f"models: {', '.join(registry.titles())}")
 
         def run() -> Any:
             fitted = fit_to_model(job.options, worker.pipe.native_size)
+            if refiner is not None:
+                fitted["refiner"] = refiner_for(refiner)
             return worker.generate(replace(job, options=fitted))
         try:
             future = worker.submit(run)

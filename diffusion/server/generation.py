@@ -118,6 +118,12 @@ def build_job(request: Txt2ImgRequest, kind: str, *, options: dict[str, Any], ma
             raise RequestError(f"seed resize is not available with {sampler}; use a "
                                "k-diffusion sampler (Euler, DPM++ 2M, ...)")
         generate["seed_resize_from"] = (request.seed_resize_from_w, request.seed_resize_from_h)
+    if request.refiner_checkpoint not in (None, "", "None", "none"):  # the WebUI's "no refiner"
+        switch = 0.8 if request.refiner_switch_at is None else request.refiner_switch_at
+        if not math.isfinite(switch) or not 0 < switch < 1:
+            raise RequestError(f"refiner_switch_at must be between 0 and 1 (exclusive), e.g. "
+                               f"0.8; got {switch}")
+        generate.update(_refiner=request.refiner_checkpoint, refiner_switch_at=float(switch))
     if isinstance(request, Img2ImgRequest):
         generate.update(_img2img_options(request))
     elif request.enable_hr:

@@ -1,8 +1,8 @@
 """Request and response bodies of the WebUI's `/sdapi/v1` API (pydantic).
 
 Field names and defaults are the AUTOMATIC1111 WebUI's (`StableDiffusionProcessingTxt2Img` /
-`...Img2Img` plus the API's extra keys). Fields the WebUI has and we do not implement (hires
-fix, refiner, face restoration, tiling, scripts, styles, ...) are accepted and ignored, as are
+`...Img2Img` plus the API's extra keys). Fields the WebUI has and we do not implement (face
+restoration, tiling, scripts, styles, ...) are accepted and ignored, as are
 unknown keys, so a client written for the WebUI sends its usual body unchanged. Deviations:
 `width`/`height` default to the loaded model's native size rather than 512 (None here), and
 `sampler_name` defaults to "Euler" through `sampler_index` as in the WebUI.
@@ -73,6 +73,9 @@ class Txt2ImgRequest(_Lenient):
     alwayson_scripts: dict[str, Any] = Field(default_factory=dict)
     force_task_id: str | None = None
     infotext: str | None = None
+    # a model of the server's list (title, name or hash) taking over at refiner_switch_at
+    refiner_checkpoint: str | None = None
+    refiner_switch_at: float | None = None
 
 
 class Img2ImgRequest(Txt2ImgRequest):
