@@ -173,9 +173,22 @@ def strided_params(dims: list[int], strides: list[list[int]],
     return fields
 
 
+# Non-finite floats come from bit patterns through a function: Tint (Dawn's compiler) rejects
+# `bitcast<f32>(0x7f800000u)` as a constant expression whose value (inf) f32 cannot represent,
+# while a function's result is a run-time value.
+_BIT_PATTERNS = {
+    "f32_bits": "fn f32_bits(bits: u32) -> f32 { return bitcast<f32>(bits); }",
+    "f16_bits": "fn f16_bits(bits: u32) -> f16 { return bitcast<vec2<f16>>(bits).x; }",
+}
+
+
 def finish_source(device: Device, what: str, parts: list[str]) -> str:
-    """Join a kernel's parts, enabling f16 where it is used (and the device allows it)."""
+    """Join a kernel's parts, enabling f16 where it is used (and the device allows it), with
+    the bit-pattern functions the text calls."""
     text = "\n".join(parts)
+    for name, definition in _BIT_PATTERNS.items():
+        if f"{name}(" in text:
+            text = definition + "\n" + text
     if re.search(r"\bf16\b|[0-9.]h\b", text):  # the type, or an f16 literal such as 0.5h
         if not device.has_f16:
             raise FeatureError("shader-f16", f"{what} (float16 values)", device.name)

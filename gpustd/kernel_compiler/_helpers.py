@@ -16,10 +16,10 @@ _F32 = {
     "float_power": """
 fn float_power(x: f32, y: f32) -> f32 {
     if (y == 0.0) { return 1.0; }
-    if (x == 0.0) { return select(0.0, bitcast<f32>(0x7f800000u), y < 0.0); }
+    if (x == 0.0) { return select(0.0, f32_bits(0x7f800000u), y < 0.0); }
     let m = pow(abs(x), y);
     if (x > 0.0) { return m; }
-    if (fract(y) != 0.0) { return bitcast<f32>(0x7fc00000u); }
+    if (fract(y) != 0.0) { return f32_bits(0x7fc00000u); }
     return select(m, -m, fract(y * 0.5) != 0.0);
 }""",
     # Python's modulo takes the divisor's sign
@@ -93,7 +93,7 @@ fn asin_f32(x: f32) -> f32 {
     let a = abs(x);
     let r = select(asin_core(a), 1.5707963267948966 - 2.0 * asin_core(sqrt(0.5 * (1.0 - a))),
                    a > 0.5);
-    return select(r, bitcast<f32>(0x7fc00000u), a > 1.0) * sign(x);
+    return select(r, f32_bits(0x7fc00000u), a > 1.0) * sign(x);
 }""",
     "acos_f32": """
 fn acos_f32(x: f32) -> f32 {

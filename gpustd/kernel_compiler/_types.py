@@ -72,9 +72,9 @@ def promote(a: str, b: str) -> str:
 
 def _float_bits(value: float, t: str) -> str:
     if t == "f32":
-        return f"bitcast<f32>({struct.unpack('<I', struct.pack('<f', value))[0]:#x}u)"
+        return f"f32_bits({struct.unpack('<I', struct.pack('<f', value))[0]:#x}u)"
     half = struct.unpack("<H", struct.pack("<e", value))[0]
-    return f"bitcast<vec2<f16>>({half:#x}u).x"
+    return f"f16_bits({half:#x}u)"
 
 
 def literal(value: float | int | bool, t: str) -> str:
