@@ -214,7 +214,10 @@ def test_img2img_and_inpaint(fake: dict[str, Any], capsys: pytest.CaptureFixture
 def test_fp16_backend_adapter(fake: dict[str, Any], capsys: pytest.CaptureFixture[str],
                               monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("GPUCORE_BACKEND", "GPUCORE_ADAPTER"):
-        monkeypatch.delenv(name, raising=False)  # restored after the test
+        # set, then delete: monkeypatch records the original state (even "unset") only when it
+        # changes something, and the CLI sets both, which must not outlive this test
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
 
     class FakeDevice:
         name, has_f16 = "fake adapter", False
