@@ -299,3 +299,25 @@ def test_turbo_is_named_not_inferred_from_trailing_spacing(paths, tmp_path):
     snapshot = tmp_path / "models--stabilityai--sdxl-turbo" / "snapshots" / "0123abc"
     shutil.copytree(paths.sdxl_turbo, snapshot)
     assert load_pipeline_weights(snapshot).info.turbo
+
+
+def test_single_file_is_lazy(paths, monkeypatch):
+    """Opening an SDXL file reads headers only; each tensor is read when indexed, a q/k/v slice
+    of OpenCLIP's fused in_proj as only its rows."""
+    from diffusion.loaders import SafetensorsFile
+
+    reads = []
+    real_read = SafetensorsFile.read
+
+    def counted(self, key, *, rows=None):
+        reads.append((key, rows))
+        return real_read(self, key, rows=rows)
+
+    monkeypatch.setattr(SafetensorsFile, "read", counted)
+    w = load_pipeline_weights(paths.base_file)
+    assert reads == []
+    w.text_encoder_2["encoder.layers.1.self_attn.k_proj.weight"]
+    w.text_encoder_2["text_projection.weight"]
+    prefix = "conditioner.embedders.1.model."
+    assert reads == [(prefix + "transformer.resblocks.1.attn.in_proj_weight", (32, 64)),
+                     (prefix + "text_projection", None)]
