@@ -30,7 +30,7 @@ def _shape(refs: Mapping[str, TensorRef], name: str, file: SafetensorsFile,
            component: str) -> tuple[int, ...]:
     if name not in refs:
         raise WeightsError(f"{file.path}: {component} tensor {name!r} (diffusers name) is missing; "
-                           "the checkpoint is incomplete or not a Stable Diffusion 1/2 model")
+                           "the checkpoint is incomplete or not a Stable Diffusion 1/2/XL model")
     return refs[name].shape
 
 
