@@ -547,7 +547,7 @@ def run(args: argparse.Namespace) -> list[Path]:
         options["refiner"] = load_pipeline(args.refiner, dtype=dtype, device=device,
                                            prediction_type=args.prediction_type)
         options["refiner_switch_at"] = args.refiner_switch_at
-    if pipe.is_turbo and args.width is None and args.height is None:
+    if getattr(pipe, "is_turbo", False) and args.width is None and args.height is None:
         size = pipe.native_size
         print(f"turbo model: --width {size} --height {size}", file=sys.stderr)
     if embeddings is not None:
@@ -556,7 +556,10 @@ def run(args: argparse.Namespace) -> list[Path]:
     if args.vae:
         from .vae_loading import load_vae
 
-        pipe.vae = load_vae(args.vae, dtype=dtype, device=pipe.unet.conv_in.weight.device,
+        # an SDXL model's VAE kept in float32 (force_upcast) stays so when replaced
+        vae_dtype = (pipe.vae.decoder.conv_in.weight.dtype if getattr(pipe, "is_sdxl", False)
+                     else dtype)
+        pipe.vae = load_vae(args.vae, dtype=vae_dtype, device=pipe.unet.conv_in.weight.device,
                             config=pipe.vae.config)
         pipe.vae_path = args.vae
     written = []
