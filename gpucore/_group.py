@@ -59,7 +59,7 @@ def _resolve(spec: str | int | Sequence[str | int],
         tokens = list(spec)
     if not tokens:
         raise ValueError(f"no devices named in {spec!r}; give 'all', indices such as '0,1' "
-                         "(see `python -m gpucore`) or adapter names")
+                         "(see `python -m gpucore info`) or adapter names")
     labels = ", ".join(a.label for a in present)
     chosen = []
     for token in tokens:

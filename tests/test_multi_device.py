@@ -148,12 +148,17 @@ class _Recording:
 def served(tmp_path_factory: pytest.TempPathFactory) -> Any:
     pytest.importorskip("fastapi", reason="server extra (pip install .[server])")
     pytest.importorskip("diffusers", reason="tiny test models are built with diffusers")
-    from server_support import live_server, write_models
+    import shutil
+
+    from sd_tiny import write_pipeline
+    from server_support import live_server
 
     from diffusion import load_pipeline
     from diffusion.server import create_app
 
-    models = write_models(tmp_path_factory.mktemp("multi-device"))
+    models = tmp_path_factory.mktemp("multi-device") / "models"
+    write_pipeline(models / "tiny-a")
+    shutil.copytree(models / "tiny-a", models / "tiny-b")  # a second model to switch to
     calls: list = []
     pipes: dict[tuple[Path, int], Any] = {}
 

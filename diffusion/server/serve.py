@@ -39,7 +39,7 @@ def add_serve_parser(commands: Any, positive_int: Any) -> argparse.ArgumentParse
                      help="largest width/height a request may ask for (1024)")
     sub.add_argument("--devices", metavar="all|I,J|NAME",
                      help="one worker per GPU, each with its own copy of the model, on the one "
-                          "queue: 'all', adapter indices ('0,1', as `python -m gpucore` lists "
+                          "queue: 'all', adapter indices ('0,1', as `python -m gpucore info` lists "
                           "them) or names; default: one worker on the best adapter")
     return sub
 
