@@ -212,15 +212,16 @@ def batch_plan(out_batch: tuple[int, ...], a_batch: tuple[int, ...], b_batch: tu
 def record_gemm(a: Buffer[Any], b: Buffer[Any], c: Buffer[Any], bias: Buffer[Any] | None, *,
                 m: int, n: int, k: int, trans_a: bool, trans_b: bool, alpha: float, beta: float,
                 plan: BatchPlan, tile: Tile | None = None, splits: int | None = None,
-                paired: bool | None = None) -> None:
+                paired: bool | None = None, bias_rows: bool = False) -> None:
     """Record C = alpha op(A) op(B) + beta C + bias for every batch entry (no validation).
 
-    `tile`, `splits` and `paired` override plan_gemm's choice (tests, tuning)."""
+    bias: (n,) added along rows, or with `bias_rows` (m,), one value per row (a 1x1 conv's
+    output channels). `tile`, `splits` and `paired` override plan_gemm's choice (tests, tuning)."""
     if m == 0 or n == 0 or plan.count == 0:
         return
     device = c.device
     if (c.dtype == a.dtype == b.dtype == np.float16 and tile is None and splits is None
-            and paired is None
+            and paired is None and not bias_rows
             and _gemm_subgroup_matrix.available(device)):  # the matrix units (Dawn)
         _gemm_subgroup_matrix.record_gemm_sm(
             a, b, c, bias if bias is not None else _placeholder(device, c.dtype),
@@ -244,6 +245,7 @@ def record_gemm(a: Buffer[Any], b: Buffer[Any], c: Buffer[Any], bias: Buffer[Any
     vec_a = k > 0 and (m if trans_a else k) % 4 == 0
     vec_b = k > 0 and (k if trans_b else n) % 4 == 0
     kernel = _kernel(c.dtype, tile, trans_a, trans_b, vec_a, vec_b, splits > 1, paired)
+    has_bias = 0 if bias is None else 2 if bias_rows else 1
     bias_buffer = bias if bias is not None else _placeholder(device, c.dtype)
     # Split-K: every split writes raw f32 sums to its own slab; gemm_splitk adds them.
     out = Buffer.empty(splits * total, np.float32, device=device) if splits > 1 else c
@@ -257,14 +259,13 @@ def record_gemm(a: Buffer[Any], b: Buffer[Any], c: Buffer[Any], bias: Buffer[Any
                 a_base=a_base, a_outer=plan.outer_strides[0], a_inner=plan.inner_strides[0],
                 b_base=b_base, b_outer=plan.outer_strides[1], b_inner=plan.inner_strides[1],
                 c_base=g * per_group * m * n, inner=plan.inner, z_base=z_base,
-                alpha=alpha, beta=beta, has_bias=int(bias is not None),
+                alpha=alpha, beta=beta, has_bias=has_bias,
                 splits=splits, k_tiles_per_split=per_split, c_total=total,
             )
     if splits > 1:
         finish = _finish_kernel(c.dtype)
         finish.dispatch(finish.groups_for(total), out, bias_buffer, c, total=total, n=n,
-                        splits=splits, alpha=alpha, beta=beta,
-                        has_bias=int(bias is not None))
+                        splits=splits, alpha=alpha, beta=beta, has_bias=has_bias, m=m)
 
 
 def _chunks(total: int, size: int) -> list[tuple[int, int]]:

@@ -85,6 +85,30 @@ def test_conv2d_split_k_chosen_for_deep_small_layers(device: gpucore.Device) -> 
     _run(device, (2, 256, 4, 4), (128, 256, 3, 3), padding=1, tol=2e-4)
 
 
+# (x, weight, plan): implicit GEMM unsplit, split-K (the add moves to the finishing pass),
+# and a 1x1 conv (which leaves the linalg route to fuse the add).
+@pytest.mark.parametrize("x_shape,w_shape,plan", [
+    ((2, 6, 9, 11), (13, 6, 3, 3), None),
+    ((2, 20, 5, 7), (70, 20, 3, 3), (64, 64, 3, 8)),
+    ((2, 24, 7, 5), (40, 24, 1, 1), None),
+])
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_conv2d_fused_add(device: gpucore.Device, x_shape, w_shape, plan, per_channel) -> None:
+    """add= (a residual, or one value per image and channel) equals conv2d(...) + add."""
+    rng = np.random.default_rng(11)
+    x, w = random_array(rng, x_shape), random_array(rng, w_shape)
+    b = random_array(rng, (w_shape[0],))
+    pad = w_shape[2] // 2
+    ref = _reference(x, w, b, padding=pad)
+    add = random_array(rng, (*ref.shape[:2], 1, 1) if per_channel else ref.shape)
+    up = [Tensor.from_numpy(a, device=device) for a in (x, w, b, add)]
+    out = conv2d(*up[:3], padding=pad, add=up[3], _plan_override=plan)
+    assert_close(out.numpy(), ref + add, tol=F32_TOL)
+    assert_close(up[3].numpy(), add, tol=0)  # the addend is read, never written
+    with pytest.raises(ValueError, match="add must have"):
+        conv2d(*up[:3], padding=pad, add=Tensor.from_numpy(add[:1], device=device))
+
+
 @settings(max_examples=12, deadline=None)
 @given(n=st.integers(1, 2), cin=st.integers(1, 9), cout=st.integers(1, 19),
        h=st.integers(1, 12), w=st.integers(1, 12), k=st.sampled_from([1, 2, 3]),

@@ -83,6 +83,47 @@ def test_linear(device: gpucore.Device, x_shape, w_shape, bias: bool) -> None:
     assert_close(out.numpy(), ref.numpy(), tol=1e-4)
 
 
+@pytest.mark.parametrize("x_shape,w_shape", [((2, 37, 24), (19, 24)), ((3, 200), (330, 200))])
+def test_linear_add_to(device: gpucore.Device, x_shape, w_shape) -> None:
+    """add_to= adds the product into a residual in place (split-K for the tiny-M case)."""
+    from gpustd import _gemm
+
+    assert _gemm.plan_gemm(3, 330, 200, 1).splits > 1
+    rng = np.random.default_rng(6)
+    x, w, b = random_array(rng, x_shape), random_array(rng, w_shape), random_array(
+        rng, (w_shape[0],))
+    res = random_array(rng, (*x_shape[:-1], w_shape[0]))
+    acc = _up(device, res)
+    got = nn.linear(_up(device, x), _up(device, w), _up(device, b), add_to=acc)
+    assert got is acc
+    assert_close(acc.numpy(), (F.linear(_t(x), _t(w), _t(b)) + _t(res)).numpy(), tol=1e-4)
+    with pytest.raises(ValueError, match="add_to must have"):
+        nn.linear(_up(device, x), _up(device, w), add_to=_up(device, res[..., :3]))
+
+
+# The second case is split-K (the row bias then moves to the finishing pass).
+@pytest.mark.parametrize("n,c_in,c_out,h,w", [(2, 24, 19, 5, 7), (1, 96, 40, 2, 3)])
+def test_conv1x1_token_layouts(device: gpucore.Device, n, c_in, c_out, h, w) -> None:
+    """NCHW -> tokens and tokens -> NCHW 1x1 convs (no permute) against torch."""
+    from gpustd import _gemm
+    from gpustd.nn.linear import conv1x1_tokens, tokens_conv1x1
+
+    assert _gemm.plan_gemm(40, 6, 96, 1).splits > 1
+    rng = np.random.default_rng(7)
+    x, wt = random_array(rng, (n, c_in, h, w)), random_array(rng, (c_out, c_in, 1, 1))
+    b = random_array(rng, (c_out,))
+    tokens = conv1x1_tokens(_up(device, x), _up(device, wt), _up(device, b))
+    ref = F.conv2d(_t(x), _t(wt), _t(b)).flatten(2).transpose(1, 2)
+    assert_close(tokens.numpy(), ref.numpy(), tol=1e-4)
+    t = random_array(rng, (n, h * w, c_in))
+    w2 = random_array(rng, (c_out, c_in))
+    image = tokens_conv1x1(_up(device, t), _up(device, w2), _up(device, b), h, w)
+    ref = F.linear(_t(t), _t(w2), _t(b)).transpose(1, 2).reshape(n, c_out, h, w)
+    assert_close(image.numpy(), ref.numpy(), tol=1e-4)
+    with pytest.raises(ValueError, match="height"):
+        tokens_conv1x1(_up(device, t), _up(device, w2), None, h + 1, w)
+
+
 def test_linear_float16_and_errors(device: gpucore.Device) -> None:
     x, w = np.ones((3, 4), np.float32), np.ones((5, 4), np.float32)
     with pytest.raises(ValueError, match="features"):

@@ -35,11 +35,14 @@ class Attention(nn.Module):
         self.to_v = nn.Linear(context_dim or query_dim, inner, bias=qkv_bias, **place)
         self.to_out = nn.ModuleList([nn.Linear(inner, query_dim, **place)])
 
-    def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
-        """x: (B, L, query_dim); context: (B, Lk, context_dim) or None (self-attention)."""
+    def forward(self, x: Tensor, context: Tensor | None = None, *,
+                add_to: Tensor | None = None) -> Tensor:
+        """x: (B, L, query_dim); context: (B, Lk, context_dim) or None (self-attention).
+
+        add_to: the residual stream (B, L, query_dim), updated in place by to_out's GEMM."""
         source = x if context is None else context
         out = nn.attention(self.to_q(x), self.to_k(source), self.to_v(source), heads=self.heads)
-        return self.to_out[0](out)
+        return self.to_out[0](out, add_to=add_to)
 
 
 class ResnetBlock2D(nn.Module):
@@ -58,13 +61,14 @@ class ResnetBlock2D(nn.Module):
 
     def forward(self, x: Tensor, temb_act: Tensor | None = None) -> Tensor:
         """x: (B, C, H, W); temb_act: silu(time embedding), (B, temb_channels)."""
-        h = self.conv1(self.norm1(x, silu=True))
+        # The time embedding and the shortcut are added in the convs' epilogues.
+        t = None
         if temb_act is not None and self.time_emb_proj is not None:
             t = self.time_emb_proj(temb_act)
-            h = h + t.reshape(*t.shape, 1, 1)
-        h = self.conv2(self.norm2(h, silu=True))
+            t = t.reshape(*t.shape, 1, 1)
+        h = self.conv1(self.norm1(x, silu=True), add=t)
         shortcut = x if self.conv_shortcut is None else self.conv_shortcut(x)
-        return shortcut + h
+        return self.conv2(self.norm2(h, silu=True), add=shortcut)
 
 
 class Downsample2D(nn.Module):

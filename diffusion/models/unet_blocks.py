@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from gpustd import Tensor, nn
+from gpustd.nn.linear import conv1x1_tokens, tokens_conv1x1
 
-from .layers import Attention, Place, ResnetBlock2D, to_image, to_tokens
+from .layers import Attention, Place, ResnetBlock2D
 
 __all__ = ["BasicTransformerBlock", "FeedForward", "Transformer2DModel", "UNetBlock"]
 
@@ -17,8 +18,9 @@ class FeedForward(nn.Module):
         self.net = nn.ModuleList([nn.GEGLU(dim, inner, **place), nn.Identity(),
                                   nn.Linear(inner, dim, **place)])
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.net[2](self.net[0](x))
+    def forward(self, x: Tensor, *, add_to: Tensor | None = None) -> Tensor:
+        """add_to: the residual stream, updated in place by net.2's GEMM."""
+        return self.net[2](self.net[0](x), add_to=add_to)
 
 
 class BasicTransformerBlock(nn.Module):
@@ -33,9 +35,11 @@ class BasicTransformerBlock(nn.Module):
         self.ff = FeedForward(dim, place=place)
 
     def forward(self, x: Tensor, context: Tensor) -> Tensor:
-        x = x + self.attn1(self.norm1(x))
-        x = x + self.attn2(self.norm2(x), context)
-        return x + self.ff(self.norm3(x))
+        """Updates the residual stream x (B, L, dim) IN PLACE and returns it: each residual
+        add happens in the epilogue of the GEMM before it."""
+        self.attn1(self.norm1(x), add_to=x)
+        self.attn2(self.norm2(x), context, add_to=x)
+        return self.ff(self.norm3(x), add_to=x)
 
 
 class Transformer2DModel(nn.Module):
@@ -59,15 +63,13 @@ class Transformer2DModel(nn.Module):
 
     def forward(self, x: Tensor, context: Tensor) -> Tensor:
         _, _, height, width = x.shape
-        h = self.norm(x)
-        h = self.proj_in(to_tokens(h)) if self.linear_projection else to_tokens(self.proj_in(h))
+        # proj_in/proj_out (1x1 conv or linear: the same GEMM) read and write NCHW directly,
+        # so no permute runs; the blocks own h, their residual stream.
+        h = conv1x1_tokens(self.norm(x), self.proj_in.weight, self.proj_in.bias)
         for block in self.transformer_blocks:
             h = block(h, context)
-        if self.linear_projection:
-            h = to_image(self.proj_out(h), height, width)
-        else:
-            h = self.proj_out(to_image(h, height, width))
-        return h + x
+        return tokens_conv1x1(h, self.proj_out.weight, self.proj_out.bias, height,
+                               width) + x
 
 
 class UNetBlock(nn.Module):

@@ -83,14 +83,16 @@ def _splits(bm: int, bn: int, bk: int, cout_g: int, pixels: int, groups: int,
 
 
 def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, stride: Any = 1,
-           padding: Any = 0, dilation: Any = 1, groups: int = 1,
+           padding: Any = 0, dilation: Any = 1, groups: int = 1, add: Tensor | None = None,
            _plan_override: tuple[int, int, int, int] | None = None) -> Tensor:
     """2-D cross-correlation of NCHW `x` with `weight` [out, in/groups, kh, kw] plus `bias`.
 
     x: [N, C_in, H, W] float32/float16; weight and bias of the same dtype; stride, padding
     and dilation are ints or (h, w) pairs (zero padding). Returns [N, C_out, H_out, W_out].
-    Accumulates in float32. torch: `torch.nn.functional.conv2d(x, weight, bias, stride,
-    padding, dilation, groups)`.
+    Accumulates in float32. add: a tensor added in the epilogue (no extra pass), of the
+    output's shape (a residual) or [N, C_out, 1, 1] (one value per image and channel, e.g. a
+    time embedding). torch: `torch.nn.functional.conv2d(x, weight, bias, stride, padding,
+    dilation, groups)` (`+ add`).
     """
     op = "conv2d"
     check_float(x, "x", op, ndim=4)
@@ -115,13 +117,16 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, stride: Any
     if ho < 1 or wo < 1 or kh < 1 or kw < 1:
         raise ValueError(f"{op}: kernel {kh}x{kw} (dilation {dh}x{dw}) does not fit the "
                          f"padded input {h + 2 * ph}x{w + 2 * pw}")
+    add_mode = _add_mode(op, add, x, (n, c_out, ho, wo))
     if (ONE_BY_ONE_VIA_LINALG and (kh, kw, sh, sw, ph, pw, groups) == (1, 1, 1, 1, 0, 0, 1)
-            and _plan_override is None and x.size and weight.size):
+            and _plan_override is None and x.size and weight.size and add is None):
         return conv1x1(x, weight, bias)
     out = Tensor.empty((n, c_out, ho, wo), x.dtype, device=x.device)
     pixels = n * ho * wo
-    if out.size == 0 or c_in == 0:
+    if out.size == 0:
         return out
+    if c_in == 0:
+        return out if add is None else _plain_add(out, bias, add)
     cout_g = c_out // groups
     k_total = cin_g * kh * kw
     bm, bn, splits, bk = _plan_override or _plan(cout_g, pixels, groups, k_total)
@@ -134,16 +139,37 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, stride: Any
                   stride_h=sh, stride_w=sw, pad_h=ph, pad_w=pw, dil_h=dh, dil_w=dw)
     grid = (math.ceil(pixels / bn), math.ceil(cout_g / bm), groups * splits)
     bias_t = bias if has_bias else dummy(x)
+    add_t = add if add is not None else dummy(x)
     shape = dict(WY=bm // 8, WX=bn // 8, BK=bk, KH=kh, KW=kw)
     vec_w = k_total % 4 == 0  # weight rows start on vec4 boundaries
     if splits == 1:
-        k = _conv_kernel(x.dtype, x.dtype, vec_w, HAS_BIAS=int(has_bias), **shape)
-        k.dispatch(grid, x, weight, bias_t, out, **params)
+        k = _conv_kernel(x.dtype, x.dtype, vec_w, HAS_BIAS=int(has_bias), ADD=add_mode,
+                         **shape)
+        k.dispatch(grid, x, weight, bias_t, add_t, out, **params)
         return out
     partial = Tensor.empty((splits, out.size), np.float32, device=x.device)
-    k = _conv_kernel(x.dtype, np.float32, vec_w, HAS_BIAS=0, **shape)
-    k.dispatch(grid, x, weight, bias_t, partial, **params)
-    finish = kernel("conv2d_splitk", {"T": x.dtype}, HAS_BIAS=int(has_bias))
-    finish.dispatch(finish.groups_for(out.size), partial, bias_t, out, n=out.size,
+    k = _conv_kernel(x.dtype, np.float32, vec_w, HAS_BIAS=0, ADD=0, **shape)
+    k.dispatch(grid, x, weight, bias_t, dummy(x), partial, **params)
+    finish = kernel("conv2d_splitk", {"T": x.dtype}, HAS_BIAS=int(has_bias), ADD=add_mode)
+    finish.dispatch(finish.groups_for(out.size), partial, bias_t, add_t, out, n=out.size,
                     hw=ho * wo, c_out=c_out, splits=splits)
     return out
+
+
+def _add_mode(op: str, add: Tensor | None, x: Tensor, shape: tuple[int, int, int, int]) -> int:
+    """conv2d.wgsl's ADD for `add`: 0 none, 1 of the output's shape, 2 one per (n, c)."""
+    if add is None:
+        return 0
+    check_same(op, x, add=add)
+    if add.shape == shape:
+        return 1
+    if add.shape == (*shape[:2], 1, 1):
+        return 2
+    raise ValueError(f"{op}: add must have the output's shape {shape} or "
+                     f"{(*shape[:2], 1, 1)}, got {add.shape}")
+
+
+def _plain_add(out: Tensor, bias: Tensor | None, add: Tensor) -> Tensor:
+    """An empty contraction (no input channels): the output is bias + add alone."""
+    result = Tensor.zeros(out.shape, out.dtype, device=out.device) + add
+    return result + bias.reshape(1, -1, 1, 1) if bias is not None else result

@@ -30,8 +30,9 @@ class Linear(Module):
         self.weight = parameter((out_features, in_features), dtype, device)
         self.bias = parameter((out_features,), dtype, device) if bias else None
 
-    def forward(self, x: Tensor) -> Tensor:
-        return linear(x, self.weight, self.bias)
+    def forward(self, x: Tensor, *, add_to: Tensor | None = None) -> Tensor:
+        """add_to: a residual of the output's shape the result is added into in place."""
+        return linear(x, self.weight, self.bias, add_to=add_to)
 
 
 class Conv2d(Module):
@@ -48,9 +49,10 @@ class Conv2d(Module):
         self.weight = parameter((out_channels, in_channels // groups, kh, kw), dtype, device)
         self.bias = parameter((out_channels,), dtype, device) if bias else None
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, *, add: Tensor | None = None) -> Tensor:
+        """add: output-shaped or [N, C_out, 1, 1], added in the conv's epilogue."""
         return conv2d(x, self.weight, self.bias, stride=self.stride, padding=self.padding,
-                      dilation=self.dilation, groups=self.groups)
+                      dilation=self.dilation, groups=self.groups, add=add)
 
 
 class GroupNorm(Module):

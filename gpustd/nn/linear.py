@@ -1,43 +1,129 @@
-"""Linear layers on gpustd.linalg's GEMM (bias fused in its epilogue)."""
+"""Linear layers and 1x1 convolutions on gpustd.linalg's GEMM, with what follows them (bias,
+residual add, the NCHW <-> token layout change) folded into the one GEMM dispatch."""
 
 from __future__ import annotations
 
-from .. import linalg
+from .. import _gemm, linalg
 from .._tensor import Tensor
-from ._util import check_float, check_same, kernel
+from ._util import check_float, check_same
 
-__all__ = ["conv1x1", "linear"]
+__all__ = ["conv1x1", "conv1x1_tokens", "linear", "tokens_conv1x1"]
 
 
-def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
-    """x [..., in] @ weight.T + bias, with weight [out, in] as stored in checkpoints.
+def _check_accumulator(op: str, acc: Tensor | None, shape: tuple[int, ...], x: Tensor) -> None:
+    if acc is None:
+        return
+    check_same(op, x, add_to=acc)
+    if acc.shape != shape:
+        raise ValueError(f"{op}: add_to must have the result's shape {shape}, got {acc.shape}")
+    if acc.buffer is x.buffer:
+        raise ValueError(f"{op}: add_to must not share memory with x; pass a separate tensor")
 
-    float32 or float16 (float32 accumulation). torch: `F.linear(x, weight, bias)`.
-    """
-    op = "linear"
+
+def _check_weight(op: str, x: Tensor, weight: Tensor, bias: Tensor | None, in_dim: int) -> None:
     check_float(x, "x", op)
-    check_float(weight, "weight", op, ndim=2)
+    check_float(weight, "weight", op)
     check_same(op, x, weight=weight, bias=bias)
-    if x.ndim < 1 or x.shape[-1] != weight.shape[1]:
-        raise ValueError(f"{op}: x {x.shape} has {x.shape[-1] if x.ndim else 0} features but "
-                         f"weight {weight.shape} takes {weight.shape[1]}")
+    if weight.ndim not in (2, 4) or weight.shape[2:] not in ((), (1, 1)):
+        raise ValueError(f"{op}: weight must be [out, in] or [out, in, 1, 1], got "
+                         f"{weight.shape}")
+    if weight.shape[1] != in_dim:
+        raise ValueError(f"{op}: x has {in_dim} features (channels) but weight {weight.shape} "
+                         f"takes {weight.shape[1]}")
     if bias is not None and bias.shape != (weight.shape[0],):
         raise ValueError(f"{op}: bias must have shape ({weight.shape[0]},), got {bias.shape}")
+
+
+def _record(a: Tensor, b: Tensor, out: Tensor, bias: Tensor | None, *, m: int, n: int, k: int,
+            batch: int, a_batched: bool, b_batched: bool, trans_a: bool, trans_b: bool,
+            beta: float = 0.0, bias_rows: bool = False) -> Tensor:
+    plan = _gemm.batch_plan((batch,), (batch,) if a_batched else (),
+                            (batch,) if b_batched else (), m * k, k * n)
+    _gemm.record_gemm(a.buffer, b.buffer, out.buffer, bias.buffer if bias is not None else None,
+                      m=m, n=n, k=k, trans_a=trans_a, trans_b=trans_b, alpha=1.0, beta=beta,
+                      plan=plan, bias_rows=bias_rows)
+    return out
+
+
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, *,
+           add_to: Tensor | None = None) -> Tensor:
+    """x [..., in] @ weight.T + bias, with weight [out, in] as stored in checkpoints.
+
+    add_to: a tensor of the result's shape [..., out] that the result is added into IN PLACE
+    in the GEMM's epilogue (a residual stream: one dispatch instead of two); it is returned.
+    float32 or float16 (float32 accumulation). torch: `F.linear(x, weight, bias)`, with
+    add_to `add_to += F.linear(x, weight, bias)`.
+    """
+    op = "linear"
+    check_float(weight, "weight", op, ndim=2)
+    if x.ndim < 1:
+        raise ValueError(f"{op}: x must have at least one dimension")
+    _check_weight(op, x, weight, bias, x.shape[-1])
+    shape = (*x.shape[:-1], weight.shape[0])
+    _check_accumulator(op, add_to, shape, x)
     rows = x.reshape(-1, x.shape[-1]) if x.ndim != 2 else x
-    out = linalg.matmul(rows, weight, trans_b=True, bias=bias)
-    return out.reshape(*x.shape[:-1], weight.shape[0])
+    if add_to is None:
+        out = linalg.matmul(rows, weight, trans_b=True, bias=bias)
+        return out.reshape(shape)
+    if rows.shape[0] and weight.shape[0]:
+        _record(rows, weight, add_to, bias, m=rows.shape[0], n=weight.shape[0],
+                k=x.shape[-1], batch=1, a_batched=False, b_batched=False, trans_a=False,
+                trans_b=True, beta=1.0)
+    return add_to
 
 
 def conv1x1(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """A 1x1 convolution (stride 1, no padding, one group) of NCHW x as a batched GEMM:
-    out[n] = weight[:, :, 0, 0] @ x[n].reshape(C_in, H*W), then the per-channel bias.
+    out[n] = weight[:, :, 0, 0] @ x[n].reshape(C_in, H*W) + bias per row (output channel),
+    bias fused in the GEMM's epilogue.
 
     Shapes and dtypes as conv2d (checked there). torch: `F.conv2d(x, weight, bias)`.
     """
     n, c_in, h, w = x.shape
     c_out = weight.shape[0]
-    out = linalg.matmul(weight.reshape(c_out, c_in), x.reshape(n, c_in, h * w))
-    if bias is not None:
-        k = kernel("channel_bias", {"T": x.dtype})
-        k.dispatch(k.groups_for(out.size), bias, out, n=out.size, hw=h * w, c=c_out)
-    return out.reshape(n, c_out, h, w)
+    out = Tensor.empty((n, c_out, h, w), x.dtype, device=x.device)
+    return _record(weight, x, out, bias, m=c_out, n=h * w, k=c_in, batch=n, a_batched=False,
+                   b_batched=True, trans_a=False, trans_b=False, bias_rows=True)
+
+
+def conv1x1_tokens(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """A 1x1 convolution (or a linear layer over channels) of NCHW x [N, C_in, H, W] returned
+    as tokens [N, H*W, C_out]: one GEMM reading x transposed, no permute.
+
+    weight: [C_out, C_in] or [C_out, C_in, 1, 1]; bias: [C_out] or None.
+    torch: `F.conv2d(x, weight.reshape(C_out, C_in, 1, 1), bias).flatten(2).transpose(1, 2)`.
+    """
+    op = "conv1x1_tokens"
+    check_float(x, "x", op, ndim=4)
+    n, c_in, h, w = x.shape
+    _check_weight(op, x, weight, bias, c_in)
+    c_out = weight.shape[0]
+    out = Tensor.empty((n, h * w, c_out), x.dtype, device=x.device)
+    if out.size == 0 or c_in == 0:
+        return out
+    return _record(x, weight, out, bias, m=h * w, n=c_out, k=c_in, batch=n, a_batched=True,
+                   b_batched=False, trans_a=True, trans_b=True)
+
+
+def tokens_conv1x1(tokens: Tensor, weight: Tensor, bias: Tensor | None, height: int,
+                   width: int) -> Tensor:
+    """Tokens [N, H*W, C_in] through a 1x1 convolution (or a linear layer) returned as NCHW
+    [N, C_out, H, W]: one GEMM reading the tokens transposed, no permute.
+
+    weight: [C_out, C_in] or [C_out, C_in, 1, 1]; bias: [C_out] or None.
+    torch: `F.linear(tokens, weight.reshape(C_out, C_in), bias).transpose(1, 2)
+    .reshape(N, C_out, H, W)`.
+    """
+    op = "tokens_conv1x1"
+    check_float(tokens, "tokens", op, ndim=3)
+    n, hw, c_in = tokens.shape
+    if hw != height * width:
+        raise ValueError(f"{op}: tokens {tokens.shape} hold {hw} positions, not "
+                         f"height * width = {height} * {width}")
+    _check_weight(op, tokens, weight, bias, c_in)
+    c_out = weight.shape[0]
+    out = Tensor.empty((n, c_out, height, width), tokens.dtype, device=tokens.device)
+    if out.size == 0 or c_in == 0:
+        return out
+    return _record(weight, tokens, out, bias, m=c_out, n=hw, k=c_in, batch=n, a_batched=False,
+                   b_batched=True, trans_a=False, trans_b=True, bias_rows=True)

@@ -191,11 +191,13 @@ fn k_step(a_at: u32, b_at: u32, kk: u32) {
 }
 
 // One element of C: raw sum (split-K slab) or alpha * sum + beta * C + bias, in f32.
-fn finish(idx: u32, col: u32, value: f32) -> O {
+// has_bias 1: a bias per column (linear layers); 2: per row (a 1x1 conv's channels).
+fn finish(idx: u32, row: u32, col: u32, value: f32) -> O {
     if (SPLIT) { return O(value); }
     var out_value = params.alpha * value;
     if (params.beta != 0.0) { out_value += params.beta * f32(c[idx]); }
-    if (params.has_bias != 0u) { out_value += f32(bias[col]); }
+    if (params.has_bias == 1u) { out_value += f32(bias[col]); }
+    if (params.has_bias == 2u) { out_value += f32(bias[row]); }
     return O(out_value);
 }
 
@@ -204,14 +206,14 @@ fn store4(c_off: u32, row: u32, col0: u32, v: vec4<f32>) {
     if (row >= params.m || col0 >= params.n) { return; }
     let idx = c_off + row * params.n + col0;
     if (col0 + 3u < params.n) {
-        c[idx] = finish(idx, col0, v.x);
-        c[idx + 1u] = finish(idx + 1u, col0 + 1u, v.y);
-        c[idx + 2u] = finish(idx + 2u, col0 + 2u, v.z);
-        c[idx + 3u] = finish(idx + 3u, col0 + 3u, v.w);
+        c[idx] = finish(idx, row, col0, v.x);
+        c[idx + 1u] = finish(idx + 1u, row, col0 + 1u, v.y);
+        c[idx + 2u] = finish(idx + 2u, row, col0 + 2u, v.z);
+        c[idx + 3u] = finish(idx + 3u, row, col0 + 3u, v.w);
         return;
     }
     for (var j = 0u; j < params.n - col0; j++) {  // ragged right edge: at most 3
-        c[idx + j] = finish(idx + j, col0 + j, v[j]);
+        c[idx + j] = finish(idx + j, row, col0 + j, v[j]);
     }
 }
 

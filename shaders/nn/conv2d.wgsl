@@ -12,6 +12,8 @@
 // Grid: (pixel tiles, channel tiles, groups * splits). With splits > 1 each z-slice sums a
 // contiguous range of K tiles into its own f32 slab of `out` (split-K for layers whose
 // output is too small to fill the GPU); conv2d_splitk.wgsl adds the slabs and the bias.
+// ADD folds what follows the conv into its epilogue: 1 adds `addend` of the output's shape
+// (a residual), 2 one value per (image, channel), addend[n * c_out + co] (a time embedding).
 alias T = f32;  // element type of x, w and bias
 alias O = f32;  // element type of out: T, or f32 for split-K partial sums
 alias WV = vec4<T>;  // weights as bound: vec4<T> with VEC_W (k_total % 4 == 0), else T
@@ -22,6 +24,7 @@ override KW: u32 = 3u;
 override HAS_BIAS: bool = true;
 override BK: u32 = 8u;  // K step: 8 or 16; 8 * BK / WX and 8 * BK / WY must be 4, 8 or 16
 override VEC_W: bool = true;  // weight rows are whole vec4s (k_total % 4 == 0)
+override ADD: u32 = 0u;  // 0: none, 1: residual, 2: per (image, channel); never with split-K
 
 struct Params {
     c_in: u32, h: u32, w: u32,  // input channels (all groups) and size
@@ -38,8 +41,9 @@ struct Params {
 @group(0) @binding(0) var<storage, read> x: array<T>;
 @group(0) @binding(1) var<storage, read> wt: array<WV>;
 @group(0) @binding(2) var<storage, read> bias: array<T>;
-@group(0) @binding(3) var<storage, read_write> out: array<O>;
-@group(0) @binding(4) var<uniform> params: Params;
+@group(0) @binding(3) var<storage, read> addend: array<T>;
+@group(0) @binding(4) var<storage, read_write> out: array<O>;
+@group(0) @binding(5) var<uniform> params: Params;
 
 // Two buffers of [k][m / 4] (A) and [k][n / 4] (B): one vec4 read hands an invocation 4 of
 // its channels (pixels).
@@ -162,16 +166,27 @@ fn store4(p: u32, img: u32, rem: u32, co: u32, v: vec4<f32>, b: f32, slab: u32, 
     }
     if (rem + 3u < hw_out && p + 3u < params.pixels) {
         let o = slab + (img * params.c_out + co) * hw_out + rem;
-        out[o] = O(v.x + b);
-        out[o + 1u] = O(v.y + b);
-        out[o + 2u] = O(v.z + b);
-        out[o + 3u] = O(v.w + b);
+        var e = vec4<f32>(0.0);
+        if (ADD == 1u) {
+            e = vec4<f32>(f32(addend[o]), f32(addend[o + 1u]), f32(addend[o + 2u]),
+                          f32(addend[o + 3u]));
+        } else if (ADD == 2u) {
+            e = vec4<f32>(f32(addend[img * params.c_out + co]));
+        }
+        out[o] = O(v.x + b + e.x);
+        out[o + 1u] = O(v.y + b + e.y);
+        out[o + 2u] = O(v.z + b + e.z);
+        out[o + 3u] = O(v.w + b + e.w);
         return;
     }
     for (var j = 0u; j < 4u; j++) {
         let q = p + j;
         if (q < params.pixels) {
-            out[slab + ((q / hw_out) * params.c_out + co) * hw_out + q % hw_out] = O(v[j] + b);
+            let nc = (q / hw_out) * params.c_out + co;
+            let o = slab + nc * hw_out + q % hw_out;
+            var e = 0.0;
+            if (ADD == 1u) { e = f32(addend[o]); } else if (ADD == 2u) { e = f32(addend[nc]); }
+            out[o] = O(v[j] + b + e);
         }
     }
 }
