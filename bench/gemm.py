@@ -22,8 +22,12 @@ from . import _harness
 COLUMNS = ["dtype", "m", "k", "n", "layout", "kernel", "ours_gpu_ms", "ours_wall_ms",
            "ours_TFLOPs", "baseline", "baseline_ms", "baseline_TFLOPs", "ratio"]
 SQUARE = [256, 512, 1024, 2048, 4096]
+# The last three: level 2's attention projection and GEGLU (1024 tokens x 640 channels), and
+# the implicit GEMM of a 3x3 conv 320 -> 320 at 2x64x64 written as a plain GEMM (pixels x
+# 9*320 x 320), the bound for what conv2d's gather can reach.
 SD_SHAPES = [(4096, 320, 320), (4096, 640, 640), (4096, 1280, 320), (1024, 1280, 1280),
-             (77, 768, 320), (4096, 320, 1280)]
+             (77, 768, 320), (4096, 320, 1280), (1024, 640, 640), (1024, 640, 5120),
+             (8192, 2880, 320)]
 QUICK = [(64, 64, 64), (77, 96, 40)]
 
 

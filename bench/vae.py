@@ -1,0 +1,173 @@
+"""The SD VAE decoder at 512x512 (1x4x64x64 latents, random weights) on our kernels and on
+diffusers' AutoencoderKL.decode in the same process.
+
+The weights are drawn once by diffusers and go through its safetensors file and our reader.
+Ours runs float32 eagerly and replayed (gpustd.capture); torch runs fp32 on CUDA with TF32 off
+(cuDNN convolutions in true fp32, as ours), on the CPU when there is no CUDA (--quick only).
+"""
+
+from __future__ import annotations
+
+import functools
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import gpucore
+import gpustd
+
+from . import _harness
+
+SD_VAE: dict[str, Any] = dict(
+    in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2,
+    block_out_channels=(128, 256, 512, 512), norm_num_groups=32, sample_size=512,
+    down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+)
+TINY_VAE: dict[str, Any] = dict(SD_VAE, block_out_channels=(32, 32, 64, 64), sample_size=64)
+COLUMNS = ["mode", "image", "dispatches", "rel_err", "ours_gpu_ms", "ours_encode_ms",
+           "ours_wall_ms", "torch_gpu_ms", "torch_wall_ms", "vs_torch", "TFLOP"]
+
+
+def _timed(call: Any, device: gpucore.Device, repeat: int) -> dict[str, float]:
+    """Median host encode time (the call alone), wall time (call + wait) and GPU time
+    (timestamp queries, nan without them) of `call()`; dispatches counted on the host."""
+    from tools.count_dispatches import counting
+
+    for _ in range(2):
+        call()
+    device.synchronize()
+    encode, wall = [], []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        out = call()
+        mid = time.perf_counter()
+        device.synchronize()
+        wall.append((time.perf_counter() - start) * 1e3)
+        encode.append((mid - start) * 1e3)
+        del out
+    gpu = float("nan")
+    if device.has_timestamps:
+        runs = []
+        for _ in range(3):
+            with device.profile() as prof:
+                call()
+            runs.append(prof.total_ns() / 1e6)
+        gpu = statistics.median(runs)
+    with counting(device) as counts:
+        call()
+    device.synchronize()
+    return {"gpu_ms": gpu, "encode_ms": statistics.median(encode),
+            "wall_ms": statistics.median(wall),
+            "dispatches": sum(v for k, v in counts.items() if k != "copy")}
+
+
+def _decoder_tflop(reference: Any, latent: np.ndarray) -> float:
+    """Convolution FLOPs of the decode (2 per multiply-add), from torch's own conv shapes."""
+    import torch
+
+    flops = [0]
+
+    def hook(module: Any, _inputs: Any, output: Any) -> None:
+        k = module.weight.shape[1] * module.weight.shape[2] * module.weight.shape[3]
+        flops[0] += 2 * output.numel() * k
+
+    handles = [m.register_forward_hook(hook) for m in reference.modules()
+               if isinstance(m, torch.nn.Conv2d)]
+    with torch.no_grad():
+        reference.decode(torch.from_numpy(latent).to(next(reference.parameters()).device))
+    for h in handles:
+        h.remove()
+    return flops[0] / 1e12
+
+
+def run(quick: bool = False) -> dict[str, Any]:
+    import diffusers
+    import torch
+
+    from diffusion.loaders import SafetensorsFile
+    from diffusion.models import AutoencoderKL
+
+    config = TINY_VAE if quick else SD_VAE
+    device = gpucore.default_device()
+    cuda = _harness.torch_cuda()
+    repeat = 3 if quick else 10
+    torch.manual_seed(0)
+    reference = diffusers.AutoencoderKL(**config).eval()
+    size = config["sample_size"] // 8
+    latent = np.random.default_rng(0).standard_normal((1, 4, size, size)).astype(np.float32)
+    with tempfile.TemporaryDirectory() as tmp:
+        reference.save_pretrained(Path(tmp) / "vae")
+        weights = SafetensorsFile(Path(tmp) / "vae" / "diffusion_pytorch_model.safetensors")
+        ours = AutoencoderKL(dict(reference.config), device=device)
+        ours.load_state_dict({k: weights.read(k) for k in weights.keys()})
+    z = gpustd.asarray(latent, device=device)
+    got = ours.decode(z).numpy().astype(np.float64)
+    step = gpustd.capture(ours.decode)
+    step(z)  # recorded
+    replayed = step(z).numpy().astype(np.float64)
+    timings = {"eager": _timed(functools.partial(ours.decode, z), device, repeat),
+               "replay": _timed(functools.partial(step, z), device, repeat)}
+    # A replay re-encodes the recorded dispatches without passing record_dispatch.
+    timings["replay"]["dispatches"] = timings["eager"]["dispatches"]
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    dev = "cuda" if cuda else "cpu"
+    model = reference.to(dev)
+    zt = torch.from_numpy(latent).to(dev)
+    theirs: dict[str, float] = {}
+
+    def decode() -> Any:
+        return model.decode(zt).sample
+
+    with torch.no_grad():
+        expected = decode().cpu().numpy().astype(np.float64)
+        if cuda:
+            theirs["torch_gpu_ms"] = _harness.torch_cuda_ms(decode, repeat=repeat)
+            theirs["torch_wall_ms"] = _wall_ms(decode, torch, repeat, cuda=True)
+        else:
+            theirs["torch_wall_ms"] = _wall_ms(decode, torch, max(1, repeat // 3), cuda=False)
+    tflop = _decoder_tflop(model, latent)
+    rows = []
+    for mode, out in (("eager", got), ("replay", replayed)):
+        t = timings[mode]
+        rows.append({
+            "mode": mode, "image": f"{8 * size}x{8 * size}", "dispatches": t["dispatches"],
+            "rel_err": float(np.abs(out - expected).max() / np.abs(expected).max()),
+            "replay_bitwise_equal_eager": bool(np.array_equal(replayed, got)),
+            **{f"ours_{k}": v for k, v in t.items() if k != "dispatches"}, **theirs,
+            "vs_torch": theirs["torch_wall_ms"] / t["wall_ms"], "TFLOP": tflop,
+            "baseline": f"torch-{dev}-fp32"})
+    step.reset()
+    return {
+        "benchmark": "vae",
+        "environment": _harness.environment(device),
+        "notes": "SD VAE decode (post_quant_conv + decoder) of 1x4xhxw latents to an 8h x 8w "
+                 "image, float32, random weights drawn by diffusers; mode eager = the Python "
+                 "ops, replay = gpustd.capture of the same call; rel_err = max|ours - "
+                 "diffusers| / max|diffusers|; ours_gpu_ms sums timestamp-query kernel times, "
+                 "ours_encode_ms is the call alone on the host, ours_wall_ms call + submit + "
+                 "wait; torch_gpu_ms by CUDA events, torch_wall_ms by perf_counter around call "
+                 "+ cuda.synchronize (TF32 off in cuBLAS and cuDNN); vs_torch = torch_wall_ms "
+                 "/ ours_wall_ms (above 1: we are faster); TFLOP counts the convolutions.",
+        "columns": COLUMNS,
+        "rows": rows,
+    }
+
+
+def _wall_ms(fn: Any, torch: Any, repeat: int, *, cuda: bool) -> float:
+    for _ in range(2 if cuda else 1):
+        fn()
+    if cuda:
+        torch.cuda.synchronize()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        if cuda:
+            torch.cuda.synchronize()
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
