@@ -77,6 +77,7 @@ class Device:
         self._profile: Profile | None = None
         self._capture: Capture | None = None
         self._pinned: dict[int, int] = {}  # id(wgpu buffer) -> captures replaying into it
+        self._orphans: dict[int, int] = {}  # pinned buffers no Buffer owns -> size class
         self._fence: Any = None
         self._queries: Any = None
         self.pool = BufferPool()
@@ -146,8 +147,13 @@ class Device:
 
         A buffer a capture replays into stays with the capture; one the pool has no room
         for is dropped, with the bind groups naming it, so its memory is freed."""
-        if _released(buffer) or id(buffer) in self._pinned:
+        if _released(buffer):
             return
+        if id(buffer) in self._pinned:
+            with self._lock:  # the capture's now: back to the pool when it is released
+                if id(buffer) in self._pinned:
+                    self._orphans[id(buffer)] = size
+                    return
         if not self.pool.give(buffer, size):
             with self._lock:
                 self._bind_groups.evict(buffer)
@@ -360,7 +366,7 @@ class Device:
     def _pin(self, buffers: Any) -> None:
         buffers = list(buffers)
         with self._lock:
-            self.pool.discard(buffers)
+            self._orphans.update(self.pool.discard(buffers))
             for b in buffers:
                 self._pinned[id(b)] = self._pinned.get(id(b), 0) + 1
 
@@ -370,7 +376,11 @@ class Device:
                 left = self._pinned.pop(id(b), 1) - 1
                 if left:
                     self._pinned[id(b)] = left
-                else:  # nothing will pool it again: its groups must not outlive it
+                    continue
+                size = self._orphans.pop(id(b), None)
+                if size is None or not self.pool.give(b, size):
+                    # freed (or still owned: its Buffer pools it later), so the groups
+                    # naming it must not keep it alive
                     self._bind_groups.evict(b)
 
     def _event_queries(self) -> tuple[Any, Any]:

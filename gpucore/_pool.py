@@ -51,15 +51,19 @@ class BufferPool:
             self.idle_bytes += size
             return True
 
-    def discard(self, buffers: Any) -> None:
+    def discard(self, buffers: Any) -> dict[int, int]:
         """Take these buffers (any iterable of wgpu buffers) out of the idle lists, if there:
-        a capture that replays into them must not see them handed to anyone else."""
+        a capture that replays into them must not see them handed to anyone else. Returns
+        {id(buffer): size class} of those taken out."""
         wanted = {id(b) for b in buffers}
+        taken: dict[int, int] = {}
         with self._lock:
             for size, idle in self._free.items():
                 kept = [b for b in idle if id(b) not in wanted]
+                taken.update((id(b), size) for b in idle if id(b) in wanted)
                 self.idle_bytes -= size * (len(idle) - len(kept))
                 idle[:] = kept
+        return taken
 
     def clear(self) -> list[Any]:
         """Forget every idle buffer; returns them (the caller drops what references them)."""

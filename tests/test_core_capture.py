@@ -95,9 +95,13 @@ def test_captured_buffers_are_not_handed_out_again(device) -> None:
     np.testing.assert_array_equal(out.read(), expected)
     for o in others:
         np.testing.assert_array_equal(o.read(), np.full(N, 7, np.float32))
+    captured = set(graph._buffers)
     graph.release()
     with pytest.raises(gpucore.CaptureError, match="released"):
         graph.replay()
+    # Released, the capture's temporaries (owned by no Buffer) are pooled again, not leaked.
+    idle = {id(b) for bufs in device.pool._free.values() for b in bufs}
+    assert idle & captured
 
 
 def test_read_back_inside_a_capture_raises(device) -> None:
