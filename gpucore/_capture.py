@@ -175,7 +175,7 @@ class Capture:
         self._keep += [x for x in (uniform, consts) if x is not None]
         self._keep += list(groups.values())
         self.commands = []
-        dev._pin(self._buffers.values())
+        pin(dev, self._buffers.values())
         self._pinned = True
 
     def _upload(self, blob: bytearray, usage: int, label: str) -> Any:
@@ -194,14 +194,14 @@ class Capture:
             raise CaptureError("replay() inside its own capture block: leave the `with` first")
         if self.closed:
             raise CaptureError("this capture was released; capture the call again")
-        self.device._replay(self._ops)
+        replay_ops(self.device, self._ops)
 
     def release(self) -> None:
         """Unpin the buffers and drop the recorded stream (also done when collected)."""
         if not self.closed:
             self.closed = True
             if self._pinned:
-                self.device._unpin(self._buffers.values())
+                unpin(self.device, self._buffers.values())
             self._ops, self._keep, self._buffers = [], [], {}
 
     def __del__(self) -> None:
@@ -209,3 +209,70 @@ class Capture:
             self.release()
         except Exception:  # interpreter shutdown
             pass
+
+
+def replay_ops(dev: Device, ops: list[tuple]) -> None:
+    """Encode a finalized capture's ops into `dev`'s current stream."""
+    with dev._lock:
+        if dev._capture is not None:
+            raise CaptureError("replaying inside a capture is not supported: close the "
+                               "capture first")
+        stream = dev.current_stream
+        profile = dev._profile if stream is dev.default_stream else None
+        compute = native = None
+        every = dev._submit_every
+        for op in ops:
+            if op[0] == "dispatch":
+                if profile is not None:
+                    dev._encode(stream, op[1], op[2], op[3], op[4], op[5])
+                    continue
+                if compute is None:
+                    compute = stream.compute or stream.open_pass()
+                    native = native_pass_functions(compute)
+                handles = op[6]
+                if native is not None and handles is not None:
+                    pass_ = compute._internal
+                    native[0](pass_, handles[0])
+                    native[1](pass_, 0, handles[1], handles[2], handles[3])
+                    native[2](pass_, *op[4])
+                else:
+                    compute.set_pipeline(op[1])
+                    compute.set_bind_group(0, op[2], op[3])
+                    compute.dispatch_workgroups(*op[4])
+                stream.pending += 1
+                if stream.pending >= every:  # let the GPU start on the first part
+                    dev._flush_stream(stream)
+                    compute = None
+                continue
+            compute = None
+            stream.end_pass()
+            encoder = stream.encoder_for_recording()
+            if op[0] == "copy":
+                encoder.copy_buffer_to_buffer(*op[1:])
+            else:
+                encoder.clear_buffer(op[1], 0, op[2])
+            stream.pending += 1
+
+
+def pin(dev: Device, buffers: Any) -> None:
+    """Keep `buffers` out of the pool while a capture replays into them."""
+    buffers = list(buffers)
+    with dev._lock:
+        dev._orphans.update(dev.pool.discard(buffers))
+        for b in buffers:
+            dev._pinned[id(b)] = dev._pinned.get(id(b), 0) + 1
+
+
+def unpin(dev: Device, buffers: Any) -> None:
+    """Undo `pin`; buffers no Buffer owns any more go back to the pool."""
+    with dev._lock:
+        for b in buffers:
+            left = dev._pinned.pop(id(b), 1) - 1
+            if left:
+                dev._pinned[id(b)] = left
+                continue
+            size = dev._orphans.pop(id(b), None)
+            if size is None or not dev.pool.give(b, size):
+                # freed (or still owned: its Buffer pools it later), so the groups
+                # naming it must not keep it alive
+                dev._bind_groups.evict(b)

@@ -11,7 +11,7 @@ import wgpu
 
 from ._adapters import OPTIONAL_FEATURES, AdapterInfo, choose_adapter
 from ._bindings import BindGroupCache
-from ._capture import Capture, CaptureError, native_pass_functions
+from ._capture import Capture, CaptureError
 from ._errors import DeviceLimitError, DeviceLostError, GpuError
 from ._pool import BufferPool, size_class
 from ._profile import Profile
@@ -321,67 +321,6 @@ class Device:
     def _end_capture(self, capture: Capture) -> None:
         with self._lock:
             self._capture = None
-
-    def _replay(self, ops: list[tuple]) -> None:
-        with self._lock:
-            if self._capture is not None:
-                raise CaptureError("replaying inside a capture is not supported: close the "
-                                   "capture first")
-            stream = self.current_stream
-            profile = self._profile if stream is self.default_stream else None
-            compute = native = None
-            every = self._submit_every
-            for op in ops:
-                if op[0] == "dispatch":
-                    if profile is not None:
-                        self._encode(stream, op[1], op[2], op[3], op[4], op[5])
-                        continue
-                    if compute is None:
-                        compute = stream.compute or stream.open_pass()
-                        native = native_pass_functions(compute)
-                    handles = op[6]
-                    if native is not None and handles is not None:
-                        pass_ = compute._internal
-                        native[0](pass_, handles[0])
-                        native[1](pass_, 0, handles[1], handles[2], handles[3])
-                        native[2](pass_, *op[4])
-                    else:
-                        compute.set_pipeline(op[1])
-                        compute.set_bind_group(0, op[2], op[3])
-                        compute.dispatch_workgroups(*op[4])
-                    stream.pending += 1
-                    if stream.pending >= every:  # let the GPU start on the first part
-                        self._flush_stream(stream)
-                        compute = None
-                    continue
-                compute = None
-                stream.end_pass()
-                encoder = stream.encoder_for_recording()
-                if op[0] == "copy":
-                    encoder.copy_buffer_to_buffer(*op[1:])
-                else:
-                    encoder.clear_buffer(op[1], 0, op[2])
-                stream.pending += 1
-
-    def _pin(self, buffers: Any) -> None:
-        buffers = list(buffers)
-        with self._lock:
-            self._orphans.update(self.pool.discard(buffers))
-            for b in buffers:
-                self._pinned[id(b)] = self._pinned.get(id(b), 0) + 1
-
-    def _unpin(self, buffers: Any) -> None:
-        with self._lock:
-            for b in buffers:
-                left = self._pinned.pop(id(b), 1) - 1
-                if left:
-                    self._pinned[id(b)] = left
-                    continue
-                size = self._orphans.pop(id(b), None)
-                if size is None or not self.pool.give(b, size):
-                    # freed (or still owned: its Buffer pools it later), so the groups
-                    # naming it must not keep it alive
-                    self._bind_groups.evict(b)
 
     def _event_queries(self) -> tuple[Any, Any]:
         if self._queries is None:
