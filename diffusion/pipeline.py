@@ -200,7 +200,8 @@ class StableDiffusion:
     """A Stable Diffusion 1.x/2.x model on the GPU: tokenizer, text encoder, UNet, VAE, the
     model's scheduler config and the sampling `defaults` it recommends (what the CLI and the
     web page start from; `generate` keeps its own keyword defaults). Build with
-    `diffusion.load_pipeline(path)`."""
+    `diffusion.load_pipeline(path)`, which gives SDXL models as `diffusion.sdxl.
+    StableDiffusionXL` (this class with SDXL's text conditioning)."""
 
     family = "sd1"  # "sd1", "sd2" (diffusion.loaders' detection); "sdxl*" in the subclass
     is_sdxl = False

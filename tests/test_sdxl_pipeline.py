@@ -120,7 +120,8 @@ def test_img2img_with_refiner_matches_diffusers(first_device: gpucore.Device,
 def test_turbo_one_step_matches_diffusers(first_device: gpucore.Device, paths: Any,
                                           kind: str) -> None:
     """One step without guidance (guidance_scale 0, as their model cards run them) on their
-    own trailing-spacing schedulers; the names say Turbo, so the defaults are Turbo's."""
+    own trailing-spacing schedulers; the names say Turbo, so the defaults are Turbo's, and
+    those (one Euler a step from sigma_max on SGM Uniform, CFG 1) give the same picture."""
     ours = _ours(getattr(paths, kind), first_device)
     assert ours.is_turbo and ours.defaults.steps == 1 and ours.defaults.cfg_scale == 1.0
     assert ours.scheduler_config["timestep_spacing"] == "trailing"
@@ -130,6 +131,12 @@ def test_turbo_one_step_matches_diffusers(first_device: gpucore.Device, paths: A
         PROMPT, num_inference_steps=1, guidance_scale=0.0, width=SIZE, height=SIZE,
         generator=torch.Generator().manual_seed(9), output_type="np").images
     _assert_images_match(result.images, expected)
+    webui = ours.txt2img(PROMPT, steps=ours.defaults.steps, cfg_scale=ours.defaults.cfg_scale,
+                         sampler=ours.defaults.sampler, seed=9, rng="torch", width=SIZE,
+                         height=SIZE)
+    assert (webui.settings["sampler"], webui.settings["scheduler"]) == ("Euler a",
+                                                                        "SGM Uniform")
+    _assert_images_match(webui.images, expected)
 
 
 def _webui_reference(pipe: Any, pieces: list[list[tuple[str, float]]]) -> tuple[Any, Any]:
