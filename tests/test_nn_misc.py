@@ -124,6 +124,28 @@ def test_conv1x1_token_layouts(device: gpucore.Device, n, c_in, c_out, h, w) -> 
         tokens_conv1x1(_up(device, t), _up(device, w2), None, h + 1, w)
 
 
+@pytest.mark.parametrize("x_shape,d,approximate", [
+    ((2, 37, 24), 19, "none"),  # d not a multiple of 4, vec4 loads
+    ((5, 30), 70, "tanh"),  # K not a multiple of 4: scalar loads; two column tiles
+    ((130, 40), 33, "none"),  # two row tiles
+])
+def test_linear_geglu(device: gpucore.Device, x_shape, d, approximate) -> None:
+    """GEGLU with its gate in the GEMM epilogue against diffusers' order in torch."""
+    from gpustd.nn.linear import linear_geglu
+
+    rng = np.random.default_rng(8)
+    x, w = random_array(rng, x_shape), random_array(rng, (2 * d, x_shape[-1]))
+    b = random_array(rng, (2 * d,))
+    got = linear_geglu(_up(device, x), _up(device, w), _up(device, b), approximate=approximate)
+    value, gate = F.linear(_t(x), _t(w), _t(b)).chunk(2, -1)
+    assert_close(got.numpy(), (value * F.gelu(gate, approximate=approximate)).numpy())
+    nobias = linear_geglu(_up(device, x), _up(device, w), approximate=approximate)
+    value, gate = F.linear(_t(x), _t(w)).chunk(2, -1)
+    assert_close(nobias.numpy(), (value * F.gelu(gate, approximate=approximate)).numpy())
+    with pytest.raises(ValueError, match="even"):
+        linear_geglu(_up(device, x), _up(device, w[1:]))
+
+
 def test_linear_float16_and_errors(device: gpucore.Device) -> None:
     x, w = np.ones((3, 4), np.float32), np.ones((5, 4), np.float32)
     with pytest.raises(ValueError, match="features"):

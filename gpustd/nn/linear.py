@@ -3,11 +3,19 @@ residual add, the NCHW <-> token layout change) folded into the one GEMM dispatc
 
 from __future__ import annotations
 
-from .. import _gemm, linalg
+import math
+
+import numpy as np
+
+from gpucore import Kernel, wgsl_scalar
+
+from .. import _gemm, _gemm_subgroup_matrix, linalg
 from .._tensor import Tensor
 from ._util import check_float, check_same
 
-__all__ = ["conv1x1", "conv1x1_tokens", "linear", "tokens_conv1x1"]
+__all__ = ["conv1x1", "conv1x1_tokens", "linear", "linear_geglu", "tokens_conv1x1"]
+
+_GELU = {"none": 1, "tanh": 2}
 
 
 def _check_accumulator(op: str, acc: Tensor | None, shape: tuple[int, ...], x: Tensor) -> None:
@@ -127,3 +135,55 @@ def tokens_conv1x1(tokens: Tensor, weight: Tensor, bias: Tensor | None, height: 
         return out
     return _record(weight, tokens, out, bias, m=c_out, n=hw, k=c_in, batch=n, a_batched=False,
                    b_batched=True, trans_a=False, trans_b=True, bias_rows=True)
+
+
+def linear_geglu(x: Tensor, weight: Tensor, bias: Tensor | None = None, *,
+                 approximate: str = "none") -> Tensor:
+    """diffusers' GEGLU in one GEMM: h = x @ weight.T + bias, [..., 2D] -> [..., D] =
+    h[..., :D] * gelu(h[..., D:]), the gate applied in the GEMM's epilogue (the [..., 2D]
+    projection is never stored).
+
+    weight: [2D, in]; bias: [2D] or None; GELU exact (erf) or `approximate="tanh"`.
+    torch: `a, b = F.linear(x, weight, bias).chunk(2, -1); a * F.gelu(b, approximate=...)`.
+    """
+    op = "linear_geglu"
+    check_float(weight, "weight", op, ndim=2)
+    if x.ndim < 1:
+        raise ValueError(f"{op}: x must have at least one dimension")
+    _check_weight(op, x, weight, bias, x.shape[-1])
+    if approximate not in _GELU:
+        raise ValueError(f"{op}: approximate must be 'none' or 'tanh', got {approximate!r}")
+    if weight.shape[0] % 2:
+        raise ValueError(f"{op}: weight {weight.shape} must have an even number of rows "
+                         "(value and gate halves)")
+    d, k = weight.shape[0] // 2, x.shape[-1]
+    device = x.device
+    if x.dtype == np.float16 and _gemm_subgroup_matrix.available(device):
+        # The matrix units' GEMM (Dawn) beats the fused portable one: keep two passes there.
+        from .activation import geglu
+
+        return geglu(linear(x, weight, bias), approximate=approximate)
+    out = Tensor.empty((*x.shape[:-1], d), x.dtype, device=device)
+    m = out.size // d if d else 0
+    if out.size == 0:
+        return out
+    plan = _gemm.plan_gemm(m, 2 * d, k, 1)
+    tile = plan.tile if plan.tile.tn == 8 else _gemm.TILES["64x64"]
+    if tile.workgroup_bytes > device.limits["max-compute-workgroup-storage-size"]:
+        tile = _gemm.TILES["64x64"]
+    vec_a, vec_b = k % 4 == 0, k % 4 == 0
+    types = {"T": wgsl_scalar(x.dtype), "O": wgsl_scalar(x.dtype)}
+    if not vec_a:
+        types["AV"], types["BV"] = "T", "T"
+    constants = {"WX": tile.wx, "WY": tile.wy, "BK": tile.bk, "TM": tile.tm, "TN": tile.tn,
+                 "TRANS_A": 0, "TRANS_B": 1, "VEC_A": int(vec_a), "VEC_B": int(vec_b),
+                 "SPLIT": 0, "PAIRED": int(plan.paired), "GEGLU": _GELU[approximate]}
+    kernel = Kernel.cached("linalg/gemm", constants=constants, types=types)
+    grid = (math.ceil(d / (tile.bn // 2)), math.ceil(m / tile.bm), 1)
+    bias_t = bias if bias is not None else _gemm._placeholder(device, x.dtype)
+    kernel.dispatch(grid, x.buffer, weight.buffer, bias_t.buffer if isinstance(
+        bias_t, Tensor) else bias_t, out.buffer, m=m, n=d, k=k, a_base=0, a_outer=0,
+        a_inner=0, b_base=0, b_outer=0, b_inner=0, c_base=0, inner=1, z_base=0, alpha=1.0,
+        beta=0.0, has_bias=int(bias is not None), splits=1,
+        k_tiles_per_split=math.ceil(k / tile.bk), c_total=m * d)
+    return out

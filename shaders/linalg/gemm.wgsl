@@ -26,6 +26,12 @@
 // as the single-buffered one it replaced (4096^3: 4.87 against 5.13 ms); the gains are in
 // the tile choice and split-K for grids that do not fill the GPU (gpustd/_gemm.py).
 //
+// GEGLU (1: erf GELU, 2: tanh) fuses diffusers' GEGLU into a linear layer's GEMM (TRANS_B,
+// TN = 8, no split): B holds 2n weight rows, value rows [0, n) and gate rows [n, 2n); a tile's
+// first BN / 2 columns load value rows and its last BN / 2 the matching gate rows, so each
+// invocation's column groups tx and tx + WX hold value and gate of the same 4 outputs, and
+// C (m x n) = (value + bias[j]) * gelu(gate + bias[n + j]).
+//
 // Split-K (SPLIT): batch z splits into (z / splits, z % splits); each split walks a
 // contiguous range of K tiles and writes raw f32 sums to its own slab of c (O = f32,
 // slab s at s * c_total); gemm_splitk.wgsl adds the slabs and applies alpha, beta and bias.
@@ -47,6 +53,7 @@ override SPLIT: bool = false;
 // Main loop: two K tiles per trip, so that after inlining every buffer offset is a constant
 // (H200: 2-10% faster on long K with big outputs, 3-8% slower elsewhere; _gemm.py picks).
 override PAIRED: bool = false;
+override GEGLU: u32 = 0u;
 
 // Batch z (wid.z + z_base, divided by splits) splits into (outer, inner) = (z / inner,
 // z % inner); operand offsets are base + outer * X_outer + inner * X_inner, so broadcast batch
@@ -136,6 +143,12 @@ fn fetch_b(t: u32, q: u32) -> vec4<f32> {
         return load_b(t * BK + l / (bn / 4u), n0 + (l % (bn / 4u)) * 4u, params.k, params.n);
     }
     let k = t * BK + (lid / bn) * (TN * BK / WY) + q * 4u;
+    if (GEGLU != 0u) {  // tile column j: value row n0 + j, or gate row n + n0 + j - BN / 2
+        let j = lid % bn;
+        let col = n0 + j % (bn / 2u);
+        if (col >= params.n) { return vec4<f32>(0.0); }
+        return load_b(col + select(0u, params.n, j >= bn / 2u), k, 2u * params.n, params.k);
+    }
     return load_b(n0 + lid % bn, k, params.n, params.k);
 }
 
@@ -217,8 +230,40 @@ fn store4(c_off: u32, row: u32, col0: u32, v: vec4<f32>) {
     }
 }
 
+// erf by Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7), as shaders/nn/activation.wgsl.
+fn gelu(v: f32) -> f32 {
+    if (GEGLU == 2u) {
+        let inner = clamp(0.7978845608028654 * (v + 0.044715 * v * v * v), -15.0, 15.0);
+        return 0.5 * v * (1.0 + tanh(inner));
+    }
+    let a = abs(v) * 0.7071067811865476;
+    let t = 1.0 / (1.0 + 0.3275911 * a);
+    let poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741
+        + t * (-1.453152027 + t * 1.061405429))));
+    return 0.5 * v * (1.0 + sign(v) * (1.0 - poly * exp(-a * a)));
+}
+
+// GEGLU's epilogue: value columns in v, the matching gate columns in g.
+fn store_geglu(c_off: u32, row: u32, col0: u32, v: vec4<f32>, g: vec4<f32>) {
+    if (row >= params.m || col0 >= params.n) { return; }
+    let idx = c_off + row * params.n + col0;
+    for (var j = 0u; j < min(4u, params.n - col0); j++) {
+        var value = params.alpha * v[j];
+        var gate = params.alpha * g[j];
+        if (params.has_bias == 1u) {
+            value += f32(bias[col0 + j]);
+            gate += f32(bias[params.n + col0 + j]);
+        }
+        c[idx + j] = O(value * gelu(gate));
+    }
+}
+
 fn store_row(c_off: u32, row: u32, v0: vec4<f32>, v1: vec4<f32>) {
     let col0 = n0 + tx * 4u;
+    if (GEGLU != 0u) {
+        store_geglu(c_off, row, col0, v0, v1);
+        return;
+    }
     store4(c_off, row, col0, v0);
     if (TN == 8u) { store4(c_off, row, col0 + 4u * WX, v1); }
 }
@@ -280,7 +325,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>,
     a_off = params.a_base + outer * params.a_outer + inner * params.a_inner;
     b_off = params.b_base + outer * params.b_outer + inner * params.b_inner;
     m0 = wid.y * (TM * WY);
-    n0 = wid.x * (TN * WX);
+    n0 = wid.x * select(TN * WX, TN * WX / 2u, GEGLU != 0u);
     let k_tiles = (params.k + BK - 1u) / BK;
     let t_begin = split * params.k_tiles_per_split;
     let t_end = min(t_begin + params.k_tiles_per_split, k_tiles);
