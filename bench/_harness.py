@@ -8,6 +8,8 @@ available (CUDA events), numpy on the CPU otherwise.
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import datetime
 import json
 import os
@@ -15,7 +17,7 @@ import platform
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +26,15 @@ import numpy as np
 import gpucore
 
 __all__ = [
+    "counting",
     "environment",
     "numpy_ms",
     "ours_ms",
+    "ours_step_ms",
     "print_table",
     "torch_cuda",
     "torch_cuda_ms",
+    "torch_wall_ms",
     "write_json",
 ]
 
@@ -60,6 +65,84 @@ def ours_ms(fn: Callable[[], None], device: gpucore.Device, *, warmup: int = 3,
             per_run.append(prof.total_ns() / 1e6)
         gpu = statistics.median(per_run)
     return {"gpu_ms": gpu, "wall_ms": statistics.median(walls)}
+
+
+@contextlib.contextmanager
+def counting(device: gpucore.Device, *, dry: bool = False) -> Iterator[collections.Counter]:
+    """Count dispatches by kernel label (key "copy" for buffer copies) while inside.
+
+    dry=True also skips recording them, so nothing runs on the device.
+    """
+    counts: collections.Counter = collections.Counter()
+    dispatch, copy = device.record_dispatch, device.record_copy
+
+    def record_dispatch(pipeline: Any, layout: Any, buffers: Any, params: Any,
+                        workgroups: Any, label: str) -> None:
+        counts[label] += 1
+        if not dry:
+            dispatch(pipeline, layout, buffers, params, workgroups, label)
+
+    def record_copy(*args: Any) -> None:
+        counts["copy"] += 1
+        if not dry:
+            copy(*args)
+
+    device.record_dispatch, device.record_copy = record_dispatch, record_copy  # type: ignore
+    try:
+        yield counts
+    finally:
+        del device.record_dispatch, device.record_copy
+
+
+def ours_step_ms(call: Callable[[], Any], device: gpucore.Device, repeat: int
+                 ) -> dict[str, float]:
+    """A whole model call timed three ways, medians: host encode time (the call alone:
+    Python, recording, periodic submits), wall time (call + wait for the GPU) and GPU time
+    (timestamp queries, nan without them); and its dispatch count, counted on the host (a
+    replay re-encodes without passing record_dispatch: count the eager call)."""
+    for _ in range(2):
+        call()
+    device.synchronize()
+    encode, wall = [], []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        out = call()
+        mid = time.perf_counter()
+        device.synchronize()
+        wall.append((time.perf_counter() - start) * 1e3)
+        encode.append((mid - start) * 1e3)
+        del out
+    gpu = float("nan")
+    if device.has_timestamps:
+        runs = []
+        for _ in range(3):
+            with device.profile() as prof:
+                call()
+            runs.append(prof.total_ns() / 1e6)
+        gpu = statistics.median(runs)
+    with counting(device) as counts:
+        call()
+    device.synchronize()
+    return {"gpu_ms": gpu, "encode_ms": statistics.median(encode),
+            "wall_ms": statistics.median(wall),
+            "dispatches": sum(v for k, v in counts.items() if k != "copy")}
+
+
+def torch_wall_ms(fn: Callable[[], Any], torch: Any, repeat: int, *, cuda: bool = True
+                  ) -> float:
+    """Median wall milliseconds of `fn()` on torch, waiting for CUDA after each call."""
+    for _ in range(2 if cuda else 1):
+        fn()
+    if cuda:
+        torch.cuda.synchronize()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        if cuda:
+            torch.cuda.synchronize()
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
 
 
 def numpy_ms(fn: Callable[[], Any], *, warmup: int = 1, repeat: int = 5) -> float:

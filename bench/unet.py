@@ -8,9 +8,7 @@ kernels and on diffusers/torch on the same GPU (fp32 with TF32 off; and fp16 whe
 from __future__ import annotations
 
 import functools
-import statistics
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -33,48 +31,6 @@ TINY_UNET: dict[str, Any] = dict(
 )
 COLUMNS = ["dtype", "mode", "dispatches", "rel_err", "ours_gpu_ms", "ours_encode_ms",
            "ours_wall_ms", "torch_gpu_ms", "torch_wall_ms", "vs_torch"]
-
-
-def _timed(call: Any, device: gpucore.Device, repeat: int) -> dict[str, float]:
-    """Median host encode time (the call alone: Python + recording + periodic submits),
-    wall time (call + wait for the GPU) and GPU time (timestamp queries) of `call()`."""
-    for _ in range(2):
-        call()
-    device.synchronize()
-    encode, wall = [], []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        out = call()
-        mid = time.perf_counter()
-        device.synchronize()
-        end = time.perf_counter()
-        encode.append((mid - start) * 1e3)
-        wall.append((end - start) * 1e3)
-        del out
-    gpu, dispatches = float("nan"), 0
-    if device.has_timestamps:
-        runs = []
-        for _ in range(3):
-            with device.profile() as prof:
-                call()
-            runs.append(prof.total_ns() / 1e6)
-            dispatches = len(prof.records)
-        gpu = statistics.median(runs)
-    return {"gpu_ms": gpu, "encode_ms": statistics.median(encode),
-            "wall_ms": statistics.median(wall), "dispatches": dispatches}
-
-
-def _torch_wall_ms(fn: Any, torch: Any, repeat: int) -> float:
-    for _ in range(2):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        torch.cuda.synchronize()
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
 
 
 def run(quick: bool = False) -> dict[str, Any]:
@@ -114,8 +70,10 @@ def run(quick: bool = False) -> dict[str, Any]:
             step = gpustd.capture(ours.forward)
             step(x, ts, ctx)  # recorded
             replayed = step(x, ts, ctx).numpy().astype(np.float64)
-            timings = {"eager": _timed(functools.partial(ours, x, ts, ctx), device, repeat),
-                       "replay": _timed(functools.partial(step, x, ts, ctx), device, repeat)}
+            timed = functools.partial(_harness.ours_step_ms, device=device, repeat=repeat)
+            timings = {"eager": timed(functools.partial(ours, x, ts, ctx)),
+                       "replay": timed(functools.partial(step, x, ts, ctx))}
+            timings["replay"]["dispatches"] = timings["eager"]["dispatches"]  # same stream
             with device.profile() as prof:
                 ours(x, ts, ctx)
             kernels[name] = {k: {"calls": n, "ms": ns / 1e6}
@@ -136,7 +94,7 @@ def run(quick: bool = False) -> dict[str, Any]:
                 if cuda:
                     theirs["torch_gpu_ms"] = _harness.torch_cuda_ms(
                         lambda model=model, args=args: model(*args), repeat=repeat)
-                    theirs["torch_wall_ms"] = _torch_wall_ms(
+                    theirs["torch_wall_ms"] = _harness.torch_wall_ms(
                         lambda model=model, args=args: model(*args), torch, repeat)
             for mode, out in (("eager", got), ("replay", replayed)):
                 t = timings[mode]

@@ -9,9 +9,7 @@ Ours runs float32 eagerly and replayed (gpustd.capture); torch runs fp32 on CUDA
 from __future__ import annotations
 
 import functools
-import statistics
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -30,39 +28,6 @@ SD_VAE: dict[str, Any] = dict(
 TINY_VAE: dict[str, Any] = dict(SD_VAE, block_out_channels=(32, 32, 64, 64), sample_size=64)
 COLUMNS = ["mode", "image", "dispatches", "rel_err", "ours_gpu_ms", "ours_encode_ms",
            "ours_wall_ms", "torch_gpu_ms", "torch_wall_ms", "vs_torch", "TFLOP"]
-
-
-def _timed(call: Any, device: gpucore.Device, repeat: int) -> dict[str, float]:
-    """Median host encode time (the call alone), wall time (call + wait) and GPU time
-    (timestamp queries, nan without them) of `call()`; dispatches counted on the host."""
-    from tools.count_dispatches import counting
-
-    for _ in range(2):
-        call()
-    device.synchronize()
-    encode, wall = [], []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        out = call()
-        mid = time.perf_counter()
-        device.synchronize()
-        wall.append((time.perf_counter() - start) * 1e3)
-        encode.append((mid - start) * 1e3)
-        del out
-    gpu = float("nan")
-    if device.has_timestamps:
-        runs = []
-        for _ in range(3):
-            with device.profile() as prof:
-                call()
-            runs.append(prof.total_ns() / 1e6)
-        gpu = statistics.median(runs)
-    with counting(device) as counts:
-        call()
-    device.synchronize()
-    return {"gpu_ms": gpu, "encode_ms": statistics.median(encode),
-            "wall_ms": statistics.median(wall),
-            "dispatches": sum(v for k, v in counts.items() if k != "copy")}
 
 
 def _decoder_tflop(reference: Any, latent: np.ndarray) -> float:
@@ -109,8 +74,9 @@ def run(quick: bool = False) -> dict[str, Any]:
     step = gpustd.capture(ours.decode)
     step(z)  # recorded
     replayed = step(z).numpy().astype(np.float64)
-    timings = {"eager": _timed(functools.partial(ours.decode, z), device, repeat),
-               "replay": _timed(functools.partial(step, z), device, repeat)}
+    timed = functools.partial(_harness.ours_step_ms, device=device, repeat=repeat)
+    timings = {"eager": timed(functools.partial(ours.decode, z)),
+               "replay": timed(functools.partial(step, z))}
     # A replay re-encodes the recorded dispatches without passing record_dispatch.
     timings["replay"]["dispatches"] = timings["eager"]["dispatches"]
     torch.backends.cuda.matmul.allow_tf32 = False
@@ -127,9 +93,10 @@ def run(quick: bool = False) -> dict[str, Any]:
         expected = decode().cpu().numpy().astype(np.float64)
         if cuda:
             theirs["torch_gpu_ms"] = _harness.torch_cuda_ms(decode, repeat=repeat)
-            theirs["torch_wall_ms"] = _wall_ms(decode, torch, repeat, cuda=True)
+            theirs["torch_wall_ms"] = _harness.torch_wall_ms(decode, torch, repeat, cuda=True)
         else:
-            theirs["torch_wall_ms"] = _wall_ms(decode, torch, max(1, repeat // 3), cuda=False)
+            theirs["torch_wall_ms"] = _harness.torch_wall_ms(decode, torch, max(1, repeat // 3),
+                                                             cuda=False)
     tflop = _decoder_tflop(model, latent)
     rows = []
     for mode, out in (("eager", got), ("replay", replayed)):
@@ -156,18 +123,3 @@ def run(quick: bool = False) -> dict[str, Any]:
         "columns": COLUMNS,
         "rows": rows,
     }
-
-
-def _wall_ms(fn: Any, torch: Any, repeat: int, *, cuda: bool) -> float:
-    for _ in range(2 if cuda else 1):
-        fn()
-    if cuda:
-        torch.cuda.synchronize()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        if cuda:
-            torch.cuda.synchronize()
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)

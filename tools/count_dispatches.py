@@ -12,57 +12,20 @@ from __future__ import annotations
 
 import argparse
 import collections
-import contextlib
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
 import gpucore
 import gpustd
+from bench._harness import counting
+from bench.unet import SD15_UNET
+from bench.vae import SD_VAE
 
-SD15_UNET: dict[str, Any] = dict(
-    sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
-    block_out_channels=(320, 640, 1280, 1280), cross_attention_dim=768, attention_head_dim=8,
-    down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-    up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-)
 # The same structure (blocks, depths, heads) at a width lavapipe runs in seconds.
 SCALED_UNET: dict[str, Any] = dict(SD15_UNET, block_out_channels=(32, 64, 64, 64),
                                    cross_attention_dim=32, sample_size=16)
-SD_VAE: dict[str, Any] = dict(
-    in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2,
-    block_out_channels=(128, 256, 512, 512), norm_num_groups=32,
-    down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-)
 SCALED_VAE: dict[str, Any] = dict(SD_VAE, block_out_channels=(32, 32, 64, 64))
-
-
-@contextlib.contextmanager
-def counting(device: gpucore.Device, *, dry: bool = False) -> Iterator[collections.Counter]:
-    """Count dispatches by kernel label (key "copy" for buffer copies) while inside.
-
-    dry=True also skips recording them, so nothing runs on the device.
-    """
-    counts: collections.Counter = collections.Counter()
-    dispatch, copy = device.record_dispatch, device.record_copy
-
-    def record_dispatch(pipeline: Any, layout: Any, buffers: Any, params: Any,
-                        workgroups: Any, label: str) -> None:
-        counts[label] += 1
-        if not dry:
-            dispatch(pipeline, layout, buffers, params, workgroups, label)
-
-    def record_copy(*args: Any) -> None:
-        counts["copy"] += 1
-        if not dry:
-            copy(*args)
-
-    device.record_dispatch, device.record_copy = record_dispatch, record_copy  # type: ignore
-    try:
-        yield counts
-    finally:
-        del device.record_dispatch, device.record_copy
 
 
 def unet_counts(config: dict[str, Any], device: gpucore.Device, *, dry: bool = False,
