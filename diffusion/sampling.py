@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from gpustd import Tensor, asarray, concatenate
+from gpustd import Tensor, asarray, capture, concatenate
 
 from .noise import ImageNoise
 from .samplers import registry, schedules
@@ -57,9 +57,6 @@ class AddedContext:
     @property
     def device(self) -> Any:
         return self.hidden.device
-
-    def added(self) -> dict[str, Any]:
-        return {"text_embeds": self.text_embeds, "time_ids": self.time_ids}
 
 
 Context = Tensor | AddedContext
@@ -170,6 +167,11 @@ class GuidedUNet:
         self.contexts = contexts
         self.dtype = dtype
         self._joined: tuple[int, int, Context] | None = None
+        # The UNet call is recorded on the first step and replayed on the others, a few wgpu
+        # calls per dispatch instead of the ops' Python; what changes per step (latents,
+        # timestep, context under prompt editing) travels as device tensors. One capture per
+        # generation: weights changed between generations (LoRA) are never replayed stale.
+        self._step = capture(self._unet_call, copy_outputs=False)
 
     def __call__(self, model_in: np.ndarray, t: float, step: int
                  ) -> tuple[np.ndarray | None, np.ndarray]:
@@ -188,12 +190,22 @@ class GuidedUNet:
         x = asarray(model_in.astype(np.float32), device=context.device)
         if x.dtype != self.dtype:
             x = x.astype(self.dtype)
-        timesteps = np.full(x.shape[0], t, np.float32)
+        timesteps = asarray(np.full(x.shape[0], t, np.float32), device=x.device)
         if isinstance(context, AddedContext):
-            out = self.unet(x, timesteps, context.hidden, added_cond=context.added())
+            # time_ids are constant through a generation: a capture's (hashable) constant
+            ids = tuple(map(tuple, np.asarray(context.time_ids).tolist()))
+            out = self._step(x, timesteps, context.hidden, context.text_embeds, ids)
         else:
-            out = self.unet(x, timesteps, context)
+            out = self._step(x, timesteps, context)
         return out.numpy().astype(np.float64)
+
+    def _unet_call(self, x: Tensor, timesteps: Tensor, hidden: Tensor,
+                   text_embeds: Tensor | None = None,
+                   time_ids: tuple[tuple[float, ...], ...] | None = None) -> Tensor:
+        if text_embeds is None:
+            return self.unet(x, timesteps, hidden)
+        added = {"text_embeds": text_embeds, "time_ids": np.asarray(time_ids, np.float32)}
+        return self.unet(x, timesteps, hidden, added_cond=added)
 
     def _joined_context(self, uncond: Context, cond: Context) -> Context:
         """[uncond; cond] on the GPU, joined once per distinct pair (not once per step)."""

@@ -126,6 +126,24 @@ def test_same_seed_same_image(device: gpucore.Device, model_dir: Path) -> None:
     assert np.abs(first.astype(int) - other).mean() > 1
 
 
+@pytest.mark.parametrize("sampler", ["Euler a", "DDIM"])
+def test_denoising_loop_creates_nothing_after_its_first_step(
+        device: gpucore.Device, model_dir: Path, sampler: str) -> None:
+    """The UNet step is recorded once and replayed (gpustd.capture): after the first step no
+    pipeline, bind group or buffer is created, whatever the number of steps."""
+    pipe = load_pipeline(model_dir, device=device)
+    counts: list[tuple[int, int, int]] = []
+
+    def on_step(done: int, total: int, latents: np.ndarray) -> None:
+        counts.append((device.buffers_created, device.pipelines_created,
+                       device.bind_groups_created))
+
+    pipe.txt2img(PROMPT, negative_prompt=NEGATIVE, steps=5, seed=1, width=SIZE, height=SIZE,
+                 sampler=sampler, on_step=on_step)
+    assert len(counts) == 5
+    assert counts[1:] == [counts[0]] * 4, counts
+
+
 def test_img2img_matches_diffusers(device: gpucore.Device, model_dir: Path,
                                    monkeypatch: pytest.MonkeyPatch) -> None:
     ours = load_pipeline(model_dir, device=device)
