@@ -1,5 +1,6 @@
-"""diffusion: Stable Diffusion 1.x/2.x on gpustd — tokenizer, CLIP, UNet, VAE, schedulers,
-txt2img / img2img / inpaint, loaders and a CLI (`python -m diffusion --help`).
+"""diffusion: Stable Diffusion 1.x/2.x and SDXL (base, refiner, Turbo) on gpustd — tokenizers,
+CLIP, UNet, VAE, samplers, txt2img / img2img / inpaint, loaders, a CLI (`python -m diffusion
+--help`) and a WebUI-compatible server.
 
     pipe = diffusion.load_pipeline("path/to/model")       # diffusers folder or .safetensors
     result = pipe.txt2img("a lighthouse at dusk", steps=20, seed=42)
@@ -7,5 +8,7 @@ txt2img / img2img / inpaint, loaders and a CLI (`python -m diffusion --help`).
 
 from .load import default_model_path, load_pipeline
 from .pipeline import GenerationResult, StableDiffusion
+from .sdxl import StableDiffusionXL
 
-__all__ = ["GenerationResult", "StableDiffusion", "default_model_path", "load_pipeline"]
+__all__ = ["GenerationResult", "StableDiffusion", "StableDiffusionXL", "default_model_path",
+           "load_pipeline"]
