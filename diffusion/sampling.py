@@ -17,6 +17,7 @@ What the WebUI does for a k-diffusion sampler (`modules/sd_samplers_kdiffusion.p
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 from collections.abc import Callable, Sequence
@@ -155,6 +156,16 @@ def plan(sampler: str, scheduler: str, steps: int, discrete: DiscreteSchedule, *
                         img2img=t_enc is not None)
 
 
+def _unet_call(unet: UNet, x: Tensor, timesteps: Tensor, hidden: Tensor,
+               text_embeds: Tensor | None = None,
+               time_ids: tuple[tuple[float, ...], ...] | None = None) -> Tensor:
+    """One UNet call on device tensors (what GuidedUNet captures)."""
+    if text_embeds is None:
+        return unet(x, timesteps, hidden)
+    added = {"text_embeds": text_embeds, "time_ids": np.asarray(time_ids, np.float32)}
+    return unet(x, timesteps, hidden, added_cond=added)
+
+
 class GuidedUNet:
     """The UNet's unconditional and conditional outputs for one input, as the WebUI gets them.
 
@@ -171,7 +182,9 @@ class GuidedUNet:
         # calls per dispatch instead of the ops' Python; what changes per step (latents,
         # timestep, context under prompt editing) travels as device tensors. One capture per
         # generation: weights changed between generations (LoRA) are never replayed stale.
-        self._step = capture(self._unet_call, copy_outputs=False)
+        # (A module function, not a bound method: the capture pins the step's buffers and must
+        # go with this object, not wait in a reference cycle for the garbage collector.)
+        self._step = capture(functools.partial(_unet_call, unet), copy_outputs=False)
 
     def __call__(self, model_in: np.ndarray, t: float, step: int
                  ) -> tuple[np.ndarray | None, np.ndarray]:
@@ -198,14 +211,6 @@ class GuidedUNet:
         else:
             out = self._step(x, timesteps, context)
         return out.numpy().astype(np.float64)
-
-    def _unet_call(self, x: Tensor, timesteps: Tensor, hidden: Tensor,
-                   text_embeds: Tensor | None = None,
-                   time_ids: tuple[tuple[float, ...], ...] | None = None) -> Tensor:
-        if text_embeds is None:
-            return self.unet(x, timesteps, hidden)
-        added = {"text_embeds": text_embeds, "time_ids": np.asarray(time_ids, np.float32)}
-        return self.unet(x, timesteps, hidden, added_cond=added)
 
     def _joined_context(self, uncond: Context, cond: Context) -> Context:
         """[uncond; cond] on the GPU, joined once per distinct pair (not once per step)."""
