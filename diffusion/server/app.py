@@ -214,16 +214,6 @@ def create_app(*, model: str | os.PathLike[str] | None = None,
     api = APIRouter(prefix="/sdapi/v1", dependencies=[Depends(_auth_dependency(users))])
     avx = APIRouter(prefix="/avx", dependencies=[Depends(_auth_dependency(users))])
 
-    refiners: dict[int, tuple[Path, Any]] = {}  # per worker slot: the refiner loaded last
-
-    def refiner_for(entry: Any) -> Any:
-        """The refiner pipeline of `entry` on the calling worker's device (loaded once)."""
-        slot = worker._current()
-        if slot.index not in refiners or refiners[slot.index][0] != entry.path:
-            refiners.pop(slot.index, None)  # one refiner in memory per device
-            refiners[slot.index] = (entry.path, worker._load_one(slot, entry.path))
-        return refiners[slot.index][1]
-
     async def run_generation(request: Txt2ImgRequest, kind: str) -> dict[str, Any]:
         job, facts = build_job(request, kind, options=dict(options), max_size=max_size,
                                outputs=Path(outputs))
@@ -237,7 +227,7 @@ def create_app(*, model: str | os.PathLike[str] | None = None,
         def run() -> Any:
             fitted = fit_to_model(job.options, worker.pipe.native_size)
             if refiner is not None:
-                fitted["refiner"] = refiner_for(refiner)
+                fitted["refiner"] = worker.second_model(refiner.path)
             return worker.generate(replace(job, options=fitted))
         try:
             future = worker.submit(run)

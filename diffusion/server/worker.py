@@ -81,6 +81,7 @@ class _Slot:
         # the worker's number too: two devices may be opened on one adapter
         self.label = f"worker {index} ({device.info.label})" if device is not None else ""
         self.pipe: Any = None
+        self.second: tuple[Path, Any] | None = None  # (path, pipeline) of a refiner
         self.state = _idle_state()
         self.latents: np.ndarray | None = None
         self.preview: tuple[int, str] | None = None  # (step it shows, base64 PNG)
@@ -201,6 +202,15 @@ class Worker:
     # -- jobs (run on a worker thread) ---------------------------------------------------
     def _load_one(self, slot: _Slot, path: Path) -> Any:
         return self.loader(path) if slot.device is None else self.loader(path, device=slot.device)
+
+    def second_model(self, path: Path) -> Any:
+        """A second model (an SDXL refiner) on the calling worker's device, loaded on first
+        use; one is kept per device (another path replaces it, freeing the first)."""
+        slot = self._current()
+        if slot.second is None or slot.second[0] != path:
+            slot.second = None
+            slot.second = (path, self._load_one(slot, path))
+        return slot.second[1]
 
     def load(self, entry: ModelEntry) -> ModelEntry:
         """Switch every device to `entry` (all kept as they are when a load fails). Queue it
