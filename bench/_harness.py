@@ -146,6 +146,8 @@ def torch_wall_ms(fn: Callable[[], Any], torch: Any, repeat: int, *, cuda: bool 
 
 
 def numpy_ms(fn: Callable[[], Any], *, warmup: int = 1, repeat: int = 5) -> float:
+    """Median wall milliseconds of `fn()`, a host call that waits for itself (numpy, or a
+    gpucore call that reads its results back)."""
     for _ in range(warmup):
         fn()
     times = []

@@ -19,7 +19,6 @@ BENCH_DEVICES (default "all") picks the devices, as `gpucore.open_devices` reads
 from __future__ import annotations
 
 import os
-import statistics
 import threading
 import time
 from collections.abc import Callable
@@ -37,23 +36,13 @@ COLUMNS = ["workload", "mode", "devices", "ms", "speedup", "rate", "unit", "base
            "baseline_speedup", "ratio"]
 
 
-def _wall(fn: Callable[[], Any], repeat: int, warmup: int = 1) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
-
-
 def _transfer(sub: DeviceGroup, host: np.ndarray, repeat: int) -> tuple[float, float]:
     """(H2D ms, D2H ms) of `host` to and from every device of `sub` at once."""
     def upload() -> list[Tensor]:
         return sub.map(lambda d, _: Tensor.from_numpy(host, device=d), range(len(sub)))
     held = upload()
-    return _wall(upload, repeat), _wall(lambda: sub.map(lambda _d, t: t.numpy(), held), repeat)
+    return (_harness.numpy_ms(upload, repeat=repeat),
+            _harness.numpy_ms(lambda: sub.map(lambda _d, t: t.numpy(), held), repeat=repeat))
 
 
 def _transfers(group: DeviceGroup, mib: int, repeat: int) -> list[dict[str, Any]]:
@@ -115,21 +104,21 @@ def _split_times(sub: DeviceGroup, inputs: list[np.ndarray], op: Callable[..., T
     def run_on(parts: list[list[Tensor]]) -> list[Tensor]:
         return sub.map(lambda _d, p: op(*p), list(zip(*parts, strict=True)))
     placed = [distributed.scatter(x, sub) for x in inputs]
-    times = {"resident": _wall(lambda: run_on(placed), repeat)}
+    times = {"resident": _harness.numpy_ms(lambda: run_on(placed), repeat=repeat)}
 
     def host() -> np.ndarray:
         return distributed.gather_numpy(run_on([distributed.scatter(x, sub) for x in inputs]))
     err = check(host())
     if err > 1e-4:
         raise AssertionError(f"over {len(sub)} devices: relative error {err}")
-    times["host"] = _wall(host, repeat)
+    times["host"] = _harness.numpy_ms(host, repeat=repeat)
     sources = [Tensor.from_numpy(x, device=sub[0]) for x in inputs]
 
     def dev0() -> None:
         distributed.gather(run_on([distributed.scatter(s, sub) for s in sources]),
                            device=sub[0])
         sub[0].synchronize()
-    times["dev0"] = _wall(dev0, repeat)
+    times["dev0"] = _harness.numpy_ms(dev0, repeat=repeat)
     torch = _harness.torch_cuda()
     if torch is not None and torch_op is not None and len(sub) <= torch.cuda.device_count():
         cuda = [[torch.from_numpy(np.ascontiguousarray(t.numpy())).to(f"cuda:{i}")
@@ -141,7 +130,7 @@ def _split_times(sub: DeviceGroup, inputs: list[np.ndarray], op: Callable[..., T
                     torch_op(*parts)
             for i in range(len(cuda)):
                 torch.cuda.synchronize(i)
-        times["torch"] = _wall(launch, repeat, warmup=2)
+        times["torch"] = _harness.numpy_ms(launch, warmup=2, repeat=repeat)
     return times
 
 

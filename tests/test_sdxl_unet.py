@@ -14,6 +14,7 @@ pytest.importorskip("diffusers", reason="diffusers is a test-only reference (ext
 import diffusers
 import torch
 from sd_tiny import VAE_TINY, randomized, state_dict
+from sdxl_tiny import UNET_REFINER_TINY, UNET_SDXL_TINY
 from support import assert_close
 
 import gpucore
@@ -22,19 +23,9 @@ from diffusion.models import AutoencoderKL, UNet2DConditionModel
 from diffusion.models import unet as unet_module
 from diffusion.models import vae as vae_module
 
-# diffusers' tests/pipelines/stable_diffusion_xl: base (6 time ids, 64-wide context from two
-# encoders, 32-wide pooled embedding) and refiner (5 time ids, one 32-wide encoder)
-SDXL_TINY: dict[str, Any] = dict(
-    block_out_channels=(32, 64), layers_per_block=2, sample_size=32, in_channels=4,
-    out_channels=4, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-    up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), attention_head_dim=(2, 4),
-    use_linear_projection=True, addition_embed_type="text_time", addition_time_embed_dim=8,
-    transformer_layers_per_block=(1, 2), projection_class_embeddings_input_dim=80,
-    cross_attention_dim=64, norm_num_groups=1,
-)
-REFINER_TINY: dict[str, Any] = dict(
-    SDXL_TINY, projection_class_embeddings_input_dim=72, cross_attention_dim=32)
-VARIANTS = {"base": (SDXL_TINY, 6), "refiner": (REFINER_TINY, 5)}
+# diffusers' SDXL test shapes: base (6 time ids, 64-wide context from two encoders, 32-wide
+# pooled embedding) and refiner (5 time ids, one 32-wide encoder)
+VARIANTS = {"base": (UNET_SDXL_TINY, 6), "refiner": (UNET_REFINER_TINY, 5)}
 TOL = {np.float32: 1e-3, np.float16: 1e-2}  # measured on lavapipe: 1.3e-6 and 2.2e-3
 
 
@@ -140,7 +131,8 @@ def test_added_cond_errors(device: gpucore.Device) -> None:
 
 
 def test_sd_unet_refuses_added_cond(device: gpucore.Device) -> None:
-    config = {k: v for k, v in SDXL_TINY.items() if "addition" not in k and "projection" not in k}
+    config = {k: v for k, v in UNET_SDXL_TINY.items()
+              if "addition" not in k and "projection" not in k}
     model = UNet2DConditionModel(config, device=device)
     x = inputs("base")
     with pytest.raises(ValueError, match="added_cond=None"):
@@ -168,7 +160,7 @@ def test_sd_unet_refuses_added_cond(device: gpucore.Device) -> None:
 ])
 def test_unsupported_configs_are_refused(change: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        UNet2DConditionModel({**SDXL_TINY, **change})
+        UNet2DConditionModel({**UNET_SDXL_TINY, **change})
 
 
 def test_fixed_keys_are_diffusers_defaults() -> None:
