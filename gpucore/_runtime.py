@@ -104,6 +104,15 @@ class Runtime:
                                   int(c.get("min_subgroup_size", 0)),
                                   int(c.get("max_subgroup_size", 0))) for c in found)
 
+    def process_events(self) -> None:
+        """Deliver the callbacks of finished asynchronous work without blocking. wgpu-native
+        delivers them from wgpu-py's poll thread; Dawn only inside wgpuInstanceProcessEvents,
+        so a buffer mapping polled on Dawn stays "pending" until this is called."""
+        if self.name == "dawn":
+            from wgpudawn.backends.dawn import process_events  # type: ignore[import-not-found]
+
+            process_events()
+
     def wrap(self, adapter: Any, position: int) -> Any:
         """The adapter as Device uses it (`position`: its place in this runtime's list):
         Dawn's takes gpucore's feature names and opens any number of devices."""

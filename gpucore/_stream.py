@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import wgpu
 
+from . import _runtime
 from ._bindings import ParamsArena
 from ._errors import GpuError
 
@@ -180,6 +181,9 @@ class Event:
         done = getattr(promise, "_thread_event", None)
         if done is not None:
             return bool(done.is_set())
+        runtime = _runtime.load(self.device.info.runtime)
+        if runtime is not None:
+            runtime.process_events()  # Dawn delivers the map callback only when asked
         return self._staging is None or self._staging.map_state != "pending"
 
     def wait(self) -> None:

@@ -281,6 +281,7 @@ def test_cli_turbo_defaults_are_said(paths: Any, tmp_path: Path, capsys: Any) ->
 
 def test_server_serves_sdxl_and_the_refiner(first_device: gpucore.Device, paths: Any,
                                             tmp_path: Path) -> None:
+    pytest.importorskip("fastapi", reason="server extra (pip install .[server])")
     from fastapi.testclient import TestClient
 
     from diffusion.server import create_app

@@ -70,6 +70,7 @@ def test_from_the_cli(fixtures: dict[str, Path], first_device: gpucore.Device,
 
 
 def test_from_the_server(fixtures: dict[str, Path]) -> None:
+    pytest.importorskip("fastapi", reason="server extra (pip install .[server])")
     from fastapi.testclient import TestClient
 
     from diffusion.server.app import create_app
