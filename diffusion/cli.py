@@ -264,9 +264,13 @@ def _add_common(parser: argparse.ArgumentParser, *, strength: float | None) -> N
     parser.add_argument("--out", default="outputs", metavar="DIR|FILE.png",
                         help="a folder (numbered files, created if missing) or a .png file "
                              "(default: ./outputs)")
-    parser.add_argument("--fp16", action="store_true",
-                        help="float16 weights (half the memory) where the adapter has "
-                             "shader-f16; otherwise a note and float32")
+    parser.add_argument("--dtype", choices=("auto", "float32", "float16"), default="auto",
+                        help="weights and activations: float16 (half the memory) where the "
+                             "adapter has shader-f16, otherwise a note and float32; auto: "
+                             "float16 where the adapter multiplies it on matrix units (tensor "
+                             "cores, through the Dawn runtime), else float32 (default: auto)")
+    parser.add_argument("--fp16", dest="dtype", action="store_const", const="float16",
+                        help="same as --dtype float16")
     parser.add_argument("--prediction-type", choices=("epsilon", "v_prediction"),
                         help="override the detected model type (SD2 768px models are "
                              "v_prediction)")
@@ -419,12 +423,17 @@ def _check_paths(args: argparse.Namespace) -> None:
         raise ValueError(f"output folder {str(folder)!r} does not exist")
 
 
-def _dtype_and_device(fp16: bool) -> tuple[Any, Any]:
-    if not fp16:
+def _dtype_and_device(choice: str) -> tuple[Any, Any]:
+    """--dtype's weights dtype and the device it was decided for (None: load_pipeline's)."""
+    if choice == "float32":
         return np.float32, None
     import gpucore
 
+    from .load import auto_dtype
+
     device = gpucore.default_device()
+    if choice == "auto":
+        return auto_dtype(device), device
     if device.has_f16:
         return np.float16, device
     print(f"note: {device.name} has no shader-f16; using float32 weights", file=sys.stderr)
@@ -522,7 +531,7 @@ def run(args: argparse.Namespace) -> list[Path]:
     seed = secrets.randbelow(2**32) if args.seed == -1 else args.seed
     print(f"seed: {seed}", file=sys.stderr)
     subseed = secrets.randbelow(2**32) if args.subseed == -1 else args.subseed
-    dtype, device = _dtype_and_device(args.fp16)
+    dtype, device = _dtype_and_device(args.dtype)
     if args.vae and not Path(args.vae).exists():
         raise ValueError(f"--vae {args.vae!r} does not exist; give a VAE folder or a "
                          ".safetensors file")

@@ -6,6 +6,7 @@ and matmul, convolve/correlate — numpy's names and semantics. Submodules: `lin
 """
 
 from . import distributed, fft, image, linalg, nn, signal
+from ._gemm_subgroup_matrix import available as has_matrix_units
 from ._tensor import Tensor, asarray, empty, zeros
 from .capture import capture
 from .elementwise import add, divide, maximum, minimum, multiply, power, subtract, where
@@ -21,7 +22,8 @@ from .unary import abs, clip, exp, gelu, log, negative, rsqrt, sigmoid, silu, sq
 __all__ = [
     "KernelCompileError", "Tensor", "abs", "add", "argmax", "argmin", "asarray", "capture",
     "clip", "concatenate", "convolve", "correlate", "cumsum", "distributed", "divide", "dot",
-    "elementwise_kernel", "empty", "exp", "fft", "gelu", "image", "linalg", "log",
+    "elementwise_kernel", "empty", "exp", "fft", "gelu", "has_matrix_units", "image", "linalg",
+    "log",
     "log_softmax", "logsumexp", "matmul", "max", "maximum", "mean", "min", "minimum",
     "multiply", "negative", "nn", "permute", "power", "reduction_kernel", "rsqrt", "sigmoid",
     "signal", "silu", "softmax", "split", "sqrt", "std", "subtract", "sum", "take_slice",

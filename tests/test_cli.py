@@ -17,7 +17,9 @@ import pytest
 from PIL import Image
 
 import diffusion
+import diffusion.load
 import gpucore
+import gpustd
 from diffusion import cli
 from diffusion.infotext import format_infotext, parse_infotext, read_infotext, save_png
 from diffusion.loaders.errors import WeightsError
@@ -166,7 +168,9 @@ def test_txt2img_writes_pngs_with_parameters(fake: dict[str, Any],
     assert paths == [Path("outputs/00000-1234.png"), Path("outputs/00001-1234.png")]
     assert "seed: 1234" in err and "txt2img: 2 steps in" in err
     (path, kw), = fake["loads"]
-    assert path == "model" and kw == {"dtype": np.float32, "device": None,
+    # --dtype auto: float16 on matrix units (Dawn on a GPU), float32 elsewhere (lavapipe)
+    auto = np.float16 if gpustd.has_matrix_units(kw["device"]) else np.float32
+    assert path == "model" and kw == {"dtype": auto, "device": gpucore.default_device(),
                                        "prediction_type": None}
     call = fake["pipe"].calls[0]
     assert call["sampler"] == "DPM++ 2M Karras" and call["clip_skip"] == 1
@@ -233,6 +237,12 @@ def test_fp16_backend_adapter(fake: dict[str, Any], capsys: pytest.CaptureFixtur
     device.has_f16 = True
     assert run_cli(capsys, *TXT, "--fp16", "--seed", "0")[0] == 0
     assert fake["loads"][-1][1]["dtype"] == np.float16
+    for units, dtype in ((True, np.float16), (False, np.float32)):  # --dtype auto
+        monkeypatch.setattr(diffusion.load, "has_matrix_units", lambda d, units=units: units)
+        assert run_cli(capsys, *TXT, "--seed", "0")[0] == 0
+        assert fake["loads"][-1][1] == {"dtype": dtype, "device": device, "prediction_type": None}
+    assert run_cli(capsys, *TXT, "--dtype", "float32", "--seed", "0")[0] == 0
+    assert fake["loads"][-1][1]["device"] is None and fake["loads"][-1][1]["dtype"] == np.float32
 
 
 # -- sampling defaults from the model folder's defaults.json -------------------------------

@@ -156,12 +156,13 @@ def create_app(*, model: str | os.PathLike[str] | None = None,
                cmd_flags: dict[str, Any] | None = None,
                embeddings_dir: str | os.PathLike[str] | None = None,
                lora_dir: str | os.PathLike[str] | None = None,
-               devices: list[Any] | None = None) -> FastAPI:
+               devices: list[Any] | None = None, dtype: Any = "auto") -> FastAPI:
     """The server app with its worker started and its first model loaded.
 
     `model` (or, without it, the bundled model, or else the first model in `models_dir`) is
     loaded before this returns; FileNotFoundError/WeightsError say what is wrong. `loader(path)`
-    builds a StableDiffusion (default: `diffusion.load_pipeline` on the best adapter).
+    builds a StableDiffusion (default: `diffusion.load_pipeline` on the best adapter, weights
+    in `dtype`: "auto" is float16 where the adapter has matrix units, else float32).
     `devices` (gpucore Devices): one worker per device, each with its own pipeline, taking
     jobs from the one queue; `loader(path, device=device)` is then called once per device.
     """
@@ -185,8 +186,11 @@ def create_app(*, model: str | os.PathLike[str] | None = None,
     embeddings = None if embeddings_dir is None else EmbeddingDatabase(embeddings_dir)
     if lora_dir is not None and not Path(lora_dir).is_dir():
         raise FileNotFoundError(f"--lora-dir {str(lora_dir)!r} is not a folder")
-    worker = Worker(_with_networks(loader or (lambda path, **where: load_pipeline(path, **where)),
-                                   embeddings, lora_dir), queue_size=queue_size, devices=devices)
+    def load(path: Path, **where: Any) -> Any:
+        return load_pipeline(path, dtype=dtype, **where)
+
+    worker = Worker(_with_networks(loader or load, embeddings, lora_dir), queue_size=queue_size,
+                    devices=devices)
     first = registry.entries[0]
     try:
         worker.submit_load(first).result()

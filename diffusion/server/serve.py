@@ -37,6 +37,10 @@ def add_serve_parser(commands: Any, positive_int: Any) -> argparse.ArgumentParse
                      help="jobs that may wait; more get 503 + Retry-After (16)")
     sub.add_argument("--max-size", type=positive_int, default=1024, metavar="PX",
                      help="largest width/height a request may ask for (1024)")
+    sub.add_argument("--dtype", choices=("auto", "float32", "float16"), default="auto",
+                     help="weights: float16 (half the memory, needs shader-f16) or float32; "
+                          "auto: float16 where the adapter has matrix units (tensor cores, "
+                          "through the Dawn runtime), else float32 (default: auto)")
     sub.add_argument("--devices", metavar="all|I,J|NAME",
                      help="one worker per GPU, each with its own copy of the model, on the one "
                           "queue: 'all', adapter indices ('0,1', as `python -m gpucore info` lists "
@@ -97,7 +101,7 @@ def serve(args: argparse.Namespace) -> int:
                          queue_size=args.queue_size, max_size=args.max_size,
                          api_auth=args.api_auth, cmd_flags=vars(args),
                          embeddings_dir=args.embeddings_dir, lora_dir=args.lora_dir,
-                         devices=devices)
+                         devices=devices, dtype=args.dtype)
     except (FileNotFoundError, WeightsError, ValueError, OSError) as exc:
         sock.close()
         print(f"error: cannot load the model: {exc}", file=sys.stderr)
