@@ -10,6 +10,7 @@ import numpy as np
 from gpucore import Kernel, wgsl_scalar
 
 from .._tensor import Tensor
+from . import _conv_subgroup_matrix
 from ._util import check_float, check_same, dummy, kernel, pair
 from .linear import conv1x1
 
@@ -118,6 +119,10 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, stride: Any
         raise ValueError(f"{op}: kernel {kh}x{kw} (dilation {dh}x{dw}) does not fit the "
                          f"padded input {h + 2 * ph}x{w + 2 * pw}")
     add_mode = _add_mode(op, add, x, (n, c_out, ho, wo))
+    if _plan_override is None and _conv_subgroup_matrix.applies(x, weight, groups, (ho, wo)):
+        return _conv_subgroup_matrix.conv2d_sm(  # f16 on the matrix units (Dawn)
+            x, weight, bias, stride=(sh, sw), padding=(ph, pw), dilation=(dh, dw),
+            out_hw=(ho, wo), add=add, add_mode=add_mode)
     if (ONE_BY_ONE_VIA_LINALG and (kh, kw, sh, sw, ph, pw, groups) == (1, 1, 1, 1, 0, 0, 1)
             and _plan_override is None and x.size and weight.size and add is None):
         return conv1x1(x, weight, bias)

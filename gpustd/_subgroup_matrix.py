@@ -1,0 +1,303 @@
+"""The generator behind the subgroup-matrix kernels (WGSL `chromium_experimental_subgroup_matrix`,
+Dawn): f16 operands staged in workgroup memory, 16x16x16 fragments multiplied on the matrix
+units, f32 (or, for comparison, f16) accumulation. gpustd/_gemm_subgroup_matrix.py (GEMM)
+and gpustd/nn/_conv_subgroup_matrix.py (implicit-GEMM conv2d) build their kernels here.
+
+The WGSL is generated, not read from shaders/: a subgroup's FM x FN accumulators and its
+fragments must be named variables (an array of matrices indexed in a loop goes to local
+memory), so the code is unrolled per tile shape. naga cannot parse the extension, which is
+one more reason it stays out of shaders/ (every file there compiles on every adapter).
+
+A workgroup of WM x WN subgroups computes a (16 FM WM) x (16 FN WN) tile of C. Per K step
+of BK, the operands' tiles are staged in workgroup memory (zero-filled outside the matrix,
+so ragged M, N, K need no special case; 4 or 8 f16 per global load where the contiguous
+dimension allows), the next step's global loads in flight while the current one multiplies.
+An operand stored K-major on the "wrong" side (A transposed, B not transposed is row-major
+K x N) is staged as stored and its fragments loaded column-major where needed. The caller
+supplies each operand's global load (`load_a(row, col)`, `load_b(row, col)` in the stored
+matrix's coordinates, zero outside it), its bindings and `store_c(row, col, value)`; the
+epilogue goes through workgroup memory a fragment at a time and calls store_c per element.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["Operand", "SMTile", "contiguous_load", "kernel_source", "load_type", "load_width"]
+
+# A global load of 8 f16 (16 bytes): a struct rather than vec4<u32> so that the binding still
+# holds f16 (gpucore checks a buffer's element type against the binding's).
+HALF8 = "struct Half8 { lo: vec4<f16>, hi: vec4<f16> }"
+_LOAD_TYPES = {1: "f16", 4: "vec4<f16>", 8: "Half8"}
+_PARTS = {1: ("",), 4: (".x", ".y", ".z", ".w"),
+          8: (".lo.x", ".lo.y", ".lo.z", ".lo.w", ".hi.x", ".hi.y", ".hi.z", ".hi.w")}
+
+
+@dataclass(frozen=True)
+class SMTile:
+    """WM x WN subgroups of FM x FN 16x16 fragments; K steps of BK (16, 32 or 64).
+
+    wide: 8 f16 per global load (else 4) where the contiguous dimension allows (slower on
+    an H100: see gpustd/_gemm_subgroup_matrix.choose_tile). pad: f16 added to each staged
+    row against bank conflicts (8 makes a 32-deep row 80 bytes, 5 16-byte units: a
+    fragment's 8 rows then start in 8 different units).
+    double: two staging buffers and one barrier per K step instead of one buffer and two.
+    acc: the accumulators' type; "f16" only for comparison (the shipped kernels use f32).
+    """
+
+    fm: int
+    fn: int
+    wm: int
+    wn: int
+    bk: int = 32
+    double: bool = False
+    wide: bool = False
+    pad: int = 8
+    acc: str = "f32"
+
+    @property
+    def bm(self) -> int:
+        return 16 * self.fm * self.wm
+
+    @property
+    def bn(self) -> int:
+        return 16 * self.fn * self.wn
+
+    @property
+    def threads(self) -> int:
+        return 32 * self.wm * self.wn
+
+    @property
+    def name(self) -> str:
+        flags = "".join(f for f, on in (("/db", self.double), ("/w8", self.wide),
+                                        (f"/pad{self.pad}", self.pad != 8),
+                                        ("/acc16", self.acc == "f16")) if on)
+        return f"{self.bm}x{self.bn}/{self.wm}x{self.wn}sg/{self.fm}x{self.fn}fr/k{self.bk}{flags}"
+
+    def shared_bytes(self) -> int:
+        """Workgroup memory: staged tiles (either layout, padded) plus the epilogue's."""
+        nbuf = 2 if self.double else 1
+        a = max(self.bm * (self.bk + self.pad), self.bk * (self.bm + self.pad))
+        b = max(self.bn * (self.bk + self.pad), self.bk * (self.bn + self.pad))
+        return 2 * nbuf * (a + b) + (4 if self.acc == "f32" else 2) * 256 * self.wm * self.wn
+
+
+@dataclass(frozen=True)
+class Operand:
+    """One operand as the kernel sees it: `name` ("a" or "b"), whether its stored rows run
+    along K (`k_major`: A transposed, B not), and the f16 per global load (1, 4 or 8; the
+    caller's `load_{name}` returns that many from (row, col), the first of them at col)."""
+
+    name: str
+    k_major: bool
+    width: int
+
+    def staged(self, tile: SMTile) -> tuple[int, int]:
+        """(rows, cols) of the staged K-step tile: as stored, cols contiguous."""
+        extent = tile.bm if self.name == "a" else tile.bn
+        return (tile.bk, extent) if self.k_major else (extent, tile.bk)
+
+    def stride(self, tile: SMTile) -> int:
+        return self.staged(tile)[1] + tile.pad
+
+    def origin(self) -> tuple[str, str]:
+        """WGSL expressions of the staged tile's first stored row and column."""
+        mn0 = "m0" if self.name == "a" else "n0"
+        return ("k0", mn0) if self.k_major else (mn0, "k0")
+
+    def fixed_column(self, tile: SMTile) -> bool:
+        """Whether each invocation stages the same column at every K step (then computed
+        once, as `col_{name}`: the implicit GEMM's gather hoists its pixel decoding there)."""
+        per_row = self.staged(tile)[1] // self.width
+        return self.k_major and tile.threads % per_row == 0
+
+    def fragment(self, tile: SMTile, kk: int, mn: str) -> tuple[str, bool]:
+        """(offset, column-major) of the 16x16 fragment at K offset kk, M/N offset mn."""
+        stride = self.stride(tile)
+        at = f"{kk}u * {stride}u + {mn}" if self.k_major else f"({mn}) * {stride}u + {kk}u"
+        return at, self.k_major if self.name == "a" else not self.k_major
+
+
+def _stage_code(op: Operand, tile: SMTile) -> tuple[list[str], list[str], list[str]]:
+    """(private declarations, fetch statements, store statements) of one operand's staging:
+    fetch reads global memory into registers, store writes them to workgroup memory."""
+    rows, cols = op.staged(tile)
+    per_row = cols // op.width
+    count = rows * per_row
+    if count % tile.threads:
+        raise ValueError(f"{op.name} tile {rows}x{cols} does not split over {tile.threads}")
+    row0, col0 = op.origin()
+    fixed = op.fixed_column(tile)
+    decls, fetch, store = [], [], []
+    for q in range(count // tile.threads):
+        reg = f"r{op.name}{q}"
+        decls.append(f"var<private> {reg}: {_LOAD_TYPES[op.width]};")
+        v = f"(tid + {q * tile.threads}u)"
+        col = f"col_{op.name}" if fixed else f"{col0} + {v} % {per_row}u * {op.width}u"
+        fetch.append(f"  {reg} = load_{op.name}({row0} + {v} / {per_row}u, {col});")
+        at = f"at_{op.name} + {v} / {per_row}u * {op.stride(tile)}u + " \
+             f"{v} % {per_row}u * {op.width}u"
+        parts = [f"sh_{op.name}[s + {e}u] = {reg}{p};" for e, p in enumerate(_PARTS[op.width])]
+        store.append(f"  {{ let s = {at}; {' '.join(parts)} }}")
+    return decls, fetch, store
+
+
+def _multiply_code(tile: SMTile, a: Operand, b: Operand) -> str:
+    """The unrolled fragment loads and multiply-accumulates of one staged K step: a block per
+    16-deep K slice, so that its fragments are block-local."""
+    left = "subgroup_matrix_left<f16, 16, 16>"
+    right = "subgroup_matrix_right<f16, 16, 16>"
+    blocks = []
+    for kk in range(0, tile.bk, 16):
+        body = []
+        for i in range(tile.fm):
+            at, col_major = a.fragment(tile, kk, f"r_in + {16 * i}u")
+            body.append(f"let a{i} = subgroupMatrixLoad<{left}>(&sh_a, cur_a + {at}, "
+                        f"{str(col_major).lower()}, {a.stride(tile)}u);")
+        for j in range(tile.fn):
+            at, col_major = b.fragment(tile, kk, f"c_in + {16 * j}u")
+            body.append(f"let b{j} = subgroupMatrixLoad<{right}>(&sh_b, cur_b + {at}, "
+                        f"{str(col_major).lower()}, {b.stride(tile)}u);")
+        body += [f"c_{i}_{j} = subgroupMatrixMultiplyAccumulate(a{i}, b{j}, c_{i}_{j});"
+                 for i in range(tile.fm) for j in range(tile.fn)]
+        blocks.append("    {\n" + "\n".join("      " + x for x in body) + "\n    }")
+    return "\n".join(blocks)
+
+
+def _main_loop(tile: SMTile, size_a: int, size_b: int, body: str) -> str:
+    """The K loop: stage, multiply, fetch the next step in between."""
+    bk = tile.bk
+    if tile.double:
+        return f"""  stage(0u, 0u);
+  workgroupBarrier();
+  for (var t = 0u; t < steps; t++) {{
+    let cur_a = (t & 1u) * {size_a}u;
+    let cur_b = (t & 1u) * {size_b}u;
+    k0 = (t + 1u) * {bk}u;
+    if (t + 1u < steps) {{ fetch(); }}
+{body}
+    if (t + 1u < steps) {{ stage({size_a}u - cur_a, {size_b}u - cur_b); }}
+    workgroupBarrier();
+  }}"""
+    return f"""  for (var t = 0u; t < steps; t++) {{
+    stage(0u, 0u);
+    workgroupBarrier();
+    let cur_a = 0u;
+    let cur_b = 0u;
+    k0 = (t + 1u) * {bk}u;
+    if (t + 1u < steps) {{ fetch(); }}
+{body}
+    workgroupBarrier();
+  }}"""
+
+
+def kernel_source(tile: SMTile, a: Operand, b: Operand, *, declarations: str, setup: str,
+                  extent: tuple[str, str, str], comment: str) -> str:
+    """A whole subgroup-matrix kernel: C (M x N) = A (M x K) B (K x N), tile by tile.
+
+    declarations: the caller's bindings, `Params`, `load_a`, `load_b` and
+    `store_c(row: u32, col: u32, value: f32)` (called for each C element inside M x N).
+    setup: statements run per invocation before the first load (they may read `wid`,
+    `m0`, `n0`, `tid`, the fixed columns `col_a`/`col_b` and set the caller's private
+    variables). extent: WGSL expressions of
+    M, N and K."""
+    m_total, n_total, k_total = extent
+    a_decl, a_fetch, a_store = _stage_code(a, tile)
+    b_decl, b_fetch, b_store = _stage_code(b, tile)
+    nbuf = 2 if tile.double else 1
+    size_a = a.staged(tile)[0] * a.stride(tile)
+    size_b = b.staged(tile)[0] * b.stride(tile)
+    acc = tile.acc
+    accumulators = [f"  var c_{i}_{j}: subgroup_matrix_result<{acc}, 16, 16>;"
+                    for i in range(tile.fm) for j in range(tile.fn)]
+    columns = [f"  col_{op.name} = {op.origin()[1]} + tid % {op.staged(tile)[1] // op.width}u"
+               f" * {op.width}u;" for op in (a, b) if op.fixed_column(tile)]
+    epilogue = [f"  subgroupMatrixStore(&sh_c, sg * 256u, c_{i}_{j}, false, 16u);\n"
+                f"  workgroupBarrier();\n"
+                f"  put_fragment(m0 + r_in + {16 * i}u, n0 + c_in + {16 * j}u, sg * 256u, lane);\n"
+                f"  workgroupBarrier();"
+                for i in range(tile.fm) for j in range(tile.fn)]
+    nl = "\n"
+    return f"""enable f16;
+enable subgroups;
+enable chromium_experimental_subgroup_matrix;
+// Generated by gpustd/_subgroup_matrix.py ({comment}): tile {tile.name}.
+{HALF8}
+{declarations}
+
+var<workgroup> sh_a: array<f16, {size_a * nbuf}>;
+var<workgroup> sh_b: array<f16, {size_b * nbuf}>;
+var<workgroup> sh_c: array<{acc}, {256 * tile.wm * tile.wn}>;
+{nl.join(a_decl + b_decl)}
+var<private> tid: u32;
+var<private> m0: u32;
+var<private> n0: u32;
+var<private> k0: u32;
+var<private> col_a: u32;
+var<private> col_b: u32;
+
+fn fetch() {{
+{nl.join(a_fetch + b_fetch)}
+}}
+
+fn stage(at_a: u32, at_b: u32) {{
+{nl.join(a_store + b_store)}
+}}
+
+// 8 elements of one 16 x 16 fragment per lane, to store_c where inside M x N.
+fn put_fragment(row0: u32, col0: u32, at: u32, lane: u32) {{
+  for (var e = 0u; e < 8u; e++) {{
+    let i = lane + 32u * e;
+    let row = row0 + i / 16u;
+    let col = col0 + i % 16u;
+    if (row < {m_total} && col < {n_total}) {{ store_c(row, col, f32(sh_c[at + i])); }}
+  }}
+}}
+
+@compute @workgroup_size({tile.threads})
+fn main(@builtin(workgroup_id) wid: vec3<u32>,
+        @builtin(local_invocation_index) local_index: u32,
+        @builtin(subgroup_id) sg: u32,
+        @builtin(subgroup_invocation_id) lane: u32) {{
+  tid = local_index;
+  m0 = wid.y * {tile.bm}u;
+  n0 = wid.x * {tile.bn}u;
+{nl.join(columns)}
+{setup}
+  let r_in = (sg / {tile.wn}u) * {16 * tile.fm}u;
+  let c_in = (sg % {tile.wn}u) * {16 * tile.fn}u;
+{nl.join(accumulators)}
+  let steps = ({k_total} + {tile.bk - 1}u) / {tile.bk}u;
+  k0 = 0u;
+  fetch();
+{_main_loop(tile, size_a, size_b, _multiply_code(tile, a, b))}
+{nl.join(epilogue)}
+}}
+"""
+
+
+def load_type(width: int) -> str:
+    """The WGSL type of a global load of `width` f16 (1, 4 or 8)."""
+    return _LOAD_TYPES[width]
+
+
+def contiguous_load(name: str, width: int, rows: str, cols: str, ld: str, base: str,
+                    binding: str = "") -> str:
+    """WGSL `load_{name}(row, col)` of a row-major matrix in `binding` (default: name; rows x
+    cols, `ld` elements between rows, from element `base`): `width` f16 from (row, col),
+    zeros outside. A vector load lies wholly inside or outside (cols, ld are multiples)."""
+    kind = _LOAD_TYPES[width]
+    return f"""fn load_{name}(row: u32, col: u32) -> {kind} {{
+  if (row >= {rows} || col >= {cols}) {{ return {kind}(); }}
+  return {binding or name}[({base} + row * {ld} + col) / {width}u];
+}}"""
+
+
+def load_width(tile: SMTile, contiguous: int, offsets: tuple[int, ...]) -> int:
+    """f16 per global load an operand allows: its contiguous extent and every offset into it
+    must be multiples of the width (each vector load stays inside one row)."""
+    for width in (8, 4):
+        if (width <= (8 if tile.wide else 4) and contiguous % width == 0
+                and all(o % width == 0 for o in offsets)):
+            return width
+    return 1

@@ -1,0 +1,129 @@
+"""The f16 implicit-GEMM conv2d on the matrix units (gpustd/nn/_conv_subgroup_matrix.py).
+Its kernels compile only on Dawn adapters with subgroup matrices (GPUCORE_RUNTIME=dawn on the
+GPU machine); here the generated WGSL is checked against gpucore's reader, and results against
+torch's float64 conv2d on the CPU wherever the kernel is available."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import gpucore
+from gpucore import _wgsl
+from gpustd import Tensor
+from gpustd import _gemm_subgroup_matrix as sm
+from gpustd.nn import _conv_subgroup_matrix as csm
+from gpustd.nn import conv2d
+
+
+@pytest.mark.parametrize("tile", csm.CONV_TILES.values(), ids=lambda t: t.name)
+@pytest.mark.parametrize(("kh", "kw", "width"), [(3, 3, 8), (1, 1, 4), (2, 5, 1)])
+def test_generated_kernel_interface(tile: sm.SMTile, kh: int, kw: int, width: int) -> None:
+    source = csm.source(tile, kh, kw, width)
+    signature = _wgsl.parse(source)
+    assert [b.name for b in signature.storage] == ["x", "weight", "bias", "add", "out"]
+    assert all(b.scalar == "f16" for b in signature.storage)
+    assert signature.entry_points["main"].workgroup_size == (str(tile.threads),)
+    assert source.count("subgroupMatrixMultiplyAccumulate") == tile.fm * tile.fn * tile.bk // 16
+    # the patch index decodes (channel, ky, kx) with the kernel size as constants
+    assert f"k / {kh * kw}u" in source and f"k % {kw}u" in source
+
+
+def test_gather_needs_fixed_pixel_columns() -> None:
+    with pytest.raises(ValueError, match="pixel columns"):
+        csm.source(sm.SMTile(1, 4, 1, 1), 3, 3, 8)  # 32 invocations, 64 columns
+
+
+def test_tile_choice() -> None:
+    assert csm.choose_conv_tile(320, 2 * 64 * 64) == csm.CONV_TILES["64x64"]
+    assert csm.choose_conv_tile(640, 4 * 64 * 64) == csm.CONV_TILES["128x128"]
+
+
+_real_conv2d_sm = csm.conv2d_sm
+
+
+def _reference(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, add: np.ndarray | None,
+               **kwargs: object) -> np.ndarray:
+    torch = pytest.importorskip("torch")
+    out = torch.nn.functional.conv2d(
+        torch.from_numpy(x.astype(np.float64)), torch.from_numpy(w.astype(np.float64)),
+        None if bias is None else torch.from_numpy(bias.astype(np.float64)), **kwargs).numpy()
+    return out if add is None else out + add
+
+
+CASES = [  # n, c_in, h, w, c_out, k, stride, padding, dilation, bias, add
+    (2, 40, 13, 11, 36, (3, 3), 1, 1, 1, True, "same"),
+    (1, 3, 17, 19, 70, (3, 3), 2, 1, 1, True, None),  # K = 27: scalar weight loads
+    (3, 16, 12, 9, 24, (2, 5), (1, 2), (0, 3), (2, 1), False, "per-channel"),
+    (2, 64, 7, 7, 33, (1, 1), 1, 0, 1, True, "same"),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[str(i) for i in range(len(CASES))])
+def test_matches_torch_float64_where_available(device: gpucore.Device, case: tuple,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    if not sm.available(device):
+        pytest.skip(f"{device.info.label} has no f16 subgroup matrices (Dawn on a GPU has)")
+    n, c_in, h, w, c_out, k, stride, padding, dilation, has_bias, add_kind = case
+    calls = []
+
+    def spy(*args: object, **kwargs: object) -> Tensor:
+        calls.append(kwargs["out_hw"])
+        return _real_conv2d_sm(*args, **kwargs)
+
+    monkeypatch.setattr(csm, "conv2d_sm", spy)
+    monkeypatch.setattr(csm, "MIN_TILES", 0)  # small sizes take this kernel too
+    rng = np.random.default_rng(c_in * c_out)
+    x = rng.standard_normal((n, c_in, h, w)).astype(np.float16)
+    weight = (rng.standard_normal((c_out, c_in, *k)) / np.sqrt(c_in * k[0] * k[1])
+              ).astype(np.float16)
+    bias = rng.standard_normal(c_out).astype(np.float16) if has_bias else None
+    expected = _reference(x, weight, bias, None, stride=stride, padding=padding,
+                          dilation=dilation)
+    add = None
+    if add_kind is not None:
+        shape = expected.shape if add_kind == "same" else (n, c_out, 1, 1)
+        add = rng.standard_normal(shape).astype(np.float16)
+        expected = expected + add
+    upload = lambda a: None if a is None else Tensor.from_numpy(a, device=device)  # noqa: E731
+    got = conv2d(upload(x), upload(weight), upload(bias), stride=stride, padding=padding,
+                 dilation=dilation, add=upload(add)).numpy()
+    assert calls, "conv2d did not take the subgroup-matrix kernel"
+    assert got.shape == expected.shape
+    assert np.abs(got - expected).max() / np.abs(expected).max() < 2e-3
+
+
+def test_two_groups_and_small_outputs_fall_back_where_available(
+        device: gpucore.Device, monkeypatch: pytest.MonkeyPatch) -> None:
+    if not sm.available(device):
+        pytest.skip(f"{device.info.label} has no f16 subgroup matrices (Dawn on a GPU has)")
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((1, 8, 9, 10)).astype(np.float16)
+    weight = rng.standard_normal((6, 4, 3, 3)).astype(np.float16)
+    tx, tw = Tensor.from_numpy(x, device=device), Tensor.from_numpy(weight, device=device)
+    assert not csm.applies(tx, tw, 1, (9, 10))  # one tile: the portable kernel splits K
+    monkeypatch.setattr(csm, "MIN_TILES", 0)
+    assert csm.applies(tx, tw, 1, (9, 10)) and not csm.applies(tx, tw, 2, (9, 10))
+    got = conv2d(Tensor.from_numpy(x, device=device), Tensor.from_numpy(weight, device=device),
+                 padding=1, groups=2).numpy()
+    expected = _reference(x, weight, None, None, padding=1, groups=2)
+    assert np.abs(got - expected).max() / np.abs(expected).max() < 2e-3
+
+
+@pytest.mark.parametrize("tile", csm.CONV_TILES.values(), ids=lambda t: t.name)
+def test_every_tile_matches_torch_where_available(device: gpucore.Device,
+                                                  tile: sm.SMTile) -> None:
+    if not sm.available(device):
+        pytest.skip(f"{device.info.label} has no f16 subgroup matrices (Dawn on a GPU has)")
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((2, 24, 21, 18)).astype(np.float16)
+    weight = (rng.standard_normal((150, 24, 3, 3)) / 15).astype(np.float16)
+    bias = rng.standard_normal(150).astype(np.float16)
+    expected = _reference(x, weight, bias, None, stride=2, padding=2, dilation=2)
+    add = rng.standard_normal(expected.shape).astype(np.float16)
+    got = csm.conv2d_sm(*(Tensor.from_numpy(v, device=device) for v in (x, weight, bias)),
+                        stride=(2, 2), padding=(2, 2), dilation=(2, 2),
+                        out_hw=expected.shape[2:], add=Tensor.from_numpy(add, device=device),
+                        add_mode=1, tile=tile).numpy()
+    expected = expected + add
+    assert np.abs(got - expected).max() / np.abs(expected).max() < 2e-3
