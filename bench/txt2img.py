@@ -1,15 +1,20 @@
-"""Full-size SD 1.5 txt2img (random weights, 512x512, 20 DDIM steps): ours vs diffusers.
+"""Full-size SD 1.5 txt2img (random weights, 512x512, 20 steps, CFG 7): ours vs diffusers.
 
-Builds a diffusers pipeline folder with random full-size weights, loads it with our loader,
-generates from the same initial latents on both sides and compares the images and the time
-per image (wall, including text encoding and the VAE decode).
+Builds a diffusers pipeline folder with random full-size weights and loads it with our
+loader. Rows: DDIM float32 from the same initial latents on both sides (the images compared:
+a parity check at full size), then Euler a - the WebUI's default sampler, the issue's target
+workload - in float32 and float16 beside diffusers fp32 and fp16 (same schedule and step
+count; the ancestral noise differs, so those images are not compared). Seconds are wall time
+per image including text encoding and the VAE decode, the median of three after a warm-up.
 """
 
 from __future__ import annotations
 
 import json
+import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +25,8 @@ import gpucore
 from . import _harness
 from .unet import SD15_UNET, TINY_UNET
 
-COLUMNS = ["size", "steps", "dtype", "ours_s", "diffusers_s", "vs_diffusers", "mean_abs_diff",
-           "max_abs_diff"]
+COLUMNS = ["sampler", "dtype", "size", "steps", "ours_s", "diffusers_fp32_s", "diffusers_fp16_s",
+           "vs_fp32", "vs_fp16", "mean_abs_diff", "max_abs_diff"]
 
 
 def _write_folder(root: Path, quick: bool) -> None:
@@ -63,61 +68,105 @@ def _write_folder(root: Path, quick: bool) -> None:
         "requires_safety_checker": False}))
 
 
-def run(quick: bool = False) -> dict[str, Any]:
-    import diffusers
-    import torch
+def _median_seconds(generate: Callable[[], np.ndarray], repeat: int) -> tuple[float, np.ndarray]:
+    """Median wall seconds of `generate()` over `repeat` runs (after one warm-up run), and the
+    last image."""
+    image = generate()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        image = generate()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), image
 
+
+def _ours(root: Path, device: gpucore.Device, dtype: Any, sampler: str, settings: dict[str, Any],
+          repeat: int) -> tuple[float, np.ndarray]:
     from diffusion import load_pipeline
+
+    pipe = load_pipeline(root, device=device, dtype=dtype)
+    result = _median_seconds(lambda: pipe.txt2img(**settings, sampler=sampler).images[0],
+                             repeat)
+    pipe = None  # its buffers go back to the pool, which is emptied for the next model
+    device.empty_pool()
+    return result
+
+
+def _theirs(root: Path, torch: Any, cuda: bool, half: bool, scheduler: str,
+            settings: dict[str, Any], latents: np.ndarray, repeat: int) -> tuple[float, np.ndarray]:
+    import diffusers
+
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    dtype = torch.float16 if half else torch.float32
+    pipe = diffusers.StableDiffusionPipeline.from_pretrained(root, safety_checker=None,
+                                                             torch_dtype=dtype)
+    pipe.scheduler = getattr(diffusers, scheduler).from_config(pipe.scheduler.config)
+    pipe = pipe.to("cuda" if cuda else "cpu")
+    pipe.set_progress_bar_config(disable=True)
+    start = torch.from_numpy(latents).to(pipe.device, dtype)
+
+    def generate() -> np.ndarray:
+        out = pipe(settings["prompt"], negative_prompt=settings["negative_prompt"],
+                   num_inference_steps=settings["steps"], guidance_scale=settings["cfg_scale"],
+                   height=settings["height"], width=settings["width"], output_type="np",
+                   latents=start, generator=torch.Generator("cpu").manual_seed(0)).images[0]
+        if cuda:
+            torch.cuda.synchronize()
+        return np.round(out * 255).astype(np.uint8)
+
+    result = _median_seconds(generate, repeat)
+    pipe = None
+    if cuda:
+        torch.cuda.empty_cache()
+    return result
+
+
+def run(quick: bool = False) -> dict[str, Any]:
+    import torch
 
     device = gpucore.default_device()
     cuda = _harness.torch_cuda() is not None
-    size, steps = (64, 2) if quick else (512, 20)
-    prompt, negative, seed = "a lighthouse on a cliff at dusk", "blurry", 42
+    size, steps, repeat = (64, 2, 1) if quick else (512, 20, 3)
+    settings = dict(prompt="a lighthouse on a cliff at dusk", negative_prompt="blurry",
+                    steps=steps, cfg_scale=7.0, seed=42, width=size, height=size)
+    latents = np.random.default_rng(42).standard_normal(
+        (1, 4, size // 8, size // 8)).astype(np.float32)
+    dtypes = [np.float32] + ([np.float16] if device.has_f16 else [])
+    halves = [False] + ([True] if cuda else [])  # torch fp16 on the CPU is not a baseline
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         _write_folder(root, quick)
-        ours = load_pipeline(root, device=device)
-        settings = dict(negative_prompt=negative, steps=steps, cfg_scale=7.5, seed=seed,
-                        width=size, height=size, sampler="DDIM")
-        ours.txt2img(prompt, **{**settings, "steps": 1})  # compile every pipeline once
-        start = time.perf_counter()
-        mine = ours.txt2img(prompt, **settings).images[0]
-        ours_s = time.perf_counter() - start
-        del ours
-        device.empty_pool()
-
-        latents = np.random.default_rng(seed).standard_normal(
-            (1, 4, size // 8, size // 8)).astype(np.float32)
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.allow_tf32 = False
-        reference = diffusers.StableDiffusionPipeline.from_pretrained(root, safety_checker=None)
-        reference = reference.to("cuda" if cuda else "cpu")
-        reference.set_progress_bar_config(disable=True)
-
-        def theirs() -> np.ndarray:
-            out = reference(prompt, negative_prompt=negative, num_inference_steps=steps,
-                            guidance_scale=7.5, height=size, width=size, output_type="np",
-                            latents=torch.from_numpy(latents).to(reference.device)).images[0]
-            if cuda:
-                torch.cuda.synchronize()
-            return np.round(out * 255).astype(np.uint8)
-
-        theirs()
-        start = time.perf_counter()
-        expected = theirs()
-        diffusers_s = time.perf_counter() - start
-    diff = np.abs(mine.astype(np.int16) - expected.astype(np.int16))
-    rows.append({"size": f"{size}x{size}", "steps": steps, "dtype": "float32", "ours_s": ours_s,
-                 "diffusers_s": diffusers_s, "vs_diffusers": diffusers_s / ours_s,
-                 "mean_abs_diff": float(diff.mean()), "max_abs_diff": int(diff.max())})
+        for ours_sampler, theirs_scheduler, our_dtypes in (
+                ("DDIM", "DDIMScheduler", [np.float32]),
+                ("Euler a", "EulerAncestralDiscreteScheduler", dtypes)):
+            base = {half: _theirs(root, torch, cuda, half, theirs_scheduler, settings, latents,
+                                  repeat) for half in halves}
+            for dtype in our_dtypes:
+                # DDIM: our seed's initial noise is numpy's standard_normal(seed), the
+                # latents diffusers is given, so the images must agree
+                ours_s, mine = _ours(root, device, dtype, ours_sampler, settings, repeat)
+                row: dict[str, Any] = {
+                    "sampler": ours_sampler, "dtype": np.dtype(dtype).name,
+                    "size": f"{size}x{size}", "steps": steps, "ours_s": ours_s,
+                    "diffusers_fp32_s": base[False][0],
+                    "diffusers_fp16_s": base[True][0] if True in base else None,
+                    "vs_fp32": base[False][0] / ours_s,
+                    "vs_fp16": base[True][0] / ours_s if True in base else None}
+                if ours_sampler == "DDIM":
+                    diff = np.abs(mine.astype(np.int16) - base[False][1].astype(np.int16))
+                    row.update(mean_abs_diff=float(diff.mean()), max_abs_diff=int(diff.max()))
+                rows.append(row)
     return {
         "benchmark": "txt2img",
         "environment": _harness.environment(device),
-        "notes": "one image, CFG 7.5, DDIM, same initial latents on both sides; seconds are "
-                 "wall time per image including text encoding and VAE decode (after a warm-up "
-                 "run); diffs in 0..255 pixel levels; diffusers on torch "
-                 + ("CUDA fp32, TF32 off" if cuda else "CPU"),
+        "notes": "one image, CFG 7, 20 steps; seconds are wall time per image including text "
+                 "encoding and VAE decode (median of 3 after a warm-up); vs_fp32 / vs_fp16 = "
+                 "diffusers' seconds / ours (>1: we are faster); DDIM rows start both sides from "
+                 "the same latents and compare the images (0..255 levels); Euler a rows differ "
+                 "in ancestral noise; diffusers on torch "
+                 + ("CUDA, TF32 off" if cuda else "CPU"),
         "columns": COLUMNS,
         "rows": rows,
     }
