@@ -5,9 +5,8 @@ The model is AVX_DEFAULT_MODEL_TEST when set (e.g. a freshly exported folder), e
 package ships. A missing model fails these tests: an installation without it is broken.
 
 Cost on a 2-core machine with lavapipe (about 1.4 s per guided UNet step of 128 px and 3.3 s
-per VAE decode), measured on a stand-in of the final architecture: parity 22 s on the first
-adapter (shader compiles included) and 10 s on each further one, CLI 12 s, semantics 4 min
-(marked slow; run it alone with `pytest tests/test_default_model.py -k semantics`).
+per VAE decode): parity 12-13 s per adapter, CLI 11 s, semantics about 2.5 min (marked slow;
+run it alone with `pytest tests/test_default_model.py -k semantics`).
 """
 
 from __future__ import annotations
@@ -102,18 +101,30 @@ def first_device(device: gpucore.Device) -> gpucore.Device:
     return device
 
 
+SEMANTICS_PROMPTS = 6  # seen-combination prompts, 3 per template, 2 pictures (seeds) each
+SEMANTICS_MISSES = 1  # disagreements allowed among the 12 pictures: >= 11/12 = 92% agree
+
+
 @pytest.mark.slow
 def test_semantics_seen_combinations_agree(first_device: gpucore.Device) -> None:
-    """~4 min: 16 pictures (8 seen-combination prompts, both templates, 2 a batch: batches of
-    2 run ~10% faster per picture than single ones on lavapipe) with the model's defaults;
-    >= 90% must agree with their captions per shapes.measure / shapes.agrees."""
+    """~2.5 min: 12 pictures (6 seen-combination prompts, both templates, 2 seeds a prompt in
+    one batch: batches of 2 run ~10% faster per picture than single ones on lavapipe) with the
+    model's defaults; at most one may disagree with its caption (shapes.measure /
+    shapes.agrees), so >= 92% agree.
+
+    Why 12 and one miss: the model agreed on all 48 pictures seen so far (the README's 32 and
+    this test's earlier 16), so its rate is >= 94% at 95% confidence (rule of three), and the
+    bound passes such a model. A model half of whose pictures are wrong passes with
+    probability 13/4096 (0.3%), one that is right 70% of the time with 8.5%. The test is
+    deterministic (fixed seeds), so it cannot flake: it changes verdict only when the model
+    or the pipeline changes, and the first 12 of the former 16 pictures all agreed."""
     folder = _model_dir()
     pipe = load_pipeline(folder, device=first_device)
     defaults = pipe.defaults
     settings = dict(steps=defaults.steps, sampler=defaults.sampler, cfg_scale=defaults.cfg_scale)
     assert None not in settings.values(), f"{folder}/defaults.json must set {list(settings)}"
     failures, total = [], 0
-    for seed, prompt in enumerate(select_prompts(9, 8), start=100):
+    for seed, prompt in enumerate(select_prompts(9, SEMANTICS_PROMPTS), start=100):
         for index, image in enumerate(pipe.txt2img(prompt, seed=seed, batch_size=2,
                                                    **settings).images):
             total += 1
@@ -121,8 +132,8 @@ def test_semantics_seen_combinations_agree(first_device: gpucore.Device) -> None
             if not shapes.agrees(prompt, measured):
                 read = ", ".join(f"{key} {measured[key]}" for key in mismatches(prompt, measured))
                 failures.append(f"{prompt!r} seed {seed} #{index}: read {read}")
-    assert total >= 16
-    assert len(failures) <= 0.1 * total, (
+    assert total == 2 * SEMANTICS_PROMPTS
+    assert len(failures) <= SEMANTICS_MISSES, (
         f"{total - len(failures)}/{total} agree ({settings}); disagreeing:\n"
         + "\n".join(failures))
 
