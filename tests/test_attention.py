@@ -213,6 +213,27 @@ def test_other_tile_plans(device, d, plan, subgroups, monkeypatch):
                  reference(q[:, :, :37], k, v, causal=True), tol=F32_TOL)
 
 
+@pytest.mark.parametrize("d,plan,subgroups,slices,prefetch", [
+    (40, (16, 8, 5, 2, 40, 32), True, 4, 1),  # every invocation busy in the output phase
+    (24, (4, 8, 3, 2, 8, 8), False, 2, 0),  # idle invocations, 3 q/k chunks, v in 4 blocks
+    (24, (8, 4, 3, 2, 24, 16), False, 2, 1),  # prefetch with workgroup-memory reductions
+])
+def test_key_slices_and_prefetch(device, d, plan, subgroups, slices, prefetch, monkeypatch):
+    # Output phases split over KS key slices whose partial sums are added after the last
+    # tile, and k/v fetched into registers a phase ahead (PF); one call with a mask and
+    # causal rows, over several tiles (one pipeline each: compiling is the slow part).
+    if subgroups and not device.has_subgroups:
+        pytest.skip(f"{device.backend} adapter {device.name!r} has no subgroups")
+    p = plans.Plan(d, *plan, subgroups=subgroups, KS=slices, PF=prefetch)
+    monkeypatch.setattr(attention_module, "plan_for", lambda *args: p)
+    rng = np.random.default_rng(d)
+    q, k, v = qkv(rng, 2, 2, 73, 73, d)
+    mask = random_array(rng, (73, 73), np.float32)
+    both = np.where(np.tril(np.ones((73, 73), bool)), mask, -np.inf)
+    assert_close(run(device, q, k, v, mask=mask, causal=True), reference(q, k, v, mask=both),
+                 tol=F32_TOL)
+
+
 def test_kernels_are_cached(device):
     rng = np.random.default_rng(5)
     q, k, v = qkv(rng, 1, 1, 9, 9, 8)

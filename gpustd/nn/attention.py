@@ -138,7 +138,7 @@ def attention(q: Tensor, k: Tensor, v: Tensor, *, mask: Any = None, causal: bool
         return out
     if scale is None:
         scale = 1.0 / math.sqrt(d)
-    plan = plan_for(d, device, lq, b * h)
+    plan = plan_for(d, device, lq, b * h, lk)
     kernel = _kernel(q.dtype, kind, plan)
     kernel.dispatch(
         (math.ceil(lq / (4 * plan.RG)), b * h), q, k, v, mask_tensor, out,

@@ -7,9 +7,14 @@
 //
 // Scores: invocation (rs, cs) computes rows 4rs..4rs+3 x keys 4cs..4cs+3 as outer products
 // of vec4 columns of q^T and k^T, staged DCH head dims at a time (any D fits 32-48 KiB).
-// Output: invocation (rg, dg) accumulates rows 4rg..4rg+3 x the NV dim vec4s dg + j*NDG,
-// reading p^T and v (KB keys of v at a time). Register tiles are named variables, never
+// Output: invocation (kh, rg, dg) accumulates rows 4rg..4rg+3 x the NV dim vec4s dg + j*NDG
+// over keys kh, kh+KS, ... of each tile, reading p^T and v (KB keys of v at a time). KS > 1
+// puts every invocation to work when RG * NDG < WG (small head dims); the KS partial sums
+// are added once, after the last tile. Register tiles are named variables, never
 // indexed arrays: GPU compilers spill dynamically indexed arrays to memory.
+// PF = 1 (one q/k chunk, v in one block) software-pipelines the global loads: each tile's v
+// is fetched into registers while its scores are computed, and the next tile's k while its
+// output is, so load latency hides behind FMAs instead of stalling between barriers.
 // Softmax runs in base 2: exp(x) = exp2(x * log2(e)), log2(e) folded into `scale`.
 // The host appends reduce_max/reduce_sum (row reductions across the CS invocations sharing
 // rows) from attention_reduce_subgroup.wgsl or, without subgroups, _shared.wgsl.
@@ -22,9 +27,11 @@ override CS: u32 = 16u;
 override NV: u32 = 1u; // 1..8
 override NDG: u32 = 16u; // NV * NDG * 4 >= D, RG * NDG <= RG * CS
 override DCH: u32 = 32u; // a multiple of 4
-override KB: u32 = 32u; // a multiple of 4 dividing BK
+override KB: u32 = 32u; // a multiple of 4 * KS dividing BK
+override KS: u32 = 1u; // key slices of the output phase: RG * NDG * KS <= WG
 override KV_LEN: u32 = 528u; // max(DCHP * CS, KB * NV * NDG), from the host
 override MASK: u32 = 0u; // 0 none, 1 additive, 2 boolean
+override PF: u32 = 0u; // 1: prefetch k and v into registers (needs NCH == 1, KB == BK)
 
 override BQ: u32 = 4u * RG;
 override BK: u32 = 4u * CS;
@@ -35,6 +42,8 @@ override DV4: u32 = NV * NDG;
 override DCHP: u32 = DCH | 1u;
 override QT_LEN: u32 = DCHP * RG;
 override PT_LEN: u32 = BK * RG;
+override K_SLOTS: u32 = (DCH * CS + WG - 1u) / WG; // prefetched vec4s per invocation (<= 4)
+override V_SLOTS: u32 = (BK * DV4 + WG - 1u) / WG;
 
 const LOG2E: f32 = 1.4426950408889634;
 const M_START: f32 = -3.0e38; // finite, so exp2(M_START - M_START) is 1, not NaN
@@ -93,6 +102,42 @@ fn acc_scale(a: Acc, s: vec4<f32>) -> Acc {
                rows_scale(a.a6, s), rows_scale(a.a7, s));
 }
 
+// The KS key slices' partial sums of one Rows, added into slice 0 through pt (free after
+// the last tile): slices 1..KS-1 post theirs, then slice 0 reads them.
+fn rows_combine(a: Rows, kh: u32, slot: u32) -> Rows {
+    workgroupBarrier();
+    let at = 4u * ((kh - 1u) * RG * NDG + slot);
+    if (kh > 0u && kh < KS) {
+        pt[at] = a.r0;
+        pt[at + 1u] = a.r1;
+        pt[at + 2u] = a.r2;
+        pt[at + 3u] = a.r3;
+    }
+    workgroupBarrier();
+    var r = a;
+    if (kh == 0u) {
+        for (var s = 1u; s < KS; s++) {
+            let src = 4u * ((s - 1u) * RG * NDG + slot);
+            r = Rows(r.r0 + pt[src], r.r1 + pt[src + 1u], r.r2 + pt[src + 2u],
+                     r.r3 + pt[src + 3u]);
+        }
+    }
+    return r;
+}
+
+fn acc_combine(acc: Acc, kh: u32, slot: u32) -> Acc {
+    var r = acc;
+    r.a0 = rows_combine(r.a0, kh, slot);
+    if (NV > 1u) { r.a1 = rows_combine(r.a1, kh, slot); }
+    if (NV > 2u) { r.a2 = rows_combine(r.a2, kh, slot); }
+    if (NV > 3u) { r.a3 = rows_combine(r.a3, kh, slot); }
+    if (NV > 4u) { r.a4 = rows_combine(r.a4, kh, slot); }
+    if (NV > 5u) { r.a5 = rows_combine(r.a5, kh, slot); }
+    if (NV > 6u) { r.a6 = rows_combine(r.a6, kh, slot); }
+    if (NV > 7u) { r.a7 = rows_combine(r.a7, kh, slot); }
+    return r;
+}
+
 fn hmax(x: vec4<f32>) -> f32 { return max(max(x.x, x.y), max(x.z, x.w)); }
 fn hsum(x: vec4<f32>) -> f32 { return (x.x + x.y) + (x.z + x.w); }
 
@@ -128,6 +173,59 @@ fn k_col(base: u32, key0: u32, dim: u32) -> vec4<f32> {
 fn v_row(base: u32, key: u32, dim: u32) -> vec4<f32> {
     return vec4(v_at(base, key, dim), v_at(base, key, dim + 1u),
                 v_at(base, key, dim + 2u), v_at(base, key, dim + 3u));
+}
+
+// Up to 4 prefetched vec4s of one tile's k or v, held until the tile's memory is free.
+struct Stage { s0: vec4<f32>, s1: vec4<f32>, s2: vec4<f32>, s3: vec4<f32> }
+
+// Element e of the k tile laid out as kv's [key group][dim] (zero past the tile).
+fn k_elem(base: u32, k0: u32, e: u32) -> vec4<f32> {
+    if (e < DCH * CS) { return k_col(base, k0 + (e / DCH) * 4u, e % DCH); }
+    return vec4(0.0);
+}
+
+fn k_fetch(base: u32, k0: u32, t: u32) -> Stage {
+    var r = Stage(k_elem(base, k0, t), vec4(0.0), vec4(0.0), vec4(0.0));
+    if (K_SLOTS > 1u) { r.s1 = k_elem(base, k0, t + WG); }
+    if (K_SLOTS > 2u) { r.s2 = k_elem(base, k0, t + 2u * WG); }
+    if (K_SLOTS > 3u) { r.s3 = k_elem(base, k0, t + 3u * WG); }
+    return r;
+}
+
+fn k_put1(e: u32, x: vec4<f32>) {
+    if (e < DCH * CS) { kv[(e / DCH) * DCHP + e % DCH] = x; }
+}
+
+fn k_put(r: Stage, t: u32) {
+    k_put1(t, r.s0);
+    if (K_SLOTS > 1u) { k_put1(t + WG, r.s1); }
+    if (K_SLOTS > 2u) { k_put1(t + 2u * WG, r.s2); }
+    if (K_SLOTS > 3u) { k_put1(t + 3u * WG, r.s3); }
+}
+
+// Element e of the v tile laid out as kv's [key][dim vec4].
+fn v_elem(base: u32, k0: u32, e: u32) -> vec4<f32> {
+    if (e < BK * DV4) { return v_row(base, k0 + e / DV4, (e % DV4) * 4u); }
+    return vec4(0.0);
+}
+
+fn v_fetch(base: u32, k0: u32, t: u32) -> Stage {
+    var r = Stage(v_elem(base, k0, t), vec4(0.0), vec4(0.0), vec4(0.0));
+    if (V_SLOTS > 1u) { r.s1 = v_elem(base, k0, t + WG); }
+    if (V_SLOTS > 2u) { r.s2 = v_elem(base, k0, t + 2u * WG); }
+    if (V_SLOTS > 3u) { r.s3 = v_elem(base, k0, t + 3u * WG); }
+    return r;
+}
+
+fn v_put1(e: u32, x: vec4<f32>) {
+    if (e < BK * DV4) { kv[e] = x; }
+}
+
+fn v_put(r: Stage, t: u32) {
+    v_put1(t, r.s0);
+    if (V_SLOTS > 1u) { v_put1(t + WG, r.s1); }
+    if (V_SLOTS > 2u) { v_put1(t + 2u * WG, r.s2); }
+    if (V_SLOTS > 3u) { v_put1(t + 3u * WG, r.s3); }
 }
 
 // One scaled, masked score (-inf where masked out or past Lk).
@@ -195,9 +293,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let o_base = b * params.o_sb + h * params.o_sh;
     let rs = t / CS;
     let cs = t % CS;
-    let rg = t / NDG;
+    let kh = t / (RG * NDG);
+    let rg = (t / NDG) % RG;
     let dg = t % NDG;
-    let owns_output = rg < RG; // output-phase invocations: RG * NDG of the WG
+    let owns_output = kh < KS; // output-phase invocations: RG * NDG * KS of the WG
 
     let zero = Rows(vec4(0.0), vec4(0.0), vec4(0.0), vec4(0.0));
     var acc = Acc(zero, zero, zero, zero, zero, zero, zero, zero);
@@ -208,6 +307,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     var key_end = params.lk;
     if (params.causal != 0u) { key_end = min(key_end, q0 + BQ); }
     let tiles = (key_end + BK - 1u) / BK;
+    var k_next = Stage(vec4(0.0), vec4(0.0), vec4(0.0), vec4(0.0));
+    var v_next = k_next;
+    if (PF != 0u) { k_next = k_fetch(k_base, 0u, t); }
     for (var tile = 0u; tile < tiles; tile++) {
         let k0 = tile * BK;
         // 1. scores: 4x4 outer products over the head dims, DCH dims per chunk
@@ -221,11 +323,16 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
                     qt[g * DCHP + e % DCH] = q_col(q_base, q0 + g * 4u, d0 + e % DCH);
                 }
             }
-            for (var e = t; e < DCH * CS; e += WG) {
-                let g = e / DCH;
-                kv[g * DCHP + e % DCH] = k_col(k_base, k0 + g * 4u, d0 + e % DCH);
+            if (PF != 0u) {
+                k_put(k_next, t);
+            } else {
+                for (var e = t; e < DCH * CS; e += WG) {
+                    let g = e / DCH;
+                    kv[g * DCHP + e % DCH] = k_col(k_base, k0 + g * 4u, d0 + e % DCH);
+                }
             }
             workgroupBarrier();
+            if (PF != 0u) { v_next = v_fetch(v_base, k0, t); }
             for (var d = 0u; d < DCH; d += 4u) {
                 let x = rs * DCHP + d;
                 let y = cs * DCHP + d;
@@ -255,18 +362,23 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         // 3. acc = acc * alpha + p v, KB keys of v at a time
         for (var kb = 0u; kb < BK; kb += KB) {
             workgroupBarrier();
-            for (var e = t; e < KB * DV4; e += WG) {
-                kv[e] = v_row(v_base, k0 + kb + e / DV4, (e % DV4) * 4u);
+            if (PF != 0u) {
+                v_put(v_next, t);
+                k_next = k_fetch(k_base, k0 + BK, t);
+            } else {
+                for (var e = t; e < KB * DV4; e += WG) {
+                    kv[e] = v_row(v_base, k0 + kb + e / DV4, (e % DV4) * 4u);
+                }
             }
             workgroupBarrier();
             if (owns_output) {
                 if (kb == 0u) { acc = acc_scale(acc, row_scale[rg]); }
-                for (var r = 0u; r < KB; r += 4u) {
+                for (var r = kh; r < KB; r += 4u * KS) {
                     let x = r * DV4 + dg;
                     acc = acc_step(acc, pt[(kb + r) * RG + rg], x);
-                    acc = acc_step(acc, pt[(kb + r + 1u) * RG + rg], x + DV4);
-                    acc = acc_step(acc, pt[(kb + r + 2u) * RG + rg], x + 2u * DV4);
-                    acc = acc_step(acc, pt[(kb + r + 3u) * RG + rg], x + 3u * DV4);
+                    acc = acc_step(acc, pt[(kb + r + KS) * RG + rg], x + KS * DV4);
+                    acc = acc_step(acc, pt[(kb + r + 2u * KS) * RG + rg], x + 2u * KS * DV4);
+                    acc = acc_step(acc, pt[(kb + r + 3u * KS) * RG + rg], x + 3u * KS * DV4);
                 }
             }
         }
@@ -274,8 +386,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 
     // 4. out = acc / l (0 for rows whose keys were all masked, as torch does)
     let l = reduce_sum(lsum, rs, cs);
+    if (KS > 1u) { acc = acc_combine(acc, kh, rg * NDG + dg); }
     workgroupBarrier(); // the last tile's readers of row_scale are done
     if (cs == 0u) { row_scale[rs] = select(vec4(0.0), 1.0 / l, l > vec4(0.0)); }
     workgroupBarrier();
-    if (owns_output) { acc_store(o_base, q0 + 4u * rg, dg, acc, row_scale[rg]); }
+    if (kh == 0u) { acc_store(o_base, q0 + 4u * rg, dg, acc, row_scale[rg]); }
 }
