@@ -4,6 +4,7 @@ Device (one adapter + device, real limits, optional features), Buffer[T] (typed 
 Kernel (a WGSL entry point with a checked signature), batched dispatch and profiling.
 """
 
+from . import _autotune as autotune
 from ._adapters import AdapterInfo, devices
 from ._buffer import Buffer
 from ._capture import Capture, CaptureError
@@ -44,6 +45,7 @@ __all__ = [
     "ShaderCompileError",
     "Stream",
     "as_dtype",
+    "autotune",
     "default_device",
     "devices",
     "fold_grid",

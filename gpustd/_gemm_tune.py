@@ -1,0 +1,137 @@
+"""GEMM tile choice by the autotuner (gpucore.autotune): shape classes, candidates, trials.
+
+plan_gemm's rule (gpustd/_gemm.py) gives the default; the tuner may swap its tile and main
+loop for any other gemm.wgsl configuration that fits the device, measured fastest on this
+adapter for the shape class. Why that never changes a result: every tile accumulates each
+output over K in the same order (one fma per k, k ascending, in f32), and split-K cuts K at
+multiples of _gemm.K_CHUNK whatever the tile, so only the number of splits orders the sum
+differently -- and that is part of the shape class, fixed by the rule. tests/test_autotune.py
+checks every candidate bitwise against the default.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from gpucore import Buffer, Device, autotune
+
+from . import _gemm
+
+if TYPE_CHECKING:
+    from ._gemm import Plan, Tile
+
+__all__ = ["DTYPES", "SD_SHAPES", "candidates", "choose", "shape_class"]
+
+DTYPES = (np.dtype(np.float32), np.dtype(np.float16))
+OP = "gemm"
+
+# (m, k, n, batch, layout) of the GEMMs an SD 1.5 UNet step (2x4x64x64, CFG batch 2: tokens
+# = 2 x h x w) and a 512x512 VAE decode run through gpustd.linalg; "nt" = x @ w.T (linear
+# layers), "nn" = x @ w. Plus the square 4096 the benchmarks quote.
+SD_SHAPES = [
+    (8192, 320, 320, 1, "nt"), (8192, 320, 2560, 1, "nt"), (8192, 1280, 320, 1, "nt"),
+    (2048, 640, 640, 1, "nt"), (2048, 640, 5120, 1, "nt"), (2048, 2560, 640, 1, "nt"),
+    (512, 1280, 1280, 1, "nt"), (512, 1280, 10240, 1, "nt"), (512, 5120, 1280, 1, "nt"),
+    (154, 768, 320, 1, "nt"), (154, 768, 1280, 1, "nt"), (2, 1280, 1280, 1, "nt"),
+    (2, 320, 1280, 1, "nt"), (4096, 512, 512, 1, "nt"), (4096, 1280, 320, 1, "nn"),
+    (4096, 4096, 4096, 1, "nn"),
+]
+
+
+def _bucket(x: int) -> int:
+    """x rounded up to the next 2^i or 1.5 x 2^i: sizes within ~25% share a tuned choice."""
+    if x <= 4:
+        return x
+    power = 1 << (x - 1).bit_length()
+    return 3 * power // 4 if x <= 3 * power // 4 else power
+
+
+@functools.lru_cache(maxsize=4096)
+def shape_class(dtype: np.dtype, m: int, n: int, k: int, batch: int, trans_a: bool,
+                trans_b: bool, splits: int) -> str:
+    """e.g. "float32/nt/m8192/n384/k384/b1/s1": dtype, layout, bucketed sizes, K splits."""
+    layout = ("t" if trans_a else "n") + ("t" if trans_b else "n")
+    return (f"{dtype.name}/{layout}/m{_bucket(m)}/n{_bucket(n)}/k{_bucket(k)}/b{_bucket(batch)}"
+            f"/s{splits}")
+
+
+def _name(tile_name: str, paired: bool) -> str:
+    return f"{tile_name}/{'paired' if paired else 'plain'}"
+
+
+@functools.cache
+def _tile_name(tile: Tile) -> str:
+    return next(name for name, known in _gemm.ALL_TILES.items() if known == tile)
+
+
+@functools.lru_cache(maxsize=16)
+def candidates(workgroup_bytes: int) -> tuple[str, ...]:
+    """Every tile x main loop whose workgroup tiles fit `workgroup_bytes`."""
+    return tuple(_name(name, paired) for name, tile in _gemm.ALL_TILES.items()
+                 if tile.workgroup_bytes <= workgroup_bytes for paired in (False, True))
+
+
+def parse(name: str) -> tuple[Tile, bool]:
+    tile_name, loop = name.split("/")
+    return _gemm.ALL_TILES[tile_name], loop == "paired"
+
+
+def choose(device: Device, dtype: np.dtype, m: int, n: int, k: int, batch: int,
+           trans_a: bool, trans_b: bool, chosen: Plan, splits: int) -> tuple[Tile, bool]:
+    """(tile, paired) for this GEMM: the tuner's winner for its class, else the rule's."""
+    limit = device.limits["max-compute-workgroup-storage-size"]
+    tile = chosen.tile if chosen.tile.workgroup_bytes <= limit else _gemm.TILES["64x64"]
+    default = _name(_tile_name(tile), chosen.paired)
+    winner = autotune.select(
+        device, OP, shape_class(dtype, m, n, k, batch, trans_a, trans_b, splits),
+        candidates(limit), default,
+        _trial_factory(device, dtype, m, n, k, batch, trans_a, trans_b, splits))
+    return (tile, chosen.paired) if winner == default else parse(winner)
+
+
+def _trial_factory(device: Device, dtype: np.dtype, m: int, n: int, k: int, batch: int,
+                   trans_a: bool, trans_b: bool, splits: int) -> autotune.Trial:
+    """trial(name) -> one run of that candidate on random scratch operands of this shape."""
+    scratch: list[Buffer[Any]] = []
+
+    def trial(name: str) -> Any:
+        if not scratch:
+            rng = np.random.default_rng(0)
+            for size in (batch * m * k, batch * k * n, batch * m * n):
+                values = rng.standard_normal(size, dtype=np.float32).astype(dtype)
+                scratch.append(Buffer.from_numpy(values, device=device))
+        a, b, c = scratch
+        tile, paired = parse(name)
+        plan = _gemm.batch_plan((batch,), (batch,), (batch,), m * k, k * n)
+        return lambda: _gemm.record_gemm(a, b, c, None, m=m, n=n, k=k, trans_a=trans_a,
+                                         trans_b=trans_b, alpha=1.0, beta=0.0, plan=plan,
+                                         tile=tile, splits=splits, paired=paired)
+
+    return trial
+
+
+def problems(device: Device) -> list[autotune.Problem]:
+    """The classes of SD_SHAPES on `device`, in float32 and, where the float16 GEMM runs on
+    this kernel (shader-f16 without subgroup matrices), float16."""
+    dtypes: list[np.dtype] = [np.dtype(np.float32)]
+    if device.has_f16 and not _gemm._gemm_subgroup_matrix.available(device):
+        dtypes.append(np.dtype(np.float16))
+    limit = device.limits["max-compute-workgroup-storage-size"]
+    found: dict[str, autotune.Problem] = {}
+    for dtype in dtypes:
+        for m, k, n, batch, layout in SD_SHAPES:
+            trans_a, trans_b = layout[0] == "t", layout[1] == "t"
+            chosen = _gemm.plan_gemm(m, n, k, batch)
+            splits, _ = _gemm.k_partition(chosen.splits, k, batch * m * n, device)
+            key = shape_class(dtype, m, n, k, batch, trans_a, trans_b, splits)
+            tile = chosen.tile if chosen.tile.workgroup_bytes <= limit else _gemm.TILES["64x64"]
+            found.setdefault(key, autotune.Problem(
+                OP, key, candidates(limit), _name(_tile_name(tile), chosen.paired),
+                _trial_factory(device, dtype, m, n, k, batch, trans_a, trans_b, splits)))
+    return list(found.values())
+
+
+autotune.register(OP, problems)
