@@ -64,6 +64,18 @@ def _open(info: gpucore.AdapterInfo) -> gpucore.Device:
     return _devices[info.index]
 
 
+def sweep_subset_elsewhere(device: gpucore.Device, in_subset: bool) -> None:
+    """For a kernel-variant sweep (tiles, layouts, plans): every variant runs on the first
+    adapter, and on the others only those `in_subset`; skips the rest, saying why.
+
+    The variants differ in tile logic, which one adapter shows; a further adapter differs in
+    code generation (OpenGL: naga's GLSL, which llvmpipe compiles again), which a representative
+    subset shows. On CI's 2 cores each variant is a fresh shader compile of seconds."""
+    if not in_subset and ADAPTERS and device.info.index != ADAPTERS[0].index:
+        pytest.skip("every kernel variant runs on the first adapter; this adapter differs in "
+                    "code generation, not tile logic, and runs a representative subset")
+
+
 @pytest.fixture(scope="session")
 def f16_device(device: gpucore.Device) -> gpucore.Device:
     """`device`, skipping adapters without shader-f16 (such as OpenGL)."""
