@@ -129,7 +129,10 @@ def record_gemm_sm(a: Buffer[Any], b: Buffer[Any], c: Buffer[Any], bias: Buffer[
     caller (gpustd._gemm.record_gemm) has done it; `bias` is a placeholder when not has_bias.
     """
     device = c.device
-    tile = tile or choose_tile(m, n, plan.count)
+    if tile is None:
+        from ._sm_tune import gemm_tile  # it imports this module
+
+        tile = gemm_tile(device, m, n, k, plan.count, trans_a, trans_b)
     offsets_a = (plan.outer_strides[0], plan.inner_strides[0], *(g[0] for g in plan.groups))
     offsets_b = (plan.outer_strides[1], plan.inner_strides[1], *(g[1] for g in plan.groups))
     width_a = load_width(tile, m if trans_a else k, offsets_a)

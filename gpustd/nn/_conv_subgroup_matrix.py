@@ -18,6 +18,7 @@ import numpy as np
 
 from gpucore import Kernel
 
+from .. import _sm_tune
 from .. import _subgroup_matrix as sm
 from .._gemm_subgroup_matrix import available
 from .._tensor import Tensor
@@ -158,7 +159,8 @@ def conv2d_sm(x: Tensor, weight: Tensor, bias: Tensor | None, *, stride: tuple[i
     out = Tensor.empty((n, c_out, ho, wo), np.float16, device=x.device)
     pixels = n * ho * wo
     k_total = c_in * kh * kw
-    tile = tile or choose_conv_tile(c_out, pixels)
+    tile = tile or _sm_tune.conv_tile(x.device, x.shape, weight.shape, stride, padding,
+                                      dilation, out_hw)
     width_w = sm.load_width(tile, k_total, ())
     _kernel(tile, kh, kw, width_w).dispatch(
         (math.ceil(pixels / tile.bn), math.ceil(c_out / tile.bm), 1),
