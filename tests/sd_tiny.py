@@ -7,7 +7,10 @@ identity that would hide a bug.
 
 from __future__ import annotations
 
+import atexit
 import json
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -80,9 +83,29 @@ def write_tokenizer(folder: Path) -> None:
         {"model_max_length": 77, "pad_token": "<|endoftext|>"}), encoding="utf-8")
 
 
+_default_build: list[Path] = []  # the default folder, built once a process
+
+
 def write_pipeline(root: Path, *, unet: Any = None, vae: Any = None, text_encoder: Any = None,
                    scheduler: Any = None) -> Path:
-    """A diffusers pipeline folder with tiny components (save_pretrained, safetensors)."""
+    """A diffusers pipeline folder with tiny components (save_pretrained, safetensors).
+
+    The default one (no component given; its seeds are fixed, so every build is the same
+    bytes) is built once a process and copied after: a dozen test modules ask for it."""
+    if unet is None and vae is None and text_encoder is None and scheduler is None:
+        if not _default_build:
+            scratch = Path(tempfile.mkdtemp(prefix="tiny-sd-"))
+            atexit.register(shutil.rmtree, scratch, ignore_errors=True)
+            _default_build.append(_build_pipeline(scratch / "tiny-sd"))
+        shutil.copytree(_default_build[0], root, dirs_exist_ok=True)
+        return root
+    return _build_pipeline(root, unet=unet, vae=vae, text_encoder=text_encoder,
+                           scheduler=scheduler)
+
+
+def _build_pipeline(root: Path, *, unet: Any = None, vae: Any = None, text_encoder: Any = None,
+                    scheduler: Any = None) -> Path:
+    """write_pipeline's work: save each component, the tokenizer and model_index.json."""
     import diffusers
 
     (unet or tiny_unet()).save_pretrained(root / "unet")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import sweep_subset_elsewhere
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from support import assert_close, random_array
@@ -52,11 +53,22 @@ def check_forced(device, rng, trans_a, trans_b, cases, **force):
         assert_close(c.numpy(), expected)
 
 
+LAYOUTS = [(False, False), (False, True), (True, False), (True, True)]  # (trans_a, trans_b)
+
+
+def _diagonal(tiles: list[str]) -> set[tuple[str, bool, bool]]:
+    """Tile i with layout i mod 4: every tile and every layout once (the subset that runs on
+    adapters after the first: see conftest.sweep_subset_elsewhere)."""
+    return {(tile, *LAYOUTS[i % len(LAYOUTS)]) for i, tile in enumerate(tiles)}
+
+
 @pytest.mark.parametrize("tile", list(_gemm.TILES))
 @pytest.mark.parametrize("trans_a", [False, True])
 @pytest.mark.parametrize("trans_b", [False, True])
 def test_every_tile_and_layout(device, rng, tile, trans_a, trans_b):
-    """Each tile shape on ragged sizes (scalar loads) and 4-aligned ones (vec4)."""
+    """Each tile shape on ragged sizes (scalar loads) and 4-aligned ones (vec4): all 20 on the
+    first adapter, each tile and each layout once on the others."""
+    sweep_subset_elsewhere(device, (tile, trans_a, trans_b) in _diagonal(list(_gemm.TILES)))
     cases = [(37, 41, 19, 1, False), (36, 68, 20, 1, False), (1, 1, 1, 1, False),
              (130, 3, 9, 1, False)]
     check_forced(device, rng, trans_a, trans_b, cases, tile=_gemm.TILES[tile])
@@ -67,7 +79,10 @@ def test_every_tile_and_layout(device, rng, tile, trans_a, trans_b):
 @pytest.mark.parametrize("trans_b", [False, True])
 def test_split_k_and_paired_loop(device, rng, tile, trans_a, trans_b):
     """Split-K (alpha, beta and bias in its second pass; uneven last split) and the paired
-    main loop (odd and even K-tile counts), ragged and 4-aligned."""
+    main loop (odd and even K-tile counts), ragged and 4-aligned. All 8 on the first
+    adapter, each tile once on the others (their layouts differ from test_every_tile's)."""
+    sweep_subset_elsewhere(device, (tile, trans_a, trans_b) in {("128x64", True, False),
+                                                                ("64x64t4", False, True)})
     cases = [(36, 68, 44, 1, True), (36, 68, 100, 3, False), (37, 41, 70, 4, True),
              (3, 5, 300, 12, False)]
     check_forced(device, rng, trans_a, trans_b, cases, tile=_gemm.TILES[tile])

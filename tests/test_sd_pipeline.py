@@ -217,8 +217,10 @@ def test_cli_writes_png_with_infotext(model_dir: Path, tmp_path: Path) -> None:
     assert bad.returncode == 2 and "multiple of 8" in bad.stderr and "Traceback" not in bad.stderr
 
 
-def test_single_file_checkpoint_generates_like_the_folder(device: gpucore.Device,
+def test_single_file_checkpoint_generates_like_the_folder(first_device: gpucore.Device,
                                                           tmp_path: Path) -> None:
+    """Key conversion and head inference are host-side: one adapter shows them (the models
+    themselves run on every adapter above)."""
     from ldm_files import write_ldm
     from sd_tiny import tiny_text_encoder, tiny_vae
 
@@ -230,9 +232,9 @@ def test_single_file_checkpoint_generates_like_the_folder(device: gpucore.Device
     single = tmp_path / "tiny-sd1.safetensors"
     write_ldm(single, unet, vae, text)
     settings = dict(steps=2, seed=21, width=SIZE, height=SIZE, sampler="Euler")
-    from_folder = load_pipeline(folder, device=device).txt2img(PROMPT, **settings).images[0]
-    from_file = load_pipeline(single, device=device).txt2img(PROMPT, **settings).images[0]
-    np.testing.assert_array_equal(from_file, from_folder)
+    from_folder = load_pipeline(folder, device=first_device).txt2img(PROMPT, **settings)
+    from_file = load_pipeline(single, device=first_device).txt2img(PROMPT, **settings)
+    np.testing.assert_array_equal(from_file.images[0], from_folder.images[0])
 
 
 def test_mis_shaped_tensor_is_a_weights_error_naming_file_and_key(tmp_path: Path) -> None:
