@@ -17,6 +17,7 @@ import numpy as np
 from gpucore import FeatureError, Kernel
 
 from .._tensor import Tensor
+from . import _attention_subgroup_matrix
 from ._attention_plan import Plan, plan_for
 
 __all__ = ["attention"]
@@ -138,6 +139,13 @@ def attention(q: Tensor, k: Tensor, v: Tensor, *, mask: Any = None, causal: bool
         return out
     if scale is None:
         scale = 1.0 / math.sqrt(d)
+    if (q.dtype == np.float16 and mask is None and not causal
+            and _attention_subgroup_matrix.available(device)
+            and _attention_subgroup_matrix.supports(d, lq, lk, b * h, device)):
+        _attention_subgroup_matrix.record_attention_sm(  # the matrix units (Dawn)
+            q, k, v, out, shape=(b, h, lq, lk, d), scale=scale,
+            strides=(q_strides, k_strides, v_strides, q_strides))
+        return out
     plan = plan_for(d, device, lq, b * h, lk)
     kernel = _kernel(q.dtype, kind, plan)
     kernel.dispatch(

@@ -1,0 +1,123 @@
+"""Flash attention on the matrix units (gpustd/nn/_attention_subgroup_matrix.py). Its kernels
+compile only on Dawn adapters with subgroup matrices (the GPU machine, GPUCORE_RUNTIME=dawn);
+here the generator is checked against gpucore's WGSL reader, and gpustd.nn.attention's f16
+results against float64 wherever the kernel is available."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import numpy as np
+import pytest
+
+import gpucore
+from gpucore import _wgsl
+from gpustd import Tensor, nn
+from gpustd.nn import _attention_subgroup_matrix as sm
+
+PLANS = [sm.SMPlan(40, 2, 2), sm.SMPlan(64, 1, 4), sm.SMPlan(80, 1, 4), sm.SMPlan(160, 1, 2),
+         sm.SMPlan(10, 1, 2, 2)]
+_OFFSET = re.compile(r"subgroupMatrix(?:Load<[^>]*>>|Store)\(&sh_\w+, ([^,]+),")
+
+
+@pytest.mark.parametrize("plan", PLANS, ids=str)
+def test_generated_kernel_interface(plan: sm.SMPlan) -> None:
+    source = sm.source(plan)
+    signature = _wgsl.parse(source)
+    assert [b.name for b in signature.storage] == ["q", "k", "v", "out"]
+    assert all(b.scalar == "f16" for b in signature.storage)
+    assert signature.entry_points["main"].workgroup_size == (str(plan.threads),)
+    # named matrices, never an array of them (that would live in local memory)
+    assert "array<subgroup_matrix" not in source
+    nd = plan.dp // 16
+    zeroed = r"var o_\d+_\d+ = subgroup_matrix_result<f32, 16, 16>\(\)"
+    assert len(re.findall(zeroed, source)) == plan.fq * nd
+    assert len(re.findall(r"let q_\d+_\d+ = subgroupMatrixLoad", source)) == plan.fq * nd
+    # QK^T and PV: FQ x FK x ND fragment products each per key tile
+    assert source.count("subgroupMatrixMultiplyAccumulate") == 2 * plan.fq * plan.fk * nd
+    # Tint wants uniform matrix offsets: constants and the subgroup's bases only
+    offsets = _OFFSET.findall(source)
+    assert len(offsets) > 2 * plan.fq * nd
+    for offset in offsets:
+        assert re.fullmatch(r"((qbase|sbase|pbase) \+ )?\d+u", offset), offset
+
+
+def test_plan_choice_fits_and_routes_by_head_dim() -> None:
+    class Fake:
+        def __init__(self, budget: int) -> None:
+            self.limits = {"max-compute-workgroup-storage-size": budget,
+                           "max-compute-workgroups-per-dimension": 65535}
+
+    device = Fake(49152)
+    for d in (40, 64, 80, 10, 96):
+        plan = sm.choose_plan(d, 4096, 4096, 16, device)  # type: ignore[arg-type]
+        assert plan is not None and plan.d == d and plan.shared_bytes() <= 49152
+        assert plan.dp >= d and plan.dp % 16 == 0
+        assert sm.supports(d, 4096, 4096, 16, device)  # type: ignore[arg-type]
+    # the portable kernel was faster at D 160 (measured): no plan, attention stays there
+    assert sm.choose_plan(160, 256, 256, 16, device) is None  # type: ignore[arg-type]
+    assert not sm.supports(160, 256, 256, 16, device)  # type: ignore[arg-type]
+    assert not sm.supports(64, 4096, 4096, 16, Fake(8192))  # type: ignore[arg-type]
+    assert sm.SMPlan(64, 1, 2, 8).shared_bytes() <= 49152 < sm.SMPlan(80, 1, 2, 8).shared_bytes()
+
+
+def _reference(q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float) -> np.ndarray:
+    """float64 softmax(q k^T scale) v over the last two dims."""
+    s = np.einsum("bhqd,bhkd->bhqk", q.astype(np.float64), k.astype(np.float64)) * scale
+    p = np.exp(s - s.max(-1, keepdims=True))
+    return np.einsum("bhqk,bhkd->bhqd", p / p.sum(-1, keepdims=True), v.astype(np.float64))
+
+
+def _inputs(shape: tuple[int, ...], seed: int) -> tuple[np.ndarray, ...]:
+    """Random f16 q, k, v; keys grow along the sequence so that later tiles raise the row
+    maxima (the lazy-rescaling path), and scores span tens of units."""
+    b, h, lq, lk, d = shape
+    rng = np.random.default_rng(seed)
+    q = (2.0 * rng.standard_normal((b, h, lq, d))).astype(np.float16)
+    ramp = np.linspace(0.5, 3.0, lk)[None, None, :, None]
+    k = (ramp * rng.standard_normal((b, h, lk, d))).astype(np.float16)
+    v = rng.standard_normal((b, h, lk, d)).astype(np.float16)
+    return q, k, v
+
+
+@pytest.mark.parametrize("shape", [(1, 2, 77, 77, 40), (2, 1, 100, 77, 64), (1, 1, 33, 130, 80),
+                                   (1, 2, 20, 45, 160), (1, 1, 17, 1, 10), (1, 1, 70, 300, 16)],
+                         ids=str)
+def test_matches_float64_where_available(device: gpucore.Device,
+                                         shape: tuple[int, ...]) -> None:
+    if not sm.available(device):
+        pytest.skip(f"{device.info.label} has no f16 subgroup matrices (Dawn on a GPU has)")
+    b, h, lq, lk, d = shape
+    q, k, v = _inputs(shape, seed=lq * lk + d)
+    scale = 0.7 / math.sqrt(d)
+    expected = _reference(q, k, v, scale)
+    tensors = [Tensor.from_numpy(x, device=device) for x in (q, k, v)]
+    out = Tensor.empty(q.shape, np.float16, device=device)
+    rows_q, rows_kv = (h * lq * d, lq * d, d), (h * lk * d, lk * d, d)
+    plan = sm.choose_plan(d, lq, lk, b * h, device) or sm.SMPlan(d, 1, 2, 4)
+    sm.record_attention_sm(*tensors, out, shape=shape, scale=scale, plan=plan,
+                           strides=(rows_q, rows_kv, rows_kv, rows_q))
+    # f16 P and the f16 result's rounding (2^-11 relative) are what remains
+    assert np.abs(out.numpy() - expected).max() / np.abs(expected).max() < 3e-3
+    # the (B, L, H*D) layout of linear projections
+    def packed(x: np.ndarray) -> Tensor:
+        return Tensor.from_numpy(np.ascontiguousarray(x.transpose(0, 2, 1, 3)).reshape(
+            b, x.shape[2], h * d), device=device)
+
+    got = nn.attention(packed(q), packed(k), packed(v), heads=h).numpy()
+    expected = _reference(q, k, v, 1 / math.sqrt(d)).transpose(0, 2, 1, 3).reshape(b, lq, h * d)
+    assert np.abs(got - expected).max() / np.abs(expected).max() < 3e-3
+
+
+def test_causal_falls_back_where_available(device: gpucore.Device) -> None:
+    if not sm.available(device):
+        pytest.skip(f"{device.info.label} has no f16 subgroup matrices (Dawn on a GPU has)")
+    q, k, v = _inputs((1, 2, 50, 50, 40), seed=3)
+    s = np.einsum("bhqd,bhkd->bhqk", q.astype(np.float64), k.astype(np.float64)) / math.sqrt(40)
+    s = np.where(np.tril(np.ones((50, 50), bool)), s, -np.inf)
+    p = np.exp(s - s.max(-1, keepdims=True))
+    expected = np.einsum("bhqk,bhkd->bhqd", p / p.sum(-1, keepdims=True), v.astype(np.float64))
+    got = nn.attention(*(Tensor.from_numpy(x, device=device) for x in (q, k, v)),
+                       causal=True).numpy()
+    assert np.abs(got - expected).max() / np.abs(expected).max() < 3e-3

@@ -1,0 +1,165 @@
+"""Tuning tool: the matrix-unit flash attention (gpustd/nn/_attention_subgroup_matrix.py)
+checked against torch float64 on ragged sizes, then every tile plan that fits timed beside
+choose_plan's pick, the present (portable) f16 kernel and torch's scaled_dot_product_attention
+fp16 on the same GPU, in one process. Needs Dawn with subgroup matrices and torch CUDA:
+
+    GPUCORE_RUNTIME=dawn python -m tools.attention_sm_sweep --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+import gpucore
+from bench import _harness
+from gpustd import Tensor, nn
+from gpustd.nn import _attention_subgroup_matrix as sm
+
+RAGGED = [(1, 2, 77, 77, 40), (2, 3, 100, 77, 64), (1, 2, 333, 130, 80), (2, 2, 97, 45, 160),
+          (1, 1, 17, 1, 10), (1, 3, 130, 1000, 64)]
+# (name, (B, H, Lq, Lk, D)): the SD 1.5 and SDXL UNets' attention at 512 / 1024 pixels
+SHAPES = [("sd15 self 4096 d40", (2, 8, 4096, 4096, 40)),
+          ("sd15 cross 77 d40", (2, 8, 4096, 77, 40)),
+          ("sd15 self 1024 d80", (2, 8, 1024, 1024, 80)),
+          ("sd15 self 256 d160", (2, 8, 256, 256, 160)),
+          ("sdxl self 4096 d64", (2, 10, 4096, 4096, 64)),
+          ("sdxl self 1024 d64", (2, 20, 1024, 1024, 64)),
+          ("sdxl cross 77 d64", (2, 10, 4096, 77, 64))]
+VARIANTS = [(1, 2, 4), (1, 2, 8), (1, 1, 4), (1, 1, 8), (2, 2, 4)]
+
+
+def plans(d: int, device: gpucore.Device) -> list[sm.SMPlan]:
+    budget = device.limits["max-compute-workgroup-storage-size"]
+    found = [sm.SMPlan(d, fq, fk, sg) for fq, fk, sg in VARIANTS]
+    return [p for p in found if p.shared_bytes() <= budget]
+
+
+@contextlib.contextmanager
+def portable() -> Iterator[None]:
+    """gpustd.nn.attention without the matrix-unit route: the present kernel."""
+    saved = sm.supports
+    sm.supports = lambda *args: False  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        sm.supports = saved  # type: ignore[assignment]
+
+
+def inputs(shape: tuple[int, ...], seed: int) -> tuple[np.ndarray, ...]:
+    b, h, lq, lk, d = shape
+    rng = np.random.default_rng(seed)
+    q = (1.5 * rng.standard_normal((b, h, lq, d))).astype(np.float16)
+    k = (np.linspace(0.5, 2.5, lk)[:, None] * rng.standard_normal((b, h, lk, d))).astype(np.float16)
+    v = rng.standard_normal((b, h, lk, d)).astype(np.float16)
+    return q, k, v
+
+
+def run_plan(tensors: tuple[Tensor, ...], shape: tuple[int, ...], plan: sm.SMPlan | None
+             ) -> Tensor:
+    """One call on the matrix units with `plan` (None: choose_plan's)."""
+    q, k, v = tensors
+    _, h, lq, lk, d = shape
+    out = Tensor.empty(q.shape, np.float16, device=q.device)
+    strides = ((h * lq * d, lq * d, d), (h * lk * d, lk * d, d), (h * lk * d, lk * d, d),
+               (h * lq * d, lq * d, d))
+    sm.record_attention_sm(q, k, v, out, shape=shape, strides=strides,
+                           scale=1 / math.sqrt(d), plan=plan)
+    return out
+
+
+def check(device: gpucore.Device, torch: Any, shapes: list[tuple[int, ...]]) -> list[dict]:
+    """Max error / max |reference| of every plan (and of torch fp16) against torch float64."""
+    rows = []
+    for shape in shapes:
+        q, k, v = inputs(shape, seed=sum(shape))
+        dev = "cuda" if torch.cuda.is_available() else "cpu"
+        t64 = [torch.from_numpy(x).to(dev, torch.float64) for x in (q, k, v)]
+        ref = torch.nn.functional.scaled_dot_product_attention(*t64).cpu().numpy()
+        norm = np.abs(ref).max()
+        row: dict[str, Any] = {"shape": "x".join(map(str, shape))}
+        if dev == "cuda":
+            t16 = [x.half() for x in t64]
+            got = torch.nn.functional.scaled_dot_product_attention(*t16).double().cpu().numpy()
+            row["torch_fp16"] = float(np.abs(got - ref).max() / norm)
+        tensors = tuple(Tensor.from_numpy(x, device=device) for x in (q, k, v))
+        got = nn.attention(*tensors).numpy()
+        row["ours"] = float(np.abs(got - ref).max() / norm)
+        for plan in plans(shape[4], device):
+            got = run_plan(tensors, shape, plan).numpy()
+            row[f"{plan.fq}x{plan.fk}x{plan.sg}"] = float(np.abs(got - ref).max() / norm)
+        print(row, flush=True)
+        rows.append(row)
+    return rows
+
+
+def time_shape(device: gpucore.Device, torch: Any, name: str, shape: tuple[int, ...],
+               repeat: int) -> list[dict]:
+    """GPU and wall medians of the present kernel, every plan and torch SDPA fp16."""
+    b, h, lq, lk, d = shape
+    q, k, v = inputs(shape, seed=1)
+    tensors = tuple(Tensor.from_numpy(x, device=device) for x in (q, k, v))
+    flops = 4 * b * h * lq * lk * d
+    pick = sm.choose_plan(d, lq, lk, b * h, device)
+    rows = []
+    with portable():
+        t = _harness.ours_ms(lambda: nn.attention(*tensors), device, repeat=repeat)
+    rows.append({"shape": name, "variant": "portable", **t})
+    for plan in plans(d, device):
+        t = _harness.ours_ms(lambda p=plan: run_plan(tensors, shape, p), device, repeat=repeat)
+        label = f"{plan.fq}x{plan.fk}x{plan.sg}" + ("*" if plan == pick else "")
+        rows.append({"shape": name, "variant": label, **t})
+    t16 = [torch.from_numpy(x).cuda() for x in (q, k, v)]
+
+    def sdpa() -> Any:
+        return torch.nn.functional.scaled_dot_product_attention(*t16)
+
+    rows.append({"shape": name, "variant": "torch sdpa fp16",
+                 "gpu_ms": _harness.torch_cuda_ms(sdpa, repeat=repeat),
+                 "wall_ms": _harness.torch_wall_ms(sdpa, torch, repeat)})
+    for row in rows:
+        row["tflops"] = flops / row["gpu_ms"] / 1e9
+        print(row, flush=True)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--json", help="write the results here")
+    parser.add_argument("--repeat", type=int, default=20)
+    parser.add_argument("--no-timing", action="store_true", help="correctness only")
+    args = parser.parse_args()
+    device = gpucore.Device.auto()
+    if not sm.available(device):
+        raise SystemExit(f"{device.info.label} has no f16 subgroup matrices: run on a GPU "
+                         "with GPUCORE_RUNTIME=dawn")
+    import torch
+
+    result: dict[str, Any] = {"environment": _harness.environment(device),
+                              "errors": check(device, torch, RAGGED)}
+    if not args.no_timing:
+        result["timings"] = [row for name, shape in SHAPES
+                             for row in time_shape(device, torch, name, shape, args.repeat)]
+    if args.json:
+        _harness.write_json(args.json, result)
+    print("relative errors against torch float64 (max |err| / max |ref|)")
+    columns = sorted({c for r in result["errors"] for c in r} - {"shape"})
+    _harness.print_table(result["errors"], ["shape", *columns])
+    if not args.no_timing:
+        best: dict[str, float] = {}
+        for r in result["timings"]:
+            if r["variant"] == "torch sdpa fp16":
+                best[r["shape"]] = r["wall_ms"]
+        for r in result["timings"]:
+            r["wall_vs_torch"] = r["wall_ms"] / best[r["shape"]]
+        _harness.print_table(result["timings"], ["shape", "variant", "gpu_ms", "wall_ms",
+                                                 "tflops", "wall_vs_torch"])
+
+
+if __name__ == "__main__":
+    main()
