@@ -27,6 +27,7 @@ import gpucore
 
 __all__ = [
     "counting",
+    "dtypes",
     "environment",
     "numpy_ms",
     "ours_ms",
@@ -156,6 +157,14 @@ def numpy_ms(fn: Callable[[], Any], *, warmup: int = 1, repeat: int = 5) -> floa
         fn()
         times.append((time.perf_counter() - start) * 1e3)
     return statistics.median(times)
+
+
+def dtypes(device: gpucore.Device) -> list[np.dtype]:
+    """The dtypes a model benchmark runs: float32, and float16 where the device has it;
+    BENCH_DTYPES=float32 (comma-separated names) keeps only those, to save device time."""
+    found = [np.dtype(np.float32)] + ([np.dtype(np.float16)] if device.has_f16 else [])
+    wanted = os.environ.get("BENCH_DTYPES")
+    return [d for d in found if not wanted or d.name in wanted.split(",")]
 
 
 def torch_cuda() -> Any:

@@ -57,9 +57,7 @@ def run(quick: bool = False) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         reference.save_pretrained(Path(tmp) / "unet")
         weights = SafetensorsFile(Path(tmp) / "unet" / "diffusion_pytorch_model.safetensors")
-        for dtype in (np.float32, np.float16):
-            if dtype == np.float16 and not device.has_f16:
-                continue
+        for dtype in _harness.dtypes(device):
             name = np.dtype(dtype).name
             ours = UNet2DConditionModel(dict(reference.config), dtype=dtype, device=device)
             ours.load_state_dict({k: weights.read(k) for k in weights.keys()}, dtype=dtype)
