@@ -70,10 +70,12 @@ def collect() -> list[Row]:
                                 r["dispatches"], f"vae-{gpu}.json"))
         if (d := _load(f"txt2img-{gpu}.json")) is not None:
             for r in d["rows"]:
-                if r["dtype"] == "float32":
-                    rows.append(Row(f"txt2img {r['size']}, {r['steps']} steps", _gpu(d), None,
-                                    1e3 * r["ours_s"], 1e3 * r["diffusers_s"], "wall", None,
-                                    f"txt2img-{gpu}.json"))
+                if r["dtype"] == "float32":  # older files: DDIM only, "diffusers_s"
+                    sampler = r.get("sampler", "DDIM")
+                    theirs = r.get("diffusers_fp32_s", r.get("diffusers_s"))
+                    rows.append(Row(f"txt2img {r['size']}, {r['steps']} steps {sampler}",
+                                    _gpu(d), None, 1e3 * r["ours_s"], 1e3 * theirs, "wall",
+                                    None, f"txt2img-{gpu}.json"))
         if (d := _load(f"gemm-{gpu}.json")) is not None:
             wanted = {(4096, 4096, 4096), (4096, 1280, 320), (1024, 640, 640),
                       (8192, 2880, 320)}
