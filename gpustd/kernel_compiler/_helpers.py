@@ -22,6 +22,16 @@ fn float_power(x: f32, y: f32) -> f32 {
     if (fract(y) != 0.0) { return f32_bits(0x7fc00000u); }
     return select(m, -m, fract(y * 0.5) != 0.0);
 }""",
+    # IEEE division by zero, as numpy gives it: WGSL leaves x / 0 an indeterminate value, and
+    # Dawn on NVIDIA returned a number for 0 / 0 (x / x with x = 0). Only y == 0 takes the
+    # slow path; inf and NaN come from bit patterns (never constants Tint would reject)
+    "float_divide": """
+fn float_divide(x: f32, y: f32) -> f32 {
+    if (y != 0.0) { return x / y; }
+    let magnitude = bitcast<u32>(x) & 0x7fffffffu;
+    if (magnitude == 0u || magnitude > 0x7f800000u) { return f32_bits(0x7fc00000u); }
+    return f32_bits(0x7f800000u | ((bitcast<u32>(x) ^ bitcast<u32>(y)) & 0x80000000u));
+}""",
     # Python's modulo takes the divisor's sign
     "float_mod": """
 fn float_mod(a: f32, b: f32) -> f32 {

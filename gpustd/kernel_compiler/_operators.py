@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import operator
 from collections.abc import Callable
 from typing import Any
@@ -61,16 +62,19 @@ def binary_op(ctx: Any, op: str, a: Val, b: Val) -> Val:
             return Val(t, f"({x.as_(t)} * {x.as_(t)})")
         if b.value == 0.5 and is_float(t):
             return Val(t, f"sqrt({a.as_(t)})")
+    if op == "Div" and is_float(t) and b.value is not None and b.value != 0 \
+            and math.isfinite(b.value):  # a finite nonzero constant divisor: a plain divide
+        return typed(t, lambda u: f"({a.as_(u)} / {b.as_(u)})")
     return typed(t, lambda u: _arith(ctx, op, u, a.as_(u), b.as_(u)))
 
 
 def _arith(ctx: Any, op: str, t: str, x: str, y: str) -> str:
-    if op in ("Add", "Sub", "Mult", "Div"):
+    if op in ("Add", "Sub", "Mult") or (op == "Div" and not is_float(t)):
         return f"({x} {_SYMBOL[op]} {y})"
     if is_float(t):
         if op == "FloorDiv":
             return f"floor({x} / {y})"
-        name = {"Mod": "float_mod", "Pow": "float_power"}[op]
+        name = {"Div": "float_divide", "Mod": "float_mod", "Pow": "float_power"}[op]
         text = f"{ctx.need(name)}({_f32(t, x)}, {_f32(t, y)})"
         return f"f16({text})" if t == "f16" else text
     name = {"FloorDiv": "floordiv", "Mod": "mod", "Pow": "int_power"}[op]
