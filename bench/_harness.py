@@ -44,19 +44,26 @@ def ours_ms(fn: Callable[[], None], device: gpucore.Device, *, warmup: int = 3,
             repeat: int = 20, inner: int = 1) -> dict[str, float]:
     """Median milliseconds of one `fn()` (which records dispatches) on `device`.
 
-    Returns {"gpu_ms": timestamp-query time or nan, "wall_ms": host-observed time}. `inner`
-    calls share one submit/wait, amortizing the fixed round trip for tiny kernels.
+    Returns {"gpu_ms": timestamp-query time or nan, "wall_ms": host-observed time,
+    "encode_ms": the host's share of it (the calls before the wait), "dispatches": how many
+    one call records}. `inner` calls share one submit/wait, amortizing the fixed round trip
+    for tiny kernels.
     """
     for _ in range(warmup):
         fn()
     device.synchronize()
-    walls = []
+    walls, encodes = [], []
     for _ in range(repeat):
         start = time.perf_counter()
         for _ in range(inner):
             fn()
+        mid = time.perf_counter()
         device.synchronize()
         walls.append((time.perf_counter() - start) * 1e3 / inner)
+        encodes.append((mid - start) * 1e3 / inner)
+    with counting(device) as counts:
+        fn()
+    device.synchronize()
     gpu = float("nan")
     if device.has_timestamps:
         per_run = []
@@ -65,7 +72,9 @@ def ours_ms(fn: Callable[[], None], device: gpucore.Device, *, warmup: int = 3,
                 fn()
             per_run.append(prof.total_ns() / 1e6)
         gpu = statistics.median(per_run)
-    return {"gpu_ms": gpu, "wall_ms": statistics.median(walls)}
+    return {"gpu_ms": gpu, "wall_ms": statistics.median(walls),
+            "encode_ms": statistics.median(encodes),
+            "dispatches": sum(v for k, v in counts.items() if k != "copy")}
 
 
 @contextlib.contextmanager

@@ -19,8 +19,8 @@ from gpustd import Tensor, _gemm_subgroup_matrix, linalg
 
 from . import _harness
 
-COLUMNS = ["dtype", "m", "k", "n", "layout", "kernel", "ours_gpu_ms", "ours_wall_ms",
-           "ours_TFLOPs", "baseline", "baseline_ms", "baseline_TFLOPs", "ratio"]
+COLUMNS = ["dtype", "m", "k", "n", "layout", "kernel", "dispatches", "ours_gpu_ms", "ours_wall_ms",
+           "ours_encode_ms", "ours_TFLOPs", "baseline", "baseline_ms", "baseline_TFLOPs", "ratio"]
 SQUARE = [256, 512, 1024, 2048, 4096]
 # The last three: level 2's attention projection and GEGLU (1024 tokens x 640 channels), and
 # the implicit GEMM of a 3x3 conv 320 -> 320 at 2x64x64 written as a plain GEMM (pixels x
@@ -79,7 +79,8 @@ def _row(device: gpucore.Device, torch: Any, dtype: Any, shape: tuple[int, int, 
     matrix_units = np.dtype(dtype) == np.float16 and _gemm_subgroup_matrix.available(device)
     return {"dtype": np.dtype(dtype).name, "m": m, "k": k, "n": n, "layout": layout,
             "kernel": "subgroup-matrix" if matrix_units else "portable",
-            "ours_gpu_ms": timing["gpu_ms"], "ours_wall_ms": timing["wall_ms"],
+            "dispatches": timing["dispatches"], "ours_gpu_ms": timing["gpu_ms"],
+            "ours_wall_ms": timing["wall_ms"], "ours_encode_ms": timing["encode_ms"],
             "ours_TFLOPs": _tflops(m, k, n, ours_ms), "baseline": name, "baseline_ms": base_ms,
             "baseline_TFLOPs": _tflops(m, k, n, base_ms), "ratio": base_ms / ours_ms}
 

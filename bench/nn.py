@@ -22,8 +22,8 @@ from gpustd.nn import conv as conv_module
 
 from . import _harness
 
-COLUMNS = ["op", "shape", "dtype", "ours_gpu_ms", "ours_wall_ms", "ours_TFLOPs", "baseline",
-           "baseline_ms", "ratio", "max_rel_err"]
+COLUMNS = ["op", "shape", "dtype", "dispatches", "ours_gpu_ms", "ours_wall_ms", "ours_encode_ms",
+           "ours_TFLOPs", "baseline", "baseline_ms", "ratio", "max_rel_err"]
 
 # (label, x shape, out channels, kernel, stride, padding)
 CONVS = [
@@ -67,7 +67,8 @@ def _measure(row: dict[str, Any], device: gpucore.Device, ours: Callable[[], Ten
              repeat: int) -> dict[str, Any]:
     timing = _harness.ours_ms(ours, device, warmup=2, repeat=repeat)
     ms = timing["gpu_ms"] if np.isfinite(timing["gpu_ms"]) else timing["wall_ms"]
-    row.update(ours_gpu_ms=timing["gpu_ms"], ours_wall_ms=timing["wall_ms"],
+    row.update(dispatches=timing["dispatches"], ours_gpu_ms=timing["gpu_ms"],
+               ours_wall_ms=timing["wall_ms"], ours_encode_ms=timing["encode_ms"],
                ours_TFLOPs=flops / (ms * 1e9) if flops else float("nan"))
     if theirs is None:
         return row
