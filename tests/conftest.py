@@ -8,10 +8,13 @@ GPUCORE_RUNTIME=dawn, both with GPUCORE_RUNTIME=auto (Dawn needs `wgpudawn` and 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 import gpucore
+from gpucore import autotune
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # references never reach a hub
 
@@ -82,6 +85,17 @@ def f16_device(device: gpucore.Device) -> gpucore.Device:
     if not device.has_f16:
         pytest.skip(f"{device.backend} adapter {device.name!r} has no shader-f16")
     return device
+
+
+@pytest.fixture
+def cache_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """For the autotuner's tests: a private cache directory, tuning off, nothing remembered
+    from other tests (they take it with `pytestmark = pytest.mark.usefixtures("cache_home")`)."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.delenv(autotune.ENV, raising=False)
+    autotune.clear()
+    yield tmp_path
+    autotune.clear()
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:

@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -29,14 +29,7 @@ GEMM_SUBSET = ("64x64/paired", "128x64k16/plain", "64x128/plain", "32x32k16/pair
                "64x64t4/plain", "32x32/plain")
 
 
-@pytest.fixture(autouse=True)
-def cache_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A private cache directory, tuning off, nothing remembered from other tests."""
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    monkeypatch.delenv(autotune.ENV, raising=False)
-    autotune.clear()
-    yield tmp_path
-    autotune.clear()
+pytestmark = pytest.mark.usefixtures("cache_home")  # conftest: private cache, tuning off
 
 
 def sleeping_trial(calls: list[str]) -> Callable[[str], Callable[[], None]]:

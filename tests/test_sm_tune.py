@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -27,14 +26,7 @@ from gpustd.nn import conv2d
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(autouse=True)
-def cache_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A private cache directory, tuning off, nothing remembered from other tests."""
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    monkeypatch.delenv(autotune.ENV, raising=False)
-    autotune.clear()
-    yield tmp_path
-    autotune.clear()
+pytestmark = pytest.mark.usefixtures("cache_home")  # conftest: private cache, tuning off
 
 
 def fake_device(storage: int = 48 * 1024, grid: int = 65535) -> Any:
