@@ -126,7 +126,10 @@ def select(device: Device, op: str, shape_class: str, candidates: Sequence[str],
 
     `candidates` are JSON-storable names, all computing the same result; `trial(name)`
     returns a function that records one run of that candidate on scratch buffers of the
-    shape class (it is only called when tuning)."""
+    shape class (it is only called when tuning). A `default` that is no candidate (it does
+    not fit this device, say) is kept: there is nothing to compare it with."""
+    if default not in candidates:
+        return default
     entries = _entries(device, op)
     found = entries.get(shape_class)
     if found is not None and found["winner"] in candidates:

@@ -135,9 +135,9 @@ def gemm_tile(device: Device, m: int, n: int, k: int, batch: int, trans_a: bool,
     """The tile of record_gemm_sm for this GEMM: the tuner's winner for its class, else
     choose_tile's."""
     default = _name(GEMM_TILES, _gemm_subgroup_matrix.choose_tile(m, n, batch))
-    winner = _select(device, GEMM_OP, gemm_class(m, n, k, batch, trans_a, trans_b),
-                     gemm_candidates(device, m, n), default,
-                     _gemm_trial(device, m, n, k, batch, trans_a, trans_b))
+    winner = autotune.select(device, GEMM_OP, gemm_class(m, n, k, batch, trans_a, trans_b),
+                             gemm_candidates(device, m, n), default,
+                             _gemm_trial(device, m, n, k, batch, trans_a, trans_b))
     return GEMM_TILES[winner]
 
 
@@ -149,20 +149,11 @@ def conv_tile(device: Device, x_shape: Shape, weight_shape: Shape, stride: Pair,
     c_out, c_in, kh, kw = weight_shape
     pixels = x_shape[0] * out_hw[0] * out_hw[1]
     default = _name(module.CONV_TILES, module.choose_conv_tile(c_out, pixels))
-    winner = _select(
+    winner = autotune.select(
         device, CONV_OP, conv_class(kh, kw, stride, c_out, c_in * kh * kw, pixels),
         conv_candidates(device, c_out, pixels), default,
         _conv_trial(device, x_shape, weight_shape, stride, padding, dilation, out_hw))
     return module.CONV_TILES[winner]
-
-
-def _select(device: Device, op: str, shape_class: str, candidates: tuple[str, ...],
-            default: str, trial: autotune.Trial) -> str:
-    """autotune.select, unless the rule's tile is no candidate here (its grid is too large
-    for the device: nothing to compare it with)."""
-    if default not in candidates:
-        return default
-    return autotune.select(device, op, shape_class, candidates, default, trial)
 
 
 # -- trials -------------------------------------------------------------------------------
