@@ -164,26 +164,25 @@ def linear_geglu(x: Tensor, weight: Tensor, bias: Tensor | None = None, *,
 
         return geglu(linear(x, weight, bias), approximate=approximate)
     out = Tensor.empty((*x.shape[:-1], d), x.dtype, device=device)
-    m = out.size // d if d else 0
     if out.size == 0:
         return out
+    m = out.size // d
     plan = _gemm.plan_gemm(m, 2 * d, k, 1)
     tile = plan.tile if plan.tile.tn == 8 else _gemm.TILES["64x64"]
     if tile.workgroup_bytes > device.limits["max-compute-workgroup-storage-size"]:
         tile = _gemm.TILES["64x64"]
-    vec_a, vec_b = k % 4 == 0, k % 4 == 0
+    vec = k % 4 == 0  # both operands are read along K (x as stored, weight transposed)
     types = {"T": wgsl_scalar(x.dtype), "O": wgsl_scalar(x.dtype)}
-    if not vec_a:
+    if not vec:
         types["AV"], types["BV"] = "T", "T"
     constants = {"WX": tile.wx, "WY": tile.wy, "BK": tile.bk, "TM": tile.tm, "TN": tile.tn,
-                 "TRANS_A": 0, "TRANS_B": 1, "VEC_A": int(vec_a), "VEC_B": int(vec_b),
+                 "TRANS_A": 0, "TRANS_B": 1, "VEC_A": int(vec), "VEC_B": int(vec),
                  "SPLIT": 0, "PAIRED": int(plan.paired), "GEGLU": _GELU[approximate]}
     kernel = Kernel.cached("linalg/gemm", constants=constants, types=types)
     grid = (math.ceil(d / (tile.bn // 2)), math.ceil(m / tile.bm), 1)
-    bias_t = bias if bias is not None else _gemm._placeholder(device, x.dtype)
-    kernel.dispatch(grid, x.buffer, weight.buffer, bias_t.buffer if isinstance(
-        bias_t, Tensor) else bias_t, out.buffer, m=m, n=d, k=k, a_base=0, a_outer=0,
-        a_inner=0, b_base=0, b_outer=0, b_inner=0, c_base=0, inner=1, z_base=0, alpha=1.0,
-        beta=0.0, has_bias=int(bias is not None), splits=1,
-        k_tiles_per_split=math.ceil(k / tile.bk), c_total=m * d)
+    bias_buffer = bias.buffer if bias is not None else _gemm._placeholder(device, x.dtype)
+    kernel.dispatch(grid, x.buffer, weight.buffer, bias_buffer, out.buffer, m=m, n=d, k=k,
+                    a_base=0, a_outer=0, a_inner=0, b_base=0, b_outer=0, b_inner=0, c_base=0,
+                    inner=1, z_base=0, alpha=1.0, beta=0.0, has_bias=int(bias is not None),
+                    splits=1, k_tiles_per_split=math.ceil(k / tile.bk), c_total=m * d)
     return out
