@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
-import json
 import math
 import statistics
 import time
@@ -193,8 +192,7 @@ def main() -> None:
     for spec in QUICK_SHAPES if args.quick else SHAPES:
         rows.append(sweep(device, torch, spec, args.top, args.seconds, 3 if args.quick else 7))
         if args.json:
-            with open(args.json, "w") as f:
-                json.dump({"adapter": device.name, "rows": rows}, f, indent=1, default=str)
+            _harness.write_json(args.json, {"adapter": device.name, "rows": rows})
         print_row(rows[-1])
     worst = max(e for r in rows for e in r["ragged_err"].values() if isinstance(e, float))
     print(f"worst ragged error vs torch float64 over all timed plans: {worst:.2e}")

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import math
 from typing import Any
 
@@ -112,10 +111,9 @@ def main() -> None:
               f"{r['rule']:>22} {r['rule_ms']:7.4f} {r['best_same_splits']:>22} "
               f"{r['best_same_splits_ms']:7.4f} {r['best']:>22} {r['best_ms']:7.4f} "
               f"{r['torch_ms'] / r['best_ms']:10.2f}", flush=True)
-        if args.json:  # after every shape: a run cut short keeps what it measured
-            with open(args.json, "w") as f:
-                json.dump({"adapter": device.name, "runtime": device.info.runtime,
-                           "driver": device.info.driver, "rows": rows}, f, indent=1)
+        if args.json:  # after every shape, atomically: a run cut short keeps what it measured
+            _harness.write_json(args.json, {"adapter": device.name, "runtime": device.info.runtime,
+                                            "driver": device.info.driver, "rows": rows})
 
 
 if __name__ == "__main__":
