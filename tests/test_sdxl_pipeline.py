@@ -21,6 +21,7 @@ diffusers = pytest.importorskip("diffusers", reason="test-only reference (extra:
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 from sdxl_tiny import tiny_paths  # noqa: E402
+from test_sd_pipeline import _assert_images_match  # noqa: E402
 
 import gpucore  # noqa: E402
 from diffusion import load_pipeline  # noqa: E402
@@ -50,15 +51,6 @@ def _ours(path: Path, device: gpucore.Device) -> Any:
 def _quiet(pipe: Any) -> Any:
     pipe.set_progress_bar_config(disable=True)
     return pipe
-
-
-def _assert_images_match(ours: list[np.ndarray], theirs: np.ndarray) -> None:
-    a = np.stack(ours).astype(np.int16)
-    b = np.round(np.asarray(theirs) * 255).astype(np.int16)
-    assert a.shape == b.shape
-    diff = np.abs(a - b)
-    assert diff.mean() < 0.5 and diff.max() <= 4, (diff.mean(), diff.max())
-    assert a.std() > 5, "degenerate (flat) image: the comparison would prove nothing"
 
 
 def _picture(seed: int) -> Image.Image:
