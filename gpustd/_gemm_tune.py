@@ -83,13 +83,18 @@ def choose(device: Device, dtype: np.dtype, m: int, n: int, k: int, batch: int,
            trans_a: bool, trans_b: bool, chosen: Plan, splits: int) -> tuple[Tile, bool]:
     """(tile, paired) for this GEMM: the tuner's winner for its class, else the rule's."""
     limit = device.limits["max-compute-workgroup-storage-size"]
-    tile = chosen.tile if chosen.tile.workgroup_bytes <= limit else _gemm.TILES["64x64"]
-    default = _name(_tile_name(tile), chosen.paired)
     winner = autotune.select(
         device, OP, shape_class(dtype, m, n, k, batch, trans_a, trans_b, splits),
-        candidates(limit), default,
+        candidates(limit), _default(chosen, limit),
         _trial_factory(device, dtype, m, n, k, batch, trans_a, trans_b, splits))
-    return (tile, chosen.paired) if winner == default else parse(winner)
+    return parse(winner)
+
+
+def _default(chosen: Plan, workgroup_bytes: int) -> str:
+    """The rule's choice as a candidate: its tile, or 64 x 64 where that does not fit (as
+    record_gemm falls back)."""
+    fits = chosen.tile.workgroup_bytes <= workgroup_bytes
+    return _name(_tile_name(chosen.tile if fits else _gemm.TILES["64x64"]), chosen.paired)
 
 
 def _trial_factory(device: Device, dtype: np.dtype, m: int, n: int, k: int, batch: int,
@@ -127,9 +132,8 @@ def problems(device: Device) -> list[autotune.Problem]:
             chosen = _gemm.plan_gemm(m, n, k, batch)
             splits, _ = _gemm.k_partition(chosen.splits, k, batch * m * n, device)
             key = shape_class(dtype, m, n, k, batch, trans_a, trans_b, splits)
-            tile = chosen.tile if chosen.tile.workgroup_bytes <= limit else _gemm.TILES["64x64"]
             found.setdefault(key, autotune.Problem(
-                OP, key, candidates(limit), _name(_tile_name(tile), chosen.paired),
+                OP, key, candidates(limit), _default(chosen, limit),
                 _trial_factory(device, dtype, m, n, k, batch, trans_a, trans_b, splits)))
     return list(found.values())
 
