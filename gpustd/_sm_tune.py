@@ -256,8 +256,8 @@ def _conv_problems(device: Device) -> list[autotune.Problem]:
     for batch, c_in, size, c_out, stride in SD_CONVS:
         out = (size - 1) // stride + 1
         pixels = batch * out * out
-        tiles = math.ceil(c_out / 64) * math.ceil(pixels / 64)
-        if tiles < module.MIN_TILES or pixels > limit * 64:  # conv2d keeps its own kernel
+        small = module.CONV_TILES["64x64"]  # conv2d keeps its own kernel (module.applies)
+        if module._tiles(c_out, pixels, small) < module.MIN_TILES or pixels > limit * small.bn:
             continue
         key = conv_class(3, 3, (stride, stride), c_out, c_in * 9, pixels)
         found.setdefault(key, autotune.Problem(
