@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import datetime
+import functools
 import json
 import os
 import platform
@@ -28,10 +29,11 @@ import gpucore
 __all__ = [
     "counting",
     "dtypes",
+    "eager_and_replay",
     "environment",
+    "mode_rows",
     "numpy_ms",
     "ours_ms",
-    "ours_step_ms",
     "print_table",
     "torch_cuda",
     "torch_cuda_ms",
@@ -104,38 +106,34 @@ def counting(device: gpucore.Device, *, dry: bool = False) -> Iterator[collectio
         del device.record_dispatch, device.record_copy
 
 
-def ours_step_ms(call: Callable[[], Any], device: gpucore.Device, repeat: int
-                 ) -> dict[str, float]:
-    """A whole model call timed three ways, medians: host encode time (the call alone:
-    Python, recording, periodic submits), wall time (call + wait for the GPU) and GPU time
-    (timestamp queries, nan without them); and its dispatch count, counted on the host (a
-    replay re-encodes without passing record_dispatch: count the eager call)."""
-    for _ in range(2):
-        call()
-    device.synchronize()
-    encode, wall = [], []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        out = call()
-        mid = time.perf_counter()
-        device.synchronize()
-        wall.append((time.perf_counter() - start) * 1e3)
-        encode.append((mid - start) * 1e3)
-        del out
-    gpu = float("nan")
-    if device.has_timestamps:
-        runs = []
-        for _ in range(3):
-            with device.profile() as prof:
-                call()
-            runs.append(prof.total_ns() / 1e6)
-        gpu = statistics.median(runs)
-    with counting(device) as counts:
-        call()
-    device.synchronize()
-    return {"gpu_ms": gpu, "encode_ms": statistics.median(encode),
-            "wall_ms": statistics.median(wall),
-            "dispatches": sum(v for k, v in counts.items() if k != "copy")}
+def eager_and_replay(fn: Callable[..., Any], args: tuple[Any, ...], device: gpucore.Device,
+                     repeat: int) -> tuple[np.ndarray, np.ndarray, dict[str, dict[str, float]],
+                                           Any]:
+    """A model call `fn(*args)` run as the Python ops ("eager") and replayed by gpustd.capture
+    ("replay"): (eager output, replayed output) as float64, each mode's `ours_ms`, and the
+    capture (reset it when done). A replay re-encodes the recorded dispatches without passing
+    record_dispatch, so its dispatch count is the eager call's."""
+    import gpustd
+
+    got = fn(*args).numpy().astype(np.float64)
+    step = gpustd.capture(fn)
+    step(*args)  # recorded
+    replayed = step(*args).numpy().astype(np.float64)
+    timings = {mode: ours_ms(functools.partial(call, *args), device, warmup=2, repeat=repeat)
+               for mode, call in (("eager", fn), ("replay", step))}
+    timings["replay"]["dispatches"] = timings["eager"]["dispatches"]
+    return got, replayed, timings, step
+
+
+def mode_rows(got: np.ndarray, replayed: np.ndarray, expected: np.ndarray,
+              timings: dict[str, dict[str, float]]) -> list[dict[str, Any]]:
+    """The columns every eager/replay row shares: mode, dispatches, rel_err (max|ours -
+    reference| / max|reference|), replay_bitwise_equal_eager and ours_* timings."""
+    return [{"mode": mode, "dispatches": timings[mode]["dispatches"],
+             "rel_err": float(np.abs(out - expected).max() / np.abs(expected).max()),
+             "replay_bitwise_equal_eager": bool(np.array_equal(replayed, got)),
+             **{f"ours_{k}": v for k, v in timings[mode].items() if k != "dispatches"}}
+            for mode, out in (("eager", got), ("replay", replayed))]
 
 
 def torch_wall_ms(fn: Callable[[], Any], torch: Any, repeat: int, *, cuda: bool = True

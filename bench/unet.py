@@ -7,7 +7,6 @@ kernels and on diffusers/torch on the same GPU (fp32 with TF32 off; and fp16 whe
 
 from __future__ import annotations
 
-import functools
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -64,14 +63,8 @@ def run(quick: bool = False) -> dict[str, Any]:
             x = gpustd.asarray(sample, device=device).astype(dtype)
             ctx = gpustd.asarray(context, device=device).astype(dtype)
             ts = gpustd.asarray(timesteps, device=device)
-            got = ours(x, ts, ctx).numpy().astype(np.float64)
-            step = gpustd.capture(ours.forward)
-            step(x, ts, ctx)  # recorded
-            replayed = step(x, ts, ctx).numpy().astype(np.float64)
-            timed = functools.partial(_harness.ours_step_ms, device=device, repeat=repeat)
-            timings = {"eager": timed(functools.partial(ours, x, ts, ctx)),
-                       "replay": timed(functools.partial(step, x, ts, ctx))}
-            timings["replay"]["dispatches"] = timings["eager"]["dispatches"]  # same stream
+            got, replayed, timings, step = _harness.eager_and_replay(
+                ours.forward, (x, ts, ctx), device, repeat)
             with device.profile() as prof:
                 ours(x, ts, ctx)
             kernels[name] = {k: {"calls": n, "ms": ns / 1e6}
@@ -94,16 +87,11 @@ def run(quick: bool = False) -> dict[str, Any]:
                         lambda model=model, args=args: model(*args), repeat=repeat)
                     theirs["torch_wall_ms"] = _harness.torch_wall_ms(
                         lambda model=model, args=args: model(*args), torch, repeat)
-            for mode, out in (("eager", got), ("replay", replayed)):
-                t = timings[mode]
-                row: dict[str, Any] = {
-                    "dtype": name, "mode": mode, "params_M": params / 1e6,
-                    "latent": f"2x4x{size}x{size}", "dispatches": t["dispatches"],
-                    "rel_err": float(np.abs(out - expected).max() / np.abs(expected).max()),
-                    "replay_bitwise_equal_eager": bool(np.array_equal(replayed, got)),
-                    **{f"ours_{k}": v for k, v in t.items() if k != "dispatches"}, **theirs}
+            for row in _harness.mode_rows(got, replayed, expected, timings):
+                row.update(dtype=name, params_M=params / 1e6, latent=f"2x4x{size}x{size}",
+                           **theirs)
                 if "torch_wall_ms" in theirs:
-                    row["vs_torch"] = theirs["torch_wall_ms"] / t["wall_ms"]
+                    row["vs_torch"] = theirs["torch_wall_ms"] / row["ours_wall_ms"]
                 rows.append(row)
             reference = reference.float().cpu()
             step.reset()

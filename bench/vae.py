@@ -8,7 +8,6 @@ Ours runs float32 eagerly and replayed (gpustd.capture); torch runs fp32 on CUDA
 
 from __future__ import annotations
 
-import functools
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -69,16 +68,8 @@ def run(quick: bool = False) -> dict[str, Any]:
         weights = SafetensorsFile(Path(tmp) / "vae" / "diffusion_pytorch_model.safetensors")
         ours = AutoencoderKL(dict(reference.config), device=device)
         ours.load_state_dict({k: weights.read(k) for k in weights.keys()})
-    z = gpustd.asarray(latent, device=device)
-    got = ours.decode(z).numpy().astype(np.float64)
-    step = gpustd.capture(ours.decode)
-    step(z)  # recorded
-    replayed = step(z).numpy().astype(np.float64)
-    timed = functools.partial(_harness.ours_step_ms, device=device, repeat=repeat)
-    timings = {"eager": timed(functools.partial(ours.decode, z)),
-               "replay": timed(functools.partial(step, z))}
-    # A replay re-encodes the recorded dispatches without passing record_dispatch.
-    timings["replay"]["dispatches"] = timings["eager"]["dispatches"]
+    got, replayed, timings, step = _harness.eager_and_replay(
+        ours.decode, (gpustd.asarray(latent, device=device),), device, repeat)
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     dev = "cuda" if cuda else "cpu"
@@ -98,16 +89,10 @@ def run(quick: bool = False) -> dict[str, Any]:
             theirs["torch_wall_ms"] = _harness.torch_wall_ms(decode, torch, max(1, repeat // 3),
                                                              cuda=False)
     tflop = _decoder_tflop(model, latent)
-    rows = []
-    for mode, out in (("eager", got), ("replay", replayed)):
-        t = timings[mode]
-        rows.append({
-            "mode": mode, "image": f"{8 * size}x{8 * size}", "dispatches": t["dispatches"],
-            "rel_err": float(np.abs(out - expected).max() / np.abs(expected).max()),
-            "replay_bitwise_equal_eager": bool(np.array_equal(replayed, got)),
-            **{f"ours_{k}": v for k, v in t.items() if k != "dispatches"}, **theirs,
-            "vs_torch": theirs["torch_wall_ms"] / t["wall_ms"], "TFLOP": tflop,
-            "baseline": f"torch-{dev}-fp32"})
+    rows = [{**row, "image": f"{8 * size}x{8 * size}", **theirs,
+             "vs_torch": theirs["torch_wall_ms"] / row["ours_wall_ms"], "TFLOP": tflop,
+             "baseline": f"torch-{dev}-fp32"}
+            for row in _harness.mode_rows(got, replayed, expected, timings)]
     step.reset()
     return {
         "benchmark": "vae",
