@@ -11,9 +11,7 @@ per image including text encoding and the VAE decode, the median of three after 
 from __future__ import annotations
 
 import json
-import statistics
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -71,13 +69,9 @@ def _write_folder(root: Path, quick: bool) -> None:
 def _median_seconds(generate: Callable[[], np.ndarray], repeat: int) -> tuple[float, np.ndarray]:
     """Median wall seconds of `generate()` over `repeat` runs (after one warm-up run), and the
     last image."""
-    image = generate()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        image = generate()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), image
+    images: list[np.ndarray] = []
+    ms = _harness.numpy_ms(lambda: images.append(generate()), repeat=repeat)
+    return ms / 1e3, images[-1]
 
 
 def _ours(root: Path, device: gpucore.Device, dtype: Any, sampler: str, settings: dict[str, Any],
