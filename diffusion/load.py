@@ -178,10 +178,10 @@ def load_pipeline(path: str | os.PathLike[str] | None = None, *, dtype: Any = np
     place = {"dtype": dtype, "device": device}
     family = weights.info.family
     unet = _filled(UNet2DConditionModel(weights.unet.config, **place), weights.unet)
-    vae = AutoencoderKL(weights.vae.config, **place)
-    if family in SDXL_FAMILIES and dtype == np.float16 and vae.force_upcast:
-        vae = AutoencoderKL(weights.vae.config, dtype=np.float32, device=device)
-    vae = _filled(vae, weights.vae)
+    # AutoencoderKL.force_upcast, read before building the VAE so it is built once
+    upcast = weights.vae.config.get("force_upcast", True)  # diffusers' default
+    vae_dtype = np.float32 if family in SDXL_FAMILIES and dtype == np.float16 and upcast else dtype
+    vae = _filled(AutoencoderKL(weights.vae.config, dtype=vae_dtype, device=device), weights.vae)
     common: dict[str, Any] = dict(
         unet=unet, vae=vae, scheduler_config=weights.scheduler_config,
         name=Path(path).name.removesuffix(".safetensors"), defaults=defaults, family=family,
