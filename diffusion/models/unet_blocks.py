@@ -47,7 +47,6 @@ class Transformer2DModel(nn.Module):
 
     def __init__(self, channels: int, heads: int, context_dim: int, *, depth: int,
                  linear_projection: bool, groups: int, place: Place) -> None:
-        self.linear_projection = linear_projection
         self.norm = nn.GroupNorm(groups, channels, eps=1e-6, **place)
 
         def project() -> nn.Module:
