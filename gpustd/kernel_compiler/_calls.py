@@ -169,7 +169,7 @@ def _table() -> dict[int, tuple[str, Emitter]]:
         ([math.expm1, np.expm1], "expm1", _helper("expm1_f32")),
         ([math.sin, np.sin], "sin", _builtin("sin")),
         ([math.cos, np.cos], "cos", _builtin("cos")),
-        ([math.tan, np.tan], "tan", _builtin("tan")),
+        ([math.tan, np.tan], "tan", _helper("tan_f32")),
         ([math.asin, np.arcsin], "asin", _helper("asin_f32")),
         ([math.acos, np.arccos], "acos", _helper("acos_f32")),
         ([math.atan, np.arctan], "atan", _builtin("atan")),

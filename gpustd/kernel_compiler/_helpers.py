@@ -50,6 +50,23 @@ fn tanh_f32(v: f32) -> f32 {
     let e = exp(2.0 * min(z, 10.0));
     return sign(v) * (1.0 - 2.0 / (e + 1.0));
 }""",
+    # Cephes tanf: Dawn on NVIDIA computes tan as sin / cos, ~1e-4 off (relative) near the
+    # poles. |x| goes to [-pi/4, pi/4] by a three-part pi/4 (j even), a polynomial there,
+    # and -1/tan for the odd quadrants; past 8192 the reduction loses digits: the builtin
+    "tan_f32": """
+fn tan_f32(x: f32) -> f32 {
+    let a = abs(x);
+    if (a > 8192.0) { return tan(x); }
+    var j = u32(a * 1.2732395447351628);
+    j += j & 1u;
+    let y = f32(j);
+    let z = ((a - y * 0.78515625) - y * 2.4187564849853515625e-4) - y * 3.77489497744594108e-8;
+    let zz = z * z;
+    let t = (((((9.38540185543e-3 * zz + 3.11992232697e-3) * zz + 2.44301354525e-2) * zz
+               + 5.34112807005e-2) * zz + 1.33387994085e-1) * zz + 3.33331568548e-1) * zz * z + z;
+    let r = select(t, -1.0 / t, (j & 2u) != 0u);
+    return select(r, -r, x < 0.0);
+}""",
     # Near 0 a series (log1p through atanh: log1p(x) = 2 atanh(x / (2 + x))), as drivers'
     # log and exp near 1 have only absolute accuracy; farther out Kahan's corrections
     "log1p_f32": """
