@@ -176,14 +176,15 @@ class Event:
     def is_complete(self) -> bool:
         """Whether the GPU has finished the work before the event (never blocks)."""
         promise = self._recorded()
-        # wgpu-py's poll thread sets this threading.Event when the map callback fires; a
-        # runtime without it (another wgpu-py backend) is asked through the buffer's state.
-        done = getattr(promise, "_thread_event", None)
-        if done is not None:
-            return bool(done.is_set())
         runtime = _runtime.load(self.device.info.runtime)
         if runtime is not None:
             runtime.process_events()  # Dawn delivers the map callback only when asked
+        # The promise's threading.Event is set when the map callback fires (from wgpu-py's
+        # poll thread on wgpu-native, inside process_events on Dawn); a promise without it
+        # (another wgpu-py backend) is asked through the buffer's state.
+        done = getattr(promise, "_thread_event", None)
+        if done is not None:
+            return bool(done.is_set())
         return self._staging is None or self._staging.map_state != "pending"
 
     def wait(self) -> None:
