@@ -183,7 +183,8 @@ def _time_all(device: Device, runs: dict[str, Callable[[], None]], default: Call
 def _median_ms(device: Device, run: Callable[[], None], repeat: int) -> float:
     """GPU milliseconds of one `run()` by timestamp queries, else wall time to a read-back.
     CPU adapters (lavapipe) time by wall clock: their "GPU" time is CPU time anyway, and
-    setting up a profile there costs seconds."""
+    setting up a profile there costs seconds. So does a run that dispatches nothing: it has
+    no GPU time to measure."""
     run()
     device.synchronize()
     if device.has_timestamps and device.info.type != "cpu":
@@ -191,9 +192,10 @@ def _median_ms(device: Device, run: Callable[[], None], repeat: int) -> float:
             for _ in range(repeat):
                 run()
         per_run = len(prof.records) // repeat
-        times = [sum(ns for _, ns in prof.records[i * per_run:(i + 1) * per_run]) / 1e6
-                 for i in range(repeat)]
-        return statistics.median(times)
+        if per_run:
+            times = [sum(ns for _, ns in prof.records[i * per_run:(i + 1) * per_run]) / 1e6
+                     for i in range(repeat)]
+            return statistics.median(times)
     times = []
     for _ in range(repeat):
         start = time.perf_counter()
