@@ -199,9 +199,10 @@ def _gemm_trial(device: Device, m: int, n: int, k: int, batch: int, trans_a: boo
 
         def run() -> None:
             a, b, c = (t.buffer for t in held.tensors)
+            # no bias: the placeholder record_gemm binds (c may not be bound twice)
             _gemm_subgroup_matrix.record_gemm_sm(
-                a, b, c, c, has_bias=False, m=m, n=n, k=k, trans_a=trans_a, trans_b=trans_b,
-                alpha=1.0, beta=0.0, plan=plan, tile=tile)
+                a, b, c, _gemm._placeholder(device, c.dtype), has_bias=False, m=m, n=n, k=k,
+                trans_a=trans_a, trans_b=trans_b, alpha=1.0, beta=0.0, plan=plan, tile=tile)
 
         return run
 
