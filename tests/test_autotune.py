@@ -157,7 +157,9 @@ def test_tuned_matmul_equals_untuned(first_device: gpucore.Device,
 
 def test_tune_command_lists_and_clears(cache_home: Path,
                                        capsys: pytest.CaptureFixture[str]) -> None:
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    # the checkout first, then what the caller had (the GPU machine's wheels live there)
+    path = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
+    env = dict(os.environ, PYTHONPATH=path)
     listing = subprocess.run([sys.executable, "-m", "gpucore", "tune", "--list"], env=env,
                              cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert listing.returncode == 0, listing.stderr
