@@ -11,6 +11,7 @@ per image including text encoding and the VAE decode, the median of three after 
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -132,9 +133,13 @@ def run(quick: bool = False) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         _write_folder(root, quick)
+        # BENCH_SAMPLERS="Euler a" (comma-separated) keeps only those rows, to save device time
+        wanted = os.environ.get("BENCH_SAMPLERS")
         for ours_sampler, theirs_scheduler, our_dtypes in (
                 ("Euler a", "EulerAncestralDiscreteScheduler", dtypes),
                 ("DDIM", "DDIMScheduler", [np.dtype(np.float32)])):
+            if wanted and ours_sampler not in wanted.split(","):
+                continue
             base = {half: _theirs(root, torch, cuda, half, theirs_scheduler, settings, latents,
                                   repeat) for half in halves}
             for dtype in our_dtypes:
