@@ -207,6 +207,7 @@ def environment(device: gpucore.Device) -> dict[str, Any]:
     env: dict[str, Any] = {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "adapter": device.name,
+        "runtime": device.info.runtime,  # wgpu (wgpu-native) or dawn
         "backend": device.backend,
         "adapter_type": device.info.type,
         "driver": device.info.driver,
