@@ -28,6 +28,7 @@ class Row:
     torch_kind: str
     dispatches: int | None
     source: str
+    baseline: str = "fp32"  # what torch ran: fp32 (TF32 off) or fp16
 
     @property
     def ours_ms(self) -> float:
@@ -76,6 +77,20 @@ def collect() -> list[Row]:
                     rows.append(Row(f"txt2img {r['size']}, {r['steps']} steps {sampler}",
                                     _gpu(d), None, 1e3 * r["ours_s"], 1e3 * theirs, "wall",
                                     None, f"txt2img-{gpu}.json"))
+        # float16 on the matrix units (Dawn) against torch fp16
+        if (d := _load(f"unet-dawn-{gpu}.json")) is not None:
+            for r in d["rows"]:
+                if r["dtype"] == "float16" and r["mode"] == "replay":
+                    rows.append(Row("UNet step 2x4x64x64 f16 (Dawn, replay)", _gpu(d),
+                                    r["ours_gpu_ms"], r["ours_wall_ms"], r["torch_wall_ms"],
+                                    "wall", r["dispatches"], f"unet-dawn-{gpu}.json", "fp16"))
+        if (d := _load(f"txt2img-dawn-{gpu}.json")) is not None:
+            for r in d["rows"]:
+                if r["dtype"] == "float16" and r.get("diffusers_fp16_s"):
+                    rows.append(Row(f"txt2img {r['size']}, {r['steps']} steps {r['sampler']} "
+                                    "f16 (Dawn)", _gpu(d), None, 1e3 * r["ours_s"],
+                                    1e3 * r["diffusers_fp16_s"], "wall", None,
+                                    f"txt2img-dawn-{gpu}.json", "fp16"))
         if (d := _load(f"gemm-{gpu}.json")) is not None:
             wanted = {(4096, 4096, 4096), (4096, 1280, 320), (1024, 640, 640),
                       (8192, 2880, 320)}
@@ -95,10 +110,14 @@ def markdown(rows: list[Row]) -> str:
     out = ["| workload | GPU | ours GPU ms | ours wall ms | torch ms | ratio | dispatches | "
            "file |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        torch = f"{ms(r.torch_ms)} ({r.torch_kind})"
+        torch = f"{ms(r.torch_ms)} ({r.baseline}, {r.torch_kind})"
         out.append(f"| {r.workload} | {r.gpu} | {ms(r.ours_gpu_ms)} | {ms(r.ours_wall_ms)} | "
                    f"{torch} | {r.ratio:.2f} | {r.dispatches or ''} | {r.source} |")
     return "\n".join(out)
+
+
+def _time(ms: float) -> str:
+    return f"{ms / 1e3:.3g} s" if ms >= 1000 else f"{ms:.3g} ms"
 
 
 def plot(rows: list[Row], path: Path) -> None:
@@ -107,24 +126,26 @@ def plot(rows: list[Row], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = [f"{r.workload} [{r.gpu}]" for r in rows]
+    labels = [f"{r.workload} [{r.gpu}, vs torch {r.baseline}]" for r in rows]
     rel = [r.ours_ms / r.torch_ms for r in rows]  # torch = 1
     fig, ax = plt.subplots(figsize=(10, 0.42 * len(rows) + 1.5))
     y = range(len(rows))
     ax.barh([i + 0.2 for i in y], [1.0] * len(rows), height=0.4, color="#999999",
-            label="PyTorch fp32 (CUDA, TF32 off) = 1")
+            label="PyTorch CUDA = 1 (fp32, TF32 off; fp16 rows: fp16)")
     ax.barh([i - 0.2 for i in y], rel, height=0.4,
-            color=["#2a7" if v <= 1 else "#d62" for v in rel], label="ours (wgpu/Vulkan f32)")
+            color=["#2a7" if v <= 1 else "#d62" for v in rel],
+            label="ours (f32: wgpu-native; f16: Dawn, matrix units)")
     for i, r in enumerate(rows):
-        ax.text(rel[i] + 0.02, i - 0.2, f"{r.ours_ms:.3g} ms vs {r.torch_ms:.3g} ms",
+        ax.text(rel[i] + 0.02, i - 0.2, f"{_time(r.ours_ms)} vs {_time(r.torch_ms)}",
                 va="center", fontsize=7)
+    ax.set_xlim(0, max(rel) * 1.35)
     ax.set_yticks(list(y), labels, fontsize=8)
     ax.invert_yaxis()
     ax.axvline(1.0, color="black", linewidth=0.8)
     ax.set_xlabel("time relative to PyTorch (lower is faster; wall time, GEMM rows GPU time)",
                   fontsize=9)
     ax.set_title("avx-gpu vs PyTorch, same GPU, same process (bench/results)")
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.09), ncol=2, fontsize=8)
+    ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
