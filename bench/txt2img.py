@@ -24,7 +24,8 @@ import gpucore
 from . import _harness
 from .unet import SD15_UNET, TINY_UNET
 
-COLUMNS = ["sampler", "dtype", "size", "steps", "ours_s", "diffusers_fp32_s", "diffusers_fp16_s",
+COLUMNS = ["sampler", "dtype", "size", "steps", "ours_s", "ours_gpu_s", "dispatches",
+           "diffusers_fp32_s", "diffusers_fp16_s",
            "vs_fp32", "vs_fp16", "mean_abs_diff", "max_abs_diff"]
 
 
@@ -76,15 +77,23 @@ def _median_seconds(generate: Callable[[], np.ndarray], repeat: int) -> tuple[fl
 
 
 def _ours(root: Path, device: gpucore.Device, dtype: Any, sampler: str, settings: dict[str, Any],
-          repeat: int) -> tuple[float, np.ndarray]:
+          repeat: int) -> tuple[float, np.ndarray, dict[str, Any]]:
+    """(median wall seconds, the image, {"ours_gpu_s", "dispatches"} of one more image run
+    under timestamp queries: the sum of its dispatches' GPU time - replayed steps included -
+    where the adapter has them, else None)."""
     from diffusion import load_pipeline
 
     pipe = load_pipeline(root, device=device, dtype=dtype)
-    result = _median_seconds(lambda: pipe.txt2img(**settings, sampler=sampler).images[0],
-                             repeat)
+    seconds, image = _median_seconds(
+        lambda: pipe.txt2img(**settings, sampler=sampler).images[0], repeat)
+    gpu: dict[str, Any] = {"ours_gpu_s": None, "dispatches": None}
+    if device.has_timestamps:
+        with device.profile() as prof:
+            pipe.txt2img(**settings, sampler=sampler)
+        gpu = {"ours_gpu_s": prof.total_ns() / 1e9, "dispatches": len(prof.records)}
     pipe = None  # its buffers go back to the pool, which is emptied for the next model
     device.empty_pool()
-    return result
+    return seconds, image, gpu
 
 
 def _theirs(root: Path, torch: Any, cuda: bool, half: bool, scheduler: str,
@@ -145,10 +154,10 @@ def run(quick: bool = False) -> dict[str, Any]:
             for dtype in our_dtypes:
                 # DDIM: our seed's initial noise is numpy's standard_normal(seed), the
                 # latents diffusers is given, so the images must agree
-                ours_s, mine = _ours(root, device, dtype, ours_sampler, settings, repeat)
+                ours_s, mine, gpu = _ours(root, device, dtype, ours_sampler, settings, repeat)
                 row: dict[str, Any] = {
                     "sampler": ours_sampler, "dtype": np.dtype(dtype).name,
-                    "size": f"{size}x{size}", "steps": steps, "ours_s": ours_s,
+                    "size": f"{size}x{size}", "steps": steps, "ours_s": ours_s, **gpu,
                     "diffusers_fp32_s": base[False][0],
                     "diffusers_fp16_s": base[True][0] if True in base else None,
                     "vs_fp32": base[False][0] / ours_s,
@@ -162,11 +171,12 @@ def run(quick: bool = False) -> dict[str, Any]:
         "benchmark": "txt2img",
         "environment": _harness.environment(device),
         "notes": "one image, CFG 7, 20 steps; seconds are wall time per image including text "
-                 "encoding and VAE decode (median of 3 after a warm-up); vs_fp32 / vs_fp16 = "
-                 "diffusers' seconds / ours (>1: we are faster); DDIM rows start both sides from "
-                 "the same latents and compare the images (0..255 levels); Euler a rows differ "
-                 "in ancestral noise; diffusers on torch "
-                 + ("CUDA, TF32 off" if cuda else "CPU"),
+                 "encoding and VAE decode (median of 3 after a warm-up); ours_gpu_s and "
+                 "dispatches: one more image under timestamp queries (the sum of its "
+                 "dispatches' GPU time); vs_fp32 / vs_fp16 = diffusers' seconds / ours (>1: we "
+                 "are faster); DDIM rows start both sides from the same latents and compare "
+                 "the images (0..255 levels); Euler a rows differ in ancestral noise; "
+                 "diffusers on torch " + ("CUDA, TF32 off" if cuda else "CPU"),
         "columns": COLUMNS,
         "rows": rows,
     }
