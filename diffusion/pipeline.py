@@ -19,6 +19,7 @@ from gpustd import Tensor
 from . import conditioning, samplers, sampling
 from .embeddings import EmbeddingDatabase, EmbeddingFinder, ti_hashes
 from .lora import LORA_TAGS, LoraManager, lora_hashes, lora_uses
+from .model_capture import ModelCapture
 from .models import AutoencoderKL, CLIPTextModel, UNet2DConditionModel
 from .noise import ImageNoise
 from .prompts import extract_extra_networks
@@ -230,6 +231,10 @@ class StableDiffusion:
         # an adversarially distilled model (SD-Turbo, SDXL-Turbo; diffusion.load.is_turbo):
         # 512 px, 1-4 steps without guidance
         self.is_turbo = is_turbo
+        # The UNet step, recorded once and replayed by every generation. Each signature pins
+        # its activations on the device: four cover a hires fix whose cond and uncond differ
+        # in length (two sizes, two lengths).
+        self._unet_capture = ModelCapture(sampling.unet_call, max_signatures=4)
 
     @property
     def latent_channels(self) -> int:
@@ -310,7 +315,8 @@ class StableDiffusion:
                 discrete: DiscreteSchedule | None = None) -> Any:
         """The guided UNet of a pass (a sampling.GuidedUNet); with a refiner and the WebUI's
         samplers one that hands over to the refiner's (diffusion.refiner.HandOff)."""
-        unet = sampling.GuidedUNet(self.unet, self._contexts(r, steps, webui=webui),
+        unet = sampling.GuidedUNet(self._unet_capture.of(self.unet),
+                                   self._contexts(r, steps, webui=webui),
                                    dtype=self.unet.conv_in.weight.dtype)
         if r.refiner is None or not webui:
             return unet

@@ -17,7 +17,6 @@ What the WebUI does for a k-diffusion sampler (`modules/sd_samplers_kdiffusion.p
 
 from __future__ import annotations
 
-import functools
 import inspect
 import math
 from collections.abc import Callable, Sequence
@@ -26,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from gpustd import Tensor, asarray, capture, concatenate
+from gpustd import Tensor, asarray, concatenate
 
 from .noise import ImageNoise
 from .samplers import registry, schedules
@@ -34,7 +33,8 @@ from .samplers.brownian import BrownianTreeNoise
 from .samplers.denoiser import DiscreteSchedule
 
 __all__ = ["DIFFUSERS", "AddedContext", "CFGDenoiser", "Contexts", "GuidedUNet",
-           "SamplerOptions", "SamplingPlan", "plan", "sample", "sampler_label", "sampler_names"]
+           "SamplerOptions", "SamplingPlan", "plan", "sample", "sampler_label", "sampler_names",
+           "unet_call"]
 
 DIFFUSERS = "diffusers"  # the sampler name that runs the model folder's own scheduler
 
@@ -156,10 +156,11 @@ def plan(sampler: str, scheduler: str, steps: int, discrete: DiscreteSchedule, *
                         img2img=t_enc is not None)
 
 
-def _unet_call(unet: UNet, x: Tensor, timesteps: Tensor, hidden: Tensor,
-               text_embeds: Tensor | None = None,
-               time_ids: tuple[tuple[float, ...], ...] | None = None) -> Tensor:
-    """One UNet call on device tensors (what GuidedUNet captures)."""
+def unet_call(unet: UNet, x: Tensor, timesteps: Tensor, hidden: Tensor,
+              text_embeds: Tensor | None = None,
+              time_ids: tuple[tuple[float, ...], ...] | None = None) -> Tensor:
+    """One UNet call on device tensors (what GuidedUNet's step runs): x (B, C, H, W),
+    timesteps (B,), hidden (B, L, D); SDXL's text_embeds (B, P) and time_ids (B rows)."""
     if text_embeds is None:
         return unet(x, timesteps, hidden)
     added = {"text_embeds": text_embeds, "time_ids": np.asarray(time_ids, np.float32)}
@@ -169,22 +170,20 @@ def _unet_call(unet: UNet, x: Tensor, timesteps: Tensor, hidden: Tensor,
 class GuidedUNet:
     """The UNet's unconditional and conditional outputs for one input, as the WebUI gets them.
 
-    `contexts(step)` gives the text conditioning of a step (prompt editing changes it between
-    steps). Uncond and cond run as one UNet batch when their lengths agree, else one after the
-    other (the WebUI without `pad_cond_uncond`); without guidance only cond runs."""
+    `unet_step` runs `unet_call` bound to the UNet, captured (gpustd.capture, outputs not
+    copied; a StableDiffusion keeps one across generations, diffusion.model_capture): recorded
+    on the first step and replayed on the others, a few wgpu calls per dispatch instead of the
+    ops' Python. What changes per step (latents, timestep, context under prompt editing)
+    travels as device tensors. `contexts(step)` gives the text conditioning of a step (prompt
+    editing changes it between steps). Uncond and cond run as one UNet batch when their lengths
+    agree, else one after the other (the WebUI without `pad_cond_uncond`); without guidance
+    only cond runs."""
 
-    def __init__(self, unet: UNet, contexts: Contexts, *, dtype: Any) -> None:
-        self.unet = unet
+    def __init__(self, unet_step: UNet, contexts: Contexts, *, dtype: Any) -> None:
+        self.unet_step = unet_step
         self.contexts = contexts
         self.dtype = dtype
         self._joined: tuple[int, int, Context] | None = None
-        # The UNet call is recorded on the first step and replayed on the others, a few wgpu
-        # calls per dispatch instead of the ops' Python; what changes per step (latents,
-        # timestep, context under prompt editing) travels as device tensors. One capture per
-        # generation: weights changed between generations (LoRA) are never replayed stale.
-        # (A module function, not a bound method: the capture pins the step's buffers and must
-        # go with this object, not wait in a reference cycle for the garbage collector.)
-        self._step = capture(functools.partial(_unet_call, unet), copy_outputs=False)
 
     def __call__(self, model_in: np.ndarray, t: float, step: int
                  ) -> tuple[np.ndarray | None, np.ndarray]:
@@ -207,9 +206,9 @@ class GuidedUNet:
         if isinstance(context, AddedContext):
             # time_ids are constant through a generation: a capture's (hashable) constant
             ids = tuple(map(tuple, np.asarray(context.time_ids).tolist()))
-            out = self._step(x, timesteps, context.hidden, context.text_embeds, ids)
+            out = self.unet_step(x, timesteps, context.hidden, context.text_embeds, ids)
         else:
-            out = self._step(x, timesteps, context)
+            out = self.unet_step(x, timesteps, context)
         return out.numpy().astype(np.float64)
 
     def _joined_context(self, uncond: Context, cond: Context) -> Context:

@@ -1,0 +1,50 @@
+"""A model's call captured once per input signature and kept from one generation to the next.
+
+Recording runs the call eagerly (the ops' Python, new bind groups) at several replays' cost
+(bench/unet.py, bench/vae.py), so a pipeline keeps its captures instead of recording every
+image anew. A replay reads the weights from the buffers it was recorded with: new values
+written into those buffers (a LoRA patching a layer, `load_state_dict` in the same dtype) are
+what it sees; a parameter replaced by another Tensor (`load_state_dict` to another dtype) or
+another model in the pipeline's slot (`pipe.unet = other`) is not, so `ModelCapture.of`
+compares the model and its parameters' buffers with those of the capture and records afresh
+when they differ.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+from gpustd.capture import Captured, capture
+
+__all__ = ["ModelCapture"]
+
+
+class ModelCapture:
+    """`fn(model, *tensors)` captured per input signature (gpustd.capture, outputs not copied:
+    the next call of the same signature overwrites them) for whichever model `of` is given.
+
+    At most `max_signatures` captures are kept (each pins its intermediate buffers on the
+    device), least recently used dropped first."""
+
+    def __init__(self, fn: Callable[..., Any], *, max_signatures: int) -> None:
+        self._fn = fn
+        self._model: Any = None
+        self._buffers: tuple[Any, ...] = ()
+        # `of` binds fn to the model. Keep fn a module function, not a method of the pipeline:
+        # the pinned buffers must go with the pipeline, not wait in a reference cycle for the
+        # garbage collector.
+        self.captured: Captured = capture(fn, copy_outputs=False, max_signatures=max_signatures)
+
+    def of(self, model: Any) -> Captured:
+        """The capture of `fn` bound to `model`, emptied first (Captured.reset) when `model`
+        or one of its parameter buffers is not the one it was recorded with. Walks the
+        parameters: call once per generation, not per step."""
+        buffers = tuple(t.buffer for t in model.parameters())
+        if model is not self._model or len(buffers) != len(self._buffers) or any(
+                a is not b for a, b in zip(buffers, self._buffers)):
+            self.captured.reset()
+            self.captured.fn = functools.partial(self._fn, model)
+            self._model, self._buffers = model, buffers
+        return self.captured
