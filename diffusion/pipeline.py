@@ -231,10 +231,11 @@ class StableDiffusion:
         # an adversarially distilled model (SD-Turbo, SDXL-Turbo; diffusion.load.is_turbo):
         # 512 px, 1-4 steps without guidance
         self.is_turbo = is_turbo
-        # The UNet step, recorded once and replayed by every generation. Each signature pins
-        # its activations on the device: four cover a hires fix whose cond and uncond differ
-        # in length (two sizes, two lengths).
+        # The UNet step and the untiled VAE decode, recorded once and replayed by every
+        # generation. Each signature pins its activations on the device: four UNet signatures
+        # cover a hires fix whose cond and uncond differ in length (two sizes, two lengths).
         self._unet_capture = ModelCapture(sampling.unet_call, max_signatures=4)
+        self._decode_capture = ModelCapture(AutoencoderKL.decode, max_signatures=2)
 
     @property
     def latent_channels(self) -> int:
@@ -349,8 +350,9 @@ class StableDiffusion:
     def _decode(self, latents: np.ndarray) -> list[np.ndarray]:
         """Pictures of the latents, one at a time (the decoder's activations are large), tiled
         where a picture is too large for the device (diffusion.tiled_vae)."""
+        decode = self._decode_capture.of(self.vae)
         images = [vae_decode(self.vae, (latent[None] / self.vae.scaling_factor).astype(
-            np.float32)) for latent in latents]
+            np.float32), decode=decode) for latent in latents]
         return _to_uint8(np.concatenate(images))
 
     def _encode(self, pixels: np.ndarray, generator: Generator) -> np.ndarray:
