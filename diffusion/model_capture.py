@@ -22,20 +22,23 @@ __all__ = ["ModelCapture"]
 
 
 class ModelCapture:
-    """`fn(model, *tensors)` captured per input signature (gpustd.capture, outputs not copied:
-    the next call of the same signature overwrites them) for whichever model `of` is given.
+    """`fn(model, *tensors)` captured per input signature (gpustd.capture) for whichever model
+    `of` is given. With `copy_outputs=False` the next call of the same signature overwrites
+    the outputs.
 
     At most `max_signatures` captures are kept (each pins its intermediate buffers on the
     device), least recently used dropped first."""
 
-    def __init__(self, fn: Callable[..., Any], *, max_signatures: int) -> None:
+    def __init__(self, fn: Callable[..., Any], *, max_signatures: int,
+                 copy_outputs: bool = False) -> None:
         self._fn = fn
         self._model: Any = None
         self._buffers: tuple[Any, ...] = ()
         # `of` binds fn to the model. Keep fn a module function, not a method of the pipeline:
         # the pinned buffers must go with the pipeline, not wait in a reference cycle for the
         # garbage collector.
-        self.captured: Captured = capture(fn, copy_outputs=False, max_signatures=max_signatures)
+        self.captured: Captured = capture(fn, copy_outputs=copy_outputs,
+                                          max_signatures=max_signatures)
 
     def of(self, model: Any) -> Captured:
         """The capture of `fn` bound to `model`, emptied first (Captured.reset) when `model`

@@ -231,11 +231,14 @@ class StableDiffusion:
         # an adversarially distilled model (SD-Turbo, SDXL-Turbo; diffusion.load.is_turbo):
         # 512 px, 1-4 steps without guidance
         self.is_turbo = is_turbo
-        # The UNet step and the untiled VAE decode, recorded once and replayed by every
-        # generation. Each signature pins its activations on the device: four UNet signatures
-        # cover a hires fix whose cond and uncond differ in length (two sizes, two lengths).
+        # The UNet step, the untiled VAE decode and the text encoder's transformer, recorded
+        # once and replayed by every generation. Each signature pins its activations on the
+        # device: four UNet signatures cover a hires fix whose cond and uncond differ in
+        # length (two sizes, two lengths). Encoded prompts outlive the next encoding: copied.
         self._unet_capture = ModelCapture(sampling.unet_call, max_signatures=4)
         self._decode_capture = ModelCapture(AutoencoderKL.decode, max_signatures=2)
+        self._text_capture = ModelCapture(CLIPTextModel.encode_tokens, max_signatures=2,
+                                          copy_outputs=True)
 
     @property
     def latent_channels(self) -> int:
@@ -260,7 +263,12 @@ class StableDiffusion:
     # -- pieces -----------------------------------------------------------------------
     def encode_prompt(self, prompts: Sequence[str], *, clip_skip: int = 0) -> Tensor:
         ids = self.tokenizer(list(prompts))
-        return self.text_encoder(ids, clip_skip=clip_skip)
+        return self._text_encoder()(ids, clip_skip=clip_skip)
+
+    def _text_encoder(self) -> Callable[..., Tensor]:
+        """The text encoder with its transformer replayed from the kept capture (the token
+        lookup and textual-inversion rows run as they are: host work per prompt)."""
+        return partial(self.text_encoder, encode_tokens=self._text_capture.of(self.text_encoder))
 
     def _denoise(self, latents: np.ndarray, unet: sampling.GuidedUNet, timesteps: np.ndarray,
                  scheduler: Any, cfg_scale: float, generator: Generator,
@@ -305,7 +313,7 @@ class StableDiffusion:
             uncond = None if r.cfg_scale <= 1.0 else self.encode_prompt(
                 [r.negative_prompt] * batch, clip_skip=r.clip_skip)
             return lambda step: (uncond, cond)
-        encode = partial(conditioning.encode, self.tokenizer, self.text_encoder, steps=steps,
+        encode = partial(conditioning.encode, self.tokenizer, self._text_encoder(), steps=steps,
                          clip_skip=r.clip_skip, embeddings=r.embeddings)
         conds = encode([r.prompt] * batch)
         unconds = None if r.cfg_scale == 1.0 else encode([r.negative_prompt] * batch,

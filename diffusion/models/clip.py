@@ -3,7 +3,7 @@ ViT-L/14, SD2 OpenCLIP ViT-H, SDXL's ViT-L + OpenCLIP ViT-bigG (with its text pr
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -12,6 +12,9 @@ from gpucore import Device
 from gpustd import Tensor, asarray, concatenate, nn, take_slice, where
 
 from .layers import Place
+
+# (tokens, *, clip_skip, final_norm, pooled) -> (hidden, last layer or None): encode_tokens
+EncodeTokens = Callable[..., tuple[Tensor, Tensor | None]]
 
 _DEFAULTS: dict[str, Any] = {
     "vocab_size": 49408, "hidden_size": 768, "intermediate_size": 3072,
@@ -100,7 +103,7 @@ class CLIPTextModel(nn.Module):
 
     def forward(self, input_ids: Any, *, clip_skip: int = 0,
                 embeddings: Sequence[Sequence[tuple[int, Any]]] | None = None,
-                final_norm: bool = True) -> Tensor:
+                final_norm: bool = True, encode_tokens: EncodeTokens | None = None) -> Tensor:
         """input_ids: (B, L) ints -> (B, L, hidden). `clip_skip=k` stops k layers early
         (WebUI's "Clip skip" minus one, diffusers' `clip_skip`). `final_norm` applies the final
         layer norm to those states (SD 1/2); False returns them as the layer left them, which
@@ -111,8 +114,12 @@ class CLIPTextModel(nn.Module):
         before the position embeddings are added (the WebUI's `EmbeddingsWithFixes`; vectors
         past the last position are dropped, as there). transformers: `inputs_embeds` built
         from the token embeddings with those rows replaced.
+
+        `encode_tokens` runs the transformer in place of `self.encode_tokens` (a capture of it:
+        the token lookup and the textual-inversion rows stay outside, host work per prompt).
         """
-        return self._encode(input_ids, clip_skip, embeddings, final_norm, pooled=False)[0]
+        return self._encode(input_ids, clip_skip, embeddings, final_norm, pooled=False,
+                            encode_tokens=encode_tokens)[0]
 
     def forward_pooled(self, input_ids: Any, *, clip_skip: int = 0,
                        embeddings: Sequence[Sequence[tuple[int, Any]]] | None = None,
@@ -129,25 +136,19 @@ class CLIPTextModel(nn.Module):
         assert pooled is not None
         return hidden, pooled
 
-    def _encode(self, input_ids: Any, clip_skip: int,
-                embeddings: Sequence[Sequence[tuple[int, Any]]] | None, final_norm: bool, *,
-                pooled: bool) -> tuple[Tensor, Tensor | None]:
-        ids = np.asarray(input_ids, np.int32)
-        if ids.ndim != 2:
-            raise ValueError(f"input_ids must be (batch, length), got shape {ids.shape}")
-        batch, length = ids.shape
-        if length > self.config["max_position_embeddings"]:
-            raise ValueError(f"{length} tokens exceed the {self.config['max_position_embeddings']}"
-                             " positions of this text encoder; truncate first")
+    def encode_tokens(self, tokens: Tensor, *, clip_skip: int = 0, final_norm: bool = True,
+                      pooled: bool = False) -> tuple[Tensor, Tensor | None]:
+        """The transformer over token embeddings `tokens` (B, L, hidden) (the token table's
+        rows, textual-inversion vectors put in): position embeddings added, the layers, the
+        final layer norm. (hidden as `forward` returns it, and with `pooled` the last layer's
+        final-normed states (B, L, hidden) that `forward_pooled` picks from, else None.)
+        Device work only, no read-back: what a pipeline captures (gpustd.capture)."""
         layers = list(self.encoder.layers)
         if not 0 <= clip_skip < len(layers):
             raise ValueError(f"clip_skip must be in 0..{len(layers) - 1}, got {clip_skip}")
-        device = self.final_layer_norm.weight.device
-        tokens = self.embeddings.token_embedding(asarray(ids, device=device))
-        if embeddings is not None:
-            tokens = self._replace_rows(tokens, embeddings)
+        batch, length, _ = tokens.shape
         positions = np.broadcast_to(np.arange(length, dtype=np.int32), (batch, length))
-        x = tokens + self.embeddings.position_embedding(asarray(positions, device=device))
+        x = tokens + self.embeddings.position_embedding(asarray(positions, device=tokens.device))
         stop = len(layers) - clip_skip
         for layer in layers[:stop]:
             x = layer(x)
@@ -157,6 +158,27 @@ class CLIPTextModel(nn.Module):
         for layer in layers[stop:]:  # the pooled output is always the last layer's
             x = layer(x)
         last = hidden if stop == len(layers) and final_norm else self.final_layer_norm(x)
+        return hidden, last
+
+    def _encode(self, input_ids: Any, clip_skip: int,
+                embeddings: Sequence[Sequence[tuple[int, Any]]] | None, final_norm: bool, *,
+                pooled: bool, encode_tokens: EncodeTokens | None = None
+                ) -> tuple[Tensor, Tensor | None]:
+        ids = np.asarray(input_ids, np.int32)
+        if ids.ndim != 2:
+            raise ValueError(f"input_ids must be (batch, length), got shape {ids.shape}")
+        batch, length = ids.shape
+        if length > self.config["max_position_embeddings"]:
+            raise ValueError(f"{length} tokens exceed the {self.config['max_position_embeddings']}"
+                             " positions of this text encoder; truncate first")
+        device = self.final_layer_norm.weight.device
+        tokens = self.embeddings.token_embedding(asarray(ids, device=device))
+        if embeddings is not None:
+            tokens = self._replace_rows(tokens, embeddings)
+        hidden, last = (encode_tokens or self.encode_tokens)(
+            tokens, clip_skip=clip_skip, final_norm=final_norm, pooled=pooled)
+        if last is None:
+            return hidden, None
         rows = last.reshape(batch * length, last.shape[-1])
         picked = concatenate([take_slice(rows, b * length + int(p), b * length + int(p) + 1)
                               for b, p in enumerate(self._eos_positions(ids))])
