@@ -147,12 +147,12 @@ def test_float16(f16_device, lq, lk, d, causal):
 
 
 def test_no_score_matrix_allocated(device, monkeypatch):
-    # 16384 tokens attending to 16384: the score matrix alone would be 1 GiB of float32.
+    # 4096 tokens attending to 4096: the score matrix alone would be 64 MiB of float32.
     # Count every Buffer created while attention records its dispatch: only the output
     # may appear. The kernel binds q, k, v, mask and out and nothing else (its workgroup
     # memory holds one BQ x BK tile), so no hidden scratch exists on the GPU either.
     rng = np.random.default_rng(4)
-    length, d = 16384, 1
+    length, d = 4096, 1
     q, k, v = (Tensor.from_numpy(random_array(rng, (1, 1, length, d)), device=device)
                for _ in range(3))
     tiny = Tensor.from_numpy(random_array(rng, (1, 1, 3, d)), device=device)
@@ -172,8 +172,8 @@ def test_no_score_matrix_allocated(device, monkeypatch):
     assert len(created) == 1 and device.buffers_created - before <= 1
     assert sum(created) == out.nbytes == length * d * 4
     assert sum(created) * 1000 < length * length * 4
-    # The result is right too: check a few query rows against all 16384 keys.
-    rows = [0, 1, 4097, length - 1]
+    # The result is right too: check a few query rows against all the keys.
+    rows = [0, 1, 2049, length - 1]
     qn, kn, vn = (x.numpy() for x in (q, k, v))
     assert_close(out.numpy()[:, :, rows], reference(qn[:, :, rows], kn, vn), tol=F32_TOL)
 
