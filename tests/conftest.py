@@ -79,6 +79,16 @@ def sweep_subset_elsewhere(device: gpucore.Device, in_subset: bool) -> None:
                     "code generation, not tile logic, and runs a representative subset")
 
 
+def host_variant_on_first_adapter(device: gpucore.Device, what: str) -> None:
+    """For a pipeline test's variant that differs from its representative variant in host
+    logic only (a scheduler's timestep mapping, mask blending): it runs on the first adapter;
+    the others run the representative variant, which exercises the same kernels. A pipeline
+    test costs ~20-30 s on CI's 2 cores per adapter."""
+    if ADAPTERS and device.info.index != ADAPTERS[0].index:
+        pytest.skip(f"{what} differs from the variant this adapter runs in host logic only; "
+                    "it runs on the first adapter")
+
+
 @pytest.fixture(scope="session")
 def f16_device(device: gpucore.Device) -> gpucore.Device:
     """`device`, skipping adapters without shader-f16 (such as OpenGL)."""

@@ -20,6 +20,7 @@ import pytest
 
 diffusers = pytest.importorskip("diffusers", reason="test-only reference (extra: reference)")
 import torch  # noqa: E402
+from conftest import host_variant_on_first_adapter  # noqa: E402
 from PIL import Image  # noqa: E402
 from sd_tiny import tiny_unet, write_pipeline  # noqa: E402
 
@@ -101,6 +102,8 @@ def test_txt2img_matches_diffusers(device: gpucore.Device, model_dir: Path,
     """DDIM: the WebUI's timestep sampler, diffusers' DDIMScheduler on the model's config.
     "diffusers": the model folder's own scheduler, here switched to DPM-Solver++ with Karras
     sigmas (a multistep scheduler with its own timestep mapping)."""
+    if sampler == "diffusers":
+        host_variant_on_first_adapter(device, "the model folder's scheduler")
     ours = load_pipeline(model_dir, device=device)
     reference = _reference("txt2img", model_dir)
     if sampler == "diffusers":
@@ -161,6 +164,8 @@ def test_img2img_matches_diffusers(device: gpucore.Device, model_dir: Path,
 @pytest.mark.parametrize("which", ["inpainting-unet", "ordinary-unet"])
 def test_inpaint_matches_diffusers(device: gpucore.Device, model_dir: Path, inpaint_dir: Path,
                                    monkeypatch: pytest.MonkeyPatch, which: str) -> None:
+    if which == "ordinary-unet":
+        host_variant_on_first_adapter(device, "inpainting with an ordinary UNet (mask blending)")
     folder = inpaint_dir if which == "inpainting-unet" else model_dir
     ours = load_pipeline(folder, device=device)
     assert ours.is_inpainting_model == (which == "inpainting-unet")
