@@ -7,7 +7,8 @@ written into those buffers (a LoRA patching a layer, `load_state_dict` in the sa
 what it sees; a parameter replaced by another Tensor (`load_state_dict` to another dtype) or
 another model in the pipeline's slot (`pipe.unet = other`) is not, so `ModelCapture.of`
 compares the model and its parameters' buffers with those of the capture and records afresh
-when they differ.
+when they differ. A kept capture pins its intermediate buffers, which the pool can no longer
+lend to other work: keep one where that memory is small against what replaying saves.
 """
 
 from __future__ import annotations

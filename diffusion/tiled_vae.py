@@ -259,18 +259,16 @@ def encode_tiled(vae: AutoencoderKL, images: np.ndarray | Tensor, *, tile: int |
     return moments[:, :latent].astype(np.float32), moments[:, latent:].astype(np.float32)
 
 
-def vae_decode(vae: AutoencoderKL, latents: np.ndarray | Tensor, *, offload: bool = False,
-               decode: Callable[[Tensor], Tensor] | None = None) -> np.ndarray:
+def vae_decode(vae: AutoencoderKL, latents: np.ndarray | Tensor, *,
+               offload: bool = False) -> np.ndarray:
     """`vae.decode(latents)` as float32 host images, tiled (`decode_tiled`, with `offload`) only
-    when the untiled pass would make a tensor larger than the device can bind (`needs_tiling`).
-    `decode` runs the untiled pass in place of `vae.decode` (a capture of it)."""
+    when the untiled pass would make a tensor larger than the device can bind (`needs_tiling`)."""
     z = _host(latents, "latents")
     if needs_tiling(vae, z.shape, mode="decode"):
         return decode_tiled(vae, z, offload=offload)
     weight = vae.decoder.conv_in.weight
-    z_device = asarray(z, dtype=weight.dtype, device=weight.device)
-    images = vae.decode(z_device) if decode is None else decode(z_device)
-    return images.numpy().astype(np.float32)
+    return vae.decode(asarray(z, dtype=weight.dtype, device=weight.device)).numpy().astype(
+        np.float32)
 
 
 def vae_encode(vae: AutoencoderKL, images: np.ndarray | Tensor, *,

@@ -1,4 +1,4 @@
-"""A pipeline keeps its UNet step, VAE decode and text encoder captures across generations
+"""A pipeline keeps its UNet step and text encoder captures across generations
 (diffusion.model_capture): later generations replay them, give the image a fresh pipeline
 gives, see LoRA weights written in place, and record afresh when a parameter is replaced."""
 
@@ -17,7 +17,6 @@ from sd_tiny import write_pipeline  # noqa: E402
 import gpucore  # noqa: E402
 from diffusion import load_pipeline  # noqa: E402
 from diffusion.lora import LoraManager  # noqa: E402
-from diffusion.tiled_vae import vae_decode  # noqa: E402
 from gpustd import Tensor  # noqa: E402
 
 SIZE = 16  # 8x8 latents
@@ -37,20 +36,18 @@ def _image(pipe: Any) -> np.ndarray:
 
 
 def _counts(pipe: Any) -> tuple[int, ...]:
-    """Recordings of the UNet step, the VAE decode and the text encoder."""
-    return tuple(c.captured.recordings for c in (
-        pipe._unet_capture, pipe._decode_capture, pipe._text_capture))
+    """Recordings of the UNet step and the text encoder."""
+    return tuple(c.captured.recordings for c in (pipe._unet_capture, pipe._text_capture))
 
 
 def test_second_generation_only_replays(first_device: gpucore.Device, model_dir: Path) -> None:
     pipe = load_pipeline(model_dir, device=first_device)
     first = _image(pipe)
-    assert _counts(pipe) == (1, 1, 1)
+    assert _counts(pipe) == (1, 1)
     replays = pipe._unet_capture.captured.replays
     again = _image(pipe)
-    assert _counts(pipe) == (1, 1, 1)
+    assert _counts(pipe) == (1, 1)
     assert pipe._unet_capture.captured.replays == replays + 1
-    assert pipe._decode_capture.captured.replays == 1
     np.testing.assert_array_equal(again, first)
     np.testing.assert_array_equal(again, _image(load_pipeline(model_dir, device=first_device)))
 
@@ -66,7 +63,7 @@ def test_lora_written_in_place_is_replayed(first_device: gpucore.Device, model_d
     plain = _image(pipe)
     LoraManager(pipe).set([(path, 1.0, 1.0)])
     patched = _image(pipe)
-    assert _counts(pipe) == (1, 1, 1)
+    assert _counts(pipe) == (1, 1)
     fresh = load_pipeline(model_dir, device=first_device)
     LoraManager(fresh).set([(path, 1.0, 1.0)])
     np.testing.assert_array_equal(patched, _image(fresh))
@@ -81,17 +78,5 @@ def test_replaced_parameter_records_again(first_device: gpucore.Device,
     conv.weight = Tensor.from_numpy(conv.weight.numpy() * 1.5, device=first_device,
                                     read_only=True)
     after = _image(pipe)
-    assert _counts(pipe) == (2, 1, 1)
+    assert _counts(pipe) == (2, 1)
     assert np.abs(after.astype(int) - before).mean() > 1, "a stale replay: the old weights"
-
-
-def test_decode_replay_equals_eager(first_device: gpucore.Device, model_dir: Path) -> None:
-    pipe = load_pipeline(model_dir, device=first_device)
-    latents = np.random.default_rng(1).standard_normal((1, 4, 8, 8)).astype(np.float32)
-    decode = pipe._decode_capture.of(pipe.vae)
-    eager = vae_decode(pipe.vae, latents)
-    recorded = vae_decode(pipe.vae, latents, decode=decode)
-    replayed = vae_decode(pipe.vae, latents * 0.5, decode=decode)
-    assert (decode.recordings, decode.replays) == (1, 1)
-    np.testing.assert_array_equal(recorded, eager)
-    np.testing.assert_array_equal(replayed, vae_decode(pipe.vae, latents * 0.5))
