@@ -45,6 +45,10 @@ def _load(name: str) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else 1e3 * seconds
+
+
 def _gpu(data: dict[str, Any]) -> str:
     return data["environment"].get("torch_device", data["environment"]["adapter"]).replace(
         "NVIDIA ", "").replace(" 80GB HBM3", "")
@@ -75,8 +79,9 @@ def collect() -> list[Row]:
                     sampler = r.get("sampler", "DDIM")
                     theirs = r.get("diffusers_fp32_s", r.get("diffusers_s"))
                     rows.append(Row(f"txt2img {r['size']}, {r['steps']} steps {sampler}",
-                                    _gpu(d), None, 1e3 * r["ours_s"], 1e3 * theirs, "wall",
-                                    None, f"txt2img-{gpu}.json"))
+                                    _gpu(d), _ms(r.get("ours_gpu_s")), 1e3 * r["ours_s"],
+                                    1e3 * theirs, "wall", r.get("dispatches"),
+                                    f"txt2img-{gpu}.json"))
         # float16 on the matrix units (Dawn) against torch fp16
         if (d := _load(f"unet-dawn-{gpu}.json")) is not None:
             for r in d["rows"]:
@@ -88,9 +93,9 @@ def collect() -> list[Row]:
             for r in d["rows"]:
                 if r["dtype"] == "float16" and r.get("diffusers_fp16_s"):
                     rows.append(Row(f"txt2img {r['size']}, {r['steps']} steps {r['sampler']} "
-                                    "f16 (Dawn)", _gpu(d), None, 1e3 * r["ours_s"],
-                                    1e3 * r["diffusers_fp16_s"], "wall", None,
-                                    f"txt2img-dawn-{gpu}.json", "fp16"))
+                                    "f16 (Dawn)", _gpu(d), _ms(r.get("ours_gpu_s")),
+                                    1e3 * r["ours_s"], 1e3 * r["diffusers_fp16_s"], "wall",
+                                    r.get("dispatches"), f"txt2img-dawn-{gpu}.json", "fp16"))
         if (d := _load(f"gemm-{gpu}.json")) is not None:
             wanted = {(4096, 4096, 4096), (4096, 1280, 320), (1024, 640, 640),
                       (8192, 2880, 320)}
