@@ -38,6 +38,18 @@ __all__ = [
     "save_png",
 ]
 
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# The mode open() would give a new file (0o666 less the umask): mkstemp's temporary file is
+# 0o600, which a renamed picture would keep. Read once, at import: os.umask can only be read
+# by setting it, which must not race with threads creating files.
+_FILE_MODE = 0o666 & ~_umask()
+
 PNG_KEY = "parameters"
 
 # `Key: value` pairs of the last line; a value is a JSON string or runs to the next comma
@@ -257,6 +269,7 @@ def save_png(image: np.ndarray, path: str | os.PathLike[str], *, infotext: str |
         with os.fdopen(fd, "wb") as file:
             Image.fromarray(array).save(file, format="PNG", pnginfo=info)
             file.flush()
+            os.fchmod(file.fileno(), _FILE_MODE)  # as an ordinary new file, not mkstemp's 0o600
             os.fsync(file.fileno())  # else a crash after the rename can leave an empty file
         if overwrite:
             os.replace(tmp, target)

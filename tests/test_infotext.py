@@ -156,6 +156,11 @@ def test_save_png_carries_pixels_and_text(tmp_path: Path) -> None:
         assert np.array_equal(np.asarray(png), pixels)
     assert read_infotext(path) == text
     assert os.listdir(tmp_path) == ["a.png"]  # no temporary file left
+    umask = os.umask(0o022)
+    os.umask(umask)
+    # the permissions of any new file (a web server or another user may read the pictures),
+    # not those of the private temporary file it was written as
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
 
 
 def test_save_png_failure_leaves_no_partial_file(tmp_path: Path,
