@@ -67,6 +67,14 @@ def _open(info: gpucore.AdapterInfo) -> gpucore.Device:
     return _devices[info.index]
 
 
+def checkout_env() -> dict[str, str]:
+    """os.environ for a subprocess (`python -m ...`) that imports this checkout: its root first
+    on PYTHONPATH, then whatever the caller had there (the GPU machine's wheels live there)."""
+    root = str(Path(__file__).resolve().parent.parent)
+    path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
+    return {**os.environ, "PYTHONPATH": path}
+
+
 def sweep_subset_elsewhere(device: gpucore.Device, in_subset: bool) -> None:
     """For a kernel-variant sweep (tiles, layouts, plans): every variant runs on the first
     adapter, and on the others only those `in_subset`; skips the rest, saying why.

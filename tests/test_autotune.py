@@ -5,7 +5,6 @@ candidate computes the default's result bit for bit."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import checkout_env
 
 import gpucore
 from gpucore import autotune
@@ -157,10 +157,8 @@ def test_tuned_matmul_equals_untuned(first_device: gpucore.Device,
 
 def test_tune_command_lists_and_clears(cache_home: Path,
                                        capsys: pytest.CaptureFixture[str]) -> None:
-    # the checkout first, then what the caller had (the GPU machine's wheels live there)
-    path = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
-    env = dict(os.environ, PYTHONPATH=path)
-    listing = subprocess.run([sys.executable, "-m", "gpucore", "tune", "--list"], env=env,
+    listing = subprocess.run([sys.executable, "-m", "gpucore", "tune", "--list"],
+                             env=checkout_env(),
                              cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert listing.returncode == 0, listing.stderr
     assert "float32/nt/m8192/n384/k384/b1/s1" in listing.stdout

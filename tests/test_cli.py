@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import checkout_env
 from PIL import Image
 
 import diffusion
@@ -414,9 +415,8 @@ def test_txt2img_example(fake: dict[str, Any], capsys: pytest.CaptureFixture[str
 # -- the module entry point -----------------------------------------------------------------
 def test_python_m_diffusion(tmp_path: Path) -> None:
     def run(*argv: str) -> subprocess.CompletedProcess[str]:
-        path = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
         return subprocess.run([sys.executable, "-m", "diffusion", *argv], cwd=tmp_path,
-                              env={**os.environ, "PYTHONPATH": path}, capture_output=True,
+                              env=checkout_env(), capture_output=True,
                               text=True, timeout=60, check=False)
 
     shown = run("txt2img", "--help")

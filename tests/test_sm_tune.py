@@ -6,7 +6,6 @@ GPU machine, GPUCORE_RUNTIME=dawn) and skips elsewhere."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import checkout_env
 
 import gpucore
 from gpucore import autotune
@@ -147,11 +147,9 @@ def test_the_kernels_ask_the_tuner(first_device: gpucore.Device,
 def test_tune_command_lists_them_only_with_subgroup_matrices(cache_home: Path) -> None:
     """A fresh process: importing gpustd registers both ops; the problems are listed where
     the default device has f16 subgroup matrices and none elsewhere."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p))
     listing = subprocess.run(
         [sys.executable, "-m", "gpucore", "tune", "--list", "--ops", "gemm_sm,conv_sm"],
-        env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+        env=checkout_env(), cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert listing.returncode == 0, listing.stderr
     lines = listing.stdout.splitlines()
     if gemm_sm.available(gpucore.default_device()):
