@@ -34,7 +34,7 @@ def _write_folder(root: Path, quick: bool) -> None:
     import torch
     import transformers
 
-    from diffusion.tokenizer import bundled_vocab
+    from diffusion.text.tokenizer import bundled_vocab
 
     torch.manual_seed(0)
     unet = diffusers.UNet2DConditionModel(**(TINY_UNET if quick else SD15_UNET))

@@ -6,9 +6,9 @@ CLIP, UNet, VAE, samplers, txt2img / img2img / inpaint, loaders, a CLI (`python 
     result = pipe.txt2img("a lighthouse at dusk", steps=20, seed=42)
 """
 
-from .load import default_model_path, load_pipeline
-from .pipeline import GenerationResult, StableDiffusion
-from .sdxl import StableDiffusionXL
+from .pipelines.load import default_model_path, load_pipeline
+from .pipelines.stable_diffusion import GenerationResult, StableDiffusion
+from .pipelines.stable_diffusion_xl import StableDiffusionXL
 
 __all__ = ["GenerationResult", "StableDiffusion", "StableDiffusionXL", "default_model_path",
            "load_pipeline"]

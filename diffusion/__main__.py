@@ -1,5 +1,5 @@
-"""`python -m diffusion`: the command-line interface (see diffusion/cli.py)."""
+"""`python -m diffusion`: the command-line interface (see diffusion/cli/main.py)."""
 
-from .cli import main
+from .cli.main import main
 
 raise SystemExit(main())

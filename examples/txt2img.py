@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image
 
 import gpucore
-from diffusion.cli import ProgressBar
+from diffusion.cli.main import ProgressBar
 from diffusion.infotext import parse_infotext, read_infotext, save_images
 
 

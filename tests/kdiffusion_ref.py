@@ -8,7 +8,7 @@ scipy, torchsde and torchdiffeq, plus `utils.append_dims`. scripts/setup.sh inst
 with --no-deps for the reference extra; this module loads those files without the package
 `__init__`, with torchvision stubbed for the one `utils` import that names it.
 
-    from tests.kdiffusion_ref import K   # K.sampling.sample_euler, K.external.CompVisDenoiser
+    from kdiffusion_ref import K   # K.sampling.sample_euler, K.external.CompVisDenoiser
 """
 
 from __future__ import annotations

@@ -72,7 +72,7 @@ def tiny_text_encoder(seed: int = 3, **overrides: Any) -> Any:
 
 def write_tokenizer(folder: Path) -> None:
     """vocab.json + merges.txt from the bundled CLIP vocabulary (SD 1.x settings)."""
-    from diffusion.tokenizer import bundled_vocab
+    from diffusion.text.tokenizer import bundled_vocab
 
     vocab, merges = bundled_vocab()
     folder.mkdir(parents=True, exist_ok=True)

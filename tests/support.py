@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+# the checkout's root (tests/ lies in it)
+ROOT = Path(__file__).resolve().parent.parent
 
 # Relative error bounds: max |actual - expected| / max |expected| (0 tolerated for exact ops).
 TOLERANCE = {

@@ -249,10 +249,10 @@ def _applied_merges(word: str, ranks: Mapping[tuple[str, str], int]) -> list[tup
 
 
 def _clip_vocab() -> tuple[dict[str, int], list[tuple[str, str]]]:
-    """diffusion.tokenizer.bundled_vocab(); where importing the `diffusion` package fails (a
+    """diffusion.text.tokenizer.bundled_vocab(); where importing the `diffusion` package fails (a
     training machine without wgpu), its module is loaded alone and fed the packaged merges."""
     try:
-        from diffusion.tokenizer import bundled_vocab
+        from diffusion.text.tokenizer import bundled_vocab
     except ImportError:
         import gzip
         import importlib.util

@@ -62,9 +62,9 @@ MODELS = {
 SCHEDULE = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
                 beta_schedule="scaled_linear", prediction_type="v_prediction",
                 rescale_betas_zero_snr=True, timestep_spacing="trailing")
-# what the CLI and the page start from (diffusion.load reads defaults.json): at 10 DDIM steps
-# with guidance 5 all 32 evaluation pictures agree with their captions (see the model card),
-# and a CPU picture takes 2.5x less time than at 25
+# what the CLI and the page start from (diffusion.pipelines.load reads defaults.json): at 10
+# DDIM steps with guidance 5 all 32 evaluation pictures agree with their captions (see the model
+# card), and a CPU picture takes 2.5x less time than at 25
 SAMPLING_DEFAULTS = {"steps": 10, "sampler": "DDIM", "cfg_scale": 5.0}
 SAMPLE_CAPTIONS = ["a red circle on a blue background", "a small green square at the left on a "
                    "white background", "a large yellow star at the top on a black background",

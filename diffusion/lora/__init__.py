@@ -9,7 +9,7 @@ pipeline's weights, changed or removed between generations without reloading the
     pipe.txt2img(...)
     loras.clear()                                    # the original weights, bit for bit
 
-    # from a prompt's tags (diffusion.prompts.extract_extra_networks):
+    # from a prompt's tags (diffusion.text.prompts.extract_extra_networks):
     loras.set(lora_uses(networks, "models/Lora", load=loras.load))
     infotext["Lora hashes"] = lora_hashes(loras.active)
 

@@ -6,7 +6,7 @@ import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from ..prompts import ExtraNetwork
+from ..text.prompts import ExtraNetwork
 from ._errors import LoraError
 from ._file import LoraFile
 from ._find import find_lora

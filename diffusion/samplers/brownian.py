@@ -14,9 +14,9 @@ left * right / length) with noise from a generator seeded by
 `numpy.random.SeedSequence(entropy, spawn_key=(key, depth), pool_size=24)`, where the key
 numbers the node's path from the root. A query is the sum of the increments of the nodes that
 tile it. Each normal draw is `torch.randn` on a fresh CPU generator, which
-`diffusion.rng.TorchCPUGenerator` reproduces bit for bit, and the float32 arithmetic is torch's
-(Python scalars rounded to float32 before the product): the increments equal torchsde's bit for
-bit. The last division, by sqrt(|sigma_next - sigma|), may differ by one float32 ulp: torch
+`diffusion.noise.rng.TorchCPUGenerator` reproduces bit for bit, and the float32 arithmetic is
+torch's (Python scalars rounded to float32 before the product): the increments equal torchsde's
+bit for bit. The last division, by sqrt(|sigma_next - sigma|), may differ by one float32 ulp: torch
 2.13's float32 `sqrt` on CPU is not correctly rounded (measured: one value in five is one ulp
 off the correctly rounded root, which numpy gives). So a step's noise agrees with the WebUI's
 to 1.2e-7 relative, not always bit for bit.
@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from diffusion.rng import TorchCPUGenerator
+from diffusion.noise.rng import TorchCPUGenerator
 
 __all__ = ["BrownianTreeNoise"]
 

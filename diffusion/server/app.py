@@ -18,11 +18,11 @@ from fastapi.responses import FileResponse
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from fastapi.staticfiles import StaticFiles
 
-from ..embeddings import EmbeddingDatabase
 from ..loaders._safetensors import SafetensorsFile
 from ..loaders.errors import WeightsError
 from ..samplers import SAMPLERS, SamplerInfo, resolve, schedules
 from ..samplers.schedules import SCHEDULE_TYPES
+from ..text.embeddings import EmbeddingDatabase
 from .generation import (
     RequestError,
     build_job,

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from ..infotext import format_infotext
+from ..pipelines.sampling import SamplerOptions
 from ..samplers import lookup, resolve, schedules
-from ..sampling import SamplerOptions
-from ..upscale import HiresFix
+from ..upscalers.interpolation import HiresFix
 from .images import decode_image, encode_png, fit_image, prepare_mask
 from .schemas import Img2ImgRequest, Txt2ImgRequest
 from .worker import GenerationJob, JobResult

@@ -22,7 +22,7 @@ def add_serve_parser(commands: Any, positive_int: Any) -> argparse.ArgumentParse
     sub.add_argument("--models-dir", metavar="DIR",
                      help="diffusers folders and .safetensors files clients may switch to "
                           "(sd_model_checkpoint in /sdapi/v1/options)")
-    from ..cli import add_network_options
+    from ..cli.main import add_network_options
 
     add_network_options(sub)
     sub.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1)")

@@ -1,0 +1,1 @@
+"""`python -m diffusion`: the command line (`main`)."""

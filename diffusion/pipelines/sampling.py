@@ -1,0 +1,292 @@
+"""The WebUI's k-diffusion sampling on our UNet: guidance, sigmas, noise, img2img and inpaint.
+
+What the WebUI does for a k-diffusion sampler (`modules/sd_samplers_kdiffusion.py`,
+`sd_samplers_cfg_denoiser.py`), step for step:
+
+1. sigmas: the schedule type (Automatic = the sampler's default, else the model's own uniform
+   timesteps) over `steps` (+1 and the penultimate dropped for DPM2 / DPM2 a / DPM++ 3M SDE);
+   img2img keeps the last `int(min(strength, 0.999) * steps) + 1` of them.
+2. x = noise * sigmas[0] (txt2img), or init_latent + noise * sigmas[0] (img2img).
+3. the sampler calls the guided denoiser: the UNet sees x * c_in at timestep sigma_to_t(sigma),
+   its output becomes x0 (epsilon or v-prediction), and x0 = uncond + scale * (cond - uncond).
+   Inpainting with an ordinary UNet keeps the unmasked latents at every call, and once more at
+   the end.
+4. noise: the per-image generators (`diffusion.noise.image_noise.ImageNoise`), or for the SDE
+   samplers one Brownian tree per image seed (`diffusion.samplers.brownian`).
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from gpustd import Tensor, asarray, concatenate
+
+from ..noise.image_noise import ImageNoise
+from ..samplers import registry, schedules
+from ..samplers.brownian import BrownianTreeNoise
+from ..samplers.denoiser import DiscreteSchedule
+
+__all__ = ["DIFFUSERS", "AddedContext", "CFGDenoiser", "Contexts", "GuidedUNet",
+           "SamplerOptions", "SamplingPlan", "plan", "sample", "sampler_label", "sampler_names",
+           "unet_call"]
+
+DIFFUSERS = "diffusers"  # the sampler name that runs the model folder's own scheduler
+
+
+
+@dataclass(frozen=True)
+class AddedContext:
+    """SDXL's conditioning of a batch: the cross-attention states `hidden` (B, L, D) and the
+    UNet's added inputs, `text_embeds` (B, P) (the pooled text embedding) and `time_ids`
+    (B, n) (the size/crop/target or aesthetic-score micro-conditioning); diffusers'
+    `encoder_hidden_states` and `added_cond_kwargs`."""
+
+    hidden: Tensor
+    text_embeds: Tensor
+    time_ids: np.ndarray
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.hidden.shape)
+
+    @property
+    def device(self) -> Any:
+        return self.hidden.device
+
+
+Context = Tensor | AddedContext
+# step -> (uncond context or None when unguided, cond context), each (B, L, D) on the GPU
+Contexts = Callable[[int], tuple[Context | None, Context]]
+UNet = Callable[..., Tensor]
+
+
+def sampler_label(name: str) -> str:
+    """`name` as the WebUI spells it: a sampler label ("dpmpp_2m" -> "DPM++ 2M"), an old
+    combined name with its schedule type ("dpm++ 2m karras" -> "DPM++ 2M Karras"), or
+    "diffusers". ValueError listing the valid names for anything else."""
+    if isinstance(name, str) and name.strip().lower() == DIFFUSERS:
+        return DIFFUSERS
+    label, schedule = registry.resolve(name)
+    return label if schedule == "Automatic" else f"{label} {schedule}"
+
+
+def sampler_names() -> list[str]:
+    """Every sampler's label, the WebUI's first, then "diffusers"."""
+    return [info.name for info in registry.SAMPLERS] + [DIFFUSERS]
+
+
+@dataclass(frozen=True)
+class SamplerOptions:
+    """The WebUI's sampler settings: `eta` for the samplers that take one (its "Eta for
+    ancestral samplers", 1), and Karras' churn for Euler, Heun and DPM2 (`s_churn` 0,
+    `s_tmin` 0, `s_tmax` inf) and noise scale `s_noise` (1)."""
+
+    eta: float = 1.0
+    s_churn: float = 0.0
+    s_tmin: float = 0.0
+    s_tmax: float = math.inf
+    s_noise: float = 1.0
+
+    def __post_init__(self) -> None:
+        for name in ("eta", "s_churn", "s_tmin", "s_noise"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+        if not self.s_tmax > self.s_tmin:
+            raise ValueError(f"s_tmax ({self.s_tmax}) must be above s_tmin ({self.s_tmin})")
+
+    def kwargs(self, info: registry.SamplerInfo) -> dict[str, float]:
+        """The settings `info`'s sampler takes (the WebUI passes only those)."""
+        taken = inspect.signature(info.function).parameters if info.function else {}
+        return {name: getattr(self, name) for name in _OPTION_FIELDS if name in taken}
+
+    def infotext(self, info: registry.SamplerInfo) -> dict[str, float]:
+        """The infotext fields of the settings that apply and are not the defaults."""
+        used = self.kwargs(info)
+        default = SamplerOptions()
+        return {_OPTION_FIELDS[name]: value for name, value in used.items()
+                if value != getattr(default, name)}
+
+
+# option -> the WebUI's infotext field
+_OPTION_FIELDS = {"eta": "Eta", "s_churn": "Sigma churn", "s_tmin": "Sigma tmin",
+                  "s_tmax": "Sigma tmax", "s_noise": "Sigma noise"}
+
+
+@dataclass(frozen=True)
+class SamplingPlan:
+    """Which sampler runs with which sigmas: the WebUI's `get_sigmas` decisions, resolved."""
+
+    info: registry.SamplerInfo
+    schedule_label: str  # the infotext's "Schedule type": the resolved type, or "Automatic"
+    sigmas: np.ndarray  # descending to 0; the part that runs (img2img drops the first ones)
+    img2img: bool
+
+
+def plan(sampler: str, scheduler: str, steps: int, discrete: DiscreteSchedule, *,
+         strength: float | None = None, t_enc: int | None = None,
+         is_sdxl: bool = False) -> SamplingPlan:
+    """The sigmas the WebUI runs for `sampler` with schedule type `scheduler` over `steps`.
+    img2img runs only the last t_enc + 1 of them: t_enc = `int(min(strength, 0.999) * steps)`,
+    or `t_enc` as given (the hires pass: its steps - 1 of a schedule stretched by 1 / strength).
+
+    "Automatic" is the sampler's own schedule type; a sampler without one (the registry says
+    "Uniform") takes the model's evenly spaced timesteps and the infotext keeps "Automatic",
+    as the WebUI's does."""
+    info = registry.lookup(sampler)
+    kind = schedules.lookup(scheduler)
+    label = kind.label
+    if kind.name == "automatic":
+        kind = schedules.lookup(info.default_schedule or "uniform")
+        if kind.name != "uniform":
+            label = kind.label
+    sigmas = schedules.sigmas(kind.name, steps, discrete, is_sdxl=is_sdxl,
+                              discard_next_to_last_sigma=info.discard_next_to_last_sigma)
+    if strength is not None:
+        t_enc = int(min(strength, 0.999) * steps)
+    if t_enc is not None:
+        sigmas = sigmas[steps - t_enc - 1:]
+    return SamplingPlan(info=info, schedule_label=label, sigmas=np.asarray(sigmas, np.float64),
+                        img2img=t_enc is not None)
+
+
+def unet_call(unet: UNet, x: Tensor, timesteps: Tensor, hidden: Tensor,
+              text_embeds: Tensor | None = None,
+              time_ids: tuple[tuple[float, ...], ...] | None = None) -> Tensor:
+    """One UNet call on device tensors (what GuidedUNet's step runs): x (B, C, H, W),
+    timesteps (B,), hidden (B, L, D); SDXL's text_embeds (B, P) and time_ids (B rows)."""
+    if text_embeds is None:
+        return unet(x, timesteps, hidden)
+    added = {"text_embeds": text_embeds, "time_ids": np.asarray(time_ids, np.float32)}
+    return unet(x, timesteps, hidden, added_cond=added)
+
+
+class GuidedUNet:
+    """The UNet's unconditional and conditional outputs for one input, as the WebUI gets them.
+
+    `unet_step` runs `unet_call` bound to the UNet, captured (gpustd.capture, outputs not
+    copied; a StableDiffusion keeps one across generations, diffusion.pipelines.capture): recorded
+    on the first step and replayed on the others, a few wgpu calls per dispatch instead of the
+    ops' Python. What changes per step (latents, timestep, context under prompt editing)
+    travels as device tensors. `contexts(step)` gives the text conditioning of a step (prompt
+    editing changes it between steps). Uncond and cond run as one UNet batch when their lengths
+    agree, else one after the other (the WebUI without `pad_cond_uncond`); without guidance
+    only cond runs."""
+
+    def __init__(self, unet_step: UNet, contexts: Contexts, *, dtype: Any) -> None:
+        self.unet_step = unet_step
+        self.contexts = contexts
+        self.dtype = dtype
+        self._joined: tuple[int, int, Context] | None = None
+
+    def __call__(self, model_in: np.ndarray, t: float, step: int
+                 ) -> tuple[np.ndarray | None, np.ndarray]:
+        """(uncond output or None, cond output) at timestep `t` of WebUI step `step`."""
+        uncond, cond = self.contexts(step)
+        if uncond is None:
+            return None, self._run(model_in, t, cond)
+        if uncond.shape[1] == cond.shape[1]:
+            both = self._run(np.concatenate([model_in, model_in]), t,
+                             self._joined_context(uncond, cond))
+            out_uncond, out_cond = np.split(both, 2)
+            return out_uncond, out_cond
+        return self._run(model_in, t, uncond), self._run(model_in, t, cond)
+
+    def _run(self, model_in: np.ndarray, t: float, context: Context) -> np.ndarray:
+        x = asarray(model_in.astype(np.float32), device=context.device)
+        if x.dtype != self.dtype:
+            x = x.astype(self.dtype)
+        timesteps = asarray(np.full(x.shape[0], t, np.float32), device=x.device)
+        if isinstance(context, AddedContext):
+            # time_ids are constant through a generation: a capture's (hashable) constant
+            ids = tuple(map(tuple, np.asarray(context.time_ids).tolist()))
+            out = self.unet_step(x, timesteps, context.hidden, context.text_embeds, ids)
+        else:
+            out = self.unet_step(x, timesteps, context)
+        return out.numpy().astype(np.float64)
+
+    def _joined_context(self, uncond: Context, cond: Context) -> Context:
+        """[uncond; cond] on the GPU, joined once per distinct pair (not once per step)."""
+        if self._joined is None or self._joined[:2] != (id(uncond), id(cond)):
+            if isinstance(cond, AddedContext) and isinstance(uncond, AddedContext):
+                joined: Context = AddedContext(
+                    concatenate([uncond.hidden, cond.hidden]),
+                    concatenate([uncond.text_embeds, cond.text_embeds]),
+                    np.concatenate([uncond.time_ids, cond.time_ids]))
+            else:
+                joined = concatenate([uncond, cond])
+            self._joined = (id(uncond), id(cond), joined)
+        return self._joined[2]
+
+
+class CFGDenoiser:
+    """model(x, sigma) -> the guided x0, as the WebUI's CFGDenoiser: the samplers' `model`.
+
+    The UNet sees x * c_in at timestep sigma_to_t(sigma); its outputs become x0 predictions and
+    x0 = uncond + cfg_scale * (cond - uncond). `extra` (B, C, H, W) is concatenated to the UNet
+    input (the 9-channel inpainting UNet's mask and masked image). `keep` / `init_latent`:
+    where keep is 1 the result is pinned to init_latent (inpainting with an ordinary UNet).
+    After each call `uncond` holds the unconditional x0 (CFG++), and `step` counts the calls
+    (the WebUI's step for prompt editing)."""
+
+    def __init__(self, unet: GuidedUNet, discrete: DiscreteSchedule, cfg_scale: float, *,
+                 extra: np.ndarray | None = None, keep: np.ndarray | None = None,
+                 init_latent: np.ndarray | None = None) -> None:
+        self.unet = unet
+        self.discrete = discrete
+        self.cfg_scale = float(cfg_scale)
+        self.extra = extra
+        self.keep = keep
+        self.init_latent = init_latent
+        self.step = 0
+        self.uncond: np.ndarray | None = None
+
+    def __call__(self, x: np.ndarray, sigma: float) -> np.ndarray:
+        _, _, c_in = self.discrete.scalings(sigma)
+        model_in = x * c_in
+        if self.extra is not None:
+            model_in = np.concatenate([model_in, self.extra], axis=1)
+        out_uncond, out_cond = self.unet(model_in, float(self.discrete.sigma_to_t(sigma)),
+                                         self.step)
+        cond = self.discrete.denoised(x, sigma, out_cond)
+        if out_uncond is None:
+            self.uncond = denoised = cond
+        else:
+            self.uncond = self.discrete.denoised(x, sigma, out_uncond)
+            denoised = self.uncond + (cond - self.uncond) * self.cfg_scale
+        if self.keep is not None:
+            denoised = self.init_latent * self.keep + (1 - self.keep) * denoised
+        self.step += 1
+        return denoised
+
+
+def sample(plan_: SamplingPlan, model: CFGDenoiser, x: np.ndarray, *, seeds: Sequence[int],
+           image_noise: ImageNoise, discrete: DiscreteSchedule,
+           callback: Callable[[int, np.ndarray], bool | None] | None = None,
+           options: dict[str, Any] | None = None) -> np.ndarray:
+    """Run `plan_`'s sampler from `x` (already at sigmas[0]), as the WebUI launches it.
+
+    The SDE samplers get one Brownian tree per image seed over the sigmas' range; the others
+    draw from `image_noise`. In txt2img, DPM fast / adaptive step over the model's whole sigma
+    range, as the WebUI passes it (in img2img, over the schedule's part that runs)."""
+    info, sigmas = plan_.info, plan_.sigmas
+    kwargs = {**info.options, **(options or {})}  # the user's settings win over the WebUI's
+    if info.brownian_noise:
+        positive = sigmas[sigmas > 0]
+        noise = BrownianTreeNoise(x.shape, float(positive.min()), float(sigmas.max()),
+                                  list(seeds))
+    else:
+        noise = image_noise.sampler
+    if info.model_sigma_range and not plan_.img2img:
+        kwargs.setdefault("sigma_min", discrete.sigma_min)
+        kwargs.setdefault("sigma_max", discrete.sigma_max)
+    if info.function is None:
+        raise ValueError(f"{info.name} is a timestep sampler: run it through "
+                         "diffusion.schedulers, not k-diffusion sampling")
+    return info.function(model, x, sigmas, noise=noise, callback=callback, **kwargs)

@@ -1,0 +1,1 @@
+"""Upscalers the WebUI offers: latent and image interpolation for hires fix (`interpolation`)."""

@@ -1,0 +1,82 @@
+"""A pipeline keeps its UNet step and text encoder captures across generations
+(diffusion.pipelines.capture): later generations replay them, give the image a fresh pipeline
+gives, see LoRA weights written in place, and record afresh when a parameter is replaced."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("diffusers", reason="builds the tiny test model (extra: reference)")
+safetensors_numpy = pytest.importorskip("safetensors.numpy", reason="writes the test LoRA")
+from sd_tiny import write_pipeline  # noqa: E402
+
+import gpucore  # noqa: E402
+from diffusion import load_pipeline  # noqa: E402
+from diffusion.lora import LoraManager  # noqa: E402
+from gpustd import Tensor  # noqa: E402
+
+SIZE = 16  # 8x8 latents
+PROMPT, NEGATIVE = "a lighthouse at dusk", "blurry"
+# a (64, 64) projection of the tiny UNet, as test_lora names it
+LAYER = "lora_unet_mid_block_attentions_0_transformer_blocks_0_attn1_to_q"
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_pipeline(tmp_path_factory.mktemp("tiny-sd-capture"))
+
+
+def _image(pipe: Any) -> np.ndarray:
+    return pipe.txt2img(PROMPT, negative_prompt=NEGATIVE, steps=1, seed=3, width=SIZE,
+                        height=SIZE).images[0]
+
+
+def _counts(pipe: Any) -> tuple[int, ...]:
+    """Recordings of the UNet step and the text encoder."""
+    return tuple(c.captured.recordings for c in (pipe._unet_capture, pipe._text_capture))
+
+
+def test_second_generation_only_replays(first_device: gpucore.Device, model_dir: Path) -> None:
+    pipe = load_pipeline(model_dir, device=first_device)
+    first = _image(pipe)
+    assert _counts(pipe) == (1, 1)
+    replays = pipe._unet_capture.captured.replays
+    again = _image(pipe)
+    assert _counts(pipe) == (1, 1)
+    assert pipe._unet_capture.captured.replays == replays + 1
+    np.testing.assert_array_equal(again, first)
+    np.testing.assert_array_equal(again, _image(load_pipeline(model_dir, device=first_device)))
+
+
+def test_lora_written_in_place_is_replayed(first_device: gpucore.Device, model_dir: Path,
+                                          tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    path = tmp_path / "style.safetensors"
+    safetensors_numpy.save_file({
+        f"{LAYER}.lora_down.weight": rng.standard_normal((4, 64)).astype(np.float32),
+        f"{LAYER}.lora_up.weight": rng.standard_normal((64, 4)).astype(np.float32)}, str(path))
+    pipe = load_pipeline(model_dir, device=first_device)
+    plain = _image(pipe)
+    LoraManager(pipe).set([(path, 1.0, 1.0)])
+    patched = _image(pipe)
+    assert _counts(pipe) == (1, 1)
+    fresh = load_pipeline(model_dir, device=first_device)
+    LoraManager(fresh).set([(path, 1.0, 1.0)])
+    np.testing.assert_array_equal(patched, _image(fresh))
+    assert np.abs(patched.astype(int) - plain).mean() > 1, "the LoRA barely changes the picture"
+
+
+def test_replaced_parameter_records_again(first_device: gpucore.Device,
+                                          model_dir: Path) -> None:
+    pipe = load_pipeline(model_dir, device=first_device)
+    before = _image(pipe)
+    conv = pipe.unet.conv_in
+    conv.weight = Tensor.from_numpy(conv.weight.numpy() * 1.5, device=first_device,
+                                    read_only=True)
+    after = _image(pipe)
+    assert _counts(pipe) == (2, 1)
+    assert np.abs(after.astype(int) - before).mean() > 1, "a stale replay: the old weights"

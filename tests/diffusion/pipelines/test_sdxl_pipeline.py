@@ -1,0 +1,295 @@
+"""SDXL, its refiner, SDXL-Turbo and SD-Turbo end to end against diffusers (tiny models).
+
+diffusers' pipelines run with `generator=torch.Generator().manual_seed(seed)` and ours with
+`rng="torch"` and `sampler="diffusers"` (the model folder's own scheduler), so both draw the
+same numbers; base + refiner runs diffusers' documented hand-off (`denoising_end` /
+`denoising_start`, one generator through both). Images are compared as uint8: a mean absolute
+difference under 0.5 levels and no pixel off by more than 4 allows float32 summation order
+and nothing systematic. The WebUI's SDXL conditioning is checked against transformers' own
+encoders with the WebUI's chunking and emphasis written out by hand.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+diffusers = pytest.importorskip("diffusers", reason="test-only reference (extra: reference)")
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+from sdxl_tiny import tiny_paths  # noqa: E402
+from test_sd_pipeline import _assert_images_match  # noqa: E402
+
+import gpucore  # noqa: E402
+from diffusion import load_pipeline  # noqa: E402
+from diffusion.cli.main import main  # noqa: E402
+from diffusion.infotext import parse_infotext, read_infotext  # noqa: E402
+from diffusion.pipelines.stable_diffusion_xl import time_ids, webui_schedule  # noqa: E402
+
+SIZE = 32  # 16x16 latents (the tiny VAE halves each side)
+PROMPT, NEGATIVE = "a lighthouse at dusk, oil painting", "blurry"
+
+
+@pytest.fixture(scope="module")
+def paths(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    return tiny_paths(tmp_path_factory)
+
+
+_LOADED: dict[tuple[int, Path], Any] = {}
+
+
+def _ours(path: Path, device: gpucore.Device) -> Any:
+    key = (id(device), Path(path))
+    if key not in _LOADED:
+        _LOADED[key] = load_pipeline(path, device=device)
+    return _LOADED[key]
+
+
+def _quiet(pipe: Any) -> Any:
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _picture(seed: int) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (SIZE, SIZE, 3)).astype(np.uint8))
+
+
+def test_txt2img_matches_diffusers(device: gpucore.Device, paths: Any) -> None:
+    """The empty negative prompt is zeros (force_zeros_for_empty_prompt: diffusers'
+    negative_prompt=None), micro-conditioning (h, w, 0, 0, h, w) at a non-square size."""
+    ours = _ours(paths.base, device)
+    assert type(ours).__name__ == "StableDiffusionXL" and ours.family == "sdxl"
+    result = ours.txt2img(PROMPT, steps=2, cfg_scale=6.0, seed=5, width=SIZE + 8, height=SIZE,
+                          sampler="diffusers", rng="torch")
+    expected = _quiet(paths.pipes["base"])(
+        PROMPT, num_inference_steps=2, guidance_scale=6.0, width=SIZE + 8, height=SIZE,
+        generator=torch.Generator().manual_seed(5), output_type="np").images
+    _assert_images_match(result.images, expected)
+
+
+def test_base_and_refiner_match_diffusers(first_device: gpucore.Device, paths: Any) -> None:
+    """txt2img, the refiner taking over at 0.5 (its OpenCLIP conditioning, aesthetic scores
+    6 / 2.5, its own scheduler and VAE), with a negative prompt encoded by both models."""
+    base, refiner = _ours(paths.base, first_device), _ours(paths.refiner, first_device)
+    result = base.txt2img(PROMPT, negative_prompt=NEGATIVE, steps=3, cfg_scale=6.0, seed=3,
+                          width=SIZE, height=SIZE, sampler="diffusers", rng="torch",
+                          refiner=refiner, refiner_switch_at=0.5)
+    generator = torch.Generator().manual_seed(3)
+    latents = _quiet(paths.pipes["base"])(
+        PROMPT, negative_prompt=NEGATIVE, num_inference_steps=3, guidance_scale=6.0,
+        width=SIZE, height=SIZE, generator=generator, output_type="latent",
+        denoising_end=0.5).images
+    expected = _quiet(paths.pipes["refiner"])(
+        PROMPT, negative_prompt=NEGATIVE, image=latents, num_inference_steps=3,
+        guidance_scale=6.0, generator=generator, denoising_start=0.5, output_type="np").images
+    _assert_images_match(result.images, expected)
+    assert result.settings["refiner"] == "refiner" and result.settings["refiner_switch_at"] == 0.5
+
+
+def test_img2img_with_refiner_matches_diffusers(first_device: gpucore.Device,
+                                                paths: Any) -> None:
+    base, refiner = _ours(paths.base, first_device), _ours(paths.refiner, first_device)
+    image = _picture(1)
+    result = base.img2img(image, PROMPT, steps=3, strength=0.8, cfg_scale=5.0, seed=4,
+                          width=SIZE, height=SIZE, sampler="diffusers", rng="torch",
+                          refiner=refiner, refiner_switch_at=0.7)
+    generator = torch.Generator().manual_seed(4)
+    img2img = _quiet(diffusers.StableDiffusionXLImg2ImgPipeline(**paths.pipes["base"].components))
+    latents = img2img(PROMPT, image=image, strength=0.8, num_inference_steps=3,
+                      guidance_scale=5.0, generator=generator, output_type="latent",
+                      denoising_end=0.7).images
+    expected = _quiet(paths.pipes["refiner"])(
+        PROMPT, image=latents, num_inference_steps=3, guidance_scale=5.0, generator=generator,
+        denoising_start=0.7, output_type="np").images
+    _assert_images_match(result.images, expected)
+
+
+@pytest.mark.parametrize("kind", ["sdxl_turbo", "sd_turbo"])
+def test_turbo_one_step_matches_diffusers(first_device: gpucore.Device, paths: Any,
+                                          kind: str) -> None:
+    """One step without guidance (guidance_scale 0, as their model cards run them) on their
+    own trailing-spacing schedulers; the names say Turbo, so the defaults are Turbo's, and
+    those (one Euler a step from sigma_max on SGM Uniform, CFG 1) give the same picture."""
+    ours = _ours(getattr(paths, kind), first_device)
+    assert ours.is_turbo and ours.defaults.steps == 1 and ours.defaults.cfg_scale == 1.0
+    assert ours.scheduler_config["timestep_spacing"] == "trailing"
+    result = ours.txt2img(PROMPT, steps=1, cfg_scale=0.0, seed=9, sampler="diffusers",
+                          rng="torch", width=SIZE, height=SIZE)
+    expected = _quiet(paths.pipes[kind.replace("_", "-")])(
+        PROMPT, num_inference_steps=1, guidance_scale=0.0, width=SIZE, height=SIZE,
+        generator=torch.Generator().manual_seed(9), output_type="np").images
+    _assert_images_match(result.images, expected)
+    webui = ours.txt2img(PROMPT, steps=ours.defaults.steps, cfg_scale=ours.defaults.cfg_scale,
+                         sampler=ours.defaults.sampler, seed=9, rng="torch", width=SIZE,
+                         height=SIZE)
+    assert (webui.settings["sampler"], webui.settings["scheduler"]) == ("Euler a",
+                                                                        "SGM Uniform")
+    _assert_images_match(webui.images, expected)
+
+
+def _webui_reference(pipe: Any, pieces: list[list[tuple[str, float]]]) -> tuple[Any, Any]:
+    """The WebUI's SDXL conditioning written out: per chunk BOS + tokens + EOS padding (the
+    OpenCLIP tokenizer pads after the first EOS with "!"), hidden_states[-2] of each encoder,
+    emphasis with the mean restored, chunks joined; pooled from the first chunk."""
+    hidden = []
+    pooled = None
+    for tokenizer, encoder in ((pipe.tokenizer, pipe.text_encoder),
+                               (pipe.tokenizer_2, pipe.text_encoder_2)):
+        chunks = []
+        for chunk in pieces:
+            ids, weights = [tokenizer.bos_token_id], [1.0]
+            for text, weight in chunk:
+                tokens = tokenizer(text, add_special_tokens=False).input_ids
+                ids += tokens
+                weights += [weight] * len(tokens)
+            ids += [tokenizer.eos_token_id] * (77 - len(ids))
+            weights += [1.0] * (77 - len(weights))
+            if tokenizer.pad_token_id != tokenizer.eos_token_id:
+                first = ids.index(tokenizer.eos_token_id)
+                ids[first + 1:] = [tokenizer.pad_token_id] * (76 - first)
+            with torch.no_grad():
+                out = encoder(torch.tensor([ids]), output_hidden_states=True)
+            z = out.hidden_states[-2][0].double()
+            mean = z.mean()
+            z = z * torch.tensor(weights, dtype=torch.float64)[:, None]
+            chunks.append(z * (mean / z.mean()))
+            if pooled is None and hasattr(out, "text_embeds"):
+                pooled = out.text_embeds[0].double()
+        hidden.append(torch.cat(chunks))
+    return torch.cat(hidden, dim=-1).numpy(), pooled.numpy()
+
+
+def test_webui_conditioning_matches_an_independent_computation(first_device: gpucore.Device,
+                                                               paths: Any) -> None:
+    ours = _ours(paths.base, first_device)
+    ids = time_ids(48, 32, refiner=False)
+    assert ids.tolist() == [32, 48, 0, 0, 32, 48]
+    context = webui_schedule(ours.text_encoders, ["a (red:1.5) fox BREAK snow"], ids,
+                             steps=4).at(0)
+    hidden, pooled = _webui_reference(paths.pipes["base"], [
+        [("a ", 1.0), ("red", 1.5), (" fox", 1.0)], [(" snow", 1.0)]])
+    got = context.hidden.numpy()[0]
+    assert got.shape == hidden.shape == (154, 64)
+    assert np.abs(got - hidden).max() <= 2e-4 * np.abs(hidden).max()
+    got_pooled = context.text_embeds.numpy()[0]
+    assert np.abs(got_pooled - pooled).max() <= 2e-4 * np.abs(pooled).max()
+    assert context.time_ids.tolist() == [ids.tolist()]
+    empty = webui_schedule(ours.text_encoders, [""], ids, steps=4, negative=True).at(0)
+    assert not np.any(empty.hidden.numpy()) and not np.any(empty.text_embeds.numpy())
+    assert empty.hidden.shape == (1, 77, 64)
+    refiner = _ours(paths.refiner, first_device)
+    negative = time_ids(48, 32, refiner=True, negative=True)
+    assert negative.tolist() == [32, 48, 0, 0, 2.5]
+    context = webui_schedule(refiner.text_encoders, ["a fox"], negative, steps=4).at(0)
+    assert context.hidden.shape == (1, 77, 32) and context.text_embeds.shape == (1, 32)
+
+
+def test_webui_samplers_hand_over_to_the_refiner(first_device: gpucore.Device,
+                                                 paths: Any) -> None:
+    """Euler a with the WebUI's prompt syntax over 3 steps, whose model evaluations are at
+    timesteps 999, 499.5 and 0 (completed ratios 0, 0.5, 0.999): switching at 0.3 and at 0.9
+    hands over at different evaluations, which gives different pictures."""
+    from diffusion.pipelines.refiner import HandOff
+
+    base, refiner = _ours(paths.base, first_device), _ours(paths.refiner, first_device)
+    switched: list[int | None] = []
+    original = HandOff.__call__
+
+    def spy(self: HandOff, *args: Any) -> Any:
+        out = original(self, *args)
+        switched.append(self.switched_at)
+        return out
+
+    common = dict(steps=3, cfg_scale=5.0, seed=2, width=SIZE, height=SIZE, sampler="Euler a")
+    HandOff.__call__ = spy  # type: ignore[method-assign]
+    try:
+        early, late = (base.txt2img("a (red:1.2) fox BREAK snow", refiner=refiner,
+                                    refiner_switch_at=at, **common) for at in (0.3, 0.9))
+    finally:
+        HandOff.__call__ = original  # type: ignore[method-assign]
+    assert switched == [None, 1, 1, None, None, 2]
+    assert np.abs(early.images[0].astype(int) - late.images[0]).mean() > 1
+    assert early.images[0].std() > 5 and early.settings["refiner"] == "refiner"
+
+
+def test_errors(first_device: gpucore.Device, paths: Any) -> None:
+    base, refiner = _ours(paths.base, first_device), _ours(paths.refiner, first_device)
+    sd_turbo = _ours(paths.sd_turbo, first_device)
+    cases = [(dict(refiner=sd_turbo), "cannot continue the latents"),
+             (dict(refiner=base), "the model itself"),
+             (dict(refiner=refiner, refiner_switch_at=1.0), "between 0 and 1"),
+             (dict(refiner=refiner, refiner_switch_at=0), "between 0 and 1"),
+             (dict(refiner=refiner, refiner_switch_at="0.5"), "between 0 and 1"),
+             (dict(refiner="refiner"), "must be a loaded model"),
+             (dict(refiner=refiner, mask=_picture(2), init_image=_picture(3)), "inpainting")]
+    for kwargs, message in cases:
+        with pytest.raises(ValueError, match=message):
+            base.generate(PROMPT, steps=2, width=SIZE, height=SIZE, **kwargs)
+    from diffusion.upscalers.interpolation import HiresFix
+
+    with pytest.raises(ValueError, match="hires"):
+        base.generate(PROMPT, steps=2, width=SIZE, height=SIZE, refiner=refiner,
+                      hires=HiresFix(scale=2.0))
+
+
+def test_float16_keeps_the_vae_in_float32(f16_device: gpucore.Device, paths: Any) -> None:
+    pipe = load_pipeline(paths.base_fp16, dtype=np.float16, device=f16_device)
+    assert pipe.unet.conv_in.weight.dtype == np.float16
+    assert pipe.vae.force_upcast and pipe.vae.decoder.conv_in.weight.dtype == np.float32
+
+
+def test_cli_single_file_with_refiner_writes_the_webui_infotext(paths: Any, tmp_path: Path,
+                                                                capsys: Any) -> None:
+    out = tmp_path / "fox.png"
+    assert main(["txt2img", "--model", str(paths.base_file), "--refiner",
+                 str(paths.refiner_file), "--refiner-switch-at", "0.6", "--prompt", "a fox",
+                 "--steps", "2", "--width", str(SIZE), "--height", str(SIZE), "--seed", "1",
+                 "--out", str(out)]) == 0
+    text = read_infotext(out)
+    assert "Refiner: refiner, Refiner switch at: 0.6" in text
+    settings = parse_infotext(text)
+    assert settings["model"] == "base" and settings["refiner_switch_at"] == 0.6
+    assert main(["txt2img", "--model", str(paths.base_file), "--refiner",
+                 str(paths.refiner_file), "--refiner-switch-at", "1.5", "--prompt", "x"]) == 2
+    assert "between 0 and 1" in capsys.readouterr().err
+
+
+def test_cli_turbo_defaults_are_said(paths: Any, tmp_path: Path, capsys: Any) -> None:
+    out = tmp_path / "turbo.png"
+    assert main(["txt2img", "--model", str(paths.sdxl_turbo), "--prompt", "a fox",
+                 "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "turbo model (sdxl-turbo): --steps 1, --cfg-scale 1, --sampler 'Euler a SGM " \
+           "Uniform'" in err
+    assert f"--width {SIZE * 2} --height {SIZE * 2}" in err  # the tiny model's own size
+    settings = parse_infotext(read_infotext(out))
+    assert (settings["steps"], settings["cfg_scale"], settings["sampler"],
+            settings["scheduler"]) == (1, 1.0, "Euler a", "SGM Uniform")
+
+
+def test_server_serves_sdxl_and_the_refiner(first_device: gpucore.Device, paths: Any,
+                                            tmp_path: Path) -> None:
+    pytest.importorskip("fastapi", reason="server extra (pip install .[server])")
+    from fastapi.testclient import TestClient
+
+    from diffusion.server import create_app
+
+    app = create_app(model=paths.base, models_dir=paths.root, outputs=tmp_path,
+                     loader=lambda path, **where: _ours(path, first_device))
+    body = dict(prompt="a fox", steps=2, width=SIZE, height=SIZE, seed=3, sampler_name="Euler",
+                refiner_checkpoint="refiner", refiner_switch_at=0.6)
+    with TestClient(app) as client:
+        response = client.post("/sdapi/v1/txt2img", json=body)
+        assert response.status_code == 200, response.text
+        text = response.json()["info"]
+        assert "Refiner: refiner, Refiner switch at: 0.6" in text and "Model: base" in text
+        for change, message in ((dict(refiner_checkpoint="nope"), "not one of this server"),
+                                (dict(refiner_switch_at=1.2), "between 0 and 1"),
+                                (dict(refiner_checkpoint="sd-turbo"), "cannot continue")):
+            response = client.post("/sdapi/v1/txt2img", json={**body, **change})
+            assert response.status_code == 422 and message in response.text, response.text
+        assert client.get("/avx/queue").json()["native_size"] == SIZE * 2

@@ -1,0 +1,246 @@
+"""The web page of `python -m diffusion serve`, driven in headless Chromium against the real server.
+
+One walk through what a WebUI user does first: type a prompt, Ctrl+Enter, watch the progress
+bar, get an image in the gallery, read its parameters back in PNG Info and send them to txt2img.
+A second walk switches models: steps, sampler and CFG scale follow the loaded model's
+defaults.json (the WebUI's 20 / Euler a / 7 without one), and what the user set survives a reload.
+The server runs in a thread (uvicorn) on a tiny random model at its native 32x32 with 15 steps
+(about 8 s on two cores of llvmpipe, long enough for several progress polls), so the image is
+noise; the point is the page and the API between them. Screenshots go to tmp_path and, with
+AVX_SCREENSHOTS=DIR, there too (that is how docs/screenshot-webui.png is refreshed; then the
+bundled model draws, if this installation has it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support import ROOT
+
+STATIC = ROOT / "diffusion" / "server" / "static"
+CHROMIUM = "/usr/bin/chromium"
+PROMPT = "a red circle on a blue background"
+STEPS = 8  # ~1.3 s a step on CI's 2 cores: the page's 500 ms progress poll sees the bar move
+TINY_DEFAULTS = {"steps": 6, "sampler": "DDIM", "cfg_scale": 5}  # the tiny model's defaults.json
+
+
+class _Links(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.urls: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.urls += [value or "" for name, value in attrs if name in ("src", "href", "action")]
+
+
+def test_page_references_only_local_resources() -> None:
+    parser = _Links()
+    parser.feed((STATIC / "index.html").read_text(encoding="utf-8"))
+    assert parser.urls, "index.html links no resources at all?"
+    remote = [url for url in parser.urls if re.match(r"\s*(https?:)?//", url)]
+    assert not remote, f"index.html loads from outside the server: {remote}"
+    for url in parser.urls:
+        if url.startswith("/static/"):
+            assert (STATIC / url.removeprefix("/static/")).is_file(), f"{url} is missing"
+    for script in [*STATIC.glob("*.js"), *STATIC.glob("*.css")]:
+        text = script.read_text(encoding="utf-8")
+        assert not re.search(r"""(["'(]|url\()\s*(https?:)?//""", text), \
+            f"{script.name} fetches from outside"
+
+
+# ---- The browser walk-through
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _model_path(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int, Path | None]:
+    """(model folder, image size, models folder): the bundled model alone for doc screenshots,
+    else a tiny random one recommending TINY_DEFAULTS, beside a copy that recommends nothing."""
+    if os.environ.get("AVX_SCREENSHOTS"):
+        try:
+            from diffusion.pipelines.load import default_model_path
+
+            return default_model_path(), 128, None
+        except FileNotFoundError:
+            pass
+    pytest.importorskip("diffusers",
+                        reason="the tiny test model is built with diffusers (extra: reference)")
+    from sd_tiny import write_pipeline
+
+    models = tmp_path_factory.mktemp("models")
+    model = write_pipeline(models / "tiny-sd")
+    shutil.copytree(model, models / "tiny-plain")
+    (model / "defaults.json").write_text(json.dumps(TINY_DEFAULTS), encoding="utf-8")
+    return model, 32, models
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int, bool]]:
+    """(base URL, image size, whether the tiny models are served) of the real server, running in
+    a thread on a free port."""
+    uvicorn = pytest.importorskip("uvicorn", reason="the server extra is not installed")
+    from diffusion.server.app import create_app
+
+    model, size, models = _model_path(tmp_path_factory)
+    app = create_app(model=str(model), models_dir=models,
+                     outputs=str(tmp_path_factory.mktemp("outputs")))
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            pytest.fail("the server did not start")
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}/", size, models is not None
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture()
+def page(tmp_path: Path) -> Iterator[Any]:
+    if not Path(CHROMIUM).is_file():
+        pytest.skip(f"no Chromium at {CHROMIUM} (Debian package chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.set_default_timeout(30_000)
+        page.errors = []
+        page.on("pageerror", lambda error: page.errors.append(str(error)))
+        yield page
+        browser.close()
+
+
+def _screenshot(page: Any, tmp_path: Path, name: str) -> None:
+    path = tmp_path / f"{name}.png"
+    page.screenshot(path=path)
+    if os.environ.get("AVX_SCREENSHOTS"):
+        target = Path(os.environ["AVX_SCREENSHOTS"])
+        target.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, target / path.name)
+
+
+def _ready(page: Any) -> None:
+    """Wait until the page has its lists and the model's sampling settings."""
+    page.locator("#params[aria-busy=false]").wait_for(state="attached")
+    assert page.locator("#error").is_hidden(), page.locator("#error").inner_text()
+
+
+def _sampling(page: Any) -> tuple[str, str, str]:
+    return (page.get_by_label("Sampling steps", exact=True).input_value(),
+            page.get_by_label("Sampling method", exact=True).input_value(),
+            page.get_by_label("CFG Scale", exact=True).input_value())
+
+
+def test_generate_then_read_png_info(server: tuple[str, int, bool], page: Any,
+                                     tmp_path: Path) -> None:
+    url, size, tiny = server
+    page.goto(url)
+    _ready(page)
+    if tiny:  # a first visit starts from the model's defaults.json
+        assert _sampling(page) == ("6", "DDIM", "5")
+
+    page.get_by_label("Sampling steps", exact=True).fill(str(STEPS))
+    page.get_by_label("Width", exact=True).fill(str(size))
+    page.get_by_label("Height", exact=True).fill(str(size))
+    page.get_by_label("Seed", exact=True).fill("1234")
+    # <progress> reflects its value into the attribute: record the largest value ever shown.
+    page.evaluate("""() => {
+        const bar = document.getElementById('progress');
+        window.maxProgress = 0;
+        new MutationObserver(() => {
+            window.maxProgress = Math.max(window.maxProgress, bar.value);
+        }).observe(bar, {attributes: true});
+    }""")
+    prompt = page.get_by_label("Prompt", exact=True)
+    prompt.fill(PROMPT)
+    prompt.press("Control+Enter")
+
+    page.get_by_role("button", name="Interrupt", exact=True).wait_for(state="visible")
+    page.wait_for_function("window.maxProgress > 0")
+    _screenshot(page, tmp_path, "screenshot-webui-running")
+    page.locator("#gallery img").first.wait_for(timeout=90_000)
+    page.get_by_role("button", name="Generate", exact=True).wait_for(state="visible")
+    assert page.locator("#error").is_hidden(), page.locator("#error").inner_text()
+    assert page.locator("#progress_wrap").is_hidden()
+    infotext = page.locator("#infotext").inner_text()
+    assert PROMPT in infotext and f"Steps: {STEPS}" in infotext and "Seed: 1234" in infotext
+    if tiny:
+        assert "Sampler: DDIM, Schedule type: Automatic, CFG scale: 5, " in infotext
+    src = page.locator("#selected_image").get_attribute("src")
+    assert src and src.startswith("data:image/png;base64,")
+    _screenshot(page, tmp_path, "screenshot-webui")
+    prompt.fill("")  # PNG Info's "Send to txt2img" must bring it back
+
+    page.get_by_role("button", name="Send to PNG Info", exact=True).click()
+    page.wait_for_function(
+        "text => document.getElementById('pnginfo_text').textContent.includes(text)", arg=PROMPT)
+    table = page.locator("#pnginfo_table").inner_text()
+    assert re.search(rf"Steps\s+{STEPS}", table), table
+    assert re.search(rf"Size\s+{size}x{size}", table), table
+    _screenshot(page, tmp_path, "screenshot-webui-pnginfo")
+
+    page.get_by_role("button", name="Send to txt2img", exact=True).click()
+    tab = page.get_by_role("tab", name="txt2img", exact=True)
+    assert tab.get_attribute("aria-selected") == "true"
+    assert prompt.input_value() == PROMPT
+    assert page.get_by_label("Seed", exact=True).input_value() == "1234"
+    assert not page.errors, page.errors
+
+
+def test_sampling_settings_follow_the_model(server: tuple[str, int, bool], page: Any) -> None:
+    url, _, tiny = server
+    if not tiny:
+        pytest.skip("AVX_SCREENSHOTS: the bundled model is served alone, no model to switch to")
+    page.goto(url)
+    _ready(page)
+    assert _sampling(page) == ("6", "DDIM", "5")
+    titles = page.eval_on_selector("#model", "select => [...select.options].map(o => o.value)")
+    plain, = (t for t in titles if t.startswith("tiny-plain ["))
+    recommending, = (t for t in titles if t.startswith("tiny-sd ["))
+
+    def switch(title: str) -> None:
+        response = page.request.post(f"{url}sdapi/v1/options",
+                                     data={"sd_model_checkpoint": title})
+        assert response.ok, response.text()
+
+    page.locator("#model").select_option(plain)
+    _ready(page)
+    assert _sampling(page) == ("20", "Euler a", "7")  # no defaults.json: the page's own
+    page.get_by_label("Sampling steps", exact=True).fill("9")
+    page.get_by_label("Sampling steps", exact=True).press("Tab")
+    page.locator("#model").select_option(recommending)
+    _ready(page)
+    assert _sampling(page) == ("6", "DDIM", "5")
+
+    # what the user changes for a model survives a reload while that model is loaded...
+    page.get_by_label("Sampling steps", exact=True).fill("9")
+    page.get_by_label("Sampling steps", exact=True).press("Tab")
+    page.reload()
+    _ready(page)
+    assert _sampling(page) == ("9", "DDIM", "5")
+    # ...but not a switch made elsewhere (another tab, an API client): the page follows the server
+    switch(plain)
+    page.reload()
+    _ready(page)
+    assert _sampling(page) == ("20", "Euler a", "7")
+    assert page.locator("#model").input_value() == plain
+    switch(recommending)  # the server as the module's other test expects it
+    assert not page.errors, page.errors

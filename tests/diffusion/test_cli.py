@@ -1,0 +1,479 @@
+"""`python -m diffusion`: parsing, validation errors, progress output and end-to-end runs with a
+fake pipeline (random images), so no model and no GPU are needed."""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from conftest import checkout_env
+from PIL import Image
+from support import ROOT
+
+import diffusion
+import diffusion.cli.main as cli
+import diffusion.pipelines.load
+import gpucore
+import gpustd
+from diffusion.infotext import format_infotext, parse_infotext, read_infotext, save_png
+from diffusion.loaders.errors import WeightsError
+from diffusion.pipelines.stable_diffusion import GenerationResult
+
+
+class FakePipeline:
+    """Stands in for StableDiffusion: records its calls, returns random images."""
+
+    native_size = 64
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.calls: list[dict[str, Any]] = []
+
+    def generate(self, prompt: str, *, negative_prompt: str = "", steps: int = 20,
+                 cfg_scale: float = 7.0, sampler: str = "Euler a", seed: int = 0,
+                 width: int | None = None, height: int | None = None, batch_size: int = 1,
+                 clip_skip: int = 0, progress: Any = None, **kw: Any) -> GenerationResult:
+        width, height = width or self.native_size, height or self.native_size
+        kw.update(negative_prompt=negative_prompt, steps=steps, cfg_scale=cfg_scale,
+                  sampler=sampler, seed=seed, width=width, height=height,
+                  batch_size=batch_size, clip_skip=clip_skip, progress=progress)
+        self.calls.append({"prompt": prompt, **kw})
+        for i in range(2):
+            kw["progress"](i + 1, 2)
+        rng = np.random.default_rng(kw["seed"])
+        images = [rng.integers(0, 256, (kw["height"], kw["width"], 3), dtype=np.uint8)
+                  for _ in range(kw["batch_size"])]
+        settings = {k: kw[k] for k in ("negative_prompt", "steps", "sampler", "cfg_scale",
+                                       "seed", "width", "height", "batch_size", "clip_skip")}
+        settings.update(prompt=prompt, model=self.name,
+                        mode="txt2img" if kw.get("init_image") is None else "img2img")
+        if kw.get("init_image") is not None:
+            settings["strength"] = kw["strength"]
+        return GenerationResult(images=images, seeds=[kw["seed"]] * len(images),
+                                settings=settings)
+
+
+    txt2img = generate
+
+
+@pytest.fixture
+def fake(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, Any]:
+    """Patch diffusion.load_pipeline; chdir to tmp_path, which holds a 'model' folder."""
+    state: dict[str, Any] = {"loads": []}
+
+    def load_pipeline(path: str | None, **kw: Any) -> FakePipeline:
+        state["loads"].append((path, kw))
+        if "error" in state:
+            raise state["error"]
+        state["pipe"] = FakePipeline(Path(path or "bundled").stem)
+        return state["pipe"]
+
+    monkeypatch.setattr(diffusion, "load_pipeline", load_pipeline, raising=False)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "model").mkdir()
+    Image.new("RGB", (40, 24), (200, 30, 30)).save(tmp_path / "init.png")
+    Image.new("L", (40, 24), 255).save(tmp_path / "mask.png")
+    (tmp_path / "junk.png").write_text("not an image")
+    (tmp_path / "notes").write_text("a file, not a folder")
+    return state
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+TXT = ("txt2img", "--model", "model", "--prompt", "a cat")
+
+
+# -- validation: one line, exit 2, the model never loads ---------------------------------
+@pytest.mark.parametrize("argv, message", [
+    ((*TXT, "--width", "500"), "--width: must be a multiple of 8"),
+    ((*TXT, "--height", "0"), "--height: must be at least 1"),
+    ((*TXT, "--sampler", "Euler b"), "unknown sampler 'Euler b'"),
+    ((*TXT, "--steps", "0"), "--steps: must be at least 1"),
+    ((*TXT, "--steps", "ten"), "'ten' is not a whole number"),
+    ((*TXT, "--seed", "-2"), "--seed: must be -1"),
+    ((*TXT, "--clip-skip", "0"), "--clip-skip: must be at least 1"),
+    ((*TXT, "--cfg-scale", "x"), "--cfg-scale: 'x' is not a number"),
+    ((*TXT, "--cfg-scale", "nan"), "--cfg-scale: must be a finite number"),
+    (("img2img", "--model", "model", "--prompt", "a"), "--init-image"),
+    (("inpaint", "--model", "model", "--prompt", "a", "--init-image", "init.png"), "--mask"),
+    (("img2img", "--model", "model", "--prompt", "a", "--init-image", "init.png",
+      "--strength", "1.5"), "--strength: must be in (0, 1]"),
+    (("img2img", "--model", "model", "--prompt", "a", "--init-image", "init.png",
+      "--strength", "0.04"), "leaves no step to run"),
+    (("txt2img", "--model", "missing-model", "--prompt", "a"), "'missing-model' does not exist"),
+    (("img2img", "--model", "model", "--prompt", "a", "--init-image", "none.png"),
+     "--init-image 'none.png' does not exist"),
+    (("img2img", "--model", "model", "--prompt", "a", "--init-image", "junk.png"),
+     "--init-image 'junk.png' is not a readable image"),
+    (("inpaint", "--model", "model", "--prompt", "a", "--init-image", "init.png", "--mask",
+      "junk.png"), "--mask 'junk.png' is not a readable image"),
+    ((*TXT, "--out", "nowhere/x.png"), "output folder 'nowhere' does not exist"),
+    ((*TXT, "--out", "init.png/sub"), "'init.png' is a file"),
+    ((*TXT, "--out", "notes"), "'notes' is a file"),
+    ((*TXT, "--out", "notes/x.png"), "'notes' is a file"),
+    (("paint",), "invalid choice: 'paint'"),
+    ((), "choose a command"),
+])
+def test_bad_input_is_one_error_line(fake: dict[str, Any], capsys: pytest.CaptureFixture[str],
+                                     argv: tuple[str, ...], message: str) -> None:
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 2
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: ") and message in last, err
+    assert "Traceback" not in err and out == ""
+    assert fake["loads"] == []
+
+
+@pytest.mark.parametrize("error, code, message", [
+    (WeightsError("model.safetensors: tensor 'x' missing"), 2, "tensor 'x' missing"),
+    (OSError("model_index.json unreadable"), 2, "unreadable"),
+    (gpucore.NoAdapterError("wgpu enumerated none"), 1, "GPU: "),
+])
+def test_loader_errors_are_one_line(fake: dict[str, Any], capsys: pytest.CaptureFixture[str],
+                                    error: Exception, code: int, message: str) -> None:
+    fake["error"] = error
+    got, out, err = run_cli(capsys, *TXT, "--seed", "1")
+    assert got == code and err.splitlines()[-1].startswith("error: ")
+    assert message in err and "Traceback" not in err and out == ""
+
+
+def test_interrupt_exits_130(fake: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
+    fake["error"] = KeyboardInterrupt()
+    code, _, err = run_cli(capsys, *TXT)
+    assert code == 130 and "interrupted" in err
+    assert not Path("outputs").exists()
+
+
+# -- end to end with the fake pipeline ---------------------------------------------------
+def test_txt2img_writes_pngs_with_parameters(fake: dict[str, Any],
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run_cli(capsys, *TXT, "--negative-prompt", "blurry, dark", "--steps", "7",
+                             "--cfg-scale", "7.5", "--sampler", "dpm++ 2m KARRAS", "--seed",
+                             "1234", "--width", "48", "--height", "32", "--batch-size", "2",
+                             "--clip-skip", "2")
+    assert code == 0, err
+    paths = [Path(line) for line in out.splitlines()]
+    assert paths == [Path("outputs/00000-1234.png"), Path("outputs/00001-1234.png")]
+    assert "seed: 1234" in err and "txt2img: 2 steps in" in err
+    (path, kw), = fake["loads"]
+    # --dtype auto: float16 on matrix units (Dawn on a GPU), float32 elsewhere (lavapipe)
+    auto = np.float16 if gpustd.has_matrix_units(kw["device"]) else np.float32
+    assert path == "model" and kw == {"dtype": auto, "device": gpucore.default_device(),
+                                       "prediction_type": None}
+    call = fake["pipe"].calls[0]
+    assert call["sampler"] == "DPM++ 2M Karras" and call["clip_skip"] == 1
+    assert "init_image" not in call
+    settings = {"prompt": "a cat", "negative_prompt": "blurry, dark", "steps": 7,
+                "sampler": "DPM++ 2M Karras", "cfg_scale": 7.5, "seed": 1234, "width": 48,
+                "height": 32, "batch_size": 2, "clip_skip": 1, "model": "model"}
+    for pos, png in enumerate(paths):
+        text = read_infotext(png)
+        assert text == format_infotext(settings, batch_pos=pos)
+        assert text.endswith("Model: model, Batch size: 2, Batch pos: "
+                             f"{pos}, Clip skip: 2")
+        with Image.open(png) as im:
+            assert im.size == (48, 32)
+    # a second run numbers on after the first
+    code, out, _ = run_cli(capsys, *TXT, "--seed", "5", "--width", "8", "--height", "8")
+    assert code == 0 and out.strip() == str(Path("outputs/00002-5.png"))
+
+
+def test_random_seed_is_printed_and_used(fake: dict[str, Any],
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run_cli(capsys, *TXT, "--width", "8", "--height", "8", "--out", "one.png")
+    assert code == 0 and out.strip() == "one.png"
+    seed = int(err.split("seed: ")[1].split()[0])
+    assert fake["pipe"].calls[0]["seed"] == seed
+    assert parse_infotext(read_infotext("one.png") or "")["seed"] == seed
+
+
+@pytest.mark.parametrize("command, strength", [("img2img", 0.75), ("inpaint", 1.0)])
+def test_img2img_and_inpaint(fake: dict[str, Any], capsys: pytest.CaptureFixture[str],
+                             command: str, strength: float) -> None:
+    extra = ("--mask", "mask.png") if command == "inpaint" else ()
+    code, out, err = run_cli(capsys, command, "--model", "model", "--prompt", "a dog",
+                             "--init-image", "init.png", *extra, "--width", "16", "--height",
+                             "8", "--seed", "3", "--out", "res")
+    assert code == 0, err
+    call = fake["pipe"].calls[0]
+    assert call["strength"] == strength and call["init_image"].mode == "RGB"
+    assert call["init_image"].size == (40, 24)
+    if command == "inpaint":
+        assert call["mask"].mode == "L"
+    assert read_infotext(out.strip()).endswith(f"Denoising strength: {strength:g}")
+
+
+def test_fp16_backend_adapter(fake: dict[str, Any], capsys: pytest.CaptureFixture[str],
+                              monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("GPUCORE_BACKEND", "GPUCORE_ADAPTER"):
+        # set, then delete: monkeypatch records the original state (even "unset") only when it
+        # changes something, and the CLI sets both, which must not outlive this test
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
+
+    class FakeDevice:
+        name, has_f16 = "fake adapter", False
+
+    device = FakeDevice()
+    monkeypatch.setattr(gpucore, "default_device", lambda: device)
+    code, _, err = run_cli(capsys, *TXT, "--fp16", "--backend", "gl", "--adapter", "1",
+                           "--prediction-type", "v_prediction", "--seed", "0")
+    assert code == 0 and "fake adapter has no shader-f16" in err
+    assert fake["loads"][-1][1] == {"dtype": np.float32, "device": device,
+                                    "prediction_type": "v_prediction"}
+    assert os.environ["GPUCORE_BACKEND"] == "gl" and os.environ["GPUCORE_ADAPTER"] == "1"
+    device.has_f16 = True
+    assert run_cli(capsys, *TXT, "--fp16", "--seed", "0")[0] == 0
+    assert fake["loads"][-1][1]["dtype"] == np.float16
+    for units, dtype in ((True, np.float16), (False, np.float32)):  # --dtype auto
+        monkeypatch.setattr(diffusion.pipelines.load, "has_matrix_units",
+                            lambda d, units=units: units)
+        assert run_cli(capsys, *TXT, "--seed", "0")[0] == 0
+        assert fake["loads"][-1][1] == {"dtype": dtype, "device": device, "prediction_type": None}
+    assert run_cli(capsys, *TXT, "--dtype", "float32", "--seed", "0")[0] == 0
+    assert fake["loads"][-1][1]["device"] is None and fake["loads"][-1][1]["dtype"] == np.float32
+
+
+# -- sampling defaults from the model folder's defaults.json -------------------------------
+def write_defaults(folder: str | Path, text: str) -> Path:
+    path = Path(folder) / "defaults.json"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def used(fake: dict[str, Any]) -> tuple[int, str, float]:
+    call = fake["pipe"].calls[-1]
+    return call["steps"], call["sampler"], call["cfg_scale"]
+
+
+def test_defaults_json_sets_left_out_options(fake: dict[str, Any],
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    path = write_defaults("model", '{"steps": 3, "sampler": "dpm++ 2m karras", "cfg_scale": 4.5}')
+    code, out, err = run_cli(capsys, *TXT, "--seed", "2", "--out", "a.png")
+    assert code == 0 and out.strip() == "a.png", err
+    assert used(fake) == (3, "DPM++ 2M Karras", 4.5)
+    assert "Steps: 3, Sampler: DPM++ 2M Karras, CFG scale: 4.5, Seed: 2" in read_infotext("a.png")
+    assert f"from {path}: --steps 3, --cfg-scale 4.5, --sampler 'DPM++ 2M Karras'" in err
+    # img2img/inpaint share the options; their strength check sees the model's steps
+    write_defaults("model", '{"steps": 2}')
+    code, _, err = run_cli(capsys, "img2img", "--model", "model", "--prompt", "a",
+                           "--init-image", "init.png", "--strength", "0.4")
+    assert code == 2 and "--strength 0.4 with --steps 2 leaves no step to run" in err
+    code, _, err = run_cli(capsys, "inpaint", "--model", "model", "--prompt", "a",
+                           "--init-image", "init.png", "--mask", "mask.png", "--out", "b.png")
+    assert code == 0, err
+    assert used(fake) == (2, "Euler a", 7.0)  # the keys it leaves out: the global defaults
+    assert read_infotext("b.png").startswith("a\nSteps: 2, Sampler: Euler a, CFG scale: 7, ")
+
+
+def test_explicit_flags_win_over_defaults_json(fake: dict[str, Any],
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    write_defaults("model", '{"steps": 3, "sampler": "DDIM", "cfg_scale": 4.5}')
+    code, _, err = run_cli(capsys, *TXT, "--steps", "20", "--sampler", "euler",
+                           "--cfg-scale", "7", "--out", "a.png")
+    assert code == 0, err
+    assert used(fake) == (20, "Euler", 7.0) and "defaults.json" not in err
+    assert "Steps: 20, Sampler: Euler, CFG scale: 7, " in read_infotext("a.png")
+    code, _, err = run_cli(capsys, *TXT, "--cfg-scale", "1")
+    assert code == 0 and used(fake) == (3, "DDIM", 1.0)
+    assert f"from {Path('model', 'defaults.json')}: --steps 3, --sampler 'DDIM'\n" in err
+
+
+def test_without_defaults_json_the_global_defaults(fake: dict[str, Any],
+                                                   capsys: pytest.CaptureFixture[str],
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    code, _, err = run_cli(capsys, *TXT)
+    assert code == 0 and used(fake) == (20, "Euler a", 7.0) and "defaults.json" not in err
+    # a single-file checkpoint carries none, even beside a folder's defaults.json
+    write_defaults(".", '{"steps": 3}')
+    Path("sd.safetensors").write_bytes(b"not read: the fake loads nothing")
+    code, _, err = run_cli(capsys, "txt2img", "--model", "sd.safetensors", "--prompt", "a")
+    assert code == 0 and used(fake) == (20, "Euler a", 7.0), err
+    # no --model: the bundled model's folder
+    bundled = Path("bundled")
+    bundled.mkdir()
+    write_defaults(bundled, '{"sampler": "LCM", "steps": 4}')
+    monkeypatch.setattr(diffusion.pipelines.load, "DEFAULT_MODEL", bundled)
+    code, _, err = run_cli(capsys, "txt2img", "--prompt", "a")
+    assert code == 0 and used(fake) == (4, "LCM", 7.0), err
+    assert fake["loads"][-1][0] is None
+
+
+@pytest.mark.parametrize("text, message", [
+    ('{"steps": 10, "smapler": "DDIM"}',
+     "defaults.json: unknown key 'smapler'; allowed: steps, sampler, cfg_scale"),
+    ('{"step": 1, "cfg": 2}', "unknown keys 'cfg', 'step'; allowed: steps, sampler, cfg_scale"),
+    ('{"steps": "10"}', "defaults.json: steps must be a whole number >= 1, got '10'"),
+    ('{"steps": 2.5}', "steps must be a whole number >= 1, got 2.5"),
+    ('{"steps": 0}', "steps must be a whole number >= 1, got 0"),
+    ('{"steps": true}', "steps must be a whole number >= 1, got True"),
+    ('{"cfg_scale": "high"}', "defaults.json: cfg_scale must be a finite number, got 'high'"),
+    ('{"cfg_scale": NaN}', "cfg_scale must be a finite number, got nan"),
+    ('{"sampler": 3}', "sampler must be a sampler name (a string), got 3"),
+    ('{"sampler": "Euler b"}', "defaults.json: unknown sampler 'Euler b'; valid names "),
+    ('{"steps": 10,}', "defaults.json is not valid JSON"),
+    ('[10, "DDIM"]', "must hold a JSON object with the optional keys steps, sampler, cfg_scale"),
+])
+def test_bad_defaults_json_is_one_error_line(fake: dict[str, Any],
+                                             capsys: pytest.CaptureFixture[str],
+                                             text: str, message: str) -> None:
+    write_defaults("model", text)
+    code, out, err = run_cli(capsys, *TXT)
+    assert code == 2 and out == "" and fake["loads"] == []
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"error: {Path('model', 'defaults.json')}") and message in last, err
+    # explicit flags do not hide a broken file: it is the model's, and the server refuses it too
+    assert run_cli(capsys, *TXT, "--steps", "1", "--sampler", "DDIM", "--cfg-scale", "1")[0] == 2
+
+
+# -- progress bar -------------------------------------------------------------------------
+class Clock:
+    def __init__(self, times: list[float]) -> None:
+        self.times = iter(times)
+
+    def __call__(self) -> float:
+        return next(self.times)
+
+
+def test_progress_quiet_without_tty_except_final_line() -> None:
+    stream = io.StringIO()
+    # start at 0, step 1 ends at 4 (compiling), then 0.5 s a step: 2 it/s, step 1 left out
+    bar = cli.ProgressBar("txt2img", stream=stream, clock=Clock([0, 4, 4.5, 5, 5.5, 6]))
+    for done in range(1, 5):
+        bar(done, 5)
+        assert stream.getvalue() == ""
+    bar(5, 5)
+    assert stream.getvalue() == "txt2img: 5 steps in 6.0s (2.00it/s)\n"
+
+
+def test_progress_bar_on_a_terminal() -> None:
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    stream = Terminal()
+    bar = cli.ProgressBar("img2img", stream=stream, width=10,
+                          clock=Clock([0, 2, 4, 3700, 3702]))
+    bar(1, 4)
+    bar(2, 4)
+    assert stream.getvalue().split("\r")[-1] == (
+        "img2img  50%|#####     | 2/4 [00:04<00:04, 2.00s/it]")
+    bar(3, 4)  # slow steps: seconds per step, hours in the clock
+    assert stream.getvalue().split("\r")[-1] == (
+        "img2img  75%|#######   | 3/4 [1:01:40<30:49, 1849.00s/it]")
+    bar(4, 4)
+    assert stream.getvalue().endswith("| 4/4 [1:01:42<00:00, 1233.33s/it]\n")
+
+    stream = Terminal()
+    bar = cli.ProgressBar("x", stream=stream, width=4, clock=Clock([0, 1, 1001, 1002]))
+    for done in (1, 2, 3):
+        bar(done, 3)
+    assert stream.getvalue().split("\r") == [  # a shorter line blanks the longer one's tail
+        "", "x  33%|#   | 1/3 [00:01<00:02, 1.00it/s]",
+        "x  66%|##  | 2/3 [16:41<16:40, 1000.00s/it]",
+        "x 100%|####| 3/3 [16:42<00:00, 500.50s/it] \n"]
+
+
+def test_txt2img_example(fake: dict[str, Any], capsys: pytest.CaptureFixture[str],
+                         monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = importlib.util.spec_from_file_location("txt2img_example",
+                                                  ROOT / "examples" / "txt2img.py")
+    assert spec is not None and spec.loader is not None
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    monkeypatch.delenv("AVX_MODEL", raising=False)
+    monkeypatch.setenv("AVX_EXAMPLE_SMALL", "1")
+    assert example.main([]) == 0
+    assert "no model given; skipping" in capsys.readouterr().out
+    assert example.main(["--model", "model", "--out", "ex", "--seed", "9"]) == 0
+    out = capsys.readouterr().out
+    assert "wrote ex/00000-9.png" in out.replace(os.sep, "/") and "ok:" in out
+    assert fake["pipe"].calls[0]["width"] == 64 and fake["pipe"].calls[0]["steps"] == 4
+
+    def save_other_pixels(images: list[np.ndarray], settings: dict[str, Any],
+                          out: Path) -> list[Path]:
+        save_png(np.zeros_like(images[0]), out, infotext=format_infotext(settings))
+        return [out]
+
+    monkeypatch.setattr(example, "save_images", save_other_pixels)
+    assert example.main(["--model", "model", "--out", "wrong.png"]) == 1  # it checks itself
+    assert "FAILED" in capsys.readouterr().out
+
+
+# -- the module entry point -----------------------------------------------------------------
+def test_python_m_diffusion(tmp_path: Path) -> None:
+    def run(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "diffusion", *argv], cwd=tmp_path,
+                              env=checkout_env(), capture_output=True,
+                              text=True, timeout=60, check=False)
+
+    shown = run("txt2img", "--help")
+    assert shown.returncode == 0 and "examples:" in shown.stdout and "Euler a" in shown.stdout
+    assert " ".join(shown.stdout.split()).count("(default: the model's defaults.json, else") == 3
+    bad = run("txt2img", "--model", ".", "--prompt", "x", "--width", "513")
+    assert bad.returncode == 2 and bad.stdout == ""
+    assert bad.stderr.strip() == ("error: argument --width: must be a multiple of 8 (the VAE "
+                                  "works on 8x8 pixel blocks), got 513; try 512 or 520")
+
+
+# -- WebUI options: batch count, hires fix, infotext in and out ----------------------------
+def test_n_iter_counts_seeds_on_over_batches(fake: dict[str, Any],
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run_cli(capsys, *TXT, "--seed", "10", "--n-iter", "3", "--batch-size", "2")
+    assert code == 0, err
+    assert [c["seed"] for c in fake["pipe"].calls] == [10, 12, 14]
+    assert len(out.splitlines()) == 6 and "txt2img 3/3" in err
+
+
+def test_hires_flags_become_a_hires_fix(fake: dict[str, Any],
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    from diffusion.upscalers.interpolation import HiresFix
+
+    code, _, err = run_cli(capsys, *TXT, "--hr-scale", "1.5", "--hr-upscaler", "lanczos",
+                           "--hr-steps", "4", "--hr-denoise", "0.45")
+    assert code == 0, err
+    assert fake["pipe"].calls[-1]["hires"] == HiresFix(scale=1.5, upscaler="Lanczos", steps=4,
+                                                       denoise=0.45)
+    code, _, err = run_cli(capsys, *TXT)
+    assert code == 0 and "hires" not in fake["pipe"].calls[-1]
+    code, _, err = run_cli(capsys, *TXT, "--hr-resize", "96x80", "--hr-upscaler", "ESRGAN")
+    assert code == 2 and "--hr-upscaler 'ESRGAN' is not one of: Latent," in err
+    code, _, err = run_cli(capsys, *TXT, "--hr-resize", "96by80")
+    assert code == 2 and "'96by80' is not WIDTHxHEIGHT" in err
+
+
+def test_png_info_and_from_infotext(fake: dict[str, Any],
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    text = ("a (red:1.2) fox\nNegative prompt: blurry\nSteps: 9, Sampler: DPM++ 2M Karras, "
+            "CFG scale: 4.5, Seed: 77, Size: 48x40, Clip skip: 2, Denoising strength: 0.4, "
+            "Hires upscale: 2, Hires upscaler: Latent (bicubic)")
+    save_png(np.zeros((8, 8, 3), np.uint8), "source.png", infotext=text)
+    code, out, _ = run_cli(capsys, "png-info", "source.png")
+    assert code == 0 and out.strip() == text
+    code, out, _ = run_cli(capsys, "png-info", "--json", "source.png")
+    assert json.loads(out)["hires_upscaler"] == "Latent (bicubic)"
+    code, _, err = run_cli(capsys, "txt2img", "--model", "model", "--from-infotext",
+                           "source.png", "--steps", "3", "--out", "again.png")
+    assert code == 0, err
+    call = fake["pipe"].calls[-1]
+    assert (call["prompt"], call["negative_prompt"], call["steps"], call["seed"]) == (
+        "a (red:1.2) fox", "blurry", 3, 77)  # --steps given here wins
+    assert (call["sampler"], call["scheduler"], call["cfg_scale"], call["width"],
+            call["clip_skip"]) == ("DPM++ 2M", "Karras", 4.5, 48, 1)
+    assert call["hires"].upscaler == "Latent (bicubic)" and call["hires"].denoise == 0.4
+    code, _, err = run_cli(capsys, "png-info", "init.png")
+    assert code == 2 and "carries no parameters" in err
+    code, _, err = run_cli(capsys, "txt2img", "--model", "model")
+    assert code == 2 and "--prompt is required" in err

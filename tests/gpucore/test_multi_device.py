@@ -1,0 +1,266 @@
+"""Several devices at once: open_devices, DeviceGroup.map, scatter/gather of Tensors against
+numpy on random inputs and uneven splits, and `serve --devices`: two workers on one queue
+serving concurrent requests with the one-device images, interrupt/skip over several running
+jobs, and a model switch that waits for the jobs before it and holds back the jobs after it.
+
+On CI the two adapters are Vulkan lavapipe and OpenGL llvmpipe; where only one adapter is
+present (GPUCORE_BACKEND=vulkan) the server tests open two Devices on it.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import gpucore
+import gpustd
+from gpucore import DeviceGroup, split_sizes
+from gpustd import Tensor, distributed
+
+ADAPTERS = gpucore.open_devices("all") if gpucore.devices() else []
+if not ADAPTERS:
+    pytest.skip("no GPU adapter present: install mesa-vulkan-drivers (see README)",
+                allow_module_level=True)
+# two devices for the server even with one adapter: a second wgpu device on it
+PAIR = ADAPTERS[:2] if len(ADAPTERS) > 1 else [ADAPTERS[0], gpucore.Device(ADAPTERS[0].info)]
+
+
+@pytest.fixture(scope="module")
+def group() -> DeviceGroup:
+    return DeviceGroup(ADAPTERS)
+
+
+def test_split_sizes() -> None:
+    assert split_sizes(10, 3) == [4, 3, 3] and split_sizes(2, 4) == [1, 1, 0, 0]
+    assert [len(p) for p in np.array_split(np.arange(37), 5)] == split_sizes(37, 5)
+    assert split_sizes(10, 2, weights=[3, 1]) == [8, 2]  # 7.5 / 2.5: the remainder to one
+    assert sum(split_sizes(101, 3, weights=[0.2, 0.5, 0.3])) == 101
+    with pytest.raises(ValueError, match="weights"):
+        split_sizes(10, 2, weights=[1])
+    with pytest.raises(ValueError, match="parts"):
+        split_sizes(10, 0)
+
+
+def test_open_devices_by_index_and_errors() -> None:
+    present = gpucore.devices()
+    labels = {d.info.label for d in ADAPTERS}
+    assert len(labels) == len(ADAPTERS)  # "all": each adapter once
+    first = gpucore.open_devices(str(ADAPTERS[0].info.index))
+    assert [d.info.index for d in first] == [ADAPTERS[0].info.index]
+    with pytest.raises(gpucore.NoAdapterError, match="index 99"):
+        gpucore.open_devices("99")
+    with pytest.raises(ValueError, match="twice"):
+        gpucore.open_devices(f"{present[0].index},{present[0].index}")
+    with pytest.raises(ValueError, match="no devices"):
+        gpucore.open_devices("")
+    with pytest.raises(ValueError, match="twice"):
+        DeviceGroup([ADAPTERS[0], ADAPTERS[0]])
+
+
+def test_map_runs_each_chunk_on_its_device(group: DeviceGroup) -> None:
+    rng = np.random.default_rng(11)
+    n = len(group)
+    chunks = [rng.standard_normal((int(rng.integers(1, 70)), 33)).astype(np.float32)
+              for _ in range(2 * n + 1)]  # uneven sizes, more chunks than devices
+    weight = rng.standard_normal((33, 17)).astype(np.float32)
+    threads: dict[int, set[int]] = {}
+
+    def work(device: gpucore.Device, chunk: np.ndarray) -> tuple[gpucore.Device, np.ndarray]:
+        threads.setdefault(id(device), set()).add(threading.get_ident())
+        x = Tensor.from_numpy(chunk, device=device)
+        w = Tensor.from_numpy(weight, device=device)
+        return device, gpustd.exp(gpustd.linalg.matmul(x, w) * 0.1).numpy()
+
+    for balance in (False, True):
+        out = group.map(work, chunks, balance=balance)
+        for chunk, (_, got) in zip(chunks, out, strict=True):
+            want = np.exp(0.1 * (chunk.astype(np.float64) @ weight))
+            assert np.max(np.abs(got - want) / np.abs(want)) < 1e-5
+        if not balance:  # static: chunk i on device i % n, reproducibly
+            assert [d for d, _ in out] == [group[i % n] for i in range(len(chunks))]
+    if n > 1:
+        assert len({t for ts in threads.values() for t in ts}) >= n  # a thread per device
+    with pytest.raises(ZeroDivisionError):
+        group.map(lambda device, x: 1 / x, [1, 0, 2])
+
+
+@pytest.mark.parametrize("axis", [0, 1, -1])
+def test_scatter_gather_match_numpy(group: DeviceGroup, axis: int) -> None:
+    rng = np.random.default_rng(12 + axis)
+    x = rng.standard_normal((13, 7, 5))  # float64: scattered as float32, like from_numpy
+    parts = distributed.scatter(x, group, axis=axis)
+    want = np.array_split(x.astype(np.float32), len(group), axis=axis)
+    assert [p.device for p in parts] == list(group)
+    for part, expected in zip(parts, want, strict=True):
+        assert part.dtype == np.float32 and np.array_equal(part.numpy(), expected)
+    assert np.array_equal(distributed.gather_numpy(parts, axis), x.astype(np.float32))
+    target = group[-1]
+    joined = distributed.gather(parts, axis, device=target)
+    assert joined.device is target and np.array_equal(joined.numpy(), x.astype(np.float32))
+
+
+def test_scatter_a_tensor_with_sizes_and_split_apply(group: DeviceGroup) -> None:
+    rng = np.random.default_rng(13)
+    n = len(group)
+    x = rng.standard_normal((4 * n + 3, 19)).astype(np.float32)
+    source = Tensor.from_numpy(x, device=group[0])
+    sizes = [0, *split_sizes(len(x), n - 1)] if n > 1 else [len(x)]  # an empty part too
+    parts = distributed.scatter(source, group, sizes=sizes)
+    assert [p.shape[0] for p in parts] == sizes
+    assert np.array_equal(distributed.gather(parts).numpy(), x)
+    weight = rng.standard_normal((19, 6)).astype(np.float32)
+
+    def layer(part: Tensor) -> Tensor:
+        w = Tensor.from_numpy(weight, device=part.device)
+        return gpustd.tanh(gpustd.linalg.matmul(part, w))
+    got = distributed.split_apply(group, layer, x, to_numpy=True)
+    want = np.tanh(x.astype(np.float64) @ weight)
+    assert np.max(np.abs(got - want)) < 1e-5
+    on_device = distributed.split_apply(group, layer, x)
+    assert on_device.device is group[0] and np.array_equal(on_device.numpy(), got)
+    with pytest.raises(ValueError, match="adding up to"):
+        distributed.scatter(x, group, sizes=[1] * n)
+    with pytest.raises(ValueError, match="0-d"):
+        distributed.scatter(np.float32(1), group)
+
+
+# -- serve --devices: several workers on one queue ----------------------------------------
+
+class _Recording:
+    """A pipeline that records every generate call (device, keywords) and passes it on."""
+
+    def __init__(self, pipe: Any, device: gpucore.Device, calls: list) -> None:
+        self._pipe, self._device, self._calls = pipe, device, calls
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._pipe, name)
+
+    def generate(self, **kwargs: Any) -> Any:
+        self._calls.append((self._device, {k: v for k, v in kwargs.items() if k != "on_step"}))
+        return self._pipe.generate(**kwargs)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    pytest.importorskip("fastapi", reason="server extra (pip install .[server])")
+    pytest.importorskip("diffusers", reason="tiny test models are built with diffusers")
+    import shutil
+
+    from sd_tiny import write_pipeline
+    from server_support import live_server
+
+    from diffusion import load_pipeline
+    from diffusion.server import create_app
+
+    models = tmp_path_factory.mktemp("multi-device") / "models"
+    write_pipeline(models / "tiny-a")
+    shutil.copytree(models / "tiny-a", models / "tiny-b")  # a second model to switch to
+    calls: list = []
+    pipes: dict[tuple[Path, int], Any] = {}
+
+    def loader(path: Path, device: gpucore.Device) -> Any:
+        pipes[path, id(device)] = load_pipeline(path, device=device)
+        return _Recording(pipes[path, id(device)], device, calls)
+
+    app = create_app(model=models / "tiny-a", models_dir=models, loader=loader, devices=PAIR)
+    with live_server(app) as url:
+        yield url, app.state.worker, calls, pipes
+        app.state.worker.stop()
+
+
+def _post(url: str, path: str, body: dict[str, Any]) -> Any:
+    import httpx
+
+    return httpx.post(url + path, json=body, timeout=300)
+
+
+def _running(worker: Any, job_no: int = 0) -> bool:
+    return all(s.state["job"] and s.state["job_no"] == job_no and s.state["sampling_step"] >= 1
+               for s in worker.slots)
+
+
+def test_two_workers_serve_concurrent_requests_with_one_device_images(served: Any) -> None:
+    from server_support import PROMPT, Background, info, pixels
+
+    url, worker, calls, _ = served
+    bodies = [{"prompt": f"{PROMPT} {i}", "steps": 1, "seed": 40 + i} for i in range(2)]
+    calls.clear()
+    waiting = [Background(lambda b=b: _post(url, "/sdapi/v1/txt2img", b)) for b in bodies]
+    responses = [w.result() for w in waiting]
+    assert all(r.status_code == 200 for r in responses), [r.text for r in responses]
+    images = {info(r)["seed"]: pixels(r.json()["images"][0]) for r in responses}
+    assert sorted(images) == [b["seed"] for b in bodies]
+    assert len({img.tobytes() for img in images.values()}) == len(bodies)
+    pipes = {id(s.device): s.pipe._pipe for s in worker.slots}
+    assert {id(device) for device, _ in calls} == set(pipes)  # each worker took one
+    for device, kwargs in calls:  # each image again, alone, on the device that made it
+        seed = kwargs["seed"]
+        assert np.array_equal(pipes[id(device)].generate(**kwargs).images[0], images[seed])
+    device, kwargs = calls[0]  # and on the other device: the same picture
+    other = next(pipe for key, pipe in pipes.items() if key != id(device))
+    diff = np.abs(other.generate(**kwargs).images[0].astype(int) - images[kwargs["seed"]])
+    assert diff.max() <= 2, f"the two devices' images differ by {diff.max()} levels"
+
+
+def test_interrupt_and_skip_act_on_every_running_job(served: Any) -> None:
+    import httpx
+    from server_support import PROMPT, Background, info, wait_for
+
+    url, worker, _, _ = served
+    slow = {"prompt": PROMPT, "steps": 150, "batch_size": 2}
+    jobs = [Background(lambda s=s: _post(url, "/sdapi/v1/txt2img", {**slow, "seed": s}))
+            for s in (1, 5)]
+    wait_for(lambda: _running(worker), what="both workers to run")
+    seen = httpx.get(url + "/sdapi/v1/progress").json()
+    assert seen["state"]["job"] == "txt2img" and 0 < seen["progress"] < 1
+    assert seen["textinfo"].count(" on ") == 2 and seen["current_image"]
+    httpx.post(url + "/sdapi/v1/skip")
+    wait_for(lambda: _running(worker, job_no=1), what="both jobs at their second image")
+    httpx.post(url + "/sdapi/v1/interrupt")
+    for job, seed in zip(jobs, (1, 5), strict=True):
+        response = job.result()
+        assert response.status_code == 200 and info(response)["interrupted"] is True
+        assert info(response)["all_seeds"] == [seed, seed + 1]
+    after = _post(url, "/sdapi/v1/txt2img", {"prompt": PROMPT, "steps": 1, "seed": 2})
+    assert after.status_code == 200 and info(after)["interrupted"] is False
+
+
+def test_model_switch_waits_for_earlier_jobs_and_holds_later_ones(served: Any) -> None:
+    import time
+
+    import httpx
+    from server_support import PROMPT, Background, info, wait_for
+
+    url, worker, _, _ = served
+    slow = Background(lambda: _post(url, "/sdapi/v1/txt2img",
+                                     {"prompt": PROMPT, "steps": 150, "seed": 1}))
+    wait_for(lambda: any(s.state["sampling_step"] >= 1 for s in worker.slots), what="a job")
+    switch = Background(lambda: _post(url, "/sdapi/v1/options",
+                                      {"sd_model_checkpoint": "tiny-b"}))
+    wait_for(lambda: worker.pending() == 1, what="the switch to be queued")
+    later = Background(lambda: _post(url, "/sdapi/v1/txt2img",
+                                     {"prompt": PROMPT, "steps": 1, "seed": 3}))
+    wait_for(lambda: worker.pending() == 2, what="the later job to be queued")
+    time.sleep(0.3)  # the idle worker must not take the job queued after the switch
+    assert worker.pending() == 2 and worker.model.model_name == "tiny-a"
+    httpx.post(url + "/sdapi/v1/interrupt")
+    assert slow.result().status_code == 200 and info(slow.result())["sd_model_name"] == "tiny-a"
+    assert switch.result().status_code == 200
+    assert info(later.result())["sd_model_name"] == "tiny-b"
+    assert all(s.pipe._pipe is not None and s.pipe._device is s.device for s in worker.slots)
+    assert len({id(s.pipe._pipe) for s in worker.slots}) == 2  # a copy per device
+
+
+def test_serve_devices_says_what_is_wrong(capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("uvicorn", reason="server extra (pip install .[server])")
+    from server_support import free_port
+
+    import diffusion.cli.main as cli
+
+    assert cli.main(["serve", "--port", str(free_port()), "--devices", "99"]) == 2
+    err = capsys.readouterr().err
+    assert "--devices 99" in err and "no adapter with index 99" in err

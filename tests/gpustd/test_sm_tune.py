@@ -1,0 +1,259 @@
+"""The matrix-unit kernels' tile choice through the autotuner (gpustd/_sm_tune.py): shape
+classes, candidates, registration and the kernels' routing run everywhere (nothing compiles);
+the promise that every candidate computes the default's result bit for bit, and that tuning
+never changes matmul's or conv2d's result, runs on Dawn adapters with subgroup matrices (the
+GPU machine, GPUCORE_RUNTIME=dawn) and skips elsewhere."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+from conftest import checkout_env
+from support import ROOT
+
+import gpucore
+from gpucore import autotune
+from gpustd import Tensor, _gemm, _gemm_tune, _sm_tune, linalg
+from gpustd import _gemm_subgroup_matrix as gemm_sm
+from gpustd.nn import _conv_subgroup_matrix as conv_sm
+from gpustd.nn import conv2d
+
+pytestmark = pytest.mark.usefixtures("cache_home")  # conftest: private cache, tuning off
+
+
+def fake_device(storage: int = 48 * 1024, grid: int = 65535) -> Any:
+    return SimpleNamespace(limits={"max-compute-workgroup-storage-size": storage,
+                                   "max-compute-invocations-per-workgroup": 1024,
+                                   "max-compute-workgroups-per-dimension": grid})
+
+
+def remember(device: gpucore.Device, op: str, shape_class: str, winner: str,
+             default: str) -> None:
+    """Put `winner` in the tuner's cache as if a tuning had chosen it."""
+    autotune._store(device, autotune.Result(op, shape_class, winner, default,
+                                            {winner: 1.0, default: 2.0}))
+
+
+# -- everywhere: nothing here compiles a subgroup-matrix kernel ------------------------
+def test_shape_classes_bucket_sizes_and_keep_what_changes_the_kernel() -> None:
+    assert _sm_tune.gemm_class(8192, 320, 320, 1, False, True) == "f16/nt/m8192/n384/k384/b1"
+    assert _sm_tune.gemm_class(8000, 300, 330, 1, False, True) == "f16/nt/m8192/n384/k384/b1"
+    assert _sm_tune.gemm_class(8192, 320, 320, 1, True, False) == "f16/tn/m8192/n384/k384/b1"
+    assert _sm_tune.conv_class(3, 3, (1, 1), 320, 2880, 8192) == "f16/3x3/s1x1/co384/k3072/p8192"
+    assert _sm_tune.conv_class(3, 3, (2, 2), 320, 2880, 8192) != \
+        _sm_tune.conv_class(3, 3, (1, 1), 320, 2880, 8192)
+    assert _sm_tune.conv_class(1, 1, (1, 1), 320, 2880, 8192) != \
+        _sm_tune.conv_class(3, 3, (1, 1), 320, 2880, 8192)
+
+
+def test_candidates_accumulate_alike_and_fit_the_device() -> None:
+    """f32 accumulators and K steps of whole 16-deep slices (the module docstring's argument);
+    no f16 accumulators, which would round differently."""
+    tiles = [*_sm_tune.GEMM_TILES.values(), *conv_sm.CONV_TILES.values()]
+    assert all(t.acc == "f32" and t.bk % 16 == 0 for t in tiles)
+    everything = fake_device()
+    assert _sm_tune.gemm_candidates(everything, 500, 700) == tuple(_sm_tune.GEMM_TILES)
+    assert _sm_tune.conv_candidates(everything, 320, 8192) == tuple(conv_sm.CONV_TILES)
+    # 16 KiB of workgroup memory: no 128 x 128 tile with K steps of 32 (28 KiB)
+    assert "128x128" not in _sm_tune.gemm_candidates(fake_device(storage=16384), 500, 700)
+    assert "128x128k16" in _sm_tune.gemm_candidates(fake_device(storage=24576), 500, 700)
+    # a grid of at most 100 workgroups a side: 6401 pixels need 101 columns of 64
+    assert _sm_tune.conv_candidates(fake_device(grid=100), 64, 6401) == ("128x128",)
+    assert _sm_tune.gemm_candidates(fake_device(grid=100), 6401, 64) == ("128x128",
+                                                                        "128x128k16")
+
+
+def test_registered_with_the_rules_as_defaults(first_device: gpucore.Device,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    assert {"gemm_sm", "conv_sm"} <= set(autotune.registered())
+    if not gemm_sm.available(first_device):
+        assert autotune.problems(first_device, ["gemm_sm", "conv_sm"]) == []
+        monkeypatch.setattr(gemm_sm, "available", lambda device: True)
+    gemm = autotune.problems(first_device, ["gemm_sm"])
+    expected = {_sm_tune.gemm_class(m, n, k, batch, layout[0] == "t", layout[1] == "t")
+                for m, k, n, batch, layout in _gemm_tune.SD_SHAPES}
+    assert {p.shape_class for p in gemm} == expected
+    square = next(p for p in gemm if p.shape_class == "f16/nn/m4096/n4096/k4096/b1")
+    assert square.default == "64x64k16" and square.candidates == tuple(_sm_tune.GEMM_TILES)
+    conv = autotune.problems(first_device, ["conv_sm"])
+    classes = {p.shape_class: p for p in conv}
+    assert len(classes) == len(conv)
+    # SD 1.5's 320-channel convs at 64 x 64, the VAE decoder's last convs at 512 x 512
+    assert classes["f16/3x3/s1x1/co384/k3072/p8192"].default == "64x64"
+    assert classes["f16/3x3/s1x1/co128/k1536/p262144"].default == "128x128"
+    assert "f16/3x3/s1x1/co3/k1536/p262144" in classes
+    # none too small for the matrix kernel (conv2d keeps the portable one there), such as
+    # the UNet's 1280 channels at 16 x 16 (512 pixels: 160 tiles of 64 x 64)
+    for p in conv:
+        assert p.default in p.candidates, p.shape_class
+        assert int(p.shape_class.rsplit("/p", 1)[1]) >= 2048, p.shape_class
+
+
+def test_rule_unless_a_winner_is_cached(first_device: gpucore.Device) -> None:
+    """Tuning off: the rule's tile, no trial run; a cached winner replaces it."""
+    device = first_device
+    assert _sm_tune.gemm_tile(device, 4096, 4096, 4096, 1, False, False) == \
+        gemm_sm.choose_tile(4096, 4096, 1)
+    remember(device, "gemm_sm", "f16/nn/m4096/n4096/k4096/b1", "128x128", "64x64k16")
+    assert _sm_tune.gemm_tile(device, 4000, 4096, 4090, 1, False, False) == \
+        _sm_tune.GEMM_TILES["128x128"]
+    shapes = ((2, 320, 64, 64), (320, 320, 3, 3), (1, 1), (1, 1), (1, 1), (64, 64))
+    assert _sm_tune.conv_tile(device, *shapes) == conv_sm.choose_conv_tile(320, 8192)
+    remember(device, "conv_sm", "f16/3x3/s1x1/co384/k3072/p8192", "32x32", "64x64")
+    assert _sm_tune.conv_tile(device, *shapes) == conv_sm.CONV_TILES["32x32"]
+
+
+class KernelSpy:
+    """Stands in for a kernel module's `_kernel`: notes the tile, dispatches nothing."""
+
+    def __init__(self) -> None:
+        self.tiles: list[Any] = []
+
+    def __call__(self, tile: Any, *args: Any) -> Any:
+        self.tiles.append(tile)
+        return SimpleNamespace(dispatch=lambda *a, **k: None)
+
+
+def test_the_kernels_ask_the_tuner(first_device: gpucore.Device,
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    device = first_device
+    gemm_spy, conv_spy = KernelSpy(), KernelSpy()
+    monkeypatch.setattr(gemm_sm, "_kernel", gemm_spy)
+    monkeypatch.setattr(conv_sm, "_kernel", conv_spy)
+    remember(device, "gemm_sm", "f16/nt/m192/n96/k48/b2", "128x128k16", "64x64")
+    buf = Tensor.empty((4,), np.float16, device=device).buffer
+    plan = _gemm.batch_plan((2,), (2,), (2,), 150 * 40, 40 * 70)
+    gemm_sm.record_gemm_sm(buf, buf, buf, buf, has_bias=False, m=150, n=70, k=40,
+                           trans_a=False, trans_b=True, alpha=1.0, beta=0.0, plan=plan)
+    assert gemm_spy.tiles == [_sm_tune.GEMM_TILES["128x128k16"]]
+    x = Tensor.empty((2, 5, 33, 31), np.float16, device=device)
+    weight = Tensor.empty((70, 5, 3, 3), np.float16, device=device)
+    conv_sm.conv2d_sm(x, weight, None, stride=(2, 2), padding=(1, 1), dilation=(1, 1),
+                      out_hw=(17, 16))
+    remember(device, "conv_sm", "f16/3x3/s2x2/co96/k48/p768", "32x32", "64x64")
+    conv_sm.conv2d_sm(x, weight, None, stride=(2, 2), padding=(1, 1), dilation=(1, 1),
+                      out_hw=(17, 16))
+    assert conv_spy.tiles == [conv_sm.choose_conv_tile(70, 544), conv_sm.CONV_TILES["32x32"]]
+
+
+def test_tune_command_lists_them_only_with_subgroup_matrices(cache_home: Path) -> None:
+    """A fresh process: importing gpustd registers both ops; the problems are listed where
+    the default device has f16 subgroup matrices and none elsewhere."""
+    listing = subprocess.run(
+        [sys.executable, "-m", "gpucore", "tune", "--list", "--ops", "gemm_sm,conv_sm"],
+        env=checkout_env(), cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert listing.returncode == 0, listing.stderr
+    lines = listing.stdout.splitlines()
+    if gemm_sm.available(gpucore.default_device()):
+        assert any(line.startswith("gemm_sm f16/nn/m4096/n4096/k4096/b1") for line in lines)
+        assert any(line.startswith("conv_sm f16/3x3/s1x1/co384/k3072/p8192") for line in lines)
+    else:
+        assert lines[0].startswith("device:") and lines[1].startswith("cache:"), lines
+
+
+# -- Dawn with subgroup matrices: the bits -------------------------------------------
+def skip_unless_available(device: gpucore.Device) -> None:
+    if not gemm_sm.available(device):
+        pytest.skip(f"{device.info.label} has no f16 subgroup matrices (Dawn on a GPU has)")
+
+
+GEMM_CASES = [  # m, k, n, batch, trans_a, trans_b: K not a multiple of 32 (BK 16 vs 32)
+    (150, 200, 130, 2, False, True), (77, 40, 260, 1, True, False),
+    (129, 1000, 70, 1, False, False),
+]
+
+
+@pytest.mark.parametrize("case", GEMM_CASES, ids=[str(i) for i in range(len(GEMM_CASES))])
+def test_every_gemm_candidate_is_bitwise_the_default(device: gpucore.Device,
+                                                     case: tuple) -> None:
+    skip_unless_available(device)
+    m, k, n, batch, trans_a, trans_b = case
+    rng = np.random.default_rng(m + k)
+    a_np = rng.standard_normal((batch, k, m) if trans_a else (batch, m, k)).astype(np.float16)
+    b_np = rng.standard_normal((batch, n, k) if trans_b else (batch, k, n)).astype(np.float16)
+    bias_np = rng.standard_normal(n).astype(np.float16)
+    a, b, bias = (Tensor.from_numpy(v, device=device) for v in (a_np, b_np, bias_np))
+    plan = _gemm.batch_plan((batch,), (batch,), (batch,), m * k, k * n)
+
+    def run(name: str) -> np.ndarray:
+        c = Tensor.empty((batch, m, n), np.float16, device=device)
+        gemm_sm.record_gemm_sm(a.buffer, b.buffer, c.buffer, bias.buffer, has_bias=True, m=m,
+                               n=n, k=k, trans_a=trans_a, trans_b=trans_b, alpha=1.0,
+                               beta=0.0, plan=plan, tile=_sm_tune.GEMM_TILES[name])
+        return c.numpy()
+
+    default = run(next(name for name, t in _sm_tune.GEMM_TILES.items()
+                       if t == gemm_sm.choose_tile(m, n, batch)))
+    op_a = a_np.transpose(0, 2, 1) if trans_a else a_np
+    op_b = b_np.transpose(0, 2, 1) if trans_b else b_np
+    expected = op_a.astype(np.float64) @ op_b.astype(np.float64) + bias_np
+    assert np.abs(default - expected).max() / np.abs(expected).max() < 2e-3
+    for name in _sm_tune.gemm_candidates(device, m, n):
+        assert run(name).tobytes() == default.tobytes(), f"tile {name} changed the result"
+
+
+CONV_CASES = [  # n, c_in, h, w, c_out, stride: K = 36 and 333, neither a multiple of 32
+    (2, 4, 23, 21, 70, 1), (1, 37, 30, 17, 150, 2),
+]
+
+
+@pytest.mark.parametrize("case", CONV_CASES, ids=[str(i) for i in range(len(CONV_CASES))])
+def test_every_conv_candidate_is_bitwise_the_default(device: gpucore.Device,
+                                                     case: tuple) -> None:
+    skip_unless_available(device)
+    torch = pytest.importorskip("torch")
+    n, c_in, h, w, c_out, stride = case
+    rng = np.random.default_rng(c_in)
+    x_np = rng.standard_normal((n, c_in, h, w)).astype(np.float16)
+    w_np = (rng.standard_normal((c_out, c_in, 3, 3)) / np.sqrt(9 * c_in)).astype(np.float16)
+    bias_np = rng.standard_normal(c_out).astype(np.float16)
+    expected = torch.nn.functional.conv2d(
+        *(torch.from_numpy(v.astype(np.float64)) for v in (x_np, w_np, bias_np)),
+        stride=stride, padding=1).numpy()
+    add_np = rng.standard_normal(expected.shape).astype(np.float16)
+    x, weight, bias, add = (Tensor.from_numpy(v, device=device)
+                            for v in (x_np, w_np, bias_np, add_np))
+
+    def run(name: str) -> np.ndarray:
+        return conv_sm.conv2d_sm(x, weight, bias, stride=(stride, stride), padding=(1, 1),
+                                 dilation=(1, 1), out_hw=expected.shape[2:], add=add,
+                                 add_mode=1, tile=conv_sm.CONV_TILES[name]).numpy()
+
+    pixels = n * expected.shape[2] * expected.shape[3]
+    default = run(next(name for name, t in conv_sm.CONV_TILES.items()
+                       if t == conv_sm.choose_conv_tile(c_out, pixels)))
+    expected = expected + add_np
+    assert np.abs(default - expected).max() / np.abs(expected).max() < 2e-3
+    for name in _sm_tune.conv_candidates(device, c_out, pixels):
+        assert run(name).tobytes() == default.tobytes(), f"tile {name} changed the result"
+
+
+def test_tuning_changes_no_bits_of_matmul_or_conv2d(device: gpucore.Device,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tuned on first use, then each candidate forced as the cached winner: the same bits."""
+    skip_unless_available(device)
+    monkeypatch.setattr(conv_sm, "MIN_TILES", 0)  # a small conv takes the matrix kernel
+    rng = np.random.default_rng(5)
+    a = Tensor.from_numpy(rng.standard_normal((3, 97, 72)).astype(np.float16), device=device)
+    b = Tensor.from_numpy(rng.standard_normal((83, 72)).astype(np.float16), device=device)
+    x = Tensor.from_numpy(rng.standard_normal((2, 12, 19, 22)).astype(np.float16),
+                          device=device)
+    w = Tensor.from_numpy((rng.standard_normal((90, 12, 3, 3)) / 10).astype(np.float16),
+                          device=device)
+    ops = {"gemm_sm": lambda: linalg.matmul(a, b, trans_b=True).numpy(),
+           "conv_sm": lambda: conv2d(x, w, padding=1).numpy()}
+    for op, compute in ops.items():
+        untuned = compute()
+        with autotune.tuning():
+            assert compute().tobytes() == untuned.tobytes()
+        (shape_class, entry), = autotune.cached(device)[op].items()
+        assert len(entry["ms"]) >= 3, entry
+        for name in entry["ms"]:
+            remember(device, op, shape_class, name, entry["default"])
+            assert compute().tobytes() == untuned.tobytes(), f"{op} winner {name}"
