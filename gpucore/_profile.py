@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import wgpu
+from wgpu.classes import GPUBuffer, GPUCommandEncoder, GPUQuerySet, GPUQueue
 
 if TYPE_CHECKING:
     from ._device import Device
@@ -23,8 +24,8 @@ class Profile:
         self.device = device
         self.records: list[tuple[str, float]] = []
         self._labels: list[str] = []
-        self._query_set: Any = None
-        self._resolve: Any = None
+        self._query_set: GPUQuerySet | None = None
+        self._resolve: GPUBuffer | None = None
 
     def __enter__(self) -> Profile:
         dev = self.device.wgpu
@@ -52,14 +53,20 @@ class Profile:
             "end_of_pass_write_index": i + 1,
         }
 
-    def resolve_into(self, encoder: Any) -> None:
-        if self._labels:
-            encoder.resolve_query_set(self._query_set, 0, 2 * len(self._labels), self._resolve, 0)
+    def _sets(self) -> tuple[GPUQuerySet, GPUBuffer]:
+        # Labels exist only between __enter__ (which makes both) and the last collect.
+        assert self._query_set is not None and self._resolve is not None
+        return self._query_set, self._resolve
 
-    def collect(self, queue: Any) -> None:
+    def resolve_into(self, encoder: GPUCommandEncoder) -> None:
+        if self._labels:
+            query_set, resolve = self._sets()
+            encoder.resolve_query_set(query_set, 0, 2 * len(self._labels), resolve, 0)
+
+    def collect(self, queue: GPUQueue) -> None:
         if not self._labels:
             return
-        raw = queue.read_buffer(self._resolve, 0, 16 * len(self._labels))
+        raw = queue.read_buffer(self._sets()[1], 0, 16 * len(self._labels))
         stamps = np.frombuffer(raw, dtype=np.uint64).reshape(-1, 2).astype(np.int64)
         # wgpu reports timestamps in nanoseconds.
         durations = np.maximum(stamps[:, 1] - stamps[:, 0], 0)
