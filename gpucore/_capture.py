@@ -111,13 +111,19 @@ class Capture:
 
     # -- recording (the device calls these under its lock) ----------------------------
     def __enter__(self) -> Capture:
-        self.device._begin_capture(self)
+        dev = self.device
+        with dev._lock:
+            if dev._capture is not None:
+                raise CaptureError("a capture is already open on this device; captures do "
+                                   "not nest (replay the inner one inside the outer instead)")
+            dev._capture = self
         self.open = True
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
         self.open = False
-        self.device._end_capture(self)
+        with self.device._lock:
+            self.device._capture = None
         if exc_type is None:
             self._finalize()
         else:

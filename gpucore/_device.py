@@ -91,7 +91,7 @@ class Device:
         self._pinned: dict[int, int] = {}  # id(wgpu buffer) -> captures replaying into it
         self._orphans: dict[int, int] = {}  # pinned buffers no Buffer owns -> size class
         self._fence: GPUBuffer | None = None
-        self._queries: tuple[GPUQuerySet, GPUBuffer] | None = None
+        self._queries: tuple[GPUQuerySet, GPUBuffer] | None = None  # timed Events' (_stream)
         self.pool = BufferPool()
         # Creation counters: a warm forward pass or a replay should add to none of them.
         self.buffers_created = 0  # real allocations
@@ -325,25 +325,6 @@ class Device:
         gpucore._capture for the rules (gpustd.capture is the Tensor-level form)."""
         return Capture(self)
 
-    def _begin_capture(self, capture: Capture) -> None:
-        with self._lock:
-            if self._capture is not None:
-                raise CaptureError("a capture is already open on this device; captures do "
-                                   "not nest (replay the inner one inside the outer instead)")
-            self._capture = capture
-
-    def _end_capture(self, capture: Capture) -> None:
-        with self._lock:
-            self._capture = None
-
-    def _event_queries(self) -> tuple[GPUQuerySet, GPUBuffer]:
-        if self._queries is None:
-            self._queries = (
-                self.wgpu.create_query_set(type="timestamp", count=1),
-                self.wgpu.create_buffer(size=8, usage=wgpu.BufferUsage.QUERY_RESOLVE
-                                        | wgpu.BufferUsage.COPY_SRC))
-        return self._queries
-
     # -- pipelines --------------------------------------------------------------------
     def pipeline(self, key: tuple, build: Callable[[], Pipeline]) -> Pipeline:
         """The compiled pipeline for `key`, built once by `build()` and cached."""
@@ -363,19 +344,6 @@ class Device:
         >>> print(prof.table())
         """
         return Profile(self)
-
-    def _start_profile(self, profile: Profile) -> None:
-        if not self.has_timestamps:
-            raise GpuError(
-                f"adapter {self.info.label} has no 'timestamp-query' feature; "
-                "profile on an adapter that has it (time with synchronize() otherwise)"
-            )
-        self.flush()
-        self._profile = profile
-
-    def _stop_profile(self) -> None:
-        self.flush()
-        self._profile = None
 
     def read_bytes(self, buffer: GPUBuffer, offset: int, size: int) -> memoryview:
         """Submit pending work (every stream), then copy `size` bytes of `buffer` back."""

@@ -9,6 +9,8 @@ import numpy as np
 import wgpu
 from wgpu.classes import GPUBuffer, GPUCommandEncoder, GPUQuerySet, GPUQueue
 
+from ._errors import GpuError
+
 if TYPE_CHECKING:
     from ._device import Device
 
@@ -28,17 +30,24 @@ class Profile:
         self._resolve: GPUBuffer | None = None
 
     def __enter__(self) -> Profile:
-        dev = self.device.wgpu
-        self.device._start_profile(self)
-        self._query_set = dev.create_query_set(type="timestamp", count=_QUERIES)
-        self._resolve = dev.create_buffer(
+        device = self.device
+        if not device.has_timestamps:
+            raise GpuError(
+                f"adapter {device.info.label} has no 'timestamp-query' feature; "
+                "profile on an adapter that has it (time with synchronize() otherwise)"
+            )
+        device.flush()  # work recorded before the profile is not timed in it
+        device._profile = self
+        self._query_set = device.wgpu.create_query_set(type="timestamp", count=_QUERIES)
+        self._resolve = device.wgpu.create_buffer(
             size=_QUERIES * 8,
             usage=wgpu.BufferUsage.QUERY_RESOLVE | wgpu.BufferUsage.COPY_SRC,
         )
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.device._stop_profile()
+        self.device.flush()
+        self.device._profile = None
 
     @property
     def full(self) -> bool:

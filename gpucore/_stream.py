@@ -28,7 +28,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import wgpu
-from wgpu.classes import GPUBuffer, GPUCommandEncoder, GPUComputePassEncoder, GPUPromise
+from wgpu.classes import (
+    GPUBuffer,
+    GPUCommandEncoder,
+    GPUComputePassEncoder,
+    GPUPromise,
+    GPUQuerySet,
+)
 
 from . import _runtime
 from ._bindings import ParamsArena
@@ -40,6 +46,16 @@ if TYPE_CHECKING:
 __all__ = ["Event", "Stream"]
 
 _MAP = wgpu.BufferUsage.MAP_READ | wgpu.BufferUsage.COPY_DST
+
+
+def _timing_queries(dev: Device) -> tuple[GPUQuerySet, GPUBuffer]:
+    """The device's one timestamp query set and resolve buffer for timed events (made once)."""
+    if dev._queries is None:
+        dev._queries = (
+            dev.wgpu.create_query_set(type="timestamp", count=1),
+            dev.wgpu.create_buffer(size=8, usage=wgpu.BufferUsage.QUERY_RESOLVE
+                                   | wgpu.BufferUsage.COPY_SRC))
+    return dev._queries
 
 
 class Stream:
@@ -156,7 +172,7 @@ class Event:
             encoder = dev.wgpu.create_command_encoder(label="gpucore event")
             staging = dev.wgpu.create_buffer(label="gpucore event", size=8, usage=_MAP)
             if self.timing:
-                query_set, resolve = dev._event_queries()
+                query_set, resolve = _timing_queries(dev)
                 # The end-of-pass stamp of an empty pass is written once all earlier work
                 # in the queue is done (Vulkan: bottom-of-pipe), so it marks completion.
                 encoder.begin_compute_pass(timestamp_writes={
