@@ -26,7 +26,7 @@ __all__ = ["DEFAULTS_FILE", "DEFAULT_MODEL", "TURBO_DEFAULTS", "default_model_pa
 
 # The model that ships with the package (trained by tools/train_default_model.py on drawn
 # shapes; see its README): what every entry point uses when no model is named.
-DEFAULT_MODEL = Path(__file__).parent / "data" / "shapes-128"
+DEFAULT_MODEL = Path(__file__).parents[1] / "data" / "shapes-128"
 
 
 def default_model_path() -> Path:
