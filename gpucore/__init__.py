@@ -24,6 +24,7 @@ from ._group import DeviceGroup, open_devices, split_sizes
 from ._kernel import Kernel, fold_grid, shader_path, shader_source
 from ._profile import Profile
 from ._stream import Event, Stream
+from ._version import __version__ as __version__
 
 __all__ = [
     "AdapterInfo",
@@ -57,4 +58,3 @@ __all__ = [
     "wgsl_scalar",
 ]
 
-__version__ = "0.1.0"
