@@ -29,6 +29,8 @@ torch = pytest.importorskip("torch")
 
 from kdiffusion_ref import K  # noqa: E402  (skips the module without k-diffusion)
 
+pytestmark = pytest.mark.nodevice  # host logic: `pytest -m nodevice`
+
 SHAPE = (2, 3, 4, 4)
 STEPS = 12
 
