@@ -165,6 +165,29 @@ def test_imports_form_no_cycle():
     assert not stale, f"KNOWN_CYCLES allows cycles that are gone ({stale}): delete the allowance"
 
 
+# diffusion's kinds that the generation front doors build on: none of them imports those doors.
+BELOW_PIPELINES = ("models", "text", "samplers", "schedulers", "noise", "loaders", "lora",
+                   "upscalers")
+FRONT_DOORS = ("pipelines", "server", "cli")
+
+
+def test_diffusion_kinds_import_down_only():
+    """models, text, samplers, ... never import a pipeline, the server or the CLI; pipelines
+    never import the server or the CLI (diffusion/__init__'s table)."""
+    def kind(module: str) -> str:
+        return module.split(".")[1] if module.count(".") else ""
+
+    wrong = []
+    for module, targets in _graph().items():
+        if not module.startswith("diffusion."):
+            continue
+        above = FRONT_DOORS if kind(module) in BELOW_PIPELINES else (
+            ("server", "cli") if kind(module) == "pipelines" else ())
+        wrong += [f"{module} -> {t}" for t in sorted(targets)
+                  if t.startswith("diffusion.") and kind(t) in above]
+    assert not wrong, f"imports pointing up the layout: {wrong}"
+
+
 def test_no_module_is_over_400_lines():
     lines = {m: len(p.read_text(encoding="utf-8").splitlines()) for m, p in MODULES.items()}
     long = {m: n for m, n in lines.items() if n > MAX_LINES and m not in LONG_MODULES}
