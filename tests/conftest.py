@@ -67,6 +67,13 @@ def _open(info: gpucore.AdapterInfo) -> gpucore.Device:
     return _devices[info.index]
 
 
+def session_devices() -> list[gpucore.Device]:
+    """Every adapter's session Device, the ones the device fixtures give: for tests of
+    several devices at once, which then reuse the kernels earlier tests compiled (a fresh
+    Device compiles every kernel again, seconds each on CI's software adapters)."""
+    return [_open(info) for info in ADAPTERS]
+
+
 def checkout_env() -> dict[str, str]:
     """os.environ for a subprocess (`python -m ...`) that imports this checkout: its root first
     on PYTHONPATH, then whatever the caller had there (the GPU machine's wheels live there)."""
