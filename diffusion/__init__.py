@@ -4,6 +4,27 @@ CLIP, UNet, VAE, samplers, txt2img / img2img / inpaint, loaders, a CLI (`python 
 
     pipe = diffusion.load_pipeline("path/to/model")       # diffusers folder or .safetensors
     result = pipe.txt2img("a lighthouse at dusk", steps=20, seed=42)
+
+Laid out by kind, as diffusers is; a new model family is a module in models/ and one in
+pipelines/, a new sampler a module in samplers/.
+
+| package | what |
+|---|---|
+| `models` | the networks, one module per family (CLIP, UNet, VAE), named as checkpoint keys |
+| `pipelines` | per model family: conditioning, the denoising loop, decode; `load_pipeline` |
+| `text` | tokenizer, the WebUI's prompt syntax, conditioning, textual-inversion embeddings |
+| `samplers` | the WebUI's k-diffusion samplers (numpy float64) and its schedule types |
+| `schedulers` | diffusers' schedulers (`--sampler diffusers`; DDIM, PLMS, UniPC) |
+| `noise` | random numbers as torch and the WebUI draw them |
+| `loaders` | checkpoint files to named weights: folders, single files, VAEs |
+| `lora` | LoRA / LyCORIS networks patched into a loaded pipeline |
+| `upscalers` | hires fix's upscalers |
+| `server`, `cli` | the WebUI-compatible HTTP API and page; `python -m diffusion` |
+| `data` | the bundled model and CLIP's vocabulary (package data, not code) |
+
+Imports point one way: models, text, samplers, schedulers, noise, loaders, lora and
+upscalers import no pipeline, server or CLI; pipelines import them and never the server or
+the CLI (tests/test_layout.py checks this, and that there are no cycles).
 """
 
 from .pipelines.load import default_model_path, load_pipeline

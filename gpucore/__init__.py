@@ -2,6 +2,13 @@
 
 Device (one adapter + device, real limits, optional features), Buffer[T] (typed storage),
 Kernel (a WGSL entry point with a checked signature), batched dispatch and profiling.
+
+Modules, each below the ones that use it: `_runtime` (wgpu-native or Dawn, what differs
+between them) and `_adapters` (finding and choosing an adapter); `_pool`, `_bindings`,
+`_stream`, `_capture`, `_profile` (buffer pool, bind groups and params, streams and events,
+capture and replay, timestamps), which `_device` (Device) ties together; `_buffer` (Buffer)
+and `_kernel` (Kernel, with `_wgsl` reading shaders' signatures) on top; `_group` (several
+devices) and `_autotune` above those. gpucore knows nothing of ops.
 """
 
 from . import _autotune as autotune
@@ -24,6 +31,7 @@ from ._group import DeviceGroup, open_devices, split_sizes
 from ._kernel import Kernel, fold_grid, shader_path, shader_source
 from ._profile import Profile
 from ._stream import Event, Stream
+from ._version import __version__ as __version__
 
 __all__ = [
     "AdapterInfo",
@@ -57,4 +65,3 @@ __all__ = [
     "wgsl_scalar",
 ]
 
-__version__ = "0.1.0"

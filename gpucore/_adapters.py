@@ -6,13 +6,13 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass, field
-from typing import Any
 
 import wgpu
+from wgpu.classes import GPUAdapter
 
 from . import _runtime
 from ._errors import NoAdapterError
-from ._runtime import MatrixConfig
+from ._runtime import Adapter, MatrixConfig
 
 __all__ = ["AdapterInfo", "choose_adapter", "devices"]
 
@@ -45,7 +45,7 @@ class AdapterInfo:
     driver: str
     features: frozenset[str]
     limits: dict[str, int] = field(repr=False)
-    adapter: Any = field(repr=False, compare=False)
+    adapter: Adapter = field(repr=False, compare=False)
     runtime: str = "wgpu"  # wgpu (wgpu-native) | dawn
     matrix_configs: tuple[MatrixConfig, ...] = field(default=(), repr=False)
 
@@ -68,7 +68,7 @@ def _os_setup() -> None:
     os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp")
 
 
-def _describe(runtime: _runtime.Runtime, adapter: Any, index: int,
+def _describe(runtime: _runtime.Runtime, adapter: GPUAdapter, index: int,
               position: int) -> AdapterInfo:
     info = adapter.info
     backend = str(info.get("backend_type", "")).lower()

@@ -37,6 +37,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ._version import __version__
+
 if TYPE_CHECKING:
     from ._device import Device
 
@@ -208,8 +210,6 @@ def _median_ms(device: Device, run: Callable[[], None], repeat: int) -> float:
 # -- the cache ------------------------------------------------------------------------
 def cache_key(device: Device) -> dict[str, str]:
     """What a cached winner depends on besides the problem: runtime, adapter, driver, us."""
-    from . import __version__
-
     info = device.info
     return {"runtime": info.runtime, "backend": info.backend, "adapter": info.name,
             "driver": info.driver, "version": __version__}

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any
+from collections.abc import Sequence
 
 import wgpu
+from wgpu.classes import GPUBindGroup, GPUBindGroupLayout, GPUBuffer, GPUDevice, GPUQueue
 
 __all__ = ["BindGroupCache", "ParamsArena", "create_bind_group"]
 
@@ -20,14 +21,16 @@ class BindGroupCache:
     groups go first when `capacity` is reached.
     """
 
-    def __init__(self, device: Any, capacity: int = 8192) -> None:
+    def __init__(self, device: GPUDevice, capacity: int = 8192) -> None:
         self._device = device
         self._capacity = capacity
-        self._groups: OrderedDict[tuple, tuple[Any, Any, list[Any]]] = OrderedDict()
+        self._groups: OrderedDict[
+            tuple, tuple[GPUBindGroup, GPUBindGroupLayout, list[GPUBuffer]]] = OrderedDict()
         self._by_buffer: dict[int, set[tuple]] = {}  # id(wgpu buffer) -> keys naming it
         self.created = 0  # bind groups made: a replayed or warm step should add none
 
-    def get(self, layout: Any, entries: tuple[tuple[Any, int, int], ...]) -> Any:
+    def get(self, layout: GPUBindGroupLayout,
+            entries: tuple[tuple[GPUBuffer, int, int], ...]) -> GPUBindGroup:
         """The group for `(wgpu buffer, offset, size)` entries in binding order."""
         key = (id(layout), *((id(b), o, s) for b, o, s in entries))
         found = self._groups.get(key)
@@ -44,7 +47,7 @@ class BindGroupCache:
             self._forget(next(iter(self._groups)))
         return group
 
-    def evict(self, buffer: Any) -> None:
+    def evict(self, buffer: GPUBuffer) -> None:
         """Drop every cached group that binds `buffer` (its memory can then be freed)."""
         for key in list(self._by_buffer.get(id(buffer), ())):
             self._forget(key)
@@ -68,7 +71,8 @@ class BindGroupCache:
         return len(self._groups)
 
 
-def create_bind_group(device: Any, layout: Any, entries: Any) -> Any:
+def create_bind_group(device: GPUDevice, layout: GPUBindGroupLayout,
+                      entries: Sequence[tuple[GPUBuffer, int, int]]) -> GPUBindGroup:
     """A wgpu bind group for `(wgpu buffer, offset, size)` entries in binding order."""
     resources = [{"binding": i, "resource": {"buffer": b, "offset": o, "size": s}}
                  for i, (b, o, s) in enumerate(entries)]
@@ -83,7 +87,7 @@ class ParamsArena:
     batch, so slots are reused from 0 batch after batch.
     """
 
-    def __init__(self, device: Any, alignment: int, slots: int = 4096) -> None:
+    def __init__(self, device: GPUDevice, alignment: int, slots: int = 4096) -> None:
         self.stride = max(alignment, 256)
         self.slots = slots
         self.buffer = device.create_buffer(
@@ -103,7 +107,7 @@ class ParamsArena:
         self._used += 1
         return offset
 
-    def upload(self, queue: Any) -> None:
+    def upload(self, queue: GPUQueue) -> None:
         """Write the used slots to the GPU (call right before submitting the batch)."""
         if self._used:
             queue.write_buffer(self.buffer, 0, memoryview(self._bytes)[:self._used * self.stride])

@@ -6,6 +6,7 @@ import itertools
 from typing import Any, Generic, TypeVar
 
 import numpy as np
+import numpy.typing as npt
 import wgpu
 
 from ._device import Device, default_device
@@ -35,7 +36,7 @@ class Buffer(Generic[T]):
     def __init__(
         self,
         length: int,
-        dtype: Any = np.float32,
+        dtype: npt.DTypeLike = np.float32,
         *,
         device: Device | None = None,
         read_only: bool = False,
@@ -68,13 +69,13 @@ class Buffer(Generic[T]):
 
     # -- constructors -----------------------------------------------------------------
     @classmethod
-    def empty(cls, length: int, dtype: Any = np.float32, **kwargs: Any) -> Buffer[Any]:
+    def empty(cls, length: int, dtype: npt.DTypeLike = np.float32, **kwargs: Any) -> Buffer[Any]:
         """A buffer of `length` elements with unspecified contents (pooled memory is
         reused as is). numpy: `np.empty`."""
         return cls(length, dtype, **kwargs)
 
     @classmethod
-    def zeros(cls, length: int, dtype: Any = np.float32, **kwargs: Any) -> Buffer[Any]:
+    def zeros(cls, length: int, dtype: npt.DTypeLike = np.float32, **kwargs: Any) -> Buffer[Any]:
         """A buffer of `length` zero elements (cleared on the GPU). numpy: `np.zeros`."""
         buffer = cls(length, dtype, **kwargs)
         buffer.fill_zero()

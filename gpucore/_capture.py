@@ -26,9 +26,17 @@ Rules (checked where they can be):
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 import wgpu
+from wgpu.classes import (
+    GPUBindGroup,
+    GPUBindGroupLayout,
+    GPUBuffer,
+    GPUComputePassEncoder,
+    GPUComputePipeline,
+)
 
 from ._bindings import create_bind_group
 from ._errors import GpuError
@@ -45,7 +53,11 @@ NATIVE_REPLAY = True
 _NATIVE_MODULE = "wgpu.backends.wgpu_native._api"
 
 
-def native_pass_functions(compute: Any) -> tuple[Any, Any, Any] | None:
+# The C functions behind set_pipeline, set_bind_group and dispatch_workgroups (cffi).
+NativeFunctions = tuple[Callable[..., None], Callable[..., None], Callable[..., None]]
+
+
+def native_pass_functions(compute: GPUComputePassEncoder) -> NativeFunctions | None:
     """(set_pipeline, set_bind_group, dispatch) C functions for `compute`'s runtime, or None
     where the pass is not wgpu-native's."""
     if not NATIVE_REPLAY or type(compute).__module__ != _NATIVE_MODULE:
@@ -55,7 +67,8 @@ def native_pass_functions(compute: Any) -> tuple[Any, Any, Any] | None:
             libf.wgpuComputePassEncoderDispatchWorkgroups)
 
 
-def _native_handles(pipeline: Any, group: Any, offsets: tuple[int, ...]) -> tuple | None:
+def _native_handles(pipeline: GPUComputePipeline, group: GPUBindGroup,
+                    offsets: tuple[int, ...]) -> tuple | None:
     if type(pipeline).__module__ != _NATIVE_MODULE:
         return None
     ffi = sys.modules[_NATIVE_MODULE].ffi  # type: ignore[attr-defined]
@@ -81,8 +94,9 @@ class Capture:
         self.device = device
         self.commands: list[tuple] = []  # as recorded; finalized into self._ops on exit
         self._ops: list[tuple] = []
-        self._buffers: dict[int, Any] = {}  # id -> wgpu buffer: everything pinned
-        self._keep: list[Any] = []  # params/constants buffers and bind groups of the replay
+        self._buffers: dict[int, GPUBuffer] = {}  # id -> wgpu buffer: everything pinned
+        # params/constants buffers and bind groups of the replay
+        self._keep: list[GPUBuffer | GPUBindGroup] = []
         self.open = False
         self.closed = False
         self._pinned = False
@@ -97,37 +111,45 @@ class Capture:
 
     # -- recording (the device calls these under its lock) ----------------------------
     def __enter__(self) -> Capture:
-        self.device._begin_capture(self)
+        dev = self.device
+        with dev._lock:
+            if dev._capture is not None:
+                raise CaptureError("a capture is already open on this device; captures do "
+                                   "not nest (replay the inner one inside the outer instead)")
+            dev._capture = self
         self.open = True
         return self
 
-    def __exit__(self, exc_type: Any, *exc: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
         self.open = False
-        self.device._end_capture(self)
+        with self.device._lock:
+            self.device._capture = None
         if exc_type is None:
             self._finalize()
         else:
             self.release()
 
-    def _touch(self, buffer: Any) -> None:
+    def _touch(self, buffer: GPUBuffer) -> None:
         self._buffers[id(buffer)] = buffer
 
-    def add_dispatch(self, pipeline: Any, layout: Any, entries: list[tuple[Any, int, int]],
-                     params: bytes | None, grid: tuple[int, int, int], label: str) -> None:
+    def add_dispatch(self, pipeline: GPUComputePipeline, layout: GPUBindGroupLayout,
+                     entries: list[tuple[GPUBuffer, int, int]], params: bytes | None,
+                     grid: tuple[int, int, int], label: str) -> None:
         for b, _, _ in entries:
             self._touch(b)
         self.commands.append(("dispatch", pipeline, layout, tuple(entries), params, grid, label))
 
-    def add_copy(self, src: Any, src_offset: int, dst: Any, dst_offset: int, size: int) -> None:
+    def add_copy(self, src: GPUBuffer, src_offset: int, dst: GPUBuffer, dst_offset: int,
+                 size: int) -> None:
         self._touch(src)
         self._touch(dst)
         self.commands.append(("copy", src, src_offset, dst, dst_offset, size))
 
-    def add_clear(self, buffer: Any, size: int) -> None:
+    def add_clear(self, buffer: GPUBuffer, size: int) -> None:
         self._touch(buffer)
         self.commands.append(("clear", buffer, size))
 
-    def add_write(self, buffer: Any, offset: int, data: bytes) -> None:
+    def add_write(self, buffer: GPUBuffer, offset: int, data: bytes) -> None:
         self._touch(buffer)
         self.commands.append(("write", buffer, offset, data))
 
@@ -148,7 +170,7 @@ class Capture:
             for w in writes:
                 blob += w + bytes(-len(w) % 4)
             consts = self._upload(blob, wgpu.BufferUsage.COPY_SRC, "gpucore capture constants")
-        groups: dict[tuple, Any] = {}
+        groups: dict[tuple, GPUBindGroup] = {}
         slot = const_at = 0
         for c in self.commands:
             kind = c[0]
@@ -178,7 +200,7 @@ class Capture:
         pin(dev, self._buffers.values())
         self._pinned = True
 
-    def _upload(self, blob: bytearray, usage: int, label: str) -> Any:
+    def _upload(self, blob: bytearray, usage: int, label: str) -> GPUBuffer:
         dev = self.device
         buffer = dev.wgpu.create_buffer(label=label, size=max(len(blob), 4),
                                         usage=usage | wgpu.BufferUsage.COPY_DST)
@@ -254,7 +276,7 @@ def replay_ops(dev: Device, ops: list[tuple]) -> None:
             stream.pending += 1
 
 
-def pin(dev: Device, buffers: Any) -> None:
+def pin(dev: Device, buffers: Iterable[GPUBuffer]) -> None:
     """Keep `buffers` out of the pool while a capture replays into them."""
     buffers = list(buffers)
     with dev._lock:
@@ -263,7 +285,7 @@ def pin(dev: Device, buffers: Any) -> None:
             dev._pinned[id(b)] = dev._pinned.get(id(b), 0) + 1
 
 
-def unpin(dev: Device, buffers: Any) -> None:
+def unpin(dev: Device, buffers: Iterable[GPUBuffer]) -> None:
     """Undo `pin`; buffers no Buffer owns any more go back to the pool."""
     with dev._lock:
         for b in buffers:

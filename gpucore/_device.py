@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import itertools
 import threading
-from typing import Any
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import wgpu
+from wgpu.classes import (
+    GPUBindGroup,
+    GPUBindGroupLayout,
+    GPUBuffer,
+    GPUComputePipeline,
+    GPUError,
+    GPUQuerySet,
+)
 
 from ._adapters import OPTIONAL_FEATURES, AdapterInfo, choose_adapter
 from ._bindings import BindGroupCache
@@ -17,7 +25,10 @@ from ._pool import BufferPool, size_class
 from ._profile import Profile
 from ._stream import Event, Stream
 
-__all__ = ["Device", "default_device", "synchronize"]
+__all__ = ["Device", "Pipeline", "default_device", "synchronize"]
+
+# A compiled kernel as Device caches it: the pipeline and its bind group layout.
+Pipeline = tuple[GPUComputePipeline, GPUBindGroupLayout]
 
 # Limits raised to the adapter's own values: the WebGPU defaults (128 MiB per storage
 # binding, 256 MiB per buffer) are far too small for Stable Diffusion activations.
@@ -58,7 +69,8 @@ class Device:
     def __init__(self, info: AdapterInfo) -> None:
         self.info = info
         self.features = frozenset(f for f in OPTIONAL_FEATURES if f in info.features)
-        required = {k: info.limits[k] for k in _RAISED_LIMITS if k in info.limits}
+        required: dict[str, int | None] = {
+            k: info.limits[k] for k in _RAISED_LIMITS if k in info.limits}
         try:
             self.wgpu = info.adapter.request_device_sync(
                 label=f"gpucore:{info.label}",
@@ -72,14 +84,14 @@ class Device:
         self._lock = threading.RLock()
         self._tls = threading.local()  # this thread's current stream
         self._submit_every = _SUBMIT_EVERY if info.type != "cpu" else 1 << 62
-        self._pipelines: dict[tuple, Any] = {}
+        self._pipelines: dict[tuple, Pipeline] = {}
         self._bind_groups = BindGroupCache(self.wgpu)
         self._profile: Profile | None = None
         self._capture: Capture | None = None
         self._pinned: dict[int, int] = {}  # id(wgpu buffer) -> captures replaying into it
         self._orphans: dict[int, int] = {}  # pinned buffers no Buffer owns -> size class
-        self._fence: Any = None
-        self._queries: Any = None
+        self._fence: GPUBuffer | None = None
+        self._queries: tuple[GPUQuerySet, GPUBuffer] | None = None  # timed Events' (_stream)
         self.pool = BufferPool()
         # Creation counters: a warm forward pass or a replay should add to none of them.
         self.buffers_created = 0  # real allocations
@@ -129,7 +141,7 @@ class Device:
             raise DeviceLimitError(limit, value, requested, what)
 
     # -- memory -----------------------------------------------------------------------
-    def allocate(self, nbytes: int, usage: int, label: str) -> tuple[Any, int]:
+    def allocate(self, nbytes: int, usage: int, label: str) -> tuple[GPUBuffer, int]:
         """A wgpu buffer of at least `nbytes`, from the pool when one is idle.
 
         Returns (buffer, allocated size); hand both back with `release`.
@@ -142,7 +154,7 @@ class Device:
         self.buffers_created += 1
         return self.wgpu.create_buffer(label=label, size=size, usage=usage), size
 
-    def release(self, buffer: Any, size: int) -> None:
+    def release(self, buffer: GPUBuffer, size: int) -> None:
         """Return a buffer to the pool (called when its Buffer is garbage collected).
 
         A buffer a capture replays into stays with the capture; one the pool has no room
@@ -193,9 +205,9 @@ class Device:
     # -- command stream ---------------------------------------------------------------
     def record_dispatch(
         self,
-        pipeline: Any,
-        layout: Any,
-        buffers: list[tuple[Any, int, int]],
+        pipeline: GPUComputePipeline,
+        layout: GPUBindGroupLayout,
+        buffers: list[tuple[GPUBuffer, int, int]],
         params: bytes | None,
         workgroups: tuple[int, int, int],
         label: str,
@@ -215,7 +227,8 @@ class Device:
             group = self._bind_groups.get(layout, tuple(entries))
             self._encode(stream, pipeline, group, offsets, workgroups, label)
 
-    def _encode(self, stream: Stream, pipeline: Any, group: Any, offsets: Any,
+    def _encode(self, stream: Stream, pipeline: GPUComputePipeline, group: GPUBindGroup,
+                offsets: Sequence[int],
                 workgroups: tuple[int, int, int], label: str) -> None:
         profile = self._profile if stream is self.default_stream else None
         if profile is not None:  # a pass of its own, to carry the timestamps
@@ -235,7 +248,8 @@ class Device:
         if stream.pending >= self._submit_every or (profile and profile.full):
             self._flush_stream(stream)  # the GPU starts on this part while Python records on
 
-    def record_copy(self, src: Any, src_offset: int, dst: Any, dst_offset: int, size: int) -> None:
+    def record_copy(self, src: GPUBuffer, src_offset: int, dst: GPUBuffer, dst_offset: int,
+                    size: int) -> None:
         """Record a buffer-to-buffer copy into the current stream's batch."""
         with self._lock:
             if size:
@@ -247,7 +261,7 @@ class Device:
                     src, src_offset, dst, dst_offset, size)
                 stream.pending += 1
 
-    def record_clear(self, buffer: Any, size: int) -> None:
+    def record_clear(self, buffer: GPUBuffer, size: int) -> None:
         """Record a clear to zero of the first `size` bytes of `buffer`."""
         with self._lock:
             if self._capture is not None:
@@ -275,7 +289,7 @@ class Device:
             try:
                 stream.params.upload(self.queue)
                 self.queue.submit([encoder.finish()])
-            except wgpu.GPUError as exc:
+            except GPUError as exc:
                 raise _handle_lost(exc) from exc
             if profile is not None:
                 profile.collect(self.queue)
@@ -294,7 +308,7 @@ class Device:
                 )
             try:
                 self.queue.read_buffer(self._fence)
-            except wgpu.GPUError as exc:
+            except GPUError as exc:
                 raise _handle_lost(exc) from exc
 
     async def synchronize_async(self) -> None:
@@ -311,27 +325,8 @@ class Device:
         gpucore._capture for the rules (gpustd.capture is the Tensor-level form)."""
         return Capture(self)
 
-    def _begin_capture(self, capture: Capture) -> None:
-        with self._lock:
-            if self._capture is not None:
-                raise CaptureError("a capture is already open on this device; captures do "
-                                   "not nest (replay the inner one inside the outer instead)")
-            self._capture = capture
-
-    def _end_capture(self, capture: Capture) -> None:
-        with self._lock:
-            self._capture = None
-
-    def _event_queries(self) -> tuple[Any, Any]:
-        if self._queries is None:
-            self._queries = (
-                self.wgpu.create_query_set(type="timestamp", count=1),
-                self.wgpu.create_buffer(size=8, usage=wgpu.BufferUsage.QUERY_RESOLVE
-                                        | wgpu.BufferUsage.COPY_SRC))
-        return self._queries
-
     # -- pipelines --------------------------------------------------------------------
-    def pipeline(self, key: tuple, build: Any) -> Any:
+    def pipeline(self, key: tuple, build: Callable[[], Pipeline]) -> Pipeline:
         """The compiled pipeline for `key`, built once by `build()` and cached."""
         with self._lock:
             found = self._pipelines.get(key)
@@ -350,20 +345,7 @@ class Device:
         """
         return Profile(self)
 
-    def _start_profile(self, profile: Profile) -> None:
-        if not self.has_timestamps:
-            raise GpuError(
-                f"adapter {self.info.label} has no 'timestamp-query' feature; "
-                "profile on an adapter that has it (time with synchronize() otherwise)"
-            )
-        self.flush()
-        self._profile = profile
-
-    def _stop_profile(self) -> None:
-        self.flush()
-        self._profile = None
-
-    def read_bytes(self, buffer: Any, offset: int, size: int) -> memoryview:
+    def read_bytes(self, buffer: GPUBuffer, offset: int, size: int) -> memoryview:
         """Submit pending work (every stream), then copy `size` bytes of `buffer` back."""
         with self._lock:
             if self._capture is not None:
@@ -374,10 +356,10 @@ class Device:
             self.flush()
             try:
                 return self.queue.read_buffer(buffer, offset, size)
-            except wgpu.GPUError as exc:
+            except GPUError as exc:
                 raise _handle_lost(exc) from exc
 
-    def write_bytes(self, buffer: Any, offset: int, data: np.ndarray | bytes) -> None:
+    def write_bytes(self, buffer: GPUBuffer, offset: int, data: np.ndarray | bytes) -> None:
         """Write host bytes into `buffer`, ordered after everything recorded so far (on every
         stream). Inside a capture the bytes become a constant the replay writes again."""
         with self._lock:
@@ -406,7 +388,7 @@ def synchronize(device: Device | None = None) -> None:
     (device or default_device()).synchronize()
 
 
-def _released(buffer: Any) -> bool:
+def _released(buffer: GPUBuffer) -> bool:
     """Whether wgpu already freed `buffer`. A Buffer collected in a reference cycle has its
     wgpu buffer's finalizer run in the same collection, before or after its own `__del__`
     pooled it: such a buffer must be dropped, not handed out again."""

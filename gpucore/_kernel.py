@@ -7,13 +7,14 @@ import math
 import re
 import struct
 from importlib import resources
+from importlib.resources.abc import Traversable
 from typing import Any
 
 import wgpu
 
 from . import _wgsl
 from ._buffer import Buffer
-from ._device import Device
+from ._device import Device, Pipeline
 from ._errors import BindingError, BindingTypeError, DeviceLimitError, ShaderCompileError
 from ._runtime import GPU_ERRORS, adapt_source
 
@@ -25,7 +26,7 @@ _loaded: dict[tuple, Kernel] = {}  # Kernel.cached's store
 _PACK = {"f32": "f", "i32": "i", "u32": "I"}
 
 
-def shader_path(name: str) -> Any:
+def shader_path(name: str) -> Traversable:
     """The packaged file for shader `name` ('core/vector_add' -> shaders/core/vector_add.wgsl)."""
     rel = name if name.endswith(".wgsl") else name + ".wgsl"
     path = resources.files("shaders").joinpath(rel)
@@ -142,11 +143,11 @@ class Kernel:
         return f"<Kernel {self.label} workgroup_size={self.workgroup_size}>"
 
     # -- compilation ------------------------------------------------------------------
-    def compile(self, device: Device) -> tuple[Any, Any]:
+    def compile(self, device: Device) -> Pipeline:
         """(pipeline, bind group layout) on `device`; compiled once per device and cached."""
         return device.pipeline(self._key, lambda: self._build(device))
 
-    def _build(self, device: Device) -> tuple[Any, Any]:
+    def _build(self, device: Device) -> Pipeline:
         dev = device.wgpu
         try:
             module = dev.create_shader_module(

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import threading
-from typing import Any
+from collections.abc import Iterable
+
+from wgpu.classes import GPUBuffer
 
 __all__ = ["BufferPool", "size_class"]
 
@@ -30,10 +32,10 @@ class BufferPool:
     def __init__(self, limit: int = 4 << 30) -> None:
         self.limit = limit
         self.idle_bytes = 0
-        self._free: dict[int, list[Any]] = {}
+        self._free: dict[int, list[GPUBuffer]] = {}
         self._lock = threading.Lock()
 
-    def take(self, size: int) -> Any | None:
+    def take(self, size: int) -> GPUBuffer | None:
         """An idle buffer of exactly this size class, or None."""
         with self._lock:
             idle = self._free.get(size)
@@ -42,7 +44,7 @@ class BufferPool:
             self.idle_bytes -= size
             return idle.pop()
 
-    def give(self, buffer: Any, size: int) -> bool:
+    def give(self, buffer: GPUBuffer, size: int) -> bool:
         """Keep `buffer` for reuse; False when the pool is full (the caller drops it)."""
         with self._lock:
             if self.idle_bytes + size > self.limit:
@@ -51,7 +53,7 @@ class BufferPool:
             self.idle_bytes += size
             return True
 
-    def discard(self, buffers: Any) -> dict[int, int]:
+    def discard(self, buffers: Iterable[GPUBuffer]) -> dict[int, int]:
         """Take these buffers (any iterable of wgpu buffers) out of the idle lists, if there:
         a capture that replays into them must not see them handed to anyone else. Returns
         {id(buffer): size class} of those taken out."""
@@ -65,7 +67,7 @@ class BufferPool:
                 idle[:] = kept
         return taken
 
-    def clear(self) -> list[Any]:
+    def clear(self) -> list[GPUBuffer]:
         """Forget every idle buffer; returns them (the caller drops what references them)."""
         with self._lock:
             dropped = [b for idle in self._free.values() for b in idle]

@@ -7,6 +7,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import wgpu
+from wgpu.classes import GPUBuffer, GPUCommandEncoder, GPUQuerySet, GPUQueue
+
+from ._errors import GpuError
 
 if TYPE_CHECKING:
     from ._device import Device
@@ -23,21 +26,28 @@ class Profile:
         self.device = device
         self.records: list[tuple[str, float]] = []
         self._labels: list[str] = []
-        self._query_set: Any = None
-        self._resolve: Any = None
+        self._query_set: GPUQuerySet | None = None
+        self._resolve: GPUBuffer | None = None
 
     def __enter__(self) -> Profile:
-        dev = self.device.wgpu
-        self.device._start_profile(self)
-        self._query_set = dev.create_query_set(type="timestamp", count=_QUERIES)
-        self._resolve = dev.create_buffer(
+        device = self.device
+        if not device.has_timestamps:
+            raise GpuError(
+                f"adapter {device.info.label} has no 'timestamp-query' feature; "
+                "profile on an adapter that has it (time with synchronize() otherwise)"
+            )
+        device.flush()  # work recorded before the profile is not timed in it
+        device._profile = self
+        self._query_set = device.wgpu.create_query_set(type="timestamp", count=_QUERIES)
+        self._resolve = device.wgpu.create_buffer(
             size=_QUERIES * 8,
             usage=wgpu.BufferUsage.QUERY_RESOLVE | wgpu.BufferUsage.COPY_SRC,
         )
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.device._stop_profile()
+        self.device.flush()
+        self.device._profile = None
 
     @property
     def full(self) -> bool:
@@ -52,14 +62,20 @@ class Profile:
             "end_of_pass_write_index": i + 1,
         }
 
-    def resolve_into(self, encoder: Any) -> None:
-        if self._labels:
-            encoder.resolve_query_set(self._query_set, 0, 2 * len(self._labels), self._resolve, 0)
+    def _sets(self) -> tuple[GPUQuerySet, GPUBuffer]:
+        # Labels exist only between __enter__ (which makes both) and the last collect.
+        assert self._query_set is not None and self._resolve is not None
+        return self._query_set, self._resolve
 
-    def collect(self, queue: Any) -> None:
+    def resolve_into(self, encoder: GPUCommandEncoder) -> None:
+        if self._labels:
+            query_set, resolve = self._sets()
+            encoder.resolve_query_set(query_set, 0, 2 * len(self._labels), resolve, 0)
+
+    def collect(self, queue: GPUQueue) -> None:
         if not self._labels:
             return
-        raw = queue.read_buffer(self._resolve, 0, 16 * len(self._labels))
+        raw = queue.read_buffer(self._sets()[1], 0, 16 * len(self._labels))
         stamps = np.frombuffer(raw, dtype=np.uint64).reshape(-1, 2).astype(np.int64)
         # wgpu reports timestamps in nanoseconds.
         durations = np.maximum(stamps[:, 1] - stamps[:, 0], 0)

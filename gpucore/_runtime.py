@@ -8,6 +8,11 @@ matrix units (tensor cores) from WGSL, through `chromium-experimental-subgroup-m
 GPUCORE_RUNTIME selects the runtime whose adapters `Device.auto()` considers: `wgpu`
 (default), `dawn`, or `auto` (Dawn where one of its adapters has subgroup matrices, else
 wgpu-native). `gpucore.devices()` lists the adapters of every runtime installed.
+
+Types: gpucore's annotations name wgpu-py's classes (`wgpu.classes.GPUDevice`, `GPUBuffer`,
+...) for the handles of both runtimes. Dawn's objects are wgpudawn's own copies of those
+classes (the same API, not subclasses), so the annotations describe the API, not the class
+at run time. The one handle that differs is the adapter a Device opens: `Adapter` below.
 """
 
 from __future__ import annotations
@@ -15,10 +20,13 @@ from __future__ import annotations
 import os
 import re
 import threading
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from types import ModuleType
+from typing import Any, Protocol
 
 import wgpu
+from wgpu.classes import GPUAdapter, GPUAdapterInfo, GPUDevice
 
 from ._errors import GpuError
 from ._wgsl import strip_comments
@@ -27,6 +35,7 @@ __all__ = [
     "DAWN_TOGGLES",
     "GPU_ERRORS",
     "RUNTIMES",
+    "Adapter",
     "MatrixConfig",
     "Runtime",
     "adapt_source",
@@ -76,23 +85,41 @@ class MatrixConfig:
         return f"{self.component}->{self.result} {self.m}x{self.n}x{self.k}"
 
 
+class Adapter(Protocol):
+    """What Device uses of an adapter: wgpu-py's `GPUAdapter` on wgpu-native, the
+    `_TranslatingAdapter` around Dawn's."""
+
+    @property
+    def info(self) -> GPUAdapterInfo: ...
+
+    @property
+    def features(self) -> set[str]: ...
+
+    @property
+    def limits(self) -> dict[str, int]: ...
+
+    def request_device_sync(self, *, label: str = ...,
+                            required_features: Sequence[str] = ...,
+                            required_limits: dict[str, int | None] | None = ...) -> GPUDevice: ...
+
+
 @dataclass(frozen=True)
 class Runtime:
     """One loaded runtime: its wgpu-py API module and how its names differ from gpucore's."""
 
     name: str  # "wgpu" | "dawn"
-    api: Any  # the wgpu or wgpudawn module
+    api: ModuleType  # the wgpu or wgpudawn module
     features: dict[str, str]  # gpucore feature name -> this runtime's name
 
     def native_feature(self, name: str) -> str:
         return self.features.get(name, name)
 
-    def canonical_features(self, names: Any) -> frozenset[str]:
+    def canonical_features(self, names: Iterable[str]) -> frozenset[str]:
         """This runtime's feature names as gpucore names them."""
         back = {v: k for k, v in self.features.items()}
         return frozenset(back.get(str(n), str(n)) for n in names)
 
-    def matrix_configs(self, adapter: Any) -> tuple[MatrixConfig, ...]:
+    def matrix_configs(self, adapter: GPUAdapter) -> tuple[MatrixConfig, ...]:
         """The adapter's subgroup-matrix configurations (none outside Dawn)."""
         if self.name != "dawn" or self.native_feature("subgroup-matrix") not in adapter.features:
             return ()
@@ -113,7 +140,7 @@ class Runtime:
 
             process_events()
 
-    def wrap(self, adapter: Any, position: int) -> Any:
+    def wrap(self, adapter: GPUAdapter, position: int) -> Adapter:
         """The adapter as Device uses it (`position`: its place in this runtime's list):
         Dawn's takes gpucore's feature names and opens any number of devices."""
         return adapter if self.name == "wgpu" else _TranslatingAdapter(adapter, self, position)
@@ -124,7 +151,7 @@ class _TranslatingAdapter:
     called more than once (Dawn "consumes" an adapter with its first device, as WebGPU says;
     a later request uses a fresh adapter from the same position in Dawn's enumeration)."""
 
-    def __init__(self, adapter: Any, runtime: Runtime, position: int) -> None:
+    def __init__(self, adapter: GPUAdapter, runtime: Runtime, position: int) -> None:
         self._adapter = adapter
         self._runtime = runtime
         self._position = position
@@ -133,7 +160,8 @@ class _TranslatingAdapter:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._adapter, name)
 
-    def request_device_sync(self, *, required_features: Any = (), **kwargs: Any) -> Any:
+    def request_device_sync(self, *, required_features: Sequence[str] = (),
+                            **kwargs: Any) -> GPUDevice:
         names = [self._runtime.native_feature(f) for f in required_features]
         # Subgroup matrices cost nothing to enable and are what Dawn is here for: a device
         # gets them whenever the adapter has them (AdapterInfo.matrix_configs says which).
@@ -176,7 +204,7 @@ def requested_runtime() -> str:
     return _ALIASES[text]
 
 
-def _import_dawn() -> Any:
+def _import_dawn() -> ModuleType | None:
     """wgpudawn's module, or None when it is not installed. Separate for tests to fake."""
     try:
         import wgpudawn  # type: ignore[import-not-found]
@@ -185,7 +213,7 @@ def _import_dawn() -> Any:
     return wgpudawn
 
 
-def _setup_dawn(api: Any) -> None:
+def _setup_dawn(api: ModuleType) -> None:
     from wgpudawn.backends.dawn import extras  # type: ignore[import-not-found]
 
     extra = [t.strip() for t in os.environ.get("GPUCORE_DAWN_TOGGLES", "").split(",")]
@@ -240,4 +268,4 @@ def dawn_error_types() -> tuple[type[BaseException], ...]:
 
 
 # Every runtime's GPU error class: `except GPU_ERRORS` catches a failure on any device.
-GPU_ERRORS: tuple[type[BaseException], ...] = (wgpu.GPUError, *dawn_error_types())
+GPU_ERRORS: tuple[type[BaseException], ...] = (wgpu.classes.GPUError, *dawn_error_types())

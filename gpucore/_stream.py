@@ -23,10 +23,18 @@ count on it.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import wgpu
+from wgpu.classes import (
+    GPUBuffer,
+    GPUCommandEncoder,
+    GPUComputePassEncoder,
+    GPUPromise,
+    GPUQuerySet,
+)
 
 from . import _runtime
 from ._bindings import ParamsArena
@@ -40,6 +48,16 @@ __all__ = ["Event", "Stream"]
 _MAP = wgpu.BufferUsage.MAP_READ | wgpu.BufferUsage.COPY_DST
 
 
+def _timing_queries(dev: Device) -> tuple[GPUQuerySet, GPUBuffer]:
+    """The device's one timestamp query set and resolve buffer for timed events (made once)."""
+    if dev._queries is None:
+        dev._queries = (
+            dev.wgpu.create_query_set(type="timestamp", count=1),
+            dev.wgpu.create_buffer(size=8, usage=wgpu.BufferUsage.QUERY_RESOLVE
+                                   | wgpu.BufferUsage.COPY_SRC))
+    return dev._queries
+
+
 class Stream:
     """A named sequence of GPU work with its own encoder and submit batch.
 
@@ -51,9 +69,10 @@ class Stream:
     def __init__(self, device: Device, name: str) -> None:
         self.device = device
         self.name = name
-        self.encoder: Any = None
+        self.encoder: GPUCommandEncoder | None = None
         self.started = 0  # when the pending batch began (device-wide count): flush order
-        self.compute: Any = None  # the open compute pass of the batch being recorded
+        # the open compute pass of the batch being recorded
+        self.compute: GPUComputePassEncoder | None = None
         self.pending = 0
         self.params = ParamsArena(
             device.wgpu, device.limits.get("min-uniform-buffer-offset-alignment", 256))
@@ -71,13 +90,13 @@ class Stream:
         self.device._tls.stream = self._outer.pop()
 
     # -- recording (called by Device under its lock) ----------------------------------
-    def encoder_for_recording(self) -> Any:
+    def encoder_for_recording(self) -> GPUCommandEncoder:
         if self.encoder is None:
             self.encoder = self.device.wgpu.create_command_encoder(label=f"gpucore {self.name}")
             self.started = next(self.device._batches)
         return self.encoder
 
-    def open_pass(self) -> Any:
+    def open_pass(self) -> GPUComputePassEncoder:
         """The batch's shared compute pass (WebGPU orders dispatches within it)."""
         if self.compute is None:
             self.compute = self.encoder_for_recording().begin_compute_pass(label=self.name)
@@ -130,8 +149,8 @@ class Event:
                 "around event.wait()) instead")
         self.device = device
         self.timing = timing
-        self._staging: Any = None
-        self._promise: Any = None
+        self._staging: GPUBuffer | None = None
+        self._promise: GPUPromise[None] | None = None
         self._stamp: int | None = None
         self._lock = threading.Lock()
 
@@ -153,7 +172,7 @@ class Event:
             encoder = dev.wgpu.create_command_encoder(label="gpucore event")
             staging = dev.wgpu.create_buffer(label="gpucore event", size=8, usage=_MAP)
             if self.timing:
-                query_set, resolve = dev._event_queries()
+                query_set, resolve = _timing_queries(dev)
                 # The end-of-pass stamp of an empty pass is written once all earlier work
                 # in the queue is done (Vulkan: bottom-of-pipe), so it marks completion.
                 encoder.begin_compute_pass(timestamp_writes={
@@ -168,7 +187,7 @@ class Event:
                 self._promise = staging.map_async(wgpu.MapMode.READ)
         return self
 
-    def _recorded(self) -> Any:
+    def _recorded(self) -> GPUPromise[None]:
         if self._promise is None:
             raise GpuError("this event was never recorded: call event.record(stream) first")
         return self._promise
@@ -191,7 +210,7 @@ class Event:
         """Block until the GPU has finished everything submitted before the event."""
         self._finish(self._recorded().sync_wait)
 
-    def __await__(self) -> Any:
+    def __await__(self) -> Generator[Any, None, None]:
         """`await event`: wait without blocking the asyncio event loop."""
         promise = self._recorded()
 
@@ -201,7 +220,7 @@ class Event:
 
         return waiter().__await__()
 
-    def _finish(self, wait: Any) -> None:
+    def _finish(self, wait: Callable[[], object]) -> None:
         wait()
         with self._lock:
             if self._staging is not None:

@@ -67,6 +67,13 @@ def _open(info: gpucore.AdapterInfo) -> gpucore.Device:
     return _devices[info.index]
 
 
+def session_devices() -> list[gpucore.Device]:
+    """Every adapter's session Device, the ones the device fixtures give: for tests of
+    several devices at once, which then reuse the kernels earlier tests compiled (a fresh
+    Device compiles every kernel again, seconds each on CI's software adapters)."""
+    return [_open(info) for info in ADAPTERS]
+
+
 def checkout_env() -> dict[str, str]:
     """os.environ for a subprocess (`python -m ...`) that imports this checkout: its root first
     on PYTHONPATH, then whatever the caller had there (the GPU machine's wheels live there)."""
@@ -114,6 +121,33 @@ def cache_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path
     autotune.clear()
     yield tmp_path
     autotune.clear()
+
+
+_DEVICE_FIXTURES = frozenset({"device", "first_device", "f16_device"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """`nodevice` (host logic; `pytest -m nodevice` runs it alone) must stay true: a test marked
+    so that takes a device fixture is a usage error."""
+    for item in items:
+        taken = _DEVICE_FIXTURES & set(getattr(item, "fixturenames", ()))
+        if taken and item.get_closest_marker("nodevice") is not None:
+            raise pytest.UsageError(f"{item.nodeid} is marked nodevice but takes {sorted(taken)}: "
+                                    "drop the marker or the fixture")
+
+
+@pytest.fixture(autouse=True)
+def _nodevice_opens_none(request: pytest.FixtureRequest) -> None:
+    """A test marked `nodevice` that opens a gpucore.Device anyway (Device.auto(), a pipeline
+    on the default device) fails, saying so."""
+    if request.node.get_closest_marker("nodevice") is None:
+        return
+
+    def refuse(self: gpucore.Device, *args: object, **kwargs: object) -> None:
+        raise RuntimeError(f"{request.node.nodeid} is marked nodevice but opened a "
+                           "gpucore.Device: drop the marker or the device")
+
+    request.getfixturevalue("monkeypatch").setattr(gpucore.Device, "__init__", refuse)
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:

@@ -22,7 +22,7 @@ import numpy as np
 
 from ..infotext import save_images
 from ..pipelines.sampling import sampler_label, sampler_names
-from ..samplers import SCHEDULE_TYPES, schedules
+from ..samplers import SCHEDULE_LABELS, schedules
 from ..upscalers.interpolation import IMAGE_UPSCALERS, LATENT_UPSCALERS
 
 UPSCALERS = [*LATENT_UPSCALERS, *IMAGE_UPSCALERS]
@@ -192,7 +192,7 @@ def _add_common(parser: argparse.ArgumentParser, *, strength: float | None) -> N
                              "does; old names like 'DPM++ 2M Karras' set --scheduler too")
     parser.add_argument("--scheduler", type=_schedule, default="Automatic", metavar="TYPE",
                         help="the WebUI's schedule type (default Automatic: the sampler's "
-                             f"own): {', '.join(SCHEDULE_TYPES)}")
+                             f"own): {', '.join(SCHEDULE_LABELS)}")
     parser.add_argument("--seed", type=_seed, default=-1,
                         help="random seed; -1 or omitted picks one and prints it. Image k of a "
                              "batch gets seed + k, as in the WebUI (DDIM, PLMS, UniPC and "

@@ -23,8 +23,17 @@ calling the model; a model without it gives a ValueError.
 
 `registry.lookup(name)` finds a sampler by its WebUI label, ComfyUI name or alias, with the
 options the WebUI runs it with; `registry.resolve("DPM++ 2M Karras")` splits old combined names.
+`schedules.sigmas(type, n, ...)` gives the sigmas of the WebUI's schedule types
+(`SCHEDULE_TYPES`; their labels `SCHEDULE_LABELS`).
+
+Layout: one module per algorithm family (`euler`, `heun`, `dpmpp_2m`, ...), each registering
+its samplers with `registry.register`; `timestep` lists the WebUI's timestep samplers, which
+`diffusion.schedulers` runs; `denoiser` (the model's discrete sigmas), `schedules` and
+`brownian` (Brownian-tree noise) are what the samplers are given. A new sampler is one module
+plus its import below.
 """
 
+from . import timestep as timestep  # lists DDIM, DDIM CFG++, PLMS and UniPC
 from ._common import Callback, Denoise, NoiseSampler, Sampler, ancestral_step, to_d
 from .cfg_pp import (
     sample_dpmpp_2m_cfg_pp,
@@ -46,7 +55,7 @@ from .heun import sample_heun, sample_heunpp2
 from .ipndm import sample_ipndm, sample_ipndm_v
 from .lcm import sample_lcm
 from .lms import sample_lms
-from .registry import SAMPLERS, SCHEDULE_TYPES, SamplerInfo, lookup, resolve
+from .registry import SAMPLERS, SamplerInfo, lookup, register, resolve
 from .res_multistep import (
     sample_res_multistep,
     sample_res_multistep_ancestral,
@@ -55,9 +64,11 @@ from .res_multistep import (
 )
 from .restart import sample_restart
 from .sa_solver import sample_sa_solver, sample_sa_solver_pece
+from .schedules import SCHEDULE_LABELS, SCHEDULE_TYPES
 
 __all__ = [
     "SAMPLERS",
+    "SCHEDULE_LABELS",
     "SCHEDULE_TYPES",
     "Callback",
     "Denoise",
@@ -66,6 +77,7 @@ __all__ = [
     "SamplerInfo",
     "ancestral_step",
     "lookup",
+    "register",
     "resolve",
     "sample_ddpm",
     "sample_deis",

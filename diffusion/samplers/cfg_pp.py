@@ -20,11 +20,14 @@ from ._common import (
     to_d,
     uncond_of,
 )
+from .registry import register
 
 __all__ = ["sample_dpmpp_2m_cfg_pp", "sample_dpmpp_2s_ancestral_cfg_pp",
            "sample_euler_ancestral_cfg_pp", "sample_euler_cfg_pp"]
 
 
+@register("Euler a CFG++", "euler_ancestral_cfg_pp", ("euler_a_cfg_pp", "euler_a_cfgpp"),
+          needs_uncond=True, uses_ensd=True, stochastic=True)
 def sample_euler_ancestral_cfg_pp(model: Denoise, x: np.ndarray, sigmas: np.ndarray, *,
                                   noise: NoiseSampler | None = None,
                                   callback: Callback | None = None, eta: float = 1.0,
@@ -48,6 +51,7 @@ def sample_euler_ancestral_cfg_pp(model: Denoise, x: np.ndarray, sigmas: np.ndar
     return x
 
 
+@register("Euler CFG++", "euler_cfg_pp", ("euler_cfgpp",), needs_uncond=True)
 def sample_euler_cfg_pp(model: Denoise, x: np.ndarray, sigmas: np.ndarray, *,
                         noise: NoiseSampler | None = None,
                         callback: Callback | None = None) -> np.ndarray:
@@ -56,6 +60,7 @@ def sample_euler_cfg_pp(model: Denoise, x: np.ndarray, sigmas: np.ndarray, *,
                                          eta=0.0, s_noise=0.0)
 
 
+@register("DPM++ 2M CFG++", "dpmpp_2m_cfg_pp", needs_uncond=True, default_schedule="Karras")
 def sample_dpmpp_2m_cfg_pp(model: Denoise, x: np.ndarray, sigmas: np.ndarray, *,
                            noise: NoiseSampler | None = None,
                            callback: Callback | None = None) -> np.ndarray:
@@ -81,6 +86,8 @@ def sample_dpmpp_2m_cfg_pp(model: Denoise, x: np.ndarray, sigmas: np.ndarray, *,
     return x
 
 
+@register("DPM++ 2S a CFG++", "dpmpp_2s_ancestral_cfg_pp", needs_uncond=True,
+          default_schedule="Karras", uses_ensd=True, second_order=True, stochastic=True)
 def sample_dpmpp_2s_ancestral_cfg_pp(model: Denoise, x: np.ndarray, sigmas: np.ndarray, *,
                                      noise: NoiseSampler | None = None,
                                      callback: Callback | None = None, eta: float = 1.0,

@@ -9,6 +9,7 @@ import math
 import numpy as np
 
 from ._common import Callback, Denoise, NoiseSampler, prepare, stop_requested
+from .registry import register
 
 __all__ = ["deis_coefficients", "sample_deis"]
 
@@ -98,6 +99,7 @@ def deis_coefficients(sigmas: np.ndarray, max_order: int, mode: str = "tab",
     raise ValueError(f"deis_mode must be 'tab' or 'rhoab', got {mode!r}")
 
 
+@register("DEIS", "deis")
 def sample_deis(model: Denoise, x: np.ndarray, sigmas: np.ndarray, *,
                 noise: NoiseSampler | None = None, callback: Callback | None = None,
                 max_order: int = 3, deis_mode: str = "tab") -> np.ndarray:

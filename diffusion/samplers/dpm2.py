@@ -21,6 +21,7 @@ from ._common import (
     stop_requested,
     to_d,
 )
+from .registry import CHURN_OPTIONS, register
 
 __all__ = ["sample_dpm_2", "sample_dpm_2_ancestral"]
 
@@ -35,6 +36,8 @@ def _midpoint_step(model: Denoise, x: np.ndarray, d: np.ndarray, sigma: float,
     return x + d_2 * (sigma_to - sigma)
 
 
+@register("DPM2", "dpm_2", ("k_dpm_2",), default_schedule="Karras",
+          discard_next_to_last_sigma=True, second_order=True, extra_params=CHURN_OPTIONS)
 def sample_dpm_2(model: Denoise, x: np.ndarray, sigmas: np.ndarray, *,
                  noise: NoiseSampler | None = None, callback: Callback | None = None,
                  s_churn: float = 0.0, s_tmin: float = 0.0, s_tmax: float = math.inf,
@@ -55,6 +58,9 @@ def sample_dpm_2(model: Denoise, x: np.ndarray, sigmas: np.ndarray, *,
     return x
 
 
+@register("DPM2 a", "dpm_2_ancestral", ("k_dpm_2_a",), default_schedule="Karras",
+          discard_next_to_last_sigma=True, uses_ensd=True, second_order=True, stochastic=True,
+          extra_params=("s_noise",))
 def sample_dpm_2_ancestral(model: Denoise, x: np.ndarray, sigmas: np.ndarray, *,
                            noise: NoiseSampler | None = None, callback: Callback | None = None,
                            eta: float = 1.0, s_noise: float = 1.0) -> np.ndarray:

@@ -29,6 +29,7 @@ from ._common import (
     require_noise,
     stop_requested,
 )
+from .registry import register
 
 __all__ = ["sample_dpm_adaptive", "sample_dpm_fast"]
 
@@ -95,6 +96,8 @@ def _ancestral_target(t: float, t_next: float, t_end: float,
     return target, (math.exp(-t_next) ** 2 - math.exp(-target) ** 2) ** 0.5
 
 
+@register("DPM fast", "dpm_fast", ("k_dpm_fast",), uses_ensd=True, stochastic=True,
+          model_sigma_range=True, options={"eta": 1.0}, extra_params=("s_noise",))
 def sample_dpm_fast(model: Denoise, x: np.ndarray, sigmas: np.ndarray, *,
                     noise: NoiseSampler | None = None, callback: Callback | None = None,
                     eta: float = 0.0, s_noise: float = 1.0, sigma_min: float | None = None,
@@ -156,6 +159,8 @@ class _PID:
         return accept
 
 
+@register("DPM adaptive", "dpm_adaptive", ("k_dpm_ad",), uses_ensd=True, stochastic=True,
+          model_sigma_range=True, options={"eta": 1.0})
 def sample_dpm_adaptive(model: Denoise, x: np.ndarray, sigmas: np.ndarray, *,
                         noise: NoiseSampler | None = None, callback: Callback | None = None,
                         order: int = 3, rtol: float = 0.05, atol: float = 0.0078,

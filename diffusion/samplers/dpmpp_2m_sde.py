@@ -8,10 +8,18 @@ import math
 import numpy as np
 
 from ._common import Callback, Denoise, NoiseSampler, prepare, require_noise, stop_requested
+from .registry import register
 
 __all__ = ["sample_dpmpp_2m_sde", "sample_dpmpp_2m_sde_heun"]
 
 
+@register("DPM++ 2M SDE", "dpmpp_2m_sde", ("k_dpmpp_2m_sde", "dpmpp_2m_sde_gpu"),
+          default_schedule="Exponential", brownian_noise=True, stochastic=True,
+          extra_params=("s_noise",))
+@register("DPM++ 2M SDE Heun", "dpmpp_2m_sde_heun",
+          ("k_dpmpp_2m_sde_heun", "dpmpp_2m_sde_heun_gpu"), default_schedule="Exponential",
+          brownian_noise=True, stochastic=True, options={"solver_type": "heun"},
+          extra_params=("s_noise",))
 def sample_dpmpp_2m_sde(model: Denoise, x: np.ndarray, sigmas: np.ndarray, *,
                         noise: NoiseSampler | None = None, callback: Callback | None = None,
                         eta: float = 1.0, s_noise: float = 1.0,

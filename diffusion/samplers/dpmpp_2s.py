@@ -17,6 +17,7 @@ from ._common import (
     stop_requested,
     to_d,
 )
+from .registry import register
 
 __all__ = ["dpmpp_2s_step", "sample_dpmpp_2s_ancestral"]
 
@@ -33,6 +34,8 @@ def dpmpp_2s_step(model: Denoise, x: np.ndarray, sigma: float, sigma_to: float,
     return (math.exp(-t_next) / math.exp(-t)) * x - math.expm1(-h) * denoised_2
 
 
+@register("DPM++ 2S a", "dpmpp_2s_ancestral", ("k_dpmpp_2s_a",), default_schedule="Karras",
+          uses_ensd=True, second_order=True, stochastic=True, extra_params=("s_noise",))
 def sample_dpmpp_2s_ancestral(model: Denoise, x: np.ndarray, sigmas: np.ndarray, *,
                               noise: NoiseSampler | None = None,
                               callback: Callback | None = None, eta: float = 1.0,

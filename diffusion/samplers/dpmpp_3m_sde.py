@@ -8,10 +8,14 @@ import math
 import numpy as np
 
 from ._common import Callback, Denoise, NoiseSampler, prepare, require_noise, stop_requested
+from .registry import register
 
 __all__ = ["sample_dpmpp_3m_sde"]
 
 
+@register("DPM++ 3M SDE", "dpmpp_3m_sde", ("k_dpmpp_3m_sde", "dpmpp_3m_sde_gpu"),
+          default_schedule="Exponential", discard_next_to_last_sigma=True, brownian_noise=True,
+          stochastic=True, extra_params=("s_noise",))
 def sample_dpmpp_3m_sde(model: Denoise, x: np.ndarray, sigmas: np.ndarray, *,
                         noise: NoiseSampler | None = None, callback: Callback | None = None,
                         eta: float = 1.0, s_noise: float = 1.0) -> np.ndarray:

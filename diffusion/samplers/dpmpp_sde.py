@@ -17,6 +17,7 @@ from ._common import (
     stop_requested,
     to_d,
 )
+from .registry import register
 
 __all__ = ["sample_dpmpp_sde"]
 
@@ -25,6 +26,9 @@ def _sigma(t: float) -> float:
     return math.exp(-t)
 
 
+@register("DPM++ SDE", "dpmpp_sde", ("k_dpmpp_sde", "dpmpp_sde_gpu"),
+          default_schedule="Karras", second_order=True, brownian_noise=True, stochastic=True,
+          extra_params=("s_noise",))
 def sample_dpmpp_sde(model: Denoise, x: np.ndarray, sigmas: np.ndarray, *,
                      noise: NoiseSampler | None = None, callback: Callback | None = None,
                      eta: float = 1.0, s_noise: float = 1.0, r: float = 1 / 2) -> np.ndarray:

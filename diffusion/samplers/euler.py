@@ -17,10 +17,12 @@ from ._common import (
     stop_requested,
     to_d,
 )
+from .registry import CHURN_OPTIONS, register
 
 __all__ = ["sample_euler", "sample_euler_ancestral"]
 
 
+@register("Euler", "euler", ("k_euler",), extra_params=CHURN_OPTIONS)
 def sample_euler(model: Denoise, x: np.ndarray, sigmas: np.ndarray, *,
                  noise: NoiseSampler | None = None, callback: Callback | None = None,
                  s_churn: float = 0.0, s_tmin: float = 0.0, s_tmax: float = math.inf,
@@ -40,6 +42,8 @@ def sample_euler(model: Denoise, x: np.ndarray, sigmas: np.ndarray, *,
     return x
 
 
+@register("Euler a", "euler_ancestral", ("k_euler_a", "k_euler_ancestral"), uses_ensd=True,
+          stochastic=True)
 def sample_euler_ancestral(model: Denoise, x: np.ndarray, sigmas: np.ndarray, *,
                            noise: NoiseSampler | None = None, callback: Callback | None = None,
                            eta: float = 1.0, s_noise: float = 1.0) -> np.ndarray:

@@ -16,6 +16,7 @@ from ._common import (
     stop_requested,
     to_d,
 )
+from .registry import CHURN_OPTIONS, register
 
 __all__ = ["heun_step", "sample_heun", "sample_heunpp2"]
 
@@ -33,6 +34,7 @@ def heun_step(model: Denoise, x: np.ndarray, sigma: float, sigma_next: float) ->
     return x + (d + d_2) / 2 * dt
 
 
+@register("Heun", "heun", ("k_heun",), second_order=True, extra_params=CHURN_OPTIONS)
 def sample_heun(model: Denoise, x: np.ndarray, sigmas: np.ndarray, *,
                 noise: NoiseSampler | None = None, callback: Callback | None = None,
                 s_churn: float = 0.0, s_tmin: float = 0.0, s_tmax: float = math.inf,
@@ -50,6 +52,8 @@ def sample_heun(model: Denoise, x: np.ndarray, sigmas: np.ndarray, *,
     return x
 
 
+@register("HeunPP2", "heunpp2", ("Heun++ 2", "Heun++"), second_order=True,
+          extra_params=CHURN_OPTIONS)
 def sample_heunpp2(model: Denoise, x: np.ndarray, sigmas: np.ndarray, *,
                    noise: NoiseSampler | None = None, callback: Callback | None = None,
                    s_churn: float = 0.0, s_tmin: float = 0.0, s_tmax: float = math.inf,

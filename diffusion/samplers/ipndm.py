@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._common import Callback, Denoise, NoiseSampler, prepare, stop_requested
+from .registry import register
 
 __all__ = ["sample_ipndm", "sample_ipndm_v"]
 
@@ -65,6 +66,7 @@ def _sample(model: Denoise, x: np.ndarray, sigmas: np.ndarray, callback: Callbac
     return x
 
 
+@register("iPNDM", "ipndm")
 def sample_ipndm(model: Denoise, x: np.ndarray, sigmas: np.ndarray, *,
                  noise: NoiseSampler | None = None, callback: Callback | None = None,
                  max_order: int = 4) -> np.ndarray:
@@ -72,6 +74,7 @@ def sample_ipndm(model: Denoise, x: np.ndarray, sigmas: np.ndarray, *,
     return _sample(model, x, sigmas, callback, max_order, variable=False)
 
 
+@register("iPNDM-v", "ipndm_v", ("iPNDM v",))
 def sample_ipndm_v(model: Denoise, x: np.ndarray, sigmas: np.ndarray, *,
                    noise: NoiseSampler | None = None, callback: Callback | None = None,
                    max_order: int = 4) -> np.ndarray:

@@ -9,10 +9,12 @@ from __future__ import annotations
 import numpy as np
 
 from ._common import Callback, Denoise, NoiseSampler, prepare, require_noise, stop_requested
+from .registry import register
 
 __all__ = ["sample_lcm"]
 
 
+@register("LCM", "lcm", ("k_lcm",), stochastic=True)
 def sample_lcm(model: Denoise, x: np.ndarray, sigmas: np.ndarray, *,
                noise: NoiseSampler | None = None,
                callback: Callback | None = None) -> np.ndarray:

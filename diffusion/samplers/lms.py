@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._common import Callback, Denoise, NoiseSampler, prepare, stop_requested, to_d
+from .registry import register
 
 __all__ = ["linear_multistep_coeff", "sample_lms"]
 
@@ -27,6 +28,7 @@ def linear_multistep_coeff(order: int, t: list[float], i: int, j: int) -> float:
     return float(half * np.dot(_WEIGHTS, basis))
 
 
+@register("LMS", "lms", ("k_lms",))
 def sample_lms(model: Denoise, x: np.ndarray, sigmas: np.ndarray, *,
                noise: NoiseSampler | None = None, callback: Callback | None = None,
                order: int = 4) -> np.ndarray:

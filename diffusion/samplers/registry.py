@@ -5,48 +5,40 @@ WebUI's aliases, and the WebUI's per-sampler options (its `samplers_k_diffusion`
 
     lookup("dpmpp_2m")           -> the SamplerInfo of "DPM++ 2M"
     resolve("DPM++ 2M Karras")   -> ("DPM++ 2M", "Karras")   (old combined names)
+
+A sampler registers itself in its own module, with its names and WebUI options::
+
+    @register("Euler", "euler", ("k_euler",), extra_params=CHURN_OPTIONS)
+    def sample_euler(model, x, sigmas, *, noise=None, callback=None, ...): ...
+
+so adding one is its module plus its import in `diffusion/samplers/__init__.py` (which imports
+every sampler module, so `SAMPLERS` is complete once the package is imported).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar, overload
 
-from . import (
-    cfg_pp,
-    ddpm,
-    deis,
-    dpm2,
-    dpm_fast,
-    dpmpp_2m,
-    dpmpp_2m_sde,
-    dpmpp_2s,
-    dpmpp_3m_sde,
-    dpmpp_sde,
-    euler,
-    heun,
-    ipndm,
-    lcm,
-    lms,
-    res_multistep,
-    restart,
-    sa_solver,
-)
 from ._common import Sampler
+from .schedules import SCHEDULE_LABELS
+from .schedules import lookup as schedule_type
 
-__all__ = ["SAMPLERS", "SCHEDULE_TYPES", "SamplerInfo", "lookup", "resolve"]
+__all__ = ["CHURN_OPTIONS", "SAMPLERS", "WEBUI_SAMPLERS", "Registry", "SamplerInfo", "lookup",
+           "register", "register_timestep", "resolve"]
 
-SCHEDULE_TYPES = ("Automatic", "Uniform", "Karras", "Exponential", "Polyexponential",
-                  "SGM Uniform", "KL Optimal", "Align Your Steps", "Simple", "Normal", "DDIM",
-                  "Beta")
-"""Schedule type labels as the WebUI 1.10 writes them ("Automatic" = the sampler's default)."""
+WEBUI_SAMPLERS = (
+    "DPM++ 2M", "DPM++ SDE", "DPM++ 2M SDE", "DPM++ 2M SDE Heun", "DPM++ 2S a", "DPM++ 3M SDE",
+    "Euler a", "Euler", "LMS", "Heun", "DPM2", "DPM2 a", "DPM fast", "DPM adaptive", "Restart",
+    "DDIM", "DDIM CFG++", "PLMS", "UniPC", "LCM",
+)
+"""The WebUI 1.10's sampler list, in its order (k-diffusion's, then the timestep samplers,
+then LCM): `SAMPLERS` lists these first, in this order, then the rest as they registered."""
 
-_SCHEDULE_NAMES = {label.lower(): label for label in SCHEDULE_TYPES} | {
-    label.lower().replace(" ", "_"): label for label in SCHEDULE_TYPES}
-
-_K_EXTRA = ("s_churn", "s_tmin", "s_tmax", "s_noise")
+CHURN_OPTIONS = ("s_churn", "s_tmin", "s_tmax", "s_noise")
+"""The extra options the WebUI forwards to samplers with Karras et al.'s churn."""
 
 
 @dataclass(frozen=True)
@@ -82,106 +74,110 @@ class SamplerInfo:
     """Steps between the model's sigma_min/sigma_max (pass them as options), not the schedule."""
     in_webui: bool = True
 
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Every name it answers to: label, ComfyUI name, aliases."""
+        return (self.name, *((self.comfy_name,) if self.comfy_name else ()), *self.aliases)
 
-def _info(name: str, function: Sampler | None, comfy: str | None = None,
-          aliases: tuple[str, ...] = (), **fields: Any) -> SamplerInfo:
+
+class Registry(Sequence[SamplerInfo]):
+    """Samplers in display order (those named in `order` first, in that order, then the rest
+    in the order they registered), found by any of their names, case-insensitively."""
+
+    def __init__(self, order: Sequence[str] = ()) -> None:
+        self._order = {name: i for i, name in enumerate(order)}
+        self._added: list[SamplerInfo] = []
+        self._by_name: dict[str, SamplerInfo] = {}
+        self._listed: tuple[SamplerInfo, ...] | None = None
+
+    def add(self, info: SamplerInfo) -> SamplerInfo:
+        """List `info`; one registered again under the same label replaces the old entry (a
+        reloaded module). ValueError when one of its names belongs to another sampler."""
+        for key in (n.lower() for n in info.names):
+            taken = self._by_name.get(key)
+            if taken is not None and taken.name != info.name:
+                raise ValueError(f"sampler {info.name!r}: the name {key!r} belongs to "
+                                 f"{taken.name!r} already; choose another name or alias")
+        old = next((i for i, known in enumerate(self._added) if known.name == info.name), None)
+        if old is None:
+            self._added.append(info)
+        else:
+            for key in (n.lower() for n in self._added[old].names):
+                self._by_name.pop(key, None)
+            self._added[old] = info
+        self._by_name.update((n.lower(), info) for n in info.names)
+        self._listed = None
+        return info
+
+    def find(self, name: str) -> SamplerInfo | None:
+        """The sampler called `name` (any name, any case, surrounding spaces ignored)."""
+        return self._by_name.get(name.strip().lower()) if isinstance(name, str) else None
+
+    def _list(self) -> tuple[SamplerInfo, ...]:
+        if self._listed is None:
+            last = len(self._order)
+            self._listed = tuple(sorted(self._added, key=lambda i: self._order.get(i.name, last)))
+        return self._listed
+
+    @overload
+    def __getitem__(self, index: int) -> SamplerInfo: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> tuple[SamplerInfo, ...]: ...
+
+    def __getitem__(self, index: int | slice) -> SamplerInfo | tuple[SamplerInfo, ...]:
+        return self._list()[index]
+
+    def __iter__(self) -> Iterator[SamplerInfo]:
+        return iter(self._list())
+
+    def __len__(self) -> int:
+        return len(self._added)
+
+    def __repr__(self) -> str:
+        return f"<Registry of {len(self)} samplers: {', '.join(i.name for i in self)}>"
+
+
+SAMPLERS = Registry(WEBUI_SAMPLERS)
+"""Every sampler: the WebUI's first (in its order), then those only ComfyUI has."""
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _info(name: str, function: Sampler | None, comfy_name: str | None,
+          aliases: tuple[str, ...], fields: dict[str, Any]) -> SamplerInfo:
     if "options" in fields:
         fields["options"] = MappingProxyType(dict(fields["options"]))
-    return SamplerInfo(name, function, comfy, aliases, **fields)
+    return SamplerInfo(name, function, comfy_name, tuple(aliases),
+                       in_webui=name in WEBUI_SAMPLERS, **fields)
 
 
-_EXTRA = {"in_webui": False}
+def register(name: str, comfy_name: str | None = None, aliases: tuple[str, ...] = (),
+             **fields: Any) -> Callable[[F], F]:
+    """Decorator: list the decorated sampler function in `SAMPLERS` as `name` (the WebUI's
+    label, or a display name), with ComfyUI's name, aliases and any other `SamplerInfo`
+    field (the WebUI's options, default schedule, ...). Returns the function unchanged; stack
+    it to list one function under several names with different options."""
 
-SAMPLERS: tuple[SamplerInfo, ...] = (
-    # the WebUI 1.10 k-diffusion samplers, in its order
-    _info("DPM++ 2M", dpmpp_2m.sample_dpmpp_2m, "dpmpp_2m", ("k_dpmpp_2m",),
-          default_schedule="Karras"),
-    _info("DPM++ SDE", dpmpp_sde.sample_dpmpp_sde, "dpmpp_sde", ("k_dpmpp_sde", "dpmpp_sde_gpu"),
-          default_schedule="Karras", second_order=True, brownian_noise=True, stochastic=True,
-          extra_params=("s_noise",)),
-    _info("DPM++ 2M SDE", dpmpp_2m_sde.sample_dpmpp_2m_sde, "dpmpp_2m_sde",
-          ("k_dpmpp_2m_sde", "dpmpp_2m_sde_gpu"), default_schedule="Exponential",
-          brownian_noise=True, stochastic=True, extra_params=("s_noise",)),
-    _info("DPM++ 2M SDE Heun", dpmpp_2m_sde.sample_dpmpp_2m_sde, "dpmpp_2m_sde_heun",
-          ("k_dpmpp_2m_sde_heun", "dpmpp_2m_sde_heun_gpu"), default_schedule="Exponential",
-          brownian_noise=True, stochastic=True, options={"solver_type": "heun"},
-          extra_params=("s_noise",)),
-    _info("DPM++ 2S a", dpmpp_2s.sample_dpmpp_2s_ancestral, "dpmpp_2s_ancestral",
-          ("k_dpmpp_2s_a",), default_schedule="Karras", uses_ensd=True, second_order=True,
-          stochastic=True, extra_params=("s_noise",)),
-    _info("DPM++ 3M SDE", dpmpp_3m_sde.sample_dpmpp_3m_sde, "dpmpp_3m_sde",
-          ("k_dpmpp_3m_sde", "dpmpp_3m_sde_gpu"), default_schedule="Exponential",
-          discard_next_to_last_sigma=True, brownian_noise=True, stochastic=True,
-          extra_params=("s_noise",)),
-    _info("Euler a", euler.sample_euler_ancestral, "euler_ancestral",
-          ("k_euler_a", "k_euler_ancestral"), uses_ensd=True, stochastic=True),
-    _info("Euler", euler.sample_euler, "euler", ("k_euler",), extra_params=_K_EXTRA),
-    _info("LMS", lms.sample_lms, "lms", ("k_lms",)),
-    _info("Heun", heun.sample_heun, "heun", ("k_heun",), second_order=True,
-          extra_params=_K_EXTRA),
-    _info("DPM2", dpm2.sample_dpm_2, "dpm_2", ("k_dpm_2",), default_schedule="Karras",
-          discard_next_to_last_sigma=True, second_order=True, extra_params=_K_EXTRA),
-    _info("DPM2 a", dpm2.sample_dpm_2_ancestral, "dpm_2_ancestral", ("k_dpm_2_a",),
-          default_schedule="Karras", discard_next_to_last_sigma=True, uses_ensd=True,
-          second_order=True, stochastic=True, extra_params=("s_noise",)),
-    _info("DPM fast", dpm_fast.sample_dpm_fast, "dpm_fast", ("k_dpm_fast",), uses_ensd=True,
-          stochastic=True, model_sigma_range=True, options={"eta": 1.0},
-          extra_params=("s_noise",)),
-    _info("DPM adaptive", dpm_fast.sample_dpm_adaptive, "dpm_adaptive", ("k_dpm_ad",),
-          uses_ensd=True, stochastic=True, model_sigma_range=True, options={"eta": 1.0}),
-    _info("Restart", restart.sample_restart, None, ("restart",), default_schedule="Karras",
-          second_order=True, stochastic=True),
-    # the WebUI's timestep samplers: diffusion.schedulers runs them
-    _info("DDIM", None, "ddim", (), kind="timestep", default_schedule=None),
-    _info("DDIM CFG++", None, None, ("ddim_cfgpp",), kind="timestep", default_schedule=None,
-          needs_uncond=True),
-    _info("PLMS", None, None, ("plms",), kind="timestep", default_schedule=None),
-    _info("UniPC", None, "uni_pc", ("unipc",), kind="timestep", default_schedule=None),
-    _info("LCM", lcm.sample_lcm, "lcm", ("k_lcm",), stochastic=True),
-    # samplers ComfyUI has and the WebUI does not
-    _info("Euler CFG++", cfg_pp.sample_euler_cfg_pp, "euler_cfg_pp", ("euler_cfgpp",),
-          needs_uncond=True, **_EXTRA),
-    _info("Euler a CFG++", cfg_pp.sample_euler_ancestral_cfg_pp, "euler_ancestral_cfg_pp",
-          ("euler_a_cfg_pp", "euler_a_cfgpp"), needs_uncond=True, uses_ensd=True,
-          stochastic=True, **_EXTRA),
-    _info("DPM++ 2M CFG++", cfg_pp.sample_dpmpp_2m_cfg_pp, "dpmpp_2m_cfg_pp", (),
-          needs_uncond=True, default_schedule="Karras", **_EXTRA),
-    _info("DPM++ 2S a CFG++", cfg_pp.sample_dpmpp_2s_ancestral_cfg_pp,
-          "dpmpp_2s_ancestral_cfg_pp", (), needs_uncond=True, default_schedule="Karras",
-          uses_ensd=True, second_order=True, stochastic=True, **_EXTRA),
-    _info("HeunPP2", heun.sample_heunpp2, "heunpp2", ("Heun++ 2", "Heun++"),
-          second_order=True, extra_params=_K_EXTRA, **_EXTRA),
-    _info("iPNDM", ipndm.sample_ipndm, "ipndm", (), **_EXTRA),
-    _info("iPNDM-v", ipndm.sample_ipndm_v, "ipndm_v", ("iPNDM v",), **_EXTRA),
-    _info("DEIS", deis.sample_deis, "deis", (), **_EXTRA),
-    _info("Res Multistep", res_multistep.sample_res_multistep, "res_multistep", (), **_EXTRA),
-    _info("Res Multistep CFG++", res_multistep.sample_res_multistep_cfg_pp,
-          "res_multistep_cfg_pp", (), needs_uncond=True, **_EXTRA),
-    _info("Res Multistep a", res_multistep.sample_res_multistep_ancestral,
-          "res_multistep_ancestral", (), stochastic=True, uses_ensd=True, **_EXTRA),
-    _info("Res Multistep a CFG++", res_multistep.sample_res_multistep_ancestral_cfg_pp,
-          "res_multistep_ancestral_cfg_pp", (), stochastic=True, uses_ensd=True,
-          needs_uncond=True, **_EXTRA),
-    _info("SA-Solver", sa_solver.sample_sa_solver, "sa_solver", (), stochastic=True,
-          **_EXTRA),
-    _info("SA-Solver PECE", sa_solver.sample_sa_solver_pece, "sa_solver_pece", (),
-          stochastic=True, **_EXTRA),
-    _info("DDPM", ddpm.sample_ddpm, "ddpm", (), stochastic=True, uses_ensd=True, **_EXTRA),
-)
-"""WebUI samplers first (in the WebUI's order), then those only ComfyUI has."""
+    def decorate(function: F) -> F:
+        SAMPLERS.add(_info(name, function, comfy_name, aliases, fields))
+        return function
+
+    return decorate
 
 
-def _names(info: SamplerInfo) -> tuple[str, ...]:
-    return (info.name, *((info.comfy_name,) if info.comfy_name else ()), *info.aliases)
-
-
-_BY_NAME = {key.lower(): info for info in SAMPLERS for key in _names(info)}
+def register_timestep(name: str, comfy_name: str | None = None, aliases: tuple[str, ...] = (),
+                      **fields: Any) -> SamplerInfo:
+    """List a WebUI timestep sampler (DDIM, PLMS, UniPC...): `diffusion.schedulers` runs it,
+    so it has no function here and no schedule type of its own."""
+    fields = {"kind": "timestep", "default_schedule": None, **fields}
+    return SAMPLERS.add(_info(name, None, comfy_name, aliases, fields))
 
 
 def lookup(name: str) -> SamplerInfo:
     """The sampler called `name` (WebUI label, ComfyUI name or alias; case and surrounding
     spaces do not matter). ValueError listing the valid names when there is none."""
-    info = _BY_NAME.get(name.strip().lower()) if isinstance(name, str) else None
+    info = SAMPLERS.find(name)
     if info is None:
         listing = ", ".join(f"{i.name!r}" + (f" ({i.comfy_name})" if i.comfy_name else "")
                             for i in SAMPLERS)
@@ -196,12 +192,10 @@ def resolve(name: str, schedule: str = "Automatic") -> tuple[str, str]:
     schedule suffix ("DPM++ 2M Karras" -> ("DPM++ 2M", "Karras")); a name without one gets
     `schedule`. ValueError listing the valid names for an unknown sampler or schedule type."""
     text = name.strip() if isinstance(name, str) else name
-    if isinstance(text, str) and text.lower() not in _BY_NAME:
-        for label in sorted(SCHEDULE_TYPES, key=len, reverse=True):
+    if isinstance(text, str) and SAMPLERS.find(text) is None:
+        for label in sorted(SCHEDULE_LABELS, key=len, reverse=True):
             stem = text[: -len(label)].rstrip()
-            if text.lower().endswith(" " + label.lower()) and stem.lower() in _BY_NAME:
+            if text.lower().endswith(" " + label.lower()) and SAMPLERS.find(stem) is not None:
                 return lookup(stem).name, label
-    schedule_label = _SCHEDULE_NAMES.get(schedule.strip().lower())
-    if schedule_label is None:
-        raise ValueError(f"unknown schedule type {schedule!r}; valid: {', '.join(SCHEDULE_TYPES)}")
+    schedule_label = schedule_type(schedule.strip()).label
     return lookup(text).name, schedule_label

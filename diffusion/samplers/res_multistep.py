@@ -19,6 +19,7 @@ from ._common import (
     to_d,
     uncond_of,
 )
+from .registry import register
 
 __all__ = ["sample_res_multistep", "sample_res_multistep_ancestral",
            "sample_res_multistep_ancestral_cfg_pp", "sample_res_multistep_cfg_pp"]
@@ -70,6 +71,7 @@ def _res_multistep(model: Denoise, x: np.ndarray, sigmas: np.ndarray, noise: Noi
     return x
 
 
+@register("Res Multistep", "res_multistep")
 def sample_res_multistep(model: Denoise, x: np.ndarray, sigmas: np.ndarray, *,
                          noise: NoiseSampler | None = None, callback: Callback | None = None,
                          s_noise: float = 1.0) -> np.ndarray:
@@ -77,6 +79,7 @@ def sample_res_multistep(model: Denoise, x: np.ndarray, sigmas: np.ndarray, *,
     return _res_multistep(model, x, sigmas, noise, callback, 0.0, s_noise, cfg_pp=False)
 
 
+@register("Res Multistep CFG++", "res_multistep_cfg_pp", needs_uncond=True)
 def sample_res_multistep_cfg_pp(model: Denoise, x: np.ndarray, sigmas: np.ndarray, *,
                                 noise: NoiseSampler | None = None,
                                 callback: Callback | None = None,
@@ -85,6 +88,7 @@ def sample_res_multistep_cfg_pp(model: Denoise, x: np.ndarray, sigmas: np.ndarra
     return _res_multistep(model, x, sigmas, noise, callback, 0.0, s_noise, cfg_pp=True)
 
 
+@register("Res Multistep a", "res_multistep_ancestral", stochastic=True, uses_ensd=True)
 def sample_res_multistep_ancestral(model: Denoise, x: np.ndarray, sigmas: np.ndarray, *,
                                    noise: NoiseSampler | None = None,
                                    callback: Callback | None = None, eta: float = 1.0,
@@ -93,6 +97,8 @@ def sample_res_multistep_ancestral(model: Denoise, x: np.ndarray, sigmas: np.nda
     return _res_multistep(model, x, sigmas, noise, callback, eta, s_noise, cfg_pp=False)
 
 
+@register("Res Multistep a CFG++", "res_multistep_ancestral_cfg_pp", stochastic=True,
+          uses_ensd=True, needs_uncond=True)
 def sample_res_multistep_ancestral_cfg_pp(model: Denoise, x: np.ndarray, sigmas: np.ndarray, *,
                                           noise: NoiseSampler | None = None,
                                           callback: Callback | None = None, eta: float = 1.0,

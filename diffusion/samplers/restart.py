@@ -10,6 +10,7 @@ import numpy as np
 
 from ._common import Callback, Denoise, NoiseSampler, prepare, require_noise, stop_requested
 from .heun import heun_step
+from .registry import register
 
 __all__ = ["restart_plan", "sample_restart"]
 
@@ -49,6 +50,8 @@ def restart_plan(sigmas: list[float]) -> list[tuple[float, float]]:
     return plan
 
 
+@register("Restart", None, ("restart",), default_schedule="Karras", second_order=True,
+          stochastic=True)
 def sample_restart(model: Denoise, x: np.ndarray, sigmas: np.ndarray, *,
                    noise: NoiseSampler | None = None, callback: Callback | None = None,
                    s_noise: float = 1.0) -> np.ndarray:

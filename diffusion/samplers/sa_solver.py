@@ -9,6 +9,7 @@ import math
 import numpy as np
 
 from ._common import Callback, Denoise, NoiseSampler, prepare, require_noise, stop_requested
+from .registry import register
 
 __all__ = ["sample_sa_solver", "sample_sa_solver_pece", "sd_percent_to_sigma",
            "stochastic_adams_coefficients"]
@@ -68,6 +69,7 @@ def _combine(predictions: list[np.ndarray], coeffs: np.ndarray) -> np.ndarray:
     return sum(c * p for c, p in zip(coeffs, predictions))
 
 
+@register("SA-Solver", "sa_solver", stochastic=True)
 def sample_sa_solver(model: Denoise, x: np.ndarray, sigmas: np.ndarray, *,
                      noise: NoiseSampler | None = None, callback: Callback | None = None,
                      eta: float = 1.0, tau_sigma_range: tuple[float, float] | None = None,
@@ -133,6 +135,7 @@ def sample_sa_solver(model: Denoise, x: np.ndarray, sigmas: np.ndarray, *,
     return x_pred
 
 
+@register("SA-Solver PECE", "sa_solver_pece", stochastic=True)
 def sample_sa_solver_pece(model: Denoise, x: np.ndarray, sigmas: np.ndarray, *,
                           noise: NoiseSampler | None = None, callback: Callback | None = None,
                           **options: object) -> np.ndarray:

@@ -33,7 +33,7 @@ import numpy as np
 from diffusion.samplers.denoiser import DiscreteSchedule
 from diffusion.schedulers._sigmas import karras_sigmas
 
-__all__ = ["SCHEDULE_TYPES", "ScheduleType", "lookup", "sigmas"]
+__all__ = ["SCHEDULE_LABELS", "SCHEDULE_TYPES", "ScheduleType", "lookup", "sigmas"]
 
 # Align Your Steps (Sabour et al. 2024), the 10-step tables the WebUI ships
 AYS_SD15 = (14.615, 6.475, 3.861, 2.697, 1.886, 1.396, 0.963, 0.652, 0.399, 0.152, 0.029)
@@ -65,6 +65,11 @@ SCHEDULE_TYPES = (
     ScheduleType("ddim", "DDIM", aliases=("ddim_uniform",)),
     ScheduleType("beta", "Beta"),
 )
+"""The WebUI 1.10's schedule types, in its order ("Automatic" = the sampler's default): the
+one list of them; everything else that names schedule types derives from it."""
+
+SCHEDULE_LABELS = tuple(schedule.label for schedule in SCHEDULE_TYPES)
+"""The labels as the WebUI writes them (UI, infotext "Schedule type"): "Karras", "SGM Uniform"."""
 
 
 def lookup(name: str) -> ScheduleType:

@@ -1,5 +1,10 @@
 """Diffusion schedulers (samplers) on numpy float64, matching diffusers step for step.
 
+Why both this package and `diffusion.samplers`: samplers/ holds the WebUI's k-diffusion
+samplers, which reproduce the WebUI's images; schedulers/ holds diffusers' schedulers, which
+run the model folder's own scheduler (`--sampler diffusers`) so parity with diffusers can
+always be shown, and the WebUI's timestep samplers (DDIM, PLMS, UniPC).
+
 One module per algorithm, each with diffusers' members: `timesteps`, `set_timesteps(n)`,
 `step(model_output, t, sample, *, noise=None, generator=None) -> prev_sample`,
 `init_noise_sigma`, `scale_model_input(sample, t)` and `add_noise(original, noise, t)`.

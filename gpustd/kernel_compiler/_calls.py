@@ -155,13 +155,15 @@ _LOG10_2 = 0.30102999566398120
 
 
 def _table() -> dict[int, tuple[str, Emitter]]:
-    import gpustd
+    # gpustd's own functions work in kernels too; imported here, as the op modules they are
+    # (not the gpustd package, which imports this one), when the first kernel is compiled.
+    from .. import elementwise, unary
 
     pairs: list[tuple[list[Any], str, Emitter]] = [
-        ([math.sqrt, np.sqrt, gpustd.sqrt], "sqrt", _builtin("sqrt")),
-        ([math.exp, np.exp, gpustd.exp], "exp", _builtin("exp")),
+        ([math.sqrt, np.sqrt, unary.sqrt], "sqrt", _builtin("sqrt")),
+        ([math.exp, np.exp, unary.exp], "exp", _builtin("exp")),
         ([math.exp2, np.exp2], "exp2", _builtin("exp2")),
-        ([math.log, np.log, gpustd.log], "log", _builtin("log")),
+        ([math.log, np.log, unary.log], "log", _builtin("log")),
         ([math.log2, np.log2], "log2", _builtin("log2")),
         ([math.log10, np.log10], "log10",
          _float_fn(lambda ctx, x: f"(log2({x}) * {_LOG10_2!r}f)")),
@@ -175,7 +177,7 @@ def _table() -> dict[int, tuple[str, Emitter]]:
         ([math.atan, np.arctan], "atan", _builtin("atan")),
         ([math.sinh, np.sinh], "sinh", _builtin("sinh")),
         ([math.cosh, np.cosh], "cosh", _builtin("cosh")),
-        ([math.tanh, np.tanh, gpustd.tanh], "tanh", _helper("tanh_f32")),
+        ([math.tanh, np.tanh, unary.tanh], "tanh", _helper("tanh_f32")),
         ([math.asinh, np.arcsinh], "asinh", _builtin("asinh")),
         ([math.acosh, np.arccosh], "acosh", _builtin("acosh")),
         ([math.atanh, np.arctanh], "atanh", _builtin("atanh")),
@@ -196,17 +198,17 @@ def _table() -> dict[int, tuple[str, Emitter]]:
         ([math.copysign, np.copysign], "copysign",
          _float_binary(lambda ctx, x, y: f"{ctx.need('copysign_f32')}({x}, {y})")),
         ([math.fmod, np.fmod], "fmod", _float_binary(_fmod)),
-        ([builtins.abs, np.abs, gpustd.abs], "abs", _same_type(_abs)),
+        ([builtins.abs, np.abs, unary.abs], "abs", _same_type(_abs)),
         ([np.sign], "sign", _same_type(_sign)),
         ([math.floor, np.floor], "floor", _rounding("floor")),
         ([math.ceil, np.ceil], "ceil", _rounding("ceil")),
         ([math.trunc, np.trunc], "trunc", _rounding("trunc")),
         ([builtins.round, np.rint], "round", _rounding("round")),  # half to even, as Python
-        ([builtins.min, np.minimum, gpustd.minimum], "min", _fold("min")),
-        ([builtins.max, np.maximum, gpustd.maximum], "max", _fold("max")),
-        ([np.power, gpustd.power], "power", _power),
-        ([np.where, gpustd.where], "where", _where),
-        ([np.clip, gpustd.clip], "clip", _clip),
+        ([builtins.min, np.minimum, elementwise.minimum], "min", _fold("min")),
+        ([builtins.max, np.maximum, elementwise.maximum], "max", _fold("max")),
+        ([np.power, elementwise.power], "power", _power),
+        ([np.where, elementwise.where], "where", _where),
+        ([np.clip, unary.clip], "clip", _clip),
         ([builtins.float, np.float32], "float32", _cast("f32")),
         ([np.float16], "float16", _cast("f16")),
         ([builtins.int, np.int32], "int32", _cast("i32")),

@@ -123,16 +123,8 @@ def cost(plan: Plan, rows: int, batch_heads: int, keys: int = 4096) -> float:
     about one workgroup per SM of a large GPU leave SMs idle, so time scales with
     1 / min(workgroups, 100).
 
-    Calibrated on an H100 (Vulkan, tools/attention_sweep.py, 2026-11-23; GPU ms, B2 H8,
-    torch SDPA fp32 beside it; D40 and D80 in the (B, H, L, D) layout bench/nn.py uses):
-    self 4096 D40, the old choice (32, 8, 3, 4) 2.99 -> prefetch + 2 slices 2.14 -> (32,
-    8, 5, 2) with 4 slices + prefetch 2.04 (torch 2.10); self 1024 D80 (32, 8, 3, 7) 0.315
-    -> (32, 8, 5, 4) KS 2 0.301 (torch 0.199); self 256 D160 0.061 -> KS 4 0.059 (torch
-    0.057). Slices cost more than they
-    give where a head has few keys: 77-key cross attention and 64-token D160 run best with
-    KS = 1 (the combination weight, 400 per output vec4, is set so), and the NV > 4 penalty
-    fell from 1.15 (H200, before slices) to 1.05. Across the sweep's 10 shapes the model's
-    choice is the measured best but for cross 1024x77 D80 (0.048 vs 0.045 ms)."""
+    The weights are calibrated on an H100 sweep (tools/attention_sweep.py); its figures are
+    in bench/NOTES.md, "Calibration tables moved out of docstrings"."""
     bq, bk, wg = 4 * plan.RG, 4 * plan.CS, plan.RG * plan.CS
     nch = math.ceil(plan.D / plan.DCH)
     dims_s, dims_o = nch * plan.DCH, 4 * plan.NV * plan.NDG

@@ -95,10 +95,9 @@ def choose_plan(d: int, lq: int, lk: int, batch_heads: int, device: Device) -> S
     """The tile plan for one call (the autotuner's hook: everything shape-dependent is
     decided here), or None where the portable kernel is the faster one or nothing fits.
 
-    Measured on an H100 (Dawn, 2026-11-23, tools/attention_sm_sweep.py): 8 subgroups of 16
-    rows with 32-key tiles ran fastest at D 40 and 64 (4096 and 1024 tokens, and 77 keys),
-    16-key tiles at D 80 (32-key ones do not fit 48 KiB); at D 160 (256 tokens) the portable
-    kernel was faster (0.063 against 0.087 ms), so D > 96 stays there."""
+    The plans in order of preference, and D > 96 left to the portable kernel, are an H100
+    sweep's findings (tools/attention_sm_sweep.py; bench/NOTES.md, "Calibration tables
+    moved out of docstrings")."""
     budget = device.limits["max-compute-workgroup-storage-size"]
     if 16 * math.ceil(d / 16) > 96:
         return None

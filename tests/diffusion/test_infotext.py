@@ -25,6 +25,8 @@ from diffusion.infotext import (
     save_png,
 )
 
+pytestmark = pytest.mark.nodevice  # host logic: `pytest -m nodevice`
+
 BASE: dict[str, Any] = dict(mode="txt2img", prompt="a lighthouse at dusk, oil painting",
                             negative_prompt="blurry", steps=20, sampler="Euler a", cfg_scale=7.0,
                             seed=42, width=512, height=768, batch_size=1, clip_skip=0,

@@ -171,10 +171,13 @@ def test_gpustd_capture_dtype_change_records_again(device) -> None:
         double(1, 2)
 
 
-def test_captured_unet_step_equals_eager(device) -> None:
+def test_captured_unet_step_equals_eager(first_device) -> None:
+    """A whole (tiny) UNet step replayed. On the first adapter only: what a replay does is
+    host logic, which the small captures above check on every adapter."""
     from diffusion.models import UNet2DConditionModel
     from tests.sd_tiny import state_dict, tiny_unet
 
+    device = first_device
     reference = tiny_unet(layers_per_block=1)
     unet = UNet2DConditionModel(dict(reference.config), device=device)
     unet.load_state_dict(state_dict(reference))

@@ -14,6 +14,7 @@ from gpucore import _adapters
 # -- needs no device -------------------------------------------------------------------
 
 
+@pytest.mark.nodevice
 def test_no_adapter_error_says_how_to_fix(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_adapters.wgpu.gpu, "enumerate_adapters_sync", lambda: [])
     monkeypatch.setenv("GPUCORE_RUNTIME", "wgpu")  # the runtime whose adapters are faked away
@@ -21,6 +22,7 @@ def test_no_adapter_error_says_how_to_fix(monkeypatch: pytest.MonkeyPatch) -> No
         gpucore.Device.auto()
 
 
+@pytest.mark.nodevice
 def test_fold_grid_respects_the_limit() -> None:
     assert gpucore.fold_grid(10, 65535) == (10, 1, 1)
     x, y, z = gpucore.fold_grid(70_000, 65535)
@@ -123,6 +125,7 @@ def test_profile_times_each_dispatch(device: gpucore.Device) -> None:
     np.testing.assert_array_equal(out.read(), np.full(n, 2, np.float32))
 
 
+@pytest.mark.nodevice
 def test_size_classes_round_up_but_never_past_the_device_limit() -> None:
     from gpucore._pool import size_class
 

@@ -131,6 +131,7 @@ def test_type_error_in_shader_is_a_compile_error(device: gpucore.Device) -> None
         Kernel(source, name="core/vector_add.wgsl").compile(device)
 
 
+@pytest.mark.nodevice
 def test_kernel_construction_errors() -> None:
     with pytest.raises(FileNotFoundError, match="no shader"):
         Kernel.load("core/no_such_kernel")
@@ -145,6 +146,7 @@ def test_missing_entry_point(device: gpucore.Device) -> None:
         Kernel.load("core/vector_add", entry="other").compile(device)
 
 
+@pytest.mark.nodevice
 def test_type_specialization_ignores_comments() -> None:
     from gpucore import _wgsl
 

@@ -15,23 +15,21 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import ADAPTERS, session_devices
 
 import gpucore
 import gpustd
 from gpucore import DeviceGroup, split_sizes
 from gpustd import Tensor, distributed
 
-ADAPTERS = gpucore.open_devices("all") if gpucore.devices() else []
 if not ADAPTERS:
     pytest.skip("no GPU adapter present: install mesa-vulkan-drivers (see README)",
                 allow_module_level=True)
-# two devices for the server even with one adapter: a second wgpu device on it
-PAIR = ADAPTERS[:2] if len(ADAPTERS) > 1 else [ADAPTERS[0], gpucore.Device(ADAPTERS[0].info)]
 
 
 @pytest.fixture(scope="module")
 def group() -> DeviceGroup:
-    return DeviceGroup(ADAPTERS)
+    return DeviceGroup(session_devices())
 
 
 def test_split_sizes() -> None:
@@ -47,10 +45,11 @@ def test_split_sizes() -> None:
 
 def test_open_devices_by_index_and_errors() -> None:
     present = gpucore.devices()
-    labels = {d.info.label for d in ADAPTERS}
-    assert len(labels) == len(ADAPTERS)  # "all": each adapter once
-    first = gpucore.open_devices(str(ADAPTERS[0].info.index))
-    assert [d.info.index for d in first] == [ADAPTERS[0].info.index]
+    opened = gpucore.open_devices("all")
+    labels = {d.info.label for d in opened}
+    assert len(labels) == len(opened)  # "all": each adapter once
+    first = gpucore.open_devices(str(opened[0].info.index))
+    assert [d.info.index for d in first] == [opened[0].info.index]
     with pytest.raises(gpucore.NoAdapterError, match="index 99"):
         gpucore.open_devices("99")
     with pytest.raises(ValueError, match="twice"):
@@ -58,7 +57,7 @@ def test_open_devices_by_index_and_errors() -> None:
     with pytest.raises(ValueError, match="no devices"):
         gpucore.open_devices("")
     with pytest.raises(ValueError, match="twice"):
-        DeviceGroup([ADAPTERS[0], ADAPTERS[0]])
+        DeviceGroup([opened[0], opened[0]])
 
 
 def test_map_runs_each_chunk_on_its_device(group: DeviceGroup) -> None:
@@ -166,7 +165,10 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Any:
         pipes[path, id(device)] = load_pipeline(path, device=device)
         return _Recording(pipes[path, id(device)], device, calls)
 
-    app = create_app(model=models / "tiny-a", models_dir=models, loader=loader, devices=PAIR)
+    # two devices even with one adapter: a second wgpu device on it
+    ours = session_devices()
+    pair = ours[:2] if len(ours) > 1 else [ours[0], gpucore.Device(ours[0].info)]
+    app = create_app(model=models / "tiny-a", models_dir=models, loader=loader, devices=pair)
     with live_server(app) as url:
         yield url, app.state.worker, calls, pipes
         app.state.worker.stop()

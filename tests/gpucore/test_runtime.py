@@ -13,6 +13,8 @@ import pytest
 import gpucore
 from gpucore import _adapters, _runtime
 
+pytestmark = pytest.mark.nodevice  # host logic: `pytest -m nodevice`
+
 
 class FakeAdapter:
     def __init__(self, backend: str, kind: str, name: str, features: set[str]) -> None:

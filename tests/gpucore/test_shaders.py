@@ -15,6 +15,7 @@ SHADERS = sorted(
 )
 
 
+@pytest.mark.nodevice
 def test_shaders_are_found() -> None:
     assert "core/vector_add.wgsl" in SHADERS
 
@@ -23,6 +24,7 @@ def _is_part(name: str) -> bool:
     return not _wgsl.parse(gpucore.shader_source(name)).entry_points
 
 
+@pytest.mark.nodevice
 def test_every_part_belongs_to_a_shader() -> None:
     named = {p for s in SHADERS for p in _wgsl.declared_parts(gpucore.shader_source(s))}
     parts = {s.removesuffix(".wgsl") for s in SHADERS if _is_part(s)}

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import numpy as np
 import PIL
 import pytest
@@ -13,7 +9,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 from scipy import ndimage
-from support import ROOT, assert_close
+from support import assert_close
 
 from gpustd import Tensor, image
 from gpustd._image_resize import vertical_first
@@ -262,16 +258,3 @@ def test_float16_tensor_is_refused(f16_device) -> None:
     t = Tensor.from_numpy(np.ones((3, 3), np.float16), device=f16_device)
     with pytest.raises(TypeError, match="astype"):
         image.gaussian_blur(t, 1.0)
-
-
-# -- example ----------------------------------------------------------------------------
-def test_example_runs_small(tmp_path) -> None:
-    env = {**os.environ, "AVX_EXAMPLE_SMALL": "1"}
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "image_filter.py"), "--out", str(tmp_path)],
-        capture_output=True, text=True, env=env, timeout=120, cwd=ROOT,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    written = sorted(p.name for p in tmp_path.iterdir())
-    assert written == ["blur.png", "edges.png", "input.png", "resized.png"], written
-    assert "device" in proc.stdout

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 from conftest import sweep_subset_elsewhere
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from support import ROOT, assert_close, random_array
+from support import assert_close, random_array
 
 import gpucore
 from gpustd import Tensor, _gemm, linalg
@@ -358,11 +354,3 @@ def test_batch_plan_collapses_dims():
     plan = _gemm.batch_plan((2, 4, 3, 5), (2, 1, 3, 1), (1, 4, 1, 5), 1, 1)
     assert plan.count == 120 and len(plan.groups) == 8
     assert plan.groups[:2] == ((0, 0), (0, 5))  # row-major over the leading dims
-
-
-def test_example_runs_small():
-    env = dict(os.environ, AVX_EXAMPLE_SMALL="1")
-    proc = subprocess.run([sys.executable, str(ROOT / "examples" / "matmul.py")], env=env,
-                          capture_output=True, text=True, timeout=120, cwd=ROOT)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "GFLOP/s" in proc.stdout and "relative error" in proc.stdout

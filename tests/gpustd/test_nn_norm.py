@@ -69,8 +69,10 @@ def test_group_norm_is_stable_under_a_large_mean(device: gpucore.Device) -> None
 
 
 def test_group_norm_vae_size(device: gpucore.Device) -> None:
-    """1x128x512x512, 32 groups: the VAE decoder's largest, many chunks per group."""
-    _check_group_norm(device, (1, 128, 512, 512), 32, silu=True)
+    """A group as large as the VAE decoder's largest (1x128x512x512 in 32 groups: 4 channels
+    of 512x512, 128 chunks of the stats pass to merge), alone: the 31 others would add 32x
+    the work and nothing the shapes above do not cover."""
+    _check_group_norm(device, (1, 4, 512, 512), 1, silu=True)
 
 
 @settings(max_examples=12, deadline=None)

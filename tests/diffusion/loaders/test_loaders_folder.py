@@ -33,6 +33,8 @@ from diffusion.loaders import (
     load_pipeline_weights,
 )
 
+pytestmark = pytest.mark.nodevice  # host logic: `pytest -m nodevice`
+
 
 @pytest.fixture(scope="module")
 def tiny():

@@ -395,6 +395,7 @@ def test_ldm_names_invert_the_checkpoint_loader(ours: Any) -> None:
         assert unet_name(ldm + ".weight", 2) == path + ".weight", (path, ldm)
 
 
+@pytest.mark.nodevice
 @pytest.mark.parametrize(("path", "ldm"), [
     ("up_blocks.0.upsamplers.0.conv", "output_blocks.2.1.conv"),
     ("up_blocks.1.upsamplers.0.conv", "output_blocks.5.2.conv"),
@@ -469,6 +470,7 @@ _GOOD = {f"{_LAYER}.lora_down.weight": np.ones((RANK, 64), np.float32),
          f"{_LAYER}.lora_up.weight": np.ones((64, RANK), np.float32)}
 
 
+@pytest.mark.nodevice
 @pytest.mark.parametrize(("tensors", "message"), [
     ({"model.diffusion_model.out.2.weight": np.ones(2, np.float32)}, "unknown prefix"),
     ({f"{_LAYER}.lokr_w1": np.ones((2, 2), np.float32)}, "LoKr"),
@@ -486,6 +488,7 @@ def test_malformed_files_are_refused(tmp_path: Path, tensors: dict[str, np.ndarr
     assert str(path) in str(error.value)
 
 
+@pytest.mark.nodevice
 @pytest.mark.parametrize(("config", "message"), [
     ("{not json", "not valid JSON"), ("[1]", "JSON object"), ('{"unet.use_dora": true}', "DoRA"),
 ])
@@ -497,6 +500,7 @@ def test_bad_adapter_metadata_is_refused(tmp_path: Path, config: str, message: s
         LoraFile.load(path)
 
 
+@pytest.mark.nodevice
 def test_not_safetensors_is_refused(tmp_path: Path) -> None:
     for name, message in (("x.pt", "pickle"), ("x.ckpt", "pickle"), ("x.txt", ".safetensors"),
                           ("x.safetensors", "not a valid safetensors")):
@@ -533,6 +537,7 @@ def test_weights_out_of_range_are_refused(tmp_path: Path, ours: Any, weight: Any
         LoraManager(ours).set([(path, 1.0, 1.0, 0)])
 
 
+@pytest.mark.nodevice
 def test_find_lora_by_name(tmp_path: Path) -> None:
     (tmp_path / "sub").mkdir()
     for name in ("top.safetensors", "sub/deep.safetensors", "sub/old.pt", "a/twin.safetensors",
@@ -552,6 +557,7 @@ def test_find_lora_by_name(tmp_path: Path) -> None:
         find_lora("top", tmp_path / "nowhere")
 
 
+@pytest.mark.nodevice
 def test_hashes_are_the_webuis(tmp_path: Path) -> None:
     """The addnet hash: sha256 of everything after the header (kohya's train_util)."""
     path = _save(tmp_path / "h.safetensors", _GOOD, metadata={"ss_output_name": "h"})
@@ -615,6 +621,7 @@ def test_txt2img_with_lora_matches_diffusers(tmp_path: Path, fused: Any, ours: A
     assert np.abs(theirs - plain).mean() > 5, "the LoRA barely changes the picture"
 
 
+@pytest.mark.nodevice
 def test_prompt_tags_to_loras_and_infotext(tmp_path: Path) -> None:
     _save(tmp_path / "fluffy.safetensors", _GOOD)
     (tmp_path / "styles").mkdir()

@@ -18,6 +18,8 @@ from sd_tiny import state_dict
 
 from diffusion.loaders import ComponentWeights, WeightsError, load_pipeline_weights
 
+pytestmark = pytest.mark.nodevice  # host logic: `pytest -m nodevice`
+
 COMPONENTS = ("unet", "vae", "text_encoder", "text_encoder_2")
 
 

@@ -67,12 +67,14 @@ def test_vae_decode_and_encode(device: gpucore.Device) -> None:
     assert_close(logvar.numpy(), posterior.logvar.numpy(), tol=TOL)
 
 
-def test_warm_forward_pass_allocates_nothing(device: gpucore.Device) -> None:
+def test_warm_forward_pass_allocates_nothing(first_device: gpucore.Device) -> None:
+    """The buffer pool's reuse is host logic: one adapter shows it, at a small size."""
+    device = first_device
     reference = tiny_unet()
     ours = UNet2DConditionModel(dict(reference.config), device=device)
     ours.load_state_dict(state_dict(reference))
     rng = np.random.default_rng(2)
-    sample = gpustd.asarray(rng.standard_normal((2, 4, 16, 16)), device=device)
+    sample = gpustd.asarray(rng.standard_normal((2, 4, 8, 8)), device=device)
     context = gpustd.asarray(rng.standard_normal((2, 77, 32)), device=device)
     ours(sample, [10, 10], context).numpy()
     before = device.buffers_created

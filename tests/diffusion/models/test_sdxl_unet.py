@@ -163,6 +163,7 @@ def test_unsupported_configs_are_refused(change: dict, message: str) -> None:
         UNet2DConditionModel({**UNET_SDXL_TINY, **change})
 
 
+@pytest.mark.nodevice
 def test_fixed_keys_are_diffusers_defaults() -> None:
     """The values we require are the ones diffusers builds by default, so every config that
     leaves them out (or spells them out) loads."""
@@ -182,6 +183,7 @@ def test_sdxl_vae_settings(first_device: gpucore.Device) -> None:
         AutoencoderKL({**VAE_TINY, "shift_factor": 0.1159}, device=first_device)
 
 
+@pytest.mark.nodevice
 def test_published_sdxl_configs_are_accepted() -> None:
     """The full-size base config (bench/sdxl.py) and the refiner's (4 levels, one depth for
     every level, 5 time ids) pass our checks; building them would take 10 GB."""

@@ -10,6 +10,8 @@ import pytest
 
 from tools import shapes
 
+pytestmark = pytest.mark.nodevice  # host logic: `pytest -m nodevice`
+
 PLAIN = re.compile(r"a (\w+) (\w+) on a (\w+) background")
 FULL = re.compile(r"a (small|large) (\w+) (\w+) at the (\w+) on a (\w+) background")
 

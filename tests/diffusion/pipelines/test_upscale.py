@@ -16,6 +16,8 @@ from diffusion.upscalers.interpolation import (  # noqa: E402
     upscale_latents,
 )
 
+pytestmark = pytest.mark.nodevice  # host logic: `pytest -m nodevice`
+
 
 @pytest.mark.parametrize("upscaler", list(LATENT_UPSCALERS))
 @pytest.mark.parametrize("size", [(13, 22), (9, 5), (7, 11)])  # up, down, mixed; odd sizes

@@ -16,7 +16,8 @@ torch = pytest.importorskip("torch")
 torchsde = pytest.importorskip("torchsde")
 from kdiffusion_ref import K  # noqa: E402  (skips the module without k-diffusion)
 
-pytestmark = pytest.mark.filterwarnings("ignore:Should have:UserWarning")  # torchsde's clamp
+pytestmark = [pytest.mark.nodevice,  # host logic: `pytest -m nodevice`
+              pytest.mark.filterwarnings("ignore:Should have:UserWarning")]  # torchsde's clamp
 
 SIGMA_MIN, SIGMA_MAX = 0.0291675, 14.614642  # SD's training range
 ULPS_2 = 2.5e-7  # two float32 ulps, relative

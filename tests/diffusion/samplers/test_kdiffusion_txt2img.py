@@ -20,6 +20,7 @@ more.
 from __future__ import annotations
 
 import inspect
+import json
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -182,21 +183,24 @@ def _assert_close(ours: np.ndarray, theirs: np.ndarray) -> None:
 # (our name, k-diffusion function, the WebUI's default schedule, discard penultimate sigma,
 #  Brownian-tree noise, extra k-diffusion options the WebUI passes)
 SAMPLERS = [
-    ("Euler", "sample_euler", "uniform", False, False, {}),
-    ("Euler a", "sample_euler_ancestral", "uniform", False, False, {}),
     ("LMS", "sample_lms", "uniform", False, False, {}),
-    ("Heun", "sample_heun", "uniform", False, False, {}),
-    ("DPM2", "sample_dpm_2", "karras", True, False, {}),
     ("DPM2 a", "sample_dpm_2_ancestral", "karras", True, False, {}),
     ("DPM++ 2S a", "sample_dpmpp_2s_ancestral", "karras", False, False, {}),
     ("DPM++ 2M", "sample_dpmpp_2m", "karras", False, False, {}),
     ("DPM++ SDE", "sample_dpmpp_sde", "karras", False, True, {}),
-    ("DPM++ 2M SDE", "sample_dpmpp_2m_sde", "exponential", False, True, {}),
     ("DPM++ 2M SDE Heun", "sample_dpmpp_2m_sde", "exponential", False, True,
      {"solver_type": "heun"}),
     ("DPM++ 3M SDE", "sample_dpmpp_3m_sde", "exponential", True, True, {}),
     ("DPM fast", "sample_dpm_fast", "uniform", False, False, {}),
 ]
+# The WebUI's other k-diffusion samplers run end to end against the recipe below, not twice:
+# Euler and Heun in test_prompt_editing_switches_at_the_webuis_step (Automatic schedule) and
+# Euler again in test_chosen_schedule_type_runs_end_to_end; Euler a in
+# test_batch_images_have_their_own_seeds (whose first image is the one-image run), the hires
+# fix and the eta tests. DPM2 and DPM++ 2M SDE take the pipeline path of DPM2 a (Karras,
+# penultimate sigma dropped, off-schedule midpoints) and of DPM++ 2M SDE Heun (the same
+# function, Brownian noise) with only the algorithm differing, which tests/test_samplers.py
+# checks against k-diffusion to 1e-13.
 # DPM adaptive is left to tests/test_samplers.py (k-diffusion's algorithm to 1e-13 on a toy
 # denoiser): its step-size control turns the UNet's float32 differences into other accepted
 # steps (1.9e-3 here) and its dozens of UNet calls take half a minute on lavapipe.
@@ -216,15 +220,33 @@ def test_sampler_matches_the_webuis_recipe(ours: Any, reference: Reference, name
                                      else schedule.capitalize())
 
 
-# Uniform, Karras and Exponential run above as samplers' defaults; here a schedule is chosen
-@pytest.mark.parametrize("schedule", ["Karras", "Polyexponential", "SGM Uniform", "KL Optimal",
-                                      "Align Your Steps", "Simple", "Normal", "DDIM", "Beta"])
-def test_schedule_type_matches_the_webuis_sigmas(ours: Any, reference: Reference,
-                                                 schedule: str) -> None:
-    latents, settings = _ours(ours, "Euler", schedule)
-    key = schedule.lower().replace(" ", "_")
-    _assert_close(latents, reference.sample("sample_euler", key))
-    assert settings["scheduler"] == schedule
+# The schedule types a user picks (Uniform, Karras and Exponential also run above as defaults)
+CHOSEN_SCHEDULES = ["Karras", "Polyexponential", "SGM Uniform", "KL Optimal", "Align Your Steps",
+                    "Simple", "Normal", "DDIM", "Beta"]
+
+
+@pytest.mark.nodevice
+@pytest.mark.parametrize("schedule", CHOSEN_SCHEDULES)
+def test_chosen_schedule_type_plans_the_webuis_sigmas(model_dir: Path, reference: Reference,
+                                                      schedule: str) -> None:
+    """What the pipeline runs for a chosen schedule type: the WebUI's sigmas (float32, as the
+    WebUI computes them) and its infotext label. Host logic: sampling.plan."""
+    from diffusion.pipelines.sampling import plan
+    from diffusion.samplers.denoiser import DiscreteSchedule
+
+    config = json.loads((model_dir / "scheduler" / "scheduler_config.json").read_text())
+    planned = plan("Euler", schedule, STEPS, DiscreteSchedule.from_config(config))
+    expected = reference.sigmas(schedule.lower().replace(" ", "_"), STEPS, False).double()
+    np.testing.assert_allclose(planned.sigmas, expected.numpy(), rtol=1e-6, atol=1e-7)
+    assert planned.schedule_label == schedule
+
+
+def test_chosen_schedule_type_runs_end_to_end(ours: Any, reference: Reference) -> None:
+    """A chosen schedule type through the whole pipeline. The others differ from it only in
+    the sigmas planned (the test above); KL Optimal is the one whose last sigma is not 0."""
+    latents, settings = _ours(ours, "Euler", "KL Optimal")
+    _assert_close(latents, reference.sample("sample_euler", "kl_optimal"))
+    assert settings["scheduler"] == "KL Optimal"
 
 
 def test_batch_images_have_their_own_seeds(ours: Any, reference: Reference) -> None:
@@ -235,10 +257,10 @@ def test_batch_images_have_their_own_seeds(ours: Any, reference: Reference) -> N
     assert settings["seeds"] == [SEED, SEED + 1]
 
 
-def test_old_combined_name_runs_the_pair(ours: Any) -> None:
+def test_old_combined_name_runs_the_pair(ours: Any, reference: Reference) -> None:
+    """The old combined name "DPM++ 2M Karras" runs DPM++ 2M on the Karras schedule."""
     combined, settings = _ours(ours, "DPM++ 2M Karras")
-    pair, _ = _ours(ours, "DPM++ 2M", "Karras")
-    np.testing.assert_array_equal(combined, pair)
+    _assert_close(combined, reference.sample("sample_dpmpp_2m", "karras"))
     assert (settings["sampler"], settings["scheduler"]) == ("DPM++ 2M", "Karras")
 
 

@@ -8,6 +8,8 @@ import torch
 
 from diffusion.noise.image_noise import ImageNoise, slerp
 
+pytestmark = pytest.mark.nodevice  # host logic: `pytest -m nodevice`
+
 SHAPE = (4, 5, 7)  # not a multiple of 16 elements: exercises torch's tail redraw
 
 

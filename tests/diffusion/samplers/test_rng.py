@@ -36,6 +36,7 @@ SHAPES = [(), (1,), (3,), (2, 7), (15,), (16,), (17,), (2, 3, 5), (33,), (1, 4, 
           (1, 4, 64, 64), (5, 7, 11)]
 
 
+@pytest.mark.nodevice
 @pytest.mark.parametrize("seed", SEEDS)
 def test_randn_and_rand_match_torch_draw_after_draw(seed: int) -> None:
     ref, ours = torch.Generator("cpu").manual_seed(seed), TorchCPUGenerator(seed)
@@ -50,6 +51,7 @@ def test_randn_and_rand_match_torch_draw_after_draw(seed: int) -> None:
         np.testing.assert_array_equal(ours.rand(shape), torch.rand(shape, generator=ref).numpy())
 
 
+@pytest.mark.nodevice
 def test_cached_normal_outlives_vector_draws_and_dies_with_reseed() -> None:
     ref, ours = torch.Generator().manual_seed(9), TorchCPUGenerator(9)
     for shape in [(1,), (64,), (2,), (20,), (1,)]:  # (1,) leaves a cached value; (64,) keeps it
@@ -58,6 +60,7 @@ def test_cached_normal_outlives_vector_draws_and_dies_with_reseed() -> None:
     np.testing.assert_array_equal(ours.randn(3), torch.randn(3, generator=ref))
 
 
+@pytest.mark.nodevice
 def test_standard_normal_is_randn_in_float64() -> None:
     drawn = TorchCPUGenerator(5).standard_normal((2, 4, 3, 3))
     assert drawn.dtype == np.float64 and drawn.shape == (2, 4, 3, 3)
@@ -66,6 +69,7 @@ def test_standard_normal_is_randn_in_float64() -> None:
     assert abs(TorchCPUGenerator(1).standard_normal(100_000).std() - 1) < 0.01
 
 
+@pytest.mark.nodevice
 def test_make_generator_and_bad_seeds() -> None:
     assert RNG_SOURCES == ("numpy", "torch")
     assert isinstance(make_generator("torch", 3), TorchCPUGenerator)
@@ -96,6 +100,7 @@ finite32 = st.floats(width=32, allow_nan=False, allow_infinity=False, min_value=
                      max_value=2.0**60)
 
 
+@pytest.mark.nodevice
 @settings(max_examples=300, deadline=None)
 @given(finite32, finite32, finite32)
 def test_fma_rounds_once(a: float, b: float, c: float) -> None:
@@ -103,6 +108,7 @@ def test_fma_rounds_once(a: float, b: float, c: float) -> None:
     assert _fma(np.float32(a), np.float32(b), np.float32(c)) == _round_to_float32(exact)
 
 
+@pytest.mark.nodevice
 def test_fma_where_rounding_twice_would_be_wrong() -> None:
     # a * b = 2**-24 + 2**-60 (2**36 + 1 = 4097 * 16773121): 1 + a * b rounded to float64
     # first is the float32 tie 1 + 2**-24, which rounds to even (1.0); rounded once it is
@@ -148,6 +154,7 @@ def _box_muller_through_torch(uniform_bits: np.ndarray) -> np.ndarray:
     return np.concatenate(out).reshape(-1, 16)
 
 
+@pytest.mark.nodevice
 @pytest.mark.parametrize("stride", [pytest.param(1, marks=pytest.mark.slow), 31])
 def test_box_muller_over_every_uniform(stride: int) -> None:
     k = np.arange(0, 2**24, stride, dtype=np.uint32)
@@ -161,6 +168,7 @@ def test_box_muller_over_every_uniform(stride: int) -> None:
     assert mismatched.size == 0, (bits[mismatched[:3]], got[mismatched[:3]])
 
 
+@pytest.mark.nodevice
 def test_infotext_writes_and_reads_webui_rng_field() -> None:
     base = dict(prompt="a cat", negative_prompt="", steps=4, sampler="DDIM", cfg_scale=7.0,
                 seed=1, width=64, height=64)
@@ -171,6 +179,7 @@ def test_infotext_writes_and_reads_webui_rng_field() -> None:
     assert other["RNG"] == "NV" and "rng" not in other
 
 
+@pytest.mark.nodevice
 def test_cli_rng_flag() -> None:
     parser = cli.build_parser()
     common = ["txt2img", "--model", "m", "--prompt", "p"]

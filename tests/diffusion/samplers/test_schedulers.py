@@ -14,7 +14,8 @@ from support import relative_error
 
 from diffusion import schedulers as ours
 
-pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+pytestmark = [pytest.mark.nodevice,  # host logic: `pytest -m nodevice`
+              pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")]
 
 torch = pytest.importorskip("torch")
 diffusers = pytest.importorskip("diffusers")

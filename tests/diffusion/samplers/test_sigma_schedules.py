@@ -22,6 +22,8 @@ torch = pytest.importorskip("torch")
 stats = pytest.importorskip("scipy.stats")
 from kdiffusion_ref import K  # noqa: E402  (skips the module without k-diffusion)
 
+pytestmark = pytest.mark.nodevice  # host logic: `pytest -m nodevice`
+
 STEPS = (1, 7, 20, 33)
 RTOL = 2e-6  # float32 reference, float64 here
 

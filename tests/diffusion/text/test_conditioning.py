@@ -183,6 +183,7 @@ def test_chunking_matches_transformers(first_device, case, tokenizer, hf_tokeniz
     _check_case(first_device, case, tokenizer, hf_tokenizer, reference_model, encoders)
 
 
+@pytest.mark.nodevice
 def test_chunk_boundaries(tokenizer):
     # the rules stated as literal positions, independent of the reference above
     lengths = [len([t for t in c.tokens[1:] if t != EOS]) for c in
@@ -287,6 +288,7 @@ def test_emphasis_modes(first_device, tokenizer, hf_tokenizer, reference_model, 
                  _reference_encode(reference_model, [literal], emphasis=False), tol=TOL)
 
 
+@pytest.mark.nodevice
 def test_tokenize_matches_transformers(tokenizer, hf_tokenizer):
     texts = ["a (red:1.3) fox, [blurry]", "", "Café 😀 <|endoftext|> x"]
     assert tokenizer.tokenize(texts) == hf_tokenizer(texts, truncation=False,
@@ -336,6 +338,7 @@ class _RecordingEncoder:
                                 "device": None, "dtype": np.dtype(np.float32)})()
 
 
+@pytest.mark.nodevice
 def test_embedding_placeholders(tokenizer):
     name_ids = tokenizer.tokenize(["fluffy"])[0]
     lookup = _Lookup(_Embedding(name_ids, 4))

@@ -154,6 +154,7 @@ def test_prompts_match_diffusers(first_device, tmp_path, tokenizer):
 # -- the database ----------------------------------------------------------------------------
 
 
+@pytest.mark.nodevice
 def test_formats_and_names(tmp_path, tokenizer):
     """One tensor under any key, (D,) or (n, D); SDXL's clip_l/clip_g per encoder; names from
     file stems in subfolders; the longest name wins."""
@@ -181,6 +182,7 @@ def test_formats_and_names(tmp_path, tokenizer):
         np.testing.assert_array_equal(embedding.vectors, expected)
 
 
+@pytest.mark.nodevice
 def test_unknown_name_stays_text(tmp_path, tokenizer):
     _save(tmp_path / "wuggle.safetensors", {"emb_params": _vectors(0, 1)})
     lookup = EmbeddingDatabase(tmp_path).lookup(tokenizer, width=WIDTH)
@@ -189,6 +191,7 @@ def test_unknown_name_stays_text(tmp_path, tokenizer):
     assert lookup.used == {}
 
 
+@pytest.mark.nodevice
 def test_pickle_refused_when_used(tmp_path, tokenizer):
     (tmp_path / "evil.pt").write_bytes(b"\x80\x04 not loaded")
     (tmp_path / "old.bin").write_bytes(b"\x80\x04 not loaded")
@@ -225,6 +228,7 @@ def test_wrong_width_names_the_file(first_device, tmp_path, tokenizer, reference
                                                                    encoder="clip_g"))
 
 
+@pytest.mark.nodevice
 def test_malformed_files(tmp_path, tokenizer):
     """Each is an error naming the file when its name is used, and only then (read lazily)."""
     _save(tmp_path / "two.safetensors", {"a": _vectors(0, 1), "b": _vectors(1, 1)})
@@ -257,6 +261,7 @@ def test_malformed_files(tmp_path, tokenizer):
         database.lookup(tokenizer, width=WIDTH, encoder="clip_h")
 
 
+@pytest.mark.nodevice
 def test_hashes_and_rescan(tmp_path, tokenizer):
     """TI hashes: the first 12 hex digits of the file's sha256, ':' and ',' dropped from the
     name, earlier encodes' value appended (the WebUI's sd_hijack_clip); new files are seen by

@@ -17,6 +17,8 @@ from diffusion.text.prompts import (
     strip_comments,
 )
 
+pytestmark = pytest.mark.nodevice  # host logic: `pytest -m nodevice`
+
 # parse_prompt_attention's doctests, verbatim (lists as the WebUI returns them)
 ATTENTION_DOCTESTS = [
     ("normal text", [["normal text", 1.0]]),

@@ -16,6 +16,8 @@ from diffusion.text.tokenizer import CLIPTokenizer, bundled_vocab
 
 transformers = pytest.importorskip("transformers")
 
+pytestmark = pytest.mark.nodevice  # host logic: `pytest -m nodevice`
+
 PROMPTS = [
     "a photo of a cat",
     "A Photo Of A CAT, highly detailed; 8k, (masterpiece:1.2), [bad-hands]!!!",

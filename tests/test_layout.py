@@ -1,0 +1,198 @@
+"""The layout's guard rails (issue 24), checked on the source with `ast`, no import, no device:
+
+- the imports of gpucore, gpustd and diffusion form no cycle (a plan below its generator below
+  its dispatcher; a tuner above what it tunes: STYLE.md rule 13);
+- no module is over ~400 lines (rule 14), except generated-kernel sources and data tables.
+
+An allowance below names one known offender and the work that removes it; the lead deletes it
+when that work lands (a stale allowance fails too, saying so).
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.nodevice
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("gpucore", "gpustd", "diffusion")
+MAX_LINES = 400
+
+# Import cycles that exist today, each with the work that breaks it.
+KNOWN_CYCLES: dict[frozenset[str], str] = {
+    frozenset({"gpustd._gemm", "gpustd._gemm_subgroup_matrix", "gpustd._gemm_tune",
+               "gpustd._sm_tune", "gpustd.nn._conv_subgroup_matrix"}):
+        "the GEMM corner (issue 24 point 2): branch `gemm` makes it gpustd/gemm/ with one "
+        "import direction",
+    frozenset({"diffusion.cli.main", "diffusion.server.serve"}):
+        "the CLI and the server import each other (issue 24 point 1): branch `front`",
+    frozenset({"gpustd._tensor", "gpustd._broadcast", "gpustd.elementwise", "gpustd.unary"}):
+        "Tensor's operators (__add__, __neg__, ...) import the op modules inside the methods, "
+        "and the ops import Tensor: no branch has it yet",
+}
+
+# Modules allowed past MAX_LINES: generated-kernel sources and data tables (none today), and
+# today's two front doors, which branch `front` splits (issue 24 point 1).
+LONG_MODULES: dict[str, str] = {
+    "diffusion.pipelines.stable_diffusion": "branch `front` splits the generation front door",
+    "diffusion.cli.main": "branch `front` splits the CLI along its argument groups",
+}
+
+
+def _modules() -> dict[str, Path]:
+    """Every module of PACKAGES by dotted name ('gpustd.nn' for gpustd/nn/__init__.py)."""
+    found = {}
+    for package in PACKAGES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            parts = path.relative_to(ROOT).with_suffix("").parts
+            if parts[-1] == "__init__":
+                parts = parts[:-1]
+            found[".".join(parts)] = path
+    return found
+
+
+MODULES = _modules()
+
+
+def _runtime_imports(tree: ast.Module) -> Iterator[ast.Import | ast.ImportFrom]:
+    """Every import statement, at any depth (lazy imports in functions count: they are how a
+    cycle hides), except under `if TYPE_CHECKING:`, which never runs."""
+    stack: list[ast.AST] = [tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            stack.extend(node.orelse)
+            continue
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            yield node
+        stack.extend(ast.iter_child_nodes(node))
+
+
+def _targets(module: str, node: ast.Import | ast.ImportFrom) -> Iterator[str]:
+    """The modules of PACKAGES that `node`, written in `module`, imports."""
+    if isinstance(node, ast.Import):
+        names = [alias.name for alias in node.names]
+    else:
+        base = node.module or ""
+        if node.level:  # relative: from the package `module` is in (or is, for an __init__)
+            package = module.split(".")
+            is_package = MODULES[module].name == "__init__.py"
+            anchor = package[: len(package) - node.level + (1 if is_package else 0)]
+            base = ".".join([*anchor, *([base] if base else [])])
+        # `from package import name` imports the submodule `name` when there is one
+        names = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in MODULES else base
+                 for alias in node.names]
+    for name in names:
+        while name and name not in MODULES:  # `import a.b.c` of an object: its module
+            name = name.rpartition(".")[0]
+        if name and name != module:
+            yield name
+
+
+@functools.cache
+def _graph() -> dict[str, set[str]]:
+    graph = {}
+    for module, path in MODULES.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        graph[module] = {t for node in _runtime_imports(tree) for t in _targets(module, node)}
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[frozenset[str]]:
+    """The strongly connected components of more than one module (Tarjan, iteratively)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    on_stack: set[str] = set()
+    stack: list[str] = []
+    found = []
+    for root in graph:
+        if root in index:
+            continue
+        work = [(root, iter(sorted(graph[root])))]
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, children = work[-1]
+            child = next(children, None)
+            if child is not None:
+                if child not in index:
+                    index[child] = low[child] = len(index)
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append((child, iter(sorted(graph[child]))))
+                elif child in on_stack:
+                    low[node] = min(low[node], index[child])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[node])
+            if low[node] == index[node]:
+                component = set()
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.add(member)
+                    if member == node:
+                        break
+                if len(component) > 1:
+                    found.append(frozenset(component))
+    return found
+
+
+def test_the_import_walk_sees_the_packages_imports():
+    """The walk itself: relative, absolute, lazy and submodule imports resolve to modules."""
+    graph = _graph()
+    assert "gpucore._device" in graph["gpucore._kernel"]  # from ._device import Device
+    assert "gpucore._device" not in graph["gpucore._capture"]  # only under TYPE_CHECKING
+    assert "gpucore" in graph["gpustd._tensor"]  # import gpucore
+    assert "diffusion.samplers.registry" in graph["diffusion.samplers.euler"]
+    assert "diffusion.samplers.timestep" in graph["diffusion.samplers"]  # from . import x
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [frozenset("abc")]
+
+
+def test_imports_form_no_cycle():
+    cycles = set(_cycles(_graph()))
+    new = [sorted(c) for c in cycles - KNOWN_CYCLES.keys()]
+    assert not new, (f"import cycles: {new}. Break each: when two modules need each other, one "
+                     "of them is two modules (the shared part goes below both)")
+    stale = [why for cycle, why in KNOWN_CYCLES.items() if cycle not in cycles]
+    assert not stale, f"KNOWN_CYCLES allows cycles that are gone ({stale}): delete the allowance"
+
+
+# diffusion's kinds that the generation front doors build on: none of them imports those doors.
+BELOW_PIPELINES = ("models", "text", "samplers", "schedulers", "noise", "loaders", "lora",
+                   "upscalers")
+FRONT_DOORS = ("pipelines", "server", "cli")
+
+
+def test_diffusion_kinds_import_down_only():
+    """models, text, samplers, ... never import a pipeline, the server or the CLI; pipelines
+    never import the server or the CLI (diffusion/__init__'s table)."""
+    def kind(module: str) -> str:
+        return module.split(".")[1] if module.count(".") else ""
+
+    wrong = []
+    for module, targets in _graph().items():
+        if not module.startswith("diffusion."):
+            continue
+        above = FRONT_DOORS if kind(module) in BELOW_PIPELINES else (
+            ("server", "cli") if kind(module) == "pipelines" else ())
+        wrong += [f"{module} -> {t}" for t in sorted(targets)
+                  if t.startswith("diffusion.") and kind(t) in above]
+    assert not wrong, f"imports pointing up the layout: {wrong}"
+
+
+def test_no_module_is_over_400_lines():
+    lines = {m: len(p.read_text(encoding="utf-8").splitlines()) for m, p in MODULES.items()}
+    long = {m: n for m, n in lines.items() if n > MAX_LINES and m not in LONG_MODULES}
+    assert not long, (f"modules over {MAX_LINES} lines: {long}; split each along a real seam "
+                      "(argument groups, model families, plan / code generator / dispatcher), "
+                      "not into _helpers")
+    stale = [m for m in LONG_MODULES if lines.get(m, 0) <= MAX_LINES]
+    assert not stale, f"LONG_MODULES allows modules that are short now ({stale}): delete them"
