@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 
 import gpucore
-from gpustd import Tensor, _gemm_subgroup_matrix, linalg
+from gpustd import Tensor, linalg
+from gpustd.gemm import matrix_units as _gemm_subgroup_matrix
 
 from . import _harness
 

@@ -6,10 +6,10 @@ and matmul, convolve/correlate — numpy's names and semantics. Submodules: `lin
 """
 
 from . import distributed, fft, image, linalg, nn, signal
-from ._gemm_subgroup_matrix import available as has_matrix_units
 from ._tensor import Tensor, asarray, empty, zeros
 from .capture import capture
 from .elementwise import add, divide, maximum, minimum, multiply, power, subtract, where
+from .gemm.matrix_units import available as has_matrix_units
 from .kernel_compiler import KernelCompileError, elementwise_kernel, reduction_kernel
 from .linalg import dot, matmul
 from .reduction import argmax, argmin, logsumexp, max, mean, min, std, sum, var

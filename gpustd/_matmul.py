@@ -6,9 +6,9 @@ from typing import Any
 
 import numpy as np
 
-from . import _gemm
 from ._linalg_checks import check_size, distinct, tensors, writable
 from ._tensor import Tensor
+from .gemm import plan as _gemm
 
 __all__ = ["gemm", "matmul"]
 

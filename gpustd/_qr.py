@@ -17,9 +17,9 @@ import numpy as np
 
 from gpucore import Buffer, Kernel
 
-from . import _gemm
 from ._linalg_checks import check_size
 from ._tensor import Tensor
+from .gemm import plan as _gemm
 
 __all__ = ["QRResult", "householder", "prepare", "qr",
            "transpose_into"]

@@ -23,7 +23,9 @@ import numpy as np
 import gpucore
 from bench import _harness
 from gpucore import autotune
-from gpustd import Tensor, _gemm, _gemm_tune, linalg
+from gpustd import Tensor, linalg
+from gpustd.gemm import plan as _gemm
+from gpustd.gemm import tuning as _gemm_tune
 
 QUICK_SHAPES = [(96, 40, 56, 1, "nt"), (33, 200, 70, 1, "nn")]
 SPLITS = (1, 2, 3, 4, 6, 8, 12)

@@ -85,8 +85,9 @@ import numpy as np
 
 import gpucore
 from bench import _harness
-from gpustd import Tensor, _gemm
-from gpustd import _gemm_subgroup_matrix as sm
+from gpustd import Tensor
+from gpustd.gemm import matrix_units as sm
+from gpustd.gemm import plan as _gemm
 from gpustd.nn import _conv_subgroup_matrix as csm
 from gpustd.nn import conv as portable_conv
 

@@ -32,7 +32,7 @@ from typing import Any
 
 from gpucore import Device, Kernel
 
-from .. import _gemm_subgroup_matrix
+from ..gemm import matrix_units as _gemm_subgroup_matrix
 
 __all__ = ["SMPlan", "available", "choose_plan", "record_attention_sm", "source", "supports"]
 

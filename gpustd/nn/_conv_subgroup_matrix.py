@@ -18,10 +18,10 @@ import numpy as np
 
 from gpucore import Kernel
 
-from .. import _sm_tune
-from .. import _subgroup_matrix as sm
-from .._gemm_subgroup_matrix import available
 from .._tensor import Tensor
+from ..gemm import matrix_codegen as sm
+from ..gemm import matrix_tuning as _sm_tune
+from ..gemm.matrix_units import available
 from ._util import dummy
 
 __all__ = ["CONV_TILES", "MIN_TILES", "applies", "choose_conv_tile", "conv2d_sm", "source"]

@@ -9,8 +9,10 @@ import numpy as np
 
 from gpucore import Kernel, wgsl_scalar
 
-from .. import _gemm, _gemm_subgroup_matrix, linalg
+from .. import linalg
 from .._tensor import Tensor
+from ..gemm import matrix_units as _gemm_subgroup_matrix
+from ..gemm import plan as _gemm
 from ._util import check_float, check_same
 
 __all__ = ["conv1x1", "conv1x1_tokens", "linear", "linear_geglu", "tokens_conv1x1"]

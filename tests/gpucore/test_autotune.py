@@ -19,7 +19,9 @@ from support import ROOT
 import gpucore
 from gpucore import autotune
 from gpucore.__main__ import main as gpucore_main
-from gpustd import Tensor, _gemm, _gemm_tune, linalg
+from gpustd import Tensor, linalg
+from gpustd.gemm import plan as _gemm
+from gpustd.gemm import tuning as _gemm_tune
 
 CANDIDATES = ("slow", "fast", "slower")
 # GEMM candidates covering every way gemm.wgsl's tiles differ (BK 8/16, 4 or 8 outputs per

@@ -11,7 +11,7 @@ import pytest
 import gpucore
 from gpucore import _wgsl
 from gpustd import Tensor
-from gpustd import _gemm_subgroup_matrix as sm
+from gpustd.gemm import matrix_units as sm
 from gpustd.nn import _conv_subgroup_matrix as csm
 from gpustd.nn import conv2d
 

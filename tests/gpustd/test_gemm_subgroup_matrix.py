@@ -12,9 +12,10 @@ import pytest
 
 import gpucore
 from gpucore import _wgsl
-from gpustd import Tensor, _gemm, linalg
-from gpustd import _gemm_subgroup_matrix as sm
-from gpustd import _subgroup_matrix as core
+from gpustd import Tensor, linalg
+from gpustd.gemm import matrix_codegen as core
+from gpustd.gemm import matrix_units as sm
+from gpustd.gemm import plan as _gemm
 
 # Variants the tile sweep (tools/sm_sweep.py) explores beside the shipped ones.
 VARIANTS = [sm.SMTile(2, 2, 2, 2, 16, True), sm.SMTile(4, 4, 2, 2, 64),

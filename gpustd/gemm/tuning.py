@@ -18,10 +18,10 @@ import numpy as np
 
 from gpucore import Buffer, Device, autotune
 
-from . import _gemm
+from . import plan as _gemm
 
 if TYPE_CHECKING:
-    from ._gemm import Plan, Tile
+    from .plan import Plan, Tile
 
 __all__ = ["DTYPES", "SD_SHAPES", "candidates", "choose", "shape_class"]
 

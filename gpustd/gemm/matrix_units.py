@@ -14,7 +14,7 @@ from typing import Any
 
 from gpucore import Buffer, Device, Kernel
 
-from ._subgroup_matrix import Operand, SMTile, contiguous_load, kernel_source, load_type, load_width
+from .matrix_codegen import Operand, SMTile, contiguous_load, kernel_source, load_type, load_width
 
 __all__ = ["TILES", "SMTile", "available", "choose_tile", "record_gemm_sm", "source"]
 
@@ -130,7 +130,7 @@ def record_gemm_sm(a: Buffer[Any], b: Buffer[Any], c: Buffer[Any], bias: Buffer[
     """
     device = c.device
     if tile is None:
-        from ._sm_tune import gemm_tile  # it imports this module
+        from .matrix_tuning import gemm_tile  # it imports this module
 
         tile = gemm_tile(device, m, n, k, plan.count, trans_a, trans_b)
     offsets_a = (plan.outer_strides[0], plan.inner_strides[0], *(g[0] for g in plan.groups))

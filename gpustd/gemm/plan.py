@@ -14,7 +14,8 @@ import numpy as np
 
 from gpucore import Buffer, Device, Kernel, wgsl_scalar
 
-from . import _gemm_subgroup_matrix, _gemm_tune
+from . import matrix_units as _gemm_subgroup_matrix
+from . import tuning as _gemm_tune
 
 __all__ = ["ALL_TILES", "EXTRA_TILES", "TILES", "BatchPlan", "Plan", "Tile", "batch_plan",
            "plan_gemm", "record_gemm"]

@@ -36,10 +36,11 @@ import numpy as np
 
 from gpucore import Buffer, Device, autotune
 
-from . import _gemm, _gemm_subgroup_matrix
-from ._gemm_tune import SD_SHAPES, _bucket
-from ._subgroup_matrix import SMTile
-from ._tensor import Tensor
+from .._tensor import Tensor
+from . import matrix_units as _gemm_subgroup_matrix
+from . import plan as _gemm
+from .matrix_codegen import SMTile
+from .tuning import SD_SHAPES, _bucket
 
 Shape = tuple[int, ...]
 Pair = tuple[int, int]
@@ -82,7 +83,7 @@ SD_CONVS = [
 
 def _conv_module() -> Any:
     """gpustd.nn._conv_subgroup_matrix, imported on use: it imports this module."""
-    from .nn import _conv_subgroup_matrix
+    from ..nn import _conv_subgroup_matrix
 
     return _conv_subgroup_matrix
 

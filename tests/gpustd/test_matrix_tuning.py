@@ -19,8 +19,11 @@ from support import ROOT
 
 import gpucore
 from gpucore import autotune
-from gpustd import Tensor, _gemm, _gemm_tune, _sm_tune, linalg
-from gpustd import _gemm_subgroup_matrix as gemm_sm
+from gpustd import Tensor, linalg
+from gpustd.gemm import matrix_tuning as _sm_tune
+from gpustd.gemm import matrix_units as gemm_sm
+from gpustd.gemm import plan as _gemm
+from gpustd.gemm import tuning as _gemm_tune
 from gpustd.nn import _conv_subgroup_matrix as conv_sm
 from gpustd.nn import conv2d
 
