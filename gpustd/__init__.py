@@ -2,7 +2,8 @@
 
 Top level: Tensor, array creation, elementwise math, reductions, shape functions, BLAS-1
 and matmul, convolve/correlate — numpy's names and semantics. Submodules: `linalg`, `fft`,
-`signal`, `image`, `nn` (the neural-network operators and layers).
+`signal`, `image`, `nn` (the neural-network operators and layers); `gemm` holds the GEMM
+kernels behind linalg and nn (plans, kernels, their tuners: see its docstring).
 """
 
 from . import distributed, fft, image, linalg, nn, signal

@@ -1,5 +1,6 @@
-"""The matrix-unit kernels' tile choice through the autotuner (gpustd/_sm_tune.py): shape
-classes, candidates, registration and the kernels' routing run everywhere (nothing compiles);
+"""The matrix-unit kernels' tile choice through the autotuner (gpustd/gemm/matrix_tuning.py,
+gpustd/nn/_conv_matrix_tuning.py): shape classes, candidates, registration and the routing
+(the dispatchers hand the kernels the tuner's tile) run everywhere (nothing compiles);
 the promise that every candidate computes the default's result bit for bit, and that tuning
 never changes matmul's or conv2d's result, runs on Dawn adapters with subgroup matrices (the
 GPU machine, GPUCORE_RUNTIME=dawn) and skips elsewhere."""
@@ -20,10 +21,12 @@ from support import ROOT
 import gpucore
 from gpucore import autotune
 from gpustd import Tensor, linalg
+from gpustd.gemm import dispatch
 from gpustd.gemm import matrix_tuning as _sm_tune
 from gpustd.gemm import matrix_units as gemm_sm
 from gpustd.gemm import plan as _gemm
 from gpustd.gemm import tuning as _gemm_tune
+from gpustd.nn import _conv_matrix_tuning as conv_tune
 from gpustd.nn import _conv_subgroup_matrix as conv_sm
 from gpustd.nn import conv2d
 
@@ -48,11 +51,11 @@ def test_shape_classes_bucket_sizes_and_keep_what_changes_the_kernel() -> None:
     assert _sm_tune.gemm_class(8192, 320, 320, 1, False, True) == "f16/nt/m8192/n384/k384/b1"
     assert _sm_tune.gemm_class(8000, 300, 330, 1, False, True) == "f16/nt/m8192/n384/k384/b1"
     assert _sm_tune.gemm_class(8192, 320, 320, 1, True, False) == "f16/tn/m8192/n384/k384/b1"
-    assert _sm_tune.conv_class(3, 3, (1, 1), 320, 2880, 8192) == "f16/3x3/s1x1/co384/k3072/p8192"
-    assert _sm_tune.conv_class(3, 3, (2, 2), 320, 2880, 8192) != \
-        _sm_tune.conv_class(3, 3, (1, 1), 320, 2880, 8192)
-    assert _sm_tune.conv_class(1, 1, (1, 1), 320, 2880, 8192) != \
-        _sm_tune.conv_class(3, 3, (1, 1), 320, 2880, 8192)
+    assert conv_tune.conv_class(3, 3, (1, 1), 320, 2880, 8192) == "f16/3x3/s1x1/co384/k3072/p8192"
+    assert conv_tune.conv_class(3, 3, (2, 2), 320, 2880, 8192) != \
+        conv_tune.conv_class(3, 3, (1, 1), 320, 2880, 8192)
+    assert conv_tune.conv_class(1, 1, (1, 1), 320, 2880, 8192) != \
+        conv_tune.conv_class(3, 3, (1, 1), 320, 2880, 8192)
 
 
 def test_candidates_accumulate_alike_and_fit_the_device() -> None:
@@ -62,12 +65,12 @@ def test_candidates_accumulate_alike_and_fit_the_device() -> None:
     assert all(t.acc == "f32" and t.bk % 16 == 0 for t in tiles)
     everything = fake_device()
     assert _sm_tune.gemm_candidates(everything, 500, 700) == tuple(_sm_tune.GEMM_TILES)
-    assert _sm_tune.conv_candidates(everything, 320, 8192) == tuple(conv_sm.CONV_TILES)
+    assert conv_tune.conv_candidates(everything, 320, 8192) == tuple(conv_sm.CONV_TILES)
     # 16 KiB of workgroup memory: no 128 x 128 tile with K steps of 32 (28 KiB)
     assert "128x128" not in _sm_tune.gemm_candidates(fake_device(storage=16384), 500, 700)
     assert "128x128k16" in _sm_tune.gemm_candidates(fake_device(storage=24576), 500, 700)
     # a grid of at most 100 workgroups a side: 6401 pixels need 101 columns of 64
-    assert _sm_tune.conv_candidates(fake_device(grid=100), 64, 6401) == ("128x128",)
+    assert conv_tune.conv_candidates(fake_device(grid=100), 64, 6401) == ("128x128",)
     assert _sm_tune.gemm_candidates(fake_device(grid=100), 6401, 64) == ("128x128",
                                                                         "128x128k16")
 
@@ -107,9 +110,9 @@ def test_rule_unless_a_winner_is_cached(first_device: gpucore.Device) -> None:
     assert _sm_tune.gemm_tile(device, 4000, 4096, 4090, 1, False, False) == \
         _sm_tune.GEMM_TILES["128x128"]
     shapes = ((2, 320, 64, 64), (320, 320, 3, 3), (1, 1), (1, 1), (1, 1), (64, 64))
-    assert _sm_tune.conv_tile(device, *shapes) == conv_sm.choose_conv_tile(320, 8192)
+    assert conv_tune.conv_tile(device, *shapes) == conv_sm.choose_conv_tile(320, 8192)
     remember(device, "conv_sm", "f16/3x3/s1x1/co384/k3072/p8192", "32x32", "64x64")
-    assert _sm_tune.conv_tile(device, *shapes) == conv_sm.CONV_TILES["32x32"]
+    assert conv_tune.conv_tile(device, *shapes) == conv_sm.CONV_TILES["32x32"]
 
 
 class KernelSpy:
@@ -123,25 +126,26 @@ class KernelSpy:
         return SimpleNamespace(dispatch=lambda *a, **k: None)
 
 
-def test_the_kernels_ask_the_tuner(first_device: gpucore.Device,
-                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_dispatchers_ask_the_tuner(first_device: gpucore.Device,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """gemm.dispatch and nn.conv2d hand the kernels the tuner's tile (the kernels never ask)."""
     device = first_device
     gemm_spy, conv_spy = KernelSpy(), KernelSpy()
     monkeypatch.setattr(gemm_sm, "_kernel", gemm_spy)
     monkeypatch.setattr(conv_sm, "_kernel", conv_spy)
+    monkeypatch.setattr(gemm_sm, "available", lambda device: True)
+    monkeypatch.setattr(conv_sm, "applies", lambda *args: True)
     remember(device, "gemm_sm", "f16/nt/m192/n96/k48/b2", "128x128k16", "64x64")
     buf = Tensor.empty((4,), np.float16, device=device).buffer
     plan = _gemm.batch_plan((2,), (2,), (2,), 150 * 40, 40 * 70)
-    gemm_sm.record_gemm_sm(buf, buf, buf, buf, has_bias=False, m=150, n=70, k=40,
-                           trans_a=False, trans_b=True, alpha=1.0, beta=0.0, plan=plan)
+    dispatch.record_gemm(buf, buf, buf, None, m=150, n=70, k=40, trans_a=False,
+                         trans_b=True, alpha=1.0, beta=0.0, plan=plan)
     assert gemm_spy.tiles == [_sm_tune.GEMM_TILES["128x128k16"]]
     x = Tensor.empty((2, 5, 33, 31), np.float16, device=device)
     weight = Tensor.empty((70, 5, 3, 3), np.float16, device=device)
-    conv_sm.conv2d_sm(x, weight, None, stride=(2, 2), padding=(1, 1), dilation=(1, 1),
-                      out_hw=(17, 16))
+    conv2d(x, weight, None, stride=2, padding=1)
     remember(device, "conv_sm", "f16/3x3/s2x2/co96/k48/p768", "32x32", "64x64")
-    conv_sm.conv2d_sm(x, weight, None, stride=(2, 2), padding=(1, 1), dilation=(1, 1),
-                      out_hw=(17, 16))
+    conv2d(x, weight, None, stride=2, padding=1)
     assert conv_spy.tiles == [conv_sm.choose_conv_tile(70, 544), conv_sm.CONV_TILES["32x32"]]
 
 
@@ -233,7 +237,7 @@ def test_every_conv_candidate_is_bitwise_the_default(device: gpucore.Device,
                        if t == conv_sm.choose_conv_tile(c_out, pixels)))
     expected = expected + add_np
     assert np.abs(default - expected).max() / np.abs(expected).max() < 2e-3
-    for name in _sm_tune.conv_candidates(device, c_out, pixels):
+    for name in conv_tune.conv_candidates(device, c_out, pixels):
         assert run(name).tobytes() == default.tobytes(), f"tile {name} changed the result"
 
 
