@@ -3,7 +3,7 @@
 tuner (gpustd/nn/_conv_matrix_tuning.py, op "conv_sm") shares.
 
 Above the kernels it tunes: gpustd/gemm/dispatch.py asks gemm_tile and hands the tile to
-matrix_units.record_gemm_sm, which never imports this module. The fixed rules
+matrix_units.record_gemm_matrix, which never imports this module. The fixed rules
 (gpustd/gemm/matrix_units.choose_tile, nn/_conv_subgroup_matrix.choose_conv_tile) give the
 default; which tile is fastest depends on Dawn's toggles (on an
 H100, 128 x 128 wins 4096^3 with disable_robustness, 64 x 64 without: tools/sm_sweep.py),
@@ -23,7 +23,7 @@ multiple of 32 gets one more slice than with BK = 16, whose operands are all zer
 products are +0, and adding +0 to the accumulator changes nothing (it starts at +0, and a
 sum of f16 products is never -0 nor an f32 subnormal, so x + 0 = x bit for bit). The
 epilogue (alpha, beta, bias, residual, rounding to f16) is the same code for every tile.
-What would change the order is not a candidate: f16 accumulators (SMTile.acc), split K.
+What would change the order is not a candidate: f16 accumulators (MatrixTile.acc), split K.
 tests/gpustd/test_matrix_tuning.py checks every candidate bitwise against the default on the GPU.
 """
 
@@ -40,7 +40,7 @@ from gpucore import Buffer, Device, autotune
 
 from .._tensor import Tensor
 from . import matrix_units, portable
-from .matrix_codegen import SMTile
+from .matrix_codegen import MatrixTile
 from .plan import batch_plan
 from .tuning import SD_SHAPES, bucket
 
@@ -53,7 +53,7 @@ __all__ = ["GEMM_OP", "GEMM_TILES", "Pair", "Shape", "fits", "gemm_candidates", 
 GEMM_OP = "gemm_sm"
 # The shipped GEMM tiles and the sweep's 128 x 128 with K steps of 16 (72.3 TFLOP/s at
 # 4096^3 nt on an H100 against 74.1 for the default: close enough to win elsewhere).
-GEMM_TILES = {**matrix_units.TILES, "128x128k16": SMTile(4, 2, 2, 4, bk=16)}
+GEMM_TILES = {**matrix_units.TILES, "128x128k16": MatrixTile(4, 2, 2, 4, bk=16)}
 
 # -- shape classes and candidates ------------------------------------------------------
 @functools.lru_cache(maxsize=4096)
@@ -63,7 +63,7 @@ def gemm_class(m: int, n: int, k: int, batch: int, trans_a: bool, trans_b: bool)
     return f"f16/{layout}/m{bucket(m)}/n{bucket(n)}/k{bucket(k)}/b{bucket(batch)}"
 
 
-def fits(device: Device, tile: SMTile, grid: tuple[int, int]) -> bool:
+def fits(device: Device, tile: MatrixTile, grid: tuple[int, int]) -> bool:
     """Whether `tile`'s workgroup and a grid of `grid` workgroups fit `device`'s limits."""
     limits = device.limits
     return (tile.shared_bytes() <= limits["max-compute-workgroup-storage-size"]
@@ -77,15 +77,15 @@ def gemm_candidates(device: Device, m: int, n: int) -> tuple[str, ...]:
                  if fits(device, t, (math.ceil(n / t.bn), math.ceil(m / t.bm))))
 
 
-def tile_name(tiles: dict[str, SMTile], tile: SMTile) -> str:
+def tile_name(tiles: dict[str, MatrixTile], tile: MatrixTile) -> str:
     """`tile`'s name in `tiles`."""
     return next(name for name, known in tiles.items() if known == tile)
 
 
 # -- what the kernels ask ----------------------------------------------------------------
 def gemm_tile(device: Device, m: int, n: int, k: int, batch: int, trans_a: bool,
-              trans_b: bool) -> SMTile:
-    """The tile of record_gemm_sm for this GEMM: the tuner's winner for its class, else
+              trans_b: bool) -> MatrixTile:
+    """The tile of record_gemm_matrix for this GEMM: the tuner's winner for its class, else
     choose_tile's."""
     default = tile_name(GEMM_TILES, matrix_units.choose_tile(m, n, batch))
     winner = autotune.select(device, GEMM_OP, gemm_class(m, n, k, batch, trans_a, trans_b),
@@ -138,7 +138,7 @@ def _gemm_trial(device: Device, m: int, n: int, k: int, batch: int, trans_a: boo
         def run() -> None:
             a, b, c = (t.buffer for t in held.tensors)
             # no bias: the placeholder record_gemm binds (c may not be bound twice)
-            matrix_units.record_gemm_sm(
+            matrix_units.record_gemm_matrix(
                 a, b, c, portable.no_bias(device, c.dtype), has_bias=False, m=m, n=n, k=k,
                 trans_a=trans_a, trans_b=trans_b, alpha=1.0, beta=0.0, plan=plan, tile=tile)
 

@@ -15,15 +15,22 @@ from typing import Any
 
 from gpucore import Buffer, Device, Kernel
 
-from .matrix_codegen import Operand, SMTile, contiguous_load, kernel_source, load_type, load_width
+from .matrix_codegen import (
+    MatrixTile,
+    Operand,
+    contiguous_load,
+    kernel_source,
+    load_type,
+    load_width,
+)
 from .plan import MULTIPROCESSORS, BatchPlan
 
-__all__ = ["TILES", "SMTile", "available", "choose_tile", "record_gemm_sm", "source"]
+__all__ = ["TILES", "MatrixTile", "available", "choose_tile", "record_gemm_matrix", "source"]
 
 # The shipped configurations: choose_tile picks one of the first two; 128x128 stays a
 # candidate for the autotuner (the fastest at 4096^3 with Dawn's robustness off).
-TILES = {"64x64": SMTile(2, 2, 2, 2), "64x64k16": SMTile(2, 2, 2, 2, bk=16),
-         "128x128": SMTile(4, 2, 2, 4)}
+TILES = {"64x64": MatrixTile(2, 2, 2, 2), "64x64k16": MatrixTile(2, 2, 2, 2, bk=16),
+         "128x128": MatrixTile(4, 2, 2, 4)}
 
 
 def available(device: Device) -> bool:
@@ -34,7 +41,7 @@ def available(device: Device) -> bool:
             and config.min_subgroup_size in (0, 32) and config.max_subgroup_size in (0, 32))
 
 
-def choose_tile(m: int, n: int, batch: int) -> SMTile:
+def choose_tile(m: int, n: int, batch: int) -> MatrixTile:
     """64 x 64 tiles of 4 subgroups (2 x 2 fragments each); K steps of 16 where the grid
     has 8 or more tiles per multiprocessor (occupancy is then bounded by registers and workgroup
     memory, which the shorter step halves), of 32 below (fewer barriers per K).
@@ -72,9 +79,9 @@ _GEMM_PARAMS = """struct Params {
 }"""
 
 
-def source(tile: SMTile, trans_a: bool, trans_b: bool, width_a: int, width_b: int) -> str:
+def source(tile: MatrixTile, trans_a: bool, trans_b: bool, width_a: int, width_b: int) -> str:
     """The WGSL of one GEMM variant: C = alpha op(A) op(B) + beta C + bias, batched over
-    workgroup z (see record_gemm_sm); width_*: f16 per global load of each operand."""
+    workgroup z (see record_gemm_matrix); width_*: f16 per global load of each operand."""
     a = Operand("a", trans_a, width_a)
     b = Operand("b", not trans_b, width_b)
     a_dims = ("params.k", "params.m") if trans_a else ("params.m", "params.k")
@@ -114,7 +121,7 @@ fn store_c(row: u32, col: u32, value: f32) {{
 _kernels: dict[tuple, Kernel] = {}
 
 
-def _kernel(tile: SMTile, trans_a: bool, trans_b: bool, width_a: int, width_b: int) -> Kernel:
+def _kernel(tile: MatrixTile, trans_a: bool, trans_b: bool, width_a: int, width_b: int) -> Kernel:
     key = (tile, trans_a, trans_b, width_a, width_b)
     found = _kernels.get(key)
     if found is None:
@@ -122,9 +129,9 @@ def _kernel(tile: SMTile, trans_a: bool, trans_b: bool, width_a: int, width_b: i
     return found
 
 
-def record_gemm_sm(a: Buffer[Any], b: Buffer[Any], c: Buffer[Any], bias: Buffer[Any], *,
-                   has_bias: bool, m: int, n: int, k: int, trans_a: bool, trans_b: bool,
-                   alpha: float, beta: float, plan: BatchPlan, tile: SMTile) -> None:
+def record_gemm_matrix(a: Buffer[Any], b: Buffer[Any], c: Buffer[Any], bias: Buffer[Any], *,
+                       has_bias: bool, m: int, n: int, k: int, trans_a: bool, trans_b: bool,
+                       alpha: float, beta: float, plan: BatchPlan, tile: MatrixTile) -> None:
     """Record C = alpha op(A) op(B) + beta C + bias (f16, f32 accumulation) for every batch
     entry of `plan` on the matrix units in `tile`. No validation: the caller
     (gpustd.gemm.dispatch.record_gemm) has done it; `bias` is a placeholder when not has_bias.

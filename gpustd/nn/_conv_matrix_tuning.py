@@ -16,7 +16,7 @@ from collections.abc import Callable
 from gpucore import Device, autotune
 
 from ..gemm import matrix_units
-from ..gemm.matrix_codegen import SMTile
+from ..gemm.matrix_codegen import MatrixTile
 from ..gemm.matrix_tuning import Pair, Shape, fits, shared_scratch, tile_name
 from ..gemm.tuning import bucket
 from . import _conv_subgroup_matrix as kernels
@@ -69,8 +69,8 @@ def conv_candidates(device: Device, c_out: int, pixels: int) -> tuple[str, ...]:
 
 
 def conv_tile(device: Device, x_shape: Shape, weight_shape: Shape, stride: Pair,
-              padding: Pair, dilation: Pair, out_hw: Pair) -> SMTile:
-    """The tile of conv2d_sm for this convolution (x [N, C_in, H, W], weight [C_out, C_in,
+              padding: Pair, dilation: Pair, out_hw: Pair) -> MatrixTile:
+    """The tile of conv2d_matrix for this convolution (x [N, C_in, H, W], weight [C_out, C_in,
     kh, kw]): the tuner's winner for its class, else choose_conv_tile's."""
     c_out, c_in, kh, kw = weight_shape
     pixels = x_shape[0] * out_hw[0] * out_hw[1]
@@ -92,8 +92,8 @@ def _conv_trial(device: Device, x_shape: Shape, weight_shape: Shape, stride: Pai
 
         def run() -> None:
             x, weight, bias = held.tensors
-            kernels.conv2d_sm(x, weight, bias, stride=stride, padding=padding,
-                              dilation=dilation, out_hw=out_hw, tile=tile)
+            kernels.conv2d_matrix(x, weight, bias, stride=stride, padding=padding,
+                                  dilation=dilation, out_hw=out_hw, tile=tile)
 
         return run
 

@@ -25,7 +25,7 @@ from ..gemm.matrix_units import available
 from ..gemm.plan import MULTIPROCESSORS
 from ._util import dummy
 
-__all__ = ["CONV_TILES", "MIN_TILES", "applies", "choose_conv_tile", "conv2d_sm", "source",
+__all__ = ["CONV_TILES", "MIN_TILES", "applies", "choose_conv_tile", "conv2d_matrix", "source",
            "tile_count"]
 
 _PARAMS = """struct Params {
@@ -35,15 +35,15 @@ _PARAMS = """struct Params {
 }"""
 
 # The gather needs threads % BN == 0 (fixed pixel columns), which every tile here satisfies.
-CONV_TILES = {"128x128": sm.SMTile(4, 2, 2, 4), "64x64": sm.SMTile(2, 2, 2, 2),
-              "32x32": sm.SMTile(1, 1, 2, 2)}
+CONV_TILES = {"128x128": sm.MatrixTile(4, 2, 2, 4), "64x64": sm.MatrixTile(2, 2, 2, 2),
+              "32x32": sm.MatrixTile(1, 1, 2, 2)}
 # Fewer 64 x 64 output tiles than this (two waves) and the portable kernel, which
 # splits K, is as fast or faster (H100: 2x1280x16x16 -> 1280, 160 tiles: 0.66 ms either way;
 # 2x1280x8x8 -> 1280: 0.21 ms portable, 0.48 ms here at best).
 MIN_TILES = 2 * MULTIPROCESSORS
 
 
-def tile_count(c_out: int, pixels: int, tile: sm.SMTile) -> int:
+def tile_count(c_out: int, pixels: int, tile: sm.MatrixTile) -> int:
     """Output tiles (workgroups) of `tile` over c_out channels x pixels."""
     return math.ceil(c_out / tile.bm) * math.ceil(pixels / tile.bn)
 
@@ -58,7 +58,7 @@ def applies(x: Tensor, weight: Tensor, groups: int, out_hw: tuple[int, int]) -> 
             and pixels <= max_x * CONV_TILES["64x64"].bn and available(x.device))
 
 
-def choose_conv_tile(c_out: int, pixels: int) -> sm.SMTile:
+def choose_conv_tile(c_out: int, pixels: int) -> sm.MatrixTile:
     """128 x 128 tiles where they make two waves, else 64 x 64. H100 (Dawn, default
     toggles, 2026-11-23, tools/sm_sweep.py): 2x320x64x64 -> 320 0.445 ms at 64x64 against
     0.455 at 128x128, 0.617 at 32x32 and 0.701 for the portable kernel; 2x640x32x32 -> 640
@@ -111,7 +111,7 @@ _STORE = """fn store_c(row: u32, col: u32, value: f32) {
 }"""
 
 
-def source(tile: sm.SMTile, kh: int, kw: int, width_w: int) -> str:
+def source(tile: sm.MatrixTile, kh: int, kw: int, width_w: int) -> str:
     """The WGSL of the implicit-GEMM conv for one tile and kernel size; width_w: f16 per
     load of the weight rows (K must be a multiple of it)."""
     weight = sm.Operand("a", False, width_w)
@@ -141,7 +141,7 @@ def source(tile: sm.SMTile, kh: int, kw: int, width_w: int) -> str:
 _kernels: dict[tuple, Kernel] = {}
 
 
-def _kernel(tile: sm.SMTile, kh: int, kw: int, width_w: int) -> Kernel:
+def _kernel(tile: sm.MatrixTile, kh: int, kw: int, width_w: int) -> Kernel:
     key = (tile, kh, kw, width_w)
     found = _kernels.get(key)
     if found is None:
@@ -149,10 +149,10 @@ def _kernel(tile: sm.SMTile, kh: int, kw: int, width_w: int) -> Kernel:
     return found
 
 
-def conv2d_sm(x: Tensor, weight: Tensor, bias: Tensor | None, *, stride: tuple[int, int],
-              padding: tuple[int, int], dilation: tuple[int, int], out_hw: tuple[int, int],
-              add: Tensor | None = None, add_mode: int = 0,
-              tile: sm.SMTile) -> Tensor:
+def conv2d_matrix(x: Tensor, weight: Tensor, bias: Tensor | None, *, stride: tuple[int, int],
+                  padding: tuple[int, int], dilation: tuple[int, int], out_hw: tuple[int, int],
+                  add: Tensor | None = None, add_mode: int = 0,
+                  tile: sm.MatrixTile) -> Tensor:
     """gpustd.nn.conv2d for f16 and one group (see `applies`), its arguments validated by
     conv2d: x [N, C_in, H, W], weight [C_out, C_in, kh, kw], bias [C_out] or None, add as
     conv2d's (`add_mode` 1: the output's shape, 2: [N, C_out, 1, 1]). f32 accumulation, in

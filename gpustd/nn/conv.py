@@ -69,9 +69,9 @@ def _splits(bm: int, bn: int, bk: int, cout_g: int, pixels: int, groups: int,
     """
     count = math.ceil(cout_g / bm) * math.ceil(pixels / bn) * groups
     if count >= 4 * MULTIPROCESSORS:
-        # Several 128-invocation workgroups share an SM, so four waves' worth fill the GPU;
-        # splitting then only adds partial sums (VAE 512@128: 2.61 ms unsplit, 2.67 ms in
-        # 9 splits that also take 300 MB of partial sums).
+        # Several 128-invocation workgroups share a multiprocessor, so four waves' worth fill
+        # the GPU; splitting then only adds partial sums (VAE 512@128: 2.61 ms unsplit,
+        # 2.67 ms in 9 splits that also take 300 MB of partial sums).
         return 1
     k_tiles = math.ceil(k_total / bk)
 
@@ -122,7 +122,7 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, stride: Any
     if _plan_override is None and _conv_subgroup_matrix.applies(x, weight, groups, (ho, wo)):
         geometry = ((sh, sw), (ph, pw), (dh, dw), (ho, wo))
         tile = _conv_matrix_tuning.conv_tile(x.device, x.shape, weight.shape, *geometry)
-        return _conv_subgroup_matrix.conv2d_sm(  # f16 on the matrix units (Dawn)
+        return _conv_subgroup_matrix.conv2d_matrix(  # f16 on the matrix units (Dawn)
             x, weight, bias, stride=(sh, sw), padding=(ph, pw), dilation=(dh, dw),
             out_hw=(ho, wo), add=add, add_mode=add_mode, tile=tile)
     if (ONE_BY_ONE_VIA_LINALG and (kh, kw, sh, sw, ph, pw, groups) == (1, 1, 1, 1, 0, 0, 1)
