@@ -3,7 +3,7 @@
 Shapes are M x K x N: square ones and those of a Stable Diffusion UNet's linear layers at
 64x64 latents ((tokens x in) @ (in x out)); each in float32 and float16, and in the two layouts
 a network uses: "nn" (x @ w) and "nt" (x @ w.T, a linear layer's weight as stored).
-float16 runs on the matrix units (gpustd/_gemm_subgroup_matrix.py) where the device has
+float16 runs on the matrix units (gpustd/gemm/matrix_units.py) where the device has
 subgroup matrices: run with GPUCORE_RUNTIME=dawn (the "kernel" column says which ran).
 """
 
@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 
 import gpucore
-from gpustd import Tensor, _gemm_subgroup_matrix, linalg
+from gpustd import Tensor, linalg
+from gpustd.gemm import matrix_units as _gemm_subgroup_matrix
 
 from . import _harness
 

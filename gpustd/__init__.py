@@ -2,14 +2,15 @@
 
 Top level: Tensor, array creation, elementwise math, reductions, shape functions, BLAS-1
 and matmul, convolve/correlate — numpy's names and semantics. Submodules: `linalg`, `fft`,
-`signal`, `image`, `nn` (the neural-network operators and layers).
+`signal`, `image`, `nn` (the neural-network operators and layers); `gemm` holds the GEMM
+kernels behind linalg and nn (plans, kernels, their tuners: see its docstring).
 """
 
 from . import distributed, fft, image, linalg, nn, signal
-from ._gemm_subgroup_matrix import available as has_matrix_units
 from ._tensor import Tensor, asarray, empty, zeros
 from .capture import capture
 from .elementwise import add, divide, maximum, minimum, multiply, power, subtract, where
+from .gemm.matrix_units import available as has_matrix_units
 from .kernel_compiler import KernelCompileError, elementwise_kernel, reduction_kernel
 from .linalg import dot, matmul
 from .reduction import argmax, argmin, logsumexp, max, mean, min, std, sum, var

@@ -6,9 +6,10 @@ from typing import Any
 
 import numpy as np
 
-from . import _gemm
 from ._linalg_checks import check_size, distinct, tensors, writable
 from ._tensor import Tensor
+from .gemm.dispatch import record_gemm
+from .gemm.plan import batch_plan
 
 __all__ = ["gemm", "matmul"]
 
@@ -60,9 +61,9 @@ def gemm(alpha: float, a: Any, b: Any, beta: float = 0.0, c: Tensor | None = Non
                              f"{_describe('b', bt.shape, trans_b)}, got c {ct.shape}")
         distinct("gemm", ("c", ct), ("a", at), ("b", bt))
         check_size("gemm", ("a", at), ("b", bt), ("c", ct))
-    plan = _gemm.batch_plan((), (), (), m * k, k * n)
-    _gemm.record_gemm(at.buffer, bt.buffer, ct.buffer, None, m=m, n=n, k=k, trans_a=trans_a,
-                      trans_b=trans_b, alpha=float(alpha), beta=float(beta), plan=plan)
+    plan = batch_plan((), (), (), m * k, k * n)
+    record_gemm(at.buffer, bt.buffer, ct.buffer, None, m=m, n=n, k=k, trans_a=trans_a,
+                trans_b=trans_b, alpha=float(alpha), beta=float(beta), plan=plan)
     return ct
 
 
@@ -117,8 +118,8 @@ def matmul(a: Any, b: Any, *, trans_a: bool = False, trans_b: bool = False,
             raise ValueError(f"matmul: out must have shape {shape}, got {result.shape}")
         distinct("matmul", ("out", result), *[(nm, t) for nm, t in found.items() if nm != "out"])
         check_size("matmul", *found.items())
-    plan = _gemm.batch_plan(batch, a_shape[:-2], b_shape[:-2], m * k, k * n)
+    plan = batch_plan(batch, a_shape[:-2], b_shape[:-2], m * k, k * n)
     bias_buffer = found["bias"].buffer if "bias" in found else None
-    _gemm.record_gemm(at.buffer, bt.buffer, result.buffer, bias_buffer, m=m, n=n, k=k,
-                      trans_a=trans_a, trans_b=trans_b, alpha=1.0, beta=0.0, plan=plan)
+    record_gemm(at.buffer, bt.buffer, result.buffer, bias_buffer, m=m, n=n, k=k,
+                trans_a=trans_a, trans_b=trans_b, alpha=1.0, beta=0.0, plan=plan)
     return result

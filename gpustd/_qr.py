@@ -17,9 +17,10 @@ import numpy as np
 
 from gpucore import Buffer, Kernel
 
-from . import _gemm
 from ._linalg_checks import check_size
 from ._tensor import Tensor
+from .gemm.dispatch import record_gemm
+from .gemm.plan import BatchPlan
 
 __all__ = ["QRResult", "householder", "prepare", "qr",
            "transpose_into"]
@@ -110,14 +111,14 @@ class _Panels:
         nb, m, batch = self.nb, self.m, self.batch
         w, y = scratch
         stride_v = self.count * nb * m
-        plan = _gemm.BatchPlan(batch, 1, batch, (0, 0), (c_rows * m, stride_v),
-                               ((r0 * m, p * nb * m),))
-        _gemm.record_gemm(c, self.vt, w, None, m=rows, n=nb, k=m, trans_a=False,
-                          trans_b=True, alpha=1.0, beta=0.0, plan=plan)
-        plan = _gemm.BatchPlan(batch, 1, batch, (0, 0), (rows * nb, self.count * nb * nb),
-                               ((0, p * nb * nb),))
-        _gemm.record_gemm(w, self.tm, y, None, m=rows, n=nb, k=nb, trans_a=False,
-                          trans_b=transpose_t, alpha=1.0, beta=0.0, plan=plan)
+        plan = BatchPlan(batch, 1, batch, (0, 0), (c_rows * m, stride_v),
+                         ((r0 * m, p * nb * m),))
+        record_gemm(c, self.vt, w, None, m=rows, n=nb, k=m, trans_a=False,
+                    trans_b=True, alpha=1.0, beta=0.0, plan=plan)
+        plan = BatchPlan(batch, 1, batch, (0, 0), (rows * nb, self.count * nb * nb),
+                         ((0, p * nb * nb),))
+        record_gemm(w, self.tm, y, None, m=rows, n=nb, k=nb, trans_a=False,
+                    trans_b=transpose_t, alpha=1.0, beta=0.0, plan=plan)
         c0 = p * nb  # the reflectors are zero in earlier columns
         kernel = Kernel.cached("linalg/qr_update", constants={"NB": nb})
         for b0, count in _z_chunks(batch):

@@ -25,10 +25,6 @@ MAX_LINES = 400
 
 # Import cycles that exist today, each with the work that breaks it.
 KNOWN_CYCLES: dict[frozenset[str], str] = {
-    frozenset({"gpustd._gemm", "gpustd._gemm_subgroup_matrix", "gpustd._gemm_tune",
-               "gpustd._sm_tune", "gpustd.nn._conv_subgroup_matrix"}):
-        "the GEMM corner (issue 24 point 2): branch `gemm` makes it gpustd/gemm/ with one "
-        "import direction",
     frozenset({"diffusion.cli.main", "diffusion.server.serve"}):
         "the CLI and the server import each other (issue 24 point 1): branch `front`",
     frozenset({"gpustd._tensor", "gpustd._broadcast", "gpustd.elementwise", "gpustd.unary"}):

@@ -3,7 +3,7 @@ VAE's GEMMs, beside plan_gemm's choice and torch.
 
     python -m tools.gemm_sweep [--json PATH] [--quick] [--dtype float32|float16]
 
-For each m x k x n (layouts as gpustd/_gemm_tune.SD_SHAPES) it times, by timestamp queries
+For each m x k x n (layouts as gpustd/gemm/tuning.SD_SHAPES) it times, by timestamp queries
 (split-K finishes included), plan_gemm's choice and every configuration, and prints: the
 rule's pick, the best with the rule's number of K splits (what the autotuner can choose
 without changing a bit of the result), the best of all (which may split K differently: a
@@ -23,7 +23,10 @@ import numpy as np
 import gpucore
 from bench import _harness
 from gpucore import autotune
-from gpustd import Tensor, _gemm, _gemm_tune, linalg
+from gpustd import Tensor, linalg
+from gpustd.gemm import plan as _gemm
+from gpustd.gemm import portable
+from gpustd.gemm import tuning as _gemm_tune
 
 QUICK_SHAPES = [(96, 40, 56, 1, "nt"), (33, 200, 70, 1, "nn")]
 SPLITS = (1, 2, 3, 4, 6, 8, 12)
@@ -31,8 +34,8 @@ SPLITS = (1, 2, 3, 4, 6, 8, 12)
 
 def _configs(m: int, n: int, k: int, limit: int) -> list[tuple[str, int, bool]]:
     """(tile name, splits, paired) worth timing: split-K only where a grid of 64 x 64 tiles
-    does not fill the GPU twice over (132 multiprocessors)."""
-    waves = math.ceil(m / 64) * math.ceil(n / 64) / 132
+    does not fill the GPU twice over (plan.MULTIPROCESSORS)."""
+    waves = math.ceil(m / 64) * math.ceil(n / 64) / _gemm.MULTIPROCESSORS
     splits = [s for s in SPLITS if s == 1 or (waves < 2 and s * 16 * 4 <= k)]
     return [(name, s, paired) for (name, tile), s, paired
             in itertools.product(_gemm.ALL_TILES.items(), splits, (False, True))
@@ -61,9 +64,9 @@ def sweep(device: gpucore.Device, torch: Any, shape: tuple[int, int, int, int, s
     plan = _gemm.batch_plan((), (), (), m * k, k * n)
 
     def call(**override: Any) -> Any:
-        return lambda: _gemm.record_gemm(a.buffer, b.buffer, c.buffer, None, m=m, n=n, k=k,
-                                         trans_a=trans_a, trans_b=trans_b, alpha=1.0,
-                                         beta=0.0, plan=plan, **override)
+        return lambda: portable.record_gemm(a.buffer, b.buffer, c.buffer, None, m=m, n=n,
+                                            k=k, trans_a=trans_a, trans_b=trans_b, alpha=1.0,
+                                            beta=0.0, plan=plan, **override)
 
     rule = _gemm.plan_gemm(m, n, k, 1)
     rule_splits, _ = _gemm.k_partition(rule.splits, k, m * n, device)
@@ -74,7 +77,7 @@ def sweep(device: gpucore.Device, torch: Any, shape: tuple[int, int, int, int, s
     calls = {f"{name}/s{s}/{'paired' if paired else 'plain'}":
              call(tile=_gemm.ALL_TILES[name], splits=s, paired=paired)
              for name, s, paired in dict.fromkeys(configs)}
-    rule_key = (f"{_gemm_tune._tile_name(rule.tile)}/s{rule_splits}/"
+    rule_key = (f"{_gemm_tune.tile_name(rule.tile)}/s{rule_splits}/"
                 f"{'paired' if rule.paired else 'plain'}")
     times = autotune._time_all(device, calls, calls[rule_key], runs)
     same_splits = {key: v for key, v in times.items() if f"/s{rule_splits}/" in key}

@@ -4,7 +4,7 @@
     GPUCORE_RUNTIME=dawn GPUCORE_DAWN_TOGGLES=disable_robustness \\
         python -m tools.sm_sweep --top 3 --from PATH [--json PATH2] [--conv]
 
-GEMM: every variant of VARIANTS (gpustd/_gemm_subgroup_matrix.SMTile) is first checked
+GEMM: every variant of VARIANTS (gpustd/gemm/matrix_codegen.MatrixTile) is first checked
 against float64 on a product ragged in every dimension (200 x 328 x 184, nn and nt layouts,
 the same kernels as the timed ones), then timed on SHAPES: GPU time by timestamp queries and
 wall time (record + submit + wait), medians, beside torch's fp16 matmul (cuBLAS, CUDA events
@@ -16,7 +16,7 @@ A tuning tool: it needs a Dawn adapter with subgroup matrices, timestamps and to
 
 Measured on an H100 (2026-11-23, two runs; TFLOP/s by timestamp queries, medians; columns:
 4096^3 nn, 4096^3 nt, then nt 4096x640x640, 1024x1280x1280, 4096x1280x320, 4096x320x1280,
-8192x320x320; variants by SMTile.name: tile / subgroups / fragments per subgroup / BK, w8 =
+8192x320x320; variants by MatrixTile.name: tile / subgroups / fragments per subgroup / BK, w8 =
 8 f16 per global load, db = double-buffered; every one within 4.4e-4 of float64, acc16 1.5e-3).
 cuBLAS's medians for the 0.02-0.1 ms shapes moved 2-4x between runs: compare within a run.
   Run 1, default toggles:
@@ -85,12 +85,13 @@ import numpy as np
 
 import gpucore
 from bench import _harness
-from gpustd import Tensor, _gemm
-from gpustd import _gemm_subgroup_matrix as sm
+from gpustd import Tensor
+from gpustd.gemm import matrix_units as sm
+from gpustd.gemm import plan as _gemm
 from gpustd.nn import _conv_subgroup_matrix as csm
 from gpustd.nn import conv as portable_conv
 
-T = sm.SMTile
+T = sm.MatrixTile
 VARIANTS = [  # most telling first: a run out of time (--budget-s) drops the tail
     T(4, 2, 2, 4), T(4, 2, 2, 4, wide=True), T(4, 4, 2, 2, wide=True), T(4, 4, 2, 4, wide=True),
     T(4, 4, 4, 2, wide=True), T(4, 2, 2, 4, double=True, wide=True),
@@ -121,9 +122,9 @@ def _gemm_call(device: gpucore.Device, tile: T, m: int, k: int, n: int, layout: 
     plan = _gemm.batch_plan((), (), (), m * k, k * n)
 
     def record() -> None:
-        sm.record_gemm_sm(ta.buffer, tb.buffer, c.buffer, tb.buffer, has_bias=False, m=m, n=n,
-                          k=k, trans_a=False, trans_b=layout == "nt", alpha=1.0, beta=0.0,
-                          plan=plan, tile=tile)
+        sm.record_gemm_matrix(ta.buffer, tb.buffer, c.buffer, tb.buffer, has_bias=False, m=m,
+                              n=n, k=k, trans_a=False, trans_b=layout == "nt", alpha=1.0,
+                              beta=0.0, plan=plan, tile=tile)
     return record, c
 
 
@@ -202,8 +203,8 @@ def time_conv(device: gpucore.Device, torch: Any, shape: tuple[int, ...]
     chosen = csm.choose_conv_tile(c_out, pixels)
     for name, tile in csm.CONV_TILES.items():
         calls[f"{name}{' (chosen)' if tile == chosen else ''}"] = (
-            lambda tile=tile: csm.conv2d_sm(gx, gw, gb, stride=(1, 1), padding=(1, 1),
-                                            dilation=(1, 1), out_hw=(h, w), tile=tile))
+            lambda tile=tile: csm.conv2d_matrix(gx, gw, gb, stride=(1, 1), padding=(1, 1),
+                                                dilation=(1, 1), out_hw=(h, w), tile=tile))
     flops = 2 * pixels * c_out * c_in * 9
     rows = []
     for label, call in calls.items():
@@ -254,7 +255,7 @@ def main() -> None:
     parser.add_argument("--json", help="write every timing here (rewritten after each variant)")
     parser.add_argument("--top", type=int, help="only each shape's N best of --from")
     parser.add_argument("--from", dest="source", help="an earlier sweep's JSON (for --top)")
-    parser.add_argument("--only", help="comma-separated variant names (SMTile.name)")
+    parser.add_argument("--only", help="comma-separated variant names (MatrixTile.name)")
     parser.add_argument("--conv", action="store_true", help="also the SD 3x3 convolutions")
     parser.add_argument("--budget-s", type=float, default=1e9,
                         help="start no new variant after this many seconds")

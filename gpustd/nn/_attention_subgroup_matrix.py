@@ -13,7 +13,7 @@ O += P v. The running max m is raised only when a tile's max exceeds it by more 
 the O fragments rescaled, through workgroup memory; the decision is made uniform across the
 workgroup with workgroupUniformLoad, as matrix operations must be.
 
-As in gpustd/_gemm_subgroup_matrix.py the WGSL is generated: matrices are named variables
+As in gpustd/gemm/matrix_units.py the WGSL is generated: matrices are named variables
 (an array of matrices indexed in a loop goes to local memory) and every matrix load/store
 offset is built from constants and the subgroup id only (Tint requires uniform offsets).
 Two quirks measured on an H100 with Dawn (wgpudawn 0.32.0.4): a matrix `var` declared in a
@@ -32,7 +32,7 @@ from typing import Any
 
 from gpucore import Device, Kernel
 
-from .. import _gemm_subgroup_matrix
+from ..gemm import matrix_units as _gemm_subgroup_matrix
 
 __all__ = ["SMPlan", "available", "choose_plan", "record_attention_sm", "source", "supports"]
 

@@ -1,4 +1,4 @@
-"""f16 conv2d on the matrix units: an implicit GEMM built by gpustd/_subgroup_matrix.py.
+"""f16 conv2d on the matrix units: an implicit GEMM built by gpustd/gemm/matrix_codegen.py.
 
 out[c_out, pixel] = weight[c_out, K] @ patches[K, pixel], K = c_in * kh * kw, pixels over
 (image, y, x) of the output. The weight is the left operand, read as stored ([c_out, K]
@@ -8,6 +8,7 @@ stride, padding and dilation). Each invocation stages one fixed pixel column, so
 row and column are decoded once, not per K step. The epilogue adds the bias and the residual
 `add` (of the output's shape, or one value per image and channel) as gpustd/nn/conv.py's f32
 kernel does, and writes NCHW. One group only: conv.py keeps the portable kernel otherwise.
+conv.py also asks the tuner (gpustd/nn/_conv_matrix_tuning.py) for the tile it passes here.
 """
 
 from __future__ import annotations
@@ -18,13 +19,14 @@ import numpy as np
 
 from gpucore import Kernel
 
-from .. import _sm_tune
-from .. import _subgroup_matrix as sm
-from .._gemm_subgroup_matrix import available
 from .._tensor import Tensor
+from ..gemm import matrix_codegen as sm
+from ..gemm.matrix_units import available
+from ..gemm.plan import MULTIPROCESSORS
 from ._util import dummy
 
-__all__ = ["CONV_TILES", "MIN_TILES", "applies", "choose_conv_tile", "conv2d_sm", "source"]
+__all__ = ["CONV_TILES", "MIN_TILES", "applies", "choose_conv_tile", "conv2d_matrix", "source",
+           "tile_count"]
 
 _PARAMS = """struct Params {
     c_in: u32, h: u32, w: u32, c_out: u32, ho: u32, wo: u32, k_total: u32, pixels: u32,
@@ -33,15 +35,16 @@ _PARAMS = """struct Params {
 }"""
 
 # The gather needs threads % BN == 0 (fixed pixel columns), which every tile here satisfies.
-CONV_TILES = {"128x128": sm.SMTile(4, 2, 2, 4), "64x64": sm.SMTile(2, 2, 2, 2),
-              "32x32": sm.SMTile(1, 1, 2, 2)}
-# Fewer 64 x 64 output tiles than this (two waves on 132 SMs) and the portable kernel, which
+CONV_TILES = {"128x128": sm.MatrixTile(4, 2, 2, 4), "64x64": sm.MatrixTile(2, 2, 2, 2),
+              "32x32": sm.MatrixTile(1, 1, 2, 2)}
+# Fewer 64 x 64 output tiles than this (two waves) and the portable kernel, which
 # splits K, is as fast or faster (H100: 2x1280x16x16 -> 1280, 160 tiles: 0.66 ms either way;
 # 2x1280x8x8 -> 1280: 0.21 ms portable, 0.48 ms here at best).
-MIN_TILES = 2 * 132
+MIN_TILES = 2 * MULTIPROCESSORS
 
 
-def _tiles(c_out: int, pixels: int, tile: sm.SMTile) -> int:
+def tile_count(c_out: int, pixels: int, tile: sm.MatrixTile) -> int:
+    """Output tiles (workgroups) of `tile` over c_out channels x pixels."""
     return math.ceil(c_out / tile.bm) * math.ceil(pixels / tile.bn)
 
 
@@ -51,18 +54,19 @@ def applies(x: Tensor, weight: Tensor, groups: int, out_hw: tuple[int, int]) -> 
     pixels = x.shape[0] * out_hw[0] * out_hw[1]
     max_x = x.device.limits["max-compute-workgroups-per-dimension"]
     return (x.dtype == np.float16 and groups == 1 and x.size > 0 and weight.size > 0
-            and _tiles(weight.shape[0], pixels, CONV_TILES["64x64"]) >= MIN_TILES
+            and tile_count(weight.shape[0], pixels, CONV_TILES["64x64"]) >= MIN_TILES
             and pixels <= max_x * CONV_TILES["64x64"].bn and available(x.device))
 
 
-def choose_conv_tile(c_out: int, pixels: int) -> sm.SMTile:
+def choose_conv_tile(c_out: int, pixels: int) -> sm.MatrixTile:
     """128 x 128 tiles where they make two waves, else 64 x 64. H100 (Dawn, default
     toggles, 2026-11-23, tools/sm_sweep.py): 2x320x64x64 -> 320 0.445 ms at 64x64 against
     0.455 at 128x128, 0.617 at 32x32 and 0.701 for the portable kernel; 2x640x32x32 -> 640
     0.494 against 0.462, 0.630 and 0.663 (torch fp16 cuDNN: 0.087 and 0.097 ms). The
     patch gather, one f16 per load, is what keeps these below the GEMM's TFLOP/s."""
     big = CONV_TILES["128x128"]
-    if _tiles(c_out, pixels, big) >= 2 * 132 and math.ceil(pixels / big.bn) <= 65535:
+    if (tile_count(c_out, pixels, big) >= 2 * MULTIPROCESSORS
+            and math.ceil(pixels / big.bn) <= 65535):
         return big
     return CONV_TILES["64x64"]
 
@@ -107,7 +111,7 @@ _STORE = """fn store_c(row: u32, col: u32, value: f32) {
 }"""
 
 
-def source(tile: sm.SMTile, kh: int, kw: int, width_w: int) -> str:
+def source(tile: sm.MatrixTile, kh: int, kw: int, width_w: int) -> str:
     """The WGSL of the implicit-GEMM conv for one tile and kernel size; width_w: f16 per
     load of the weight rows (K must be a multiple of it)."""
     weight = sm.Operand("a", False, width_w)
@@ -137,7 +141,7 @@ def source(tile: sm.SMTile, kh: int, kw: int, width_w: int) -> str:
 _kernels: dict[tuple, Kernel] = {}
 
 
-def _kernel(tile: sm.SMTile, kh: int, kw: int, width_w: int) -> Kernel:
+def _kernel(tile: sm.MatrixTile, kh: int, kw: int, width_w: int) -> Kernel:
     key = (tile, kh, kw, width_w)
     found = _kernels.get(key)
     if found is None:
@@ -145,22 +149,20 @@ def _kernel(tile: sm.SMTile, kh: int, kw: int, width_w: int) -> Kernel:
     return found
 
 
-def conv2d_sm(x: Tensor, weight: Tensor, bias: Tensor | None, *, stride: tuple[int, int],
-              padding: tuple[int, int], dilation: tuple[int, int], out_hw: tuple[int, int],
-              add: Tensor | None = None, add_mode: int = 0,
-              tile: sm.SMTile | None = None) -> Tensor:
+def conv2d_matrix(x: Tensor, weight: Tensor, bias: Tensor | None, *, stride: tuple[int, int],
+                  padding: tuple[int, int], dilation: tuple[int, int], out_hw: tuple[int, int],
+                  add: Tensor | None = None, add_mode: int = 0,
+                  tile: sm.MatrixTile) -> Tensor:
     """gpustd.nn.conv2d for f16 and one group (see `applies`), its arguments validated by
     conv2d: x [N, C_in, H, W], weight [C_out, C_in, kh, kw], bias [C_out] or None, add as
-    conv2d's (`add_mode` 1: the output's shape, 2: [N, C_out, 1, 1]). f32 accumulation.
-    `tile` overrides choose_conv_tile (tests, tuning)."""
+    conv2d's (`add_mode` 1: the output's shape, 2: [N, C_out, 1, 1]). f32 accumulation, in
+    `tile` (conv2d asks the tuner; tests force one)."""
     n, c_in, h, w = x.shape
     c_out, _, kh, kw = weight.shape
     ho, wo = out_hw
     out = Tensor.empty((n, c_out, ho, wo), np.float16, device=x.device)
     pixels = n * ho * wo
     k_total = c_in * kh * kw
-    tile = tile or _sm_tune.conv_tile(x.device, x.shape, weight.shape, stride, padding,
-                                      dilation, out_hw)
     width_w = sm.load_width(tile, k_total, ())
     _kernel(tile, kh, kw, width_w).dispatch(
         (math.ceil(pixels / tile.bn), math.ceil(c_out / tile.bm), 1),

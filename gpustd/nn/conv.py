@@ -10,7 +10,8 @@ import numpy as np
 from gpucore import Kernel, wgsl_scalar
 
 from .._tensor import Tensor
-from . import _conv_subgroup_matrix
+from ..gemm.plan import MULTIPROCESSORS
+from . import _conv_matrix_tuning, _conv_subgroup_matrix
 from ._util import check_float, check_same, dummy, kernel, pair
 from .linear import conv1x1
 
@@ -21,7 +22,6 @@ __all__ = ["conv2d"]
 # 2x320x64x64 -> 320 in float32, 0.086 vs 0.113 ms in float16; only 320 -> 640 at 32x32 in
 # float32 is faster implicit, 0.052 vs 0.056 ms; bench/results/nn-h200.json).
 ONE_BY_ONE_VIA_LINALG = True
-_SMS = 132  # streaming multiprocessors the split-K model assumes (H100/H200; tuned there)
 _MAX_SPLITS = 16
 
 
@@ -62,21 +62,21 @@ def _splits(bm: int, bn: int, bk: int, cout_g: int, pixels: int, groups: int,
             k_total: int) -> int:
     """K splits for a BM x BN tile: layers with few tiles split K.
 
-    The cost model counts waves of workgroups over the SMs times the K tiles each walks (a
-    wave only slightly over the SM count runs at half speed, as measured), plus the split-K
-    partial sums' traffic. Its choices were within 2% of the best of 1-32 splits for the
-    SD 1.5 layers on an H200.
+    The cost model counts waves of workgroups over the multiprocessors times the K tiles each
+    walks (a wave only slightly over the multiprocessor count runs at half speed, as
+    measured), plus the split-K partial sums' traffic. Its choices were within 2% of the best
+    of 1-32 splits for the SD 1.5 layers on an H200.
     """
     count = math.ceil(cout_g / bm) * math.ceil(pixels / bn) * groups
-    if count >= 4 * _SMS:
-        # Several 128-invocation workgroups share an SM, so four waves' worth fill the GPU;
-        # splitting then only adds partial sums (VAE 512@128: 2.61 ms unsplit, 2.67 ms in
-        # 9 splits that also take 300 MB of partial sums).
+    if count >= 4 * MULTIPROCESSORS:
+        # Several 128-invocation workgroups share a multiprocessor, so four waves' worth fill
+        # the GPU; splitting then only adds partial sums (VAE 512@128: 2.61 ms unsplit,
+        # 2.67 ms in 9 splits that also take 300 MB of partial sums).
         return 1
     k_tiles = math.ceil(k_total / bk)
 
     def cost(s: int) -> float:
-        waves = math.ceil(count * s / _SMS)
+        waves = math.ceil(count * s / MULTIPROCESSORS)
         extra = 0.0 if s == 1 else 2 + s * cout_g * groups * pixels / 1e6
         return waves * math.ceil(k_tiles / s) + extra
 
@@ -120,9 +120,11 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, stride: Any
                          f"padded input {h + 2 * ph}x{w + 2 * pw}")
     add_mode = _add_mode(op, add, x, (n, c_out, ho, wo))
     if _plan_override is None and _conv_subgroup_matrix.applies(x, weight, groups, (ho, wo)):
-        return _conv_subgroup_matrix.conv2d_sm(  # f16 on the matrix units (Dawn)
+        geometry = ((sh, sw), (ph, pw), (dh, dw), (ho, wo))
+        tile = _conv_matrix_tuning.conv_tile(x.device, x.shape, weight.shape, *geometry)
+        return _conv_subgroup_matrix.conv2d_matrix(  # f16 on the matrix units (Dawn)
             x, weight, bias, stride=(sh, sw), padding=(ph, pw), dilation=(dh, dw),
-            out_hw=(ho, wo), add=add, add_mode=add_mode)
+            out_hw=(ho, wo), add=add, add_mode=add_mode, tile=tile)
     if (ONE_BY_ONE_VIA_LINALG and (kh, kw, sh, sw, ph, pw, groups) == (1, 1, 1, 1, 0, 0, 1)
             and _plan_override is None and x.size and weight.size and add is None):
         return conv1x1(x, weight, bias)

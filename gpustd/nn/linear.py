@@ -9,8 +9,11 @@ import numpy as np
 
 from gpucore import Kernel, wgsl_scalar
 
-from .. import _gemm, _gemm_subgroup_matrix, linalg
+from .. import linalg
 from .._tensor import Tensor
+from ..gemm import matrix_units, portable
+from ..gemm.dispatch import record_gemm
+from ..gemm.plan import TILES, batch_plan, plan_gemm
 from ._util import check_float, check_same
 
 __all__ = ["conv1x1", "conv1x1_tokens", "linear", "linear_geglu", "tokens_conv1x1"]
@@ -45,11 +48,11 @@ def _check_weight(op: str, x: Tensor, weight: Tensor, bias: Tensor | None, in_di
 def _record(a: Tensor, b: Tensor, out: Tensor, bias: Tensor | None, *, m: int, n: int, k: int,
             batch: int, a_batched: bool, b_batched: bool, trans_a: bool, trans_b: bool,
             beta: float = 0.0, bias_rows: bool = False) -> Tensor:
-    plan = _gemm.batch_plan((batch,), (batch,) if a_batched else (),
-                            (batch,) if b_batched else (), m * k, k * n)
-    _gemm.record_gemm(a.buffer, b.buffer, out.buffer, bias.buffer if bias is not None else None,
-                      m=m, n=n, k=k, trans_a=trans_a, trans_b=trans_b, alpha=1.0, beta=beta,
-                      plan=plan, bias_rows=bias_rows)
+    plan = batch_plan((batch,), (batch,) if a_batched else (),
+                      (batch,) if b_batched else (), m * k, k * n)
+    record_gemm(a.buffer, b.buffer, out.buffer, bias.buffer if bias is not None else None,
+                m=m, n=n, k=k, trans_a=trans_a, trans_b=trans_b, alpha=1.0, beta=beta,
+                plan=plan, bias_rows=bias_rows)
     return out
 
 
@@ -158,7 +161,7 @@ def linear_geglu(x: Tensor, weight: Tensor, bias: Tensor | None = None, *,
                          "(value and gate halves)")
     d, k = weight.shape[0] // 2, x.shape[-1]
     device = x.device
-    if x.dtype == np.float16 and _gemm_subgroup_matrix.available(device):
+    if x.dtype == np.float16 and matrix_units.available(device):
         # The matrix units' GEMM (Dawn) beats the fused portable one: keep two passes there.
         from .activation import geglu
 
@@ -167,10 +170,10 @@ def linear_geglu(x: Tensor, weight: Tensor, bias: Tensor | None = None, *,
     if out.size == 0:
         return out
     m = out.size // d
-    plan = _gemm.plan_gemm(m, 2 * d, k, 1)
-    tile = plan.tile if plan.tile.tn == 8 else _gemm.TILES["64x64"]
+    plan = plan_gemm(m, 2 * d, k, 1)
+    tile = plan.tile if plan.tile.tn == 8 else TILES["64x64"]
     if tile.workgroup_bytes > device.limits["max-compute-workgroup-storage-size"]:
-        tile = _gemm.TILES["64x64"]
+        tile = TILES["64x64"]
     vec = k % 4 == 0  # both operands are read along K (x as stored, weight transposed)
     types = {"T": wgsl_scalar(x.dtype), "O": wgsl_scalar(x.dtype)}
     if not vec:
@@ -180,7 +183,7 @@ def linear_geglu(x: Tensor, weight: Tensor, bias: Tensor | None = None, *,
                  "SPLIT": 0, "PAIRED": int(plan.paired), "GEGLU": _GELU[approximate]}
     kernel = Kernel.cached("linalg/gemm", constants=constants, types=types)
     grid = (math.ceil(d / (tile.bn // 2)), math.ceil(m / tile.bm), 1)
-    bias_buffer = bias.buffer if bias is not None else _gemm._placeholder(device, x.dtype)
+    bias_buffer = bias.buffer if bias is not None else portable.no_bias(device, x.dtype)
     kernel.dispatch(grid, x.buffer, weight.buffer, bias_buffer, out.buffer, m=m, n=d, k=k,
                     a_base=0, a_outer=0, a_inner=0, b_base=0, b_outer=0, b_inner=0, c_base=0,
                     inner=1, z_base=0, alpha=1.0, beta=0.0, has_bias=int(bias is not None),

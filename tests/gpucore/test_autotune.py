@@ -19,7 +19,10 @@ from support import ROOT
 import gpucore
 from gpucore import autotune
 from gpucore.__main__ import main as gpucore_main
-from gpustd import Tensor, _gemm, _gemm_tune, linalg
+from gpustd import Tensor, linalg
+from gpustd.gemm import dispatch, portable
+from gpustd.gemm import plan as _gemm
+from gpustd.gemm import tuning as _gemm_tune
 
 CANDIDATES = ("slow", "fast", "slower")
 # GEMM candidates covering every way gemm.wgsl's tiles differ (BK 8/16, 4 or 8 outputs per
@@ -127,8 +130,9 @@ def test_every_gemm_candidate_is_bitwise_the_default(first_device: gpucore.Devic
 
     def run(**override: object) -> np.ndarray:
         c = Tensor.empty((m, n), np.float32, device=device)
-        _gemm.record_gemm(a.buffer, b.buffer, c.buffer, None, m=m, n=n, k=k, trans_a=False,
-                          trans_b=trans_b, alpha=1.0, beta=0.0, plan=plan, **override)
+        record = portable.record_gemm if override else dispatch.record_gemm  # the rule's
+        record(a.buffer, b.buffer, c.buffer, None, m=m, n=n, k=k, trans_a=False,
+               trans_b=trans_b, alpha=1.0, beta=0.0, plan=plan, **override)
         return c.numpy()
 
     default = run()

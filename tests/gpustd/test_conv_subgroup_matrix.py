@@ -11,14 +11,14 @@ import pytest
 import gpucore
 from gpucore import _wgsl
 from gpustd import Tensor
-from gpustd import _gemm_subgroup_matrix as sm
+from gpustd.gemm import matrix_units as sm
 from gpustd.nn import _conv_subgroup_matrix as csm
 from gpustd.nn import conv2d
 
 
 @pytest.mark.parametrize("tile", csm.CONV_TILES.values(), ids=lambda t: t.name)
 @pytest.mark.parametrize(("kh", "kw", "width"), [(3, 3, 8), (1, 1, 4), (2, 5, 1)])
-def test_generated_kernel_interface(tile: sm.SMTile, kh: int, kw: int, width: int) -> None:
+def test_generated_kernel_interface(tile: sm.MatrixTile, kh: int, kw: int, width: int) -> None:
     source = csm.source(tile, kh, kw, width)
     signature = _wgsl.parse(source)
     assert [b.name for b in signature.storage] == ["x", "weight", "bias", "add", "out"]
@@ -31,7 +31,7 @@ def test_generated_kernel_interface(tile: sm.SMTile, kh: int, kw: int, width: in
 
 def test_gather_needs_fixed_pixel_columns() -> None:
     with pytest.raises(ValueError, match="pixel columns"):
-        csm.source(sm.SMTile(1, 4, 1, 1), 3, 3, 8)  # 32 invocations, 64 columns
+        csm.source(sm.MatrixTile(1, 4, 1, 1), 3, 3, 8)  # 32 invocations, 64 columns
 
 
 def test_tile_choice() -> None:
@@ -39,7 +39,7 @@ def test_tile_choice() -> None:
     assert csm.choose_conv_tile(640, 4 * 64 * 64) == csm.CONV_TILES["128x128"]
 
 
-_real_conv2d_sm = csm.conv2d_sm
+_real_conv2d_sm = csm.conv2d_matrix
 
 
 def _reference(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, add: np.ndarray | None,
@@ -71,7 +71,7 @@ def test_matches_torch_float64_where_available(device: gpucore.Device, case: tup
         calls.append(kwargs["out_hw"])
         return _real_conv2d_sm(*args, **kwargs)
 
-    monkeypatch.setattr(csm, "conv2d_sm", spy)
+    monkeypatch.setattr(csm, "conv2d_matrix", spy)
     monkeypatch.setattr(csm, "MIN_TILES", 0)  # small sizes take this kernel too
     rng = np.random.default_rng(c_in * c_out)
     x = rng.standard_normal((n, c_in, h, w)).astype(np.float16)
@@ -112,7 +112,7 @@ def test_two_groups_and_small_outputs_fall_back_where_available(
 
 @pytest.mark.parametrize("tile", csm.CONV_TILES.values(), ids=lambda t: t.name)
 def test_every_tile_matches_torch_where_available(device: gpucore.Device,
-                                                  tile: sm.SMTile) -> None:
+                                                  tile: sm.MatrixTile) -> None:
     if not sm.available(device):
         pytest.skip(f"{device.info.label} has no f16 subgroup matrices (Dawn on a GPU has)")
     rng = np.random.default_rng(11)
@@ -121,9 +121,9 @@ def test_every_tile_matches_torch_where_available(device: gpucore.Device,
     bias = rng.standard_normal(150).astype(np.float16)
     expected = _reference(x, weight, bias, None, stride=2, padding=2, dilation=2)
     add = rng.standard_normal(expected.shape).astype(np.float16)
-    got = csm.conv2d_sm(*(Tensor.from_numpy(v, device=device) for v in (x, weight, bias)),
-                        stride=(2, 2), padding=(2, 2), dilation=(2, 2),
-                        out_hw=expected.shape[2:], add=Tensor.from_numpy(add, device=device),
-                        add_mode=1, tile=tile).numpy()
+    got = csm.conv2d_matrix(*(Tensor.from_numpy(v, device=device) for v in (x, weight, bias)),
+                            stride=(2, 2), padding=(2, 2), dilation=(2, 2),
+                            out_hw=expected.shape[2:], add=Tensor.from_numpy(add, device=device),
+                            add_mode=1, tile=tile).numpy()
     expected = expected + add
     assert np.abs(got - expected).max() / np.abs(expected).max() < 2e-3

@@ -12,19 +12,20 @@ import pytest
 
 import gpucore
 from gpucore import _wgsl
-from gpustd import Tensor, _gemm, linalg
-from gpustd import _gemm_subgroup_matrix as sm
-from gpustd import _subgroup_matrix as core
+from gpustd import Tensor, linalg
+from gpustd.gemm import matrix_codegen as core
+from gpustd.gemm import matrix_units as sm
+from gpustd.gemm import plan as _gemm
 
 # Variants the tile sweep (tools/sm_sweep.py) explores beside the shipped ones.
-VARIANTS = [sm.SMTile(2, 2, 2, 2, 16, True), sm.SMTile(4, 4, 2, 2, 64),
-            sm.SMTile(2, 2, 2, 2, wide=True, pad=0), sm.SMTile(4, 2, 2, 4, acc="f16")]
+VARIANTS = [sm.MatrixTile(2, 2, 2, 2, 16, True), sm.MatrixTile(4, 4, 2, 2, 64),
+            sm.MatrixTile(2, 2, 2, 2, wide=True, pad=0), sm.MatrixTile(4, 2, 2, 4, acc="f16")]
 
 
 @pytest.mark.parametrize("tile", [*sm.TILES.values(), *VARIANTS])
 @pytest.mark.parametrize(("trans_a", "trans_b", "width"), [(False, False, 8), (True, True, 1),
                                                             (False, True, 4)])
-def test_generated_kernel_interface(tile: sm.SMTile, trans_a: bool, trans_b: bool,
+def test_generated_kernel_interface(tile: sm.MatrixTile, trans_a: bool, trans_b: bool,
                                     width: int) -> None:
     source = sm.source(tile, trans_a, trans_b, width, width)
     signature = _wgsl.parse(source)
@@ -43,11 +44,11 @@ def test_generated_kernel_interface(tile: sm.SMTile, trans_a: bool, trans_b: boo
 
 def test_staging_split_is_checked() -> None:
     with pytest.raises(ValueError, match="does not split"):
-        sm.source(sm.SMTile(1, 1, 4, 4, bk=16), False, False, 8, 8)  # 32x16 / 8 < 512
+        sm.source(sm.MatrixTile(1, 1, 4, 4, bk=16), False, False, 8, 8)  # 32x16 / 8 < 512
 
 
 def test_load_width() -> None:
-    tile, narrow = sm.SMTile(2, 2, 2, 2, wide=True), sm.SMTile(2, 2, 2, 2)
+    tile, narrow = sm.MatrixTile(2, 2, 2, 2, wide=True), sm.MatrixTile(2, 2, 2, 2)
     assert core.load_width(tile, 640, (0, 640 * 320)) == 8
     assert core.load_width(narrow, 640, ()) == 4
     assert core.load_width(tile, 644, ()) == 4
@@ -101,7 +102,7 @@ def test_matches_float64_where_available(device: gpucore.Device, m: int, k: int,
 
 @pytest.mark.parametrize("tile", VARIANTS[:3], ids=lambda t: t.name)
 def test_variants_match_float64_where_available(device: gpucore.Device,
-                                                tile: sm.SMTile) -> None:
+                                                tile: sm.MatrixTile) -> None:
     # Ragged in every dimension, with rows 16-byte aligned so that the wide loads run.
     m, k, n = 200, 328, 184
     _skip_unless_available(device)
@@ -111,8 +112,8 @@ def test_variants_match_float64_where_available(device: gpucore.Device,
     ta, tb = Tensor.from_numpy(a, device=device), Tensor.from_numpy(b, device=device)
     c = Tensor.empty((2, m, n), np.float16, device=device)
     plan = _gemm.batch_plan((2,), (2,), (), m * k, k * n)
-    sm.record_gemm_sm(ta.buffer, tb.buffer, c.buffer, tb.buffer, has_bias=False, m=m, n=n,
-                      k=k, trans_a=False, trans_b=True, alpha=1.0, beta=0.0, plan=plan,
-                      tile=tile)
+    sm.record_gemm_matrix(ta.buffer, tb.buffer, c.buffer, tb.buffer, has_bias=False, m=m,
+                          n=n, k=k, trans_a=False, trans_b=True, alpha=1.0, beta=0.0,
+                          plan=plan, tile=tile)
     expected = a.astype(np.float64) @ b.astype(np.float64).T
     assert np.abs(c.numpy() - expected).max() / np.abs(expected).max() < 2e-3

@@ -10,7 +10,9 @@ from hypothesis import strategies as st
 from support import assert_close, random_array
 
 import gpucore
-from gpustd import Tensor, _gemm, linalg
+from gpustd import Tensor, linalg
+from gpustd.gemm import plan as _gemm
+from gpustd.gemm import portable
 
 AWKWARD = [1, 2, 3, 4, 5, 7, 13, 16, 31, 33, 37, 64, 65, 67, 70]
 
@@ -30,7 +32,8 @@ def op(x: np.ndarray, trans: bool) -> np.ndarray:
 
 # -- GEMM ---------------------------------------------------------------------------------
 def check_forced(device, rng, trans_a, trans_b, cases, **force):
-    """record_gemm with the plan forced (`force`: tile), C = 0.5 op(A) op(B) + 2 C + bias.
+    """portable.record_gemm in the configuration given (`force`: tile),
+    C = 0.5 op(A) op(B) + 2 C + bias.
 
     Positive operands: a one-element result must not cancel to near zero (relative error)."""
     for m, n, k, splits, paired in cases:
@@ -39,11 +42,11 @@ def check_forced(device, rng, trans_a, trans_b, cases, **force):
         bias = random_array(rng, (n,), low=0.1)
         c = up(device, random_array(rng, (m, n), low=0.1))
         expected = 0.5 * op(a, trans_a).astype(np.float64) @ op(b, trans_b) + 2.0 * c.numpy() + bias
-        _gemm.record_gemm(up(device, a).buffer, up(device, b).buffer, c.buffer,
-                          up(device, bias).buffer, m=m, n=n, k=k, trans_a=trans_a,
-                          trans_b=trans_b, alpha=0.5, beta=2.0,
-                          plan=_gemm.batch_plan((), (), (), m * k, k * n),
-                          splits=splits, paired=paired, **force)
+        portable.record_gemm(up(device, a).buffer, up(device, b).buffer, c.buffer,
+                             up(device, bias).buffer, m=m, n=n, k=k, trans_a=trans_a,
+                             trans_b=trans_b, alpha=0.5, beta=2.0,
+                             plan=_gemm.batch_plan((), (), (), m * k, k * n),
+                             splits=splits, paired=paired, **force)
         assert_close(c.numpy(), expected)
 
 

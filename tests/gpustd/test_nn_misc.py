@@ -86,7 +86,7 @@ def test_linear(device: gpucore.Device, x_shape, w_shape, bias: bool) -> None:
 @pytest.mark.parametrize("x_shape,w_shape", [((2, 37, 24), (19, 24)), ((3, 200), (330, 200))])
 def test_linear_add_to(device: gpucore.Device, x_shape, w_shape) -> None:
     """add_to= adds the product into a residual in place (split-K for the tiny-M case)."""
-    from gpustd import _gemm
+    from gpustd.gemm import plan as _gemm
 
     assert _gemm.plan_gemm(3, 330, 200, 1).splits > 1
     rng = np.random.default_rng(6)
@@ -105,7 +105,7 @@ def test_linear_add_to(device: gpucore.Device, x_shape, w_shape) -> None:
 @pytest.mark.parametrize("n,c_in,c_out,h,w", [(2, 24, 19, 5, 7), (1, 96, 40, 2, 3)])
 def test_conv1x1_token_layouts(device: gpucore.Device, n, c_in, c_out, h, w) -> None:
     """NCHW -> tokens and tokens -> NCHW 1x1 convs (no permute) against torch."""
-    from gpustd import _gemm
+    from gpustd.gemm import plan as _gemm
     from gpustd.nn.linear import conv1x1_tokens, tokens_conv1x1
 
     assert _gemm.plan_gemm(40, 6, 96, 1).splits > 1

@@ -1,29 +1,31 @@
 """GEMM tile choice by the autotuner (gpucore.autotune): shape classes, candidates, trials.
 
-plan_gemm's rule (gpustd/_gemm.py) gives the default; the tuner may swap its tile and main
+The tuner sits above what it tunes: it imports the plan and the portable kernel, which never
+import it; gpustd/gemm/dispatch.py asks it for the tile and hands that to the kernel.
+plan_gemm's rule (gpustd/gemm/plan.py) gives the default; the tuner may swap its tile and main
 loop for any other gemm.wgsl configuration that fits the device, measured fastest on this
 adapter for the shape class. Why that never changes a result: every tile accumulates each
 output over K in the same order (one fma per k, k ascending, in f32), and split-K cuts K at
-multiples of _gemm.K_CHUNK whatever the tile, so only the number of splits orders the sum
-differently -- and that is part of the shape class, fixed by the rule. tests/test_autotune.py
+multiples of plan.K_CHUNK whatever the tile, so only the number of splits orders the sum
+differently -- and that is part of the shape class, fixed by the rule.
+tests/gpucore/test_autotune.py
 checks every candidate bitwise against the default.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from gpucore import Buffer, Device, autotune
 
-from . import _gemm
+from . import matrix_units, portable
+from .plan import ALL_TILES, TILES, Plan, Tile, batch_plan, k_partition, plan_gemm
 
-if TYPE_CHECKING:
-    from ._gemm import Plan, Tile
-
-__all__ = ["DTYPES", "SD_SHAPES", "candidates", "choose", "shape_class"]
+__all__ = ["DTYPES", "OP", "SD_SHAPES", "bucket", "candidates", "choose", "parse", "problems",
+           "shape_class", "tile_name"]
 
 DTYPES = (np.dtype(np.float32), np.dtype(np.float16))
 OP = "gemm"
@@ -41,7 +43,7 @@ SD_SHAPES = [
 ]
 
 
-def _bucket(x: int) -> int:
+def bucket(x: int) -> int:
     """x rounded up to the next 2^i or 1.5 x 2^i: sizes within ~25% share a tuned choice."""
     if x <= 4:
         return x
@@ -54,7 +56,7 @@ def shape_class(dtype: np.dtype, m: int, n: int, k: int, batch: int, trans_a: bo
                 trans_b: bool, splits: int) -> str:
     """e.g. "float32/nt/m8192/n384/k384/b1/s1": dtype, layout, bucketed sizes, K splits."""
     layout = ("t" if trans_a else "n") + ("t" if trans_b else "n")
-    return (f"{dtype.name}/{layout}/m{_bucket(m)}/n{_bucket(n)}/k{_bucket(k)}/b{_bucket(batch)}"
+    return (f"{dtype.name}/{layout}/m{bucket(m)}/n{bucket(n)}/k{bucket(k)}/b{bucket(batch)}"
             f"/s{splits}")
 
 
@@ -63,20 +65,22 @@ def _name(tile_name: str, paired: bool) -> str:
 
 
 @functools.cache
-def _tile_name(tile: Tile) -> str:
-    return next(name for name, known in _gemm.ALL_TILES.items() if known == tile)
+def tile_name(tile: Tile) -> str:
+    """The name of `tile` in plan.ALL_TILES ("64x64t4")."""
+    return next(name for name, known in ALL_TILES.items() if known == tile)
 
 
 @functools.lru_cache(maxsize=16)
 def candidates(workgroup_bytes: int) -> tuple[str, ...]:
     """Every tile x main loop whose workgroup tiles fit `workgroup_bytes`."""
-    return tuple(_name(name, paired) for name, tile in _gemm.ALL_TILES.items()
+    return tuple(_name(name, paired) for name, tile in ALL_TILES.items()
                  if tile.workgroup_bytes <= workgroup_bytes for paired in (False, True))
 
 
 def parse(name: str) -> tuple[Tile, bool]:
+    """("64x64t4/paired") -> (the tile, whether the main loop is paired)."""
     tile_name, loop = name.split("/")
-    return _gemm.ALL_TILES[tile_name], loop == "paired"
+    return ALL_TILES[tile_name], loop == "paired"
 
 
 def choose(device: Device, dtype: np.dtype, m: int, n: int, k: int, batch: int,
@@ -94,7 +98,7 @@ def _default(chosen: Plan, workgroup_bytes: int) -> str:
     """The rule's choice as a candidate: its tile, or 64 x 64 where that does not fit (as
     record_gemm falls back)."""
     fits = chosen.tile.workgroup_bytes <= workgroup_bytes
-    return _name(_tile_name(chosen.tile if fits else _gemm.TILES["64x64"]), chosen.paired)
+    return _name(tile_name(chosen.tile if fits else TILES["64x64"]), chosen.paired)
 
 
 def _trial_factory(device: Device, dtype: np.dtype, m: int, n: int, k: int, batch: int,
@@ -110,10 +114,10 @@ def _trial_factory(device: Device, dtype: np.dtype, m: int, n: int, k: int, batc
                 scratch.append(Buffer.from_numpy(values, device=device))
         a, b, c = scratch
         tile, paired = parse(name)
-        plan = _gemm.batch_plan((batch,), (batch,), (batch,), m * k, k * n)
-        return lambda: _gemm.record_gemm(a, b, c, None, m=m, n=n, k=k, trans_a=trans_a,
-                                         trans_b=trans_b, alpha=1.0, beta=0.0, plan=plan,
-                                         tile=tile, splits=splits, paired=paired)
+        plan = batch_plan((batch,), (batch,), (batch,), m * k, k * n)
+        return lambda: portable.record_gemm(a, b, c, None, m=m, n=n, k=k, trans_a=trans_a,
+                                            trans_b=trans_b, alpha=1.0, beta=0.0, plan=plan,
+                                            tile=tile, splits=splits, paired=paired)
 
     return trial
 
@@ -122,15 +126,15 @@ def problems(device: Device) -> list[autotune.Problem]:
     """The classes of SD_SHAPES on `device`, in float32 and, where the float16 GEMM runs on
     this kernel (shader-f16 without subgroup matrices), float16."""
     dtypes: list[np.dtype] = [np.dtype(np.float32)]
-    if device.has_f16 and not _gemm._gemm_subgroup_matrix.available(device):
+    if device.has_f16 and not matrix_units.available(device):
         dtypes.append(np.dtype(np.float16))
     limit = device.limits["max-compute-workgroup-storage-size"]
     found: dict[str, autotune.Problem] = {}
     for dtype in dtypes:
         for m, k, n, batch, layout in SD_SHAPES:
             trans_a, trans_b = layout[0] == "t", layout[1] == "t"
-            chosen = _gemm.plan_gemm(m, n, k, batch)
-            splits, _ = _gemm.k_partition(chosen.splits, k, batch * m * n, device)
+            chosen = plan_gemm(m, n, k, batch)
+            splits, _ = k_partition(chosen.splits, k, batch * m * n, device)
             key = shape_class(dtype, m, n, k, batch, trans_a, trans_b, splits)
             found.setdefault(key, autotune.Problem(
                 OP, key, candidates(limit), _default(chosen, limit),

@@ -1,6 +1,6 @@
 """The generator behind the subgroup-matrix kernels (WGSL `chromium_experimental_subgroup_matrix`,
 Dawn): f16 operands staged in workgroup memory, 16x16x16 fragments multiplied on the matrix
-units, f32 (or, for comparison, f16) accumulation. gpustd/_gemm_subgroup_matrix.py (GEMM)
+units, f32 (or, for comparison, f16) accumulation. gpustd/gemm/matrix_units.py (GEMM)
 and gpustd/nn/_conv_subgroup_matrix.py (implicit-GEMM conv2d) build their kernels here.
 
 The WGSL is generated, not read from shaders/: a subgroup's FM x FN accumulators and its
@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Operand", "SMTile", "contiguous_load", "kernel_source", "load_type", "load_width"]
+__all__ = ["MatrixTile", "Operand", "contiguous_load", "kernel_source", "load_type", "load_width"]
 
 # A global load of 8 f16 (16 bytes): a struct rather than vec4<u32> so that the binding still
 # holds f16 (gpucore checks a buffer's element type against the binding's).
@@ -34,11 +34,11 @@ _PARTS = {1: ("",), 4: (".x", ".y", ".z", ".w"),
 
 
 @dataclass(frozen=True)
-class SMTile:
+class MatrixTile:
     """WM x WN subgroups of FM x FN 16x16 fragments; K steps of BK (16, 32 or 64).
 
     wide: 8 f16 per global load (else 4) where the contiguous dimension allows (slower on
-    an H100: see gpustd/_gemm_subgroup_matrix.choose_tile). pad: f16 added to each staged
+    an H100: see gpustd/gemm/matrix_units.choose_tile). pad: f16 added to each staged
     row against bank conflicts (8 makes a 32-deep row 80 bytes, 5 16-byte units: a
     fragment's 8 rows then start in 8 different units).
     double: two staging buffers and one barrier per K step instead of one buffer and two.
@@ -92,12 +92,12 @@ class Operand:
     k_major: bool
     width: int
 
-    def staged(self, tile: SMTile) -> tuple[int, int]:
+    def staged(self, tile: MatrixTile) -> tuple[int, int]:
         """(rows, cols) of the staged K-step tile: as stored, cols contiguous."""
         extent = tile.bm if self.name == "a" else tile.bn
         return (tile.bk, extent) if self.k_major else (extent, tile.bk)
 
-    def stride(self, tile: SMTile) -> int:
+    def stride(self, tile: MatrixTile) -> int:
         return self.staged(tile)[1] + tile.pad
 
     def origin(self) -> tuple[str, str]:
@@ -105,20 +105,20 @@ class Operand:
         mn0 = "m0" if self.name == "a" else "n0"
         return ("k0", mn0) if self.k_major else (mn0, "k0")
 
-    def fixed_column(self, tile: SMTile) -> bool:
+    def fixed_column(self, tile: MatrixTile) -> bool:
         """Whether each invocation stages the same column at every K step (then computed
         once, as `col_{name}`: the implicit GEMM's gather hoists its pixel decoding there)."""
         per_row = self.staged(tile)[1] // self.width
         return self.k_major and tile.threads % per_row == 0
 
-    def fragment(self, tile: SMTile, kk: int, mn: str) -> tuple[str, bool]:
+    def fragment(self, tile: MatrixTile, kk: int, mn: str) -> tuple[str, bool]:
         """(offset, column-major) of the 16x16 fragment at K offset kk, M/N offset mn."""
         stride = self.stride(tile)
         at = f"{kk}u * {stride}u + {mn}" if self.k_major else f"({mn}) * {stride}u + {kk}u"
         return at, self.k_major if self.name == "a" else not self.k_major
 
 
-def _stage_code(op: Operand, tile: SMTile) -> tuple[list[str], list[str], list[str]]:
+def _stage_code(op: Operand, tile: MatrixTile) -> tuple[list[str], list[str], list[str]]:
     """(private declarations, fetch statements, store statements) of one operand's staging:
     fetch reads global memory into registers, store writes them to workgroup memory."""
     rows, cols = op.staged(tile)
@@ -142,7 +142,7 @@ def _stage_code(op: Operand, tile: SMTile) -> tuple[list[str], list[str], list[s
     return decls, fetch, store
 
 
-def _multiply_code(tile: SMTile, a: Operand, b: Operand) -> str:
+def _multiply_code(tile: MatrixTile, a: Operand, b: Operand) -> str:
     """The unrolled fragment loads and multiply-accumulates of one staged K step: a block per
     16-deep K slice, so that its fragments are block-local."""
     left = "subgroup_matrix_left<f16, 16, 16>"
@@ -164,7 +164,7 @@ def _multiply_code(tile: SMTile, a: Operand, b: Operand) -> str:
     return "\n".join(blocks)
 
 
-def _main_loop(tile: SMTile, size_a: int, size_b: int, body: str) -> str:
+def _main_loop(tile: MatrixTile, size_a: int, size_b: int, body: str) -> str:
     """The K loop: stage, multiply, fetch the next step in between."""
     bk = tile.bk
     if tile.double:
@@ -191,7 +191,7 @@ def _main_loop(tile: SMTile, size_a: int, size_b: int, body: str) -> str:
   }}"""
 
 
-def kernel_source(tile: SMTile, a: Operand, b: Operand, *, declarations: str, setup: str,
+def kernel_source(tile: MatrixTile, a: Operand, b: Operand, *, declarations: str, setup: str,
                   extent: tuple[str, str, str], comment: str) -> str:
     """A whole subgroup-matrix kernel: C (M x N) = A (M x K) B (K x N), tile by tile.
 
@@ -221,7 +221,7 @@ def kernel_source(tile: SMTile, a: Operand, b: Operand, *, declarations: str, se
     return f"""enable f16;
 enable subgroups;
 enable chromium_experimental_subgroup_matrix;
-// Generated by gpustd/_subgroup_matrix.py ({comment}): tile {tile.name}.
+// Generated by gpustd/gemm/matrix_codegen.py ({comment}): tile {tile.name}.
 {HALF8}
 {declarations}
 
@@ -293,7 +293,7 @@ def contiguous_load(name: str, width: int, rows: str, cols: str, ld: str, base: 
 }}"""
 
 
-def load_width(tile: SMTile, contiguous: int, offsets: tuple[int, ...]) -> int:
+def load_width(tile: MatrixTile, contiguous: int, offsets: tuple[int, ...]) -> int:
     """f16 per global load an operand allows: its contiguous extent and every offset into it
     must be multiples of the width (each vector load stays inside one row)."""
     for width in (8, 4):

@@ -1,10 +1,11 @@
 """f16 GEMM on the matrix units (tensor cores): WGSL `chromium_experimental_subgroup_matrix`
-(Dawn), f16 operands, f32 accumulation. gpustd._gemm routes f16 GEMMs here when the device
-has a matching subgroup-matrix config (f16 x f16 -> f32, 16x16x16, subgroups of 32).
+(Dawn), f16 operands, f32 accumulation. gpustd/gemm/dispatch.py routes f16 GEMMs here when the
+device has a matching subgroup-matrix config (f16 x f16 -> f32, 16x16x16, subgroups of 32).
 
-The kernels come from gpustd/_subgroup_matrix.py's generator; this module supplies the GEMM's
-bindings, batch offsets, row-major loads and its epilogue (alpha * acc + beta * C + bias,
-rounded to f16), picks the tile (choose_tile) and records the dispatches.
+The kernels come from gpustd/gemm/matrix_codegen.py's generator; this module supplies the
+GEMM's bindings, batch offsets, row-major loads and its epilogue (alpha * acc + beta * C +
+bias, rounded to f16), the rule's tile (choose_tile; gpustd/gemm/matrix_tuning.py may pick
+another) and records the dispatches in the tile it is given.
 """
 
 from __future__ import annotations
@@ -14,15 +15,22 @@ from typing import Any
 
 from gpucore import Buffer, Device, Kernel
 
-from ._subgroup_matrix import Operand, SMTile, contiguous_load, kernel_source, load_type, load_width
+from .matrix_codegen import (
+    MatrixTile,
+    Operand,
+    contiguous_load,
+    kernel_source,
+    load_type,
+    load_width,
+)
+from .plan import MULTIPROCESSORS, BatchPlan
 
-__all__ = ["TILES", "SMTile", "available", "choose_tile", "record_gemm_sm", "source"]
+__all__ = ["TILES", "MatrixTile", "available", "choose_tile", "record_gemm_matrix", "source"]
 
 # The shipped configurations: choose_tile picks one of the first two; 128x128 stays a
 # candidate for the autotuner (the fastest at 4096^3 with Dawn's robustness off).
-TILES = {"64x64": SMTile(2, 2, 2, 2), "64x64k16": SMTile(2, 2, 2, 2, bk=16),
-         "128x128": SMTile(4, 2, 2, 4)}
-_SMS = 132  # streaming multiprocessors of the H100/H200 the choice was measured on
+TILES = {"64x64": MatrixTile(2, 2, 2, 2), "64x64k16": MatrixTile(2, 2, 2, 2, bk=16),
+         "128x128": MatrixTile(4, 2, 2, 4)}
 
 
 def available(device: Device) -> bool:
@@ -33,9 +41,9 @@ def available(device: Device) -> bool:
             and config.min_subgroup_size in (0, 32) and config.max_subgroup_size in (0, 32))
 
 
-def choose_tile(m: int, n: int, batch: int) -> SMTile:
+def choose_tile(m: int, n: int, batch: int) -> MatrixTile:
     """64 x 64 tiles of 4 subgroups (2 x 2 fragments each); K steps of 16 where the grid
-    has 8 or more tiles per SM (occupancy is then bounded by registers and workgroup
+    has 8 or more tiles per multiprocessor (occupancy is then bounded by registers and workgroup
     memory, which the shorter step halves), of 32 below (fewer barriers per K).
 
     Measured on an H100 (Dawn, default toggles, 2026-11-23, tools/sm_sweep.py; TFLOP/s by
@@ -59,7 +67,7 @@ def choose_tile(m: int, n: int, batch: int) -> SMTile:
     4096^3 and 64x64 k32 66.5/71.5/71.2/57.5/48.1 on the UNet shapes.
     """
     tiles = math.ceil(m / 64) * math.ceil(n / 64) * batch
-    return TILES["64x64k16"] if tiles >= 8 * _SMS else TILES["64x64"]
+    return TILES["64x64k16"] if tiles >= 8 * MULTIPROCESSORS else TILES["64x64"]
 
 
 _GEMM_PARAMS = """struct Params {
@@ -71,9 +79,9 @@ _GEMM_PARAMS = """struct Params {
 }"""
 
 
-def source(tile: SMTile, trans_a: bool, trans_b: bool, width_a: int, width_b: int) -> str:
+def source(tile: MatrixTile, trans_a: bool, trans_b: bool, width_a: int, width_b: int) -> str:
     """The WGSL of one GEMM variant: C = alpha op(A) op(B) + beta C + bias, batched over
-    workgroup z (see record_gemm_sm); width_*: f16 per global load of each operand."""
+    workgroup z (see record_gemm_matrix); width_*: f16 per global load of each operand."""
     a = Operand("a", trans_a, width_a)
     b = Operand("b", not trans_b, width_b)
     a_dims = ("params.k", "params.m") if trans_a else ("params.m", "params.k")
@@ -113,7 +121,7 @@ fn store_c(row: u32, col: u32, value: f32) {{
 _kernels: dict[tuple, Kernel] = {}
 
 
-def _kernel(tile: SMTile, trans_a: bool, trans_b: bool, width_a: int, width_b: int) -> Kernel:
+def _kernel(tile: MatrixTile, trans_a: bool, trans_b: bool, width_a: int, width_b: int) -> Kernel:
     key = (tile, trans_a, trans_b, width_a, width_b)
     found = _kernels.get(key)
     if found is None:
@@ -121,18 +129,14 @@ def _kernel(tile: SMTile, trans_a: bool, trans_b: bool, width_a: int, width_b: i
     return found
 
 
-def record_gemm_sm(a: Buffer[Any], b: Buffer[Any], c: Buffer[Any], bias: Buffer[Any], *,
-                   has_bias: bool, m: int, n: int, k: int, trans_a: bool, trans_b: bool,
-                   alpha: float, beta: float, plan: Any, tile: SMTile | None = None) -> None:
+def record_gemm_matrix(a: Buffer[Any], b: Buffer[Any], c: Buffer[Any], bias: Buffer[Any], *,
+                       has_bias: bool, m: int, n: int, k: int, trans_a: bool, trans_b: bool,
+                       alpha: float, beta: float, plan: BatchPlan, tile: MatrixTile) -> None:
     """Record C = alpha op(A) op(B) + beta C + bias (f16, f32 accumulation) for every batch
-    entry of `plan` (a gpustd._gemm.BatchPlan) on the matrix units. No validation: the
-    caller (gpustd._gemm.record_gemm) has done it; `bias` is a placeholder when not has_bias.
+    entry of `plan` on the matrix units in `tile`. No validation: the caller
+    (gpustd.gemm.dispatch.record_gemm) has done it; `bias` is a placeholder when not has_bias.
     """
     device = c.device
-    if tile is None:
-        from ._sm_tune import gemm_tile  # it imports this module
-
-        tile = gemm_tile(device, m, n, k, plan.count, trans_a, trans_b)
     offsets_a = (plan.outer_strides[0], plan.inner_strides[0], *(g[0] for g in plan.groups))
     offsets_b = (plan.outer_strides[1], plan.inner_strides[1], *(g[1] for g in plan.groups))
     width_a = load_width(tile, m if trans_a else k, offsets_a)

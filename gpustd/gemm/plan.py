@@ -1,23 +1,24 @@
-"""GEMM driver for shaders/linalg/gemm.wgsl: tile choice, batch broadcasting, dispatch.
+"""GEMM plans, pure host logic: gemm.wgsl's tiles, the rule that picks tile, K splits and main
+loop (plan_gemm), the split-K partition and the broadcast batch's mapping onto dispatches.
 
-The public wrappers (gpustd.linalg.gemm / matmul) validate; this module only plans and records.
+Nothing here touches a kernel: gpustd/gemm/portable.py records what a plan says, and
+gpustd/gemm/tuning.py may swap the tile for one measured faster.
 """
 
 from __future__ import annotations
 
 import math
-import weakref
 from dataclasses import dataclass
-from typing import Any
 
-import numpy as np
+from gpucore import Device
 
-from gpucore import Buffer, Device, Kernel, wgsl_scalar
+__all__ = ["ALL_TILES", "EXTRA_TILES", "K_CHUNK", "MULTIPROCESSORS", "TILES", "BatchPlan",
+           "Plan", "Tile", "batch_plan", "k_partition", "plan_gemm"]
 
-from . import _gemm_subgroup_matrix, _gemm_tune
-
-__all__ = ["ALL_TILES", "EXTRA_TILES", "TILES", "BatchPlan", "Plan", "Tile", "batch_plan",
-           "plan_gemm", "record_gemm"]
+# Multiprocessors (SMs) of the H100/H200 on which every fixed rule of the GEMM corner and of
+# the convolutions was measured: the rules count waves of workgroups against this, whatever
+# the device (a rule tuned for one GPU; the autotuner adapts to others).
+MULTIPROCESSORS = 132
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,7 @@ TILES = {
     "64x64t4": Tile(64, 64, 16, 4, 4),
     "32x32": Tile(32, 32, 8, 4, 4),
 }
-# More tiles gemm.wgsl expresses, which only the autotuner picks (gpustd/_gemm_tune.py).
+# More tiles gemm.wgsl expresses, which only the autotuner picks (gpustd/gemm/tuning.py).
 EXTRA_TILES = {
     "128x128k16": Tile(128, 128, 16, 8, 8),
     "128x64k16": Tile(128, 64, 16, 8, 8),
@@ -105,7 +106,6 @@ class Plan:
 #   against 125 us unsplit) -- cost model below;
 # - tiny M (time embeddings, the 77-token context) runs 32 x 32 tiles in up to 12 splits
 #   (2 x 1280 x 1280: 20 us against 52 us).
-_SMS = 132  # multiprocessors of an H100/H200
 _SPLITS = (1, 2, 3, 4, 6, 8, 12)
 # Split-K cost model: workgroups that run at once (per GPU) and relative time per K tile for
 # each tile, plus the partial sums' traffic; fitted to the sweep (its picks cost 4.6% over
@@ -120,13 +120,13 @@ def plan_gemm(m: int, n: int, k: int, batch: int) -> Plan:
     def count(tile: Tile) -> int:
         return math.ceil(m / tile.bm) * math.ceil(n / tile.bn) * batch
 
-    if count(TILES["128x128"]) >= 2 * _SMS:
+    if count(TILES["128x128"]) >= 2 * MULTIPROCESSORS:
         return Plan(TILES["64x64"], 1, k >= 512)
     if count(TILES["64x64"]) >= 320 and k <= 384:
         return Plan(TILES["64x64t4"], 1, False)
-    if count(TILES["64x64"]) >= 4 * _SMS:
+    if count(TILES["64x64"]) >= 4 * MULTIPROCESSORS:
         return Plan(TILES["64x64"], 1, False)
-    if count(TILES["64x64"]) >= 2 * _SMS and k >= 1024 and min(m, n) <= 384:
+    if count(TILES["64x64"]) >= 2 * MULTIPROCESSORS and k >= 1024 and min(m, n) <= 384:
         # H100 sweep (tools/gemm_sweep.py, 2026-11-23): 4096 x 1280 x 320 runs 0.148 ms in
         # 4 splits of 64 x 64 against 0.207 for the cost model's 4 splits of 128 x 128.
         return Plan(TILES["64x64"], 4, False)
@@ -136,7 +136,7 @@ def plan_gemm(m: int, n: int, k: int, batch: int) -> Plan:
         tiles = count(tile)
         k_tiles = math.ceil(k / tile.bk)
         for s in _SPLITS:
-            if s > 1 and (tiles * s > 4 * _SMS or k_tiles // s < 4):
+            if s > 1 and (tiles * s > 4 * MULTIPROCESSORS or k_tiles // s < 4):
                 continue
             cost = (math.ceil(tiles * s / concurrent) * math.ceil(k_tiles / s)
                     * _STEP_COST[name])
@@ -157,35 +157,6 @@ def k_partition(splits: int, k: int, total: int, device: Device) -> tuple[int, i
     if splits > 1 and splits * total * 4 > device.limits["max-storage-buffer-binding-size"]:
         return 1, chunks
     return splits, per_split
-
-
-def _kernel(dtype: np.dtype, tile: Tile, trans_a: bool, trans_b: bool, vec_a: bool,
-            vec_b: bool, split: bool, paired: bool) -> Kernel:
-    types = {"T": wgsl_scalar(dtype), "O": "f32" if split else wgsl_scalar(dtype)}
-    if not vec_a:
-        types["AV"] = "T"
-    if not vec_b:
-        types["BV"] = "T"
-    constants = {"WX": tile.wx, "WY": tile.wy, "BK": tile.bk, "TM": tile.tm, "TN": tile.tn,
-                 "TRANS_A": int(trans_a), "TRANS_B": int(trans_b), "VEC_A": int(vec_a),
-                 "VEC_B": int(vec_b), "SPLIT": int(split), "PAIRED": int(paired)}
-    return Kernel.cached("linalg/gemm", constants=constants, types=types)
-
-
-def _finish_kernel(dtype: np.dtype) -> Kernel:
-    return Kernel.cached("linalg/gemm_splitk", types={"T": wgsl_scalar(dtype)})
-
-
-_no_bias: weakref.WeakKeyDictionary[Device, dict[np.dtype, Buffer[Any]]] = (
-    weakref.WeakKeyDictionary())
-
-
-def _placeholder(device: Device, dtype: np.dtype) -> Buffer[Any]:
-    """A one-element buffer bound where no bias is given (has_bias = 0 keeps it unread)."""
-    per_device = _no_bias.setdefault(device, {})
-    if dtype not in per_device:
-        per_device[dtype] = Buffer(1, dtype, device=device, read_only=True, label="no bias")
-    return per_device[dtype]
 
 
 @dataclass(frozen=True)
@@ -235,66 +206,3 @@ def batch_plan(out_batch: tuple[int, ...], a_batch: tuple[int, ...], b_batch: tu
     for size, sa, sb in reversed(merged[:-2]):
         groups = [(ga + i * sa, gb + i * sb) for i in range(size) for ga, gb in groups]
     return BatchPlan(math.prod(out_batch), outer, inner, (oa, ob), (ia, ib), tuple(groups))
-
-
-def record_gemm(a: Buffer[Any], b: Buffer[Any], c: Buffer[Any], bias: Buffer[Any] | None, *,
-                m: int, n: int, k: int, trans_a: bool, trans_b: bool, alpha: float, beta: float,
-                plan: BatchPlan, tile: Tile | None = None, splits: int | None = None,
-                paired: bool | None = None, bias_rows: bool = False) -> None:
-    """Record C = alpha op(A) op(B) + beta C + bias for every batch entry (no validation).
-
-    bias: (n,) added along rows, or with `bias_rows` (m,), one value per row (a 1x1 conv's
-    output channels). `tile`, `splits` and `paired` override plan_gemm's choice (tests, tuning)."""
-    if m == 0 or n == 0 or plan.count == 0:
-        return
-    device = c.device
-    if (c.dtype == a.dtype == b.dtype == np.float16 and tile is None and splits is None
-            and paired is None and not bias_rows
-            and _gemm_subgroup_matrix.available(device)):  # the matrix units (Dawn)
-        _gemm_subgroup_matrix.record_gemm_sm(
-            a, b, c, bias if bias is not None else _placeholder(device, c.dtype),
-            has_bias=bias is not None, m=m, n=n, k=k, trans_a=trans_a, trans_b=trans_b,
-            alpha=alpha, beta=beta, plan=plan)
-        return
-    per_group = plan.outer * plan.inner
-    total = plan.count * m * n
-    chosen = plan_gemm(m, n, k, plan.count)
-    splits, chunks_per_split = k_partition(splits or chosen.splits, k, total, device)
-    if tile is None and paired is None and c.dtype in _gemm_tune.DTYPES:
-        tile, paired = _gemm_tune.choose(device, c.dtype, m, n, k, plan.count, trans_a,
-                                         trans_b, chosen, splits)
-    tile = tile or chosen.tile
-    if tile.workgroup_bytes > device.limits["max-compute-workgroup-storage-size"]:
-        tile = TILES["64x64"]
-    paired = chosen.paired if paired is None else paired
-    per_split = chunks_per_split * K_CHUNK // tile.bk
-    # vec4 reads need the contiguous dimension (and so every row start) 16-byte aligned.
-    vec_a = k > 0 and (m if trans_a else k) % 4 == 0
-    vec_b = k > 0 and (k if trans_b else n) % 4 == 0
-    kernel = _kernel(c.dtype, tile, trans_a, trans_b, vec_a, vec_b, splits > 1, paired)
-    has_bias = 0 if bias is None else 2 if bias_rows else 1
-    bias_buffer = bias if bias is not None else _placeholder(device, c.dtype)
-    # Split-K: every split writes raw f32 sums to its own slab; gemm_splitk adds them.
-    out = Buffer.empty(splits * total, np.float32, device=device) if splits > 1 else c
-    max_z = device.limits["max-compute-workgroups-per-dimension"]
-    grid_xy = (math.ceil(n / tile.bn), math.ceil(m / tile.bm))
-    for g, (a_base, b_base) in enumerate(plan.groups):
-        for z_base, z_count in _chunks(per_group * splits, max_z):
-            kernel.dispatch(
-                (*grid_xy, z_count), a, b, bias_buffer, out,
-                m=m, n=n, k=k,
-                a_base=a_base, a_outer=plan.outer_strides[0], a_inner=plan.inner_strides[0],
-                b_base=b_base, b_outer=plan.outer_strides[1], b_inner=plan.inner_strides[1],
-                c_base=g * per_group * m * n, inner=plan.inner, z_base=z_base,
-                alpha=alpha, beta=beta, has_bias=has_bias,
-                splits=splits, k_tiles_per_split=per_split, c_total=total,
-            )
-    if splits > 1:
-        finish = _finish_kernel(c.dtype)
-        finish.dispatch(finish.groups_for(total), out, bias_buffer, c, total=total, n=n,
-                        splits=splits, alpha=alpha, beta=beta, has_bias=has_bias, m=m)
-
-
-def _chunks(total: int, size: int) -> list[tuple[int, int]]:
-    return [(start, min(size, total - start)) for start in range(0, total, size)]
-

@@ -1,5 +1,6 @@
-"""The matrix-unit kernels' tile choice through the autotuner (gpustd/_sm_tune.py): shape
-classes, candidates, registration and the kernels' routing run everywhere (nothing compiles);
+"""The matrix-unit kernels' tile choice through the autotuner (gpustd/gemm/matrix_tuning.py,
+gpustd/nn/_conv_matrix_tuning.py): shape classes, candidates, registration and the routing
+(the dispatchers hand the kernels the tuner's tile) run everywhere (nothing compiles);
 the promise that every candidate computes the default's result bit for bit, and that tuning
 never changes matmul's or conv2d's result, runs on Dawn adapters with subgroup matrices (the
 GPU machine, GPUCORE_RUNTIME=dawn) and skips elsewhere."""
@@ -19,9 +20,12 @@ from support import ROOT
 
 import gpucore
 from gpucore import autotune
-from gpustd import Tensor, _gemm, _gemm_tune, _sm_tune, linalg
-from gpustd import _gemm_subgroup_matrix as gemm_sm
-from gpustd.nn import _conv_subgroup_matrix as conv_sm
+from gpustd import Tensor, linalg
+from gpustd.gemm import dispatch, matrix_tuning, matrix_units
+from gpustd.gemm import plan as _gemm
+from gpustd.gemm import tuning as _gemm_tune
+from gpustd.nn import _conv_matrix_tuning as conv_tune
+from gpustd.nn import _conv_subgroup_matrix as conv_matrix
 from gpustd.nn import conv2d
 
 pytestmark = pytest.mark.usefixtures("cache_home")  # conftest: private cache, tuning off
@@ -42,45 +46,45 @@ def remember(device: gpucore.Device, op: str, shape_class: str, winner: str,
 
 # -- everywhere: nothing here compiles a subgroup-matrix kernel ------------------------
 def test_shape_classes_bucket_sizes_and_keep_what_changes_the_kernel() -> None:
-    assert _sm_tune.gemm_class(8192, 320, 320, 1, False, True) == "f16/nt/m8192/n384/k384/b1"
-    assert _sm_tune.gemm_class(8000, 300, 330, 1, False, True) == "f16/nt/m8192/n384/k384/b1"
-    assert _sm_tune.gemm_class(8192, 320, 320, 1, True, False) == "f16/tn/m8192/n384/k384/b1"
-    assert _sm_tune.conv_class(3, 3, (1, 1), 320, 2880, 8192) == "f16/3x3/s1x1/co384/k3072/p8192"
-    assert _sm_tune.conv_class(3, 3, (2, 2), 320, 2880, 8192) != \
-        _sm_tune.conv_class(3, 3, (1, 1), 320, 2880, 8192)
-    assert _sm_tune.conv_class(1, 1, (1, 1), 320, 2880, 8192) != \
-        _sm_tune.conv_class(3, 3, (1, 1), 320, 2880, 8192)
+    assert matrix_tuning.gemm_class(8192, 320, 320, 1, False, True) == "f16/nt/m8192/n384/k384/b1"
+    assert matrix_tuning.gemm_class(8000, 300, 330, 1, False, True) == "f16/nt/m8192/n384/k384/b1"
+    assert matrix_tuning.gemm_class(8192, 320, 320, 1, True, False) == "f16/tn/m8192/n384/k384/b1"
+    assert conv_tune.conv_class(3, 3, (1, 1), 320, 2880, 8192) == "f16/3x3/s1x1/co384/k3072/p8192"
+    assert conv_tune.conv_class(3, 3, (2, 2), 320, 2880, 8192) != \
+        conv_tune.conv_class(3, 3, (1, 1), 320, 2880, 8192)
+    assert conv_tune.conv_class(1, 1, (1, 1), 320, 2880, 8192) != \
+        conv_tune.conv_class(3, 3, (1, 1), 320, 2880, 8192)
 
 
 def test_candidates_accumulate_alike_and_fit_the_device() -> None:
     """f32 accumulators and K steps of whole 16-deep slices (the module docstring's argument);
     no f16 accumulators, which would round differently."""
-    tiles = [*_sm_tune.GEMM_TILES.values(), *conv_sm.CONV_TILES.values()]
+    tiles = [*matrix_tuning.GEMM_TILES.values(), *conv_matrix.CONV_TILES.values()]
     assert all(t.acc == "f32" and t.bk % 16 == 0 for t in tiles)
     everything = fake_device()
-    assert _sm_tune.gemm_candidates(everything, 500, 700) == tuple(_sm_tune.GEMM_TILES)
-    assert _sm_tune.conv_candidates(everything, 320, 8192) == tuple(conv_sm.CONV_TILES)
+    assert matrix_tuning.gemm_candidates(everything, 500, 700) == tuple(matrix_tuning.GEMM_TILES)
+    assert conv_tune.conv_candidates(everything, 320, 8192) == tuple(conv_matrix.CONV_TILES)
     # 16 KiB of workgroup memory: no 128 x 128 tile with K steps of 32 (28 KiB)
-    assert "128x128" not in _sm_tune.gemm_candidates(fake_device(storage=16384), 500, 700)
-    assert "128x128k16" in _sm_tune.gemm_candidates(fake_device(storage=24576), 500, 700)
+    assert "128x128" not in matrix_tuning.gemm_candidates(fake_device(storage=16384), 500, 700)
+    assert "128x128k16" in matrix_tuning.gemm_candidates(fake_device(storage=24576), 500, 700)
     # a grid of at most 100 workgroups a side: 6401 pixels need 101 columns of 64
-    assert _sm_tune.conv_candidates(fake_device(grid=100), 64, 6401) == ("128x128",)
-    assert _sm_tune.gemm_candidates(fake_device(grid=100), 6401, 64) == ("128x128",
+    assert conv_tune.conv_candidates(fake_device(grid=100), 64, 6401) == ("128x128",)
+    assert matrix_tuning.gemm_candidates(fake_device(grid=100), 6401, 64) == ("128x128",
                                                                         "128x128k16")
 
 
 def test_registered_with_the_rules_as_defaults(first_device: gpucore.Device,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     assert {"gemm_sm", "conv_sm"} <= set(autotune.registered())
-    if not gemm_sm.available(first_device):
+    if not matrix_units.available(first_device):
         assert autotune.problems(first_device, ["gemm_sm", "conv_sm"]) == []
-        monkeypatch.setattr(gemm_sm, "available", lambda device: True)
+        monkeypatch.setattr(matrix_units, "available", lambda device: True)
     gemm = autotune.problems(first_device, ["gemm_sm"])
-    expected = {_sm_tune.gemm_class(m, n, k, batch, layout[0] == "t", layout[1] == "t")
+    expected = {matrix_tuning.gemm_class(m, n, k, batch, layout[0] == "t", layout[1] == "t")
                 for m, k, n, batch, layout in _gemm_tune.SD_SHAPES}
     assert {p.shape_class for p in gemm} == expected
     square = next(p for p in gemm if p.shape_class == "f16/nn/m4096/n4096/k4096/b1")
-    assert square.default == "64x64k16" and square.candidates == tuple(_sm_tune.GEMM_TILES)
+    assert square.default == "64x64k16" and square.candidates == tuple(matrix_tuning.GEMM_TILES)
     conv = autotune.problems(first_device, ["conv_sm"])
     classes = {p.shape_class: p for p in conv}
     assert len(classes) == len(conv)
@@ -98,15 +102,15 @@ def test_registered_with_the_rules_as_defaults(first_device: gpucore.Device,
 def test_rule_unless_a_winner_is_cached(first_device: gpucore.Device) -> None:
     """Tuning off: the rule's tile, no trial run; a cached winner replaces it."""
     device = first_device
-    assert _sm_tune.gemm_tile(device, 4096, 4096, 4096, 1, False, False) == \
-        gemm_sm.choose_tile(4096, 4096, 1)
+    assert matrix_tuning.gemm_tile(device, 4096, 4096, 4096, 1, False, False) == \
+        matrix_units.choose_tile(4096, 4096, 1)
     remember(device, "gemm_sm", "f16/nn/m4096/n4096/k4096/b1", "128x128", "64x64k16")
-    assert _sm_tune.gemm_tile(device, 4000, 4096, 4090, 1, False, False) == \
-        _sm_tune.GEMM_TILES["128x128"]
+    assert matrix_tuning.gemm_tile(device, 4000, 4096, 4090, 1, False, False) == \
+        matrix_tuning.GEMM_TILES["128x128"]
     shapes = ((2, 320, 64, 64), (320, 320, 3, 3), (1, 1), (1, 1), (1, 1), (64, 64))
-    assert _sm_tune.conv_tile(device, *shapes) == conv_sm.choose_conv_tile(320, 8192)
+    assert conv_tune.conv_tile(device, *shapes) == conv_matrix.choose_conv_tile(320, 8192)
     remember(device, "conv_sm", "f16/3x3/s1x1/co384/k3072/p8192", "32x32", "64x64")
-    assert _sm_tune.conv_tile(device, *shapes) == conv_sm.CONV_TILES["32x32"]
+    assert conv_tune.conv_tile(device, *shapes) == conv_matrix.CONV_TILES["32x32"]
 
 
 class KernelSpy:
@@ -120,26 +124,28 @@ class KernelSpy:
         return SimpleNamespace(dispatch=lambda *a, **k: None)
 
 
-def test_the_kernels_ask_the_tuner(first_device: gpucore.Device,
-                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_dispatchers_ask_the_tuner(first_device: gpucore.Device,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """gemm.dispatch and nn.conv2d hand the kernels the tuner's tile (the kernels never ask)."""
     device = first_device
     gemm_spy, conv_spy = KernelSpy(), KernelSpy()
-    monkeypatch.setattr(gemm_sm, "_kernel", gemm_spy)
-    monkeypatch.setattr(conv_sm, "_kernel", conv_spy)
+    monkeypatch.setattr(matrix_units, "_kernel", gemm_spy)
+    monkeypatch.setattr(conv_matrix, "_kernel", conv_spy)
+    monkeypatch.setattr(matrix_units, "available", lambda device: True)
+    monkeypatch.setattr(conv_matrix, "applies", lambda *args: True)
     remember(device, "gemm_sm", "f16/nt/m192/n96/k48/b2", "128x128k16", "64x64")
     buf = Tensor.empty((4,), np.float16, device=device).buffer
     plan = _gemm.batch_plan((2,), (2,), (2,), 150 * 40, 40 * 70)
-    gemm_sm.record_gemm_sm(buf, buf, buf, buf, has_bias=False, m=150, n=70, k=40,
-                           trans_a=False, trans_b=True, alpha=1.0, beta=0.0, plan=plan)
-    assert gemm_spy.tiles == [_sm_tune.GEMM_TILES["128x128k16"]]
+    dispatch.record_gemm(buf, buf, buf, None, m=150, n=70, k=40, trans_a=False,
+                         trans_b=True, alpha=1.0, beta=0.0, plan=plan)
+    assert gemm_spy.tiles == [matrix_tuning.GEMM_TILES["128x128k16"]]
     x = Tensor.empty((2, 5, 33, 31), np.float16, device=device)
     weight = Tensor.empty((70, 5, 3, 3), np.float16, device=device)
-    conv_sm.conv2d_sm(x, weight, None, stride=(2, 2), padding=(1, 1), dilation=(1, 1),
-                      out_hw=(17, 16))
+    conv2d(x, weight, None, stride=2, padding=1)
     remember(device, "conv_sm", "f16/3x3/s2x2/co96/k48/p768", "32x32", "64x64")
-    conv_sm.conv2d_sm(x, weight, None, stride=(2, 2), padding=(1, 1), dilation=(1, 1),
-                      out_hw=(17, 16))
-    assert conv_spy.tiles == [conv_sm.choose_conv_tile(70, 544), conv_sm.CONV_TILES["32x32"]]
+    conv2d(x, weight, None, stride=2, padding=1)
+    assert conv_spy.tiles == [conv_matrix.choose_conv_tile(70, 544),
+                              conv_matrix.CONV_TILES["32x32"]]
 
 
 def test_tune_command_lists_them_only_with_subgroup_matrices(cache_home: Path) -> None:
@@ -150,7 +156,7 @@ def test_tune_command_lists_them_only_with_subgroup_matrices(cache_home: Path) -
         env=checkout_env(), cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert listing.returncode == 0, listing.stderr
     lines = listing.stdout.splitlines()
-    if gemm_sm.available(gpucore.default_device()):
+    if matrix_units.available(gpucore.default_device()):
         assert any(line.startswith("gemm_sm f16/nn/m4096/n4096/k4096/b1") for line in lines)
         assert any(line.startswith("conv_sm f16/3x3/s1x1/co384/k3072/p8192") for line in lines)
     else:
@@ -159,7 +165,7 @@ def test_tune_command_lists_them_only_with_subgroup_matrices(cache_home: Path) -
 
 # -- Dawn with subgroup matrices: the bits -------------------------------------------
 def skip_unless_available(device: gpucore.Device) -> None:
-    if not gemm_sm.available(device):
+    if not matrix_units.available(device):
         pytest.skip(f"{device.info.label} has no f16 subgroup matrices (Dawn on a GPU has)")
 
 
@@ -183,18 +189,19 @@ def test_every_gemm_candidate_is_bitwise_the_default(device: gpucore.Device,
 
     def run(name: str) -> np.ndarray:
         c = Tensor.empty((batch, m, n), np.float16, device=device)
-        gemm_sm.record_gemm_sm(a.buffer, b.buffer, c.buffer, bias.buffer, has_bias=True, m=m,
-                               n=n, k=k, trans_a=trans_a, trans_b=trans_b, alpha=1.0,
-                               beta=0.0, plan=plan, tile=_sm_tune.GEMM_TILES[name])
+        matrix_units.record_gemm_matrix(
+            a.buffer, b.buffer, c.buffer, bias.buffer, has_bias=True, m=m, n=n, k=k,
+            trans_a=trans_a, trans_b=trans_b, alpha=1.0, beta=0.0, plan=plan,
+            tile=matrix_tuning.GEMM_TILES[name])
         return c.numpy()
 
-    default = run(next(name for name, t in _sm_tune.GEMM_TILES.items()
-                       if t == gemm_sm.choose_tile(m, n, batch)))
+    default = run(next(name for name, t in matrix_tuning.GEMM_TILES.items()
+                       if t == matrix_units.choose_tile(m, n, batch)))
     op_a = a_np.transpose(0, 2, 1) if trans_a else a_np
     op_b = b_np.transpose(0, 2, 1) if trans_b else b_np
     expected = op_a.astype(np.float64) @ op_b.astype(np.float64) + bias_np
     assert np.abs(default - expected).max() / np.abs(expected).max() < 2e-3
-    for name in _sm_tune.gemm_candidates(device, m, n):
+    for name in matrix_tuning.gemm_candidates(device, m, n):
         assert run(name).tobytes() == default.tobytes(), f"tile {name} changed the result"
 
 
@@ -221,16 +228,17 @@ def test_every_conv_candidate_is_bitwise_the_default(device: gpucore.Device,
                             for v in (x_np, w_np, bias_np, add_np))
 
     def run(name: str) -> np.ndarray:
-        return conv_sm.conv2d_sm(x, weight, bias, stride=(stride, stride), padding=(1, 1),
-                                 dilation=(1, 1), out_hw=expected.shape[2:], add=add,
-                                 add_mode=1, tile=conv_sm.CONV_TILES[name]).numpy()
+        return conv_matrix.conv2d_matrix(x, weight, bias, stride=(stride, stride),
+                                         padding=(1, 1), dilation=(1, 1),
+                                         out_hw=expected.shape[2:], add=add, add_mode=1,
+                                         tile=conv_matrix.CONV_TILES[name]).numpy()
 
     pixels = n * expected.shape[2] * expected.shape[3]
-    default = run(next(name for name, t in conv_sm.CONV_TILES.items()
-                       if t == conv_sm.choose_conv_tile(c_out, pixels)))
+    default = run(next(name for name, t in conv_matrix.CONV_TILES.items()
+                       if t == conv_matrix.choose_conv_tile(c_out, pixels)))
     expected = expected + add_np
     assert np.abs(default - expected).max() / np.abs(expected).max() < 2e-3
-    for name in _sm_tune.conv_candidates(device, c_out, pixels):
+    for name in conv_tune.conv_candidates(device, c_out, pixels):
         assert run(name).tobytes() == default.tobytes(), f"tile {name} changed the result"
 
 
@@ -238,7 +246,7 @@ def test_tuning_changes_no_bits_of_matmul_or_conv2d(device: gpucore.Device,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """Tuned on first use, then each candidate forced as the cached winner: the same bits."""
     skip_unless_available(device)
-    monkeypatch.setattr(conv_sm, "MIN_TILES", 0)  # a small conv takes the matrix kernel
+    monkeypatch.setattr(conv_matrix, "MIN_TILES", 0)  # a small conv takes the matrix kernel
     rng = np.random.default_rng(5)
     a = Tensor.from_numpy(rng.standard_normal((3, 97, 72)).astype(np.float16), device=device)
     b = Tensor.from_numpy(rng.standard_normal((83, 72)).astype(np.float16), device=device)

@@ -1,0 +1,54 @@
+"""The GEMM's one entry for its callers (gpustd.linalg's gemm and matmul, QR, nn.linear): which
+kernel runs (the matrix units for f16 where the device has them, else gemm.wgsl) and in which
+configuration (the rule's, or the tuner's winner), recorded by the kernel's module.
+
+The top of gpustd/gemm/: plan (pure) <- portable, matrix_codegen <- matrix_units <- tuning,
+matrix_tuning <- dispatch. Nothing below imports this module or the tuners.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from gpucore import Buffer
+
+from . import matrix_tuning, matrix_units, portable, tuning
+from .plan import BatchPlan, k_partition, plan_gemm
+
+__all__ = ["record_gemm"]
+
+
+def record_gemm(a: Buffer[Any], b: Buffer[Any], c: Buffer[Any], bias: Buffer[Any] | None, *,
+                m: int, n: int, k: int, trans_a: bool, trans_b: bool, alpha: float, beta: float,
+                plan: BatchPlan, bias_rows: bool = False) -> None:
+    """Record C = alpha op(A) op(B) + beta C + bias for every batch entry of `plan` (no
+    validation: the public wrappers have done it).
+
+    A, B, C: row-major m x k (k x m with trans_a), k x n (n x k with trans_b), m x n per batch
+    entry, one dtype (f32 or f16; f32 accumulation). bias: (n,) added to every row, or with
+    `bias_rows` (m,), one value per row (a 1x1 conv's output channels); None for none.
+    numpy: ``alpha * op(a) @ op(b) + beta * c + bias``."""
+    if m == 0 or n == 0 or plan.count == 0:
+        return
+    device = c.device
+    # 1. f16 on the matrix units (Dawn), in the tuner's tile (the rule's until tuned)
+    if (c.dtype == a.dtype == b.dtype == np.float16 and not bias_rows
+            and matrix_units.available(device)):
+        tile = matrix_tuning.gemm_tile(device, m, n, k, plan.count, trans_a, trans_b)
+        matrix_units.record_gemm_matrix(
+            a, b, c, bias if bias is not None else portable.no_bias(device, c.dtype),
+            has_bias=bias is not None, m=m, n=n, k=k, trans_a=trans_a, trans_b=trans_b,
+            alpha=alpha, beta=beta, plan=plan, tile=tile)
+        return
+    # 2. gemm.wgsl: the rule's K splits; its tile and main loop, or the tuner's for them
+    chosen = plan_gemm(m, n, k, plan.count)
+    tile, paired = chosen.tile, chosen.paired
+    if c.dtype in tuning.DTYPES:
+        splits, _ = k_partition(chosen.splits, k, plan.count * m * n, device)
+        tile, paired = tuning.choose(device, c.dtype, m, n, k, plan.count, trans_a, trans_b,
+                                     chosen, splits)
+    portable.record_gemm(a, b, c, bias, m=m, n=n, k=k, trans_a=trans_a, trans_b=trans_b,
+                         alpha=alpha, beta=beta, plan=plan, tile=tile, splits=chosen.splits,
+                         paired=paired, bias_rows=bias_rows)

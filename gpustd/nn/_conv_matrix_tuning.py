@@ -1,0 +1,126 @@
+"""Tile choice of the f16 implicit-GEMM conv2d on the matrix units (gpustd/nn/
+_conv_subgroup_matrix.py) by the autotuner (gpucore.autotune): op "conv_sm", its shape classes,
+candidates and trials.
+
+Above the kernel it tunes: conv2d asks conv_tile for the tile and hands it to the kernel, which
+never imports this kernels. choose_conv_tile's rule gives the default. Why no candidate changes
+a result: gpustd/gemm/matrix_tuning.py's docstring (the same generator, the same argument).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable
+
+from gpucore import Device, autotune
+
+from ..gemm import matrix_units
+from ..gemm.matrix_codegen import MatrixTile
+from ..gemm.matrix_tuning import Pair, Shape, fits, shared_scratch, tile_name
+from ..gemm.tuning import bucket
+from . import _conv_subgroup_matrix as kernels
+
+__all__ = ["CONV_OP", "SD_CONVS", "conv_candidates", "conv_class", "conv_tile", "problems"]
+
+CONV_OP = "conv_sm"
+# (batch, c_in, size, c_out, stride) of the 3x3 convolutions (padding 1, square inputs of
+# `size`) that the matrix kernel runs (conv2d_matrix: enough output tiles) in an SD 1.5 UNet
+# step (2 x 4 x 64 x 64, CFG batch 2), an SDXL UNet step (2 x 4 x 128 x 128) and the VAE
+# decoding (1 x 4 x 64 x 64 -> 512 x 512) and encoding a 512 x 512 picture. The UNets'
+# convolutions at 16 x 16 and 8 x 8 (SDXL: 32 x 32 below 1280 channels) make too few tiles.
+SD_CONVS = [
+    # SD 1.5 UNet: conv_in, down/up blocks at 64 x 64 and 32 x 32 (up convs take the skips)
+    (2, 4, 64, 320, 1), (2, 320, 64, 320, 1), (2, 960, 64, 320, 1), (2, 640, 64, 320, 1),
+    (2, 640, 64, 640, 1), (2, 320, 32, 640, 1), (2, 640, 32, 640, 1), (2, 1920, 32, 640, 1),
+    (2, 1280, 32, 640, 1), (2, 960, 32, 640, 1), (2, 1280, 32, 1280, 1),
+    # SDXL UNet: 128 x 128, 64 x 64 and 32 x 32, both downsamplers
+    (2, 4, 128, 320, 1), (2, 320, 128, 320, 1), (2, 960, 128, 320, 1), (2, 640, 128, 320, 1),
+    (2, 640, 128, 640, 1), (2, 320, 128, 320, 2), (2, 320, 64, 640, 1), (2, 640, 64, 640, 1),
+    (2, 1920, 64, 640, 1), (2, 1280, 64, 640, 1), (2, 960, 64, 640, 1), (2, 1280, 64, 1280, 1),
+    (2, 640, 64, 640, 2), (2, 640, 32, 1280, 1), (2, 1280, 32, 1280, 1),
+    (2, 2560, 32, 1280, 1), (2, 1920, 32, 1280, 1),
+    # VAE decoder to 512 x 512: conv_in, mid, up blocks and their upsamplers, conv_out
+    (1, 4, 64, 512, 1), (1, 512, 64, 512, 1), (1, 512, 128, 512, 1), (1, 512, 256, 512, 1),
+    (1, 512, 256, 256, 1), (1, 256, 256, 256, 1), (1, 256, 512, 256, 1),
+    (1, 256, 512, 128, 1), (1, 128, 512, 128, 1), (1, 128, 512, 3, 1),
+    # VAE encoder from 512 x 512: conv_in, down blocks and downsamplers
+    (1, 3, 512, 128, 1), (1, 128, 512, 128, 1), (1, 128, 512, 128, 2), (1, 128, 256, 256, 1),
+    (1, 256, 256, 256, 1), (1, 256, 256, 256, 2), (1, 256, 128, 512, 1), (1, 512, 128, 512, 1),
+    (1, 512, 128, 512, 2), (1, 512, 64, 512, 1),
+]
+
+
+@functools.lru_cache(maxsize=4096)
+def conv_class(kh: int, kw: int, stride: tuple[int, int], c_out: int, k_total: int,
+               pixels: int) -> str:
+    """e.g. "f16/3x3/s1x1/co384/k3072/p8192": the kernel size (the shader is specialized on
+    it), the stride (it changes the gather's reads) and bucketed output channels, K =
+    c_in kh kw and output pixels (images x height x width)."""
+    return (f"f16/{kh}x{kw}/s{stride[0]}x{stride[1]}/co{bucket(c_out)}/k{bucket(k_total)}"
+            f"/p{bucket(pixels)}")
+
+
+def conv_candidates(device: Device, c_out: int, pixels: int) -> tuple[str, ...]:
+    """The conv kernel's CONV_TILES whose workgroup and grid fit `device`."""
+    tiles = kernels.CONV_TILES
+    return tuple(name for name, t in tiles.items()
+                 if fits(device, t, (math.ceil(pixels / t.bn), math.ceil(c_out / t.bm))))
+
+
+def conv_tile(device: Device, x_shape: Shape, weight_shape: Shape, stride: Pair,
+              padding: Pair, dilation: Pair, out_hw: Pair) -> MatrixTile:
+    """The tile of conv2d_matrix for this convolution (x [N, C_in, H, W], weight [C_out, C_in,
+    kh, kw]): the tuner's winner for its class, else choose_conv_tile's."""
+    c_out, c_in, kh, kw = weight_shape
+    pixels = x_shape[0] * out_hw[0] * out_hw[1]
+    default = tile_name(kernels.CONV_TILES, kernels.choose_conv_tile(c_out, pixels))
+    winner = autotune.select(
+        device, CONV_OP, conv_class(kh, kw, stride, c_out, c_in * kh * kw, pixels),
+        conv_candidates(device, c_out, pixels), default,
+        _conv_trial(device, x_shape, weight_shape, stride, padding, dilation, out_hw))
+    return kernels.CONV_TILES[winner]
+
+
+def _conv_trial(device: Device, x_shape: Shape, weight_shape: Shape, stride: Pair,
+                padding: Pair, dilation: Pair, out_hw: Pair) -> autotune.Trial:
+    """trial(name) -> one run of that conv tile (with a bias) on scratch operands."""
+    scratch = shared_scratch(device, (x_shape, weight_shape, weight_shape[:1]))
+
+    def trial(name: str) -> Callable[[], None]:
+        held, tile = scratch(), kernels.CONV_TILES[name]
+
+        def run() -> None:
+            x, weight, bias = held.tensors
+            kernels.conv2d_matrix(x, weight, bias, stride=stride, padding=padding,
+                                  dilation=dilation, out_hw=out_hw, tile=tile)
+
+        return run
+
+    return trial
+
+
+def problems(device: Device) -> list[autotune.Problem]:
+    """conv_sm's classes of SD_CONVS that the matrix kernel runs, on a device with f16
+    subgroup matrices; none elsewhere (the kernel cannot run there)."""
+    if not matrix_units.available(device):
+        return []
+    limit = device.limits["max-compute-workgroups-per-dimension"]
+    found: dict[str, autotune.Problem] = {}
+    for batch, c_in, size, c_out, stride in SD_CONVS:
+        out = (size - 1) // stride + 1
+        pixels = batch * out * out
+        small = kernels.CONV_TILES["64x64"]  # conv2d keeps its own kernel (kernels.applies)
+        if (kernels.tile_count(c_out, pixels, small) < kernels.MIN_TILES
+                or pixels > limit * small.bn):
+            continue
+        key = conv_class(3, 3, (stride, stride), c_out, c_in * 9, pixels)
+        found.setdefault(key, autotune.Problem(
+            CONV_OP, key, conv_candidates(device, c_out, pixels),
+            tile_name(kernels.CONV_TILES, kernels.choose_conv_tile(c_out, pixels)),
+            _conv_trial(device, (batch, c_in, size, size), (c_out, c_in, 3, 3),
+                        (stride, stride), (1, 1), (1, 1), (out, out))))
+    return list(found.values())
+
+
+autotune.register(CONV_OP, problems)
