@@ -11,6 +11,7 @@ another) and records the dispatches in the tile it is given.
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 from gpucore import Buffer, Device, Kernel
@@ -101,10 +102,12 @@ _GEMM_PARAMS = """struct Params {
 
 
 def source(tile: MatrixTile, trans_a: bool, trans_b: bool, width_a: int, width_b: int,
-           aligned: bool = False) -> str:
+           dims: tuple[int, int, int] | None = None) -> str:
     """The WGSL of one GEMM variant: C = alpha op(A) op(B) + beta C + bias, batched over
-    workgroup z (see record_gemm_matrix); width_*: f16 per global load of each operand;
-    aligned: for shapes that fill the tile exactly (no bound checks)."""
+    workgroup z (see record_gemm_matrix); width_*: f16 per global load of each operand.
+    dims: (m, n, k) of a shape that fills the tile exactly: a kernel for that shape alone,
+    without bound checks and with m, n, k as constants (its address arithmetic folds)."""
+    aligned = dims is not None
     a = Operand("a", trans_a, width_a)
     b = Operand("b", not trans_b, width_b)
     a_dims = ("params.k", "params.m") if trans_a else ("params.m", "params.k")
@@ -136,18 +139,22 @@ fn store_c(row: u32, col: u32, value: f32) {{
   off_a = params.a_base + outer * params.a_outer + inner * params.a_inner;
   off_b = params.b_base + outer * params.b_outer + inner * params.b_inner;
   off_c = params.c_base + z * params.m * params.n;"""
-    return kernel_source(tile, a, b, declarations=declarations, setup=setup,
+    text = kernel_source(tile, a, b, declarations=declarations, setup=setup,
                          extent=("params.m", "params.n", "params.k"),
                          comment=f"GEMM, trans_a={trans_a}, trans_b={trans_b}"
-                                 + (", aligned" if aligned else ""), aligned=aligned)
+                                 + (f", aligned {dims}" if aligned else ""), aligned=aligned)
+    if dims is None:
+        return text
+    values = dict(zip("mnk", dims))
+    return re.sub(r"params\.([mnk])\b", lambda hit: f"{values[hit.group(1)]}u", text)
 
 
 _kernels: dict[tuple, Kernel] = {}
 
 
 def _kernel(tile: MatrixTile, trans_a: bool, trans_b: bool, width_a: int, width_b: int,
-            aligned: bool) -> Kernel:
-    key = (tile, trans_a, trans_b, width_a, width_b, aligned)
+            dims: tuple[int, int, int] | None) -> Kernel:
+    key = (tile, trans_a, trans_b, width_a, width_b, dims)
     found = _kernels.get(key)
     if found is None:
         found = _kernels[key] = Kernel(source(*key), name="linalg/gemm_subgroup_matrix")
@@ -166,7 +173,8 @@ def record_gemm_matrix(a: Buffer[Any], b: Buffer[Any], c: Buffer[Any], bias: Buf
     offsets_b = (plan.outer_strides[1], plan.inner_strides[1], *(g[1] for g in plan.groups))
     width_a = load_width(tile, m if trans_a else k, offsets_a)
     width_b = load_width(tile, k if trans_b else n, offsets_b)
-    kernel = _kernel(tile, trans_a, trans_b, width_a, width_b, aligned(tile, m, n, k))
+    dims = (m, n, k) if aligned(tile, m, n, k) else None
+    kernel = _kernel(tile, trans_a, trans_b, width_a, width_b, dims)
     per_group = plan.outer * plan.inner
     max_z = device.limits["max-compute-workgroups-per-dimension"]
     grid_xy = (math.ceil(n / tile.bn), math.ceil(m / tile.bm))

@@ -49,9 +49,11 @@ def test_aligned_kernels_check_no_bound() -> None:
     assert sm.aligned(tile, 192, 256, 96) and not sm.aligned(tile, 192, 256, 80)
     assert not sm.aligned(tile, 200, 256, 96) and not sm.aligned(tile, 192, 200, 96)
     checked = sm.source(tile, False, True, 4, 4)
-    free = sm.source(tile, False, True, 4, 4, aligned=True)
+    free = sm.source(tile, False, True, 4, 4, dims=(192, 256, 96))
     assert checked.count("if (row >=") == 2 and "if (row <" in checked
     assert "if (row" not in free
+    # the shape's dimensions are constants; the other parameters stay uniforms
+    assert not re.search(r"params\.[mnk]\b", free) and "256u" in free and "params.alpha" in free
     _wgsl.parse(free)
 
 
