@@ -78,13 +78,16 @@ def choose_tile(m: int, n: int, batch: int, *, k: int = 0) -> MatrixTile:
     Dawn's robustness costs 28-47%: with disable_robustness 128x128 k32 reaches 85.9 at
     4096^3 and 64x64 k32 66.5/71.5/71.2/57.5/48.1 on the UNet shapes.
 
-    Bounds-free kernels (aligned shapes; H100, Dawn, default toggles, 2026-11-24, the lab
-    behind tools/matrix_gemm_sweep.py, f32 output, wall time per dispatch; 4096^3 nt / nn, then
+    This module's bounds-free kernels (tools/sm_sweep.py, timestamps, 2026-11-24): 64x128
+    without prefetch 103.1/92.1 at 4096^3 nn/nt; 64x64 k32 without prefetch 82.4/75.5, 58.0,
+    50.7, 52.3, 46.2 (8192x320x320); with prefetch 75.1/73.0, 46.7, 49.0, 49.2, 37.6.
+    Hand-written bounds-free kernels (H100, Dawn, default toggles, 2026-11-24, the lab
+    behind tools/matrix_gemm_lab.py, f32 output, wall time per dispatch; 4096^3 nt / nn, then
     4096x640x640, 1024x1280^2, 4096x320x1280, nt): 64x128 k32 without prefetch 133.3/145.8,
     50.0, 44.5, 45.1; 64x64 k32 112.0/125.3, 62.6, 51.3, 48.1; 128x128 (4x2 subgroups of
     2x4) 104.5/106.5. Slower there: register prefetch, two staging buffers (32.5), B staged
     transposed for nt, BK 16 or 64, 8 f16 per load, no row padding or 16, fragments loaded
-    straight from global memory with no staging (37.6/53.6 at best) or staged through
+    straight from global memory with no staging (55.7/72.1 at best) or staged through
     subgroup-matrix loads and stores (67-111 with disable_robustness).
     """
     big = TILES["64x128"]
