@@ -92,7 +92,7 @@ def test_cache_key_holds_adapter_driver_and_version(first_device: gpucore.Device
     with autotune.tuning():
         select(first_device, sleeping_trial([]))
     old_path = autotune.cache_path(first_device)
-    monkeypatch.setattr(gpucore, "__version__", "999.0")
+    monkeypatch.setattr(gpucore._version, "__version__", "999.0")  # what the key reads
     autotune._memory.clear()
     assert autotune.cache_path(first_device) != old_path
     assert select(first_device, refusing_trial) == "slow"  # another version tunes afresh
