@@ -304,14 +304,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>,
 """
 
 
-_kernels: dict[SMPlan, Kernel] = {}
-
-
 def _kernel(plan: SMPlan) -> Kernel:
-    found = _kernels.get(plan)
-    if found is None:
-        found = _kernels[plan] = Kernel(source(plan), name="nn/attention_subgroup_matrix")
-    return found
+    return Kernel.generated("nn/attention_subgroup_matrix", source, plan)
 
 
 def record_attention_sm(q: Any, k: Any, v: Any, out: Any, *, shape: tuple[int, ...],
