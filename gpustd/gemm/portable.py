@@ -36,7 +36,8 @@ def gemm_kernel(dtype: np.dtype, tile: Tile, *, trans_a: bool, trans_b: bool, ve
                  "VEC_B": int(vec_b), "SPLIT": int(split), "PAIRED": int(paired)}
     if geglu:
         constants["GEGLU"] = geglu
-    return Kernel.cached("linalg/gemm", constants=constants, types=types)
+    return Kernel.cached("linalg/gemm", parts=("linalg/register_tile",), constants=constants,
+                         types=types)
 
 
 def dispatch(kernel: Kernel, grid: tuple[int, int, int], a: Buffer[Any], b: Buffer[Any],

@@ -30,7 +30,8 @@ def _conv_kernel(dtype: np.dtype, out_dtype: Any, vec_w: bool, **constants: int)
     types = {"T": dtype, "O": out_dtype}
     if not vec_w:
         types["WV"] = "T"
-    return Kernel.cached("nn/conv2d", types=types, constants={**constants, "VEC_W": int(vec_w)})
+    return Kernel.cached("nn/conv2d", parts=("linalg/register_tile",), types=types,
+                         constants={**constants, "VEC_W": int(vec_w)})
 
 
 def _output_size(size: int, k: int, stride: int, pad: int, dil: int) -> int:
