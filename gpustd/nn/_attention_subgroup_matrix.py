@@ -32,7 +32,7 @@ from typing import Any
 
 from gpucore import Device, Kernel
 
-from ..gemm import matrix_units as _gemm_subgroup_matrix
+from ..gemm import matrix_units
 
 __all__ = ["SMPlan", "available", "choose_plan", "record_attention_sm", "source", "supports"]
 
@@ -88,7 +88,7 @@ class SMPlan:
 def available(device: Device) -> bool:
     """Whether `device` has the matrix units this kernel needs (f16 x f16 -> f32 16x16x16
     fragments on subgroups of 32: the matrix-unit GEMM's requirement)."""
-    return _gemm_subgroup_matrix.available(device)
+    return matrix_units.available(device)
 
 
 def choose_plan(d: int, lq: int, lk: int, batch_heads: int, device: Device) -> SMPlan | None:
