@@ -118,15 +118,9 @@ fn store_c(row: u32, col: u32, value: f32) {{
                          comment=f"GEMM, trans_a={trans_a}, trans_b={trans_b}")
 
 
-_kernels: dict[tuple, Kernel] = {}
-
-
 def _kernel(tile: MatrixTile, trans_a: bool, trans_b: bool, width_a: int, width_b: int) -> Kernel:
-    key = (tile, trans_a, trans_b, width_a, width_b)
-    found = _kernels.get(key)
-    if found is None:
-        found = _kernels[key] = Kernel(source(*key), name="linalg/gemm_subgroup_matrix")
-    return found
+    return Kernel.generated("linalg/gemm_subgroup_matrix", source, tile, trans_a, trans_b,
+                            width_a, width_b)
 
 
 def record_gemm_matrix(a: Buffer[Any], b: Buffer[Any], c: Buffer[Any], bias: Buffer[Any], *,
