@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._version import __version__
+from . import _version
 
 if TYPE_CHECKING:
     from ._device import Device
@@ -212,7 +212,7 @@ def cache_key(device: Device) -> dict[str, str]:
     """What a cached winner depends on besides the problem: runtime, adapter, driver, us."""
     info = device.info
     return {"runtime": info.runtime, "backend": info.backend, "adapter": info.name,
-            "driver": info.driver, "version": __version__}
+            "driver": info.driver, "version": _version.__version__}
 
 
 def cache_dir() -> Path:

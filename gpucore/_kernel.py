@@ -6,6 +6,7 @@ import hashlib
 import math
 import re
 import struct
+from collections.abc import Callable, Hashable, Mapping
 from importlib import resources
 from importlib.resources.abc import Traversable
 from typing import Any
@@ -15,6 +16,7 @@ import wgpu
 from . import _wgsl
 from ._buffer import Buffer
 from ._device import Device, Pipeline
+from ._dtypes import wgsl_scalar
 from ._errors import BindingError, BindingTypeError, DeviceLimitError, ShaderCompileError
 from ._runtime import GPU_ERRORS, adapt_source
 
@@ -22,7 +24,7 @@ __all__ = ["Kernel", "fold_grid", "shader_path", "shader_source"]
 
 _LOCATION = re.compile(r"(?:wgsl|WGSL: ):(\d+):(\d+)")  # naga's, then Tint's (Dawn) form
 _MESSAGE = re.compile(r"Shader (?:'[^']*' )?(?:parsing |validation )?error: ([^\n]*)")
-_loaded: dict[tuple, Kernel] = {}  # Kernel.cached's store
+_loaded: dict[tuple, Kernel] = {}  # Kernel.cached's and Kernel.generated's store
 _PACK = {"f32": "f", "i32": "i", "u32": "I"}
 
 
@@ -37,6 +39,13 @@ def shader_path(name: str) -> Traversable:
 
 def shader_source(name: str) -> str:
     return shader_path(name).read_text(encoding="utf-8")
+
+
+def _wgsl_types(types: Mapping[str, Any] | None) -> dict[str, str]:
+    """`types` with numpy dtypes (np.float16, np.dtype("float32")) as WGSL scalar names;
+    strings ("f32", "vec4<T>", another alias's name) stay as written."""
+    return {alias: t if isinstance(t, str) else wgsl_scalar(t)
+            for alias, t in (types or {}).items()}
 
 
 def fold_grid(workgroups: int | tuple[int, ...], max_per_dim: int) -> tuple[int, int, int]:
@@ -68,7 +77,9 @@ class Kernel:
 
     `Kernel.load("core/vector_add")` reads `shaders/core/vector_add.wgsl`;
     `Kernel(source, name=...)` takes the text. `constants` sets WGSL `override`s;
-    `types` rebinds `alias T = ...;` declarations (the only textual specialization).
+    `types` rebinds `alias T = ...;` declarations (the only textual specialization), each
+    to WGSL text or a numpy dtype (`{"T": np.float16}` is `{"T": "f16"}`). Ops get theirs
+    from `Kernel.cached` (a shader file) or `Kernel.generated` (generated WGSL), built once.
 
     Storage bindings are passed positionally in binding order; the fields of the (single)
     `var<uniform>` params struct are passed as keywords::
@@ -84,12 +95,12 @@ class Kernel:
         name: str = "<string>",
         entry: str = "main",
         constants: dict[str, float] | None = None,
-        types: dict[str, str] | None = None,
+        types: Mapping[str, Any] | None = None,
     ) -> None:
         self.name = name
         self.entry = entry
         self.constants = dict(constants or {})
-        self.source = _wgsl.specialize_types(source, types, name) if types else source
+        self.source = _wgsl.specialize_types(source, _wgsl_types(types), name) if types else source
         self.signature = _wgsl.parse(self.source)
         # A missing entry point is reported at compile time, after naga has had its say:
         # a syntax error usually hides the entry point from our reader too.
@@ -128,15 +139,30 @@ class Kernel:
     @classmethod
     def cached(cls, name: str, *, parts: tuple[str, ...] = (), entry: str = "main",
                constants: dict[str, float] | None = None,
-               types: dict[str, str] | None = None) -> Kernel:
+               types: Mapping[str, Any] | None = None) -> Kernel:
         """`Kernel.load` built once per distinct set of arguments (reading and parsing the
         WGSL is host work no op should repeat per call). Ops call this on every use."""
+        wgsl_types = _wgsl_types(types)
         key = (name, tuple(parts), entry, tuple(sorted((constants or {}).items())),
-               tuple(sorted((types or {}).items())))
+               tuple(sorted(wgsl_types.items())))
         found = _loaded.get(key)
         if found is None:
             found = _loaded[key] = cls.load(name, parts=parts, entry=entry,
-                                            constants=constants, types=types)
+                                            constants=constants, types=wgsl_types)
+        return found
+
+    @classmethod
+    def generated(cls, name: str, generate: Callable[..., str], *args: Hashable,
+                  entry: str = "main", constants: dict[str, float] | None = None) -> Kernel:
+        """The kernel of the WGSL `generate(*args)` returns, generated and built once per
+        distinct (name, generate, args, entry, constants): the Kernel.cached of code
+        generators, e.g. ``Kernel.generated("linalg/gemm_subgroup_matrix", source, tile,
+        trans_a, trans_b)``. `name` labels it in errors and profiles."""
+        key = (name, generate, args, entry, tuple(sorted((constants or {}).items())))
+        found = _loaded.get(key)
+        if found is None:
+            found = _loaded[key] = cls(generate(*args), name=name, entry=entry,
+                                       constants=constants)
         return found
 
     def __repr__(self) -> str:

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from gpucore import Buffer, Device, Kernel, wgsl_scalar
+from gpucore import Buffer, Device, Kernel
 
 __all__ = ["MODES", "record_axpy", "record_gemv", "record_reduce", "record_scal"]
 
@@ -19,7 +19,7 @@ _GEMV_COLS = 64
 
 def _kernel(name: str, dtype: np.dtype, *, entry: str = "main", **constants: int) -> Kernel:
     return Kernel.cached(f"linalg/{name}", entry=entry, constants=constants,
-                         types={"T": wgsl_scalar(dtype)})
+                         types={"T": dtype})
 
 
 _partials: weakref.WeakKeyDictionary[Device, Buffer[Any]] = weakref.WeakKeyDictionary()

@@ -24,9 +24,8 @@ import gpucore
 from bench import _harness
 from gpucore import autotune
 from gpustd import Tensor, linalg
-from gpustd.gemm import plan as _gemm
-from gpustd.gemm import portable
-from gpustd.gemm import tuning as _gemm_tune
+from gpustd.gemm import plan as gemm_plan
+from gpustd.gemm import portable, tuning
 
 QUICK_SHAPES = [(96, 40, 56, 1, "nt"), (33, 200, 70, 1, "nn")]
 SPLITS = (1, 2, 3, 4, 6, 8, 12)
@@ -35,10 +34,10 @@ SPLITS = (1, 2, 3, 4, 6, 8, 12)
 def _configs(m: int, n: int, k: int, limit: int) -> list[tuple[str, int, bool]]:
     """(tile name, splits, paired) worth timing: split-K only where a grid of 64 x 64 tiles
     does not fill the GPU twice over (plan.MULTIPROCESSORS)."""
-    waves = math.ceil(m / 64) * math.ceil(n / 64) / _gemm.MULTIPROCESSORS
+    waves = math.ceil(m / 64) * math.ceil(n / 64) / gemm_plan.MULTIPROCESSORS
     splits = [s for s in SPLITS if s == 1 or (waves < 2 and s * 16 * 4 <= k)]
     return [(name, s, paired) for (name, tile), s, paired
-            in itertools.product(_gemm.ALL_TILES.items(), splits, (False, True))
+            in itertools.product(gemm_plan.ALL_TILES.items(), splits, (False, True))
             if tile.workgroup_bytes <= limit and (s == 1 or m * n * s * 4 <= 1 << 30)]
 
 
@@ -61,23 +60,23 @@ def sweep(device: gpucore.Device, torch: Any, shape: tuple[int, int, int, int, s
     b_np = rng.standard_normal((n, k) if trans_b else (k, n), dtype=np.float32).astype(dtype)
     a, b = Tensor.from_numpy(a_np, device=device), Tensor.from_numpy(b_np, device=device)
     c = Tensor.empty((m, n), dtype, device=device)
-    plan = _gemm.batch_plan((), (), (), m * k, k * n)
+    plan = gemm_plan.batch_plan((), (), (), m * k, k * n)
 
     def call(**override: Any) -> Any:
         return lambda: portable.record_gemm(a.buffer, b.buffer, c.buffer, None, m=m, n=n,
                                             k=k, trans_a=trans_a, trans_b=trans_b, alpha=1.0,
                                             beta=0.0, plan=plan, **override)
 
-    rule = _gemm.plan_gemm(m, n, k, 1)
-    rule_splits, _ = _gemm.k_partition(rule.splits, k, m * n, device)
+    rule = gemm_plan.plan_gemm(m, n, k, 1)
+    rule_splits, _ = gemm_plan.k_partition(rule.splits, k, m * n, device)
     limit = device.limits["max-compute-workgroup-storage-size"]
     configs = _configs(m, n, k, limit)
     configs += [(name, rule_splits, paired) for name, _, paired in configs
                 if rule_splits > 1 and _ == 1]
     calls = {f"{name}/s{s}/{'paired' if paired else 'plain'}":
-             call(tile=_gemm.ALL_TILES[name], splits=s, paired=paired)
+             call(tile=gemm_plan.ALL_TILES[name], splits=s, paired=paired)
              for name, s, paired in dict.fromkeys(configs)}
-    rule_key = (f"{_gemm_tune.tile_name(rule.tile)}/s{rule_splits}/"
+    rule_key = (f"{tuning.tile_name(rule.tile)}/s{rule_splits}/"
                 f"{'paired' if rule.paired else 'plain'}")
     times = autotune._time_all(device, calls, calls[rule_key], runs)
     same_splits = {key: v for key, v in times.items() if f"/s{rule_splits}/" in key}
@@ -107,7 +106,7 @@ def main() -> None:
     rows = []
     print(f"{'m x k x n':>18} {'lay':>3} {'torch':>7} {'rule':>22} {'ms':>7} "
           f"{'best, same splits':>22} {'ms':>7} {'best':>22} {'ms':>7} {'torch/best':>10}")
-    for shape in (QUICK_SHAPES if args.quick else _gemm_tune.SD_SHAPES):
+    for shape in (QUICK_SHAPES if args.quick else tuning.SD_SHAPES):
         r = sweep(device, torch, shape, np.dtype(args.dtype), 3 if args.quick else 7)
         rows.append(r)
         print(f"{r['m']:>6}x{r['k']:>5}x{r['n']:>5} {r['layout']:>3} {r['torch_ms']:7.4f} "

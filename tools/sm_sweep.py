@@ -87,7 +87,7 @@ import gpucore
 from bench import _harness
 from gpustd import Tensor
 from gpustd.gemm import matrix_units as sm
-from gpustd.gemm import plan as _gemm
+from gpustd.gemm import plan as gemm_plan
 from gpustd.nn import _conv_subgroup_matrix as csm
 from gpustd.nn import conv as portable_conv
 
@@ -120,7 +120,7 @@ def _gemm_call(device: gpucore.Device, tile: T, m: int, k: int, n: int, layout: 
     """(record function, C tensor) for one variant on host operands a [m, k], b [k, n]/[n, k]."""
     ta, tb = Tensor.from_numpy(a, device=device), Tensor.from_numpy(b, device=device)
     c = Tensor.empty((m, n), np.float16, device=device)
-    plan = _gemm.batch_plan((), (), (), m * k, k * n)
+    plan = gemm_plan.batch_plan((), (), (), m * k, k * n)
 
     def record() -> None:
         sm.record_gemm_matrix(ta.buffer, tb.buffer, c.buffer, tb.buffer, has_bias=False, m=m,

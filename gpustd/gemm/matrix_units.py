@@ -154,16 +154,10 @@ fn store_c(row: u32, col: u32, value: f32) {{
     return re.sub(r"params\.([mnk])\b", lambda hit: f"{values[hit.group(1)]}u", text)
 
 
-_kernels: dict[tuple, Kernel] = {}
-
-
 def _kernel(tile: MatrixTile, trans_a: bool, trans_b: bool, width_a: int, width_b: int,
             dims: tuple[int, int, int] | None) -> Kernel:
-    key = (tile, trans_a, trans_b, width_a, width_b, dims)
-    found = _kernels.get(key)
-    if found is None:
-        found = _kernels[key] = Kernel(source(*key), name="linalg/gemm_subgroup_matrix")
-    return found
+    return Kernel.generated("linalg/gemm_subgroup_matrix", source, tile, trans_a, trans_b,
+                            width_a, width_b, dims)
 
 
 def record_gemm_matrix(a: Buffer[Any], b: Buffer[Any], c: Buffer[Any], bias: Buffer[Any], *,

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from gpucore import Buffer, Device, Kernel, wgsl_scalar
+from gpucore import Buffer, Device, Kernel
 
 from .plan import K_CHUNK, TILES, BatchPlan, Tile, k_partition
 
@@ -26,7 +26,7 @@ def gemm_kernel(dtype: np.dtype, tile: Tile, *, trans_a: bool, trans_b: bool, ve
     in vec4s (its contiguous dimension is a multiple of 4); split: write raw f32 partial
     sums (split-K); paired: the main loop's paired shape; geglu: 1 (erf) or 2 (tanh) applies
     GEGLU's gate in the epilogue (columns [0, n) times gelu of columns [n, 2n))."""
-    types = {"T": wgsl_scalar(dtype), "O": "f32" if split else wgsl_scalar(dtype)}
+    types = {"T": dtype, "O": np.float32 if split else dtype}
     if not vec_a:
         types["AV"] = "T"
     if not vec_b:
@@ -36,7 +36,8 @@ def gemm_kernel(dtype: np.dtype, tile: Tile, *, trans_a: bool, trans_b: bool, ve
                  "VEC_B": int(vec_b), "SPLIT": int(split), "PAIRED": int(paired)}
     if geglu:
         constants["GEGLU"] = geglu
-    return Kernel.cached("linalg/gemm", constants=constants, types=types)
+    return Kernel.cached("linalg/gemm", parts=("linalg/register_tile",), constants=constants,
+                         types=types)
 
 
 def dispatch(kernel: Kernel, grid: tuple[int, int, int], a: Buffer[Any], b: Buffer[Any],
@@ -57,7 +58,7 @@ def dispatch(kernel: Kernel, grid: tuple[int, int, int], a: Buffer[Any], b: Buff
 
 
 def _finish_kernel(dtype: np.dtype) -> Kernel:
-    return Kernel.cached("linalg/gemm_splitk", types={"T": wgsl_scalar(dtype)})
+    return Kernel.cached("linalg/gemm_splitk", types={"T": dtype})
 
 
 _no_bias: weakref.WeakKeyDictionary[Device, dict[np.dtype, Buffer[Any]]] = (

@@ -8,8 +8,7 @@ adapter for the shape class. Why that never changes a result: every tile accumul
 output over K in the same order (one fma per k, k ascending, in f32), and split-K cuts K at
 multiples of plan.K_CHUNK whatever the tile, so only the number of splits orders the sum
 differently -- and that is part of the shape class, fixed by the rule.
-tests/gpucore/test_autotune.py
-checks every candidate bitwise against the default.
+tests/gpucore/test_autotune.py checks every candidate bitwise against the default.
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ from typing import Any
 
 from gpucore import Device, Kernel
 
-from ..gemm import matrix_units as _gemm_subgroup_matrix
+from ..gemm import matrix_units
 
 __all__ = ["SMPlan", "available", "choose_plan", "record_attention_sm", "source", "supports"]
 
@@ -88,7 +88,7 @@ class SMPlan:
 def available(device: Device) -> bool:
     """Whether `device` has the matrix units this kernel needs (f16 x f16 -> f32 16x16x16
     fragments on subgroups of 32: the matrix-unit GEMM's requirement)."""
-    return _gemm_subgroup_matrix.available(device)
+    return matrix_units.available(device)
 
 
 def choose_plan(d: int, lq: int, lk: int, batch_heads: int, device: Device) -> SMPlan | None:
@@ -304,14 +304,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>,
 """
 
 
-_kernels: dict[SMPlan, Kernel] = {}
-
-
 def _kernel(plan: SMPlan) -> Kernel:
-    found = _kernels.get(plan)
-    if found is None:
-        found = _kernels[plan] = Kernel(source(plan), name="nn/attention_subgroup_matrix")
-    return found
+    return Kernel.generated("nn/attention_subgroup_matrix", source, plan)
 
 
 def record_attention_sm(q: Any, k: Any, v: Any, out: Any, *, shape: tuple[int, ...],

@@ -138,15 +138,8 @@ def source(tile: sm.MatrixTile, kh: int, kw: int, width_w: int) -> str:
                             comment=f"implicit-GEMM conv2d {kh}x{kw}")
 
 
-_kernels: dict[tuple, Kernel] = {}
-
-
 def _kernel(tile: sm.MatrixTile, kh: int, kw: int, width_w: int) -> Kernel:
-    key = (tile, kh, kw, width_w)
-    found = _kernels.get(key)
-    if found is None:
-        found = _kernels[key] = Kernel(source(*key), name="nn/conv2d_subgroup_matrix")
-    return found
+    return Kernel.generated("nn/conv2d_subgroup_matrix", source, tile, kh, kw, width_w)
 
 
 def conv2d_matrix(x: Tensor, weight: Tensor, bias: Tensor | None, *, stride: tuple[int, int],

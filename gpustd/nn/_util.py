@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from gpucore import FeatureError, Kernel, wgsl_scalar
+from gpucore import FeatureError, Kernel
 
 from .._tensor import Tensor
 
@@ -20,7 +20,7 @@ def kernel(name: str, types: dict[str, Any] | None = None, *, entry: str = "main
            **constants: float) -> Kernel:
     """The Kernel for shaders/nn/<name>.wgsl with element types and overrides, built once."""
     return Kernel.cached(f"nn/{name}", entry=entry, constants=constants,
-                         types={k: wgsl_scalar(v) for k, v in (types or {}).items()})
+                         types=types)
 
 
 def check_float(x: Any, name: str, op: str, ndim: int | None = None) -> Tensor:

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from gpucore import Kernel, wgsl_scalar
+from gpucore import Kernel
 
 from .._tensor import Tensor
 from ..gemm.plan import MULTIPROCESSORS
@@ -27,10 +27,11 @@ _MAX_SPLITS = 16
 
 def _conv_kernel(dtype: np.dtype, out_dtype: Any, vec_w: bool, **constants: int) -> Kernel:
     """shaders/nn/conv2d.wgsl for these element types and overrides, built once."""
-    types = {"T": wgsl_scalar(dtype), "O": wgsl_scalar(out_dtype)}
+    types = {"T": dtype, "O": out_dtype}
     if not vec_w:
         types["WV"] = "T"
-    return Kernel.cached("nn/conv2d", types=types, constants={**constants, "VEC_W": int(vec_w)})
+    return Kernel.cached("nn/conv2d", parts=("linalg/register_tile",), types=types,
+                         constants={**constants, "VEC_W": int(vec_w)})
 
 
 def _output_size(size: int, k: int, stride: int, pad: int, dil: int) -> int:

@@ -7,14 +7,13 @@ import math
 
 import numpy as np
 
-from gpucore import Kernel, wgsl_scalar
-
 from .. import linalg
 from .._tensor import Tensor
 from ..gemm import matrix_units, portable
 from ..gemm.dispatch import record_gemm
 from ..gemm.plan import TILES, batch_plan, plan_gemm
 from ._util import check_float, check_same
+from .activation import geglu
 
 __all__ = ["conv1x1", "conv1x1_tokens", "linear", "linear_geglu", "tokens_conv1x1"]
 
@@ -163,8 +162,6 @@ def linear_geglu(x: Tensor, weight: Tensor, bias: Tensor | None = None, *,
     device = x.device
     if x.dtype == np.float16 and matrix_units.available(device):
         # The matrix units' GEMM (Dawn) beats the fused portable one: keep two passes there.
-        from .activation import geglu
-
         return geglu(linear(x, weight, bias), approximate=approximate)
     out = Tensor.empty((*x.shape[:-1], d), x.dtype, device=device)
     if out.size == 0:
@@ -175,17 +172,11 @@ def linear_geglu(x: Tensor, weight: Tensor, bias: Tensor | None = None, *,
     if tile.workgroup_bytes > device.limits["max-compute-workgroup-storage-size"]:
         tile = TILES["64x64"]
     vec = k % 4 == 0  # both operands are read along K (x as stored, weight transposed)
-    types = {"T": wgsl_scalar(x.dtype), "O": wgsl_scalar(x.dtype)}
-    if not vec:
-        types["AV"], types["BV"] = "T", "T"
-    constants = {"WX": tile.wx, "WY": tile.wy, "BK": tile.bk, "TM": tile.tm, "TN": tile.tn,
-                 "TRANS_A": 0, "TRANS_B": 1, "VEC_A": int(vec), "VEC_B": int(vec),
-                 "SPLIT": 0, "PAIRED": int(plan.paired), "GEGLU": _GELU[approximate]}
-    kernel = Kernel.cached("linalg/gemm", constants=constants, types=types)
+    kernel = portable.gemm_kernel(x.dtype, tile, trans_a=False, trans_b=True, vec_a=vec,
+                                  vec_b=vec, paired=plan.paired, geglu=_GELU[approximate])
     grid = (math.ceil(d / (tile.bn // 2)), math.ceil(m / tile.bm), 1)
     bias_buffer = bias.buffer if bias is not None else portable.no_bias(device, x.dtype)
-    kernel.dispatch(grid, x.buffer, weight.buffer, bias_buffer, out.buffer, m=m, n=d, k=k,
-                    a_base=0, a_outer=0, a_inner=0, b_base=0, b_outer=0, b_inner=0, c_base=0,
-                    inner=1, z_base=0, alpha=1.0, beta=0.0, has_bias=int(bias is not None),
-                    splits=1, k_tiles_per_split=math.ceil(k / tile.bk), c_total=m * d)
+    portable.dispatch(kernel, grid, x.buffer, weight.buffer, bias_buffer, out.buffer, m=m, n=d,
+                      k=k, k_tiles_per_split=math.ceil(k / tile.bk),
+                      has_bias=int(bias is not None))
     return out

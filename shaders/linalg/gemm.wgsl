@@ -1,3 +1,4 @@
+//! parts: linalg/register_tile
 // Batched GEMM: C = alpha * op(A) @ op(B) + beta * C + bias, op = optional transpose.
 //
 // A workgroup of WX x WY invocations computes a BM x BN tile of C (BM = TM * WY, BN = TN * WX;
@@ -21,10 +22,10 @@
 //
 // No loops over register state: naga bounds every loop with a counter, so drivers cannot
 // unroll them, and a dynamically indexed private array would live in slow local memory.
-// Accumulators are 16 named vec4s and the K step is unrolled by hand (as in
-// shaders/nn/conv2d.wgsl). On an H200 this kernel's best tiles run big products about as fast
+// Accumulators are 16 named vec4s (shaders/linalg/register_tile.wgsl, shared with
+// shaders/nn/conv2d.wgsl) and the K step is unrolled by hand. On an H200 this kernel's best tiles run big products about as fast
 // as the single-buffered one it replaced (4096^3: 4.87 against 5.13 ms); the gains are in
-// the tile choice and split-K for grids that do not fill the GPU (gpustd/_gemm.py).
+// the tile choice and split-K for grids that do not fill the GPU (gpustd/gemm/plan.py).
 //
 // GEGLU (1: erf GELU, 2: tanh) fuses diffusers' GEGLU into a linear layer's GEMM (TRANS_B,
 // TN = 8, no split): B holds 2n weight rows, value rows [0, n) and gate rows [n, 2n); a tile's
@@ -51,7 +52,7 @@ override VEC_A: bool = true;
 override VEC_B: bool = true;
 override SPLIT: bool = false;
 // Main loop: two K tiles per trip, so that after inlining every buffer offset is a constant
-// (H200: 2-10% faster on long K with big outputs, 3-8% slower elsewhere; _gemm.py picks).
+// (H200: 2-10% faster on long K with big outputs, 3-8% slower elsewhere; plan.py picks).
 override PAIRED: bool = false;
 override GEGLU: u32 = 0u;
 
@@ -76,17 +77,8 @@ struct Params {
 var<workgroup> tile_a: array<vec4<f32>, BK * TM * WY / 2u>;  // 2 x [BK][BM / 4]
 var<workgroup> tile_b: array<vec4<f32>, BK * TN * WX / 2u>;  // 2 x [BK][BN / 4]
 
-// c{i}{h}: row i of the invocation's (0-3: group ty, 4-7: group ty + WY), columns of group
-// tx (h = 0) or tx + WX (h = 1). With TM or TN = 4 the unused ones are never stored and the
-// compiler drops them.
-var<private> c00: vec4<f32>; var<private> c01: vec4<f32>;
-var<private> c10: vec4<f32>; var<private> c11: vec4<f32>;
-var<private> c20: vec4<f32>; var<private> c21: vec4<f32>;
-var<private> c30: vec4<f32>; var<private> c31: vec4<f32>;
-var<private> c40: vec4<f32>; var<private> c41: vec4<f32>;
-var<private> c50: vec4<f32>; var<private> c51: vec4<f32>;
-var<private> c60: vec4<f32>; var<private> c61: vec4<f32>;
-var<private> c70: vec4<f32>; var<private> c71: vec4<f32>;
+// The accumulators c{i}{h} (register_tile.wgsl): row i of the invocation's (0-3: group ty,
+// 4-7: group ty + WY), columns of group tx (h = 0) or tx + WX (h = 1).
 var<private> lid: u32;
 var<private> tx: u32;
 var<private> ty: u32;
@@ -193,14 +185,7 @@ fn k_step(a_at: u32, b_at: u32, kk: u32) {
     var b1 = vec4<f32>(0.0);
     if (TM == 8u) { a1 = tile_a[ai + WY]; }
     if (TN == 8u) { b1 = tile_b[bi + WX]; }
-    c00 = fma(vec4<f32>(a0.x), b0, c00); c01 = fma(vec4<f32>(a0.x), b1, c01);
-    c10 = fma(vec4<f32>(a0.y), b0, c10); c11 = fma(vec4<f32>(a0.y), b1, c11);
-    c20 = fma(vec4<f32>(a0.z), b0, c20); c21 = fma(vec4<f32>(a0.z), b1, c21);
-    c30 = fma(vec4<f32>(a0.w), b0, c30); c31 = fma(vec4<f32>(a0.w), b1, c31);
-    c40 = fma(vec4<f32>(a1.x), b0, c40); c41 = fma(vec4<f32>(a1.x), b1, c41);
-    c50 = fma(vec4<f32>(a1.y), b0, c50); c51 = fma(vec4<f32>(a1.y), b1, c51);
-    c60 = fma(vec4<f32>(a1.z), b0, c60); c61 = fma(vec4<f32>(a1.z), b1, c61);
-    c70 = fma(vec4<f32>(a1.w), b0, c70); c71 = fma(vec4<f32>(a1.w), b1, c71);
+    outer(a0, a1, b0, b1);
 }
 
 // One element of C: raw sum (split-K slab) or alpha * sum + beta * C + bias, in f32.

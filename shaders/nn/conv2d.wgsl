@@ -1,3 +1,4 @@
+//! parts: linalg/register_tile
 // conv2d as an implicit GEMM (NCHW): out[co, p] = sum_k w[co, k] * x_patch[k, p] + bias[co]
 // where p = (n, oh, ow) runs over output pixels and k = (ci, ky, kx) over the receptive field.
 // The patch column x_patch[k, p] is gathered from x on the fly while filling workgroup
@@ -50,15 +51,8 @@ struct Params {
 var<workgroup> a_tile: array<vec4<f32>, 4u * BK * WY>;
 var<workgroup> b_tile: array<vec4<f32>, 4u * BK * WX>;
 
-// Accumulators: c{row}{half}, row = channel i of the invocation's 8, half = pixels 0-3 / 4-7.
-var<private> c00: vec4<f32>; var<private> c01: vec4<f32>;
-var<private> c10: vec4<f32>; var<private> c11: vec4<f32>;
-var<private> c20: vec4<f32>; var<private> c21: vec4<f32>;
-var<private> c30: vec4<f32>; var<private> c31: vec4<f32>;
-var<private> c40: vec4<f32>; var<private> c41: vec4<f32>;
-var<private> c50: vec4<f32>; var<private> c51: vec4<f32>;
-var<private> c60: vec4<f32>; var<private> c61: vec4<f32>;
-var<private> c70: vec4<f32>; var<private> c71: vec4<f32>;
+// The accumulators c{row}{half} (shaders/linalg/register_tile.wgsl, shared with gemm.wgsl):
+// row = channel i of the invocation's 8, half = pixels 0-3 / 4-7.
 
 // Geometry of this invocation's loads, fixed for the whole K loop.
 var<private> a_valid: bool;
@@ -70,24 +64,13 @@ var<private> hw_in: u32;
 var<private> tx: u32;
 var<private> ty: u32;
 
-fn outer(a: vec4<f32>, b0: vec4<f32>, b1: vec4<f32>, a_hi: vec4<f32>) {
-    c00 = fma(vec4<f32>(a.x), b0, c00); c01 = fma(vec4<f32>(a.x), b1, c01);
-    c10 = fma(vec4<f32>(a.y), b0, c10); c11 = fma(vec4<f32>(a.y), b1, c11);
-    c20 = fma(vec4<f32>(a.z), b0, c20); c21 = fma(vec4<f32>(a.z), b1, c21);
-    c30 = fma(vec4<f32>(a.w), b0, c30); c31 = fma(vec4<f32>(a.w), b1, c31);
-    c40 = fma(vec4<f32>(a_hi.x), b0, c40); c41 = fma(vec4<f32>(a_hi.x), b1, c41);
-    c50 = fma(vec4<f32>(a_hi.y), b0, c50); c51 = fma(vec4<f32>(a_hi.y), b1, c51);
-    c60 = fma(vec4<f32>(a_hi.z), b0, c60); c61 = fma(vec4<f32>(a_hi.z), b1, c61);
-    c70 = fma(vec4<f32>(a_hi.w), b0, c70); c71 = fma(vec4<f32>(a_hi.w), b1, c71);
-}
-
 // k step kk of the tiles at a_at / b_at.
 fn k_step(a_at: u32, b_at: u32, kk: u32) {
     let a_lo = a_tile[a_at + kk * 2u * WY + ty];
     let a_hi = a_tile[a_at + kk * 2u * WY + WY + ty];
     let b0 = b_tile[b_at + kk * 2u * WX + tx];
     let b1 = b_tile[b_at + kk * 2u * WX + WX + tx];
-    outer(a_lo, b0, b1, a_hi);
+    outer(a_lo, a_hi, b0, b1);
 }
 
 // `vec4<T>(wt[i])` is the identity with VEC_W and a splat without, so both branches

@@ -20,9 +20,8 @@ import gpucore
 from gpucore import autotune
 from gpucore.__main__ import main as gpucore_main
 from gpustd import Tensor, linalg
-from gpustd.gemm import dispatch, portable
-from gpustd.gemm import plan as _gemm
-from gpustd.gemm import tuning as _gemm_tune
+from gpustd.gemm import dispatch, portable, tuning
+from gpustd.gemm import plan as gemm_plan
 
 CANDIDATES = ("slow", "fast", "slower")
 # GEMM candidates covering every way gemm.wgsl's tiles differ (BK 8/16, 4 or 8 outputs per
@@ -92,7 +91,7 @@ def test_cache_key_holds_adapter_driver_and_version(first_device: gpucore.Device
     with autotune.tuning():
         select(first_device, sleeping_trial([]))
     old_path = autotune.cache_path(first_device)
-    monkeypatch.setattr(gpucore, "__version__", "999.0")
+    monkeypatch.setattr(gpucore._version, "__version__", "999.0")  # what the key reads
     autotune._memory.clear()
     assert autotune.cache_path(first_device) != old_path
     assert select(first_device, refusing_trial) == "slow"  # another version tunes afresh
@@ -123,9 +122,9 @@ def test_every_gemm_candidate_is_bitwise_the_default(first_device: gpucore.Devic
     device = first_device
     a_np, b_np = ragged_case(np.random.default_rng(m), m, k, n, trans_b)
     a, b = Tensor.from_numpy(a_np, device=device), Tensor.from_numpy(b_np, device=device)
-    plan = _gemm.batch_plan((), (), (), m * k, k * n)
-    rule = _gemm.plan_gemm(m, n, k, 1)
-    splits, _ = _gemm.k_partition(rule.splits, k, m * n, device)
+    plan = gemm_plan.batch_plan((), (), (), m * k, k * n)
+    rule = gemm_plan.plan_gemm(m, n, k, 1)
+    splits, _ = gemm_plan.k_partition(rule.splits, k, m * n, device)
     assert (splits > 1) == (k == 300)
 
     def run(**override: object) -> np.ndarray:
@@ -139,14 +138,14 @@ def test_every_gemm_candidate_is_bitwise_the_default(first_device: gpucore.Devic
     expected = a_np.astype(np.float64) @ (b_np.T if trans_b else b_np).astype(np.float64)
     np.testing.assert_allclose(default, expected, rtol=1e-4, atol=1e-4)
     for name in GEMM_SUBSET:
-        tile, paired = _gemm_tune.parse(name)
+        tile, paired = tuning.parse(name)
         got = run(tile=tile, paired=paired, splits=splits)
         assert got.tobytes() == default.tobytes(), f"candidate {name} changed the result"
 
 
 def test_tuned_matmul_equals_untuned(first_device: gpucore.Device,
                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_gemm_tune, "candidates", lambda workgroup_bytes: GEMM_SUBSET)
+    monkeypatch.setattr(tuning, "candidates", lambda workgroup_bytes: GEMM_SUBSET)
     a_np, b_np = ragged_case(np.random.default_rng(7), 37, 45, 29, trans_b=True)
     a = Tensor.from_numpy(a_np, device=first_device)
     b = Tensor.from_numpy(b_np, device=first_device)

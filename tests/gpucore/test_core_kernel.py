@@ -153,3 +153,24 @@ def test_type_specialization_ignores_comments() -> None:
     source = "// alias T = f32; (documentation)\nalias T = f32;\n"
     out = _wgsl.specialize_types(source, {"T": "f16"}, "x.wgsl")
     assert "// alias T = f32; (documentation)" in out and "\nalias T = f16;" in out
+
+
+@pytest.mark.nodevice
+def test_cached_takes_numpy_dtypes_and_generated_builds_once() -> None:
+    """Kernel.cached: a numpy dtype is its WGSL scalar, one kernel for either spelling;
+    Kernel.generated: the generator runs once per distinct arguments."""
+    by_dtype = Kernel.cached("core/vector_add", types={"T": np.float16})
+    assert by_dtype is Kernel.cached("core/vector_add", types={"T": "f16"})
+    assert by_dtype is Kernel.cached("core/vector_add", types={"T": np.dtype("float16")})
+    assert "alias T = f16;" in by_dtype.source
+    calls = []
+
+    def generate(width: int) -> str:
+        calls.append(width)
+        return Kernel.load("core/vector_add").source.replace("= 256u", f"= {width}u")
+
+    first = Kernel.generated("test/generated", generate, 32)
+    assert Kernel.generated("test/generated", generate, 32) is first
+    assert Kernel.generated("test/generated", generate, 16) is not first
+    assert calls == [32, 16] and first.name == "test/generated"
+    assert first.workgroup_size == (32, 1, 1)

@@ -39,7 +39,7 @@ def test_tile_choice() -> None:
     assert csm.choose_conv_tile(640, 4 * 64 * 64) == csm.CONV_TILES["128x128"]
 
 
-_real_conv2d_sm = csm.conv2d_matrix
+_real_conv2d_matrix = csm.conv2d_matrix
 
 
 def _reference(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, add: np.ndarray | None,
@@ -69,7 +69,7 @@ def test_matches_torch_float64_where_available(device: gpucore.Device, case: tup
 
     def spy(*args: object, **kwargs: object) -> Tensor:
         calls.append(kwargs["out_hw"])
-        return _real_conv2d_sm(*args, **kwargs)
+        return _real_conv2d_matrix(*args, **kwargs)
 
     monkeypatch.setattr(csm, "conv2d_matrix", spy)
     monkeypatch.setattr(csm, "MIN_TILES", 0)  # small sizes take this kernel too

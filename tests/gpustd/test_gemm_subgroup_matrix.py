@@ -15,7 +15,7 @@ from gpucore import _wgsl
 from gpustd import Tensor, linalg
 from gpustd.gemm import matrix_codegen as core
 from gpustd.gemm import matrix_units as sm
-from gpustd.gemm import plan as _gemm
+from gpustd.gemm import plan as gemm_plan
 
 # Variants the tile sweep (tools/sm_sweep.py) explores beside the shipped ones.
 VARIANTS = [sm.MatrixTile(2, 2, 2, 2, 16, True), sm.MatrixTile(4, 4, 2, 2, 64),
@@ -130,7 +130,7 @@ def test_variants_match_float64_where_available(device: gpucore.Device,
     b = rng.standard_normal((n, k)).astype(np.float16)
     ta, tb = Tensor.from_numpy(a, device=device), Tensor.from_numpy(b, device=device)
     c = Tensor.empty((2, m, n), np.float16, device=device)
-    plan = _gemm.batch_plan((2,), (2,), (), m * k, k * n)
+    plan = gemm_plan.batch_plan((2,), (2,), (), m * k, k * n)
     sm.record_gemm_matrix(ta.buffer, tb.buffer, c.buffer, tb.buffer, has_bias=False, m=m,
                           n=n, k=k, trans_a=False, trans_b=True, alpha=1.0, beta=0.0,
                           plan=plan, tile=tile)

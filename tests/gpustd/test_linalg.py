@@ -11,7 +11,7 @@ from support import assert_close, random_array
 
 import gpucore
 from gpustd import Tensor, linalg
-from gpustd.gemm import plan as _gemm
+from gpustd.gemm import plan as gemm_plan
 from gpustd.gemm import portable
 
 AWKWARD = [1, 2, 3, 4, 5, 7, 13, 16, 31, 33, 37, 64, 65, 67, 70]
@@ -45,7 +45,7 @@ def check_forced(device, rng, trans_a, trans_b, cases, **force):
         portable.record_gemm(up(device, a).buffer, up(device, b).buffer, c.buffer,
                              up(device, bias).buffer, m=m, n=n, k=k, trans_a=trans_a,
                              trans_b=trans_b, alpha=0.5, beta=2.0,
-                             plan=_gemm.batch_plan((), (), (), m * k, k * n),
+                             plan=gemm_plan.batch_plan((), (), (), m * k, k * n),
                              splits=splits, paired=paired, **force)
         assert_close(c.numpy(), expected)
 
@@ -59,16 +59,16 @@ def _diagonal(tiles: list[str]) -> set[tuple[str, bool, bool]]:
     return {(tile, *LAYOUTS[i % len(LAYOUTS)]) for i, tile in enumerate(tiles)}
 
 
-@pytest.mark.parametrize("tile", list(_gemm.TILES))
+@pytest.mark.parametrize("tile", list(gemm_plan.TILES))
 @pytest.mark.parametrize("trans_a", [False, True])
 @pytest.mark.parametrize("trans_b", [False, True])
 def test_every_tile_and_layout(device, rng, tile, trans_a, trans_b):
     """Each tile shape on ragged sizes (scalar loads) and 4-aligned ones (vec4): all 20 on the
     first adapter, each tile and each layout once on the others."""
-    sweep_subset_elsewhere(device, (tile, trans_a, trans_b) in _diagonal(list(_gemm.TILES)))
+    sweep_subset_elsewhere(device, (tile, trans_a, trans_b) in _diagonal(list(gemm_plan.TILES)))
     cases = [(37, 41, 19, 1, False), (36, 68, 20, 1, False), (1, 1, 1, 1, False),
              (130, 3, 9, 1, False)]
-    check_forced(device, rng, trans_a, trans_b, cases, tile=_gemm.TILES[tile])
+    check_forced(device, rng, trans_a, trans_b, cases, tile=gemm_plan.TILES[tile])
 
 
 @pytest.mark.parametrize("tile", ["128x64", "64x64t4"])
@@ -82,27 +82,28 @@ def test_split_k_and_paired_loop(device, rng, tile, trans_a, trans_b):
                                                                 ("64x64t4", False, True)})
     cases = [(36, 68, 44, 1, True), (36, 68, 100, 3, False), (37, 41, 70, 4, True),
              (3, 5, 300, 12, False)]
-    check_forced(device, rng, trans_a, trans_b, cases, tile=_gemm.TILES[tile])
+    check_forced(device, rng, trans_a, trans_b, cases, tile=gemm_plan.TILES[tile])
 
 
 def test_tile_validation():
-    assert _gemm.Tile(128, 64, 8, 8, 8).invocations == 128
+    assert gemm_plan.Tile(128, 64, 8, 8, 8).invocations == 128
     for bad in [(128, 128, 12, 8, 8), (64, 64, 8, 2, 4), (64, 64, 8, 4, 4), (32, 32, 8, 8, 8)]:
         with pytest.raises(ValueError, match="unsupported GEMM tile"):
-            _gemm.Tile(*bad)
+            gemm_plan.Tile(*bad)
 
 
 def test_plan_gemm_shapes():
     """The H200-tuned plan: big outputs unsplit, small grids split K, tiny M in 32x32 tiles."""
-    big = _gemm.plan_gemm(4096, 4096, 4096, 1)
-    assert (big.tile, big.splits, big.paired) == (_gemm.TILES["64x64"], 1, True)
-    assert _gemm.plan_gemm(8192, 320, 320, 1) == _gemm.Plan(_gemm.TILES["64x64t4"], 1, False)
-    mid = _gemm.plan_gemm(512, 1280, 1280, 1)
-    assert mid.tile == _gemm.TILES["128x128"] and mid.splits == 3
-    tiny = _gemm.plan_gemm(2, 1280, 1280, 1)
-    assert tiny.tile == _gemm.TILES["32x32"] and tiny.splits == 12
+    big = gemm_plan.plan_gemm(4096, 4096, 4096, 1)
+    assert (big.tile, big.splits, big.paired) == (gemm_plan.TILES["64x64"], 1, True)
+    assert gemm_plan.plan_gemm(8192, 320, 320, 1) == gemm_plan.Plan(gemm_plan.TILES["64x64t4"],
+                                                                     1, False)
+    mid = gemm_plan.plan_gemm(512, 1280, 1280, 1)
+    assert mid.tile == gemm_plan.TILES["128x128"] and mid.splits == 3
+    tiny = gemm_plan.plan_gemm(2, 1280, 1280, 1)
+    assert tiny.tile == gemm_plan.TILES["32x32"] and tiny.splits == 12
     for m, n, k in [(1, 1, 1), (7, 5, 8), (3, 3, 100_000), (100_000, 3, 3)]:
-        plan = _gemm.plan_gemm(m, n, k, 1)
+        plan = gemm_plan.plan_gemm(m, n, k, 1)
         assert 1 <= plan.splits <= 12 and plan.splits <= max(1, k // 32)
 
 
@@ -111,14 +112,14 @@ def test_split_k_batched_with_bias(device, rng, monkeypatch):
     monkeypatch.setitem(device.limits, "max-compute-workgroups-per-dimension", 5)
     a, b = random_array(rng, (3, 2, 600)), random_array(rng, (600, 37))
     bias = random_array(rng, (37,))
-    assert _gemm.plan_gemm(2, 37, 600, 3).splits > 1
+    assert gemm_plan.plan_gemm(2, 37, 600, 3).splits > 1
     got = linalg.matmul(up(device, a), up(device, b), bias=up(device, bias))
     assert_close(got.numpy(), a.astype(np.float64) @ b + bias)
 
 
 def test_split_k_gemm_alpha_beta_and_nan(device, rng):
     a, b, c0 = random_array(rng, (300, 5)), random_array(rng, (7, 300)), random_array(rng, (5, 7))
-    assert _gemm.plan_gemm(5, 7, 300, 1).splits > 1
+    assert gemm_plan.plan_gemm(5, 7, 300, 1).splits > 1
     c = up(device, c0)
     linalg.gemm(1.5, up(device, a), up(device, b), -0.5, c, trans_a=True, trans_b=True)
     assert_close(c.numpy(), 1.5 * a.T.astype(np.float64) @ b.T - 0.5 * c0)
@@ -130,7 +131,7 @@ def test_split_k_gemm_alpha_beta_and_nan(device, rng):
 def test_split_k_falls_back_when_partials_exceed_binding(device, rng, monkeypatch):
     """Partial sums above the storage binding limit: one split instead of a DeviceLimitError."""
     a, b = random_array(rng, (40, 256)), random_array(rng, (256, 40))
-    assert _gemm.plan_gemm(40, 40, 256, 1).splits * 40 * 40 * 4 > 45_000 > a.nbytes
+    assert gemm_plan.plan_gemm(40, 40, 256, 1).splits * 40 * 40 * 4 > 45_000 > a.nbytes
     monkeypatch.setitem(device.limits, "max-storage-buffer-binding-size", 45_000)
     assert_close(linalg.matmul(up(device, a), up(device, b)).numpy(), a.astype(np.float64) @ b)
 
@@ -227,7 +228,7 @@ def test_matmul_f16(f16_device, rng):
     assert_close(got.numpy(), a.astype(np.float64) @ w.T.astype(np.float64), dtype=np.float16)
     x = random_array(rng, (3, 700), np.float16)  # split-K: f32 partial sums, f16 result
     w = random_array(rng, (37, 700), np.float16)
-    assert _gemm.plan_gemm(3, 37, 700, 1).splits > 1
+    assert gemm_plan.plan_gemm(3, 37, 700, 1).splits > 1
     got = linalg.matmul(up(f16_device, x, np.float16), up(f16_device, w, np.float16),
                         trans_b=True, bias=up(f16_device, bias, np.float16))
     assert got.dtype == np.float16
@@ -350,10 +351,10 @@ def test_refuses_operands_above_binding_limit(device, rng, monkeypatch):
 
 # -- pieces that need no device -------------------------------------------------------------
 def test_batch_plan_collapses_dims():
-    plan = _gemm.batch_plan((2, 3), (2, 3), (2, 3), 10, 20)
+    plan = gemm_plan.batch_plan((2, 3), (2, 3), (2, 3), 10, 20)
     assert (plan.outer, plan.inner, plan.inner_strides, plan.groups) == (1, 6, (10, 20), ((0, 0),))
-    plan = _gemm.batch_plan((4, 5), (), (4, 5), 10, 20)
+    plan = gemm_plan.batch_plan((4, 5), (), (4, 5), 10, 20)
     assert (plan.inner, plan.inner_strides) == (20, (0, 20))
-    plan = _gemm.batch_plan((2, 4, 3, 5), (2, 1, 3, 1), (1, 4, 1, 5), 1, 1)
+    plan = gemm_plan.batch_plan((2, 4, 3, 5), (2, 1, 3, 1), (1, 4, 1, 5), 1, 1)
     assert plan.count == 120 and len(plan.groups) == 8
     assert plan.groups[:2] == ((0, 0), (0, 5))  # row-major over the leading dims

@@ -21,9 +21,8 @@ from support import ROOT
 import gpucore
 from gpucore import autotune
 from gpustd import Tensor, linalg
-from gpustd.gemm import dispatch, matrix_tuning, matrix_units
-from gpustd.gemm import plan as _gemm
-from gpustd.gemm import tuning as _gemm_tune
+from gpustd.gemm import dispatch, matrix_tuning, matrix_units, tuning
+from gpustd.gemm import plan as gemm_plan
 from gpustd.nn import _conv_matrix_tuning as conv_tune
 from gpustd.nn import _conv_subgroup_matrix as conv_matrix
 from gpustd.nn import conv2d
@@ -81,7 +80,7 @@ def test_registered_with_the_rules_as_defaults(first_device: gpucore.Device,
         monkeypatch.setattr(matrix_units, "available", lambda device: True)
     gemm = autotune.problems(first_device, ["gemm_sm"])
     expected = {matrix_tuning.gemm_class(m, n, k, batch, layout[0] == "t", layout[1] == "t")
-                for m, k, n, batch, layout in _gemm_tune.SD_SHAPES}
+                for m, k, n, batch, layout in tuning.SD_SHAPES}
     assert {p.shape_class for p in gemm} == expected
     square = next(p for p in gemm if p.shape_class == "f16/nn/m4096/n4096/k4096/b1")
     assert square.default == "64x128" and square.candidates == tuple(matrix_tuning.GEMM_TILES)
@@ -135,7 +134,7 @@ def test_the_dispatchers_ask_the_tuner(first_device: gpucore.Device,
     monkeypatch.setattr(conv_matrix, "applies", lambda *args: True)
     remember(device, "gemm_sm", "f16/nt/m192/n96/k48/b2", "128x128k16", "64x64")
     buf = Tensor.empty((4,), np.float16, device=device).buffer
-    plan = _gemm.batch_plan((2,), (2,), (2,), 150 * 40, 40 * 70)
+    plan = gemm_plan.batch_plan((2,), (2,), (2,), 150 * 40, 40 * 70)
     dispatch.record_gemm(buf, buf, buf, None, m=150, n=70, k=40, trans_a=False,
                          trans_b=True, alpha=1.0, beta=0.0, plan=plan)
     assert gemm_spy.tiles == [matrix_tuning.GEMM_TILES["128x128k16"]]
@@ -187,7 +186,7 @@ def test_every_gemm_candidate_is_bitwise_the_default(device: gpucore.Device,
     b_np = rng.standard_normal((batch, n, k) if trans_b else (batch, k, n)).astype(np.float16)
     bias_np = rng.standard_normal(n).astype(np.float16)
     a, b, bias = (Tensor.from_numpy(v, device=device) for v in (a_np, b_np, bias_np))
-    plan = _gemm.batch_plan((batch,), (batch,), (batch,), m * k, k * n)
+    plan = gemm_plan.batch_plan((batch,), (batch,), (batch,), m * k, k * n)
 
     def run(name: str) -> np.ndarray:
         c = Tensor.empty((batch, m, n), np.float16, device=device)

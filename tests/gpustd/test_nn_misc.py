@@ -86,9 +86,9 @@ def test_linear(device: gpucore.Device, x_shape, w_shape, bias: bool) -> None:
 @pytest.mark.parametrize("x_shape,w_shape", [((2, 37, 24), (19, 24)), ((3, 200), (330, 200))])
 def test_linear_add_to(device: gpucore.Device, x_shape, w_shape) -> None:
     """add_to= adds the product into a residual in place (split-K for the tiny-M case)."""
-    from gpustd.gemm import plan as _gemm
+    from gpustd.gemm import plan as gemm_plan
 
-    assert _gemm.plan_gemm(3, 330, 200, 1).splits > 1
+    assert gemm_plan.plan_gemm(3, 330, 200, 1).splits > 1
     rng = np.random.default_rng(6)
     x, w, b = random_array(rng, x_shape), random_array(rng, w_shape), random_array(
         rng, (w_shape[0],))
@@ -105,10 +105,10 @@ def test_linear_add_to(device: gpucore.Device, x_shape, w_shape) -> None:
 @pytest.mark.parametrize("n,c_in,c_out,h,w", [(2, 24, 19, 5, 7), (1, 96, 40, 2, 3)])
 def test_conv1x1_token_layouts(device: gpucore.Device, n, c_in, c_out, h, w) -> None:
     """NCHW -> tokens and tokens -> NCHW 1x1 convs (no permute) against torch."""
-    from gpustd.gemm import plan as _gemm
+    from gpustd.gemm import plan as gemm_plan
     from gpustd.nn.linear import conv1x1_tokens, tokens_conv1x1
 
-    assert _gemm.plan_gemm(40, 6, 96, 1).splits > 1
+    assert gemm_plan.plan_gemm(40, 6, 96, 1).splits > 1
     rng = np.random.default_rng(7)
     x, wt = random_array(rng, (n, c_in, h, w)), random_array(rng, (c_out, c_in, 1, 1))
     b = random_array(rng, (c_out,))
