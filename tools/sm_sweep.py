@@ -93,6 +93,7 @@ from gpustd.nn import conv as portable_conv
 
 T = sm.MatrixTile
 VARIANTS = [  # most telling first: a run out of time (--budget-s) drops the tail
+    T(2, 4, 2, 2, prefetch=False), T(2, 2, 2, 2, prefetch=False),
     T(4, 2, 2, 4), T(4, 2, 2, 4, wide=True), T(4, 4, 2, 2, wide=True), T(4, 4, 2, 4, wide=True),
     T(4, 4, 4, 2, wide=True), T(4, 2, 2, 4, double=True, wide=True),
     T(4, 2, 2, 4, bk=64, wide=True), T(4, 4, 2, 2, bk=64, wide=True), T(2, 2, 2, 2, wide=True),

@@ -11,7 +11,12 @@ one more reason it stays out of shaders/ (every file there compiles on every ada
 A workgroup of WM x WN subgroups computes a (16 FM WM) x (16 FN WN) tile of C. Per K step
 of BK, the operands' tiles are staged in workgroup memory (zero-filled outside the matrix,
 so ragged M, N, K need no special case; 4 or 8 f16 per global load where the contiguous
-dimension allows), the next step's global loads in flight while the current one multiplies.
+dimension allows), the next step's global loads in flight while the current one multiplies
+(`MatrixTile.prefetch`; without it each step loads, stages and multiplies in turn).
+An `aligned` kernel (M, N, K whole multiples of the tile and of BK) checks no bound: its loads
+and its epilogue's stores are plain indexing. On an H100 (Dawn, default toggles, one timer)
+the bounds-free 64x128 GEMM ran 90.5/104.4 TFLOP/s at 4096^3 nt/nn against the checked
+kernel's 62.9/67.6 (tools/matrix_gemm_lab.py; see matrix_units.choose_tile).
 An operand stored K-major on the "wrong" side (A transposed, B not transposed is row-major
 K x N) is staged as stored and its fragments loaded column-major where needed. The caller
 supplies each operand's global load (`load_a(row, col)`, `load_b(row, col)` in the stored
@@ -43,6 +48,8 @@ class MatrixTile:
     fragment's 8 rows then start in 8 different units).
     double: two staging buffers and one barrier per K step instead of one buffer and two.
     acc: the accumulators' type; "f16" only for comparison (the shipped kernels use f32).
+    prefetch: the next K step's global loads issued before the current step's multiplies
+    (False: load, stage, barrier, multiply, barrier; faster for 64x128 on an H100).
     """
 
     fm: int
@@ -54,6 +61,7 @@ class MatrixTile:
     wide: bool = False
     pad: int = 8
     acc: str = "f32"
+    prefetch: bool = True
 
     @property
     def bm(self) -> int:
@@ -71,7 +79,8 @@ class MatrixTile:
     def name(self) -> str:
         flags = "".join(f for f, on in (("/db", self.double), ("/w8", self.wide),
                                         (f"/pad{self.pad}", self.pad != 8),
-                                        ("/acc16", self.acc == "f16")) if on)
+                                        ("/acc16", self.acc == "f16"),
+                                        ("/np", not self.prefetch)) if on)
         return f"{self.bm}x{self.bn}/{self.wm}x{self.wn}sg/{self.fm}x{self.fn}fr/k{self.bk}{flags}"
 
     def shared_bytes(self) -> int:
@@ -179,6 +188,17 @@ def _main_loop(tile: MatrixTile, size_a: int, size_b: int, body: str) -> str:
     if (t + 1u < steps) {{ stage({size_a}u - cur_a, {size_b}u - cur_b); }}
     workgroupBarrier();
   }}"""
+    if not tile.prefetch:
+        return f"""  for (var t = 0u; t < steps; t++) {{
+    let cur_a = 0u;
+    let cur_b = 0u;
+    k0 = t * {bk}u;
+    fetch();
+    stage(0u, 0u);
+    workgroupBarrier();
+{body}
+    workgroupBarrier();
+  }}"""
     return f"""  for (var t = 0u; t < steps; t++) {{
     stage(0u, 0u);
     workgroupBarrier();
@@ -192,7 +212,7 @@ def _main_loop(tile: MatrixTile, size_a: int, size_b: int, body: str) -> str:
 
 
 def kernel_source(tile: MatrixTile, a: Operand, b: Operand, *, declarations: str, setup: str,
-                  extent: tuple[str, str, str], comment: str) -> str:
+                  extent: tuple[str, str, str], comment: str, aligned: bool = False) -> str:
     """A whole subgroup-matrix kernel: C (M x N) = A (M x K) B (K x N), tile by tile.
 
     declarations: the caller's bindings, `Params`, `load_a`, `load_b` and
@@ -200,7 +220,8 @@ def kernel_source(tile: MatrixTile, a: Operand, b: Operand, *, declarations: str
     setup: statements run per invocation before the first load (they may read `wid`,
     `m0`, `n0`, `tid`, the fixed columns `col_a`/`col_b` and set the caller's private
     variables). extent: WGSL expressions of
-    M, N and K."""
+    M, N and K. aligned: the caller promises M, N, K are multiples of the tile's BM, BN, BK
+    (its loads may then skip their bound checks); the epilogue skips its own."""
     m_total, n_total, k_total = extent
     a_decl, a_fetch, a_store = _stage_code(a, tile)
     b_decl, b_fetch, b_store = _stage_code(b, tile)
@@ -217,6 +238,7 @@ def kernel_source(tile: MatrixTile, a: Operand, b: Operand, *, declarations: str
                 f"  put_fragment(m0 + r_in + {16 * i}u, n0 + c_in + {16 * j}u, sg * 256u, lane);\n"
                 f"  workgroupBarrier();"
                 for i in range(tile.fm) for j in range(tile.fn)]
+    inside = "" if aligned else f"if (row < {m_total} && col < {n_total}) "
     nl = "\n"
     return f"""enable f16;
 enable subgroups;
@@ -250,7 +272,7 @@ fn put_fragment(row0: u32, col0: u32, at: u32, lane: u32) {{
     let i = lane + 32u * e;
     let row = row0 + i / 16u;
     let col = col0 + i % 16u;
-    if (row < {m_total} && col < {n_total}) {{ store_c(row, col, f32(sh_c[at + i])); }}
+    {inside}{{ store_c(row, col, f32(sh_c[at + i])); }}
   }}
 }}
 
@@ -269,7 +291,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>,
 {nl.join(accumulators)}
   let steps = ({k_total} + {tile.bk - 1}u) / {tile.bk}u;
   k0 = 0u;
-  fetch();
+{"  fetch();" if tile.prefetch or tile.double else ""}
 {_main_loop(tile, size_a, size_b, _multiply_code(tile, a, b))}
 {nl.join(epilogue)}
 }}
@@ -282,13 +304,14 @@ def load_type(width: int) -> str:
 
 
 def contiguous_load(name: str, width: int, rows: str, cols: str, ld: str, base: str,
-                    binding: str = "") -> str:
+                    binding: str = "", checked: bool = True) -> str:
     """WGSL `load_{name}(row, col)` of a row-major matrix in `binding` (default: name; rows x
     cols, `ld` elements between rows, from element `base`): `width` f16 from (row, col),
-    zeros outside. A vector load lies wholly inside or outside (cols, ld are multiples)."""
+    zeros outside. A vector load lies wholly inside or outside (cols, ld are multiples).
+    checked=False: no bound check (an aligned kernel never loads outside)."""
     kind = _LOAD_TYPES[width]
-    return f"""fn load_{name}(row: u32, col: u32) -> {kind} {{
-  if (row >= {rows} || col >= {cols}) {{ return {kind}(); }}
+    check = f"\n  if (row >= {rows} || col >= {cols}) {{ return {kind}(); }}" if checked else ""
+    return f"""fn load_{name}(row: u32, col: u32) -> {kind} {{{check}
   return {binding or name}[({base} + row * {ld} + col) / {width}u];
 }}"""
 

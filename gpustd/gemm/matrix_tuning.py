@@ -87,7 +87,7 @@ def gemm_tile(device: Device, m: int, n: int, k: int, batch: int, trans_a: bool,
               trans_b: bool) -> MatrixTile:
     """The tile of record_gemm_matrix for this GEMM: the tuner's winner for its class, else
     choose_tile's."""
-    default = tile_name(GEMM_TILES, matrix_units.choose_tile(m, n, batch))
+    default = tile_name(GEMM_TILES, matrix_units.choose_tile(m, n, batch, k=k))
     winner = autotune.select(device, GEMM_OP, gemm_class(m, n, k, batch, trans_a, trans_b),
                              gemm_candidates(device, m, n), default,
                              _gemm_trial(device, m, n, k, batch, trans_a, trans_b))
@@ -157,7 +157,7 @@ def problems(device: Device) -> list[autotune.Problem]:
     for m, k, n, batch, layout in SD_SHAPES:
         trans_a, trans_b = layout[0] == "t", layout[1] == "t"
         key = gemm_class(m, n, k, batch, trans_a, trans_b)
-        default = tile_name(GEMM_TILES, matrix_units.choose_tile(m, n, batch))
+        default = tile_name(GEMM_TILES, matrix_units.choose_tile(m, n, batch, k=k))
         found.setdefault(key, autotune.Problem(
             GEMM_OP, key, gemm_candidates(device, m, n), default,
             _gemm_trial(device, m, n, k, batch, trans_a, trans_b)))

@@ -11,6 +11,7 @@ another) and records the dispatches in the tile it is given.
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 from gpucore import Buffer, Device, Kernel
@@ -27,10 +28,18 @@ from .plan import MULTIPROCESSORS, BatchPlan
 
 __all__ = ["TILES", "MatrixTile", "available", "choose_tile", "record_gemm_matrix", "source"]
 
-# The shipped configurations: choose_tile picks one of the first two; 128x128 stays a
-# candidate for the autotuner (the fastest at 4096^3 with Dawn's robustness off).
-TILES = {"64x64": MatrixTile(2, 2, 2, 2), "64x64k16": MatrixTile(2, 2, 2, 2, bk=16),
-         "128x128": MatrixTile(4, 2, 2, 4)}
+# The shipped configurations: choose_tile picks one of the first three; 128x128 stays a
+# candidate for the autotuner (the fastest at 4096^3 with Dawn's robustness off, checked).
+# 64x64 without prefetch: faster than with it on every shape tools/sm_sweep.py times (H100,
+# aligned: 82.4/75.5 vs 75.1/73.0 at 4096^3 nn/nt, 58.0 vs 46.7 at 4096x640x640).
+TILES = {"64x64": MatrixTile(2, 2, 2, 2, prefetch=False), "64x64k16": MatrixTile(2, 2, 2, 2, bk=16),
+         "64x128": MatrixTile(2, 4, 2, 2, prefetch=False), "128x128": MatrixTile(4, 2, 2, 4)}
+
+
+def aligned(tile: MatrixTile, m: int, n: int, k: int) -> bool:
+    """Whether an m x k by k x n product fills `tile`'s workgroups and K steps exactly (then
+    its kernel checks no bound: matrix_codegen's `aligned`)."""
+    return m % tile.bm == 0 and n % tile.bn == 0 and k % tile.bk == 0
 
 
 def available(device: Device) -> bool:
@@ -41,8 +50,11 @@ def available(device: Device) -> bool:
             and config.min_subgroup_size in (0, 32) and config.max_subgroup_size in (0, 32))
 
 
-def choose_tile(m: int, n: int, batch: int) -> MatrixTile:
-    """64 x 64 tiles of 4 subgroups (2 x 2 fragments each); K steps of 16 where the grid
+def choose_tile(m: int, n: int, batch: int, *, k: int = 0) -> MatrixTile:
+    """64 x 128 tiles of 4 subgroups (2 x 4 fragments each, K steps of 32, no prefetch) for
+    large products that fill them exactly (m, n, k multiples of 64, 128, 32: the bounds-free
+    kernel; k=0, unknown, never takes them); otherwise 64 x 64 tiles of 4 subgroups (2 x 2
+    fragments each); K steps of 16 where the grid
     has 8 or more tiles per multiprocessor (occupancy is then bounded by registers and workgroup
     memory, which the shorter step halves), of 32 below (fewer barriers per K).
 
@@ -65,7 +77,22 @@ def choose_tile(m: int, n: int, batch: int) -> MatrixTile:
     64x32 tiles, row padding 16 and a double-buffered 64x64 (31.9/34.4).
     Dawn's robustness costs 28-47%: with disable_robustness 128x128 k32 reaches 85.9 at
     4096^3 and 64x64 k32 66.5/71.5/71.2/57.5/48.1 on the UNet shapes.
+
+    This module's bounds-free kernels (tools/sm_sweep.py, timestamps, 2026-11-24): 64x128
+    without prefetch 103.1/92.1 at 4096^3 nn/nt; 64x64 k32 without prefetch 82.4/75.5, 58.0,
+    50.7, 52.3, 46.2 (8192x320x320); with prefetch 75.1/73.0, 46.7, 49.0, 49.2, 37.6.
+    Hand-written bounds-free kernels (H100, Dawn, default toggles, 2026-11-24, the lab
+    behind tools/matrix_gemm_lab.py, f32 output, wall time per dispatch; 4096^3 nt / nn, then
+    4096x640x640, 1024x1280^2, 4096x320x1280, nt): 64x128 k32 without prefetch 133.3/145.8,
+    50.0, 44.5, 45.1; 64x64 k32 112.0/125.3, 62.6, 51.3, 48.1; 128x128 (4x2 subgroups of
+    2x4) 104.5/106.5. Slower there: register prefetch, two staging buffers (32.5), B staged
+    transposed for nt, BK 16 or 64, 8 f16 per load, no row padding or 16, fragments loaded
+    straight from global memory with no staging (55.7/72.1 at best) or staged through
+    subgroup-matrix loads and stores (67-111 with disable_robustness).
     """
+    big = TILES["64x128"]
+    if k and aligned(big, m, n, k) and (m // 64) * (n // 128) * batch >= 8 * MULTIPROCESSORS:
+        return big
     tiles = math.ceil(m / 64) * math.ceil(n / 64) * batch
     return TILES["64x64k16"] if tiles >= 8 * MULTIPROCESSORS else TILES["64x64"]
 
@@ -79,9 +106,13 @@ _GEMM_PARAMS = """struct Params {
 }"""
 
 
-def source(tile: MatrixTile, trans_a: bool, trans_b: bool, width_a: int, width_b: int) -> str:
+def source(tile: MatrixTile, trans_a: bool, trans_b: bool, width_a: int, width_b: int,
+           dims: tuple[int, int, int] | None = None) -> str:
     """The WGSL of one GEMM variant: C = alpha op(A) op(B) + beta C + bias, batched over
-    workgroup z (see record_gemm_matrix); width_*: f16 per global load of each operand."""
+    workgroup z (see record_gemm_matrix); width_*: f16 per global load of each operand.
+    dims: (m, n, k) of a shape that fills the tile exactly: a kernel for that shape alone,
+    without bound checks and with m, n, k as constants (its address arithmetic folds)."""
+    aligned = dims is not None
     a = Operand("a", trans_a, width_a)
     b = Operand("b", not trans_b, width_b)
     a_dims = ("params.k", "params.m") if trans_a else ("params.m", "params.k")
@@ -96,9 +127,9 @@ var<private> off_a: u32;
 var<private> off_b: u32;
 var<private> off_c: u32;
 
-{contiguous_load("a", width_a, *a_dims, a_dims[1], "off_a")}
+{contiguous_load("a", width_a, *a_dims, a_dims[1], "off_a", checked=not aligned)}
 
-{contiguous_load("b", width_b, *b_dims, b_dims[1], "off_b")}
+{contiguous_load("b", width_b, *b_dims, b_dims[1], "off_b", checked=not aligned)}
 
 fn store_c(row: u32, col: u32, value: f32) {{
   let idx = off_c + row * params.n + col;
@@ -113,14 +144,20 @@ fn store_c(row: u32, col: u32, value: f32) {{
   off_a = params.a_base + outer * params.a_outer + inner * params.a_inner;
   off_b = params.b_base + outer * params.b_outer + inner * params.b_inner;
   off_c = params.c_base + z * params.m * params.n;"""
-    return kernel_source(tile, a, b, declarations=declarations, setup=setup,
+    text = kernel_source(tile, a, b, declarations=declarations, setup=setup,
                          extent=("params.m", "params.n", "params.k"),
-                         comment=f"GEMM, trans_a={trans_a}, trans_b={trans_b}")
+                         comment=f"GEMM, trans_a={trans_a}, trans_b={trans_b}"
+                                 + (f", aligned {dims}" if aligned else ""), aligned=aligned)
+    if dims is None:
+        return text
+    values = dict(zip("mnk", dims))
+    return re.sub(r"params\.([mnk])\b", lambda hit: f"{values[hit.group(1)]}u", text)
 
 
-def _kernel(tile: MatrixTile, trans_a: bool, trans_b: bool, width_a: int, width_b: int) -> Kernel:
+def _kernel(tile: MatrixTile, trans_a: bool, trans_b: bool, width_a: int, width_b: int,
+            dims: tuple[int, int, int] | None) -> Kernel:
     return Kernel.generated("linalg/gemm_subgroup_matrix", source, tile, trans_a, trans_b,
-                            width_a, width_b)
+                            width_a, width_b, dims)
 
 
 def record_gemm_matrix(a: Buffer[Any], b: Buffer[Any], c: Buffer[Any], bias: Buffer[Any], *,
@@ -135,7 +172,8 @@ def record_gemm_matrix(a: Buffer[Any], b: Buffer[Any], c: Buffer[Any], bias: Buf
     offsets_b = (plan.outer_strides[1], plan.inner_strides[1], *(g[1] for g in plan.groups))
     width_a = load_width(tile, m if trans_a else k, offsets_a)
     width_b = load_width(tile, k if trans_b else n, offsets_b)
-    kernel = _kernel(tile, trans_a, trans_b, width_a, width_b)
+    dims = (m, n, k) if aligned(tile, m, n, k) else None
+    kernel = _kernel(tile, trans_a, trans_b, width_a, width_b, dims)
     per_group = plan.outer * plan.inner
     max_z = device.limits["max-compute-workgroups-per-dimension"]
     grid_xy = (math.ceil(n / tile.bn), math.ceil(m / tile.bm))

@@ -42,6 +42,21 @@ def test_generated_kernel_interface(tile: sm.MatrixTile, trans_a: bool, trans_b:
     assert loop.count("workgroupBarrier") == (1 if tile.double else 2)
 
 
+def test_aligned_kernels_check_no_bound() -> None:
+    """Shapes that fill the tile exactly get a kernel without bound checks; the rest keep
+    them (zeros outside the matrix, no store outside C)."""
+    tile = sm.TILES["64x128"]
+    assert sm.aligned(tile, 192, 256, 96) and not sm.aligned(tile, 192, 256, 80)
+    assert not sm.aligned(tile, 200, 256, 96) and not sm.aligned(tile, 192, 200, 96)
+    checked = sm.source(tile, False, True, 4, 4)
+    free = sm.source(tile, False, True, 4, 4, dims=(192, 256, 96))
+    assert checked.count("if (row >=") == 2 and "if (row <" in checked
+    assert "if (row" not in free
+    # the shape's dimensions are constants; the other parameters stay uniforms
+    assert not re.search(r"params\.[mnk]\b", free) and "256u" in free and "params.alpha" in free
+    _wgsl.parse(free)
+
+
 def test_staging_split_is_checked() -> None:
     with pytest.raises(ValueError, match="does not split"):
         sm.source(sm.MatrixTile(1, 1, 4, 4, bk=16), False, False, 8, 8)  # 32x16 / 8 < 512
@@ -62,6 +77,9 @@ def test_shared_memory_fits_the_vulkan_minimum() -> None:
 
 
 def test_tile_choice() -> None:
+    assert sm.choose_tile(4096, 4096, 1, k=4096) == sm.TILES["64x128"]  # bounds-free
+    assert sm.choose_tile(4096, 4096, 1, k=4008) == sm.TILES["64x64k16"]  # K steps ragged
+    assert sm.choose_tile(4000, 4096, 1, k=4096) == sm.TILES["64x64k16"]
     assert sm.choose_tile(4096, 4096, 1) == sm.TILES["64x64k16"]
     assert sm.choose_tile(4096, 1280, 1) == sm.TILES["64x64k16"]
     assert sm.choose_tile(4096, 640, 1) == sm.TILES["64x64"]
@@ -76,7 +94,8 @@ def _skip_unless_available(device: gpucore.Device) -> None:
 
 @pytest.mark.parametrize(("m", "k", "n", "trans_a", "trans_b"),
                          [(77, 40, 33, False, False), (129, 333, 65, True, False),
-                          (300, 200, 130, False, True), (64, 64, 64, True, True)])
+                          (300, 200, 130, False, True), (64, 64, 64, True, True),
+                          (192, 96, 256, False, True)])
 def test_matches_float64_where_available(device: gpucore.Device, m: int, k: int, n: int,
                                          trans_a: bool, trans_b: bool) -> None:
     _skip_unless_available(device)
