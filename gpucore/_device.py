@@ -21,7 +21,7 @@ from ._adapters import OPTIONAL_FEATURES, AdapterInfo, choose_adapter
 from ._bindings import BindGroupCache
 from ._capture import Capture, CaptureError
 from ._errors import DeviceLimitError, DeviceLostError, GpuError
-from ._pool import BufferPool, size_class
+from ._pool import BufferPool, MemoryStats, is_released, size_class
 from ._profile import Profile
 from ._stream import Event, Stream
 
@@ -147,19 +147,21 @@ class Device:
         Returns (buffer, allocated size); hand both back with `release`.
         """
         size = size_class(nbytes, self.limits["max-buffer-size"])
-        while (found := self.pool.take(size)) is not None:
-            if not _released(found):
-                return found, size
+        if (found := self.pool.take(size)) is not None:
+            return found, size
         self.check_limit("max-buffer-size", size, f"{label} ({nbytes:,} bytes)")
+        buffer = self.wgpu.create_buffer(label=label, size=size, usage=usage)
         self.buffers_created += 1
-        return self.wgpu.create_buffer(label=label, size=size, usage=usage), size
+        self.pool.created(size)
+        return buffer, size
 
     def release(self, buffer: GPUBuffer, size: int) -> None:
         """Return a buffer to the pool (called when its Buffer is garbage collected).
 
         A buffer a capture replays into stays with the capture; one the pool has no room
         for is dropped, with the bind groups naming it, so its memory is freed."""
-        if _released(buffer):
+        if is_released(buffer):
+            self.pool.dropped(size)
             return
         if id(buffer) in self._pinned:
             with self._lock:  # the capture's now: back to the pool when it is released
@@ -169,6 +171,14 @@ class Device:
         if not self.pool.give(buffer, size):
             with self._lock:
                 self._bind_groups.evict(buffer)
+
+    def memory_stats(self) -> MemoryStats:
+        """Bytes in live buffers, idle in the pool, and their peaks (gpucore.MemoryStats)."""
+        return self.pool.stats()
+
+    def reset_peak_memory(self) -> None:
+        """Restart memory_stats()'s peaks now. torch: `reset_peak_memory_stats`."""
+        self.pool.reset_peak()
 
     def empty_pool(self) -> None:
         """Drop every idle pooled buffer and the bind groups naming them (wgpu frees them)."""
@@ -387,9 +397,3 @@ def synchronize(device: Device | None = None) -> None:
     """Wait for all GPU work on `device` (default device if None)."""
     (device or default_device()).synchronize()
 
-
-def _released(buffer: GPUBuffer) -> bool:
-    """Whether wgpu already freed `buffer`. A Buffer collected in a reference cycle has its
-    wgpu buffer's finalizer run in the same collection, before or after its own `__del__`
-    pooled it: such a buffer must be dropped, not handed out again."""
-    return getattr(buffer, "_internal", True) is None
