@@ -40,9 +40,13 @@ weights = ComponentWeights("stack", {}, refs, dtype=np.dtype(np.float32))
 model = Stack(int(sys.argv[2]), file.shape(file.keys()[0])[0], device)
 device.synchronize()
 before = rss()
+# ru_maxrss also remembers peaks before the load (imports): only a peak above this one is the
+# load's
+earlier = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 model.load_state_dict(weights)
 device.synchronize()  # the uploads land: buffers and any staging copies left are both live
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+high = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+peak = high if high > earlier else rss()  # the load's own peak, or (below) where it ended
 first = model.layers[0].weight.numpy()[:2, :4].tolist()
 print(json.dumps({"before": before, "peak": peak, "first": first}))
 """
