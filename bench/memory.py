@@ -6,7 +6,9 @@ published configs, saved as a diffusers folder first), float16, 20 steps, CFG 7,
 pool's idle buffers), peaks above what was in use before the model. Theirs:
 `torch.cuda.max_memory_allocated` above the same baseline (CUDA only; the row says None
 elsewhere). `--quick`: tiny models at 64x64 and 2 steps (a smoke run on any adapter).
-BENCH_MEMORY_MODELS=sd15 (or sdxl; comma-separated) keeps only those rows.
+Row sd15-q8_0: SD 1.5 with its UNet from a Q8_0 GGUF (weights kept quantized); unet_gib is
+the UNet's weights alone. BENCH_MEMORY_MODELS=sd15 (sd15-q8_0, sdxl; comma-separated) keeps
+only those rows.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from . import _harness
 from .sdxl import SDXL_BASE_UNET, TINY_SDXL_UNET, _PeakMemory, _settled_use
 from .txt2img import _write_folder as write_sd15_folder
 
-COLUMNS = ["model", "size", "steps", "weights_gib", "ours_load_peak_gib",
+COLUMNS = ["model", "size", "steps", "unet_gib", "weights_gib", "ours_load_peak_gib",
            "ours_txt2img_peak_gib", "ours_txt2img_reserved_gib", "driver_load_peak_gib",
            "driver_txt2img_peak_gib", "diffusers_weights_gib",
            "diffusers_load_peak_gib", "diffusers_txt2img_peak_gib", "txt2img_vs_diffusers"]
@@ -91,10 +93,33 @@ def _or_none(gib: float) -> float | None:
     return None if gib != gib else gib
 
 
-def _ours(root: Path, device: gpucore.Device, settings: dict[str, Any]) -> dict[str, float]:
+def _unet_gib(unet: Any) -> float:
+    """Bytes of the UNet's weights: float parameters plus quantized blocks."""
+    from gpustd.nn.quantized import quantized_weights
+
+    floats = sum(t.buffer.nbytes for t in unet.parameters())
+    return (floats + sum(q.nbytes for q in quantized_weights(unet).values())) / GIB
+
+
+def _quantized_unet(pipe: Any, root: Path, device: gpucore.Device, format: str) -> Any:
+    """The pipeline's UNet again, from a GGUF of it in `format` (weights kept quantized)."""
+    from diffusion.loaders import load_pipeline_weights
+    from diffusion.loaders.gguf_unet import load_unet_gguf
+    from diffusion.loaders.gguf_write import write_gguf
+
+    unet = load_pipeline_weights(root).unet
+    path = root / f"unet-{format}.gguf"
+    write_gguf(path, ((name, unet[name]) for name in unet), format, architecture="sd1")
+    dtype = pipe.unet.conv_in.weight.dtype
+    return load_unet_gguf(path, dtype=dtype, device=device, config=dict(pipe.unet.config))
+
+
+def _ours(root: Path, device: gpucore.Device, settings: dict[str, Any],
+          quantize: str | None = None) -> dict[str, float | None]:
     """Our load and txt2img peaks (GiB above the use before loading): memory_stats', and with
     CUDA the driver's (cudaMemGetInfo sampled every 3 ms: wgpu's staging copies and the
-    driver's own allocations included, which memory_stats does not see)."""
+    driver's own allocations included, which memory_stats does not see). `quantize`: the UNet
+    is swapped for its GGUF in that format after loading (no load peak then)."""
     from diffusion import load_pipeline
 
     cuda = _harness.torch_cuda()
@@ -104,8 +129,13 @@ def _ours(root: Path, device: gpucore.Device, settings: dict[str, Any]) -> dict[
     with _PeakMemory(cuda, settled) as load_driver:
         pipe = load_pipeline(root, device=device,
                              dtype=np.float16 if device.has_f16 else np.float32)
+        if quantize:
+            pipe.unet = _quantized_unet(pipe, root, device, quantize)
+            gc.collect()
+            device.empty_pool()
         device.synchronize()
     loaded = device.memory_stats()
+    unet_gib = _unet_gib(pipe.unet)
     device.reset_peak_memory()
     with _PeakMemory(cuda, settled) as run_driver:
         pipe.txt2img(**settings, sampler="Euler")
@@ -113,11 +143,12 @@ def _ours(root: Path, device: gpucore.Device, settings: dict[str, Any]) -> dict[
     done = device.memory_stats()
     pipe = None
     _settled_use(device, cuda)
-    return {"weights_gib": (loaded.allocated - base) / GIB,
-            "ours_load_peak_gib": (loaded.peak_reserved - base) / GIB,
+    load_peak = None if quantize else (loaded.peak_reserved - base) / GIB
+    return {"unet_gib": unet_gib, "weights_gib": (loaded.allocated - base) / GIB,
+            "ours_load_peak_gib": load_peak,
             "ours_txt2img_peak_gib": (done.peak_allocated - base) / GIB,
             "ours_txt2img_reserved_gib": (done.peak_reserved - base) / GIB,
-            "driver_load_peak_gib": _or_none(load_driver.peak),
+            "driver_load_peak_gib": None if quantize else _or_none(load_driver.peak),
             "driver_txt2img_peak_gib": _or_none(run_driver.peak)}
 
 
@@ -156,22 +187,24 @@ def _theirs(root: Path, sdxl: bool, settings: dict[str, Any]) -> dict[str, float
 
 def run(quick: bool = False) -> dict[str, Any]:
     device = gpucore.default_device()
-    wanted = os.environ.get("BENCH_MEMORY_MODELS", "sd15,sdxl").split(",")
+    wanted = os.environ.get("BENCH_MEMORY_MODELS", "sd15,sd15-q8_0,sdxl").split(",")
     steps = 2 if quick else 20
     rows = []
     for model, sdxl, size, write in (("sd15", False, 512, write_sd15_folder),
+                                     ("sd15-q8_0", False, 512, write_sd15_folder),
                                      ("sdxl", True, 1024, write_sdxl_folder)):
         if model not in wanted:
             continue
         size = 64 if quick else size
+        quantize = model.partition("-")[2] or None  # "sd15-q8_0": the UNet as Q8_0 GGUF
         settings = dict(prompt="a lighthouse on a cliff at dusk", negative_prompt="blurry",
                         steps=steps, cfg_scale=7.0, seed=42, width=size, height=size)
         with tempfile.TemporaryDirectory() as tmp:
             root = Path(tmp)
             write(root, quick)
             row: dict[str, Any] = {"model": model, "size": f"{size}x{size}", "steps": steps,
-                                   **_ours(root, device, settings), **_theirs(root, sdxl,
-                                                                              settings)}
+                                   **_ours(root, device, settings, quantize),
+                                   **_theirs(root, sdxl, settings)}
         theirs = row["diffusers_txt2img_peak_gib"]
         row["txt2img_vs_diffusers"] = row["ours_txt2img_peak_gib"] / theirs if theirs else None
         rows.append(row)

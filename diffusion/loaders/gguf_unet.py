@@ -95,7 +95,9 @@ def load_unet_gguf(path: str | os.PathLike[str], *, dtype: Any = np.float32,
                 set_quantized_weight(unet, name, weight)
             except ValueError:  # a norm or embedding stored quantized: expand it on the host
                 unet.load_state_dict({name: file.read(ref.key).astype(dtype)}, strict=False)
+            # the float parameter just replaced goes back to the driver, not the pool: the
+            # load peaks at the float model's size, never float model + quantized copy
+            device.empty_pool()
     except (StateDictError, KeyError, ValueError) as exc:
         raise WeightsError(f"{path}: the UNet's tensors do not fit its config: {exc}") from None
-    device.empty_pool()  # the float parameters the quantized weights replaced
     return unet
