@@ -64,7 +64,7 @@ class QuantizedTensor:
     of all but the first dimension for a conv weight) must be a multiple of the block's values.
     """
 
-    __slots__ = ("blocks", "dtype", "format", "shape")
+    __slots__ = ("_device", "_host", "blocks", "dtype", "format", "shape")
 
     def __init__(self, blocks: Buffer[Any], shape: tuple[int, ...], format: str,
                  dtype: Any = np.float32) -> None:
@@ -80,7 +80,9 @@ class QuantizedTensor:
             raise ValueError(f"{self.format} blocks of shape {self.shape} need a uint32 buffer "
                              f"of {size // spec.values * spec.nbytes} bytes, got "
                              f"{blocks.dtype} of {blocks.nbytes}")
-        self.blocks = blocks
+        self.blocks: Buffer[Any] | None = blocks
+        self._device = blocks.device
+        self._host: np.ndarray | None = None  # the blocks while offloaded
 
     @classmethod
     def from_bytes(cls, raw: Any, shape: tuple[int, ...], format: str, *, dtype: Any = np.float32,
@@ -102,7 +104,30 @@ class QuantizedTensor:
 
     @property
     def device(self) -> Device:
-        return self.blocks.device
+        return self._device
+
+    # -- where the blocks live: the hook the budget modes (--medvram/--lowvram) build on ---
+    @property
+    def on_device(self) -> bool:
+        """Whether the blocks are in GPU memory (False after `offload()`)."""
+        return self.blocks is not None
+
+    def offload(self) -> None:
+        """Move the blocks to host memory, freeing their GPU buffer; `dequantize` still works
+        (it uploads them for that one use) and `restore()` brings them back for good."""
+        if self.blocks is not None:
+            self._host = self.blocks.read()
+            self.blocks = None
+
+    def restore(self) -> None:
+        """Upload offloaded blocks again (a no-op when they are on the device)."""
+        if self.blocks is None and self._host is not None:
+            self.blocks = self._upload()
+            self._host = None
+
+    def _upload(self) -> Buffer[Any]:
+        assert self._host is not None
+        return Buffer.from_numpy(self._host, device=self._device, read_only=True)
 
     @property
     def ndim(self) -> int:
@@ -114,8 +139,9 @@ class QuantizedTensor:
 
     @property
     def nbytes(self) -> int:
-        """Bytes of GPU memory the blocks take (what a float16 copy would take: 2 * size)."""
-        return self.blocks.nbytes
+        """Bytes the blocks take (a float16 copy would take 2 * size), on device or host."""
+        spec = FORMATS[self.format]
+        return self.size // spec.values * spec.nbytes
 
     def __repr__(self) -> str:
         return f"QuantizedTensor({self.format}, shape={self.shape}, dtype={self.dtype})"
@@ -127,7 +153,8 @@ class QuantizedTensor:
 
 def dequantize(weight: QuantizedTensor, dtype: Any = None) -> Tensor:
     """`weight`'s values as a new float32/float16 Tensor of its shape, bitwise equal to
-    `gguf.quants.dequantize(raw, qtype).reshape(shape)` (float32; float16 is that cast)."""
+    `gguf.quants.dequantize(raw, qtype).reshape(shape)` (float32; float16 is that cast).
+    An offloaded weight's blocks are uploaded for the call and dropped after it."""
     target = as_dtype(dtype if dtype is not None else weight.dtype)
     if target not in (np.dtype(np.float32), np.dtype(np.float16)):
         raise TypeError(f"dequantize gives float32 or float16, not {target}")
@@ -139,7 +166,9 @@ def dequantize(weight: QuantizedTensor, dtype: Any = None) -> Tensor:
                            types={"Dst": wgsl_scalar(target)})
     grid = fold_grid(kernel.groups_for(out.size),
                      device.limits["max-compute-workgroups-per-dimension"])
-    kernel.dispatch(grid, weight.blocks, out.buffer, n=out.size)
+    # offloaded: uploaded for this use only, freed (pooled) when the dispatch's owner drops it
+    blocks = weight.blocks if weight.blocks is not None else weight._upload()
+    kernel.dispatch(grid, blocks, out.buffer, n=out.size)
     return out
 
 

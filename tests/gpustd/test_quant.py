@@ -67,3 +67,19 @@ def test_sizes_and_errors(first_device: gpucore.Device) -> None:
         QuantizedTensor.from_bytes(raw, (4, 60), "q8_0", device=first_device)
     with pytest.raises(ValueError, match="unknown quantization format 'q3_x'"):
         QuantizedTensor.from_bytes(raw, (4, 64), "q3_x", device=first_device)
+
+
+def test_offloaded_blocks_live_on_the_host(first_device: gpucore.Device) -> None:
+    shape = (64, 256)
+    raw = gguf_quantize(np.random.default_rng(5).standard_normal(shape).astype(np.float32),
+                        _qtype("q4_1"))
+    weight = QuantizedTensor.from_bytes(raw, shape, "q4_1", device=first_device)
+    want = weight.dequantize().numpy()
+    held = first_device.memory_stats().allocated
+    weight.offload()
+    assert not weight.on_device and first_device.memory_stats().allocated < held
+    np.testing.assert_array_equal(materialize(weight).numpy(), want)  # uploaded for the use
+    assert not weight.on_device and weight.nbytes == raw.size
+    weight.restore()
+    assert weight.on_device
+    np.testing.assert_array_equal(weight.dequantize().numpy(), want)
