@@ -81,6 +81,12 @@ def test_comfyui_style_q8_0_unet_within_quantization_error(first_device: gpucore
     error, quantization = np.abs(got - full).mean(), np.abs(exact - full).mean()
     assert error <= 1.01 * quantization + 1e-5, (error, quantization)
     assert quantization < 0.05 * np.abs(full).mean()
+    # captured and replayed (as the pipelines run the UNet), the scratch weights included
+    sample, t, context = _inputs(0)
+    step = gpustd.capture(lambda x, c: unet(x, t, c))
+    x, c = gpustd.asarray(sample, device=first_device), gpustd.asarray(context, device=first_device)
+    step(x, c)
+    np.testing.assert_array_equal(step(x, c).numpy(), got)
 
 
 def test_quantize_command(first_device: gpucore.Device, tmp_path, capsys) -> None:
