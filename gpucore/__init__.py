@@ -29,6 +29,7 @@ from ._errors import (
 )
 from ._group import DeviceGroup, open_devices, split_sizes
 from ._kernel import Kernel, fold_grid, shader_path, shader_source
+from ._pool import MemoryStats
 from ._profile import Profile
 from ._stream import Event, Stream
 from ._version import __version__ as __version__
@@ -48,6 +49,7 @@ __all__ = [
     "FeatureError",
     "GpuError",
     "Kernel",
+    "MemoryStats",
     "NoAdapterError",
     "Profile",
     "ShaderCompileError",

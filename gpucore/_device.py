@@ -20,8 +20,8 @@ from wgpu.classes import (
 from ._adapters import OPTIONAL_FEATURES, AdapterInfo, choose_adapter
 from ._bindings import BindGroupCache
 from ._capture import Capture, CaptureError
-from ._errors import DeviceLimitError, DeviceLostError, GpuError
-from ._pool import BufferPool, size_class
+from ._errors import DeviceLimitError, GpuError, lost_or_gpu_error
+from ._pool import BufferPool, MemoryStats, is_released, size_class
 from ._profile import Profile
 from ._stream import Event, Stream
 
@@ -47,14 +47,9 @@ _RAISED_LIMITS = (
 # starts while Python records the rest. A CPU adapter (lavapipe) runs on the recording
 # cores anyway, so there it submits only when something needs the results.
 _SUBMIT_EVERY = 256
-
-
-def _handle_lost(exc: Exception) -> GpuError:
-    text = str(exc)
-    if "lost" in text.lower():
-        return DeviceLostError(f"the GPU device was lost ({text.splitlines()[0]}); "
-                               "create a new Device (check the driver and GPU memory)")
-    return GpuError(text)
+# wgpu stages each queue write in memory of its own until a submit completes: a model upload
+# with no submit between tensors would hold the weights twice. Bytes written between waits:
+_STAGING_LIMIT = 64 << 20
 
 
 class Device:
@@ -91,6 +86,7 @@ class Device:
         self._pinned: dict[int, int] = {}  # id(wgpu buffer) -> captures replaying into it
         self._orphans: dict[int, int] = {}  # pinned buffers no Buffer owns -> size class
         self._fence: GPUBuffer | None = None
+        self._staged = 0  # bytes written since the last synchronize (_STAGING_LIMIT)
         self._queries: tuple[GPUQuerySet, GPUBuffer] | None = None  # timed Events' (_stream)
         self.pool = BufferPool()
         # Creation counters: a warm forward pass or a replay should add to none of them.
@@ -147,19 +143,21 @@ class Device:
         Returns (buffer, allocated size); hand both back with `release`.
         """
         size = size_class(nbytes, self.limits["max-buffer-size"])
-        while (found := self.pool.take(size)) is not None:
-            if not _released(found):
-                return found, size
+        if (found := self.pool.take(size)) is not None:
+            return found, size
         self.check_limit("max-buffer-size", size, f"{label} ({nbytes:,} bytes)")
+        buffer = self.wgpu.create_buffer(label=label, size=size, usage=usage)
         self.buffers_created += 1
-        return self.wgpu.create_buffer(label=label, size=size, usage=usage), size
+        self.pool.created(size)
+        return buffer, size
 
     def release(self, buffer: GPUBuffer, size: int) -> None:
         """Return a buffer to the pool (called when its Buffer is garbage collected).
 
         A buffer a capture replays into stays with the capture; one the pool has no room
         for is dropped, with the bind groups naming it, so its memory is freed."""
-        if _released(buffer):
+        if is_released(buffer):
+            self.pool.dropped(size)
             return
         if id(buffer) in self._pinned:
             with self._lock:  # the capture's now: back to the pool when it is released
@@ -169,6 +167,14 @@ class Device:
         if not self.pool.give(buffer, size):
             with self._lock:
                 self._bind_groups.evict(buffer)
+
+    def memory_stats(self) -> MemoryStats:
+        """Bytes in live buffers, idle in the pool, and their peaks (gpucore.MemoryStats)."""
+        return self.pool.stats()
+
+    def reset_peak_memory(self) -> None:
+        """Restart memory_stats()'s peaks now. torch: `reset_peak_memory_stats`."""
+        self.pool.reset_peak()
 
     def empty_pool(self) -> None:
         """Drop every idle pooled buffer and the bind groups naming them (wgpu frees them)."""
@@ -290,18 +296,16 @@ class Device:
                 stream.params.upload(self.queue)
                 self.queue.submit([encoder.finish()])
             except GPUError as exc:
-                raise _handle_lost(exc) from exc
+                raise lost_or_gpu_error(exc) from exc
             if profile is not None:
                 profile.collect(self.queue)
 
     def synchronize(self) -> None:
-        """Submit pending work (every stream) and block until the GPU has finished it.
-
-        wgpu-py 0.32's `on_submitted_work_done_sync` raises, so we wait on a tiny mapped
-        read-back, which completes only after all earlier submissions.
-        """
+        """Submit pending work (every stream) and block until the GPU has finished it (on a
+        tiny read-back: wgpu-py 0.32's `on_submitted_work_done_sync` raises)."""
         with self._lock:
             self.flush()
+            self._staged = 0  # the writes' staging memory is freed once their submit is done
             if self._fence is None:
                 self._fence = self.wgpu.create_buffer(
                     size=4, usage=wgpu.BufferUsage.COPY_SRC | wgpu.BufferUsage.COPY_DST
@@ -309,7 +313,7 @@ class Device:
             try:
                 self.queue.read_buffer(self._fence)
             except GPUError as exc:
-                raise _handle_lost(exc) from exc
+                raise lost_or_gpu_error(exc) from exc
 
     async def synchronize_async(self) -> None:
         """`await device.synchronize_async()`: like synchronize(), without blocking the
@@ -357,7 +361,7 @@ class Device:
             try:
                 return self.queue.read_buffer(buffer, offset, size)
             except GPUError as exc:
-                raise _handle_lost(exc) from exc
+                raise lost_or_gpu_error(exc) from exc
 
     def write_bytes(self, buffer: GPUBuffer, offset: int, data: np.ndarray | bytes) -> None:
         """Write host bytes into `buffer`, ordered after everything recorded so far (on every
@@ -368,6 +372,9 @@ class Device:
                     buffer, offset, data if isinstance(data, bytes) else data.tobytes())
             self.flush()
             self.queue.write_buffer(buffer, offset, data)
+            self._staged += len(data) if isinstance(data, bytes) else data.nbytes
+            if self._staged > _STAGING_LIMIT and self._capture is None:
+                self.synchronize()  # else every write's staging copy lives until a submit
 
 
 _default: Device | None = None
@@ -387,9 +394,3 @@ def synchronize(device: Device | None = None) -> None:
     """Wait for all GPU work on `device` (default device if None)."""
     (device or default_device()).synchronize()
 
-
-def _released(buffer: GPUBuffer) -> bool:
-    """Whether wgpu already freed `buffer`. A Buffer collected in a reference cycle has its
-    wgpu buffer's finalizer run in the same collection, before or after its own `__del__`
-    pooled it: such a buffer must be dropped, not handed out again."""
-    return getattr(buffer, "_internal", True) is None

@@ -67,6 +67,15 @@ class DeviceLostError(GpuError):
     """The GPU device was lost (driver reset, out of memory, removed)."""
 
 
+def lost_or_gpu_error(exc: Exception) -> GpuError:
+    """A wgpu error as DeviceLostError when it says the device was lost, else GpuError."""
+    text = str(exc)
+    if "lost" in text.lower():
+        return DeviceLostError(f"the GPU device was lost ({text.splitlines()[0]}); "
+                               "create a new Device (check the driver and GPU memory)")
+    return GpuError(text)
+
+
 class BindingTypeError(TypeError):
     """A buffer's element type does not match the shader binding it is passed to."""
 

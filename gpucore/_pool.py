@@ -1,13 +1,15 @@
-"""A size-class pool of idle wgpu buffers: a warm forward pass allocates nothing."""
+"""A size-class pool of idle wgpu buffers (a warm forward pass allocates nothing), and the
+count of the device memory it and the live buffers hold (`Device.memory_stats()`)."""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Iterable
+from dataclasses import asdict, dataclass
 
 from wgpu.classes import GPUBuffer
 
-__all__ = ["BufferPool", "size_class"]
+__all__ = ["BufferPool", "MemoryStats", "is_released", "size_class"]
 
 
 def size_class(nbytes: int, max_size: int) -> int:
@@ -22,31 +24,85 @@ def size_class(nbytes: int, max_size: int) -> int:
     return rounded if rounded <= max_size else max(nbytes, 4)
 
 
+def is_released(buffer: GPUBuffer) -> bool:
+    """Whether wgpu already freed `buffer`. A Buffer collected in a reference cycle has its
+    wgpu buffer's finalizer run in the same collection, before or after its own `__del__`
+    pooled it: such a buffer must be dropped, not handed out again."""
+    return getattr(buffer, "_internal", True) is None
+
+
+@dataclass(frozen=True)
+class MemoryStats:
+    """Device memory a gpucore Device holds, in bytes (torch.cuda's names in brackets).
+
+    allocated: buffers in use, by a Buffer or a capture replaying into them, counted at their
+        size class [memory_allocated]; pooled: idle buffers the pool keeps for reuse;
+        reserved: the two together, what the device really holds [memory_reserved];
+        peak_allocated / peak_reserved: their highest values since the device was made or
+        `reset_peak_memory()` [max_memory_allocated / max_memory_reserved].
+    Not counted: a few fixed KiB of the device's own (uniform ring, fences, timestamp queries)
+    and a capture's constant uploads.
+    """
+
+    allocated: int
+    pooled: int
+    reserved: int
+    peak_allocated: int
+    peak_reserved: int
+
+    def as_dict(self) -> dict[str, int]:
+        """The figures as a JSON-ready dict."""
+        return asdict(self)
+
+
 class BufferPool:
-    """Idle buffers by size class, up to `limit` bytes in all.
+    """Idle buffers by size class, up to `limit` bytes in all, and the bytes in use.
 
     Reuse needs no waiting: the GPU executes the queue in order, so work recorded for a
-    buffer's new owner runs after its old owner's.
+    buffer's new owner runs after its old owner's. Every buffer the device allocates passes
+    through here (`take` or `created`, then `give` or `dropped`), so the counts are exact.
     """
 
     def __init__(self, limit: int = 4 << 30) -> None:
         self.limit = limit
         self.idle_bytes = 0
+        self.in_use = 0
+        self._peak_in_use = self._peak_total = 0
         self._free: dict[int, list[GPUBuffer]] = {}
         self._lock = threading.Lock()
 
+    def _grow(self, size: int) -> None:
+        self.in_use += size
+        self._peak_in_use = max(self._peak_in_use, self.in_use)
+        self._peak_total = max(self._peak_total, self.in_use + self.idle_bytes)
+
     def take(self, size: int) -> GPUBuffer | None:
-        """An idle buffer of exactly this size class, or None."""
+        """An idle buffer of exactly this size class (now counted in use), or None."""
         with self._lock:
             idle = self._free.get(size)
-            if not idle:
-                return None
-            self.idle_bytes -= size
-            return idle.pop()
+            while idle:
+                self.idle_bytes -= size
+                found = idle.pop()
+                if not is_released(found):  # wgpu freed it already: forget it
+                    self._grow(size)
+                    return found
+            return None
+
+    def created(self, size: int) -> None:
+        """Count a new allocation of `size` bytes as in use."""
+        with self._lock:
+            self._grow(size)
+
+    def dropped(self, size: int) -> None:
+        """Count an in-use buffer of `size` bytes as freed (no longer referenced)."""
+        with self._lock:
+            self.in_use -= size
 
     def give(self, buffer: GPUBuffer, size: int) -> bool:
-        """Keep `buffer` for reuse; False when the pool is full (the caller drops it)."""
+        """Keep an in-use `buffer` for reuse; False when the pool is full (the caller drops
+        it, and it is counted freed)."""
         with self._lock:
+            self.in_use -= size
             if self.idle_bytes + size > self.limit:
                 return False
             self._free.setdefault(size, []).append(buffer)
@@ -55,8 +111,8 @@ class BufferPool:
 
     def discard(self, buffers: Iterable[GPUBuffer]) -> dict[int, int]:
         """Take these buffers (any iterable of wgpu buffers) out of the idle lists, if there:
-        a capture that replays into them must not see them handed to anyone else. Returns
-        {id(buffer): size class} of those taken out."""
+        a capture that replays into them must not see them handed to anyone else (so they
+        count as in use). Returns {id(buffer): size class} of those taken out."""
         wanted = {id(b) for b in buffers}
         taken: dict[int, int] = {}
         with self._lock:
@@ -64,6 +120,7 @@ class BufferPool:
                 kept = [b for b in idle if id(b) not in wanted]
                 taken.update((id(b), size) for b in idle if id(b) in wanted)
                 self.idle_bytes -= size * (len(idle) - len(kept))
+                self.in_use += size * (len(idle) - len(kept))
                 idle[:] = kept
         return taken
 
@@ -74,3 +131,15 @@ class BufferPool:
             self._free.clear()
             self.idle_bytes = 0
             return dropped
+
+    def stats(self) -> MemoryStats:
+        """The counts now (see MemoryStats)."""
+        with self._lock:
+            return MemoryStats(self.in_use, self.idle_bytes, self.in_use + self.idle_bytes,
+                               self._peak_in_use, self._peak_total)
+
+    def reset_peak(self) -> None:
+        """Start the peaks again from the current counts."""
+        with self._lock:
+            self._peak_in_use = self.in_use
+            self._peak_total = self.in_use + self.idle_bytes

@@ -2,11 +2,12 @@
 
 Top level: Tensor, array creation, elementwise math, reductions, shape functions, BLAS-1
 and matmul, convolve/correlate — numpy's names and semantics. Submodules: `linalg`, `fft`,
-`signal`, `image`, `nn` (the neural-network operators and layers); `gemm` holds the GEMM
-kernels behind linalg and nn (plans, kernels, their tuners: see its docstring).
+`signal`, `image`, `nn` (the neural-network operators and layers), `quant` (GGML block formats
+kept on the GPU and dequantized there); `gemm` holds the GEMM kernels behind linalg and nn
+(plans, kernels, their tuners: see its docstring).
 """
 
-from . import distributed, fft, image, linalg, nn, signal
+from . import distributed, fft, image, linalg, nn, quant, signal
 from ._tensor import Tensor, asarray, empty, zeros
 from .capture import capture
 from .elementwise import add, divide, maximum, minimum, multiply, power, subtract, where
@@ -26,7 +27,7 @@ __all__ = [
     "elementwise_kernel", "empty", "exp", "fft", "gelu", "has_matrix_units", "image", "linalg",
     "log",
     "log_softmax", "logsumexp", "matmul", "max", "maximum", "mean", "min", "minimum",
-    "multiply", "negative", "nn", "permute", "power", "reduction_kernel", "rsqrt", "sigmoid",
-    "signal", "silu", "softmax", "split", "sqrt", "std", "subtract", "sum", "take_slice",
+    "multiply", "negative", "nn", "permute", "power", "quant", "reduction_kernel", "rsqrt",
+    "sigmoid", "signal", "silu", "softmax", "split", "sqrt", "std", "subtract", "sum", "take_slice",
     "tanh", "transpose", "var", "where", "zeros",
 ]

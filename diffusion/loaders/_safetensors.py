@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from ._float8 import FLOAT8, float8_to_float32
 from .errors import WeightsError
 
 __all__ = ["SafetensorsFile"]
@@ -30,9 +31,9 @@ _STORED = {
     "F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": "<u2",
     "I64": "<i8", "I32": "<i4", "I16": "<i2", "I8": "i1",
     "U64": "<u8", "U32": "<u4", "U16": "<u2", "U8": "u1", "BOOL": "?",
+    "F8_E4M3": "u1", "F8_E5M2": "u1",  # read as bytes, then widened (_float8)
 }
 _ITEMSIZE = {name: np.dtype(code).itemsize for name, code in _STORED.items()}
-_ITEMSIZE.update({"F8_E4M3": 1, "F8_E5M2": 1})
 # the safetensors library refuses headers above 100 MB; a larger length means a damaged file
 _MAX_HEADER = 100_000_000
 
@@ -54,7 +55,8 @@ class SafetensorsFile:
 
     Construction reads only the header (raises WeightsError when the file is missing, too short,
     has a bad header, or a tensor whose bytes lie outside the file). `read(key)` returns a fresh
-    numpy array in the stored dtype, except bfloat16, which comes back as float32.
+    numpy array in the stored dtype, except bfloat16 and float8 (e4m3fn, e5m2), which come back
+    as float32.
     """
 
     def __init__(self, path: str | Path) -> None:
@@ -89,11 +91,7 @@ class SafetensorsFile:
         bytes, so a fused q/k/v matrix is split without reading the rest). Like
         `safe_open(path, "numpy").get_tensor(key)`, but bf16 is widened to float32.
         """
-        entry = self._entry(key)
-        if entry.dtype not in _STORED:
-            raise WeightsError(
-                f"{self.path}: tensor {key!r} is stored as {entry.dtype}, which this loader cannot "
-                f"read (supported: {', '.join(_STORED)}); re-save the model in float16 or float32")
+        entry = self._entry(key)  # its dtype is one of _STORED's: _check_entry saw to it
         shape, begin, end = entry.shape, entry.begin, entry.end
         if rows is not None:
             start, stop = rows
@@ -112,6 +110,8 @@ class SafetensorsFile:
         if got != end - begin:
             raise WeightsError(f"{self.path}: file ended inside tensor {key!r} (it changed or was "
                                "truncated after opening); re-download or re-save it")
+        if entry.dtype in FLOAT8:
+            return float8_to_float32(out, entry.dtype)
         return _bf16_to_f32(out) if entry.dtype == "BF16" else out
 
     def _entry(self, key: str) -> _Entry:

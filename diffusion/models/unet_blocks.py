@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from gpustd import Tensor, nn
 from gpustd.nn.linear import conv1x1_tokens, tokens_conv1x1
+from gpustd.quant import materialize
 
 from .layers import Attention, Place, ResnetBlock2D
 
@@ -64,10 +65,10 @@ class Transformer2DModel(nn.Module):
         _, _, height, width = x.shape
         # proj_in/proj_out (1x1 conv or linear: the same GEMM) read and write NCHW directly,
         # so no permute runs; the blocks own h, their residual stream.
-        h = conv1x1_tokens(self.norm(x), self.proj_in.weight, self.proj_in.bias)
+        h = conv1x1_tokens(self.norm(x), materialize(self.proj_in.weight), self.proj_in.bias)
         for block in self.transformer_blocks:
             h = block(h, context)
-        return tokens_conv1x1(h, self.proj_out.weight, self.proj_out.bias, height,
+        return tokens_conv1x1(h, materialize(self.proj_out.weight), self.proj_out.bias, height,
                                width) + x
 
 

@@ -11,6 +11,7 @@ import numpy as np
 from gpucore import Device
 
 from .._tensor import Tensor
+from ..quant import materialize
 from ._util import pair
 from .conv import conv2d
 from .embedding import embedding
@@ -31,7 +32,7 @@ class Linear(Module):
 
     def forward(self, x: Tensor, *, add_to: Tensor | None = None) -> Tensor:
         """add_to: a residual of the output's shape the result is added into in place."""
-        return linear(x, self.weight, self.bias, add_to=add_to)
+        return linear(x, materialize(self.weight), self.bias, add_to=add_to)
 
 
 class Conv2d(Module):
@@ -50,8 +51,8 @@ class Conv2d(Module):
 
     def forward(self, x: Tensor, *, add: Tensor | None = None) -> Tensor:
         """add: output-shaped or [N, C_out, 1, 1], added in the conv's epilogue."""
-        return conv2d(x, self.weight, self.bias, stride=self.stride, padding=self.padding,
-                      dilation=self.dilation, groups=self.groups, add=add)
+        return conv2d(x, materialize(self.weight), self.bias, stride=self.stride,
+                      padding=self.padding, dilation=self.dilation, groups=self.groups, add=add)
 
 
 class GroupNorm(Module):
@@ -114,7 +115,8 @@ class GEGLU(Module):
 
     def forward(self, x: Tensor) -> Tensor:
         # The gate runs in the projection GEMM's epilogue: one dispatch, no [.., 2D] tensor.
-        return linear_geglu(x, self.proj.weight, self.proj.bias, approximate=self.approximate)
+        return linear_geglu(x, materialize(self.proj.weight), self.proj.bias,
+                            approximate=self.approximate)
 
 
 class Identity(Module):

@@ -225,8 +225,7 @@ def test_corrupt_safetensors_raise_weights_error(tmp_path):
             SafetensorsFile(path)
         assert str(path) in str(info.value)
     path.write_bytes(rebuilt(a={**a, "dtype": "F8_E4M3", "shape": [60]}))
-    with pytest.raises(WeightsError, match="'a' is stored as F8_E4M3"):
-        SafetensorsFile(path).read("a")
+    assert SafetensorsFile(path).read("a").dtype == np.float32  # float8 is widened (test_float8)
     np.testing.assert_array_equal(SafetensorsFile(path).read("b"), np.arange(7))
 
 

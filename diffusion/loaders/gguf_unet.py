@@ -1,0 +1,103 @@
+"""A Stable Diffusion 1.x/2.x UNet from a UNet-only GGUF file (ComfyUI-GGUF's or
+stable-diffusion.cpp's, or `python -m diffusion quantize`'s), its quantized Linear and Conv2d
+weights kept quantized on the GPU.
+
+    unet = load_unet_gguf("v1-5-unet-Q8_0.gguf", dtype="float16")
+    pipe.unet = unet          # a UNet2DConditionModel like any other
+
+Quantized weights are dequantized into a scratch tensor before each GEMM/convolution (see
+gpustd.quant): the UNet holds its weights at 8.5 (Q8_0) down to 4.5 (Q4_K) bits a value plus
+one layer's expanded weight, and pays one extra pass over each weight per step. Float tensors
+(F32/F16/BF16, and any quantized tensor the GPU cannot keep quantized, such as a norm) are
+converted to `dtype` on the host and uploaded as usual.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from gpucore import Device, FeatureError, as_dtype, default_device
+from gpustd.nn import StateDictError
+from gpustd.nn.quantized import set_quantized_weight
+from gpustd.quant import QuantizedTensor
+
+from ..models import UNet2DConditionModel
+from ._expected_keys import unet_keys
+from ._ldm_configs import unet_config
+from ._ldm_keys import UNET_PREFIX, unet_refs
+from ._weights import ComponentWeights, TensorRef, require_keys
+from .errors import WeightsError
+from .gguf_file import QUANTIZED, GGUFFile
+
+__all__ = ["gguf_unet_weights", "load_unet_gguf"]
+
+
+def gguf_unet_weights(path: str | os.PathLike[str], *, prediction_type: str = "epsilon"
+                      ) -> tuple[GGUFFile, dict[str, TensorRef], dict[str, Any]]:
+    """(file, diffusers name -> where the tensor is, UNet2DConditionModel config) of a
+    UNet-only GGUF with LDM (`input_blocks.*`, with or without `model.diffusion_model.`) or
+    diffusers (`down_blocks.*`) names. SDXL GGUFs are refused for now (WeightsError)."""
+    probe = GGUFFile(path)
+    keys = set(probe.keys())
+    if "input_blocks.0.0.weight" in keys:
+        file = GGUFFile(path, prefix=UNET_PREFIX)
+    elif UNET_PREFIX + "input_blocks.0.0.weight" in keys or "conv_in.weight" in keys:
+        file = probe
+    else:
+        raise WeightsError(f"{path}: not a Stable Diffusion UNet GGUF: no 'input_blocks.0.0."
+                           "weight' (LDM names) nor 'conv_in.weight' (diffusers names); pass a "
+                           "UNet-only GGUF (ComfyUI-GGUF / stable-diffusion.cpp)")
+    if UNET_PREFIX + "input_blocks.0.0.weight" in file:
+        refs = unet_refs(file)  # type: ignore[arg-type]  # GGUFFile reads like a safetensors
+    else:
+        refs = {k: TensorRef(file, k, file.shape(k)) for k in file.keys()}  # type: ignore[arg-type]
+    if "add_embedding.linear_1.weight" in refs:
+        raise WeightsError(f"{path}: an SDXL UNet; GGUF loading supports SD 1.x/2.x UNets so "
+                           "far (load the SDXL .safetensors instead)")
+    wide = any(k.endswith("attn2.to_k.weight") and r.shape[-1] == 1024 for k, r in refs.items())
+    config = unet_config(refs, file, family="sd2" if wide else "sd1",  # type: ignore[arg-type]
+                         prediction_type=prediction_type)
+    return file, require_keys("unet", refs, unet_keys(config), str(path)), config
+
+
+def load_unet_gguf(path: str | os.PathLike[str], *, dtype: Any = np.float32,
+                   device: Device | None = None, prediction_type: str = "epsilon",
+                   config: dict[str, Any] | None = None) -> UNet2DConditionModel:
+    """The UNet in GGUF file `path` on `device`, computing in `dtype`; quantized Linear/Conv2d
+    weights stay quantized (gpustd.nn.quantized). config: the diffusers config to build (a
+    GGUF file has none: by default derived from the tensors' shapes as for single files).
+    Raises WeightsError naming the file (and tensor and offset for a damaged one).
+    ComfyUI-GGUF: `UnetLoaderGGUF`; diffusers: `from_single_file(..., quantization_config=
+    GGUFQuantizationConfig(...))`."""
+    device = device or default_device()
+    dtype = as_dtype(dtype)
+    if dtype == np.float16 and not device.has_f16:
+        raise FeatureError("shader-f16", "float16 weights", device.info.label)
+    file, refs, derived = gguf_unet_weights(path, prediction_type=prediction_type)
+    unet = UNet2DConditionModel(config or derived, dtype=dtype, device=device)
+    # 1. quantized weights of Linear/Conv2d layers stay blocks; the rest is floats
+    kept: dict[str, TensorRef] = {}
+    floats: dict[str, TensorRef] = {}
+    for name, ref in refs.items():
+        quantized = file.format(ref.key) in QUANTIZED and name.endswith(".weight")
+        (kept if quantized and ref.rows is None else floats)[name] = ref
+    try:
+        unet.load_state_dict(ComponentWeights("unet", derived, floats, dtype=dtype),
+                             strict=False)
+        # 2. one tensor at a time: its blocks uploaded, the float parameter it replaces freed
+        for name, ref in kept.items():
+            weight = QuantizedTensor.from_bytes(file.raw(ref.key), ref.shape, file.format(ref.key),
+                                                dtype=dtype, device=device)
+            try:
+                set_quantized_weight(unet, name, weight)
+            except ValueError:  # a norm or embedding stored quantized: expand it on the host
+                unet.load_state_dict({name: file.read(ref.key).astype(dtype)}, strict=False)
+            # the float parameter just replaced goes back to the driver, not the pool: the
+            # load peaks at the float model's size, never float model + quantized copy
+            device.empty_pool()
+    except (StateDictError, KeyError, ValueError) as exc:
+        raise WeightsError(f"{path}: the UNet's tensors do not fit its config: {exc}") from None
+    return unet

@@ -1,0 +1,82 @@
+"""Writing a UNet as GGUF, the way ComfyUI-GGUF's and stable-diffusion.cpp's converters choose
+per tensor: matrices and conv kernels quantized, the small and the 1-D kept as floats.
+
+Which tensors are quantized (`plan_format`): every weight of 2+ dimensions with at least 1024
+values whose rows (all but the first dimension) hold whole blocks; a 4-D conv kernel is written
+as its [out, in*kh*kw] matrix with the true shape under `comfy.gguf.orig_shape.<name>`
+(ComfyUI-GGUF's key). Other 2+-D tensors are F16, 1-D ones (biases, norms) F32. gguf-py
+quantizes Q8_0, Q5_0/Q5_1, Q4_0/Q4_1 (and writes F16/BF16); the K formats it only reads.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+from .errors import WeightsError
+from .gguf_file import ORIG_SHAPE_KEY, _gguf
+
+__all__ = ["WRITABLE", "plan_format", "write_gguf"]
+
+WRITABLE = ("q8_0", "q5_1", "q5_0", "q4_1", "q4_0", "f16", "bf16")
+_BLOCK = {"q8_0": 32, "q5_1": 32, "q5_0": 32, "q4_1": 32, "q4_0": 32, "f16": 1, "bf16": 1}
+
+
+def plan_format(shape: tuple[int, ...], format: str) -> str:
+    """The format a tensor of `shape` is written in when the file's type is `format`."""
+    if len(shape) < 2:
+        return "f32"
+    row = math.prod(shape[1:])
+    if math.prod(shape) >= 1024 and row % _BLOCK[format] == 0:
+        return format
+    return "f16"
+
+
+def write_gguf(path: str | os.PathLike[str], tensors: Iterable[tuple[str, np.ndarray]],
+               format: str, *, architecture: str) -> dict[str, int]:
+    """Write `tensors` (name, float array) to the GGUF file `path` in `format` (WRITABLE)
+    following plan_format; the file appears whole or not at all (written beside, renamed).
+    Returns {format: tensors written in it}. gguf-py: GGUFWriter + gguf.quants.quantize."""
+    gguf = _gguf()
+    format = format.lower()
+    if format not in WRITABLE:
+        raise ValueError(f"cannot write {format!r}: gguf-py quantizes {', '.join(WRITABLE)} "
+                         "(the K formats it only reads; stable-diffusion.cpp's convert writes "
+                         "them)")
+    path = Path(path)
+    partial = path.with_name(path.name + ".partial")
+    writer = gguf.GGUFWriter(partial, arch=architecture)
+    writer.add_file_type(int(gguf.LlamaFileType[f"MOSTLY_{format.upper()}"]))
+    writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
+    counts: dict[str, int] = {}
+    try:
+        for name, array in tensors:
+            values = np.asarray(array, np.float32)
+            kind = plan_format(values.shape, format)
+            counts[kind] = counts.get(kind, 0) + 1
+            if kind in ("f32", "f16"):
+                writer.add_tensor(name, values.astype(np.float16 if kind == "f16" else np.float32))
+                continue
+            matrix = values.reshape(values.shape[0], -1)
+            if matrix.shape != values.shape:
+                writer.add_array(ORIG_SHAPE_KEY + name, list(values.shape))
+            qtype = gguf.GGMLQuantizationType[kind.upper()]
+            blocks = gguf.quants.quantize(matrix, qtype)
+            writer.add_tensor(name, blocks, raw_shape=blocks.shape, raw_dtype=qtype)
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
+        partial.replace(path)
+    except BaseException:
+        writer.close()
+        partial.unlink(missing_ok=True)
+        raise
+    if not counts:
+        path.unlink(missing_ok=True)
+        raise WeightsError(f"{path}: nothing to write (no tensors given)")
+    return counts

@@ -1,0 +1,97 @@
+"""Device.memory_stats(): allocations, frees, pool reuse, captures and peaks move the counts
+by exactly the size classes involved (one adapter: the counting is host logic)."""
+
+from __future__ import annotations
+
+import gc
+
+import numpy as np
+import pytest
+
+import gpucore
+from gpucore import Buffer, Kernel
+from gpucore._pool import size_class
+
+# Sizes no other test uses, so no idle buffer of another test is reused by accident.
+SMALL, LARGE = 12_345, 1_234_567  # float32 elements: 256-byte steps, then 8 steps per octave
+
+
+def _cls(device: gpucore.Device, n: int) -> int:
+    return size_class(n * 4, device.limits["max-buffer-size"])
+
+
+@pytest.fixture
+def dev(first_device: gpucore.Device) -> gpucore.Device:
+    gc.collect()
+    first_device.empty_pool()
+    first_device.reset_peak_memory()
+    return first_device
+
+
+def test_allocate_free_and_reuse_move_the_counts_exactly(dev: gpucore.Device) -> None:
+    s0 = dev.memory_stats()
+    assert s0.pooled == 0 and s0.reserved == s0.allocated
+    assert s0.peak_allocated == s0.allocated and s0.peak_reserved == s0.reserved
+    small, large = _cls(dev, SMALL), _cls(dev, LARGE)
+    assert large > LARGE * 4  # a size class, not the bytes asked for
+
+    a = Buffer.empty(SMALL, device=dev)
+    b = Buffer.empty(LARGE, device=dev)
+    s1 = dev.memory_stats()
+    assert s1.allocated == s0.allocated + small + large and s1.pooled == 0
+    assert s1.peak_allocated == s1.allocated
+
+    del b  # freed into the pool: still reserved, no longer allocated
+    s2 = dev.memory_stats()
+    assert s2.allocated == s0.allocated + small and s2.pooled == large
+    assert s2.reserved == s1.reserved and s2.peak_allocated == s1.allocated
+
+    created = dev.buffers_created
+    c = Buffer.empty(LARGE - 3, device=dev)  # same size class: the pooled buffer again
+    assert dev.buffers_created == created
+    s3 = dev.memory_stats()
+    assert s3.allocated == s1.allocated and s3.pooled == 0 and s3.reserved == s1.reserved
+
+    del a, c
+    dev.empty_pool()
+    s4 = dev.memory_stats()
+    assert (s4.allocated, s4.pooled) == (s0.allocated, 0)
+    assert (s4.peak_allocated, s4.peak_reserved) == (s1.allocated, s1.reserved)
+    dev.reset_peak_memory()
+    assert dev.memory_stats().peak_allocated == s0.allocated
+    assert set(s4.as_dict()) == {"allocated", "pooled", "reserved", "peak_allocated",
+                                 "peak_reserved"}
+
+
+def test_a_full_pool_frees_instead(dev: gpucore.Device) -> None:
+    s0 = dev.memory_stats()
+    limit, dev.pool.limit = dev.pool.limit, 0
+    try:
+        a = Buffer.empty(SMALL, device=dev)
+        del a
+    finally:
+        dev.pool.limit = limit
+    s1 = dev.memory_stats()
+    assert (s1.allocated, s1.pooled) == (s0.allocated, 0)
+    assert s1.peak_allocated == s0.allocated + _cls(dev, SMALL)
+
+
+def test_a_capture_holds_its_temporaries_until_released(dev: gpucore.Device) -> None:
+    add = Kernel.cached("core/vector_add")
+    x = Buffer.from_numpy(np.random.default_rng(0).standard_normal(SMALL).astype(np.float32),
+                          device=dev)
+    s0 = dev.memory_stats()
+    with dev.capture() as graph:
+        tmp = Buffer.empty(SMALL, device=dev)
+        add.dispatch(add.groups_for(SMALL), x, x, tmp, n=SMALL)
+        out = Buffer.empty(SMALL, device=dev)
+        add.dispatch(add.groups_for(SMALL), tmp, x, out, n=SMALL)
+        del tmp
+    # tmp's Buffer is gone but the replay writes into it: still allocated, not pooled.
+    s1 = dev.memory_stats()
+    assert s1.allocated == s0.allocated + 2 * _cls(dev, SMALL) and s1.pooled == 0
+    graph.replay()
+    np.testing.assert_allclose(out.read(), 3 * x.read(), rtol=1e-6)
+    graph.release()
+    s2 = dev.memory_stats()
+    assert s2.allocated == s0.allocated + _cls(dev, SMALL) and s2.pooled == _cls(dev, SMALL)
