@@ -15,7 +15,8 @@ A new network family (ControlNet, FLUX, SD3, ...) is a module of its own beside 
 """
 
 from .clip import CLIPTextModel
+from .t5 import T5EncoderModel
 from .unet import UNet2DConditionModel
 from .vae import AutoencoderKL
 
-__all__ = ["AutoencoderKL", "CLIPTextModel", "UNet2DConditionModel"]
+__all__ = ["AutoencoderKL", "CLIPTextModel", "T5EncoderModel", "UNet2DConditionModel"]

@@ -1,0 +1,59 @@
+"""The T5 encoder against transformers' T5EncoderModel on torch CPU (a tiny random model)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("transformers", reason="transformers is a test-only reference")
+import torch
+import transformers
+from sd_tiny import randomized, state_dict
+from support import assert_close
+
+import gpucore
+from diffusion.models import T5EncoderModel
+from diffusion.models.t5 import relative_position_buckets
+
+TOL = 1e-3  # as the CLIP tests: f32 through every layer, typically ~1e-6
+T5_TINY = dict(vocab_size=100, d_model=32, d_kv=8, d_ff=37, num_layers=2, num_heads=4,
+               feed_forward_proj="gated-gelu", relative_attention_num_buckets=8,
+               relative_attention_max_distance=20, dropout_rate=0.0)
+
+
+def tiny_t5(seed: int = 5) -> transformers.T5EncoderModel:
+    return randomized(transformers.T5EncoderModel(transformers.T5Config(**T5_TINY)), seed)
+
+
+@pytest.mark.nodevice
+def test_relative_position_buckets() -> None:
+    from transformers.models.t5.modeling_t5 import T5Attention
+
+    position = torch.arange(300)
+    relative = position[None, :] - position[:, None]
+    for buckets, distance in ((8, 20), (32, 128)):
+        expected = T5Attention._relative_position_bucket(relative, True, buckets, distance)
+        np.testing.assert_array_equal(relative_position_buckets(300, buckets, distance),
+                                      expected.numpy())
+
+
+def test_t5_encoder(device: gpucore.Device) -> None:
+    reference = tiny_t5()
+    ours = T5EncoderModel(reference.config.to_dict(), device=device)
+    weights = state_dict(reference)
+    assert "encoder.embed_tokens.weight" in weights  # the tied alias is accepted
+    ours.load_state_dict(weights)
+    ids = np.random.default_rng(0).integers(0, 100, (2, 23))
+    with torch.no_grad():
+        expected = reference(torch.from_numpy(ids)).last_hidden_state.numpy()
+    assert_close(ours(ids).numpy(), expected, tol=TOL)
+    # a safetensors file holds shared.weight alone; a ComfyUI-style one the alias alone
+    alias_only = {k: v for k, v in weights.items() if k != "shared.weight"}
+    ours.load_state_dict(alias_only)
+    assert_close(ours(ids).numpy(), expected, tol=TOL)
+
+
+@pytest.mark.nodevice
+def test_t5_rejects_other_feed_forward() -> None:
+    with pytest.raises(ValueError, match="gated-gelu"):
+        T5EncoderModel({**T5_TINY, "feed_forward_proj": "relu"})
