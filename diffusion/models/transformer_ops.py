@@ -24,7 +24,7 @@ _swaps: dict[tuple[int, int, np.dtype], Tensor] = {}
 
 @elementwise_kernel
 def _square(x):  # f32: an f16 square overflows at |x| > 256
-    return float(x) * float(x)  # f32: an f16 square overflows at |x| > 256
+    return float(x) * float(x)
 
 
 @elementwise_kernel
