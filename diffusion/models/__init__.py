@@ -15,8 +15,12 @@ A new network family (ControlNet, FLUX, SD3, ...) is a module of its own beside 
 """
 
 from .clip import CLIPTextModel
+from .flux import FluxTransformer2DModel
 from .t5 import T5EncoderModel
 from .unet import UNet2DConditionModel
 from .vae import AutoencoderKL
 
-__all__ = ["AutoencoderKL", "CLIPTextModel", "T5EncoderModel", "UNet2DConditionModel"]
+__all__ = [
+    "AutoencoderKL", "CLIPTextModel", "FluxTransformer2DModel", "T5EncoderModel",
+    "UNet2DConditionModel",
+]

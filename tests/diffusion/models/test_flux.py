@@ -1,0 +1,62 @@
+"""The FLUX transformer against diffusers' FluxTransformer2DModel on torch CPU (tiny, random)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("diffusers", reason="diffusers is a test-only reference (extra: reference)")
+import diffusers
+import torch
+from conftest import host_variant_on_first_adapter
+from sd_tiny import randomized, state_dict
+from support import assert_close
+
+import gpucore
+import gpustd
+from diffusion.models import FluxTransformer2DModel
+
+TOL = 1e-3  # as the UNet tests: f32 end to end, typically ~1e-6
+FLUX_TINY = dict(patch_size=1, in_channels=16, num_layers=1, num_single_layers=1,
+                 attention_head_dim=8, num_attention_heads=2, joint_attention_dim=32,
+                 pooled_projection_dim=24, axes_dims_rope=(2, 2, 4))
+
+
+def image_ids(rows: int, columns: int) -> np.ndarray:
+    """(rows * columns, 3) positions (0, row, column), as FluxPipeline builds them."""
+    ids = np.zeros((rows, columns, 3), np.float32)
+    ids[..., 1] = np.arange(rows)[:, None]
+    ids[..., 2] = np.arange(columns)[None, :]
+    return ids.reshape(-1, 3)
+
+
+@pytest.mark.parametrize("guidance", [False, True], ids=["schnell", "dev"])
+def test_flux_transformer(device: gpucore.Device, guidance: bool) -> None:
+    if guidance:  # the guidance embedder is one more TimestepEmbedding: the same kernels
+        host_variant_on_first_adapter(device, "FLUX dev's guidance embedding")
+    reference = randomized(diffusers.FluxTransformer2DModel(**FLUX_TINY,
+                                                            guidance_embeds=guidance), 7)
+    ours = FluxTransformer2DModel(dict(reference.config), device=device)
+    ours.load_state_dict(state_dict(reference))
+    rng = np.random.default_rng(3)
+    latents = rng.standard_normal((2, 20, 16)).astype(np.float32)  # 4 x 5 patches
+    text = rng.standard_normal((2, 7, 32)).astype(np.float32)
+    pooled = rng.standard_normal((2, 24)).astype(np.float32)
+    t = np.array([0.83, 0.25], np.float32)
+    scale = np.array([3.5, 3.5], np.float32) if guidance else None
+    img_ids, txt_ids = image_ids(4, 5), np.zeros((7, 3), np.float32)
+    with torch.no_grad():
+        expected = reference(
+            torch.from_numpy(latents), torch.from_numpy(text), torch.from_numpy(pooled),
+            torch.from_numpy(t), torch.from_numpy(img_ids), torch.from_numpy(txt_ids),
+            None if scale is None else torch.from_numpy(scale)).sample.numpy()
+    got = ours(gpustd.asarray(latents, device=device), gpustd.asarray(text, device=device),
+               gpustd.asarray(pooled, device=device), t, img_ids, txt_ids, scale)
+    assert_close(got.numpy(), expected, tol=TOL)
+
+
+def test_flux_guidance_mismatch(first_device: gpucore.Device) -> None:
+    ours = FluxTransformer2DModel({**FLUX_TINY, "guidance_embeds": True}, device=first_device)
+    x = gpustd.asarray(np.ones((1, 4, 16), np.float32), device=first_device)
+    with pytest.raises(ValueError, match="guidance="):
+        ours(x, x, x, [0.5], image_ids(2, 2), np.zeros((4, 3)))
