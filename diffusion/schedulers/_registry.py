@@ -16,7 +16,6 @@ from .ddpm import DDPMScheduler
 from .dpm_solver import DPMSolverMultistepScheduler
 from .euler import EulerDiscreteScheduler
 from .euler_ancestral import EulerAncestralDiscreteScheduler
-from .flow_match_euler import FlowMatchEulerDiscreteScheduler
 from .heun import HeunDiscreteScheduler
 from .lcm import LCMScheduler
 from .lms import LMSDiscreteScheduler
@@ -28,8 +27,8 @@ __all__ = ["SAMPLERS", "SCHEDULERS", "get_scheduler", "sampler_name", "scheduler
 # diffusers class name (a config's "_class_name") -> our class of the same name
 SCHEDULERS: dict[str, type[Scheduler]] = {cls.__name__: cls for cls in (
     DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler,
-    EulerAncestralDiscreteScheduler, FlowMatchEulerDiscreteScheduler, HeunDiscreteScheduler,
-    LCMScheduler, LMSDiscreteScheduler, PNDMScheduler, UniPCMultistepScheduler)}
+    EulerAncestralDiscreteScheduler, HeunDiscreteScheduler, LCMScheduler, LMSDiscreteScheduler,
+    PNDMScheduler, UniPCMultistepScheduler)}
 
 # The mapping diffusers' documentation gives for the A1111 WebUI names.
 SAMPLERS: dict[str, tuple[type[Scheduler], dict[str, Any]]] = {

@@ -5,6 +5,9 @@ The model predicts the velocity v = noise - x0 along the straight path x_sigma =
 x0 + sigma noise, so one Euler step is x + (sigma_next - sigma) v. The schedule is sigma from
 1 towards 0, bent towards 1 by `shift` (SD3: 3.0) or, with `use_dynamic_shifting` (FLUX dev),
 by mu = `calculate_shift(image tokens)` chosen per picture size.
+
+Not in `SCHEDULERS` (the SD registry, whose entries all share the beta schedule): a flow
+pipeline builds it with `FlowMatchEulerDiscreteScheduler.from_config(scheduler_config)`.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ import diffusers
 import torch
 from support import relative_error
 
-from diffusion.schedulers import FlowMatchEulerDiscreteScheduler, scheduler_from_config
+from diffusion.schedulers import FlowMatchEulerDiscreteScheduler
 from diffusion.schedulers.flow_match_euler import calculate_shift
 
 pytestmark = pytest.mark.nodevice
@@ -84,11 +84,11 @@ def test_img2img_noise_matches_diffusers() -> None:
     assert relative_error(got, expected) < 1e-6
 
 
-def test_stochastic_step_and_registry() -> None:
-    """stochastic_sampling re-noises the predicted x0 to the next sigma with the given noise;
-    a folder's scheduler_config.json names the class."""
-    scheduler = scheduler_from_config({"_class_name": "FlowMatchEulerDiscreteScheduler",
-                                       "shift": 3.0, "stochastic_sampling": True})
+def test_stochastic_step() -> None:
+    """stochastic_sampling re-noises the predicted x0 to the next sigma with the given noise."""
+    scheduler = FlowMatchEulerDiscreteScheduler.from_config(
+        {"_class_name": "FlowMatchEulerDiscreteScheduler", "shift": 3.0,
+         "stochastic_sampling": True})
     scheduler.set_timesteps(3)
     x, velocity, noise = np.full((2, 2), 0.5), np.full((2, 2), 0.25), np.full((2, 2), -1.0)
     sigma, sigma_next = scheduler.sigmas[0], scheduler.sigmas[1]
