@@ -9,25 +9,16 @@ pytest.importorskip("diffusers", reason="diffusers is a test-only reference (ext
 import diffusers
 import torch
 from conftest import host_variant_on_first_adapter
+from flow_tiny import FLUX_TINY
 from sd_tiny import randomized, state_dict
 from support import assert_close
 
 import gpucore
 import gpustd
 from diffusion.models import FluxTransformer2DModel
+from diffusion.pipelines.flux import image_ids
 
 TOL = 1e-3  # as the UNet tests: f32 end to end, typically ~1e-6
-FLUX_TINY = dict(patch_size=1, in_channels=16, num_layers=1, num_single_layers=1,
-                 attention_head_dim=8, num_attention_heads=2, joint_attention_dim=32,
-                 pooled_projection_dim=24, axes_dims_rope=(2, 2, 4))
-
-
-def image_ids(rows: int, columns: int) -> np.ndarray:
-    """(rows * columns, 3) positions (0, row, column), as FluxPipeline builds them."""
-    ids = np.zeros((rows, columns, 3), np.float32)
-    ids[..., 1] = np.arange(rows)[:, None]
-    ids[..., 2] = np.arange(columns)[None, :]
-    return ids.reshape(-1, 3)
 
 
 @pytest.mark.parametrize("guidance", [False, True], ids=["schnell", "dev"])

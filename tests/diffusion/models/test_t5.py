@@ -7,8 +7,8 @@ import pytest
 
 pytest.importorskip("transformers", reason="transformers is a test-only reference")
 import torch
-import transformers
-from sd_tiny import randomized, state_dict
+from flow_tiny import T5_TINY, tiny_t5
+from sd_tiny import state_dict
 from support import assert_close
 
 import gpucore
@@ -16,13 +16,6 @@ from diffusion.models import T5EncoderModel
 from diffusion.models.t5 import relative_position_buckets
 
 TOL = 1e-3  # as the CLIP tests: f32 through every layer, typically ~1e-6
-T5_TINY = dict(vocab_size=100, d_model=32, d_kv=8, d_ff=37, num_layers=2, num_heads=4,
-               feed_forward_proj="gated-gelu", relative_attention_num_buckets=8,
-               relative_attention_max_distance=20, dropout_rate=0.0)
-
-
-def tiny_t5(seed: int = 5) -> transformers.T5EncoderModel:
-    return randomized(transformers.T5EncoderModel(transformers.T5Config(**T5_TINY)), seed)
 
 
 @pytest.mark.nodevice
@@ -43,7 +36,7 @@ def test_t5_encoder(device: gpucore.Device) -> None:
     weights = state_dict(reference)
     assert "encoder.embed_tokens.weight" in weights  # the tied alias is accepted
     ours.load_state_dict(weights)
-    ids = np.random.default_rng(0).integers(0, 100, (2, 23))
+    ids = np.random.default_rng(0).integers(0, T5_TINY['vocab_size'], (2, 23))
     with torch.no_grad():
         expected = reference(torch.from_numpy(ids)).last_hidden_state.numpy()
     assert_close(ours(ids).numpy(), expected, tol=TOL)

@@ -7,33 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
-from tokenizers.trainers import UnigramTrainer
+from flow_tiny import tiny_t5_tokenizer
 
 from diffusion.text.t5_tokenizer import T5Tokenizer
 
 transformers = pytest.importorskip("transformers", reason="transformers is a test-only reference")
 
 pytestmark = pytest.mark.nodevice
-
-CORPUS = ["a red circle on a blue background", "a photo of a cat sitting on a mat",
-          "the quick brown fox jumps over the lazy dog", "an astronaut riding a horse"]
-
-
-def tiny_t5_tokenizer(folder: Path) -> Path:
-    """A T5-shaped tokenizer.json: <pad> 0, </s> 1, <unk> 2, Metaspace, Unigram, "$A </s>"."""
-    tokenizer = Tokenizer(models.Unigram())
-    tokenizer.normalizer = normalizers.Sequence([normalizers.NFKC(),
-                                                 normalizers.Replace("  ", " ")])
-    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
-    tokenizer.decoder = decoders.Metaspace()
-    tokenizer.train_from_iterator(CORPUS * 10, UnigramTrainer(
-        vocab_size=120, special_tokens=["<pad>", "</s>", "<unk>"], unk_token="<unk>"))
-    tokenizer.post_processor = processors.TemplateProcessing(
-        single="$A </s>", special_tokens=[("</s>", 1)])
-    folder.mkdir(parents=True, exist_ok=True)
-    tokenizer.save(str(folder / "tokenizer.json"))
-    return folder
 
 
 def test_matches_transformers(tmp_path: Path) -> None:

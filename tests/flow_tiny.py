@@ -1,0 +1,79 @@
+"""Tiny random FLUX / SD3 components built in-process (transformers, diffusers, tokenizers):
+a T5 encoder, a T5-shaped Unigram tokenizer.json, and a whole FLUX pipeline folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sd_tiny import CLIP_TINY, VAE_TINY, randomized, tiny_text_encoder, write_tokenizer
+
+T5_TINY: dict[str, Any] = dict(
+    vocab_size=120, d_model=32, d_kv=8, d_ff=37, num_layers=2, num_heads=4,
+    feed_forward_proj="gated-gelu", relative_attention_num_buckets=8,
+    relative_attention_max_distance=20, dropout_rate=0.0)
+FLUX_TINY: dict[str, Any] = dict(
+    patch_size=1, in_channels=16, num_layers=1, num_single_layers=1, attention_head_dim=8,
+    num_attention_heads=2, joint_attention_dim=32, pooled_projection_dim=24,
+    axes_dims_rope=(2, 2, 4))
+FLUX_DEV_SCHEDULER: dict[str, Any] = dict(
+    base_image_seq_len=256, base_shift=0.5, max_image_seq_len=4096, max_shift=1.15,
+    num_train_timesteps=1000, shift=3.0, use_dynamic_shifting=True)
+CORPUS = ["a red circle on a blue background", "a photo of a cat sitting on a mat",
+          "the quick brown fox jumps over the lazy dog", "an astronaut riding a horse"]
+
+
+def tiny_t5(seed: int = 5) -> Any:
+    import transformers
+
+    return randomized(transformers.T5EncoderModel(transformers.T5Config(**T5_TINY)), seed)
+
+
+def tiny_t5_tokenizer(folder: Path) -> Path:
+    """A T5-shaped tokenizer.json (<pad> 0, </s> 1, <unk> 2; NFKC, Metaspace, Unigram of
+    T5_TINY's 120 pieces, "$A </s>") in `folder`."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+    from tokenizers.trainers import UnigramTrainer
+
+    tokenizer = Tokenizer(models.Unigram())
+    tokenizer.normalizer = normalizers.Sequence([normalizers.NFKC(),
+                                                 normalizers.Replace("  ", " ")])
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
+    tokenizer.decoder = decoders.Metaspace()
+    tokenizer.train_from_iterator(CORPUS * 10, UnigramTrainer(
+        vocab_size=T5_TINY["vocab_size"], special_tokens=["<pad>", "</s>", "<unk>"],
+        unk_token="<unk>"))
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="$A </s>", special_tokens=[("</s>", 1)])
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer.save(str(folder / "tokenizer.json"))
+    return folder
+
+
+def tiny_flux_pipeline(root: Path, *, dev: bool) -> Any:
+    """diffusers' FluxPipeline of tiny random parts (CLIP pooled 32 -> pooled_projection_dim,
+    T5 d_model 32, 4-channel latents packed to 16, a VAE without quant convs and with FLUX's
+    shift), saved to `root` as a diffusers folder; returns the pipeline."""
+    import diffusers
+    import transformers
+
+    write_tokenizer(root / "clip-tokenizer")
+    tiny_t5_tokenizer(root / "t5-tokenizer")
+    clip_tokenizer = transformers.CLIPTokenizer(str(root / "clip-tokenizer" / "vocab.json"),
+                                                str(root / "clip-tokenizer" / "merges.txt"),
+                                                model_max_length=77)
+    t5_tokenizer = transformers.T5TokenizerFast(
+        tokenizer_file=str(root / "t5-tokenizer" / "tokenizer.json"))
+    transformer = randomized(diffusers.FluxTransformer2DModel(
+        **{**FLUX_TINY, "pooled_projection_dim": CLIP_TINY["hidden_size"]},
+        guidance_embeds=dev), 7)
+    vae = randomized(diffusers.AutoencoderKL(
+        **VAE_TINY, use_quant_conv=False, use_post_quant_conv=False, scaling_factor=0.3611,
+        shift_factor=0.1159), 2)
+    scheduler = diffusers.FlowMatchEulerDiscreteScheduler(
+        **(FLUX_DEV_SCHEDULER if dev else {"shift": 1.0}))
+    pipe = diffusers.FluxPipeline(scheduler=scheduler, vae=vae, text_encoder=tiny_text_encoder(),
+                                  tokenizer=clip_tokenizer, text_encoder_2=tiny_t5(),
+                                  tokenizer_2=t5_tokenizer, transformer=transformer)
+    pipe.save_pretrained(root / "flux")
+    return pipe
