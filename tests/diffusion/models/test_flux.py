@@ -8,7 +8,7 @@ import pytest
 pytest.importorskip("diffusers", reason="diffusers is a test-only reference (extra: reference)")
 import diffusers
 import torch
-from conftest import host_variant_on_first_adapter
+from conftest import ADAPTERS, host_variant_on_first_adapter
 from flow_tiny import FLUX_TINY
 from sd_tiny import randomized, state_dict
 from support import assert_close
@@ -25,6 +25,10 @@ TOL = 1e-3  # as the UNet tests: f32 end to end, typically ~1e-6
 def test_flux_transformer(device: gpucore.Device, guidance: bool) -> None:
     if guidance:  # the guidance embedder is one more TimestepEmbedding: the same kernels
         host_variant_on_first_adapter(device, "FLUX dev's guidance embedding")
+    if ADAPTERS and device.info.index != ADAPTERS[0].index:
+        pytest.skip("FLUX's blocks add to SD3.5's (tested on this adapter) only RoPE's GEMM and "
+                    "elementwise kernels and a concatenation, which gpustd's tests run on "
+                    "every adapter; the whole model runs on the first adapter (CI time)")
     reference = randomized(diffusers.FluxTransformer2DModel(**FLUX_TINY,
                                                             guidance_embeds=guidance), 7)
     ours = FluxTransformer2DModel(dict(reference.config), device=device)
