@@ -50,3 +50,23 @@ def test_t5_encoder(device: gpucore.Device) -> None:
 def test_t5_rejects_other_feed_forward() -> None:
     with pytest.raises(ValueError, match="gated-gelu"):
         T5EncoderModel({**T5_TINY, "feed_forward_proj": "relu"})
+
+
+def test_t5_encoder_f16_keeps_large_activations(f16_device: gpucore.Device) -> None:
+    """float16 weights with feed-forward outputs past float16's 65504 (as T5-XXL's reach):
+    the float32 residual stream and `wo` keep them; the final RMS norm brings them back."""
+    reference = tiny_t5()
+    with torch.no_grad():
+        for block in reference.encoder.block:
+            block.layer[1].DenseReluDense.wo.weight.mul_(50000.0)
+    ours = T5EncoderModel(reference.config.to_dict(), dtype=np.float16, device=f16_device)
+    ours.load_state_dict(state_dict(reference))
+    assert ours.encoder.block[0].layer[1].DenseReluDense.wo.weight.dtype == np.float32
+    ids = np.random.default_rng(1).integers(0, T5_TINY["vocab_size"], (1, 9))
+    with torch.no_grad():
+        out = reference(torch.from_numpy(ids), output_hidden_states=True)
+    # the stream after the first block (hidden_states[-1] is after the final norm)
+    assert np.abs(out.hidden_states[-2].numpy()).max() > 65504  # float16 would overflow
+    got = ours(ids).numpy()
+    assert got.dtype == np.float16
+    assert_close(got.astype(np.float32), out.last_hidden_state.numpy(), dtype=np.float16)
