@@ -77,3 +77,43 @@ def tiny_flux_pipeline(root: Path, *, dev: bool) -> Any:
                                   tokenizer_2=t5_tokenizer, transformer=transformer)
     pipe.save_pretrained(root / "flux")
     return pipe
+
+
+def tiny_sd3_pipeline(root: Path) -> Any:
+    """diffusers' StableDiffusion3Pipeline of tiny random parts in SD3.5 Medium's shape
+    (QK-norm, a dual-attention block): two CLIPs with projection (32 wide each, 64 pooled), a
+    T5 80 wide (so the CLIP states are zero-padded by 16), 4-channel latents; saved to
+    `root / "sd3"`; returns the pipeline."""
+    import diffusers
+    import transformers
+
+    write_tokenizer(root / "clip-tokenizer")
+    tiny_t5_tokenizer(root / "t5-tokenizer")
+
+    def clip_tokenizer() -> Any:
+        folder = root / "clip-tokenizer"
+        return transformers.CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"),
+                                          model_max_length=77)
+
+    def clip(seed: int) -> Any:
+        config = transformers.CLIPTextConfig(**CLIP_TINY, projection_dim=32)
+        return randomized(transformers.CLIPTextModelWithProjection(config), seed)
+
+    t5 = randomized(transformers.T5EncoderModel(transformers.T5Config(
+        **{**T5_TINY, "d_model": 80})), 6)
+    transformer = randomized(diffusers.SD3Transformer2DModel(
+        sample_size=8, patch_size=2, in_channels=4, num_layers=2, attention_head_dim=8,
+        num_attention_heads=2, joint_attention_dim=80, caption_projection_dim=16,
+        pooled_projection_dim=64, out_channels=4, pos_embed_max_size=12, qk_norm="rms_norm",
+        dual_attention_layers=(0,)), 9)
+    vae = randomized(diffusers.AutoencoderKL(
+        **VAE_TINY, use_quant_conv=False, use_post_quant_conv=False, scaling_factor=1.5305,
+        shift_factor=0.0609), 2)
+    pipe = diffusers.StableDiffusion3Pipeline(
+        transformer=transformer, scheduler=diffusers.FlowMatchEulerDiscreteScheduler(shift=3.0),
+        vae=vae, text_encoder=clip(3), tokenizer=clip_tokenizer(), text_encoder_2=clip(4),
+        tokenizer_2=clip_tokenizer(), text_encoder_3=t5,
+        tokenizer_3=transformers.T5TokenizerFast(
+            tokenizer_file=str(root / "t5-tokenizer" / "tokenizer.json")))
+    pipe.save_pretrained(root / "sd3")
+    return pipe
