@@ -48,6 +48,11 @@ def _gated_add(residual, gate, y):
 
 
 @elementwise_kernel
+def _gated_add_clipped(residual, gate, y):
+    return min(max(float(residual) + float(gate) * float(y), -65504.0), 65504.0)
+
+
+@elementwise_kernel
 def _rotate(x, swapped, cos, sin):
     return x * cos + swapped * sin
 
@@ -101,7 +106,11 @@ def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
 
 
 def gated_add(residual: Tensor, gate: Tensor, y: Tensor) -> Tensor:
-    """residual + gate * y, gate (B, 1, D) over (B, L, D): adaLN-Zero's gated residual."""
+    """residual + gate * y, gate (B, 1, D) over (B, L, D): adaLN-Zero's gated residual. A
+    float16 stream is clipped to +-65504 rather than overflowing to inf, as diffusers clips
+    FLUX's float16 blocks."""
+    if residual.dtype == np.float16:
+        return cast(_gated_add_clipped(residual, gate, y), np.float16)
     return _gated_add(residual, gate, y)
 
 

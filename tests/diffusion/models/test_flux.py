@@ -16,6 +16,7 @@ from support import assert_close
 import gpucore
 import gpustd
 from diffusion.models import FluxTransformer2DModel
+from diffusion.models.transformer_ops import gated_add
 from diffusion.pipelines.flux import image_ids
 
 TOL = 1e-3  # as the UNet tests: f32 end to end, typically ~1e-6
@@ -55,3 +56,35 @@ def test_flux_guidance_mismatch(first_device: gpucore.Device) -> None:
     x = gpustd.asarray(np.ones((1, 4, 16), np.float32), device=first_device)
     with pytest.raises(ValueError, match="guidance="):
         ours(x, x, x, [0.5], image_ids(2, 2), np.zeros((4, 3)))
+
+
+def test_flux_transformer_f16(f16_device: gpucore.Device) -> None:
+    """float16 weights and activations (the dtype the full-size bench runs): every op's
+    float16 path, RoPE included, against the float32 reference."""
+    if ADAPTERS and f16_device.info.index != ADAPTERS[0].index:
+        pytest.skip("float16 FLUX runs on the first adapter (CI time)")
+    reference = randomized(diffusers.FluxTransformer2DModel(**FLUX_TINY, guidance_embeds=True), 7)
+    ours = FluxTransformer2DModel(dict(reference.config), dtype=np.float16, device=f16_device)
+    ours.load_state_dict(state_dict(reference))
+    rng = np.random.default_rng(3)
+    latents, text = rng.standard_normal((2, 20, 16)), rng.standard_normal((2, 7, 32))
+    pooled = rng.standard_normal((2, 24))
+    t, scale = np.array([0.83, 0.25], np.float32), np.array([3.5, 2.0], np.float32)
+    img_ids, txt_ids = image_ids(4, 5), np.zeros((7, 3), np.float32)
+    with torch.no_grad():
+        expected = reference(*(torch.from_numpy(a.astype(np.float32))
+                               for a in (latents, text, pooled, t, img_ids, txt_ids, scale))
+                             ).sample.numpy()
+    got = ours(*(gpustd.asarray(a, dtype=np.float16, device=f16_device)
+                 for a in (latents, text, pooled)), t, img_ids, txt_ids, scale)
+    assert got.dtype == np.float16
+    assert_close(got.numpy().astype(np.float32), expected, dtype=np.float16)
+
+
+def test_f16_residual_clips_instead_of_overflowing(f16_device: gpucore.Device) -> None:
+    residual = gpustd.asarray(np.full((1, 2, 3), 60000.0), dtype=np.float16, device=f16_device)
+    gate = gpustd.asarray(np.array([[[1.0, -1.0, 0.5]]]), dtype=np.float16, device=f16_device)
+    y = gpustd.asarray(np.full((1, 2, 3), 10000.0), dtype=np.float16, device=f16_device)
+    got = gated_add(residual, gate, y).numpy()
+    np.testing.assert_array_equal(got[0, :, 0], [65504.0, 65504.0])
+    np.testing.assert_allclose(got[0, :, 1:], [[50000.0, 65000.0]] * 2, rtol=1e-3)
