@@ -15,15 +15,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from ._dit_file import PREFIX, SwappedHalvesWeights, block_count, key_of, prefix_of, split_rows
 from ._safetensors import SafetensorsFile
 from ._weights import ComponentWeights, TensorRef, resolve_dtype
 from .errors import WeightsError
 
 __all__ = ["is_flux_file", "load_flux_file"]
 
-_PREFIX = "model.diffusion_model."
 _RENAMES = {  # BFL -> diffusers, outside the blocks
     "time_in.in_layer": "time_text_embed.timestep_embedder.linear_1",
     "time_in.out_layer": "time_text_embed.timestep_embedder.linear_2",
@@ -51,39 +49,13 @@ _SINGLE_SPLIT = ("attn.to_q", "attn.to_k", "attn.to_v", "proj_mlp")
 _SWAPPED = "norm_out.linear"  # BFL's final_layer.adaLN_modulation.1, halves swapped
 
 
-class _FluxFileWeights(ComponentWeights):
-    """ComponentWeights whose `norm_out.linear.*` are read as two swapped halves."""
-
-    def __getitem__(self, key: str) -> np.ndarray:
-        if not key.startswith(_SWAPPED):
-            return super().__getitem__(key)
-        ref = self._refs[key]
-        half = ref.shape[0] // 2
-        shift, scale = (ref.file.read(ref.key, rows=rows)
-                        for rows in ((0, half), (half, 2 * half)))
-        array = np.concatenate([scale, shift])
-        if self.dtype is not None:
-            array = array.astype(self.dtype, copy=False)
-        return array
-
-
 def is_flux_file(file: SafetensorsFile) -> bool:
     """The file holds a BFL-layout FLUX transformer (bare or under model.diffusion_model.)."""
-    return any(key.removeprefix(_PREFIX).startswith("double_blocks.") for key in file.keys())
+    return any(key.removeprefix(PREFIX).startswith("double_blocks.") for key in file.keys())
 
 
 def _tensor(file: SafetensorsFile, prefix: str, key: str) -> str:
-    name = prefix + key
-    if name not in file:
-        raise WeightsError(f"{file.path}: FLUX tensor {name!r} is missing; the file is "
-                           "incomplete or not a FLUX transformer")
-    return name
-
-
-def _blocks(file: SafetensorsFile, prefix: str, kind: str) -> int:
-    found = {int(key[len(prefix) + len(kind):].split(".")[0]) for key in file.keys()
-             if key.startswith(prefix + kind)}
-    return max(found) + 1 if found else 0
+    return key_of(file, prefix, key, "FLUX")
 
 
 def _refs(file: SafetensorsFile, prefix: str, dim: int, doubles: int,
@@ -95,12 +67,7 @@ def _refs(file: SafetensorsFile, prefix: str, dim: int, doubles: int,
         refs[target] = TensorRef(file, name, file.shape(name))
 
     def split(source: str, targets: tuple[str, ...], sizes: tuple[int, ...]) -> None:
-        name = _tensor(file, prefix, source)
-        start = 0
-        for target, size in zip(targets, sizes):
-            rest = file.shape(name)[1:]
-            refs[target] = TensorRef(file, name, (size, *rest), rows=(start, start + size))
-            start += size
+        refs.update(split_rows(file, _tensor(file, prefix, source), targets, sizes))
 
     for parameter in ("weight", "bias"):
         for source, target in _RENAMES.items():
@@ -140,15 +107,15 @@ def load_flux_file(path: str | Path | SafetensorsFile, *, dtype: Any = None,
     overrides it (or anything else). `dtype`: None (as stored, bf16 as float32), "float16"
     or "float32". diffusers: `FluxTransformer2DModel.from_single_file(path)`."""
     file = path if isinstance(path, SafetensorsFile) else SafetensorsFile(path)
-    prefix = _PREFIX if any(k.startswith(_PREFIX) for k in file.keys()) else ""
+    prefix = prefix_of(file, "double_blocks.")
     if not is_flux_file(file):
         raise WeightsError(f"{file.path}: no double_blocks.* tensors: not a BFL FLUX "
                            "transformer file")
     dim, in_channels = file.shape(_tensor(file, prefix, "img_in.weight"))
     head_dim = file.shape(_tensor(file, prefix,
                                   "double_blocks.0.img_attn.norm.query_norm.scale"))[0]
-    doubles, singles = _blocks(file, prefix, "double_blocks."), _blocks(file, prefix,
-                                                                       "single_blocks.")
+    doubles = block_count(file, prefix, "double_blocks.")
+    singles = block_count(file, prefix, "single_blocks.")
     derived = {
         "_class_name": "FluxTransformer2DModel", "patch_size": 1, "in_channels": in_channels,
         "out_channels": None, "num_layers": doubles, "num_single_layers": singles,
@@ -160,5 +127,6 @@ def load_flux_file(path: str | Path | SafetensorsFile, *, dtype: Any = None,
         "axes_dims_rope": (16, 56, 56),
     }
     refs = _refs(file, prefix, dim, doubles, singles)
-    return _FluxFileWeights("transformer", {**derived, **(config or {})}, refs,
-                            dtype=resolve_dtype(dtype))
+    return SwappedHalvesWeights("transformer", {**derived, **(config or {})}, refs,
+                                swapped={f"{_SWAPPED}.weight", f"{_SWAPPED}.bias"},
+                                dtype=resolve_dtype(dtype))
