@@ -47,12 +47,14 @@ class CombinedTimestepTextProjEmbeddings(nn.Module):
         self.text_embedder = TimestepEmbedding(pooled_dim, dim, place)
 
     def _sinusoid(self, values: Any, device: Any) -> Tensor:
-        return nn.timestep_embedding(np.asarray(values, np.float32).reshape(-1), 256,
-                                     flip_sin_to_cos=True, downscale_freq_shift=0,
+        if not isinstance(values, Tensor):  # host numbers: uploaded here
+            values = np.asarray(values, np.float32).reshape(-1)
+        return nn.timestep_embedding(values, 256, flip_sin_to_cos=True, downscale_freq_shift=0,
                                      dtype=self.dtype, device=device)
 
     def forward(self, timestep: Any, pooled: Tensor, guidance: Any = None) -> Tensor:
-        """timestep, guidance: (B,) host numbers (already scaled as the model wants)."""
+        """timestep, guidance: (B,) host numbers or float32 Tensors (what a captured step
+        passes), already scaled as the model wants."""
         device = pooled.device
         temb = self.timestep_embedder(self._sinusoid(timestep, device))
         if guidance is not None:

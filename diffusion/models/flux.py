@@ -101,8 +101,9 @@ class FluxTransformer2DModel(nn.Module):
         """hidden_states (B, Li, in_channels): packed latents; encoder_hidden_states
         (B, Lt, joint_attention_dim): T5 states; pooled (B, pooled_projection_dim): CLIP's
         pooled output; timestep (B,) in [0, 1] (sigmas); guidance (B,) the distilled CFG
-        scale (dev; None for schnell); img_ids (Li, 3), txt_ids (Lt, 3) positions, or
-        their tables precomputed once per picture size by `rotary` (the ids are then unused).
+        scale (dev; None for schnell): host numbers, or float32 Tensors to capture a step;
+        img_ids (Li, 3), txt_ids (Lt, 3) positions, or their tables precomputed once per
+        picture size by `rotary` (the ids are then unused).
         """
         cfg = self.config
         if (guidance is None) == bool(cfg["guidance_embeds"]):
@@ -110,11 +111,8 @@ class FluxTransformer2DModel(nn.Module):
                 "embeds a guidance scale (dev): pass guidance=" if cfg["guidance_embeds"]
                 else "has no guidance embedding (schnell): pass guidance=None"))
         # 1. embeddings; timesteps and guidance arrive in [0, 1] and are embedded x1000
-        # (in the model's dtype, as diffusers multiplies them)
-        scaled = np.asarray(timestep, self._dtype()).reshape(-1) * self._dtype().type(1000)
-        g = None if guidance is None else (
-            np.asarray(guidance, self._dtype()).reshape(-1) * self._dtype().type(1000))
-        temb = self.time_text_embed(scaled, pooled, g)
+        temb = self.time_text_embed(self._thousandfold(timestep), pooled,
+                                    None if guidance is None else self._thousandfold(guidance))
         x = self.x_embedder(hidden_states)
         context = self.context_embedder(encoder_hidden_states)
         tables = rotary if rotary is not None else self.rotary(txt_ids, img_ids)
@@ -129,5 +127,13 @@ class FluxTransformer2DModel(nn.Module):
         # 3. final modulated norm and projection
         return self.proj_out(self.norm_out(x, temb))
 
-    def _dtype(self) -> np.dtype:
-        return self.x_embedder.weight.dtype
+    def _thousandfold(self, values: Any) -> Any:
+        """values x 1000 in the model's dtype, as diffusers scales them; a float32 Tensor (a
+        captured step's input) is scaled on the device, in float32."""
+        if isinstance(values, Tensor):
+            if values.dtype != np.float32:
+                raise TypeError(f"timestep and guidance Tensors must be float32, got "
+                                f"{values.dtype}")
+            return values.reshape(-1) * 1000.0
+        dtype = self.x_embedder.weight.dtype
+        return np.asarray(values, dtype).reshape(-1) * dtype.type(1000)

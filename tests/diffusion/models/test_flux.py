@@ -88,3 +88,31 @@ def test_f16_residual_clips_instead_of_overflowing(f16_device: gpucore.Device) -
     got = gated_add(residual, gate, y).numpy()
     np.testing.assert_array_equal(got[0, :, 0], [65504.0, 65504.0])
     np.testing.assert_allclose(got[0, :, 1:], [[50000.0, 65000.0]] * 2, rtol=1e-3)
+
+
+def test_flux_step_captures(first_device: gpucore.Device) -> None:
+    """A denoising step with the latents, timestep and guidance as Tensors records once and
+    replays with new values to what a plain call gives (the pipelines' capture/replay)."""
+    device = first_device
+    reference = randomized(diffusers.FluxTransformer2DModel(**FLUX_TINY, guidance_embeds=True), 7)
+    ours = FluxTransformer2DModel(dict(reference.config), device=device)
+    ours.load_state_dict(state_dict(reference))
+    rng = np.random.default_rng(5)
+    text, pooled = (gpustd.asarray(rng.standard_normal(s), device=device)
+                    for s in ((1, 7, 32), (1, 24)))
+    rotary = ours.rotary(np.zeros((7, 3)), image_ids(4, 5))
+    step = gpustd.capture(lambda x, t, g: ours(x, text, pooled, t, None, None, g, rotary=rotary))
+    inputs = [[gpustd.asarray(a, device=device) for a in
+               (rng.standard_normal((1, 20, 16)), [sigma], [scale])]
+              for sigma, scale in ((0.9, 3.5), (0.4, 2.0))]
+    step(*inputs[0])  # recorded
+    replayed = step(*inputs[1]).numpy()
+    x, t, g = inputs[1]
+    assert_close(replayed, ours(x, text, pooled, t, None, None, g, rotary=rotary).numpy(),
+                 tol=1e-6)
+    with torch.no_grad():
+        expected = reference(torch.from_numpy(x.numpy()), torch.from_numpy(text.numpy()),
+                             torch.from_numpy(pooled.numpy()), torch.tensor([0.4]),
+                             torch.from_numpy(image_ids(4, 5)), torch.zeros(7, 3),
+                             torch.tensor([2.0])).sample.numpy()
+    assert_close(replayed, expected, tol=TOL)
