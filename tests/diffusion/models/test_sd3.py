@@ -50,3 +50,16 @@ def test_sd3_rejects_bad_config() -> None:
         SD3Transformer2DModel({**SD3_TINY, "qk_norm": "layer_norm"})
     with pytest.raises(ValueError, match="caption_projection_dim"):
         SD3Transformer2DModel({**SD3_TINY, "caption_projection_dim": 24})
+
+
+@pytest.mark.nodevice
+def test_defaults_are_diffusers() -> None:
+    """A config.json that leaves a field out means diffusers' default, here as there."""
+    import inspect
+
+    from diffusion.models import flux, sd3
+
+    for model, table in ((diffusers.SD3Transformer2DModel, sd3._DEFAULTS),
+                         (diffusers.FluxTransformer2DModel, flux._DEFAULTS)):
+        defaults = inspect.signature(model.__init__).parameters
+        assert {k: defaults[k].default for k in table} == table, model.__name__
