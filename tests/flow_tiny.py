@@ -117,3 +117,59 @@ def tiny_sd3_pipeline(root: Path) -> Any:
             tokenizer_file=str(root / "t5-tokenizer" / "tokenizer.json")))
     pipe.save_pretrained(root / "sd3")
     return pipe
+
+
+def bfl_checkpoint(model: Any, prefix: str) -> dict[str, Any]:
+    """The BFL names of a diffusers FLUX transformer's tensors: diffusers' single-file
+    conversion (convert_flux_transformer_checkpoint_to_diffusers) run backwards."""
+    import torch
+
+    sd = model.state_dict()
+    out: dict[str, Any] = {}
+    renames = {"time_in.in_layer": "time_text_embed.timestep_embedder.linear_1",
+               "time_in.out_layer": "time_text_embed.timestep_embedder.linear_2",
+               "vector_in.in_layer": "time_text_embed.text_embedder.linear_1",
+               "vector_in.out_layer": "time_text_embed.text_embedder.linear_2",
+               "guidance_in.in_layer": "time_text_embed.guidance_embedder.linear_1",
+               "guidance_in.out_layer": "time_text_embed.guidance_embedder.linear_2",
+               "txt_in": "context_embedder", "img_in": "x_embedder",
+               "final_layer.linear": "proj_out"}
+    for p in ("weight", "bias"):
+        for bfl, ours in renames.items():
+            if f"{ours}.{p}" in sd:  # schnell has no guidance embedder
+                out[f"{bfl}.{p}"] = sd[f"{ours}.{p}"]
+        scale, shift = sd[f"norm_out.linear.{p}"].chunk(2)
+        out[f"final_layer.adaLN_modulation.1.{p}"] = torch.cat([shift, scale])
+        for i in range(model.config.num_layers):
+            d = f"transformer_blocks.{i}."
+            for bfl, names in (("img_attn.qkv", ("to_q", "to_k", "to_v")),
+                               ("txt_attn.qkv", ("add_q_proj", "add_k_proj", "add_v_proj"))):
+                out[f"double_blocks.{i}.{bfl}.{p}"] = torch.cat(
+                    [sd[f"{d}attn.{n}.{p}"] for n in names])
+            for bfl, ours in (("img_mod.lin", "norm1.linear"),
+                              ("txt_mod.lin", "norm1_context.linear"),
+                              ("img_mlp.0", "ff.net.0.proj"), ("img_mlp.2", "ff.net.2"),
+                              ("txt_mlp.0", "ff_context.net.0.proj"),
+                              ("txt_mlp.2", "ff_context.net.2"),
+                              ("img_attn.proj", "attn.to_out.0"),
+                              ("txt_attn.proj", "attn.to_add_out")):
+                out[f"double_blocks.{i}.{bfl}.{p}"] = sd[f"{d}{ours}.{p}"]
+        for i in range(model.config.num_single_layers):
+            s = f"single_transformer_blocks.{i}."
+            out[f"single_blocks.{i}.linear1.{p}"] = torch.cat(
+                [sd[f"{s}attn.to_q.{p}"], sd[f"{s}attn.to_k.{p}"], sd[f"{s}attn.to_v.{p}"],
+                 sd[f"{s}proj_mlp.{p}"]])
+            out[f"single_blocks.{i}.linear2.{p}"] = sd[f"{s}proj_out.{p}"]
+            out[f"single_blocks.{i}.modulation.lin.{p}"] = sd[f"{s}norm.linear.{p}"]
+    for i in range(model.config.num_layers):
+        for side, q, k in (("img", "norm_q", "norm_k"), ("txt", "norm_added_q", "norm_added_k")):
+            out[f"double_blocks.{i}.{side}_attn.norm.query_norm.scale"] = \
+                sd[f"transformer_blocks.{i}.attn.{q}.weight"]
+            out[f"double_blocks.{i}.{side}_attn.norm.key_norm.scale"] = \
+                sd[f"transformer_blocks.{i}.attn.{k}.weight"]
+    for i in range(model.config.num_single_layers):
+        out[f"single_blocks.{i}.norm.query_norm.scale"] = \
+            sd[f"single_transformer_blocks.{i}.attn.norm_q.weight"]
+        out[f"single_blocks.{i}.norm.key_norm.scale"] = \
+            sd[f"single_transformer_blocks.{i}.attn.norm_k.weight"]
+    return {prefix + k: v.to(torch.bfloat16).contiguous() for k, v in out.items()}

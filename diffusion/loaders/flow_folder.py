@@ -38,7 +38,7 @@ class FlowWeights:
     """A FLUX or SD3 folder's lazy component weights, configs and tokenizer folders."""
 
     family: Literal["flux", "sd3"]
-    transformer: ComponentWeights
+    transformer: ComponentWeights | None  # None when skipped (a single file replaces it)
     vae: ComponentWeights
     text_encoder: ComponentWeights
     text_encoder_2: ComponentWeights
@@ -62,13 +62,14 @@ def _component(root: Path, name: str, variant: str | None,
     return ComponentWeights(name, config, refs, dtype=dtype)
 
 
-def load_flow_folder(path: str | Path, *, dtype: Any = None,
-                     variant: str | None = None) -> FlowWeights:
+def load_flow_folder(path: str | Path, *, dtype: Any = None, variant: str | None = None,
+                     skip: tuple[str, ...] = ()) -> FlowWeights:
     """Lazy weights of the FLUX or SD3 diffusers folder `path`.
 
     `dtype`: None (as stored; bfloat16 read as float32), "float16" or "float32". `variant`:
-    e.g. "fp16" for `*.fp16.safetensors` files. Raises WeightsError naming the file when the
-    folder is not a FLUX/SD3 pipeline or a component is missing."""
+    e.g. "fp16" for `*.fp16.safetensors` files. `skip`: components not to load (None in the
+    result; "transformer" when a single file supplies it). Raises WeightsError naming the
+    file when the folder is not a FLUX/SD3 pipeline or a component is missing."""
     root = Path(path)
     index = read_json(root / "model_index.json")
     family = _FAMILIES.get(str(index.get("_class_name")))
@@ -79,12 +80,13 @@ def load_flow_folder(path: str | Path, *, dtype: Any = None,
                            "with load_pipeline_weights)")
     resolved = resolve_dtype(dtype)
     for name in _REQUIRED[family]:
-        if not _declared(index, name):
+        if name not in skip and not _declared(index, name):
             raise WeightsError(f"{root / 'model_index.json'}: the {index['_class_name']} has "
                                f"no {name!r} component")
     components = {name: _component(root, name, variant, resolved)
                   for name in (*_REQUIRED[family], *_OPTIONAL[family])
-                  if _declared(index, name)}
+                  if _declared(index, name) and name not in skip}
+    components.setdefault("transformer", None)
     tokenizers = {name: root / name for name in ("tokenizer", "tokenizer_2", "tokenizer_3")
                   if (root / name).is_dir()}
     return FlowWeights(family=family,  # type: ignore[arg-type]

@@ -10,6 +10,7 @@ decodes. With the torch RNG, a seed gives diffusers' picture (`generator=torch.G
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from gpucore import Device, default_device
 from gpustd import Tensor, asarray
 
 from ..loaders.flow_folder import load_flow_folder
+from ..loaders.flux_file import load_flux_file
 from ..models import AutoencoderKL, CLIPTextModel, FluxTransformer2DModel, T5EncoderModel
 from ..noise.rng import RNG_SOURCES, make_generator
 from ..schedulers.flow_match_euler import FlowMatchEulerDiscreteScheduler, calculate_shift
@@ -69,12 +71,24 @@ class FluxPipeline:
 
     @classmethod
     def from_pretrained(cls, path: str | Path, *, dtype: Any = np.float32,
-                        device: Device | None = None, variant: str | None = None
-                        ) -> FluxPipeline:
-        """Load a FLUX diffusers folder (`load_flow_folder`) onto `device` in `dtype`."""
-        weights = load_flow_folder(path, variant=variant)
+                        device: Device | None = None, variant: str | None = None,
+                        transformer_file: str | Path | None = None) -> FluxPipeline:
+        """Load a FLUX diffusers folder (`load_flow_folder`) onto `device` in `dtype`.
+        `transformer_file`: BFL's single-file transformer (`flux1-dev.safetensors`, read by
+        `load_flux_file`) in place of the folder's transformer/, which may then be absent;
+        the folder's transformer config, when present, gives its `axes_dims_rope`."""
+        weights = load_flow_folder(path, variant=variant,
+                                   skip=("transformer",) if transformer_file else ())
         if weights.family != "flux":
             raise ValueError(f"{path} holds a {weights.family} pipeline, not FLUX")
+        transformer = weights.transformer
+        if transformer_file is not None:
+            folder_config = Path(path) / "transformer" / "config.json"
+            axes = (json.loads(folder_config.read_text(encoding="utf-8")).get("axes_dims_rope")
+                    if folder_config.is_file() else None)
+            transformer = load_flux_file(transformer_file,
+                                         config={"axes_dims_rope": axes} if axes else None)
+        assert transformer is not None
         device = device or default_device()
         place = {"dtype": dtype, "device": device}
 
@@ -86,8 +100,8 @@ class FluxPipeline:
         if "tokenizer_2" not in tokenizer_dirs:
             raise FileNotFoundError(f"{path}: the FLUX folder has no tokenizer_2/ (T5's)")
         return cls(
-            transformer=filled(FluxTransformer2DModel(weights.transformer.config, **place),
-                               weights.transformer),
+            transformer=filled(FluxTransformer2DModel(transformer.config, **place),
+                               transformer),
             vae=filled(AutoencoderKL(weights.vae.config, **place), weights.vae),
             text_encoder=filled(CLIPTextModel(weights.text_encoder.config, **place),
                                 weights.text_encoder),

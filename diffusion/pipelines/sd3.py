@@ -64,6 +64,7 @@ class StableDiffusion3Pipeline:
 
         dirs = weights.tokenizer_dirs
         t5 = weights.text_encoder_3
+        assert weights.transformer is not None  # load_flow_folder skipped nothing
         return cls(
             transformer=filled(SD3Transformer2DModel(weights.transformer.config, **place),
                                weights.transformer),
