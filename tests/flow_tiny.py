@@ -173,3 +173,53 @@ def bfl_checkpoint(model: Any, prefix: str) -> dict[str, Any]:
         out[f"single_blocks.{i}.norm.key_norm.scale"] = \
             sd[f"single_transformer_blocks.{i}.attn.norm_k.weight"]
     return {prefix + k: v.to(torch.bfloat16).contiguous() for k, v in out.items()}
+
+
+def sai_checkpoint(model: Any) -> dict[str, Any]:
+    """A diffusers SD3 model's tensors under Stability's names (the original MMDiT's)."""
+    import torch
+
+    sd, out = model.state_dict(), {}
+
+    def swap(t: Any) -> Any:  # (scale, shift) <-> (shift, scale)
+        return torch.cat(t.chunk(2)[::-1])
+
+    out["pos_embed"] = sd["pos_embed.pos_embed"]
+    for ours, theirs in (("pos_embed.proj", "x_embedder.proj"),
+                         ("time_text_embed.timestep_embedder.linear_1", "t_embedder.mlp.0"),
+                         ("time_text_embed.timestep_embedder.linear_2", "t_embedder.mlp.2"),
+                         ("time_text_embed.text_embedder.linear_1", "y_embedder.mlp.0"),
+                         ("time_text_embed.text_embedder.linear_2", "y_embedder.mlp.2"),
+                         ("context_embedder", "context_embedder"),
+                         ("proj_out", "final_layer.linear")):
+        for p in ("weight", "bias"):
+            out[f"{theirs}.{p}"] = sd[f"{ours}.{p}"]
+    for key, value in sd.items():
+        if not key.startswith("transformer_blocks."):
+            continue
+        i, rest = key.split(".", 2)[1:]
+        block, p = f"joint_blocks.{i}.", rest.rsplit(".", 1)[1]
+        names = {"norm1.linear": "x_block.adaLN_modulation.1",
+                 "norm1_context.linear": "context_block.adaLN_modulation.1",
+                 "attn.to_out.0": "x_block.attn.proj", "attn2.to_out.0": "x_block.attn2.proj",
+                 "attn.to_add_out": "context_block.attn.proj", "ff.net.0.proj": "x_block.mlp.fc1",
+                 "ff.net.2": "x_block.mlp.fc2", "ff_context.net.0.proj": "context_block.mlp.fc1",
+                 "ff_context.net.2": "context_block.mlp.fc2", "attn.norm_q": "x_block.attn.ln_q",
+                 "attn.norm_k": "x_block.attn.ln_k", "attn.norm_added_q": "context_block.attn.ln_q",
+                 "attn.norm_added_k": "context_block.attn.ln_k",
+                 "attn2.norm_q": "x_block.attn2.ln_q", "attn2.norm_k": "x_block.attn2.ln_k"}
+        module = rest.rsplit(".", 1)[0]
+        if module in names:
+            last = int(i) == model.config.num_layers - 1
+            out[block + names[module] + "." + p] = (
+                swap(value) if last and module == "norm1_context.linear" else value)
+        elif module in ("attn.to_q", "attn.add_q_proj", "attn2.to_q"):
+            prefix = {"attn.to_q": ("x_block.attn", "attn.to_"),
+                      "attn.add_q_proj": ("context_block.attn", "attn.add_"),
+                      "attn2.to_q": ("x_block.attn2", "attn2.to_")}[module]
+            parts = ("q", "k", "v") if "to_" in prefix[1] else ("q_proj", "k_proj", "v_proj")
+            out[f"{block}{prefix[0]}.qkv.{p}"] = torch.cat(
+                [sd[f"transformer_blocks.{i}.{prefix[1]}{x}.{p}"] for x in parts])
+    for p in ("weight", "bias"):
+        out[f"final_layer.adaLN_modulation.1.{p}"] = swap(sd[f"norm_out.linear.{p}"])
+    return out

@@ -20,6 +20,7 @@ from gpucore import Device, default_device
 from gpustd import asarray
 
 from ..loaders.flow_folder import load_flow_folder
+from ..loaders.sd3_file import load_sd3_file
 from ..models import AutoencoderKL, CLIPTextModel, SD3Transformer2DModel, T5EncoderModel
 from ..noise.rng import RNG_SOURCES, make_generator
 from ..schedulers.flow_match_euler import FlowMatchEulerDiscreteScheduler, calculate_shift
@@ -46,12 +47,18 @@ class StableDiffusion3Pipeline:
 
     @classmethod
     def from_pretrained(cls, path: str | Path, *, dtype: Any = np.float32,
-                        device: Device | None = None, variant: str | None = None
+                        device: Device | None = None, variant: str | None = None,
+                        transformer_file: str | Path | None = None
                         ) -> StableDiffusion3Pipeline:
-        """Load an SD3/3.5 diffusers folder (`load_flow_folder`) onto `device` in `dtype`."""
-        weights = load_flow_folder(path, variant=variant)
+        """Load an SD3/3.5 diffusers folder (`load_flow_folder`) onto `device` in `dtype`.
+        `transformer_file`: Stability's single file (`sd3.5_large.safetensors`, read by
+        `load_sd3_file`) in place of the folder's transformer/, which may then be absent."""
+        weights = load_flow_folder(path, variant=variant,
+                                   skip=("transformer",) if transformer_file else ())
         if weights.family != "sd3":
             raise ValueError(f"{path} holds a {weights.family} pipeline, not SD3")
+        transformer = (weights.transformer if transformer_file is None
+                       else load_sd3_file(transformer_file))
         place = {"dtype": dtype, "device": device or default_device()}
 
         def filled(model: Any, component: Any) -> Any:
@@ -64,10 +71,9 @@ class StableDiffusion3Pipeline:
 
         dirs = weights.tokenizer_dirs
         t5 = weights.text_encoder_3
-        assert weights.transformer is not None  # load_flow_folder skipped nothing
+        assert transformer is not None  # skipped only when a file replaces it
         return cls(
-            transformer=filled(SD3Transformer2DModel(weights.transformer.config, **place),
-                               weights.transformer),
+            transformer=filled(SD3Transformer2DModel(transformer.config, **place), transformer),
             vae=filled(AutoencoderKL(weights.vae.config, **place), weights.vae),
             text_encoder=clip(weights.text_encoder),
             tokenizer=CLIPTokenizer.from_pretrained(dirs.get("tokenizer")),
