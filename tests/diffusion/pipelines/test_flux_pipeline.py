@@ -3,6 +3,7 @@ torch's CPU generator gives the same picture. Loads the folder diffusers saved."
 
 from __future__ import annotations
 
+import copy
 import shutil
 from pathlib import Path
 from typing import Any
@@ -77,7 +78,8 @@ def test_bfl_transformer_file_replaces_the_folders(first_device: gpucore.Device,
     (tmp_path / "flux" / "transformer" / "diffusion_pytorch_model.safetensors").unlink()
     ours = FluxPipeline.from_pretrained(tmp_path / "flux", transformer_file=file,
                                         device=first_device)
-    expected = reference.to(torch.bfloat16).to(torch.float32).state_dict()
+    # a copy: Module.to works in place, and the module's fixture serves other tests
+    expected = copy.deepcopy(reference).to(torch.bfloat16).to(torch.float32).state_dict()
     got = ours.transformer.state_dict()
     assert sorted(got) == sorted(expected)
     for key, value in expected.items():

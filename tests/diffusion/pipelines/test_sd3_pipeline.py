@@ -3,6 +3,7 @@ models: the same seed through torch's CPU generator gives the same picture."""
 
 from __future__ import annotations
 
+import copy
 import shutil
 from pathlib import Path
 from typing import Any
@@ -56,7 +57,8 @@ def test_single_file_transformer_replaces_the_folders(first_device: gpucore.Devi
     (tmp_path / "sd3" / "transformer" / "diffusion_pytorch_model.safetensors").unlink()
     ours = StableDiffusion3Pipeline.from_pretrained(tmp_path / "sd3", transformer_file=file,
                                                     device=first_device)
-    expected = reference.to(torch.bfloat16).to(torch.float32).state_dict()
+    # a copy: Module.to works in place, and the module's fixture serves other tests
+    expected = copy.deepcopy(reference).to(torch.bfloat16).to(torch.float32).state_dict()
     got = ours.transformer.state_dict()
     assert sorted(got) == sorted(expected)
     for key, value in expected.items():
