@@ -1,4 +1,5 @@
-"""Stable Diffusion models on gpustd: CLIP text encoder, UNet, VAE.
+"""Stable Diffusion models on gpustd: CLIP and T5 text encoders, UNet, FLUX and SD3
+transformers, VAE.
 
 Plain classes whose attribute paths equal the diffusers / transformers checkpoint keys, so
 loading weights is a walk over names (`load_state_dict`); configs are the `config.json` dicts.
@@ -10,12 +11,23 @@ loading weights is a walk over names (`load_state_dict`); configs are the `confi
 | `vae` | `AutoencoderKL`: encode to and decode from latents |
 | `tiled_vae` | the VAE over tiles, for images larger than memory allows at once |
 | `layers` | the pieces the UNet and VAE share: attention, ResNet blocks, down- and upsampling |
+| `t5` | T5's encoder (`T5EncoderModel`): FLUX's and SD3's second/third text encoder |
+| `flux` | `FluxTransformer2DModel` (FLUX.1 schnell and dev) |
+| `sd3` | `SD3Transformer2DModel`, the MMDiT of SD3 and SD3.5 |
+| `dit_layers` | what FLUX and SD3 share: joint attention, the double-stream block, adaLN |
+| `transformer_ops` | RMS norm, adaLN modulation, gated residuals, rotary embeddings |
 
-A new network family (ControlNet, FLUX, SD3, ...) is a module of its own beside these.
+A new network family (ControlNet, ...) is a module of its own beside these.
 """
 
 from .clip import CLIPTextModel
+from .flux import FluxTransformer2DModel
+from .sd3 import SD3Transformer2DModel
+from .t5 import T5EncoderModel
 from .unet import UNet2DConditionModel
 from .vae import AutoencoderKL
 
-__all__ = ["AutoencoderKL", "CLIPTextModel", "UNet2DConditionModel"]
+__all__ = [
+    "AutoencoderKL", "CLIPTextModel", "FluxTransformer2DModel", "SD3Transformer2DModel",
+    "T5EncoderModel", "UNet2DConditionModel",
+]

@@ -23,13 +23,14 @@ from .layers import (
 _DEFAULTS: dict[str, Any] = {
     "in_channels": 3, "out_channels": 3, "latent_channels": 4, "layers_per_block": 2,
     "norm_num_groups": 32, "block_out_channels": (128, 256, 512, 512),
-    "scaling_factor": 0.18215, "force_upcast": True,
+    "scaling_factor": 0.18215, "force_upcast": True, "shift_factor": None,
+    "use_quant_conv": True, "use_post_quant_conv": True,
 }
 # Config keys whose other values change the layers or the latent mapping in ways we do not
 # build: each must keep diffusers' default (missing counts as the default).
 _FIXED: dict[str, Any] = {
-    "act_fn": "silu", "shift_factor": None, "latents_mean": None, "latents_std": None,
-    "use_quant_conv": True, "use_post_quant_conv": True, "mid_block_add_attention": True,
+    "act_fn": "silu", "latents_mean": None, "latents_std": None,
+    "mid_block_add_attention": True,
 }
 
 
@@ -125,9 +126,12 @@ class Decoder(nn.Module):
 
 
 class AutoencoderKL(nn.Module):
-    """The SD / SDXL VAE. Config: diffusers' `vae/config.json`; `scaling_factor` maps latents
-    to the UNet's unit-variance space (SD 0.18215, SDXL 0.13025) and `force_upcast` says the
-    float16 decode overflows (the SDXL VAE), so decode in float32."""
+    """The SD / SDXL / SD3 / FLUX VAE. Config: diffusers' `vae/config.json`; `scaling_factor`
+    and `shift_factor` map latents to the denoiser's unit-variance space, (latents - shift) *
+    scale (SD 0.18215 and no shift, SDXL 0.13025, SD3 1.5305 and 0.0609, FLUX 0.3611 and
+    0.1159), and `force_upcast` says the float16 decode overflows (the SDXL VAE), so decode
+    in float32. SD3's and FLUX's 16-channel VAEs have no quant convs (`use_quant_conv`,
+    `use_post_quant_conv` false): those attributes are then Identity."""
 
     def __init__(self, config: dict[str, Any], *, dtype: Any = np.float32,
                  device: Device | None = None) -> None:
@@ -141,13 +145,21 @@ class AutoencoderKL(nn.Module):
         latent = cfg["latent_channels"]
         self.encoder = Encoder(cfg, place)
         self.decoder = Decoder(cfg, place)
-        self.quant_conv = nn.Conv2d(2 * latent, 2 * latent, 1, **place)
-        self.post_quant_conv = nn.Conv2d(latent, latent, 1, **place)
+        self.quant_conv = (nn.Conv2d(2 * latent, 2 * latent, 1, **place)
+                           if cfg["use_quant_conv"] else nn.Identity())
+        self.post_quant_conv = (nn.Conv2d(latent, latent, 1, **place)
+                                if cfg["use_post_quant_conv"] else nn.Identity())
 
     @property
     def scaling_factor(self) -> float:
         """UNet latents = VAE latents * scaling_factor (config `scaling_factor`)."""
         return float(self.config["scaling_factor"])
+
+    @property
+    def shift_factor(self) -> float:
+        """Denoiser latents = (VAE latents - shift_factor) * scaling_factor (config
+        `shift_factor`; 0 when absent or null, as SD 1/2 and SDXL)."""
+        return float(self.config["shift_factor"] or 0.0)
 
     @property
     def force_upcast(self) -> bool:

@@ -27,6 +27,7 @@ from .ddpm import DDPMScheduler
 from .dpm_solver import DPMSolverMultistepScheduler
 from .euler import EulerDiscreteScheduler
 from .euler_ancestral import EulerAncestralDiscreteScheduler
+from .flow_match_euler import FlowMatchEulerDiscreteScheduler
 from .heun import HeunDiscreteScheduler
 from .lcm import LCMScheduler
 from .lms import LMSDiscreteScheduler
@@ -41,6 +42,7 @@ __all__ = [
     "DPMSolverMultistepScheduler",
     "EulerAncestralDiscreteScheduler",
     "EulerDiscreteScheduler",
+    "FlowMatchEulerDiscreteScheduler",
     "HeunDiscreteScheduler",
     "LCMScheduler",
     "LMSDiscreteScheduler",

@@ -1,9 +1,11 @@
-"""Text to conditioning: CLIP's tokenizer, the WebUI's prompt syntax (emphasis, BREAK, prompt
-editing, extra-network tags), chunked weighted conditioning, and textual-inversion embeddings.
+"""Text to conditioning: CLIP's and T5's tokenizers, the WebUI's prompt syntax (emphasis,
+BREAK, prompt editing, extra-network tags), chunked weighted conditioning, and
+textual-inversion embeddings.
 
 | module | what |
 |---|---|
 | `tokenizer` | CLIP's byte-level BPE (the `tokenizers` library) |
+| `t5_tokenizer` | T5's SentencePiece tokenizer from a `tokenizer.json` (FLUX, SD3) |
 | `prompts`, `prompt_editing` | the WebUI's prompt parser and its `[from:to:when]` schedules |
 | `conditioning` | prompts of any length to text-encoder states, as the WebUI encodes them |
 | `embeddings` | textual-inversion files found by name, as the WebUI finds them |

@@ -179,8 +179,8 @@ def test_sdxl_vae_settings(first_device: gpucore.Device) -> None:
     assert (vae.scaling_factor, vae.force_upcast) == (0.13025, True)
     fixed = AutoencoderKL({**VAE_TINY, "force_upcast": False}, device=first_device)
     assert (fixed.scaling_factor, fixed.force_upcast) == (0.18215, False)
-    with pytest.raises(ValueError, match="shift_factor"):
-        AutoencoderKL({**VAE_TINY, "shift_factor": 0.1159}, device=first_device)
+    with pytest.raises(ValueError, match="latents_mean"):
+        AutoencoderKL({**VAE_TINY, "latents_mean": [0.1] * 4}, device=first_device)
 
 
 @pytest.mark.nodevice

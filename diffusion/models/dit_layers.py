@@ -1,0 +1,215 @@
+"""Layers the diffusion transformers share (FLUX and SD3's MMDiT), with diffusers' names:
+time/text embeddings, adaLN modulations, the gelu-tanh feed-forward, joint attention over text
+and image tokens, and the double-stream (joint) block both models are built of."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from gpustd import Tensor, concatenate, nn, take_slice
+
+from .layers import Place
+from .transformer_ops import RMSNorm, chunks, gated_add, modulate, rope
+
+# (cos, sin) tables of rope_tables, or None for models without rotary embeddings (SD3)
+Rope = tuple[Tensor, Tensor] | None
+
+
+def layer_norm(x: Tensor) -> Tensor:
+    """The transformers' parameterless LayerNorm(dim, elementwise_affine=False, eps=1e-6)."""
+    return nn.layer_norm(x, None, None, eps=1e-6)
+
+
+class TimestepEmbedding(nn.Module):
+    """linear_1, SiLU, linear_2. diffusers: `TimestepEmbedding` (and, with the same names,
+    `PixArtAlphaTextProjection(act_fn="silu")`)."""
+
+    def __init__(self, in_dim: int, dim: int, place: Place) -> None:
+        self.linear_1 = nn.Linear(in_dim, dim, **place)
+        self.linear_2 = nn.Linear(dim, dim, **place)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.linear_2(nn.silu(self.linear_1(x)))
+
+
+class CombinedTimestepTextProjEmbeddings(nn.Module):
+    """The conditioning vector temb (B, dim): embedded timestep (+ embedded guidance for
+    FLUX dev) + projected pooled text. diffusers: `CombinedTimestepTextProjEmbeddings`, and
+    `CombinedTimestepGuidanceTextProjEmbeddings` with `guidance=True`."""
+
+    def __init__(self, dim: int, pooled_dim: int, place: Place, *, guidance: bool) -> None:
+        self.dtype = place["dtype"]
+        self.timestep_embedder = TimestepEmbedding(256, dim, place)
+        if guidance:
+            self.guidance_embedder = TimestepEmbedding(256, dim, place)
+        self.text_embedder = TimestepEmbedding(pooled_dim, dim, place)
+
+    def _sinusoid(self, values: Any, device: Any) -> Tensor:
+        if not isinstance(values, Tensor):  # host numbers: uploaded here
+            values = np.asarray(values, np.float32).reshape(-1)
+        return nn.timestep_embedding(values, 256, flip_sin_to_cos=True, downscale_freq_shift=0,
+                                     dtype=self.dtype, device=device)
+
+    def forward(self, timestep: Any, pooled: Tensor, guidance: Any = None) -> Tensor:
+        """timestep, guidance: (B,) host numbers or float32 Tensors (what a captured step
+        passes), already scaled as the model wants."""
+        device = pooled.device
+        temb = self.timestep_embedder(self._sinusoid(timestep, device))
+        if guidance is not None:
+            temb = temb + self.guidance_embedder(self._sinusoid(guidance, device))
+        return temb + self.text_embedder(pooled)
+
+
+class AdaLayerNormZero(nn.Module):
+    """`linear(silu(temb))` split into `chunks` modulation vectors (6: adaLN-Zero; 9: SD3.5's
+    `SD35AdaLayerNormZeroX` with a second attention's shift/scale/gate; 3: FLUX's
+    `AdaLayerNormZeroSingle`), each (B, 1, dim)."""
+
+    def __init__(self, dim: int, place: Place, *, count: int = 6) -> None:
+        self.count = count
+        self.linear = nn.Linear(dim, count * dim, **place)
+
+    def forward(self, temb: Tensor) -> list[Tensor]:
+        return chunks(self.linear(nn.silu(temb)), self.count)
+
+
+class AdaLayerNormContinuous(nn.Module):
+    """norm(x) * (1 + scale) + shift with (scale, shift) = linear(silu(temb)) — scale first.
+    diffusers: `AdaLayerNormContinuous(dim, dim, elementwise_affine=False, eps=1e-6)`."""
+
+    def __init__(self, dim: int, place: Place) -> None:
+        self.linear = nn.Linear(dim, 2 * dim, **place)
+
+    def forward(self, x: Tensor, temb: Tensor) -> Tensor:
+        scale, shift = chunks(self.linear(nn.silu(temb)), 2)
+        return modulate(layer_norm(x), shift, scale)
+
+
+class GELU(nn.Module):
+    def __init__(self, dim: int, inner: int, place: Place) -> None:
+        self.proj = nn.Linear(dim, inner, **place)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return nn.gelu(self.proj(x), approximate="tanh")
+
+
+class FeedForward(nn.Module):
+    """net.0 (Linear + tanh GELU), net.2 (Linear). diffusers: `FeedForward(dim, dim,
+    activation_fn="gelu-approximate")` (net.1 is its dropout, no parameters)."""
+
+    def __init__(self, dim: int, place: Place, mult: int = 4) -> None:
+        self.net = nn.ModuleList([GELU(dim, mult * dim, place), nn.Identity(),
+                                  nn.Linear(mult * dim, dim, **place)])
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net[2](self.net[0](x))
+
+
+class JointAttention(nn.Module):
+    """Multi-head attention over the image tokens x and, when given, the text tokens
+    together (text first): the image's to_q/to_k/to_v/to_out.0, the text's add_*_proj and
+    to_add_out, optional per-head RMS norms of q and k (norm_q, norm_k, norm_added_q,
+    norm_added_k) and optional rotary embeddings. diffusers: `FluxAttention`, and
+    `Attention` with `JointAttnProcessor2_0` (which orders image first: the same result,
+    attention having no order but RoPE's)."""
+
+    def __init__(self, dim: int, heads: int, head_dim: int, place: Place, *,
+                 qk_norm: bool, context: bool, context_out: bool = True,
+                 out: bool = True, eps: float = 1e-6) -> None:
+        inner = heads * head_dim
+        self.heads, self.head_dim = heads, head_dim
+        for prefix, present in (("", True), ("added_", context)):
+            if present and qk_norm:
+                setattr(self, f"norm_{prefix}q", RMSNorm(head_dim, eps, place=place))
+                setattr(self, f"norm_{prefix}k", RMSNorm(head_dim, eps, place=place))
+        self.to_q = nn.Linear(dim, inner, **place)
+        self.to_k = nn.Linear(dim, inner, **place)
+        self.to_v = nn.Linear(dim, inner, **place)
+        self.to_out = nn.ModuleList([nn.Linear(inner, dim, **place)]) if out else None
+        if context:
+            self.add_q_proj = nn.Linear(dim, inner, **place)
+            self.add_k_proj = nn.Linear(dim, inner, **place)
+            self.add_v_proj = nn.Linear(dim, inner, **place)
+            self.to_add_out = nn.Linear(inner, dim, **place) if context_out else None
+
+    def _norm(self, x: Tensor, name: str) -> Tensor:
+        norm = getattr(self, name, None)
+        if norm is None:
+            return x
+        batch, length, width = x.shape
+        return norm(x.reshape(batch, length, self.heads, self.head_dim)).reshape(
+            batch, length, width)
+
+    def forward(self, x: Tensor, context: Tensor | None = None,
+                rotary: Rope = None) -> tuple[Tensor, Tensor | None]:
+        """x (B, Lx, dim), context (B, Lc, dim) -> (image output, text output or None)."""
+        q = self._norm(self.to_q(x), "norm_q")
+        k = self._norm(self.to_k(x), "norm_k")
+        v = self.to_v(x)
+        if context is not None:
+            q = concatenate([self._norm(self.add_q_proj(context), "norm_added_q"), q], axis=1)
+            k = concatenate([self._norm(self.add_k_proj(context), "norm_added_k"), k], axis=1)
+            v = concatenate([self.add_v_proj(context), v], axis=1)
+        if rotary is not None:
+            q = rope(q, *rotary, self.heads)
+            k = rope(k, *rotary, self.heads)
+        out = nn.attention(q, k, v, heads=self.heads)
+        text = None
+        if context is not None:
+            split = context.shape[1]
+            text = take_slice(out, 0, split, axis=1)
+            out = take_slice(out, split, out.shape[1], axis=1)
+            text = self.to_add_out(text) if self.to_add_out is not None else None
+        return (self.to_out[0](out) if self.to_out is not None else out), text
+
+
+class JointTransformerBlock(nn.Module):
+    """The double-stream block: image and text tokens keep their own weights and meet in
+    one attention. FLUX: `FluxTransformerBlock` (QK-norm, RoPE); SD3: `JointTransformerBlock`
+    (QK-norm for 3.5, `dual` = SD3.5 Medium's second, image-only attention `attn2`,
+    `context_pre_only` for the last block, whose text stream ends there)."""
+
+    def __init__(self, dim: int, heads: int, head_dim: int, place: Place, *, qk_norm: bool,
+                 context_pre_only: bool = False, dual: bool = False) -> None:
+        self.context_pre_only, self.dual = context_pre_only, dual
+        self.norm1 = AdaLayerNormZero(dim, place, count=9 if dual else 6)
+        self.norm1_context = (AdaLayerNormContinuous(dim, place) if context_pre_only
+                              else AdaLayerNormZero(dim, place))
+        self.attn = JointAttention(dim, heads, head_dim, place, qk_norm=qk_norm, context=True,
+                                   context_out=not context_pre_only)
+        if dual:
+            self.attn2 = JointAttention(dim, heads, head_dim, place, qk_norm=qk_norm,
+                                        context=False)
+        self.ff = FeedForward(dim, place)
+        if not context_pre_only:
+            self.ff_context = FeedForward(dim, place)
+
+    def forward(self, x: Tensor, context: Tensor, temb: Tensor,
+                rotary: Rope = None) -> tuple[Tensor, Tensor | None]:
+        """(image (B, Lx, dim), text (B, Lc, dim) or None after a context_pre_only block)."""
+        # 1. modulations: adaLN-Zero's shift/scale/gate for attention and feed-forward
+        mods = self.norm1(temb)
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = mods[:6]
+        normed = layer_norm(x)
+        if self.context_pre_only:
+            context_in = self.norm1_context(context, temb)
+        else:
+            c_shift, c_scale, c_gate, c_shift_mlp, c_scale_mlp, c_gate_mlp = \
+                self.norm1_context(temb)
+            context_in = modulate(layer_norm(context), c_shift, c_scale)
+        # 2. joint attention, gated residuals
+        attn, context_attn = self.attn(modulate(normed, shift_msa, scale_msa), context_in,
+                                       rotary)
+        x = gated_add(x, gate_msa, attn)
+        if self.dual:
+            shift2, scale2, gate2 = mods[6:]
+            x = gated_add(x, gate2, self.attn2(modulate(normed, shift2, scale2))[0])
+        # 3. feed-forward of each stream
+        x = gated_add(x, gate_mlp, self.ff(modulate(layer_norm(x), shift_mlp, scale_mlp)))
+        if self.context_pre_only:
+            return x, None
+        context = gated_add(context, c_gate, context_attn)
+        ff = self.ff_context(modulate(layer_norm(context), c_shift_mlp, c_scale_mlp))
+        return x, gated_add(context, c_gate_mlp, ff)

@@ -1,0 +1,139 @@
+"""The FLUX.1 transformer (diffusers' FluxTransformer2DModel names): double-stream blocks,
+single-stream blocks, rotary embeddings over 3 position axes, timestep / guidance / pooled
+text conditioning and adaLN modulation. schnell and dev differ only in `guidance_embeds`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from gpucore import Device
+from gpustd import Tensor, concatenate, nn, take_slice
+
+from .dit_layers import (
+    AdaLayerNormContinuous,
+    AdaLayerNormZero,
+    CombinedTimestepTextProjEmbeddings,
+    JointAttention,
+    JointTransformerBlock,
+    Rope,
+    layer_norm,
+)
+from .layers import Place
+from .transformer_ops import gated_add, modulate, rope_tables
+
+_DEFAULTS: dict[str, Any] = {
+    "patch_size": 1, "in_channels": 64, "out_channels": None, "num_layers": 19,
+    "num_single_layers": 38, "attention_head_dim": 128, "num_attention_heads": 24,
+    "joint_attention_dim": 4096, "pooled_projection_dim": 768, "guidance_embeds": False,
+    "axes_dims_rope": (16, 56, 56),
+}
+_ROPE_THETA = 10000.0
+
+
+class FluxSingleTransformerBlock(nn.Module):
+    """One stream of text + image tokens: attention and an MLP side by side from one
+    modulated norm, projected together (proj_out over their concatenation), gated."""
+
+    def __init__(self, dim: int, heads: int, head_dim: int, place: Place,
+                 mlp_ratio: float = 4.0) -> None:
+        hidden = int(dim * mlp_ratio)
+        self.norm = AdaLayerNormZero(dim, place, count=3)
+        self.proj_mlp = nn.Linear(dim, hidden, **place)
+        self.proj_out = nn.Linear(dim + hidden, dim, **place)
+        self.attn = JointAttention(dim, heads, head_dim, place, qk_norm=True, context=False,
+                                   out=False)
+
+    def forward(self, x: Tensor, temb: Tensor, rotary: Rope) -> Tensor:
+        """x: text then image tokens (B, L, dim)."""
+        shift, scale, gate = self.norm(temb)
+        normed = modulate(layer_norm(x), shift, scale)
+        mlp = nn.gelu(self.proj_mlp(normed), approximate="tanh")
+        attn = self.attn(normed, None, rotary)[0]
+        return gated_add(x, gate, self.proj_out(concatenate([attn, mlp], axis=2)))
+
+
+class FluxTransformer2DModel(nn.Module):
+    """Packed latents (B, L, in_channels) -> the flow (B, L, out_channels).
+
+    Config: `transformer/config.json` of a FLUX folder (diffusers' FluxTransformer2DModel
+    fields). Parameter names are diffusers' (`transformer_blocks.0.attn.to_q.weight`,
+    `single_transformer_blocks.0.proj_mlp.weight`, ...). diffusers:
+    `FluxTransformer2DModel(hidden_states, encoder_hidden_states, pooled_projections,
+    timestep, img_ids, txt_ids, guidance).sample`.
+    """
+
+    def __init__(self, config: dict[str, Any], *, dtype: Any = np.float32,
+                 device: Device | None = None) -> None:
+        cfg = {**_DEFAULTS, **config}
+        self.config = cfg
+        place: Place = {"dtype": dtype, "device": device}
+        heads, head_dim = cfg["num_attention_heads"], cfg["attention_head_dim"]
+        if sum(cfg["axes_dims_rope"]) != head_dim:
+            raise ValueError(f"axes_dims_rope {tuple(cfg['axes_dims_rope'])} must add up to "
+                             f"attention_head_dim {head_dim}")
+        dim = heads * head_dim
+        out_channels = cfg["out_channels"] or cfg["in_channels"]
+        self.time_text_embed = CombinedTimestepTextProjEmbeddings(
+            dim, cfg["pooled_projection_dim"], place, guidance=cfg["guidance_embeds"])
+        self.context_embedder = nn.Linear(cfg["joint_attention_dim"], dim, **place)
+        self.x_embedder = nn.Linear(cfg["in_channels"], dim, **place)
+        self.transformer_blocks = nn.ModuleList(
+            [JointTransformerBlock(dim, heads, head_dim, place, qk_norm=True)
+             for _ in range(cfg["num_layers"])])
+        self.single_transformer_blocks = nn.ModuleList(
+            [FluxSingleTransformerBlock(dim, heads, head_dim, place)
+             for _ in range(cfg["num_single_layers"])])
+        self.norm_out = AdaLayerNormContinuous(dim, place)
+        self.proj_out = nn.Linear(dim, cfg["patch_size"] ** 2 * out_channels, **place)
+
+    def rotary(self, txt_ids: Any, img_ids: Any) -> tuple[Tensor, Tensor]:
+        """cos/sin tables for text then image positions ((Lt, 3) and (Li, 3) ids, as
+        FluxPipeline builds them: zeros for text, (0, row, column) for image patches)."""
+        ids = np.concatenate([np.asarray(txt_ids), np.asarray(img_ids)])
+        return rope_tables(ids, tuple(self.config["axes_dims_rope"]), _ROPE_THETA,
+                           device=self.x_embedder.weight.device)
+
+    def forward(self, hidden_states: Tensor, encoder_hidden_states: Tensor, pooled: Tensor,
+                timestep: Any, img_ids: Any, txt_ids: Any, guidance: Any = None, *,
+                rotary: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        """hidden_states (B, Li, in_channels): packed latents; encoder_hidden_states
+        (B, Lt, joint_attention_dim): T5 states; pooled (B, pooled_projection_dim): CLIP's
+        pooled output; timestep (B,) in [0, 1] (sigmas); guidance (B,) the distilled CFG
+        scale (dev; None for schnell): host numbers, or float32 Tensors to capture a step;
+        img_ids (Li, 3), txt_ids (Lt, 3) positions, or their tables precomputed once per
+        picture size by `rotary` (the ids are then unused).
+        """
+        cfg = self.config
+        if (guidance is None) == bool(cfg["guidance_embeds"]):
+            raise ValueError("this FLUX transformer " + (
+                "embeds a guidance scale (dev): pass guidance=" if cfg["guidance_embeds"]
+                else "has no guidance embedding (schnell): pass guidance=None"))
+        # 1. embeddings; timesteps and guidance arrive in [0, 1] and are embedded x1000
+        temb = self.time_text_embed(self._thousandfold(timestep), pooled,
+                                    None if guidance is None else self._thousandfold(guidance))
+        x = self.x_embedder(hidden_states)
+        context = self.context_embedder(encoder_hidden_states)
+        tables = rotary if rotary is not None else self.rotary(txt_ids, img_ids)
+        # 2. double-stream blocks, then one stream of text + image tokens
+        for block in self.transformer_blocks:
+            x, context = block(x, context, temb, tables)
+        text_length = context.shape[1]
+        x = concatenate([context, x], axis=1)
+        for block in self.single_transformer_blocks:
+            x = block(x, temb, tables)
+        x = take_slice(x, text_length, x.shape[1], axis=1)
+        # 3. final modulated norm and projection
+        return self.proj_out(self.norm_out(x, temb))
+
+    def _thousandfold(self, values: Any) -> Any:
+        """values x 1000 in the model's dtype, as diffusers scales them; a float32 Tensor (a
+        captured step's input) is scaled on the device, in float32."""
+        if isinstance(values, Tensor):
+            if values.dtype != np.float32:
+                raise TypeError(f"timestep and guidance Tensors must be float32, got "
+                                f"{values.dtype}")
+            return values.reshape(-1) * 1000.0
+        dtype = self.x_embedder.weight.dtype
+        return np.asarray(values, dtype).reshape(-1) * dtype.type(1000)

@@ -1,0 +1,184 @@
+"""FLUX.1 text-to-image (schnell and dev), as diffusers' FluxPipeline draws it: CLIP-L's pooled
+prompt and T5-XXL's states condition the FLUX transformer, which predicts the flow of packed
+2x2 latent patches; FlowMatchEulerDiscreteScheduler steps it from noise; the 16-channel VAE
+decodes. With the torch RNG, a seed gives diffusers' picture (`generator=torch.Generator(
+"cpu").manual_seed(seed)`).
+
+    pipe = FluxPipeline.from_pretrained("FLUX.1-schnell")
+    images = pipe("a red circle", height=512, width=512, num_inference_steps=4, seed=7)
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gpucore import Device, default_device
+from gpustd import Tensor, asarray
+
+from ..loaders.flow_folder import load_flow_folder
+from ..loaders.flux_file import load_flux_file
+from ..models import AutoencoderKL, CLIPTextModel, FluxTransformer2DModel, T5EncoderModel
+from ..noise.rng import RNG_SOURCES, make_generator
+from ..schedulers.flow_match_euler import FlowMatchEulerDiscreteScheduler, calculate_shift
+from ..text.t5_tokenizer import T5Tokenizer
+from ..text.tokenizer import CLIPTokenizer
+
+__all__ = ["FluxPipeline", "pack_latents", "unpack_latents"]
+
+
+def pack_latents(latents: np.ndarray) -> np.ndarray:
+    """(B, C, H, W) -> (B, H/2 * W/2, 4C): each 2x2 patch one token, channels outermost.
+    diffusers: `FluxPipeline._pack_latents`."""
+    b, c, h, w = latents.shape
+    patches = latents.reshape(b, c, h // 2, 2, w // 2, 2).transpose(0, 2, 4, 1, 3, 5)
+    return patches.reshape(b, (h // 2) * (w // 2), c * 4)
+
+
+def unpack_latents(tokens: np.ndarray, height: int, width: int) -> np.ndarray:
+    """pack_latents' inverse for latents of height x width. diffusers: `_unpack_latents`."""
+    b, _, width4 = tokens.shape
+    c = width4 // 4
+    patches = tokens.reshape(b, height // 2, width // 2, c, 2, 2).transpose(0, 3, 1, 4, 2, 5)
+    return patches.reshape(b, c, height, width)
+
+
+def image_ids(rows: int, columns: int) -> np.ndarray:
+    """(rows * columns, 3) rotary positions of the latent patches: (0, row, column)."""
+    ids = np.zeros((rows, columns, 3), np.float32)
+    ids[..., 1] = np.arange(rows)[:, None]
+    ids[..., 2] = np.arange(columns)[None, :]
+    return ids.reshape(-1, 3)
+
+
+class FluxPipeline:
+    """FLUX.1 txt2img on gpustd. Components as diffusers names them; `scheduler_config` is the
+    folder's `scheduler/scheduler_config.json` (schnell: shift 1; dev: use_dynamic_shifting)."""
+
+    def __init__(self, *, transformer: FluxTransformer2DModel, vae: AutoencoderKL,
+                 text_encoder: CLIPTextModel, tokenizer: CLIPTokenizer,
+                 text_encoder_2: T5EncoderModel, tokenizer_2: T5Tokenizer,
+                 scheduler_config: dict[str, Any]) -> None:
+        self.transformer, self.vae = transformer, vae
+        self.text_encoder, self.tokenizer = text_encoder, tokenizer
+        self.text_encoder_2, self.tokenizer_2 = text_encoder_2, tokenizer_2
+        self.scheduler_config = dict(scheduler_config)
+        self.vae_scale_factor = 2 ** (len(vae.config["block_out_channels"]) - 1)
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, *, dtype: Any = np.float32,
+                        device: Device | None = None, variant: str | None = None,
+                        transformer_file: str | Path | None = None) -> FluxPipeline:
+        """Load a FLUX diffusers folder (`load_flow_folder`) onto `device` in `dtype`.
+        `transformer_file`: BFL's single-file transformer (`flux1-dev.safetensors`, read by
+        `load_flux_file`) in place of the folder's transformer/, which may then be absent;
+        the folder's transformer config, when present, gives its `axes_dims_rope`."""
+        weights = load_flow_folder(path, variant=variant,
+                                   skip=("transformer",) if transformer_file else ())
+        if weights.family != "flux":
+            raise ValueError(f"{path} holds a {weights.family} pipeline, not FLUX")
+        transformer = weights.transformer
+        if transformer_file is not None:
+            folder_config = Path(path) / "transformer" / "config.json"
+            axes = (json.loads(folder_config.read_text(encoding="utf-8")).get("axes_dims_rope")
+                    if folder_config.is_file() else None)
+            transformer = load_flux_file(transformer_file,
+                                         config={"axes_dims_rope": axes} if axes else None)
+        assert transformer is not None
+        device = device or default_device()
+        place = {"dtype": dtype, "device": device}
+
+        def filled(model: Any, component: Any) -> Any:
+            model.load_state_dict(component)
+            return model
+
+        tokenizer_dirs = weights.tokenizer_dirs
+        if "tokenizer_2" not in tokenizer_dirs:
+            raise FileNotFoundError(f"{path}: the FLUX folder has no tokenizer_2/ (T5's)")
+        return cls(
+            transformer=filled(FluxTransformer2DModel(transformer.config, **place),
+                               transformer),
+            vae=filled(AutoencoderKL(weights.vae.config, **place), weights.vae),
+            text_encoder=filled(CLIPTextModel(weights.text_encoder.config, **place),
+                                weights.text_encoder),
+            tokenizer=CLIPTokenizer.from_pretrained(tokenizer_dirs.get("tokenizer")),
+            text_encoder_2=filled(T5EncoderModel(weights.text_encoder_2.config, **place),
+                                  weights.text_encoder_2),
+            tokenizer_2=T5Tokenizer(tokenizer_dirs["tokenizer_2"]),
+            scheduler_config=weights.scheduler_config)
+
+    def encode_prompt(self, prompts: Sequence[str], max_sequence_length: int = 512
+                      ) -> tuple[Tensor, Tensor]:
+        """(T5 states (B, max_sequence_length, 4096), CLIP's pooled output (B, 768)), in the
+        transformer's dtype. diffusers: `FluxPipeline.encode_prompt(...)[:2]`."""
+        dtype = self.transformer.x_embedder.weight.dtype
+        _, pooled = self.text_encoder.forward_pooled(self.tokenizer(list(prompts)))
+        states = self.text_encoder_2(self.tokenizer_2(list(prompts), max_sequence_length))
+        return states.astype(dtype), pooled.astype(dtype)
+
+    def __call__(self, prompt: str | Sequence[str], *, height: int = 1024, width: int = 1024,
+                 num_inference_steps: int = 28, guidance_scale: float = 3.5, seed: int = 0,
+                 rng: str = "torch", max_sequence_length: int = 512,
+                 latents: np.ndarray | None = None, output_type: str = "np") -> np.ndarray:
+        """Pictures for `prompt` (one or a list): float images in [0, 1], (B, height, width,
+        3) ("np"), or the final packed latents ("latent"). `guidance_scale` is dev's distilled
+        guidance (ignored by schnell, which embeds none). `seed` and `rng` ("torch": torch's
+        CPU generator, as diffusers; "numpy") draw the starting noise unless `latents`
+        (B, 16, H/8, W/8) is given. diffusers: `FluxPipeline(prompt, height=, width=,
+        num_inference_steps=, guidance_scale=, generator=torch.Generator().manual_seed(seed),
+        output_type="np").images`."""
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        if rng not in RNG_SOURCES:
+            raise ValueError(f"rng must be one of {RNG_SOURCES}, got {rng!r}")
+        if output_type not in ("np", "latent"):
+            raise ValueError(f"output_type must be 'np' or 'latent', got {output_type!r}")
+        if num_inference_steps < 1:
+            raise ValueError(f"num_inference_steps must be at least 1, got {num_inference_steps}")
+        scale = self.vae_scale_factor * 2
+        if height < scale or width < scale:
+            raise ValueError(f"height and width must be at least {scale}, got {height}x{width}")
+        config = self.transformer.config
+        device = self.transformer.x_embedder.weight.device
+        dtype = self.transformer.x_embedder.weight.dtype
+        # 1. conditioning
+        states, pooled = self.encode_prompt(prompts, max_sequence_length)
+        batch = len(prompts)
+        # 2. starting noise (B, C, h, w), packed into 2x2-patch tokens
+        h, w = 2 * (int(height) // scale), 2 * (int(width) // scale)
+        shape = (batch, config["in_channels"] // 4, h, w)
+        if latents is None:
+            latents = make_generator(rng, seed).standard_normal(shape)
+        latents = np.asarray(latents, np.float32)
+        if latents.shape != shape:
+            raise ValueError(f"latents must have shape {shape}, got {latents.shape}")
+        x = pack_latents(latents)
+        # 3. the schedule: sigmas 1 .. 1/n, shifted (dev: by the number of image tokens)
+        scheduler = FlowMatchEulerDiscreteScheduler.from_config(self.scheduler_config)
+        sigmas = np.linspace(1.0, 1 / num_inference_steps, num_inference_steps)
+        scheduler.set_timesteps(sigmas=sigmas, mu=calculate_shift(x.shape[1],
+                                                                  self.scheduler_config))
+        scheduler.set_begin_index(0)
+        guidance = (np.full(batch, guidance_scale, np.float32)
+                    if config["guidance_embeds"] else None)
+        rotary = self.transformer.rotary(np.zeros((states.shape[1], 3), np.float32),
+                                         image_ids(h // 2, w // 2))
+        # 4. Euler steps along the predicted flow
+        for t in scheduler.timesteps:
+            t32 = np.float32(t)
+            flow = self.transformer(asarray(x, dtype=dtype, device=device), states, pooled,
+                                    np.full(batch, t32 / np.float32(1000), np.float32), None,
+                                    None, guidance, rotary=rotary)
+            x = scheduler.step(flow.numpy().astype(np.float32), t, x).astype(np.float32)
+        if output_type == "latent":
+            return x
+        # 5. decode: back to (B, C, h, w), out of the transformer's scaled space
+        unpacked = unpack_latents(x, h, w) / np.float32(self.vae.scaling_factor)
+        unpacked = unpacked + np.float32(self.vae.shift_factor)
+        vae_dtype = self.vae.decoder.conv_in.weight.dtype
+        images = self.vae.decode(asarray(unpacked, dtype=vae_dtype, device=device)).numpy()
+        images = np.clip(images.astype(np.float32) / 2 + 0.5, 0.0, 1.0)
+        return images.transpose(0, 2, 3, 1)

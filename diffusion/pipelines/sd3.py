@@ -1,0 +1,173 @@
+"""Stable Diffusion 3 / 3.5 text-to-image, as diffusers' StableDiffusion3Pipeline draws it:
+CLIP-L and OpenCLIP-G (penultimate states side by side, zero-padded to T5's width) followed by
+T5-XXL's states condition the MMDiT, with both CLIPs' pooled projections; classifier-free
+guidance; FlowMatchEulerDiscreteScheduler (shift 3); the 16-channel VAE decodes. With the
+torch RNG a seed gives diffusers' picture.
+
+    pipe = StableDiffusion3Pipeline.from_pretrained("stable-diffusion-3.5-medium")
+    images = pipe("a red circle", height=1024, width=1024, guidance_scale=5.0, seed=7)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gpucore import Device, default_device
+from gpustd import asarray
+
+from ..loaders.flow_folder import load_flow_folder
+from ..loaders.sd3_file import load_sd3_file
+from ..models import AutoencoderKL, CLIPTextModel, SD3Transformer2DModel, T5EncoderModel
+from ..noise.rng import RNG_SOURCES, make_generator
+from ..schedulers.flow_match_euler import FlowMatchEulerDiscreteScheduler, calculate_shift
+from ..text.t5_tokenizer import T5Tokenizer
+from ..text.tokenizer import CLIPTokenizer
+
+__all__ = ["StableDiffusion3Pipeline"]
+
+
+class StableDiffusion3Pipeline:
+    """SD3/3.5 txt2img on gpustd. `text_encoder_3` and `tokenizer_3` may be None (a folder
+    without T5): its states are then zeros, as diffusers does."""
+
+    def __init__(self, *, transformer: SD3Transformer2DModel, vae: AutoencoderKL,
+                 text_encoder: CLIPTextModel, tokenizer: CLIPTokenizer,
+                 text_encoder_2: CLIPTextModel, tokenizer_2: CLIPTokenizer,
+                 text_encoder_3: T5EncoderModel | None, tokenizer_3: T5Tokenizer | None,
+                 scheduler_config: dict[str, Any]) -> None:
+        self.transformer, self.vae = transformer, vae
+        self.clips = ((text_encoder, tokenizer), (text_encoder_2, tokenizer_2))
+        self.text_encoder_3, self.tokenizer_3 = text_encoder_3, tokenizer_3
+        self.scheduler_config = dict(scheduler_config)
+        self.vae_scale_factor = 2 ** (len(vae.config["block_out_channels"]) - 1)
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, *, dtype: Any = np.float32,
+                        device: Device | None = None, variant: str | None = None,
+                        transformer_file: str | Path | None = None
+                        ) -> StableDiffusion3Pipeline:
+        """Load an SD3/3.5 diffusers folder (`load_flow_folder`) onto `device` in `dtype`.
+        `transformer_file`: Stability's single file (`sd3.5_large.safetensors`, read by
+        `load_sd3_file`) in place of the folder's transformer/, which may then be absent."""
+        weights = load_flow_folder(path, variant=variant,
+                                   skip=("transformer",) if transformer_file else ())
+        if weights.family != "sd3":
+            raise ValueError(f"{path} holds a {weights.family} pipeline, not SD3")
+        transformer = (weights.transformer if transformer_file is None
+                       else load_sd3_file(transformer_file))
+        place = {"dtype": dtype, "device": device or default_device()}
+
+        def filled(model: Any, component: Any) -> Any:
+            model.load_state_dict(component)
+            return model
+
+        def clip(component: Any) -> CLIPTextModel:
+            return filled(CLIPTextModel(component.config, with_projection=True, **place),
+                          component)
+
+        dirs = weights.tokenizer_dirs
+        t5 = weights.text_encoder_3
+        assert transformer is not None  # skipped only when a file replaces it
+        return cls(
+            transformer=filled(SD3Transformer2DModel(transformer.config, **place), transformer),
+            vae=filled(AutoencoderKL(weights.vae.config, **place), weights.vae),
+            text_encoder=clip(weights.text_encoder),
+            tokenizer=CLIPTokenizer.from_pretrained(dirs.get("tokenizer")),
+            text_encoder_2=clip(weights.text_encoder_2),
+            tokenizer_2=CLIPTokenizer.from_pretrained(dirs.get("tokenizer_2")),
+            text_encoder_3=None if t5 is None else filled(T5EncoderModel(t5.config, **place), t5),
+            tokenizer_3=None if t5 is None else T5Tokenizer(dirs["tokenizer_3"]),
+            scheduler_config=weights.scheduler_config)
+
+    def encode_prompt(self, prompts: Sequence[str], max_sequence_length: int = 256
+                      ) -> tuple[np.ndarray, np.ndarray]:
+        """(states (B, 77 + max_sequence_length, joint_attention_dim), pooled (B, 2 x proj))
+        float32. diffusers: `StableDiffusion3Pipeline.encode_prompt` for one prompt set."""
+        prompts = list(prompts)
+        width = self.transformer.config["joint_attention_dim"]
+        # 1. each CLIP: penultimate states (hidden_states[-2], no final norm) and pooled
+        states, pooled = [], []
+        for encoder, tokenizer in self.clips:
+            hidden, pool = encoder.forward_pooled(tokenizer(prompts), clip_skip=1,
+                                                  final_norm=False)
+            states.append(hidden.numpy().astype(np.float32))
+            pooled.append(pool.numpy().astype(np.float32))
+        clip_states = np.concatenate(states, axis=-1)[..., :width]  # torch's pad crops too
+        clip_states = np.pad(clip_states, ((0, 0), (0, 0), (0, width - clip_states.shape[-1])))
+        # 2. T5's states, or zeros without it
+        if self.text_encoder_3 is None or self.tokenizer_3 is None:
+            t5 = np.zeros((len(prompts), max_sequence_length, width), np.float32)
+        else:
+            ids = self.tokenizer_3(prompts, max_sequence_length)
+            t5 = self.text_encoder_3(ids).numpy().astype(np.float32)
+        return np.concatenate([clip_states, t5], axis=1), np.concatenate(pooled, axis=-1)
+
+    def __call__(self, prompt: str | Sequence[str], *, negative_prompt: str = "",
+                 height: int = 1024, width: int = 1024, num_inference_steps: int = 28,
+                 guidance_scale: float = 7.0, seed: int = 0, rng: str = "torch",
+                 max_sequence_length: int = 256, latents: np.ndarray | None = None,
+                 output_type: str = "np") -> np.ndarray:
+        """Pictures for `prompt`: float images in [0, 1], (B, height, width, 3) ("np"), or the
+        final latents ("latent"). Guidance applies when guidance_scale > 1 (the
+        `negative_prompt` for every row). `seed`/`rng` as FluxPipeline. diffusers:
+        `StableDiffusion3Pipeline(prompt, negative_prompt=, height=, width=,
+        num_inference_steps=, guidance_scale=, generator=torch.Generator().manual_seed(seed),
+        output_type="np").images`."""
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        if rng not in RNG_SOURCES:
+            raise ValueError(f"rng must be one of {RNG_SOURCES}, got {rng!r}")
+        if output_type not in ("np", "latent"):
+            raise ValueError(f"output_type must be 'np' or 'latent', got {output_type!r}")
+        if num_inference_steps < 1:
+            raise ValueError(f"num_inference_steps must be at least 1, got {num_inference_steps}")
+        config = self.transformer.config
+        multiple = self.vae_scale_factor * config["patch_size"]
+        if height % multiple or width % multiple or not height or not width:
+            raise ValueError(f"height and width must be positive multiples of {multiple}, got "
+                             f"{height}x{width}")
+        device = self.transformer.proj_out.weight.device
+        dtype = self.transformer.proj_out.weight.dtype
+        batch, guided = len(prompts), guidance_scale > 1
+        # 1. conditioning: [negative, positive] rows with guidance
+        states, pooled = self.encode_prompt(prompts, max_sequence_length)
+        if guided:
+            negative = self.encode_prompt([negative_prompt] * batch, max_sequence_length)
+            states = np.concatenate([negative[0], states])
+            pooled = np.concatenate([negative[1], pooled])
+        states_gpu = asarray(states, dtype=dtype, device=device)
+        pooled_gpu = asarray(pooled, dtype=dtype, device=device)
+        # 2. starting noise (B, C, H/8, W/8)
+        shape = (batch, config["in_channels"], height // self.vae_scale_factor,
+                 width // self.vae_scale_factor)
+        if latents is None:
+            latents = make_generator(rng, seed).standard_normal(shape)
+        x = np.asarray(latents, np.float32)
+        if x.shape != shape:
+            raise ValueError(f"latents must have shape {shape}, got {x.shape}")
+        # 3. the shifted schedule (by picture size where the config says so)
+        scheduler = FlowMatchEulerDiscreteScheduler.from_config(self.scheduler_config)
+        tokens = (shape[2] // config["patch_size"]) * (shape[3] // config["patch_size"])
+        mu = (calculate_shift(tokens, {"max_shift": 1.16, **self.scheduler_config})
+              if self.scheduler_config.get("use_dynamic_shifting") else None)
+        scheduler.set_timesteps(num_inference_steps, mu=mu)
+        # 4. Euler steps along the guided flow
+        for t in scheduler.timesteps:
+            model_in = np.concatenate([x, x]) if guided else x
+            flow = self.transformer(asarray(model_in, dtype=dtype, device=device), states_gpu,
+                                    pooled_gpu, np.full(len(model_in), t, np.float32))
+            flow = flow.numpy().astype(np.float32)
+            if guided:
+                uncond, text = flow[:batch], flow[batch:]
+                flow = uncond + np.float32(guidance_scale) * (text - uncond)
+            x = scheduler.step(flow, t, x).astype(np.float32)
+        if output_type == "latent":
+            return x
+        # 5. decode out of the transformer's scaled, shifted latent space
+        z = x / np.float32(self.vae.scaling_factor) + np.float32(self.vae.shift_factor)
+        vae_dtype = self.vae.decoder.conv_in.weight.dtype
+        images = self.vae.decode(asarray(z, dtype=vae_dtype, device=device)).numpy()
+        return np.clip(images.astype(np.float32) / 2 + 0.5, 0.0, 1.0).transpose(0, 2, 3, 1)

@@ -1,0 +1,225 @@
+"""Tiny random FLUX / SD3 components built in-process (transformers, diffusers, tokenizers):
+a T5 encoder, a T5-shaped Unigram tokenizer.json, and a whole FLUX pipeline folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sd_tiny import CLIP_TINY, VAE_TINY, randomized, tiny_text_encoder, write_tokenizer
+
+T5_TINY: dict[str, Any] = dict(
+    vocab_size=120, d_model=32, d_kv=8, d_ff=37, num_layers=2, num_heads=4,
+    feed_forward_proj="gated-gelu", relative_attention_num_buckets=8,
+    relative_attention_max_distance=20, dropout_rate=0.0)
+FLUX_TINY: dict[str, Any] = dict(
+    patch_size=1, in_channels=16, num_layers=1, num_single_layers=1, attention_head_dim=8,
+    num_attention_heads=2, joint_attention_dim=32, pooled_projection_dim=24,
+    axes_dims_rope=(2, 2, 4))
+FLUX_DEV_SCHEDULER: dict[str, Any] = dict(
+    base_image_seq_len=256, base_shift=0.5, max_image_seq_len=4096, max_shift=1.15,
+    num_train_timesteps=1000, shift=3.0, use_dynamic_shifting=True)
+CORPUS = ["a red circle on a blue background", "a photo of a cat sitting on a mat",
+          "the quick brown fox jumps over the lazy dog", "an astronaut riding a horse"]
+
+
+def tiny_t5(seed: int = 5) -> Any:
+    import transformers
+
+    return randomized(transformers.T5EncoderModel(transformers.T5Config(**T5_TINY)), seed)
+
+
+def tiny_t5_tokenizer(folder: Path) -> Path:
+    """A T5-shaped tokenizer.json (<pad> 0, </s> 1, <unk> 2; NFKC, Metaspace, Unigram of
+    T5_TINY's 120 pieces, "$A </s>") in `folder`."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+    from tokenizers.trainers import UnigramTrainer
+
+    tokenizer = Tokenizer(models.Unigram())
+    tokenizer.normalizer = normalizers.Sequence([normalizers.NFKC(),
+                                                 normalizers.Replace("  ", " ")])
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
+    tokenizer.decoder = decoders.Metaspace()
+    tokenizer.train_from_iterator(CORPUS * 10, UnigramTrainer(
+        vocab_size=T5_TINY["vocab_size"], special_tokens=["<pad>", "</s>", "<unk>"],
+        unk_token="<unk>"))
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="$A </s>", special_tokens=[("</s>", 1)])
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer.save(str(folder / "tokenizer.json"))
+    return folder
+
+
+def tiny_flux_pipeline(root: Path, *, dev: bool) -> Any:
+    """diffusers' FluxPipeline of tiny random parts (CLIP pooled 32 -> pooled_projection_dim,
+    T5 d_model 32, 4-channel latents packed to 16, a VAE without quant convs and with FLUX's
+    shift), saved to `root` as a diffusers folder; returns the pipeline."""
+    import diffusers
+    import transformers
+
+    write_tokenizer(root / "clip-tokenizer")
+    tiny_t5_tokenizer(root / "t5-tokenizer")
+    clip_tokenizer = transformers.CLIPTokenizer(str(root / "clip-tokenizer" / "vocab.json"),
+                                                str(root / "clip-tokenizer" / "merges.txt"),
+                                                model_max_length=77)
+    t5_tokenizer = transformers.T5TokenizerFast(
+        tokenizer_file=str(root / "t5-tokenizer" / "tokenizer.json"))
+    transformer = randomized(diffusers.FluxTransformer2DModel(
+        **{**FLUX_TINY, "pooled_projection_dim": CLIP_TINY["hidden_size"]},
+        guidance_embeds=dev), 7)
+    vae = randomized(diffusers.AutoencoderKL(
+        **VAE_TINY, use_quant_conv=False, use_post_quant_conv=False, scaling_factor=0.3611,
+        shift_factor=0.1159), 2)
+    scheduler = diffusers.FlowMatchEulerDiscreteScheduler(
+        **(FLUX_DEV_SCHEDULER if dev else {"shift": 1.0}))
+    pipe = diffusers.FluxPipeline(scheduler=scheduler, vae=vae, text_encoder=tiny_text_encoder(),
+                                  tokenizer=clip_tokenizer, text_encoder_2=tiny_t5(),
+                                  tokenizer_2=t5_tokenizer, transformer=transformer)
+    pipe.save_pretrained(root / "flux")
+    return pipe
+
+
+def tiny_sd3_pipeline(root: Path) -> Any:
+    """diffusers' StableDiffusion3Pipeline of tiny random parts in SD3.5 Medium's shape
+    (QK-norm, a dual-attention block): two CLIPs with projection (32 wide each, 64 pooled), a
+    T5 80 wide (so the CLIP states are zero-padded by 16), 4-channel latents; saved to
+    `root / "sd3"`; returns the pipeline."""
+    import diffusers
+    import transformers
+
+    write_tokenizer(root / "clip-tokenizer")
+    tiny_t5_tokenizer(root / "t5-tokenizer")
+
+    def clip_tokenizer() -> Any:
+        folder = root / "clip-tokenizer"
+        return transformers.CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"),
+                                          model_max_length=77)
+
+    def clip(seed: int) -> Any:
+        config = transformers.CLIPTextConfig(**CLIP_TINY, projection_dim=32)
+        return randomized(transformers.CLIPTextModelWithProjection(config), seed)
+
+    t5 = randomized(transformers.T5EncoderModel(transformers.T5Config(
+        **{**T5_TINY, "d_model": 80})), 6)
+    transformer = randomized(diffusers.SD3Transformer2DModel(
+        sample_size=8, patch_size=2, in_channels=4, num_layers=2, attention_head_dim=8,
+        num_attention_heads=2, joint_attention_dim=80, caption_projection_dim=16,
+        pooled_projection_dim=64, out_channels=4, pos_embed_max_size=12, qk_norm="rms_norm",
+        dual_attention_layers=(0,)), 9)
+    vae = randomized(diffusers.AutoencoderKL(
+        **VAE_TINY, use_quant_conv=False, use_post_quant_conv=False, scaling_factor=1.5305,
+        shift_factor=0.0609), 2)
+    pipe = diffusers.StableDiffusion3Pipeline(
+        transformer=transformer, scheduler=diffusers.FlowMatchEulerDiscreteScheduler(shift=3.0),
+        vae=vae, text_encoder=clip(3), tokenizer=clip_tokenizer(), text_encoder_2=clip(4),
+        tokenizer_2=clip_tokenizer(), text_encoder_3=t5,
+        tokenizer_3=transformers.T5TokenizerFast(
+            tokenizer_file=str(root / "t5-tokenizer" / "tokenizer.json")))
+    pipe.save_pretrained(root / "sd3")
+    return pipe
+
+
+def bfl_checkpoint(model: Any, prefix: str) -> dict[str, Any]:
+    """The BFL names of a diffusers FLUX transformer's tensors: diffusers' single-file
+    conversion (convert_flux_transformer_checkpoint_to_diffusers) run backwards."""
+    import torch
+
+    sd = model.state_dict()
+    out: dict[str, Any] = {}
+    renames = {"time_in.in_layer": "time_text_embed.timestep_embedder.linear_1",
+               "time_in.out_layer": "time_text_embed.timestep_embedder.linear_2",
+               "vector_in.in_layer": "time_text_embed.text_embedder.linear_1",
+               "vector_in.out_layer": "time_text_embed.text_embedder.linear_2",
+               "guidance_in.in_layer": "time_text_embed.guidance_embedder.linear_1",
+               "guidance_in.out_layer": "time_text_embed.guidance_embedder.linear_2",
+               "txt_in": "context_embedder", "img_in": "x_embedder",
+               "final_layer.linear": "proj_out"}
+    for p in ("weight", "bias"):
+        for bfl, ours in renames.items():
+            if f"{ours}.{p}" in sd:  # schnell has no guidance embedder
+                out[f"{bfl}.{p}"] = sd[f"{ours}.{p}"]
+        scale, shift = sd[f"norm_out.linear.{p}"].chunk(2)
+        out[f"final_layer.adaLN_modulation.1.{p}"] = torch.cat([shift, scale])
+        for i in range(model.config.num_layers):
+            d = f"transformer_blocks.{i}."
+            for bfl, names in (("img_attn.qkv", ("to_q", "to_k", "to_v")),
+                               ("txt_attn.qkv", ("add_q_proj", "add_k_proj", "add_v_proj"))):
+                out[f"double_blocks.{i}.{bfl}.{p}"] = torch.cat(
+                    [sd[f"{d}attn.{n}.{p}"] for n in names])
+            for bfl, ours in (("img_mod.lin", "norm1.linear"),
+                              ("txt_mod.lin", "norm1_context.linear"),
+                              ("img_mlp.0", "ff.net.0.proj"), ("img_mlp.2", "ff.net.2"),
+                              ("txt_mlp.0", "ff_context.net.0.proj"),
+                              ("txt_mlp.2", "ff_context.net.2"),
+                              ("img_attn.proj", "attn.to_out.0"),
+                              ("txt_attn.proj", "attn.to_add_out")):
+                out[f"double_blocks.{i}.{bfl}.{p}"] = sd[f"{d}{ours}.{p}"]
+        for i in range(model.config.num_single_layers):
+            s = f"single_transformer_blocks.{i}."
+            out[f"single_blocks.{i}.linear1.{p}"] = torch.cat(
+                [sd[f"{s}attn.to_q.{p}"], sd[f"{s}attn.to_k.{p}"], sd[f"{s}attn.to_v.{p}"],
+                 sd[f"{s}proj_mlp.{p}"]])
+            out[f"single_blocks.{i}.linear2.{p}"] = sd[f"{s}proj_out.{p}"]
+            out[f"single_blocks.{i}.modulation.lin.{p}"] = sd[f"{s}norm.linear.{p}"]
+    for i in range(model.config.num_layers):
+        for side, q, k in (("img", "norm_q", "norm_k"), ("txt", "norm_added_q", "norm_added_k")):
+            out[f"double_blocks.{i}.{side}_attn.norm.query_norm.scale"] = \
+                sd[f"transformer_blocks.{i}.attn.{q}.weight"]
+            out[f"double_blocks.{i}.{side}_attn.norm.key_norm.scale"] = \
+                sd[f"transformer_blocks.{i}.attn.{k}.weight"]
+    for i in range(model.config.num_single_layers):
+        out[f"single_blocks.{i}.norm.query_norm.scale"] = \
+            sd[f"single_transformer_blocks.{i}.attn.norm_q.weight"]
+        out[f"single_blocks.{i}.norm.key_norm.scale"] = \
+            sd[f"single_transformer_blocks.{i}.attn.norm_k.weight"]
+    return {prefix + k: v.to(torch.bfloat16).contiguous() for k, v in out.items()}
+
+
+def sai_checkpoint(model: Any) -> dict[str, Any]:
+    """A diffusers SD3 model's tensors under Stability's names (the original MMDiT's)."""
+    import torch
+
+    sd, out = model.state_dict(), {}
+
+    def swap(t: Any) -> Any:  # (scale, shift) <-> (shift, scale)
+        return torch.cat(t.chunk(2)[::-1])
+
+    out["pos_embed"] = sd["pos_embed.pos_embed"]
+    for ours, theirs in (("pos_embed.proj", "x_embedder.proj"),
+                         ("time_text_embed.timestep_embedder.linear_1", "t_embedder.mlp.0"),
+                         ("time_text_embed.timestep_embedder.linear_2", "t_embedder.mlp.2"),
+                         ("time_text_embed.text_embedder.linear_1", "y_embedder.mlp.0"),
+                         ("time_text_embed.text_embedder.linear_2", "y_embedder.mlp.2"),
+                         ("context_embedder", "context_embedder"),
+                         ("proj_out", "final_layer.linear")):
+        for p in ("weight", "bias"):
+            out[f"{theirs}.{p}"] = sd[f"{ours}.{p}"]
+    for key, value in sd.items():
+        if not key.startswith("transformer_blocks."):
+            continue
+        i, rest = key.split(".", 2)[1:]
+        block, p = f"joint_blocks.{i}.", rest.rsplit(".", 1)[1]
+        names = {"norm1.linear": "x_block.adaLN_modulation.1",
+                 "norm1_context.linear": "context_block.adaLN_modulation.1",
+                 "attn.to_out.0": "x_block.attn.proj", "attn2.to_out.0": "x_block.attn2.proj",
+                 "attn.to_add_out": "context_block.attn.proj", "ff.net.0.proj": "x_block.mlp.fc1",
+                 "ff.net.2": "x_block.mlp.fc2", "ff_context.net.0.proj": "context_block.mlp.fc1",
+                 "ff_context.net.2": "context_block.mlp.fc2", "attn.norm_q": "x_block.attn.ln_q",
+                 "attn.norm_k": "x_block.attn.ln_k", "attn.norm_added_q": "context_block.attn.ln_q",
+                 "attn.norm_added_k": "context_block.attn.ln_k",
+                 "attn2.norm_q": "x_block.attn2.ln_q", "attn2.norm_k": "x_block.attn2.ln_k"}
+        module = rest.rsplit(".", 1)[0]
+        if module in names:
+            last = int(i) == model.config.num_layers - 1
+            out[block + names[module] + "." + p] = (
+                swap(value) if last and module == "norm1_context.linear" else value)
+        elif module in ("attn.to_q", "attn.add_q_proj", "attn2.to_q"):
+            prefix = {"attn.to_q": ("x_block.attn", "attn.to_"),
+                      "attn.add_q_proj": ("context_block.attn", "attn.add_"),
+                      "attn2.to_q": ("x_block.attn2", "attn2.to_")}[module]
+            parts = ("q", "k", "v") if "to_" in prefix[1] else ("q_proj", "k_proj", "v_proj")
+            out[f"{block}{prefix[0]}.qkv.{p}"] = torch.cat(
+                [sd[f"transformer_blocks.{i}.{prefix[1]}{x}.{p}"] for x in parts])
+    for p in ("weight", "bias"):
+        out[f"final_layer.adaLN_modulation.1.{p}"] = swap(sd[f"norm_out.linear.{p}"])
+    return out
