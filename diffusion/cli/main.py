@@ -287,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
                      description="Stable Diffusion 1.x/2.x, SDXL and Turbo on any GPU (WebGPU).",
                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command",
-                                     metavar="{txt2img,img2img,inpaint,png-info,serve}")
+                                     metavar="{txt2img,img2img,inpaint,png-info,serve,convert}")
     for name, strength, text in (("txt2img", None, "generate images from a prompt"),
                                  ("img2img", 0.75, "redraw an image following a prompt"),
                                  ("inpaint", 1.0, "repaint the white part of a mask")):
@@ -306,6 +306,9 @@ def build_parser() -> argparse.ArgumentParser:
     from ..server.serve import add_serve_parser
 
     add_serve_parser(commands, _positive_int)
+    from . import convert
+
+    convert.add_parser(commands)
     return parser
 
 
@@ -615,6 +618,8 @@ def main(argv: list[str] | None = None) -> int:
             from ..server.serve import serve
 
             return serve(args)
+        if hasattr(args, "run"):  # sub-commands in their own modules (convert)
+            return args.run(args)
         if args.command == "png-info":
             png_info(args)
             return 0

@@ -29,6 +29,7 @@ from ldm_files import (
     write_ldm,
 )
 
+from diffusion.cli.main import main
 from diffusion.loaders import WeightsError, load_pipeline_weights, load_vae_weights
 from diffusion.loaders._torch_file import TorchFile
 from diffusion.loaders._torch_pickle import safe_loads
@@ -128,6 +129,29 @@ def test_embedding_and_lora_pickles(tmp_path):
                                                              module.tensors.keys())
         for name, value in module.tensors.items():
             np.testing.assert_array_equal(got.tensors[name], value)
+
+
+def test_convert_command_writes_the_same_tensors_atomically(tmp_path, capsys):
+    gen = torch.Generator().manual_seed(2)
+    tensors = {"w": torch.randn(5, 3, generator=gen), "b": torch.randn(7, generator=gen).bfloat16(),
+               "h": torch.randn(2, 2, generator=gen).half(), "n": torch.arange(4)}
+    torch.save({"state_dict": tensors, "step": 3}, tmp_path / "m.ckpt")
+    assert main(["convert", str(tmp_path / "m.ckpt"), str(tmp_path / "m.safetensors")]) == 0
+    assert capsys.readouterr().out.strip() == str(tmp_path / "m.safetensors")
+    got = safetensors_torch.load_file(tmp_path / "m.safetensors")
+    assert got.keys() == tensors.keys()
+    for key, tensor in tensors.items():
+        assert got[key].dtype == tensor.dtype and torch.equal(got[key], tensor), key
+    # a refused source and a bad target leave no file behind
+    (tmp_path / "evil.ckpt").write_bytes(b"cos\nsystem\n(S'touch ran'\ntR.")
+    for argv, message in ((["evil.ckpt", "evil.safetensors"], "refusing to load"),
+                          (["m.ckpt", "m.txt"], "must be named"),
+                          (["m.ckpt", "m.ckpt.safetensors"], None)):
+        code = main(["convert", *(str(tmp_path / a) for a in argv)])
+        if message:
+            assert code == 2 and message in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "evil.ckpt", "m.ckpt", "m.ckpt.safetensors", "m.safetensors"]
 
 
 # -- malicious pickles ----------------------------------------------------------------------------
