@@ -24,6 +24,7 @@ from ..infotext import save_images
 from ..pipelines.sampling import sampler_label, sampler_names
 from ..samplers import SCHEDULE_LABELS, schedules
 from ..upscalers.interpolation import IMAGE_UPSCALERS, LATENT_UPSCALERS
+from ..upscalers.models import MODEL_UPSCALERS, register_upscaler_dir
 
 UPSCALERS = [*LATENT_UPSCALERS, *IMAGE_UPSCALERS]
 
@@ -160,6 +161,9 @@ def add_network_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lora-dir", metavar="DIR",
                         help="where <lora:NAME:WEIGHT> tags in the prompt find NAME.safetensors "
                              "(kohya/WebUI, diffusers/PEFT, LyCORIS LoCon/LoHa)")
+    parser.add_argument("--upscaler-dir", metavar="DIR",
+                        help="ESRGAN/Real-ESRGAN .pth files for --hr-upscaler and Extras (the "
+                             "WebUI's models/ folder, or models/ESRGAN)")
     parser.add_argument("--embeddings-dir", metavar="DIR",
                         help="textual-inversion embeddings (.safetensors), used wherever a "
                              "prompt or negative prompt names one (file name = name)")
@@ -505,7 +509,7 @@ def _sampler_options(args: argparse.Namespace) -> Any:
 
 
 def _upscaler(name: str) -> str:
-    by_lower = {u.lower(): u for u in UPSCALERS}
+    by_lower = {u.lower(): u for u in [*UPSCALERS, *MODEL_UPSCALERS]}
     if name.strip().lower() not in by_lower:
         raise ValueError(f"--hr-upscaler {name!r} is not one of: {', '.join(UPSCALERS)}")
     return by_lower[name.strip().lower()]
@@ -541,6 +545,8 @@ def run(args: argparse.Namespace) -> list[Path]:
     if args.refiner and not Path(args.refiner).exists():
         raise ValueError(f"--refiner {args.refiner!r} does not exist; give the refiner's "
                          "diffusers folder or .safetensors file")
+    if args.upscaler_dir:
+        register_upscaler_dir(args.upscaler_dir)
     if args.lora_dir and not Path(args.lora_dir).is_dir():
         raise ValueError(f"--lora-dir {args.lora_dir!r} is not a folder")
     embeddings = None

@@ -23,6 +23,7 @@ from ..loaders.errors import WeightsError
 from ..samplers import SAMPLERS, SamplerInfo, resolve, schedules
 from ..samplers.schedules import SCHEDULE_TYPES
 from ..text.embeddings import EmbeddingDatabase
+from .extras import extras_router
 from .generation import (
     RequestError,
     build_job,
@@ -337,7 +338,7 @@ def create_app(*, model: str | os.PathLike[str] | None = None,
         return await asyncio.to_thread(lora_listing, lora_dir)
 
     for path, empty in (("sd-vae", []), ("prompt-styles", []),
-                        ("upscalers", []), ("hypernetworks", []), ("face-restorers", [])):
+                        ("hypernetworks", []), ("face-restorers", [])):
         api.add_api_route(f"/{path}", lambda empty=empty: empty, methods=["GET"])
 
     @api.get("/embeddings")
@@ -364,6 +365,7 @@ def create_app(*, model: str | os.PathLike[str] | None = None,
             defaults["scheduler"] = schedules.lookup(schedule).name
         return defaults
 
+    app.include_router(extras_router(worker, api.dependencies))  # /upscalers, /extra-*-image(s)
     app.include_router(api)
     app.include_router(avx)
 

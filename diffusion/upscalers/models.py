@@ -155,3 +155,4 @@ def register_upscaler_dir(folder: str | os.PathLike[str], *,
     MODEL_UPSCALERS.update({name: ModelUpscaler(name, path, device)
                             for name, path in found.items()})
     return list(found)
+
