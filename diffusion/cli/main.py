@@ -291,7 +291,8 @@ def build_parser() -> argparse.ArgumentParser:
                      description="Stable Diffusion 1.x/2.x, SDXL and Turbo on any GPU (WebGPU).",
                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command",
-                                     metavar="{txt2img,img2img,inpaint,png-info,serve,convert}")
+                                     metavar="{txt2img,img2img,inpaint,png-info,serve,convert,"
+                                             "upscale}")
     for name, strength, text in (("txt2img", None, "generate images from a prompt"),
                                  ("img2img", 0.75, "redraw an image following a prompt"),
                                  ("inpaint", 1.0, "repaint the white part of a mask")):
@@ -310,9 +311,10 @@ def build_parser() -> argparse.ArgumentParser:
     from ..server.serve import add_serve_parser
 
     add_serve_parser(commands, _positive_int)
-    from . import convert
+    from . import convert, upscale
 
     convert.add_parser(commands)
+    upscale.add_parser(commands)
     return parser
 
 
@@ -624,7 +626,7 @@ def main(argv: list[str] | None = None) -> int:
             from ..server.serve import serve
 
             return serve(args)
-        if hasattr(args, "run"):  # sub-commands in their own modules (convert)
+        if hasattr(args, "run"):  # sub-commands in their own modules (convert, upscale)
             return args.run(args)
         if args.command == "png-info":
             png_info(args)

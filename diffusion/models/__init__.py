@@ -10,6 +10,7 @@ loading weights is a walk over names (`load_state_dict`); configs are the `confi
 | `vae` | `AutoencoderKL`: encode to and decode from latents |
 | `tiled_vae` | the VAE over tiles, for images larger than memory allows at once |
 | `layers` | the pieces the UNet and VAE share: attention, ResNet blocks, down- and upsampling |
+| `esrgan`, `srvgg` | upscalers: ESRGAN/Real-ESRGAN's RRDBNet and Real-ESRGAN's SRVGGNetCompact |
 
 A new network family (ControlNet, FLUX, SD3, ...) is a module of its own beside these.
 """
