@@ -113,7 +113,7 @@ def lora_listing(lora_dir: str | os.PathLike[str] | None) -> list[dict[str, Any]
 
 def embedding_listing(embeddings: EmbeddingDatabase | None) -> dict[str, Any]:
     """GET /sdapi/v1/embeddings as the WebUI answers it: loaded ones with their vector count
-    and width, skipped ones (pickle files, unreadable files) with why."""
+    and width, skipped ones (unreadable files, pickles naming a disallowed global) with why."""
     loaded: dict[str, Any] = {}
     skipped: dict[str, Any] = {}
     if embeddings is None:
@@ -121,10 +121,6 @@ def embedding_listing(embeddings: EmbeddingDatabase | None) -> dict[str, Any]:
     embeddings.refresh()
     for file in embeddings.files:
         entry = {"step": None, "sd_checkpoint": None, "sd_checkpoint_name": None}
-        if file.is_pickle:
-            skipped[file.name] = {**entry, "shape": None, "vectors": None,
-                                  "reason": "pickle (.pt/.bin) files are refused"}
-            continue
         try:
             vectors = next(iter(file.tensors.values()))
         except (WeightsError, OSError, ValueError) as exc:
