@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from gpucore import Device
+from gpucore import Device, default_device
 from gpustd import Tensor
 
 from ..loaders import WeightsError
@@ -68,18 +68,25 @@ def load_upscaler_model(state: Any, *, dtype: Any = np.float32,
 
 @dataclass
 class ModelUpscaler:
-    """One upscaler file: `name` (the WebUI's), `path`; the network is built on first use."""
+    """One upscaler file: `name` (the WebUI's), `path`; the network is built on first use, in
+    `dtype` ("auto": float16 where the device has shader-f16, as the WebUI runs upscalers in
+    half precision unless --no-half; else float32)."""
 
     name: str
     path: Path
     device: Device | None = None  # None: the default device
+    dtype: Any = "auto"
     tile: int = 192  # the WebUI's ESRGAN_tile default
     pad: int = 16
     _model: Any = field(default=None, repr=False)
 
     def model(self) -> RRDBNet | SRVGGNetCompact:
         if self._model is None:
-            self._model = load_upscaler_model(self.path, device=self.device)
+            device = self.device or default_device()
+            dtype = self.dtype
+            if isinstance(dtype, str) and dtype == "auto":
+                dtype = np.float16 if device.has_f16 else np.float32
+            self._model = load_upscaler_model(self.path, dtype=dtype, device=device)
         return self._model
 
     @property

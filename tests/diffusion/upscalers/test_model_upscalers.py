@@ -126,14 +126,23 @@ def test_tiled_equals_untiled_and_files(first_device, tmp_path):
     image = (_image(2, 21, 26)[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
     # (the tiling is the network's business only through its receptive radius: 3 convs here)
     path = tmp_path / "realesr-general-x4v3.pth"
-    whole = ModelUpscaler("x", path, first_device, tile=0)
-    tiled = ModelUpscaler("x", path, first_device, tile=13, pad=6)
+    whole = ModelUpscaler("x", path, first_device, np.float32, tile=0)
+    tiled = ModelUpscaler("x", path, first_device, np.float32, tile=13, pad=6)
     once = whole.run(image)
     assert once.shape == (84, 104, 3)
     assert np.abs(tiled.run(image).astype(int) - once).max() <= 1
+    if first_device.has_f16:  # "auto": float16 on the matrix units, a grey level or two off
+        half = ModelUpscaler("x", path, first_device, tile=13, pad=6)
+        assert half.model().dtype == np.float16
+        assert np.abs(half.run(image).astype(int) - once).max() <= 2
     # the WebUI's rule: a multiple of 8 of the target, Lanczos for the last step
     assert whole.upscale(image, 2).shape == (40, 48, 3)
     with pytest.raises(WeightsError, match=r"other\.pth: not an upscaler"):
         load_upscaler_model(tmp_path / "other.pth")
-    assert "R-ESRGAN 4x+" in register_upscaler_dir(tmp_path, device=first_device)
-    assert MODEL_UPSCALERS["R-ESRGAN 4x+"].scale == 4
+    before = dict(MODEL_UPSCALERS)  # the process-wide registry, restored after
+    try:
+        assert "R-ESRGAN 4x+" in register_upscaler_dir(tmp_path, device=first_device)
+        assert MODEL_UPSCALERS["R-ESRGAN 4x+"].scale == 4
+    finally:
+        MODEL_UPSCALERS.clear()
+        MODEL_UPSCALERS.update(before)
