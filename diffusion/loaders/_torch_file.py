@@ -32,6 +32,7 @@ __all__ = ["TorchFile", "open_weights_file"]
 
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 _ZIP_LOCAL_HEADER = struct.Struct("<4s2B4HL2L2H")
+_MAX_PICKLE = 256 * 2**20  # an SDXL checkpoint's data.pkl is under 1 MB; this stops zip bombs
 # BasicSR/Real-ESRGAN keep the EMA weights beside the raw ones; the EMA ones are the release
 _WRAPPERS = ("state_dict", "params_ema", "params")
 
@@ -104,6 +105,9 @@ class TorchFile:
 
     def _read_bytes(self, storage: str, begin: int, count: int, key: str) -> bytearray:
         where, size = self._records[storage]
+        if begin + count > size:  # checked before allocating: the sizes come from the pickle
+            raise WeightsError(f"{self.path}: tensor {key!r} reaches past the end of its "
+                               "storage record; the file is damaged")
         buffer = bytearray(count)
         try:
             with open(self.path, "rb") as file:
@@ -111,7 +115,7 @@ class TorchFile:
                 got = file.readinto(buffer)
         except OSError as error:
             raise WeightsError(f"{self.path}: cannot read tensor {key!r}: {error}") from error
-        if got != count or begin + count > size:
+        if got != count:
             raise WeightsError(f"{self.path}: file ended inside tensor {key!r}; re-download it")
         return buffer
 
@@ -148,6 +152,10 @@ class TorchFile:
                     raise WeightsError(f"{self.path}: saved on a big-endian machine; re-save it "
                                        "on a little-endian one")
                 members = {info.filename: info for info in archive.infolist()}
+                if members[pickles[0]].file_size > _MAX_PICKLE:
+                    raise WeightsError(f"{self.path}: its pickle claims "
+                                       f"{members[pickles[0]].file_size} bytes; a weights file's "
+                                       "is a few MB. The file is damaged or not a checkpoint")
                 data = archive.read(pickles[0])
 
                 def storage(pid: tuple[Any, ...]) -> StorageRef:

@@ -246,3 +246,21 @@ def _mutate(data: bytes, edits) -> bytes:
     for where, value in edits:
         out[where] = value
     return bytes(out)
+
+
+def test_sizes_from_the_pickle_are_checked_before_reading(tmp_path):
+    """A tensor whose pickle claims more elements than its storage holds is an error, found
+    before anything of that size is allocated."""
+    saved = io.BytesIO()
+    torch.save({"w": torch.ones(4)}, saved)
+    with zipfile.ZipFile(saved) as src, zipfile.ZipFile(tmp_path / "big.pt", "w") as dst:
+        for info in src.infolist():
+            data = src.read(info)
+            if info.filename.endswith("data.pkl"):  # storage and size 4 -> 4e12 elements
+                big = pickle.dumps(4_000_000_000_000, protocol=2)[2:-1]
+                data = data.replace(b"K\x04t", big + b"t").replace(b"K\x04\x85", big + b"\x85")
+            dst.writestr(info, data)
+    file = TorchFile(tmp_path / "big.pt")
+    assert file.shape("w") == (4_000_000_000_000,)
+    with pytest.raises(WeightsError, match="past the end of its storage record"):
+        file.read("w")
