@@ -526,6 +526,8 @@ def run(args: argparse.Namespace) -> list[Path]:
     _check_model(args)
     _fill_sampling_defaults(args)
     _check_paths(args)
+    if args.upscaler_dir:  # model upscalers' names, before --hr-upscaler is checked
+        register_upscaler_dir(args.upscaler_dir)
     hires = _hires(args)
     if args.backend:
         os.environ["GPUCORE_BACKEND"] = args.backend
@@ -547,8 +549,6 @@ def run(args: argparse.Namespace) -> list[Path]:
     if args.refiner and not Path(args.refiner).exists():
         raise ValueError(f"--refiner {args.refiner!r} does not exist; give the refiner's "
                          "diffusers folder or .safetensors file")
-    if args.upscaler_dir:
-        register_upscaler_dir(args.upscaler_dir)
     if args.lora_dir and not Path(args.lora_dir).is_dir():
         raise ValueError(f"--lora-dir {args.lora_dir!r} is not a folder")
     embeddings = None
