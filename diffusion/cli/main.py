@@ -165,7 +165,7 @@ def add_network_options(parser: argparse.ArgumentParser) -> None:
                         help="ESRGAN/Real-ESRGAN .pth files for --hr-upscaler and Extras (the "
                              "WebUI's models/ folder, or models/ESRGAN)")
     parser.add_argument("--embeddings-dir", metavar="DIR",
-                        help="textual-inversion embeddings (.safetensors), used wherever a "
+                        help="textual-inversion embeddings (.safetensors, .pt), used wherever a "
                              "prompt or negative prompt names one (file name = name)")
 
 
