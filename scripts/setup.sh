@@ -16,10 +16,14 @@ stamp=.venv/.installed-$extras
 # k-diffusion, a test reference for the samplers, declares its whole training stack as
 # dependencies (torchvision among them, which would replace the pinned CPU torch); the modules the
 # tests load (tests/kdiffusion_ref.py) need only these, so they are installed without dependencies.
+# spandrel, the upscalers' reference, likewise needs torchvision (whose only wheel for this torch
+# is a CUDA build that cannot load beside the CPU torch): the tests stub the two architectures'
+# torchvision imports they never run (tests/diffusion/upscalers/test_model_upscalers.py).
 install_kdiffusion() {
   case ",$extras," in
     *,reference,*) .venv/bin/python -m pip install -q --no-deps k-diffusion==0.1.1.post1 \
-                     torchsde==0.2.6 torchdiffeq==0.2.5 trampoline==0.1.2 "tqdm>=4.60" ;;
+                     torchsde==0.2.6 torchdiffeq==0.2.5 trampoline==0.1.2 "tqdm>=4.60" \
+                     spandrel==0.4.2 einops==0.8.2 ;;
   esac
 }
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ scripts/setup.sh -nt "$stamp" ]; then

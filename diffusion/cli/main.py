@@ -24,6 +24,7 @@ from ..infotext import save_images
 from ..pipelines.sampling import sampler_label, sampler_names
 from ..samplers import SCHEDULE_LABELS, schedules
 from ..upscalers.interpolation import IMAGE_UPSCALERS, LATENT_UPSCALERS
+from ..upscalers.models import MODEL_UPSCALERS, register_upscaler_dir
 
 UPSCALERS = [*LATENT_UPSCALERS, *IMAGE_UPSCALERS]
 
@@ -160,8 +161,11 @@ def add_network_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lora-dir", metavar="DIR",
                         help="where <lora:NAME:WEIGHT> tags in the prompt find NAME.safetensors "
                              "(kohya/WebUI, diffusers/PEFT, LyCORIS LoCon/LoHa)")
+    parser.add_argument("--upscaler-dir", metavar="DIR",
+                        help="ESRGAN/Real-ESRGAN .pth files for --hr-upscaler and Extras (the "
+                             "WebUI's models/ folder, or models/ESRGAN)")
     parser.add_argument("--embeddings-dir", metavar="DIR",
-                        help="textual-inversion embeddings (.safetensors), used wherever a "
+                        help="textual-inversion embeddings (.safetensors, .pt), used wherever a "
                              "prompt or negative prompt names one (file name = name)")
 
 
@@ -287,7 +291,8 @@ def build_parser() -> argparse.ArgumentParser:
                      description="Stable Diffusion 1.x/2.x, SDXL and Turbo on any GPU (WebGPU).",
                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command",
-                                     metavar="{txt2img,img2img,inpaint,png-info,serve,quantize}")
+                                     metavar="{txt2img,img2img,inpaint,png-info,serve,quantize,"
+                                             "convert,upscale}")
     for name, strength, text in (("txt2img", None, "generate images from a prompt"),
                                  ("img2img", 0.75, "redraw an image following a prompt"),
                                  ("inpaint", 1.0, "repaint the white part of a mask")):
@@ -306,9 +311,11 @@ def build_parser() -> argparse.ArgumentParser:
     from ..server.serve import add_serve_parser
 
     add_serve_parser(commands, _positive_int)
-    from .quantize import add_parser as add_quantize_parser
+    from . import convert, quantize, upscale
 
-    add_quantize_parser(commands)
+    quantize.add_parser(commands)
+    convert.add_parser(commands)
+    upscale.add_parser(commands)
     return parser
 
 
@@ -505,7 +512,7 @@ def _sampler_options(args: argparse.Namespace) -> Any:
 
 
 def _upscaler(name: str) -> str:
-    by_lower = {u.lower(): u for u in UPSCALERS}
+    by_lower = {u.lower(): u for u in [*UPSCALERS, *MODEL_UPSCALERS]}
     if name.strip().lower() not in by_lower:
         raise ValueError(f"--hr-upscaler {name!r} is not one of: {', '.join(UPSCALERS)}")
     return by_lower[name.strip().lower()]
@@ -520,6 +527,8 @@ def run(args: argparse.Namespace) -> list[Path]:
     _check_model(args)
     _fill_sampling_defaults(args)
     _check_paths(args)
+    if args.upscaler_dir:  # model upscalers' names, before --hr-upscaler is checked
+        register_upscaler_dir(args.upscaler_dir)
     hires = _hires(args)
     if args.backend:
         os.environ["GPUCORE_BACKEND"] = args.backend
@@ -618,10 +627,8 @@ def main(argv: list[str] | None = None) -> int:
             from ..server.serve import serve
 
             return serve(args)
-        if args.command == "quantize":
-            from .quantize import run as quantize
-
-            return quantize(args)
+        if hasattr(args, "run"):  # sub-commands in their own modules (quantize, convert, upscale)
+            return args.run(args)
         if args.command == "png-info":
             png_info(args)
             return 0

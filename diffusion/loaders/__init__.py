@@ -26,11 +26,14 @@ SDXL (what a pipeline reads from PipelineWeights):
 load_pipeline_weights(file, config=folder) takes a single file's configs from a diffusers folder.
 
 Only file headers are read up front; each tensor is read when indexed and not kept, so loading
-never holds two copies of the model in host memory. Pickle checkpoints are refused.
+never holds two copies of the model in host memory. PyTorch files (.ckpt/.pt/.pth/.bin) are read
+the same way (`TorchFile`) through a pickle reader that refuses every global outside the
+tensor-rebuilding allowlist, so nothing in them runs.
 """
 
 from ._pipeline import load_pipeline_weights
 from ._safetensors import SafetensorsFile
+from ._torch_file import TorchFile, open_weights_file
 from ._vae import load_vae_weights
 from ._weights import ComponentWeights, ModelInfo, PipelineWeights
 from .errors import WeightsError
@@ -40,7 +43,9 @@ __all__ = [
     "ModelInfo",
     "PipelineWeights",
     "SafetensorsFile",
+    "TorchFile",
     "WeightsError",
     "load_pipeline_weights",
     "load_vae_weights",
+    "open_weights_file",
 ]

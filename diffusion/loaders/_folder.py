@@ -14,8 +14,9 @@ import numpy as np
 
 from ._expected_keys import clip_text_keys, unet_keys, vae_keys
 from ._safetensors import SafetensorsFile
+from ._torch_file import open_weights_file
 from ._weights import ComponentWeights, ModelInfo, PipelineWeights, TensorRef, require_keys
-from .errors import PICKLE_SUFFIXES, WeightsError, pickle_refused
+from .errors import WeightsError
 
 __all__ = ["load_folder"]
 
@@ -138,14 +139,13 @@ def _weight_refs(folder: Path, stem: str, variant: str | None) -> tuple[dict[str
     for choice in choices:
         infix = "" if choice is None else f".{choice}"
         single, sharded = f"{stem}{infix}.safetensors", f"{stem}.safetensors.index{infix}.json"
-        if single in names:
-            file = SafetensorsFile(folder / single)
-            return {k: TensorRef(file, k, file.shape(k)) for k in file.keys()}, str(file.path)
-        if sharded in names:
+        if sharded in names and single not in names:
             return _sharded_refs(folder / sharded), str(folder / sharded)
-    pickles = sorted(folder / n for n in names if Path(n).suffix in PICKLE_SUFFIXES)
-    if pickles:
-        raise pickle_refused(pickles[0])
+        # older downloads hold torch.save files (diffusers' and transformers' names), read safely
+        pickled = [n for n in (f"{stem}{infix}.bin", f"pytorch_{stem}{infix}.bin") if n in names]
+        if single in names or pickled:
+            file = open_weights_file(folder / (single if single in names else pickled[0]))
+            return {k: TensorRef(file, k, file.shape(k)) for k in file.keys()}, str(file.path)
     listing = ", ".join(sorted(names)) or "nothing"
     raise WeightsError(f"{folder}: no weights: expected {stem}.safetensors or "
                        f"{stem}.safetensors.index.json; found {listing}")

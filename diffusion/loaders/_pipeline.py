@@ -12,7 +12,7 @@ from ._folder import load_folder, read_json
 from ._ldm_configs import PREDICTION_TYPES
 from ._single_file import load_single_file
 from ._weights import ComponentWeights, PipelineWeights, require_keys, resolve_dtype
-from .errors import PICKLE_SUFFIXES, WeightsError, pickle_refused
+from .errors import PICKLE_SUFFIXES, WeightsError
 
 __all__ = ["load_pipeline_weights"]
 
@@ -43,7 +43,8 @@ def load_pipeline_weights(path: str | os.PathLike[str], *, dtype: Any = None,
 
     Returns PipelineWeights; tensors are read only when indexed (see ComponentWeights).
     Raises WeightsError (a ValueError) for missing/corrupt/unsupported files, naming the file and
-    key; pickle checkpoints (.ckpt/.pt/.pth/.bin) are refused because loading them runs code.
+    key. PyTorch checkpoints (.ckpt/.pt/.pth/.bin) are read without running their pickle (a
+    global outside the tensor-rebuilding allowlist is refused: `_torch_pickle`).
     Equivalent to diffusers' `StableDiffusionPipeline.from_pretrained(folder)` /
     `.from_single_file(path)`, without building the models.
     """
@@ -59,11 +60,9 @@ def load_pipeline_weights(path: str | os.PathLike[str], *, dtype: Any = None,
     if not path.exists():
         raise WeightsError(f"{path}: no such file or folder; expected a diffusers pipeline folder "
                            "(with model_index.json) or a single-file .safetensors checkpoint")
-    if path.suffix.lower() in PICKLE_SUFFIXES:
-        raise pickle_refused(path)
-    if path.suffix.lower() != ".safetensors":
+    if path.suffix.lower() not in (".safetensors", *PICKLE_SUFFIXES):
         raise WeightsError(f"{path}: unsupported file type {path.suffix!r}; expected a diffusers "
-                           "pipeline folder or a .safetensors checkpoint")
+                           "pipeline folder or a .safetensors (or PyTorch .ckpt) checkpoint")
     if variant is not None:
         raise ValueError("variant= selects files inside a diffusers folder; "
                          f"{path.name} is a single file")

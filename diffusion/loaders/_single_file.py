@@ -29,6 +29,7 @@ from ._ldm_keys import (
 )
 from ._safetensors import SafetensorsFile
 from ._sgm import is_turbo, load_sgm_file, turbo_scheduler_config
+from ._torch_file import open_weights_file
 from ._weights import ComponentWeights, ModelInfo, PipelineWeights, require_keys
 from .errors import WeightsError
 
@@ -38,7 +39,7 @@ __all__ = ["load_single_file"]
 def load_single_file(path: Path, *, dtype: np.dtype | None,
                      prediction_type: str | None) -> PipelineWeights:
     """Lazy weights of an SD1/SD2/SDXL LDM checkpoint (see `load_pipeline_weights`)."""
-    file = SafetensorsFile(path)
+    file = open_weights_file(path)
     if any(key.startswith("conditioner.embedders.") for key in file.keys()):
         return load_sgm_file(file, dtype=dtype, prediction_type=prediction_type)
     _check_layout(file)

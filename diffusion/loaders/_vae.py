@@ -21,8 +21,9 @@ from ._ldm_configs import vae_config
 from ._ldm_keys import VAE_PREFIX
 from ._ldm_keys import vae_name as ldm_vae_key
 from ._safetensors import SafetensorsFile
+from ._torch_file import open_weights_file
 from ._weights import ComponentWeights, TensorRef, require_keys, resolve_dtype
-from .errors import PICKLE_SUFFIXES, WeightsError, pickle_refused
+from .errors import WeightsError
 
 __all__ = ["load_vae_weights"]
 
@@ -42,19 +43,18 @@ def load_vae_weights(path: str | Path, *, dtype: Any = None, config: dict[str, A
     (and its `scaling_factor`); without one the architecture is read from the tensor shapes and
     the scaling factor is SD's 0.18215. A folder keeps its own `config.json`, which must agree
     with `config` on the latent and image channels.
-    Raises WeightsError naming the file: missing, pickle (.pt/.ckpt), not a VAE, or shapes that
-    do not fit. diffusers: `AutoencoderKL.from_pretrained(path)` / `.from_single_file(path)`.
+    Raises WeightsError naming the file: missing, a pickle naming a disallowed global, not a
+    VAE, or shapes that do not fit. diffusers: `AutoencoderKL.from_pretrained(path)` /
+    `.from_single_file(path)`.
     """
     path, dtype = Path(path), resolve_dtype(dtype)
     if path.is_dir():
         return _folder_weights(path, dtype=dtype, config=config, variant=variant)
-    if path.suffix.lower() in PICKLE_SUFFIXES:
-        raise pickle_refused(path)
     if not path.exists():
         raise WeightsError(f"{path}: VAE file not found; pass a .safetensors VAE file or a "
                            "diffusers VAE folder (config.json + "
                            "diffusion_pytorch_model.safetensors)")
-    return _file_weights(SafetensorsFile(path), dtype=dtype, config=config)
+    return _file_weights(open_weights_file(path), dtype=dtype, config=config)
 
 
 def _folder_weights(folder: Path, *, dtype: np.dtype | None, config: dict[str, Any] | None,

@@ -32,8 +32,9 @@ def load_vae(path: str | os.PathLike[str], *, dtype: Any = np.float32,
 
     config: the config of the VAE it replaces (`pipe.vae.config`): a single file takes it (a file
     has none) after a check that its shapes fit; a folder keeps its own but must agree on the
-    latent channels. Raises WeightsError naming the file (missing, pickle, not a VAE, shapes that
-    do not fit). diffusers: `AutoencoderKL.from_pretrained(path)` / `.from_single_file(path)`.
+    latent channels. Raises WeightsError naming the file (missing, a pickle naming a disallowed
+    global, not a VAE, shapes that do not fit). diffusers: `AutoencoderKL.from_pretrained(path)`
+    / `.from_single_file(path)`.
     """
     device = device or default_device()
     dtype = as_dtype(dtype)
@@ -53,8 +54,7 @@ def vae_near_checkpoint(checkpoint: str | os.PathLike[str]) -> Path | None:
     `NAME.vae.ckpt` or `NAME.vae.safetensors` for `NAME.safetensors`, first found in that order
     (the WebUI's `find_vae_near_checkpoint` before 1.6 and SD.Next's; the WebUI 1.6+ takes any
     known VAE file whose name starts with NAME, from its VAE folder too). None when there is
-    none. A pickle one is returned too, so that `load_vae` refuses it with the reason rather
-    than it being silently ignored."""
+    none. A pickle one is read without running it (`TorchFile`)."""
     stem = Path(checkpoint).with_suffix("")
     for suffix in (".vae.pt", ".vae.ckpt", ".vae.safetensors"):
         if (candidate := stem.with_name(stem.name + suffix)).is_file():

@@ -1,5 +1,6 @@
-"""LoRA and LyCORIS (LoCon, LoHa) networks: read from `.safetensors`, patched into a loaded
-pipeline's weights, changed or removed between generations without reloading the model.
+"""LoRA and LyCORIS (LoCon, LoHa) networks: read from `.safetensors` (or a `.pt`, read without
+running it), patched into a loaded pipeline's weights, changed or removed between generations
+without reloading the model.
 
     from diffusion.lora import LoraManager, find_lora, lora_hashes, lora_uses
 

@@ -26,8 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..loaders import SafetensorsFile, WeightsError
-from ..loaders.errors import PICKLE_SUFFIXES, pickle_refused
+from ..loaders import WeightsError
+from ..loaders._torch_file import open_weights_file
+from ..loaders.errors import PICKLE_SUFFIXES
 from ._adapter_config import apply_adapter_config
 from ._errors import LoraError
 from ._hashes import short_hash
@@ -107,19 +108,19 @@ class LoraFile:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> LoraFile:
-        """Read and check every tensor of the LoRA file at `path` (`.safetensors` only).
+        """Read and check every tensor of the LoRA file at `path`: `.safetensors`, or a pickle
+        (.pt/.pth/.ckpt/.bin) read without running it (`loaders.TorchFile`).
 
-        Raises LoraError naming the file (and the key) for a pickle file (.pt/.ckpt/.bin:
-        refused, as unpickling runs code), a damaged file, a key of no known format, a module
+        Raises LoraError naming the file (and the key) for a pickle naming a global outside the
+        tensor allowlist, a damaged file, a key of no known format, a module
         lacking its up or down tensor, ranks that disagree, or non-finite values.
         """
         path = Path(path)
-        if path.suffix.lower() in PICKLE_SUFFIXES:
-            raise LoraError(str(pickle_refused(path)))
-        if path.suffix.lower() != ".safetensors":
-            raise LoraError(f"{path}: a LoRA must be a .safetensors file (got {path.suffix!r})")
+        if path.suffix.lower() not in (".safetensors", *PICKLE_SUFFIXES):
+            raise LoraError(f"{path}: a LoRA must be a .safetensors (or PyTorch .pt) file "
+                            f"(got {path.suffix!r})")
         try:
-            file = SafetensorsFile(path)
+            file = open_weights_file(path)
         except WeightsError as exc:
             raise LoraError(str(exc)) from None
         modules: dict[tuple[str, str], LoraModule] = {}

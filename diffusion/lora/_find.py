@@ -43,8 +43,7 @@ def find_lora(name: str, lora_dir: str | os.PathLike[str]) -> Path:
     write tags by default.
 
     Raises LoraError for a name that is a path (contains '/', '\\' or '..'), a missing folder,
-    a name only a pickle file (.pt/.ckpt) has (refused: unpickling runs code), a name two
-    files share, or no such file (listing the names that are there).
+    a name two files share, or no such file (listing the names that are there).
     """
     _check_name(name)
     folder = Path(lora_dir)
@@ -63,10 +62,11 @@ def find_lora(name: str, lora_dir: str | os.PathLike[str]) -> Path:
         raise LoraError(f"LoRA name {name!r} is ambiguous in {folder}: "
                         f"{', '.join(str(p.relative_to(folder)) for p in found)}; rename one")
     pickles = [p for p in files if p.stem == name and p.suffix.lower() in PICKLE_SUFFIXES]
+    if len(pickles) == 1:  # an older .pt LoRA, read without running its pickle
+        return pickles[0]
     if pickles:
-        raise LoraError(f"{pickles[0]}: LoRA {name!r} exists only as a pickle file, which is "
-                        "refused (unpickling runs whatever code the file holds); use its "
-                        ".safetensors release")
+        raise LoraError(f"LoRA name {name!r} is ambiguous in {folder}: "
+                        f"{', '.join(str(p.relative_to(folder)) for p in pickles)}; rename one")
     names = sorted({p.stem for p in loras})
     listed = ", ".join(names[:_LISTED]) + (", ..." if len(names) > _LISTED else "")
     raise LoraError(f"no LoRA named {name!r} in {folder} (there: {listed or 'none'})")

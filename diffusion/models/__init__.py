@@ -16,6 +16,7 @@ loading weights is a walk over names (`load_state_dict`); configs are the `confi
 | `sd3` | `SD3Transformer2DModel`, the MMDiT of SD3 and SD3.5 |
 | `dit_layers` | what FLUX and SD3 share: joint attention, the double-stream block, adaLN |
 | `transformer_ops` | RMS norm, adaLN modulation, gated residuals, rotary embeddings |
+| `esrgan`, `srvgg` | upscalers: ESRGAN/Real-ESRGAN's RRDBNet and Real-ESRGAN's SRVGGNetCompact |
 
 A new network family (ControlNet, ...) is a module of its own beside these.
 """

@@ -23,6 +23,7 @@ from ..loaders.errors import WeightsError
 from ..samplers import SAMPLERS, SamplerInfo, resolve, schedules
 from ..samplers.schedules import SCHEDULE_TYPES
 from ..text.embeddings import EmbeddingDatabase
+from .extras import extras_router
 from .generation import (
     RequestError,
     build_job,
@@ -112,7 +113,7 @@ def lora_listing(lora_dir: str | os.PathLike[str] | None) -> list[dict[str, Any]
 
 def embedding_listing(embeddings: EmbeddingDatabase | None) -> dict[str, Any]:
     """GET /sdapi/v1/embeddings as the WebUI answers it: loaded ones with their vector count
-    and width, skipped ones (pickle files, unreadable files) with why."""
+    and width, skipped ones (unreadable files, pickles naming a disallowed global) with why."""
     loaded: dict[str, Any] = {}
     skipped: dict[str, Any] = {}
     if embeddings is None:
@@ -120,10 +121,6 @@ def embedding_listing(embeddings: EmbeddingDatabase | None) -> dict[str, Any]:
     embeddings.refresh()
     for file in embeddings.files:
         entry = {"step": None, "sd_checkpoint": None, "sd_checkpoint_name": None}
-        if file.is_pickle:
-            skipped[file.name] = {**entry, "shape": None, "vectors": None,
-                                  "reason": "pickle (.pt/.bin) files are refused"}
-            continue
         try:
             vectors = next(iter(file.tensors.values()))
         except (WeightsError, OSError, ValueError) as exc:
@@ -337,7 +334,7 @@ def create_app(*, model: str | os.PathLike[str] | None = None,
         return await asyncio.to_thread(lora_listing, lora_dir)
 
     for path, empty in (("sd-vae", []), ("prompt-styles", []),
-                        ("upscalers", []), ("hypernetworks", []), ("face-restorers", [])):
+                        ("hypernetworks", []), ("face-restorers", [])):
         api.add_api_route(f"/{path}", lambda empty=empty: empty, methods=["GET"])
 
     @api.get("/embeddings")
@@ -364,6 +361,7 @@ def create_app(*, model: str | os.PathLike[str] | None = None,
             defaults["scheduler"] = schedules.lookup(schedule).name
         return defaults
 
+    app.include_router(extras_router(worker, api.dependencies))  # /upscalers, /extra-*-image(s)
     app.include_router(api)
     app.include_router(avx)
 

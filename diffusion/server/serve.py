@@ -79,6 +79,10 @@ def serve(args: argparse.Namespace) -> int:
     host = "0.0.0.0" if args.listen else args.host
     try:
         _parse_auth(args.api_auth)
+        if args.upscaler_dir:  # names for hires fix and the Extras API
+            from ..upscalers.models import register_upscaler_dir
+
+            register_upscaler_dir(args.upscaler_dir)
         sock = _bind(host, args.port)
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)

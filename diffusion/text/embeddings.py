@@ -12,11 +12,11 @@ the prompt (`conditioning.prompt_chunks` lays out the placeholders, the text enc
     encode(tokenizer, text_encoder, prompt, steps=20, embeddings=lookup)
     ti_hashes(lookup.used.values())                      # infotext "TI hashes"
 
-Files: `.safetensors` only, holding one tensor of (n, D) or (D,) vectors (the WebUI's
-`emb_params`, a converted `string_to_param.*`, or diffusers' `{token: vectors}`), or SDXL's
-`clip_l` (n, 768) and `clip_g` (n, 1280). The WebUI also reads `.pt`/`.bin` with `torch.load`;
-unpickling runs whatever code the file holds, so here those are refused, with the reason and a
-conversion command, when a prompt uses their name. Contents are read only then, once per file.
+Files: `.safetensors`, or `.pt`/`.bin` pickles (read without running them: a global outside the
+tensor allowlist is refused), holding one tensor of (n, D) or (D,) vectors (the WebUI's
+`emb_params`, a textual-inversion `.pt`'s `string_to_param.*`, or diffusers' `{token: vectors}`),
+or SDXL's `clip_l` (n, 768) and `clip_g` (n, 1280). Contents are read only when a prompt uses
+the name, once per file.
 
 Where this differs from the WebUI: an embedding of the wrong width for the model is an error
 naming the file (the WebUI skips it and leaves its name as plain text); a name two files share
@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from ..loaders import SafetensorsFile, WeightsError
+from ..loaders._torch_file import TorchFile, open_weights_file
 from .conditioning import CHUNK_LENGTH
 from .tokenizer import CLIPTokenizer
 
@@ -67,11 +68,10 @@ class EmbeddingFile:
     @cached_property
     def tensors(self) -> dict[str, np.ndarray]:
         """float32 (n, D) vectors: {"": vectors} for SD 1.x/2.x files, {"clip_l": ...,
-        "clip_g": ...} for SDXL ones. Raises WeightsError for a pickle file or one that is not
-        a textual-inversion embedding."""
-        if self.is_pickle:
-            raise _pickle_refused(self)
-        file = SafetensorsFile(self.path)
+        "clip_g": ...} for SDXL ones. A pickle (.pt/.bin) is read without running it
+        (`loaders.TorchFile`). Raises WeightsError for a pickle naming a global outside the
+        tensor allowlist, or a file that is not a textual-inversion embedding."""
+        file = open_weights_file(self.path)
         keys = file.keys()
         if all(key in keys for key in ENCODER_KEYS):
             tensors = {key: _vectors(file, key) for key in ENCODER_KEYS}
@@ -97,7 +97,7 @@ class EmbeddingFile:
         return self.sha256[:12]
 
 
-def _embedding_key(file: SafetensorsFile) -> str:
+def _embedding_key(file: SafetensorsFile | TorchFile) -> str:
     """The one tensor of a single-encoder file: "emb_params" (the WebUI's safetensors), a
     flattened "string_to_param.*", or the only tensor there is (diffusers' token name)."""
     keys = file.keys()
@@ -113,7 +113,7 @@ def _embedding_key(file: SafetensorsFile) -> str:
     return candidates[0]
 
 
-def _vectors(file: SafetensorsFile, key: str) -> np.ndarray:
+def _vectors(file: SafetensorsFile | TorchFile, key: str) -> np.ndarray:
     """Tensor `key` as float32 (n, D) vectors, checked: floats, 1 or 2 axes, 1..75 vectors."""
     shape = file.shape(key)
     if file.dtype(key) not in _FLOAT_DTYPES or len(shape) not in (1, 2) or 0 in shape:
@@ -127,17 +127,6 @@ def _vectors(file: SafetensorsFile, key: str) -> np.ndarray:
     return vectors
 
 
-def _pickle_refused(file: EmbeddingFile) -> WeightsError:
-    convert = (f"python -c \"import torch, safetensors.torch as st; d = torch.load("
-               f"'{file.name}{file.path.suffix}', map_location='cpu', weights_only=True); "
-               "v = next(iter(d['string_to_param'].values())) if 'string_to_param' in d else "
-               f"next(iter(d.values())); st.save_file({{'emb_params': v.contiguous()}}, "
-               f"'{file.name}.safetensors')\"")
-    return WeightsError(
-        f"{file.path}: the prompt uses embedding {file.name!r}, but this file is a pickle "
-        f"({file.path.suffix}) and is refused: unpickling runs whatever code the file "
-        f"contains. Use the embedding's .safetensors release, or convert it once on a machine "
-        f"you trust: {convert}")
 
 
 @dataclass(frozen=True, eq=False)

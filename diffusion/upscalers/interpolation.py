@@ -39,7 +39,8 @@ class HiresFix:
     """The WebUI's hires fix: a second img2img pass at a larger size.
 
     `scale` multiplies the first pass's size unless `resize` gives (width, height); `upscaler`
-    is a latent upscaler ("Latent", ...) or an image one ("Lanczos", "Nearest", "None");
+    is a latent upscaler ("Latent", ...), an image one ("Lanczos", "Nearest", "None") or a
+    registered model upscaler ("R-ESRGAN 4x+", see `models.register_upscaler_dir`);
     `steps` 0 runs as many steps as the first pass; `denoise` is the second pass's denoising
     strength."""
 
@@ -50,8 +51,10 @@ class HiresFix:
     denoise: float = 0.7
 
     def __post_init__(self) -> None:
-        if self.upscaler not in LATENT_UPSCALERS and self.upscaler not in IMAGE_UPSCALERS:
-            valid = ", ".join([*LATENT_UPSCALERS, *IMAGE_UPSCALERS])
+        from .models import MODEL_UPSCALERS
+
+        if self.upscaler not in (*LATENT_UPSCALERS, *IMAGE_UPSCALERS, *MODEL_UPSCALERS):
+            valid = ", ".join([*LATENT_UPSCALERS, *IMAGE_UPSCALERS, *MODEL_UPSCALERS])
             raise ValueError(f"unknown hires upscaler {self.upscaler!r}; use one of: {valid}")
         if not (math.isfinite(self.scale) and 1.0 <= self.scale <= 8.0):
             raise ValueError(f"hires scale must be from 1 to 8, got {self.scale}")
@@ -137,8 +140,13 @@ def upscale_latents(latents: np.ndarray, size: tuple[int, int], upscaler: str) -
 
 def upscale_image(image: np.ndarray, size: tuple[int, int], upscaler: str) -> np.ndarray:
     """An (H, W, 3) uint8 picture resized to `size` (width, height) by image upscaler
-    `upscaler` ("Lanczos", "Nearest", "None"), with Pillow as the WebUI does."""
+    `upscaler` ("Lanczos", "Nearest", "None"), with Pillow as the WebUI does, or by a model
+    upscaler from `--upscaler-dir` ("R-ESRGAN 4x+", "4x-UltraSharp": `models.MODEL_UPSCALERS`)."""
     from PIL import Image
 
+    from .models import MODEL_UPSCALERS
+
+    if upscaler in MODEL_UPSCALERS:
+        return MODEL_UPSCALERS[upscaler].upscale_to(image, size)
     resample = getattr(Image.Resampling, IMAGE_UPSCALERS[upscaler])
     return np.asarray(Image.fromarray(image).resize(size, resample=resample))

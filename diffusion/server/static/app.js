@@ -3,6 +3,7 @@
 import { $, api, base64Of, clearError, pngDataUrl, showError } from "./api.js";
 import { clearResults, selectedResult, showPreview, showResults } from "./gallery.js";
 import { fitCanvas, initImage, maskImage, setInitImage } from "./inpaint.js";
+import { initExtras } from "./extras.js";
 import { initPngInfo, loadPngInfo } from "./pnginfo.js";
 
 const STORAGE_KEY = "avx-gpu-webui:settings";
@@ -49,7 +50,7 @@ function selectOption(select, wanted) {
 function restoreSettings() {
   const settings = loadSettings();
   for (const field of persistedFields()) setField(field.id, settings[field.id]);
-  if (["txt2img", "img2img", "pnginfo"].includes(settings.tab)) switchTab(settings.tab);
+  if (["txt2img", "img2img", "extras", "pnginfo"].includes(settings.tab)) switchTab(settings.tab);
 }
 
 for (const id of SLIDERS) {
@@ -64,10 +65,11 @@ document.addEventListener("input", (event) => { if (event.target.matches?.("text
 // ---- Tabs
 
 function switchTab(tab) {
-  if (tab !== "pnginfo") mode = tab;
+  if (tab === "txt2img" || tab === "img2img") mode = tab;
   for (const button of document.querySelectorAll("[role=tab]")) button.setAttribute("aria-selected", String(button.dataset.tab === tab));
-  $("panel_generate").hidden = tab === "pnginfo";
+  $("panel_generate").hidden = tab === "pnginfo" || tab === "extras";
   $("panel_pnginfo").hidden = tab !== "pnginfo";
+  $("panel_extras").hidden = tab !== "extras";
   $("panel_generate").setAttribute("aria-labelledby", `tab_${mode}`);
   $("img2img_inputs").hidden = mode !== "img2img";
   fitCanvas();
@@ -338,6 +340,7 @@ function applyParameters(target, params, imageDataUrl) {
 }
 
 initPngInfo(applyParameters);
+initExtras();
 
 // ---- Start
 

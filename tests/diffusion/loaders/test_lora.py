@@ -502,7 +502,8 @@ def test_bad_adapter_metadata_is_refused(tmp_path: Path, config: str, message: s
 
 @pytest.mark.nodevice
 def test_not_safetensors_is_refused(tmp_path: Path) -> None:
-    for name, message in (("x.pt", "pickle"), ("x.ckpt", "pickle"), ("x.txt", ".safetensors"),
+    for name, message in (("x.pt", "not a valid PyTorch file"),
+                          ("x.ckpt", "not a valid PyTorch file"), ("x.txt", ".safetensors"),
                           ("x.safetensors", "not a valid safetensors")):
         (tmp_path / name).write_bytes(b"\x80\x04 not a safetensors file at all")
         with pytest.raises(LoraError, match=message):
@@ -546,8 +547,9 @@ def test_find_lora_by_name(tmp_path: Path) -> None:
         (tmp_path / name).write_bytes(b"")
     assert find_lora("top", tmp_path) == tmp_path / "top.safetensors"
     assert find_lora("deep", tmp_path) == tmp_path / "sub" / "deep.safetensors"
+    assert find_lora("old", tmp_path) == tmp_path / "sub" / "old.pt"  # read safely when loaded
     for name, message in (("missing", "no LoRA named 'missing'.*deep, top, twin"),
-                          ("old", "pickle"), ("twin", "ambiguous"),
+                          ("twin", "ambiguous"),
                           ("../top", "not a file name"), ("sub/deep", "not a file name"),
                           ("..", "not a file name"), ("a\\b", "not a file name"),
                           ("", "not a file name")):

@@ -406,3 +406,35 @@ def test_sampler_settings_and_seed_resize(client: Any) -> None:
                                                  "seed_resize_from_w": 24,
                                                  "seed_resize_from_h": 24})
     assert bad.status_code == 422 and "seed resize is not available with DDIM" in bad.text
+
+
+def test_hires_fix_with_a_model_upscaler(client: Any, tmp_path: Path) -> None:
+    """hr_upscaler "R-ESRGAN 4x+" from --upscaler-dir (a tiny random RRDBNet in Real-ESRGAN's
+    release layout): the first pass is upscaled by the network, then the hires pass runs."""
+    torch = pytest.importorskip("torch", reason="test-only reference (extra: reference)")
+    from diffusion.upscalers import models
+
+    gen = torch.Generator().manual_seed(0)
+    names = ["conv_first", *(f"body.0.rdb{j}.conv{k}" for j in (1, 2, 3) for k in range(1, 6)),
+             "conv_body", "conv_up1", "conv_up2", "conv_hr", "conv_last"]
+    ins = {f"body.0.rdb{j}.conv{k}": 4 + 2 * (k - 1) for j in (1, 2, 3) for k in range(1, 6)}
+    state = {}
+    for name in names:
+        inputs = 3 if name == "conv_first" else ins.get(name, 4)
+        outputs = 3 if name == "conv_last" else 4 if name.endswith("conv5") or "rdb" not in \
+            name else 2
+        state[f"{name}.weight"] = torch.randn(outputs, inputs, 3, 3, generator=gen) * 0.2
+        state[f"{name}.bias"] = torch.zeros(outputs)
+    torch.save({"params_ema": state}, tmp_path / "RealESRGAN_x4plus.pth")
+    before = dict(models.MODEL_UPSCALERS)
+    try:
+        models.register_upscaler_dir(tmp_path)
+        models.MODEL_UPSCALERS["R-ESRGAN 4x+"].dtype = np.float32  # the VAE's conv kernels
+        hires = txt2img(client, seed=5, steps=1, enable_hr=True, hr_scale=1.5,
+                        hr_second_pass_steps=1, denoising_strength=0.5,
+                        hr_upscaler="R-ESRGAN 4x+")
+        assert pixels(hires.json()["images"][0]).shape == (48, 48, 3)
+        assert info(hires)["infotexts"][0].endswith("Hires upscaler: R-ESRGAN 4x+")
+    finally:
+        models.MODEL_UPSCALERS.clear()
+        models.MODEL_UPSCALERS.update(before)

@@ -192,8 +192,8 @@ def test_unknown_name_stays_text(tmp_path, tokenizer):
 
 
 @pytest.mark.nodevice
-def test_pickle_refused_when_used(tmp_path, tokenizer):
-    (tmp_path / "evil.pt").write_bytes(b"\x80\x04 not loaded")
+def test_bad_pickles_refused_when_used(tmp_path, tokenizer):
+    (tmp_path / "evil.pt").write_bytes(b"cos\nsystem\n(S'touch ran'\ntR.")
     (tmp_path / "old.bin").write_bytes(b"\x80\x04 not loaded")
     (tmp_path / "both.pt").write_bytes(b"\x80\x04 not loaded")
     _save(tmp_path / "both.safetensors", {"emb_params": _vectors(0, 1)})
@@ -201,10 +201,12 @@ def test_pickle_refused_when_used(tmp_path, tokenizer):
     prompt_chunks(tokenizer, "a harmless prompt", embeddings=lookup)
     (_, embedding), = prompt_chunks(tokenizer, "both", embeddings=lookup)[0].embeddings
     assert embedding.file.path.suffix == ".safetensors"  # preferred to the pickle of that name
-    for name in ("evil", "old"):
-        with pytest.raises(WeightsError, match=rf"{name}\.(pt|bin).*embedding '{name}'.*pickle"
-                                               r".*runs whatever code.*safetensors"):
+    for name, message in (("evil", r"evil\.pt: refusing to load: its pickle calls "
+                                     r"'(os|posix)\.system'"),
+                          ("old", r"old\.bin: not a valid PyTorch file")):
+        with pytest.raises(WeightsError, match=message):
             prompt_chunks(tokenizer, f"a {name} cat", embeddings=lookup)
+    assert not (tmp_path / "ran").exists()
 
 
 def test_wrong_width_names_the_file(first_device, tmp_path, tokenizer, reference):

@@ -1,0 +1,148 @@
+"""The WebUI's Extras API: `/sdapi/v1/upscalers`, `/sdapi/v1/extra-single-image` and
+`/sdapi/v1/extra-batch-images`, as an APIRouter the app includes.
+
+Upscaling follows the WebUI's `postprocessing_upscale`: resize_mode 0 scales by
+`upscaling_resize`, 1 scales to cover `upscaling_resize_w` x `upscaling_resize_h` (then
+center-crops to it when `upscaling_crop`); `upscaler_2` at `extras_upscaler_2_visibility` is
+blended over `upscaler_1`'s result. Face restoration fields are accepted and ignored (there is
+no face restorer here). Jobs run on the worker's queue, one at a time with generation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import Any
+
+import numpy as np
+from fastapi import APIRouter
+from fastapi.exceptions import HTTPException
+from pydantic import BaseModel, Field
+
+from ..upscalers.by_name import upscale, upscaler_names
+from ..upscalers.models import MODEL_UPSCALERS
+from .generation import RequestError
+from .images import decode_image, encode_png
+from .worker import QueueFull
+
+__all__ = ["ExtrasBatchRequest", "ExtrasSingleRequest", "extras_router"]
+
+
+class _ExtrasOptions(BaseModel):
+    resize_mode: int = Field(0, ge=0, le=1)
+    show_extras_results: bool = True
+    gfpgan_visibility: float = Field(0.0, ge=0.0, le=1.0)
+    codeformer_visibility: float = Field(0.0, ge=0.0, le=1.0)
+    codeformer_weight: float = Field(0.0, ge=0.0, le=1.0)
+    upscaling_resize: float = Field(2.0, ge=1.0, le=8.0)
+    upscaling_resize_w: int = Field(512, ge=8, le=8192)
+    upscaling_resize_h: int = Field(512, ge=8, le=8192)
+    upscaling_crop: bool = True
+    upscaler_1: str = "None"
+    upscaler_2: str = "None"
+    extras_upscaler_2_visibility: float = Field(0.0, ge=0.0, le=1.0)
+    upscale_first: bool = False
+
+
+class ExtrasSingleRequest(_ExtrasOptions):
+    image: str = ""
+
+
+class _FileData(BaseModel):
+    data: str
+    name: str = ""
+
+
+class ExtrasBatchRequest(_ExtrasOptions):
+    imageList: list[_FileData] = Field(default_factory=list)  # the WebUI spells it so
+
+
+def _upscale(image: np.ndarray, options: _ExtrasOptions) -> np.ndarray:
+    """One picture through upscaler 1 (and 2, blended), as the WebUI's Extras tab."""
+    from PIL import Image
+
+    height, width = image.shape[:2]
+    scale = options.upscaling_resize
+    if options.resize_mode == 1:
+        scale = max(options.upscaling_resize_w / width, options.upscaling_resize_h / height)
+    out = upscale(image, options.upscaler_1, scale)
+    if options.upscaler_2 != "None" and options.extras_upscaler_2_visibility > 0:
+        second = upscale(image, options.upscaler_2, scale)
+        if second.shape != out.shape:
+            second = np.asarray(Image.fromarray(second).resize(out.shape[1::-1]))
+        out = np.asarray(Image.blend(Image.fromarray(out), Image.fromarray(second),
+                                     options.extras_upscaler_2_visibility))
+    if options.resize_mode == 1 and options.upscaling_crop:
+        w, h = min(options.upscaling_resize_w, out.shape[1]), min(options.upscaling_resize_h,
+                                                                  out.shape[0])
+        top, left = (out.shape[0] - h) // 2, (out.shape[1] - w) // 2
+        out = out[top:top + h, left:left + w]
+    return out
+
+
+def _check(options: _ExtrasOptions) -> None:
+    known = upscaler_names()
+    for field in ("upscaler_1", "upscaler_2"):
+        if getattr(options, field) not in known:
+            raise RequestError(f"{field} {getattr(options, field)!r} is not one of this server's "
+                               f"upscalers: {', '.join(known)} (models come from "
+                               "--upscaler-dir)")
+
+
+def _html_info(options: _ExtrasOptions, size: tuple[int, int]) -> str:
+    text = f"Postprocess upscale by: {options.upscaling_resize}, Postprocess upscaler: " \
+           f"{options.upscaler_1}"
+    if options.upscaler_2 != "None" and options.extras_upscaler_2_visibility > 0:
+        text += f", Postprocess upscaler 2: {options.upscaler_2}"
+    return f"<p>{text}</p><p>{size[0]}x{size[1]}</p>"
+
+
+def _declared_scale(name: str) -> int:
+    """The factor a model's name states ("4x-UltraSharp", "RealESRGAN_x2plus"); else 4, as the
+    WebUI lists most upscalers."""
+    match = re.search(r"(?:^|[^a-z0-9])x?([1-8])x?(?:[^a-z0-9]|plus|$)", name.lower())
+    return int(match[1]) if match else 4
+
+
+def extras_router(worker: Any, dependencies: Any = ()) -> APIRouter:
+    """The Extras routes under /sdapi/v1; jobs go through `worker.submit` (the generation
+    queue), `dependencies` are the API's (its authentication)."""
+    router = APIRouter(prefix="/sdapi/v1", dependencies=list(dependencies))
+
+    async def run(job: Any) -> Any:
+        try:
+            future = worker.submit(job)
+        except QueueFull:
+            raise HTTPException(503, "the queue is full; retry in a few seconds",
+                                headers={"Retry-After": "5"}) from None
+        try:
+            return await asyncio.wrap_future(future)
+        except ValueError as error:
+            raise RequestError(str(error)) from None
+
+    @router.get("/upscalers")
+    async def list_upscalers() -> list[dict[str, Any]]:
+        items = [{"name": name, "model_name": None, "model_path": None, "model_url": None,
+                  "scale": 4} for name in upscaler_names() if name not in MODEL_UPSCALERS]
+        items += [{"name": name, "model_name": up.path.stem, "model_path": str(up.path),
+                   "model_url": None, "scale": _declared_scale(up.path.stem)}
+                  for name, up in MODEL_UPSCALERS.items()]
+        return items
+
+    @router.post("/extra-single-image")
+    async def extra_single_image(request: ExtrasSingleRequest) -> dict[str, Any]:
+        _check(request)
+        image = np.asarray(decode_image(request.image, "image").convert("RGB"))
+        out = await run(lambda: _upscale(image, request))
+        return {"html_info": _html_info(request, out.shape[1::-1]), "image": encode_png(out)}
+
+    @router.post("/extra-batch-images")
+    async def extra_batch_images(request: ExtrasBatchRequest) -> dict[str, Any]:
+        _check(request)
+        images = [np.asarray(decode_image(item.data, f"imageList[{i}]").convert("RGB"))
+                  for i, item in enumerate(request.imageList)]
+        outs = await run(lambda: [_upscale(image, request) for image in images])
+        info = _html_info(request, outs[0].shape[1::-1]) if outs else ""
+        return {"html_info": info, "images": [encode_png(out) for out in outs]}
+
+    return router

@@ -1,0 +1,34 @@
+"""Any image upscaler by its WebUI name: Pillow's ("None", "Lanczos", "Nearest") or a model from
+`--upscaler-dir` ("R-ESRGAN 4x+"), for the Extras API and `python -m diffusion upscale`."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .interpolation import IMAGE_UPSCALERS, upscale_image
+from .models import MODEL_UPSCALERS
+
+__all__ = ["upscale", "upscaler_names"]
+
+
+def upscaler_names() -> list[str]:
+    """Every image upscaler name this process knows: "None", "Lanczos", "Nearest", then the
+    registered models (the WebUI's /sdapi/v1/upscalers order)."""
+    return ["None", *(n for n in IMAGE_UPSCALERS if n != "None"), *MODEL_UPSCALERS]
+
+
+def upscale(image: np.ndarray, name: str, scale: float) -> np.ndarray:
+    """(H, W, 3) uint8 upscaled by `scale` with upscaler `name`: a model's, or Pillow's for
+    "Lanczos", "Nearest" and "None" (a Lanczos resize, as the WebUI's UpscalerNone ends in).
+    The size is the WebUI's: each side times `scale`, rounded down to a multiple of 8.
+    Raises ValueError for an unknown name, listing the known ones."""
+    if name in MODEL_UPSCALERS:
+        return MODEL_UPSCALERS[name].upscale(image, scale)
+    if name not in IMAGE_UPSCALERS:
+        raise ValueError(f"unknown upscaler {name!r}; known: {', '.join(upscaler_names())} "
+                         "(model upscalers come from --upscaler-dir)")
+    height, width = image.shape[:2]
+    size = (int(width * scale) // 8 * 8, int(height * scale) // 8 * 8)
+    if size[0] < 8 or size[1] < 8:
+        raise ValueError(f"upscaling {width}x{height} by {scale} gives less than 8x8")
+    return upscale_image(image, size, name)

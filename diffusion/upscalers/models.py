@@ -1,0 +1,165 @@
+"""Model upscalers (ESRGAN, Real-ESRGAN, SRVGGNetCompact) from `.pth`/`.safetensors` files, under
+the names the WebUI gives them, and the registry hires fix and the Extras API look names up in.
+
+    register_upscaler_dir("models")          # models/ESRGAN/*.pth, models/RealESRGAN/*.pth
+    upscaler = MODEL_UPSCALERS["R-ESRGAN 4x+"]
+    big = upscaler.upscale(image, 4)          # (H, W, 3) uint8 -> (4H, 4W, 3) uint8
+
+The architecture is detected from the state dict's keys as spandrel detects it; the weights are
+read with the loaders (pickles without running them) when the upscaler is first used.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gpucore import Device, default_device
+from gpustd import Tensor
+
+from ..loaders import WeightsError
+from ..loaders._torch_file import open_weights_file
+from ..models.esrgan import RRDBNet
+from ..models.srvgg import SRVGGNetCompact
+from .tiled import run_tiled
+
+__all__ = ["MODEL_UPSCALERS", "ModelUpscaler", "find_upscalers", "load_upscaler_model",
+           "register_upscaler_dir"]
+
+SUFFIXES = (".pth", ".pt", ".safetensors")
+# the WebUI's names for Real-ESRGAN's releases (modules/realesrgan_model.py)
+WEBUI_NAMES = {
+    "RealESRGAN_x4plus": "R-ESRGAN 4x+",
+    "RealESRGAN_x4plus_anime_6B": "R-ESRGAN 4x+ Anime6B",
+    "RealESRGAN_x2plus": "R-ESRGAN 2x+",
+    "realesr-general-x4v3": "R-ESRGAN General 4xV3",
+    "realesr-general-wdn-x4v3": "R-ESRGAN General WDN 4xV3",
+    "realesr-animevideov3": "R-ESRGAN AnimeVideo",
+}
+
+
+def load_upscaler_model(state: Any, *, dtype: Any = np.float32,
+                        device: Device | None = None) -> RRDBNet | SRVGGNetCompact:
+    """The network a state dict (`{key: array}`, or a file path) holds, detected from its keys:
+    RRDBNet (old/new/BSRGAN layouts) or SRVGGNetCompact. Raises WeightsError naming the file
+    for anything else. torch: `spandrel.ModelLoader().load_from_file(path).model`."""
+    where = "state dict"
+    if isinstance(state, (str, os.PathLike)):
+        where, file = str(state), open_weights_file(state)
+        state = {key: file.read(key) for key in file.keys()}
+    keys = set(state)
+    try:
+        if {"model.0.weight", "model.1.sub.0.RDB1.conv1.0.weight"} <= keys or \
+                {"conv_first.weight", "body.0.rdb1.conv1.weight", "conv_last.weight"} <= keys or \
+                {"conv_first.weight", "RRDB_trunk.0.RDB1.conv1.weight", "conv_last.weight"} <= keys:
+            return RRDBNet.from_state_dict(state, dtype=dtype, device=device)
+        if {"body.0.weight", "body.1.weight"} <= keys:
+            return SRVGGNetCompact.from_state_dict(state, dtype=dtype, device=device)
+    except (ValueError, KeyError) as error:
+        raise WeightsError(f"{where}: {error}") from None
+    sample = ", ".join(sorted(keys)[:4]) or "no tensors"
+    raise WeightsError(f"{where}: not an upscaler this program runs (ESRGAN/RRDBNet, Real-ESRGAN, "
+                       f"SRVGGNetCompact); it holds {sample}")
+
+
+@dataclass
+class ModelUpscaler:
+    """One upscaler file: `name` (the WebUI's), `path`; the network is built on first use, in
+    `dtype` ("auto": float16 where the device has shader-f16, as the WebUI runs upscalers in
+    half precision unless --no-half; else float32)."""
+
+    name: str
+    path: Path
+    device: Device | None = None  # None: the default device
+    dtype: Any = "auto"
+    tile: int = 192  # the WebUI's ESRGAN_tile default
+    pad: int = 16
+    _model: Any = field(default=None, repr=False)
+
+    def model(self) -> RRDBNet | SRVGGNetCompact:
+        if self._model is None:
+            device = self.device or default_device()
+            dtype = self.dtype
+            if isinstance(dtype, str) and dtype == "auto":
+                dtype = np.float16 if device.has_f16 else np.float32
+            self._model = load_upscaler_model(self.path, dtype=dtype, device=device)
+        return self._model
+
+    @property
+    def scale(self) -> int:
+        """The network's own factor (loads it)."""
+        return self.model().scale
+
+    def run(self, image: np.ndarray) -> np.ndarray:
+        """One pass of the network over (H, W, 3) uint8, tiled: (H*s, W*s, 3) uint8."""
+        model = self.model()
+        chw = np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32) / 255.0
+        out = run_tiled(lambda part: _forward(model, part), chw, model.scale,
+                        tile=self.tile, pad=self.pad)
+        return (np.clip(out, 0.0, 1.0) * 255.0).round().astype(np.uint8).transpose(1, 2, 0)
+
+    def upscale(self, image: np.ndarray, scale: float) -> np.ndarray:
+        """Upscale by `scale` as the WebUI does: the target is (W*scale, H*scale) rounded down
+        to multiples of 8; the network runs up to 3 times until it is reached, then Lanczos
+        fits the exact size."""
+        height, width = image.shape[:2]
+        return self.upscale_to(image, (int(width * scale) // 8 * 8, int(height * scale) // 8 * 8))
+
+    def upscale_to(self, image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+        """(H, W, 3) uint8 -> (size[1], size[0], 3) uint8 (size is width, height)."""
+        from PIL import Image
+
+        for _ in range(3):
+            if image.shape[1] >= size[0] and image.shape[0] >= size[1]:
+                break
+            before = image.shape
+            image = self.run(image)
+            if image.shape == before:  # a 1x model: once is enough
+                break
+        if (image.shape[1], image.shape[0]) != tuple(size):
+            image = np.asarray(Image.fromarray(image).resize(size, Image.Resampling.LANCZOS))
+        return image
+
+
+def _forward(model: RRDBNet | SRVGGNetCompact, part: np.ndarray) -> np.ndarray:
+    """(C, h, w) -> (C, h*s, w*s): reflect-padded to the model's multiple, then cropped."""
+    multiple = getattr(model, "shuffle_factor", 1)
+    _, h, w = part.shape
+    padded = np.pad(part, ((0, 0), (0, -h % multiple), (0, -w % multiple)), mode="reflect")
+    device = model.weights[next(iter(model.weights))].device
+    x = Tensor.from_numpy(padded[None], dtype=model.dtype, device=device)
+    out = model(x).numpy()[0].astype(np.float32)
+    return out[:, :h * model.scale, :w * model.scale]
+
+
+def find_upscalers(folder: str | os.PathLike[str]) -> dict[str, Path]:
+    """WebUI name -> file for the upscaler files under `folder` (searched recursively: pass the
+    WebUI's models/ folder, or models/ESRGAN): Real-ESRGAN's releases under their WebUI names
+    ("R-ESRGAN 4x+"), other files under their stem ("4x-UltraSharp")."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise ValueError(f"upscaler folder {root} does not exist; pass the folder holding the "
+                         ".pth files (the WebUI's models/ or models/ESRGAN)")
+    found: dict[str, Path] = {}
+    for path in sorted(root.rglob("*")):
+        if path.suffix.lower() in SUFFIXES and path.is_file() and not path.name.startswith("."):
+            found.setdefault(WEBUI_NAMES.get(path.stem, path.stem), path)
+    return found
+
+
+MODEL_UPSCALERS: dict[str, ModelUpscaler] = {}
+
+
+def register_upscaler_dir(folder: str | os.PathLike[str], *,
+                          device: Device | None = None) -> list[str]:
+    """Add the upscalers under `folder` to MODEL_UPSCALERS (hires fix, the Extras API and the CLI
+    look names up there); returns the names added."""
+    found = find_upscalers(folder)
+    MODEL_UPSCALERS.update({name: ModelUpscaler(name, path, device)
+                            for name, path in found.items()})
+    return list(found)
+

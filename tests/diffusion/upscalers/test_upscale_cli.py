@@ -1,0 +1,33 @@
+"""`python -m diffusion upscale`: arguments, output naming, errors (Lanczos: no GPU needed; the
+model upscalers' numbers are test_model_upscalers.py's)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from diffusion.cli.main import main
+
+pytestmark = pytest.mark.nodevice
+
+
+def test_upscale_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    picture = np.random.default_rng(0).integers(0, 256, (20, 24, 3), dtype=np.uint8)
+    Image.fromarray(picture).save(tmp_path / "in.png")
+    assert main(["upscale", str(tmp_path / "in.png"), "--scale", "2"]) == 0
+    written = Path(capsys.readouterr().out.strip())
+    assert written == tmp_path / "in-Lanczos-x2.png"
+    want = Image.fromarray(picture).resize((48, 40), Image.Resampling.LANCZOS)
+    assert np.array_equal(np.asarray(Image.open(written)), np.asarray(want))
+    for argv, message in ((["--upscaler", "R-ESRGAN 4x+"], "unknown upscaler 'R-ESRGAN 4x+'"),
+                          (["--scale", "9"], "--scale must be from 1 to 8"),
+                          (["--upscaler", "nope.pth"], "no such file"),
+                          (["--upscaler-dir", str(tmp_path / "none")], "does not exist")):
+        assert main(["upscale", str(tmp_path / "in.png"), *argv]) == 2
+        assert message in capsys.readouterr().err
+    assert main(["upscale", str(tmp_path / "missing.png")]) == 2
+    assert "no such image" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in-Lanczos-x2.png", "in.png"]
