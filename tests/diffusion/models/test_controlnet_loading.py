@@ -132,6 +132,25 @@ def test_controlnet_files_load_the_folders_tensors(first_device: gpucore.Device,
     assert_close(got.numpy(), mid.numpy(), tol=TOL)
 
 
+@pytest.mark.nodevice
+def test_diffusers_named_file(tmp_path: Path) -> None:
+    """SDXL ControlNets are shared as one file under diffusers' names: it needs its config."""
+    from safetensors.numpy import save_file
+    from sdxl_tiny import UNET_SDXL_TINY
+
+    reference = tiny_controlnet(UNET_SDXL_TINY, seed=16)
+    want = state_dict(reference)
+    save_file(want, str(tmp_path / "controlnet-sdxl.safetensors"))
+    with pytest.raises(WeightsError, match="pass config="):
+        controlnet_weights(tmp_path / "controlnet-sdxl.safetensors")
+    weights = controlnet_weights(tmp_path / "controlnet-sdxl.safetensors", dtype="float16",
+                                 config=dict(reference.config))
+    assert weights.keys() == want.keys()
+    for key, value in want.items():
+        np.testing.assert_array_equal(weights[key], value.astype(np.float16), err_msg=key)
+
+
+@pytest.mark.nodevice
 def test_bad_controlnet_files(tmp_path: Path) -> None:
     from safetensors.numpy import save_file
 
