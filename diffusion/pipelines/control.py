@@ -33,6 +33,7 @@ import numpy as np
 
 from gpustd import Tensor, asarray
 from gpustd.capture import Captured, capture
+from gpustd.shape import concatenate, take_slice
 
 from ..models.controlnet import ControlNetModel, soft_injection_scales
 from ..models.t2i_adapter import T2IAdapter
@@ -119,7 +120,8 @@ class Control:
         self.total_steps = max(1, int(total_steps))
         self._captures: dict[int, Captured] = {}
         self._images: dict[tuple[int, int], Tensor] = {}
-        self._features: dict[tuple[int, int], list[Tensor]] = {}
+        self._features: dict[tuple[int, int, tuple[int, int]], list[Tensor]] = {}
+        self._zeros: dict[tuple[Any, ...], Tensor] = {}
 
     def residuals(self, x: Tensor, timesteps: Tensor, hidden: Tensor, step: int, *,
                   uncond_rows: int = 0, text_embeds: Tensor | None = None,
@@ -137,10 +139,7 @@ class Control:
             if rows[0] >= rows[1]:
                 continue
             if isinstance(unit.model, T2IAdapter):
-                feats = self._adapter_features(index, unit, batch)
-                scales = unit.scales(len(feats))
-                each = scales if isinstance(scales, tuple) else (scales,) * len(feats)
-                feats = [self._only_rows(f * s, rows) for f, s in zip(feats, each)]
+                feats = self._adapter_residuals(index, unit, batch, rows)
                 intra = feats if intra is None else [a + b for a, b in zip(intra, feats)]
                 continue
             part = _rows(x, rows)
@@ -171,27 +170,32 @@ class Control:
             self._images[key] = asarray(_control_batch(unit.image, batch), device=like.device)
         return self._images[key]
 
-    def _adapter_features(self, index: int, unit: ControlUnit, batch: int) -> list[Tensor]:
-        key = (index, batch)
+    def _adapter_residuals(self, index: int, unit: ControlUnit, batch: int,
+                           rows: tuple[int, int]) -> list[Tensor]:
+        """The adapter's scaled features for this batch: the same at every step, so run once
+        a generation."""
+        key = (index, batch, rows)
         if key not in self._features:
             model = unit.model
-            image = asarray(_control_batch(unit.image, batch),
-                            device=model.adapter.body[0].resnets[0].block1.weight.device)
-            self._features[key] = model(image)
+            device = model.adapter.body[0].resnets[0].block1.weight.device
+            feats = model(asarray(_control_batch(unit.image, batch), device=device))
+            scales = unit.scales(len(feats))
+            each = scales if isinstance(scales, tuple) else (scales,) * len(feats)
+            self._features[key] = [self._only_rows(f * s, rows) for f, s in zip(feats, each)]
         return self._features[key]
 
-    @staticmethod
-    def _only_rows(t: Tensor, rows: tuple[int, int], batch: int | None = None) -> Tensor:
+    def _only_rows(self, t: Tensor, rows: tuple[int, int], batch: int | None = None) -> Tensor:
         """t's rows outside `rows` set to 0 (t covers the whole batch, or with `batch` only
         `rows`, zeros joined in front)."""
-        from gpustd.shape import concatenate
-
         start, stop = rows
         if batch is not None:
             if start == 0:
                 return t
-            zeros = asarray(np.zeros((start, *t.shape[1:]), t.dtype), device=t.device)
-            return concatenate([zeros, t])
+            key = (start, *t.shape[1:], t.dtype.str)
+            if key not in self._zeros:  # uploaded once, not every step
+                self._zeros[key] = asarray(np.zeros((start, *t.shape[1:]), t.dtype),
+                                           device=t.device)
+            return concatenate([self._zeros[key], t])
         if start == 0 and stop == t.shape[0]:
             return t
         mask = np.zeros((t.shape[0],) + (1,) * (t.ndim - 1), t.dtype)
@@ -200,8 +204,6 @@ class Control:
 
 
 def _rows(t: Tensor, rows: tuple[int, int]) -> Tensor:
-    from gpustd.shape import take_slice
-
     start, stop = rows
     return t if (start, stop) == (0, t.shape[0]) else take_slice(t, start, stop, axis=0)
 

@@ -85,3 +85,35 @@ def test_bad_units_are_named() -> None:
         ControlUnit(model, None, guidance_start=0.8, guidance_end=0.2)
     with pytest.raises(TypeError, match="ControlNetModel or T2IAdapter"):
         ControlUnit(object(), None)
+
+
+def test_adapter_unit(first_device: gpucore.Device) -> None:
+    """A T2I-Adapter unit: the adapter's features times the mode's scales (the extension's
+    0.25, 0.62, 0.825, 1 when soft), unconditional row zero when ControlNet is more
+    important; computed once and reused by later steps."""
+    from test_controlnet_loading import tiny_adapter
+
+    from diffusion.models.t2i_adapter import T2IAdapter
+
+    reference = tiny_adapter("full_adapter")
+    ours = T2IAdapter(dict(reference.config), device=first_device)
+    ours.load_state_dict(state_dict(reference))
+    image = np.random.default_rng(17).uniform(0, 1, (16, 16, 3)).astype(np.float32)
+    with torch.no_grad():
+        plain = [f.numpy() for f in reference(torch.from_numpy(
+            np.repeat(image.transpose(2, 0, 1)[None], 2, 0)))]
+    x = gpustd.asarray(np.zeros((2, 4, 8, 8), np.float32), device=first_device)
+    t = gpustd.asarray(np.zeros(2, np.float32), device=first_device)
+    hidden = gpustd.asarray(np.zeros((2, 6, 32), np.float32), device=first_device)
+    for mode, scales in [(MODES[0], (0.5,) * 3), (MODES[2], (0.125, 0.31, 0.4125))]:
+        control = Control([ControlUnit(ours, image, weight=0.5, control_mode=mode)],
+                          total_steps=2)
+        got = control.residuals(x, t, hidden, 0, uncond_rows=1)
+        again = control.residuals(x, t, hidden, 1, uncond_rows=1)
+        feats = got["down_intrablock_additional_residuals"]
+        assert feats is again["down_intrablock_additional_residuals"]
+        for value, want, scale in zip(feats, plain, scales):
+            want = want * scale
+            if mode == MODES[2]:
+                want[0] = 0
+            assert_close(value.numpy(), want, tol=1e-3)
