@@ -51,8 +51,8 @@ def test_controlnet_txt2img_matches_diffusers(first_device: gpucore.Device, tmp_
 
     ours = load_pipeline(model_dir, device=first_device)
     unit = ControlUnit(load_controlnet(tmp_path / "controlnet", device=first_device), control,
-                       weight=0.8, guidance_end=0.75, schedule="diffusers")
-    result = ours.txt2img(PROMPT, negative_prompt=NEGATIVE, steps=4, cfg_scale=7.5, seed=7,
+                       weight=0.8, guidance_end=0.6, schedule="diffusers")
+    result = ours.txt2img(PROMPT, negative_prompt=NEGATIVE, steps=3, cfg_scale=7.5, seed=7,
                           width=SIZE, height=SIZE, sampler="diffusers", control=[unit])
 
     reference = diffusers.StableDiffusionControlNetPipeline.from_pretrained(
@@ -62,8 +62,8 @@ def test_controlnet_txt2img_matches_diffusers(first_device: gpucore.Device, tmp_
     def run_reference(scale: float) -> np.ndarray:
         _same_draws(monkeypatch, 7)
         return reference(PROMPT, Image.fromarray(control), negative_prompt=NEGATIVE,
-                         num_inference_steps=4, guidance_scale=7.5, height=SIZE, width=SIZE,
-                         controlnet_conditioning_scale=scale, control_guidance_end=0.75,
+                         num_inference_steps=3, guidance_scale=7.5, height=SIZE, width=SIZE,
+                         controlnet_conditioning_scale=scale, control_guidance_end=0.6,
                          output_type="np").images
 
     expected = run_reference(0.8)
