@@ -117,8 +117,10 @@ def test_unet_with_residuals(first_device: gpucore.Device) -> None:
     cn = tiny_controlnet(UNET_TINY)
     down, mid = _reference(cn, x, None)
     rng = np.random.default_rng(7)
-    # T2I-Adapter SD 1.5: one feature per down block, at the block's last resolution/width
+    # T2I-Adapter: one feature per down block, at the block's last resolution/width; one
+    # more, of the mid block's shape, goes to its output (SDXL's adapter has that)
     intra = [rng.standard_normal((2, 32, 6, 5)).astype(np.float32),
+             rng.standard_normal((2, 64, 6, 5)).astype(np.float32),
              rng.standard_normal((2, 64, 6, 5)).astype(np.float32)]
     t = {k: torch.from_numpy(v) for k, v in x.items()}
 
