@@ -19,12 +19,13 @@ pipelines/, a new sampler a module in samplers/.
 | `loaders` | checkpoint files to named weights: folders, single files, VAEs |
 | `lora` | LoRA / LyCORIS networks patched into a loaded pipeline |
 | `upscalers` | hires fix's upscalers |
+| `preprocessors` | the ControlNet extension's preprocessors (canny, invert, ...) on the GPU |
 | `server`, `cli` | the WebUI-compatible HTTP API and page; `python -m diffusion` |
 | `data` | the bundled model and CLIP's vocabulary (package data, not code) |
 
-Imports point one way: models, text, samplers, schedulers, noise, loaders, lora and
-upscalers import no pipeline, server or CLI; pipelines import them and never the server or
-the CLI (tests/test_layout.py checks this, and that there are no cycles).
+Imports point one way: models, text, samplers, schedulers, noise, loaders, lora,
+upscalers and preprocessors import no pipeline, server or CLI; pipelines import them and
+never the server or the CLI (tests/test_layout.py checks this, and that there are no cycles).
 """
 
 from .pipelines.load import default_model_path, load_pipeline

@@ -163,7 +163,7 @@ def test_imports_form_no_cycle():
 
 # diffusion's kinds that the generation front doors build on: none of them imports those doors.
 BELOW_PIPELINES = ("models", "text", "samplers", "schedulers", "noise", "loaders", "lora",
-                   "upscalers")
+                   "upscalers", "preprocessors")
 FRONT_DOORS = ("pipelines", "server", "cli")
 
 

@@ -10,6 +10,8 @@ loading weights is a walk over names (`load_state_dict`); configs are the `confi
 | `unet`, `unet_blocks` | `UNet2DConditionModel` (SD 1/2, SDXL) and its down/mid/up blocks |
 | `vae` | `AutoencoderKL`: encode to and decode from latents |
 | `tiled_vae` | the VAE over tiles, for images larger than memory allows at once |
+| `controlnet` | `ControlNetModel`: the UNet's input half reading a control image |
+| `t2i_adapter` | `T2IAdapter` (full, full XL, light): control image to down-block features |
 | `layers` | the pieces the UNet and VAE share: attention, ResNet blocks, down- and upsampling |
 | `t5` | T5's encoder (`T5EncoderModel`): FLUX's and SD3's second/third text encoder |
 | `flux` | `FluxTransformer2DModel` (FLUX.1 schnell and dev) |

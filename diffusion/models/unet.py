@@ -3,7 +3,7 @@ diffusers' parameter names and config."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -81,18 +81,13 @@ def check_config(config: Mapping[str, Any]) -> dict[str, Any]:
     return cfg
 
 
-class UNet2DConditionModel(nn.Module):
-    """The SD 1.x/2.x/SDXL UNet. Config: diffusers' `unet/config.json` dict.
+class UNetEncoder(nn.Module):
+    """The UNet's input half, shared by the UNet and ControlNet (which copies it): conv_in,
+    the time (and SDXL's added) embedding, the down blocks and the mid block, with diffusers'
+    names. `config` has been through `check_config`."""
 
-    SDXL's `addition_embed_type="text_time"` adds `add_embedding` (linear_1, SiLU, linear_2) of
-    the pooled text embedding and the sinusoidal embeddings of the micro-conditioning time ids
-    to the time embedding; `forward` then needs `added_cond`.
-    """
-
-    def __init__(self, config: dict[str, Any], *, dtype: Any = np.float32,
-                 device: Device | None = None) -> None:
-        place: Place = {"dtype": dtype, "device": device}
-        self.config = cfg = check_config(config)
+    def __init__(self, cfg: dict[str, Any], place: Place) -> None:
+        self.config = cfg
         channels = list(cfg["block_out_channels"])
         blocks = len(channels)
         layers = _per_block(cfg, "layers_per_block", blocks)
@@ -100,19 +95,11 @@ class UNet2DConditionModel(nn.Module):
         heads = _per_block(cfg, "attention_head_dim", blocks,
                            cfg["num_attention_heads"] or cfg["attention_head_dim"])
         depth = _per_block(cfg, "transformer_layers_per_block", blocks)
-        for key in ("down_block_types", "up_block_types"):
-            if len(cfg[key]) != blocks:
-                raise ValueError(f"UNet config {key} has {len(cfg[key])} entries, "
-                                 f"block_out_channels {blocks}")
-        groups, eps, ctx = cfg["norm_num_groups"], cfg["norm_eps"], cfg["cross_attention_dim"]
+        if len(cfg["down_block_types"]) != blocks:
+            raise ValueError(f"UNet config down_block_types has {len(cfg['down_block_types'])} "
+                             f"entries, block_out_channels {blocks}")
+        self._levels = (channels, layers, heads, depth)
         temb = channels[0] * 4
-
-        def resnet(i: int, o: int) -> ResnetBlock2D:
-            return ResnetBlock2D(i, o, temb_channels=temb, groups=groups, eps=eps, place=place)
-
-        def transformer(c: int, h: int, d: int) -> Transformer2DModel:
-            return Transformer2DModel(c, h, ctx, depth=d, groups=groups, place=place,
-                                      linear_projection=cfg["use_linear_projection"])
 
         def mlp(width_in: int) -> nn.Module:
             module = nn.Module()
@@ -130,92 +117,79 @@ class UNet2DConditionModel(nn.Module):
             cin, cout, last = channels[max(i - 1, 0)], channels[i], i == blocks - 1
             if kind not in ("CrossAttnDownBlock2D", "DownBlock2D"):
                 raise ValueError(f"unsupported down block type {kind!r}")
-            resnets = [resnet(cin if j == 0 else cout, cout) for j in range(layers[i])]
-            attns = ([transformer(cout, heads[i], depth[i]) for _ in range(layers[i])]
-                     if kind == "CrossAttnDownBlock2D" else None)
+            resnets = [self._resnet(place, cin if j == 0 else cout, cout)
+                       for j in range(layers[i])]
+            attns = ([self._transformer(place, cout, heads[i], depth[i])
+                      for _ in range(layers[i])] if kind == "CrossAttnDownBlock2D" else None)
             down.append(UNetBlock(resnets, attns,
                                   None if last else Downsample2D(cout, place=place),
                                   "downsamplers"))
         self.down_blocks = nn.ModuleList(down)
 
         self.mid_block = nn.Module()
-        self.mid_block.resnets = nn.ModuleList([resnet(channels[-1], channels[-1])
+        self.mid_block.resnets = nn.ModuleList([self._resnet(place, channels[-1], channels[-1])
                                                 for _ in range(2)])
         self.mid_block.attentions = nn.ModuleList(
-            [transformer(channels[-1], heads[-1], depth[-1])])
+            [self._transformer(place, channels[-1], heads[-1], depth[-1])])
 
-        up = []
-        rev, rev_heads, rev_layers = channels[::-1], heads[::-1], layers[::-1]
-        rev_depth = depth[::-1]
-        for i, kind in enumerate(cfg["up_block_types"]):
-            if kind not in ("CrossAttnUpBlock2D", "UpBlock2D"):
-                raise ValueError(f"unsupported up block type {kind!r}")
-            prev, cout = rev[max(i - 1, 0)], rev[i]
-            cin, last, n = rev[min(i + 1, blocks - 1)], i == blocks - 1, rev_layers[i] + 1
-            resnets = [resnet((prev if j == 0 else cout) + (cin if j == n - 1 else cout), cout)
-                       for j in range(n)]
-            attns = ([transformer(cout, rev_heads[i], rev_depth[i]) for _ in range(n)]
-                     if kind == "CrossAttnUpBlock2D" else None)
-            up.append(UNetBlock(resnets, attns, None if last else Upsample2D(cout, place=place),
-                                "upsamplers"))
-        self.up_blocks = nn.ModuleList(up)
+    def _resnet(self, place: Place, i: int, o: int) -> ResnetBlock2D:
+        cfg = self.config
+        return ResnetBlock2D(i, o, temb_channels=cfg["block_out_channels"][0] * 4,
+                             groups=cfg["norm_num_groups"], eps=cfg["norm_eps"], place=place)
 
-        self.conv_norm_out = nn.GroupNorm(groups, channels[0], eps=eps, **place)
-        self.conv_out = nn.Conv2d(channels[0], cfg["out_channels"], 3, padding=1, **place)
+    def _transformer(self, place: Place, c: int, h: int, d: int) -> Transformer2DModel:
+        cfg = self.config
+        return Transformer2DModel(c, h, cfg["cross_attention_dim"], depth=d,
+                                  groups=cfg["norm_num_groups"], place=place,
+                                  linear_projection=cfg["use_linear_projection"])
 
-    @property
-    def uses_added_cond(self) -> bool:
-        """True for SDXL UNets, whose forward needs `added_cond` (text_embeds, time_ids)."""
-        return self.config["addition_embed_type"] == "text_time"
-
-    def forward(self, sample: Tensor, timesteps: Any, context: Tensor,
-                added_cond: Mapping[str, Any] | None = None) -> Tensor:
-        """sample: (B, in_channels, h, w) latents; context: (B, L, cross_attention_dim).
-
-        timesteps: one number or B numbers (list / numpy), or a float32 Tensor of shape (B,) on
-        the sample's device, used there with no read-back (so a recorded step can be replayed
-        with new values). added_cond (SDXL only, else None): {"text_embeds": (B, P) pooled text
-        embedding, "time_ids": (B, n) micro-conditioning ids}, each a Tensor (time_ids float32)
-        or array-like, with P + n * addition_time_embed_dim ==
-        projection_class_embeddings_input_dim. Returns the model output (noise or v),
-        (B, out_channels, h, w). diffusers: `unet(sample, timesteps, context,
-        added_cond_kwargs=added_cond).sample`.
-        """
+    def embedding(self, sample: Tensor, timesteps: Any,
+                  added_cond: Mapping[str, Any] | None) -> Tensor:
+        """silu(time embedding [+ SDXL's added embedding]), (B, 4 * block_out_channels[0]):
+        what every resnet's time projection reads."""
         emb = self.time_embedding_of(sample, timesteps)
         if self.uses_added_cond:
             emb = emb + self.added_embedding_of(added_cond, sample.shape[0], sample)
         elif added_cond is not None:
             raise ValueError("added_cond is for SDXL UNets (addition_embed_type='text_time'); "
                              "this UNet takes none: pass added_cond=None")
-        temb_act = nn.silu(emb)  # every resnet's time projection starts with SiLU
+        return nn.silu(emb)
 
-        h = self.conv_in(sample)
+    def down(self, h: Tensor, temb_act: Tensor, context: Tensor,
+             intrablock: list[Tensor] | None = None) -> tuple[Tensor, list[Tensor]]:
+        """The down blocks from conv_in's output h: (last h, skips), skips beginning with h.
+
+        intrablock: T2I-Adapter features, consumed from the front, one per down block while
+        they last: added to a cross-attention block's last transformer output (before its
+        downsampler), or to a plain block's output (after it), as diffusers does."""
         skips = [h]
         for block in self.down_blocks:
+            attentive = block.attention(0) is not None
             for i, res in enumerate(block.resnets):
                 h = res(h, temb_act)
                 attn = block.attention(i)
                 if attn is not None:
                     h = attn(h, context)
+                if intrablock and attentive and i == len(block.resnets) - 1:
+                    h = h + intrablock.pop(0)
                 skips.append(h)
             sampler = block.sampler()
             if sampler is not None:
                 h = sampler(h)
                 skips.append(h)
+            if intrablock and not attentive:  # diffusers adds in place: the skip sees it too
+                h = skips[-1] = h + intrablock.pop(0)
+        return h, skips
 
+    def mid(self, h: Tensor, temb_act: Tensor, context: Tensor) -> Tensor:
         mid = self.mid_block
-        h = mid.resnets[1](mid.attentions[0](mid.resnets[0](h, temb_act), context), temb_act)
+        return mid.resnets[1](mid.attentions[0](mid.resnets[0](h, temb_act), context),
+                              temb_act)
 
-        for block in self.up_blocks:
-            for i, res in enumerate(block.resnets):
-                h = res(concatenate([h, skips.pop()], axis=1), temb_act)
-                attn = block.attention(i)
-                if attn is not None:
-                    h = attn(h, context)
-            sampler = block.sampler()
-            if sampler is not None:
-                h = sampler(h)
-        return self.conv_out(self.conv_norm_out(h, silu=True))
+    @property
+    def uses_added_cond(self) -> bool:
+        """True for SDXL UNets, whose forward needs `added_cond` (text_embeds, time_ids)."""
+        return self.config["addition_embed_type"] == "text_time"
 
     def time_embedding_of(self, sample: Tensor, timesteps: Any) -> Tensor:
         """time_embedding(sinusoid(timesteps)), (B, 4 * block_out_channels[0]) in sample's
@@ -266,3 +240,93 @@ class UNet2DConditionModel(nn.Module):
             text = text.astype(sample.dtype)
         joined = concatenate([text, time_embeds.reshape(batch, ids.shape[1] * dim)], axis=1)
         return self.add_embedding.linear_2(nn.silu(self.add_embedding.linear_1(joined)))
+
+
+class UNet2DConditionModel(UNetEncoder):
+    """The SD 1.x/2.x/SDXL UNet. Config: diffusers' `unet/config.json` dict.
+
+    SDXL's `addition_embed_type="text_time"` adds `add_embedding` (linear_1, SiLU, linear_2) of
+    the pooled text embedding and the sinusoidal embeddings of the micro-conditioning time ids
+    to the time embedding; `forward` then needs `added_cond`.
+    """
+
+    def __init__(self, config: dict[str, Any], *, dtype: Any = np.float32,
+                 device: Device | None = None) -> None:
+        place: Place = {"dtype": dtype, "device": device}
+        cfg = check_config(config)
+        super().__init__(cfg, place)
+        channels, layers, heads, depth = self._levels
+        blocks = len(channels)
+        if len(cfg["up_block_types"]) != blocks:
+            raise ValueError(f"UNet config up_block_types has {len(cfg['up_block_types'])} "
+                             f"entries, block_out_channels {blocks}")
+        up = []
+        rev, rev_heads, rev_layers = channels[::-1], heads[::-1], layers[::-1]
+        rev_depth = depth[::-1]
+        for i, kind in enumerate(cfg["up_block_types"]):
+            if kind not in ("CrossAttnUpBlock2D", "UpBlock2D"):
+                raise ValueError(f"unsupported up block type {kind!r}")
+            prev, cout = rev[max(i - 1, 0)], rev[i]
+            cin, last, n = rev[min(i + 1, blocks - 1)], i == blocks - 1, rev_layers[i] + 1
+            resnets = [self._resnet(place, (prev if j == 0 else cout)
+                                    + (cin if j == n - 1 else cout), cout) for j in range(n)]
+            attns = ([self._transformer(place, cout, rev_heads[i], rev_depth[i])
+                      for _ in range(n)] if kind == "CrossAttnUpBlock2D" else None)
+            up.append(UNetBlock(resnets, attns, None if last else Upsample2D(cout, place=place),
+                                "upsamplers"))
+        self.up_blocks = nn.ModuleList(up)
+
+        groups = cfg["norm_num_groups"]
+        self.conv_norm_out = nn.GroupNorm(groups, channels[0], eps=cfg["norm_eps"], **place)
+        self.conv_out = nn.Conv2d(channels[0], cfg["out_channels"], 3, padding=1, **place)
+
+    def forward(self, sample: Tensor, timesteps: Any, context: Tensor,
+                added_cond: Mapping[str, Any] | None = None, *,
+                down_block_additional_residuals: Sequence[Tensor] | None = None,
+                mid_block_additional_residual: Tensor | None = None,
+                down_intrablock_additional_residuals: Sequence[Tensor] | None = None
+                ) -> Tensor:
+        """sample: (B, in_channels, h, w) latents; context: (B, L, cross_attention_dim).
+
+        timesteps: one number or B numbers (list / numpy), or a float32 Tensor of shape (B,) on
+        the sample's device, used there with no read-back (so a recorded step can be replayed
+        with new values). added_cond (SDXL only, else None): {"text_embeds": (B, P) pooled text
+        embedding, "time_ids": (B, n) micro-conditioning ids}, each a Tensor (time_ids float32)
+        or array-like, with P + n * addition_time_embed_dim ==
+        projection_class_embeddings_input_dim. Returns the model output (noise or v),
+        (B, out_channels, h, w). diffusers: `unet(sample, timesteps, context,
+        added_cond_kwargs=added_cond).sample`.
+
+        The guidance networks' residuals, as diffusers names them (each in sample's dtype):
+        ControlNet's `down_block_additional_residuals` (one per skip, conv_in's first) and
+        `mid_block_additional_residual`, added to the skips and to the mid block's output;
+        T2I-Adapter's `down_intrablock_additional_residuals` (one per down block, the extra
+        one SDXL's adapter has going to the mid block's output).
+        """
+        temb_act = self.embedding(sample, timesteps, added_cond)
+        intrablock = (None if down_intrablock_additional_residuals is None
+                      else list(down_intrablock_additional_residuals))
+        h, skips = self.down(self.conv_in(sample), temb_act, context, intrablock)
+        if down_block_additional_residuals is not None:
+            if len(down_block_additional_residuals) != len(skips):
+                raise ValueError(f"down_block_additional_residuals has "
+                                 f"{len(down_block_additional_residuals)} tensors; this UNet has "
+                                 f"{len(skips)} skips: pass one per skip, as a ControlNet of "
+                                 "the same architecture gives them")
+            skips = [s + r for s, r in zip(skips, down_block_additional_residuals)]
+        h = self.mid(h, temb_act, context)
+        if mid_block_additional_residual is not None:
+            h = h + mid_block_additional_residual
+        if intrablock and intrablock[0].shape == h.shape:
+            h = h + intrablock.pop(0)
+
+        for block in self.up_blocks:
+            for i, res in enumerate(block.resnets):
+                h = res(concatenate([h, skips.pop()], axis=1), temb_act)
+                attn = block.attention(i)
+                if attn is not None:
+                    h = attn(h, context)
+            sampler = block.sampler()
+            if sampler is not None:
+                h = sampler(h)
+        return self.conv_out(self.conv_norm_out(h, silu=True))

@@ -158,13 +158,17 @@ def plan(sampler: str, scheduler: str, steps: int, discrete: DiscreteSchedule, *
 
 def unet_call(unet: UNet, x: Tensor, timesteps: Tensor, hidden: Tensor,
               text_embeds: Tensor | None = None,
-              time_ids: tuple[tuple[float, ...], ...] | None = None) -> Tensor:
+              time_ids: tuple[tuple[float, ...], ...] | None = None,
+              control: dict[str, Any] | None = None) -> Tensor:
     """One UNet call on device tensors (what GuidedUNet's step runs): x (B, C, H, W),
-    timesteps (B,), hidden (B, L, D); SDXL's text_embeds (B, P) and time_ids (B rows)."""
+    timesteps (B,), hidden (B, L, D); SDXL's text_embeds (B, P) and time_ids (B rows);
+    `control`: ControlNet / T2I-Adapter residuals by the UNet's keyword names (device
+    tensors, so a replay takes each step's own; diffusion.pipelines.control)."""
+    extra = control or {}
     if text_embeds is None:
-        return unet(x, timesteps, hidden)
+        return unet(x, timesteps, hidden, **extra)
     added = {"text_embeds": text_embeds, "time_ids": np.asarray(time_ids, np.float32)}
-    return unet(x, timesteps, hidden, added_cond=added)
+    return unet(x, timesteps, hidden, added_cond=added, **extra)
 
 
 class GuidedUNet:
@@ -177,38 +181,53 @@ class GuidedUNet:
     travels as device tensors. `contexts(step)` gives the text conditioning of a step (prompt
     editing changes it between steps). Uncond and cond run as one UNet batch when their lengths
     agree, else one after the other (the WebUI without `pad_cond_uncond`); without guidance
-    only cond runs."""
+    only cond runs. `control` (a diffusion.pipelines.control.Control) adds its units'
+    residuals to every call."""
 
-    def __init__(self, unet_step: UNet, contexts: Contexts, *, dtype: Any) -> None:
+    def __init__(self, unet_step: UNet, contexts: Contexts, *, dtype: Any,
+                 control: Any = None) -> None:
         self.unet_step = unet_step
         self.contexts = contexts
         self.dtype = dtype
+        self.control = control
+        self._step = 0
         self._joined: tuple[int, int, Context] | None = None
 
     def __call__(self, model_in: np.ndarray, t: float, step: int
                  ) -> tuple[np.ndarray | None, np.ndarray]:
         """(uncond output or None, cond output) at timestep `t` of WebUI step `step`."""
         uncond, cond = self.contexts(step)
+        self._step = step
         if uncond is None:
             return None, self._run(model_in, t, cond)
         if uncond.shape[1] == cond.shape[1]:
             both = self._run(np.concatenate([model_in, model_in]), t,
-                             self._joined_context(uncond, cond))
+                             self._joined_context(uncond, cond), uncond_rows=len(model_in))
             out_uncond, out_cond = np.split(both, 2)
             return out_uncond, out_cond
-        return self._run(model_in, t, uncond), self._run(model_in, t, cond)
+        return (self._run(model_in, t, uncond, uncond_rows=len(model_in)),
+                self._run(model_in, t, cond))
 
-    def _run(self, model_in: np.ndarray, t: float, context: Context) -> np.ndarray:
+    def _run(self, model_in: np.ndarray, t: float, context: Context, *,
+             uncond_rows: int = 0) -> np.ndarray:
         x = asarray(model_in.astype(np.float32), device=context.device)
         if x.dtype != self.dtype:
             x = x.astype(self.dtype)
         timesteps = asarray(np.full(x.shape[0], t, np.float32), device=x.device)
+        hidden, text_embeds, ids = context, None, None
         if isinstance(context, AddedContext):
             # time_ids are constant through a generation: a capture's (hashable) constant
+            hidden, text_embeds = context.hidden, context.text_embeds
             ids = tuple(map(tuple, np.asarray(context.time_ids).tolist()))
-            out = self.unet_step(x, timesteps, context.hidden, context.text_embeds, ids)
+        residuals = None if self.control is None else self.control.residuals(
+            x, timesteps, hidden, self._step, uncond_rows=uncond_rows,
+            text_embeds=text_embeds, time_ids=ids)
+        if residuals is not None:
+            out = self.unet_step(x, timesteps, hidden, text_embeds, ids, residuals)
+        elif text_embeds is not None:
+            out = self.unet_step(x, timesteps, hidden, text_embeds, ids)
         else:
-            out = self.unet_step(x, timesteps, context)
+            out = self.unet_step(x, timesteps, hidden)
         return out.numpy().astype(np.float64)
 
     def _joined_context(self, uncond: Context, cond: Context) -> Context:

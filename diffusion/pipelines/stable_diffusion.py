@@ -32,6 +32,7 @@ from ..text.tokenizer import CLIPTokenizer
 from ..upscalers.interpolation import HiresFix, upscale_image, upscale_latents
 from . import sampling
 from .capture import ModelCapture
+from .control import Control, ControlUnit
 from .refiner import HandOff, check_refiner, cutoff
 
 __all__ = ["GenerationResult", "SamplingDefaults", "StableDiffusion"]
@@ -81,6 +82,8 @@ class _Request:
     # a StableDiffusion that takes over at `switch_at` (diffusion.pipelines.refiner)
     refiner: Any = None
     switch_at: float = 0.8
+    # ControlNet / T2I-Adapter units (diffusion.pipelines.control.ControlUnit)
+    control: tuple[Any, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -330,7 +333,9 @@ class StableDiffusion:
         samplers one that hands over to the refiner's (diffusion.pipelines.refiner.HandOff)."""
         unet = sampling.GuidedUNet(self._unet_capture.of(self.unet),
                                    self._contexts(r, steps, webui=webui),
-                                   dtype=self.unet.conv_in.weight.dtype)
+                                   dtype=self.unet.conv_in.weight.dtype,
+                                   control=Control(r.control, total_steps=steps)
+                                   if r.control else None)
         if r.refiner is None or not webui:
             return unet
         other = r.refiner
@@ -388,7 +393,8 @@ class StableDiffusion:
                  seed_resize_from: tuple[int, int] | None = None,
                  refiner: StableDiffusion | None = None, refiner_switch_at: float = 0.8,
                  progress: Progress | None = None,
-                 on_step: StepCallback | None = None) -> GenerationResult:
+                 on_step: StepCallback | None = None,
+                 control: Sequence[ControlUnit] = ()) -> GenerationResult:
         """txt2img (no init image), img2img (`init_image`, `strength`) or inpaint
         (`init_image` + `mask`, white = repaint). Same seed and settings give the same image
         on the same adapter. Width and height default to the model's `native_size`.
@@ -414,7 +420,10 @@ class StableDiffusion:
 
         `on_step(done, total, latents)` is called after each step with the current latents
         (for previews); returning False stops sampling there and the partly denoised latents
-        are decoded (the WebUI's Interrupt/Skip)."""
+        are decoded (the WebUI's Interrupt/Skip).
+
+        `control`: ControlNet / T2I-Adapter units guiding every step
+        (diffusion.pipelines.control), their images at width x height."""
         width = self.native_size if width is None else width
         height = self.native_size if height is None else height
         _check_size(width, height)
@@ -437,7 +446,7 @@ class StableDiffusion:
             cfg_scale=float(cfg_scale), seed=seed, width=width, height=height,
             batch_size=int(batch_size), clip_skip=clip_skip, strength=float(strength),
             rng=rng, mode="txt2img" if init_image is None else "img2img" if mask is None
-            else "inpaint", embeddings=self._embedding_lookup())
+            else "inpaint", embeddings=self._embedding_lookup(), control=tuple(control))
         if refiner is not None:
             switch = check_refiner(self, refiner, refiner_switch_at, request.mode)
             if hires is not None:

@@ -1,0 +1,223 @@
+"""Guidance by control images: ControlNet and T2I-Adapter units, as the WebUI's ControlNet
+extension and diffusers' ControlNet / Adapter pipelines apply them to the UNet.
+
+    units = [ControlUnit(controlnet, edges, weight=0.8, guidance_end=0.6),
+             ControlUnit(adapter, sketch, control_mode="My prompt is more important")]
+    control = Control(units, total_steps=steps)
+    unet = sampling.GuidedUNet(unet_step, contexts, dtype=dtype, control=control)
+
+For each UNet call `Control` runs the units active at that step (guidance start/end as
+fractions of the steps), scales their residuals (weight, control mode) and sums them into the
+UNet's extra inputs (`UNet2DConditionModel.forward`'s down/mid/intra-block residuals), which
+travel into the captured UNet step as device tensors. A ControlNet runs once per UNet call
+(captured: recorded on its first call, replayed after); a T2I-Adapter once per generation.
+
+Control modes (the extension's `control_mode`):
+- "Balanced": every residual times the weight, on the conditional and unconditional rows.
+- "My prompt is more important": the soft weights weight * 0.825 ** (12 - i) (T2I-Adapter:
+  weight * (0.25, 0.62, 0.825, 1)), on both.
+- "ControlNet is more important": the soft weights on the conditional rows only (the
+  unconditional rows run without control, so guidance pushes towards it).
+diffusers' `guess_mode=True` is the last with diffusers' own scales (`guess_mode=True` here).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from gpustd import Tensor, asarray
+from gpustd.capture import Captured, capture
+from gpustd.shape import concatenate, take_slice
+
+from ..models.controlnet import ControlNetModel, soft_injection_scales
+from ..models.t2i_adapter import T2IAdapter
+
+__all__ = ["CONTROL_MODES", "Control", "ControlUnit"]
+
+CONTROL_MODES = ("Balanced", "My prompt is more important", "ControlNet is more important")
+_T2I_SOFT = (0.25, 0.62, 0.825, 1.0)
+
+
+@dataclass
+class ControlUnit:
+    """One control: a ControlNet or T2I-Adapter, its control image, and how it is applied.
+
+    image: the control map, uint8 (H, W, 3) or float (H, W, 3) / (B, 3, H, W) in [0, 1], at
+    the generated picture's size (8x the latents). guidance_start / guidance_end: the
+    fractions of the steps between which it acts. `schedule`: whose rule decides which steps
+    those are ("webui": the extension's step / steps in [start, end]; "diffusers": its
+    pipelines' `controlnet_keep`)."""
+
+    model: ControlNetModel | T2IAdapter
+    image: Any
+    weight: float = 1.0
+    guidance_start: float = 0.0
+    guidance_end: float = 1.0
+    control_mode: str = "Balanced"
+    guess_mode: bool = False
+    schedule: str = "webui"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.model, (ControlNetModel, T2IAdapter)):
+            raise TypeError(f"a control unit's model is a ControlNetModel or T2IAdapter, got "
+                            f"{type(self.model).__name__}")
+        if self.control_mode not in CONTROL_MODES:
+            raise ValueError(f"control_mode {self.control_mode!r}: expected one of "
+                             f"{', '.join(map(repr, CONTROL_MODES))}")
+        if self.schedule not in ("webui", "diffusers"):
+            raise ValueError(f"schedule {self.schedule!r}: expected 'webui' or 'diffusers'")
+        for name in ("weight", "guidance_start", "guidance_end"):
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"control unit {name} must be a finite number, got "
+                                 f"{getattr(self, name)!r}")
+        if not 0 <= self.guidance_start <= self.guidance_end <= 1:
+            raise ValueError(f"guidance_start {self.guidance_start} and guidance_end "
+                             f"{self.guidance_end} must satisfy 0 <= start <= end <= 1")
+
+    def active(self, step: int, total: int) -> bool:
+        """Whether the unit acts at step `step` (0-based) of `total`."""
+        if self.schedule == "diffusers":
+            return not (step / total < self.guidance_start
+                        or (step + 1) / total > self.guidance_end)
+        return self.guidance_start <= step / total <= self.guidance_end
+
+    @property
+    def cond_only(self) -> bool:
+        return self.guess_mode or self.control_mode == CONTROL_MODES[2]
+
+    def scales(self, count: int) -> tuple[float, ...] | float:
+        """The residuals' scales: one number, or one per residual."""
+        if self.guess_mode:
+            return float(self.weight)
+        if self.control_mode == CONTROL_MODES[0]:
+            return float(self.weight)
+        if isinstance(self.model, T2IAdapter):
+            return tuple(self.weight * s for s in _T2I_SOFT[:count])
+        return tuple(soft_injection_scales(count, self.weight))
+
+
+def _controlnet_call(model: ControlNetModel, x: Tensor, timesteps: Tensor, hidden: Tensor,
+                     image: Tensor, text_embeds: Tensor | None, time_ids: Any,
+                     scale: Any, guess_mode: bool) -> tuple[list[Tensor], Tensor]:
+    added = None if text_embeds is None else {
+        "text_embeds": text_embeds, "time_ids": np.asarray(time_ids, np.float32)}
+    return model(x, timesteps, hidden, image, added, conditioning_scale=scale,
+                 guess_mode=guess_mode)
+
+
+class Control:
+    """The summed residuals of `units` for each UNet call (see the module docstring).
+    `total_steps`: the steps the start/end fractions count (the sampler's model calls)."""
+
+    def __init__(self, units: Sequence[ControlUnit], *, total_steps: int) -> None:
+        self.units = list(units)
+        self.total_steps = max(1, int(total_steps))
+        self._captures: dict[int, Captured] = {}
+        self._images: dict[tuple[int, int], Tensor] = {}
+        self._features: dict[tuple[int, int, tuple[int, int]], list[Tensor]] = {}
+        self._zeros: dict[tuple[Any, ...], Tensor] = {}
+
+    def residuals(self, x: Tensor, timesteps: Tensor, hidden: Tensor, step: int, *,
+                  uncond_rows: int = 0, text_embeds: Tensor | None = None,
+                  time_ids: Any = None) -> dict[str, list[Tensor] | Tensor] | None:
+        """The UNet's extra keyword inputs for a call on x (B, C, h, w) whose first
+        `uncond_rows` rows are unconditional; None when no unit acts at `step`."""
+        down: list[Tensor] | None = None
+        mid: Tensor | None = None
+        intra: list[Tensor] | None = None
+        batch = x.shape[0]
+        for index, unit in enumerate(self.units):
+            if not unit.active(step, self.total_steps):
+                continue
+            rows = (uncond_rows, batch) if unit.cond_only else (0, batch)
+            if rows[0] >= rows[1]:
+                continue
+            if isinstance(unit.model, T2IAdapter):
+                feats = self._adapter_residuals(index, unit, batch, rows)
+                intra = feats if intra is None else [a + b for a, b in zip(intra, feats)]
+                continue
+            part = _rows(x, rows)
+            run = self._captures.setdefault(
+                index, capture(functools.partial(_controlnet_call, unit.model),
+                               copy_outputs=True, max_signatures=2))
+            image = self._image(index, unit, rows[1] - rows[0], x)
+            count = len(unit.model.controlnet_down_blocks) + 1
+            got_down, got_mid = run(part, _rows(timesteps, rows), _rows(hidden, rows), image,
+                                    None if text_embeds is None else _rows(text_embeds, rows),
+                                    None if time_ids is None else tuple(time_ids[rows[0]:]),
+                                    unit.scales(count), unit.guess_mode)
+            got_down = [self._only_rows(d, rows, batch) for d in got_down]
+            got_mid = self._only_rows(got_mid, rows, batch)
+            down = got_down if down is None else [a + b for a, b in zip(down, got_down)]
+            mid = got_mid if mid is None else mid + got_mid
+        out: dict[str, list[Tensor] | Tensor] = {}
+        if down is not None and mid is not None:
+            out["down_block_additional_residuals"] = down
+            out["mid_block_additional_residual"] = mid
+        if intra is not None:
+            out["down_intrablock_additional_residuals"] = intra
+        return out or None
+
+    def _image(self, index: int, unit: ControlUnit, batch: int, like: Tensor) -> Tensor:
+        key = (index, batch)
+        if key not in self._images:
+            self._images[key] = asarray(_control_batch(unit.image, batch), device=like.device)
+        return self._images[key]
+
+    def _adapter_residuals(self, index: int, unit: ControlUnit, batch: int,
+                           rows: tuple[int, int]) -> list[Tensor]:
+        """The adapter's scaled features for this batch: the same at every step, so run once
+        a generation."""
+        key = (index, batch, rows)
+        if key not in self._features:
+            model = unit.model
+            device = model.adapter.body[0].resnets[0].block1.weight.device
+            feats = model(asarray(_control_batch(unit.image, batch), device=device))
+            scales = unit.scales(len(feats))
+            each = scales if isinstance(scales, tuple) else (scales,) * len(feats)
+            self._features[key] = [self._only_rows(f * s, rows) for f, s in zip(feats, each)]
+        return self._features[key]
+
+    def _only_rows(self, t: Tensor, rows: tuple[int, int], batch: int | None = None) -> Tensor:
+        """t's rows outside `rows` set to 0 (t covers the whole batch, or with `batch` only
+        `rows`, zeros joined in front)."""
+        start, stop = rows
+        if batch is not None:
+            if start == 0:
+                return t
+            key = (start, *t.shape[1:], t.dtype.str)
+            if key not in self._zeros:  # uploaded once, not every step
+                self._zeros[key] = asarray(np.zeros((start, *t.shape[1:]), t.dtype),
+                                           device=t.device)
+            return concatenate([self._zeros[key], t])
+        if start == 0 and stop == t.shape[0]:
+            return t
+        mask = np.zeros((t.shape[0],) + (1,) * (t.ndim - 1), t.dtype)
+        mask[start:stop] = 1
+        return t * asarray(mask, device=t.device)
+
+
+def _rows(t: Tensor, rows: tuple[int, int]) -> Tensor:
+    start, stop = rows
+    return t if (start, stop) == (0, t.shape[0]) else take_slice(t, start, stop, axis=0)
+
+
+def _control_batch(image: Any, batch: int) -> np.ndarray:
+    """The control image as float32 (batch, 3, H, W) in [0, 1]."""
+    array = np.asarray(image)
+    if array.dtype == np.uint8:
+        array = array.astype(np.float32) / 255.0
+    if array.ndim == 3:
+        array = array.transpose(2, 0, 1)[None]
+    if array.ndim != 4 or not np.isfinite(array).all():
+        raise ValueError(f"a control image is (H, W, 3) uint8 or float in [0, 1], or "
+                         f"(B, 3, H, W); got {array.dtype} {array.shape}")
+    if array.shape[0] not in (1, batch):
+        raise ValueError(f"the control image batch is {array.shape[0]}; give 1 or {batch}")
+    return np.ascontiguousarray(np.broadcast_to(array, (batch, *array.shape[1:])), np.float32)

@@ -1,0 +1,23 @@
+"""The ControlNet extension's preprocessors ("modules") on the GPU: a picture in, the control
+map a ControlNet or T2I-Adapter reads out.
+
+    edges = preprocess("canny", picture, threshold_a=100, threshold_b=200)   # uint8 HxWx3
+
+| module | what | threshold_a / threshold_b |
+|---|---|---|
+| `none` | the user's own map, as given | |
+| `canny` | Canny edges: the pixels of `cv2.Canny` (gpustd.canny) | low / high (100, 200) |
+| `invert` | 255 - picture: a black-on-white drawing becomes white-on-black | |
+| `threshold` | white where every channel is above the threshold | threshold (127) |
+| `scribble_thr` | white where some channel is below 127 (dark strokes on paper) | |
+| `blur_gaussian` | `cv2.GaussianBlur(picture, (0, 0), sigma)` | sigma (9) |
+| `tile_resample` | downsampled by the rate with OpenCV's area resampling | rate (1: as is) |
+
+Pictures are uint8 HxW, HxWx3 or HxWx4 (alpha dropped), as the extension's HWC3 reads them;
+maps come back uint8 HxWx3. They run at the picture's own size: the extension's
+processor_res resize (and pad to 64) is the caller's choice of input size.
+"""
+
+from .registry import PREPROCESSORS, Preprocessor, module_list, preprocess
+
+__all__ = ["PREPROCESSORS", "Preprocessor", "module_list", "preprocess"]
