@@ -20,6 +20,7 @@ BENCH_MODELS=flux,sd35 picks the models (default: flux; each takes ~1-1.5 min on
 from __future__ import annotations
 
 import gc
+import json
 import os
 import time
 from typing import Any
@@ -208,6 +209,7 @@ def _our_rows(model: str, config: dict[str, Any], weights: dict[str, np.ndarray]
 
     # 4. timings, eager and replayed, and where one step's kernel time goes
     got, replayed, timings, capture = _harness.eager_and_replay(fn, args, device, repeat)
+    captured = device.memory_stats()  # the capture pins the buffers its one call used
     with device.profile() as prof:
         fn(*args)
     kernels = {k: {"calls": n, "ms": ns / 1e6} for k, (n, ns) in prof.summary().items()}
@@ -217,6 +219,7 @@ def _our_rows(model: str, config: dict[str, Any], weights: dict[str, np.ndarray]
               "peak_reserved_gib": (step.peak_reserved - base) / GIB,
               "weights_gib": (loaded.allocated - base) / GIB,
               "load_peak_gib": (loaded.peak_reserved - base) / GIB,
+              "capture_peak_reserved_gib": (captured.peak_reserved - base) / GIB,
               "driver_load_peak_gib": load_driver.peak, "driver_step_peak_gib": step_driver.peak,
               "load_s": load_s, "first_step_s": first_s}
     rows = []
@@ -293,6 +296,7 @@ def run(quick: bool = False) -> dict[str, Any]:
     for model in wanted:
         model_rows, kernels[model], models[model] = _one_model(model, quick, device, cuda)
         rows += model_rows
+        print(json.dumps(model_rows, default=float), flush=True)  # a cut-off run keeps it
     return {
         "benchmark": "flux",
         "environment": _harness.environment(device),
