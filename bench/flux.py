@@ -251,6 +251,8 @@ def _one_model(model: str, quick: bool, device: gpucore.Device, cuda: Any
     start = time.perf_counter()
     reference = _reference(model, config, "cuda" if cuda else "cpu")
     params = sum(p.numel() for p in reference.parameters())
+    if cuda:
+        torch.cuda.synchronize()
     build_s = time.perf_counter() - start
     print(f"{model}: {params / 1e9:.2f}B parameters drawn in {build_s:.1f} s", flush=True)
     x = _inputs(model, config, quick)
