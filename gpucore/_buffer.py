@@ -132,8 +132,9 @@ class Buffer(Generic[T]):
         """The buffer's contents as a new 1-D numpy array (submits pending work first)."""
         if self.length == 0:
             return np.empty(0, self.dtype)
-        raw = self.device.read_bytes(self.wgpu, 0, self.size)
-        return np.frombuffer(raw, dtype=self.dtype, count=self.length).copy()
+        out = np.empty(self.length, self.dtype)
+        self.device.read_bytes(self.wgpu, 0, self.nbytes, out)  # straight into `out`
+        return out
 
     async def read_async(self) -> np.ndarray:
         """Like `read()`, but awaits the map instead of blocking the event loop."""

@@ -23,6 +23,7 @@ from ._capture import Capture, CaptureError
 from ._errors import DeviceLimitError, DeviceLostError, GpuError
 from ._pool import BufferPool, size_class
 from ._profile import Profile
+from ._staging import Staging
 from ._stream import Event, Stream
 
 __all__ = ["Device", "Pipeline", "default_device", "synchronize"]
@@ -93,6 +94,7 @@ class Device:
         self._fence: GPUBuffer | None = None
         self._queries: tuple[GPUQuerySet, GPUBuffer] | None = None  # timed Events' (_stream)
         self.pool = BufferPool()
+        self.staging = Staging(self)  # read-backs and large uploads (gpucore._staging)
         # Creation counters: a warm forward pass or a replay should add to none of them.
         self.buffers_created = 0  # real allocations
         self.pipelines_created = 0
@@ -297,8 +299,7 @@ class Device:
     def synchronize(self) -> None:
         """Submit pending work (every stream) and block until the GPU has finished it.
 
-        wgpu-py 0.32's `on_submitted_work_done_sync` raises, so we wait on a tiny mapped
-        read-back, which completes only after all earlier submissions.
+        wgpu-py 0.32's `on_submitted_work_done_sync` raises: we wait on a tiny read-back.
         """
         with self._lock:
             self.flush()
@@ -307,7 +308,7 @@ class Device:
                     size=4, usage=wgpu.BufferUsage.COPY_SRC | wgpu.BufferUsage.COPY_DST
                 )
             try:
-                self.queue.read_buffer(self._fence)
+                self.staging.read(self._fence, 0, 4)
             except GPUError as exc:
                 raise _handle_lost(exc) from exc
 
@@ -345,8 +346,10 @@ class Device:
         """
         return Profile(self)
 
-    def read_bytes(self, buffer: GPUBuffer, offset: int, size: int) -> memoryview:
-        """Submit pending work (every stream), then copy `size` bytes of `buffer` back."""
+    def read_bytes(self, buffer: GPUBuffer, offset: int, size: int,
+                   out: np.ndarray | None = None) -> memoryview:
+        """Submit pending work (every stream), then copy `size` bytes of `buffer` back, into
+        `out` when given (a contiguous array of `size` bytes), through the staging ring."""
         with self._lock:
             if self._capture is not None:
                 raise CaptureError(
@@ -355,7 +358,7 @@ class Device:
                     "captured call (outside `with device.capture()` / gpustd.capture's fn)")
             self.flush()
             try:
-                return self.queue.read_buffer(buffer, offset, size)
+                return self.staging.read(buffer, offset, size, out)
             except GPUError as exc:
                 raise _handle_lost(exc) from exc
 
@@ -367,7 +370,7 @@ class Device:
                 self._capture.add_write(
                     buffer, offset, data if isinstance(data, bytes) else data.tobytes())
             self.flush()
-            self.queue.write_buffer(buffer, offset, data)
+            self.staging.write(buffer, offset, data)
 
 
 _default: Device | None = None
