@@ -5,7 +5,8 @@ and matmul, convolve/correlate — numpy's names and semantics. Submodules: `lin
 `signal`, `image`, `nn` (the neural-network operators and layers).
 """
 
-from . import distributed, fft, image, linalg, nn, signal
+# _numpy_api fills Tensor's operator and numpy-protocol tables
+from . import _numpy_api, distributed, fft, image, linalg, nn, signal  # noqa: F401
 from ._gemm_subgroup_matrix import available as has_matrix_units
 from ._tensor import Tensor, asarray, empty, zeros
 from .capture import capture
