@@ -1,8 +1,8 @@
-"""Several GPUs: work split over 1 and N devices with gpucore.DeviceGroup / gpustd.distributed.
+"""Several GPUs: work split over 1 and N devices of one process with gpucore.DeviceGroup.
 
 Rows (wall time, median of repeats, after warm-up):
-  transfer  host<->device bandwidth of one device alone and of all at once (the cost model's
-            H2D/D2H), through Tensor.from_numpy / Tensor.numpy;
+  transfer  host<->device bandwidth of one device alone and of all at once, through
+            Tensor.from_numpy / Tensor.numpy (gpucore._staging's rings, 8 MiB chunks);
   gil       how fast a Python thread runs while another thread waits on the GPU (1.0: the wait
             releases the GIL entirely);
   gemm/fft  a batched GEMM and a batched FFT split along the batch axis: data already on the
@@ -18,6 +18,7 @@ BENCH_DEVICES (default "all") picks the devices, as `gpucore.open_devices` reads
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 import time
@@ -27,13 +28,39 @@ from typing import Any
 import numpy as np
 
 import gpucore
-from gpucore import DeviceGroup
-from gpustd import Tensor, distributed, fft, linalg
+from gpucore import DeviceGroup, split_sizes
+from gpustd import Tensor, concatenate, fft, linalg
 
 from . import _harness
 
 COLUMNS = ["workload", "mode", "devices", "ms", "speedup", "rate", "unit", "baseline_ms",
            "baseline_speedup", "ratio"]
+
+
+def _scatter(x: np.ndarray | Tensor, sub: DeviceGroup) -> list[Tensor]:
+    """`x` cut along axis 0 into one part per device, uploaded in parallel. From a Tensor: read
+    once to the host, its own device's part sliced there."""
+    bounds = list(itertools.pairwise(itertools.accumulate(split_sizes(len(x), len(sub)),
+                                                          initial=0)))
+    source = x if isinstance(x, Tensor) else None
+    host = x.numpy() if isinstance(x, Tensor) else x
+
+    def place(device: gpucore.Device, span: tuple[int, int]) -> Tensor:
+        if source is not None and device is source.device:
+            return source[span[0]:span[1]]
+        return Tensor.from_numpy(host[span[0]:span[1]], device=device)
+    return sub.map(place, bounds)
+
+
+def _gather_numpy(parts: list[Tensor], sub: DeviceGroup) -> np.ndarray:
+    return np.concatenate(sub.map(lambda _d, p: p.numpy(), parts))
+
+
+def _gather(parts: list[Tensor], sub: DeviceGroup) -> Tensor:
+    """The parts joined on the first device (the others' through the host)."""
+    target = sub[0]
+    moved = sub.map(lambda _d, p: p if p.device is target else p.to(target), parts)
+    return moved[0] if len(moved) == 1 else concatenate(moved)
 
 
 def _transfer(sub: DeviceGroup, host: np.ndarray, repeat: int) -> tuple[float, float]:
@@ -103,11 +130,11 @@ def _split_times(sub: DeviceGroup, inputs: list[np.ndarray], op: Callable[..., T
     """ms of `op(*parts)` over the devices of `sub` in each mode, and torch's resident."""
     def run_on(parts: list[list[Tensor]]) -> list[Tensor]:
         return sub.map(lambda _d, p: op(*p), list(zip(*parts, strict=True)))
-    placed = [distributed.scatter(x, sub) for x in inputs]
+    placed = [_scatter(x, sub) for x in inputs]
     times = {"resident": _harness.numpy_ms(lambda: run_on(placed), repeat=repeat)}
 
     def host() -> np.ndarray:
-        return distributed.gather_numpy(run_on([distributed.scatter(x, sub) for x in inputs]))
+        return _gather_numpy(run_on([_scatter(x, sub) for x in inputs]), sub)
     err = check(host())
     if err > 1e-4:
         raise AssertionError(f"over {len(sub)} devices: relative error {err}")
@@ -115,8 +142,7 @@ def _split_times(sub: DeviceGroup, inputs: list[np.ndarray], op: Callable[..., T
     sources = [Tensor.from_numpy(x, device=sub[0]) for x in inputs]
 
     def dev0() -> None:
-        distributed.gather(run_on([distributed.scatter(s, sub) for s in sources]),
-                           device=sub[0])
+        _gather(run_on([_scatter(s, sub) for s in sources]), sub)
         sub[0].synchronize()
     times["dev0"] = _harness.numpy_ms(dev0, repeat=repeat)
     torch = _harness.torch_cuda()

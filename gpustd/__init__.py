@@ -2,11 +2,12 @@
 
 Top level: Tensor, array creation, elementwise math, reductions, shape functions, BLAS-1
 and matmul, convolve/correlate — numpy's names and semantics. Submodules: `linalg`, `fft`,
-`signal`, `image`, `nn` (the neural-network operators and layers).
+`signal`, `image`, `nn` (the neural-network operators and layers), and `gpustd.dask` (Tensor
+as a Dask array chunk type: gpustd across the GPUs of a cluster; imported on its own).
 """
 
 # _numpy_api fills Tensor's operator and numpy-protocol tables
-from . import _numpy_api, distributed, fft, image, linalg, nn, signal  # noqa: F401
+from . import _numpy_api, fft, image, linalg, nn, signal  # noqa: F401
 from ._gemm_subgroup_matrix import available as has_matrix_units
 from ._tensor import Tensor, asarray, empty, zeros
 from .capture import capture
@@ -22,7 +23,7 @@ from .unary import abs, clip, exp, gelu, log, negative, rsqrt, sigmoid, silu, sq
 
 __all__ = [
     "KernelCompileError", "Tensor", "abs", "add", "argmax", "argmin", "asarray", "capture",
-    "clip", "concatenate", "convolve", "correlate", "cumsum", "distributed", "divide", "dot",
+    "clip", "concatenate", "convolve", "correlate", "cumsum", "divide", "dot",
     "elementwise_kernel", "empty", "exp", "fft", "gelu", "has_matrix_units", "image", "linalg",
     "log",
     "log_softmax", "logsumexp", "matmul", "max", "maximum", "mean", "min", "minimum",
