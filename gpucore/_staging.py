@@ -24,7 +24,10 @@ one at a time and never interleave their chunks; devices transfer in parallel.
 
 from __future__ import annotations
 
+import itertools
+import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -46,12 +49,38 @@ DEPTH = 4
 # behind whatever the queue holds. Per-step constants (timesteps, parameters) are small.
 SMALL_WRITE = 1 << 20
 
+# A read-back's host copy of each chunk is split over this many threads (numpy's copy
+# releases the GIL): one core's memcpy into a fresh result array, page faults included, is
+# slower than the bus. Pieces under 1 MiB are not worth a thread.
+COPY_THREADS = max(1, min(4, os.cpu_count() or 1))
+_PIECE = 1 << 20
+_copiers: ThreadPoolExecutor | None = None
+_copiers_lock = threading.Lock()
+
 _READ = wgpu.BufferUsage.MAP_READ | wgpu.BufferUsage.COPY_DST
 _WRITE = wgpu.BufferUsage.MAP_WRITE | wgpu.BufferUsage.COPY_SRC
 
 
 def _words(nbytes: int) -> int:
     return (nbytes + 3) // 4 * 4  # buffer copies and maps move whole 4-byte words
+
+
+def _host_copy(dst: np.ndarray, src: np.ndarray) -> None:
+    """np.copyto(dst, src) for 1-D uint8 arrays, large ones in pieces on COPY_THREADS threads."""
+    global _copiers
+    pieces = min(COPY_THREADS, dst.size // _PIECE)
+    if pieces <= 1:
+        np.copyto(dst, src)
+        return
+    with _copiers_lock:
+        if _copiers is None:
+            _copiers = ThreadPoolExecutor(COPY_THREADS - 1, thread_name_prefix="gpucore-copy")
+    cuts = [dst.size * k // pieces // 64 * 64 for k in range(pieces)] + [dst.size]
+    others = [_copiers.submit(np.copyto, dst[a:b], src[a:b])
+              for a, b in itertools.pairwise(cuts[1:])]
+    np.copyto(dst[:cuts[1]], src[:cuts[1]])
+    for done in others:
+        done.result()
 
 
 class Staging:
@@ -140,8 +169,7 @@ class Staging:
                     n = min(self.chunk, size - pos)
                     pending.pop(i).sync_wait()
                     slot = self._read_slots[i % self.depth]
-                    # numpy's copy releases the GIL: other threads run while it moves bytes
-                    np.copyto(dst[pos:pos + n], np.frombuffer(
+                    _host_copy(dst[pos:pos + n], np.frombuffer(
                         slot.read_mapped(0, _words(n), copy=False), np.uint8, count=n))
                     slot.unmap()
                     if i + self.depth < len(starts):

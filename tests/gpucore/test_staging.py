@@ -16,6 +16,7 @@ import pytest
 from support import random_array
 
 import gpucore
+from gpucore import _staging
 from gpucore._staging import Staging
 
 CHUNK = 4096  # bytes: 1024 float32
@@ -119,3 +120,14 @@ def test_bad_ranges_and_settings_are_refused(dev: gpucore.Device) -> None:
     with pytest.raises(ValueError, match="multiple of 8"):
         Staging(dev, chunk=100)
     np.testing.assert_array_equal(buf.read(), np.arange(1, 10, dtype=np.float32))
+
+
+@pytest.mark.nodevice
+def test_host_copy_in_pieces_on_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_staging, "COPY_THREADS", 3)
+    rng = np.random.default_rng(5)
+    for size in (5, _staging._PIECE * 3 + 13, _staging._PIECE * 7 + 1):
+        src = rng.integers(0, 256, size, dtype=np.uint8)
+        dst = np.zeros(size, np.uint8)
+        _staging._host_copy(dst, src)
+        np.testing.assert_array_equal(dst, src)
