@@ -9,6 +9,10 @@ Rows (wall time, median of repeats, after warm-up):
             devices ("resident", compute scaling), from and back to host memory ("host"), and
             from one device back to it ("dev0": the extra copies of splitting a Tensor);
             the baseline is torch on the same GPUs, resident, launched the same way;
+  dask      the same GEMM (blocked, 2x2 tiles per matrix) and FFT (batch chunks) as dask.array
+            graphs of gpustd chunks on gpustd.dask.local_cluster (a worker process per device),
+            inputs persisted on the workers, results persisted there ("resident"); tiles that
+            change workers travel through the host. Skipped without the dask extra;
   server    the server's images per second: its worker pool (one worker and pipeline per
             device, one FIFO queue) on the bundled shapes-128 model, jobs submitted in process
             (no HTTP), one image per job; the images of N workers equal those of one.
@@ -222,6 +226,48 @@ def _fft(group: DeviceGroup, batch: int, n: int, rounds: int,
                        torch_op if torch else None, repeat)
 
 
+def _dask(group: DeviceGroup, size: int, batch: int, n: int,
+          repeat: int) -> list[dict[str, Any]]:
+    try:
+        import dask.array as da
+        import distributed
+
+        from gpustd import dask as gd
+    except ImportError as exc:
+        return [{"workload": "dask", "mode": f"skipped ({exc}): pip install avx-gpu[dask]"}]
+    rng = np.random.default_rng(4)
+    a = rng.standard_normal((size, size), dtype=np.float32)
+    x = (rng.standard_normal((batch, n)) + 1j * rng.standard_normal((batch, n))).astype(
+        np.complex64)
+    # each graph, and its first two rows as numpy computes them in float64
+    graphs = {f"gemm {size}^2 f32, 2x2 tiles": (
+                  lambda ga, _gx: ga @ ga.T, lambda: a[:2].astype(np.float64) @ a.T),
+              f"fft {batch}x{n} c64, {batch // 8}-row chunks": (
+                  lambda _ga, gx: da.fft.fft(gx, axis=-1),
+                  lambda: np.fft.fft(x[:2].astype(np.complex128)))}
+    rows: list[dict[str, Any]] = []
+    first: dict[str, float] = {}
+    for count in sorted({1, len(group)}):
+        adapters = [d.info.index for d in group.devices[:count]]
+        with gd.local_cluster(adapters) as cluster, distributed.Client(cluster) as client:
+            ga = client.persist(gd.to_gpu(da.from_array(a, chunks=size // 2)))
+            gx = client.persist(gd.to_gpu(da.from_array(x, chunks=(batch // 8, n))))
+            distributed.wait([ga, gx])
+            for name, (graph, want) in graphs.items():
+                got = gd.to_numpy(graph(ga, gx)[:2]).compute()
+                err = float(np.max(np.abs(got - want())) / np.max(np.abs(want())))
+                if err > 1e-4:
+                    raise AssertionError(f"dask {name} over {count} workers: error {err}")
+
+                def run() -> None:
+                    distributed.wait(client.persist(graph(ga, gx)))  # noqa: B023
+                ms = _harness.numpy_ms(run, repeat=repeat)
+                first.setdefault(name, ms)
+                rows.append({"workload": f"dask {name}", "mode": "resident", "devices": count,
+                             "ms": ms, "speedup": first[name] / ms})
+    return rows
+
+
 def _images_per_s(worker: Any, size: int, images: int) -> tuple[float, list[Any]]:
     from diffusion.server.worker import GenerationJob
 
@@ -281,6 +327,8 @@ def run(quick: bool = False) -> dict[str, Any]:
         lambda: _gemm(group, 4 if quick else 8, 96 if quick else 4096, repeat),
         lambda: _fft(group, 8 if quick else 256, 4096 if quick else 65536, 2 if quick else 20,
                      repeat),
+        lambda: _dask(group, 256 if quick else 8192, 16 if quick else 256,
+                      1024 if quick else 65536, repeat),
         lambda: _server(server_group, 4 if quick else 16, [64] if quick else [128, 512]),
     ]
     rows: list[dict[str, Any]] = []
