@@ -29,16 +29,19 @@ def assert_close(actual: Any, expected: Any) -> None:
 
 
 @pytest.fixture
-def on_gpu_only(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Fails a test in which a chunk function fell back to numpy on the host."""
+def on_gpu_only(first_device: gpucore.Device,
+                monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Chunks on the first adapter's session device (its kernels compiled once for the whole
+    session), and a failure when a chunk function falls back to numpy on the host."""
     def refuse(func: Any) -> Any:
         raise AssertionError(f"{getattr(func, '__name__', func)} ran on the host")
     monkeypatch.setattr(_tensor, "FALLBACK", refuse)
+    monkeypatch.setattr(gpucore._device, "_default", first_device)
     with dask.config.set(scheduler="sync"):
         yield
 
 
-def test_chunk_functions_dask_calls(first_device: gpucore.Device, on_gpu_only: None) -> None:
+def test_chunk_functions_dask_calls(on_gpu_only: None) -> None:
     rng = np.random.default_rng(0)
     a, b = random_array(rng, (70, 50)), random_array(rng, (50, 31))
     x = (random_array(rng, (12, 48)) + 1j * random_array(rng, (12, 48))).astype(np.complex64)
