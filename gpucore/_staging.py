@@ -49,7 +49,7 @@ DEPTH = 4
 # behind whatever the queue holds. Per-step constants (timesteps, parameters) are small.
 SMALL_WRITE = 1 << 20
 
-# A read-back's host copy of each chunk is split over this many threads (numpy's copy
+# The host copy of each chunk is split over this many threads (numpy's copy
 # releases the GIL): one core's memcpy into a fresh result array, page faults included, is
 # slower than the bus. Pieces under 1 MiB are not worth a thread.
 COPY_THREADS = max(1, min(4, os.cpu_count() or 1))
@@ -81,6 +81,17 @@ def _host_copy(dst: np.ndarray, src: np.ndarray) -> None:
     np.copyto(dst[:cuts[1]], src[:cuts[1]])
     for done in others:
         done.result()
+
+
+def _fill(slot: GPUBuffer, src: np.ndarray) -> None:
+    """Copy `src` (1-D uint8) to the start of the WRITE-mapped `slot`. wgpu-native gives a
+    writable view of the mapping, filled on COPY_THREADS threads; elsewhere `write_mapped`
+    (one memcpy, holding the GIL)."""
+    view = getattr(slot, "_experimental_get_mapped_range", None)
+    if view is None or src.size < 2 * _PIECE:
+        slot.write_mapped(src, 0)
+        return
+    _host_copy(np.frombuffer(view(0, _words(src.size)), np.uint8, count=src.size), src)
 
 
 class Staging:
@@ -203,7 +214,7 @@ class Staging:
                     remap, self._remaps[k] = self._remaps[k], None
                     if remap is not None:
                         remap.sync_wait()  # the slot's previous copy has run
-                    slot.write_mapped(src[pos:pos + n], 0)
+                    _fill(slot, src[pos:pos + n])
                     slot.unmap()
                     self._copy(slot, 0, buffer, offset + pos, n)
                     self._remaps[k] = slot.map_async(wgpu.MapMode.WRITE, 0, self.chunk)

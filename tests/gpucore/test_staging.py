@@ -131,3 +131,14 @@ def test_host_copy_in_pieces_on_threads(monkeypatch: pytest.MonkeyPatch) -> None
         dst = np.zeros(size, np.uint8)
         _staging._host_copy(dst, src)
         np.testing.assert_array_equal(dst, src)
+
+
+def test_chunks_copied_on_threads(dev: gpucore.Device) -> None:
+    """Chunks of several MiB: the host copies each in pieces on threads, both ways."""
+    ring = Staging(dev, chunk=4 << 20, depth=2, small_write=0)
+    data = random_array(np.random.default_rng(6), (9 << 20) // 4 + 3, np.float32)
+    buf = gpucore.Buffer(data.size, np.float32, device=dev)
+    dev.flush()
+    ring.write(buf.wgpu, 0, data)
+    np.testing.assert_array_equal(np.asarray(ring.read(buf.wgpu, 0, data.nbytes)).view(
+        np.float32), data)
