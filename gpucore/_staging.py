@@ -158,6 +158,8 @@ class Staging:
         `offset` must be a multiple of 4; the copy rounds the size up to whole words, which
         the buffer must hold (gpucore pads every buffer to them)."""
         host = np.empty(size, np.uint8) if out is None else out
+        if not host.flags.c_contiguous:
+            raise ValueError("read_bytes needs a C-contiguous `out` (it is written in place)")
         dst = host.reshape(-1).view(np.uint8)
         if dst.size != size or offset % 4 or offset < 0 or offset + _words(size) > buffer.size:
             raise ValueError(f"cannot read {size} bytes at offset {offset} of a {buffer.size}"

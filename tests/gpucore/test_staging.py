@@ -115,6 +115,8 @@ def test_bad_ranges_and_settings_are_refused(dev: gpucore.Device) -> None:
         dev.read_bytes(buf.wgpu, 2, 4)
     with pytest.raises(ValueError, match="within the buffer"):
         dev.read_bytes(buf.wgpu, 0, buf.wgpu.size + 1)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        dev.read_bytes(buf.wgpu, 0, 8, out=np.empty(4, np.float32)[::2])
     with pytest.raises(ValueError, match="whole 4-byte words"):
         dev.staging.write(buf.wgpu, 0, b"abc")
     with pytest.raises(ValueError, match="multiple of 8"):
