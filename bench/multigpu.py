@@ -1,14 +1,18 @@
-"""Several GPUs: work split over 1 and N devices with gpucore.DeviceGroup / gpustd.distributed.
+"""Several GPUs: work split over 1 and N devices of one process with gpucore.DeviceGroup.
 
 Rows (wall time, median of repeats, after warm-up):
-  transfer  host<->device bandwidth of one device alone and of all at once (the cost model's
-            H2D/D2H), through Tensor.from_numpy / Tensor.numpy;
+  transfer  host<->device bandwidth of one device alone and of all at once, through
+            Tensor.from_numpy / Tensor.numpy (gpucore._staging's rings, 8 MiB chunks);
   gil       how fast a Python thread runs while another thread waits on the GPU (1.0: the wait
             releases the GIL entirely);
   gemm/fft  a batched GEMM and a batched FFT split along the batch axis: data already on the
             devices ("resident", compute scaling), from and back to host memory ("host"), and
             from one device back to it ("dev0": the extra copies of splitting a Tensor);
             the baseline is torch on the same GPUs, resident, launched the same way;
+  dask      the same GEMM (blocked, 2x2 tiles per matrix) and FFT (batch chunks) as dask.array
+            graphs of gpustd chunks on gpustd.dask.local_cluster (a worker process per device),
+            inputs persisted on the workers, results persisted there ("resident"); tiles that
+            change workers travel through the host. Skipped without the dask extra;
   server    the server's images per second: its worker pool (one worker and pipeline per
             device, one FIFO queue) on the bundled shapes-128 model, jobs submitted in process
             (no HTTP), one image per job; the images of N workers equal those of one.
@@ -18,6 +22,7 @@ BENCH_DEVICES (default "all") picks the devices, as `gpucore.open_devices` reads
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 import time
@@ -27,13 +32,39 @@ from typing import Any
 import numpy as np
 
 import gpucore
-from gpucore import DeviceGroup
-from gpustd import Tensor, distributed, fft, linalg
+from gpucore import DeviceGroup, split_sizes
+from gpustd import Tensor, concatenate, fft, linalg
 
 from . import _harness
 
 COLUMNS = ["workload", "mode", "devices", "ms", "speedup", "rate", "unit", "baseline_ms",
            "baseline_speedup", "ratio"]
+
+
+def _scatter(x: np.ndarray | Tensor, sub: DeviceGroup) -> list[Tensor]:
+    """`x` cut along axis 0 into one part per device, uploaded in parallel. From a Tensor: read
+    once to the host, its own device's part sliced there."""
+    bounds = list(itertools.pairwise(itertools.accumulate(split_sizes(len(x), len(sub)),
+                                                          initial=0)))
+    source = x if isinstance(x, Tensor) else None
+    host = x.numpy() if isinstance(x, Tensor) else x
+
+    def place(device: gpucore.Device, span: tuple[int, int]) -> Tensor:
+        if source is not None and device is source.device:
+            return source[span[0]:span[1]]
+        return Tensor.from_numpy(host[span[0]:span[1]], device=device)
+    return sub.map(place, bounds)
+
+
+def _gather_numpy(parts: list[Tensor], sub: DeviceGroup) -> np.ndarray:
+    return np.concatenate(sub.map(lambda _d, p: p.numpy(), parts))
+
+
+def _gather(parts: list[Tensor], sub: DeviceGroup) -> Tensor:
+    """The parts joined on the first device (the others' through the host)."""
+    target = sub[0]
+    moved = sub.map(lambda _d, p: p if p.device is target else p.to(target), parts)
+    return moved[0] if len(moved) == 1 else concatenate(moved)
 
 
 def _transfer(sub: DeviceGroup, host: np.ndarray, repeat: int) -> tuple[float, float]:
@@ -103,11 +134,11 @@ def _split_times(sub: DeviceGroup, inputs: list[np.ndarray], op: Callable[..., T
     """ms of `op(*parts)` over the devices of `sub` in each mode, and torch's resident."""
     def run_on(parts: list[list[Tensor]]) -> list[Tensor]:
         return sub.map(lambda _d, p: op(*p), list(zip(*parts, strict=True)))
-    placed = [distributed.scatter(x, sub) for x in inputs]
+    placed = [_scatter(x, sub) for x in inputs]
     times = {"resident": _harness.numpy_ms(lambda: run_on(placed), repeat=repeat)}
 
     def host() -> np.ndarray:
-        return distributed.gather_numpy(run_on([distributed.scatter(x, sub) for x in inputs]))
+        return _gather_numpy(run_on([_scatter(x, sub) for x in inputs]), sub)
     err = check(host())
     if err > 1e-4:
         raise AssertionError(f"over {len(sub)} devices: relative error {err}")
@@ -115,8 +146,7 @@ def _split_times(sub: DeviceGroup, inputs: list[np.ndarray], op: Callable[..., T
     sources = [Tensor.from_numpy(x, device=sub[0]) for x in inputs]
 
     def dev0() -> None:
-        distributed.gather(run_on([distributed.scatter(s, sub) for s in sources]),
-                           device=sub[0])
+        _gather(run_on([_scatter(s, sub) for s in sources]), sub)
         sub[0].synchronize()
     times["dev0"] = _harness.numpy_ms(dev0, repeat=repeat)
     torch = _harness.torch_cuda()
@@ -196,6 +226,48 @@ def _fft(group: DeviceGroup, batch: int, n: int, rounds: int,
                        torch_op if torch else None, repeat)
 
 
+def _dask(group: DeviceGroup, size: int, batch: int, n: int,
+          repeat: int) -> list[dict[str, Any]]:
+    try:
+        import dask.array as da
+        import distributed
+
+        from gpustd import dask as gd
+    except ImportError as exc:
+        return [{"workload": "dask", "mode": f"skipped ({exc}): pip install avx-gpu[dask]"}]
+    rng = np.random.default_rng(4)
+    a = rng.standard_normal((size, size), dtype=np.float32)
+    x = (rng.standard_normal((batch, n)) + 1j * rng.standard_normal((batch, n))).astype(
+        np.complex64)
+    # each graph, and its first two rows as numpy computes them in float64
+    graphs = {f"gemm {size}^2 f32, 2x2 tiles": (
+                  lambda ga, _gx: ga @ ga.T, lambda: a[:2].astype(np.float64) @ a.T),
+              f"fft {batch}x{n} c64, {batch // 8}-row chunks": (
+                  lambda _ga, gx: da.fft.fft(gx, axis=-1),
+                  lambda: np.fft.fft(x[:2].astype(np.complex128)))}
+    rows: list[dict[str, Any]] = []
+    first: dict[str, float] = {}
+    for count in sorted({1, len(group)}):
+        adapters = [d.info.index for d in group.devices[:count]]
+        with gd.local_cluster(adapters) as cluster, distributed.Client(cluster) as client:
+            ga = client.persist(gd.to_gpu(da.from_array(a, chunks=size // 2)))
+            gx = client.persist(gd.to_gpu(da.from_array(x, chunks=(batch // 8, n))))
+            distributed.wait([ga, gx])
+            for name, (graph, want) in graphs.items():
+                got = gd.to_numpy(graph(ga, gx)[:2]).compute()
+                err = float(np.max(np.abs(got - want())) / np.max(np.abs(want())))
+                if err > 1e-4:
+                    raise AssertionError(f"dask {name} over {count} workers: error {err}")
+
+                def run() -> None:
+                    distributed.wait(client.persist(graph(ga, gx)))  # noqa: B023
+                ms = _harness.numpy_ms(run, repeat=repeat)
+                first.setdefault(name, ms)
+                rows.append({"workload": f"dask {name}", "mode": "resident", "devices": count,
+                             "ms": ms, "speedup": first[name] / ms})
+    return rows
+
+
 def _images_per_s(worker: Any, size: int, images: int) -> tuple[float, list[Any]]:
     from diffusion.server.worker import GenerationJob
 
@@ -255,6 +327,8 @@ def run(quick: bool = False) -> dict[str, Any]:
         lambda: _gemm(group, 4 if quick else 8, 96 if quick else 4096, repeat),
         lambda: _fft(group, 8 if quick else 256, 4096 if quick else 65536, 2 if quick else 20,
                      repeat),
+        lambda: _dask(group, 256 if quick else 8192, 16 if quick else 256,
+                      1024 if quick else 65536, repeat),
         lambda: _server(server_group, 4 if quick else 16, [64] if quick else [128, 512]),
     ]
     rows: list[dict[str, Any]] = []

@@ -132,27 +132,20 @@ class Buffer(Generic[T]):
         """The buffer's contents as a new 1-D numpy array (submits pending work first)."""
         if self.length == 0:
             return np.empty(0, self.dtype)
-        raw = self.device.read_bytes(self.wgpu, 0, self.size)
-        return np.frombuffer(raw, dtype=self.dtype, count=self.length).copy()
+        out = np.empty(self.length, self.dtype)
+        self.device.read_bytes(self.wgpu, 0, self.nbytes, out)  # straight into `out`
+        return out
 
     async def read_async(self) -> np.ndarray:
-        """Like `read()`, but awaits the map instead of blocking the event loop."""
+        """Like `read()`, but awaits the GPU's pending work instead of blocking the event
+        loop; the copy back then runs through the staging ring as `read()`'s does."""
         if self.length == 0:
             return np.empty(0, self.dtype)
         dev = self.device
         if dev._capture is not None:
             dev.read_bytes(self.wgpu, 0, 4)  # raises CaptureError, saying why
-        staging = dev.wgpu.create_buffer(
-            size=self.size, usage=wgpu.BufferUsage.MAP_READ | wgpu.BufferUsage.COPY_DST
-        )
-        dev.record_copy(self.wgpu, 0, staging, 0, self.size)
-        dev.flush()  # every stream: the read sees all work recorded before it, as read() does
-        await staging.map_async(wgpu.MapMode.READ)
-        try:
-            raw = staging.read_mapped()
-            return np.frombuffer(raw, dtype=self.dtype, count=self.length).copy()
-        finally:
-            staging.unmap()
+        await dev.synchronize_async()  # every stream: sees all work recorded before it
+        return self.read()
 
     def copy_from(self, other: Buffer[Any]) -> None:
         """Record a GPU-side copy of `other` into this buffer (same dtype and length)."""

@@ -23,6 +23,7 @@ from ._capture import Capture, CaptureError
 from ._errors import DeviceLimitError, GpuError, lost_or_gpu_error
 from ._pool import BufferPool, MemoryStats, is_released, size_class
 from ._profile import Profile
+from ._staging import Staging
 from ._stream import Event, Stream
 
 __all__ = ["Device", "Pipeline", "default_device", "synchronize"]
@@ -86,9 +87,9 @@ class Device:
         self._pinned: dict[int, int] = {}  # id(wgpu buffer) -> captures replaying into it
         self._orphans: dict[int, int] = {}  # pinned buffers no Buffer owns -> size class
         self._fence: GPUBuffer | None = None
-        self._staged = 0  # bytes written since the last synchronize (_STAGING_LIMIT)
         self._queries: tuple[GPUQuerySet, GPUBuffer] | None = None  # timed Events' (_stream)
         self.pool = BufferPool()
+        self.staging = Staging(self)  # read-backs and large uploads (gpucore._staging)
         # Creation counters: a warm forward pass or a replay should add to none of them.
         self.buffers_created = 0  # real allocations
         self.pipelines_created = 0
@@ -305,13 +306,13 @@ class Device:
         tiny read-back: wgpu-py 0.32's `on_submitted_work_done_sync` raises)."""
         with self._lock:
             self.flush()
-            self._staged = 0  # the writes' staging memory is freed once their submit is done
+            self.staging.held = 0  # wgpu frees the small writes' copies once their submit is done
             if self._fence is None:
                 self._fence = self.wgpu.create_buffer(
                     size=4, usage=wgpu.BufferUsage.COPY_SRC | wgpu.BufferUsage.COPY_DST
                 )
             try:
-                self.queue.read_buffer(self._fence)
+                self.staging.read(self._fence, 0, 4)
             except GPUError as exc:
                 raise lost_or_gpu_error(exc) from exc
 
@@ -349,8 +350,10 @@ class Device:
         """
         return Profile(self)
 
-    def read_bytes(self, buffer: GPUBuffer, offset: int, size: int) -> memoryview:
-        """Submit pending work (every stream), then copy `size` bytes of `buffer` back."""
+    def read_bytes(self, buffer: GPUBuffer, offset: int, size: int,
+                   out: np.ndarray | None = None) -> memoryview:
+        """Submit pending work (every stream), then copy `size` bytes of `buffer` back, into
+        `out` when given (a contiguous array of `size` bytes), through the staging ring."""
         with self._lock:
             if self._capture is not None:
                 raise CaptureError(
@@ -359,7 +362,7 @@ class Device:
                     "captured call (outside `with device.capture()` / gpustd.capture's fn)")
             self.flush()
             try:
-                return self.queue.read_buffer(buffer, offset, size)
+                return self.staging.read(buffer, offset, size, out)
             except GPUError as exc:
                 raise lost_or_gpu_error(exc) from exc
 
@@ -371,10 +374,9 @@ class Device:
                 self._capture.add_write(
                     buffer, offset, data if isinstance(data, bytes) else data.tobytes())
             self.flush()
-            self.queue.write_buffer(buffer, offset, data)
-            self._staged += len(data) if isinstance(data, bytes) else data.nbytes
-            if self._staged > _STAGING_LIMIT and self._capture is None:
-                self.synchronize()  # else every write's staging copy lives until a submit
+            self.staging.write(buffer, offset, data)
+            if self.staging.held > _STAGING_LIMIT and self._capture is None:
+                self.synchronize()  # else wgpu keeps every small write's copy until a submit
 
 
 _default: Device | None = None

@@ -3,11 +3,13 @@
 Top level: Tensor, array creation, elementwise math, reductions, shape functions, BLAS-1
 and matmul, convolve/correlate — numpy's names and semantics. Submodules: `linalg`, `fft`,
 `signal`, `image`, `nn` (the neural-network operators and layers), `quant` (GGML block formats
-kept on the GPU and dequantized there); `gemm` holds the GEMM kernels behind linalg and nn
-(plans, kernels, their tuners: see its docstring).
+kept on the GPU and dequantized there), and `gpustd.dask` (Tensor as a Dask array chunk type:
+gpustd across the GPUs of a cluster; imported on its own); `gemm` holds the GEMM kernels behind
+linalg and nn (plans, kernels, their tuners: see its docstring).
 """
 
-from . import distributed, fft, image, linalg, nn, quant, signal
+# _numpy_api fills Tensor's operator and numpy-protocol tables
+from . import _numpy_api, fft, image, linalg, nn, quant, signal  # noqa: F401
 from ._tensor import Tensor, asarray, empty, zeros
 from .capture import capture
 from .elementwise import add, divide, maximum, minimum, multiply, power, subtract, where
@@ -23,7 +25,7 @@ from .unary import abs, clip, exp, gelu, log, negative, rsqrt, sigmoid, silu, sq
 
 __all__ = [
     "KernelCompileError", "Tensor", "abs", "add", "argmax", "argmin", "asarray", "capture",
-    "clip", "concatenate", "convolve", "correlate", "cumsum", "distributed", "divide", "dot",
+    "clip", "concatenate", "convolve", "correlate", "cumsum", "divide", "dot",
     "elementwise_kernel", "empty", "exp", "fft", "gelu", "has_matrix_units", "image", "linalg",
     "log",
     "log_softmax", "logsumexp", "matmul", "max", "maximum", "mean", "min", "minimum",

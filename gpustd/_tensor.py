@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -28,6 +29,8 @@ class Tensor:
     """
 
     __slots__ = ("buffer", "shape")
+    # Above ndarray's 0: where numpy or Dask pick the type of a mixed result, a Tensor wins.
+    __array_priority__ = 10.0
 
     def __init__(self, buffer: Buffer[Any], shape: Any) -> None:
         shape = _normalize_shape(shape)
@@ -138,66 +141,119 @@ class Tensor:
         """A copy on another device (through host memory)."""
         return Tensor.from_numpy(self.numpy(), device=device)
 
-    # -- arithmetic operators: numpy broadcasting, via gpustd.elementwise / gpustd.unary -
-    def __add__(self, other: Any) -> Tensor:
-        from .elementwise import add
+    def squeeze(self, axis: Any = None) -> Tensor:
+        """Same buffer without the length-1 axes `axis` (all of them when None).
+        numpy: `a.squeeze(axis)`."""
+        axes = range(self.ndim) if axis is None else (axis,) if isinstance(
+            axis, (int, np.integer)) else axis
+        drop = {int(a) % self.ndim for a in axes}
+        if axis is not None and any(self.shape[a] != 1 for a in drop):
+            raise ValueError(f"cannot squeeze axes {sorted(drop)} of shape {self.shape}: "
+                             "only length-1 axes can be removed")
+        return Tensor(self.buffer, [n for a, n in enumerate(self.shape)
+                                    if a not in drop or n != 1])
 
-        return add(self, other)
+    # Reductions as methods (Dask's aggregations call them on chunks): numpy's, through
+    # __array_function__ below. numpy: `a.sum(axis)`, ...
+    def sum(self, axis: Any = None, **kwargs: Any) -> Tensor:
+        return np.sum(self, axis, **kwargs)  # type: ignore[no-any-return]
+
+    def mean(self, axis: Any = None, **kwargs: Any) -> Tensor:
+        return np.mean(self, axis, **kwargs)  # type: ignore[no-any-return]
+
+    def max(self, axis: Any = None, **kwargs: Any) -> Tensor:
+        return np.max(self, axis, **kwargs)  # type: ignore[no-any-return]
+
+    def min(self, axis: Any = None, **kwargs: Any) -> Tensor:
+        return np.min(self, axis, **kwargs)  # type: ignore[no-any-return]
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled as its host copy; unpickled onto the default device of the process that
+        # loads it (a Dask worker's own GPU).
+        return (Tensor.from_numpy, (self.numpy(),))
+
+    # -- operators and the numpy protocols (NEP 13 / NEP 18) ------------------------------
+    # Their implementations are the op modules' functions, which import Tensor: so that
+    # Tensor imports none of them, gpustd._numpy_api (above both) fills these tables.
+    def __add__(self, other: Any) -> Tensor:
+        return _operator("add")(self, other)
 
     def __radd__(self, other: Any) -> Tensor:
-        from .elementwise import add
-
-        return add(other, self)
+        return _operator("add")(other, self)
 
     def __sub__(self, other: Any) -> Tensor:
-        from .elementwise import subtract
-
-        return subtract(self, other)
+        return _operator("subtract")(self, other)
 
     def __rsub__(self, other: Any) -> Tensor:
-        from .elementwise import subtract
-
-        return subtract(other, self)
+        return _operator("subtract")(other, self)
 
     def __mul__(self, other: Any) -> Tensor:
-        from .elementwise import multiply
-
-        return multiply(self, other)
+        return _operator("multiply")(self, other)
 
     def __rmul__(self, other: Any) -> Tensor:
-        from .elementwise import multiply
-
-        return multiply(other, self)
+        return _operator("multiply")(other, self)
 
     def __truediv__(self, other: Any) -> Tensor:
-        from .elementwise import divide
-
-        return divide(self, other)
+        return _operator("divide")(self, other)
 
     def __rtruediv__(self, other: Any) -> Tensor:
-        from .elementwise import divide
-
-        return divide(other, self)
+        return _operator("divide")(other, self)
 
     def __pow__(self, other: Any) -> Tensor:
-        from .elementwise import power
-
-        return power(self, other)
+        return _operator("power")(self, other)
 
     def __rpow__(self, other: Any) -> Tensor:
-        from .elementwise import power
-
-        return power(other, self)
+        return _operator("power")(other, self)
 
     def __neg__(self) -> Tensor:
-        from .unary import negative
-
-        return negative(self)
+        return _operator("negative")(self)
 
     def __abs__(self) -> Tensor:
-        from .unary import abs as absolute
+        return _operator("abs")(self)
 
-        return absolute(self)
+    def __getitem__(self, key: Any) -> Tensor:
+        return _operator("getitem")(self, key)
+
+    def __array_function__(self, func: Any, types: Any, args: Any, kwargs: Any) -> Any:
+        if not all(issubclass(t, (Tensor, np.ndarray)) for t in types):
+            return NotImplemented
+        return _protocol(ARRAY_FUNCTIONS, func)(*args, **kwargs)
+
+    def __array_ufunc__(self, ufunc: Any, method: str, *inputs: Any, **kwargs: Any) -> Any:
+        if kwargs.get("out") is not None:
+            return NotImplemented  # numpy then says the ufunc is not supported with out=
+        if method != "__call__":  # reduce, accumulate, outer, ...
+            return _protocol({}, getattr(ufunc, method))(*inputs, **kwargs)
+        return _protocol(ARRAY_UFUNCS, ufunc)(*inputs, **kwargs)
+
+
+OPERATORS: dict[str, Callable[..., Tensor]] = {}
+ARRAY_FUNCTIONS: dict[Any, Callable[..., Any]] = {}  # numpy function -> gpustd's
+ARRAY_UFUNCS: dict[Any, Callable[..., Any]] = {}  # numpy ufunc -> gpustd's
+# What runs a numpy function gpustd lacks (gpustd._numpy_api.on_host: numpy on host copies)
+FALLBACK: Callable[[Any], Callable[..., Any]] | None = None
+
+
+def _operator(name: str) -> Callable[..., Tensor]:
+    found = OPERATORS.get(name)
+    if found is None:
+        raise TypeError(f"gpustd.Tensor has no operator {name!r}: import gpustd (its "
+                        "_numpy_api module fills the operator table)")
+    return found
+
+
+def _protocol(table: dict[Any, Callable[..., Any]], func: Any) -> Callable[..., Any]:
+    found = table.get(func)
+    if found is not None:
+        return found
+    if FALLBACK is None:
+        raise TypeError(f"gpustd.Tensor cannot run numpy's {_name(func)} yet: import gpustd "
+                        "(its _numpy_api module fills the tables)")
+    return FALLBACK(func)
+
+
+def _name(key: Any) -> str:
+    return str(getattr(key, "__name__", key))
 
 
 def _cast_kernel(src: np.dtype, dst: np.dtype) -> Kernel:

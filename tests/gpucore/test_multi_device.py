@@ -1,5 +1,5 @@
-"""Several devices at once: open_devices, DeviceGroup.map, scatter/gather of Tensors against
-numpy on random inputs and uneven splits, and `serve --devices`: two workers on one queue
+"""Several devices at once: open_devices, DeviceGroup.map against numpy on random inputs and
+uneven chunks, and `serve --devices`: two workers on one queue
 serving concurrent requests with the one-device images, interrupt/skip over several running
 jobs, and a model switch that waits for the jobs before it and holds back the jobs after it.
 
@@ -20,7 +20,7 @@ from conftest import ADAPTERS, session_devices
 import gpucore
 import gpustd
 from gpucore import DeviceGroup, split_sizes
-from gpustd import Tensor, distributed
+from gpustd import Tensor
 
 if not ADAPTERS:
     pytest.skip("no GPU adapter present: install mesa-vulkan-drivers (see README)",
@@ -85,46 +85,6 @@ def test_map_runs_each_chunk_on_its_device(group: DeviceGroup) -> None:
         assert len({t for ts in threads.values() for t in ts}) >= n  # a thread per device
     with pytest.raises(ZeroDivisionError):
         group.map(lambda device, x: 1 / x, [1, 0, 2])
-
-
-@pytest.mark.parametrize("axis", [0, 1, -1])
-def test_scatter_gather_match_numpy(group: DeviceGroup, axis: int) -> None:
-    rng = np.random.default_rng(12 + axis)
-    x = rng.standard_normal((13, 7, 5))  # float64: scattered as float32, like from_numpy
-    parts = distributed.scatter(x, group, axis=axis)
-    want = np.array_split(x.astype(np.float32), len(group), axis=axis)
-    assert [p.device for p in parts] == list(group)
-    for part, expected in zip(parts, want, strict=True):
-        assert part.dtype == np.float32 and np.array_equal(part.numpy(), expected)
-    assert np.array_equal(distributed.gather_numpy(parts, axis), x.astype(np.float32))
-    target = group[-1]
-    joined = distributed.gather(parts, axis, device=target)
-    assert joined.device is target and np.array_equal(joined.numpy(), x.astype(np.float32))
-
-
-def test_scatter_a_tensor_with_sizes_and_split_apply(group: DeviceGroup) -> None:
-    rng = np.random.default_rng(13)
-    n = len(group)
-    x = rng.standard_normal((4 * n + 3, 19)).astype(np.float32)
-    source = Tensor.from_numpy(x, device=group[0])
-    sizes = [0, *split_sizes(len(x), n - 1)] if n > 1 else [len(x)]  # an empty part too
-    parts = distributed.scatter(source, group, sizes=sizes)
-    assert [p.shape[0] for p in parts] == sizes
-    assert np.array_equal(distributed.gather(parts).numpy(), x)
-    weight = rng.standard_normal((19, 6)).astype(np.float32)
-
-    def layer(part: Tensor) -> Tensor:
-        w = Tensor.from_numpy(weight, device=part.device)
-        return gpustd.tanh(gpustd.linalg.matmul(part, w))
-    got = distributed.split_apply(group, layer, x, to_numpy=True)
-    want = np.tanh(x.astype(np.float64) @ weight)
-    assert np.max(np.abs(got - want)) < 1e-5
-    on_device = distributed.split_apply(group, layer, x)
-    assert on_device.device is group[0] and np.array_equal(on_device.numpy(), got)
-    with pytest.raises(ValueError, match="adding up to"):
-        distributed.scatter(x, group, sizes=[1] * n)
-    with pytest.raises(ValueError, match="0-d"):
-        distributed.scatter(np.float32(1), group)
 
 
 # -- serve --devices: several workers on one queue ----------------------------------------

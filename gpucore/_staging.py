@@ -1,0 +1,227 @@
+"""Staging: reused mapped buffers that carry uploads and read-backs in overlapped chunks.
+
+What it replaces: wgpu-py's `queue.read_buffer` makes a fresh MAP_READ buffer for every read
+(allocated, mapped, copied twice on the host, destroyed), which held read-backs to 0.7 GiB/s
+on an H200 (issue 30); `queue.write_buffer` copies the whole upload into a staging buffer wgpu
+allocates for that one call.
+
+How: a device keeps two rings of `depth` staging buffers of `chunk` bytes each, made on first
+use and kept for the device's life: MAP_READ ones for read-backs, MAP_WRITE ones for uploads.
+A transfer moves through its ring chunk by chunk, so the GPU copies one chunk while the host
+copies another:
+
+  read:   copy chunk i into slot i % depth, submit, map; for the first `depth` chunks at once.
+          Then per chunk: wait for its map, copy slot -> host, unmap, start chunk i + depth.
+  write:  per chunk: wait until slot i % depth is mapped again (its last copy has run),
+          copy host -> slot, unmap, submit slot -> buffer, map the slot again (asynchronously:
+          the map completes once the GPU has run that copy).
+
+Ordering is the callers' (`Device.read_bytes`, `Device.write_bytes`): they submit everything
+recorded on every stream first, so a read sees all work recorded before it and an upload
+lands after it. A transfer holds the device lock throughout, so transfers on one device run
+one at a time and never interleave their chunks; devices transfer in parallel.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
+
+import numpy as np
+import wgpu
+from wgpu.classes import GPUBuffer, GPUPromise
+
+if TYPE_CHECKING:
+    from ._device import Device
+
+__all__ = ["CHUNK", "DEPTH", "SMALL_WRITE", "Staging"]
+
+# 8 MiB chunks, 4 in flight: 32 MiB of mapped memory each way per device. A chunk is large
+# enough that its submit and map (tens of microseconds) cost little beside its copy (about
+# 0.4 ms at 20 GiB/s), and 4 keep the bus busy while the host copies one.
+CHUNK = 8 << 20
+DEPTH = 4
+# Uploads below this stay with wgpu's `queue.write_buffer`: it never waits for the GPU (the
+# data rides in the next submit), where a ring slot may wait for its previous copy to run,
+# behind whatever the queue holds. Per-step constants (timesteps, parameters) are small.
+SMALL_WRITE = 1 << 20
+
+# The host copy of each chunk is split over this many threads (numpy's copy
+# releases the GIL): one core's memcpy into a fresh result array, page faults included, is
+# slower than the bus. Pieces under 1 MiB are not worth a thread.
+COPY_THREADS = max(1, min(4, os.cpu_count() or 1))
+_PIECE = 1 << 20
+_copiers: ThreadPoolExecutor | None = None
+_copiers_lock = threading.Lock()
+
+_READ = wgpu.BufferUsage.MAP_READ | wgpu.BufferUsage.COPY_DST
+_WRITE = wgpu.BufferUsage.MAP_WRITE | wgpu.BufferUsage.COPY_SRC
+
+
+def _words(nbytes: int) -> int:
+    return (nbytes + 3) // 4 * 4  # buffer copies and maps move whole 4-byte words
+
+
+def _host_copy(dst: np.ndarray, src: np.ndarray) -> None:
+    """np.copyto(dst, src) for 1-D uint8 arrays, large ones in pieces on COPY_THREADS threads."""
+    global _copiers
+    pieces = min(COPY_THREADS, dst.size // _PIECE)
+    if pieces <= 1:
+        np.copyto(dst, src)
+        return
+    with _copiers_lock:
+        if _copiers is None:
+            _copiers = ThreadPoolExecutor(COPY_THREADS - 1, thread_name_prefix="gpucore-copy")
+    cuts = [dst.size * k // pieces // 64 * 64 for k in range(pieces)] + [dst.size]
+    others = [_copiers.submit(np.copyto, dst[a:b], src[a:b])
+              for a, b in itertools.pairwise(cuts[1:])]
+    np.copyto(dst[:cuts[1]], src[:cuts[1]])
+    for done in others:
+        done.result()
+
+
+def _fill(slot: GPUBuffer, src: np.ndarray) -> None:
+    """Copy `src` (1-D uint8) to the start of the WRITE-mapped `slot`. wgpu-native gives a
+    writable view of the mapping, filled on COPY_THREADS threads; elsewhere `write_mapped`
+    (one memcpy, holding the GIL)."""
+    view = getattr(slot, "_experimental_get_mapped_range", None)
+    if view is None or src.size < 2 * _PIECE:
+        slot.write_mapped(src, 0)
+        return
+    _host_copy(np.frombuffer(view(0, _words(src.size)), np.uint8, count=src.size), src)
+
+
+class Staging:
+    """One device's staging rings. `read` and `write` are called by Device with its lock held.
+
+    `buffers_created` counts the staging buffers made: at most 2 x depth for the device's
+    life, however many transfers run (a warm transfer allocates nothing).
+    """
+
+    def __init__(self, device: Device, *, chunk: int = CHUNK, depth: int = DEPTH,
+                 small_write: int = SMALL_WRITE) -> None:
+        if chunk % 8 or chunk <= 0 or depth < 1:
+            raise ValueError(f"staging chunk {chunk} must be a positive multiple of 8 and "
+                             f"depth {depth} at least 1")
+        # The device's handles, not the Device: no reference cycle to leave to the collector
+        self._wgpu, self._queue = device.wgpu, device.queue
+        self.chunk = min(chunk, _words(device.limits["max-buffer-size"]) // 8 * 8)
+        self.depth = depth
+        self.small_write = small_write
+        self.held = 0  # bytes of small writes whose wgpu staging copy awaits a submit
+        self.buffers_created = 0
+        self._read_slots: list[GPUBuffer] = []
+        self._write_slots: list[GPUBuffer] = []
+        # A write slot's pending re-map (None: mapped and free to fill).
+        self._remaps: list[GPUPromise[None] | None] = []
+        self._lock = threading.RLock()
+
+    def _make(self, usage: int, mapped: bool, kind: str) -> GPUBuffer:
+        self.buffers_created += 1
+        return self._wgpu.create_buffer(
+            label=f"gpucore staging {kind}", size=self.chunk, usage=usage,
+            mapped_at_creation=mapped)
+
+    def _read_slot(self, i: int) -> GPUBuffer:
+        while len(self._read_slots) <= i:
+            self._read_slots.append(self._make(_READ, False, "read"))
+        return self._read_slots[i]
+
+    def _write_slot(self, i: int) -> GPUBuffer:
+        while len(self._write_slots) <= i:
+            self._write_slots.append(self._make(_WRITE, True, "write"))
+            self._remaps.append(None)
+        return self._write_slots[i]
+
+    def _copy(self, src: GPUBuffer, src_offset: int, dst: GPUBuffer, dst_offset: int,
+              size: int) -> None:
+        encoder = self._wgpu.create_command_encoder(label="gpucore staging")
+        encoder.copy_buffer_to_buffer(src, src_offset, dst, dst_offset, size)
+        self._queue.submit([encoder.finish()])
+
+    def _reset(self) -> None:
+        """Forget every slot after a failed transfer (their map states are unknown)."""
+        for slot in (*self._read_slots, *self._write_slots):
+            try:
+                slot.destroy()
+            except Exception:  # already lost with the device; nothing to free
+                pass
+        self._read_slots, self._write_slots, self._remaps = [], [], []
+
+    # -- read-back ----------------------------------------------------------------------
+    def read(self, buffer: GPUBuffer, offset: int, size: int,
+             out: np.ndarray | None = None) -> memoryview:
+        """`size` bytes of `buffer` from byte `offset`, copied into `out` (a contiguous numpy
+        array of `size` bytes, any dtype) or a new array; returns them as a memoryview.
+        `offset` must be a multiple of 4; the copy rounds the size up to whole words, which
+        the buffer must hold (gpucore pads every buffer to them)."""
+        host = np.empty(size, np.uint8) if out is None else out
+        if not host.flags.c_contiguous:
+            raise ValueError("read_bytes needs a C-contiguous `out` (it is written in place)")
+        dst = host.reshape(-1).view(np.uint8)
+        if dst.size != size or offset % 4 or offset < 0 or offset + _words(size) > buffer.size:
+            raise ValueError(f"cannot read {size} bytes at offset {offset} of a {buffer.size}"
+                             f"-byte buffer into {dst.size} bytes (offsets are multiples of "
+                             "4, within the buffer)")
+        starts = range(0, size, self.chunk)
+        pending: dict[int, GPUPromise[None]] = {}
+
+        def start(i: int) -> None:
+            n = _words(min(self.chunk, size - starts[i]))
+            slot = self._read_slot(i % self.depth)
+            self._copy(buffer, offset + starts[i], slot, 0, n)
+            pending[i] = slot.map_async(wgpu.MapMode.READ, 0, n)
+
+        with self._lock:
+            try:
+                for i in range(min(self.depth, len(starts))):
+                    start(i)
+                for i, pos in enumerate(starts):
+                    n = min(self.chunk, size - pos)
+                    pending.pop(i).sync_wait()
+                    slot = self._read_slots[i % self.depth]
+                    _host_copy(dst[pos:pos + n], np.frombuffer(
+                        slot.read_mapped(0, _words(n), copy=False), np.uint8, count=n))
+                    slot.unmap()
+                    if i + self.depth < len(starts):
+                        start(i + self.depth)
+            except BaseException:
+                self._reset()
+                raise
+        return memoryview(dst)  # type: ignore[arg-type]
+
+    # -- upload ---------------------------------------------------------------------------
+    def write(self, buffer: GPUBuffer, offset: int, data: np.ndarray | bytes) -> None:
+        """Copy the bytes of `data` (contiguous, any dtype; a whole number of 4-byte words)
+        into `buffer` at byte `offset` (a multiple of 4). Returns once the last chunk is
+        submitted; the GPU runs the copies in queue order, before any later work. Below
+        `small_write` bytes (SMALL_WRITE) this is wgpu's `queue.write_buffer`."""
+        src = (np.frombuffer(data, np.uint8) if isinstance(data, bytes)
+               else np.ascontiguousarray(data).reshape(-1).view(np.uint8))
+        size = src.size
+        if offset % 4 or size % 4 or offset < 0 or offset + size > buffer.size:
+            raise ValueError(f"cannot write {size} bytes at offset {offset} of a {buffer.size}"
+                             "-byte buffer (whole 4-byte words, within the buffer)")
+        if size < self.small_write:
+            self._queue.write_buffer(buffer, offset, src)
+            self.held += size  # wgpu's own staging copy, freed when a submit completes
+            return
+        with self._lock:
+            try:
+                for i, pos in enumerate(range(0, size, self.chunk)):
+                    n = min(self.chunk, size - pos)
+                    k = i % self.depth
+                    slot = self._write_slot(k)
+                    remap, self._remaps[k] = self._remaps[k], None
+                    if remap is not None:
+                        remap.sync_wait()  # the slot's previous copy has run
+                    _fill(slot, src[pos:pos + n])
+                    slot.unmap()
+                    self._copy(slot, 0, buffer, offset + pos, n)
+                    self._remaps[k] = slot.map_async(wgpu.MapMode.WRITE, 0, self.chunk)
+            except BaseException:
+                self._reset()
+                raise

@@ -1,0 +1,162 @@
+"""Tensor's operators and numpy protocols: numpy's names mapped to gpustd's functions.
+
+numpy calls `Tensor.__array_function__` (NEP 18) for `np.concatenate(tensors)`,
+`np.matmul`, `np.sum`, `np.fft.fft`, ... and `Tensor.__array_ufunc__` (NEP 13) for `np.add`,
+`np.exp`, ... on Tensors; Tensor looks the implementation up in the tables of gpustd._tensor,
+which this module fills (it sits above both Tensor and the op modules, so neither imports the
+other's way round). This is what Dask calls on its chunks (gpustd.dask).
+
+A numpy function or ufunc gpustd does not have runs in numpy on host copies of the Tensors,
+as it did before Tensor spoke these protocols, and returns what numpy returns.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from . import _tensor, elementwise, fft, reduction, shape, unary
+from ._matmul import matmul
+from ._tensor import Tensor, asarray
+
+__all__ = ["getitem", "tensordot"]
+
+
+def _host(value: Any) -> Any:
+    if isinstance(value, Tensor):
+        return value.numpy()
+    if isinstance(value, (list, tuple)):
+        return type(value)(_host(v) for v in value)
+    return value
+
+
+def on_host(func: Callable[..., Any]) -> Callable[..., Any]:
+    """`func` (a numpy function or ufunc) applied to host copies of its Tensor arguments."""
+    run = getattr(func, "_implementation", func)  # past __array_function__, no recursion
+    return lambda *args, **kwargs: run(*_host(args), **{k: _host(v) for k, v in kwargs.items()})
+
+
+def _on_one_device(values: tuple[Any, ...]) -> list[Any]:
+    """Arrays among `values` uploaded to the first Tensor's device (numpy mixes freely)."""
+    device = next((v.device for v in values if isinstance(v, Tensor)), None)
+    return [asarray(v, device=device) if isinstance(v, (np.ndarray, list)) else v
+            for v in values]
+
+
+def getitem(x: Tensor, key: Any) -> Tensor:
+    """Basic indexing: integers, slices of step 1, `...` and `None` (np.newaxis).
+    numpy: `x[key]` (a copy here unless only axes are added or whole axes kept)."""
+    key = key if isinstance(key, tuple) else (key,)
+    if sum(k is Ellipsis for k in key) > 1:
+        raise IndexError("an index can only have a single ellipsis ('...')")
+    named = sum(k is not None and k is not Ellipsis for k in key)
+    if named > x.ndim:
+        raise IndexError(f"too many indices ({named}) for a {x.ndim}-d tensor")
+    at = key.index(Ellipsis) if Ellipsis in key else len(key)  # whole axes go there
+    key = (*key[:at], *(slice(None),) * (x.ndim - named), *key[at + 1:])
+    out, axis, dims = x, 0, []
+    for k in key:
+        if k is None:
+            dims.append(1)
+            continue
+        length = x.shape[axis]
+        if isinstance(k, (int, np.integer)):
+            if not -length <= k < length:
+                raise IndexError(f"index {k} is out of bounds for axis {axis} of size {length}")
+            out = shape.take_slice(out, int(k) % length, int(k) % length + 1, axis)
+        elif isinstance(k, slice) and k.step in (None, 1):
+            start, stop, _ = k.indices(length)
+            if (start, stop) != (0, length):
+                out = shape.take_slice(out, start, max(start, stop), axis)
+            dims.append(max(stop - start, 0))
+        else:
+            raise IndexError(f"gpustd.Tensor supports integers, slices of step 1, ... and None "
+                             f"as indices, not {k!r}; read it back with .numpy() for numpy's")
+        axis += 1
+    return out.reshape(dims)
+
+
+def tensordot(a: Any, b: Any, axes: Any = 2) -> Tensor:
+    """Sum of products over `axes` of a and b, as one matrix product. numpy: `np.tensordot`."""
+    a, b = _on_one_device((a, b))
+    if isinstance(axes, (int, np.integer)):
+        left, right = list(range(a.ndim - int(axes), a.ndim)), list(range(int(axes)))
+    else:
+        left, right = ([axes[i]] if isinstance(axes[i], (int, np.integer)) else list(axes[i])
+                       for i in (0, 1))
+    left, right = [i % a.ndim for i in left], [i % b.ndim for i in right]
+    if [a.shape[i] for i in left] != [b.shape[i] for i in right]:
+        raise ValueError(f"tensordot: contracted axes of shapes {a.shape} {left} and "
+                         f"{b.shape} {right} differ in length")
+    free_a = [i for i in range(a.ndim) if i not in left]
+    free_b = [i for i in range(b.ndim) if i not in right]
+    inner = math.prod(a.shape[i] for i in left)
+    lhs = shape.permute(a, free_a + left).reshape(-1, inner)
+    rhs = shape.permute(b, right + free_b).reshape(inner, -1)
+    return matmul(lhs, rhs).reshape([a.shape[i] for i in free_a] + [b.shape[i] for i in free_b])
+
+
+def _reduction(op: Callable[..., Tensor]) -> Callable[..., Tensor]:
+    """np.sum & co. as numpy calls them: a dtype, an out or a where gpustd cannot honour
+    raises rather than being ignored."""
+    def call(x: Any, axis: Any = None, dtype: Any = None, out: Any = None,
+             keepdims: bool = False, **rest: Any) -> Tensor:
+        if out is not None or rest:
+            raise TypeError(f"gpustd {op.__name__} takes no out= or {sorted(rest)}")
+        result = op(x, axis, keepdims=bool(keepdims))
+        return result if dtype is None or np.dtype(dtype) == result.dtype else (
+            result.astype(dtype))
+    return call
+
+
+def _ufunc(op: Callable[..., Tensor]) -> Callable[..., Tensor]:
+    def call(*inputs: Any, dtype: Any = None, **rest: Any) -> Tensor:
+        if rest:
+            raise TypeError(f"gpustd {op.__name__} takes no {sorted(rest)}")
+        result = op(*_on_one_device(inputs))
+        return result if dtype is None or np.dtype(dtype) == result.dtype else (
+            result.astype(dtype))
+    return call
+
+
+def _transpose(x: Any, axes: Any = None) -> Tensor:
+    return shape.permute(x, axes)
+
+
+def _reshape(x: Any, newshape: Any = None, order: str = "C", **kwargs: Any) -> Tensor:
+    if order != "C":
+        raise ValueError("gpustd tensors are C-ordered: reshape takes order='C' only")
+    return asarray(x).reshape(kwargs.get("shape", newshape))
+
+
+def _squeeze(x: Any, axis: Any = None) -> Tensor:
+    return asarray(x).squeeze(axis)
+
+
+_tensor.OPERATORS.update(
+    add=elementwise.add, subtract=elementwise.subtract, multiply=elementwise.multiply,
+    divide=elementwise.divide, power=elementwise.power, negative=unary.negative,
+    abs=unary.abs, getitem=getitem)
+
+_tensor.ARRAY_UFUNCS.update({
+    np.add: elementwise.add, np.subtract: elementwise.subtract,
+    np.multiply: elementwise.multiply, np.true_divide: elementwise.divide,
+    np.power: elementwise.power, np.maximum: elementwise.maximum,
+    np.minimum: elementwise.minimum, np.negative: unary.negative, np.absolute: unary.abs,
+    np.exp: unary.exp, np.log: unary.log, np.sqrt: unary.sqrt, np.tanh: unary.tanh,
+    np.matmul: matmul})
+_tensor.ARRAY_UFUNCS.update({k: _ufunc(v) for k, v in _tensor.ARRAY_UFUNCS.items()})
+
+_tensor.ARRAY_FUNCTIONS.update({
+    np.concatenate: shape.concatenate, np.tensordot: tensordot, np.transpose: _transpose,
+    np.reshape: _reshape, np.squeeze: _squeeze, np.where: elementwise.where,
+    np.sum: _reduction(reduction.sum), np.mean: _reduction(reduction.mean),
+    np.max: _reduction(reduction.max), np.amax: _reduction(reduction.max),
+    np.min: _reduction(reduction.min), np.amin: _reduction(reduction.min),
+    np.fft.fft: fft.fft, np.fft.ifft: fft.ifft, np.fft.fft2: fft.fft2,
+    np.fft.ifft2: fft.ifft2, np.fft.fftn: fft.fftn, np.fft.ifftn: fft.ifftn,
+    np.fft.rfft: fft.rfft, np.fft.irfft: fft.irfft})
+_tensor.FALLBACK = on_host
