@@ -8,12 +8,16 @@ refused at once with one message whatever the door (the CLI prints it, the serve
 needs a mask, the refiner must fit the base model).
 
 Adding a setting is a change in two files:
-1. here: a field with its default, its check in `_check` (or `LIMITS`), and in its metadata the
-   infotext label it is written under (the WebUI's name, e.g. "Denoising strength");
-2. where it acts: `run_kdiffusion.py` / `run_scheduler.py` (or `stable_diffusion.py` for the
-   settings it writes). The CLI (`diffusion.cli.options`) and the server
-   (`diffusion.server.generation`) map their own syntax onto the field; a third file only when
-   one of them has to spell it differently from the field's name.
+1. here: a field with its default, its check in `_check` (or `LIMITS`), and its metadata
+   (`_setting`): the infotext label it is written under (the WebUI's name, e.g. "Denoising
+   strength"), `cli` (help text: the CLI gets `--field-name`, typed by the default, through
+   `diffusion.cli.options.add_request_options`) and `api` (the key of the WebUI API's body the
+   server reads it from, `diffusion.server.generation.build_job`; a key the schema does not
+   declare is read from the body's extra keys);
+2. where it acts: `run_kdiffusion.py` / `run_scheduler.py` (or `stable_diffusion.py` for what
+   it writes into the settings). `refiner_switch_at` is one such field.
+The older settings predate this and are mapped by hand where a door spells them differently
+(`--ensd`, `denoising_strength`, override_settings' `CLIP_stop_at_last_layers`, ...).
 
 No device, no model: this module runs in milliseconds on any input (a 50 MB prompt is refused
 by its length before any tokenizing).
@@ -22,7 +26,7 @@ by its length before any tokenizing).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import Field, dataclass, field, fields
 from numbers import Integral, Real
 from typing import Any
 
@@ -31,7 +35,8 @@ from ..samplers import lookup, resolve
 from ..upscalers.interpolation import HiresFix
 from .sampling import DIFFUSERS, SamplerOptions
 
-__all__ = ["LIMITS", "MAX_PROMPT_CHARS", "GenerationRequest", "check_size", "infotext_labels"]
+__all__ = ["LIMITS", "MAX_PROMPT_CHARS", "GenerationRequest", "check_size", "door_fields",
+           "infotext_labels"]
 
 # The WebUI's ranges (its API's, which are wider than its sliders': 150 steps is the slider's
 # end, not the API's). Steps stop at the models' 1000 training timesteps: the timestep
@@ -57,8 +62,11 @@ def check_size(name: str, value: Any) -> int:
     return int(value)
 
 
-def _label(label: str | None) -> dict[str, str | None]:
-    return {"infotext": label}
+def _label(label: str | None, *, cli: str | None = None,
+           api: str | None = None) -> dict[str, str | None]:
+    """A field's metadata: its infotext label; `cli`: the help of the CLI option it gets;
+    `api`: the server's body key it is read from."""
+    return {"infotext": label, "cli": cli, "api": api}
 
 
 @dataclass(frozen=True)
@@ -102,7 +110,10 @@ class GenerationRequest:
     hires: HiresFix | None = field(default=None, metadata=_label("Hires upscale"))
     sampler_options: SamplerOptions | None = field(default=None, metadata=_label("Eta"))
     refiner: Any = field(default=None, metadata=_label("Refiner"))
-    refiner_switch_at: float = field(default=0.8, metadata=_label("Refiner switch at"))
+    refiner_switch_at: float = field(default=0.8, metadata=_label(
+        "Refiner switch at", api="refiner_switch_at",
+        cli="fraction of the sampling after which the refiner runs, in (0, 1) (0.8; with "
+            "--sampler diffusers: diffusers' denoising_end)"))
 
     def __post_init__(self) -> None:
         _check(self)
@@ -203,6 +214,12 @@ def _check(r: GenerationRequest) -> None:
         raise ValueError("variation seeds, seed resize and sampler options (eta, churn) need a "
                          f"k-diffusion sampler; {label} draws the batch's noise from one seed, "
                          "as diffusers does")
+
+
+def door_fields(door: str) -> list[Field]:
+    """The fields that `door` ("cli" or "api") takes without code of its own (step 1 of
+    adding a setting, above)."""
+    return [f for f in fields(GenerationRequest) if f.metadata.get(door)]
 
 
 def infotext_labels() -> dict[str, str]:
