@@ -62,7 +62,7 @@ def test_a_huge_prompt_is_a_quick_422_naming_the_limit(served: Any, size: int) -
     took = time.perf_counter() - start
     assert response.status_code == 422, response.text[:300]
     assert f"over the limit of {MAX_PROMPT_CHARS:,}" in response.json()["detail"]
-    assert took < 1.5, f"{took:.2f} s"  # reading and parsing 50 MB of JSON is most of it
+    assert took < 2.0, f"{took:.2f} s"  # reading and parsing 50 MB of JSON: ~0.4 s alone
     assert pipe.requests == []
     assert client.get("/avx/queue").json()["pending"] == 0  # still answering, nothing queued
 
