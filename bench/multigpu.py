@@ -269,13 +269,14 @@ def _dask(group: DeviceGroup, size: int, batch: int, n: int,
 
 
 def _images_per_s(worker: Any, size: int, images: int) -> tuple[float, list[Any]]:
+    from diffusion import GenerationRequest
     from diffusion.server.worker import GenerationJob
 
-    options = {"prompt": "a red circle on a blue background", "steps": 10, "sampler": "DDIM",
-               "cfg_scale": 5.0, "width": size, "height": size}
+    request = GenerationRequest(prompt="a red circle on a blue background", steps=10,
+                                sampler="DDIM", cfg_scale=5.0, width=size, height=size)
 
     def job(seed: int) -> Callable[[], Any]:
-        return lambda: worker.generate(GenerationJob("txt2img", [seed], options))
+        return lambda: worker.generate(GenerationJob("txt2img", [seed], request))
     for future in [worker.submit(job(s)) for s in range(len(worker.slots))]:  # warm each
         future.result()
     start = time.perf_counter()

@@ -3,7 +3,9 @@ CLIP, UNet, VAE, samplers, txt2img / img2img / inpaint, loaders, a CLI (`python 
 --help`) and a WebUI-compatible server.
 
     pipe = diffusion.load_pipeline("path/to/model")       # diffusers folder or .safetensors
-    result = pipe.txt2img("a lighthouse at dusk", steps=20, seed=42)
+    result = pipe.generate(diffusion.GenerationRequest(prompt="a lighthouse at dusk", steps=20,
+                                                       seed=42))
+    result = pipe.txt2img("a lighthouse at dusk", steps=20, seed=42)   # the same, by keywords
 
 Laid out by kind, as diffusers is; a new model family is a module in models/ and one in
 pipelines/, a new sampler a module in samplers/.
@@ -29,8 +31,10 @@ never the server or the CLI (tests/test_layout.py checks this, and that there ar
 """
 
 from .pipelines.load import default_model_path, load_pipeline
+from .pipelines.observer import Observer
+from .pipelines.request import GenerationRequest
 from .pipelines.stable_diffusion import GenerationResult, StableDiffusion
 from .pipelines.stable_diffusion_xl import StableDiffusionXL
 
-__all__ = ["GenerationResult", "StableDiffusion", "StableDiffusionXL", "default_model_path",
-           "load_pipeline"]
+__all__ = ["GenerationRequest", "GenerationResult", "Observer", "StableDiffusion",
+           "StableDiffusionXL", "default_model_path", "load_pipeline"]

@@ -23,7 +23,8 @@ import numpy as np
 from PIL import Image
 
 import gpucore
-from diffusion.cli.main import ProgressBar
+from diffusion import GenerationRequest
+from diffusion.cli.progress import ProgressBar
 from diffusion.infotext import parse_infotext, read_infotext, save_images
 
 
@@ -48,8 +49,6 @@ def main(argv: list[str] | None = None) -> int:
             print("no model given; skipping (set --model or AVX_MODEL)")
             return 0
         parser.error("no model given: pass --model PATH or set AVX_MODEL")
-    if args.size < 8 or args.size % 8 or args.steps < 1:
-        parser.error("--size must be a positive multiple of 8 and --steps at least 1")
     try:
         return run(args)
     except (ValueError, OSError, gpucore.GpuError) as exc:
@@ -60,13 +59,15 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: argparse.Namespace) -> int:
     from diffusion import load_pipeline
 
+    # every setting, checked before the model loads (a bad size is a ValueError saying so)
+    request = GenerationRequest(prompt=args.prompt, negative_prompt=args.negative_prompt,
+                                steps=args.steps, sampler=args.sampler, seed=args.seed,
+                                width=args.size, height=args.size)
     dtype = np.float16 if args.fp16 and gpucore.default_device().has_f16 else np.float32
     start = time.perf_counter()
     pipe = load_pipeline(args.model, dtype=dtype)
     print(f"loaded {args.model} ({np.dtype(dtype).name}) in {time.perf_counter() - start:.1f}s")
-    result = pipe.txt2img(args.prompt, negative_prompt=args.negative_prompt, steps=args.steps,
-                          sampler=args.sampler, seed=args.seed, width=args.size,
-                          height=args.size, progress=ProgressBar("txt2img"))
+    result = pipe.generate(request, observer=ProgressBar("txt2img"))
     (path,) = save_images(result.images, result.settings, args.out)
     print(f"wrote {path}")
 

@@ -1,1 +1,11 @@
-"""`python -m diffusion`: the command line (`main`)."""
+"""`python -m diffusion`: the command line.
+
+| module | what |
+|---|---|
+| `main` | the entry point and the sub-command table |
+| `options` | the generation commands' options, by group (syntax only; GenerationRequest checks) |
+| `generate` | txt2img / img2img / inpaint: options -> GenerationRequest -> model -> PNGs |
+| `from_infotext` | `--from-infotext`: start from another picture's settings |
+| `progress` | the progress bar (an Observer) |
+| `serve` | `serve`: its options and the uvicorn server around diffusion.server's app |
+"""

@@ -11,10 +11,12 @@ from __future__ import annotations
 import json
 import math
 import secrets
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from ..infotext import format_infotext
+from ..pipelines.request import GenerationRequest, check_size, door_fields
 from ..pipelines.sampling import SamplerOptions
 from ..samplers import lookup, resolve, schedules
 from ..upscalers.interpolation import HiresFix
@@ -22,13 +24,13 @@ from .images import decode_image, encode_png, fit_image, prepare_mask
 from .schemas import Img2ImgRequest, Txt2ImgRequest
 from .worker import GenerationJob, JobResult
 
-__all__ = ["SCHEDULERS", "RequestError", "build_job", "build_response",
+__all__ = ["SCHEDULERS", "RequestError", "build_job", "build_response", "fit_to_model",
            "resolve_sampler"]
 
 # the schedule types the server takes, as /sdapi/v1/schedulers lists them
 SCHEDULERS = {schedule.name: schedule.label for schedule in schedules.SCHEDULE_TYPES}
-LIMITS = {"steps": (1, 150), "batch_size": (1, 8), "n_iter": (1, 100)}
-MAX_IMAGES = 100
+# this server's limits on one job's images (the settings' own limits are GenerationRequest's)
+LIMITS = {"batch_size": (1, 8), "n_iter": (1, 100)}
 
 
 class RequestError(ValueError):
@@ -58,10 +60,10 @@ def _check_range(name: str, value: int) -> None:
 def _check_side(name: str, value: int | None, max_size: int) -> None:
     if value is None:
         return
-    if value < 8 or value % 8:
-        lower = max(8, value // 8 * 8)
-        raise RequestError(f"{name} must be a positive multiple of 8 (the VAE works on 8x8 "
-                           f"pixel blocks), got {value}; try {lower} or {lower + 8}")
+    try:
+        check_size(name, value)
+    except ValueError as exc:
+        raise RequestError(str(exc)) from None
     if value > max_size:
         raise RequestError(f"{name} {value} is above this server's limit of {max_size} px "
                            "(--max-size)")
@@ -85,55 +87,75 @@ def _seed(value: int) -> int:
     return secrets.randbelow(4294967294) if value == -1 else value
 
 
+# our setting -> the API's name for it, in the messages of GenerationRequest's checks
+API_NAMES = {"strength": "denoising_strength", "sampler": "sampler_name",
+             "seed resize": "seed_resize_from", "hires resize": "hr_resize"}
+
+
+def _request(settings: dict[str, Any]) -> GenerationRequest:
+    """GenerationRequest(**settings), its ValueError a RequestError naming the API's fields."""
+    try:
+        return GenerationRequest(**settings)
+    except ValueError as exc:
+        message = str(exc)
+        for ours, theirs in API_NAMES.items():
+            if message.startswith(ours + " "):
+                message = theirs + message[len(ours):]
+        raise RequestError(message) from None
+
+
 def build_job(request: Txt2ImgRequest, kind: str, *, options: dict[str, Any], max_size: int,
               outputs: Path) -> tuple[GenerationJob, dict[str, Any]]:
-    """A GenerationJob for `request`, or RequestError. Also returns the job's seed facts."""
-    for name in ("steps", "batch_size", "n_iter"):
+    """A GenerationJob for `request`, or RequestError. Also returns the job's seed facts.
+
+    The body maps onto a GenerationRequest, which checks every setting; the server adds its
+    own limits (--max-size, images per job) and the WebUI's options (clip skip, RNG, ENSD,
+    eta from override_settings)."""
+    # 1. what costs nothing and refuses the most: the prompt's length, the server's limits
+    settings: dict[str, Any] = dict(prompt=request.prompt,
+                                    negative_prompt=request.negative_prompt or "")
+    _request(settings)
+    for name in ("batch_size", "n_iter"):
         _check_range(name, getattr(request, name))
-    _check_side("width", request.width, max_size)
-    _check_side("height", request.height, max_size)
-    if not math.isfinite(request.cfg_scale) or not 0 <= request.cfg_scale <= 100:
-        raise RequestError(f"cfg_scale must be a finite number from 0 to 100, got "
-                           f"{request.cfg_scale}")
-    if request.seed < -1 or request.subseed < -1:
-        raise RequestError("seed and subseed must be -1 (random) or >= 0")
+    for name in ("width", "height"):
+        _check_side(name, getattr(request, name), max_size)
+    # 2. the sampler and the WebUI's options
     sampler, schedule = resolve_sampler(request.sampler_name or request.sampler_index,
                                         request.scheduler)
-    strength = request.subseed_strength
-    if not math.isfinite(strength) or not 0 <= strength <= 1:
-        raise RequestError(f"subseed_strength must be from 0 to 1, got {strength}")
+    settings.update(
+        steps=request.steps, cfg_scale=request.cfg_scale, sampler=sampler, scheduler=schedule,
+        width=request.width, height=request.height, seed=request.seed, subseed=request.subseed,
+        subseed_strength=request.subseed_strength, clip_skip=_clip_skip(request, options) - 1,
+        rng=_rng(request, options), eta_noise_seed_delta=_ensd(request, options))
+    if lookup(sampler).kind == "k-diffusion":  # DDIM, PLMS, UniPC take no options
+        settings["sampler_options"] = _sampler_options(request, options)
+    if request.seed_resize_from_w > 0 and request.seed_resize_from_h > 0:
+        settings["seed_resize_from"] = (request.seed_resize_from_w, request.seed_resize_from_h)
+    if request.refiner_checkpoint not in (None, "", "None", "none"):  # the WebUI's "no refiner"
+        settings["refiner"] = request.refiner_checkpoint  # a name: the app resolves it
+    for setting in door_fields("api"):  # the settings that need no code here
+        key = setting.metadata["api"]
+        value = getattr(request, key, None) if key in type(request).model_fields else (
+            request.model_extra or {}).get(key)
+        if value is not None:
+            settings[setting.name] = value
+    # 3. the images (img2img) or the hires fix (txt2img)
+    resize_mode = 0
+    if isinstance(request, Img2ImgRequest):
+        settings.update(_img2img_options(request))
+        resize_mode = request.resize_mode
+    elif request.enable_hr:
+        settings["hires"] = _hires(request, max_size)
+    generation = _request(settings)
+    # 4. the seeds: image k has seed + k, unless a variation seed varies them (then subseed + k)
     count = request.batch_size * request.n_iter
     seed, subseed = _seed(request.seed), _seed(request.subseed)
-    generate: dict[str, Any] = dict(
-        prompt=request.prompt, negative_prompt=request.negative_prompt or "",
-        steps=request.steps, cfg_scale=float(request.cfg_scale), sampler=sampler,
-        scheduler=schedule, width=request.width, height=request.height,
-        clip_skip=_clip_skip(request, options) - 1, rng=_rng(request, options),
-        subseed_strength=float(strength), eta_noise_seed_delta=_ensd(request, options))
-    k_diffusion = lookup(sampler).kind == "k-diffusion"  # DDIM, PLMS, UniPC take no options
-    if k_diffusion and (options_ := _sampler_options(request, options)) is not None:
-        generate["sampler_options"] = options_
-    if request.seed_resize_from_w > 0 and request.seed_resize_from_h > 0:
-        if not k_diffusion:
-            raise RequestError(f"seed resize is not available with {sampler}; use a "
-                               "k-diffusion sampler (Euler, DPM++ 2M, ...)")
-        generate["seed_resize_from"] = (request.seed_resize_from_w, request.seed_resize_from_h)
-    if request.refiner_checkpoint not in (None, "", "None", "none"):  # the WebUI's "no refiner"
-        switch = 0.8 if request.refiner_switch_at is None else request.refiner_switch_at
-        if not math.isfinite(switch) or not 0 < switch < 1:
-            raise RequestError(f"refiner_switch_at must be between 0 and 1 (exclusive), e.g. "
-                               f"0.8; got {switch}")
-        generate.update(_refiner=request.refiner_checkpoint, refiner_switch_at=float(switch))
-    if isinstance(request, Img2ImgRequest):
-        generate.update(_img2img_options(request))
-    elif request.enable_hr:
-        generate["hires"] = _hires(request, max_size)
-    # the WebUI: image k has seed + k, unless a variation seed varies them (then subseed + k)
-    seeds = [seed + (0 if strength else k) for k in range(count)]
-    job = GenerationJob(kind=kind, seeds=seeds, options=generate,
+    seeds = [seed + (0 if request.subseed_strength else k) for k in range(count)]
+    job = GenerationJob(kind=kind, seeds=seeds, request=generation,
                         subseeds=[subseed + k for k in range(count)],
                         batch_size=request.batch_size,
-                        save_to=outputs if request.save_images else None)
+                        save_to=outputs if request.save_images else None,
+                        resize_mode=resize_mode)
     return job, {"seed": seed, "subseed": subseed, "sampler": sampler, "scheduler": schedule}
 
 
@@ -189,16 +211,11 @@ def _img2img_options(request: Img2ImgRequest) -> dict[str, Any]:
         raise RequestError("init_images is empty; send at least one base64-encoded image")
     strength = request.denoising_strength
     strength = 0.75 if strength is None else strength
-    if not math.isfinite(strength) or not 0 < strength <= 1:
-        raise RequestError(f"denoising_strength must be in (0, 1], got {strength}")
-    if int(request.steps * strength) < 1:
-        raise RequestError(f"denoising_strength {strength:g} with steps {request.steps} leaves "
-                           "no step to run; raise one of them")
     if request.resize_mode not in (0, 1, 2, 3):
         raise RequestError(f"resize_mode must be 0 (resize), 1 (crop and resize), 2 (resize "
                            f"and fill) or 3 (latent upscale), got {request.resize_mode}")
     image = decode_image(request.init_images[0], "init_images[0]")
-    out: dict[str, Any] = {"init_image": image, "strength": float(strength)}
+    out: dict[str, Any] = {"init_image": image, "strength": strength}
     if request.mask:
         mask = decode_image(request.mask, "mask")
         if mask.size != image.size:
@@ -209,23 +226,21 @@ def _img2img_options(request: Img2ImgRequest) -> dict[str, Any]:
         out["mask"] = prepare_mask(mask, blur_x=request.mask_blur_x if blur is None else blur,
                                    blur_y=request.mask_blur_y if blur is None else blur,
                                    invert=bool(request.inpainting_mask_invert))
-    out["_resize_mode"] = request.resize_mode
     return out
 
 
-def fit_to_model(options: dict[str, Any], native_size: int) -> dict[str, Any]:
+def fit_to_model(request: GenerationRequest, resize_mode: int,
+                 native_size: int) -> GenerationRequest:
     """Resolve the size (the loaded model's native size by default) and fit the init image and
     mask to it with the request's resize mode; runs on the worker, where the model is known."""
-    options = dict(options)
-    mode = options.pop("_resize_mode", 0)
-    width = options["width"] = options.get("width") or native_size
-    height = options["height"] = options.get("height") or native_size
-    if options.get("init_image") is not None:
-        options["init_image"] = fit_image(options["init_image"], width, height, mode)
-        if options.get("mask") is not None:
-            options["mask"] = fit_image(options["mask"].convert("RGB"), width, height,
-                                        mode).convert("L")
-    return options
+    width, height = request.width or native_size, request.height or native_size
+    fitted: dict[str, Any] = {"width": width, "height": height}
+    if request.init_image is not None:
+        fitted["init_image"] = fit_image(request.init_image, width, height, resize_mode)
+        if request.mask is not None:
+            fitted["mask"] = fit_image(request.mask.convert("RGB"), width, height,
+                                       resize_mode).convert("L")
+    return replace(request, **fitted)
 
 
 def build_response(request: Txt2ImgRequest, result: JobResult,
@@ -261,7 +276,7 @@ def build_response(request: Txt2ImgRequest, result: JobResult,
         "interrupted": result.interrupted, "saved_paths": [str(p) for p in result.saved],
         "version": "avx-gpu",
     }
-    parameters = request.model_dump()
+    parameters = request.model_dump(include=set(type(request).model_fields))
     if isinstance(request, Img2ImgRequest) and not request.include_init_images:
         parameters["init_images"] = None
         parameters["mask"] = None

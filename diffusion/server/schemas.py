@@ -2,10 +2,11 @@
 
 Field names and defaults are the AUTOMATIC1111 WebUI's (`StableDiffusionProcessingTxt2Img` /
 `...Img2Img` plus the API's extra keys). Fields the WebUI has and we do not implement (face
-restoration, tiling, scripts, styles, ...) are accepted and ignored, as are
-unknown keys, so a client written for the WebUI sends its usual body unchanged. Deviations:
-`width`/`height` default to the loaded model's native size rather than 512 (None here), and
-`sampler_name` defaults to "Euler" through `sampler_index` as in the WebUI.
+restoration, tiling, scripts, styles, ...) are accepted and ignored, as are unknown keys (kept
+aside for GenerationRequest's `api` settings), so a client written for the WebUI sends its
+usual body unchanged. Deviations: `width`/`height` default to the loaded model's native size
+rather than 512 (None here), and `sampler_name` defaults to "Euler" through `sampler_index` as
+in the WebUI.
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ __all__ = [
 
 
 class _Lenient(BaseModel):
-    model_config = ConfigDict(extra="ignore", populate_by_name=True,
+    # extra keys are kept (model_extra): a GenerationRequest field's `api` key is read from
+    # them when no field here declares it; the echo of the request leaves them out
+    model_config = ConfigDict(extra="allow", populate_by_name=True,
                               protected_namespaces=())
 
 

@@ -14,19 +14,20 @@ shows the oldest running job and names the others in its text.
 from __future__ import annotations
 
 import collections
-import functools
 import itertools
 import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..pipelines.observer import Observer
+from ..pipelines.request import GenerationRequest
 from .images import preview_png, save_output
 from .models_dir import ModelEntry
 
@@ -43,10 +44,11 @@ class GenerationJob:
 
     kind: str  # "txt2img" | "img2img"
     seeds: list[int]
-    options: dict[str, Any]  # keywords for StableDiffusion.generate (no seed/batch_size)
+    request: GenerationRequest  # each image: this with its seed (and subseed), batch size 1
     subseeds: list[int] | None = None  # one per image (the WebUI's variation seeds)
     batch_size: int = 1
     save_to: Path | None = None
+    resize_mode: int = 0  # the WebUI's: how the init image fits the size (images.fit_image)
 
 
 @dataclass
@@ -88,6 +90,23 @@ class _Slot:
         self.started = 0.0
         self.ticket = 0  # when its job began, in jobs begun: progress shows the oldest
         self.running = False
+
+
+class _SlotObserver(Observer):
+    """A running job's steps into its slot's progress (and latents for the preview); the
+    slot's interrupt / skip flags stop it."""
+
+    def __init__(self, worker: Worker, slot: _Slot) -> None:
+        self.worker, self.slot = worker, slot
+
+    def on_step(self, done: int, total: int, latents: np.ndarray) -> None:
+        with self.worker._lock:
+            self.slot.state.update(sampling_step=done, sampling_steps=total)
+            self.slot.latents = np.array(latents[:1], copy=True)
+
+    def interrupted(self) -> bool:
+        with self.worker._lock:
+            return bool(self.slot.state["interrupted"] or self.slot.state["skipped"])
 
 
 class Worker:
@@ -230,22 +249,20 @@ class Worker:
 
     def generate(self, job: GenerationJob) -> JobResult:
         slot = self._current()
-        pipe = slot.pipe
         stamp = datetime.now().strftime("%Y%m%d%H%M%S")
         self._begin(slot, job.kind, len(job.seeds), stamp)
         result = JobResult(images=[], settings=[], model=self.model, job_timestamp=stamp,
                            device=slot.label)
-        on_step = functools.partial(self._on_step, slot)
+        observer = _SlotObserver(self, slot)
         for number, seed in enumerate(job.seeds):
             if slot.state["interrupted"]:
                 break
             with self._lock:
                 slot.state.update(job_no=number, sampling_step=0, skipped=False)
+            request = replace(job.request, seed=seed, batch_size=1)
             if job.subseeds is not None:
-                options = {**job.options, "subseed": job.subseeds[number]}
-            else:
-                options = job.options
-            out = pipe.generate(seed=seed, batch_size=1, on_step=on_step, **options)
+                request = replace(request, subseed=job.subseeds[number])
+            out = slot.pipe.generate(request, observer=observer)
             settings = dict(out.settings)
             result.images.append(out.images[0])
             result.settings.append(settings)
@@ -264,12 +281,6 @@ class Worker:
             slot.preview = None
             slot.started = time.monotonic()
             slot.ticket = next(self._tickets)
-
-    def _on_step(self, slot: _Slot, done: int, total: int, latents: np.ndarray) -> bool:
-        with self._lock:
-            slot.state.update(sampling_step=done, sampling_steps=total)
-            slot.latents = np.array(latents[:1], copy=True)
-            return not (slot.state["interrupted"] or slot.state["skipped"])
 
     def interrupt(self) -> None:
         """Stop every running job after its current step; each returns what it has."""

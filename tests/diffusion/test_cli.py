@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ import gpucore
 import gpustd
 from diffusion.infotext import format_infotext, parse_infotext, read_infotext, save_png
 from diffusion.loaders.errors import WeightsError
+from diffusion.pipelines.request import GenerationRequest
 from diffusion.pipelines.stable_diffusion import GenerationResult
 
 
@@ -37,29 +39,24 @@ class FakePipeline:
         self.name = name
         self.calls: list[dict[str, Any]] = []
 
-    def generate(self, prompt: str, *, negative_prompt: str = "", steps: int = 20,
-                 cfg_scale: float = 7.0, sampler: str = "Euler a", seed: int = 0,
-                 width: int | None = None, height: int | None = None, batch_size: int = 1,
-                 clip_skip: int = 0, progress: Any = None, **kw: Any) -> GenerationResult:
-        width, height = width or self.native_size, height or self.native_size
-        kw.update(negative_prompt=negative_prompt, steps=steps, cfg_scale=cfg_scale,
-                  sampler=sampler, seed=seed, width=width, height=height,
-                  batch_size=batch_size, clip_skip=clip_skip, progress=progress)
-        self.calls.append({"prompt": prompt, **kw})
+    def generate(self, request: GenerationRequest, *, observer: Any) -> GenerationResult:
+        kw = {f.name: getattr(request, f.name) for f in fields(request)}
+        kw.update(width=request.width or self.native_size,
+                  height=request.height or self.native_size)
+        self.calls.append(kw)
         for i in range(2):
-            kw["progress"](i + 1, 2)
+            observer.step(i + 1, 2, np.zeros((1, 4, 1, 1)))
         rng = np.random.default_rng(kw["seed"])
         images = [rng.integers(0, 256, (kw["height"], kw["width"], 3), dtype=np.uint8)
                   for _ in range(kw["batch_size"])]
-        settings = {k: kw[k] for k in ("negative_prompt", "steps", "sampler", "cfg_scale",
-                                       "seed", "width", "height", "batch_size", "clip_skip")}
-        settings.update(prompt=prompt, model=self.name,
-                        mode="txt2img" if kw.get("init_image") is None else "img2img")
-        if kw.get("init_image") is not None:
+        settings = {k: kw[k] for k in ("prompt", "negative_prompt", "steps", "sampler",
+                                       "cfg_scale", "seed", "width", "height", "batch_size",
+                                       "clip_skip")}
+        settings.update(model=self.name, mode=request.mode)
+        if request.init_image is not None:
             settings["strength"] = kw["strength"]
         return GenerationResult(images=images, seeds=[kw["seed"]] * len(images),
                                 settings=settings)
-
 
     txt2img = generate
 
@@ -97,19 +94,20 @@ TXT = ("txt2img", "--model", "model", "--prompt", "a cat")
 
 # -- validation: one line, exit 2, the model never loads ---------------------------------
 @pytest.mark.parametrize("argv, message", [
-    ((*TXT, "--width", "500"), "--width: must be a multiple of 8"),
-    ((*TXT, "--height", "0"), "--height: must be at least 1"),
+    ((*TXT, "--width", "500"), "width must be a positive multiple of 8 (the VAE works on 8x8 "
+                                "pixel blocks), got 500; try 496 or 504"),
+    ((*TXT, "--height", "0"), "height must be a positive multiple of 8"),
     ((*TXT, "--sampler", "Euler b"), "unknown sampler 'Euler b'"),
-    ((*TXT, "--steps", "0"), "--steps: must be at least 1"),
+    ((*TXT, "--steps", "0"), "steps must be a whole number from 1 to 1000, got 0"),
     ((*TXT, "--steps", "ten"), "'ten' is not a whole number"),
-    ((*TXT, "--seed", "-2"), "--seed: must be -1"),
-    ((*TXT, "--clip-skip", "0"), "--clip-skip: must be at least 1"),
+    ((*TXT, "--seed", "-2"), "seed must be -1 (random) or a whole number >= 0"),
+    ((*TXT, "--clip-skip", "0"), "clip_skip (layers skipped: the WebUI's Clip skip minus 1)"),
     ((*TXT, "--cfg-scale", "x"), "--cfg-scale: 'x' is not a number"),
-    ((*TXT, "--cfg-scale", "nan"), "--cfg-scale: must be a finite number"),
+    ((*TXT, "--cfg-scale", "nan"), "cfg_scale must be a finite number in [0, 100]"),
     (("img2img", "--model", "model", "--prompt", "a"), "--init-image"),
     (("inpaint", "--model", "model", "--prompt", "a", "--init-image", "init.png"), "--mask"),
     (("img2img", "--model", "model", "--prompt", "a", "--init-image", "init.png",
-      "--strength", "1.5"), "--strength: must be in (0, 1]"),
+      "--strength", "1.5"), "strength must be a finite number in (0, 1]"),
     (("img2img", "--model", "model", "--prompt", "a", "--init-image", "init.png",
       "--strength", "0.04"), "leaves no step to run"),
     (("txt2img", "--model", "missing-model", "--prompt", "a"), "'missing-model' does not exist"),
@@ -174,7 +172,7 @@ def test_txt2img_writes_pngs_with_parameters(fake: dict[str, Any],
                                        "prediction_type": None}
     call = fake["pipe"].calls[0]
     assert call["sampler"] == "DPM++ 2M Karras" and call["clip_skip"] == 1
-    assert "init_image" not in call
+    assert call["init_image"] is None
     settings = {"prompt": "a cat", "negative_prompt": "blurry, dark", "steps": 7,
                 "sampler": "DPM++ 2M Karras", "cfg_scale": 7.5, "seed": 1234, "width": 48,
                 "height": 32, "batch_size": 2, "clip_skip": 1, "model": "model"}
@@ -270,7 +268,7 @@ def test_defaults_json_sets_left_out_options(fake: dict[str, Any],
     write_defaults("model", '{"steps": 2}')
     code, _, err = run_cli(capsys, "img2img", "--model", "model", "--prompt", "a",
                            "--init-image", "init.png", "--strength", "0.4")
-    assert code == 2 and "--strength 0.4 with --steps 2 leaves no step to run" in err
+    assert code == 2 and "strength 0.4 with 2 steps leaves no step to run" in err
     code, _, err = run_cli(capsys, "inpaint", "--model", "model", "--prompt", "a",
                            "--init-image", "init.png", "--mask", "mask.png", "--out", "b.png")
     assert code == 0, err
@@ -424,8 +422,9 @@ def test_python_m_diffusion(tmp_path: Path) -> None:
     assert " ".join(shown.stdout.split()).count("(default: the model's defaults.json, else") == 3
     bad = run("txt2img", "--model", ".", "--prompt", "x", "--width", "513")
     assert bad.returncode == 2 and bad.stdout == ""
-    assert bad.stderr.strip() == ("error: argument --width: must be a multiple of 8 (the VAE "
-                                  "works on 8x8 pixel blocks), got 513; try 512 or 520")
+    assert bad.stderr.strip().splitlines()[-1] == (
+        "error: width must be a positive multiple of 8 (the VAE works on 8x8 pixel blocks), "
+        "got 513; try 512 or 520")
 
 
 # -- WebUI options: batch count, hires fix, infotext in and out ----------------------------
@@ -447,7 +446,7 @@ def test_hires_flags_become_a_hires_fix(fake: dict[str, Any],
     assert fake["pipe"].calls[-1]["hires"] == HiresFix(scale=1.5, upscaler="Lanczos", steps=4,
                                                        denoise=0.45)
     code, _, err = run_cli(capsys, *TXT)
-    assert code == 0 and "hires" not in fake["pipe"].calls[-1]
+    assert code == 0 and fake["pipe"].calls[-1]["hires"] is None
     code, _, err = run_cli(capsys, *TXT, "--hr-resize", "96x80", "--hr-upscaler", "ESRGAN")
     assert code == 2 and "--hr-upscaler 'ESRGAN' is not one of: Latent," in err
     code, _, err = run_cli(capsys, *TXT, "--hr-resize", "96by80")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from concurrent.futures import Future
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -18,8 +19,8 @@ from fastapi.testclient import TestClient  # noqa: E402
 from PIL import Image  # noqa: E402
 from server_support import pixels, png_b64  # noqa: E402
 
-from diffusion.server.extras import extras_router  # noqa: E402
 from diffusion.server.limits import add_error_handlers  # noqa: E402
+from diffusion.server.routers import extras  # noqa: E402
 from diffusion.upscalers import models  # noqa: E402
 from diffusion.upscalers.interpolation import HiresFix, upscale_image  # noqa: E402
 
@@ -56,7 +57,8 @@ def upscalers(tmp_path: Path, first_device: Any) -> Any:
 def client(upscalers: Path) -> Any:
     app = FastAPI()
     add_error_handlers(app)
-    app.include_router(extras_router(_InlineWorker()))
+    app.state.server = SimpleNamespace(worker=_InlineWorker(), queue_size=1)  # what _run reads
+    app.include_router(extras.api, prefix="/sdapi/v1")
     with TestClient(app) as test_client:
         yield test_client
 

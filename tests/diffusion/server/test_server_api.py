@@ -295,8 +295,8 @@ NOT_IMAGE = base64.b64encode(b"hello, not a picture").decode()
 @pytest.mark.parametrize("path, body, needles", [
     ("/sdapi/v1/txt2img", {"width": 33}, ("multiple of 8", "try 32")),
     ("/sdapi/v1/txt2img", {"height": 512}, ("limit of 256",)),
-    ("/sdapi/v1/txt2img", {"steps": 0}, ("steps must be between 1 and 150",)),
-    ("/sdapi/v1/txt2img", {"steps": 1000}, ("steps must be between",)),
+    ("/sdapi/v1/txt2img", {"steps": 0}, ("steps must be a whole number from 1 to 1000",)),
+    ("/sdapi/v1/txt2img", {"steps": 1001}, ("steps must be a whole number from 1 to 1000",)),
     ("/sdapi/v1/txt2img", {"steps": "many"}, ("steps",)),
     ("/sdapi/v1/txt2img", {"batch_size": 0}, ("batch_size",)),
     ("/sdapi/v1/txt2img", {"n_iter": 101}, ("n_iter",)),
@@ -360,7 +360,7 @@ def test_embeddings_listing(tmp_path: Path) -> None:
     """GET /sdapi/v1/embeddings' shape: loaded with vectors and width, pickles skipped."""
     from safetensors.numpy import save_file
 
-    from diffusion.server.app import embedding_listing
+    from diffusion.server.routers.models import embedding_listing
     from diffusion.text.embeddings import EmbeddingDatabase
 
     save_file({"emb_params": np.ones((3, 32), np.float32)}, str(tmp_path / "fluffy.safetensors"))
@@ -376,7 +376,7 @@ def test_lora_listing(tmp_path: Path) -> None:
     """GET /sdapi/v1/loras' shape: name, alias (kohya's ss_output_name), path, metadata."""
     from safetensors.numpy import save_file
 
-    from diffusion.server.app import lora_listing
+    from diffusion.server.routers.models import lora_listing
 
     tensors = {"lora_unet_x.lora_down.weight": np.ones((2, 4), np.float32)}
     save_file(tensors, str(tmp_path / "fluffy.safetensors"), metadata={"ss_output_name": "Fluf"})
@@ -405,7 +405,7 @@ def test_sampler_settings_and_seed_resize(client: Any) -> None:
     bad = client.post("/sdapi/v1/txt2img", json={"prompt": PROMPT, "sampler_name": "DDIM",
                                                  "seed_resize_from_w": 24,
                                                  "seed_resize_from_h": 24})
-    assert bad.status_code == 422 and "seed resize is not available with DDIM" in bad.text
+    assert bad.status_code == 422 and "need a k-diffusion sampler; DDIM" in bad.text
 
 
 def test_hires_fix_with_a_model_upscaler(client: Any, tmp_path: Path) -> None:

@@ -1,5 +1,5 @@
 """The WebUI's Extras API: `/sdapi/v1/upscalers`, `/sdapi/v1/extra-single-image` and
-`/sdapi/v1/extra-batch-images`, as an APIRouter the app includes.
+`/sdapi/v1/extra-batch-images`.
 
 Upscaling follows the WebUI's `postprocessing_upscale`: resize_mode 0 scales by
 `upscaling_resize`, 1 scales to cover `upscaling_resize_w` x `upscaling_resize_h` (then
@@ -10,22 +10,22 @@ no face restorer here). Jobs run on the worker's queue, one at a time with gener
 
 from __future__ import annotations
 
-import asyncio
 import re
 from typing import Any
 
 import numpy as np
 from fastapi import APIRouter
-from fastapi.exceptions import HTTPException
 from pydantic import BaseModel, Field
 
-from ..upscalers.by_name import upscale, upscaler_names
-from ..upscalers.models import MODEL_UPSCALERS
-from .generation import RequestError
-from .images import decode_image, encode_png
-from .worker import QueueFull
+from ...upscalers.by_name import upscale, upscaler_names
+from ...upscalers.models import MODEL_UPSCALERS
+from ..generation import RequestError
+from ..images import decode_image, encode_png
+from ..state import State, submit, wait
 
-__all__ = ["ExtrasBatchRequest", "ExtrasSingleRequest", "extras_router"]
+__all__ = ["ExtrasBatchRequest", "ExtrasSingleRequest", "api"]
+
+api = APIRouter()
 
 
 class _ExtrasOptions(BaseModel):
@@ -104,45 +104,37 @@ def _declared_scale(name: str) -> int:
     return int(match[1]) if match else 4
 
 
-def extras_router(worker: Any, dependencies: Any = ()) -> APIRouter:
-    """The Extras routes under /sdapi/v1; jobs go through `worker.submit` (the generation
-    queue), `dependencies` are the API's (its authentication)."""
-    router = APIRouter(prefix="/sdapi/v1", dependencies=list(dependencies))
+async def _run(state: State, job: Any) -> Any:
+    """`job` on the worker's queue (one at a time with generation); its ValueError is a 422."""
+    try:
+        return await wait(submit(state, job))
+    except ValueError as error:
+        raise RequestError(str(error)) from None
 
-    async def run(job: Any) -> Any:
-        try:
-            future = worker.submit(job)
-        except QueueFull:
-            raise HTTPException(503, "the queue is full; retry in a few seconds",
-                                headers={"Retry-After": "5"}) from None
-        try:
-            return await asyncio.wrap_future(future)
-        except ValueError as error:
-            raise RequestError(str(error)) from None
 
-    @router.get("/upscalers")
-    async def list_upscalers() -> list[dict[str, Any]]:
-        items = [{"name": name, "model_name": None, "model_path": None, "model_url": None,
-                  "scale": 4} for name in upscaler_names() if name not in MODEL_UPSCALERS]
-        items += [{"name": name, "model_name": up.path.stem, "model_path": str(up.path),
-                   "model_url": None, "scale": _declared_scale(up.path.stem)}
-                  for name, up in MODEL_UPSCALERS.items()]
-        return items
+@api.get("/upscalers")
+async def list_upscalers() -> list[dict[str, Any]]:
+    items = [{"name": name, "model_name": None, "model_path": None, "model_url": None,
+              "scale": 4} for name in upscaler_names() if name not in MODEL_UPSCALERS]
+    items += [{"name": name, "model_name": up.path.stem, "model_path": str(up.path),
+               "model_url": None, "scale": _declared_scale(up.path.stem)}
+              for name, up in MODEL_UPSCALERS.items()]
+    return items
 
-    @router.post("/extra-single-image")
-    async def extra_single_image(request: ExtrasSingleRequest) -> dict[str, Any]:
-        _check(request)
-        image = np.asarray(decode_image(request.image, "image").convert("RGB"))
-        out = await run(lambda: _upscale(image, request))
-        return {"html_info": _html_info(request, out.shape[1::-1]), "image": encode_png(out)}
 
-    @router.post("/extra-batch-images")
-    async def extra_batch_images(request: ExtrasBatchRequest) -> dict[str, Any]:
-        _check(request)
-        images = [np.asarray(decode_image(item.data, f"imageList[{i}]").convert("RGB"))
-                  for i, item in enumerate(request.imageList)]
-        outs = await run(lambda: [_upscale(image, request) for image in images])
-        info = _html_info(request, outs[0].shape[1::-1]) if outs else ""
-        return {"html_info": info, "images": [encode_png(out) for out in outs]}
+@api.post("/extra-single-image")
+async def extra_single_image(request: ExtrasSingleRequest, state: State) -> dict[str, Any]:
+    _check(request)
+    image = np.asarray(decode_image(request.image, "image").convert("RGB"))
+    out = await _run(state, lambda: _upscale(image, request))
+    return {"html_info": _html_info(request, out.shape[1::-1]), "image": encode_png(out)}
 
-    return router
+
+@api.post("/extra-batch-images")
+async def extra_batch_images(request: ExtrasBatchRequest, state: State) -> dict[str, Any]:
+    _check(request)
+    images = [np.asarray(decode_image(item.data, f"imageList[{i}]").convert("RGB"))
+              for i, item in enumerate(request.imageList)]
+    outs = await _run(state, lambda: [_upscale(image, request) for image in images])
+    info = _html_info(request, outs[0].shape[1::-1]) if outs else ""
+    return {"html_info": info, "images": [encode_png(out) for out in outs]}

@@ -1,4 +1,5 @@
-"""`python -m diffusion serve`: arguments, checks and the uvicorn server."""
+"""`python -m diffusion serve`: its options, their checks and the uvicorn server (the app
+itself is diffusion.server's)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,21 @@ import socket
 import sys
 from typing import Any
 
+from .options import add_network_options, whole
+
 __all__ = ["add_serve_parser", "serve"]
 
 HELP = "serve the Stable Diffusion WebUI's HTTP API (/sdapi/v1) and a web page"
 
 
-def add_serve_parser(commands: Any, positive_int: Any) -> argparse.ArgumentParser:
+def _positive(text: str) -> int:
+    value = whole(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def add_serve_parser(commands: Any) -> argparse.ArgumentParser:
     """Add the `serve` sub-command to `commands` (argparse sub-parsers)."""
     sub = commands.add_parser("serve", help=HELP, description=HELP)
     sub.add_argument("--model", metavar="PATH",
@@ -22,20 +32,18 @@ def add_serve_parser(commands: Any, positive_int: Any) -> argparse.ArgumentParse
     sub.add_argument("--models-dir", metavar="DIR",
                      help="diffusers folders and .safetensors files clients may switch to "
                           "(sd_model_checkpoint in /sdapi/v1/options)")
-    from ..cli.main import add_network_options
-
     add_network_options(sub)
     sub.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1)")
     sub.add_argument("--listen", action="store_true",
                      help="bind 0.0.0.0: reachable from other machines (use --api-auth)")
-    sub.add_argument("--port", type=positive_int, default=7860, help="port (7860)")
+    sub.add_argument("--port", type=_positive, default=7860, help="port (7860)")
     sub.add_argument("--api-auth", metavar="USER:PASS[,USER:PASS...]",
                      help="require HTTP Basic credentials on the API")
     sub.add_argument("--outputs", default="outputs", metavar="DIR",
                      help="where save_images=true writes (outputs/txt2img-images/DATE/...)")
-    sub.add_argument("--queue-size", type=positive_int, default=16, metavar="N",
+    sub.add_argument("--queue-size", type=_positive, default=16, metavar="N",
                      help="jobs that may wait; more get 503 + Retry-After (16)")
-    sub.add_argument("--max-size", type=positive_int, default=1024, metavar="PX",
+    sub.add_argument("--max-size", type=_positive, default=1024, metavar="PX",
                      help="largest width/height a request may ask for (1024)")
     sub.add_argument("--dtype", choices=("auto", "float32", "float16"), default="auto",
                      help="weights: float16 (half the memory, needs shader-f16) or float32; "
@@ -74,11 +82,11 @@ def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from ..loaders.errors import WeightsError
-    from .app import _parse_auth, create_app
+    from ..server.app import create_app, parse_auth
 
     host = "0.0.0.0" if args.listen else args.host
     try:
-        _parse_auth(args.api_auth)
+        parse_auth(args.api_auth)
         if args.upscaler_dir:  # names for hires fix and the Extras API
             from ..upscalers.models import register_upscaler_dir
 

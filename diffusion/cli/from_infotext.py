@@ -1,0 +1,51 @@
+"""`--from-infotext FILE.png`: start from the settings another picture was made with."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+__all__ = ["apply_infotext", "existing"]
+
+
+# infotext setting -> (our option, how to convert it); the settings --from-infotext takes
+_FROM_INFOTEXT: dict[str, tuple[str, Callable[[Any], Any]]] = {
+    "prompt": ("prompt", str), "negative_prompt": ("negative_prompt", str),
+    "steps": ("steps", int), "cfg_scale": ("cfg_scale", float), "seed": ("seed", int),
+    "width": ("width", int), "height": ("height", int), "rng": ("rng", str),
+    "clip_skip": ("clip_skip", lambda v: int(v) + 1), "subseed": ("subseed", int),
+    "subseed_strength": ("subseed_strength", float), "ensd": ("ensd", int),
+    "scheduler": ("scheduler", str), "strength": ("strength", float),
+    "hires_scale": ("hr_scale", float), "hires_resize": ("hr_resize", tuple),
+    "hires_upscaler": ("hr_upscaler", str), "hires_steps": ("hr_steps", int),
+    "hires_denoise": ("hr_denoise", float), "seed_resize_from": ("seed_resize_from", tuple),
+    "eta": ("eta", float), "s_churn": ("s_churn", float), "s_noise": ("s_noise", float),
+    "refiner_switch_at": ("refiner_switch_at", float),
+}
+
+
+def apply_infotext(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """Fill the options left at their defaults from --from-infotext's PNG (given ones win)."""
+    from ..infotext import parse_infotext, read_infotext
+
+    text = read_infotext(existing(args.from_infotext, "--from-infotext"))
+    if text is None:
+        raise ValueError(f"--from-infotext {args.from_infotext!r}: the PNG has no parameters "
+                         "(infotext) to start from")
+    settings = parse_infotext(text)
+    required = {"img2img": ["--init-image", "x"], "inpaint": ["--init-image", "x", "--mask", "x"]}
+    defaults = parser.parse_args([args.command, *required.get(args.command, [])])
+    for key, (option, convert) in _FROM_INFOTEXT.items():
+        left_out = getattr(args, option, None) == getattr(defaults, option, None)
+        if key in settings and hasattr(args, option) and left_out:
+            setattr(args, option, convert(settings[key]))
+    if args.sampler is None and "sampler" in settings:
+        args.sampler = str(settings["sampler"])
+
+
+def existing(path: str, flag: str) -> Path:
+    if not Path(path).is_file():
+        raise ValueError(f"{flag} {path!r} does not exist or is not a file")
+    return Path(path)

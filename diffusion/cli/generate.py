@@ -1,0 +1,219 @@
+"""`txt2img`, `img2img`, `inpaint`: the options become one GenerationRequest, checked before
+the model loads; then the model (and a refiner, a VAE, networks) loads and the batches run.
+
+Everything that can be checked without the model (settings, sampler, defaults.json, images,
+paths) is checked first: a bad input costs no model load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..infotext import save_images
+from ..pipelines.request import GenerationRequest, door_fields
+from ..pipelines.sampling import SamplerOptions, sampler_label
+from ..samplers import schedules
+from .from_infotext import apply_infotext
+from .options import SAMPLING_DEFAULTS, UPSCALERS
+from .progress import ProgressBar
+
+__all__ = ["build_request", "run"]
+
+
+def _open_image(path: str, what: str, mode: str) -> Any:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            return image.convert(mode)
+    except FileNotFoundError:
+        raise ValueError(f"{what} {path!r} does not exist") from None
+    except (OSError, Image.DecompressionBombError) as exc:
+        raise ValueError(f"{what} {path!r} is not a readable image ({exc})") from None
+
+
+def _fill_sampling_defaults(args: argparse.Namespace) -> None:
+    """Set the sampling options left out: the model folder's defaults.json (read without
+    loading the model), then a Turbo model's (diffusion.pipelines.load.TURBO_DEFAULTS), else
+    SAMPLING_DEFAULTS. Notes on stderr what came from where."""
+    from ..pipelines.load import DEFAULT_MODEL, DEFAULTS_FILE, model_defaults
+
+    model = DEFAULT_MODEL if args.model is None else Path(args.model)
+    recommended, turbo = model_defaults(model)
+    taken: dict[bool, list[str]] = {False: [], True: []}
+    for name, fallback in SAMPLING_DEFAULTS.items():
+        if getattr(args, name) is not None:
+            continue  # given on the command line: it wins
+        value = getattr(recommended, name)
+        setattr(args, name, fallback if value is None else value)
+        if value is not None:
+            shown = repr(value) if isinstance(value, str) else f"{value:g}"
+            taken[name in turbo].append(f"--{name.replace('_', '-')} {shown}")
+    if taken[False]:
+        print(f"from {model / DEFAULTS_FILE}: {', '.join(taken[False])}", file=sys.stderr)
+    if taken[True]:
+        print(f"turbo model ({model.name}): {', '.join(taken[True])} (1-4 steps without "
+              "guidance; give them to choose otherwise)", file=sys.stderr)
+
+
+def _check_paths(args: argparse.Namespace) -> None:
+    """The files and folders named, before the model loads."""
+    if args.model is not None and not Path(args.model).exists():
+        raise ValueError(f"model path {args.model!r} does not exist; give a diffusers folder "
+                         "(with model_index.json) or a .safetensors checkpoint")
+    out = Path(args.out)
+    folder = out.parent if out.suffix.lower() == ".png" else out
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    if not existing.is_dir():
+        raise ValueError(f"--out {args.out!r}: {str(existing)!r} is a file; give a folder or "
+                         "a .png path")
+    if folder != out and existing != folder:
+        raise ValueError(f"output folder {str(folder)!r} does not exist")
+    if args.vae and not Path(args.vae).exists():
+        raise ValueError(f"--vae {args.vae!r} does not exist; give a VAE folder or a "
+                         ".safetensors file")
+    if args.refiner and not Path(args.refiner).exists():
+        raise ValueError(f"--refiner {args.refiner!r} does not exist; give the refiner's "
+                         "diffusers folder or .safetensors file")
+    if args.lora_dir and not Path(args.lora_dir).is_dir():
+        raise ValueError(f"--lora-dir {args.lora_dir!r} is not a folder")
+
+
+def _dtype_and_device(choice: str) -> tuple[Any, Any]:
+    """--dtype's weights dtype and the device it was decided for (None: load_pipeline's)."""
+    if choice == "float32":
+        return np.float32, None
+    import gpucore
+
+    from ..pipelines.load import auto_dtype
+
+    device = gpucore.default_device()
+    if choice == "auto":
+        return auto_dtype(device), device
+    if device.has_f16:
+        return np.float16, device
+    print(f"note: {device.name} has no shader-f16; using float32 weights", file=sys.stderr)
+    return np.float32, device
+
+
+def _hires(args: argparse.Namespace) -> Any:
+    """The HiresFix --hr-* ask for, or None when neither --hr-scale nor --hr-resize is given."""
+    if getattr(args, "hr_scale", None) is None and getattr(args, "hr_resize", None) is None:
+        return None
+    from ..upscalers.interpolation import HiresFix
+    from ..upscalers.models import MODEL_UPSCALERS
+
+    by_lower = {u.lower(): u for u in [*UPSCALERS, *MODEL_UPSCALERS]}
+    if args.hr_upscaler.strip().lower() not in by_lower:
+        raise ValueError(f"--hr-upscaler {args.hr_upscaler!r} is not one of: "
+                         f"{', '.join(UPSCALERS)}")
+    return HiresFix(scale=args.hr_scale or 2.0, resize=args.hr_resize,
+                    upscaler=by_lower[args.hr_upscaler.strip().lower()], steps=args.hr_steps,
+                    denoise=args.hr_denoise)
+
+
+def build_request(args: argparse.Namespace) -> GenerationRequest:
+    """The GenerationRequest `args` ask for (seeds as given, -1 for random; no refiner
+    model yet): ValueError with the request's message for a setting out of range."""
+    images: dict[str, Any] = {}
+    if args.command != "txt2img":
+        images["init_image"] = _open_image(args.init_image, "--init-image", "RGB")
+        images["strength"] = args.strength
+    if args.command == "inpaint":
+        images["mask"] = _open_image(args.mask, "--mask", "L")
+    options = SamplerOptions(eta=args.eta, s_churn=args.s_churn, s_noise=args.s_noise)
+    return GenerationRequest(
+        prompt=args.prompt, negative_prompt=args.negative_prompt, steps=args.steps,
+        cfg_scale=args.cfg_scale, sampler=sampler_label(args.sampler),
+        scheduler=schedules.lookup(args.scheduler).label, seed=args.seed,
+        subseed=args.subseed, subseed_strength=args.subseed_strength,
+        seed_resize_from=args.seed_resize_from, eta_noise_seed_delta=args.ensd,
+        width=args.width, height=args.height, batch_size=args.batch_size,
+        clip_skip=args.clip_skip - 1, rng=args.rng, hires=_hires(args),
+        # None when all are the WebUI's defaults (the timestep samplers take none)
+        sampler_options=None if options == SamplerOptions() else options, **images,
+        **{setting.name: getattr(args, setting.name) for setting in door_fields("cli")})
+
+
+def _load(args: argparse.Namespace) -> tuple[Any, Any]:
+    """The model as the options say (dtype, VAE, networks), and the refiner or None."""
+    dtype, device = _dtype_and_device(args.dtype)
+    embeddings = None
+    if args.embeddings_dir:  # read before the model loads
+        from ..text.embeddings import EmbeddingDatabase
+
+        embeddings = EmbeddingDatabase(args.embeddings_dir)
+
+    from diffusion import load_pipeline
+
+    pipe = load_pipeline(args.model, dtype=dtype, device=device,
+                         prediction_type=args.prediction_type)
+    refiner = None
+    if args.refiner:
+        refiner = load_pipeline(args.refiner, dtype=dtype, device=device,
+                                prediction_type=args.prediction_type)
+    if getattr(pipe, "is_turbo", False) and args.width is None and args.height is None:
+        size = pipe.native_size
+        print(f"turbo model: --width {size} --height {size}", file=sys.stderr)
+    if embeddings is not None:
+        pipe.embeddings = embeddings
+    pipe.lora_dir = args.lora_dir
+    if args.vae:
+        from ..loaders.vae_file import load_vae
+
+        # an SDXL model's VAE kept in float32 (force_upcast) stays so when replaced
+        vae_dtype = (pipe.vae.decoder.conv_in.weight.dtype if getattr(pipe, "is_sdxl", False)
+                     else dtype)
+        pipe.vae = load_vae(args.vae, dtype=vae_dtype, device=pipe.unet.conv_in.weight.device,
+                            config=pipe.vae.config)
+        pipe.vae_path = args.vae
+    return pipe, refiner
+
+
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[Path]:
+    """Generate and save as `args` (from `parser`, diffusion.cli.main's) say; returns the
+    written paths."""
+    # 1. the settings: --from-infotext, the model's defaults.json, the seeds
+    if args.from_infotext:
+        apply_infotext(args, parser)
+    if args.prompt is None:
+        raise ValueError("--prompt is required (or --from-infotext with a PNG to start from)")
+    if args.n_iter < 1:
+        raise ValueError(f"--n-iter must be at least 1, got {args.n_iter}")
+    _check_paths(args)
+    if args.upscaler_dir:  # model upscalers' names, before --hr-upscaler is checked
+        from ..upscalers.models import register_upscaler_dir
+
+        register_upscaler_dir(args.upscaler_dir)
+    _fill_sampling_defaults(args)
+    if args.seed == -1:
+        args.seed = secrets.randbelow(2**32)
+    print(f"seed: {args.seed}", file=sys.stderr)
+    if args.subseed == -1:
+        args.subseed = secrets.randbelow(2**32)
+    # 2. the request, checked before anything loads
+    request = build_request(args)
+    # 3. the models
+    if args.backend:
+        os.environ["GPUCORE_BACKEND"] = args.backend
+    if args.adapter:
+        os.environ["GPUCORE_ADAPTER"] = args.adapter
+    pipe, refiner = _load(args)
+    # 4. the WebUI's batch count: seeds count on over batches
+    written = []
+    for batch in range(args.n_iter):
+        label = args.command if args.n_iter == 1 else f"{args.command} {batch + 1}/{args.n_iter}"
+        step = batch * args.batch_size
+        result = pipe.generate(replace(request, seed=args.seed + step,
+                                       subseed=args.subseed + step, refiner=refiner),
+                               observer=ProgressBar(label))
+        written += save_images(result.images, result.settings, args.out)
+    return written

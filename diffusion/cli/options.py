@@ -1,0 +1,225 @@
+"""The generation commands' options, in the groups `--help` shows them.
+
+The types here read syntax only (a whole number, a number, WIDTHxHEIGHT): whether a value is
+allowed is for `GenerationRequest` to say (diffusion.pipelines.request), with the one message
+every door gives. Most options are a GenerationRequest field of the same name
+(`--cfg-scale` -> `cfg_scale`); `diffusion.cli.generate` builds the request from them.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from ..pipelines.request import door_fields
+from ..pipelines.sampling import sampler_names
+from ..samplers import SCHEDULE_LABELS
+from ..upscalers.interpolation import IMAGE_UPSCALERS, LATENT_UPSCALERS
+
+__all__ = ["SAMPLING_DEFAULTS", "UPSCALERS", "add_generation_options", "add_network_options",
+           "add_request_options", "number", "size_pair", "whole"]
+
+UPSCALERS = [*LATENT_UPSCALERS, *IMAGE_UPSCALERS]
+# What --steps, --cfg-scale and --sampler default to when the model's folder has no
+# defaults.json (or it leaves the setting out); GenerationRequest's own defaults.
+SAMPLING_DEFAULTS: dict[str, Any] = {"steps": 20, "cfg_scale": 7.0, "sampler": "Euler a"}
+_FROM_MODEL = "default: the model's defaults.json, else"
+
+
+def whole(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+
+
+def number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+
+
+def size_pair(text: str) -> tuple[int, int]:
+    try:
+        width, height = (int(part) for part in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not WIDTHxHEIGHT, e.g. 1024x768") from None
+    return width, height
+
+
+def add_network_options(parser: argparse.ArgumentParser) -> None:
+    """--lora-dir, --upscaler-dir and --embeddings-dir: the folders prompts and hires fix name
+    LoRAs, upscalers and embeddings from (generation commands and `serve` alike)."""
+    parser.add_argument("--lora-dir", metavar="DIR",
+                        help="where <lora:NAME:WEIGHT> tags in the prompt find NAME.safetensors "
+                             "(kohya/WebUI, diffusers/PEFT, LyCORIS LoCon/LoHa)")
+    parser.add_argument("--upscaler-dir", metavar="DIR",
+                        help="ESRGAN/Real-ESRGAN .pth files for --hr-upscaler and Extras (the "
+                             "WebUI's models/ folder, or models/ESRGAN)")
+    parser.add_argument("--embeddings-dir", metavar="DIR",
+                        help="textual-inversion embeddings (.safetensors, .pt), used wherever a "
+                             "prompt or negative prompt names one (file name = name)")
+
+
+def _prompt(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", metavar="PATH",
+                        help="a diffusers model folder or a single-file .safetensors checkpoint "
+                             "(default: the bundled shapes-128 model, which draws coloured "
+                             "shapes: 'a red circle on a blue background')")
+    parser.add_argument("--prompt", metavar="TEXT",
+                        help="what to draw, in the WebUI's prompt syntax: (emphasis:1.2), "
+                             "[de-emphasis], [from:to:step] editing, [a|b] alternation, BREAK; "
+                             "longer than 75 tokens is fine (required unless --from-infotext)")
+    parser.add_argument("--from-infotext", metavar="FILE.png",
+                        help="start from the settings in another PNG's infotext (prompt, "
+                             "seed, sampler, size, hires fix, ...); options given here win")
+    parser.add_argument("--negative-prompt", default="", metavar="TEXT",
+                        help="what to steer away from (default: none)")
+
+
+def _sampling(parser: argparse.ArgumentParser) -> None:
+    # None: filled in by generate.fill_sampling_defaults once the model is known
+    parser.add_argument("--steps", type=whole,
+                        help=f"sampling steps ({_FROM_MODEL} {SAMPLING_DEFAULTS['steps']})")
+    parser.add_argument("--cfg-scale", type=number, metavar="SCALE",
+                        help=f"classifier-free guidance scale ({_FROM_MODEL} "
+                             f"{SAMPLING_DEFAULTS['cfg_scale']:g}); 1 disables guidance")
+    parser.add_argument("--sampler", metavar="NAME",
+                        help=f"sampler, by its WebUI or ComfyUI name, any case ({_FROM_MODEL} "
+                             f"{SAMPLING_DEFAULTS['sampler']!r}): {', '.join(sampler_names())}."
+                             " 'diffusers' runs the model folder's own scheduler as diffusers "
+                             "does; old names like 'DPM++ 2M Karras' set --scheduler too")
+    parser.add_argument("--scheduler", default="Automatic", metavar="TYPE",
+                        help="the WebUI's schedule type (default Automatic: the sampler's "
+                             f"own): {', '.join(SCHEDULE_LABELS)}")
+    parser.add_argument("--eta", type=number, default=1.0,
+                        help="noise of the ancestral/SDE samplers (the WebUI's 'Eta', 1)")
+    parser.add_argument("--s-churn", type=number, default=0.0, metavar="X",
+                        help="Euler/Heun/DPM2 churn (the WebUI's 'sigma churn', 0)")
+    parser.add_argument("--s-noise", type=number, default=1.0, metavar="X",
+                        help="scale of sampler noise (the WebUI's 'sigma noise', 1)")
+
+
+def _seeds(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--seed", type=whole, default=-1,
+                        help="random seed; -1 or omitted picks one and prints it. Image k of a "
+                             "batch gets seed + k, as in the WebUI (DDIM, PLMS, UniPC and "
+                             "'diffusers' draw the whole batch from the one seed)")
+    parser.add_argument("--subseed", type=whole, default=-1, metavar="SEED",
+                        help="the WebUI's variation seed (-1: random); used with "
+                             "--subseed-strength")
+    parser.add_argument("--subseed-strength", type=number, default=0.0, metavar="S",
+                        help="how far towards the variation seed's noise, 0..1 (0: off)")
+    parser.add_argument("--seed-resize-from", type=size_pair, metavar="WxH",
+                        help="draw the seed's noise at this size and centre it (keeps a "
+                             "seed's composition at another --width/--height)")
+    parser.add_argument("--ensd", type=whole, default=0, metavar="N",
+                        help="the WebUI's eta noise seed delta: ancestral samplers draw their "
+                             "step noise from seed + N (0: from the seed's own generator)")
+    parser.add_argument("--rng", choices=("numpy", "torch"), default="numpy",
+                        help="what the seed drives: numpy's generator (default) or torch's CPU "
+                             "generator, which gives diffusers' noise for the seed (its "
+                             "generator=torch.Generator('cpu').manual_seed(seed); the WebUI's "
+                             "'RNG: CPU') without needing torch")
+
+
+def _size(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--width", type=whole,
+                        help="multiple of 8 (default: the model's own size, 512 for SD 1.x)")
+    parser.add_argument("--height", type=whole,
+                        help="multiple of 8 (default: the model's own size, 512 for SD 1.x)")
+    parser.add_argument("--n-iter", type=whole, default=1, metavar="N",
+                        help="batch count: batches generated one after another, seeds counting "
+                             "on as in the WebUI (1)")
+    parser.add_argument("--batch-size", type=whole, default=1, metavar="N",
+                        help="images generated together (1)")
+    parser.add_argument("--clip-skip", type=whole, default=1, metavar="N",
+                        help="WebUI's Clip skip: 1 uses the text encoder's last layer (default), "
+                             "2 the penultimate (common for anime models), ...")
+
+
+def _image(parser: argparse.ArgumentParser, strength: float) -> None:
+    parser.add_argument("--init-image", required=True, metavar="PATH",
+                        help="the starting picture (resized to --width x --height)")
+    parser.add_argument("--strength", type=number, default=strength,
+                        help=f"denoising strength in (0, 1]: how much of the schedule "
+                             f"re-noises the image ({strength:g})")
+
+
+def _hires(parser: argparse.ArgumentParser) -> None:
+    hires = parser.add_argument_group(
+        "hires fix", "a second img2img pass at a larger size (on with --hr-scale or "
+        "--hr-resize), as the WebUI's")
+    hires.add_argument("--hr-scale", type=number, metavar="S",
+                       help="size of the second pass as a multiple of --width/--height")
+    hires.add_argument("--hr-resize", type=size_pair, metavar="WxH",
+                       help="size of the second pass (instead of --hr-scale)")
+    hires.add_argument("--hr-upscaler", default="Latent", metavar="NAME",
+                       help=f"how the first pass is enlarged (Latent): {', '.join(UPSCALERS)}")
+    hires.add_argument("--hr-steps", type=whole, default=0, metavar="N",
+                       help="steps of the second pass (0: as many as --steps)")
+    hires.add_argument("--hr-denoise", type=number, default=0.7, metavar="D",
+                       help="denoising strength of the second pass, in (0, 1] (0.7)")
+
+
+def _models(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--refiner", metavar="PATH",
+                        help="a model that takes over the sampling at --refiner-switch-at "
+                             "(the SDXL refiner after an SDXL model), as the WebUI's Refiner")
+    parser.add_argument("--vae", metavar="PATH",
+                        help="a VAE in place of the model's own: a diffusers VAE folder or a "
+                             ".safetensors file (e.g. vae-ft-mse-840000-ema-pruned)")
+    add_network_options(parser)
+
+
+def _output_and_device(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", default="outputs", metavar="DIR|FILE.png",
+                        help="a folder (numbered files, created if missing) or a .png file "
+                             "(default: ./outputs)")
+    parser.add_argument("--dtype", choices=("auto", "float32", "float16"), default="auto",
+                        help="weights and activations: float16 (half the memory) where the "
+                             "adapter has shader-f16, otherwise a note and float32; auto: "
+                             "float16 where the adapter multiplies it on matrix units (tensor "
+                             "cores, through the Dawn runtime), else float32 (default: auto)")
+    parser.add_argument("--fp16", dest="dtype", action="store_const", const="float16",
+                        help="same as --dtype float16")
+    parser.add_argument("--prediction-type", choices=("epsilon", "v_prediction"),
+                        help="override the detected model type (SD2 768px models are "
+                             "v_prediction)")
+    parser.add_argument("--backend", metavar="NAME",
+                        help="GPU API: vulkan, metal, dx12 or gl (sets GPUCORE_BACKEND)")
+    parser.add_argument("--adapter", metavar="INDEX|NAME",
+                        help="adapter index or name substring, see `python -m gpucore info` "
+                             "(sets GPUCORE_ADAPTER)")
+
+
+def add_request_options(parser: argparse.ArgumentParser) -> None:
+    """An option `--field-name` for every GenerationRequest field with `cli` help (what a new
+    setting gets without a change here): typed and defaulted by the field's default."""
+    for setting in door_fields("cli"):
+        kind = {bool: None, int: whole, float: number}.get(type(setting.default), str)
+        flag = "--" + setting.name.replace("_", "-")
+        if kind is None:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction,
+                                default=setting.default, help=setting.metadata["cli"])
+        else:
+            parser.add_argument(flag, type=kind, default=setting.default,
+                                help=setting.metadata["cli"])
+
+
+def add_generation_options(parser: argparse.ArgumentParser, *, strength: float | None) -> None:
+    """Every option of txt2img (`strength` None), img2img and inpaint (their default
+    --strength): prompt, sampling, seeds, size, init image or hires fix, other models,
+    output and device."""
+    _prompt(parser)
+    _sampling(parser)
+    _seeds(parser)
+    _size(parser)
+    if strength is not None:
+        _image(parser, strength)
+    else:
+        _hires(parser)
+    _models(parser)
+    add_request_options(parser)
+    _output_and_device(parser)

@@ -1,0 +1,154 @@
+"""What both denoising paths start from: one pass's settings, the img2img / inpaint inputs and
+the hires pass's latents.
+
+`run_scheduler` (diffusers' loop) and `run_kdiffusion` (the WebUI's samplers) differ in their
+loop and in the order of their random draws, not in how a picture, a mask or a hires pass
+become latents: that lives here once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..noise.rng import make_generator
+from ..text.embeddings import EmbeddingFinder
+from ..upscalers.interpolation import HiresFix, upscale_image, upscale_latents
+
+if TYPE_CHECKING:
+    from .stable_diffusion import Generator, StableDiffusion
+
+__all__ = ["InpaintInputs", "Pass", "hires_latents", "latent_mask", "to_mask", "to_uint8",
+           "to_unit_image"]
+
+
+@dataclass(frozen=True)
+class Pass:
+    """One sampling pass's settings: a GenerationRequest resolved for the loaded model (seed
+    drawn, size chosen), changed by a hires pass (size, img2img at its own strength)."""
+
+    prompt: str
+    negative_prompt: str
+    steps: int
+    cfg_scale: float
+    seed: int
+    width: int
+    height: int
+    batch_size: int
+    clip_skip: int
+    strength: float
+    rng: str
+    mode: str  # "txt2img", "img2img" or "inpaint"
+    cfg_pp: bool = False  # the timestep loop runs DDIM CFG++
+    # finds textual-inversion names while prompts are encoded; `.used` gives the TI hashes
+    embeddings: EmbeddingFinder | None = None
+    # a StableDiffusion that takes over at `switch_at` (diffusion.pipelines.refiner)
+    refiner: Any = None
+    switch_at: float = 0.8
+    # ControlNet / T2I-Adapter units guiding every step (diffusion.pipelines.control)
+    control: tuple[Any, ...] = ()
+
+
+def to_unit_image(image: Any, width: int, height: int) -> np.ndarray:
+    """An RGB image (PIL, or HxWx3 uint8 array) resized to (height, width), as
+    (1, 3, H, W) float32 in [-1, 1]."""
+    from PIL import Image
+
+    if not isinstance(image, Image.Image):
+        array = np.asarray(image)
+        if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] not in (3, 4):
+            raise ValueError(f"init image must be a PIL image or an HxWx3 uint8 array, got "
+                             f"{array.dtype} {array.shape}")
+        image = Image.fromarray(array[..., :3])
+    image = image.convert("RGB")
+    if image.size != (width, height):
+        image = image.resize((width, height), Image.Resampling.LANCZOS)
+    pixels = np.asarray(image, np.float32) / 127.5 - 1.0
+    return pixels.transpose(2, 0, 1)[None]
+
+
+def to_mask(mask: Any, width: int, height: int) -> np.ndarray:
+    """A mask (PIL / array; white = repaint) as (1, 1, H, W) float32 of 0 and 1."""
+    from PIL import Image
+
+    if not isinstance(mask, Image.Image):
+        array = np.asarray(mask)
+        if array.ndim == 3:
+            array = array[..., 0]
+        if array.ndim != 2:
+            raise ValueError(f"mask must be a 2-D image, got shape {array.shape}")
+        mask = Image.fromarray((array > (0.5 if array.dtype != np.uint8 else 127)).astype(
+            np.uint8) * 255)
+    mask = mask.convert("L")
+    if mask.size != (width, height):
+        mask = mask.resize((width, height), Image.Resampling.NEAREST)
+    return (np.asarray(mask, np.float32) >= 127.5).astype(np.float32)[None, None]
+
+
+def latent_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """The repaint mask (1, 1, H, W) at latent size, as the WebUI makes it for an ordinary
+    UNet: Pillow's default (bicubic) resize of the mask image, rounded to 0/1."""
+    from PIL import Image
+
+    image = Image.fromarray((mask[0, 0] * 255).astype(np.uint8)).convert("RGB")
+    small = image.resize((size[1], size[0]))
+    return np.around(np.asarray(small, np.float32)[..., 0] / 255)[None, None]
+
+
+def to_uint8(images: np.ndarray) -> list[np.ndarray]:
+    """(B, 3, H, W) in [-1, 1] -> B pictures (H, W, 3) uint8."""
+    pixels = np.clip(images / 2 + 0.5, 0, 1).transpose(0, 2, 3, 1)
+    return [np.round(p * 255).astype(np.uint8) for p in pixels]
+
+
+class InpaintInputs:
+    """A pass's init image and mask, at its size, and the latents made from them. The caller
+    chooses when each is encoded: the draws from `generator` come in its path's order."""
+
+    def __init__(self, pipe: StableDiffusion, r: Pass, init_image: Any, mask: Any) -> None:
+        self.pipe, self.batch = pipe, r.batch_size
+        self.pixels = None if init_image is None else to_unit_image(init_image, r.width,
+                                                                    r.height)
+        self.mask = None if mask is None else to_mask(mask, r.width, r.height)
+        self.scale = pipe.vae_scale_factor
+        self.latent_size = (r.height // self.scale, r.width // self.scale)
+
+    def image_latents(self, generator: Generator) -> np.ndarray:
+        """The init image's latents (B, C, h, w), drawn from the VAE's posterior."""
+        return np.repeat(self.pipe._encode(self.pixels, generator), self.batch, 0)
+
+    def small_mask(self) -> np.ndarray:
+        """The mask at latent size (B, 1, h, w), nearest (diffusers' way)."""
+        return np.repeat(self.mask[:, :, ::self.scale, ::self.scale], self.batch, 0)
+
+    def nine_channel(self, generator: Generator) -> np.ndarray:
+        """An inpainting UNet's extra inputs (B, 1 + C, h, w): the mask and the latents of
+        the image with the repainted part blanked."""
+        masked = self.pixels * (self.mask < 0.5)
+        masked_latents = np.repeat(self.pipe._encode(masked, generator), self.batch, 0)
+        return np.concatenate([self.small_mask(), masked_latents], axis=1)
+
+    def keep(self) -> np.ndarray:
+        """Where the ordinary UNet keeps the init image's latents (1, 1, h, w), the WebUI's
+        latent mask inverted."""
+        return 1.0 - latent_mask(self.mask, self.latent_size)
+
+
+def hires_latents(pipe: StableDiffusion, r: Pass, latents: np.ndarray,
+                  hires: HiresFix) -> tuple[np.ndarray, Pass]:
+    """The hires pass's starting latents (upscaled latents, or the upscaled picture through
+    the VAE) and its settings (the new size, img2img at the hires strength)."""
+    width, height = hires.target(r.width, r.height)
+    scale = pipe.vae_scale_factor
+    if hires.is_latent:
+        start = upscale_latents(latents, (height // scale, width // scale), hires.upscaler)
+    else:
+        images = [upscale_image(image, (width, height), hires.upscaler)
+                  for image in pipe._decode(latents)]
+        generator = make_generator(r.rng, r.seed)  # the VAE posterior's draws
+        start = np.concatenate([pipe._encode(to_unit_image(image, width, height), generator)
+                                for image in images])
+    return start, replace(r, width=width, height=height, mode="img2img",
+                          strength=hires.denoise)

@@ -1,0 +1,231 @@
+"""`GenerationRequest`: every setting of one generation, checked once, for every caller.
+
+Python callers, the CLI (`python -m diffusion txt2img`) and the server (`/sdapi/v1/txt2img`)
+all build one of these; `StableDiffusion.generate(request)` runs it. Building it checks what
+can be checked without a model, against the WebUI's limits (LIMITS), so a bad setting is
+refused at once with one message whatever the door (the CLI prints it, the server answers
+422 with it); the pipeline adds only what depends on the loaded model (an inpainting UNet
+needs a mask, the refiner must fit the base model).
+
+Adding a setting is a change in two files:
+1. here: a field with its default, its check in `_check` (or `LIMITS`), and its metadata
+   (`_setting`): the infotext label it is written under (the WebUI's name, e.g. "Denoising
+   strength"), `cli` (help text: the CLI gets `--field-name`, typed by the default, through
+   `diffusion.cli.options.add_request_options`) and `api` (the key of the WebUI API's body the
+   server reads it from, `diffusion.server.generation.build_job`; a key the schema does not
+   declare is read from the body's extra keys);
+2. where it acts: `run_kdiffusion.py` / `run_scheduler.py` (or `stable_diffusion.py` for what
+   it writes into the settings). `refiner_switch_at` is one such field.
+The older settings predate this and are mapped by hand where a door spells them differently
+(`--ensd`, `denoising_strength`, override_settings' `CLIP_stop_at_last_layers`, ...).
+
+No device, no model: this module runs in milliseconds on any input (a 50 MB prompt is refused
+by its length before any tokenizing).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import Field, dataclass, field, fields
+from numbers import Integral, Real
+from typing import Any
+
+from ..noise.rng import RNG_SOURCES
+from ..samplers import lookup, resolve
+from ..upscalers.interpolation import HiresFix
+from .sampling import DIFFUSERS, SamplerOptions
+
+__all__ = ["LIMITS", "MAX_PROMPT_CHARS", "GenerationRequest", "check_size", "door_fields",
+           "infotext_labels"]
+
+# The WebUI's ranges (its API's, which are wider than its sliders': 150 steps is the slider's
+# end, not the API's). Steps stop at the models' 1000 training timesteps: the timestep
+# schedulers (DDIM, PLMS, UniPC) cannot place more, and a k-diffusion schedule gains nothing.
+LIMITS: dict[str, tuple[float, float]] = {
+    "steps": (1, 1000), "batch_size": (1, 64), "clip_skip": (0, 11), "cfg_scale": (0, 100),
+}
+# A prompt longer than this is refused before it is tokenized. Real prompts are well under
+# 5,000 characters; each character can be several tokens (bytes of an emoji), and the text
+# encoder's activations grow with them: 2 MB of text asked the embedding kernel for more than a
+# device's binding limit (DeviceLimitError after seconds), 50 MB for 26 GB of host memory.
+MAX_PROMPT_CHARS = 20_000
+
+
+def check_size(name: str, value: Any) -> int:
+    """`value` as an image side: a positive multiple of 8 (the VAE's block). The one message
+    for a bad size, whichever door it came through."""
+    whole = isinstance(value, Integral) and not isinstance(value, bool)
+    if not whole or value < 8 or value % 8:
+        lower = max(8, int(value) // 8 * 8) if isinstance(value, (int, float)) else 512
+        raise ValueError(f"{name} must be a positive multiple of 8 (the VAE works on 8x8 pixel "
+                         f"blocks), got {value!r}; try {lower} or {lower + 8}")
+    return int(value)
+
+
+def _label(label: str | None, *, cli: str | None = None,
+           api: str | None = None) -> dict[str, str | None]:
+    """A field's metadata: its infotext label; `cli`: the help of the CLI option it gets;
+    `api`: the server's body key it is read from."""
+    return {"infotext": label, "cli": cli, "api": api}
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One generation's settings, checked when built (ValueError saying what to change).
+
+    txt2img without `init_image`, img2img with it, inpaint with `init_image` and `mask` (white
+    = repaint). `width`/`height` None: the model's native size; `seed` None or -1: a random one
+    (`subseed` too).
+    `sampler` is a WebUI or ComfyUI sampler name ("Euler a", "dpmpp_2m"; "DPM++ 2M Karras"
+    carries its schedule type) or "diffusers" (the model folder's own scheduler, run as
+    diffusers runs it); `scheduler` the WebUI's schedule type. `clip_skip` counts layers
+    skipped (the WebUI's "Clip skip" minus 1). `rng`: "numpy", or "torch" for torch's CPU
+    generator (the WebUI's "RNG: CPU"). `refiner`: a loaded model (the SDXL refiner) taking
+    over at `refiner_switch_at`, or the name of one that the caller (the server) resolves.
+
+    The equivalent in diffusers: the keyword arguments of `StableDiffusionPipeline.__call__`;
+    in the WebUI: `StableDiffusionProcessingTxt2Img` / `...Img2Img`.
+    """
+
+    prompt: str = field(default="", metadata=_label(None))
+    negative_prompt: str = field(default="", metadata=_label("Negative prompt"))
+    steps: int = field(default=20, metadata=_label("Steps"))
+    cfg_scale: float = field(default=7.0, metadata=_label("CFG scale"))
+    sampler: str = field(default="Euler a", metadata=_label("Sampler"))
+    scheduler: str = field(default="Automatic", metadata=_label("Schedule type"))
+    seed: int | None = field(default=None, metadata=_label("Seed"))
+    subseed: int | None = field(default=None, metadata=_label("Variation seed"))
+    subseed_strength: float = field(default=0.0, metadata=_label("Variation seed strength"))
+    seed_resize_from: tuple[int, int] | None = field(default=None,
+                                                     metadata=_label("Seed resize from"))
+    eta_noise_seed_delta: int = field(default=0, metadata=_label("ENSD"))
+    width: int | None = field(default=None, metadata=_label("Size"))
+    height: int | None = field(default=None, metadata=_label("Size"))
+    batch_size: int = field(default=1, metadata=_label("Batch size"))
+    clip_skip: int = field(default=0, metadata=_label("Clip skip"))
+    rng: str = field(default="numpy", metadata=_label("RNG"))
+    init_image: Any = field(default=None, metadata=_label(None))
+    mask: Any = field(default=None, metadata=_label(None))
+    strength: float = field(default=0.75, metadata=_label("Denoising strength"))
+    hires: HiresFix | None = field(default=None, metadata=_label("Hires upscale"))
+    sampler_options: SamplerOptions | None = field(default=None, metadata=_label("Eta"))
+    refiner: Any = field(default=None, metadata=_label("Refiner"))
+    refiner_switch_at: float = field(default=0.8, metadata=_label(
+        "Refiner switch at", api="refiner_switch_at",
+        cli="fraction of the sampling after which the refiner runs, in (0, 1) (0.8; with "
+            "--sampler diffusers: diffusers' denoising_end)"))
+    # ControlNet / T2I-Adapter units (diffusion.pipelines.control.ControlUnit), their images at
+    # width x height; the CLI's and the server's control options are next round's
+    control: tuple[Any, ...] = field(default=(), metadata=_label(None))
+
+    def __post_init__(self) -> None:
+        _check(self)
+
+    @property
+    def mode(self) -> str:
+        """"txt2img", "img2img" or "inpaint", from the images given."""
+        if self.init_image is None:
+            return "txt2img"
+        return "img2img" if self.mask is None else "inpaint"
+
+    @property
+    def uses_kdiffusion(self) -> bool:
+        """Whether the sampler is one of the WebUI's k-diffusion samplers (per-image seeds,
+        variation seeds, seed resize, eta/churn); else a timestep scheduler or "diffusers"."""
+        return self.sampler != DIFFUSERS and lookup(self.sampler_label[0]).kind != "timestep"
+
+    @property
+    def sampler_label(self) -> tuple[str, str | None]:
+        """(sampler label, schedule type label); ("diffusers", None) for "diffusers"."""
+        if self.sampler == DIFFUSERS:
+            return DIFFUSERS, None
+        return resolve(self.sampler, self.scheduler)
+
+
+def _whole(name: str, value: Any, low: float = -math.inf, high: float = math.inf) -> None:
+    if isinstance(value, bool) or not isinstance(value, Integral) or not low <= value <= high:
+        where = f" from {low:g} to {high:g}" if high < math.inf else (
+            f" >= {low:g}" if low > -math.inf else "")
+        raise ValueError(f"{name} must be a whole number{where}, got {value!r}")
+
+
+def _number(name: str, value: Any, low: float, high: float, *, open_low: bool = False,
+            open_high: bool = False) -> None:
+    ok = isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
+    if ok:
+        ok = (value > low if open_low else value >= low) and (
+            value < high if open_high else value <= high)
+    if not ok:
+        interval = f"{'(' if open_low else '['}{low:g}, {high:g}{')' if open_high else ']'}"
+        raise ValueError(f"{name} must be a finite number in {interval}, got {value!r}")
+
+
+def _check(r: GenerationRequest) -> None:
+    """Every check that needs no model, cheapest first (the prompt's length before anything
+    reads the prompt)."""
+    for name in ("prompt", "negative_prompt"):
+        text = getattr(r, name)
+        if not isinstance(text, str):
+            raise ValueError(f"{name} must be text, got {type(text).__name__}")
+        if len(text) > MAX_PROMPT_CHARS:
+            raise ValueError(f"{name} is {len(text):,} characters, over the limit of "
+                             f"{MAX_PROMPT_CHARS:,} (MAX_PROMPT_CHARS); shorten it")
+    for name in ("steps", "batch_size"):
+        _whole(name, getattr(r, name), *LIMITS[name])
+    _whole("clip_skip (layers skipped: the WebUI's Clip skip minus 1)", r.clip_skip,
+           *LIMITS["clip_skip"])
+    _number("cfg_scale", r.cfg_scale, *LIMITS["cfg_scale"])
+    for name in ("width", "height"):
+        if getattr(r, name) is not None:
+            check_size(name, getattr(r, name))
+    for name in ("seed", "subseed"):
+        value = getattr(r, name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, Integral)
+                                  or value < -1):
+            raise ValueError(f"{name} must be -1 (random) or a whole number >= 0, got "
+                             f"{value!r}")
+    _whole("eta_noise_seed_delta", r.eta_noise_seed_delta, 0)
+    _number("subseed_strength", r.subseed_strength, 0, 1)
+    _number("strength", r.strength, 0, 1, open_low=True)
+    switch = r.refiner_switch_at
+    if isinstance(switch, bool) or not isinstance(switch, Real) or not 0 < switch < 1:
+        raise ValueError("refiner_switch_at must be a fraction of the sampling between 0 and 1 "
+                         f"(exclusive), e.g. 0.8; got {switch!r}")
+    if r.rng not in RNG_SOURCES:
+        raise ValueError(f"rng must be one of {list(RNG_SOURCES)}, got {r.rng!r}")
+    if r.seed_resize_from is not None:
+        for name, side in zip(("seed resize width", "seed resize height"), r.seed_resize_from,
+                              strict=True):
+            check_size(name, side)
+    if r.hires is not None and r.hires.resize is not None:
+        for name, side in zip(("hires resize width", "hires resize height"), r.hires.resize,
+                              strict=True):
+            check_size(name, side)
+    if r.mask is not None and r.init_image is None:
+        raise ValueError("inpainting needs an init image as well as a mask")
+    if r.mode != "txt2img" and int(r.steps * r.strength) < 1:
+        raise ValueError(f"strength {r.strength:g} with {r.steps} steps leaves no step to run; "
+                         "raise strength or steps")
+    if r.hires is not None and r.mode != "txt2img":
+        raise ValueError("hires fix is a txt2img option; for img2img, raise the size instead")
+    if r.hires is not None and r.refiner is not None:
+        raise ValueError("the refiner and the hires fix do not combine here; run the hires "
+                         "pass as img2img with the refiner instead")
+    label, _ = r.sampler_label  # an unknown sampler or schedule type: ValueError naming them
+    if not r.uses_kdiffusion and (r.subseed_strength or r.seed_resize_from or
+                                  r.sampler_options):
+        raise ValueError("variation seeds, seed resize and sampler options (eta, churn) need a "
+                         f"k-diffusion sampler; {label} draws the batch's noise from one seed, "
+                         "as diffusers does")
+
+
+def door_fields(door: str) -> list[Field]:
+    """The fields that `door` ("cli" or "api") takes without code of its own (step 1 of
+    adding a setting, above)."""
+    return [f for f in fields(GenerationRequest) if f.metadata.get(door)]
+
+
+def infotext_labels() -> dict[str, str]:
+    """Field -> the infotext label it is written under (fields without one left out)."""
+    return {f.name: f.metadata["infotext"] for f in fields(GenerationRequest)
+            if f.metadata.get("infotext")}

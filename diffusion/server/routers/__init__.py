@@ -1,0 +1,33 @@
+"""The server's routes, one APIRouter per area; each takes the shared state as a dependency
+(diffusion.server.state).
+
+| module | routes |
+|---|---|
+| `generate` | POST /sdapi/v1/txt2img, /sdapi/v1/img2img |
+| `progress` | /sdapi/v1/progress, /interrupt, /skip; /avx/queue |
+| `models` | sd-models, refresh-checkpoints, options, samplers, schedulers, loras, |
+| | embeddings; /avx/defaults |
+| `info` | png-info, cmd-flags, memory |
+| `extras` | upscalers, extra-single-image, extra-batch-images (the Extras tab) |
+| `page` | the web page at / |
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends
+
+from ..state import authorized
+from . import extras, generate, info, models, page, progress
+
+__all__ = ["routers"]
+
+
+def routers() -> list[APIRouter]:
+    """Every router, the API's behind --api-auth, in the order they are included."""
+    api = APIRouter(prefix="/sdapi/v1", dependencies=[Depends(authorized)])
+    avx = APIRouter(prefix="/avx", dependencies=[Depends(authorized)])
+    for module in (generate, progress, models, info, extras):
+        api.include_router(module.api)
+        if hasattr(module, "avx"):
+            avx.include_router(module.avx)
+    return [api, avx, page.router]

@@ -1,0 +1,163 @@
+"""The models and what they are run with: /sdapi/v1/sd-models, refresh-checkpoints, options,
+samplers, schedulers, loras, embeddings (and the WebUI's lists we have nothing for);
+/avx/defaults."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body
+
+from ...loaders._safetensors import SafetensorsFile
+from ...loaders.errors import WeightsError
+from ...samplers import SAMPLERS, SamplerInfo, resolve, schedules
+from ...samplers.schedules import SCHEDULE_TYPES
+from ...text.embeddings import EmbeddingDatabase
+from ..generation import RequestError
+from ..schemas import SamplerItem, SchedulerItem, SDModelItem
+from ..state import State, submit, wait
+
+__all__ = ["api", "avx", "embedding_listing", "lora_listing", "sampler_item"]
+
+api = APIRouter()
+avx = APIRouter()
+
+
+def lora_listing(lora_dir: str | os.PathLike[str] | None) -> list[dict[str, Any]]:
+    """GET /sdapi/v1/loras as the WebUI answers it: name, alias, path, metadata."""
+    if lora_dir is None:
+        return []
+    items = []
+    for path in sorted(Path(lora_dir).rglob("*.safetensors")):
+        try:
+            metadata = SafetensorsFile(path).metadata
+        except (WeightsError, OSError, ValueError):
+            metadata = {}
+        items.append({"name": path.stem, "alias": metadata.get("ss_output_name", path.stem),
+                      "path": str(path), "metadata": metadata})
+    return items
+
+
+def embedding_listing(embeddings: EmbeddingDatabase | None) -> dict[str, Any]:
+    """GET /sdapi/v1/embeddings as the WebUI answers it: loaded ones with their vector count
+    and width, skipped ones (unreadable files, pickles naming a disallowed global) with why."""
+    loaded: dict[str, Any] = {}
+    skipped: dict[str, Any] = {}
+    if embeddings is None:
+        return {"loaded": loaded, "skipped": skipped}
+    embeddings.refresh()
+    for file in embeddings.files:
+        entry = {"step": None, "sd_checkpoint": None, "sd_checkpoint_name": None}
+        try:
+            vectors = next(iter(file.tensors.values()))
+        except (WeightsError, OSError, ValueError) as exc:
+            skipped[file.name] = {**entry, "shape": None, "vectors": None, "reason": str(exc)}
+            continue
+        loaded[file.name] = {**entry, "shape": int(vectors.shape[-1]),
+                             "vectors": int(vectors.reshape(-1, vectors.shape[-1]).shape[0])}
+    return {"loaded": loaded, "skipped": skipped}
+
+
+def sampler_item(info: SamplerInfo) -> dict[str, Any]:
+    """A sampler as the WebUI's /sdapi/v1/samplers lists it: label, aliases and its options
+    (the default schedule type by name, and the flags the WebUI sets)."""
+    options: dict[str, Any] = {}
+    if info.default_schedule not in (None, "Uniform"):
+        options["scheduler"] = info.default_schedule.lower().replace(" ", "_")
+    for flag in ("discard_next_to_last_sigma", "second_order", "brownian_noise", "uses_ensd"):
+        if getattr(info, flag):
+            options[flag] = True
+    options.update({key: value for key, value in info.options.items() if key == "solver_type"})
+    aliases = [a for a in (info.comfy_name, *info.aliases) if a and a != info.name]
+    return {"name": info.name, "aliases": aliases, "options": options}
+
+
+@api.get("/samplers", response_model=list[SamplerItem])
+async def samplers() -> list[dict[str, Any]]:
+    return [sampler_item(info) for info in SAMPLERS]
+
+
+@api.get("/schedulers", response_model=list[SchedulerItem])
+async def schedulers() -> list[dict[str, Any]]:
+    return [{"name": kind.name, "label": kind.label, "aliases": list(kind.aliases) or None,
+             "default_rho": -1 if kind.default_rho is None else kind.default_rho,
+             "need_inner_model": kind.name in ("uniform", "sgm_uniform", "simple", "normal",
+                                               "ddim", "beta")}
+            for kind in SCHEDULE_TYPES]
+
+
+@api.get("/sd-models", response_model=list[SDModelItem])
+async def sd_models(state: State) -> list[dict[str, Any]]:
+    return [entry.item() for entry in state.registry.entries]
+
+
+@api.post("/refresh-checkpoints")
+async def refresh_checkpoints(state: State) -> None:
+    await asyncio.to_thread(state.registry.refresh)
+
+
+@api.get("/options")
+async def get_options(state: State) -> dict[str, Any]:
+    return dict(state.options)
+
+
+@api.post("/options")
+async def set_options(state: State, body: Annotated[dict[str, Any], Body()]) -> None:
+    updates: dict[str, Any] = {}
+    if "CLIP_stop_at_last_layers" in body:
+        value = body["CLIP_stop_at_last_layers"]
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 12:
+            raise RequestError("CLIP_stop_at_last_layers must be a whole number from 1 to 12, "
+                               f"got {value!r}")
+        updates["CLIP_stop_at_last_layers"] = value
+    if "randn_source" in body:
+        if body["randn_source"] not in ("GPU", "CPU", "NV"):
+            raise RequestError("randn_source must be 'GPU', 'CPU' or 'NV'")
+        updates["randn_source"] = body["randn_source"]
+    if "sd_model_checkpoint" in body:
+        name = body["sd_model_checkpoint"]
+        entry = state.registry.find(name) if isinstance(name, str) else None
+        if entry is None:
+            raise RequestError(f"sd_model_checkpoint {name!r} is not one of this server's "
+                               f"models: {', '.join(state.registry.titles())} (see "
+                               "/sdapi/v1/sd-models; POST /sdapi/v1/refresh-checkpoints after "
+                               "adding one to --models-dir)")
+        await wait(submit(state, None, exclusive_load=entry))
+        updates.update(sd_model_checkpoint=entry.title, sd_checkpoint_hash=entry.sha256)
+    state.options.update(updates)  # unknown or unsupported options are accepted and ignored
+
+
+@api.get("/loras")
+async def list_loras(state: State) -> list[dict[str, Any]]:
+    return await asyncio.to_thread(lora_listing, state.lora_dir)
+
+
+@api.get("/embeddings")
+async def list_embeddings(state: State) -> dict[str, Any]:
+    return await asyncio.to_thread(embedding_listing, state.embeddings)
+
+
+def _nothing() -> list[Any]:
+    return []
+
+
+for _path in ("sd-vae", "prompt-styles", "hypernetworks", "face-restorers"):
+    api.add_api_route(f"/{_path}", _nothing, methods=["GET"])
+
+
+@avx.get("/defaults")
+async def model_defaults(state: State) -> dict[str, Any]:
+    # what the page starts from: the loaded model's defaults.json (pipe.defaults), null where
+    # it says nothing; API requests that leave these out keep the WebUI's defaults
+    pipe, model = state.worker.pipe, state.worker.model
+    defaults = {"model": model.title if model else None, **asdict(pipe.defaults),
+                "scheduler": None}
+    if defaults["sampler"] not in (None, "diffusers"):  # "DPM++ 2M Karras": the pair
+        sampler, schedule = resolve(defaults["sampler"])
+        defaults["sampler"] = sampler
+        defaults["scheduler"] = schedules.lookup(schedule).name
+    return defaults

@@ -1,0 +1,96 @@
+"""What every route of the server shares, and the FastAPI dependencies that hand it over.
+
+`create_app` builds one `ServerState` and keeps it on `app.state.server`; a route takes it as
+`state: State` (a dependency) instead of closing over `create_app`'s locals, so the routes
+live in their own modules (diffusion.server.routers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from fastapi.exceptions import HTTPException
+from fastapi.security import HTTPBasic, HTTPBasicCredentials
+
+from ..text.embeddings import EmbeddingDatabase
+from .models_dir import ModelRegistry
+from .worker import QueueFull, Worker
+
+__all__ = ["RETRY_AFTER_S", "ServerState", "State", "authorized", "parse_auth", "submit",
+           "wait"]
+
+RETRY_AFTER_S = 5
+_BASIC = HTTPBasic(auto_error=False)
+
+
+@dataclass
+class ServerState:
+    """The worker, the models, the WebUI options clients set, and the server's settings."""
+
+    worker: Worker
+    registry: ModelRegistry
+    options: dict[str, Any]
+    outputs: Path
+    queue_size: int
+    max_size: int
+    users: dict[str, str] = field(default_factory=dict)  # --api-auth: user -> password
+    cmd_flags: dict[str, Any] = field(default_factory=dict)
+    embeddings: EmbeddingDatabase | None = None
+    lora_dir: str | os.PathLike[str] | None = None
+
+
+def _state(request: Request) -> ServerState:
+    return request.app.state.server
+
+
+State = Annotated[ServerState, Depends(_state)]
+
+
+def parse_auth(api_auth: str | None) -> dict[str, str]:
+    """--api-auth's USER:PASS[,USER:PASS...] as {user: password}; ValueError if malformed."""
+    users: dict[str, str] = {}
+    for pair in (api_auth or "").split(","):
+        if pair.strip():
+            user, sep, password = pair.strip().partition(":")
+            if not sep or not user:
+                raise ValueError(f"--api-auth wants USER:PASS[,USER:PASS...], got {pair!r}")
+            users[user] = password
+    return users
+
+
+def authorized(state: State,
+               credentials: Annotated[HTTPBasicCredentials | None, Depends(_BASIC)]) -> None:
+    """The routers' dependency: 401 unless the HTTP Basic credentials are one of --api-auth's
+    (compared in constant time); open when --api-auth is not set."""
+    if state.users and (credentials is None or not any(
+            secrets.compare_digest(credentials.username.encode(), user.encode())
+            and secrets.compare_digest(credentials.password.encode(), password.encode())
+            for user, password in state.users.items())):
+        raise HTTPException(401, "incorrect or missing username/password (HTTP Basic, as set "
+                                 "with --api-auth)", headers={"WWW-Authenticate": "Basic"})
+
+
+def submit(state: ServerState, run: Any, *, exclusive_load: Any = None) -> Future:
+    """Queue `run` on the worker (or, with `exclusive_load`, a switch to that model entry);
+    503 with Retry-After when the queue is full."""
+    try:
+        if exclusive_load is not None:
+            return state.worker.submit_load(exclusive_load)
+        return state.worker.submit(run)
+    except QueueFull:
+        raise HTTPException(503, f"the queue is full ({state.queue_size} jobs waiting); retry "
+                                 "in a few seconds",
+                            headers={"Retry-After": str(RETRY_AFTER_S)}) from None
+
+
+async def wait(future: Future) -> Any:
+    """The job's result, waiting without holding a thread; a client that goes away cancels a
+    job still in the queue."""
+    return await asyncio.wrap_future(future)

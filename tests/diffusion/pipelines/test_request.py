@@ -1,0 +1,162 @@
+"""GenerationRequest (diffusion.pipelines.request): one set of checks and messages for every
+door (Python, the CLI, the server), the WebUI's limits, and requests that cannot be served
+refused at once. Host logic only: no model, no device."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import fields, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from diffusion import GenerationRequest
+from diffusion.pipelines.observer import Observer, from_callbacks
+from diffusion.pipelines.request import LIMITS, MAX_PROMPT_CHARS, check_size, infotext_labels
+from diffusion.upscalers.interpolation import HiresFix
+
+pytestmark = pytest.mark.nodevice
+
+
+def _message(**settings: Any) -> str:
+    with pytest.raises(ValueError) as caught:
+        GenerationRequest(**settings)
+    return str(caught.value)
+
+
+def test_defaults_are_a_valid_txt2img() -> None:
+    request = GenerationRequest(prompt="a fox")
+    assert request.mode == "txt2img" and request.uses_kdiffusion
+    assert request.sampler_label == ("Euler a", "Automatic")
+    assert replace(request, init_image=np.zeros((8, 8, 3), np.uint8)).mode == "img2img"
+
+
+@pytest.mark.parametrize("settings, needle", [
+    ({"width": 100}, "width must be a positive multiple of 8 (the VAE works on 8x8 pixel "
+                     "blocks), got 100; try 96 or 104"),
+    ({"height": 0}, "height must be a positive multiple of 8"),
+    ({"steps": 0}, "steps must be a whole number from 1 to 1000, got 0"),
+    ({"steps": 2.5}, "steps must be a whole number"),
+    ({"cfg_scale": float("nan")}, "cfg_scale must be a finite number in [0, 100]"),
+    ({"seed": -2}, "seed must be -1 (random) or a whole number >= 0"),
+    ({"strength": 0.0}, "strength must be a finite number in (0, 1]"),
+    ({"subseed_strength": 2}, "subseed_strength must be a finite number in [0, 1]"),
+    ({"refiner_switch_at": 1.0}, "refiner_switch_at must be a fraction of the sampling between "
+                                 "0 and 1 (exclusive), e.g. 0.8; got 1.0"),
+    ({"rng": "cuda"}, "rng must be one of"),
+    ({"sampler": "Euler z"}, "unknown sampler 'Euler z'"),
+    ({"scheduler": "Karrass"}, "Karrass"),
+    ({"mask": np.ones((8, 8))}, "inpainting needs an init image"),
+    ({"init_image": np.zeros((8, 8, 3), np.uint8), "strength": 0.04},
+     "strength 0.04 with 20 steps leaves no step to run"),
+    ({"init_image": np.zeros((8, 8, 3), np.uint8), "hires": HiresFix()}, "txt2img option"),
+    ({"hires": HiresFix(resize=(100, 64))}, "hires resize width must be a positive multiple"),
+    ({"sampler": "DDIM", "subseed_strength": 0.5}, "need a k-diffusion sampler; DDIM"),
+    ({"seed_resize_from": (60, 64)}, "seed resize width must be a positive multiple of 8"),
+])
+def test_bad_settings_say_what_to_change(settings: dict[str, Any], needle: str) -> None:
+    assert needle in _message(prompt="a", **settings)
+
+
+def test_the_webui_limits() -> None:
+    """The WebUI's API takes more than its slider's 150 steps; the models' 1000 timesteps end
+    them here."""
+    for steps in (151, 500, LIMITS["steps"][1]):
+        assert GenerationRequest(prompt="a", steps=steps).steps == steps
+    assert GenerationRequest(prompt="a", steps=np.int64(30)).steps == 30
+    assert "from 1 to 1000" in _message(prompt="a", steps=1001)
+
+
+def test_the_size_check_has_one_message(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Python, the CLI and the server give the same words for a side that is not a multiple
+    of 8."""
+    import diffusion.cli.main as cli
+    from diffusion.server.generation import RequestError, build_job
+    from diffusion.server.schemas import Txt2ImgRequest
+
+    with pytest.raises(ValueError) as direct:
+        check_size("width", 100)
+    expected = str(direct.value)
+    assert _message(prompt="a", width=100) == expected
+    with pytest.raises(RequestError) as served:
+        build_job(Txt2ImgRequest(prompt="a", width=100), "txt2img",
+                  options={"CLIP_stop_at_last_layers": 1, "randn_source": "GPU"},
+                  max_size=1024, outputs=tmp_path)
+    assert str(served.value) == expected
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "model").mkdir()
+    assert cli.main(["txt2img", "--model", "model", "--prompt", "a", "--width", "100"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"error: {expected}"
+
+
+@pytest.mark.parametrize("size", [2 * 10**6, 50 * 10**6])
+def test_a_huge_prompt_is_refused_by_its_length_at_once(size: int) -> None:
+    prompt = "a" * size
+    start = time.perf_counter()
+    message = _message(prompt=prompt)
+    assert time.perf_counter() - start < 0.1
+    assert f"over the limit of {MAX_PROMPT_CHARS:,}" in message
+    assert "negative_prompt" in _message(prompt="a", negative_prompt="b" * size)
+
+
+def test_every_infotext_field_has_a_label() -> None:
+    """A new field says where the infotext writes it (or None, for prompt and images)."""
+    assert {f.name for f in fields(GenerationRequest)} - set(infotext_labels()) == {
+        "prompt", "init_image", "mask"}
+    assert infotext_labels()["strength"] == "Denoising strength"
+
+
+def test_callbacks_become_an_observer() -> None:
+    seen: list[tuple[int, int]] = []
+    observer = from_callbacks(None, lambda done, total: seen.append((done, total)),
+                              lambda done, total, latents: done < 2)
+    latents = np.zeros((1, 4, 2, 2))
+    assert observer.step(1, 3, latents) and not observer.step(2, 3, latents)
+    assert observer.step(1, 3, latents)  # the next pass starts afresh
+    assert seen == [(1, 3), (2, 3), (1, 3)]
+    assert Observer().step(1, 1, latents)
+    with pytest.raises(ValueError, match="not both"):
+        from_callbacks(Observer(), lambda done, total: None)
+
+
+def test_a_setting_with_cli_and_api_metadata_needs_no_code_at_the_doors(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """refiner_switch_at is such a setting: the CLI's option and the server's body key come
+    from its metadata (request.py's docstring: adding a setting)."""
+    from dataclasses import dataclass as plain
+
+    import diffusion.server.generation as generation
+    from diffusion.cli.generate import build_request
+    from diffusion.cli.main import build_parser
+    from diffusion.pipelines.request import door_fields
+    from diffusion.server.schemas import Txt2ImgRequest
+
+    assert [f.name for f in door_fields("cli")] == ["refiner_switch_at"]
+    parser = build_parser()
+    args = parser.parse_args(["txt2img", "--prompt", "a", "--refiner-switch-at", "0.6"])
+    args.steps, args.cfg_scale, args.sampler = 20, 7.0, "Euler a"
+    assert build_request(args).refiner_switch_at == 0.6
+    assert parser.parse_args(["txt2img"]).refiner_switch_at == 0.8  # the field's default
+    options = {"CLIP_stop_at_last_layers": 1, "randn_source": "GPU"}
+
+    def served(**body: Any) -> GenerationRequest:
+        job, _ = generation.build_job(Txt2ImgRequest(prompt="a", **body), "txt2img",
+                                      options=options, max_size=1024, outputs=tmp_path)
+        return job.request
+
+    assert served(refiner_switch_at=0.6).refiner_switch_at == 0.6
+    assert served().refiner_switch_at == 0.8
+    with pytest.raises(generation.RequestError, match="refiner_switch_at must be"):
+        served(refiner_switch_at=1.5)
+
+    @plain
+    class NewField:  # a field whose API key no schema field declares: the body's extra keys
+        name: str
+        metadata: dict[str, str]
+
+    monkeypatch.setattr(generation, "door_fields", lambda door: [
+        NewField("refiner_switch_at", {"api": "new_key"})])
+    assert served(new_key=0.3).refiner_switch_at == 0.3

@@ -1,0 +1,76 @@
+"""Requests the server cannot serve are refused at once, with a 4xx naming the limit, and
+leave it as it was: a 2 MB and a 50 MB prompt (they once held the server for seconds and
+minutes before a 500), and steps past the WebUI slider's 150 are taken. A stand-in pipeline:
+no model, no device; the refusals happen before anything reaches it."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import pytest
+
+pytest.importorskip("fastapi", reason="server extra (pip install .[server])")
+
+from fastapi.testclient import TestClient
+
+from diffusion.pipelines.request import MAX_PROMPT_CHARS
+from diffusion.pipelines.stable_diffusion import GenerationResult, SamplingDefaults
+from diffusion.server import create_app
+
+pytestmark = pytest.mark.nodevice
+
+
+class StandIn:
+    """What the worker needs of a pipeline; generate returns one black picture."""
+
+    native_size = 64
+    defaults = SamplingDefaults()
+
+    def __init__(self) -> None:
+        self.requests: list[Any] = []
+
+    def generate(self, request: Any, *, observer: Any) -> GenerationResult:
+        import numpy as np
+
+        self.requests.append(request)
+        observer.step(request.steps, request.steps, np.zeros((1, 4, 8, 8)))
+        return GenerationResult(images=[np.zeros((64, 64, 3), np.uint8)], seeds=[request.seed],
+                                settings={"prompt": request.prompt, "steps": request.steps,
+                                          "sampler": "Euler", "cfg_scale": 7, "seed":
+                                          request.seed, "width": 64, "height": 64})
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    model = tmp_path_factory.mktemp("limits") / "stand-in"
+    model.mkdir()
+    pipe = StandIn()
+    app = create_app(model=model, loader=lambda path: pipe, max_body_bytes=64 * 2**20)
+    with TestClient(app) as client:
+        yield client, pipe
+
+
+@pytest.mark.parametrize("size", [2 * 10**6, 50 * 10**6])
+def test_a_huge_prompt_is_a_quick_422_naming_the_limit(served: Any, size: int) -> None:
+    client, pipe = served
+    body = json.dumps({"prompt": "x" * size, "steps": 2})
+    start = time.perf_counter()
+    response = client.post("/sdapi/v1/txt2img", content=body,
+                           headers={"content-type": "application/json"})
+    took = time.perf_counter() - start
+    assert response.status_code == 422, response.text[:300]
+    assert f"over the limit of {MAX_PROMPT_CHARS:,}" in response.json()["detail"]
+    assert took < 2.0, f"{took:.2f} s"  # reading and parsing 50 MB of JSON: ~0.4 s alone
+    assert pipe.requests == []
+    assert client.get("/avx/queue").json()["pending"] == 0  # still answering, nothing queued
+
+
+def test_steps_past_150_are_taken(served: Any) -> None:
+    client, pipe = served
+    response = client.post("/sdapi/v1/txt2img", json={"prompt": "a", "steps": 400, "seed": 3})
+    assert response.status_code == 200, response.text
+    assert pipe.requests[-1].steps == 400 and pipe.requests[-1].seed == 3
+    assert client.post("/sdapi/v1/txt2img", json={"prompt": "a", "steps": 1001}
+                       ).status_code == 422
