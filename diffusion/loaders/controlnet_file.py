@@ -28,8 +28,9 @@ from ..models.t2i_adapter import T2IAdapter
 from ._folder import _weight_refs, read_json
 from ._ldm_keys import ldm_unet_layout, unet_name
 from ._safetensors import SafetensorsFile
+from ._torch_file import TorchFile, open_weights_file
 from ._weights import ComponentWeights, TensorRef, resolve_dtype
-from .errors import PICKLE_SUFFIXES, WeightsError, pickle_refused
+from .errors import WeightsError
 
 __all__ = ["controlnet_weights", "load_controlnet", "load_t2i_adapter", "t2i_adapter_weights"]
 
@@ -54,7 +55,7 @@ def _ldm_control_name(name: str, layers: int, last_hint: int) -> str | None:
     return unet_name(name, layers)
 
 
-def _original_refs(file: SafetensorsFile) -> dict[str, TensorRef]:
+def _original_refs(file: SafetensorsFile | TorchFile) -> dict[str, TensorRef]:
     prefix = _PREFIX if any(k.startswith(_PREFIX) for k in file.keys()) else ""
     names = [k[len(prefix):] for k in file.keys() if k.startswith(prefix)]
     _, layers = ldm_unet_layout(names)
@@ -115,18 +116,16 @@ def _config_from_shapes(refs: dict[str, TensorRef], where: str) -> dict[str, Any
 
 def _open(path: Path, variant: str | None, kind: str) -> tuple[dict[str, TensorRef],
                                                                  dict[str, Any] | None, str]:
-    """(refs, config or None, where) of a folder or one .safetensors file."""
+    """(refs, config or None, where) of a folder or one .safetensors / PyTorch file."""
     if path.is_dir():
         refs, where = _weight_refs(path, _STEM, variant)
         if not (path / "config.json").is_file():
             raise WeightsError(f"{path}: no config.json; a diffusers {kind} folder has "
                                f"config.json and {_STEM}.safetensors")
         return refs, read_json(path / "config.json"), where
-    if path.suffix in PICKLE_SUFFIXES:
-        raise pickle_refused(path)
     if not path.is_file():
         raise WeightsError(f"{path}: no such {kind} file or folder")
-    file = SafetensorsFile(path)
+    file = open_weights_file(path)  # lllyasviel's originals are .pth: read without running them
     return {k: TensorRef(file, k, file.shape(k)) for k in file.keys()}, None, str(path)
 
 
@@ -135,7 +134,7 @@ def controlnet_weights(path: str | os.PathLike[str], *, dtype: Any = None,
                        config: dict[str, Any] | None = None) -> ComponentWeights:
     """Lazy weights and config of the ControlNet at `path`. A diffusers-named single file has
     no config: pass its folder's `config` (diffusers: `from_single_file(path, config=...)`).
-    Raises WeightsError naming the file when it is missing, a pickle, or not a ControlNet."""
+    Raises WeightsError naming the file when it is missing, unreadable, or not a ControlNet."""
     path, dtype = Path(path), resolve_dtype(dtype)
     refs, own, where = _open(path, variant, "ControlNet")
     if own is None and "time_embedding.linear_1.weight" not in refs:

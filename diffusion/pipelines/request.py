@@ -115,8 +115,9 @@ class GenerationRequest:
         cli="fraction of the sampling after which the refiner runs, in (0, 1) (0.8; with "
             "--sampler diffusers: diffusers' denoising_end)"))
     # ControlNet / T2I-Adapter units (diffusion.pipelines.control.ControlUnit), their images at
-    # width x height; the CLI's and the server's control options are next round's
-    control: tuple[Any, ...] = field(default=(), metadata=_label(None))
+    # width x height; the extension writes each as "ControlNet N: ..." (the CLI's and the
+    # server's control options and that infotext are next round's)
+    control: tuple[Any, ...] = field(default=(), metadata=_label("ControlNet"))
 
     def __post_init__(self) -> None:
         _check(self)
