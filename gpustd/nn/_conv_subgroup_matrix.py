@@ -50,11 +50,14 @@ CONV_TILES = {"128x128": sm.MatrixTile(4, 2, 2, 4), "64x64": sm.MatrixTile(2, 2,
 MIN_TILES = 2 * MULTIPROCESSORS
 # Below MIN_TILES, split K (split_count) rather than leave the conv to the portable kernel.
 SPLIT_K = True
-# Splits: enough to give every multiprocessor about four 64 x 64 workgroups (they share
-# one: 128 invocations, 14 KiB of workgroup memory), at most _MAX_SPLITS, each at least
-# _MIN_SPLIT_STEPS K steps long (shorter ones spend more on partial sums than they save).
+# Splits: up to ~8 64 x 64 workgroups per multiprocessor (128 invocations, 14 KiB of
+# workgroup memory each: many fit), at most _MAX_SPLITS, each at least _MIN_SPLIT_STEPS K
+# steps of 32 long. H100 (Dawn, tools/sm_sweep --conv, 2026-11-24), GPU ms in 2 / 4 / 8 / 14
+# splits against the portable kernel: 2x1280x16x16 -> 1280 0.506 / 0.511 / 0.511 / 0.485
+# (0.659); 2x1280x8x8 0.373 / 0.223 / 0.152 / 0.186 (0.206); 2x2560x16x16 0.950 / 0.936 /
+# 0.932 / 0.861 (1.268). Short splits lose (8 x 8 at 14: 26 steps each).
 _MAX_SPLITS = 16
-_MIN_SPLIT_STEPS = 8
+_MIN_SPLIT_STEPS = 40
 
 
 def tile_count(c_out: int, pixels: int, tile: sm.MatrixTile) -> int:
@@ -64,13 +67,13 @@ def tile_count(c_out: int, pixels: int, tile: sm.MatrixTile) -> int:
 
 def split_count(c_out: int, pixels: int, k_total: int, tile: sm.MatrixTile) -> int:
     """K splits for `tile` over this conv: 1 from MIN_TILES output tiles up, else enough
-    splits for ~4 workgroups per multiprocessor, each at least _MIN_SPLIT_STEPS K steps.
-    SD 1.5 UNet (64 x 64 tiles, BK 32): 1280 channels at 16 x 16 (160 tiles, K 11520 or
-    more) 4 splits, at 8 x 8 (40 tiles) 14."""
+    splits for ~8 workgroups per multiprocessor, each at least _MIN_SPLIT_STEPS K steps.
+    SD 1.5 UNet (64 x 64 tiles, BK 32): 1280 -> 1280 channels at 16 x 16 (160 tiles, K 11520)
+    7 splits, at 8 x 8 (40 tiles) 9."""
     count = tile_count(c_out, pixels, tile)
     if count >= MIN_TILES or not SPLIT_K:
         return 1
-    wanted = math.ceil(4 * MULTIPROCESSORS / count)
+    wanted = math.ceil(8 * MULTIPROCESSORS / count)
     k_steps = math.ceil(k_total / tile.bk)
     return max(1, min(_MAX_SPLITS, wanted, k_steps // _MIN_SPLIT_STEPS))
 
