@@ -32,8 +32,8 @@ from ..gemm.matrix_units import available
 from ..gemm.plan import MULTIPROCESSORS
 from ._util import dummy, kernel
 
-__all__ = ["CONV_TILES", "MIN_TILES", "SPLIT_K", "applies", "choose_conv_tile", "conv2d_matrix",
-           "routed", "source", "split_count", "tile_count"]
+__all__ = ["ALIGNED", "CONV_TILES", "MIN_TILES", "SPLIT_K", "aligned", "applies",
+           "choose_conv_tile", "conv2d_matrix", "routed", "source", "split_count", "tile_count"]
 
 _PARAMS = """struct Params {
     c_in: u32, h: u32, w: u32, c_out: u32, ho: u32, wo: u32, k_total: u32, pixels: u32,
@@ -50,6 +50,8 @@ CONV_TILES = {"128x128": sm.MatrixTile(4, 2, 2, 4), "64x64": sm.MatrixTile(2, 2,
 MIN_TILES = 2 * MULTIPROCESSORS
 # Below MIN_TILES, split K (split_count) rather than leave the conv to the portable kernel.
 SPLIT_K = True
+# The bounds-free kernel where C_out, pixels and K fill the tile (`aligned`).
+ALIGNED = True
 # Splits: up to ~8 64 x 64 workgroups per multiprocessor (128 invocations, 14 KiB of
 # workgroup memory each: many fit), at most _MAX_SPLITS, each at least _MIN_SPLIT_STEPS K
 # steps of 32 long. H100 (Dawn, tools/sm_sweep --conv, 2026-11-24), GPU ms in 2 / 4 / 8 / 14
@@ -112,16 +114,17 @@ def choose_conv_tile(c_out: int, pixels: int) -> sm.MatrixTile:
     return CONV_TILES["64x64"]
 
 
-def _gather(kh: int, kw: int) -> str:
-    """load_b(k, pixel): one patch element for this invocation's pixel (decoded in setup)."""
+def _gather(kh: int, kw: int, aligned: bool) -> str:
+    """load_b(k, pixel): one patch element for this invocation's pixel (decoded in setup).
+    aligned: K and the pixels fill the tile, so only the image border is checked."""
+    check = "" if aligned else "if (k >= params.k_total || !pix_ok) {{ return f16(); }}\n  "
     return f"""var<private> pix_ok: bool;
 var<private> iy0: i32;
 var<private> ix0: i32;
 var<private> x_base: u32;
 
 fn load_b(k: u32, pixel: u32) -> f16 {{
-  if (k >= params.k_total || !pix_ok) {{ return f16(); }}
-  let ci = k / {kh * kw}u;
+  {check}let ci = k / {kh * kw}u;
   let ky = k % {kh * kw}u / {kw}u;
   let kx = k % {kw}u;
   let iy = u32(iy0 + i32(ky * params.dil_h));
@@ -158,10 +161,13 @@ _STORE_SPLIT = _STORE.replace(
     "out[idx] = f16(v);", "out[split_id * params.pixels * params.c_out + idx] = v;")
 
 
-def source(tile: sm.MatrixTile, kh: int, kw: int, width_w: int, split: bool = False) -> str:
+def source(tile: sm.MatrixTile, kh: int, kw: int, width_w: int, split: bool = False,
+           aligned: bool = False) -> str:
     """The WGSL of the implicit-GEMM conv for one tile and kernel size; width_w: f16 per
     load of the weight rows (K must be a multiple of it). split: K split over the grid's z
-    (params.split_steps K steps each), f32 partial sums [splits, N, C_out, H, W] in `out`."""
+    (params.split_steps K steps each), f32 partial sums [splits, N, C_out, H, W] in `out`.
+    aligned: C_out, K and the pixels are multiples of the tile's BM, BK and BN (`aligned`):
+    no bound checks but the image border's."""
     weight = sm.Operand("a", False, width_w)
     patches = sm.Operand("b", True, 1)
     if not patches.fixed_column(tile):
@@ -176,20 +182,29 @@ def source(tile: sm.MatrixTile, kh: int, kw: int, width_w: int, split: bool = Fa
 @group(0) @binding(5) var<uniform> params: Params;
 
 {sm.contiguous_load("a", width_w, "params.c_out", "params.k_total", "params.k_total", "0u",
-                    binding="weight")}
+                    binding="weight", checked=not aligned)}
 
-{_gather(kh, kw)}
+{_gather(kh, kw, aligned)}
 
 {_STORE_SPLIT if split else _STORE}"""
     return sm.kernel_source(tile, weight, patches, declarations=declarations, setup=_DECODE,
                             extent=("params.c_out", "params.pixels", "params.k_total"),
                             comment=f"implicit-GEMM conv2d {kh}x{kw}"
-                            + (", split K" if split else ""),
-                            split="params.split_steps" if split else "")
+                            + (", split K" if split else "") + (", aligned" if aligned else ""),
+                            split="params.split_steps" if split else "", aligned=aligned)
 
 
-def _kernel(tile: sm.MatrixTile, kh: int, kw: int, width_w: int, split: bool) -> Kernel:
-    return Kernel.generated("nn/conv2d_subgroup_matrix", source, tile, kh, kw, width_w, split)
+def aligned(tile: sm.MatrixTile, c_out: int, pixels: int, k_total: int) -> bool:
+    """Whether the bounds-free kernel serves this conv: C_out, pixels and K whole multiples
+    of the tile's BM, BN and BK (every SD UNet 3x3 conv but conv_in/conv_out), ALIGNED on."""
+    return (ALIGNED and c_out % tile.bm == 0 and pixels % tile.bn == 0
+            and k_total % tile.bk == 0)
+
+
+def _kernel(tile: sm.MatrixTile, kh: int, kw: int, width_w: int, split: bool,
+            bounds_free: bool) -> Kernel:
+    return Kernel.generated("nn/conv2d_subgroup_matrix", source, tile, kh, kw, width_w, split,
+                            bounds_free)
 
 
 def conv2d_matrix(x: Tensor, weight: Tensor, bias: Tensor | None, *, stride: tuple[int, int],
@@ -222,14 +237,15 @@ def conv2d_matrix(x: Tensor, weight: Tensor, bias: Tensor | None, *, stride: tup
                     pad_w=padding[1], dil_h=dilation[0], dil_w=dilation[1],
                     split_steps=per_split)
     grid = (math.ceil(pixels / tile.bn), math.ceil(c_out / tile.bm), splits)
+    free = aligned(tile, c_out, pixels, k_total)
     if splits == 1:
-        _kernel(tile, kh, kw, width_w, False).dispatch(
+        _kernel(tile, kh, kw, width_w, False, free).dispatch(
             grid, x, weight, bias_t, add_t, out, **geometry, has_bias=int(bias is not None),
             add_mode=add_mode)
         return out
     # 1. each split's f32 partial sums, without bias or add
     partial = Tensor.empty((splits, out.size), np.float32, device=x.device)
-    _kernel(tile, kh, kw, width_w, True).dispatch(
+    _kernel(tile, kh, kw, width_w, True, free).dispatch(
         grid, x, weight, bias_t, add_t, partial, **geometry, has_bias=0, add_mode=0)
     # 2. their sum in split order, bias, add, f16: the portable split-K conv's finish
     finish = kernel("conv2d_splitk", {"T": x.dtype}, HAS_BIAS=int(bias is not None),

@@ -142,6 +142,11 @@ def test_split_kernel_interface() -> None:
     assert "min(params.split_steps, k_steps_all - min(k_steps_all, wid.z *" in source
     assert "k0 = k_first + (t + 1u) * 32u;" in source
     assert "k_first" not in csm.source(tile, 3, 3, 8)
+    # the bounds-free kernel checks the image border only
+    free = csm.source(tile, 3, 3, 8, split=True, aligned=True)
+    assert "k >= params.k_total" not in free and "row < params.c_out" not in free
+    assert "iy >= params.h || ix >= params.w" in free
+    assert "row < params.c_out" in source
 
 
 # (batch, c_in, size, c_out, stride) of every 3x3 conv of an SD 1.5 UNet step that is not in
@@ -171,6 +176,8 @@ def test_sd15_unet_convs_all_take_the_matrix_units() -> None:
     # conv_out (320 -> 4 at 64 x 64: 128 tiles) splits too; a shallow K does not
     assert csm.split_count(4, 2 * 64 * 64, 2880, small) == 2
     assert not csm.routed(6, 90, 72)
+    # the 1280-channel convs take the bounds-free kernel
+    assert csm.aligned(small, 1280, 512, 11520) and csm.aligned(small, 1280, 128, 23040)
     # plain 1x1 convs below MIN_TILES stay on the GEMM (conv2d passes split=False)
     assert not csm.routed(1280, 512, 2560, split=False) and csm.routed(1280, 512, 2560)
 
@@ -205,6 +212,8 @@ SPLIT_CASES = [  # n, c_in, h, w, c_out, k, stride, padding; splits; add
     ((1, 96, 11, 10, 64, 3, 2, 1), 5, "per-channel"),
     ((2, 40, 6, 6, 33, 1, 1, 0), 2, None),  # 1x1 with K 40: the last split is ragged
     ((1, 64, 5, 5, 20, 3, 1, 1), 40, None),  # more splits asked than K steps (18)
+    ((2, 64, 8, 8, 64, 3, 1, 1), 2, "same"),  # aligned: C_out, pixels, K fill the tile
+    ((1, 128, 8, 8, 128, 3, 1, 1), 1, None),  # aligned, unsplit
 ]
 
 
@@ -215,6 +224,9 @@ def test_split_k_matches_torch_float64_where_available(device: gpucore.Device, s
                                                        ) -> None:
     if not sm.available(device):
         pytest.skip(f"{device.info.label} has no f16 subgroup matrices (Dawn on a GPU has)")
+    n, c_in, h, w, c_out, k = shape[:6]
+    bounds_free = c_out % 64 == 0 and n * h * w % 64 == 0 and c_in * k * k % 32 == 0
+    assert csm.aligned(csm.CONV_TILES["64x64"], c_out, n * h * w, c_in * k * k) == bounds_free
     got, expected = _split_case(device, 5, shape, splits, add_kind)
     assert got.shape == expected.shape
     assert np.abs(got - expected).max() / np.abs(expected).max() < 2e-3
