@@ -10,8 +10,9 @@ the same kernels as the timed ones), then timed on SHAPES: GPU time by timestamp
 wall time (record + submit + wait), medians, beside torch's fp16 matmul (cuBLAS, CUDA events
 and wall). `--top N --from PATH` re-times only each shape's N best variants of an earlier
 run (e.g. with other Dawn toggles). Conv (--conv): the SD UNet's 3x3 convolutions on every
-CONV_TILES tile, choose_conv_tile's pick and the portable f16 kernel, beside torch fp16
-cuDNN (NCHW), each checked against torch's float32 conv of the same f16 inputs.
+CONV_TILES tile unsplit, choose_conv_tile's pick, the 64x64 tile in several K splits where
+split_count splits (`--only none --conv`: the convs alone), the portable f16 kernel, beside
+torch fp16 cuDNN (NCHW), each checked against torch's float32 conv of the same f16 inputs.
 A tuning tool: it needs a Dawn adapter with subgroup matrices, timestamps and torch CUDA.
 
 Measured on an H100 (2026-11-23, two runs; TFLOP/s by timestamp queries, medians; columns:
@@ -112,7 +113,7 @@ SHAPES = [(4096, 4096, 4096, "nn"), (4096, 4096, 4096, "nt"), (4096, 640, 640, "
 CHECK = (200, 328, 184)
 # n, c_in, h, w, c_out: the SD 1.5 UNet's 3x3 convolutions (batch 2 for CFG), padding 1
 CONVS = [(2, 320, 64, 64, 320), (2, 640, 32, 32, 640), (2, 1280, 16, 16, 1280),
-         (2, 1280, 8, 8, 1280)]
+         (2, 1280, 8, 8, 1280), (2, 2560, 16, 16, 1280)]
 
 
 def _gemm_call(device: gpucore.Device, tile: T, m: int, k: int, n: int, layout: str,
@@ -205,7 +206,15 @@ def time_conv(device: gpucore.Device, torch: Any, shape: tuple[int, ...]
     for name, tile in csm.CONV_TILES.items():
         calls[f"{name}{' (chosen)' if tile == chosen else ''}"] = (
             lambda tile=tile: csm.conv2d_matrix(gx, gw, gb, stride=(1, 1), padding=(1, 1),
-                                                dilation=(1, 1), out_hw=(h, w), tile=tile))
+                                                dilation=(1, 1), out_hw=(h, w), tile=tile,
+                                                splits=1))
+    small = csm.CONV_TILES["64x64"]
+    default = csm.split_count(c_out, pixels, c_in * 9, small)
+    for splits in sorted({2, 4, 8, 14, default} - {1} if default > 1 else set()):
+        calls[f"64x64 split {splits}{' (chosen)' if splits == default else ''}"] = (
+            lambda splits=splits: csm.conv2d_matrix(
+                gx, gw, gb, stride=(1, 1), padding=(1, 1), dilation=(1, 1), out_hw=(h, w),
+                tile=small, splits=splits))
     flops = 2 * pixels * c_out * c_in * 9
     rows = []
     for label, call in calls.items():

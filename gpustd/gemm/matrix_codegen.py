@@ -173,8 +173,9 @@ def _multiply_code(tile: MatrixTile, a: Operand, b: Operand) -> str:
     return "\n".join(blocks)
 
 
-def _main_loop(tile: MatrixTile, size_a: int, size_b: int, body: str) -> str:
-    """The K loop: stage, multiply, fetch the next step in between."""
+def _main_loop(tile: MatrixTile, size_a: int, size_b: int, body: str, first: str = "") -> str:
+    """The K loop: stage, multiply, fetch the next step in between; `first` ("k_first + " in a
+    split-K kernel) offsets every step's K."""
     bk = tile.bk
     if tile.double:
         return f"""  stage(0u, 0u);
@@ -182,7 +183,7 @@ def _main_loop(tile: MatrixTile, size_a: int, size_b: int, body: str) -> str:
   for (var t = 0u; t < steps; t++) {{
     let cur_a = (t & 1u) * {size_a}u;
     let cur_b = (t & 1u) * {size_b}u;
-    k0 = (t + 1u) * {bk}u;
+    k0 = {first}(t + 1u) * {bk}u;
     if (t + 1u < steps) {{ fetch(); }}
 {body}
     if (t + 1u < steps) {{ stage({size_a}u - cur_a, {size_b}u - cur_b); }}
@@ -192,7 +193,7 @@ def _main_loop(tile: MatrixTile, size_a: int, size_b: int, body: str) -> str:
         return f"""  for (var t = 0u; t < steps; t++) {{
     let cur_a = 0u;
     let cur_b = 0u;
-    k0 = t * {bk}u;
+    k0 = {first}t * {bk}u;
     fetch();
     stage(0u, 0u);
     workgroupBarrier();
@@ -204,7 +205,7 @@ def _main_loop(tile: MatrixTile, size_a: int, size_b: int, body: str) -> str:
     workgroupBarrier();
     let cur_a = 0u;
     let cur_b = 0u;
-    k0 = (t + 1u) * {bk}u;
+    k0 = {first}(t + 1u) * {bk}u;
     if (t + 1u < steps) {{ fetch(); }}
 {body}
     workgroupBarrier();
@@ -212,7 +213,8 @@ def _main_loop(tile: MatrixTile, size_a: int, size_b: int, body: str) -> str:
 
 
 def kernel_source(tile: MatrixTile, a: Operand, b: Operand, *, declarations: str, setup: str,
-                  extent: tuple[str, str, str], comment: str, aligned: bool = False) -> str:
+                  extent: tuple[str, str, str], comment: str, aligned: bool = False,
+                  split: str = "") -> str:
     """A whole subgroup-matrix kernel: C (M x N) = A (M x K) B (K x N), tile by tile.
 
     declarations: the caller's bindings, `Params`, `load_a`, `load_b` and
@@ -221,7 +223,10 @@ def kernel_source(tile: MatrixTile, a: Operand, b: Operand, *, declarations: str
     `m0`, `n0`, `tid`, the fixed columns `col_a`/`col_b` and set the caller's private
     variables). extent: WGSL expressions of
     M, N and K. aligned: the caller promises M, N, K are multiples of the tile's BM, BN, BK
-    (its loads may then skip their bound checks); the epilogue skips its own."""
+    (its loads may then skip their bound checks); the epilogue skips its own.
+    split: split K (a WGSL expression of the K steps per split, e.g. "params.split_steps"):
+    workgroup z walks steps [z split, (z + 1) split) of K only (the last split the rest), its
+    id in store_c as `split_id`; the caller sums the splits' partial results."""
     m_total, n_total, k_total = extent
     a_decl, a_fetch, a_store = _stage_code(a, tile)
     b_decl, b_fetch, b_store = _stage_code(b, tile)
@@ -257,6 +262,7 @@ var<private> n0: u32;
 var<private> k0: u32;
 var<private> col_a: u32;
 var<private> col_b: u32;
+{"var<private> split_id: u32;" if split else ""}
 
 fn fetch() {{
 {nl.join(a_fetch + b_fetch)}
@@ -289,13 +295,28 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>,
   let r_in = (sg / {tile.wn}u) * {16 * tile.fm}u;
   let c_in = (sg % {tile.wn}u) * {16 * tile.fn}u;
 {nl.join(accumulators)}
-  let steps = ({k_total} + {tile.bk - 1}u) / {tile.bk}u;
-  k0 = 0u;
+{_k_range(tile, k_total, split)}
 {"  fetch();" if tile.prefetch or tile.double else ""}
-{_main_loop(tile, size_a, size_b, _multiply_code(tile, a, b))}
+{_main_loop(tile, size_a, size_b, _multiply_code(tile, a, b), "k_first + " if split else "")}
 {nl.join(epilogue)}
 }}
 """
+
+
+def _k_range(tile: MatrixTile, k_total: str, split: str) -> str:
+    """The K steps this workgroup walks (`steps`) and its first K (`k0`): all of K, or with a
+    split, workgroup z's slice (splits start on BK boundaries, so a split's last step never
+    reads the next split's K; only the last split's last step reaches past K, zero-filled).
+    `steps` comes from wid.z, not the private split_id: the loop's barriers need a uniform
+    trip count, and Tint takes module-scope private variables as non-uniform."""
+    all_steps = f"({k_total} + {tile.bk - 1}u) / {tile.bk}u"
+    if not split:
+        return f"  let steps = {all_steps};\n  k0 = 0u;"
+    return f"""  split_id = wid.z;
+  let k_steps_all = {all_steps};
+  let steps = min({split}, k_steps_all - min(k_steps_all, wid.z * {split}));
+  let k_first = wid.z * {split} * {tile.bk}u;
+  k0 = k_first;"""
 
 
 def load_type(width: int) -> str:

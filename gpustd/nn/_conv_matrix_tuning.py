@@ -21,15 +21,23 @@ from ..gemm.matrix_tuning import Pair, Shape, fits, shared_scratch, tile_name
 from ..gemm.tuning import bucket
 from . import _conv_subgroup_matrix as kernels
 
-__all__ = ["CONV_OP", "SD_CONVS", "conv_candidates", "conv_class", "conv_tile", "problems"]
+__all__ = ["CONV_OP", "SD_CONVS", "SD_SPLIT_CONVS", "conv_candidates", "conv_class", "conv_tile",
+           "problems"]
 
 CONV_OP = "conv_sm"
 # (batch, c_in, size, c_out, stride) of the 3x3 convolutions (padding 1, square inputs of
 # `size`) that the matrix kernel runs (conv2d_matrix: enough output tiles) in an SD 1.5 UNet
 # step (2 x 4 x 64 x 64, CFG batch 2), an SDXL UNet step (2 x 4 x 128 x 128) and the VAE
 # decoding (1 x 4 x 64 x 64 -> 512 x 512) and encoding a 512 x 512 picture. The UNets'
-# convolutions at 16 x 16 and 8 x 8 (SDXL: 32 x 32 below 1280 channels) make too few tiles.
+# convolutions at 16 x 16 and 8 x 8 make too few tiles and split K (SD_SPLIT_CONVS).
+SD_SPLIT_CONVS = [
+    # SD 1.5 UNet: downsamplers, down/mid/up blocks at 16 x 16 and 8 x 8 (up: with skips)
+    (2, 320, 64, 320, 2), (2, 640, 32, 640, 2), (2, 1280, 16, 1280, 2), (2, 640, 16, 1280, 1),
+    (2, 1280, 16, 1280, 1), (2, 1920, 16, 1280, 1), (2, 2560, 16, 1280, 1),
+    (2, 1280, 8, 1280, 1), (2, 2560, 8, 1280, 1),
+]
 SD_CONVS = [
+    *SD_SPLIT_CONVS,
     # SD 1.5 UNet: conv_in, down/up blocks at 64 x 64 and 32 x 32 (up convs take the skips)
     (2, 4, 64, 320, 1), (2, 320, 64, 320, 1), (2, 960, 64, 320, 1), (2, 640, 64, 320, 1),
     (2, 640, 64, 640, 1), (2, 320, 32, 640, 1), (2, 640, 32, 640, 1), (2, 1920, 32, 640, 1),
@@ -111,8 +119,7 @@ def problems(device: Device) -> list[autotune.Problem]:
         out = (size - 1) // stride + 1
         pixels = batch * out * out
         small = kernels.CONV_TILES["64x64"]  # conv2d keeps its own kernel (kernels.applies)
-        if (kernels.tile_count(c_out, pixels, small) < kernels.MIN_TILES
-                or pixels > limit * small.bn):
+        if not kernels.routed(c_out, pixels, c_in * 9) or pixels > limit * small.bn:
             continue
         key = conv_class(3, 3, (stride, stride), c_out, c_in * 9, pixels)
         found.setdefault(key, autotune.Problem(

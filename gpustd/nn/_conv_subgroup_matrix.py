@@ -9,6 +9,13 @@ row and column are decoded once, not per K step. The epilogue adds the bias and 
 `add` (of the output's shape, or one value per image and channel) as gpustd/nn/conv.py's f32
 kernel does, and writes NCHW. One group only: conv.py keeps the portable kernel otherwise.
 conv.py also asks the tuner (gpustd/nn/_conv_matrix_tuning.py) for the tile it passes here.
+
+Split K: a conv of fewer than MIN_TILES output tiles (the SD UNet's 1280-channel convs at
+16 x 16 and 8 x 8: 160 and 40 tiles of 64 x 64 for 132 multiprocessors, K = 11520-23040)
+splits K over the grid's z (`split_count`): each split writes f32 partial sums to a scratch
+buffer [splits, output] and shaders/nn/conv2d_splitk.wgsl (the portable kernel's finish)
+sums them in split order, adds bias and `add` and casts to f16: the same result bit for bit
+on every run with the same split count.
 """
 
 from __future__ import annotations
@@ -23,15 +30,15 @@ from .._tensor import Tensor
 from ..gemm import matrix_codegen as sm
 from ..gemm.matrix_units import available
 from ..gemm.plan import MULTIPROCESSORS
-from ._util import dummy
+from ._util import dummy, kernel
 
-__all__ = ["CONV_TILES", "MIN_TILES", "applies", "choose_conv_tile", "conv2d_matrix", "source",
-           "tile_count"]
+__all__ = ["ALIGNED", "CONV_TILES", "MIN_TILES", "SPLIT_K", "aligned", "applies",
+           "choose_conv_tile", "conv2d_matrix", "routed", "source", "split_count", "tile_count"]
 
 _PARAMS = """struct Params {
     c_in: u32, h: u32, w: u32, c_out: u32, ho: u32, wo: u32, k_total: u32, pixels: u32,
     stride_h: u32, stride_w: u32, pad_h: u32, pad_w: u32, dil_h: u32, dil_w: u32,
-    has_bias: u32, add_mode: u32,
+    has_bias: u32, add_mode: u32, split_steps: u32,
 }"""
 
 # The gather needs threads % BN == 0 (fixed pixel columns), which every tile here satisfies.
@@ -41,6 +48,18 @@ CONV_TILES = {"128x128": sm.MatrixTile(4, 2, 2, 4), "64x64": sm.MatrixTile(2, 2,
 # splits K, is as fast or faster (H100: 2x1280x16x16 -> 1280, 160 tiles: 0.66 ms either way;
 # 2x1280x8x8 -> 1280: 0.21 ms portable, 0.48 ms here at best).
 MIN_TILES = 2 * MULTIPROCESSORS
+# Below MIN_TILES, split K (split_count) rather than leave the conv to the portable kernel.
+SPLIT_K = True
+# The bounds-free kernel where C_out, pixels and K fill the tile (`aligned`).
+ALIGNED = True
+# Splits: up to ~8 64 x 64 workgroups per multiprocessor (128 invocations, 14 KiB of
+# workgroup memory each: many fit), at most _MAX_SPLITS, each at least _MIN_SPLIT_STEPS K
+# steps of 32 long. H100 (Dawn, tools/sm_sweep --conv, 2026-11-24), GPU ms in 2 / 4 / 8 / 14
+# splits against the portable kernel: 2x1280x16x16 -> 1280 0.506 / 0.511 / 0.511 / 0.485
+# (0.659); 2x1280x8x8 0.373 / 0.223 / 0.152 / 0.186 (0.206); 2x2560x16x16 0.950 / 0.936 /
+# 0.932 / 0.861 (1.268). Short splits lose (8 x 8 at 14: 26 steps each).
+_MAX_SPLITS = 16
+_MIN_SPLIT_STEPS = 40
 
 
 def tile_count(c_out: int, pixels: int, tile: sm.MatrixTile) -> int:
@@ -48,13 +67,37 @@ def tile_count(c_out: int, pixels: int, tile: sm.MatrixTile) -> int:
     return math.ceil(c_out / tile.bm) * math.ceil(pixels / tile.bn)
 
 
-def applies(x: Tensor, weight: Tensor, groups: int, out_hw: tuple[int, int]) -> bool:
+def split_count(c_out: int, pixels: int, k_total: int, tile: sm.MatrixTile) -> int:
+    """K splits for `tile` over this conv: 1 from MIN_TILES output tiles up, else enough
+    splits for ~8 workgroups per multiprocessor, each at least _MIN_SPLIT_STEPS K steps.
+    SD 1.5 UNet (64 x 64 tiles, BK 32): 1280 -> 1280 channels at 16 x 16 (160 tiles, K 11520)
+    7 splits, at 8 x 8 (40 tiles) 9."""
+    count = tile_count(c_out, pixels, tile)
+    if count >= MIN_TILES or not SPLIT_K:
+        return 1
+    wanted = math.ceil(8 * MULTIPROCESSORS / count)
+    k_steps = math.ceil(k_total / tile.bk)
+    return max(1, min(_MAX_SPLITS, wanted, k_steps // _MIN_SPLIT_STEPS))
+
+
+def routed(c_out: int, pixels: int, k_total: int, split: bool = True) -> bool:
+    """Whether a conv of this size suits the kernel (host logic, no device): at least
+    MIN_TILES 64 x 64 output tiles, or (`split` and SPLIT_K) a K deep enough to split."""
+    small = CONV_TILES["64x64"]
+    return (tile_count(c_out, pixels, small) >= MIN_TILES
+            or (split and split_count(c_out, pixels, k_total, small) > 1))
+
+
+def applies(x: Tensor, weight: Tensor, groups: int, out_hw: tuple[int, int],
+            split: bool = True) -> bool:
     """Whether conv2d (arguments validated) runs here: f16, one group, a device with f16 ->
-    f32 subgroup matrices, and an output of at least MIN_TILES 64 x 64 tiles within the grid."""
+    f32 subgroup matrices, an output within the grid, and `routed` (split=False: only convs
+    of MIN_TILES tiles; conv2d sends the other plain 1x1 convs to the GEMM)."""
+    c_out, c_in, kh, kw = weight.shape
     pixels = x.shape[0] * out_hw[0] * out_hw[1]
     max_x = x.device.limits["max-compute-workgroups-per-dimension"]
     return (x.dtype == np.float16 and groups == 1 and x.size > 0 and weight.size > 0
-            and tile_count(weight.shape[0], pixels, CONV_TILES["64x64"]) >= MIN_TILES
+            and routed(c_out, pixels, c_in * kh * kw, split)
             and pixels <= max_x * CONV_TILES["64x64"].bn and available(x.device))
 
 
@@ -71,16 +114,17 @@ def choose_conv_tile(c_out: int, pixels: int) -> sm.MatrixTile:
     return CONV_TILES["64x64"]
 
 
-def _gather(kh: int, kw: int) -> str:
-    """load_b(k, pixel): one patch element for this invocation's pixel (decoded in setup)."""
+def _gather(kh: int, kw: int, aligned: bool) -> str:
+    """load_b(k, pixel): one patch element for this invocation's pixel (decoded in setup).
+    aligned: K and the pixels fill the tile, so only the image border is checked."""
+    check = "" if aligned else "if (k >= params.k_total || !pix_ok) {{ return f16(); }}\n  "
     return f"""var<private> pix_ok: bool;
 var<private> iy0: i32;
 var<private> ix0: i32;
 var<private> x_base: u32;
 
 fn load_b(k: u32, pixel: u32) -> f16 {{
-  if (k >= params.k_total || !pix_ok) {{ return f16(); }}
-  let ci = k / {kh * kw}u;
+  {check}let ci = k / {kh * kw}u;
   let ky = k % {kh * kw}u / {kw}u;
   let kx = k % {kw}u;
   let iy = u32(iy0 + i32(ky * params.dil_h));
@@ -111,9 +155,19 @@ _STORE = """fn store_c(row: u32, col: u32, value: f32) {
 }"""
 
 
-def source(tile: sm.MatrixTile, kh: int, kw: int, width_w: int) -> str:
+# The split kernel's store: the same body into f32 slab `split_id` (dispatched with has_bias
+# and add_mode 0, the finish adds them; kept so that every binding stays in use).
+_STORE_SPLIT = _STORE.replace(
+    "out[idx] = f16(v);", "out[split_id * params.pixels * params.c_out + idx] = v;")
+
+
+def source(tile: sm.MatrixTile, kh: int, kw: int, width_w: int, split: bool = False,
+           aligned: bool = False) -> str:
     """The WGSL of the implicit-GEMM conv for one tile and kernel size; width_w: f16 per
-    load of the weight rows (K must be a multiple of it)."""
+    load of the weight rows (K must be a multiple of it). split: K split over the grid's z
+    (params.split_steps K steps each), f32 partial sums [splits, N, C_out, H, W] in `out`.
+    aligned: C_out, K and the pixels are multiples of the tile's BM, BK and BN (`aligned`):
+    no bound checks but the image border's."""
     weight = sm.Operand("a", False, width_w)
     patches = sm.Operand("b", True, 1)
     if not patches.fixed_column(tile):
@@ -124,32 +178,44 @@ def source(tile: sm.MatrixTile, kh: int, kw: int, width_w: int) -> str:
 @group(0) @binding(1) var<storage, read> weight: array<{sm.load_type(width_w)}>;
 @group(0) @binding(2) var<storage, read> bias: array<f16>;
 @group(0) @binding(3) var<storage, read> add: array<f16>;
-@group(0) @binding(4) var<storage, read_write> out: array<f16>;
+@group(0) @binding(4) var<storage, read_write> out: array<{"f32" if split else "f16"}>;
 @group(0) @binding(5) var<uniform> params: Params;
 
 {sm.contiguous_load("a", width_w, "params.c_out", "params.k_total", "params.k_total", "0u",
-                    binding="weight")}
+                    binding="weight", checked=not aligned)}
 
-{_gather(kh, kw)}
+{_gather(kh, kw, aligned)}
 
-{_STORE}"""
+{_STORE_SPLIT if split else _STORE}"""
     return sm.kernel_source(tile, weight, patches, declarations=declarations, setup=_DECODE,
                             extent=("params.c_out", "params.pixels", "params.k_total"),
-                            comment=f"implicit-GEMM conv2d {kh}x{kw}")
+                            comment=f"implicit-GEMM conv2d {kh}x{kw}"
+                            + (", split K" if split else "") + (", aligned" if aligned else ""),
+                            split="params.split_steps" if split else "", aligned=aligned)
 
 
-def _kernel(tile: sm.MatrixTile, kh: int, kw: int, width_w: int) -> Kernel:
-    return Kernel.generated("nn/conv2d_subgroup_matrix", source, tile, kh, kw, width_w)
+def aligned(tile: sm.MatrixTile, c_out: int, pixels: int, k_total: int) -> bool:
+    """Whether the bounds-free kernel serves this conv: C_out, pixels and K whole multiples
+    of the tile's BM, BN and BK (every SD UNet 3x3 conv but conv_in/conv_out), ALIGNED on."""
+    return (ALIGNED and c_out % tile.bm == 0 and pixels % tile.bn == 0
+            and k_total % tile.bk == 0)
+
+
+def _kernel(tile: sm.MatrixTile, kh: int, kw: int, width_w: int, split: bool,
+            bounds_free: bool) -> Kernel:
+    return Kernel.generated("nn/conv2d_subgroup_matrix", source, tile, kh, kw, width_w, split,
+                            bounds_free)
 
 
 def conv2d_matrix(x: Tensor, weight: Tensor, bias: Tensor | None, *, stride: tuple[int, int],
                   padding: tuple[int, int], dilation: tuple[int, int], out_hw: tuple[int, int],
                   add: Tensor | None = None, add_mode: int = 0,
-                  tile: sm.MatrixTile) -> Tensor:
+                  tile: sm.MatrixTile, splits: int | None = None) -> Tensor:
     """gpustd.nn.conv2d for f16 and one group (see `applies`), its arguments validated by
     conv2d: x [N, C_in, H, W], weight [C_out, C_in, kh, kw], bias [C_out] or None, add as
     conv2d's (`add_mode` 1: the output's shape, 2: [N, C_out, 1, 1]). f32 accumulation, in
-    `tile` (conv2d asks the tuner; tests force one)."""
+    `tile` (conv2d asks the tuner; tests force one), K in `splits` parts (default
+    split_count's; fewer where K has fewer steps of the tile's BK)."""
     n, c_in, h, w = x.shape
     c_out, _, kh, kw = weight.shape
     ho, wo = out_hw
@@ -157,11 +223,33 @@ def conv2d_matrix(x: Tensor, weight: Tensor, bias: Tensor | None, *, stride: tup
     pixels = n * ho * wo
     k_total = c_in * kh * kw
     width_w = sm.load_width(tile, k_total, ())
-    _kernel(tile, kh, kw, width_w).dispatch(
-        (math.ceil(pixels / tile.bn), math.ceil(c_out / tile.bm), 1),
-        x, weight, bias if bias is not None else dummy(x), add if add is not None else dummy(x),
-        out, c_in=c_in, h=h, w=w, c_out=c_out, ho=ho, wo=wo, k_total=k_total, pixels=pixels,
-        stride_h=stride[0], stride_w=stride[1], pad_h=padding[0], pad_w=padding[1],
-        dil_h=dilation[0], dil_w=dilation[1], has_bias=int(bias is not None),
-        add_mode=add_mode)
+    k_steps = math.ceil(k_total / tile.bk)
+    if splits is None:
+        splits = split_count(c_out, pixels, k_total, tile)
+    if not isinstance(splits, int) or splits < 1:
+        raise ValueError(f"conv2d_matrix: splits must be a positive int, got {splits!r}")
+    per_split = math.ceil(k_steps / min(splits, k_steps))
+    splits = math.ceil(k_steps / per_split)  # every split walks at least one step
+    bias_t = bias if bias is not None else dummy(x)
+    add_t = add if add is not None else dummy(x)
+    geometry = dict(c_in=c_in, h=h, w=w, c_out=c_out, ho=ho, wo=wo, k_total=k_total,
+                    pixels=pixels, stride_h=stride[0], stride_w=stride[1], pad_h=padding[0],
+                    pad_w=padding[1], dil_h=dilation[0], dil_w=dilation[1],
+                    split_steps=per_split)
+    grid = (math.ceil(pixels / tile.bn), math.ceil(c_out / tile.bm), splits)
+    free = aligned(tile, c_out, pixels, k_total)
+    if splits == 1:
+        _kernel(tile, kh, kw, width_w, False, free).dispatch(
+            grid, x, weight, bias_t, add_t, out, **geometry, has_bias=int(bias is not None),
+            add_mode=add_mode)
+        return out
+    # 1. each split's f32 partial sums, without bias or add
+    partial = Tensor.empty((splits, out.size), np.float32, device=x.device)
+    _kernel(tile, kh, kw, width_w, True, free).dispatch(
+        grid, x, weight, bias_t, add_t, partial, **geometry, has_bias=0, add_mode=0)
+    # 2. their sum in split order, bias, add, f16: the portable split-K conv's finish
+    finish = kernel("conv2d_splitk", {"T": x.dtype}, HAS_BIAS=int(bias is not None),
+                    ADD=add_mode)
+    finish.dispatch(finish.groups_for(out.size), partial, bias_t, add_t, out, n=out.size,
+                    hw=ho * wo, c_out=c_out, splits=splits)
     return out

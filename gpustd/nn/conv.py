@@ -120,14 +120,16 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, stride: Any
         raise ValueError(f"{op}: kernel {kh}x{kw} (dilation {dh}x{dw}) does not fit the "
                          f"padded input {h + 2 * ph}x{w + 2 * pw}")
     add_mode = _add_mode(op, add, x, (n, c_out, ho, wo))
-    if _plan_override is None and _conv_subgroup_matrix.applies(x, weight, groups, (ho, wo)):
+    plain_1x1 = (ONE_BY_ONE_VIA_LINALG and add is None
+                 and (kh, kw, sh, sw, ph, pw, groups) == (1, 1, 1, 1, 0, 0, 1))
+    if _plan_override is None and _conv_subgroup_matrix.applies(
+            x, weight, groups, (ho, wo), split=not plain_1x1):
         geometry = ((sh, sw), (ph, pw), (dh, dw), (ho, wo))
         tile = _conv_matrix_tuning.conv_tile(x.device, x.shape, weight.shape, *geometry)
         return _conv_subgroup_matrix.conv2d_matrix(  # f16 on the matrix units (Dawn)
             x, weight, bias, stride=(sh, sw), padding=(ph, pw), dilation=(dh, dw),
             out_hw=(ho, wo), add=add, add_mode=add_mode, tile=tile)
-    if (ONE_BY_ONE_VIA_LINALG and (kh, kw, sh, sw, ph, pw, groups) == (1, 1, 1, 1, 0, 0, 1)
-            and _plan_override is None and x.size and weight.size and add is None):
+    if plain_1x1 and _plan_override is None and x.size and weight.size:
         return conv1x1(x, weight, bias)
     out = Tensor.empty((n, c_out, ho, wo), x.dtype, device=x.device)
     pixels = n * ho * wo

@@ -127,3 +127,130 @@ def test_every_tile_matches_torch_where_available(device: gpucore.Device,
                             add_mode=1, tile=tile).numpy()
     expected = expected + add
     assert np.abs(got - expected).max() / np.abs(expected).max() < 2e-3
+
+
+# --- split K: convs of fewer than MIN_TILES output tiles ---------------------------------
+
+
+def test_split_kernel_interface() -> None:
+    tile = csm.CONV_TILES["64x64"]
+    source = csm.source(tile, 3, 3, 8, split=True)
+    storage = _wgsl.parse(source).storage
+    assert [b.name for b in storage] == ["x", "weight", "bias", "add", "out"]
+    assert storage[-1].scalar == "f32"  # the f32 partial sums; conv2d_splitk casts to f16
+    # the loop's trip count is uniform (from the workgroup id, not a private variable)
+    assert "min(params.split_steps, k_steps_all - min(k_steps_all, wid.z *" in source
+    assert "k0 = k_first + (t + 1u) * 32u;" in source
+    assert "k_first" not in csm.source(tile, 3, 3, 8)
+    # the bounds-free kernel checks the image border only
+    free = csm.source(tile, 3, 3, 8, split=True, aligned=True)
+    assert "k >= params.k_total" not in free and "row < params.c_out" not in free
+    assert "iy >= params.h || ix >= params.w" in free
+    assert "row < params.c_out" in source
+
+
+# (batch, c_in, size, c_out, stride) of every 3x3 conv of an SD 1.5 UNet step that is not in
+# the tuner's list of those with enough tiles, and the split count each gets.
+_SD15_SPLITS = {(2, 320, 64, 320, 2): 2, (2, 640, 32, 640, 2): 4, (2, 1280, 16, 1280, 2): 9,
+                (2, 640, 16, 1280, 1): 4, (2, 1280, 16, 1280, 1): 7, (2, 1920, 16, 1280, 1): 7,
+                (2, 2560, 16, 1280, 1): 7, (2, 1280, 8, 1280, 1): 9,
+                (2, 2560, 8, 1280, 1): 16}
+
+
+@pytest.mark.nodevice
+def test_sd15_unet_convs_all_take_the_matrix_units() -> None:
+    from gpustd.nn import _conv_matrix_tuning as tuning
+
+    assert set(_SD15_SPLITS) == set(tuning.SD_SPLIT_CONVS)
+    small = csm.CONV_TILES["64x64"]
+    for batch, c_in, size, c_out, stride in tuning.SD_CONVS[:len(tuning.SD_SPLIT_CONVS) + 11]:
+        out = (size - 1) // stride + 1
+        pixels, k_total = batch * out * out, c_in * 9
+        assert csm.routed(c_out, pixels, k_total), (batch, c_in, size, c_out, stride)
+        splits = csm.split_count(c_out, pixels, k_total, small)
+        assert splits == _SD15_SPLITS.get((batch, c_in, size, c_out, stride), 1)
+        # <= ~8 workgroups per multiprocessor, each split >= 40 K steps of 32
+        assert splits == 1 or csm.tile_count(c_out, pixels, small) * (splits - 1) < \
+            8 * csm.MULTIPROCESSORS
+        assert splits == 1 or k_total / 32 / splits >= 40
+    # conv_out (320 -> 4 at 64 x 64: 128 tiles) splits too; a shallow K does not
+    assert csm.split_count(4, 2 * 64 * 64, 2880, small) == 2
+    assert not csm.routed(6, 90, 72)
+    # the 1280-channel convs take the bounds-free kernel
+    assert csm.aligned(small, 1280, 512, 11520) and csm.aligned(small, 1280, 128, 23040)
+    # plain 1x1 convs below MIN_TILES stay on the GEMM (conv2d passes split=False)
+    assert not csm.routed(1280, 512, 2560, split=False) and csm.routed(1280, 512, 2560)
+
+
+def _split_case(device: gpucore.Device, seed: int, shape: tuple, splits: int | None,
+                add_kind: str | None) -> tuple[np.ndarray, np.ndarray]:
+    """(got, expected) of conv2d_matrix in `splits` against torch's float64 conv."""
+    n, c_in, h, w, c_out, k, stride, padding = shape
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, c_in, h, w)).astype(np.float16)
+    weight = (rng.standard_normal((c_out, c_in, k, k)) / np.sqrt(c_in * k * k)
+              ).astype(np.float16)
+    bias = rng.standard_normal(c_out).astype(np.float16)
+    expected = _reference(x, weight, bias, None, stride=stride, padding=padding)
+    add = None
+    if add_kind is not None:
+        add_shape = expected.shape if add_kind == "same" else (n, c_out, 1, 1)
+        add = rng.standard_normal(add_shape).astype(np.float16)
+        expected = expected + add
+    up = [None if v is None else Tensor.from_numpy(v, device=device)
+          for v in (x, weight, bias, add)]
+    got = csm.conv2d_matrix(
+        *up[:3], stride=(stride, stride), padding=(padding, padding), dilation=(1, 1),
+        out_hw=expected.shape[2:], add=up[3],
+        add_mode={None: 0, "same": 1, "per-channel": 2}[add_kind], tile=csm.CONV_TILES["64x64"],
+        splits=splits).numpy()
+    return got, expected
+
+
+SPLIT_CASES = [  # n, c_in, h, w, c_out, k, stride, padding; splits; add
+    ((2, 150, 9, 7, 70, 3, 1, 1), 3, "same"),  # ragged channels, K 1350 = 42.2 steps of 32
+    ((1, 96, 11, 10, 64, 3, 2, 1), 5, "per-channel"),
+    ((2, 40, 6, 6, 33, 1, 1, 0), 2, None),  # 1x1 with K 40: the last split is ragged
+    ((1, 64, 5, 5, 20, 3, 1, 1), 40, None),  # more splits asked than K steps (18)
+    ((2, 64, 8, 8, 64, 3, 1, 1), 2, "same"),  # aligned: C_out, pixels, K fill the tile
+    ((1, 128, 8, 8, 128, 3, 1, 1), 1, None),  # aligned, unsplit
+]
+
+
+@pytest.mark.parametrize(("shape", "splits", "add_kind"), SPLIT_CASES,
+                         ids=[str(i) for i in range(len(SPLIT_CASES))])
+def test_split_k_matches_torch_float64_where_available(device: gpucore.Device, shape: tuple,
+                                                       splits: int, add_kind: str | None
+                                                       ) -> None:
+    if not sm.available(device):
+        pytest.skip(f"{device.info.label} has no f16 subgroup matrices (Dawn on a GPU has)")
+    n, c_in, h, w, c_out, k = shape[:6]
+    bounds_free = c_out % 64 == 0 and n * h * w % 64 == 0 and c_in * k * k % 32 == 0
+    assert csm.aligned(csm.CONV_TILES["64x64"], c_out, n * h * w, c_in * k * k) == bounds_free
+    got, expected = _split_case(device, 5, shape, splits, add_kind)
+    assert got.shape == expected.shape
+    assert np.abs(got - expected).max() / np.abs(expected).max() < 2e-3
+    again, _ = _split_case(device, 5, shape, splits, add_kind)
+    assert np.array_equal(got, again)  # the finish sums the splits in a fixed order
+
+
+def test_conv2d_routes_few_deep_tiles_to_split_k_where_available(
+        device: gpucore.Device, monkeypatch: pytest.MonkeyPatch) -> None:
+    if not sm.available(device):
+        pytest.skip(f"{device.info.label} has no f16 subgroup matrices (Dawn on a GPU has)")
+    calls = []
+
+    def spy(*args: object, **kwargs: object) -> Tensor:
+        calls.append(kwargs["out_hw"])
+        return _real_conv2d_matrix(*args, **kwargs)
+
+    monkeypatch.setattr(csm, "conv2d_matrix", spy)
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((1, 480, 10, 10)).astype(np.float16)  # 4 tiles, K 4320
+    weight = (rng.standard_normal((70, 480, 3, 3)) / 66).astype(np.float16)
+    assert csm.split_count(70, 100, 4320, csm.CONV_TILES["64x64"]) == 3
+    got = conv2d(Tensor.from_numpy(x, device=device), Tensor.from_numpy(weight, device=device),
+                 padding=1).numpy()
+    expected = _reference(x, weight, None, None, padding=1)
+    assert calls == [(10, 10)]
+    assert np.abs(got - expected).max() / np.abs(expected).max() < 2e-3
