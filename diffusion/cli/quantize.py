@@ -25,6 +25,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--type", default="q8_0", choices=WRITABLE, type=str.lower,
                         help="quantization of the weights (default q8_0: 8.5 bits a value)")
     parser.add_argument("out", metavar="OUT.gguf", help="the file to write")
+    parser.set_defaults(run=run)  # how diffusion.cli.main dispatches its sub-commands
     return parser
 
 
