@@ -23,10 +23,10 @@ from gpustd import Tensor, asarray
 from ..loaders.flow_folder import load_flow_folder
 from ..loaders.flux_file import load_flux_file
 from ..models import AutoencoderKL, CLIPTextModel, FluxTransformer2DModel, T5EncoderModel
-from ..noise.rng import RNG_SOURCES, make_generator
 from ..schedulers.flow_match_euler import FlowMatchEulerDiscreteScheduler, calculate_shift
 from ..text.t5_tokenizer import T5Tokenizer
 from ..text.tokenizer import CLIPTokenizer
+from .flow import check_call, decode, starting_noise
 
 __all__ = ["FluxPipeline", "pack_latents", "unpack_latents"]
 
@@ -131,13 +131,7 @@ class FluxPipeline:
         (B, 16, H/8, W/8) is given. diffusers: `FluxPipeline(prompt, height=, width=,
         num_inference_steps=, guidance_scale=, generator=torch.Generator().manual_seed(seed),
         output_type="np").images`."""
-        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-        if rng not in RNG_SOURCES:
-            raise ValueError(f"rng must be one of {RNG_SOURCES}, got {rng!r}")
-        if output_type not in ("np", "latent"):
-            raise ValueError(f"output_type must be 'np' or 'latent', got {output_type!r}")
-        if num_inference_steps < 1:
-            raise ValueError(f"num_inference_steps must be at least 1, got {num_inference_steps}")
+        prompts = check_call(prompt, rng=rng, output_type=output_type, steps=num_inference_steps)
         scale = self.vae_scale_factor * 2
         if height < scale or width < scale:
             raise ValueError(f"height and width must be at least {scale}, got {height}x{width}")
@@ -150,12 +144,7 @@ class FluxPipeline:
         # 2. starting noise (B, C, h, w), packed into 2x2-patch tokens
         h, w = 2 * (int(height) // scale), 2 * (int(width) // scale)
         shape = (batch, config["in_channels"] // 4, h, w)
-        if latents is None:
-            latents = make_generator(rng, seed).standard_normal(shape)
-        latents = np.asarray(latents, np.float32)
-        if latents.shape != shape:
-            raise ValueError(f"latents must have shape {shape}, got {latents.shape}")
-        x = pack_latents(latents)
+        x = pack_latents(starting_noise(latents, shape, rng=rng, seed=seed))
         # 3. the schedule: sigmas 1 .. 1/n, shifted (dev: by the number of image tokens)
         scheduler = FlowMatchEulerDiscreteScheduler.from_config(self.scheduler_config)
         sigmas = np.linspace(1.0, 1 / num_inference_steps, num_inference_steps)
@@ -175,10 +164,5 @@ class FluxPipeline:
             x = scheduler.step(flow.numpy().astype(np.float32), t, x).astype(np.float32)
         if output_type == "latent":
             return x
-        # 5. decode: back to (B, C, h, w), out of the transformer's scaled space
-        unpacked = unpack_latents(x, h, w) / np.float32(self.vae.scaling_factor)
-        unpacked = unpacked + np.float32(self.vae.shift_factor)
-        vae_dtype = self.vae.decoder.conv_in.weight.dtype
-        images = self.vae.decode(asarray(unpacked, dtype=vae_dtype, device=device)).numpy()
-        images = np.clip(images.astype(np.float32) / 2 + 0.5, 0.0, 1.0)
-        return images.transpose(0, 2, 3, 1)
+        # 5. decode: back to (B, C, h, w), then out of the transformer's latent space
+        return decode(self.vae, unpack_latents(x, h, w), device)

@@ -22,10 +22,10 @@ from gpustd import asarray
 from ..loaders.flow_folder import load_flow_folder
 from ..loaders.sd3_file import load_sd3_file
 from ..models import AutoencoderKL, CLIPTextModel, SD3Transformer2DModel, T5EncoderModel
-from ..noise.rng import RNG_SOURCES, make_generator
 from ..schedulers.flow_match_euler import FlowMatchEulerDiscreteScheduler, calculate_shift
 from ..text.t5_tokenizer import T5Tokenizer
 from ..text.tokenizer import CLIPTokenizer
+from .flow import check_call, decode, starting_noise
 
 __all__ = ["StableDiffusion3Pipeline"]
 
@@ -117,13 +117,7 @@ class StableDiffusion3Pipeline:
         `StableDiffusion3Pipeline(prompt, negative_prompt=, height=, width=,
         num_inference_steps=, guidance_scale=, generator=torch.Generator().manual_seed(seed),
         output_type="np").images`."""
-        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-        if rng not in RNG_SOURCES:
-            raise ValueError(f"rng must be one of {RNG_SOURCES}, got {rng!r}")
-        if output_type not in ("np", "latent"):
-            raise ValueError(f"output_type must be 'np' or 'latent', got {output_type!r}")
-        if num_inference_steps < 1:
-            raise ValueError(f"num_inference_steps must be at least 1, got {num_inference_steps}")
+        prompts = check_call(prompt, rng=rng, output_type=output_type, steps=num_inference_steps)
         config = self.transformer.config
         multiple = self.vae_scale_factor * config["patch_size"]
         if height % multiple or width % multiple or not height or not width:
@@ -143,11 +137,7 @@ class StableDiffusion3Pipeline:
         # 2. starting noise (B, C, H/8, W/8)
         shape = (batch, config["in_channels"], height // self.vae_scale_factor,
                  width // self.vae_scale_factor)
-        if latents is None:
-            latents = make_generator(rng, seed).standard_normal(shape)
-        x = np.asarray(latents, np.float32)
-        if x.shape != shape:
-            raise ValueError(f"latents must have shape {shape}, got {x.shape}")
+        x = starting_noise(latents, shape, rng=rng, seed=seed)
         # 3. the shifted schedule (by picture size where the config says so)
         scheduler = FlowMatchEulerDiscreteScheduler.from_config(self.scheduler_config)
         tokens = (shape[2] // config["patch_size"]) * (shape[3] // config["patch_size"])
@@ -167,7 +157,4 @@ class StableDiffusion3Pipeline:
         if output_type == "latent":
             return x
         # 5. decode out of the transformer's scaled, shifted latent space
-        z = x / np.float32(self.vae.scaling_factor) + np.float32(self.vae.shift_factor)
-        vae_dtype = self.vae.decoder.conv_in.weight.dtype
-        images = self.vae.decode(asarray(z, dtype=vae_dtype, device=device)).numpy()
-        return np.clip(images.astype(np.float32) / 2 + 0.5, 0.0, 1.0).transpose(0, 2, 3, 1)
+        return decode(self.vae, x, device)
