@@ -90,7 +90,8 @@ def test_map_runs_each_chunk_on_its_device(group: DeviceGroup) -> None:
 # -- serve --devices: several workers on one queue ----------------------------------------
 
 class _Recording:
-    """A pipeline that records every generate call (device, keywords) and passes it on."""
+    """A pipeline that records every generate call (device, GenerationRequest) and passes it
+    on."""
 
     def __init__(self, pipe: Any, device: gpucore.Device, calls: list) -> None:
         self._pipe, self._device, self._calls = pipe, device, calls
@@ -98,9 +99,9 @@ class _Recording:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._pipe, name)
 
-    def generate(self, **kwargs: Any) -> Any:
-        self._calls.append((self._device, {k: v for k, v in kwargs.items() if k != "on_step"}))
-        return self._pipe.generate(**kwargs)
+    def generate(self, request: Any, **kwargs: Any) -> Any:  # kwargs: the observer
+        self._calls.append((self._device, request))
+        return self._pipe.generate(request, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -159,12 +160,12 @@ def test_two_workers_serve_concurrent_requests_with_one_device_images(served: An
     assert len({img.tobytes() for img in images.values()}) == len(bodies)
     pipes = {id(s.device): s.pipe._pipe for s in worker.slots}
     assert {id(device) for device, _ in calls} == set(pipes)  # each worker took one
-    for device, kwargs in calls:  # each image again, alone, on the device that made it
-        seed = kwargs["seed"]
-        assert np.array_equal(pipes[id(device)].generate(**kwargs).images[0], images[seed])
-    device, kwargs = calls[0]  # and on the other device: the same picture
+    for device, request in calls:  # each image again, alone, on the device that made it
+        assert np.array_equal(pipes[id(device)].generate(request).images[0],
+                              images[request.seed])
+    device, request = calls[0]  # and on the other device: the same picture
     other = next(pipe for key, pipe in pipes.items() if key != id(device))
-    diff = np.abs(other.generate(**kwargs).images[0].astype(int) - images[kwargs["seed"]])
+    diff = np.abs(other.generate(request).images[0].astype(int) - images[request.seed])
     assert diff.max() <= 2, f"the two devices' images differ by {diff.max()} levels"
 
 
