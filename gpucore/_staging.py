@@ -14,7 +14,8 @@ copies another:
           Then per chunk: wait for its map, copy slot -> host, unmap, start chunk i + depth.
   write:  per chunk: wait until slot i % depth is mapped again (its last copy has run),
           copy host -> slot, unmap, submit slot -> buffer, map the slot again (asynchronously:
-          the map completes once the GPU has run that copy).
+          the map completes once the GPU has run that copy); the last maps are waited for
+          before the upload returns, so no map callback fires outside a transfer.
 
 Ordering is the callers' (`Device.read_bytes`, `Device.write_bytes`): they submit everything
 recorded on every stream first, so a read sees all work recorded before it and an upload
@@ -24,9 +25,12 @@ one at a time and never interleave their chunks; devices transfer in parallel.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import itertools
 import os
 import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
@@ -56,6 +60,33 @@ COPY_THREADS = max(1, min(4, os.cpu_count() or 1))
 _PIECE = 1 << 20
 _copiers: ThreadPoolExecutor | None = None
 _copiers_lock = threading.Lock()
+
+# Python's cyclic collector must not run inside a wgpu-native callback: a map's completion calls
+# back into Python (cffi), an allocation there can start a collection, and a collected cycle
+# that holds a dead Device releases its queue re-entrantly inside wgpu-native, which aborts
+# the process (seen under the suite's threaded multi-device tests). Transfers, which map and
+# wait, pause the collector; it runs at the next allocation after the last transfer ends.
+_gc_lock = threading.Lock()
+_gc_paused = 0
+_gc_was_enabled = False
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    global _gc_paused, _gc_was_enabled
+    with _gc_lock:
+        if _gc_paused == 0:
+            _gc_was_enabled = gc.isenabled()
+            gc.disable()
+        _gc_paused += 1
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_paused -= 1
+            if _gc_paused == 0 and _gc_was_enabled:
+                gc.enable()
+
 
 _READ = wgpu.BufferUsage.MAP_READ | wgpu.BufferUsage.COPY_DST
 _WRITE = wgpu.BufferUsage.MAP_WRITE | wgpu.BufferUsage.COPY_SRC
@@ -175,7 +206,7 @@ class Staging:
             self._copy(buffer, offset + starts[i], slot, 0, n)
             pending[i] = slot.map_async(wgpu.MapMode.READ, 0, n)
 
-        with self._lock:
+        with self._lock, _collector_paused():
             try:
                 for i in range(min(self.depth, len(starts))):
                     start(i)
@@ -209,7 +240,7 @@ class Staging:
             self._queue.write_buffer(buffer, offset, src)
             self.held += size  # wgpu's own staging copy, freed when a submit completes
             return
-        with self._lock:
+        with self._lock, _collector_paused():
             try:
                 for i, pos in enumerate(range(0, size, self.chunk)):
                     n = min(self.chunk, size - pos)
@@ -222,6 +253,10 @@ class Staging:
                     slot.unmap()
                     self._copy(slot, 0, buffer, offset + pos, n)
                     self._remaps[k] = slot.map_async(wgpu.MapMode.WRITE, 0, self.chunk)
+                for k, remap in enumerate(self._remaps):  # no map left to complete later,
+                    if remap is not None:  # outside the collector's pause (see above)
+                        remap.sync_wait()
+                        self._remaps[k] = None
             except BaseException:
                 self._reset()
                 raise
