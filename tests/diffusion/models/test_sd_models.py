@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -56,8 +58,14 @@ def test_vae_decode_and_encode(device: gpucore.Device) -> None:
     ours = AutoencoderKL(dict(reference.config), device=device)
     ours.load_state_dict(state_dict(reference))
     rng = np.random.default_rng(1)
-    latents = rng.standard_normal((1, 4, 12, 10)).astype(np.float32)
-    image = rng.uniform(-1, 1, (1, 3, 24, 20)).astype(np.float32)
+    assert_vae_matches(ours, reference, rng.standard_normal((1, 4, 12, 10)).astype(np.float32),
+                       rng.uniform(-1, 1, (1, 3, 24, 20)).astype(np.float32), device)
+
+
+def assert_vae_matches(ours: Any, reference: Any, latents: np.ndarray, image: np.ndarray,
+                       device: gpucore.Device) -> None:
+    """Our VAE's decode of `latents` and encode (mean, log-variance) of `image` equal the
+    diffusers `reference`'s (test_vae_16ch uses it too)."""
     with torch.no_grad():
         decoded = reference.decode(torch.from_numpy(latents)).sample.numpy()
         posterior = reference.encode(torch.from_numpy(image)).latent_dist

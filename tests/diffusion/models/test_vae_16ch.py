@@ -7,15 +7,11 @@ import pytest
 
 pytest.importorskip("diffusers", reason="diffusers is a test-only reference (extra: reference)")
 import diffusers
-import torch
 from sd_tiny import VAE_TINY, randomized, state_dict
-from support import assert_close
+from test_sd_models import assert_vae_matches
 
 import gpucore
-import gpustd
 from diffusion.models import AutoencoderKL
-
-TOL = 1e-3
 
 
 def test_vae_16_channels(first_device: gpucore.Device) -> None:
@@ -28,12 +24,5 @@ def test_vae_16_channels(first_device: gpucore.Device) -> None:
     ours.load_state_dict(state_dict(reference))  # no quant_conv.* keys: strict load passes
     assert (ours.scaling_factor, ours.shift_factor) == (0.3611, 0.1159)
     rng = np.random.default_rng(5)
-    latents = rng.standard_normal((1, 16, 6, 5)).astype(np.float32)
-    image = rng.uniform(-1, 1, (1, 3, 16, 12)).astype(np.float32)
-    with torch.no_grad():
-        decoded = reference.decode(torch.from_numpy(latents)).sample.numpy()
-        posterior = reference.encode(torch.from_numpy(image)).latent_dist
-    assert_close(ours.decode(gpustd.asarray(latents, device=device)).numpy(), decoded, tol=TOL)
-    mean, logvar = ours.encode(gpustd.asarray(image, device=device))
-    assert_close(mean.numpy(), posterior.mean.numpy(), tol=TOL)
-    assert_close(logvar.numpy(), posterior.logvar.numpy(), tol=TOL)
+    assert_vae_matches(ours, reference, rng.standard_normal((1, 16, 6, 5)).astype(np.float32),
+                       rng.uniform(-1, 1, (1, 3, 16, 12)).astype(np.float32), device)
