@@ -223,3 +223,19 @@ def sai_checkpoint(model: Any) -> dict[str, Any]:
     for p in ("weight", "bias"):
         out[f"final_layer.adaLN_modulation.1.{p}"] = swap(sd[f"norm_out.linear.{p}"])
     return out
+
+
+def assert_holds_bf16_of(ours: Any, reference: Any) -> None:
+    """Our transformer holds exactly the torch `reference`'s tensors rounded to bfloat16 (what a
+    bf16 single file carries); a copy is rounded: Module.to works in place, and the module's
+    fixture serves other tests."""
+    import copy
+
+    import numpy as np
+    import torch
+
+    expected = copy.deepcopy(reference).to(torch.bfloat16).to(torch.float32).state_dict()
+    got = ours.state_dict()
+    assert sorted(got) == sorted(expected)
+    for key, value in expected.items():
+        np.testing.assert_array_equal(got[key], value.numpy(), err_msg=key)

@@ -3,7 +3,6 @@ torch's CPU generator gives the same picture. Loads the folder diffusers saved."
 
 from __future__ import annotations
 
-import copy
 import shutil
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,7 @@ import pytest
 
 pytest.importorskip("diffusers", reason="diffusers is a test-only reference (extra: reference)")
 import torch
-from flow_tiny import bfl_checkpoint, tiny_flux_pipeline
+from flow_tiny import assert_holds_bf16_of, bfl_checkpoint, tiny_flux_pipeline
 from safetensors.torch import save_file
 from support import assert_close
 
@@ -78,9 +77,4 @@ def test_bfl_transformer_file_replaces_the_folders(first_device: gpucore.Device,
     (tmp_path / "flux" / "transformer" / "diffusion_pytorch_model.safetensors").unlink()
     ours = FluxPipeline.from_pretrained(tmp_path / "flux", transformer_file=file,
                                         device=first_device)
-    # a copy: Module.to works in place, and the module's fixture serves other tests
-    expected = copy.deepcopy(reference).to(torch.bfloat16).to(torch.float32).state_dict()
-    got = ours.transformer.state_dict()
-    assert sorted(got) == sorted(expected)
-    for key, value in expected.items():
-        np.testing.assert_array_equal(got[key], value.numpy(), err_msg=key)
+    assert_holds_bf16_of(ours.transformer, reference)

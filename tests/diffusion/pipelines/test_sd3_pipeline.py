@@ -3,17 +3,15 @@ models: the same seed through torch's CPU generator gives the same picture."""
 
 from __future__ import annotations
 
-import copy
 import shutil
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 
 pytest.importorskip("diffusers", reason="diffusers is a test-only reference (extra: reference)")
 import torch
-from flow_tiny import sai_checkpoint, tiny_sd3_pipeline
+from flow_tiny import assert_holds_bf16_of, sai_checkpoint, tiny_sd3_pipeline
 from safetensors.torch import save_file
 from support import assert_close
 
@@ -57,9 +55,4 @@ def test_single_file_transformer_replaces_the_folders(first_device: gpucore.Devi
     (tmp_path / "sd3" / "transformer" / "diffusion_pytorch_model.safetensors").unlink()
     ours = StableDiffusion3Pipeline.from_pretrained(tmp_path / "sd3", transformer_file=file,
                                                     device=first_device)
-    # a copy: Module.to works in place, and the module's fixture serves other tests
-    expected = copy.deepcopy(reference).to(torch.bfloat16).to(torch.float32).state_dict()
-    got = ours.transformer.state_dict()
-    assert sorted(got) == sorted(expected)
-    for key, value in expected.items():
-        np.testing.assert_array_equal(got[key], value.numpy(), err_msg=key)
+    assert_holds_bf16_of(ours.transformer, reference)
