@@ -31,12 +31,18 @@ SHAPES = [("sd15 self 4096 d40", (2, 8, 4096, 4096, 40)),
           ("sdxl self 4096 d64", (2, 10, 4096, 4096, 64)),
           ("sdxl self 1024 d64", (2, 20, 1024, 1024, 64)),
           ("sdxl cross 77 d64", (2, 10, 4096, 77, 64))]
-VARIANTS = [(1, 2, 4), (1, 2, 8), (1, 1, 4), (1, 1, 8), (2, 2, 4)]
+# (fq, fk, sg, prefetch, rotate, regs): see SMPlan. Slower on an H100 (2026-11-24):
+# 1x1x4, 1x1x8, 2x2x4 (with or without prefetch), 1x4x4 with prefetch.
+VARIANTS = [(1, 2, 4, False, False, False), (1, 2, 8, False, False, False),
+            (1, 2, 8, True, False, False), (1, 2, 8, True, True, False),
+            (1, 2, 8, True, False, True), (1, 2, 8, True, True, True),
+            (1, 1, 8, True, True, False), (1, 1, 8, True, True, True),
+            (1, 1, 8, True, False, True), (1, 2, 4, True, False, True)]
 
 
 def plans(d: int, device: gpucore.Device) -> list[sm.SMPlan]:
     budget = device.limits["max-compute-workgroup-storage-size"]
-    found = [sm.SMPlan(d, fq, fk, sg) for fq, fk, sg in VARIANTS]
+    found = [sm.SMPlan(d, *variant) for variant in VARIANTS]
     return [p for p in found if p.shared_bytes() <= budget]
 
 
@@ -92,7 +98,7 @@ def check(device: gpucore.Device, torch: Any, shapes: list[tuple[int, ...]]) -> 
         row["ours"] = float(np.abs(got - ref).max() / norm)
         for plan in plans(shape[4], device):
             got = run_plan(tensors, shape, plan).numpy()
-            row[f"{plan.fq}x{plan.fk}x{plan.sg}"] = float(np.abs(got - ref).max() / norm)
+            row[plan.name] = float(np.abs(got - ref).max() / norm)
         print(row, flush=True)
         rows.append(row)
     return rows
@@ -112,7 +118,7 @@ def time_shape(device: gpucore.Device, torch: Any, name: str, shape: tuple[int, 
     rows.append({"shape": name, "variant": "portable", **t})
     for plan in plans(d, device):
         t = _harness.ours_ms(lambda p=plan: run_plan(tensors, shape, p), device, repeat=repeat)
-        label = f"{plan.fq}x{plan.fk}x{plan.sg}" + ("*" if plan == pick else "")
+        label = plan.name + ("*" if plan == pick else "")
         rows.append({"shape": name, "variant": label, **t})
     t16 = [torch.from_numpy(x).cuda() for x in (q, k, v)]
 
@@ -133,6 +139,7 @@ def main() -> None:
     parser.add_argument("--json", help="write the results here")
     parser.add_argument("--repeat", type=int, default=20)
     parser.add_argument("--no-timing", action="store_true", help="correctness only")
+    parser.add_argument("--only", default="", help="time only the shapes whose name has this")
     args = parser.parse_args()
     device = gpucore.Device.auto()
     if not sm.available(device):
@@ -143,7 +150,7 @@ def main() -> None:
     result: dict[str, Any] = {"environment": _harness.environment(device),
                               "errors": check(device, torch, RAGGED)}
     if not args.no_timing:
-        result["timings"] = [row for name, shape in SHAPES
+        result["timings"] = [row for name, shape in SHAPES if args.only in name
                              for row in time_shape(device, torch, name, shape, args.repeat)]
     if args.json:
         _harness.write_json(args.json, result)

@@ -26,63 +26,25 @@ workgroup variable here is a multiple of 16 bytes).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from gpucore import Device, Kernel
 
 from ..gemm import matrix_units
+from ._attention_sm_plan import (
+    RESULT,
+    SMPlan,
+    fetch_rows,
+    softmax_in_registers,
+    stage_rows,
+    through_scratch,
+)
 
 __all__ = ["SMPlan", "available", "choose_plan", "record_attention_sm", "source", "supports"]
 
 _LOG2E = 1.4426950408889634
 _LEFT = "subgroup_matrix_left<f16, 16, 16>"
 _RIGHT = "subgroup_matrix_right<f16, 16, 16>"
-_RESULT = "subgroup_matrix_result<f32, 16, 16>"
-_PAD_F16 = 8  # elements that end each staged f16 row / f32 row (16 bytes)
-_PAD_F32 = 4
-
-
-@dataclass(frozen=True)
-class SMPlan:
-    """SG subgroups of FQ 16-row query fragments; key tiles of FK 16-key fragments; head dim
-    D (padded to DP). Strides: every staged row ends with pad elements so that rows stay
-    16-byte aligned (what the matrix loads want) while banks rotate."""
-
-    d: int
-    fq: int = 2
-    fk: int = 2
-    sg: int = 4
-
-    @property
-    def dp(self) -> int:
-        return 16 * math.ceil(self.d / 16)
-
-    @property
-    def bq(self) -> int:
-        return 16 * self.fq * self.sg
-
-    @property
-    def bk(self) -> int:
-        return 16 * self.fk
-
-    @property
-    def threads(self) -> int:
-        return 32 * self.sg
-
-    @property
-    def strides(self) -> tuple[int, int, int]:
-        """(staged q/k/v row, S row (f32), P row) strides in elements."""
-        return self.dp + _PAD_F16, self.bk + _PAD_F32, self.bk + _PAD_F16
-
-    def kv_elements(self) -> int:
-        return max(self.bq, 2 * self.bk) * self.strides[0]  # q first, then k and v
-
-    def shared_bytes(self) -> int:
-        _, ss, ps = self.strides
-        rows = 16 * self.fq * self.sg
-        return 2 * self.kv_elements() + 4 * rows * ss + 2 * rows * ps + 4 * rows + 16
 
 
 def available(device: Device) -> bool:
@@ -95,13 +57,21 @@ def choose_plan(d: int, lq: int, lk: int, batch_heads: int, device: Device) -> S
     """The tile plan for one call (the autotuner's hook: everything shape-dependent is
     decided here), or None where the portable kernel is the faster one or nothing fits.
 
-    The plans in order of preference, and D > 96 left to the portable kernel, are an H100
-    sweep's findings (tools/attention_sm_sweep.py; bench/NOTES.md, "Calibration tables
-    moved out of docstrings")."""
+    Measured on an H100 (Dawn, 2026-11-24, tools/attention_sm_sweep.py,
+    bench/results/attention-sm-prefetch-dawn-h100.json; GPU ms): with the next K/V tile
+    prefetched and the scores read once into registers, 4 subgroups of 16 rows and 32-key
+    tiles are the fastest at D 40, 64 and 160 (SD 1.5 self 4096 d40: 0.903, was 1.507 with
+    8 subgroups unprefetched; SDXL 4096 d64: 1.326, was 2.237; SD 1.5 256 d160: 0.0545 against
+    the portable kernel's 0.0623); at D 80, 8 subgroups with 16-key tiles (0.153, was 0.211).
+    D over 160 stays on the portable kernel (not measured)."""
     budget = device.limits["max-compute-workgroup-storage-size"]
-    if 16 * math.ceil(d / 16) > 96:
+    dp = 16 * math.ceil(d / 16)
+    if dp > 160:
         return None
-    wanted = [SMPlan(d, 1, 2, 8), SMPlan(d, 1, 1, 8), SMPlan(d, 1, 2, 4), SMPlan(d, 1, 1, 4)]
+    four = SMPlan(d, 1, 2, 4, prefetch=True, regs=True)
+    eight = SMPlan(d, 1, 1, 8, prefetch=True, rotate=True, regs=True)
+    wanted = [eight, four] if dp == 80 else [four, eight]
+    wanted.append(SMPlan(d, 1, 1, 4, prefetch=True, regs=True))
     fits = [p for p in wanted if p.shared_bytes() <= budget]
     return fits[0] if fits else None
 
@@ -111,49 +81,6 @@ def supports(d: int, lq: int, lk: int, batch_heads: int, device: Device) -> bool
     plan = choose_plan(d, lq, lk, batch_heads, device)
     limit = device.limits["max-compute-workgroups-per-dimension"]
     return plan is not None and batch_heads <= limit and math.ceil(lq / plan.bq) <= limit
-
-
-def _stage(plan: SMPlan, src: str, dst: str, rows: int, row0: str, length: str,
-           base: str, stride: str) -> str:
-    """Copy `rows` rows of `src` (row r at base + (row0 + r) * stride) into sh_kv at `dst`,
-    zero past `length` rows and past D columns; vec4 reads when D allows them."""
-    st = plan.strides[0]
-    width = 4 if plan.d % 4 == 0 else 1
-    per_row = plan.dp // width
-    read = (f"{src}[(({base}) + gr * {stride} + col) / 4u]" if width == 4
-            else f"{src}[({base}) + gr * {stride} + col]")
-    kind = "vec4<f16>" if width == 4 else "f16"
-    put = "".join(f" sh_kv[ix + {i}u] = x{'.' + 'xyzw'[i] if width == 4 else ''};"
-                  for i in range(width))
-    return f"""  for (var e = tid; e < {rows * per_row}u; e += {plan.threads}u) {{
-    let r = e / {per_row}u; let col = (e % {per_row}u) * {width}u; let gr = {row0} + r;
-    var x = {kind}();
-    if (gr < {length} && col < {plan.d}u) {{ x = {read}; }}
-    let ix = {dst} + r * {st}u + col;{put}
-  }}"""
-
-
-def _through_scratch(plan: SMPlan, lane_code: Callable[[int, int, int], str],
-                     reload: bool) -> list[str]:
-    """Code that moves the O fragments through this subgroup's S scratch, FK fragments at a
-    time, with `lane_code(i, n, c0)` (row fragment i, n columns from column c0; a lane
-    works on its own rows) between barriers; `reload` loads them back."""
-    ss = plan.strides[1]
-    lines = []
-    for c0 in range(0, plan.dp // 16, plan.fk):
-        chunk = range(c0, min(c0 + plan.fk, plan.dp // 16))
-        for i in range(plan.fq):
-            lines += [f"  subgroupMatrixStore(&sh_s, sbase + {16 * i * ss + 16 * (c - c0)}u, "
-                      f"o_{i}_{c}, false, {ss}u);" for c in chunk]
-        lines.append("  workgroupBarrier();")
-        lines += [lane_code(i, 16 * len(chunk), 16 * c0) for i in range(plan.fq)]
-        lines.append("  workgroupBarrier();")
-        if reload:
-            for i in range(plan.fq):
-                lines += [f"  o_{i}_{c} = subgroupMatrixLoad<{_RESULT}>(&sh_s, "
-                          f"sbase + {16 * i * ss + 16 * (c - c0)}u, false, {ss}u);"
-                          for c in chunk]
-    return lines
 
 
 def source(plan: SMPlan) -> str:
@@ -166,7 +93,7 @@ def source(plan: SMPlan) -> str:
               for i in range(fq) for c in range(nd)]
     scores = []
     for j in range(fk):
-        body = [f"var s_{i} = {_RESULT}();" for i in range(fq)]
+        body = [f"var s_{i} = {RESULT}();" for i in range(fq)]
         for c in range(nd):
             body.append(f"let k_{c} = subgroupMatrixLoad<{_RIGHT}>(&sh_kv, "
                         f"{16 * j * st + 16 * c}u, true, {st}u);")
@@ -186,12 +113,17 @@ def source(plan: SMPlan) -> str:
                      for i in range(fq)]
         products.append("    {\n" + "\n".join("      " + x for x in body) + "\n    }")
     softmax = []
+    column = (f"2u * ((j + row / 8u) % {plan.bk // 2}u) + side" if plan.rotate
+              else "2u * j + side")
     for i in range(fq):
+        if plan.regs:
+            softmax.append(softmax_in_registers(plan, i))
+            continue
         softmax.append(f"""    {{
       let s_at = sbase + (row + {16 * i}u) * {ss}u;
       var top = -3.0e38;
       for (var j = 0u; j < {plan.bk // 2}u; j++) {{
-        let col = 2u * j + side;
+        let col = {column};
         if (k0 + col < params.lk) {{ top = max(top, sh_s[s_at + col] * params.scale); }}
       }}
       top = max(top, subgroupShuffleXor(top, 1u));
@@ -204,7 +136,7 @@ def source(plan: SMPlan) -> str:
       }}
       let p_at = pbase + (row + {16 * i}u) * {ps}u;
       for (var j = 0u; j < {plan.bk // 2}u; j++) {{
-        let col = 2u * j + side;
+        let col = {column};
         var p = 0.0;
         if (k0 + col < params.lk) {{ p = exp2(sh_s[s_at + col] * params.scale - m_{i}); }}
         l_{i} += p;
@@ -226,12 +158,28 @@ def source(plan: SMPlan) -> str:
     }}
   }}"""
 
-    rescale = _through_scratch(plan, scale_rows, True)
-    finish = _through_scratch(plan, write_rows, False)
+    rescale = through_scratch(plan, scale_rows, True)
+    if plan.prefetch:
+        fetches = [fetch_rows(plan, "k", "k", "0u", plan.bk, "k0", "params.lk", "k_base",
+                          "params.k_sl"),
+                   fetch_rows(plan, "v", "v", f"{plan.bk * st}u", plan.bk, "k0", "params.lk",
+                          "v_base", "params.v_sl")]
+        loads = [x for f in fetches for x in f[1]]
+        prefetch_decl = "\n".join([x for f in fetches for x in f[0]]
+                                   + ["  {", "    let kn = 0u;", *loads, "  }"])
+        staging = "\n".join(x for f in fetches for x in f[2])
+        next_fetch = "\n".join(["    if (t + 1u < tiles) {", f"      let kn = k0 + {plan.bk}u;",
+                                 *loads, "    }"])
+    else:
+        prefetch_decl = next_fetch = ""
+        staging = (stage_rows(plan, "k", "0u", plan.bk, "k0", "params.lk", "k_base", "params.k_sl")
+                   + "\n" + stage_rows(plan, "v", f"{plan.bk * st}u", plan.bk, "k0", "params.lk",
+                                    "v_base", "params.v_sl"))
+    finish = through_scratch(plan, write_rows, False)
     nl = "\n"
     state = [f"  var m_{i} = -3.0e38;{nl}  var l_{i} = 0.0;{nl}  var alpha_{i} = 1.0;"
              for i in range(fq)]
-    o_decl = [f"  var o_{i}_{c} = {_RESULT}();" for i in range(fq) for c in range(nd)]
+    o_decl = [f"  var o_{i}_{c} = {RESULT}();" for i in range(fq) for c in range(nd)]
     inv = [f"  l_{i} += subgroupShuffleXor(l_{i}, 1u);{nl}"
            f"  if (side == 0u) {{ sh_inv[sg * {rows}u + row + {16 * i}u] = "
            f"select(0.0, 1.0 / l_{i}, l_{i} > 0.0); }}" for i in range(fq)]
@@ -277,19 +225,20 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>,
   let pbase = sg * {rows * ps}u;
   let row = lane / 2u; // two lanes per row of each 16-row fragment, alternate columns
   let side = lane % 2u;
-{_stage(plan, "q", "0u", plan.bq, "q0", "params.lq", "q_base", "params.q_sl")}
+{stage_rows(plan, "q", "0u", plan.bq, "q0", "params.lq", "q_base", "params.q_sl")}
   workgroupBarrier();
 {nl.join(q_regs)}
 {nl.join(state)}
 {nl.join(o_decl)}
   let tiles = (params.lk + {plan.bk - 1}u) / {plan.bk}u;
+{prefetch_decl}
   for (var t = 0u; t < tiles; t++) {{
     let k0 = t * {plan.bk}u;
     workgroupBarrier();
     if (tid == 0u) {{ rescale[0] = 0u; }}
-{_stage(plan, "k", "0u", plan.bk, "k0", "params.lk", "k_base", "params.k_sl")}
-{_stage(plan, "v", f"{plan.bk * st}u", plan.bk, "k0", "params.lk", "v_base", "params.v_sl")}
+{staging}
     workgroupBarrier();
+{next_fetch}
 {nl.join(scores)}
     workgroupBarrier();
 {nl.join(softmax)}

@@ -1,0 +1,171 @@
+"""The pieces of the matrix-unit flash attention's WGSL (gpustd/nn/_attention_subgroup_matrix.py):
+its tile plan (`SMPlan`), the staging of q/k/v rows into workgroup memory (all at once, or
+split into global loads and stores for prefetching), the online softmax of one row fragment
+with the scores held in registers, and the moves of the output fragments through the
+scores' scratch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+__all__ = ["RESULT", "SMPlan", "fetch_rows", "softmax_in_registers", "stage_rows",
+           "through_scratch"]
+
+RESULT = "subgroup_matrix_result<f32, 16, 16>"
+_PAD_F16 = 8  # elements that end each staged f16 row / f32 row (16 bytes)
+_PAD_F32 = 4
+
+@dataclass(frozen=True)
+class SMPlan:
+    """SG subgroups of FQ 16-row query fragments; key tiles of FK 16-key fragments; head dim
+    D (padded to DP). Strides: every staged row ends with pad elements so that rows stay
+    16-byte aligned (what the matrix loads want) while banks rotate.
+    prefetch: the next K/V tile's global loads are issued into registers before this tile's
+    products and stored into workgroup memory at the next tile's start (their latency hides
+    behind the matrix work instead of stalling every subgroup at the barrier).
+    rotate: the softmax lanes of rows 8-15 walk their columns two ahead of rows 0-7, so the
+    32 lanes' f32 reads of S and f16 writes of P fall in 32 different banks (without it rows
+    r and r + 8 share banks: two-way conflicts on every access).
+    regs: each lane reads its scores once into registers (unrolled) for both the row max
+    and P, instead of two loops over workgroup memory."""
+
+    d: int
+    fq: int = 2
+    fk: int = 2
+    sg: int = 4
+    prefetch: bool = False
+    rotate: bool = False
+    regs: bool = False
+
+    @property
+    def name(self) -> str:
+        """e.g. "1x2x8pr": fq x fk x sg, p = prefetch, r = rotate, s = regs."""
+        return (f"{self.fq}x{self.fk}x{self.sg}" + ("p" if self.prefetch else "")
+                + ("r" if self.rotate else "") + ("s" if self.regs else ""))
+
+    @property
+    def dp(self) -> int:
+        return 16 * math.ceil(self.d / 16)
+
+    @property
+    def bq(self) -> int:
+        return 16 * self.fq * self.sg
+
+    @property
+    def bk(self) -> int:
+        return 16 * self.fk
+
+    @property
+    def threads(self) -> int:
+        return 32 * self.sg
+
+    @property
+    def strides(self) -> tuple[int, int, int]:
+        """(staged q/k/v row, S row (f32), P row) strides in elements."""
+        return self.dp + _PAD_F16, self.bk + _PAD_F32, self.bk + _PAD_F16
+
+    def kv_elements(self) -> int:
+        return max(self.bq, 2 * self.bk) * self.strides[0]  # q first, then k and v
+
+    def shared_bytes(self) -> int:
+        _, ss, ps = self.strides
+        rows = 16 * self.fq * self.sg
+        return 2 * self.kv_elements() + 4 * rows * ss + 2 * rows * ps + 4 * rows + 16
+
+
+def stage_rows(plan: SMPlan, src: str, dst: str, rows: int, row0: str, length: str,
+           base: str, stride: str) -> str:
+    """Copy `rows` rows of `src` (row r at base + (row0 + r) * stride) into sh_kv at `dst`,
+    zero past `length` rows and past D columns; vec4 reads when D allows them."""
+    st = plan.strides[0]
+    width = 4 if plan.d % 4 == 0 else 1
+    per_row = plan.dp // width
+    read = (f"{src}[(({base}) + gr * {stride} + col) / 4u]" if width == 4
+            else f"{src}[({base}) + gr * {stride} + col]")
+    kind = "vec4<f16>" if width == 4 else "f16"
+    put = "".join(f" sh_kv[ix + {i}u] = x{'.' + 'xyzw'[i] if width == 4 else ''};"
+                  for i in range(width))
+    return f"""  for (var e = tid; e < {rows * per_row}u; e += {plan.threads}u) {{
+    let r = e / {per_row}u; let col = (e % {per_row}u) * {width}u; let gr = {row0} + r;
+    var x = {kind}();
+    if (gr < {length} && col < {plan.d}u) {{ x = {read}; }}
+    let ix = {dst} + r * {st}u + col;{put}
+  }}"""
+
+
+def fetch_rows(plan: SMPlan, src: str, tag: str, dst: str, rows: int, row0: str, length: str,
+           base: str, stride: str) -> tuple[list[str], list[str], list[str]]:
+    """`stage_rows` split in two for prefetching: (register declarations, global loads into
+    them, their stores into sh_kv at `dst`); each invocation holds a fixed number of loads."""
+    st = plan.strides[0]
+    width = 4 if plan.d % 4 == 0 else 1
+    per_row = plan.dp // width
+    total = rows * per_row
+    kind = "vec4<f16>" if width == 4 else "f16"
+    decls, loads, stores = [], [], []
+    for i in range(math.ceil(total / plan.threads)):
+        reg = f"pf_{tag}{i}"
+        e = f"(tid + {i * plan.threads}u)"
+        inside = f"{e} < {total}u && " if total % plan.threads else ""
+        read = (f"{src}[(({base}) + gr * {stride} + col) / 4u]" if width == 4
+                else f"{src}[({base}) + gr * {stride} + col]")
+        decls.append(f"  var {reg} = {kind}();")
+        loads.append(f"""    {{
+      let r = {e} / {per_row}u; let col = ({e} % {per_row}u) * {width}u; let gr = kn + r;
+      {reg} = {kind}();
+      if ({inside}gr < {length} && col < {plan.d}u) {{ {reg} = {read}; }}
+    }}""")
+        put = "".join(f" sh_kv[ix + {j}u] = {reg}{'.' + 'xyzw'[j] if width == 4 else ''};"
+                      for j in range(width))
+        guard = f"if ({e} < {total}u) " if total % plan.threads else ""
+        stores.append(f"    {guard}{{ let ix = {dst} + {e} / {per_row}u * {st}u + "
+                      f"({e} % {per_row}u) * {width}u;{put} }}")
+    return decls, loads, stores
+
+
+def softmax_in_registers(plan: SMPlan, i: int) -> str:
+    """One row fragment's online softmax with the lane's bk/2 scores read once into registers
+    (unrolled), then P written from them: one pass over S instead of two."""
+    half, ss, ps = plan.bk // 2, plan.strides[1], plan.strides[2]
+    cols = [f"2u * (({j}u + row / 8u) % {half}u) + side" if plan.rotate else f"{2 * j}u + side"
+            for j in range(half)]
+    lines = [f"let s_at = sbase + (row + {16 * i}u) * {ss}u;",
+             f"let p_at = pbase + (row + {16 * i}u) * {ps}u;", "var top = -3.0e38;"]
+    for j, c in enumerate(cols):
+        lines += [f"let c{j} = {c};", f"let in{j} = k0 + c{j} < params.lk;",
+                  f"let x{j} = select(-3.0e38, sh_s[s_at + c{j}] * params.scale, in{j});",
+                  f"top = max(top, x{j});"]
+    lines += ["top = max(top, subgroupShuffleXor(top, 1u));", f"alpha_{i} = 1.0;",
+              f"if (top > m_{i} + 8.0) {{",
+              f"  if (m_{i} > -3.0e38) {{ rescale[0] = 1u; }}",
+              f"  alpha_{i} = exp2(m_{i} - top);", f"  l_{i} *= alpha_{i};", f"  m_{i} = top;", "}"]
+    for j in range(half):
+        lines += [f"let p{j} = select(0.0, exp2(x{j} - m_{i}), in{j});", f"l_{i} += p{j};",
+                  f"sh_p[p_at + c{j}] = f16(p{j});"]
+    return "    {\n" + "\n".join("      " + x for x in lines) + "\n    }"
+
+
+def through_scratch(plan: SMPlan, lane_code: Callable[[int, int, int], str],
+                     reload: bool) -> list[str]:
+    """Code that moves the O fragments through this subgroup's S scratch, FK fragments at a
+    time, with `lane_code(i, n, c0)` (row fragment i, n columns from column c0; a lane
+    works on its own rows) between barriers; `reload` loads them back."""
+    ss = plan.strides[1]
+    lines = []
+    for c0 in range(0, plan.dp // 16, plan.fk):
+        chunk = range(c0, min(c0 + plan.fk, plan.dp // 16))
+        for i in range(plan.fq):
+            lines += [f"  subgroupMatrixStore(&sh_s, sbase + {16 * i * ss + 16 * (c - c0)}u, "
+                      f"o_{i}_{c}, false, {ss}u);" for c in chunk]
+        lines.append("  workgroupBarrier();")
+        lines += [lane_code(i, 16 * len(chunk), 16 * c0) for i in range(plan.fq)]
+        lines.append("  workgroupBarrier();")
+        if reload:
+            for i in range(plan.fq):
+                lines += [f"  o_{i}_{c} = subgroupMatrixLoad<{RESULT}>(&sh_s, "
+                          f"sbase + {16 * i * ss + 16 * (c - c0)}u, false, {ss}u);"
+                          for c in chunk]
+    return lines
