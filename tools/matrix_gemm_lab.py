@@ -23,8 +23,16 @@ What it found on an H100 (2026-11-24, bench/results/f16-gemm-lab-dawn-h100.json;
   g straight from global memory, best (128x128 2x2 4x4)  56 / 72;  2x4 fragments 37 / 54
   slower than plain `s`: pf, db (33), tb, w8, BK 16 or 64, pad 0 or 16, staging through
   subgroup-matrix loads/stores (67-111 with disable_robustness, which adds 10-30% to `s`).
-These came from the session's working copy of this lab (the same kernels, before this file
-was tidied; device time ran out before this copy itself was re-run on the GPU).
+Second round (H100, 2026-11-24, f16-gemm-lab-bigtiles-raster-dawn-h100.json, same columns):
+  s 64x128 134.8 / 156.8; with sw8 (the grid walked 8 tile rows at a time) 136.4 / 156.7 and
+  52.9 -> 69.1 at 4096x640x640; 128x128 (4x2 subgroups) 104.5 / 107.9; 64x256 98.0 / 109.6;
+  128x256 (16 subgroups of 2x4, 512 threads) 125.9 / 129.2, sw8 142.8 / 131.2. Bigger tiles
+  do not pay: the staging's scalar f16 stores and barriers grow with the tile. The same
+  8-row walk in gpustd's kernels changed nothing there (sm_sweep: 106.8 / 91.0, 47.0 at
+  4096x640x640 against 103.1 / 92.1, 46-58 without), so it was not kept.
+The first round's figures came from the session's working copy of this lab (the same
+kernels, before this file was tidied; device time ran out before this copy itself was
+re-run on the GPU).
 """
 
 from __future__ import annotations
@@ -45,7 +53,7 @@ HEAD = "enable f16;\nenable subgroups;\nenable chromium_experimental_subgroup_ma
 SHAPES = [(4096, 4096, 4096, "nt"), (4096, 4096, 4096, "nn"), (4096, 640, 640, "nt"),
           (1024, 1280, 1280, "nt"), (4096, 1280, 320, "nt"), (4096, 320, 1280, "nt"),
           (8192, 320, 320, "nt")]
-CHECK = [(384, 320, 640, "nt"), (384, 320, 640, "nn")]
+CHECK = [(384, 320, 768, "nt"), (384, 320, 768, "nn")]
 
 
 def G(fm: int, fn: int, wm: int, wn: int, **kw: Any) -> dict[str, Any]:
@@ -60,17 +68,20 @@ def P(fm: int, fn: int, wm: int, wn: int, **kw: Any) -> dict[str, Any]:
     return dict(kind="p", fm=fm, fn=fn, wm=wm, wn=wn, **kw)
 
 
-VARIANTS = [S(2, 4, 2, 2), S(2, 4, 2, 2, ep16=True), P(2, 4, 2, 2, prefetch=False),
-            P(2, 4, 2, 2, prefetch=False, checked=True), S(2, 2, 2, 2), P(2, 2, 2, 2),
-            S(2, 4, 2, 2, pf=True), S(2, 4, 2, 2, db=True), S(2, 4, 2, 2, tb=True),
-            S(2, 4, 2, 2, w8=True), S(2, 4, 2, 2, ku=4), S(4, 2, 2, 4), S(2, 4, 4, 2),
-            G(2, 4, 2, 2), G(4, 4, 2, 2), G(2, 4, 2, 2, ku=2)]
+VARIANTS = [S(2, 4, 2, 2), S(2, 4, 2, 2, sw=8), S(2, 4, 4, 2), S(2, 4, 4, 2, sw=8),
+            S(2, 4, 2, 4), S(2, 4, 4, 4), S(2, 4, 4, 4, sw=8), S(2, 4, 4, 4, ep16=True),
+            S(2, 4, 2, 2, ep16=True), P(2, 4, 2, 2, prefetch=False)]
+# The last round's list (its results in the docstring above): S(2, 4, 2, 2, ep16=True),
+# P(2, 4, 2, 2, prefetch=False, checked=True), S(2, 2, 2, 2), P(2, 2, 2, 2), S(.., pf=True),
+# S(.., db=True), S(.., tb=True), S(.., w8=True), S(.., ku=4), S(4, 2, 2, 4), G(2, 4, 2, 2),
+# G(4, 4, 2, 2), G(2, 4, 2, 2, ku=2).
 
 
 def name(v: dict[str, Any]) -> str:
     """e.g. "s 64x128 2x2sg 2x4fr bk32 ep16": kind, tile, subgroups, fragments, K step."""
     bk = 16 * v.get("ku", 1 if v["kind"] == "g" else 2)
     flags = [f for f in ("pf", "db", "tb", "w8", "ep16", "checked") if v.get(f)]
+    flags += [f"sw{v['sw']}"] if v.get("sw") else []
     flags += ["np"] if v.get("prefetch") is False else []
     return " ".join([v["kind"], f"{16 * v['fm'] * v['wm']}x{16 * v['fn'] * v['wn']}",
                      f"{v['wm']}x{v['wn']}sg", f"{v['fm']}x{v['fn']}fr", f"bk{bk}", *flags])
@@ -166,11 +177,11 @@ def staged_source(v: dict[str, Any], m: int, n: int, k: int, layout: str) -> str
     shared = (f"var<workgroup> sa: array<f16, {size_a * nbuf}>;\n"
               f"var<workgroup> sb: array<f16, {size_b * nbuf}>;\n")
     return _kernel(v, n, gtype, shared, "\n".join(decl) + "\n" + loop,
-                   "m0 + r_in", "n0 + c_in")
+                   "m0 + r_in", "n0 + c_in", m)
 
 
 def _kernel(v: dict[str, Any], n: int, a_type: str, shared: str, loop: str, row: str,
-            col: str) -> str:
+            col: str, m: int = 0) -> str:
     """The entry point around `loop`: tile origin, accumulators, the store of C (f32 straight
     from the fragments, or with ep16 f16 through workgroup memory a fragment at a time)."""
     fm, fn, wm, wn = v["fm"], v["fn"], v["wm"], v["wn"]
@@ -192,8 +203,7 @@ def _kernel(v: dict[str, Any], n: int, a_type: str, shared: str, loop: str, row:
 @compute @workgroup_size({32 * wm * wn})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_id) sg: u32,
         @builtin(local_invocation_index) tid: u32, @builtin(subgroup_invocation_id) lane: u32) {{
-  let m0 = wid.y * {16 * fm * wm}u;
-  let n0 = wid.x * {16 * fn * wn}u;
+{_origin(v, m, n)}
   let r_in = (sg / {wn}u) * {16 * fm}u;
   let c_in = (sg % {wn}u) * {16 * fn}u;
   let row0 = m0 + r_in;
@@ -203,6 +213,21 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_id) sg: u32,
 {store}
 }}
 """
+
+
+def _origin(v: dict[str, Any], m: int, n: int) -> str:
+    """m0, n0 of this workgroup's tile: row-major over the grid, or with sw=G grouped G tile
+    rows at a time (consecutive workgroups share B's columns and A's rows: L2 reuse)."""
+    bm, bn = 16 * v["fm"] * v["wm"], 16 * v["fn"] * v["wn"]
+    group = v.get("sw", 0)
+    if not group or not m:
+        return f"  let m0 = wid.y * {bm}u;\n  let n0 = wid.x * {bn}u;"
+    gx, gy = n // bn, m // bm
+    return f"""  let pid = wid.y * {gx}u + wid.x;
+  let first = pid / {group * gx}u * {group}u;
+  let rows_in = min({gy}u - first, {group}u);
+  let m0 = (first + pid % {group * gx}u % rows_in) * {bm}u;
+  let n0 = (pid % {group * gx}u / rows_in) * {bn}u;"""
 
 
 class Lab:
@@ -219,7 +244,9 @@ class Lab:
                                    disable_toggles=["timestamp_quantization"])
         adapters = wgpudawn.gpu.enumerate_adapters_sync()
         ad = ([a for a in adapters if a.info["adapter_type"] == "DiscreteGPU"] or adapters)[0]
-        limits = ("max-storage-buffer-binding-size", "max-buffer-size")
+        limits = ("max-storage-buffer-binding-size", "max-buffer-size",
+                  "max-compute-invocations-per-workgroup", "max-compute-workgroup-size-x",
+                  "max-compute-workgroup-storage-size")
         self.dev = ad.request_device_sync(
             required_features=[f for f in ("shader-f16", "subgroups",
                                            "chromium-experimental-subgroup-matrix")
