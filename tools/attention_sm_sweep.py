@@ -31,13 +31,13 @@ SHAPES = [("sd15 self 4096 d40", (2, 8, 4096, 4096, 40)),
           ("sdxl self 4096 d64", (2, 10, 4096, 4096, 64)),
           ("sdxl self 1024 d64", (2, 20, 1024, 1024, 64)),
           ("sdxl cross 77 d64", (2, 10, 4096, 77, 64))]
-# (fq, fk, sg, prefetch, rotate, regs): see SMPlan. Slower on an H100 (2026-11-24):
-# 1x1x4, 1x1x8, 2x2x4 (with or without prefetch), 1x4x4 with prefetch.
-VARIANTS = [(1, 2, 4, False, False, False), (1, 2, 8, False, False, False),
-            (1, 2, 8, True, False, False), (1, 2, 8, True, True, False),
-            (1, 2, 8, True, False, True), (1, 2, 8, True, True, True),
-            (1, 1, 8, True, True, False), (1, 1, 8, True, True, True),
-            (1, 1, 8, True, False, True), (1, 2, 4, True, False, True)]
+# (fq, fk, sg, prefetch, rotate, regs): see SMPlan. Slower on an H100 (2026-11-24,
+# attention-sm-prefetch-dawn-h100.json): 1x1x4, 1x1x8, 2x2x4 (without the score registers).
+VARIANTS = [(1, 2, 8, False, False, False), (1, 2, 8, True, True, True),
+            (1, 2, 4, True, False, True), (1, 2, 4, True, True, True),
+            (1, 1, 8, True, True, True), (1, 4, 4, True, False, True),
+            (1, 2, 2, True, False, True), (2, 2, 2, True, False, True),
+            (2, 2, 4, True, False, True)]
 
 
 def plans(d: int, device: gpucore.Device) -> list[sm.SMPlan]:
