@@ -203,6 +203,22 @@ def torch_best_eager(fn: Callable[[], Any], torch: Any, repeat: int) -> dict[str
     return out
 
 
+def torch_compiled(model: Any, args: list[Any], torch: Any, repeat: int) -> dict[str, Any]:
+    """torch.compile's time for model(*args) (default mode; the compile itself, in the first
+    calls, is left out): torch_compile_gpu_ms / torch_compile_wall_ms, or torch_compile_error
+    where it fails (a reported column, not a baseline a ratio is taken against)."""
+    try:
+        compiled = torch.compile(model)
+        start = time.perf_counter()
+        compiled(*args)
+        torch.cuda.synchronize()
+        return {"torch_compile_s": time.perf_counter() - start,
+                "torch_compile_gpu_ms": torch_cuda_ms(lambda: compiled(*args), repeat=repeat),
+                "torch_compile_wall_ms": torch_wall_ms(lambda: compiled(*args), torch, repeat)}
+    except Exception as error:  # a missing compiler (triton) is a result, not a stop
+        return {"torch_compile_error": f"{type(error).__name__}: {str(error)[:200]}"}
+
+
 def torch_cuda_ms(fn: Callable[[], Any], *, warmup: int = 3, repeat: int = 20) -> float:
     """Median milliseconds of `fn()` on the current CUDA stream, by CUDA events."""
     import torch

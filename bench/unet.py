@@ -7,6 +7,7 @@ kernels and on diffusers/torch on the same GPU (fp32 with TF32 off; and fp16 whe
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,8 @@ TINY_UNET: dict[str, Any] = dict(
     attention_head_dim=2, sample_size=16,
 )
 COLUMNS = ["dtype", "mode", "dispatches", "rel_err", "ours_gpu_ms", "ours_encode_ms",
-           "ours_wall_ms", "torch_gpu_ms", "torch_wall_ms", "torch_cudnn_benchmark", "vs_torch"]
+           "ours_wall_ms", "torch_gpu_ms", "torch_wall_ms", "torch_cudnn_benchmark", "vs_torch",
+           "torch_compile_wall_ms"]
 
 
 def run(quick: bool = False) -> dict[str, Any]:
@@ -85,6 +87,8 @@ def run(quick: bool = False) -> dict[str, Any]:
                 if cuda:
                     theirs = _harness.torch_best_eager(
                         lambda model=model, args=args: model(*args), torch, repeat)
+                    if os.environ.get("BENCH_TORCH_COMPILE") == "1":
+                        theirs.update(_harness.torch_compiled(model, args, torch, repeat))
             for row in _harness.mode_rows(got, replayed, expected, timings):
                 row.update(dtype=name, params_M=params / 1e6, latent=f"2x4x{size}x{size}",
                            **theirs)
@@ -107,7 +111,9 @@ def run(quick: bool = False) -> dict[str, Any]:
                  "ours_wall_ms the call + submit + wait; torch_gpu_ms by CUDA events, "
                  "torch_wall_ms by perf_counter around call + cuda.synchronize (TF32 off), "
                  "the faster of cudnn.benchmark off and on (both kept); "
-                 "vs_torch = torch_wall_ms / ours_wall_ms (above 1: we are faster)",
+                 "vs_torch = torch_wall_ms / ours_wall_ms (above 1: we are faster); with "
+                 "BENCH_TORCH_COMPILE=1 also torch.compile's times (torch_compile_*_ms, "
+                 "reported only)",
         "columns": COLUMNS,
         "rows": rows,
         "kernels": kernels,
