@@ -108,8 +108,9 @@ _GEMM_PARAMS = """struct Params {
 
 def source(tile: MatrixTile, trans_a: bool, trans_b: bool, width_a: int, width_b: int,
            dims: tuple[int, int, int] | None = None) -> str:
-    """The WGSL of one GEMM variant: C = alpha op(A) op(B) + beta C + bias, batched over
-    workgroup z (see record_gemm_matrix); width_*: f16 per global load of each operand.
+    """The WGSL of one GEMM variant: C = alpha op(A) op(B) + beta C + bias (one per column,
+    or with params.has_bias 2 one per row), batched over workgroup z (see
+    record_gemm_matrix); width_*: f16 per global load of each operand.
     dims: (m, n, k) of a shape that fills the tile exactly: a kernel for that shape alone,
     without bound checks and with m, n, k as constants (its address arithmetic folds)."""
     aligned = dims is not None
@@ -135,7 +136,8 @@ fn store_c(row: u32, col: u32, value: f32) {{
   let idx = off_c + row * params.n + col;
   var v = params.alpha * value;
   if (params.beta != 0.0) {{ v += params.beta * f32(c[idx]); }}
-  if (params.has_bias != 0u) {{ v += f32(bias[col]); }}
+  if (params.has_bias == 1u) {{ v += f32(bias[col]); }}
+  if (params.has_bias == 2u) {{ v += f32(bias[row]); }}
   c[idx] = f16(v);
 }}"""
     setup = """  let z = wid.z + params.z_base;
@@ -162,9 +164,11 @@ def _kernel(tile: MatrixTile, trans_a: bool, trans_b: bool, width_a: int, width_
 
 def record_gemm_matrix(a: Buffer[Any], b: Buffer[Any], c: Buffer[Any], bias: Buffer[Any], *,
                        has_bias: bool, m: int, n: int, k: int, trans_a: bool, trans_b: bool,
-                       alpha: float, beta: float, plan: BatchPlan, tile: MatrixTile) -> None:
+                       alpha: float, beta: float, plan: BatchPlan, tile: MatrixTile,
+                       bias_rows: bool = False) -> None:
     """Record C = alpha op(A) op(B) + beta C + bias (f16, f32 accumulation) for every batch
-    entry of `plan` on the matrix units in `tile`. No validation: the caller
+    entry of `plan` on the matrix units in `tile`; bias (n,) along rows, or with `bias_rows`
+    (m,), one per row (a 1x1 conv's output channels). No validation: the caller
     (gpustd.gemm.dispatch.record_gemm) has done it; `bias` is a placeholder when not has_bias.
     """
     device = c.device
@@ -185,5 +189,5 @@ def record_gemm_matrix(a: Buffer[Any], b: Buffer[Any], c: Buffer[Any], bias: Buf
                 a_base=a_base, a_outer=plan.outer_strides[0], a_inner=plan.inner_strides[0],
                 b_base=b_base, b_outer=plan.outer_strides[1], b_inner=plan.inner_strides[1],
                 c_base=g * per_group * m * n, inner=plan.inner, z_base=z_base,
-                alpha=alpha, beta=beta, has_bias=int(has_bias),
+                alpha=alpha, beta=beta, has_bias=(2 if bias_rows else 1) if has_bias else 0,
             )

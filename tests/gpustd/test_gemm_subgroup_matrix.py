@@ -136,3 +136,28 @@ def test_variants_match_float64_where_available(device: gpucore.Device,
                           plan=plan, tile=tile)
     expected = a.astype(np.float64) @ b.astype(np.float64).T
     assert np.abs(c.numpy() - expected).max() / np.abs(expected).max() < 2e-3
+
+
+@pytest.mark.parametrize(("n", "c_in", "c_out", "h", "w"), [(2, 40, 24, 5, 7), (1, 64, 128, 8, 16)])
+def test_row_bias_1x1_convs_match_float64_where_available(device: gpucore.Device, n: int,
+                                                          c_in: int, c_out: int, h: int,
+                                                          w: int) -> None:
+    """A 1x1 conv's bias is one per output channel, a row of its GEMM (has_bias 2): both
+    conv1x1 (NCHW in) and tokens_conv1x1 (tokens in) on the matrix units."""
+    from gpustd.nn.linear import conv1x1, tokens_conv1x1
+
+    _skip_unless_available(device)
+    rng = np.random.default_rng(c_in * c_out + h)
+    x = rng.standard_normal((n, c_in, h, w)).astype(np.float16)
+    weight = rng.standard_normal((c_out, c_in, 1, 1)).astype(np.float16)
+    bias = rng.standard_normal(c_out).astype(np.float16)
+    w64 = weight[:, :, 0, 0].astype(np.float64)
+    expected = np.einsum("oc,nchw->nohw", w64, x.astype(np.float64)) + bias[:, None, None]
+    up = [Tensor.from_numpy(v, device=device) for v in (x, weight, bias)]
+    got = conv1x1(*up).numpy()
+    assert np.abs(got - expected).max() / np.abs(expected).max() < 2e-3
+    tokens = np.ascontiguousarray(x.reshape(n, c_in, h * w).transpose(0, 2, 1))
+    got = tokens_conv1x1(Tensor.from_numpy(tokens, device=device),
+                         Tensor.from_numpy(weight[:, :, 0, 0].copy(), device=device), up[2],
+                         h, w).numpy()
+    assert np.abs(got - expected).max() / np.abs(expected).max() < 2e-3
