@@ -5,7 +5,6 @@ Real-ESRGAN releases RealESRGAN_x4plus.pth, found through --upscaler-dir's folde
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,6 +18,7 @@ torch = pytest.importorskip("torch", reason="test-only reference (extra: referen
 
 from PIL import Image  # noqa: E402
 from server_support import CachedLoader, live_server  # noqa: E402
+from upscaler_files import write_x4plus  # noqa: E402
 
 import gpucore  # noqa: E402
 from diffusion.server import create_app  # noqa: E402
@@ -27,30 +27,6 @@ from diffusion.upscalers import models  # noqa: E402
 if not gpucore.devices():
     pytest.skip("no GPU adapter present: install mesa-vulkan-drivers (see README)",
                 allow_module_level=True)
-
-
-def write_x4plus(folder: Path, features: int = 4, growth: int = 2) -> Path:
-    """RealESRGAN_x4plus.pth's layout ({"params_ema": ...}, BasicSR names) with one RRDB block
-    of `features` channels instead of 23 of 64, random weights."""
-    gen = torch.Generator().manual_seed(0)
-    state = {}
-
-    def conv(name: str, inputs: int, outputs: int) -> None:
-        state[f"{name}.weight"] = torch.randn(outputs, inputs, 3, 3, generator=gen) * 0.2
-        state[f"{name}.bias"] = torch.randn(outputs, generator=gen) * 0.01
-
-    conv("conv_first", 3, features)
-    for j in (1, 2, 3):
-        for k in range(1, 6):
-            conv(f"body.0.rdb{j}.conv{k}", features + growth * (k - 1),
-                 features if k == 5 else growth)
-    for name in ("conv_body", "conv_up1", "conv_up2", "conv_hr"):
-        conv(name, features, features)
-    conv("conv_last", features, 3)
-    path = folder / "RealESRGAN" / "RealESRGAN_x4plus.pth"  # the WebUI's models/RealESRGAN
-    path.parent.mkdir(parents=True)
-    torch.save({"params_ema": state}, path)
-    return path
 
 
 @pytest.fixture(scope="module")
