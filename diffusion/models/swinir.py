@@ -29,7 +29,7 @@ from gpustd.nn import attention, concat, conv2d, gelu, layer_norm, linear, upsam
 
 from .esrgan import leaky_relu, pixel_shuffle
 
-__all__ = ["SwinIR", "is_swinir"]
+__all__ = ["SwinIR", "is_swinir", "merge", "partition", "position_bias", "roll", "shift_mask"]
 
 _RGB_MEAN = (0.4488, 0.4371, 0.4040)
 _DETECT = ("layers.0.residual_group.blocks.0.norm1.weight", "conv_first.weight",
@@ -89,13 +89,12 @@ class SwinIR:
         for i, depth in enumerate(depths):
             for j in range(depth):
                 prefix = f"layers.{i}.residual_group.blocks.{j}.attn."
-                table = np.asarray(state[prefix + "relative_position_bias_table"], np.float32)
-                index = np.asarray(state[prefix + "relative_position_index"]).astype(np.int64)
-                if index.max(initial=0) >= table.shape[0] or index.shape != (window**2,) * 2:
-                    raise ValueError(f"{prefix}relative_position_index does not fit its table")
-                # (heads, N, N), added to every window's scores (float32: attention's mask)
-                bias[prefix] = Tensor.from_numpy(table[index].transpose(2, 0, 1)[None],
-                                                 dtype=np.float32, device=device)
+                # (1, heads, N, N), added to every window's scores (float32: attention's mask)
+                table = position_bias(state[prefix + "relative_position_bias_table"],
+                                      state[prefix + "relative_position_index"])
+                if table.shape[2:] != (window**2,) * 2:
+                    raise ValueError(f"{prefix}relative_position_index is not {window}² square")
+                bias[prefix] = Tensor.from_numpy(table, device=device)
         skip = re.compile(r".*(relative_position_index|relative_position_bias_table|attn_mask)$")
         weights = {}
         for key, value in state.items():
@@ -127,12 +126,8 @@ class SwinIR:
         first = self._conv("conv_first", x)
         # 1. the transformer body on tokens [N, H*W, C], a conv on the image, the residual
         tokens = self._embed(first)
-        for i, depth in enumerate(self.depths):
-            inner = tokens
-            for j in range(depth):
-                inner = self._swin_block(f"layers.{i}.residual_group.blocks.{j}.", inner,
-                                         (height, width), self.heads[i],
-                                         shift=self.shifted and j % 2 == 1)
+        for i in range(len(self.depths)):
+            inner = self._group(i, tokens, (height, width))
             image = self._body_conv(f"layers.{i}.conv", self._unembed(inner, (height, width)))
             tokens = self._embed(image, norm=None) + tokens
         tokens = layer_norm(tokens, w["norm.weight"], w["norm.bias"])
@@ -155,6 +150,13 @@ class SwinIR:
             out = x + self._conv("conv_last", body)
         out = out * (1.0 / self.img_range) if self.img_range != 1.0 else out
         return out + w["mean"]
+
+    def _group(self, i: int, tokens: Tensor, size: tuple[int, int]) -> Tensor:
+        """Layer i's Swin blocks, every second one on shifted windows."""
+        for j in range(self.depths[i]):
+            tokens = self._swin_block(f"layers.{i}.residual_group.blocks.{j}.", tokens, size,
+                                      self.heads[i], shift=self.shifted and j % 2 == 1)
+        return tokens
 
     def _conv(self, name: str, x: Tensor) -> Tensor:
         weight = self.weights[f"{name}.weight"]
@@ -184,54 +186,93 @@ class SwinIR:
     def _swin_block(self, prefix: str, x: Tensor, size: tuple[int, int], heads: int, *,
                     shift: bool) -> Tensor:
         """x + W-MSA(norm1(x)), then + MLP(norm2(.)); shifted windows with `shift`."""
-        w, win = self.weights, self.window
+        w = self.weights
         n, _, c = x.shape
-        height, width = size
         h = layer_norm(x, w[prefix + "norm1.weight"], w[prefix + "norm1.bias"])
-        h = h.reshape(n, height, width, c)
+        x = x + self._window_attention(prefix, h.reshape(n, *size, c), heads, shift=shift)
+        return self._mlp(prefix, x)
+
+    def _window_attention(self, prefix: str, h: Tensor, heads: int, *, shift: bool) -> Tensor:
+        """[N, H, W, C] -> [N, H*W, C]: multi-head attention within each window (plus the
+        relative position bias, and the shift mask on cyclically shifted windows), projected."""
+        w, win = self.weights, self.window
+        n, height, width, c = h.shape
         if shift:
-            h = _roll(h, -(win // 2))
-        # 1. windows [n * nW, win*win, C], attention within each, windows back
-        windows = gpustd.permute(h.reshape(n, height // win, win, width // win, win, c),
-                                 (0, 1, 3, 2, 4, 5)).reshape(-1, win * win, c)
-        qkv = linear(windows, w[prefix + "attn.qkv.weight"], w.get(prefix + "attn.qkv.bias"))
+            h = roll(h, -(win // 2))
+        qkv = linear(partition(h, win), w[prefix + "attn.qkv.weight"],
+                     w.get(prefix + "attn.qkv.bias"))
         q, k, v = (qkv[:, :, i * c:(i + 1) * c] for i in range(3))
         mask = self.bias[prefix + "attn."]
         if shift:
-            mask = mask + self._shift_mask(size)
-        if n > 1:
-            mask = concat([mask] * n, axis=0) if mask.shape[0] > 1 else mask
+            mask = mask + self._shift_mask((height, width))
+        if n > 1 and mask.shape[0] > 1:  # windows are ordered (image, window)
+            mask = concat([mask] * n, axis=0)
         att = attention(q, k, v, heads=heads, mask=mask)
         att = linear(att, w[prefix + "attn.proj.weight"], w[prefix + "attn.proj.bias"])
-        h = gpustd.permute(att.reshape(n, height // win, width // win, win, win, c),
-                           (0, 1, 3, 2, 4, 5)).reshape(n, height, width, c)
+        h = merge(att, n, height, width)
         if shift:
-            h = _roll(h, win // 2)
-        x = x + h.reshape(n, height * width, c)
-        # 2. the MLP
+            h = roll(h, win // 2)
+        return h.reshape(n, height * width, c)
+
+    def _mlp(self, prefix: str, x: Tensor) -> Tensor:
+        """x + fc2(gelu(fc1(norm2(x)))), the sum made in x's place."""
+        w = self.weights
         h = layer_norm(x, w[prefix + "norm2.weight"], w[prefix + "norm2.bias"])
         h = gelu(linear(h, w[prefix + "mlp.fc1.weight"], w[prefix + "mlp.fc1.bias"]))
         return linear(h, w[prefix + "mlp.fc2.weight"], w[prefix + "mlp.fc2.bias"], add_to=x)
 
     def _shift_mask(self, size: tuple[int, int]) -> Tensor:
-        """(nW, 1, N, N): -100 between tokens that the cyclic shift brought from different
-        parts of the image. torch: spandrel's `SwinTransformerBlock.calculate_mask`."""
+        """`shift_mask` for this size, kept on the device while the size stays the same."""
         if size not in self._masks:
-            win, shift = self.window, self.window // 2
-            regions = np.zeros(size, np.float32)
-            cuts = (slice(0, -win), slice(-win, -shift), slice(-shift, None))
-            for i, rows in enumerate(cuts):
-                for j, cols in enumerate(cuts):
-                    regions[rows, cols] = 3 * i + j
-            labels = regions.reshape(size[0] // win, win, size[1] // win, win)
-            labels = labels.transpose(0, 2, 1, 3).reshape(-1, win * win)
-            mask = np.where(labels[:, None, :] != labels[:, :, None], -100.0, 0.0)
-            self._masks = {size: Tensor.from_numpy(mask[:, None].astype(np.float32),
+            self._masks = {size: Tensor.from_numpy(shift_mask(size, self.window),
                                                    device=self.weights["mean"].device)}
         return self._masks[size]
 
 
-def _roll(x: Tensor, shift: int) -> Tensor:
+def shift_mask(size: tuple[int, int], window: int) -> np.ndarray:
+    """(nW, 1, N, N) float32: -100 between tokens of a window that the cyclic shift by half a
+    window brought from different parts of the image. torch: spandrel's
+    `SwinTransformerBlock.calculate_mask` (HAT's `calculate_mask` likewise)."""
+    shift = window // 2
+    regions = np.zeros(size, np.float32)
+    cuts = (slice(0, -window), slice(-window, -shift), slice(-shift, None))
+    for i, rows in enumerate(cuts):
+        for j, cols in enumerate(cuts):
+            regions[rows, cols] = 3 * i + j
+    split = regions.reshape(size[0] // window, window, size[1] // window, window)
+    labels = split.transpose(0, 2, 1, 3).reshape(-1, window * window)
+    mask = np.where(labels[:, None, :] != labels[:, :, None], -100.0, 0.0)
+    return mask[:, None].astype(np.float32)
+
+
+def position_bias(table: Any, index: Any) -> np.ndarray:
+    """(1, heads, Nq, Nk) float32: a relative position bias table [entries, heads] looked up by
+    an index [Nq, Nk]; negative entries count from the end, as torch indexes (HAT's
+    overlapping windows have some). Raises ValueError when the index does not fit the table."""
+    table = np.asarray(table, np.float32)
+    index = np.asarray(index).astype(np.int64)
+    if index.ndim != 2 or index.min(initial=0) < -table.shape[0] or \
+            index.max(initial=0) >= table.shape[0]:
+        raise ValueError(f"relative position index of shape {index.shape} does not fit a table "
+                         f"of {table.shape[0]} entries")
+    return table[index].transpose(2, 0, 1)[None]
+
+
+def partition(x: Tensor, window: int) -> Tensor:
+    """[N, H, W, C] -> windows [N * H/window * W/window, window², C], row-major."""
+    n, height, width, c = x.shape
+    split = x.reshape(n, height // window, window, width // window, window, c)
+    return gpustd.permute(split, (0, 1, 3, 2, 4, 5)).reshape(-1, window * window, c)
+
+
+def merge(windows: Tensor, n: int, height: int, width: int) -> Tensor:
+    """`partition`'s inverse: [N * nW, window², C] -> [N, H, W, C]."""
+    window, c = math.isqrt(windows.shape[1]), windows.shape[2]
+    split = windows.reshape(n, height // window, width // window, window, window, c)
+    return gpustd.permute(split, (0, 1, 3, 2, 4, 5)).reshape(n, height, width, c)
+
+
+def roll(x: Tensor, shift: int) -> Tensor:
     """torch.roll(x, (shift, shift), dims=(1, 2)) for [N, H, W, C]."""
     for axis in (1, 2):
         cut = shift % x.shape[axis]

@@ -1,4 +1,4 @@
-"""Model upscalers (ESRGAN, Real-ESRGAN, SRVGGNetCompact, SwinIR) from `.pth`/`.safetensors`
+"""Model upscalers (ESRGAN, Real-ESRGAN, SRVGGNetCompact, SwinIR, HAT) from `.pth`/`.safetensors`
 files, under the names the WebUI gives them, and the registry hires fix and the Extras API look
 names up in.
 
@@ -25,6 +25,7 @@ from gpustd import Tensor
 from ..loaders import WeightsError
 from ..loaders._torch_file import open_weights_file
 from ..models.esrgan import RRDBNet
+from ..models.hat import HAT, is_hat
 from ..models.srvgg import SRVGGNetCompact
 from ..models.swinir import SwinIR, is_swinir
 from .tiled import run_tiled
@@ -45,14 +46,15 @@ WEBUI_NAMES = {
     "SwinIR_4x": "SwinIR 4x",
     "003_realSR_BSRGAN_DFOWMFC_s64w8_SwinIR-L_x4_GAN": "SwinIR 4x",
 }
-Network = RRDBNet | SRVGGNetCompact | SwinIR
+Network = RRDBNet | SRVGGNetCompact | SwinIR | HAT
 
 
 def load_upscaler_model(state: Any, *, dtype: Any = np.float32,
                         device: Device | None = None) -> Network:
     """The network a state dict (`{key: array}`, or a file path) holds, detected from its keys:
-    RRDBNet (old/new/BSRGAN layouts), SRVGGNetCompact or SwinIR. dtype "auto": float16 where
-    the device has shader-f16, except SwinIR (float32: spandrel marks it unsafe in half).
+    RRDBNet (old/new/BSRGAN layouts), SRVGGNetCompact, SwinIR or HAT. dtype "auto": float16
+    where the device has shader-f16, except the transformers (float32: spandrel marks SwinIR
+    unsafe in half, and HAT's attention is SwinIR's).
     Raises WeightsError naming the file for anything else.
     torch: `spandrel.ModelLoader().load_from_file(path).model`."""
     device = device or default_device()
@@ -71,6 +73,9 @@ def load_upscaler_model(state: Any, *, dtype: Any = np.float32,
             return RRDBNet.from_state_dict(state, dtype=dtype, device=device)
         if {"body.0.weight", "body.1.weight"} <= keys:
             return SRVGGNetCompact.from_state_dict(state, dtype=dtype, device=device)
+        if is_hat(keys):
+            return HAT.from_state_dict(state, dtype=dtype if chosen else np.float32,
+                                       device=device)
         if is_swinir(keys):
             return SwinIR.from_state_dict(state, dtype=dtype if chosen else np.float32,
                                           device=device)
@@ -78,14 +83,14 @@ def load_upscaler_model(state: Any, *, dtype: Any = np.float32,
         raise WeightsError(f"{where}: {error}") from None
     sample = ", ".join(sorted(keys)[:4]) or "no tensors"
     raise WeightsError(f"{where}: not an upscaler this program runs (ESRGAN/RRDBNet, Real-ESRGAN, "
-                       f"SRVGGNetCompact, SwinIR); it holds {sample}")
+                       f"SRVGGNetCompact, SwinIR, HAT); it holds {sample}")
 
 
 @dataclass
 class ModelUpscaler:
     """One upscaler file: `name` (the WebUI's), `path`; the network is built on first use, in
     `dtype` ("auto": float16 where the device has shader-f16, as the WebUI runs upscalers in
-    half precision unless --no-half, SwinIR excepted; else float32)."""
+    half precision unless --no-half, SwinIR and HAT excepted; else float32)."""
 
     name: str
     path: Path
