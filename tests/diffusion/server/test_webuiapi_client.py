@@ -36,7 +36,8 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     root = tmp_path_factory.mktemp("webuiapi")
     model = write_pipeline(root / "tiny")
     write_x4plus(root / "models")
-    before = dict(models.MODEL_UPSCALERS)
+    before = dict(models.MODEL_UPSCALERS)  # the process-wide registry, restored after
+    models.MODEL_UPSCALERS.clear()
     try:
         assert models.register_upscaler_dir(root / "models") == ["R-ESRGAN 4x+"]
         models.MODEL_UPSCALERS["R-ESRGAN 4x+"].dtype = np.float32  # lavapipe: f32 conv kernels
