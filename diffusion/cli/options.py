@@ -55,8 +55,8 @@ def add_network_options(parser: argparse.ArgumentParser) -> None:
                         help="where <lora:NAME:WEIGHT> tags in the prompt find NAME.safetensors "
                              "(kohya/WebUI, diffusers/PEFT, LyCORIS LoCon/LoHa)")
     parser.add_argument("--upscaler-dir", metavar="DIR",
-                        help="ESRGAN/Real-ESRGAN .pth files for --hr-upscaler and Extras (the "
-                             "WebUI's models/ folder, or models/ESRGAN)")
+                        help="ESRGAN/Real-ESRGAN/SwinIR/HAT .pth files for --hr-upscaler and "
+                             "Extras (the WebUI's models/ folder, or models/ESRGAN)")
     parser.add_argument("--embeddings-dir", metavar="DIR",
                         help="textual-inversion embeddings (.safetensors, .pt), used wherever a "
                              "prompt or negative prompt names one (file name = name)")

@@ -14,7 +14,8 @@ __all__ = ["add_parser", "run"]
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the `upscale` sub-command to `python -m diffusion`'s sub-parsers."""
-    text = "upscale a picture with an ESRGAN/Real-ESRGAN model or Lanczos (the WebUI's Extras)"
+    text = ("upscale a picture with an ESRGAN/Real-ESRGAN/SwinIR/HAT model or Lanczos (the "
+            "WebUI's Extras)")
     sub = subparsers.add_parser("upscale", help=text, description=text)
     sub.add_argument("image", metavar="IN.png", help="the picture to upscale")
     sub.add_argument("--upscaler", default="Lanczos", metavar="NAME",

@@ -1,12 +1,17 @@
 """PyTorch files (`torch.save`: .ckpt, .pt, .pth, .bin) read without torch and without running
 their pickle, behind the same interface as `SafetensorsFile`.
 
-Two containers:
+Three containers:
 - zip (torch >= 1.6): `ARCHIVE/data.pkl` (the pickle) and `ARCHIVE/data/KEY` (one record per
   storage, stored uncompressed, so a tensor is read straight from its bytes in the file).
 - legacy (`_use_new_zipfile_serialization=False`): five pickles in a row (magic number, protocol
   version, sys info, the object, the sorted storage keys), then each storage as an int64 element
   count and its bytes.
+- tar (torch < 0.4): see `_torch_tar`.
+
+In all three every storage is one run of bytes in the file, so the file is memory-mapped (once,
+read-only) and a tensor is a strided view of the mapping: `view(key)` copies nothing and
+`read(key)` copies only that tensor (where the file cannot be mapped, its bytes are read).
 
 The pickle is read by `_torch_pickle.safe_loads` (an allowlist of globals; tensors become
 descriptors). The tensors are then taken from where checkpoints nest them: `state_dict`
@@ -16,6 +21,7 @@ descriptors). The tensors are then taken from where checkpoints nest them: `stat
 
 from __future__ import annotations
 
+import mmap
 import pickle
 import struct
 import zipfile
@@ -26,6 +32,7 @@ import numpy as np
 
 from ._safetensors import _ITEMSIZE, _STORED, SafetensorsFile, _bf16_to_f32
 from ._torch_pickle import StorageRef, StoredTensor, safe_loads
+from ._torch_tar import read_tar
 from .errors import PICKLE_SUFFIXES, WeightsError
 
 __all__ = ["TorchFile", "open_weights_file"]
@@ -51,6 +58,8 @@ class TorchFile:
         self.path = Path(path)
         self.metadata: dict[str, str] = {}
         self._records: dict[str, tuple[int, int]] = {}  # storage key -> (file offset, bytes)
+        self._map: mmap.mmap | None = None
+        self._unmappable = False
         tree = self._open()
         self.tensors = _state_dict(tree)
 
@@ -75,6 +84,14 @@ class TorchFile:
     def read(self, key: str, *, rows: tuple[int, int] | None = None) -> np.ndarray:
         """A fresh array of tensor `key` (rows `start:stop` of its first axis when given); bf16
         is widened to float32. torch: `state_dict[key].numpy()`."""
+        out = self.view(key, rows=rows).copy(order="C")
+        return _bf16_to_f32(out) if self._tensor(key).dtype == "BF16" else out
+
+    def view(self, key: str, *, rows: tuple[int, int] | None = None) -> np.ndarray:
+        """Tensor `key` where it lies in the file: a read-only, possibly strided array over the
+        file's memory mapping, in the stored dtype (bf16 as its uint16 bits); no bytes are read
+        until it is used. Where the file cannot be mapped, an array of the bytes read.
+        torch: `torch.load(path, mmap=True)[key]`."""
         tensor = self._tensor(key)
         if tensor.dtype not in _STORED:
             raise WeightsError(f"{self.path}: tensor {key!r} is stored as {tensor.dtype}, which "
@@ -86,16 +103,15 @@ class TorchFile:
         if start + extent > tensor.storage.numel:
             raise WeightsError(f"{self.path}: tensor {key!r} of shape {list(shape)} reaches past "
                                "the end of its storage; the file is damaged")
-        raw = self._read_bytes(tensor.storage.key, start * itemsize, extent * itemsize, key)
-        flat = np.frombuffer(raw, dtype=_STORED[tensor.dtype])
+        raw = self._bytes(tensor.storage.key, start * itemsize, extent * itemsize, key)
+        flat = np.frombuffer(raw, dtype=_STORED[tensor.dtype], count=extent)
         array = np.lib.stride_tricks.as_strided(
             flat, shape, tuple(s * itemsize for s in strides), writeable=False)
         if rows is not None:
             if not (shape and 0 <= rows[0] <= rows[1] <= shape[0]):
                 raise ValueError(f"rows {rows} out of range for {key!r} of shape {shape}")
             array = array[rows[0]:rows[1]]
-        out = array.copy(order="C")
-        return _bf16_to_f32(out) if tensor.dtype == "BF16" else out
+        return array
 
     def _tensor(self, key: str) -> StoredTensor:
         try:
@@ -103,11 +119,18 @@ class TorchFile:
         except KeyError:
             raise KeyError(f"{self.path}: no tensor named {key!r}") from None
 
-    def _read_bytes(self, storage: str, begin: int, count: int, key: str) -> bytearray:
+    def _bytes(self, storage: str, begin: int, count: int, key: str) -> memoryview | bytearray:
+        """`count` bytes at `begin` of a storage record: a slice of the mapping, else read."""
         where, size = self._records[storage]
         if begin + count > size:  # checked before allocating: the sizes come from the pickle
             raise WeightsError(f"{self.path}: tensor {key!r} reaches past the end of its "
                                "storage record; the file is damaged")
+        mapped = self._mapping()
+        if mapped is not None:
+            if where + begin + count > len(mapped):
+                raise WeightsError(f"{self.path}: file ended inside tensor {key!r}; "
+                                   "re-download it")
+            return memoryview(mapped)[where + begin:where + begin + count]
         buffer = bytearray(count)
         try:
             with open(self.path, "rb") as file:
@@ -119,24 +142,33 @@ class TorchFile:
             raise WeightsError(f"{self.path}: file ended inside tensor {key!r}; re-download it")
         return buffer
 
+    def _mapping(self) -> mmap.mmap | None:
+        """The whole file mapped read-only (on first use; it stays open as long as this object
+        or a view of it lives), or None where it cannot be mapped (a pipe, an odd filesystem)."""
+        if self._map is None and not self._unmappable:
+            try:
+                with open(self.path, "rb") as file:
+                    self._map = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
+            except (OSError, ValueError):
+                self._unmappable = True
+        return self._map
+
     def _open(self) -> Any:
         try:
             with open(self.path, "rb") as file:
                 head = file.read(262)
                 if head[:4] == b"PK\x03\x04":
                     return self._open_zip()
-                if head[257:262] != b"ustar":
-                    file.seek(0)
-                    return self._open_legacy(file)
+                if head[257:262] == b"ustar":
+                    return read_tar(file, self._records, self.path)
+                file.seek(0)
+                return self._open_legacy(file)
         except FileNotFoundError:
             raise WeightsError(f"{self.path}: file not found") from None
         except IsADirectoryError:
             raise WeightsError(f"{self.path}: is a directory, expected a file") from None
         except OSError as error:
             raise WeightsError(f"{self.path}: cannot read: {error}") from error
-        raise WeightsError(f"{self.path}: a tar archive, torch.save's format before torch 0.4, "
-                           "which is not read: re-save it with a current torch, or use the "
-                           "model's .safetensors release")
 
     def _open_zip(self) -> Any:
         try:

@@ -170,6 +170,10 @@ _ALLOWED: dict[tuple[str, str], Any] = {
 }
 _ALLOWED.update({("torch", name): _DtypeMarker(dtype) for name, dtype in STORAGE_DTYPES.items()})
 _ALLOWED.update({("torch", name): _DtypeMarker(dtype) for name, dtype in _TORCH_DTYPES.items()})
+# the tar format records each tensor's class (torch.FloatTensor, torch.cuda.HalfTensor...)
+_ALLOWED.update({(module, name.replace("Storage", "Tensor")): _DtypeMarker(dtype)
+                 for module in ("torch", "torch.cuda") for name, dtype in STORAGE_DTYPES.items()
+                 if name != "UntypedStorage"})
 
 
 class _RefusedGlobal(pickle.UnpicklingError):
@@ -179,10 +183,11 @@ class _RefusedGlobal(pickle.UnpicklingError):
 
 
 class _Unpickler(pickle.Unpickler):
-    def __init__(self, data: bytes | BinaryIO, storage: Callable[[Any], StorageRef]) -> None:
+    def __init__(self, data: bytes | BinaryIO, storage: Callable[[Any], StorageRef],
+                 objects: dict[str, Any] | None) -> None:
         super().__init__(io.BytesIO(data) if isinstance(data, bytes) else data,
                          encoding="latin1")
-        self._storage = storage
+        self._storage, self._objects = storage, objects
 
     def find_class(self, module: str, name: str) -> Any:
         # 1. the only way a pickle reaches a callable: answer with ours, or refuse by name
@@ -191,8 +196,14 @@ class _Unpickler(pickle.Unpickler):
         except (KeyError, TypeError):
             raise _RefusedGlobal(str(module), str(name)) from None
 
-    def persistent_load(self, pid: Any) -> StorageRef:
-        # 2. ('storage', type, key, location, numel[, view]): type was resolved by find_class
+    def persistent_load(self, pid: Any) -> Any:
+        # 2. the tar format's ids: the key of a tensor or storage read before the pickle
+        if self._objects is not None:
+            if isinstance(pid, str) and pid in self._objects:
+                return self._objects[pid]
+            raise pickle.UnpicklingError(f"unknown persistent id {pid!r:.80} (a pickled module "
+                                         "class, or a tensor the file does not hold)")
+        # 3. ('storage', type, key, location, numel[, view]): type was resolved by find_class
         if not (isinstance(pid, tuple) and len(pid) in (5, 6) and pid[0] == "storage"
                 and isinstance(pid[1], _DtypeMarker) and isinstance(pid[2], str)
                 and isinstance(pid[3], str) and type(pid[4]) is int and pid[4] >= 0):
@@ -200,17 +211,19 @@ class _Unpickler(pickle.Unpickler):
         return self._storage(pid)
 
 
-def safe_loads(data: bytes | BinaryIO, storage: Callable[[Any], StorageRef], where: object) -> Any:
+def safe_loads(data: bytes | BinaryIO, storage: Callable[[Any], StorageRef], where: object, *,
+               objects: dict[str, Any] | None = None) -> Any:
     """Unpickle `data` (one pickle of a PyTorch file: bytes, or an open file left just past the
     pickle's STOP) with tensors as `StoredTensor`s.
 
     storage(pid) turns a checked ('storage', _DtypeMarker, key, location, numel[, view]) tuple
-    into a StorageRef. Raises WeightsError naming `where`: for a global outside the allowlist
-    (naming it; nothing was called) or for a malformed pickle. Like `torch.load(f,
+    into a StorageRef; with `objects` (the tar format) a persistent id is instead a key of it,
+    and anything else is refused. Raises WeightsError naming `where`: for a global outside the
+    allowlist (naming it; nothing was called) or for a malformed pickle. Like `torch.load(f,
     weights_only=True)`, but torch is never imported and tensors are not read.
     """
     try:
-        return _Unpickler(data, storage).load()
+        return _Unpickler(data, storage, objects).load()
     except _RefusedGlobal as refused:
         raise WeightsError(
             f"{where}: refusing to load: its pickle calls {refused.qualified!r}, which is not "

@@ -1,5 +1,6 @@
-"""Model upscalers (ESRGAN, Real-ESRGAN, SRVGGNetCompact) from `.pth`/`.safetensors` files, under
-the names the WebUI gives them, and the registry hires fix and the Extras API look names up in.
+"""Model upscalers (ESRGAN, Real-ESRGAN, SRVGGNetCompact, SwinIR, HAT) from `.pth`/`.safetensors`
+files, under the names the WebUI gives them, and the registry hires fix and the Extras API look
+names up in.
 
     register_upscaler_dir("models")          # models/ESRGAN/*.pth, models/RealESRGAN/*.pth
     upscaler = MODEL_UPSCALERS["R-ESRGAN 4x+"]
@@ -24,7 +25,9 @@ from gpustd import Tensor
 from ..loaders import WeightsError
 from ..loaders._torch_file import open_weights_file
 from ..models.esrgan import RRDBNet
+from ..models.hat import HAT, is_hat
 from ..models.srvgg import SRVGGNetCompact
+from ..models.swinir import SwinIR, is_swinir
 from .tiled import run_tiled
 
 __all__ = ["MODEL_UPSCALERS", "ModelUpscaler", "find_upscalers", "load_upscaler_model",
@@ -39,14 +42,25 @@ WEBUI_NAMES = {
     "realesr-general-x4v3": "R-ESRGAN General 4xV3",
     "realesr-general-wdn-x4v3": "R-ESRGAN General WDN 4xV3",
     "realesr-animevideov3": "R-ESRGAN AnimeVideo",
+    # modules/swinir_model.py's one model, under the name the WebUI downloads it as
+    "SwinIR_4x": "SwinIR 4x",
+    "003_realSR_BSRGAN_DFOWMFC_s64w8_SwinIR-L_x4_GAN": "SwinIR 4x",
 }
+Network = RRDBNet | SRVGGNetCompact | SwinIR | HAT
 
 
 def load_upscaler_model(state: Any, *, dtype: Any = np.float32,
-                        device: Device | None = None) -> RRDBNet | SRVGGNetCompact:
+                        device: Device | None = None) -> Network:
     """The network a state dict (`{key: array}`, or a file path) holds, detected from its keys:
-    RRDBNet (old/new/BSRGAN layouts) or SRVGGNetCompact. Raises WeightsError naming the file
-    for anything else. torch: `spandrel.ModelLoader().load_from_file(path).model`."""
+    RRDBNet (old/new/BSRGAN layouts), SRVGGNetCompact, SwinIR or HAT. dtype "auto": float16
+    where the device has shader-f16, except the transformers (float32: spandrel marks SwinIR
+    unsafe in half, and HAT's attention is SwinIR's).
+    Raises WeightsError naming the file for anything else.
+    torch: `spandrel.ModelLoader().load_from_file(path).model`."""
+    device = device or default_device()
+    chosen = not (isinstance(dtype, str) and dtype == "auto")
+    if not chosen:
+        dtype = np.float16 if device.has_f16 else np.float32
     where = "state dict"
     if isinstance(state, (str, os.PathLike)):
         where, file = str(state), open_weights_file(state)
@@ -59,18 +73,24 @@ def load_upscaler_model(state: Any, *, dtype: Any = np.float32,
             return RRDBNet.from_state_dict(state, dtype=dtype, device=device)
         if {"body.0.weight", "body.1.weight"} <= keys:
             return SRVGGNetCompact.from_state_dict(state, dtype=dtype, device=device)
+        if is_hat(keys):
+            return HAT.from_state_dict(state, dtype=dtype if chosen else np.float32,
+                                       device=device)
+        if is_swinir(keys):
+            return SwinIR.from_state_dict(state, dtype=dtype if chosen else np.float32,
+                                          device=device)
     except (ValueError, KeyError) as error:
         raise WeightsError(f"{where}: {error}") from None
     sample = ", ".join(sorted(keys)[:4]) or "no tensors"
     raise WeightsError(f"{where}: not an upscaler this program runs (ESRGAN/RRDBNet, Real-ESRGAN, "
-                       f"SRVGGNetCompact); it holds {sample}")
+                       f"SRVGGNetCompact, SwinIR, HAT); it holds {sample}")
 
 
 @dataclass
 class ModelUpscaler:
     """One upscaler file: `name` (the WebUI's), `path`; the network is built on first use, in
     `dtype` ("auto": float16 where the device has shader-f16, as the WebUI runs upscalers in
-    half precision unless --no-half; else float32)."""
+    half precision unless --no-half, SwinIR and HAT excepted; else float32)."""
 
     name: str
     path: Path
@@ -80,13 +100,10 @@ class ModelUpscaler:
     pad: int = 16
     _model: Any = field(default=None, repr=False)
 
-    def model(self) -> RRDBNet | SRVGGNetCompact:
+    def model(self) -> Network:
         if self._model is None:
-            device = self.device or default_device()
-            dtype = self.dtype
-            if isinstance(dtype, str) and dtype == "auto":
-                dtype = np.float16 if device.has_f16 else np.float32
-            self._model = load_upscaler_model(self.path, dtype=dtype, device=device)
+            self._model = load_upscaler_model(self.path, dtype=self.dtype,
+                                              device=self.device or default_device())
         return self._model
 
     @property
@@ -125,9 +142,9 @@ class ModelUpscaler:
         return image
 
 
-def _forward(model: RRDBNet | SRVGGNetCompact, part: np.ndarray) -> np.ndarray:
+def _forward(model: Network, part: np.ndarray) -> np.ndarray:
     """(C, h, w) -> (C, h*s, w*s): reflect-padded to the model's multiple, then cropped."""
-    multiple = getattr(model, "shuffle_factor", 1)
+    multiple = getattr(model, "size_multiple", getattr(model, "shuffle_factor", 1))
     _, h, w = part.shape
     padded = np.pad(part, ((0, 0), (0, -h % multiple), (0, -w % multiple)), mode="reflect")
     device = model.weights[next(iter(model.weights))].device

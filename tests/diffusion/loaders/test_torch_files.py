@@ -38,10 +38,14 @@ from diffusion.text.embeddings import EmbeddingFile
 
 pytestmark = pytest.mark.nodevice  # host logic: `pytest -m nodevice`
 
-FORMATS = {"zip": True, "legacy": False}
+FORMATS = {"zip": True, "legacy": False, "tar": None}  # tar: torch < 0.4, written by hand
 
 
 def _save(obj, path, fmt):
+    if fmt == "tar":
+        from test_torch_tar_and_mmap import _save_tar
+
+        return _save_tar(obj, path)
     torch.save(obj, path, _use_new_zipfile_serialization=FORMATS[fmt])
     return path
 

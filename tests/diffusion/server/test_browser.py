@@ -244,3 +244,50 @@ def test_sampling_settings_follow_the_model(server: tuple[str, int, bool], page:
     assert page.locator("#model").input_value() == plain
     switch(recommending)  # the server as the module's other test expects it
     assert not page.errors, page.errors
+
+
+def test_extras_tab_upscales_an_upload(server: tuple[str, int, bool], page: Any,
+                                       tmp_path: Path) -> None:
+    """Extras: upload a picture, pick "R-ESRGAN 4x+" (a tiny random RRDBNet from an upscaler
+    folder), upscale by 2, and see the network's picture with its details."""
+    pytest.importorskip("torch", reason="the tiny upscaler file is written with torch.save")
+    import base64
+    import io
+
+    import numpy as np
+    from PIL import Image
+    from upscaler_files import write_x4plus
+
+    from diffusion.upscalers import models
+
+    url, _, _ = server
+    picture = np.random.default_rng(3).integers(0, 256, (20, 24, 3), dtype=np.uint8)
+    Image.fromarray(picture).save(tmp_path / "small.png")
+    write_x4plus(tmp_path / "upscalers")
+    before = dict(models.MODEL_UPSCALERS)  # the server runs in this process: one registry
+    try:
+        models.register_upscaler_dir(tmp_path / "upscalers")
+        models.MODEL_UPSCALERS["R-ESRGAN 4x+"].dtype = np.float32  # lavapipe: f32 conv kernels
+        page.goto(url)
+        _ready(page)
+        page.get_by_role("tab", name="Extras", exact=True).click()
+        page.locator("#extras_file").set_input_files(tmp_path / "small.png")
+        page.locator("#extras_image").wait_for(state="visible")
+        page.get_by_label("Upscaler", exact=True).select_option("R-ESRGAN 4x+")
+        page.get_by_label("Scale by", exact=True).fill("2")
+        page.get_by_role("button", name="Upscale", exact=True).click()
+        result = page.locator("#extras_result")
+        result.wait_for(state="visible", timeout=60_000)
+        _screenshot(page, tmp_path, "screenshot-webui-extras")
+        src = result.get_attribute("src") or ""
+        assert src.startswith("data:image/png;base64,"), src[:40]
+        got = np.asarray(Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1])))
+                         .convert("RGB"))
+        want = models.MODEL_UPSCALERS["R-ESRGAN 4x+"].upscale(picture, 2)
+        assert got.shape == (40, 48, 3) and np.array_equal(got, want)
+        assert "Postprocess upscaler: R-ESRGAN 4x+" in page.locator("#extras_info").inner_text()
+        assert page.locator("#error").is_hidden(), page.locator("#error").inner_text()
+        assert not page.errors, page.errors
+    finally:
+        models.MODEL_UPSCALERS.clear()
+        models.MODEL_UPSCALERS.update(before)

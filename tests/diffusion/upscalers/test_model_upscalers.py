@@ -15,16 +15,25 @@ torch = pytest.importorskip("torch", reason="test-only reference (extra: referen
 
 def _spandrel():
     """spandrel, importable without torchvision: only two architectures we never load (LaMa,
-    RestoreFormer) import it, and the only torchvision wheel for this torch is a CUDA build."""
+    RestoreFormer) import it, and the only torchvision wheel for this torch is a CUDA build.
+    The stand-in is gone again once spandrel is imported: transformers, imported later by other
+    tests, asks importlib for torchvision's spec and fails on a module without one."""
+    stubs = {}
     if "torchvision" not in sys.modules:
         vision = types.ModuleType("torchvision")
         vision.transforms = types.ModuleType("torchvision.transforms")
         functional = types.ModuleType("torchvision.transforms.functional")
         functional.InterpolationMode = functional.rotate = functional.normalize = None
         vision.transforms.functional = functional
-        sys.modules.update({"torchvision": vision, "torchvision.transforms": vision.transforms,
-                            "torchvision.transforms.functional": functional})
-    return pytest.importorskip("spandrel", reason="test-only reference (extra: reference)")
+        stubs = {"torchvision": vision, "torchvision.transforms": vision.transforms,
+                 "torchvision.transforms.functional": functional}
+        sys.modules.update(stubs)
+    try:
+        return pytest.importorskip("spandrel", reason="test-only reference (extra: reference)")
+    finally:
+        for name, module in stubs.items():
+            if sys.modules.get(name) is module:
+                del sys.modules[name]
 
 
 spandrel = _spandrel()
