@@ -1,0 +1,217 @@
+"""IP-Adapter against diffusers' `load_ip_adapter` (tiny random models, torch CPU): the CLIP
+image encoder and CLIPImageProcessor's preparation against transformers, then whole pictures
+with a plain (ImageProjection, .safetensors) and a plus (Resampler, .bin) adapter in h94's
+layout against StableDiffusionPipeline, with the model folder's scheduler and the same random
+draws (see test_controlnet_pipeline)."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+diffusers = pytest.importorskip("diffusers", reason="test-only reference (extra: reference)")
+import torch  # noqa: E402
+import transformers  # noqa: E402
+from PIL import Image  # noqa: E402
+from safetensors.numpy import save_file  # noqa: E402
+from sd_tiny import randomized, write_pipeline  # noqa: E402
+from support import assert_close  # noqa: E402
+
+import gpucore  # noqa: E402
+from diffusion import load_pipeline  # noqa: E402
+from diffusion.loaders.errors import WeightsError  # noqa: E402
+from diffusion.loaders.ip_adapter_file import load_image_encoder, load_ip_adapter  # noqa: E402
+from diffusion.models.clip_vision import clip_pixels  # noqa: E402
+from diffusion.pipelines.ip_adapter import IPAdapterUnit  # noqa: E402
+
+SIZE = 32
+PROMPT, NEGATIVE = "a lighthouse at dusk, oil painting", "blurry"
+ENCODER = dict(hidden_size=32, intermediate_size=37, num_hidden_layers=3, num_attention_heads=4,
+               image_size=32, patch_size=8, projection_dim=24, hidden_act="gelu")
+# the tiny UNet's (sd_tiny.UNET_TINY) cross-attention layers in diffusers' order: two in
+# down_blocks.1, three in up_blocks.0, one in the mid block; all 64 channels, context 32
+CROSS_ATTENTIONS, INNER, CONTEXT = 6, 64, 32
+
+
+def _picture(seed: int, shape: tuple[int, int]) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:shape[0], 0:shape[1]]
+    base = np.stack([x * 5, y * 6, (x + y) * 3], axis=-1) % 256
+    return (base + rng.integers(0, 40, (*shape, 3))).clip(0, 255).astype(np.uint8)
+
+
+def _normal(rng: np.random.Generator, *shape: int, fan_in: int | None = None) -> np.ndarray:
+    scale = 1.0 / np.sqrt(fan_in or shape[-1])
+    return (rng.standard_normal(shape) * scale).astype(np.float32)
+
+
+def _h94_plain(seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    out = {"image_proj.proj.weight": _normal(rng, 4 * CONTEXT, ENCODER["projection_dim"]),
+           "image_proj.proj.bias": _normal(rng, 4 * CONTEXT) * 0.1,
+           "image_proj.norm.weight": 1 + _normal(rng, CONTEXT) * 0.1,
+           "image_proj.norm.bias": _normal(rng, CONTEXT) * 0.1}
+    return {**out, **_ip_layers(rng)}
+
+
+def _h94_plus(seed: int, hidden: int = 128) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    width = ENCODER["hidden_size"]
+    out = {"image_proj.latents": rng.standard_normal((1, 16, hidden)).astype(np.float32),
+           "image_proj.proj_in.weight": _normal(rng, hidden, width),
+           "image_proj.proj_in.bias": _normal(rng, hidden) * 0.1,
+           "image_proj.proj_out.weight": _normal(rng, CONTEXT, hidden),
+           "image_proj.proj_out.bias": _normal(rng, CONTEXT) * 0.1,
+           "image_proj.norm_out.weight": 1 + _normal(rng, CONTEXT) * 0.1,
+           "image_proj.norm_out.bias": _normal(rng, CONTEXT) * 0.1}
+    for i in range(4):  # diffusers builds 4 blocks whatever the file has
+        at = f"image_proj.layers.{i}."
+        for norm in ("0.norm1", "0.norm2", "1.0"):
+            out[f"{at}{norm}.weight"] = 1 + _normal(rng, hidden) * 0.1
+            out[f"{at}{norm}.bias"] = _normal(rng, hidden) * 0.1
+        out[f"{at}0.to_q.weight"] = _normal(rng, hidden, hidden)
+        out[f"{at}0.to_kv.weight"] = _normal(rng, 2 * hidden, hidden)
+        out[f"{at}0.to_out.weight"] = _normal(rng, hidden, hidden)
+        out[f"{at}1.1.weight"] = _normal(rng, 4 * hidden, hidden)
+        out[f"{at}1.3.weight"] = _normal(rng, hidden, 4 * hidden)
+    return {**out, **_ip_layers(rng)}
+
+
+def _ip_layers(rng: np.random.Generator) -> dict[str, np.ndarray]:
+    out = {}
+    for k in range(CROSS_ATTENTIONS):
+        for name in ("to_k_ip", "to_v_ip"):
+            out[f"ip_adapter.{2 * k + 1}.{name}.weight"] = 2 * _normal(rng, INNER, CONTEXT)
+    return out
+
+
+def _save_bin(state: dict[str, np.ndarray], path: Path) -> None:
+    """h94's .bin: {"image_proj": {...}, "ip_adapter": {...}}."""
+    nested: dict[str, dict[str, torch.Tensor]] = {"image_proj": {}, "ip_adapter": {}}
+    for key, value in state.items():
+        group, _, name = key.partition(".")
+        nested[group][name] = torch.from_numpy(value)
+    torch.save(nested, path)
+
+
+@pytest.fixture(scope="module")
+def encoder(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Path]:
+    model = randomized(transformers.CLIPVisionModelWithProjection(
+        transformers.CLIPVisionConfig(**ENCODER)), 21, scale=0.5)
+    folder = tmp_path_factory.mktemp("image_encoder")
+    model.save_pretrained(folder)
+    return model, folder
+
+
+def test_clip_pixels_match_clip_image_processor(first_device: gpucore.Device) -> None:
+    processor = transformers.CLIPImageProcessor(size=SIZE, crop_size=SIZE)
+    for shape in ((45, 37), (29, 61), (32, 32)):
+        picture = _picture(3, shape)
+        want = processor(Image.fromarray(picture), return_tensors="np").pixel_values
+        got = clip_pixels(picture, SIZE, device=first_device)
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_image_encoder_matches_transformers(device: gpucore.Device, encoder: Any,
+                                            tmp_path: Path) -> None:
+    """The folder, and one safetensors file whose config comes from the shapes (heads by
+    width: this tiny width gets width // 64 = 1 head, so the file is checked on its own)."""
+    reference, folder = encoder
+    pixels = np.random.default_rng(4).standard_normal((2, 3, SIZE, SIZE)).astype(np.float32)
+    with torch.no_grad():
+        out = reference(torch.from_numpy(pixels), output_hidden_states=True)
+    ours = load_image_encoder(folder, device=device)
+    assert_close(ours(pixels).numpy(), out.image_embeds.numpy(), tol=1e-4)
+    assert_close(ours.hidden_states(pixels, -2).numpy(), out.hidden_states[-2].numpy(),
+                 tol=1e-4)
+    single = tmp_path / "clip_vision.safetensors"
+    save_file({k: v.numpy() for k, v in reference.state_dict().items()}, single)
+    from_file = load_image_encoder(single, device=device)
+    assert from_file.config["image_size"] == SIZE and from_file.config["patch_size"] == 8
+    assert from_file.config["num_hidden_layers"] == 3
+
+
+def _same_draws(monkeypatch: pytest.MonkeyPatch, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+
+    def randn_tensor(shape: Any, generator: Any = None, device: Any = None, dtype: Any = None,
+                     layout: Any = None) -> torch.Tensor:
+        return torch.from_numpy(rng.standard_normal(tuple(shape))).to(dtype or torch.float32)
+
+    for name in ("diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion",
+                 "diffusers.models.autoencoders.vae"):
+        monkeypatch.setattr(importlib.import_module(name), "randn_tensor", randn_tensor)
+
+
+@pytest.mark.parametrize("kind", ["plain", "plus"])
+def test_ip_adapter_txt2img_matches_diffusers(first_device: gpucore.Device, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch, encoder: Any,
+                                              kind: str) -> None:
+    """The hook is host logic over ops checked on every adapter: the first adapter."""
+    reference_encoder, encoder_dir = encoder
+    model_dir = write_pipeline(tmp_path / "sd")
+    if kind == "plain":
+        weight_name = "ip-adapter_tiny.safetensors"
+        save_file(_h94_plain(31), tmp_path / weight_name)
+    else:
+        weight_name = "ip-adapter-plus_tiny.bin"
+        _save_bin(_h94_plus(32), tmp_path / weight_name)
+    picture = _picture(5, (45, 37))
+
+    ours = load_pipeline(model_dir, device=first_device)
+    adapter = load_ip_adapter(tmp_path / weight_name, image_encoder=encoder_dir,
+                              device=first_device)
+    assert adapter.plus == (kind == "plus")
+    unit = IPAdapterUnit(adapter, picture, weight=0.7, schedule="diffusers")
+    result = ours.txt2img(PROMPT, negative_prompt=NEGATIVE, steps=3, cfg_scale=7.5, seed=7,
+                          width=SIZE, height=SIZE, sampler="diffusers", control=[unit])
+
+    reference = diffusers.StableDiffusionPipeline.from_pretrained(
+        model_dir, image_encoder=reference_encoder, safety_checker=None,
+        requires_safety_checker=False)
+    reference.load_ip_adapter(str(tmp_path), subfolder="", weight_name=weight_name,
+                              image_encoder_folder=None)
+    reference.set_progress_bar_config(disable=True)
+
+    def run_reference(scale: float) -> np.ndarray:
+        reference.set_ip_adapter_scale(scale)
+        _same_draws(monkeypatch, 7)
+        return reference(PROMPT, ip_adapter_image=Image.fromarray(picture),
+                         negative_prompt=NEGATIVE, num_inference_steps=3, guidance_scale=7.5,
+                         height=SIZE, width=SIZE, output_type="np").images
+
+    expected = run_reference(0.7)
+    got = np.stack(result.images).astype(np.int16)
+    want = np.round(expected * 255).astype(np.int16)
+    diff = np.abs(got - want)
+    assert diff.mean() < 0.5 and diff.max() <= 4, (diff.mean(), diff.max())
+    assert got.std() > 5
+    # the adapter changes the picture (else the comparison would show nothing of it)
+    assert np.abs(expected - run_reference(0.0)).mean() * 255 > 1
+    # without the unit the UNet is as before: its IP layers are removed again
+    plain = ours.txt2img(PROMPT, negative_prompt=NEGATIVE, steps=3, cfg_scale=7.5, seed=7,
+                         width=SIZE, height=SIZE, sampler="diffusers")
+    assert np.abs(np.stack(plain.images).astype(np.int16) - got).mean() > 1
+
+
+def test_bad_files_are_named(tmp_path: Path, first_device: gpucore.Device) -> None:
+    path = tmp_path / "not-an-adapter.safetensors"
+    save_file({"something.weight": np.zeros((2, 2), np.float32)}, path)
+    with pytest.raises(WeightsError, match="not-an-adapter"):
+        load_ip_adapter(path, device=first_device)
+    with pytest.raises(WeightsError, match="no such"):
+        load_ip_adapter(tmp_path / "missing.bin", device=first_device)
+    adapter = load_ip_adapter(_write(tmp_path), device=first_device)
+    with pytest.raises(ValueError, match="image encoder"):
+        IPAdapterUnit(adapter, _picture(1, (8, 8)))
+
+
+def _write(tmp_path: Path) -> Path:
+    path = tmp_path / "ip.safetensors"
+    save_file(_h94_plain(1), path)
+    return path
