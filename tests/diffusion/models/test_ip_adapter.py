@@ -21,6 +21,7 @@ from safetensors.numpy import save_file  # noqa: E402
 from sd_tiny import randomized, write_pipeline  # noqa: E402
 from support import assert_close  # noqa: E402
 
+import diffusion.cli.main as cli  # noqa: E402
 import gpucore  # noqa: E402
 from diffusion import load_pipeline  # noqa: E402
 from diffusion.loaders.errors import WeightsError  # noqa: E402
@@ -148,55 +149,107 @@ def _same_draws(monkeypatch: pytest.MonkeyPatch, seed: int) -> None:
         monkeypatch.setattr(importlib.import_module(name), "randn_tensor", randn_tensor)
 
 
+def _reference_pipeline(model_dir: Path, encoder: Any, folder: Path, weight_name: str) -> Any:
+    reference = diffusers.StableDiffusionPipeline.from_pretrained(
+        model_dir, image_encoder=encoder, safety_checker=None, requires_safety_checker=False)
+    reference.load_ip_adapter(str(folder), subfolder="", weight_name=weight_name,
+                              image_encoder_folder=None)
+    reference.set_progress_bar_config(disable=True)
+    return reference
+
+
+def _assert_same_picture(got: np.ndarray, expected: np.ndarray) -> None:
+    """The SD parity tests' tolerance (test_controlnet_pipeline)."""
+    got = got.astype(np.int16)
+    diff = np.abs(got - np.round(expected * 255).astype(np.int16))
+    assert diff.mean() < 0.5 and diff.max() <= 4, (diff.mean(), diff.max())
+    assert got.std() > 5
+
+
 @pytest.mark.parametrize("kind", ["plain", "plus"])
 def test_ip_adapter_txt2img_matches_diffusers(first_device: gpucore.Device, tmp_path: Path,
-                                              monkeypatch: pytest.MonkeyPatch, encoder: Any,
+                                              monkeypatch: pytest.MonkeyPatch,
+                                              capsys: pytest.CaptureFixture[str], encoder: Any,
                                               kind: str) -> None:
-    """The hook is host logic over ops checked on every adapter: the first adapter."""
+    """The plain adapter (.safetensors) through the command line with --rng torch (diffusers'
+    own torch generator on the other side), the plus one (.bin) through Python with the same
+    numpy draws on both sides. The hook is host logic over ops checked on every adapter: the
+    first adapter."""
     reference_encoder, encoder_dir = encoder
     model_dir = write_pipeline(tmp_path / "sd")
+    picture = _picture(5, (45, 37))
+    settings = dict(negative_prompt=NEGATIVE, num_inference_steps=3, guidance_scale=7.5,
+                    height=SIZE, width=SIZE, output_type="np")
     if kind == "plain":
         weight_name = "ip-adapter_tiny.safetensors"
         save_file(_h94_plain(31), tmp_path / weight_name)
+        Image.fromarray(picture).save(tmp_path / "look.png")
+        monkeypatch.setattr(gpucore, "default_device", lambda: first_device)
+        code = cli.main(["txt2img", "--model", str(model_dir), "--prompt", PROMPT,
+                         "--negative-prompt", NEGATIVE, "--steps", "3", "--cfg-scale", "7.5",
+                         "--seed", "7", "--width", str(SIZE), "--height", str(SIZE),
+                         "--sampler", "diffusers", "--rng", "torch", "--dtype", "float32",
+                         "--ip-adapter", str(tmp_path / weight_name), "--ip-image",
+                         str(tmp_path / "look.png"), "--ip-scale", "0.7",
+                         "--image-encoder", str(encoder_dir), "--out",
+                         str(tmp_path / "out.png")])
+        assert code == 0, capsys.readouterr().err
+        got = np.asarray(Image.open(tmp_path / "out.png"))[None]
     else:
         weight_name = "ip-adapter-plus_tiny.bin"
         _save_bin(_h94_plus(32), tmp_path / weight_name)
-    picture = _picture(5, (45, 37))
+        adapter = load_ip_adapter(tmp_path / weight_name, image_encoder=encoder_dir,
+                                  device=first_device)
+        assert adapter.plus
+        ours = load_pipeline(model_dir, device=first_device)
+        unit = IPAdapterUnit(adapter, picture, weight=0.7, schedule="diffusers")
+        got = np.stack(ours.txt2img(PROMPT, negative_prompt=NEGATIVE, steps=3, cfg_scale=7.5,
+                                    seed=7, width=SIZE, height=SIZE, sampler="diffusers",
+                                    control=[unit]).images)
+        # without the unit the UNet is as before: its IP layers are removed again
+        plain = ours.txt2img(PROMPT, negative_prompt=NEGATIVE, steps=3, cfg_scale=7.5, seed=7,
+                             width=SIZE, height=SIZE, sampler="diffusers")
+        assert np.abs(np.stack(plain.images).astype(np.int16) - got).mean() > 1
 
-    ours = load_pipeline(model_dir, device=first_device)
-    adapter = load_ip_adapter(tmp_path / weight_name, image_encoder=encoder_dir,
-                              device=first_device)
-    assert adapter.plus == (kind == "plus")
-    unit = IPAdapterUnit(adapter, picture, weight=0.7, schedule="diffusers")
-    result = ours.txt2img(PROMPT, negative_prompt=NEGATIVE, steps=3, cfg_scale=7.5, seed=7,
-                          width=SIZE, height=SIZE, sampler="diffusers", control=[unit])
-
-    reference = diffusers.StableDiffusionPipeline.from_pretrained(
-        model_dir, image_encoder=reference_encoder, safety_checker=None,
-        requires_safety_checker=False)
-    reference.load_ip_adapter(str(tmp_path), subfolder="", weight_name=weight_name,
-                              image_encoder_folder=None)
-    reference.set_progress_bar_config(disable=True)
+    reference = _reference_pipeline(model_dir, reference_encoder, tmp_path, weight_name)
 
     def run_reference(scale: float) -> np.ndarray:
         reference.set_ip_adapter_scale(scale)
+        if kind == "plain":
+            generator = torch.Generator("cpu").manual_seed(7)
+            return reference(PROMPT, ip_adapter_image=Image.fromarray(picture),
+                             generator=generator, **settings).images
         _same_draws(monkeypatch, 7)
-        return reference(PROMPT, ip_adapter_image=Image.fromarray(picture),
-                         negative_prompt=NEGATIVE, num_inference_steps=3, guidance_scale=7.5,
-                         height=SIZE, width=SIZE, output_type="np").images
+        return reference(PROMPT, ip_adapter_image=Image.fromarray(picture), **settings).images
 
     expected = run_reference(0.7)
-    got = np.stack(result.images).astype(np.int16)
-    want = np.round(expected * 255).astype(np.int16)
-    diff = np.abs(got - want)
-    assert diff.mean() < 0.5 and diff.max() <= 4, (diff.mean(), diff.max())
-    assert got.std() > 5
+    _assert_same_picture(got, expected)
     # the adapter changes the picture (else the comparison would show nothing of it)
     assert np.abs(expected - run_reference(0.0)).mean() * 255 > 1
-    # without the unit the UNet is as before: its IP layers are removed again
-    plain = ours.txt2img(PROMPT, negative_prompt=NEGATIVE, steps=3, cfg_scale=7.5, seed=7,
-                         width=SIZE, height=SIZE, sampler="diffusers")
-    assert np.abs(np.stack(plain.images).astype(np.int16) - got).mean() > 1
+
+
+@pytest.mark.parametrize("argv, message", [
+    (("--ip-adapter", "ip.safetensors"), "one --ip-image per --ip-adapter"),
+    (("--ip-adapter", "ip.safetensors", "--ip-image", "look.png"), "needs --image-encoder"),
+    (("--ip-image", "look.png"), "need --ip-adapter"),
+    (("--ip-adapter", "missing.bin", "--ip-image", "look.png", "--image-encoder", "."),
+     "--ip-adapter 'missing.bin' does not exist"),
+    (("--ip-adapter", "ip.safetensors", "--ip-image", "nothing.png", "--image-encoder", "."),
+     "--ip-image 'nothing.png' does not exist"),
+    (("--ip-adapter", "ip.safetensors", "--ip-image", "look.png", "--image-encoder", ".",
+      "--ip-scale", "1", "--ip-scale", "2"), "one --ip-scale for all"),
+])
+def test_bad_ip_adapter_options_are_one_error_line(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        argv: tuple[str, ...], message: str) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "model").mkdir()
+    (tmp_path / "ip.safetensors").write_bytes(b"")
+    Image.new("RGB", (8, 8)).save(tmp_path / "look.png")
+    code = cli.main(["txt2img", "--model", "model", "--prompt", "a", "--seed", "1", *argv])
+    err = capsys.readouterr().err
+    assert code == 2 and err.strip().splitlines()[-1].startswith("error: ")
+    assert message in err and "Traceback" not in err
 
 
 def test_bad_files_are_named(tmp_path: Path, first_device: gpucore.Device) -> None:
