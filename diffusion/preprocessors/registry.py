@@ -11,7 +11,7 @@ import numpy as np
 
 from gpucore import Device
 
-from . import filters
+from . import depth, filters
 
 __all__ = ["PREPROCESSORS", "Preprocessor", "hwc3", "module_list", "preprocess"]
 
@@ -35,6 +35,7 @@ PREPROCESSORS: dict[str, Preprocessor] = {p.name: p for p in (
     Preprocessor("scribble_thr", filters.scribble_threshold),
     Preprocessor("blur_gaussian", filters.blur_gaussian, 9.0),
     Preprocessor("tile_resample", filters.tile_resample, 1.0),
+    Preprocessor("depth_anything_v2", depth.depth_anything_v2),
 )}
 
 
