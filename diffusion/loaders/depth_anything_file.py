@@ -5,6 +5,7 @@ of depth-anything/Depth-Anything-V2-Small-hf), whose config is then read from th
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from pathlib import Path
@@ -41,7 +42,7 @@ def _config(refs: dict[str, TensorRef], where: str) -> dict[str, Any]:
     backbone = {
         "hidden_size": dim, "num_hidden_layers": layers, "num_attention_heads": max(1, dim // 64),
         "mlp_ratio": shape("backbone.encoder.layer.0.mlp.fc1.weight")[0] / dim,
-        "image_size": int(round((positions - 1) ** 0.5)) * patch, "patch_size": patch,
+        "image_size": math.isqrt(positions - 1) * patch, "patch_size": patch,
         "out_indices": [layers * (i + 1) // necks for i in range(necks)],
     }
     return {"backbone_config": backbone, "patch_size": patch, "reassemble_hidden_size": dim,

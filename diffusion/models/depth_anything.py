@@ -8,6 +8,7 @@ transformers does (torch's bicubic, align_corners=False), on the host once per g
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -213,7 +214,7 @@ class DepthAnythingForDepthEstimation(nn.Module):
         """transformers' Dinov2Embeddings.interpolate_pos_encoding, (1, 1 + ph * pw, D)."""
         if (ph, pw) not in self._positions:
             table = self.backbone.embeddings.position_embeddings
-            grid = int(round((table.shape[1] - 1) ** 0.5))
+            grid = math.isqrt(table.shape[1] - 1)
             if (ph, pw) == (grid, grid):
                 self._positions[ph, pw] = table
             else:
