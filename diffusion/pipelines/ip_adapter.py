@@ -76,6 +76,23 @@ class IPAdapterUnit:
                         or (step + 1) / total > self.guidance_end)
         return self.guidance_start <= step / total <= self.guidance_end
 
+    def infotext(self) -> str:
+        """The unit as the ControlNet extension writes it into the infotext (after
+        `ControlNet N: `, quoted): its IP-Adapter module by the encoder's width (clip_h:
+        ViT-H, clip_g: ViT-bigG), the model's file name, the weight and the steps it acts on;
+        the rest as the extension writes it for an IP-Adapter unit."""
+        encoder = self.encoder
+        width = int(encoder.config["hidden_size"]) if encoder is not None else 1280
+        module = {1280: "ip-adapter_clip_h", 1664: "ip-adapter_clip_g"}.get(
+            width, "ip-adapter_clip_h")
+        fields = {"Module": module, "Model": self.model.name, "Weight": f"{self.weight:g}",
+                  "Resize Mode": "Crop and Resize", "Processor Res": "512",
+                  "Threshold A": "0.5", "Threshold B": "0.5",
+                  "Guidance Start": f"{self.guidance_start:g}",
+                  "Guidance End": f"{self.guidance_end:g}", "Pixel Perfect": "False",
+                  "Control Mode": "Balanced"}
+        return ", ".join(f"{key}: {value}" for key, value in fields.items())
+
     def tokens(self, dtype: Any) -> tuple[Tensor, Tensor]:
         """(unconditional, conditional) image tokens (1, n, D) in `dtype`."""
         encoder = self.encoder

@@ -50,13 +50,14 @@ def _normal(rng: np.random.Generator, *shape: int, fan_in: int | None = None) ->
     return (rng.standard_normal(shape) * scale).astype(np.float32)
 
 
-def _h94_plain(seed: int) -> dict[str, np.ndarray]:
+def _h94_plain(seed: int, context: int = CONTEXT,
+               layers: int = CROSS_ATTENTIONS) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
-    out = {"image_proj.proj.weight": _normal(rng, 4 * CONTEXT, ENCODER["projection_dim"]),
-           "image_proj.proj.bias": _normal(rng, 4 * CONTEXT) * 0.1,
-           "image_proj.norm.weight": 1 + _normal(rng, CONTEXT) * 0.1,
-           "image_proj.norm.bias": _normal(rng, CONTEXT) * 0.1}
-    return {**out, **_ip_layers(rng)}
+    out = {"image_proj.proj.weight": _normal(rng, 4 * context, ENCODER["projection_dim"]),
+           "image_proj.proj.bias": _normal(rng, 4 * context) * 0.1,
+           "image_proj.norm.weight": 1 + _normal(rng, context) * 0.1,
+           "image_proj.norm.bias": _normal(rng, context) * 0.1}
+    return {**out, **_ip_layers(rng, context, layers)}
 
 
 def _h94_plus(seed: int, hidden: int = 128) -> dict[str, np.ndarray]:
@@ -82,11 +83,12 @@ def _h94_plus(seed: int, hidden: int = 128) -> dict[str, np.ndarray]:
     return {**out, **_ip_layers(rng)}
 
 
-def _ip_layers(rng: np.random.Generator) -> dict[str, np.ndarray]:
+def _ip_layers(rng: np.random.Generator, context: int = CONTEXT,
+               layers: int = CROSS_ATTENTIONS) -> dict[str, np.ndarray]:
     out = {}
-    for k in range(CROSS_ATTENTIONS):
+    for k in range(layers):
         for name in ("to_k_ip", "to_v_ip"):
-            out[f"ip_adapter.{2 * k + 1}.{name}.weight"] = 2 * _normal(rng, INNER, CONTEXT)
+            out[f"ip_adapter.{2 * k + 1}.{name}.weight"] = 2 * _normal(rng, INNER, context)
     return out
 
 
@@ -226,6 +228,44 @@ def test_ip_adapter_txt2img_matches_diffusers(first_device: gpucore.Device, tmp_
     _assert_same_picture(got, expected)
     # the adapter changes the picture (else the comparison would show nothing of it)
     assert np.abs(expected - run_reference(0.0)).mean() * 255 > 1
+
+
+def test_sdxl_ip_adapter_matches_diffusers(first_device: gpucore.Device, tmp_path: Path,
+                                          encoder: Any) -> None:
+    """A plain adapter on the tiny SDXL base (sdxl_tiny: 12 cross-attention layers, two
+    transformer blocks deep in down_blocks.1, up_blocks.0 and the mid block; context 64), as
+    the SDXL tests run it (rng torch against diffusers' torch generator)."""
+    from sdxl_tiny import save_folder, sdxl_pipeline
+
+    reference_encoder, encoder_dir = encoder
+    reference = sdxl_pipeline("base")
+    model_dir = save_folder(reference, tmp_path / "sdxl")
+    save_file(_h94_plain(33, context=64, layers=12), tmp_path / "ip-adapter_sdxl_tiny.safetensors")
+    picture = _picture(6, (40, 52))
+    ours = load_pipeline(model_dir, device=first_device)
+    unit = IPAdapterUnit(load_ip_adapter(tmp_path / "ip-adapter_sdxl_tiny.safetensors",
+                                         image_encoder=encoder_dir, device=first_device),
+                         picture, weight=0.8, schedule="diffusers")
+    got = ours.txt2img(PROMPT, steps=2, cfg_scale=6.0, seed=5, width=SIZE, height=SIZE,
+                       sampler="diffusers", rng="torch", control=[unit]).images
+    reference.register_modules(image_encoder=reference_encoder, feature_extractor=None)
+    reference.load_ip_adapter(str(tmp_path), subfolder="",
+                              weight_name="ip-adapter_sdxl_tiny.safetensors",
+                              image_encoder_folder=None)
+    reference.set_ip_adapter_scale(0.8)
+    reference.set_progress_bar_config(disable=True)
+    expected = reference(PROMPT, ip_adapter_image=Image.fromarray(picture), num_inference_steps=2,
+                         guidance_scale=6.0, width=SIZE, height=SIZE,
+                         generator=torch.Generator().manual_seed(5), output_type="np").images
+    _assert_same_picture(np.stack(got), expected)
+    without = ours.txt2img(PROMPT, steps=2, cfg_scale=6.0, seed=5, width=SIZE, height=SIZE,
+                           sampler="diffusers", rng="torch").images
+    assert np.abs(np.stack(without).astype(int) - np.stack(got)).mean() > 1  # it did act
+    with pytest.raises(ValueError, match="made for another UNet"):  # an SD 1.5 adapter
+        save_file(_h94_plain(1), tmp_path / "sd15.safetensors")
+        ours.txt2img(PROMPT, steps=1, seed=5, width=SIZE, height=SIZE, control=[IPAdapterUnit(
+            load_ip_adapter(tmp_path / "sd15.safetensors", image_encoder=encoder_dir,
+                            device=first_device), picture)])
 
 
 @pytest.mark.parametrize("argv, message", [
