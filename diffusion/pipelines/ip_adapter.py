@@ -27,6 +27,7 @@ from gpustd import Tensor, asarray, concatenate, take_slice
 
 from ..models.clip_vision import CLIPVisionModelWithProjection, clip_pixels
 from ..models.ip_adapter import IPAdapter, install
+from ..preprocessors.ip_adapter_modules import encoder_width
 
 __all__ = ["IPAdapterUnit", "ImagePrompts", "use_ip_adapters"]
 
@@ -83,8 +84,8 @@ class IPAdapterUnit:
         the rest as the extension writes it for an IP-Adapter unit."""
         encoder = self.encoder
         width = int(encoder.config["hidden_size"]) if encoder is not None else 1280
-        module = {1280: "ip-adapter_clip_h", 1664: "ip-adapter_clip_g"}.get(
-            width, "ip-adapter_clip_h")
+        module = "ip-adapter_clip_g" if width == encoder_width("ip-adapter_clip_g") else (
+            "ip-adapter_clip_h")
         fields = {"Module": module, "Model": self.model.name, "Weight": f"{self.weight:g}",
                   "Resize Mode": "Crop and Resize", "Processor Res": "512",
                   "Threshold A": "0.5", "Threshold B": "0.5",
