@@ -231,6 +231,62 @@ def test_ip_adapter_txt2img_matches_diffusers(first_device: gpucore.Device, tmp_
     assert np.abs(expected - run_reference(0.0)).mean() * 255 > 1
 
 
+def test_webui_sampler_applies_the_unit(first_device: gpucore.Device, tmp_path: Path,
+                                       encoder: Any) -> None:
+    """Euler a with a plus adapter against the WebUI's recipe on k-diffusion (as
+    tests/diffusion/samplers/test_kdiffusion_txt2img.py builds it: diffusers' UNet, here with
+    the adapter loaded, in a discrete epsilon denoiser, guidance on the denoised predictions,
+    cond rows first, one torch generator for the noise), the picture's tokens on the prompt's
+    rows and the zero picture's on the negative prompt's."""
+    from kdiffusion_ref import K
+
+    reference_encoder, encoder_dir = encoder
+    model_dir = write_pipeline(tmp_path / "sd")
+    _save_bin(_h94_plus(34), tmp_path / "plus.bin")
+    picture, steps, cfg, seed = _picture(8, (37, 45)), 4, 6.5, 1234
+    ours = load_pipeline(model_dir, device=first_device)
+    unit = IPAdapterUnit(load_ip_adapter(tmp_path / "plus.bin", image_encoder=encoder_dir,
+                                         device=first_device), picture, weight=0.7)
+    final: list[np.ndarray] = []
+    ours.txt2img(PROMPT, negative_prompt=NEGATIVE, steps=steps, cfg_scale=cfg, seed=seed,
+                 width=16, height=16, sampler="Euler a", rng="torch", control=[unit],
+                 on_step=lambda done, total, latents: final.append(latents))
+
+    pipe = _reference_pipeline(model_dir, reference_encoder, tmp_path, "plus.bin")
+    pipe.set_ip_adapter_scale(0.7)
+    with torch.no_grad():
+        cond, uncond = pipe.encode_prompt(PROMPT, "cpu", 1, True, NEGATIVE)
+        negative, positive = pipe.prepare_ip_adapter_image_embeds(
+            Image.fromarray(picture), None, "cpu", 1, True)[0].chunk(2)
+    betas = np.linspace(0.00085**0.5, 0.012**0.5, 1000, dtype=np.float64) ** 2
+
+    class Eps(K.external.DiscreteEpsDDPMDenoiser):
+        def get_eps(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> Any:
+            tokens = {"image_embeds": [torch.cat([positive, negative])]}
+            return self.inner_model(x, t, encoder_hidden_states=cond,
+                                    added_cond_kwargs=tokens).sample
+
+    denoiser = Eps(pipe.unet, torch.tensor(np.cumprod(1 - betas), dtype=torch.float32),
+                   quantize=False)
+
+    def model(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        out = denoiser(torch.cat([x, x]), torch.cat([sigma, sigma]),
+                       cond=torch.cat([cond, uncond]))
+        on_prompt, on_negative = out.chunk(2)
+        return on_negative + (on_prompt - on_negative) * cfg
+
+    generator = torch.Generator().manual_seed(seed)
+    sigmas = denoiser.get_sigmas(steps).to(torch.float32)
+    x = torch.randn((1, 4, 8, 8), generator=generator) * sigmas[0]
+    with torch.no_grad():
+        expected = K.sampling.sample_euler_ancestral(
+            model, x, sigmas, disable=True,
+            noise_sampler=lambda *_: torch.randn((1, 4, 8, 8), generator=generator))
+    expected = expected.double().numpy()
+    error = np.linalg.norm(final[-1] - expected) / np.linalg.norm(expected)
+    assert error < 5e-4, f"relative error {error:.2e}"  # the k-diffusion tests' tolerance
+
+
 def test_sdxl_ip_adapter_matches_diffusers(first_device: gpucore.Device, tmp_path: Path,
                                           encoder: Any) -> None:
     """A plain adapter on the tiny SDXL base (sdxl_tiny: 12 cross-attention layers, two
