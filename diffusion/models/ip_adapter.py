@@ -174,6 +174,22 @@ class IPAdapter(nn.Module):
         return self.image_proj.tokens
 
     @property
+    def embed_dim(self) -> int:
+        """The width of what it reads: the image embedding (plain) or the encoder's hidden
+        states (plus)."""
+        proj = self.image_proj
+        weight = proj.proj_in.weight if isinstance(proj, Resampler) else proj.proj.weight
+        return int(weight.shape[1])
+
+    @property
+    def encoder_name(self) -> str | None:
+        """The CLIP image encoder it was trained with, by that width: "ViT-H/14" (1024-wide
+        embeddings, 1280-wide states), "ViT-bigG/14" (1280, 1664), else None."""
+        widths = {(False, 1024): "ViT-H/14", (False, 1280): "ViT-bigG/14",
+                  (True, 1280): "ViT-H/14", (True, 1664): "ViT-bigG/14"}
+        return widths.get((self.plus, self.embed_dim))
+
+    @property
     def dtype(self) -> np.dtype:
         return self._layers[0].to_k_ip.weight.dtype
 

@@ -56,6 +56,14 @@ class IPAdapterUnit:
             raise ValueError(f"IP-Adapter {self.model.name} has no image encoder: give "
                              "image_encoder= (the CLIP vision model's folder or file, "
                              "--image-encoder on the command line)")
+        gives = int(self.encoder.config["hidden_size" if self.model.plus else "projection_dim"])
+        if gives != self.model.embed_dim:
+            wanted = self.model.encoder_name or f"one giving {self.model.embed_dim}-wide output"
+            raise ValueError(f"IP-Adapter {self.model.name} reads {self.model.embed_dim}-wide "
+                             f"{'hidden states' if self.model.plus else 'image embeddings'}; "
+                             f"this image encoder gives {gives}: use {wanted} (h94's "
+                             "models/image_encoder is ViT-H/14, sdxl_models/image_encoder "
+                             "ViT-bigG/14)")
         for name in ("weight", "guidance_start", "guidance_end"):
             if not math.isfinite(getattr(self, name)):
                 raise ValueError(f"IP-Adapter unit {name} must be a finite number, got "

@@ -351,7 +351,8 @@ def test_bad_ip_adapter_options_are_one_error_line(
     assert message in err and "Traceback" not in err
 
 
-def test_bad_files_are_named(tmp_path: Path, first_device: gpucore.Device) -> None:
+def test_bad_files_are_named(tmp_path: Path, first_device: gpucore.Device,
+                             encoder: Any) -> None:
     path = tmp_path / "not-an-adapter.safetensors"
     save_file({"something.weight": np.zeros((2, 2), np.float32)}, path)
     with pytest.raises(WeightsError, match="not-an-adapter"):
@@ -359,8 +360,16 @@ def test_bad_files_are_named(tmp_path: Path, first_device: gpucore.Device) -> No
     with pytest.raises(WeightsError, match="no such"):
         load_ip_adapter(tmp_path / "missing.bin", device=first_device)
     adapter = load_ip_adapter(_write(tmp_path), device=first_device)
+    assert adapter.embed_dim == ENCODER["projection_dim"] and adapter.encoder_name is None
     with pytest.raises(ValueError, match="image encoder"):
         IPAdapterUnit(adapter, _picture(1, (8, 8)))
+    plus = tmp_path / "plus.safetensors"  # the plus adapter reads 32-wide hidden states
+    save_file({k: v for k, v in _h94_plus(2).items() if k != "image_proj.proj_in.weight"}
+              | {"image_proj.proj_in.weight": _normal(np.random.default_rng(0), 128, 24)}, plus)
+    with pytest.raises(ValueError, match="reads 24-wide hidden states; this image encoder "
+                                         "gives 32"):
+        IPAdapterUnit(load_ip_adapter(plus, image_encoder=encoder[1], device=first_device),
+                      _picture(1, (8, 8)))
 
 
 def _write(tmp_path: Path) -> Path:
