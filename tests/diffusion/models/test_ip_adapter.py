@@ -140,6 +140,20 @@ def test_image_encoder_matches_transformers(device: gpucore.Device, encoder: Any
     assert from_file.config["num_hidden_layers"] == 3
 
 
+def test_image_encoder_in_float16(f16_device: gpucore.Device, encoder: Any) -> None:
+    """float16 weights and activations (what a float16 pipeline loads it in) against
+    transformers' float32."""
+    reference, folder = encoder
+    pixels = np.random.default_rng(5).standard_normal((1, 3, SIZE, SIZE)).astype(np.float32)
+    with torch.no_grad():
+        out = reference(torch.from_numpy(pixels), output_hidden_states=True)
+    ours = load_image_encoder(folder, dtype=np.float16, device=f16_device)
+    assert_close(ours(pixels).numpy().astype(np.float32), out.image_embeds.numpy(),
+                 dtype=np.float16)
+    assert_close(ours.hidden_states(pixels).numpy().astype(np.float32),
+                 out.hidden_states[-2].numpy(), dtype=np.float16)
+
+
 def _same_draws(monkeypatch: pytest.MonkeyPatch, seed: int) -> None:
     rng = np.random.default_rng(seed)
 
