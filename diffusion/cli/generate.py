@@ -22,6 +22,7 @@ from ..pipelines.request import GenerationRequest, door_fields
 from ..pipelines.sampling import SamplerOptions, sampler_label
 from ..samplers import schedules
 from .from_infotext import apply_infotext
+from .ip_adapter import ip_adapter_units
 from .options import SAMPLING_DEFAULTS, UPSCALERS
 from .progress import ProgressBar
 
@@ -201,12 +202,15 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[Path]
         args.subseed = secrets.randbelow(2**32)
     # 2. the request, checked before anything loads
     request = build_request(args)
+    ip_units = ip_adapter_units(args)
     # 3. the models
     if args.backend:
         os.environ["GPUCORE_BACKEND"] = args.backend
     if args.adapter:
         os.environ["GPUCORE_ADAPTER"] = args.adapter
     pipe, refiner = _load(args)
+    if ip_units is not None:
+        request = replace(request, control=request.control + ip_units(pipe))
     # 4. the WebUI's batch count: seeds count on over batches
     written = []
     for batch in range(args.n_iter):

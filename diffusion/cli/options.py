@@ -173,6 +173,23 @@ def _models(parser: argparse.ArgumentParser) -> None:
     add_network_options(parser)
 
 
+def _ip_adapter(parser: argparse.ArgumentParser) -> None:
+    ip = parser.add_argument_group(
+        "IP-Adapter", "prompt with a picture (h94's IP-Adapters; diffusion.cli.ip_adapter): "
+        "repeat --ip-adapter, --ip-image and --ip-scale for several")
+    ip.add_argument("--ip-adapter", action="append", metavar="PATH",
+                    help="an IP-Adapter file (ip-adapter_sd15.safetensors, "
+                         "ip-adapter-plus_sd15.bin, ip-adapter_sdxl_vit-h.safetensors, ...)")
+    ip.add_argument("--ip-image", action="append", metavar="IMG",
+                    help="the picture the IP-Adapter reads (one per --ip-adapter)")
+    ip.add_argument("--ip-scale", action="append", type=number, metavar="S",
+                    help="its weight (1; one for all, or one per --ip-adapter)")
+    ip.add_argument("--image-encoder", metavar="PATH",
+                    help="the CLIP image encoder the adapters read pictures with: a "
+                         "transformers folder (h94's models/image_encoder) or one "
+                         ".safetensors file (ViT-H/14; ViT-bigG/14 for ip-adapter_sdxl)")
+
+
 def _output_and_device(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="outputs", metavar="DIR|FILE.png",
                         help="a folder (numbered files, created if missing) or a .png file "
@@ -221,5 +238,6 @@ def add_generation_options(parser: argparse.ArgumentParser, *, strength: float |
     else:
         _hires(parser)
     _models(parser)
+    _ip_adapter(parser)
     add_request_options(parser)
     _output_and_device(parser)

@@ -28,15 +28,16 @@ _ACTIVATIONS = {"quick_gelu": nn.quick_gelu, "gelu": nn.gelu}
 
 
 class CLIPAttention(nn.Module):
-    def __init__(self, dim: int, heads: int, place: Place) -> None:
+    def __init__(self, dim: int, heads: int, place: Place, *, causal: bool = True) -> None:
         self.heads = heads
+        self.causal = causal  # the text model's; the vision model's sees every patch
         self.q_proj = nn.Linear(dim, dim, **place)
         self.k_proj = nn.Linear(dim, dim, **place)
         self.v_proj = nn.Linear(dim, dim, **place)
         self.out_proj = nn.Linear(dim, dim, **place)
 
     def forward(self, x: Tensor) -> Tensor:
-        out = nn.attention(self.q_proj(x), self.k_proj(x), self.v_proj(x), causal=True,
+        out = nn.attention(self.q_proj(x), self.k_proj(x), self.v_proj(x), causal=self.causal,
                            heads=self.heads)
         return self.out_proj(out)
 
@@ -55,10 +56,10 @@ class CLIPMLP(nn.Module):
 
 
 class CLIPEncoderLayer(nn.Module):
-    def __init__(self, cfg: dict[str, Any], place: Place) -> None:
+    def __init__(self, cfg: dict[str, Any], place: Place, *, causal: bool = True) -> None:
         dim, eps = cfg["hidden_size"], cfg["layer_norm_eps"]
         self.layer_norm1 = nn.LayerNorm(dim, eps=eps, **place)
-        self.self_attn = CLIPAttention(dim, cfg["num_attention_heads"], place)
+        self.self_attn = CLIPAttention(dim, cfg["num_attention_heads"], place, causal=causal)
         self.layer_norm2 = nn.LayerNorm(dim, eps=eps, **place)
         self.mlp = CLIPMLP(dim, cfg["intermediate_size"], cfg["hidden_act"], place)
 

@@ -35,13 +35,25 @@ class Attention(nn.Module):
         self.to_v = nn.Linear(context_dim or query_dim, inner, bias=qkv_bias, **place)
         self.to_out = nn.ModuleList([nn.Linear(inner, query_dim, **place)])
 
-    def forward(self, x: Tensor, context: Tensor | None = None, *,
+    def forward(self, x: Tensor, context: Any = None, *,
                 add_to: Tensor | None = None) -> Tensor:
         """x: (B, L, query_dim); context: (B, Lk, context_dim) or None (self-attention).
 
+        IP-Adapter (diffusion.models.ip_adapter): context (text, [image tokens per adapter]),
+        and `ip_layers` (set on the UNet's cross-attention layers by `install`) adds
+        attn(q, to_k_ip(tokens), to_v_ip(tokens)) per adapter before to_out (the adapter's
+        scale is in its to_v_ip), as diffusers' IPAdapterAttnProcessor2_0.
+
         add_to: the residual stream (B, L, query_dim), updated in place by to_out's GEMM."""
+        image_tokens: Any = ()
+        if isinstance(context, tuple):
+            context, image_tokens = context
         source = x if context is None else context
-        out = nn.attention(self.to_q(x), self.to_k(source), self.to_v(source), heads=self.heads)
+        q = self.to_q(x)
+        out = nn.attention(q, self.to_k(source), self.to_v(source), heads=self.heads)
+        for layer, tokens in zip(getattr(self, "ip_layers", ()), image_tokens):
+            out = out + nn.attention(q, layer.to_k_ip(tokens), layer.to_v_ip(tokens),
+                                     heads=self.heads)
         return self.to_out[0](out, add_to=add_to)
 
 

@@ -284,8 +284,8 @@ class UNet2DConditionModel(UNetEncoder):
                 added_cond: Mapping[str, Any] | None = None, *,
                 down_block_additional_residuals: Sequence[Tensor] | None = None,
                 mid_block_additional_residual: Tensor | None = None,
-                down_intrablock_additional_residuals: Sequence[Tensor] | None = None
-                ) -> Tensor:
+                down_intrablock_additional_residuals: Sequence[Tensor] | None = None,
+                ip_hidden_states: Sequence[Tensor] | None = None) -> Tensor:
         """sample: (B, in_channels, h, w) latents; context: (B, L, cross_attention_dim).
 
         timesteps: one number or B numbers (list / numpy), or a float32 Tensor of shape (B,) on
@@ -302,8 +302,14 @@ class UNet2DConditionModel(UNetEncoder):
         `mid_block_additional_residual`, added to the skips and to the mid block's output;
         T2I-Adapter's `down_intrablock_additional_residuals` (one per down block, the extra
         one SDXL's adapter has going to the mid block's output).
+
+        `ip_hidden_states`: the image tokens (B, n, cross_attention_dim) of each IP-Adapter
+        installed in the cross-attention layers (diffusion.models.ip_adapter; diffusers'
+        `added_cond_kwargs["image_embeds"]` after its `encoder_hid_proj`).
         """
         temb_act = self.embedding(sample, timesteps, added_cond)
+        if ip_hidden_states is not None:
+            context = (context, list(ip_hidden_states))
         intrablock = (None if down_intrablock_additional_residuals is None
                       else list(down_intrablock_additional_residuals))
         h, skips = self.down(self.conv_in(sample), temb_act, context, intrablock)

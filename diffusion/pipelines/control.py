@@ -19,6 +19,9 @@ Control modes (the extension's `control_mode`):
 - "ControlNet is more important": the soft weights on the conditional rows only (the
   unconditional rows run without control, so guidance pushes towards it).
 diffusers' `guess_mode=True` is the last with diffusers' own scales (`guess_mode=True` here).
+
+IP-Adapter units (diffusion.pipelines.ip_adapter.IPAdapterUnit) may be among the units: their
+image tokens go to the UNet as `ip_hidden_states`.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from gpustd.shape import concatenate, take_slice
 
 from ..models.controlnet import ControlNetModel, soft_injection_scales
 from ..models.t2i_adapter import T2IAdapter
+from .ip_adapter import ImagePrompts, IPAdapterUnit
 
 __all__ = ["CONTROL_MODES", "Control", "ControlUnit"]
 
@@ -116,8 +120,10 @@ class Control:
     `total_steps`: the steps the start/end fractions count (the sampler's model calls)."""
 
     def __init__(self, units: Sequence[ControlUnit], *, total_steps: int) -> None:
-        self.units = list(units)
+        self.units = [u for u in units if not isinstance(u, IPAdapterUnit)]
         self.total_steps = max(1, int(total_steps))
+        self.image_prompts = ImagePrompts([u for u in units if isinstance(u, IPAdapterUnit)],
+                                          total_steps=self.total_steps)
         self._captures: dict[int, Captured] = {}
         self._images: dict[tuple[int, int], Tensor] = {}
         self._features: dict[tuple[int, int, tuple[int, int]], list[Tensor]] = {}
@@ -162,6 +168,9 @@ class Control:
             out["mid_block_additional_residual"] = mid
         if intra is not None:
             out["down_intrablock_additional_residuals"] = intra
+        if self.image_prompts:
+            out["ip_hidden_states"] = self.image_prompts.states(x, step,
+                                                                uncond_rows=uncond_rows)
         return out or None
 
     def _image(self, index: int, unit: ControlUnit, batch: int, like: Tensor) -> Tensor:

@@ -35,6 +35,7 @@ from ..upscalers.interpolation import HiresFix
 from . import sampling
 from .capture import ModelCapture
 from .control import Control
+from .ip_adapter import use_ip_adapters
 from .observer import Observer, Progress, StepCallback, from_callbacks
 from .prepare import Pass, to_uint8
 from .refiner import HandOff, check_refiner
@@ -189,6 +190,7 @@ class StableDiffusion:
                 discrete: DiscreteSchedule | None = None) -> Any:
         """The guided UNet of a pass (a sampling.GuidedUNet); with a refiner and the WebUI's
         samplers one that hands over to the refiner's (diffusion.pipelines.refiner.HandOff)."""
+        use_ip_adapters(self.unet, r.control)  # before the capture compares the UNet's weights
         unet = sampling.GuidedUNet(self._unet_capture.of(self.unet),
                                    self._contexts(r, steps, webui=webui),
                                    dtype=self.unet.conv_in.weight.dtype,

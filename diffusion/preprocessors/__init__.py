@@ -12,12 +12,18 @@ map a ControlNet or T2I-Adapter reads out.
 | `scribble_thr` | white where some channel is below 127 (dark strokes on paper) | |
 | `blur_gaussian` | `cv2.GaussianBlur(picture, (0, 0), sigma)` | sigma (9) |
 | `tile_resample` | downsampled by the rate with OpenCV's area resampling | rate (1: as is) |
+| `depth_anything_v2` | Depth Anything V2's map, as the extension's (depth.py) | |
+| `ip-adapter_clip_h`, ... | the picture as is, for an IP-Adapter (ip_adapter_modules.py) | |
+
+depth_anything_v2 reads its model from the path in DEPTH_ANYTHING_V2_MODEL (or
+`depth.set_model_path`): Depth-Anything-V2-Small-hf's model.safetensors or folder.
 
 Pictures are uint8 HxW, HxWx3 or HxWx4 (alpha dropped), as the extension's HWC3 reads them;
 maps come back uint8 HxWx3. They run at the picture's own size: the extension's
 processor_res resize (and pad to 64) is the caller's choice of input size.
 """
 
+from .ip_adapter_modules import IP_ADAPTER_MODULES
 from .registry import PREPROCESSORS, Preprocessor, module_list, preprocess
 
-__all__ = ["PREPROCESSORS", "Preprocessor", "module_list", "preprocess"]
+__all__ = ["IP_ADAPTER_MODULES", "PREPROCESSORS", "Preprocessor", "module_list", "preprocess"]

@@ -11,7 +11,8 @@ import numpy as np
 
 from gpucore import Device
 
-from . import filters
+from . import depth, filters
+from .ip_adapter_modules import IP_ADAPTER_MODULES
 
 __all__ = ["PREPROCESSORS", "Preprocessor", "hwc3", "module_list", "preprocess"]
 
@@ -35,6 +36,9 @@ PREPROCESSORS: dict[str, Preprocessor] = {p.name: p for p in (
     Preprocessor("scribble_thr", filters.scribble_threshold),
     Preprocessor("blur_gaussian", filters.blur_gaussian, 9.0),
     Preprocessor("tile_resample", filters.tile_resample, 1.0),
+    Preprocessor("depth_anything_v2", depth.depth_anything_v2),
+    # the picture as it is, for an IP-Adapter's image encoder (ip_adapter_modules)
+    *(Preprocessor(name, filters.identity) for name in IP_ADAPTER_MODULES),
 )}
 
 
