@@ -116,13 +116,15 @@ class QuantizedTensor:
         """Move the blocks to host memory, freeing their GPU buffer; `dequantize` still works
         (it uploads them for that one use) and `restore()` brings them back for good."""
         if self.blocks is not None:
-            self._host = self.blocks.read()
+            known = self.blocks.host_copy  # set by restore(), cleared by a write: no read-back
+            self._host = known if known is not None else self.blocks.read()
             self.blocks = None
 
     def restore(self) -> None:
         """Upload offloaded blocks again (a no-op when they are on the device)."""
         if self.blocks is None and self._host is not None:
             self.blocks = self._upload()
+            self.blocks.host_copy = self._host
             self._host = None
 
     def _upload(self) -> Buffer[Any]:

@@ -22,6 +22,7 @@ from ..pipelines.request import GenerationRequest, door_fields
 from ..pipelines.sampling import SamplerOptions, sampler_label
 from ..samplers import schedules
 from .from_infotext import apply_infotext
+from .memory import memory_line, memory_mode
 from .options import SAMPLING_DEFAULTS, UPSCALERS
 from .progress import ProgressBar
 
@@ -175,6 +176,10 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any]:
         pipe.vae = load_vae(args.vae, dtype=vae_dtype, device=pipe.unet.conv_in.weight.device,
                             config=pipe.vae.config)
         pipe.vae_path = args.vae
+    mode = memory_mode(args)  # after the VAE: the mode's units are the models in place now
+    pipe.set_memory_mode(mode)
+    if refiner is not None:
+        refiner.set_memory_mode(mode)
     return pipe, refiner
 
 
@@ -212,8 +217,12 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[Path]
     for batch in range(args.n_iter):
         label = args.command if args.n_iter == 1 else f"{args.command} {batch + 1}/{args.n_iter}"
         step = batch * args.batch_size
+        device = pipe.unet.conv_in.weight.device
+        device.reset_peak_memory()
         result = pipe.generate(replace(request, seed=args.seed + step,
                                        subseed=args.subseed + step, refiner=refiner),
                                observer=ProgressBar(label))
         written += save_images(result.images, result.settings, args.out)
+        if args.verbose:
+            print(memory_line(device, pipe.memory and pipe.memory.mode), file=sys.stderr)
     return written

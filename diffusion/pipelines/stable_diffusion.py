@@ -34,6 +34,7 @@ from ..text.tokenizer import CLIPTokenizer
 from ..upscalers.interpolation import HiresFix
 from . import sampling
 from .capture import ModelCapture
+from .memory import MemoryMode, MemoryPlan
 from .control import Control
 from .observer import Observer, Progress, StepCallback, from_callbacks
 from .prepare import Pass, to_uint8
@@ -135,6 +136,8 @@ class StableDiffusion:
         self._unet_capture = ModelCapture(sampling.unet_call, max_signatures=4)
         self._text_capture = ModelCapture(CLIPTextModel.encode_tokens, max_signatures=2,
                                           copy_outputs=True)
+        # --medvram / --lowvram / --max-vram in effect (set_memory_mode), None: all on the GPU
+        self.memory: MemoryPlan | None = None
 
     @property
     def latent_channels(self) -> int:
@@ -189,8 +192,10 @@ class StableDiffusion:
                 discrete: DiscreteSchedule | None = None) -> Any:
         """The guided UNet of a pass (a sampling.GuidedUNet); with a refiner and the WebUI's
         samplers one that hands over to the refiner's (diffusion.pipelines.refiner.HandOff)."""
-        unet = sampling.GuidedUNet(self._unet_capture.of(self.unet),
-                                   self._contexts(r, steps, webui=webui),
+        contexts = self._contexts(r, steps, webui=webui)  # first: --medvram's UNet comes after
+        step = (self._unet_capture.of(self.unet) if self.memory is None
+                else self.memory.unet_step(self.unet))
+        unet = sampling.GuidedUNet(step, contexts,
                                    dtype=self.unet.conv_in.weight.dtype,
                                    control=Control(r.control, total_steps=steps)
                                    if r.control else None)
@@ -225,18 +230,27 @@ class StableDiffusion:
     def _decode(self, latents: np.ndarray) -> list[np.ndarray]:
         """Pictures of the latents, one at a time (the decoder's activations are large), tiled
         where a picture is too large for the device (diffusion.models.tiled_vae)."""
-        images = [vae_decode(self.vae, (latent[None] / self.vae.scaling_factor).astype(
+        decode = vae_decode if self.memory is None else self.memory.vae_decode
+        images = [decode(self.vae, (latent[None] / self.vae.scaling_factor).astype(
             np.float32)) for latent in latents]
         return to_uint8(np.concatenate(images))
 
     def _encode(self, pixels: np.ndarray, generator: Generator) -> np.ndarray:
         """A latent drawn from the VAE's posterior for `pixels`, scaled for the UNet (tiled
         where the picture is too large for the device)."""
-        mean, logvar = vae_encode(self.vae, pixels.astype(np.float32))
+        encode = vae_encode if self.memory is None else self.memory.vae_encode
+        mean, logvar = encode(self.vae, pixels.astype(np.float32))
         mean_np = mean.astype(np.float64)
         noise = generator.standard_normal(mean_np.shape)
         latent = AutoencoderKL.sample(mean_np, logvar.astype(np.float64), noise)
         return latent * self.vae.scaling_factor
+
+    def set_memory_mode(self, mode: MemoryMode) -> None:
+        """Run in the WebUI's --medvram / --lowvram / --max-vram mode (a MemoryMode, all off:
+        every weight on the GPU again); see diffusion.pipelines.memory."""
+        if self.memory is not None:
+            self.memory.release()
+        self.memory = MemoryPlan(self, mode) if mode else None
 
     # -- pipelines --------------------------------------------------------------------
     def generate(self, request: GenerationRequest | str | None = None, /, *,
