@@ -177,9 +177,9 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any]:
                             config=pipe.vae.config)
         pipe.vae_path = args.vae
     mode = memory_mode(args)  # after the VAE: the mode's units are the models in place now
-    pipe.set_memory_mode(mode)
-    if refiner is not None:
-        refiner.set_memory_mode(mode)
+    for model in (pipe, refiner) if mode else ():
+        if model is not None:
+            model.set_memory_mode(mode)
     return pipe, refiner
 
 
@@ -212,17 +212,20 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[Path]
     if args.adapter:
         os.environ["GPUCORE_ADAPTER"] = args.adapter
     pipe, refiner = _load(args)
+    import gpucore
+
     # 4. the WebUI's batch count: seeds count on over batches
     written = []
     for batch in range(args.n_iter):
         label = args.command if args.n_iter == 1 else f"{args.command} {batch + 1}/{args.n_iter}"
         step = batch * args.batch_size
-        device = pipe.unet.conv_in.weight.device
-        device.reset_peak_memory()
+        if args.verbose:
+            device = gpucore.default_device()  # the one load_pipeline chose
+            device.reset_peak_memory()
         result = pipe.generate(replace(request, seed=args.seed + step,
                                        subseed=args.subseed + step, refiner=refiner),
                                observer=ProgressBar(label))
         written += save_images(result.images, result.settings, args.out)
         if args.verbose:
-            print(memory_line(device, pipe.memory and pipe.memory.mode), file=sys.stderr)
+            print(memory_line(device, memory_mode(args)), file=sys.stderr)
     return written

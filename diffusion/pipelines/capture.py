@@ -14,6 +14,7 @@ lend to other work: keep one where that memory is small against what replaying s
 from __future__ import annotations
 
 import functools
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -34,7 +35,9 @@ class ModelCapture:
                  copy_outputs: bool = False) -> None:
         self._fn = fn
         self._model: Any = None
-        self._buffers: tuple[Any, ...] = ()
+        # weak: a model whose weights leave the device (diffusion.pipelines.memory) must not
+        # have its old buffers held here
+        self._buffers: tuple[weakref.ref[Any], ...] = ()
         # `of` binds fn to the model. Keep fn a module function, not a method of the pipeline:
         # the pinned buffers must go with the pipeline, not wait in a reference cycle for the
         # garbage collector.
@@ -47,8 +50,8 @@ class ModelCapture:
         parameters: call once per generation, not per step."""
         buffers = tuple(t.buffer for t in model.parameters())
         if model is not self._model or len(buffers) != len(self._buffers) or any(
-                a is not b for a, b in zip(buffers, self._buffers)):
+                a is not b() for a, b in zip(buffers, self._buffers)):
             self.captured.reset()
             self.captured.fn = functools.partial(self._fn, model)
-            self._model, self._buffers = model, buffers
+            self._model, self._buffers = model, tuple(weakref.ref(b) for b in buffers)
         return self.captured

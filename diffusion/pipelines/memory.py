@@ -126,6 +126,7 @@ class MemoryPlan:
             self.residency.add(encoder, name="text encoder", method="_encode",
                                on_evict=captures[0].reset)
         if mode.streams_unet:
+            captures[1].reset()  # the UNet runs eagerly now: a kept capture only pins memory
             for block in unet_blocks(pipe.unet):
                 self.residency.add(block, name="UNet block")
         else:

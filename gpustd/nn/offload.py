@@ -37,7 +37,7 @@ class HostBuffer:
     dtype, length, nbytes and device as the Buffer's; `read`/`write` on the host copy; `wgpu`
     raises OffloadedError."""
 
-    __slots__ = ("array", "device", "dtype", "length", "nbytes", "read_only")
+    __slots__ = ("__weakref__", "array", "device", "dtype", "length", "nbytes", "read_only")
 
     def __init__(self, array: np.ndarray, device: Device, read_only: bool) -> None:
         self.array = np.ascontiguousarray(array).reshape(-1)

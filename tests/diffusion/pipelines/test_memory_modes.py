@@ -26,7 +26,7 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _image(pipe: Any) -> np.ndarray:
-    return pipe.txt2img("a lighthouse at dusk", negative_prompt="blurry", steps=2, seed=3,
+    return pipe.txt2img("a lighthouse at dusk", negative_prompt="blurry", steps=1, seed=3,
                         width=SIZE, height=SIZE).images[0]
 
 
@@ -39,8 +39,14 @@ def _steady_peak(pipe: Any, device: gpucore.Device) -> tuple[np.ndarray, int]:
 
 
 @pytest.fixture(scope="module")
-def plain(first_device: gpucore.Device, model_dir: Path) -> tuple[np.ndarray, int]:
-    return _steady_peak(load_pipeline(model_dir, device=first_device), first_device)
+def pipe(first_device: gpucore.Device, model_dir: Path) -> Any:
+    """One pipeline for the module's tests; each leaves it with no memory mode."""
+    return load_pipeline(model_dir, device=first_device)
+
+
+@pytest.fixture(scope="module")
+def plain(first_device: gpucore.Device, pipe: Any) -> tuple[np.ndarray, int]:
+    return _steady_peak(pipe, first_device)
 
 
 def _weights(pipe: Any) -> int:
@@ -53,9 +59,8 @@ def _weights(pipe: Any) -> int:
     (MemoryMode(max_vram=1), 0.75),  # a budget nothing fits: every unit leaves after use
 ])
 def test_mode_gives_the_plain_picture_with_less_memory(
-        first_device: gpucore.Device, model_dir: Path, plain: tuple[np.ndarray, int],
+        first_device: gpucore.Device, pipe: Any, plain: tuple[np.ndarray, int],
         mode: MemoryMode, most: float) -> None:
-    pipe = load_pipeline(model_dir, device=first_device)
     pipe.set_memory_mode(mode)
     image, peak = _steady_peak(pipe, first_device)
     np.testing.assert_array_equal(image, plain[0])
@@ -64,22 +69,20 @@ def test_mode_gives_the_plain_picture_with_less_memory(
     assert residency.uploaded > 0 and residency.evictions > 0
     # after the decode only the VAE (and the UNet's unstreamed rest) is on the device
     assert device_bytes(pipe.text_encoder) == 0
-    pipe.set_memory_mode(MemoryMode())  # off again: everything back, same picture
+    pipe.set_memory_mode(MemoryMode())  # off again: everything back
     assert sum(device_bytes(m) for m in (pipe.text_encoder, pipe.unet, pipe.vae)) == _weights(pipe)
-    np.testing.assert_array_equal(_image(pipe), plain[0])
 
 
-def test_budget_that_fits_everything_moves_nothing(first_device: gpucore.Device,
-                                                  model_dir: Path,
+def test_budget_that_fits_everything_moves_nothing(pipe: Any,
                                                   plain: tuple[np.ndarray, int]) -> None:
-    pipe = load_pipeline(model_dir, device=first_device)
     pipe.set_memory_mode(MemoryMode(max_vram=parse_size("8G")))
     np.testing.assert_array_equal(_image(pipe), plain[0])
     assert pipe.memory.residency.evictions == 0
+    pipe.set_memory_mode(MemoryMode())
+    np.testing.assert_array_equal(_image(pipe), plain[0])  # replayed again, same picture
 
 
-def test_lora_patched_while_offloaded(first_device: gpucore.Device, model_dir: Path,
-                                      tmp_path: Path) -> None:
+def test_lora_patched_while_offloaded(pipe: Any, tmp_path: Path) -> None:
     """A LoRA patched into weights that wait in host memory (--medvram) reaches the picture
     as it does on the GPU, and removing it gives the original weights back."""
     safetensors_numpy = pytest.importorskip("safetensors.numpy")
@@ -91,13 +94,12 @@ def test_lora_patched_while_offloaded(first_device: gpucore.Device, model_dir: P
         str(tmp_path / "style.safetensors"))
     prompt = dict(negative_prompt="", steps=1, seed=5, width=SIZE, height=SIZE)
     pictures = []
+    pipe.lora_dir = tmp_path
     for mode in (MemoryMode(), MemoryMode(medvram=True)):
-        pipe = load_pipeline(model_dir, device=first_device)
-        pipe.lora_dir = tmp_path
         pipe.set_memory_mode(mode)
-        pipe.txt2img("warm up", **prompt)  # the text encoder leaves the GPU
         pictures.append(pipe.txt2img("a boat <lora:style:1>", **prompt).images[0])
         pictures.append(pipe.txt2img("a boat", **prompt).images[0])
+    pipe.set_memory_mode(MemoryMode())
     np.testing.assert_array_equal(pictures[0], pictures[2])
     np.testing.assert_array_equal(pictures[1], pictures[3])
     assert np.abs(pictures[0].astype(int) - pictures[1]).mean() > 1, "the LoRA changes nothing"
