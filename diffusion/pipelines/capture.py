@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from gpustd.capture import Captured, capture
+from gpustd.nn.quantized import quantized_weights
 
 __all__ = ["ModelCapture"]
 
@@ -48,10 +49,21 @@ class ModelCapture:
         """The capture of `fn` bound to `model`, emptied first (Captured.reset) when `model`
         or one of its parameter buffers is not the one it was recorded with. Walks the
         parameters: call once per generation, not per step."""
-        buffers = tuple(t.buffer for t in model.parameters())
+        # a quantized weight's blocks too: a LoRA merged into a K-format layer makes new ones
+        buffers = (*(t.buffer for t in model.parameters()),
+                   *(q.blocks for q in quantized_weights(model).values()))
         if model is not self._model or len(buffers) != len(self._buffers) or any(
                 a is not b() for a, b in zip(buffers, self._buffers)):
             self.captured.reset()
             self.captured.fn = functools.partial(self._fn, model)
-            self._model, self._buffers = model, tuple(weakref.ref(b) for b in buffers)
+            self._model, self._buffers = model, tuple(_ref(b) for b in buffers)
         return self.captured
+
+
+def _none() -> None:
+    return None
+
+
+def _ref(buffer: Any) -> Any:
+    """A weak reference to `buffer` (None, an offloaded weight's blocks: a callable giving None)."""
+    return _none if buffer is None else weakref.ref(buffer)
