@@ -15,9 +15,9 @@ the weight each time the layer dequantizes it):
 The cost is one more rounding: W + dW is quantized again, so the patched layer carries the
 format's error around the patched values (about the error the file already had around W),
 and merging takes host time once per LoRA change. gguf-py quantizes Q8_0, Q5_0/Q5_1,
-Q4_0/Q4_1, F16 and BF16; a layer stored in a K format (Q4_K, Q5_K, Q6_K), which it only reads,
-is stored as Q8_0 once patched: those layers grow (8.5 bits a value instead of 4.5-6.6) and
-their error shrinks.
+Q4_0/Q4_1, F16 and BF16, and we Q4_K (diffusion.loaders.gguf_kquant); a layer stored in
+Q5_K or Q6_K, which nothing here writes, is stored as Q8_0 once patched: those layers grow
+(8.5 bits a value instead of 5.5-6.6) and their error shrinks.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ import numpy as np
 from gpustd.quant import QuantizedTensor
 
 from ..loaders.gguf_file import _gguf
+from ..loaders.gguf_kquant import quantize_q4_k
 from ..loaders.gguf_write import WRITABLE
 
 __all__ = ["Blocks", "merged", "values"]
@@ -63,5 +64,6 @@ def merged(total: np.ndarray, format: str) -> Blocks:
     target = format if format in WRITABLE else REQUANTIZE_K_AS
     qtype = gguf.GGMLQuantizationType[target.upper()]
     matrix = total.reshape(total.shape[0], -1).astype(np.float32)
-    quantized = gguf.quants.quantize(matrix, qtype)
+    quantized = (quantize_q4_k(matrix) if target == "q4_k"
+                 else gguf.quants.quantize(matrix, qtype))
     return Blocks(np.ascontiguousarray(quantized).view(np.uint8).reshape(-1), target)
