@@ -52,7 +52,8 @@ def write_gguf(path: str | os.PathLike[str], tensors: Iterable[tuple[str, np.nda
     path = Path(path)
     partial = path.with_name(path.name + ".partial")
     writer = gguf.GGUFWriter(partial, arch=architecture)
-    writer.add_file_type(int(gguf.LlamaFileType[f"MOSTLY_{format.upper()}"]))
+    file_type = "MOSTLY_Q4_K_S" if format == "q4_k" else f"MOSTLY_{format.upper()}"
+    writer.add_file_type(int(gguf.LlamaFileType[file_type]))
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
     counts: dict[str, int] = {}
     try:
