@@ -34,8 +34,8 @@ from ..text.tokenizer import CLIPTokenizer
 from ..upscalers.interpolation import HiresFix
 from . import sampling
 from .capture import ModelCapture
-from .memory import MemoryMode, MemoryPlan
 from .control import Control
+from .memory import MemoryMode, MemoryPlan
 from .observer import Observer, Progress, StepCallback, from_callbacks
 from .prepare import Pass, to_uint8
 from .refiner import HandOff, check_refiner

@@ -83,5 +83,5 @@ def test_sdxl_gguf_without_config_names_what_to_pass(tmp_path) -> None:
     names = _sgm_names(weights)
     path = tmp_path / "odd.gguf"
     write_gguf(path, ((names[k], v) for k, v in weights.items()), "q8_0", architecture="sdxl")
-    with pytest.raises(WeightsError, match="label_emb takes 80 inputs.*config"):
+    with pytest.raises(WeightsError, match=r"label_emb takes 80 inputs.*config"):
         load_unet_gguf(path)

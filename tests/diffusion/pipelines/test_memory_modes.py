@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 
 pytest.importorskip("diffusers", reason="builds the tiny test model (extra: reference)")
-from sd_tiny import write_pipeline  # noqa: E402
+from sd_tiny import write_pipeline
 
-import gpucore  # noqa: E402
-from diffusion import load_pipeline  # noqa: E402
-from diffusion.pipelines.memory import MemoryMode, parse_size  # noqa: E402
-from gpustd.nn.offload import device_bytes, parameter_bytes  # noqa: E402
+import gpucore
+from diffusion import load_pipeline
+from diffusion.pipelines.memory import MemoryMode, parse_size
+from gpustd.nn.offload import device_bytes, parameter_bytes
 
 SIZE = 16  # 8x8 latents
 
@@ -114,5 +114,5 @@ def test_parse_size(text: str, size: int) -> None:
 
 @pytest.mark.parametrize("text", ["4 gigs", "-1G", "0", "G"])
 def test_parse_size_refuses(text: str) -> None:
-    with pytest.raises(ValueError, match="size|positive"):
+    with pytest.raises(ValueError, match=r"size|positive"):
         parse_size(text)
