@@ -45,8 +45,10 @@ from . import sampling
 __all__ = ["MemoryMode", "MemoryPlan", "parse_size"]
 
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-# live tensors of an untiled VAE decode at its widest level: input, norm, conv, residual, skip
-_VAE_LIVE = 5
+# live tensors of an untiled VAE decode at its widest level, in units of the widest: the
+# upsampled input, a resnet's half-width conv outputs and its shortcut (about 3; SDXL's f32
+# decode at 1024: ~3 GiB, which a 4 GiB budget still holds untiled, so the picture stays)
+_VAE_LIVE = 3
 
 
 def parse_size(text: str | int) -> int:
@@ -121,10 +123,12 @@ class MemoryPlan:
         budget = mode.max_vram if mode.max_vram is not None else 0
         self.residency = Residency(self.device, budget=budget, release=not mode.lowvram)
         captures = pipe._text_capture.captured, pipe._unet_capture.captured
-        for encoder in _text_encoders(pipe):
-            # forward and forward_pooled both run _encode: the one method to stream
-            self.residency.add(encoder, name="text encoder", method="_encode",
-                               on_evict=captures[0].reset)
+        # SDXL's two encoders move together; forward and forward_pooled both run _encode
+        encoders = ModuleList(_text_encoders(pipe))
+        self.residency.add(encoders, name="text encoders", stream=False,
+                           on_evict=captures[0].reset)
+        for encoder in encoders:
+            self.residency.stream(encoder, "_encode", unit=encoders)
         if mode.streams_unet:
             captures[1].reset()  # the UNet runs eagerly now: a kept capture only pins memory
             for block in unet_blocks(pipe.unet):

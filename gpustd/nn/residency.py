@@ -48,18 +48,19 @@ class _Streamed:
     """A unit's method: `use` first, then the class's method (weak references only, so the
     module and the Residency are freed by reference counting, not left in a cycle)."""
 
-    __slots__ = ("forward", "module", "residency")
+    __slots__ = ("forward", "module", "residency", "unit")
 
-    def __init__(self, residency: Residency, module: Module, method: str) -> None:
+    def __init__(self, residency: Residency, module: Module, method: str, unit: Module) -> None:
         self.residency = weakref.ref(residency)
         self.module = weakref.ref(module)
+        self.unit = weakref.ref(unit)
         self.forward = getattr(type(module), method)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        module, residency = self.module(), self.residency()
-        assert module is not None
+        module, unit, residency = self.module(), self.unit(), self.residency()
+        assert module is not None and unit is not None
         if residency is not None:
-            residency.use(module)
+            residency.use(unit)
         return self.forward(module, *args, **kwargs)
 
 
@@ -96,8 +97,13 @@ class Residency:
         if not is_offloaded(module):
             self._resident[id(module)] = unit
         if stream:
-            setattr(module, method, _Streamed(self, module, method))
-            self._streamed.append((module, method))
+            self.stream(module, method, unit=module)
+
+    def stream(self, member: Module, method: str, *, unit: Module) -> None:
+        """Wrap `member.method` so that each call first brings in `unit` (a unit containing
+        `member`: SDXL's two text encoders move as one unit, each streams it)."""
+        setattr(member, method, _Streamed(self, member, method, unit))
+        self._streamed.append((member, method))
 
     def use(self, module: Module, *, extra: int = 0) -> None:
         """Bring unit `module` onto the GPU (evicting others to stay within the budget, with
