@@ -19,6 +19,7 @@ from diffusion import load_pipeline  # noqa: E402
 from diffusion.cli.main import main  # noqa: E402
 from diffusion.loaders.gguf_unet import load_unet_gguf  # noqa: E402
 from diffusion.lora import LoraManager  # noqa: E402
+from diffusion.pipelines.memory import MemoryMode  # noqa: E402
 from gpustd.nn.quantized import quantized_weights  # noqa: E402
 
 # (64, 64) projections and a 3x3 conv of the tiny UNet, as kohya names them
@@ -77,6 +78,12 @@ def test_lora_on_q8_0_unet(first_device: gpucore.Device, tmp_path: Path) -> None
     assert change > 4 * max(quantization, 0.25), (change, quantization)  # the LoRA shows
     # the requantized LoRA adds about one more quantization error, not the LoRA's change
     assert error <= 2 * quantization + 0.5, (error, quantization, change)
+    # streamed block by block (--lowvram: quantized blocks to the host and back), unchanged
+    pipe.set_memory_mode(MemoryMode(lowvram=True))
+    streamed = pipe.txt2img("a lighthouse", steps=1, seed=4, width=16, height=16).images[0]
+    np.testing.assert_array_equal(streamed, q8_lora)
+    assert pipe.memory.residency.evictions > 0
+    pipe.set_memory_mode(MemoryMode())
     # removed: the file's blocks, bit for bit
     loras.clear()
     after = quantized_weights(pipe.unet)
