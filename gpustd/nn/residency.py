@@ -111,7 +111,9 @@ class Residency:
         recently used."""
         unit = self._units.get(id(module))
         if unit is None:
-            raise KeyError(f"{type(module).__name__} is not a unit of this Residency (add it)")
+            raise KeyError(f"{type(module).__name__} is not a unit of this Residency: add it "
+                           "(a pipeline whose model was replaced after its memory mode was set: "
+                           "set the mode again, pipe.set_memory_mode(...))")
         if id(module) in self._resident and not is_offloaded(module):
             self._resident.move_to_end(id(module))
             self._make_room(extra, unit)  # one at a time: the others leave all the same
