@@ -37,13 +37,13 @@ async def memory(state: State) -> dict[str, Any]:
     reserved = those and the pool's idle buffers, inactive = the pool's idle buffers, whose
     peak is not tracked: null). "system" knows only what this process holds, and a total
     where --max-vram sets one; no out-of-memory retries happen ("events" zeros)."""
-    pipes = [slot.pipe for slot in state.worker.slots if slot.pipe is not None]
-    if not pipes:
-        return {"ram": _ram(), "cuda": {"error": "no model loaded yet"}}
-    pipe = pipes[0]
-    s = pipe.unet.conv_in.weight.device.memory_stats()
+    import gpucore
+
+    slot = state.worker.slots[0]
+    s = (slot.device or gpucore.default_device()).memory_stats()  # no --devices: the default
     system: dict[str, Any] = {"used": s.reserved}
-    budget = pipe.memory.mode.max_vram if pipe.memory is not None else None
+    plan = getattr(slot.pipe, "memory", None)
+    budget = plan.mode.max_vram if plan is not None else None
     if budget is not None:
         system.update(free=max(budget - s.reserved, 0), total=budget)
     return {"ram": _ram(), "cuda": {
