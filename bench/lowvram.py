@@ -11,8 +11,9 @@ quantized, dequantized before each GEMM/conv), against the float16 UNet: the UNe
 txt2img time, and the mean pixel difference from the float16 picture. Random weights from
 diffusers' published configs, so the pictures are noise; the difference still measures the
 quantization's effect on them.
-BENCH_LOWVRAM=sd15,sdxl,quant (default: all) picks the parts; `--quick`: tiny models at 64x64,
-2 steps, budgets of 4 and 8 MiB (a smoke run).
+BENCH_LOWVRAM=sd15,sdxl,modes,quant (default: all) picks the models and the parts (e.g.
+"sdxl,quant": only SDXL's quantized rows); `--quick`: tiny models at 64x64, 2 steps, budgets of
+4 and 8 MiB (a smoke run).
 """
 
 from __future__ import annotations
@@ -123,7 +124,9 @@ def run(quick: bool = False) -> dict[str, Any]:
     from diffusion import load_pipeline
 
     device = gpucore.default_device()
-    parts = os.environ.get("BENCH_LOWVRAM", "sd15,sdxl,quant").split(",")
+    parts = os.environ.get("BENCH_LOWVRAM", "sd15,sdxl,modes,quant").split(",")
+    if "modes" not in parts and "quant" not in parts:
+        parts.append("modes")
     rows: list[dict[str, Any]] = []
     for model in ("sd15", "sdxl"):
         if model not in parts:
@@ -133,7 +136,8 @@ def run(quick: bool = False) -> dict[str, Any]:
             MODELS[model][2](root, quick)
             pipe = load_pipeline(root, device=device,
                                  dtype=np.float16 if device.has_f16 else np.float32)
-            rows += _modes(model, pipe, device, quick)
+            if "modes" in parts:
+                rows += _modes(model, pipe, device, quick)
             if "quant" in parts:
                 rows += _quant(model, pipe, root, device, quick)
             pipe = None
