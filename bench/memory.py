@@ -109,7 +109,8 @@ def _quantized_unet(pipe: Any, root: Path, device: gpucore.Device, format: str) 
 
     unet = load_pipeline_weights(root).unet
     path = root / f"unet-{format}.gguf"
-    write_gguf(path, ((name, unet[name]) for name in unet), format, architecture="sd1")
+    architecture = "sdxl" if "add_embedding.linear_1.weight" in unet else "sd1"
+    write_gguf(path, ((name, unet[name]) for name in unet), format, architecture=architecture)
     dtype = pipe.unet.conv_in.weight.dtype
     return load_unet_gguf(path, dtype=dtype, device=device, config=dict(pipe.unet.config))
 

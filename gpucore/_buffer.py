@@ -31,7 +31,13 @@ class Buffer(Generic[T]):
     kernels check it against the WGSL element type of the binding before any GPU work.
     `read_only=True` marks data no kernel may write (weights, constants): binding it to a
     `read_write` variable raises.
+
+    `host_copy`: a host array its owner knows equals the contents (None: not known). Whoever
+    moves weights off the device sets it after an upload so the next offload need not read
+    back; `write()` and `fill_zero()` clear it.
     """
+
+    host_copy: np.ndarray | None = None
 
     def __init__(
         self,
@@ -83,6 +89,7 @@ class Buffer(Generic[T]):
 
     def fill_zero(self) -> None:
         """Record a GPU-side clear of the whole buffer."""
+        self.host_copy = None
         self.device.record_clear(self.wgpu, self.size)
 
     @classmethod
@@ -117,6 +124,7 @@ class Buffer(Generic[T]):
                 f"writing {array.size} elements at offset {offset} overruns a buffer of "
                 f"{self.length}"
             )
+        self.host_copy = None
         data = np.ascontiguousarray(array).reshape(-1)
         start = offset * self.dtype.itemsize
         if data.nbytes % 4 or start % 4:

@@ -116,18 +116,51 @@ class QuantizedTensor:
         """Move the blocks to host memory, freeing their GPU buffer; `dequantize` still works
         (it uploads them for that one use) and `restore()` brings them back for good."""
         if self.blocks is not None:
-            self._host = self.blocks.read()
+            known = self.blocks.host_copy  # set by restore(), cleared by a write: no read-back
+            self._host = known if known is not None else self.blocks.read()
             self.blocks = None
 
     def restore(self) -> None:
         """Upload offloaded blocks again (a no-op when they are on the device)."""
         if self.blocks is None and self._host is not None:
             self.blocks = self._upload()
+            self.blocks.host_copy = self._host
             self._host = None
 
     def _upload(self) -> Buffer[Any]:
         assert self._host is not None
         return Buffer.from_numpy(self._host, device=self._device, read_only=True)
+
+    def raw(self) -> np.ndarray:
+        """The blocks' bytes (uint8, as in a GGUF file), wherever they are (no read-back when
+        the device's copy is known on the host)."""
+        if self.blocks is None:
+            words = self._host
+        else:
+            words = self.blocks.host_copy if self.blocks.host_copy is not None \
+                else self.blocks.read()
+        assert words is not None
+        return np.asarray(words).view(np.uint8)[:self.nbytes].copy()
+
+    def replace(self, raw: Any, format: str) -> None:
+        """New blocks (`raw` bytes in `format`, the same shape): written into the same buffer
+        when they have its size, so a capture replaying this weight sees them (as a LoRA's
+        float weights are patched in place); else a new buffer (a capture that read the old
+        one must be recorded again: diffusion.pipelines.capture compares the buffers)."""
+        spec = _format(format)
+        data = np.frombuffer(raw, np.uint8) if isinstance(raw, (bytes, bytearray)) \
+            else np.ascontiguousarray(raw).view(np.uint8).reshape(-1)
+        if data.size != self.size // spec.values * spec.nbytes:
+            raise ValueError(f"{format} blocks of shape {self.shape} are "
+                             f"{self.size // spec.values * spec.nbytes} bytes, got {data.size}")
+        words = np.concatenate([data, np.zeros(-data.size % 4, np.uint8)]).view(np.uint32)
+        self.format = format.lower()
+        if self.blocks is None:
+            self._host = words
+        elif self.blocks.length == words.size:
+            self.blocks.write(words)
+        else:
+            self.blocks = Buffer.from_numpy(words, device=self._device, read_only=True)
 
     @property
     def ndim(self) -> int:

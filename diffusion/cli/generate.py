@@ -23,6 +23,7 @@ from ..pipelines.sampling import SamplerOptions, sampler_label
 from ..samplers import schedules
 from .from_infotext import apply_infotext
 from .ip_adapter import ip_adapter_units
+from .memory import memory_line, memory_mode
 from .options import SAMPLING_DEFAULTS, UPSCALERS
 from .progress import ProgressBar
 
@@ -176,6 +177,10 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any]:
         pipe.vae = load_vae(args.vae, dtype=vae_dtype, device=pipe.unet.conv_in.weight.device,
                             config=pipe.vae.config)
         pipe.vae_path = args.vae
+    mode = memory_mode(args)  # after the VAE: the mode's units are the models in place now
+    for model in (pipe, refiner) if mode else ():
+        if model is not None:
+            model.set_memory_mode(mode)
     return pipe, refiner
 
 
@@ -211,13 +216,20 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[Path]
     pipe, refiner = _load(args)
     if ip_units is not None:
         request = replace(request, control=request.control + ip_units(pipe))
+    import gpucore
+
     # 4. the WebUI's batch count: seeds count on over batches
     written = []
     for batch in range(args.n_iter):
         label = args.command if args.n_iter == 1 else f"{args.command} {batch + 1}/{args.n_iter}"
         step = batch * args.batch_size
+        if args.verbose:
+            device = gpucore.default_device()  # the one load_pipeline chose
+            device.reset_peak_memory()
         result = pipe.generate(replace(request, seed=args.seed + step,
                                        subseed=args.subseed + step, refiner=refiner),
                                observer=ProgressBar(label))
         written += save_images(result.images, result.settings, args.out)
+        if args.verbose:
+            print(memory_line(device, memory_mode(args)), file=sys.stderr)
     return written

@@ -15,6 +15,7 @@ from typing import NoReturn
 
 from .from_infotext import existing
 from .generate import run
+from .memory import add_memory_options
 from .options import add_generation_options
 from .progress import ProgressBar
 from .serve import add_serve_parser, serve
@@ -61,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=text, description=text, epilog=EPILOG,
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
         add_generation_options(sub, strength=strength)
+        add_memory_options(sub)
         if name == "inpaint":
             sub.add_argument("--mask", required=True, metavar="PATH",
                              help="white = repaint, black = keep (resized like the image)")

@@ -9,6 +9,7 @@ import socket
 import sys
 from typing import Any
 
+from .memory import add_memory_options, memory_mode
 from .options import add_network_options, whole
 
 __all__ = ["add_serve_parser", "serve"]
@@ -53,6 +54,7 @@ def add_serve_parser(commands: Any) -> argparse.ArgumentParser:
                      help="one worker per GPU, each with its own copy of the model, on the one "
                           "queue: 'all', adapter indices ('0,1', as `python -m gpucore info` lists "
                           "them) or names; default: one worker on the best adapter")
+    add_memory_options(sub, verbose=False)
     return sub
 
 
@@ -113,7 +115,7 @@ def serve(args: argparse.Namespace) -> int:
                          queue_size=args.queue_size, max_size=args.max_size,
                          api_auth=args.api_auth, cmd_flags=vars(args),
                          embeddings_dir=args.embeddings_dir, lora_dir=args.lora_dir,
-                         devices=devices, dtype=args.dtype)
+                         devices=devices, dtype=args.dtype, memory=memory_mode(args))
     except (FileNotFoundError, WeightsError, ValueError, OSError) as exc:
         sock.close()
         print(f"error: cannot load the model: {exc}", file=sys.stderr)

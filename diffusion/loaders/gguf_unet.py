@@ -1,9 +1,16 @@
-"""A Stable Diffusion 1.x/2.x UNet from a UNet-only GGUF file (ComfyUI-GGUF's or
+"""A Stable Diffusion 1.x/2.x or SDXL UNet from a UNet-only GGUF file (ComfyUI-GGUF's or
 stable-diffusion.cpp's, or `python -m diffusion quantize`'s), its quantized Linear and Conv2d
 weights kept quantized on the GPU.
 
     unet = load_unet_gguf("v1-5-unet-Q8_0.gguf", dtype="float16")
     pipe.unet = unet          # a UNet2DConditionModel like any other
+    xl.unet = load_unet_gguf("sd_xl_base_1.0-Q4_K.gguf", dtype="float16")
+
+Key layouts: the LDM/SGM names (`input_blocks.*`, SDXL's `label_emb.0.*`) with the
+`model.diffusion_model.` prefix stripped (ComfyUI-GGUF's convert.py) or kept
+(stable-diffusion.cpp's `convert`), or diffusers' names (`down_blocks.*`, `add_embedding.*`).
+An SDXL file's config comes from its shapes as for SDXL single files, with SDXL's 256-wide
+time ids: the base when the UNet attends to 2048-wide context, else the refiner.
 
 Quantized weights are dequantized into a scratch tensor before each GEMM/convolution (see
 gpustd.quant): the UNet holds its weights at 8.5 (Q8_0) down to 4.5 (Q4_K) bits a value plus
@@ -28,6 +35,7 @@ from ..models import UNet2DConditionModel
 from ._expected_keys import unet_keys
 from ._ldm_configs import unet_config
 from ._ldm_keys import UNET_PREFIX, unet_refs
+from ._sgm import _TIME_IDS, _unet_config
 from ._weights import ComponentWeights, TensorRef, require_keys
 from .errors import WeightsError
 from .gguf_file import QUANTIZED, GGUFFile
@@ -35,11 +43,28 @@ from .gguf_file import QUANTIZED, GGUFFile
 __all__ = ["gguf_unet_weights", "load_unet_gguf"]
 
 
-def gguf_unet_weights(path: str | os.PathLike[str], *, prediction_type: str = "epsilon"
+def _sdxl_config(refs: dict[str, TensorRef], file: GGUFFile, path: Any,
+                 prediction_type: str) -> dict[str, Any]:
+    """An SDXL UNet's config from its shapes (a GGUF holds no text encoders to check it by)."""
+    context = next(r.shape[-1] for k, r in refs.items() if k.endswith("attn2.to_k.weight"))
+    family = "sdxl" if context == 2048 else "sdxl-refiner"
+    add_in = refs["add_embedding.linear_1.weight"].shape[1]
+    pooled = add_in - _TIME_IDS[family] * 256
+    if pooled <= 0:
+        raise WeightsError(f"{path}: an SDXL-like UNet whose label_emb takes {add_in} inputs, "
+                           "not SDXL's pooled embedding and 256-wide time ids; pass its config "
+                           "(load_unet_gguf(..., config=...))")
+    texts = {"text_encoder_2": {"hidden_size": context, "projection_dim": pooled}}
+    return _unet_config(refs, file, family, texts, prediction_type)  # type: ignore[arg-type]
+
+
+def gguf_unet_weights(path: str | os.PathLike[str], *, prediction_type: str = "epsilon",
+                      config: dict[str, Any] | None = None
                       ) -> tuple[GGUFFile, dict[str, TensorRef], dict[str, Any]]:
     """(file, diffusers name -> where the tensor is, UNet2DConditionModel config) of a
-    UNet-only GGUF with LDM (`input_blocks.*`, with or without `model.diffusion_model.`) or
-    diffusers (`down_blocks.*`) names. SDXL GGUFs are refused for now (WeightsError)."""
+    UNet-only GGUF with LDM/SGM (`input_blocks.*`, with or without `model.diffusion_model.`)
+    or diffusers (`down_blocks.*`) names, SD 1.x/2.x or SDXL. `config`: the one to check the
+    tensors against (default: derived from their shapes)."""
     probe = GGUFFile(path)
     keys = set(probe.keys())
     if "input_blocks.0.0.weight" in keys:
@@ -54,12 +79,15 @@ def gguf_unet_weights(path: str | os.PathLike[str], *, prediction_type: str = "e
         refs = unet_refs(file)  # type: ignore[arg-type]  # GGUFFile reads like a safetensors
     else:
         refs = {k: TensorRef(file, k, file.shape(k)) for k in file.keys()}  # type: ignore[arg-type]
-    if "add_embedding.linear_1.weight" in refs:
-        raise WeightsError(f"{path}: an SDXL UNet; GGUF loading supports SD 1.x/2.x UNets so "
-                           "far (load the SDXL .safetensors instead)")
-    wide = any(k.endswith("attn2.to_k.weight") and r.shape[-1] == 1024 for k, r in refs.items())
-    config = unet_config(refs, file, family="sd2" if wide else "sd1",  # type: ignore[arg-type]
-                         prediction_type=prediction_type)
+    if config is not None:
+        pass
+    elif "add_embedding.linear_1.weight" in refs:
+        config = _sdxl_config(refs, file, path, prediction_type)
+    else:
+        wide = any(k.endswith("attn2.to_k.weight") and r.shape[-1] == 1024
+                   for k, r in refs.items())
+        config = unet_config(refs, file, family="sd2" if wide else "sd1",  # type: ignore[arg-type]
+                             prediction_type=prediction_type)
     return file, require_keys("unet", refs, unet_keys(config), str(path)), config
 
 
@@ -76,8 +104,8 @@ def load_unet_gguf(path: str | os.PathLike[str], *, dtype: Any = np.float32,
     dtype = as_dtype(dtype)
     if dtype == np.float16 and not device.has_f16:
         raise FeatureError("shader-f16", "float16 weights", device.info.label)
-    file, refs, derived = gguf_unet_weights(path, prediction_type=prediction_type)
-    unet = UNet2DConditionModel(config or derived, dtype=dtype, device=device)
+    file, refs, derived = gguf_unet_weights(path, prediction_type=prediction_type, config=config)
+    unet = UNet2DConditionModel(derived, dtype=dtype, device=device)
     # 1. quantized weights of Linear/Conv2d layers stay blocks; the rest is floats
     kept: dict[str, TensorRef] = {}
     floats: dict[str, TensorRef] = {}

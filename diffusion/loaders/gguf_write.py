@@ -19,11 +19,13 @@ import numpy as np
 
 from .errors import WeightsError
 from .gguf_file import ORIG_SHAPE_KEY, _gguf
+from .gguf_kquant import quantize_q4_k
 
 __all__ = ["WRITABLE", "plan_format", "write_gguf"]
 
-WRITABLE = ("q8_0", "q5_1", "q5_0", "q4_1", "q4_0", "f16", "bf16")
-_BLOCK = {"q8_0": 32, "q5_1": 32, "q5_0": 32, "q4_1": 32, "q4_0": 32, "f16": 1, "bf16": 1}
+WRITABLE = ("q8_0", "q5_1", "q5_0", "q4_1", "q4_0", "q4_k", "f16", "bf16")
+_BLOCK = {"q8_0": 32, "q5_1": 32, "q5_0": 32, "q4_1": 32, "q4_0": 32, "q4_k": 256, "f16": 1,
+          "bf16": 1}
 
 
 def plan_format(shape: tuple[int, ...], format: str) -> str:
@@ -44,13 +46,14 @@ def write_gguf(path: str | os.PathLike[str], tensors: Iterable[tuple[str, np.nda
     gguf = _gguf()
     format = format.lower()
     if format not in WRITABLE:
-        raise ValueError(f"cannot write {format!r}: gguf-py quantizes {', '.join(WRITABLE)} "
-                         "(the K formats it only reads; stable-diffusion.cpp's convert writes "
-                         "them)")
+        raise ValueError(f"cannot write {format!r}: we write {', '.join(WRITABLE)} (gguf-py "
+                         "quantizes all but Q4_K, ours: gguf_kquant; for Q5_K/Q6_K use "
+                         "stable-diffusion.cpp's convert)")
     path = Path(path)
     partial = path.with_name(path.name + ".partial")
     writer = gguf.GGUFWriter(partial, arch=architecture)
-    writer.add_file_type(int(gguf.LlamaFileType[f"MOSTLY_{format.upper()}"]))
+    file_type = "MOSTLY_Q4_K_S" if format == "q4_k" else f"MOSTLY_{format.upper()}"
+    writer.add_file_type(int(gguf.LlamaFileType[file_type]))
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
     counts: dict[str, int] = {}
     try:
@@ -65,7 +68,8 @@ def write_gguf(path: str | os.PathLike[str], tensors: Iterable[tuple[str, np.nda
             if matrix.shape != values.shape:
                 writer.add_array(ORIG_SHAPE_KEY + name, list(values.shape))
             qtype = gguf.GGMLQuantizationType[kind.upper()]
-            blocks = gguf.quants.quantize(matrix, qtype)
+            blocks = (quantize_q4_k(matrix) if kind == "q4_k"
+                      else gguf.quants.quantize(matrix, qtype))
             writer.add_tensor(name, blocks, raw_shape=blocks.shape, raw_dtype=qtype)
         writer.write_header_to_file()
         writer.write_kv_data_to_file()

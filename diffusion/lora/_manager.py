@@ -13,6 +13,9 @@ How the weights are patched and restored, and why:
   back, so removing LoRAs gives the original weights bit for bit; subtracting the update
   again would leave rounding residue in every patched weight. The cost is host memory the size
   of the patched layers (the WebUI keeps the same backup); the GPU never holds a second copy.
+- Quantized weights (a GGUF UNet's) are merged the same way and quantized again
+  (diffusion.lora._quantized says why that and not patching at dequantization); their original
+  blocks are what is kept.
 - `set` rewrites only the layers whose LoRAs or multipliers changed (the WebUI's
   `network_current_names` check), and checks every LoRA against the model before writing
   anything, so a bad file leaves the pipeline as it was.
@@ -31,11 +34,14 @@ from typing import Any
 import numpy as np
 
 from gpustd import Tensor
+from gpustd.nn.quantized import quantized_weights
+from gpustd.quant import QuantizedTensor
 
 from ._delta import delta, fitted_shape
 from ._errors import LoraError
 from ._file import COMPONENTS, LoraFile, LoraModule
 from ._names import flat, name_table
+from ._quantized import Blocks, merged, values
 
 __all__ = ["MAX_MULTIPLIER", "LoraManager", "LoraUse"]
 
@@ -86,8 +92,8 @@ class LoraManager:
         self._models = {c: getattr(pipe, c) for c in COMPONENTS
                         if getattr(pipe, c, None) is not None}
         self._tables: dict[str, dict[str, tuple[str, tuple[int, ...]]]] = {}
-        self._parameters: dict[str, dict[str, Tensor]] = {}
-        self._originals: dict[Target, np.ndarray] = {}
+        self._parameters: dict[str, dict[str, Tensor | QuantizedTensor]] = {}
+        self._originals: dict[Target, Any] = {}  # the float values, or a quantized one's Blocks
         self._applied: dict[Target, tuple[Any, ...]] = {}
         self._files: dict[Path, tuple[tuple[int, int], LoraFile]] = {}
         self.active: tuple[LoraUse, ...] = ()
@@ -174,7 +180,8 @@ class LoraManager:
         if table is None:
             model = self._models[module.component]
             table = self._tables[module.component] = name_table(module.component, model)
-            self._parameters[module.component] = dict(model.named_parameters())
+            self._parameters[module.component] = {**dict(model.named_parameters()),
+                                                  **quantized_weights(model)}
         found = table.get(flat(module.name))
         if found is None:
             return None
@@ -191,6 +198,9 @@ class LoraManager:
             return
         component, key = target
         tensor = self._parameters[component][key]
+        if isinstance(tensor, QuantizedTensor):
+            self._write_quantized(target, tensor, contributions)
+            return
         original = self._originals.get(target)
         if original is None:
             original = self._originals[target] = tensor.numpy()
@@ -203,3 +213,19 @@ class LoraManager:
             total += delta(module, tensor.shape, multiplier, dyn_dim)
         tensor.buffer.write(total.astype(tensor.dtype))
         self._applied[target] = signature
+
+    def _write_quantized(self, target: Target, weight: QuantizedTensor,
+                         contributions: list[Contribution]) -> None:
+        """`_write` for a quantized weight: original blocks kept, W + dW quantized again."""
+        original = self._originals.get(target)
+        if original is None:
+            original = self._originals[target] = Blocks.of(weight)
+        if not contributions:
+            weight.replace(original.raw, original.format)
+            del self._originals[target], self._applied[target]
+            return
+        total = values(original, weight.shape)
+        for _, module, multiplier, dyn_dim in contributions:
+            total += delta(module, weight.shape, multiplier, dyn_dim)
+        weight.replace(*merged(total, original.format))
+        self._applied[target] = tuple(contributions)

@@ -20,6 +20,7 @@ import re
 from typing import Any
 
 from gpustd.nn import Module
+from gpustd.nn.quantized import quantized_weights
 
 __all__ = ["flat", "name_table"]
 
@@ -39,8 +40,9 @@ def flat(name: str) -> str:
 
 def _patchable(model: Module) -> dict[str, tuple[int, ...]]:
     """Module path -> weight shape of every linear (2-D) and conv (4-D) weight."""
-    return {key.removesuffix(".weight"): tensor.shape
-            for key, tensor in model.named_parameters()
+    weights = {**dict(model.named_parameters()), **quantized_weights(model)}  # GGUF's too
+    return {key.removesuffix(".weight"): tuple(tensor.shape)
+            for key, tensor in weights.items()
             if key.endswith(".weight") and len(tensor.shape) in (2, 4)}
 
 

@@ -46,14 +46,14 @@ from ._tiled_vae_passes import (
     up_pass,
 )
 
-__all__ = ["decode_tiled", "encode_tiled", "needs_tiling", "tile_size", "vae_decode",
-           "vae_encode"]
+__all__ = ["bytes_per_input_pixel", "decode_tiled", "encode_tiled", "needs_tiling", "tile_size",
+           "vae_decode", "vae_encode"]
 
 Mode = Literal["decode", "encode"]
 
 
 # -- sizes ------------------------------------------------------------------------------------
-def _bytes_per_input_pixel(config: dict[str, Any], mode: Mode, itemsize: int) -> int:
+def bytes_per_input_pixel(config: dict[str, Any], mode: Mode, itemsize: int) -> int:
     """Bytes of the VAE's largest activation per input pixel (latent pixel when decoding, image
     pixel when encoding). Decoder level i runs at 4^i times the latent's pixels with its own
     channels and its predecessor's (the upsampler's output); encoder level i at 4^-i."""
@@ -79,7 +79,7 @@ def needs_tiling(vae: AutoencoderKL, shape: tuple[int, ...], device: Device | No
     batch, _, height, width = shape
     # the encoder pads each level by one pixel before its strided conv
     pixels = (height + 1) * (width + 1) if mode == "encode" else height * width
-    per_pixel = _bytes_per_input_pixel(vae.config, mode, _itemsize(vae))
+    per_pixel = bytes_per_input_pixel(vae.config, mode, _itemsize(vae))
     return batch * pixels * per_pixel > _budget(device)
 
 
@@ -88,7 +88,7 @@ def tile_size(vae: AutoencoderKL, device: Device | None = None, *, mode: Mode = 
     pass makes tensors of at most half the device's binding limit, a multiple of the VAE's
     downsampling factor when encoding."""
     device = device or vae.decoder.conv_in.weight.device
-    per_pixel = _bytes_per_input_pixel(vae.config, mode, _itemsize(vae))
+    per_pixel = bytes_per_input_pixel(vae.config, mode, _itemsize(vae))
     side = math.isqrt(_budget(device) // 2 // per_pixel)
     align = _factor(vae) if mode == "encode" else 1
     return max(align * 2, side // align * align)

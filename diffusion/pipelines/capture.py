@@ -14,10 +14,12 @@ lend to other work: keep one where that memory is small against what replaying s
 from __future__ import annotations
 
 import functools
+import weakref
 from collections.abc import Callable
 from typing import Any
 
 from gpustd.capture import Captured, capture
+from gpustd.nn.quantized import quantized_weights
 
 __all__ = ["ModelCapture"]
 
@@ -34,7 +36,9 @@ class ModelCapture:
                  copy_outputs: bool = False) -> None:
         self._fn = fn
         self._model: Any = None
-        self._buffers: tuple[Any, ...] = ()
+        # weak: a model whose weights leave the device (diffusion.pipelines.memory) must not
+        # have its old buffers held here
+        self._buffers: tuple[weakref.ref[Any], ...] = ()
         # `of` binds fn to the model. Keep fn a module function, not a method of the pipeline:
         # the pinned buffers must go with the pipeline, not wait in a reference cycle for the
         # garbage collector.
@@ -45,10 +49,21 @@ class ModelCapture:
         """The capture of `fn` bound to `model`, emptied first (Captured.reset) when `model`
         or one of its parameter buffers is not the one it was recorded with. Walks the
         parameters: call once per generation, not per step."""
-        buffers = tuple(t.buffer for t in model.parameters())
+        # a quantized weight's blocks too: a LoRA merged into a K-format layer makes new ones
+        buffers = (*(t.buffer for t in model.parameters()),
+                   *(q.blocks for q in quantized_weights(model).values()))
         if model is not self._model or len(buffers) != len(self._buffers) or any(
-                a is not b for a, b in zip(buffers, self._buffers)):
+                a is not b() for a, b in zip(buffers, self._buffers)):
             self.captured.reset()
             self.captured.fn = functools.partial(self._fn, model)
-            self._model, self._buffers = model, buffers
+            self._model, self._buffers = model, tuple(_ref(b) for b in buffers)
         return self.captured
+
+
+def _none() -> None:
+    return None
+
+
+def _ref(buffer: Any) -> Any:
+    """A weak reference to `buffer` (None, an offloaded weight's blocks: a callable giving None)."""
+    return _none if buffer is None else weakref.ref(buffer)

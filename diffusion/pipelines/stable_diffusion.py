@@ -36,6 +36,7 @@ from . import sampling
 from .capture import ModelCapture
 from .control import Control
 from .ip_adapter import use_ip_adapters
+from .memory import MemoryMode, MemoryPlan
 from .observer import Observer, Progress, StepCallback, from_callbacks
 from .prepare import Pass, to_uint8
 from .refiner import HandOff, check_refiner
@@ -136,6 +137,8 @@ class StableDiffusion:
         self._unet_capture = ModelCapture(sampling.unet_call, max_signatures=4)
         self._text_capture = ModelCapture(CLIPTextModel.encode_tokens, max_signatures=2,
                                           copy_outputs=True)
+        # --medvram / --lowvram / --max-vram in effect (set_memory_mode), None: all on the GPU
+        self.memory: MemoryPlan | None = None
 
     @property
     def latent_channels(self) -> int:
@@ -190,16 +193,19 @@ class StableDiffusion:
                 discrete: DiscreteSchedule | None = None) -> Any:
         """The guided UNet of a pass (a sampling.GuidedUNet); with a refiner and the WebUI's
         samplers one that hands over to the refiner's (diffusion.pipelines.refiner.HandOff)."""
+        contexts = self._contexts(r, steps, webui=webui)  # first: --medvram's UNet comes after
         use_ip_adapters(self.unet, r.control)  # before the capture compares the UNet's weights
-        unet = sampling.GuidedUNet(self._unet_capture.of(self.unet),
-                                   self._contexts(r, steps, webui=webui),
+        step = (self._unet_capture.of(self.unet) if self.memory is None
+                else self.memory.unet_step(self.unet))
+        unet = sampling.GuidedUNet(step, contexts,
                                    dtype=self.unet.conv_in.weight.dtype,
                                    control=Control(r.control, total_steps=steps)
                                    if r.control else None)
         if r.refiner is None or not webui:
             return unet
         other = r.refiner
-        return HandOff(unet, lambda: other._guided(replace(r, refiner=None), steps,
+        # the units' networks were made for this UNet: the refiner's steps run unguided by them
+        return HandOff(unet, lambda: other._guided(replace(r, refiner=None, control=()), steps,
                                                    discrete=discrete), r.switch_at, discrete)
 
     def _activate_loras(self, prompt: str) -> str | None:
@@ -227,18 +233,27 @@ class StableDiffusion:
     def _decode(self, latents: np.ndarray) -> list[np.ndarray]:
         """Pictures of the latents, one at a time (the decoder's activations are large), tiled
         where a picture is too large for the device (diffusion.models.tiled_vae)."""
-        images = [vae_decode(self.vae, (latent[None] / self.vae.scaling_factor).astype(
+        decode = vae_decode if self.memory is None else self.memory.vae_decode
+        images = [decode(self.vae, (latent[None] / self.vae.scaling_factor).astype(
             np.float32)) for latent in latents]
         return to_uint8(np.concatenate(images))
 
     def _encode(self, pixels: np.ndarray, generator: Generator) -> np.ndarray:
         """A latent drawn from the VAE's posterior for `pixels`, scaled for the UNet (tiled
         where the picture is too large for the device)."""
-        mean, logvar = vae_encode(self.vae, pixels.astype(np.float32))
+        encode = vae_encode if self.memory is None else self.memory.vae_encode
+        mean, logvar = encode(self.vae, pixels.astype(np.float32))
         mean_np = mean.astype(np.float64)
         noise = generator.standard_normal(mean_np.shape)
         latent = AutoencoderKL.sample(mean_np, logvar.astype(np.float64), noise)
         return latent * self.vae.scaling_factor
+
+    def set_memory_mode(self, mode: MemoryMode) -> None:
+        """Run in the WebUI's --medvram / --lowvram / --max-vram mode (a MemoryMode, all off:
+        every weight on the GPU again); see diffusion.pipelines.memory."""
+        if self.memory is not None:
+            self.memory.release()
+        self.memory = MemoryPlan(self, mode) if mode else None
 
     # -- pipelines --------------------------------------------------------------------
     def generate(self, request: GenerationRequest | str | None = None, /, *,

@@ -27,10 +27,14 @@ __all__ = ["create_app", "parse_auth"]
 
 
 def _with_networks(loader: Callable[[Path], Any], embeddings: EmbeddingDatabase | None,
-                   lora_dir: str | os.PathLike[str] | None) -> Callable[[Path], Any]:
-    """`loader`, then the pipeline gets the server's embeddings and LoRA folder."""
+                   lora_dir: str | os.PathLike[str] | None,
+                   memory: Any = None) -> Callable[[Path], Any]:
+    """`loader`, then the pipeline gets the server's embeddings, LoRA folder and memory mode
+    (a diffusion.pipelines.memory.MemoryMode: --medvram, --lowvram, --max-vram)."""
     def load(path: Path, **where: Any) -> Any:
         pipe = loader(path, **where)  # where: device=, one load per device with --devices
+        if memory:
+            pipe.set_memory_mode(memory)
         if embeddings is not None:
             pipe.embeddings = embeddings
         if lora_dir is not None:
@@ -47,7 +51,8 @@ def create_app(*, model: str | os.PathLike[str] | None = None,
                cmd_flags: dict[str, Any] | None = None,
                embeddings_dir: str | os.PathLike[str] | None = None,
                lora_dir: str | os.PathLike[str] | None = None,
-               devices: list[Any] | None = None, dtype: Any = "auto") -> FastAPI:
+               devices: list[Any] | None = None, dtype: Any = "auto",
+               memory: Any = None) -> FastAPI:
     """The server app with its worker started and its first model loaded.
 
     `model` (or, without it, the bundled model, or else the first model in `models_dir`) is
@@ -56,6 +61,7 @@ def create_app(*, model: str | os.PathLike[str] | None = None,
     in `dtype`: "auto" is float16 where the adapter has matrix units, else float32).
     `devices` (gpucore Devices): one worker per device, each with its own pipeline, taking
     jobs from the one queue; `loader(path, device=device)` is then called once per device.
+    `memory`: the MemoryMode every loaded pipeline runs in (/sdapi/v1/memory reports it).
     """
     from .. import default_model_path, load_pipeline
 
@@ -80,7 +86,8 @@ def create_app(*, model: str | os.PathLike[str] | None = None,
     def load(path: Path, **where: Any) -> Any:
         return load_pipeline(path, dtype=dtype, **where)
 
-    worker = Worker(_with_networks(loader or load, embeddings, lora_dir), queue_size=queue_size,
+    worker = Worker(_with_networks(loader or load, embeddings, lora_dir, memory),
+                    queue_size=queue_size,
                     devices=devices)
     first = registry.entries[0]
     try:

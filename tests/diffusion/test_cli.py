@@ -60,6 +60,9 @@ class FakePipeline:
 
     txt2img = generate
 
+    def set_memory_mode(self, mode: Any) -> None:
+        self.memory_mode = mode
+
 
 @pytest.fixture
 def fake(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, Any]:
@@ -476,3 +479,17 @@ def test_png_info_and_from_infotext(fake: dict[str, Any],
     assert code == 2 and "carries no parameters" in err
     code, _, err = run_cli(capsys, "txt2img", "--model", "model")
     assert code == 2 and "--prompt is required" in err
+
+
+def test_memory_flags_and_verbose(fake: dict[str, Any],
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    from diffusion.pipelines.memory import MemoryMode
+
+    code, _, err = run_cli(capsys, *TXT, "--seed", "1", "--width", "8", "--height", "8",
+                           "--lowvram", "--max-vram", "2500M", "--verbose")
+    assert code == 0, err
+    assert fake["pipe"].memory_mode == MemoryMode(lowvram=True, max_vram=2500 << 20)
+    line = next(x for x in err.splitlines() if x.startswith("memory: peak "))
+    assert "pool reserve" in line and "--lowvram --max-vram 2500M" in line
+    code, _, err = run_cli(capsys, *TXT, "--max-vram", "4 gigs")
+    assert code == 2 and "'4 gigs' is not a size" in err

@@ -31,9 +31,28 @@ async def cmd_flags(state: State) -> dict[str, Any]:
 
 
 @api.get("/memory")
-async def memory() -> dict[str, Any]:
-    return {"ram": _ram(), "cuda": {"error": "no CUDA: this server runs on WebGPU (wgpu); GPU "
-                                             "memory is not reported"}}
+async def memory(state: State) -> dict[str, Any]:
+    """The WebUI's answer (modules/api/api.py `get_memory`): "cuda" holds the first worker's
+    GPU (gpucore `memory_stats()`, in torch.cuda's names: allocated/active = buffers in use,
+    reserved = those and the pool's idle buffers, inactive = the pool's idle buffers, whose
+    peak is not tracked: null). "system" knows only what this process holds, and a total
+    where --max-vram sets one; no out-of-memory retries happen ("events" zeros)."""
+    import gpucore
+
+    slot = state.worker.slots[0]
+    s = (slot.device or gpucore.default_device()).memory_stats()  # no --devices: the default
+    system: dict[str, Any] = {"used": s.reserved}
+    plan = getattr(slot.pipe, "memory", None)
+    budget = plan.mode.max_vram if plan is not None else None
+    if budget is not None:
+        system.update(free=max(budget - s.reserved, 0), total=budget)
+    return {"ram": _ram(), "cuda": {
+        "system": system,
+        "active": {"current": s.allocated, "peak": s.peak_allocated},
+        "allocated": {"current": s.allocated, "peak": s.peak_allocated},
+        "reserved": {"current": s.reserved, "peak": s.peak_reserved},
+        "inactive": {"current": s.pooled, "peak": None},
+        "events": {"retries": 0, "oom": 0}}}
 
 
 def _ram() -> dict[str, int]:

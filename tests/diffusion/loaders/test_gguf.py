@@ -103,8 +103,8 @@ def test_quantize_command(first_device: gpucore.Device, tmp_path, capsys) -> Non
     # bad input: a clear message, exit status 2, no file
     bad = tmp_path / "x.gguf"
     assert main(["quantize", str(tmp_path / "missing"), str(bad)]) == 2
-    assert main(["quantize", str(folder), "--type", "q4_k", str(bad)]) == 2
-    assert "invalid choice: 'q4_k'" in capsys.readouterr().err and not bad.exists()
+    assert main(["quantize", str(folder), "--type", "q6_k", str(bad)]) == 2
+    assert "invalid choice: 'q6_k'" in capsys.readouterr().err and not bad.exists()
 
 
 @pytest.mark.nodevice
@@ -139,3 +139,23 @@ def test_damaged_files_name_the_tensor_and_offset(tmp_path) -> None:
     cut.write_bytes(b"not a gguf file at all")
     with pytest.raises(WeightsError, match="not a readable GGUF"):
         GGUFFile(cut)
+
+
+@pytest.mark.nodevice
+def test_our_q4_k_blocks_read_back_as_gguf_reads_them() -> None:
+    """gguf-py cannot write Q4_K; ours (gguf_kquant) is read by gguf's own dequantize within
+    Q4_0's error, on an odd number of rows and constant / all-positive sub-blocks."""
+    from diffusion.loaders.gguf_kquant import quantize_q4_k
+
+    rng = np.random.default_rng(3)
+    weights = rng.standard_normal((37, 512)).astype(np.float32) * 0.05
+    weights[0, :32] = 0.0
+    weights[1, :256] = np.abs(weights[1, :256]) + 0.3
+    q4_k = gguf.GGMLQuantizationType.Q4_K
+    back = gguf.quants.dequantize(quantize_q4_k(weights), q4_k)
+    q4_0 = gguf.GGMLQuantizationType.Q4_0
+    reference = gguf.quants.dequantize(gguf.quants.quantize(weights, q4_0), q4_0)
+    error = np.abs(back - weights).mean()
+    assert back.shape == weights.shape and np.isfinite(back).all()
+    assert error <= 1.1 * np.abs(reference - weights).mean(), error
+    np.testing.assert_array_equal(back[0, :32], 0.0)

@@ -202,7 +202,12 @@ def test_listings(client: Any, models: Path) -> None:
     assert {"job_count", "job_no", "sampling_step", "sampling_steps", "interrupted", "skipped",
             "job", "job_timestamp"} <= set(progress["state"])
     assert client.get("/sdapi/v1/cmd-flags").json()["api_auth"] == "***"
-    assert client.get("/sdapi/v1/memory").json()["ram"]["total"] > 0
+    memory = client.get("/sdapi/v1/memory").json()
+    assert memory["ram"]["total"] > 0
+    cuda = memory["cuda"]  # the WebUI's fields, from the device's memory_stats()
+    assert set(cuda) == {"system", "active", "allocated", "reserved", "inactive", "events"}
+    assert cuda["reserved"]["current"] >= cuda["allocated"]["current"] > 0
+    assert cuda["allocated"]["peak"] >= cuda["allocated"]["current"]
     assert client.post("/sdapi/v1/refresh-checkpoints").status_code == 200
 
 

@@ -1,0 +1,171 @@
+"""The WebUI's memory modes for a loaded pipeline: --medvram, --lowvram, --max-vram SIZE.
+
+    pipe.set_memory_mode(MemoryMode(lowvram=True))     # or MemoryMode.parse(max_vram="4G")
+
+- medvram: the text encoders, the UNet and the VAE are three units, one on the GPU at a time
+  (the WebUI's `module_in_gpu`): the text encoders leave when the UNet comes, the UNet when
+  the VAE decodes. Each stays whole while it runs, so the UNet step is still replayed
+  (gpucore capture): it is brought in before its capture is looked up, and its capture (which
+  pins the weights' buffers) is released when it leaves, so the next generation records once.
+- lowvram: as medvram, and the UNet's blocks (every resnet, transformer and resampler of its
+  down, mid and up blocks) stream: each is uploaded right before it runs and leaves when the
+  next one comes; conv_in, the embeddings and conv_out stay. Weights of blocks that already
+  made the trip keep their host copy, so streaming reads nothing back.
+- max_vram: a budget in bytes. The same units as lowvram, but nothing leaves while the device
+  holds less than the budget (`memory_stats().reserved`); past it the pool is emptied and the
+  least recently used units go to host memory. The VAE decodes in tiles (activations held on
+  the host between GroupNorms) when its untiled pass would not fit the budget.
+
+Streaming uploads new buffers while the UNet runs, which a replay cannot repeat: under lowvram
+and max_vram the UNet runs eagerly (op by op, no capture), which costs host time per step
+(bench/memory.py measures it). Attention needs no chunking for a budget: the kernel never forms
+the score matrix (gpustd.nn.attention), so its memory is q, k, v and the output.
+
+Pictures: weights come back bit for bit and the kernels are the same, so every mode gives the
+plain run's picture bitwise; the tiled VAE (only when a budget asks for it) differs within the
+tiling's blending (diffusion.models.tiled_vae).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import numpy as np
+
+from gpustd.nn import Module, ModuleList
+from gpustd.nn.residency import Residency
+
+from ..models.tiled_vae import bytes_per_input_pixel, decode_tiled, vae_decode, vae_encode
+from . import sampling
+
+__all__ = ["MemoryMode", "MemoryPlan", "parse_size"]
+
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+# live tensors of an untiled VAE decode at its widest level, in units of the widest: the
+# upsampled input, a resnet's half-width conv outputs and its shortcut (about 3; SDXL's f32
+# decode at 1024: ~3 GiB, which a 4 GiB budget still holds untiled, so the picture stays)
+_VAE_LIVE = 3
+
+
+def parse_size(text: str | int) -> int:
+    """Bytes of a size as the flags write it: "4G", "2500M", "512MiB", "1.5GB", or a number of
+    bytes. K/M/G/T are powers of 1024 (what GPU memory is sold in)."""
+    if isinstance(text, int):
+        value = text
+    else:
+        found = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\s*", str(text), re.I)
+        if found is None:
+            raise ValueError(f"{text!r} is not a size: write it as 4G, 2500M, 512MiB or a number "
+                             "of bytes")
+        value = int(float(found.group(1)) * _UNITS[found.group(2).upper()])
+    if value <= 0:
+        raise ValueError(f"a memory budget must be positive, got {text!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class MemoryMode:
+    """Which of the WebUI's memory modes a pipeline runs in (see the module doc); all off:
+    every weight stays on the GPU. `max_vram` in bytes."""
+
+    medvram: bool = False
+    lowvram: bool = False
+    max_vram: int | None = None
+
+    @classmethod
+    def parse(cls, *, medvram: bool = False, lowvram: bool = False,
+              max_vram: str | int | None = None) -> MemoryMode:
+        """From the flags' values (max_vram as "4G", "2500M", ...)."""
+        return cls(bool(medvram), bool(lowvram),
+                   None if max_vram in (None, "") else parse_size(max_vram))
+
+    def __bool__(self) -> bool:
+        return self.medvram or self.lowvram or self.max_vram is not None
+
+    @property
+    def streams_unet(self) -> bool:
+        return self.lowvram or self.max_vram is not None
+
+    @property
+    def label(self) -> str:
+        """The flags as a command line writes them."""
+        parts = [f for f, on in (("--medvram", self.medvram), ("--lowvram", self.lowvram)) if on]
+        if self.max_vram is not None:
+            parts.append(f"--max-vram {self.max_vram >> 20}M")
+        return " ".join(parts) or "none"
+
+
+def unet_blocks(unet: Module) -> list[Module]:
+    """The UNet's streamed units: every resnet, transformer and resampler of its down, mid and
+    up blocks, in the order they run."""
+    blocks = [*unet.down_blocks, unet.mid_block, *unet.up_blocks]  # type: ignore[attr-defined]
+    return [module for block in blocks for value in vars(block).values()
+            if isinstance(value, ModuleList) for module in value]
+
+
+def _text_encoders(pipe: Any) -> list[Module]:
+    found = getattr(pipe, "text_encoders", None)
+    return list(found.encoders) if found is not None else [pipe.text_encoder]
+
+
+class MemoryPlan:
+    """A pipeline's memory mode in effect: its Residency and the units in it. Made by
+    `StableDiffusion.set_memory_mode`; the pipeline asks it for the UNet step and the VAE."""
+
+    def __init__(self, pipe: Any, mode: MemoryMode) -> None:
+        self.mode = mode
+        weight = pipe.unet.conv_in.weight
+        self.device = weight.device
+        budget = mode.max_vram if mode.max_vram is not None else 0
+        self.residency = Residency(self.device, budget=budget, release=not mode.lowvram)
+        captures = pipe._text_capture.captured, pipe._unet_capture.captured
+        # SDXL's two encoders move together; forward and forward_pooled both run _encode
+        encoders = ModuleList(_text_encoders(pipe))
+        self.residency.add(encoders, name="text encoders", stream=False,
+                           on_evict=captures[0].reset)
+        for encoder in encoders:
+            self.residency.stream(encoder, "_encode", unit=encoders)
+        if mode.streams_unet:
+            captures[1].reset()  # the UNet runs eagerly now: a kept capture only pins memory
+            for block in unet_blocks(pipe.unet):
+                self.residency.add(block, name="UNet block")
+        else:
+            self.residency.add(pipe.unet, name="UNet", stream=False, on_evict=captures[1].reset)
+        self.residency.add(pipe.vae, name="VAE", stream=False)
+        self._unet_capture = pipe._unet_capture
+
+    def release(self) -> None:
+        """Every unit back on the GPU and the forwards unwrapped (the mode switched off)."""
+        self.residency.close()
+
+    def unet_step(self, unet: Module) -> Any:
+        """What a GuidedUNet calls per step: the kept capture with the UNet brought in
+        (medvram), or the UNet run eagerly while its blocks stream."""
+        if self.mode.streams_unet:
+            return partial(sampling.unet_call, unet)
+        self.residency.use(unet)
+        return self._unet_capture.of(unet)
+
+    def _vae_room(self, vae: Module, shape: tuple[int, ...], mode: str) -> int:
+        itemsize = int(vae.decoder.conv_in.weight.dtype.itemsize)  # type: ignore[attr-defined]
+        pixels = math.prod(shape[:1] + shape[2:])
+        return _VAE_LIVE * pixels * bytes_per_input_pixel(vae.config, mode, itemsize)  # type: ignore[attr-defined]
+
+    def vae_decode(self, vae: Module, latents: np.ndarray) -> np.ndarray:
+        """tiled_vae.vae_decode with the VAE brought in, in tiles when the budget asks."""
+        room = self._vae_room(vae, latents.shape, "decode")
+        budget = self.mode.max_vram
+        self.residency.use(vae, extra=room if budget is not None else 0)
+        if budget is not None and room + self.device.memory_stats().allocated > budget:
+            side = max(8, math.isqrt(latents.shape[-1] * latents.shape[-2] * budget // 2 // room))
+            return decode_tiled(vae, latents, tile=side, offload=True)  # type: ignore[arg-type]
+        return vae_decode(vae, latents)  # type: ignore[arg-type]
+
+    def vae_encode(self, vae: Module, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """tiled_vae.vae_encode with the VAE brought in."""
+        self.residency.use(vae)
+        return vae_encode(vae, pixels)  # type: ignore[arg-type]

@@ -1,0 +1,177 @@
+"""Which weights are on the GPU: modules brought in before they run and evicted to host memory,
+least recently used first, to keep the device within a memory budget (the WebUI's
+--medvram / --lowvram, Forge's and diffusers' offloading).
+
+    residency = Residency(device, budget=4 << 30)
+    residency.add(pipe.text_encoder)                 # a unit: brought in when called
+    for block in unet_blocks: residency.add(block)   # the UNet streamed block by block
+    image = pipe.txt2img(...)                         # units come and go as they run
+
+A unit is a Module whose weights move together (gpustd.nn.offload). `add` wraps its forward so
+each call first runs `use(module)`: that brings the unit in (uploading its weights) and, where
+the device holds more than `budget` bytes (`memory_stats().reserved`, idle pooled buffers
+included), empties the pool and evicts other units, least recently used first, until the unit
+fits or nothing is left to evict. `budget=0` keeps one unit on the GPU at a time (the WebUI's
+modes: whatever ran before leaves when the next unit comes). The budget is kept at each unit's
+entry; the activations a unit makes while it runs come on top.
+
+Bringing a unit in writes new buffers, which a capture (gpucore capture / replay) must not
+record as constants: `use` inside a capture that needs an upload raises OffloadedError.
+A unit's `on_evict` runs before its weights leave (a pipeline releases the captures that pin
+them, or the memory would stay held).
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+from gpucore import Device
+
+from .module import Module
+from .offload import OffloadedError, device_bytes, is_offloaded, offload, parameter_bytes, restore
+
+__all__ = ["Residency"]
+
+
+class _Unit:
+    __slots__ = ("module", "name", "nbytes", "on_evict")
+
+    def __init__(self, module: Module, name: str, on_evict: Callable[[], None] | None) -> None:
+        self.module, self.name, self.on_evict = module, name, on_evict
+        self.nbytes = parameter_bytes(module)
+
+
+class _Streamed:
+    """A unit's method: `use` first, then the class's method (weak references only, so the
+    module and the Residency are freed by reference counting, not left in a cycle)."""
+
+    __slots__ = ("forward", "module", "residency", "unit")
+
+    def __init__(self, residency: Residency, module: Module, method: str, unit: Module) -> None:
+        self.residency = weakref.ref(residency)
+        self.module = weakref.ref(module)
+        self.unit = weakref.ref(unit)
+        self.forward = getattr(type(module), method)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        module, unit, residency = self.module(), self.unit(), self.residency()
+        assert module is not None and unit is not None
+        if residency is not None:
+            residency.use(unit)
+        return self.forward(module, *args, **kwargs)
+
+
+class Residency:
+    """Units (Modules) on one device kept within `budget` bytes (None: no limit, units only
+    move when `evict`/`evict_all` says so; 0: one unit at a time). See the module doc.
+
+    release: empty the device's pool after evicting (the memory goes back to the driver; the
+    next allocations are new buffers). False keeps evicted buffers pooled for the next unit's
+    weights to reuse: what streaming the same blocks every step wants (--lowvram)."""
+
+    def __init__(self, device: Device, *, budget: int | None, release: bool = True) -> None:
+        if budget is not None and budget < 0:
+            raise ValueError(f"a memory budget is a number of bytes >= 0, got {budget}")
+        self.device = device
+        self.budget = budget
+        self.release = release
+        self._units: dict[int, _Unit] = {}
+        self._streamed: list[tuple[Module, str]] = []
+        self._resident: OrderedDict[int, _Unit] = OrderedDict()  # least recently used first
+        self.uploaded = 0  # bytes brought in since made (what streaming costs)
+        self.evictions = 0
+
+    def __repr__(self) -> str:
+        return (f"<Residency budget={self.budget} units={len(self._units)} "
+                f"resident={len(self._resident)} uploaded={self.uploaded}>")
+
+    def add(self, module: Module, *, name: str = "", stream: bool = True, method: str = "forward",
+            on_evict: Callable[[], None] | None = None) -> None:
+        """Make `module` a unit. stream: wrap its `method` so that every call brings it in
+        (False: the caller runs `use` itself, e.g. before a capture records the module)."""
+        unit = _Unit(module, name or type(module).__name__, on_evict)
+        self._units[id(module)] = unit
+        if not is_offloaded(module):
+            self._resident[id(module)] = unit
+        if stream:
+            self.stream(module, method, unit=module)
+
+    def stream(self, member: Module, method: str, *, unit: Module) -> None:
+        """Wrap `member.method` so that each call first brings in `unit` (a unit containing
+        `member`: SDXL's two text encoders move as one unit, each streams it)."""
+        setattr(member, method, _Streamed(self, member, method, unit))
+        self._streamed.append((member, method))
+
+    def use(self, module: Module, *, extra: int = 0) -> None:
+        """Bring unit `module` onto the GPU (evicting others to stay within the budget, with
+        room for `extra` bytes more: the activations it is about to make) and mark it the most
+        recently used."""
+        unit = self._units.get(id(module))
+        if unit is None:
+            raise KeyError(f"{type(module).__name__} is not a unit of this Residency: add it "
+                           "(a pipeline whose model was replaced after its memory mode was set: "
+                           "set the mode again, pipe.set_memory_mode(...))")
+        if id(module) in self._resident and not is_offloaded(module):
+            self._resident.move_to_end(id(module))
+            self._make_room(extra, unit)  # one at a time: the others leave all the same
+            return
+        if getattr(self.device, "_capture", None) is not None:  # the open capture, if any
+            raise OffloadedError(
+                f"{unit.name} must be brought onto the GPU inside a capture, which would record "
+                "its weights as constants; bring it in (Residency.use) before recording")
+        self._make_room(unit.nbytes + extra, unit)
+        self.uploaded += restore(module)
+        self._resident[id(module)] = unit
+
+    def _make_room(self, need: int, unit: _Unit) -> None:
+        if self.budget is None:
+            return
+        if self.budget == 0:
+            others = [u for u in self._resident.values() if u is not unit]
+            for other in others:
+                self.evict(other.module)
+            if others and self.release:
+                self.device.empty_pool()
+            return
+        while self.device.memory_stats().reserved + need > self.budget:
+            if self.device.memory_stats().pooled:
+                self.device.empty_pool()
+                continue
+            victim = next((u for u in self._resident.values() if u is not unit), None)
+            if victim is None:
+                return  # nothing left to evict: the unit runs over the budget
+            self.evict(victim.module)
+
+    def evict(self, module: Module) -> None:
+        """Move unit `module`'s weights to host memory (its on_evict first)."""
+        unit = self._resident.pop(id(module), None)
+        if unit is None:
+            return
+        if unit.on_evict is not None:
+            unit.on_evict()
+        if device_bytes(module):
+            offload(module)
+            self.evictions += 1
+
+    def evict_all(self) -> None:
+        """Every unit to host memory (torch: `model.to("cpu")`)."""
+        for unit in list(self._resident.values()):
+            self.evict(unit.module)
+
+    def close(self) -> None:
+        """Every unit back on the GPU and every wrapped method unwrapped; the Residency
+        manages nothing any more."""
+        for module, method in self._streamed:
+            vars(module).pop(method, None)
+        for unit in self._units.values():
+            restore(unit.module)
+        self._units.clear()
+        self._resident.clear()
+        self._streamed.clear()
+
+    def resident_bytes(self) -> int:
+        """Bytes of the units' weights on the GPU now."""
+        return sum(device_bytes(u.module) for u in self._units.values())

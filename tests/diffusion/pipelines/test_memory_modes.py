@@ -1,0 +1,118 @@
+"""The WebUI's memory modes (diffusion.pipelines.memory): --medvram, --lowvram and --max-vram
+give the plain run's picture bit for bit, and hold less device memory at their peak."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("diffusers", reason="builds the tiny test model (extra: reference)")
+from sd_tiny import write_pipeline
+
+import gpucore
+from diffusion import load_pipeline
+from diffusion.pipelines.memory import MemoryMode, parse_size
+from gpustd.nn.offload import device_bytes, parameter_bytes
+
+SIZE = 16  # 8x8 latents
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_pipeline(tmp_path_factory.mktemp("tiny-sd-memory"))
+
+
+def _image(pipe: Any) -> np.ndarray:
+    return pipe.txt2img("a lighthouse at dusk", negative_prompt="blurry", steps=1, seed=3,
+                        width=SIZE, height=SIZE).images[0]
+
+
+def _steady_peak(pipe: Any, device: gpucore.Device) -> tuple[np.ndarray, int]:
+    """(picture, peak bytes allocated) of a second generation (the first records captures)."""
+    _image(pipe)
+    device.empty_pool()
+    device.reset_peak_memory()
+    return _image(pipe), device.memory_stats().peak_allocated
+
+
+@pytest.fixture(scope="module")
+def pipe(first_device: gpucore.Device, model_dir: Path) -> Any:
+    """One pipeline for the module's tests; each leaves it with no memory mode."""
+    return load_pipeline(model_dir, device=first_device)
+
+
+@pytest.fixture(scope="module")
+def plain(first_device: gpucore.Device, pipe: Any) -> tuple[np.ndarray, int]:
+    return _steady_peak(pipe, first_device)
+
+
+def _weights(pipe: Any) -> int:
+    return sum(parameter_bytes(m) for m in (pipe.text_encoder, pipe.unet, pipe.vae))
+
+
+@pytest.mark.parametrize("mode, most", [
+    (MemoryMode(medvram=True), 0.95),
+    (MemoryMode(lowvram=True), 0.75),
+    (MemoryMode(max_vram=1), 0.75),  # a budget nothing fits: every unit leaves after use
+])
+def test_mode_gives_the_plain_picture_with_less_memory(
+        first_device: gpucore.Device, pipe: Any, plain: tuple[np.ndarray, int],
+        mode: MemoryMode, most: float) -> None:
+    pipe.set_memory_mode(mode)
+    image, peak = _steady_peak(pipe, first_device)
+    np.testing.assert_array_equal(image, plain[0])
+    assert peak <= most * plain[1], (mode.label, peak, plain[1])
+    residency = pipe.memory.residency
+    assert residency.uploaded > 0 and residency.evictions > 0
+    # after the decode only the VAE (and the UNet's unstreamed rest) is on the device
+    assert device_bytes(pipe.text_encoder) == 0
+    pipe.set_memory_mode(MemoryMode())  # off again: everything back
+    assert sum(device_bytes(m) for m in (pipe.text_encoder, pipe.unet, pipe.vae)) == _weights(pipe)
+
+
+def test_budget_that_fits_everything_moves_nothing(pipe: Any,
+                                                  plain: tuple[np.ndarray, int]) -> None:
+    pipe.set_memory_mode(MemoryMode(max_vram=parse_size("8G")))
+    np.testing.assert_array_equal(_image(pipe), plain[0])
+    assert pipe.memory.residency.evictions == 0
+    pipe.set_memory_mode(MemoryMode())
+    np.testing.assert_array_equal(_image(pipe), plain[0])  # replayed again, same picture
+
+
+def test_lora_patched_while_offloaded(pipe: Any, tmp_path: Path) -> None:
+    """A LoRA patched into weights that wait in host memory (--medvram) reaches the picture
+    as it does on the GPU, and removing it gives the original weights back."""
+    safetensors_numpy = pytest.importorskip("safetensors.numpy")
+    layer = "lora_te_text_model_encoder_layers_0_self_attn_q_proj"
+    rng = np.random.default_rng(0)
+    safetensors_numpy.save_file({
+        f"{layer}.lora_down.weight": rng.standard_normal((4, 32)).astype(np.float32),
+        f"{layer}.lora_up.weight": rng.standard_normal((32, 4)).astype(np.float32)},
+        str(tmp_path / "style.safetensors"))
+    prompt = dict(negative_prompt="", steps=1, seed=5, width=SIZE, height=SIZE)
+    pictures = []
+    pipe.lora_dir = tmp_path
+    for mode in (MemoryMode(), MemoryMode(medvram=True)):
+        pipe.set_memory_mode(mode)
+        pictures.append(pipe.txt2img("a boat <lora:style:1>", **prompt).images[0])
+        pictures.append(pipe.txt2img("a boat", **prompt).images[0])
+    pipe.set_memory_mode(MemoryMode())
+    np.testing.assert_array_equal(pictures[0], pictures[2])
+    np.testing.assert_array_equal(pictures[1], pictures[3])
+    assert np.abs(pictures[0].astype(int) - pictures[1]).mean() > 1, "the LoRA changes nothing"
+
+
+@pytest.mark.parametrize("text, size", [("4G", 4 << 30), ("2500M", 2500 << 20),
+                                        ("512MiB", 512 << 20), ("1.5GB", 3 << 29),
+                                        ("1000", 1000)])
+def test_parse_size(text: str, size: int) -> None:
+    assert parse_size(text) == size
+
+
+@pytest.mark.parametrize("text", ["4 gigs", "-1G", "0", "G"])
+def test_parse_size_refuses(text: str) -> None:
+    with pytest.raises(ValueError, match=r"size|positive"):
+        parse_size(text)

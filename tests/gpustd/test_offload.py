@@ -1,0 +1,76 @@
+"""gpustd.nn.offload / residency: weights to host memory and back bit for bit, writes while
+offloaded kept, units evicted least recently used first to keep a budget, no upload inside a
+capture."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import gpucore
+import gpustd
+from gpustd import nn
+from gpustd.nn.offload import HostBuffer, OffloadedError, device_bytes, offload, restore
+from gpustd.nn.residency import Residency
+from gpustd.quant import QuantizedTensor
+
+gguf = pytest.importorskip("gguf", reason="the quantized weight's blocks come from gguf")
+
+
+def _layer(device: gpucore.Device, seed: int) -> nn.Linear:
+    layer = nn.Linear(64, 32, device=device)
+    rng = np.random.default_rng(seed)
+    layer.load_state_dict({"weight": rng.standard_normal((32, 64)).astype(np.float32),
+                           "bias": rng.standard_normal(32).astype(np.float32)})
+    return layer
+
+
+def test_offload_restore_round_trip(first_device: gpucore.Device) -> None:
+    layer = _layer(first_device, 0)
+    x = gpustd.asarray(np.random.default_rng(1).standard_normal((3, 64)).astype(np.float32),
+                       device=first_device)
+    before = layer(x).numpy()
+    blocks = gguf.quants.quantize(np.ones((4, 32), np.float32), gguf.GGMLQuantizationType.Q8_0)
+    layer.extra = nn.Linear(32, 4, device=first_device)  # a quantized weight among them
+    layer.extra.weight = QuantizedTensor.from_bytes(blocks, (4, 32), "q8_0", device=first_device)
+    moved = offload(layer)
+    assert moved == 32 * 64 * 4 + 32 * 4 + 4 * 4 + 4 * 34 and device_bytes(layer) == 0
+    assert isinstance(layer.weight.buffer, HostBuffer) and not layer.extra.weight.on_device
+    with pytest.raises(TypeError, match="HostBuffer"):  # a kernel refuses it, saying so
+        layer(x)
+    bias = layer.bias.numpy()
+    layer.bias.buffer.write(np.zeros(32, np.float32))  # lands in the host copy
+    assert restore(layer) == moved
+    np.testing.assert_allclose(layer(x).numpy(), before - bias, rtol=1e-6, atol=1e-5)
+    np.testing.assert_array_equal(layer.extra.weight.dequantize().numpy(), gguf.quants.dequantize(
+        blocks, gguf.GGMLQuantizationType.Q8_0))
+    assert layer.weight.buffer.host_copy is not None  # a second offload reads nothing back
+    layer.weight.buffer.write(np.ones((32, 64), np.float32))
+    assert layer.weight.buffer.host_copy is None  # written: the next offload reads back
+    offload(layer)
+    np.testing.assert_array_equal(layer.weight.buffer.read(), 1)
+
+
+def test_budget_evicts_least_recently_used(first_device: gpucore.Device) -> None:
+    layers = [_layer(first_device, i) for i in range(3)]
+    x = gpustd.asarray(np.ones((2, 64), np.float32), device=first_device)
+    expected = [layer(x).numpy() for layer in layers]
+    first_device.empty_pool()
+    size = layers[0].weight.nbytes + layers[0].bias.nbytes
+    budget = first_device.memory_stats().reserved - size // 2  # room for two of the three
+    residency = Residency(first_device, budget=budget)
+    for layer in layers:
+        residency.add(layer)
+    got = [layer(x).numpy() for layer in layers]  # layer 2 comes in: layer 0 leaves
+    for a, b in zip(got, expected):
+        np.testing.assert_array_equal(a, b)
+    assert [device_bytes(layer) > 0 for layer in layers] == [False, True, True]
+    layers[1](x)
+    layers[0](x)  # back in: 2, the least recently used, leaves
+    assert [device_bytes(layer) > 0 for layer in layers] == [True, True, False]
+    with first_device.capture() as graph, pytest.raises(OffloadedError, match="capture"):
+        layers[2](x)
+    graph.release()
+    residency.close()
+    assert all(device_bytes(layer) for layer in layers)
+    assert "forward" not in vars(layers[0])
