@@ -54,6 +54,9 @@ def add_serve_parser(commands: Any) -> argparse.ArgumentParser:
                           "the one queue: 'all', adapter indices ('0,1', as `python -m gpucore "
                           "info` lists them; one may repeat: two processes on one GPU) or names; "
                           "default: one worker on the best adapter")
+    from .serve_ray import add_ray_options
+
+    add_ray_options(sub)
     return sub
 
 
@@ -96,6 +99,11 @@ def serve(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if args.ray:
+        from .serve_ray import serve_on_ray
+
+        sock.close()  # Ray Serve's proxy listens instead
+        return serve_on_ray(args, host)
     if not _is_loopback(host) and not args.api_auth:
         print(f"warning: listening on {host} without --api-auth: anyone who can reach this "
               "machine can use the GPU", file=sys.stderr)
