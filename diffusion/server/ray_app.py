@@ -103,28 +103,28 @@ class DiffusionReplica:
 
     def __init__(self, settings: dict[str, Any]) -> None:
         self.settings = dict(settings)
-        self.app: FastAPI | None = None
+        self.server: FastAPI | None = None  # `app` is Ray's (ASGIAppReplicaWrapper)
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         from .app import create_app
 
         _pin_gpu()
-        self.app = create_app(**self.settings)
-        _first(self.app, _cluster_routes())
-        return self.app
+        self.server = app = create_app(**self.settings)
+        _first(app, _cluster_routes())
+        return app
 
     # what the cluster-wide routes call on every replica
     def replica_progress(self, with_image: bool) -> dict[str, Any]:
-        return self.app.state.worker.progress(with_image=with_image)
+        return self.server.state.worker.progress(with_image=with_image)
 
     def replica_interrupt(self) -> None:
-        self.app.state.worker.interrupt()
+        self.server.state.worker.interrupt()
 
     def replica_skip(self) -> None:
-        self.app.state.worker.skip()
+        self.server.state.worker.skip()
 
     async def replica_options(self, body: dict[str, Any]) -> None:
-        await set_options(self.app.state.server, body)
+        await set_options(self.server.state.server, body)
 
 
 def deployment(*, replicas: int | None = None, autoscaling: dict[str, Any] | None = None,
@@ -148,13 +148,13 @@ def deployment(*, replicas: int | None = None, autoscaling: dict[str, Any] | Non
     return serve.deployment(DiffusionReplica).options(**options).bind(settings)
 
 
-def build(args: dict[str, str]) -> Any:
+def build(args: dict[str, Any]) -> Any:
     """`serve run diffusion.server.ray_app:build key=value ...`: replicas, autoscaling (JSON),
     gpus_per_replica, and create_app's settings by name (model, models_dir, queue_size,
     max_size, outputs, api_auth, dtype)."""
     args = dict(args)
     numbers = {"replicas": int, "gpus_per_replica": float, "queue_size": int, "max_size": int}
     chosen: dict[str, Any] = {k: numbers[k](v) if k in numbers else v for k, v in args.items()}
-    if "autoscaling" in chosen:
+    if isinstance(chosen.get("autoscaling"), str):  # on the command line: JSON
         chosen["autoscaling"] = json.loads(chosen["autoscaling"])
     return deployment(**chosen)

@@ -13,9 +13,10 @@ import pytest
 
 pytest.importorskip("fastapi", reason="server extra (pip install .[server])")
 pytest.importorskip("ray.serve", reason="Ray Serve is an optional extra (pip install .[ray])")
-webuiapi = pytest.importorskip("webuiapi", reason="the WebUI's client (pip install .[test])")
+pytest.importorskip("webuiapi", reason="the WebUI's client (pip install .[test])")
 pytest.importorskip("diffusers", reason="tiny test models are built with diffusers")
 
+import webuiapi
 from server_support import PROMPT, Background, free_port, info, pixels
 
 import gpucore
@@ -85,13 +86,15 @@ def test_progress_and_interrupt_reach_every_replica(port: int) -> None:
 
     url = f"http://127.0.0.1:{port}"
     body = {"prompt": PROMPT, "steps": 300, "width": 32, "height": 32}
-    jobs = [Background(lambda s=s: httpx.post(url + "/sdapi/v1/txt2img", json={**body, "seed": s},
-                                              timeout=300)) for s in (1, 2)]
 
-    def both_running() -> bool:
+    def running(count: int) -> bool:
         text = httpx.get(url + "/sdapi/v1/progress", timeout=30).json()["textinfo"] or ""
-        return "replica 0" in text and "replica 1" in text and "step 0/" not in text
-    wait_for(both_running, timeout=120, what="a job on each replica")
+        return text.count("replica ") == count and "step 0/" not in text
+    jobs = []
+    for count, seed in ((1, 1), (2, 2)):  # one after the other: Ray's router then sees the
+        jobs.append(Background(lambda s=seed: httpx.post(  # first replica busy
+            url + "/sdapi/v1/txt2img", json={**body, "seed": s}, timeout=300)))
+        wait_for(lambda c=count: running(c), timeout=120, what=f"{count} replicas running")
     httpx.post(url + "/sdapi/v1/interrupt", timeout=30)
     for job in jobs:
         response = job.result(timeout=120)
