@@ -8,7 +8,8 @@ model on every device, and the jobs queued after it wait for it. A request waits
 `concurrent.futures.Future`; a client that goes away cancels a job that has not started (the
 workers drop it) and leaves a running one to finish, so nothing ever waits on a client.
 Interrupt and skip act on every running job, as the WebUI's act on the one it runs; progress
-shows the oldest running job and names the others in its text.
+shows the oldest running job and names the others in its text. Threads share the GIL: for
+several GPUs, diffusion.server.processes runs this queue over a worker process per GPU.
 """
 
 from __future__ import annotations
