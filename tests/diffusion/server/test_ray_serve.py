@@ -102,3 +102,14 @@ def test_progress_and_interrupt_reach_every_replica(port: int) -> None:
     for job in jobs:
         response = job.result(timeout=120)
         assert response.status_code == 200 and info(response)["interrupted"] is True
+
+
+def test_progress_merges_the_busy_replicas() -> None:
+    from diffusion.server.ray_app import _merged_progress
+
+    idle = {"progress": 0.0, "state": {"job": ""}, "textinfo": None}
+    busy = {"progress": 0.5, "state": {"job": "txt2img"}, "textinfo": "txt2img: step 5/10"}
+    assert _merged_progress([idle, idle]) == idle
+    merged = _merged_progress([idle, busy, busy])
+    assert merged["progress"] == 0.5
+    assert merged["textinfo"] == "replica 1: txt2img: step 5/10; replica 2: txt2img: step 5/10"

@@ -118,3 +118,15 @@ def test_kill_9_fails_only_its_job_and_the_process_comes_back(served: Any) -> No
     for path in saved:
         with Image.open(path) as image:
             image.load()
+
+
+def test_devices_name_one_adapter_per_process() -> None:
+    from diffusion.server.processes import worker_adapters
+
+    first = str(gpucore.devices()[0].index)
+    assert worker_adapters(f"{first},{first}") == [first, first]  # two processes on one GPU
+    assert worker_adapters("all")
+    with pytest.raises(gpucore.GpuError, match="no adapter with index 99"):
+        worker_adapters("0,99")
+    with pytest.raises(ValueError, match="no devices named"):
+        worker_adapters(" , ")
