@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import signal
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -68,6 +69,7 @@ def _outcome(future: Any) -> tuple[bool, bytes]:
 def main(conn: Any, env: dict[str, str], loader_blob: bytes) -> None:
     """The process: GPUCORE_ADAPTER from `env` before any device opens, then jobs until the
     parent says stop or goes away."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the group: the parent stops us
     os.environ.update(env)
     import cloudpickle
 
