@@ -41,6 +41,7 @@ def port(model: Path) -> Any:
     from diffusion.server.ray_app import deployment
 
     ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False,
+             _node_ip_address="127.0.0.1",  # the cluster's own ports on loopback too
              runtime_env={"env_vars": {"GPUCORE_ADAPTER": str(gpucore.Device.auto().info.index)}})
     try:
         chosen = free_port()
