@@ -13,7 +13,7 @@ import sys
 from . import _harness
 
 BENCHMARKS = ("vector_add", "gemm", "fft", "nn", "unet", "txt2img", "vae", "sdxl", "linalg",
-              "multigpu", "memory", "upscale", "flux", "controlnet", "lowvram")
+              "multigpu", "memory", "upscale", "flux", "controlnet", "lowvram", "load")
 
 
 def main(argv: list[str] | None = None) -> int:

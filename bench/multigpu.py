@@ -285,18 +285,28 @@ def _images_per_s(worker: Any, size: int, images: int) -> tuple[float, list[Any]
     return images / (time.perf_counter() - start), results
 
 
-def _server(group: DeviceGroup, images: int, sizes: list[int]) -> list[dict[str, Any]]:
+def _server(group: DeviceGroup, images: int, sizes: list[int],
+            processes: bool = False) -> list[dict[str, Any]]:
+    """The server's worker on 1 and on every device of `group`: threads in this process, or
+    (`processes`) a worker process per device (`serve --devices`, GPUCORE_ADAPTER each)."""
     from diffusion import default_model_path, load_pipeline
     from diffusion.server.models_dir import ModelRegistry
+    from diffusion.server.processes import ProcessWorker
     from diffusion.server.worker import Worker
 
     entry = ModelRegistry(extra=default_model_path()).entries[0]
     rows: list[dict[str, Any]] = []
     first: dict[int, float] = {}
     reference: dict[tuple[int, int], np.ndarray] = {}
+    kind = "server processes" if processes else "server"
     for count in sorted({1, len(group)}):
-        worker = Worker(lambda path, device: load_pipeline(path, device=device),
-                        queue_size=images + count, devices=group.devices[:count])
+        if processes:
+            worker: Any = ProcessWorker(
+                load_pipeline, queue_size=images + count,
+                adapters=[str(d.info.index) for d in group.devices[:count]])
+        else:
+            worker = Worker(lambda path, device: load_pipeline(path, device=device),
+                            queue_size=images + count, devices=group.devices[:count])
         try:
             worker.submit_load(entry).result()
             for size in sizes:
@@ -305,7 +315,7 @@ def _server(group: DeviceGroup, images: int, sizes: list[int]) -> list[dict[str,
                 same = all(np.array_equal(reference.setdefault((size, i), r.images[0]),
                                           r.images[0]) for i, r in enumerate(results))
                 used = len({r.device for r in results})
-                rows.append({"workload": f"server shapes-128, DDIM 10 steps, {images} jobs",
+                rows.append({"workload": f"{kind} shapes-128, DDIM 10 steps, {images} jobs",
                              "mode": f"{size}px", "devices": count, "ms": 1e3 / rate,
                              "speedup": rate / first[size], "rate": rate,
                              "unit": f"images/s ({used} workers used, same images: {same})"})
@@ -331,6 +341,8 @@ def run(quick: bool = False) -> dict[str, Any]:
         lambda: _dask(group, 256 if quick else 8192, 16 if quick else 256,
                       1024 if quick else 65536, repeat),
         lambda: _server(server_group, 4 if quick else 16, [64] if quick else [128, 512]),
+        lambda: _server(server_group, 4 if quick else 16, [64] if quick else [128, 512],
+                        processes=True),
     ]
     rows: list[dict[str, Any]] = []
     for section in sections:

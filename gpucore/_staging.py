@@ -10,8 +10,13 @@ use and kept for the device's life: MAP_READ ones for read-backs, MAP_WRITE ones
 A transfer moves through its ring chunk by chunk, so the GPU copies one chunk while the host
 copies another:
 
-  read:   copy chunk i into slot i % depth, submit, map; for the first `depth` chunks at once.
-          Then per chunk: wait for its map, copy slot -> host, unmap, start chunk i + depth.
+  read:   copy chunk 0 into a slot, submit, map. Then per chunk i: wait for its map, start
+          chunk i + 1 (copy into the other slot, submit, map), copy slot i -> host, unmap:
+          the GPU copies chunk i + 1 while the host copies chunk i. One copy in flight, not
+          `depth`: wgpu-native completes maps in a poll that waits for the LATEST submission,
+          so with four copies queued, the map of the first resolved only when the fourth had
+          run, and the GPU then idled while the host copied all four (6.6 GiB/s at 256 MiB on
+          an H100, where uploads, which wait on no map, reached 14.1).
   write:  per chunk: wait until slot i % depth is mapped again (its last copy has run),
           copy host -> slot, unmap, submit slot -> buffer, map the slot again (asynchronously:
           the map completes once the GPU has run that copy); the last maps are waited for
@@ -43,9 +48,10 @@ if TYPE_CHECKING:
 
 __all__ = ["CHUNK", "DEPTH", "SMALL_WRITE", "Staging"]
 
-# 8 MiB chunks, 4 in flight: 32 MiB of mapped memory each way per device. A chunk is large
-# enough that its submit and map (tens of microseconds) cost little beside its copy (about
-# 0.4 ms at 20 GiB/s), and 4 keep the bus busy while the host copies one.
+# 8 MiB chunks, 4 uploads in flight (a read-back keeps one copy in flight and the host copy
+# of the chunk before it; see above): 32 MiB of mapped memory each way per device. A chunk is
+# large enough that its submit and map (tens of microseconds) cost little beside its copy
+# (about 0.4 ms at 20 GiB/s).
 CHUNK = 8 << 20
 DEPTH = 4
 # Uploads below this stay with wgpu's `queue.write_buffer`: it never waits for the GPU (the
@@ -134,9 +140,10 @@ class Staging:
 
     def __init__(self, device: Device, *, chunk: int = CHUNK, depth: int = DEPTH,
                  small_write: int = SMALL_WRITE) -> None:
-        if chunk % 8 or chunk <= 0 or depth < 1:
+        if chunk % 8 or chunk <= 0 or depth < 2:
             raise ValueError(f"staging chunk {chunk} must be a positive multiple of 8 and "
-                             f"depth {depth} at least 1")
+                             f"depth {depth} at least 2 (a read copies into one slot while "
+                             "the host copies out of another)")
         # The device's handles, not the Device: no reference cycle to leave to the collector
         self._wgpu, self._queue = device.wgpu, device.queue
         self.chunk = min(chunk, _words(device.limits["max-buffer-size"]) // 8 * 8)
@@ -208,17 +215,16 @@ class Staging:
 
         with self._lock, _collector_paused():
             try:
-                for i in range(min(self.depth, len(starts))):
-                    start(i)
+                start(0)
                 for i, pos in enumerate(starts):
                     n = min(self.chunk, size - pos)
                     pending.pop(i).sync_wait()
+                    if i + 1 < len(starts):
+                        start(i + 1)  # the latest submission: its map is the next one waited
                     slot = self._read_slots[i % self.depth]
                     _host_copy(dst[pos:pos + n], np.frombuffer(
                         slot.read_mapped(0, _words(n), copy=False), np.uint8, count=n))
                     slot.unmap()
-                    if i + self.depth < len(starts):
-                        start(i + self.depth)
             except BaseException:
                 self._reset()
                 raise

@@ -51,10 +51,14 @@ def add_serve_parser(commands: Any) -> argparse.ArgumentParser:
                           "auto: float16 where the adapter has matrix units (tensor cores, "
                           "through the Dawn runtime), else float32 (default: auto)")
     sub.add_argument("--devices", metavar="all|I,J|NAME",
-                     help="one worker per GPU, each with its own copy of the model, on the one "
-                          "queue: 'all', adapter indices ('0,1', as `python -m gpucore info` lists "
-                          "them) or names; default: one worker on the best adapter")
+                     help="one worker process per GPU, each with its own copy of the model, on "
+                          "the one queue: 'all', adapter indices ('0,1', as `python -m gpucore "
+                          "info` lists them; one may repeat: two processes on one GPU) or names; "
+                          "default: one worker on the best adapter")
     add_memory_options(sub, verbose=False)
+    from .serve_ray import add_ray_options
+
+    add_ray_options(sub)
     return sub
 
 
@@ -97,15 +101,22 @@ def serve(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if args.ray:
+        from .serve_ray import serve_on_ray
+
+        sock.close()  # Ray Serve's proxy listens instead
+        return serve_on_ray(args, host)
     if not _is_loopback(host) and not args.api_auth:
         print(f"warning: listening on {host} without --api-auth: anyone who can reach this "
               "machine can use the GPU", file=sys.stderr)
-    devices = None
+    adapters = None
     if args.devices:
         import gpucore
 
+        from ..server.processes import worker_adapters
+
         try:
-            devices = gpucore.open_devices(args.devices)
+            adapters = worker_adapters(args.devices)
         except (gpucore.GpuError, ValueError) as exc:
             sock.close()
             print(f"error: --devices {args.devices}: {exc}", file=sys.stderr)
@@ -115,14 +126,14 @@ def serve(args: argparse.Namespace) -> int:
                          queue_size=args.queue_size, max_size=args.max_size,
                          api_auth=args.api_auth, cmd_flags=vars(args),
                          embeddings_dir=args.embeddings_dir, lora_dir=args.lora_dir,
-                         devices=devices, dtype=args.dtype, memory=memory_mode(args))
+                         worker_adapters=adapters, dtype=args.dtype, memory=memory_mode(args))
     except (FileNotFoundError, WeightsError, ValueError, OSError) as exc:
         sock.close()
         print(f"error: cannot load the model: {exc}", file=sys.stderr)
         return 2
     shown = f"[{host}]" if ":" in host else host
-    workers = "" if devices is None else f"; {len(devices)} workers: " + ", ".join(
-        d.info.label for d in devices)
+    workers = "" if adapters is None else f"; {len(adapters)} worker processes on adapters " + \
+        ", ".join(adapters)
     print(f"serving at http://{shown}:{args.port}/ (API: /sdapi/v1, docs: /docs){workers}",
           flush=True)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))

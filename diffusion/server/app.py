@@ -52,7 +52,7 @@ def create_app(*, model: str | os.PathLike[str] | None = None,
                embeddings_dir: str | os.PathLike[str] | None = None,
                lora_dir: str | os.PathLike[str] | None = None,
                devices: list[Any] | None = None, dtype: Any = "auto",
-               memory: Any = None) -> FastAPI:
+               worker_adapters: list[str] | None = None, memory: Any = None) -> FastAPI:
     """The server app with its worker started and its first model loaded.
 
     `model` (or, without it, the bundled model, or else the first model in `models_dir`) is
@@ -61,6 +61,8 @@ def create_app(*, model: str | os.PathLike[str] | None = None,
     in `dtype`: "auto" is float16 where the adapter has matrix units, else float32).
     `devices` (gpucore Devices): one worker per device, each with its own pipeline, taking
     jobs from the one queue; `loader(path, device=device)` is then called once per device.
+    `worker_adapters` (GPUCORE_ADAPTER values, diffusion.server.processes.worker_adapters):
+    one worker PROCESS per entry instead, each loading the model with `loader(path)`.
     `memory`: the MemoryMode every loaded pipeline runs in (/sdapi/v1/memory reports it).
     """
     from .. import default_model_path, load_pipeline
@@ -86,9 +88,13 @@ def create_app(*, model: str | os.PathLike[str] | None = None,
     def load(path: Path, **where: Any) -> Any:
         return load_pipeline(path, dtype=dtype, **where)
 
-    worker = Worker(_with_networks(loader or load, embeddings, lora_dir, memory),
-                    queue_size=queue_size,
-                    devices=devices)
+    loading = _with_networks(loader or load, embeddings, lora_dir, memory)
+    if worker_adapters:
+        from .processes import ProcessWorker
+
+        worker: Worker = ProcessWorker(loading, adapters=worker_adapters, queue_size=queue_size)
+    else:
+        worker = Worker(loading, queue_size=queue_size, devices=devices)
     first = registry.entries[0]
     try:
         worker.submit_load(first).result()

@@ -21,7 +21,7 @@ from fastapi.security import HTTPBasic, HTTPBasicCredentials
 
 from ..text.embeddings import EmbeddingDatabase
 from .models_dir import ModelRegistry
-from .worker import QueueFull, Worker
+from .worker import QueueFull, Worker, WorkerLost
 
 __all__ = ["RETRY_AFTER_S", "ServerState", "State", "authorized", "parse_auth", "submit",
            "wait"]
@@ -92,5 +92,8 @@ def submit(state: ServerState, run: Any, *, exclusive_load: Any = None) -> Futur
 
 async def wait(future: Future) -> Any:
     """The job's result, waiting without holding a thread; a client that goes away cancels a
-    job still in the queue."""
-    return await asyncio.wrap_future(future)
+    job still in the queue. A worker process that died running it is a 503 (retry)."""
+    try:
+        return await asyncio.wrap_future(future)
+    except WorkerLost as exc:
+        raise HTTPException(503, str(exc), headers={"Retry-After": str(RETRY_AFTER_S)}) from None

@@ -8,7 +8,8 @@ model on every device, and the jobs queued after it wait for it. A request waits
 `concurrent.futures.Future`; a client that goes away cancels a job that has not started (the
 workers drop it) and leaves a running one to finish, so nothing ever waits on a client.
 Interrupt and skip act on every running job, as the WebUI's act on the one it runs; progress
-shows the oldest running job and names the others in its text.
+shows the oldest running job and names the others in its text. Threads share the GIL: for
+several GPUs, diffusion.server.processes runs this queue over a worker process per GPU.
 """
 
 from __future__ import annotations
@@ -31,11 +32,15 @@ from ..pipelines.request import GenerationRequest
 from .images import preview_png, save_output
 from .models_dir import ModelEntry
 
-__all__ = ["GenerationJob", "QueueFull", "Worker"]
+__all__ = ["GenerationJob", "QueueFull", "Worker", "WorkerLost"]
 
 
 class QueueFull(Exception):
     """The queue holds --queue-size jobs already."""
+
+
+class WorkerLost(RuntimeError):
+    """The worker process running a job died (it is restarted; the job is not retried)."""
 
 
 @dataclass
@@ -203,7 +208,7 @@ class Worker:
         while (job := self._take()) is not None:
             slot.running = True
             try:
-                result = job.run()
+                result = self._execute(slot, job)
             except BaseException as exc:  # handed to the waiting request, never lost
                 job.future.set_exception(exc)
             else:
@@ -217,6 +222,11 @@ class Worker:
                     self._active -= 1
                     self._exclusive = False
                     self._cond.notify_all()
+
+    def _execute(self, slot: _Slot, job: _Job) -> Any:
+        """Run `job` for `slot` (here: on its thread; diffusion.server.processes: in its
+        process)."""
+        return job.run()
 
     # -- jobs (run on a worker thread) ---------------------------------------------------
     def _load_one(self, slot: _Slot, path: Path) -> Any:

@@ -1,0 +1,125 @@
+"""One worker process of the multi-process server (diffusion.server.processes): its GPU (the
+`GPUCORE_ADAPTER` its parent gives it), its own pipeline, and the jobs its parent sends.
+
+The process runs an ordinary one-device `Worker`; the jobs arrive pickled (cloudpickle, so the
+routers' closures travel as they are), and a job's reference to the parent's ProcessWorker
+unpickles as this process's Worker (`this_worker`), so `worker.pipe`, `worker.generate(...)`
+mean this process's. Messages to the parent: ("progress", job id, state, latents) while a job
+runs (polled, at most every 50 ms) and ("done", job id, ok, pickled result or exception).
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from .models_dir import ModelEntry
+from .worker import Worker
+
+__all__ = ["LoadModel", "ModelFacts", "main", "this_worker"]
+
+_WORKER: list[Worker] = []
+_REPORT_S = 0.05
+
+
+def this_worker() -> Worker:
+    """The Worker of this worker process: what a job's worker becomes here."""
+    if not _WORKER:
+        raise RuntimeError("this_worker() is for jobs running in a worker process")
+    return _WORKER[0]
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """What the parent's routes read of the loaded pipeline (its `pipe` stands for this)."""
+
+    native_size: int
+    defaults: Any
+
+
+@dataclass(frozen=True)
+class LoadModel:
+    """The job that switches a worker process to `entry` (sent to every process at once)."""
+
+    entry: ModelEntry
+
+    def __call__(self) -> ModelFacts:
+        worker = this_worker()
+        worker.load(self.entry)
+        return ModelFacts(native_size=worker.pipe.native_size,
+                          defaults=getattr(worker.pipe, "defaults", None))
+
+
+def _outcome(future: Any) -> tuple[bool, bytes]:
+    """(ok, pickled result or exception); what cannot be pickled is said in a RuntimeError."""
+    error = future.exception()
+    value = future.result() if error is None else error
+    try:
+        return error is None, pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as exc:  # an exception or result that does not pickle: say what it was
+        what = f"{type(value).__name__}: {value}" if error is not None else type(value).__name__
+        return False, pickle.dumps(RuntimeError(f"the worker process could not send back "
+                                                f"{what} ({exc})"))
+
+
+def main(conn: Any, env: dict[str, str], loader_blob: bytes) -> None:
+    """The process: GPUCORE_ADAPTER from `env` before any device opens, then jobs until the
+    parent says stop or goes away."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the group: the parent stops us
+    os.environ.update(env)
+    import cloudpickle
+
+    worker = Worker(cloudpickle.loads(loader_blob), queue_size=2**16)
+    _WORKER.append(worker)
+    send_lock = threading.Lock()
+    current: dict[str, int | None] = {"id": None}
+    done = threading.Event()
+
+    def send(message: tuple[Any, ...]) -> None:
+        with send_lock:
+            conn.send(message)
+
+    def execute(job_id: int, blob: bytes) -> Any:
+        run = cloudpickle.loads(blob)
+        current["id"] = job_id
+        try:
+            return run()
+        finally:
+            current["id"] = None
+
+    def report() -> None:  # the running job's progress, when it changed
+        slot, last = worker.slots[0], None
+        while not done.wait(_REPORT_S):
+            with worker._lock:
+                job_id, state, latents = current["id"], dict(slot.state), slot.latents
+            key = (job_id, *(state[k] for k in ("job", "job_no", "sampling_step",
+                                                "interrupted", "skipped")))
+            if job_id is not None and key != last:
+                send(("progress", job_id, state, latents))
+                last = key
+
+    threading.Thread(target=report, daemon=True, name="diffusion-progress").start()
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):  # the parent has gone
+            break
+        kind = message[0]
+        if kind == "run":
+            _, job_id, blob, exclusive = message
+            future = worker.submit(lambda job_id=job_id, blob=blob: execute(job_id, blob),
+                                   exclusive=exclusive)
+            future.add_done_callback(
+                lambda f, job_id=job_id: send(("done", job_id, *_outcome(f))))
+        elif kind == "interrupt":
+            worker.interrupt()
+        elif kind == "skip":
+            worker.skip()
+        elif kind == "stop":
+            break
+    done.set()
+    worker.stop()

@@ -1,0 +1,237 @@
+"""The server's worker as one PROCESS per GPU: `ProcessWorker` (`serve --devices 0,1`).
+
+A Worker's threads share one interpreter: recording a step's dispatches holds the GIL, so two
+GPUs in one process made 1.00x the pictures of one at 128 px (bench/results/multigpu-*.json).
+Here every device is a process of its own (multiprocessing's spawn, `GPUCORE_ADAPTER` set per
+process, diffusion.server.child), each loading its own pipeline, and the parent keeps what the
+thread Worker keeps: the one FIFO queue, exclusive model switches (sent to every process), and
+each slot's progress (mirrored from its process's reports). Interrupt and skip are sent to the
+processes that run a job. A process that dies (a driver crash, `kill -9`, out of memory) fails
+only the job it ran, with `WorkerLost` (the server answers 503 + Retry-After); it is started
+again with the current model while the other processes go on.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import multiprocessing
+import pickle
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from multiprocessing.connection import wait
+from typing import Any
+
+from . import child
+from .models_dir import ModelEntry
+from .worker import Worker, WorkerLost, _Job, _Slot
+
+__all__ = ["ProcessWorker", "worker_adapters"]
+
+_LOG = logging.getLogger(__name__)
+
+
+def worker_adapters(spec: str) -> list[str]:
+    """`--devices` as one GPUCORE_ADAPTER value (an adapter index) per worker process: 'all'
+    (every GPU once), indices or names as `python -m gpucore info` lists them; one may repeat
+    (two processes on one GPU). NoAdapterError / ValueError say what is not there."""
+    from gpucore import devices
+    from gpucore._group import _resolve  # what open_devices picks, opening none
+
+    present = devices()
+    if spec.strip().lower() == "all":
+        return [str(info.index) for info in _resolve("all", present)]
+    tokens = [token.strip() for token in spec.split(",") if token.strip()]
+    if not tokens:
+        raise ValueError(f"no devices named in {spec!r}; give 'all', indices such as '0,1' "
+                         "(see `python -m gpucore info`) or adapter names")
+    return [str(_resolve(token, present)[0].index) for token in tokens]
+
+
+class _Process:
+    """One worker process and the pipe to it."""
+
+    def __init__(self, index: int, adapter: str, loader_blob: bytes) -> None:
+        self.index, self.adapter, self.loader_blob = index, adapter, loader_blob
+        self._send_lock = threading.Lock()
+        self.start()
+
+    def start(self) -> None:
+        context = multiprocessing.get_context("spawn")  # a fresh interpreter: no GPU state
+        self.conn, theirs = context.Pipe()
+        self.process = context.Process(
+            target=child.main, args=(theirs, {"GPUCORE_ADAPTER": self.adapter},
+                                     self.loader_blob),
+            name=f"diffusion-worker-{self.index}", daemon=True)
+        self.process.start()
+        theirs.close()
+
+    def send(self, message: tuple[Any, ...]) -> bool:
+        """False when the process has gone."""
+        try:
+            with self._send_lock:
+                self.conn.send(message)
+            return True
+        except (OSError, ValueError):
+            return False
+
+    def receive(self) -> tuple[Any, ...] | None:
+        """The next message; None once the process has died (what it sent before is read
+        first)."""
+        wait([self.conn, self.process.sentinel])
+        try:
+            if self.conn.poll():
+                return self.conn.recv()
+        except (EOFError, OSError):
+            pass
+        self.process.join(5)
+        return None
+
+    def stop(self, timeout: float | None) -> None:
+        self.send(("stop",))
+        self.process.join(timeout)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join(5)
+        self.conn.close()
+
+
+class ProcessWorker(Worker):
+    """The Worker's queue over worker processes, one per entry of `adapters` (GPUCORE_ADAPTER
+    values, see `worker_adapters`). `loader(path)` runs in each process (it is pickled with
+    cloudpickle, as the jobs are). `pipe` is a `child.ModelFacts` of the loaded model."""
+
+    def __init__(self, loader: Callable[..., Any], *, adapters: Sequence[str],
+                 queue_size: int = 16) -> None:
+        import cloudpickle
+
+        if not adapters:
+            raise ValueError("ProcessWorker needs at least one adapter")
+        self._cloudpickle = cloudpickle
+        self._ids = itertools.count(1)
+        self.facts: child.ModelFacts | None = None
+        self.processes = [_Process(i, adapter, cloudpickle.dumps(loader))
+                          for i, adapter in enumerate(adapters)]
+        super().__init__(loader, queue_size=queue_size, devices=[None] * len(adapters))
+        for slot, process in zip(self.slots, self.processes, strict=True):
+            slot.label = f"worker {slot.index} (GPUCORE_ADAPTER={process.adapter})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # a job's reference to this worker is, in the process that runs it, that process's
+        return child.this_worker, ()
+
+    @property
+    def pipe(self) -> Any:
+        return self.facts
+
+    def submit(self, run: Callable[[], Any], *, exclusive: bool = False) -> Future:
+        """Queue `run` (pickled now: what cannot be sent to a process is a TypeError here)."""
+        try:
+            blob = self._cloudpickle.dumps(run)
+        except Exception as exc:
+            raise TypeError(f"this job cannot be sent to a worker process ({exc}); what a job "
+                            "refers to must pickle") from exc
+        return super().submit(lambda: blob, exclusive=exclusive)
+
+    def submit_load(self, entry: ModelEntry) -> Future:
+        return self.submit(child.LoadModel(entry), exclusive=True)
+
+    def stop(self, timeout: float | None = 30.0) -> None:
+        super().stop(timeout)
+        for process in self.processes:
+            process.stop(timeout)
+
+    def interrupt(self) -> None:
+        super().interrupt()
+        self._tell("interrupt")
+
+    def skip(self) -> None:
+        super().skip()
+        self._tell("skip")
+
+    def _tell(self, what: str) -> None:
+        for slot, process in zip(self.slots, self.processes, strict=True):
+            if slot.running:
+                process.send((what,))
+
+    # -- running a job in a process (on the slot's thread) --------------------------------
+    def _execute(self, slot: _Slot, job: _Job) -> Any:
+        blob = job.run()
+        if job.exclusive:
+            return self._everywhere(blob)
+        process = self.processes[slot.index]
+        if not process.process.is_alive():  # died while idle
+            self._restart(slot, process.process.exitcode)
+        job_id = next(self._ids)
+        with self._lock:
+            slot.started, slot.ticket = time.monotonic(), next(self._tickets)
+        process.send(("run", job_id, blob, False))
+        while (message := process.receive()) is not None:
+            if message[1] != job_id:
+                self._note_other(slot, message)
+            elif message[0] == "progress":
+                with self._lock:
+                    slot.state, slot.latents = message[2], message[3]
+            elif message[0] == "done":
+                result = pickle.loads(message[3])
+                if not message[2]:
+                    raise result
+                if hasattr(result, "device"):  # a JobResult: which worker made it
+                    result.device = slot.label
+                return result
+        code = process.process.exitcode
+        self._restart(slot, code)
+        raise WorkerLost(f"{slot.label} stopped while running this job (exit code {code}); it "
+                         "has been restarted and the other workers went on: send the request "
+                         "again")
+
+    def _note_other(self, slot: _Slot, message: tuple[Any, ...]) -> None:
+        """A message for another job: a restart's model load (its failure is logged)."""
+        if message[0] == "done" and not message[2]:
+            _LOG.error("%s could not load the model after a restart: %s", slot.label,
+                       pickle.loads(message[3]))
+
+    def _restart(self, slot: _Slot, exitcode: int | None) -> None:
+        """Start the slot's process again and queue the current model's load on it (its
+        jobs wait for it in order)."""
+        if self._stopping:
+            return
+        process = self.processes[slot.index]
+        _LOG.warning("%s exited (code %s); starting it again", slot.label, exitcode)
+        process.conn.close()
+        process.start()
+        if self.model is not None:
+            process.send(("run", next(self._ids),
+                          self._cloudpickle.dumps(child.LoadModel(self.model)), True))
+
+    def _everywhere(self, blob: bytes) -> Any:
+        """An exclusive job (a model switch) on every process at once; the first error is
+        raised after the processes that switched have been switched back."""
+        ids = {}
+        for slot, process in zip(self.slots, self.processes, strict=True):
+            if not process.process.is_alive():
+                process.conn.close()
+                process.start()
+            ids[slot.index] = next(self._ids)
+            process.send(("run", ids[slot.index], blob, True))
+        results: dict[int, tuple[bool, Any]] = {}
+        for slot, process in zip(self.slots, self.processes, strict=True):
+            while (message := process.receive()) is not None:
+                if message[0] == "done" and message[1] == ids[slot.index]:
+                    results[slot.index] = (message[2], pickle.loads(message[3]))
+                    break
+            else:
+                results[slot.index] = (False, WorkerLost(f"{slot.label} stopped while "
+                                                         "loading the model"))
+        failures = [value for ok, value in results.values() if not ok]
+        if failures:
+            if self.model is not None and len(failures) < len(results):
+                self._everywhere(self._cloudpickle.dumps(child.LoadModel(self.model)))
+            raise failures[0]
+        facts = results[0][1]
+        if isinstance(facts, child.ModelFacts):
+            self.facts = facts
+            self.model = pickle.loads(blob).entry
+        return self.model if isinstance(facts, child.ModelFacts) else facts

@@ -1,0 +1,160 @@
+"""The server on a Ray cluster (Ray Serve): one replica per GPU, each the whole server
+(`create_app`) on its GPU, behind Ray Serve's HTTP proxy with the same `/sdapi/v1` contract.
+
+    python -m diffusion serve --ray auto --ray-replicas 4            # a running cluster
+    serve run diffusion.server.ray_app:build model=/models/sd15 replicas=4
+
+Ray's router spreads the requests over the replicas (each has its own FIFO queue of
+`queue_size` jobs); `max_ongoing_requests` is set so that a replica takes as many as its queue
+holds. Most endpoints answer from the replica the proxy picks. The ones about the running jobs
+and the settings fan out to every replica (`DeploymentHandle.broadcast`), so a client reaches
+the job it means through any replica: GET /sdapi/v1/progress (the first busy replica's job,
+every running job named in `textinfo`), POST /sdapi/v1/interrupt and /skip (every running job,
+as the WebUI's act on the one it runs), POST /sdapi/v1/options (every replica switches model).
+Per replica: /avx/queue, a job's `saved_paths` (on that replica's machine).
+
+Vulkan does not read CUDA_VISIBLE_DEVICES: a replica given Ray's GPU i opens the i-th GPU
+adapter (`GPUCORE_ADAPTER`, unless set), in the order `python -m gpucore info` lists them.
+Needs `pip install avx-gpu[ray]`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Annotated, Any
+
+try:
+    import ray
+    from ray import serve
+except ImportError as exc:  # optional extra: say how to get it
+    raise ImportError("the Ray Serve deployment needs Ray: `pip install avx-gpu[ray]`") from exc
+from fastapi import APIRouter, Body, Depends, FastAPI
+
+from .routers.models import set_options
+from .schemas import ProgressResponse
+from .state import authorized
+
+__all__ = ["DiffusionReplica", "build", "deployment"]
+
+
+async def _everywhere(method: str, *args: Any) -> list[Any]:
+    """`method(*args)` on every replica of this replica's deployment."""
+    context = serve.get_replica_context()
+    handle = serve.get_deployment_handle(context.deployment, context.app_name)
+    return await handle.broadcast(method, *args).results_async()
+
+
+def _merged_progress(answers: list[dict[str, Any]]) -> dict[str, Any]:
+    busy = [a for a in answers if a["state"]["job"]]
+    if not busy:
+        return answers[0]
+    texts = [f"replica {i}: {a['textinfo']}" for i, a in enumerate(answers) if a["state"]["job"]]
+    return {**busy[0], "textinfo": "; ".join(texts)}
+
+
+def _cluster_routes() -> APIRouter:
+    api = APIRouter(prefix="/sdapi/v1", dependencies=[Depends(authorized)])
+
+    @api.get("/progress", response_model=ProgressResponse)
+    async def progress(skip_current_image: bool = False) -> dict[str, Any]:
+        return _merged_progress(await _everywhere("replica_progress", not skip_current_image))
+
+    @api.post("/interrupt")
+    async def interrupt() -> None:
+        await _everywhere("replica_interrupt")
+
+    @api.post("/skip")
+    async def skip() -> None:
+        await _everywhere("replica_skip")
+
+    @api.post("/options")
+    async def options(body: Annotated[dict[str, Any], Body()]) -> None:
+        await _everywhere("replica_options", body)
+
+    return api
+
+
+def _first(app: FastAPI, router: APIRouter) -> None:
+    """`router`'s routes ahead of the app's own (Starlette takes the first route that
+    matches), so they answer for the replica's progress/interrupt/skip/options."""
+    count = len(app.router.routes)
+    app.include_router(router)
+    added = app.router.routes[count:]
+    del app.router.routes[count:]
+    app.router.routes[0:0] = added
+
+
+def _pin_gpu() -> None:
+    if os.environ.get("GPUCORE_ADAPTER") or not ray.get_gpu_ids():
+        return
+    from gpucore import devices
+    from gpucore._group import _resolve
+
+    gpus = _resolve("all", devices())
+    wanted = int(ray.get_gpu_ids()[0])
+    if wanted < len(gpus):
+        os.environ["GPUCORE_ADAPTER"] = str(gpus[wanted].index)
+
+
+@serve.ingress()
+class DiffusionReplica:
+    """One replica: the server of `create_app(**settings)` on this replica's GPU."""
+
+    def __init__(self, settings: dict[str, Any]) -> None:
+        self.settings = dict(settings)
+        self.server: FastAPI | None = None  # `app` is Ray's (ASGIAppReplicaWrapper)
+
+    def __serve_build_asgi_app__(self) -> FastAPI:
+        from .app import create_app
+
+        _pin_gpu()
+        self.server = app = create_app(**self.settings)
+        _first(app, _cluster_routes())
+        return app
+
+    # what the cluster-wide routes call on every replica
+    def replica_progress(self, with_image: bool) -> dict[str, Any]:
+        return self.server.state.worker.progress(with_image=with_image)
+
+    def replica_interrupt(self) -> None:
+        self.server.state.worker.interrupt()
+
+    def replica_skip(self) -> None:
+        self.server.state.worker.skip()
+
+    async def replica_options(self, body: dict[str, Any]) -> None:
+        await set_options(self.server.state.server, body)
+
+
+def deployment(*, replicas: int | None = None, autoscaling: dict[str, Any] | None = None,
+               gpus_per_replica: float = 1.0, cpus_per_replica: float | None = None,
+               name: str = "diffusion", **settings: Any) -> Any:
+    """The Ray Serve application: `replicas` copies of the server (or Ray's
+    `autoscaling_config`, e.g. {"min_replicas": 1, "max_replicas": 8,
+    "target_ongoing_requests": 4}), each holding `gpus_per_replica` GPUs (0: CPU only, for tests
+    on software adapters). `settings` are create_app's (model, models_dir, queue_size, ...)."""
+    queue_size = int(settings.get("queue_size", 16))
+    actor: dict[str, Any] = {"num_gpus": gpus_per_replica}
+    if cpus_per_replica is not None:
+        actor["num_cpus"] = cpus_per_replica
+    options: dict[str, Any] = {"name": name, "ray_actor_options": actor,
+                               # the queue, the running job, and room for progress/interrupt
+                               "max_ongoing_requests": queue_size + 8}
+    if autoscaling:
+        options["autoscaling_config"] = autoscaling
+    else:
+        options["num_replicas"] = replicas or 1
+    return serve.deployment(DiffusionReplica).options(**options).bind(settings)
+
+
+def build(args: dict[str, Any]) -> Any:
+    """`serve run diffusion.server.ray_app:build key=value ...`: replicas, autoscaling (JSON),
+    gpus_per_replica, and create_app's settings by name (model, models_dir, queue_size,
+    max_size, outputs, api_auth, dtype)."""
+    args = dict(args)
+    numbers = {"replicas": int, "gpus_per_replica": float, "queue_size": int, "max_size": int}
+    chosen: dict[str, Any] = {k: numbers[k](v) if k in numbers else v for k, v in args.items()}
+    if isinstance(chosen.get("autoscaling"), str):  # on the command line: JSON
+        chosen["autoscaling"] = json.loads(chosen["autoscaling"])
+    return deployment(**chosen)

@@ -1,0 +1,116 @@
+"""The server on Ray Serve (diffusion.server.ray_app): a local Ray cluster (no network beyond
+localhost) with 2 CPU-only replicas on the software adapter; 8 concurrent requests from the
+WebUI's own client (webuiapi) through Ray Serve's HTTP proxy give the one-process server's
+pictures, and progress/interrupt reach the replicas' jobs through any replica."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi", reason="server extra (pip install .[server])")
+pytest.importorskip("ray.serve", reason="Ray Serve is an optional extra (pip install .[ray])")
+pytest.importorskip("webuiapi", reason="the WebUI's client (pip install .[test])")
+pytest.importorskip("diffusers", reason="tiny test models are built with diffusers")
+
+import webuiapi
+from server_support import PROMPT, Background, free_port, info, pixels
+
+import gpucore
+
+if not gpucore.devices():
+    pytest.skip("no GPU adapter present: install mesa-vulkan-drivers (see README)",
+                allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from sd_tiny import write_pipeline
+
+    return write_pipeline(tmp_path_factory.mktemp("ray-serve") / "tiny")
+
+
+@pytest.fixture(scope="module")
+def port(model: Path) -> Any:
+    import ray
+    from ray import serve
+
+    from diffusion.server.ray_app import deployment
+
+    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False,
+             _node_ip_address="127.0.0.1",  # the cluster's own ports on loopback too
+             runtime_env={"env_vars": {"GPUCORE_ADAPTER": str(gpucore.Device.auto().info.index)}})
+    try:
+        chosen = free_port()
+        serve.start(http_options={"host": "127.0.0.1", "port": chosen})
+        serve.run(deployment(replicas=2, gpus_per_replica=0, cpus_per_replica=1, model=model),
+                  name="diffusion", route_prefix="/")
+        yield chosen
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+def test_eight_webuiapi_requests_through_ray_give_the_single_server_pictures(
+        port: int, model: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from diffusion.server import create_app
+
+    api = webuiapi.WebUIApi(host="127.0.0.1", port=port)
+    seeds = list(range(80, 88))
+    calls = [Background(lambda s=s: api.txt2img(prompt=PROMPT, seed=s, steps=1, width=32,
+                                                height=32, sampler_name="Euler"))
+             for s in seeds]
+    results = {s: call.result(timeout=300) for s, call in zip(seeds, calls, strict=True)}
+    single = create_app(model=model)
+    try:
+        with TestClient(single) as client:
+            for seed, result in results.items():
+                assert result.info["seed"] == seed
+                body = {"prompt": PROMPT, "seed": seed, "steps": 1, "width": 32, "height": 32,
+                        "sampler_name": "Euler"}
+                reference = client.post("/sdapi/v1/txt2img", json=body)
+                assert reference.status_code == 200, reference.text
+                assert np.array_equal(np.asarray(result.image.convert("RGB")),
+                                      pixels(reference.json()["images"][0]))
+    finally:
+        single.state.worker.stop()
+
+
+def test_progress_and_interrupt_reach_every_replica(port: int) -> None:
+    import time
+
+    import httpx
+    from server_support import wait_for
+
+    url = f"http://127.0.0.1:{port}"
+    body = {"prompt": PROMPT, "steps": 300, "width": 32, "height": 32}
+
+    def running(count: int) -> bool:
+        time.sleep(0.5)  # seldom: progress calls count as requests to Ray's router
+        text = httpx.get(url + "/sdapi/v1/progress", timeout=30).json()["textinfo"] or ""
+        return text.count("replica ") == count and "step 0/" not in text
+    jobs = []
+    for count, seed in ((1, 1), (2, 2)):  # one after the other: Ray's router then sees the
+        jobs.append(Background(lambda s=seed: httpx.post(  # first replica busy
+            url + "/sdapi/v1/txt2img", json={**body, "seed": s}, timeout=300)))
+        wait_for(lambda c=count: running(c), timeout=120, what=f"{count} replicas running")
+    httpx.post(url + "/sdapi/v1/interrupt", timeout=30)
+    for job in jobs:
+        response = job.result(timeout=120)
+        assert response.status_code == 200 and info(response)["interrupted"] is True
+
+
+def test_progress_merges_the_busy_replicas() -> None:
+    from diffusion.server.ray_app import _merged_progress
+
+    idle = {"progress": 0.0, "state": {"job": ""}, "textinfo": None}
+    busy = {"progress": 0.5, "state": {"job": "txt2img"}, "textinfo": "txt2img: step 5/10"}
+    assert _merged_progress([idle, idle]) == idle
+    merged = _merged_progress([idle, busy, busy])
+    assert merged["progress"] == 0.5
+    assert merged["textinfo"] == "replica 1: txt2img: step 5/10; replica 2: txt2img: step 5/10"

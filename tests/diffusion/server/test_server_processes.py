@@ -1,0 +1,132 @@
+"""`serve --devices`: a worker PROCESS per device (diffusion.server.processes) on CI's software
+adapter twice. Concurrent requests give the pictures of the one-process server; progress shows
+both processes' jobs and interrupt reaches them; `kill -9` of a process mid-job answers its
+request with a 503 while the other process's request completes, the process comes back, and
+no partial file is left in the outputs."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi", reason="server extra (pip install .[server])")
+pytest.importorskip("cloudpickle", reason="the multi-process server sends jobs with cloudpickle")
+pytest.importorskip("diffusers", reason="tiny test models are built with diffusers")
+
+import httpx
+from PIL import Image
+from server_support import PROMPT, Background, info, live_server, pixels, wait_for
+
+import gpucore
+from diffusion.server import create_app
+
+if not gpucore.devices():
+    pytest.skip("no GPU adapter present: install mesa-vulkan-drivers (see README)",
+                allow_module_level=True)
+
+SLOW = {"prompt": PROMPT, "steps": 200}  # long enough to be caught mid-run
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from sd_tiny import write_pipeline
+
+    return write_pipeline(tmp_path_factory.mktemp("server-processes") / "tiny")
+
+
+@pytest.fixture(scope="module")
+def served(model: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    adapter = str(gpucore.Device.auto().info.index)  # the one adapter, in two processes
+    outputs = tmp_path_factory.mktemp("outputs")
+    app = create_app(model=model, outputs=outputs, worker_adapters=[adapter, adapter])
+    with live_server(app) as url:
+        yield url, app.state.worker, outputs
+        app.state.worker.stop()
+
+
+def _post(url: str, body: dict[str, Any]) -> httpx.Response:
+    return httpx.post(url + "/sdapi/v1/txt2img", json=body, timeout=300)
+
+
+def _busy(worker: Any) -> list[Any]:
+    return [s for s in worker.slots if s.state["job"] and s.state["sampling_step"] >= 1]
+
+
+def test_two_processes_give_the_one_process_pictures(served: Any, model: Path) -> None:
+    url, worker, _ = served
+    bodies = [{"prompt": f"{PROMPT} {i}", "steps": 1, "seed": 70 + i} for i in range(3)]
+    waiting = [Background(lambda b=b: _post(url, b)) for b in bodies]
+    responses = [w.result() for w in waiting]
+    assert all(r.status_code == 200 for r in responses), [r.text for r in responses]
+    ours = {info(r)["seed"]: pixels(r.json()["images"][0]) for r in responses}
+    single = create_app(model=model)  # the one-process server, in this process
+    try:
+        from fastapi.testclient import TestClient
+
+        with TestClient(single) as client:
+            for body in bodies:
+                reference = client.post("/sdapi/v1/txt2img", json=body)
+                assert reference.status_code == 200, reference.text
+                assert np.array_equal(pixels(reference.json()["images"][0]), ours[body["seed"]])
+    finally:
+        single.state.worker.stop()
+    defaults = httpx.get(url + "/avx/defaults").json()  # read from the processes' model
+    assert defaults["model"] == worker.model.title
+
+
+def test_progress_shows_both_processes_and_interrupt_reaches_them(served: Any) -> None:
+    url, worker, _ = served
+    jobs = [Background(lambda s=s: _post(url, {**SLOW, "seed": s})) for s in (1, 2)]
+    wait_for(lambda: len(_busy(worker)) == 2, what="both processes to run a job")
+    seen = httpx.get(url + "/sdapi/v1/progress").json()
+    assert 0 < seen["progress"] < 1 and seen["current_image"]
+    assert "worker 0" in seen["textinfo"] and "worker 1" in seen["textinfo"]
+    httpx.post(url + "/sdapi/v1/interrupt")
+    for job in jobs:
+        response = job.result()
+        assert response.status_code == 200 and info(response)["interrupted"] is True
+
+
+def test_kill_9_fails_only_its_job_and_the_process_comes_back(served: Any) -> None:
+    url, worker, outputs = served
+    doomed = Background(lambda: _post(url, {**SLOW, "seed": 3, "save_images": True}))
+    wait_for(lambda: len(_busy(worker)) == 1, what="the first job to run")
+    victim = _busy(worker)[0].index
+    other = Background(lambda: _post(url, {"prompt": PROMPT, "steps": 2, "seed": 4,
+                                           "save_images": True, "n_iter": 2}))
+    wait_for(lambda: len(_busy(worker)) == 2, what="the second job to run")
+    pid = worker.processes[victim].process.pid
+    os.kill(pid, signal.SIGKILL)
+    lost = doomed.result()
+    assert lost.status_code == 503 and lost.headers["Retry-After"]
+    assert "stopped while running this job" in lost.json()["detail"]
+    kept = other.result(timeout=300)
+    assert kept.status_code == 200 and len(kept.json()["images"]) == 2, kept.text
+    assert info(kept)["interrupted"] is False
+    wait_for(lambda: worker.processes[victim].process.is_alive(), what="the restart")
+    assert worker.processes[victim].process.pid != pid
+    again = [Background(lambda s=s: _post(url, {"prompt": PROMPT, "steps": 1, "seed": s}))
+             for s in (5, 6)]
+    assert all(job.result(timeout=300).status_code == 200 for job in again)
+    saved = [p for p in outputs.rglob("*") if p.is_file() and not p.name.startswith(".")]
+    assert len(saved) == 2  # the finished pictures, each whole
+    for path in saved:
+        with Image.open(path) as image:
+            image.load()
+
+
+def test_devices_name_one_adapter_per_process() -> None:
+    from diffusion.server.processes import worker_adapters
+
+    first = str(gpucore.devices()[0].index)
+    assert worker_adapters(f"{first},{first}") == [first, first]  # two processes on one GPU
+    assert worker_adapters("all")
+    with pytest.raises(gpucore.GpuError, match="no adapter with index 99"):
+        worker_adapters("0,99")
+    with pytest.raises(ValueError, match="no devices named"):
+        worker_adapters(" , ")
