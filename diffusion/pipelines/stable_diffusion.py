@@ -35,6 +35,7 @@ from ..upscalers.interpolation import HiresFix
 from . import sampling
 from .capture import ModelCapture
 from .control import Control
+from .control_spec import unit_label
 from .observer import Observer, Progress, StepCallback, from_callbacks
 from .prepare import Pass, to_uint8
 from .refiner import HandOff, check_refiner
@@ -192,7 +193,9 @@ class StableDiffusion:
         unet = sampling.GuidedUNet(self._unet_capture.of(self.unet),
                                    self._contexts(r, steps, webui=webui),
                                    dtype=self.unet.conv_in.weight.dtype,
-                                   control=Control(r.control, total_steps=steps)
+                                   control=Control(r.control, total_steps=steps,
+                                                   size=(r.width, r.height),
+                                                   hires_pass=r.hires_pass)
                                    if r.control else None)
         if r.refiner is None or not webui:
             return unet
@@ -329,6 +332,8 @@ class StableDiffusion:
             settings.update(refiner=refiner.name, refiner_switch_at=r.switch_at)
         if loras:
             settings["lora_hashes"] = loras
+        if request.control:  # the extension's "ControlNet N" infotext fields
+            settings["controlnet"] = [unit_label(unit) for unit in request.control]
         if self.vae_path is not None:
             settings.update(vae_hash=vae_hash(self.vae_path), vae=vae_name(self.vae_path))
         if r.embeddings is not None and r.embeddings.used:

@@ -18,6 +18,6 @@ maps come back uint8 HxWx3. They run at the picture's own size: the extension's
 processor_res resize (and pad to 64) is the caller's choice of input size.
 """
 
-from .registry import PREPROCESSORS, Preprocessor, module_list, preprocess
+from .registry import PREPROCESSORS, Preprocessor, module_detail, module_list, preprocess
 
-__all__ = ["PREPROCESSORS", "Preprocessor", "module_list", "preprocess"]
+__all__ = ["PREPROCESSORS", "Preprocessor", "module_detail", "module_list", "preprocess"]
