@@ -15,6 +15,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
+from ..loaders.control_models import ControlModelDir
 from ..text.embeddings import EmbeddingDatabase
 from .limits import BodyLimit, add_error_handlers
 from .models_dir import ModelRegistry
@@ -47,7 +48,8 @@ def create_app(*, model: str | os.PathLike[str] | None = None,
                cmd_flags: dict[str, Any] | None = None,
                embeddings_dir: str | os.PathLike[str] | None = None,
                lora_dir: str | os.PathLike[str] | None = None,
-               devices: list[Any] | None = None, dtype: Any = "auto") -> FastAPI:
+               devices: list[Any] | None = None, dtype: Any = "auto",
+               controlnet_dir: str | os.PathLike[str] | None = None) -> FastAPI:
     """The server app with its worker started and its first model loaded.
 
     `model` (or, without it, the bundled model, or else the first model in `models_dir`) is
@@ -56,6 +58,7 @@ def create_app(*, model: str | os.PathLike[str] | None = None,
     in `dtype`: "auto" is float16 where the adapter has matrix units, else float32).
     `devices` (gpucore Devices): one worker per device, each with its own pipeline, taking
     jobs from the one queue; `loader(path, device=device)` is then called once per device.
+    `controlnet_dir`: the ControlNet / T2I-Adapter models units may name.
     """
     from .. import default_model_path, load_pipeline
 
@@ -75,6 +78,7 @@ def create_app(*, model: str | os.PathLike[str] | None = None,
             f"no model to load: the bundled default model is missing{where}; pass --model "
             "PATH (a diffusers folder or a .safetensors checkpoint) or --models-dir DIR")
     embeddings = None if embeddings_dir is None else EmbeddingDatabase(embeddings_dir)
+    controlnets = ControlModelDir(controlnet_dir)
     if lora_dir is not None and not Path(lora_dir).is_dir():
         raise FileNotFoundError(f"--lora-dir {str(lora_dir)!r} is not a folder")
     def load(path: Path, **where: Any) -> Any:
@@ -100,7 +104,7 @@ def create_app(*, model: str | os.PathLike[str] | None = None,
     state = ServerState(worker=worker, registry=registry, options=options,
                         outputs=Path(outputs), queue_size=queue_size, max_size=max_size,
                         users=users, cmd_flags=dict(cmd_flags or {}), embeddings=embeddings,
-                        lora_dir=lora_dir)
+                        lora_dir=lora_dir, controlnets=controlnets)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):  # type: ignore[no-untyped-def]
