@@ -21,6 +21,7 @@ from ..infotext import save_images
 from ..pipelines.request import GenerationRequest, door_fields
 from ..pipelines.sampling import SamplerOptions, sampler_label
 from ..samplers import schedules
+from .control import build_control_specs, load_control_units
 from .from_infotext import apply_infotext
 from .options import SAMPLING_DEFAULTS, UPSCALERS
 from .progress import ProgressBar
@@ -85,6 +86,8 @@ def _check_paths(args: argparse.Namespace) -> None:
                          "diffusers folder or .safetensors file")
     if args.lora_dir and not Path(args.lora_dir).is_dir():
         raise ValueError(f"--lora-dir {args.lora_dir!r} is not a folder")
+    if args.controlnet_dir and not Path(args.controlnet_dir).is_dir():
+        raise ValueError(f"--controlnet-dir {args.controlnet_dir!r} is not a folder")
 
 
 def _dtype_and_device(choice: str) -> tuple[Any, Any]:
@@ -199,14 +202,19 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[Path]
     print(f"seed: {args.seed}", file=sys.stderr)
     if args.subseed == -1:
         args.subseed = secrets.randbelow(2**32)
-    # 2. the request, checked before anything loads
+    # 2. the request and the control units, checked before anything loads
     request = build_request(args)
+    specs = build_control_specs(args, _open_image)
     # 3. the models
     if args.backend:
         os.environ["GPUCORE_BACKEND"] = args.backend
     if args.adapter:
         os.environ["GPUCORE_ADAPTER"] = args.adapter
     pipe, refiner = _load(args)
+    if specs:
+        request = replace(request, control=load_control_units(
+            specs, args.control_kinds, pipe, request.width or pipe.native_size,
+            request.height or pipe.native_size))
     # 4. the WebUI's batch count: seeds count on over batches
     written = []
     for batch in range(args.n_iter):

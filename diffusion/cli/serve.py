@@ -113,7 +113,8 @@ def serve(args: argparse.Namespace) -> int:
                          queue_size=args.queue_size, max_size=args.max_size,
                          api_auth=args.api_auth, cmd_flags=vars(args),
                          embeddings_dir=args.embeddings_dir, lora_dir=args.lora_dir,
-                         devices=devices, dtype=args.dtype)
+                         devices=devices, dtype=args.dtype,
+                         controlnet_dir=args.controlnet_dir)
     except (FileNotFoundError, WeightsError, ValueError, OSError) as exc:
         sock.close()
         print(f"error: cannot load the model: {exc}", file=sys.stderr)
