@@ -14,7 +14,8 @@ perfect, the processor resolution, and the "high quality" map resize of `detectm
 The geometry (scales, rounding, offsets) and the choice of interpolation are the extension's
 (scripts/controlnet.py `detectmap_proc`, scripts/utils.py `resize_image_with_pad`); the
 resampling is OpenCV's (`INTER_AREA` shrinking, `INTER_CUBIC` with a = -0.75 enlarging,
-`INTER_NEAREST` for maps of few colours) written in numpy, equal to cv2.resize within one
+`INTER_NEAREST` for maps of few colours; its taps, not its fixed-point arithmetic) written in
+numpy, equal to cv2.resize within one
 level. Binary maps are re-binarized with Otsu's threshold after resizing as the extension
 does; its extra thinning of one-pixel edges (`nake_nms` + `lvmin_thin`) is not reproduced.
 """
@@ -70,12 +71,18 @@ def _weights(size_in: int, size_out: int, how: str) -> np.ndarray:
     rows = np.arange(size_out)
     if how == "nearest":
         out[rows, np.minimum(np.floor(rows * scale).astype(int), size_in - 1)] = 1
-    elif how == "area" and size_out <= size_in:
+    elif how == "area":
         starts = rows[:, None] * scale
         left = np.arange(size_in)[None, :]
         overlap = np.minimum(starts + scale, left + 1) - np.maximum(starts, left)
         out = np.clip(overlap, 0, None) / scale
-    else:  # cubic (and area when enlarging, which OpenCV does bilinearly: close enough here)
+    elif how == "area_zoom":  # INTER_AREA when either side grows: OpenCV's own linear taps
+        source = np.floor(rows * scale).astype(int)
+        frac = (rows + 1) - (source + 1) / scale
+        frac = np.where(frac <= 0, 0.0, frac - np.floor(frac))
+        np.add.at(out, (rows, np.clip(source, 0, size_in - 1)), 1 - frac)
+        np.add.at(out, (rows, np.clip(source + 1, 0, size_in - 1)), frac)
+    else:  # cubic
         centre = (rows + 0.5) * scale - 0.5
         base = np.floor(centre).astype(int)
         for tap in range(-1, 3):
@@ -90,6 +97,8 @@ def resize(image: np.ndarray, size: tuple[int, int], how: str) -> np.ndarray:
     width, height = size
     if image.shape[:2] == (height, width):
         return image
+    if how == "area" and (width > image.shape[1] or height > image.shape[0]):
+        how = "area_zoom"
     rows = _weights(image.shape[0], height, how)
     cols = _weights(image.shape[1], width, how)
     pixels = np.einsum("yh,hwc,xw->yxc", rows, image.astype(np.float64), cols, optimize=True)
