@@ -142,8 +142,9 @@ def build_control_specs(args: argparse.Namespace, open_image: Any) -> list[Contr
             raise ValueError(f"unit {i} ({text}) has no picture: give --control-image PATH")
         settings = {field: columns[dest][i] for dest, (field, _, _) in _PER_UNIT.items()
                     if columns[dest][i] is not None}
+        path = _resolve(kind, text, folder)
         try:
-            specs.append(ControlSpec(model=_resolve(kind, text, folder),
+            specs.append(ControlSpec(model=path,
                                      image=np.asarray(picture), module=settings.pop(
                                          "module", "none"),
                                      pixel_perfect=bool(args.control_pixel_perfect),
