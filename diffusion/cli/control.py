@@ -39,6 +39,10 @@ _PER_UNIT: dict[str, tuple[str, Any, str]] = {
 }
 
 
+_OPTIONS = {"controlnet": "--controlnet", "t2i_adapter": "--t2i-adapter",
+            "ip_adapter": "--ip-adapter"}
+
+
 class _Unit(argparse.Action):
     """--controlnet / --t2i-adapter: (kind, PATH or NAME) appended to one list, so units keep
     the command line's order whatever their kind."""
@@ -107,7 +111,7 @@ def _resolve(kind: str, text: str, folder: Any) -> str:
     """A unit's model: an existing path, else a name in --controlnet-dir (its path)."""
     if Path(text).exists():
         return text
-    option = "--t2i-adapter" if kind == "t2i_adapter" else "--controlnet"
+    option = _OPTIONS.get(kind, "the ControlNet model")
     entry = None if folder is None else folder.find(text)
     if entry is None:
         where = "" if folder is None else " nor a model in --controlnet-dir: " + (
@@ -165,10 +169,8 @@ def load_control_units(specs: list[ControlSpec], kinds: list[str], pipe: Any,
     for spec, kind in zip(specs, kinds, strict=True):
         found = model_kind(spec.model)
         if kind != "any" and found != kind:
-            option = "--t2i-adapter" if kind == "t2i_adapter" else "--controlnet"
-            raise ValueError(f"{option} {spec.model}: this is a {found.replace('_', '-')} "
-                             "model; pass it with " + ("--controlnet" if found == "controlnet"
-                                                       else "--t2i-adapter"))
+            raise ValueError(f"{_OPTIONS[kind]} {spec.model}: this is a "
+                             f"{found.replace('_', '-')} model; pass it with {_OPTIONS[found]}")
         model = load_control_model(spec.model, dtype=weight.dtype, device=weight.device)
         units.append(spec.unit(model, width=width, height=height, device=weight.device))
     return tuple(units)

@@ -124,7 +124,11 @@ class ControlSpec:
 
     def unit(self, model: Any, *, width: int, height: int, device: Any = None) -> ControlUnit:
         """The ControlUnit of this spec with its loaded `model`, its map detected for the
-        first pass's size (ControlUnit fits it to each pass's size)."""
+        first pass's size (ControlUnit fits it to each pass's size). A model of another kind
+        (an IP-Adapter: diffusion.loaders.control_models.LOADERS) builds its own unit from the
+        spec through its `unit_from_spec(spec, width=, height=, device=)`."""
+        if hasattr(model, "unit_from_spec"):
+            return model.unit_from_spec(self, width=width, height=height, device=device)
         detected, used = self.detect(width, height, device=device)
         title = getattr(model, "title", None) or self.model
         return ControlUnit(model, detected, weight=float(self.weight),

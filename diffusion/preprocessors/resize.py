@@ -16,8 +16,8 @@ The geometry (scales, rounding, offsets) and the choice of interpolation are the
 resampling is OpenCV's (`INTER_AREA` shrinking, `INTER_CUBIC` with a = -0.75 enlarging,
 `INTER_NEAREST` for maps of few colours; its taps, not its fixed-point arithmetic) written in
 numpy, equal to cv2.resize within one
-level. Binary maps are re-binarized with Otsu's threshold after resizing as the extension
-does; its extra thinning of one-pixel edges (`nake_nms` + `lvmin_thin`) is not reproduced.
+level. Black-and-white maps stay so as there: Otsu's threshold after resizing, and maps of
+one-pixel edges (canny) thinned back to one pixel (diffusion.preprocessors.thin).
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+
+from .thin import is_one_pixel_edge, lvmin_thin, nake_nms
 
 __all__ = ["RESIZE_MODES", "fit_map", "pixel_perfect_resolution", "resize", "resize_mode",
            "resize_with_pad"]
@@ -153,6 +155,8 @@ def _quality_resize(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         return x
     colours = len(np.unique(x.reshape(-1, x.shape[2]), axis=0))
     binary = colours == 2 and x.min() < 16 and x.max() > 240
+    thin = binary and is_one_pixel_edge(x)
+    bigger = width * height > x.shape[0] * x.shape[1]
     if 2 < colours < 200:
         how = "nearest"
     else:
@@ -160,7 +164,11 @@ def _quality_resize(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     y = resize(x, size, how)
     if binary:
         gray = np.clip(y.astype(np.float32).mean(axis=2), 0, 255).astype(np.uint8)
-        y = np.repeat(_otsu(gray)[:, :, None], 3, axis=2)
+        if thin:  # one-pixel edges stay one pixel wide
+            gray = lvmin_thin(_otsu(nake_nms(gray)), prunings=bigger)
+        else:
+            gray = _otsu(gray)
+        y = np.repeat(gray[:, :, None], 3, axis=2)
     return y
 
 
