@@ -129,11 +129,12 @@ class Control:
     """The summed residuals of `units` for each UNet call (see the module docstring).
     `total_steps`: the steps the start/end fractions count (the sampler's model calls).
     `size`: the pass's picture (width, height), which the control maps are fitted to;
-    `hires_pass`: whether it is a hires fix's second pass (units pick theirs by hr_option)."""
+    `hires_stage`: "first" or "second" pass of a hires fix, whose units pick theirs by
+    hr_option (None: no hires fix, every unit acts, as in the extension)."""
 
     def __init__(self, units: Sequence[ControlUnit], *, total_steps: int,
-                 size: tuple[int, int] | None = None, hires_pass: bool = False) -> None:
-        skip = HR_OPTIONS[1] if hires_pass else HR_OPTIONS[2]
+                 size: tuple[int, int] | None = None, hires_stage: str | None = None) -> None:
+        skip = {"first": HR_OPTIONS[2], "second": HR_OPTIONS[1]}.get(hires_stage or "")
         self.units = [unit for unit in units if unit.hr_option != skip]
         self.size = size
         self.total_steps = max(1, int(total_steps))

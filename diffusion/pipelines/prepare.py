@@ -50,7 +50,7 @@ class Pass:
     # ControlNet / T2I-Adapter units guiding every step (diffusion.pipelines.control), their
     # maps fitted to this pass's size; a hires fix's second pass runs the units meant for it
     control: tuple[Any, ...] = ()
-    hires_pass: bool = False
+    hires_stage: str | None = None  # "first" / "second" pass of a hires fix
 
 
 def to_unit_image(image: Any, width: int, height: int) -> np.ndarray:
@@ -153,4 +153,4 @@ def hires_latents(pipe: StableDiffusion, r: Pass, latents: np.ndarray,
         start = np.concatenate([pipe._encode(to_unit_image(image, width, height), generator)
                                 for image in images])
     return start, replace(r, width=width, height=height, mode="img2img",
-                          strength=hires.denoise, hires_pass=True)
+                          strength=hires.denoise, hires_stage="second")

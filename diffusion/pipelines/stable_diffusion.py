@@ -195,7 +195,7 @@ class StableDiffusion:
                                    dtype=self.unet.conv_in.weight.dtype,
                                    control=Control(r.control, total_steps=steps,
                                                    size=(r.width, r.height),
-                                                   hires_pass=r.hires_pass)
+                                                   hires_stage=r.hires_stage)
                                    if r.control else None)
         if r.refiner is None or not webui:
             return unet
@@ -273,7 +273,8 @@ class StableDiffusion:
                  height=int(request.height or self.native_size),
                  batch_size=int(request.batch_size), clip_skip=int(request.clip_skip),
                  strength=float(request.strength), rng=request.rng, mode=request.mode,
-                 embeddings=self._embedding_lookup(), control=tuple(request.control))
+                 embeddings=self._embedding_lookup(), control=tuple(request.control),
+                 hires_stage="first" if request.hires is not None else None)
         refiner = request.refiner
         if isinstance(refiner, str):  # a server resolves names; here it is too late
             raise ValueError(f"refiner must be a loaded model (diffusion.load_pipeline), got "

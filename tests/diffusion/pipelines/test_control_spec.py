@@ -92,3 +92,18 @@ def test_unit_label_of_a_python_unit() -> None:
     assert "Model: mine [00000000]" in unit_label(unit)
     labelled = ControlUnit(model, None, label=EXTENSION_TEXT)
     assert unit_label(labelled) == EXTENSION_TEXT
+
+
+def test_hr_option_picks_the_passes() -> None:
+    """Without a hires fix every unit acts (the extension sets hr_option to Both); with one,
+    "Low res only" units guide the first pass and "High res only" ones the second."""
+    from diffusion.models.controlnet import ControlNetModel
+    from diffusion.pipelines.control import HR_OPTIONS, Control
+
+    model = ControlNetModel.__new__(ControlNetModel)
+    units = [ControlUnit(model, None, hr_option=option) for option in HR_OPTIONS]
+    picked = {stage: [u.hr_option for u in Control(units, total_steps=1,
+                                                   hires_stage=stage).units]
+              for stage in (None, "first", "second")}
+    assert picked == {None: list(HR_OPTIONS), "first": ["Both", "Low res only"],
+                      "second": ["Both", "High res only"]}
