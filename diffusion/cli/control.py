@@ -60,7 +60,9 @@ def add_control_options(parser: argparse.ArgumentParser) -> None:
         "ControlNet and T2I-Adapter",
         "guide the picture with control maps (edges, depth, a drawing), as the WebUI's "
         "ControlNet extension; each --controlnet/--t2i-adapter adds one unit, and each "
-        "--control-* option takes one value for all units or one per unit, in their order")
+        "--control-* option takes one value for all units or one per unit, in their order "
+        "(listed after the option or the option repeated: --controlnet A --control-image "
+        "a.png --controlnet B --control-image b.png)")
     group.add_argument("--controlnet", action=_Unit, const="controlnet", dest="control_models",
                        metavar="PATH|NAME",
                        help="a ControlNet: a diffusers folder, a single file (lllyasviel's "
@@ -69,7 +71,7 @@ def add_control_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--t2i-adapter", action=_Unit, const="t2i_adapter",
                        dest="control_models", metavar="PATH|NAME",
                        help="a T2I-Adapter (diffusers folder), a unit as --controlnet")
-    group.add_argument("--control-image", nargs="+", metavar="PATH",
+    group.add_argument("--control-image", nargs="+", action="extend", metavar="PATH",
                        help="the unit's picture (img2img/inpaint: the init image when left out)")
     help_text = {
         "control_module": f"preprocessor making the map from the picture (none: the picture "
@@ -90,7 +92,7 @@ def add_control_options(parser: argparse.ArgumentParser) -> None:
     }
     for dest, (_, kind, metavar) in _PER_UNIT.items():
         group.add_argument("--" + dest.replace("_", "-"), dest=dest, nargs="+", type=kind,
-                           metavar=metavar, help=help_text[dest])
+                           action="extend", metavar=metavar, help=help_text[dest])
     group.add_argument("--control-pixel-perfect", action="store_true",
                        help="preprocess at the resolution the picture's size needs (the "
                             "extension's Pixel Perfect), for every unit")

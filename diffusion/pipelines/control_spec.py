@@ -79,8 +79,8 @@ class ControlSpec:
         if not isinstance(self.model, str) or not self.model.strip():
             raise ValueError(f"model must name a control model, got {self.model!r}")
         if self.module not in PREPROCESSORS:
-            raise ValueError(f"module {self.module!r} is not one of this server's "
-                             f"preprocessors: {', '.join(PREPROCESSORS)}")
+            raise ValueError(f"module {self.module!r} is not a preprocessor here; the modules "
+                             f"are {', '.join(PREPROCESSORS)}")
         _number("weight", self.weight, 0.0, 2.0)
         start = _number("guidance_start", self.guidance_start, 0.0, 1.0)
         end = _number("guidance_end", self.guidance_end, 0.0, 1.0)

@@ -55,6 +55,12 @@ def test_units_and_per_unit_values(pictures: dict[str, str]) -> None:
     assert [s.resize_mode for s in specs] == ["Just Resize", "Resize and Fill", "Just Resize"]
     assert [s.image.shape for s in specs] == [(40, 48, 3), (32, 32, 3), (40, 48, 3)]
     assert all(s.pixel_perfect for s in specs)
+    # the option repeated after each unit, as the units' own
+    interleaved, _ = _specs("--controlnet", a, "--control-image", pictures["edges"],
+                            "--control-weight", "0.3", "--controlnet", b, "--control-image",
+                            pictures["depth"], "--control-weight", "0.9")
+    assert [(s.image.shape, s.weight) for s in interleaved] == [((40, 48, 3), 0.3),
+                                                                ((32, 32, 3), 0.9)]
     # a name in --controlnet-dir, with or without its hash
     named, _ = _specs("--controlnet-dir", pictures["dir"], "--controlnet", "CN-B",
                       "--control-image", pictures["depth"])

@@ -84,6 +84,16 @@ def test_webuiapi_units_same_image_twice_and_infotext(api: Any) -> None:
     assert "ControlNet" not in plain.info["infotexts"][0]
 
 
+def test_img2img_unit_takes_the_init_image(api: Any) -> None:
+    """img2img: a unit sent without a picture uses the init image, as in the extension."""
+    unit = webuiapi.ControlNetUnit(module="invert", model="tiny_canny", resize_mode=0)
+    result = api.img2img(images=[Image.fromarray(circle(32, 32))], prompt=PROMPT, steps=2,
+                         denoising_strength=0.5, seed=5, width=32, height=32,
+                         controlnet_units=[unit])
+    assert np.asarray(result.image).shape == (32, 32, 3)
+    assert 'ControlNet 0: "Module: invert, Model: tiny_canny [' in result.info["infotexts"][0]
+
+
 def test_detect(api: Any) -> None:
     picture = Image.fromarray(circle())
     found = api.controlnet_detect([picture], module="canny", processor_res=64,
