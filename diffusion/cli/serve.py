@@ -7,6 +7,7 @@ import argparse
 import ipaddress
 import socket
 import sys
+from pathlib import Path
 from typing import Any
 
 from .options import add_network_options, whole
@@ -87,6 +88,8 @@ def serve(args: argparse.Namespace) -> int:
     host = "0.0.0.0" if args.listen else args.host
     try:
         parse_auth(args.api_auth)
+        if args.controlnet_dir and not Path(args.controlnet_dir).is_dir():
+            raise ValueError(f"--controlnet-dir {args.controlnet_dir!r} is not a folder")
         if args.upscaler_dir:  # names for hires fix and the Extras API
             from ..upscalers.models import register_upscaler_dir
 
