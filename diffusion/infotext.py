@@ -116,6 +116,8 @@ def format_infotext(settings: Mapping[str, Any], *, batch_pos: int | None = None
         **_hires_fields(settings),
         "Lora hashes": settings.get("lora_hashes") or None,
         "TI hashes": settings.get("ti_hashes") or None,
+        # the ControlNet extension's units (diffusion.pipelines.control_spec)
+        **{f"ControlNet {i}": text for i, text in enumerate(settings.get("controlnet") or [])},
         **{key: _number(value) for key, value in (settings.get("sampler_fields") or {}).items()},
     }
     line = ", ".join(f"{key}: {_quote(value)}" for key, value in params.items()

@@ -43,6 +43,9 @@ def apply_infotext(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
             setattr(args, option, convert(settings[key]))
     if args.sampler is None and "sampler" in settings:
         args.sampler = str(settings["sampler"])
+    from .control import control_from_infotext
+
+    control_from_infotext(args, settings)
 
 
 def existing(path: str, flag: str) -> Path:

@@ -21,6 +21,7 @@ from ..infotext import save_images
 from ..pipelines.request import GenerationRequest, door_fields
 from ..pipelines.sampling import SamplerOptions, sampler_label
 from ..samplers import schedules
+from .control import build_control_specs, load_control_units
 from .from_infotext import apply_infotext
 from .ip_adapter import ip_adapter_units
 from .memory import memory_line, memory_mode
@@ -87,6 +88,8 @@ def _check_paths(args: argparse.Namespace) -> None:
                          "diffusers folder or .safetensors file")
     if args.lora_dir and not Path(args.lora_dir).is_dir():
         raise ValueError(f"--lora-dir {args.lora_dir!r} is not a folder")
+    if args.controlnet_dir and not Path(args.controlnet_dir).is_dir():
+        raise ValueError(f"--controlnet-dir {args.controlnet_dir!r} is not a folder")
 
 
 def _dtype_and_device(choice: str) -> tuple[Any, Any]:
@@ -205,8 +208,9 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[Path]
     print(f"seed: {args.seed}", file=sys.stderr)
     if args.subseed == -1:
         args.subseed = secrets.randbelow(2**32)
-    # 2. the request, checked before anything loads
+    # 2. the request and the control units, checked before anything loads
     request = build_request(args)
+    specs = build_control_specs(args, _open_image)
     ip_units = ip_adapter_units(args)
     # 3. the models
     if args.backend:
@@ -214,8 +218,12 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[Path]
     if args.adapter:
         os.environ["GPUCORE_ADAPTER"] = args.adapter
     pipe, refiner = _load(args)
+    if specs:
+        request = replace(request, control=load_control_units(
+            specs, args.control_kinds, pipe, request.width or pipe.native_size,
+            request.height or pipe.native_size))
     if ip_units is not None:
-        request = replace(request, control=request.control + ip_units(pipe))
+        request = replace(request, control=tuple(request.control) + tuple(ip_units(pipe)))
     import gpucore
 
     # 4. the WebUI's batch count: seeds count on over batches

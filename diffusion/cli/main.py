@@ -13,6 +13,7 @@ import argparse
 import sys
 from typing import NoReturn
 
+from .control import add_control_options
 from .from_infotext import existing
 from .generate import run
 from .memory import add_memory_options
@@ -33,6 +34,9 @@ EPILOG = """examples:
   python -m diffusion txt2img --model sd_xl_base_1.0.safetensors --prompt "a red fox" \\
       --refiner sd_xl_refiner_1.0.safetensors --refiner-switch-at 0.8 --fp16
   python -m diffusion txt2img --model ./sdxl-turbo --prompt "a red fox"   # 1 step, no CFG
+  python -m diffusion txt2img --model sd15.safetensors --prompt "a lighthouse at dusk" \\
+      --controlnet control_v11p_sd15_canny.pth --control-image photo.png \\
+      --control-module canny --control-pixel-perfect
 
 Images are numbered like the WebUI (outputs/00000-42.png, ...) and carry their settings in
 the PNG text chunk "parameters" (the WebUI's PNG Info reads them).
@@ -63,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
         add_generation_options(sub, strength=strength)
         add_memory_options(sub)
+        add_control_options(sub)
         if name == "inpaint":
             sub.add_argument("--mask", required=True, metavar="PATH",
                              help="white = repaint, black = keep (resized like the image)")

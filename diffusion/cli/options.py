@@ -49,8 +49,9 @@ def size_pair(text: str) -> tuple[int, int]:
 
 
 def add_network_options(parser: argparse.ArgumentParser) -> None:
-    """--lora-dir, --upscaler-dir and --embeddings-dir: the folders prompts and hires fix name
-    LoRAs, upscalers and embeddings from (generation commands and `serve` alike)."""
+    """--lora-dir, --upscaler-dir, --embeddings-dir and --controlnet-dir: the folders prompts,
+    hires fix and control units name LoRAs, upscalers, embeddings and control models from
+    (generation commands and `serve` alike)."""
     parser.add_argument("--lora-dir", metavar="DIR",
                         help="where <lora:NAME:WEIGHT> tags in the prompt find NAME.safetensors "
                              "(kohya/WebUI, diffusers/PEFT, LyCORIS LoCon/LoHa)")
@@ -60,6 +61,10 @@ def add_network_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--embeddings-dir", metavar="DIR",
                         help="textual-inversion embeddings (.safetensors, .pt), used wherever a "
                              "prompt or negative prompt names one (file name = name)")
+    parser.add_argument("--controlnet-dir", metavar="DIR",
+                        help="ControlNet / T2I-Adapter models (files and diffusers folders, the "
+                             "WebUI's models/ControlNet) that units name, as "
+                             "'control_v11p_sd15_canny' or with its [hash]")
 
 
 def _prompt(parser: argparse.ArgumentParser) -> None:

@@ -7,6 +7,7 @@ import argparse
 import ipaddress
 import socket
 import sys
+from pathlib import Path
 from typing import Any
 
 from .memory import add_memory_options, memory_mode
@@ -93,6 +94,8 @@ def serve(args: argparse.Namespace) -> int:
     host = "0.0.0.0" if args.listen else args.host
     try:
         parse_auth(args.api_auth)
+        if args.controlnet_dir and not Path(args.controlnet_dir).is_dir():
+            raise ValueError(f"--controlnet-dir {args.controlnet_dir!r} is not a folder")
         if args.upscaler_dir:  # names for hires fix and the Extras API
             from ..upscalers.models import register_upscaler_dir
 
@@ -126,7 +129,8 @@ def serve(args: argparse.Namespace) -> int:
                          queue_size=args.queue_size, max_size=args.max_size,
                          api_auth=args.api_auth, cmd_flags=vars(args),
                          embeddings_dir=args.embeddings_dir, lora_dir=args.lora_dir,
-                         worker_adapters=adapters, dtype=args.dtype, memory=memory_mode(args))
+                         worker_adapters=adapters, dtype=args.dtype, memory=memory_mode(args),
+                         controlnet_dir=args.controlnet_dir)
     except (FileNotFoundError, WeightsError, ValueError, OSError) as exc:
         sock.close()
         print(f"error: cannot load the model: {exc}", file=sys.stderr)

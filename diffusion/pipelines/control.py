@@ -41,10 +41,13 @@ from gpustd.shape import concatenate, take_slice
 from ..models.controlnet import ControlNetModel, soft_injection_scales
 from ..models.t2i_adapter import T2IAdapter
 from .ip_adapter import ImagePrompts, IPAdapterUnit
+from ..preprocessors.resize import fit_map, resize_mode
 
-__all__ = ["CONTROL_MODES", "Control", "ControlUnit"]
+__all__ = ["CONTROL_MODES", "HR_OPTIONS", "Control", "ControlUnit"]
 
 CONTROL_MODES = ("Balanced", "My prompt is more important", "ControlNet is more important")
+# which passes of a hires fix a unit guides (the extension's hr_option)
+HR_OPTIONS = ("Both", "Low res only", "High res only")
 _T2I_SOFT = (0.25, 0.62, 0.825, 1.0)
 
 
@@ -52,11 +55,15 @@ _T2I_SOFT = (0.25, 0.62, 0.825, 1.0)
 class ControlUnit:
     """One control: a ControlNet or T2I-Adapter, its control image, and how it is applied.
 
-    image: the control map, uint8 (H, W, 3) or float (H, W, 3) / (B, 3, H, W) in [0, 1], at
-    the generated picture's size (8x the latents). guidance_start / guidance_end: the
-    fractions of the steps between which it acts. `schedule`: whose rule decides which steps
-    those are ("webui": the extension's step / steps in [start, end]; "diffusers": its
-    pipelines' `controlnet_keep`)."""
+    image: the control map, uint8 (H, W, 3) or float (H, W, 3) / (B, 3, H, W) in [0, 1]; a
+    uint8 map of another size than a pass's picture is fitted to it by `resize_mode` (the
+    extension's, diffusion.preprocessors.resize.fit_map: each pass of a hires fix gets the map
+    at its own size). guidance_start / guidance_end: the fractions of the steps between which
+    it acts. `schedule`: whose rule decides which steps those are ("webui": the extension's
+    step / steps in [start, end]; "diffusers": its pipelines' `controlnet_keep`).
+    `hr_option`: the hires fix passes it guides. `label`: the unit as the infotext writes it
+    ("Module: canny, Model: ..., ..."; diffusion.pipelines.control_spec), None for a unit built
+    in Python."""
 
     model: ControlNetModel | T2IAdapter
     image: Any
@@ -66,6 +73,9 @@ class ControlUnit:
     control_mode: str = "Balanced"
     guess_mode: bool = False
     schedule: str = "webui"
+    resize_mode: str = "Crop and Resize"
+    hr_option: str = "Both"
+    label: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, (ControlNetModel, T2IAdapter)):
@@ -74,6 +84,10 @@ class ControlUnit:
         if self.control_mode not in CONTROL_MODES:
             raise ValueError(f"control_mode {self.control_mode!r}: expected one of "
                              f"{', '.join(map(repr, CONTROL_MODES))}")
+        self.resize_mode = resize_mode(self.resize_mode)
+        if self.hr_option not in HR_OPTIONS:
+            raise ValueError(f"hr_option {self.hr_option!r}: expected one of "
+                             f"{', '.join(map(repr, HR_OPTIONS))}")
         if self.schedule not in ("webui", "diffusers"):
             raise ValueError(f"schedule {self.schedule!r}: expected 'webui' or 'diffusers'")
         for name in ("weight", "guidance_start", "guidance_end"):
@@ -117,10 +131,17 @@ def _controlnet_call(model: ControlNetModel, x: Tensor, timesteps: Tensor, hidde
 
 class Control:
     """The summed residuals of `units` for each UNet call (see the module docstring).
-    `total_steps`: the steps the start/end fractions count (the sampler's model calls)."""
+    `total_steps`: the steps the start/end fractions count (the sampler's model calls).
+    `size`: the pass's picture (width, height), which the control maps are fitted to;
+    `hires_stage`: "first" or "second" pass of a hires fix, whose units pick theirs by
+    hr_option (None: no hires fix, every unit acts, as in the extension)."""
 
-    def __init__(self, units: Sequence[ControlUnit], *, total_steps: int) -> None:
+    def __init__(self, units: Sequence[ControlUnit], *, total_steps: int,
+                 size: tuple[int, int] | None = None, hires_stage: str | None = None) -> None:
+        skip = {"first": HR_OPTIONS[2], "second": HR_OPTIONS[1]}.get(hires_stage or "")
+        units = [unit for unit in units if unit.hr_option != skip]
         self.units = [u for u in units if not isinstance(u, IPAdapterUnit)]
+        self.size = size
         self.total_steps = max(1, int(total_steps))
         self.image_prompts = ImagePrompts([u for u in units if isinstance(u, IPAdapterUnit)],
                                           total_steps=self.total_steps)
@@ -176,8 +197,19 @@ class Control:
     def _image(self, index: int, unit: ControlUnit, batch: int, like: Tensor) -> Tensor:
         key = (index, batch)
         if key not in self._images:
-            self._images[key] = asarray(_control_batch(unit.image, batch), device=like.device)
+            self._images[key] = asarray(_control_batch(self._fitted(unit), batch),
+                                        device=like.device)
         return self._images[key]
+
+    def _fitted(self, unit: ControlUnit) -> Any:
+        """The unit's map at this pass's size (a uint8 picture of another size fitted by its
+        resize mode)."""
+        image = unit.image
+        if self.size is None or not (isinstance(image, np.ndarray) and image.dtype == np.uint8
+                                     and image.ndim == 3):
+            return image
+        width, height = self.size
+        return fit_map(image, width, height, unit.resize_mode)
 
     def _adapter_residuals(self, index: int, unit: ControlUnit, batch: int,
                            rows: tuple[int, int]) -> list[Tensor]:
@@ -187,7 +219,7 @@ class Control:
         if key not in self._features:
             model = unit.model
             device = model.adapter.body[0].resnets[0].block1.weight.device
-            feats = model(asarray(_control_batch(unit.image, batch), device=device))
+            feats = model(asarray(_control_batch(self._fitted(unit), batch), device=device))
             scales = unit.scales(len(feats))
             each = scales if isinstance(scales, tuple) else (scales,) * len(feats)
             self._features[key] = [self._only_rows(f * s, rows) for f, s in zip(feats, each)]

@@ -46,6 +46,7 @@ class IPAdapterUnit:
     guidance_end: float = 1.0
     image_encoder: CLIPVisionModelWithProjection | None = None
     schedule: str = "webui"
+    hr_option: str = "Both"  # the hires fix passes it guides (control.HR_OPTIONS)
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, IPAdapter):

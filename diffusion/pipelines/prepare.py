@@ -47,8 +47,10 @@ class Pass:
     # a StableDiffusion that takes over at `switch_at` (diffusion.pipelines.refiner)
     refiner: Any = None
     switch_at: float = 0.8
-    # ControlNet / T2I-Adapter units guiding every step (diffusion.pipelines.control)
+    # ControlNet / T2I-Adapter units guiding every step (diffusion.pipelines.control), their
+    # maps fitted to this pass's size; a hires fix's second pass runs the units meant for it
     control: tuple[Any, ...] = ()
+    hires_stage: str | None = None  # "first" / "second" pass of a hires fix
 
 
 def to_unit_image(image: Any, width: int, height: int) -> np.ndarray:
@@ -151,4 +153,4 @@ def hires_latents(pipe: StableDiffusion, r: Pass, latents: np.ndarray,
         start = np.concatenate([pipe._encode(to_unit_image(image, width, height), generator)
                                 for image in images])
     return start, replace(r, width=width, height=height, mode="img2img",
-                          strength=hires.denoise)
+                          strength=hires.denoise, hires_stage="second")

@@ -114,9 +114,9 @@ class GenerationRequest:
         "Refiner switch at", api="refiner_switch_at",
         cli="fraction of the sampling after which the refiner runs, in (0, 1) (0.8; with "
             "--sampler diffusers: diffusers' denoising_end)"))
-    # ControlNet / T2I-Adapter units (diffusion.pipelines.control.ControlUnit), their images at
-    # width x height; the extension writes each as "ControlNet N: ..." (the CLI's and the
-    # server's control options and that infotext are next round's)
+    # ControlNet / T2I-Adapter units (diffusion.pipelines.control.ControlUnit; the CLI and the
+    # server build them from diffusion.pipelines.control_spec.ControlSpec), written to the
+    # infotext as the extension writes them ("ControlNet N: ...")
     control: tuple[Any, ...] = field(default=(), metadata=_label("ControlNet"))
 
     def __post_init__(self) -> None:

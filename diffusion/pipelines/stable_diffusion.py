@@ -35,6 +35,7 @@ from ..upscalers.interpolation import HiresFix
 from . import sampling
 from .capture import ModelCapture
 from .control import Control
+from .control_spec import unit_label
 from .ip_adapter import use_ip_adapters
 from .memory import MemoryMode, MemoryPlan
 from .observer import Observer, Progress, StepCallback, from_callbacks
@@ -199,7 +200,9 @@ class StableDiffusion:
                 else self.memory.unet_step(self.unet))
         unet = sampling.GuidedUNet(step, contexts,
                                    dtype=self.unet.conv_in.weight.dtype,
-                                   control=Control(r.control, total_steps=steps)
+                                   control=Control(r.control, total_steps=steps,
+                                                   size=(r.width, r.height),
+                                                   hires_stage=r.hires_stage)
                                    if r.control else None)
         if r.refiner is None or not webui:
             return unet
@@ -287,7 +290,8 @@ class StableDiffusion:
                  height=int(request.height or self.native_size),
                  batch_size=int(request.batch_size), clip_skip=int(request.clip_skip),
                  strength=float(request.strength), rng=request.rng, mode=request.mode,
-                 embeddings=self._embedding_lookup(), control=tuple(request.control))
+                 embeddings=self._embedding_lookup(), control=tuple(request.control),
+                 hires_stage="first" if request.hires is not None else None)
         refiner = request.refiner
         if isinstance(refiner, str):  # a server resolves names; here it is too late
             raise ValueError(f"refiner must be a loaded model (diffusion.load_pipeline), got "
@@ -346,6 +350,8 @@ class StableDiffusion:
             settings.update(refiner=refiner.name, refiner_switch_at=r.switch_at)
         if loras:
             settings["lora_hashes"] = loras
+        if request.control:  # the extension's "ControlNet N" infotext fields
+            settings["controlnet"] = [unit_label(unit) for unit in request.control]
         if self.vae_path is not None:
             settings.update(vae_hash=vae_hash(self.vae_path), vae=vae_name(self.vae_path))
         if r.embeddings is not None and r.embeddings.used:

@@ -24,6 +24,7 @@ processor_res resize (and pad to 64) is the caller's choice of input size.
 """
 
 from .ip_adapter_modules import IP_ADAPTER_MODULES
-from .registry import PREPROCESSORS, Preprocessor, module_list, preprocess
+from .registry import PREPROCESSORS, Preprocessor, module_detail, module_list, preprocess
 
-__all__ = ["IP_ADAPTER_MODULES", "PREPROCESSORS", "Preprocessor", "module_list", "preprocess"]
+__all__ = ["IP_ADAPTER_MODULES", "PREPROCESSORS", "Preprocessor", "module_detail", "module_list",
+           "preprocess"]

@@ -13,29 +13,64 @@ from gpucore import Device
 
 from . import depth, filters
 from .ip_adapter_modules import IP_ADAPTER_MODULES
+from .resize import resize_with_pad
 
-__all__ = ["PREPROCESSORS", "Preprocessor", "hwc3", "module_list", "preprocess"]
+__all__ = ["PREPROCESSORS", "Preprocessor", "Slider", "hwc3", "module_detail", "module_list",
+           "preprocess"]
+
+
+@dataclass(frozen=True)
+class Slider:
+    """One of the extension's sliders: its label, default and range (a value outside the
+    range, or -1, means the default, as the extension's `bound_check_params`)."""
+
+    label: str
+    value: float
+    minimum: float
+    maximum: float
+    step: float = 1.0
+
+    def pick(self, given: float | None) -> float:
+        if given is None:
+            return float(self.value)
+        if not math.isfinite(given):
+            raise ValueError(f"{self.label}: must be a finite number, got {given!r}")
+        return float(given) if self.minimum <= given <= self.maximum else float(self.value)
+
+    def api_json(self) -> dict[str, Any]:
+        return {"name": self.label, "value": self.value, "min": self.minimum,
+                "max": self.maximum, "step": self.step}
+
+
+RESOLUTION = Slider("Resolution", 512, 64, 2048)
 
 
 @dataclass(frozen=True)
 class Preprocessor:
-    """One module: its function (picture, settings..., device) and the defaults of the
-    extension's threshold_a / threshold_b sliders (None: the module takes none)."""
+    """One module: its function (picture, settings..., device), the extension's
+    threshold_a / threshold_b sliders (None: the module takes none), and whether it first
+    scales the picture to the processor resolution (`resize_image_with_pad`): "pad" runs on
+    the padded picture and cuts the map, "scale" cuts the picture first."""
 
     name: str
     run: Callable[..., np.ndarray]
-    threshold_a: float | None = None
-    threshold_b: float | None = None
+    threshold_a: Slider | None = None
+    threshold_b: Slider | None = None
+    resolution: str | None = None
 
 
 PREPROCESSORS: dict[str, Preprocessor] = {p.name: p for p in (
     Preprocessor("none", filters.identity),
-    Preprocessor("canny", filters.canny, 100.0, 200.0),
+    Preprocessor("canny", filters.canny, Slider("Low Threshold", 100, 1, 255),
+                 Slider("High Threshold", 200, 1, 255), resolution="pad"),
     Preprocessor("invert", filters.invert),
-    Preprocessor("threshold", filters.threshold, 127.0),
-    Preprocessor("scribble_thr", filters.scribble_threshold),
-    Preprocessor("blur_gaussian", filters.blur_gaussian, 9.0),
-    Preprocessor("tile_resample", filters.tile_resample, 1.0),
+    Preprocessor("threshold", filters.threshold, Slider("Binarization Threshold", 127, 0, 255),
+                 resolution="pad"),
+    Preprocessor("scribble_thr", filters.scribble_threshold, resolution="pad"),
+    Preprocessor("blur_gaussian", filters.blur_gaussian, Slider("Sigma", 9.0, 0.01, 64.0, 0.01),
+                 resolution="scale"),
+    Preprocessor("tile_resample", filters.tile_resample,
+                 Slider("Down Sampling Rate", 1.0, 1.0, 8.0, 0.01)),
     Preprocessor("depth_anything_v2", depth.depth_anything_v2),
     # the picture as it is, for an IP-Adapter's image encoder (ip_adapter_modules)
     *(Preprocessor(name, filters.identity) for name in IP_ADAPTER_MODULES),
@@ -45,6 +80,13 @@ PREPROCESSORS: dict[str, Preprocessor] = {p.name: p for p in (
 def module_list() -> list[str]:
     """The module names, as `/controlnet/module_list` lists them."""
     return list(PREPROCESSORS)
+
+
+def module_detail() -> dict[str, Any]:
+    """`/controlnet/module_list`'s module_detail: each module's sliders."""
+    return {p.name: {"model_free": True, "sliders": [s.api_json() for s in (
+        RESOLUTION if p.resolution else None, p.threshold_a, p.threshold_b) if s is not None]}
+        for p in PREPROCESSORS.values()}
 
 
 def hwc3(image: Any) -> np.ndarray:
@@ -63,21 +105,30 @@ def hwc3(image: Any) -> np.ndarray:
 
 
 def preprocess(module: str, image: Any, *, threshold_a: float | None = None,
-               threshold_b: float | None = None, device: Device | None = None) -> np.ndarray:
+               threshold_b: float | None = None, resolution: int | None = None,
+               device: Device | None = None) -> np.ndarray:
     """The control map of `image` by `module` (uint8 HxWx3). threshold_a / threshold_b: the
-    module's settings (None or the extension's -1: its default). ValueError naming the module
-    or setting that is wrong."""
+    module's settings (None, the extension's -1 or a value off its slider: its default).
+    `resolution`: the extension's processor_res (the short side the picture is scaled to
+    first, for the modules that take one; -1: 512); None: the picture's own size. ValueError
+    naming the module or setting that is wrong."""
     found = PREPROCESSORS.get(module)
     if found is None:
         raise ValueError(f"unknown preprocessor {module!r}; the modules are "
                          f"{', '.join(PREPROCESSORS)}")
     settings = []
-    for name, given, default in (("threshold_a", threshold_a, found.threshold_a),
-                                 ("threshold_b", threshold_b, found.threshold_b)):
-        if default is None:
-            continue
-        value = default if given is None or given == -1 else float(given)
-        if not math.isfinite(value):
-            raise ValueError(f"{module}: {name} must be a finite number, got {given!r}")
-        settings.append(value)
-    return found.run(hwc3(image), *settings, device=device)
+    for name, given, slider in (("threshold_a", threshold_a, found.threshold_a),
+                                ("threshold_b", threshold_b, found.threshold_b)):
+        if slider is not None:
+            try:
+                settings.append(slider.pick(given))
+            except ValueError:
+                raise ValueError(f"{module}: {name} must be a finite number, got "
+                                 f"{given!r}") from None
+    picture = hwc3(image)
+    if resolution is None or not found.resolution:
+        return found.run(picture, *settings, device=device)
+    padded, remove_pad = resize_with_pad(picture, int(RESOLUTION.pick(resolution)))
+    if found.resolution == "scale":
+        return found.run(remove_pad(padded), *settings, device=device)
+    return remove_pad(found.run(padded, *settings, device=device))

@@ -19,6 +19,7 @@ from fastapi import Depends, Request
 from fastapi.exceptions import HTTPException
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
 
+from ..loaders.control_models import ControlModelCache, ControlModelDir
 from ..text.embeddings import EmbeddingDatabase
 from .models_dir import ModelRegistry
 from .worker import QueueFull, Worker, WorkerLost
@@ -44,6 +45,9 @@ class ServerState:
     cmd_flags: dict[str, Any] = field(default_factory=dict)
     embeddings: EmbeddingDatabase | None = None
     lora_dir: str | os.PathLike[str] | None = None
+    # --controlnet-dir's models, and those loaded (diffusion.server.controlnet_units)
+    controlnets: ControlModelDir = field(default_factory=lambda: ControlModelDir(None))
+    control_cache: ControlModelCache = field(default_factory=ControlModelCache)
 
 
 def _state(request: Request) -> ServerState:

@@ -9,6 +9,7 @@
 | | embeddings; /avx/defaults |
 | `info` | png-info, cmd-flags, memory |
 | `extras` | upscalers, extra-single-image, extra-batch-images (the Extras tab) |
+| `controlnet` | /controlnet/* (the ControlNet extension's), /sdapi/v1/scripts |
 | `page` | the web page at / |
 """
 
@@ -17,7 +18,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 
 from ..state import authorized
-from . import extras, generate, info, models, page, progress
+from . import controlnet, extras, generate, info, models, page, progress
 
 __all__ = ["routers"]
 
@@ -26,8 +27,10 @@ def routers() -> list[APIRouter]:
     """Every router, the API's behind --api-auth, in the order they are included."""
     api = APIRouter(prefix="/sdapi/v1", dependencies=[Depends(authorized)])
     avx = APIRouter(prefix="/avx", dependencies=[Depends(authorized)])
-    for module in (generate, progress, models, info, extras):
+    for module in (generate, progress, models, info, extras, controlnet):
         api.include_router(module.api)
         if hasattr(module, "avx"):
             avx.include_router(module.avx)
-    return [api, avx, page.router]
+    extension = APIRouter(dependencies=[Depends(authorized)])
+    extension.include_router(controlnet.router)
+    return [api, avx, extension, page.router]

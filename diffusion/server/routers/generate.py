@@ -5,10 +5,12 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Annotated, Any
 
+import numpy as np
 from fastapi import APIRouter, Depends, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
+from ..controlnet_units import control_units, parse_units, script_args
 from ..generation import RequestError, build_job, build_response, fit_to_model
 from ..schemas import ImageResponse, Img2ImgRequest, Txt2ImgRequest
 from ..state import ServerState, State, submit, wait
@@ -23,18 +25,28 @@ async def run_generation(state: ServerState, body: Txt2ImgRequest, kind: str) ->
     # 1. the body as a GenerationRequest (RequestError: 422 saying what to change)
     job, facts = build_job(body, kind, options=dict(state.options), max_size=state.max_size,
                            outputs=state.outputs)
-    # 2. a refiner named by the client: one of this server's models
+    # 2. ControlNet units (the extension's alwayson_scripts), checked here too
+    units = script_args(body.alwayson_scripts)
+    if units:
+        init = job.request.init_image
+        job = replace(job, control=parse_units(units, state.controlnets, fallback=None if init
+                                               is None else np.asarray(init.convert("RGB"))))
+    # 3. a refiner named by the client: one of this server's models
     refiner = None
     if isinstance(job.request.refiner, str):
         refiner = state.registry.find(job.request.refiner)
         if refiner is None:
             raise RequestError(f"refiner_checkpoint {job.request.refiner!r} is not one of this "
                                f"server's models: {', '.join(state.registry.titles())}")
-    worker = state.worker
+    worker, cache = state.worker, state.control_cache  # what run() takes along, not the state
 
-    # 3. on the worker, where the model is known: its size, the images fitted, the refiner
+    # 4. on the worker, where the model is known: its size, the images fitted, the refiner,
+    # the control models
     def run() -> Any:
         request = fit_to_model(job.request, job.resize_mode, worker.pipe.native_size)
+        if job.control:
+            request = replace(request, control=control_units(
+                job.control, cache, worker.pipe, request.width, request.height))
         if refiner is not None:
             request = replace(request, refiner=worker.second_model(refiner.path))
         return worker.generate(replace(job, request=request))

@@ -3,6 +3,7 @@
 import { $, api, base64Of, clearError, pngDataUrl, showError } from "./api.js";
 import { clearResults, selectedResult, showPreview, showResults } from "./gallery.js";
 import { fitCanvas, initImage, maskImage, setInitImage } from "./inpaint.js";
+import { controlNetScripts, initControlNet } from "./controlnet.js";
 import { initExtras } from "./extras.js";
 import { initPngInfo, loadPngInfo } from "./pnginfo.js";
 
@@ -179,6 +180,8 @@ function requestBody() {
   };
   // An empty size box means "the model's native size" (the server's default for a missing field).
   for (const id of ["width", "height"]) if ($(id).value !== "") body[id] = number(id);
+  const scripts = controlNetScripts();
+  if (scripts) body.alwayson_scripts = scripts;
   if (mode !== "img2img") return body;
   const init = initImage();
   if (!init) throw new Error("img2img needs an init image: drop one on the image area or click it to upload.");
@@ -345,7 +348,7 @@ initExtras();
 // ---- Start
 
 async function start() {
-  const results = await Promise.allSettled([loadModels(), loadSamplers()]);
+  const results = await Promise.allSettled([loadModels(), loadSamplers(), initControlNet()]);
   restoreSettings();
   // after the lists (the sampler must be one of them) and the saved settings (which it may replace)
   results.push(...await Promise.allSettled([applyModelDefaults({ keepSaved: true })]));

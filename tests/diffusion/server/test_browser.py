@@ -97,7 +97,12 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int,
     from diffusion.server.app import create_app
 
     model, size, models = _model_path(tmp_path_factory)
-    app = create_app(model=str(model), models_dir=models,
+    controlnets = None
+    if models is not None:  # tiny ControlNets of the tiny model, for the ControlNet panel
+        from control_tiny import write_controlnets
+
+        controlnets = write_controlnets(tmp_path_factory.mktemp("ControlNet"), ("tiny_canny",))
+    app = create_app(model=str(model), models_dir=models, controlnet_dir=controlnets,
                      outputs=str(tmp_path_factory.mktemp("outputs")))
     port = _free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
@@ -291,3 +296,45 @@ def test_extras_tab_upscales_an_upload(server: tuple[str, int, bool], page: Any,
     finally:
         models.MODEL_UPSCALERS.clear()
         models.MODEL_UPSCALERS.update(before)
+
+
+def test_controlnet_panel(server: tuple[str, int, bool], page: Any, tmp_path: Path) -> None:
+    """The ControlNet panel under the settings: upload a picture, see the canny map the server
+    detects, generate with the unit; its infotext carries it as the extension writes it."""
+    url, size, tiny = server
+    if not tiny:
+        pytest.skip("AVX_SCREENSHOTS: the bundled model is served alone, without ControlNets")
+    from control_tiny import circle
+    from PIL import Image
+
+    picture = tmp_path / "circle.png"
+    Image.fromarray(circle(40, 48)).save(picture)
+    page.goto(url)
+    _ready(page)
+    page.get_by_label("Sampling steps", exact=True).fill("2")
+    page.get_by_label("Width", exact=True).fill(str(size))
+    page.get_by_label("Height", exact=True).fill(str(size))
+    page.locator("#controlnet_panel summary").click()
+    page.get_by_label("Preprocessor", exact=True).select_option("canny")
+    models = page.eval_on_selector("#cn_model", "s => [...s.options].map(o => o.value)")
+    assert len(models) == 1 and models[0].startswith("tiny_canny [")
+    page.locator("#cn_file").set_input_files(str(picture))
+    page.locator("#cn_preview").wait_for(state="visible")
+    preview = page.locator("#cn_preview").get_attribute("src")
+    assert preview and preview.startswith("data:image/png;base64,")
+    shown = page.eval_on_selector("#cn_preview", "img => [img.naturalWidth, img.naturalHeight]")
+    assert shown == [614, 512]  # canny at the default processor resolution (short side 512)
+    assert page.get_by_label("Enable", exact=True).is_checked()
+    page.get_by_label("Control Weight", exact=True).fill("0.7")
+    page.get_by_label("Ending Control Step", exact=True).fill("0.5")
+    _screenshot(page, tmp_path, "screenshot-webui-controlnet")
+    page.get_by_label("Prompt", exact=True).fill(PROMPT)
+    page.get_by_role("button", name="Generate", exact=True).click()
+    page.locator("#gallery img").first.wait_for(timeout=90_000)
+    assert page.locator("#error").is_hidden(), page.locator("#error").inner_text()
+    infotext = page.locator("#infotext").inner_text()
+    assert (f'ControlNet 0: "Module: canny, Model: {models[0]}, Weight: 0.7, Resize Mode: Crop '
+            'and Resize, Processor Res: 512, Threshold A: 100.0, Threshold B: 200.0, Guidance '
+            'Start: 0.0, Guidance End: 0.5, Pixel Perfect: False, Control Mode: Balanced"'
+            ) in infotext, infotext
+    assert not page.errors, page.errors

@@ -1,0 +1,202 @@
+"""The generation commands' ControlNet / T2I-Adapter options: one unit per --controlnet or
+--t2i-adapter, in the order given; each per-unit option is given once (every unit) or once
+per unit, in the same order.
+
+    --controlnet canny.safetensors --control-image edges.png --control-module canny \\
+    --controlnet depth --control-image depth.png --control-weight 1 0.6
+
+Everything is checked before the model loads (paths, pictures, modules, numbers: one message
+naming the option); the control models load after the model, on its device and in its dtype.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..pipelines.control import CONTROL_MODES, HR_OPTIONS
+from ..pipelines.control_spec import ControlSpec, parse_unit
+from ..preprocessors import module_list
+from ..preprocessors.resize import RESIZE_MODES
+from .options import number, whole
+
+__all__ = ["add_control_options", "build_control_specs", "control_from_infotext",
+           "load_control_units"]
+
+# option -> (ControlSpec field, how its text reads, metavar)
+_PER_UNIT: dict[str, tuple[str, Any, str]] = {
+    "control_module": ("module", str, "NAME"), "control_weight": ("weight", number, "W"),
+    "control_start": ("guidance_start", number, "F"), "control_end": ("guidance_end", number, "F"),
+    "control_mode": ("control_mode", str, "MODE"), "control_resize": ("resize_mode", str, "MODE"),
+    "control_processor_res": ("processor_res", whole, "PX"),
+    "control_threshold_a": ("threshold_a", number, "A"),
+    "control_threshold_b": ("threshold_b", number, "B"),
+    "control_hr_option": ("hr_option", str, "WHICH"),
+}
+
+
+_OPTIONS = {"controlnet": "--controlnet", "t2i_adapter": "--t2i-adapter",
+            "ip_adapter": "--ip-adapter"}
+
+
+class _Unit(argparse.Action):
+    """--controlnet / --t2i-adapter: (kind, PATH or NAME) appended to one list, so units keep
+    the command line's order whatever their kind."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        units = list(getattr(namespace, "control_models", None) or [])
+        units.append((self.const, values))
+        namespace.control_models = units
+
+
+def add_control_options(parser: argparse.ArgumentParser) -> None:
+    """The ControlNet argument group of txt2img / img2img / inpaint."""
+    group = parser.add_argument_group(
+        "ControlNet and T2I-Adapter",
+        "guide the picture with control maps (edges, depth, a drawing), as the WebUI's "
+        "ControlNet extension; each --controlnet/--t2i-adapter adds one unit, and each "
+        "--control-* option takes one value for all units or one per unit, in their order "
+        "(listed after the option or the option repeated: --controlnet A --control-image "
+        "a.png --controlnet B --control-image b.png)")
+    group.add_argument("--controlnet", action=_Unit, const="controlnet", dest="control_models",
+                       metavar="PATH|NAME",
+                       help="a ControlNet: a diffusers folder, a single file (lllyasviel's "
+                            "control_v11p_sd15_canny.pth/.safetensors), or a name in "
+                            "--controlnet-dir; repeat for several units")
+    group.add_argument("--t2i-adapter", action=_Unit, const="t2i_adapter",
+                       dest="control_models", metavar="PATH|NAME",
+                       help="a T2I-Adapter (diffusers folder), a unit as --controlnet")
+    group.add_argument("--control-image", nargs="+", action="extend", metavar="PATH",
+                       help="the unit's picture (img2img/inpaint: the init image when left out)")
+    help_text = {
+        "control_module": f"preprocessor making the map from the picture (none: the picture "
+                          f"is the map): {', '.join(module_list())}",
+        "control_weight": "how strongly the unit steers, 0..2 (1)",
+        "control_start": "fraction of the steps where the unit starts acting (0)",
+        "control_end": "fraction of the steps where it stops (1)",
+        "control_mode": f"{' | '.join(CONTROL_MODES)} (or 0, 1, 2; Balanced)",
+        "control_resize": f"how the map fits the picture: {' | '.join(RESIZE_MODES)} (or 0, "
+                          "1, 2; Crop and Resize)",
+        "control_processor_res": "short side the preprocessor works at (-1: 512; see "
+                                 "--control-pixel-perfect)",
+        "control_threshold_a": "the module's first setting (canny: low threshold 100; "
+                               "threshold: level 127; blur_gaussian: sigma 9; tile_resample: "
+                               "rate 1; -1: the default)",
+        "control_threshold_b": "the module's second setting (canny: high threshold 200)",
+        "control_hr_option": f"the hires fix passes the unit guides: {' | '.join(HR_OPTIONS)}",
+    }
+    for dest, (_, kind, metavar) in _PER_UNIT.items():
+        group.add_argument("--" + dest.replace("_", "-"), dest=dest, nargs="+", type=kind,
+                           action="extend", metavar=metavar, help=help_text[dest])
+    group.add_argument("--control-pixel-perfect", action="store_true",
+                       help="preprocess at the resolution the picture's size needs (the "
+                            "extension's Pixel Perfect), for every unit")
+
+
+def _per_unit(values: list[Any] | None, count: int, option: str) -> list[Any]:
+    if values is None:
+        return [None] * count
+    if len(values) == 1:
+        return values * count
+    if len(values) != count:
+        raise ValueError(f"--{option.replace('_', '-')} has {len(values)} values for {count} "
+                         "units; give one (all units) or one per --controlnet/--t2i-adapter")
+    return list(values)
+
+
+def _resolve(kind: str, text: str, folder: Any) -> str:
+    """A unit's model: an existing path, else a name in --controlnet-dir (its path)."""
+    if Path(text).exists():
+        return text
+    option = _OPTIONS.get(kind, "the ControlNet model")
+    entry = None if folder is None else folder.find(text)
+    if entry is None:
+        where = "" if folder is None else " nor a model in --controlnet-dir: " + (
+            ", ".join(folder.titles()) or "it holds none")
+        raise ValueError(f"{option} {text!r} is not a file or folder{where}")
+    return str(entry.path)
+
+
+def build_control_specs(args: argparse.Namespace, open_image: Any) -> list[ControlSpec]:
+    """The units the options ask for, checked (ValueError naming the option); an img2img
+    unit without --control-image gets the init image."""
+    models = getattr(args, "control_models", None) or []
+    if not models:
+        stray = [o for o in ("control_image", *_PER_UNIT) if getattr(args, o, None)]
+        if stray:
+            raise ValueError(f"--{stray[0].replace('_', '-')} needs a unit: add --controlnet "
+                             "PATH or --t2i-adapter PATH")
+        return []
+    from ..loaders.control_models import ControlModelDir
+
+    folder = ControlModelDir(args.controlnet_dir) if args.controlnet_dir else None
+    count = len(models)
+    images = _per_unit(args.control_image, count, "control_image")
+    columns = {dest: _per_unit(getattr(args, dest), count, dest) for dest in _PER_UNIT}
+    specs = []
+    for i, (kind, text) in enumerate(models):
+        if images[i] is not None:
+            picture = open_image(images[i], "--control-image", "RGB")
+        elif getattr(args, "init_image", None):
+            picture = open_image(args.init_image, "--init-image", "RGB")
+        else:
+            raise ValueError(f"unit {i} ({text}) has no picture: give --control-image PATH")
+        settings = {field: columns[dest][i] for dest, (field, _, _) in _PER_UNIT.items()
+                    if columns[dest][i] is not None}
+        path = _resolve(kind, text, folder)
+        try:
+            specs.append(ControlSpec(model=path,
+                                     image=np.asarray(picture), module=settings.pop(
+                                         "module", "none"),
+                                     pixel_perfect=bool(args.control_pixel_perfect),
+                                     **settings))
+        except ValueError as exc:
+            raise ValueError(f"ControlNet unit {i} ({text}): {exc}") from None
+    args.control_kinds = [kind for kind, _ in models]
+    return specs
+
+
+def load_control_units(specs: list[ControlSpec], kinds: list[str], pipe: Any,
+                       width: int, height: int) -> tuple[Any, ...]:
+    """The units with their models loaded on the pipeline's device, in its UNet's dtype."""
+    from ..loaders.control_models import load_control_model, model_kind
+
+    weight = pipe.unet.conv_in.weight
+    units = []
+    for spec, kind in zip(specs, kinds, strict=True):
+        found = model_kind(spec.model)
+        if kind != "any" and found != kind:
+            raise ValueError(f"{_OPTIONS[kind]} {spec.model}: this is a "
+                             f"{found.replace('_', '-')} model; pass it with {_OPTIONS[found]}")
+        model = load_control_model(spec.model, dtype=weight.dtype, device=weight.device)
+        units.append(spec.unit(model, width=width, height=height, device=weight.device))
+    return tuple(units)
+
+
+def control_from_infotext(args: argparse.Namespace, settings: dict[str, Any]) -> None:
+    """The infotext's "ControlNet N" units as the options, when none is given here: models by
+    name (found in --controlnet-dir), per-unit options left out taken from them."""
+    texts = [settings[key] for key in sorted(
+        (k for k in settings if k.startswith("ControlNet ") and k[11:].isdigit()),
+        key=lambda k: int(k[11:]))]
+    if not texts or getattr(args, "control_models", None):
+        return
+    units = []
+    for text in texts:
+        try:
+            units.append(parse_unit(str(text)))
+        except ValueError as exc:
+            print(f"note: --from-infotext: {exc}; unit left out", file=sys.stderr)
+    if not units:
+        return
+    args.control_models = [("any", unit["model"]) for unit in units]
+    for dest, (field, _, _) in _PER_UNIT.items():
+        if getattr(args, dest) is None and all(field in unit for unit in units):
+            setattr(args, dest, [unit[field] for unit in units])
+    if any(unit.get("pixel_perfect") for unit in units):
+        args.control_pixel_perfect = True

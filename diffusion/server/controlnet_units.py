@@ -1,0 +1,133 @@
+"""The ControlNet extension's API units: `alwayson_scripts: {"controlnet": {"args": [unit,
+...]}}` on txt2img / img2img, read as the extension reads them, into ControlSpecs.
+
+A unit is a JSON object with the extension's fields (`internal_controlnet/args.py`
+ControlNetUnit): enabled (default false: a unit without it is skipped, as there), image (or
+the old input_image: base64, {"image", "mask"} or [image, mask]), mask / mask_image, module,
+model, weight (0..2), resize_mode (a name or 0, 1, 2), processor_res, threshold_a,
+threshold_b, guidance_start, guidance_end (or the old guidance), control_mode (a name or 0,
+1, 2), pixel_perfect, hr_option; low_vram / lowvram and the extension's other fields are
+accepted and ignored. A unit that cannot run (an unknown model or module, no image, a weight
+that is not a number in range, a field of the wrong type) is a RequestError naming
+`alwayson_scripts.controlnet.args[i].field`: 422 before anything is queued.
+
+On the worker (`control_units`), each spec's model loads on the worker's device (kept in a
+small cache) and its map is detected for the first pass's size.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..loaders.control_models import ControlModelCache, ControlModelDir
+from ..pipelines.control_spec import ControlSpec
+from .generation import RequestError
+from .images import ImageError, decode_image
+
+__all__ = ["control_units", "parse_units", "script_args"]
+
+SCRIPT = "controlnet"
+_ALIASES = {"input_image": "image", "guidance": "guidance_end", "mask_image": "mask"}
+_NUMBERS = ("weight", "threshold_a", "threshold_b", "guidance_start", "guidance_end")
+
+
+def script_args(alwayson_scripts: dict[str, Any] | None) -> list[Any] | None:
+    """The controlnet script's `args` (the WebUI matches script names in any case: webuiapi
+    sends "ControlNet"), None when the body has none."""
+    for name, value in (alwayson_scripts or {}).items():
+        if name.lower() == SCRIPT:
+            if not isinstance(value, dict) or not isinstance(value.get("args", []), list):
+                raise RequestError(f"alwayson_scripts.{name} must be an object with a list "
+                                   "'args' of ControlNet units")
+            return value.get("args", [])
+    return None
+
+
+def _picture(value: Any, where: str) -> np.ndarray | None:
+    """A unit's image field as uint8 HxWx3 (its mask is left aside), None when empty."""
+    if isinstance(value, dict):
+        value = value.get("image")
+    elif isinstance(value, (list, tuple)):
+        if not value:
+            return None
+        value = value[0].get("image") if isinstance(value[0], dict) else value[0]
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise RequestError(f"{where}: a base64-encoded picture, got {type(value).__name__}")
+    try:
+        return np.asarray(decode_image(value, where).convert("RGB"))
+    except ImageError as exc:
+        raise RequestError(str(exc)) from None
+
+
+def _unit(raw: dict[str, Any], where: str, models: ControlModelDir,
+          fallback: np.ndarray | None) -> ControlSpec | None:
+    for alias, key in _ALIASES.items():
+        if alias in raw:
+            if key in raw:
+                raise RequestError(f"{where}: both {alias!r} and {key!r}; send {key!r}")
+            raw = {**raw, key: raw[alias]}
+    enabled = raw.get("enabled", False)
+    if not isinstance(enabled, bool):
+        raise RequestError(f"{where}.enabled: true or false, got {enabled!r}")
+    if not enabled:
+        return None
+    for key in ("module", "model", "hr_option"):
+        if key in raw and not isinstance(raw[key], str):
+            raise RequestError(f"{where}.{key}: a name (text), got {raw[key]!r}")
+    for key in _NUMBERS:
+        value = raw.get(key)
+        if key in raw and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise RequestError(f"{where}.{key}: a number, got {value!r}")
+    name = str(raw.get("model", "None"))
+    entry = None if name.strip() in ("", "None", "none") else models.find(name)
+    if entry is None:
+        listed = ", ".join(models.titles()) or "none (start the server with --controlnet-dir)"
+        raise RequestError(f"{where}.model: {name!r} is not one of this server's ControlNet "
+                           f"models: {listed}")
+    image = _picture(raw.get("image"), f"{where}.image")
+    if image is None:
+        image = fallback
+    if image is None:
+        raise RequestError(f"{where}.image: missing; send the unit's picture base64-encoded")
+    processor_res = raw.get("processor_res", -1)
+    if isinstance(processor_res, float) and processor_res.is_integer():
+        processor_res = int(processor_res)
+    settings = {key: raw[key] for key in (*_NUMBERS, "resize_mode", "control_mode",
+                                           "pixel_perfect", "hr_option") if key in raw}
+    try:
+        return ControlSpec(model=str(entry.path), image=image,
+                           module=raw.get("module", "none"), processor_res=processor_res,
+                           **settings)
+    except ValueError as exc:
+        raise RequestError(f"{where}.{exc}") from None
+
+
+def parse_units(args: list[Any], models: ControlModelDir, *,
+                fallback: np.ndarray | None = None) -> tuple[ControlSpec, ...]:
+    """The enabled units of the script's `args` as specs; `fallback`: the picture a unit
+    without one takes (img2img: the init image, as the extension does)."""
+    specs = []
+    for i, raw in enumerate(args):
+        where = f"alwayson_scripts.controlnet.args[{i}]"
+        if not isinstance(raw, dict):
+            raise RequestError(f"{where}: a ControlNet unit is a JSON object, got "
+                               f"{type(raw).__name__}")
+        spec = _unit(raw, where, models, fallback)
+        if spec is not None:
+            specs.append(spec)
+    return tuple(specs)
+
+
+def control_units(specs: tuple[ControlSpec, ...], cache: ControlModelCache, pipe: Any,
+                  width: int, height: int) -> tuple[Any, ...]:
+    """The units on the calling worker's device (runs on the worker)."""
+    weight = pipe.unet.conv_in.weight
+    units = []
+    for spec in specs:
+        model = cache.get(spec.model, dtype=weight.dtype, device=weight.device)
+        units.append(spec.unit(model, width=width, height=height, device=weight.device))
+    return tuple(units)

@@ -1,0 +1,102 @@
+"""The ControlNet extension's own routes: `/controlnet/version`, `/controlnet/model_list`,
+`/controlnet/module_list`, `/controlnet/settings`, `/controlnet/detect`; and
+`/sdapi/v1/scripts`, where clients (webuiapi) look for the extension.
+
+The models are `serve --controlnet-dir DIR`'s (diffusion.loaders.control_models), named as
+the extension names them ("control_v11p_sd15_canny [d14c016b]"); the units of txt2img /
+img2img are read by diffusion.server.controlnet_units.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from fastapi import APIRouter
+from pydantic import BaseModel, Field
+
+from ...pipelines.control_spec import ControlSpec
+from ...preprocessors import module_detail, module_list, preprocess
+from ...preprocessors.registry import PREPROCESSORS
+from ..generation import RequestError
+from ..images import ImageError, decode_image, encode_png
+from ..state import State, submit, wait
+
+__all__ = ["DetectRequest", "api", "router"]
+
+API_VERSION = 3  # the extension's get_api_version()
+router = APIRouter(prefix="/controlnet")
+api = APIRouter()  # under /sdapi/v1
+
+
+class DetectRequest(BaseModel):
+    """POST /controlnet/detect, with the extension's names (and webuiapi's
+    `controlnet_images`)."""
+
+    controlnet_module: str = "none"
+    controlnet_input_images: list[str] = Field(default_factory=list)
+    controlnet_images: list[str] = Field(default_factory=list)
+    controlnet_processor_res: int = -1
+    controlnet_threshold_a: float = -1
+    controlnet_threshold_b: float = -1
+    controlnet_masks: list[str] = Field(default_factory=list)
+    low_vram: bool = False
+
+
+@router.get("/version")
+def version() -> dict[str, int]:
+    return {"version": API_VERSION}
+
+
+@router.get("/model_list")
+def model_list(state: State, update: bool = True) -> dict[str, list[str]]:
+    if update:
+        state.controlnets.refresh()
+    return {"model_list": state.controlnets.titles()}
+
+
+@router.get("/module_list")
+def modules(alias_names: bool = False) -> dict[str, Any]:
+    return {"module_list": module_list(), "module_detail": module_detail()}
+
+
+@router.get("/settings")
+def settings() -> dict[str, int]:
+    return {"control_net_unit_count": 3}
+
+
+@router.post("/detect")
+async def detect(body: DetectRequest, state: State) -> dict[str, Any]:
+    """The module's maps of the pictures (base64 PNGs), detected on the worker's device."""
+    if body.controlnet_module not in PREPROCESSORS:
+        raise RequestError(f"controlnet_module {body.controlnet_module!r} is not one of "
+                           f"{', '.join(PREPROCESSORS)}")
+    texts = body.controlnet_input_images or body.controlnet_images
+    if not texts:
+        raise RequestError("controlnet_input_images is empty; send base64-encoded pictures")
+    try:
+        pictures = [np.asarray(decode_image(text, f"controlnet_input_images[{i}]")
+                               .convert("RGB")) for i, text in enumerate(texts)]
+    except ImageError as exc:
+        raise RequestError(str(exc)) from None
+    spec = ControlSpec(model="detect", module=body.controlnet_module,
+                       processor_res=body.controlnet_processor_res,
+                       threshold_a=body.controlnet_threshold_a,
+                       threshold_b=body.controlnet_threshold_b)
+    res, low, high = spec.bounded()
+
+    def run() -> list[str]:
+        device = state.worker.pipe.unet.conv_in.weight.device
+        found = PREPROCESSORS[body.controlnet_module]
+        return [encode_png(preprocess(body.controlnet_module, picture, threshold_a=low,
+                                      threshold_b=high,
+                                      resolution=res if found.resolution else None,
+                                      device=device)) for picture in pictures]
+
+    return {"images": await wait(submit(state, run)), "info": "Success"}
+
+
+@api.get("/scripts")
+def scripts() -> dict[str, list[str]]:
+    """The WebUI's script list: the ControlNet extension's always-on script."""
+    return {"txt2img": ["controlnet"], "img2img": ["controlnet"]}

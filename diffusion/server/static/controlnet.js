@@ -1,0 +1,96 @@
+// The ControlNet panel: one unit as the extension's API takes it (alwayson_scripts.controlnet),
+// its models and preprocessors from /controlnet/model_list and /controlnet/module_list, and a
+// preview of the detected map from /controlnet/detect.
+
+import { $, api, base64Of, fileDropZone, pngDataUrl, readFile, showError } from "./api.js";
+
+let imageDataUrl = null;
+
+function fill(select, names) {
+  const wanted = select.value || localStorageValue(select.id) || select.dataset.default;
+  select.replaceChildren(...names.map((name) => new Option(name, name)));
+  if (names.includes(wanted)) select.value = wanted;
+}
+
+function localStorageValue(id) {
+  try { return JSON.parse(localStorage.getItem("avx-gpu-webui:settings"))?.[id]; } catch { return undefined; }
+}
+
+async function loadLists() {
+  try {
+    const [models, modules] = await Promise.all([api("/controlnet/model_list"), api("/controlnet/module_list")]);
+    fill($("cn_model"), models.model_list);
+    fill($("cn_module"), modules.module_list);
+  } catch (error) {
+    showError(error);
+  }
+}
+
+function settings() {
+  return {
+    module: $("cn_module").value,
+    processor_res: -1, threshold_a: -1, threshold_b: -1,  // the module's defaults
+  };
+}
+
+/** The map the server's preprocessor makes of the image, shown beside it. */
+async function preview() {
+  if (!imageDataUrl) return;
+  $("cn_detect").disabled = true;
+  try {
+    const unit = settings();
+    const response = await api("/controlnet/detect", {
+      controlnet_module: unit.module, controlnet_input_images: [base64Of(imageDataUrl)],
+      controlnet_processor_res: unit.processor_res, controlnet_threshold_a: unit.threshold_a,
+      controlnet_threshold_b: unit.threshold_b,
+    });
+    $("cn_preview").src = pngDataUrl(response.images[0]);
+    $("cn_preview").hidden = false;
+    $("cn_preview_hint").hidden = true;
+  } catch (error) {
+    showError(error);
+  } finally {
+    $("cn_detect").disabled = false;
+  }
+}
+
+/** The body's alwayson_scripts for the enabled unit, or null when ControlNet is off. */
+export function controlNetScripts() {
+  if (!$("cn_enabled").checked) return null;
+  if (!imageDataUrl) throw new Error("ControlNet is enabled but has no image: drop one on its image area or click it to upload.");
+  if (!$("cn_model").value) throw new Error("ControlNet is enabled but the server has no ControlNet model (serve --controlnet-dir DIR).");
+  return {
+    controlnet: {
+      args: [{
+        enabled: true, image: base64Of(imageDataUrl), model: $("cn_model").value,
+        weight: Number($("cn_weight").value), guidance_start: Number($("cn_start").value),
+        guidance_end: Number($("cn_end").value), control_mode: $("cn_control_mode").value,
+        resize_mode: $("cn_resize_mode").value, pixel_perfect: $("cn_pixel_perfect").checked,
+        ...settings(),
+      }],
+    },
+  };
+}
+
+/** Wires the panel: the image drop zone, the lists, the sliders and the preview button. */
+export function initControlNet() {
+  fileDropZone($("cn_drop"), $("cn_file"), async (file) => {
+    imageDataUrl = await readFile(file);
+    $("cn_image").src = imageDataUrl;
+    $("cn_image").hidden = false;
+    $("cn_hint").hidden = true;
+    $("cn_detect").disabled = false;
+    $("cn_enabled").checked = true;  // as the extension's upload does
+    preview();
+  });
+  for (const id of ["cn_weight", "cn_start", "cn_end"]) {
+    const number = $(id);
+    const range = $(`${id}_range`);
+    range.addEventListener("input", () => { number.value = range.value; });
+    number.addEventListener("input", () => { range.value = number.value; });
+  }
+  $("cn_module").addEventListener("change", () => { if (imageDataUrl) preview(); });
+  $("cn_detect").addEventListener("click", preview);
+  $("cn_refresh").addEventListener("click", loadLists);
+  return loadLists();
+}

@@ -1,0 +1,109 @@
+"""ControlSpec: a unit as the ControlNet extension describes it, its checks (one message per
+field, whatever the door), and its infotext text as the extension's serialize / parse."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from diffusion.infotext import format_infotext, parse_infotext
+from diffusion.pipelines.control import ControlUnit
+from diffusion.pipelines.control_spec import ControlSpec, control_mode, parse_unit, unit_label
+
+# what the extension writes for a canny unit left at its defaults (its serialize())
+EXTENSION_TEXT = ("Module: canny, Model: control_v11p_sd15_canny [d14c016b], Weight: 1.0, "
+                  "Resize Mode: Crop and Resize, Processor Res: 512, Threshold A: 100.0, "
+                  "Threshold B: 200.0, Guidance Start: 0.0, Guidance End: 1.0, "
+                  "Pixel Perfect: False, Control Mode: Balanced")
+
+pytestmark = pytest.mark.nodevice
+
+
+def test_serialize_is_the_extensions() -> None:
+    spec = ControlSpec(model="x.safetensors", module="canny")
+    assert spec.serialize("control_v11p_sd15_canny [d14c016b]") == EXTENSION_TEXT
+    other = ControlSpec(model="m [12345678]", module="invert", weight=0.5, resize_mode=2,
+                        processor_res=768, threshold_a=7, guidance_start=0.1,
+                        guidance_end=0.9, pixel_perfect=True, control_mode=1)
+    text = other.serialize()
+    assert text == ("Module: invert, Model: m [12345678], Weight: 0.5, Resize Mode: Resize and "
+                    "Fill, Processor Res: 768, Threshold A: 0.5, Threshold B: 0.5, Guidance "
+                    "Start: 0.1, Guidance End: 0.9, Pixel Perfect: True, Control Mode: My "
+                    "prompt is more important")  # invert has no sliders: the hidden 0.5
+    assert ControlSpec(**parse_unit(text)).serialize() == text
+
+
+def test_infotext_round_trip() -> None:
+    settings = dict(prompt="a lighthouse", steps=20, sampler="Euler a", cfg_scale=7, seed=1,
+                    width=512, height=512, controlnet=[EXTENSION_TEXT, EXTENSION_TEXT])
+    text = format_infotext(settings)
+    assert f'ControlNet 0: "{EXTENSION_TEXT}", ControlNet 1: "{EXTENSION_TEXT}"' in text
+    parsed = parse_infotext(text)
+    assert parsed["ControlNet 1"] == EXTENSION_TEXT
+    unit = parse_unit(parsed["ControlNet 0"])
+    assert unit == {"module": "canny", "model": "control_v11p_sd15_canny [d14c016b]",
+                    "weight": 1.0, "resize_mode": "Crop and Resize", "processor_res": 512,
+                    "threshold_a": 100.0, "threshold_b": 200.0, "guidance_start": 0.0,
+                    "guidance_end": 1.0, "pixel_perfect": False, "control_mode": "Balanced"}
+    with pytest.raises(ValueError, match="cannot read"):
+        parse_unit("Module canny")
+
+
+@pytest.mark.parametrize("fields, named", [
+    ({"module": "openpose"}, "module"), ({"weight": math.nan}, "weight"),
+    ({"weight": -0.1}, "weight"), ({"weight": "1"}, "weight"),
+    ({"guidance_start": 0.9, "guidance_end": 0.1}, "guidance_start"),
+    ({"guidance_end": 1.5}, "guidance_end"), ({"control_mode": 3}, "control_mode"),
+    ({"resize_mode": "Fill"}, "resize_mode"), ({"processor_res": 1.5}, "processor_res"),
+    ({"threshold_a": math.inf}, "threshold_a"), ({"pixel_perfect": 1}, "pixel_perfect"),
+    ({"hr_option": "Both passes"}, "hr_option"), ({"model": ""}, "model"),
+])
+def test_bad_settings_are_named(fields: dict, named: str) -> None:
+    with pytest.raises(ValueError, match=f"^{named}"):
+        ControlSpec(**{"model": "m", **fields})
+
+
+def test_modes_by_name_and_number() -> None:
+    assert [control_mode(i) for i in range(3)] == [
+        "Balanced", "My prompt is more important", "ControlNet is more important"]
+    assert control_mode("controlnet is more important") == "ControlNet is more important"
+    spec = ControlSpec(model="m", resize_mode="Inner Fit (Scale to Fit)", control_mode="2")
+    assert (spec.resize_mode, spec.control_mode) == ("Crop and Resize",
+                                                     "ControlNet is more important")
+
+
+def test_out_of_range_thresholds_take_the_default() -> None:
+    """The extension's bound check: -1 or a value off the slider means its default."""
+    assert ControlSpec(model="m", module="canny", threshold_a=-1,
+                       threshold_b=300).bounded() == (512, 100.0, 200.0)
+    assert ControlSpec(model="m", module="canny", processor_res=32,
+                       threshold_a=20).bounded() == (512, 20.0, 200.0)
+
+
+def test_unit_label_of_a_python_unit() -> None:
+    from diffusion.models.controlnet import ControlNetModel
+
+    model = ControlNetModel.__new__(ControlNetModel)
+    unit = ControlUnit(model, np.zeros((8, 8, 3), np.uint8), weight=0.7, guidance_end=0.5)
+    assert unit_label(unit).startswith("Module: none, Model: ControlNetModel, Weight: 0.7, ")
+    model.title = "mine [00000000]"
+    assert "Model: mine [00000000]" in unit_label(unit)
+    labelled = ControlUnit(model, None, label=EXTENSION_TEXT)
+    assert unit_label(labelled) == EXTENSION_TEXT
+
+
+def test_hr_option_picks_the_passes() -> None:
+    """Without a hires fix every unit acts (the extension sets hr_option to Both); with one,
+    "Low res only" units guide the first pass and "High res only" ones the second."""
+    from diffusion.models.controlnet import ControlNetModel
+    from diffusion.pipelines.control import HR_OPTIONS, Control
+
+    model = ControlNetModel.__new__(ControlNetModel)
+    units = [ControlUnit(model, None, hr_option=option) for option in HR_OPTIONS]
+    picked = {stage: [u.hr_option for u in Control(units, total_steps=1,
+                                                   hires_stage=stage).units]
+              for stage in (None, "first", "second")}
+    assert picked == {None: list(HR_OPTIONS), "first": ["Both", "Low res only"],
+                      "second": ["Both", "High res only"]}

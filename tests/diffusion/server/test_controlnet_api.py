@@ -1,0 +1,158 @@
+"""The ControlNet extension's API on our server: `alwayson_scripts` units from the real
+`webuiapi` client (two units, the same image twice, the units in the infotext), the
+`/controlnet/*` routes, and bad units refused with a 422 naming the field (tiny random SD and
+ControlNets, 32x32, two steps)."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+from urllib.parse import urlparse
+
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi", reason="server extra (pip install .[server])")
+pytest.importorskip("diffusers", reason="tiny test models are built with diffusers")
+webuiapi = pytest.importorskip("webuiapi", reason="the WebUI's client (extra: test)")
+
+from control_tiny import circle, write_controlnets  # noqa: E402
+from fastapi.testclient import TestClient  # noqa: E402
+from PIL import Image  # noqa: E402
+from sd_tiny import write_pipeline  # noqa: E402
+from server_support import CachedLoader, live_server, png_b64  # noqa: E402
+
+import gpucore  # noqa: E402
+from diffusion.server import create_app  # noqa: E402
+
+if not gpucore.devices():
+    pytest.skip("no GPU adapter present: install mesa-vulkan-drivers (see README)",
+                allow_module_level=True)
+
+PROMPT = "a red circle on a blue background"
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    root = tmp_path_factory.mktemp("cn-server")
+    model = write_pipeline(root / "models" / "tiny-sd")
+    controlnets = write_controlnets(root / "ControlNet")
+    return create_app(model=model, controlnet_dir=controlnets, outputs=root / "outputs",
+                      loader=CachedLoader())
+
+
+@pytest.fixture(scope="module")
+def api(app: Any) -> Any:
+    with live_server(app) as url:
+        where = urlparse(url)
+        yield webuiapi.WebUIApi(host=where.hostname, port=where.port)
+
+
+def test_webuiapi_units_same_image_twice_and_infotext(api: Any) -> None:
+    titles = api.controlnet_model_list()
+    assert [t.rsplit(" [", 1)[0] for t in titles] == ["tiny_canny", "tiny_scribble"]
+    assert all(len(t.rsplit(" [", 1)[1]) == 9 for t in titles)  # the WebUI's 8-digit hash]
+    assert {"none", "canny", "invert"} <= set(api.controlnet_module_list())
+    assert api.controlnet_version() == 3
+    picture = Image.fromarray(circle())
+    units = [webuiapi.ControlNetUnit(image=picture, module="canny", model="tiny_canny",
+                                     weight=0.8, resize_mode="Just Resize", processor_res=64,
+                                     threshold_a=50, threshold_b=120),
+             webuiapi.ControlNetUnit(image=picture, module="invert", model=titles[1],
+                                     control_mode=2, guidance_end=0.6, pixel_perfect=True)]
+    settings = dict(prompt=PROMPT, steps=2, width=32, height=32, seed=3, cfg_scale=5,
+                    sampler_name="Euler a")
+    first = api.txt2img(controlnet_units=units, **settings)
+    again = api.txt2img(controlnet_units=units, **settings)
+    # (webuiapi keeps the units in its default alwayson_scripts dict: pass a fresh one)
+    plain = api.txt2img(alwayson_scripts={}, **settings)
+    assert np.array_equal(np.asarray(first.image), np.asarray(again.image))
+    assert np.abs(np.asarray(first.image, np.int16) - np.asarray(plain.image)).mean() > 1
+    text = first.info["infotexts"][0]
+    assert ('ControlNet 0: "Module: canny, Model: ' + titles[0] + ', Weight: 0.8, Resize Mode: '
+            'Just Resize, Processor Res: 64, Threshold A: 50.0, Threshold B: 120.0, Guidance '
+            'Start: 0.0, Guidance End: 1.0, Pixel Perfect: False, Control Mode: Balanced"'
+            ) in text, text
+    # pixel perfect, Resize and Fill: the 40x48 picture's short side scaled to fit in
+    # 32x32 (by 32 / 48): 26.7 -> 27 (webuiapi's default resize mode)
+    assert ('ControlNet 1: "Module: invert, Model: ' + titles[1] + ', Weight: 1.0, Resize '
+            'Mode: Resize and Fill, Processor Res: 27, Threshold A: 0.5, Threshold B: 0.5, '
+            'Guidance Start: 0.0, Guidance End: 0.6, Pixel Perfect: True, Control Mode: '
+            'ControlNet is more important"') in text, text
+    assert first.info["extra_generation_params"]["ControlNet 1"].startswith("Module: invert")
+    assert "ControlNet" not in plain.info["infotexts"][0]
+
+
+def test_img2img_unit_takes_the_init_image(api: Any) -> None:
+    """img2img: a unit sent without a picture uses the init image, as in the extension."""
+    unit = webuiapi.ControlNetUnit(module="invert", model="tiny_canny", resize_mode=0)
+    result = api.img2img(images=[Image.fromarray(circle(32, 32))], prompt=PROMPT, steps=2,
+                         denoising_strength=0.5, seed=5, width=32, height=32,
+                         controlnet_units=[unit])
+    assert np.asarray(result.image).shape == (32, 32, 3)
+    assert 'ControlNet 0: "Module: invert, Model: tiny_canny [' in result.info["infotexts"][0]
+
+
+def test_detect(api: Any) -> None:
+    picture = Image.fromarray(circle())
+    found = api.controlnet_detect([picture], module="canny", processor_res=64,
+                                  threshold_a=50, threshold_b=120)
+    edges = np.asarray(found.images[0])
+    assert edges.shape[:2] == (64, 77)  # the short side at processor_res
+    assert set(np.unique(edges)) == {0, 255}
+
+
+def _unit(**fields: Any) -> dict[str, Any]:
+    return {"enabled": True, "image": png_b64(Image.fromarray(circle(16, 16))),
+            "model": "tiny_canny", "module": "none", **fields}
+
+
+@pytest.mark.parametrize("fields, named", [
+    ({"model": "control_v11p_sd15_depth"}, "args[0].model"),
+    ({"module": "openpose_full"}, "args[0].module"),
+    ({"image": ""}, "args[0].image"),
+    ({"image": "not base64!"}, "args[0].image"),
+    ({"weight": math.nan}, "args[0].weight"),
+    ({"weight": 2.5}, "args[0].weight"),
+    ({"weight": "heavy"}, "args[0].weight"),
+    ({"enabled": "yes"}, "args[0].enabled"),
+    ({"guidance_start": 0.8, "guidance_end": 0.2}, "args[0].guidance_start"),
+    ({"control_mode": 7}, "args[0].control_mode"),
+    ({"resize_mode": "Stretch"}, "args[0].resize_mode"),
+    ({"processor_res": "big"}, "args[0].processor_res"),
+    ({"pixel_perfect": "no"}, "args[0].pixel_perfect"),
+])
+def test_bad_units_are_422_naming_the_field(app: Any, fields: dict[str, Any],
+                                             named: str) -> None:
+    client = TestClient(app)  # no lifespan: the app's worker outlives this test
+    body = {"prompt": PROMPT, "steps": 1, "width": 32, "height": 32,
+            "alwayson_scripts": {"controlnet": {"args": [_unit(**fields)]}}}
+    # json.dumps writes NaN as Python's json module (and so webuiapi's requests) does
+    response = client.post("/sdapi/v1/txt2img", content=json.dumps(body),
+                           headers={"Content-Type": "application/json"})
+    assert response.status_code == 422, response.text
+    assert named in response.json()["detail"], response.json()
+
+
+def test_units_read_as_the_extension_reads_them(app: Any) -> None:
+    """Disabled units are skipped, names and numbers both select modes, the old field names
+    still work, and a unit without a picture takes img2img's init image."""
+    from diffusion.server.controlnet_units import parse_units
+
+    models = app.state.server.controlnets
+    specs = parse_units([_unit(enabled=False), _unit(resize_mode=2, lowvram=True,
+                                                     control_mode="my prompt is more important"),
+                         {"model": "tiny_canny"}], models)  # no "enabled": skipped, as there
+    assert len(specs) == 1
+    assert specs[0].resize_mode == "Resize and Fill"
+    assert specs[0].control_mode == "My prompt is more important"
+    legacy = {k: v for k, v in _unit().items() if k != "image"}
+    legacy.update(input_image=_unit()["image"], guidance=0.5)
+    spec, = parse_units([legacy], models)
+    assert spec.guidance_end == 0.5 and spec.image.shape == (16, 16, 3)
+    assert spec.model.endswith("tiny_canny")  # a path on the server, never the client's
+    no_image = {k: v for k, v in _unit().items() if k != "image"}
+    fallback = circle(8, 8)
+    spec, = parse_units([no_image], models, fallback=fallback)
+    assert spec.image is fallback

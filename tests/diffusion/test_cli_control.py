@@ -1,0 +1,126 @@
+"""The generation commands' ControlNet options: units in command-line order, per-unit values
+(one for all, or one each), the checks before any model loads, and a real run whose infotext
+carries the units and reads back through --from-infotext to the same picture."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import diffusion.cli.main as cli
+from diffusion.cli.control import build_control_specs
+from diffusion.cli.generate import _open_image
+from diffusion.infotext import read_infotext
+
+
+@pytest.fixture
+def pictures(tmp_path: Path) -> dict[str, str]:
+    rng = np.random.default_rng(0)
+    out = {}
+    for name, size in (("edges", (40, 48)), ("depth", (32, 32))):
+        path = tmp_path / f"{name}.png"
+        Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(path)
+        out[name] = str(path)
+    for name in ("cn-a", "cn-b"):  # listed as models (loading them is another test's)
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text("{}")
+    out["dir"] = str(tmp_path)
+    return out
+
+
+def _specs(*argv: str) -> tuple[list[Any], Any]:
+    args = cli.build_parser().parse_args(["txt2img", "--prompt", "p", *argv])
+    return build_control_specs(args, _open_image), args
+
+
+@pytest.mark.nodevice
+def test_units_and_per_unit_values(pictures: dict[str, str]) -> None:
+    a, b = (str(Path(pictures["dir"]) / n) for n in ("cn-a", "cn-b"))
+    specs, args = _specs("--controlnet", a, "--t2i-adapter", b, "--controlnet", a,
+                         "--control-image", pictures["edges"], pictures["depth"],
+                         pictures["edges"], "--control-module", "canny", "none", "invert",
+                         "--control-weight", "0.5", "--control-mode", "2",
+                         "--control-resize", "Just Resize", "Resize and Fill", "0",
+                         "--control-pixel-perfect")
+    assert args.control_kinds == ["controlnet", "t2i_adapter", "controlnet"]
+    assert [s.model for s in specs] == [a, b, a]
+    assert [s.module for s in specs] == ["canny", "none", "invert"]
+    assert [s.weight for s in specs] == [0.5] * 3
+    assert {s.control_mode for s in specs} == {"ControlNet is more important"}
+    assert [s.resize_mode for s in specs] == ["Just Resize", "Resize and Fill", "Just Resize"]
+    assert [s.image.shape for s in specs] == [(40, 48, 3), (32, 32, 3), (40, 48, 3)]
+    assert all(s.pixel_perfect for s in specs)
+    # the option repeated after each unit, as the units' own
+    interleaved, _ = _specs("--controlnet", a, "--control-image", pictures["edges"],
+                            "--control-weight", "0.3", "--controlnet", b, "--control-image",
+                            pictures["depth"], "--control-weight", "0.9")
+    assert [(s.image.shape, s.weight) for s in interleaved] == [((40, 48, 3), 0.3),
+                                                                ((32, 32, 3), 0.9)]
+    # a name in --controlnet-dir, with or without its hash
+    named, _ = _specs("--controlnet-dir", pictures["dir"], "--controlnet", "CN-B",
+                      "--control-image", pictures["depth"])
+    assert named[0].model == b
+    # img2img: a unit without a picture takes the init image
+    args = cli.build_parser().parse_args(["img2img", "--prompt", "p", "--init-image",
+                                          pictures["depth"], "--controlnet", a])
+    assert build_control_specs(args, _open_image)[0].image.shape == (32, 32, 3)
+
+
+@pytest.mark.nodevice
+@pytest.mark.parametrize("argv, message", [
+    (["--control-weight", "0.5"], "--control-weight needs a unit"),
+    (["--controlnet", "{a}", "--control-image", "{edges}", "{edges}"],
+     "--control-image has 2 values for 1 units"),
+    (["--controlnet", "{a}"], "has no picture"),
+    (["--controlnet", "missing-model", "--control-image", "{edges}"],
+     "'missing-model' is not a file or folder"),
+    (["--controlnet", "{a}", "--control-image", "{dir}/nothing.png"], "does not exist"),
+    (["--controlnet", "{a}", "--control-image", "{edges}", "--control-module", "depth"],
+     "unit 0 .*module 'depth'"),
+    (["--controlnet", "{a}", "--control-image", "{edges}", "--control-weight", "nan"],
+     "unit 0 .*weight must be a finite number"),
+    (["--controlnet", "{a}", "--control-image", "{edges}", "--control-end", "2"],
+     "guidance_end"),
+])
+def test_bad_units_are_one_error_line(pictures: dict[str, str], argv: list[str], message: str,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    a = str(Path(pictures["dir"]) / "cn-a")
+    argv = [part.format(a=a, **pictures) for part in argv]
+    assert cli.main(["txt2img", "--prompt", "p", "--out", pictures["dir"], *argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: ") and re.search(message, err[-1]), err
+
+
+def test_run_writes_units_and_from_infotext_repeats_it(tmp_path: Path,
+                                                       first_device: Any,
+                                                       capsys: pytest.CaptureFixture[str]
+                                                       ) -> None:
+    pytest.importorskip("diffusers", reason="the tiny models are built with diffusers")
+    from control_tiny import circle, write_controlnets
+    from sd_tiny import write_pipeline
+
+    model = write_pipeline(tmp_path / "sd")
+    folder = write_controlnets(tmp_path / "ControlNet", ("tiny_canny",))
+    Image.fromarray(circle()).save(tmp_path / "circle.png")
+    common = ["--model", str(model), "--controlnet-dir", str(folder), "--control-image",
+              str(tmp_path / "circle.png")]
+    first = tmp_path / "first.png"
+    assert cli.main(["txt2img", *common, "--prompt", "a circle", "--steps", "1", "--seed", "4",
+                     "--width", "32", "--height", "32", "--controlnet", "tiny_canny",
+                     "--control-module", "canny", "--control-processor-res", "64",
+                     "--control-weight", "0.9", "--control-end", "0.5", "--out",
+                     str(first)]) == 0, capsys.readouterr().err
+    text = read_infotext(first)
+    assert ', ControlNet 0: "Module: canny, Model: tiny_canny [' in text
+    assert ("Weight: 0.9, Resize Mode: Crop and Resize, Processor Res: 64, Threshold A: "
+            "100.0, Threshold B: 200.0, Guidance Start: 0.0, Guidance End: 0.5, ") in text
+    again = tmp_path / "again.png"
+    assert cli.main(["txt2img", *common, "--from-infotext", str(first), "--out",
+                     str(again)]) == 0, capsys.readouterr().err
+    assert read_infotext(again) == text
+    np.testing.assert_array_equal(np.asarray(Image.open(again)), np.asarray(Image.open(first)))
