@@ -12,11 +12,10 @@ copies another:
 
   read:   copy chunk 0 into a slot, submit, map. Then per chunk i: wait for its map, start
           chunk i + 1 (copy into the other slot, submit, map), copy slot i -> host, unmap:
-          the GPU copies chunk i + 1 while the host copies chunk i. One copy in flight, not
-          `depth`: wgpu-native completes maps in a poll that waits for the LATEST submission,
-          so with four copies queued, the map of the first resolved only when the fourth had
-          run, and the GPU then idled while the host copied all four (6.6 GiB/s at 256 MiB on
-          an H100, where uploads, which wait on no map, reached 14.1).
+          the GPU copies chunk i + 1 while the host copies chunk i. (Keeping `depth` copies
+          in flight instead measured the same, alternated on one H100.) The ring reads back
+          at 14-15 GiB/s into an array already touched; into a fresh one (Tensor.numpy) the
+          OS mapping its pages on first touch holds it near 5-6 (bench multigpu's rows).
   write:  per chunk: wait until slot i % depth is mapped again (its last copy has run),
           copy host -> slot, unmap, submit slot -> buffer, map the slot again (asynchronously:
           the map completes once the GPU has run that copy); the last maps are waited for
@@ -48,12 +47,12 @@ if TYPE_CHECKING:
 
 __all__ = ["CHUNK", "DEPTH", "SMALL_WRITE", "Staging"]
 
-# 8 MiB chunks, 4 uploads in flight (a read-back keeps one copy in flight and the host copy
-# of the chunk before it; see above): 32 MiB of mapped memory each way per device. A chunk is
-# large enough that its submit and map (tens of microseconds) cost little beside its copy
-# (about 0.4 ms at 20 GiB/s).
-CHUNK = 8 << 20
-DEPTH = 4
+# 32 MiB chunks, 2 slots: 64 MiB of mapped memory each way per device. Each chunk pays a
+# submit, a map and its wait; on an H100 (2026-11-24, .f16lab-style probe of Staging alone,
+# 256 MiB) 8 MiB chunks gave 9-13 GiB/s back and 10-13 up, 32 MiB ones 14.5-15 back and
+# 16-19 up, 64 MiB no more; a second slot is all the overlap the ring needs.
+CHUNK = 32 << 20
+DEPTH = 2
 # Uploads below this stay with wgpu's `queue.write_buffer`: it never waits for the GPU (the
 # data rides in the next submit), where a ring slot may wait for its previous copy to run,
 # behind whatever the queue holds. Per-step constants (timesteps, parameters) are small.
