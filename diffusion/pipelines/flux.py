@@ -11,7 +11,7 @@ decodes. With the torch RNG, a seed gives diffusers' picture (`generator=torch.G
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +23,11 @@ from gpustd import Tensor, asarray
 from ..loaders.flow_folder import load_flow_folder
 from ..loaders.flux_file import load_flux_file
 from ..models import AutoencoderKL, CLIPTextModel, FluxTransformer2DModel, T5EncoderModel
+from ..noise.rng import make_generator
 from ..schedulers.flow_match_euler import FlowMatchEulerDiscreteScheduler, calculate_shift
 from ..text.t5_tokenizer import T5Tokenizer
 from ..text.tokenizer import CLIPTokenizer
-from .flow import check_call, decode, starting_noise
+from .flow import FlowStart, StepCallback, check_call, decode
 
 __all__ = ["FluxPipeline", "pack_latents", "unpack_latents"]
 
@@ -120,49 +121,74 @@ class FluxPipeline:
         states = self.text_encoder_2(self.tokenizer_2(list(prompts), max_sequence_length))
         return states.astype(dtype), pooled.astype(dtype)
 
-    def __call__(self, prompt: str | Sequence[str], *, height: int = 1024, width: int = 1024,
-                 num_inference_steps: int = 28, guidance_scale: float = 3.5, seed: int = 0,
-                 rng: str = "torch", max_sequence_length: int = 512,
-                 latents: np.ndarray | None = None, output_type: str = "np") -> np.ndarray:
-        """Pictures for `prompt` (one or a list): float images in [0, 1], (B, height, width,
-        3) ("np"), or the final packed latents ("latent"). `guidance_scale` is dev's distilled
-        guidance (ignored by schnell, which embeds none). `seed` and `rng` ("torch": torch's
-        CPU generator, as diffusers; "numpy") draw the starting noise unless `latents`
-        (B, 16, H/8, W/8) is given. diffusers: `FluxPipeline(prompt, height=, width=,
-        num_inference_steps=, guidance_scale=, generator=torch.Generator().manual_seed(seed),
-        output_type="np").images`."""
-        prompts = check_call(prompt, rng=rng, output_type=output_type, steps=num_inference_steps)
+    def velocity(self, prompts: Sequence[str], *, height: int, width: int,
+                 guidance_scale: float = 3.5, max_sequence_length: int = 512
+                 ) -> tuple[Callable[[np.ndarray, float], np.ndarray], tuple[int, ...], float]:
+        """The transformer as `flow(x, t)` for `prompts` at height x width: x (B, C, h, w)
+        float32 latents, t the scheduler's timestep (0..1000), the predicted flow back
+        unpacked (float32); also the latents' shape and the schedule's `mu` (dev's shift by
+        the number of image tokens, None for a constant shift)."""
         scale = self.vae_scale_factor * 2
         if height < scale or width < scale:
             raise ValueError(f"height and width must be at least {scale}, got {height}x{width}")
         config = self.transformer.config
         device = self.transformer.x_embedder.weight.device
         dtype = self.transformer.x_embedder.weight.dtype
-        # 1. conditioning
         states, pooled = self.encode_prompt(prompts, max_sequence_length)
         batch = len(prompts)
-        # 2. starting noise (B, C, h, w), packed into 2x2-patch tokens
         h, w = 2 * (int(height) // scale), 2 * (int(width) // scale)
-        shape = (batch, config["in_channels"] // 4, h, w)
-        x = pack_latents(starting_noise(latents, shape, rng=rng, seed=seed))
-        # 3. the schedule: sigmas 1 .. 1/n, shifted (dev: by the number of image tokens)
-        scheduler = FlowMatchEulerDiscreteScheduler.from_config(self.scheduler_config)
-        sigmas = np.linspace(1.0, 1 / num_inference_steps, num_inference_steps)
-        scheduler.set_timesteps(sigmas=sigmas, mu=calculate_shift(x.shape[1],
-                                                                  self.scheduler_config))
-        scheduler.set_begin_index(0)
         guidance = (np.full(batch, guidance_scale, np.float32)
                     if config["guidance_embeds"] else None)
         rotary = self.transformer.rotary(np.zeros((states.shape[1], 3), np.float32),
                                          image_ids(h // 2, w // 2))
+
+        def flow(x: np.ndarray, t: float) -> np.ndarray:
+            timestep = np.full(batch, np.float32(t) / np.float32(1000), np.float32)
+            out = self.transformer(asarray(pack_latents(x), dtype=dtype, device=device), states,
+                                   pooled, timestep, None, None, guidance, rotary=rotary)
+            return unpack_latents(out.numpy().astype(np.float32), h, w)
+
+        mu = calculate_shift((h // 2) * (w // 2), self.scheduler_config)
+        return flow, (batch, config["in_channels"] // 4, h, w), mu
+
+    def __call__(self, prompt: str | Sequence[str], *, height: int = 1024, width: int = 1024,
+                 num_inference_steps: int = 28, guidance_scale: float = 3.5, seed: int = 0,
+                 rng: str = "torch", max_sequence_length: int = 512,
+                 latents: np.ndarray | None = None, image: Any = None, mask_image: Any = None,
+                 strength: float = 0.6, callback: StepCallback | None = None,
+                 output_type: str = "np") -> np.ndarray:
+        """Pictures for `prompt` (one or a list): float images in [0, 1], (B, height, width,
+        3) ("np"), or the final latents (B, 16, H/8, W/8) ("latent"). `guidance_scale` is
+        dev's distilled guidance (ignored by schnell, which embeds none). `seed` and `rng`
+        ("torch": torch's CPU generator, as diffusers; "numpy") draw the starting noise unless
+        `latents` (B, 16, H/8, W/8) is given. `image` (PIL or HxWx3 uint8; with `mask_image`,
+        white = repaint) starts from that picture at `strength`. `callback(done, total,
+        latents)` after every step (False stops). diffusers: `FluxPipeline(prompt, height=,
+        width=, num_inference_steps=, guidance_scale=, generator=torch.Generator()
+        .manual_seed(seed), output_type="np").images`; with `image`, FluxImg2ImgPipeline's
+        (and `mask_image`, FluxInpaintPipeline's) call with `strength=`."""
+        prompts = check_call(prompt, rng=rng, output_type=output_type, steps=num_inference_steps)
+        device = self.transformer.x_embedder.weight.device
+        # 1. conditioning, as a function of the latents and the timestep
+        flow, shape, mu = self.velocity(prompts, height=height, width=width,
+                                        guidance_scale=guidance_scale,
+                                        max_sequence_length=max_sequence_length)
+        # 2. the schedule: sigmas 1 .. 1/n, shifted (dev: by the number of image tokens)
+        scheduler = FlowMatchEulerDiscreteScheduler.from_config(self.scheduler_config)
+        sigmas = np.linspace(1.0, 1 / num_inference_steps, num_inference_steps)
+        scheduler.set_timesteps(sigmas=sigmas, mu=mu)
+        scheduler.set_begin_index(0)
+        # 3. starting noise (B, C, h, w), or the init image noised to the first kept sigma
+        start = FlowStart(self.vae, scheduler, shape, generator=make_generator(rng, seed),
+                          latents=latents, image=image, mask=mask_image, strength=strength)
+        x = start.latents
         # 4. Euler steps along the predicted flow
-        for t in scheduler.timesteps:
-            t32 = np.float32(t)
-            flow = self.transformer(asarray(x, dtype=dtype, device=device), states, pooled,
-                                    np.full(batch, t32 / np.float32(1000), np.float32), None,
-                                    None, guidance, rotary=rotary)
-            x = scheduler.step(flow.numpy().astype(np.float32), t, x).astype(np.float32)
+        for i, t in enumerate(start.timesteps):
+            x = scheduler.step(flow(x, t), t, x).astype(np.float32)
+            x = start.blend(x, i)
+            if callback is not None and callback(i + 1, len(start.timesteps), x) is False:
+                break
         if output_type == "latent":
             return x
-        # 5. decode: back to (B, C, h, w), then out of the transformer's latent space
-        return decode(self.vae, unpack_latents(x, h, w), device)
+        # 5. decode out of the transformer's latent space
+        return decode(self.vae, x, device)

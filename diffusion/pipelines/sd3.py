@@ -10,7 +10,7 @@ torch RNG a seed gives diffusers' picture.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +22,11 @@ from gpustd import asarray
 from ..loaders.flow_folder import load_flow_folder
 from ..loaders.sd3_file import load_sd3_file
 from ..models import AutoencoderKL, CLIPTextModel, SD3Transformer2DModel, T5EncoderModel
+from ..noise.rng import make_generator
 from ..schedulers.flow_match_euler import FlowMatchEulerDiscreteScheduler, calculate_shift
 from ..text.t5_tokenizer import T5Tokenizer
 from ..text.tokenizer import CLIPTokenizer
-from .flow import check_call, decode, starting_noise
+from .flow import FlowStart, StepCallback, check_call, decode
 
 __all__ = ["StableDiffusion3Pipeline"]
 
@@ -106,18 +107,15 @@ class StableDiffusion3Pipeline:
             t5 = self.text_encoder_3(ids).numpy().astype(np.float32)
         return np.concatenate([clip_states, t5], axis=1), np.concatenate(pooled, axis=-1)
 
-    def __call__(self, prompt: str | Sequence[str], *, negative_prompt: str = "",
-                 height: int = 1024, width: int = 1024, num_inference_steps: int = 28,
-                 guidance_scale: float = 7.0, seed: int = 0, rng: str = "torch",
-                 max_sequence_length: int = 256, latents: np.ndarray | None = None,
-                 output_type: str = "np") -> np.ndarray:
-        """Pictures for `prompt`: float images in [0, 1], (B, height, width, 3) ("np"), or the
-        final latents ("latent"). Guidance applies when guidance_scale > 1 (the
-        `negative_prompt` for every row). `seed`/`rng` as FluxPipeline. diffusers:
-        `StableDiffusion3Pipeline(prompt, negative_prompt=, height=, width=,
-        num_inference_steps=, guidance_scale=, generator=torch.Generator().manual_seed(seed),
-        output_type="np").images`."""
-        prompts = check_call(prompt, rng=rng, output_type=output_type, steps=num_inference_steps)
+    def velocity(self, prompts: Sequence[str], *, height: int, width: int,
+                 negative_prompt: str = "", guidance_scale: float = 7.0,
+                 max_sequence_length: int = 256
+                 ) -> tuple[Callable[[np.ndarray, float], np.ndarray], tuple[int, ...],
+                            float | None]:
+        """The guided transformer as `flow(x, t)` for `prompts` at height x width: x (B, C,
+        h, w) float32 latents, t the scheduler's timestep (0..1000); guidance applies when
+        guidance_scale > 1 (the `negative_prompt` for every row). Also the latents' shape and
+        the schedule's `mu` (None unless the config shifts by picture size)."""
         config = self.transformer.config
         multiple = self.vae_scale_factor * config["patch_size"]
         if height % multiple or width % multiple or not height or not width:
@@ -134,26 +132,59 @@ class StableDiffusion3Pipeline:
             pooled = np.concatenate([negative[1], pooled])
         states_gpu = asarray(states, dtype=dtype, device=device)
         pooled_gpu = asarray(pooled, dtype=dtype, device=device)
-        # 2. starting noise (B, C, H/8, W/8)
+
+        def flow(x: np.ndarray, t: float) -> np.ndarray:
+            model_in = np.concatenate([x, x]) if guided else x
+            out = self.transformer(asarray(model_in, dtype=dtype, device=device), states_gpu,
+                                   pooled_gpu, np.full(len(model_in), t, np.float32))
+            out = out.numpy().astype(np.float32)
+            if not guided:
+                return out
+            uncond, text = out[:batch], out[batch:]
+            return uncond + np.float32(guidance_scale) * (text - uncond)
+
+        # 2. the latents' shape; the shift by picture size where the config says so
         shape = (batch, config["in_channels"], height // self.vae_scale_factor,
                  width // self.vae_scale_factor)
-        x = starting_noise(latents, shape, rng=rng, seed=seed)
-        # 3. the shifted schedule (by picture size where the config says so)
-        scheduler = FlowMatchEulerDiscreteScheduler.from_config(self.scheduler_config)
         tokens = (shape[2] // config["patch_size"]) * (shape[3] // config["patch_size"])
         mu = (calculate_shift(tokens, {"max_shift": 1.16, **self.scheduler_config})
               if self.scheduler_config.get("use_dynamic_shifting") else None)
+        return flow, shape, mu
+
+    def __call__(self, prompt: str | Sequence[str], *, negative_prompt: str = "",
+                 height: int = 1024, width: int = 1024, num_inference_steps: int = 28,
+                 guidance_scale: float = 7.0, seed: int = 0, rng: str = "torch",
+                 max_sequence_length: int = 256, latents: np.ndarray | None = None,
+                 image: Any = None, mask_image: Any = None, strength: float = 0.6,
+                 callback: StepCallback | None = None, output_type: str = "np") -> np.ndarray:
+        """Pictures for `prompt`: float images in [0, 1], (B, height, width, 3) ("np"), or the
+        final latents ("latent"). Guidance applies when guidance_scale > 1 (the
+        `negative_prompt` for every row). `seed`/`rng`, `image`/`mask_image`/`strength` and
+        `callback` as FluxPipeline. diffusers: `StableDiffusion3Pipeline(prompt,
+        negative_prompt=, height=, width=, num_inference_steps=, guidance_scale=,
+        generator=torch.Generator().manual_seed(seed), output_type="np").images`; with
+        `image`, StableDiffusion3Img2ImgPipeline's (and `mask_image`,
+        StableDiffusion3InpaintPipeline's) call with `strength=`."""
+        prompts = check_call(prompt, rng=rng, output_type=output_type, steps=num_inference_steps)
+        device = self.transformer.proj_out.weight.device
+        # 1. conditioning, as a function of the latents and the timestep
+        flow, shape, mu = self.velocity(prompts, height=height, width=width,
+                                        negative_prompt=negative_prompt,
+                                        guidance_scale=guidance_scale,
+                                        max_sequence_length=max_sequence_length)
+        # 2. the shifted schedule
+        scheduler = FlowMatchEulerDiscreteScheduler.from_config(self.scheduler_config)
         scheduler.set_timesteps(num_inference_steps, mu=mu)
+        # 3. starting noise (B, C, H/8, W/8), or the init image noised to the first kept sigma
+        start = FlowStart(self.vae, scheduler, shape, generator=make_generator(rng, seed),
+                          latents=latents, image=image, mask=mask_image, strength=strength)
+        x = start.latents
         # 4. Euler steps along the guided flow
-        for t in scheduler.timesteps:
-            model_in = np.concatenate([x, x]) if guided else x
-            flow = self.transformer(asarray(model_in, dtype=dtype, device=device), states_gpu,
-                                    pooled_gpu, np.full(len(model_in), t, np.float32))
-            flow = flow.numpy().astype(np.float32)
-            if guided:
-                uncond, text = flow[:batch], flow[batch:]
-                flow = uncond + np.float32(guidance_scale) * (text - uncond)
-            x = scheduler.step(flow, t, x).astype(np.float32)
+        for i, t in enumerate(start.timesteps):
+            x = scheduler.step(flow(x, t), t, x).astype(np.float32)
+            x = start.blend(x, i)
+            if callback is not None and callback(i + 1, len(start.timesteps), x) is False:
+                break
         if output_type == "latent":
             return x
         # 5. decode out of the transformer's scaled, shifted latent space
