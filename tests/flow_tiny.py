@@ -105,8 +105,8 @@ def tiny_sd3_pipeline(root: Path, *, latent_channels: int = 4) -> Any:
     transformer = randomized(diffusers.SD3Transformer2DModel(
         sample_size=8, patch_size=2, in_channels=latent_channels, num_layers=2,
         attention_head_dim=8, num_attention_heads=2, joint_attention_dim=80,
-        caption_projection_dim=16, pooled_projection_dim=64, out_channels=latent_channels, pos_embed_max_size=12, qk_norm="rms_norm",
-        dual_attention_layers=(0,)), 9)
+        caption_projection_dim=16, pooled_projection_dim=64, out_channels=latent_channels,
+        pos_embed_max_size=12, qk_norm="rms_norm", dual_attention_layers=(0,)), 9)
     vae = randomized(diffusers.AutoencoderKL(
         **{**VAE_TINY, "latent_channels": latent_channels}, use_quant_conv=False,
         use_post_quant_conv=False, scaling_factor=1.5305,
