@@ -22,6 +22,7 @@ from gpustd import Tensor, asarray
 
 from ..loaders.flow_folder import load_flow_folder
 from ..loaders.flux_file import load_flux_file
+from ..loaders.text_encoder_file import use_text_encoder_files
 from ..models import AutoencoderKL, CLIPTextModel, FluxTransformer2DModel, T5EncoderModel
 from ..noise.rng import make_generator
 from ..schedulers.flow_match_euler import FlowMatchEulerDiscreteScheduler, calculate_shift
@@ -56,6 +57,9 @@ def image_ids(rows: int, columns: int) -> np.ndarray:
     return ids.reshape(-1, 3)
 
 
+_TEXT_ENCODERS = ("text_encoder", "text_encoder_2", "text_encoder_3")
+
+
 class FluxPipeline:
     """FLUX.1 txt2img on gpustd. Components as diffusers names them; `scheduler_config` is the
     folder's `scheduler/scheduler_config.json` (schnell: shift 1; dev: use_dynamic_shifting)."""
@@ -63,23 +67,29 @@ class FluxPipeline:
     def __init__(self, *, transformer: FluxTransformer2DModel, vae: AutoencoderKL,
                  text_encoder: CLIPTextModel, tokenizer: CLIPTokenizer,
                  text_encoder_2: T5EncoderModel, tokenizer_2: T5Tokenizer,
-                 scheduler_config: dict[str, Any]) -> None:
+                 scheduler_config: dict[str, Any], modules: Sequence[str] = ()) -> None:
         self.transformer, self.vae = transformer, vae
         self.text_encoder, self.tokenizer = text_encoder, tokenizer
         self.text_encoder_2, self.tokenizer_2 = text_encoder_2, tokenizer_2
         self.scheduler_config = dict(scheduler_config)
+        self.modules = list(modules)  # the stems of the text encoder files used
         self.vae_scale_factor = 2 ** (len(vae.config["block_out_channels"]) - 1)
 
     @classmethod
     def from_pretrained(cls, path: str | Path, *, dtype: Any = np.float32,
                         device: Device | None = None, variant: str | None = None,
-                        transformer_file: str | Path | None = None) -> FluxPipeline:
+                        transformer_file: str | Path | None = None,
+                        text_encoder_files: Sequence[str | Path] = ()) -> FluxPipeline:
         """Load a FLUX diffusers folder (`load_flow_folder`) onto `device` in `dtype`.
         `transformer_file`: BFL's single-file transformer (`flux1-dev.safetensors`, read by
         `load_flux_file`) in place of the folder's transformer/, which may then be absent;
-        the folder's transformer config, when present, gives its `axes_dims_rope`."""
+        the folder's transformer config, when present, gives its `axes_dims_rope`.
+        `text_encoder_files`: t5xxl / clip_l single files in place of the folder's
+        (diffusion.loaders.text_encoder_file)."""
         weights = load_flow_folder(path, variant=variant,
-                                   skip=("transformer",) if transformer_file else ())
+                                   skip=("transformer",) if transformer_file else (),
+                                   weightless=_TEXT_ENCODERS if text_encoder_files else ())
+        modules = use_text_encoder_files(weights, list(text_encoder_files))
         if weights.family != "flux":
             raise ValueError(f"{path} holds a {weights.family} pipeline, not FLUX")
         transformer = weights.transformer
@@ -110,7 +120,7 @@ class FluxPipeline:
             text_encoder_2=filled(T5EncoderModel(weights.text_encoder_2.config, **place),
                                   weights.text_encoder_2),
             tokenizer_2=T5Tokenizer(tokenizer_dirs["tokenizer_2"]),
-            scheduler_config=weights.scheduler_config)
+            scheduler_config=weights.scheduler_config, modules=modules)
 
     def encode_prompt(self, prompts: Sequence[str], max_sequence_length: int = 512
                       ) -> tuple[Tensor, Tensor]:

@@ -21,6 +21,7 @@ from gpustd import asarray
 
 from ..loaders.flow_folder import load_flow_folder
 from ..loaders.sd3_file import load_sd3_file
+from ..loaders.text_encoder_file import use_text_encoder_files
 from ..models import AutoencoderKL, CLIPTextModel, SD3Transformer2DModel, T5EncoderModel
 from ..noise.rng import make_generator
 from ..schedulers.flow_match_euler import FlowMatchEulerDiscreteScheduler, calculate_shift
@@ -31,6 +32,9 @@ from .flow import FlowStart, StepCallback, check_call, decode
 __all__ = ["StableDiffusion3Pipeline"]
 
 
+_TEXT_ENCODERS = ("text_encoder", "text_encoder_2", "text_encoder_3")
+
+
 class StableDiffusion3Pipeline:
     """SD3/3.5 txt2img on gpustd. `text_encoder_3` and `tokenizer_3` may be None (a folder
     without T5): its states are then zeros, as diffusers does."""
@@ -39,23 +43,29 @@ class StableDiffusion3Pipeline:
                  text_encoder: CLIPTextModel, tokenizer: CLIPTokenizer,
                  text_encoder_2: CLIPTextModel, tokenizer_2: CLIPTokenizer,
                  text_encoder_3: T5EncoderModel | None, tokenizer_3: T5Tokenizer | None,
-                 scheduler_config: dict[str, Any]) -> None:
+                 scheduler_config: dict[str, Any], modules: Sequence[str] = ()) -> None:
         self.transformer, self.vae = transformer, vae
         self.clips = ((text_encoder, tokenizer), (text_encoder_2, tokenizer_2))
         self.text_encoder_3, self.tokenizer_3 = text_encoder_3, tokenizer_3
         self.scheduler_config = dict(scheduler_config)
+        self.modules = list(modules)  # the stems of the text encoder files used
         self.vae_scale_factor = 2 ** (len(vae.config["block_out_channels"]) - 1)
 
     @classmethod
     def from_pretrained(cls, path: str | Path, *, dtype: Any = np.float32,
                         device: Device | None = None, variant: str | None = None,
-                        transformer_file: str | Path | None = None
+                        transformer_file: str | Path | None = None,
+                        text_encoder_files: Sequence[str | Path] = ()
                         ) -> StableDiffusion3Pipeline:
         """Load an SD3/3.5 diffusers folder (`load_flow_folder`) onto `device` in `dtype`.
         `transformer_file`: Stability's single file (`sd3.5_large.safetensors`, read by
-        `load_sd3_file`) in place of the folder's transformer/, which may then be absent."""
+        `load_sd3_file`) in place of the folder's transformer/, which may then be absent.
+        `text_encoder_files`: t5xxl / clip_l / clip_g single files in place of the folder's
+        (diffusion.loaders.text_encoder_file; T5 also where the folder has none)."""
         weights = load_flow_folder(path, variant=variant,
-                                   skip=("transformer",) if transformer_file else ())
+                                   skip=("transformer",) if transformer_file else (),
+                                   weightless=_TEXT_ENCODERS if text_encoder_files else ())
+        modules = use_text_encoder_files(weights, list(text_encoder_files))
         if weights.family != "sd3":
             raise ValueError(f"{path} holds a {weights.family} pipeline, not SD3")
         transformer = (weights.transformer if transformer_file is None
@@ -72,6 +82,9 @@ class StableDiffusion3Pipeline:
 
         dirs = weights.tokenizer_dirs
         t5 = weights.text_encoder_3
+        if t5 is not None and "tokenizer_3" not in dirs:
+            raise FileNotFoundError(f"{path}: T5's tokenizer_3/ is missing (T5 needs its "
+                                    "tokenizer.json there)")
         assert transformer is not None  # skipped only when a file replaces it
         return cls(
             transformer=filled(SD3Transformer2DModel(transformer.config, **place), transformer),
@@ -82,7 +95,7 @@ class StableDiffusion3Pipeline:
             tokenizer_2=CLIPTokenizer.from_pretrained(dirs.get("tokenizer_2")),
             text_encoder_3=None if t5 is None else filled(T5EncoderModel(t5.config, **place), t5),
             tokenizer_3=None if t5 is None else T5Tokenizer(dirs["tokenizer_3"]),
-            scheduler_config=weights.scheduler_config)
+            scheduler_config=weights.scheduler_config, modules=modules)
 
     def encode_prompt(self, prompts: Sequence[str], max_sequence_length: int = 256
                       ) -> tuple[np.ndarray, np.ndarray]:
