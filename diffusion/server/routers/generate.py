@@ -35,6 +35,9 @@ async def run_generation(state: ServerState, body: Txt2ImgRequest, kind: str) ->
     # 3. on the worker, where the model is known: its size, the images fitted, the refiner
     def run() -> Any:
         request = fit_to_model(job.request, job.resize_mode, worker.pipe.native_size)
+        if "cfg_scale" not in body.model_fields_set and str(
+                getattr(worker.pipe, "family", "")).startswith("flux"):
+            request = replace(request, cfg_scale=1.0)  # FLUX runs at CFG 1 (Forge's preset)
         if refiner is not None:
             request = replace(request, refiner=worker.second_model(refiner.path))
         return worker.generate(replace(job, request=request))
