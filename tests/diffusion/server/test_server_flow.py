@@ -4,7 +4,6 @@ cfg_scale out, Forge's infotext; the page's defaults say when to offer Distilled
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
