@@ -121,9 +121,10 @@ def tiny_sd3_pipeline(root: Path, *, latent_channels: int = 4) -> Any:
     return pipe
 
 
-def bfl_checkpoint(model: Any, prefix: str) -> dict[str, Any]:
-    """The BFL names of a diffusers FLUX transformer's tensors: diffusers' single-file
-    conversion (convert_flux_transformer_checkpoint_to_diffusers) run backwards."""
+def bfl_checkpoint(model: Any, prefix: str, *, bf16: bool = True) -> dict[str, Any]:
+    """The BFL names of a diffusers FLUX transformer's tensors (bfloat16, as BFL ships them,
+    unless `bf16` is False): diffusers' single-file conversion
+    (convert_flux_transformer_checkpoint_to_diffusers) run backwards."""
     import torch
 
     sd = model.state_dict()
@@ -174,7 +175,8 @@ def bfl_checkpoint(model: Any, prefix: str) -> dict[str, Any]:
             sd[f"single_transformer_blocks.{i}.attn.norm_q.weight"]
         out[f"single_blocks.{i}.norm.key_norm.scale"] = \
             sd[f"single_transformer_blocks.{i}.attn.norm_k.weight"]
-    return {prefix + k: v.to(torch.bfloat16).contiguous() for k, v in out.items()}
+    return {prefix + k: (v.to(torch.bfloat16) if bf16 else v).contiguous()
+            for k, v in out.items()}
 
 
 def sai_checkpoint(model: Any) -> dict[str, Any]:

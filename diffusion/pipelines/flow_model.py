@@ -7,7 +7,8 @@ and their Img2Img / Inpaint forms: the batch's noise from one seed, diffusers' p
 over the shifted "Simple" schedule with per-image seeds (diffusion.pipelines.flow_sampling).
 FLUX.1 dev takes its guidance from `distilled_cfg_scale` (Forge's "Distilled CFG Scale") and
 runs at CFG 1; a CFG scale above 1 adds a negative-prompt pass (true CFG), as in Forge.
-SD3/3.5 use CFG. Prompts are plain text (the WebUI's emphasis syntax is not parsed).
+SD3/3.5 use CFG. Prompts are plain text (the WebUI's emphasis syntax is not parsed) apart
+from `<lora:NAME:WEIGHT>` tags (kohya, diffusers/PEFT LoRAs of these families).
 """
 
 from __future__ import annotations
@@ -15,10 +16,12 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 
+from ..lora import LORA_TAGS, LoraManager, lora_hashes, lora_uses
 from ..noise.rng import make_generator
 from ..text.prompts import extract_extra_networks
 from .flow import decode, encode_image
@@ -58,6 +61,7 @@ class FlowModel:
         self.lora_dir: str | os.PathLike[str] | None = None
         self.embeddings: Any = None
         self.vae_path: str | os.PathLike[str] | None = None
+        self._loras: LoraManager | None = None
 
     @property
     def vae(self) -> Any:
@@ -97,9 +101,7 @@ class FlowModel:
         observer = from_callbacks(observer, progress, on_step)
         _refuse_unsupported(request)
         prompt, networks = extract_extra_networks(request.prompt)
-        if networks:
-            raise ValueError(f"<{networks[0].kind}:{networks[0].name}>: extra networks (LoRA) "
-                             f"are not applied to {self.family} models yet; remove the tag")
+        loras = self._activate_loras(networks)
         seed = int(request.seed) if request.seed not in (None, -1) else int(
             np.random.default_rng().integers(2**32))
         width = int(request.width or self.native_size)
@@ -131,7 +133,29 @@ class FlowModel:
             rng=request.rng, modules=self.modules)
         if request.init_image is not None:
             settings_out["strength"] = float(request.strength)
+        if loras:
+            settings_out["lora_hashes"] = loras
         return GenerationResult(images=images, seeds=seeds, settings=settings_out)
+
+    def _activate_loras(self, networks: list[Any]) -> str | None:
+        """Patch in exactly the LoRAs the prompt's tags name (kohya's BFL / Stability names,
+        diffusers'), removing earlier ones; the infotext's "Lora hashes", None for none.
+        Every sampler runs with them ("diffusers" too)."""
+        wanted = [tag for tag in networks if tag.kind in LORA_TAGS]
+        if wanted and self.lora_dir is None:
+            raise ValueError(f"the prompt names <{wanted[0].kind}:{wanted[0].name}> but no LoRA "
+                             "folder is set: pass --lora-dir DIR (model.lora_dir in Python)")
+        if not wanted and self._loras is None:
+            return None
+        if self._loras is None:
+            pipe = self.pipe
+            encoders = ({"text_encoder": pipe.clips[0][0], "text_encoder_2": pipe.clips[1][0]}
+                        if self.family == "sd3" else {"text_encoder": pipe.text_encoder})
+            self._loras = LoraManager(SimpleNamespace(
+                unet=pipe.transformer, transformer=pipe.transformer, **encoders))
+        uses = lora_uses(wanted, self.lora_dir, load=self._loras.load) if wanted else []
+        self._loras.set(uses)
+        return lora_hashes(uses) or None
 
     def _guidance(self, request: GenerationRequest) -> dict[str, Any]:
         """The pipeline's guidance keywords: FLUX's distilled scale, SD3's CFG."""
