@@ -176,8 +176,10 @@ class LoraManager:
         update) that patches it, shapes checked; None if the model lacks them."""
         component = module.component
         if component not in self._models:
+            family = {"text_encoder_2": "SDXL (or SD3)", "transformer": "FLUX or SD3"}.get(
+                component, "another model family")
             raise LoraError(f"{file.path}: patches {component} ({module.key!r}), which this "
-                            "pipeline does not have; it is a LoRA for another model family")
+                            f"pipeline does not have; it is a LoRA for {family}")
         table = self._tables.get(component)
         if table is None:
             model = self._models[component]
