@@ -32,6 +32,8 @@ EPILOG = """examples:
   python -m diffusion txt2img --model sd_xl_base_1.0.safetensors --prompt "a red fox" \\
       --refiner sd_xl_refiner_1.0.safetensors --refiner-switch-at 0.8 --fp16
   python -m diffusion txt2img --model ./sdxl-turbo --prompt "a red fox"   # 1 step, no CFG
+  python -m diffusion txt2img --model ./FLUX.1-dev --prompt "a red fox" \\
+      --distilled-cfg-scale 3.5 --text-encoder t5xxl_fp16.safetensors   # Euler, CFG 1
 
 Images are numbered like the WebUI (outputs/00000-42.png, ...) and carry their settings in
 the PNG text chunk "parameters" (the WebUI's PNG Info reads them).

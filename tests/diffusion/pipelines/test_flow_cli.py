@@ -14,7 +14,7 @@ import pytest
 
 pytest.importorskip("diffusers", reason="diffusers is a test-only reference (extra: reference)")
 import torch
-from flow_tiny import tiny_flux_pipeline, tiny_sd3_pipeline
+from flow_tiny import bfl_checkpoint, tiny_flux_pipeline, tiny_sd3_pipeline
 from PIL import Image
 from safetensors.torch import save_file
 
@@ -117,3 +117,8 @@ def test_flow_model_errors_are_one_line(first_device: gpucore.Device,
             (("--text-encoder", str(not_an_encoder)), "no text encoder found")):
         assert cli.main([*base, *extra]) == 2
         assert message in capsys.readouterr().err
+    bfl = tmp_path / "flux1-dev.safetensors"  # a transformer alone is no model to load
+    save_file(bfl_checkpoint(flux_dev[1].transformer, "model.diffusion_model."), str(bfl))
+    assert cli.main(["txt2img", "--model", str(bfl), "--prompt", "x"]) == 2
+    assert "a FLUX / SD3 transformer file: pass the model's diffusers folder" in (
+        capsys.readouterr().err)
