@@ -52,6 +52,8 @@ class FlowModel:
     is_sdxl = False
     is_turbo = False
     is_inpainting_model = False
+    # T5 tokens per prompt; None: the pipeline's (diffusers': FLUX 512, SD3 256)
+    max_sequence_length: int | None = None
 
     def __init__(self, pipe: Any, *, family: str, name: str = "model",
                  defaults: SamplingDefaults | None = None, modules: Sequence[str] = ()) -> None:
@@ -158,11 +160,14 @@ class FlowModel:
         return lora_hashes(uses) or None
 
     def _guidance(self, request: GenerationRequest) -> dict[str, Any]:
-        """The pipeline's guidance keywords: FLUX's distilled scale, SD3's CFG."""
+        """The pipeline's guidance keywords (FLUX's distilled scale, SD3's CFG), and the T5
+        length where set."""
+        length = ({} if self.max_sequence_length is None
+                  else {"max_sequence_length": self.max_sequence_length})
         if self.family == "sd3":
             return {"guidance_scale": float(request.cfg_scale),
-                    "negative_prompt": request.negative_prompt}
-        return {"guidance_scale": float(request.distilled_cfg_scale)}
+                    "negative_prompt": request.negative_prompt, **length}
+        return {"guidance_scale": float(request.distilled_cfg_scale), **length}
 
     def _diffusers(self, request: GenerationRequest, prompts: list[str], seed: int,
                    width: int, height: int, observer: Observer) -> np.ndarray:

@@ -14,15 +14,22 @@ import pytest
 
 pytest.importorskip("diffusers", reason="diffusers is a test-only reference (extra: reference)")
 import torch
-from flow_tiny import bfl_checkpoint, tiny_flux_pipeline, tiny_sd3_pipeline
+from flow_tiny import bfl_checkpoint
 from PIL import Image
 from safetensors.torch import save_file
 
 import diffusion.cli.main as cli
 import gpucore
 from diffusion.infotext import read_infotext
+from diffusion.pipelines.flow_model import FlowModel
 
 SIZE = ("--width", "24", "--height", "16")
+
+
+@pytest.fixture(autouse=True)
+def short_prompts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """16 T5 tokens (not diffusers' 512 / 256): the tiny models' cost is the text length."""
+    monkeypatch.setattr(FlowModel, "max_sequence_length", 16)
 
 
 def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[str, str]:
@@ -41,17 +48,11 @@ def _expected(images: np.ndarray) -> np.ndarray:
     return np.round(images[0] * 255).astype(np.int16)
 
 
-@pytest.fixture(scope="module")
-def flux_dev(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
-    root = tmp_path_factory.mktemp("flux-dev")
-    return root, tiny_flux_pipeline(root, dev=True)
-
-
-def test_flux_dev_from_the_cli(first_device: gpucore.Device, flux_dev: tuple[Path, Any],
+def test_flux_dev_from_the_cli(first_device: gpucore.Device, tiny_flux_dev: tuple[Path, Any],
                                tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """dev's defaults (CFG 1) and distilled guidance; "diffusers" draws FluxPipeline's
     picture; a WebUI sampler writes Forge's infotext (Euler, Simple, Distilled CFG Scale)."""
-    root, reference = flux_dev
+    root, reference = tiny_flux_dev
     model = str(root / "flux")
     out, err = _run(capsys, "txt2img", "--model", model, "--prompt", "a red circle", *SIZE,
                     "--steps", "2", "--sampler", "diffusers", "--rng", "torch", "--seed", "7",
@@ -59,7 +60,8 @@ def test_flux_dev_from_the_cli(first_device: gpucore.Device, flux_dev: tuple[Pat
                     "--out", str(tmp_path / "a.png"))
     assert "model: flux (flux-dev)" in err and "--cfg-scale 1" in err
     expected = reference("a red circle", height=16, width=24, num_inference_steps=2,
-                         guidance_scale=2.5, generator=torch.Generator().manual_seed(7),
+                         guidance_scale=2.5, max_sequence_length=16,
+                         generator=torch.Generator().manual_seed(7),
                          output_type="np").images
     assert np.abs(_pixels(out) - _expected(expected)).max() <= 1
     out, _ = _run(capsys, "txt2img", "--model", model, "--prompt", "a red circle", *SIZE,
@@ -71,13 +73,14 @@ def test_flux_dev_from_the_cli(first_device: gpucore.Device, flux_dev: tuple[Pat
             "Distilled CFG Scale: 3.5, Seed: 7, Size: 24x16, Model: flux") in text
 
 
-def test_sd3_with_text_encoder_files(first_device: gpucore.Device, tmp_path: Path,
-                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_sd3_with_text_encoder_files(first_device: gpucore.Device, tiny_sd3: tuple[Path, Any],
+                                     tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The folder's OpenCLIP-G and T5 weights gone, given as clip_g / t5xxl files (bare
     transformers names; ComfyUI's all-in-one prefix): diffusers' picture, and the files
     named as Forge's "Module N"."""
-    reference = tiny_sd3_pipeline(tmp_path)
+    reference = tiny_sd3[1]
     model = tmp_path / "sd3"
+    shutil.copytree(tiny_sd3[0] / "sd3", model)
     for name in ("text_encoder_2", "text_encoder_3"):
         (model / name / "model.safetensors").unlink()
     clip_g = tmp_path / "clip_g.safetensors"
@@ -94,7 +97,7 @@ def test_sd3_with_text_encoder_files(first_device: gpucore.Device, tmp_path: Pat
                     "--dtype", "float32", "--out", str(tmp_path / "c.png"))
     assert "model: sd3 (sd3)" in err
     expected = reference("a red circle", negative_prompt="a dog", height=16, width=24,
-                         num_inference_steps=2, guidance_scale=4.0,
+                         num_inference_steps=2, guidance_scale=4.0, max_sequence_length=16,
                          generator=torch.Generator().manual_seed(3), output_type="np").images
     assert np.abs(_pixels(out) - _expected(expected)).max() <= 1
     text = read_infotext(out)
@@ -102,13 +105,13 @@ def test_sd3_with_text_encoder_files(first_device: gpucore.Device, tmp_path: Pat
 
 
 def test_flow_model_errors_are_one_line(first_device: gpucore.Device,
-                                        flux_dev: tuple[Path, Any], tmp_path: Path,
+                                        tiny_flux_dev: tuple[Path, Any], tmp_path: Path,
                                         capsys: pytest.CaptureFixture[str]) -> None:
     """Settings the flow models do not take, and a text encoder file that holds none."""
     not_an_encoder = tmp_path / "vae.safetensors"
-    shutil.copy(flux_dev[0] / "flux" / "vae" / "diffusion_pytorch_model.safetensors",
+    shutil.copy(tiny_flux_dev[0] / "flux" / "vae" / "diffusion_pytorch_model.safetensors",
                 not_an_encoder)
-    base = ("txt2img", "--model", str(flux_dev[0] / "flux"), "--prompt", "x", *SIZE, "--steps",
+    base = ("txt2img", "--model", str(tiny_flux_dev[0] / "flux"), "--prompt", "x", *SIZE, "--steps",
             "2", "--out", str(tmp_path / "d.png"))
     for extra, message in (
             (("--sampler", "DPM2"), "sampler DPM2 is not defined for flow-matching models"),
@@ -118,7 +121,7 @@ def test_flow_model_errors_are_one_line(first_device: gpucore.Device,
         assert cli.main([*base, *extra]) == 2
         assert message in capsys.readouterr().err
     bfl = tmp_path / "flux1-dev.safetensors"  # a transformer alone is no model to load
-    save_file(bfl_checkpoint(flux_dev[1].transformer, "model.diffusion_model."), str(bfl))
+    save_file(bfl_checkpoint(tiny_flux_dev[1].transformer, "model.diffusion_model."), str(bfl))
     assert cli.main(["txt2img", "--model", str(bfl), "--prompt", "x"]) == 2
     assert "a FLUX / SD3 transformer file: pass the model's diffusers folder" in (
         capsys.readouterr().err)

@@ -15,7 +15,7 @@ import pytest
 pytest.importorskip("diffusers", reason="diffusers is a test-only reference (extra: reference)")
 pytest.importorskip("peft", reason="diffusers' LoRA loading needs peft")
 import torch
-from flow_tiny import bfl_checkpoint, sai_checkpoint, tiny_flux_pipeline, tiny_sd3_pipeline
+from flow_tiny import bfl_checkpoint, sai_checkpoint
 from safetensors.torch import save_file
 from support import assert_close
 
@@ -41,17 +41,11 @@ def _kohya(layers: dict[str, tuple[int, int]], alpha: float = 1.0) -> dict[str, 
     return state
 
 
-@pytest.fixture(scope="module")
-def flux_dev(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
-    root = tmp_path_factory.mktemp("flux-dev")
-    return root, tiny_flux_pipeline(root, dev=True)
-
-
 @pytest.mark.parametrize("layout", ["peft", "kohya"])
 def test_flux_lora_picture_matches_diffusers(first_device: gpucore.Device,
-                                             flux_dev: tuple[Path, Any], tmp_path: Path,
+                                             tiny_flux_dev: tuple[Path, Any], tmp_path: Path,
                                              layout: str) -> None:
-    root, reference = flux_dev
+    root, reference = tiny_flux_dev
     shapes = {k.removesuffix(".weight"): tuple(v.shape)
               for k, v in reference.transformer.state_dict().items()}
     if layout == "peft":
@@ -68,7 +62,8 @@ def test_flux_lora_picture_matches_diffusers(first_device: gpucore.Device,
                         "lora_unet_double_blocks_0_txt_mlp_0": shapes[
                             "transformer_blocks.0.ff_context.net.0.proj"]}, alpha=2.0)
     save_file(state, str(tmp_path / f"{layout}.safetensors"))
-    settings = dict(height=16, width=24, num_inference_steps=2, guidance_scale=3.5)
+    settings = dict(height=16, width=24, num_inference_steps=2, guidance_scale=3.5,
+                    max_sequence_length=16)
     reference.load_lora_weights(str(tmp_path / f"{layout}.safetensors"), adapter_name=layout)
     try:
         reference.set_adapters([layout], adapter_weights=[0.5])
@@ -77,7 +72,7 @@ def test_flux_lora_picture_matches_diffusers(first_device: gpucore.Device,
     finally:
         reference.unload_lora_weights()
     ours = load_pipeline(root / "flux", device=first_device)
-    ours.lora_dir = tmp_path
+    ours.lora_dir, ours.max_sequence_length = tmp_path, 16
     request = dict(sampler="diffusers", rng="torch", seed=7, steps=2, width=24, height=16,
                    cfg_scale=1.0)
     got = ours.generate(f"<lora:{layout}:0.5>a red circle", **request)  # the tag leaves no space
@@ -102,9 +97,9 @@ def _apply(checkpoint: dict[str, torch.Tensor], state: dict[str, torch.Tensor],
             state[f"{lora}.lora_up.weight"] @ state[f"{lora}.lora_down.weight"])
 
 
-def test_kohya_fused_layers_flux(first_device: gpucore.Device, flux_dev: tuple[Path, Any],
+def test_kohya_fused_layers_flux(first_device: gpucore.Device, tiny_flux_dev: tuple[Path, Any],
                                  tmp_path: Path) -> None:
-    root, reference = flux_dev
+    root, reference = tiny_flux_dev
     bfl = bfl_checkpoint(reference.transformer, "", bf16=False)
     names = {"lora_unet_double_blocks_0_img_attn_qkv": "double_blocks.0.img_attn.qkv.weight",
              "lora_unet_single_blocks_0_linear1": "single_blocks.0.linear1.weight",
@@ -129,8 +124,9 @@ def test_kohya_fused_layers_flux(first_device: gpucore.Device, flux_dev: tuple[P
         assert_close(parameters[key].numpy(), expected[key], tol=1e-6)
 
 
-def test_kohya_fused_layers_sd3(first_device: gpucore.Device, tmp_path: Path) -> None:
-    reference = tiny_sd3_pipeline(tmp_path)
+def test_kohya_fused_layers_sd3(first_device: gpucore.Device, tiny_sd3: tuple[Path, Any],
+                                tmp_path: Path) -> None:
+    root, reference = tiny_sd3
     sai = sai_checkpoint(reference.transformer)
     last = reference.transformer.config.num_layers - 1
     names = {"lora_unet_joint_blocks_0_x_block_attn_qkv": "joint_blocks.0.x_block.attn.qkv.weight",
@@ -144,7 +140,7 @@ def test_kohya_fused_layers_sd3(first_device: gpucore.Device, tmp_path: Path) ->
     _apply(sai, state, names, 1.0)
     save_file({k: v.contiguous() for k, v in sai.items()}, str(tmp_path / "sai.safetensors"))
     expected = load_sd3_file(tmp_path / "sai.safetensors")
-    ours = load_pipeline(tmp_path / "sd3", device=first_device)
+    ours = load_pipeline(root / "sd3", device=first_device)
     ours.lora_dir = tmp_path
     _patched(ours, "<lora:sd3-lora:1>")
     for key, value in ours.transformer.named_parameters():

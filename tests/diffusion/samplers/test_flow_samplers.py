@@ -14,7 +14,6 @@ import pytest
 
 pytest.importorskip("diffusers", reason="diffusers is a test-only reference (extra: reference)")
 import torch
-from flow_tiny import tiny_flux_pipeline, tiny_sd3_pipeline
 from kdiffusion_ref import K
 from support import assert_close
 
@@ -72,18 +71,13 @@ def reference_sample(denoise: Any, sampler: str, sigmas: torch.Tensor,
     return out.float().numpy()
 
 
-@pytest.fixture(scope="module")
-def flux_dev(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
-    root = tmp_path_factory.mktemp("flux-dev")
-    return root, tiny_flux_pipeline(root, dev=True)
-
-
 @pytest.mark.parametrize("sampler", ["Euler", "Euler a", "DPM++ 2M"])
 def test_flux_dev_samplers_match_the_reference(first_device: gpucore.Device,
-                                               flux_dev: tuple[Path, Any], sampler: str) -> None:
+                                               tiny_flux_dev: tuple[Path, Any],
+                                               sampler: str) -> None:
     """FLUX dev: the shift by picture size (ComfyUI's ModelSamplingFlux, 10000 steps in its
     table) and the distilled guidance 3.5."""
-    root, reference = flux_dev
+    root, reference = tiny_flux_dev
     prompts, height, width = ["a red circle"] * 2, 16, 24
     ours = FluxPipeline.from_pretrained(root / "flux", device=first_device)
     flow, shape, mu = ours.velocity(prompts, height=height, width=width, guidance_scale=3.5,
@@ -111,9 +105,9 @@ def test_flux_dev_samplers_match_the_reference(first_device: gpucore.Device,
 
 
 def test_sd3_dpmpp_2m_with_cfg_matches_the_reference(first_device: gpucore.Device,
-                                                     tmp_path: Path) -> None:
+                                                     tiny_sd3: tuple[Path, Any]) -> None:
     """SD3: the constant shift 3 (ComfyUI's ModelSamplingDiscreteFlow) and CFG 4.5."""
-    reference = tiny_sd3_pipeline(tmp_path)
+    tmp_path, reference = tiny_sd3
     prompts, height, width, cfg = ["a red circle"] * 2, 16, 24, 4.5
     ours = StableDiffusion3Pipeline.from_pretrained(tmp_path / "sd3", device=first_device)
     flow, shape, mu = ours.velocity(prompts, height=height, width=width, guidance_scale=cfg,

@@ -4,6 +4,7 @@ cfg_scale out, Forge's infotext; the page's defaults say when to offer Distilled
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -12,11 +13,11 @@ import pytest
 pytest.importorskip("diffusers", reason="diffusers is a test-only reference (extra: reference)")
 pytest.importorskip("fastapi", reason="the server extra is not installed")
 from fastapi.testclient import TestClient
-from flow_tiny import tiny_flux_pipeline, tiny_sd3_pipeline
 from PIL import Image
 from server_support import CachedLoader, info, png_b64
 
 import gpucore
+from diffusion.pipelines.flow_model import FlowModel
 from diffusion.server import create_app
 
 if not gpucore.devices():
@@ -27,17 +28,17 @@ SMALL = {"width": 24, "height": 16, "steps": 2, "seed": 5}
 
 
 @pytest.fixture(scope="module")
-def client(tmp_path_factory: pytest.TempPathFactory) -> Any:
+def client(tmp_path_factory: pytest.TempPathFactory, tiny_flux_dev: tuple[Path, Any],
+           tiny_sd3: tuple[Path, Any]) -> Any:
     root = tmp_path_factory.mktemp("flow-server")
-    tiny_flux_pipeline(root, dev=True)
-    tiny_sd3_pipeline(root)
     models = root / "models"
     models.mkdir()
-    for name in ("flux", "sd3"):
-        (root / name).rename(models / name)
+    for name, (folder, _) in (("flux", tiny_flux_dev), ("sd3", tiny_sd3)):
+        (models / name).symlink_to(folder / name, target_is_directory=True)
     app = create_app(model=models / "flux", models_dir=models, outputs=root / "outputs",
                      max_size=256, loader=CachedLoader())
-    with TestClient(app) as test_client:
+    with pytest.MonkeyPatch.context() as patch, TestClient(app) as test_client:
+        patch.setattr(FlowModel, "max_sequence_length", 16)  # the tiny models' cost is T5's
         yield test_client
 
 
