@@ -166,8 +166,9 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any]:
 
     pipe = load_pipeline(args.model, dtype=dtype, device=device,
                          prediction_type=args.prediction_type,
-                         text_encoders=args.text_encoder or ())
-    print(f"model: {pipe.name} ({pipe.family})", file=sys.stderr)
+                         **({"text_encoders": args.text_encoder} if args.text_encoder else {}))
+    if getattr(pipe, "family", None):  # the family detected from the keys or the folder
+        print(f"model: {getattr(pipe, 'name', args.model)} ({pipe.family})", file=sys.stderr)
     refiner = None
     if args.refiner:
         refiner = load_pipeline(args.refiner, dtype=dtype, device=device,
