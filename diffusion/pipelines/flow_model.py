@@ -108,6 +108,12 @@ class FlowModel:
             np.random.default_rng().integers(2**32))
         width = int(request.width or self.native_size)
         height = int(request.height or self.native_size)
+        multiple = 2 * self.vae_scale_factor  # 2x2 latent patches
+        for name, side in (("width", width), ("height", height)):
+            if side % multiple:
+                raise ValueError(f"{name} must be a multiple of {multiple} for {self.family} "
+                                 f"models (2x2 patches of latents), got {side}; try "
+                                 f"{max(multiple, side // multiple * multiple)}")
         label, schedule = request.sampler_label
         if label != DIFFUSERS and schedule not in FLOW_SCHEDULES:
             raise ValueError(f"schedule type {schedule} is not defined for flow-matching models "

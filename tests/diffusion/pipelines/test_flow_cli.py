@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -125,3 +126,14 @@ def test_flow_model_errors_are_one_line(first_device: gpucore.Device,
     assert cli.main(["txt2img", "--model", str(bfl), "--prompt", "x"]) == 2
     assert "a FLUX / SD3 transformer file: pass the model's diffusers folder" in (
         capsys.readouterr().err)
+
+
+@pytest.mark.nodevice
+def test_sizes_are_whole_latent_patches() -> None:
+    """FLUX / SD3 latents go in 2x2 patches: a side must be a multiple of 16 pixels (checked
+    before anything runs; a model stand-in without weights)."""
+    stand_in = SimpleNamespace(vae_scale_factor=8, transformer=SimpleNamespace(config={}))
+    model = FlowModel(stand_in, family="flux-dev")
+    with pytest.raises(ValueError, match="width must be a multiple of 16 for flux-dev models "
+                                         r"\(2x2 patches of latents\), got 1000; try 992"):
+        model.generate("x", width=1000, height=1024)
