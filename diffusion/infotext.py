@@ -95,6 +95,8 @@ def format_infotext(settings: Mapping[str, Any], *, batch_pos: int | None = None
         "Sampler": settings["sampler"],
         "Schedule type": settings.get("scheduler") or None,
         "CFG scale": _number(settings["cfg_scale"]),
+        "Distilled CFG Scale": _number(settings["distilled_cfg_scale"])
+        if settings.get("distilled_cfg_scale") is not None else None,
         "Seed": int(seeds[pos] if per_image else settings["seed"]),
         "Size": f"{int(settings['width'])}x{int(settings['height'])}",
         "Model": settings.get("model") or None,
@@ -119,6 +121,8 @@ def format_infotext(settings: Mapping[str, Any], *, batch_pos: int | None = None
         # the ControlNet extension's units (diffusion.pipelines.control_spec)
         **{f"ControlNet {i}": text for i, text in enumerate(settings.get("controlnet") or [])},
         **{key: _number(value) for key, value in (settings.get("sampler_fields") or {}).items()},
+        # Forge's separately loaded VAE / text encoder files, by file stem
+        **{f"Module {k}": name for k, name in enumerate(settings.get("modules") or (), 1)},
     }
     line = ", ".join(f"{key}: {_quote(value)}" for key, value in params.items()
                      if value is not None)
@@ -182,7 +186,8 @@ def _rng_source(value: str) -> str:
 # WebUI field -> (our setting name, type)
 _CONVERSIONS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "Steps": ("steps", int), "Sampler": ("sampler", str), "CFG scale": ("cfg_scale", float),
-    "Seed": ("seed", int), "Model": ("model", str), "Batch size": ("batch_size", int),
+    "Distilled CFG Scale": ("distilled_cfg_scale", float), "Seed": ("seed", int),
+    "Model": ("model", str), "Batch size": ("batch_size", int),
     "Batch pos": ("batch_pos", int), "Denoising strength": ("strength", float),
     "Clip skip": ("clip_skip", lambda v: int(v) - 1), "RNG": ("rng", _rng_source),
     "Schedule type": ("scheduler", str), "Variation seed": ("subseed", int),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -167,3 +168,25 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         tally = counts[_id(info)]
         text = ", ".join(f"{n} {k}" for k, n in tally.items()) or "no tests"
         terminalreporter.write_line(f"  {_id(info)} ({info.backend}, {info.name}): {text}")
+
+
+# Tiny FLUX / SD3 pipelines shared by the flow-model test modules, each built once per run
+# (building one with diffusers costs seconds on 2 cores); tests leave them as they found them.
+@pytest.fixture(scope="session")
+def tiny_flux_dev(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    """(the folder's parent: `root / "flux"`, diffusers' FluxPipeline) of FLUX.1 dev's shape."""
+    pytest.importorskip("diffusers", reason="diffusers is a test-only reference")
+    from flow_tiny import tiny_flux_pipeline
+
+    root = tmp_path_factory.mktemp("tiny-flux-dev")
+    return root, tiny_flux_pipeline(root, dev=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_sd3(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    """(the folder's parent: `root / "sd3"`, diffusers' StableDiffusion3Pipeline)."""
+    pytest.importorskip("diffusers", reason="diffusers is a test-only reference")
+    from flow_tiny import tiny_sd3_pipeline
+
+    root = tmp_path_factory.mktemp("tiny-sd3")
+    return root, tiny_sd3_pipeline(root)

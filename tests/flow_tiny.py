@@ -79,11 +79,12 @@ def tiny_flux_pipeline(root: Path, *, dev: bool) -> Any:
     return pipe
 
 
-def tiny_sd3_pipeline(root: Path) -> Any:
+def tiny_sd3_pipeline(root: Path, *, latent_channels: int = 4) -> Any:
     """diffusers' StableDiffusion3Pipeline of tiny random parts in SD3.5 Medium's shape
     (QK-norm, a dual-attention block): two CLIPs with projection (32 wide each, 64 pooled), a
-    T5 80 wide (so the CLIP states are zero-padded by 16), 4-channel latents; saved to
-    `root / "sd3"`; returns the pipeline."""
+    T5 80 wide (so the CLIP states are zero-padded by 16), 4-channel latents (16 as the real
+    models': diffusers' SD3 inpainting blends only those); saved to `root / "sd3"`; returns
+    the pipeline."""
     import diffusers
     import transformers
 
@@ -102,12 +103,13 @@ def tiny_sd3_pipeline(root: Path) -> Any:
     t5 = randomized(transformers.T5EncoderModel(transformers.T5Config(
         **{**T5_TINY, "d_model": 80})), 6)
     transformer = randomized(diffusers.SD3Transformer2DModel(
-        sample_size=8, patch_size=2, in_channels=4, num_layers=2, attention_head_dim=8,
-        num_attention_heads=2, joint_attention_dim=80, caption_projection_dim=16,
-        pooled_projection_dim=64, out_channels=4, pos_embed_max_size=12, qk_norm="rms_norm",
-        dual_attention_layers=(0,)), 9)
+        sample_size=8, patch_size=2, in_channels=latent_channels, num_layers=2,
+        attention_head_dim=8, num_attention_heads=2, joint_attention_dim=80,
+        caption_projection_dim=16, pooled_projection_dim=64, out_channels=latent_channels,
+        pos_embed_max_size=12, qk_norm="rms_norm", dual_attention_layers=(0,)), 9)
     vae = randomized(diffusers.AutoencoderKL(
-        **VAE_TINY, use_quant_conv=False, use_post_quant_conv=False, scaling_factor=1.5305,
+        **{**VAE_TINY, "latent_channels": latent_channels}, use_quant_conv=False,
+        use_post_quant_conv=False, scaling_factor=1.5305,
         shift_factor=0.0609), 2)
     pipe = diffusers.StableDiffusion3Pipeline(
         transformer=transformer, scheduler=diffusers.FlowMatchEulerDiscreteScheduler(shift=3.0),
@@ -119,9 +121,10 @@ def tiny_sd3_pipeline(root: Path) -> Any:
     return pipe
 
 
-def bfl_checkpoint(model: Any, prefix: str) -> dict[str, Any]:
-    """The BFL names of a diffusers FLUX transformer's tensors: diffusers' single-file
-    conversion (convert_flux_transformer_checkpoint_to_diffusers) run backwards."""
+def bfl_checkpoint(model: Any, prefix: str, *, bf16: bool = True) -> dict[str, Any]:
+    """The BFL names of a diffusers FLUX transformer's tensors (bfloat16, as BFL ships them,
+    unless `bf16` is False): diffusers' single-file conversion
+    (convert_flux_transformer_checkpoint_to_diffusers) run backwards."""
     import torch
 
     sd = model.state_dict()
@@ -172,7 +175,8 @@ def bfl_checkpoint(model: Any, prefix: str) -> dict[str, Any]:
             sd[f"single_transformer_blocks.{i}.attn.norm_q.weight"]
         out[f"single_blocks.{i}.norm.key_norm.scale"] = \
             sd[f"single_transformer_blocks.{i}.attn.norm_k.weight"]
-    return {prefix + k: v.to(torch.bfloat16).contiguous() for k, v in out.items()}
+    return {prefix + k: (v.to(torch.bfloat16) if bf16 else v).contiguous()
+            for k, v in out.items()}
 
 
 def sai_checkpoint(model: Any) -> dict[str, Any]:

@@ -23,6 +23,7 @@ _FROM_INFOTEXT: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "hires_denoise": ("hr_denoise", float), "seed_resize_from": ("seed_resize_from", tuple),
     "eta": ("eta", float), "s_churn": ("s_churn", float), "s_noise": ("s_noise", float),
     "refiner_switch_at": ("refiner_switch_at", float),
+    "distilled_cfg_scale": ("distilled_cfg_scale", float),
 }
 
 

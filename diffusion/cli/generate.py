@@ -63,8 +63,14 @@ def _fill_sampling_defaults(args: argparse.Namespace) -> None:
     if taken[False]:
         print(f"from {model / DEFAULTS_FILE}: {', '.join(taken[False])}", file=sys.stderr)
     if taken[True]:
-        print(f"turbo model ({model.name}): {', '.join(taken[True])} (1-4 steps without "
-              "guidance; give them to choose otherwise)", file=sys.stderr)
+        from ..loaders.flow_folder import flow_family
+
+        family = flow_family(model)
+        why = ("1-4 steps without guidance" if family is None else
+               "Forge's preset: FLUX's guidance is --distilled-cfg-scale" if "flux" in family
+               else "diffusers' SD3 settings")
+        print(f"{family or 'turbo'} model ({model.name}): {', '.join(taken[True])} ({why}; "
+              "give them to choose otherwise)", file=sys.stderr)
 
 
 def _check_paths(args: argparse.Namespace) -> None:
@@ -86,6 +92,10 @@ def _check_paths(args: argparse.Namespace) -> None:
     if args.refiner and not Path(args.refiner).exists():
         raise ValueError(f"--refiner {args.refiner!r} does not exist; give the refiner's "
                          "diffusers folder or .safetensors file")
+    for file in args.text_encoder or ():
+        if not Path(file).is_file():
+            raise ValueError(f"--text-encoder {file!r} is not a file; give a t5xxl / clip_l / "
+                             "clip_g .safetensors file")
     if args.lora_dir and not Path(args.lora_dir).is_dir():
         raise ValueError(f"--lora-dir {args.lora_dir!r} is not a folder")
     if args.controlnet_dir and not Path(args.controlnet_dir).is_dir():
@@ -160,7 +170,10 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any]:
     from diffusion import load_pipeline
 
     pipe = load_pipeline(args.model, dtype=dtype, device=device,
-                         prediction_type=args.prediction_type)
+                         prediction_type=args.prediction_type,
+                         **({"text_encoders": args.text_encoder} if args.text_encoder else {}))
+    if getattr(pipe, "family", None):  # the family detected from the keys or the folder
+        print(f"model: {getattr(pipe, 'name', args.model)} ({pipe.family})", file=sys.stderr)
     refiner = None
     if args.refiner:
         refiner = load_pipeline(args.refiner, dtype=dtype, device=device,
@@ -171,6 +184,9 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any]:
     if embeddings is not None:
         pipe.embeddings = embeddings
     pipe.lora_dir = args.lora_dir
+    if args.vae and not hasattr(pipe, "unet"):
+        raise ValueError(f"--vae is not supported for {pipe.family} models yet; the model "
+                         "folder's vae/ is used")
     if args.vae:
         from ..loaders.vae_file import load_vae
 

@@ -37,6 +37,8 @@ EPILOG = """examples:
   python -m diffusion txt2img --model sd15.safetensors --prompt "a lighthouse at dusk" \\
       --controlnet control_v11p_sd15_canny.pth --control-image photo.png \\
       --control-module canny --control-pixel-perfect
+  python -m diffusion txt2img --model ./FLUX.1-dev --prompt "a red fox" \\
+      --distilled-cfg-scale 3.5 --text-encoder t5xxl_fp16.safetensors   # Euler, CFG 1
 
 Images are numbered like the WebUI (outputs/00000-42.png, ...) and carry their settings in
 the PNG text chunk "parameters" (the WebUI's PNG Info reads them).

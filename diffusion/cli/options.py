@@ -175,6 +175,10 @@ def _models(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--vae", metavar="PATH",
                         help="a VAE in place of the model's own: a diffusers VAE folder or a "
                              ".safetensors file (e.g. vae-ft-mse-840000-ema-pruned)")
+    parser.add_argument("--text-encoder", action="append", metavar="FILE",
+                        help="FLUX / SD3: a text encoder file in place of the model's own "
+                             "(t5xxl_fp16, t5xxl_fp8_e4m3fn, clip_l, clip_g .safetensors); "
+                             "repeat for several")
     add_network_options(parser)
 
 

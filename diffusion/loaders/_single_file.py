@@ -90,5 +90,10 @@ def _check_layout(file: SafetensorsFile) -> None:
             if "conv_in.weight" in file or "embeddings.token_embedding.weight" in file:
                 hint = (" (this looks like one component of a diffusers folder: pass the "
                         "pipeline folder that holds model_index.json instead)")
+            elif any(k.removeprefix("model.diffusion_model.").startswith(
+                    ("double_blocks.", "joint_blocks.")) for k in file.keys()):
+                hint = (" (a FLUX / SD3 transformer file: pass the model's diffusers folder, "
+                        "or in Python its pipeline's from_pretrained(folder, "
+                        "transformer_file=...))")
             raise WeightsError(f"{file.path}: not a complete Stable Diffusion checkpoint: "
                                f"{component} tensor {key!r} is missing{hint}")

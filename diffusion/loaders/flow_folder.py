@@ -23,7 +23,7 @@ from ._folder import _weight_refs, read_json
 from ._weights import ComponentWeights, resolve_dtype
 from .errors import WeightsError
 
-__all__ = ["FlowWeights", "load_flow_folder"]
+__all__ = ["FlowWeights", "flow_family", "load_flow_folder"]
 
 # model_index.json's _class_name -> family, and the components each family needs
 _FAMILIES = {"FluxPipeline": "flux", "StableDiffusion3Pipeline": "sd3"}
@@ -52,10 +52,16 @@ def _declared(index: dict[str, Any], name: str) -> bool:
     return isinstance(entry, list) and bool(entry) and entry[0] is not None
 
 
-def _component(root: Path, name: str, variant: str | None,
-               dtype: Any) -> ComponentWeights:
+def _component(root: Path, name: str, variant: str | None, dtype: Any,
+               weightless: tuple[str, ...] = ()) -> ComponentWeights:
     config = read_json(root / name / "config.json")
-    refs, _where = _weight_refs(root / name, _STEMS.get(name, "model"), variant)
+    try:
+        refs, _where = _weight_refs(root / name, _STEMS.get(name, "model"), variant)
+    except WeightsError:
+        if name not in weightless:
+            raise
+        refs = {}  # its config only: a file gives the weights
+
     if name.startswith("text_encoder"):
         # transformers < 5.6 saved CLIPTextModel weights under "text_model."; newer, without
         refs = {key.removeprefix("text_model."): ref for key, ref in refs.items()}
@@ -63,12 +69,15 @@ def _component(root: Path, name: str, variant: str | None,
 
 
 def load_flow_folder(path: str | Path, *, dtype: Any = None, variant: str | None = None,
-                     skip: tuple[str, ...] = ()) -> FlowWeights:
+                     skip: tuple[str, ...] = (), weightless: tuple[str, ...] = ()
+                     ) -> FlowWeights:
     """Lazy weights of the FLUX or SD3 diffusers folder `path`.
 
     `dtype`: None (as stored; bfloat16 read as float32), "float16" or "float32". `variant`:
     e.g. "fp16" for `*.fp16.safetensors` files. `skip`: components not to load (None in the
-    result; "transformer" when a single file supplies it). Raises WeightsError naming the
+    result; "transformer" when a single file supplies it). `weightless`: components that may
+    come without weights (their config only, no tensors: files supply them, e.g. the text
+    encoders of `--text-encoder`). Raises WeightsError naming the
     file when the folder is not a FLUX/SD3 pipeline or a component is missing."""
     root = Path(path)
     index = read_json(root / "model_index.json")
@@ -83,7 +92,7 @@ def load_flow_folder(path: str | Path, *, dtype: Any = None, variant: str | None
         if name not in skip and not _declared(index, name):
             raise WeightsError(f"{root / 'model_index.json'}: the {index['_class_name']} has "
                                f"no {name!r} component")
-    components = {name: _component(root, name, variant, resolved)
+    components = {name: _component(root, name, variant, resolved, weightless)
                   for name in (*_REQUIRED[family], *_OPTIONAL[family])
                   if _declared(index, name) and name not in skip}
     components.setdefault("transformer", None)
@@ -92,3 +101,22 @@ def load_flow_folder(path: str | Path, *, dtype: Any = None, variant: str | None
     return FlowWeights(family=family,  # type: ignore[arg-type]
                        scheduler_config=read_json(root / "scheduler" / "scheduler_config.json"),
                        tokenizer_dirs=tokenizers, **components)
+
+
+def flow_family(path: str | Path) -> str | None:
+    """"flux-dev", "flux-schnell" or "sd3" for a FLUX / SD3 diffusers folder (its
+    model_index.json's _class_name; dev embeds guidance, its transformer config says so), None
+    for anything else. Reads two small JSON files; a broken one is left for loading to name."""
+    root = Path(path)
+    try:
+        index = read_json(root / "model_index.json")
+    except WeightsError:
+        return None
+    family = _FAMILIES.get(str(index.get("_class_name")))
+    if family != "flux":
+        return family
+    try:
+        config = read_json(root / "transformer" / "config.json")
+    except WeightsError:
+        return "flux-dev"  # a folder whose transformer comes from BFL's file
+    return "flux-dev" if config.get("guidance_embeds", True) else "flux-schnell"

@@ -36,8 +36,9 @@ from ._hashes import short_hash
 __all__ = ["COMPONENTS", "LoraFile", "LoraModule"]
 
 
-# The pipeline attributes a LoRA can patch, in the order kohya's prefixes name them.
-COMPONENTS = ("unet", "text_encoder", "text_encoder_2")
+# The pipeline attributes a LoRA can patch, in the order kohya's prefixes name them; then
+# diffusers' FLUX / SD3 transformer (kohya calls it the UNet: lora_unet_double_blocks_...).
+COMPONENTS = ("unet", "text_encoder", "text_encoder_2", "transformer")
 _KOHYA_PREFIXES = {"lora_unet_": "unet", "lora_te_": "text_encoder", "lora_te1_": "text_encoder",
                    "lora_te2_": "text_encoder_2"}
 # The part of a key after the module name -> our short name for that tensor.

@@ -38,9 +38,10 @@ from gpustd.nn.quantized import quantized_weights
 from gpustd.quant import QuantizedTensor
 
 from ._delta import delta, fitted_shape
+from ._dit_names import Part
 from ._errors import LoraError
 from ._file import COMPONENTS, LoraFile, LoraModule
-from ._names import flat, name_table
+from ._names import flat, name_table, part_table
 from ._quantized import Blocks, merged, values
 
 __all__ = ["MAX_MULTIPLIER", "LoraManager", "LoraUse"]
@@ -66,8 +67,9 @@ class LoraUse:
         return self.name or self.file.name
 
     def multiplier(self, component: str) -> float:
-        """The weight for a layer of `component`: the UNet's, else the text encoders'."""
-        return self.unet_weight if component == "unet" else self.te_weight
+        """The weight for a layer of `component`: the UNet's (a FLUX / SD3 transformer's),
+        else the text encoders'."""
+        return self.unet_weight if component in ("unet", "transformer") else self.te_weight
 
 
 # What `set` accepts per LoRA: a LoraUse, or (file or path, te_weight, unet_weight[, dyn_dim]).
@@ -80,7 +82,8 @@ Contribution = tuple[int, LoraModule, float, int | None]
 
 class LoraManager:
     """Applies LoRAs to `pipe` (a StableDiffusion: its `unet`, `text_encoder` and, where it has
-    one, `text_encoder_2`) and takes them off again, without reloading the model.
+    one, `text_encoder_2`; for FLUX / SD3 an object whose `transformer` (and `unet`, kohya's
+    name for it) is the transformer) and takes them off again, without reloading the model.
 
         loras = LoraManager(pipe)
         loras.set([("fluffy.safetensors", 0.8, 0.8), (other_lora_file, 1.0, 0.5)])
@@ -92,6 +95,8 @@ class LoraManager:
         self._models = {c: getattr(pipe, c) for c in COMPONENTS
                         if getattr(pipe, c, None) is not None}
         self._tables: dict[str, dict[str, tuple[str, tuple[int, ...]]]] = {}
+        self._parts: dict[str, dict[str, list[Part]]] = {}
+        self._pieces: dict[tuple[int, Part], tuple[LoraModule, LoraModule]] = {}
         self._parameters: dict[str, dict[str, Tensor | QuantizedTensor]] = {}
         self._originals: dict[Target, Any] = {}  # the float values, or a quantized one's Blocks
         self._applied: dict[Target, tuple[Any, ...]] = {}
@@ -157,13 +162,13 @@ class LoraManager:
         for index, use in enumerate(uses):
             unmatched = []
             for module in use.file.modules.values():
-                found = self._target(use.file, module)
+                found = self._targets(use.file, module)
                 if found is None:
                     unmatched.append(module.key)
                     continue
-                target, _ = found
-                plan.setdefault(target, []).append(
-                    (index, module, use.multiplier(module.component), use.dyn_dim))
+                for target, part in found:
+                    plan.setdefault(target, []).append(
+                        (index, part, use.multiplier(module.component), use.dyn_dim))
             if unmatched:
                 raise LoraError(
                     f"{use.file.path}: {len(unmatched)} of its {len(use.file.modules)} layers are "
@@ -171,23 +176,58 @@ class LoraManager:
                     "was made for another model family (SD 1.x, SD 2.x, SDXL)")
         return plan
 
-    def _target(self, file: LoraFile, module: LoraModule) -> tuple[Target, Any] | None:
-        """The parameter `module` patches (its shape checked), None if the model lacks it."""
-        if module.component not in self._models:
-            raise LoraError(f"{file.path}: patches {module.component} ({module.key!r}), which "
-                            "this pipeline does not have; it is a LoRA for SDXL")
-        table = self._tables.get(module.component)
+    def _targets(self, file: LoraFile, module: LoraModule
+                 ) -> list[tuple[Target, LoraModule]] | None:
+        """The parameters `module` patches, each with the module (or the part of a fused
+        update) that patches it, shapes checked; None if the model lacks them."""
+        component = module.component
+        if component not in self._models:
+            family = {"text_encoder_2": "SDXL (or SD3)", "transformer": "FLUX or SD3"}.get(
+                component, "another model family")
+            raise LoraError(f"{file.path}: patches {component} ({module.key!r}), which this "
+                            f"pipeline does not have; it is a LoRA for {family}")
+        table = self._tables.get(component)
         if table is None:
-            model = self._models[module.component]
-            table = self._tables[module.component] = name_table(module.component, model)
-            self._parameters[module.component] = {**dict(model.named_parameters()),
-                                                  **quantized_weights(model)}
+            model = self._models[component]
+            table = self._tables[component] = name_table(component, model)
+            self._parts[component] = part_table(component, model)
+            self._parameters[component] = {**dict(model.named_parameters()),
+                                           **quantized_weights(model)}
         found = table.get(flat(module.name))
-        if found is None:
+        if found is not None:
+            fitted_shape(file.path, module, found[0], found[1])
+            return [((component, found[0]), module)]
+        parts = self._parts[component].get(flat(module.name))
+        if parts is None:
             return None
-        key, shape = found
-        fitted_shape(file.path, module, key, shape)
-        return (module.component, key), shape
+        targets = []
+        for part in parts:
+            key = f"{part.path}.weight"
+            piece = self._piece(file, module, part)
+            fitted_shape(file.path, piece, key, self._parameters[component][key].shape)
+            targets.append(((component, key), piece))
+        return targets
+
+    def _piece(self, file: LoraFile, module: LoraModule, part: Part) -> LoraModule:
+        """The LoRA of one layer cut from a fused layer's (its rows of `up`, halves swapped
+        where the layer's are), made once per module so that it compares equal on reuse."""
+        cached = self._pieces.get((id(module), part))
+        if cached is not None and cached[0] is module:
+            return cached[1]
+        if module.kind != "lora" or "mid" in module.tensors:
+            raise LoraError(f"{file.path}: {module.key!r} patches a fused layer; only plain "
+                            "LoRA (up/down) updates can be split over its parts")
+        up = module.tensors["up"]
+        if part.rows is not None:
+            up = up[part.rows[0]:part.rows[1]]
+        if part.swapped:
+            half = up.shape[0] // 2
+            up = np.concatenate([up[half:], up[:half]])
+        piece = LoraModule(module.component, part.path, module.key, "lora",
+                           {"down": module.tensors["down"], "up": up}, module.alpha,
+                           module.rank_stabilized)
+        self._pieces[(id(module), part)] = (module, piece)
+        return piece
 
     # -- writing --------------------------------------------------------------------------
     def _write(self, target: Target, contributions: list[Contribution]) -> None:

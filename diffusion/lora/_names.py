@@ -12,6 +12,8 @@ Spellings in the table:
   use (`input_blocks_1_1_proj_in`, `middle_block_0_in_layers_2`, `output_blocks_3_0_...`).
 - text encoders: transformers' `text_model.encoder.layers.N...` (kohya's and diffusers'), and
   the same without `text_model.`.
+- FLUX / SD3 transformers: diffusers' paths, and BFL's / Stability's that kohya uses
+  (`_dit_names`; fused projections in `part_table`).
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ from typing import Any
 from gpustd.nn import Module
 from gpustd.nn.quantized import quantized_weights
 
-__all__ = ["flat", "name_table"]
+from ._dit_names import Part, dit_aliases
+
+__all__ = ["flat", "name_table", "part_table"]
 
 # diffusers resnet layer -> LDM ResBlock layer (the inverse of the single-file loader's table)
 _LDM_RESNET = {"norm1": "in_layers.0", "conv1": "in_layers.2", "norm2": "out_layers.0",
@@ -101,8 +105,20 @@ def name_table(component: str, model: Module) -> dict[str, tuple[str, tuple[int,
     """Flat name -> (parameter key, shape) for every weight of `model` a LoRA can patch."""
     shapes = _patchable(model)
     table = {flat(path): path for path in shapes}
-    if component == "unet":
+    if component == "unet" and "up_block_types" in model.config:
         table.update(_unet_aliases(model, list(shapes)))
+    elif component in ("unet", "transformer"):  # FLUX / SD3: kohya's BFL / Stability names
+        table.update({name: parts[0].path for name, parts in dit_aliases(model, shapes).items()
+                      if parts == [Part(parts[0].path)]})
     else:
         table.update({"text_model_" + flat(path): path for path in shapes})
     return {name: (f"{path}.weight", shapes[path]) for name, path in table.items()}
+
+
+def part_table(component: str, model: Module) -> dict[str, list[Part]]:
+    """Flat name -> parts, for the kohya names of FLUX / SD3 that patch several layers or a
+    layer with swapped halves (the rest are in `name_table`)."""
+    if component not in ("unet", "transformer"):
+        return {}
+    return {name: parts for name, parts in dit_aliases(model, _patchable(model)).items()
+            if parts != [Part(parts[0].path)]}

@@ -40,8 +40,8 @@ from gpustd.shape import concatenate, take_slice
 
 from ..models.controlnet import ControlNetModel, soft_injection_scales
 from ..models.t2i_adapter import T2IAdapter
-from .ip_adapter import ImagePrompts, IPAdapterUnit
 from ..preprocessors.resize import fit_map, resize_mode
+from .ip_adapter import ImagePrompts, IPAdapterUnit
 
 __all__ = ["CONTROL_MODES", "HR_OPTIONS", "Control", "ControlUnit"]
 

@@ -1,8 +1,10 @@
 """What the flow-matching pipelines (FLUX, diffusion.pipelines.flux; SD3, .sd3) share around
-their own denoising loops: the call's checks, the starting noise and the decode."""
+their own denoising loops: the call's checks, where a run starts (noise, or an init image
+noised to the schedule's first kept sigma, with the inpainting blend) and the decode."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -10,9 +12,15 @@ import numpy as np
 from gpucore import Device
 from gpustd import asarray
 
-from ..noise.rng import RNG_SOURCES, make_generator
+from ..models.tiled_vae import vae_encode
+from ..models.vae import AutoencoderKL
+from ..noise.rng import RNG_SOURCES
+from .prepare import to_mask, to_unit_image
 
-__all__ = ["check_call", "decode", "starting_noise"]
+__all__ = ["FlowStart", "StepCallback", "check_call", "decode", "encode_image"]
+
+StepCallback = Callable[[int, int, np.ndarray], "bool | None"]
+"""callback(done, total, latents) after each step; returning False stops the run there."""
 
 
 def check_call(prompt: str | Any, *, rng: str, output_type: str, steps: int) -> list[str]:
@@ -27,12 +35,75 @@ def check_call(prompt: str | Any, *, rng: str, output_type: str, steps: int) -> 
     return [prompt] if isinstance(prompt, str) else list(prompt)
 
 
-def starting_noise(latents: np.ndarray | None, shape: tuple[int, ...], *, rng: str,
-                   seed: int) -> np.ndarray:
+def encode_image(vae: Any, pixels: np.ndarray, generator: Any) -> np.ndarray:
+    """Latents (1, C, h, w) of `pixels` (1, 3, H, W) in [-1, 1]: a draw from the VAE's
+    posterior (one standard normal of the latents' shape from `generator`), moved into the
+    transformer's shifted, scaled space. diffusers: `(retrieve_latents(vae.encode(image),
+    generator) - vae.config.shift_factor) * vae.config.scaling_factor`."""
+    mean, logvar = vae_encode(vae, pixels.astype(np.float32))
+    noise = generator.standard_normal(mean.shape)
+    latent = AutoencoderKL.sample(mean.astype(np.float64), logvar.astype(np.float64), noise)
+    return ((latent - vae.shift_factor) * vae.scaling_factor).astype(np.float32)
+
+
+class FlowStart:
+    """Where a diffusers-style flow run starts, as diffusers' pipelines draw it from one
+    `generator`: txt2img, noise (or the given `latents`); img2img (`image`), the schedule's
+    tail from `strength` (`get_timesteps`) and the image's latents noised to its first sigma
+    (`scale_noise`); inpaint (`image` and `mask`, white = repaint) the same, and after every
+    step the kept part is put back at the next step's noise level. Draws in diffusers' order:
+    the image's posterior, the noise, the masked image's posterior (drawn, then unused by
+    transformers without mask inputs)."""
+
+    def __init__(self, vae: Any, scheduler: Any, shape: tuple[int, ...], *, generator: Any,
+                 latents: np.ndarray | None = None, image: Any = None, mask: Any = None,
+                 strength: float = 1.0) -> None:
+        self.scheduler, self.keep = scheduler, None
+        if image is None:
+            self.timesteps = list(scheduler.timesteps)
+            self.latents = self.noise = _noise(latents, shape, generator)
+            return
+        # 1. the schedule's tail (diffusers' get_timesteps)
+        n = len(scheduler.timesteps)
+        first = int(max(n - min(n * strength, n), 0))
+        if first >= n:
+            raise ValueError(f"strength {strength:g} with {n} steps leaves no step to run")
+        self.timesteps = list(scheduler.timesteps[first:])
+        scheduler.set_begin_index(first)
+        # 2. the image's latents, the noise, the start between them
+        height, width = shape[2] * _scale(vae), shape[3] * _scale(vae)
+        pixels = to_unit_image(image, width, height)
+        self.image_latents = np.repeat(encode_image(vae, pixels, generator), shape[0], 0)
+        self.noise = _noise(latents, shape, generator)
+        start = scheduler.scale_noise(self.image_latents, self.timesteps[0], self.noise)
+        self.latents = start.astype(np.float32)
+        if mask is None:
+            return
+        # 3. inpaint: the mask binarized, nearest at latent size; the masked image's draw
+        full = to_mask(mask, width, height)
+        encode_image(vae, pixels * (full < 0.5), generator)
+        step = _scale(vae)
+        self.keep = 1.0 - full[:, :, ::step, ::step]
+
+    def blend(self, latents: np.ndarray, i: int) -> np.ndarray:
+        """`latents` after step i with the kept part put back (inpaint; as is otherwise)."""
+        if self.keep is None:
+            return latents
+        kept = self.image_latents
+        if i < len(self.timesteps) - 1:
+            kept = self.scheduler.scale_noise(kept, self.timesteps[i + 1], self.noise)
+        return (self.keep * kept + (1 - self.keep) * latents).astype(np.float32)
+
+
+def _scale(vae: Any) -> int:
+    return 2 ** (len(vae.config["block_out_channels"]) - 1)
+
+
+def _noise(latents: np.ndarray | None, shape: tuple[int, ...], generator: Any) -> np.ndarray:
     """`latents` as float32 when given (checked against `shape`), else a standard normal draw
-    of `shape` from `rng` seeded with `seed` (torch's CPU generator for "torch", as diffusers)."""
+    of `shape` from `generator`."""
     if latents is None:
-        latents = make_generator(rng, seed).standard_normal(shape)
+        latents = generator.standard_normal(shape)
     latents = np.asarray(latents, np.float32)
     if latents.shape != shape:
         raise ValueError(f"latents must have shape {shape}, got {latents.shape}")

@@ -11,7 +11,7 @@ decodes. With the torch RNG, a seed gives diffusers' picture (`generator=torch.G
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +22,13 @@ from gpustd import Tensor, asarray
 
 from ..loaders.flow_folder import load_flow_folder
 from ..loaders.flux_file import load_flux_file
+from ..loaders.text_encoder_file import use_text_encoder_files
 from ..models import AutoencoderKL, CLIPTextModel, FluxTransformer2DModel, T5EncoderModel
+from ..noise.rng import make_generator
 from ..schedulers.flow_match_euler import FlowMatchEulerDiscreteScheduler, calculate_shift
 from ..text.t5_tokenizer import T5Tokenizer
 from ..text.tokenizer import CLIPTokenizer
-from .flow import check_call, decode, starting_noise
+from .flow import FlowStart, StepCallback, check_call, decode
 
 __all__ = ["FluxPipeline", "pack_latents", "unpack_latents"]
 
@@ -55,6 +57,9 @@ def image_ids(rows: int, columns: int) -> np.ndarray:
     return ids.reshape(-1, 3)
 
 
+_TEXT_ENCODERS = ("text_encoder", "text_encoder_2", "text_encoder_3")
+
+
 class FluxPipeline:
     """FLUX.1 txt2img on gpustd. Components as diffusers names them; `scheduler_config` is the
     folder's `scheduler/scheduler_config.json` (schnell: shift 1; dev: use_dynamic_shifting)."""
@@ -62,23 +67,29 @@ class FluxPipeline:
     def __init__(self, *, transformer: FluxTransformer2DModel, vae: AutoencoderKL,
                  text_encoder: CLIPTextModel, tokenizer: CLIPTokenizer,
                  text_encoder_2: T5EncoderModel, tokenizer_2: T5Tokenizer,
-                 scheduler_config: dict[str, Any]) -> None:
+                 scheduler_config: dict[str, Any], modules: Sequence[str] = ()) -> None:
         self.transformer, self.vae = transformer, vae
         self.text_encoder, self.tokenizer = text_encoder, tokenizer
         self.text_encoder_2, self.tokenizer_2 = text_encoder_2, tokenizer_2
         self.scheduler_config = dict(scheduler_config)
+        self.modules = list(modules)  # the stems of the text encoder files used
         self.vae_scale_factor = 2 ** (len(vae.config["block_out_channels"]) - 1)
 
     @classmethod
     def from_pretrained(cls, path: str | Path, *, dtype: Any = np.float32,
                         device: Device | None = None, variant: str | None = None,
-                        transformer_file: str | Path | None = None) -> FluxPipeline:
+                        transformer_file: str | Path | None = None,
+                        text_encoder_files: Sequence[str | Path] = ()) -> FluxPipeline:
         """Load a FLUX diffusers folder (`load_flow_folder`) onto `device` in `dtype`.
         `transformer_file`: BFL's single-file transformer (`flux1-dev.safetensors`, read by
         `load_flux_file`) in place of the folder's transformer/, which may then be absent;
-        the folder's transformer config, when present, gives its `axes_dims_rope`."""
+        the folder's transformer config, when present, gives its `axes_dims_rope`.
+        `text_encoder_files`: t5xxl / clip_l single files in place of the folder's
+        (diffusion.loaders.text_encoder_file)."""
         weights = load_flow_folder(path, variant=variant,
-                                   skip=("transformer",) if transformer_file else ())
+                                   skip=("transformer",) if transformer_file else (),
+                                   weightless=_TEXT_ENCODERS if text_encoder_files else ())
+        modules = use_text_encoder_files(weights, list(text_encoder_files))
         if weights.family != "flux":
             raise ValueError(f"{path} holds a {weights.family} pipeline, not FLUX")
         transformer = weights.transformer
@@ -109,7 +120,7 @@ class FluxPipeline:
             text_encoder_2=filled(T5EncoderModel(weights.text_encoder_2.config, **place),
                                   weights.text_encoder_2),
             tokenizer_2=T5Tokenizer(tokenizer_dirs["tokenizer_2"]),
-            scheduler_config=weights.scheduler_config)
+            scheduler_config=weights.scheduler_config, modules=modules)
 
     def encode_prompt(self, prompts: Sequence[str], max_sequence_length: int = 512
                       ) -> tuple[Tensor, Tensor]:
@@ -120,49 +131,74 @@ class FluxPipeline:
         states = self.text_encoder_2(self.tokenizer_2(list(prompts), max_sequence_length))
         return states.astype(dtype), pooled.astype(dtype)
 
-    def __call__(self, prompt: str | Sequence[str], *, height: int = 1024, width: int = 1024,
-                 num_inference_steps: int = 28, guidance_scale: float = 3.5, seed: int = 0,
-                 rng: str = "torch", max_sequence_length: int = 512,
-                 latents: np.ndarray | None = None, output_type: str = "np") -> np.ndarray:
-        """Pictures for `prompt` (one or a list): float images in [0, 1], (B, height, width,
-        3) ("np"), or the final packed latents ("latent"). `guidance_scale` is dev's distilled
-        guidance (ignored by schnell, which embeds none). `seed` and `rng` ("torch": torch's
-        CPU generator, as diffusers; "numpy") draw the starting noise unless `latents`
-        (B, 16, H/8, W/8) is given. diffusers: `FluxPipeline(prompt, height=, width=,
-        num_inference_steps=, guidance_scale=, generator=torch.Generator().manual_seed(seed),
-        output_type="np").images`."""
-        prompts = check_call(prompt, rng=rng, output_type=output_type, steps=num_inference_steps)
+    def velocity(self, prompts: Sequence[str], *, height: int, width: int,
+                 guidance_scale: float = 3.5, max_sequence_length: int = 512
+                 ) -> tuple[Callable[[np.ndarray, float], np.ndarray], tuple[int, ...], float]:
+        """The transformer as `flow(x, t)` for `prompts` at height x width: x (B, C, h, w)
+        float32 latents, t the scheduler's timestep (0..1000), the predicted flow back
+        unpacked (float32); also the latents' shape and the schedule's `mu` (dev's shift by
+        the number of image tokens, None for a constant shift)."""
         scale = self.vae_scale_factor * 2
         if height < scale or width < scale:
             raise ValueError(f"height and width must be at least {scale}, got {height}x{width}")
         config = self.transformer.config
         device = self.transformer.x_embedder.weight.device
         dtype = self.transformer.x_embedder.weight.dtype
-        # 1. conditioning
         states, pooled = self.encode_prompt(prompts, max_sequence_length)
         batch = len(prompts)
-        # 2. starting noise (B, C, h, w), packed into 2x2-patch tokens
         h, w = 2 * (int(height) // scale), 2 * (int(width) // scale)
-        shape = (batch, config["in_channels"] // 4, h, w)
-        x = pack_latents(starting_noise(latents, shape, rng=rng, seed=seed))
-        # 3. the schedule: sigmas 1 .. 1/n, shifted (dev: by the number of image tokens)
-        scheduler = FlowMatchEulerDiscreteScheduler.from_config(self.scheduler_config)
-        sigmas = np.linspace(1.0, 1 / num_inference_steps, num_inference_steps)
-        scheduler.set_timesteps(sigmas=sigmas, mu=calculate_shift(x.shape[1],
-                                                                  self.scheduler_config))
-        scheduler.set_begin_index(0)
         guidance = (np.full(batch, guidance_scale, np.float32)
                     if config["guidance_embeds"] else None)
         rotary = self.transformer.rotary(np.zeros((states.shape[1], 3), np.float32),
                                          image_ids(h // 2, w // 2))
+
+        def flow(x: np.ndarray, t: float) -> np.ndarray:
+            timestep = np.full(batch, np.float32(t) / np.float32(1000), np.float32)
+            out = self.transformer(asarray(pack_latents(x), dtype=dtype, device=device), states,
+                                   pooled, timestep, None, None, guidance, rotary=rotary)
+            return unpack_latents(out.numpy().astype(np.float32), h, w)
+
+        mu = calculate_shift((h // 2) * (w // 2), self.scheduler_config)
+        return flow, (batch, config["in_channels"] // 4, h, w), mu
+
+    def __call__(self, prompt: str | Sequence[str], *, height: int = 1024, width: int = 1024,
+                 num_inference_steps: int = 28, guidance_scale: float = 3.5, seed: int = 0,
+                 rng: str = "torch", max_sequence_length: int = 512,
+                 latents: np.ndarray | None = None, image: Any = None, mask_image: Any = None,
+                 strength: float = 0.6, callback: StepCallback | None = None,
+                 output_type: str = "np") -> np.ndarray:
+        """Pictures for `prompt` (one or a list): float images in [0, 1], (B, height, width,
+        3) ("np"), or the final latents (B, 16, H/8, W/8) ("latent"). `guidance_scale` is
+        dev's distilled guidance (ignored by schnell, which embeds none). `seed` and `rng`
+        ("torch": torch's CPU generator, as diffusers; "numpy") draw the starting noise unless
+        `latents` (B, 16, H/8, W/8) is given. `image` (PIL or HxWx3 uint8; with `mask_image`,
+        white = repaint) starts from that picture at `strength`. `callback(done, total,
+        latents)` after every step (False stops). diffusers: `FluxPipeline(prompt, height=,
+        width=, num_inference_steps=, guidance_scale=, generator=torch.Generator()
+        .manual_seed(seed), output_type="np").images`; with `image`, FluxImg2ImgPipeline's
+        (and `mask_image`, FluxInpaintPipeline's) call with `strength=`."""
+        prompts = check_call(prompt, rng=rng, output_type=output_type, steps=num_inference_steps)
+        device = self.transformer.x_embedder.weight.device
+        # 1. conditioning, as a function of the latents and the timestep
+        flow, shape, mu = self.velocity(prompts, height=height, width=width,
+                                        guidance_scale=guidance_scale,
+                                        max_sequence_length=max_sequence_length)
+        # 2. the schedule: sigmas 1 .. 1/n, shifted (dev: by the number of image tokens)
+        scheduler = FlowMatchEulerDiscreteScheduler.from_config(self.scheduler_config)
+        sigmas = np.linspace(1.0, 1 / num_inference_steps, num_inference_steps)
+        scheduler.set_timesteps(sigmas=sigmas, mu=mu)
+        scheduler.set_begin_index(0)
+        # 3. starting noise (B, C, h, w), or the init image noised to the first kept sigma
+        start = FlowStart(self.vae, scheduler, shape, generator=make_generator(rng, seed),
+                          latents=latents, image=image, mask=mask_image, strength=strength)
+        x = start.latents
         # 4. Euler steps along the predicted flow
-        for t in scheduler.timesteps:
-            t32 = np.float32(t)
-            flow = self.transformer(asarray(x, dtype=dtype, device=device), states, pooled,
-                                    np.full(batch, t32 / np.float32(1000), np.float32), None,
-                                    None, guidance, rotary=rotary)
-            x = scheduler.step(flow.numpy().astype(np.float32), t, x).astype(np.float32)
+        for i, t in enumerate(start.timesteps):
+            x = scheduler.step(flow(x, t), t, x).astype(np.float32)
+            x = start.blend(x, i)
+            if callback is not None and callback(i + 1, len(start.timesteps), x) is False:
+                break
         if output_type == "latent":
             return x
-        # 5. decode: back to (B, C, h, w), then out of the transformer's latent space
-        return decode(self.vae, unpack_latents(x, h, w), device)
+        # 5. decode out of the transformer's latent space
+        return decode(self.vae, x, device)

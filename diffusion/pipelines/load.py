@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
@@ -16,8 +17,10 @@ from gpustd import has_matrix_units
 from gpustd.nn import Module, StateDictError
 
 from ..loaders import ComponentWeights, SafetensorsFile, WeightsError, load_pipeline_weights
+from ..loaders.flow_folder import flow_family
 from ..models import AutoencoderKL, CLIPTextModel, UNet2DConditionModel
 from ..text.tokenizer import CLIPTokenizer
+from .flow_model import FLOW_DEFAULTS, load_flow_model
 from .stable_diffusion import SamplingDefaults, StableDiffusion
 from .stable_diffusion_xl import SDXL_FAMILIES, StableDiffusionXL, TextEncoders
 
@@ -122,12 +125,15 @@ def is_turbo(path: str | os.PathLike[str]) -> bool:
 
 def model_defaults(path: str | os.PathLike[str]) -> tuple[SamplingDefaults, list[str]]:
     """The sampling defaults of the model at `path`: its defaults.json (`read_defaults`), then
-    for a Turbo model (`is_turbo`) TURBO_DEFAULTS where the file says nothing; also the names of
-    the settings that came from TURBO_DEFAULTS."""
+    for a Turbo model (`is_turbo`) TURBO_DEFAULTS, for FLUX / SD3 their family's
+    (diffusion.pipelines.flow_model.FLOW_DEFAULTS: FLUX at CFG 1) where the file says nothing;
+    also the names of the settings that came from those."""
     recommended = read_defaults(path)
-    if not is_turbo(path):
+    family = flow_family(path)
+    if not is_turbo(path) and family is None:
         return recommended, []
-    filled = {f.name: getattr(TURBO_DEFAULTS, f.name) for f in fields(SamplingDefaults)
+    fallback = TURBO_DEFAULTS if family is None else FLOW_DEFAULTS[family]
+    filled = {f.name: getattr(fallback, f.name) for f in fields(SamplingDefaults)
               if getattr(recommended, f.name) is None}
     return replace(recommended, **filled), list(filled)
 
@@ -153,7 +159,8 @@ def auto_dtype(device: Device) -> np.dtype:
 
 def load_pipeline(path: str | os.PathLike[str] | None = None, *, dtype: Any = np.float32,
                   device: Device | None = None, prediction_type: str | None = None,
-                  variant: str | None = None) -> StableDiffusion:
+                  variant: str | None = None,
+                  text_encoders: Sequence[str | os.PathLike[str]] = ()) -> StableDiffusion:
     """Load a Stable Diffusion 1.x/2.x, SDXL base or SDXL refiner model (diffusers folder or
     single-file `.safetensors`; None: the bundled default model, `default_model_path()`) onto
     `device` (default: the best adapter) with weights in `dtype`: float32; float16 where the
@@ -162,7 +169,9 @@ def load_pipeline(path: str | os.PathLike[str] | None = None, *, dtype: Any = np
     stream from disk to the GPU one at a time. The pipeline's `defaults` are
     `model_defaults(path)`: the folder's `defaults.json`, then Turbo's. An SDXL model gives a
     `diffusion.StableDiffusionXL`; its VAE stays float32 under float16 weights when its config
-    says `force_upcast`, as diffusers' SDXL pipelines decode.
+    says `force_upcast`, as diffusers' SDXL pipelines decode. A FLUX.1 or SD3/3.5 folder gives
+    a `diffusion.pipelines.flow_model.FlowModel` (same `generate`), with `text_encoders`
+    (t5xxl / clip_l / clip_g single files) in place of its own.
 
     Raises diffusion.loaders.WeightsError for missing/corrupt/unsupported files and keys.
     diffusers: `StableDiffusionPipeline.from_pretrained(path)` / `.from_single_file(path)`.
@@ -173,6 +182,13 @@ def load_pipeline(path: str | os.PathLike[str] | None = None, *, dtype: Any = np
     dtype = auto_dtype(device) if isinstance(dtype, str) and dtype == "auto" else as_dtype(dtype)
     if dtype == np.float16 and not device.has_f16:
         raise FeatureError("shader-f16", "float16 weights", device.info.label)
+    family = flow_family(path)
+    if family is not None:
+        return load_flow_model(path, family, dtype=dtype, device=device, defaults=defaults,
+                               variant=variant, text_encoders=text_encoders)
+    if text_encoders:
+        raise ValueError("text encoder files (--text-encoder) are for FLUX and SD3 models; "
+                         f"{Path(path).name} is neither")
     weights = load_pipeline_weights(path, dtype=dtype, prediction_type=prediction_type,
                                     variant=variant)
     place = {"dtype": dtype, "device": device}

@@ -114,6 +114,11 @@ class GenerationRequest:
         "Refiner switch at", api="refiner_switch_at",
         cli="fraction of the sampling after which the refiner runs, in (0, 1) (0.8; with "
             "--sampler diffusers: diffusers' denoising_end)"))
+    # FLUX.1 dev's guidance embedding (Forge's "Distilled CFG Scale"); with it CFG stays 1
+    distilled_cfg_scale: float = field(default=3.5, metadata=_label(
+        "Distilled CFG Scale", api="distilled_cfg_scale",
+        cli="FLUX.1 dev's distilled guidance, embedded in the model (3.5; Forge's 'Distilled "
+            "CFG Scale'); leave --cfg-scale at 1 with it"))
     # ControlNet / T2I-Adapter units (diffusion.pipelines.control.ControlUnit; the CLI and the
     # server build them from diffusion.pipelines.control_spec.ControlSpec), written to the
     # infotext as the extension writes them ("ControlNet N: ...")
@@ -176,6 +181,7 @@ def _check(r: GenerationRequest) -> None:
     _whole("clip_skip (layers skipped: the WebUI's Clip skip minus 1)", r.clip_skip,
            *LIMITS["clip_skip"])
     _number("cfg_scale", r.cfg_scale, *LIMITS["cfg_scale"])
+    _number("distilled_cfg_scale", r.distilled_cfg_scale, *LIMITS["cfg_scale"])
     for name in ("width", "height"):
         if getattr(r, name) is not None:
             check_size(name, getattr(r, name))

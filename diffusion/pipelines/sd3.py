@@ -10,7 +10,7 @@ torch RNG a seed gives diffusers' picture.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +21,18 @@ from gpustd import asarray
 
 from ..loaders.flow_folder import load_flow_folder
 from ..loaders.sd3_file import load_sd3_file
+from ..loaders.text_encoder_file import use_text_encoder_files
 from ..models import AutoencoderKL, CLIPTextModel, SD3Transformer2DModel, T5EncoderModel
+from ..noise.rng import make_generator
 from ..schedulers.flow_match_euler import FlowMatchEulerDiscreteScheduler, calculate_shift
 from ..text.t5_tokenizer import T5Tokenizer
 from ..text.tokenizer import CLIPTokenizer
-from .flow import check_call, decode, starting_noise
+from .flow import FlowStart, StepCallback, check_call, decode
 
 __all__ = ["StableDiffusion3Pipeline"]
+
+
+_TEXT_ENCODERS = ("text_encoder", "text_encoder_2", "text_encoder_3")
 
 
 class StableDiffusion3Pipeline:
@@ -38,23 +43,29 @@ class StableDiffusion3Pipeline:
                  text_encoder: CLIPTextModel, tokenizer: CLIPTokenizer,
                  text_encoder_2: CLIPTextModel, tokenizer_2: CLIPTokenizer,
                  text_encoder_3: T5EncoderModel | None, tokenizer_3: T5Tokenizer | None,
-                 scheduler_config: dict[str, Any]) -> None:
+                 scheduler_config: dict[str, Any], modules: Sequence[str] = ()) -> None:
         self.transformer, self.vae = transformer, vae
         self.clips = ((text_encoder, tokenizer), (text_encoder_2, tokenizer_2))
         self.text_encoder_3, self.tokenizer_3 = text_encoder_3, tokenizer_3
         self.scheduler_config = dict(scheduler_config)
+        self.modules = list(modules)  # the stems of the text encoder files used
         self.vae_scale_factor = 2 ** (len(vae.config["block_out_channels"]) - 1)
 
     @classmethod
     def from_pretrained(cls, path: str | Path, *, dtype: Any = np.float32,
                         device: Device | None = None, variant: str | None = None,
-                        transformer_file: str | Path | None = None
+                        transformer_file: str | Path | None = None,
+                        text_encoder_files: Sequence[str | Path] = ()
                         ) -> StableDiffusion3Pipeline:
         """Load an SD3/3.5 diffusers folder (`load_flow_folder`) onto `device` in `dtype`.
         `transformer_file`: Stability's single file (`sd3.5_large.safetensors`, read by
-        `load_sd3_file`) in place of the folder's transformer/, which may then be absent."""
+        `load_sd3_file`) in place of the folder's transformer/, which may then be absent.
+        `text_encoder_files`: t5xxl / clip_l / clip_g single files in place of the folder's
+        (diffusion.loaders.text_encoder_file; T5 also where the folder has none)."""
         weights = load_flow_folder(path, variant=variant,
-                                   skip=("transformer",) if transformer_file else ())
+                                   skip=("transformer",) if transformer_file else (),
+                                   weightless=_TEXT_ENCODERS if text_encoder_files else ())
+        modules = use_text_encoder_files(weights, list(text_encoder_files))
         if weights.family != "sd3":
             raise ValueError(f"{path} holds a {weights.family} pipeline, not SD3")
         transformer = (weights.transformer if transformer_file is None
@@ -71,6 +82,9 @@ class StableDiffusion3Pipeline:
 
         dirs = weights.tokenizer_dirs
         t5 = weights.text_encoder_3
+        if t5 is not None and "tokenizer_3" not in dirs:
+            raise FileNotFoundError(f"{path}: T5's tokenizer_3/ is missing (T5 needs its "
+                                    "tokenizer.json there)")
         assert transformer is not None  # skipped only when a file replaces it
         return cls(
             transformer=filled(SD3Transformer2DModel(transformer.config, **place), transformer),
@@ -81,7 +95,7 @@ class StableDiffusion3Pipeline:
             tokenizer_2=CLIPTokenizer.from_pretrained(dirs.get("tokenizer_2")),
             text_encoder_3=None if t5 is None else filled(T5EncoderModel(t5.config, **place), t5),
             tokenizer_3=None if t5 is None else T5Tokenizer(dirs["tokenizer_3"]),
-            scheduler_config=weights.scheduler_config)
+            scheduler_config=weights.scheduler_config, modules=modules)
 
     def encode_prompt(self, prompts: Sequence[str], max_sequence_length: int = 256
                       ) -> tuple[np.ndarray, np.ndarray]:
@@ -106,18 +120,15 @@ class StableDiffusion3Pipeline:
             t5 = self.text_encoder_3(ids).numpy().astype(np.float32)
         return np.concatenate([clip_states, t5], axis=1), np.concatenate(pooled, axis=-1)
 
-    def __call__(self, prompt: str | Sequence[str], *, negative_prompt: str = "",
-                 height: int = 1024, width: int = 1024, num_inference_steps: int = 28,
-                 guidance_scale: float = 7.0, seed: int = 0, rng: str = "torch",
-                 max_sequence_length: int = 256, latents: np.ndarray | None = None,
-                 output_type: str = "np") -> np.ndarray:
-        """Pictures for `prompt`: float images in [0, 1], (B, height, width, 3) ("np"), or the
-        final latents ("latent"). Guidance applies when guidance_scale > 1 (the
-        `negative_prompt` for every row). `seed`/`rng` as FluxPipeline. diffusers:
-        `StableDiffusion3Pipeline(prompt, negative_prompt=, height=, width=,
-        num_inference_steps=, guidance_scale=, generator=torch.Generator().manual_seed(seed),
-        output_type="np").images`."""
-        prompts = check_call(prompt, rng=rng, output_type=output_type, steps=num_inference_steps)
+    def velocity(self, prompts: Sequence[str], *, height: int, width: int,
+                 negative_prompt: str = "", guidance_scale: float = 7.0,
+                 max_sequence_length: int = 256
+                 ) -> tuple[Callable[[np.ndarray, float], np.ndarray], tuple[int, ...],
+                            float | None]:
+        """The guided transformer as `flow(x, t)` for `prompts` at height x width: x (B, C,
+        h, w) float32 latents, t the scheduler's timestep (0..1000); guidance applies when
+        guidance_scale > 1 (the `negative_prompt` for every row). Also the latents' shape and
+        the schedule's `mu` (None unless the config shifts by picture size)."""
         config = self.transformer.config
         multiple = self.vae_scale_factor * config["patch_size"]
         if height % multiple or width % multiple or not height or not width:
@@ -134,26 +145,59 @@ class StableDiffusion3Pipeline:
             pooled = np.concatenate([negative[1], pooled])
         states_gpu = asarray(states, dtype=dtype, device=device)
         pooled_gpu = asarray(pooled, dtype=dtype, device=device)
-        # 2. starting noise (B, C, H/8, W/8)
+
+        def flow(x: np.ndarray, t: float) -> np.ndarray:
+            model_in = np.concatenate([x, x]) if guided else x
+            out = self.transformer(asarray(model_in, dtype=dtype, device=device), states_gpu,
+                                   pooled_gpu, np.full(len(model_in), t, np.float32))
+            out = out.numpy().astype(np.float32)
+            if not guided:
+                return out
+            uncond, text = out[:batch], out[batch:]
+            return uncond + np.float32(guidance_scale) * (text - uncond)
+
+        # 2. the latents' shape; the shift by picture size where the config says so
         shape = (batch, config["in_channels"], height // self.vae_scale_factor,
                  width // self.vae_scale_factor)
-        x = starting_noise(latents, shape, rng=rng, seed=seed)
-        # 3. the shifted schedule (by picture size where the config says so)
-        scheduler = FlowMatchEulerDiscreteScheduler.from_config(self.scheduler_config)
         tokens = (shape[2] // config["patch_size"]) * (shape[3] // config["patch_size"])
         mu = (calculate_shift(tokens, {"max_shift": 1.16, **self.scheduler_config})
               if self.scheduler_config.get("use_dynamic_shifting") else None)
+        return flow, shape, mu
+
+    def __call__(self, prompt: str | Sequence[str], *, negative_prompt: str = "",
+                 height: int = 1024, width: int = 1024, num_inference_steps: int = 28,
+                 guidance_scale: float = 7.0, seed: int = 0, rng: str = "torch",
+                 max_sequence_length: int = 256, latents: np.ndarray | None = None,
+                 image: Any = None, mask_image: Any = None, strength: float = 0.6,
+                 callback: StepCallback | None = None, output_type: str = "np") -> np.ndarray:
+        """Pictures for `prompt`: float images in [0, 1], (B, height, width, 3) ("np"), or the
+        final latents ("latent"). Guidance applies when guidance_scale > 1 (the
+        `negative_prompt` for every row). `seed`/`rng`, `image`/`mask_image`/`strength` and
+        `callback` as FluxPipeline. diffusers: `StableDiffusion3Pipeline(prompt,
+        negative_prompt=, height=, width=, num_inference_steps=, guidance_scale=,
+        generator=torch.Generator().manual_seed(seed), output_type="np").images`; with
+        `image`, StableDiffusion3Img2ImgPipeline's (and `mask_image`,
+        StableDiffusion3InpaintPipeline's) call with `strength=`."""
+        prompts = check_call(prompt, rng=rng, output_type=output_type, steps=num_inference_steps)
+        device = self.transformer.proj_out.weight.device
+        # 1. conditioning, as a function of the latents and the timestep
+        flow, shape, mu = self.velocity(prompts, height=height, width=width,
+                                        negative_prompt=negative_prompt,
+                                        guidance_scale=guidance_scale,
+                                        max_sequence_length=max_sequence_length)
+        # 2. the shifted schedule
+        scheduler = FlowMatchEulerDiscreteScheduler.from_config(self.scheduler_config)
         scheduler.set_timesteps(num_inference_steps, mu=mu)
+        # 3. starting noise (B, C, H/8, W/8), or the init image noised to the first kept sigma
+        start = FlowStart(self.vae, scheduler, shape, generator=make_generator(rng, seed),
+                          latents=latents, image=image, mask=mask_image, strength=strength)
+        x = start.latents
         # 4. Euler steps along the guided flow
-        for t in scheduler.timesteps:
-            model_in = np.concatenate([x, x]) if guided else x
-            flow = self.transformer(asarray(model_in, dtype=dtype, device=device), states_gpu,
-                                    pooled_gpu, np.full(len(model_in), t, np.float32))
-            flow = flow.numpy().astype(np.float32)
-            if guided:
-                uncond, text = flow[:batch], flow[batch:]
-                flow = uncond + np.float32(guidance_scale) * (text - uncond)
-            x = scheduler.step(flow, t, x).astype(np.float32)
+        for i, t in enumerate(start.timesteps):
+            x = scheduler.step(flow(x, t), t, x).astype(np.float32)
+            x = start.blend(x, i)
+            if callback is not None and callback(i + 1, len(start.timesteps), x) is False:
+                break
         if output_type == "latent":
             return x
         # 5. decode out of the transformer's scaled, shifted latent space

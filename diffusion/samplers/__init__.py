@@ -50,7 +50,7 @@ from .dpmpp_2m_sde import sample_dpmpp_2m_sde, sample_dpmpp_2m_sde_heun
 from .dpmpp_2s import sample_dpmpp_2s_ancestral
 from .dpmpp_3m_sde import sample_dpmpp_3m_sde
 from .dpmpp_sde import sample_dpmpp_sde
-from .euler import sample_euler, sample_euler_ancestral
+from .euler import sample_euler, sample_euler_ancestral, sample_euler_ancestral_rf
 from .heun import sample_heun, sample_heunpp2
 from .ipndm import sample_ipndm, sample_ipndm_v
 from .lcm import sample_lcm
@@ -96,6 +96,7 @@ __all__ = [
     "sample_euler",
     "sample_euler_ancestral",
     "sample_euler_ancestral_cfg_pp",
+    "sample_euler_ancestral_rf",
     "sample_euler_cfg_pp",
     "sample_heun",
     "sample_heunpp2",

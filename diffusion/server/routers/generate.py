@@ -47,6 +47,9 @@ async def run_generation(state: ServerState, body: Txt2ImgRequest, kind: str) ->
         if job.control:
             request = replace(request, control=control_units(
                 job.control, cache, worker.pipe, request.width, request.height))
+        if "cfg_scale" not in body.model_fields_set and str(
+                getattr(worker.pipe, "family", "")).startswith("flux"):
+            request = replace(request, cfg_scale=1.0)  # FLUX runs at CFG 1 (Forge's preset)
         if refiner is not None:
             request = replace(request, refiner=worker.second_model(refiner.path))
         return worker.generate(replace(job, request=request))

@@ -9,7 +9,7 @@ import { initPngInfo, loadPngInfo } from "./pnginfo.js";
 
 const STORAGE_KEY = "avx-gpu-webui:settings";
 const DEFAULTS_KEY = "avx-gpu-webui:defaults-for";  // the model whose defaults the saved settings started from
-const SLIDERS = ["steps", "cfg_scale", "width", "height", "clip_skip", "denoising_strength", "mask_blur"];
+const SLIDERS = ["steps", "cfg_scale", "distilled_cfg_scale", "width", "height", "clip_skip", "denoising_strength", "mask_blur"];
 let mode = "txt2img";
 let running = false;
 let lastSeed = null;
@@ -113,6 +113,8 @@ async function loadSamplers() {
  * keepSaved, settings saved while this same model was loaded stay as the user left them. */
 async function applyModelDefaults({ keepSaved = false } = {}) {
   const defaults = await api("/avx/defaults");
+  // FLUX.1 dev embeds its guidance: Forge's "Distilled CFG Scale", beside CFG (1 for FLUX)
+  $("distilled_cfg_field").hidden = !defaults.distilled_cfg;
   if (keepSaved && defaults.model === localStorage.getItem(DEFAULTS_KEY)) return;
   setField("steps", defaults.steps ?? $("steps").defaultValue);
   setField("cfg_scale", defaults.cfg_scale ?? $("cfg_scale").defaultValue);
@@ -171,6 +173,7 @@ function requestBody() {
     scheduler: $("scheduler").value,
     steps: number("steps"),
     cfg_scale: number("cfg_scale"),
+    ...($("distilled_cfg_field").hidden ? {} : { distilled_cfg_scale: number("distilled_cfg_scale") }),
     seed: Math.trunc(number("seed")),
     batch_size: number("batch_size"),
     n_iter: number("n_iter"),
@@ -332,7 +335,7 @@ function applyParameters(target, params, imageDataUrl) {
   const fields = {
     prompt: params.Prompt, negative_prompt: params["Negative prompt"] ?? "", steps: params.Steps,
     sampler: params.Sampler, scheduler: params["Schedule type"], cfg_scale: params["CFG scale"],
-    seed: params.Seed, width: params["Size-1"], height: params["Size-2"], clip_skip: params["Clip skip"],
+    distilled_cfg_scale: params["Distilled CFG Scale"], seed: params.Seed, width: params["Size-1"], height: params["Size-2"], clip_skip: params["Clip skip"],
     denoising_strength: params["Denoising strength"],
   };
   for (const [id, value] of Object.entries(fields)) setField(id, value);

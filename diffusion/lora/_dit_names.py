@@ -1,0 +1,93 @@
+"""Kohya's (sd-scripts') names for the layers of FLUX and SD3 LoRAs: BFL's and Stability's
+checkpoint module paths, flattened (`double_blocks_0_img_attn_qkv`,
+`joint_blocks_3_x_block_mlp_fc1`), to diffusers' transformer modules, which our models carry.
+A fused projection (BFL's and SD3's qkv, FLUX's single-block linear1: q, k, v and the MLP's
+input) patches the row ranges of the layers it was split into, and the final adaLN (the last
+SD3 block's text adaLN too) has its (shift, scale) halves swapped, as the single-file loaders
+read them and as diffusers' kohya conversions (`_convert_kohya_flux_lora_to_diffusers`,
+`_convert_sd3_lora_to_diffusers` in diffusers' lora_conversion_utils) split the updates.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+from ..loaders import flux_file, sd3_file
+
+__all__ = ["Part", "dit_aliases"]
+
+
+class Part(NamedTuple):
+    """Where (part of) a kohya module's update goes: a diffusers module path, the rows of the
+    fused update it takes (None: all), and whether its two halves come swapped."""
+
+    path: str
+    rows: tuple[int, int] | None = None
+    swapped: bool = False
+
+
+def _flat(name: str) -> str:
+    return name.replace(".", "_")
+
+
+def _split(fused: str, targets: tuple[str, ...], sizes: tuple[int, ...]) -> dict[str, list[Part]]:
+    parts, start = [], 0
+    for target, size in zip(targets, sizes, strict=True):
+        parts.append(Part(target, (start, start + size)))
+        start += size
+    return {_flat(fused): parts}
+
+
+def _flux(shapes: dict[str, tuple[int, ...]], config: dict[str, Any]) -> dict[str, list[Part]]:
+    dim = config["num_attention_heads"] * config["attention_head_dim"]
+    aliases = {_flat(source): [Part(target)] for source, target in flux_file._RENAMES.items()}
+    aliases["final_layer_adaLN_modulation_1"] = [Part(flux_file._SWAPPED, swapped=True)]
+    for i in range(config["num_layers"]):
+        for source, target in flux_file._DOUBLE.items():
+            aliases[_flat(f"double_blocks.{i}.{source}")] = [
+                Part(f"transformer_blocks.{i}.{target}")]
+        for source, targets in flux_file._DOUBLE_QKV.items():
+            aliases.update(_split(f"double_blocks.{i}.{source}",
+                                  tuple(f"transformer_blocks.{i}.{t}" for t in targets),
+                                  (dim,) * 3))
+    for i in range(config["num_single_layers"]):
+        block = f"single_transformer_blocks.{i}"
+        for source, target in flux_file._SINGLE.items():
+            aliases[_flat(f"single_blocks.{i}.{source}")] = [Part(f"{block}.{target}")]
+        mlp = shapes[f"{block}.proj_mlp"][0]
+        aliases.update(_split(f"single_blocks.{i}.linear1",
+                              tuple(f"{block}.{t}" for t in flux_file._SINGLE_SPLIT),
+                              (dim, dim, dim, mlp)))
+    return aliases
+
+
+def _sd3(config: dict[str, Any]) -> dict[str, list[Part]]:
+    dim = config["num_attention_heads"] * config["attention_head_dim"]
+    layers = config["num_layers"]
+    aliases = {_flat(source): [Part(target, swapped=target == "norm_out.linear")]
+               for source, target in sd3_file._RENAMES.items()}
+    for i in range(layers):
+        for source, target in sd3_file._BLOCK.items():
+            swapped = i == layers - 1 and target == "norm1_context.linear"
+            aliases[_flat(f"joint_blocks.{i}.{source}")] = [
+                Part(f"transformer_blocks.{i}.{target}", swapped=swapped)]
+        for source, targets in sd3_file._QKV.items():
+            aliases.update(_split(f"joint_blocks.{i}.{source}",
+                                  tuple(f"transformer_blocks.{i}.{t}" for t in targets),
+                                  (dim,) * 3))
+    return aliases
+
+
+def dit_aliases(model: Any, shapes: dict[str, tuple[int, ...]]) -> dict[str, list[Part]]:
+    """Kohya's flat name -> the parts it patches, for a FLUX or SD3 transformer (`shapes`:
+    module path -> weight shape); empty for other models. Parts whose module the model lacks
+    (schnell's guidance embedder, SD3 blocks without dual attention) are left out."""
+    config = model.config
+    if "num_single_layers" in config:
+        aliases = _flux(shapes, config)
+    elif "caption_projection_dim" in config:
+        aliases = _sd3(config)
+    else:
+        return {}
+    return {name: parts for name, parts in aliases.items()
+            if all(part.path in shapes for part in parts)}

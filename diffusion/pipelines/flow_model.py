@@ -1,0 +1,268 @@
+"""`FlowModel`: a FLUX.1 or SD3/3.5 pipeline behind the `generate(request)` every door calls
+(the CLI, the server), as `StableDiffusion` is for the UNet models.
+
+The "diffusers" sampler runs the pipeline's own loop (FluxPipeline / StableDiffusion3Pipeline
+and their Img2Img / Inpaint forms: the batch's noise from one seed, diffusers' pictures with
+`rng="torch"`); the WebUI's samplers defined for flow models (Euler, Euler a, DPM++ 2M) run
+over the shifted "Simple" schedule with per-image seeds (diffusion.pipelines.flow_sampling).
+FLUX.1 dev takes its guidance from `distilled_cfg_scale` (Forge's "Distilled CFG Scale") and
+runs at CFG 1; a CFG scale above 1 adds a negative-prompt pass (true CFG), as in Forge.
+SD3/3.5 use CFG. Prompts are plain text (the WebUI's emphasis syntax is not parsed) apart
+from `<lora:NAME:WEIGHT>` tags (kohya, diffusers/PEFT LoRAs of these families).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+
+from ..lora import LORA_TAGS, LoraManager, lora_hashes, lora_uses
+from ..noise.rng import make_generator
+from ..text.prompts import extract_extra_networks
+from .flow import decode, encode_image
+from .flow_sampling import FLOW_SAMPLERS, FLOW_SCHEDULES, flow_sigmas, sample_flow
+from .observer import Observer, Progress, StepCallback, from_callbacks
+from .prepare import latent_mask, to_mask, to_unit_image
+from .request import GenerationRequest
+from .sampling import DIFFUSERS
+from .stable_diffusion import GenerationResult, SamplingDefaults, _as_request
+
+__all__ = ["FLOW_DEFAULTS", "FlowModel"]
+
+# What each family samples with when its folder has no defaults.json: Forge's presets for
+# FLUX (Euler, Simple, CFG 1; schnell 4 steps), diffusers' pipeline defaults for SD3 (28 steps,
+# CFG 7; the SD 3.5 cards suggest 3.5-4.5).
+FLOW_DEFAULTS = {
+    "flux-dev": SamplingDefaults(steps=20, sampler="Euler", cfg_scale=1.0),
+    "flux-schnell": SamplingDefaults(steps=4, sampler="Euler", cfg_scale=1.0),
+    "sd3": SamplingDefaults(steps=28, sampler="Euler", cfg_scale=7.0),
+}
+
+
+class FlowModel:
+    """A loaded FLUX.1 (`family` "flux-dev" or "flux-schnell") or SD3/3.5 ("sd3") pipeline
+    and its sampling `defaults`; `modules`: the stems of the separately given VAE / text
+    encoder files, written into the infotext as Forge writes them ("Module 1: clip_l")."""
+
+    is_sdxl = False
+    is_turbo = False
+    is_inpainting_model = False
+    # T5 tokens per prompt; None: the pipeline's (diffusers': FLUX 512, SD3 256)
+    max_sequence_length: int | None = None
+
+    def __init__(self, pipe: Any, *, family: str, name: str = "model",
+                 defaults: SamplingDefaults | None = None, modules: Sequence[str] = ()) -> None:
+        self.pipe, self.family, self.name = pipe, family, name
+        self.defaults = defaults or FLOW_DEFAULTS[family]
+        self.modules = list(modules)
+        self.lora_dir: str | os.PathLike[str] | None = None
+        self.embeddings: Any = None
+        self.vae_path: str | os.PathLike[str] | None = None
+        self._loras: LoraManager | None = None
+
+    @property
+    def vae(self) -> Any:
+        return self.pipe.vae
+
+    @property
+    def transformer(self) -> Any:
+        return self.pipe.transformer
+
+    @property
+    def vae_scale_factor(self) -> int:
+        return int(self.pipe.vae_scale_factor)
+
+    @property
+    def latent_channels(self) -> int:
+        return int(self.pipe.vae.config["latent_channels"])
+
+    @property
+    def native_size(self) -> int:
+        """1024, the side FLUX.1 and SD3/3.5 were trained at (an SD3 config's sample_size
+        says so too)."""
+        size = self.pipe.transformer.config.get("sample_size")
+        return int(size) * self.vae_scale_factor if size and self.family == "sd3" else 1024
+
+    @property
+    def distilled(self) -> bool:
+        """Whether the model embeds its guidance (FLUX.1 dev)."""
+        return bool(self.pipe.transformer.config.get("guidance_embeds"))
+
+    def generate(self, request: GenerationRequest | str | None = None, /, *,
+                 observer: Observer | None = None, progress: Progress | None = None,
+                 on_step: StepCallback | None = None, **settings: Any) -> GenerationResult:
+        """Run `request` (txt2img, img2img or inpaint): the pictures, their seeds and the
+        settings that made them, as `StableDiffusion.generate`."""
+        # 1. the request, and what this family does not take
+        request = _as_request(request, settings)
+        observer = from_callbacks(observer, progress, on_step)
+        _refuse_unsupported(request)
+        prompt, networks = extract_extra_networks(request.prompt)
+        loras = self._activate_loras(networks)
+        seed = int(request.seed) if request.seed not in (None, -1) else int(
+            np.random.default_rng().integers(2**32))
+        width = int(request.width or self.native_size)
+        height = int(request.height or self.native_size)
+        multiple = 2 * self.vae_scale_factor  # 2x2 latent patches
+        for name, side in (("width", width), ("height", height)):
+            if side % multiple:
+                raise ValueError(f"{name} must be a multiple of {multiple} for {self.family} "
+                                 f"models (2x2 patches of latents), got {side}; try "
+                                 f"{max(multiple, side // multiple * multiple)}")
+        label, schedule = request.sampler_label
+        if label != DIFFUSERS and schedule not in FLOW_SCHEDULES:
+            raise ValueError(f"schedule type {schedule} is not defined for flow-matching models "
+                             f"here; use {' or '.join(FLOW_SCHEDULES)}")
+        batch = int(request.batch_size)
+        prompts = [prompt] * batch
+        distilled = float(request.distilled_cfg_scale)
+        # 2. denoising: diffusers' loop, or a WebUI sampler over the Simple schedule
+        if label == DIFFUSERS:
+            latents = self._diffusers(request, prompts, seed, width, height, observer)
+            seeds = [seed] * batch
+        else:
+            seeds = [seed + k for k in range(batch)]
+            latents = self._webui(request, label, prompts, seeds, width, height, observer)
+        # 3. decode, 4. what made them (Forge's infotext)
+        pictures = decode(self.pipe.vae, latents, self.pipe.vae.decoder.conv_in.weight.device)
+        images = [np.round(p * 255).astype(np.uint8) for p in pictures]
+        settings_out: dict[str, Any] = dict(
+            mode=request.mode, prompt=request.prompt, negative_prompt=request.negative_prompt,
+            steps=int(request.steps), sampler=label,
+            scheduler=None if label == DIFFUSERS else "Simple",
+            cfg_scale=float(request.cfg_scale),
+            distilled_cfg_scale=distilled if self.distilled else None, seed=seed, seeds=seeds,
+            width=width, height=height, batch_size=batch, clip_skip=0, model=self.name,
+            rng=request.rng, modules=self.modules)
+        if request.init_image is not None:
+            settings_out["strength"] = float(request.strength)
+        if loras:
+            settings_out["lora_hashes"] = loras
+        return GenerationResult(images=images, seeds=seeds, settings=settings_out)
+
+    def _activate_loras(self, networks: list[Any]) -> str | None:
+        """Patch in exactly the LoRAs the prompt's tags name (kohya's BFL / Stability names,
+        diffusers'), removing earlier ones; the infotext's "Lora hashes", None for none.
+        Every sampler runs with them ("diffusers" too)."""
+        wanted = [tag for tag in networks if tag.kind in LORA_TAGS]
+        if wanted and self.lora_dir is None:
+            raise ValueError(f"the prompt names <{wanted[0].kind}:{wanted[0].name}> but no LoRA "
+                             "folder is set: pass --lora-dir DIR (model.lora_dir in Python)")
+        if not wanted and self._loras is None:
+            return None
+        if self._loras is None:
+            pipe = self.pipe
+            encoders = ({"text_encoder": pipe.clips[0][0], "text_encoder_2": pipe.clips[1][0]}
+                        if self.family == "sd3" else {"text_encoder": pipe.text_encoder})
+            self._loras = LoraManager(SimpleNamespace(
+                unet=pipe.transformer, transformer=pipe.transformer, **encoders))
+        uses = lora_uses(wanted, self.lora_dir, load=self._loras.load) if wanted else []
+        self._loras.set(uses)
+        return lora_hashes(uses) or None
+
+    def _guidance(self, request: GenerationRequest) -> dict[str, Any]:
+        """The pipeline's guidance keywords (FLUX's distilled scale, SD3's CFG), and the T5
+        length where set."""
+        length = ({} if self.max_sequence_length is None
+                  else {"max_sequence_length": self.max_sequence_length})
+        if self.family == "sd3":
+            return {"guidance_scale": float(request.cfg_scale),
+                    "negative_prompt": request.negative_prompt, **length}
+        return {"guidance_scale": float(request.distilled_cfg_scale), **length}
+
+    def _diffusers(self, request: GenerationRequest, prompts: list[str], seed: int,
+                   width: int, height: int, observer: Observer) -> np.ndarray:
+        if self.family != "sd3" and request.cfg_scale != 1:
+            raise ValueError("FLUX with the 'diffusers' sampler runs without CFG (its guidance "
+                             "is distilled_cfg_scale): set cfg_scale 1, or pick a WebUI sampler "
+                             "for true CFG")
+        images = {} if request.init_image is None else {
+            "image": request.init_image, "mask_image": request.mask,
+            "strength": float(request.strength)}
+        return self.pipe(prompts, height=height, width=width,
+                         num_inference_steps=int(request.steps), seed=seed, rng=request.rng,
+                         callback=observer.step, output_type="latent",
+                         **self._guidance(request), **images)
+
+    def _flow(self, request: GenerationRequest, prompts: list[str], width: int,
+              height: int) -> tuple[Callable[[np.ndarray, float], np.ndarray], tuple[int, ...],
+                                    float | None]:
+        """The guided flow; FLUX with CFG above 1: the negative prompt's flow combined in."""
+        size = {"height": height, "width": width}
+        flow, shape, mu = self.pipe.velocity(prompts, **size, **self._guidance(request))
+        cfg = float(request.cfg_scale)
+        if self.family == "sd3" or cfg == 1:
+            return flow, shape, mu
+        negative, _, _ = self.pipe.velocity([request.negative_prompt] * len(prompts), **size,
+                                            **self._guidance(request))
+
+        def guided(x: np.ndarray, t: float) -> np.ndarray:
+            uncond = negative(x, t)
+            return uncond + np.float32(cfg) * (flow(x, t) - uncond)
+
+        return guided, shape, mu
+
+    def _webui(self, request: GenerationRequest, label: str, prompts: list[str],
+               seeds: list[int], width: int, height: int, observer: Observer) -> np.ndarray:
+        flow, shape, mu = self._flow(request, prompts, width, height)
+        sigmas = flow_sigmas(int(request.steps), self.pipe.scheduler_config, mu)
+        init = keep = None
+        if request.init_image is not None:
+            # the init image's latents drawn from the VAE's posterior with the first seed
+            pixels = to_unit_image(request.init_image, width, height)
+            generator = make_generator(request.rng, seeds[0])
+            init = np.repeat(encode_image(self.pipe.vae, pixels, generator), shape[0], 0)
+            if request.mask is not None:
+                small = latent_mask(to_mask(request.mask, width, height), shape[2:])
+                keep = 1.0 - small
+        options = request.sampler_options
+        kwargs = {} if options is None or label != "Euler a" else {
+            "eta": options.eta, "s_noise": options.s_noise}
+        return sample_flow(flow, label, sigmas, seeds=seeds, rng=request.rng, shape=shape,
+                           init_latents=init, keep=keep, strength=float(request.strength),
+                           options=kwargs, callback=observer.step)
+
+
+def _refuse_unsupported(request: GenerationRequest) -> None:
+    """What the flow models do not take yet, each with what to do instead."""
+    for given, what in ((request.hires, "the hires fix"), (request.refiner, "a refiner"),
+                        (request.control, "ControlNet units"),
+                        (request.subseed_strength, "variation seeds"),
+                        (request.seed_resize_from, "seed resize")):
+        if given:
+            raise ValueError(f"{what} is not supported for FLUX/SD3 models yet; leave it out")
+    label = request.sampler_label[0]
+    if label != DIFFUSERS and label not in FLOW_SAMPLERS:
+        raise ValueError(f"sampler {label} is not defined for flow-matching models here; "
+                         f"choose one of {', '.join(FLOW_SAMPLERS)} or 'diffusers'")
+
+
+def with_defaults(model: FlowModel, defaults: SamplingDefaults) -> FlowModel:
+    """`model` with the folder's defaults.json laid over its family's."""
+    base = FLOW_DEFAULTS[model.family]
+    model.defaults = replace(base, **{k: v for k, v in vars(defaults).items() if v is not None})
+    return model
+
+
+def load_flow_model(path: str | os.PathLike[str], family: str, *, dtype: Any, device: Any,
+                    defaults: SamplingDefaults, variant: str | None = None,
+                    text_encoders: Sequence[str | os.PathLike[str]] = ()) -> FlowModel:
+    """A FLUX / SD3 diffusers folder as a FlowModel (`family` from
+    diffusion.loaders.flow_folder.flow_family), `text_encoders` files in place of the
+    folder's (diffusion.loaders.text_encoder_file), `defaults` (the folder's defaults.json)
+    over the family's."""
+    from pathlib import Path
+
+    from .flux import FluxPipeline
+    from .sd3 import StableDiffusion3Pipeline
+
+    kind = StableDiffusion3Pipeline if family == "sd3" else FluxPipeline
+    pipe = kind.from_pretrained(path, dtype=dtype, device=device, variant=variant,
+                                text_encoder_files=list(text_encoders))
+    model = FlowModel(pipe, family=family, name=Path(path).name, modules=pipe.modules)
+    return with_defaults(model, defaults)

@@ -1,0 +1,139 @@
+"""FLUX and SD3 through the command line like any model: the family detected from the folder
+and printed, FLUX's defaults (CFG 1, Euler) and distilled guidance, Forge's infotext, text
+encoders from single files (--text-encoder), and with `--sampler diffusers --rng torch`
+diffusers' picture."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("diffusers", reason="diffusers is a test-only reference (extra: reference)")
+import torch
+from flow_tiny import bfl_checkpoint
+from PIL import Image
+from safetensors.torch import save_file
+
+import diffusion.cli.main as cli
+import gpucore
+from diffusion.infotext import read_infotext
+from diffusion.pipelines.flow_model import FlowModel
+
+SIZE = ("--width", "24", "--height", "16")
+
+
+@pytest.fixture(autouse=True)
+def short_prompts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """16 T5 tokens (not diffusers' 512 / 256): the tiny models' cost is the text length."""
+    monkeypatch.setattr(FlowModel, "max_sequence_length", 16)
+
+
+def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[str, str]:
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    return out.strip(), err
+
+
+def _pixels(path: str) -> np.ndarray:
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"), np.int16)
+
+
+def _expected(images: np.ndarray) -> np.ndarray:
+    return np.round(images[0] * 255).astype(np.int16)
+
+
+def test_flux_dev_from_the_cli(first_device: gpucore.Device, tiny_flux_dev: tuple[Path, Any],
+                               tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """dev's defaults (CFG 1) and distilled guidance; "diffusers" draws FluxPipeline's
+    picture; a WebUI sampler writes Forge's infotext (Euler, Simple, Distilled CFG Scale)."""
+    root, reference = tiny_flux_dev
+    model = str(root / "flux")
+    out, err = _run(capsys, "txt2img", "--model", model, "--prompt", "a red circle", *SIZE,
+                    "--steps", "2", "--sampler", "diffusers", "--rng", "torch", "--seed", "7",
+                    "--distilled-cfg-scale", "2.5", "--dtype", "float32",
+                    "--out", str(tmp_path / "a.png"))
+    assert "model: flux (flux-dev)" in err and "--cfg-scale 1" in err
+    expected = reference("a red circle", height=16, width=24, num_inference_steps=2,
+                         guidance_scale=2.5, max_sequence_length=16,
+                         generator=torch.Generator().manual_seed(7),
+                         output_type="np").images
+    assert np.abs(_pixels(out) - _expected(expected)).max() <= 1
+    out, _ = _run(capsys, "txt2img", "--model", model, "--prompt", "a red circle", *SIZE,
+                  "--steps", "2", "--seed", "7", "--dtype", "float32",
+                  "--out", str(tmp_path / "b.png"))
+    text = read_infotext(out)
+    assert text is not None
+    assert ("Steps: 2, Sampler: Euler, Schedule type: Simple, CFG scale: 1, "
+            "Distilled CFG Scale: 3.5, Seed: 7, Size: 24x16, Model: flux") in text
+
+
+def test_sd3_with_text_encoder_files(first_device: gpucore.Device, tiny_sd3: tuple[Path, Any],
+                                     tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The folder's OpenCLIP-G and T5 weights gone, given as clip_g / t5xxl files (bare
+    transformers names; ComfyUI's all-in-one prefix): diffusers' picture, and the files
+    named as Forge's "Module N"."""
+    reference = tiny_sd3[1]
+    model = tmp_path / "sd3"
+    shutil.copytree(tiny_sd3[0] / "sd3", model)
+    for name in ("text_encoder_2", "text_encoder_3"):
+        (model / name / "model.safetensors").unlink()
+    clip_g = tmp_path / "clip_g.safetensors"
+    save_file({k: v.contiguous() for k, v in reference.text_encoder_2.state_dict().items()},
+              str(clip_g))
+    t5 = tmp_path / "t5xxl.safetensors"
+    save_file({"text_encoders.t5xxl.transformer." + k: v.clone().contiguous()
+               for k, v in reference.text_encoder_3.state_dict().items()
+               if k != "encoder.embed_tokens.weight"}, str(t5))  # T5's tied copy of shared
+    out, err = _run(capsys, "txt2img", "--model", str(model), "--prompt", "a red circle",
+                    "--negative-prompt", "a dog", *SIZE, "--steps", "2", "--sampler",
+                    "diffusers", "--rng", "torch", "--seed", "3", "--cfg-scale", "4",
+                    "--text-encoder", str(clip_g), "--text-encoder", str(t5),
+                    "--dtype", "float32", "--out", str(tmp_path / "c.png"))
+    assert "model: sd3 (sd3)" in err
+    expected = reference("a red circle", negative_prompt="a dog", height=16, width=24,
+                         num_inference_steps=2, guidance_scale=4.0, max_sequence_length=16,
+                         generator=torch.Generator().manual_seed(3), output_type="np").images
+    assert np.abs(_pixels(out) - _expected(expected)).max() <= 1
+    text = read_infotext(out)
+    assert text is not None and text.endswith("Module 1: clip_g, Module 2: t5xxl")
+
+
+def test_flow_model_errors_are_one_line(first_device: gpucore.Device,
+                                        tiny_flux_dev: tuple[Path, Any], tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """Settings the flow models do not take, and a text encoder file that holds none."""
+    not_an_encoder = tmp_path / "vae.safetensors"
+    shutil.copy(tiny_flux_dev[0] / "flux" / "vae" / "diffusion_pytorch_model.safetensors",
+                not_an_encoder)
+    base = ("txt2img", "--model", str(tiny_flux_dev[0] / "flux"), "--prompt", "x", *SIZE, "--steps",
+            "2", "--out", str(tmp_path / "d.png"))
+    for extra, message in (
+            (("--sampler", "DPM2"), "sampler DPM2 is not defined for flow-matching models"),
+            (("--scheduler", "Karras"), "schedule type Karras is not defined"),
+            (("--text-encoder", str(tmp_path / "nothing.safetensors")), "is not a file"),
+            (("--text-encoder", str(not_an_encoder)), "no text encoder found")):
+        assert cli.main([*base, *extra]) == 2
+        assert message in capsys.readouterr().err
+    bfl = tmp_path / "flux1-dev.safetensors"  # a transformer alone is no model to load
+    save_file(bfl_checkpoint(tiny_flux_dev[1].transformer, "model.diffusion_model."), str(bfl))
+    assert cli.main(["txt2img", "--model", str(bfl), "--prompt", "x"]) == 2
+    assert "a FLUX / SD3 transformer file: pass the model's diffusers folder" in (
+        capsys.readouterr().err)
+
+
+@pytest.mark.nodevice
+def test_sizes_are_whole_latent_patches() -> None:
+    """FLUX / SD3 latents go in 2x2 patches: a side must be a multiple of 16 pixels (checked
+    before anything runs; a model stand-in without weights)."""
+    stand_in = SimpleNamespace(vae_scale_factor=8, transformer=SimpleNamespace(config={}))
+    model = FlowModel(stand_in, family="flux-dev")
+    with pytest.raises(ValueError, match="width must be a multiple of 16 for flux-dev models "
+                                         r"\(2x2 patches of latents\), got 1000; try 992"):
+        model.generate("x", width=1000, height=1024)

@@ -1,0 +1,76 @@
+"""FLUX and SD3 through the server like any model: listed by /sdapi/v1/sd-models, run by
+txt2img / img2img with Forge's `distilled_cfg_scale` and CFG 1 for FLUX when the body leaves
+cfg_scale out, Forge's infotext; the page's defaults say when to offer Distilled CFG Scale."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("diffusers", reason="diffusers is a test-only reference (extra: reference)")
+pytest.importorskip("fastapi", reason="the server extra is not installed")
+from fastapi.testclient import TestClient
+from PIL import Image
+from server_support import CachedLoader, info, png_b64
+
+import gpucore
+from diffusion.pipelines.flow_model import FlowModel
+from diffusion.server import create_app
+
+if not gpucore.devices():
+    pytest.skip("no GPU adapter present: install mesa-vulkan-drivers (see README)",
+                allow_module_level=True)
+
+SMALL = {"width": 24, "height": 16, "steps": 2, "seed": 5}
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory: pytest.TempPathFactory, tiny_flux_dev: tuple[Path, Any],
+           tiny_sd3: tuple[Path, Any]) -> Any:
+    root = tmp_path_factory.mktemp("flow-server")
+    models = root / "models"
+    models.mkdir()
+    for name, (folder, _) in (("flux", tiny_flux_dev), ("sd3", tiny_sd3)):
+        (models / name).symlink_to(folder / name, target_is_directory=True)
+    app = create_app(model=models / "flux", models_dir=models, outputs=root / "outputs",
+                     max_size=256, loader=CachedLoader())
+    with pytest.MonkeyPatch.context() as patch, TestClient(app) as test_client:
+        patch.setattr(FlowModel, "max_sequence_length", 16)  # the tiny models' cost is T5's
+        yield test_client
+
+
+def test_flux_and_sd3_through_the_api(client: Any) -> None:
+    names = {item["model_name"] for item in client.get("/sdapi/v1/sd-models").json()}
+    assert {"flux", "sd3"} <= names
+    assert client.get("/avx/defaults").json()["distilled_cfg"] is True
+    # FLUX dev: CFG 1 when the body leaves it out, the distilled guidance as sent
+    response = client.post("/sdapi/v1/txt2img", json={
+        "prompt": "a red circle", "sampler_name": "Euler", "distilled_cfg_scale": 2.5, **SMALL})
+    assert response.status_code == 200, response.text
+    facts = info(response)
+    assert facts["cfg_scale"] == 1 and facts["distilled_cfg_scale"] == 2.5
+    assert ("Sampler: Euler, Schedule type: Simple, CFG scale: 1, Distilled CFG Scale: 2.5, "
+            "Seed: 5, Size: 24x16, Model: flux") in facts["infotexts"][0]
+    # img2img at half strength
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (16, 24, 3), np.uint8))
+    response = client.post("/sdapi/v1/img2img", json={
+        "prompt": "a red circle", "init_images": [png_b64(image)], "denoising_strength": 0.5,
+        "sampler_name": "DPM++ 2M", **SMALL})
+    assert response.status_code == 200, response.text
+    assert "Denoising strength: 0.5" in info(response)["infotexts"][0]
+    # a sampler not defined for flow models: a 4xx naming it
+    response = client.post("/sdapi/v1/txt2img", json={"prompt": "x", "sampler_name": "DPM2",
+                                                       **SMALL})
+    assert 400 <= response.status_code < 500 and "DPM2" in response.text
+    # SD3: CFG as sent, no distilled guidance offered or written
+    switched = client.post("/sdapi/v1/options", json={"sd_model_checkpoint": "sd3"})
+    assert switched.status_code == 200, switched.text
+    assert client.get("/avx/defaults").json()["distilled_cfg"] is False
+    response = client.post("/sdapi/v1/txt2img", json={
+        "prompt": "a red circle", "cfg_scale": 4.5, "sampler_name": "Euler a", **SMALL})
+    assert response.status_code == 200, response.text
+    text = info(response)["infotexts"][0]
+    assert "CFG scale: 4.5" in text and "Distilled" not in text
