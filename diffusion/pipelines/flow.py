@@ -17,7 +17,7 @@ from ..models.vae import AutoencoderKL
 from ..noise.rng import RNG_SOURCES
 from .prepare import to_mask, to_unit_image
 
-__all__ = ["FlowStart", "StepCallback", "check_call", "decode", "encode_image"]
+__all__ = ["FlowStart", "StepCallback", "check_call", "decode", "encode_image", "run_euler"]
 
 StepCallback = Callable[[int, int, np.ndarray], "bool | None"]
 """callback(done, total, latents) after each step; returning False stops the run there."""
@@ -116,3 +116,21 @@ def decode(vae: Any, latents: np.ndarray, device: Device) -> np.ndarray:
     z = latents / np.float32(vae.scaling_factor) + np.float32(vae.shift_factor)
     images = vae.decode(asarray(z, dtype=vae.decoder.conv_in.weight.dtype, device=device))
     return np.clip(images.numpy().astype(np.float32) / 2 + 0.5, 0.0, 1.0).transpose(0, 2, 3, 1)
+
+
+def run_euler(vae: Any, scheduler: Any, shape: tuple[int, ...], flow: Callable[..., Any], *,
+              generator: Any, latents: np.ndarray | None, image: Any, mask: Any,
+              strength: float, callback: StepCallback | None, output_type: str,
+              device: Device) -> np.ndarray:
+    """The end of diffusers' flow pipelines (FLUX, SD3): the start (FlowStart), Euler steps
+    along `flow(x, t)` with `callback(done, total, latents)` after each (False stops), then
+    the latents ("latent") or the decoded pictures."""
+    start = FlowStart(vae, scheduler, shape, generator=generator, latents=latents, image=image,
+                      mask=mask, strength=strength)
+    x = start.latents
+    for i, t in enumerate(start.timesteps):
+        x = scheduler.step(flow(x, t), t, x).astype(np.float32)
+        x = start.blend(x, i)
+        if callback is not None and callback(i + 1, len(start.timesteps), x) is False:
+            break
+    return x if output_type == "latent" else decode(vae, x, device)

@@ -28,7 +28,7 @@ from ..noise.rng import make_generator
 from ..schedulers.flow_match_euler import FlowMatchEulerDiscreteScheduler, calculate_shift
 from ..text.t5_tokenizer import T5Tokenizer
 from ..text.tokenizer import CLIPTokenizer
-from .flow import FlowStart, StepCallback, check_call, decode
+from .flow import StepCallback, check_call, run_euler
 
 __all__ = ["FluxPipeline", "pack_latents", "unpack_latents"]
 
@@ -188,17 +188,8 @@ class FluxPipeline:
         sigmas = np.linspace(1.0, 1 / num_inference_steps, num_inference_steps)
         scheduler.set_timesteps(sigmas=sigmas, mu=mu)
         scheduler.set_begin_index(0)
-        # 3. starting noise (B, C, h, w), or the init image noised to the first kept sigma
-        start = FlowStart(self.vae, scheduler, shape, generator=make_generator(rng, seed),
-                          latents=latents, image=image, mask=mask_image, strength=strength)
-        x = start.latents
-        # 4. Euler steps along the predicted flow
-        for i, t in enumerate(start.timesteps):
-            x = scheduler.step(flow(x, t), t, x).astype(np.float32)
-            x = start.blend(x, i)
-            if callback is not None and callback(i + 1, len(start.timesteps), x) is False:
-                break
-        if output_type == "latent":
-            return x
-        # 5. decode out of the transformer's latent space
-        return decode(self.vae, x, device)
+        # 3. the start (noise, or the init image noised to the first kept sigma), Euler steps
+        # along the flow, the pictures out of the transformer's latent space
+        return run_euler(self.vae, scheduler, shape, flow, generator=make_generator(rng, seed),
+                         latents=latents, image=image, mask=mask_image, strength=strength,
+                         callback=callback, output_type=output_type, device=device)
