@@ -63,9 +63,10 @@ def test_webuiapi_units_same_image_twice_and_infotext(api: Any) -> None:
                                      control_mode=2, guidance_end=0.6, pixel_perfect=True)]
     settings = dict(prompt=PROMPT, steps=2, width=32, height=32, seed=3, cfg_scale=5,
                     sampler_name="Euler a")
-    first = api.txt2img(controlnet_units=units, **settings)
-    again = api.txt2img(controlnet_units=units, **settings)
-    # (webuiapi keeps the units in its default alwayson_scripts dict: pass a fresh one)
+    # webuiapi writes the units into its mutable default `alwayson_scripts={}`, where every
+    # later call in this process (other tests' too) would send them: each call gets its own
+    first = api.txt2img(controlnet_units=units, alwayson_scripts={}, **settings)
+    again = api.txt2img(controlnet_units=units, alwayson_scripts={}, **settings)
     plain = api.txt2img(alwayson_scripts={}, **settings)
     assert np.array_equal(np.asarray(first.image), np.asarray(again.image))
     assert np.abs(np.asarray(first.image, np.int16) - np.asarray(plain.image)).mean() > 1
@@ -89,7 +90,7 @@ def test_img2img_unit_takes_the_init_image(api: Any) -> None:
     unit = webuiapi.ControlNetUnit(module="invert", model="tiny_canny", resize_mode=0)
     result = api.img2img(images=[Image.fromarray(circle(32, 32))], prompt=PROMPT, steps=2,
                          denoising_strength=0.5, seed=5, width=32, height=32,
-                         controlnet_units=[unit])
+                         controlnet_units=[unit], alwayson_scripts={})
     assert np.asarray(result.image).shape == (32, 32, 3)
     assert 'ControlNet 0: "Module: invert, Model: tiny_canny [' in result.info["infotexts"][0]
 
