@@ -18,6 +18,11 @@ import gpucore
 from gpucore import autotune
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # references never reach a hub
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # one pytest process per core (CI's -n 2 on 2 cores): torch's references on one thread
+    # each, read when torch first starts its pool; two threads a process spun against the other
+    # process's (a tiny SDXL ControlNet reference picture: 19 s on two, 0.2 s on one)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 _devices: dict[int, gpucore.Device] = {}
 
