@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 from ._adapters import _BACKEND_RANK, _BACKENDS, AdapterInfo, choose_adapter, devices
+from ._collector import collector_paused
 from ._device import Device
 from ._errors import NoAdapterError
 
@@ -194,10 +195,12 @@ class DeviceGroup:
         if len(threads) == 1:
             drive(0)  # one device: no thread to start
         else:
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
+            # no dead Device released on one thread while the others are inside wgpu-native
+            with collector_paused():
+                for thread in threads:
+                    thread.start()
+                for thread in threads:
+                    thread.join()
         if errors:
             raise errors[min(errors)]
         return results

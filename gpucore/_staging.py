@@ -29,18 +29,17 @@ one at a time and never interleave their chunks; devices transfer in parallel.
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import itertools
 import os
 import threading
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 import numpy as np
 import wgpu
 from wgpu.classes import GPUBuffer, GPUPromise
+
+from ._collector import collector_paused
 
 if TYPE_CHECKING:
     from ._device import Device
@@ -65,33 +64,6 @@ COPY_THREADS = max(1, min(4, os.cpu_count() or 1))
 _PIECE = 1 << 20
 _copiers: ThreadPoolExecutor | None = None
 _copiers_lock = threading.Lock()
-
-# Python's cyclic collector must not run inside a wgpu-native callback: a map's completion calls
-# back into Python (cffi), an allocation there can start a collection, and a collected cycle
-# that holds a dead Device releases its queue re-entrantly inside wgpu-native, which aborts
-# the process (seen under the suite's threaded multi-device tests). Transfers, which map and
-# wait, pause the collector; it runs at the next allocation after the last transfer ends.
-_gc_lock = threading.Lock()
-_gc_paused = 0
-_gc_was_enabled = False
-
-
-@contextlib.contextmanager
-def _collector_paused() -> Iterator[None]:
-    global _gc_paused, _gc_was_enabled
-    with _gc_lock:
-        if _gc_paused == 0:
-            _gc_was_enabled = gc.isenabled()
-            gc.disable()
-        _gc_paused += 1
-    try:
-        yield
-    finally:
-        with _gc_lock:
-            _gc_paused -= 1
-            if _gc_paused == 0 and _gc_was_enabled:
-                gc.enable()
-
 
 _READ = wgpu.BufferUsage.MAP_READ | wgpu.BufferUsage.COPY_DST
 _WRITE = wgpu.BufferUsage.MAP_WRITE | wgpu.BufferUsage.COPY_SRC
@@ -212,7 +184,7 @@ class Staging:
             self._copy(buffer, offset + starts[i], slot, 0, n)
             pending[i] = slot.map_async(wgpu.MapMode.READ, 0, n)
 
-        with self._lock, _collector_paused():
+        with self._lock, collector_paused():
             try:
                 start(0)
                 for i, pos in enumerate(starts):
@@ -245,7 +217,7 @@ class Staging:
             self._queue.write_buffer(buffer, offset, src)
             self.held += size  # wgpu's own staging copy, freed when a submit completes
             return
-        with self._lock, _collector_paused():
+        with self._lock, collector_paused():
             try:
                 for i, pos in enumerate(range(0, size, self.chunk)):
                     n = min(self.chunk, size - pos)
