@@ -115,8 +115,11 @@ class ModelUpscaler:
         """One pass of the network over (H, W, 3) uint8, tiled: (H*s, W*s, 3) uint8."""
         model = self.model()
         chw = np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32) / 255.0
-        out = run_tiled(lambda part: _forward(model, part), chw, model.scale,
-                        tile=self.tile, pad=self.pad)
+        # tiles on the network's grid (SwinIR's windows, a pixel-unshuffle's blocks): off it,
+        # every window in a tile would differ from one pass's, and the seams would show
+        step = _multiple(model)
+        tile, pad = (-(-n // step) * step for n in (self.tile, self.pad))
+        out = run_tiled(lambda part: _forward(model, part), chw, model.scale, tile=tile, pad=pad)
         return (np.clip(out, 0.0, 1.0) * 255.0).round().astype(np.uint8).transpose(1, 2, 0)
 
     def upscale(self, image: np.ndarray, scale: float) -> np.ndarray:
@@ -144,13 +147,18 @@ class ModelUpscaler:
 
 def _forward(model: Network, part: np.ndarray) -> np.ndarray:
     """(C, h, w) -> (C, h*s, w*s): reflect-padded to the model's multiple, then cropped."""
-    multiple = getattr(model, "size_multiple", getattr(model, "shuffle_factor", 1))
+    multiple = _multiple(model)
     _, h, w = part.shape
     padded = np.pad(part, ((0, 0), (0, -h % multiple), (0, -w % multiple)), mode="reflect")
     device = model.weights[next(iter(model.weights))].device
     x = Tensor.from_numpy(padded[None], dtype=model.dtype, device=device)
     out = model(x).numpy()[0].astype(np.float32)
     return out[:, :h * model.scale, :w * model.scale]
+
+
+def _multiple(model: Network) -> int:
+    """The side every input must be a multiple of: the window, or the unshuffle's block."""
+    return getattr(model, "size_multiple", getattr(model, "shuffle_factor", 1))
 
 
 def find_upscalers(folder: str | os.PathLike[str]) -> dict[str, Path]:
