@@ -252,10 +252,10 @@ def with_defaults(model: FlowModel, defaults: SamplingDefaults) -> FlowModel:
 def load_flow_model(path: str | os.PathLike[str], family: str, *, dtype: Any, device: Any,
                     defaults: SamplingDefaults, variant: str | None = None,
                     text_encoders: Sequence[str | os.PathLike[str]] = ()) -> FlowModel:
-    """A FLUX / SD3 diffusers folder as a FlowModel (`family` from
-    diffusion.loaders.flow_folder.flow_family), `text_encoders` files in place of the
-    folder's (diffusion.loaders.text_encoder_file), `defaults` (the folder's defaults.json)
-    over the family's."""
+    """A FLUX / SD3 diffusers folder or single file as a FlowModel (`family` from
+    diffusion.loaders.flow_file.flow_model_family), `text_encoders` files in place of the
+    folder's (diffusion.loaders.text_encoder_file) or what the file lacks (VAE too;
+    diffusion.loaders.flow_file), `defaults` (the folder's defaults.json) over the family's."""
     from pathlib import Path
 
     from .flux import FluxPipeline
@@ -264,5 +264,6 @@ def load_flow_model(path: str | os.PathLike[str], family: str, *, dtype: Any, de
     kind = StableDiffusion3Pipeline if family == "sd3" else FluxPipeline
     pipe = kind.from_pretrained(path, dtype=dtype, device=device, variant=variant,
                                 text_encoder_files=list(text_encoders))
-    model = FlowModel(pipe, family=family, name=Path(path).name, modules=pipe.modules)
+    name = Path(path).name.removesuffix(".safetensors")
+    model = FlowModel(pipe, family=family, name=name, modules=pipe.modules)
     return with_defaults(model, defaults)

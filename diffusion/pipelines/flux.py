@@ -20,6 +20,7 @@ import numpy as np
 from gpucore import Device, default_device
 from gpustd import Tensor, asarray
 
+from ..loaders.flow_file import load_flow_file
 from ..loaders.flow_folder import load_flow_folder
 from ..loaders.flux_file import load_flux_file
 from ..loaders.text_encoder_file import use_text_encoder_files
@@ -80,16 +81,21 @@ class FluxPipeline:
                         device: Device | None = None, variant: str | None = None,
                         transformer_file: str | Path | None = None,
                         text_encoder_files: Sequence[str | Path] = ()) -> FluxPipeline:
-        """Load a FLUX diffusers folder (`load_flow_folder`) onto `device` in `dtype`.
+        """Load a FLUX diffusers folder (`load_flow_folder`), or a single file without one
+        (BFL's or ComfyUI's; `load_flow_file`), onto `device` in `dtype`.
         `transformer_file`: BFL's single-file transformer (`flux1-dev.safetensors`, read by
         `load_flux_file`) in place of the folder's transformer/, which may then be absent;
         the folder's transformer config, when present, gives its `axes_dims_rope`.
         `text_encoder_files`: t5xxl / clip_l single files in place of the folder's
-        (diffusion.loaders.text_encoder_file)."""
-        weights = load_flow_folder(path, variant=variant,
-                                   skip=("transformer",) if transformer_file else (),
-                                   weightless=_TEXT_ENCODERS if text_encoder_files else ())
-        modules = use_text_encoder_files(weights, list(text_encoder_files))
+        (diffusion.loaders.text_encoder_file); for a single file, what it lacks (the VAE
+        `ae.safetensors` too). Without a tokenizer folder the bundled tokenizers are used."""
+        if Path(path).is_file():
+            weights, modules = load_flow_file(path, list(text_encoder_files))
+        else:
+            weights = load_flow_folder(path, variant=variant,
+                                       skip=("transformer",) if transformer_file else (),
+                                       weightless=_TEXT_ENCODERS if text_encoder_files else ())
+            modules = use_text_encoder_files(weights, list(text_encoder_files))
         if weights.family != "flux":
             raise ValueError(f"{path} holds a {weights.family} pipeline, not FLUX")
         transformer = weights.transformer
@@ -108,8 +114,6 @@ class FluxPipeline:
             return model
 
         tokenizer_dirs = weights.tokenizer_dirs
-        if "tokenizer_2" not in tokenizer_dirs:
-            raise FileNotFoundError(f"{path}: the FLUX folder has no tokenizer_2/ (T5's)")
         return cls(
             transformer=filled(FluxTransformer2DModel(transformer.config, **place),
                                transformer),
@@ -119,7 +123,7 @@ class FluxPipeline:
             tokenizer=CLIPTokenizer.from_pretrained(tokenizer_dirs.get("tokenizer")),
             text_encoder_2=filled(T5EncoderModel(weights.text_encoder_2.config, **place),
                                   weights.text_encoder_2),
-            tokenizer_2=T5Tokenizer(tokenizer_dirs["tokenizer_2"]),
+            tokenizer_2=T5Tokenizer(tokenizer_dirs.get("tokenizer_2")),
             scheduler_config=weights.scheduler_config, modules=modules)
 
     def encode_prompt(self, prompts: Sequence[str], max_sequence_length: int = 512

@@ -19,6 +19,7 @@ import numpy as np
 from gpucore import Device, default_device
 from gpustd import asarray
 
+from ..loaders.flow_file import load_flow_file
 from ..loaders.flow_folder import load_flow_folder
 from ..loaders.sd3_file import load_sd3_file
 from ..loaders.text_encoder_file import use_text_encoder_files
@@ -57,15 +58,20 @@ class StableDiffusion3Pipeline:
                         transformer_file: str | Path | None = None,
                         text_encoder_files: Sequence[str | Path] = ()
                         ) -> StableDiffusion3Pipeline:
-        """Load an SD3/3.5 diffusers folder (`load_flow_folder`) onto `device` in `dtype`.
+        """Load an SD3/3.5 diffusers folder (`load_flow_folder`), or a single file without one
+        (`sd3.5_large.safetensors`, ComfyUI's; `load_flow_file`), onto `device` in `dtype`.
         `transformer_file`: Stability's single file (`sd3.5_large.safetensors`, read by
         `load_sd3_file`) in place of the folder's transformer/, which may then be absent.
         `text_encoder_files`: t5xxl / clip_l / clip_g single files in place of the folder's
-        (diffusion.loaders.text_encoder_file; T5 also where the folder has none)."""
-        weights = load_flow_folder(path, variant=variant,
-                                   skip=("transformer",) if transformer_file else (),
-                                   weightless=_TEXT_ENCODERS if text_encoder_files else ())
-        modules = use_text_encoder_files(weights, list(text_encoder_files))
+        (diffusion.loaders.text_encoder_file; T5 also where the folder has none); for a single
+        file, what it lacks. Without tokenizer folders the bundled tokenizers are used."""
+        if Path(path).is_file():
+            weights, modules = load_flow_file(path, list(text_encoder_files))
+        else:
+            weights = load_flow_folder(path, variant=variant,
+                                       skip=("transformer",) if transformer_file else (),
+                                       weightless=_TEXT_ENCODERS if text_encoder_files else ())
+            modules = use_text_encoder_files(weights, list(text_encoder_files))
         if weights.family != "sd3":
             raise ValueError(f"{path} holds a {weights.family} pipeline, not SD3")
         transformer = (weights.transformer if transformer_file is None
@@ -82,9 +88,6 @@ class StableDiffusion3Pipeline:
 
         dirs = weights.tokenizer_dirs
         t5 = weights.text_encoder_3
-        if t5 is not None and "tokenizer_3" not in dirs:
-            raise FileNotFoundError(f"{path}: T5's tokenizer_3/ is missing (T5 needs its "
-                                    "tokenizer.json there)")
         assert transformer is not None  # skipped only when a file replaces it
         return cls(
             transformer=filled(SD3Transformer2DModel(transformer.config, **place), transformer),
@@ -92,9 +95,11 @@ class StableDiffusion3Pipeline:
             text_encoder=clip(weights.text_encoder),
             tokenizer=CLIPTokenizer.from_pretrained(dirs.get("tokenizer")),
             text_encoder_2=clip(weights.text_encoder_2),
-            tokenizer_2=CLIPTokenizer.from_pretrained(dirs.get("tokenizer_2")),
+            # OpenCLIP-G's tokenizer pads with "!", as SD3's tokenizer_2/ says
+            tokenizer_2=(CLIPTokenizer.from_pretrained(dirs["tokenizer_2"])
+                         if "tokenizer_2" in dirs else CLIPTokenizer(pad_token="!")),
             text_encoder_3=None if t5 is None else filled(T5EncoderModel(t5.config, **place), t5),
-            tokenizer_3=None if t5 is None else T5Tokenizer(dirs["tokenizer_3"]),
+            tokenizer_3=None if t5 is None else T5Tokenizer(dirs.get("tokenizer_3")),
             scheduler_config=weights.scheduler_config, modules=modules)
 
     def encode_prompt(self, prompts: Sequence[str], max_sequence_length: int = 256
