@@ -51,14 +51,24 @@ _CLIP_MARKS = (_CLIP_MARK, _CLIP_MARK.removeprefix("text_model."))  # transforme
 _T5_MARK = "encoder.block.0.layer.0.SelfAttention.q.weight"
 
 
+def _open(path: Path) -> Any:
+    """A .safetensors or (city96's FLUX) .gguf file, read like one another."""
+    if path.suffix.lower() == ".gguf":
+        from .gguf_file import GGUFFile
+
+        return GGUFFile(path)
+    return SafetensorsFile(path)
+
+
 def flow_file_family(path: str | os.PathLike[str]) -> str | None:
     """"flux-dev", "flux-schnell" or "sd3" for a `.safetensors` file holding a FLUX (BFL
-    layout) or SD3 (Stability layout) transformer, None for anything else. Reads the header."""
+    layout) or SD3 (Stability layout) transformer, or a FLUX `.gguf` (city96's), None for
+    anything else. Reads the header."""
     path = Path(path)
-    if path.suffix.lower() != ".safetensors" or not path.is_file():
+    if path.suffix.lower() not in (".safetensors", ".gguf") or not path.is_file():
         return None
     try:
-        file = SafetensorsFile(path)
+        file = _open(path)
     except WeightsError:
         return None  # loading names the bad file
     if is_flux_file(file):
@@ -150,8 +160,10 @@ def load_flow_file(path: str | os.PathLike[str],
     """Lazy weights of the FLUX / SD3 single file `path` with what it lacks from `modules`
     (module docstring; a module replaces the file's own part), and the modules' stems (Forge's
     infotext names them "Module N"). WeightsError naming what is missing and how to give it:
-    FLUX needs a VAE, CLIP-L and T5; SD3 a VAE, CLIP-L and CLIP-G (T5 optional)."""
-    file = SafetensorsFile(Path(path))
+    FLUX needs a VAE, CLIP-L and T5; SD3 a VAE, CLIP-L and CLIP-G (T5 optional). A FLUX
+    `.gguf` (the transformer alone) gives `transformer` None: diffusion.loaders.gguf_flux
+    loads it, quantized."""
+    file = _open(Path(path))
     family = flow_file_family(file.path)
     if family is None:
         raise WeightsError(f"{file.path}: neither a FLUX (double_blocks.*) nor an SD3 "
@@ -182,7 +194,8 @@ def load_flow_file(path: str | os.PathLike[str],
                            " (Forge's VAE / Text Encoder files)")
     components = {slots[role]: _component(slots[role], role, refs, kind, where)
                   for role, (refs, where) in found.items() if role in slots}
-    transformer = (load_sd3_file if kind == "sd3" else load_flux_file)(file)
+    gguf = file.path.suffix.lower() == ".gguf"
+    transformer = None if gguf else (load_sd3_file if kind == "sd3" else load_flux_file)(file)
     return FlowWeights(family=kind, transformer=transformer,  # type: ignore[arg-type]
                        scheduler_config=dict(FLOW_SCHEDULERS[family]), tokenizer_dirs={},
                        **components), stems

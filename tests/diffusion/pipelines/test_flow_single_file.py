@@ -198,3 +198,29 @@ def test_sd3_file_without_folder(first_device: gpucore.Device, tmp_path: Path) -
     draw = {"height": 32, "width": 32, "num_inference_steps": 2, "guidance_scale": 5.0,
             "seed": 2, "max_sequence_length": 16, "output_type": "latent"}
     np.testing.assert_array_equal(ours("a red circle", **draw), reference("a red circle", **draw))
+
+
+def test_flux_gguf_without_folder(first_device: gpucore.Device, flux: tuple[Path, Any]) -> None:
+    """city96's Q8_0 GGUF with ae / clip_l / t5xxl files: the transformer stays quantized and
+    the latents stay near the float file's (8-bit steps in every matrix)."""
+    from safetensors.numpy import load_file
+
+    from diffusion.loaders.gguf_write import write_gguf
+    from gpustd.quant import QuantizedTensor
+
+    root, _ = flux
+    modules = [root / "ae.safetensors", root / "clip_l.safetensors",
+               root / "t5xxl_fp16.safetensors"]
+    float_file = FluxPipeline.from_pretrained(root / "flux1-dev.safetensors",
+                                              text_encoder_files=modules, device=first_device)
+    gguf = root / "flux1-dev-Q8_0.gguf"  # the float file's tensors, quantized
+    write_gguf(gguf, load_file(str(root / "flux1-dev.safetensors")).items(), "q8_0",
+               architecture="flux")
+    assert flow_model_family(gguf) == "flux-dev"
+    ours = FluxPipeline.from_pretrained(gguf, text_encoder_files=modules, device=first_device)
+    assert isinstance(ours.transformer.transformer_blocks[0].attn.to_k.weight, QuantizedTensor)
+    assert not isinstance(float_file.transformer.transformer_blocks[0].attn.to_k.weight,
+                          QuantizedTensor)
+    got, expected = _draw(ours), _draw(float_file)
+    assert np.linalg.norm(got - expected) / np.linalg.norm(expected) < 0.05
+    assert not np.array_equal(got, expected)
