@@ -224,3 +224,22 @@ def test_flux_gguf_without_folder(first_device: gpucore.Device, flux: tuple[Path
     got, expected = _draw(ours), _draw(float_file)
     assert np.linalg.norm(got - expected) / np.linalg.norm(expected) < 0.05
     assert not np.array_equal(got, expected)
+
+
+def test_cli_runs_a_flux_file_with_modules(first_device: gpucore.Device, flux: tuple[Path, Any],
+                                           tmp_path: Path) -> None:
+    """`--model flux1-dev.safetensors --text-encoder ae/clip_l/t5xxl`: the family read from the
+    file's keys, the picture written, Forge's Model and Module names in its infotext."""
+    import diffusion.cli.main as cli
+    from diffusion.infotext import read_infotext
+
+    root, _ = flux
+    out = tmp_path / "fox.png"
+    modules = [arg for name in ("ae", "clip_l", "t5xxl_fp16")
+               for arg in ("--text-encoder", str(root / f"{name}.safetensors"))]
+    assert cli.main(["txt2img", "--model", str(root / "flux1-dev.safetensors"), "--prompt",
+                     "a fox", "--width", "16", "--height", "16", "--steps", "1", "--out",
+                     str(out), *modules]) == 0
+    text = read_infotext(out)
+    assert text is not None and "Model: flux1-dev," in text
+    assert text.endswith("Module 1: ae, Module 2: clip_l, Module 3: t5xxl_fp16")
