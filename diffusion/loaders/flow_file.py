@@ -161,7 +161,7 @@ def load_flow_file(path: str | os.PathLike[str],
     (module docstring; a module replaces the file's own part), and the modules' stems (Forge's
     infotext names them "Module N"). WeightsError naming what is missing and how to give it:
     FLUX needs a VAE, CLIP-L and T5; SD3 a VAE, CLIP-L and CLIP-G (T5 optional). A FLUX
-    `.gguf` (the transformer alone) gives `transformer` None: diffusion.loaders.gguf_flux
+    `.gguf` (the transformer alone) gives `transformer` None: diffusion.loaders.gguf_flow
     loads it, quantized."""
     file = _open(Path(path))
     family = flow_file_family(file.path)

@@ -23,7 +23,7 @@ from gpustd import Tensor, asarray
 from ..loaders.flow_file import load_flow_file
 from ..loaders.flow_folder import load_flow_folder
 from ..loaders.flux_file import load_flux_file
-from ..loaders.gguf_flux import load_flux_gguf
+from ..loaders.gguf_flow import load_flux_gguf
 from ..loaders.text_encoder_file import use_text_encoder_files
 from ..models import AutoencoderKL, CLIPTextModel, FluxTransformer2DModel, T5EncoderModel
 from ..noise.rng import make_generator
