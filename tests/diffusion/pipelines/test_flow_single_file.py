@@ -243,3 +243,27 @@ def test_cli_runs_a_flux_file_with_modules(first_device: gpucore.Device, flux: t
     text = read_infotext(out)
     assert text is not None and "Model: flux1-dev," in text
     assert text.endswith("Module 1: ae, Module 2: clip_l, Module 3: t5xxl_fp16")
+
+
+def test_server_runs_a_flux_file_with_modules(first_device: gpucore.Device,
+                                              flux: tuple[Path, Any], tmp_path: Path) -> None:
+    """`serve --model flux1-dev.safetensors --text-encoder ...`: the server's models load
+    with the module files, and a txt2img request gets Forge's infotext."""
+    pytest.importorskip("fastapi", reason="the server extra is not installed")
+    from fastapi.testclient import TestClient
+    from server_support import info
+
+    from diffusion.server import create_app
+
+    root, _ = flux
+    modules = [root / f"{name}.safetensors" for name in ("ae", "clip_l", "t5xxl_fp16")]
+    app = create_app(model=root / "flux1-dev.safetensors", outputs=tmp_path, max_size=64,
+                     text_encoders=modules, dtype="float32")
+    with TestClient(app) as client:
+        response = client.post("/sdapi/v1/txt2img", json={
+            "prompt": "a fox", "width": 16, "height": 16, "steps": 1, "seed": 3,
+            "sampler_name": "Euler", "distilled_cfg_scale": 3.5})
+        assert response.status_code == 200, response.text
+        text = info(response)["infotexts"][0]
+    assert "Model: flux1-dev" in text and text.endswith(
+        "Module 1: ae, Module 2: clip_l, Module 3: t5xxl_fp16")
