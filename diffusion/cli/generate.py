@@ -63,9 +63,9 @@ def _fill_sampling_defaults(args: argparse.Namespace) -> None:
     if taken[False]:
         print(f"from {model / DEFAULTS_FILE}: {', '.join(taken[False])}", file=sys.stderr)
     if taken[True]:
-        from ..loaders.flow_folder import flow_family
+        from ..loaders.flow_file import flow_model_family
 
-        family = flow_family(model)
+        family = flow_model_family(model)
         why = ("1-4 steps without guidance" if family is None else
                "Forge's preset: FLUX's guidance is --distilled-cfg-scale" if "flux" in family
                else "diffusers' SD3 settings")

@@ -178,6 +178,7 @@ def _models(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--text-encoder", action="append", metavar="FILE",
                         help="FLUX / SD3: a text encoder file in place of the model's own "
                              "(t5xxl_fp16, t5xxl_fp8_e4m3fn, clip_l, clip_g .safetensors); "
+                             "for a single-file model also the VAE it lacks (ae.safetensors); "
                              "repeat for several")
     add_network_options(parser)
 

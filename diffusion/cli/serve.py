@@ -35,6 +35,11 @@ def add_serve_parser(commands: Any) -> argparse.ArgumentParser:
                      help="diffusers folders and .safetensors files clients may switch to "
                           "(sd_model_checkpoint in /sdapi/v1/options)")
     add_network_options(sub)
+    sub.add_argument("--text-encoder", action="append", metavar="FILE",
+                     help="FLUX / SD3 models: a text encoder file in place of the model's own "
+                          "(t5xxl_fp16, clip_l, clip_g .safetensors), for a single-file model "
+                          "also the VAE it lacks (ae.safetensors), as Forge's VAE / Text "
+                          "Encoder list; repeat for several")
     sub.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1)")
     sub.add_argument("--listen", action="store_true",
                      help="bind 0.0.0.0: reachable from other machines (use --api-auth)")
@@ -130,7 +135,8 @@ def serve(args: argparse.Namespace) -> int:
                          api_auth=args.api_auth, cmd_flags=vars(args),
                          embeddings_dir=args.embeddings_dir, lora_dir=args.lora_dir,
                          worker_adapters=adapters, dtype=args.dtype, memory=memory_mode(args),
-                         controlnet_dir=args.controlnet_dir)
+                         controlnet_dir=args.controlnet_dir,
+                         text_encoders=args.text_encoder or ())
     except (FileNotFoundError, WeightsError, ValueError, OSError) as exc:
         sock.close()
         print(f"error: cannot load the model: {exc}", file=sys.stderr)

@@ -92,8 +92,8 @@ def _check_layout(file: SafetensorsFile) -> None:
                         "pipeline folder that holds model_index.json instead)")
             elif any(k.removeprefix("model.diffusion_model.").startswith(
                     ("double_blocks.", "joint_blocks.")) for k in file.keys()):
-                hint = (" (a FLUX / SD3 transformer file: pass the model's diffusers folder, "
-                        "or in Python its pipeline's from_pretrained(folder, "
-                        "transformer_file=...))")
+                hint = (" (a FLUX / SD3 file: load it with load_pipeline / --model, its "
+                        "missing VAE and text encoders given as text_encoders= / "
+                        "--text-encoder files)")
             raise WeightsError(f"{file.path}: not a complete Stable Diffusion checkpoint: "
                                f"{component} tensor {key!r} is missing{hint}")

@@ -106,7 +106,8 @@ def load_flux_file(path: str | Path | SafetensorsFile, *, dtype: Any = None,
     dim is the q-norm's size; `axes_dims_rope` is FLUX.1's (16, 56, 56) unless `config`
     overrides it (or anything else). `dtype`: None (as stored, bf16 as float32), "float16"
     or "float32". diffusers: `FluxTransformer2DModel.from_single_file(path)`."""
-    file = path if isinstance(path, SafetensorsFile) else SafetensorsFile(path)
+    # an open file: a SafetensorsFile, or a GGUFFile (diffusion.loaders.gguf_flow)
+    file = SafetensorsFile(path) if isinstance(path, (str, Path)) else path
     prefix = prefix_of(file, "double_blocks.")
     if not is_flux_file(file):
         raise WeightsError(f"{file.path}: no double_blocks.* tensors: not a BFL FLUX "

@@ -59,7 +59,8 @@ def load_sd3_file(path: str | Path | SafetensorsFile, *, dtype: Any = None,
     `.config` from the shapes (widths, depth, patch and position-table size, QK-norm, dual
     attention blocks); `config` overrides any of it. `dtype`: None (as stored, bf16 as
     float32), "float16" or "float32". diffusers: `SD3Transformer2DModel.from_single_file`."""
-    file = path if isinstance(path, SafetensorsFile) else SafetensorsFile(path)
+    # an open file: a SafetensorsFile, or a GGUFFile (diffusion.loaders.gguf_flow)
+    file = SafetensorsFile(path) if isinstance(path, (str, Path)) else path
     if not is_sd3_file(file):
         raise WeightsError(f"{file.path}: no joint_blocks.* tensors: not an SD3 transformer "
                            "file")

@@ -7,7 +7,8 @@ and their Img2Img / Inpaint forms: the batch's noise from one seed, diffusers' p
 over the shifted "Simple" schedule with per-image seeds (diffusion.pipelines.flow_sampling).
 FLUX.1 dev takes its guidance from `distilled_cfg_scale` (Forge's "Distilled CFG Scale") and
 runs at CFG 1; a CFG scale above 1 adds a negative-prompt pass (true CFG), as in Forge.
-SD3/3.5 use CFG. Prompts are plain text (the WebUI's emphasis syntax is not parsed) apart
+SD3/3.5 use CFG. The hires fix is Forge's for flow models (diffusion.pipelines.flow_hires).
+Prompts are plain text (the WebUI's emphasis syntax is not parsed) apart
 from `<lora:NAME:WEIGHT>` tags (kohya, diffusers/PEFT LoRAs of these families).
 """
 
@@ -25,12 +26,13 @@ from ..lora import LORA_TAGS, LoraManager, lora_hashes, lora_uses
 from ..noise.rng import make_generator
 from ..text.prompts import extract_extra_networks
 from .flow import decode, encode_image
+from .flow_hires import run_hires
 from .flow_sampling import FLOW_SAMPLERS, FLOW_SCHEDULES, flow_sigmas, sample_flow
 from .observer import Observer, Progress, StepCallback, from_callbacks
 from .prepare import latent_mask, to_mask, to_unit_image
 from .request import GenerationRequest
 from .sampling import DIFFUSERS
-from .stable_diffusion import GenerationResult, SamplingDefaults, _as_request
+from .stable_diffusion import GenerationResult, SamplingDefaults, _as_request, hires_fix
 
 __all__ = ["FLOW_DEFAULTS", "FlowModel"]
 
@@ -128,6 +130,9 @@ class FlowModel:
         else:
             seeds = [seed + k for k in range(batch)]
             latents = self._webui(request, label, prompts, seeds, width, height, observer)
+            if request.hires is not None:
+                latents = run_hires(self, request, label, prompts, seeds, latents, width,
+                                    height, observer, _options(request, label))
         # 3. decode, 4. what made them (Forge's infotext)
         pictures = decode(self.pipe.vae, latents, self.pipe.vae.decoder.conv_in.weight.device)
         images = [np.round(p * 255).astype(np.uint8) for p in pictures]
@@ -141,6 +146,8 @@ class FlowModel:
             rng=request.rng, modules=self.modules)
         if request.init_image is not None:
             settings_out["strength"] = float(request.strength)
+        if request.hires is not None:
+            settings_out.update(hires_fix(request.hires))
         if loras:
             settings_out["lora_hashes"] = loras
         return GenerationResult(images=images, seeds=seeds, settings=settings_out)
@@ -220,17 +227,24 @@ class FlowModel:
             if request.mask is not None:
                 small = latent_mask(to_mask(request.mask, width, height), shape[2:])
                 keep = 1.0 - small
-        options = request.sampler_options
-        kwargs = {} if options is None or label != "Euler a" else {
-            "eta": options.eta, "s_noise": options.s_noise}
         return sample_flow(flow, label, sigmas, seeds=seeds, rng=request.rng, shape=shape,
                            init_latents=init, keep=keep, strength=float(request.strength),
-                           options=kwargs, callback=observer.step)
+                           options=_options(request, label), callback=observer.step)
+
+
+def _options(request: GenerationRequest, label: str) -> dict[str, Any]:
+    """The sampler's settings from the request (Euler a's eta and noise scale)."""
+    options = request.sampler_options
+    return {} if options is None or label != "Euler a" else {
+        "eta": options.eta, "s_noise": options.s_noise}
 
 
 def _refuse_unsupported(request: GenerationRequest) -> None:
     """What the flow models do not take yet, each with what to do instead."""
-    for given, what in ((request.hires, "the hires fix"), (request.refiner, "a refiner"),
+    if request.hires is not None and request.sampler_label[0] == DIFFUSERS:
+        raise ValueError("the hires fix runs with the WebUI samplers (Euler, Euler a, DPM++ 2M) "
+                         "on FLUX/SD3 models, not 'diffusers'")
+    for given, what in ((request.refiner, "a refiner"),
                         (request.control, "ControlNet units"),
                         (request.subseed_strength, "variation seeds"),
                         (request.seed_resize_from, "seed resize")):
@@ -252,10 +266,10 @@ def with_defaults(model: FlowModel, defaults: SamplingDefaults) -> FlowModel:
 def load_flow_model(path: str | os.PathLike[str], family: str, *, dtype: Any, device: Any,
                     defaults: SamplingDefaults, variant: str | None = None,
                     text_encoders: Sequence[str | os.PathLike[str]] = ()) -> FlowModel:
-    """A FLUX / SD3 diffusers folder as a FlowModel (`family` from
-    diffusion.loaders.flow_folder.flow_family), `text_encoders` files in place of the
-    folder's (diffusion.loaders.text_encoder_file), `defaults` (the folder's defaults.json)
-    over the family's."""
+    """A FLUX / SD3 diffusers folder or single file as a FlowModel (`family` from
+    diffusion.loaders.flow_file.flow_model_family), `text_encoders` files in place of the
+    folder's (diffusion.loaders.text_encoder_file) or what the file lacks (VAE too;
+    diffusion.loaders.flow_file), `defaults` (the folder's defaults.json) over the family's."""
     from pathlib import Path
 
     from .flux import FluxPipeline
@@ -264,5 +278,6 @@ def load_flow_model(path: str | os.PathLike[str], family: str, *, dtype: Any, de
     kind = StableDiffusion3Pipeline if family == "sd3" else FluxPipeline
     pipe = kind.from_pretrained(path, dtype=dtype, device=device, variant=variant,
                                 text_encoder_files=list(text_encoders))
-    model = FlowModel(pipe, family=family, name=Path(path).name, modules=pipe.modules)
+    name = Path(path).name.removesuffix(".safetensors")
+    model = FlowModel(pipe, family=family, name=name, modules=pipe.modules)
     return with_defaults(model, defaults)

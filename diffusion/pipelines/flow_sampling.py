@@ -54,12 +54,13 @@ def flow_sigmas(steps: int, scheduler_config: dict[str, Any], mu: float | None) 
 def sample_flow(flow: Flow, sampler: str, sigmas: np.ndarray, *, seeds: list[int], rng: str,
                 shape: tuple[int, ...], init_latents: np.ndarray | None = None,
                 keep: np.ndarray | None = None, strength: float = 1.0,
-                options: dict[str, Any] | None = None,
+                t_enc: int | None = None, options: dict[str, Any] | None = None,
                 callback: Callable[[int, int, np.ndarray], bool | None] | None = None
                 ) -> np.ndarray:
     """Final latents (B, C, h, w) float32 of `sampler` (a FLOW_SAMPLERS label) over `sigmas`
-    (`flow_sigmas`). img2img: `init_latents` (B, C, h, w) and `strength`; inpaint: also
-    `keep` (1, 1, h, w), 1 where the init image stays. `options`: the sampler's (eta,
+    (`flow_sigmas`). img2img: `init_latents` (B, C, h, w) and `strength`, or `t_enc` (the
+    steps run are t_enc + 1, the WebUI's hires pass); inpaint: also `keep` (1, 1, h, w), 1
+    where the init image stays. `options`: the sampler's (eta,
     s_noise, ...). `callback(done, total, x)` after each step (False stops)."""
     if sampler not in FLOW_SAMPLERS:
         raise ValueError(f"{sampler} is not defined for flow-matching models here; choose one "
@@ -67,7 +68,7 @@ def sample_flow(flow: Flow, sampler: str, sigmas: np.ndarray, *, seeds: list[int
     steps = len(sigmas) - 1
     # 1. img2img: the tail of the schedule (the WebUI's t_enc = strength x steps)
     if init_latents is not None:
-        t_enc = int(min(strength, 0.999) * steps)
+        t_enc = int(min(strength, 0.999) * steps) if t_enc is None else t_enc
         sigmas = sigmas[steps - t_enc - 1:]
     # 2. each image's noise from its own seed; the start at sigmas[0]
     noise = ImageNoise(rng, seeds, tuple(shape[1:]))  # type: ignore[arg-type]

@@ -20,8 +20,10 @@ import numpy as np
 from gpucore import Device, default_device
 from gpustd import Tensor, asarray
 
+from ..loaders.flow_file import load_flow_file
 from ..loaders.flow_folder import load_flow_folder
 from ..loaders.flux_file import load_flux_file
+from ..loaders.gguf_flow import load_flux_gguf
 from ..loaders.text_encoder_file import use_text_encoder_files
 from ..models import AutoencoderKL, CLIPTextModel, FluxTransformer2DModel, T5EncoderModel
 from ..noise.rng import make_generator
@@ -80,26 +82,25 @@ class FluxPipeline:
                         device: Device | None = None, variant: str | None = None,
                         transformer_file: str | Path | None = None,
                         text_encoder_files: Sequence[str | Path] = ()) -> FluxPipeline:
-        """Load a FLUX diffusers folder (`load_flow_folder`) onto `device` in `dtype`.
+        """Load a FLUX diffusers folder (`load_flow_folder`), or a single file without one
+        (BFL's or ComfyUI's; `load_flow_file`), onto `device` in `dtype`.
         `transformer_file`: BFL's single-file transformer (`flux1-dev.safetensors`, read by
-        `load_flux_file`) in place of the folder's transformer/, which may then be absent;
-        the folder's transformer config, when present, gives its `axes_dims_rope`.
+        `load_flux_file`; or city96's `flux1-dev-Q8_0.gguf`, kept quantized by
+        `load_flux_gguf`, as `path` may be too) in place of the folder's transformer/, which
+        may then be absent; the folder's transformer config, when present, gives its
+        `axes_dims_rope`.
         `text_encoder_files`: t5xxl / clip_l single files in place of the folder's
-        (diffusion.loaders.text_encoder_file)."""
-        weights = load_flow_folder(path, variant=variant,
-                                   skip=("transformer",) if transformer_file else (),
-                                   weightless=_TEXT_ENCODERS if text_encoder_files else ())
-        modules = use_text_encoder_files(weights, list(text_encoder_files))
+        (diffusion.loaders.text_encoder_file); for a single file, what it lacks (the VAE
+        `ae.safetensors` too). Without a tokenizer folder the bundled tokenizers are used."""
+        if Path(path).is_file():
+            weights, modules = load_flow_file(path, list(text_encoder_files))
+        else:
+            weights = load_flow_folder(path, variant=variant,
+                                       skip=("transformer",) if transformer_file else (),
+                                       weightless=_TEXT_ENCODERS if text_encoder_files else ())
+            modules = use_text_encoder_files(weights, list(text_encoder_files))
         if weights.family != "flux":
             raise ValueError(f"{path} holds a {weights.family} pipeline, not FLUX")
-        transformer = weights.transformer
-        if transformer_file is not None:
-            folder_config = Path(path) / "transformer" / "config.json"
-            axes = (json.loads(folder_config.read_text(encoding="utf-8")).get("axes_dims_rope")
-                    if folder_config.is_file() else None)
-            transformer = load_flux_file(transformer_file,
-                                         config={"axes_dims_rope": axes} if axes else None)
-        assert transformer is not None
         device = device or default_device()
         place = {"dtype": dtype, "device": device}
 
@@ -107,19 +108,29 @@ class FluxPipeline:
             model.load_state_dict(component)
             return model
 
+        transformer = weights.transformer
+        quantized = transformer_file or (path if transformer is None else None)
+        if quantized is not None:
+            folder_config = Path(path) / "transformer" / "config.json"
+            axes = (json.loads(folder_config.read_text(encoding="utf-8")).get("axes_dims_rope")
+                    if folder_config.is_file() else None)
+            config = {"axes_dims_rope": axes} if axes else None
+            if Path(quantized).suffix.lower() == ".gguf":
+                model = load_flux_gguf(quantized, config=config, **place)
+            else:
+                transformer = load_flux_file(quantized, config=config)
+        if transformer is not None:
+            model = filled(FluxTransformer2DModel(transformer.config, **place), transformer)
         tokenizer_dirs = weights.tokenizer_dirs
-        if "tokenizer_2" not in tokenizer_dirs:
-            raise FileNotFoundError(f"{path}: the FLUX folder has no tokenizer_2/ (T5's)")
         return cls(
-            transformer=filled(FluxTransformer2DModel(transformer.config, **place),
-                               transformer),
+            transformer=model,
             vae=filled(AutoencoderKL(weights.vae.config, **place), weights.vae),
             text_encoder=filled(CLIPTextModel(weights.text_encoder.config, **place),
                                 weights.text_encoder),
             tokenizer=CLIPTokenizer.from_pretrained(tokenizer_dirs.get("tokenizer")),
             text_encoder_2=filled(T5EncoderModel(weights.text_encoder_2.config, **place),
                                   weights.text_encoder_2),
-            tokenizer_2=T5Tokenizer(tokenizer_dirs["tokenizer_2"]),
+            tokenizer_2=T5Tokenizer(tokenizer_dirs.get("tokenizer_2")),
             scheduler_config=weights.scheduler_config, modules=modules)
 
     def encode_prompt(self, prompts: Sequence[str], max_sequence_length: int = 512

@@ -17,7 +17,7 @@ from gpustd import has_matrix_units
 from gpustd.nn import Module, StateDictError
 
 from ..loaders import ComponentWeights, SafetensorsFile, WeightsError, load_pipeline_weights
-from ..loaders.flow_folder import flow_family
+from ..loaders.flow_file import flow_model_family
 from ..models import AutoencoderKL, CLIPTextModel, UNet2DConditionModel
 from ..text.tokenizer import CLIPTokenizer
 from .flow_model import FLOW_DEFAULTS, load_flow_model
@@ -129,7 +129,7 @@ def model_defaults(path: str | os.PathLike[str]) -> tuple[SamplingDefaults, list
     (diffusion.pipelines.flow_model.FLOW_DEFAULTS: FLUX at CFG 1) where the file says nothing;
     also the names of the settings that came from those."""
     recommended = read_defaults(path)
-    family = flow_family(path)
+    family = flow_model_family(path)
     if not is_turbo(path) and family is None:
         return recommended, []
     fallback = TURBO_DEFAULTS if family is None else FLOW_DEFAULTS[family]
@@ -171,7 +171,9 @@ def load_pipeline(path: str | os.PathLike[str] | None = None, *, dtype: Any = np
     `diffusion.StableDiffusionXL`; its VAE stays float32 under float16 weights when its config
     says `force_upcast`, as diffusers' SDXL pipelines decode. A FLUX.1 or SD3/3.5 folder gives
     a `diffusion.pipelines.flow_model.FlowModel` (same `generate`), with `text_encoders`
-    (t5xxl / clip_l / clip_g single files) in place of its own.
+    (t5xxl / clip_l / clip_g single files) in place of its own; so does a FLUX / SD3 single
+    file (BFL's, Stability's, ComfyUI's), `text_encoders` then giving what it lacks (the VAE
+    `ae.safetensors` too).
 
     Raises diffusion.loaders.WeightsError for missing/corrupt/unsupported files and keys.
     diffusers: `StableDiffusionPipeline.from_pretrained(path)` / `.from_single_file(path)`.
@@ -182,7 +184,7 @@ def load_pipeline(path: str | os.PathLike[str] | None = None, *, dtype: Any = np
     dtype = auto_dtype(device) if isinstance(dtype, str) and dtype == "auto" else as_dtype(dtype)
     if dtype == np.float16 and not device.has_f16:
         raise FeatureError("shader-f16", "float16 weights", device.info.label)
-    family = flow_family(path)
+    family = flow_model_family(path)
     if family is not None:
         return load_flow_model(path, family, dtype=dtype, device=device, defaults=defaults,
                                variant=variant, text_encoders=text_encoders)

@@ -19,7 +19,9 @@ import numpy as np
 from gpucore import Device, default_device
 from gpustd import asarray
 
+from ..loaders.flow_file import load_flow_file
 from ..loaders.flow_folder import load_flow_folder
+from ..loaders.gguf_flow import load_sd3_gguf
 from ..loaders.sd3_file import load_sd3_file
 from ..loaders.text_encoder_file import use_text_encoder_files
 from ..models import AutoencoderKL, CLIPTextModel, SD3Transformer2DModel, T5EncoderModel
@@ -57,20 +59,31 @@ class StableDiffusion3Pipeline:
                         transformer_file: str | Path | None = None,
                         text_encoder_files: Sequence[str | Path] = ()
                         ) -> StableDiffusion3Pipeline:
-        """Load an SD3/3.5 diffusers folder (`load_flow_folder`) onto `device` in `dtype`.
+        """Load an SD3/3.5 diffusers folder (`load_flow_folder`), or a single file without one
+        (`sd3.5_large.safetensors`, ComfyUI's; `load_flow_file`), onto `device` in `dtype`.
         `transformer_file`: Stability's single file (`sd3.5_large.safetensors`, read by
-        `load_sd3_file`) in place of the folder's transformer/, which may then be absent.
+        `load_sd3_file`; or city96's `.gguf`, kept quantized by `load_sd3_gguf`, as `path`
+        may be too) in place of the folder's transformer/, which may then be absent.
         `text_encoder_files`: t5xxl / clip_l / clip_g single files in place of the folder's
-        (diffusion.loaders.text_encoder_file; T5 also where the folder has none)."""
-        weights = load_flow_folder(path, variant=variant,
-                                   skip=("transformer",) if transformer_file else (),
-                                   weightless=_TEXT_ENCODERS if text_encoder_files else ())
-        modules = use_text_encoder_files(weights, list(text_encoder_files))
+        (diffusion.loaders.text_encoder_file; T5 also where the folder has none); for a single
+        file, what it lacks. Without tokenizer folders the bundled tokenizers are used."""
+        if Path(path).is_file():
+            weights, modules = load_flow_file(path, list(text_encoder_files))
+        else:
+            weights = load_flow_folder(path, variant=variant,
+                                       skip=("transformer",) if transformer_file else (),
+                                       weightless=_TEXT_ENCODERS if text_encoder_files else ())
+            modules = use_text_encoder_files(weights, list(text_encoder_files))
         if weights.family != "sd3":
             raise ValueError(f"{path} holds a {weights.family} pipeline, not SD3")
-        transformer = (weights.transformer if transformer_file is None
-                       else load_sd3_file(transformer_file))
         place = {"dtype": dtype, "device": device or default_device()}
+        transformer = weights.transformer
+        file = transformer_file or (path if transformer is None else None)
+        model = None
+        if file is not None and Path(file).suffix.lower() == ".gguf":
+            model = load_sd3_gguf(file, **place)  # city96's, kept quantized
+        elif file is not None:
+            transformer = load_sd3_file(file)
 
         def filled(model: Any, component: Any) -> Any:
             model.load_state_dict(component)
@@ -82,19 +95,20 @@ class StableDiffusion3Pipeline:
 
         dirs = weights.tokenizer_dirs
         t5 = weights.text_encoder_3
-        if t5 is not None and "tokenizer_3" not in dirs:
-            raise FileNotFoundError(f"{path}: T5's tokenizer_3/ is missing (T5 needs its "
-                                    "tokenizer.json there)")
-        assert transformer is not None  # skipped only when a file replaces it
+        if model is None:
+            assert transformer is not None  # skipped only when a file replaces it
+            model = filled(SD3Transformer2DModel(transformer.config, **place), transformer)
         return cls(
-            transformer=filled(SD3Transformer2DModel(transformer.config, **place), transformer),
+            transformer=model,
             vae=filled(AutoencoderKL(weights.vae.config, **place), weights.vae),
             text_encoder=clip(weights.text_encoder),
             tokenizer=CLIPTokenizer.from_pretrained(dirs.get("tokenizer")),
             text_encoder_2=clip(weights.text_encoder_2),
-            tokenizer_2=CLIPTokenizer.from_pretrained(dirs.get("tokenizer_2")),
+            # OpenCLIP-G's tokenizer pads with "!", as SD3's tokenizer_2/ says
+            tokenizer_2=(CLIPTokenizer.from_pretrained(dirs["tokenizer_2"])
+                         if "tokenizer_2" in dirs else CLIPTokenizer(pad_token="!")),
             text_encoder_3=None if t5 is None else filled(T5EncoderModel(t5.config, **place), t5),
-            tokenizer_3=None if t5 is None else T5Tokenizer(dirs["tokenizer_3"]),
+            tokenizer_3=None if t5 is None else T5Tokenizer(dirs.get("tokenizer_3")),
             scheduler_config=weights.scheduler_config, modules=modules)
 
     def encode_prompt(self, prompts: Sequence[str], max_sequence_length: int = 256

@@ -7,7 +7,7 @@ The routes are diffusion.server.routers' (one APIRouter per area); what they sha
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from ..loaders.control_models import ControlModelDir
+from ..loaders.flow_file import flow_model_family
 from ..text.embeddings import EmbeddingDatabase
 from .limits import BodyLimit, add_error_handlers
 from .models_dir import ModelRegistry
@@ -54,7 +55,8 @@ def create_app(*, model: str | os.PathLike[str] | None = None,
                lora_dir: str | os.PathLike[str] | None = None,
                devices: list[Any] | None = None, dtype: Any = "auto",
                worker_adapters: list[str] | None = None, memory: Any = None,
-               controlnet_dir: str | os.PathLike[str] | None = None) -> FastAPI:
+               controlnet_dir: str | os.PathLike[str] | None = None,
+               text_encoders: Sequence[str | os.PathLike[str]] = ()) -> FastAPI:
     """The server app with its worker started and its first model loaded.
 
     `model` (or, without it, the bundled model, or else the first model in `models_dir`) is
@@ -67,6 +69,8 @@ def create_app(*, model: str | os.PathLike[str] | None = None,
     one worker PROCESS per entry instead, each loading the model with `loader(path)`.
     `memory`: the MemoryMode every loaded pipeline runs in (/sdapi/v1/memory reports it).
     `controlnet_dir`: the ControlNet / T2I-Adapter models units may name.
+    `text_encoders`: files every FLUX / SD3 model loads with (`load_pipeline`'s: T5 / CLIP in
+    place of its own, and the VAE and encoders a single file lacks); other models ignore them.
     """
     from .. import default_model_path, load_pipeline
 
@@ -90,6 +94,8 @@ def create_app(*, model: str | os.PathLike[str] | None = None,
     if lora_dir is not None and not Path(lora_dir).is_dir():
         raise FileNotFoundError(f"--lora-dir {str(lora_dir)!r} is not a folder")
     def load(path: Path, **where: Any) -> Any:
+        if text_encoders and flow_model_family(path) is not None:
+            where = {**where, "text_encoders": list(text_encoders)}
         return load_pipeline(path, dtype=dtype, **where)
 
     loading = _with_networks(loader or load, embeddings, lora_dir, memory)

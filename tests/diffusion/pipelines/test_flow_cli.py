@@ -121,11 +121,12 @@ def test_flow_model_errors_are_one_line(first_device: gpucore.Device,
             (("--text-encoder", str(not_an_encoder)), "no text encoder found")):
         assert cli.main([*base, *extra]) == 2
         assert message in capsys.readouterr().err
-    bfl = tmp_path / "flux1-dev.safetensors"  # a transformer alone is no model to load
+    bfl = tmp_path / "flux1-dev.safetensors"  # a transformer alone: it names what to add
     save_file(bfl_checkpoint(tiny_flux_dev[1].transformer, "model.diffusion_model."), str(bfl))
     assert cli.main(["txt2img", "--model", str(bfl), "--prompt", "x"]) == 2
-    assert "a FLUX / SD3 transformer file: pass the model's diffusers folder" in (
-        capsys.readouterr().err)
+    assert ("has no ae.safetensors (the VAE), clip_l.safetensors, t5xxl_fp16.safetensors; "
+            "give --text-encoder ae.safetensors and --text-encoder clip_l.safetensors and "
+            "--text-encoder t5xxl_fp16.safetensors") in capsys.readouterr().err
 
 
 @pytest.mark.nodevice

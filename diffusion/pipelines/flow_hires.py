@@ -1,0 +1,65 @@
+"""The hires fix on FLUX / SD3, as Forge runs it for flow models: the first pass's latents
+upscaled (a latent upscaler), or its pictures upscaled and encoded again (an image or model
+upscaler), then a second pass as img2img at the larger size with the same sampler, prompt and
+guidance. As in the WebUI's hires pass the second pass's schedule is stretched by 1 / denoise
+and its last `steps` run (`steps` 0: the first pass's), over the shifted sigmas of the new
+size (FLUX dev's shift grows with the picture), from each image's seed drawn afresh at that
+size. The size is rounded down to whole 2x2 latent patches (16 pixels).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..noise.rng import make_generator
+from ..upscalers.interpolation import upscale_image, upscale_latents
+from .flow import decode, encode_image
+from .flow_sampling import flow_sigmas, sample_flow
+from .observer import Observer
+from .prepare import to_unit_image
+from .request import GenerationRequest
+
+__all__ = ["hires_size", "run_hires"]
+
+
+def hires_size(model: Any, request: GenerationRequest, width: int, height: int
+               ) -> tuple[int, int]:
+    """The second pass's (width, height): the hires target in whole 2x2 latent patches."""
+    multiple = 2 * model.vae_scale_factor
+    w, h = request.hires.target(width, height)  # type: ignore[union-attr]
+    if w < multiple or h < multiple:
+        raise ValueError(f"the hires size {w}x{h} is smaller than one latent patch "
+                         f"({multiple} pixels)")
+    return w // multiple * multiple, h // multiple * multiple
+
+
+def run_hires(model: Any, request: GenerationRequest, label: str, prompts: list[str],
+              seeds: list[int], latents: np.ndarray, width: int, height: int,
+              observer: Observer, options: dict[str, Any]) -> np.ndarray:
+    """The final latents of the hires pass that follows the first pass's `latents` (made at
+    width x height) of `model` (a FlowModel) with WebUI sampler `label`."""
+    hires = request.hires
+    assert hires is not None
+    w, h = hires_size(model, request, width, height)
+    scale = model.vae_scale_factor
+    vae = model.pipe.vae
+    # 1. where the second pass starts
+    if hires.is_latent:
+        start = upscale_latents(latents, (h // scale, w // scale), hires.upscaler)
+    else:
+        pictures = decode(vae, latents, vae.decoder.conv_in.weight.device)
+        generator = make_generator(request.rng, seeds[0])  # the VAE posterior's draws
+        start = np.concatenate([
+            encode_image(vae, to_unit_image(upscale_image(
+                np.round(p * 255).astype(np.uint8), (w, h), hires.upscaler), w, h), generator)
+            for p in pictures])
+    # 2. the stretched schedule at the new size, its last `steps` from the upscaled latents
+    flow, shape, mu = model._flow(request, prompts, w, h)
+    steps = hires.steps or int(request.steps)
+    total = int(steps / min(hires.denoise, 0.999))
+    sigmas = flow_sigmas(total, model.pipe.scheduler_config, mu)
+    return sample_flow(flow, label, sigmas, seeds=seeds, rng=request.rng, shape=shape,
+                       init_latents=start.astype(np.float32), t_enc=steps - 1,
+                       options=options, callback=observer.step)

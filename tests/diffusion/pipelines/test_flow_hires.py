@@ -1,0 +1,104 @@
+"""The hires fix on FLUX against a reference written out on torch CPU: k-diffusion's Euler with
+diffusers' transformer as the denoiser over ComfyUI's simple schedule, the first pass's latents
+upscaled by torch's bilinear interpolation (the WebUI's "Latent"), then the WebUI's hires
+img2img: the schedule stretched by 1 / denoise at the new size's shift, its last steps from
+sigma0 * noise + (1 - sigma0) * latents, the noise drawn afresh from the seed at that size."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("diffusers", reason="diffusers is a test-only reference (extra: reference)")
+import torch
+from kdiffusion_ref import K
+
+import gpucore
+from diffusion.pipelines.load import load_pipeline
+from diffusion.pipelines.request import GenerationRequest
+from diffusion.upscalers.interpolation import HiresFix
+
+SEED, STEPS, HIRES_STEPS, DENOISE = 11, 3, 2, 0.6
+
+
+def _mu(latent_h: int, latent_w: int) -> float:
+    """diffusers' calculate_shift for FLUX dev's scheduler (256 -> 0.5, 4096 -> 1.15)."""
+    slope = (1.15 - 0.5) / (4096 - 256)
+    return (latent_h // 2) * (latent_w // 2) * slope + 0.5 - slope * 256
+
+
+def _sigmas(mu: float, steps: int) -> torch.Tensor:
+    """ComfyUI's simple schedule over ModelSamplingFlux's 10000-entry table."""
+    table = torch.arange(1, 10001, dtype=torch.float64) / 10000
+    table = math.exp(mu) / (math.exp(mu) + (1 / table - 1))
+    stride = 10000 / steps
+    return torch.tensor([float(table[-(1 + int(x * stride))]) for x in range(steps)] + [0.0],
+                        dtype=torch.float64)
+
+
+def _reference(pipe: Any, height: int, width: int) -> np.ndarray:
+    scale = pipe.vae_scale_factor
+    with torch.no_grad():
+        states, pooled, text_ids = pipe.encode_prompt(["a red circle"], None,
+                                                      max_sequence_length=512)
+
+    def denoiser(h: int, w: int) -> Any:
+        ids = pipe._prepare_latent_image_ids(1, h // 2, w // 2, "cpu", torch.float32)
+
+        def denoise(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+            v = pipe.transformer(hidden_states=pipe._pack_latents(x.float(), 1, x.shape[1], h, w),
+                                 timestep=sigma.float(), guidance=torch.full((1,), 3.5),
+                                 pooled_projections=pooled, encoder_hidden_states=states,
+                                 txt_ids=text_ids, img_ids=ids).sample
+            v = pipe._unpack_latents(v, h * scale, w * scale, scale)
+            return x - sigma[:, None, None, None] * v.double()
+
+        return denoise
+
+    h, w = height // scale, width // scale
+    shape = (1, pipe.transformer.config.in_channels // 4, h, w)
+    with torch.no_grad():
+        # 1. the first pass
+        sigmas = _sigmas(_mu(h, w), STEPS)
+        noise = torch.randn(shape[1:], generator=torch.Generator().manual_seed(SEED))
+        x = K.sampling.sample_euler(denoiser(h, w), noise[None].double() * sigmas[0], sigmas,
+                                    disable=True)
+        # 2. "Latent": bilinear, no antialiasing, to twice the size
+        x = torch.nn.functional.interpolate(x, size=(2 * h, 2 * w), mode="bilinear")
+        # 3. the hires pass: HIRES_STEPS of a schedule stretched by 1 / denoise
+        total = int(HIRES_STEPS / DENOISE)
+        sigmas = _sigmas(_mu(2 * h, 2 * w), total)[total - (HIRES_STEPS - 1) - 1:]
+        noise = torch.randn(x.shape[1:], generator=torch.Generator().manual_seed(SEED))
+        x = sigmas[0] * noise[None].double() + (1 - sigmas[0]) * x
+        x = K.sampling.sample_euler(denoiser(2 * h, 2 * w), x, sigmas, disable=True)
+        z = x.float() / pipe.vae.config.scaling_factor + pipe.vae.config.shift_factor
+        image = pipe.vae.decode(z).sample
+    return ((image[0].permute(1, 2, 0).numpy() / 2 + 0.5).clip(0, 1) * 255).round()
+
+
+def test_flux_hires_fix_matches_the_reference(first_device: gpucore.Device,
+                                              tiny_flux_dev: tuple[Path, Any]) -> None:
+    root, reference = tiny_flux_dev
+    model = load_pipeline(root / "flux", device=first_device)
+    result = model.generate(GenerationRequest(
+        prompt="a red circle", width=24, height=16, steps=STEPS, sampler="Euler", seed=SEED,
+        rng="torch", cfg_scale=1.0, distilled_cfg_scale=3.5,
+        hires=HiresFix(scale=2.0, upscaler="Latent", steps=HIRES_STEPS, denoise=DENOISE)))
+    got = result.images[0].astype(np.float64)
+    assert got.shape == (32, 48, 3)
+    assert np.abs(got - _reference(reference, 16, 24)).max() <= 2
+    assert result.settings["hires_scale"] == 2.0 and result.settings["hires_steps"] == 2
+    assert (result.settings["width"], result.settings["height"]) == (24, 16)
+
+
+def test_flux_hires_fix_refuses_the_diffusers_loop(first_device: gpucore.Device,
+                                                   tiny_flux_dev: tuple[Path, Any]) -> None:
+    model = load_pipeline(tiny_flux_dev[0] / "flux", device=first_device)
+    with pytest.raises(ValueError, match="hires fix runs with the WebUI samplers"):
+        model.generate(GenerationRequest(prompt="x", width=16, height=16, steps=2,
+                                         sampler="diffusers", cfg_scale=1.0,
+                                         hires=HiresFix(scale=2.0)))

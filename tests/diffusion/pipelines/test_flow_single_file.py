@@ -1,0 +1,261 @@
+"""FLUX / SD3 single files without a diffusers folder: ComfyUI's all-in-one layout, BFL's bare
+transformer with ae / clip_l / t5xxl module files, Stability's SD3 file with its CLIPs and a
+separate T5. Each loads to the same tensors as the diffusers folder of the same parts, and with
+the folder's tokenizers swapped for the bundled ones draws the folder pipeline's picture.
+
+The tiny parts have the shapes that the files' configs are read from: 64-channel CLIP heads,
+FLUX's 128-wide heads with (16, 56, 56) rotary axes, T5's 128-distance buckets and the real
+vocabulary sizes (the bundled tokenizers' ids)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("diffusers", reason="diffusers is a test-only reference (extra: reference)")
+import diffusers
+import transformers
+from flow_tiny import FLUX_DEV_SCHEDULER, T5_TINY, bfl_checkpoint, sai_checkpoint, tiny_t5_tokenizer
+from ldm_files import ldm_vae
+from safetensors.torch import save_file
+from sd_tiny import CLIP_TINY, VAE_TINY, randomized, write_tokenizer
+
+import gpucore
+from diffusion.loaders.errors import WeightsError
+from diffusion.loaders.flow_file import flow_model_family, load_flow_file
+from diffusion.pipelines.flux import FluxPipeline
+from diffusion.pipelines.sd3 import StableDiffusion3Pipeline
+from diffusion.text.t5_tokenizer import T5Tokenizer
+from diffusion.text.tokenizer import CLIPTokenizer
+
+T5_FILE = {**T5_TINY, "vocab_size": 32128, "relative_attention_max_distance": 128}
+
+
+def _clip(seed: int, projection: bool = False, act: str = "quick_gelu") -> Any:
+    """CLIP-L (quick_gelu) or, with `act` "gelu", OpenCLIP-G's form."""
+    config = transformers.CLIPTextConfig(**{**CLIP_TINY, "hidden_size": 64,
+                                            "num_attention_heads": 1}, projection_dim=32,
+                                         hidden_act=act)
+    kind = transformers.CLIPTextModelWithProjection if projection else transformers.CLIPTextModel
+    return randomized(kind(config), seed)
+
+
+def _t5(d_model: int = 32) -> Any:
+    config = transformers.T5Config(**{**T5_FILE, "d_model": d_model})
+    return randomized(transformers.T5EncoderModel(config), 6)
+
+
+def _vae(shift: tuple[float, float]) -> Any:
+    return randomized(diffusers.AutoencoderKL(
+        **VAE_TINY, use_quant_conv=False, use_post_quant_conv=False, scaling_factor=shift[0],
+        shift_factor=shift[1]), 2)
+
+
+def _under(prefix: str, model: Any) -> dict[str, Any]:
+    """`model`'s tensors under `prefix` as the shared files name them: a CLIP's under
+    "text_model." (which transformers >= 5.6 no longer writes), T5's without its tied
+    embedding copy."""
+    clip = isinstance(model, transformers.CLIPPreTrainedModel)
+
+    def name(key: str) -> str:
+        plain = key.removeprefix("text_model.")
+        return "text_model." + plain if clip and not plain.startswith("text_projection") else key
+
+    return {prefix + name(k): v.contiguous() for k, v in model.state_dict().items()
+            if k != "encoder.embed_tokens.weight"}
+
+
+def _same_tensors(ours: Any, theirs: Any) -> None:
+    got, expected = ours.state_dict(), theirs.state_dict()
+    assert sorted(got) == sorted(expected)
+    for key, value in expected.items():
+        np.testing.assert_array_equal(got[key], value, err_msg=key)
+
+
+@pytest.fixture(scope="module")
+def flux(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    root = tmp_path_factory.mktemp("flux-file")
+    transformer = randomized(diffusers.FluxTransformer2DModel(
+        patch_size=1, in_channels=16, num_layers=1, num_single_layers=1,
+        attention_head_dim=128, num_attention_heads=1, joint_attention_dim=32,
+        pooled_projection_dim=64, axes_dims_rope=(16, 56, 56), guidance_embeds=True), 7)
+    parts = {"transformer": transformer, "vae": _vae((0.3611, 0.1159)), "clip": _clip(3),
+             "t5": _t5()}
+    folder = _flux_folder(root, parts)
+    state = {**bfl_checkpoint(transformer, "model.diffusion_model.", bf16=False),
+             **ldm_vae(parts["vae"].state_dict()),
+             **_under("text_encoders.clip_l.transformer.", parts["clip"]),
+             **_under("text_encoders.t5xxl.transformer.", parts["t5"])}
+    save_file(state, str(root / "flux1-dev-comfy.safetensors"))
+    save_file(bfl_checkpoint(transformer, "", bf16=False), str(root / "flux1-dev.safetensors"))
+    ae = ldm_vae(parts["vae"].state_dict())
+    save_file({k.removeprefix("first_stage_model."): v for k, v in ae.items()},
+              str(root / "ae.safetensors"))
+    save_file(_under("", parts["clip"]), str(root / "clip_l.safetensors"))
+    save_file(_under("", parts["t5"]), str(root / "t5xxl_fp16.safetensors"))
+    return root, folder
+
+
+def _flux_folder(root: Path, parts: dict[str, Any]) -> Path:
+    """The same parts as a diffusers FluxPipeline folder (tokenizers: stand-ins; the test
+    swaps ours in)."""
+    write_tokenizer(root / "clip-tokenizer")
+    tiny_t5_tokenizer(root / "t5-tokenizer")
+    pipe = diffusers.FluxPipeline(
+        scheduler=diffusers.FlowMatchEulerDiscreteScheduler(**FLUX_DEV_SCHEDULER),
+        vae=parts["vae"], text_encoder=parts["clip"],
+        tokenizer=transformers.CLIPTokenizer(str(root / "clip-tokenizer" / "vocab.json"),
+                                             str(root / "clip-tokenizer" / "merges.txt"),
+                                             model_max_length=77),
+        text_encoder_2=parts["t5"], tokenizer_2=transformers.T5TokenizerFast(
+            tokenizer_file=str(root / "t5-tokenizer" / "tokenizer.json")),
+        transformer=parts["transformer"])
+    pipe.save_pretrained(root / "folder")
+    return root / "folder"
+
+
+def _draw(pipe: Any) -> np.ndarray:
+    return pipe("a red circle on a blue background", height=32, width=32, num_inference_steps=2,
+                guidance_scale=3.5, seed=1, max_sequence_length=16, output_type="latent")
+
+
+@pytest.fixture(scope="module")
+def flux_folder_pipe(first_device: gpucore.Device, flux: tuple[Path, Any]) -> Any:
+    """Our pipeline of the diffusers folder, with the bundled tokenizers in its folder's
+    stand-ins' place."""
+    reference = FluxPipeline.from_pretrained(flux[1], device=first_device)
+    reference.tokenizer, reference.tokenizer_2 = CLIPTokenizer(), T5Tokenizer()
+    return reference
+
+
+@pytest.mark.parametrize("layout", ["comfy", "bfl+modules"])
+def test_flux_file_without_folder(first_device: gpucore.Device, flux: tuple[Path, Any],
+                                  flux_folder_pipe: Any, layout: str) -> None:
+    """Same tensors as the folder's, both layouts; the ComfyUI file also draws the folder's
+    latents bit for bit."""
+    root, folder = flux
+    if layout == "comfy":
+        file, modules = root / "flux1-dev-comfy.safetensors", []
+    else:
+        file = root / "flux1-dev.safetensors"
+        modules = [root / "ae.safetensors", root / "clip_l.safetensors",
+                   root / "t5xxl_fp16.safetensors"]
+    assert flow_model_family(file) == "flux-dev" and flow_model_family(folder) == "flux-dev"
+    ours = FluxPipeline.from_pretrained(file, text_encoder_files=modules, device=first_device)
+    for name in ("transformer", "vae", "text_encoder", "text_encoder_2"):
+        _same_tensors(getattr(ours, name), getattr(flux_folder_pipe, name))
+    assert ours.scheduler_config["use_dynamic_shifting"] and ours.modules == [
+        m.name.removesuffix(".safetensors") for m in modules]
+    if layout == "comfy":
+        np.testing.assert_array_equal(_draw(ours), _draw(flux_folder_pipe))
+
+
+def test_flux_file_names_what_is_missing(flux: tuple[Path, Any]) -> None:
+    root, _ = flux
+    with pytest.raises(WeightsError, match=r"no ae\.safetensors.*clip_l.*t5xxl.*--text-encoder"):
+        FluxPipeline.from_pretrained(root / "flux1-dev.safetensors")
+    with pytest.raises(WeightsError, match="no VAE or text encoder"):
+        FluxPipeline.from_pretrained(root / "flux1-dev.safetensors",
+                                     text_encoder_files=[root / "flux1-dev.safetensors"])
+
+
+def test_sd3_file_without_folder(first_device: gpucore.Device, tmp_path: Path) -> None:
+    """sd3_medium_incl_clips-style file (transformer, VAE, CLIP-L, CLIP-G) and a t5xxl file;
+    against the folder of the same parts."""
+    transformer = randomized(diffusers.SD3Transformer2DModel(
+        sample_size=8, patch_size=2, in_channels=16, num_layers=2, attention_head_dim=8,
+        num_attention_heads=2, joint_attention_dim=80, caption_projection_dim=16,
+        pooled_projection_dim=64, out_channels=16, pos_embed_max_size=12, qk_norm="rms_norm",
+        dual_attention_layers=(0,)), 9)
+    vae = _vae((1.5305, 0.0609))
+    clip_l, clip_g, t5 = _clip(3, True), _clip(4, True, act="gelu"), _t5(80)
+    write_tokenizer(tmp_path / "clip-tokenizer")
+    tiny_t5_tokenizer(tmp_path / "t5-tokenizer")
+    clip_tokenizer = transformers.CLIPTokenizer(str(tmp_path / "clip-tokenizer" / "vocab.json"),
+                                                str(tmp_path / "clip-tokenizer" / "merges.txt"),
+                                                model_max_length=77)
+    diffusers.StableDiffusion3Pipeline(
+        transformer=transformer, scheduler=diffusers.FlowMatchEulerDiscreteScheduler(shift=3.0),
+        vae=vae, text_encoder=clip_l, tokenizer=clip_tokenizer, text_encoder_2=clip_g,
+        tokenizer_2=clip_tokenizer, text_encoder_3=t5,
+        tokenizer_3=transformers.T5TokenizerFast(
+            tokenizer_file=str(tmp_path / "t5-tokenizer" / "tokenizer.json")),
+    ).save_pretrained(tmp_path / "sd3")
+    file = tmp_path / "sd3_medium_incl_clips.safetensors"
+    save_file({**{"model.diffusion_model." + k: v.contiguous()
+                  for k, v in sai_checkpoint(transformer).items()},
+               **ldm_vae(vae.state_dict()),
+               **_under("text_encoders.clip_l.transformer.", clip_l),
+               **_under("text_encoders.clip_g.transformer.", clip_g)}, str(file))
+    save_file(_under("", t5), str(tmp_path / "t5xxl_fp8.safetensors"))
+    assert flow_model_family(file) == "sd3"
+    without_t5, _ = load_flow_file(file)  # runs with zero T5 states, as diffusers
+    assert without_t5.text_encoder_3 is None and without_t5.text_encoder_2 is not None
+    ours = StableDiffusion3Pipeline.from_pretrained(
+        file, text_encoder_files=[tmp_path / "t5xxl_fp8.safetensors"], device=first_device)
+    reference = StableDiffusion3Pipeline.from_pretrained(tmp_path / "sd3", device=first_device)
+    for name in ("transformer", "vae", "text_encoder_3"):
+        _same_tensors(getattr(ours, name), getattr(reference, name))
+    for (ours_clip, _), (reference_clip, _) in zip(ours.clips, reference.clips):
+        _same_tensors(ours_clip, reference_clip)
+    assert ours.clips[1][1].pad_token == "!" and ours.scheduler_config["shift"] == 3.0
+    reference.clips = ((reference.clips[0][0], CLIPTokenizer()),
+                       (reference.clips[1][0], CLIPTokenizer(pad_token="!")))
+    reference.tokenizer_3 = T5Tokenizer()
+    draw = {"height": 32, "width": 32, "num_inference_steps": 2, "guidance_scale": 5.0,
+            "seed": 2, "max_sequence_length": 16, "output_type": "latent"}
+    np.testing.assert_array_equal(ours("a red circle", **draw), reference("a red circle", **draw))
+
+
+def test_flux_gguf_without_folder(first_device: gpucore.Device, flux: tuple[Path, Any]) -> None:
+    """city96's Q8_0 GGUF with ae / clip_l / t5xxl files: the transformer stays quantized and
+    the latents stay near the float file's (8-bit steps in every matrix)."""
+    from safetensors.numpy import load_file
+
+    from diffusion.loaders.gguf_write import write_gguf
+    from gpustd.quant import QuantizedTensor
+
+    root, _ = flux
+    modules = [root / "ae.safetensors", root / "clip_l.safetensors",
+               root / "t5xxl_fp16.safetensors"]
+    float_file = FluxPipeline.from_pretrained(root / "flux1-dev.safetensors",
+                                              text_encoder_files=modules, device=first_device)
+    gguf = root / "flux1-dev-Q8_0.gguf"  # the float file's tensors, quantized
+    write_gguf(gguf, load_file(str(root / "flux1-dev.safetensors")).items(), "q8_0",
+               architecture="flux")
+    assert flow_model_family(gguf) == "flux-dev"
+    ours = FluxPipeline.from_pretrained(gguf, text_encoder_files=modules, device=first_device)
+    assert isinstance(ours.transformer.transformer_blocks[0].attn.to_k.weight, QuantizedTensor)
+    assert not isinstance(float_file.transformer.transformer_blocks[0].attn.to_k.weight,
+                          QuantizedTensor)
+    got, expected = _draw(ours), _draw(float_file)
+    assert np.linalg.norm(got - expected) / np.linalg.norm(expected) < 0.05
+    assert not np.array_equal(got, expected)
+
+
+def test_server_runs_a_flux_file_with_modules(first_device: gpucore.Device,
+                                              flux: tuple[Path, Any], tmp_path: Path) -> None:
+    """`serve --model flux1-dev.safetensors --text-encoder ...` (the CLI's --model and
+    --text-encoder take the same load_pipeline path): the server's models load with the
+    module files, and a txt2img request gets Forge's Model and Module infotext."""
+    pytest.importorskip("fastapi", reason="the server extra is not installed")
+    from fastapi.testclient import TestClient
+    from server_support import info
+
+    from diffusion.server import create_app
+
+    root, _ = flux
+    modules = [root / f"{name}.safetensors" for name in ("ae", "clip_l", "t5xxl_fp16")]
+    app = create_app(model=root / "flux1-dev.safetensors", outputs=tmp_path, max_size=64,
+                     text_encoders=modules, dtype="float32")
+    with TestClient(app) as client:
+        response = client.post("/sdapi/v1/txt2img", json={
+            "prompt": "a fox", "width": 16, "height": 16, "steps": 1, "seed": 3,
+            "sampler_name": "Euler", "distilled_cfg_scale": 3.5})
+        assert response.status_code == 200, response.text
+        text = info(response)["infotexts"][0]
+    assert "Model: flux1-dev" in text and text.endswith(
+        "Module 1: ae, Module 2: clip_l, Module 3: t5xxl_fp16")
