@@ -29,8 +29,9 @@ async def run_generation(state: ServerState, body: Txt2ImgRequest, kind: str) ->
     units = script_args(body.alwayson_scripts)
     if units:
         init = job.request.init_image
-        job = replace(job, control=parse_units(units, state.controlnets, fallback=None if init
-                                               is None else np.asarray(init.convert("RGB"))))
+        job = replace(job, control=parse_units(
+            units, state.controlnets, encoders=state.image_encoders,
+            fallback=None if init is None else np.asarray(init.convert("RGB"))))
     # 3. a refiner named by the client: one of this server's models
     refiner = None
     if isinstance(job.request.refiner, str):
