@@ -21,7 +21,15 @@ from typing import Any
 
 from ..models.ip_adapter import IPAdapter
 from ..preprocessors.ip_adapter_modules import IP_ADAPTER_MODULES
-from ..preprocessors.registry import PREPROCESSORS, RESOLUTION, Slider, hwc3, preprocess
+from ..preprocessors.registry import (
+    INPAINT_MODULES,
+    PREPROCESSORS,
+    RESOLUTION,
+    Slider,
+    hwc3,
+    inpaint_map,
+    preprocess,
+)
 from ..preprocessors.resize import RESIZE_MODES, pixel_perfect_resolution, resize_mode
 from .control import CONTROL_MODES, HR_OPTIONS, ControlUnit
 from .ip_adapter import IPAdapterUnit
@@ -64,7 +72,8 @@ class ControlSpec:
     None when the caller supplies it later (img2img: the init image). `processor_res`,
     `threshold_a`, `threshold_b`: -1 or a value off the module's slider means its default.
     `image_encoder`: an IP-Adapter unit's CLIP image encoder (a path; the server's choice,
-    diffusion.loaders.image_encoders), None for the others."""
+    diffusion.loaders.image_encoders), None for the others. `mask`: the inpaint modules'
+    mask (uint8, the image's size, white: repaint)."""
 
     model: str
     image: Any = None
@@ -80,6 +89,7 @@ class ControlSpec:
     control_mode: Any = "Balanced"
     hr_option: str = "Both"
     image_encoder: str | None = None
+    mask: Any = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, str) or not self.model.strip():
@@ -102,6 +112,8 @@ class ControlSpec:
         if self.hr_option not in HR_OPTIONS:
             raise ValueError(f"hr_option {self.hr_option!r}: expected one of "
                              f"{', '.join(map(repr, HR_OPTIONS))}")
+        if self.mask is not None and self.image is not None and self.module in INPAINT_MODULES:
+            inpaint_map(self.image, self.mask)  # a mask that does not fit: now, named
         object.__setattr__(self, "resize_mode", resize_mode(self.resize_mode))
         object.__setattr__(self, "control_mode", control_mode(self.control_mode))
 
@@ -121,6 +133,9 @@ class ControlSpec:
         res, low, high = self.bounded()
         if self.pixel_perfect:
             res = pixel_perfect_resolution(picture, height, width, self.resize_mode)
+        if self.module in INPAINT_MODULES:  # no preprocessing: the picture and its mask
+            return inpaint_map(picture, self.mask), replace(self, processor_res=res,
+                                                            threshold_a=low, threshold_b=high)
         found = PREPROCESSORS[self.module]
         detected = preprocess(self.module, picture, threshold_a=low, threshold_b=high,
                               resolution=res if found.resolution else None, device=device)

@@ -58,14 +58,19 @@ def script_args(alwayson_scripts: dict[str, Any] | None) -> list[Any] | None:
     return None
 
 
-def _picture(value: Any, where: str) -> np.ndarray | None:
-    """A unit's image field as uint8 HxWx3 (its mask is left aside), None when empty."""
+def _picture(value: Any, where: str, part: str = "image") -> np.ndarray | None:
+    """A unit's image field as uint8 HxWx3 (`part` "mask": the mask it carries, if any),
+    None when empty."""
     if isinstance(value, dict):
-        value = value.get("image")
+        value = value.get(part)
     elif isinstance(value, (list, tuple)):
         if not value:
             return None
-        value = value[0].get("image") if isinstance(value[0], dict) else value[0]
+        if isinstance(value[0], dict):
+            value = value[0].get(part)
+        else:
+            value = value[0 if part == "image" else 1] if len(value) > (part != "image") \
+                else None
     if value is None or value == "":
         return None
     if not isinstance(value, str):
@@ -109,7 +114,8 @@ def _encoder(raw: dict[str, Any], where: str, path: Path, encoders: ImageEncoder
 
 
 def _unit(raw: dict[str, Any], where: str, models: ControlModelDir,
-          fallback: np.ndarray | None, encoders: ImageEncoders) -> ControlSpec | None:
+          fallback: np.ndarray | None, encoders: ImageEncoders, inpainting: bool,
+          fallback_mask: np.ndarray | None) -> ControlSpec | None:
     for alias, key in _ALIASES.items():
         if alias in raw:
             if key in raw:
@@ -134,8 +140,15 @@ def _unit(raw: dict[str, Any], where: str, models: ControlModelDir,
         raise RequestError(f"{where}.model: {name!r} is not one of this server's ControlNet "
                            f"models: {listed}")
     image = _picture(raw.get("image"), f"{where}.image")
-    if image is None:
-        image = fallback
+    mask = _picture(raw.get("mask"), f"{where}.mask") if raw.get("mask") else (
+        None if image is None else _picture(raw.get("image"), f"{where}.image", "mask"))
+    module = raw.get("module", "none")
+    if module == "inpaint_only" and not inpainting:
+        raise RequestError(f"{where}.module: inpaint_only outside inpainting (the extension's "
+                           "latent restore in txt2img/img2img) is not supported here; use "
+                           "inpaint_global_harmonious, or img2img with a mask")
+    if image is None and fallback is not None:
+        image, mask = fallback, fallback_mask if mask is None else mask
     if image is None:
         raise RequestError(f"{where}.image: missing; send the unit's picture base64-encoded")
     encoder = _encoder(raw, where, entry.path, encoders) if raw.get(
@@ -146,19 +159,24 @@ def _unit(raw: dict[str, Any], where: str, models: ControlModelDir,
     settings = {key: raw[key] for key in (*_NUMBERS, "resize_mode", "control_mode",
                                            "pixel_perfect", "hr_option") if key in raw}
     try:
-        return ControlSpec(model=str(entry.path), image=image,
-                           module=raw.get("module", "none"), processor_res=processor_res,
-                           image_encoder=encoder, **settings)
+        return ControlSpec(model=str(entry.path), image=image, module=module,
+                           processor_res=processor_res, image_encoder=encoder,
+                           mask=None if mask is None else mask[..., 0] if mask.ndim == 3
+                           else mask, **settings)
     except ValueError as exc:
         raise RequestError(f"{where}.{exc}") from None
 
 
 def parse_units(args: list[Any], models: ControlModelDir, *,
                 fallback: np.ndarray | None = None,
-                encoders: ImageEncoders | None = None) -> tuple[ControlSpec, ...]:
+                encoders: ImageEncoders | None = None,
+                inpainting: bool = False,
+                fallback_mask: np.ndarray | None = None) -> tuple[ControlSpec, ...]:
     """The enabled units of the script's `args` as specs; `fallback`: the picture a unit
     without one takes (img2img: the init image, as the extension does); `encoders`: the
-    image encoders IP-Adapter units may take."""
+    image encoders IP-Adapter units may take; `inpainting`: whether the request has a mask
+    (inpaint_only runs only there, where the extension makes it inpaint), `fallback_mask`
+    that mask (uint8 HxW), which a unit taking the init image takes too."""
     encoders = encoders or ImageEncoders()
     specs = []
     for i, raw in enumerate(args):
@@ -166,7 +184,7 @@ def parse_units(args: list[Any], models: ControlModelDir, *,
         if not isinstance(raw, dict):
             raise RequestError(f"{where}: a ControlNet unit is a JSON object, got "
                                f"{type(raw).__name__}")
-        spec = _unit(raw, where, models, fallback, encoders)
+        spec = _unit(raw, where, models, fallback, encoders, inpainting, fallback_mask)
         if spec is not None:
             specs.append(spec)
     return tuple(specs)

@@ -178,6 +178,9 @@ def _unit(**fields: Any) -> dict[str, Any]:
     ({"model": "ip-adapter_tiny", "module": "canny"}, "args[0].module: 'canny' makes a control "
                                                       "map; model 'ip-adapter_tiny' is an "
                                                       "IP-Adapter"),
+    ({"module": "inpaint_only"}, "args[0].module: inpaint_only outside inpainting"),
+    ({"module": "inpaint", "mask": png_b64(Image.new("L", (8, 8), 255))},
+     "args[0].mask: 8x8, but the picture is 16x16"),
 ])
 def test_bad_units_are_422_naming_the_field(app: Any, fields: dict[str, Any],
                                              named: str) -> None:
@@ -213,6 +216,15 @@ def test_units_read_as_the_extension_reads_them(app: Any) -> None:
     fallback = circle(8, 8)
     spec, = parse_units([no_image], models, fallback=fallback)
     assert spec.image is fallback
+    # the inpaint modules' mask: the unit's own (here in the image dict), else img2img's
+    disc = circle(16, 16)
+    with_mask = _unit(module="inpaint_global_harmonious",
+                      image={"image": _unit()["image"], "mask": png_b64(Image.fromarray(disc))})
+    spec, = parse_units([with_mask], models)
+    np.testing.assert_array_equal(spec.mask, disc[:, :, 0])
+    spec, = parse_units([{**no_image, "module": "inpaint_only"}], models, fallback=fallback,
+                        inpainting=True, fallback_mask=fallback[:, :, 1])
+    assert spec.image is fallback and spec.mask is not None and spec.mask.shape == (8, 8)
     ip_unit = _unit(model="ip-adapter_tiny", module="ip-adapter_clip_h")
     spec, = parse_units([ip_unit], models, encoders=app.state.server.image_encoders)
     assert spec.image_encoder == str(app.state.server.image_encoders.entries[0].path)
