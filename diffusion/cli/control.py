@@ -70,7 +70,9 @@ def add_control_options(parser: argparse.ArgumentParser) -> None:
                             "--controlnet-dir; repeat for several units")
     group.add_argument("--t2i-adapter", action=_Unit, const="t2i_adapter",
                        dest="control_models", metavar="PATH|NAME",
-                       help="a T2I-Adapter (diffusers folder), a unit as --controlnet")
+                       help="a T2I-Adapter (diffusers folder, or one file: TencentARC's "
+                            "t2iadapter_*_sd15v2.pth or diffusers-named), a unit as "
+                            "--controlnet")
     group.add_argument("--control-image", nargs="+", action="extend", metavar="PATH",
                        help="the unit's picture (img2img/inpaint: the init image when left out)")
     group.add_argument("--control-mask", nargs="+", action="extend", metavar="PATH",

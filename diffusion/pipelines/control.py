@@ -219,7 +219,10 @@ class Control:
         if key not in self._features:
             model = unit.model
             device = model.adapter.body[0].resnets[0].block1.weight.device
-            feats = model(asarray(_control_batch(self._fitted(unit), batch), device=device))
+            image = _control_batch(self._fitted(unit), batch)
+            if model.config["in_channels"] == 1:  # canny / sketch adapters: the map's first
+                image = np.ascontiguousarray(image[:, :1])  # channel, as the extension gives
+            feats = model(asarray(image, device=device))
             scales = unit.scales(len(feats))
             each = scales if isinstance(scales, tuple) else (scales,) * len(feats)
             self._features[key] = [self._only_rows(f * s, rows) for f, s in zip(feats, each)]
