@@ -178,11 +178,16 @@ def build_control_specs(args: argparse.Namespace, open_image: Any) -> list[Contr
 
 
 def load_control_units(specs: list[ControlSpec], kinds: list[str], pipe: Any,
-                       width: int, height: int) -> tuple[Any, ...]:
-    """The units with their models loaded on the pipeline's device, in its UNet's dtype."""
+                       width: int, height: int, *,
+                       image_encoder: str | None = None) -> tuple[Any, ...]:
+    """The units with their models loaded on the pipeline's device, in its UNet's dtype; an
+    IP-Adapter unit (one --from-infotext found) reads its picture with `image_encoder`
+    (--image-encoder)."""
     from ..loaders.control_models import load_control_model, model_kind
+    from ..loaders.ip_adapter_file import load_image_encoder
 
     weight = pipe.unet.conv_in.weight
+    encoder = None
     units = []
     for spec, kind in zip(specs, kinds, strict=True):
         found = model_kind(spec.model)
@@ -190,7 +195,11 @@ def load_control_units(specs: list[ControlSpec], kinds: list[str], pipe: Any,
             raise ValueError(f"{_OPTIONS[kind]} {spec.model}: this is a "
                              f"{found.replace('_', '-')} model; pass it with {_OPTIONS[found]}")
         model = load_control_model(spec.model, dtype=weight.dtype, device=weight.device)
-        units.append(spec.unit(model, width=width, height=height, device=weight.device))
+        if found == "ip_adapter" and encoder is None and image_encoder:
+            encoder = load_image_encoder(image_encoder, dtype=weight.dtype,
+                                         device=weight.device)
+        units.append(spec.unit(model, width=width, height=height, device=weight.device,
+                               image_encoder=encoder))
     return tuple(units)
 
 

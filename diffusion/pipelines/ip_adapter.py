@@ -99,11 +99,12 @@ class IPAdapterUnit:
         width = int(encoder.config["hidden_size"]) if encoder is not None else 1280
         module = "ip-adapter_clip_g" if width == encoder_width("ip-adapter_clip_g") else (
             "ip-adapter_clip_h")
-        fields = {"Module": module, "Model": self.model.name, "Weight": f"{self.weight:g}",
+        title = getattr(self.model, "title", None) or self.model.name  # "name [hash]" if known
+        fields = {"Module": module, "Model": title, "Weight": str(float(self.weight)),
                   "Resize Mode": "Crop and Resize", "Processor Res": "512",
                   "Threshold A": "0.5", "Threshold B": "0.5",
-                  "Guidance Start": f"{self.guidance_start:g}",
-                  "Guidance End": f"{self.guidance_end:g}", "Pixel Perfect": "False",
+                  "Guidance Start": str(float(self.guidance_start)),
+                  "Guidance End": str(float(self.guidance_end)), "Pixel Perfect": "False",
                   "Control Mode": "Balanced"}
         return ", ".join(f"{key}: {value}" for key, value in fields.items())
 

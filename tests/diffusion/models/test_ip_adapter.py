@@ -7,6 +7,7 @@ draws (see test_controlnet_pipeline)."""
 from __future__ import annotations
 
 import importlib
+import re
 from pathlib import Path
 from typing import Any
 
@@ -382,5 +383,43 @@ def test_modules_and_infotext(first_device: gpucore.Device, tmp_path: Path,
                          guidance_end=0.8)
     assert unit.infotext() == (
         "Module: ip-adapter_clip_h, Model: ip, Weight: 0.6, Resize Mode: Crop and Resize, "
-        "Processor Res: 512, Threshold A: 0.5, Threshold B: 0.5, Guidance Start: 0, "
+        "Processor Res: 512, Threshold A: 0.5, Threshold B: 0.5, Guidance Start: 0.0, "
         "Guidance End: 0.8, Pixel Perfect: False, Control Mode: Balanced")
+
+
+def test_from_infotext_repeats_an_ip_adapter_picture(first_device: gpucore.Device,
+                                                     tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str],
+                                                     encoder: Any) -> None:
+    """--ip-adapter writes the unit as the extension does; --from-infotext finds the adapter
+    by that name in --controlnet-dir and, with --image-encoder, makes the same picture."""
+    model_dir = write_pipeline(tmp_path / "sd")
+    (tmp_path / "ControlNet").mkdir()
+    save_file(h94_plain(35), tmp_path / "ControlNet" / "ip-adapter_tiny.safetensors")
+    Image.fromarray(_picture(9, (30, 41))).save(tmp_path / "look.png")
+    monkeypatch.setattr(gpucore, "default_device", lambda: first_device)
+    common = ["txt2img", "--model", str(model_dir), "--dtype", "float32",
+              "--image-encoder", str(encoder[1])]
+    code = cli.main([*common, "--prompt", PROMPT, "--steps", "2", "--seed", "4", "--width",
+                     str(SIZE), "--height", str(SIZE), "--ip-adapter",
+                     str(tmp_path / "ControlNet" / "ip-adapter_tiny.safetensors"),
+                     "--ip-image", str(tmp_path / "look.png"), "--ip-scale", "0.8",
+                     "--out", str(tmp_path / "first.png")])
+    assert code == 0, capsys.readouterr().err
+    code = cli.main([*common, "--from-infotext", str(tmp_path / "first.png"),
+                     "--controlnet-dir", str(tmp_path / "ControlNet"), "--control-image",
+                     str(tmp_path / "look.png"), "--out", str(tmp_path / "again.png")])
+    assert code == 0, capsys.readouterr().err
+    from diffusion.infotext import read_infotext
+
+    # the extension's text both times: the model's title with its hash, the numbers as floats
+    written = [re.search(r'ControlNet 0: "([^"]*)"', str(read_infotext(tmp_path / name)))
+               for name in ("first.png", "again.png")]
+    assert written[0] and written[1] and written[0][1] == written[1][1], written
+    assert re.match(r"Module: ip-adapter_clip_h, Model: ip-adapter_tiny \[[0-9a-f]{8}\], "
+                    r"Weight: 0\.8, Resize Mode: Crop and Resize, Processor Res: 512, Threshold "
+                    r"A: 0\.5, Threshold B: 0\.5, Guidance Start: 0\.0, Guidance End: 1\.0",
+                    written[0][1]), written[0][1]
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "again.png")),
+                                  np.asarray(Image.open(tmp_path / "first.png")))
