@@ -70,9 +70,14 @@ def add_control_options(parser: argparse.ArgumentParser) -> None:
                             "--controlnet-dir; repeat for several units")
     group.add_argument("--t2i-adapter", action=_Unit, const="t2i_adapter",
                        dest="control_models", metavar="PATH|NAME",
-                       help="a T2I-Adapter (diffusers folder), a unit as --controlnet")
+                       help="a T2I-Adapter (diffusers folder, or one file: TencentARC's "
+                            "t2iadapter_*_sd15v2.pth or diffusers-named), a unit as "
+                            "--controlnet")
     group.add_argument("--control-image", nargs="+", action="extend", metavar="PATH",
                        help="the unit's picture (img2img/inpaint: the init image when left out)")
+    group.add_argument("--control-mask", nargs="+", action="extend", metavar="PATH",
+                       help="the inpaint modules' mask (white: repaint), the picture's size "
+                            "(inpaint: --mask when the unit takes the init image)")
     help_text = {
         "control_module": f"preprocessor making the map from the picture (none: the picture "
                           f"is the map): {', '.join(module_list())}",
@@ -127,7 +132,8 @@ def build_control_specs(args: argparse.Namespace, open_image: Any) -> list[Contr
     unit without --control-image gets the init image."""
     models = getattr(args, "control_models", None) or []
     if not models:
-        stray = [o for o in ("control_image", *_PER_UNIT) if getattr(args, o, None)]
+        stray = [o for o in ("control_image", "control_mask", *_PER_UNIT)
+                 if getattr(args, o, None)]
         if stray:
             raise ValueError(f"--{stray[0].replace('_', '-')} needs a unit: add --controlnet "
                              "PATH or --t2i-adapter PATH")
@@ -137,23 +143,33 @@ def build_control_specs(args: argparse.Namespace, open_image: Any) -> list[Contr
     folder = ControlModelDir(args.controlnet_dir) if args.controlnet_dir else None
     count = len(models)
     images = _per_unit(args.control_image, count, "control_image")
+    masks = _per_unit(getattr(args, "control_mask", None), count, "control_mask")
     columns = {dest: _per_unit(getattr(args, dest), count, dest) for dest in _PER_UNIT}
     specs = []
     for i, (kind, text) in enumerate(models):
+        mask = None if masks[i] is None else open_image(masks[i], "--control-mask", "L")
         if images[i] is not None:
             picture = open_image(images[i], "--control-image", "RGB")
         elif getattr(args, "init_image", None):
             picture = open_image(args.init_image, "--init-image", "RGB")
+            if mask is None and getattr(args, "mask", None):
+                mask = open_image(args.mask, "--mask", "L")
         else:
             raise ValueError(f"unit {i} ({text}) has no picture: give --control-image PATH")
         settings = {field: columns[dest][i] for dest, (field, _, _) in _PER_UNIT.items()
                     if columns[dest][i] is not None}
+        if settings.get("module") == "inpaint_only" and args.command != "inpaint":
+            raise ValueError(f"ControlNet unit {i} ({text}): --control-module inpaint_only "
+                             "outside inpainting (the extension's latent restore in "
+                             "txt2img/img2img) is not supported here; use "
+                             "inpaint_global_harmonious, or the inpaint command")
         path = _resolve(kind, text, folder)
         try:
             specs.append(ControlSpec(model=path,
                                      image=np.asarray(picture), module=settings.pop(
                                          "module", "none"),
                                      pixel_perfect=bool(args.control_pixel_perfect),
+                                     mask=None if mask is None else np.asarray(mask),
                                      **settings))
         except ValueError as exc:
             raise ValueError(f"ControlNet unit {i} ({text}): {exc}") from None
@@ -162,11 +178,16 @@ def build_control_specs(args: argparse.Namespace, open_image: Any) -> list[Contr
 
 
 def load_control_units(specs: list[ControlSpec], kinds: list[str], pipe: Any,
-                       width: int, height: int) -> tuple[Any, ...]:
-    """The units with their models loaded on the pipeline's device, in its UNet's dtype."""
+                       width: int, height: int, *,
+                       image_encoder: str | None = None) -> tuple[Any, ...]:
+    """The units with their models loaded on the pipeline's device, in its UNet's dtype; an
+    IP-Adapter unit (one --from-infotext found) reads its picture with `image_encoder`
+    (--image-encoder)."""
     from ..loaders.control_models import load_control_model, model_kind
+    from ..loaders.ip_adapter_file import load_image_encoder
 
     weight = pipe.unet.conv_in.weight
+    encoder = None
     units = []
     for spec, kind in zip(specs, kinds, strict=True):
         found = model_kind(spec.model)
@@ -174,7 +195,11 @@ def load_control_units(specs: list[ControlSpec], kinds: list[str], pipe: Any,
             raise ValueError(f"{_OPTIONS[kind]} {spec.model}: this is a "
                              f"{found.replace('_', '-')} model; pass it with {_OPTIONS[found]}")
         model = load_control_model(spec.model, dtype=weight.dtype, device=weight.device)
-        units.append(spec.unit(model, width=width, height=height, device=weight.device))
+        if found == "ip_adapter" and encoder is None and image_encoder:
+            encoder = load_image_encoder(image_encoder, dtype=weight.dtype,
+                                         device=weight.device)
+        units.append(spec.unit(model, width=width, height=height, device=weight.device,
+                               image_encoder=encoder))
     return tuple(units)
 
 

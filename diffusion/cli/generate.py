@@ -237,7 +237,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[Path]
     if specs:
         request = replace(request, control=load_control_units(
             specs, args.control_kinds, pipe, request.width or pipe.native_size,
-            request.height or pipe.native_size))
+            request.height or pipe.native_size, image_encoder=getattr(args, "image_encoder",
+                                                                      None)))
     if ip_units is not None:
         request = replace(request, control=tuple(request.control) + tuple(ip_units(pipe)))
     import gpucore

@@ -18,7 +18,8 @@ def ip_adapter_units(args: argparse.Namespace) -> Callable[[Any], tuple[Any, ...
     images = getattr(args, "ip_image", None) or []
     scales = getattr(args, "ip_scale", None) or [1.0]
     if not adapters:
-        if images or args.image_encoder:
+        # --image-encoder alone serves the IP-Adapter units --from-infotext found
+        if images or (args.image_encoder and not getattr(args, "control_models", None)):
             raise ValueError("--ip-image and --image-encoder need --ip-adapter PATH")
         return None
     if len(images) != len(adapters):
@@ -39,16 +40,20 @@ def ip_adapter_units(args: argparse.Namespace) -> Callable[[Any], tuple[Any, ...
     weights = scales * len(adapters) if len(scales) == 1 else scales
 
     def units(pipe: Any) -> tuple[Any, ...]:
+        from ..loaders.control_models import short_hash
         from ..loaders.ip_adapter_file import load_image_encoder, load_ip_adapter
         from ..pipelines.ip_adapter import IPAdapterUnit
 
         weight = pipe.unet.conv_in.weight
         encoder = load_image_encoder(args.image_encoder, dtype=weight.dtype,
                                      device=weight.device)
-        return tuple(IPAdapterUnit(load_ip_adapter(path, image_encoder=encoder,
-                                                   dtype=weight.dtype, device=weight.device),
-                                   picture, weight=scale)
-                     for path, picture, scale in zip(adapters, pictures, weights))
+        out = []
+        for path, picture, scale in zip(adapters, pictures, weights):
+            adapter = load_ip_adapter(path, image_encoder=encoder, dtype=weight.dtype,
+                                      device=weight.device)
+            adapter.title = f"{Path(path).stem} [{short_hash(Path(path))}]"  # as the extension
+            out.append(IPAdapterUnit(adapter, picture, weight=scale))
+        return tuple(out)
 
     return units
 

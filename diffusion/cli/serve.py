@@ -40,6 +40,10 @@ def add_serve_parser(commands: Any) -> argparse.ArgumentParser:
                           "(t5xxl_fp16, clip_l, clip_g .safetensors), for a single-file model "
                           "also the VAE it lacks (ae.safetensors), as Forge's VAE / Text "
                           "Encoder list; repeat for several")
+    sub.add_argument("--image-encoder", action="append", metavar="PATH",
+                     help="a CLIP image encoder for IP-Adapter units (a transformers folder, "
+                          "h94's models/image_encoder (ViT-H/14) or sdxl_models/image_encoder "
+                          "(ViT-bigG/14), or one .safetensors file); repeat for both")
     sub.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1)")
     sub.add_argument("--listen", action="store_true",
                      help="bind 0.0.0.0: reachable from other machines (use --api-auth)")
@@ -101,6 +105,9 @@ def serve(args: argparse.Namespace) -> int:
         parse_auth(args.api_auth)
         if args.controlnet_dir and not Path(args.controlnet_dir).is_dir():
             raise ValueError(f"--controlnet-dir {args.controlnet_dir!r} is not a folder")
+        for path in args.image_encoder or []:
+            if not Path(path).exists():
+                raise ValueError(f"--image-encoder {path!r} does not exist")
         if args.upscaler_dir:  # names for hires fix and the Extras API
             from ..upscalers.models import register_upscaler_dir
 
@@ -136,7 +143,8 @@ def serve(args: argparse.Namespace) -> int:
                          embeddings_dir=args.embeddings_dir, lora_dir=args.lora_dir,
                          worker_adapters=adapters, dtype=args.dtype, memory=memory_mode(args),
                          controlnet_dir=args.controlnet_dir,
-                         text_encoders=args.text_encoder or ())
+                         text_encoders=args.text_encoder or (),
+                         image_encoders=args.image_encoder)
     except (FileNotFoundError, WeightsError, ValueError, OSError) as exc:
         sock.close()
         print(f"error: cannot load the model: {exc}", file=sys.stderr)

@@ -13,8 +13,8 @@ digits; a folder: its weights file's). Requests name models only by these names:
 never becomes a path.
 
 `load_control_model` reads what a path holds and dispatches on its kind (`model_kind`):
-ControlNet and T2I-Adapter here; another kind (IP-Adapter) loads once a loader is registered
-in `LOADERS` for it, and until then is refused with a message saying so.
+ControlNet, T2I-Adapter and IP-Adapter (without its image encoder: an IP-Adapter unit names
+that apart, diffusion.loaders.image_encoders).
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ import numpy as np
 from ._torch_file import open_weights_file
 from .controlnet_file import load_controlnet, load_t2i_adapter
 from .errors import WeightsError
+from .ip_adapter_file import load_ip_adapter
 
 __all__ = ["EXTENSIONS", "LOADERS", "ControlModelCache", "ControlModelDir", "ControlModelEntry",
            "load_control_model", "model_kind", "short_hash"]
@@ -41,7 +42,8 @@ __all__ = ["EXTENSIONS", "LOADERS", "ControlModelCache", "ControlModelDir", "Con
 EXTENSIONS = (".pt", ".pth", ".ckpt", ".safetensors", ".bin")  # the extension's CN_MODEL_EXTS
 # kind -> loader(path, dtype=, device=); model_kind names the kind
 LOADERS: dict[str, Callable[..., Any]] = {"controlnet": load_controlnet,
-                                          "t2i_adapter": load_t2i_adapter}
+                                          "t2i_adapter": load_t2i_adapter,
+                                          "ip_adapter": load_ip_adapter}
 _CLASSES = {"ControlNetModel": "controlnet", "T2IAdapter": "t2i_adapter",
             "MultiAdapter": "t2i_adapter"}
 
@@ -93,11 +95,7 @@ def load_control_model(path: str | os.PathLike[str], *, dtype: Any = np.float32,
     """The control model at `path`, loaded by its kind's loader; its `title` attribute is the
     name the infotext writes ("stem [hash]")."""
     path = Path(path)
-    kind = model_kind(path)
-    if kind not in LOADERS:
-        raise WeightsError(f"{path}: an IP-Adapter; this build loads ControlNet and T2I-Adapter "
-                           "models only")
-    model = LOADERS[kind](path, dtype=dtype, device=device)
+    model = LOADERS[model_kind(path)](path, dtype=dtype, device=device)
     model.title = f"{_stem(path)} [{short_hash(path)}]"
     return model
 
@@ -173,12 +171,13 @@ class ControlModelDir:
 
 
 class ControlModelCache:
-    """Loaded control models by (path, device, dtype), the last `size` kept (the extension's
-    control_net_model_cache_size); thread-safe, one load at a time."""
+    """Loaded control models by (path, device, dtype), the last `size` of each loader kept
+    (the extension's control_net_model_cache_size; IP-Adapters' image encoders, loaded by
+    another loader, are counted apart); thread-safe, one load at a time."""
 
     def __init__(self, size: int = 2) -> None:
         self.size = max(1, size)
-        self._models: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
+        self._models: dict[Callable[..., Any], OrderedDict[tuple[Any, ...], Any]] = {}
         self._lock = threading.Lock()
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -186,16 +185,19 @@ class ControlModelCache:
         # cache along: the models stay on the GPU they were loaded on, and a lock never pickles
         return _process_cache, (self.size,)
 
-    def get(self, path: Path, *, dtype: Any, device: Any) -> Any:
+    def get(self, path: str | os.PathLike[str], *, dtype: Any, device: Any,
+            loader: Callable[..., Any] = load_control_model) -> Any:
+        """The model at `path` as `loader(path, dtype=, device=)` gives it, loaded once."""
         key = (str(Path(path).resolve()), id(device), np.dtype(dtype).str)
         with self._lock:
-            if key in self._models:
-                self._models.move_to_end(key)
-                return self._models[key]
-            while len(self._models) >= self.size:
-                self._models.popitem(last=False)
-            model = load_control_model(path, dtype=dtype, device=device)
-            self._models[key] = model
+            models = self._models.setdefault(loader, OrderedDict())
+            if key in models:
+                models.move_to_end(key)
+                return models[key]
+            while len(models) >= self.size:
+                models.popitem(last=False)
+            model = loader(path, dtype=dtype, device=device)
+            models[key] = model
             return model
 
 

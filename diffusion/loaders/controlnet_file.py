@@ -1,7 +1,8 @@
 """ControlNet and T2I-Adapter models on the GPU from what people share: a diffusers folder
 (config.json + diffusion_pytorch_model[.fp16].safetensors), one `.safetensors` file under
 diffusers' names (the SDXL ControlNets), or lllyasviel's original single files
-(`control_v11p_sd15_canny.safetensors`: `control_model.*` keys, the LDM UNet's names).
+(`control_v11p_sd15_canny.safetensors`: `control_model.*` keys, the LDM UNet's names);
+T2I-Adapters as diffusers folders or single files (diffusion.loaders.t2i_adapter_file).
 
     controlnet = load_controlnet("control_v11p_sd15_canny.safetensors", device=device)
     adapter = load_t2i_adapter("t2i-adapter-canny-sdxl-1.0", device=device)
@@ -31,6 +32,7 @@ from ._safetensors import SafetensorsFile
 from ._torch_file import TorchFile, open_weights_file
 from ._weights import ComponentWeights, TensorRef, resolve_dtype
 from .errors import WeightsError
+from .t2i_adapter_file import t2i_adapter_from_file
 
 __all__ = ["controlnet_weights", "load_controlnet", "load_t2i_adapter", "t2i_adapter_weights"]
 
@@ -153,15 +155,14 @@ def controlnet_weights(path: str | os.PathLike[str], *, dtype: Any = None,
 def t2i_adapter_weights(path: str | os.PathLike[str], *, dtype: Any = None,
                         variant: str | None = None,
                         config: dict[str, Any] | None = None) -> ComponentWeights:
-    """Lazy weights and config of the T2I-Adapter at `path` (a diffusers folder, or a file with
-    `config=` its folder's config)."""
+    """Lazy weights and config of the T2I-Adapter at `path`: a diffusers folder, or one file
+    (TencentARC's original layout or diffusers' names; its config read from the shapes unless
+    `config=` gives its folder's: diffusion.loaders.t2i_adapter_file)."""
     path, dtype = Path(path), resolve_dtype(dtype)
     refs, own, where = _open(path, variant, "T2I-Adapter")
-    cfg = config or own
-    if cfg is None:
-        raise WeightsError(f"{where}: a T2I-Adapter file has no config; pass config= (its "
-                           "folder's config.json) or use the folder")
-    return ComponentWeights("t2i_adapter", dict(cfg), refs, dtype=dtype)
+    if own is None:
+        refs, own = t2i_adapter_from_file(refs, where)
+    return ComponentWeights("t2i_adapter", dict(config or own), refs, dtype=dtype)
 
 
 def _build(model_type: Any, weights: ComponentWeights, path: Any, dtype: Any,

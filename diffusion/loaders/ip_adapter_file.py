@@ -30,7 +30,7 @@ from ._torch_file import open_weights_file
 from ._weights import ComponentWeights, TensorRef, resolve_dtype
 from .errors import WeightsError
 
-__all__ = ["load_image_encoder", "load_ip_adapter"]
+__all__ = ["image_encoder_config", "ip_adapter_reads", "load_image_encoder", "load_ip_adapter"]
 
 _ENCODER_FILES = ("model.safetensors", "model.fp16.safetensors", "pytorch_model.bin")
 # heads by width, for a file without config.json: OpenAI ViT-B/16 and ViT-L/14, OpenCLIP
@@ -65,22 +65,33 @@ def _encoder_config(refs: dict[str, TensorRef], where: str) -> dict[str, Any]:
             "hidden_act": "quick_gelu" if width in _QUICK_GELU else "gelu"}
 
 
-def load_image_encoder(path: str | os.PathLike[str], *, dtype: Any = np.float32,
-                       device: Device | None = None) -> CLIPVisionModelWithProjection:
-    """The CLIP image encoder at `path` (a folder or one file; see the module docstring).
-    transformers: `CLIPVisionModelWithProjection.from_pretrained(path)`."""
-    path = Path(path)
-    config = None
+def _encoder_file(path: Path) -> tuple[Path, dict[str, Any] | None]:
+    """The weights file of an image encoder at `path`, and its folder's config (None for a
+    lone file)."""
     if path.is_dir():
         found = next((path / name for name in _ENCODER_FILES if (path / name).is_file()), None)
         if found is None:
             raise WeightsError(f"{path}: no {' or '.join(_ENCODER_FILES)}: not a transformers "
                                "CLIP vision model folder")
-        if (path / "config.json").is_file():
-            config = read_json(path / "config.json")
-        path = found
-    elif not path.is_file():
+        config = read_json(path / "config.json") if (path / "config.json").is_file() else None
+        return found, config
+    if not path.is_file():
         raise WeightsError(f"{path}: no such image encoder file or folder")
+    return path, None
+
+
+def image_encoder_config(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The CLIPVisionConfig of the image encoder at `path` (its config.json, else read from
+    its tensors' shapes), without loading its weights."""
+    file, config = _encoder_file(Path(path))
+    return config or _encoder_config(_refs(file), str(file))
+
+
+def load_image_encoder(path: str | os.PathLike[str], *, dtype: Any = np.float32,
+                       device: Device | None = None) -> CLIPVisionModelWithProjection:
+    """The CLIP image encoder at `path` (a folder or one file; see the module docstring).
+    transformers: `CLIPVisionModelWithProjection.from_pretrained(path)`."""
+    path, config = _encoder_file(Path(path))
     refs = {k: r for k, r in _refs(path).items() if not k.endswith("position_ids")}
     config = config or _encoder_config(refs, str(path))
     weights = ComponentWeights("image_encoder", config, refs, dtype=resolve_dtype(dtype))
@@ -116,3 +127,15 @@ def load_ip_adapter(path: str | os.PathLike[str], *,
         image_encoder = load_image_encoder(image_encoder, dtype=dtype, device=device)
     model.image_encoder = image_encoder
     return model
+
+
+def ip_adapter_reads(path: str | os.PathLike[str]) -> tuple[bool, int]:
+    """(plus, width) of the IP-Adapter file at `path`, from its tensors' shapes alone: whether
+    it reads the image encoder's hidden states (plus) or its image embedding, and how wide
+    (IPAdapter.plus and .embed_dim). WeightsError for a file that is not an IP-Adapter."""
+    shapes = {k: tuple(r.shape) for k, r in _refs(Path(path)).items()}
+    for key, plus in (("image_proj.proj_in.weight", True), ("image_proj.proj.weight", False)):
+        if len(shapes.get(key, ())) == 2:
+            return plus, int(shapes[key][1])
+    raise WeightsError(f"{path}: not an IP-Adapter this program reads (no "
+                       "image_proj.proj.weight nor image_proj.proj_in.weight)")

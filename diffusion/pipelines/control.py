@@ -219,7 +219,10 @@ class Control:
         if key not in self._features:
             model = unit.model
             device = model.adapter.body[0].resnets[0].block1.weight.device
-            feats = model(asarray(_control_batch(self._fitted(unit), batch), device=device))
+            image = _control_batch(self._fitted(unit), batch)
+            if model.config["in_channels"] == 1:  # canny / sketch adapters: the map's first
+                image = np.ascontiguousarray(image[:, :1])  # channel, as the extension gives
+            feats = model(asarray(image, device=device))
             scales = unit.scales(len(feats))
             each = scales if isinstance(scales, tuple) else (scales,) * len(feats)
             self._features[key] = [self._only_rows(f * s, rows) for f, s in zip(feats, each)]
@@ -250,15 +253,21 @@ def _rows(t: Tensor, rows: tuple[int, int]) -> Tensor:
 
 
 def _control_batch(image: Any, batch: int) -> np.ndarray:
-    """The control image as float32 (batch, 3, H, W) in [0, 1]."""
+    """The control image as float32 (batch, 3, H, W) in [0, 1]; an inpaint map (H, W, 4), its
+    mask in alpha, as the extension's inpaint protocol gives it to the ControlNet: the
+    picture where the mask is below one half, -1 where it is above."""
     array = np.asarray(image)
     if array.dtype == np.uint8:
         array = array.astype(np.float32) / 255.0
+    if array.ndim == 3 and array.shape[2] == 4:
+        masked = (array[:, :, 3:] > 0.5).astype(np.float32)
+        array = array[:, :, :3] * (1 - masked) - masked
     if array.ndim == 3:
         array = array.transpose(2, 0, 1)[None]
-    if array.ndim != 4 or not np.isfinite(array).all():
-        raise ValueError(f"a control image is (H, W, 3) uint8 or float in [0, 1], or "
-                         f"(B, 3, H, W); got {array.dtype} {array.shape}")
+    if array.ndim != 4 or array.shape[1] != 3 or not np.isfinite(array).all():
+        raise ValueError(f"a control image is (H, W, 3) uint8 or float in [0, 1], (H, W, 4) "
+                         f"with the inpaint mask in alpha, or (B, 3, H, W); got {array.dtype} "
+                         f"{array.shape}")
     if array.shape[0] not in (1, batch):
         raise ValueError(f"the control image batch is {array.shape[0]}; give 1 or {batch}")
     return np.ascontiguousarray(np.broadcast_to(array, (batch, *array.shape[1:])), np.float32)

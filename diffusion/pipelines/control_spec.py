@@ -19,7 +19,17 @@ from dataclasses import dataclass, replace
 from numbers import Integral, Real
 from typing import Any
 
-from ..preprocessors.registry import PREPROCESSORS, RESOLUTION, Slider, preprocess
+from ..models.ip_adapter import IPAdapter
+from ..preprocessors.ip_adapter_modules import IP_ADAPTER_MODULES
+from ..preprocessors.registry import (
+    INPAINT_MODULES,
+    PREPROCESSORS,
+    RESOLUTION,
+    Slider,
+    hwc3,
+    inpaint_map,
+    preprocess,
+)
 from ..preprocessors.resize import RESIZE_MODES, pixel_perfect_resolution, resize_mode
 from .control import CONTROL_MODES, HR_OPTIONS, ControlUnit
 from .ip_adapter import IPAdapterUnit
@@ -60,7 +70,10 @@ class ControlSpec:
     """One unit's settings, with the extension's names and defaults. `model`: a path (CLI)
     or a model's name (server, infotext); `image`: the picture (uint8 HxW, HxWx3 or HxWx4),
     None when the caller supplies it later (img2img: the init image). `processor_res`,
-    `threshold_a`, `threshold_b`: -1 or a value off the module's slider means its default."""
+    `threshold_a`, `threshold_b`: -1 or a value off the module's slider means its default.
+    `image_encoder`: an IP-Adapter unit's CLIP image encoder (a path; the server's choice,
+    diffusion.loaders.image_encoders), None for the others. `mask`: the inpaint modules'
+    mask (uint8, the image's size, white: repaint)."""
 
     model: str
     image: Any = None
@@ -75,6 +88,8 @@ class ControlSpec:
     pixel_perfect: bool = False
     control_mode: Any = "Balanced"
     hr_option: str = "Both"
+    image_encoder: str | None = None
+    mask: Any = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, str) or not self.model.strip():
@@ -97,6 +112,8 @@ class ControlSpec:
         if self.hr_option not in HR_OPTIONS:
             raise ValueError(f"hr_option {self.hr_option!r}: expected one of "
                              f"{', '.join(map(repr, HR_OPTIONS))}")
+        if self.mask is not None and self.image is not None and self.module in INPAINT_MODULES:
+            inpaint_map(self.image, self.mask)  # a mask that does not fit: now, named
         object.__setattr__(self, "resize_mode", resize_mode(self.resize_mode))
         object.__setattr__(self, "control_mode", control_mode(self.control_mode))
 
@@ -110,28 +127,42 @@ class ControlSpec:
     def detect(self, width: int, height: int, *, device: Any = None) -> tuple[Any, ControlSpec]:
         """The control map of the image for a `width` x `height` picture (pixel perfect: at
         the resolution the resize mode needs), and this spec with the settings used."""
-        from ..preprocessors.registry import hwc3
-
         if self.image is None:
             raise ValueError("image is missing: give the unit a picture")
         picture = hwc3(self.image)
         res, low, high = self.bounded()
         if self.pixel_perfect:
             res = pixel_perfect_resolution(picture, height, width, self.resize_mode)
+        if self.module in INPAINT_MODULES:  # no preprocessing: the picture and its mask
+            return inpaint_map(picture, self.mask), replace(self, processor_res=res,
+                                                            threshold_a=low, threshold_b=high)
         found = PREPROCESSORS[self.module]
         detected = preprocess(self.module, picture, threshold_a=low, threshold_b=high,
                               resolution=res if found.resolution else None, device=device)
         return detected, replace(self, processor_res=res, threshold_a=low, threshold_b=high)
 
-    def unit(self, model: Any, *, width: int, height: int, device: Any = None) -> ControlUnit:
+    def unit(self, model: Any, *, width: int, height: int, device: Any = None,
+             image_encoder: Any = None) -> ControlUnit | IPAdapterUnit:
         """The ControlUnit of this spec with its loaded `model`, its map detected for the
-        first pass's size (ControlUnit fits it to each pass's size). A model of another kind
-        (an IP-Adapter: diffusion.loaders.control_models.LOADERS) builds its own unit from the
-        spec through its `unit_from_spec(spec, width=, height=, device=)`."""
-        if hasattr(model, "unit_from_spec"):
-            return model.unit_from_spec(self, width=width, height=height, device=device)
-        detected, used = self.detect(width, height, device=device)
+        first pass's size (ControlUnit fits it to each pass's size); for an IPAdapter model
+        (an IP-Adapter module), the IPAdapterUnit reading the picture as it is with
+        `image_encoder` (a loaded CLIP vision model)."""
         title = getattr(model, "title", None) or self.model
+        if isinstance(model, IPAdapter) != (self.module in IP_ADAPTER_MODULES):
+            raise ValueError(f"module {self.module!r} does not go with model {title}: " + (
+                f"an IP-Adapter takes one of {', '.join(IP_ADAPTER_MODULES)}"
+                if isinstance(model, IPAdapter) else
+                f"an IP-Adapter module needs an IP-Adapter model, not a "
+                f"{type(model).__name__}"))
+        if isinstance(model, IPAdapter):
+            if self.image is None:
+                raise ValueError("image is missing: give the unit a picture")
+            return IPAdapterUnit(model, hwc3(self.image), weight=float(self.weight),
+                                 guidance_start=float(self.guidance_start),
+                                 guidance_end=float(self.guidance_end),
+                                 image_encoder=image_encoder, hr_option=self.hr_option,
+                                 label=self.serialize(title))
+        detected, used = self.detect(width, height, device=device)
         return ControlUnit(model, detected, weight=float(self.weight),
                            guidance_start=float(self.guidance_start),
                            guidance_end=float(self.guidance_end),

@@ -47,6 +47,7 @@ class IPAdapterUnit:
     image_encoder: CLIPVisionModelWithProjection | None = None
     schedule: str = "webui"
     hr_option: str = "Both"  # the hires fix passes it guides (control.HR_OPTIONS)
+    label: str | None = None  # its infotext text when made from a ControlSpec (the server's)
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, IPAdapter):
@@ -90,16 +91,20 @@ class IPAdapterUnit:
         """The unit as the ControlNet extension writes it into the infotext (after
         `ControlNet N: `, quoted): its IP-Adapter module by the encoder's width (clip_h:
         ViT-H, clip_g: ViT-bigG), the model's file name, the weight and the steps it acts on;
-        the rest as the extension writes it for an IP-Adapter unit."""
+        the rest as the extension writes it for an IP-Adapter unit. A unit made from the
+        extension's unit (ControlSpec.unit) writes that unit's module and model title."""
+        if self.label is not None:
+            return self.label
         encoder = self.encoder
         width = int(encoder.config["hidden_size"]) if encoder is not None else 1280
         module = "ip-adapter_clip_g" if width == encoder_width("ip-adapter_clip_g") else (
             "ip-adapter_clip_h")
-        fields = {"Module": module, "Model": self.model.name, "Weight": f"{self.weight:g}",
+        title = getattr(self.model, "title", None) or self.model.name  # "name [hash]" if known
+        fields = {"Module": module, "Model": title, "Weight": str(float(self.weight)),
                   "Resize Mode": "Crop and Resize", "Processor Res": "512",
                   "Threshold A": "0.5", "Threshold B": "0.5",
-                  "Guidance Start": f"{self.guidance_start:g}",
-                  "Guidance End": f"{self.guidance_end:g}", "Pixel Perfect": "False",
+                  "Guidance Start": str(float(self.guidance_start)),
+                  "Guidance End": str(float(self.guidance_end)), "Pixel Perfect": "False",
                   "Control Mode": "Balanced"}
         return ", ".join(f"{key}: {value}" for key, value in fields.items())
 

@@ -15,8 +15,8 @@ from . import depth, filters
 from .ip_adapter_modules import IP_ADAPTER_MODULES
 from .resize import resize_with_pad
 
-__all__ = ["PREPROCESSORS", "Preprocessor", "Slider", "hwc3", "module_detail", "module_list",
-           "preprocess"]
+__all__ = ["INPAINT_MODULES", "PREPROCESSORS", "Preprocessor", "Slider", "hwc3", "inpaint_map",
+           "module_detail", "module_list", "preprocess"]
 
 
 @dataclass(frozen=True)
@@ -72,9 +72,34 @@ PREPROCESSORS: dict[str, Preprocessor] = {p.name: p for p in (
     Preprocessor("tile_resample", filters.tile_resample,
                  Slider("Down Sampling Rate", 1.0, 1.0, 8.0, 0.01)),
     Preprocessor("depth_anything_v2", depth.depth_anything_v2),
+    # the picture with the unit's mask in alpha, for the inpaint ControlNet (inpaint_map)
+    *(Preprocessor(name, filters.identity) for name in ("inpaint", "inpaint_global_harmonious",
+                                                        "inpaint_only")),
     # the picture as it is, for an IP-Adapter's image encoder (ip_adapter_modules)
     *(Preprocessor(name, filters.identity) for name in IP_ADAPTER_MODULES),
 )}
+
+
+INPAINT_MODULES = ("inpaint", "inpaint_global_harmonious", "inpaint_only")
+
+
+def inpaint_map(image: Any, mask: Any) -> np.ndarray:
+    """The extension's inpaint input: the picture (uint8 HxWx3) with the mask's first channel
+    in alpha (white: repaint); a mask that is empty, all black or all white leaves alpha 0
+    (the extension's `have_mask`)."""
+    colour = hwc3(image)
+    alpha = np.zeros(colour.shape[:2], np.uint8)
+    if mask is not None:
+        array = np.asarray(mask)
+        if array.dtype != np.uint8 or array.ndim not in (2, 3) or 0 in array.shape:
+            raise ValueError(f"mask: uint8 HxW or HxWxC, got {array.dtype} {array.shape}")
+        first = array if array.ndim == 2 else array[:, :, 0]
+        if first.shape != colour.shape[:2]:
+            raise ValueError(f"mask: {first.shape[1]}x{first.shape[0]}, but the picture is "
+                             f"{colour.shape[1]}x{colour.shape[0]}; send them the same size")
+        if not ((first <= 5).all() or (first >= 250).all()):
+            alpha = first
+    return np.concatenate([colour, alpha[:, :, None]], axis=2)
 
 
 def module_list() -> list[str]:

@@ -147,21 +147,31 @@ def _otsu(gray: np.ndarray) -> np.ndarray:
     return np.where(gray > int(np.argmax(between)), 255, 0).astype(np.uint8)
 
 
+def _interpolation(colours: int, x: np.ndarray, size: tuple[int, int]) -> str:
+    if 2 < colours < 200:
+        return "nearest"
+    return "area" if size[0] * size[1] < x.shape[0] * x.shape[1] else "cubic"
+
+
 def _quality_resize(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """The extension's `high_quality_resize`: nearest for maps of a few colours (segments),
-    area shrinking, cubic enlarging; a black-and-white map stays black and white."""
+    area shrinking, cubic enlarging; a black-and-white map stays black and white. An inpaint
+    map (RGBA, the mask in alpha) has its mask resized as its colours and cut at 127."""
     width, height = size
+    if x.shape[2] == 4:
+        colour, mask = x[:, :, :3], x[:, :, 3:]
+        if x.shape[:2] != (height, width):
+            colours = len(np.unique(colour.reshape(-1, 3), axis=0))
+            mask = resize(mask, size, _interpolation(colours, colour, size))
+            colour = _quality_resize(colour, size)
+        return np.concatenate([colour, np.where(mask > 127, 255, 0).astype(np.uint8)], axis=2)
     if x.shape[:2] == (height, width):
         return x
     colours = len(np.unique(x.reshape(-1, x.shape[2]), axis=0))
     binary = colours == 2 and x.min() < 16 and x.max() > 240
     thin = binary and is_one_pixel_edge(x)
     bigger = width * height > x.shape[0] * x.shape[1]
-    if 2 < colours < 200:
-        how = "nearest"
-    else:
-        how = "area" if width * height < x.shape[0] * x.shape[1] else "cubic"
-    y = resize(x, size, how)
+    y = resize(x, size, _interpolation(colours, x, size))
     if binary:
         gray = np.clip(y.astype(np.float32).mean(axis=2), 0, 255).astype(np.uint8)
         if thin:  # one-pixel edges stay one pixel wide
@@ -173,8 +183,9 @@ def _quality_resize(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def fit_map(detected: np.ndarray, width: int, height: int, mode: str) -> np.ndarray:
-    """A detected map (uint8 HxWx3) at width x height by resize mode `mode` (the extension's
-    `detectmap_proc`)."""
+    """A detected map (uint8 HxWx3, or HxWx4: an inpaint map, its mask in alpha) at width x
+    height by resize mode `mode` (the extension's `detectmap_proc`; Resize and Fill masks the
+    borders it adds, for outpainting)."""
     mode = resize_mode(mode)
     if mode == RESIZE_MODES[0]:
         return _quality_resize(detected, (width, height))
@@ -184,6 +195,8 @@ def fit_map(detected: np.ndarray, width: int, height: int, mode: str) -> np.ndar
         k = min(k0, k1)
         borders = np.concatenate([detected[0], detected[-1], detected[:, 0], detected[:, -1]])
         colour = np.median(borders, axis=0).astype(detected.dtype)
+        if len(colour) == 4:
+            colour[3] = 255
         out = np.tile(colour[None, None], (height, width, 1))
         scaled = _quality_resize(detected, (int(np.round(old_w * k)), int(np.round(old_h * k))))
         new_h, new_w = scaled.shape[:2]

@@ -17,6 +17,7 @@ from fastapi.staticfiles import StaticFiles
 
 from ..loaders.control_models import ControlModelDir
 from ..loaders.flow_file import flow_model_family
+from ..loaders.image_encoders import ImageEncoders
 from ..text.embeddings import EmbeddingDatabase
 from .limits import BodyLimit, add_error_handlers
 from .models_dir import ModelRegistry
@@ -56,7 +57,8 @@ def create_app(*, model: str | os.PathLike[str] | None = None,
                devices: list[Any] | None = None, dtype: Any = "auto",
                worker_adapters: list[str] | None = None, memory: Any = None,
                controlnet_dir: str | os.PathLike[str] | None = None,
-               text_encoders: Sequence[str | os.PathLike[str]] = ()) -> FastAPI:
+               text_encoders: Sequence[str | os.PathLike[str]] = (),
+               image_encoders: list[str | os.PathLike[str]] | None = None) -> FastAPI:
     """The server app with its worker started and its first model loaded.
 
     `model` (or, without it, the bundled model, or else the first model in `models_dir`) is
@@ -68,7 +70,8 @@ def create_app(*, model: str | os.PathLike[str] | None = None,
     `worker_adapters` (GPUCORE_ADAPTER values, diffusion.server.processes.worker_adapters):
     one worker PROCESS per entry instead, each loading the model with `loader(path)`.
     `memory`: the MemoryMode every loaded pipeline runs in (/sdapi/v1/memory reports it).
-    `controlnet_dir`: the ControlNet / T2I-Adapter models units may name.
+    `controlnet_dir`: the ControlNet / T2I-Adapter / IP-Adapter models units may name;
+    `image_encoders`: the CLIP image encoders IP-Adapter units read pictures with.
     `text_encoders`: files every FLUX / SD3 model loads with (`load_pipeline`'s: T5 / CLIP in
     place of its own, and the VAE and encoders a single file lacks); other models ignore them.
     """
@@ -91,6 +94,7 @@ def create_app(*, model: str | os.PathLike[str] | None = None,
             "PATH (a diffusers folder or a .safetensors checkpoint) or --models-dir DIR")
     embeddings = None if embeddings_dir is None else EmbeddingDatabase(embeddings_dir)
     controlnets = ControlModelDir(controlnet_dir)
+    encoders = ImageEncoders(image_encoders)
     if lora_dir is not None and not Path(lora_dir).is_dir():
         raise FileNotFoundError(f"--lora-dir {str(lora_dir)!r} is not a folder")
     def load(path: Path, **where: Any) -> Any:
@@ -123,7 +127,8 @@ def create_app(*, model: str | os.PathLike[str] | None = None,
     state = ServerState(worker=worker, registry=registry, options=options,
                         outputs=Path(outputs), queue_size=queue_size, max_size=max_size,
                         users=users, cmd_flags=dict(cmd_flags or {}), embeddings=embeddings,
-                        lora_dir=lora_dir, controlnets=controlnets)
+                        lora_dir=lora_dir, controlnets=controlnets,
+                        image_encoders=encoders)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):  # type: ignore[no-untyped-def]

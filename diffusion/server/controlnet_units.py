@@ -11,18 +11,31 @@ accepted and ignored. A unit that cannot run (an unknown model or module, no ima
 that is not a number in range, a field of the wrong type) is a RequestError naming
 `alwayson_scripts.controlnet.args[i].field`: 422 before anything is queued.
 
-On the worker (`control_units`), each spec's model loads on the worker's device (kept in a
-small cache) and its map is detected for the first pass's size.
+An IP-Adapter is a unit as in the extension and Forge: its model an IP-Adapter file of the
+--controlnet-dir, its module an IP-Adapter one (ip-adapter_clip_sd15, ip-adapter_clip_h, ...;
+any other module with such a model, or such a module with another model, is refused naming
+`module`), its picture read by one of the server's CLIP image encoders (`serve
+--image-encoder`, chosen by diffusion.loaders.image_encoders).
+
+On the worker (`control_units`), each spec's model (and image encoder) loads on the worker's
+device (kept in a small cache) and its map is detected for the first pass's size.
 """
 
 from __future__ import annotations
 
+from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..loaders.control_models import ControlModelCache, ControlModelDir
+from ..loaders.control_models import ControlModelCache, ControlModelDir, model_kind
+from ..loaders.errors import WeightsError
+from ..loaders.image_encoders import ImageEncoders
+from ..loaders.ip_adapter_file import load_image_encoder
 from ..pipelines.control_spec import ControlSpec
+from ..preprocessors.ip_adapter_modules import IP_ADAPTER_MODULES
+from ..preprocessors.registry import PREPROCESSORS
 from .generation import RequestError
 from .images import ImageError, decode_image
 
@@ -45,14 +58,19 @@ def script_args(alwayson_scripts: dict[str, Any] | None) -> list[Any] | None:
     return None
 
 
-def _picture(value: Any, where: str) -> np.ndarray | None:
-    """A unit's image field as uint8 HxWx3 (its mask is left aside), None when empty."""
+def _picture(value: Any, where: str, part: str = "image") -> np.ndarray | None:
+    """A unit's image field as uint8 HxWx3 (`part` "mask": the mask it carries, if any),
+    None when empty."""
     if isinstance(value, dict):
-        value = value.get("image")
+        value = value.get(part)
     elif isinstance(value, (list, tuple)):
         if not value:
             return None
-        value = value[0].get("image") if isinstance(value[0], dict) else value[0]
+        if isinstance(value[0], dict):
+            value = value[0].get(part)
+        else:
+            value = value[0 if part == "image" else 1] if len(value) > (part != "image") \
+                else None
     if value is None or value == "":
         return None
     if not isinstance(value, str):
@@ -63,8 +81,41 @@ def _picture(value: Any, where: str) -> np.ndarray | None:
         raise RequestError(str(exc)) from None
 
 
+@lru_cache(maxsize=64)
+def _kind(path: Path, changed: int) -> str:
+    """model_kind of a --controlnet-dir entry, read once per version of the file."""
+    return model_kind(path)
+
+
+def _encoder(raw: dict[str, Any], where: str, path: Path, encoders: ImageEncoders
+             ) -> str | None:
+    """The image encoder of an IP-Adapter unit (None for the others); RequestError naming
+    `module` when the module and the model are not of one kind, or no encoder fits."""
+    try:
+        kind = _kind(path, path.stat().st_mtime_ns)
+    except (WeightsError, OSError) as exc:
+        raise RequestError(f"{where}.model: {raw.get('model')!r} cannot be read: "
+                           f"{exc}") from None
+    module = raw.get("module", "none")
+    if (kind == "ip_adapter") != (module in IP_ADAPTER_MODULES):
+        if kind == "ip_adapter":
+            raise RequestError(f"{where}.module: {module!r} makes a control map; model "
+                               f"{raw.get('model')!r} is an IP-Adapter, whose module is one "
+                               f"of {', '.join(IP_ADAPTER_MODULES)}")
+        raise RequestError(f"{where}.module: {module!r} is an IP-Adapter module; model "
+                           f"{raw.get('model')!r} is a {kind.replace('_', '-')}: name an "
+                           "IP-Adapter model, or a preprocessor for this one")
+    if kind != "ip_adapter":
+        return None
+    try:
+        return str(encoders.choose(module, path))
+    except (ValueError, WeightsError) as exc:
+        raise RequestError(f"{where}.module: {exc}") from None
+
+
 def _unit(raw: dict[str, Any], where: str, models: ControlModelDir,
-          fallback: np.ndarray | None) -> ControlSpec | None:
+          fallback: np.ndarray | None, encoders: ImageEncoders, inpainting: bool,
+          fallback_mask: np.ndarray | None) -> ControlSpec | None:
     for alias, key in _ALIASES.items():
         if alias in raw:
             if key in raw:
@@ -89,34 +140,51 @@ def _unit(raw: dict[str, Any], where: str, models: ControlModelDir,
         raise RequestError(f"{where}.model: {name!r} is not one of this server's ControlNet "
                            f"models: {listed}")
     image = _picture(raw.get("image"), f"{where}.image")
-    if image is None:
-        image = fallback
+    mask = _picture(raw.get("mask"), f"{where}.mask") if raw.get("mask") else (
+        None if image is None else _picture(raw.get("image"), f"{where}.image", "mask"))
+    module = raw.get("module", "none")
+    if module == "inpaint_only" and not inpainting:
+        raise RequestError(f"{where}.module: inpaint_only outside inpainting (the extension's "
+                           "latent restore in txt2img/img2img) is not supported here; use "
+                           "inpaint_global_harmonious, or img2img with a mask")
+    if image is None and fallback is not None:
+        image, mask = fallback, fallback_mask if mask is None else mask
     if image is None:
         raise RequestError(f"{where}.image: missing; send the unit's picture base64-encoded")
+    encoder = _encoder(raw, where, entry.path, encoders) if raw.get(
+        "module", "none") in PREPROCESSORS else None
     processor_res = raw.get("processor_res", -1)
     if isinstance(processor_res, float) and processor_res.is_integer():
         processor_res = int(processor_res)
     settings = {key: raw[key] for key in (*_NUMBERS, "resize_mode", "control_mode",
                                            "pixel_perfect", "hr_option") if key in raw}
     try:
-        return ControlSpec(model=str(entry.path), image=image,
-                           module=raw.get("module", "none"), processor_res=processor_res,
-                           **settings)
+        return ControlSpec(model=str(entry.path), image=image, module=module,
+                           processor_res=processor_res, image_encoder=encoder,
+                           mask=None if mask is None else mask[..., 0] if mask.ndim == 3
+                           else mask, **settings)
     except ValueError as exc:
         raise RequestError(f"{where}.{exc}") from None
 
 
 def parse_units(args: list[Any], models: ControlModelDir, *,
-                fallback: np.ndarray | None = None) -> tuple[ControlSpec, ...]:
+                fallback: np.ndarray | None = None,
+                encoders: ImageEncoders | None = None,
+                inpainting: bool = False,
+                fallback_mask: np.ndarray | None = None) -> tuple[ControlSpec, ...]:
     """The enabled units of the script's `args` as specs; `fallback`: the picture a unit
-    without one takes (img2img: the init image, as the extension does)."""
+    without one takes (img2img: the init image, as the extension does); `encoders`: the
+    image encoders IP-Adapter units may take; `inpainting`: whether the request has a mask
+    (inpaint_only runs only there, where the extension makes it inpaint), `fallback_mask`
+    that mask (uint8 HxW), which a unit taking the init image takes too."""
+    encoders = encoders or ImageEncoders()
     specs = []
     for i, raw in enumerate(args):
         where = f"alwayson_scripts.controlnet.args[{i}]"
         if not isinstance(raw, dict):
             raise RequestError(f"{where}: a ControlNet unit is a JSON object, got "
                                f"{type(raw).__name__}")
-        spec = _unit(raw, where, models, fallback)
+        spec = _unit(raw, where, models, fallback, encoders, inpainting, fallback_mask)
         if spec is not None:
             specs.append(spec)
     return tuple(specs)
@@ -129,5 +197,9 @@ def control_units(specs: tuple[ControlSpec, ...], cache: ControlModelCache, pipe
     units = []
     for spec in specs:
         model = cache.get(spec.model, dtype=weight.dtype, device=weight.device)
-        units.append(spec.unit(model, width=width, height=height, device=weight.device))
+        encoder = None if spec.image_encoder is None else cache.get(
+            spec.image_encoder, dtype=weight.dtype, device=weight.device,
+            loader=load_image_encoder)
+        units.append(spec.unit(model, width=width, height=height, device=weight.device,
+                               image_encoder=encoder))
     return tuple(units)

@@ -20,6 +20,7 @@ from fastapi.exceptions import HTTPException
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
 
 from ..loaders.control_models import ControlModelCache, ControlModelDir
+from ..loaders.image_encoders import ImageEncoders
 from ..text.embeddings import EmbeddingDatabase
 from .models_dir import ModelRegistry
 from .worker import QueueFull, Worker, WorkerLost
@@ -48,6 +49,7 @@ class ServerState:
     # --controlnet-dir's models, and those loaded (diffusion.server.controlnet_units)
     controlnets: ControlModelDir = field(default_factory=lambda: ControlModelDir(None))
     control_cache: ControlModelCache = field(default_factory=ControlModelCache)
+    image_encoders: ImageEncoders = field(default_factory=ImageEncoders)  # IP-Adapter units'
 
 
 def _state(request: Request) -> ServerState:

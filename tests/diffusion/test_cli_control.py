@@ -69,6 +69,15 @@ def test_units_and_per_unit_values(pictures: dict[str, str]) -> None:
     args = cli.build_parser().parse_args(["img2img", "--prompt", "p", "--init-image",
                                           pictures["depth"], "--controlnet", a])
     assert build_control_specs(args, _open_image)[0].image.shape == (32, 32, 3)
+    # the inpaint modules' mask: --control-mask, else (inpaint, the init image) --mask
+    spec, = _specs("--controlnet", a, "--control-image", pictures["depth"], "--control-mask",
+                   pictures["depth"], "--control-module", "inpaint")[0]
+    assert spec.mask.shape == (32, 32) and spec.mask.dtype == np.uint8
+    args = cli.build_parser().parse_args(["inpaint", "--prompt", "p", "--init-image",
+                                          pictures["depth"], "--mask", pictures["depth"],
+                                          "--controlnet", a, "--control-module", "inpaint_only"])
+    spec, = build_control_specs(args, _open_image)
+    assert spec.module == "inpaint_only" and spec.mask.shape == (32, 32)
 
 
 @pytest.mark.nodevice
@@ -86,6 +95,10 @@ def test_units_and_per_unit_values(pictures: dict[str, str]) -> None:
      "unit 0 .*weight must be a finite number"),
     (["--controlnet", "{a}", "--control-image", "{edges}", "--control-end", "2"],
      "guidance_end"),
+    (["--controlnet", "{a}", "--control-image", "{edges}", "--control-module", "inpaint_only"],
+     "unit 0 .*inpaint_only outside inpainting"),
+    (["--controlnet", "{a}", "--control-image", "{edges}", "--control-mask", "{depth}",
+      "--control-module", "inpaint"], "unit 0 .*mask: 32x32, but the picture is 48x40"),
 ])
 def test_bad_units_are_one_error_line(pictures: dict[str, str], argv: list[str], message: str,
                                       capsys: pytest.CaptureFixture[str]) -> None:

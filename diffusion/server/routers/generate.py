@@ -28,9 +28,12 @@ async def run_generation(state: ServerState, body: Txt2ImgRequest, kind: str) ->
     # 2. ControlNet units (the extension's alwayson_scripts), checked here too
     units = script_args(body.alwayson_scripts)
     if units:
-        init = job.request.init_image
-        job = replace(job, control=parse_units(units, state.controlnets, fallback=None if init
-                                               is None else np.asarray(init.convert("RGB"))))
+        init, mask = job.request.init_image, job.request.mask
+        job = replace(job, control=parse_units(
+            units, state.controlnets, encoders=state.image_encoders,
+            fallback=None if init is None else np.asarray(init.convert("RGB")),
+            inpainting=mask is not None,
+            fallback_mask=None if mask is None else np.asarray(mask.convert("L"))))
     # 3. a refiner named by the client: one of this server's models
     refiner = None
     if isinstance(job.request.refiner, str):

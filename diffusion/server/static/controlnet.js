@@ -1,10 +1,13 @@
 // The ControlNet panel: one unit as the extension's API takes it (alwayson_scripts.controlnet),
-// its models and preprocessors from /controlnet/model_list and /controlnet/module_list, and a
-// preview of the detected map from /controlnet/detect.
+// its models and preprocessors from /controlnet/model_list and /controlnet/module_list (each
+// module's sliders: its resolution, then threshold_a and threshold_b, named as the extension
+// names them), and a preview of the detected map from /controlnet/detect.
 
 import { $, api, base64Of, fileDropZone, pngDataUrl, readFile, showError } from "./api.js";
 
 let imageDataUrl = null;
+let moduleDetail = {};
+const SLIDERS = ["processor_res", "threshold_a", "threshold_b"];
 
 function fill(select, names) {
   const wanted = select.value || localStorageValue(select.id) || select.dataset.default;
@@ -21,16 +24,45 @@ async function loadLists() {
     const [models, modules] = await Promise.all([api("/controlnet/model_list"), api("/controlnet/module_list")]);
     fill($("cn_model"), models.model_list);
     fill($("cn_module"), modules.module_list);
+    moduleDetail = modules.module_detail || {};
+    showSliders();
   } catch (error) {
     showError(error);
   }
 }
 
+/** The module's sliders, at their defaults: the resolution (hidden under Pixel Perfect, which
+ * picks it) and the thresholds the module takes, labelled with its names for them. */
+function showSliders() {
+  const sliders = [...(moduleDetail[$("cn_module").value]?.sliders || [])];
+  const given = { processor_res: sliders[0]?.name === "Resolution" ? sliders.shift() : null,
+                  threshold_a: sliders[0] || null, threshold_b: sliders[1] || null };
+  for (const key of SLIDERS) {
+    const slider = given[key];
+    $(`cn_${key}_field`).dataset.used = slider ? "1" : "";
+    if (!slider) continue;
+    $(`cn_${key}_label`).textContent = slider.name;
+    for (const id of [`cn_${key}`, `cn_${key}_range`]) {
+      Object.assign($(id), { min: slider.min, max: slider.max, step: slider.step ?? 1 });
+      $(id).value = slider.value;
+    }
+  }
+  hideUnused();
+}
+
+function hideUnused() {
+  for (const key of SLIDERS) {
+    const used = $(`cn_${key}_field`).dataset.used === "1";
+    $(`cn_${key}_field`).hidden = !used || (key === "processor_res" && $("cn_pixel_perfect").checked);
+  }
+}
+
 function settings() {
-  return {
-    module: $("cn_module").value,
-    processor_res: -1, threshold_a: -1, threshold_b: -1,  // the module's defaults
-  };
+  const out = { module: $("cn_module").value };
+  for (const key of SLIDERS) {  // -1: the module's default (pixel perfect picks the resolution)
+    out[key] = $(`cn_${key}_field`).hidden ? -1 : Number($(`cn_${key}`).value);
+  }
+  return out;
 }
 
 /** The map the server's preprocessor makes of the image, shown beside it. */
@@ -83,13 +115,19 @@ export function initControlNet() {
     $("cn_enabled").checked = true;  // as the extension's upload does
     preview();
   });
-  for (const id of ["cn_weight", "cn_start", "cn_end"]) {
+  for (const id of ["cn_weight", "cn_start", "cn_end", ...SLIDERS.map((key) => `cn_${key}`)]) {
     const number = $(id);
     const range = $(`${id}_range`);
     range.addEventListener("input", () => { number.value = range.value; });
     number.addEventListener("input", () => { range.value = number.value; });
   }
-  $("cn_module").addEventListener("change", () => { if (imageDataUrl) preview(); });
+  $("cn_module").addEventListener("change", () => { showSliders(); if (imageDataUrl) preview(); });
+  $("cn_pixel_perfect").addEventListener("change", hideUnused);
+  for (const key of SLIDERS) {
+    for (const id of [`cn_${key}`, `cn_${key}_range`]) {
+      $(id).addEventListener("change", () => { if (imageDataUrl) preview(); });
+    }
+  }
   $("cn_detect").addEventListener("click", preview);
   $("cn_refresh").addEventListener("click", loadLists);
   return loadLists();

@@ -1,6 +1,5 @@
 """Control models by name (as the ControlNet extension lists and finds them) and by kind (what
-load_control_model dispatches on; IP-Adapters are recognized and refused until a loader for
-them is registered)."""
+load_control_model dispatches on: ControlNet, T2I-Adapter, IP-Adapter)."""
 
 from __future__ import annotations
 
@@ -19,6 +18,7 @@ from diffusion.loaders.control_models import (
     short_hash,
 )
 from diffusion.loaders.errors import WeightsError
+from diffusion.loaders.ip_adapter_file import ip_adapter_reads, load_ip_adapter
 
 safetensors_numpy = pytest.importorskip("safetensors.numpy", reason="writes the test files")
 
@@ -79,8 +79,10 @@ def test_kinds_and_dispatch(folder: Path) -> None:
     assert model_kind(folder / "sd15" / "control_v11p_sd15_canny.safetensors") == "controlnet"
     assert model_kind(folder / "controlnet-canny-sdxl-1.0") == "controlnet"
     assert model_kind(folder / "ip-adapter_sd15.safetensors") == "ip_adapter"
-    assert "ip_adapter" not in LOADERS
-    with pytest.raises(WeightsError, match="an IP-Adapter"):
+    assert LOADERS["ip_adapter"] is load_ip_adapter
+    assert ip_adapter_reads(folder / "ip-adapter_sd15.safetensors") == (False, 2)
+    with pytest.raises(WeightsError, match=r"ip-adapter_sd15\.safetensors: not an IP-Adapter "
+                                           r"this program reads"):  # no image_proj.norm
         load_control_model(folder / "ip-adapter_sd15.safetensors")
     with pytest.raises(WeightsError, match=r"notes\.txt: not a valid safetensors"):
         model_kind(folder / "notes.txt")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -14,7 +15,7 @@ import pytest
 diffusers = pytest.importorskip("diffusers", reason="test-only reference (extra: reference)")
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
-from sd_tiny import randomized, tiny_unet, write_pipeline  # noqa: E402
+from sd_tiny import UNET_TINY, randomized, tiny_unet, write_pipeline  # noqa: E402
 from sdxl_tiny import UNET_SDXL_TINY, save_folder, sdxl_pipeline  # noqa: E402
 from test_controlnet import tiny_controlnet  # noqa: E402
 
@@ -120,5 +121,66 @@ def test_sdxl_controlnet_txt2img_matches_diffusers(first_device: gpucore.Device,
                          generator=torch.Generator().manual_seed(5), output_type="np").images
 
     expected = run_reference(0.8)
+    _compare(result.images, expected)
+    assert np.abs(expected - run_reference(0.0)).mean() * 255 > 1
+
+
+def _same_draws(monkeypatch: pytest.MonkeyPatch, seed: int, *modules: str) -> None:
+    """diffusers' randn_tensor drawing from numpy's generator, as our default rng does (see
+    test_sd_pipeline)."""
+    import importlib
+
+    rng = np.random.default_rng(seed)
+
+    def randn_tensor(shape: Any, generator: Any = None, device: Any = None, dtype: Any = None,
+                     layout: Any = None) -> torch.Tensor:
+        return torch.from_numpy(rng.standard_normal(tuple(shape))).to(dtype or torch.float32)
+
+    for name in (*modules, "diffusers.models.autoencoders.vae"):
+        monkeypatch.setattr(importlib.import_module(name), "randn_tensor", randn_tensor)
+
+
+def test_inpaint_controlnet_matches_diffusers(first_device: gpucore.Device, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Inpainting (an ordinary UNet, mask-blended latents) with a ControlNet unit of the
+    extension's inpaint module: its map is the picture with the mask in alpha, which reaches
+    the ControlNet as diffusers' `make_inpaint_condition` makes it (-1 where the mask is set);
+    against StableDiffusionControlNetInpaintPipeline."""
+    from diffusion.pipelines.control_spec import ControlSpec
+
+    model_dir = write_pipeline(tmp_path / "sd")
+    controlnet = tiny_controlnet(UNET_TINY, seed=41)
+    controlnet.save_pretrained(tmp_path / "control_v11p_sd15_inpaint")
+    picture = _control_map(42) // 2 + np.random.default_rng(43).integers(
+        0, 120, (SIZE, SIZE, 3), dtype=np.uint8)
+    mask = np.zeros((SIZE, SIZE), np.uint8)
+    mask[6:22, 9:27] = 255
+
+    ours = load_pipeline(model_dir, device=first_device)
+    spec = ControlSpec(model="control_v11p_sd15_inpaint", image=picture, mask=mask,
+                       module="inpaint_global_harmonious", resize_mode="Just Resize")
+    unit = spec.unit(load_controlnet(tmp_path / "control_v11p_sd15_inpaint",
+                                     device=first_device), width=SIZE, height=SIZE)
+    result = ours.inpaint(Image.fromarray(picture), Image.fromarray(mask), PROMPT,
+                          negative_prompt=NEGATIVE, steps=4, cfg_scale=6.0, seed=5, width=SIZE,
+                          height=SIZE, sampler="DDIM", control=[unit])
+
+    reference = diffusers.StableDiffusionControlNetInpaintPipeline.from_pretrained(
+        model_dir, controlnet=controlnet, safety_checker=None, requires_safety_checker=False)
+    reference.set_progress_bar_config(disable=True)
+    hint = picture.astype(np.float32) / 255  # diffusers' make_inpaint_condition
+    hint[mask > 127] = -1.0
+    hint_tensor = torch.from_numpy(hint.transpose(2, 0, 1)[None].copy())
+
+    def run_reference(scale: float) -> np.ndarray:
+        _same_draws(monkeypatch, 5,
+                    "diffusers.pipelines.controlnet.pipeline_controlnet_inpaint")
+        return reference(PROMPT, image=Image.fromarray(picture),
+                         mask_image=Image.fromarray(mask), control_image=hint_tensor,
+                         negative_prompt=NEGATIVE, num_inference_steps=4, guidance_scale=6.0,
+                         height=SIZE, width=SIZE, controlnet_conditioning_scale=scale,
+                         output_type="np").images
+
+    expected = run_reference(1.0)
     _compare(result.images, expected)
     assert np.abs(expected - run_reference(0.0)).mean() * 255 > 1

@@ -7,6 +7,7 @@ draws (see test_controlnet_pipeline)."""
 from __future__ import annotations
 
 import importlib
+import re
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +17,18 @@ import pytest
 diffusers = pytest.importorskip("diffusers", reason="test-only reference (extra: reference)")
 import torch  # noqa: E402
 import transformers  # noqa: E402
+from control_tiny import (  # noqa: E402
+    CROSS_ATTENTIONS,
+    IP_CONTEXT,
+    IP_ENCODER,
+    h94_plain,
+    ip_layers,
+    normal,
+    write_image_encoder,
+)
 from PIL import Image  # noqa: E402
 from safetensors.numpy import save_file  # noqa: E402
-from sd_tiny import randomized, write_pipeline  # noqa: E402
+from sd_tiny import write_pipeline  # noqa: E402
 from support import assert_close  # noqa: E402
 
 import diffusion.cli.main as cli  # noqa: E402
@@ -33,13 +43,6 @@ from diffusion.preprocessors import IP_ADAPTER_MODULES, module_list, preprocess 
 
 SIZE, STEPS = 32, 2
 PROMPT, NEGATIVE = "a lighthouse at dusk, oil painting", "blurry"
-ENCODER = dict(hidden_size=32, intermediate_size=37, num_hidden_layers=3, num_attention_heads=4,
-               image_size=32, patch_size=8, projection_dim=24, hidden_act="gelu")
-# the tiny UNet's (sd_tiny.UNET_TINY) cross-attention layers in diffusers' order: two in
-# down_blocks.1, three in up_blocks.0, one in the mid block; all 64 channels, context 32
-CROSS_ATTENTIONS, INNER, CONTEXT = 6, 64, 32
-
-
 def _picture(seed: int, shape: tuple[int, int]) -> np.ndarray:
     rng = np.random.default_rng(seed)
     y, x = np.mgrid[0:shape[0], 0:shape[1]]
@@ -47,51 +50,27 @@ def _picture(seed: int, shape: tuple[int, int]) -> np.ndarray:
     return (base + rng.integers(0, 40, (*shape, 3))).clip(0, 255).astype(np.uint8)
 
 
-def _normal(rng: np.random.Generator, *shape: int, fan_in: int | None = None) -> np.ndarray:
-    scale = 1.0 / np.sqrt(fan_in or shape[-1])
-    return (rng.standard_normal(shape) * scale).astype(np.float32)
-
-
-def _h94_plain(seed: int, context: int = CONTEXT,
-               layers: int = CROSS_ATTENTIONS) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    out = {"image_proj.proj.weight": _normal(rng, 4 * context, ENCODER["projection_dim"]),
-           "image_proj.proj.bias": _normal(rng, 4 * context) * 0.1,
-           "image_proj.norm.weight": 1 + _normal(rng, context) * 0.1,
-           "image_proj.norm.bias": _normal(rng, context) * 0.1}
-    return {**out, **_ip_layers(rng, context, layers)}
-
-
 def _h94_plus(seed: int, hidden: int = 128) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
-    width = ENCODER["hidden_size"]
+    width = IP_ENCODER["hidden_size"]
     out = {"image_proj.latents": rng.standard_normal((1, 16, hidden)).astype(np.float32),
-           "image_proj.proj_in.weight": _normal(rng, hidden, width),
-           "image_proj.proj_in.bias": _normal(rng, hidden) * 0.1,
-           "image_proj.proj_out.weight": _normal(rng, CONTEXT, hidden),
-           "image_proj.proj_out.bias": _normal(rng, CONTEXT) * 0.1,
-           "image_proj.norm_out.weight": 1 + _normal(rng, CONTEXT) * 0.1,
-           "image_proj.norm_out.bias": _normal(rng, CONTEXT) * 0.1}
+           "image_proj.proj_in.weight": normal(rng, hidden, width),
+           "image_proj.proj_in.bias": normal(rng, hidden) * 0.1,
+           "image_proj.proj_out.weight": normal(rng, IP_CONTEXT, hidden),
+           "image_proj.proj_out.bias": normal(rng, IP_CONTEXT) * 0.1,
+           "image_proj.norm_out.weight": 1 + normal(rng, IP_CONTEXT) * 0.1,
+           "image_proj.norm_out.bias": normal(rng, IP_CONTEXT) * 0.1}
     for i in range(4):  # diffusers builds 4 blocks whatever the file has
         at = f"image_proj.layers.{i}."
         for norm in ("0.norm1", "0.norm2", "1.0"):
-            out[f"{at}{norm}.weight"] = 1 + _normal(rng, hidden) * 0.1
-            out[f"{at}{norm}.bias"] = _normal(rng, hidden) * 0.1
-        out[f"{at}0.to_q.weight"] = _normal(rng, hidden, hidden)
-        out[f"{at}0.to_kv.weight"] = _normal(rng, 2 * hidden, hidden)
-        out[f"{at}0.to_out.weight"] = _normal(rng, hidden, hidden)
-        out[f"{at}1.1.weight"] = _normal(rng, 4 * hidden, hidden)
-        out[f"{at}1.3.weight"] = _normal(rng, hidden, 4 * hidden)
-    return {**out, **_ip_layers(rng)}
-
-
-def _ip_layers(rng: np.random.Generator, context: int = CONTEXT,
-               layers: int = CROSS_ATTENTIONS) -> dict[str, np.ndarray]:
-    out = {}
-    for k in range(layers):
-        for name in ("to_k_ip", "to_v_ip"):
-            out[f"ip_adapter.{2 * k + 1}.{name}.weight"] = 2 * _normal(rng, INNER, context)
-    return out
+            out[f"{at}{norm}.weight"] = 1 + normal(rng, hidden) * 0.1
+            out[f"{at}{norm}.bias"] = normal(rng, hidden) * 0.1
+        out[f"{at}0.to_q.weight"] = normal(rng, hidden, hidden)
+        out[f"{at}0.to_kv.weight"] = normal(rng, 2 * hidden, hidden)
+        out[f"{at}0.to_out.weight"] = normal(rng, hidden, hidden)
+        out[f"{at}1.1.weight"] = normal(rng, 4 * hidden, hidden)
+        out[f"{at}1.3.weight"] = normal(rng, hidden, 4 * hidden)
+    return {**out, **ip_layers(rng)}
 
 
 def _save_bin(state: dict[str, np.ndarray], path: Path) -> None:
@@ -105,11 +84,8 @@ def _save_bin(state: dict[str, np.ndarray], path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def encoder(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Path]:
-    model = randomized(transformers.CLIPVisionModelWithProjection(
-        transformers.CLIPVisionConfig(**ENCODER)), 21, scale=0.5)
     folder = tmp_path_factory.mktemp("image_encoder")
-    model.save_pretrained(folder)
-    return model, folder
+    return write_image_encoder(folder), folder
 
 
 def test_clip_pixels_match_clip_image_processor(first_device: gpucore.Device) -> None:
@@ -200,7 +176,7 @@ def test_ip_adapter_txt2img_matches_diffusers(first_device: gpucore.Device, tmp_
                     height=SIZE, width=SIZE, output_type="np")
     if kind == "plain":
         weight_name = "ip-adapter_tiny.safetensors"
-        save_file(_h94_plain(31), tmp_path / weight_name)
+        save_file(h94_plain(31), tmp_path / weight_name)
         Image.fromarray(picture).save(tmp_path / "look.png")
         monkeypatch.setattr(gpucore, "default_device", lambda: first_device)
         code = cli.main(["txt2img", "--model", str(model_dir), "--prompt", PROMPT,
@@ -313,7 +289,7 @@ def test_sdxl_ip_adapter_matches_diffusers(first_device: gpucore.Device, tmp_pat
     reference_encoder, encoder_dir = encoder
     reference = sdxl_pipeline("base")
     model_dir = save_folder(reference, tmp_path / "sdxl")
-    save_file(_h94_plain(33, context=64, layers=12), tmp_path / "ip-adapter_sdxl_tiny.safetensors")
+    save_file(h94_plain(33, context=64, layers=12), tmp_path / "ip-adapter_sdxl_tiny.safetensors")
     picture = _picture(6, (40, 52))
     ours = load_pipeline(model_dir, device=first_device)
     unit = IPAdapterUnit(load_ip_adapter(tmp_path / "ip-adapter_sdxl_tiny.safetensors",
@@ -337,7 +313,7 @@ def test_sdxl_ip_adapter_matches_diffusers(first_device: gpucore.Device, tmp_pat
                         generator=torch.Generator().manual_seed(5), output_type="np").images
     assert np.abs(without - expected).mean() * 255 > 1  # the adapter acts
     with pytest.raises(ValueError, match="made for another UNet"):  # an SD 1.5 adapter
-        save_file(_h94_plain(1), tmp_path / "sd15.safetensors")
+        save_file(h94_plain(1), tmp_path / "sd15.safetensors")
         ours.txt2img(PROMPT, steps=1, seed=5, width=SIZE, height=SIZE, control=[IPAdapterUnit(
             load_ip_adapter(tmp_path / "sd15.safetensors", image_encoder=encoder_dir,
                             device=first_device), picture)])
@@ -376,12 +352,12 @@ def test_bad_files_are_named(tmp_path: Path, first_device: gpucore.Device,
     with pytest.raises(WeightsError, match="no such"):
         load_ip_adapter(tmp_path / "missing.bin", device=first_device)
     adapter = load_ip_adapter(_write(tmp_path), device=first_device)
-    assert adapter.embed_dim == ENCODER["projection_dim"] and adapter.encoder_name is None
+    assert adapter.embed_dim == IP_ENCODER["projection_dim"] and adapter.encoder_name is None
     with pytest.raises(ValueError, match="image encoder"):
         IPAdapterUnit(adapter, _picture(1, (8, 8)))
     plus = tmp_path / "plus.safetensors"  # the plus adapter reads 32-wide hidden states
     save_file({k: v for k, v in _h94_plus(2).items() if k != "image_proj.proj_in.weight"}
-              | {"image_proj.proj_in.weight": _normal(np.random.default_rng(0), 128, 24)}, plus)
+              | {"image_proj.proj_in.weight": normal(np.random.default_rng(0), 128, 24)}, plus)
     with pytest.raises(ValueError, match="reads 24-wide hidden states; this image encoder "
                                          "gives 32"):
         IPAdapterUnit(load_ip_adapter(plus, image_encoder=encoder[1], device=first_device),
@@ -390,7 +366,7 @@ def test_bad_files_are_named(tmp_path: Path, first_device: gpucore.Device,
 
 def _write(tmp_path: Path) -> Path:
     path = tmp_path / "ip.safetensors"
-    save_file(_h94_plain(1), path)
+    save_file(h94_plain(1), path)
     return path
 
 
@@ -407,5 +383,43 @@ def test_modules_and_infotext(first_device: gpucore.Device, tmp_path: Path,
                          guidance_end=0.8)
     assert unit.infotext() == (
         "Module: ip-adapter_clip_h, Model: ip, Weight: 0.6, Resize Mode: Crop and Resize, "
-        "Processor Res: 512, Threshold A: 0.5, Threshold B: 0.5, Guidance Start: 0, "
+        "Processor Res: 512, Threshold A: 0.5, Threshold B: 0.5, Guidance Start: 0.0, "
         "Guidance End: 0.8, Pixel Perfect: False, Control Mode: Balanced")
+
+
+def test_from_infotext_repeats_an_ip_adapter_picture(first_device: gpucore.Device,
+                                                     tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str],
+                                                     encoder: Any) -> None:
+    """--ip-adapter writes the unit as the extension does; --from-infotext finds the adapter
+    by that name in --controlnet-dir and, with --image-encoder, makes the same picture."""
+    model_dir = write_pipeline(tmp_path / "sd")
+    (tmp_path / "ControlNet").mkdir()
+    save_file(h94_plain(35), tmp_path / "ControlNet" / "ip-adapter_tiny.safetensors")
+    Image.fromarray(_picture(9, (30, 41))).save(tmp_path / "look.png")
+    monkeypatch.setattr(gpucore, "default_device", lambda: first_device)
+    common = ["txt2img", "--model", str(model_dir), "--dtype", "float32",
+              "--image-encoder", str(encoder[1])]
+    code = cli.main([*common, "--prompt", PROMPT, "--steps", "2", "--seed", "4", "--width",
+                     str(SIZE), "--height", str(SIZE), "--ip-adapter",
+                     str(tmp_path / "ControlNet" / "ip-adapter_tiny.safetensors"),
+                     "--ip-image", str(tmp_path / "look.png"), "--ip-scale", "0.8",
+                     "--out", str(tmp_path / "first.png")])
+    assert code == 0, capsys.readouterr().err
+    code = cli.main([*common, "--from-infotext", str(tmp_path / "first.png"),
+                     "--controlnet-dir", str(tmp_path / "ControlNet"), "--control-image",
+                     str(tmp_path / "look.png"), "--out", str(tmp_path / "again.png")])
+    assert code == 0, capsys.readouterr().err
+    from diffusion.infotext import read_infotext
+
+    # the extension's text both times: the model's title with its hash, the numbers as floats
+    written = [re.search(r'ControlNet 0: "([^"]*)"', str(read_infotext(tmp_path / name)))
+               for name in ("first.png", "again.png")]
+    assert written[0] and written[1] and written[0][1] == written[1][1], written
+    assert re.match(r"Module: ip-adapter_clip_h, Model: ip-adapter_tiny \[[0-9a-f]{8}\], "
+                    r"Weight: 0\.8, Resize Mode: Crop and Resize, Processor Res: 512, Threshold "
+                    r"A: 0\.5, Threshold B: 0\.5, Guidance Start: 0\.0, Guidance End: 1\.0",
+                    written[0][1]), written[0][1]
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "again.png")),
+                                  np.asarray(Image.open(tmp_path / "first.png")))

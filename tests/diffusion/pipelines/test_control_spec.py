@@ -107,3 +107,32 @@ def test_hr_option_picks_the_passes() -> None:
               for stage in (None, "first", "second")}
     assert picked == {None: list(HR_OPTIONS), "first": ["Both", "Low res only"],
                       "second": ["Both", "High res only"]}
+
+
+def test_inpaint_modules_give_the_extensions_input() -> None:
+    """inpaint / inpaint_global_harmonious / inpaint_only: no preprocessing, the picture with
+    the mask's first channel in alpha; an empty, all-black or all-white mask is no mask (the
+    extension's have_mask), and the ControlNet then sees -1 where the mask is set."""
+    from diffusion.pipelines.control import _control_batch
+
+    rng = np.random.default_rng(3)
+    picture = rng.integers(0, 256, (9, 7, 3), dtype=np.uint8)
+    mask = np.zeros((9, 7, 3), np.uint8)
+    mask[2:6, 1:4, 0] = 255
+    for module in ("inpaint", "inpaint_global_harmonious", "inpaint_only"):
+        detected, used = ControlSpec(model="m", image=picture, mask=mask,
+                                     module=module).detect(7, 9)
+        np.testing.assert_array_equal(detected[:, :, :3], picture)
+        np.testing.assert_array_equal(detected[:, :, 3], mask[:, :, 0])
+        assert used.processor_res == 512
+    for empty in (None, np.full((9, 7), 255, np.uint8), np.full((9, 7), 3, np.uint8)):
+        detected, _ = ControlSpec(model="m", image=picture, mask=empty,
+                                  module="inpaint").detect(7, 9)
+        assert not detected[:, :, 3].any()
+    hint = _control_batch(np.concatenate([picture, mask[:, :, :1]], axis=2), 1)[0]
+    inside = mask[:, :, 0] > 127
+    assert (hint[:, inside] == -1).all()
+    np.testing.assert_allclose(hint[:, ~inside], picture[~inside].T / 255, rtol=1e-6)
+    with pytest.raises(ValueError, match="mask: 3x2, but the picture is 7x9"):
+        ControlSpec(model="m", image=picture, mask=np.ones((2, 3), np.uint8) * 255,
+                    module="inpaint").detect(7, 9)

@@ -299,8 +299,10 @@ def test_extras_tab_upscales_an_upload(server: tuple[str, int, bool], page: Any,
 
 
 def test_controlnet_panel(server: tuple[str, int, bool], page: Any, tmp_path: Path) -> None:
-    """The ControlNet panel under the settings: upload a picture, see the canny map the server
-    detects, generate with the unit; its infotext carries it as the extension writes it."""
+    """The ControlNet panel under the settings: the module's sliders as the extension names
+    them (canny's resolution and thresholds; none for invert; the resolution hidden under
+    Pixel Perfect), upload a picture, see the canny map the server detects at those settings,
+    generate with the unit; its infotext carries it as the extension writes it."""
     url, size, tiny = server
     if not tiny:
         pytest.skip("AVX_SCREENSHOTS: the bundled model is served alone, without ControlNets")
@@ -315,7 +317,21 @@ def test_controlnet_panel(server: tuple[str, int, bool], page: Any, tmp_path: Pa
     page.get_by_label("Width", exact=True).fill(str(size))
     page.get_by_label("Height", exact=True).fill(str(size))
     page.locator("#controlnet_panel summary").click()
+    page.get_by_label("Preprocessor", exact=True).select_option("invert")
+    for name in ("cn_processor_res", "cn_threshold_a", "cn_threshold_b"):
+        assert page.locator(f"#{name}_field").is_hidden(), name
     page.get_by_label("Preprocessor", exact=True).select_option("canny")
+    low, high = page.get_by_label("Low Threshold", exact=True), page.get_by_label(
+        "High Threshold", exact=True)
+    resolution = page.get_by_label("Resolution", exact=True)
+    assert (low.input_value(), high.input_value(), resolution.input_value()) == (
+        "100", "200", "512")
+    page.get_by_label("Pixel Perfect", exact=True).check()
+    assert resolution.is_hidden() and low.is_visible()
+    page.get_by_label("Pixel Perfect", exact=True).uncheck()
+    resolution.fill("256")
+    low.fill("50")
+    high.fill("120")
     models = page.eval_on_selector("#cn_model", "s => [...s.options].map(o => o.value)")
     assert len(models) == 1 and models[0].startswith("tiny_canny [")
     page.locator("#cn_file").set_input_files(str(picture))
@@ -323,7 +339,7 @@ def test_controlnet_panel(server: tuple[str, int, bool], page: Any, tmp_path: Pa
     preview = page.locator("#cn_preview").get_attribute("src")
     assert preview and preview.startswith("data:image/png;base64,")
     shown = page.eval_on_selector("#cn_preview", "img => [img.naturalWidth, img.naturalHeight]")
-    assert shown == [614, 512]  # canny at the default processor resolution (short side 512)
+    assert shown == [307, 256]  # canny at the processor resolution given (the short side)
     assert page.get_by_label("Enable", exact=True).is_checked()
     page.get_by_label("Control Weight", exact=True).fill("0.7")
     page.get_by_label("Ending Control Step", exact=True).fill("0.5")
@@ -334,7 +350,7 @@ def test_controlnet_panel(server: tuple[str, int, bool], page: Any, tmp_path: Pa
     assert page.locator("#error").is_hidden(), page.locator("#error").inner_text()
     infotext = page.locator("#infotext").inner_text()
     assert (f'ControlNet 0: "Module: canny, Model: {models[0]}, Weight: 0.7, Resize Mode: Crop '
-            'and Resize, Processor Res: 512, Threshold A: 100.0, Threshold B: 200.0, Guidance '
+            'and Resize, Processor Res: 256, Threshold A: 50.0, Threshold B: 120.0, Guidance '
             'Start: 0.0, Guidance End: 0.5, Pixel Perfect: False, Control Mode: Balanced"'
             ) in infotext, infotext
     assert not page.errors, page.errors

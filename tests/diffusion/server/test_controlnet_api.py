@@ -1,7 +1,8 @@
 """The ControlNet extension's API on our server: `alwayson_scripts` units from the real
 `webuiapi` client (two units, the same image twice, the units in the infotext), the
-`/controlnet/*` routes, and bad units refused with a 422 naming the field (tiny random SD and
-ControlNets, 32x32, two steps)."""
+`/controlnet/*` routes, an IP-Adapter unit giving the Python API's picture, and bad units
+refused with a 422 naming the field (tiny random SD, ControlNets and IP-Adapter, 32x32, two
+steps)."""
 
 from __future__ import annotations
 
@@ -17,9 +18,10 @@ pytest.importorskip("fastapi", reason="server extra (pip install .[server])")
 pytest.importorskip("diffusers", reason="tiny test models are built with diffusers")
 webuiapi = pytest.importorskip("webuiapi", reason="the WebUI's client (extra: test)")
 
-from control_tiny import circle, write_controlnets  # noqa: E402
+from control_tiny import circle, h94_plain, write_controlnets, write_image_encoder  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 from PIL import Image  # noqa: E402
+from safetensors.numpy import save_file  # noqa: E402
 from sd_tiny import write_pipeline  # noqa: E402
 from server_support import CachedLoader, live_server, png_b64  # noqa: E402
 
@@ -38,8 +40,10 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Any:
     root = tmp_path_factory.mktemp("cn-server")
     model = write_pipeline(root / "models" / "tiny-sd")
     controlnets = write_controlnets(root / "ControlNet")
+    save_file(h94_plain(31), controlnets / "ip-adapter_tiny.safetensors")
+    write_image_encoder(root / "image_encoder")
     return create_app(model=model, controlnet_dir=controlnets, outputs=root / "outputs",
-                      loader=CachedLoader())
+                      loader=CachedLoader(), image_encoders=[root / "image_encoder"])
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +55,9 @@ def api(app: Any) -> Any:
 
 def test_webuiapi_units_same_image_twice_and_infotext(api: Any) -> None:
     titles = api.controlnet_model_list()
-    assert [t.rsplit(" [", 1)[0] for t in titles] == ["tiny_canny", "tiny_scribble"]
+    assert [t.rsplit(" [", 1)[0] for t in titles] == ["ip-adapter_tiny", "tiny_canny",
+                                                      "tiny_scribble"]
+    titles = titles[1:]
     assert all(len(t.rsplit(" [", 1)[1]) == 9 for t in titles)  # the WebUI's 8-digit hash]
     assert {"none", "canny", "invert"} <= set(api.controlnet_module_list())
     assert api.controlnet_version() == 3
@@ -95,6 +101,50 @@ def test_img2img_unit_takes_the_init_image(api: Any) -> None:
     assert 'ControlNet 0: "Module: invert, Model: tiny_canny [' in result.info["infotexts"][0]
 
 
+def test_ip_adapter_unit_gives_the_python_api_picture(app: Any, api: Any) -> None:
+    """An IP-Adapter unit as the extension takes one (its module, the model by name, the
+    server's image encoder) beside a ControlNet unit: the picture Python makes with the same
+    adapter, encoder and ControlNet, and the extension's infotext."""
+    from diffusion.loaders.control_models import load_control_model
+    from diffusion.loaders.ip_adapter_file import load_ip_adapter
+    from diffusion.pipelines.control import ControlUnit
+    from diffusion.pipelines.ip_adapter import IPAdapterUnit
+    from diffusion.preprocessors import preprocess
+
+    state = app.state.server
+    look, edges = circle(37, 45, seed=3), circle()
+    units = [webuiapi.ControlNetUnit(image=Image.fromarray(look), module="ip-adapter_clip_sd15",
+                                     model="ip-adapter_tiny", weight=0.7, guidance_end=0.8),
+             webuiapi.ControlNetUnit(image=Image.fromarray(edges), module="canny",
+                                     model="tiny_canny", resize_mode="Just Resize",
+                                     processor_res=64, threshold_a=50, threshold_b=120)]
+    settings = dict(prompt=PROMPT, steps=2, width=32, height=32, seed=8, cfg_scale=5,
+                    sampler_name="Euler a")
+    served = api.txt2img(controlnet_units=units, alwayson_scripts={}, **settings)
+    text = served.info["infotexts"][0]
+    assert ('ControlNet 0: "Module: ip-adapter_clip_sd15, Model: ip-adapter_tiny [') in text
+    assert ('Weight: 0.7, Resize Mode: Resize and Fill, Processor Res: 512, Threshold A: 0.5, '
+            'Threshold B: 0.5, Guidance Start: 0.0, Guidance End: 0.8, Pixel Perfect: False, '
+            'Control Mode: Balanced"') in text, text
+
+    pipe = state.worker.pipe
+    device = pipe.unet.conv_in.weight.device
+    root = state.controlnets.root
+    adapter = load_ip_adapter(root / "ip-adapter_tiny.safetensors",
+                              image_encoder=state.image_encoders.entries[0].path, device=device)
+    edges_map = preprocess("canny", edges, threshold_a=50, threshold_b=120, resolution=64,
+                           device=device)
+    control = [IPAdapterUnit(adapter, look, weight=0.7, guidance_end=0.8),
+               ControlUnit(load_control_model(root / "tiny_canny", device=device), edges_map,
+                           resize_mode="Just Resize")]
+    done = state.worker.submit(lambda: pipe.txt2img(
+        PROMPT, steps=2, width=32, height=32, seed=8, cfg_scale=5, sampler="Euler a",
+        control=control)).result()
+    # (that the adapter changes a picture is test_ip_adapter's; a server that dropped the
+    # unit would not give the Python API's picture, which has it)
+    np.testing.assert_array_equal(np.asarray(served.image), np.asarray(done.images[0]))
+
+
 def test_detect(api: Any) -> None:
     picture = Image.fromarray(circle())
     found = api.controlnet_detect([picture], module="canny", processor_res=64,
@@ -123,6 +173,14 @@ def _unit(**fields: Any) -> dict[str, Any]:
     ({"resize_mode": "Stretch"}, "args[0].resize_mode"),
     ({"processor_res": "big"}, "args[0].processor_res"),
     ({"pixel_perfect": "no"}, "args[0].pixel_perfect"),
+    ({"module": "ip-adapter_clip_h"}, "args[0].module: 'ip-adapter_clip_h' is an IP-Adapter "
+                                      "module; model 'tiny_canny' is a controlnet"),
+    ({"model": "ip-adapter_tiny", "module": "canny"}, "args[0].module: 'canny' makes a control "
+                                                      "map; model 'ip-adapter_tiny' is an "
+                                                      "IP-Adapter"),
+    ({"module": "inpaint_only"}, "args[0].module: inpaint_only outside inpainting"),
+    ({"module": "inpaint", "mask": png_b64(Image.new("L", (8, 8), 255))},
+     "args[0].mask: 8x8, but the picture is 16x16"),
 ])
 def test_bad_units_are_422_naming_the_field(app: Any, fields: dict[str, Any],
                                              named: str) -> None:
@@ -140,6 +198,7 @@ def test_units_read_as_the_extension_reads_them(app: Any) -> None:
     """Disabled units are skipped, names and numbers both select modes, the old field names
     still work, and a unit without a picture takes img2img's init image."""
     from diffusion.server.controlnet_units import parse_units
+    from diffusion.server.generation import RequestError
 
     models = app.state.server.controlnets
     specs = parse_units([_unit(enabled=False), _unit(resize_mode=2, lowvram=True,
@@ -157,3 +216,19 @@ def test_units_read_as_the_extension_reads_them(app: Any) -> None:
     fallback = circle(8, 8)
     spec, = parse_units([no_image], models, fallback=fallback)
     assert spec.image is fallback
+    # the inpaint modules' mask: the unit's own (here in the image dict), else img2img's
+    disc = circle(16, 16)
+    with_mask = _unit(module="inpaint_global_harmonious",
+                      image={"image": _unit()["image"], "mask": png_b64(Image.fromarray(disc))})
+    spec, = parse_units([with_mask], models)
+    np.testing.assert_array_equal(spec.mask, disc[:, :, 0])
+    spec, = parse_units([{**no_image, "module": "inpaint_only"}], models, fallback=fallback,
+                        inpainting=True, fallback_mask=fallback[:, :, 1])
+    assert spec.image is fallback and spec.mask is not None and spec.mask.shape == (8, 8)
+    ip_unit = _unit(model="ip-adapter_tiny", module="ip-adapter_clip_h")
+    spec, = parse_units([ip_unit], models, encoders=app.state.server.image_encoders)
+    assert spec.image_encoder == str(app.state.server.image_encoders.entries[0].path)
+    with pytest.raises(RequestError, match=r"args\[0\]\.module: 'ip-adapter_clip_h' needs a "
+                                           "CLIP image encoder and this server has none: start "
+                                           "it with --image-encoder PATH"):
+        parse_units([ip_unit], models)
