@@ -12,9 +12,14 @@
   next one comes; conv_in, the embeddings and conv_out stay. Weights of blocks that already
   made the trip keep their host copy, so streaming reads nothing back.
 - max_vram: a budget in bytes. The same units as lowvram, but nothing leaves while the device
-  holds less than the budget (`memory_stats().reserved`); past it the pool is emptied and the
-  least recently used units go to host memory. The VAE decodes in tiles (activations held on
-  the host between GroupNorms) when its untiled pass would not fit the budget.
+  holds less than the budget (`memory_stats().reserved`, the pool's idle buffers included);
+  past it the pool is trimmed and the least recently used units go to host memory. The budget
+  is the device's memory limit (gpustd.nn.residency): it holds at every allocation, a block's
+  activations included, so the generation's peak stays within it. The VAE decodes in tiles
+  (activations held on the host between GroupNorms) when its untiled pass would not fit the
+  budget. A budget below the UNet's unstreamed weights plus the largest unit is refused at
+  once, naming that minimum; one that the activations outgrow raises gpucore.MemoryLimitError
+  where they do, naming the bytes needed there.
 
 Streaming uploads new buffers while the UNet runs, which a replay cannot repeat: under lowvram
 and max_vram the UNet runs eagerly (op by op, no capture), which costs host time per step
@@ -37,13 +42,15 @@ from typing import Any
 import numpy as np
 
 from gpustd.nn import Module, ModuleList
+from gpustd.nn.offload import parameter_bytes
 from gpustd.nn.residency import Residency
 
 from ..models.tiled_vae import bytes_per_input_pixel, decode_tiled, vae_decode, vae_encode
 from . import sampling
 
-__all__ = ["MemoryMode", "MemoryPlan", "parse_size"]
+__all__ = ["MemoryMode", "MemoryPlan", "parse_size", "smallest_budget"]
 
+GIB = float(1 << 30)
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 # live tensors of an untiled VAE decode at its widest level, in units of the widest: the
 # upsampled input, a resnet's half-width conv outputs and its shortcut (about 3; SDXL's f32
@@ -107,6 +114,16 @@ def unet_blocks(unet: Module) -> list[Module]:
             if isinstance(value, ModuleList) for module in value]
 
 
+def smallest_budget(pipe: Any) -> int:
+    """The least --max-vram can be: the UNet's weights that never leave (conv_in, the
+    embeddings, conv_out) and the largest unit's (a UNet block, the text encoders, the VAE),
+    activations not counted."""
+    blocks = unet_blocks(pipe.unet)
+    fixed = parameter_bytes(pipe.unet) - sum(parameter_bytes(b) for b in blocks)
+    units = [*blocks, *_text_encoders(pipe), pipe.vae]
+    return fixed + max(parameter_bytes(u) for u in units)
+
+
 def _text_encoders(pipe: Any) -> list[Module]:
     found = getattr(pipe, "text_encoders", None)
     return list(found.encoders) if found is not None else [pipe.text_encoder]
@@ -121,6 +138,11 @@ class MemoryPlan:
         weight = pipe.unet.conv_in.weight
         self.device = weight.device
         budget = mode.max_vram if mode.max_vram is not None else 0
+        if mode.max_vram is not None and mode.max_vram < (least := smallest_budget(pipe)):
+            raise ValueError(
+                f"--max-vram {mode.max_vram / GIB:.3f} GiB cannot hold the model's largest part "
+                f"with what always stays on the GPU: it needs at least {least / GIB:.3f} GiB "
+                f"({-(-least // (1 << 20))} MiB) before any activations; give more")
         self.residency = Residency(self.device, budget=budget, release=not mode.lowvram)
         captures = pipe._text_capture.captured, pipe._unet_capture.captured
         # SDXL's two encoders move together; forward and forward_pooled both run _encode
