@@ -7,8 +7,9 @@ what the device really holds), its wall time against the plain run's, and whethe
 is the plain one bit for bit (else the mean pixel difference, 0-255). Each mode runs once to
 warm up (kernels, captures) and once timed, on the same loaded pipeline.
 Rows "quant": the same models with the UNet from a GGUF in Q8_0 and Q4_K (weights kept
-quantized, dequantized before each GEMM/conv), against the float16 UNet: the UNet's bytes, the
-txt2img time, and the mean pixel difference from the float16 picture. Random weights from
+quantized: read by the linear layers' GEMM itself, dequantized into a scratch before each conv;
+"scratch" rows dequantize before every GEMM too), against the float16 UNet: the UNet's bytes,
+the txt2img time, and the mean pixel difference from the float16 picture. Random weights from
 diffusers' published configs, so the pictures are noise; the difference still measures the
 quantization's effect on them.
 BENCH_LOWVRAM=sd15,sdxl,modes,quant (default: all) picks the models and the parts (e.g.
@@ -100,14 +101,23 @@ def _quant(model: str, pipe: Any, root: Path, device: gpucore.Device,
            quick: bool) -> list[dict[str, Any]]:
     size, _, _ = MODELS[model]
     size, steps = (64, 2) if quick else (size, 20)
+    from gpustd.nn.quantized_linear import FUSED
+
     rows, reference = [], None
     original = pipe.unet
-    for format in ("f16", "q8_0", "q4_k"):
-        if format != "f16":
+    # "... scratch": the same UNet with its linear layers' weights dequantized into a scratch
+    # before each GEMM (FUSED off) instead of read by the GEMM itself (the default)
+    for format in ("f16", "q8_0", "q8_0 scratch", "q4_k", "q4_k scratch"):
+        if format in ("q8_0", "q4_k"):
             pipe.unet = _quantized_unet(pipe, root, device, format)
             gc.collect()
             device.empty_pool()
-        image, seconds, _ = _measured(pipe, device, size, steps)
+        FUSED.enabled = not format.endswith("scratch")
+        pipe._unet_capture.captured.reset()  # the replay keeps the dispatches it recorded
+        try:
+            image, seconds, _ = _measured(pipe, device, size, steps)
+        finally:
+            FUSED.enabled = True
         unet = _unet_gib(pipe.unet)
         if reference is None:
             reference = (image, seconds, unet)
