@@ -1,4 +1,4 @@
-"""Quantized linear layers: the GEMM that reads Q8_0 / Q4_K blocks itself (gpustd.nn.
+"""Quantized linear layers: the GEMM that reads Q8_0 / Q4_K / Q5_0 blocks itself (gpustd.nn.
 quantized_linear, "fused") against dequantizing into a scratch tensor first (the
 `materialize` path, "scratch") and against the float16 weight ("float"), on the shapes of SD
 1.5's and SDXL's linear layers at 64x64 / 128x128 latents (tokens x in -> out; Q4_K only
@@ -39,7 +39,7 @@ def _blocks(rng: np.random.Generator, format: str, n: int, k: int) -> np.ndarray
     """Random blocks with small f16 scales (the timing does not depend on the values)."""
     spec = FORMATS[format]
     raw = rng.integers(0, 256, (n * k // spec.values, spec.nbytes), dtype=np.uint8)
-    for at in ((0,) if format == "q8_0" else (0, 2)):
+    for at in ((0, 2) if format == "q4_k" else (0,)):
         scales = (rng.standard_normal(len(raw)) * 0.01).astype(np.float16)
         raw[:, at:at + 2] = scales.view(np.uint8).reshape(-1, 2)
     return raw
@@ -90,7 +90,7 @@ def run(quick: bool = False) -> dict[str, Any]:
     dtype = np.float16 if device.has_f16 else np.float32
     repeat = 3 if quick else 20
     rows = []
-    for format in ("q8_0", "q4_k"):
+    for format in ("q8_0", "q4_k", "q5_0"):
         for shape in QUICK if quick else SHAPES:
             if shape[1] % FORMATS[format].values == 0:
                 rows += _rows(device, format, dtype, shape, repeat, rng)

@@ -20,7 +20,8 @@ from .plan import K_CHUNK, TILES, BatchPlan, Tile, k_partition
 __all__ = ["B_FORMATS", "dispatch", "gemm_kernel", "no_bias", "record_gemm"]
 
 # GGML formats gemm.wgsl reads B in (the part that loads it), besides floats
-B_FORMATS = {"q8_0": "quant/gemm_b_q8_0", "q4_k": "quant/gemm_b_q4_k"}
+B_FORMATS = {"q8_0": "quant/gemm_b_q8_0", "q4_k": "quant/gemm_b_q4_k",
+             "q5_0": "quant/gemm_b_q5_0"}
 
 
 def gemm_kernel(dtype: np.dtype, tile: Tile, *, trans_a: bool, trans_b: bool, vec_a: bool,
@@ -30,8 +31,8 @@ def gemm_kernel(dtype: np.dtype, tile: Tile, *, trans_a: bool, trans_b: bool, ve
     in vec4s (its contiguous dimension is a multiple of 4); split: write raw f32 partial
     sums (split-K); paired: the main loop's paired shape; geglu: 1 (erf) or 2 (tanh) applies
     GEGLU's gate in the epilogue (columns [0, n) times gelu of columns [n, 2n)); b_format:
-    B is a weight (n x k, trans_b) of GGML blocks in this format ("q8_0", "q4_k": see
-    B_FORMATS), dequantized as the tiles load it, instead of floats."""
+    B is a weight (n x k, trans_b) of GGML blocks in this format ("q8_0", "q4_k",
+    "q5_0": see B_FORMATS), dequantized as the tiles load it, instead of floats."""
     types = {"T": dtype, "O": np.float32 if split else dtype}
     if not vec_a:
         types["AV"] = "T"

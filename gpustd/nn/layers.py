@@ -33,7 +33,7 @@ class Linear(Module):
 
     def forward(self, x: Tensor, *, add_to: Tensor | None = None) -> Tensor:
         """add_to: a residual of the output's shape the result is added into in place."""
-        if fuses(self.weight, x):  # a Q8_0 / Q4_K weight the GEMM reads as it is
+        if fuses(self.weight, x):  # a Q8_0 / Q4_K / Q5_0 weight the GEMM reads as it is
             return quantized_linear(x, self.weight, self.bias, add_to=add_to)  # type: ignore[arg-type]
         return linear(x, materialize(self.weight), self.bias, add_to=add_to)
 

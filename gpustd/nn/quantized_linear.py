@@ -1,5 +1,5 @@
-"""Linear layers whose weight stays quantized (a gpustd.quant.QuantizedTensor in Q8_0 or Q4_K):
-the GEMM reads the GGML blocks and dequantizes them as its tiles load them
+"""Linear layers whose weight stays quantized (a gpustd.quant.QuantizedTensor in Q8_0, Q4_K or
+Q5_0): the GEMM reads the GGML blocks and dequantizes them as its tiles load them
 (shaders/quant/gemm_b_*.wgsl appended to shaders/linalg/gemm.wgsl), so no float copy of the
 weight is ever made, against `linear(x, materialize(weight))`, which first expands the weight
 into a scratch tensor (one extra pass over it and its float bytes held for the GEMM).
@@ -68,7 +68,7 @@ def _check(op: str, x: Tensor, weight: QuantizedTensor, bias: Tensor | None) -> 
 def quantized_linear(x: Tensor, weight: QuantizedTensor, bias: Tensor | None = None, *,
                      add_to: Tensor | None = None) -> Tensor:
     """gpustd.nn.linear (x [..., in] @ W.T + bias, add_to the residual added in place) with
-    W [out, in] a Q8_0 / Q4_K QuantizedTensor read by the GEMM itself.
+    W [out, in] a Q8_0 / Q4_K / Q5_0 QuantizedTensor read by the GEMM itself.
     numpy: `x @ gguf.quants.dequantize(raw, qtype).reshape(out, in).T + bias`."""
     op = "quantized_linear"
     _check(op, x, weight, bias)
@@ -93,7 +93,8 @@ def quantized_linear(x: Tensor, weight: QuantizedTensor, bias: Tensor | None = N
 def quantized_linear_geglu(x: Tensor, weight: QuantizedTensor, bias: Tensor | None = None, *,
                            approximate: str = "none") -> Tensor:
     """gpustd.nn.linear_geglu (value * gelu(gate) of one [2D, in] projection, the gate in the
-    GEMM's epilogue) with the weight a Q8_0 / Q4_K QuantizedTensor read by the GEMM itself."""
+    GEMM's epilogue) with the weight a Q8_0 / Q4_K / Q5_0 QuantizedTensor read by the GEMM
+    itself."""
     op = "quantized_linear_geglu"
     _check(op, x, weight, bias)
     if approximate not in _GELU or weight.shape[0] % 2:

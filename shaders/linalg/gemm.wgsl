@@ -1,4 +1,4 @@
-//! parts: linalg/register_tile + linalg/gemm_b | linalg/register_tile + quant/gemm_b_q8_0 | linalg/register_tile + quant/gemm_b_q4_k
+//! parts: linalg/register_tile + linalg/gemm_b | linalg/register_tile + quant/gemm_b_q8_0 | linalg/register_tile + quant/gemm_b_q4_k | linalg/register_tile + quant/gemm_b_q5_0
 // Batched GEMM: C = alpha * op(A) @ op(B) + beta * C + bias, op = optional transpose.
 //
 // A workgroup of WX x WY invocations computes a BM x BN tile of C (BM = TM * WY, BN = TN * WX;

@@ -27,11 +27,11 @@ TOL = {np.float32: 1e-5, np.float16: 4e-3}
 
 
 def _weight(rng: np.random.Generator, name: str, n: int, k: int) -> np.ndarray:
-    """Raw blocks of an n x k weight: gguf's quantizer for Q8_0; random Q4_K blocks with
-    small finite f16 scales (gguf-py only reads that format)."""
-    if name == "q8_0":
+    """Raw blocks of an n x k weight: gguf's quantizer for Q8_0 and Q5_0; random Q4_K blocks
+    with small finite f16 scales (gguf-py only reads that format)."""
+    if name != "q4_k":
         return gguf_quantize(rng.standard_normal((n, k)).astype(np.float32),
-                             gguf.GGMLQuantizationType.Q8_0)
+                             gguf.GGMLQuantizationType[name.upper()])
     spec = FORMATS[name]
     raw = rng.integers(0, 256, (n * k // spec.values, spec.nbytes), dtype=np.uint8)
     for at in (0, 2):
@@ -58,8 +58,8 @@ def _close(got: np.ndarray, want: np.ndarray, dtype: type) -> None:
     assert error < TOL[dtype], error
 
 
-# rows, output and input sizes that fill no tile: 37 x 45 (K: 9 Q8_0 blocks, 2 Q4_K ones)
-@pytest.mark.parametrize("name, k", [("q8_0", 288), ("q4_k", 512)])
+# rows, output and input sizes that fill no tile: 37 x 45 (K: 9 Q8_0 blocks, 2 Q4_K ones, 5 Q5_0)
+@pytest.mark.parametrize("name, k", [("q8_0", 288), ("q4_k", 512), ("q5_0", 160)])
 @pytest.mark.parametrize("dtype", [np.float32, np.float16])
 def test_linear_reads_the_blocks(first_device: gpucore.Device, name: str, k: int,
                                  dtype: type) -> None:
@@ -100,8 +100,8 @@ def test_geglu_and_the_layers_take_the_fused_path(first_device: gpucore.Device,
 
 
 def test_formats_it_does_not_read_are_refused(first_device: gpucore.Device) -> None:
-    raw = gguf_quantize(np.ones((4, 32), np.float32), gguf.GGMLQuantizationType.Q5_0)
-    weight = QuantizedTensor.from_bytes(raw, (4, 32), "q5_0", device=first_device)
+    raw = gguf_quantize(np.ones((4, 32), np.float32), gguf.GGMLQuantizationType.Q5_1)
+    weight = QuantizedTensor.from_bytes(raw, (4, 32), "q5_1", device=first_device)
     x = gpustd.asarray(np.ones((2, 32), np.float32), device=first_device)
     assert not fuses(weight, x)
     with pytest.raises(ValueError, match="dequantize it"):
