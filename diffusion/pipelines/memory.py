@@ -22,9 +22,12 @@
   where they do, naming the bytes needed there.
 
 Streaming uploads new buffers while the UNet runs, which a replay cannot repeat: under lowvram
-and max_vram the UNet runs eagerly (op by op, no capture), which costs host time per step
-(bench/memory.py measures it). Attention needs no chunking for a budget: the kernel never forms
-the score matrix (gpustd.nn.attention), so its memory is q, k, v and the output.
+the UNet runs eagerly (op by op, no capture), which costs host time per step (bench/lowvram.py
+measures it). Under max_vram it runs eagerly while its blocks move; once a step ran with no
+weight uploaded or evicted (the budget holds the whole UNet across a step), the next steps
+replay a capture of it, until a block leaves (_BudgetStep). Attention needs no chunking for a
+budget: the kernel never forms the score matrix (gpustd.nn.attention), so its memory is q, k,
+v and the output.
 
 Pictures: weights come back bit for bit and the kernels are the same, so every mode gives the
 plain run's picture bitwise; the tiled VAE (only when a budget asks for it) differs within the
@@ -42,7 +45,7 @@ from typing import Any
 import numpy as np
 
 from gpustd.nn import Module, ModuleList
-from gpustd.nn.offload import parameter_bytes
+from gpustd.nn.offload import OffloadedError, parameter_bytes
 from gpustd.nn.residency import Residency
 
 from ..models.tiled_vae import bytes_per_input_pixel, decode_tiled, vae_decode, vae_encode
@@ -114,6 +117,49 @@ def unet_blocks(unet: Module) -> list[Module]:
             if isinstance(value, ModuleList) for module in value]
 
 
+class _Steady:
+    """Whether the UNet's last eager step under a budget moved no weight (so every block stays
+    on the GPU across a step and the step may replay), and the capture to drop when a block
+    leaves (its recorded weights go). Apart from the plan: the Residency's on_evict keeps it."""
+
+    def __init__(self, captured: Any) -> None:
+        self.captured, self.steady = captured, False
+
+    def left(self) -> None:
+        self.steady = False
+        self.captured.reset()
+
+
+class _BudgetStep:
+    """--max-vram's UNet step. Eager (blocks streamed in as they run) until one step ran with
+    no weight uploaded or evicted: the budget then holds the whole UNet across a step, and the
+    next steps replay a capture of it, as the plain mode does, until a block leaves (the VAE
+    coming in, or a new generation's text encoders), which drops the capture. A recording that
+    finds a block gone (an eviction while it ran) is dropped and the step runs eagerly."""
+
+    def __init__(self, plan: MemoryPlan, unet: Module) -> None:
+        self.plan, self.unet = plan, unet
+        # once a generation (it walks the parameters); a block leaving resets it in between
+        self.captured = plan._unet_capture.of(unet)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        residency, state = self.plan.residency, self.plan._steady
+        moved = residency.uploaded, residency.evictions
+        if state.steady:
+            try:
+                out = self.captured(*args, **kwargs)
+            except OffloadedError:
+                state.left()
+            else:
+                if (residency.uploaded, residency.evictions) == moved:
+                    return out
+                state.left()  # a block left while it recorded: the replay would be stale
+                return out
+        out = sampling.unet_call(self.unet, *args, **kwargs)
+        state.steady = (residency.uploaded, residency.evictions) == moved
+        return out
+
+
 def smallest_budget(pipe: Any) -> int:
     """The least --max-vram can be: the UNet's weights that never leave (conv_in, the
     embeddings, conv_out) and the largest unit's (a UNet block, the text encoders, the VAE),
@@ -151,13 +197,15 @@ class MemoryPlan:
                            on_evict=captures[0].reset)
         for encoder in encoders:
             self.residency.stream(encoder, "_encode", unit=encoders)
+        self._steady = _Steady(captures[1])
         if mode.streams_unet:
             captures[1].reset()  # the UNet runs eagerly now: a kept capture only pins memory
             for block in unet_blocks(pipe.unet):
-                self.residency.add(block, name="UNet block")
+                self.residency.add(block, name="UNet block", on_evict=self._steady.left)
         else:
             self.residency.add(pipe.unet, name="UNet", stream=False, on_evict=captures[1].reset)
         self.residency.add(pipe.vae, name="VAE", stream=False)
+        self.residency.fit()  # within the budget from now on, not from the first unit used
         self._unet_capture = pipe._unet_capture
 
     def release(self) -> None:
@@ -166,7 +214,10 @@ class MemoryPlan:
 
     def unet_step(self, unet: Module) -> Any:
         """What a GuidedUNet calls per step: the kept capture with the UNet brought in
-        (medvram), or the UNet run eagerly while its blocks stream."""
+        (medvram), the UNet run eagerly while its blocks stream (lowvram), or under a budget
+        eagerly until a step moves no weight, then replayed (_BudgetStep)."""
+        if self.mode.max_vram is not None:
+            return _BudgetStep(self, unet)
         if self.mode.streams_unet:
             return partial(sampling.unet_call, unet)
         self.residency.use(unet)

@@ -134,7 +134,13 @@ class Residency:
         self.uploaded += restore(module)
         self._resident[id(module)] = unit
 
-    def _make_room(self, need: int, unit: _Unit) -> None:
+    def fit(self) -> None:
+        """Trim the pool and evict units, least recently used first, until the device holds
+        no more than the budget (units added on a device already over it; budget > 0)."""
+        if self.budget:
+            self._make_room(0, None)
+
+    def _make_room(self, need: int, unit: _Unit | None) -> None:
         if self.budget is None:
             return
         if self.budget == 0:

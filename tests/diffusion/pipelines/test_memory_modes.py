@@ -87,6 +87,26 @@ def test_budget_holds_at_the_peak(first_device: gpucore.Device, pipe: Any,
     assert first_device.memory_limit.bytes is None
 
 
+def test_budget_replays_the_step_once_no_weight_moves(first_device: gpucore.Device,
+                                                      pipe: Any,
+                                                      plain: tuple[np.ndarray, int]) -> None:
+    """Under a budget the UNet runs eagerly while its blocks move; once a step moved none,
+    the next ones replay a capture: the same picture, and within a tight budget still."""
+    settings = dict(negative_prompt="blurry", steps=4, seed=3, width=SIZE, height=SIZE)
+    want = pipe.txt2img("a lighthouse at dusk", **settings).images[0]
+    captured = pipe._unet_capture.captured
+    for budget, replayed in ((parse_size("8G"), 2), (plain[1] // 2, 0)):
+        pipe.set_memory_mode(MemoryMode(max_vram=budget))
+        first_device.reset_peak_memory()
+        replays = captured.replays
+        np.testing.assert_array_equal(
+            pipe.txt2img("a lighthouse at dusk", **settings).images[0], want)
+        # 8G: step 1 brings the blocks in, step 2 moves none (eager), 3 records, 4 replays
+        assert captured.replays - replays >= replayed
+        assert first_device.memory_stats().peak_reserved <= budget
+    pipe.set_memory_mode(MemoryMode())
+
+
 def test_budget_too_small_names_the_minimum(pipe: Any, plain: tuple[np.ndarray, int]) -> None:
     least = smallest_budget(pipe)
     with pytest.raises(ValueError, match=rf"at least .*\({-(-least // (1 << 20))} MiB\)"):
