@@ -187,7 +187,7 @@ class Residency:
         """Every unit back on the GPU and every wrapped method unwrapped; the Residency
         manages nothing any more."""
         if self.budget:
-            self.device.memory_limit.set(None)
+            self.device.memory_limit.release(self._evict_one)
         for module, method in self._streamed:
             vars(module).pop(method, None)
         for unit in self._units.values():

@@ -129,9 +129,19 @@ def test_memory_limit_trims_the_pool_then_evicts_then_names_the_need(
         with pytest.raises(gpucore.MemoryLimitError, match=r"at least .*MiB") as error:
             Buffer.empty(LARGE, device=dev)
         assert error.value.needed == base + 2 * large and error.value.limit == cap
+        spare = [Buffer.empty(SMALL, device=dev)]  # a second evictor (a refiner's) frees it
+        dev.memory_limit.set(cap, evict=lambda: bool(spare) and spare.pop() is not None)
         del other
+        third = Buffer.empty(LARGE, device=dev)
+        with pytest.raises(gpucore.MemoryLimitError):
+            Buffer.empty(LARGE, device=dev)
+        assert not spare and dev.memory_stats().peak_reserved <= cap
+        dev.memory_limit.release(evict)
+        assert dev.memory_limit.bytes == cap  # the other evictor still holds it
+        del third
     finally:
         dev.memory_limit.set(None)
+    assert dev.memory_limit.evictors == []
     Buffer.empty(LARGE, device=dev)  # no cap any more
     with pytest.raises(ValueError, match="bytes > 0"):
         dev.memory_limit.set(0)
