@@ -7,9 +7,10 @@ what the device really holds), its wall time against the plain run's, and whethe
 is the plain one bit for bit (else the mean pixel difference, 0-255). Each mode runs once to
 warm up (kernels, captures) and once timed, on the same loaded pipeline.
 Rows "quant": the same models with the UNet from a GGUF in Q8_0 and Q4_K (weights kept
-quantized: read by the linear layers' GEMM itself, dequantized into a scratch before each conv;
-"scratch" rows dequantize before every GEMM too), against the float16 UNet: the UNet's bytes,
-the txt2img time, and the mean pixel difference from the float16 picture. Random weights from
+quantized; "fused" rows: the linear layers' GEMM reads the blocks itself, on the matrix units'
+devices too, each conv dequantizes into a scratch first; "scratch" rows: every GEMM too),
+against the float16 UNet: the UNet's bytes, the txt2img time, and the mean pixel difference
+from the float16 picture. Random weights from
 diffusers' published configs, so the pictures are noise; the difference still measures the
 quantization's effect on them.
 BENCH_LOWVRAM=sd15,sdxl,modes,quant (default: all) picks the models and the parts (e.g.
@@ -107,19 +108,20 @@ def _quant(model: str, pipe: Any, root: Path, device: gpucore.Device,
 
     rows, reference = [], None
     original = pipe.unet
-    # "... scratch": the same UNet with its linear layers' weights dequantized into a scratch
-    # before each GEMM (FUSED off) instead of read by the GEMM itself (the default)
-    for format in ("f16", "q8_0", "q8_0 scratch", "q4_k", "q4_k scratch"):
-        if format in ("q8_0", "q4_k"):
-            pipe.unet = _quantized_unet(pipe, root, device, format)
+    # "fused": the linear layers' GEMM reads the blocks itself, on the matrix-unit devices too
+    # (FUSED.everywhere; by default those keep the scratch); "scratch": every weight is
+    # dequantized into a scratch before its GEMM (FUSED off)
+    for format in ("f16", "q8_0 fused", "q8_0 scratch", "q4_k fused", "q4_k scratch"):
+        if format.endswith("fused"):
+            pipe.unet = _quantized_unet(pipe, root, device, format.split()[0])
             gc.collect()
             device.empty_pool()
-        FUSED.enabled = not format.endswith("scratch")
+        FUSED.enabled = FUSED.everywhere = not format.endswith("scratch")
         pipe._unet_capture.captured.reset()  # the replay keeps the dispatches it recorded
         try:
             image, seconds, _ = _measured(pipe, device, size, steps)
         finally:
-            FUSED.enabled = True
+            FUSED.enabled, FUSED.everywhere = True, False
         unet = _unet_gib(pipe.unet)
         if reference is None:
             reference = (image, seconds, unet)
