@@ -7,13 +7,15 @@ what the device really holds), its wall time against the plain run's, and whethe
 is the plain one bit for bit (else the mean pixel difference, 0-255). Each mode runs once to
 warm up (kernels, captures) and once timed, on the same loaded pipeline.
 Rows "quant": the same models with the UNet from a GGUF in Q8_0 and Q4_K (weights kept
-quantized, dequantized before each GEMM/conv), against the float16 UNet: the UNet's bytes, the
-txt2img time, and the mean pixel difference from the float16 picture. Random weights from
+quantized; "fused" rows: the linear layers' GEMM reads the blocks itself, on the matrix units'
+devices too, each conv dequantizes into a scratch first; "scratch" rows: every GEMM too),
+against the float16 UNet: the UNet's bytes, the txt2img time, and the mean pixel difference
+from the float16 picture. Random weights from
 diffusers' published configs, so the pictures are noise; the difference still measures the
 quantization's effect on them.
 BENCH_LOWVRAM=sd15,sdxl,modes,quant (default: all) picks the models and the parts (e.g.
-"sdxl,quant": only SDXL's quantized rows); `--quick`: tiny models at 64x64, 2 steps, budgets of
-4 and 8 MiB (a smoke run).
+"sdxl,quant": only SDXL's quantized rows); `--quick`: tiny models at 64x64, 2 steps, a budget
+of 0.6 of the plain run's peak (a smoke run).
 """
 
 from __future__ import annotations
@@ -71,11 +73,13 @@ def _modes(model: str, pipe: Any, device: gpucore.Device, quick: bool) -> list[d
 
     size, budget, _ = MODELS[model]
     size, steps = (64, 2) if quick else (size, 20)
-    budget = (4 << 20 if model == "sd15" else 8 << 20) if quick else budget
     rows, plain = [], None
-    for setting, mode in (("plain", MemoryMode()), ("--medvram", MemoryMode(medvram=True)),
-                          ("--lowvram", MemoryMode(lowvram=True)),
-                          (f"--max-vram {budget >> 20}M", MemoryMode(max_vram=budget))):
+    for setting in ("plain", "--medvram", "--lowvram", "--max-vram"):
+        if setting == "--max-vram" and quick:  # the budget is hard: 0.6 of the plain peak
+            budget = int(0.6 * rows[0]["peak_reserved_gib"] * GIB)
+        mode = {"plain": MemoryMode(), "--medvram": MemoryMode(medvram=True),
+                "--lowvram": MemoryMode(lowvram=True)}.get(setting, MemoryMode(max_vram=budget))
+        setting += f" {budget >> 20}M" if mode.max_vram else ""
         pipe.set_memory_mode(mode)
         image, seconds, stats = _measured(pipe, device, size, steps)
         if plain is None:
@@ -100,14 +104,24 @@ def _quant(model: str, pipe: Any, root: Path, device: gpucore.Device,
            quick: bool) -> list[dict[str, Any]]:
     size, _, _ = MODELS[model]
     size, steps = (64, 2) if quick else (size, 20)
+    from gpustd.nn.quantized_linear import FUSED
+
     rows, reference = [], None
     original = pipe.unet
-    for format in ("f16", "q8_0", "q4_k"):
-        if format != "f16":
-            pipe.unet = _quantized_unet(pipe, root, device, format)
+    # "fused": the linear layers' GEMM reads the blocks itself, on the matrix-unit devices too
+    # (FUSED.everywhere; by default those keep the scratch); "scratch": every weight is
+    # dequantized into a scratch before its GEMM (FUSED off)
+    for format in ("f16", "q8_0 fused", "q8_0 scratch", "q4_k fused", "q4_k scratch"):
+        if format.endswith("fused"):
+            pipe.unet = _quantized_unet(pipe, root, device, format.split()[0])
             gc.collect()
             device.empty_pool()
-        image, seconds, _ = _measured(pipe, device, size, steps)
+        FUSED.enabled = FUSED.everywhere = not format.endswith("scratch")
+        pipe._unet_capture.captured.reset()  # the replay keeps the dispatches it recorded
+        try:
+            image, seconds, _ = _measured(pipe, device, size, steps)
+        finally:
+            FUSED.enabled, FUSED.everywhere = True, False
         unet = _unet_gib(pipe.unet)
         if reference is None:
             reference = (image, seconds, unet)

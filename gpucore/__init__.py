@@ -4,11 +4,11 @@ Device (one adapter + device, real limits, optional features), Buffer[T] (typed 
 Kernel (a WGSL entry point with a checked signature), batched dispatch and profiling.
 
 Modules, each below the ones that use it: `_runtime` (wgpu-native or Dawn, what differs
-between them) and `_adapters` (finding and choosing an adapter); `_pool`, `_bindings`,
-`_stream`, `_capture`, `_profile` (buffer pool, bind groups and params, streams and events,
-capture and replay, timestamps), which `_device` (Device) ties together; `_buffer` (Buffer)
-and `_kernel` (Kernel, with `_wgsl` reading shaders' signatures) on top; `_group` (several
-devices) and `_autotune` above those. gpucore knows nothing of ops.
+between them) and `_adapters` (finding and choosing an adapter); `_pool`, `_limit`,
+`_bindings`, `_stream`, `_capture`, `_profile` (buffer pool, its cap, bind groups and params,
+streams and events, capture and replay, timestamps), which `_device` (Device) ties together;
+`_buffer` (Buffer) and `_kernel` (Kernel, with `_wgsl` reading shaders' signatures) on top;
+`_group` (several devices) and `_autotune` above those. gpucore knows nothing of ops.
 """
 
 from . import _autotune as autotune
@@ -24,6 +24,7 @@ from ._errors import (
     DeviceLostError,
     FeatureError,
     GpuError,
+    MemoryLimitError,
     NoAdapterError,
     ShaderCompileError,
 )
@@ -49,6 +50,7 @@ __all__ = [
     "FeatureError",
     "GpuError",
     "Kernel",
+    "MemoryLimitError",
     "MemoryStats",
     "NoAdapterError",
     "Profile",

@@ -21,6 +21,7 @@ from ._adapters import OPTIONAL_FEATURES, AdapterInfo, choose_adapter
 from ._bindings import BindGroupCache
 from ._capture import Capture, CaptureError
 from ._errors import DeviceLimitError, GpuError, lost_or_gpu_error
+from ._limit import MemoryLimit
 from ._pool import BufferPool, MemoryStats, is_released, size_class
 from ._profile import Profile
 from ._staging import Staging
@@ -34,16 +35,10 @@ Pipeline = tuple[GPUComputePipeline, GPUBindGroupLayout]
 # Limits raised to the adapter's own values: the WebGPU defaults (128 MiB per storage
 # binding, 256 MiB per buffer) are far too small for Stable Diffusion activations.
 _RAISED_LIMITS = (
-    "max-buffer-size",
-    "max-storage-buffer-binding-size",
-    "max-compute-workgroup-storage-size",
-    "max-compute-invocations-per-workgroup",
-    "max-compute-workgroup-size-x",
-    "max-compute-workgroup-size-y",
-    "max-compute-workgroup-size-z",
-    "max-storage-buffers-per-shader-stage",
-    "max-compute-workgroups-per-dimension",
-)
+    "max-buffer-size", "max-storage-buffer-binding-size", "max-compute-workgroup-storage-size",
+    "max-compute-invocations-per-workgroup", "max-compute-workgroup-size-x",
+    "max-compute-workgroup-size-y", "max-compute-workgroup-size-z",
+    "max-storage-buffers-per-shader-stage", "max-compute-workgroups-per-dimension")
 # Dispatches per submit on a real GPU: enough to amortize a submit, few enough that the GPU
 # starts while Python records the rest. A CPU adapter (lavapipe) runs on the recording
 # cores anyway, so there it submits only when something needs the results.
@@ -89,6 +84,7 @@ class Device:
         self._fence: GPUBuffer | None = None
         self._queries: tuple[GPUQuerySet, GPUBuffer] | None = None  # timed Events' (_stream)
         self.pool = BufferPool()
+        self.memory_limit = MemoryLimit(self)  # a cap on the pool's reserve (gpucore._limit)
         self.staging = Staging(self)  # read-backs and large uploads (gpucore._staging)
         # Creation counters: a warm forward pass or a replay should add to none of them.
         self.buffers_created = 0  # real allocations
@@ -147,6 +143,8 @@ class Device:
         if (found := self.pool.take(size)) is not None:
             return found, size
         self.check_limit("max-buffer-size", size, f"{label} ({nbytes:,} bytes)")
+        if (found := self.memory_limit.make_room(size, label)) is not None:
+            return found, size
         buffer = self.wgpu.create_buffer(label=label, size=size, usage=usage)
         self.buffers_created += 1
         self.pool.created(size)
@@ -177,10 +175,12 @@ class Device:
         """Restart memory_stats()'s peaks now. torch: `reset_peak_memory_stats`."""
         self.pool.reset_peak()
 
-    def empty_pool(self) -> None:
-        """Drop every idle pooled buffer and the bind groups naming them (wgpu frees them)."""
+    def empty_pool(self, nbytes: int | None = None) -> None:
+        """Drop idle pooled buffers, at least `nbytes` of them, the largest first (None: every
+        one), and the bind groups naming them (wgpu frees them)."""
         with self._lock:
-            for buffer in self.pool.clear():
+            held = self._capture._buffers if self._capture is not None else ()
+            for buffer in self.pool.clear(nbytes, keep=held):
                 self._bind_groups.evict(buffer)
 
     @property

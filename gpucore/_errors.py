@@ -52,6 +52,24 @@ class DeviceLimitError(GpuError):
         )
 
 
+class MemoryLimitError(GpuError):
+    """A buffer does not fit under the device's memory limit (Device.memory_limit) even with
+    the pool emptied and everything the limit's owner could evict gone. `needed`: the bytes
+    the device must be allowed at that point."""
+
+    def __init__(self, limit: int, needed: int, what: str) -> None:
+        self.limit, self.needed = limit, needed
+        super().__init__(
+            f"{what} does not fit in the memory budget of {_size(limit)}: with nothing left "
+            f"to evict the device needs at least {_size(needed)} ({needed:,} bytes) here; give "
+            "a budget of at least that much (e.g. --max-vram) or make a smaller picture")
+
+
+def _size(nbytes: int) -> str:
+    return (f"{nbytes / (1 << 30):.2f} GiB" if nbytes >= 1 << 30
+            else f"{nbytes / (1 << 20):.1f} MiB")
+
+
 class FeatureError(GpuError):
     """An optional adapter feature (such as shader-f16) is required but missing."""
 

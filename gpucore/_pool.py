@@ -4,7 +4,7 @@ count of the device memory it and the live buffers hold (`Device.memory_stats()`
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 from dataclasses import asdict, dataclass
 
 from wgpu.classes import GPUBuffer
@@ -124,12 +124,24 @@ class BufferPool:
                 idle[:] = kept
         return taken
 
-    def clear(self) -> list[GPUBuffer]:
-        """Forget every idle buffer; returns them (the caller drops what references them)."""
+    def clear(self, nbytes: int | None = None, keep: Container[int] = ()) -> list[GPUBuffer]:
+        """Forget idle buffers, the largest first, until at least `nbytes` are gone (None:
+        every one), but those whose id is in `keep` (an open capture's: it holds them, so
+        forgetting them would not free them); returns them (the caller drops what references
+        them)."""
         with self._lock:
-            dropped = [b for idle in self._free.values() for b in idle]
-            self._free.clear()
-            self.idle_bytes = 0
+            dropped: list[GPUBuffer] = []
+            for size in sorted(self._free, reverse=True):
+                idle = self._free[size]
+                for buffer in list(idle):
+                    if nbytes is not None and nbytes <= 0:
+                        break
+                    if id(buffer) not in keep:
+                        idle.remove(buffer)
+                        dropped.append(buffer)
+                        self.idle_bytes -= size
+                        nbytes = None if nbytes is None else nbytes - size
+            self._free = {size: idle for size, idle in self._free.items() if idle}
             return dropped
 
     def stats(self) -> MemoryStats:

@@ -90,10 +90,13 @@ def _resolve(type_str: str, aliases: dict[str, str]) -> str:
 _PARTS = re.compile(r"^//!\s*parts:\s*(.+)$", re.M)
 
 
-def declared_parts(source: str) -> list[str]:
-    """The alternatives a main shader's `//! parts: a | b` line names (one is appended)."""
+def declared_parts(source: str) -> list[tuple[str, ...]]:
+    """The alternatives a main shader's `//! parts: a | b + c` line names (one is appended:
+    a, or b and c together)."""
     found = _PARTS.search(source)
-    return [p.strip() for p in found.group(1).split("|")] if found else []
+    if found is None:
+        return []
+    return [tuple(p.strip() for p in alt.split("+")) for alt in found.group(1).split("|")]
 
 
 def strip_comments(source: str) -> str:

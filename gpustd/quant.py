@@ -7,7 +7,8 @@ Tensor, bitwise equal to `gguf.quants.dequantize` (float32) or that cast to floa
 `materialize` is what layers call on a weight: a Tensor passes through, a QuantizedTensor is
 dequantized into a scratch Tensor the caller drops after its GEMM/conv (so the pool hands the
 same memory to the next layer's weight: one layer's expanded weight at a time, at the cost of
-one extra pass over it per use).
+one extra pass over it per use). Linear layers with Q8_0 / Q4_K / Q5_0 weights skip the scratch: the
+GEMM reads the blocks itself (gpustd.nn.quantized_linear).
 """
 
 from __future__ import annotations

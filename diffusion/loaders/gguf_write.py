@@ -4,8 +4,13 @@ per tensor: matrices and conv kernels quantized, the small and the 1-D kept as f
 Which tensors are quantized (`plan_format`): every weight of 2+ dimensions with at least 1024
 values whose rows (all but the first dimension) hold whole blocks; a 4-D conv kernel is written
 as its [out, in*kh*kw] matrix with the true shape under `comfy.gguf.orig_shape.<name>`
-(ComfyUI-GGUF's key). Other 2+-D tensors are F16, 1-D ones (biases, norms) F32. gguf-py
-quantizes Q8_0, Q5_0/Q5_1, Q4_0/Q4_1 (and writes F16/BF16); the K formats it only reads.
+(ComfyUI-GGUF's key). A Q4_K file's tensors whose rows are not whole 256-value super-blocks
+(an SD UNet's 320- and 640-channel layers and most 3x3 convs: 2880, 5760 values a row) take
+Q5_0, as llama.cpp's quantizer falls back (llama-quant.cpp: Q4_K -> Q5_0, Q5_K -> Q5_1,
+Q6_K -> Q8_0; ComfyUI-GGUF's files come from it): SD 1.5's UNet at 0.29 of its float16 bytes,
+not the 0.40 of keeping them F16. Other 2+-D tensors are F16, 1-D ones (biases, norms) F32.
+gguf-py quantizes Q8_0, Q5_0/Q5_1, Q4_0/Q4_1 (and writes F16/BF16); the K formats it only
+reads.
 """
 
 from __future__ import annotations
@@ -28,13 +33,18 @@ _BLOCK = {"q8_0": 32, "q5_1": 32, "q5_0": 32, "q4_1": 32, "q4_0": 32, "q4_k": 25
           "bf16": 1}
 
 
+# llama.cpp's format for rows that are not whole super-blocks of a K format
+_FALLBACK = {"q4_k": "q5_0"}
+
+
 def plan_format(shape: tuple[int, ...], format: str) -> str:
     """The format a tensor of `shape` is written in when the file's type is `format`."""
-    if len(shape) < 2:
-        return "f32"
+    if len(shape) < 2 or math.prod(shape) < 1024:
+        return "f32" if len(shape) < 2 else "f16"
     row = math.prod(shape[1:])
-    if math.prod(shape) >= 1024 and row % _BLOCK[format] == 0:
-        return format
+    for kind in (format, _FALLBACK.get(format)):
+        if kind is not None and row % _BLOCK[kind] == 0:
+            return kind
     return "f16"
 
 

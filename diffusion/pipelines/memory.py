@@ -12,14 +12,22 @@
   next one comes; conv_in, the embeddings and conv_out stay. Weights of blocks that already
   made the trip keep their host copy, so streaming reads nothing back.
 - max_vram: a budget in bytes. The same units as lowvram, but nothing leaves while the device
-  holds less than the budget (`memory_stats().reserved`); past it the pool is emptied and the
-  least recently used units go to host memory. The VAE decodes in tiles (activations held on
-  the host between GroupNorms) when its untiled pass would not fit the budget.
+  holds less than the budget (`memory_stats().reserved`, the pool's idle buffers included);
+  past it the pool is trimmed and the least recently used units go to host memory. The budget
+  is the device's memory limit (gpustd.nn.residency): it holds at every allocation, a block's
+  activations included, so the generation's peak stays within it. The VAE decodes in tiles
+  (activations held on the host between GroupNorms) when its untiled pass would not fit the
+  budget. A budget below the UNet's unstreamed weights plus the largest unit is refused at
+  once, naming that minimum; one that the activations outgrow raises gpucore.MemoryLimitError
+  where they do, naming the bytes needed there.
 
 Streaming uploads new buffers while the UNet runs, which a replay cannot repeat: under lowvram
-and max_vram the UNet runs eagerly (op by op, no capture), which costs host time per step
-(bench/memory.py measures it). Attention needs no chunking for a budget: the kernel never forms
-the score matrix (gpustd.nn.attention), so its memory is q, k, v and the output.
+the UNet runs eagerly (op by op, no capture), which costs host time per step (bench/lowvram.py
+measures it). Under max_vram it runs eagerly while its blocks move; once a step ran with no
+weight uploaded or evicted (the budget holds the whole UNet across a step), the next steps
+replay a capture of it, until a block leaves (_BudgetStep). Attention needs no chunking for a
+budget: the kernel never forms the score matrix (gpustd.nn.attention), so its memory is q, k,
+v and the output.
 
 Pictures: weights come back bit for bit and the kernels are the same, so every mode gives the
 plain run's picture bitwise; the tiled VAE (only when a budget asks for it) differs within the
@@ -37,13 +45,15 @@ from typing import Any
 import numpy as np
 
 from gpustd.nn import Module, ModuleList
+from gpustd.nn.offload import OffloadedError, parameter_bytes
 from gpustd.nn.residency import Residency
 
 from ..models.tiled_vae import bytes_per_input_pixel, decode_tiled, vae_decode, vae_encode
 from . import sampling
 
-__all__ = ["MemoryMode", "MemoryPlan", "parse_size"]
+__all__ = ["MemoryMode", "MemoryPlan", "parse_size", "smallest_budget"]
 
+GIB = float(1 << 30)
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 # live tensors of an untiled VAE decode at its widest level, in units of the widest: the
 # upsampled input, a resnet's half-width conv outputs and its shortcut (about 3; SDXL's f32
@@ -107,6 +117,59 @@ def unet_blocks(unet: Module) -> list[Module]:
             if isinstance(value, ModuleList) for module in value]
 
 
+class _Steady:
+    """Whether the UNet's last eager step under a budget moved no weight (so every block stays
+    on the GPU across a step and the step may replay), and the capture to drop when a block
+    leaves (its recorded weights go). Apart from the plan: the Residency's on_evict keeps it."""
+
+    def __init__(self, captured: Any) -> None:
+        self.captured, self.steady = captured, False
+
+    def left(self) -> None:
+        self.steady = False
+        self.captured.reset()
+
+
+class _BudgetStep:
+    """--max-vram's UNet step. Eager (blocks streamed in as they run) until one step ran with
+    no weight uploaded or evicted: the budget then holds the whole UNet across a step, and the
+    next steps replay a capture of it, as the plain mode does, until a block leaves (the VAE
+    coming in, or a new generation's text encoders), which drops the capture. A recording that
+    finds a block gone (an eviction while it ran) is dropped and the step runs eagerly."""
+
+    def __init__(self, plan: MemoryPlan, unet: Module) -> None:
+        self.plan, self.unet = plan, unet
+        # once a generation (it walks the parameters); a block leaving resets it in between
+        self.captured = plan._unet_capture.of(unet)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        residency, state = self.plan.residency, self.plan._steady
+        moved = residency.uploaded, residency.evictions
+        if state.steady:
+            try:
+                out = self.captured(*args, **kwargs)
+            except OffloadedError:
+                state.left()
+            else:
+                if (residency.uploaded, residency.evictions) == moved:
+                    return out
+                state.left()  # a block left while it recorded: the replay would be stale
+                return out
+        out = sampling.unet_call(self.unet, *args, **kwargs)
+        state.steady = (residency.uploaded, residency.evictions) == moved
+        return out
+
+
+def smallest_budget(pipe: Any) -> int:
+    """The least --max-vram can be: the UNet's weights that never leave (conv_in, the
+    embeddings, conv_out) and the largest unit's (a UNet block, the text encoders, the VAE),
+    activations not counted."""
+    blocks = unet_blocks(pipe.unet)
+    fixed = parameter_bytes(pipe.unet) - sum(parameter_bytes(b) for b in blocks)
+    units = [*blocks, *_text_encoders(pipe), pipe.vae]
+    return fixed + max(parameter_bytes(u) for u in units)
+
+
 def _text_encoders(pipe: Any) -> list[Module]:
     found = getattr(pipe, "text_encoders", None)
     return list(found.encoders) if found is not None else [pipe.text_encoder]
@@ -121,6 +184,11 @@ class MemoryPlan:
         weight = pipe.unet.conv_in.weight
         self.device = weight.device
         budget = mode.max_vram if mode.max_vram is not None else 0
+        if mode.max_vram is not None and mode.max_vram < (least := smallest_budget(pipe)):
+            raise ValueError(
+                f"--max-vram {mode.max_vram / GIB:.3f} GiB cannot hold the model's largest part "
+                f"with what always stays on the GPU: it needs at least {least / GIB:.3f} GiB "
+                f"({-(-least // (1 << 20))} MiB) before any activations; give more")
         self.residency = Residency(self.device, budget=budget, release=not mode.lowvram)
         captures = pipe._text_capture.captured, pipe._unet_capture.captured
         # SDXL's two encoders move together; forward and forward_pooled both run _encode
@@ -129,13 +197,15 @@ class MemoryPlan:
                            on_evict=captures[0].reset)
         for encoder in encoders:
             self.residency.stream(encoder, "_encode", unit=encoders)
+        self._steady = _Steady(captures[1])
         if mode.streams_unet:
             captures[1].reset()  # the UNet runs eagerly now: a kept capture only pins memory
             for block in unet_blocks(pipe.unet):
-                self.residency.add(block, name="UNet block")
+                self.residency.add(block, name="UNet block", on_evict=self._steady.left)
         else:
             self.residency.add(pipe.unet, name="UNet", stream=False, on_evict=captures[1].reset)
         self.residency.add(pipe.vae, name="VAE", stream=False)
+        self.residency.fit()  # within the budget from now on, not from the first unit used
         self._unet_capture = pipe._unet_capture
 
     def release(self) -> None:
@@ -144,7 +214,10 @@ class MemoryPlan:
 
     def unet_step(self, unet: Module) -> Any:
         """What a GuidedUNet calls per step: the kept capture with the UNet brought in
-        (medvram), or the UNet run eagerly while its blocks stream."""
+        (medvram), the UNet run eagerly while its blocks stream (lowvram), or under a budget
+        eagerly until a step moves no weight, then replayed (_BudgetStep)."""
+        if self.mode.max_vram is not None:
+            return _BudgetStep(self, unet)
         if self.mode.streams_unet:
             return partial(sampling.unet_call, unet)
         self.residency.use(unet)

@@ -256,6 +256,7 @@ class StableDiffusion:
         every weight on the GPU again); see diffusion.pipelines.memory."""
         if self.memory is not None:
             self.memory.release()
+            self.memory = None  # a plan refused below leaves none in effect
         self.memory = MemoryPlan(self, mode) if mode else None
 
     # -- pipelines --------------------------------------------------------------------

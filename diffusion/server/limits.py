@@ -10,6 +10,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import HTTPException, RequestValidationError
 from fastapi.responses import JSONResponse
 
+from gpucore import MemoryLimitError
+
 from .generation import RequestError
 from .images import ImageError
 
@@ -76,7 +78,8 @@ class BodyLimit:
 
 
 def add_error_handlers(app: FastAPI) -> None:
-    """Bad input -> 422 saying what to change; no traceback ever reaches a client."""
+    """Bad input -> 422 saying what to change (a picture over --max-vram's budget too); no
+    traceback ever reaches a client."""
     @app.exception_handler(RequestError)
     @app.exception_handler(ImageError)
     async def bad_request(request: Request, exc: ValueError) -> JSONResponse:
@@ -95,6 +98,11 @@ def add_error_handlers(app: FastAPI) -> None:
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
         return JSONResponse(error_body("HTTPException", str(exc.detail)),
                             status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(MemoryLimitError)
+    async def over_budget(request: Request, exc: MemoryLimitError) -> JSONResponse:
+        # the picture needs more than --max-vram allows: a smaller one fits
+        return JSONResponse(error_body(type(exc).__name__, str(exc)), status_code=422)
 
     @app.exception_handler(ValueError)
     async def value_error(request: Request, exc: ValueError) -> JSONResponse:

@@ -22,19 +22,22 @@ __all__ = ["record_gemm"]
 
 def record_gemm(a: Buffer[Any], b: Buffer[Any], c: Buffer[Any], bias: Buffer[Any] | None, *,
                 m: int, n: int, k: int, trans_a: bool, trans_b: bool, alpha: float, beta: float,
-                plan: BatchPlan, bias_rows: bool = False) -> None:
+                plan: BatchPlan, bias_rows: bool = False, b_format: str = "") -> None:
     """Record C = alpha op(A) op(B) + beta C + bias for every batch entry of `plan` (no
     validation: the public wrappers have done it).
 
     A, B, C: row-major m x k (k x m with trans_a), k x n (n x k with trans_b), m x n per batch
     entry, one dtype (f32 or f16; f32 accumulation). bias: (n,) added to every row, or with
     `bias_rows` (m,), one value per row (a 1x1 conv's output channels); None for none.
+    b_format: B is a weight (n x k, trans_b) of GGML blocks ("q8_0", "q4_k": a
+    gpustd.quant.QuantizedTensor's u32 buffer) dequantized inside the portable kernel.
     numpy: ``alpha * op(a) @ op(b) + beta * c + bias``."""
     if m == 0 or n == 0 or plan.count == 0:
         return
     device = c.device
     # 1. f16 on the matrix units (Dawn), in the tuner's tile (the rule's until tuned)
-    if c.dtype == a.dtype == b.dtype == np.float16 and matrix_units.available(device):
+    if (c.dtype == a.dtype == b.dtype == np.float16 and not b_format
+            and matrix_units.available(device)):
         tile = matrix_tuning.gemm_tile(device, m, n, k, plan.count, trans_a, trans_b)
         matrix_units.record_gemm_matrix(
             a, b, c, bias if bias is not None else portable.no_bias(device, c.dtype),
@@ -50,4 +53,4 @@ def record_gemm(a: Buffer[Any], b: Buffer[Any], c: Buffer[Any], bias: Buffer[Any
                                      chosen, splits)
     portable.record_gemm(a, b, c, bias, m=m, n=n, k=k, trans_a=trans_a, trans_b=trans_b,
                          alpha=alpha, beta=beta, plan=plan, tile=tile, splits=chosen.splits,
-                         paired=paired, bias_rows=bias_rows)
+                         paired=paired, bias_rows=bias_rows, b_format=b_format)

@@ -17,15 +17,22 @@ from gpucore import Buffer, Device, Kernel
 
 from .plan import K_CHUNK, TILES, BatchPlan, Tile, k_partition
 
-__all__ = ["dispatch", "gemm_kernel", "no_bias", "record_gemm"]
+__all__ = ["B_FORMATS", "dispatch", "gemm_kernel", "no_bias", "record_gemm"]
+
+# GGML formats gemm.wgsl reads B in (the part that loads it), besides floats
+B_FORMATS = {"q8_0": "quant/gemm_b_q8_0", "q4_k": "quant/gemm_b_q4_k",
+             "q5_0": "quant/gemm_b_q5_0"}
 
 
 def gemm_kernel(dtype: np.dtype, tile: Tile, *, trans_a: bool, trans_b: bool, vec_a: bool,
-                vec_b: bool, split: bool = False, paired: bool = False, geglu: int = 0) -> Kernel:
+                vec_b: bool, split: bool = False, paired: bool = False, geglu: int = 0,
+                b_format: str = "") -> Kernel:
     """gemm.wgsl for `dtype` operands and this tile and layout. vec_*: the operand is read
     in vec4s (its contiguous dimension is a multiple of 4); split: write raw f32 partial
     sums (split-K); paired: the main loop's paired shape; geglu: 1 (erf) or 2 (tanh) applies
-    GEGLU's gate in the epilogue (columns [0, n) times gelu of columns [n, 2n))."""
+    GEGLU's gate in the epilogue (columns [0, n) times gelu of columns [n, 2n)); b_format:
+    B is a weight (n x k, trans_b) of GGML blocks in this format ("q8_0", "q4_k",
+    "q5_0": see B_FORMATS), dequantized as the tiles load it, instead of floats."""
     types = {"T": dtype, "O": np.float32 if split else dtype}
     if not vec_a:
         types["AV"] = "T"
@@ -36,8 +43,9 @@ def gemm_kernel(dtype: np.dtype, tile: Tile, *, trans_a: bool, trans_b: bool, ve
                  "VEC_B": int(vec_b), "SPLIT": int(split), "PAIRED": int(paired)}
     if geglu:
         constants["GEGLU"] = geglu
-    return Kernel.cached("linalg/gemm", parts=("linalg/register_tile",), constants=constants,
-                         types=types)
+    b_part = B_FORMATS[b_format] if b_format else "linalg/gemm_b"
+    return Kernel.cached("linalg/gemm", parts=("linalg/register_tile", b_part),
+                         constants=constants, types=types)
 
 
 def dispatch(kernel: Kernel, grid: tuple[int, int, int], a: Buffer[Any], b: Buffer[Any],
@@ -76,12 +84,13 @@ def no_bias(device: Device, dtype: np.dtype) -> Buffer[Any]:
 def record_gemm(a: Buffer[Any], b: Buffer[Any], c: Buffer[Any], bias: Buffer[Any] | None, *,
                 m: int, n: int, k: int, trans_a: bool, trans_b: bool, alpha: float, beta: float,
                 plan: BatchPlan, tile: Tile, splits: int, paired: bool,
-                bias_rows: bool = False) -> None:
+                bias_rows: bool = False, b_format: str = "") -> None:
     """Record C = alpha op(A) op(B) + beta C + bias for every batch entry (no validation) in
     `tile`, at most `splits` K splits (k_partition's) and the `paired` main loop or not.
 
     bias: (n,) added along rows, or with `bias_rows` (m,), one value per row (a 1x1 conv's
-    output channels). A tile whose workgroup memory the device lacks runs as 64 x 64."""
+    output channels). b_format: B holds GGML blocks (gemm_kernel). A tile whose workgroup
+    memory the device lacks runs as 64 x 64."""
     if m == 0 or n == 0 or plan.count == 0:
         return
     device = c.device
@@ -95,7 +104,7 @@ def record_gemm(a: Buffer[Any], b: Buffer[Any], c: Buffer[Any], bias: Buffer[Any
     vec_a = k > 0 and (m if trans_a else k) % 4 == 0
     vec_b = k > 0 and (k if trans_b else n) % 4 == 0
     kernel = gemm_kernel(c.dtype, tile, trans_a=trans_a, trans_b=trans_b, vec_a=vec_a,
-                         vec_b=vec_b, split=splits > 1, paired=paired)
+                         vec_b=vec_b, split=splits > 1, paired=paired, b_format=b_format)
     has_bias = 0 if bias is None else 2 if bias_rows else 1
     bias_buffer = bias if bias is not None else no_bias(device, c.dtype)
     # Split-K: every split writes raw f32 sums to its own slab; gemm_splitk adds them.

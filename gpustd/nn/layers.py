@@ -18,6 +18,7 @@ from .embedding import embedding
 from .linear import linear, linear_geglu
 from .module import Module, parameter
 from .norm import group_norm, layer_norm
+from .quantized_linear import fuses, quantized_linear, quantized_linear_geglu
 
 __all__ = ["GEGLU", "Conv2d", "Embedding", "GroupNorm", "Identity", "LayerNorm", "Linear"]
 
@@ -32,6 +33,8 @@ class Linear(Module):
 
     def forward(self, x: Tensor, *, add_to: Tensor | None = None) -> Tensor:
         """add_to: a residual of the output's shape the result is added into in place."""
+        if fuses(self.weight, x):  # a Q8_0 / Q4_K / Q5_0 weight the GEMM reads as it is
+            return quantized_linear(x, self.weight, self.bias, add_to=add_to)  # type: ignore[arg-type]
         return linear(x, materialize(self.weight), self.bias, add_to=add_to)
 
 
@@ -115,6 +118,9 @@ class GEGLU(Module):
 
     def forward(self, x: Tensor) -> Tensor:
         # The gate runs in the projection GEMM's epilogue: one dispatch, no [.., 2D] tensor.
+        if fuses(self.proj.weight, x):
+            return quantized_linear_geglu(x, self.proj.weight, self.proj.bias,  # type: ignore[arg-type]
+                                          approximate=self.approximate)
         return linear_geglu(x, materialize(self.proj.weight), self.proj.bias,
                             approximate=self.approximate)
 

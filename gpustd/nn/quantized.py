@@ -1,7 +1,8 @@
 """Quantized weights in a Module: a Linear or Conv2d weight replaced by a gpustd.quant
 QuantizedTensor, which the layer dequantizes into a scratch tensor right before each GEMM or
-convolution (`gpustd.quant.materialize`). Weight-only: activations, biases and norms keep
-their dtype."""
+convolution (`gpustd.quant.materialize`), or, for a Linear's Q8_0 / Q4_K / Q5_0 weight, that
+the GEMM reads as it is (gpustd.nn.quantized_linear). Weight-only: activations, biases and
+norms keep their dtype."""
 
 from __future__ import annotations
 

@@ -10,10 +10,14 @@ least recently used first, to keep the device within a memory budget (the WebUI'
 A unit is a Module whose weights move together (gpustd.nn.offload). `add` wraps its forward so
 each call first runs `use(module)`: that brings the unit in (uploading its weights) and, where
 the device holds more than `budget` bytes (`memory_stats().reserved`, idle pooled buffers
-included), empties the pool and evicts other units, least recently used first, until the unit
-fits or nothing is left to evict. `budget=0` keeps one unit on the GPU at a time (the WebUI's
-modes: whatever ran before leaves when the next unit comes). The budget is kept at each unit's
-entry; the activations a unit makes while it runs come on top.
+included), trims the pool and evicts other units, least recently used first, until the unit
+fits. A budget > 0 is also the device's memory limit (gpucore's `Device.memory_limit`) while
+the Residency lives: every allocation (a unit's activations as it runs included) first trims
+the pool and evicts other units, so the device never holds more than the budget; what cannot
+fit with everything else evicted raises gpucore.MemoryLimitError, naming the bytes needed.
+The unit last brought in is never evicted for room (it may be running). `budget=0` keeps one
+unit on the GPU at a time (the WebUI's modes: whatever ran before leaves when the next unit
+comes), with no limit on the activations.
 
 Bringing a unit in writes new buffers, which a capture (gpucore capture / replay) must not
 record as constants: `use` inside a capture that needs an upload raises OffloadedError.
@@ -81,8 +85,11 @@ class Residency:
         self._units: dict[int, _Unit] = {}
         self._streamed: list[tuple[Module, str]] = []
         self._resident: OrderedDict[int, _Unit] = OrderedDict()  # least recently used first
+        self._current = 0  # id of the unit last brought in: never evicted for room
         self.uploaded = 0  # bytes brought in since made (what streaming costs)
         self.evictions = 0
+        if budget:
+            device.memory_limit.set(budget, evict=self._evict_one)
 
     def __repr__(self) -> str:
         return (f"<Residency budget={self.budget} units={len(self._units)} "
@@ -114,6 +121,7 @@ class Residency:
             raise KeyError(f"{type(module).__name__} is not a unit of this Residency: add it "
                            "(a pipeline whose model was replaced after its memory mode was set: "
                            "set the mode again, pipe.set_memory_mode(...))")
+        self._current = id(module)
         if id(module) in self._resident and not is_offloaded(module):
             self._resident.move_to_end(id(module))
             self._make_room(extra, unit)  # one at a time: the others leave all the same
@@ -126,7 +134,13 @@ class Residency:
         self.uploaded += restore(module)
         self._resident[id(module)] = unit
 
-    def _make_room(self, need: int, unit: _Unit) -> None:
+    def fit(self) -> None:
+        """Trim the pool and evict units, least recently used first, until the device holds
+        no more than the budget (units added on a device already over it; budget > 0)."""
+        if self.budget:
+            self._make_room(0, None)
+
+    def _make_room(self, need: int, unit: _Unit | None) -> None:
         if self.budget is None:
             return
         if self.budget == 0:
@@ -136,14 +150,22 @@ class Residency:
             if others and self.release:
                 self.device.empty_pool()
             return
-        while self.device.memory_stats().reserved + need > self.budget:
-            if self.device.memory_stats().pooled:
-                self.device.empty_pool()
-                continue
-            victim = next((u for u in self._resident.values() if u is not unit), None)
-            if victim is None:
-                return  # nothing left to evict: the unit runs over the budget
+        while (over := self.device.memory_stats().reserved + need - self.budget) > 0:
+            pooled = self.device.memory_stats().pooled
+            if pooled:
+                self.device.empty_pool(over)
+                if self.device.memory_stats().pooled < pooled:
+                    continue
+            if not self._evict_one():
+                return  # nothing left to evict: the allocations will say what is missing
+
+    def _evict_one(self) -> bool:
+        """Evict the least recently used unit but the current one; False when none is left."""
+        victim = next((u for u in self._resident.values() if id(u.module) != self._current),
+                      None)
+        if victim is not None:
             self.evict(victim.module)
+        return victim is not None
 
     def evict(self, module: Module) -> None:
         """Move unit `module`'s weights to host memory (its on_evict first)."""
@@ -164,6 +186,8 @@ class Residency:
     def close(self) -> None:
         """Every unit back on the GPU and every wrapped method unwrapped; the Residency
         manages nothing any more."""
+        if self.budget:
+            self.device.memory_limit.release(self._evict_one)
         for module, method in self._streamed:
             vars(module).pop(method, None)
         for unit in self._units.values():

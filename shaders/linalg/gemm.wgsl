@@ -1,4 +1,4 @@
-//! parts: linalg/register_tile
+//! parts: linalg/register_tile + linalg/gemm_b | linalg/register_tile + quant/gemm_b_q8_0 | linalg/register_tile + quant/gemm_b_q4_k | linalg/register_tile + quant/gemm_b_q5_0
 // Batched GEMM: C = alpha * op(A) @ op(B) + beta * C + bias, op = optional transpose.
 //
 // A workgroup of WX x WY invocations computes a BM x BN tile of C (BM = TM * WY, BN = TN * WX;
@@ -69,7 +69,7 @@ struct Params {
 }
 
 @group(0) @binding(0) var<storage, read> a: array<AV>;
-@group(0) @binding(1) var<storage, read> b: array<BV>;
+// binding 1, b, and load_b: shaders/linalg/gemm_b.wgsl (floats) or quant/gemm_b_*.wgsl
 @group(0) @binding(2) var<storage, read> bias: array<T>;
 @group(0) @binding(3) var<storage, read_write> c: array<O>;
 @group(0) @binding(4) var<uniform> params: Params;
@@ -104,17 +104,6 @@ fn load_a(r: u32, col: u32, rows: u32, cols: u32) -> vec4<f32> {
                      select(0.0, f32(vec4<T>(a[i + 1u]).x), left > 1u),
                      select(0.0, f32(vec4<T>(a[i + 2u]).x), left > 2u),
                      select(0.0, f32(vec4<T>(a[i + 3u]).x), left > 3u));
-}
-
-fn load_b(r: u32, col: u32, rows: u32, cols: u32) -> vec4<f32> {
-    if (r >= rows || col >= cols) { return vec4<f32>(0.0); }
-    let i = b_off + r * cols + col;
-    if (VEC_B) { return vec4<f32>(vec4<T>(b[i / 4u])); }
-    let left = cols - col;
-    return vec4<f32>(f32(vec4<T>(b[i]).x),
-                     select(0.0, f32(vec4<T>(b[i + 1u]).x), left > 1u),
-                     select(0.0, f32(vec4<T>(b[i + 2u]).x), left > 2u),
-                     select(0.0, f32(vec4<T>(b[i + 3u]).x), left > 3u));
 }
 
 // Chunk q (0-3) of this invocation's share of A's K tile t.

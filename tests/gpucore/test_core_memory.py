@@ -95,3 +95,53 @@ def test_a_capture_holds_its_temporaries_until_released(dev: gpucore.Device) -> 
     graph.release()
     s2 = dev.memory_stats()
     assert s2.allocated == s0.allocated + _cls(dev, SMALL) and s2.pooled == _cls(dev, SMALL)
+
+
+def test_memory_limit_trims_the_pool_then_evicts_then_names_the_need(
+        dev: gpucore.Device) -> None:
+    """Device.memory_limit: a new buffer first drops idle ones (the pool's reserve counts),
+    then asks `evict` to free live ones, and raises MemoryLimitError, naming the bytes needed,
+    when nothing is left; the reserve never passes the cap."""
+    small, large = _cls(dev, SMALL), _cls(dev, LARGE)
+    base = dev.memory_stats().reserved
+    idle = [Buffer.empty(SMALL, device=dev) for _ in range(3)]
+    del idle  # three idle small buffers in the pool
+    assert dev.memory_stats().pooled == 3 * small
+    held = [Buffer.empty(LARGE, device=dev)]
+    evicted: list[int] = []
+
+    def evict() -> bool:
+        if not held:
+            return False
+        evicted.append(1)
+        held.pop()
+        return True
+
+    cap = base + large + small + large // 2  # one large and one small, not two large
+    dev.memory_limit.set(cap, evict=evict)
+    try:
+        assert dev.memory_stats().pooled == 3 * small  # under the cap: kept
+        dev.reset_peak_memory()
+        other = Buffer.empty(LARGE + 1000, device=dev)  # no idle buffer of its size class
+        assert evicted == [1] and not held  # dropping the idle small ones was not enough
+        s = dev.memory_stats()  # the evicted buffer was reused: nothing idle, one large live
+        assert s.peak_reserved <= cap and (s.allocated, s.pooled) == (base + large, 0)
+        with pytest.raises(gpucore.MemoryLimitError, match=r"at least .*MiB") as error:
+            Buffer.empty(LARGE, device=dev)
+        assert error.value.needed == base + 2 * large and error.value.limit == cap
+        spare = [Buffer.empty(SMALL, device=dev)]  # a second evictor (a refiner's) frees it
+        dev.memory_limit.set(cap, evict=lambda: bool(spare) and spare.pop() is not None)
+        del other
+        third = Buffer.empty(LARGE, device=dev)
+        with pytest.raises(gpucore.MemoryLimitError):
+            Buffer.empty(LARGE, device=dev)
+        assert not spare and dev.memory_stats().peak_reserved <= cap
+        dev.memory_limit.release(evict)
+        assert dev.memory_limit.bytes == cap  # the other evictor still holds it
+        del third
+    finally:
+        dev.memory_limit.set(None)
+    assert dev.memory_limit.evictors == []
+    Buffer.empty(LARGE, device=dev)  # no cap any more
+    with pytest.raises(ValueError, match="bytes > 0"):
+        dev.memory_limit.set(0)

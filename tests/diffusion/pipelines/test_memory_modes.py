@@ -14,7 +14,7 @@ from sd_tiny import write_pipeline
 
 import gpucore
 from diffusion import load_pipeline
-from diffusion.pipelines.memory import MemoryMode, parse_size
+from diffusion.pipelines.memory import MemoryMode, parse_size, smallest_budget
 from gpustd.nn.offload import device_bytes, parameter_bytes
 
 SIZE = 16  # 8x8 latents
@@ -56,7 +56,6 @@ def _weights(pipe: Any) -> int:
 @pytest.mark.parametrize("mode, most", [
     (MemoryMode(medvram=True), 0.95),
     (MemoryMode(lowvram=True), 0.75),
-    (MemoryMode(max_vram=1), 0.75),  # a budget nothing fits: every unit leaves after use
 ])
 def test_mode_gives_the_plain_picture_with_less_memory(
         first_device: gpucore.Device, pipe: Any, plain: tuple[np.ndarray, int],
@@ -71,6 +70,54 @@ def test_mode_gives_the_plain_picture_with_less_memory(
     assert device_bytes(pipe.text_encoder) == 0
     pipe.set_memory_mode(MemoryMode())  # off again: everything back
     assert sum(device_bytes(m) for m in (pipe.text_encoder, pipe.unet, pipe.vae)) == _weights(pipe)
+
+
+def test_budget_holds_at_the_peak(first_device: gpucore.Device, pipe: Any,
+                                  plain: tuple[np.ndarray, int]) -> None:
+    """--max-vram is the device's limit at every allocation: the pool's reserve and each
+    block's activations included, the generation never holds more than the budget."""
+    budget = plain[1] // 2
+    assert budget > smallest_budget(pipe)
+    pipe.set_memory_mode(MemoryMode(max_vram=budget))
+    image, _ = _steady_peak(pipe, first_device)
+    np.testing.assert_array_equal(image, plain[0])
+    assert first_device.memory_stats().peak_reserved <= budget
+    assert pipe.memory.residency.evictions > 0
+    pipe.set_memory_mode(MemoryMode())
+    assert first_device.memory_limit.bytes is None
+
+
+def test_budget_replays_the_step_once_no_weight_moves(first_device: gpucore.Device,
+                                                      pipe: Any,
+                                                      plain: tuple[np.ndarray, int]) -> None:
+    """Under a budget the UNet runs eagerly while its blocks move; once a step moved none,
+    the next ones replay a capture: the same picture, and within a tight budget still."""
+    settings = dict(negative_prompt="blurry", steps=4, seed=3, width=SIZE, height=SIZE)
+    want = pipe.txt2img("a lighthouse at dusk", **settings).images[0]
+    captured = pipe._unet_capture.captured
+    for budget, replayed in ((parse_size("8G"), 2), (plain[1] // 2, 0)):
+        pipe.set_memory_mode(MemoryMode(max_vram=budget))
+        first_device.reset_peak_memory()
+        replays = captured.replays
+        np.testing.assert_array_equal(
+            pipe.txt2img("a lighthouse at dusk", **settings).images[0], want)
+        # 8G: step 1 brings the blocks in, step 2 moves none (eager), 3 records, 4 replays
+        assert captured.replays - replays >= replayed
+        assert first_device.memory_stats().peak_reserved <= budget
+    pipe.set_memory_mode(MemoryMode())
+
+
+def test_budget_too_small_names_the_minimum(pipe: Any, plain: tuple[np.ndarray, int]) -> None:
+    least = smallest_budget(pipe)
+    with pytest.raises(ValueError, match=rf"at least .*\({-(-least // (1 << 20))} MiB\)"):
+        pipe.set_memory_mode(MemoryMode(max_vram=least - 1))
+    assert pipe.memory is None
+    pipe.set_memory_mode(MemoryMode(max_vram=least))  # the weights fit, their activations not
+    with pytest.raises(gpucore.MemoryLimitError, match="needs at least") as error:
+        _image(pipe)
+    assert error.value.needed > least
+    pipe.set_memory_mode(MemoryMode())
+    np.testing.assert_array_equal(_image(pipe), plain[0])  # nothing left half-done
 
 
 def test_budget_that_fits_everything_moves_nothing(pipe: Any,

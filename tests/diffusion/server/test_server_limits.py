@@ -18,6 +18,7 @@ from fastapi.testclient import TestClient
 from diffusion.pipelines.request import MAX_PROMPT_CHARS
 from diffusion.pipelines.stable_diffusion import GenerationResult, SamplingDefaults
 from diffusion.server import create_app
+from gpucore import MemoryLimitError
 
 pytestmark = pytest.mark.nodevice
 
@@ -35,6 +36,8 @@ class StandIn:
         import numpy as np
 
         self.requests.append(request)
+        if request.prompt == "over budget":
+            raise MemoryLimitError(2 << 30, 3 << 30, "a 4096x4096 decode")
         observer.step(request.steps, request.steps, np.zeros((1, 4, 8, 8)))
         return GenerationResult(images=[np.zeros((64, 64, 3), np.uint8)], seeds=[request.seed],
                                 settings={"prompt": request.prompt, "steps": request.steps,
@@ -74,3 +77,12 @@ def test_steps_past_150_are_taken(served: Any) -> None:
     assert pipe.requests[-1].steps == 400 and pipe.requests[-1].seed == 3
     assert client.post("/sdapi/v1/txt2img", json={"prompt": "a", "steps": 1001}
                        ).status_code == 422
+
+
+def test_a_picture_over_the_memory_budget_is_a_422_naming_the_need(served: Any) -> None:
+    client, _ = served
+    response = client.post("/sdapi/v1/txt2img", json={"prompt": "over budget", "steps": 2})
+    assert response.status_code == 422, response.text
+    assert "at least 3.00 GiB" in response.json()["detail"]
+    assert client.post("/sdapi/v1/txt2img", json={"prompt": "fine", "steps": 2}).status_code \
+        == 200

@@ -1,0 +1,102 @@
+"""A cap on the device memory a Device holds (torch: `set_per_process_memory_fraction`).
+
+    device.memory_limit.set(4 << 30, evict=free_one)  # free_one(): True when it freed some
+    ...
+    device.memory_limit.release(free_one)             # the cap goes with its last evictor
+
+The cap is kept at every new allocation, so it holds at the peak, not at chosen moments: a
+buffer the pool cannot hand out from its idle lists is made only when the live buffers, the
+idle ones and it fit under the cap together (`memory_stats().reserved`, the pool's reserve
+included). Otherwise idle buffers are dropped, the largest first, then the evictors are asked
+to free live ones (callers that can move weights to host memory: gpustd.nn.residency; several
+when pipelines share the device, a base and its refiner) one call at a time until the buffer
+fits; when none has anything left, MemoryLimitError says how much the device needs there.
+
+What is counted is what `memory_stats()` counts; wgpu frees a dropped buffer's memory once the
+GPU has finished the work already submitted with it, so the driver's figure can lag by what the
+last few hundred dispatches used.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from ._errors import MemoryLimitError
+
+if TYPE_CHECKING:
+    from wgpu.classes import GPUBuffer
+
+    from ._device import Device
+
+__all__ = ["MemoryLimit"]
+
+
+class MemoryLimit:
+    """A Device's memory cap (see the module doc); `bytes` None: no cap."""
+
+    def __init__(self, device: Device) -> None:
+        self.device = device
+        self.bytes: int | None = None
+        self.evictors: list[Callable[[], bool]] = []
+        self._evicting = False
+
+    def __repr__(self) -> str:
+        return f"<MemoryLimit {self.bytes}>"
+
+    def set(self, nbytes: int | None, *, evict: Callable[[], bool] | None = None) -> None:
+        """Cap the device at `nbytes` (None: lift the cap and forget the evictors). `evict()`
+        (added to the evictors) frees some live device memory and returns True, or returns
+        False when it has nothing left to free. The pool's reserve is trimmed to the cap now."""
+        if nbytes is not None and nbytes <= 0:
+            raise ValueError(f"a memory limit is a number of bytes > 0, got {nbytes}")
+        self.bytes = nbytes
+        if nbytes is None:
+            self.evictors.clear()
+        elif evict is not None and evict not in self.evictors:
+            self.evictors.append(evict)
+        if nbytes is not None:
+            stats = self.device.memory_stats()
+            if stats.reserved > nbytes:
+                self.device.empty_pool(stats.reserved - nbytes)
+
+    def make_room(self, size: int, what: str) -> GPUBuffer | None:
+        """Make the device's reserve room for a new buffer of `size` bytes (a size class; called
+        by Device.allocate before it creates one), or raise MemoryLimitError. Returns an idle
+        buffer of that size class when an eviction left one (the pool's: reuse it), else None."""
+        if self.bytes is None:
+            return None
+        while True:
+            stats = self.device.memory_stats()
+            over = stats.reserved + size - self.bytes
+            if over <= 0:
+                return None
+            if stats.pooled and self._trim(over, stats.pooled):
+                continue
+            if self._evicting:
+                return None  # the eviction's own read-back (a weight with no host copy)
+            if not self._evict_one():
+                raise MemoryLimitError(self.bytes, stats.reserved + size,
+                                       f"{what} ({size:,} bytes)")
+            if (found := self.device.pool.take(size)) is not None:
+                return found
+
+    def _trim(self, nbytes: int, pooled: int) -> bool:
+        """Drop idle buffers (at least `nbytes`); False when none could go (an open capture
+        holds every idle one)."""
+        self.device.empty_pool(nbytes)
+        return self.device.memory_stats().pooled < pooled
+
+    def release(self, evict: Callable[[], bool]) -> None:
+        """Forget evictor `evict`; the cap goes with the last one."""
+        if evict in self.evictors:
+            self.evictors.remove(evict)
+            if not self.evictors:
+                self.bytes = None
+
+    def _evict_one(self) -> bool:
+        self._evicting = True
+        try:
+            return any(evict() for evict in list(self.evictors))
+        finally:
+            self._evicting = False
