@@ -54,6 +54,7 @@ def port(model: Path) -> Any:
         ray.shutdown()
 
 
+@pytest.mark.slow
 def test_eight_webuiapi_requests_through_ray_give_the_single_server_pictures(
         port: int, model: Path) -> None:
     from fastapi.testclient import TestClient

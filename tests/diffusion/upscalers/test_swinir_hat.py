@@ -104,9 +104,9 @@ def test_swinir_tiled_equals_untiled(first_device, tmp_path):
 
     torch.save({"params_ema": _swinir(CONFIGS["real-x4-3conv"]).state_dict()},
                tmp_path / "SwinIR_4x.pth")
-    image = (np.random.default_rng(4).random((21, 26, 3)) * 255).round().astype(np.uint8)
+    image = (np.random.default_rng(4).random((14, 17, 3)) * 255).round().astype(np.uint8)
     whole = ModelUpscaler("SwinIR 4x", tmp_path / "SwinIR_4x.pth", first_device, tile=0)
     tiled = ModelUpscaler("SwinIR 4x", tmp_path / "SwinIR_4x.pth", first_device, tile=6, pad=10)
     once = whole.run(image).astype(int)
-    assert once.shape == (84, 104, 3) and once.std() > 10  # a picture, not a flat field
+    assert once.shape == (56, 68, 3) and once.std() > 10  # a picture, not a flat field
     assert np.abs(tiled.run(image).astype(int) - once).max() <= 1
