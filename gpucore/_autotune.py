@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import _version
+from . import _runtime, _version
 
 if TYPE_CHECKING:
     from ._device import Device
@@ -209,10 +209,14 @@ def _median_ms(device: Device, run: Callable[[], None], repeat: int) -> float:
 
 # -- the cache ------------------------------------------------------------------------
 def cache_key(device: Device) -> dict[str, str]:
-    """What a cached winner depends on besides the problem: runtime, adapter, driver, us."""
+    """What a cached winner depends on besides the problem: runtime, adapter, driver, us,
+    and on Dawn its toggles (robustness off changes which tile wins)."""
     info = device.info
-    return {"runtime": info.runtime, "backend": info.backend, "adapter": info.name,
-            "driver": info.driver, "version": _version.__version__}
+    key = {"runtime": info.runtime, "backend": info.backend, "adapter": info.name,
+           "driver": info.driver, "version": _version.__version__}
+    if info.runtime == "dawn":
+        key["toggles"] = ",".join(_runtime.dawn_toggles())
+    return key
 
 
 def cache_dir() -> Path:
