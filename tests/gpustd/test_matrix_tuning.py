@@ -93,7 +93,7 @@ def test_registered_with_the_rules_as_defaults(first_device: gpucore.Device,
     assert "f16/3x3/s1x1/co3/k1536/p262144" in classes
     # the UNet's 1280 channels at 16 x 16 (512 pixels: 160 tiles of 64 x 64) split K there
     deep = conv_tune.conv_class(3, 3, (1, 1), 1280, 11520, 512)
-    assert classes[deep].default == "64x64"
+    assert classes[deep].default == "128x128"  # deep: 128 x 128 tiles, split K
     for p in conv:
         assert p.default in p.candidates, p.shape_class
 
