@@ -28,12 +28,13 @@ from .plan import MULTIPROCESSORS, BatchPlan
 
 __all__ = ["TILES", "MatrixTile", "available", "choose_tile", "record_gemm_matrix", "source"]
 
-# The shipped configurations: choose_tile picks one of the first three; 128x128 stays a
-# candidate for the autotuner (the fastest at 4096^3 with Dawn's robustness off, checked).
+# The shipped configurations: choose_tile picks 64x64, 64x64k16, 64x128 or 128x128k16;
+# 128x128 stays a candidate for the autotuner.
 # 64x64 without prefetch: faster than with it on every shape tools/sm_sweep.py times (H100,
 # aligned: 82.4/75.5 vs 75.1/73.0 at 4096^3 nn/nt, 58.0 vs 46.7 at 4096x640x640).
 TILES = {"64x64": MatrixTile(2, 2, 2, 2, prefetch=False), "64x64k16": MatrixTile(2, 2, 2, 2, bk=16),
-         "64x128": MatrixTile(2, 4, 2, 2, prefetch=False), "128x128": MatrixTile(4, 2, 2, 4)}
+         "64x128": MatrixTile(2, 4, 2, 2, prefetch=False), "128x128": MatrixTile(4, 2, 2, 4),
+         "128x128k16": MatrixTile(4, 2, 2, 4, bk=16)}
 
 
 def aligned(tile: MatrixTile, m: int, n: int, k: int) -> bool:
@@ -51,7 +52,13 @@ def available(device: Device) -> bool:
 
 
 def choose_tile(m: int, n: int, batch: int, *, k: int = 0) -> MatrixTile:
-    """64 x 128 tiles of 4 subgroups (2 x 4 fragments each, K steps of 32, no prefetch) for
+    """Without Dawn's robustness (its default since 2026-11-24): 128 x 128 tiles of 8
+    subgroups (2 x 4 fragments, K steps of 16, prefetch) for products that fill them exactly
+    in 4 or more waves: at 4096^3 nn/nt 196.3/168.7 TFLOP/s against 168.4/152.4 for 64 x 128
+    (tools/sm_sweep.py, H100, sm-sweep-norobust-dawn-h100.json); the UNet's GEGLU projections
+    8192x320x2560 and 2048x640x5120 0.578 / 0.518 ms against 0.671 / 0.547 (the tuner's
+    trials in a step). Otherwise, as measured with robustness on:
+    64 x 128 tiles of 4 subgroups (2 x 4 fragments each, K steps of 32, no prefetch) for
     large products that fill them exactly (m, n, k multiples of 64, 128, 32: the bounds-free
     kernel; k=0, unknown, never takes them); otherwise 64 x 64 tiles of 4 subgroups (2 x 2
     fragments each); K steps of 16 where the grid
@@ -90,6 +97,9 @@ def choose_tile(m: int, n: int, batch: int, *, k: int = 0) -> MatrixTile:
     straight from global memory with no staging (55.7/72.1 at best) or staged through
     subgroup-matrix loads and stores (67-111 with disable_robustness).
     """
+    wide = TILES["128x128k16"]
+    if k and aligned(wide, m, n, k) and (m // 128) * (n // 128) * batch >= 4 * MULTIPROCESSORS:
+        return wide
     big = TILES["64x128"]
     if k and aligned(big, m, n, k) and (m // 64) * (n // 128) * batch >= 8 * MULTIPROCESSORS:
         return big

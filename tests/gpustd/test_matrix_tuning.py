@@ -83,7 +83,7 @@ def test_registered_with_the_rules_as_defaults(first_device: gpucore.Device,
                 for m, k, n, batch, layout in tuning.SD_SHAPES}
     assert {p.shape_class for p in gemm} == expected
     square = next(p for p in gemm if p.shape_class == "f16/nn/m4096/n4096/k4096/b1")
-    assert square.default == "64x128" and square.candidates == tuple(matrix_tuning.GEMM_TILES)
+    assert square.default == "128x128k16" and square.candidates == tuple(matrix_tuning.GEMM_TILES)
     conv = autotune.problems(first_device, ["conv_sm"])
     classes = {p.shape_class: p for p in conv}
     assert len(classes) == len(conv)
