@@ -86,8 +86,11 @@ def test_cache_key_holds_adapter_driver_and_version(first_device: gpucore.Device
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     key = autotune.cache_key(first_device)
     info = first_device.info
+    # on Dawn also its toggles: robustness on or off changes which tile wins
+    dawn = info.runtime == "dawn"
+    toggles = {"toggles": ",".join(gpucore._runtime.dawn_toggles())} if dawn else {}
     assert key == {"runtime": info.runtime, "backend": info.backend, "adapter": info.name,
-                   "driver": info.driver, "version": gpucore.__version__}
+                   "driver": info.driver, "version": gpucore.__version__, **toggles}
     with autotune.tuning():
         select(first_device, sleeping_trial([]))
     old_path = autotune.cache_path(first_device)
