@@ -102,29 +102,25 @@ def applies(x: Tensor, weight: Tensor, groups: int, out_hw: tuple[int, int],
 
 
 def choose_conv_tile(c_out: int, pixels: int, k_total: int = 0) -> sm.MatrixTile:
-    """128 x 128 tiles where they make two waves, or for deep convs (C_out >= 640, K >= 5760)
-    at 512 or more pixels (split K where they make too few tiles); 32 x 32 for at most 32
-    output channels up to 16384 pixels (the UNet's conv_out: a 64-row tile wastes 60 of 64);
-    else 64 x 64. H100 (Dawn, default toggles, 2026-11-23, tools/sm_sweep.py): 2x320x64x64 ->
-    320 0.445 ms at 64x64 against 0.455 at 128x128, 0.617 at 32x32 and 0.701 for the
-    portable kernel; 2x640x32x32 -> 640 0.494 against 0.462, 0.630 and 0.663 (torch fp16
-    cuDNN: 0.087 and 0.097 ms). The patch gather, one f16 per load, is what keeps these below
-    the GEMM's TFLOP/s. Without Dawn's robustness (the default since 2026-11-24; the tuner's
-    trials in an SD 1.5 UNet step, H100, ms, 128x128 / 64x64): 1280 -> 1280 at 2x32x32 0.718
-    / 0.894, at 2x16x16 0.980 / 1.154 (split K: 9 / 7 splits), 2560 -> 1280 at 2x16x16 1.296 /
-    1.591, 640 -> 1280 at 2x16x16 0.555 / 0.671, 1280 -> 640 at 2x32x32 0.408 / 0.481, 640 ->
-    640 at 2x32x32 1.195 / 1.369; but 320 -> 640 (K 2880) 0.805 / 0.716 and at 8x8 (128
-    pixels) 0.393-0.759 / 0.378-0.620, and the stride-2 640 -> 640 at 2x16x16 out 0.428 /
-    0.413 (taken all the same); conv_out 320 -> 4 at 2x64x64 0.337 at 32x32 against
-    0.458. The step: 33.1 -> 31.7 ms of GPU time with the tuner's picks."""
+    """128 x 128 tiles where they make two waves, or for deep convs (C_out >= 640, K >= 8640:
+    960 or more input channels at 3x3) at 512 or more pixels (split K where they make too few
+    tiles); else 64 x 64. H100 (Dawn, default toggles, 2026-11-23, tools/sm_sweep.py):
+    2x320x64x64 -> 320 0.445 ms at 64x64 against 0.455 at 128x128, 0.617 at 32x32 and 0.701
+    for the portable kernel; 2x640x32x32 -> 640 0.494 against 0.462, 0.630 and 0.663 (torch
+    fp16 cuDNN: 0.087 and 0.097 ms). The patch gather, one f16 per load, is what keeps these
+    below the GEMM's TFLOP/s. Without Dawn's robustness (the default since 2026-11-24; GPU ms
+    by timestamps, 128x128 / 64x64 each with its split_count, tile-rules-norobust-dawn-h100.json):
+    1280 -> 1280 at 2x16x16 0.235 / 0.255, 2560 -> 1280 1.131 / 1.339, 1920 -> 1280 0.316 /
+    0.359, 1280 -> 640 at 2x32x32 0.707 / 0.923, 1920 -> 640 0.702 / 0.941, 960 -> 640 0.325 /
+    0.363; left at 64x64: 640 -> 1280 at 2x16x16 0.172 / 0.152, 640 -> 640 at 2x32x32 0.314 /
+    0.325, 320 -> 640 0.166 / 0.135, 1280 -> 1280 at 2x8x8 0.384 / 0.371, conv_out 320 -> 4
+    (32x32 0.19-0.32 / 0.105)."""
     big = CONV_TILES["128x128"]
     if math.ceil(pixels / big.bn) > 65535:
         return CONV_TILES["64x64"]
     if (tile_count(c_out, pixels, big) >= 2 * MULTIPROCESSORS
-            or (c_out >= 640 and k_total >= 5760 and pixels >= 512)):
+            or (c_out >= 640 and k_total >= 8640 and pixels >= 512)):
         return big
-    if c_out <= 32 and pixels <= 16384:
-        return CONV_TILES["32x32"]
     return CONV_TILES["64x64"]
 
 

@@ -37,11 +37,11 @@ def test_gather_needs_fixed_pixel_columns() -> None:
 def test_tile_choice() -> None:
     assert csm.choose_conv_tile(320, 2 * 64 * 64) == csm.CONV_TILES["64x64"]
     assert csm.choose_conv_tile(640, 4 * 64 * 64) == csm.CONV_TILES["128x128"]
-    # deep convs at 16x16 and 32x32 take 128 x 128 (split K), not at 8x8 nor with K 2880
+    # deep convs at 16x16 and 32x32 take 128 x 128 (split K), not at 8x8 nor with K 5760
     assert csm.choose_conv_tile(1280, 2 * 16 * 16, 11520) == csm.CONV_TILES["128x128"]
+    assert csm.choose_conv_tile(640, 2 * 32 * 32, 8640) == csm.CONV_TILES["128x128"]
     assert csm.choose_conv_tile(1280, 2 * 8 * 8, 11520) == csm.CONV_TILES["64x64"]
-    assert csm.choose_conv_tile(640, 2 * 32 * 32, 2880) == csm.CONV_TILES["64x64"]
-    assert csm.choose_conv_tile(4, 2 * 64 * 64, 2880) == csm.CONV_TILES["32x32"]  # conv_out
+    assert csm.choose_conv_tile(1280, 2 * 16 * 16, 5760) == csm.CONV_TILES["64x64"]
 
 
 _real_conv2d_matrix = csm.conv2d_matrix
