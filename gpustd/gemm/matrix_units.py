@@ -66,7 +66,10 @@ def choose_tile(m: int, n: int, batch: int, *, k: int = 0) -> MatrixTile:
     against 0.93-1.58, 2048x2560x640 (0.6) 0.335 against 0.324 at 128x128, 4096x512x512 (1.0)
     0.148 against 0.109 (the one loss); and 64x64 with K steps of 16 (the rule for 8+ waves of
     64 x 64 tiles before) lost to 64x64 at every shape: 32768x320x320 0.294 / 0.261,
-    8192x2560x640 1.281 / 0.949. Before, as measured with robustness on:
+    8192x2560x640 1.281 / 0.949. Those short trials ran partly at the GPU's idle clock
+    (bench/NOTES.md: 345 MHz after ~3 s of short bursts, mid-size GEMMs 4x slower); at full
+    clock the tuner ranks 512x1280x10240 and 8192x320x2560 the same way (128x128 0.127 ms
+    against 0.134 at 64x64; 128x128k16 0.121 against 0.140). Before, with robustness on:
     64 x 128 tiles of 4 subgroups (2 x 4 fragments each, K steps of 32, no prefetch) for
     large products that fill them exactly (m, n, k multiples of 64, 128, 32: the bounds-free
     kernel; k=0, unknown, never takes them); otherwise 64 x 64 tiles of 4 subgroups (2 x 2
