@@ -253,6 +253,8 @@ def environment(device: gpucore.Device) -> dict[str, Any]:
         "wgpu": wgpu.__version__,
         "host": platform.node(),
     }
+    if device.info.runtime == "dawn":
+        env["dawn_toggles"] = list(gpucore._runtime.dawn_toggles())
     torch = torch_cuda()
     if torch is not None:
         env["torch"] = torch.__version__

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import _version
+from . import _runtime, _version
 
 if TYPE_CHECKING:
     from ._device import Device
@@ -50,6 +50,12 @@ FORMAT = 1
 # The default is kept unless a candidate beats it by more than this: timing noise must not
 # flip a choice back and forth between runs.
 MARGIN = 0.02
+# Seconds of back-to-back work before the trials. A GPU that idled (while the candidates'
+# pipelines compiled) runs at a fraction of its clock until it has been busy a while: an H100
+# (Dawn, 2026-11-24) fell to 345-420 MHz after ~3 s of short bursts, which made an 8192 x
+# 320 x 2560 GEMM 0.54 ms instead of 0.118; 50 ms of run-and-wait did not bring the clock
+# back, 0.5 s of queued work did (1980 MHz, 0.114 ms).
+WARM_S = 0.5
 
 Trial = Callable[[str], Callable[[], None]]
 
@@ -165,14 +171,20 @@ def _time_all(device: Device, runs: dict[str, Callable[[], None]], default: Call
     """Median milliseconds per candidate, fairly: every candidate runs once first (its
     pipelines compile while the GPU idles, which drops its clocks: an H100 sweep that timed
     each candidate right after its compile ranked them in compile order), the GPU is kept
-    busy ~50 ms, then candidates are timed in alternating order; best of `rounds` medians."""
+    busy WARM_S with queued runs of the default, then candidates are timed in alternating
+    order; best of `rounds` medians."""
     for run in runs.values():
         run()
     device.synchronize()
-    start = time.perf_counter()
-    while time.perf_counter() - start < 0.05:
+    warm = WARM_S if device.info.type != "cpu" else 0.05  # a CPU has no clock to raise
+    start = last_wait = time.perf_counter()
+    while (now := time.perf_counter()) - start < warm:
         default()
-        device.synchronize()
+        device.flush()  # queued, not waited for: the GPU never idles between runs
+        if now - last_wait > 0.1:  # but the queue stays short
+            device.synchronize()
+            last_wait = time.perf_counter()
+    device.synchronize()
     ms: dict[str, float] = {}
     order = list(runs)
     for r in range(rounds):
@@ -209,10 +221,14 @@ def _median_ms(device: Device, run: Callable[[], None], repeat: int) -> float:
 
 # -- the cache ------------------------------------------------------------------------
 def cache_key(device: Device) -> dict[str, str]:
-    """What a cached winner depends on besides the problem: runtime, adapter, driver, us."""
+    """What a cached winner depends on besides the problem: runtime, adapter, driver, us,
+    and on Dawn its toggles (robustness off changes which tile wins)."""
     info = device.info
-    return {"runtime": info.runtime, "backend": info.backend, "adapter": info.name,
-            "driver": info.driver, "version": _version.__version__}
+    key = {"runtime": info.runtime, "backend": info.backend, "adapter": info.name,
+           "driver": info.driver, "version": _version.__version__}
+    if info.runtime == "dawn":
+        key["toggles"] = ",".join(_runtime.dawn_toggles())
+    return key
 
 
 def cache_dir() -> Path:

@@ -34,14 +34,17 @@ from ._wgsl import strip_comments
 __all__ = [
     "DAWN_TOGGLES",
     "GPU_ERRORS",
+    "ROBUST_ENV",
     "RUNTIMES",
     "Adapter",
     "MatrixConfig",
     "Runtime",
     "adapt_source",
     "dawn_error_types",
+    "dawn_toggles",
     "load",
     "requested_runtime",
+    "robust_requested",
 ]
 
 RUNTIMES = ("wgpu", "dawn")
@@ -51,8 +54,20 @@ _ALIASES = {"wgpu": "wgpu", "wgpu-native": "wgpu", "native": "wgpu", "dawn": "da
 # Dawn toggles, set once on Dawn's instance before its first adapter request:
 # - allow_unsafe_apis: Dawn offers experimental features (subgroup matrices) only with it;
 # - vulkan_enable_f16_on_nvidia: Dawn hides shader-f16 on NVIDIA's Vulkan driver otherwise.
-# GPUCORE_DAWN_TOGGLES adds more (comma-separated), e.g. disable_robustness for timing.
+# GPUCORE_DAWN_TOGGLES adds more (comma-separated).
 DAWN_TOGGLES = ("allow_unsafe_apis", "vulkan_enable_f16_on_nvidia")
+
+# disable_robustness is on by default, unless GPUCORE_ROBUST=1. Dawn's robustness clamps every
+# index of every storage access in every shader and turns on Vulkan's robustBufferAccess;
+# without it the SD 1.5 UNet step in float16 takes 33.0 instead of 42.3 ms on an H100 (the
+# matrix-unit GEMMs and convs gain 30-45%, bench/NOTES.md). gpucore's and gpustd's kernels
+# check their own bounds (and kernel_compiler's Python kernels index nothing themselves); the
+# Dawn tests pass either way. What it costs: a WGSL kernel of your own (gpucore.Kernel) that
+# indexes past a buffer's end is then undefined behaviour as in Vulkan or CUDA - it may read
+# another buffer's data, write into another buffer of the process, or fault the GPU, after
+# which Dawn reports the device lost and every later call on it raises. GPUCORE_ROBUST=1 while
+# writing such kernels; wgpu-native always keeps its bounds checks.
+ROBUST_ENV = "GPUCORE_ROBUST"
 
 # Toggles turned off: timestamp_quantization rounds timestamps to ~65 us (a browser's
 # defence against timing attacks), which makes Profile's per-dispatch times useless.
@@ -193,6 +208,7 @@ def adapt_source(runtime: str, source: str) -> str:
 
 _loaded: dict[str, Runtime] = {}
 _lock = threading.Lock()
+_dawn_toggles: list[str] = []
 
 
 def requested_runtime() -> str:
@@ -227,13 +243,33 @@ def _setup_dawn(api: ModuleType) -> None:
     if unknown:
         raise GpuError(f"GPUCORE_DAWN_TOGGLES names unknown Dawn toggles {unknown}; "
                        "wgpudawn.backends.dawn.extras.all_toggles() lists them")
+    robust = robust_requested()
+    if robust and "disable_robustness" in extra:
+        raise GpuError(f"{ROBUST_ENV}=1 asks for Dawn's robustness and GPUCORE_DAWN_TOGGLES "
+                       "for disable_robustness: unset one of them")
+    defaults = DAWN_TOGGLES if robust else (*DAWN_TOGGLES, "disable_robustness")
     # Toggles this Dawn build lacks are left out rather than failing: older builds lack some.
-    toggles = [t for t in (*DAWN_TOGGLES, *extra) if t and t in known]
+    toggles = list(dict.fromkeys(t for t in (*defaults, *extra) if t and t in known))
     try:
         extras.set_instance_extras(backends=["Primary"], enable_toggles=toggles,
                                    disable_toggles=[t for t in _DAWN_OFF if t in known])
     except RuntimeError:
-        pass  # the instance exists already (someone used wgpudawn first): keep theirs
+        return  # the instance exists already (someone used wgpudawn first): keep theirs
+    _dawn_toggles[:] = toggles
+
+
+def robust_requested() -> bool:
+    """Whether GPUCORE_ROBUST asks to keep Dawn's robustness (1/true/yes/on)."""
+    value = os.environ.get(ROBUST_ENV, "").strip().lower()
+    if value not in ("", "0", "1", "true", "false", "yes", "no", "on", "off"):
+        raise GpuError(f"{ROBUST_ENV}={value!r}: use 1 (keep Dawn's bounds checks) or 0")
+    return value in ("1", "true", "yes", "on")
+
+
+def dawn_toggles() -> tuple[str, ...]:
+    """The toggles gpucore set on Dawn's instance (empty before Dawn is loaded, or when
+    another user of wgpudawn created the instance first)."""
+    return tuple(_dawn_toggles)
 
 
 def load(name: str, *, required: bool = False) -> Runtime | None:

@@ -11,7 +11,7 @@ wall time (record + submit + wait), medians, beside torch's fp16 matmul (cuBLAS,
 and wall). `--top N --from PATH` re-times only each shape's N best variants of an earlier
 run (e.g. with other Dawn toggles). Conv (--conv): the SD UNet's 3x3 convolutions on every
 CONV_TILES tile unsplit, choose_conv_tile's pick, the 64x64 tile in several K splits where
-split_count splits (`--only none --conv`: the convs alone), the portable f16 kernel, beside
+tile_splits splits it (`--only none --conv`: the convs alone), the portable f16 kernel, beside
 torch fp16 cuDNN (NCHW), each checked against torch's float32 conv of the same f16 inputs.
 A tuning tool: it needs a Dawn adapter with subgroup matrices, timestamps and torch CUDA.
 
@@ -209,7 +209,7 @@ def time_conv(device: gpucore.Device, torch: Any, shape: tuple[int, ...]
                                                 dilation=(1, 1), out_hw=(h, w), tile=tile,
                                                 splits=1))
     small = csm.CONV_TILES["64x64"]
-    default = csm.split_count(c_out, pixels, c_in * 9, small)
+    default = csm.tile_splits(c_out, pixels, c_in * 9, small)
     for splits in sorted({2, 4, 8, 14, default} - {1} if default > 1 else set()):
         calls[f"64x64 split {splits}{' (chosen)' if splits == default else ''}"] = (
             lambda splits=splits: csm.conv2d_matrix(

@@ -28,12 +28,13 @@ from .plan import MULTIPROCESSORS, BatchPlan
 
 __all__ = ["TILES", "MatrixTile", "available", "choose_tile", "record_gemm_matrix", "source"]
 
-# The shipped configurations: choose_tile picks one of the first three; 128x128 stays a
-# candidate for the autotuner (the fastest at 4096^3 with Dawn's robustness off, checked).
+# The shipped configurations: choose_tile picks 64x64, 64x128, 128x128 or 128x128k16;
+# 64x64k16 (the rule for many tiles with robustness on) stays a candidate for the autotuner.
 # 64x64 without prefetch: faster than with it on every shape tools/sm_sweep.py times (H100,
 # aligned: 82.4/75.5 vs 75.1/73.0 at 4096^3 nn/nt, 58.0 vs 46.7 at 4096x640x640).
 TILES = {"64x64": MatrixTile(2, 2, 2, 2, prefetch=False), "64x64k16": MatrixTile(2, 2, 2, 2, bk=16),
-         "64x128": MatrixTile(2, 4, 2, 2, prefetch=False), "128x128": MatrixTile(4, 2, 2, 4)}
+         "64x128": MatrixTile(2, 4, 2, 2, prefetch=False), "128x128": MatrixTile(4, 2, 2, 4),
+         "128x128k16": MatrixTile(4, 2, 2, 4, bk=16)}
 
 
 def aligned(tile: MatrixTile, m: int, n: int, k: int) -> bool:
@@ -51,7 +52,25 @@ def available(device: Device) -> bool:
 
 
 def choose_tile(m: int, n: int, batch: int, *, k: int = 0) -> MatrixTile:
-    """64 x 128 tiles of 4 subgroups (2 x 4 fragments each, K steps of 32, no prefetch) for
+    """Without Dawn's robustness (its default since 2026-11-24): 128 x 128 tiles of 8
+    subgroups (2 x 4 fragments, prefetch) for products that fill them exactly (m, n multiples
+    of 128, K of 32) in 2 or more waves, with K steps of 16 from 4 waves on; otherwise 64 x 64
+    tiles with K steps of 32 (64 x 128 where that alone fills its tiles in 8 waves). Every
+    SD 1.5 and SDXL UNet GEMM on every tile (H100, 2026-11-24, GPU ms by timestamps, medians,
+    bitwise-equal results, gemm-rule-tiles-norobust-dawn-h100.json), m x k x n nt, ms at
+    64x64 / 64x64k16 / 64x128 / 128x128 / 128x128k16: 4096^3 1.019 / 1.261 / 0.891 / 0.885 /
+    0.812; 8192x320x2560 0.625 / 0.737 / 0.586 / 0.575 / 0.545; 512x1280x10240 (2.4 waves)
+    0.584 / 0.728 / 0.575 / 0.530 / 0.556; 8192x2560x640 (2.4) 0.949 / 1.281 / 0.931 / 0.866
+    / 0.912; 8192x640x640 0.073 / 0.085 / 0.069 / 0.070 / 0.066; below 2 waves 64x64 wins or
+    ties: 2048x1280x1280 (1.2) 0.299 / 0.436 / 0.377 / 0.345 / 0.359, 2048x5120x1280 0.717
+    against 0.93-1.58, 2048x2560x640 (0.6) 0.335 against 0.324 at 128x128, 4096x512x512 (1.0)
+    0.148 against 0.109 (the one loss); and 64x64 with K steps of 16 (the rule for 8+ waves of
+    64 x 64 tiles before) lost to 64x64 at every shape: 32768x320x320 0.294 / 0.261,
+    8192x2560x640 1.281 / 0.949. Those short trials ran partly at the GPU's idle clock
+    (bench/NOTES.md: 345 MHz after ~3 s of short bursts, mid-size GEMMs 4x slower); at full
+    clock the tuner ranks 512x1280x10240 and 8192x320x2560 the same way (128x128 0.127 ms
+    against 0.134 at 64x64; 128x128k16 0.121 against 0.140). Before, with robustness on:
+    64 x 128 tiles of 4 subgroups (2 x 4 fragments each, K steps of 32, no prefetch) for
     large products that fill them exactly (m, n, k multiples of 64, 128, 32: the bounds-free
     kernel; k=0, unknown, never takes them); otherwise 64 x 64 tiles of 4 subgroups (2 x 2
     fragments each); K steps of 16 where the grid
@@ -90,11 +109,16 @@ def choose_tile(m: int, n: int, batch: int, *, k: int = 0) -> MatrixTile:
     straight from global memory with no staging (55.7/72.1 at best) or staged through
     subgroup-matrix loads and stores (67-111 with disable_robustness).
     """
+    wide, square = TILES["128x128k16"], TILES["128x128"]
+    waves = (m // 128) * (n // 128) * batch / MULTIPROCESSORS
+    if k and aligned(wide, m, n, k) and waves >= 4:
+        return wide
+    if k and aligned(square, m, n, k) and waves >= 2:
+        return square
     big = TILES["64x128"]
     if k and aligned(big, m, n, k) and (m // 64) * (n // 128) * batch >= 8 * MULTIPROCESSORS:
         return big
-    tiles = math.ceil(m / 64) * math.ceil(n / 64) * batch
-    return TILES["64x64k16"] if tiles >= 8 * MULTIPROCESSORS else TILES["64x64"]
+    return TILES["64x64"]
 
 
 _GEMM_PARAMS = """struct Params {

@@ -82,7 +82,8 @@ def conv_tile(device: Device, x_shape: Shape, weight_shape: Shape, stride: Pair,
     kh, kw]): the tuner's winner for its class, else choose_conv_tile's."""
     c_out, c_in, kh, kw = weight_shape
     pixels = x_shape[0] * out_hw[0] * out_hw[1]
-    default = tile_name(kernels.CONV_TILES, kernels.choose_conv_tile(c_out, pixels))
+    default = tile_name(kernels.CONV_TILES,
+                        kernels.choose_conv_tile(c_out, pixels, c_in * kh * kw))
     winner = autotune.select(
         device, CONV_OP, conv_class(kh, kw, stride, c_out, c_in * kh * kw, pixels),
         conv_candidates(device, c_out, pixels), default,
@@ -124,7 +125,7 @@ def problems(device: Device) -> list[autotune.Problem]:
         key = conv_class(3, 3, (stride, stride), c_out, c_in * 9, pixels)
         found.setdefault(key, autotune.Problem(
             CONV_OP, key, conv_candidates(device, c_out, pixels),
-            tile_name(kernels.CONV_TILES, kernels.choose_conv_tile(c_out, pixels)),
+            tile_name(kernels.CONV_TILES, kernels.choose_conv_tile(c_out, pixels, c_in * 9)),
             _conv_trial(device, (batch, c_in, size, size), (c_out, c_in, 3, 3),
                         (stride, stride), (1, 1), (1, 1), (out, out))))
     return list(found.values())

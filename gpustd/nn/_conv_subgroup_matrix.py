@@ -15,7 +15,11 @@ Split K: a conv of fewer than MIN_TILES output tiles (the SD UNet's 1280-channel
 splits K over the grid's z (`split_count`): each split writes f32 partial sums to a scratch
 buffer [splits, output] and shaders/nn/conv2d_splitk.wgsl (the portable kernel's finish)
 sums them in split order, adds bias and `add` and casts to f16: the same result bit for bit
-on every run with the same split count.
+on every run with the same split count. The splits are the conv's, not the tile's
+(`split_count` counts them for the rule's tile, whichever tile runs; each covers whole steps of
+_SPLIT_GRANULE): the tuner's candidate tiles then add the same partial sums in the same order
+(gpucore.autotune's contract; a 128 x 128 candidate split K 9 ways where the 64 x 64 default
+split it 7 ways before, and gave other bits).
 """
 
 from __future__ import annotations
@@ -33,7 +37,8 @@ from ..gemm.plan import MULTIPROCESSORS
 from ._util import dummy, kernel
 
 __all__ = ["ALIGNED", "CONV_TILES", "MIN_TILES", "SPLIT_K", "aligned", "applies",
-           "choose_conv_tile", "conv2d_matrix", "routed", "source", "split_count", "tile_count"]
+           "choose_conv_tile", "conv2d_matrix", "routed", "source", "split_count", "tile_count",
+           "tile_splits"]
 
 _PARAMS = """struct Params {
     c_in: u32, h: u32, w: u32, c_out: u32, ho: u32, wo: u32, k_total: u32, pixels: u32,
@@ -60,6 +65,9 @@ ALIGNED = True
 # 0.932 / 0.861 (1.268). Short splits lose (8 x 8 at 14: 26 steps each).
 _MAX_SPLITS = 16
 _MIN_SPLIT_STEPS = 40
+# Splits start on multiples of this many K (a multiple of every CONV_TILES BK), so that the
+# same split count cuts K at the same places in every tile.
+_SPLIT_GRANULE = 32
 
 
 def tile_count(c_out: int, pixels: int, tile: sm.MatrixTile) -> int:
@@ -67,11 +75,17 @@ def tile_count(c_out: int, pixels: int, tile: sm.MatrixTile) -> int:
     return math.ceil(c_out / tile.bm) * math.ceil(pixels / tile.bn)
 
 
-def split_count(c_out: int, pixels: int, k_total: int, tile: sm.MatrixTile) -> int:
-    """K splits for `tile` over this conv: 1 from MIN_TILES output tiles up, else enough
-    splits for ~8 workgroups per multiprocessor, each at least _MIN_SPLIT_STEPS K steps.
-    SD 1.5 UNet (64 x 64 tiles, BK 32): 1280 -> 1280 channels at 16 x 16 (160 tiles, K 11520)
-    7 splits, at 8 x 8 (40 tiles) 9."""
+def split_count(c_out: int, pixels: int, k_total: int) -> int:
+    """K splits of this conv, whichever tile runs it: those `tile_splits` gives the rule's
+    tile (choose_conv_tile). SD 1.5 UNet: 1280 -> 1280 channels at 16 x 16 (128 x 128 tiles,
+    K 11520) 9 splits, at 8 x 8 (64 x 64 tiles) 9."""
+    return tile_splits(c_out, pixels, k_total, choose_conv_tile(c_out, pixels, k_total))
+
+
+def tile_splits(c_out: int, pixels: int, k_total: int, tile: sm.MatrixTile) -> int:
+    """K splits that suit `tile` over this conv: 1 from MIN_TILES output tiles up, else
+    enough splits for ~8 workgroups per multiprocessor, each at least _MIN_SPLIT_STEPS K
+    steps. 64 x 64 tiles (BK 32): 1280 -> 1280 channels at 16 x 16 (160 tiles, K 11520) 7."""
     count = tile_count(c_out, pixels, tile)
     if count >= MIN_TILES or not SPLIT_K:
         return 1
@@ -85,7 +99,7 @@ def routed(c_out: int, pixels: int, k_total: int, split: bool = True) -> bool:
     MIN_TILES 64 x 64 output tiles, or (`split` and SPLIT_K) a K deep enough to split."""
     small = CONV_TILES["64x64"]
     return (tile_count(c_out, pixels, small) >= MIN_TILES
-            or (split and split_count(c_out, pixels, k_total, small) > 1))
+            or (split and tile_splits(c_out, pixels, k_total, small) > 1))
 
 
 def applies(x: Tensor, weight: Tensor, groups: int, out_hw: tuple[int, int],
@@ -101,15 +115,25 @@ def applies(x: Tensor, weight: Tensor, groups: int, out_hw: tuple[int, int],
             and pixels <= max_x * CONV_TILES["64x64"].bn and available(x.device))
 
 
-def choose_conv_tile(c_out: int, pixels: int) -> sm.MatrixTile:
-    """128 x 128 tiles where they make two waves, else 64 x 64. H100 (Dawn, default
-    toggles, 2026-11-23, tools/sm_sweep.py): 2x320x64x64 -> 320 0.445 ms at 64x64 against
-    0.455 at 128x128, 0.617 at 32x32 and 0.701 for the portable kernel; 2x640x32x32 -> 640
-    0.494 against 0.462, 0.630 and 0.663 (torch fp16 cuDNN: 0.087 and 0.097 ms). The
-    patch gather, one f16 per load, is what keeps these below the GEMM's TFLOP/s."""
+def choose_conv_tile(c_out: int, pixels: int, k_total: int = 0) -> sm.MatrixTile:
+    """128 x 128 tiles where they make two waves, or for deep convs (C_out >= 640, K >= 8640:
+    960 or more input channels at 3x3) at 512 or more pixels (split K where they make too few
+    tiles); else 64 x 64. H100 (Dawn, default toggles, 2026-11-23, tools/sm_sweep.py):
+    2x320x64x64 -> 320 0.445 ms at 64x64 against 0.455 at 128x128, 0.617 at 32x32 and 0.701
+    for the portable kernel; 2x640x32x32 -> 640 0.494 against 0.462, 0.630 and 0.663 (torch
+    fp16 cuDNN: 0.087 and 0.097 ms). The patch gather, one f16 per load, is what keeps these
+    below the GEMM's TFLOP/s. Without Dawn's robustness (the default since 2026-11-24; GPU ms
+    by timestamps, 128x128 / 64x64 each with its tile_splits, tile-rules-norobust-dawn-h100.json):
+    1280 -> 1280 at 2x16x16 0.235 / 0.255, 2560 -> 1280 1.131 / 1.339, 1920 -> 1280 0.316 /
+    0.359, 1280 -> 640 at 2x32x32 0.707 / 0.923, 1920 -> 640 0.702 / 0.941, 960 -> 640 0.325 /
+    0.363; left at 64x64: 640 -> 1280 at 2x16x16 0.172 / 0.152, 640 -> 640 at 2x32x32 0.314 /
+    0.325, 320 -> 640 0.166 / 0.135, 1280 -> 1280 at 2x8x8 0.384 / 0.371, conv_out 320 -> 4
+    (32x32 0.19-0.32 / 0.105)."""
     big = CONV_TILES["128x128"]
+    if math.ceil(pixels / big.bn) > 65535:
+        return CONV_TILES["64x64"]
     if (tile_count(c_out, pixels, big) >= 2 * MULTIPROCESSORS
-            and math.ceil(pixels / big.bn) <= 65535):
+            or (c_out >= 640 and k_total >= 8640 and pixels >= 512)):
         return big
     return CONV_TILES["64x64"]
 
@@ -215,7 +239,8 @@ def conv2d_matrix(x: Tensor, weight: Tensor, bias: Tensor | None, *, stride: tup
     conv2d: x [N, C_in, H, W], weight [C_out, C_in, kh, kw], bias [C_out] or None, add as
     conv2d's (`add_mode` 1: the output's shape, 2: [N, C_out, 1, 1]). f32 accumulation, in
     `tile` (conv2d asks the tuner; tests force one), K in `splits` parts (default
-    split_count's; fewer where K has fewer steps of the tile's BK)."""
+    split_count's, the same for every tile; fewer where K has fewer steps of _SPLIT_GRANULE)
+    cut at the same K whatever the tile."""
     n, c_in, h, w = x.shape
     c_out, _, kh, kw = weight.shape
     ho, wo = out_hw
@@ -223,13 +248,17 @@ def conv2d_matrix(x: Tensor, weight: Tensor, bias: Tensor | None, *, stride: tup
     pixels = n * ho * wo
     k_total = c_in * kh * kw
     width_w = sm.load_width(tile, k_total, ())
-    k_steps = math.ceil(k_total / tile.bk)
     if splits is None:
-        splits = split_count(c_out, pixels, k_total, tile)
+        splits = split_count(c_out, pixels, k_total)
     if not isinstance(splits, int) or splits < 1:
         raise ValueError(f"conv2d_matrix: splits must be a positive int, got {splits!r}")
-    per_split = math.ceil(k_steps / min(splits, k_steps))
-    splits = math.ceil(k_steps / per_split)  # every split walks at least one step
+    if _SPLIT_GRANULE % tile.bk:
+        raise ValueError(f"conv2d_matrix: tile {tile.name}'s K step does not divide "
+                         f"{_SPLIT_GRANULE}, where K splits start")
+    granules = math.ceil(k_total / _SPLIT_GRANULE)
+    per_split = math.ceil(granules / min(splits, granules))
+    splits = math.ceil(granules / per_split)  # every split walks at least one step
+    per_split *= _SPLIT_GRANULE // tile.bk  # in the tile's K steps
     bias_t = bias if bias is not None else dummy(x)
     add_t = add if add is not None else dummy(x)
     geometry = dict(c_in=c_in, h=h, w=w, c_out=c_out, ho=ho, wo=wo, k_total=k_total,

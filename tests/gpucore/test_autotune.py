@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 import time
+import types
 from collections.abc import Callable
 from pathlib import Path
 
@@ -86,8 +87,11 @@ def test_cache_key_holds_adapter_driver_and_version(first_device: gpucore.Device
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     key = autotune.cache_key(first_device)
     info = first_device.info
+    # on Dawn also its toggles: robustness on or off changes which tile wins
+    dawn = info.runtime == "dawn"
+    toggles = {"toggles": ",".join(gpucore._runtime.dawn_toggles())} if dawn else {}
     assert key == {"runtime": info.runtime, "backend": info.backend, "adapter": info.name,
-                   "driver": info.driver, "version": gpucore.__version__}
+                   "driver": info.driver, "version": gpucore.__version__, **toggles}
     with autotune.tuning():
         select(first_device, sleeping_trial([]))
     old_path = autotune.cache_path(first_device)
@@ -95,6 +99,28 @@ def test_cache_key_holds_adapter_driver_and_version(first_device: gpucore.Device
     autotune._memory.clear()
     assert autotune.cache_path(first_device) != old_path
     assert select(first_device, refusing_trial) == "slow"  # another version tunes afresh
+
+
+def test_trials_start_on_a_busy_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A GPU that idled runs slowly until it has been busy a while (an H100's clock fell to a
+    fifth): before the trials the default runs back to back for WARM_S, queued, with few
+    waits, not run-and-wait for 50 ms."""
+    events: list[str] = []
+    device = types.SimpleNamespace(info=types.SimpleNamespace(type="discrete"),
+                                   flush=lambda: events.append("flush"),
+                                   synchronize=lambda: events.append("wait"))
+    monkeypatch.setattr(autotune, "WARM_S", 0.3, raising=False)
+    monkeypatch.setattr(autotune, "_median_ms", lambda device, run, repeat: 1.0)
+
+    def default() -> None:
+        events.append("run")
+        time.sleep(0.001)
+
+    start = time.perf_counter()
+    autotune._time_all(device, {"a": default}, default, 3)
+    assert time.perf_counter() - start >= 0.3
+    runs, waits = events.count("run"), events.count("wait")
+    assert runs > 100 and waits <= 6, (runs, waits)
 
 
 def test_no_tuning_inside_a_capture(first_device: gpucore.Device,

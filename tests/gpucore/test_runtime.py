@@ -66,7 +66,8 @@ def fake_runtimes(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
         monkeypatch.setitem(sys.modules, name, module)
     monkeypatch.setattr(_adapters.wgpu.gpu, "enumerate_adapters_sync", lambda: native)
     monkeypatch.setattr(_runtime, "_loaded", {})
-    for var in ("GPUCORE_RUNTIME", "GPUCORE_BACKEND", "GPUCORE_ADAPTER", "GPUCORE_DAWN_TOGGLES"):
+    for var in ("GPUCORE_RUNTIME", "GPUCORE_BACKEND", "GPUCORE_ADAPTER", "GPUCORE_DAWN_TOGGLES",
+                "GPUCORE_ROBUST"):
         monkeypatch.delenv(var, raising=False)
     return {"native": native, "dawn": dawn, "calls": calls}
 
@@ -103,8 +104,9 @@ def test_devices_lists_both_runtimes_with_stable_indices(fake_runtimes: dict[str
     assert dawn.matrix_config("f16", "f16") is None
     assert str(dawn.matrix_configs[1]) == "i8->i32 16x16x32"
     assert not every[1].matrix_configs and "subgroup-matrix" not in every[1].features
-    # the toggles went to Dawn once, those this build lacks left out
-    assert fake_runtimes["calls"]["toggles"] == ["allow_unsafe_apis"]
+    # the toggles went to Dawn once, those this build lacks left out; robustness off by default
+    assert fake_runtimes["calls"]["toggles"] == ["allow_unsafe_apis", "disable_robustness"]
+    assert _runtime.dawn_toggles() == ("allow_unsafe_apis", "disable_robustness")
     assert fake_runtimes["calls"]["off"] == ["timestamp_quantization"]
 
 
@@ -146,6 +148,24 @@ def test_unknown_dawn_toggle_is_refused(fake_runtimes: dict[str, Any],
     with pytest.raises(gpucore.GpuError, match="aborts the process"):
         gpucore.devices("all")
     monkeypatch.setenv("GPUCORE_DAWN_TOGGLES", "disable_robustness")
+    gpucore.devices("all")
+    assert fake_runtimes["calls"]["toggles"] == ["allow_unsafe_apis", "disable_robustness"]
+
+
+def test_gpucore_robust_keeps_dawns_bounds_checks(fake_runtimes: dict[str, Any],
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GPUCORE_ROBUST", "1")
+    gpucore.devices("all")
+    assert fake_runtimes["calls"]["toggles"] == ["allow_unsafe_apis"]
+    monkeypatch.setattr(_runtime, "_loaded", {})
+    monkeypatch.setenv("GPUCORE_DAWN_TOGGLES", "disable_robustness")
+    with pytest.raises(gpucore.GpuError, match="unset one of them"):
+        gpucore.devices("all")
+    monkeypatch.delenv("GPUCORE_DAWN_TOGGLES")
+    monkeypatch.setenv("GPUCORE_ROBUST", "maybe")
+    with pytest.raises(gpucore.GpuError, match="GPUCORE_ROBUST='maybe'"):
+        gpucore.devices("all")
+    monkeypatch.setenv("GPUCORE_ROBUST", "0")
     gpucore.devices("all")
     assert fake_runtimes["calls"]["toggles"] == ["allow_unsafe_apis", "disable_robustness"]
 

@@ -37,6 +37,11 @@ def test_gather_needs_fixed_pixel_columns() -> None:
 def test_tile_choice() -> None:
     assert csm.choose_conv_tile(320, 2 * 64 * 64) == csm.CONV_TILES["64x64"]
     assert csm.choose_conv_tile(640, 4 * 64 * 64) == csm.CONV_TILES["128x128"]
+    # deep convs at 16x16 and 32x32 take 128 x 128 (split K), not at 8x8 nor with K 5760
+    assert csm.choose_conv_tile(1280, 2 * 16 * 16, 11520) == csm.CONV_TILES["128x128"]
+    assert csm.choose_conv_tile(640, 2 * 32 * 32, 8640) == csm.CONV_TILES["128x128"]
+    assert csm.choose_conv_tile(1280, 2 * 8 * 8, 11520) == csm.CONV_TILES["64x64"]
+    assert csm.choose_conv_tile(1280, 2 * 16 * 16, 5760) == csm.CONV_TILES["64x64"]
 
 
 _real_conv2d_matrix = csm.conv2d_matrix
@@ -150,11 +155,17 @@ def test_split_kernel_interface() -> None:
 
 
 # (batch, c_in, size, c_out, stride) of every 3x3 conv of an SD 1.5 UNet step that is not in
-# the tuner's list of those with enough tiles, and the split count each gets.
+# the tuner's list of those with enough tiles, and the split count each gets with 64 x 64
+# tiles (tile_splits) and whatever the tile (split_count: the rule's 128 x 128 tiles for the
+# deep convs at 16 x 16 and 32 x 32 make fewer than MIN_TILES tiles and split more).
 _SD15_SPLITS = {(2, 320, 64, 320, 2): 2, (2, 640, 32, 640, 2): 4, (2, 1280, 16, 1280, 2): 9,
                 (2, 640, 16, 1280, 1): 4, (2, 1280, 16, 1280, 1): 7, (2, 1920, 16, 1280, 1): 7,
                 (2, 2560, 16, 1280, 1): 7, (2, 1280, 8, 1280, 1): 9,
                 (2, 2560, 8, 1280, 1): 16}
+_SD15_CONV_SPLITS = {**_SD15_SPLITS, (2, 1280, 16, 1280, 1): 9, (2, 1920, 16, 1280, 1): 13,
+                     (2, 2560, 16, 1280, 1): 16, (2, 1920, 32, 640, 1): 13,
+                     (2, 1280, 32, 640, 1): 9, (2, 960, 32, 640, 1): 6,
+                     (2, 1280, 32, 1280, 1): 7}
 
 
 @pytest.mark.nodevice
@@ -167,14 +178,16 @@ def test_sd15_unet_convs_all_take_the_matrix_units() -> None:
         out = (size - 1) // stride + 1
         pixels, k_total = batch * out * out, c_in * 9
         assert csm.routed(c_out, pixels, k_total), (batch, c_in, size, c_out, stride)
-        splits = csm.split_count(c_out, pixels, k_total, small)
+        splits = csm.tile_splits(c_out, pixels, k_total, small)
         assert splits == _SD15_SPLITS.get((batch, c_in, size, c_out, stride), 1)
+        assert csm.split_count(c_out, pixels, k_total) == \
+            _SD15_CONV_SPLITS.get((batch, c_in, size, c_out, stride), 1)
         # <= ~8 workgroups per multiprocessor, each split >= 40 K steps of 32
         assert splits == 1 or csm.tile_count(c_out, pixels, small) * (splits - 1) < \
             8 * csm.MULTIPROCESSORS
         assert splits == 1 or k_total / 32 / splits >= 40
     # conv_out (320 -> 4 at 64 x 64: 128 tiles) splits too; a shallow K does not
-    assert csm.split_count(4, 2 * 64 * 64, 2880, small) == 2
+    assert csm.split_count(4, 2 * 64 * 64, 2880) == 2
     assert not csm.routed(6, 90, 72)
     # the 1280-channel convs take the bounds-free kernel
     assert csm.aligned(small, 1280, 512, 11520) and csm.aligned(small, 1280, 128, 23040)
@@ -248,7 +261,7 @@ def test_conv2d_routes_few_deep_tiles_to_split_k_where_available(
     rng = np.random.default_rng(8)
     x = rng.standard_normal((1, 480, 10, 10)).astype(np.float16)  # 4 tiles, K 4320
     weight = (rng.standard_normal((70, 480, 3, 3)) / 66).astype(np.float16)
-    assert csm.split_count(70, 100, 4320, csm.CONV_TILES["64x64"]) == 3
+    assert csm.split_count(70, 100, 4320) == 3
     got = conv2d(Tensor.from_numpy(x, device=device), Tensor.from_numpy(weight, device=device),
                  padding=1).numpy()
     expected = _reference(x, weight, None, None, padding=1)

@@ -77,14 +77,18 @@ def test_shared_memory_fits_the_vulkan_minimum() -> None:
 
 
 def test_tile_choice() -> None:
-    assert sm.choose_tile(4096, 4096, 1, k=4096) == sm.TILES["64x128"]  # bounds-free
-    assert sm.choose_tile(4096, 4096, 1, k=4008) == sm.TILES["64x64k16"]  # K steps ragged
-    assert sm.choose_tile(4000, 4096, 1, k=4096) == sm.TILES["64x64k16"]
-    assert sm.choose_tile(4096, 4096, 1) == sm.TILES["64x64k16"]
-    assert sm.choose_tile(4096, 1280, 1) == sm.TILES["64x64k16"]
+    assert sm.choose_tile(4096, 4096, 1, k=4096) == sm.TILES["128x128k16"]  # bounds-free
+    assert sm.choose_tile(2048, 5120, 1, k=640) == sm.TILES["128x128k16"]  # 4 waves
+    assert sm.choose_tile(4160, 4096, 1, k=4096) == sm.TILES["64x128"]  # m: 65 tiles of 64
+    assert sm.choose_tile(512, 10240, 1, k=1280) == sm.TILES["128x128"]  # 2 to 4 waves
+    assert sm.choose_tile(2048, 1280, 1, k=1280) == sm.TILES["64x64"]  # 1.2 waves
+    assert sm.choose_tile(4096, 4096, 1, k=4008) == sm.TILES["64x64"]  # K steps ragged
+    assert sm.choose_tile(4000, 4096, 1, k=4096) == sm.TILES["64x64"]
+    assert sm.choose_tile(4096, 4096, 1) == sm.TILES["64x64"]
+    assert sm.choose_tile(4096, 1280, 1) == sm.TILES["64x64"]
     assert sm.choose_tile(4096, 640, 1) == sm.TILES["64x64"]
     assert sm.choose_tile(77, 320, 2) == sm.TILES["64x64"]
-    assert sm.choose_tile(64, 64, 2000) == sm.TILES["64x64k16"]  # batches count as tiles
+    assert sm.choose_tile(128, 128, 1000, k=64) == sm.TILES["128x128k16"]  # batches count
 
 
 def _skip_unless_available(device: gpucore.Device) -> None:

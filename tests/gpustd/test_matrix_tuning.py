@@ -83,7 +83,7 @@ def test_registered_with_the_rules_as_defaults(first_device: gpucore.Device,
                 for m, k, n, batch, layout in tuning.SD_SHAPES}
     assert {p.shape_class for p in gemm} == expected
     square = next(p for p in gemm if p.shape_class == "f16/nn/m4096/n4096/k4096/b1")
-    assert square.default == "64x128" and square.candidates == tuple(matrix_tuning.GEMM_TILES)
+    assert square.default == "128x128k16" and square.candidates == tuple(matrix_tuning.GEMM_TILES)
     conv = autotune.problems(first_device, ["conv_sm"])
     classes = {p.shape_class: p for p in conv}
     assert len(classes) == len(conv)
@@ -93,7 +93,7 @@ def test_registered_with_the_rules_as_defaults(first_device: gpucore.Device,
     assert "f16/3x3/s1x1/co3/k1536/p262144" in classes
     # the UNet's 1280 channels at 16 x 16 (512 pixels: 160 tiles of 64 x 64) split K there
     deep = conv_tune.conv_class(3, 3, (1, 1), 1280, 11520, 512)
-    assert classes[deep].default == "64x64"
+    assert classes[deep].default == "128x128"  # deep: 128 x 128 tiles, split K
     for p in conv:
         assert p.default in p.candidates, p.shape_class
 
@@ -145,6 +145,44 @@ def test_the_dispatchers_ask_the_tuner(first_device: gpucore.Device,
     conv2d(x, weight, None, stride=2, padding=1)
     assert conv_spy.tiles == [conv_matrix.choose_conv_tile(70, 544),
                               conv_matrix.CONV_TILES["32x32"]]
+
+
+def test_conv_candidates_split_k_alike(first_device: gpucore.Device,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A conv that splits K splits it at the same places whichever candidate tile runs it
+    (the split count is the conv's, not the tile's: a 128 x 128 tile with its own count
+    would add other partial sums than the 64 x 64 default), and the finish sums as many."""
+    dispatched: list[tuple[str, Any]] = []
+
+    def spy(name: str) -> Any:
+        return lambda *args, **kwargs: SimpleNamespace(
+            groups_for=lambda size: 1,
+            dispatch=lambda grid, *a, **k: dispatched.append((name, (grid, k))))
+
+    monkeypatch.setattr(conv_matrix, "_kernel", lambda tile, *args: spy(f"conv {tile.bk}")())
+    monkeypatch.setattr(conv_matrix, "kernel", lambda *args, **kwargs: spy("finish")())
+    device = first_device
+    for batch, c_in, size, c_out, stride in conv_tune.SD_CONVS:
+        out = (size - 1) // stride + 1
+        if all(conv_matrix.tile_splits(c_out, batch * out * out, c_in * 9, tile) == 1
+               for tile in conv_matrix.CONV_TILES.values()):
+            continue  # no tile would split it
+        x = Tensor.empty((batch, c_in, size, size), np.float16, device=device)
+        weight = Tensor.empty((c_out, c_in, 3, 3), np.float16, device=device)
+        cuts = set()
+        for name in conv_tune.conv_candidates(fake_device(), c_out, batch * out * out):
+            dispatched.clear()
+            tile = conv_matrix.CONV_TILES[name]
+            conv_matrix.conv2d_matrix(x, weight, None, stride=(stride, stride), padding=(1, 1),
+                                      dilation=(1, 1), out_hw=(out, out), tile=tile)
+            (label, (grid, params)), *finish = dispatched
+            assert label == f"conv {tile.bk}"
+            splits = grid[2]
+            assert [(f, summed["splits"]) for f, (_, summed) in finish] == \
+                ([("finish", splits)] if splits > 1 else [])
+            # the K where each split starts, and how many
+            cuts.add(tuple(z * params["split_steps"] * tile.bk for z in range(splits)))
+        assert len(cuts) == 1, ((batch, c_in, size, c_out, stride), cuts)
 
 
 def test_tune_command_lists_them_only_with_subgroup_matrices(cache_home: Path) -> None:
@@ -206,8 +244,10 @@ def test_every_gemm_candidate_is_bitwise_the_default(device: gpucore.Device,
         assert run(name).tobytes() == default.tobytes(), f"tile {name} changed the result"
 
 
-CONV_CASES = [  # n, c_in, h, w, c_out, stride: K = 36 and 333, neither a multiple of 32
-    (2, 4, 23, 21, 70, 1), (1, 37, 30, 17, 150, 2),
+CONV_CASES = [  # n, c_in, h, w, c_out, stride: K = 36 and 333, neither a multiple of 32;
+    # the SD UNet's 1280 channels at 16 x 16, which split K (9 ways; the 64 x 64 tile alone
+    # would split it 7 ways, the 32 x 32 one not at all)
+    (2, 4, 23, 21, 70, 1), (1, 37, 30, 17, 150, 2), (2, 1280, 16, 16, 1280, 1),
 ]
 
 
@@ -221,9 +261,9 @@ def test_every_conv_candidate_is_bitwise_the_default(device: gpucore.Device,
     x_np = rng.standard_normal((n, c_in, h, w)).astype(np.float16)
     w_np = (rng.standard_normal((c_out, c_in, 3, 3)) / np.sqrt(9 * c_in)).astype(np.float16)
     bias_np = rng.standard_normal(c_out).astype(np.float16)
-    expected = torch.nn.functional.conv2d(
-        *(torch.from_numpy(v.astype(np.float64)) for v in (x_np, w_np, bias_np)),
-        stride=stride, padding=1).numpy()
+    expected = torch.nn.functional.conv2d(  # f16 products are exact in f32
+        *(torch.from_numpy(v.astype(np.float32)) for v in (x_np, w_np, bias_np)),
+        stride=stride, padding=1).numpy().astype(np.float64)
     add_np = rng.standard_normal(expected.shape).astype(np.float16)
     x, weight, bias, add = (Tensor.from_numpy(v, device=device)
                             for v in (x_np, w_np, bias_np, add_np))
@@ -236,7 +276,7 @@ def test_every_conv_candidate_is_bitwise_the_default(device: gpucore.Device,
 
     pixels = n * expected.shape[2] * expected.shape[3]
     default = run(next(name for name, t in conv_matrix.CONV_TILES.items()
-                       if t == conv_matrix.choose_conv_tile(c_out, pixels)))
+                       if t == conv_matrix.choose_conv_tile(c_out, pixels, c_in * 9)))
     expected = expected + add_np
     assert np.abs(default - expected).max() / np.abs(expected).max() < 2e-3
     for name in conv_tune.conv_candidates(device, c_out, pixels):
