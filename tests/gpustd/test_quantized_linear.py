@@ -9,6 +9,7 @@ import pytest
 
 import gpucore
 import gpustd
+from gpustd.gemm import matrix_units
 from gpustd.nn import GEGLU, Linear
 from gpustd.nn.linear import linear, linear_geglu
 from gpustd.nn.quantized_linear import (
@@ -67,7 +68,10 @@ def test_linear_reads_the_blocks(first_device: gpucore.Device, name: str, k: int
     xs, bs = (gpustd.asarray(v, device=first_device) for v in (x, bias))
     got = quantized_linear(xs, weight, bs).numpy()
     _close(got, x.astype(np.float64) @ dense.T + bias, dtype)
-    np.testing.assert_array_equal(got, linear(xs, dequantize(weight), bs).numpy())
+    if dtype == np.float32 or not matrix_units.available(first_device):
+        # the same portable kernel and order as the scratch path: the same bits (on the matrix
+        # units the scratch path's float16 GEMM adds in another order)
+        np.testing.assert_array_equal(got, linear(xs, dequantize(weight), bs).numpy())
     residual = gpustd.asarray(np.ones((37, 45), dtype), device=first_device)
     quantized_linear(xs, weight, bs, add_to=residual)
     _close(residual.numpy(), x.astype(np.float64) @ dense.T + bias + 1, dtype)
