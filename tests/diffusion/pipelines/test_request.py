@@ -73,6 +73,7 @@ def test_the_size_check_has_one_message(capsys: pytest.CaptureFixture[str], tmp_
                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """Python, the CLI and the server give the same words for a side that is not a multiple
     of 8."""
+    pytest.importorskip("fastapi", reason="the server extra is not installed")
     import diffusion.cli.main as cli
     from diffusion.server.generation import RequestError, build_job
     from diffusion.server.schemas import Txt2ImgRequest
