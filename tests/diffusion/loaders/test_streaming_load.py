@@ -33,7 +33,7 @@ class Stack(nn.Module):
         self.layers = nn.ModuleList([nn.Linear(width, width, bias=False, device=device)
                                      for _ in range(layers)])
 
-device = gpucore.Device(gpucore.devices()[int(sys.argv[3])])
+device = gpucore.Device(next(a for a in gpucore.devices() if a.index == int(sys.argv[3])))
 file = SafetensorsFile(sys.argv[1])
 refs = {k: TensorRef(file, k, file.shape(k)) for k in file.keys()}
 weights = ComponentWeights("stack", {}, refs, dtype=np.dtype(np.float32))

@@ -95,7 +95,11 @@ def test_clip_pixels_match_clip_image_processor(first_device: gpucore.Device) ->
         want = processor(Image.fromarray(picture), return_tensors="np").pixel_values
         got = clip_pixels(picture, SIZE, device=first_device)
         assert got.shape == want.shape
-        np.testing.assert_allclose(got, want, atol=1e-5)
+        # PIL rounds its bicubic resize in integers, we in float32 on the device: a value on a
+        # half level may land one level (1/255/std) apart (6 of 3072 on an H100, none on lavapipe)
+        level = 1 / 255 / np.array(processor.image_std).reshape(1, 3, 1, 1)
+        off = np.abs(got - want)
+        assert (off <= level + 1e-5).all() and (off > 1e-5).mean() < 0.01, off.max()
 
 
 def test_image_encoder_matches_transformers(device: gpucore.Device, encoder: Any,

@@ -129,6 +129,7 @@ def test_a_setting_with_cli_and_api_metadata_needs_no_code_at_the_doors(
     from its metadata (request.py's docstring: adding a setting)."""
     from dataclasses import dataclass as plain
 
+    pytest.importorskip("fastapi", reason="the server extra is not installed")
     import diffusion.server.generation as generation
     from diffusion.cli.generate import build_request
     from diffusion.cli.main import build_parser
