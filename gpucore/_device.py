@@ -66,7 +66,7 @@ class Device:
     """
 
     def __init__(self, info: AdapterInfo) -> None:
-        release_dead()  # dead Devices' wgpu devices go here, not inside a collection
+        release_dead(timeout=0.1)  # dead Devices' wgpu devices go here, not in a collection
         self.info = info
         self.features = frozenset(f for f in OPTIONAL_FEATURES if f in info.features)
         required: dict[str, int | None] = {

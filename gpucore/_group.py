@@ -199,7 +199,7 @@ class DeviceGroup:
                 thread.start()
             for thread in threads:
                 thread.join()
-        release_dead()  # what the threads' collections found (gpucore._teardown)
+        release_dead(timeout=0.1)  # what the threads' collections found (gpucore._teardown)
         if errors:
             raise errors[min(errors)]
         return results

@@ -13,8 +13,9 @@ the handle to the dead list: two operations the GIL makes atomic, no lock, no wg
 `release_dead()` then releases the dead handles (wgpu-py's own release: stop the device's poll
 thread, release the queue, release the device) on a caller's thread that is in no collection
 and no callback, with every live Device's lock held, so no other thread records, submits or
-transfers on any device meanwhile. It runs when a Device opens, after a DeviceGroup.map, and
-on `gpucore.release_dead_devices()`. What wgpu-py frees later (the Python objects, and leaf
+transfers on any device meanwhile. It runs when a Device opens and after a DeviceGroup.map
+(waiting at most 0.1 s for a busy device's lock: else the next call releases them), and on
+`gpucore.release_dead_devices()`. What wgpu-py frees later (the Python objects, and leaf
 objects such as buffers whose release only drops a count in wgpu-native) needs no care.
 """
 
