@@ -13,7 +13,8 @@ import sys
 from . import _harness
 
 BENCHMARKS = ("vector_add", "gemm", "fft", "nn", "unet", "txt2img", "vae", "sdxl", "linalg",
-              "multigpu", "memory", "upscale", "flux", "controlnet", "lowvram", "load")
+              "multigpu", "memory", "upscale", "flux", "controlnet", "lowvram", "load",
+              "flatness")
 
 
 def main(argv: list[str] | None = None) -> int:
