@@ -118,6 +118,6 @@ assert not errors and not in_collection and opened > 3
 
 
 def test_threads_and_collections_never_release_a_device_in_a_collection() -> None:
-    out = subprocess.run([sys.executable, "-c", textwrap.dedent(_STRESS), "6"], cwd=ROOT,
+    out = subprocess.run([sys.executable, "-c", textwrap.dedent(_STRESS), "4"], cwd=ROOT,
                          capture_output=True, text=True, timeout=120, check=False)
     assert out.returncode == 0, out.stdout + out.stderr[-3000:]
