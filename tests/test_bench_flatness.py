@@ -1,6 +1,6 @@
-"""bench.flatness, cheap: 30 pictures from a server on a tiny model, one at a time; after a
-warm-up of 10 the device pool's allocated and reserved bytes never grow and the host's RSS
-stays within 32 MiB (the bench's run makes 1000)."""
+"""bench.flatness, cheap: 20 pictures from a server on a tiny model, one at a time (about
+1.3 s each on lavapipe); after a warm-up of 8 the device pool's allocated and reserved bytes
+never grow and the host's RSS stays within 32 MiB (the bench's run makes 1000)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ if not gpucore.devices():
                 allow_module_level=True)
 
 
-def test_thirty_pictures_leave_host_and_device_memory_flat(tmp_path: Path) -> None:
+def test_twenty_pictures_leave_host_and_device_memory_flat(tmp_path: Path) -> None:
     from fastapi.testclient import TestClient
     from sd_tiny import write_pipeline
 
@@ -29,8 +29,8 @@ def test_thirty_pictures_leave_host_and_device_memory_flat(tmp_path: Path) -> No
     try:
         with TestClient(app) as client:
             result = measure(lambda path, body: client.post(path, json=body), client.get,
-                             pictures=30, every=5, warmup=10, size=32, steps=1)
+                             pictures=20, every=4, warmup=8, size=32, steps=1)
     finally:
         app.state.worker.stop()
-    assert len(result["samples"]) == 6 and result["samples"][0][2] > 0  # the model's weights
+    assert len(result["samples"]) == 5 and result["samples"][0][2] > 0  # the model's weights
     assert result["flat"], result
