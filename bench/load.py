@@ -9,8 +9,10 @@ The server's host memory (RSS of it and its worker processes) and device memory 
 BENCH_LOAD_GROWTH_MIB (64) of the sample taken after the first picture of every client.
 Phase 2, faults (with BENCH_LOAD_DEVICES, e.g. "0,1": one worker process per GPU): while
 requests that save their pictures run, one worker process is killed with SIGKILL; every
-answer must be 200 or 503 (the killed job), every saved file a whole PNG, and every 200's
-pictures on disk.
+answer must be 200 or 503 (the killed job), the other workers' jobs must finish (some 200s),
+every saved file a whole PNG, every 200's pictures on disk, and the killed worker must come
+back: a new worker process, and requests answered 200 after it. On CPU adapters:
+`BENCH_LOAD_DEVICES=0,0 python -m bench load --quick` (two processes on one adapter).
 
     BENCH_LOAD_DEVICES=0,1 python -m bench load --json bench/results/load-h100.json
 """
@@ -161,25 +163,35 @@ def _device_mib(url: str) -> float | None:
     return None if current is None else current / 2**20
 
 
-def _faults(url: str, server: Any, outputs: Path, body: dict[str, Any]) -> dict[str, Any]:
-    """Requests that save their pictures, one worker process killed mid-job."""
+def _faults(url: str, server: Any, outputs: Path, body: dict[str, Any],
+            steps: int, count: int) -> dict[str, Any]:
+    """Requests that save their pictures, one worker process killed mid-job, then requests
+    after its restart."""
     import httpx
     from PIL import Image
 
-    def post(seed: int) -> Any:
+    def post(seed: int, save: bool = True) -> Any:
         return httpx.post(url + "/sdapi/v1/txt2img", timeout=600,
-                          json={**body, "seed": seed, "steps": 100, "save_images": True})
+                          json={**body, "seed": seed, "steps": steps, "save_images": save})
 
     with ThreadPoolExecutor(8) as pool:
-        answers = [pool.submit(post, seed) for seed in range(100, 116)]
+        answers = [pool.submit(post, seed) for seed in range(100, 100 + count)]
         end = time.monotonic() + 300
         while (httpx.get(url + "/sdapi/v1/progress?skip_current_image=true", timeout=30)
                .json()["state"]["sampling_step"] < 1 and time.monotonic() < end):
             time.sleep(0.05)  # a job under way: the kill lands mid-job
-        victims = worker_pids(server.pid)
+        before = worker_pids(server.pid)
+        victims = before[:1]
         if victims:
             os.kill(victims[0], signal.SIGKILL)
         codes = [a.result().status_code for a in answers]
+    end = time.monotonic() + 300
+    while len(set(worker_pids(server.pid)) - set(before)) < 1 and time.monotonic() < end:
+        time.sleep(0.5)
+    restarted = len(set(worker_pids(server.pid)) - set(before))
+    with ThreadPoolExecutor(len(before) or 1) as pool:  # one each, the new process included
+        after = [pool.submit(post, seed, False) for seed in range(120, 120 + 2 * len(before))]
+        after_codes = [a.result().status_code for a in after]
     saved = [p for p in outputs.rglob("*.png")]
     whole = 0
     for path in saved:
@@ -189,9 +201,10 @@ def _faults(url: str, server: Any, outputs: Path, body: dict[str, Any]) -> dict[
             whole += 1
         except OSError:
             pass
-    return {"killed": len(victims[:1]), "ok": codes.count(200), "lost": codes.count(503),
+    return {"killed": len(victims), "ok": codes.count(200), "lost": codes.count(503),
             "other": len(codes) - codes.count(200) - codes.count(503),
-            "saved": len(saved), "whole": whole}
+            "saved": len(saved), "whole": whole, "restarted": restarted,
+            "after": after_codes.count(200), "after_other": len(after) - after_codes.count(200)}
 
 
 def _free_port() -> int:
@@ -234,14 +247,21 @@ def run(*, quick: bool = False) -> dict[str, Any]:
                          "device MiB": "-" if dev0 is None else f"{dev0:.0f} -> {dev1:.0f}",
                          "ok": result["errors"] == 0 and result["wrong"] == 0 and flat})
             if devices:
-                faults = _faults(url, server, outputs, body)
+                # quick: few and short, so that the last waits less than a request's timeout
+                # on CPU adapters
+                faults = _faults(url, server, outputs, body, *((20, 6) if quick else (100, 16)))
                 rows.append({"workload": "kill -9 of a worker mid-job", "size": size,
                              "devices": devices, "done": faults["ok"] + faults["lost"],
-                             "errors": faults["other"], "wrong": faults["saved"] -
-                             faults["whole"], "images/s": "-",
+                             "errors": faults["other"] + faults["after_other"],
+                             "wrong": faults["saved"] - faults["whole"], "images/s": "-",
                              "host MiB": f"saved {faults['saved']}", "device MiB": "-",
+                             "restarted": faults["restarted"],
+                             "after restart": f"{faults['after']} of "
+                                              f"{faults['after'] + faults['after_other']}",
                              "ok": faults["killed"] == 1 and faults["other"] == 0
+                             and faults["ok"] > 0 and faults["restarted"] >= 1
+                             and faults["after_other"] == 0
                              and faults["whole"] == faults["saved"] >= faults["ok"]})
     columns = ["workload", "size", "devices", "done", "errors", "wrong", "images/s",
-               "host MiB", "device MiB", "ok"]
+               "host MiB", "device MiB", "restarted", "after restart", "ok"]
     return {"benchmark": "load", "rows": rows, "columns": columns}

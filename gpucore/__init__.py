@@ -8,14 +8,16 @@ between them) and `_adapters` (finding and choosing an adapter); `_pool`, `_limi
 `_bindings`, `_stream`, `_capture`, `_profile` (buffer pool, its cap, bind groups and params,
 streams and events, capture and replay, timestamps), which `_device` (Device) ties together;
 `_buffer` (Buffer) and `_kernel` (Kernel, with `_wgsl` reading shaders' signatures) on top;
-`_group` (several devices) and `_autotune` above those. gpucore knows nothing of ops.
+`_group` (several devices) and `_autotune` above those; `_teardown` releases dead Devices'
+wgpu devices at a safe point. gpucore knows nothing of ops.
 """
 
 from . import _autotune as autotune
 from ._adapters import AdapterInfo, devices
 from ._buffer import Buffer
 from ._capture import Capture, CaptureError
-from ._device import Device, default_device, synchronize
+from ._default import default_device, synchronize
+from ._device import Device
 from ._dtypes import as_dtype, wgsl_scalar
 from ._errors import (
     BindingError,
@@ -33,6 +35,7 @@ from ._kernel import Kernel, fold_grid, shader_path, shader_source
 from ._pool import MemoryStats
 from ._profile import Profile
 from ._stream import Event, Stream
+from ._teardown import release_dead as release_dead_devices
 from ._version import __version__ as __version__
 
 __all__ = [
@@ -62,6 +65,7 @@ __all__ = [
     "devices",
     "fold_grid",
     "open_devices",
+    "release_dead_devices",
     "shader_path",
     "shader_source",
     "split_sizes",

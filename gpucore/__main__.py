@@ -12,7 +12,7 @@ import sys
 
 from . import _adapters, _autotune
 from ._adapters import OPTIONAL_FEATURES, choose_adapter, devices
-from ._device import default_device
+from ._default import default_device
 from ._errors import GpuError
 
 _KEY_LIMITS = (

@@ -9,7 +9,8 @@ import numpy as np
 import numpy.typing as npt
 import wgpu
 
-from ._device import Device, default_device
+from ._default import default_device
+from ._device import Device
 from ._dtypes import as_dtype, wgsl_scalar
 from ._errors import FeatureError
 

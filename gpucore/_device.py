@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import threading
 from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import numpy as np
 import wgpu
@@ -26,11 +27,13 @@ from ._pool import BufferPool, MemoryStats, is_released, size_class
 from ._profile import Profile
 from ._staging import Staging
 from ._stream import Event, Stream
+from ._teardown import hold, release_dead
 
-__all__ = ["Device", "Pipeline", "default_device", "synchronize"]
+__all__ = ["Device", "Pipeline"]
 
 # A compiled kernel as Device caches it: the pipeline and its bind group layout.
 Pipeline = tuple[GPUComputePipeline, GPUBindGroupLayout]
+T = TypeVar("T")
 
 # Limits raised to the adapter's own values: the WebGPU defaults (128 MiB per storage
 # binding, 256 MiB per buffer) are far too small for Stable Diffusion activations.
@@ -58,6 +61,7 @@ class Device:
     """
 
     def __init__(self, info: AdapterInfo) -> None:
+        release_dead(timeout=0.1)  # dead Devices' wgpu devices go here, not in a collection
         self.info = info
         self.features = frozenset(f for f in OPTIONAL_FEATURES if f in info.features)
         required: dict[str, int | None] = {
@@ -92,6 +96,8 @@ class Device:
         self._batches = itertools.count()  # numbers the streams' batches as they begin
         self.default_stream = Stream(self, "default")
         self._streams = [self.default_stream]
+        self._kept: dict[object, Any] = {}
+        hold(self)  # its wgpu device is released by release_dead() once this one is gone
 
     # -- construction -----------------------------------------------------------------
     @classmethod
@@ -166,6 +172,15 @@ class Device:
         if not self.pool.give(buffer, size):
             with self._lock:
                 self._bind_groups.evict(buffer)
+
+    def keep(self, key: object, make: Callable[[], T]) -> T:
+        """What ops keep per device under `key` (scratch buffers, constant tables): made by
+        `make()` on first use, dropped with the device (a module dict keyed by the device
+        would keep it alive through the buffers' own reference to it)."""
+        with self._lock:
+            if key not in self._kept:
+                self._kept[key] = make()
+            return self._kept[key]
 
     def memory_stats(self) -> MemoryStats:
         """Bytes in live buffers, idle in the pool, and their peaks (gpucore.MemoryStats)."""
@@ -377,22 +392,3 @@ class Device:
             self.staging.write(buffer, offset, data)
             if self.staging.held > _STAGING_LIMIT and self._capture is None:
                 self.synchronize()  # else wgpu keeps every small write's copy until a submit
-
-
-_default: Device | None = None
-_default_lock = threading.Lock()
-
-
-def default_device() -> Device:
-    """The process-wide default device (`Device.auto()`, created on first use)."""
-    global _default
-    with _default_lock:
-        if _default is None:
-            _default = Device.auto()
-        return _default
-
-
-def synchronize(device: Device | None = None) -> None:
-    """Wait for all GPU work on `device` (default device if None)."""
-    (device or default_device()).synchronize()
-

@@ -19,9 +19,9 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 from ._adapters import _BACKEND_RANK, _BACKENDS, AdapterInfo, choose_adapter, devices
-from ._collector import collector_paused
 from ._device import Device
 from ._errors import NoAdapterError
+from ._teardown import release_dead
 
 __all__ = ["DeviceGroup", "open_devices", "split_sizes"]
 
@@ -195,12 +195,11 @@ class DeviceGroup:
         if len(threads) == 1:
             drive(0)  # one device: no thread to start
         else:
-            # no dead Device released on one thread while the others are inside wgpu-native
-            with collector_paused():
-                for thread in threads:
-                    thread.start()
-                for thread in threads:
-                    thread.join()
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+        release_dead(timeout=0.1)  # what the threads' collections found (gpucore._teardown)
         if errors:
             raise errors[min(errors)]
         return results

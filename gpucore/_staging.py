@@ -39,8 +39,6 @@ import numpy as np
 import wgpu
 from wgpu.classes import GPUBuffer, GPUPromise
 
-from ._collector import collector_paused
-
 if TYPE_CHECKING:
     from ._device import Device
 
@@ -184,7 +182,7 @@ class Staging:
             self._copy(buffer, offset + starts[i], slot, 0, n)
             pending[i] = slot.map_async(wgpu.MapMode.READ, 0, n)
 
-        with self._lock, collector_paused():
+        with self._lock:
             try:
                 start(0)
                 for i, pos in enumerate(starts):
@@ -217,7 +215,7 @@ class Staging:
             self._queue.write_buffer(buffer, offset, src)
             self.held += size  # wgpu's own staging copy, freed when a submit completes
             return
-        with self._lock, collector_paused():
+        with self._lock:
             try:
                 for i, pos in enumerate(range(0, size, self.chunk)):
                     n = min(self.chunk, size - pos)
@@ -231,7 +229,7 @@ class Staging:
                     self._copy(slot, 0, buffer, offset + pos, n)
                     self._remaps[k] = slot.map_async(wgpu.MapMode.WRITE, 0, self.chunk)
                 for k, remap in enumerate(self._remaps):  # no map left to complete later,
-                    if remap is not None:  # outside the collector's pause (see above)
+                    if remap is not None:  # its callback running into whatever runs then
                         remap.sync_wait()
                         self._remaps[k] = None
             except BaseException:

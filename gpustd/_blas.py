@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import weakref
 from typing import Any
 
 import numpy as np
@@ -22,16 +21,11 @@ def _kernel(name: str, dtype: np.dtype, *, entry: str = "main", **constants: int
                          types={"T": dtype})
 
 
-_partials: weakref.WeakKeyDictionary[Device, Buffer[Any]] = weakref.WeakKeyDictionary()
-
-
 def _partials_for(device: Device) -> Buffer[Any]:
     # One scratch buffer per device is enough: the queue runs in order, so the next
     # reduction's first pass cannot overwrite partials that an earlier finish still needs.
-    if device not in _partials:
-        _partials[device] = Buffer(2 * _MAX_GROUPS, np.float32, device=device,
-                                   label="reduction partials")
-    return _partials[device]
+    return device.keep("reduction partials", lambda: Buffer(
+        2 * _MAX_GROUPS, np.float32, device=device, label="reduction partials"))
 
 
 def record_reduce(mode: str, x: Buffer[Any], y: Buffer[Any] | None, out: Buffer[Any]) -> None:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 import threading
-import weakref
 from typing import Any
 
 import numpy as np
@@ -41,8 +40,6 @@ MIN_COLUMNS = 4
 _TABLES_KEPT = 64
 
 lock = threading.RLock()  # one transform's dispatches share scratch: record them together
-_tables: weakref.WeakKeyDictionary[Device, dict[Any, Buffer[Any]]] = weakref.WeakKeyDictionary()
-_scratch: weakref.WeakKeyDictionary[Device, dict[str, Buffer[Any]]] = weakref.WeakKeyDictionary()
 
 
 def kernel(name: str, entry: str = "main", **constants: float) -> Kernel:
@@ -80,10 +77,7 @@ def pass_lengths(n: int, tile: int) -> list[int]:
 
 
 def _cache(device: Device) -> dict[Any, Buffer[Any]]:
-    found = _tables.get(device)
-    if found is None:
-        found = _tables[device] = {}
-    return found
+    return device.keep("fft tables", dict)
 
 
 def table(device: Device, key: Any, build: Any) -> Buffer[Any]:
@@ -101,9 +95,7 @@ def table(device: Device, key: Any, build: Any) -> Buffer[Any]:
 
 def scratch(device: Device, slot: str, length: int, dtype: Any = np.complex64) -> Buffer[Any]:
     """The scratch buffer `slot` of at least `length` elements (grown, never shrunk)."""
-    slots = _scratch.get(device)
-    if slots is None:
-        slots = _scratch[device] = {}
+    slots = device.keep("fft scratch", dict)
     key = f"{slot}:{np.dtype(dtype)}"
     found = slots.get(key)
     if found is None or found.length < length:

@@ -93,6 +93,12 @@ def _is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
+def _plain(flags: dict[str, Any]) -> dict[str, Any]:
+    """The command line's values for /cmd-flags (what a Ray replica can be sent: no
+    functions)."""
+    return {k: v for k, v in flags.items() if not callable(v)}
+
+
 def serve(args: argparse.Namespace) -> int:
     """Run the server until interrupted; returns the exit status."""
     import uvicorn
@@ -116,11 +122,19 @@ def serve(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    # create_app's settings: the same for this process and for every Ray replica
+    settings = dict(model=args.model, models_dir=args.models_dir, outputs=args.outputs,
+                    queue_size=args.queue_size, max_size=args.max_size,
+                    api_auth=args.api_auth, cmd_flags=_plain(vars(args)),
+                    embeddings_dir=args.embeddings_dir, lora_dir=args.lora_dir,
+                    dtype=args.dtype, memory=memory_mode(args),
+                    controlnet_dir=args.controlnet_dir, text_encoders=args.text_encoder or (),
+                    image_encoders=args.image_encoder)
     if args.ray:
         from .serve_ray import serve_on_ray
 
         sock.close()  # Ray Serve's proxy listens instead
-        return serve_on_ray(args, host)
+        return serve_on_ray(args, host, {**settings, "upscaler_dir": args.upscaler_dir})
     if not _is_loopback(host) and not args.api_auth:
         print(f"warning: listening on {host} without --api-auth: anyone who can reach this "
               "machine can use the GPU", file=sys.stderr)
@@ -137,14 +151,7 @@ def serve(args: argparse.Namespace) -> int:
             print(f"error: --devices {args.devices}: {exc}", file=sys.stderr)
             return 2
     try:
-        app = create_app(model=args.model, models_dir=args.models_dir, outputs=args.outputs,
-                         queue_size=args.queue_size, max_size=args.max_size,
-                         api_auth=args.api_auth, cmd_flags=vars(args),
-                         embeddings_dir=args.embeddings_dir, lora_dir=args.lora_dir,
-                         worker_adapters=adapters, dtype=args.dtype, memory=memory_mode(args),
-                         controlnet_dir=args.controlnet_dir,
-                         text_encoders=args.text_encoder or (),
-                         image_encoders=args.image_encoder)
+        app = create_app(**settings, worker_adapters=adapters)
     except (FileNotFoundError, WeightsError, ValueError, OSError) as exc:
         sock.close()
         print(f"error: cannot load the model: {exc}", file=sys.stderr)

@@ -40,8 +40,9 @@ def add_ray_options(sub: argparse.ArgumentParser) -> None:
                             "adapters)")
 
 
-def serve_on_ray(args: argparse.Namespace, host: str) -> int:
-    """Deploy and block until interrupted; returns the exit status."""
+def serve_on_ray(args: argparse.Namespace, host: str, settings: dict[str, Any]) -> int:
+    """Deploy replicas of create_app(**settings) (and `upscaler_dir`, registered in each)
+    and block until interrupted; returns the exit status."""
     try:
         import ray
         from ray import serve
@@ -53,11 +54,7 @@ def serve_on_ray(args: argparse.Namespace, host: str) -> int:
     ray.init(address=None if args.ray == "local" else args.ray)
     replicas = args.ray_replicas or max(int(ray.cluster_resources().get("GPU", 0)), 1)
     app = deployment(replicas=replicas, autoscaling=args.ray_autoscaling,
-                     gpus_per_replica=args.ray_gpus_per_replica, model=args.model,
-                     models_dir=args.models_dir, outputs=args.outputs,
-                     queue_size=args.queue_size, max_size=args.max_size,
-                     api_auth=args.api_auth, dtype=args.dtype,
-                     embeddings_dir=args.embeddings_dir, lora_dir=args.lora_dir)
+                     gpus_per_replica=args.ray_gpus_per_replica, **settings)
     serve.start(http_options={"host": host, "port": args.port})
     serve.run(app, name="diffusion", route_prefix="/", blocking=False)
     print(f"serving on Ray at http://{host}:{args.port}/ (API: /sdapi/v1); "

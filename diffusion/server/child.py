@@ -6,6 +6,9 @@ routers' closures travel as they are), and a job's reference to the parent's Pro
 unpickles as this process's Worker (`this_worker`), so `worker.pipe`, `worker.generate(...)`
 mean this process's. Messages to the parent: ("progress", job id, state, latents) while a job
 runs (polled, at most every 50 ms) and ("done", job id, ok, pickled result or exception).
+Interrupt and skip name their job: one that arrives before the job has begun here is kept
+and applied when it begins. A second pipe answers questions while jobs run ("memory": this
+process's device figures, `Worker.memory`).
 """
 
 from __future__ import annotations
@@ -66,7 +69,21 @@ def _outcome(future: Any) -> tuple[bool, bytes]:
                                                 f"{what} ({exc})"))
 
 
-def main(conn: Any, env: dict[str, str], loader_blob: bytes) -> None:
+def _answer(queries: Any, worker: Worker) -> None:
+    """Answer the parent's (number, question) on the query pipe until it closes."""
+    while True:
+        try:
+            number, question = queries.recv()
+        except (EOFError, OSError):
+            return
+        try:
+            answer: Any = worker.memory()[0] if question == "memory" else None
+        except Exception as exc:  # a question must not end the process: say what failed
+            answer = {"error": f"{type(exc).__name__}: {exc}"}
+        queries.send((number, answer))
+
+
+def main(conn: Any, env: dict[str, str], loader_blob: bytes, queries: Any = None) -> None:
     """The process: GPUCORE_ADAPTER from `env` before any device opens, then jobs until the
     parent says stop or goes away."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the group: the parent stops us
@@ -77,6 +94,7 @@ def main(conn: Any, env: dict[str, str], loader_blob: bytes) -> None:
     _WORKER.append(worker)
     send_lock = threading.Lock()
     current: dict[str, int | None] = {"id": None}
+    told: dict[int, str] = {}  # job id -> "interrupt" / "skip" sent before it began
     done = threading.Event()
 
     def send(message: tuple[Any, ...]) -> None:
@@ -86,6 +104,8 @@ def main(conn: Any, env: dict[str, str], loader_blob: bytes) -> None:
     def execute(job_id: int, blob: bytes) -> Any:
         run = cloudpickle.loads(blob)
         current["id"] = job_id
+        if told.pop(job_id, None) == "interrupt":  # arrived while the job was queued here
+            worker.interrupt()
         try:
             return run()
         finally:
@@ -103,6 +123,9 @@ def main(conn: Any, env: dict[str, str], loader_blob: bytes) -> None:
                 last = key
 
     threading.Thread(target=report, daemon=True, name="diffusion-progress").start()
+    if queries is not None:
+        threading.Thread(target=_answer, args=(queries, worker), daemon=True,
+                         name="diffusion-queries").start()
     while True:
         try:
             message = conn.recv()
@@ -115,10 +138,10 @@ def main(conn: Any, env: dict[str, str], loader_blob: bytes) -> None:
                                    exclusive=exclusive)
             future.add_done_callback(
                 lambda f, job_id=job_id: send(("done", job_id, *_outcome(f))))
-        elif kind == "interrupt":
-            worker.interrupt()
-        elif kind == "skip":
-            worker.skip()
+        elif kind in ("interrupt", "skip"):
+            told[message[1]] = kind  # first, then the check: execute() does the reverse
+            if current["id"] == message[1]:
+                worker.interrupt() if kind == "interrupt" else worker.skip()
         elif kind == "stop":
             break
     done.set()

@@ -56,17 +56,37 @@ class _Process:
     def __init__(self, index: int, adapter: str, loader_blob: bytes) -> None:
         self.index, self.adapter, self.loader_blob = index, adapter, loader_blob
         self._send_lock = threading.Lock()
+        self._query_lock = threading.Lock()
+        self._questions = itertools.count()
         self.start()
 
     def start(self) -> None:
         context = multiprocessing.get_context("spawn")  # a fresh interpreter: no GPU state
         self.conn, theirs = context.Pipe()
+        self.queries, their_queries = context.Pipe()
         self.process = context.Process(
             target=child.main, args=(theirs, {"GPUCORE_ADAPTER": self.adapter},
-                                     self.loader_blob),
+                                     self.loader_blob, their_queries),
             name=f"diffusion-worker-{self.index}", daemon=True)
         self.process.start()
         theirs.close()
+        their_queries.close()
+
+    def ask(self, question: str, timeout: float = 10.0) -> Any:
+        """The process's answer to `question` (child._answer), None when it does not answer
+        within `timeout` seconds (gone, or starting)."""
+        with self._query_lock:
+            number = next(self._questions)
+            try:
+                self.queries.send((number, question))
+                deadline = time.monotonic() + timeout
+                while self.queries.poll(max(deadline - time.monotonic(), 0)):
+                    answered, answer = self.queries.recv()
+                    if answered == number:  # an earlier question's late answer is dropped
+                        return answer
+            except (EOFError, OSError, ValueError):
+                pass
+            return None
 
     def send(self, message: tuple[Any, ...]) -> bool:
         """False when the process has gone."""
@@ -96,6 +116,7 @@ class _Process:
             self.process.kill()
             self.process.join(5)
         self.conn.close()
+        self.queries.close()
 
 
 class ProcessWorker(Worker):
@@ -112,6 +133,7 @@ class ProcessWorker(Worker):
         self._cloudpickle = cloudpickle
         self._ids = itertools.count(1)
         self.facts: child.ModelFacts | None = None
+        self._job_ids: dict[int, int] = {}  # slot -> id of the job its process runs
         self.processes = [_Process(i, adapter, cloudpickle.dumps(loader))
                           for i, adapter in enumerate(adapters)]
         super().__init__(loader, queue_size=queue_size, devices=[None] * len(adapters))
@@ -151,10 +173,24 @@ class ProcessWorker(Worker):
         super().skip()
         self._tell("skip")
 
-    def _tell(self, what: str) -> None:
+    def memory(self) -> list[dict[str, Any]]:
+        """Each process's device figures (Worker.memory), asked now; a process that does not
+        answer (restarting) is listed with an "error"."""
+        figures = []
         for slot, process in zip(self.slots, self.processes, strict=True):
-            if slot.running:
-                process.send((what,))
+            answer = process.ask("memory")
+            figures.append({**(answer or {"error": "the worker process did not answer"}),
+                            "device": slot.label})
+        return figures
+
+    def _tell(self, what: str) -> None:
+        with self._lock:  # the job ids _execute sets under it: each running job is told once
+            running = [(process, self._job_ids.get(slot.index))
+                       for slot, process in zip(self.slots, self.processes, strict=True)
+                       if slot.running]
+        for process, job_id in running:
+            if job_id is not None:  # else _execute sends it with the job (interrupt_pending)
+                process.send((what, job_id))
 
     # -- running a job in a process (on the slot's thread) --------------------------------
     def _execute(self, slot: _Slot, job: _Job) -> Any:
@@ -167,7 +203,19 @@ class ProcessWorker(Worker):
         job_id = next(self._ids)
         with self._lock:
             slot.started, slot.ticket = time.monotonic(), next(self._tickets)
+            self._job_ids[slot.index] = job_id
+            stopped = slot.interrupt_pending  # told before it had an id (Worker.interrupt)
         process.send(("run", job_id, blob, False))
+        if stopped:
+            process.send(("interrupt", job_id))
+        try:
+            return self._follow(slot, process, job_id)
+        finally:
+            with self._lock:
+                self._job_ids.pop(slot.index, None)
+
+    def _follow(self, slot: _Slot, process: _Process, job_id: int) -> Any:
+        """The job's progress and result, read from its process."""
         while (message := process.receive()) is not None:
             if message[1] != job_id:
                 self._note_other(slot, message)

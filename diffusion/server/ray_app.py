@@ -13,6 +13,12 @@ every running job named in `textinfo`), POST /sdapi/v1/interrupt and /skip (ever
 as the WebUI's act on the one it runs), POST /sdapi/v1/options (every replica switches model).
 Per replica: /avx/queue, a job's `saved_paths` (on that replica's machine).
 
+A replica started later (autoscaling, or Ray restarting one) runs the model and options the
+others were last switched to, not the deployment's first model: each switch is recorded in a
+small named actor of the application (`_Current`, no CPU, detached so that it outlives the
+replica that made it; kept with the deployment's settings, so a redeploy with other settings
+starts afresh).
+
 Vulkan does not read CUDA_VISIBLE_DEVICES: a replica given Ray's GPU i opens the i-th GPU
 adapter (`GPUCORE_ADAPTER`, unless set), in the order `python -m gpucore info` lists them.
 Needs `pip install avx-gpu[ray]`.
@@ -97,19 +103,53 @@ def _pin_gpu() -> None:
         os.environ["GPUCORE_ADAPTER"] = str(gpus[wanted].index)
 
 
+@ray.remote(num_cpus=0)
+class _Current:
+    """What the deployment's replicas were last switched to, for those started later."""
+
+    def __init__(self) -> None:
+        self.value: dict[str, Any] | None = None
+
+    def get(self) -> dict[str, Any] | None:
+        return self.value
+
+    def put(self, value: dict[str, Any]) -> None:
+        self.value = value
+
+
+def _current() -> Any:
+    """This replica's application's _Current actor (made by the first to ask)."""
+    context = serve.get_replica_context()
+    return _Current.options(name=f"diffusion-current:{context.app_name}:{context.deployment}",
+                            get_if_exists=True, lifetime="detached").remote()
+
+
 @serve.ingress()
 class DiffusionReplica:
-    """One replica: the server of `create_app(**settings)` on this replica's GPU."""
+    """One replica: the server of `create_app(**settings)` on this replica's GPU, with the
+    upscalers of `settings["upscaler_dir"]` registered (serve --upscaler-dir)."""
 
     def __init__(self, settings: dict[str, Any]) -> None:
         self.settings = dict(settings)
+        self.key = repr(sorted(self.settings.items(), key=lambda item: item[0]))
         self.server: FastAPI | None = None  # `app` is Ray's (ASGIAppReplicaWrapper)
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         from .app import create_app
 
         _pin_gpu()
-        self.server = app = create_app(**self.settings)
+        settings = dict(self.settings)
+        upscalers = settings.pop("upscaler_dir", None)
+        if upscalers:  # names for hires fix and the Extras API
+            from ..upscalers.models import register_upscaler_dir
+
+            register_upscaler_dir(upscalers)
+        current = ray.get(_current().get.remote())
+        if current is not None and current["settings"] == self.key:  # the others switched
+            settings["model"] = current["model"]
+        self.server = app = create_app(**settings)
+        if current is not None and current["settings"] == self.key:
+            app.state.server.options.update(current["options"])
         _first(app, _cluster_routes())
         return app
 
@@ -124,7 +164,14 @@ class DiffusionReplica:
         self.server.state.worker.skip()
 
     async def replica_options(self, body: dict[str, Any]) -> None:
-        await set_options(self.server.state.server, body)
+        state = self.server.state.server
+        await set_options(state, body)
+        await _current().put.remote({"settings": self.key, "options": dict(state.options),
+                                     "model": str(state.worker.model.path)})
+
+    def replica_model(self) -> str:
+        """The path of the model this replica runs."""
+        return str(self.server.state.worker.model.path)
 
 
 def deployment(*, replicas: int | None = None, autoscaling: dict[str, Any] | None = None,

@@ -97,6 +97,7 @@ class _Slot:
         self.started = 0.0
         self.ticket = 0  # when its job began, in jobs begun: progress shows the oldest
         self.running = False
+        self.interrupt_pending = False  # told to stop before its job began: applied at begin
 
 
 class _SlotObserver(Observer):
@@ -220,6 +221,7 @@ class Worker:
                 with self._lock:
                     slot.state = _idle_state()
                     slot.latents = None
+                    slot.interrupt_pending = False
                 with self._cond:
                     self._active -= 1
                     self._exclusive = False
@@ -288,18 +290,21 @@ class Worker:
     def _begin(self, slot: _Slot, kind: str, count: int, stamp: str) -> None:
         with self._lock:
             slot.state = {**_idle_state(), "job": kind, "job_count": count,
-                          "job_timestamp": stamp}
+                          "job_timestamp": stamp, "interrupted": slot.interrupt_pending}
             slot.latents = None
             slot.preview = None
             slot.started = time.monotonic()
             slot.ticket = next(self._tickets)
 
     def interrupt(self) -> None:
-        """Stop every running job after its current step; each returns what it has."""
+        """Stop every running job after its current step; each returns what it has (one
+        taken from the queue but not begun yet stops before its first step)."""
         with self._lock:
             for slot in self.slots:
                 if slot.state["job"]:
                     slot.state["interrupted"] = True
+                elif slot.running:
+                    slot.interrupt_pending = True
 
     def skip(self) -> None:
         """Stop every running job's current image after its current step; they go on with
@@ -308,6 +313,20 @@ class Worker:
             for slot in self.slots:
                 if slot.state["job"]:
                     slot.state["skipped"] = True
+
+    def memory(self) -> list[dict[str, Any]]:
+        """Each device's memory: its label, gpucore `MemoryStats` figures and the --max-vram
+        budget of its pipeline (None: no budget)."""
+        import gpucore
+
+        figures = []
+        for slot in self.slots:
+            device = slot.device or gpucore.default_device()
+            plan = getattr(slot.pipe, "memory", None)
+            figures.append({"device": slot.label or device.info.label,
+                            **device.memory_stats().as_dict(),
+                            "max_vram": plan.mode.max_vram if plan is not None else None})
+        return figures
 
     @staticmethod
     def _describe(state: dict[str, Any]) -> str:

@@ -8,7 +8,6 @@ and params once, for every user of the shader (nn.linear_geglu's fused gate too)
 from __future__ import annotations
 
 import math
-import weakref
 from typing import Any
 
 import numpy as np
@@ -69,16 +68,10 @@ def _finish_kernel(dtype: np.dtype) -> Kernel:
     return Kernel.cached("linalg/gemm_splitk", types={"T": dtype})
 
 
-_no_bias: weakref.WeakKeyDictionary[Device, dict[np.dtype, Buffer[Any]]] = (
-    weakref.WeakKeyDictionary())
-
-
 def no_bias(device: Device, dtype: np.dtype) -> Buffer[Any]:
     """A one-element buffer bound where no bias is given (has_bias = 0 keeps it unread)."""
-    per_device = _no_bias.setdefault(device, {})
-    if dtype not in per_device:
-        per_device[dtype] = Buffer(1, dtype, device=device, read_only=True, label="no bias")
-    return per_device[dtype]
+    return device.keep(("gemm no bias", np.dtype(dtype)), lambda: Buffer(
+        1, dtype, device=device, read_only=True, label="no bias"))
 
 
 def record_gemm(a: Buffer[Any], b: Buffer[Any], c: Buffer[Any], bias: Buffer[Any] | None, *,

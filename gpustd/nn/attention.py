@@ -24,7 +24,6 @@ __all__ = ["attention"]
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float16))
 _LOG2E = 1.4426950408889634
-_dummies: dict[int, Tensor] = {}
 
 
 def _kernel(dtype: np.dtype, mask_kind: int, plan: Plan) -> Kernel:
@@ -92,10 +91,8 @@ def _mask(mask: Any, shape: tuple[int, int, int, int], device: Any) -> tuple[Ten
 
 
 def _dummy(device: Any) -> Tensor:
-    found = _dummies.get(id(device))
-    if found is None or found.device is not device:
-        found = _dummies[id(device)] = Tensor.from_numpy(np.zeros(1, np.float32), device=device)
-    return found
+    return device.keep("attention no mask", lambda: Tensor.from_numpy(
+        np.zeros(1, np.float32), device=device))
 
 
 def attention(q: Tensor, k: Tensor, v: Tensor, *, mask: Any = None, causal: bool = False,

@@ -14,19 +14,16 @@ from ._util import FLOATS, check_float, kernel
 
 __all__ = ["embedding", "timestep_embedding"]
 
-_freqs: dict[tuple, Tensor] = {}
-
 
 def _frequencies(half: int, shift: float, max_period: float, device: Device) -> Tensor:
     """exp(-ln(max_period) * j / (half - shift)) in float32 op by op, as diffusers does."""
-    key = (id(device), half, float(shift), float(max_period))
-    found = _freqs.get(key)
-    if found is None or found.device is not device:
+    def make() -> Tensor:
         exponent = np.arange(half, dtype=np.float32) * np.float32(-math.log(max_period))
         exponent = exponent / np.float32(half - shift)
         table = np.exp(exponent.astype(np.float64)).astype(np.float32)
-        found = _freqs[key] = Tensor.from_numpy(table, device=device, read_only=True)
-    return found
+        return Tensor.from_numpy(table, device=device, read_only=True)
+
+    return device.keep(("timestep frequencies", half, float(shift), float(max_period)), make)
 
 
 def timestep_embedding(timesteps: Any, dim: int, flip_sin_to_cos: bool = False,

@@ -36,7 +36,7 @@ def on_gpu_only(first_device: gpucore.Device,
     def refuse(func: Any) -> Any:
         raise AssertionError(f"{getattr(func, '__name__', func)} ran on the host")
     monkeypatch.setattr(_tensor, "FALLBACK", refuse)
-    monkeypatch.setattr(gpucore._device, "_default", first_device)
+    monkeypatch.setattr(gpucore._default, "_default", first_device)
     with dask.config.set(scheduler="sync"):
         yield
 

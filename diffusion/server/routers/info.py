@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from typing import Any
 
@@ -32,27 +33,32 @@ async def cmd_flags(state: State) -> dict[str, Any]:
 
 @api.get("/memory")
 async def memory(state: State) -> dict[str, Any]:
-    """The WebUI's answer (modules/api/api.py `get_memory`): "cuda" holds the first worker's
-    GPU (gpucore `memory_stats()`, in torch.cuda's names: allocated/active = buffers in use,
+    """The WebUI's answer (modules/api/api.py `get_memory`): "cuda" holds the workers' GPUs
+    (gpucore `memory_stats()`, in torch.cuda's names: allocated/active = buffers in use,
     reserved = those and the pool's idle buffers, inactive = the pool's idle buffers, whose
-    peak is not tracked: null). "system" knows only what this process holds, and a total
-    where --max-vram sets one; no out-of-memory retries happen ("events" zeros)."""
-    import gpucore
+    peak is not tracked: null), summed over the devices (each peak is its device's own, so
+    their sum bounds the combined peak from above), and "devices" lists each one's figures
+    (with `serve --devices`, each worker process's, asked now). "system" knows only what the
+    workers hold, and a total where --max-vram sets one; no out-of-memory retries happen
+    ("events" zeros)."""
+    devices = await asyncio.to_thread(state.worker.memory)
+    counted = [d for d in devices if "error" not in d]
 
-    slot = state.worker.slots[0]
-    s = (slot.device or gpucore.default_device()).memory_stats()  # no --devices: the default
-    system: dict[str, Any] = {"used": s.reserved}
-    plan = getattr(slot.pipe, "memory", None)
-    budget = plan.mode.max_vram if plan is not None else None
-    if budget is not None:
-        system.update(free=max(budget - s.reserved, 0), total=budget)
+    def total(key: str) -> int:
+        return sum(d[key] for d in counted)
+
+    system: dict[str, Any] = {"used": total("reserved")}
+    budgets = [d["max_vram"] for d in counted]
+    if counted and all(b is not None for b in budgets):
+        system.update(free=max(sum(budgets) - total("reserved"), 0), total=sum(budgets))
     return {"ram": _ram(), "cuda": {
         "system": system,
-        "active": {"current": s.allocated, "peak": s.peak_allocated},
-        "allocated": {"current": s.allocated, "peak": s.peak_allocated},
-        "reserved": {"current": s.reserved, "peak": s.peak_reserved},
-        "inactive": {"current": s.pooled, "peak": None},
-        "events": {"retries": 0, "oom": 0}}}
+        "active": {"current": total("allocated"), "peak": total("peak_allocated")},
+        "allocated": {"current": total("allocated"), "peak": total("peak_allocated")},
+        "reserved": {"current": total("reserved"), "peak": total("peak_reserved")},
+        "inactive": {"current": total("pooled"), "peak": None},
+        "events": {"retries": 0, "oom": 0},
+        "devices": devices}}
 
 
 def _ram() -> dict[str, int]:

@@ -115,3 +115,42 @@ def test_progress_merges_the_busy_replicas() -> None:
     merged = _merged_progress([idle, busy, busy])
     assert merged["progress"] == 0.5
     assert merged["textinfo"] == "replica 1: txt2img: step 5/10; replica 2: txt2img: step 5/10"
+
+
+def test_a_replica_started_later_runs_the_switched_model_and_the_upscalers(
+        port: int, model: Path, tmp_path: Path) -> None:
+    import shutil
+
+    import httpx
+    from ray import serve
+
+    from diffusion.server.ray_app import deployment
+
+    models, upscalers = tmp_path / "models", tmp_path / "upscalers"
+    for name in ("tiny-a", "tiny-b"):
+        shutil.copytree(model, models / name)
+    upscalers.mkdir()
+    (upscalers / "4x-Listed.pth").write_bytes(b"")  # listed by name, loaded only when used
+    settings = dict(gpus_per_replica=0, cpus_per_replica=1, model=models / "tiny-a",
+                    models_dir=models, upscaler_dir=upscalers, name="switching")
+    url = f"http://127.0.0.1:{port}/switching"
+    try:
+        serve.run(deployment(replicas=1, **settings), name="switching",
+                  route_prefix="/switching")
+        names = [u["name"] for u in httpx.get(url + "/sdapi/v1/upscalers", timeout=60).json()]
+        assert "4x-Listed" in names  # serve --upscaler-dir reaches the replicas
+        title = next(m["title"] for m in httpx.get(url + "/sdapi/v1/sd-models").json()
+                     if m["model_name"] == "tiny-b")
+        switched = httpx.post(url + "/sdapi/v1/options", timeout=120,
+                              json={"sd_model_checkpoint": title, "CLIP_stop_at_last_layers": 2})
+        assert switched.status_code == 200, switched.text
+        serve.run(deployment(replicas=2, **settings), name="switching",
+                  route_prefix="/switching")  # one more replica, the first one kept
+        handle = serve.get_deployment_handle("switching", "switching")
+        paths = handle.broadcast("replica_model").results()
+        assert len(paths) == 2 and {Path(p).name for p in paths} == {"tiny-b"}
+        flags = {httpx.get(url + "/sdapi/v1/options").json()["CLIP_stop_at_last_layers"]
+                 for _ in range(6)}
+        assert flags == {2}
+    finally:
+        serve.delete("switching")

@@ -205,7 +205,9 @@ def test_listings(client: Any, models: Path) -> None:
     memory = client.get("/sdapi/v1/memory").json()
     assert memory["ram"]["total"] > 0
     cuda = memory["cuda"]  # the WebUI's fields, from the device's memory_stats()
-    assert set(cuda) == {"system", "active", "allocated", "reserved", "inactive", "events"}
+    assert set(cuda) == {"system", "active", "allocated", "reserved", "inactive", "events",
+                         "devices"}  # and each device's figures (one here: the sums)
+    assert [d["allocated"] for d in cuda["devices"]] == [cuda["allocated"]["current"]]
     assert cuda["reserved"]["current"] >= cuda["allocated"]["current"] > 0
     assert cuda["allocated"]["peak"] >= cuda["allocated"]["current"]
     assert client.post("/sdapi/v1/refresh-checkpoints").status_code == 200

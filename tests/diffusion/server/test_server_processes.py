@@ -130,3 +130,30 @@ def test_devices_name_one_adapter_per_process() -> None:
         worker_adapters("0,99")
     with pytest.raises(ValueError, match="no devices named"):
         worker_adapters(" , ")
+
+
+def test_an_interrupt_before_the_job_begins_in_its_process_is_kept(served: Any) -> None:
+    import time
+
+    from diffusion.pipelines.request import GenerationRequest
+    from diffusion.server.worker import GenerationJob
+
+    _, worker, _ = served
+    job = GenerationJob(kind="txt2img", seeds=[7, 8],
+                        request=GenerationRequest(prompt=PROMPT, steps=3))
+    # the process sleeps before it begins: the interrupt reaches it while nothing runs there
+    future = worker.submit(lambda: (time.sleep(1.5), worker.generate(job))[1])
+    wait_for(lambda: any(slot.running for slot in worker.slots), what="the job to be taken")
+    worker.interrupt()
+    result = future.result(timeout=120)
+    assert result.interrupted is True and result.images == []  # lost: two pictures
+
+
+def test_memory_lists_each_process_and_sums_them(served: Any) -> None:
+    url, worker, _ = served
+    cuda = httpx.get(url + "/sdapi/v1/memory").json()["cuda"]
+    devices = cuda["devices"]
+    assert [d["device"] for d in devices] == [slot.label for slot in worker.slots]
+    assert all("GPUCORE_ADAPTER" in d["device"] and d["allocated"] > 0 for d in devices)
+    assert cuda["allocated"]["current"] == sum(d["allocated"] for d in devices)
+    assert cuda["reserved"]["current"] == sum(d["reserved"] for d in devices)
