@@ -18,6 +18,7 @@ if not gpucore.devices():
                 allow_module_level=True)
 
 
+@pytest.mark.slow
 def test_concurrent_clients_get_their_seeds_pictures_and_memory_stays_flat(
         tmp_path: Path) -> None:
     from sd_tiny import write_pipeline
