@@ -1,10 +1,12 @@
 """What the flow-matching pipelines (FLUX, diffusion.pipelines.flux; SD3, .sd3) share around
-their own denoising loops: the call's checks, where a run starts (noise, or an init image
-noised to the schedule's first kept sigma, with the inpainting blend) and the decode."""
+their own denoising loops: where their weights come from, the call's checks, where a run starts
+(noise, or an init image noised to the schedule's first kept sigma, with the inpainting blend)
+and the decode."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -12,15 +14,40 @@ import numpy as np
 from gpucore import Device
 from gpustd import asarray
 
+from ..loaders.flow_file import load_flow_file
+from ..loaders.flow_folder import load_flow_folder
+from ..loaders.text_encoder_file import use_text_encoder_files
 from ..models.tiled_vae import vae_encode
 from ..models.vae import AutoencoderKL
 from ..noise.rng import RNG_SOURCES
 from .prepare import to_mask, to_unit_image
 
-__all__ = ["FlowStart", "StepCallback", "check_call", "decode", "encode_image", "run_euler"]
+__all__ = ["FlowStart", "StepCallback", "check_call", "decode", "encode_image", "load_parts",
+           "run_euler"]
+
+_TEXT_ENCODERS = ("text_encoder", "text_encoder_2", "text_encoder_3")
 
 StepCallback = Callable[[int, int, np.ndarray], "bool | None"]
 """callback(done, total, latents) after each step; returning False stops the run there."""
+
+
+def load_parts(path: str | Path, family: str, *, variant: str | None,
+               transformer_file: str | Path | None,
+               text_encoder_files: Sequence[str | Path]) -> tuple[Any, Any]:
+    """(weights, modules) of a `family` pipeline: a single file's (`load_flow_file`, with what
+    it lacks from `text_encoder_files`) or a diffusers folder's (`load_flow_folder`; its
+    transformer left to `transformer_file` when given, its encoders to `text_encoder_files`);
+    ValueError when they hold another family."""
+    if Path(path).is_file():
+        weights, modules = load_flow_file(path, list(text_encoder_files))
+    else:
+        weights = load_flow_folder(path, variant=variant,
+                                   skip=("transformer",) if transformer_file else (),
+                                   weightless=_TEXT_ENCODERS if text_encoder_files else ())
+        modules = use_text_encoder_files(weights, list(text_encoder_files))
+    if weights.family != family:
+        raise ValueError(f"{path} holds a {weights.family} pipeline, not {family.upper()}")
+    return weights, modules
 
 
 def check_call(prompt: str | Any, *, rng: str, output_type: str, steps: int) -> list[str]:

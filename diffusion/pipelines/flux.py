@@ -20,17 +20,14 @@ import numpy as np
 from gpucore import Device, default_device
 from gpustd import Tensor, asarray
 
-from ..loaders.flow_file import load_flow_file
-from ..loaders.flow_folder import load_flow_folder
 from ..loaders.flux_file import load_flux_file
 from ..loaders.gguf_flow import load_flux_gguf
-from ..loaders.text_encoder_file import use_text_encoder_files
 from ..models import AutoencoderKL, CLIPTextModel, FluxTransformer2DModel, T5EncoderModel
 from ..noise.rng import make_generator
 from ..schedulers.flow_match_euler import FlowMatchEulerDiscreteScheduler, calculate_shift
 from ..text.t5_tokenizer import T5Tokenizer
 from ..text.tokenizer import CLIPTokenizer
-from .flow import StepCallback, check_call, run_euler
+from .flow import StepCallback, check_call, load_parts, run_euler
 
 __all__ = ["FluxPipeline", "pack_latents", "unpack_latents"]
 
@@ -59,7 +56,6 @@ def image_ids(rows: int, columns: int) -> np.ndarray:
     return ids.reshape(-1, 3)
 
 
-_TEXT_ENCODERS = ("text_encoder", "text_encoder_2", "text_encoder_3")
 
 
 class FluxPipeline:
@@ -92,15 +88,9 @@ class FluxPipeline:
         `text_encoder_files`: t5xxl / clip_l single files in place of the folder's
         (diffusion.loaders.text_encoder_file); for a single file, what it lacks (the VAE
         `ae.safetensors` too). Without a tokenizer folder the bundled tokenizers are used."""
-        if Path(path).is_file():
-            weights, modules = load_flow_file(path, list(text_encoder_files))
-        else:
-            weights = load_flow_folder(path, variant=variant,
-                                       skip=("transformer",) if transformer_file else (),
-                                       weightless=_TEXT_ENCODERS if text_encoder_files else ())
-            modules = use_text_encoder_files(weights, list(text_encoder_files))
-        if weights.family != "flux":
-            raise ValueError(f"{path} holds a {weights.family} pipeline, not FLUX")
+        weights, modules = load_parts(path, "flux", variant=variant,
+                                      transformer_file=transformer_file,
+                                      text_encoder_files=text_encoder_files)
         device = device or default_device()
         place = {"dtype": dtype, "device": device}
 

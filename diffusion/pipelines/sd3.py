@@ -19,22 +19,18 @@ import numpy as np
 from gpucore import Device, default_device
 from gpustd import asarray
 
-from ..loaders.flow_file import load_flow_file
-from ..loaders.flow_folder import load_flow_folder
 from ..loaders.gguf_flow import load_sd3_gguf
 from ..loaders.sd3_file import load_sd3_file
-from ..loaders.text_encoder_file import use_text_encoder_files
 from ..models import AutoencoderKL, CLIPTextModel, SD3Transformer2DModel, T5EncoderModel
 from ..noise.rng import make_generator
 from ..schedulers.flow_match_euler import FlowMatchEulerDiscreteScheduler, calculate_shift
 from ..text.t5_tokenizer import T5Tokenizer
 from ..text.tokenizer import CLIPTokenizer
-from .flow import StepCallback, check_call, run_euler
+from .flow import StepCallback, check_call, load_parts, run_euler
 
 __all__ = ["StableDiffusion3Pipeline"]
 
 
-_TEXT_ENCODERS = ("text_encoder", "text_encoder_2", "text_encoder_3")
 
 
 class StableDiffusion3Pipeline:
@@ -67,15 +63,9 @@ class StableDiffusion3Pipeline:
         `text_encoder_files`: t5xxl / clip_l / clip_g single files in place of the folder's
         (diffusion.loaders.text_encoder_file; T5 also where the folder has none); for a single
         file, what it lacks. Without tokenizer folders the bundled tokenizers are used."""
-        if Path(path).is_file():
-            weights, modules = load_flow_file(path, list(text_encoder_files))
-        else:
-            weights = load_flow_folder(path, variant=variant,
-                                       skip=("transformer",) if transformer_file else (),
-                                       weightless=_TEXT_ENCODERS if text_encoder_files else ())
-            modules = use_text_encoder_files(weights, list(text_encoder_files))
-        if weights.family != "sd3":
-            raise ValueError(f"{path} holds a {weights.family} pipeline, not SD3")
+        weights, modules = load_parts(path, "sd3", variant=variant,
+                                      transformer_file=transformer_file,
+                                      text_encoder_files=text_encoder_files)
         place = {"dtype": dtype, "device": device or default_device()}
         transformer = weights.transformer
         file = transformer_file or (path if transformer is None else None)
