@@ -147,13 +147,10 @@ def _torch_rows(reference: Any, x: dict[str, np.ndarray], cuda: Any, repeat: int
             outputs[name] = reference(*args, added_cond_kwargs=cond).sample.float().cpu().numpy()
             if cuda:
                 row["peak_gib"] = torch.cuda.max_memory_allocated() / GIB
-                row["gpu_ms"] = _harness.torch_cuda_ms(
+                best = _harness.torch_best_eager(
                     lambda args=args, cond=cond: reference(*args, added_cond_kwargs=cond),
-                    warmup=2, repeat=repeat)
-                start = time.perf_counter()
-                reference(*args, added_cond_kwargs=cond)
-                torch.cuda.synchronize()
-                row["wall_ms"] = (time.perf_counter() - start) * 1e3
+                    torch, repeat)
+                row.update(best, gpu_ms=best["torch_gpu_ms"], wall_ms=best["torch_wall_ms"])
         rows.append(row)
     return rows
 
@@ -177,21 +174,28 @@ def _our_row(weights: dict[str, np.ndarray], config: dict[str, Any], x: dict[str
     cond = {"text_embeds": on_device["text_embeds"].astype(dtype),
             "time_ids": on_device["time_ids"]}
 
-    def step() -> Any:
-        return ours(sample, on_device["timesteps"], context, cond)
+    def eager(sample: Any, timesteps: Any, context: Any) -> Any:
+        return ours(sample, timesteps, context, cond)
 
+    args = (sample, on_device["timesteps"], context)
     with _PeakMemory(cuda, baseline) as step_memory:
         start = time.perf_counter()
-        got = step().numpy()
+        eager(*args).numpy()
         first_s = time.perf_counter() - start
-        timing = _harness.ours_ms(step, device, warmup=1, repeat=repeat)
+        # a pipeline replays its step (gpustd.capture): that is the row's time; eager beside it
+        got, replayed, timings, step = _harness.eager_and_replay(eager, args, device, repeat)
+    step.reset()
     with device.profile() as prof:
-        step()
+        eager(*args)
     kernels = {name: {"calls": n, "ms": ns / 1e6} for name, (n, ns) in prof.summary().items()}
     print(f"-- where our {np.dtype(dtype).name} step's kernel time goes")
     print("\n".join(prof.table().splitlines()[:12]))
+    timing = timings["replay"]
     row = {"impl": "ours", "dtype": np.dtype(dtype).name, "gpu_ms": timing["gpu_ms"],
-           "wall_ms": timing["wall_ms"], "peak_gib": step_memory.peak,
+           "wall_ms": timing["wall_ms"], "eager_gpu_ms": timings["eager"]["gpu_ms"],
+           "eager_wall_ms": timings["eager"]["wall_ms"],
+           "replay_bitwise_equal_eager": bool(np.array_equal(replayed, got)),
+           "peak_gib": step_memory.peak,
            "weights_gib": sum(v.size for v in weights.values()) * np.dtype(dtype).itemsize / GIB,
            "load_peak_gib": load_memory.peak, "resident_gib": resident, "load_s": load_s,
            "first_call_s": first_s}
@@ -233,7 +237,8 @@ def run(quick: bool = False) -> dict[str, Any]:
         torch_row = next((r for r in rows if r["impl"] == "diffusers" and r["dtype"] == name
                           and "gpu_ms" in r), None)
         if torch_row is not None:
-            row["vs_torch"] = torch_row["gpu_ms"] / row["gpu_ms"]
+            row["vs_torch"] = torch_row["wall_ms"] / row["wall_ms"]
+            row["vs_torch_gpu"] = torch_row["gpu_ms"] / row["gpu_ms"]
         rows.append(row)
     for row in rows:
         if row["impl"] == "diffusers" and row["dtype"] == "float16":
@@ -245,15 +250,17 @@ def run(quick: bool = False) -> dict[str, Any]:
                  "text_embeds 2x{2}, 6 time ids), random weights drawn once by diffusers (seed 0) "
                  "and copied into ours; rel_err = max|ours - diffusers| / max|diffusers| against "
                  "diffusers in the same dtype (fp32 with TF32 off), rel_err_vs_fp32 against "
-                 "diffusers fp32; gpu_ms: ours = timestamp-query kernel time, diffusers = CUDA "
-                 "events; wall_ms: ours = record + submit + wait (median), diffusers = one call "
-                 "+ synchronize; peak_gib: diffusers = torch.cuda.max_memory_allocated (weights "
+                 "diffusers fp32; ours: the step replayed by gpustd.capture, as the pipelines "
+                 "run it (eager_*: the Python ops); diffusers: the faster of cudnn.benchmark "
+                 "off and on; both timed after 0.5 s of queued work (the GPU's clock falls "
+                 "between short bursts); gpu_ms: ours = timestamp-query kernel time, diffusers "
+                 "= CUDA events; wall_ms: median of call + wait; peak_gib: diffusers = torch.cuda.max_memory_allocated (weights "
                  "included), ours = peak device memory in use (cudaMemGetInfo, sampled) above "
                  "the level before the model was built, weights included, while stepping "
                  "(load_peak_gib: while loading; resident_gib: after loading; the float16 "
                  "model follows the float32 one in the same process and wgpu's allocator keeps "
                  "freed memory blocks for reuse, so its figures are lower bounds); vs_torch = "
-                 "diffusers gpu_ms / ours gpu_ms (same dtype)".format(
+                 "diffusers wall_ms / ours wall_ms (same dtype; vs_torch_gpu by gpu_ms)".format(
                      config["sample_size"], config["cross_attention_dim"],
                      x["text_embeds"].shape[1]),
         "params_M": params / 1e6,

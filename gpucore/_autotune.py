@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from ._device import Device
 
 __all__ = ["Problem", "Result", "cache_path", "clear", "problems", "register", "registered",
-           "select", "tune", "tuning"]
+           "select", "tune", "tuning", "warm_clock"]
 
 ENV = "GPUCORE_AUTOTUNE"
 FORMAT = 1
@@ -176,15 +176,7 @@ def _time_all(device: Device, runs: dict[str, Callable[[], None]], default: Call
     for run in runs.values():
         run()
     device.synchronize()
-    warm = WARM_S if device.info.type != "cpu" else 0.05  # a CPU has no clock to raise
-    start = last_wait = time.perf_counter()
-    while (now := time.perf_counter()) - start < warm:
-        default()
-        device.flush()  # queued, not waited for: the GPU never idles between runs
-        if now - last_wait > 0.1:  # but the queue stays short
-            device.synchronize()
-            last_wait = time.perf_counter()
-    device.synchronize()
+    warm_clock(device, default)
     ms: dict[str, float] = {}
     order = list(runs)
     for r in range(rounds):
@@ -192,6 +184,20 @@ def _time_all(device: Device, runs: dict[str, Callable[[], None]], default: Call
             t = _median_ms(device, runs[name], repeat)
             ms[name] = min(ms.get(name, t), t)
     return ms
+
+
+def warm_clock(device: Device, run: Callable[[], None], seconds: float = WARM_S) -> None:
+    """Keep the GPU busy `seconds` with queued `run()`s (recording dispatches), so that what is
+    timed next runs at full clock (see WARM_S). A CPU adapter has no clock to raise: 0.05 s."""
+    warm = seconds if device.info.type != "cpu" else min(seconds, 0.05)
+    start = last_wait = time.perf_counter()
+    while (now := time.perf_counter()) - start < warm:
+        run()
+        device.flush()  # queued, not waited for: the GPU never idles between runs
+        if now - last_wait > 0.1:  # but the queue stays short
+            device.synchronize()
+            last_wait = time.perf_counter()
+    device.synchronize()
 
 
 def _median_ms(device: Device, run: Callable[[], None], repeat: int) -> float:
