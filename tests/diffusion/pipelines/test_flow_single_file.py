@@ -17,11 +17,13 @@ import pytest
 
 pytest.importorskip("diffusers", reason="diffusers is a test-only reference (extra: reference)")
 import diffusers
+import torch
 import transformers
 from flow_tiny import FLUX_DEV_SCHEDULER, T5_TINY, bfl_checkpoint, sai_checkpoint, tiny_t5_tokenizer
 from ldm_files import ldm_vae
 from safetensors.torch import save_file
 from sd_tiny import CLIP_TINY, VAE_TINY, randomized, write_tokenizer
+from support import assert_close
 
 import gpucore
 from diffusion.loaders.errors import WeightsError
@@ -234,6 +236,54 @@ def test_flux_gguf_without_folder(first_device: gpucore.Device, flux: tuple[Path
     got, expected = _draw(ours), _draw(float_file)
     assert np.linalg.norm(got - expected) / np.linalg.norm(expected) < 0.05
     assert not np.array_equal(got, expected)
+
+
+def test_flux_file_with_gguf_t5(first_device: gpucore.Device, flux: tuple[Path, Any]) -> None:
+    """BFL's transformer with ae, clip_l and city96's T5 GGUF (a single file's modules path):
+    the T5 config read from the GGUF's shapes, its matrices quantized, its states
+    transformers' on the weights the GGUF holds."""
+    from t5_files import write_t5_gguf
+
+    from gpustd.nn.quantized import quantized_weights
+
+    root, _ = flux
+    t5 = root / "t5-v1_1-xxl-encoder-Q8_0.gguf"
+    held = write_t5_gguf(_t5(), t5, "q8_0")
+    ours = FluxPipeline.from_pretrained(root / "flux1-dev.safetensors", device=first_device,
+                                        text_encoder_files=[root / "ae.safetensors",
+                                                            root / "clip_l.safetensors", t5])
+    assert ours.modules == ["ae", "clip_l", "t5-v1_1-xxl-encoder-Q8_0"]
+    assert quantized_weights(ours.text_encoder_2)
+    reference = transformers.T5EncoderModel(transformers.T5Config(**T5_FILE)).eval()
+    state = {k: torch.from_numpy(v) for k, v in held.items()}
+    reference.load_state_dict({**state, "encoder.embed_tokens.weight": state["shared.weight"]})
+    ids = np.random.default_rng(4).integers(0, T5_FILE["vocab_size"], (1, 13))
+    with torch.no_grad():
+        expected = reference(torch.from_numpy(ids)).last_hidden_state.numpy()
+    assert_close(ours.text_encoder_2(ids).numpy(), expected, tol=1e-3)
+
+
+@pytest.mark.nodevice
+def test_flux_scaled_fp8_file(flux: tuple[Path, Any]) -> None:
+    """ComfyUI's flux_dev_fp8_scaled layout (float8 matrices, a float32 scale_weight each,
+    the scaled_fp8 marker, under model.diffusion_model.): the same diffusers tensors, fused
+    q/k/v split and adaLN halves swapped included, as a file of the values it stands for."""
+    from safetensors.torch import load_file
+    from t5_files import scaled_fp8
+
+    from diffusion.loaders.flux_file import load_flux_file
+
+    root, _ = flux
+    stored, held = scaled_fp8(load_file(str(root / "flux1-dev.safetensors")),
+                              "model.diffusion_model.")
+    save_file(stored, str(root / "flux1-dev-fp8-scaled.safetensors"))
+    save_file({k: torch.from_numpy(v) for k, v in held.items()}, str(root / "values.safetensors"))
+    assert flow_model_family(root / "flux1-dev-fp8-scaled.safetensors") == "flux-dev"
+    got = load_flux_file(root / "flux1-dev-fp8-scaled.safetensors")
+    expected = load_flux_file(root / "values.safetensors")
+    assert got.config == expected.config and sorted(got) == sorted(expected)
+    for key in expected:
+        np.testing.assert_array_equal(got[key], expected[key], err_msg=key)
 
 
 def test_server_runs_a_flux_file_with_modules(first_device: gpucore.Device,
