@@ -148,6 +148,8 @@ class FlowModel:
             settings_out["strength"] = float(request.strength)
         if request.hires is not None:
             settings_out.update(hires_fix(request.hires))
+            if self.distilled:  # Forge writes it where the model takes a distilled CFG
+                settings_out["hires_distilled_cfg"] = float(request.hr_distilled_cfg)
         if loras:
             settings_out["lora_hashes"] = loras
         return GenerationResult(images=images, seeds=seeds, settings=settings_out)

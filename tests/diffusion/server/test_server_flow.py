@@ -54,6 +54,16 @@ def test_flux_and_sd3_through_the_api(client: Any) -> None:
     assert facts["cfg_scale"] == 1 and facts["distilled_cfg_scale"] == 2.5
     assert ("Sampler: Euler, Schedule type: Simple, CFG scale: 1, Distilled CFG Scale: 2.5, "
             "Seed: 5, Size: 24x16, Model: flux") in facts["infotexts"][0]
+    # the hires fix with Forge's hr_distilled_cfg for its second pass
+    response = client.post("/sdapi/v1/txt2img", json={
+        "prompt": "a red circle", "sampler_name": "Euler", "enable_hr": True, "hr_scale": 2,
+        "hr_second_pass_steps": 1, "denoising_strength": 0.5, "hr_distilled_cfg": 5, **SMALL})
+    assert response.status_code == 200, response.text
+    assert ("Denoising strength: 0.5, Hires Distilled CFG Scale: 5, Hires upscale: 2, "
+            "Hires steps: 1, Hires upscaler: Latent") in info(response)["infotexts"][0]
+    response = client.post("/sdapi/v1/txt2img", json={"prompt": "x", "enable_hr": True,
+                                                       "hr_distilled_cfg": -1, **SMALL})
+    assert response.status_code == 422 and "hr_distilled_cfg" in response.text
     # img2img at half strength
     image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (16, 24, 3), np.uint8))
     response = client.post("/sdapi/v1/img2img", json={
