@@ -31,7 +31,7 @@ from ._weights import TensorRef
 from .errors import WeightsError
 from .gguf_file import QUANTIZED, GGUFFile, _gguf
 
-__all__ = ["T5_GGUF_MARK", "t5_gguf_refs"]
+__all__ = ["T5_GGUF_MARK", "gguf_kind", "t5_gguf_refs"]
 
 T5_GGUF_MARK = "enc.blk.0.attn_q.weight"
 _TOP = {"token_embd.weight": "shared.weight",
@@ -86,17 +86,24 @@ def _check_formats(file: GGUFFile) -> None:
         tried.add(kind)
 
 
+def gguf_kind(path: str | os.PathLike[str]) -> str:
+    """What a GGUF file holds, in words, for a message that sends it where it belongs."""
+    file = GGUFFile(Path(path))
+    if T5_GGUF_MARK in file:
+        return ("a T5 text encoder, which goes beside a FLUX / SD3 model with --text-encoder "
+                "(text_encoder_files=)")
+    return _OTHER.get(file.architecture) or (
+        f"a GGUF of architecture {file.architecture!r}" if file.architecture else "a GGUF")
+
+
 def t5_gguf_refs(path: str | os.PathLike[str]) -> dict[str, TensorRef]:
     """transformers' T5EncoderModel name -> tensor of the T5 encoder GGUF `path` (module
     docstring). WeightsError saying what the file is and what to pass instead when it is not
     a T5 encoder, holds a tensor no T5 encoder has, or a type that cannot be read."""
     file = GGUFFile(Path(path))
     if T5_GGUF_MARK not in file:
-        kind = _OTHER.get(file.architecture)
-        what = kind or (f"a GGUF of architecture {file.architecture!r}" if file.architecture
-                        else "a GGUF")
-        raise WeightsError(f"{file.path}: not a T5 encoder ({what}; no {T5_GGUF_MARK!r}); "
-                           f"{_INSTEAD}")
+        raise WeightsError(f"{file.path}: not a T5 encoder ({gguf_kind(path)}; no "
+                           f"{T5_GGUF_MARK!r}); {_INSTEAD}")
     refs: dict[str, TensorRef] = {}
     for key in file.keys():
         if key.startswith("dec.") or key == "output.weight":

@@ -280,6 +280,6 @@ def load_flow_model(path: str | os.PathLike[str], family: str, *, dtype: Any, de
     kind = StableDiffusion3Pipeline if family == "sd3" else FluxPipeline
     pipe = kind.from_pretrained(path, dtype=dtype, device=device, variant=variant,
                                 text_encoder_files=list(text_encoders))
-    name = Path(path).name.removesuffix(".safetensors")
+    name = Path(path).name.removesuffix(".safetensors").removesuffix(".gguf")  # as Forge
     model = FlowModel(pipe, family=family, name=name, modules=pipe.modules)
     return with_defaults(model, defaults)

@@ -114,6 +114,17 @@ def test_gguf_that_is_no_t5_says_what_it_is(tmp_path: Path) -> None:
         t5_gguf_refs(odd)
 
 
+def test_t5_gguf_as_the_model_says_where_it_goes(first_device: gpucore.Device,
+                                                 tmp_path: Path) -> None:
+    from diffusion.pipelines.load import load_pipeline
+
+    path = tmp_path / "t5-v1_1-xxl-encoder-Q8_0.gguf"
+    write_t5_gguf(tiny_t5(), path, "q8_0")
+    with pytest.raises(WeightsError, match=r"a T5 text encoder, which goes beside a FLUX / SD3 "
+                                           r"model with --text-encoder"):
+        load_pipeline(path, device=first_device)
+
+
 @pytest.mark.nodevice
 def test_block_scaled_weights_are_refused(tmp_path: Path) -> None:
     """ComfyUI's nvfp4 layers (packed bytes, float8 block scales): named, not misread."""

@@ -218,6 +218,7 @@ def test_flux_gguf_without_folder(first_device: gpucore.Device, flux: tuple[Path
     from safetensors.numpy import load_file
 
     from diffusion.loaders.gguf_write import write_gguf
+    from diffusion.pipelines.load import load_pipeline
     from gpustd.quant import QuantizedTensor
 
     root, _ = flux
@@ -229,7 +230,9 @@ def test_flux_gguf_without_folder(first_device: gpucore.Device, flux: tuple[Path
     write_gguf(gguf, load_file(str(root / "flux1-dev.safetensors")).items(), "q8_0",
                architecture="flux")
     assert flow_model_family(gguf) == "flux-dev"
-    ours = FluxPipeline.from_pretrained(gguf, text_encoder_files=modules, device=first_device)
+    model = load_pipeline(gguf, text_encoders=modules, device=first_device)
+    assert model.name == "flux1-dev-Q8_0"  # Forge's "Model:", without the extension
+    ours = model.pipe
     assert isinstance(ours.transformer.transformer_blocks[0].attn.to_k.weight, QuantizedTensor)
     assert not isinstance(float_file.transformer.transformer_blocks[0].attn.to_k.weight,
                           QuantizedTensor)
