@@ -29,11 +29,27 @@ def llama_cpp_name(name: str) -> str:
     return f"enc.blk.{block}.{_LAYER[layer]}.weight"
 
 
+def _blocks(values: np.ndarray, kind: str) -> tuple[Any, Any]:
+    """(blocks, ggml type) of a matrix in `kind`, as llama.cpp's quantizer picks per tensor:
+    Q4_K's rows that are not whole 256-value super-blocks take Q5_0; (None, None) where the
+    rows are not whole blocks of the type at all (the writer keeps those F16)."""
+    import gguf
+
+    from diffusion.loaders.gguf_kquant import quantize_q4_k
+
+    if kind == "q4_k" and values.shape[1] % 256 == 0:
+        return quantize_q4_k(values), gguf.GGMLQuantizationType.Q4_K
+    qtype = gguf.GGMLQuantizationType["Q5_0" if kind == "q4_k" else kind.upper()]
+    if values.shape[1] % gguf.GGML_QUANT_SIZES[qtype][0]:
+        return None, None
+    return gguf.quants.quantize(values, qtype), qtype
+
+
 def write_t5_gguf(model: Any, path: Path, kind: str) -> dict[str, np.ndarray]:
     """`model`'s encoder as llama.cpp's converter writes it (architecture "t5encoder"):
-    with `kind` "q8_0" (or another type gguf-py quantizes) every matrix whose rows are whole
-    blocks in that type, the token embedding too, other matrices F16 and 1-D tensors F32;
-    with "f16" every matrix F16."""
+    with `kind` "q8_0", "q4_k" (or another type gguf-py quantizes) every matrix whose rows are
+    whole blocks (`_blocks`), the token embedding too, other matrices F16 and 1-D tensors
+    F32; with "f16" every matrix F16."""
     import gguf
 
     writer = gguf.GGUFWriter(path, arch="t5encoder")
@@ -42,16 +58,15 @@ def write_t5_gguf(model: Any, path: Path, kind: str) -> dict[str, np.ndarray]:
         if name == "encoder.embed_tokens.weight":
             continue  # transformers' tied copy of shared.weight
         values = tensor.float().numpy()
-        qtype = gguf.GGMLQuantizationType[kind.upper()]
-        block = gguf.GGML_QUANT_SIZES[qtype][0]
+        blocks, qtype = (None, None) if kind == "f16" or values.ndim == 1 or \
+            "relative_attention" in name else _blocks(values, kind)
         if values.ndim == 1:
             writer.add_tensor(llama_cpp_name(name), values)
             held[name] = values
-        elif kind == "f16" or values.shape[1] % block or "relative_attention" in name:
+        elif blocks is None:
             writer.add_tensor(llama_cpp_name(name), values.astype(np.float16))
             held[name] = values.astype(np.float16).astype(np.float32)
         else:
-            blocks = gguf.quants.quantize(values, qtype)
             writer.add_tensor(llama_cpp_name(name), blocks, raw_shape=blocks.shape,
                               raw_dtype=qtype)
             held[name] = gguf.quants.dequantize(blocks, qtype).reshape(values.shape)

@@ -18,6 +18,7 @@ import gguf
 import torch
 from flow_tiny import T5_TINY, tiny_flux_pipeline, tiny_t5
 from safetensors.torch import save_file
+from sd_tiny import randomized
 from support import assert_close
 from t5_files import llama_cpp_name, write_t5_gguf, write_t5_scaled_fp8
 
@@ -39,10 +40,11 @@ def flux_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root / "flux"
 
 
-def _reference(held: dict[str, np.ndarray], ids: np.ndarray) -> np.ndarray:
+def _reference(held: dict[str, np.ndarray], ids: np.ndarray,
+               config: dict[str, Any] = T5_TINY) -> np.ndarray:
     import transformers
 
-    model = transformers.T5EncoderModel(transformers.T5Config(**T5_TINY)).eval()
+    model = transformers.T5EncoderModel(transformers.T5Config(**config)).eval()
     state = {k: torch.from_numpy(np.asarray(v, np.float32)) for k, v in held.items()}
     model.load_state_dict({**state, "encoder.embed_tokens.weight": state["shared.weight"]})
     with torch.no_grad():
@@ -73,6 +75,30 @@ def test_t5_gguf_as_text_encoder(first_device: gpucore.Device, flux_folder: Path
         assert not kept
     ids = _ids(1)
     assert_close(pipe.text_encoder_2(ids).numpy(), _reference(held, ids), tol=TOL)
+
+
+def test_t5_gguf_k_quants(first_device: gpucore.Device, tmp_path: Path) -> None:
+    """A Q4_K file as llama.cpp writes one (rows that are no whole super-blocks in Q5_0), its
+    config read from the shapes as for a single file's module: both types kept quantized."""
+    import transformers
+
+    from diffusion.loaders import ComponentWeights
+    from diffusion.loaders.gguf_component import load_component
+    from diffusion.loaders.text_encoder_file import _t5_config
+    from diffusion.models import T5EncoderModel
+
+    config = {**T5_TINY, "d_model": 256, "relative_attention_max_distance": 128}
+    source = transformers.T5EncoderModel(transformers.T5Config(**config))
+    path = tmp_path / "t5-v1_1-xxl-encoder-Q4_K_M.gguf"
+    held = write_t5_gguf(randomized(source, 13), path, "q4_k")
+    refs = t5_gguf_refs(path)
+    ours = load_component(T5EncoderModel(_t5_config(refs), device=first_device),
+                          ComponentWeights("text_encoder_2", _t5_config(refs), refs))
+    formats = {name: q.format for name, q in quantized_weights(ours).items()}
+    assert formats["encoder.block.1.layer.0.SelfAttention.q.weight"] == "q4_k"  # 256 a row
+    assert formats["encoder.block.1.layer.0.SelfAttention.o.weight"] == "q5_0"  # 32 a row
+    ids = _ids(3)
+    assert_close(ours(ids).numpy(), _reference(held, ids, config), tol=TOL)
 
 
 def test_scaled_fp8_t5_as_text_encoder(first_device: gpucore.Device, flux_folder: Path,
@@ -126,15 +152,25 @@ def test_t5_gguf_as_the_model_says_where_it_goes(first_device: gpucore.Device,
 
 
 @pytest.mark.nodevice
-def test_block_scaled_weights_are_refused(tmp_path: Path) -> None:
-    """ComfyUI's nvfp4 layers (packed bytes, float8 block scales): named, not misread."""
-    path = tmp_path / "flux1-dev-nvfp4.safetensors"
-    conf: Any = torch.tensor(list(b'{"format": "nvfp4"}'), dtype=torch.uint8)
-    save_file({"img_in.weight": torch.zeros((8, 16), dtype=torch.uint8),
+def test_comfy_quant_layouts(tmp_path: Path) -> None:
+    """ComfyUI's newer layout (`weight_scale` and a `comfy_quant` JSON per layer): float8
+    layers read as values times factor; nvfp4 layers (packed bytes, float8 block scales) are
+    named, not misread."""
+    def conf(kind: str) -> Any:
+        return torch.tensor(list(f'{{"format": "{kind}"}}'.encode()), dtype=torch.uint8)
+
+    weight = torch.randn((8, 16), generator=torch.Generator().manual_seed(0))
+    scale = (weight.abs().max() / 448).reshape(())
+    stored = (weight / scale).to(torch.float8_e4m3fn)
+    path = tmp_path / "flux1-dev-mixed.safetensors"
+    save_file({"txt_in.weight": stored, "txt_in.weight_scale": scale,
+               "txt_in.input_scale": torch.ones(()), "txt_in.comfy_quant": conf("float8_e4m3fn"),
+               "img_in.weight": torch.zeros((8, 16), dtype=torch.uint8),
                "img_in.weight_scale": torch.ones((8, 2)).to(torch.float8_e4m3fn),
-               "img_in.weight_scale_2": torch.ones(()), "img_in.comfy_quant": conf,
+               "img_in.weight_scale_2": torch.ones(()), "img_in.comfy_quant": conf("nvfp4"),
                "img_in.bias": torch.zeros(8)}, str(path))
     file = SafetensorsFile(path)
-    assert sorted(file.keys()) == ["img_in.bias", "img_in.weight"]
+    assert sorted(file.keys()) == ["img_in.bias", "img_in.weight", "txt_in.weight"]
+    np.testing.assert_array_equal(file.read("txt_in.weight"), (stored.float() * scale).numpy())
     with pytest.raises(WeightsError, match=r"'img_in.weight' is stored as U8.*nvfp4"):
         file.read("img_in.weight")
