@@ -13,10 +13,12 @@ import pytest
 pytest.importorskip("diffusers", reason="diffusers is a test-only reference (extra: reference)")
 pytest.importorskip("fastapi", reason="the server extra is not installed")
 from fastapi.testclient import TestClient
+from flow_tiny import bfl_checkpoint
 from PIL import Image
 from server_support import CachedLoader, info, png_b64
 
 import gpucore
+from diffusion.loaders.gguf_write import write_gguf
 from diffusion.pipelines.flow_model import FlowModel
 from diffusion.server import create_app
 
@@ -35,6 +37,10 @@ def client(tmp_path_factory: pytest.TempPathFactory, tiny_flux_dev: tuple[Path, 
     models.mkdir()
     for name, (folder, _) in (("flux", tiny_flux_dev), ("sd3", tiny_sd3)):
         (models / name).symlink_to(folder / name, target_is_directory=True)
+    # city96's kind of FLUX file, listed as Forge lists it (it loads with --text-encoder files)
+    bfl = bfl_checkpoint(tiny_flux_dev[1].transformer, "", bf16=False)
+    write_gguf(models / "flux1-dev-Q8_0.gguf", ((k, v.numpy()) for k, v in bfl.items()), "q8_0",
+               architecture="flux")
     app = create_app(model=models / "flux", models_dir=models, outputs=root / "outputs",
                      max_size=256, loader=CachedLoader())
     with pytest.MonkeyPatch.context() as patch, TestClient(app) as test_client:
@@ -44,7 +50,7 @@ def client(tmp_path_factory: pytest.TempPathFactory, tiny_flux_dev: tuple[Path, 
 
 def test_flux_and_sd3_through_the_api(client: Any) -> None:
     names = {item["model_name"] for item in client.get("/sdapi/v1/sd-models").json()}
-    assert {"flux", "sd3"} <= names
+    assert {"flux", "sd3", "flux1-dev-Q8_0"} <= names
     assert client.get("/avx/defaults").json()["distilled_cfg"] is True
     # FLUX dev: CFG 1 when the body leaves it out, the distilled guidance as sent
     response = client.post("/sdapi/v1/txt2img", json={
