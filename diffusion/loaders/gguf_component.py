@@ -4,9 +4,10 @@ T5 encoders, diffusion.loaders.gguf_t5) as easily as from a safetensors one.
 
 Weights whose tensors all live in other files load as `model.load_state_dict(weights)` does.
 Otherwise a tensor is kept as GGML blocks on the GPU (gpustd.nn.quantized) when its file is a
-GGUF, its stored type one the GPU keeps (gguf_file.QUANTIZED), it is whole (not a row slice)
-and it is a Linear or Conv2d weight; the rest (norms, the token embedding, formats read only
-on the host: Q2_K, Q3_K, IQ*) is dequantized on the host into the model's float parameters.
+GGUF, its stored type one the GPU keeps (gguf_file.QUANTIZED), it is read as stored (whole,
+not a row slice or swapped halves) and it is a Linear or Conv2d weight; the rest (norms, the
+token embedding, formats read only on the host: Q2_K, Q3_K, IQ*) is dequantized on the host
+into the model's float parameters.
 """
 
 from __future__ import annotations
@@ -37,7 +38,9 @@ def load_component(model: M, weights: ComponentWeights) -> M:
     load_state_dict. torch has no equivalent (ComfyUI-GGUF's GGMLOps layers keep the blocks
     the same way)."""
     refs: dict[str, TensorRef] = dict(weights._refs)
-    kept = {name: ref for name, ref in refs.items() if _kept(name, ref)}
+    swapped = getattr(weights, "swapped", frozenset())  # halves read reordered: as floats
+    kept = {name: ref for name, ref in refs.items()
+            if _kept(name, ref) and name not in swapped}
     if not kept:
         model.load_state_dict(weights)
         return model

@@ -151,6 +151,30 @@ def test_t5_gguf_as_the_model_says_where_it_goes(first_device: gpucore.Device,
         load_pipeline(path, device=first_device)
 
 
+def test_swapped_halves_are_read_as_floats(first_device: gpucore.Device,
+                                           tmp_path: Path) -> None:
+    """load_component keeps a GGUF matrix quantized only where it is read as stored: one
+    whose halves are read exchanged (diffusers' swap_scale_shift) becomes floats."""
+    from diffusion.loaders._dit_file import SwappedHalvesWeights
+    from diffusion.loaders._weights import TensorRef
+    from diffusion.loaders.gguf_component import load_component
+    from diffusion.loaders.gguf_file import GGUFFile
+    from gpustd import nn
+
+    values = np.random.default_rng(0).standard_normal((64, 32)).astype(np.float32)
+    write_gguf(tmp_path / "two.gguf", [("a", values), ("b", values)], "q8_0", architecture="x")
+    file = GGUFFile(tmp_path / "two.gguf")
+    model = nn.Module()
+    model.a = nn.Linear(32, 64, bias=False, device=first_device)
+    model.b = nn.Linear(32, 64, bias=False, device=first_device)
+    refs = {f"{k}.weight": TensorRef(file, k, (64, 32)) for k in "ab"}  # type: ignore[arg-type]
+    load_component(model, SwappedHalvesWeights("x", {}, refs, swapped={"b.weight"}))
+    assert set(quantized_weights(model)) == {"a.weight"}
+    stored = file.read("b")
+    np.testing.assert_array_equal(model.b.weight.numpy(), np.concatenate([stored[32:],
+                                                                          stored[:32]]))
+
+
 @pytest.mark.nodevice
 def test_comfy_quant_layouts(tmp_path: Path) -> None:
     """ComfyUI's newer layout (`weight_scale` and a `comfy_quant` JSON per layer): float8
