@@ -305,10 +305,14 @@ def test_server_runs_a_flux_file_with_modules(first_device: gpucore.Device,
     app = create_app(model=root / "flux1-dev.safetensors", outputs=tmp_path, max_size=64,
                      text_encoders=modules, dtype="float32")
     with TestClient(app) as client:
+        # a Forge client naming the modules (by file name, in any order) the server runs with
         response = client.post("/sdapi/v1/txt2img", json={
             "prompt": "a fox", "width": 16, "height": 16, "steps": 1, "seed": 3,
-            "sampler_name": "Euler", "distilled_cfg_scale": 3.5})
+            "sampler_name": "Euler", "distilled_cfg_scale": 3.5, "override_settings": {
+                "forge_additional_modules": [m.name for m in reversed(modules)]}})
         assert response.status_code == 200, response.text
         text = info(response)["infotexts"][0]
+    assert [Path(m).name for m in app.state.options["forge_additional_modules"]] == [
+        m.name for m in modules]
     assert "Model: flux1-dev" in text and text.endswith(
         "Module 1: ae, Module 2: clip_l, Module 3: t5xxl_fp16")
