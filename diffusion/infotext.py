@@ -136,7 +136,9 @@ def _hires_fields(settings: Mapping[str, Any]) -> dict[str, Any]:
     if not settings.get("hires_upscaler"):
         return {}
     resize = settings.get("hires_resize")
+    distilled = settings.get("hires_distilled_cfg")
     return {"Denoising strength": _number(settings["hires_denoise"]),
+            "Hires Distilled CFG Scale": None if distilled is None else _number(distilled),
             "Hires upscale": None if resize else _number(settings.get("hires_scale", 2.0)),
             "Hires resize": f"{resize[0]}x{resize[1]}" if resize else None,
             "Hires steps": settings.get("hires_steps") or None,
@@ -194,6 +196,7 @@ _CONVERSIONS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "Variation seed strength": ("subseed_strength", float), "ENSD": ("ensd", int),
     "Hires upscale": ("hires_scale", float), "Hires steps": ("hires_steps", int),
     "Hires upscaler": ("hires_upscaler", str),
+    "Hires Distilled CFG Scale": ("hires_distilled_cfg", float),
     "Hires resize": ("hires_resize", lambda v: tuple(int(n) for n in v.split("x"))),
     "Lora hashes": ("lora_hashes", str), "TI hashes": ("ti_hashes", str),
     "VAE hash": ("vae_hash", str), "VAE": ("vae", str), "Refiner": ("refiner", str),

@@ -24,6 +24,7 @@ _FROM_INFOTEXT: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "eta": ("eta", float), "s_churn": ("s_churn", float), "s_noise": ("s_noise", float),
     "refiner_switch_at": ("refiner_switch_at", float),
     "distilled_cfg_scale": ("distilled_cfg_scale", float),
+    "hires_distilled_cfg": ("hr_distilled_cfg", float),
 }
 
 

@@ -95,7 +95,7 @@ def _check_paths(args: argparse.Namespace) -> None:
     for file in args.text_encoder or ():
         if not Path(file).is_file():
             raise ValueError(f"--text-encoder {file!r} is not a file; give a t5xxl / clip_l / "
-                             "clip_g .safetensors file")
+                             "clip_g .safetensors file or a T5 .gguf file")
     if args.lora_dir and not Path(args.lora_dir).is_dir():
         raise ValueError(f"--lora-dir {args.lora_dir!r} is not a folder")
     if args.controlnet_dir and not Path(args.controlnet_dir).is_dir():

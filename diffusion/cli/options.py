@@ -177,7 +177,9 @@ def _models(parser: argparse.ArgumentParser) -> None:
                              ".safetensors file (e.g. vae-ft-mse-840000-ema-pruned)")
     parser.add_argument("--text-encoder", action="append", metavar="FILE",
                         help="FLUX / SD3: a text encoder file in place of the model's own "
-                             "(t5xxl_fp16, t5xxl_fp8_e4m3fn, clip_l, clip_g .safetensors); "
+                             "(t5xxl_fp16, t5xxl_fp8_e4m3fn[_scaled], clip_l, clip_g "
+                             ".safetensors, or a T5 GGUF such as city96's "
+                             "t5-v1_1-xxl-encoder-Q8_0.gguf); "
                              "for a single-file model also the VAE it lacks (ae.safetensors); "
                              "repeat for several")
     add_network_options(parser)

@@ -37,7 +37,8 @@ def add_serve_parser(commands: Any) -> argparse.ArgumentParser:
     add_network_options(sub)
     sub.add_argument("--text-encoder", action="append", metavar="FILE",
                      help="FLUX / SD3 models: a text encoder file in place of the model's own "
-                          "(t5xxl_fp16, clip_l, clip_g .safetensors), for a single-file model "
+                          "(t5xxl_fp16 / _fp8_e4m3fn[_scaled], clip_l, clip_g .safetensors, "
+                          "a T5 .gguf), for a single-file model "
                           "also the VAE it lacks (ae.safetensors), as Forge's VAE / Text "
                           "Encoder list; repeat for several")
     sub.add_argument("--image-encoder", action="append", metavar="PATH",

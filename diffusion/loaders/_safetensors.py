@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ._float8 import FLOAT8, float8_to_float32
+from ._float8 import FLOAT8, float8_scales, float8_to_float32
 from .errors import WeightsError
 
 __all__ = ["SafetensorsFile"]
@@ -64,19 +64,22 @@ class SafetensorsFile:
         self.metadata: dict[str, str]
         self._entries: dict[str, _Entry]
         self.metadata, self._entries, self._data_start = _parse(self.path)
+        # ComfyUI's scaled float8 (_float8): factors applied on reading, then hidden
+        self._scales, self._hidden = float8_scales(
+            {key: (e.dtype, math.prod(e.shape)) for key, e in self._entries.items()})
 
     def __repr__(self) -> str:
         return f"SafetensorsFile({str(self.path)!r}, {len(self._entries)} tensors)"
 
     def keys(self) -> list[str]:
-        """Tensor names in file order."""
-        return list(self._entries)
+        """Tensor names in file order (a scaled float8 file's factors and markers left out)."""
+        return [key for key in self._entries if key not in self._hidden]
 
     def __contains__(self, key: object) -> bool:
-        return key in self._entries
+        return key in self._entries and key not in self._hidden
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._entries) - len(self._hidden)
 
     def shape(self, key: str) -> tuple[int, ...]:
         """Shape of tensor `key` (no data is read)."""
@@ -89,8 +92,20 @@ class SafetensorsFile:
     def read(self, key: str, *, rows: tuple[int, int] | None = None) -> np.ndarray:
         """Read tensor `key` (or only rows `start:stop` of its first axis, which are contiguous
         bytes, so a fused q/k/v matrix is split without reading the rest). Like
-        `safe_open(path, "numpy").get_tensor(key)`, but bf16 is widened to float32.
+        `safe_open(path, "numpy").get_tensor(key)`, but bf16 is widened to float32, and a
+        scaled float8 weight comes back as float32 values times its factor (_float8).
         """
+        if key not in self._scales:
+            return self._read(key, rows)
+        factor = self._scales[key]
+        if factor is None:
+            raise WeightsError(
+                f"{self.path}: tensor {key!r} is stored as {self.dtype(key)} with ComfyUI's "
+                "block or integer scales (a mixed-precision nvfp4 / int8 file), which this "
+                "loader cannot read; use the model's fp16, bf16, fp8 or fp8_scaled file")
+        return self._read(key, rows) * self._read(factor, None).reshape(-1)[0]
+
+    def _read(self, key: str, rows: tuple[int, int] | None) -> np.ndarray:
         entry = self._entry(key)  # its dtype is one of _STORED's: _check_entry saw to it
         shape, begin, end = entry.shape, entry.begin, entry.end
         if rows is not None:

@@ -5,7 +5,8 @@ all-in-one checkpoints (`model.diffusion_model.*`, `first_stage_model.*` and
 `sd3.5_medium.safetensors` (transformer and VAE) and `sd3_medium_incl_clips[_t5xxlfp8]`.
 
 What the file lacks comes from `modules`, Forge's "VAE / Text Encoder" list (`--text-encoder`):
-`ae.safetensors` (BFL's VAE: LDM names, bare), `clip_l`, `clip_g`, `t5xxl_fp16` / `_fp8_e4m3fn`.
+`ae.safetensors` (BFL's VAE: LDM names, bare), `clip_l`, `clip_g`, `t5xxl_fp16` / `_fp8_e4m3fn`
+/ `_fp8_e4m3fn_scaled`, city96's `t5-v1_1-xxl-encoder-Q8_0.gguf` (diffusion.loaders.gguf_t5).
 Every config is read from the tensor shapes (heads 64 channels wide, as in every CLIP-L/G;
 T5's from its relative-position table); FLUX's and SD3's VAE scaling and shift, and the
 schedulers, are those of the models' diffusers folders. The tokenizers are the bundled ones.
@@ -28,8 +29,9 @@ from ._weights import ComponentWeights, TensorRef
 from .errors import WeightsError
 from .flow_folder import FlowWeights, flow_family
 from .flux_file import is_flux_file, load_flux_file
+from .gguf_t5 import t5_gguf_refs
 from .sd3_file import is_sd3_file, load_sd3_file
-from .text_encoder_file import _CLIP_PARTS, _T5_PARTS, _t5_config
+from .text_encoder_file import _CLIP_PARTS, _T5_PARTS, _t5_config, module_stem
 
 __all__ = ["FLOW_SCHEDULERS", "flow_file_family", "flow_model_family", "load_flow_file"]
 
@@ -173,6 +175,11 @@ def load_flow_file(path: str | os.PathLike[str],
     found = {role: (refs, file) for role, refs in _parts(file, roles).items()}
     stems = []
     for given in modules:
+        if Path(given).suffix.lower() == ".gguf":  # city96's T5 encoders
+            t5 = t5_gguf_refs(given)
+            found["t5"] = (t5, t5[_T5_MARK].file)
+            stems.append(module_stem(Path(given)))
+            continue
         module = SafetensorsFile(Path(given))
         parts = _parts(module, roles)
         if not parts:
@@ -180,7 +187,7 @@ def load_flow_file(path: str | os.PathLike[str],
                                "VAE's decoder.conv_in.weight, CLIP's "
                                f"{_CLIP_MARK!r}, T5's {_T5_MARK!r})")
         found.update({role: (refs, module) for role, refs in parts.items()})
-        stems.append(module.path.name.removesuffix(".safetensors"))
+        stems.append(module_stem(module.path))
     slots = {"vae": "vae", "clip_l": "text_encoder",
              "clip_g": "text_encoder_2", "t5": "text_encoder_3" if kind == "sd3"
              else "text_encoder_2"}

@@ -1,7 +1,10 @@
 """Text encoders shared as single files, named by `--text-encoder`: `t5xxl_fp16.safetensors`,
-`t5xxl_fp8_e4m3fn.safetensors` (transformers' T5EncoderModel names), `clip_l.safetensors` and
-`clip_g.safetensors` (transformers' CLIPTextModel(WithProjection) names), bare or under the
-`text_encoders.<clip_l|clip_g|t5xxl>.transformer.` prefix of ComfyUI's all-in-one files.
+`t5xxl_fp8_e4m3fn.safetensors`, ComfyUI's `t5xxl_fp8_e4m3fn_scaled.safetensors` (transformers'
+T5EncoderModel names; the scaled float8 read by _safetensors), city96's T5 GGUFs
+(`t5-v1_1-xxl-encoder-Q8_0.gguf`, llama.cpp's names: diffusion.loaders.gguf_t5),
+`clip_l.safetensors` and `clip_g.safetensors` (transformers' CLIPTextModel(WithProjection)
+names), bare or under the `text_encoders.<clip_l|clip_g|t5xxl>.transformer.` prefix of
+ComfyUI's all-in-one files.
 
 Each replaces the matching component of a FLUX / SD3 folder (`FlowWeights`): T5 goes to T5's
 slot (FLUX's text_encoder_2, SD3's text_encoder_3, whose config, when the folder has none, is
@@ -21,8 +24,9 @@ from ._safetensors import SafetensorsFile
 from ._weights import ComponentWeights, TensorRef
 from .errors import WeightsError
 from .flow_folder import FlowWeights
+from .gguf_t5 import t5_gguf_refs
 
-__all__ = ["use_text_encoder_files"]
+__all__ = ["module_stem", "use_text_encoder_files"]
 
 _PREFIXES = ("text_encoders.t5xxl.transformer.", "text_encoders.clip_l.transformer.",
              "text_encoders.clip_g.transformer.", "")
@@ -64,6 +68,11 @@ def _component(name: str, config: dict[str, Any], refs: dict[str, TensorRef],
     return ComponentWeights(name, config, taken, dtype=dtype)
 
 
+def module_stem(path: Path) -> str:
+    """A module file's name as Forge's infotext writes it ("Module 1: t5xxl_fp16")."""
+    return path.name.removesuffix(".safetensors").removesuffix(".gguf")
+
+
 def use_text_encoder_files(weights: FlowWeights, files: list[str | os.PathLike[str]]
                            ) -> list[str]:
     """Put each file's text encoder in place of the folder's (module docstring); returns the
@@ -74,15 +83,17 @@ def use_text_encoder_files(weights: FlowWeights, files: list[str | os.PathLike[s
     clip_slots = ["text_encoder"] + (["text_encoder_2"] if weights.family == "sd3" else [])
     for given in files:
         path = Path(given)
-        file = SafetensorsFile(path)
-        if (t5 := _refs(file, _T5_MARK)) is not None:
+        gguf = path.suffix.lower() == ".gguf"
+        file = None if gguf else SafetensorsFile(path)
+        t5 = t5_gguf_refs(path) if file is None else _refs(file, _T5_MARK)
+        if t5 is not None:
             if "shared.weight" not in t5 and "encoder.embed_tokens.weight" in t5:
                 t5["shared.weight"] = t5["encoder.embed_tokens.weight"]
             current = getattr(weights, t5_slot)
             config = current.config if current is not None else _t5_config(t5)
             setattr(weights, t5_slot, _component(t5_slot, config, t5, _T5_PARTS,
                                                  None if current is None else current.dtype))
-        elif (found := _refs(file, _CLIP_MARK)) is not None:
+        elif file is not None and (found := _refs(file, _CLIP_MARK)) is not None:
             # our CLIP components are named without transformers' "text_model." (flow_folder)
             clip = {key.removeprefix("text_model."): ref for key, ref in found.items()}
             width = found[_CLIP_MARK].shape[1]
@@ -100,6 +111,7 @@ def use_text_encoder_files(weights: FlowWeights, files: list[str | os.PathLike[s
         else:
             raise WeightsError(f"{path}: no text encoder found (neither T5's "
                                f"{_T5_MARK!r} nor CLIP's {_CLIP_MARK!r}); --text-encoder takes "
-                               "t5xxl / clip_l / clip_g .safetensors files")
-        stems.append(path.name.removesuffix(".safetensors"))
+                               "t5xxl / clip_l / clip_g .safetensors files and T5 encoder "
+                               ".gguf files")
+        stems.append(module_stem(path))
     return stems

@@ -1,7 +1,8 @@
 """The hires fix on FLUX / SD3, as Forge runs it for flow models: the first pass's latents
 upscaled (a latent upscaler), or its pictures upscaled and encoded again (an image or model
 upscaler), then a second pass as img2img at the larger size with the same sampler, prompt and
-guidance. As in the WebUI's hires pass the second pass's schedule is stretched by 1 / denoise
+CFG, FLUX dev's distilled guidance being `hr_distilled_cfg` (Forge's "Hires Distilled CFG
+Scale"). As in the WebUI's hires pass the second pass's schedule is stretched by 1 / denoise
 and its last `steps` run (`steps` 0: the first pass's), over the shifted sigmas of the new
 size (FLUX dev's shift grows with the picture), from each image's seed drawn afresh at that
 size. The size is rounded down to whole 2x2 latent patches (16 pixels).
@@ -9,6 +10,7 @@ size. The size is rounded down to whole 2x2 latent patches (16 pixels).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -55,8 +57,10 @@ def run_hires(model: Any, request: GenerationRequest, label: str, prompts: list[
             encode_image(vae, to_unit_image(upscale_image(
                 np.round(p * 255).astype(np.uint8), (w, h), hires.upscaler), w, h), generator)
             for p in pictures])
-    # 2. the stretched schedule at the new size, its last `steps` from the upscaled latents
-    flow, shape, mu = model._flow(request, prompts, w, h)
+    # 2. the stretched schedule at the new size, its last `steps` from the upscaled latents,
+    # FLUX dev guided by the hires pass's own distilled CFG (Forge's hr_distilled_cfg)
+    second = replace(request, distilled_cfg_scale=request.hr_distilled_cfg)
+    flow, shape, mu = model._flow(second, prompts, w, h)
     steps = hires.steps or int(request.steps)
     total = int(steps / min(hires.denoise, 0.999))
     sigmas = flow_sigmas(total, model.pipe.scheduler_config, mu)

@@ -148,6 +148,8 @@ class FlowModel:
             settings_out["strength"] = float(request.strength)
         if request.hires is not None:
             settings_out.update(hires_fix(request.hires))
+            if self.distilled:  # Forge writes it where the model takes a distilled CFG
+                settings_out["hires_distilled_cfg"] = float(request.hr_distilled_cfg)
         if loras:
             settings_out["lora_hashes"] = loras
         return GenerationResult(images=images, seeds=seeds, settings=settings_out)
@@ -278,6 +280,6 @@ def load_flow_model(path: str | os.PathLike[str], family: str, *, dtype: Any, de
     kind = StableDiffusion3Pipeline if family == "sd3" else FluxPipeline
     pipe = kind.from_pretrained(path, dtype=dtype, device=device, variant=variant,
                                 text_encoder_files=list(text_encoders))
-    name = Path(path).name.removesuffix(".safetensors")
+    name = Path(path).name.removesuffix(".safetensors").removesuffix(".gguf")  # as Forge
     model = FlowModel(pipe, family=family, name=name, modules=pipe.modules)
     return with_defaults(model, defaults)

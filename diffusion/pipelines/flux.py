@@ -21,6 +21,7 @@ from gpucore import Device, default_device
 from gpustd import Tensor, asarray
 
 from ..loaders.flux_file import load_flux_file
+from ..loaders.gguf_component import load_component
 from ..loaders.gguf_flow import load_flux_gguf
 from ..models import AutoencoderKL, CLIPTextModel, FluxTransformer2DModel, T5EncoderModel
 from ..noise.rng import make_generator
@@ -94,10 +95,6 @@ class FluxPipeline:
         device = device or default_device()
         place = {"dtype": dtype, "device": device}
 
-        def filled(model: Any, component: Any) -> Any:
-            model.load_state_dict(component)
-            return model
-
         transformer = weights.transformer
         quantized = transformer_file or (path if transformer is None else None)
         if quantized is not None:
@@ -110,16 +107,17 @@ class FluxPipeline:
             else:
                 transformer = load_flux_file(quantized, config=config)
         if transformer is not None:
-            model = filled(FluxTransformer2DModel(transformer.config, **place), transformer)
+            model = load_component(FluxTransformer2DModel(transformer.config, **place),
+                                   transformer)
         tokenizer_dirs = weights.tokenizer_dirs
+        clip, t5 = weights.text_encoder, weights.text_encoder_2
         return cls(
             transformer=model,
-            vae=filled(AutoencoderKL(weights.vae.config, **place), weights.vae),
-            text_encoder=filled(CLIPTextModel(weights.text_encoder.config, **place),
-                                weights.text_encoder),
+            vae=load_component(AutoencoderKL(weights.vae.config, **place), weights.vae),
+            text_encoder=load_component(CLIPTextModel(clip.config, **place), clip),
             tokenizer=CLIPTokenizer.from_pretrained(tokenizer_dirs.get("tokenizer")),
-            text_encoder_2=filled(T5EncoderModel(weights.text_encoder_2.config, **place),
-                                  weights.text_encoder_2),
+            # a GGUF T5's matrices stay quantized (city96's t5-v1_1-xxl-encoder-Q8_0.gguf)
+            text_encoder_2=load_component(T5EncoderModel(t5.config, **place), t5),
             tokenizer_2=T5Tokenizer(tokenizer_dirs.get("tokenizer_2")),
             scheduler_config=weights.scheduler_config, modules=modules)
 

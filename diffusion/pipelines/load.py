@@ -18,6 +18,7 @@ from gpustd.nn import Module, StateDictError
 
 from ..loaders import ComponentWeights, SafetensorsFile, WeightsError, load_pipeline_weights
 from ..loaders.flow_file import flow_model_family
+from ..loaders.gguf_t5 import gguf_kind
 from ..models import AutoencoderKL, CLIPTextModel, UNet2DConditionModel
 from ..text.tokenizer import CLIPTokenizer
 from .flow_model import FLOW_DEFAULTS, load_flow_model
@@ -188,6 +189,10 @@ def load_pipeline(path: str | os.PathLike[str] | None = None, *, dtype: Any = np
     if family is not None:
         return load_flow_model(path, family, dtype=dtype, device=device, defaults=defaults,
                                variant=variant, text_encoders=text_encoders)
+    if Path(path).suffix.lower() == ".gguf":  # not city96's FLUX / SD3.5 (those are flow)
+        raise WeightsError(f"{path}: {gguf_kind(path)}; as a model this loads city96's FLUX.1 "
+                           "and SD 3.5 GGUFs (an SD UNet GGUF: diffusion.loaders.gguf_unet."
+                           "load_unet_gguf)")
     if text_encoders:
         raise ValueError("text encoder files (--text-encoder) are for FLUX and SD3 models; "
                          f"{Path(path).name} is neither")

@@ -119,6 +119,11 @@ class GenerationRequest:
         "Distilled CFG Scale", api="distilled_cfg_scale",
         cli="FLUX.1 dev's distilled guidance, embedded in the model (3.5; Forge's 'Distilled "
             "CFG Scale'); leave --cfg-scale at 1 with it"))
+    # its value in the hires fix's second pass (Forge's hr_distilled_cfg, with its default)
+    hr_distilled_cfg: float = field(default=3.5, metadata=_label(
+        "Hires Distilled CFG Scale", api="hr_distilled_cfg",
+        cli="FLUX.1 dev's distilled guidance in the hires fix's second pass (3.5; Forge's "
+            "'Hires Distilled CFG Scale')"))
     # ControlNet / T2I-Adapter units (diffusion.pipelines.control.ControlUnit; the CLI and the
     # server build them from diffusion.pipelines.control_spec.ControlSpec), written to the
     # infotext as the extension writes them ("ControlNet N: ...")
@@ -182,6 +187,7 @@ def _check(r: GenerationRequest) -> None:
            *LIMITS["clip_skip"])
     _number("cfg_scale", r.cfg_scale, *LIMITS["cfg_scale"])
     _number("distilled_cfg_scale", r.distilled_cfg_scale, *LIMITS["cfg_scale"])
+    _number("hr_distilled_cfg", r.hr_distilled_cfg, *LIMITS["cfg_scale"])
     for name in ("width", "height"):
         if getattr(r, name) is not None:
             check_size(name, getattr(r, name))

@@ -19,6 +19,7 @@ import numpy as np
 from gpucore import Device, default_device
 from gpustd import asarray
 
+from ..loaders.gguf_component import load_component
 from ..loaders.gguf_flow import load_sd3_gguf
 from ..loaders.sd3_file import load_sd3_file
 from ..models import AutoencoderKL, CLIPTextModel, SD3Transformer2DModel, T5EncoderModel
@@ -75,29 +76,27 @@ class StableDiffusion3Pipeline:
         elif file is not None:
             transformer = load_sd3_file(file)
 
-        def filled(model: Any, component: Any) -> Any:
-            model.load_state_dict(component)
-            return model
-
         def clip(component: Any) -> CLIPTextModel:
-            return filled(CLIPTextModel(component.config, with_projection=True, **place),
-                          component)
+            return load_component(
+                CLIPTextModel(component.config, with_projection=True, **place), component)
 
         dirs = weights.tokenizer_dirs
         t5 = weights.text_encoder_3
         if model is None:
             assert transformer is not None  # skipped only when a file replaces it
-            model = filled(SD3Transformer2DModel(transformer.config, **place), transformer)
+            model = load_component(SD3Transformer2DModel(transformer.config, **place),
+                                   transformer)
         return cls(
             transformer=model,
-            vae=filled(AutoencoderKL(weights.vae.config, **place), weights.vae),
+            vae=load_component(AutoencoderKL(weights.vae.config, **place), weights.vae),
             text_encoder=clip(weights.text_encoder),
             tokenizer=CLIPTokenizer.from_pretrained(dirs.get("tokenizer")),
             text_encoder_2=clip(weights.text_encoder_2),
             # OpenCLIP-G's tokenizer pads with "!", as SD3's tokenizer_2/ says
             tokenizer_2=(CLIPTokenizer.from_pretrained(dirs["tokenizer_2"])
                          if "tokenizer_2" in dirs else CLIPTokenizer(pad_token="!")),
-            text_encoder_3=None if t5 is None else filled(T5EncoderModel(t5.config, **place), t5),
+            text_encoder_3=(None if t5 is None  # a GGUF T5's matrices stay quantized
+                            else load_component(T5EncoderModel(t5.config, **place), t5)),
             tokenizer_3=None if t5 is None else T5Tokenizer(dirs.get("tokenizer_3")),
             scheduler_config=weights.scheduler_config, modules=modules)
 

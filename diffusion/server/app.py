@@ -122,6 +122,8 @@ def create_app(*, model: str | os.PathLike[str] | None = None,
         "outdir_txt2img_samples": str(Path(outputs) / "txt2img-images"),
         "outdir_img2img_samples": str(Path(outputs) / "img2img-images"),
         "show_progress_every_n_steps": 1, "live_previews_enable": True,
+        # Forge's VAE / Text Encoder files (as paths, as Forge keeps them): --text-encoder's
+        "forge_additional_modules": [str(Path(file).resolve()) for file in text_encoders],
     }
 
     state = ServerState(worker=worker, registry=registry, options=options,

@@ -24,8 +24,8 @@ from .images import decode_image, encode_png, fit_image, prepare_mask
 from .schemas import Img2ImgRequest, Txt2ImgRequest
 from .worker import GenerationJob, JobResult
 
-__all__ = ["SCHEDULERS", "RequestError", "build_job", "build_response", "fit_to_model",
-           "resolve_sampler"]
+__all__ = ["SCHEDULERS", "RequestError", "build_job", "build_response", "check_modules",
+           "fit_to_model", "resolve_sampler"]
 
 # the schedule types the server takes, as /sdapi/v1/schedulers lists them
 SCHEDULERS = {schedule.name: schedule.label for schedule in schedules.SCHEDULE_TYPES}
@@ -83,6 +83,22 @@ def _rng(request: Txt2ImgRequest, options: dict[str, Any]) -> str:
     return "torch" if str(source).upper() == "CPU" else "numpy"
 
 
+def check_modules(value: Any, options: dict[str, Any]) -> None:
+    """Forge's `forge_additional_modules` (the VAE / text encoder files, by name or path) as
+    a client sends it in /options or override_settings: RequestError unless it names the
+    files this server runs with (`serve --text-encoder`, options' list), by file name as Forge
+    matches them; another choice would need a reload the server does not do."""
+    ours = options.get("forge_additional_modules") or []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise RequestError(f"forge_additional_modules must be a list of file names, got "
+                           f"{value!r}")
+    if sorted(Path(v).name for v in value) != sorted(Path(v).name for v in ours):
+        names = ", ".join(Path(v).name for v in ours) or "none"
+        raise RequestError(f"forge_additional_modules {value!r} are not this server's module "
+                           f"files ({names}); they are chosen when it starts (serve "
+                           "--text-encoder FILE, repeated), not per request or by /options")
+
+
 def _seed(value: int) -> int:
     return secrets.randbelow(4294967294) if value == -1 else value
 
@@ -119,6 +135,8 @@ def build_job(request: Txt2ImgRequest, kind: str, *, options: dict[str, Any], ma
         _check_range(name, getattr(request, name))
     for name in ("width", "height"):
         _check_side(name, getattr(request, name), max_size)
+    if "forge_additional_modules" in (request.override_settings or {}):
+        check_modules(request.override_settings["forge_additional_modules"], options)
     # 2. the sampler and the WebUI's options
     sampler, schedule = resolve_sampler(request.sampler_name or request.sampler_index,
                                         request.scheduler)

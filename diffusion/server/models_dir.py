@@ -68,7 +68,7 @@ class ModelEntry:
     @property
     def model_name(self) -> str:
         """The WebUI's model_name: the name without extension, path separators as '_'."""
-        return re.sub(r"\.(safetensors|ckpt)$", "", self.name).replace("/", "_")
+        return re.sub(r"\.(safetensors|ckpt|gguf)$", "", self.name).replace("/", "_")
 
     def item(self) -> dict[str, str | None]:
         return {"title": self.title, "model_name": self.model_name, "hash": self.hash,
@@ -85,8 +85,8 @@ def _entry(path: Path, name: str) -> ModelEntry:
 
 
 def _scan(root: Path) -> list[ModelEntry]:
-    """diffusers folders, .safetensors and .ckpt files under `root` (the WebUI's checkpoint
-    suffixes; a .ckpt is read without running its pickle)."""
+    """diffusers folders, .safetensors, .ckpt and .gguf files under `root` (Forge's checkpoint
+    suffixes: city96's FLUX / SD 3.5 GGUFs; a .ckpt is read without running its pickle)."""
     found: list[ModelEntry] = []
     for current, dirs, files in os.walk(root):
         here = Path(current)
@@ -98,7 +98,8 @@ def _scan(root: Path) -> list[ModelEntry]:
                 dirs.remove(name)  # a model's own subfolders hold components, not models
                 found.append(_entry(here / name, (here / name).relative_to(root).as_posix()))
         for name in sorted(files):
-            if name.lower().endswith((".safetensors", ".ckpt")) and not name.startswith("."):
+            if name.lower().endswith((".safetensors", ".ckpt", ".gguf")) and \
+                    not name.startswith("."):
                 found.append(_entry(here / name, (here / name).relative_to(root).as_posix()))
     return found
 

@@ -444,10 +444,11 @@ def test_hires_flags_become_a_hires_fix(fake: dict[str, Any],
     from diffusion.upscalers.interpolation import HiresFix
 
     code, _, err = run_cli(capsys, *TXT, "--hr-scale", "1.5", "--hr-upscaler", "lanczos",
-                           "--hr-steps", "4", "--hr-denoise", "0.45")
+                           "--hr-steps", "4", "--hr-denoise", "0.45", "--hr-distilled-cfg", "6")
     assert code == 0, err
     assert fake["pipe"].calls[-1]["hires"] == HiresFix(scale=1.5, upscaler="Lanczos", steps=4,
                                                        denoise=0.45)
+    assert fake["pipe"].calls[-1]["hr_distilled_cfg"] == 6.0  # Forge's, for FLUX dev
     code, _, err = run_cli(capsys, *TXT)
     assert code == 0 and fake["pipe"].calls[-1]["hires"] is None
     code, _, err = run_cli(capsys, *TXT, "--hr-resize", "96x80", "--hr-upscaler", "ESRGAN")
@@ -460,7 +461,7 @@ def test_png_info_and_from_infotext(fake: dict[str, Any],
                                     capsys: pytest.CaptureFixture[str]) -> None:
     text = ("a (red:1.2) fox\nNegative prompt: blurry\nSteps: 9, Sampler: DPM++ 2M Karras, "
             "CFG scale: 4.5, Seed: 77, Size: 48x40, Clip skip: 2, Denoising strength: 0.4, "
-            "Hires upscale: 2, Hires upscaler: Latent (bicubic)")
+            "Hires Distilled CFG Scale: 2.5, Hires upscale: 2, Hires upscaler: Latent (bicubic)")
     save_png(np.zeros((8, 8, 3), np.uint8), "source.png", infotext=text)
     code, out, _ = run_cli(capsys, "png-info", "source.png")
     assert code == 0 and out.strip() == text
@@ -475,6 +476,7 @@ def test_png_info_and_from_infotext(fake: dict[str, Any],
     assert (call["sampler"], call["scheduler"], call["cfg_scale"], call["width"],
             call["clip_skip"]) == ("DPM++ 2M", "Karras", 4.5, 48, 1)
     assert call["hires"].upscaler == "Latent (bicubic)" and call["hires"].denoise == 0.4
+    assert call["hr_distilled_cfg"] == 2.5
     code, _, err = run_cli(capsys, "png-info", "init.png")
     assert code == 2 and "carries no parameters" in err
     code, _, err = run_cli(capsys, "txt2img", "--model", "model")

@@ -107,6 +107,20 @@ def test_webui_seed_fields_per_image() -> None:
             back["scheduler"]) == (41, 8, 0.25, 31337, "Karras")
 
 
+def test_forge_hires_distilled_cfg() -> None:
+    """FLUX dev's hires pass: Forge's "Hires Distilled CFG Scale" after the strength, before
+    the Hires upscale fields; read back to hires_distilled_cfg."""
+    hires = {"hires_upscaler": "Latent", "hires_denoise": 0.5, "hires_scale": 2.0}
+    flux = {**BASE, "cfg_scale": 1.0, "distilled_cfg_scale": 3.5, **hires}
+    text = format_infotext({**flux, "hires_distilled_cfg": 5.0})
+    assert ("Distilled CFG Scale: 3.5, Seed: 42, Size: 512x768, Model: sd15, "
+            "Denoising strength: 0.5, Hires Distilled CFG Scale: 5, Hires upscale: 2, "
+            "Hires upscaler: Latent") in text
+    back = parse_infotext(text)
+    assert back["hires_distilled_cfg"] == 5.0 and back["distilled_cfg_scale"] == 3.5
+    assert "Hires Distilled" not in format_infotext({**BASE, **hires})  # not FLUX dev
+
+
 def test_parse_prompt_only_and_malformed_numbers() -> None:
     assert parse_infotext("just a prompt, no settings") == {
         "prompt": "just a prompt, no settings", "negative_prompt": ""}

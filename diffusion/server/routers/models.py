@@ -17,7 +17,7 @@ from ...loaders.errors import WeightsError
 from ...samplers import SAMPLERS, SamplerInfo, resolve, schedules
 from ...samplers.schedules import SCHEDULE_TYPES
 from ...text.embeddings import EmbeddingDatabase
-from ..generation import RequestError
+from ..generation import RequestError, check_modules
 from ..schemas import SamplerItem, SchedulerItem, SDModelItem
 from ..state import State, submit, wait
 
@@ -118,6 +118,8 @@ async def set_options(state: State, body: Annotated[dict[str, Any], Body()]) -> 
         if body["randn_source"] not in ("GPU", "CPU", "NV"):
             raise RequestError("randn_source must be 'GPU', 'CPU' or 'NV'")
         updates["randn_source"] = body["randn_source"]
+    if "forge_additional_modules" in body:
+        check_modules(body["forge_additional_modules"], state.options)
     if "sd_model_checkpoint" in body:
         name = body["sd_model_checkpoint"]
         entry = state.registry.find(name) if isinstance(name, str) else None

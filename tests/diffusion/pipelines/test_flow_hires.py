@@ -2,7 +2,8 @@
 diffusers' transformer as the denoiser over ComfyUI's simple schedule, the first pass's latents
 upscaled by torch's bilinear interpolation (the WebUI's "Latent"), then the WebUI's hires
 img2img: the schedule stretched by 1 / denoise at the new size's shift, its last steps from
-sigma0 * noise + (1 - sigma0) * latents, the noise drawn afresh from the seed at that size."""
+sigma0 * noise + (1 - sigma0) * latents, the noise drawn afresh from the seed at that size,
+FLUX dev guided there by Forge's hr_distilled_cfg rather than the first pass's value."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from diffusion.pipelines.request import GenerationRequest
 from diffusion.upscalers.interpolation import HiresFix
 
 SEED, STEPS, HIRES_STEPS, DENOISE = 11, 3, 2, 0.6
+GUIDANCE, HIRES_GUIDANCE = 3.5, 1.0  # the tiny model draws these 9 levels apart
 
 
 def _mu(latent_h: int, latent_w: int) -> float:
@@ -40,18 +42,18 @@ def _sigmas(mu: float, steps: int) -> torch.Tensor:
                         dtype=torch.float64)
 
 
-def _reference(pipe: Any, height: int, width: int) -> np.ndarray:
+def _reference(pipe: Any, height: int, width: int, hires_guidance: float) -> np.ndarray:
     scale = pipe.vae_scale_factor
     with torch.no_grad():
         states, pooled, text_ids = pipe.encode_prompt(["a red circle"], None,
                                                       max_sequence_length=512)
 
-    def denoiser(h: int, w: int) -> Any:
+    def denoiser(h: int, w: int, guidance: float) -> Any:
         ids = pipe._prepare_latent_image_ids(1, h // 2, w // 2, "cpu", torch.float32)
 
         def denoise(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
             v = pipe.transformer(hidden_states=pipe._pack_latents(x.float(), 1, x.shape[1], h, w),
-                                 timestep=sigma.float(), guidance=torch.full((1,), 3.5),
+                                 timestep=sigma.float(), guidance=torch.full((1,), guidance),
                                  pooled_projections=pooled, encoder_hidden_states=states,
                                  txt_ids=text_ids, img_ids=ids).sample
             v = pipe._unpack_latents(v, h * scale, w * scale, scale)
@@ -65,8 +67,8 @@ def _reference(pipe: Any, height: int, width: int) -> np.ndarray:
         # 1. the first pass
         sigmas = _sigmas(_mu(h, w), STEPS)
         noise = torch.randn(shape[1:], generator=torch.Generator().manual_seed(SEED))
-        x = K.sampling.sample_euler(denoiser(h, w), noise[None].double() * sigmas[0], sigmas,
-                                    disable=True)
+        x = K.sampling.sample_euler(denoiser(h, w, GUIDANCE), noise[None].double() * sigmas[0],
+                                    sigmas, disable=True)
         # 2. "Latent": bilinear, no antialiasing, to twice the size
         x = torch.nn.functional.interpolate(x, size=(2 * h, 2 * w), mode="bilinear")
         # 3. the hires pass: HIRES_STEPS of a schedule stretched by 1 / denoise
@@ -74,7 +76,8 @@ def _reference(pipe: Any, height: int, width: int) -> np.ndarray:
         sigmas = _sigmas(_mu(2 * h, 2 * w), total)[total - (HIRES_STEPS - 1) - 1:]
         noise = torch.randn(x.shape[1:], generator=torch.Generator().manual_seed(SEED))
         x = sigmas[0] * noise[None].double() + (1 - sigmas[0]) * x
-        x = K.sampling.sample_euler(denoiser(2 * h, 2 * w), x, sigmas, disable=True)
+        x = K.sampling.sample_euler(denoiser(2 * h, 2 * w, hires_guidance), x, sigmas,
+                                    disable=True)
         z = x.float() / pipe.vae.config.scaling_factor + pipe.vae.config.shift_factor
         image = pipe.vae.decode(z).sample
     return ((image[0].permute(1, 2, 0).numpy() / 2 + 0.5).clip(0, 1) * 255).round()
@@ -86,12 +89,16 @@ def test_flux_hires_fix_matches_the_reference(first_device: gpucore.Device,
     model = load_pipeline(root / "flux", device=first_device)
     result = model.generate(GenerationRequest(
         prompt="a red circle", width=24, height=16, steps=STEPS, sampler="Euler", seed=SEED,
-        rng="torch", cfg_scale=1.0, distilled_cfg_scale=3.5,
+        rng="torch", cfg_scale=1.0, distilled_cfg_scale=GUIDANCE,
+        hr_distilled_cfg=HIRES_GUIDANCE,
         hires=HiresFix(scale=2.0, upscaler="Latent", steps=HIRES_STEPS, denoise=DENOISE)))
     got = result.images[0].astype(np.float64)
     assert got.shape == (32, 48, 3)
-    assert np.abs(got - _reference(reference, 16, 24)).max() <= 2
+    assert np.abs(got - _reference(reference, 16, 24, HIRES_GUIDANCE)).max() <= 2
+    # the first pass's guidance in the hires pass would have been another picture
+    assert np.abs(got - _reference(reference, 16, 24, GUIDANCE)).max() > 2
     assert result.settings["hires_scale"] == 2.0 and result.settings["hires_steps"] == 2
+    assert result.settings["hires_distilled_cfg"] == HIRES_GUIDANCE
     assert (result.settings["width"], result.settings["height"]) == (24, 16)
 
 

@@ -17,11 +17,13 @@ import pytest
 
 pytest.importorskip("diffusers", reason="diffusers is a test-only reference (extra: reference)")
 import diffusers
+import torch
 import transformers
 from flow_tiny import FLUX_DEV_SCHEDULER, T5_TINY, bfl_checkpoint, sai_checkpoint, tiny_t5_tokenizer
 from ldm_files import ldm_vae
 from safetensors.torch import save_file
 from sd_tiny import CLIP_TINY, VAE_TINY, randomized, write_tokenizer
+from support import assert_close
 
 import gpucore
 from diffusion.loaders.errors import WeightsError
@@ -216,6 +218,7 @@ def test_flux_gguf_without_folder(first_device: gpucore.Device, flux: tuple[Path
     from safetensors.numpy import load_file
 
     from diffusion.loaders.gguf_write import write_gguf
+    from diffusion.pipelines.load import load_pipeline
     from gpustd.quant import QuantizedTensor
 
     root, _ = flux
@@ -227,13 +230,63 @@ def test_flux_gguf_without_folder(first_device: gpucore.Device, flux: tuple[Path
     write_gguf(gguf, load_file(str(root / "flux1-dev.safetensors")).items(), "q8_0",
                architecture="flux")
     assert flow_model_family(gguf) == "flux-dev"
-    ours = FluxPipeline.from_pretrained(gguf, text_encoder_files=modules, device=first_device)
+    model = load_pipeline(gguf, text_encoders=modules, device=first_device)
+    assert model.name == "flux1-dev-Q8_0"  # Forge's "Model:", without the extension
+    ours = model.pipe
     assert isinstance(ours.transformer.transformer_blocks[0].attn.to_k.weight, QuantizedTensor)
     assert not isinstance(float_file.transformer.transformer_blocks[0].attn.to_k.weight,
                           QuantizedTensor)
     got, expected = _draw(ours), _draw(float_file)
     assert np.linalg.norm(got - expected) / np.linalg.norm(expected) < 0.05
     assert not np.array_equal(got, expected)
+
+
+def test_flux_file_with_gguf_t5(first_device: gpucore.Device, flux: tuple[Path, Any]) -> None:
+    """BFL's transformer with ae, clip_l and city96's T5 GGUF (a single file's modules path):
+    the T5 config read from the GGUF's shapes, its matrices quantized, its states
+    transformers' on the weights the GGUF holds."""
+    from t5_files import write_t5_gguf
+
+    from gpustd.nn.quantized import quantized_weights
+
+    root, _ = flux
+    t5 = root / "t5-v1_1-xxl-encoder-Q8_0.gguf"
+    held = write_t5_gguf(_t5(), t5, "q8_0")
+    ours = FluxPipeline.from_pretrained(root / "flux1-dev.safetensors", device=first_device,
+                                        text_encoder_files=[root / "ae.safetensors",
+                                                            root / "clip_l.safetensors", t5])
+    assert ours.modules == ["ae", "clip_l", "t5-v1_1-xxl-encoder-Q8_0"]
+    assert quantized_weights(ours.text_encoder_2)
+    reference = transformers.T5EncoderModel(transformers.T5Config(**T5_FILE)).eval()
+    state = {k: torch.from_numpy(v) for k, v in held.items()}
+    reference.load_state_dict({**state, "encoder.embed_tokens.weight": state["shared.weight"]})
+    ids = np.random.default_rng(4).integers(0, T5_FILE["vocab_size"], (1, 13))
+    with torch.no_grad():
+        expected = reference(torch.from_numpy(ids)).last_hidden_state.numpy()
+    assert_close(ours.text_encoder_2(ids).numpy(), expected, tol=1e-3)
+
+
+@pytest.mark.nodevice
+def test_flux_scaled_fp8_file(flux: tuple[Path, Any]) -> None:
+    """ComfyUI's flux_dev_fp8_scaled layout (float8 matrices, a float32 scale_weight each,
+    the scaled_fp8 marker, under model.diffusion_model.): the same diffusers tensors, fused
+    q/k/v split and adaLN halves swapped included, as a file of the values it stands for."""
+    from safetensors.torch import load_file
+    from t5_files import scaled_fp8
+
+    from diffusion.loaders.flux_file import load_flux_file
+
+    root, _ = flux
+    stored, held = scaled_fp8(load_file(str(root / "flux1-dev.safetensors")),
+                              "model.diffusion_model.")
+    save_file(stored, str(root / "flux1-dev-fp8-scaled.safetensors"))
+    save_file({k: torch.from_numpy(v) for k, v in held.items()}, str(root / "values.safetensors"))
+    assert flow_model_family(root / "flux1-dev-fp8-scaled.safetensors") == "flux-dev"
+    got = load_flux_file(root / "flux1-dev-fp8-scaled.safetensors")
+    expected = load_flux_file(root / "values.safetensors")
+    assert got.config == expected.config and sorted(got) == sorted(expected)
+    for key in expected:
+        np.testing.assert_array_equal(got[key], expected[key], err_msg=key)
 
 
 def test_server_runs_a_flux_file_with_modules(first_device: gpucore.Device,
@@ -252,10 +305,14 @@ def test_server_runs_a_flux_file_with_modules(first_device: gpucore.Device,
     app = create_app(model=root / "flux1-dev.safetensors", outputs=tmp_path, max_size=64,
                      text_encoders=modules, dtype="float32")
     with TestClient(app) as client:
+        # a Forge client naming the modules (by file name, in any order) the server runs with
         response = client.post("/sdapi/v1/txt2img", json={
             "prompt": "a fox", "width": 16, "height": 16, "steps": 1, "seed": 3,
-            "sampler_name": "Euler", "distilled_cfg_scale": 3.5})
+            "sampler_name": "Euler", "distilled_cfg_scale": 3.5, "override_settings": {
+                "forge_additional_modules": [m.name for m in reversed(modules)]}})
         assert response.status_code == 200, response.text
         text = info(response)["infotexts"][0]
+    assert [Path(m).name for m in app.state.options["forge_additional_modules"]] == [
+        m.name for m in modules]
     assert "Model: flux1-dev" in text and text.endswith(
         "Module 1: ae, Module 2: clip_l, Module 3: t5xxl_fp16")

@@ -136,7 +136,8 @@ def test_a_setting_with_cli_and_api_metadata_needs_no_code_at_the_doors(
     from diffusion.pipelines.request import door_fields
     from diffusion.server.schemas import Txt2ImgRequest
 
-    assert [f.name for f in door_fields("cli")] == ["refiner_switch_at", "distilled_cfg_scale"]
+    assert [f.name for f in door_fields("cli")] == ["refiner_switch_at", "distilled_cfg_scale",
+                                                    "hr_distilled_cfg"]
     parser = build_parser()
     args = parser.parse_args(["txt2img", "--prompt", "a", "--refiner-switch-at", "0.6"])
     args.steps, args.cfg_scale, args.sampler = 20, 7.0, "Euler a"
@@ -154,6 +155,8 @@ def test_a_setting_with_cli_and_api_metadata_needs_no_code_at_the_doors(
     # Forge's key for FLUX dev's guidance (no schema field: one of the body's extra keys)
     assert served(distilled_cfg_scale=2.5).distilled_cfg_scale == 2.5
     assert served().distilled_cfg_scale == 3.5
+    assert served(hr_distilled_cfg=5).hr_distilled_cfg == 5  # and its hires pass's
+    assert served().hr_distilled_cfg == 3.5
     with pytest.raises(generation.RequestError, match="refiner_switch_at must be"):
         served(refiner_switch_at=1.5)
 

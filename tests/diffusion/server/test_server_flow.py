@@ -13,10 +13,12 @@ import pytest
 pytest.importorskip("diffusers", reason="diffusers is a test-only reference (extra: reference)")
 pytest.importorskip("fastapi", reason="the server extra is not installed")
 from fastapi.testclient import TestClient
+from flow_tiny import bfl_checkpoint
 from PIL import Image
 from server_support import CachedLoader, info, png_b64
 
 import gpucore
+from diffusion.loaders.gguf_write import write_gguf
 from diffusion.pipelines.flow_model import FlowModel
 from diffusion.server import create_app
 
@@ -35,6 +37,10 @@ def client(tmp_path_factory: pytest.TempPathFactory, tiny_flux_dev: tuple[Path, 
     models.mkdir()
     for name, (folder, _) in (("flux", tiny_flux_dev), ("sd3", tiny_sd3)):
         (models / name).symlink_to(folder / name, target_is_directory=True)
+    # city96's kind of FLUX file, listed as Forge lists it (it loads with --text-encoder files)
+    bfl = bfl_checkpoint(tiny_flux_dev[1].transformer, "", bf16=False)
+    write_gguf(models / "flux1-dev-Q8_0.gguf", ((k, v.numpy()) for k, v in bfl.items()), "q8_0",
+               architecture="flux")
     app = create_app(model=models / "flux", models_dir=models, outputs=root / "outputs",
                      max_size=256, loader=CachedLoader())
     with pytest.MonkeyPatch.context() as patch, TestClient(app) as test_client:
@@ -44,7 +50,7 @@ def client(tmp_path_factory: pytest.TempPathFactory, tiny_flux_dev: tuple[Path, 
 
 def test_flux_and_sd3_through_the_api(client: Any) -> None:
     names = {item["model_name"] for item in client.get("/sdapi/v1/sd-models").json()}
-    assert {"flux", "sd3"} <= names
+    assert {"flux", "sd3", "flux1-dev-Q8_0"} <= names
     assert client.get("/avx/defaults").json()["distilled_cfg"] is True
     # FLUX dev: CFG 1 when the body leaves it out, the distilled guidance as sent
     response = client.post("/sdapi/v1/txt2img", json={
@@ -54,6 +60,25 @@ def test_flux_and_sd3_through_the_api(client: Any) -> None:
     assert facts["cfg_scale"] == 1 and facts["distilled_cfg_scale"] == 2.5
     assert ("Sampler: Euler, Schedule type: Simple, CFG scale: 1, Distilled CFG Scale: 2.5, "
             "Seed: 5, Size: 24x16, Model: flux") in facts["infotexts"][0]
+    # the hires fix with Forge's hr_distilled_cfg for its second pass
+    response = client.post("/sdapi/v1/txt2img", json={
+        "prompt": "a red circle", "sampler_name": "Euler", "enable_hr": True, "hr_scale": 2,
+        "hr_second_pass_steps": 1, "denoising_strength": 0.5, "hr_distilled_cfg": 5, **SMALL})
+    assert response.status_code == 200, response.text
+    assert ("Denoising strength: 0.5, Hires Distilled CFG Scale: 5, Hires upscale: 2, "
+            "Hires steps: 1, Hires upscaler: Latent") in info(response)["infotexts"][0]
+    response = client.post("/sdapi/v1/txt2img", json={"prompt": "x", "enable_hr": True,
+                                                       "hr_distilled_cfg": -1, **SMALL})
+    assert response.status_code == 422 and "hr_distilled_cfg" in response.text
+    # Forge's module files: the server's own (none here) are accepted, others refused
+    assert client.get("/sdapi/v1/options").json()["forge_additional_modules"] == []
+    assert client.post("/sdapi/v1/options", json={"forge_additional_modules": []}).is_success
+    response = client.post("/sdapi/v1/options", json={
+        "forge_additional_modules": ["t5-v1_1-xxl-encoder-Q8_0.gguf"]})
+    assert response.status_code == 422 and "serve --text-encoder" in response.text
+    response = client.post("/sdapi/v1/txt2img", json={"prompt": "x", **SMALL, "override_settings":
+                                                       {"forge_additional_modules": ["ae"]}})
+    assert response.status_code == 422 and "not this server's module files" in response.text
     # img2img at half strength
     image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (16, 24, 3), np.uint8))
     response = client.post("/sdapi/v1/img2img", json={

@@ -1,0 +1,71 @@
+"""A component's weights put into its model with the GGUF blocks of its Linear weights kept
+quantized: what a pipeline does with a text encoder that may come from a GGUF file (city96's
+T5 encoders, diffusion.loaders.gguf_t5) as easily as from a safetensors one.
+
+Weights whose tensors all live in other files load as `model.load_state_dict(weights)` does.
+Otherwise a tensor is kept as GGML blocks on the GPU (gpustd.nn.quantized) when its file is a
+GGUF, its stored type one the GPU keeps (gguf_file.QUANTIZED), it is read as stored (whole,
+not a row slice or swapped halves) and it is a Linear or Conv2d weight; the rest (norms, the
+token embedding, formats read only on the host: Q2_K, Q3_K, IQ*) is dequantized on the host
+into the model's float parameters.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, TypeVar
+
+from gpustd.nn import Module, StateDictError
+from gpustd.nn.quantized import set_quantized_weight
+from gpustd.quant import QuantizedTensor
+
+from ._weights import ComponentWeights, TensorRef
+from .gguf_file import QUANTIZED, GGUFFile
+
+__all__ = ["load_component"]
+
+M = TypeVar("M", bound=Module)
+
+
+def _kept(name: str, ref: TensorRef) -> bool:
+    return (isinstance(ref.file, GGUFFile) and name.endswith(".weight") and ref.rows is None
+            and not ref.transposed and ref.file.format(ref.key) in QUANTIZED)
+
+
+def load_component(model: M, weights: ComponentWeights) -> M:
+    """`model` with `weights` loaded (module docstring); returns it. StateDictError naming
+    every missing, unexpected or mis-shaped tensor, before anything is written, as
+    load_state_dict. torch has no equivalent (ComfyUI-GGUF's GGMLOps layers keep the blocks
+    the same way)."""
+    refs: dict[str, TensorRef] = dict(weights._refs)
+    swapped = getattr(weights, "swapped", frozenset())  # halves read reordered: as floats
+    kept = {name: ref for name, ref in refs.items()
+            if _kept(name, ref) and name not in swapped}
+    if not kept:
+        model.load_state_dict(weights)
+        return model
+    params = dict(model.named_parameters())
+    missing = [key for key in params if key not in refs]
+    unexpected = [key for key in refs if key not in params]
+    wrong = [f"{key}: expected {params[key].shape}, got {ref.shape}"
+             for key, ref in kept.items() if key in params and params[key].shape != ref.shape]
+    if missing or unexpected or wrong:
+        raise StateDictError(f"{type(model).__name__}: missing {missing}, unexpected "
+                             f"{unexpected}, shape mismatches {wrong}")
+    floats = {name: ref for name, ref in refs.items() if name not in kept}
+    rest = copy.copy(weights)  # the same reading (dtype, swapped halves), fewer tensors
+    rest._refs = floats
+    model.load_state_dict(rest, strict=False)
+    # one tensor at a time: its blocks uploaded in the dtype its layer computes in (T5's
+    # float32 `wo` too), the float parameter it replaces handed back to the driver
+    for name, ref in kept.items():
+        param = params[name]
+        file: Any = ref.file
+        weight = QuantizedTensor.from_bytes(file.raw(ref.key), ref.shape, file.format(ref.key),
+                                            dtype=param.dtype, device=param.device)
+        try:
+            set_quantized_weight(model, name, weight)
+        except ValueError:  # an Embedding's or a norm's: expanded on the host
+            model.load_state_dict({name: file.read(ref.key).reshape(ref.shape)}, strict=False)
+        param.device.empty_pool()
+    return model
