@@ -233,6 +233,8 @@ class Kernel:
         for (b, scalar, writable), arg in zip(self._bindings, args):
             buf = arg if isinstance(arg, Buffer) else getattr(arg, "buffer", arg)
             if not isinstance(buf, Buffer):
+                if (refuse := getattr(buf, "refuse_binding", None)) is not None:
+                    refuse()  # a stand-in that says why it holds no memory (gpustd.nn.deferred)
                 raise BindingTypeError(
                     f"{self.label}: {b.describe()} needs a Buffer, got {type(arg).__name__}"
                 )

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from gpucore import Device, as_dtype, default_device
-from gpustd.nn import StateDictError
+from gpustd.nn import StateDictError, deferred, unloaded
 from gpustd.nn.quantized import set_quantized_weight
 from gpustd.quant import QuantizedTensor
 
@@ -87,7 +87,8 @@ def _load(path: str | os.PathLike[str], family: str, recognizes: Any, mapping: A
                            "city96's conversions of the BFL / Stability files are)")
     weights = mapping(file, config=config)
     assert isinstance(weights, SwappedHalvesWeights)
-    model = model_class(weights.config, dtype=dtype, device=device)
+    with deferred():  # each parameter allocated as its values arrive: no float copy first
+        model = model_class(weights.config, dtype=dtype, device=device)
     # 1. the float tensors, through the same renaming (rows, swapped halves) as a file's
     refs = dict(weights._refs)
     kept = {name: ref for name, ref in refs.items()
@@ -97,7 +98,8 @@ def _load(path: str | os.PathLike[str], family: str, recognizes: Any, mapping: A
         model.load_state_dict(SwappedHalvesWeights(
             "transformer", weights.config, floats, swapped=weights.swapped & set(floats),
             dtype=dtype), strict=False)
-        # 2. the quantized ones, a tensor at a time; the float parameter each replaces freed
+        # 2. the quantized ones, a tensor at a time; the unloaded parameter each replaces
+        # (gpustd.nn.deferred: no GPU memory) dropped
         for name, ref in kept.items():
             blocks = quantized_rows(file, ref, swapped=name in weights.swapped)
             weight = QuantizedTensor.from_bytes(blocks, ref.shape, file.format(ref.key),
@@ -106,7 +108,8 @@ def _load(path: str | os.PathLike[str], family: str, recognizes: Any, mapping: A
                 set_quantized_weight(model, name, weight)
             except ValueError:  # not a Linear / Conv2d weight: expanded on the host
                 model.load_state_dict({name: weights[name].astype(dtype)}, strict=False)
-            device.empty_pool()
+        if left := unloaded(model):
+            raise StateDictError(f"no tensor for {', '.join(left)}")
     except (StateDictError, KeyError, ValueError) as exc:
         raise WeightsError(f"{file.path}: the {family} transformer's tensors do not fit its "
                            f"config: {exc}") from None

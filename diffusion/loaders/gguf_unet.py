@@ -14,7 +14,10 @@ time ids: the base when the UNet attends to 2048-wide context, else the refiner.
 
 Quantized weights are dequantized into a scratch tensor before each GEMM/convolution (see
 gpustd.quant): the UNet holds its weights at 8.5 (Q8_0) down to 4.5 (Q4_K) bits a value plus
-one layer's expanded weight, and pays one extra pass over each weight per step. Float tensors
+one layer's expanded weight, and pays one extra pass over each weight per step. The model is
+built under gpustd.nn.deferred(), so each parameter's GPU memory is allocated only when its
+values arrive (as blocks or as floats): loading peaks at the loaded size plus one tensor,
+never at the float model's. Float tensors
 (F32/F16/BF16, and any quantized tensor the GPU cannot keep quantized, such as a norm) are
 converted to `dtype` on the host and uploaded as usual.
 """
@@ -27,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from gpucore import Device, FeatureError, as_dtype, default_device
-from gpustd.nn import StateDictError
+from gpustd.nn import StateDictError, deferred, unloaded
 from gpustd.nn.quantized import set_quantized_weight
 from gpustd.quant import QuantizedTensor
 
@@ -105,7 +108,8 @@ def load_unet_gguf(path: str | os.PathLike[str], *, dtype: Any = np.float32,
     if dtype == np.float16 and not device.has_f16:
         raise FeatureError("shader-f16", "float16 weights", device.info.label)
     file, refs, derived = gguf_unet_weights(path, prediction_type=prediction_type, config=config)
-    unet = UNet2DConditionModel(derived, dtype=dtype, device=device)
+    with deferred():  # no float weights allocated that the quantized ones replace
+        unet = UNet2DConditionModel(derived, dtype=dtype, device=device)
     # 1. quantized weights of Linear/Conv2d layers stay blocks; the rest is floats
     kept: dict[str, TensorRef] = {}
     floats: dict[str, TensorRef] = {}
@@ -115,7 +119,8 @@ def load_unet_gguf(path: str | os.PathLike[str], *, dtype: Any = np.float32,
     try:
         unet.load_state_dict(ComponentWeights("unet", derived, floats, dtype=dtype),
                              strict=False)
-        # 2. one tensor at a time: its blocks uploaded, the float parameter it replaces freed
+        # 2. one tensor at a time: its blocks uploaded, the unloaded parameter it replaces
+        # (gpustd.nn.deferred: no GPU memory) dropped
         for name, ref in kept.items():
             weight = QuantizedTensor.from_bytes(file.raw(ref.key), ref.shape, file.format(ref.key),
                                                 dtype=dtype, device=device)
@@ -123,9 +128,8 @@ def load_unet_gguf(path: str | os.PathLike[str], *, dtype: Any = np.float32,
                 set_quantized_weight(unet, name, weight)
             except ValueError:  # a norm or embedding stored quantized: expand it on the host
                 unet.load_state_dict({name: file.read(ref.key).astype(dtype)}, strict=False)
-            # the float parameter just replaced goes back to the driver, not the pool: the
-            # load peaks at the float model's size, never float model + quantized copy
-            device.empty_pool()
+        if left := unloaded(unet):
+            raise StateDictError(f"no tensor for {', '.join(left)}")
     except (StateDictError, KeyError, ValueError) as exc:
         raise WeightsError(f"{path}: the UNet's tensors do not fit its config: {exc}") from None
     return unet

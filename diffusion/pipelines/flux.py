@@ -19,6 +19,7 @@ import numpy as np
 
 from gpucore import Device, default_device
 from gpustd import Tensor, asarray
+from gpustd.nn import deferred
 
 from ..loaders.flux_file import load_flux_file
 from ..loaders.gguf_component import load_component
@@ -106,20 +107,23 @@ class FluxPipeline:
                 model = load_flux_gguf(quantized, config=config, **place)
             else:
                 transformer = load_flux_file(quantized, config=config)
-        if transformer is not None:
-            model = load_component(FluxTransformer2DModel(transformer.config, **place),
-                                   transformer)
-        tokenizer_dirs = weights.tokenizer_dirs
-        clip, t5 = weights.text_encoder, weights.text_encoder_2
-        return cls(
-            transformer=model,
-            vae=load_component(AutoencoderKL(weights.vae.config, **place), weights.vae),
-            text_encoder=load_component(CLIPTextModel(clip.config, **place), clip),
-            tokenizer=CLIPTokenizer.from_pretrained(tokenizer_dirs.get("tokenizer")),
-            # a GGUF T5's matrices stay quantized (city96's t5-v1_1-xxl-encoder-Q8_0.gguf)
-            text_encoder_2=load_component(T5EncoderModel(t5.config, **place), t5),
-            tokenizer_2=T5Tokenizer(tokenizer_dirs.get("tokenizer_2")),
-            scheduler_config=weights.scheduler_config, modules=modules)
+        # every model built deferred (gpustd.nn.deferred): a parameter takes GPU memory when its
+        # values arrive, so a GGUF T5 loads at its quantized size, never its float size first
+        with deferred():
+            if transformer is not None:
+                model = load_component(FluxTransformer2DModel(transformer.config, **place),
+                                       transformer)
+            tokenizer_dirs = weights.tokenizer_dirs
+            clip, t5 = weights.text_encoder, weights.text_encoder_2
+            return cls(
+                transformer=model,
+                vae=load_component(AutoencoderKL(weights.vae.config, **place), weights.vae),
+                text_encoder=load_component(CLIPTextModel(clip.config, **place), clip),
+                tokenizer=CLIPTokenizer.from_pretrained(tokenizer_dirs.get("tokenizer")),
+                # a GGUF T5's matrices stay quantized (city96's t5-v1_1-xxl-encoder-Q8_0.gguf)
+                text_encoder_2=load_component(T5EncoderModel(t5.config, **place), t5),
+                tokenizer_2=T5Tokenizer(tokenizer_dirs.get("tokenizer_2")),
+                scheduler_config=weights.scheduler_config, modules=modules)
 
     def encode_prompt(self, prompts: Sequence[str], max_sequence_length: int = 512
                       ) -> tuple[Tensor, Tensor]:

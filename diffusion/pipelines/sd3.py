@@ -18,6 +18,7 @@ import numpy as np
 
 from gpucore import Device, default_device
 from gpustd import asarray
+from gpustd.nn import deferred
 
 from ..loaders.gguf_component import load_component
 from ..loaders.gguf_flow import load_sd3_gguf
@@ -76,29 +77,32 @@ class StableDiffusion3Pipeline:
         elif file is not None:
             transformer = load_sd3_file(file)
 
-        def clip(component: Any) -> CLIPTextModel:
-            return load_component(
-                CLIPTextModel(component.config, with_projection=True, **place), component)
+        # every model built deferred (gpustd.nn.deferred): a parameter takes GPU memory when its
+        # values arrive, so a GGUF T5 loads at its quantized size, never its float size first
+        with deferred():
+            def clip(component: Any) -> CLIPTextModel:
+                return load_component(
+                    CLIPTextModel(component.config, with_projection=True, **place), component)
 
-        dirs = weights.tokenizer_dirs
-        t5 = weights.text_encoder_3
-        if model is None:
-            assert transformer is not None  # skipped only when a file replaces it
-            model = load_component(SD3Transformer2DModel(transformer.config, **place),
-                                   transformer)
-        return cls(
-            transformer=model,
-            vae=load_component(AutoencoderKL(weights.vae.config, **place), weights.vae),
-            text_encoder=clip(weights.text_encoder),
-            tokenizer=CLIPTokenizer.from_pretrained(dirs.get("tokenizer")),
-            text_encoder_2=clip(weights.text_encoder_2),
-            # OpenCLIP-G's tokenizer pads with "!", as SD3's tokenizer_2/ says
-            tokenizer_2=(CLIPTokenizer.from_pretrained(dirs["tokenizer_2"])
-                         if "tokenizer_2" in dirs else CLIPTokenizer(pad_token="!")),
-            text_encoder_3=(None if t5 is None  # a GGUF T5's matrices stay quantized
-                            else load_component(T5EncoderModel(t5.config, **place), t5)),
-            tokenizer_3=None if t5 is None else T5Tokenizer(dirs.get("tokenizer_3")),
-            scheduler_config=weights.scheduler_config, modules=modules)
+            dirs = weights.tokenizer_dirs
+            t5 = weights.text_encoder_3
+            if model is None:
+                assert transformer is not None  # skipped only when a file replaces it
+                model = load_component(SD3Transformer2DModel(transformer.config, **place),
+                                       transformer)
+            return cls(
+                transformer=model,
+                vae=load_component(AutoencoderKL(weights.vae.config, **place), weights.vae),
+                text_encoder=clip(weights.text_encoder),
+                tokenizer=CLIPTokenizer.from_pretrained(dirs.get("tokenizer")),
+                text_encoder_2=clip(weights.text_encoder_2),
+                # OpenCLIP-G's tokenizer pads with "!", as SD3's tokenizer_2/ says
+                tokenizer_2=(CLIPTokenizer.from_pretrained(dirs["tokenizer_2"])
+                             if "tokenizer_2" in dirs else CLIPTokenizer(pad_token="!")),
+                text_encoder_3=(None if t5 is None  # a GGUF T5's matrices stay quantized
+                                else load_component(T5EncoderModel(t5.config, **place), t5)),
+                tokenizer_3=None if t5 is None else T5Tokenizer(dirs.get("tokenizer_3")),
+                scheduler_config=weights.scheduler_config, modules=modules)
 
     def encode_prompt(self, prompts: Sequence[str], max_sequence_length: int = 256
                       ) -> tuple[np.ndarray, np.ndarray]:

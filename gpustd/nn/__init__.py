@@ -7,10 +7,11 @@ shader-f16. Each function names its torch.nn.functional equivalent.
 from .activation import geglu, gelu, quick_gelu, silu
 from .attention import attention
 from .conv import conv2d
+from .deferred import deferred
 from .embedding import embedding, timestep_embedding
 from .layers import GEGLU, Conv2d, Embedding, GroupNorm, Identity, LayerNorm, Linear
 from .linear import linear
-from .module import Module, ModuleList, StateDictError, parameter
+from .module import Module, ModuleList, StateDictError, parameter, unloaded
 from .norm import group_norm, layer_norm
 from .spatial import concat, pad, upsample_nearest2x
 
@@ -28,6 +29,7 @@ __all__ = [
     "attention",
     "concat",
     "conv2d",
+    "deferred",
     "embedding",
     "geglu",
     "gelu",
@@ -39,5 +41,6 @@ __all__ = [
     "quick_gelu",
     "silu",
     "timestep_embedding",
+    "unloaded",
     "upsample_nearest2x",
 ]

@@ -14,8 +14,9 @@ import numpy as np
 from gpucore import Buffer, Device, as_dtype, default_device
 
 from .._tensor import Tensor
+from .deferred import UnloadedBuffer, deferring
 
-__all__ = ["Module", "ModuleList", "StateDictError", "parameter"]
+__all__ = ["Module", "ModuleList", "StateDictError", "parameter", "unloaded"]
 
 
 class StateDictError(ValueError):
@@ -23,11 +24,23 @@ class StateDictError(ValueError):
 
 
 def parameter(shape: tuple[int, ...], dtype: Any = np.float32,
-              device: Device | None = None) -> Tensor:
-    """An uninitialized read-only Tensor for weights (filled by load_state_dict)."""
+              device: Device | None = None, *, deferred: bool | None = None) -> Tensor:
+    """An uninitialized read-only Tensor for weights (filled by load_state_dict). deferred:
+    allocate its GPU memory only when load_state_dict writes it (gpustd.nn.deferred; None:
+    inside a `with gpustd.nn.deferred():`)."""
     dtype = as_dtype(dtype)
     size = int(np.prod(shape, dtype=np.int64))
-    return Tensor(Buffer(size, dtype, device=device or default_device(), read_only=True), shape)
+    device = device or default_device()
+    if deferring() if deferred is None else deferred:
+        return Tensor(UnloadedBuffer(size, dtype, device, read_only=True), shape)  # type: ignore[arg-type]
+    return Tensor(Buffer(size, dtype, device=device, read_only=True), shape)
+
+
+def unloaded(module: Any) -> list[str]:
+    """Keys of the parameters under `module` built deferred and never loaded (gpustd.nn.
+    deferred): what a strict=False load left out."""
+    return [key for key, _owner, _attr, tensor in _walk(module, "")
+            if isinstance(tensor.buffer, UnloadedBuffer)]
 
 
 def _children(value: Any) -> Iterator[tuple[str, Any]]:
@@ -80,6 +93,9 @@ class Module:
         Raises StateDictError listing every missing key, unexpected key and shape mismatch
         (expected vs got) at once, before anything is written; strict=False tolerates
         missing and unexpected keys but never a shape mismatch. torch: `load_state_dict`.
+        A parameter built under gpustd.nn.deferred() gets its GPU buffer as it is written; one
+        a strict=False load leaves out stays unloaded (`unloaded(module)` lists them), and
+        using it raises gpustd.nn.deferred.UnloadedError.
         """
         target = None if dtype is None else as_dtype(dtype)
         entries = {key: (owner, attr, t) for key, owner, attr, t in _walk(self, "")}
@@ -114,7 +130,9 @@ class Module:
             want = target if target is not None and tensor.dtype.kind == "f" else tensor.dtype
             data = np.ascontiguousarray(state[key], dtype=want)
             if want == tensor.dtype:
-                if data.size:
+                if isinstance(tensor.buffer, UnloadedBuffer):  # built deferred: allocated now
+                    tensor.buffer = tensor.buffer.allocate(data)  # type: ignore[assignment]
+                elif data.size:
                     tensor.buffer.write(data)
                 continue
             setattr(owner, attr, Tensor.from_numpy(data, device=tensor.device, read_only=True))

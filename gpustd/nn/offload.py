@@ -7,6 +7,10 @@ parameter table and the state-dict keys see no difference: while offloaded a Ten
 is a `HostBuffer`, which reads and writes on the host (a LoRA patched into an offloaded layer
 lands in the host copy) and refuses to be bound to a kernel, saying what to do.
 
+A parameter built under gpustd.nn.deferred() and never loaded (an UnloadedBuffer) holds no
+memory anywhere: offload and restore leave it as it is, `device_bytes` does not count it and
+`parameter_bytes` does (what it will hold once loaded).
+
 The host copy is kept after a restore (`Buffer.host_copy`), so offloading weights nobody wrote
 since is free: streaming the same blocks every step (--lowvram) reads nothing back. A write
 into the buffer (a LoRA patched in place) clears it, and the next offload reads back.
@@ -21,6 +25,7 @@ import numpy as np
 from gpucore import Buffer, Device, GpuError
 
 from .._tensor import Tensor
+from .deferred import UnloadedBuffer
 from .module import Module, _walk
 from .quantized import quantized_weights
 
@@ -88,7 +93,7 @@ def offload(module: Module) -> int:
     moved = 0
     for tensor in _tensors(module):
         buffer = tensor.buffer
-        if isinstance(buffer, HostBuffer):
+        if isinstance(buffer, (HostBuffer, UnloadedBuffer)):  # nothing on the device
             continue
         host = buffer.host_copy if buffer.host_copy is not None else buffer.read()
         tensor.buffer = HostBuffer(host, buffer.device, buffer.read_only)  # type: ignore[assignment]
@@ -123,5 +128,6 @@ def parameter_bytes(module: Module) -> int:
 
 def device_bytes(module: Module) -> int:
     """Bytes of the parameters under `module` now in GPU memory."""
-    return (sum(t.nbytes for t in _tensors(module) if not isinstance(t.buffer, HostBuffer))
+    return (sum(t.nbytes for t in _tensors(module)
+                if not isinstance(t.buffer, (HostBuffer, UnloadedBuffer)))
             + sum(q.nbytes for q in quantized_weights(module).values() if q.on_device))

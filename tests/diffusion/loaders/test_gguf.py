@@ -4,6 +4,8 @@ matrices with their shape in metadata) load into our UNet with the weights kept 
 
 from __future__ import annotations
 
+import gc
+
 import numpy as np
 import pytest
 
@@ -19,6 +21,8 @@ from diffusion.loaders import WeightsError  # noqa: E402
 from diffusion.loaders.gguf_file import GGUFFile  # noqa: E402
 from diffusion.loaders.gguf_unet import load_unet_gguf  # noqa: E402
 from diffusion.loaders.gguf_write import plan_format, write_gguf  # noqa: E402
+from gpustd import nn  # noqa: E402
+from gpustd.nn.offload import parameter_bytes  # noqa: E402
 from gpustd.nn.quantized import quantized_weights  # noqa: E402
 
 
@@ -175,3 +179,31 @@ def test_our_q4_k_blocks_read_back_as_gguf_reads_them() -> None:
     assert back.shape == weights.shape and np.isfinite(back).all()
     assert error <= 1.1 * np.abs(reference - weights).mean(), error
     np.testing.assert_array_equal(back[0, :32], 0.0)
+
+
+def test_loading_peaks_at_the_quantized_size(first_device: gpucore.Device, tmp_path) -> None:
+    """The UNet is built deferred (gpustd.nn.deferred): each parameter's buffer is allocated
+    when its values arrive, so loading a Q8_0 file peaks at what the UNet then holds, not at
+    its float32 size first (as it did before: 3.6x the loaded size here)."""
+    original = tiny_unet()
+    path = tmp_path / "unet-q8_0.gguf"
+    write_gguf(path, ((k[len("model.diffusion_model."):], v)
+                      for k, v in ldm_unet(state_dict(original)).items()), "q8_0",
+               architecture="sd1")
+    gc.collect()
+    first_device.empty_pool()
+    before = first_device.memory_stats().allocated  # other tests' kept buffers
+    first_device.reset_peak_memory()
+    unet = load_unet_gguf(path, device=first_device, config=dict(original.config))
+    stats = first_device.memory_stats()
+    loaded = stats.allocated - before
+    floats = sum(v.size * 4 for v in state_dict(original).values())
+    assert parameter_bytes(unet) <= loaded <= 1.02 * parameter_bytes(unet)  # size classes
+    # measured: the peak is the loaded size exactly (each tensor goes straight into its own
+    # buffer); the stated allowance: 1.1x plus one tensor in flight (the largest float32 one);
+    # the quantized UNet must be well below its float size for this to tell them apart
+    largest = max(v.size * 4 for v in state_dict(original).values())
+    assert loaded + largest < 0.7 * floats, (loaded, floats)
+    assert stats.peak_allocated - before <= 1.1 * loaded + largest, (
+        stats.peak_allocated - before, loaded, floats)
+    assert not nn.unloaded(unet)
