@@ -9,8 +9,8 @@ elsewhere). `--quick`: tiny models at 64x64 and 2 steps (a smoke run on any adap
 Row sd15-q8_0: SD 1.5 with its UNet from a Q8_0 GGUF (weights kept quantized); unet_gib is
 the UNet's weights alone; gguf_unet_loaded_gib / gguf_unet_load_peak_gib: what loading that
 GGUF holds and its peak, above what was held before it (target: peak <= 1.1x loaded; the
-float UNet built first made it the float size). BENCH_MEMORY_MODELS=sd15 (sd15-q8_0, sdxl; comma-separated) keeps
-only those rows.
+float UNet built first made it the float size). BENCH_MEMORY_MODELS=sd15 (sd15-q8_0, sdxl;
+comma-separated) keeps only those rows.
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ with transformers' T5EncoderModel run on the weights the file holds."""
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from diffusion.loaders.errors import WeightsError
 from diffusion.loaders.gguf_t5 import t5_gguf_refs
 from diffusion.loaders.gguf_write import write_gguf
 from diffusion.pipelines.flux import FluxPipeline
+from gpustd import nn
 from gpustd.nn.quantized import quantized_weights
 
 TOL = 1e-3  # as test_t5: the same weights on both sides, f32 throughout
@@ -92,8 +94,26 @@ def test_t5_gguf_k_quants(first_device: gpucore.Device, tmp_path: Path) -> None:
     path = tmp_path / "t5-v1_1-xxl-encoder-Q4_K_M.gguf"
     held = write_t5_gguf(randomized(source, 13), path, "q4_k")
     refs = t5_gguf_refs(path)
-    ours = load_component(T5EncoderModel(_t5_config(refs), device=first_device),
-                          ComponentWeights("text_encoder_2", _t5_config(refs), refs))
+
+    def load(deferred: bool) -> tuple[Any, int, int]:
+        """The model, and the bytes it holds and its load's peak above what was held before."""
+        gc.collect()
+        first_device.empty_pool()
+        before = first_device.memory_stats().allocated
+        first_device.reset_peak_memory()
+        with nn.deferred(deferred):  # as the pipelines build it
+            model = T5EncoderModel(_t5_config(refs), device=first_device)
+        model = load_component(model, ComponentWeights("text_encoder_2", _t5_config(refs), refs))
+        stats = first_device.memory_stats()
+        return model, stats.allocated - before, stats.peak_allocated - before
+
+    ours, loaded, peak = load(True)
+    eager, _, eager_peak = load(False)
+    # built deferred, the load peaks at what the model holds (one float32 tensor allowed on
+    # top of 1.1x); built eagerly, at the float model's size first
+    largest = max(np.asarray(v).size * 4 for v in held.values())
+    assert peak <= 1.1 * loaded + largest < eager_peak, (peak, loaded, largest, eager_peak)
+    del eager
     formats = {name: q.format for name, q in quantized_weights(ours).items()}
     assert formats["encoder.block.1.layer.0.SelfAttention.q.weight"] == "q4_k"  # 256 a row
     assert formats["encoder.block.1.layer.0.SelfAttention.o.weight"] == "q5_0"  # 32 a row
