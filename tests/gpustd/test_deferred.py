@@ -83,6 +83,8 @@ def test_a_weight_left_out_fails_clearly(first_device: gpucore.Device) -> None:
         net.fc(x)
     with pytest.raises(UnloadedError, match="cannot read"):
         net.state_dict()
+    with pytest.raises(UnloadedError, match="cannot read"):  # what a LoRA patch reads first
+        net.fc.bias.numpy()
     with pytest.raises(UnloadedError, match="cannot write part of"):
         net.fc.bias.buffer.write(np.zeros(3, np.float32))
     # offload moves what is on the device; the unloaded bias stays as it is, both ways
