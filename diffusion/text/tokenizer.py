@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import functools
 import gzip
+import hashlib
 import json
-from collections.abc import Sequence
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -55,15 +58,88 @@ def bundled_vocab() -> tuple[dict[str, int], list[tuple[str, str]]]:
     return {token: i for i, token in enumerate(tokens)}, merges  # type: ignore[return-value]
 
 
+# Built BPE tokenizers by (where the vocabulary came from, pad token): a pipeline loads its
+# folder's tokenizer every time it is loaded (tests and model switches load the same folders
+# over and over), and parsing CLIP's 49,408-entry vocabulary and building the BPE costs
+# ~130 ms of CPU, most of a warm load. The `tokenizers.Tokenizer` is never changed after it is
+# built, so CLIPTokenizers of the same vocabulary share one.
+_BUILT_MAX = 4
+_built: OrderedDict[tuple[str, str], Tokenizer] = OrderedDict()
+_built_lock = threading.Lock()
+
+
+def _built_once(key: tuple[str, str], build: Callable[[], Tokenizer]) -> Tokenizer:
+    """The tokenizer built for `key`, built by `build()` the first time (least recently used
+    ones dropped past _BUILT_MAX)."""
+    with _built_lock:
+        if key in _built:
+            _built.move_to_end(key)
+            return _built[key]
+    tokenizer = build()  # outside the lock: a build raises on a bad vocabulary
+    with _built_lock:
+        _built[key] = tokenizer
+        while len(_built) > _BUILT_MAX:
+            _built.popitem(last=False)
+    return tokenizer
+
+
+def _build(vocab: dict[str, int], merges: Sequence[tuple[str, str]],
+           pad_token: str) -> Tokenizer:
+    """CLIP's tokenization pipeline (module docstring) over `vocab` and `merges`."""
+    missing = [name for name, tok in (("BOS", BOS), ("EOS", EOS), ("pad_token", pad_token))
+               if tok not in vocab]
+    if missing:
+        raise ValueError(f"the vocabulary has no id for {missing}; a CLIP vocabulary needs "
+                         f"{BOS!r} and {EOS!r}, and pad_token={pad_token!r} must be in it")
+    tokenizer = Tokenizer(BPE(vocab=vocab, merges=list(merges), dropout=None,
+                              continuing_subword_prefix="", end_of_word_suffix="</w>",
+                              fuse_unk=False, unk_token=EOS))
+    tokenizer.normalizer = normalizers.Sequence([
+        normalizers.NFC(), normalizers.Replace(Regex(r"\s+"), " "), normalizers.Lowercase()])
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(_SPLIT), behavior="removed", invert=True),
+        pre_tokenizers.ByteLevel(add_prefix_space=False)])
+    tokenizer.decoder = decoders.ByteLevel()
+    # special tokens found in a prompt map to their ids, as in transformers: a literal
+    # "<|endoftext|>" is EOS, and with SD 2's pad token every "!" is its own token (id 0)
+    tokenizer.add_special_tokens([AddedToken(tok, special=True)
+                                  for tok in dict.fromkeys((BOS, EOS, pad_token))])
+    return tokenizer
+
+
+def _folder_vocab(root: Path) -> tuple[str, Callable[[], tuple[dict[str, int],
+                                                                list[tuple[str, str]]]]] | None:
+    """(a digest of the files, their parser) of a tokenizer folder's vocabulary: vocab.json +
+    merges.txt, else tokenizer.json; None for neither."""
+    if (root / "vocab.json").is_file() and (root / "merges.txt").is_file():
+        vocab_text = (root / "vocab.json").read_bytes()
+        merges_text = (root / "merges.txt").read_bytes()
+
+        def parse() -> tuple[dict[str, int], list[tuple[str, str]]]:
+            lines = merges_text.decode("utf-8").splitlines()
+            return json.loads(vocab_text.decode("utf-8")), [
+                (a, b) for a, b in (line.split() for line in lines
+                                    if line and not line.startswith("#version"))]
+
+        digest = hashlib.sha256(vocab_text)
+        digest.update(b"\0merges\0" + merges_text)
+        return "vocab+merges:" + digest.hexdigest(), parse
+    if (root / "tokenizer.json").is_file():  # all transformers >= 5 saves
+        text = (root / "tokenizer.json").read_bytes()
+        return ("tokenizer.json:" + hashlib.sha256(text).hexdigest(),
+                lambda: _tokenizer_json_bpe(text, root / "tokenizer.json"))
+    return None
+
+
 def _token_text(value: Any) -> str | None:
     """A special token from a HF config: a plain string or {"content": ...}."""
     return value.get("content") if isinstance(value, dict) else value
 
 
-def _tokenizer_json_bpe(path: Path) -> tuple[dict[str, int], list[tuple[str, str]]]:
-    """(vocab, merges) of the BPE model in a `tokenizers` tokenizer.json (merges written as
-    "a b" strings by older versions, as [a, b] pairs by newer ones)."""
-    model = json.loads(path.read_text(encoding="utf-8")).get("model") or {}
+def _tokenizer_json_bpe(text: bytes, path: Path) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """(vocab, merges) of the BPE model in `text`, the `tokenizers` tokenizer.json at `path`
+    (merges written as "a b" strings by older versions, as [a, b] pairs by newer ones)."""
+    model = json.loads(text.decode("utf-8")).get("model") or {}
     if model.get("type") != "BPE" or not isinstance(model.get("vocab"), dict):
         raise ValueError(f"{path}: not a BPE tokenizer (model type {model.get('type')!r}); "
                          "a CLIP tokenizer folder needs a BPE tokenizer.json or vocab.json + "
@@ -85,28 +161,17 @@ class CLIPTokenizer:
                  merges: Sequence[tuple[str, str]] | None = None, *,
                  pad_token: str = EOS, model_max_length: int = 77) -> None:
         if vocab is None or merges is None:
-            vocab, merges = bundled_vocab()
-        missing = [name for name, tok in (("BOS", BOS), ("EOS", EOS), ("pad_token", pad_token))
-                   if tok not in vocab]
-        if missing:
-            raise ValueError(f"the vocabulary has no id for {missing}; a CLIP vocabulary needs "
-                             f"{BOS!r} and {EOS!r}, and pad_token={pad_token!r} must be in it")
-        tokenizer = Tokenizer(BPE(vocab=vocab, merges=list(merges), dropout=None,
-                                  continuing_subword_prefix="", end_of_word_suffix="</w>",
-                                  fuse_unk=False, unk_token=EOS))
-        tokenizer.normalizer = normalizers.Sequence([
-            normalizers.NFC(), normalizers.Replace(Regex(r"\s+"), " "), normalizers.Lowercase()])
-        tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
-            pre_tokenizers.Split(Regex(_SPLIT), behavior="removed", invert=True),
-            pre_tokenizers.ByteLevel(add_prefix_space=False)])
-        tokenizer.decoder = decoders.ByteLevel()
-        # special tokens found in a prompt map to their ids, as in transformers: a literal
-        # "<|endoftext|>" is EOS, and with SD 2's pad token every "!" is its own token (id 0)
-        tokenizer.add_special_tokens([AddedToken(tok, special=True)
-                                      for tok in dict.fromkeys((BOS, EOS, pad_token))])
+            built = _built_once(("bundled", pad_token),
+                                lambda: _build(*bundled_vocab(), pad_token))
+        else:
+            built = _build(vocab, merges, pad_token)
+        self._use(built, pad_token, model_max_length)
+
+    def _use(self, tokenizer: Tokenizer, pad_token: str, model_max_length: int) -> None:
         self._tokenizer = tokenizer
-        self.bos_token_id, self.eos_token_id = vocab[BOS], vocab[EOS]
-        self.pad_token, self.pad_token_id = pad_token, vocab[pad_token]
+        self.bos_token_id = tokenizer.token_to_id(BOS)
+        self.eos_token_id = tokenizer.token_to_id(EOS)
+        self.pad_token, self.pad_token_id = pad_token, tokenizer.token_to_id(pad_token)
         self.model_max_length = model_max_length
 
     @classmethod
@@ -119,7 +184,7 @@ class CLIPTokenizer:
         vocabulary (with the folder's pad token if it names one). `None`: bundled, SD 1.x padding.
         """
         settings: dict[str, Any] = {}
-        vocab = merges = None
+        source = None
         if folder is not None:
             root = Path(folder)
             if not root.is_dir():
@@ -129,13 +194,7 @@ class CLIPTokenizer:
             for name in ("tokenizer_config.json", "special_tokens_map.json"):
                 if (root / name).is_file():
                     settings.update(json.loads((root / name).read_text(encoding="utf-8")))
-            if (root / "vocab.json").is_file() and (root / "merges.txt").is_file():
-                vocab = json.loads((root / "vocab.json").read_text(encoding="utf-8"))
-                lines = (root / "merges.txt").read_text(encoding="utf-8").splitlines()
-                merges = [(a, b) for a, b in (line.split() for line in lines
-                                              if line and not line.startswith("#version"))]
-            elif (root / "tokenizer.json").is_file():  # all transformers >= 5 saves
-                vocab, merges = _tokenizer_json_bpe(root / "tokenizer.json")
+            source = _folder_vocab(root)
         options: dict[str, Any] = {}
         if _token_text(settings.get("pad_token")):
             options["pad_token"] = _token_text(settings["pad_token"])
@@ -143,7 +202,14 @@ class CLIPTokenizer:
         # transformers writes int(1e30) for "no limit"; CLIP's own limit (77) applies then
         if isinstance(limit, int) and 2 <= limit <= 1 << 16:
             options["model_max_length"] = limit
-        return cls(vocab, merges, **options)
+        if source is None:
+            return cls(**options)
+        digest, parse = source
+        pad_token = options.get("pad_token", EOS)
+        made = cls.__new__(cls)
+        made._use(_built_once((digest, pad_token), lambda: _build(*parse(), pad_token)),
+                  pad_token, options.get("model_max_length", 77))
+        return made
 
     @property
     def vocab_size(self) -> int:

@@ -41,28 +41,33 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         return;
     }
     let group = c / params.chunks;
-    var s = vec3<f32>(0.0);
-    for (var j = lid; j < params.chunks; j += WG) {
-        let p = 3u * (group * params.chunks + j);
-        s = merge(s, vec3<f32>(partial[p], partial[p + 1u], partial[p + 2u]));
-    }
-    red_n[lid] = s.x;
-    red_mean[lid] = s.y;
-    red_m2[lid] = s.z;
-    workgroupBarrier();
-    for (var step = WG / 2u; step > 0u; step >>= 1u) {
-        if (lid < step) {
-            let m = merge(vec3<f32>(red_n[lid], red_mean[lid], red_m2[lid]),
-                          vec3<f32>(red_n[lid + step], red_mean[lid + step], red_m2[lid + step]));
-            red_n[lid] = m.x;
-            red_mean[lid] = m.y;
-            red_m2[lid] = m.z;
+    var total = vec3<f32>(partial[3u * c], partial[3u * c + 1u], partial[3u * c + 2u]);
+    if (params.chunks > 1u) {  // uniform: one chunk is its group's statistics as they are
+        var s = vec3<f32>(0.0);
+        for (var j = lid; j < params.chunks; j += WG) {
+            let p = 3u * (group * params.chunks + j);
+            s = merge(s, vec3<f32>(partial[p], partial[p + 1u], partial[p + 2u]));
         }
+        red_n[lid] = s.x;
+        red_mean[lid] = s.y;
+        red_m2[lid] = s.z;
         workgroupBarrier();
+        for (var step = WG / 2u; step > 0u; step >>= 1u) {
+            if (lid < step) {
+                let m = merge(vec3<f32>(red_n[lid], red_mean[lid], red_m2[lid]),
+                              vec3<f32>(red_n[lid + step], red_mean[lid + step],
+                                        red_m2[lid + step]));
+                red_n[lid] = m.x;
+                red_mean[lid] = m.y;
+                red_m2[lid] = m.z;
+            }
+            workgroupBarrier();
+        }
+        total = vec3<f32>(red_n[0], red_mean[0], red_m2[0]);
     }
     let shift = f32(x[group * params.group_size]);
-    let mean = red_mean[0];
-    let rstd = inverseSqrt(red_m2[0] / red_n[0] + params.eps);
+    let mean = total.y;
+    let rstd = inverseSqrt(total.z / total.x + params.eps);
     let begin = group * params.group_size + (c % params.chunks) * params.chunk;
     let end = min(begin + params.chunk, (group + 1u) * params.group_size);
     for (var i = begin + lid; i < end; i += WG) {

@@ -176,3 +176,24 @@ def test_errors(tokenizer, tmp_path):
         CLIPTokenizer.from_pretrained(tmp_path / "missing")
     with pytest.raises(ValueError, match="pad_token='<pad>' must be in it"):
         CLIPTokenizer(pad_token="<pad>")
+
+
+def test_a_folder_loaded_again_reuses_its_build_until_its_files_change(tmp_path):
+    """Tokenizers are built once per vocabulary (a pipeline loads its folder's every time):
+    the same files give the same build, changed files (at the same path) a new one."""
+    bytes_chars = list(_openai_clip_vocab()[0])[:256]
+    tokens = ["<|startoftext|>", "<|endoftext|>", *bytes_chars,
+              *(c + "</w>" for c in bytes_chars)]
+
+    def write(merges: list[tuple[str, str]]) -> None:
+        _write_vocab(tmp_path, {t: i for i, t in enumerate(
+            [*tokens, *("".join(m) for m in merges)])}, merges)
+
+    write([("c", "a"), ("ca", "t</w>")])
+    first = CLIPTokenizer.from_pretrained(tmp_path)
+    assert first.encode("cat") == [0, len(tokens) + 1, 1]
+    assert CLIPTokenizer.from_pretrained(tmp_path)._tokenizer is first._tokenizer
+    write([("d", "o"), ("do", "g</w>")])
+    again = CLIPTokenizer.from_pretrained(tmp_path)
+    assert again.encode("dog") == [0, len(tokens) + 1, 1]
+    assert again.encode("cat") != first.encode("cat")

@@ -1,0 +1,138 @@
+"""python -m bench overhead: a picture's fixed costs, apart from the model's own work.
+
+One fresh process, one model (the bundled one unless BENCH_OVERHEAD_MODEL names a folder or
+file), pictures of BENCH_OVERHEAD_SIZE pixels (64) in BENCH_OVERHEAD_STEPS steps (1; Euler a,
+CFG 7), in three phases:
+
+- "first in process": the first load and picture, which compile every kernel they use (the
+  device's pipeline cache) and record the text encoder's and the UNet's captures;
+- "new pipeline": the same model loaded again on the same device and its first picture: no
+  compile (the cache is per device), the captures recorded again;
+- "warm": the median of BENCH_OVERHEAD_PICTURES (5; --quick 2) more pictures.
+
+Each row splits the wall time: `blocked_ms`, inside queue submits and read-back waits (where
+the host waits for the device; on a CPU adapter the device's work runs there), `host_ms`, the
+rest (Python, wgpu recording, tokenizer, sampler; no PNG is written), `compile_ms`
+(inside Kernel builds), the stages (text conditioning, denoising, decode, each wall) and
+`recorded`, the dispatches and copies recorded (a replayed capture records none).
+`cpu_ms` is the process's CPU time, lavapipe's threads included: on a loaded machine it moves
+less than the wall time. On a GPU `host_ms` is the latency every picture pays beyond the GPU's
+work; on lavapipe nearly all of a picture is `blocked_ms` (bench/NOTES.md, "Fixed costs").
+
+    python -m bench overhead --json bench/results/overhead-lavapipe.json
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+__all__ = ["run"]
+
+COLUMNS = ["phase", "size", "steps", "wall_ms", "cpu_ms", "blocked_ms", "host_ms", "compiled",
+           "compile_ms", "load_ms", "text_ms", "denoise_ms", "decode_ms", "recorded"]
+
+
+class _Clock:
+    """Wall seconds spent inside wrapped functions, by name (outermost calls only: a read-back
+    submits too, and is counted once)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._depth = 0
+
+    def wrap(self, owner: Any, name: str, key: str) -> Callable[[], None]:
+        original = getattr(owner, name)
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            if self._depth:
+                return original(*args, **kwargs)
+            self._depth += 1
+            start = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                self._depth -= 1
+                self.seconds[key] = self.seconds.get(key, 0.0) + time.perf_counter() - start
+
+        setattr(owner, name, timed)
+        return lambda: setattr(owner, name, original)
+
+
+@contextmanager
+def _clocked(device: Any) -> Iterator[tuple[_Clock, _Clock]]:
+    """(submits and read-backs as "blocked", kernel builds as "compile"; the pipeline's stages,
+    which nest submits, on a clock of their own) while inside."""
+    from diffusion.pipelines import sampling, stable_diffusion
+    from gpucore import _kernel, _staging
+
+    clock, stages = _Clock(), _Clock()
+    undo = [clock.wrap(type(device.queue), "submit", "blocked"),  # wgpu-native's or Dawn's
+            clock.wrap(_staging.Staging, "read", "blocked"),
+            clock.wrap(_kernel.Kernel, "_build", "compile"),
+            stages.wrap(stable_diffusion.StableDiffusion, "_contexts", "text"),
+            stages.wrap(sampling.GuidedUNet, "__call__", "denoise"),
+            stages.wrap(stable_diffusion.StableDiffusion, "_decode", "decode")]
+    try:
+        yield clock, stages
+    finally:
+        for restore in reversed(undo):
+            restore()
+
+
+def _picture(phase: str, pipe: Any, device: Any, settings: dict[str, Any],
+             load_ms: float | None = None) -> dict[str, Any]:
+    """One picture of `pipe` (on `device`), timed: a row of COLUMNS."""
+    from . import _harness
+
+    compiled = device.pipelines_created
+    with _clocked(device) as (clock, stages), _harness.counting(device) as counts:
+        wall, cpu = time.perf_counter(), time.process_time()
+        pipe.txt2img(**settings)
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    blocked = clock.seconds.get("blocked", 0.0)
+    return {"phase": phase, "size": settings["width"], "steps": settings["steps"],
+            "wall_ms": wall * 1e3, "cpu_ms": cpu * 1e3, "blocked_ms": blocked * 1e3,
+            "host_ms": (wall - blocked) * 1e3, "compiled": device.pipelines_created - compiled,
+            "compile_ms": clock.seconds.get("compile", 0.0) * 1e3, "load_ms": load_ms,
+            **{f"{stage}_ms": stages.seconds.get(stage, 0.0) * 1e3
+               for stage in ("text", "denoise", "decode")},
+            "recorded": sum(counts.values())}
+
+
+def _median_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    merged = dict(rows[0], phase=f"warm (median of {len(rows)})")
+    for key, value in rows[0].items():
+        if isinstance(value, float):
+            merged[key] = statistics.median(r[key] for r in rows)
+    return merged
+
+
+def run(*, quick: bool = False) -> dict[str, Any]:
+    import gpucore
+    from diffusion import load_pipeline
+
+    from . import _harness
+
+    model = os.environ.get("BENCH_OVERHEAD_MODEL") or None
+    size = int(os.environ.get("BENCH_OVERHEAD_SIZE") or 64)
+    steps = int(os.environ.get("BENCH_OVERHEAD_STEPS") or 1)
+    pictures = int(os.environ.get("BENCH_OVERHEAD_PICTURES") or (2 if quick else 5))
+    settings = dict(prompt="a red circle on a blue background", negative_prompt="blurry",
+                    steps=steps, cfg_scale=7.0, seed=1, width=size, height=size,
+                    sampler="Euler a")
+    device = gpucore.default_device()
+    rows = []
+    for phase in ("first in process", "new pipeline"):
+        start = time.perf_counter()
+        pipe = load_pipeline(model, device=device)
+        rows.append(_picture(phase, pipe, device, settings, (time.perf_counter() - start) * 1e3))
+    rows.append(_median_row([_picture("warm", pipe, device, settings) for _ in range(pictures)]))
+    for row in rows:
+        row.update({k: round(v, 1) for k, v in row.items() if isinstance(v, float)})
+    return {"benchmark": "overhead", "model": model or "bundled", "rows": rows,
+            "columns": COLUMNS, "environment": _harness.environment(device)}
