@@ -153,7 +153,7 @@ class Device:
             return found, size
         buffer = self.wgpu.create_buffer(label=label, size=size, usage=usage)
         self.buffers_created += 1
-        self.pool.created(size)
+        self.pool.created(buffer, size)
         return buffer, size
 
     def release(self, buffer: GPUBuffer, size: int) -> None:
@@ -162,7 +162,7 @@ class Device:
         A buffer a capture replays into stays with the capture; one the pool has no room
         for is dropped, with the bind groups naming it, so its memory is freed."""
         if is_released(buffer):
-            self.pool.dropped(size)
+            self.pool.dropped(buffer, size)
             return
         if id(buffer) in self._pinned:
             with self._lock:  # the capture's now: back to the pool when it is released

@@ -9,6 +9,8 @@ from dataclasses import asdict, dataclass
 
 from wgpu.classes import GPUBuffer
 
+from ._memtrace import MemoryTrace
+
 __all__ = ["BufferPool", "MemoryStats", "is_released", "size_class"]
 
 
@@ -70,11 +72,19 @@ class BufferPool:
         self._peak_in_use = self._peak_total = 0
         self._free: dict[int, list[GPUBuffer]] = {}
         self._lock = threading.Lock()
+        self.trace: MemoryTrace | None = None  # gpucore.trace_memory's, while one is open
 
-    def _grow(self, size: int) -> None:
+    def _grow(self, size: int, buffer: GPUBuffer, pinned: bool = False) -> None:
         self.in_use += size
         self._peak_in_use = max(self._peak_in_use, self.in_use)
         self._peak_total = max(self._peak_total, self.in_use + self.idle_bytes)
+        if self.trace is not None:
+            self.trace.grew(buffer, size, self.in_use, pinned)
+
+    def _shrink(self, size: int, buffer: GPUBuffer) -> None:
+        self.in_use -= size
+        if self.trace is not None:
+            self.trace.shrank(buffer, size)
 
     def take(self, size: int) -> GPUBuffer | None:
         """An idle buffer of exactly this size class (now counted in use), or None."""
@@ -84,25 +94,25 @@ class BufferPool:
                 self.idle_bytes -= size
                 found = idle.pop()
                 if not is_released(found):  # wgpu freed it already: forget it
-                    self._grow(size)
+                    self._grow(size, found)
                     return found
             return None
 
-    def created(self, size: int) -> None:
-        """Count a new allocation of `size` bytes as in use."""
+    def created(self, buffer: GPUBuffer, size: int) -> None:
+        """Count a new allocation, `buffer` of `size` bytes, as in use."""
         with self._lock:
-            self._grow(size)
+            self._grow(size, buffer)
 
-    def dropped(self, size: int) -> None:
-        """Count an in-use buffer of `size` bytes as freed (no longer referenced)."""
+    def dropped(self, buffer: GPUBuffer, size: int) -> None:
+        """Count an in-use `buffer` of `size` bytes as freed (no longer referenced)."""
         with self._lock:
-            self.in_use -= size
+            self._shrink(size, buffer)
 
     def give(self, buffer: GPUBuffer, size: int) -> bool:
         """Keep an in-use `buffer` for reuse; False when the pool is full (the caller drops
         it, and it is counted freed)."""
         with self._lock:
-            self.in_use -= size
+            self._shrink(size, buffer)
             if self.idle_bytes + size > self.limit:
                 return False
             self._free.setdefault(size, []).append(buffer)
@@ -117,11 +127,12 @@ class BufferPool:
         taken: dict[int, int] = {}
         with self._lock:
             for size, idle in self._free.items():
-                kept = [b for b in idle if id(b) not in wanted]
-                taken.update((id(b), size) for b in idle if id(b) in wanted)
-                self.idle_bytes -= size * (len(idle) - len(kept))
-                self.in_use += size * (len(idle) - len(kept))
-                idle[:] = kept
+                for b in idle:
+                    if id(b) in wanted:
+                        taken[id(b)] = size
+                        self.idle_bytes -= size
+                        self._grow(size, b, pinned=True)
+                idle[:] = [b for b in idle if id(b) not in taken]
         return taken
 
     def clear(self, nbytes: int | None = None, keep: Container[int] = ()) -> list[GPUBuffer]:
