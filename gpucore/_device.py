@@ -146,14 +146,16 @@ class Device:
         Returns (buffer, allocated size); hand both back with `release`.
         """
         size = size_class(nbytes, self.limits["max-buffer-size"])
-        if (found := self.pool.take(size)) is not None:
-            return found, size
-        self.check_limit("max-buffer-size", size, f"{label} ({nbytes:,} bytes)")
-        if (found := self.memory_limit.make_room(size, label)) is not None:
-            return found, size
-        buffer = self.wgpu.create_buffer(label=label, size=size, usage=usage)
-        self.buffers_created += 1
-        self.pool.created(buffer, size)
+        buffer = self.pool.take(size)
+        if buffer is None:
+            self.check_limit("max-buffer-size", size, f"{label} ({nbytes:,} bytes)")
+            buffer = self.memory_limit.make_room(size, label)
+        if buffer is None:
+            buffer = self.wgpu.create_buffer(label=label, size=size, usage=usage)
+            self.buffers_created += 1
+            self.pool.created(buffer, size)
+        if (capture := self._capture) is not None:
+            capture.add_alloc(buffer)  # a new value: lets the capture share buffers
         return buffer, size
 
     def release(self, buffer: GPUBuffer, size: int) -> None:

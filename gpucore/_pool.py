@@ -4,7 +4,7 @@ count of the device memory it and the live buffers hold (`Device.memory_stats()`
 from __future__ import annotations
 
 import threading
-from collections.abc import Container, Iterable
+from collections.abc import Callable, Container, Iterable
 from dataclasses import asdict, dataclass
 
 from wgpu.classes import GPUBuffer
@@ -119,16 +119,22 @@ class BufferPool:
             self.idle_bytes += size
             return True
 
-    def discard(self, buffers: Iterable[GPUBuffer]) -> dict[int, int]:
+    def discard(self, buffers: Iterable[GPUBuffer],
+                choose: Callable[[dict[int, int]], Container[int]] | None = None
+                ) -> dict[int, int]:
         """Take these buffers (any iterable of wgpu buffers) out of the idle lists, if there:
         a capture that replays into them must not see them handed to anyone else (so they
-        count as in use). Returns {id(buffer): size class} of those taken out."""
+        count as in use). `choose({id: size class} of those idle)` (under the pool's lock)
+        picks the ids to take; None: all. Returns {id(buffer): size class} of those taken."""
         wanted = {id(b) for b in buffers}
-        taken: dict[int, int] = {}
         with self._lock:
+            idle_sizes = {id(b): size for size, idle in self._free.items() for b in idle
+                          if id(b) in wanted}
+            chosen = idle_sizes if choose is None else choose(idle_sizes)
+            taken: dict[int, int] = {}
             for size, idle in self._free.items():
                 for b in idle:
-                    if id(b) in wanted:
+                    if id(b) in chosen and id(b) in wanted:
                         taken[id(b)] = size
                         self.idle_bytes -= size
                         self._grow(size, b, pinned=True)
