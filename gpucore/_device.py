@@ -23,7 +23,7 @@ from ._bindings import BindGroupCache
 from ._capture import Capture, CaptureError
 from ._errors import DeviceLimitError, GpuError, lost_or_gpu_error
 from ._limit import MemoryLimit
-from ._pool import BufferPool, MemoryStats, is_released, size_class
+from ._pool import BufferPool, MemoryStats, exact_size, is_released, size_class
 from ._profile import Profile
 from ._staging import Staging
 from ._stream import Event, Stream
@@ -140,12 +140,14 @@ class Device:
             raise DeviceLimitError(limit, value, requested, what)
 
     # -- memory -----------------------------------------------------------------------
-    def allocate(self, nbytes: int, usage: int, label: str) -> tuple[GPUBuffer, int]:
-        """A wgpu buffer of at least `nbytes`, from the pool when one is idle.
+    def allocate(self, nbytes: int, usage: int, label: str,
+                 exact: bool = False) -> tuple[GPUBuffer, int]:
+        """A wgpu buffer of at least `nbytes`, from the pool when one is idle: of its size
+        class, or with `exact` (a buffer kept for long: weights) of `nbytes` in 256-byte steps.
 
         Returns (buffer, allocated size); hand both back with `release`.
         """
-        size = size_class(nbytes, self.limits["max-buffer-size"])
+        size = exact_size(nbytes) if exact else size_class(nbytes, self.limits["max-buffer-size"])
         buffer = self.pool.take(size)
         if buffer is None:
             self.check_limit("max-buffer-size", size, f"{label} ({nbytes:,} bytes)")

@@ -175,3 +175,21 @@ def test_trace_memory_names_the_stage_and_the_origins_at_the_peak(dev: gpucore.D
     with gpucore.trace_memory(dev), pytest.raises(RuntimeError, match="already open"):
         with gpucore.trace_memory(dev):
             pass
+
+
+def test_read_only_buffers_take_their_own_size_and_come_back_to_it(dev: gpucore.Device) -> None:
+    """Weights (read_only) are kept, not reused: allocated at their bytes in 256-byte steps,
+    not a size class; one freed is pooled for a read-only buffer of the same size only."""
+    s0 = dev.memory_stats()
+    own = -(-LARGE * 4 // 256) * 256
+    assert own < _cls(dev, LARGE)
+    weight = Buffer.empty(LARGE, device=dev, read_only=True)
+    assert dev.memory_stats().allocated == s0.allocated + own
+    kept = weight.wgpu
+    del weight
+    assert dev.memory_stats().pooled == own
+    again = Buffer.empty(LARGE, device=dev, read_only=True)  # an offloaded weight back
+    assert again.wgpu is kept
+    activation = Buffer.empty(LARGE, device=dev)
+    assert activation.wgpu is not kept
+    assert dev.memory_stats().allocated == s0.allocated + own + _cls(dev, LARGE)
