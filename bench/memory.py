@@ -8,15 +8,19 @@ pool's idle buffers), peaks above what was in use before the model. Theirs:
 elsewhere). `--quick`: tiny models at 64x64 and 2 steps (a smoke run on any adapter).
 Row sd15-q8_0: SD 1.5 with its UNet from a Q8_0 GGUF (weights kept quantized); unet_gib is
 the UNet's weights alone. BENCH_MEMORY_MODELS=sd15 (sd15-q8_0, sdxl; comma-separated) keeps
-only those rows.
+only those rows. BENCH_MEMORY_TRACE=1 runs our txt2img under gpucore.trace_memory: each
+stage's high (text encoder, UNet, VAE decode) goes in the row as ours_stages_gib, and what is
+live at the peak, by origin, is printed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +119,34 @@ def _quantized_unet(pipe: Any, root: Path, device: gpucore.Device, format: str) 
     return load_unet_gguf(path, dtype=dtype, device=device, config=dict(pipe.unet.config))
 
 
+@contextlib.contextmanager
+def _staged(device: gpucore.Device) -> Iterator[gpucore.MemoryTrace | None]:
+    """gpucore.trace_memory over the block with the models' calls as its stages, when
+    BENCH_MEMORY_TRACE is set (else None)."""
+    if not os.environ.get("BENCH_MEMORY_TRACE"):
+        yield None
+        return
+    from diffusion.models import AutoencoderKL, CLIPTextModel, UNet2DConditionModel
+
+    calls = [(CLIPTextModel, "__call__", "text encoder"), (UNet2DConditionModel, "__call__",
+             "unet"), (AutoencoderKL, "decode", "vae decode")]
+    originals = [getattr(cls, name) for cls, name, _ in calls]
+    with gpucore.trace_memory(device, skip=("gpustd",)) as trace:
+        def stage(method: Any, label: str) -> Any:
+            def run(*args: Any, **kwargs: Any) -> Any:
+                with trace.stage(label):
+                    return method(*args, **kwargs)
+            return run
+
+        for (cls, name, label), method in zip(calls, originals):
+            setattr(cls, name, stage(method, label))
+        try:
+            yield trace
+        finally:
+            for (cls, name, _), method in zip(calls, originals):
+                setattr(cls, name, method)
+
+
 def _ours(root: Path, device: gpucore.Device, settings: dict[str, Any],
           quantize: str | None = None) -> dict[str, float | None]:
     """Our load and txt2img peaks (GiB above the use before loading): memory_stats', and with
@@ -138,10 +170,14 @@ def _ours(root: Path, device: gpucore.Device, settings: dict[str, Any],
     loaded = device.memory_stats()
     unet_gib = _unet_gib(pipe.unet)
     device.reset_peak_memory()
-    with _PeakMemory(cuda, settled) as run_driver:
+    with _PeakMemory(cuda, settled) as run_driver, _staged(device) as trace:
         pipe.txt2img(**settings, sampler="Euler")
         device.synchronize()
     done = device.memory_stats()
+    stages = None
+    if trace is not None:
+        print(trace.report(), flush=True)
+        stages = {label or "other": (high - base) / GIB for label, high in trace.stages.items()}
     pipe = None
     _settled_use(device, cuda)
     load_peak = None if quantize else (loaded.peak_reserved - base) / GIB
@@ -150,7 +186,8 @@ def _ours(root: Path, device: gpucore.Device, settings: dict[str, Any],
             "ours_txt2img_peak_gib": (done.peak_allocated - base) / GIB,
             "ours_txt2img_reserved_gib": (done.peak_reserved - base) / GIB,
             "driver_load_peak_gib": None if quantize else _or_none(load_driver.peak),
-            "driver_txt2img_peak_gib": _or_none(run_driver.peak)}
+            "driver_txt2img_peak_gib": _or_none(run_driver.peak),
+            **({"ours_stages_gib": stages} if stages else {})}
 
 
 def _theirs(root: Path, sdxl: bool, settings: dict[str, Any]) -> dict[str, float | None]:
