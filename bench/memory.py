@@ -10,7 +10,10 @@ Row sd15-q8_0: SD 1.5 with its UNet from a Q8_0 GGUF (weights kept quantized); u
 the UNet's weights alone. BENCH_MEMORY_MODELS=sd15 (sd15-q8_0, sdxl; comma-separated) keeps
 only those rows. BENCH_MEMORY_TRACE=1 runs our txt2img under gpucore.trace_memory: each
 stage's high (text encoder, UNet, VAE decode) goes in the row as ours_stages_gib, and what is
-live at the peak, by origin, is printed.
+live at the peak, by origin, is printed. BENCH_MEMORY_STEPS=N: N steps. BENCH_MEMORY_DRY=1
+(wgpu-native only): our dispatches are recorded but none runs, so a CPU adapter traces a
+full-size picture's allocations in seconds (sizes and lifetimes as in a real run, values
+zeros: a measuring aid, never a result to compare speed or pictures with).
 """
 
 from __future__ import annotations
@@ -147,6 +150,30 @@ def _staged(device: gpucore.Device) -> Iterator[gpucore.MemoryTrace | None]:
                 setattr(cls, name, method)
 
 
+@contextlib.contextmanager
+def _dry(wanted: bool) -> Iterator[None]:
+    """With `wanted` (BENCH_MEMORY_DRY), wgpu-native's compute passes drop their dispatches
+    (replays included) and prompt weighting skips its mean rescaling (zeros / zeros)."""
+    if not wanted:
+        yield
+        return
+    import wgpu.backends.wgpu_native._api as native
+
+    from diffusion.text import conditioning
+
+    patches = [(native.GPUComputePassEncoder, "dispatch_workgroups", lambda self, *a: None),
+               (gpucore._capture, "NATIVE_REPLAY", False),
+               (conditioning, "_apply_emphasis", lambda z, *a: z)]
+    saved = [getattr(owner, name) for owner, name, _ in patches]
+    for owner, name, value in patches:
+        setattr(owner, name, value)
+    try:
+        yield
+    finally:
+        for (owner, name, _), value in zip(patches, saved):
+            setattr(owner, name, value)
+
+
 def _ours(root: Path, device: gpucore.Device, settings: dict[str, Any],
           quantize: str | None = None) -> dict[str, float | None]:
     """Our load and txt2img peaks (GiB above the use before loading): memory_stats', and with
@@ -226,7 +253,7 @@ def _theirs(root: Path, sdxl: bool, settings: dict[str, Any]) -> dict[str, float
 def run(quick: bool = False) -> dict[str, Any]:
     device = gpucore.default_device()
     wanted = os.environ.get("BENCH_MEMORY_MODELS", "sd15,sd15-q8_0,sdxl").split(",")
-    steps = 2 if quick else 20
+    steps = int(os.environ.get("BENCH_MEMORY_STEPS", 2 if quick else 20))
     rows = []
     for model, sdxl, size, write in (("sd15", False, 512, write_sd15_folder),
                                      ("sd15-q8_0", False, 512, write_sd15_folder),
@@ -240,9 +267,10 @@ def run(quick: bool = False) -> dict[str, Any]:
         with tempfile.TemporaryDirectory() as tmp:
             root = Path(tmp)
             write(root, quick)
+            with _dry(bool(os.environ.get("BENCH_MEMORY_DRY"))):
+                ours = _ours(root, device, settings, quantize)
             row: dict[str, Any] = {"model": model, "size": f"{size}x{size}", "steps": steps,
-                                   **_ours(root, device, settings, quantize),
-                                   **_theirs(root, sdxl, settings)}
+                                   **ours, **_theirs(root, sdxl, settings)}
         theirs = row["diffusers_txt2img_peak_gib"]
         row["txt2img_vs_diffusers"] = row["ours_txt2img_peak_gib"] / theirs if theirs else None
         rows.append(row)
