@@ -10,15 +10,22 @@ Row sd15-q8_0: SD 1.5 with its UNet from a Q8_0 GGUF (weights kept quantized); u
 the UNet's weights alone; gguf_unet_loaded_gib / gguf_unet_load_peak_gib: what loading that
 GGUF holds and its peak, above what was held before it (target: peak <= 1.1x loaded; the
 float UNet built first made it the float size). BENCH_MEMORY_MODELS=sd15 (sd15-q8_0, sdxl;
-comma-separated) keeps only those rows.
+comma-separated) keeps only those rows. BENCH_MEMORY_TRACE=1 runs our txt2img under gpucore.trace_memory: each
+stage's high (text encoder, UNet, VAE decode) goes in the row as ours_stages_gib, and what is
+live at the peak, by origin, is printed. BENCH_MEMORY_STEPS=N: N steps. BENCH_MEMORY_DRY=1
+(wgpu-native only): our dispatches are recorded but none runs, so a CPU adapter traces a
+full-size picture's allocations in seconds (sizes and lifetimes as in a real run, values
+zeros: a measuring aid, never a result to compare speed or pictures with).
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -130,6 +137,58 @@ def _quantized_unet(pipe: Any, root: Path, device: gpucore.Device, format: str
     return quantized, load
 
 
+@contextlib.contextmanager
+def _staged(device: gpucore.Device) -> Iterator[gpucore.MemoryTrace | None]:
+    """gpucore.trace_memory over the block with the models' calls as its stages, when
+    BENCH_MEMORY_TRACE is set (else None)."""
+    if not os.environ.get("BENCH_MEMORY_TRACE"):
+        yield None
+        return
+    from diffusion.models import AutoencoderKL, CLIPTextModel, UNet2DConditionModel
+
+    calls = [(CLIPTextModel, "__call__", "text encoder"), (UNet2DConditionModel, "__call__",
+             "unet"), (AutoencoderKL, "decode", "vae decode")]
+    originals = [getattr(cls, name) for cls, name, _ in calls]
+    with gpucore.trace_memory(device, skip=("gpustd",)) as trace:
+        def stage(method: Any, label: str) -> Any:
+            def run(*args: Any, **kwargs: Any) -> Any:
+                with trace.stage(label):
+                    return method(*args, **kwargs)
+            return run
+
+        for (cls, name, label), method in zip(calls, originals):
+            setattr(cls, name, stage(method, label))
+        try:
+            yield trace
+        finally:
+            for (cls, name, _), method in zip(calls, originals):
+                setattr(cls, name, method)
+
+
+@contextlib.contextmanager
+def _dry(wanted: bool) -> Iterator[None]:
+    """With `wanted` (BENCH_MEMORY_DRY), wgpu-native's compute passes drop their dispatches
+    (replays included) and prompt weighting skips its mean rescaling (zeros / zeros)."""
+    if not wanted:
+        yield
+        return
+    import wgpu.backends.wgpu_native._api as native
+
+    from diffusion.text import conditioning
+
+    patches = [(native.GPUComputePassEncoder, "dispatch_workgroups", lambda self, *a: None),
+               (gpucore._capture, "NATIVE_REPLAY", False),
+               (conditioning, "_apply_emphasis", lambda z, *a: z)]
+    saved = [getattr(owner, name) for owner, name, _ in patches]
+    for owner, name, value in patches:
+        setattr(owner, name, value)
+    try:
+        yield
+    finally:
+        for (owner, name, _), value in zip(patches, saved):
+            setattr(owner, name, value)
+
+
 def _ours(root: Path, device: gpucore.Device, settings: dict[str, Any],
           quantize: str | None = None) -> dict[str, float | None]:
     """Our load and txt2img peaks (GiB above the use before loading): memory_stats', and with
@@ -154,10 +213,14 @@ def _ours(root: Path, device: gpucore.Device, settings: dict[str, Any],
     loaded = device.memory_stats()
     unet_gib = _unet_gib(pipe.unet)
     device.reset_peak_memory()
-    with _PeakMemory(cuda, settled) as run_driver:
+    with _PeakMemory(cuda, settled) as run_driver, _staged(device) as trace:
         pipe.txt2img(**settings, sampler="Euler")
         device.synchronize()
     done = device.memory_stats()
+    stages = None
+    if trace is not None:
+        print(trace.report(), flush=True)
+        stages = {label or "other": (high - base) / GIB for label, high in trace.stages.items()}
     pipe = None
     _settled_use(device, cuda)
     load_peak = None if quantize else (loaded.peak_reserved - base) / GIB
@@ -166,7 +229,8 @@ def _ours(root: Path, device: gpucore.Device, settings: dict[str, Any],
             "ours_txt2img_peak_gib": (done.peak_allocated - base) / GIB,
             "ours_txt2img_reserved_gib": (done.peak_reserved - base) / GIB,
             "driver_load_peak_gib": None if quantize else _or_none(load_driver.peak),
-            "driver_txt2img_peak_gib": _or_none(run_driver.peak), **gguf_load}
+            "driver_txt2img_peak_gib": _or_none(run_driver.peak), **gguf_load,
+            **({"ours_stages_gib": stages} if stages else {})}
 
 
 def _theirs(root: Path, sdxl: bool, settings: dict[str, Any]) -> dict[str, float | None]:
@@ -205,7 +269,7 @@ def _theirs(root: Path, sdxl: bool, settings: dict[str, Any]) -> dict[str, float
 def run(quick: bool = False) -> dict[str, Any]:
     device = gpucore.default_device()
     wanted = os.environ.get("BENCH_MEMORY_MODELS", "sd15,sd15-q8_0,sdxl").split(",")
-    steps = 2 if quick else 20
+    steps = int(os.environ.get("BENCH_MEMORY_STEPS", 2 if quick else 20))
     rows = []
     for model, sdxl, size, write in (("sd15", False, 512, write_sd15_folder),
                                      ("sd15-q8_0", False, 512, write_sd15_folder),
@@ -219,9 +283,10 @@ def run(quick: bool = False) -> dict[str, Any]:
         with tempfile.TemporaryDirectory() as tmp:
             root = Path(tmp)
             write(root, quick)
+            with _dry(bool(os.environ.get("BENCH_MEMORY_DRY"))):
+                ours = _ours(root, device, settings, quantize)
             row: dict[str, Any] = {"model": model, "size": f"{size}x{size}", "steps": steps,
-                                   **_ours(root, device, settings, quantize),
-                                   **_theirs(root, sdxl, settings)}
+                                   **ours, **_theirs(root, sdxl, settings)}
         theirs = row["diffusers_txt2img_peak_gib"]
         row["txt2img_vs_diffusers"] = row["ours_txt2img_peak_gib"] / theirs if theirs else None
         rows.append(row)

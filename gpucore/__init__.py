@@ -4,9 +4,10 @@ Device (one adapter + device, real limits, optional features), Buffer[T] (typed 
 Kernel (a WGSL entry point with a checked signature), batched dispatch and profiling.
 
 Modules, each below the ones that use it: `_runtime` (wgpu-native or Dawn, what differs
-between them) and `_adapters` (finding and choosing an adapter); `_pool`, `_limit`,
-`_bindings`, `_stream`, `_capture`, `_profile` (buffer pool, its cap, bind groups and params,
-streams and events, capture and replay, timestamps), which `_device` (Device) ties together;
+between them) and `_adapters` (finding and choosing an adapter); `_memtrace`, `_pool`,
+`_limit`, `_bindings`, `_stream`, `_capture`, `_profile` (where memory goes, buffer pool, its
+cap, bind groups and params, streams and events, capture and replay, timestamps), which
+`_device` (Device) ties together;
 `_buffer` (Buffer) and `_kernel` (Kernel, with `_wgsl` reading shaders' signatures) on top;
 `_group` (several devices) and `_autotune` above those; `_teardown` releases dead Devices'
 wgpu devices at a safe point. gpucore knows nothing of ops.
@@ -32,6 +33,7 @@ from ._errors import (
 )
 from ._group import DeviceGroup, open_devices, split_sizes
 from ._kernel import Kernel, fold_grid, shader_path, shader_source
+from ._memtrace import MemoryTrace, trace_memory
 from ._pool import MemoryStats
 from ._profile import Profile
 from ._stream import Event, Stream
@@ -55,6 +57,7 @@ __all__ = [
     "Kernel",
     "MemoryLimitError",
     "MemoryStats",
+    "MemoryTrace",
     "NoAdapterError",
     "Profile",
     "ShaderCompileError",
@@ -70,6 +73,7 @@ __all__ = [
     "shader_source",
     "split_sizes",
     "synchronize",
+    "trace_memory",
     "wgsl_scalar",
 ]
 

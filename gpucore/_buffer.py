@@ -31,7 +31,8 @@ class Buffer(Generic[T]):
     Generic for type checkers (`Buffer[np.float32]`); the dtype is also kept at run time and
     kernels check it against the WGSL element type of the binding before any GPU work.
     `read_only=True` marks data no kernel may write (weights, constants): binding it to a
-    `read_write` variable raises.
+    `read_write` variable raises, and it takes its own size (256-byte steps) rather than a
+    pool size class, since it is kept rather than reused.
 
     `host_copy`: a host array its owner knows equals the contents (None: not known). Whoever
     moves weights off the device sets it after an upload so the next offload need not read
@@ -63,8 +64,9 @@ class Buffer(Generic[T]):
         self.read_only = read_only
         self.id = next(_ids)
         self.device.check_limit("max-buffer-size", _padded(self.nbytes), "this buffer")
+        # read-only data (weights, constants) is kept, not reused: no size-class slack
         self.wgpu, self._size_class = self.device.allocate(
-            _padded(self.nbytes), _USAGE, label or f"buffer{self.id}"
+            _padded(self.nbytes), _USAGE, label or f"buffer{self.id}", exact=read_only
         )
 
     def __del__(self) -> None:

@@ -39,6 +39,7 @@ from wgpu.classes import (
 )
 
 from ._bindings import create_bind_group
+from ._capture_share import plan, remap
 from ._errors import GpuError
 
 if TYPE_CHECKING:
@@ -145,6 +146,10 @@ class Capture:
         self._touch(dst)
         self.commands.append(("copy", src, src_offset, dst, dst_offset, size))
 
+    def add_alloc(self, buffer: GPUBuffer) -> None:
+        """`buffer` was just handed out: what it holds from now on is a new value."""
+        self.commands.append(("alloc", buffer))
+
     def add_clear(self, buffer: GPUBuffer, size: int) -> None:
         self._touch(buffer)
         self.commands.append(("clear", buffer, size))
@@ -156,6 +161,7 @@ class Capture:
     # -- finalizing: params and host writes into buffers of the capture's own ---------
     def _finalize(self) -> None:
         dev = self.device
+        self._share_temporaries()
         stride = max(dev.limits.get("min-uniform-buffer-offset-alignment", 256), 256)
         params = [c[4] for c in self.commands if c[0] == "dispatch" and c[4] is not None]
         writes = [c[3] for c in self.commands if c[0] == "write"]
@@ -199,6 +205,24 @@ class Capture:
         self.commands = []
         pin(dev, self._buffers.values())
         self._pinned = True
+
+    def _share_temporaries(self) -> None:
+        """The call's temporaries (buffers it touched that no Buffer owns: idle in the pool
+        now) share buffers by lifetime (gpucore._capture_share); those it no longer needs
+        stay in the pool, the others are the capture's from now on."""
+        dev = self.device
+        mapping: dict[tuple[int, int], int] = {}
+
+        def hosts(idle: dict[int, int]) -> set[int]:
+            mapping.update(plan(self.commands, idle))
+            return set(mapping.values())
+
+        with dev._lock:
+            dev._orphans.update(dev.pool.discard(self._buffers.values(), choose=hosts))
+            self.commands = remap(self.commands, mapping, self._buffers)
+            kept = set(mapping.values())
+            for key in {value[0] for value in mapping} - kept:
+                del self._buffers[key]
 
     def _upload(self, blob: bytearray, usage: int, label: str) -> GPUBuffer:
         dev = self.device

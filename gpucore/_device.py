@@ -23,7 +23,7 @@ from ._bindings import BindGroupCache
 from ._capture import Capture, CaptureError
 from ._errors import DeviceLimitError, GpuError, lost_or_gpu_error
 from ._limit import MemoryLimit
-from ._pool import BufferPool, MemoryStats, is_released, size_class
+from ._pool import BufferPool, MemoryStats, exact_size, is_released, size_class
 from ._profile import Profile
 from ._staging import Staging
 from ._stream import Event, Stream
@@ -140,20 +140,24 @@ class Device:
             raise DeviceLimitError(limit, value, requested, what)
 
     # -- memory -----------------------------------------------------------------------
-    def allocate(self, nbytes: int, usage: int, label: str) -> tuple[GPUBuffer, int]:
-        """A wgpu buffer of at least `nbytes`, from the pool when one is idle.
+    def allocate(self, nbytes: int, usage: int, label: str,
+                 exact: bool = False) -> tuple[GPUBuffer, int]:
+        """A wgpu buffer of at least `nbytes`, from the pool when one is idle: of its size
+        class, or with `exact` (a buffer kept for long: weights) of `nbytes` in 256-byte steps.
 
         Returns (buffer, allocated size); hand both back with `release`.
         """
-        size = size_class(nbytes, self.limits["max-buffer-size"])
-        if (found := self.pool.take(size)) is not None:
-            return found, size
-        self.check_limit("max-buffer-size", size, f"{label} ({nbytes:,} bytes)")
-        if (found := self.memory_limit.make_room(size, label)) is not None:
-            return found, size
-        buffer = self.wgpu.create_buffer(label=label, size=size, usage=usage)
-        self.buffers_created += 1
-        self.pool.created(size)
+        size = exact_size(nbytes) if exact else size_class(nbytes, self.limits["max-buffer-size"])
+        buffer = self.pool.take(size)
+        if buffer is None:
+            self.check_limit("max-buffer-size", size, f"{label} ({nbytes:,} bytes)")
+            buffer = self.memory_limit.make_room(size, label)
+        if buffer is None:
+            buffer = self.wgpu.create_buffer(label=label, size=size, usage=usage)
+            self.buffers_created += 1
+            self.pool.created(buffer, size)
+        if (capture := self._capture) is not None:
+            capture.add_alloc(buffer)  # a new value: lets the capture share buffers
         return buffer, size
 
     def release(self, buffer: GPUBuffer, size: int) -> None:
@@ -162,7 +166,7 @@ class Device:
         A buffer a capture replays into stays with the capture; one the pool has no room
         for is dropped, with the bind groups naming it, so its memory is freed."""
         if is_released(buffer):
-            self.pool.dropped(size)
+            self.pool.dropped(buffer, size)
             return
         if id(buffer) in self._pinned:
             with self._lock:  # the capture's now: back to the pool when it is released

@@ -216,3 +216,64 @@ def test_replay_submits_in_parts_like_eager(device, monkeypatch: pytest.MonkeyPa
     got = out.read()
     monkeypatch.undo()
     np.testing.assert_array_equal(got, _chain(a, b, s).read())
+
+
+def _staircase(x: Buffer) -> Buffer:
+    """Temporaries of four size classes one after the other, each dead before the next is
+    made (the pool cannot lend one class's buffer to another)."""
+    dev, n = x.device, len(x)
+    h = x
+    for size in (n * 8, n * 4, n * 2, n):
+        t = Buffer.empty(size, device=dev)
+        ADD.dispatch(ADD.groups_for(n), h, x, t, n=n)
+        h = t
+    out = Buffer.empty(n, device=dev)
+    ADD.dispatch(ADD.groups_for(n), h, h, out, n=n)
+    return out
+
+
+def test_temporaries_share_buffers_by_lifetime(device) -> None:
+    """gpucore._capture_share: the capture keeps one buffer for temporaries whose uses do not
+    overlap (the largest hosts the smaller ones), and its replay is bitwise the eager call."""
+    rng = np.random.default_rng(7)
+    n = 20_011
+    x = Buffer.from_numpy(rng.standard_normal(n).astype(np.float32), device=device)
+    with device.capture() as graph:
+        out = _staircase(x)
+    # Each temporary is read while the next is written: two buffers (the two largest) take
+    # the four, where the pool alone kept one per size class.
+    classes = [gpucore._pool.size_class(n * k * 4, device.limits["max-buffer-size"])
+               for k in (8, 4)]
+    temporaries = set(graph._buffers) - {id(x.wgpu), id(out.wgpu)}
+    assert sorted(graph._buffers[k].size for k in temporaries) == sorted(classes)
+    x.write(rng.standard_normal(n).astype(np.float32))
+    graph.replay()
+    np.testing.assert_array_equal(out.read(), _staircase(x).read())
+
+
+def test_a_buffer_held_before_the_capture_is_not_shared(device) -> None:
+    """A Buffer made before the capture and dropped inside it holds what every replay reads
+    again: no later temporary may be placed in it, large as it is."""
+    rng = np.random.default_rng(8)
+    n = 4099
+    x = Buffer.from_numpy(rng.standard_normal(n).astype(np.float32), device=device)
+    held_data = rng.standard_normal(n * 8).astype(np.float32)
+    box = [Buffer.from_numpy(held_data, device=device)]
+
+    def call() -> Buffer:
+        t = Buffer.empty(n * 4, device=device)
+        ADD.dispatch(ADD.groups_for(n), box.pop(), x, t, n=n)  # the held Buffer dies here
+        for size in (n * 2, n):  # smaller temporaries, made after: the held one would fit them
+            u = Buffer.empty(size, device=device)
+            ADD.dispatch(ADD.groups_for(n), t, x, u, n=n)
+            t = u
+        return t
+
+    with device.capture() as graph:
+        out = call()
+    first = out.read()
+    graph.replay()
+    graph.replay()
+    np.testing.assert_array_equal(out.read(), first)
+    box.append(Buffer.from_numpy(held_data, device=device))
+    np.testing.assert_array_equal(first, call().read())

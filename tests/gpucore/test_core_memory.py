@@ -145,3 +145,51 @@ def test_memory_limit_trims_the_pool_then_evicts_then_names_the_need(
     Buffer.empty(LARGE, device=dev)  # no cap any more
     with pytest.raises(ValueError, match="bytes > 0"):
         dev.memory_limit.set(0)
+
+
+def test_trace_memory_names_the_stage_and_the_origins_at_the_peak(dev: gpucore.Device) -> None:
+    small, large = _cls(dev, SMALL), _cls(dev, LARGE)
+    base = dev.memory_stats().allocated
+    with gpucore.trace_memory(dev) as trace:
+        with trace.stage("first"):
+            a = Buffer.empty(SMALL, device=dev)
+            b = Buffer.empty(LARGE, device=dev)
+        del b
+        with trace.stage("second"):
+            c = Buffer.empty(SMALL, device=dev)
+            with trace.stage("inner"):
+                d = Buffer.empty(LARGE + 7, device=dev)  # b's pooled buffer: the peak again
+                e = Buffer.empty(SMALL + 1, device=dev)  # the peak
+        del a, c, d, e
+    assert dev.pool.trace is None
+    assert trace.peak == base + 3 * small + large
+    assert trace.peak_stage == "second/inner"
+    assert trace.stages["first"] == base + small + large
+    assert trace.stages["second"] == base + 2 * small
+    here = "test_trace_memory_names_the_stage_and_the_origins_at_the_peak > empty"
+    mine = {origin: n for origin, n in trace.at_peak.items() if origin.endswith(here)}
+    assert sorted(mine.values()) == [(1, small), (1, small), (1, small), (1, large)]
+    assert set(trace.at_peak) - set(mine) == ({"before the trace"} if base else set())
+    text = trace.report()
+    assert "in stage second/inner" in text and "1 x test_core_memory.py:" in text
+    with gpucore.trace_memory(dev), pytest.raises(RuntimeError, match="already open"):
+        with gpucore.trace_memory(dev):
+            pass
+
+
+def test_read_only_buffers_take_their_own_size_and_come_back_to_it(dev: gpucore.Device) -> None:
+    """Weights (read_only) are kept, not reused: allocated at their bytes in 256-byte steps,
+    not a size class; one freed is pooled for a read-only buffer of the same size only."""
+    s0 = dev.memory_stats()
+    own = -(-LARGE * 4 // 256) * 256
+    assert own < _cls(dev, LARGE)
+    weight = Buffer.empty(LARGE, device=dev, read_only=True)
+    assert dev.memory_stats().allocated == s0.allocated + own
+    kept = weight.wgpu
+    del weight
+    assert dev.memory_stats().pooled == own
+    again = Buffer.empty(LARGE, device=dev, read_only=True)  # an offloaded weight back
+    assert again.wgpu is kept
+    activation = Buffer.empty(LARGE, device=dev)
+    assert activation.wgpu is not kept
+    assert dev.memory_stats().allocated == s0.allocated + own + _cls(dev, LARGE)
