@@ -6,16 +6,16 @@ published configs, saved as a diffusers folder first), float16, 20 steps, CFG 7,
 pool's idle buffers), peaks above what was in use before the model. Theirs:
 `torch.cuda.max_memory_allocated` above the same baseline (CUDA only; the row says None
 elsewhere). `--quick`: tiny models at 64x64 and 2 steps (a smoke run on any adapter).
-Row sd15-q8_0: SD 1.5 with its UNet from a Q8_0 GGUF (weights kept quantized); unet_gib is
-the UNet's weights alone; gguf_unet_loaded_gib / gguf_unet_load_peak_gib: what loading that
-GGUF holds and its peak, above what was held before it (target: peak <= 1.1x loaded; the
-float UNet built first made it the float size). BENCH_MEMORY_MODELS=sd15 (sd15-q8_0, sdxl;
-comma-separated) keeps only those rows. BENCH_MEMORY_TRACE=1 runs our txt2img under gpucore.trace_memory: each
-stage's high (text encoder, UNet, VAE decode) goes in the row as ours_stages_gib, and what is
-live at the peak, by origin, is printed. BENCH_MEMORY_STEPS=N: N steps. BENCH_MEMORY_DRY=1
-(wgpu-native only): our dispatches are recorded but none runs, so a CPU adapter traces a
-full-size picture's allocations in seconds (sizes and lifetimes as in a real run, values
-zeros: a measuring aid, never a result to compare speed or pictures with).
+Row sd15-q8_0: SD 1.5 with its UNet from a Q8_0 GGUF (weights kept quantized); unet_gib is the
+UNet's weights alone; gguf_unet_loaded_gib / gguf_unet_load_peak_gib: what loading that GGUF holds
+and its peak, above what was held before it (target: peak <= 1.1x loaded; the float UNet built first
+made it the float size). BENCH_MEMORY_MODELS=sd15 (sd15-q8_0, sdxl; comma-separated) keeps only
+those rows. BENCH_MEMORY_TRACE=1 runs our txt2img under gpucore.trace_memory: each stage's high
+(text encoder, UNet, VAE decode) goes in the row as ours_stages_gib, and what is live at the peak,
+by origin, is printed. BENCH_MEMORY_STEPS=N: N steps. BENCH_MEMORY_DRY=1 (wgpu-native only): our
+dispatches are recorded but none runs, so a CPU adapter traces a full-size picture's allocations in
+seconds (sizes and lifetimes as in a real run, values zeros: a measuring aid, never a result to
+compare speed or pictures with).
 """
 
 from __future__ import annotations
