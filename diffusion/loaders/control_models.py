@@ -14,7 +14,7 @@ never becomes a path.
 
 `load_control_model` reads what a path holds and dispatches on its kind (`model_kind`):
 ControlNet, T2I-Adapter and IP-Adapter (without its image encoder: an IP-Adapter unit names
-that apart, diffusion.loaders.image_encoders).
+that apart, diffusion.server.image_encoders).
 """
 
 from __future__ import annotations

@@ -17,8 +17,8 @@ from fastapi.staticfiles import StaticFiles
 
 from ..loaders.control_models import ControlModelDir
 from ..loaders.flow_file import flow_model_family
-from ..loaders.image_encoders import ImageEncoders
 from ..text.embeddings import EmbeddingDatabase
+from .image_encoders import ImageEncoders
 from .limits import BodyLimit, add_error_handlers
 from .models_dir import ModelRegistry
 from .routers import routers

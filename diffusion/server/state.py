@@ -20,8 +20,8 @@ from fastapi.exceptions import HTTPException
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
 
 from ..loaders.control_models import ControlModelCache, ControlModelDir
-from ..loaders.image_encoders import ImageEncoders
 from ..text.embeddings import EmbeddingDatabase
+from .image_encoders import ImageEncoders
 from .models_dir import ModelRegistry
 from .worker import QueueFull, Worker, WorkerLost
 
