@@ -23,13 +23,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from .load import _env, host_rss_mib
+
 __all__ = ["measure", "run"]
 
 PROMPTS = ("a red circle on a blue background", "a green square", "two yellow triangles")
-
-
-def _env(name: str, default: str) -> str:
-    return os.environ.get(name) or default
 
 
 def measure(post: Callable[[str, dict[str, Any]], Any], get: Callable[[str], Any], *,
@@ -38,8 +36,6 @@ def measure(post: Callable[[str, dict[str, Any]], Any], get: Callable[[str], Any
     """Make `pictures` pictures through `post(path, json)` (an HTTP client's, returning the
     response) and sample memory every `every` of them with `get(path)`; returns the samples
     (picture, rss MiB, allocated and reserved bytes), the growths after `warmup` and `flat`."""
-    from .load import host_rss_mib
-
     samples: list[tuple[int, float, int, int]] = []
     start = time.perf_counter()
     for number in range(1, pictures + 1):

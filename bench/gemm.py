@@ -105,11 +105,9 @@ def run(quick: bool = False) -> dict[str, Any]:
     repeat = 3 if quick else 20
     rows = [_row(device, torch, dtype, shape, layout, repeat, rng)
             for dtype in dtypes for shape in shapes for layout in layouts]
-    environment = _harness.environment(device)
-    environment["runtime"] = device.info.runtime
     return {
         "benchmark": "gemm",
-        "environment": environment,
+        "environment": _harness.environment(device),  # names the runtime (wgpu / dawn)
         "notes": "shapes are m x k x n; ms are medians; ours_gpu_ms from timestamp queries "
                  "(ours_wall_ms adds submit + wait); TFLOPs = 2mkn / time; ratio = "
                  "baseline_ms / ours (>1: we are faster). torch runs fp32 with TF32 off; its "

@@ -113,7 +113,7 @@ def _quant(model: str, pipe: Any, root: Path, device: gpucore.Device,
     # dequantized into a scratch before its GEMM (FUSED off)
     for format in ("f16", "q8_0 fused", "q8_0 scratch", "q4_k fused", "q4_k scratch"):
         if format.endswith("fused"):
-            pipe.unet = _quantized_unet(pipe, root, device, format.split()[0])
+            pipe.unet, _ = _quantized_unet(pipe, root, device, format.split()[0])
             gc.collect()
             device.empty_pool()
         FUSED.enabled = FUSED.everywhere = not format.endswith("scratch")

@@ -94,11 +94,9 @@ def run(quick: bool = False) -> dict[str, Any]:
         for shape in QUICK if quick else SHAPES:
             if shape[1] % FORMATS[format].values == 0:
                 rows += _rows(device, format, dtype, shape, repeat, rng)
-    environment = _harness.environment(device)
-    environment["runtime"] = device.info.runtime
     return {
         "benchmark": "quant_gemm",
-        "environment": environment,
+        "environment": _harness.environment(device),  # names the runtime (wgpu / dawn)
         "notes": "gpu_ms: median of one linear layer (m tokens x k in -> n out); vs_float / "
                  "vs_scratch: time over the float16 weight's / the dequantize-then-GEMM "
                  "path's; extra_mib: bytes held above the inputs and output at the call's "

@@ -151,8 +151,7 @@ def _unit(raw: dict[str, Any], where: str, models: ControlModelDir,
         image, mask = fallback, fallback_mask if mask is None else mask
     if image is None:
         raise RequestError(f"{where}.image: missing; send the unit's picture base64-encoded")
-    encoder = _encoder(raw, where, entry.path, encoders) if raw.get(
-        "module", "none") in PREPROCESSORS else None
+    encoder = _encoder(raw, where, entry.path, encoders) if module in PREPROCESSORS else None
     processor_res = raw.get("processor_res", -1)
     if isinstance(processor_res, float) and processor_res.is_integer():
         processor_res = int(processor_res)

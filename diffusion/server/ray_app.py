@@ -145,10 +145,11 @@ class DiffusionReplica:
 
             register_upscaler_dir(upscalers)
         current = ray.get(_current().get.remote())
-        if current is not None and current["settings"] == self.key:  # the others switched
+        switched = current is not None and current["settings"] == self.key  # the others did
+        if switched:
             settings["model"] = current["model"]
         self.server = app = create_app(**settings)
-        if current is not None and current["settings"] == self.key:
+        if switched:
             app.state.server.options.update(current["options"])
         _first(app, _cluster_routes())
         return app
