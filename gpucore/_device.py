@@ -181,6 +181,8 @@ class Device:
         """What ops keep per device under `key` (scratch buffers, constant tables): made by
         `make()` on first use, dropped with the device (a module dict keyed by the device
         would keep it alive through the buffers' own reference to it)."""
+        if (found := self._kept.get(key)) is not None:
+            return found  # ops call this on every use: no lock once it is made
         with self._lock:
             if key not in self._kept:
                 self._kept[key] = make()

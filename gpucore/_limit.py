@@ -71,7 +71,7 @@ class MemoryLimit:
             over = stats.reserved + size - self.bytes
             if over <= 0:
                 return None
-            if stats.pooled and self._trim(over, stats.pooled):
+            if stats.pooled and self.trim(over, stats.pooled):
                 continue
             if self._evicting:
                 return None  # the eviction's own read-back (a weight with no host copy)
@@ -81,9 +81,10 @@ class MemoryLimit:
             if (found := self.device.pool.take(size)) is not None:
                 return found
 
-    def _trim(self, nbytes: int, pooled: int) -> bool:
-        """Drop idle buffers (at least `nbytes`); False when none could go (an open capture
-        holds every idle one)."""
+    def trim(self, nbytes: int, pooled: int) -> bool:
+        """Drop idle buffers (at least `nbytes`; `pooled`: the pool's idle bytes now); False
+        when none could go (an open capture holds every idle one). Also gpustd.nn.residency's
+        first step in making room."""
         self.device.empty_pool(nbytes)
         return self.device.memory_stats().pooled < pooled
 

@@ -155,15 +155,15 @@ class BufferPool:
         with self._lock:
             dropped: list[GPUBuffer] = []
             for size in sorted(self._free, reverse=True):
-                idle = self._free[size]
-                for buffer in list(idle):
-                    if nbytes is not None and nbytes <= 0:
-                        break
-                    if id(buffer) not in keep:
-                        idle.remove(buffer)
+                kept: list[GPUBuffer] = []
+                for buffer in self._free[size]:
+                    if (nbytes is None or nbytes > 0) and id(buffer) not in keep:
                         dropped.append(buffer)
                         self.idle_bytes -= size
                         nbytes = None if nbytes is None else nbytes - size
+                    else:
+                        kept.append(buffer)
+                self._free[size] = kept
             self._free = {size: idle for size, idle in self._free.items() if idle}
             return dropped
 

@@ -13,7 +13,6 @@ from .._tensor import Tensor
 __all__ = ["check_float", "check_same", "dummy", "kernel", "pair"]
 
 FLOATS = (np.dtype(np.float32), np.dtype(np.float16))
-_dummies: dict[tuple[int, np.dtype], Tensor] = {}
 
 
 def kernel(name: str, types: dict[str, Any] | None = None, *, entry: str = "main",
@@ -54,11 +53,8 @@ def check_same(op: str, x: Tensor, **others: Tensor | None) -> None:
 
 def dummy(x: Tensor) -> Tensor:
     """A 1-element tensor of x's dtype standing in for an absent optional binding."""
-    key = (id(x.device), x.dtype)
-    found = _dummies.get(key)
-    if found is None or found.device is not x.device:
-        found = _dummies[key] = Tensor.zeros((1,), x.dtype, device=x.device)
-    return found
+    return x.device.keep(("nn dummy", x.dtype),
+                         lambda: Tensor.zeros((1,), x.dtype, device=x.device))
 
 
 def pair(value: Any, name: str, op: str, *, minimum: int = 0) -> tuple[int, int]:

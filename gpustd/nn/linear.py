@@ -4,8 +4,11 @@ residual add, the NCHW <-> token layout change) folded into the one GEMM dispatc
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
+
+from gpucore import Buffer
 
 from .. import linalg
 from .._tensor import Tensor
@@ -159,10 +162,18 @@ def linear_geglu(x: Tensor, weight: Tensor, bias: Tensor | None = None, *,
         raise ValueError(f"{op}: weight {weight.shape} must have an even number of rows "
                          "(value and gate halves)")
     d, k = weight.shape[0] // 2, x.shape[-1]
-    device = x.device
-    if x.dtype == np.float16 and matrix_units.available(device):
+    if x.dtype == np.float16 and matrix_units.available(x.device):
         # The matrix units' GEMM (Dawn) beats the fused portable one: keep two passes there.
         return geglu(linear(x, weight, bias), approximate=approximate)
+    # both operands are read along K (x as stored, weight transposed)
+    return geglu_gemm(x, weight.buffer, bias, d, k, approximate, vec_b=k % 4 == 0)
+
+
+def geglu_gemm(x: Tensor, b: Buffer[Any], bias: Tensor | None, d: int, k: int,
+               approximate: str, *, vec_b: bool, b_format: str = "") -> Tensor:
+    """linear_geglu's one portable GEMM, its checks done: x [..., k] against the [2d, k]
+    weight in `b` (floats, or GGML blocks of `b_format`: gpustd.nn.quantized_linear)."""
+    device = x.device
     out = Tensor.empty((*x.shape[:-1], d), x.dtype, device=device)
     if out.size == 0:
         return out
@@ -171,12 +182,12 @@ def linear_geglu(x: Tensor, weight: Tensor, bias: Tensor | None = None, *,
     tile = plan.tile if plan.tile.tn == 8 else TILES["64x64"]
     if tile.workgroup_bytes > device.limits["max-compute-workgroup-storage-size"]:
         tile = TILES["64x64"]
-    vec = k % 4 == 0  # both operands are read along K (x as stored, weight transposed)
-    kernel = portable.gemm_kernel(x.dtype, tile, trans_a=False, trans_b=True, vec_a=vec,
-                                  vec_b=vec, paired=plan.paired, geglu=_GELU[approximate])
+    kernel = portable.gemm_kernel(x.dtype, tile, trans_a=False, trans_b=True,
+                                  vec_a=k % 4 == 0, vec_b=vec_b, paired=plan.paired,
+                                  geglu=_GELU[approximate], b_format=b_format)
     grid = (math.ceil(d / (tile.bn // 2)), math.ceil(m / tile.bm), 1)
     bias_buffer = bias.buffer if bias is not None else portable.no_bias(device, x.dtype)
-    portable.dispatch(kernel, grid, x.buffer, weight.buffer, bias_buffer, out.buffer, m=m, n=d,
+    portable.dispatch(kernel, grid, x.buffer, b, bias_buffer, out.buffer, m=m, n=d,
                       k=k, k_tiles_per_split=math.ceil(k / tile.bk),
                       has_bias=int(bias is not None))
     return out

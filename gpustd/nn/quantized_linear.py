@@ -13,17 +13,15 @@ for bit. Where f16 GEMMs run on the matrix units (Dawn), the scratch path keeps 
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from .._tensor import Tensor
 from ..gemm import matrix_units, portable
 from ..gemm.dispatch import record_gemm
-from ..gemm.plan import TILES, batch_plan, plan_gemm
+from ..gemm.plan import batch_plan
 from ..quant import QuantizedTensor
 from ._util import check_float, check_same
-from .linear import _GELU
+from .linear import _GELU, geglu_gemm
 
 __all__ = ["FUSED", "fuses", "quantized_linear", "quantized_linear_geglu"]
 
@@ -100,21 +98,6 @@ def quantized_linear_geglu(x: Tensor, weight: QuantizedTensor, bias: Tensor | No
     if approximate not in _GELU or weight.shape[0] % 2:
         raise ValueError(f"{op}: approximate must be 'none' or 'tanh' (got {approximate!r}) "
                          f"and the weight {weight.shape} must have an even number of rows")
-    d, k = weight.shape[0] // 2, x.shape[-1]
-    out = Tensor.empty((*x.shape[:-1], d), x.dtype, device=x.device)
-    if out.size == 0:
-        return out
-    m = out.size // d
-    plan = plan_gemm(m, 2 * d, k, 1)
-    tile = plan.tile if plan.tile.tn == 8 else TILES["64x64"]  # as linear_geglu's
-    if tile.workgroup_bytes > x.device.limits["max-compute-workgroup-storage-size"]:
-        tile = TILES["64x64"]
-    kernel = portable.gemm_kernel(x.dtype, tile, trans_a=False, trans_b=True,
-                                  vec_a=k % 4 == 0, vec_b=True, paired=plan.paired,
-                                  geglu=_GELU[approximate], b_format=weight.format)
     assert weight.blocks is not None
-    bias_buffer = bias.buffer if bias is not None else portable.no_bias(x.device, x.dtype)
-    portable.dispatch(kernel, (math.ceil(d / (tile.bn // 2)), math.ceil(m / tile.bm), 1),
-                      x.buffer, weight.blocks, bias_buffer, out.buffer, m=m, n=d, k=k,
-                      k_tiles_per_split=math.ceil(k / tile.bk), has_bias=int(bias is not None))
-    return out
+    return geglu_gemm(x, weight.blocks, bias, weight.shape[0] // 2, x.shape[-1], approximate,
+                      vec_b=True, b_format=weight.format)

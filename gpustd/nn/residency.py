@@ -152,10 +152,8 @@ class Residency:
             return
         while (over := self.device.memory_stats().reserved + need - self.budget) > 0:
             pooled = self.device.memory_stats().pooled
-            if pooled:
-                self.device.empty_pool(over)
-                if self.device.memory_stats().pooled < pooled:
-                    continue
+            if pooled and self.device.memory_limit.trim(over, pooled):
+                continue
             if not self._evict_one():
                 return  # nothing left to evict: the allocations will say what is missing
 
