@@ -21,7 +21,7 @@ from ..gemm.dispatch import record_gemm
 from ..gemm.plan import batch_plan
 from ..quant import QuantizedTensor
 from ._util import check_float, check_same
-from .linear import _GELU, geglu_gemm
+from .linear import _GELU, _check_accumulator, geglu_gemm
 
 __all__ = ["FUSED", "fuses", "quantized_linear", "quantized_linear_geglu"]
 
@@ -72,11 +72,7 @@ def quantized_linear(x: Tensor, weight: QuantizedTensor, bias: Tensor | None = N
     _check(op, x, weight, bias)
     n, k = weight.shape
     shape = (*x.shape[:-1], n)
-    if add_to is not None:
-        check_same(op, x, add_to=add_to)
-        if add_to.shape != shape:
-            raise ValueError(f"{op}: add_to must have the result's shape {shape}, got "
-                             f"{add_to.shape}")
+    _check_accumulator(op, add_to, shape, x)
     out = add_to if add_to is not None else Tensor.empty(shape, x.dtype, device=x.device)
     m = out.size // n if n else 0
     if m and n:
