@@ -71,6 +71,8 @@ def _picture(value: Any, where: str, part: str = "image") -> np.ndarray | None:
         else:
             value = value[0 if part == "image" else 1] if len(value) > (part != "image") \
                 else None
+    elif part != "image":
+        return None  # a plain base64 string is the picture alone: it carries no mask
     if value is None or value == "":
         return None
     if not isinstance(value, str):

@@ -232,3 +232,18 @@ def test_units_read_as_the_extension_reads_them(app: Any) -> None:
                                            "CLIP image encoder and this server has none: start "
                                            "it with --image-encoder PATH"):
         parse_units([ip_unit], models)
+
+
+def test_a_plain_picture_carries_no_mask() -> None:
+    """The extension's `image` is a base64 string or {image, mask}: only the second has a mask
+    (a plain string once came back as its own mask, repainting wherever the picture is bright)."""
+    from diffusion.server.controlnet_units import _picture
+
+    picture = np.zeros((8, 8, 3), np.uint8)
+    picture[2:5] = 255
+    mask = np.full((8, 8, 3), 255, np.uint8)
+    plain = png_b64(Image.fromarray(picture))
+    assert _picture(plain, "unit.image", "mask") is None
+    np.testing.assert_array_equal(_picture(plain, "unit.image"), picture)
+    both = {"image": plain, "mask": png_b64(Image.fromarray(mask))}
+    np.testing.assert_array_equal(_picture(both, "unit.image", "mask"), mask)
