@@ -31,7 +31,15 @@ from .flow_folder import FlowWeights, flow_family
 from .flux_file import is_flux_file, load_flux_file
 from .gguf_t5 import t5_gguf_refs
 from .sd3_file import is_sd3_file, load_sd3_file
-from .text_encoder_file import _CLIP_PARTS, _T5_PARTS, _t5_config, module_stem
+from .text_encoder_file import (
+    _CLIP_MARK,
+    _CLIP_PARTS,
+    _T5_MARK,
+    _T5_PARTS,
+    _t5_config,
+    _under,
+    module_stem,
+)
 
 __all__ = ["FLOW_SCHEDULERS", "flow_file_family", "flow_model_family", "load_flow_file"]
 
@@ -48,9 +56,7 @@ FLOW_SCHEDULERS: dict[str, dict[str, Any]] = {
 # the 16-channel VAEs' latent statistics (their folders' vae/config.json)
 _VAE_SCALING = {"flux": (0.3611, 0.1159), "sd3": (1.5305, 0.0609)}
 _ENCODER_PREFIX = "text_encoders.{}.transformer."
-_CLIP_MARK = "text_model.embeddings.token_embedding.weight"
 _CLIP_MARKS = (_CLIP_MARK, _CLIP_MARK.removeprefix("text_model."))  # transformers >= 5.6 saves
-_T5_MARK = "encoder.block.0.layer.0.SelfAttention.q.weight"
 
 
 def _open(path: Path) -> Any:
@@ -103,11 +109,6 @@ def _clip_config(refs: dict[str, TensorRef], role: str) -> dict[str, Any]:
     if "text_projection.weight" in refs:
         config["projection_dim"] = refs["text_projection.weight"].shape[0]
     return config
-
-
-def _under(file: SafetensorsFile, prefix: str) -> dict[str, TensorRef]:
-    return {key[len(prefix):]: TensorRef(file, key, file.shape(key))
-            for key in file.keys() if key.startswith(prefix)}
 
 
 def _parts(file: SafetensorsFile, roles: tuple[str, ...]) -> dict[str, dict[str, TensorRef]]:

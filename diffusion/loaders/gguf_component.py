@@ -5,7 +5,9 @@ T5 encoders, diffusion.loaders.gguf_t5) as easily as from a safetensors one.
 Weights whose tensors all live in other files load as `model.load_state_dict(weights)` does.
 Otherwise a tensor is kept as GGML blocks on the GPU (gpustd.nn.quantized) when its file is a
 GGUF, its stored type one the GPU keeps (gguf_file.QUANTIZED), it is read as stored (whole,
-not a row slice or swapped halves) and it is a Linear or Conv2d weight; the rest (norms, the
+not a row slice or swapped halves; unless `slices`: those are then cut from the blocks,
+`quantized_rows`, as city96's FLUX / SD3 files need, diffusion.loaders.gguf_flow) and it is
+a Linear or Conv2d weight; the rest (norms, the
 token embedding, formats read only on the host: Q2_K, Q3_K, IQ*) is dequantized on the host
 into the model's float parameters.
 
@@ -20,6 +22,8 @@ from __future__ import annotations
 import copy
 from typing import Any, TypeVar
 
+import numpy as np
+
 from gpustd.nn import Module, StateDictError, unloaded
 from gpustd.nn.deferred import UnloadedBuffer
 from gpustd.nn.quantized import set_quantized_weight
@@ -28,25 +32,40 @@ from gpustd.quant import QuantizedTensor
 from ._weights import ComponentWeights, TensorRef
 from .gguf_file import QUANTIZED, GGUFFile
 
-__all__ = ["load_component"]
+__all__ = ["load_component", "quantized_rows"]
 
 M = TypeVar("M", bound=Module)
 
 
 def _kept(name: str, ref: TensorRef) -> bool:
-    return (isinstance(ref.file, GGUFFile) and name.endswith(".weight") and ref.rows is None
-            and not ref.transposed and ref.file.format(ref.key) in QUANTIZED)
+    return (isinstance(ref.file, GGUFFile) and name.endswith(".weight") and not ref.transposed
+            and ref.file.format(ref.key) in QUANTIZED)
 
 
-def load_component(model: M, weights: ComponentWeights) -> M:
+def quantized_rows(file: GGUFFile, ref: TensorRef, *, swapped: bool) -> np.ndarray:
+    """The stored blocks of `ref`'s rows (all rows, or `ref.rows`), the two halves exchanged
+    when `swapped`: a byte slice of the matrix, each row being whole blocks."""
+    if ref.rows is None and not swapped:
+        return file.raw(ref.key)
+    rows = file.shape(ref.key)[0]
+    data = file.raw(ref.key).reshape(rows, -1)
+    if ref.rows is not None:
+        data = data[ref.rows[0]:ref.rows[1]]
+    if swapped:
+        half = data.shape[0] // 2
+        data = np.concatenate([data[half:], data[:half]])
+    return np.ascontiguousarray(data).reshape(-1)
+
+
+def load_component(model: M, weights: ComponentWeights, *, slices: bool = False) -> M:
     """`model` with `weights` loaded (module docstring); returns it. StateDictError naming
     every missing, unexpected or mis-shaped tensor, before anything is written, as
     load_state_dict. torch has no equivalent (ComfyUI-GGUF's GGMLOps layers keep the blocks
     the same way)."""
     refs: dict[str, TensorRef] = dict(weights._refs)
-    swapped = getattr(weights, "swapped", frozenset())  # halves read reordered: as floats
+    swapped = getattr(weights, "swapped", frozenset())  # halves read reordered
     kept = {name: ref for name, ref in refs.items()
-            if _kept(name, ref) and name not in swapped}
+            if _kept(name, ref) and (slices or (ref.rows is None and name not in swapped))}
     if not kept:
         model.load_state_dict(weights)
         return model
@@ -68,12 +87,13 @@ def load_component(model: M, weights: ComponentWeights) -> M:
     for name, ref in kept.items():
         param = params[name]
         file: Any = ref.file
-        weight = QuantizedTensor.from_bytes(file.raw(ref.key), ref.shape, file.format(ref.key),
+        blocks = quantized_rows(file, ref, swapped=name in swapped)
+        weight = QuantizedTensor.from_bytes(blocks, ref.shape, file.format(ref.key),
                                             dtype=param.dtype, device=param.device)
         try:
             set_quantized_weight(model, name, weight)
         except ValueError:  # an Embedding's or a norm's: expanded on the host
-            model.load_state_dict({name: file.read(ref.key).reshape(ref.shape)}, strict=False)
+            model.load_state_dict({name: weights[name]}, strict=False)
         if not isinstance(param.buffer, UnloadedBuffer):
             param.device.empty_pool()
     if left := unloaded(model):  # cannot happen: every key was checked above

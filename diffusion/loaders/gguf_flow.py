@@ -25,32 +25,16 @@ from typing import Any
 import numpy as np
 
 from gpucore import Device, as_dtype, default_device
-from gpustd.nn import StateDictError, deferred, unloaded
-from gpustd.nn.quantized import set_quantized_weight
-from gpustd.quant import QuantizedTensor
+from gpustd.nn import StateDictError, deferred
 
 from ..models import FluxTransformer2DModel, SD3Transformer2DModel
-from ._dit_file import SwappedHalvesWeights
-from ._weights import TensorRef
 from .errors import WeightsError
 from .flux_file import is_flux_file, load_flux_file
-from .gguf_file import QUANTIZED, GGUFFile
+from .gguf_component import load_component, quantized_rows
+from .gguf_file import GGUFFile
 from .sd3_file import is_sd3_file, load_sd3_file
 
-__all__ = ["load_flux_gguf", "load_sd3_gguf", "quantized_rows"]
-
-
-def quantized_rows(file: GGUFFile, ref: TensorRef, *, swapped: bool) -> np.ndarray:
-    """The stored blocks of `ref`'s rows (all rows, or `ref.rows`), the two halves exchanged
-    when `swapped`: a byte slice of the matrix, each row being whole blocks."""
-    rows = file.shape(ref.key)[0]
-    data = file.raw(ref.key).reshape(rows, -1)
-    if ref.rows is not None:
-        data = data[ref.rows[0]:ref.rows[1]]
-    if swapped:
-        half = data.shape[0] // 2
-        data = np.concatenate([data[half:], data[:half]])
-    return np.ascontiguousarray(data).reshape(-1)
+__all__ = ["load_flux_gguf", "load_sd3_gguf", "quantized_rows"]  # quantized_rows: gguf_component
 
 
 def load_flux_gguf(path: str | os.PathLike[str], *, dtype: Any = np.float32,
@@ -85,32 +69,11 @@ def _load(path: str | os.PathLike[str], family: str, recognizes: Any, mapping: A
     if not recognizes(file):  # a GGUFFile reads like a safetensors file
         raise WeightsError(f"{file.path}: not a {family} GGUF (no {family} transformer blocks; "
                            "city96's conversions of the BFL / Stability files are)")
-    weights = mapping(file, config=config)
-    assert isinstance(weights, SwappedHalvesWeights)
+    weights = mapping(file, config=config, dtype=dtype)
     with deferred():  # each parameter allocated as its values arrive: no float copy first
         model = model_class(weights.config, dtype=dtype, device=device)
-    # 1. the float tensors, through the same renaming (rows, swapped halves) as a file's
-    refs = dict(weights._refs)
-    kept = {name: ref for name, ref in refs.items()
-            if name.endswith(".weight") and file.format(ref.key) in QUANTIZED}
-    floats = {name: ref for name, ref in refs.items() if name not in kept}
-    try:
-        model.load_state_dict(SwappedHalvesWeights(
-            "transformer", weights.config, floats, swapped=weights.swapped & set(floats),
-            dtype=dtype), strict=False)
-        # 2. the quantized ones, a tensor at a time; the unloaded parameter each replaces
-        # (gpustd.nn.deferred: no GPU memory) dropped
-        for name, ref in kept.items():
-            blocks = quantized_rows(file, ref, swapped=name in weights.swapped)
-            weight = QuantizedTensor.from_bytes(blocks, ref.shape, file.format(ref.key),
-                                                dtype=dtype, device=device)
-            try:
-                set_quantized_weight(model, name, weight)
-            except ValueError:  # not a Linear / Conv2d weight: expanded on the host
-                model.load_state_dict({name: weights[name].astype(dtype)}, strict=False)
-        if left := unloaded(model):
-            raise StateDictError(f"no tensor for {', '.join(left)}")
+    try:  # the quantized matrices kept as blocks (row slices, swapped halves too); floats read
+        return load_component(model, weights, slices=True)
     except (StateDictError, KeyError, ValueError) as exc:
         raise WeightsError(f"{file.path}: the {family} transformer's tensors do not fit its "
                            f"config: {exc}") from None
-    return model

@@ -34,12 +34,17 @@ _T5_MARK = "encoder.block.0.layer.0.SelfAttention.q.weight"
 _CLIP_MARK = "text_model.embeddings.token_embedding.weight"
 
 
+def _under(file: SafetensorsFile, prefix: str) -> dict[str, TensorRef]:
+    """The file's tensors under `prefix`, named without it."""
+    return {key[len(prefix):]: TensorRef(file, key, file.shape(key))
+            for key in file.keys() if key.startswith(prefix)}
+
+
 def _refs(file: SafetensorsFile, mark: str) -> dict[str, TensorRef] | None:
     """The file's tensors under the first prefix that holds `mark`, named without it."""
     for prefix in _PREFIXES:
         if prefix + mark in file:
-            return {key[len(prefix):]: TensorRef(file, key, file.shape(key))
-                    for key in file.keys() if key.startswith(prefix)}
+            return _under(file, prefix)
     return None
 
 

@@ -58,8 +58,6 @@ def image_ids(rows: int, columns: int) -> np.ndarray:
     return ids.reshape(-1, 3)
 
 
-
-
 class FluxPipeline:
     """FLUX.1 txt2img on gpustd. Components as diffusers names them; `scheduler_config` is the
     folder's `scheduler/scheduler_config.json` (schnell: shift 1; dev: use_dynamic_shifting)."""
@@ -97,16 +95,16 @@ class FluxPipeline:
         place = {"dtype": dtype, "device": device}
 
         transformer = weights.transformer
-        quantized = transformer_file or (path if transformer is None else None)
-        if quantized is not None:
+        file = transformer_file or (path if transformer is None else None)
+        if file is not None:
             folder_config = Path(path) / "transformer" / "config.json"
             axes = (json.loads(folder_config.read_text(encoding="utf-8")).get("axes_dims_rope")
                     if folder_config.is_file() else None)
             config = {"axes_dims_rope": axes} if axes else None
-            if Path(quantized).suffix.lower() == ".gguf":
-                model = load_flux_gguf(quantized, config=config, **place)
+            if Path(file).suffix.lower() == ".gguf":
+                model = load_flux_gguf(file, config=config, **place)
             else:
-                transformer = load_flux_file(quantized, config=config)
+                transformer = load_flux_file(file, config=config)
         # every model built deferred (gpustd.nn.deferred): a parameter takes GPU memory when its
         # values arrive, so a GGUF T5 loads at its quantized size, never its float size first
         with deferred():

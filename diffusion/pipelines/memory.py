@@ -151,9 +151,8 @@ class _BudgetStep:
             except OffloadedError:
                 state.left()
             else:
-                if (residency.uploaded, residency.evictions) == moved:
-                    return out
-                state.left()  # a block left while it recorded: the replay would be stale
+                if (residency.uploaded, residency.evictions) != moved:
+                    state.left()  # a block left while it recorded: the replay would be stale
                 return out
         out = sampling.unet_call(self.unet, *args, **kwargs)
         state.steady = (residency.uploaded, residency.evictions) == moved

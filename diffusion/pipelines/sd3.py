@@ -33,8 +33,6 @@ from .flow import StepCallback, check_call, load_parts, run_euler
 __all__ = ["StableDiffusion3Pipeline"]
 
 
-
-
 class StableDiffusion3Pipeline:
     """SD3/3.5 txt2img on gpustd. `text_encoder_3` and `tokenizer_3` may be None (a folder
     without T5): its states are then zeros, as diffusers does."""
