@@ -14,7 +14,7 @@ from . import _harness
 
 BENCHMARKS = ("vector_add", "gemm", "fft", "nn", "unet", "txt2img", "vae", "sdxl", "linalg",
               "multigpu", "memory", "upscale", "flux", "controlnet", "lowvram", "load",
-              "quant_gemm", "flatness", "overhead")
+              "quant_gemm", "flatness", "overhead", "gemm_ceiling")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,180 @@
+"""Where the f16 GEMM's time goes on the matrix units: the shipped kernel against itself with
+parts of its data path taken out, beside cuBLAS, at 4096^3 (issue 25's "evidence of the bound").
+
+Each row is the kernel gpustd.gemm.matrix_units generates for one tile, with its WGSL cut:
+
+- shipped:      the kernel as it runs (checked against float64 first);
+- no_global:    `fetch()` emptied: no global loads; staging still stores (constant) registers;
+- no_staging:   `fetch()` and `stage()` emptied: per K step only the barriers, the fragments'
+                loads from workgroup memory and the multiply-accumulates;
+- no_barrier:   as no_staging without the barriers;
+- mma_only:     as no_barrier with every fragment loaded once before the K loop: the
+                multiply-accumulates of the same tile, fragments and K steps, nothing else
+                (the ceiling that ../shared/gpu/probes/subgroup_matrix_peak.py measures bare).
+
+The cut kernels compute garbage; only their time means something. The differences say what
+each stage costs where it is not hidden: shipped - no_global is global memory not hidden by
+the prefetch and occupancy; no_global - no_staging the scalar f16 stores into workgroup memory
+(WGSL cannot store a vector into `array<f16>`, which subgroupMatrixLoad requires);
+no_staging - mma_only the fragments' loads from workgroup memory and the barriers.
+GPU time by timestamp queries (gpucore profile), medians, after gpucore.autotune.warm_clock.
+Needs subgroup matrices (GPUCORE_RUNTIME=dawn on a GPU that has them); elsewhere it says so.
+BENCH_CEILING_TILES (default: the shipped tiles that 4096^3 can take) picks tiles by name,
+with field overrides ("128x128k16+ahead=2": gpustd.gemm.matrix_codegen.MatrixTile's fields);
+BENCH_CEILING_VARIANTS the cuts (default: all), BENCH_CEILING_SHAPES the products (m x k x n,
+default 4096x4096x4096), BENCH_CEILING_LAYOUTS "nn,nt" (x @ w, x @ w.T). same_bits: the shipped result equals, bit for bit, that of the first
+spec of its tile name (a tile's variants keep its accumulation order).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+
+import gpucore
+from gpucore import Kernel
+from gpustd import Tensor, linalg
+from gpustd.gemm import matrix_tuning, matrix_units
+
+from . import _harness
+
+COLUMNS = ["shape", "tile", "layout", "variant", "gpu_ms", "TFLOPs", "vs_shipped", "cublas_TFLOPs",
+           "vs_cublas", "same_bits"]
+ABLATIONS = ("shipped", "no_global", "no_staging", "no_barrier", "mma_only")
+
+
+def _empty_function(text: str, name: str) -> str:
+    """Every `fn name(...)` (and its register sets' `name_S`) left with an empty body."""
+    return re.sub(rf"fn ({name}(_\d+)?)\(([^)]*)\) \{{\n.*?\n\}}\n", r"fn \1(\3) {\n}\n", text,
+                  flags=re.S)
+
+
+def _loads_hoisted(text: str) -> str:
+    """Every `let aI/bJ = subgroupMatrixLoad(...)` of the K loop replaced by the value of its
+    first occurrence, loaded once before the loop."""
+    loads = re.findall(r"let ([ab]\d+) = (subgroupMatrixLoad<[^;]*);", text)
+    first: dict[str, str] = {}
+    for name, expr in loads:
+        first.setdefault(name, re.sub(r"cur_[ab] \+ ", "", expr))
+    text = re.sub(r"let ([ab]\d+) = subgroupMatrixLoad<[^;]*;", r"let \1 = h_\1;", text)
+    hoisted = "".join(f"  let h_{name} = {expr};\n" for name, expr in first.items())
+    return text.replace("  for (var t = 0u;", hoisted + "  for (var t = 0u;", 1)
+
+
+def ablated_source(ablation: str, *args: Any) -> str:
+    """matrix_units.source(*args) with the `ablation` (see the module's docstring) applied."""
+    text = matrix_units.source(*args)
+    if ablation == "shipped":
+        return text
+    text = _empty_function(text, "fetch")
+    if ablation == "no_global":
+        return text
+    text = _empty_function(text, "stage")
+    if ablation == "no_staging":
+        return text
+    text = text.replace("workgroupBarrier();", "")
+    if ablation == "no_barrier":
+        return text
+    return _loads_hoisted(text)
+
+
+@contextlib.contextmanager
+def _kernel_as(tile: Any, ablation: str) -> Iterator[None]:
+    """record_gemm_matrix runs `tile` with its WGSL cut by `ablation`."""
+    saved = matrix_units._kernel, matrix_tuning.gemm_tile
+
+    def kernel(*args: Any) -> Kernel:
+        return Kernel.generated(f"bench/gemm_ceiling/{ablation}", ablated_source, ablation, *args)
+
+    matrix_units._kernel = kernel  # type: ignore[assignment]
+    matrix_tuning.gemm_tile = lambda *a, **k: tile  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        matrix_units._kernel, matrix_tuning.gemm_tile = saved  # type: ignore[assignment]
+
+
+def _tile(spec: str) -> Any:
+    """A shipped tile by name, with optional field overrides: "128x128k16+ahead=2"."""
+    name, *changes = spec.split("+")
+    fields = {key: int(value) for key, value in (c.split("=") for c in changes)}
+    return replace(matrix_units.TILES[name], **fields)
+
+
+def run(quick: bool = False) -> dict[str, Any]:
+    device = gpucore.default_device()
+    result: dict[str, Any] = {"benchmark": "gemm_ceiling",
+                              "environment": _harness.environment(device),
+                              "columns": COLUMNS, "rows": []}
+    if not matrix_units.available(device):
+        result["notes"] = "no f16 subgroup matrices on this adapter (run with GPUCORE_RUNTIME=dawn)"
+        return result
+    repeat = 3 if quick else 20
+    specs = os.environ.get("BENCH_CEILING_TILES", "128x128k16,128x128,64x128").split(",")
+    ablations = os.environ.get("BENCH_CEILING_VARIANTS", ",".join(ABLATIONS)).split(",")
+    shapes = os.environ.get("BENCH_CEILING_SHAPES", "256x256x256" if quick else "4096x4096x4096")
+    torch = _harness.torch_cuda()
+    rng = np.random.default_rng(0)
+    for shape in shapes.split(","):
+        m, k, n = (int(x) for x in shape.split("x"))
+        for layout in os.environ.get("BENCH_CEILING_LAYOUTS", "nn,nt").split(","):
+            result["rows"] += _shape_rows(device, torch, rng, (m, k, n), layout, specs, ablations,
+                                          repeat)
+    return result
+
+
+def _shape_rows(device: gpucore.Device, torch: Any, rng: np.random.Generator,
+                shape: tuple[int, int, int], layout: str, specs: list[str], ablations: list[str],
+                repeat: int) -> list[dict[str, Any]]:
+    m, k, n = shape
+    trans_b = layout == "nt"
+    a = rng.standard_normal((m, k), dtype=np.float32).astype(np.float16)
+    b = rng.standard_normal((n, k) if trans_b else (k, n), dtype=np.float32).astype(np.float16)
+    ga, gb = Tensor.from_numpy(a, device=device), Tensor.from_numpy(b, device=device)
+    out = Tensor.empty((m, n), np.float16, device=device)
+    flop = 2.0 * m * k * n
+    cublas = None
+    if torch is not None:
+        ta, tb = torch.from_numpy(a).cuda(), torch.from_numpy(b).cuda()
+        rhs, tout = (tb.T if trans_b else tb), torch.empty((m, n), dtype=ta.dtype, device="cuda")
+        cublas = flop / (_harness.torch_cuda_ms(lambda: torch.matmul(ta, rhs, out=tout),
+                                                repeat=repeat) * 1e9)
+    rows: list[dict[str, Any]] = []
+    first: dict[str, np.ndarray] = {}  # per base tile: the first spec's result
+    for spec in specs:
+        tile = _tile(spec)
+        shipped_ms = None
+        for ablation in ablations:
+            with _kernel_as(tile, ablation):
+                def ours() -> None:
+                    linalg.matmul(ga, gb, trans_b=trans_b, out=out)
+                ms = _harness.ours_ms(ours, device, repeat=repeat)["gpu_ms"]
+            same = None
+            if ablation == "shipped":
+                got = out.numpy()
+                _check(got, a, b, trans_b)
+                base = first.setdefault(spec.split("+")[0], got)
+                same = bool(np.array_equal(got, base))
+                shipped_ms = ms
+            tflops = flop / (ms * 1e9)
+            rows.append({"shape": f"{m}x{k}x{n}", "tile": spec, "layout": layout,
+                         "variant": ablation, "gpu_ms": ms, "TFLOPs": tflops,
+                         "vs_shipped": shipped_ms / ms if shipped_ms else None,
+                         "cublas_TFLOPs": cublas, "vs_cublas": tflops / cublas if cublas else None,
+                         "same_bits": same})
+            print(rows[-1], flush=True)
+    return rows
+
+
+def _check(got: np.ndarray, a: np.ndarray, b: np.ndarray, trans_b: bool) -> None:
+    rows = np.linspace(0, a.shape[0] - 1, num=8, dtype=int)
+    expected = a[rows].astype(np.float64) @ (b.T if trans_b else b).astype(np.float64)
+    err = np.max(np.abs(got[rows].astype(np.float64) - expected)) / np.max(np.abs(expected))
+    if err > 2e-2:
+        raise AssertionError(f"the shipped kernel is wrong: relative error {err}")
