@@ -50,9 +50,6 @@ class MatrixTile:
     acc: the accumulators' type; "f16" only for comparison (the shipped kernels use f32).
     prefetch: the next K step's global loads issued before the current step's multiplies
     (False: load, stage, barrier, multiply, barrier; faster for 64x128 on an H100).
-    ahead: with prefetch, how many K steps the global loads run ahead of the multiplies, each
-    in its own registers (the loop unrolled that many times): the loads of step t + ahead
-    have `ahead` steps' multiplies to arrive in, not one.
     """
 
     fm: int
@@ -65,7 +62,6 @@ class MatrixTile:
     pad: int = 8
     acc: str = "f32"
     prefetch: bool = True
-    ahead: int = 1
 
     @property
     def bm(self) -> int:
@@ -84,8 +80,7 @@ class MatrixTile:
         flags = "".join(f for f, on in (("/db", self.double), ("/w8", self.wide),
                                         (f"/pad{self.pad}", self.pad != 8),
                                         ("/acc16", self.acc == "f16"),
-                                        ("/np", not self.prefetch),
-                                        (f"/ahead{self.ahead}", self.ahead > 1)) if on)
+                                        ("/np", not self.prefetch)) if on)
         return f"{self.bm}x{self.bn}/{self.wm}x{self.wn}sg/{self.fm}x{self.fn}fr/k{self.bk}{flags}"
 
     def shared_bytes(self) -> int:
@@ -132,11 +127,9 @@ class Operand:
         return at, self.k_major if self.name == "a" else not self.k_major
 
 
-def _stage_code(op: Operand, tile: MatrixTile, regs: str = ""
-                ) -> tuple[list[str], list[str], list[str]]:
+def _stage_code(op: Operand, tile: MatrixTile) -> tuple[list[str], list[str], list[str]]:
     """(private declarations, fetch statements, store statements) of one operand's staging:
-    fetch reads global memory into registers, store writes them to workgroup memory; `regs`
-    suffixes the registers' names (one set per K step in flight)."""
+    fetch reads global memory into registers, store writes them to workgroup memory."""
     rows, cols = op.staged(tile)
     per_row = cols // op.width
     count = rows * per_row
@@ -146,7 +139,7 @@ def _stage_code(op: Operand, tile: MatrixTile, regs: str = ""
     fixed = op.fixed_column(tile)
     decls, fetch, store = [], [], []
     for q in range(count // tile.threads):
-        reg = f"r{op.name}{q}{regs}"
+        reg = f"r{op.name}{q}"
         decls.append(f"var<private> {reg}: {_LOAD_TYPES[op.width]};")
         v = f"(tid + {q * tile.threads}u)"
         col = f"col_{op.name}" if fixed else f"{col0} + {v} % {per_row}u * {op.width}u"
@@ -184,8 +177,6 @@ def _main_loop(tile: MatrixTile, size_a: int, size_b: int, body: str, first: str
     """The K loop: stage, multiply, fetch the next step in between; `first` ("k_first + " in a
     split-K kernel) offsets every step's K."""
     bk = tile.bk
-    if tile.prefetch and tile.ahead > 1 and not tile.double:
-        return _ahead_loop(tile, body, first)
     if tile.double:
         return f"""  stage(0u, 0u);
   workgroupBarrier();
@@ -221,59 +212,6 @@ def _main_loop(tile: MatrixTile, size_a: int, size_b: int, body: str, first: str
   }}"""
 
 
-def _ahead_loop(tile: MatrixTile, body: str, first: str) -> str:
-    """The K loop with loads `tile.ahead` steps ahead: unrolled `ahead` times, step t + s
-    staging register set s, which then fetches step t + s + ahead (the guards are uniform:
-    `steps` is)."""
-    n, bk = tile.ahead, tile.bk
-    parts = []
-    for s in range(n):
-        step = f"""    stage_{s}(0u, 0u);
-    workgroupBarrier();
-    let cur_a = 0u;
-    let cur_b = 0u;
-    k0 = {first}(t + {s + n}u) * {bk}u;
-    if (t + {s + n}u < steps) {{ fetch_{s}(); }}
-{body}
-    workgroupBarrier();"""
-        parts.append("    {\n" + step + "\n    }" if s == 0 else
-                     f"    if (t + {s}u < steps) {{\n{step}\n    }}")
-    joined = "\n".join(parts)
-    return f"""  for (var t = 0u; t < steps; t += {n}u) {{
-{joined}
-  }}"""
-
-
-def _first_fetches(tile: MatrixTile, first: str) -> str:
-    """The loads before the K loop: step 0, or with `ahead` steps 0 .. ahead - 1."""
-    if not (tile.prefetch or tile.double):
-        return ""
-    if tile.double or tile.ahead == 1:
-        return "  fetch();"
-    return "\n".join(f"  k0 = {first}{s * tile.bk}u;\n  if ({s}u < steps) {{ fetch_{s}(); }}"
-                     for s in range(tile.ahead))
-
-
-def _staging_functions(tile: MatrixTile, a: Operand, b: Operand) -> tuple[str, str]:
-    """(private register declarations, the WGSL functions fetch/stage: one pair, or with
-    `ahead` one pair per register set, fetch_s/stage_s)."""
-    sets = tile.ahead if tile.prefetch and not tile.double else 1
-    decls, functions = [], []
-    for s in range(sets):
-        suffix = f"_{s}" if sets > 1 else ""
-        a_decl, a_fetch, a_store = _stage_code(a, tile, suffix)
-        b_decl, b_fetch, b_store = _stage_code(b, tile, suffix)
-        decls += a_decl + b_decl
-        functions.append(f"""fn fetch{suffix}() {{
-{chr(10).join(a_fetch + b_fetch)}
-}}
-
-fn stage{suffix}(at_a: u32, at_b: u32) {{
-{chr(10).join(a_store + b_store)}
-}}""")
-    return "\n".join(decls), "\n\n".join(functions)
-
-
 def kernel_source(tile: MatrixTile, a: Operand, b: Operand, *, declarations: str, setup: str,
                   extent: tuple[str, str, str], comment: str, aligned: bool = False,
                   split: str = "") -> str:
@@ -290,7 +228,8 @@ def kernel_source(tile: MatrixTile, a: Operand, b: Operand, *, declarations: str
     workgroup z walks steps [z split, (z + 1) split) of K only (the last split the rest), its
     id in store_c as `split_id`; the caller sums the splits' partial results."""
     m_total, n_total, k_total = extent
-    registers, staging = _staging_functions(tile, a, b)
+    a_decl, a_fetch, a_store = _stage_code(a, tile)
+    b_decl, b_fetch, b_store = _stage_code(b, tile)
     nbuf = 2 if tile.double else 1
     size_a = a.staged(tile)[0] * a.stride(tile)
     size_b = b.staged(tile)[0] * b.stride(tile)
@@ -316,7 +255,7 @@ enable chromium_experimental_subgroup_matrix;
 var<workgroup> sh_a: array<f16, {size_a * nbuf}>;
 var<workgroup> sh_b: array<f16, {size_b * nbuf}>;
 var<workgroup> sh_c: array<{acc}, {256 * tile.wm * tile.wn}>;
-{registers}
+{nl.join(a_decl + b_decl)}
 var<private> tid: u32;
 var<private> m0: u32;
 var<private> n0: u32;
@@ -325,7 +264,13 @@ var<private> col_a: u32;
 var<private> col_b: u32;
 {"var<private> split_id: u32;" if split else ""}
 
-{staging}
+fn fetch() {{
+{nl.join(a_fetch + b_fetch)}
+}}
+
+fn stage(at_a: u32, at_b: u32) {{
+{nl.join(a_store + b_store)}
+}}
 
 // 8 elements of one 16 x 16 fragment per lane, to store_c where inside M x N.
 fn put_fragment(row0: u32, col0: u32, at: u32, lane: u32) {{
@@ -351,7 +296,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>,
   let c_in = (sg % {tile.wn}u) * {16 * tile.fn}u;
 {nl.join(accumulators)}
 {_k_range(tile, k_total, split)}
-{_first_fetches(tile, "k_first + " if split else "")}
+{"  fetch();" if tile.prefetch or tile.double else ""}
 {_main_loop(tile, size_a, size_b, _multiply_code(tile, a, b), "k_first + " if split else "")}
 {nl.join(epilogue)}
 }}
