@@ -29,9 +29,30 @@ def llama_cpp_name(name: str) -> str:
     return f"enc.blk.{block}.{_LAYER[layer]}.weight"
 
 
+# llama.cpp's type for rows that are not whole 256-value super-blocks
+_K_FALLBACK = {"q4_k": "Q5_0", "q5_k": "Q5_1", "q6_k": "Q8_0"}
+
+
+def random_k_blocks(shape: tuple[int, int], kind: str, seed: int) -> np.ndarray:
+    """Q5_K or Q6_K super-blocks of random quants and scales for a (rows, 256 n) matrix (the
+    `gguf` package dequantizes these types but does not quantize them), their scales d (and
+    dmin) small enough that the values stay within about 0.25."""
+    rng = np.random.default_rng(seed)
+    size = {"q5_k": 176, "q6_k": 210}[kind]
+    blocks = rng.integers(0, 256, (shape[0], shape[1] // 256, size), dtype=np.uint8)
+    if kind == "q5_k":  # d, dmin (f16), 12 bytes of 6-bit scales and mins, qh, qs
+        blocks[..., 0:4] = np.array([1e-4, 1e-4], np.float16).view(np.uint8)
+    else:  # ql, qh, 16 int8 scales, d (f16)
+        blocks[..., 192:208] = rng.integers(-8, 9, (*blocks.shape[:2], 16)).astype(np.int8).view(
+            np.uint8)
+        blocks[..., 208:210] = np.array([1e-3], np.float16).view(np.uint8)
+    return blocks.reshape(shape[0], -1)
+
+
 def _blocks(values: np.ndarray, kind: str) -> tuple[Any, Any]:
     """(blocks, ggml type) of a matrix in `kind`, as llama.cpp's quantizer picks per tensor:
-    Q4_K's rows that are not whole 256-value super-blocks take Q5_0; (None, None) where the
+    a K-quant's rows that are not whole 256-value super-blocks take _K_FALLBACK's type;
+    Q5_K and Q6_K hold random blocks (random_k_blocks), not `values`; (None, None) where the
     rows are not whole blocks of the type at all (the writer keeps those F16)."""
     import gguf
 
@@ -39,7 +60,10 @@ def _blocks(values: np.ndarray, kind: str) -> tuple[Any, Any]:
 
     if kind == "q4_k" and values.shape[1] % 256 == 0:
         return quantize_q4_k(values), gguf.GGMLQuantizationType.Q4_K
-    qtype = gguf.GGMLQuantizationType["Q5_0" if kind == "q4_k" else kind.upper()]
+    if kind in ("q5_k", "q6_k") and values.shape[1] % 256 == 0:
+        return (random_k_blocks(values.shape, kind, values.size),
+                gguf.GGMLQuantizationType[kind.upper()])
+    qtype = gguf.GGMLQuantizationType[_K_FALLBACK.get(kind, kind.upper())]
     if values.shape[1] % gguf.GGML_QUANT_SIZES[qtype][0]:
         return None, None
     return gguf.quants.quantize(values, qtype), qtype

@@ -121,6 +121,34 @@ def test_t5_gguf_k_quants(first_device: gpucore.Device, tmp_path: Path) -> None:
     assert_close(ours(ids).numpy(), _reference(held, ids, config), tol=TOL)
 
 
+@pytest.mark.parametrize("kind", ["q5_k", "q6_k"])
+def test_t5_gguf_q5_k_q6_k(first_device: gpucore.Device, tmp_path: Path, kind: str) -> None:
+    """Q5_K_M / Q6_K files: the 256-wide rows in the K-quant (random blocks: gguf-py cannot
+    quantize to these types), the others in llama.cpp's fallback; kept quantized, and the
+    encoder matches transformers run on what the file dequantizes to."""
+    import transformers
+
+    from diffusion.loaders import ComponentWeights
+    from diffusion.loaders.gguf_component import load_component
+    from diffusion.loaders.text_encoder_file import _t5_config
+    from diffusion.models import T5EncoderModel
+
+    config = {**T5_TINY, "d_model": 256, "relative_attention_max_distance": 128}
+    source = transformers.T5EncoderModel(transformers.T5Config(**config))
+    path = tmp_path / f"t5-v1_1-xxl-encoder-{kind.upper()}.gguf"
+    held = write_t5_gguf(randomized(source, 17), path, kind)
+    refs = t5_gguf_refs(path)
+    with nn.deferred():
+        model = T5EncoderModel(_t5_config(refs), device=first_device)
+    ours = load_component(model, ComponentWeights("text_encoder_2", _t5_config(refs), refs))
+    formats = {name: q.format for name, q in quantized_weights(ours).items()}
+    assert formats["encoder.block.1.layer.0.SelfAttention.q.weight"] == kind  # 256 a row
+    assert formats["encoder.block.1.layer.0.SelfAttention.o.weight"] == \
+        {"q5_k": "q5_1", "q6_k": "q8_0"}[kind]  # 32 a row
+    ids = _ids(5)
+    assert_close(ours(ids).numpy(), _reference(held, ids, config), tol=TOL)
+
+
 def test_scaled_fp8_t5_as_text_encoder(first_device: gpucore.Device, flux_folder: Path,
                                        tmp_path: Path) -> None:
     path = tmp_path / "t5xxl_fp8_e4m3fn_scaled.safetensors"
