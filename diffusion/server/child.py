@@ -94,7 +94,9 @@ def main(conn: Any, env: dict[str, str], loader_blob: bytes, queries: Any = None
     _WORKER.append(worker)
     send_lock = threading.Lock()
     current: dict[str, int | None] = {"id": None}
-    told: dict[int, str] = {}  # job id -> "interrupt" / "skip" sent before it began
+    # job ids interrupted before they began (a skip then is dropped, as Worker.skip drops one
+    # for a job not running); an id leaves when its job begins or ends
+    told: set[int] = set()
     done = threading.Event()
 
     def send(message: tuple[Any, ...]) -> None:
@@ -104,7 +106,8 @@ def main(conn: Any, env: dict[str, str], loader_blob: bytes, queries: Any = None
     def execute(job_id: int, blob: bytes) -> Any:
         run = cloudpickle.loads(blob)
         current["id"] = job_id
-        if told.pop(job_id, None) == "interrupt":  # arrived while the job was queued here
+        if job_id in told:  # arrived while the job was queued here
+            told.discard(job_id)
             worker.interrupt()
         try:
             return run()
@@ -136,11 +139,14 @@ def main(conn: Any, env: dict[str, str], loader_blob: bytes, queries: Any = None
             _, job_id, blob, exclusive = message
             future = worker.submit(lambda job_id=job_id, blob=blob: execute(job_id, blob),
                                    exclusive=exclusive)
-            future.add_done_callback(
-                lambda f, job_id=job_id: send(("done", job_id, *_outcome(f))))
+            future.add_done_callback(lambda f, job_id=job_id: (
+                told.discard(job_id), send(("done", job_id, *_outcome(f)))))
         elif kind in ("interrupt", "skip"):
-            told[message[1]] = kind  # first, then the check: execute() does the reverse
-            if current["id"] == message[1]:
+            job_id = message[1]
+            if kind == "interrupt":
+                told.add(job_id)  # first, then the check: execute() does the reverse
+            if current["id"] == job_id:
+                told.discard(job_id)
                 worker.interrupt() if kind == "interrupt" else worker.skip()
         elif kind == "stop":
             break
