@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from threading import Lock
 
-from ..loaders.errors import WeightsError
 from ..loaders.module_file import MODULE_SUFFIXES, module_roles
 
 __all__ = ["ModelEntry", "ModelRegistry", "ModuleEntry", "file_sha256", "folder_sha256"]
@@ -109,8 +108,8 @@ def _module(path: Path, name: str) -> ModuleEntry | None:
         return None
     try:
         return ModuleEntry(path=path.resolve(), name=name, roles=module_roles(path))
-    except (WeightsError, OSError):
-        return None
+    except Exception:  # WeightsError, OSError, or a header no reader expects: listed as a
+        return None    # model, as before, and its load says what is wrong with it
 
 
 def _is_model_folder(path: Path) -> bool:

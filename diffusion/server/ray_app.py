@@ -169,8 +169,9 @@ class DiffusionReplica:
     async def replica_options(self, body: dict[str, Any]) -> None:
         state = self.server.state.server
         await set_options(state, body)
+        chosen = state.model or state.worker.model  # not a request's override
         await _current().put.remote({"settings": self.key, "options": dict(state.options),
-                                     "model": str(state.worker.model.path)})
+                                     "model": str(chosen.path)})
 
     def replica_model(self) -> str:
         """The path of the model this replica runs."""
