@@ -64,7 +64,8 @@ def create_app(*, model: str | os.PathLike[str] | None = None,
     `model` (or, without it, the bundled model, or else the first model in `models_dir`) is
     loaded before this returns; FileNotFoundError/WeightsError say what is wrong. `loader(path)`
     builds a StableDiffusion (default: `diffusion.load_pipeline` on the best adapter, weights
-    in `dtype`: "auto" is float16 where the adapter has matrix units, else float32).
+    in `dtype`: "auto" is float16 where the adapter has matrix units, else float32); a model
+    with module files is built by `loader(path, modules=[...])`.
     `devices` (gpucore Devices): one worker per device, each with its own pipeline, taking
     jobs from the one queue; `loader(path, device=device)` is then called once per device.
     `worker_adapters` (GPUCORE_ADAPTER values, diffusion.server.processes.worker_adapters):
