@@ -42,7 +42,7 @@ async def run_generation(state: ServerState, body: Txt2ImgRequest, kind: str) ->
         if refiner is None:
             raise RequestError(f"refiner_checkpoint {job.request.refiner!r} is not one of this "
                                f"server's models: {', '.join(state.registry.titles())}")
-    # 4. the model: the one /options chose, with override_settings' module files
+    # 4. the model: the one /options chose, or override_settings' checkpoint and modules
     wanted = _wanted_model(state, body)
     worker, cache = state.worker, state.control_cache  # what run() takes along, not the state
 
@@ -51,8 +51,9 @@ async def run_generation(state: ServerState, body: Txt2ImgRequest, kind: str) ->
     def run() -> Any:
         if wanted is not None and (worker.model is None
                                    or worker.model.identity != wanted.identity):
-            raise RequestError(f"the model could not be loaded with the modules asked for "
-                               f"({', '.join(p.name for p in wanted.modules) or 'none'})")
+            raise RequestError(f"the model asked for ({wanted.title}, modules: "
+                               f"{', '.join(p.name for p in wanted.modules) or 'none'}) could "
+                               "not be loaded")
         request = fit_to_model(job.request, job.resize_mode, worker.pipe.native_size)
         if job.control:
             request = replace(request, control=control_units(
@@ -81,15 +82,26 @@ async def run_generation(state: ServerState, body: Txt2ImgRequest, kind: str) ->
 
 
 def _wanted_model(state: ServerState, body: Txt2ImgRequest) -> ModelEntry | None:
-    """The model a request runs on: the options' (`state.model`), with the module files its
-    override_settings name in place of the options' (for this request only, as the WebUI
-    restores override settings after a request)."""
+    """The model a request runs on: the options' (`state.model`), or the checkpoint and module
+    files its override_settings name in place of the options' (for this request only, as the
+    WebUI restores override settings after a request)."""
     overrides = body.override_settings or {}
-    if state.model is None or "forge_additional_modules" not in overrides:
-        return state.model
-    modules = check_modules(overrides["forge_additional_modules"], state.registry,
-                            state.model.modules)
-    return replace(state.model, modules=modules)
+    wanted = state.model
+    if wanted is None:
+        return None
+    if "sd_model_checkpoint" in overrides:
+        name = overrides["sd_model_checkpoint"]
+        entry = state.registry.find(name) if isinstance(name, str) else None
+        if entry is None:
+            raise RequestError(f"override_settings.sd_model_checkpoint {name!r} is not one of "
+                               f"this server's models: {', '.join(state.registry.titles())} "
+                               "(see /sdapi/v1/sd-models)")
+        if entry.path != wanted.path:
+            wanted = replace(entry, modules=wanted.modules)
+    if "forge_additional_modules" in overrides:
+        wanted = replace(wanted, modules=check_modules(
+            overrides["forge_additional_modules"], state.registry, wanted.modules))
+    return wanted
 
 
 async def _parse(request: Request, model: type[Txt2ImgRequest]) -> Any:

@@ -1,11 +1,11 @@
 """Forge's `forge_additional_modules` switched by clients: /sdapi/v1/sd-modules lists the VAE
 and text encoder files of --models-dir (and not as models); a request's override_settings runs
-its picture with the modules it names and the next request is back on the options' modules;
-POST /options switches them for every request after; names outside the models folder, models
-named as modules and values of the wrong type are refused with a 422 saying what to send. The
-model identity the workers keep includes the modules, in a worker process too; and the loader
-puts an SD VAE file in place of an SD model's own, leaving out what the model has no place
-for."""
+its picture with the modules it names (and on the model its sd_model_checkpoint names) and the
+next request is back on the options'; POST /options switches them for every request after;
+names outside the models folder, models named as modules and values of the wrong type are
+refused with a 422 saying what to send. The model identity the workers keep includes the
+modules, in a worker process too; and the loader puts an SD VAE file in place of an SD
+model's own, leaving out what the model has no place for."""
 
 from __future__ import annotations
 
@@ -65,6 +65,7 @@ def served(tmp_path_factory: pytest.TempPathFactory, tiny_flux_dev: tuple[Path, 
     models = root / "models"  # Forge's layout: models in it, modules in VAE/, text_encoder/
     models.mkdir()
     (models / "flux").symlink_to(tiny_flux_dev[0] / "flux", target_is_directory=True)
+    shutil.copytree(tiny_flux_dev[0] / "flux", models / "flux-copy")  # another model
     save_file(bfl_checkpoint(tiny_flux_dev[1].transformer, "", bf16=False),
               str(models / "flux1-dev.safetensors"))
     _vae_file(models / "VAE" / "vae-other.safetensors", 21, use_quant_conv=False,
@@ -88,7 +89,7 @@ def test_modules_are_listed_apart_from_the_models(served: Any) -> None:
         {"model_name": "vae-other.safetensors",
          "filename": str((models / "VAE" / "vae-other.safetensors").resolve())}]
     names = {m["model_name"] for m in client.get("/sdapi/v1/sd-models").json()}
-    assert names == {"flux", "flux1-dev"}  # the module files are no models
+    assert names == {"flux", "flux-copy", "flux1-dev"}  # the module files are no models
     # a file added later: listed after a refresh, as checkpoints are
     shutil.copy(models / "VAE" / "vae-other.safetensors", models / "VAE" / "vae-late.safetensors")
     try:
@@ -157,6 +158,25 @@ def test_a_request_runs_with_its_modules_and_options_switch_them(served: Any) ->
     assert [p.name for p in app.state.worker.model.modules] == ["vae-other.safetensors"]
     assert client.post("/sdapi/v1/options", json={"forge_additional_modules": []}).is_success
     assert np.array_equal(picture()[0], base)
+
+
+def test_a_request_runs_on_the_checkpoint_its_override_names(served: Any) -> None:
+    """override_settings.sd_model_checkpoint: this request on that model (with the options'
+    modules), the next one back on the options' model; an unknown name is refused."""
+    from server_support import info
+
+    client, app, _, _ = served
+    response = client.post("/sdapi/v1/txt2img", json={
+        **SMALL, "override_settings": {"sd_model_checkpoint": "flux-copy"}})
+    assert response.status_code == 200, response.text
+    assert info(response)["sd_model_name"] == "flux-copy"
+    assert "Model: flux-copy" in info(response)["infotexts"][0]
+    assert app.state.options["sd_model_checkpoint"] == app.state.server.model.title
+    response = client.post("/sdapi/v1/txt2img", json=SMALL)
+    assert response.status_code == 200 and info(response)["sd_model_name"] == "flux"
+    response = client.post("/sdapi/v1/txt2img", json={
+        **SMALL, "override_settings": {"sd_model_checkpoint": "nope"}})
+    assert response.status_code == 422 and "not one of this server's models" in response.text
 
 
 def _fake_pipe(path: Path, modules: Any = (), **where: Any) -> Any:
