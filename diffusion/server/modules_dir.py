@@ -15,7 +15,6 @@ from __future__ import annotations
 from pathlib import Path, PureWindowsPath
 from typing import Any
 
-from ..loaders.errors import WeightsError
 from ..loaders.module_file import module_roles
 from .models_dir import ModelRegistry
 
@@ -41,12 +40,11 @@ def _inside(registry: ModelRegistry, value: str) -> Path | None:
     root = registry.models_dir
     if root is None:
         return None
-    path = Path(value) if Path(value).is_absolute() else root / value
-    try:
-        path = path.resolve()
-    except (OSError, RuntimeError):
+    try:  # ValueError: a NUL in the name
+        path = (Path(value) if Path(value).is_absolute() else root / value).resolve()
+        return path if path.is_relative_to(root.resolve()) and path.is_file() else None
+    except (OSError, RuntimeError, ValueError):
         return None
-    return path if path.is_relative_to(root.resolve()) and path.is_file() else None
 
 
 def choose_modules(value: Any, registry: ModelRegistry,
@@ -78,7 +76,7 @@ def _find(registry: ModelRegistry, text: str) -> Path:
     if inside is not None:
         try:
             module_roles(inside)
-        except (WeightsError, OSError) as exc:
+        except (ValueError, OSError) as exc:  # WeightsError is a ValueError
             raise ModuleChoiceError(f"forge_additional_modules {text!r}: {exc}") from None
         return inside
     # 3. a model named as a module, a path outside the models folder, or an unknown name
