@@ -33,7 +33,9 @@ def add_serve_parser(commands: Any) -> argparse.ArgumentParser:
                           "first one in --models-dir)")
     sub.add_argument("--models-dir", metavar="DIR",
                      help="diffusers folders and .safetensors files clients may switch to "
-                          "(sd_model_checkpoint in /sdapi/v1/options)")
+                          "(sd_model_checkpoint in /sdapi/v1/options), and the VAE / text "
+                          "encoder files they may load them with (Forge's "
+                          "forge_additional_modules, listed by /sdapi/v1/sd-modules)")
     add_network_options(sub)
     sub.add_argument("--text-encoder", action="append", metavar="FILE",
                      help="FLUX / SD3 models: a text encoder file in place of the model's own "

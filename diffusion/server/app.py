@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,6 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from ..loaders.control_models import ControlModelDir
-from ..loaders.flow_file import flow_model_family
 from ..text.embeddings import EmbeddingDatabase
 from .image_encoders import ImageEncoders
 from .limits import BodyLimit, add_error_handlers
@@ -64,7 +64,8 @@ def create_app(*, model: str | os.PathLike[str] | None = None,
     `model` (or, without it, the bundled model, or else the first model in `models_dir`) is
     loaded before this returns; FileNotFoundError/WeightsError say what is wrong. `loader(path)`
     builds a StableDiffusion (default: `diffusion.load_pipeline` on the best adapter, weights
-    in `dtype`: "auto" is float16 where the adapter has matrix units, else float32).
+    in `dtype`: "auto" is float16 where the adapter has matrix units, else float32); a model
+    with module files is built by `loader(path, modules=[...])`.
     `devices` (gpucore Devices): one worker per device, each with its own pipeline, taking
     jobs from the one queue; `loader(path, device=device)` is then called once per device.
     `worker_adapters` (GPUCORE_ADAPTER values, diffusion.server.processes.worker_adapters):
@@ -72,10 +73,14 @@ def create_app(*, model: str | os.PathLike[str] | None = None,
     `memory`: the MemoryMode every loaded pipeline runs in (/sdapi/v1/memory reports it).
     `controlnet_dir`: the ControlNet / T2I-Adapter / IP-Adapter models units may name;
     `image_encoders`: the CLIP image encoders IP-Adapter units read pictures with.
-    `text_encoders`: files every FLUX / SD3 model loads with (`load_pipeline`'s: T5 / CLIP in
-    place of its own, and the VAE and encoders a single file lacks); other models ignore them.
+    `text_encoders`: the module files (Forge's `forge_additional_modules`) the models load
+    with until a client chooses others (diffusion.pipelines.module_load: T5 / CLIP in place of
+    a FLUX / SD3 model's own, the VAE and encoders a single file lacks, a VAE in place of any
+    model's own; what a model has no place for is left out). The module files a client may
+    choose are these and those in `models_dir` (/sdapi/v1/sd-modules).
     """
     from .. import default_model_path, load_pipeline
+    from ..pipelines.module_load import load_with_modules
 
     users = parse_auth(api_auth)
     if model is not None and not Path(model).exists():
@@ -86,7 +91,7 @@ def create_app(*, model: str | os.PathLike[str] | None = None,
             model = default_model_path()
         except FileNotFoundError:
             model = None
-    registry = ModelRegistry(models_dir=models_dir, extra=model)
+    registry = ModelRegistry(models_dir=models_dir, extra=model, extra_modules=text_encoders)
     if not registry.entries:
         where = f" and {models_dir!s} holds no model" if models_dir else ""
         raise FileNotFoundError(
@@ -97,9 +102,9 @@ def create_app(*, model: str | os.PathLike[str] | None = None,
     encoders = ImageEncoders(image_encoders)
     if lora_dir is not None and not Path(lora_dir).is_dir():
         raise FileNotFoundError(f"--lora-dir {str(lora_dir)!r} is not a folder")
-    def load(path: Path, **where: Any) -> Any:
-        if text_encoders and flow_model_family(path) is not None:
-            where = {**where, "text_encoders": list(text_encoders)}
+    def load(path: Path, modules: Sequence[Path] = (), **where: Any) -> Any:
+        if modules:  # Forge's VAE / text encoder files (diffusion.pipelines.module_load)
+            return load_with_modules(path, modules, dtype=dtype, **where)
         return load_pipeline(path, dtype=dtype, **where)
 
     loading = _with_networks(loader or load, embeddings, lora_dir, memory)
@@ -109,7 +114,9 @@ def create_app(*, model: str | os.PathLike[str] | None = None,
         worker: Worker = ProcessWorker(loading, adapters=worker_adapters, queue_size=queue_size)
     else:
         worker = Worker(loading, queue_size=queue_size, devices=devices)
-    first = registry.entries[0]
+    # the first model, with --text-encoder's files (a request may ask for others)
+    first = replace(registry.entries[0],
+                    modules=tuple(Path(file).resolve() for file in text_encoders))
     try:
         worker.submit_load(first).result()
     except BaseException:
@@ -123,14 +130,14 @@ def create_app(*, model: str | os.PathLike[str] | None = None,
         "outdir_img2img_samples": str(Path(outputs) / "img2img-images"),
         "show_progress_every_n_steps": 1, "live_previews_enable": True,
         # Forge's VAE / Text Encoder files (as paths, as Forge keeps them): --text-encoder's
-        "forge_additional_modules": [str(Path(file).resolve()) for file in text_encoders],
+        "forge_additional_modules": [str(path) for path in first.modules],
     }
 
     state = ServerState(worker=worker, registry=registry, options=options,
                         outputs=Path(outputs), queue_size=queue_size, max_size=max_size,
                         users=users, cmd_flags=dict(cmd_flags or {}), embeddings=embeddings,
                         lora_dir=lora_dir, controlnets=controlnets,
-                        image_encoders=encoders)
+                        image_encoders=encoders, model=first)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):  # type: ignore[no-untyped-def]

@@ -21,6 +21,8 @@ from ..pipelines.sampling import SamplerOptions
 from ..samplers import lookup, resolve, schedules
 from ..upscalers.interpolation import HiresFix
 from .images import decode_image, encode_png, fit_image, prepare_mask
+from .models_dir import ModelRegistry
+from .modules_dir import ModuleChoiceError, choose_modules
 from .schemas import Img2ImgRequest, Txt2ImgRequest
 from .worker import GenerationJob, JobResult
 
@@ -83,20 +85,15 @@ def _rng(request: Txt2ImgRequest, options: dict[str, Any]) -> str:
     return "torch" if str(source).upper() == "CPU" else "numpy"
 
 
-def check_modules(value: Any, options: dict[str, Any]) -> None:
-    """Forge's `forge_additional_modules` (the VAE / text encoder files, by name or path) as
-    a client sends it in /options or override_settings: RequestError unless it names the
-    files this server runs with (`serve --text-encoder`, options' list), by file name as Forge
-    matches them; another choice would need a reload the server does not do."""
-    ours = options.get("forge_additional_modules") or []
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise RequestError(f"forge_additional_modules must be a list of file names, got "
-                           f"{value!r}")
-    if sorted(Path(v).name for v in value) != sorted(Path(v).name for v in ours):
-        names = ", ".join(Path(v).name for v in ours) or "none"
-        raise RequestError(f"forge_additional_modules {value!r} are not this server's module "
-                           f"files ({names}); they are chosen when it starts (serve "
-                           "--text-encoder FILE, repeated), not per request or by /options")
+def check_modules(value: Any, registry: ModelRegistry,
+                  current: tuple[Path, ...] = ()) -> tuple[Path, ...]:
+    """Forge's `forge_additional_modules` (VAE / text encoder files, by name or path) as a
+    client sends it in /options or override_settings -> the files (modules_dir.choose_modules:
+    `current` when it names the same ones); RequestError saying what to send otherwise."""
+    try:
+        return choose_modules(value, registry, current)
+    except ModuleChoiceError as exc:
+        raise RequestError(str(exc)) from None
 
 
 def _seed(value: int) -> int:
@@ -135,8 +132,6 @@ def build_job(request: Txt2ImgRequest, kind: str, *, options: dict[str, Any], ma
         _check_range(name, getattr(request, name))
     for name in ("width", "height"):
         _check_side(name, getattr(request, name), max_size)
-    if "forge_additional_modules" in (request.override_settings or {}):
-        check_modules(request.override_settings["forge_additional_modules"], options)
     # 2. the sampler and the WebUI's options
     sampler, schedule = resolve_sampler(request.sampler_name or request.sampler_index,
                                         request.scheduler)

@@ -7,6 +7,10 @@ to hash, so its sha256 is defined here as the sha256 of the lines `<relative pat
 the file>\\n` of every file in the folder (sorted by POSIX relative path, hidden files left out):
 stable across copies and machines, changed by any edit of any file. Requests name models only
 by title, name or hash, which are looked up in this list: a request never becomes a path.
+
+The same scan finds Forge's module files (diffusion.loaders.module_file: VAEs and text
+encoders, which Forge keeps in models/VAE and models/text_encoder): they are listed apart, by
+/sdapi/v1/sd-modules, and not as models; `serve --text-encoder` files are listed with them.
 """
 
 from __future__ import annotations
@@ -14,11 +18,14 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from threading import Lock
 
-__all__ = ["ModelEntry", "ModelRegistry", "file_sha256", "folder_sha256"]
+from ..loaders.module_file import MODULE_SUFFIXES, module_roles
+
+__all__ = ["ModelEntry", "ModelRegistry", "ModuleEntry", "file_sha256", "folder_sha256"]
 
 _CHUNK = 1 << 20
 _cache: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256
@@ -56,6 +63,13 @@ class ModelEntry:
     path: Path
     name: str  # relative name as listed ("sub/model.safetensors", "tiny-sd")
     sha256: str
+    # the module files it loads with (Forge's forge_additional_modules, resolved paths)
+    modules: tuple[Path, ...] = ()
+
+    @property
+    def identity(self) -> tuple[Path, tuple[Path, ...]]:
+        """What a loaded model is kept by: its path and its module files."""
+        return self.path, self.modules
 
     @property
     def hash(self) -> str:
@@ -75,6 +89,29 @@ class ModelEntry:
                 "sha256": self.sha256, "filename": str(self.path), "config": None}
 
 
+@dataclass(frozen=True)
+class ModuleEntry:
+    """A VAE / text encoder file a model may load with (Forge's "VAE / Text Encoder" list)."""
+
+    path: Path
+    name: str  # relative name in its folder ("VAE/ae.safetensors"); Forge lists the file name
+    roles: tuple[str, ...]  # module_roles: "vae", "clip_l", "clip_g", "t5"
+
+    def item(self) -> dict[str, str]:
+        """As Forge's /sdapi/v1/sd-modules lists it: the file name and its full path."""
+        return {"model_name": self.path.name, "filename": str(self.path)}
+
+
+def _module(path: Path, name: str) -> ModuleEntry | None:
+    """`path` as a module entry, None when it is no module file (a model, or unreadable)."""
+    if not path.name.lower().endswith(MODULE_SUFFIXES):
+        return None
+    try:
+        return ModuleEntry(path=path.resolve(), name=name, roles=module_roles(path))
+    except Exception:  # WeightsError, OSError, or a header no reader expects: listed as a
+        return None    # model, as before, and its load says what is wrong with it
+
+
 def _is_model_folder(path: Path) -> bool:
     return (path / "model_index.json").is_file()
 
@@ -84,10 +121,12 @@ def _entry(path: Path, name: str) -> ModelEntry:
     return ModelEntry(path=path.resolve(), name=name, sha256=sha)
 
 
-def _scan(root: Path) -> list[ModelEntry]:
+def _scan(root: Path) -> tuple[list[ModelEntry], list[ModuleEntry]]:
     """diffusers folders, .safetensors, .ckpt and .gguf files under `root` (Forge's checkpoint
-    suffixes: city96's FLUX / SD 3.5 GGUFs; a .ckpt is read without running its pickle)."""
+    suffixes: city96's FLUX / SD 3.5 GGUFs; a .ckpt is read without running its pickle), and
+    apart from them the module files (VAEs, text encoders)."""
     found: list[ModelEntry] = []
+    modules: list[ModuleEntry] = []
     for current, dirs, files in os.walk(root):
         here = Path(current)
         dirs.sort()
@@ -100,31 +139,45 @@ def _scan(root: Path) -> list[ModelEntry]:
         for name in sorted(files):
             if name.lower().endswith((".safetensors", ".ckpt", ".gguf")) and \
                     not name.startswith("."):
-                found.append(_entry(here / name, (here / name).relative_to(root).as_posix()))
-    return found
+                relative = (here / name).relative_to(root).as_posix()
+                if (module := _module(here / name, relative)) is not None:
+                    modules.append(module)
+                else:
+                    found.append(_entry(here / name, relative))
+    return found, modules
 
 
 class ModelRegistry:
     """The list behind /sdapi/v1/sd-models; `refresh()` rescans the models folder."""
 
     def __init__(self, *, models_dir: str | os.PathLike[str] | None = None,
-                 extra: str | os.PathLike[str] | None = None) -> None:
+                 extra: str | os.PathLike[str] | None = None,
+                 extra_modules: Sequence[str | os.PathLike[str]] = ()) -> None:
         self.models_dir = None if models_dir is None else Path(models_dir)
         self.extra = None if extra is None else Path(extra)
+        self.extra_modules = [Path(m) for m in extra_modules]  # --text-encoder's files
         self._lock = Lock()
         self.entries: list[ModelEntry] = []
+        self.modules: list[ModuleEntry] = []  # /sdapi/v1/sd-modules
         self.refresh()
 
     def refresh(self) -> list[ModelEntry]:
-        entries = []
+        """Scan the models folder again (the module files too)."""
+        entries, modules = [], []
         if self.extra is not None:
             name = self.extra.name
             entries.append(_entry(self.extra, name))
+        for file in self.extra_modules:
+            module = _module(file, file.name)
+            modules.append(module or ModuleEntry(path=file.resolve(), name=file.name, roles=()))
         if self.models_dir is not None and self.models_dir.is_dir():
             known = {e.path for e in entries}
-            entries += [e for e in _scan(self.models_dir) if e.path not in known]
+            found, more = _scan(self.models_dir)
+            entries += [e for e in found if e.path not in known]
+            known_modules = {m.path for m in modules}
+            modules += [m for m in more if m.path not in known_modules]
         with self._lock:
-            self.entries = entries
+            self.entries, self.modules = entries, modules
         return entries
 
     def find(self, name: str) -> ModelEntry | None:

@@ -157,8 +157,8 @@ class ProcessWorker(Worker):
                             "refers to must pickle") from exc
         return super().submit(lambda: blob, exclusive=exclusive)
 
-    def submit_load(self, entry: ModelEntry) -> Future:
-        return self.submit(child.LoadModel(entry), exclusive=True)
+    def _load_job(self, entry: ModelEntry) -> Callable[[], Any]:
+        return child.LoadModel(entry)  # its modules travel with it (ModelEntry.modules)
 
     def stop(self, timeout: float | None = 30.0) -> None:
         super().stop(timeout)

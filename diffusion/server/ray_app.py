@@ -10,7 +10,8 @@ holds. Most endpoints answer from the replica the proxy picks. The ones about th
 and the settings fan out to every replica (`DeploymentHandle.broadcast`), so a client reaches
 the job it means through any replica: GET /sdapi/v1/progress (the first busy replica's job,
 every running job named in `textinfo`), POST /sdapi/v1/interrupt and /skip (every running job,
-as the WebUI's act on the one it runs), POST /sdapi/v1/options (every replica switches model).
+as the WebUI's act on the one it runs), POST /sdapi/v1/options (every replica switches model
+and module files).
 Per replica: /avx/queue, a job's `saved_paths` (on that replica's machine).
 
 A replica started later (autoscaling, or Ray restarting one) runs the model and options the
@@ -146,8 +147,9 @@ class DiffusionReplica:
             register_upscaler_dir(upscalers)
         current = ray.get(_current().get.remote())
         switched = current is not None and current["settings"] == self.key  # the others did
-        if switched:
+        if switched:  # the model and module files (Forge's) the others were switched to
             settings["model"] = current["model"]
+            settings["text_encoders"] = current["options"].get("forge_additional_modules", [])
         self.server = app = create_app(**settings)
         if switched:
             app.state.server.options.update(current["options"])
@@ -167,12 +169,17 @@ class DiffusionReplica:
     async def replica_options(self, body: dict[str, Any]) -> None:
         state = self.server.state.server
         await set_options(state, body)
+        chosen = state.model or state.worker.model  # not a request's override
         await _current().put.remote({"settings": self.key, "options": dict(state.options),
-                                     "model": str(state.worker.model.path)})
+                                     "model": str(chosen.path)})
 
     def replica_model(self) -> str:
         """The path of the model this replica runs."""
         return str(self.server.state.worker.model.path)
+
+    def replica_modules(self) -> list[str]:
+        """The paths of the module files (Forge's) this replica's model runs with."""
+        return [str(path) for path in self.server.state.worker.model.modules]
 
 
 def deployment(*, replicas: int | None = None, autoscaling: dict[str, Any] | None = None,

@@ -22,7 +22,7 @@ from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from ..loaders.control_models import ControlModelCache, ControlModelDir
 from ..text.embeddings import EmbeddingDatabase
 from .image_encoders import ImageEncoders
-from .models_dir import ModelRegistry
+from .models_dir import ModelEntry, ModelRegistry
 from .worker import QueueFull, Worker, WorkerLost
 
 __all__ = ["RETRY_AFTER_S", "ServerState", "State", "authorized", "parse_auth", "submit",
@@ -50,6 +50,8 @@ class ServerState:
     controlnets: ControlModelDir = field(default_factory=lambda: ControlModelDir(None))
     control_cache: ControlModelCache = field(default_factory=ControlModelCache)
     image_encoders: ImageEncoders = field(default_factory=ImageEncoders)  # IP-Adapter units'
+    # the model and module files /options chose: what a request without overrides runs
+    model: ModelEntry | None = None
 
 
 def _state(request: Request) -> ServerState:

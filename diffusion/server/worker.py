@@ -125,6 +125,7 @@ class Worker:
                  devices: Sequence[Any] | None = None) -> None:
         self.loader = loader
         self.model: ModelEntry | None = None
+        self.planned: ModelEntry | None = None  # what the queued switches leave loaded
         self.queue_size = max(queue_size, 1)
         self.slots = [_Slot(i, d) for i, d in enumerate(devices or [None])]
         self._jobs: collections.deque[_Job] = collections.deque()
@@ -167,8 +168,22 @@ class Worker:
         return job.future
 
     def submit_load(self, entry: ModelEntry) -> Future:
-        """Queue a switch to `entry` on every device (an exclusive job)."""
-        return self.submit(lambda: self.load(entry), exclusive=True)
+        """Queue a switch to `entry` on every device (an exclusive job). `planned` is then
+        `entry`, until the switch fails (or is cancelled) while it is still the last one."""
+        future = self.submit(self._load_job(entry), exclusive=True)
+        with self._cond:
+            self.planned = entry
+
+        def settled(done: Future) -> None:
+            if done.cancelled() or done.exception() is not None:
+                with self._cond:
+                    if self.planned is entry:
+                        self.planned = self.model
+        future.add_done_callback(settled)
+        return future
+
+    def _load_job(self, entry: ModelEntry) -> Callable[[], Any]:
+        return lambda: self.load(entry)
 
     def pending(self) -> int:
         return len(self._jobs)
@@ -233,8 +248,11 @@ class Worker:
         return job.run()
 
     # -- jobs (run on a worker thread) ---------------------------------------------------
-    def _load_one(self, slot: _Slot, path: Path) -> Any:
-        return self.loader(path) if slot.device is None else self.loader(path, device=slot.device)
+    def _load_one(self, slot: _Slot, path: Path, modules: tuple[Path, ...] = ()) -> Any:
+        where: dict[str, Any] = {} if slot.device is None else {"device": slot.device}
+        if modules:  # a loader that takes no modules is never asked for any
+            where["modules"] = list(modules)
+        return self.loader(path, **where)
 
     def second_model(self, path: Path) -> Any:
         """A second model (an SDXL refiner) on the calling worker's device, loaded on first
@@ -246,16 +264,17 @@ class Worker:
         return slot.second[1]
 
     def load(self, entry: ModelEntry) -> ModelEntry:
-        """Switch every device to `entry` (all kept as they are when a load fails). Queue it
+        """Switch every device to `entry`, its model with its module files (all kept as they
+        are when a load fails; the same path with other modules is another model). Queue it
         with `submit_load`, so no job runs while the pipelines change."""
-        if self.model is not None and self.model.path == entry.path:
+        if self.model is not None and self.model.identity == entry.identity:
             return entry
         if len(self.slots) == 1:
-            pipes = [self._load_one(self.slots[0], entry.path)]
+            pipes = [self._load_one(self.slots[0], entry.path, entry.modules)]
         else:  # in parallel: reading weights and uploading them overlap across devices
             with ThreadPoolExecutor(len(self.slots)) as pool:
-                pipes = list(pool.map(lambda slot: self._load_one(slot, entry.path),
-                                      self.slots))
+                pipes = list(pool.map(
+                    lambda slot: self._load_one(slot, entry.path, entry.modules), self.slots))
         for slot, pipe in zip(self.slots, pipes, strict=True):
             slot.pipe = pipe
         self.model = entry

@@ -11,7 +11,8 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
 from ..controlnet_units import control_units, parse_units, script_args
-from ..generation import RequestError, build_job, build_response, fit_to_model
+from ..generation import RequestError, build_job, build_response, check_modules, fit_to_model
+from ..models_dir import ModelEntry
 from ..schemas import ImageResponse, Img2ImgRequest, Txt2ImgRequest
 from ..state import ServerState, State, submit, wait
 
@@ -41,11 +42,18 @@ async def run_generation(state: ServerState, body: Txt2ImgRequest, kind: str) ->
         if refiner is None:
             raise RequestError(f"refiner_checkpoint {job.request.refiner!r} is not one of this "
                                f"server's models: {', '.join(state.registry.titles())}")
+    # 4. the model: the one /options chose, or override_settings' checkpoint and modules
+    wanted = _wanted_model(state, body)
     worker, cache = state.worker, state.control_cache  # what run() takes along, not the state
 
-    # 4. on the worker, where the model is known: its size, the images fitted, the refiner,
+    # 5. on the worker, where the model is known: its size, the images fitted, the refiner,
     # the control models
     def run() -> Any:
+        if wanted is not None and (worker.model is None
+                                   or worker.model.identity != wanted.identity):
+            raise RequestError(f"the model asked for ({wanted.title}, modules: "
+                               f"{', '.join(p.name for p in wanted.modules) or 'none'}) could "
+                               "not be loaded")
         request = fit_to_model(job.request, job.resize_mode, worker.pipe.native_size)
         if job.control:
             request = replace(request, control=control_units(
@@ -57,7 +65,43 @@ async def run_generation(state: ServerState, body: Txt2ImgRequest, kind: str) ->
             request = replace(request, refiner=worker.second_model(refiner.path))
         return worker.generate(replace(job, request=request))
 
-    return build_response(body, await wait(submit(state, run)), facts)
+    # a switch first when the queue leaves another model (or other modules) loaded: this
+    # request's override, or the options' model back after another request's override
+    planned = state.worker.planned
+    switch = None
+    if wanted is not None and (planned is None or planned.identity != wanted.identity):
+        switch = submit(state, None, exclusive_load=wanted)
+    generation = submit(state, run)
+    if switch is not None:
+        try:
+            await wait(switch)
+        except BaseException:
+            generation.cancel()  # run() refuses too, should it have started
+            raise
+    return build_response(body, await wait(generation), facts)
+
+
+def _wanted_model(state: ServerState, body: Txt2ImgRequest) -> ModelEntry | None:
+    """The model a request runs on: the options' (`state.model`), or the checkpoint and module
+    files its override_settings name in place of the options' (for this request only, as the
+    WebUI restores override settings after a request)."""
+    overrides = body.override_settings or {}
+    wanted = state.model
+    if wanted is None:
+        return None
+    if "sd_model_checkpoint" in overrides:
+        name = overrides["sd_model_checkpoint"]
+        entry = state.registry.find(name) if isinstance(name, str) else None
+        if entry is None:
+            raise RequestError(f"override_settings.sd_model_checkpoint {name!r} is not one of "
+                               f"this server's models: {', '.join(state.registry.titles())} "
+                               "(see /sdapi/v1/sd-models)")
+        if entry.path != wanted.path:
+            wanted = replace(entry, modules=wanted.modules)
+    if "forge_additional_modules" in overrides:
+        wanted = replace(wanted, modules=check_modules(
+            overrides["forge_additional_modules"], state.registry, wanted.modules))
+    return wanted
 
 
 async def _parse(request: Request, model: type[Txt2ImgRequest]) -> Any:

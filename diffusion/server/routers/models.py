@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -95,8 +95,19 @@ async def sd_models(state: State) -> list[dict[str, Any]]:
     return [entry.item() for entry in state.registry.entries]
 
 
+@api.get("/sd-modules")
+async def sd_modules(state: State) -> list[dict[str, str]]:
+    """Forge's VAE / Text Encoder files: {model_name: the file name, filename: its path}."""
+    return [module.item() for module in state.registry.modules]
+
+
 @api.post("/refresh-checkpoints")
 async def refresh_checkpoints(state: State) -> None:
+    await asyncio.to_thread(state.registry.refresh)  # the module files too
+
+
+@api.post("/refresh-vae")
+async def refresh_vae(state: State) -> None:
     await asyncio.to_thread(state.registry.refresh)
 
 
@@ -118,8 +129,8 @@ async def set_options(state: State, body: Annotated[dict[str, Any], Body()]) -> 
         if body["randn_source"] not in ("GPU", "CPU", "NV"):
             raise RequestError("randn_source must be 'GPU', 'CPU' or 'NV'")
         updates["randn_source"] = body["randn_source"]
-    if "forge_additional_modules" in body:
-        check_modules(body["forge_additional_modules"], state.options)
+    before = state.model
+    chosen = before
     if "sd_model_checkpoint" in body:
         name = body["sd_model_checkpoint"]
         entry = state.registry.find(name) if isinstance(name, str) else None
@@ -128,8 +139,20 @@ async def set_options(state: State, body: Annotated[dict[str, Any], Body()]) -> 
                                f"models: {', '.join(state.registry.titles())} (see "
                                "/sdapi/v1/sd-models; POST /sdapi/v1/refresh-checkpoints after "
                                "adding one to --models-dir)")
-        await wait(submit(state, None, exclusive_load=entry))
-        updates.update(sd_model_checkpoint=entry.title, sd_checkpoint_hash=entry.sha256)
+        chosen = replace(entry, modules=before.modules if before is not None else ())
+    if "forge_additional_modules" in body and chosen is not None:
+        chosen = replace(chosen, modules=check_modules(
+            body["forge_additional_modules"], state.registry, chosen.modules))
+    if chosen is not None and chosen != before:
+        state.model = chosen  # first: requests queued from now on want it
+        try:
+            await wait(submit(state, None, exclusive_load=chosen))
+        except BaseException:
+            if state.model is chosen:
+                state.model = before
+            raise
+        updates.update(sd_model_checkpoint=chosen.title, sd_checkpoint_hash=chosen.sha256,
+                       forge_additional_modules=[str(path) for path in chosen.modules])
     state.options.update(updates)  # unknown or unsupported options are accepted and ignored
 
 

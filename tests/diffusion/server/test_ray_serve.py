@@ -117,7 +117,19 @@ def test_progress_merges_the_busy_replicas() -> None:
     assert merged["textinfo"] == "replica 1: txt2img: step 5/10; replica 2: txt2img: step 5/10"
 
 
-def test_a_replica_started_later_runs_the_switched_model_and_the_upscalers(
+def _sd_vae_file(path: Path) -> None:
+    """A VAE for the tiny SD models, as a bare LDM-layout file (`vae-ft-mse-*` is one)."""
+    from ldm_files import ldm_vae
+    from safetensors.torch import save_file
+    from sd_tiny import tiny_vae
+
+    state = ldm_vae(tiny_vae(9).state_dict())
+    path.parent.mkdir(parents=True)
+    save_file({k.removeprefix("first_stage_model."): v.contiguous() for k, v in state.items()},
+              str(path))
+
+
+def test_a_replica_started_later_runs_the_switched_model_modules_and_upscalers(
         port: int, model: Path, tmp_path: Path) -> None:
     import shutil
 
@@ -129,6 +141,7 @@ def test_a_replica_started_later_runs_the_switched_model_and_the_upscalers(
     models, upscalers = tmp_path / "models", tmp_path / "upscalers"
     for name in ("tiny-a", "tiny-b"):
         shutil.copytree(model, models / name)
+    _sd_vae_file(models / "VAE" / "sd-vae.safetensors")  # a Forge module file for them
     upscalers.mkdir()
     (upscalers / "4x-Listed.pth").write_bytes(b"")  # listed by name, loaded only when used
     settings = dict(gpus_per_replica=0, cpus_per_replica=1, model=models / "tiny-a",
@@ -142,13 +155,16 @@ def test_a_replica_started_later_runs_the_switched_model_and_the_upscalers(
         title = next(m["title"] for m in httpx.get(url + "/sdapi/v1/sd-models").json()
                      if m["model_name"] == "tiny-b")
         switched = httpx.post(url + "/sdapi/v1/options", timeout=120,
-                              json={"sd_model_checkpoint": title, "CLIP_stop_at_last_layers": 2})
+                              json={"sd_model_checkpoint": title, "CLIP_stop_at_last_layers": 2,
+                                    "forge_additional_modules": ["sd-vae.safetensors"]})
         assert switched.status_code == 200, switched.text
         serve.run(deployment(replicas=2, **settings), name="switching",
                   route_prefix="/switching")  # one more replica, the first one kept
         handle = serve.get_deployment_handle("switching", "switching")
         paths = handle.broadcast("replica_model").results()
         assert len(paths) == 2 and {Path(p).name for p in paths} == {"tiny-b"}
+        modules = handle.broadcast("replica_modules").results()  # the VAE module too
+        assert [[Path(p).name for p in m] for m in modules] == [["sd-vae.safetensors"]] * 2
         flags = {httpx.get(url + "/sdapi/v1/options").json()["CLIP_stop_at_last_layers"]
                  for _ in range(6)}
         assert flags == {2}

@@ -70,15 +70,16 @@ def test_flux_and_sd3_through_the_api(client: Any) -> None:
     response = client.post("/sdapi/v1/txt2img", json={"prompt": "x", "enable_hr": True,
                                                        "hr_distilled_cfg": -1, **SMALL})
     assert response.status_code == 422 and "hr_distilled_cfg" in response.text
-    # Forge's module files: the server's own (none here) are accepted, others refused
+    # Forge's module files: none here (test_server_modules switches them), others refused
     assert client.get("/sdapi/v1/options").json()["forge_additional_modules"] == []
+    assert client.get("/sdapi/v1/sd-modules").json() == []
     assert client.post("/sdapi/v1/options", json={"forge_additional_modules": []}).is_success
     response = client.post("/sdapi/v1/options", json={
         "forge_additional_modules": ["t5-v1_1-xxl-encoder-Q8_0.gguf"]})
-    assert response.status_code == 422 and "serve --text-encoder" in response.text
+    assert response.status_code == 422 and "/sdapi/v1/sd-modules" in response.text
     response = client.post("/sdapi/v1/txt2img", json={"prompt": "x", **SMALL, "override_settings":
                                                        {"forge_additional_modules": ["ae"]}})
-    assert response.status_code == 422 and "not this server's module files" in response.text
+    assert response.status_code == 422 and "not one of this server's module" in response.text
     # img2img at half strength
     image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (16, 24, 3), np.uint8))
     response = client.post("/sdapi/v1/img2img", json={
