@@ -33,6 +33,7 @@ from .gguf_t5 import t5_gguf_refs
 from .sd3_file import is_sd3_file, load_sd3_file
 from .text_encoder_file import (
     _CLIP_MARK,
+    _CLIP_MARKS,
     _CLIP_PARTS,
     _T5_MARK,
     _T5_PARTS,
@@ -56,7 +57,6 @@ FLOW_SCHEDULERS: dict[str, dict[str, Any]] = {
 # the 16-channel VAEs' latent statistics (their folders' vae/config.json)
 _VAE_SCALING = {"flux": (0.3611, 0.1159), "sd3": (1.5305, 0.0609)}
 _ENCODER_PREFIX = "text_encoders.{}.transformer."
-_CLIP_MARKS = (_CLIP_MARK, _CLIP_MARK.removeprefix("text_model."))  # transformers >= 5.6 saves
 
 
 def _open(path: Path) -> Any:

@@ -32,6 +32,7 @@ _PREFIXES = ("text_encoders.t5xxl.transformer.", "text_encoders.clip_l.transform
              "text_encoders.clip_g.transformer.", "")
 _T5_MARK = "encoder.block.0.layer.0.SelfAttention.q.weight"
 _CLIP_MARK = "text_model.embeddings.token_embedding.weight"
+_CLIP_MARKS = (_CLIP_MARK, _CLIP_MARK.removeprefix("text_model."))  # transformers >= 5.6 saves
 
 
 def _under(file: SafetensorsFile, prefix: str) -> dict[str, TensorRef]:
@@ -40,10 +41,11 @@ def _under(file: SafetensorsFile, prefix: str) -> dict[str, TensorRef]:
             for key in file.keys() if key.startswith(prefix)}
 
 
-def _refs(file: SafetensorsFile, mark: str) -> dict[str, TensorRef] | None:
-    """The file's tensors under the first prefix that holds `mark`, named without it."""
+def _refs(file: SafetensorsFile, *marks: str) -> dict[str, TensorRef] | None:
+    """The file's tensors under the first prefix that holds one of `marks`, named without
+    it."""
     for prefix in _PREFIXES:
-        if prefix + mark in file:
+        if any(prefix + mark in file for mark in marks):
             return _under(file, prefix)
     return None
 
@@ -98,10 +100,10 @@ def use_text_encoder_files(weights: FlowWeights, files: list[str | os.PathLike[s
             config = current.config if current is not None else _t5_config(t5)
             setattr(weights, t5_slot, _component(t5_slot, config, t5, _T5_PARTS,
                                                  None if current is None else current.dtype))
-        elif file is not None and (found := _refs(file, _CLIP_MARK)) is not None:
+        elif file is not None and (found := _refs(file, *_CLIP_MARKS)) is not None:
             # our CLIP components are named without transformers' "text_model." (flow_folder)
             clip = {key.removeprefix("text_model."): ref for key, ref in found.items()}
-            width = found[_CLIP_MARK].shape[1]
+            width = clip[_CLIP_MARKS[1]].shape[1]
             slots = [s for s in clip_slots if getattr(weights, s).config["hidden_size"] == width]
             if not slots:
                 raise WeightsError(f"{path}: a CLIP text encoder {width} wide; this "

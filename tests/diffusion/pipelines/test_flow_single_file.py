@@ -155,6 +155,23 @@ def test_flux_file_without_folder(first_device: gpucore.Device, flux: tuple[Path
         np.testing.assert_array_equal(_draw(ours), _draw(flux_folder_pipe))
 
 
+def test_text_encoder_clip_named_as_transformers_saves_it(
+        first_device: gpucore.Device, flux: tuple[Path, Any], tmp_path: Path) -> None:
+    """A CLIP-L file without "text_model." in its names (transformers >= 5.6 saves it so)
+    given with --text-encoder beside a FLUX folder takes the folder's CLIP's place."""
+    folder = flux[1]
+    clip = _clip(9)
+    path = tmp_path / "clip_l.safetensors"
+    save_file({k.removeprefix("text_model."): v.contiguous() for k, v in clip.state_dict().items()},
+              str(path))
+    ours = FluxPipeline.from_pretrained(folder, text_encoder_files=[path], device=first_device)
+    got = ours.text_encoder.state_dict()
+    for key, value in clip.state_dict().items():
+        np.testing.assert_array_equal(got[key.removeprefix("text_model.")], value.numpy(),
+                                      err_msg=key)
+    assert ours.modules == ["clip_l"]
+
+
 def test_flux_file_names_what_is_missing(flux: tuple[Path, Any]) -> None:
     root, _ = flux
     with pytest.raises(WeightsError, match=r"no ae\.safetensors.*clip_l.*t5xxl.*--text-encoder"):
