@@ -40,7 +40,7 @@ class OffloadedError(GpuError):
 class HostBuffer:
     """Stands in for a Buffer whose values were moved to host memory (see the module doc):
     dtype, length, nbytes and device as the Buffer's; `read`/`write` on the host copy; `wgpu`
-    raises OffloadedError."""
+    and a kernel binding it raise OffloadedError."""
 
     __slots__ = ("__weakref__", "array", "device", "dtype", "length", "nbytes", "read_only")
 
@@ -54,8 +54,13 @@ class HostBuffer:
 
     @property
     def wgpu(self) -> Any:
-        raise OffloadedError("this weight is offloaded to host memory; bring its module back "
-                             "with gpustd.nn.offload.restore(module) (or run it under the "
+        self.refuse_binding()
+
+    def refuse_binding(self) -> None:
+        """What a gpucore Kernel given this stand-in for a Buffer calls: OffloadedError."""
+        raise OffloadedError(f"this weight ({self.length} {self.dtype}) is offloaded to host "
+                             "memory; bring its module back with "
+                             "gpustd.nn.offload.restore(module) (or run it under the "
                              "pipeline's memory mode, which does) before using it")
 
     def read(self) -> np.ndarray:
