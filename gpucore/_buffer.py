@@ -143,9 +143,10 @@ class Buffer(Generic[T]):
         """The buffer's contents as a new 1-D numpy array (submits pending work first)."""
         if self.length == 0:
             return np.empty(0, self.dtype)
-        out = np.empty(self.length, self.dtype)
-        self.device.read_bytes(self.wgpu, 0, self.nbytes, out)  # straight into `out`
-        return out
+        # the staging ring allocates the array: it touches a fresh array's pages ahead of
+        # the copies (gpucore._staging._first_touch)
+        host = self.device.read_bytes(self.wgpu, 0, self.nbytes)
+        return np.frombuffer(host, np.uint8).view(self.dtype)
 
     async def read_async(self) -> np.ndarray:
         """Like `read()`, but awaits the GPU's pending work instead of blocking the event

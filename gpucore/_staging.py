@@ -32,7 +32,7 @@ from __future__ import annotations
 import itertools
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -61,6 +61,7 @@ SMALL_WRITE = 1 << 20
 COPY_THREADS = max(1, min(4, os.cpu_count() or 1))
 _PIECE = 1 << 20
 _copiers: ThreadPoolExecutor | None = None
+_touchers: ThreadPoolExecutor | None = None
 _copiers_lock = threading.Lock()
 
 _READ = wgpu.BufferUsage.MAP_READ | wgpu.BufferUsage.COPY_DST
@@ -87,6 +88,22 @@ def _host_copy(dst: np.ndarray, src: np.ndarray) -> None:
     np.copyto(dst[:cuts[1]], src[:cuts[1]])
     for done in others:
         done.result()
+
+
+def _first_touch(host: np.ndarray, starts: range) -> dict[int, Future[None]]:
+    """Zero the pages of a fresh result array chunk by chunk (but the first) on the copy
+    threads' own pool, ahead of the copies: the OS maps a fresh array's pages on first touch,
+    which done inside the copy held a read-back into a new array to ~8 GiB/s on an H100
+    against 14-15 into one touched before. chunk index -> its zeroing."""
+    global _touchers
+    if len(starts) < 2:
+        return {}
+    with _copiers_lock:
+        if _touchers is None:
+            _touchers = ThreadPoolExecutor(COPY_THREADS, thread_name_prefix="gpucore-touch")
+    bounds = [*starts, host.size]
+    return {i: _touchers.submit(host[a:b].fill, 0)
+            for i, (a, b) in enumerate(itertools.pairwise(bounds)) if i}
 
 
 def _fill(slot: GPUBuffer, src: np.ndarray) -> None:
@@ -166,6 +183,7 @@ class Staging:
         `offset` must be a multiple of 4; the copy rounds the size up to whole words, which
         the buffer must hold (gpucore pads every buffer to them)."""
         host = np.empty(size, np.uint8) if out is None else out
+        touched = _first_touch(host, range(0, size, self.chunk)) if out is None else {}
         if not host.flags.c_contiguous:
             raise ValueError("read_bytes needs a C-contiguous `out` (it is written in place)")
         dst = host.reshape(-1).view(np.uint8)
@@ -191,6 +209,8 @@ class Staging:
                     if i + 1 < len(starts):
                         start(i + 1)  # the latest submission: its map is the next one waited
                     slot = self._read_slots[i % self.depth]
+                    if i in touched:
+                        touched.pop(i).result()
                     _host_copy(dst[pos:pos + n], np.frombuffer(
                         slot.read_mapped(0, _words(n), copy=False), np.uint8, count=n))
                     slot.unmap()

@@ -34,7 +34,9 @@ def dev(first_device: gpucore.Device) -> Iterator[gpucore.Device]:
 def test_round_trip_across_chunks(dev: gpucore.Device, n: int) -> None:
     data = random_array(np.random.default_rng(n), n, np.float32)
     buf = gpucore.Buffer.from_numpy(data, device=dev)
-    np.testing.assert_array_equal(buf.read(), data)
+    got = buf.read()  # a fresh array, its pages zeroed ahead of the chunks' copies
+    np.testing.assert_array_equal(got, data)
+    assert got.flags.writeable and got.flags.owndata is False and got.dtype == np.float32
     again = random_array(np.random.default_rng(n + 1), n, np.int32, -1000, 1000)
     ints = gpucore.Buffer.from_numpy(again, device=dev)
     np.testing.assert_array_equal(ints.read(), again)
