@@ -131,3 +131,19 @@ def test_lending_twice_or_after_release_lends_nothing(device) -> None:
     assert graph.lend() == 0 and not graph.reclaim()
     with pytest.raises(gpucore.CaptureError, match="released"):
         graph.replay()
+
+
+def test_buffers_only_the_recording_needed_are_freed(device) -> None:
+    """The capture keeps two buffers for _staircase's four temporaries; the other two served
+    only the recording (the pool gives a buffer to its own size class alone): freed at once,
+    not left idle in the pool."""
+    rng = np.random.default_rng(16)
+    x = Buffer.from_numpy(rng.standard_normal(N).astype(np.float32), device=device)
+    gc.collect()
+    device.empty_pool()
+    with device.capture() as graph:
+        out = _staircase(x)
+    assert len(graph._scratch) == 2
+    assert device.memory_stats().pooled == 0
+    graph.replay()
+    np.testing.assert_array_equal(out.read(), _staircase(x).read())
