@@ -115,7 +115,8 @@ class Captured:
                                  f"(got {device.name!r} and {t.device.name!r})")
         key = (id(device), structure)
         entry = self._entries.get(key)
-        if entry is not None and not entry.graph.reclaim():  # its lent scratch is gone
+        if entry is not None and (entry.graph.lent or entry.graph.closed) and (
+                not entry.graph.reclaim()):  # its lent scratch is gone: record again
             del self._entries[key]
             entry = None
         if entry is None:
