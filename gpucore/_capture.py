@@ -44,7 +44,7 @@ from wgpu.classes import (
 )
 
 from ._bindings import create_bind_group
-from ._capture_lend import forget, lend, pin, reclaim, unpin
+from ._capture_lend import forget, lend, pin, reclaim, unlend, unpin
 from ._capture_share import plan, remap
 from ._errors import GpuError
 
@@ -288,10 +288,8 @@ class Capture:
             dev = self.device
             if self._pinned:
                 unpin(dev, (b for key, b in self._buffers.items() if key not in self._unpinned))
-            with dev._lock:
-                for key in self._unpinned:  # lent: the pool's (or their new owner's) now
-                    if dev._lent.get(key) is self:
-                        del dev._lent[key]
+            with dev._lock:  # lent ones: the pool's (or their new owner's) now
+                unlend(dev, self)
             self._ops, self._keep, self._buffers = [], [], {}
             self._scratch, self._unpinned, self.lent = {}, set(), False
 

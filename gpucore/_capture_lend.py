@@ -14,6 +14,7 @@ pool counts as freed alive: the caller captures the call again (gpustd.capture d
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
     from ._capture import Capture
     from ._device import Device
 
-__all__ = ["forget", "lend", "pin", "reclaim", "unpin"]
+__all__ = ["forget", "lend", "pin", "reclaim", "unlend", "unpin"]
 
 
 def lend(capture: Capture) -> int:
@@ -39,7 +40,7 @@ def lend(capture: Capture) -> int:
             if dev._pinned.get(key) != 1 or dev._orphans.pop(key, None) is None:
                 continue  # another capture replays into it too: not this one's to lend
             del dev._pinned[key]
-            dev._lent[key] = capture
+            dev._lent[key] = weakref.ref(capture)  # weak: dropping the capture releases it
             capture._unpinned.add(key)
             buffer = capture._buffers[key]
             if not dev.pool.give(buffer, size):  # filled meanwhile (another thread)
@@ -55,9 +56,7 @@ def reclaim(capture: Capture) -> bool:
     dev = capture.device
     with dev._lock:
         capture.lent = False
-        for key in capture._unpinned:
-            if dev._lent.get(key) is capture:
-                del dev._lent[key]
+        unlend(dev, capture)
         taken = dev.pool.discard(capture._buffers[key] for key in capture._unpinned)
         dev._orphans.update(taken)
         for key in taken:
@@ -68,11 +67,19 @@ def reclaim(capture: Capture) -> bool:
     return not capture.closed
 
 
+def unlend(dev: Device, capture: Capture) -> None:
+    """Forget that `capture` (or a collected capture) lent its unpinned scratch."""
+    for key in capture._unpinned:
+        ref = dev._lent.get(key)
+        if ref is not None and ref() in (capture, None):
+            del dev._lent[key]
+
+
 def forget(dev: Device, buffer: GPUBuffer) -> None:
     """`buffer` left the pool for good: drop the bind groups naming it, and the capture that
     lent it (which would keep it alive), so that wgpu frees it."""
     dev._bind_groups.evict(buffer)
-    if (capture := dev._lent.pop(id(buffer), None)) is not None:
+    if (ref := dev._lent.pop(id(buffer), None)) is not None and (capture := ref()) is not None:
         capture.release()
 
 

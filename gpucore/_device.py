@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -86,7 +87,7 @@ class Device:
         self._capture: Capture | None = None
         self._pinned: dict[int, int] = {}  # id(wgpu buffer) -> captures replaying into it
         self._orphans: dict[int, int] = {}  # pinned buffers no Buffer owns -> size class
-        self._lent: dict[int, Capture] = {}  # a capture's scratch lent to the pool -> it
+        self._lent: dict[int, weakref.ref[Capture]] = {}  # a capture's scratch lent to the pool
         self._fence: GPUBuffer | None = None
         self._queries: tuple[GPUQuerySet, GPUBuffer] | None = None  # timed Events' (_stream)
         self.pool = BufferPool()

@@ -147,3 +147,17 @@ def test_buffers_only_the_recording_needed_are_freed(device) -> None:
     assert device.memory_stats().pooled == 0
     graph.replay()
     np.testing.assert_array_equal(out.read(), _staircase(x).read())
+
+
+def test_a_lent_capture_dropped_unpins_and_forgets(device) -> None:
+    """The device holds a lent capture weakly: dropping it gives its other buffers back and
+    leaves no lent entry behind."""
+    rng = np.random.default_rng(17)
+    graph, x, out = _captured(device, rng)
+    lent = set(graph._scratch)
+    pinned = set(graph._buffers) - lent
+    assert graph.lend() > 0 and lent <= device._lent.keys()
+    del graph
+    gc.collect()
+    assert not lent & device._lent.keys()
+    assert not pinned & device._pinned.keys()
