@@ -153,7 +153,7 @@ def test_a_lent_capture_dropped_unpins_and_forgets(device) -> None:
     """The device holds a lent capture weakly: dropping it gives its other buffers back and
     leaves no lent entry behind."""
     rng = np.random.default_rng(17)
-    graph, x, out = _captured(device, rng)
+    graph, _x, _out = _captured(device, rng)
     lent = set(graph._scratch)
     pinned = set(graph._buffers) - lent
     assert graph.lend() > 0 and lent <= device._lent.keys()
