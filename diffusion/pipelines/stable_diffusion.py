@@ -246,7 +246,8 @@ class StableDiffusion:
         """A latent drawn from the VAE's posterior for `pixels`, scaled for the UNet (tiled
         where the picture is too large for the device)."""
         encode = vae_encode if self.memory is None else self.memory.vae_encode
-        mean, logvar = encode(self.vae, pixels.astype(np.float32))
+        with lent(self._unet_capture, self._text_capture):  # idle until the steps
+            mean, logvar = encode(self.vae, pixels.astype(np.float32))
         mean_np = mean.astype(np.float64)
         noise = generator.standard_normal(mean_np.shape)
         latent = AutoencoderKL.sample(mean_np, logvar.astype(np.float64), noise)

@@ -112,3 +112,15 @@ def test_vae_decode_borrows_the_captures_scratch(first_device: gpucore.Device, m
     assert not any(g.lent or g.closed for g in graphs)
     assert all(g._buffers[key] is kept[key] for g in graphs for key in g._scratch)
     np.testing.assert_array_equal(again, first)
+    # img2img's encode borrows them too (before its steps replay the same signature)
+    real_encode = stable_diffusion.vae_encode
+    lent_at_encode = []
+
+    def encode(*args: Any, **kwargs: Any) -> Any:
+        lent_at_encode.append(all(g.lent for g in graphs))
+        return real_encode(*args, **kwargs)
+
+    monkeypatch.setattr(stable_diffusion, "vae_encode", encode)
+    pipe.img2img(first, PROMPT, negative_prompt=NEGATIVE, steps=2, strength=0.5, seed=3,
+                 width=SIZE, height=SIZE)
+    assert lent_at_encode == [True] and _counts(pipe) == (1, 1)
