@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -21,6 +22,7 @@ from wgpu.classes import (
 from ._adapters import OPTIONAL_FEATURES, AdapterInfo, choose_adapter
 from ._bindings import BindGroupCache
 from ._capture import Capture, CaptureError
+from ._capture_lend import forget
 from ._errors import DeviceLimitError, GpuError, lost_or_gpu_error
 from ._limit import MemoryLimit
 from ._pool import BufferPool, MemoryStats, exact_size, is_released, size_class
@@ -85,6 +87,7 @@ class Device:
         self._capture: Capture | None = None
         self._pinned: dict[int, int] = {}  # id(wgpu buffer) -> captures replaying into it
         self._orphans: dict[int, int] = {}  # pinned buffers no Buffer owns -> size class
+        self._lent: dict[int, weakref.ref[Capture]] = {}  # a capture's scratch lent to the pool
         self._fence: GPUBuffer | None = None
         self._queries: tuple[GPUQuerySet, GPUBuffer] | None = None  # timed Events' (_stream)
         self.pool = BufferPool()
@@ -175,7 +178,7 @@ class Device:
                     return
         if not self.pool.give(buffer, size):
             with self._lock:
-                self._bind_groups.evict(buffer)
+                forget(self, buffer)
 
     def keep(self, key: object, make: Callable[[], T]) -> T:
         """What ops keep per device under `key` (scratch buffers, constant tables): made by
@@ -202,16 +205,12 @@ class Device:
         with self._lock:
             held = self._capture._buffers if self._capture is not None else ()
             for buffer in self.pool.clear(nbytes, keep=held):
-                self._bind_groups.evict(buffer)
+                forget(self, buffer)
 
     @property
     def bind_groups_created(self) -> int:
         """Bind groups made so far (cached dispatches and captures): a replay adds none."""
         return self._bind_groups.created
-
-    @bind_groups_created.setter
-    def bind_groups_created(self, value: int) -> None:
-        self._bind_groups.created = value
 
     # -- streams ----------------------------------------------------------------------
     @property

@@ -12,6 +12,12 @@ to free live ones (callers that can move weights to host memory: gpustd.nn.resid
 when pipelines share the device, a base and its refiner) one call at a time until the buffer
 fits; when none has anything left, MemoryLimitError says how much the device needs there.
 
+`frugal()` is the cap's milder kin for eager work whose size classes change as it goes (a VAE
+decode climbing resolutions): while it is open, a buffer the pool cannot hand out first makes
+the pool drop its idle buffers (a capture's lent scratch excepted), so the reserve follows
+what is in use instead of keeping each size class's own high at once. The next such block
+makes those buffers anew: a few dozen wgpu allocations and their zero fill.
+
 What is counted is what `memory_stats()` counts; wgpu frees a dropped buffer's memory once the
 GPU has finished the work already submitted with it, so the driver's figure can lag by what the
 last few hundred dispatches used.
@@ -19,9 +25,11 @@ last few hundred dispatches used.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
+from ._capture_lend import forget
 from ._errors import MemoryLimitError
 
 if TYPE_CHECKING:
@@ -40,6 +48,7 @@ class MemoryLimit:
         self.bytes: int | None = None
         self.evictors: list[Callable[[], bool]] = []
         self._evicting = False
+        self._frugal = 0  # open frugal() blocks
 
     def __repr__(self) -> str:
         return f"<MemoryLimit {self.bytes}>"
@@ -64,6 +73,8 @@ class MemoryLimit:
         """Make the device's reserve room for a new buffer of `size` bytes (a size class; called
         by Device.allocate before it creates one), or raise MemoryLimitError. Returns an idle
         buffer of that size class when an eviction left one (the pool's: reuse it), else None."""
+        if self._frugal:
+            self._drop_idle()
         if self.bytes is None:
             return None
         while True:
@@ -80,6 +91,25 @@ class MemoryLimit:
                                        f"{what} ({size:,} bytes)")
             if (found := self.device.pool.take(size)) is not None:
                 return found
+
+    @contextlib.contextmanager
+    def frugal(self) -> Iterator[None]:
+        """While the block runs, a new buffer first drops the pool's idle buffers (see the
+        module doc). torch has no such mode; its allocator splits cached blocks instead."""
+        self._frugal += 1
+        try:
+            yield
+        finally:
+            self._frugal -= 1
+
+    def _drop_idle(self) -> None:
+        dev = self.device
+        with dev._lock:
+            keep = set(dev._lent)
+            if dev._capture is not None:
+                keep |= dev._capture._buffers.keys()
+            for buffer in dev.pool.clear(keep=keep):
+                forget(dev, buffer)
 
     def trim(self, nbytes: int, pooled: int) -> bool:
         """Drop idle buffers (at least `nbytes`; `pooled`: the pool's idle bytes now); False

@@ -147,17 +147,19 @@ class BufferPool:
                 idle[:] = [b for b in idle if id(b) not in taken]
         return taken
 
-    def clear(self, nbytes: int | None = None, keep: Container[int] = ()) -> list[GPUBuffer]:
+    def clear(self, nbytes: int | None = None, keep: Container[int] = (),
+              only: Container[int] | None = None) -> list[GPUBuffer]:
         """Forget idle buffers, the largest first, until at least `nbytes` are gone (None:
         every one), but those whose id is in `keep` (an open capture's: it holds them, so
-        forgetting them would not free them); returns them (the caller drops what references
-        them)."""
+        forgetting them would not free them); with `only`, just those whose id is in it.
+        Returns them (the caller drops what references them)."""
         with self._lock:
             dropped: list[GPUBuffer] = []
             for size in sorted(self._free, reverse=True):
                 kept: list[GPUBuffer] = []
                 for buffer in self._free[size]:
-                    if (nbytes is None or nbytes > 0) and id(buffer) not in keep:
+                    if ((nbytes is None or nbytes > 0) and id(buffer) not in keep
+                            and (only is None or id(buffer) in only)):
                         dropped.append(buffer)
                         self.idle_bytes -= size
                         nbytes = None if nbytes is None else nbytes - size

@@ -88,6 +88,19 @@ class Captured:
             entry.graph.release()
         self._entries.clear()
 
+    def lend(self) -> int:
+        """Lend every capture's scratch to the device's pool (gpucore.Capture.lend) until
+        `reclaim()` or the next call: other work may use that memory meanwhile. Returns the
+        bytes lent."""
+        return sum(entry.graph.lend() for entry in self._entries.values())
+
+    def reclaim(self) -> None:
+        """Take the lent scratch back; a capture whose scratch was kept by other work is
+        dropped (the next call with its signature records again)."""
+        for key, entry in list(self._entries.items()):
+            if not entry.graph.reclaim():
+                del self._entries[key]
+
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         tensors: list[Tensor] = []
         structure = _flatten((args, kwargs), tensors, "argument")
@@ -102,6 +115,10 @@ class Captured:
                                  f"(got {device.name!r} and {t.device.name!r})")
         key = (id(device), structure)
         entry = self._entries.get(key)
+        if entry is not None and (entry.graph.lent or entry.graph.closed) and (
+                not entry.graph.reclaim()):  # its lent scratch is gone: record again
+            del self._entries[key]
+            entry = None
         if entry is None:
             entry = self._record(device, key, structure, tensors)
         else:

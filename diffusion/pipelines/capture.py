@@ -8,20 +8,22 @@ what it sees; a parameter replaced by another Tensor (`load_state_dict` to anoth
 another model in the pipeline's slot (`pipe.unet = other`) is not, so `ModelCapture.of`
 compares the model and its parameters' buffers with those of the capture and records afresh
 when they differ. A kept capture pins its intermediate buffers, which the pool can no longer
-lend to other work: keep one where that memory is small against what replaying saves.
+lend to other work: keep one where that memory is small against what replaying saves, and
+lend its scratch to the work between (`lent`: a VAE decode borrows the UNet step's).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from gpustd.capture import Captured, capture
 from gpustd.nn.quantized import quantized_weights
 
-__all__ = ["ModelCapture"]
+__all__ = ["ModelCapture", "lent"]
 
 
 class ModelCapture:
@@ -58,6 +60,20 @@ class ModelCapture:
             self.captured.fn = functools.partial(self._fn, model)
             self._model, self._buffers = model, tuple(_ref(b) for b in buffers)
         return self.captured
+
+
+@contextlib.contextmanager
+def lent(*captures: ModelCapture) -> Iterator[None]:
+    """The captures' scratch (activations that live only inside a call) is the pool's while
+    the block runs (gpustd.Captured.lend): work that runs between replays, a VAE decode after
+    the UNet's steps, takes it instead of holding its own beside it. Taken back after."""
+    for kept in captures:
+        kept.captured.lend()
+    try:
+        yield
+    finally:
+        for kept in captures:
+            kept.captured.reclaim()
 
 
 def _none() -> None:

@@ -33,7 +33,7 @@ from ..text.prompts import extract_extra_networks
 from ..text.tokenizer import CLIPTokenizer
 from ..upscalers.interpolation import HiresFix
 from . import sampling
-from .capture import ModelCapture
+from .capture import ModelCapture, lent
 from .control import Control
 from .control_spec import unit_label
 from .ip_adapter import use_ip_adapters
@@ -237,15 +237,17 @@ class StableDiffusion:
         """Pictures of the latents, one at a time (the decoder's activations are large), tiled
         where a picture is too large for the device (diffusion.models.tiled_vae)."""
         decode = vae_decode if self.memory is None else self.memory.vae_decode
-        images = [decode(self.vae, (latent[None] / self.vae.scaling_factor).astype(
-            np.float32)) for latent in latents]
+        with lent(self._unet_capture, self._text_capture):  # the VAE borrows their scratch
+            images = [decode(self.vae, (latent[None] / self.vae.scaling_factor).astype(
+                np.float32)) for latent in latents]
         return to_uint8(np.concatenate(images))
 
     def _encode(self, pixels: np.ndarray, generator: Generator) -> np.ndarray:
         """A latent drawn from the VAE's posterior for `pixels`, scaled for the UNet (tiled
         where the picture is too large for the device)."""
         encode = vae_encode if self.memory is None else self.memory.vae_encode
-        mean, logvar = encode(self.vae, pixels.astype(np.float32))
+        with lent(self._unet_capture, self._text_capture):  # idle until the steps
+            mean, logvar = encode(self.vae, pixels.astype(np.float32))
         mean_np = mean.astype(np.float64)
         noise = generator.standard_normal(mean_np.shape)
         latent = AutoencoderKL.sample(mean_np, logvar.astype(np.float64), noise)
@@ -336,7 +338,8 @@ class StableDiffusion:
                 extra["seed_resize_from"] = tuple(request.seed_resize_from)
             schedule, seeds = extra.pop("schedule"), image_seeds.seeds
         # 5. decode: after the hand-off the refiner's VAE decodes, as in the WebUI and diffusers
-        images = (self if refiner is None else refiner)._decode(latents)
+        with lent(self._unet_capture, self._text_capture):  # the refiner's VAE too
+            images = (self if refiner is None else refiner)._decode(latents)
         # 6. what made them (the infotext)
         settings = dict(mode=r.mode, prompt=r.prompt, negative_prompt=r.negative_prompt,
                         steps=r.steps, sampler=label, scheduler=schedule,

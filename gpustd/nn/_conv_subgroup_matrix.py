@@ -255,6 +255,8 @@ def conv2d_matrix(x: Tensor, weight: Tensor, bias: Tensor | None, *, stride: tup
     if _SPLIT_GRANULE % tile.bk:
         raise ValueError(f"conv2d_matrix: tile {tile.name}'s K step does not divide "
                          f"{_SPLIT_GRANULE}, where K splits start")
+    if splits > 1 and splits * out.size * 4 > x.device.limits["max-storage-buffer-binding-size"]:
+        splits = 1  # the partial sums would not fit one binding (as gemm.plan.k_partition)
     granules = math.ceil(k_total / _SPLIT_GRANULE)
     per_split = math.ceil(granules / min(splits, granules))
     splits = math.ceil(granules / per_split)  # every split walks at least one step

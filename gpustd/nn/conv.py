@@ -141,6 +141,8 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, stride: Any
     k_total = cin_g * kh * kw
     bm, bn, splits, bk = _plan_override or _plan(cout_g, pixels, groups, k_total)
     k_tiles = math.ceil(k_total / bk)
+    if splits > 1 and splits * out.size * 4 > x.device.limits["max-storage-buffer-binding-size"]:
+        splits = 1  # the partial sums would not fit one binding (as gemm.plan.k_partition)
     per_split = math.ceil(k_tiles / splits)
     splits = math.ceil(k_tiles / per_split)
     has_bias = bias is not None

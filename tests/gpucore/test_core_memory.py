@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import gpucore
+import gpustd
 from gpucore import Buffer, Kernel
 from gpucore._pool import size_class
 
@@ -193,3 +194,31 @@ def test_read_only_buffers_take_their_own_size_and_come_back_to_it(dev: gpucore.
     activation = Buffer.empty(LARGE, device=dev)
     assert activation.wgpu is not kept
     assert dev.memory_stats().allocated == s0.allocated + own + _cls(dev, LARGE)
+
+
+def test_frugal_drops_idle_buffers_before_making_one(dev: gpucore.Device) -> None:
+    """Activations that grow one level after another (a VAE decode): the pool alone keeps each
+    size class's buffer at once; frugal() keeps about the largest, and a capture's lent
+    scratch stays lent (its next replay takes it back, no recording)."""
+    sizes = [LARGE // 8, LARGE // 4, LARGE // 2, LARGE]
+
+    def climb() -> int:
+        base = dev.memory_stats()
+        dev.reset_peak_memory()
+        for n in sizes:
+            b = Buffer.empty(n, device=dev)
+            b.fill_zero()
+            del b
+        return dev.memory_stats().peak_reserved - base.reserved
+
+    assert climb() == sum(_cls(dev, n) for n in sizes)
+    x = gpustd.asarray(np.arange(SMALL, dtype=np.float32), device=dev)
+    step = gpustd.capture(lambda t: (t * 2.0 + 1.0) * 3.0, copy_outputs=False)
+    first = step(x).numpy()
+    dev.empty_pool()
+    assert step.lend() > 0
+    with dev.memory_limit.frugal():
+        assert climb() == _cls(dev, LARGE)
+    assert dev._lent and not any(e.graph.closed for e in step._entries.values())
+    np.testing.assert_array_equal(step(x).numpy(), first)
+    assert (step.recordings, step.replays) == (1, 1)

@@ -88,6 +88,14 @@ def test_conv2d_split_k_chosen_for_deep_small_layers(device: gpucore.Device) -> 
     _run(device, (2, 256, 4, 4), (128, 256, 3, 3), padding=1, tol=2e-4)
 
 
+def test_conv2d_split_k_partials_over_a_binding_run_unsplit(device: gpucore.Device,
+                                                            monkeypatch) -> None:
+    # 4 splits of a 2x70x5x7 output: 78 KB of f32 partial sums over a 64 KB binding limit
+    # (a VAE tile at 1024 px on a 128 MiB one) would fail the dispatch: one split instead.
+    monkeypatch.setitem(device.limits, "max-storage-buffer-binding-size", 64 << 10)
+    _run(device, (2, 20, 5, 7), (70, 20, 3, 3), plan=(64, 64, 4, 8), padding=1)
+
+
 # (x, weight, plan): implicit GEMM unsplit, split-K (the add moves to the finishing pass),
 # and a 1x1 conv (which leaves the linalg route to fuse the add).
 @pytest.mark.parametrize("x_shape,w_shape,plan", [

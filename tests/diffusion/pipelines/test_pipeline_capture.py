@@ -80,3 +80,47 @@ def test_replaced_parameter_records_again(first_device: gpucore.Device,
     after = _image(pipe)
     assert _counts(pipe) == (2, 1)
     assert np.abs(after.astype(int) - before).mean() > 1, "a stale replay: the old weights"
+
+
+def test_vae_decode_borrows_the_captures_scratch(first_device: gpucore.Device, model_dir: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """While the VAE decodes, the UNet step's and the text encoder's scratch (activations no
+    value of which outlives a call) is the pool's, not counted as allocated; the next
+    generation takes the same buffers back and only replays."""
+    from diffusion.pipelines import stable_diffusion
+
+    pipe = load_pipeline(model_dir, device=first_device)
+    graphs = []
+    seen: list[tuple[bool, int]] = []
+    real = stable_diffusion.vae_decode
+
+    def decode(*args: Any, **kwargs: Any) -> Any:
+        idle = {id(b) for bufs in first_device.pool._free.values() for b in bufs}
+        graphs[:] = [e.graph for c in (pipe._unet_capture, pipe._text_capture)
+                     for e in c.captured._entries.values()]
+        scratch = [key for g in graphs for key in g._scratch]
+        seen.append((all(g.lent for g in graphs), len(scratch)))
+        assert set(scratch) <= idle, "the captures' scratch is not in the pool while decoding"
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(stable_diffusion, "vae_decode", decode)
+    first = _image(pipe)
+    kept = {key: g._buffers[key] for g in graphs for key in g._scratch}
+    again = _image(pipe)
+    assert seen[0][0] and seen[0][1] > 0 and seen == seen[:1] * 2
+    assert _counts(pipe) == (1, 1)
+    assert not any(g.lent or g.closed for g in graphs)
+    assert all(g._buffers[key] is kept[key] for g in graphs for key in g._scratch)
+    np.testing.assert_array_equal(again, first)
+    # img2img's encode borrows them too (before its steps replay the same signature)
+    real_encode = stable_diffusion.vae_encode
+    lent_at_encode = []
+
+    def encode(*args: Any, **kwargs: Any) -> Any:
+        lent_at_encode.append(all(g.lent for g in graphs))
+        return real_encode(*args, **kwargs)
+
+    monkeypatch.setattr(stable_diffusion, "vae_encode", encode)
+    pipe.img2img(first, PROMPT, negative_prompt=NEGATIVE, steps=2, strength=0.5, seed=3,
+                 width=SIZE, height=SIZE)
+    assert lent_at_encode == [True] and _counts(pipe) == (1, 1)
