@@ -21,7 +21,7 @@ from ..pipelines.sampling import SamplerOptions
 from ..samplers import lookup, resolve, schedules
 from ..upscalers.interpolation import HiresFix
 from .images import decode_image, encode_png, fit_image, prepare_mask
-from .models_dir import ModelRegistry
+from .models_dir import ModelEntry, ModelRegistry
 from .modules_dir import ModuleChoiceError, choose_modules
 from .schemas import Img2ImgRequest, Txt2ImgRequest
 from .worker import GenerationJob, JobResult
@@ -83,6 +83,17 @@ def _clip_skip(request: Txt2ImgRequest, options: dict[str, Any]) -> int:
 def _rng(request: Txt2ImgRequest, options: dict[str, Any]) -> str:
     source = (request.override_settings or {}).get("randn_source", options["randn_source"])
     return "torch" if str(source).upper() == "CPU" else "numpy"
+
+
+def named_checkpoint(registry: ModelRegistry, name: Any, setting: str) -> ModelEntry:
+    """The model `name` (a title, name or hash as /sdapi/v1/sd-models lists them) of the
+    server's, or RequestError naming `setting` and what the server has."""
+    entry = registry.find(name) if isinstance(name, str) else None
+    if entry is None:
+        raise RequestError(f"{setting} {name!r} is not one of this server's models: "
+                           f"{', '.join(registry.titles())} (see /sdapi/v1/sd-models; POST "
+                           "/sdapi/v1/refresh-checkpoints after adding one to --models-dir)")
+    return entry
 
 
 def check_modules(value: Any, registry: ModelRegistry,

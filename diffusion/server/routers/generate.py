@@ -11,7 +11,14 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
 from ..controlnet_units import control_units, parse_units, script_args
-from ..generation import RequestError, build_job, build_response, check_modules, fit_to_model
+from ..generation import (
+    RequestError,
+    build_job,
+    build_response,
+    check_modules,
+    fit_to_model,
+    named_checkpoint,
+)
 from ..models_dir import ModelEntry
 from ..schemas import ImageResponse, Img2ImgRequest, Txt2ImgRequest
 from ..state import ServerState, State, submit, wait
@@ -90,12 +97,8 @@ def _wanted_model(state: ServerState, body: Txt2ImgRequest) -> ModelEntry | None
     if wanted is None:
         return None
     if "sd_model_checkpoint" in overrides:
-        name = overrides["sd_model_checkpoint"]
-        entry = state.registry.find(name) if isinstance(name, str) else None
-        if entry is None:
-            raise RequestError(f"override_settings.sd_model_checkpoint {name!r} is not one of "
-                               f"this server's models: {', '.join(state.registry.titles())} "
-                               "(see /sdapi/v1/sd-models)")
+        entry = named_checkpoint(state.registry, overrides["sd_model_checkpoint"],
+                                 "override_settings.sd_model_checkpoint")
         if entry.path != wanted.path:
             wanted = replace(entry, modules=wanted.modules)
     if "forge_additional_modules" in overrides:

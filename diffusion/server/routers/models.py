@@ -17,7 +17,7 @@ from ...loaders.errors import WeightsError
 from ...samplers import SAMPLERS, SamplerInfo, resolve, schedules
 from ...samplers.schedules import SCHEDULE_TYPES
 from ...text.embeddings import EmbeddingDatabase
-from ..generation import RequestError, check_modules
+from ..generation import RequestError, check_modules, named_checkpoint
 from ..schemas import SamplerItem, SchedulerItem, SDModelItem
 from ..state import State, submit, wait
 
@@ -132,13 +132,8 @@ async def set_options(state: State, body: Annotated[dict[str, Any], Body()]) -> 
     before = state.model
     chosen = before
     if "sd_model_checkpoint" in body:
-        name = body["sd_model_checkpoint"]
-        entry = state.registry.find(name) if isinstance(name, str) else None
-        if entry is None:
-            raise RequestError(f"sd_model_checkpoint {name!r} is not one of this server's "
-                               f"models: {', '.join(state.registry.titles())} (see "
-                               "/sdapi/v1/sd-models; POST /sdapi/v1/refresh-checkpoints after "
-                               "adding one to --models-dir)")
+        entry = named_checkpoint(state.registry, body["sd_model_checkpoint"],
+                                 "sd_model_checkpoint")
         chosen = replace(entry, modules=before.modules if before is not None else ())
     if "forge_additional_modules" in body and chosen is not None:
         chosen = replace(chosen, modules=check_modules(
