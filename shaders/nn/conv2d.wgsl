@@ -15,6 +15,9 @@
 // output is too small to fill the GPU); conv2d_splitk.wgsl adds the slabs and the bias.
 // ADD folds what follows the conv into its epilogue: 1 adds `addend` of the output's shape
 // (a residual), 2 one value per (image, channel), addend[n * c_out + co] (a time embedding).
+// PROLOGUE applies what precedes the conv to each value of x as it is gathered
+// (gpustd/nn/prologue.py): 1 y = (x - t.x) * t.y + t.z with t = norm[image * c_in + ci]
+// (a GroupNorm), 2 the same then SiLU; values of the zero padding stay zero.
 alias T = f32;  // element type of x, w and bias
 alias O = f32;  // element type of out: T, or f32 for split-K partial sums
 alias WV = vec4<T>;  // weights as bound: vec4<T> with VEC_W (k_total % 4 == 0), else T
@@ -26,6 +29,7 @@ override HAS_BIAS: bool = true;
 override BK: u32 = 8u;  // K step: 8 or 16; 8 * BK / WX and 8 * BK / WY must be 4, 8 or 16
 override VEC_W: bool = true;  // weight rows are whole vec4s (k_total % 4 == 0)
 override ADD: u32 = 0u;  // 0: none, 1: residual, 2: per (image, channel); never with split-K
+override PROLOGUE: u32 = 0u;  // 0: none, 1: per-channel affine map, 2: the map then SiLU
 
 struct Params {
     c_in: u32, h: u32, w: u32,  // input channels (all groups) and size
@@ -44,7 +48,8 @@ struct Params {
 @group(0) @binding(2) var<storage, read> bias: array<T>;
 @group(0) @binding(3) var<storage, read> addend: array<T>;
 @group(0) @binding(4) var<storage, read_write> out: array<O>;
-@group(0) @binding(5) var<uniform> params: Params;
+@group(0) @binding(5) var<storage, read> norm: array<vec4<f32>>;  // [N * C_in] with PROLOGUE
+@group(0) @binding(6) var<uniform> params: Params;
 
 // Two buffers of [k][m / 4] (A) and [k][n / 4] (B): one vec4 read hands an invocation 4 of
 // its channels (pixels).
@@ -60,6 +65,7 @@ var<private> a_base: u32;  // w offset of the loaded row
 var<private> ih0: i32;  // input row of tap (0, 0); far negative for a pixel past the end
 var<private> iw0: i32;
 var<private> x_base: u32;
+var<private> norm_base: u32;  // norm row of this pixel's image and the group's first channel
 var<private> hw_in: u32;
 var<private> tx: u32;
 var<private> ty: u32;
@@ -106,9 +112,18 @@ fn load_x(k: u32) -> f32 {
     let ih = u32(ih0 + i32(ky * params.dil_h));
     let iw = u32(iw0 + i32(kx * params.dil_w));
     if (ih < params.h && iw < params.w && k < params.k_total) {
-        return f32(x[x_base + ci * hw_in + ih * params.w + iw]);
+        let v = f32(x[x_base + ci * hw_in + ih * params.w + iw]);
+        if (PROLOGUE == 0u) {
+            return v;
+        }
+        let t = norm[norm_base + ci];
+        let y = fma(v - t.x, t.y, t.z);
+        if (PROLOGUE == 2u) {
+            return y / (1.0 + exp(-y));
+        }
+        return y;
     }
-    return 0.0;
+    return 0.0;  // padding (after the prologue: the conv pads its normalized input)
 }
 
 // Four k rows (stride `step`) of this invocation's patch column.
@@ -222,7 +237,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     if (pixel >= params.pixels) {
         ih0 = -0x40000000;
     }
-    x_base = ((pixel / hw_out) * params.c_in + group * params.cin_g) * params.h * params.w;
+    norm_base = (pixel / hw_out) * params.c_in + group * params.cin_g;
+    x_base = norm_base * params.h * params.w;
     hw_in = params.h * params.w;
 
     let k_tiles = (params.k_total + BK - 1u) / BK;
