@@ -87,7 +87,7 @@ def _splits(bm: int, bn: int, bk: int, cout_g: int, pixels: int, groups: int,
 
 def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, stride: Any = 1,
            padding: Any = 0, dilation: Any = 1, groups: int = 1, add: Tensor | None = None,
-           prologue: ConvPrologue | None = None,
+           prologue: ConvPrologue | None = None, upsample: int = 1,
            _plan_override: tuple[int, int, int, int] | None = None) -> Tensor:
     """2-D cross-correlation of NCHW `x` with `weight` [out, in/groups, kh, kw] plus `bias`.
 
@@ -99,7 +99,9 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, stride: Any
     (gpustd.nn.group_norm_prologue(x, ...): GroupNorm (+ SiLU), the normalized x never
     written; the padding is that of the normalized x). torch: `torch.nn.functional.conv2d(x,
     weight, bias, stride, padding, dilation, groups)` (`+ add`; with a prologue, of
-    `F.silu(F.group_norm(x, ...))`).
+    `F.silu(F.group_norm(x, ...))`). upsample: 2 reads x upsampled 2x, nearest neighbour,
+    without writing the upsampled tensor (torch: of `F.interpolate(x, scale_factor=2,
+    mode="nearest")`; the prologue, if any, applies to x before it).
     """
     op = "conv2d"
     check_float(x, "x", op, ndim=4)
@@ -108,7 +110,10 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, stride: Any
     sh, sw = pair(stride, "stride", op, minimum=1)
     ph, pw = pair(padding, "padding", op)
     dh, dw = pair(dilation, "dilation", op, minimum=1)
+    if upsample not in (1, 2):
+        raise ValueError(f"{op}: upsample must be 1 or 2 (nearest), got {upsample!r}")
     n, c_in, h, w = x.shape
+    h, w = h * upsample, w * upsample  # the size the conv sees
     c_out, cin_g, kh, kw = weight.shape
     if not isinstance(groups, (int, np.integer)) or groups < 1:
         raise ValueError(f"{op}: groups must be a positive int, got {groups!r}")
@@ -127,15 +132,17 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, stride: Any
     add_mode = _add_mode(op, add, x, (n, c_out, ho, wo))
     if prologue is not None:
         prologue.check(op, x)
-    plain_1x1 = (ONE_BY_ONE_VIA_LINALG and add is None and prologue is None
+    plain_1x1 = (ONE_BY_ONE_VIA_LINALG and add is None and prologue is None and upsample == 1
                  and (kh, kw, sh, sw, ph, pw, groups) == (1, 1, 1, 1, 0, 0, 1))
     if _plan_override is None and _conv_subgroup_matrix.applies(
             x, weight, groups, (ho, wo), split=not plain_1x1):
         geometry = ((sh, sw), (ph, pw), (dh, dw), (ho, wo))
-        tile = _conv_matrix_tuning.conv_tile(x.device, x.shape, weight.shape, *geometry)
+        tile = _conv_matrix_tuning.conv_tile(x.device, (n, c_in, h, w), weight.shape,
+                                             *geometry)
         return _conv_subgroup_matrix.conv2d_matrix(  # f16 on the matrix units (Dawn)
             x, weight, bias, stride=(sh, sw), padding=(ph, pw), dilation=(dh, dw),
-            out_hw=(ho, wo), add=add, add_mode=add_mode, tile=tile, prologue=prologue)
+            out_hw=(ho, wo), add=add, add_mode=add_mode, tile=tile, prologue=prologue,
+            upsample=upsample)
     if plain_1x1 and _plan_override is None and x.size and weight.size:
         return conv1x1(x, weight, bias)
     out = Tensor.empty((n, c_out, ho, wo), x.dtype, device=x.device)
@@ -158,7 +165,7 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, stride: Any
     bias_t = bias if has_bias else dummy(x)
     add_t = add if add is not None else dummy(x)
     shape = dict(WY=bm // 8, WX=bn // 8, BK=bk, KH=kh, KW=kw,
-                 PROLOGUE=0 if prologue is None else prologue.kind)
+                 PROLOGUE=0 if prologue is None else prologue.kind, UP_SHIFT=upsample - 1)
     norm = no_prologue(x) if prologue is None else prologue.table
     vec_w = k_total % 4 == 0  # weight rows start on vec4 boundaries
     if splits == 1:

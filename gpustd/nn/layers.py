@@ -54,13 +54,13 @@ class Conv2d(Module):
         self.bias = parameter((out_channels,), dtype, device) if bias else None
 
     def forward(self, x: Tensor, *, add: Tensor | None = None,
-                prologue: ConvPrologue | None = None) -> Tensor:
+                prologue: ConvPrologue | None = None, upsample: int = 1) -> Tensor:
         """add: output-shaped or [N, C_out, 1, 1], added in the conv's epilogue. prologue:
         applied to x as it is read (`GroupNorm.prologue`: the norm (+ SiLU) before this conv,
-        its output never written)."""
+        its output never written). upsample: 2 reads x upsampled 2x (nearest), unwritten."""
         return conv2d(x, materialize(self.weight), self.bias, stride=self.stride,
                       padding=self.padding, dilation=self.dilation, groups=self.groups, add=add,
-                      prologue=prologue)
+                      prologue=prologue, upsample=upsample)
 
 
 class GroupNorm(Module):

@@ -17,7 +17,9 @@
 // (a residual), 2 one value per (image, channel), addend[n * c_out + co] (a time embedding).
 // PROLOGUE applies what precedes the conv to each value of x as it is gathered
 // (gpustd/nn/prologue.py): 1 y = (x - t.x) * t.y + t.z with t = norm[image * c_in + ci]
-// (a GroupNorm), 2 the same then SiLU; values of the zero padding stay zero.
+// (a GroupNorm), 2 the same then SiLU; values of the zero padding stay zero. UP_SHIFT 1
+// reads x upsampled 2x (nearest) without writing it: params.h, params.w are the upsampled
+// size, x holds (h >> 1) x (w >> 1) values a channel.
 alias T = f32;  // element type of x, w and bias
 alias O = f32;  // element type of out: T, or f32 for split-K partial sums
 alias WV = vec4<T>;  // weights as bound: vec4<T> with VEC_W (k_total % 4 == 0), else T
@@ -30,6 +32,7 @@ override BK: u32 = 8u;  // K step: 8 or 16; 8 * BK / WX and 8 * BK / WY must be 
 override VEC_W: bool = true;  // weight rows are whole vec4s (k_total % 4 == 0)
 override ADD: u32 = 0u;  // 0: none, 1: residual, 2: per (image, channel); never with split-K
 override PROLOGUE: u32 = 0u;  // 0: none, 1: per-channel affine map, 2: the map then SiLU
+override UP_SHIFT: u32 = 0u;  // 1: x read upsampled 2x (nearest)
 
 struct Params {
     c_in: u32, h: u32, w: u32,  // input channels (all groups) and size
@@ -66,7 +69,8 @@ var<private> ih0: i32;  // input row of tap (0, 0); far negative for a pixel pas
 var<private> iw0: i32;
 var<private> x_base: u32;
 var<private> norm_base: u32;  // norm row of this pixel's image and the group's first channel
-var<private> hw_in: u32;
+var<private> hw_in: u32;  // values of one channel of x
+var<private> w_in: u32;  // values of one row of x
 var<private> tx: u32;
 var<private> ty: u32;
 
@@ -112,7 +116,7 @@ fn load_x(k: u32) -> f32 {
     let ih = u32(ih0 + i32(ky * params.dil_h));
     let iw = u32(iw0 + i32(kx * params.dil_w));
     if (ih < params.h && iw < params.w && k < params.k_total) {
-        let v = f32(x[x_base + ci * hw_in + ih * params.w + iw]);
+        let v = f32(x[x_base + ci * hw_in + (ih >> UP_SHIFT) * w_in + (iw >> UP_SHIFT)]);
         if (PROLOGUE == 0u) {
             return v;
         }
@@ -238,8 +242,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         ih0 = -0x40000000;
     }
     norm_base = (pixel / hw_out) * params.c_in + group * params.cin_g;
-    x_base = norm_base * params.h * params.w;
-    hw_in = params.h * params.w;
+    w_in = params.w >> UP_SHIFT;
+    hw_in = (params.h >> UP_SHIFT) * w_in;
+    x_base = norm_base * hw_in;
 
     let k_tiles = (params.k_total + BK - 1u) / BK;
     let t_begin = split * params.k_tiles_per_split;

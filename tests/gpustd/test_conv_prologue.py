@@ -110,6 +110,30 @@ def test_large_offset_costs_no_digits(device: gpucore.Device) -> None:
     assert relative_error(_fused(device, c), _reference(c)) < 1e-5
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_upsampled_input_matches_torch(device: gpucore.Device, dtype: type) -> None:
+    """conv2d(x, upsample=2) (the Upsample2D of SD's decoders) is the conv of
+    F.interpolate(x, scale_factor=2, mode="nearest"), with and without a prologue."""
+    if dtype == np.float16 and not device.has_f16:
+        pytest.skip(f"{device.info.label} has no shader-f16")
+    for silu, stride in ((None, 1), (True, 2)):
+        c = _case((2, 12, 5, 7, 4, 10, 3, stride, 1, bool(silu)), dtype, seed=6)
+        x = _t(c["x"])
+        if silu is not None:
+            x = F.silu(F.group_norm(x, c["groups"], _t(c["gamma"]), _t(c["beta"]), eps=1e-5))
+        expected = F.conv2d(F.interpolate(x, scale_factor=2, mode="nearest"),
+                            _t(c["weight"]), _t(c["bias"]), stride=stride, padding=1).numpy()
+        up = lambda a: Tensor.from_numpy(a, device=device)  # noqa: E731
+        tx = up(c["x"])
+        prologue = None if silu is None else group_norm_prologue(
+            tx, c["groups"], up(c["gamma"]), up(c["beta"]), 1e-5, silu=True)
+        got = conv2d(tx, up(c["weight"]), up(c["bias"]), stride=stride, padding=1,
+                     prologue=prologue, upsample=2).numpy()
+        assert relative_error(got, expected) < (2e-6 if dtype == np.float32 else 2e-3)
+    with pytest.raises(ValueError, match="upsample must be 1 or 2"):
+        conv2d(tx, up(c["weight"]), upsample=3)
+
+
 def test_layers_and_errors(device: gpucore.Device) -> None:
     """GroupNorm.prologue + Conv2d(prologue=) is GroupNorm then Conv2d; a table made for
     another input is refused, saying what to do."""
@@ -195,28 +219,34 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {{
 """
 
 
-@pytest.mark.parametrize("aligned", [False, True])
+@pytest.mark.parametrize(("aligned", "upsample"), [(False, False), (True, False),
+                                                   (False, True)])
 def test_matrix_gather_applies_the_prologue_inside_the_image(f16_device: gpucore.Device,
-                                                            aligned: bool) -> None:
+                                                            aligned: bool,
+                                                            upsample: bool) -> None:
     n, c_in, h, w, groups, k, stride, padding, dilation = 2, 6, 7, 5, 3, 3, 2, 2, 1
     rng = np.random.default_rng(9)
     x = (rng.standard_normal((n, c_in, h, w)) * 2 + 1).astype(np.float16)
     gamma = rng.uniform(0.5, 1.5, c_in).astype(np.float16)
     beta = rng.standard_normal(c_in).astype(np.float16)
-    ho, wo = (h + 2 * padding - k) // stride + 1, (w + 2 * padding - k) // stride + 1
+    hv, wv = (2 * h, 2 * w) if upsample else (h, w)  # the size the conv sees
+    ho, wo = (hv + 2 * padding - k) // stride + 1, (wv + 2 * padding - k) // stride + 1
     pixels, k_total = n * ho * wo, c_in * k * k
-    source = _HARNESS.format(params=csm._PARAMS, gather=csm._gather(k, k, aligned, 2),
-                             decode=csm._DECODE)
+    source = _HARNESS.format(params=csm._PARAMS,
+                             gather=csm._gather(k, k, aligned, 2, upsample),
+                             decode=csm._decode(upsample))
     kernel = Kernel(source, name="test/conv_matrix_gather")
     tx = Tensor.from_numpy(x, device=f16_device)
     prologue = group_norm_prologue(tx, groups, Tensor.from_numpy(gamma, device=f16_device),
                                    Tensor.from_numpy(beta, device=f16_device), silu=True)
     patches = Tensor.empty((k_total, pixels), np.float32, device=f16_device)
-    kernel.dispatch(kernel.groups_for(pixels), tx, prologue.table, patches, c_in=c_in, h=h,
-                    w=w, c_out=1, ho=ho, wo=wo, k_total=k_total, pixels=pixels,
+    kernel.dispatch(kernel.groups_for(pixels), tx, prologue.table, patches, c_in=c_in, h=hv,
+                    w=wv, c_out=1, ho=ho, wo=wo, k_total=k_total, pixels=pixels,
                     stride_h=stride, stride_w=stride, pad_h=padding, pad_w=padding,
                     dil_h=dilation, dil_w=dilation, has_bias=0, add_mode=0, split_steps=0)
     y = F.silu(F.group_norm(_t(x), groups, _t(gamma), _t(beta), eps=1e-5))
+    if upsample:
+        y = F.interpolate(y, scale_factor=2, mode="nearest")
     unfold = F.unfold(y, k, dilation=dilation, padding=padding, stride=stride)  # n, K, ho*wo
     expected = unfold.permute(1, 0, 2).reshape(k_total, pixels).numpy()
     assert relative_error(patches.numpy(), expected) < 2e-3
@@ -224,34 +254,47 @@ def test_matrix_gather_applies_the_prologue_inside_the_image(f16_device: gpucore
 
 _real_conv2d_matrix = csm.conv2d_matrix
 
-MATRIX_CASES = [  # case, tile, splits
-    ((2, 40, 13, 11, 8, 36, 3, 1, 1, True), "64x64", None),  # ragged: bound checks
-    ((1, 24, 9, 10, 6, 70, 3, 2, 1, False), "32x32", None),
-    ((2, 64, 8, 8, 32, 64, 3, 1, 1, True), "64x64", 2),  # aligned, split K
-    ((1, 150, 9, 7, 30, 70, 3, 1, 1, True), "64x64", 3),  # ragged, split K
-    ((2, 32, 16, 16, 8, 128, 3, 1, 1, True), "128x128", None),  # aligned, as the VAE's
+MATRIX_CASES = [  # case, tile, splits, prologue, upsample
+    ((2, 40, 13, 11, 8, 36, 3, 1, 1, True), "64x64", None, True, 1),  # ragged: bound checks
+    ((1, 24, 9, 10, 6, 70, 3, 2, 1, False), "32x32", None, True, 1),
+    ((2, 64, 8, 8, 32, 64, 3, 1, 1, True), "64x64", 2, True, 1),  # aligned, split K
+    ((1, 150, 9, 7, 30, 70, 3, 1, 1, True), "64x64", 3, True, 1),  # ragged, split K
+    ((2, 32, 16, 16, 8, 128, 3, 1, 1, True), "128x128", None, True, 1),  # aligned, the VAE's
+    ((1, 32, 8, 8, 8, 64, 3, 1, 1, False), "64x64", None, False, 2),  # upsampled, aligned
+    ((1, 24, 5, 7, 6, 40, 3, 1, 1, True), "32x32", 2, True, 2),  # upsampled, split K
 ]
 
 
-@pytest.mark.parametrize(("case", "tile", "splits"), MATRIX_CASES,
+@pytest.mark.parametrize(("case", "tile", "splits", "fused", "upsample"), MATRIX_CASES,
                          ids=[str(i) for i in range(len(MATRIX_CASES))])
 def test_matrix_conv_matches_torch_where_available(device: gpucore.Device, case: tuple,
-                                                   tile: str, splits: int | None) -> None:
+                                                   tile: str, splits: int | None, fused: bool,
+                                                   upsample: int) -> None:
     if not sm.available(device):
         pytest.skip(f"{device.info.label} has no f16 subgroup matrices (Dawn on a GPU has)")
     c = _case(case, np.float16, seed=len(tile))
     up = lambda a: Tensor.from_numpy(a, device=device)  # noqa: E731
     x = up(c["x"])
-    prologue = group_norm_prologue(x, c["groups"], up(c["gamma"]), up(c["beta"]), 1e-5,
-                                   silu=c["silu"])
-    expected = _reference(c)
+    prologue = None
+    y = _t(c["x"])
+    if fused:
+        prologue = group_norm_prologue(x, c["groups"], up(c["gamma"]), up(c["beta"]), 1e-5,
+                                       silu=c["silu"])
+        y = F.group_norm(y, c["groups"], _t(c["gamma"]), _t(c["beta"]), eps=1e-5)
+        y = F.silu(y) if c["silu"] else y
+    if upsample == 2:
+        y = F.interpolate(y, scale_factor=2, mode="nearest")
+    expected = F.conv2d(y, _t(c["weight"]), _t(c["bias"]), stride=c["stride"],
+                        padding=c["padding"]).numpy()
     add = np.random.default_rng(1).standard_normal(expected.shape).astype(np.float16)
     stride, padding = (c["stride"],) * 2, (c["padding"],) * 2
     got = csm.conv2d_matrix(x, up(c["weight"]), up(c["bias"]), stride=stride, padding=padding,
                             dilation=(1, 1), out_hw=expected.shape[2:], add=up(add),
                             add_mode=1, tile=csm.CONV_TILES[tile], splits=splits,
-                            prologue=prologue).numpy()
+                            prologue=prologue, upsample=upsample).numpy()
     assert relative_error(got, expected + add) < 2e-3
+    if upsample == 2 and splits is None:  # the bounds-free kernel, upsampled
+        assert csm.aligned(csm.CONV_TILES[tile], 64, expected[0, 0].size, 32 * 9)
 
 
 def test_conv2d_routes_the_prologue_to_the_matrix_units_where_available(
