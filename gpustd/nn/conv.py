@@ -12,9 +12,11 @@ from gpucore import Kernel
 from .._tensor import Tensor
 from ..gemm.plan import MULTIPROCESSORS
 from . import _conv_matrix_tuning, _conv_subgroup_matrix
+from . import prologue as _prologue
 from ._util import check_float, check_same, dummy, kernel, pair
 from .linear import conv1x1
 from .prologue import ConvPrologue, no_prologue
+from .spatial import upsample_nearest2x
 
 __all__ = ["conv2d"]
 
@@ -132,6 +134,10 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, stride: Any
     add_mode = _add_mode(op, add, x, (n, c_out, ho, wo))
     if prologue is not None:
         prologue.check(op, x)
+        if not _prologue.FUSED:
+            x, prologue = prologue.apply(x), None
+    if upsample == 2 and not _prologue.FUSED:
+        x, upsample = upsample_nearest2x(x), 1
     plain_1x1 = (ONE_BY_ONE_VIA_LINALG and add is None and prologue is None and upsample == 1
                  and (kh, kw, sh, sw, ph, pw, groups) == (1, 1, 1, 1, 0, 0, 1))
     if _plan_override is None and _conv_subgroup_matrix.applies(

@@ -15,8 +15,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._tensor import Tensor
+from ._util import kernel
 
-__all__ = ["ConvPrologue", "no_prologue"]
+__all__ = ["FUSED", "ConvPrologue", "no_prologue"]
+
+# The prologue runs in the conv's gather (False: written out first, for comparison).
+FUSED = True
 
 
 @dataclass(frozen=True)
@@ -31,6 +35,17 @@ class ConvPrologue:
     @property
     def kind(self) -> int:
         return 2 if self.silu else 1
+
+    def apply(self, x: Tensor) -> Tensor:
+        """x mapped as a conv reads it (its padding aside): a tensor of x's shape and dtype.
+        torch: `F.silu(F.group_norm(x, ...))` for a group_norm_prologue."""
+        self.check("ConvPrologue.apply", x)
+        out = Tensor.empty(x.shape, x.dtype, device=x.device)
+        if out.size:
+            k = kernel("conv_prologue_apply", {"T": x.dtype}, SILU=int(self.silu))
+            k.dispatch(k.groups_for(out.size), x, self.table, out, n=out.size,
+                       hw=out.size // (x.shape[0] * x.shape[1]))
+        return out
 
     def check(self, op: str, x: Tensor) -> None:
         """A ValueError unless this prologue was made for x's images and channels."""

@@ -134,6 +134,22 @@ def test_upsampled_input_matches_torch(device: gpucore.Device, dtype: type) -> N
         conv2d(tx, up(c["weight"]), upsample=3)
 
 
+def test_unfused_switch(device: gpucore.Device, monkeypatch: pytest.MonkeyPatch) -> None:
+    """prologue.FUSED off (bench's BENCH_CONV_PROLOGUE=0) writes the mapped input out first:
+    ConvPrologue.apply is GroupNorm + SiLU, and the conv's result stays the same."""
+    from gpustd.nn import prologue as prologue_module
+
+    c = _case(CASES[0], np.float32, seed=8)
+    fused = _fused(device, c, upsample=2)
+    up = lambda a: Tensor.from_numpy(a, device=device)  # noqa: E731
+    x = up(c["x"])
+    table = group_norm_prologue(x, c["groups"], up(c["gamma"]), up(c["beta"]), 1e-5, silu=True)
+    plain = group_norm(x, c["groups"], up(c["gamma"]), up(c["beta"]), 1e-5, silu=True)
+    assert relative_error(table.apply(x).numpy(), plain.numpy()) < 1e-6
+    monkeypatch.setattr(prologue_module, "FUSED", False)
+    assert relative_error(_fused(device, c, upsample=2), fused) < 2e-6
+
+
 def test_layers_and_errors(device: gpucore.Device) -> None:
     """GroupNorm.prologue + Conv2d(prologue=) is GroupNorm then Conv2d; a table made for
     another input is refused, saying what to do."""
