@@ -108,7 +108,7 @@ fn load_w4(k: u32) -> vec4<f32> {
 // 10-20% faster on an H200 than reading it from a per-tile table of decoded taps in
 // workgroup memory. The gather is the costly part of the loop, which is why the planner
 // favours 128 x 64 tiles (4 patch values per invocation and step, against 8 for 64 x 128).
-fn load_x(k: u32) -> f32 {
+fn load_x(k: u32, t: vec4<f32>) -> f32 {
     let ci = k / (KH * KW);
     let r = k - ci * (KH * KW);
     let ky = r / KW;
@@ -120,8 +120,7 @@ fn load_x(k: u32) -> f32 {
         if (PROLOGUE == 0u) {
             return v;
         }
-        let t = norm[norm_base + ci];
-        let y = fma(v - t.x, t.y, t.z);
+        let y = fma(v - t.x, t.y, t.z);  // t: the prologue's entry of channel ci
         if (PROLOGUE == 2u) {
             return y / (1.0 + exp(-y));
         }
@@ -130,9 +129,38 @@ fn load_x(k: u32) -> f32 {
     return 0.0;  // padding (after the prologue: the conv pads its normalized input)
 }
 
-// Four k rows (stride `step`) of this invocation's patch column.
+// The prologue's table entry of channel ci of this pixel's image (clamped: a k past K
+// reads no value).
+fn entry(ci: u32) -> vec4<f32> {
+    if (PROLOGUE == 0u) {
+        return vec4<f32>(0.0);
+    }
+    return norm[norm_base + min(ci, params.cin_g - 1u)];
+}
+
+// Four k rows (stride `step`) of this invocation's patch column. Their channels' table
+// entries are loaded once each where the four span at most two channels (a 3x3 conv's):
+// on lavapipe a storage load of a per-lane address is the gather's cost.
 fn load_x4(k: u32, step: u32) -> vec4<f32> {
-    return vec4<f32>(load_x(k), load_x(k + step), load_x(k + 2u * step), load_x(k + 3u * step));
+    let taps = KH * KW;
+    let c0 = k / taps;
+    let c3 = (k + 3u * step) / taps;
+    let t0 = entry(c0);
+    var t1 = t0;
+    var t2 = t0;
+    var t3 = t0;
+    if (PROLOGUE != 0u && c3 != c0) {
+        t3 = entry(c3);
+        if (c3 == c0 + 1u) {
+            t1 = select(t0, t3, (k + step) / taps != c0);
+            t2 = select(t0, t3, (k + 2u * step) / taps != c0);
+        } else {
+            t1 = entry((k + step) / taps);
+            t2 = entry((k + 2u * step) / taps);
+        }
+    }
+    return vec4<f32>(load_x(k, t0), load_x(k + step, t1), load_x(k + 2u * step, t2),
+                     load_x(k + 3u * step, t3));
 }
 
 fn put_a(i: u32, v: f32) {
