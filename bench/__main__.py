@@ -2,12 +2,15 @@
 
 Each benchmark times our kernels and a baseline in the same run (torch on the same GPU when
 torch.cuda is available, numpy on the CPU otherwise), prints a table and writes JSON.
+BENCH_CONV_PROLOGUE=0 writes GroupNorm's output (and the 2x upsampling) out before the convs
+that would read them fused (gpustd.nn.prologue.FUSED), for comparison.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from . import _harness
@@ -24,6 +27,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true",
                         help="small sizes and few repeats (a smoke run, not a measurement)")
     args = parser.parse_args(argv)
+    if os.environ.get("BENCH_CONV_PROLOGUE") == "0":
+        from gpustd.nn import prologue
+
+        prologue.FUSED = False
     try:
         module = importlib.import_module(f"bench.{args.name}")
     except ModuleNotFoundError as exc:

@@ -271,6 +271,9 @@ def environment(device: gpucore.Device) -> dict[str, Any]:
     }
     if device.info.runtime == "dawn":
         env["dawn_toggles"] = list(gpucore._runtime.dawn_toggles())
+    from gpustd.nn import prologue
+
+    env["conv_prologue_fused"] = prologue.FUSED
     torch = torch_cuda()
     if torch is not None:
         env["torch"] = torch.__version__

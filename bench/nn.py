@@ -1,4 +1,6 @@
 """Stable Diffusion 1.5 layers: conv2d, group_norm and attention vs torch on the same GPU.
+The resnet's GroupNorm -> SiLU -> conv and the decoder's upsample -> conv are timed both
+ways, fused (the norm or the upsampling in the conv's input: "prologue") and as two ops.
 
 Shapes are the UNet's at 64x64 latents (batch 2, classifier-free guidance) and the VAE
 decoder's at 512x512. Baselines: torch CUDA (cuDNN / flash attention) in float32 with TF32
@@ -39,6 +41,18 @@ CONVS = [
     ("vae 512@256", (1, 512, 256, 256), 512, 3, 1, 1),
     ("vae 128@512", (1, 128, 512, 512), 128, 3, 1, 1),
 ]
+# (label, x shape, out channels): GroupNorm(32) -> SiLU -> 3x3 conv, as in the resnets
+NORM_CONVS = [
+    ("unet 320@64", (2, 320, 64, 64), 320),
+    ("unet 640@32", (2, 640, 32, 32), 640),
+    ("unet 1280@16", (2, 1280, 16, 16), 1280),
+    ("unet 1280@8", (2, 1280, 8, 8), 1280),
+    ("vae 512@128", (1, 512, 128, 128), 512),
+    ("vae 256@512->128", (1, 256, 512, 512), 128),
+]
+# (label, x shape before upsampling, out channels): nearest 2x -> 3x3 conv (Upsample2D)
+UP_CONVS = [("vae up 512@128", (1, 512, 128, 128), 512),
+            ("vae up 256@256", (1, 256, 256, 256), 256)]
 QUICK_CONVS = [("tiny 3x3", (1, 8, 16, 16), 8, 3, 1, 1), ("tiny 1x1", (1, 8, 16, 16), 16, 1, 1, 0)]
 # (label, batch, heads, query tokens, key tokens, head dim)
 ATTENTION = [(f"{kind} {lq}x{lk} {h}x{d}", 2, h, lq, lk, d)
@@ -145,6 +159,66 @@ def _group_norm_rows(device, torch, where, shapes, dtypes, repeat) -> list[dict[
     return rows
 
 
+def _norm_conv(x: Tensor, w: Tensor, b: Tensor, g: Tensor, beta: Tensor,
+               fused: bool) -> Tensor:
+    if fused:
+        return nn.conv2d(x, w, b, padding=1,
+                         prologue=nn.group_norm_prologue(x, 32, g, beta, 1e-6, silu=True))
+    return nn.conv2d(nn.group_norm(x, 32, g, beta, 1e-6, silu=True), w, b, padding=1)
+
+
+def _up_conv(x: Tensor, w: Tensor, b: Tensor, fused: bool) -> Tensor:
+    if fused:
+        return nn.conv2d(x, w, b, padding=1, upsample=2)
+    return nn.conv2d(nn.upsample_nearest2x(x), w, b, padding=1)
+
+
+def _fused_rows(device, torch, where, dtypes, repeat, quick) -> list[dict[str, Any]]:
+    """GroupNorm + SiLU + conv and upsample + conv, fused and as two ops, against torch's
+    two or three ops."""
+    rows = []
+    rng = np.random.default_rng(3)
+    specs = [("norm", *spec) for spec in NORM_CONVS] + [("up", *spec) for spec in UP_CONVS]
+    if quick:
+        specs = [("norm", "tiny", (1, 64, 16, 16), 32), ("up", "tiny", (1, 32, 8, 8), 32)]
+    f = None if torch is None else torch.nn.functional
+    for kind, label, shape, c_out in specs:
+        x = rng.standard_normal(shape, dtype=np.float32)
+        w = (rng.standard_normal((c_out, shape[1], 3, 3), dtype=np.float32)
+             / np.sqrt(shape[1] * 9)).astype(np.float32)
+        b = rng.standard_normal(c_out, dtype=np.float32)
+        g, beta = rng.uniform(0.5, 1.5, shape[1]), rng.standard_normal(shape[1])
+        size = shape[2] * (2 if kind == "up" else 1)
+        flops = 2 * shape[0] * c_out * size * size * shape[1] * 9
+        for dtype in dtypes:
+            xg, wg, bg, gg, betag = (Tensor.from_numpy(np.asarray(a, dtype), device=device)
+                                     for a in (x, w, b, g, beta))
+            theirs = None
+            if torch is not None and (where == "cuda" or dtype == np.float32):
+                tdt = torch.float32 if dtype == np.float32 else torch.float16
+                tx, tw, tb, tg, tbeta = (torch.from_numpy(np.asarray(a)).to(where, tdt)
+                                         for a in (x, w, b, g, beta))
+
+                def theirs(tx=tx, tw=tw, tb=tb, tg=tg, tbeta=tbeta, kind=kind) -> Any:
+                    y = (f.silu(f.group_norm(tx, 32, tg, tbeta, eps=1e-6)) if kind == "norm"
+                         else f.interpolate(tx, scale_factor=2, mode="nearest"))
+                    return f.conv2d(y, tw, tb, padding=1)
+
+            if kind == "norm":
+                fused = partial(_norm_conv, xg, wg, bg, gg, betag, True)
+                split = partial(_norm_conv, xg, wg, bg, gg, betag, False)
+            else:
+                fused, split = partial(_up_conv, xg, wg, bg, True), partial(_up_conv, xg, wg, bg,
+                                                                            False)
+            what = "group_norm+silu+conv2d" if kind == "norm" else "upsample2x+conv2d"
+            for way, ours in (("fused", fused), ("two ops", split)):
+                row = {"op": f"{what} {label} {way}", "shape": f"{shape}->{c_out} k3",
+                       "dtype": np.dtype(dtype).name}
+                rows.append(_measure(row, device, ours, torch, where, theirs, flops, repeat))
+            del xg, wg, bg, gg, betag
+    return rows
+
+
 def _attention_rows(device, torch, where, specs, dtypes, repeat) -> list[dict[str, Any]]:
     if importlib.util.find_spec("gpustd.nn.attention") is None:
         return []
@@ -179,6 +253,7 @@ def run(quick: bool = False) -> dict[str, Any]:
              else [((1, 128, 512, 512), False), ((2, 320, 64, 64), True)])
     rows = _conv_rows(device, torch, where, QUICK_CONVS if quick else CONVS, dtypes, repeat)
     rows += _group_norm_rows(device, torch, where, norms, dtypes, repeat)
+    rows += _fused_rows(device, torch, where, dtypes, repeat, quick)
     rows += _attention_rows(device, torch, where, QUICK_ATTENTION if quick else ATTENTION,
                             dtypes, repeat)
     return {

@@ -52,17 +52,31 @@ class Tile:
              silu: bool) -> Generator[np.ndarray, tuple[np.ndarray, np.ndarray], Tensor]:
         """`norm(x, silu=silu)` with the whole image's statistics: yields this tile's moments,
         receives the pooled (mean, var), returns the normalised tile on the device."""
-        mean, var = yield self._moments(x, norm.num_groups)
+        origin, scale, shift = yield from self._affine(norm, x)
         batch, channels = x.shape[:2]
-        per_group = channels // norm.num_groups
-        inv_std = np.repeat(1.0 / np.sqrt(var + norm.eps), per_group, axis=1)
+        y = self.gpu(x) * self.gpu(scale.reshape(batch, channels, 1, 1)) + self.gpu(
+            (shift - origin * scale).reshape(batch, channels, 1, 1))
+        return nn.silu(y) if silu else y
+
+    def prologue(self, norm: nn.GroupNorm, x: Activation, *, silu: bool
+                 ) -> Generator[np.ndarray, tuple[np.ndarray, np.ndarray], nn.ConvPrologue]:
+        """`norm.prologue(x, silu=silu)` with the whole image's statistics, for the next conv
+        to read x through (the normalised tile is never written)."""
+        table = np.stack((yield from self._affine(norm, x)), axis=2)
+        table = np.concatenate([table, np.zeros_like(table[..., :1])], axis=2)
+        return nn.ConvPrologue(asarray(table.astype(np.float32), device=self.device), silu)
+
+    def _affine(self, norm: nn.GroupNorm, x: Activation
+                ) -> Generator[np.ndarray, tuple[np.ndarray, np.ndarray], tuple[np.ndarray, ...]]:
+        """(origin, scale, shift) per (image, channel), float64: the norm is (x - origin) *
+        scale + shift, from the pooled statistics this yields this tile's moments for."""
+        mean, var = yield self._moments(x, norm.num_groups)
+        per_group = x.shape[1] // norm.num_groups
         weight = norm.weight.numpy().astype(np.float64) if norm.weight is not None else 1.0
         bias = norm.bias.numpy().astype(np.float64) if norm.bias is not None else 0.0
-        scale = inv_std * weight
-        shift = bias - np.repeat(mean, per_group, axis=1) * scale
-        y = self.gpu(x) * self.gpu(scale.reshape(batch, channels, 1, 1)) + self.gpu(
-            shift.reshape(batch, channels, 1, 1))
-        return nn.silu(y) if silu else y
+        scale = np.repeat(1.0 / np.sqrt(var + norm.eps), per_group, axis=1) * weight
+        origin = np.repeat(mean, per_group, axis=1)
+        return origin, scale, np.broadcast_to(bias, scale.shape)
 
     def _moments(self, x: Activation, groups: int) -> np.ndarray:
         """(batch, groups, 3): count, mean and sum of squared deviations of x's core (pooled
@@ -86,11 +100,13 @@ class Tile:
 
 
 def _resnet(block: Any, x: Activation, tile: Tile) -> Pass:
-    h = tile.park(block.conv1((yield from tile.norm(block.norm1, x, silu=True))))
-    h_gpu = block.conv2((yield from tile.norm(block.norm2, h, silu=True)))
+    prologue = yield from tile.prologue(block.norm1, x, silu=True)
+    h = tile.park(block.conv1(tile.gpu(x), prologue=prologue))
+    prologue = yield from tile.prologue(block.norm2, h, silu=True)
+    h_gpu = block.conv2(tile.gpu(h), prologue=prologue)
     shortcut = tile.gpu(x)
     if block.conv_shortcut is not None:
-        shortcut = block.conv_shortcut(shortcut)
+        return tile.park(block.conv_shortcut(shortcut, add=h_gpu))
     return tile.park(shortcut + h_gpu)
 
 
@@ -126,7 +142,8 @@ def up_pass(vae: AutoencoderKL, x: Activation, tile: Tile) -> Pass:
     """The decoder after its mid block: up blocks, norm, conv_out."""
     decoder = vae.decoder
     x = yield from _blocks(decoder.up_blocks, "upsamplers", x, tile)
-    return decoder.conv_out((yield from tile.norm(decoder.conv_norm_out, x, silu=True))).numpy()
+    prologue = yield from tile.prologue(decoder.conv_norm_out, x, silu=True)
+    return decoder.conv_out(tile.gpu(x), prologue=prologue).numpy()
 
 
 def encode_pass(vae: AutoencoderKL, image: np.ndarray, tile: Tile) -> Pass:

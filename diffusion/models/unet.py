@@ -335,4 +335,4 @@ class UNet2DConditionModel(UNetEncoder):
             sampler = block.sampler()
             if sampler is not None:
                 h = sampler(h)
-        return self.conv_out(self.conv_norm_out(h, silu=True))
+        return self.conv_out(h, prologue=self.conv_norm_out.prologue(h, silu=True))

@@ -34,6 +34,12 @@ _FIXED: dict[str, Any] = {
 }
 
 
+def _resnet(in_channels: int, out_channels: int, groups: int, place: Place) -> ResnetBlock2D:
+    """A VAE resnet: no time embedding; a projected shortcut added last, for the memory."""
+    return ResnetBlock2D(in_channels, out_channels, temb_channels=None, groups=groups, eps=1e-6,
+                         place=place, shortcut_last=True)
+
+
 def _attention(channels: int, groups: int, place: Place) -> Attention:
     """A VAE attention whose parameters sit where diffusers puts them (to_q, ... beside
     group_norm): the Attention module itself, with a group_norm added."""
@@ -49,8 +55,7 @@ def _attend(attn: Any, x: Tensor) -> Tensor:
 
 class _MidBlock(nn.Module):
     def __init__(self, channels: int, groups: int, place: Place) -> None:
-        self.resnets = nn.ModuleList([ResnetBlock2D(channels, channels, temb_channels=None,
-                                                    groups=groups, eps=1e-6, place=place)
+        self.resnets = nn.ModuleList([_resnet(channels, channels, groups, place)
                                       for _ in range(2)])
         self.attentions = nn.ModuleList([_attention(channels, groups, place)])
 
@@ -88,8 +93,7 @@ class Encoder(nn.Module):
         blocks = []
         for i, cout in enumerate(ch):
             cin, last = ch[max(i - 1, 0)], i == len(ch) - 1
-            resnets = [ResnetBlock2D(cin if j == 0 else cout, cout, temb_channels=None,
-                                     groups=groups, eps=1e-6, place=place) for j in range(n)]
+            resnets = [_resnet(cin if j == 0 else cout, cout, groups, place) for j in range(n)]
             down = None if last else Downsample2D(cout, padding=0, place=place)
             blocks.append(_Sampling(resnets, down, "downsamplers"))
         self.down_blocks = nn.ModuleList(blocks)
@@ -101,7 +105,8 @@ class Encoder(nn.Module):
         x = self.conv_in(x)
         for block in self.down_blocks:
             x = block(x)
-        return self.conv_out(self.conv_norm_out(self.mid_block(x), silu=True))
+        x = self.mid_block(x)
+        return self.conv_out(x, prologue=self.conv_norm_out.prologue(x, silu=True))
 
 
 class Decoder(nn.Module):
@@ -114,8 +119,8 @@ class Decoder(nn.Module):
         blocks = []
         for i, cout in enumerate(rev):
             cin, last = rev[max(i - 1, 0)], i == len(rev) - 1
-            resnets = [ResnetBlock2D(cin if j == 0 else cout, cout, temb_channels=None,
-                                     groups=groups, eps=1e-6, place=place) for j in range(n + 1)]
+            resnets = [_resnet(cin if j == 0 else cout, cout, groups, place)
+                       for j in range(n + 1)]
             up = None if last else Upsample2D(cout, place=place)
             blocks.append(_Sampling(resnets, up, "upsamplers"))
         self.up_blocks = nn.ModuleList(blocks)
@@ -129,7 +134,7 @@ class Decoder(nn.Module):
         for block in self.up_blocks:
             for layer in block.layers():
                 x = layer(x)
-        return self.conv_out(self.conv_norm_out(x, silu=True))
+        return self.conv_out(x, prologue=self.conv_norm_out.prologue(x, silu=True))
 
 
 class AutoencoderKL(nn.Module):

@@ -12,12 +12,14 @@ from .embedding import embedding, timestep_embedding
 from .layers import GEGLU, Conv2d, Embedding, GroupNorm, Identity, LayerNorm, Linear
 from .linear import linear
 from .module import Module, ModuleList, StateDictError, parameter, unloaded
-from .norm import group_norm, layer_norm
+from .norm import group_norm, group_norm_prologue, layer_norm
+from .prologue import ConvPrologue
 from .spatial import concat, pad, upsample_nearest2x
 
 __all__ = [
     "GEGLU",
     "Conv2d",
+    "ConvPrologue",
     "Embedding",
     "GroupNorm",
     "Identity",
@@ -34,6 +36,7 @@ __all__ = [
     "geglu",
     "gelu",
     "group_norm",
+    "group_norm_prologue",
     "layer_norm",
     "linear",
     "pad",

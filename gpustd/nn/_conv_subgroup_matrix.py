@@ -5,10 +5,13 @@ out[c_out, pixel] = weight[c_out, K] @ patches[K, pixel], K = c_in * kh * kw, pi
 row-major, 8 f16 per load when K allows); the patch matrix never exists: staging gathers
 each K-step tile of it from the NCHW input by im2col index (zero outside the image, so any
 stride, padding and dilation). Each invocation stages one fixed pixel column, so its image,
-row and column are decoded once, not per K step. The epilogue adds the bias and the residual
-`add` (of the output's shape, or one value per image and channel) as gpustd/nn/conv.py's f32
-kernel does, and writes NCHW. One group only: conv.py keeps the portable kernel otherwise.
-conv.py also asks the tuner (gpustd/nn/_conv_matrix_tuning.py) for the tile it passes here.
+row and column are decoded once, not per K step. A prologue (gpustd/nn/prologue.py: GroupNorm,
++ SiLU) maps each gathered value inside the image in f32 before it is staged as f16, so the
+normalized input is never written; the zero padding stays zero. The epilogue adds the bias
+and the residual `add` (of the output's shape, or one value per image and channel) as
+gpustd/nn/conv.py's f32 kernel does, and writes NCHW. One group only: conv.py keeps the
+portable kernel otherwise. conv.py also asks the tuner (gpustd/nn/_conv_matrix_tuning.py)
+for the tile it passes here.
 
 Split K: a conv of fewer than MIN_TILES output tiles (the SD UNet's 1280-channel convs at
 16 x 16 and 8 x 8: 160 and 40 tiles of 64 x 64 for 132 multiprocessors, K = 11520-23040)
@@ -35,8 +38,9 @@ from ..gemm import matrix_codegen as sm
 from ..gemm.matrix_units import available
 from ..gemm.plan import MULTIPROCESSORS
 from ._util import dummy, kernel
+from .prologue import ConvPrologue
 
-__all__ = ["ALIGNED", "CONV_TILES", "MIN_TILES", "SPLIT_K", "aligned", "applies",
+__all__ = ["ALIGNED", "CONV_TILES", "MIN_TILES", "SPLIT_K", "aligned", "applies", "bindings",
            "choose_conv_tile", "conv2d_matrix", "routed", "source", "split_count", "tile_count",
            "tile_splits"]
 
@@ -138,14 +142,29 @@ def choose_conv_tile(c_out: int, pixels: int, k_total: int = 0) -> sm.MatrixTile
     return CONV_TILES["64x64"]
 
 
-def _gather(kh: int, kw: int, aligned: bool) -> str:
+def _gather(kh: int, kw: int, aligned: bool, prologue: int = 0, upsample: bool = False) -> str:
     """load_b(k, pixel): one patch element for this invocation's pixel (decoded in setup).
-    aligned: K and the pixels fill the tile, so only the image border is checked."""
+    aligned: K and the pixels fill the tile, so only the image border is checked.
+    prologue: 0 none, 1 the input read as (x - t.x) * t.y + t.z, t = norm[image * c_in +
+    channel] (a GroupNorm, gpustd/nn/prologue.py), 2 the same then SiLU; in f32, inside the
+    image only (the padding is that of the mapped input: zero). upsample: x read upsampled
+    2x, nearest (params.h, params.w the upsampled size)."""
     check = "" if aligned else "if (k >= params.k_total || !pix_ok) {{ return f16(); }}\n  "
+    at = "x_base + (ci * params.h + iy) * params.w + ix"
+    if upsample:
+        at = "x_base + (ci * (params.h >> 1u) + (iy >> 1u)) * (params.w >> 1u) + (ix >> 1u)"
+    value = f"return x[{at}];"
+    if prologue:
+        silu = "\n  y = y / (1.0 + exp(-y));" if prologue == 2 else ""
+        value = f"""let v = f32(x[{at}]);
+  let t = norm[norm_base + ci];
+  var y = fma(v - t.x, t.y, t.z);{silu}
+  return f16(y);"""
     return f"""var<private> pix_ok: bool;
 var<private> iy0: i32;
 var<private> ix0: i32;
 var<private> x_base: u32;
+var<private> norm_base: u32;
 
 fn load_b(k: u32, pixel: u32) -> f16 {{
   {check}let ci = k / {kh * kw}u;
@@ -154,7 +173,7 @@ fn load_b(k: u32, pixel: u32) -> f16 {{
   let iy = u32(iy0 + i32(ky * params.dil_h));
   let ix = u32(ix0 + i32(kx * params.dil_w));
   if (iy >= params.h || ix >= params.w) {{ return f16(); }}  // negative wraps above
-  return x[x_base + (ci * params.h + iy) * params.w + ix];
+  {value}
 }}"""
 
 
@@ -165,7 +184,33 @@ _DECODE = """  pix_ok = col_b < params.pixels;
   let ox = col_b % params.wo;
   iy0 = i32(oy * params.stride_h) - i32(params.pad_h);
   ix0 = i32(ox * params.stride_w) - i32(params.pad_w);
-  x_base = image * params.c_in * params.h * params.w;"""
+  norm_base = image * params.c_in;
+  x_base = norm_base * params.h * params.w;"""
+
+
+def _decode(upsample: bool) -> str:
+    """The setup: the pixel's image and input origin (x's own size when upsampled)."""
+    if not upsample:
+        return _DECODE
+    return _DECODE.replace("params.h * params.w;", "(params.h >> 1u) * (params.w >> 1u);")
+
+
+# The prologue's table (prologue.ConvPrologue.table), bound after `out`.
+_NORM = "@group(0) @binding(5) var<storage, read> norm: array<vec4<f32>>;"
+
+
+def bindings(split: bool, width_w: int, prologue: int) -> str:
+    """The kernel's bindings (and Params): x, weight, bias, add, out, [norm,] params."""
+    params = 6 if prologue else 5
+    return f"""{_PARAMS}
+@group(0) @binding(0) var<storage, read> x: array<f16>;
+@group(0) @binding(1) var<storage, read> weight: array<{sm.load_type(width_w)}>;
+@group(0) @binding(2) var<storage, read> bias: array<f16>;
+@group(0) @binding(3) var<storage, read> add: array<f16>;
+@group(0) @binding(4) var<storage, read_write> out: array<{"f32" if split else "f16"}>;
+{_NORM if prologue else ""}
+@group(0) @binding({params}) var<uniform> params: Params;"""
+
 
 _STORE = """fn store_c(row: u32, col: u32, value: f32) {
   let hw_out = params.ho * params.wo;
@@ -186,35 +231,35 @@ _STORE_SPLIT = _STORE.replace(
 
 
 def source(tile: sm.MatrixTile, kh: int, kw: int, width_w: int, split: bool = False,
-           aligned: bool = False) -> str:
+           aligned: bool = False, prologue: int = 0, upsample: bool = False) -> str:
     """The WGSL of the implicit-GEMM conv for one tile and kernel size; width_w: f16 per
     load of the weight rows (K must be a multiple of it). split: K split over the grid's z
     (params.split_steps K steps each), f32 partial sums [splits, N, C_out, H, W] in `out`.
     aligned: C_out, K and the pixels are multiples of the tile's BM, BK and BN (`aligned`):
-    no bound checks but the image border's."""
+    no bound checks but the image border's. prologue: 0, or the ConvPrologue.kind applied
+    to each gathered value (1 GroupNorm's affine map, 2 then SiLU; the table bound after
+    `out`). upsample: x read upsampled 2x (nearest; params.h, params.w the upsampled
+    size)."""
     weight = sm.Operand("a", False, width_w)
     patches = sm.Operand("b", True, 1)
     if not patches.fixed_column(tile):
         raise ValueError(f"conv tile {tile.name}: {tile.threads} invocations do not cover "
                          f"its {tile.bn} pixel columns evenly")
-    declarations = f"""{_PARAMS}
-@group(0) @binding(0) var<storage, read> x: array<f16>;
-@group(0) @binding(1) var<storage, read> weight: array<{sm.load_type(width_w)}>;
-@group(0) @binding(2) var<storage, read> bias: array<f16>;
-@group(0) @binding(3) var<storage, read> add: array<f16>;
-@group(0) @binding(4) var<storage, read_write> out: array<{"f32" if split else "f16"}>;
-@group(0) @binding(5) var<uniform> params: Params;
+    declarations = f"""{bindings(split, width_w, prologue)}
 
 {sm.contiguous_load("a", width_w, "params.c_out", "params.k_total", "params.k_total", "0u",
                     binding="weight", checked=not aligned)}
 
-{_gather(kh, kw, aligned)}
+{_gather(kh, kw, aligned, prologue, upsample)}
 
 {_STORE_SPLIT if split else _STORE}"""
-    return sm.kernel_source(tile, weight, patches, declarations=declarations, setup=_DECODE,
+    return sm.kernel_source(tile, weight, patches, declarations=declarations,
+                            setup=_decode(upsample),
                             extent=("params.c_out", "params.pixels", "params.k_total"),
                             comment=f"implicit-GEMM conv2d {kh}x{kw}"
-                            + (", split K" if split else "") + (", aligned" if aligned else ""),
+                            + (", split K" if split else "") + (", aligned" if aligned else "")
+                            + (f", prologue {prologue}" if prologue else "")
+                            + (", upsampled 2x" if upsample else ""),
                             split="params.split_steps" if split else "", aligned=aligned)
 
 
@@ -226,22 +271,25 @@ def aligned(tile: sm.MatrixTile, c_out: int, pixels: int, k_total: int) -> bool:
 
 
 def _kernel(tile: sm.MatrixTile, kh: int, kw: int, width_w: int, split: bool,
-            bounds_free: bool) -> Kernel:
+            bounds_free: bool, prologue: int, upsample: bool) -> Kernel:
     return Kernel.generated("nn/conv2d_subgroup_matrix", source, tile, kh, kw, width_w, split,
-                            bounds_free)
+                            bounds_free, prologue, upsample)
 
 
 def conv2d_matrix(x: Tensor, weight: Tensor, bias: Tensor | None, *, stride: tuple[int, int],
                   padding: tuple[int, int], dilation: tuple[int, int], out_hw: tuple[int, int],
                   add: Tensor | None = None, add_mode: int = 0,
-                  tile: sm.MatrixTile, splits: int | None = None) -> Tensor:
+                  tile: sm.MatrixTile, splits: int | None = None,
+                  prologue: ConvPrologue | None = None, upsample: int = 1) -> Tensor:
     """gpustd.nn.conv2d for f16 and one group (see `applies`), its arguments validated by
     conv2d: x [N, C_in, H, W], weight [C_out, C_in, kh, kw], bias [C_out] or None, add as
     conv2d's (`add_mode` 1: the output's shape, 2: [N, C_out, 1, 1]). f32 accumulation, in
     `tile` (conv2d asks the tuner; tests force one), K in `splits` parts (default
     split_count's, the same for every tile; fewer where K has fewer steps of _SPLIT_GRANULE)
-    cut at the same K whatever the tile."""
+    cut at the same K whatever the tile. prologue: applied to x as it is gathered (conv2d's,
+    checked there); upsample: 2 reads x upsampled 2x (nearest), as conv2d's."""
     n, c_in, h, w = x.shape
+    h, w = h * upsample, w * upsample
     c_out, _, kh, kw = weight.shape
     ho, wo = out_hw
     out = Tensor.empty((n, c_out, ho, wo), np.float16, device=x.device)
@@ -269,15 +317,17 @@ def conv2d_matrix(x: Tensor, weight: Tensor, bias: Tensor | None, *, stride: tup
                     split_steps=per_split)
     grid = (math.ceil(pixels / tile.bn), math.ceil(c_out / tile.bm), splits)
     free = aligned(tile, c_out, pixels, k_total)
+    kind = 0 if prologue is None else prologue.kind
+    norm = () if prologue is None else (prologue.table,)
     if splits == 1:
-        _kernel(tile, kh, kw, width_w, False, free).dispatch(
-            grid, x, weight, bias_t, add_t, out, **geometry, has_bias=int(bias is not None),
-            add_mode=add_mode)
+        _kernel(tile, kh, kw, width_w, False, free, kind, upsample == 2).dispatch(
+            grid, x, weight, bias_t, add_t, out, *norm, **geometry,
+            has_bias=int(bias is not None), add_mode=add_mode)
         return out
     # 1. each split's f32 partial sums, without bias or add
     partial = Tensor.empty((splits, out.size), np.float32, device=x.device)
-    _kernel(tile, kh, kw, width_w, True, free).dispatch(
-        grid, x, weight, bias_t, add_t, partial, **geometry, has_bias=0, add_mode=0)
+    _kernel(tile, kh, kw, width_w, True, free, kind, upsample == 2).dispatch(
+        grid, x, weight, bias_t, add_t, partial, *norm, **geometry, has_bias=0, add_mode=0)
     # 2. their sum in split order, bias, add, f16: the portable split-K conv's finish
     finish = kernel("conv2d_splitk", {"T": x.dtype}, HAS_BIAS=int(bias is not None),
                     ADD=add_mode)

@@ -16,9 +16,10 @@ FLOATS = (np.dtype(np.float32), np.dtype(np.float16))
 
 
 def kernel(name: str, types: dict[str, Any] | None = None, *, entry: str = "main",
-           **constants: float) -> Kernel:
-    """The Kernel for shaders/nn/<name>.wgsl with element types and overrides, built once."""
-    return Kernel.cached(f"nn/{name}", entry=entry, constants=constants,
+           parts: tuple[str, ...] = (), **constants: float) -> Kernel:
+    """The Kernel for shaders/nn/<name>.wgsl (and its `parts`) with element types and
+    overrides, built once."""
+    return Kernel.cached(f"nn/{name}", parts=parts, entry=entry, constants=constants,
                          types=types)
 
 

@@ -12,8 +12,11 @@ from gpucore import Kernel
 from .._tensor import Tensor
 from ..gemm.plan import MULTIPROCESSORS
 from . import _conv_matrix_tuning, _conv_subgroup_matrix
+from . import prologue as _prologue
 from ._util import check_float, check_same, dummy, kernel, pair
 from .linear import conv1x1
+from .prologue import ConvPrologue, no_prologue
+from .spatial import upsample_nearest2x
 
 __all__ = ["conv2d"]
 
@@ -86,6 +89,7 @@ def _splits(bm: int, bn: int, bk: int, cout_g: int, pixels: int, groups: int,
 
 def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, stride: Any = 1,
            padding: Any = 0, dilation: Any = 1, groups: int = 1, add: Tensor | None = None,
+           prologue: ConvPrologue | None = None, upsample: int = 1,
            _plan_override: tuple[int, int, int, int] | None = None) -> Tensor:
     """2-D cross-correlation of NCHW `x` with `weight` [out, in/groups, kh, kw] plus `bias`.
 
@@ -93,8 +97,13 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, stride: Any
     and dilation are ints or (h, w) pairs (zero padding). Returns [N, C_out, H_out, W_out].
     Accumulates in float32. add: a tensor added in the epilogue (no extra pass), of the
     output's shape (a residual) or [N, C_out, 1, 1] (one value per image and channel, e.g. a
-    time embedding). torch: `torch.nn.functional.conv2d(x, weight, bias, stride, padding,
-    dilation, groups)` (`+ add`).
+    time embedding). prologue: what precedes the conv, applied to x as it is read
+    (gpustd.nn.group_norm_prologue(x, ...): GroupNorm (+ SiLU), the normalized x never
+    written; the padding is that of the normalized x). torch: `torch.nn.functional.conv2d(x,
+    weight, bias, stride, padding, dilation, groups)` (`+ add`; with a prologue, of
+    `F.silu(F.group_norm(x, ...))`). upsample: 2 reads x upsampled 2x, nearest neighbour,
+    without writing the upsampled tensor (torch: of `F.interpolate(x, scale_factor=2,
+    mode="nearest")`; the prologue, if any, applies to x before it).
     """
     op = "conv2d"
     check_float(x, "x", op, ndim=4)
@@ -103,7 +112,10 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, stride: Any
     sh, sw = pair(stride, "stride", op, minimum=1)
     ph, pw = pair(padding, "padding", op)
     dh, dw = pair(dilation, "dilation", op, minimum=1)
+    if upsample not in (1, 2):
+        raise ValueError(f"{op}: upsample must be 1 or 2 (nearest), got {upsample!r}")
     n, c_in, h, w = x.shape
+    h, w = h * upsample, w * upsample  # the size the conv sees
     c_out, cin_g, kh, kw = weight.shape
     if not isinstance(groups, (int, np.integer)) or groups < 1:
         raise ValueError(f"{op}: groups must be a positive int, got {groups!r}")
@@ -120,15 +132,23 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, stride: Any
         raise ValueError(f"{op}: kernel {kh}x{kw} (dilation {dh}x{dw}) does not fit the "
                          f"padded input {h + 2 * ph}x{w + 2 * pw}")
     add_mode = _add_mode(op, add, x, (n, c_out, ho, wo))
-    plain_1x1 = (ONE_BY_ONE_VIA_LINALG and add is None
+    if prologue is not None:
+        prologue.check(op, x)
+        if not _prologue.FUSED:
+            x, prologue = prologue.apply(x), None
+    if upsample == 2 and not _prologue.FUSED:
+        x, upsample = upsample_nearest2x(x), 1
+    plain_1x1 = (ONE_BY_ONE_VIA_LINALG and add is None and prologue is None and upsample == 1
                  and (kh, kw, sh, sw, ph, pw, groups) == (1, 1, 1, 1, 0, 0, 1))
     if _plan_override is None and _conv_subgroup_matrix.applies(
             x, weight, groups, (ho, wo), split=not plain_1x1):
         geometry = ((sh, sw), (ph, pw), (dh, dw), (ho, wo))
-        tile = _conv_matrix_tuning.conv_tile(x.device, x.shape, weight.shape, *geometry)
+        tile = _conv_matrix_tuning.conv_tile(x.device, (n, c_in, h, w), weight.shape,
+                                             *geometry)
         return _conv_subgroup_matrix.conv2d_matrix(  # f16 on the matrix units (Dawn)
             x, weight, bias, stride=(sh, sw), padding=(ph, pw), dilation=(dh, dw),
-            out_hw=(ho, wo), add=add, add_mode=add_mode, tile=tile)
+            out_hw=(ho, wo), add=add, add_mode=add_mode, tile=tile, prologue=prologue,
+            upsample=upsample)
     if plain_1x1 and _plan_override is None and x.size and weight.size:
         return conv1x1(x, weight, bias)
     out = Tensor.empty((n, c_out, ho, wo), x.dtype, device=x.device)
@@ -152,16 +172,18 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, stride: Any
     grid = (math.ceil(pixels / bn), math.ceil(cout_g / bm), groups * splits)
     bias_t = bias if has_bias else dummy(x)
     add_t = add if add is not None else dummy(x)
-    shape = dict(WY=bm // 8, WX=bn // 8, BK=bk, KH=kh, KW=kw)
+    shape = dict(WY=bm // 8, WX=bn // 8, BK=bk, KH=kh, KW=kw,
+                 PROLOGUE=0 if prologue is None else prologue.kind, UP_SHIFT=upsample - 1)
+    norm = no_prologue(x) if prologue is None else prologue.table
     vec_w = k_total % 4 == 0  # weight rows start on vec4 boundaries
     if splits == 1:
         k = _conv_kernel(x.dtype, x.dtype, vec_w, HAS_BIAS=int(has_bias), ADD=add_mode,
                          **shape)
-        k.dispatch(grid, x, weight, bias_t, add_t, out, **params)
+        k.dispatch(grid, x, weight, bias_t, add_t, out, norm, **params)
         return out
     partial = Tensor.empty((splits, out.size), np.float32, device=x.device)
     k = _conv_kernel(x.dtype, np.float32, vec_w, HAS_BIAS=0, ADD=0, **shape)
-    k.dispatch(grid, x, weight, bias_t, dummy(x), partial, **params)
+    k.dispatch(grid, x, weight, bias_t, dummy(x), partial, norm, **params)
     finish = kernel("conv2d_splitk", {"T": x.dtype}, HAS_BIAS=int(has_bias), ADD=add_mode)
     finish.dispatch(finish.groups_for(out.size), partial, bias_t, add_t, out, n=out.size,
                     hw=ho * wo, c_out=c_out, splits=splits)

@@ -17,7 +17,8 @@ from .conv import conv2d
 from .embedding import embedding
 from .linear import linear, linear_geglu
 from .module import Module, parameter
-from .norm import group_norm, layer_norm
+from .norm import group_norm, group_norm_prologue, layer_norm
+from .prologue import ConvPrologue
 from .quantized_linear import fuses, quantized_linear, quantized_linear_geglu
 
 __all__ = ["GEGLU", "Conv2d", "Embedding", "GroupNorm", "Identity", "LayerNorm", "Linear"]
@@ -52,10 +53,14 @@ class Conv2d(Module):
         self.weight = parameter((out_channels, in_channels // groups, kh, kw), dtype, device)
         self.bias = parameter((out_channels,), dtype, device) if bias else None
 
-    def forward(self, x: Tensor, *, add: Tensor | None = None) -> Tensor:
-        """add: output-shaped or [N, C_out, 1, 1], added in the conv's epilogue."""
+    def forward(self, x: Tensor, *, add: Tensor | None = None,
+                prologue: ConvPrologue | None = None, upsample: int = 1) -> Tensor:
+        """add: output-shaped or [N, C_out, 1, 1], added in the conv's epilogue. prologue:
+        applied to x as it is read (`GroupNorm.prologue`: the norm (+ SiLU) before this conv,
+        its output never written). upsample: 2 reads x upsampled 2x (nearest), unwritten."""
         return conv2d(x, materialize(self.weight), self.bias, stride=self.stride,
-                      padding=self.padding, dilation=self.dilation, groups=self.groups, add=add)
+                      padding=self.padding, dilation=self.dilation, groups=self.groups, add=add,
+                      prologue=prologue, upsample=upsample)
 
 
 class GroupNorm(Module):
@@ -74,6 +79,13 @@ class GroupNorm(Module):
 
     def forward(self, x: Tensor, *, silu: bool = False) -> Tensor:
         return group_norm(x, self.num_groups, self.weight, self.bias, self.eps, silu=silu)
+
+    def prologue(self, x: Tensor, *, silu: bool = False) -> ConvPrologue:
+        """This norm (+ SiLU) of x for the next conv to apply as it reads x:
+        `conv(x, prologue=norm.prologue(x, silu=True))` is `conv(norm(x, silu=True))` without
+        the normalized tensor (gpustd.nn.group_norm_prologue)."""
+        return group_norm_prologue(x, self.num_groups, self.weight, self.bias, self.eps,
+                                   silu=silu)
 
 
 class LayerNorm(Module):

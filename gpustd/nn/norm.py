@@ -1,4 +1,5 @@
-"""Normalization layers: group_norm (with optional fused SiLU) and layer_norm."""
+"""Normalization layers: group_norm (with optional fused SiLU), group_norm_prologue (the
+same folded into the next conv's input) and layer_norm."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ import numpy as np
 
 from .._tensor import Tensor
 from ._util import check_float, check_same, dummy, kernel
+from .prologue import ConvPrologue
 
-__all__ = ["group_norm", "layer_norm"]
+__all__ = ["group_norm", "group_norm_prologue", "layer_norm"]
 
 _CHUNK = 8192  # elements per workgroup in group_norm: thousands of workgroups at 512x512
 
@@ -25,15 +27,10 @@ def _affine(op: str, x: Tensor, weight: Tensor | None, bias: Tensor | None,
     return weight is not None
 
 
-def group_norm(x: Tensor, num_groups: int, weight: Tensor | None = None,
-               bias: Tensor | None = None, eps: float = 1e-5, *, silu: bool = False) -> Tensor:
-    """Group normalization of x [N, C, *spatial] over C/num_groups channels x spatial.
-
-    weight and bias ([C], or both None) scale and shift each channel; `silu=True` applies
-    x * sigmoid(x) afterwards in the same pass. Statistics in float32 (chunked two-pass +
-    pairwise merge). torch: `F.group_norm(x, num_groups, weight, bias, eps)` (then `F.silu`).
-    """
-    op = "group_norm"
+def _group_stats(op: str, x: Tensor, num_groups: int, weight: Tensor | None,
+                 bias: Tensor | None) -> tuple[bool, Tensor, dict[str, int]] | None:
+    """GroupNorm's pass 1 (arguments checked): (affine, per-chunk statistics, geometry), or
+    None for an empty x."""
     check_float(x, "x", op)
     if x.ndim < 2:
         raise ValueError(f"{op}: x must be [N, C, ...], got shape {x.shape}")
@@ -42,21 +39,60 @@ def group_norm(x: Tensor, num_groups: int, weight: Tensor | None = None,
         raise ValueError(f"{op}: num_groups={num_groups!r} must be a positive divisor of the "
                          f"{c} channels")
     affine = _affine(op, x, weight, bias, c)
-    out = Tensor.empty(x.shape, x.dtype, device=x.device)
     if x.size == 0:
-        return out
-    hw = x.size // (n * c)
-    group_size = c // num_groups * hw
+        return None
+    group_size = c // num_groups * (x.size // (n * c))
     chunks = math.ceil(group_size / _CHUNK)
     total = n * num_groups * chunks
     partial = Tensor.empty((total, 3), np.float32, device=x.device)
-    stats = kernel("group_norm_stats", {"T": x.dtype})
     geometry = dict(group_size=group_size, chunk=_CHUNK, chunks=chunks, total_chunks=total)
-    stats.dispatch(total, x, partial, **geometry)
-    apply = kernel("group_norm_apply", {"T": x.dtype}, AFFINE=int(affine), SILU=int(silu))
+    kernel("group_norm_stats", {"T": x.dtype}).dispatch(total, x, partial, **geometry)
+    return affine, partial, geometry
+
+
+def group_norm(x: Tensor, num_groups: int, weight: Tensor | None = None,
+               bias: Tensor | None = None, eps: float = 1e-5, *, silu: bool = False) -> Tensor:
+    """Group normalization of x [N, C, *spatial] over C/num_groups channels x spatial.
+
+    weight and bias ([C], or both None) scale and shift each channel; `silu=True` applies
+    x * sigmoid(x) afterwards in the same pass. Statistics in float32 (chunked two-pass +
+    pairwise merge). torch: `F.group_norm(x, num_groups, weight, bias, eps)` (then `F.silu`).
+    A conv that follows: `group_norm_prologue` reads x normalized without writing it.
+    """
+    stats = _group_stats("group_norm", x, num_groups, weight, bias)
+    out = Tensor.empty(x.shape, x.dtype, device=x.device)
+    if stats is None:
+        return out
+    affine, partial, geometry = stats
+    apply = kernel("group_norm_apply", {"T": x.dtype}, parts=("nn/group_norm_merge",),
+                   AFFINE=int(affine), SILU=int(silu))
     gamma, beta = (weight, bias) if affine else (dummy(x), dummy(x))
-    apply.dispatch(total, x, partial, gamma, beta, out, hw=hw, channels=c, eps=eps, **geometry)
+    apply.dispatch(geometry["total_chunks"], x, partial, gamma, beta, out,
+                   hw=x.size // (x.shape[0] * x.shape[1]), channels=x.shape[1], eps=eps,
+                   **geometry)
     return out
+
+
+def group_norm_prologue(x: Tensor, num_groups: int, weight: Tensor | None = None,
+                        bias: Tensor | None = None, eps: float = 1e-5, *,
+                        silu: bool = False) -> ConvPrologue:
+    """`group_norm(x, ..., silu=silu)` for gpustd.nn.conv2d to apply as it reads x
+    (`conv2d(x, w, prologue=group_norm_prologue(x, ...))` equals `conv2d(group_norm(x, ...),
+    w)`, padding included): only the statistics pass runs here, and a [N, C] table of each
+    channel's scale and shift is all that is written. x: [N, C, H, W]."""
+    op = "group_norm_prologue"
+    check_float(x, "x", op, ndim=4)
+    n, c = x.shape[:2]
+    table = Tensor.empty((n, c, 4), np.float32, device=x.device)
+    stats = _group_stats(op, x, num_groups, weight, bias)
+    if stats is not None:
+        affine, partial, geometry = stats
+        finish = kernel("group_norm_prologue", {"T": x.dtype}, parts=("nn/group_norm_merge",),
+                        AFFINE=int(affine))
+        gamma, beta = (weight, bias) if affine else (dummy(x), dummy(x))
+        finish.dispatch(n * num_groups, x, partial, gamma, beta, table,
+                        per_group=c // num_groups, channels=c, eps=eps, **geometry)
+    return ConvPrologue(table, silu)
 
 
 def layer_norm(x: Tensor, weight: Tensor | None = None, bias: Tensor | None = None,

@@ -15,6 +15,11 @@
 // output is too small to fill the GPU); conv2d_splitk.wgsl adds the slabs and the bias.
 // ADD folds what follows the conv into its epilogue: 1 adds `addend` of the output's shape
 // (a residual), 2 one value per (image, channel), addend[n * c_out + co] (a time embedding).
+// PROLOGUE applies what precedes the conv to each value of x as it is gathered
+// (gpustd/nn/prologue.py): 1 y = (x - t.x) * t.y + t.z with t = norm[image * c_in + ci]
+// (a GroupNorm), 2 the same then SiLU; values of the zero padding stay zero. UP_SHIFT 1
+// reads x upsampled 2x (nearest) without writing it: params.h, params.w are the upsampled
+// size, x holds (h >> 1) x (w >> 1) values a channel.
 alias T = f32;  // element type of x, w and bias
 alias O = f32;  // element type of out: T, or f32 for split-K partial sums
 alias WV = vec4<T>;  // weights as bound: vec4<T> with VEC_W (k_total % 4 == 0), else T
@@ -26,6 +31,8 @@ override HAS_BIAS: bool = true;
 override BK: u32 = 8u;  // K step: 8 or 16; 8 * BK / WX and 8 * BK / WY must be 4, 8 or 16
 override VEC_W: bool = true;  // weight rows are whole vec4s (k_total % 4 == 0)
 override ADD: u32 = 0u;  // 0: none, 1: residual, 2: per (image, channel); never with split-K
+override PROLOGUE: u32 = 0u;  // 0: none, 1: per-channel affine map, 2: the map then SiLU
+override UP_SHIFT: u32 = 0u;  // 1: x read upsampled 2x (nearest)
 
 struct Params {
     c_in: u32, h: u32, w: u32,  // input channels (all groups) and size
@@ -44,7 +51,8 @@ struct Params {
 @group(0) @binding(2) var<storage, read> bias: array<T>;
 @group(0) @binding(3) var<storage, read> addend: array<T>;
 @group(0) @binding(4) var<storage, read_write> out: array<O>;
-@group(0) @binding(5) var<uniform> params: Params;
+@group(0) @binding(5) var<storage, read> norm: array<vec4<f32>>;  // [N * C_in] with PROLOGUE
+@group(0) @binding(6) var<uniform> params: Params;
 
 // Two buffers of [k][m / 4] (A) and [k][n / 4] (B): one vec4 read hands an invocation 4 of
 // its channels (pixels).
@@ -60,7 +68,9 @@ var<private> a_base: u32;  // w offset of the loaded row
 var<private> ih0: i32;  // input row of tap (0, 0); far negative for a pixel past the end
 var<private> iw0: i32;
 var<private> x_base: u32;
-var<private> hw_in: u32;
+var<private> norm_base: u32;  // norm row of this pixel's image and the group's first channel
+var<private> hw_in: u32;  // values of one channel of x
+var<private> w_in: u32;  // values of one row of x
 var<private> tx: u32;
 var<private> ty: u32;
 
@@ -98,7 +108,7 @@ fn load_w4(k: u32) -> vec4<f32> {
 // 10-20% faster on an H200 than reading it from a per-tile table of decoded taps in
 // workgroup memory. The gather is the costly part of the loop, which is why the planner
 // favours 128 x 64 tiles (4 patch values per invocation and step, against 8 for 64 x 128).
-fn load_x(k: u32) -> f32 {
+fn load_x(k: u32, t: vec4<f32>) -> f32 {
     let ci = k / (KH * KW);
     let r = k - ci * (KH * KW);
     let ky = r / KW;
@@ -106,14 +116,51 @@ fn load_x(k: u32) -> f32 {
     let ih = u32(ih0 + i32(ky * params.dil_h));
     let iw = u32(iw0 + i32(kx * params.dil_w));
     if (ih < params.h && iw < params.w && k < params.k_total) {
-        return f32(x[x_base + ci * hw_in + ih * params.w + iw]);
+        let v = f32(x[x_base + ci * hw_in + (ih >> UP_SHIFT) * w_in + (iw >> UP_SHIFT)]);
+        if (PROLOGUE == 0u) {
+            return v;
+        }
+        let y = fma(v - t.x, t.y, t.z);  // t: the prologue's entry of channel ci
+        if (PROLOGUE == 2u) {
+            return y / (1.0 + exp(-y));
+        }
+        return y;
     }
-    return 0.0;
+    return 0.0;  // padding (after the prologue: the conv pads its normalized input)
 }
 
-// Four k rows (stride `step`) of this invocation's patch column.
+// The prologue's table entry of channel ci of this pixel's image (clamped: a k past K
+// reads no value).
+fn entry(ci: u32) -> vec4<f32> {
+    if (PROLOGUE == 0u) {
+        return vec4<f32>(0.0);
+    }
+    return norm[norm_base + min(ci, params.cin_g - 1u)];
+}
+
+// Four k rows (stride `step`) of this invocation's patch column. Their channels' table
+// entries are loaded once each where the four span at most two channels (a 3x3 conv's):
+// on lavapipe a storage load of a per-lane address is the gather's cost.
 fn load_x4(k: u32, step: u32) -> vec4<f32> {
-    return vec4<f32>(load_x(k), load_x(k + step), load_x(k + 2u * step), load_x(k + 3u * step));
+    let taps = KH * KW;
+    let c0 = k / taps;
+    let c3 = (k + 3u * step) / taps;
+    let t0 = entry(c0);
+    var t1 = t0;
+    var t2 = t0;
+    var t3 = t0;
+    if (PROLOGUE != 0u && c3 != c0) {
+        t3 = entry(c3);
+        if (c3 == c0 + 1u) {
+            t1 = select(t0, t3, (k + step) / taps != c0);
+            t2 = select(t0, t3, (k + 2u * step) / taps != c0);
+        } else {
+            t1 = entry((k + step) / taps);
+            t2 = entry((k + 2u * step) / taps);
+        }
+    }
+    return vec4<f32>(load_x(k, t0), load_x(k + step, t1), load_x(k + 2u * step, t2),
+                     load_x(k + 3u * step, t3));
 }
 
 fn put_a(i: u32, v: f32) {
@@ -222,8 +269,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     if (pixel >= params.pixels) {
         ih0 = -0x40000000;
     }
-    x_base = ((pixel / hw_out) * params.c_in + group * params.cin_g) * params.h * params.w;
-    hw_in = params.h * params.w;
+    norm_base = (pixel / hw_out) * params.c_in + group * params.cin_g;
+    w_in = params.w >> UP_SHIFT;
+    hw_in = (params.h >> UP_SHIFT) * w_in;
+    x_base = norm_base * hw_in;
 
     let k_tiles = (params.k_total + BK - 1u) / BK;
     let t_begin = split * params.k_tiles_per_split;
