@@ -2,8 +2,8 @@
 
 Each benchmark times our kernels and a baseline in the same run (torch on the same GPU when
 torch.cuda is available, numpy on the CPU otherwise), prints a table and writes JSON.
-BENCH_CONV_PROLOGUE=0 writes GroupNorm's output (and the 2x upsampling) out before the convs
-that would read them fused (gpustd.nn.prologue.FUSED), for comparison.
+BENCH_CONV_PROLOGUE=1 has the convs read GroupNorm (+ SiLU) and the 2x upsampling of their
+input in their gather (gpustd.nn.prologue.FUSED; 0, the default: written out first).
 """
 
 from __future__ import annotations
@@ -27,10 +27,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true",
                         help="small sizes and few repeats (a smoke run, not a measurement)")
     args = parser.parse_args(argv)
-    if os.environ.get("BENCH_CONV_PROLOGUE") == "0":
+    if os.environ.get("BENCH_CONV_PROLOGUE") in ("0", "1"):
         from gpustd.nn import prologue
 
-        prologue.FUSED = False
+        prologue.FUSED = os.environ["BENCH_CONV_PROLOGUE"] == "1"
     try:
         module = importlib.import_module(f"bench.{args.name}")
     except ModuleNotFoundError as exc:

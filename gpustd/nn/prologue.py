@@ -19,8 +19,14 @@ from ._util import kernel
 
 __all__ = ["FUSED", "ConvPrologue", "no_prologue"]
 
-# The prologue runs in the conv's gather (False: written out first, for comparison).
-FUSED = True
+# Whether the prologue runs in the conv's gather (True) or is written out first (False, the
+# default). Fused, the normalized activation is never stored (SD 1.5's VAE decode peak: -64
+# MiB), but every gathered value pays the map and SiLU's exp again: a 3x3 implicit-GEMM conv
+# reads each input value 9 times per output-channel tile. Measured, one process, alternated
+# (H100, Dawn, SD 1.5 UNet step f16 replayed, bench/NOTES.md): fused 44.3 ms against 30.6-31.4
+# written out, the same bits; on lavapipe a bundled-model picture ~8% more CPU. So it is off
+# unless set (`gpustd.nn.prologue.FUSED = True`; bench: BENCH_CONV_PROLOGUE=1).
+FUSED = False
 
 
 @dataclass(frozen=True)

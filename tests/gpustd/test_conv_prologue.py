@@ -19,6 +19,14 @@ from gpustd.gemm import matrix_units as sm
 from gpustd.nn import Conv2d, GroupNorm, conv2d, group_norm, group_norm_prologue
 from gpustd.nn import _conv_subgroup_matrix as csm
 
+@pytest.fixture(autouse=True)
+def fused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The kernels' own prologue (gpustd.nn.prologue.FUSED is off by default)."""
+    from gpustd.nn import prologue
+
+    monkeypatch.setattr(prologue, "FUSED", True)
+
+
 # n, c_in, h, w, groups, c_out, k, stride, padding, silu
 CASES = [
     (2, 24, 13, 11, 6, 20, 3, 1, 1, True),  # odd sizes, 4 channels a group, ragged tiles
@@ -135,7 +143,7 @@ def test_upsampled_input_matches_torch(device: gpucore.Device, dtype: type) -> N
 
 
 def test_unfused_switch(device: gpucore.Device, monkeypatch: pytest.MonkeyPatch) -> None:
-    """prologue.FUSED off (bench's BENCH_CONV_PROLOGUE=0) writes the mapped input out first:
+    """prologue.FUSED off (the default; bench: BENCH_CONV_PROLOGUE=0) writes the mapped input out first:
     ConvPrologue.apply is GroupNorm + SiLU, and the conv's result stays the same."""
     from gpustd.nn import prologue as prologue_module
 
