@@ -12,13 +12,14 @@ from gpucore import Device
 
 from .._tensor import Tensor
 from ..quant import materialize
+from . import prologue as _prologue
 from ._util import pair
 from .conv import conv2d
 from .embedding import embedding
 from .linear import linear, linear_geglu
 from .module import Module, parameter
 from .norm import group_norm, group_norm_prologue, layer_norm
-from .prologue import ConvPrologue
+from .prologue import ConvPrologue, WrittenPrologue, no_prologue
 from .quantized_linear import fuses, quantized_linear, quantized_linear_geglu
 
 __all__ = ["GEGLU", "Conv2d", "Embedding", "GroupNorm", "Identity", "LayerNorm", "Linear"]
@@ -83,7 +84,12 @@ class GroupNorm(Module):
     def prologue(self, x: Tensor, *, silu: bool = False) -> ConvPrologue:
         """This norm (+ SiLU) of x for the next conv to apply as it reads x:
         `conv(x, prologue=norm.prologue(x, silu=True))` is `conv(norm(x, silu=True))` without
-        the normalized tensor (gpustd.nn.group_norm_prologue)."""
+        the normalized tensor (gpustd.nn.group_norm_prologue). While
+        gpustd.nn.prologue.FUSED is off (the default) the norm is written out here, by
+        GroupNorm's own kernels, and the conv reads that."""
+        if not _prologue.FUSED:
+            written = group_norm(x, self.num_groups, self.weight, self.bias, self.eps, silu=silu)
+            return WrittenPrologue(no_prologue(x), silu, written=written, source=x)
         return group_norm_prologue(x, self.num_groups, self.weight, self.bias, self.eps,
                                    silu=silu)
 

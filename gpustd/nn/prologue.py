@@ -17,7 +17,7 @@ import numpy as np
 from .._tensor import Tensor
 from ._util import kernel
 
-__all__ = ["FUSED", "ConvPrologue", "no_prologue"]
+__all__ = ["FUSED", "ConvPrologue", "WrittenPrologue", "no_prologue"]
 
 # Whether the prologue runs in the conv's gather (True) or is written out first (False, the
 # default). Fused, the normalized activation is never stored (SD 1.5's VAE decode peak: -64
@@ -63,6 +63,27 @@ class ConvPrologue:
         if table.device is not x.device:
             raise ValueError(f"{op}: the prologue is on {table.device.name}, x on "
                              f"{x.device.name}")
+
+
+@dataclass(frozen=True)
+class WrittenPrologue(ConvPrologue):
+    """A prologue already written out: `written` is the norm's (+ SiLU's) output for the
+    tensor `source`, made by GroupNorm's own kernels (what GroupNorm.prologue gives while
+    FUSED is off: the same kernels and bits as `conv(norm(x))`, no table). `table` is the
+    placeholder no_prologue; a conv given it reads `written`."""
+
+    written: Tensor | None = None
+    source: Tensor | None = None
+
+    def apply(self, x: Tensor) -> Tensor:
+        self.check("ConvPrologue.apply", x)
+        assert self.written is not None
+        return self.written
+
+    def check(self, op: str, x: Tensor) -> None:
+        if x is not self.source:
+            raise ValueError(f"{op}: this prologue was made for another tensor than x "
+                             f"{x.shape}: make it from this x (norm.prologue(x))")
 
 
 def no_prologue(x: Tensor) -> Tensor:
