@@ -19,6 +19,7 @@ from gpustd.gemm import matrix_units as sm
 from gpustd.nn import Conv2d, GroupNorm, conv2d, group_norm, group_norm_prologue
 from gpustd.nn import _conv_subgroup_matrix as csm
 
+
 @pytest.fixture(autouse=True)
 def fused(monkeypatch: pytest.MonkeyPatch) -> None:
     """The kernels' own prologue (gpustd.nn.prologue.FUSED is off by default)."""
@@ -143,8 +144,8 @@ def test_upsampled_input_matches_torch(device: gpucore.Device, dtype: type) -> N
 
 
 def test_unfused_switch(device: gpucore.Device, monkeypatch: pytest.MonkeyPatch) -> None:
-    """prologue.FUSED off (the default; bench: BENCH_CONV_PROLOGUE=0) writes the mapped input out first:
-    ConvPrologue.apply is GroupNorm + SiLU, and the conv's result stays the same."""
+    """prologue.FUSED off (the default; bench: BENCH_CONV_PROLOGUE=0) writes the mapped input
+    out first: ConvPrologue.apply is GroupNorm + SiLU, and the conv's result stays the same."""
     from gpustd.nn import prologue as prologue_module
 
     c = _case(CASES[0], np.float32, seed=8)
@@ -336,3 +337,24 @@ def test_conv2d_routes_the_prologue_to_the_matrix_units_where_available(
     c = _case(CASES[0], np.float16, seed=3)
     assert relative_error(_fused(device, c), _reference(c)) < 2e-3
     assert len(calls) == 1 and calls[0] is not None and calls[0].silu
+
+
+def test_prologue_off_writes_the_norm_with_its_own_kernels(
+        device: gpucore.Device, monkeypatch: pytest.MonkeyPatch) -> None:
+    """FUSED off (the default): GroupNorm.prologue writes the norm out with GroupNorm's own
+    kernels, so the conv's result is conv(group_norm(x, silu=True)) bit for bit; a prologue
+    made for another tensor is refused."""
+    from gpustd.nn import prologue as prologue_module
+
+    monkeypatch.setattr(prologue_module, "FUSED", False)
+    c = _case(CASES[0], np.float32, seed=9)
+    norm = GroupNorm(c["groups"], c["x"].shape[1], device=device)
+    norm.load_state_dict({"weight": c["gamma"], "bias": c["beta"]})
+    conv = Conv2d(c["x"].shape[1], c["weight"].shape[0], 3, padding=1, device=device)
+    conv.load_state_dict({"weight": c["weight"], "bias": c["bias"]})
+    x = Tensor.from_numpy(c["x"], device=device)
+    got = conv(x, prologue=norm.prologue(x, silu=True)).numpy()
+    plain = conv(group_norm(x, c["groups"], norm.weight, norm.bias, norm.eps, silu=True))
+    np.testing.assert_array_equal(got, plain.numpy())
+    with pytest.raises(ValueError, match="another tensor"):
+        conv(Tensor.from_numpy(c["x"], device=device), prologue=norm.prologue(x, silu=True))
