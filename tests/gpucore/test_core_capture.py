@@ -8,6 +8,7 @@ import weakref
 
 import numpy as np
 import pytest
+from support import staircase
 
 import gpucore
 import gpustd
@@ -218,20 +219,6 @@ def test_replay_submits_in_parts_like_eager(device, monkeypatch: pytest.MonkeyPa
     np.testing.assert_array_equal(got, _chain(a, b, s).read())
 
 
-def _staircase(x: Buffer) -> Buffer:
-    """Temporaries of four size classes one after the other, each dead before the next is
-    made (the pool cannot lend one class's buffer to another)."""
-    dev, n = x.device, len(x)
-    h = x
-    for size in (n * 8, n * 4, n * 2, n):
-        t = Buffer.empty(size, device=dev)
-        ADD.dispatch(ADD.groups_for(n), h, x, t, n=n)
-        h = t
-    out = Buffer.empty(n, device=dev)
-    ADD.dispatch(ADD.groups_for(n), h, h, out, n=n)
-    return out
-
-
 def test_temporaries_share_buffers_by_lifetime(device) -> None:
     """gpucore._capture_share: the capture keeps one buffer for temporaries whose uses do not
     overlap (the largest hosts the smaller ones), and its replay is bitwise the eager call."""
@@ -239,7 +226,7 @@ def test_temporaries_share_buffers_by_lifetime(device) -> None:
     n = 20_011
     x = Buffer.from_numpy(rng.standard_normal(n).astype(np.float32), device=device)
     with device.capture() as graph:
-        out = _staircase(x)
+        out = staircase(x)
     # Each temporary is read while the next is written: two buffers (the two largest) take
     # the four, where the pool alone kept one per size class.
     classes = [gpucore._pool.size_class(n * k * 4, device.limits["max-buffer-size"])
@@ -248,7 +235,7 @@ def test_temporaries_share_buffers_by_lifetime(device) -> None:
     assert sorted(graph._buffers[k].size for k in temporaries) == sorted(classes)
     x.write(rng.standard_normal(n).astype(np.float32))
     graph.replay()
-    np.testing.assert_array_equal(out.read(), _staircase(x).read())
+    np.testing.assert_array_equal(out.read(), staircase(x).read())
 
 
 def test_a_buffer_held_before_the_capture_is_not_shared(device) -> None:

@@ -9,6 +9,7 @@ import weakref
 
 import numpy as np
 import pytest
+from support import staircase
 
 import gpucore
 import gpustd
@@ -18,24 +19,11 @@ ADD = Kernel.cached("core/vector_add")
 N = 20_011  # not a multiple of the workgroup size
 
 
-def _staircase(x: Buffer) -> Buffer:
-    """Temporaries of four sizes, each dead before the next is made; the result alone
-    outlives the call."""
-    dev, h = x.device, x
-    for size in (N * 8, N * 4, N * 2, N):
-        t = Buffer.empty(size, device=dev)
-        ADD.dispatch(ADD.groups_for(N), h, x, t, n=N)
-        h = t
-    out = Buffer.empty(N, device=dev)
-    ADD.dispatch(ADD.groups_for(N), h, h, out, n=N)
-    return out
-
-
 def _captured(device: gpucore.Device, rng: np.random.Generator
               ) -> tuple[gpucore.Capture, Buffer, Buffer]:
     x = Buffer.from_numpy(rng.standard_normal(N).astype(np.float32), device=device)
     with device.capture() as graph:
-        out = _staircase(x)
+        out = staircase(x)
     return graph, x, out
 
 
@@ -68,7 +56,7 @@ def test_lent_scratch_is_borrowed_then_taken_back(device) -> None:
     assert not {id(o.wgpu) for o in others} & {id(b) for b in scratch}
     x.write(rng.standard_normal(N).astype(np.float32))
     graph.replay()
-    np.testing.assert_array_equal(out.read(), _staircase(x).read())
+    np.testing.assert_array_equal(out.read(), staircase(x).read())
 
 
 def test_replay_takes_lent_scratch_back_itself(device) -> None:
@@ -79,7 +67,7 @@ def test_replay_takes_lent_scratch_back_itself(device) -> None:
     x.write(rng.standard_normal(N).astype(np.float32))
     graph.replay()
     assert not graph.lent and not graph.closed
-    np.testing.assert_array_equal(out.read(), _staircase(x).read())
+    np.testing.assert_array_equal(out.read(), staircase(x).read())
 
 
 def test_scratch_kept_by_a_borrower_releases_the_capture(device) -> None:
@@ -142,11 +130,11 @@ def test_buffers_only_the_recording_needed_are_freed(device) -> None:
     gc.collect()
     device.empty_pool()
     with device.capture() as graph:
-        out = _staircase(x)
+        out = staircase(x)
     assert len(graph._scratch) == 2
     assert device.memory_stats().pooled == 0
     graph.replay()
-    np.testing.assert_array_equal(out.read(), _staircase(x).read())
+    np.testing.assert_array_equal(out.read(), staircase(x).read())
 
 
 def test_a_lent_capture_dropped_unpins_and_forgets(device) -> None:
