@@ -50,9 +50,6 @@ class MatrixTile:
     acc: the accumulators' type; "f16" only for comparison (the shipped kernels use f32).
     prefetch: the next K step's global loads issued before the current step's multiplies
     (False: load, stage, barrier, multiply, barrier; faster for 64x128 on an H100).
-    group: 0, workgroup (x, y) computes C's tile (y, x); G > 0, the grid is walked in groups
-    of G tile rows, column by column within a group (Triton's "grouped ordering"), so that
-    the workgroups running at once share fewer operand tiles between them through L2.
     """
 
     fm: int
@@ -65,7 +62,6 @@ class MatrixTile:
     pad: int = 8
     acc: str = "f32"
     prefetch: bool = True
-    group: int = 0
 
     @property
     def bm(self) -> int:
@@ -84,8 +80,7 @@ class MatrixTile:
         flags = "".join(f for f, on in (("/db", self.double), ("/w8", self.wide),
                                         (f"/pad{self.pad}", self.pad != 8),
                                         ("/acc16", self.acc == "f16"),
-                                        ("/np", not self.prefetch),
-                                        (f"/g{self.group}", self.group > 0)) if on)
+                                        ("/np", not self.prefetch)) if on)
         return f"{self.bm}x{self.bn}/{self.wm}x{self.wn}sg/{self.fm}x{self.fn}fr/k{self.bk}{flags}"
 
     def shared_bytes(self) -> int:
@@ -249,7 +244,6 @@ def kernel_source(tile: MatrixTile, a: Operand, b: Operand, *, declarations: str
                 f"  workgroupBarrier();"
                 for i in range(tile.fm) for j in range(tile.fn)]
     inside = "" if aligned else f"if (row < {m_total} && col < {n_total}) "
-    grid = "\n        @builtin(num_workgroups) grid: vec3<u32>," if tile.group else ""
     nl = "\n"
     return f"""enable f16;
 enable subgroups;
@@ -289,12 +283,13 @@ fn put_fragment(row0: u32, col0: u32, at: u32, lane: u32) {{
 }}
 
 @compute @workgroup_size({tile.threads})
-fn main(@builtin(workgroup_id) wid: vec3<u32>,{grid}
+fn main(@builtin(workgroup_id) wid: vec3<u32>,
         @builtin(local_invocation_index) local_index: u32,
         @builtin(subgroup_id) sg: u32,
         @builtin(subgroup_invocation_id) lane: u32) {{
   tid = local_index;
-{_tile_origin(tile)}
+  m0 = wid.y * {tile.bm}u;
+  n0 = wid.x * {tile.bn}u;
 {nl.join(columns)}
 {setup}
   let r_in = (sg / {tile.wn}u) * {16 * tile.fm}u;
@@ -306,19 +301,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>,{grid}
 {nl.join(epilogue)}
 }}
 """
-
-
-def _tile_origin(tile: MatrixTile) -> str:
-    """`m0`, `n0`: the C tile of this workgroup (with `group`, its place in grouped order)."""
-    if not tile.group:
-        return f"  m0 = wid.y * {tile.bm}u;\n  n0 = wid.x * {tile.bn}u;"
-    g = tile.group
-    return f"""  let flat = wid.y * grid.x + wid.x;
-  let per_group = {g}u * grid.x;
-  let first_row = flat / per_group * {g}u;
-  let rows_here = min(grid.y - first_row, {g}u);
-  m0 = (first_row + flat % per_group % rows_here) * {tile.bm}u;
-  n0 = (flat % per_group / rows_here) * {tile.bn}u;"""
 
 
 def _k_range(tile: MatrixTile, k_total: str, split: str) -> str:
