@@ -6,6 +6,8 @@ Each row is the kernel gpustd.gemm.matrix_units generates for one tile, with its
 - shipped:      the kernel as it runs (checked against float64 first);
 - cached:       every K step loads K step 0's addresses: the same load instructions, served
                 from the caches (L1/L2) instead of streaming the operands through L2;
+- no_epilogue:  the shipped kernel whose epilogue writes nothing to C (the accumulators still
+                go through workgroup memory a fragment at a time): what writing C costs;
 - no_global:    `fetch()` emptied: no global loads; staging still stores (constant) registers;
 - no_staging:   `fetch()` and `stage()` emptied: per K step only the barriers, the fragments'
                 loads from workgroup memory and the multiply-accumulates;
@@ -49,7 +51,7 @@ from . import _harness
 
 COLUMNS = ["shape", "tile", "layout", "variant", "gpu_ms", "TFLOPs", "vs_shipped", "cublas_TFLOPs",
            "vs_cublas", "same_bits"]
-ABLATIONS = ("shipped", "cached", "no_global", "no_staging", "no_barrier", "mma_only")
+ABLATIONS = ("shipped", "cached", "no_epilogue", "no_global", "no_staging", "no_barrier", "mma_only")
 
 
 def _empty_function(text: str, name: str) -> str:
@@ -84,6 +86,8 @@ def ablated_source(ablation: str, *args: Any) -> str:
         return text
     if ablation == "cached":
         return _fetch_at_k0(text)
+    if ablation == "no_epilogue":
+        return _empty_function(text, "put_fragment")
     text = _empty_function(text, "fetch")
     if ablation == "no_global":
         return text

@@ -25,7 +25,11 @@ def test_each_cut_removes_its_part(tile: str) -> None:
     assert "load_a(" in text["shipped"].split("fn fetch")[1].split("fn stage")[0]
     cached = text["cached"].split("fn fetch")[1].split("fn stage")[0]
     assert "load_a(" in cached and "k0" not in cached  # the same loads, at K step 0
-    for ablation in ABLATIONS[2:]:
+    no_epilogue = text["no_epilogue"]
+    assert "store_c(row" in text["shipped"].split("fn put_fragment")[1]
+    assert "store_c(row" not in no_epilogue.split("fn put_fragment")[1]
+    assert _loop(no_epilogue) == _loop(text["shipped"])
+    for ablation in ABLATIONS[3:]:
         assert re.search(r"fn fetch\(\) \{\n\}", text[ablation]), ablation
         assert text[ablation].count("subgroupMatrixMultiplyAccumulate") == \
             text["shipped"].count("subgroupMatrixMultiplyAccumulate")
