@@ -37,6 +37,13 @@ TILES = {"64x64": MatrixTile(2, 2, 2, 2, prefetch=False), "64x64k16": MatrixTile
          "128x128k16": MatrixTile(4, 2, 2, 4, bk=16)}
 
 
+# From this K on, 128 x 128 tiles keep K steps of 32 however many waves they make: FLUX's
+# single-block output projection 4608 x 15360 x 3072 (nt) ran 2.755 ms with them against
+# 3.416 with K steps of 16 (H100, Dawn, 2026-11-25, gemm-shapes-dawn-h100.json), while
+# 2048 x 5120 x 1280 and 4608 x 3072 x 21504 stay faster with 16 (0.253 / 0.280, 3.310 / 4.060).
+LONG_K = 12288
+
+
 def aligned(tile: MatrixTile, m: int, n: int, k: int) -> bool:
     """Whether an m x k by k x n product fills `tile`'s workgroups and K steps exactly (then
     its kernel checks no bound: matrix_codegen's `aligned`)."""
@@ -54,7 +61,8 @@ def available(device: Device) -> bool:
 def choose_tile(m: int, n: int, batch: int, *, k: int = 0) -> MatrixTile:
     """Without Dawn's robustness (its default since 2026-11-24): 128 x 128 tiles of 8
     subgroups (2 x 4 fragments, prefetch) for products that fill them exactly (m, n multiples
-    of 128, K of 32) in 2 or more waves, with K steps of 16 from 4 waves on; otherwise 64 x 64
+    of 128, K of 32) in 2 or more waves, with K steps of 16 from 4 waves on (below LONG_K);
+    otherwise 64 x 64
     tiles with K steps of 32 (64 x 128 where that alone fills its tiles in 8 waves). Every
     SD 1.5 and SDXL UNet GEMM on every tile (H100, 2026-11-24, GPU ms by timestamps, medians,
     bitwise-equal results, gemm-rule-tiles-norobust-dawn-h100.json), m x k x n nt, ms at
@@ -111,7 +119,7 @@ def choose_tile(m: int, n: int, batch: int, *, k: int = 0) -> MatrixTile:
     """
     wide, square = TILES["128x128k16"], TILES["128x128"]
     waves = (m // 128) * (n // 128) * batch / MULTIPROCESSORS
-    if k and aligned(wide, m, n, k) and waves >= 4:
+    if k and aligned(wide, m, n, k) and waves >= 4 and k < LONG_K:
         return wide
     if k and aligned(square, m, n, k) and waves >= 2:
         return square
