@@ -132,9 +132,22 @@ def choose_conv_tile(c_out: int, pixels: int, k_total: int = 0) -> sm.MatrixTile
     0.359, 1280 -> 640 at 2x32x32 0.707 / 0.923, 1920 -> 640 0.702 / 0.941, 960 -> 640 0.325 /
     0.363; left at 64x64: 640 -> 1280 at 2x16x16 0.172 / 0.152, 640 -> 640 at 2x32x32 0.314 /
     0.325, 320 -> 640 0.166 / 0.135, 1280 -> 1280 at 2x8x8 0.384 / 0.371, conv_out 320 -> 4
-    (32x32 0.19-0.32 / 0.105)."""
+    (32x32 0.19-0.32 / 0.105).
+
+    Before either: 32 x 32 tiles under 64 output channels where 64 x 64 tiles need no split
+    (the UNet's conv_out 320 -> 4, split, is faster at 64 x 64: 0.105 against 0.19-0.32 ms),
+    and 64 x 64 where C_out is not a
+    multiple of 128 (a 128-row tile would compute rows past C_out and take the checked kernel)
+    or K is under 64 (a first conv: one K step). The tuner's trials (`python -m gpucore tune
+    --ops conv_sm`, H100, Dawn, 2026-11-25, bench/results/conv-tune-dawn-h100.json), ms at
+    128x128 / 64x64 / 32x32: SDXL's 320-channel convs at 2x128x128 320 -> 320 1.209 / 0.783 /
+    1.373, 640 -> 320 2.517 / 1.493, 960 -> 320 3.921 / 2.224; conv_in 4 -> 320 0.091 / 0.070;
+    the VAE's conv_out 128 -> 3 at 512x512 1.398 / 0.820 / 0.655 and encoder conv_in 3 -> 128
+    0.224 / 0.189 / 0.181."""
     big = CONV_TILES["128x128"]
-    if math.ceil(pixels / big.bn) > 65535:
+    if c_out < 64 and tile_count(c_out, pixels, CONV_TILES["64x64"]) >= MIN_TILES:
+        return CONV_TILES["32x32"]
+    if math.ceil(pixels / big.bn) > 65535 or c_out % big.bm or 0 < k_total < 64:
         return CONV_TILES["64x64"]
     if (tile_count(c_out, pixels, big) >= 2 * MULTIPROCESSORS
             or (c_out >= 640 and k_total >= 8640 and pixels >= 512)):

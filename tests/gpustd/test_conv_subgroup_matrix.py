@@ -42,6 +42,12 @@ def test_tile_choice() -> None:
     assert csm.choose_conv_tile(640, 2 * 32 * 32, 8640) == csm.CONV_TILES["128x128"]
     assert csm.choose_conv_tile(1280, 2 * 8 * 8, 11520) == csm.CONV_TILES["64x64"]
     assert csm.choose_conv_tile(1280, 2 * 16 * 16, 5760) == csm.CONV_TILES["64x64"]
+    # SDXL's 320 channels at 2x128x128: 3 tiles of 128 rows would cover 384 channels
+    assert csm.choose_conv_tile(320, 2 * 128 * 128, 2880) == csm.CONV_TILES["64x64"]
+    assert csm.choose_conv_tile(256, 2 * 128 * 128, 2304) == csm.CONV_TILES["128x128"]
+    assert csm.choose_conv_tile(128, 512 * 512, 27) == csm.CONV_TILES["64x64"]  # one K step
+    assert csm.choose_conv_tile(3, 512 * 512, 1152) == csm.CONV_TILES["32x32"]  # VAE conv_out
+    assert csm.choose_conv_tile(4, 2 * 64 * 64, 2880) == csm.CONV_TILES["64x64"]  # split K
 
 
 _real_conv2d_matrix = csm.conv2d_matrix
