@@ -160,6 +160,8 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, stride: Any
     cout_g = c_out // groups
     k_total = cin_g * kh * kw
     bm, bn, splits, bk = _plan_override or _plan(cout_g, pixels, groups, k_total)
+    if _plan_override is None and x.device.info.type == "cpu":
+        splits = 1  # splits fill a GPU's multiprocessors; a CPU's few cores they only slow
     k_tiles = math.ceil(k_total / bk)
     if splits > 1 and splits * out.size * 4 > x.device.limits["max-storage-buffer-binding-size"]:
         splits = 1  # the partial sums would not fit one binding (as gemm.plan.k_partition)

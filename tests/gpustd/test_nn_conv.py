@@ -88,6 +88,19 @@ def test_conv2d_split_k_chosen_for_deep_small_layers(device: gpucore.Device) -> 
     _run(device, (2, 256, 4, 4), (128, 256, 3, 3), padding=1, tol=2e-4)
 
 
+def test_conv2d_splits_k_only_on_gpus(device: gpucore.Device) -> None:
+    # splits fill a GPU's multiprocessors; on a CPU adapter (lavapipe) they only add a pass
+    if not device.has_timestamps:
+        pytest.skip(f"{device.info.label} has no timestamp queries to list its passes")
+    rng = np.random.default_rng(0)
+    x, w = (Tensor.from_numpy(rng.standard_normal(s).astype(np.float32), device=device)
+            for s in ((2, 256, 4, 4), (128, 256, 3, 3)))
+    with device.profile() as prof:
+        conv_module.conv2d(x, w, padding=1).numpy()
+    split = any(name.startswith("nn/conv2d_splitk") for name, _ in prof.records)
+    assert split == (device.info.type != "cpu"), prof.summary()
+
+
 def test_conv2d_split_k_partials_over_a_binding_run_unsplit(device: gpucore.Device,
                                                             monkeypatch) -> None:
     # 4 splits of a 2x70x5x7 output: 78 KB of f32 partial sums over a 64 KB binding limit
