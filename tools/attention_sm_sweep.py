@@ -23,14 +23,17 @@ from gpustd.nn import _attention_subgroup_matrix as sm
 
 RAGGED = [(1, 2, 77, 77, 40), (2, 3, 100, 77, 64), (1, 2, 333, 130, 80), (2, 2, 97, 45, 160),
           (1, 1, 17, 1, 10), (1, 3, 130, 1000, 64)]
-# (name, (B, H, Lq, Lk, D)): the SD 1.5 and SDXL UNets' attention at 512 / 1024 pixels
+# (name, (B, H, Lq, Lk, D)): the SD 1.5 and SDXL UNets' attention at 512 / 1024 pixels, FLUX's
+# joint attention at 1024 pixels (4096 image and 512 text tokens) and SD 3.5 Large's (333 text)
 SHAPES = [("sd15 self 4096 d40", (2, 8, 4096, 4096, 40)),
           ("sd15 cross 77 d40", (2, 8, 4096, 77, 40)),
           ("sd15 self 1024 d80", (2, 8, 1024, 1024, 80)),
           ("sd15 self 256 d160", (2, 8, 256, 256, 160)),
           ("sdxl self 4096 d64", (2, 10, 4096, 4096, 64)),
           ("sdxl self 1024 d64", (2, 20, 1024, 1024, 64)),
-          ("sdxl cross 77 d64", (2, 10, 4096, 77, 64))]
+          ("sdxl cross 77 d64", (2, 10, 4096, 77, 64)),
+          ("flux joint 4608 d128", (1, 24, 4608, 4608, 128)),
+          ("sd35 joint 4429 d64", (1, 38, 4429, 4429, 64))]
 # (fq, fk, sg, prefetch, rotate, regs): see SMPlan. Slower on an H100 (2026-11-24,
 # attention-sm-prefetch-dawn-h100.json): 1x1x4, 1x1x8, 2x2x4 (without the score registers).
 VARIANTS = [(1, 2, 8, False, False, False), (1, 2, 8, True, True, True),
