@@ -3,7 +3,8 @@
 The weights are drawn once, by diffusers on the GPU (seeded), and copied tensor by tensor into
 ours; then one classifier-free-guidance step (batch 2, 128x128 latents, 77x2048 context, pooled
 text embeddings of 1280 and 6 micro-conditioning time ids) runs on diffusers/torch (fp32 with
-TF32 off, and fp16) and on our kernels (float32, and float16 where the adapter has shader-f16).
+TF32 off, and fp16) and on our kernels (float32, and float16 where the adapter has shader-f16;
+BENCH_DTYPES=float16 times ours in float16 alone, to save device time).
 Memory: torch's peak allocation, and for ours the peak device memory in use as the driver
 reports it (cudaMemGetInfo, sampled every few ms) above what was in use before the model, while
 loading and while stepping.
@@ -227,10 +228,8 @@ def run(quick: bool = False) -> dict[str, Any]:
     if cuda:
         torch.cuda.empty_cache()
     kernels = {}
-    for dtype in (np.float32, np.float16):
-        if dtype == np.float16 and not device.has_f16:
-            continue
-        name = np.dtype(dtype).name
+    for dtype in _harness.dtypes(device):  # diffusers runs both: its fp32 is the reference
+        name = dtype.name
         row, got, kernels[name] = _our_row(weights, dict(config), x, dtype, device, cuda, repeat)
         row["rel_err"] = _rel_err(got, expected.get(name, expected["float32"]))
         row["rel_err_vs_fp32"] = _rel_err(got, expected["float32"])
