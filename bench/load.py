@@ -2,7 +2,8 @@
 
 A real server (`python -m diffusion serve`, the bundled model unless BENCH_LOAD_MODEL names
 one) in a process of its own. Phase 1, load: BENCH_LOAD_CLIENTS clients (64) each send
-BENCH_LOAD_REQUESTS txt2img requests (8) one after another, seeds drawn from a few whose
+BENCH_LOAD_REQUESTS txt2img requests (8) of BENCH_LOAD_STEPS steps (20) at BENCH_LOAD_SIZE
+pixels (128) one after another, seeds drawn from a few whose
 pictures were made alone first: every answer must be 200 and the very picture of its seed.
 The server's host memory (RSS of it and its worker processes) and device memory (where
 /sdapi/v1/memory reports it) are sampled throughout: flat means the last sample is within
@@ -221,7 +222,8 @@ def run(*, quick: bool = False) -> dict[str, Any]:
     size = int(_env("BENCH_LOAD_SIZE", "64" if quick else "128"))
     growth = float(_env("BENCH_LOAD_GROWTH_MIB", "64"))
     devices = os.environ.get("BENCH_LOAD_DEVICES")
-    body = {"prompt": PROMPT, "steps": 4 if quick else 20, "width": size, "height": size}
+    steps = int(_env("BENCH_LOAD_STEPS", "4" if quick else "20"))
+    body = {"prompt": PROMPT, "steps": steps, "width": size, "height": size}
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     rows = []
@@ -240,6 +242,7 @@ def run(*, quick: bool = False) -> dict[str, Any]:
             (host0, dev0), (host1, dev1) = samples
             flat = host1 - host0 <= growth and (dev0 is None or dev1 - dev0 <= growth)
             rows.append({"workload": f"load {clients} clients x {requests}", "size": size,
+                         "steps": steps,
                          "devices": devices or "default", **{k: result[k] for k in (
                              "done", "errors", "wrong")},
                          "images/s": round(result["images_per_s"], 2),
@@ -262,6 +265,6 @@ def run(*, quick: bool = False) -> dict[str, Any]:
                              and faults["ok"] > 0 and faults["restarted"] >= 1
                              and faults["after_other"] == 0
                              and faults["whole"] == faults["saved"] >= faults["ok"]})
-    columns = ["workload", "size", "devices", "done", "errors", "wrong", "images/s",
+    columns = ["workload", "size", "steps", "devices", "done", "errors", "wrong", "images/s",
                "host MiB", "device MiB", "restarted", "after restart", "ok"]
     return {"benchmark": "load", "rows": rows, "columns": columns}
