@@ -157,6 +157,28 @@ def test_a_request_runs_on_the_checkpoint_its_override_names(served: Any) -> Non
     assert response.status_code == 422 and "not one of this server's models" in response.text
 
 
+def test_the_hires_pass_of_a_flux_model_takes_the_vae_of_its_modules(served: Any) -> None:
+    """hr_additional_modules on a FLUX folder: after a latent upscale their VAE decodes, the
+    picture the whole request makes with that VAE module; their T5 leaves the conditioning
+    the first pass's, as in Forge (its hires conditioning is made before the first pass unless
+    a hires checkpoint is chosen). Forge's "Hires Module N" name them."""
+    from server_support import info, pixels
+
+    client, _, _, _ = served
+    hires = {**SMALL, "enable_hr": True, "hr_scale": 1.0, "hr_upscaler": "Latent",
+             "hr_second_pass_steps": 1, "denoising_strength": 0.6}
+    response = client.post("/sdapi/v1/txt2img", json={**hires, "hr_additional_modules": [
+        "vae-other.safetensors", "t5-other.safetensors"]})
+    assert response.status_code == 200, response.text
+    assert info(response)["infotexts"][0].endswith(
+        "Hires Module 1: vae-other, Hires Module 2: t5-other")
+    whole = client.post("/sdapi/v1/txt2img", json={**hires, "override_settings": {
+        "forge_additional_modules": ["vae-other.safetensors"]}})
+    assert whole.status_code == 200, whole.text
+    np.testing.assert_array_equal(pixels(response.json()["images"][0]),
+                                  pixels(whole.json()["images"][0]))
+
+
 def _fake_pipe(path: Path, modules: Any = (), **where: Any) -> Any:
     if Path(path).name == "broken":
         raise ValueError("broken model")
