@@ -142,7 +142,10 @@ def _hires_fields(settings: Mapping[str, Any]) -> dict[str, Any]:
             "Hires upscale": None if resize else _number(settings.get("hires_scale", 2.0)),
             "Hires resize": f"{resize[0]}x{resize[1]}" if resize else None,
             "Hires steps": settings.get("hires_steps") or None,
-            "Hires upscaler": settings["hires_upscaler"]}
+            "Hires upscaler": settings["hires_upscaler"],
+            # Forge's hr_additional_modules: file stems, "Built-in" or "Use same choices"
+            **{f"Hires Module {k}": name
+               for k, name in enumerate(settings.get("hires_modules") or (), 1)}}
 
 
 def parse_infotext(text: str) -> dict[str, Any]:

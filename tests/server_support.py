@@ -125,3 +125,29 @@ def live_server(app: Any) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(30)
+
+
+def write_vae_file(path: Path, seed: int, **config: Any) -> Any:
+    """A tiny VAE (diffusers') saved as a bare LDM-layout file, as `ae.safetensors` is."""
+    import diffusers
+    from ldm_files import ldm_vae
+    from safetensors.torch import save_file
+    from sd_tiny import VAE_TINY, randomized
+
+    vae = randomized(diffusers.AutoencoderKL(**{**VAE_TINY, **config}), seed)
+    state = ldm_vae(vae.state_dict())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k.removeprefix("first_stage_model."): v.contiguous() for k, v in state.items()},
+              str(path))
+    return vae
+
+
+def write_t5_file(path: Path, seed: int) -> None:
+    """A tiny T5 encoder (transformers') saved as a bare file, as `t5xxl_fp16.safetensors` is."""
+    from flow_tiny import tiny_t5
+    from safetensors.torch import save_file
+
+    state = {k: v.contiguous() for k, v in tiny_t5(seed).state_dict().items()
+             if k != "encoder.embed_tokens.weight"}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(path))

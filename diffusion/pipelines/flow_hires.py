@@ -2,8 +2,10 @@
 upscaled (a latent upscaler), or its pictures upscaled and encoded again (an image or model
 upscaler), then a second pass as img2img at the larger size with the same sampler, prompt and
 CFG, FLUX dev's distilled guidance being `hr_distilled_cfg` (Forge's "Hires Distilled CFG
-Scale"). As in the WebUI's hires pass the second pass's schedule is stretched by 1 / denoise
-and its last `steps` run (`steps` 0: the first pass's), over the shifted sigmas of the new
+Scale"), and with the VAE of Forge's `hr_additional_modules` where they hold one
+(`request.hires_modules`: it encodes the upscaled pictures and decodes the result). As in
+the WebUI's hires pass the second pass's schedule is stretched by 1 / denoise and its last
+`steps` run (`steps` 0: the first pass's), over the shifted sigmas of the new
 size (FLUX dev's shift grows with the picture), from each image's seed drawn afresh at that
 size. The size is rounded down to whole 2x2 latent patches (16 pixels).
 """
@@ -46,7 +48,9 @@ def run_hires(model: Any, request: GenerationRequest, label: str, prompts: list[
     assert hires is not None
     w, h = hires_size(model, request, width, height)
     scale = model.vae_scale_factor
-    vae = model.pipe.vae
+    vae = model.pipe.vae  # the first pass's decodes, the hires modules' VAE encodes
+    second_vae = getattr(request.hires_modules, "vae", None)
+    second_vae = vae if second_vae is None else second_vae
     # 1. where the second pass starts
     if hires.is_latent:
         start = upscale_latents(latents, (h // scale, w // scale), hires.upscaler)
@@ -54,7 +58,7 @@ def run_hires(model: Any, request: GenerationRequest, label: str, prompts: list[
         pictures = decode(vae, latents, vae.decoder.conv_in.weight.device)
         generator = make_generator(request.rng, seeds[0])  # the VAE posterior's draws
         start = np.concatenate([
-            encode_image(vae, to_unit_image(upscale_image(
+            encode_image(second_vae, to_unit_image(upscale_image(
                 np.round(p * 255).astype(np.uint8), (w, h), hires.upscaler), w, h), generator)
             for p in pictures])
     # 2. the stretched schedule at the new size, its last `steps` from the upscaled latents,

@@ -134,7 +134,9 @@ class FlowModel:
                 latents = run_hires(self, request, label, prompts, seeds, latents, width,
                                     height, observer, _options(request, label))
         # 3. decode, 4. what made them (Forge's infotext)
-        pictures = decode(self.pipe.vae, latents, self.pipe.vae.decoder.conv_in.weight.device)
+        vae = getattr(request.hires_modules, "vae", None)  # the hires pass's (flow_hires)
+        vae = self.pipe.vae if vae is None else vae
+        pictures = decode(vae, latents, vae.decoder.conv_in.weight.device)
         images = [np.round(p * 255).astype(np.uint8) for p in pictures]
         settings_out: dict[str, Any] = dict(
             mode=request.mode, prompt=request.prompt, negative_prompt=request.negative_prompt,
@@ -147,7 +149,7 @@ class FlowModel:
         if request.init_image is not None:
             settings_out["strength"] = float(request.strength)
         if request.hires is not None:
-            settings_out.update(hires_fix(request.hires))
+            settings_out.update(hires_fix(request.hires, request.hires_modules))
             if self.distilled:  # Forge writes it where the model takes a distilled CFG
                 settings_out["hires_distilled_cfg"] = float(request.hr_distilled_cfg)
         if loras:

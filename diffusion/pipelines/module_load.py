@@ -12,23 +12,28 @@ is left out, as the server's `--text-encoder` files always were for other models
 encoders given to an SD 1.x / 2.x / SDXL model (Forge maps only the CLIPs a model has, and no
 SD model has a T5), a VAE of other latent channels (FLUX's 16-channel `ae.safetensors` beside
 an SD 1.5 model). So one module list serves every model a server switches between.
+
+Forge's `hr_additional_modules` (the hires fix's own "VAE / Text Encoder" list) reaches the
+pipeline as `HiresModules` (`hires_modules(pipe, path, labels, files)`).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..loaders.errors import WeightsError
 from ..loaders.flow_file import flow_model_family
 from ..loaders.module_file import module_roles, vae_latent_channels
 from ..loaders.text_encoder_file import module_stem
 from .load import load_pipeline
 
-__all__ = ["load_with_modules"]
+__all__ = ["HiresModules", "hires_modules", "load_with_modules"]
 
 
 def load_with_modules(path: str | os.PathLike[str], modules: Sequence[str | os.PathLike[str]],
@@ -56,15 +61,65 @@ def load_with_modules(path: str | os.PathLike[str], modules: Sequence[str | os.P
 
 
 def _replace_vae(pipe: Any, file: Path) -> None:
-    """`pipe`'s VAE replaced by the one in `file`, in the dtype and on the device its own was
-    (an SDXL VAE kept float32 under float16 weights stays so, as the CLI's --vae does)."""
-    from ..loaders.vae_file import load_vae
-
-    own = pipe.vae
-    weight = own.decoder.conv_in.weight
-    loaded = load_vae(file, dtype=weight.dtype, device=weight.device, config=own.config)
+    """`pipe`'s VAE replaced by the one in `file` (`_load_like`)."""
+    loaded = _load_like(pipe.vae, file)
     if hasattr(pipe, "pipe"):  # a FlowModel: its diffusers-style pipeline holds the VAE
         pipe.pipe.vae = loaded
     else:
         pipe.vae = loaded
     pipe.vae_path = file
+
+
+def _load_like(vae: Any, path: str | os.PathLike[str]) -> Any:
+    """The VAE in `path` (a VAE file, a model folder or an SD checkpoint) with `vae`'s config,
+    in the dtype and on the device `vae` is (an SDXL VAE kept float32 under float16 weights
+    stays so, as the CLI's --vae does)."""
+    from ..loaders.vae_file import load_vae
+
+    weight = vae.decoder.conv_in.weight
+    return load_vae(path, dtype=weight.dtype, device=weight.device, config=vae.config)
+
+
+@dataclass(frozen=True)
+class HiresModules:
+    """Forge's `hr_additional_modules` as a hires fix's second pass takes them
+    (`GenerationRequest.hires_modules`): `labels`, written to the infotext as Forge writes
+    them ("Hires Module 1: ae"; "Built-in" for no module, "Use same choices" for the first
+    pass's), and `vae`: the VAE (a loaded AutoencoderKL) the second pass encodes its upscaled
+    pictures with and decodes its result with; None: the first pass's."""
+
+    labels: tuple[str, ...]
+    vae: Any = None
+
+
+def hires_modules(pipe: Any, path: str | os.PathLike[str], labels: Sequence[str],
+                  modules: Sequence[str | os.PathLike[str]] | None) -> HiresModules:
+    """What `pipe` (the model at `path`) runs its hires pass with when Forge's
+    `hr_additional_modules` are `modules` (None: the first pass's; []: none, "Built-in").
+
+    Forge reloads the model with them for the hires pass but keeps the conditioning the first
+    pass's text encoders made (its `calculate_hr_conds` runs before the first pass unless a
+    hires checkpoint is chosen), so of the modules only the VAE acts: the last one that fits
+    the model (as `load_with_modules` picks it), else the model's own, read again from `path`
+    where the first pass ran with a VAE file. WeightsError (a ValueError) when that is needed
+    and `path` holds none that reads apart (a FLUX / SD3 file that took its VAE from the
+    modules)."""
+    labels = tuple(labels)
+    if modules is None:
+        return HiresModules(labels)
+    own = pipe.vae
+    channels = int(own.config["latent_channels"])
+    vaes = [Path(f) for f in modules
+            if "vae" in module_roles(f) and vae_latent_channels(f) == channels]
+    first = None if pipe.vae_path is None else Path(pipe.vae_path)
+    wanted = vaes[-1] if vaes else None
+    if wanted == first:
+        return HiresModules(labels)  # the first pass's VAE already
+    if wanted is not None:
+        return HiresModules(labels, _load_like(own, wanted))
+    try:
+        return HiresModules(labels, _load_like(own, path))
+    except WeightsError as exc:
+        raise WeightsError(f"hr_additional_modules: the hires pass would run with the model's "
+                           f"own VAE, but none could be read from {Path(path).name} ({exc}); "
+                           "name a VAE file, or send [\"Use same choices\"]") from None

@@ -51,6 +51,9 @@ class Pass:
     # maps fitted to this pass's size; a hires fix's second pass runs the units meant for it
     control: tuple[Any, ...] = ()
     hires_stage: str | None = None  # "first" / "second" pass of a hires fix
+    # the VAE a hires fix's second pass encodes and decodes with (Forge's
+    # hr_additional_modules: module_load.HiresModules.vae); None: the model's
+    hires_vae: Any = None
 
 
 def to_unit_image(image: Any, width: int, height: int) -> np.ndarray:
@@ -141,7 +144,8 @@ class InpaintInputs:
 def hires_latents(pipe: StableDiffusion, r: Pass, latents: np.ndarray,
                   hires: HiresFix) -> tuple[np.ndarray, Pass]:
     """The hires pass's starting latents (upscaled latents, or the upscaled picture through
-    the VAE) and its settings (the new size, img2img at the hires strength)."""
+    the VAE: the first pass's decodes, `r.hires_vae` encodes where set) and its settings (the
+    new size, img2img at the hires strength)."""
     width, height = hires.target(r.width, r.height)
     scale = pipe.vae_scale_factor
     if hires.is_latent:
@@ -150,7 +154,7 @@ def hires_latents(pipe: StableDiffusion, r: Pass, latents: np.ndarray,
         images = [upscale_image(image, (width, height), hires.upscaler)
                   for image in pipe._decode(latents)]
         generator = make_generator(r.rng, r.seed)  # the VAE posterior's draws
-        start = np.concatenate([pipe._encode(to_unit_image(image, width, height), generator)
-                                for image in images])
+        start = np.concatenate([pipe._encode(to_unit_image(image, width, height), generator,
+                                             vae=r.hires_vae) for image in images])
     return start, replace(r, width=width, height=height, mode="img2img",
                           strength=hires.denoise, hires_stage="second")

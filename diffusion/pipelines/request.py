@@ -108,6 +108,9 @@ class GenerationRequest:
     mask: Any = field(default=None, metadata=_label(None))
     strength: float = field(default=0.75, metadata=_label("Denoising strength"))
     hires: HiresFix | None = field(default=None, metadata=_label("Hires upscale"))
+    # Forge's hr_additional_modules as the second pass takes them (module_load.HiresModules),
+    # written as "Hires Module 1", "Hires Module 2", ...
+    hires_modules: Any = field(default=None, metadata=_label("Hires Module"))
     sampler_options: SamplerOptions | None = field(default=None, metadata=_label("Eta"))
     refiner: Any = field(default=None, metadata=_label("Refiner"))
     refiner_switch_at: float = field(default=0.8, metadata=_label(
@@ -221,6 +224,8 @@ def _check(r: GenerationRequest) -> None:
                          "raise strength or steps")
     if r.hires is not None and r.mode != "txt2img":
         raise ValueError("hires fix is a txt2img option; for img2img, raise the size instead")
+    if r.hires_modules is not None and r.hires is None:
+        raise ValueError("hires modules (Forge's hr_additional_modules) need the hires fix")
     if r.hires is not None and r.refiner is not None:
         raise ValueError("the refiner and the hires fix do not combine here; run the hires "
                          "pass as img2img with the refiner instead")

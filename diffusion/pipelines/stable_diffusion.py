@@ -83,9 +83,12 @@ def _as_request(request: GenerationRequest | str | None,
     return GenerationRequest(**settings)
 
 
-def hires_fix(hires: HiresFix) -> dict[str, Any]:
-    """The settings a hires pass adds (the infotext's Hires fields)."""
+def hires_fix(hires: HiresFix, modules: Any = None) -> dict[str, Any]:
+    """The settings a hires pass adds (the infotext's Hires fields; with `modules`, a
+    module_load.HiresModules, Forge's "Hires Module N")."""
     fields: dict[str, Any] = {"hires_upscaler": hires.upscaler, "hires_denoise": hires.denoise}
+    if modules is not None and modules.labels:
+        fields["hires_modules"] = list(modules.labels)
     if hires.resize is not None:
         fields["hires_resize"] = hires.resize
     else:
@@ -233,25 +236,28 @@ class StableDiffusion:
         width = int(self.text_encoder.config["hidden_size"])
         return self.embeddings.lookup(self.tokenizer, width=width)
 
-    def _decode(self, latents: np.ndarray) -> list[np.ndarray]:
+    def _decode(self, latents: np.ndarray, vae: Any = None) -> list[np.ndarray]:
         """Pictures of the latents, one at a time (the decoder's activations are large), tiled
-        where a picture is too large for the device (diffusion.models.tiled_vae)."""
+        where a picture is too large for the device (diffusion.models.tiled_vae); by `vae`
+        where given (a hires pass's), else the model's."""
         decode = vae_decode if self.memory is None else self.memory.vae_decode
+        vae = self.vae if vae is None else vae
         with lent(self._unet_capture, self._text_capture):  # the VAE borrows their scratch
-            images = [decode(self.vae, (latent[None] / self.vae.scaling_factor).astype(
-                np.float32)) for latent in latents]
+            images = [decode(vae, (latent[None] / vae.scaling_factor).astype(np.float32))
+                      for latent in latents]
         return to_uint8(np.concatenate(images))
 
-    def _encode(self, pixels: np.ndarray, generator: Generator) -> np.ndarray:
-        """A latent drawn from the VAE's posterior for `pixels`, scaled for the UNet (tiled
-        where the picture is too large for the device)."""
+    def _encode(self, pixels: np.ndarray, generator: Generator, vae: Any = None) -> np.ndarray:
+        """A latent drawn from the VAE's (`vae`'s where given) posterior for `pixels`, scaled
+        for the UNet (tiled where the picture is too large for the device)."""
         encode = vae_encode if self.memory is None else self.memory.vae_encode
+        vae = self.vae if vae is None else vae
         with lent(self._unet_capture, self._text_capture):  # idle until the steps
-            mean, logvar = encode(self.vae, pixels.astype(np.float32))
+            mean, logvar = encode(vae, pixels.astype(np.float32))
         mean_np = mean.astype(np.float64)
         noise = generator.standard_normal(mean_np.shape)
         latent = AutoencoderKL.sample(mean_np, logvar.astype(np.float64), noise)
-        return latent * self.vae.scaling_factor
+        return latent * vae.scaling_factor
 
     def set_memory_mode(self, mode: MemoryMode) -> None:
         """Run in the WebUI's --medvram / --lowvram / --max-vram mode (a MemoryMode, all off:
@@ -294,7 +300,8 @@ class StableDiffusion:
                  batch_size=int(request.batch_size), clip_skip=int(request.clip_skip),
                  strength=float(request.strength), rng=request.rng, mode=request.mode,
                  embeddings=self._embedding_lookup(), control=tuple(request.control),
-                 hires_stage="first" if request.hires is not None else None)
+                 hires_stage="first" if request.hires is not None else None,
+                 hires_vae=getattr(request.hires_modules, "vae", None))
         refiner = request.refiner
         if isinstance(refiner, str):  # a server resolves names; here it is too late
             raise ValueError(f"refiner must be a loaded model (diffusion.load_pipeline), got "
@@ -338,8 +345,9 @@ class StableDiffusion:
                 extra["seed_resize_from"] = tuple(request.seed_resize_from)
             schedule, seeds = extra.pop("schedule"), image_seeds.seeds
         # 5. decode: after the hand-off the refiner's VAE decodes, as in the WebUI and diffusers
+        # (after a hires pass, the VAE of its modules where they hold one, as in Forge)
         with lent(self._unet_capture, self._text_capture):  # the refiner's VAE too
-            images = (self if refiner is None else refiner)._decode(latents)
+            images = (self if refiner is None else refiner)._decode(latents, r.hires_vae)
         # 6. what made them (the infotext)
         settings = dict(mode=r.mode, prompt=r.prompt, negative_prompt=r.negative_prompt,
                         steps=r.steps, sampler=label, scheduler=schedule,
@@ -349,7 +357,7 @@ class StableDiffusion:
         if request.init_image is not None:
             settings["strength"] = r.strength
         if request.hires is not None:
-            settings.update(hires_fix(request.hires))
+            settings.update(hires_fix(request.hires, request.hires_modules))
         if refiner is not None:
             settings.update(refiner=refiner.name, refiner_switch_at=r.switch_at)
         if loras:

@@ -21,6 +21,7 @@ from ..text.embeddings import EmbeddingDatabase
 from .image_encoders import ImageEncoders
 from .limits import BodyLimit, add_error_handlers
 from .models_dir import ModelRegistry
+from .modules_dir import AUTOMATIC_VAE, choose_vae
 from .routers import routers
 from .routers.page import STATIC
 from .state import ServerState, parse_auth
@@ -58,7 +59,8 @@ def create_app(*, model: str | os.PathLike[str] | None = None,
                worker_adapters: list[str] | None = None, memory: Any = None,
                controlnet_dir: str | os.PathLike[str] | None = None,
                text_encoders: Sequence[str | os.PathLike[str]] = (),
-               image_encoders: list[str | os.PathLike[str]] | None = None) -> FastAPI:
+               image_encoders: list[str | os.PathLike[str]] | None = None,
+               sd_vae: str = AUTOMATIC_VAE) -> FastAPI:
     """The server app with its worker started and its first model loaded.
 
     `model` (or, without it, the bundled model, or else the first model in `models_dir`) is
@@ -78,6 +80,8 @@ def create_app(*, model: str | os.PathLike[str] | None = None,
     a FLUX / SD3 model's own, the VAE and encoders a single file lacks, a VAE in place of any
     model's own; what a model has no place for is left out). The module files a client may
     choose are these and those in `models_dir` (/sdapi/v1/sd-modules).
+    `sd_vae`: the WebUI's VAE choice the first model loads with (diffusion.server.modules_dir:
+    "Automatic", "None" or a VAE file's name as /sdapi/v1/sd-vae lists it).
     """
     from .. import default_model_path, load_pipeline
     from ..pipelines.module_load import load_with_modules
@@ -114,9 +118,11 @@ def create_app(*, model: str | os.PathLike[str] | None = None,
         worker: Worker = ProcessWorker(loading, adapters=worker_adapters, queue_size=queue_size)
     else:
         worker = Worker(loading, queue_size=queue_size, devices=devices)
-    # the first model, with --text-encoder's files (a request may ask for others)
+    # the first model, with --text-encoder's files (a request may ask for others) and the
+    # VAE file `sd_vae` chooses (by default the one named like it, the WebUI's "Automatic")
     first = replace(registry.entries[0],
                     modules=tuple(Path(file).resolve() for file in text_encoders))
+    first = replace(first, vae=choose_vae(sd_vae, registry, first))
     try:
         worker.submit_load(first).result()
     except BaseException:
@@ -131,6 +137,7 @@ def create_app(*, model: str | os.PathLike[str] | None = None,
         "show_progress_every_n_steps": 1, "live_previews_enable": True,
         # Forge's VAE / Text Encoder files (as paths, as Forge keeps them): --text-encoder's
         "forge_additional_modules": [str(path) for path in first.modules],
+        "sd_vae": sd_vae,  # the WebUI's VAE choice (diffusion.server.modules_dir)
     }
 
     state = ServerState(worker=worker, registry=registry, options=options,

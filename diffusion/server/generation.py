@@ -11,9 +11,10 @@ from __future__ import annotations
 import json
 import math
 import secrets
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ..infotext import format_infotext
 from ..pipelines.request import GenerationRequest, check_size, door_fields
@@ -22,13 +23,14 @@ from ..samplers import lookup, resolve, schedules
 from ..upscalers.interpolation import HiresFix
 from .images import decode_image, encode_png, fit_image, prepare_mask
 from .models_dir import ModelEntry, ModelRegistry
-from .modules_dir import ModuleChoiceError, choose_modules
+from .modules_dir import ModuleChoiceError, choose_hires_modules, choose_modules, choose_vae
 from .schemas import Img2ImgRequest, Txt2ImgRequest
 from .worker import GenerationJob, JobResult
 
-__all__ = ["SCHEDULERS", "RequestError", "build_job", "build_response", "check_modules",
-           "fit_to_model", "resolve_sampler"]
+__all__ = ["SCHEDULERS", "RequestError", "build_job", "build_response", "check_hires_modules",
+           "check_modules", "check_vae", "fit_to_model", "resolve_sampler"]
 
+T = TypeVar("T")
 # the schedule types the server takes, as /sdapi/v1/schedulers lists them
 SCHEDULERS = {schedule.name: schedule.label for schedule in schedules.SCHEDULE_TYPES}
 # this server's limits on one job's images (the settings' own limits are GenerationRequest's)
@@ -96,15 +98,35 @@ def named_checkpoint(registry: ModelRegistry, name: Any, setting: str) -> ModelE
     return entry
 
 
+def _refused(choose: Callable[..., T], *args: Any) -> T:
+    """`choose(*args)`, a module choice; its ModuleChoiceError as a RequestError (the message
+    says what to send)."""
+    try:
+        return choose(*args)
+    except ModuleChoiceError as exc:
+        raise RequestError(str(exc)) from None
+
+
 def check_modules(value: Any, registry: ModelRegistry,
                   current: tuple[Path, ...] = ()) -> tuple[Path, ...]:
     """Forge's `forge_additional_modules` (VAE / text encoder files, by name or path) as a
     client sends it in /options or override_settings -> the files (modules_dir.choose_modules:
     `current` when it names the same ones); RequestError saying what to send otherwise."""
-    try:
-        return choose_modules(value, registry, current)
-    except ModuleChoiceError as exc:
-        raise RequestError(str(exc)) from None
+    return _refused(choose_modules, value, registry, current)
+
+
+def check_vae(value: Any, registry: ModelRegistry, model: ModelEntry,
+              setting: str = "sd_vae") -> Path | None:
+    """The WebUI's `sd_vae` for `model` -> the VAE file (modules_dir.choose_vae; None: the
+    model's own); RequestError naming `setting` and what to send otherwise."""
+    return _refused(choose_vae, value, registry, model, setting)
+
+
+def check_hires_modules(value: Any, registry: ModelRegistry
+                        ) -> tuple[tuple[str, ...], tuple[Path, ...] | None]:
+    """Forge's `hr_additional_modules` -> (infotext labels, files or None for the first
+    pass's) (modules_dir.choose_hires_modules); RequestError saying what to send otherwise."""
+    return _refused(choose_hires_modules, value, registry)
 
 
 def _seed(value: int) -> int:
@@ -291,7 +313,7 @@ def build_response(request: Txt2ImgRequest, result: JobResult,
         "restore_faces": False, "face_restoration_model": None,
         "sd_model_name": result.model.model_name if result.model else None,
         "sd_model_hash": result.model.hash if result.model else None,
-        "sd_vae_name": None, "sd_vae_hash": None,
+        "sd_vae_name": first.get("vae"), "sd_vae_hash": first.get("vae_hash"),
         "seed_resize_from_w": request.seed_resize_from_w,
         "seed_resize_from_h": request.seed_resize_from_h,
         "denoising_strength": first.get("strength", request.denoising_strength),

@@ -65,11 +65,21 @@ class ModelEntry:
     sha256: str
     # the module files it loads with (Forge's forge_additional_modules, resolved paths)
     modules: tuple[Path, ...] = ()
+    # the VAE file the WebUI's sd_vae option chose (diffusion.server.modules_dir.choose_vae),
+    # loaded after the modules, so in place of a VAE among them; None: no file chosen
+    vae: Path | None = None
 
     @property
     def identity(self) -> tuple[Path, tuple[Path, ...]]:
-        """What a loaded model is kept by: its path and its module files."""
-        return self.path, self.modules
+        """What a loaded model is kept by: its path and the module files it loads with."""
+        return self.path, self.files
+
+    @property
+    def files(self) -> tuple[Path, ...]:
+        """The module files the model loads with, in order: `modules`, then `vae`."""
+        if self.vae is None:
+            return self.modules
+        return (*(path for path in self.modules if path != self.vae), self.vae)
 
     @property
     def hash(self) -> str:
@@ -98,7 +108,8 @@ class ModuleEntry:
     roles: tuple[str, ...]  # module_roles: "vae", "clip_l", "clip_g", "t5"
 
     def item(self) -> dict[str, str]:
-        """As Forge's /sdapi/v1/sd-modules lists it: the file name and its full path."""
+        """As Forge's /sdapi/v1/sd-modules (and, for a VAE, the WebUI's /sdapi/v1/sd-vae)
+        lists it: the file name and its full path."""
         return {"model_name": self.path.name, "filename": str(self.path)}
 
 
@@ -194,6 +205,11 @@ class ModelRegistry:
     def entry_for(self, path: Path) -> ModelEntry | None:
         with self._lock:
             return next((e for e in self.entries if e.path == path.resolve()), None)
+
+    def vaes(self) -> list[ModuleEntry]:
+        """The module files holding a VAE: the WebUI's VAE list (/sdapi/v1/sd-vae)."""
+        with self._lock:
+            return [m for m in self.modules if "vae" in m.roles]
 
     def titles(self) -> list[str]:
         with self._lock:

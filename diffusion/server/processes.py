@@ -158,7 +158,7 @@ class ProcessWorker(Worker):
         return super().submit(lambda: blob, exclusive=exclusive)
 
     def _load_job(self, entry: ModelEntry) -> Callable[[], Any]:
-        return child.LoadModel(entry)  # its modules travel with it (ModelEntry.modules)
+        return child.LoadModel(entry)  # its module files travel with it (ModelEntry.files)
 
     def stop(self, timeout: float | None = 30.0) -> None:
         super().stop(timeout)

@@ -147,9 +147,10 @@ class DiffusionReplica:
             register_upscaler_dir(upscalers)
         current = ray.get(_current().get.remote())
         switched = current is not None and current["settings"] == self.key  # the others did
-        if switched:  # the model and module files (Forge's) the others were switched to
+        if switched:  # the model, module files (Forge's) and VAE the others were switched to
             settings["model"] = current["model"]
             settings["text_encoders"] = current["options"].get("forge_additional_modules", [])
+            settings["sd_vae"] = current["options"].get("sd_vae", "Automatic")
         self.server = app = create_app(**settings)
         if switched:
             app.state.server.options.update(current["options"])
@@ -178,8 +179,9 @@ class DiffusionReplica:
         return str(self.server.state.worker.model.path)
 
     def replica_modules(self) -> list[str]:
-        """The paths of the module files (Forge's) this replica's model runs with."""
-        return [str(path) for path in self.server.state.worker.model.modules]
+        """The paths of the module files (Forge's, then sd_vae's) this replica's model runs
+        with."""
+        return [str(path) for path in self.server.state.worker.model.files]
 
 
 def deployment(*, replicas: int | None = None, autoscaling: dict[str, Any] | None = None,

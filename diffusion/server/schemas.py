@@ -69,6 +69,12 @@ class Txt2ImgRequest(_Lenient):
     hr_second_pass_steps: int = 0
     hr_resize_x: int = 0
     hr_resize_y: int = 0
+    # Forge's: the hires pass on the first pass's checkpoint only (None / "Use same
+    # checkpoint" / its name); its VAE / text encoder files (["Use same choices"]: the first
+    # pass's; a list of names as /sdapi/v1/sd-modules lists them; []: the model's own).
+    # Typed loosely so that a wrong type gets our message, which says what to send.
+    hr_checkpoint_name: str | None = None
+    hr_additional_modules: Any = None
     script_name: str | None = None
     script_args: list[Any] = Field(default_factory=list)
     send_images: bool = True

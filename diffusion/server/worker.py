@@ -270,11 +270,11 @@ class Worker:
         if self.model is not None and self.model.identity == entry.identity:
             return entry
         if len(self.slots) == 1:
-            pipes = [self._load_one(self.slots[0], entry.path, entry.modules)]
+            pipes = [self._load_one(self.slots[0], entry.path, entry.files)]
         else:  # in parallel: reading weights and uploading them overlap across devices
             with ThreadPoolExecutor(len(self.slots)) as pool:
                 pipes = list(pool.map(
-                    lambda slot: self._load_one(slot, entry.path, entry.modules), self.slots))
+                    lambda slot: self._load_one(slot, entry.path, entry.files), self.slots))
         for slot, pipe in zip(self.slots, pipes, strict=True):
             slot.pipe = pipe
         self.model = entry

@@ -10,16 +10,20 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
+from ...pipelines.module_load import hires_modules
 from ..controlnet_units import control_units, parse_units, script_args
 from ..generation import (
     RequestError,
     build_job,
     build_response,
+    check_hires_modules,
     check_modules,
+    check_vae,
     fit_to_model,
     named_checkpoint,
 )
 from ..models_dir import ModelEntry
+from ..modules_dir import AUTOMATIC_VAE
 from ..schemas import ImageResponse, Img2ImgRequest, Txt2ImgRequest
 from ..state import ServerState, State, submit, wait
 
@@ -49,8 +53,11 @@ async def run_generation(state: ServerState, body: Txt2ImgRequest, kind: str) ->
         if refiner is None:
             raise RequestError(f"refiner_checkpoint {job.request.refiner!r} is not one of this "
                                f"server's models: {', '.join(state.registry.titles())}")
-    # 4. the model: the one /options chose, or override_settings' checkpoint and modules
+    # 4. the model: the one /options chose, or override_settings' checkpoint and modules;
+    # the hires pass's modules (Forge's hr_additional_modules)
     wanted = _wanted_model(state, body)
+    labels, hires_files = ((), None) if job.request.hires is None else _hires_modules(
+        state, body, wanted)
     worker, cache = state.worker, state.control_cache  # what run() takes along, not the state
 
     # 5. on the worker, where the model is known: its size, the images fitted, the refiner,
@@ -70,6 +77,9 @@ async def run_generation(state: ServerState, body: Txt2ImgRequest, kind: str) ->
             request = replace(request, cfg_scale=1.0)  # FLUX runs at CFG 1 (Forge's preset)
         if refiner is not None:
             request = replace(request, refiner=worker.second_model(refiner.path))
+        if labels:
+            request = replace(request, hires_modules=hires_modules(
+                worker.pipe, worker.model.path, labels, hires_files))
         return worker.generate(replace(job, request=request))
 
     # a switch first when the queue leaves another model (or other modules) loaded: this
@@ -100,11 +110,34 @@ def _wanted_model(state: ServerState, body: Txt2ImgRequest) -> ModelEntry | None
         entry = named_checkpoint(state.registry, overrides["sd_model_checkpoint"],
                                  "override_settings.sd_model_checkpoint")
         if entry.path != wanted.path:
-            wanted = replace(entry, modules=wanted.modules)
+            wanted = replace(entry, modules=wanted.modules, vae=wanted.vae)
+            if state.options.get("sd_vae", AUTOMATIC_VAE) in (AUTOMATIC_VAE, "auto"):
+                # the VAE named like the checkpoint: this checkpoint's
+                wanted = replace(wanted, vae=check_vae(AUTOMATIC_VAE, state.registry, wanted))
     if "forge_additional_modules" in overrides:
         wanted = replace(wanted, modules=check_modules(
             overrides["forge_additional_modules"], state.registry, wanted.modules))
+    if "sd_vae" in overrides:
+        wanted = replace(wanted, vae=check_vae(overrides["sd_vae"], state.registry, wanted,
+                                               "override_settings.sd_vae"))
     return wanted
+
+
+def _hires_modules(state: ServerState, body: Txt2ImgRequest, wanted: ModelEntry | None
+                   ) -> tuple[tuple[str, ...], tuple[Any, ...] | None]:
+    """Forge's hr_additional_modules of a request with the hires fix: (their infotext labels,
+    the files; None: the first pass's). Its hr_checkpoint_name may name only the first pass's
+    model: a hires pass on another checkpoint is not built here."""
+    name = body.hr_checkpoint_name
+    if name not in (None, "", "Use same checkpoint"):
+        entry = named_checkpoint(state.registry, name, "hr_checkpoint_name")
+        first = wanted or state.worker.model
+        if first is None or entry.path != first.path:
+            raise RequestError(
+                f"hr_checkpoint_name {name!r}: a hires pass on another checkpoint than the "
+                "first pass's is not supported here; leave it out or send \"Use same "
+                "checkpoint\" (hr_additional_modules chooses the hires pass's VAE)")
+    return check_hires_modules(body.hr_additional_modules, state.registry)
 
 
 async def _parse(request: Request, model: type[Txt2ImgRequest]) -> Any:

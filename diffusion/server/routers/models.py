@@ -1,6 +1,6 @@
-"""The models and what they are run with: /sdapi/v1/sd-models, refresh-checkpoints, options,
-samplers, schedulers, loras, embeddings (and the WebUI's lists we have nothing for);
-/avx/defaults."""
+"""The models and what they are run with: /sdapi/v1/sd-models, sd-modules (Forge's), sd-vae,
+refresh-checkpoints, options, samplers, schedulers, loras, embeddings (and the WebUI's lists we
+have nothing for); /avx/defaults."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ from ...loaders.errors import WeightsError
 from ...samplers import SAMPLERS, SamplerInfo, resolve, schedules
 from ...samplers.schedules import SCHEDULE_TYPES
 from ...text.embeddings import EmbeddingDatabase
-from ..generation import RequestError, check_modules, named_checkpoint
+from ..generation import RequestError, check_modules, check_vae, named_checkpoint
+from ..modules_dir import AUTOMATIC_VAE
 from ..schemas import SamplerItem, SchedulerItem, SDModelItem
 from ..state import State, submit, wait
 
@@ -101,6 +102,13 @@ async def sd_modules(state: State) -> list[dict[str, str]]:
     return [module.item() for module in state.registry.modules]
 
 
+@api.get("/sd-vae")
+async def sd_vaes(state: State) -> list[dict[str, str]]:
+    """The WebUI's VAE list, the names `sd_vae` takes: {model_name: the file name, filename:
+    its path} of the module files holding a VAE."""
+    return [module.item() for module in state.registry.vaes()]
+
+
 @api.post("/refresh-checkpoints")
 async def refresh_checkpoints(state: State) -> None:
     await asyncio.to_thread(state.registry.refresh)  # the module files too
@@ -138,6 +146,13 @@ async def set_options(state: State, body: Annotated[dict[str, Any], Body()]) -> 
     if "forge_additional_modules" in body and chosen is not None:
         chosen = replace(chosen, modules=check_modules(
             body["forge_additional_modules"], state.registry, chosen.modules))
+    # the WebUI's VAE: the body's, else the options' again where the checkpoint changed
+    # ("Automatic" follows it; a named file stays)
+    vae = body.get("sd_vae", state.options.get("sd_vae", AUTOMATIC_VAE))
+    if chosen is not None and ("sd_vae" in body or before is None
+                               or chosen.path != before.path):
+        chosen = replace(chosen, vae=check_vae(vae, state.registry, chosen))
+        updates["sd_vae"] = vae
     if chosen is not None and chosen != before:
         state.model = chosen  # first: requests queued from now on want it
         try:
@@ -165,7 +180,7 @@ def _nothing() -> list[Any]:
     return []
 
 
-for _path in ("sd-vae", "prompt-styles", "hypernetworks", "face-restorers"):
+for _path in ("prompt-styles", "hypernetworks", "face-restorers"):
     api.add_api_route(f"/{_path}", _nothing, methods=["GET"])
 
 

@@ -21,34 +21,12 @@ import pytest
 pytest.importorskip("diffusers", reason="diffusers is a test-only reference (extra: reference)")
 pytest.importorskip("fastapi", reason="the server extra is not installed")
 from safetensors.torch import save_file
+from server_support import write_t5_file, write_vae_file
 
 import gpucore
 
 SMALL = {"prompt": "a red circle", "width": 16, "height": 16, "steps": 2, "seed": 5,
          "sampler_name": "Euler"}
-
-
-def _vae_file(path: Path, seed: int, **config: Any) -> Any:
-    """A tiny VAE (diffusers') saved as a bare LDM-layout file, as `ae.safetensors` is."""
-    import diffusers
-    from ldm_files import ldm_vae
-    from sd_tiny import VAE_TINY, randomized
-
-    vae = randomized(diffusers.AutoencoderKL(**{**VAE_TINY, **config}), seed)
-    state = ldm_vae(vae.state_dict())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k.removeprefix("first_stage_model."): v.contiguous() for k, v in state.items()},
-              str(path))
-    return vae
-
-
-def _t5_file(path: Path, seed: int) -> None:
-    from flow_tiny import tiny_t5
-
-    state = {k: v.contiguous() for k, v in tiny_t5(seed).state_dict().items()
-             if k != "encoder.embed_tokens.weight"}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(state, str(path))
 
 
 @pytest.fixture(scope="module")
@@ -68,10 +46,10 @@ def served(tmp_path_factory: pytest.TempPathFactory, tiny_flux_dev: tuple[Path, 
     shutil.copytree(tiny_flux_dev[0] / "flux", models / "flux-copy")  # another model
     save_file(bfl_checkpoint(tiny_flux_dev[1].transformer, "", bf16=False),
               str(models / "flux1-dev.safetensors"))
-    _vae_file(models / "VAE" / "vae-other.safetensors", 21, use_quant_conv=False,
+    write_vae_file(models / "VAE" / "vae-other.safetensors", 21, use_quant_conv=False,
               use_post_quant_conv=False)
-    _t5_file(models / "text_encoder" / "t5-other.safetensors", 12)
-    _t5_file(root / "elsewhere" / "t5-outside.safetensors", 13)
+    write_t5_file(models / "text_encoder" / "t5-other.safetensors", 12)
+    write_t5_file(root / "elsewhere" / "t5-outside.safetensors", 13)
     app = create_app(model=models / "flux", models_dir=models, outputs=root / "outputs",
                      max_size=64, dtype="float32")
     with pytest.MonkeyPatch.context() as patch, TestClient(app) as client:
@@ -179,6 +157,28 @@ def test_a_request_runs_on_the_checkpoint_its_override_names(served: Any) -> Non
     assert response.status_code == 422 and "not one of this server's models" in response.text
 
 
+def test_the_hires_pass_of_a_flux_model_takes_the_vae_of_its_modules(served: Any) -> None:
+    """hr_additional_modules on a FLUX folder: after a latent upscale their VAE decodes, the
+    picture the whole request makes with that VAE module; their T5 leaves the conditioning
+    the first pass's, as in Forge (its hires conditioning is made before the first pass unless
+    a hires checkpoint is chosen). Forge's "Hires Module N" name them."""
+    from server_support import info, pixels
+
+    client, _, _, _ = served
+    hires = {**SMALL, "enable_hr": True, "hr_scale": 1.0, "hr_upscaler": "Latent",
+             "hr_second_pass_steps": 1, "denoising_strength": 0.6}
+    response = client.post("/sdapi/v1/txt2img", json={**hires, "hr_additional_modules": [
+        "vae-other.safetensors", "t5-other.safetensors"]})
+    assert response.status_code == 200, response.text
+    assert info(response)["infotexts"][0].endswith(
+        "Hires Module 1: vae-other, Hires Module 2: t5-other")
+    whole = client.post("/sdapi/v1/txt2img", json={**hires, "override_settings": {
+        "forge_additional_modules": ["vae-other.safetensors"]}})
+    assert whole.status_code == 200, whole.text
+    np.testing.assert_array_equal(pixels(response.json()["images"][0]),
+                                  pixels(whole.json()["images"][0]))
+
+
 def _fake_pipe(path: Path, modules: Any = (), **where: Any) -> Any:
     if Path(path).name == "broken":
         raise ValueError("broken model")
@@ -229,10 +229,10 @@ def test_an_sd_model_takes_a_vae_module_and_leaves_out_the_rest(
     from diffusion.pipelines.module_load import load_with_modules
 
     model = write_pipeline(tmp_path / "tiny")
-    reference = _vae_file(tmp_path / "VAE" / "sd-vae.safetensors", 9)
-    _vae_file(tmp_path / "VAE" / "ae16.safetensors", 10, latent_channels=16,
+    reference = write_vae_file(tmp_path / "VAE" / "sd-vae.safetensors", 9)
+    write_vae_file(tmp_path / "VAE" / "ae16.safetensors", 10, latent_channels=16,
               use_quant_conv=False, use_post_quant_conv=False)
-    _t5_file(tmp_path / "t5.safetensors", 12)
+    write_t5_file(tmp_path / "t5.safetensors", 12)
     own = load_with_modules(model, [], device=first_device)
     pipe = load_with_modules(model, [tmp_path / "VAE" / "sd-vae.safetensors",
                                      tmp_path / "VAE" / "ae16.safetensors",
