@@ -26,7 +26,8 @@ Needs subgroup matrices (GPUCORE_RUNTIME=dawn on a GPU that has them); elsewhere
 BENCH_CEILING_TILES (default: the shipped tiles that 4096^3 can take) picks tiles by name,
 with field overrides ("128x128k16+wm=4": gpustd.gemm.matrix_codegen.MatrixTile's fields);
 BENCH_CEILING_VARIANTS the cuts (default: all), BENCH_CEILING_SHAPES the products (m x k x n,
-default 4096x4096x4096), BENCH_CEILING_LAYOUTS "nn,nt" (x @ w, x @ w.T). same_bits: the
+default 4096x4096x4096), BENCH_CEILING_LAYOUTS "nn,nt" (x @ w, x @ w.T), BENCH_CEILING_SPLIT=0
+the products unsplit (matrix_units.SPLIT_K off). same_bits: the
 shipped result equals, bit for bit, that of the first spec of its tile name (a tile's
 variants keep its accumulation order).
 """
@@ -105,8 +106,9 @@ def _kernel_as(tile: Any, ablation: str) -> Iterator[None]:
     """record_gemm_matrix runs `tile` with its WGSL cut by `ablation`."""
     saved = matrix_units._kernel, matrix_tuning.gemm_tile
 
-    def kernel(*args: Any) -> Kernel:
-        return Kernel.generated(f"bench/gemm_ceiling/{ablation}", ablated_source, ablation, *args)
+    def kernel(*args: Any, split: bool = False) -> Kernel:
+        return Kernel.generated(f"bench/gemm_ceiling/{ablation}", ablated_source, ablation,
+                                *args, split)
 
     matrix_units._kernel = kernel  # type: ignore[assignment]
     matrix_tuning.gemm_tile = lambda *a, **k: tile  # type: ignore[assignment]
@@ -132,6 +134,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         result["notes"] = "no f16 subgroup matrices on this adapter (run with GPUCORE_RUNTIME=dawn)"
         return result
     repeat = 3 if quick else 20
+    matrix_units.SPLIT_K = os.environ.get("BENCH_CEILING_SPLIT", "1") != "0"
     specs = os.environ.get("BENCH_CEILING_TILES", "128x128k16,128x128,64x128").split(",")
     ablations = os.environ.get("BENCH_CEILING_VARIANTS", ",".join(ABLATIONS)).split(",")
     shapes = os.environ.get("BENCH_CEILING_SHAPES", "256x256x256" if quick else "4096x4096x4096")

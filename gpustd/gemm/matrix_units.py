@@ -14,8 +14,11 @@ import math
 import re
 from typing import Any
 
+import numpy as np
+
 from gpucore import Buffer, Device, Kernel
 
+from . import portable
 from .matrix_codegen import (
     MatrixTile,
     Operand,
@@ -26,7 +29,8 @@ from .matrix_codegen import (
 )
 from .plan import MULTIPROCESSORS, BatchPlan
 
-__all__ = ["TILES", "MatrixTile", "available", "choose_tile", "record_gemm_matrix", "source"]
+__all__ = ["TILES", "MatrixTile", "available", "choose_tile", "record_gemm_matrix", "source",
+           "split_k"]
 
 # The shipped configurations: choose_tile picks 64x64, 64x128, 128x128 or 128x128k16;
 # 64x64k16 (the rule for many tiles with robustness on) stays a candidate for the autotuner.
@@ -36,6 +40,12 @@ TILES = {"64x64": MatrixTile(2, 2, 2, 2, prefetch=False), "64x64k16": MatrixTile
          "64x128": MatrixTile(2, 4, 2, 2, prefetch=False), "128x128": MatrixTile(4, 2, 2, 4),
          "128x128k16": MatrixTile(4, 2, 2, 4, bk=16)}
 
+
+# Split K (split_k) for single products whose tiles make under one wave.
+SPLIT_K = True
+_SPLIT_GRANULE = 32  # splits start on multiples of this many K (every tile's BK divides it)
+_MIN_SPLIT_K = 256  # the shallowest split
+_MAX_SPLITS = 8
 
 # From this K on, 128 x 128 tiles keep K steps of 32 however many waves they make: FLUX's
 # single-block output projection 4608 x 15360 x 3072 (nt) ran 2.755 ms with them against
@@ -134,17 +144,32 @@ _GEMM_PARAMS = """struct Params {
     a_base: u32, a_outer: u32, a_inner: u32,
     b_base: u32, b_outer: u32, b_inner: u32,
     c_base: u32, inner: u32, z_base: u32,
-    alpha: f32, beta: f32, has_bias: u32,
+    alpha: f32, beta: f32, has_bias: u32, split_steps: u32,
 }"""
+
+_STORE = """fn store_c(row: u32, col: u32, value: f32) {
+  let idx = off_c + row * params.n + col;
+  var v = params.alpha * value;
+  if (params.beta != 0.0) { v += params.beta * f32(c[idx]); }
+  if (params.has_bias == 1u) { v += f32(bias[col]); }
+  if (params.has_bias == 2u) { v += f32(bias[row]); }
+  c[idx] = f16(v);
+}"""
+# A split kernel's store: the same body into f32 slab `split_id`, dispatched with alpha 1,
+# beta 0 and no bias (gpustd/gemm/portable.py's linalg/gemm_splitk adds the slabs and applies
+# them; the body is kept so that every binding stays in use).
+_STORE_SPLIT = _STORE.replace("c[idx] = f16(v);", "c[split_id * params.m * params.n + idx] = v;")
 
 
 def source(tile: MatrixTile, trans_a: bool, trans_b: bool, width_a: int, width_b: int,
-           dims: tuple[int, int, int] | None = None) -> str:
+           dims: tuple[int, int, int] | None = None, split: bool = False) -> str:
     """The WGSL of one GEMM variant: C = alpha op(A) op(B) + beta C + bias (one per column,
     or with params.has_bias 2 one per row), batched over workgroup z (see
     record_gemm_matrix); width_*: f16 per global load of each operand.
     dims: (m, n, k) of a shape that fills the tile exactly: a kernel for that shape alone,
-    without bound checks and with m, n, k as constants (its address arithmetic folds)."""
+    without bound checks and with m, n, k as constants (its address arithmetic folds).
+    split: one matrix, K split over workgroup z (params.split_steps K steps each), the raw
+    f32 sums of split z in slab z of `c` (f32 [splits, m, n])."""
     aligned = dims is not None
     a = Operand("a", trans_a, width_a)
     b = Operand("b", not trans_b, width_b)
@@ -154,7 +179,7 @@ def source(tile: MatrixTile, trans_a: bool, trans_b: bool, width_a: int, width_b
 @group(0) @binding(0) var<storage, read> a: array<{load_type(width_a)}>;
 @group(0) @binding(1) var<storage, read> b: array<{load_type(width_b)}>;
 @group(0) @binding(2) var<storage, read> bias: array<f16>;
-@group(0) @binding(3) var<storage, read_write> c: array<f16>;
+@group(0) @binding(3) var<storage, read_write> c: array<{"f32" if split else "f16"}>;
 @group(0) @binding(4) var<uniform> params: Params;
 var<private> off_a: u32;
 var<private> off_b: u32;
@@ -164,24 +189,20 @@ var<private> off_c: u32;
 
 {contiguous_load("b", width_b, *b_dims, b_dims[1], "off_b", checked=not aligned)}
 
-fn store_c(row: u32, col: u32, value: f32) {{
-  let idx = off_c + row * params.n + col;
-  var v = params.alpha * value;
-  if (params.beta != 0.0) {{ v += params.beta * f32(c[idx]); }}
-  if (params.has_bias == 1u) {{ v += f32(bias[col]); }}
-  if (params.has_bias == 2u) {{ v += f32(bias[row]); }}
-  c[idx] = f16(v);
-}}"""
-    setup = """  let z = wid.z + params.z_base;
+{_STORE_SPLIT if split else _STORE}"""
+    setup = """  let z = select(wid.z, 0u, SPLIT) + params.z_base;
   let outer = z / params.inner;
   let inner = z % params.inner;
   off_a = params.a_base + outer * params.a_outer + inner * params.a_inner;
   off_b = params.b_base + outer * params.b_outer + inner * params.b_inner;
   off_c = params.c_base + z * params.m * params.n;"""
+    setup = setup.replace("SPLIT", str(split).lower())
     text = kernel_source(tile, a, b, declarations=declarations, setup=setup,
                          extent=("params.m", "params.n", "params.k"),
                          comment=f"GEMM, trans_a={trans_a}, trans_b={trans_b}"
-                                 + (f", aligned {dims}" if aligned else ""), aligned=aligned)
+                                 + (f", aligned {dims}" if aligned else "")
+                                 + (", split K" if split else ""), aligned=aligned,
+                         split="params.split_steps" if split else "")
     if dims is None:
         return text
     values = dict(zip("mnk", dims))
@@ -189,9 +210,30 @@ fn store_c(row: u32, col: u32, value: f32) {{
 
 
 def _kernel(tile: MatrixTile, trans_a: bool, trans_b: bool, width_a: int, width_b: int,
-            dims: tuple[int, int, int] | None) -> Kernel:
+            dims: tuple[int, int, int] | None, split: bool = False) -> Kernel:
     return Kernel.generated("linalg/gemm_subgroup_matrix", source, tile, trans_a, trans_b,
-                            width_a, width_b, dims)
+                            width_a, width_b, dims, split)
+
+
+def split_k(m: int, n: int, k: int, batch: int) -> int:
+    """The K extent of each split of this product (k: unsplit), whichever tile runs it: one
+    matrix whose rule tile makes under one wave splits K into enough slices for ~2 waves,
+    each at least _MIN_SPLIT_K deep and starting on a multiple of _SPLIT_GRANULE (so every
+    tile, BK 16 or 32, cuts K at the same places and sums the same slices in the same order:
+    the tuner's candidates keep the result's bits). SDXL's cross-attention keys and values,
+    154 x 2048 x 1280 (60 tiles of 64 x 64): 5 splits."""
+    if not SPLIT_K or batch != 1:
+        return k
+    tile = choose_tile(m, n, batch, k=k)
+    tiles = math.ceil(m / tile.bm) * math.ceil(n / tile.bn)
+    if tiles >= MULTIPROCESSORS:
+        return k
+    granules = math.ceil(k / _SPLIT_GRANULE)
+    wanted = min(_MAX_SPLITS, math.ceil(2 * MULTIPROCESSORS / tiles),
+                 k // _MIN_SPLIT_K)
+    if wanted < 2:
+        return k
+    return math.ceil(granules / wanted) * _SPLIT_GRANULE
 
 
 def record_gemm_matrix(a: Buffer[Any], b: Buffer[Any], c: Buffer[Any], bias: Buffer[Any], *,
@@ -209,6 +251,21 @@ def record_gemm_matrix(a: Buffer[Any], b: Buffer[Any], c: Buffer[Any], bias: Buf
     width_a = load_width(tile, m if trans_a else k, offsets_a)
     width_b = load_width(tile, k if trans_b else n, offsets_b)
     dims = (m, n, k) if aligned(tile, m, n, k) else None
+    has = (2 if bias_rows else 1) if has_bias else 0
+    per_split = split_k(m, n, k, plan.count)
+    splits = math.ceil(k / per_split) if per_split < k else 1
+    if 1 < splits and splits * m * n * 4 <= device.limits["max-storage-buffer-binding-size"]:
+        # each split's raw sums into its own f32 slab; linalg/gemm_splitk adds them in order
+        partial = Buffer.empty(splits * m * n, np.float32, device=device)
+        _kernel(tile, trans_a, trans_b, width_a, width_b, dims, split=True).dispatch(
+            (math.ceil(n / tile.bn), math.ceil(m / tile.bm), splits), a, b, bias, partial,
+            m=m, n=n, k=k, a_base=plan.groups[0][0], a_outer=0, a_inner=0,
+            b_base=plan.groups[0][1], b_outer=0, b_inner=0, c_base=0, inner=1, z_base=0,
+            alpha=1.0, beta=0.0, has_bias=0, split_steps=per_split // tile.bk)
+        finish = portable.finish_kernel(c.dtype)
+        finish.dispatch(finish.groups_for(m * n), partial, bias, c, total=m * n, n=n,
+                        splits=splits, alpha=alpha, beta=beta, has_bias=has, m=m)
+        return
     kernel = _kernel(tile, trans_a, trans_b, width_a, width_b, dims)
     per_group = plan.outer * plan.inner
     max_z = device.limits["max-compute-workgroups-per-dimension"]
@@ -221,5 +278,5 @@ def record_gemm_matrix(a: Buffer[Any], b: Buffer[Any], c: Buffer[Any], bias: Buf
                 a_base=a_base, a_outer=plan.outer_strides[0], a_inner=plan.inner_strides[0],
                 b_base=b_base, b_outer=plan.outer_strides[1], b_inner=plan.inner_strides[1],
                 c_base=g * per_group * m * n, inner=plan.inner, z_base=z_base,
-                alpha=alpha, beta=beta, has_bias=(2 if bias_rows else 1) if has_bias else 0,
+                alpha=alpha, beta=beta, has_bias=has, split_steps=0,
             )

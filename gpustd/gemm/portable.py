@@ -16,7 +16,7 @@ from gpucore import Buffer, Device, Kernel
 
 from .plan import K_CHUNK, TILES, BatchPlan, Tile, k_partition
 
-__all__ = ["B_FORMATS", "dispatch", "gemm_kernel", "no_bias", "record_gemm"]
+__all__ = ["B_FORMATS", "dispatch", "finish_kernel", "gemm_kernel", "no_bias", "record_gemm"]
 
 # GGML formats gemm.wgsl reads B in (the part that loads it), besides floats
 B_FORMATS = {"q8_0": "quant/gemm_b_q8_0", "q4_k": "quant/gemm_b_q4_k",
@@ -64,7 +64,7 @@ def dispatch(kernel: Kernel, grid: tuple[int, int, int], a: Buffer[Any], b: Buff
                     c_total=m * n if c_total is None else c_total)
 
 
-def _finish_kernel(dtype: np.dtype) -> Kernel:
+def finish_kernel(dtype: np.dtype) -> Kernel:
     return Kernel.cached("linalg/gemm_splitk", types={"T": dtype})
 
 
@@ -114,7 +114,7 @@ def record_gemm(a: Buffer[Any], b: Buffer[Any], c: Buffer[Any], bias: Buffer[Any
                      alpha=alpha, beta=beta, has_bias=has_bias, splits=splits,
                      k_tiles_per_split=per_split, c_total=total)
     if splits > 1:
-        finish = _finish_kernel(c.dtype)
+        finish = finish_kernel(c.dtype)
         finish.dispatch(finish.groups_for(total), out, bias_buffer, c, total=total, n=n,
                         splits=splits, alpha=alpha, beta=beta, has_bias=has_bias, m=m)
 
