@@ -52,7 +52,8 @@ from . import _harness
 
 COLUMNS = ["shape", "tile", "layout", "variant", "gpu_ms", "TFLOPs", "vs_shipped", "cublas_TFLOPs",
            "vs_cublas", "same_bits"]
-ABLATIONS = ("shipped", "cached", "no_epilogue", "no_global", "no_staging", "no_barrier", "mma_only")
+ABLATIONS = ("shipped", "cached", "no_epilogue", "no_global", "no_staging", "no_barrier",
+             "mma_only")
 
 
 def _empty_function(text: str, name: str) -> str:
