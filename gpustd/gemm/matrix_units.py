@@ -45,6 +45,9 @@ TILES = {"64x64": MatrixTile(2, 2, 2, 2, prefetch=False), "64x64k16": MatrixTile
 SPLIT_K = True
 _SPLIT_GRANULE = 32  # splits start on multiples of this many K (every tile's BK divides it)
 _MIN_SPLIT_K = 256  # the shallowest split
+# the shortest K split: 154 x 2048 x 1280 ran 34.6 us split against 44.8 unsplit, 2 x 1280 x
+# 1280 24.5 against 30.2, but 154 x 768 x 1280 28.0 against 25.7 (H100, Dawn, gemm-split-*)
+_SPLIT_FROM_K = 1024
 _MAX_SPLITS = 8
 
 # From this K on, 128 x 128 tiles keep K steps of 32 however many waves they make: FLUX's
@@ -217,12 +220,12 @@ def _kernel(tile: MatrixTile, trans_a: bool, trans_b: bool, width_a: int, width_
 
 def split_k(m: int, n: int, k: int, batch: int) -> int:
     """The K extent of each split of this product (k: unsplit), whichever tile runs it: one
-    matrix whose rule tile makes under one wave splits K into enough slices for ~2 waves,
+    matrix whose rule tile makes under one wave, K from _SPLIT_FROM_K on, splits K into enough slices for ~2 waves,
     each at least _MIN_SPLIT_K deep and starting on a multiple of _SPLIT_GRANULE (so every
     tile, BK 16 or 32, cuts K at the same places and sums the same slices in the same order:
     the tuner's candidates keep the result's bits). SDXL's cross-attention keys and values,
     154 x 2048 x 1280 (60 tiles of 64 x 64): 5 splits."""
-    if not SPLIT_K or batch != 1:
+    if not SPLIT_K or batch != 1 or k < _SPLIT_FROM_K:
         return k
     tile = choose_tile(m, n, batch, k=k)
     tiles = math.ceil(m / tile.bm) * math.ceil(n / tile.bn)

@@ -211,7 +211,7 @@ GEMM_CASES = [  # m, k, n, batch, trans_a, trans_b: K not a multiple of 32 (BK 1
     # 128 x 128 ones (checked): the two kinds of kernel give the same bits
     (150, 200, 130, 2, False, True), (77, 40, 260, 1, True, False),
     (129, 1000, 70, 1, False, False), (192, 96, 256, 2, False, True),
-    # split K (matrix_units.split_k): 3 and 7 splits, cut at the same K for every tile
+    # split K (matrix_units.split_k): 7 splits, cut at the same K for every tile
     (154, 2000, 640, 1, False, True),
 ]
 
