@@ -220,11 +220,11 @@ def _kernel(tile: MatrixTile, trans_a: bool, trans_b: bool, width_a: int, width_
 
 def split_k(m: int, n: int, k: int, batch: int) -> int:
     """The K extent of each split of this product (k: unsplit), whichever tile runs it: one
-    matrix whose rule tile makes under one wave, K from _SPLIT_FROM_K on, splits K into enough slices for ~2 waves,
-    each at least _MIN_SPLIT_K deep and starting on a multiple of _SPLIT_GRANULE (so every
-    tile, BK 16 or 32, cuts K at the same places and sums the same slices in the same order:
-    the tuner's candidates keep the result's bits). SDXL's cross-attention keys and values,
-    154 x 2048 x 1280 (60 tiles of 64 x 64): 5 splits."""
+    matrix whose rule tile makes under one wave, K from _SPLIT_FROM_K on, splits K into
+    enough slices for ~2 waves, each at least _MIN_SPLIT_K deep and starting on a multiple of
+    _SPLIT_GRANULE (so every tile, BK 16 or 32, cuts K at the same places and sums the same
+    slices in the same order: the tuner's candidates keep the result's bits). SDXL's
+    cross-attention keys and values, 154 x 2048 x 1280 (60 tiles of 64 x 64): 5 splits."""
     if not SPLIT_K or batch != 1 or k < _SPLIT_FROM_K:
         return k
     tile = choose_tile(m, n, batch, k=k)
