@@ -150,8 +150,8 @@ def choose_adapter(backend: str | None = None, adapter: int | str | None = None,
         candidates = [a for a in candidates if a.backend == want]
         if not candidates:
             raise NoAdapterError(
-                f"no {want} adapter; present: {', '.join(a.label for a in present)}"
-            )
+                f"no {want} adapter; present: {', '.join(a.label for a in present)}",
+                present=True)
     if adapter is not None:
         text = str(adapter)
         if text.isdigit():
@@ -160,8 +160,8 @@ def choose_adapter(backend: str | None = None, adapter: int | str | None = None,
             candidates = [a for a in candidates if text.lower() in a.name.lower()]
         if not candidates:
             raise NoAdapterError(
-                f"no adapter matches {text!r}; present: {', '.join(a.label for a in present)}"
-            )
+                f"no adapter matches {text!r}; present: {', '.join(a.label for a in present)}",
+                present=True)
     if runtime == "auto" and not by_index:
         with_matrices = [a for a in candidates if a.runtime == "dawn" and a.matrix_configs]
         candidates = with_matrices or [a for a in candidates if a.runtime == "wgpu"] or candidates

@@ -19,16 +19,21 @@ class GpuError(RuntimeError):
 
 
 class NoAdapterError(GpuError):
-    """No GPU adapter (not even a software one) is available."""
+    """No GPU adapter (not even a software one) is available, or (`present`) adapters are but
+    none is the one asked for."""
 
-    def __init__(self, detail: str = "") -> None:
-        msg = (
-            "no GPU adapter found"
-            + (f" ({detail})" if detail else "")
-            + ". Install a Vulkan driver: on Debian/Ubuntu `sudo apt-get install "
-            "mesa-vulkan-drivers` gives the software adapter lavapipe; on a machine with a "
-            "GPU install its vendor driver. `python -m gpucore info` lists what wgpu sees."
-        )
+    def __init__(self, detail: str = "", *, present: bool = False) -> None:
+        if present:  # a driver is installed: the choice is what to change
+            msg = (f"{detail}. Choose one of those: `python -m gpucore info` lists each "
+                   "adapter's index, backend and name (GPUCORE_ADAPTER, --devices)")
+        else:
+            msg = (
+                "no GPU adapter found"
+                + (f" ({detail})" if detail else "")
+                + ". Install a Vulkan driver: on Debian/Ubuntu `sudo apt-get install "
+                "mesa-vulkan-drivers` gives the software adapter lavapipe; on a machine with a "
+                "GPU install its vendor driver. `python -m gpucore info` lists what wgpu sees."
+            )
         super().__init__(msg)
 
 

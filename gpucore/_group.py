@@ -68,7 +68,8 @@ def _resolve(spec: str | int | Sequence[str | int],
         if text.isdigit():
             found = [a for a in present if a.index == int(text)]
             if not found:
-                raise NoAdapterError(f"no adapter with index {text}; present: {labels}")
+                raise NoAdapterError(f"no adapter with index {text}; present: {labels}",
+                                     present=True)
             info = found[0]
         elif text.lower() in _BACKENDS:
             info = choose_adapter(backend=text)

@@ -227,3 +227,5 @@ def test_serve_devices_says_what_is_wrong(capsys: pytest.CaptureFixture[str]) ->
     assert cli.main(["serve", "--port", str(free_port()), "--devices", "99"]) == 2
     err = capsys.readouterr().err
     assert "--devices 99" in err and "no adapter with index 99" in err
+    # the adapters are there: the advice is to choose among them, not to install a driver
+    assert "python -m gpucore info" in err and "Install a Vulkan driver" not in err
