@@ -20,6 +20,7 @@ pipeline as `HiresModules` (`hires_modules(pipe, path, labels, files)`).
 from __future__ import annotations
 
 import os
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,6 +81,22 @@ def _load_like(vae: Any, path: str | os.PathLike[str]) -> Any:
     return load_vae(path, dtype=weight.dtype, device=weight.device, config=vae.config)
 
 
+# per pipeline, the last hires VAE loaded for it (path, VAE): hires requests that name the
+# same file read it once, as a server's worker keeps its refiner (Worker.second_model)
+_hires_vaes: weakref.WeakKeyDictionary[Any, tuple[Path, Any]] = weakref.WeakKeyDictionary()
+
+
+def _kept_vae(pipe: Any, path: Path) -> Any:
+    """The VAE in `path` loaded like `pipe`'s own (`_load_like`), kept for `pipe`'s next hires
+    pass; another path replaces it (the first one freed before the next is read)."""
+    kept = _hires_vaes.get(pipe)
+    if kept is None or kept[0] != path:
+        _hires_vaes.pop(pipe, None)
+        kept = (path, _load_like(pipe.vae, path))
+        _hires_vaes[pipe] = kept
+    return kept[1]
+
+
 @dataclass(frozen=True)
 class HiresModules:
     """Forge's `hr_additional_modules` as a hires fix's second pass takes them
@@ -116,9 +133,9 @@ def hires_modules(pipe: Any, path: str | os.PathLike[str], labels: Sequence[str]
     if wanted == first:
         return HiresModules(labels)  # the first pass's VAE already
     if wanted is not None:
-        return HiresModules(labels, _load_like(own, wanted))
+        return HiresModules(labels, _kept_vae(pipe, wanted))
     try:
-        return HiresModules(labels, _load_like(own, path))
+        return HiresModules(labels, _kept_vae(pipe, Path(path)))
     except WeightsError as exc:
         raise WeightsError(f"hr_additional_modules: the hires pass would run with the model's "
                            f"own VAE, but none could be read from {Path(path).name} ({exc}); "

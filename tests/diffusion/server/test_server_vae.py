@@ -191,6 +191,28 @@ def test_the_hires_pass_runs_with_its_own_modules(served: Any,
                                   vae_x.decoder.conv_in.weight.detach().numpy())
 
 
+def test_a_hires_vae_is_read_once_for_the_requests_that_name_it(
+        served: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from diffusion.pipelines import module_load
+
+    client, _, _, _ = served
+    read: list[str] = []
+    load = module_load._load_like
+
+    def counted(vae: Any, path: Any) -> Any:
+        read.append(Path(path).name)
+        return load(vae, path)
+
+    monkeypatch.setattr(module_load, "_load_like", counted)
+    # a hires VAE made and kept for another file first (the model's own, read again)
+    _picture(client, {**HIRES, "hr_additional_modules": []})
+    _picture(client, {**HIRES, "hr_additional_modules": ["tiny-b.vae.safetensors"]})
+    read.clear()
+    for _ in range(2):
+        _picture(client, {**HIRES, "hr_additional_modules": ["vae-x.safetensors"]})
+    assert read.count("vae-x.safetensors") == 1, read
+
+
 @pytest.mark.parametrize(("body", "says"), [
     ({"hr_additional_modules": "vae-x.safetensors"}, "hr_additional_modules must be a list"),
     ({"hr_additional_modules": ["nope.safetensors"]},
