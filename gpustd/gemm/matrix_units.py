@@ -193,13 +193,12 @@ var<private> off_c: u32;
 {contiguous_load("b", width_b, *b_dims, b_dims[1], "off_b", checked=not aligned)}
 
 {_STORE_SPLIT if split else _STORE}"""
-    setup = """  let z = select(wid.z, 0u, SPLIT) + params.z_base;
+    setup = f"""  let z = {"0u" if split else "wid.z"} + params.z_base;
   let outer = z / params.inner;
   let inner = z % params.inner;
   off_a = params.a_base + outer * params.a_outer + inner * params.a_inner;
   off_b = params.b_base + outer * params.b_outer + inner * params.b_inner;
   off_c = params.c_base + z * params.m * params.n;"""
-    setup = setup.replace("SPLIT", str(split).lower())
     text = kernel_source(tile, a, b, declarations=declarations, setup=setup,
                          extent=("params.m", "params.n", "params.k"),
                          comment=f"GEMM, trans_a={trans_a}, trans_b={trans_b}"
