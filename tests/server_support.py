@@ -151,3 +151,15 @@ def write_t5_file(path: Path, seed: int) -> None:
              if k != "encoder.embed_tokens.weight"}
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(state, str(path))
+
+
+def refused_both_ways(client: Any, setting: str, value: Any, says: str,
+                      body: dict[str, Any]) -> Any:
+    """`setting` = `value` sent in POST /sdapi/v1/options and in a txt2img `body`'s
+    override_settings: both answered 422 with `says` in the detail; the txt2img's response."""
+    response = client.post("/sdapi/v1/options", json={setting: value})
+    assert response.status_code == 422 and says in response.json()["detail"], response.text
+    response = client.post("/sdapi/v1/txt2img", json={
+        **body, "override_settings": {setting: value}})
+    assert response.status_code == 422 and says in response.json()["detail"], response.text
+    return response

@@ -21,7 +21,7 @@ import pytest
 pytest.importorskip("diffusers", reason="diffusers is a test-only reference (extra: reference)")
 pytest.importorskip("fastapi", reason="the server extra is not installed")
 from safetensors.torch import save_file
-from server_support import write_t5_file, write_vae_file
+from server_support import refused_both_ways, write_t5_file, write_vae_file
 
 import gpucore
 
@@ -90,11 +90,7 @@ def test_modules_are_listed_apart_from_the_models(served: Any) -> None:
 def test_bad_module_choices_are_refused(served: Any, value: Any, says: str) -> None:
     client, app, _, root = served
     before = dict(app.state.options)
-    response = client.post("/sdapi/v1/options", json={"forge_additional_modules": value})
-    assert response.status_code == 422 and says in response.json()["detail"], response.text
-    response = client.post("/sdapi/v1/txt2img", json={
-        **SMALL, "override_settings": {"forge_additional_modules": value}})
-    assert response.status_code == 422 and says in response.json()["detail"], response.text
+    refused_both_ways(client, "forge_additional_modules", value, says, SMALL)
     assert app.state.options == before
     # a real module file, named by its path, but outside the models folder
     outside = str(root / "elsewhere" / "t5-outside.safetensors")

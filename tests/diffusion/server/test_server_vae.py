@@ -18,7 +18,7 @@ import pytest
 pytest.importorskip("diffusers", reason="diffusers is a test-only reference (extra: reference)")
 pytest.importorskip("fastapi", reason="the server extra is not installed")
 from PIL import Image
-from server_support import info, pixels, write_t5_file, write_vae_file
+from server_support import info, pixels, refused_both_ways, write_t5_file, write_vae_file
 
 import gpucore
 
@@ -144,11 +144,7 @@ def test_automatic_takes_the_vae_named_like_the_checkpoint(served: Any) -> None:
 def test_bad_vae_choices_are_refused(served: Any, value: Any, says: str) -> None:
     client, app, _, _ = served
     before = dict(app.state.options)
-    response = client.post("/sdapi/v1/options", json={"sd_vae": value})
-    assert response.status_code == 422 and says in response.json()["detail"], response.text
-    response = client.post("/sdapi/v1/txt2img", json={
-        **SMALL, "override_settings": {"sd_vae": value}})
-    assert response.status_code == 422 and says in response.json()["detail"], response.text
+    response = refused_both_ways(client, "sd_vae", value, says, SMALL)
     assert "override_settings.sd_vae" in response.json()["detail"]
     assert app.state.options == before
 
