@@ -13,7 +13,9 @@ requests that save their pictures run, one worker process is killed with SIGKILL
 answer must be 200 or 503 (the killed job), the other workers' jobs must finish (some 200s),
 every saved file a whole PNG, every 200's pictures on disk, and the killed worker must come
 back: a new worker process, and requests answered 200 after it. On CPU adapters:
-`BENCH_LOAD_DEVICES=0,0 python -m bench load --quick` (two processes on one adapter).
+`BENCH_LOAD_DEVICES=0,0 python -m bench load --quick` (two processes on one adapter);
+BENCH_LOAD_FAULTS=0 leaves phase 2 out. Phase 1 prints its progress every tenth of the
+requests (to stderr).
 
     BENCH_LOAD_DEVICES=0,1 python -m bench load --json bench/results/load-h100.json
 """
@@ -117,13 +119,25 @@ def hammer(url: str, body: dict[str, Any], seeds: Sequence[int], *, clients: int
     `sample()` took after each client's first picture and at the end."""
     import httpx
 
+    # One client for all threads: a fresh httpx client per request builds an SSL context
+    # (~20 ms holding the GIL), which capped the clients' rate rather than the server's.
+    with httpx.Client(timeout=600,
+                      limits=httpx.Limits(max_connections=clients + 1)) as http:
+        return _hammer(http, url, body, seeds, clients, requests, sample)
+
+
+def _hammer(http: Any, url: str, body: dict[str, Any], seeds: Sequence[int], clients: int,
+            requests: int, sample: Callable[[], None] | None) -> dict[str, Any]:
+    import httpx
+
     def post(seed: int) -> Any:
-        return httpx.post(url + "/sdapi/v1/txt2img", json={**body, "seed": seed}, timeout=600)
+        return http.post(url + "/sdapi/v1/txt2img", json={**body, "seed": seed})
 
     reference = {seed: _picture(post(seed)) for seed in seeds}
     counts = {"errors": 0, "wrong": 0, "done": 0}
     lock = threading.Lock()
     warm = threading.Barrier(clients + 1)
+    total = clients * requests
 
     def client(k: int) -> None:
         for r in range(requests):
@@ -138,6 +152,11 @@ def hammer(url: str, body: dict[str, Any], seeds: Sequence[int], *, clients: int
                 counts["done"] += 1
                 counts["errors"] += not ok
                 counts["wrong"] += ok and not right
+                if counts["done"] % max(1, total // 10) == 0:
+                    seconds = time.perf_counter() - start
+                    print(f"load: {counts['done']}/{total} answered in {seconds:.0f} s "
+                          f"({counts['done'] / seconds:.1f}/s), {counts['errors']} errors, "
+                          f"{counts['wrong']} wrong", file=sys.stderr, flush=True)
             if r == 0:
                 warm.wait()
 
@@ -249,7 +268,7 @@ def run(*, quick: bool = False) -> dict[str, Any]:
                          "host MiB": f"{host0:.0f} -> {host1:.0f}",
                          "device MiB": "-" if dev0 is None else f"{dev0:.0f} -> {dev1:.0f}",
                          "ok": result["errors"] == 0 and result["wrong"] == 0 and flat})
-            if devices:
+            if devices and _env("BENCH_LOAD_FAULTS", "1") != "0":
                 # quick: few and short, so that the last waits less than a request's timeout
                 # on CPU adapters
                 faults = _faults(url, server, outputs, body, *((20, 6) if quick else (100, 16)))
