@@ -72,6 +72,20 @@ def fold_grid(workgroups: int | tuple[int, ...], max_per_dim: int) -> tuple[int,
     return x, y, z
 
 
+def _check_numbering(name: str, signature: _wgsl.Signature) -> None:
+    """compile() lays out storage bindings as 0..n-1 of group 0 and the params struct as n; a
+    shader numbered otherwise would fail at pipeline creation with a layout mismatch that
+    does not say why."""
+    storage, params = signature.storage, signature.params
+    wanted = [(0, i) for i in range(len(storage))]
+    if [(b.group, b.binding) for b in storage] != wanted or (
+            params is not None and (params.group, params.binding) != (0, len(storage))):
+        found = ", ".join(f"{b.name} @group({b.group}) @binding({b.binding})"
+                          for b in [*storage, *([params] if params else [])])
+        raise BindingError(f"shader {name}: bindings must be group 0, the storage buffers "
+                           f"numbered 0..n-1 and the var<uniform> params struct n; found {found}")
+
+
 class Kernel:
     """One compute entry point of a WGSL module.
 
@@ -121,6 +135,7 @@ class Kernel:
         self._struct = struct.Struct("<" + "".join(_PACK[t] for _, t in fields))
         self._padding = bytes(-self._struct.size % 16)  # uniform structs are 16-byte aligned
         self._bindings = tuple((b, b.scalar, b.writable) for b in self.signature.storage)
+        _check_numbering(name, self.signature)
         digest = hashlib.sha1(self.source.encode()).hexdigest()
         self._key = (digest, entry, tuple(sorted(self.constants.items())))
 

@@ -137,6 +137,12 @@ def test_kernel_construction_errors() -> None:
         Kernel.load("core/no_such_kernel")
     with pytest.raises(gpucore.BindingError, match="no override constant"):
         Kernel.load("core/vector_add", constants={"TILE": 4})
+    # storage bindings 0..n-1 and the params struct n: what compile() lays out
+    source = gpucore.shader_source("core/vector_add")
+    for old, new in (("@binding(3) var<uniform>", "@binding(5) var<uniform>"),
+                     ("@binding(2) var<storage", "@binding(4) var<storage")):
+        with pytest.raises(gpucore.BindingError, match=r"numbered 0\.\.n-1.*@binding"):
+            Kernel(source.replace(old, new), name="core/vector_add.wgsl")
     with pytest.raises(ValueError, match="no `alias U"):
         Kernel.load("core/vector_add", types={"U": "f16"})
 
