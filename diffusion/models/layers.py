@@ -48,9 +48,11 @@ class Attention(nn.Module):
         image_tokens: Any = ()
         if isinstance(context, tuple):
             context, image_tokens = context
-        source = x if context is None else context
-        q = self.to_q(x)
-        out = nn.attention(q, self.to_k(source), self.to_v(source), heads=self.heads)
+        if context is None:  # self-attention: q, k and v of x in one GEMM where it can
+            q, k, v = nn.Linear.together(x, [self.to_q, self.to_k, self.to_v])
+        else:
+            q, k, v = self.to_q(x), self.to_k(context), self.to_v(context)
+        out = nn.attention(q, k, v, heads=self.heads)
         for layer, tokens in zip(getattr(self, "ip_layers", ()), image_tokens):
             out = out + nn.attention(q, layer.to_k_ip(tokens), layer.to_v_ip(tokens),
                                      heads=self.heads)

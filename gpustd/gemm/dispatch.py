@@ -17,7 +17,7 @@ from gpucore import Buffer
 from . import matrix_tuning, matrix_units, portable, tuning
 from .plan import BatchPlan, k_partition, plan_gemm
 
-__all__ = ["record_gemm"]
+__all__ = ["record_gemm", "record_gemm_parts"]
 
 
 def record_gemm(a: Buffer[Any], b: Buffer[Any], c: Buffer[Any], bias: Buffer[Any] | None, *,
@@ -54,3 +54,21 @@ def record_gemm(a: Buffer[Any], b: Buffer[Any], c: Buffer[Any], bias: Buffer[Any
     portable.record_gemm(a, b, c, bias, m=m, n=n, k=k, trans_a=trans_a, trans_b=trans_b,
                          alpha=alpha, beta=beta, plan=plan, tile=tile, splits=chosen.splits,
                          paired=paired, bias_rows=bias_rows, b_format=b_format)
+
+
+def record_gemm_parts(a: Buffer[Any], bs: list[Buffer[Any]], cs: list[Buffer[Any]], *,
+                      m: int, n: int, k: int) -> bool:
+    """Record cs[i] = A (m x k) Bs[i]^T (n x k each, a weight as stored) for every i as one
+    dispatch where the matrix units take it (f16; products that K splits would not cut:
+    matrix_units.split_k), in the tile gemm_tile gives for a batch of len(bs), and say
+    whether it did; False: nothing recorded, the caller records the products one by one."""
+    device = a.device
+    storage = 2 + 2 * len(bs)  # a, the bias placeholder, every b and c
+    if not (a.dtype == np.float16 and all(x.dtype == np.float16 for x in (*bs, *cs))
+            and matrix_units.available(device) and 1 < len(bs) == len(cs)
+            and storage <= device.limits["max-storage-buffers-per-shader-stage"]
+            and matrix_units.split_k(m, n, k, 1) == k):
+        return False
+    tile = matrix_tuning.gemm_tile(device, m, n, k, len(bs), False, True)
+    matrix_units.record_gemm_parts(a, bs, cs, m=m, n=n, k=k, tile=tile)
+    return True

@@ -29,8 +29,8 @@ from .matrix_codegen import (
 )
 from .plan import MULTIPROCESSORS, BatchPlan
 
-__all__ = ["TILES", "MatrixTile", "available", "choose_tile", "record_gemm_matrix", "source",
-           "split_k"]
+__all__ = ["TILES", "MatrixTile", "available", "choose_tile", "record_gemm_matrix",
+           "record_gemm_parts", "source", "split_k"]
 
 # The shipped configurations: choose_tile picks 64x64, 64x128, 128x128 or 128x128k16;
 # 64x64k16 (the rule for many tiles with robustness on) stays a candidate for the autotuner.
@@ -164,36 +164,71 @@ _STORE = """fn store_c(row: u32, col: u32, value: f32) {
 _STORE_SPLIT = _STORE.replace("c[idx] = f16(v);", "c[split_id * params.m * params.n + idx] = v;")
 
 
+def _parts_code(parts: int, width_b: int) -> tuple[str, str, str]:
+    """(bindings, load_b, the store's last line) of a kernel whose workgroup z is `part`:
+    B and C are `parts` separate buffers (b, b1, ...; c, c1, ...), A is shared."""
+    names = [("b", "c")] + [(f"b{i}", f"c{i}") for i in range(1, parts)]
+    bindings = "\n".join(
+        f"@group(0) @binding({3 + i}) var<storage, read> {b}: array<{load_type(width_b)}>;\n"
+        f"@group(0) @binding({2 + parts + i}) var<storage, read_write> {c}: array<f16>;"
+        for i, (b, c) in enumerate(names) if i)
+    chosen = "".join(f"\n  if (part == {i}u) {{ return load_b_{b}(row, col); }}"
+                     for i, (b, _) in enumerate(names) if i)
+    load = f"""fn load_b(row: u32, col: u32) -> {load_type(width_b)} {{{chosen}
+  return load_b_b(row, col);
+}}"""
+    stores = "".join(f"if (part == {i}u) {{ {c}[idx] = f16(v); return; }}\n  "
+                     for i, (_, c) in enumerate(names) if i)
+    return bindings, load, stores + "c[idx] = f16(v);"
+
+
 def source(tile: MatrixTile, trans_a: bool, trans_b: bool, width_a: int, width_b: int,
-           dims: tuple[int, int, int] | None = None, split: bool = False) -> str:
+           dims: tuple[int, int, int] | None = None, split: bool = False,
+           parts: int = 1) -> str:
     """The WGSL of one GEMM variant: C = alpha op(A) op(B) + beta C + bias (one per column,
     or with params.has_bias 2 one per row), batched over workgroup z (see
     record_gemm_matrix); width_*: f16 per global load of each operand.
     dims: (m, n, k) of a shape that fills the tile exactly: a kernel for that shape alone,
     without bound checks and with m, n, k as constants (its address arithmetic folds).
     split: one matrix, K split over workgroup z (params.split_steps K steps each), the raw
-    f32 sums of split z in slab z of `c` (f32 [splits, m, n])."""
+    f32 sums of split z in slab z of `c` (f32 [splits, m, n]).
+    parts: one A against `parts` B matrices in buffers of their own, each product into a C
+    of its own (record_gemm_parts), workgroup z choosing the pair; no batch."""
     aligned = dims is not None
     a = Operand("a", trans_a, width_a)
     b = Operand("b", not trans_b, width_b)
     a_dims = ("params.k", "params.m") if trans_a else ("params.m", "params.k")
     b_dims = ("params.n", "params.k") if trans_b else ("params.k", "params.n")
+    load_b = contiguous_load("b", width_b, *b_dims, b_dims[1], "off_b", checked=not aligned)
+    store = _STORE_SPLIT if split else _STORE
+    more_bindings = ""
+    if parts > 1:
+        more_bindings, chosen, stored = _parts_code(parts, width_b)
+        load_b = "\n\n".join(
+            [contiguous_load(f"b_{name}", width_b, *b_dims, b_dims[1], "off_b", name,
+                             checked=not aligned)
+             for name in ["b"] + [f"b{i}" for i in range(1, parts)]] + [chosen])
+        store = store.replace("c[idx] = f16(v);", stored)
     declarations = f"""{_GEMM_PARAMS}
 @group(0) @binding(0) var<storage, read> a: array<{load_type(width_a)}>;
 @group(0) @binding(1) var<storage, read> b: array<{load_type(width_b)}>;
 @group(0) @binding(2) var<storage, read> bias: array<f16>;
 @group(0) @binding(3) var<storage, read_write> c: array<{"f32" if split else "f16"}>;
-@group(0) @binding(4) var<uniform> params: Params;
+{more_bindings}
+@group(0) @binding({2 + 2 * parts}) var<uniform> params: Params;
 var<private> off_a: u32;
 var<private> off_b: u32;
 var<private> off_c: u32;
+var<private> part: u32;
 
 {contiguous_load("a", width_a, *a_dims, a_dims[1], "off_a", checked=not aligned)}
 
-{contiguous_load("b", width_b, *b_dims, b_dims[1], "off_b", checked=not aligned)}
+{load_b}
 
-{_STORE_SPLIT if split else _STORE}"""
-    setup = f"""  let z = {"0u" if split else "wid.z"} + params.z_base;
+{store}"""
+    z = "0u" if split or parts > 1 else "wid.z"
+    setup = f"""  let z = {z} + params.z_base;
+  part = {"wid.z" if parts > 1 else "0u"};
   let outer = z / params.inner;
   let inner = z % params.inner;
   off_a = params.a_base + outer * params.a_outer + inner * params.a_inner;
@@ -203,7 +238,8 @@ var<private> off_c: u32;
                          extent=("params.m", "params.n", "params.k"),
                          comment=f"GEMM, trans_a={trans_a}, trans_b={trans_b}"
                                  + (f", aligned {dims}" if aligned else "")
-                                 + (", split K" if split else ""), aligned=aligned,
+                                 + (", split K" if split else "")
+                                 + (f", {parts} parts" if parts > 1 else ""), aligned=aligned,
                          split="params.split_steps" if split else "")
     if dims is None:
         return text
@@ -212,9 +248,9 @@ var<private> off_c: u32;
 
 
 def _kernel(tile: MatrixTile, trans_a: bool, trans_b: bool, width_a: int, width_b: int,
-            dims: tuple[int, int, int] | None, split: bool = False) -> Kernel:
+            dims: tuple[int, int, int] | None, split: bool = False, parts: int = 1) -> Kernel:
     return Kernel.generated("linalg/gemm_subgroup_matrix", source, tile, trans_a, trans_b,
-                            width_a, width_b, dims, split)
+                            width_a, width_b, dims, split, parts)
 
 
 def split_k(m: int, n: int, k: int, batch: int) -> int:
@@ -282,3 +318,20 @@ def record_gemm_matrix(a: Buffer[Any], b: Buffer[Any], c: Buffer[Any], bias: Buf
                 c_base=g * per_group * m * n, inner=plan.inner, z_base=z_base,
                 alpha=alpha, beta=beta, has_bias=has, split_steps=0,
             )
+
+
+def record_gemm_parts(a: Buffer[Any], bs: list[Buffer[Any]], cs: list[Buffer[Any]], *,
+                      m: int, n: int, k: int, tile: MatrixTile) -> None:
+    """Record cs[i] = a (m x k) bs[i]^T (each n x k) for every i in one dispatch (workgroup
+    z picks the pair): the shared-input projections of attention (q, k and v of x) fill the
+    GPU as one product three times as wide. Each result equals record_gemm_matrix's with the
+    same tile bit for bit (the same kernel body; the pair only chooses the buffers)."""
+    width = load_width(tile, k, (0,))  # A and every B: rows of k, from element 0
+    dims = (m, n, k) if aligned(tile, m, n, k) else None
+    kernel = _kernel(tile, False, True, width, width, dims, parts=len(bs))
+    bias = portable.no_bias(a.device, np.float16)
+    kernel.dispatch((math.ceil(n / tile.bn), math.ceil(m / tile.bm), len(bs)),
+                    a, bs[0], bias, cs[0], *bs[1:], *cs[1:],
+                    m=m, n=n, k=k, a_base=0, a_outer=0, a_inner=0, b_base=0, b_outer=0,
+                    b_inner=0, c_base=0, inner=1, z_base=0, alpha=1.0, beta=0.0, has_bias=0,
+                    split_steps=0)

@@ -10,7 +10,7 @@ from .conv import conv2d
 from .deferred import deferred
 from .embedding import embedding, timestep_embedding
 from .layers import GEGLU, Conv2d, Embedding, GroupNorm, Identity, LayerNorm, Linear
-from .linear import linear
+from .linear import linear, linears
 from .module import Module, ModuleList, StateDictError, parameter, unloaded
 from .norm import group_norm, group_norm_prologue, layer_norm
 from .prologue import ConvPrologue
@@ -39,6 +39,7 @@ __all__ = [
     "group_norm_prologue",
     "layer_norm",
     "linear",
+    "linears",
     "pad",
     "parameter",
     "quick_gelu",

@@ -16,7 +16,7 @@ from . import prologue as _prologue
 from ._util import pair
 from .conv import conv2d
 from .embedding import embedding
-from .linear import linear, linear_geglu
+from .linear import linear, linear_geglu, linears
 from .module import Module, parameter
 from .norm import group_norm, group_norm_prologue, layer_norm
 from .prologue import ConvPrologue, WrittenPrologue, no_prologue
@@ -38,6 +38,17 @@ class Linear(Module):
         if fuses(self.weight, x):  # a Q8_0 / Q4_K / Q5_0 weight the GEMM reads as it is
             return quantized_linear(x, self.weight, self.bias, add_to=add_to)  # type: ignore[arg-type]
         return linear(x, materialize(self.weight), self.bias, add_to=add_to)
+
+    @staticmethod
+    def together(x: Tensor, layers: list[Linear]) -> list[Tensor]:
+        """[layer(x) for layer in layers] as one GEMM dispatch (nn.linears) where each layer
+        is a bias-free Linear with a plain weight and its own forward (none quantized, none
+        a Residency's unit, whose wrapped forward brings its weights in): attention's q, k
+        and v projections of one input."""
+        if all(type(layer) is Linear and layer.bias is None and type(layer.weight) is Tensor
+               and "forward" not in vars(layer) for layer in layers):
+            return linears(x, [layer.weight for layer in layers])
+        return [layer(x) for layer in layers]
 
 
 class Conv2d(Module):

@@ -184,3 +184,44 @@ def test_row_bias_1x1_convs_match_float64_where_available(device: gpucore.Device
                          Tensor.from_numpy(weight[:, :, 0, 0].copy(), device=device), up[2],
                          h, w).numpy()
     assert np.abs(got - expected).max() / np.abs(expected).max() < 2e-3
+
+
+@pytest.mark.parametrize("parts", [2, 3])
+def test_parts_kernel_interface(parts: int) -> None:
+    """One A against `parts` B/C buffer pairs: bindings in the order record_gemm_parts passes
+    them, workgroup z choosing the pair, the bounds-free shape variant too."""
+    tile = sm.TILES["64x64"]
+    for dims in (None, (128, 64, 96)):
+        source = sm.source(tile, False, True, 8, 8, dims, parts=parts)
+        names = [b.name for b in _wgsl.parse(source).storage]
+        assert names == ["a", "b", "bias", "c", *[f"b{i}" for i in range(1, parts)],
+                         *[f"c{i}" for i in range(1, parts)]]
+        assert "part = wid.z;" in source and "let z = 0u + params.z_base;" in source
+        assert source.count("if (part == ") == 2 * (parts - 1)  # load_b and store_c
+
+
+@pytest.mark.parametrize(("m", "k", "n"), [(150, 88, 72), (128, 128, 192), (2048, 64, 64)])
+def test_parts_match_float64_and_single_products_where_available(
+        device: gpucore.Device, m: int, k: int, n: int) -> None:
+    """Three weights against one input in one dispatch: each result within f16 rounding of
+    float64, and bit for bit the single product's on the same tile (the same kernel body)."""
+    _skip_unless_available(device)
+    rng = np.random.default_rng(m + k + n)
+    x = rng.standard_normal((m, k)).astype(np.float16)
+    ws = [(rng.standard_normal((n, k)) / 8).astype(np.float16) for _ in range(3)]
+    tx = Tensor.from_numpy(x, device=device)
+    tws = [Tensor.from_numpy(w, device=device) for w in ws]
+    for tile in (sm.TILES["64x64"], sm.TILES["128x128"]):
+        outs = [Tensor.empty((m, n), np.float16, device=device) for _ in ws]
+        sm.record_gemm_parts(tx.buffer, [w.buffer for w in tws], [o.buffer for o in outs],
+                             m=m, n=n, k=k, tile=tile)
+        plan = gemm_plan.batch_plan((1,), (), (), m * k, k * n)
+        for w, tw, out in zip(ws, tws, outs):
+            expected = x.astype(np.float64) @ w.astype(np.float64).T
+            got = out.numpy()
+            assert np.abs(got - expected).max() / np.abs(expected).max() < 2e-3
+            alone = Tensor.empty((m, n), np.float16, device=device)
+            sm.record_gemm_matrix(tx.buffer, tw.buffer, alone.buffer, tw.buffer, has_bias=False,
+                                  m=m, n=n, k=k, trans_a=False, trans_b=True, alpha=1.0,
+                                  beta=0.0, plan=plan, tile=tile)
+            assert np.array_equal(got.view(np.uint16), alone.numpy().view(np.uint16))

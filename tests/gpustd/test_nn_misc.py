@@ -159,6 +159,33 @@ def test_linear_float16_and_errors(device: gpucore.Device) -> None:
                      F.linear(_t(xh), _t(wh)).numpy(), dtype=np.float16)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_linears_and_layers_together(device: gpucore.Device, dtype) -> None:
+    """linears: one input through several weights (one GEMM on the matrix units) against
+    torch; Linear.together takes that path only for plain bias-free layers and gives the same
+    results as calling each layer."""
+    if dtype == np.float16 and not device.has_f16:
+        pytest.skip(f"{device.info.label} has no shader-f16")
+    rng = np.random.default_rng(9)
+    x = random_array(rng, (2, 75, 40), dtype)
+    ws = [random_array(rng, (24, 40), dtype) for _ in range(3)]
+    outs = nn.linears(_up(device, x), [_up(device, w) for w in ws])
+    for out, w in zip(outs, ws):
+        assert out.shape == (2, 75, 24)
+        assert_close(out.numpy(), F.linear(_t(x), _t(w)).numpy(), dtype=dtype)
+    layers = [nn.Linear(40, 24, bias=False, dtype=dtype, device=device) for _ in ws]
+    layers.append(nn.Linear(40, 24, dtype=dtype, device=device))  # a bias: each on its own
+    for layer, w in zip(layers, [*ws, ws[0]]):
+        layer.load_state_dict({"weight": w, **({"bias": w[:, 0]} if layer.bias else {})})
+    for chosen in (layers[:3], layers):
+        together = nn.Linear.together(_up(device, x), chosen)
+        alone = [layer(_up(device, x)) for layer in chosen]
+        for a, b in zip(together, alone):
+            np.testing.assert_array_equal(a.numpy(), b.numpy())
+    with pytest.raises(ValueError, match="features"):
+        nn.linears(_up(device, x), [_up(device, ws[0]), _up(device, ws[1][:, :30])])
+
+
 @settings(max_examples=10, deadline=None)
 @given(lead=st.lists(st.integers(1, 4), min_size=0, max_size=2), h=st.integers(1, 9),
        w=st.integers(1, 9))
