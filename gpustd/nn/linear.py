@@ -22,6 +22,10 @@ __all__ = ["conv1x1", "conv1x1_tokens", "linear", "linear_geglu", "linears",
            "tokens_conv1x1"]
 
 _GELU = {"none": 1, "tanh": 2}
+# linears' one-dispatch path on the matrix units. Off until it has run on Dawn: the H100 call
+# that was to check it found the session's device time spent (bench/NOTES.md, "q, k and v in
+# one dispatch"); tests/gpustd/test_gemm_subgroup_matrix.py checks the kernel there.
+PARTS = False
 
 
 def _check_accumulator(op: str, acc: Tensor | None, shape: tuple[int, ...], x: Tensor) -> None:
@@ -100,7 +104,7 @@ def linears(x: Tensor, weights: list[Tensor]) -> list[Tensor]:
         check_float(weight, "weight", op, ndim=2)
         _check_weight(op, x, weight, None, x.shape[-1])
     shape = (*x.shape[:-1], weights[0].shape[0]) if weights else ()
-    if (len(weights) > 1 and all(w.shape == weights[0].shape for w in weights)
+    if (PARTS and len(weights) > 1 and all(w.shape == weights[0].shape for w in weights)
             and x.size and weights[0].size):
         rows = x.reshape(-1, x.shape[-1])
         outs = [Tensor.empty(shape, x.dtype, device=x.device) for _ in weights]

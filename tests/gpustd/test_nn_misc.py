@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 import pytest
 import torch
@@ -159,13 +161,17 @@ def test_linear_float16_and_errors(device: gpucore.Device) -> None:
                      F.linear(_t(xh), _t(wh)).numpy(), dtype=np.float16)
 
 
+@pytest.mark.parametrize("parts", [False, True])
 @pytest.mark.parametrize("dtype", [np.float32, np.float16])
-def test_linears_and_layers_together(device: gpucore.Device, dtype) -> None:
-    """linears: one input through several weights (one GEMM on the matrix units) against
-    torch; Linear.together takes that path only for plain bias-free layers and gives the same
-    results as calling each layer."""
+def test_linears_and_layers_together(device: gpucore.Device, dtype, parts: bool,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """linears: one input through several weights (one GEMM on the matrix units, with
+    linear.PARTS) against torch; Linear.together takes that path only for plain bias-free
+    layers and gives the same results as calling each layer."""
+    module = importlib.import_module("gpustd.nn.linear")  # gpustd.nn.linear is the function
     if dtype == np.float16 and not device.has_f16:
         pytest.skip(f"{device.info.label} has no shader-f16")
+    monkeypatch.setattr(module, "PARTS", parts)
     rng = np.random.default_rng(9)
     x = random_array(rng, (2, 75, 40), dtype)
     ws = [random_array(rng, (24, 40), dtype) for _ in range(3)]
