@@ -72,63 +72,14 @@ def available(device: Device) -> bool:
 
 
 def choose_tile(m: int, n: int, batch: int, *, k: int = 0) -> MatrixTile:
-    """Without Dawn's robustness (its default since 2026-11-24): 128 x 128 tiles of 8
-    subgroups (2 x 4 fragments, prefetch) for products that fill them exactly (m, n multiples
-    of 128, K of 32) in 2 or more waves, with K steps of 16 from 4 waves on (below LONG_K);
-    otherwise 64 x 64
-    tiles with K steps of 32 (64 x 128 where that alone fills its tiles in 8 waves). Every
-    SD 1.5 and SDXL UNet GEMM on every tile (H100, 2026-11-24, GPU ms by timestamps, medians,
-    bitwise-equal results, gemm-rule-tiles-norobust-dawn-h100.json), m x k x n nt, ms at
-    64x64 / 64x64k16 / 64x128 / 128x128 / 128x128k16: 4096^3 1.019 / 1.261 / 0.891 / 0.885 /
-    0.812; 8192x320x2560 0.625 / 0.737 / 0.586 / 0.575 / 0.545; 512x1280x10240 (2.4 waves)
-    0.584 / 0.728 / 0.575 / 0.530 / 0.556; 8192x2560x640 (2.4) 0.949 / 1.281 / 0.931 / 0.866
-    / 0.912; 8192x640x640 0.073 / 0.085 / 0.069 / 0.070 / 0.066; below 2 waves 64x64 wins or
-    ties: 2048x1280x1280 (1.2) 0.299 / 0.436 / 0.377 / 0.345 / 0.359, 2048x5120x1280 0.717
-    against 0.93-1.58, 2048x2560x640 (0.6) 0.335 against 0.324 at 128x128, 4096x512x512 (1.0)
-    0.148 against 0.109 (the one loss); and 64x64 with K steps of 16 (the rule for 8+ waves of
-    64 x 64 tiles before) lost to 64x64 at every shape: 32768x320x320 0.294 / 0.261,
-    8192x2560x640 1.281 / 0.949. Those short trials ran partly at the GPU's idle clock
-    (bench/NOTES.md: 345 MHz after ~3 s of short bursts, mid-size GEMMs 4x slower); at full
-    clock the tuner ranks 512x1280x10240 and 8192x320x2560 the same way (128x128 0.127 ms
-    against 0.134 at 64x64; 128x128k16 0.121 against 0.140). Before, with robustness on:
-    64 x 128 tiles of 4 subgroups (2 x 4 fragments each, K steps of 32, no prefetch) for
-    large products that fill them exactly (m, n, k multiples of 64, 128, 32: the bounds-free
-    kernel; k=0, unknown, never takes them); otherwise 64 x 64 tiles of 4 subgroups (2 x 2
-    fragments each); K steps of 16 where the grid
-    has 8 or more tiles per multiprocessor (occupancy is then bounded by registers and workgroup
-    memory, which the shorter step halves), of 32 below (fewer barriers per K).
-
-    Measured on an H100 (Dawn, default toggles, 2026-11-23, tools/sm_sweep.py; TFLOP/s by
-    timestamp queries, 4096^3 nn / nt and the UNet's linear layers m x k x n, nt):
-
-    m x k x n          4096^3 nn/nt  4096x640x640  1024x1280^2  4096x1280x320  4096x320x1280
-    64x64 k16 (large)  78.2 / 74.1      46.3          47.4          46.8           50.3
-    64x64 k32 (below)  56.3 / 58.7      51.9          48.7          47.9           44.2
-    128x128 k32 (was)  64.2 / 59.0      40.7          43.9          44.5           42.6
-    128x128 k16        67.5 / 72.3      40.2          43.4          43.2           43.7
-    (8192x320x320: 37.3, 37.2, 30.8, 31.3)
-
-    cuBLAS fp16 in the same processes: 576-717 TFLOP/s at 4096^3; 35-131 on the UNet shapes
-    (0.02-0.1 ms kernels; their medians moved 2-4x between runs). Slower than the chosen
-    tiles in every column (tools/sm_sweep.py has the table): 8 f16 per global load (128x128:
-    46.0/48.0 at 4096^3); with 8-f16 loads, 4 x 4 fragments per subgroup (33.8/39.4),
-    256x128 and 128x256 tiles (50.6/52.4, 49.8/51.0), BK 64 (27.2/36.5), double buffering
-    (37.2/39.2), no row padding (32.6/35.0), f16 accumulators (46.4/47.3); with 4, 32x64 and
-    64x32 tiles, row padding 16 and a double-buffered 64x64 (31.9/34.4).
-    Dawn's robustness costs 28-47%: with disable_robustness 128x128 k32 reaches 85.9 at
-    4096^3 and 64x64 k32 66.5/71.5/71.2/57.5/48.1 on the UNet shapes.
-
-    This module's bounds-free kernels (tools/sm_sweep.py, timestamps, 2026-11-24): 64x128
-    without prefetch 103.1/92.1 at 4096^3 nn/nt; 64x64 k32 without prefetch 82.4/75.5, 58.0,
-    50.7, 52.3, 46.2 (8192x320x320); with prefetch 75.1/73.0, 46.7, 49.0, 49.2, 37.6.
-    Hand-written bounds-free kernels (H100, Dawn, default toggles, 2026-11-24, the lab
-    behind tools/matrix_gemm_lab.py, f32 output, wall time per dispatch; 4096^3 nt / nn, then
-    4096x640x640, 1024x1280^2, 4096x320x1280, nt): 64x128 k32 without prefetch 133.3/145.8,
-    50.0, 44.5, 45.1; 64x64 k32 112.0/125.3, 62.6, 51.3, 48.1; 128x128 (4x2 subgroups of
-    2x4) 104.5/106.5. Slower there: register prefetch, two staging buffers (32.5), B staged
-    transposed for nt, BK 16 or 64, 8 f16 per load, no row padding or 16, fragments loaded
-    straight from global memory with no staging (55.7/72.1 at best) or staged through
-    subgroup-matrix loads and stores (67-111 with disable_robustness).
+    """The rule's tile (the tuner may pick another: gpustd/gemm/matrix_tuning.py). Without
+    Dawn's robustness (gpucore's default): 128 x 128 tiles of 8 subgroups (2 x 4 fragments,
+    prefetch) for products that fill them exactly (m, n multiples of 128, K of 32) in 2 or
+    more waves, with K steps of 16 from 4 waves on (below LONG_K); 64 x 128 where that alone
+    fills its tiles in 8 waves; otherwise 64 x 64 with K steps of 32. Below 2 waves of
+    128 x 128, 64 x 64 wins or ties on every SD 1.5 and SDXL UNet GEMM. The measurements
+    behind the rule, and the tilings that lost, are in bench/NOTES.md ("choose_tile's
+    measurements").
     """
     wide, square = TILES["128x128k16"], TILES["128x128"]
     waves = (m // 128) * (n // 128) * batch / MULTIPROCESSORS
