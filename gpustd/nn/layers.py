@@ -41,10 +41,10 @@ class Linear(Module):
 
     @staticmethod
     def together(x: Tensor, layers: list[Linear]) -> list[Tensor]:
-        """[layer(x) for layer in layers] as one GEMM dispatch (nn.linears) where each layer
-        is a bias-free Linear with a plain weight and its own forward (none quantized, none
-        a Residency's unit, whose wrapped forward brings its weights in): attention's q, k
-        and v projections of one input."""
+        """[layer(x) for layer in layers], through nn.linears (one GEMM dispatch with its
+        PARTS switch) where each layer is a bias-free Linear with a plain weight and its own
+        forward (none quantized, none a Residency's unit, whose wrapped forward brings its
+        weights in): attention's q, k and v projections of one input."""
         if all(type(layer) is Linear and layer.bias is None and type(layer.weight) is Tensor
                and "forward" not in vars(layer) for layer in layers):
             return linears(x, [layer.weight for layer in layers])
