@@ -107,9 +107,9 @@ def _kernel_as(tile: Any, ablation: str) -> Iterator[None]:
     """record_gemm_matrix runs `tile` with its WGSL cut by `ablation`."""
     saved = matrix_units._kernel, matrix_tuning.gemm_tile
 
-    def kernel(*args: Any, split: bool = False) -> Kernel:
+    def kernel(*args: Any, split: bool = False, parts: int = 1) -> Kernel:
         return Kernel.generated(f"bench/gemm_ceiling/{ablation}", ablated_source, ablation,
-                                *args, split)
+                                *args, split, parts)
 
     matrix_units._kernel = kernel  # type: ignore[assignment]
     matrix_tuning.gemm_tile = lambda *a, **k: tile  # type: ignore[assignment]

@@ -115,21 +115,24 @@ _STORE = """fn store_c(row: u32, col: u32, value: f32) {
 _STORE_SPLIT = _STORE.replace("c[idx] = f16(v);", "c[split_id * params.m * params.n + idx] = v;")
 
 
-def _parts_code(parts: int, width_b: int) -> tuple[str, str, str]:
-    """(bindings, load_b, the store's last line) of a kernel whose workgroup z is `part`:
-    B and C are `parts` separate buffers (b, b1, ...; c, c1, ...), A is shared."""
-    names = [("b", "c")] + [(f"b{i}", f"c{i}") for i in range(1, parts)]
+def _parts_code(parts: int, width_b: int, b_dims: tuple[str, str], checked: bool
+                ) -> tuple[str, str, str]:
+    """(the extra bindings, load_b, the store's last statement) of a kernel whose workgroup z
+    is `part`: B and C in `parts` buffers each (b, b1, ...; c, c1, ...), A shared. The
+    bindings follow c and precede the params struct, as compile() lays them out."""
+    extra = range(1, parts)
+    kind = load_type(width_b)
     bindings = "\n".join(
-        f"@group(0) @binding({3 + i}) var<storage, read> {b}: array<{load_type(width_b)}>;\n"
-        f"@group(0) @binding({2 + parts + i}) var<storage, read_write> {c}: array<f16>;"
-        for i, (b, c) in enumerate(names) if i)
-    chosen = "".join(f"\n  if (part == {i}u) {{ return load_b_{b}(row, col); }}"
-                     for i, (b, _) in enumerate(names) if i)
-    load = f"""fn load_b(row: u32, col: u32) -> {load_type(width_b)} {{{chosen}
+        [f"@group(0) @binding({3 + i}) var<storage, read> b{i}: array<{kind}>;" for i in extra]
+        + [f"@group(0) @binding({2 + parts + i}) var<storage, read_write> c{i}: array<f16>;"
+           for i in extra])
+    loads = [contiguous_load(f"b_{name}", width_b, *b_dims, b_dims[1], "off_b", name,
+                             checked=checked) for name in ["b", *(f"b{i}" for i in extra)]]
+    chosen = "".join(f"\n  if (part == {i}u) {{ return load_b_b{i}(row, col); }}" for i in extra)
+    load = "\n\n".join([*loads, f"""fn load_b(row: u32, col: u32) -> {kind} {{{chosen}
   return load_b_b(row, col);
-}}"""
-    stores = "".join(f"if (part == {i}u) {{ {c}[idx] = f16(v); return; }}\n  "
-                     for i, (_, c) in enumerate(names) if i)
+}}"""])
+    stores = "".join(f"if (part == {i}u) {{ c{i}[idx] = f16(v); return; }}\n  " for i in extra)
     return bindings, load, stores + "c[idx] = f16(v);"
 
 
@@ -152,14 +155,11 @@ def source(tile: MatrixTile, trans_a: bool, trans_b: bool, width_a: int, width_b
     b_dims = ("params.n", "params.k") if trans_b else ("params.k", "params.n")
     load_b = contiguous_load("b", width_b, *b_dims, b_dims[1], "off_b", checked=not aligned)
     store = _STORE_SPLIT if split else _STORE
-    more_bindings = ""
+    more_bindings, part = "", ""
     if parts > 1:
-        more_bindings, chosen, stored = _parts_code(parts, width_b)
-        load_b = "\n\n".join(
-            [contiguous_load(f"b_{name}", width_b, *b_dims, b_dims[1], "off_b", name,
-                             checked=not aligned)
-             for name in ["b"] + [f"b{i}" for i in range(1, parts)]] + [chosen])
+        more_bindings, load_b, stored = _parts_code(parts, width_b, b_dims, not aligned)
         store = store.replace("c[idx] = f16(v);", stored)
+        part = "var<private> part: u32;"
     declarations = f"""{_GEMM_PARAMS}
 @group(0) @binding(0) var<storage, read> a: array<{load_type(width_a)}>;
 @group(0) @binding(1) var<storage, read> b: array<{load_type(width_b)}>;
@@ -170,7 +170,7 @@ def source(tile: MatrixTile, trans_a: bool, trans_b: bool, width_a: int, width_b
 var<private> off_a: u32;
 var<private> off_b: u32;
 var<private> off_c: u32;
-var<private> part: u32;
+{part}
 
 {contiguous_load("a", width_a, *a_dims, a_dims[1], "off_a", checked=not aligned)}
 
@@ -178,8 +178,8 @@ var<private> part: u32;
 
 {store}"""
     z = "0u" if split or parts > 1 else "wid.z"
-    setup = f"""  let z = {z} + params.z_base;
-  part = {"wid.z" if parts > 1 else "0u"};
+    chosen_part = "\n  part = wid.z;" if parts > 1 else ""
+    setup = f"""  let z = {z} + params.z_base;{chosen_part}
   let outer = z / params.inner;
   let inner = z % params.inner;
   off_a = params.a_base + outer * params.a_outer + inner * params.a_inner;
