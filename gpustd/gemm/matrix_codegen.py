@@ -173,9 +173,10 @@ def _multiply_code(tile: MatrixTile, a: Operand, b: Operand) -> str:
     return "\n".join(blocks)
 
 
-def _main_loop(tile: MatrixTile, size_a: int, size_b: int, body: str, first: str = "") -> str:
+def _main_loop(tile: MatrixTile, size_a: int, size_b: int, body: str, first: str = "",
+               fetch: str = "fetch") -> str:
     """The K loop: stage, multiply, fetch the next step in between; `first` ("k_first + " in a
-    split-K kernel) offsets every step's K."""
+    split-K kernel) offsets every step's K; `fetch` names the step's global loads."""
     bk = tile.bk
     if tile.double:
         return f"""  stage(0u, 0u);
@@ -184,7 +185,7 @@ def _main_loop(tile: MatrixTile, size_a: int, size_b: int, body: str, first: str
     let cur_a = (t & 1u) * {size_a}u;
     let cur_b = (t & 1u) * {size_b}u;
     k0 = {first}(t + 1u) * {bk}u;
-    if (t + 1u < steps) {{ fetch(); }}
+    if (t + 1u < steps) {{ {fetch}(); }}
 {body}
     if (t + 1u < steps) {{ stage({size_a}u - cur_a, {size_b}u - cur_b); }}
     workgroupBarrier();
@@ -194,7 +195,7 @@ def _main_loop(tile: MatrixTile, size_a: int, size_b: int, body: str, first: str
     let cur_a = 0u;
     let cur_b = 0u;
     k0 = {first}t * {bk}u;
-    fetch();
+    {fetch}();
     stage(0u, 0u);
     workgroupBarrier();
 {body}
@@ -206,7 +207,7 @@ def _main_loop(tile: MatrixTile, size_a: int, size_b: int, body: str, first: str
     let cur_a = 0u;
     let cur_b = 0u;
     k0 = {first}(t + 1u) * {bk}u;
-    if (t + 1u < steps) {{ fetch(); }}
+    if (t + 1u < steps) {{ {fetch}(); }}
 {body}
     workgroupBarrier();
   }}"""
@@ -214,7 +215,7 @@ def _main_loop(tile: MatrixTile, size_a: int, size_b: int, body: str, first: str
 
 def kernel_source(tile: MatrixTile, a: Operand, b: Operand, *, declarations: str, setup: str,
                   extent: tuple[str, str, str], comment: str, aligned: bool = False,
-                  split: str = "") -> str:
+                  split: str = "", parts: int = 1) -> str:
     """A whole subgroup-matrix kernel: C (M x N) = A (M x K) B (K x N), tile by tile.
 
     declarations: the caller's bindings, `Params`, `load_a`, `load_b` and
@@ -226,7 +227,13 @@ def kernel_source(tile: MatrixTile, a: Operand, b: Operand, *, declarations: str
     (its loads may then skip their bound checks); the epilogue skips its own.
     split: split K (a WGSL expression of the K steps per split, e.g. "params.split_steps"):
     workgroup z walks steps [z split, (z + 1) split) of K only (the last split the rest), its
-    id in store_c as `split_id`; the caller sums the splits' partial results."""
+    id in store_c as `split_id`; the caller sums the splits' partial results.
+    parts: one A against `parts` Bs, each product into a C of its own, workgroup z choosing
+    the pair: the caller declares `load_b_{i}` and `store_c_{i}` for each part i rather than
+    load_b and store_c, and each part gets its own copy of the K loop and the epilogue behind
+    one branch on wid.z (a uniform branch), so that no load or store chooses its buffer
+    (a choice per load ran 1.9x slower on an H100: bench/NOTES.md, "q, k and v in one
+    dispatch")."""
     m_total, n_total, k_total = extent
     a_decl, a_fetch, a_store = _stage_code(a, tile)
     b_decl, b_fetch, b_store = _stage_code(b, tile)
@@ -238,13 +245,40 @@ def kernel_source(tile: MatrixTile, a: Operand, b: Operand, *, declarations: str
                     for i in range(tile.fm) for j in range(tile.fn)]
     columns = [f"  col_{op.name} = {op.origin()[1]} + tid % {op.staged(tile)[1] // op.width}u"
                f" * {op.width}u;" for op in (a, b) if op.fixed_column(tile)]
-    epilogue = [f"  subgroupMatrixStore(&sh_c, sg * 256u, c_{i}_{j}, false, 16u);\n"
-                f"  workgroupBarrier();\n"
-                f"  put_fragment(m0 + r_in + {16 * i}u, n0 + c_in + {16 * j}u, sg * 256u, lane);\n"
-                f"  workgroupBarrier();"
-                for i in range(tile.fm) for j in range(tile.fn)]
     inside = "" if aligned else f"if (row < {m_total} && col < {n_total}) "
     nl = "\n"
+    suffixes = [f"_{p}" for p in range(parts)] if parts > 1 else [""]
+    fetches = [f"""fn fetch{x}() {{
+{nl.join(a_fetch + [f.replace("load_b(", f"load_b{x}(") for f in b_fetch])}
+}}""" for x in suffixes]
+    puts = [f"""// 8 elements of one 16 x 16 fragment per lane, to store_c{x} where inside M x N.
+fn put_fragment{x}(row0: u32, col0: u32, at: u32, lane: u32) {{
+  for (var e = 0u; e < 8u; e++) {{
+    let i = lane + 32u * e;
+    let row = row0 + i / 16u;
+    let col = col0 + i % 16u;
+    {inside}{{ store_c{x}(row, col, f32(sh_c[at + i])); }}
+  }}
+}}""" for x in suffixes]
+    multiply = _multiply_code(tile, a, b)
+
+    def walk(x: str) -> str:
+        """The K loop and the epilogue of the part that `x` suffixes."""
+        epilogue = [f"  subgroupMatrixStore(&sh_c, sg * 256u, c_{i}_{j}, false, 16u);\n"
+                    f"  workgroupBarrier();\n"
+                    f"  put_fragment{x}(m0 + r_in + {16 * i}u, n0 + c_in + {16 * j}u, "
+                    f"sg * 256u, lane);\n"
+                    f"  workgroupBarrier();"
+                    for i in range(tile.fm) for j in range(tile.fn)]
+        return f"""{f"  fetch{x}();" if tile.prefetch or tile.double else ""}
+{_main_loop(tile, size_a, size_b, multiply, "k_first + " if split else "", f"fetch{x}")}
+{nl.join(epilogue)}"""
+
+    if parts > 1:
+        body = " else ".join(f"if (wid.z == {p}u) {{\n{walk(x)}\n}}"
+                             for p, x in enumerate(suffixes))
+    else:
+        body = walk("")
     return f"""enable f16;
 enable subgroups;
 enable chromium_experimental_subgroup_matrix;
@@ -264,23 +298,13 @@ var<private> col_a: u32;
 var<private> col_b: u32;
 {"var<private> split_id: u32;" if split else ""}
 
-fn fetch() {{
-{nl.join(a_fetch + b_fetch)}
-}}
+{nl.join(fetches)}
 
 fn stage(at_a: u32, at_b: u32) {{
 {nl.join(a_store + b_store)}
 }}
 
-// 8 elements of one 16 x 16 fragment per lane, to store_c where inside M x N.
-fn put_fragment(row0: u32, col0: u32, at: u32, lane: u32) {{
-  for (var e = 0u; e < 8u; e++) {{
-    let i = lane + 32u * e;
-    let row = row0 + i / 16u;
-    let col = col0 + i % 16u;
-    {inside}{{ store_c(row, col, f32(sh_c[at + i])); }}
-  }}
-}}
+{nl.join(puts)}
 
 @compute @workgroup_size({tile.threads})
 fn main(@builtin(workgroup_id) wid: vec3<u32>,
@@ -296,9 +320,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>,
   let c_in = (sg % {tile.wn}u) * {16 * tile.fn}u;
 {nl.join(accumulators)}
 {_k_range(tile, k_total, split)}
-{"  fetch();" if tile.prefetch or tile.double else ""}
-{_main_loop(tile, size_a, size_b, _multiply_code(tile, a, b), "k_first + " if split else "")}
-{nl.join(epilogue)}
+{body}
 }}
 """
 

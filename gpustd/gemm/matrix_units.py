@@ -115,25 +115,24 @@ _STORE = """fn store_c(row: u32, col: u32, value: f32) {
 _STORE_SPLIT = _STORE.replace("c[idx] = f16(v);", "c[split_id * params.m * params.n + idx] = v;")
 
 
-def _parts_code(parts: int, width_b: int, b_dims: tuple[str, str], checked: bool
-                ) -> tuple[str, str, str]:
-    """(the extra bindings, load_b, the store's last statement) of a kernel whose workgroup z
-    is `part`: B and C in `parts` buffers each (b, b1, ...; c, c1, ...), A shared. The
-    bindings follow c and precede the params struct, as compile() lays them out."""
+def _parts_code(parts: int, width_b: int, b_dims: tuple[str, str], checked: bool,
+                store: str) -> str:
+    """The extra bindings and each part's load_b_{i} and store_c_{i} (kernel_source's parts)
+    of a kernel whose workgroup z picks the part: B and C in `parts` buffers each (b, b1, ...;
+    c, c1, ...), A shared. The bindings follow c and precede the params struct, as compile()
+    lays them out."""
     extra = range(1, parts)
     kind = load_type(width_b)
-    bindings = "\n".join(
-        [f"@group(0) @binding({3 + i}) var<storage, read> b{i}: array<{kind}>;" for i in extra]
-        + [f"@group(0) @binding({2 + parts + i}) var<storage, read_write> c{i}: array<f16>;"
-           for i in extra])
-    loads = [contiguous_load(f"b_{name}", width_b, *b_dims, b_dims[1], "off_b", name,
-                             checked=checked) for name in ["b", *(f"b{i}" for i in extra)]]
-    chosen = "".join(f"\n  if (part == {i}u) {{ return load_b_b{i}(row, col); }}" for i in extra)
-    load = "\n\n".join([*loads, f"""fn load_b(row: u32, col: u32) -> {kind} {{{chosen}
-  return load_b_b(row, col);
-}}"""])
-    stores = "".join(f"if (part == {i}u) {{ c{i}[idx] = f16(v); return; }}\n  " for i in extra)
-    return bindings, load, stores + "c[idx] = f16(v);"
+    names = ["", *(str(i) for i in extra)]
+    bindings = [f"@group(0) @binding({3 + i}) var<storage, read> b{i}: array<{kind}>;"
+                for i in extra]
+    bindings += [f"@group(0) @binding({2 + parts + i}) var<storage, read_write> c{i}: "
+                 f"array<f16>;" for i in extra]
+    loads = [contiguous_load(f"b_{i}", width_b, *b_dims, b_dims[1], "off_b", f"b{name}",
+                             checked=checked) for i, name in enumerate(names)]
+    stores = [store.replace("fn store_c(", f"fn store_c_{i}(").replace("c[idx]", f"c{name}[idx]")
+              for i, name in enumerate(names)]
+    return "\n".join(bindings) + "\n\n" + "\n\n".join(loads + stores)
 
 
 def source(tile: MatrixTile, trans_a: bool, trans_b: bool, width_a: int, width_b: int,
@@ -155,11 +154,10 @@ def source(tile: MatrixTile, trans_a: bool, trans_b: bool, width_a: int, width_b
     b_dims = ("params.n", "params.k") if trans_b else ("params.k", "params.n")
     load_b = contiguous_load("b", width_b, *b_dims, b_dims[1], "off_b", checked=not aligned)
     store = _STORE_SPLIT if split else _STORE
-    more_bindings, part = "", ""
-    if parts > 1:
-        more_bindings, load_b, stored = _parts_code(parts, width_b, b_dims, not aligned)
-        store = store.replace("c[idx] = f16(v);", stored)
-        part = "var<private> part: u32;"
+    more_bindings = ""
+    if parts > 1:  # each part's load_b_{i} and store_c_{i} take load_b's and store_c's place
+        more_bindings, load_b, store = _parts_code(parts, width_b, b_dims, not aligned,
+                                                   store), "", ""
     declarations = f"""{_GEMM_PARAMS}
 @group(0) @binding(0) var<storage, read> a: array<{load_type(width_a)}>;
 @group(0) @binding(1) var<storage, read> b: array<{load_type(width_b)}>;
@@ -170,7 +168,7 @@ def source(tile: MatrixTile, trans_a: bool, trans_b: bool, width_a: int, width_b
 var<private> off_a: u32;
 var<private> off_b: u32;
 var<private> off_c: u32;
-{part}
+
 
 {contiguous_load("a", width_a, *a_dims, a_dims[1], "off_a", checked=not aligned)}
 
@@ -178,8 +176,7 @@ var<private> off_c: u32;
 
 {store}"""
     z = "0u" if split or parts > 1 else "wid.z"
-    chosen_part = "\n  part = wid.z;" if parts > 1 else ""
-    setup = f"""  let z = {z} + params.z_base;{chosen_part}
+    setup = f"""  let z = {z} + params.z_base;
   let outer = z / params.inner;
   let inner = z % params.inner;
   off_a = params.a_base + outer * params.a_outer + inner * params.a_inner;
@@ -191,7 +188,7 @@ var<private> off_c: u32;
                                  + (f", aligned {dims}" if aligned else "")
                                  + (", split K" if split else "")
                                  + (f", {parts} parts" if parts > 1 else ""), aligned=aligned,
-                         split="params.split_steps" if split else "")
+                         split="params.split_steps" if split else "", parts=parts)
     if dims is None:
         return text
     values = dict(zip("mnk", dims))

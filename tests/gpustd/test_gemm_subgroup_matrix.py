@@ -189,15 +189,19 @@ def test_row_bias_1x1_convs_match_float64_where_available(device: gpucore.Device
 @pytest.mark.parametrize("parts", [2, 3])
 def test_parts_kernel_interface(parts: int) -> None:
     """One A against `parts` B/C buffer pairs: bindings in the order record_gemm_parts passes
-    them, workgroup z choosing the pair, the bounds-free shape variant too."""
+    them, workgroup z choosing the pair once (a copy of the K loop per part, no choice per
+    load or store), the bounds-free shape variant too."""
     tile = sm.TILES["64x64"]
     for dims in (None, (128, 64, 96)):
         source = sm.source(tile, False, True, 8, 8, dims, parts=parts)
         names = [b.name for b in _wgsl.parse(source).storage]
         assert names == ["a", "b", "bias", "c", *[f"b{i}" for i in range(1, parts)],
                          *[f"c{i}" for i in range(1, parts)]]
-        assert "part = wid.z;" in source and "let z = 0u + params.z_base;" in source
-        assert source.count("if (part == ") == 2 * (parts - 1)  # load_b and store_c
+        assert "let z = 0u + params.z_base;" in source
+        assert [source.count(f"if (wid.z == {p}u)") for p in range(parts)] == [1] * parts
+        for p in range(parts):  # part p's loop loads its own B, its epilogue stores its C
+            assert source.count(f"fetch_{p}();") == (2 if tile.prefetch else 1)
+            assert source.count(f"put_fragment_{p}(") == 1 + tile.fm * tile.fn
 
 
 @pytest.mark.parametrize(("m", "k", "n"), [(150, 88, 72), (128, 128, 192), (2048, 64, 64)])
