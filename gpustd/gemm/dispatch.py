@@ -59,15 +59,17 @@ def record_gemm(a: Buffer[Any], b: Buffer[Any], c: Buffer[Any], bias: Buffer[Any
 def record_gemm_parts(a: Buffer[Any], bs: list[Buffer[Any]], cs: list[Buffer[Any]], *,
                       m: int, n: int, k: int) -> bool:
     """Record cs[i] = A (m x k) Bs[i]^T (n x k each, a weight as stored) for every i as one
-    dispatch where the matrix units take it (f16; products that K splits would not cut:
-    matrix_units.split_k), in the tile gemm_tile gives for a batch of len(bs), and say
-    whether it did; False: nothing recorded, the caller records the products one by one."""
+    dispatch where the matrix units take it (f16), in the tile gemm_tile gives for a batch of
+    len(bs), and say whether it did; False: nothing recorded, the caller records the products
+    one by one. Products that split K alone (matrix_units.split_k) go unsplit here: SDXL's
+    cross-attention keys and values of one context, 154 x 1280 x 2048 twice, ran 45.7 us as
+    two parts against 69.6 split one by one (H100, Dawn; bench/NOTES.md, "q, k and v in one
+    dispatch")."""
     device = a.device
     storage = 2 + 2 * len(bs)  # a, the bias placeholder, every b and c
     if not (a.dtype == np.float16 and all(x.dtype == np.float16 for x in (*bs, *cs))
             and matrix_units.available(device) and 1 < len(bs) == len(cs)
-            and storage <= device.limits["max-storage-buffers-per-shader-stage"]
-            and matrix_units.split_k(m, n, k, 1) == k):
+            and storage <= device.limits["max-storage-buffers-per-shader-stage"]):
         return False
     tile = matrix_tuning.gemm_tile(device, m, n, k, len(bs), False, True)
     matrix_units.record_gemm_parts(a, bs, cs, m=m, n=n, k=k, tile=tile)

@@ -22,10 +22,9 @@ __all__ = ["conv1x1", "conv1x1_tokens", "linear", "linear_geglu", "linears",
            "tokens_conv1x1"]
 
 _GELU = {"none": 1, "tanh": 2}
-# linears' one-dispatch path on the matrix units. Off until it has run on Dawn: the H100 call
-# that was to check it found the session's device time spent (bench/NOTES.md, "q, k and v in
-# one dispatch"); tests/gpustd/test_gemm_subgroup_matrix.py checks the kernel there.
-PARTS = False
+# linears' one-dispatch path on the matrix units (False: one GEMM per weight, for comparison;
+# bench/NOTES.md, "q, k and v in one dispatch", has the A/B).
+PARTS = True
 
 
 def _check_accumulator(op: str, acc: Tensor | None, shape: tuple[int, ...], x: Tensor) -> None:
@@ -94,8 +93,9 @@ def linears(x: Tensor, weights: list[Tensor]) -> list[Tensor]:
     """[linear(x, w) for w in weights] (no biases); with PARTS, one GEMM dispatch where the
     matrix units take it (float16, weights of one shape; gemm.dispatch.record_gemm_parts):
     attention's q, k and v of one input fill the GPU together, where each alone leaves part
-    of it idle (SDXL's 2048 x 1280 x 1280: 0.144 against 0.194 ms for the three, H100).
-    Each result is linear's, bit for bit on the same tile. torch: `[F.linear(x, w) for w in
+    of it idle (SDXL's 2048 x 1280 x 1280: 0.146 against 0.22-0.29 ms for the three, H100).
+    Each result is linear's, bit for bit on the same tile, except where linear alone would
+    split K (the parts run unsplit: f16 rounding apart). torch: `[F.linear(x, w) for w in
     weights]`."""
     op = "linears"
     if x.ndim < 1:
