@@ -309,7 +309,7 @@ def replay_ops(dev: Device, ops: list[tuple]) -> None:
         stream = dev.current_stream
         profile = dev._profile if stream is dev.default_stream else None
         compute = native = None
-        every = dev._submit_every
+        due = dev._batch_size(stream)
         for op in ops:
             if op[0] == "dispatch":
                 if profile is not None:
@@ -329,9 +329,10 @@ def replay_ops(dev: Device, ops: list[tuple]) -> None:
                     compute.set_bind_group(0, op[2], op[3])
                     compute.dispatch_workgroups(*op[4])
                 stream.pending += 1
-                if stream.pending >= every:  # let the GPU start on the first part
+                if stream.pending >= due:  # let the GPU start on the first part
                     dev._flush_stream(stream)
                     compute = None
+                    due = dev._batch_size(stream)
                 continue
             compute = None
             stream.end_pass()

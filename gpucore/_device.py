@@ -48,6 +48,11 @@ _RAISED_LIMITS = (
 # starts while Python records the rest. A CPU adapter (lavapipe) runs on the recording
 # cores anyway, so there it submits only when something needs the results.
 _SUBMIT_EVERY = 256
+# After a wait (a read-back, synchronize) the GPU is idle: the first submit then takes this
+# many dispatches and each next one twice as many, up to _SUBMIT_EVERY, so that the GPU starts
+# after ~0.5 ms of recording rather than 256 dispatches' worth (a txt2img step reads its
+# result back, then replays ~560 dispatches at ~15 us of Python each: 4 ms of idle GPU a step).
+_FIRST_SUBMIT = 32
 # wgpu stages each queue write in memory of its own until a submit completes: a model upload
 # with no submit between tensors would hold the weights twice. Bytes written between waits:
 _STAGING_LIMIT = 64 << 20
@@ -81,6 +86,7 @@ class Device:
         self._lock = threading.RLock()
         self._tls = threading.local()  # this thread's current stream
         self._submit_every = _SUBMIT_EVERY if info.type != "cpu" else 1 << 62
+        self._first_submit = _FIRST_SUBMIT if info.type != "cpu" else 1 << 62
         self._pipelines: dict[tuple, Pipeline] = {}
         self._bind_groups = BindGroupCache(self.wgpu)
         self._profile: Profile | None = None
@@ -272,7 +278,7 @@ class Device:
         if profile is not None:
             compute.end()
         stream.pending += 1
-        if stream.pending >= self._submit_every or (profile and profile.full):
+        if stream.pending >= self._batch_size(stream) or (profile and profile.full):
             self._flush_stream(stream)  # the GPU starts on this part while Python records on
 
     def record_copy(self, src: GPUBuffer, src_offset: int, dst: GPUBuffer, dst_offset: int,
@@ -304,6 +310,16 @@ class Device:
             for stream in sorted(self._streams, key=lambda s: s.started):
                 self._flush_stream(stream)
 
+    def _batch_size(self, stream: Stream) -> int:
+        """Dispatches the stream's next submit takes (_FIRST_SUBMIT, doubling since the last
+        wait, up to _SUBMIT_EVERY)."""
+        return min(self._submit_every, self._first_submit << stream.submits)
+
+    def _waited(self) -> None:
+        """The GPU has finished everything submitted: every stream's next batch starts small."""
+        for stream in self._streams:
+            stream.submits = 0
+
     def _flush_stream(self, stream: Stream) -> None:
         with self._lock:
             if stream.encoder is None:
@@ -318,6 +334,7 @@ class Device:
                 self.queue.submit([encoder.finish()])
             except GPUError as exc:
                 raise lost_or_gpu_error(exc) from exc
+            stream.submits = min(stream.submits + 1, 16)
             if profile is not None:
                 profile.collect(self.queue)
 
@@ -335,6 +352,7 @@ class Device:
                 self.staging.read(self._fence, 0, 4)
             except GPUError as exc:
                 raise lost_or_gpu_error(exc) from exc
+            self._waited()
 
     async def synchronize_async(self) -> None:
         """`await device.synchronize_async()`: like synchronize(), without blocking the
@@ -382,9 +400,11 @@ class Device:
                     "captured call (outside `with device.capture()` / gpustd.capture's fn)")
             self.flush()
             try:
-                return self.staging.read(buffer, offset, size, out)
+                data = self.staging.read(buffer, offset, size, out)
             except GPUError as exc:
                 raise lost_or_gpu_error(exc) from exc
+            self._waited()  # the read was submitted last: the work before it is done
+            return data
 
     def write_bytes(self, buffer: GPUBuffer, offset: int, data: np.ndarray | bytes) -> None:
         """Write host bytes into `buffer`, ordered after everything recorded so far (on every

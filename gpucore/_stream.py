@@ -74,6 +74,7 @@ class Stream:
         # the open compute pass of the batch being recorded
         self.compute: GPUComputePassEncoder | None = None
         self.pending = 0
+        self.submits = 0  # since the device last waited (Device._batch_size)
         self.params = ParamsArena(
             device.wgpu, device.limits.get("min-uniform-buffer-offset-alignment", 256))
         self._outer: list[Stream | None] = []

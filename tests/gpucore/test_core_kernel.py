@@ -72,6 +72,45 @@ def test_periodic_submits_keep_order(device: gpucore.Device,
     np.testing.assert_array_equal(x.read(), np.full(5, 110, np.float32))
 
 
+def test_batches_start_small_after_a_wait(device: gpucore.Device,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """After a read-back the GPU is idle: the next submits take 2, 4, 8, ... dispatches (here;
+    32 on a GPU) up to the usual batch, so that it starts while Python records the rest; a
+    replay's submits follow the same ramp. The results do not change."""
+    monkeypatch.setattr(device, "_submit_every", 16)
+    monkeypatch.setattr(device, "_first_submit", 2)
+    sizes: list[int] = []
+    flush = device._flush_stream
+
+    def counted(stream: gpucore.Stream) -> None:
+        if stream.encoder is not None:
+            sizes.append(stream.pending)
+        flush(stream)
+
+    monkeypatch.setattr(device, "_flush_stream", counted)
+    one = Buffer.from_numpy(np.ones(5, np.float32), device=device)
+    x, y = Buffer.zeros(5, device=device), Buffer.empty(5, device=device)
+
+    def chain(count: int) -> Buffer:
+        nonlocal x, y
+        for _ in range(count):
+            ADD.dispatch(1, x, one, y, n=5)
+            x, y = y, x
+        return x
+
+    x.read()
+    sizes.clear()
+    np.testing.assert_array_equal(chain(40).read(), np.full(5, 40, np.float32))
+    assert sizes == [2, 4, 8, 16, 10]  # the last part submitted by the read
+    with device.capture() as graph:
+        chain(30)
+    x.read()
+    sizes.clear()
+    graph.replay()
+    np.testing.assert_array_equal(x.read(), np.full(5, 100, np.float32))
+    assert sizes == [2, 4, 8, 16]
+
+
 def test_write_is_ordered_after_recorded_dispatches(device: gpucore.Device) -> None:
     a = Buffer.from_numpy(np.full(5, 2, np.float32), device=device)
     out = Buffer.empty(5, device=device)
