@@ -228,14 +228,15 @@ class MemoryPlan:
         return _VAE_LIVE * pixels * bytes_per_input_pixel(vae.config, mode, itemsize)  # type: ignore[attr-defined]
 
     def vae_decode(self, vae: Module, latents: np.ndarray) -> np.ndarray:
-        """tiled_vae.vae_decode with the VAE brought in, in tiles when the budget asks."""
+        """tiled_vae.vae_decode with the VAE brought in, in tiles when the budget asks, and
+        frugal with the pool (the memory modes trade the decode's speed for its reserve)."""
         room = self._vae_room(vae, latents.shape, "decode")
         budget = self.mode.max_vram
         self.residency.use(vae, extra=room if budget is not None else 0)
         if budget is not None and room + self.device.memory_stats().allocated > budget:
             side = max(8, math.isqrt(latents.shape[-1] * latents.shape[-2] * budget // 2 // room))
             return decode_tiled(vae, latents, tile=side, offload=True)  # type: ignore[arg-type]
-        return vae_decode(vae, latents)  # type: ignore[arg-type]
+        return vae_decode(vae, latents, frugal=True)  # type: ignore[arg-type]
 
     def vae_encode(self, vae: Module, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """tiled_vae.vae_encode with the VAE brought in."""

@@ -142,3 +142,18 @@ def test_automatic_above_the_binding_limit(models, latents, untiled, first_devic
     assert needs_tiling(ours, image.shape, mode="encode")
     mean, _ = vae_encode(ours, image)
     assert mean.shape == (1, 4, 16, 24)
+
+
+def test_decode_keeps_its_buffers_unless_frugal(models, latents, untiled, first_device) -> None:
+    """A plain decode leaves its activations' buffers in the pool, so the next one makes none;
+    a frugal one (the memory modes') drops them as its resolutions climb and makes them anew
+    each time. Both decode the same picture."""
+    _, ours = models
+    first_device.empty_pool()  # what earlier tests left there could serve every size class
+    made = []
+    for frugal in (True, True, False, False):
+        before = first_device.buffers_created
+        decoded = vae_decode(ours, latents, frugal=frugal)
+        made.append(first_device.buffers_created - before)
+        assert_close(decoded, untiled, tol=EXACT)
+    assert made[1] > 0 and made[3] == 0, made
