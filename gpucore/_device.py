@@ -53,6 +53,11 @@ _SUBMIT_EVERY = 256
 # after ~0.5 ms of recording rather than 256 dispatches' worth (a txt2img step reads its
 # result back, then replays ~560 dispatches at ~15 us of Python each: 4 ms of idle GPU a step).
 _FIRST_SUBMIT = 32
+# Every OpenGL Device takes this one lock for its work: wgpu's GL backend on Mesa's EGL
+# crashes now and then when two threads drive GL devices at once (gfx-rs/wgpu#4285, #3250;
+# a CI worker died so, two server workers on llvmpipe's GL). Vulkan, Metal and D3D12 devices
+# each have their own.
+_GL_LOCK = threading.RLock()
 # wgpu stages each queue write in memory of its own until a submit completes: a model upload
 # with no submit between tensors would hold the weights twice. Bytes written between waits:
 _STAGING_LIMIT = 64 << 20
@@ -83,7 +88,7 @@ class Device:
             raise GpuError(f"could not open a device on adapter {info.label}: {exc}") from exc
         self.limits: dict[str, int] = dict(self.wgpu.limits)
         self.queue = self.wgpu.queue
-        self._lock = threading.RLock()
+        self._lock = _GL_LOCK if info.backend == "gl" else threading.RLock()
         self._tls = threading.local()  # this thread's current stream
         self._submit_every = _SUBMIT_EVERY if info.type != "cpu" else 1 << 62
         self._first_submit = _FIRST_SUBMIT if info.type != "cpu" else 1 << 62

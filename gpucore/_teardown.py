@@ -66,9 +66,8 @@ def release_dead(timeout: float = 5.0) -> int:
     if not _dead or not _releasing.acquire(blocking=False):
         return 0
     locked: list[threading.RLock] = []
-    try:
-        for device in sorted(list(_live), key=id):  # one order for every caller
-            lock = device._lock
+    try:  # every lock once (OpenGL Devices share one), in one order for every caller
+        for lock in sorted({id(d._lock): d._lock for d in list(_live)}.values(), key=id):
             if not lock.acquire(timeout=timeout):
                 return 0
             locked.append(lock)

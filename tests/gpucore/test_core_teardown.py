@@ -52,6 +52,25 @@ def test_a_dead_device_is_released_at_the_safe_point_not_in_the_collection() -> 
     assert gpucore.release_dead_devices() == 0
 
 
+def test_opengl_devices_share_one_lock_and_release_still_runs() -> None:
+    """wgpu's GL backend crashes now and then under two threads at once, so every OpenGL
+    Device does its work under one lock; other backends keep a lock each. release_dead takes
+    each lock once, the shared one included."""
+    gl = [a for a in ADAPTERS if a.backend == "gl"]
+    others = [a for a in ADAPTERS if a.backend != "gl"]
+    if not gl:
+        pytest.skip("no OpenGL adapter here")
+    first, second = Device(gl[0]), Device(gl[0])
+    assert first._lock is second._lock
+    if others:
+        assert Device(others[0])._lock is not Device(others[0])._lock
+    dead = weakref.ref(second)
+    del second
+    gc.collect()
+    assert dead() is None and gpucore.release_dead_devices() >= 1
+    Buffer.from_numpy(np.arange(3, dtype=np.float32), device=first).read()
+
+
 def test_device_keep_makes_once_per_key() -> None:
     device = Device(ADAPTERS[0])
     made: list[int] = []

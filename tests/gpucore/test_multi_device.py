@@ -7,7 +7,9 @@ On CI the two adapters are Vulkan lavapipe and OpenGL llvmpipe. The server tests
 two workers on two Vulkan (non-OpenGL) devices, a second Device on the same adapter where
 there is one such adapter: wgpu's OpenGL backend driven from several threads at once crashes
 the process now and then on Mesa's EGL (gfx-rs/wgpu#4285, #3250), which once took down a CI
-worker in the middle of these tests.
+worker in the middle of these tests. gpucore now runs every OpenGL Device's work under one
+lock (gpucore._device._GL_LOCK); the workers stay on Vulkan, so that these tests do not
+depend on that lock covering every GL call wgpu makes.
 """
 
 from __future__ import annotations
