@@ -155,9 +155,9 @@ def source(tile: MatrixTile, trans_a: bool, trans_b: bool, width_a: int, width_b
     load_b = contiguous_load("b", width_b, *b_dims, b_dims[1], "off_b", checked=not aligned)
     store = _STORE_SPLIT if split else _STORE
     more_bindings = ""
-    if parts > 1:  # each part's load_b_{i} and store_c_{i} take load_b's and store_c's place
-        more_bindings, load_b, store = _parts_code(parts, width_b, b_dims, not aligned,
-                                                   store), "", ""
+    if parts > 1:
+        more_bindings = _parts_code(parts, width_b, b_dims, not aligned, store)
+        load_b = store = ""  # each part's load_b_{i} and store_c_{i} take their place
     declarations = f"""{_GEMM_PARAMS}
 @group(0) @binding(0) var<storage, read> a: array<{load_type(width_a)}>;
 @group(0) @binding(1) var<storage, read> b: array<{load_type(width_b)}>;
