@@ -309,7 +309,7 @@ def replay_ops(dev: Device, ops: list[tuple]) -> None:
         stream = dev.current_stream
         profile = dev._profile if stream is dev.default_stream else None
         compute = native = None
-        due = dev._batch_size(stream)
+        due = stream.batch_size()
         for op in ops:
             if op[0] == "dispatch":
                 if profile is not None:
@@ -332,7 +332,7 @@ def replay_ops(dev: Device, ops: list[tuple]) -> None:
                 if stream.pending >= due:  # let the GPU start on the first part
                     dev._flush_stream(stream)
                     compute = None
-                    due = dev._batch_size(stream)
+                    due = stream.batch_size()
                 continue
             compute = None
             stream.end_pass()

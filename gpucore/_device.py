@@ -27,7 +27,7 @@ from ._errors import DeviceLimitError, GpuError, lost_or_gpu_error
 from ._limit import MemoryLimit
 from ._pool import BufferPool, MemoryStats, exact_size, is_released, size_class
 from ._profile import Profile
-from ._staging import Staging
+from ._staging import STAGING_LIMIT, Staging
 from ._stream import Event, Stream
 from ._teardown import hold, release_dead
 
@@ -44,23 +44,9 @@ _RAISED_LIMITS = (
     "max-compute-invocations-per-workgroup", "max-compute-workgroup-size-x",
     "max-compute-workgroup-size-y", "max-compute-workgroup-size-z",
     "max-storage-buffers-per-shader-stage", "max-compute-workgroups-per-dimension")
-# Dispatches per submit on a real GPU: enough to amortize a submit, few enough that the GPU
-# starts while Python records the rest. A CPU adapter (lavapipe) runs on the recording
-# cores anyway, so there it submits only when something needs the results.
-_SUBMIT_EVERY = 256
-# After a wait (a read-back, synchronize) the GPU is idle: the first submit then takes this
-# many dispatches and each next one twice as many, up to _SUBMIT_EVERY, so that the GPU starts
-# after ~0.5 ms of recording rather than 256 dispatches' worth (a txt2img step reads its
-# result back, then replays ~560 dispatches at ~15 us of Python each: 4 ms of idle GPU a step).
-_FIRST_SUBMIT = 32
-# Every OpenGL Device takes this one lock for its work: wgpu's GL backend on Mesa's EGL
-# crashes now and then when two threads drive GL devices at once (gfx-rs/wgpu#4285, #3250;
-# a CI worker died so, two server workers on llvmpipe's GL). Vulkan, Metal and D3D12 devices
-# each have their own.
+# One lock for every OpenGL Device's work: wgpu's GL backend on Mesa's EGL crashes now and
+# then when two threads drive GL devices at once (gfx-rs/wgpu#4285, #3250). Others: one each.
 _GL_LOCK = threading.RLock()
-# wgpu stages each queue write in memory of its own until a submit completes: a model upload
-# with no submit between tensors would hold the weights twice. Bytes written between waits:
-_STAGING_LIMIT = 64 << 20
 
 
 class Device:
@@ -90,8 +76,6 @@ class Device:
         self.queue = self.wgpu.queue
         self._lock = _GL_LOCK if info.backend == "gl" else threading.RLock()
         self._tls = threading.local()  # this thread's current stream
-        self._submit_every = _SUBMIT_EVERY if info.type != "cpu" else 1 << 62
-        self._first_submit = _FIRST_SUBMIT if info.type != "cpu" else 1 << 62
         self._pipelines: dict[tuple, Pipeline] = {}
         self._bind_groups = BindGroupCache(self.wgpu)
         self._profile: Profile | None = None
@@ -241,15 +225,9 @@ class Device:
             return made
 
     # -- command stream ---------------------------------------------------------------
-    def record_dispatch(
-        self,
-        pipeline: GPUComputePipeline,
-        layout: GPUBindGroupLayout,
-        buffers: list[tuple[GPUBuffer, int, int]],
-        params: bytes | None,
-        workgroups: tuple[int, int, int],
-        label: str,
-    ) -> None:
+    def record_dispatch(self, pipeline: GPUComputePipeline, layout: GPUBindGroupLayout,
+                        buffers: list[tuple[GPUBuffer, int, int]], params: bytes | None,
+                        workgroups: tuple[int, int, int], label: str) -> None:
         """Record one compute dispatch into the current stream's batch (no submit)."""
         with self._lock:
             if self._capture is not None:
@@ -283,7 +261,7 @@ class Device:
         if profile is not None:
             compute.end()
         stream.pending += 1
-        if stream.pending >= self._batch_size(stream) or (profile and profile.full):
+        if stream.pending >= stream.batch_size() or (profile and profile.full):
             self._flush_stream(stream)  # the GPU starts on this part while Python records on
 
     def record_copy(self, src: GPUBuffer, src_offset: int, dst: GPUBuffer, dst_offset: int,
@@ -314,11 +292,6 @@ class Device:
         with self._lock:
             for stream in sorted(self._streams, key=lambda s: s.started):
                 self._flush_stream(stream)
-
-    def _batch_size(self, stream: Stream) -> int:
-        """Dispatches the stream's next submit takes (_FIRST_SUBMIT, doubling since the last
-        wait, up to _SUBMIT_EVERY)."""
-        return min(self._submit_every, self._first_submit << stream.submits)
 
     def _waited(self) -> None:
         """The GPU has finished everything submitted: every stream's next batch starts small."""
@@ -420,5 +393,5 @@ class Device:
                     buffer, offset, data if isinstance(data, bytes) else data.tobytes())
             self.flush()
             self.staging.write(buffer, offset, data)
-            if self.staging.held > _STAGING_LIMIT and self._capture is None:
+            if self.staging.held > STAGING_LIMIT and self._capture is None:
                 self.synchronize()  # else wgpu keeps every small write's copy until a submit

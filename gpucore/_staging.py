@@ -43,7 +43,7 @@ from wgpu.classes import GPUBuffer, GPUPromise
 if TYPE_CHECKING:
     from ._device import Device
 
-__all__ = ["CHUNK", "DEPTH", "SMALL_WRITE", "Staging"]
+__all__ = ["CHUNK", "DEPTH", "SMALL_WRITE", "STAGING_LIMIT", "Staging"]
 
 # 32 MiB chunks, 2 slots: 64 MiB of mapped memory each way per device. Each chunk pays a
 # submit, a map and its wait; on an H100 (2026-11-24, .f16lab-style probe of Staging alone,
@@ -55,6 +55,10 @@ DEPTH = 2
 # data rides in the next submit), where a ring slot may wait for its previous copy to run,
 # behind whatever the queue holds. Per-step constants (timesteps, parameters) are small.
 SMALL_WRITE = 1 << 20
+# wgpu stages each queue write in memory of its own until a submit completes: a model upload
+# with no submit between tensors would hold the weights twice. Bytes written between waits
+# (Device.write_bytes waits past it):
+STAGING_LIMIT = 64 << 20
 
 # The host copy of each chunk is split over this many threads (numpy's copy
 # releases the GIL): one core's memcpy into a fresh result array, page faults included, is

@@ -46,6 +46,15 @@ if TYPE_CHECKING:
 __all__ = ["Event", "Stream"]
 
 _MAP = wgpu.BufferUsage.MAP_READ | wgpu.BufferUsage.COPY_DST
+# Dispatches per submit on a real GPU: enough to amortize a submit, few enough that the GPU
+# starts while Python records the rest. A CPU adapter (lavapipe) runs on the recording
+# cores anyway, so there a stream submits only when something needs the results.
+SUBMIT_EVERY = 256
+# After a wait (a read-back, synchronize) the GPU is idle: the first submit then takes this
+# many dispatches and each next one twice as many, up to SUBMIT_EVERY, so that the GPU starts
+# after ~0.5 ms of recording rather than 256 dispatches' worth (a txt2img step reads its
+# result back, then replays ~560 dispatches at ~15 us of Python each: 4 ms of idle GPU a step).
+FIRST_SUBMIT = 32
 
 
 def _timing_queries(dev: Device) -> tuple[GPUQuerySet, GPUBuffer]:
@@ -74,7 +83,10 @@ class Stream:
         # the open compute pass of the batch being recorded
         self.compute: GPUComputePassEncoder | None = None
         self.pending = 0
-        self.submits = 0  # since the device last waited (Device._batch_size)
+        real_gpu = device.info.type != "cpu"
+        self.submit_every = SUBMIT_EVERY if real_gpu else 1 << 62
+        self.first_submit = FIRST_SUBMIT if real_gpu else 1 << 62
+        self.submits = 0  # since the device last waited (batch_size)
         self.params = ParamsArena(
             device.wgpu, device.limits.get("min-uniform-buffer-offset-alignment", 256))
         self._outer: list[Stream | None] = []
@@ -96,6 +108,11 @@ class Stream:
             self.encoder = self.device.wgpu.create_command_encoder(label=f"gpucore {self.name}")
             self.started = next(self.device._batches)
         return self.encoder
+
+    def batch_size(self) -> int:
+        """Dispatches the next submit takes: first_submit, doubling with each submit since
+        the device last waited, up to submit_every."""
+        return min(self.submit_every, self.first_submit << self.submits)
 
     def open_pass(self) -> GPUComputePassEncoder:
         """The batch's shared compute pass (WebGPU orders dispatches within it)."""

@@ -6,7 +6,7 @@ adapter has it, 512x512, 20 steps, Euler a).
     python -m tools.txt2img_host_ab --tiny --size 64 --steps 2 --repeat 2   # a smoke run
 
 The variants: the first submit after a wait at 256 dispatches (as before the ramp) or at 32
-(gpucore's _FIRST_SUBMIT), and the VAE decode frugal with the pool (as the memory modes run
+(gpucore._stream.FIRST_SUBMIT), and the VAE decode frugal with the pool (as the memory modes run
 it) or keeping its buffers (the plain pipeline). Frugal variants run first: once a decode has
 kept its buffers, a later frugal one finds every size class pooled and makes none. Prints the
 median and best wall seconds of each, the buffers the last picture made, the reserve, and
@@ -57,7 +57,7 @@ def main() -> None:
         bench_txt2img._write_folder(root, quick=args.tiny)
         pipe = load_pipeline(root, device=device, dtype=dtype)
         for i, (name, (first, frugal)) in enumerate(VARIANTS.items()):
-            device._first_submit = first
+            device.default_stream.first_submit = first
             stable_diffusion.vae_decode = functools.partial(tiled_vae.vae_decode, frugal=frugal)
             for _ in range(2 if i == 0 else 0):  # captures recorded, kernels built
                 pipe.txt2img(**settings, sampler="Euler a")

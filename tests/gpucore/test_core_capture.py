@@ -210,7 +210,7 @@ def test_replay_submits_in_parts_like_eager(device, monkeypatch: pytest.MonkeyPa
     a, b, s = (Buffer.from_numpy(_random(rng), device=device) for _ in range(3))
     with device.capture() as graph:
         out = _chain(a, b, s)
-    monkeypatch.setattr(device, "_submit_every", 2)
+    monkeypatch.setattr(device.default_stream, "submit_every", 2)
     monkeypatch.setattr(gpucore._capture, "NATIVE_REPLAY", native)
     a.write(_random(rng))
     graph.replay()

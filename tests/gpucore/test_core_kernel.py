@@ -60,7 +60,7 @@ def test_periodic_submits_keep_order(device: gpucore.Device,
                                      monkeypatch: pytest.MonkeyPatch) -> None:
     # On a real GPU a batch is submitted every few hundred dispatches so the GPU starts
     # early; force that here (every 7) and check a dependent chain with copies in between.
-    monkeypatch.setattr(device, "_submit_every", 7)
+    monkeypatch.setattr(device.default_stream, "submit_every", 7)
     one = Buffer.from_numpy(np.ones(5, np.float32), device=device)
     x, y = Buffer.zeros(5, device=device), Buffer.empty(5, device=device)
     for i in range(100):
@@ -77,8 +77,8 @@ def test_batches_start_small_after_a_wait(device: gpucore.Device,
     """After a read-back the GPU is idle: the next submits take 2, 4, 8, ... dispatches (here;
     32 on a GPU) up to the usual batch, so that it starts while Python records the rest; a
     replay's submits follow the same ramp. The results do not change."""
-    monkeypatch.setattr(device, "_submit_every", 16)
-    monkeypatch.setattr(device, "_first_submit", 2)
+    monkeypatch.setattr(device.default_stream, "submit_every", 16)
+    monkeypatch.setattr(device.default_stream, "first_submit", 2)
     sizes: list[int] = []
     flush = device._flush_stream
 

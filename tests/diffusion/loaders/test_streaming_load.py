@@ -15,7 +15,7 @@ import pytest
 from conftest import ADAPTERS, checkout_env
 
 LAYERS, WIDTH = 40, 1024  # 40 float32 matrices of 4 MiB: 160 MiB of weights, 2 MiB stored
-STAGING = 64 << 20  # gpucore._device._STAGING_LIMIT
+STAGING = 64 << 20  # gpucore._staging.STAGING_LIMIT
 
 _SCRIPT = """
 import json, resource, sys
