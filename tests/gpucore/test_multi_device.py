@@ -3,13 +3,14 @@ uneven chunks, and `serve --devices`: two workers on one queue
 serving concurrent requests with the one-device images, interrupt/skip over several running
 jobs, and a model switch that waits for the jobs before it and holds back the jobs after it.
 
-On CI the two adapters are Vulkan lavapipe and OpenGL llvmpipe. The server tests run their
-two workers on two Vulkan (non-OpenGL) devices, a second Device on the same adapter where
-there is one such adapter: wgpu's OpenGL backend driven from several threads at once crashes
-the process now and then on Mesa's EGL (gfx-rs/wgpu#4285, #3250), which once took down a CI
-worker in the middle of these tests. gpucore now runs every OpenGL Device's work under one
-lock (gpucore._device._GL_LOCK); the workers stay on Vulkan, so that these tests do not
-depend on that lock covering every GL call wgpu makes.
+On CI the two adapters are Vulkan lavapipe and OpenGL llvmpipe. DeviceGroup.map and the
+server's two workers run on two non-OpenGL devices (a second Device on the same adapter where
+there is one such adapter): with OpenGL in the mix, these threads crashed a CI worker twice.
+The second time the trace showed how: a garbage collection on the thread driving one device
+ran wgpu-py's finalizer of a buffer (wgpuBufferRelease) while another thread drove the other
+device. gpucore's one lock for OpenGL Devices (gpucore._device._GL_LOCK) does not cover
+releases made inside a collection; deferring those to a safe point, as gpucore._teardown
+does for whole devices, is the fix this module is waiting for.
 """
 
 from __future__ import annotations
@@ -32,9 +33,16 @@ if not ADAPTERS:
                 allow_module_level=True)
 
 
+def _two_devices() -> list[gpucore.Device]:
+    """Two devices, neither OpenGL (see above): two adapters' where there are, else a second
+    wgpu device on the one adapter."""
+    ours = [d for d in session_devices() if d.backend != "gl"] or session_devices()[:1]
+    return ours[:2] if len(ours) > 1 else [ours[0], gpucore.Device(ours[0].info)]
+
+
 @pytest.fixture(scope="module")
 def group() -> DeviceGroup:
-    return DeviceGroup(session_devices())
+    return DeviceGroup(_two_devices())
 
 
 def test_split_sizes() -> None:
@@ -131,10 +139,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Any:
         pipes[path, id(device)] = load_pipeline(path, device=device)
         return _Recording(pipes[path, id(device)], device, calls)
 
-    # two devices even with one adapter: a second wgpu device on it (no OpenGL: see above)
-    ours = [d for d in session_devices() if d.backend != "gl"] or session_devices()[:1]
-    pair = ours[:2] if len(ours) > 1 else [ours[0], gpucore.Device(ours[0].info)]
-    app = create_app(model=models / "tiny-a", models_dir=models, loader=loader, devices=pair)
+    app = create_app(model=models / "tiny-a", models_dir=models, loader=loader,
+                     devices=_two_devices())
     with live_server(app) as url:
         yield url, app.state.worker, calls, pipes
         app.state.worker.stop()
