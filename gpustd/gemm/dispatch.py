@@ -12,12 +12,12 @@ from typing import Any
 
 import numpy as np
 
-from gpucore import Buffer
+from gpucore import Buffer, Device
 
 from . import matrix_tuning, matrix_units, portable, tuning
 from .plan import BatchPlan, k_partition, plan_gemm
 
-__all__ = ["record_gemm", "record_gemm_parts"]
+__all__ = ["parts_fit", "record_gemm", "record_gemm_parts"]
 
 
 def record_gemm(a: Buffer[Any], b: Buffer[Any], c: Buffer[Any], bias: Buffer[Any] | None, *,
@@ -56,6 +56,14 @@ def record_gemm(a: Buffer[Any], b: Buffer[Any], c: Buffer[Any], bias: Buffer[Any
                          paired=paired, bias_rows=bias_rows, b_format=b_format)
 
 
+def parts_fit(device: Device, dtype: Any, parts: int) -> bool:
+    """Whether record_gemm_parts can take `parts` products of one `dtype` input on `device`
+    (f16 on the matrix units, its bindings within the device's limit)."""
+    storage = 2 + 2 * parts  # a, the bias placeholder, every b and c
+    return (dtype == np.float16 and parts > 1 and matrix_units.available(device)
+            and storage <= device.limits["max-storage-buffers-per-shader-stage"])
+
+
 def record_gemm_parts(a: Buffer[Any], bs: list[Buffer[Any]], cs: list[Buffer[Any]], *,
                       m: int, n: int, k: int) -> bool:
     """Record cs[i] = A (m x k) Bs[i]^T (n x k each, a weight as stored) for every i as one
@@ -66,10 +74,8 @@ def record_gemm_parts(a: Buffer[Any], bs: list[Buffer[Any]], cs: list[Buffer[Any
     two parts against 69.6 split one by one (H100, Dawn; bench/NOTES.md, "q, k and v in one
     dispatch")."""
     device = a.device
-    storage = 2 + 2 * len(bs)  # a, the bias placeholder, every b and c
-    if not (a.dtype == np.float16 and all(x.dtype == np.float16 for x in (*bs, *cs))
-            and matrix_units.available(device) and 1 < len(bs) == len(cs)
-            and storage <= device.limits["max-storage-buffers-per-shader-stage"]):
+    if not (parts_fit(device, a.dtype, len(bs)) and len(bs) == len(cs)
+            and all(x.dtype == np.float16 for x in (*bs, *cs))):
         return False
     tile = matrix_tuning.gemm_tile(device, m, n, k, len(bs), False, True)
     matrix_units.record_gemm_parts(a, bs, cs, m=m, n=n, k=k, tile=tile)

@@ -13,7 +13,7 @@ from gpucore import Buffer
 from .. import linalg
 from .._tensor import Tensor
 from ..gemm import matrix_units, portable
-from ..gemm.dispatch import record_gemm, record_gemm_parts
+from ..gemm.dispatch import parts_fit, record_gemm, record_gemm_parts
 from ..gemm.plan import TILES, batch_plan, plan_gemm
 from ._util import check_float, check_same
 from .activation import geglu
@@ -104,8 +104,8 @@ def linears(x: Tensor, weights: list[Tensor]) -> list[Tensor]:
         check_float(weight, "weight", op, ndim=2)
         _check_weight(op, x, weight, None, x.shape[-1])
     shape = (*x.shape[:-1], weights[0].shape[0]) if weights else ()
-    if (PARTS and len(weights) > 1 and all(w.shape == weights[0].shape for w in weights)
-            and x.size and weights[0].size):
+    if (PARTS and parts_fit(x.device, x.dtype, len(weights)) and x.size and weights[0].size
+            and all(w.shape == weights[0].shape for w in weights)):
         rows = x.reshape(-1, x.shape[-1])
         outs = [Tensor.empty(shape, x.dtype, device=x.device) for _ in weights]
         if record_gemm_parts(rows.buffer, [w.buffer for w in weights], [o.buffer for o in outs],
