@@ -33,16 +33,17 @@ if not ADAPTERS:
                 allow_module_level=True)
 
 
-def _two_devices() -> list[gpucore.Device]:
+@pytest.fixture(scope="module")
+def two_devices() -> list[gpucore.Device]:
     """Two devices, neither OpenGL (see above): two adapters' where there are, else a second
-    wgpu device on the one adapter."""
+    wgpu device on the one adapter (made once: its kernels compile again)."""
     ours = [d for d in session_devices() if d.backend != "gl"] or session_devices()[:1]
     return ours[:2] if len(ours) > 1 else [ours[0], gpucore.Device(ours[0].info)]
 
 
 @pytest.fixture(scope="module")
-def group() -> DeviceGroup:
-    return DeviceGroup(_two_devices())
+def group(two_devices: list[gpucore.Device]) -> DeviceGroup:
+    return DeviceGroup(two_devices)
 
 
 def test_split_sizes() -> None:
@@ -118,7 +119,7 @@ class _Recording:
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Any:
+def served(tmp_path_factory: pytest.TempPathFactory, two_devices: list[gpucore.Device]) -> Any:
     pytest.importorskip("fastapi", reason="server extra (pip install .[server])")
     pytest.importorskip("diffusers", reason="tiny test models are built with diffusers")
     import shutil
@@ -140,7 +141,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Any:
         return _Recording(pipes[path, id(device)], device, calls)
 
     app = create_app(model=models / "tiny-a", models_dir=models, loader=loader,
-                     devices=_two_devices())
+                     devices=two_devices)
     with live_server(app) as url:
         yield url, app.state.worker, calls, pipes
         app.state.worker.stop()
