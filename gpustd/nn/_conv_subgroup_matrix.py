@@ -51,8 +51,12 @@ _PARAMS = """struct Params {
 }"""
 
 # The gather needs threads % BN == 0 (fixed pixel columns), which every tile here satisfies.
-CONV_TILES = {"128x128": sm.MatrixTile(4, 2, 2, 4), "64x64": sm.MatrixTile(2, 2, 2, 2),
-              "32x32": sm.MatrixTile(1, 1, 2, 2)}
+# 128 x 128 loads, stages and multiplies each K step in turn (no prefetch): 6-12% faster on
+# SDXL's 640- and 1280-channel convs (H100, Dawn, 2026-11-25, bench/NOTES.md "Producer
+# subgroups, 4 x 4 fragments, conv tiles"): 2x640x64x64 -> 640 0.625 against 0.699 ms,
+# 1920 -> 640 1.961 / 2.169, 2x1280x32x32 -> 1280 0.644 / 0.727.
+CONV_TILES = {"128x128": sm.MatrixTile(4, 2, 2, 4, prefetch=False),
+              "64x64": sm.MatrixTile(2, 2, 2, 2), "32x32": sm.MatrixTile(1, 1, 2, 2)}
 # Fewer 64 x 64 output tiles than this (two waves) and the portable kernel, which
 # splits K, is as fast or faster (H100: 2x1280x16x16 -> 1280, 160 tiles: 0.66 ms either way;
 # 2x1280x8x8 -> 1280: 0.21 ms portable, 0.48 ms here at best).
