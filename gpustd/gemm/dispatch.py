@@ -14,10 +14,10 @@ import numpy as np
 
 from gpucore import Buffer, Device
 
-from . import matrix_tuning, matrix_units, portable, tuning
+from . import matrix_geglu, matrix_tuning, matrix_units, portable, tuning
 from .plan import BatchPlan, k_partition, plan_gemm
 
-__all__ = ["parts_fit", "record_gemm", "record_gemm_parts"]
+__all__ = ["parts_fit", "record_gemm", "record_gemm_geglu", "record_gemm_parts"]
 
 
 def record_gemm(a: Buffer[Any], b: Buffer[Any], c: Buffer[Any], bias: Buffer[Any] | None, *,
@@ -79,4 +79,23 @@ def record_gemm_parts(a: Buffer[Any], bs: list[Buffer[Any]], cs: list[Buffer[Any
         return False
     tile = matrix_tuning.gemm_tile(device, m, n, k, len(bs), False, True)
     matrix_units.record_gemm_parts(a, bs, cs, m=m, n=n, k=k, tile=tile)
+    return True
+
+
+def record_gemm_geglu(x: Buffer[Any], w: Buffer[Any], bias: Buffer[Any] | None, out: Buffer[Any],
+                      *, m: int, d: int, k: int, approximate: int) -> bool:
+    """Record out (m x d) = GEGLU of x (m x k) through the [2d, k] weight w (+ bias [2d]) as
+    one GEMM on the matrix units (f16; gemm.matrix_geglu), in the tile gemm_tile gives the
+    [m, 2d] product, and say whether it did; False (another device or dtype, a tile or shape
+    that matrix_geglu.fits refuses): nothing recorded, the caller runs the GEMM and the gate
+    apart. approximate: 1 erf GELU, 2 tanh."""
+    device = x.device
+    if not (x.dtype == w.dtype == out.dtype == np.float16 and matrix_units.available(device)):
+        return False
+    tile = matrix_tuning.gemm_tile(device, m, 2 * d, k, 1, False, True)
+    if not matrix_geglu.fits(tile, m, d, k):
+        return False
+    matrix_geglu.record_gemm_geglu(
+        x, w, bias if bias is not None else portable.no_bias(device, np.float16), out,
+        has_bias=bias is not None, m=m, d=d, k=k, tile=tile, approximate=approximate)
     return True

@@ -215,7 +215,7 @@ def _main_loop(tile: MatrixTile, size_a: int, size_b: int, body: str, first: str
 
 def kernel_source(tile: MatrixTile, a: Operand, b: Operand, *, declarations: str, setup: str,
                   extent: tuple[str, str, str], comment: str, aligned: bool = False,
-                  split: str = "", parts: int = 1) -> str:
+                  split: str = "", parts: int = 1, pairs: bool = False) -> str:
     """A whole subgroup-matrix kernel: C (M x N) = A (M x K) B (K x N), tile by tile.
 
     declarations: the caller's bindings, `Params`, `load_a`, `load_b` and
@@ -233,8 +233,16 @@ def kernel_source(tile: MatrixTile, a: Operand, b: Operand, *, declarations: str
     load_b and store_c, and each part gets its own copy of the K loop and the epilogue behind
     one branch on wid.z (a uniform branch), so that no load or store chooses its buffer
     (a choice per load ran 1.9x slower on an H100: bench/NOTES.md, "q, k and v in one
-    dispatch")."""
+    dispatch").
+    pairs: C's columns come in halves per tile, the left half of each tile's BN columns
+    pairing with the right (GEGLU's value and gate columns: the caller's load_b maps them);
+    the caller declares `store_pair(row, col, left, right)` rather than store_c, called for
+    row < M and col < N / 2, col counting the tile's left halves only (wid.x * BN / 2 + the
+    column within the half). Needs an even WN: the left half's subgroups read their
+    partners' (WN / 2 further) accumulators from workgroup memory."""
     m_total, n_total, k_total = extent
+    if pairs and (tile.wn % 2 or parts > 1 or split):
+        raise ValueError(f"pairs need an even WN, no parts and no split (tile {tile.name})")
     a_decl, a_fetch, a_store = _stage_code(a, tile)
     b_decl, b_fetch, b_store = _stage_code(b, tile)
     nbuf = 2 if tile.double else 1
@@ -260,14 +268,29 @@ fn put_fragment{x}(row0: u32, col0: u32, at: u32, lane: u32) {{
     {inside}{{ store_c{x}(row, col, f32(sh_c[at + i])); }}
   }}
 }}""" for x in suffixes]
+    if pairs:
+        check = "" if aligned else f"if (row < {m_total} && col < {n_total} / 2u) "
+        puts = [f"""// 8 elements of one 16 x 16 fragment and its partner's per lane, to store_pair.
+fn put_pair(row0: u32, col0: u32, at: u32, lane: u32) {{
+  for (var e = 0u; e < 8u; e++) {{
+    let i = lane + 32u * e;
+    let row = row0 + i / 16u;
+    let col = col0 + i % 16u;
+    {check}{{ store_pair(row, col, f32(sh_c[at + i]), f32(sh_c[at + {128 * tile.wn}u + i])); }}
+  }}
+}}"""]
     multiply = _multiply_code(tile, a, b)
 
     def walk(x: str) -> str:
         """The K loop and the epilogue of the part that `x` suffixes."""
+        put = [f"put_fragment{x}(m0 + r_in + {16 * i}u, n0 + c_in + {16 * j}u, sg * 256u, lane);"
+               for i in range(tile.fm) for j in range(tile.fn)]
+        if pairs:  # the left half's subgroups (sg % WN < WN / 2) store both halves
+            put = [f"if (sg % {tile.wn}u < {tile.wn // 2}u) {{ put_pair(m0 + r_in + {16 * i}u, "
+                   f"wid.x * {tile.bn // 2}u + c_in + {16 * j}u, sg * 256u, lane); }}"
+                   for i in range(tile.fm) for j in range(tile.fn)]
         epilogue = [f"  subgroupMatrixStore(&sh_c, sg * 256u, c_{i}_{j}, false, 16u);\n"
-                    f"  workgroupBarrier();\n"
-                    f"  put_fragment{x}(m0 + r_in + {16 * i}u, n0 + c_in + {16 * j}u, "
-                    f"sg * 256u, lane);\n"
+                    f"  workgroupBarrier();\n  {put[i * tile.fn + j]}\n"
                     f"  workgroupBarrier();"
                     for i in range(tile.fm) for j in range(tile.fn)]
         return f"""{f"  fetch{x}();" if tile.prefetch or tile.double else ""}

@@ -229,3 +229,68 @@ def test_parts_match_float64_and_single_products_where_available(
                                   m=m, n=n, k=k, trans_a=False, trans_b=True, alpha=1.0,
                                   beta=0.0, plan=plan, tile=tile)
             assert np.array_equal(got.view(np.uint16), alone.numpy().view(np.uint16))
+
+
+def test_geglu_kernel_interface() -> None:
+    """GEGLU's one GEMM: its bindings, each tile's value and gate halves paired in the
+    epilogue by the left half's subgroups only, and the shapes it declines."""
+    from gpustd.gemm import matrix_geglu
+
+    tile = sm.TILES["128x128k16"]  # 2 x 4 subgroups: columns 0-1 values, 2-3 gates
+    source = matrix_geglu.source(tile, 4, 256, 192, 96, 1)
+    assert [b.name for b in _wgsl.parse(source).storage] == ["a", "b", "bias", "out"]
+    assert source.count("if (sg % 4u < 2u) { put_pair(") == tile.fm * tile.fn
+    assert "put_fragment" not in source and "sh_c[at + 512u + i]" in source
+    assert "tanh" in matrix_geglu.source(tile, 4, 256, 192, 96, 2)
+    assert matrix_geglu.fits(tile, 256, 192, 96)
+    assert not matrix_geglu.fits(tile, 200, 192, 96)  # rows short of the tile
+    assert not matrix_geglu.fits(tile, 256, 160, 96)  # 2d no multiple of BN
+    assert not matrix_geglu.fits(sm.MatrixTile(2, 2, 2, 3), 256, 192, 96)  # odd WN
+    assert not matrix_geglu.fits(tile, 128, 1280, 1280)  # a product split_k splits
+    with pytest.raises(ValueError, match="even WN"):
+        core.kernel_source(sm.MatrixTile(2, 2, 2, 3), core.Operand("a", False, 4),
+                           core.Operand("b", False, 4), declarations="", setup="",
+                           extent=("1u", "1u", "1u"), comment="", pairs=True)
+
+
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+def test_geglu_matches_float64_where_available(device: gpucore.Device,
+                                               approximate: str) -> None:
+    """value * gelu(gate) of one [2d, k] projection in one GEMM, on every shipped tile that
+    takes it and through linear_geglu, against float64; without bias too."""
+    from scipy.special import erf
+
+    from gpustd.gemm import matrix_geglu
+    from gpustd.nn.linear import linear_geglu
+
+    _skip_unless_available(device)
+    m, d, k = 256, 192, 96
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((m, k)).astype(np.float16)
+    w = (rng.standard_normal((2 * d, k)) / 4).astype(np.float16)
+    bias = rng.standard_normal(2 * d).astype(np.float16)
+    code = {"none": 1, "tanh": 2}[approximate]
+
+    def expected(with_bias: bool) -> np.ndarray:
+        h = x.astype(np.float64) @ w.astype(np.float64).T + (bias if with_bias else 0)
+        value, gate = h[:, :d], h[:, d:]
+        if approximate == "tanh":
+            gelu = 0.5 * gate * (1 + np.tanh(np.sqrt(2 / np.pi) * (gate + 0.044715 * gate**3)))
+        else:
+            gelu = 0.5 * gate * (1 + erf(gate / np.sqrt(2)))
+        return value * gelu
+
+    tx, tw, tb = (Tensor.from_numpy(v, device=device) for v in (x, w, bias))
+    for name in ("64x64", "128x128", "128x128k16"):
+        tile = sm.TILES[name]
+        assert matrix_geglu.fits(tile, m, d, k)
+        for with_bias in (True, False):
+            out = Tensor.empty((m, d), np.float16, device=device)
+            matrix_geglu.record_gemm_geglu(tx.buffer, tw.buffer, tb.buffer, out.buffer,
+                                           has_bias=with_bias, m=m, d=d, k=k, tile=tile,
+                                           approximate=code)
+            want = expected(with_bias)
+            assert np.abs(out.numpy() - want).max() / np.abs(want).max() < 2e-3, name
+    got = linear_geglu(tx.reshape(2, m // 2, k), tw, tb, approximate=approximate).numpy()
+    want = expected(True)
+    assert np.abs(got.reshape(m, d) - want).max() / np.abs(want).max() < 2e-3
