@@ -136,7 +136,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         return result
     repeat = 3 if quick else 20
     matrix_units.SPLIT_K = os.environ.get("BENCH_CEILING_SPLIT", "1") != "0"
-    specs = os.environ.get("BENCH_CEILING_TILES", "128x128k16,128x128,64x128").split(",")
+    specs = os.environ.get("BENCH_CEILING_TILES", "128x256,128x128k16,128x128,64x128").split(",")
     ablations = os.environ.get("BENCH_CEILING_VARIANTS", ",".join(ABLATIONS)).split(",")
     shapes = os.environ.get("BENCH_CEILING_SHAPES", "256x256x256" if quick else "4096x4096x4096")
     torch = _harness.torch_cuda()

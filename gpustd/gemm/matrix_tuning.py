@@ -81,12 +81,18 @@ def tile_name(tiles: dict[str, MatrixTile], tile: MatrixTile) -> str:
     return next(name for name, known in tiles.items() if known == tile)
 
 
+def _rule(device: Device, m: int, n: int, k: int, batch: int) -> str:
+    """choose_tile's tile for this product among those `device`'s workgroup memory holds."""
+    storage = device.limits["max-compute-workgroup-storage-size"]
+    return tile_name(GEMM_TILES, matrix_units.choose_tile(m, n, batch, k=k, storage=storage))
+
+
 # -- what the kernels ask ----------------------------------------------------------------
 def gemm_tile(device: Device, m: int, n: int, k: int, batch: int, trans_a: bool,
               trans_b: bool) -> MatrixTile:
     """The tile of record_gemm_matrix for this GEMM: the tuner's winner for its class, else
     choose_tile's."""
-    default = tile_name(GEMM_TILES, matrix_units.choose_tile(m, n, batch, k=k))
+    default = _rule(device, m, n, k, batch)
     winner = autotune.select(device, GEMM_OP, gemm_class(m, n, k, batch, trans_a, trans_b),
                              gemm_candidates(device, m, n), default,
                              _gemm_trial(device, m, n, k, batch, trans_a, trans_b))
@@ -156,7 +162,7 @@ def problems(device: Device) -> list[autotune.Problem]:
     for m, k, n, batch, layout in SD_SHAPES:
         trans_a, trans_b = layout[0] == "t", layout[1] == "t"
         key = gemm_class(m, n, k, batch, trans_a, trans_b)
-        default = tile_name(GEMM_TILES, matrix_units.choose_tile(m, n, batch, k=k))
+        default = _rule(device, m, n, k, batch)
         found.setdefault(key, autotune.Problem(
             GEMM_OP, key, gemm_candidates(device, m, n), default,
             _gemm_trial(device, m, n, k, batch, trans_a, trans_b)))

@@ -38,7 +38,10 @@ __all__ = ["TILES", "MatrixTile", "available", "choose_tile", "record_gemm_matri
 # aligned: 82.4/75.5 vs 75.1/73.0 at 4096^3 nn/nt, 58.0 vs 46.7 at 4096x640x640).
 TILES = {"64x64": MatrixTile(2, 2, 2, 2, prefetch=False), "64x64k16": MatrixTile(2, 2, 2, 2, bk=16),
          "64x128": MatrixTile(2, 4, 2, 2, prefetch=False), "128x128": MatrixTile(4, 2, 2, 4),
-         "128x128k16": MatrixTile(4, 2, 2, 4, bk=16)}
+         "128x128k16": MatrixTile(4, 2, 2, 4, bk=16),
+         "128x256": MatrixTile(4, 4, 2, 4, prefetch=False)}
+# 128 x 256 tiles (8 subgroups of 4 x 4 fragments, K steps of 32, no prefetch) from this K on,
+# in 3 or more waves: 25% less L2 traffic than 128 x 128 where K is deep enough to use it.
 
 
 # Split K (split_k) for single products whose tiles make under one wave.
@@ -55,6 +58,7 @@ _MAX_SPLITS = 8
 # 3.416 with K steps of 16 (H100, Dawn, 2026-11-25, gemm-shapes-dawn-h100.json), while
 # 2048 x 5120 x 1280 and 4608 x 3072 x 21504 stay faster with 16 (0.253 / 0.280, 3.310 / 4.060).
 LONG_K = 12288
+DEEP_K = 3072
 
 
 def aligned(tile: MatrixTile, m: int, n: int, k: int) -> bool:
@@ -71,7 +75,7 @@ def available(device: Device) -> bool:
             and config.min_subgroup_size in (0, 32) and config.max_subgroup_size in (0, 32))
 
 
-def choose_tile(m: int, n: int, batch: int, *, k: int = 0) -> MatrixTile:
+def choose_tile(m: int, n: int, batch: int, *, k: int = 0, storage: int = 48 * 1024) -> MatrixTile:
     """The rule's tile (the tuner may pick another: gpustd/gemm/matrix_tuning.py). Without
     Dawn's robustness (gpucore's default): 128 x 128 tiles of 8 subgroups (2 x 4 fragments,
     prefetch) for products that fill them exactly (m, n multiples of 128, K of 32) in 2 or
@@ -80,12 +84,23 @@ def choose_tile(m: int, n: int, batch: int, *, k: int = 0) -> MatrixTile:
     128 x 128, 64 x 64 wins or ties on every SD 1.5 and SDXL UNet GEMM. The measurements
     behind the rule, and the tilings that lost, are in bench/NOTES.md ("choose_tile's
     measurements").
+
+    Before those, 128 x 256 tiles (4 x 4 fragments a subgroup) for products that fill them
+    with K from DEEP_K in 3 or more waves. H100, Dawn, 2026-11-25 (m x k x n nt, ms against
+    the 128 x 128 rule's, gemm-noprefetch-dawn-h100.json): 4096^3 0.716 / 0.817, FLUX's
+    4608 x 3072 x 12288 1.847 / 1.993 and 4608 x 12288 x 3072 2.028 / 2.191, 4608 x 3072 x
+    3072 0.553 / 0.544; below DEEP_K they lose (8192 x 2560 x 640 0.313 / 0.224).
+    storage: the device's workgroup memory in bytes; tiles that need more are passed over.
     """
-    wide, square = TILES["128x128k16"], TILES["128x128"]
+    huge, wide, square = TILES["128x256"], TILES["128x128k16"], TILES["128x128"]
+    if (k >= DEEP_K and aligned(huge, m, n, k) and huge.shared_bytes() <= storage
+            and (m // 128) * (n // 256) * batch >= 3 * MULTIPROCESSORS):
+        return huge
     waves = (m // 128) * (n // 128) * batch / MULTIPROCESSORS
-    if k and aligned(wide, m, n, k) and waves >= 4 and k < LONG_K:
+    if (k and aligned(wide, m, n, k) and waves >= 4 and k < LONG_K
+            and wide.shared_bytes() <= storage):
         return wide
-    if k and aligned(square, m, n, k) and waves >= 2:
+    if k and aligned(square, m, n, k) and waves >= 2 and square.shared_bytes() <= storage:
         return square
     big = TILES["64x128"]
     if k and aligned(big, m, n, k) and (m // 64) * (n // 128) * batch >= 8 * MULTIPROCESSORS:

@@ -77,9 +77,14 @@ def test_shared_memory_fits_the_vulkan_minimum() -> None:
 
 
 def test_tile_choice() -> None:
-    assert sm.choose_tile(4096, 4096, 1, k=4096) == sm.TILES["128x128k16"]  # bounds-free
+    assert sm.choose_tile(4096, 4096, 1, k=4096) == sm.TILES["128x256"]  # deep K, 3.9 waves
+    assert sm.choose_tile(4096, 4096, 1, k=2048) == sm.TILES["128x128k16"]  # bounds-free
+    # a device with 32 KiB of workgroup memory: no 128 x 256 (38 KiB)
+    assert sm.choose_tile(4096, 4096, 1, k=4096, storage=32768) == sm.TILES["128x128k16"]
+    assert sm.choose_tile(2048, 4096, 1, k=4096) == sm.TILES["128x128"]  # 1.9 waves of 128x256
     assert sm.choose_tile(2048, 5120, 1, k=640) == sm.TILES["128x128k16"]  # 4 waves
-    assert sm.choose_tile(4608, 3072, 1, k=15360) == sm.TILES["128x128"]  # long K
+    assert sm.choose_tile(4608, 3072, 1, k=15360) == sm.TILES["128x256"]  # 3.3 waves
+    assert sm.choose_tile(2304, 3072, 1, k=15360) == sm.TILES["128x128"]  # long K
     assert sm.choose_tile(4160, 4096, 1, k=4096) == sm.TILES["64x128"]  # m: 65 tiles of 64
     assert sm.choose_tile(512, 10240, 1, k=1280) == sm.TILES["128x128"]  # 2 to 4 waves
     assert sm.choose_tile(2048, 1280, 1, k=1280) == sm.TILES["64x64"]  # 1.2 waves

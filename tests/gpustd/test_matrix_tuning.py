@@ -68,8 +68,8 @@ def test_candidates_accumulate_alike_and_fit_the_device() -> None:
     assert "128x128k16" in matrix_tuning.gemm_candidates(fake_device(storage=24576), 500, 700)
     # a grid of at most 100 workgroups a side: 6401 pixels need 101 columns of 64
     assert conv_tune.conv_candidates(fake_device(grid=100), 64, 6401) == ("128x128",)
-    assert matrix_tuning.gemm_candidates(fake_device(grid=100), 6401, 64) == ("128x128",
-                                                                        "128x128k16")
+    assert matrix_tuning.gemm_candidates(fake_device(grid=100), 6401, 64) == (
+        "128x128", "128x128k16", "128x256")
 
 
 def test_registered_with_the_rules_as_defaults(first_device: gpucore.Device,
@@ -83,7 +83,10 @@ def test_registered_with_the_rules_as_defaults(first_device: gpucore.Device,
                 for m, k, n, batch, layout in tuning.SD_SHAPES}
     assert {p.shape_class for p in gemm} == expected
     square = next(p for p in gemm if p.shape_class == "f16/nn/m4096/n4096/k4096/b1")
-    assert square.default == "128x128k16" and square.candidates == tuple(matrix_tuning.GEMM_TILES)
+    fitting = tuple(name for name, t in matrix_tuning.GEMM_TILES.items() if t.shared_bytes()
+                    <= first_device.limits["max-compute-workgroup-storage-size"])
+    assert square.candidates == fitting and square.default in fitting
+    assert square.default == ("128x256" if "128x256" in fitting else "128x128k16")
     conv = autotune.problems(first_device, ["conv_sm"])
     classes = {p.shape_class: p for p in conv}
     assert len(classes) == len(conv)
@@ -101,8 +104,9 @@ def test_registered_with_the_rules_as_defaults(first_device: gpucore.Device,
 def test_rule_unless_a_winner_is_cached(first_device: gpucore.Device) -> None:
     """Tuning off: the rule's tile, no trial run; a cached winner replaces it."""
     device = first_device
+    storage = device.limits["max-compute-workgroup-storage-size"]
     assert matrix_tuning.gemm_tile(device, 4096, 4096, 4096, 1, False, False) == \
-        matrix_units.choose_tile(4096, 4096, 1, k=4096)
+        matrix_units.choose_tile(4096, 4096, 1, k=4096, storage=storage)
     remember(device, "gemm_sm", "f16/nn/m4096/n4096/k4096/b1", "128x128", "64x64k16")
     assert matrix_tuning.gemm_tile(device, 4000, 4096, 4090, 1, False, False) == \
         matrix_tuning.GEMM_TILES["128x128"]
