@@ -17,7 +17,7 @@ from gpucore import Buffer, Device
 from . import matrix_geglu, matrix_tuning, matrix_units, portable, tuning
 from .plan import BatchPlan, k_partition, plan_gemm
 
-__all__ = ["parts_fit", "record_gemm", "record_gemm_geglu", "record_gemm_parts"]
+__all__ = ["geglu_fits", "parts_fit", "record_gemm", "record_gemm_geglu", "record_gemm_parts"]
 
 
 def record_gemm(a: Buffer[Any], b: Buffer[Any], c: Buffer[Any], bias: Buffer[Any] | None, *,
@@ -82,20 +82,22 @@ def record_gemm_parts(a: Buffer[Any], bs: list[Buffer[Any]], cs: list[Buffer[Any
     return True
 
 
+def geglu_fits(device: Device, dtype: Any, m: int, d: int, k: int) -> bool:
+    """Whether record_gemm_geglu takes GEGLU of [m, k] through a [2d, k] weight of `dtype` on
+    `device`: f16 on the matrix units, in a tile (gemm_tile's for the [m, 2d] product) that
+    matrix_geglu.fits."""
+    return (dtype == np.float16 and m > 0 and d > 0 and k > 0 and matrix_units.available(device)
+            and matrix_geglu.fits(matrix_tuning.gemm_tile(device, m, 2 * d, k, 1, False, True),
+                                  m, d, k))
+
+
 def record_gemm_geglu(x: Buffer[Any], w: Buffer[Any], bias: Buffer[Any] | None, out: Buffer[Any],
-                      *, m: int, d: int, k: int, approximate: int) -> bool:
+                      *, m: int, d: int, k: int, approximate: int) -> None:
     """Record out (m x d) = GEGLU of x (m x k) through the [2d, k] weight w (+ bias [2d]) as
-    one GEMM on the matrix units (f16; gemm.matrix_geglu), in the tile gemm_tile gives the
-    [m, 2d] product, and say whether it did; False (another device or dtype, a tile or shape
-    that matrix_geglu.fits refuses): nothing recorded, the caller runs the GEMM and the gate
-    apart. approximate: 1 erf GELU, 2 tanh."""
+    one GEMM on the matrix units (gemm.matrix_geglu) in gemm_tile's tile for the [m, 2d]
+    product, where geglu_fits (the caller asked). approximate: 1 erf GELU, 2 tanh."""
     device = x.device
-    if not (x.dtype == w.dtype == out.dtype == np.float16 and matrix_units.available(device)):
-        return False
     tile = matrix_tuning.gemm_tile(device, m, 2 * d, k, 1, False, True)
-    if not matrix_geglu.fits(tile, m, d, k):
-        return False
     matrix_geglu.record_gemm_geglu(
         x, w, bias if bias is not None else portable.no_bias(device, np.float16), out,
         has_bias=bias is not None, m=m, d=d, k=k, tile=tile, approximate=approximate)
-    return True

@@ -13,7 +13,13 @@ from gpucore import Buffer
 from .. import linalg
 from .._tensor import Tensor
 from ..gemm import matrix_units, portable
-from ..gemm.dispatch import parts_fit, record_gemm, record_gemm_geglu, record_gemm_parts
+from ..gemm.dispatch import (
+    geglu_fits,
+    parts_fit,
+    record_gemm,
+    record_gemm_geglu,
+    record_gemm_parts,
+)
 from ..gemm.plan import TILES, batch_plan, plan_gemm
 from ._util import check_float, check_same
 from .activation import geglu
@@ -194,14 +200,13 @@ def linear_geglu(x: Tensor, weight: Tensor, bias: Tensor | None = None, *,
     if x.dtype == np.float16 and matrix_units.available(x.device):
         # One matrix-unit GEMM with the gate in its epilogue where the shape fills its tile;
         # else the matrix units' GEMM and the gate apart (faster than the portable fusion).
+        m = x.size // k if k else 0
+        if not geglu_fits(x.device, x.dtype, m, d, k):
+            return geglu(linear(x, weight, bias), approximate=approximate)
         out = Tensor.empty((*x.shape[:-1], d), x.dtype, device=x.device)
-        m = out.size // d if d else 0
-        if m and k and record_gemm_geglu(x.buffer, weight.buffer,
-                                         bias.buffer if bias is not None else None,
-                                         out.buffer, m=m, d=d, k=k,
-                                         approximate=_GELU[approximate]):
-            return out
-        return geglu(linear(x, weight, bias), approximate=approximate)
+        record_gemm_geglu(x.buffer, weight.buffer, bias.buffer if bias is not None else None,
+                          out.buffer, m=m, d=d, k=k, approximate=_GELU[approximate])
+        return out
     # both operands are read along K (x as stored, weight transposed)
     return geglu_gemm(x, weight.buffer, bias, d, k, approximate, vec_b=k % 4 == 0)
 

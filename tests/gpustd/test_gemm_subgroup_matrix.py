@@ -299,3 +299,26 @@ def test_geglu_matches_float64_where_available(device: gpucore.Device,
     got = linear_geglu(tx.reshape(2, m // 2, k), tw, tb, approximate=approximate).numpy()
     want = expected(True)
     assert np.abs(got.reshape(m, d) - want).max() / np.abs(want).max() < 2e-3
+
+
+def test_linear_geglu_takes_one_gemm_where_it_fits(device: gpucore.Device,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """linear_geglu's routing, on any adapter: f16 products that fill the rule's tile go to
+    the one-GEMM kernel with their m, d, k (recorded here, not run); the rest do not."""
+    from gpustd.gemm import dispatch, matrix_geglu
+    from gpustd.nn.linear import linear_geglu
+
+    if not device.has_f16:
+        pytest.skip(f"{device.info.label} has no f16")
+    monkeypatch.setattr(sm, "available", lambda device: True)
+    calls: list[dict] = []
+    monkeypatch.setattr(matrix_geglu, "record_gemm_geglu", lambda *a, **kw: calls.append(kw))
+    x = Tensor.from_numpy(np.ones((2, 128, 96), np.float16), device=device)
+    w = Tensor.from_numpy(np.ones((384, 96), np.float16), device=device)
+    assert linear_geglu(x, w, approximate="tanh").shape == (2, 128, 192)
+    assert [(c["m"], c["d"], c["k"], c["has_bias"], c["approximate"]) for c in calls] == \
+        [(256, 192, 96, False, 2)]
+    assert dispatch.geglu_fits(device, np.float16, 256, 192, 96)
+    assert not dispatch.geglu_fits(device, np.float16, 200, 192, 96)  # rows short of a tile
+    assert not dispatch.geglu_fits(device, np.float32, 256, 192, 96)
+    assert not dispatch.geglu_fits(device, np.float16, 0, 192, 96)
