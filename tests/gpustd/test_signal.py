@@ -25,7 +25,14 @@ def _check(device: gpucore.Device, n: int, m: int, seed: int, method: str) -> No
         for mode in MODES:
             got = ours(Tensor.from_numpy(a, device=device), v, mode, method=method, device=device)
             assert got.dtype == np.float32
-            assert_close(got.numpy(), theirs(a64, v64, mode))
+            expected = theirs(a64, v64, mode)
+            if mode == "full":  # its ends are single products: no output set cancels out
+                assert_close(got.numpy(), expected)
+            # Each output is a sum of products: its float32 error scales with the sum of their
+            # magnitudes, not with the result, which cancels (a "valid" output of equal lengths
+            # is one sum, and can be near zero: 2e-5 of itself at n = m = 272, seed 67037).
+            scale = theirs(np.abs(a64), np.abs(v64), mode).max()
+            assert np.abs(got.numpy() - expected).max() <= 1e-5 * scale
 
 
 @settings(max_examples=12, deadline=None)
