@@ -15,9 +15,10 @@ import numpy as np
 from gpucore import Buffer, Device
 
 from . import matrix_geglu, matrix_tuning, matrix_units, portable, tuning
+from .matrix_codegen import MatrixTile
 from .plan import BatchPlan, k_partition, plan_gemm
 
-__all__ = ["geglu_fits", "parts_fit", "record_gemm", "record_gemm_geglu", "record_gemm_parts"]
+__all__ = ["geglu_tile", "parts_fit", "record_gemm", "record_gemm_geglu", "record_gemm_parts"]
 
 
 def record_gemm(a: Buffer[Any], b: Buffer[Any], c: Buffer[Any], bias: Buffer[Any] | None, *,
@@ -82,22 +83,23 @@ def record_gemm_parts(a: Buffer[Any], bs: list[Buffer[Any]], cs: list[Buffer[Any
     return True
 
 
-def geglu_fits(device: Device, dtype: Any, m: int, d: int, k: int) -> bool:
-    """Whether record_gemm_geglu takes GEGLU of [m, k] through a [2d, k] weight of `dtype` on
-    `device`: f16 on the matrix units, in a tile (gemm_tile's for the [m, 2d] product) that
-    matrix_geglu.fits."""
-    return (dtype == np.float16 and m > 0 and d > 0 and k > 0 and matrix_units.available(device)
-            and matrix_geglu.fits(matrix_tuning.gemm_tile(device, m, 2 * d, k, 1, False, True),
-                                  m, d, k))
+def geglu_tile(device: Device, dtype: Any, m: int, d: int, k: int) -> MatrixTile | None:
+    """The tile record_gemm_geglu runs GEGLU of [m, k] through a [2d, k] weight of `dtype` in
+    on `device` (gemm_tile's for the [m, 2d] product), or None where it cannot: not f16 on
+    the matrix units, or a tile that matrix_geglu.fits refuses."""
+    if not (dtype == np.float16 and m > 0 and d > 0 and k > 0
+            and matrix_units.available(device)):
+        return None
+    tile = matrix_tuning.gemm_tile(device, m, 2 * d, k, 1, False, True)
+    return tile if matrix_geglu.fits(tile, m, d, k) else None
 
 
 def record_gemm_geglu(x: Buffer[Any], w: Buffer[Any], bias: Buffer[Any] | None, out: Buffer[Any],
-                      *, m: int, d: int, k: int, approximate: int) -> None:
+                      *, m: int, d: int, k: int, approximate: int, tile: MatrixTile) -> None:
     """Record out (m x d) = GEGLU of x (m x k) through the [2d, k] weight w (+ bias [2d]) as
-    one GEMM on the matrix units (gemm.matrix_geglu) in gemm_tile's tile for the [m, 2d]
-    product, where geglu_fits (the caller asked). approximate: 1 erf GELU, 2 tanh."""
+    one GEMM on the matrix units (gemm.matrix_geglu) in the `tile` geglu_tile gave.
+    approximate: 1 erf GELU, 2 tanh."""
     device = x.device
-    tile = matrix_tuning.gemm_tile(device, m, 2 * d, k, 1, False, True)
     matrix_geglu.record_gemm_geglu(
-        x, w, bias if bias is not None else portable.no_bias(device, np.float16), out,
+        x, w, bias if bias is not None else portable.no_bias(device, np.dtype(np.float16)), out,
         has_bias=bias is not None, m=m, d=d, k=k, tile=tile, approximate=approximate)

@@ -14,7 +14,7 @@ from .. import linalg
 from .._tensor import Tensor
 from ..gemm import matrix_units, portable
 from ..gemm.dispatch import (
-    geglu_fits,
+    geglu_tile,
     parts_fit,
     record_gemm,
     record_gemm_geglu,
@@ -201,11 +201,12 @@ def linear_geglu(x: Tensor, weight: Tensor, bias: Tensor | None = None, *,
         # One matrix-unit GEMM with the gate in its epilogue where the shape fills its tile;
         # else the matrix units' GEMM and the gate apart (faster than the portable fusion).
         m = x.size // k if k else 0
-        if not geglu_fits(x.device, x.dtype, m, d, k):
+        tile = geglu_tile(x.device, x.dtype, m, d, k)
+        if tile is None:
             return geglu(linear(x, weight, bias), approximate=approximate)
         out = Tensor.empty((*x.shape[:-1], d), x.dtype, device=x.device)
         record_gemm_geglu(x.buffer, weight.buffer, bias.buffer if bias is not None else None,
-                          out.buffer, m=m, d=d, k=k, approximate=_GELU[approximate])
+                          out.buffer, m=m, d=d, k=k, approximate=_GELU[approximate], tile=tile)
         return out
     # both operands are read along K (x as stored, weight transposed)
     return geglu_gemm(x, weight.buffer, bias, d, k, approximate, vec_b=k % 4 == 0)

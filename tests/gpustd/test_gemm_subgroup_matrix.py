@@ -318,7 +318,7 @@ def test_linear_geglu_takes_one_gemm_where_it_fits(device: gpucore.Device,
     assert linear_geglu(x, w, approximate="tanh").shape == (2, 128, 192)
     assert [(c["m"], c["d"], c["k"], c["has_bias"], c["approximate"]) for c in calls] == \
         [(256, 192, 96, False, 2)]
-    assert dispatch.geglu_fits(device, np.float16, 256, 192, 96)
-    assert not dispatch.geglu_fits(device, np.float16, 200, 192, 96)  # rows short of a tile
-    assert not dispatch.geglu_fits(device, np.float32, 256, 192, 96)
-    assert not dispatch.geglu_fits(device, np.float16, 0, 192, 96)
+    assert dispatch.geglu_tile(device, np.float16, 256, 192, 96) is not None
+    assert dispatch.geglu_tile(device, np.float16, 200, 192, 96) is None  # rows short of a tile
+    assert dispatch.geglu_tile(device, np.float32, 256, 192, 96) is None
+    assert dispatch.geglu_tile(device, np.float16, 0, 192, 96) is None
