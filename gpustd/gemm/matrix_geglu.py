@@ -13,9 +13,10 @@ gpustd.nn.linear_geglu takes the two passes.
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
-from gpucore import Buffer, Kernel
+from gpucore import Buffer, Kernel, shader_source
 
 from .matrix_codegen import (
     MatrixTile,
@@ -29,17 +30,14 @@ from .matrix_units import aligned, split_k
 
 __all__ = ["fits", "record_gemm_geglu", "source"]
 
-# GELU exact (erf by Abramowitz & Stegun 7.1.26, |error| < 1.5e-7) or tanh, as gemm.wgsl's.
-_GELU = {1: """fn gelu(v: f32) -> f32 {
-  let a = abs(v) * 0.7071067811865476;
-  let t = 1.0 / (1.0 + 0.3275911 * a);
-  let poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741
-      + t * (-1.453152027 + t * 1.061405429))));
-  return 0.5 * v * (1.0 + sign(v) * (1.0 - poly * exp(-a * a)));
-}""", 2: """fn gelu(v: f32) -> f32 {
-  let inner = clamp(0.7978845608028654 * (v + 0.044715 * v * v * v), -15.0, 15.0);
-  return 0.5 * v * (1.0 + tanh(inner));
-}"""}
+def _gelu(approximate: int) -> str:
+    """gemm.wgsl's `gelu` (its own GEGLU epilogue's: erf by Abramowitz & Stegun, or tanh),
+    with its GEGLU override fixed to `approximate`."""
+    text = shader_source("linalg/gemm")
+    found = re.search(r"^fn gelu\(v: f32\) -> f32 \{$.*?^\}$", text, re.S | re.M)
+    if found is None:
+        raise RuntimeError("shaders/linalg/gemm.wgsl no longer defines fn gelu(v: f32)")
+    return f"const GEGLU = {approximate}u;\n{found.group(0)}"
 
 
 def fits(tile: MatrixTile, m: int, d: int, k: int) -> bool:
@@ -73,7 +71,7 @@ fn load_b(row: u32, col: u32) -> {kind} {{
   return b[(w_row * {k}u + col) / {width}u];
 }}
 
-{_GELU[approximate]}
+{_gelu(approximate)}
 
 fn store_pair(row: u32, col: u32, value: f32, gate: f32) {{
   var v = value;
