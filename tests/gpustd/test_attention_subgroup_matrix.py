@@ -18,7 +18,8 @@ from gpustd.nn import _attention_subgroup_matrix as sm
 
 PLANS = [sm.SMPlan(40, 2, 2), sm.SMPlan(64, 1, 4), sm.SMPlan(80, 1, 4), sm.SMPlan(160, 1, 2),
          sm.SMPlan(10, 1, 2, 2), sm.SMPlan(40, 1, 2, 4, prefetch=True, regs=True),
-         sm.SMPlan(80, 1, 1, 8, prefetch=True, rotate=True, regs=True)]
+         sm.SMPlan(80, 1, 1, 8, prefetch=True, rotate=True, regs=True),
+         sm.SMPlan(48, 2, 2, 4, prefetch=True, regs=True)]
 _OFFSET = re.compile(r"subgroupMatrix(?:Load<[^>]*>>|Store)\(&sh_\w+, ([^,]+),")
 
 
@@ -109,6 +110,25 @@ def test_matches_float64_where_available(device: gpucore.Device,
     got = nn.attention(packed(q), packed(k), packed(v), heads=h).numpy()
     expected = _reference(q, k, v, 1 / math.sqrt(d)).transpose(0, 2, 1, 3).reshape(b, lq, h * d)
     assert np.abs(got - expected).max() / np.abs(expected).max() < 3e-3
+
+
+@pytest.mark.parametrize("plan", PLANS, ids=str)
+def test_every_plan_matches_float64_where_available(device: gpucore.Device,
+                                                    plan: sm.SMPlan) -> None:
+    if not sm.available(device):
+        pytest.skip(f"{device.info.label} has no f16 subgroup matrices (Dawn on a GPU has)")
+    if plan.shared_bytes() > device.limits["max-compute-workgroup-storage-size"]:
+        pytest.skip(f"{plan.name} needs more workgroup memory than {device.info.label} has")
+    shape = (2, 1, plan.bq + 5, 3 * plan.bk + 7, plan.d)
+    q, k, v = _inputs(shape, seed=plan.d)
+    expected = _reference(q, k, v, 1 / math.sqrt(plan.d))
+    tensors = [Tensor.from_numpy(x, device=device) for x in (q, k, v)]
+    out = Tensor.empty(q.shape, np.float16, device=device)
+    _, h, lq, lk, d = shape
+    rows_q, rows_kv = (h * lq * d, lq * d, d), (h * lk * d, lk * d, d)
+    sm.record_attention_sm(*tensors, out, shape=shape, scale=1 / math.sqrt(d), plan=plan,
+                           strides=(rows_q, rows_kv, rows_kv, rows_q))
+    assert np.abs(out.numpy() - expected).max() / np.abs(expected).max() < 3e-3
 
 
 def test_causal_falls_back_where_available(device: gpucore.Device) -> None:
