@@ -7,8 +7,9 @@ with subgroup matrices and torch CUDA:
 Without --tiles, per conv: the shipped kernel (checked against torch fp32 first), the same
 kernel with its WGSL cut as bench/gemm_ceiling.py cuts the GEMM's (`cached`: every K step
 gathers step 0's addresses, the same loads from the caches; `no_global`: no loads;
-`no_staging`: neither loads nor staging stores), our GEMM of the conv's size ([C_out, K] x
-[K, pixels]) and cuDNN (cudnn.benchmark on). With --tiles: the shipped kernel in each tile of
+`no_staging`: neither loads nor staging stores), the lab halo-tile kernel (tools/conv_halo.py)
+where it fits, our GEMM of the conv's size ([C_out, K] x [K, pixels]) and cuDNN
+(cudnn.benchmark on). With --tiles: the shipped kernel in each tile of
 TILES that divides C_out, each result compared bit for bit with the first tile's.
 """
 
@@ -28,6 +29,7 @@ from gpucore import Kernel
 from gpustd import Tensor, linalg, nn
 from gpustd.gemm.matrix_codegen import MatrixTile
 from gpustd.nn import _conv_subgroup_matrix as csm
+from tools import conv_halo
 
 # (x shape, C_out): 3x3, stride 1, padding 1; SDXL's at 1024 px and one of SD 1.5's at 512
 SHAPES = [((2, 320, 128, 128), 320), ((2, 640, 128, 128), 320), ((2, 960, 128, 128), 320),
@@ -90,6 +92,12 @@ def _ablation_row(device: gpucore.Device, torch: Any, rng: np.random.Generator,
             row[cut] = _harness.ours_ms(forward, device)["gpu_ms"]
         finally:
             csm._kernel = saved  # type: ignore[assignment]
+    if conv_halo.fits(x_shape, (c_out, c_in, 3, 3), stride=(1, 1), padding=(1, 1),
+                      dilation=(1, 1), groups=1):
+        got = conv_halo.conv2d_halo(gx, gw, None).numpy().astype(np.float32)
+        row["halo_rel_err"] = float(np.abs(got - expected).max() / np.abs(expected).max())
+        row["halo"] = _harness.ours_ms(lambda: conv_halo.conv2d_halo(gx, gw, None),
+                                       device)["gpu_ms"]
     k, pixels = c_in * 9, n * h * w
     a = Tensor.from_numpy(rng.standard_normal((c_out, k), dtype=np.float32).astype(
         np.float16), device=device)
@@ -103,7 +111,8 @@ def _ablation_row(device: gpucore.Device, torch: Any, rng: np.random.Generator,
     torch.backends.cudnn.benchmark = True
     row["cudnn"] = _harness.torch_cuda_ms(lambda: torch.nn.functional.conv2d(tx, tw, padding=1))
     flop = 2.0 * pixels * c_out * k
-    row["TFLOPs"] = {key: flop / (row[key] * 1e9) for key in (*CUTS, "gemm", "cudnn")}
+    row["TFLOPs"] = {key: flop / (row[key] * 1e9) for key in (*CUTS, "halo", "gemm", "cudnn")
+                     if key in row}
     print(row, flush=True)
     return row
 
