@@ -19,6 +19,7 @@ from wgpu.classes import (
     GPUQuerySet,
 )
 
+from . import _gl
 from ._adapters import OPTIONAL_FEATURES, AdapterInfo, choose_adapter
 from ._bindings import BindGroupCache
 from ._capture import Capture, CaptureError
@@ -44,9 +45,6 @@ _RAISED_LIMITS = (
     "max-compute-invocations-per-workgroup", "max-compute-workgroup-size-x",
     "max-compute-workgroup-size-y", "max-compute-workgroup-size-z",
     "max-storage-buffers-per-shader-stage", "max-compute-workgroups-per-dimension")
-# One lock for every OpenGL Device's work: wgpu's GL backend on Mesa's EGL crashes now and
-# then when two threads drive GL devices at once (gfx-rs/wgpu#4285, #3250). Others: one each.
-_GL_LOCK = threading.RLock()
 
 
 class Device:
@@ -74,7 +72,10 @@ class Device:
             raise GpuError(f"could not open a device on adapter {info.label}: {exc}") from exc
         self.limits: dict[str, int] = dict(self.wgpu.limits)
         self.queue = self.wgpu.queue
-        self._lock = _GL_LOCK if info.backend == "gl" else threading.RLock()
+        self._lock: Any = threading.RLock()  # OpenGL: one for all, their releases under it
+        if info.backend == "gl":
+            self._lock = _gl.LOCK
+            _gl.register(self.wgpu)
         self._tls = threading.local()  # this thread's current stream
         self._pipelines: dict[tuple, Pipeline] = {}
         self._bind_groups = BindGroupCache(self.wgpu)
@@ -197,10 +198,11 @@ class Device:
     def empty_pool(self, nbytes: int | None = None) -> None:
         """Drop idle pooled buffers, at least `nbytes` of them, the largest first (None: every
         one), and the bind groups naming them (wgpu frees them)."""
-        with self._lock:
-            held = self._capture._buffers if self._capture is not None else ()
-            for buffer in self.pool.clear(nbytes, keep=held):
-                forget(self, buffer)
+        with self._lock:  # and freed under it (an OpenGL device's must be: gpucore._gl)
+            dropped = self.pool.clear(nbytes, keep=self._capture._buffers if self._capture
+                                      is not None else ())
+            while dropped:
+                forget(self, dropped.pop())
 
     @property
     def bind_groups_created(self) -> int:

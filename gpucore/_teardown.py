@@ -16,7 +16,9 @@ and no callback, with every live Device's lock held, so no other thread records,
 transfers on any device meanwhile. It runs when a Device opens and after a DeviceGroup.map
 (waiting at most 0.1 s for a busy device's lock: else the next call releases them), and on
 `gpucore.release_dead_devices()`. What wgpu-py frees later (the Python objects, and leaf
-objects such as buffers whose release only drops a count in wgpu-native) needs no care.
+objects such as buffers whose release only drops a count in wgpu-native) needs no care on
+Vulkan, Metal and D3D12; an OpenGL device's objects are released under its lock
+(gpucore._gl), and that lock, taken here, releases those still waiting first.
 """
 
 from __future__ import annotations

@@ -8,9 +8,10 @@ server's two workers run on two non-OpenGL devices (a second Device on the same 
 there is one such adapter): with OpenGL in the mix, these threads crashed a CI worker twice.
 The second time the trace showed how: a garbage collection on the thread driving one device
 ran wgpu-py's finalizer of a buffer (wgpuBufferRelease) while another thread drove the other
-device. gpucore's one lock for OpenGL Devices (gpucore._device._GL_LOCK) does not cover
-releases made inside a collection; deferring those to a safe point, as gpucore._teardown
-does for whole devices, is the fix this module is waiting for.
+device. gpucore._gl now makes every release of an OpenGL device's objects under the devices'
+one lock, outside any collection (tests/gpucore/test_core_gl_release.py), which is what that
+trace lacked. These tests stay off OpenGL all the same: the crash came once in several runs,
+so passing runs would not show it gone, and a crash here loses a CI worker.
 """
 
 from __future__ import annotations
