@@ -39,7 +39,8 @@ __all__ = ["TILES", "MatrixTile", "available", "choose_tile", "record_gemm_matri
 TILES = {"64x64": MatrixTile(2, 2, 2, 2, prefetch=False), "64x64k16": MatrixTile(2, 2, 2, 2, bk=16),
          "64x128": MatrixTile(2, 4, 2, 2, prefetch=False), "128x128": MatrixTile(4, 2, 2, 4),
          "128x128k16": MatrixTile(4, 2, 2, 4, bk=16),
-         "128x256": MatrixTile(4, 4, 2, 4, prefetch=False)}
+         "128x256": MatrixTile(4, 4, 2, 4, prefetch=False),
+         "128x160": MatrixTile(2, 5, 4, 2), "64x160": MatrixTile(2, 5, 2, 2, prefetch=False)}
 # 128 x 256 tiles (8 subgroups of 4 x 4 fragments, K steps of 32, no prefetch) from this K on,
 # in 3 or more waves: 25% less L2 traffic than 128 x 128 where K is deep enough to use it.
 
@@ -59,6 +60,9 @@ _MAX_SPLITS = 8
 # 2048 x 5120 x 1280 and 4608 x 3072 x 21504 stay faster with 16 (0.253 / 0.280, 3.310 / 4.060).
 LONG_K = 12288
 DEEP_K = 3072
+# About one wave of workgroups: from here a product's tiles fill the SMs (split_k leaves K
+# whole; choose_tile's 160-wide tiles count as filling them).
+WAVE = 0.95 * MULTIPROCESSORS
 
 
 def aligned(tile: MatrixTile, m: int, n: int, k: int) -> bool:
@@ -91,6 +95,17 @@ def choose_tile(m: int, n: int, batch: int, *, k: int = 0, storage: int = 48 * 1
     4608 x 3072 x 12288 1.847 / 1.993 and 4608 x 12288 x 3072 2.028 / 2.191, 4608 x 3072 x
     3072 0.553 / 0.544; below DEEP_K they lose (8192 x 2560 x 640 0.313 / 0.224).
     storage: the device's workgroup memory in bytes; tiles that need more are passed over.
+
+    Under 4 waves of 128 x 128, where n is a multiple of 160 and 128 x 160 tiles (8
+    subgroups of 2 x 5 fragments) make about a wave or more: those (64 x 160 where they make
+    under 1.5 waves with K from 4096). The UNets' channel counts (320, 640, 1280) divide by
+    160 and not all by 128 or 256, so the wider tile fills the SMs more evenly. H100, Dawn,
+    2026-11-25 (m x k x n nt, ms, the rule's tile before / now; gemm-tiles160-dawn-h100.json,
+    gemm-tiles160-sweep-dawn-h100.json): SDXL 2048 x 5120 x 1280 0.246 / 0.171, 2048 x 1280 x
+    1280 0.063 / 0.050, 8192 x 2560 x 640 0.226 / 0.180, 8192 x 640 x 640 0.068 / 0.056;
+    SD 1.5 8192 x 1280 x 320 0.071 / 0.050. Where the rule takes K steps of 16 (4 waves and
+    more), or 160-wide tiles would be fewer than a wave, they lose (2048 x 1280 x 10240
+    0.341 / 0.362, 2048 x 640 x 640 0.027 / 0.029) and are not taken.
     """
     huge, wide, square = TILES["128x256"], TILES["128x128k16"], TILES["128x128"]
     if (k >= DEEP_K and aligned(huge, m, n, k) and huge.shared_bytes() <= storage
@@ -100,6 +115,11 @@ def choose_tile(m: int, n: int, batch: int, *, k: int = 0, storage: int = 48 * 1
     if (k and aligned(wide, m, n, k) and waves >= 4 and k < LONG_K
             and wide.shared_bytes() <= storage):
         return wide
+    narrow = TILES["128x160"]
+    narrow_tiles = (m // 128) * (n // 160) * batch
+    if (k and aligned(narrow, m, n, k) and waves < 4 and narrow_tiles >= WAVE
+            and narrow.shared_bytes() <= storage):
+        return TILES["64x160"] if narrow_tiles < 1.5 * MULTIPROCESSORS and k >= 4096 else narrow
     if k and aligned(square, m, n, k) and waves >= 2 and square.shared_bytes() <= storage:
         return square
     big = TILES["64x128"]
@@ -227,7 +247,7 @@ def split_k(m: int, n: int, k: int, batch: int) -> int:
         return k
     tile = choose_tile(m, n, batch, k=k)
     tiles = math.ceil(m / tile.bm) * math.ceil(n / tile.bn)
-    if tiles >= MULTIPROCESSORS:
+    if tiles >= WAVE:
         return k
     granules = math.ceil(k / _SPLIT_GRANULE)
     wanted = min(_MAX_SPLITS, math.ceil(2 * MULTIPROCESSORS / tiles),

@@ -27,6 +27,8 @@ VARIANTS = [sm.MatrixTile(2, 2, 2, 2, 16, True), sm.MatrixTile(4, 4, 2, 2, 64),
                                                             (False, True, 4)])
 def test_generated_kernel_interface(tile: sm.MatrixTile, trans_a: bool, trans_b: bool,
                                     width: int) -> None:
+    if width == 8 and not tile.wide and (tile.bk * tile.bn) % (8 * tile.threads):
+        width = 4  # load_width gives a tile without `wide` 4 at most; 32 x 160 needs that
     source = sm.source(tile, trans_a, trans_b, width, width)
     signature = _wgsl.parse(source)
     assert [b.name for b in signature.storage] == ["a", "b", "bias", "c"]
@@ -86,8 +88,14 @@ def test_tile_choice() -> None:
     assert sm.choose_tile(4608, 3072, 1, k=15360) == sm.TILES["128x256"]  # 3.3 waves
     assert sm.choose_tile(2304, 3072, 1, k=15360) == sm.TILES["128x128"]  # long K
     assert sm.choose_tile(4160, 4096, 1, k=4096) == sm.TILES["64x128"]  # m: 65 tiles of 64
-    assert sm.choose_tile(512, 10240, 1, k=1280) == sm.TILES["128x128"]  # 2 to 4 waves
-    assert sm.choose_tile(2048, 1280, 1, k=1280) == sm.TILES["64x64"]  # 1.2 waves
+    assert sm.choose_tile(512, 10240, 1, k=1280) == sm.TILES["128x160"]  # 2 to 4 waves
+    assert sm.choose_tile(512, 10240 + 128, 1, k=1280) == sm.TILES["128x128"]  # not 160s
+    assert sm.choose_tile(2048, 1280, 1, k=1280) == sm.TILES["128x160"]  # 128 tiles of 160
+    assert sm.choose_tile(2048, 1280, 1, k=5120) == sm.TILES["64x160"]  # deep, under 1.5
+    assert sm.choose_tile(8192, 640, 1, k=2560) == sm.TILES["128x160"]  # 256 tiles
+    assert sm.choose_tile(2048, 1280, 3, k=1280) == sm.TILES["128x160"]  # q, k, v as parts
+    assert sm.choose_tile(2048, 640, 1, k=640) == sm.TILES["64x64"]  # 64 tiles of 160
+    assert sm.choose_tile(512, 1280, 1, k=5120) == sm.TILES["64x64"]  # 32 tiles of 160
     assert sm.choose_tile(4096, 4096, 1, k=4008) == sm.TILES["64x64"]  # K steps ragged
     assert sm.choose_tile(4000, 4096, 1, k=4096) == sm.TILES["64x64"]
     assert sm.choose_tile(4096, 4096, 1) == sm.TILES["64x64"]
@@ -147,7 +155,8 @@ def test_matches_float64_where_available(device: gpucore.Device, m: int, k: int,
     assert np.abs(c.numpy() - expected).max() / np.abs(expected).max() < 2e-3
 
 
-@pytest.mark.parametrize("tile", VARIANTS[:3], ids=lambda t: t.name)
+@pytest.mark.parametrize("tile", [*VARIANTS[:3], sm.TILES["128x160"], sm.TILES["64x160"]],
+                         ids=lambda t: t.name)
 def test_variants_match_float64_where_available(device: gpucore.Device,
                                                 tile: sm.MatrixTile) -> None:
     # Ragged in every dimension, with rows 16-byte aligned so that the wide loads run.
@@ -163,6 +172,31 @@ def test_variants_match_float64_where_available(device: gpucore.Device,
                           n=n, k=k, trans_a=False, trans_b=True, alpha=1.0, beta=0.0,
                           plan=plan, tile=tile)
     expected = a.astype(np.float64) @ b.astype(np.float64).T
+    assert np.abs(c.numpy() - expected).max() / np.abs(expected).max() < 2e-3
+
+
+@pytest.mark.parametrize("name", ["128x160", "64x160"])
+@pytest.mark.parametrize("trans_b", [False, True])
+def test_160_wide_tiles_bounds_free_match_float64_where_available(
+        device: gpucore.Device, name: str, trans_b: bool) -> None:
+    """The 160-wide tiles on a product that fills them (the bounds-free kernel the UNets'
+    640- and 1280-channel layers take), both layouts of B, with bias."""
+    _skip_unless_available(device)
+    m, k, n = 256, 352, 320
+    tile = sm.TILES[name]
+    assert sm.aligned(tile, m, n, k)
+    rng = np.random.default_rng(k)
+    a = rng.standard_normal((m, k)).astype(np.float16)
+    b = rng.standard_normal((n, k) if trans_b else (k, n)).astype(np.float16)
+    bias = rng.standard_normal(n).astype(np.float16)
+    ta, tb, tbias = (Tensor.from_numpy(v, device=device) for v in (a, b, bias))
+    c = Tensor.empty((m, n), np.float16, device=device)
+    plan = gemm_plan.batch_plan((1,), (), (), m * k, k * n)
+    sm.record_gemm_matrix(ta.buffer, tb.buffer, c.buffer, tbias.buffer, has_bias=True, m=m,
+                          n=n, k=k, trans_a=False, trans_b=trans_b, alpha=1.0, beta=0.0,
+                          plan=plan, tile=tile)
+    b64 = b.astype(np.float64).T if trans_b else b.astype(np.float64)
+    expected = a.astype(np.float64) @ b64 + bias
     assert np.abs(c.numpy() - expected).max() / np.abs(expected).max() < 2e-3
 
 
@@ -220,7 +254,7 @@ def test_parts_match_float64_and_single_products_where_available(
     ws = [(rng.standard_normal((n, k)) / 8).astype(np.float16) for _ in range(3)]
     tx = Tensor.from_numpy(x, device=device)
     tws = [Tensor.from_numpy(w, device=device) for w in ws]
-    for tile in (sm.TILES["64x64"], sm.TILES["128x128"]):
+    for tile in (sm.TILES["64x64"], sm.TILES["128x128"], sm.TILES["128x160"]):
         outs = [Tensor.empty((m, n), np.float16, device=device) for _ in ws]
         sm.record_gemm_parts(tx.buffer, [w.buffer for w in tws], [o.buffer for o in outs],
                              m=m, n=n, k=k, tile=tile)
@@ -299,6 +333,32 @@ def test_geglu_matches_float64_where_available(device: gpucore.Device,
     got = linear_geglu(tx.reshape(2, m // 2, k), tw, tb, approximate=approximate).numpy()
     want = expected(True)
     assert np.abs(got.reshape(m, d) - want).max() / np.abs(want).max() < 2e-3
+
+
+def test_geglu_on_160_wide_tiles_matches_float64_where_available(
+        device: gpucore.Device) -> None:
+    """GEGLU's one GEMM where the rule gives a 160-wide tile (SD 1.5's 512 x 1280 -> 5120):
+    80 value and 80 gate rows a tile."""
+    from scipy.special import erf
+
+    from gpustd.gemm import matrix_geglu
+
+    _skip_unless_available(device)
+    m, d, k = 256, 240, 96
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((m, k)).astype(np.float16)
+    w = (rng.standard_normal((2 * d, k)) / 4).astype(np.float16)
+    bias = rng.standard_normal(2 * d).astype(np.float16)
+    h = x.astype(np.float64) @ w.astype(np.float64).T + bias
+    want = h[:, :d] * 0.5 * h[:, d:] * (1 + erf(h[:, d:] / np.sqrt(2)))
+    tx, tw, tb = (Tensor.from_numpy(v, device=device) for v in (x, w, bias))
+    for name in ("128x160", "64x160"):
+        tile = sm.TILES[name]
+        assert matrix_geglu.fits(tile, m, d, k)
+        out = Tensor.empty((m, d), np.float16, device=device)
+        matrix_geglu.record_gemm_geglu(tx.buffer, tw.buffer, tb.buffer, out.buffer,
+                                       has_bias=True, m=m, d=d, k=k, tile=tile, approximate=1)
+        assert np.abs(out.numpy() - want).max() / np.abs(want).max() < 2e-3, name
 
 
 def test_linear_geglu_takes_one_gemm_where_it_fits(device: gpucore.Device,

@@ -69,7 +69,7 @@ def test_candidates_accumulate_alike_and_fit_the_device() -> None:
     # a grid of at most 100 workgroups a side: 6401 pixels need 101 columns of 64
     assert conv_tune.conv_candidates(fake_device(grid=100), 64, 6401) == ("128x128",)
     assert matrix_tuning.gemm_candidates(fake_device(grid=100), 6401, 64) == (
-        "128x128", "128x128k16", "128x256")
+        "128x128", "128x128k16", "128x256", "128x160")
 
 
 def test_registered_with_the_rules_as_defaults(first_device: gpucore.Device,
