@@ -42,7 +42,9 @@ TILES = {"64x64": MatrixTile(2, 2, 2, 2), "64x128": MatrixTile(2, 4, 2, 2),
          "64x128k16": MatrixTile(2, 4, 2, 2, bk=16),
          "64x256": MatrixTile(2, 4, 2, 4), "64x256np": MatrixTile(2, 4, 2, 4, prefetch=False),
          "128x128": MatrixTile(4, 2, 2, 4), "128x128np": MatrixTile(4, 2, 2, 4, prefetch=False),
-         "128x128/4x4": MatrixTile(4, 4, 2, 2), "128x256/4x4": MatrixTile(4, 4, 2, 4)}
+         "128x128/4x4": MatrixTile(4, 4, 2, 2), "128x256/4x4": MatrixTile(4, 4, 2, 4),
+         "160x128": MatrixTile(5, 2, 2, 4), "160x128np": MatrixTile(5, 2, 2, 4, prefetch=False),
+         "160x64": MatrixTile(5, 2, 2, 2), "160x64np": MatrixTile(5, 2, 2, 2, prefetch=False)}
 
 
 def _cut(text: str, cut: str) -> str:
@@ -151,12 +153,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", help="write the rows here")
     parser.add_argument("--tiles", action="store_true", help="sweep the tiles instead")
+    parser.add_argument("--c-out", type=int, default=0,
+                        help="only the convs with this many output channels")
     args = parser.parse_args()
     device = gpucore.default_device()
     torch = _harness.torch_cuda()
     if not csm.available(device) or torch is None:
         raise SystemExit("needs f16 subgroup matrices (GPUCORE_RUNTIME=dawn) and torch CUDA")
     rng = np.random.default_rng(0)
+    if args.c_out:
+        SHAPES[:] = [shape for shape in SHAPES if shape[1] == args.c_out]
     rows = tiles(device, rng) if args.tiles else ablations(device, torch, rng)
     if args.json:
         _harness.write_json(args.json, {"environment": _harness.environment(device),

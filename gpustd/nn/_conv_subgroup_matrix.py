@@ -35,7 +35,7 @@ from gpucore import Kernel
 
 from .._tensor import Tensor
 from ..gemm import matrix_codegen as sm
-from ..gemm.matrix_units import available
+from ..gemm.matrix_units import WAVE, available
 from ..gemm.plan import MULTIPROCESSORS
 from ._util import dummy, kernel
 from .prologue import ConvPrologue
@@ -56,7 +56,8 @@ _PARAMS = """struct Params {
 # subgroups, 4 x 4 fragments, conv tiles"): 2x640x64x64 -> 640 0.625 against 0.699 ms,
 # 1920 -> 640 1.961 / 2.169, 2x1280x32x32 -> 1280 0.644 / 0.727.
 CONV_TILES = {"128x128": sm.MatrixTile(4, 2, 2, 4, prefetch=False),
-              "64x64": sm.MatrixTile(2, 2, 2, 2), "32x32": sm.MatrixTile(1, 1, 2, 2)}
+              "64x64": sm.MatrixTile(2, 2, 2, 2), "32x32": sm.MatrixTile(1, 1, 2, 2),
+              "160x128": sm.MatrixTile(5, 2, 2, 4, prefetch=False)}
 # Fewer 64 x 64 output tiles than this (two waves) and the portable kernel, which
 # splits K, is as fast or faster (H100: 2x1280x16x16 -> 1280, 160 tiles: 0.66 ms either way;
 # 2x1280x8x8 -> 1280: 0.21 ms portable, 0.48 ms here at best).
@@ -95,8 +96,8 @@ def tile_splits(c_out: int, pixels: int, k_total: int, tile: sm.MatrixTile) -> i
     enough splits for ~8 workgroups per multiprocessor, each at least _MIN_SPLIT_STEPS K
     steps. 64 x 64 tiles (BK 32): 1280 -> 1280 channels at 16 x 16 (160 tiles, K 11520) 7."""
     count = tile_count(c_out, pixels, tile)
-    if count >= MIN_TILES or not SPLIT_K:
-        return 1
+    if count >= MIN_TILES or not SPLIT_K or tile == CONV_TILES["160x128"]:
+        return 1  # (choose_conv_tile takes 160 x 128 only where it fills about a wave)
     wanted = math.ceil(8 * MULTIPROCESSORS / count)
     k_steps = math.ceil(k_total / tile.bk)
     return max(1, min(_MAX_SPLITS, wanted, k_steps // _MIN_SPLIT_STEPS))
@@ -147,10 +148,21 @@ def choose_conv_tile(c_out: int, pixels: int, k_total: int = 0) -> sm.MatrixTile
     128x128 / 64x64 / 32x32: SDXL's 320-channel convs at 2x128x128 320 -> 320 1.209 / 0.783 /
     1.373, 640 -> 320 2.517 / 1.493, 960 -> 320 3.921 / 2.224; conv_in 4 -> 320 0.091 / 0.070;
     the VAE's conv_out 128 -> 3 at 512x512 1.398 / 0.820 / 0.655 and encoder conv_in 3 -> 128
-    0.224 / 0.189 / 0.181."""
-    big = CONV_TILES["128x128"]
+    0.224 / 0.189 / 0.181.
+
+    Before all of these, 160 x 128 tiles (8 subgroups of 5 x 2 fragments, no prefetch), unsplit,
+    where C_out is a multiple of 160 but not of 128 (the UNets' 320-channel convs) and they
+    make about a wave: each gathered patch value serves 160 output channels instead of 64.
+    H100, Dawn, 2026-11-25 (tools/conv_ceiling --tiles --c-out 320,
+    conv-tiles160-dawn-h100.json; ms at 64 x 64 / 160 x 128, the same bits): SDXL's 2 x 320 x
+    128 x 128 -> 320 0.797 / 0.503, 640 -> 320 1.511 / 0.941, 960 -> 320 2.216 / 1.384; SD
+    1.5's 2 x 320 x 64 x 64 -> 320 0.218 / 0.125."""
+    big, tall = CONV_TILES["128x128"], CONV_TILES["160x128"]
     if c_out < 64 and tile_count(c_out, pixels, CONV_TILES["64x64"]) >= MIN_TILES:
         return CONV_TILES["32x32"]
+    if (c_out % big.bm and c_out % tall.bm == 0 and not 0 < k_total < 64
+            and math.ceil(pixels / tall.bn) <= 65535 and tile_count(c_out, pixels, tall) >= WAVE):
+        return tall
     if math.ceil(pixels / big.bn) > 65535 or c_out % big.bm or 0 < k_total < 64:
         return CONV_TILES["64x64"]
     if (tile_count(c_out, pixels, big) >= 2 * MULTIPROCESSORS

@@ -67,7 +67,7 @@ def test_candidates_accumulate_alike_and_fit_the_device() -> None:
     assert "128x128" not in matrix_tuning.gemm_candidates(fake_device(storage=16384), 500, 700)
     assert "128x128k16" in matrix_tuning.gemm_candidates(fake_device(storage=24576), 500, 700)
     # a grid of at most 100 workgroups a side: 6401 pixels need 101 columns of 64
-    assert conv_tune.conv_candidates(fake_device(grid=100), 64, 6401) == ("128x128",)
+    assert conv_tune.conv_candidates(fake_device(grid=100), 64, 6401) == ("128x128", "160x128")
     assert matrix_tuning.gemm_candidates(fake_device(grid=100), 6401, 64) == (
         "128x128", "128x128k16", "128x256", "128x160")
 
@@ -91,7 +91,7 @@ def test_registered_with_the_rules_as_defaults(first_device: gpucore.Device,
     classes = {p.shape_class: p for p in conv}
     assert len(classes) == len(conv)
     # SD 1.5's 320-channel convs at 64 x 64, the VAE decoder's last convs at 512 x 512
-    assert classes["f16/3x3/s1x1/co384/k3072/p8192"].default == "64x64"
+    assert classes["f16/3x3/s1x1/co384/k3072/p8192"].default == "160x128"
     assert classes["f16/3x3/s1x1/co128/k1536/p262144"].default == "128x128"
     assert "f16/3x3/s1x1/co3/k1536/p262144" in classes
     # the UNet's 1280 channels at 16 x 16 (512 pixels: 160 tiles of 64 x 64) split K there
