@@ -150,9 +150,10 @@ def choose_conv_tile(c_out: int, pixels: int, k_total: int = 0) -> sm.MatrixTile
     the VAE's conv_out 128 -> 3 at 512x512 1.398 / 0.820 / 0.655 and encoder conv_in 3 -> 128
     0.224 / 0.189 / 0.181.
 
-    Before all of these, 160 x 128 tiles (8 subgroups of 5 x 2 fragments, no prefetch), unsplit,
-    where C_out is a multiple of 160 but not of 128 (the UNets' 320-channel convs) and they
-    make about a wave: each gathered patch value serves 160 output channels instead of 64.
+    Before all of these but the 32 x 32 case, 160 x 128 tiles (8 subgroups of 5 x 2
+    fragments, no prefetch), unsplit, where C_out is a multiple of 160 but not of 128 (the
+    UNets' 320-channel convs) and they make about a wave: each gathered patch value serves
+    160 output channels instead of 64.
     H100, Dawn, 2026-11-25 (tools/conv_ceiling --tiles --c-out 320,
     conv-tiles160-dawn-h100.json; ms at 64 x 64 / 160 x 128, the same bits): SDXL's 2 x 320 x
     128 x 128 -> 320 0.797 / 0.503, 640 -> 320 1.511 / 0.941, 960 -> 320 2.216 / 1.384; SD
