@@ -293,17 +293,20 @@ def test_geglu_kernel_interface() -> None:
 
 
 @pytest.mark.parametrize("approximate", ["none", "tanh"])
-def test_geglu_matches_float64_where_available(device: gpucore.Device,
-                                               approximate: str) -> None:
+@pytest.mark.parametrize(("d", "names"), [(192, ("64x64", "128x128", "128x128k16")),
+                                          (240, ("128x160", "64x160"))])
+def test_geglu_matches_float64_where_available(device: gpucore.Device, approximate: str,
+                                               d: int, names: tuple[str, ...]) -> None:
     """value * gelu(gate) of one [2d, k] projection in one GEMM, on every shipped tile that
-    takes it and through linear_geglu, against float64; without bias too."""
+    takes it (the 160-wide ones: 80 value and 80 gate rows a tile) and through linear_geglu,
+    against float64; without bias too."""
     from scipy.special import erf
 
     from gpustd.gemm import matrix_geglu
     from gpustd.nn.linear import linear_geglu
 
     _skip_unless_available(device)
-    m, d, k = 256, 192, 96
+    m, k = 256, 96
     rng = np.random.default_rng(11)
     x = rng.standard_normal((m, k)).astype(np.float16)
     w = (rng.standard_normal((2 * d, k)) / 4).astype(np.float16)
@@ -320,7 +323,7 @@ def test_geglu_matches_float64_where_available(device: gpucore.Device,
         return value * gelu
 
     tx, tw, tb = (Tensor.from_numpy(v, device=device) for v in (x, w, bias))
-    for name in ("64x64", "128x128", "128x128k16"):
+    for name in names:
         tile = sm.TILES[name]
         assert matrix_geglu.fits(tile, m, d, k)
         for with_bias in (True, False):
@@ -333,32 +336,6 @@ def test_geglu_matches_float64_where_available(device: gpucore.Device,
     got = linear_geglu(tx.reshape(2, m // 2, k), tw, tb, approximate=approximate).numpy()
     want = expected(True)
     assert np.abs(got.reshape(m, d) - want).max() / np.abs(want).max() < 2e-3
-
-
-def test_geglu_on_160_wide_tiles_matches_float64_where_available(
-        device: gpucore.Device) -> None:
-    """GEGLU's one GEMM where the rule gives a 160-wide tile (SD 1.5's 512 x 1280 -> 5120):
-    80 value and 80 gate rows a tile."""
-    from scipy.special import erf
-
-    from gpustd.gemm import matrix_geglu
-
-    _skip_unless_available(device)
-    m, d, k = 256, 240, 96
-    rng = np.random.default_rng(12)
-    x = rng.standard_normal((m, k)).astype(np.float16)
-    w = (rng.standard_normal((2 * d, k)) / 4).astype(np.float16)
-    bias = rng.standard_normal(2 * d).astype(np.float16)
-    h = x.astype(np.float64) @ w.astype(np.float64).T + bias
-    want = h[:, :d] * 0.5 * h[:, d:] * (1 + erf(h[:, d:] / np.sqrt(2)))
-    tx, tw, tb = (Tensor.from_numpy(v, device=device) for v in (x, w, bias))
-    for name in ("128x160", "64x160"):
-        tile = sm.TILES[name]
-        assert matrix_geglu.fits(tile, m, d, k)
-        out = Tensor.empty((m, d), np.float16, device=device)
-        matrix_geglu.record_gemm_geglu(tx.buffer, tw.buffer, tb.buffer, out.buffer,
-                                       has_bias=True, m=m, d=d, k=k, tile=tile, approximate=1)
-        assert np.abs(out.numpy() - want).max() / np.abs(want).max() < 2e-3, name
 
 
 def test_linear_geglu_takes_one_gemm_where_it_fits(device: gpucore.Device,
