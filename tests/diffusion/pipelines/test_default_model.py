@@ -6,7 +6,7 @@ package ships. A missing model fails these tests: an installation without it is 
 
 Cost on a 2-core machine with lavapipe (about 1.4 s per guided UNet step of 128 px and 3.3 s
 per VAE decode): parity 12-13 s per adapter, CLI 11 s, semantics about 2.5 min (marked slow;
-run it alone with `pytest tests/test_default_model.py -k semantics`).
+run it alone with `pytest tests/diffusion/pipelines/test_default_model.py -k semantics`).
 """
 
 from __future__ import annotations
