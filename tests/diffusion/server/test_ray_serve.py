@@ -5,6 +5,7 @@ pictures, and progress/interrupt reach the replicas' jobs through any replica.""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,11 @@ def port(model: Path) -> Any:
 
     from diffusion.server.ray_app import deployment
 
+    # Ray runs its workers at nice 15; on CI's 2 cores the other pytest worker (nice 0) then
+    # starves the replicas (this module: 70 s alone, 300 s beside a busy worker). Unniced,
+    # they share the cores evenly. The raylet and its workers read this at their start.
+    saved = os.environ.get("RAY_worker_niceness")
+    os.environ["RAY_worker_niceness"] = "0"
     ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False,
              _node_ip_address="127.0.0.1",  # the cluster's own ports on loopback too
              runtime_env={"env_vars": {"GPUCORE_ADAPTER": str(gpucore.Device.auto().info.index)}})
@@ -52,6 +58,10 @@ def port(model: Path) -> Any:
     finally:
         serve.shutdown()
         ray.shutdown()
+        if saved is None:
+            os.environ.pop("RAY_worker_niceness", None)
+        else:
+            os.environ["RAY_worker_niceness"] = saved
 
 
 @pytest.mark.slow
