@@ -72,10 +72,8 @@ class Device:
             raise GpuError(f"could not open a device on adapter {info.label}: {exc}") from exc
         self.limits: dict[str, int] = dict(self.wgpu.limits)
         self.queue = self.wgpu.queue
-        self._lock: Any = threading.RLock()  # OpenGL: one for all, their releases under it
-        if info.backend == "gl":
-            self._lock = _gl.LOCK
-            _gl.register(self.wgpu)
+        # OpenGL: one lock for every such Device, their wgpu objects released under it
+        self._lock = _gl.register(self.wgpu) if info.backend == "gl" else threading.RLock()
         self._tls = threading.local()  # this thread's current stream
         self._pipelines: dict[tuple, Pipeline] = {}
         self._bind_groups = BindGroupCache(self.wgpu)
@@ -199,8 +197,8 @@ class Device:
         """Drop idle pooled buffers, at least `nbytes` of them, the largest first (None: every
         one), and the bind groups naming them (wgpu frees them)."""
         with self._lock:  # and freed under it (an OpenGL device's must be: gpucore._gl)
-            dropped = self.pool.clear(nbytes, keep=self._capture._buffers if self._capture
-                                      is not None else ())
+            held = self._capture._buffers if self._capture is not None else ()
+            dropped = self.pool.clear(nbytes, keep=held)
             while dropped:
                 forget(self, dropped.pop())
 

@@ -69,10 +69,12 @@ class _Lock:
 LOCK = _Lock()
 
 
-def register(wgpu_device: Any) -> None:
-    """Route the releases of `wgpu_device`'s objects (an OpenGL device's) through LOCK."""
+def register(wgpu_device: Any) -> _Lock:
+    """Route the releases of `wgpu_device`'s objects (an OpenGL device's) through LOCK, the
+    lock its Device then works under."""
     _install()
     _devices.add(wgpu_device)
+    return LOCK
 
 
 def pending() -> int:

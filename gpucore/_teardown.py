@@ -67,7 +67,7 @@ def release_dead(timeout: float = 5.0) -> int:
     thread that holds no Device's lock."""
     if not _dead or not _releasing.acquire(blocking=False):
         return 0
-    locked: list[threading.RLock] = []
+    locked: list[Any] = []  # RLocks, and gpucore._gl.LOCK
     try:  # every lock once (OpenGL Devices share one), in one order for every caller
         for lock in sorted({id(d._lock): d._lock for d in list(_live)}.values(), key=id):
             if not lock.acquire(timeout=timeout):
