@@ -29,7 +29,7 @@ from bench import _harness
 from gpucore import Kernel
 from gpustd import Tensor
 from gpustd.nn import _attention_subgroup_matrix as sm
-from tools.attention_sm_sweep import inputs, run_plan
+from tools.attention_sm_sweep import RAGGED, inputs, run_plan
 
 SHAPES = [("sdxl self 4096 d64", (2, 10, 4096, 4096, 64)),
           ("sd15 self 4096 d40", (2, 8, 4096, 4096, 40)),
@@ -78,8 +78,6 @@ def _cut(cut: str) -> Iterator[None]:
 def errors(device: gpucore.Device, torch: Any) -> list[dict[str, Any]]:
     """Max error / max |reference| against torch float64 of choose_plan's plan on the
     sweep's ragged shapes and one full-size one: the kernel the cuts start from is right."""
-    from tools.attention_sm_sweep import RAGGED
-
     rows = []
     for shape in [*RAGGED, (1, 2, 1024, 1024, 64)]:
         q, k, v = inputs(shape, seed=sum(shape))

@@ -70,8 +70,9 @@ def _operands(device: gpucore.Device, rng: np.random.Generator, x_shape: tuple[i
     return x, w, Tensor.from_numpy(x, device=device), Tensor.from_numpy(w, device=device)
 
 
-def ablations(device: gpucore.Device, torch: Any, rng: np.random.Generator) -> list[dict]:
-    return [_ablation_row(device, torch, rng, x_shape, c_out) for x_shape, c_out in SHAPES]
+def ablations(device: gpucore.Device, torch: Any, rng: np.random.Generator,
+              shapes: list[tuple[tuple[int, int, int, int], int]]) -> list[dict]:
+    return [_ablation_row(device, torch, rng, x_shape, c_out) for x_shape, c_out in shapes]
 
 
 def _ablation_row(device: gpucore.Device, torch: Any, rng: np.random.Generator,
@@ -119,8 +120,9 @@ def _ablation_row(device: gpucore.Device, torch: Any, rng: np.random.Generator,
     return row
 
 
-def tiles(device: gpucore.Device, rng: np.random.Generator) -> list[dict]:
-    return [row for x_shape, c_out in SHAPES for row in _tile_rows(device, rng, x_shape, c_out)]
+def tiles(device: gpucore.Device, rng: np.random.Generator,
+          shapes: list[tuple[tuple[int, int, int, int], int]]) -> list[dict]:
+    return [row for x_shape, c_out in shapes for row in _tile_rows(device, rng, x_shape, c_out)]
 
 
 def _tile_rows(device: gpucore.Device, rng: np.random.Generator,
@@ -161,9 +163,8 @@ def main() -> None:
     if not csm.available(device) or torch is None:
         raise SystemExit("needs f16 subgroup matrices (GPUCORE_RUNTIME=dawn) and torch CUDA")
     rng = np.random.default_rng(0)
-    if args.c_out:
-        SHAPES[:] = [shape for shape in SHAPES if shape[1] == args.c_out]
-    rows = tiles(device, rng) if args.tiles else ablations(device, torch, rng)
+    shapes = [shape for shape in SHAPES if args.c_out in (0, shape[1])]
+    rows = tiles(device, rng, shapes) if args.tiles else ablations(device, torch, rng, shapes)
     if args.json:
         _harness.write_json(args.json, {"environment": _harness.environment(device),
                                         "rows": rows})

@@ -38,11 +38,10 @@ import numpy as np
 
 from gpucore import Kernel
 from gpustd import Tensor
-from gpustd.gemm.matrix_units import available
 from gpustd.nn._conv_subgroup_matrix import _STORE, bindings
 from gpustd.nn._util import dummy
 
-__all__ = ["conv2d_halo", "fits", "shared_bytes", "source", "tap_major", "usable"]
+__all__ = ["conv2d_halo", "fits", "source", "tap_major"]
 
 BM, BN, CB = 64, 128, 16  # output channels, output pixels, input channels per step
 _CS = CB + 8  # halo elements per pixel
@@ -62,12 +61,6 @@ def fits(x_shape: tuple[int, ...], weight_shape: tuple[int, ...], *, stride: tup
     return ((kh, kw) == (3, 3) and stride == (1, 1) and padding == (1, 1)
             and dilation == (1, 1) and groups == 1 and c_in % CB == 0 and c_out % BM == 0
             and w % 16 == 0 and (BN % w == 0 or w % BN == 0) and (h * w) % BN == 0 and n > 0)
-
-
-def shared_bytes(w: int) -> int:
-    """Workgroup memory of the kernel for images w pixels wide."""
-    tw = min(w, BN)
-    return 2 * BM * _AS + 2 * (BN // tw + 2) * (tw + 2) * _CS + 4 * 1024
 
 
 def source(tw: int, upsample: bool, direct: bool = False) -> str:
@@ -236,10 +229,3 @@ def conv2d_halo(x: Tensor, weight: Tensor, bias: Tensor | None, *, add: Tensor |
         wo=w, k_total=9 * c_in, pixels=pixels, stride_h=1, stride_w=1, pad_h=1, pad_w=1,
         dil_h=1, dil_w=1, has_bias=int(bias is not None), add_mode=add_mode, split_steps=0)
     return out
-
-
-def usable(x: Tensor, w: int) -> bool:
-    """Whether x's device runs this kernel for images w pixels wide (f16 subgroup matrices,
-    enough workgroup memory) and x is f16."""
-    return (x.dtype == np.float16 and available(x.device) and math.prod(x.shape) > 0
-            and shared_bytes(w) <= x.device.limits["max-compute-workgroup-storage-size"])
