@@ -5,7 +5,6 @@ pictures, and progress/interrupt reach the replicas' jobs through any replica.""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -44,24 +43,21 @@ def port(model: Path) -> Any:
     # Ray runs its workers at nice 15; on CI's 2 cores the other pytest worker (nice 0) then
     # starves the replicas (this module: 70 s alone, 300 s beside a busy worker). Unniced,
     # they share the cores evenly. The raylet and its workers read this at their start.
-    saved = os.environ.get("RAY_worker_niceness")
-    os.environ["RAY_worker_niceness"] = "0"
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False,
-             _node_ip_address="127.0.0.1",  # the cluster's own ports on loopback too
-             runtime_env={"env_vars": {"GPUCORE_ADAPTER": str(gpucore.Device.auto().info.index)}})
-    try:
-        chosen = free_port()
-        serve.start(http_options={"host": "127.0.0.1", "port": chosen})
-        serve.run(deployment(replicas=2, gpus_per_replica=0, cpus_per_replica=1, model=model),
-                  name="diffusion", route_prefix="/")
-        yield chosen
-    finally:
-        serve.shutdown()
-        ray.shutdown()
-        if saved is None:
-            os.environ.pop("RAY_worker_niceness", None)
-        else:
-            os.environ["RAY_worker_niceness"] = saved
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("RAY_worker_niceness", "0")
+        ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False,
+                 _node_ip_address="127.0.0.1",  # the cluster's own ports on loopback too
+                 runtime_env={"env_vars": {"GPUCORE_ADAPTER":
+                                           str(gpucore.Device.auto().info.index)}})
+        try:
+            chosen = free_port()
+            serve.start(http_options={"host": "127.0.0.1", "port": chosen})
+            serve.run(deployment(replicas=2, gpus_per_replica=0, cpus_per_replica=1,
+                                 model=model), name="diffusion", route_prefix="/")
+            yield chosen
+        finally:
+            serve.shutdown()
+            ray.shutdown()
 
 
 @pytest.mark.slow
