@@ -168,7 +168,10 @@ class EmbeddingDatabase:
                 path = Path(root, filename)
                 if path.suffix.lower() not in (_SAFE_SUFFIX, *_PICKLE_SUFFIXES):
                     continue
-                stat = path.stat()
+                try:
+                    stat = path.stat()
+                except OSError:  # a dangling link, or a file removed since the walk listed it
+                    continue
                 if stat.st_size == 0:  # the WebUI skips empty files too
                     continue
                 key = (path, stat.st_size, stat.st_mtime_ns)

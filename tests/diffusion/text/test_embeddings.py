@@ -242,8 +242,9 @@ def test_malformed_files(tmp_path, tokenizer):
     for name in ("one", "two"):
         _save(tmp_path / name / "twin.safetensors", {"emb_params": _vectors(0, 1)})
     (tmp_path / "empty.safetensors").write_bytes(b"")  # skipped, as the WebUI skips it
+    (tmp_path / "dangling.pt").symlink_to(tmp_path / "gone.pt")  # skipped: nothing to read
     database = EmbeddingDatabase(tmp_path)
-    assert "empty" not in database.names
+    assert "empty" not in database.names and "dangling" not in database.names
     lookup = database.lookup(tokenizer, width=WIDTH)
     prompt_chunks(tokenizer, "a cat", embeddings=lookup)  # nothing read, nothing wrong
     cases = {"two": r"two\.safetensors: not a textual-inversion embedding.*\['a', 'b'\]",
