@@ -209,7 +209,15 @@ def _check(r: GenerationRequest) -> None:
                          f"(exclusive), e.g. 0.8; got {switch!r}")
     if r.rng not in RNG_SOURCES:
         raise ValueError(f"rng must be one of {list(RNG_SOURCES)}, got {r.rng!r}")
+    for name, kind in (("sampler_options", SamplerOptions), ("hires", HiresFix)):
+        value = getattr(r, name)
+        if value is not None and not isinstance(value, kind):
+            raise ValueError(f"{name} must be a {kind.__module__}.{kind.__name__} or None, got "
+                             f"{type(value).__name__}")
     if r.seed_resize_from is not None:
+        if not isinstance(r.seed_resize_from, (tuple, list)) or len(r.seed_resize_from) != 2:
+            raise ValueError("seed_resize_from must be a (width, height) pair or None, got "
+                             f"{r.seed_resize_from!r}")
         for name, side in zip(("seed resize width", "seed resize height"), r.seed_resize_from,
                               strict=True):
             check_size(name, side)

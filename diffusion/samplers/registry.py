@@ -197,5 +197,6 @@ def resolve(name: str, schedule: str = "Automatic") -> tuple[str, str]:
             stem = text[: -len(label)].rstrip()
             if text.lower().endswith(" " + label.lower()) and SAMPLERS.find(stem) is not None:
                 return lookup(stem).name, label
-    schedule_label = schedule_type(schedule.strip()).label
+    schedule = schedule.strip() if isinstance(schedule, str) else schedule
+    schedule_label = schedule_type(schedule).label
     return lookup(text).name, schedule_label

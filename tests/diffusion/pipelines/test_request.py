@@ -48,6 +48,12 @@ def test_defaults_are_a_valid_txt2img() -> None:
     ({"rng": "cuda"}, "rng must be one of"),
     ({"sampler": "Euler z"}, "unknown sampler 'Euler z'"),
     ({"scheduler": "Karrass"}, "Karrass"),
+    ({"scheduler": None}, "unknown schedule type None"),
+    ({"sampler_options": {"eta": 0.5}}, "sampler_options must be a "
+                                        "diffusion.pipelines.sampling.SamplerOptions or None"),
+    ({"hires": 2}, "hires must be a diffusion.upscalers.interpolation.HiresFix or None, got int"),
+    ({"seed_resize_from": 512}, "seed_resize_from must be a (width, height) pair or None"),
+    ({"seed_resize_from": (512,)}, "seed_resize_from must be a (width, height) pair or None"),
     ({"mask": np.ones((8, 8))}, "inpainting needs an init image"),
     ({"init_image": np.zeros((8, 8, 3), np.uint8), "strength": 0.04},
      "strength 0.04 with 20 steps leaves no step to run"),
