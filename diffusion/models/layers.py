@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from gpustd import Tensor, nn
-from gpustd.shape import permute
+from gpustd.shape import permute, take_slice
 
 # Every model takes `dtype` and `device` and hands them to each layer as `**place`.
 Place = dict[str, Any]
@@ -118,5 +118,13 @@ class Upsample2D(nn.Module):
     def __init__(self, channels: int, *, place: Place) -> None:
         self.conv = nn.Conv2d(channels, channels, 3, padding=1, **place)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.conv(x, upsample=2)
+    def forward(self, x: Tensor, size: tuple[int, int] | None = None) -> Tensor:
+        """`size`: the (height, width) to upsample to where it is not twice x's (the UNet's
+        skip at a latent side that is not a multiple of its overall factor): x upsampled, the
+        rows and columns past `size` dropped, then the conv. diffusers: `Upsample2D(x,
+        output_size=size)` (nearest to 2n - 1 drops the last of 2n)."""
+        if size is None or tuple(size) == (2 * x.shape[-2], 2 * x.shape[-1]):
+            return self.conv(x, upsample=2)
+        up = nn.upsample_nearest2x(x)
+        up = take_slice(take_slice(up, 0, size[0], axis=2), 0, size[1], axis=3)
+        return self.conv(up)

@@ -333,6 +333,6 @@ class UNet2DConditionModel(UNetEncoder):
                 if attn is not None:
                     h = attn(h, context)
             sampler = block.sampler()
-            if sampler is not None:
-                h = sampler(h)
+            if sampler is not None:  # to the next skip's size: a side may be odd there
+                h = sampler(h, skips[-1].shape[-2:])
         return self.conv_out(h, prologue=self.conv_norm_out.prologue(h, silu=True))

@@ -53,6 +53,24 @@ def test_unet(device: gpucore.Device, variant: dict) -> None:
     assert_close(got.numpy(), expected, tol=TOL)
 
 
+def test_unet_at_odd_latent_sizes(first_device: gpucore.Device) -> None:
+    """A side that is a multiple of 8 pixels but not of the UNet's overall factor (520 px for
+    SD 1.x) halves to an odd skip: the upsampler meets it as diffusers' does (its
+    forward_upsample_size)."""
+    reference = tiny_unet()
+    ours = UNet2DConditionModel(dict(reference.config), device=first_device)
+    ours.load_state_dict(state_dict(reference))
+    rng = np.random.default_rng(1)
+    sample = rng.standard_normal((1, 4, 9, 11)).astype(np.float32)
+    context = rng.standard_normal((1, 77, 32)).astype(np.float32)
+    with torch.no_grad():
+        expected = reference(torch.from_numpy(sample), 500.0,
+                             torch.from_numpy(context)).sample.numpy()
+    got = ours(gpustd.asarray(sample, device=first_device), [500.0],
+               gpustd.asarray(context, device=first_device))
+    assert_close(got.numpy(), expected, tol=TOL)
+
+
 def test_vae_decode_and_encode(device: gpucore.Device) -> None:
     reference = tiny_vae()
     ours = AutoencoderKL(dict(reference.config), device=device)
