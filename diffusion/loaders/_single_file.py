@@ -90,6 +90,12 @@ def _check_layout(file: SafetensorsFile) -> None:
             if "conv_in.weight" in file or "embeddings.token_embedding.weight" in file:
                 hint = (" (this looks like one component of a diffusers folder: pass the "
                         "pipeline folder that holds model_index.json instead)")
+            elif "decoder.conv_in.weight" in file:
+                hint = (" (this is a VAE file: give it as the VAE, --vae / the WebUI's SD VAE "
+                        "setting, diffusion.loaders.vae_file.load_vae, beside a checkpoint)")
+            elif any(k.startswith("lora_") or ".lora_" in k for k in file.keys()):
+                hint = (" (this is a LoRA: put it in the LoRA folder and name it in the "
+                        "prompt, <lora:NAME:1>, with a checkpoint loaded)")
             elif any(k.removeprefix("model.diffusion_model.").startswith(
                     ("double_blocks.", "joint_blocks.")) for k in file.keys()):
                 hint = (" (a FLUX / SD3 file: load it with load_pipeline / --model, its "

@@ -188,6 +188,12 @@ def test_single_file_errors_name_the_key(tmp_path, tiny):
     _raises(path, "SDXL")
     safetensors_torch.save_file(tiny.unet.state_dict(), path)
     _raises(path, "pass the pipeline folder")
+    safetensors_torch.save_file({k.removeprefix("first_stage_model."): v.contiguous()  # *.vae
+                                 for k, v in ldm_vae(tiny.vae.state_dict()).items()}, path)
+    _raises(path, "UNet tensor .* is missing \\(this is a VAE file: give it as the VAE, --vae")
+    safetensors_torch.save_file({"lora_unet_mid_block_attentions_0_proj_in.lora_down.weight":
+                                 torch.ones(4, 8)}, path)
+    _raises(path, "is missing \\(this is a LoRA: put it in the LoRA folder")
     with pytest.raises(ValueError, match="dtype"):
         load_pipeline_weights(path, dtype="int8")
     with pytest.raises(ValueError, match="prediction_type"):
