@@ -56,6 +56,13 @@ class Pass:
     hires_vae: Any = None
 
 
+def _check_not_empty(name: str, image: Any) -> None:
+    """Pillow resizes a 0-pixel image to a black one without a word."""
+    if 0 in image.size:
+        raise ValueError(f"{name} is empty ({image.size[0]}x{image.size[1]} pixels): give a "
+                         "picture with pixels")
+
+
 def to_unit_image(image: Any, width: int, height: int) -> np.ndarray:
     """An RGB image (PIL, or HxWx3 uint8 array) resized to (height, width), as
     (1, 3, H, W) float32 in [-1, 1]."""
@@ -67,6 +74,7 @@ def to_unit_image(image: Any, width: int, height: int) -> np.ndarray:
             raise ValueError(f"init image must be a PIL image or an HxWx3 uint8 array, got "
                              f"{array.dtype} {array.shape}")
         image = Image.fromarray(array[..., :3])
+    _check_not_empty("init image", image)
     image = image.convert("RGB")
     if image.size != (width, height):
         image = image.resize((width, height), Image.Resampling.LANCZOS)
@@ -86,6 +94,7 @@ def to_mask(mask: Any, width: int, height: int) -> np.ndarray:
             raise ValueError(f"mask must be a 2-D image, got shape {array.shape}")
         mask = Image.fromarray((array > (0.5 if array.dtype != np.uint8 else 127)).astype(
             np.uint8) * 255)
+    _check_not_empty("mask", mask)
     mask = mask.convert("L")
     if mask.size != (width, height):
         mask = mask.resize((width, height), Image.Resampling.NEAREST)

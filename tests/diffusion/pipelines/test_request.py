@@ -174,3 +174,18 @@ def test_a_setting_with_cli_and_api_metadata_needs_no_code_at_the_doors(
     monkeypatch.setattr(generation, "door_fields", lambda door: [
         NewField("refiner_switch_at", {"api": "new_key"})])
     assert served(new_key=0.3).refiner_switch_at == 0.3
+
+
+def test_empty_pictures_are_refused() -> None:
+    """Pillow would resize a 0-pixel init image or mask to a black one and img2img would run
+    on it."""
+    from PIL import Image
+
+    from diffusion.pipelines.prepare import to_mask, to_unit_image
+
+    for image in (np.zeros((0, 0, 3), np.uint8), Image.new("RGB", (0, 5))):
+        with pytest.raises(ValueError, match="init image is empty"):
+            to_unit_image(image, 64, 64)
+    with pytest.raises(ValueError, match=r"mask is empty \(4x0 pixels\)"):
+        to_mask(np.zeros((0, 4), np.uint8), 64, 64)
+    assert to_unit_image(np.zeros((1, 1, 3), np.uint8), 8, 8).shape == (1, 3, 8, 8)
