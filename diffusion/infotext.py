@@ -318,13 +318,15 @@ def next_sequence_number(directory: str | os.PathLike[str]) -> int:
 
 
 def save_images(images: list[np.ndarray], settings: Mapping[str, Any],
-                out: str | os.PathLike[str]) -> list[Path]:
+                out: str | os.PathLike[str], *, first: int | None = None) -> list[Path]:
     """Save a batch with its infotext; returns the paths written.
 
     `out` ending in `.png` names the file (a batch of N > 1 becomes `name-0.png` ...
-    `name-{N-1}.png`; existing files are replaced). Otherwise `out` is a directory (created if
-    missing) and images are numbered like the WebUI, `00007-<seed>.png`, after the highest
-    number already there, never replacing a file.
+    `name-{N-1}.png`; existing files are replaced). `first`, for one of several batches saved
+    to one `.png` name: the run's number of the batch's first image, which numbers every image
+    (`name-{first}.png` ...), so that a later batch does not replace an earlier one. Otherwise
+    `out` is a directory (created if missing) and images are numbered like the WebUI,
+    `00007-<seed>.png`, after the highest number already there, never replacing a file.
     """
     out = Path(out)
     seeds = settings.get("seeds") or [settings["seed"]] * len(images)
@@ -333,7 +335,8 @@ def save_images(images: list[np.ndarray], settings: Mapping[str, Any],
         if not out.parent.is_dir():
             raise FileNotFoundError(f"output folder {str(out.parent)!r} does not exist")
         for pos, image in enumerate(images):
-            path = out if len(images) == 1 else out.with_name(f"{out.stem}-{pos}{out.suffix}")
+            path = out if first is None and len(images) == 1 else out.with_name(
+                f"{out.stem}-{(first or 0) + pos}{out.suffix}")
             save_png(image, path, infotext=format_infotext(settings, batch_pos=pos))
             written.append(path)
         return written

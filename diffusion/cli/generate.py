@@ -254,7 +254,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[Path]
         result = pipe.generate(replace(request, seed=args.seed + step,
                                        subseed=args.subseed + step, refiner=refiner),
                                observer=ProgressBar(label))
-        written += save_images(result.images, result.settings, args.out)
+        written += save_images(result.images, result.settings, args.out,
+                               first=step if args.n_iter > 1 else None)
         if args.verbose:
             print(memory_line(device, memory_mode(args)), file=sys.stderr)
     return written

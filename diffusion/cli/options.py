@@ -205,7 +205,7 @@ def _ip_adapter(parser: argparse.ArgumentParser) -> None:
 def _output_and_device(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="outputs", metavar="DIR|FILE.png",
                         help="a folder (numbered files, created if missing) or a .png file "
-                             "(default: ./outputs)")
+                             "(several images: FILE-0.png, FILE-1.png, ...; default: ./outputs)")
     parser.add_argument("--dtype", choices=("auto", "float32", "float16"), default="auto",
                         help="weights and activations: float16 (half the memory) where the "
                              "adapter has shader-f16, otherwise a note and float32; auto: "

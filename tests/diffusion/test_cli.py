@@ -439,6 +439,22 @@ def test_n_iter_counts_seeds_on_over_batches(fake: dict[str, Any],
     assert len(out.splitlines()) == 6 and "txt2img 3/3" in err
 
 
+@pytest.mark.parametrize("batch_size, names", [
+    ("1", ["one-0.png", "one-1.png"]),
+    ("2", ["one-0.png", "one-1.png", "one-2.png", "one-3.png"]),
+])
+def test_n_iter_into_one_png_name_keeps_every_batch(fake: dict[str, Any],
+                                                    capsys: pytest.CaptureFixture[str],
+                                                    batch_size: str, names: list[str]) -> None:
+    code, out, err = run_cli(capsys, *TXT, "--seed", "10", "--n-iter", "2", "--width", "8",
+                             "--height", "8", "--batch-size", batch_size, "--out", "one.png")
+    assert code == 0, err
+    assert out.split() == names and sorted(p.name for p in Path().glob("one*")) == names
+    step = int(batch_size)
+    assert [parse_infotext(read_infotext(names[k]) or "")["seed"] for k in (0, step)] == [10,
+                                                                                          10 + step]
+
+
 def test_hires_flags_become_a_hires_fix(fake: dict[str, Any],
                                         capsys: pytest.CaptureFixture[str]) -> None:
     from diffusion.upscalers.interpolation import HiresFix
