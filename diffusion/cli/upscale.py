@@ -55,6 +55,10 @@ def run(args: argparse.Namespace) -> int:
     if name in MODEL_UPSCALERS:
         MODEL_UPSCALERS[name].tile = args.tile
     source = Path(args.image)
+    label = Path(name).stem if name in MODEL_UPSCALERS else name
+    target = Path(args.out) if args.out else source.with_name(
+        f"{source.stem}-{label.replace(' ', '_')}-x{args.scale:g}.png")
+    kind = _picture_format(target)  # before the work: a bad --out costs no upscaling
     try:
         with Image.open(source) as opened:
             image = np.asarray(opened.convert("RGB"))
@@ -63,16 +67,31 @@ def run(args: argparse.Namespace) -> int:
     except UnidentifiedImageError:
         raise ValueError(f"{source}: not a readable image (PNG, JPEG, WebP...)") from None
     out = upscale(image, name, args.scale)
-    label = Path(name).stem if name in MODEL_UPSCALERS else name
-    target = Path(args.out) if args.out else source.with_name(
-        f"{source.stem}-{label.replace(' ', '_')}-x{args.scale:g}.png")
     # written beside the target and renamed: an interrupted run leaves no partial picture
     partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
     try:
-        Image.fromarray(out).save(partial, format=target.suffix.lstrip(".").upper()
-                                  .replace("JPG", "JPEG") or "PNG")
+        Image.fromarray(out).save(partial, format=kind)
         os.replace(partial, target)
     finally:
         partial.unlink(missing_ok=True)
     print(target, flush=True)
     return 0
+
+
+def _picture_format(target: Path) -> str:
+    """PIL's format for writing `target` (PNG without a suffix); ValueError saying what to
+    change for a suffix PIL cannot write, a missing folder or a folder's name."""
+    from PIL import Image
+
+    if target.is_dir():
+        raise ValueError(f"--out {str(target)!r} is a folder; give a file name, e.g. "
+                         f"{str(target / 'upscaled.png')!r}")
+    if not target.parent.is_dir():
+        raise ValueError(f"--out {str(target)!r}: the folder {str(target.parent)!r} does not "
+                         "exist")
+    kind = Image.registered_extensions().get(target.suffix.lower(),
+                                             None if target.suffix else "PNG")
+    if kind not in Image.SAVE:
+        raise ValueError(f"--out {str(target)!r}: cannot write {target.suffix!r} pictures; "
+                         "name it .png, .jpg or .webp")
+    return kind

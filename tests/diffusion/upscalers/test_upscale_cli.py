@@ -25,7 +25,10 @@ def test_upscale_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     for argv, message in ((["--upscaler", "R-ESRGAN 4x+"], "unknown upscaler 'R-ESRGAN 4x+'"),
                           (["--scale", "9"], "--scale must be from 1 to 8"),
                           (["--upscaler", "nope.pth"], "no such file"),
-                          (["--upscaler-dir", str(tmp_path / "none")], "does not exist")):
+                          (["--upscaler-dir", str(tmp_path / "none")], "does not exist"),
+                          (["--out", str(tmp_path / "up.txt")], "cannot write '.txt' pictures"),
+                          (["--out", str(tmp_path / "none" / "up.png")], "none' does not exist"),
+                          (["--out", str(tmp_path)], "is a folder")):
         assert main(["upscale", str(tmp_path / "in.png"), *argv]) == 2
         assert message in capsys.readouterr().err
     assert main(["upscale", str(tmp_path / "missing.png")]) == 2
