@@ -28,7 +28,12 @@ from .memory import memory_line, memory_mode
 from .options import SAMPLING_DEFAULTS, UPSCALERS
 from .progress import ProgressBar
 
-__all__ = ["build_request", "run"]
+__all__ = ["MAX_SIDE", "build_request", "run"]
+
+# The largest image side the CLI draws (the server's is its --max-size): the WebUI's largest
+# size setting (Extras' resize), far past what the models draw well. Without it a mistyped
+# --width 100000 drew 4.7 GiB of float64 noise, then more, until the OS killed the process.
+MAX_SIDE = 8192
 
 
 def _open_image(path: str, what: str, mode: str) -> Any:
@@ -158,6 +163,22 @@ def build_request(args: argparse.Namespace) -> GenerationRequest:
         **{setting.name: getattr(args, setting.name) for setting in door_fields("cli")})
 
 
+def _check_sides(request: GenerationRequest) -> None:
+    """Every image side `request` draws, where known before the model loads, <= MAX_SIDE."""
+    sides = {"--width": request.width, "--height": request.height}
+    if request.seed_resize_from is not None:
+        sides.update(zip(("--seed-resize-from width", "--seed-resize-from height"),
+                         request.seed_resize_from, strict=True))
+    if request.hires is not None and (request.hires.resize is not None or
+                                      (request.width and request.height)):
+        sides.update(zip(("hires fix width", "hires fix height"),
+                         request.hires.target(request.width, request.height), strict=True))
+    for name, side in sides.items():
+        if side is not None and side > MAX_SIDE:
+            raise ValueError(f"{name} {side} is above the largest side drawn here, {MAX_SIDE} "
+                             "px; models draw best near their own size (512 to 1024)")
+
+
 def _load(args: argparse.Namespace) -> tuple[Any, Any]:
     """The model as the options say (dtype, VAE, networks), and the refiner or None."""
     dtype, device = _dtype_and_device(args.dtype)
@@ -226,6 +247,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[Path]
         args.subseed = secrets.randbelow(2**32)
     # 2. the request and the control units, checked before anything loads
     request = build_request(args)
+    _check_sides(request)
     specs = build_control_specs(args, _open_image)
     ip_units = ip_adapter_units(args)
     # 3. the models

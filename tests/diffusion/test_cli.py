@@ -100,6 +100,11 @@ TXT = ("txt2img", "--model", "model", "--prompt", "a cat")
     ((*TXT, "--width", "500"), "width must be a positive multiple of 8 (the VAE works on 8x8 "
                                 "pixel blocks), got 500; try 496 or 504"),
     ((*TXT, "--height", "0"), "height must be a positive multiple of 8"),
+    ((*TXT, "--width", "100000"), "--width 100000 is above the largest side drawn here, 8192"),
+    ((*TXT, "--width", "2048", "--height", "1024", "--hr-scale", "8"),
+     "hires fix width 16384 is above the largest side"),
+    ((*TXT, "--hr-resize", "512x9000"), "hires fix height 9000 is above"),
+    ((*TXT, "--seed-resize-from", "16384x64"), "--seed-resize-from width 16384 is above"),
     ((*TXT, "--sampler", "Euler b"), "unknown sampler 'Euler b'"),
     ((*TXT, "--steps", "0"), "steps must be a whole number from 1 to 1000, got 0"),
     ((*TXT, "--steps", "ten"), "'ten' is not a whole number"),
