@@ -91,6 +91,9 @@ def _check_paths(args: argparse.Namespace) -> None:
                          "a .png path")
     if folder != out and existing != folder:
         raise ValueError(f"output folder {str(folder)!r} does not exist")
+    if not os.access(existing, os.W_OK | os.X_OK):  # else found only after the generation
+        raise ValueError(f"--out {args.out!r}: cannot write in {str(existing)!r} (no "
+                         "permission); give a folder you can write to")
     if args.vae and not Path(args.vae).exists():
         raise ValueError(f"--vae {args.vae!r} does not exist; give a VAE folder or a "
                          ".safetensors file")

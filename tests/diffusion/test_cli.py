@@ -155,6 +155,21 @@ def test_loader_errors_are_one_line(fake: dict[str, Any], capsys: pytest.Capture
     assert message in err and "Traceback" not in err and out == ""
 
 
+def test_unwritable_out_is_refused_before_the_model_loads(
+        fake: dict[str, Any], capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # os.access, not chmod: the tests may run as root, who may write anywhere
+    Path("locked").mkdir()
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode, **kw: Path(path).name != "locked"
+                        and real(path, mode, **kw))
+    for out in ("locked/x.png", "locked/new/sub"):
+        code, stdout, err = run_cli(capsys, *TXT, "--out", out)
+        assert code == 2 and stdout == "" and fake["loads"] == []
+        assert err.splitlines()[-1] == (f"error: --out {out!r}: cannot write in 'locked' (no "
+                                        "permission); give a folder you can write to")
+
+
 def test_interrupt_exits_130(fake: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
     fake["error"] = KeyboardInterrupt()
     code, _, err = run_cli(capsys, *TXT)
