@@ -127,7 +127,7 @@ class IPAdapter(nn.Module):
     def from_shapes(cls, shapes: Mapping[str, tuple[int, ...]], *, dtype: Any = np.float32,
                     device: Device | None = None, name: str = "ip-adapter") -> IPAdapter:
         """The adapter a file with these keys and shapes holds (its weights not yet loaded):
-        ValueError naming what is missing for anything else."""
+        ValueError naming what is missing for anything else (its caller names the file)."""
         place: Place = {"dtype": dtype, "device": device}
         if "image_proj.proj.weight" in shapes:
             out, embed_dim = shapes["image_proj.proj.weight"]
@@ -142,14 +142,13 @@ class IPAdapter(nn.Module):
                              shapes["image_proj.layers.0.0.to_q.weight"][0] // _DIM_HEAD, depth,
                              place)
         else:
-            raise ValueError(f"{name}: not an IP-Adapter this program reads: it has no "
-                             "image_proj.proj.weight (ip-adapter_sd15, _sdxl) nor "
+            raise ValueError("it has no image_proj.proj.weight (ip-adapter_sd15, _sdxl) nor "
                              "image_proj.latents (the plus adapters); face-ID and full-face "
                              "adapters are not supported")
         ids = sorted(int(k.split(".")[1]) for k in shapes
                      if k.startswith("ip_adapter.") and k.endswith(".to_k_ip.weight"))
         if not ids:
-            raise ValueError(f"{name}: no ip_adapter.N.to_k_ip.weight keys: not an IP-Adapter")
+            raise ValueError("it has no ip_adapter.N.to_k_ip.weight keys")
         layers: list[IPLayer | None] = [None] * (ids[-1] + 1)
         for i in ids:
             inner, context_dim = shapes[f"ip_adapter.{i}.to_k_ip.weight"]

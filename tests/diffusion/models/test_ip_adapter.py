@@ -351,8 +351,9 @@ def test_bad_files_are_named(tmp_path: Path, first_device: gpucore.Device,
                              encoder: Any) -> None:
     path = tmp_path / "not-an-adapter.safetensors"
     save_file({"something.weight": np.zeros((2, 2), np.float32)}, path)
-    with pytest.raises(WeightsError, match="not-an-adapter"):
+    with pytest.raises(WeightsError, match="not-an-adapter") as caught:
         load_ip_adapter(path, device=first_device)
+    assert str(caught.value).count("not an IP-Adapter") == 1, caught.value  # said once
     with pytest.raises(WeightsError, match="no such"):
         load_ip_adapter(tmp_path / "missing.bin", device=first_device)
     adapter = load_ip_adapter(_write(tmp_path), device=first_device)
