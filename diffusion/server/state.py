@@ -98,10 +98,27 @@ def submit(state: ServerState, run: Any, *, exclusive_load: Any = None) -> Futur
                             headers={"Retry-After": str(RETRY_AFTER_S)}) from None
 
 
-async def wait(future: Future) -> Any:
-    """The job's result, waiting without holding a thread; a client that goes away cancels a
-    job still in the queue. A worker process that died running it is a 503 (retry)."""
+async def wait(future: Future, request: Request | None = None) -> Any:
+    """The job's result, waiting without holding a thread; with the `request` (its body read),
+    a client that goes away cancels the job while it is still in the queue (a running one
+    finishes). A worker process that died running it is a 503 (retry)."""
+    result = asyncio.wrap_future(future)
+    gone = None if request is None else asyncio.ensure_future(_disconnect(request))
     try:
-        return await asyncio.wrap_future(future)
+        if gone is not None:
+            await asyncio.wait((result, gone), return_when=asyncio.FIRST_COMPLETED)
+            if not result.done() and future.cancel():  # False once it runs: it finishes
+                raise HTTPException(499, "the client went away; its job left the queue")
+        return await result
     except WorkerLost as exc:
         raise HTTPException(503, str(exc), headers={"Retry-After": str(RETRY_AFTER_S)}) from None
+    finally:
+        if gone is not None:
+            gone.cancel()
+
+
+async def _disconnect(request: Request) -> None:
+    """Returns when the client has gone (uvicorn says so only when it has: no response has
+    been sent while a job is waited for)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass

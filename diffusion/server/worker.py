@@ -161,7 +161,7 @@ class Worker:
         with self._cond:
             if self._stopping:
                 raise RuntimeError("the worker has stopped; start a new server")
-            if len(self._jobs) >= self.queue_size:
+            if self.pending() >= self.queue_size:
                 raise QueueFull
             self._jobs.append(job)
             self._cond.notify_all()
@@ -186,7 +186,9 @@ class Worker:
         return lambda: self.load(entry)
 
     def pending(self) -> int:
-        return len(self._jobs)
+        """The jobs waiting, less those whose client has gone (cancelled: dropped unrun)."""
+        with self._cond:
+            return sum(not job.future.cancelled() for job in self._jobs)
 
     @property
     def running(self) -> bool:

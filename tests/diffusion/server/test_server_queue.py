@@ -144,6 +144,10 @@ def test_a_client_that_disconnects_does_not_stall_the_worker(url: str) -> None:
                      b"application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
         wait_for(lambda: httpx.get(url + "/avx/queue").json()["pending"] == 1,
                  what="the request to be queued")
+    # its job leaves the queue (and is never run) while the blocker still runs
+    wait_for(lambda: httpx.get(url + "/avx/queue").json()["pending"] == 0, timeout=10,
+             what="the gone client's job to leave the queue")
+    assert httpx.get(url + "/sdapi/v1/progress").json()["state"]["sampling_steps"] == 150
     httpx.post(url + "/sdapi/v1/interrupt")
     assert blocker.result().status_code == 200
     wait_for(lambda: not any(httpx.get(url + "/avx/queue").json()[k]
