@@ -89,6 +89,12 @@ def add_error_handlers(app: FastAPI) -> None:
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         problems = []
         for error in exc.errors():
+            if error.get("type") == "json_invalid":  # FastAPI's loc is ("body", position)
+                why = (error.get("ctx") or {}).get("error") or error.get("msg", "")
+                at = [part for part in error.get("loc", ()) if isinstance(part, int)]
+                why += f" at character {at[0]}" if at else ""
+                problems.append(f"the body is not valid JSON ({why}); send a JSON object")
+                continue
             where = ".".join(str(part) for part in error.get("loc", ()) if part != "body")
             problems.append(f"{where or 'body'}: {error.get('msg', 'invalid')}")
         return JSONResponse(error_body("RequestValidationError", "; ".join(problems),
