@@ -275,11 +275,18 @@ def _img2img_options(request: Img2ImgRequest) -> dict[str, Any]:
     return out
 
 
-def fit_to_model(request: GenerationRequest, resize_mode: int,
-                 native_size: int) -> GenerationRequest:
+def fit_to_model(request: GenerationRequest, resize_mode: int, native_size: int,
+                 max_size: int | None = None) -> GenerationRequest:
     """Resolve the size (the loaded model's native size by default) and fit the init image and
-    mask to it with the request's resize mode; runs on the worker, where the model is known."""
+    mask to it with the request's resize mode; runs on the worker, where the model is known.
+    With `max_size` (--max-size), the size and the hires pass's size are held to it, now that
+    they are known (RequestError)."""
     width, height = request.width or native_size, request.height or native_size
+    if max_size is not None:
+        hires = () if request.hires is None else request.hires.target(width, height)
+        for name, side in (("width", width), ("height", height),
+                           *(("hires size", side) for side in hires)):
+            _check_side(name, side, max_size)
     fitted: dict[str, Any] = {"width": width, "height": height}
     if request.init_image is not None:
         fitted["init_image"] = fit_image(request.init_image, width, height, resize_mode)

@@ -60,7 +60,8 @@ async def run_generation(state: ServerState, body: Txt2ImgRequest, kind: str,
     wanted = _wanted_model(state, body)
     labels, hires_files = ((), None) if job.request.hires is None else _hires_modules(
         state, body, wanted)
-    worker, cache = state.worker, state.control_cache  # what run() takes along, not the state
+    # what run() takes along, not the state
+    worker, cache, max_size = state.worker, state.control_cache, state.max_size
 
     # 5. on the worker, where the model is known: its size, the images fitted, the refiner,
     # the control models
@@ -70,7 +71,8 @@ async def run_generation(state: ServerState, body: Txt2ImgRequest, kind: str,
             raise RequestError(f"the model asked for ({wanted.title}, modules: "
                                f"{', '.join(p.name for p in wanted.modules) or 'none'}) could "
                                "not be loaded")
-        request = fit_to_model(job.request, job.resize_mode, worker.pipe.native_size)
+        request = fit_to_model(job.request, job.resize_mode, worker.pipe.native_size,
+                               max_size)
         if job.control:
             request = replace(request, control=control_units(
                 job.control, cache, worker.pipe, request.width, request.height))

@@ -302,6 +302,9 @@ NOT_IMAGE = base64.b64encode(b"hello, not a picture").decode()
 @pytest.mark.parametrize("path, body, needles", [
     ("/sdapi/v1/txt2img", {"width": 33}, ("multiple of 8", "try 32")),
     ("/sdapi/v1/txt2img", {"height": 512}, ("limit of 256",)),
+    # the size left to the model: the hires pass is held to --max-size all the same
+    ("/sdapi/v1/txt2img", {"enable_hr": True, "hr_resize_x": 264}, ("hires size 264",
+                                                                    "limit of 256")),
     ("/sdapi/v1/txt2img", {"steps": 0}, ("steps must be a whole number from 1 to 1000",)),
     ("/sdapi/v1/txt2img", {"steps": 1001}, ("steps must be a whole number from 1 to 1000",)),
     ("/sdapi/v1/txt2img", {"steps": "many"}, ("steps",)),
