@@ -28,13 +28,17 @@ from .schemas import Img2ImgRequest, Txt2ImgRequest
 from .worker import GenerationJob, JobResult
 
 __all__ = ["SCHEDULERS", "RequestError", "build_job", "build_response", "check_hires_modules",
-           "check_modules", "check_vae", "fit_to_model", "resolve_sampler"]
+           "check_modules", "check_randn_source", "check_vae", "fit_to_model",
+           "resolve_sampler"]
 
 T = TypeVar("T")
 # the schedule types the server takes, as /sdapi/v1/schedulers lists them
 SCHEDULERS = {schedule.name: schedule.label for schedule in schedules.SCHEDULE_TYPES}
 # this server's limits on one job's images (the settings' own limits are GenerationRequest's)
 LIMITS = {"batch_size": (1, 8), "n_iter": (1, 100)}
+# the WebUI's "Random number generator source": CPU draws torch's CPU noise (rng="torch"),
+# GPU and NV (CUDA noise, which no generator here reproduces) numpy's
+RANDN_SOURCES = ("GPU", "CPU", "NV")
 
 
 class RequestError(ValueError):
@@ -84,7 +88,15 @@ def _clip_skip(request: Txt2ImgRequest, options: dict[str, Any]) -> int:
 
 def _rng(request: Txt2ImgRequest, options: dict[str, Any]) -> str:
     source = (request.override_settings or {}).get("randn_source", options["randn_source"])
+    check_randn_source(str(source).upper(), "override_settings.randn_source", source)
     return "torch" if str(source).upper() == "CPU" else "numpy"
+
+
+def check_randn_source(value: Any, setting: str, given: Any = None) -> None:
+    """RequestError unless `value` is one of the WebUI's random number sources."""
+    if value not in RANDN_SOURCES:
+        raise RequestError(f"{setting} must be 'GPU', 'CPU' or 'NV', got "
+                           f"{value if given is None else given!r}")
 
 
 def named_checkpoint(registry: ModelRegistry, name: Any, setting: str) -> ModelEntry:

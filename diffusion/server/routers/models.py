@@ -17,7 +17,13 @@ from ...loaders.errors import WeightsError
 from ...samplers import SAMPLERS, SamplerInfo, resolve, schedules
 from ...samplers.schedules import SCHEDULE_TYPES
 from ...text.embeddings import EmbeddingDatabase
-from ..generation import RequestError, check_modules, check_vae, named_checkpoint
+from ..generation import (
+    RequestError,
+    check_modules,
+    check_randn_source,
+    check_vae,
+    named_checkpoint,
+)
 from ..modules_dir import AUTOMATIC_VAE
 from ..schemas import SamplerItem, SchedulerItem, SDModelItem
 from ..state import State, submit, wait
@@ -134,8 +140,7 @@ async def set_options(state: State, body: Annotated[dict[str, Any], Body()]) -> 
                                f"got {value!r}")
         updates["CLIP_stop_at_last_layers"] = value
     if "randn_source" in body:
-        if body["randn_source"] not in ("GPU", "CPU", "NV"):
-            raise RequestError("randn_source must be 'GPU', 'CPU' or 'NV'")
+        check_randn_source(body["randn_source"], "randn_source")
         updates["randn_source"] = body["randn_source"]
     before = state.model
     chosen = before

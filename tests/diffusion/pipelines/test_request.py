@@ -189,3 +189,23 @@ def test_empty_pictures_are_refused() -> None:
     with pytest.raises(ValueError, match=r"mask is empty \(4x0 pixels\)"):
         to_mask(np.zeros((0, 4), np.uint8), 64, 64)
     assert to_unit_image(np.zeros((1, 1, 3), np.uint8), 8, 8).shape == (1, 3, 8, 8)
+
+
+def test_the_servers_randn_source_picks_the_generator(tmp_path: Path) -> None:
+    """The WebUI's "Random number generator source": CPU is torch's CPU noise, in any case as
+    before; anything but its three values is refused, as POST /options refuses it."""
+    pytest.importorskip("fastapi", reason="the server extra is not installed")
+    from diffusion.server import generation
+    from diffusion.server.schemas import Txt2ImgRequest
+
+    def rng(options: str, **override: Any) -> str:
+        job, _ = generation.build_job(
+            Txt2ImgRequest(prompt="a", override_settings=override or None), "txt2img",
+            options={"CLIP_stop_at_last_layers": 1, "randn_source": options}, max_size=1024,
+            outputs=tmp_path)
+        return job.request.rng
+
+    assert rng("GPU") == rng("NV") == rng("CPU", randn_source="GPU") == "numpy"
+    assert rng("CPU") == rng("GPU", randn_source="cpu") == "torch"
+    with pytest.raises(generation.RequestError, match=r"randn_source must be .* got 'TPU'"):
+        rng("GPU", randn_source="TPU")
