@@ -4,6 +4,7 @@ size limit (HTTP 413)."""
 from __future__ import annotations
 
 import json
+import reprlib
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -77,6 +78,12 @@ class BodyLimit:
         await send({"type": "http.response.body", "body": payload})
 
 
+# the validation errors as a 422 shows them: each one's input (a wrong field may hold a 50 MiB
+# picture, or be the whole body) cut short
+_SHORT = reprlib.Repr()
+_SHORT.maxstring = _SHORT.maxother = 120
+
+
 def add_error_handlers(app: FastAPI) -> None:
     """Bad input -> 422 saying what to change (a picture over --max-vram's budget too); no
     traceback ever reaches a client."""
@@ -98,7 +105,7 @@ def add_error_handlers(app: FastAPI) -> None:
             where = ".".join(str(part) for part in error.get("loc", ()) if part != "body")
             problems.append(f"{where or 'body'}: {error.get('msg', 'invalid')}")
         return JSONResponse(error_body("RequestValidationError", "; ".join(problems),
-                                       errors=str(exc.errors()[:5])), status_code=422)
+                                       errors=_SHORT.repr(exc.errors()[:5])), status_code=422)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:

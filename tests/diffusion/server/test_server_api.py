@@ -462,3 +462,10 @@ def test_hires_fix_with_a_model_upscaler(client: Any, tmp_path: Path) -> None:
     finally:
         models.MODEL_UPSCALERS.clear()
         models.MODEL_UPSCALERS.update(before)
+
+
+def test_a_422_does_not_echo_a_huge_field(client: Any) -> None:
+    # a wrong field can hold a whole picture: the answer shows the start of it
+    response = client.post("/sdapi/v1/txt2img", json={"prompt": PROMPT, "steps": "x" * 10**6})
+    assert response.status_code == 422 and "steps" in response.json()["detail"]
+    assert len(response.content) < 4000, len(response.content)
