@@ -96,6 +96,10 @@ def _check_layout(file: SafetensorsFile) -> None:
             elif any(k.startswith("lora_") or ".lora_" in k for k in file.keys()):
                 hint = (" (this is a LoRA: put it in the LoRA folder and name it in the "
                         "prompt, <lora:NAME:1>, with a checkpoint loaded)")
+            elif any(k in file for k in ("conv_first.weight", "model.0.weight",
+                                         "body.0.weight")):
+                hint = (" (this looks like an upscaler, ESRGAN / SwinIR / HAT: put it in the "
+                        "upscaler folder, --upscaler-dir, and pick it as the upscaler)")
             elif any(k.removeprefix("model.diffusion_model.").startswith(
                     ("double_blocks.", "joint_blocks.")) for k in file.keys()):
                 hint = (" (a FLUX / SD3 file: load it with load_pipeline / --model, its "

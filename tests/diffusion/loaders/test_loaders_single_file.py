@@ -194,13 +194,15 @@ def test_single_file_errors_name_the_key(tmp_path, tiny):
     safetensors_torch.save_file({"lora_unet_mid_block_attentions_0_proj_in.lora_down.weight":
                                  torch.ones(4, 8)}, path)
     _raises(path, "is missing \\(this is a LoRA: put it in the LoRA folder")
+    safetensors_torch.save_file({"conv_first.weight": torch.ones(4, 3, 3, 3),
+                                 "body.0.rdb1.conv1.weight": torch.ones(4, 4, 3, 3)}, path)
+    _raises(path, "is missing \\(this looks like an upscaler")
     with pytest.raises(ValueError, match="dtype"):
         load_pipeline_weights(path, dtype="int8")
     with pytest.raises(ValueError, match="prediction_type"):
         load_pipeline_weights(path, prediction_type="v")
     with pytest.raises(ValueError, match="variant"):
         load_pipeline_weights(path, variant="fp16")
-
 
 
 def test_corrupt_safetensors_raise_weights_error(tmp_path):
