@@ -4,7 +4,8 @@ Kernels in shaders/reduction/ (reduce.wgsl, argreduce.wgsl); the multi-pass driv
 gpustd/_reduce.py. `axis` is an int, a tuple of ints or None (all axes), negative counting
 from the end, as in numpy. Floats accumulate in f32 (float16 input included, which is
 returned as float16); integer sums wrap in their own dtype. An axis=None result is a 0-d
-Tensor. Empty reductions follow numpy: sums are 0, means NaN, max/min/arg* raise.
+Tensor. Empty reductions follow numpy: sums are 0, means NaN, max/min/arg* raise. A NaN
+wins max/min (argmax/argmin give its first index), as in numpy.
 """
 
 from __future__ import annotations

@@ -24,8 +24,18 @@ struct Params {
 var<workgroup> values: array<Acc, WX * WY>;
 var<workgroup> indices: array<i32, WX * WY>;
 
-// Does (v, j) beat (best, at)?
+// NaN tested on the bits (compilers may fold v != v to false); integers are never NaN.
+fn is_nan(v: Acc) -> bool {
+    return (bitcast<u32>(f32(v)) & 0x7fffffffu) > 0x7f800000u;
+}
+
+// Does (v, j) beat (best, at)? A NaN beats every number, as in numpy (its first index).
 fn better(v: Acc, j: i32, best: Acc, at: i32) -> bool {
+    let v_nan = is_nan(v);
+    let best_nan = is_nan(best);
+    if (v_nan || best_nan) {
+        return v_nan && (!best_nan || j < at);
+    }
     if (v == best) {
         return j < at;
     }

@@ -29,10 +29,18 @@ struct Params {
 
 var<workgroup> partial: array<Acc, WX * WY>;
 
+// NaN tested on the bits (compilers may fold v != v to false); integers are never NaN.
+fn is_nan(v: Acc) -> bool {
+    return (bitcast<u32>(f32(v)) & 0x7fffffffu) > 0x7f800000u;
+}
+
 fn combine(a: Acc, b: Acc) -> Acc {
+    if (OP != 0u && is_nan(b)) {
+        return b;  // max/min propagate NaN, as numpy's do (GPU max/min drop it)
+    }
     switch OP {
-        case 1u: { return max(a, b); }
-        case 2u: { return min(a, b); }
+        case 1u: { return select(max(a, b), a, is_nan(a)); }
+        case 2u: { return select(min(a, b), a, is_nan(a)); }
         default: { return a + b; }
     }
 }

@@ -126,6 +126,21 @@ def test_argmax_ties_give_the_first_index(device) -> None:
     np.testing.assert_array_equal(reduction.argmin(upload(-x, device)).numpy(), 17)
 
 
+def test_nan_propagates_through_max_min_and_arg(device) -> None:
+    # numpy: max/min are NaN where a NaN is reduced, argmax/argmin its first index; GPU
+    # max()/min() drop NaN. Columns (strided), rows (contiguous) and a multi-pass length.
+    x = random_array(np.random.default_rng(16), (5, 13))
+    x[1, 4] = x[1, 9] = x[3, 0] = np.nan
+    long = random_array(np.random.default_rng(17), (2, 5001))
+    long[0, 4321] = long[1, 17] = long[1, 4000] = np.nan
+    for data, axis, names in ((x, 0, ("max", "argmin")), (x, 1, ("min", "argmax")),
+                              (long, 1, ("max", "argmax"))):
+        t = upload(data, device)
+        for name in names:
+            np.testing.assert_array_equal(getattr(reduction, name)(t, axis).numpy(),
+                                          getattr(np, name)(data, axis), err_msg=name)
+
+
 @pytest.mark.filterwarnings("ignore:Degrees of freedom")
 @pytest.mark.parametrize("ddof", [0, 1, 2])
 def test_var_ddof(device, ddof) -> None:
