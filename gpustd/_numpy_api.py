@@ -63,7 +63,7 @@ def getitem(x: Tensor, key: Any) -> Tensor:
             dims.append(1)
             continue
         length = x.shape[axis]
-        if isinstance(k, (int, np.integer)):
+        if isinstance(k, (int, np.integer)) and not isinstance(k, bool):  # x[True] adds an axis
             if not -length <= k < length:
                 raise IndexError(f"index {k} is out of bounds for axis {axis} of size {length}")
             out = shape.take_slice(out, int(k) % length, int(k) % length + 1, axis)

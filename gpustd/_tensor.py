@@ -146,6 +146,8 @@ class Tensor:
         numpy: `a.squeeze(axis)`."""
         axes = range(self.ndim) if axis is None else (axis,) if isinstance(
             axis, (int, np.integer)) else axis
+        if any(not -self.ndim <= int(a) < self.ndim for a in axes):
+            raise ValueError(f"squeeze: axis {axis} is out of bounds for shape {self.shape}")
         drop = {int(a) % self.ndim for a in axes}
         if axis is not None and any(self.shape[a] != 1 for a in drop):
             raise ValueError(f"cannot squeeze axes {sorted(drop)} of shape {self.shape}: "

@@ -40,7 +40,8 @@ def permute(x: Any, axes: Sequence[int] | None = None) -> Tensor:
     """Reorder dimensions (a copy; default reverses them). numpy: `np.transpose(x, axes)`."""
     x = asarray(x)
     axes = tuple(reversed(range(x.ndim))) if axes is None else tuple(int(a) for a in axes)
-    if sorted(a % max(x.ndim, 1) for a in axes) != list(range(x.ndim)) or len(axes) != x.ndim:
+    if (len(axes) != x.ndim or not all(-x.ndim <= a < x.ndim for a in axes)
+            or sorted(a % x.ndim for a in axes) != list(range(x.ndim))):
         raise ValueError(f"permute: axes {axes} are not a permutation of {x.ndim} dimensions")
     axes = tuple(a % x.ndim for a in axes)
     shape = tuple(x.shape[a] for a in axes)
@@ -96,11 +97,14 @@ def _copy_block(src: Tensor, dst: Tensor, rows: int, width: int, src_stride: int
                     dst_offset=dst_offset)
 
 
-def concatenate(tensors: Sequence[Any], axis: int = 0) -> Tensor:
-    """Join tensors along an existing axis. numpy: `np.concatenate(tensors, axis)`."""
+def concatenate(tensors: Sequence[Any], axis: int | None = 0) -> Tensor:
+    """Join tensors along an existing axis (None: flattened first).
+    numpy: `np.concatenate(tensors, axis)`."""
     parts = [asarray(t) for t in tensors]
     if not parts:
         raise ValueError("concatenate needs at least one tensor")
+    if axis is None:
+        parts, axis = [p.reshape(-1) for p in parts], 0
     first = parts[0]
     axis = _axis(axis, first.ndim, "concatenate")
     for p in parts[1:]:
@@ -142,7 +146,7 @@ def split(x: Any, sections: int | Sequence[int], axis: int = 0) -> list[Tensor]:
     x = asarray(x)
     axis = _axis(axis, x.ndim, "split")
     length = x.shape[axis]
-    if isinstance(sections, int):
+    if isinstance(sections, (int, np.integer)):
         if sections <= 0 or length % sections:
             raise ValueError(f"split: axis of length {length} does not divide into "
                              f"{sections} equal sections")

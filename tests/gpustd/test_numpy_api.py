@@ -33,7 +33,8 @@ def test_getitem_refuses_what_it_cannot_do(pair: tuple[np.ndarray, Tensor]) -> N
     _, t = pair
     for key, match in [((slice(None, None, 2),), "step 1"), (([0, 1],), "step 1"),
                        ((0, 0, 0, 0), "too many"), ((7,), "out of bounds"),
-                       ((Ellipsis, Ellipsis), "single ellipsis")]:
+                       ((Ellipsis, Ellipsis), "single ellipsis"),
+                       ((True,), "step 1"), ((slice(None), False), "step 1")]:  # not t[1], t[:, 0]
         with pytest.raises(IndexError, match=match):
             t[key]
 
@@ -52,6 +53,8 @@ def test_functions_and_ufuncs_stay_on_the_gpu(pair: tuple[np.ndarray, Tensor]) -
         assert_close(got.numpy(), want)
     with pytest.raises(ValueError, match="length-1"):
         t.squeeze(0)
+    with pytest.raises(ValueError, match="out of bounds"):  # not axis 4 % 3 == 1
+        t[:, :1].squeeze(4)
 
 
 def test_numpy_functions_gpustd_lacks_run_on_host_copies(pair: tuple[np.ndarray, Tensor]) -> None:

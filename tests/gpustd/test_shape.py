@@ -69,10 +69,20 @@ def test_take_slice_and_equal_split(device: gpucore.Device) -> None:
     np.testing.assert_array_equal(halves[1].numpy(), x[2:])
 
 
+def test_concatenate_flattened_and_split_numpy_integer(device: gpucore.Device) -> None:
+    x = random_array(np.random.default_rng(3), (2, 3))
+    t = gpustd.Tensor.from_numpy(x, device=device)
+    np.testing.assert_array_equal(sh.concatenate([t, t[:1]], axis=None).numpy(),
+                                  np.concatenate([x, x[:1]], axis=None))
+    parts = sh.split(t, np.int64(3), axis=1)
+    np.testing.assert_array_equal(parts[2].numpy(), x[:, 2:])
+
+
 def test_shape_errors(device: gpucore.Device) -> None:
     t = gpustd.Tensor.from_numpy(np.ones((2, 3), np.float32), device=device)
-    with pytest.raises(ValueError, match="not a permutation"):
-        sh.permute(t, (0, 0))
+    for axes in [(0, 0), (0, 3), (-3, 1), (0, 1, 2)]:  # 3 % 2 == 1 is no axis of t
+        with pytest.raises(ValueError, match="not a permutation"):
+            sh.permute(t, axes)
     with pytest.raises(ValueError, match="out of range"):
         sh.transpose(t, 0, 5)
     with pytest.raises(ValueError, match="differ outside axis"):
