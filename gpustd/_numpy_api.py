@@ -94,9 +94,11 @@ def tensordot(a: Any, b: Any, axes: Any = 2) -> Tensor:
     free_a = [i for i in range(a.ndim) if i not in left]
     free_b = [i for i in range(b.ndim) if i not in right]
     inner = math.prod(a.shape[i] for i in left)
-    lhs = shape.permute(a, free_a + left).reshape(-1, inner)
-    rhs = shape.permute(b, right + free_b).reshape(inner, -1)
-    return matmul(lhs, rhs).reshape([a.shape[i] for i in free_a] + [b.shape[i] for i in free_b])
+    rows, cols = [a.shape[i] for i in free_a], [b.shape[i] for i in free_b]
+    # Sizes spelled out, not -1: a contracted length of 0 leaves -1 undetermined.
+    lhs = shape.permute(a, free_a + left).reshape(math.prod(rows), inner)
+    rhs = shape.permute(b, right + free_b).reshape(inner, math.prod(cols))
+    return matmul(lhs, rhs).reshape(rows + cols)
 
 
 def _reduction(op: Callable[..., Tensor]) -> Callable[..., Tensor]:

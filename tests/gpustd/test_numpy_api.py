@@ -57,6 +57,13 @@ def test_functions_and_ufuncs_stay_on_the_gpu(pair: tuple[np.ndarray, Tensor]) -
         t[:, :1].squeeze(4)
 
 
+def test_tensordot_over_an_empty_axis_is_zeros(pair: tuple[np.ndarray, Tensor]) -> None:
+    _, t = pair
+    got = np.tensordot(t[..., :0], np.ones((0, 4), np.float32), axes=1)
+    assert isinstance(got, Tensor)
+    np.testing.assert_array_equal(got.numpy(), np.zeros((5, 7, 4), np.float32))
+
+
 def test_numpy_functions_gpustd_lacks_run_on_host_copies(pair: tuple[np.ndarray, Tensor]) -> None:
     a, t = pair
     assert np.allclose(t, a) and np.array_equal(t, a)
