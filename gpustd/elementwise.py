@@ -99,9 +99,9 @@ def divide(a: Any, b: Any) -> Tensor:
 def power(a: Any, b: Any) -> Tensor:
     """a ** b, broadcast. numpy: `np.power`.
 
-    Floats follow numpy for x**0 == 1, 0**y and negative bases with integral exponents
-    (NaN otherwise). Integers use exact repeated squaring; a negative integer exponent
-    gives 0 (or +-1 for a base of +-1) where numpy would raise.
+    Floats follow numpy for x**0 == 1**y == 1, NaN operands, 0**y and negative bases with
+    integral exponents (NaN otherwise). Integers use exact repeated squaring; a negative
+    integer exponent gives 0 (or +-1 for a base of +-1) where numpy would raise.
     """
     return _binary("power", a, b)
 

@@ -57,11 +57,20 @@ fn offsets(i: u32) -> vec2<u32> {
     return o + r * vec2<u32>(params.a5, params.b5);
 }
 
-// numpy semantics that GPU pow (exp2(y * log2(x))) lacks: x**0 == 1, 0**y, and negative
-// bases with integral exponents.
+// NaN tested on the bits (compilers may fold v != v to false).
+fn is_nan(v: f32) -> bool {
+    return (bitcast<u32>(v) & 0x7fffffffu) > 0x7f800000u;
+}
+
+// numpy semantics that GPU pow (exp2(y * log2(x))) lacks: x**0 == 1**y == 1, NaN otherwise
+// propagating (lavapipe's pow gives 0 for a NaN base), 0**y, and negative bases with
+// integral exponents.
 fn float_power(x: f32, y: f32) -> f32 {
-    if (y == 0.0) {
+    if (y == 0.0 || x == 1.0) {
         return 1.0;
+    }
+    if (is_nan(x) || is_nan(y)) {
+        return x + y;  // NaN
     }
     if (x == 0.0) {
         var inf_bits = 0x7f800000u;  // a var: Tint refuses inf as a constant expression

@@ -55,7 +55,15 @@ fn gelu_tanh_f32(v: f32) -> f32 {
     return v * sigmoid_f32(2.0 * u);
 }
 
+// NaN tested on the bits (compilers may fold v != v to false).
+fn is_nan(v: f32) -> bool {
+    return (bitcast<u32>(v) & 0x7fffffffu) > 0x7f800000u;
+}
+
 fn apply(v: f32) -> f32 {
+    if (is_nan(v)) {
+        return v;  // NaN for every op, as in numpy (tanh's sign() and clip's max() drop it)
+    }
     switch OP {
         case 0u: { return exp(v); }
         case 1u: { return log(v); }

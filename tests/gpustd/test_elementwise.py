@@ -74,12 +74,14 @@ def test_host_arrays_adopt_the_tensor_dtype(device) -> None:
 
 
 def test_power_special_cases(device) -> None:
-    base = Tensor.from_numpy(np.array([0.0, 0.0, 0.0, -2.0, -2.0, -8.0, 3.0], np.float32),
-                             device=device)
-    exponent = Tensor.from_numpy(np.array([0.0, 2.0, -1.0, 3.0, 2.0, 1 / 3, 0.0], np.float32),
-                                 device=device)
+    nan = np.nan  # a NaN base gave 0 on lavapipe, 0**nan 0 and 1**nan NaN
+    base = Tensor.from_numpy(np.array([0.0, 0.0, 0.0, -2.0, -2.0, -8.0, 3.0, nan, nan, nan,
+                                       0.0, 1.0, 2.0], np.float32), device=device)
+    exponent = Tensor.from_numpy(np.array([0.0, 2.0, -1.0, 3.0, 2.0, 1 / 3, 0.0, 2.0, 3.0,
+                                           0.0, nan, nan, nan], np.float32), device=device)
     got = elementwise.power(base, exponent).numpy()
-    np.testing.assert_array_equal(got, [1.0, 0.0, np.inf, -8.0, 4.0, np.nan, 1.0])
+    np.testing.assert_array_equal(got, [1.0, 0.0, np.inf, -8.0, 4.0, nan, 1.0, nan, nan, 1.0,
+                                        nan, 1.0, nan])
 
 
 @pytest.mark.parametrize("dtype", [np.int32, np.uint32])
@@ -229,6 +231,14 @@ def test_saturating_ops_stay_finite_for_huge_inputs(device, name) -> None:
         expected = {"tanh": np.sign(x), "sigmoid": (x > 0).astype(np.float32)}.get(
             name, np.where(x > 0, x, 0))
     np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-30)
+
+
+def test_nan_stays_nan_through_unary_ops(device) -> None:
+    # numpy gives NaN; tanh's sign() made it 0, and clip's max() made it the lower bound.
+    x = Tensor.from_numpy(np.array([np.nan, 0.5, -np.nan], np.float32), device=device)
+    for got in (unary.tanh(x), unary.clip(x, -1, 0.25), unary.clip(x, None, 0.25),
+                unary.sigmoid(x)):
+        np.testing.assert_array_equal(got.numpy()[[0, 2]], [np.nan, np.nan])
 
 
 def test_tanh_is_relatively_accurate_near_zero(device) -> None:
