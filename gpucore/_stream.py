@@ -182,6 +182,10 @@ class Event:
         put the marker after it. Recording again moves the marker. Returns self."""
         dev = self.device
         stream = stream or dev.current_stream
+        if stream.device is not dev:
+            raise GpuError(f"an Event of {dev.info.label} cannot be recorded on a stream of "
+                           f"{stream.device.info.label} (devices share no queue): make the "
+                           "event with Event(stream.device) or stream.record_event()")
         if dev._capture is not None:
             raise GpuError("an event cannot be recorded inside a capture (replays do not "
                            "repeat host-side markers); record it before or after")

@@ -8,6 +8,7 @@ import time
 
 import numpy as np
 import pytest
+from conftest import session_devices
 
 import gpucore
 from gpucore import Buffer, Kernel
@@ -67,6 +68,19 @@ def test_events_order_streams_and_complete(device: gpucore.Device) -> None:
     np.testing.assert_array_equal(y.read(), expected + expected)
     with pytest.raises(gpucore.GpuError, match="never recorded"):
         gpucore.Event(device).wait()
+
+
+def test_an_event_is_recorded_on_its_own_devices_streams() -> None:
+    # the marker would go into one device's queue after another device's work: never done
+    devices = session_devices()
+    if len(devices) < 2:
+        pytest.skip("needs two adapters")
+    first, second = devices[:2]
+    event = gpucore.Event(first)
+    with pytest.raises(gpucore.GpuError, match="cannot be recorded on a stream of"):
+        event.record(second.default_stream)
+    with pytest.raises(gpucore.GpuError, match="never recorded"):
+        event.wait()  # nothing was recorded
 
 
 def test_timed_events(device: gpucore.Device) -> None:
