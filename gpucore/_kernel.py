@@ -324,6 +324,10 @@ class Kernel:
         device = device or (bufs[0].device if bufs else None)
         if device is None:
             raise BindingError(f"{self.label} has no buffers: pass device=")
+        if bufs and bufs[0].device is not device:
+            raise BindingError(f"{self.label}: device= is {device.info.label} but the buffers "
+                               f"are on {bufs[0].device.info.label}; dispatch on the buffers' "
+                               "device (copy the data over through the host first)")
         grid = fold_grid(workgroups, device.limits["max-compute-workgroups-per-dimension"])
         pipeline, layout = self.compile(device)
         if 0 in grid:

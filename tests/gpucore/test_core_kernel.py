@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import session_devices
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from support import random_array
@@ -143,6 +144,17 @@ def test_argument_count_params_and_access_are_checked(device: gpucore.Device) ->
         ADD.dispatch(1, out, a, out, n=4)
     with pytest.raises(TypeError, match="needs a Buffer"):
         ADD.dispatch(1, np.ones(4, np.float32), a, out, n=4)
+
+
+def test_device_argument_must_be_the_buffers_device() -> None:
+    # else wgpu's validation error ("Device ... doesn't match Device ...") was all one got
+    devices = session_devices()
+    if len(devices) < 2:
+        pytest.skip("needs two adapters")
+    first, second = devices[:2]
+    a = Buffer.empty(4, device=first)
+    with pytest.raises(gpucore.BindingError, match=r"device= is .* but the buffers are on"):
+        ADD.dispatch(1, a, a, Buffer.empty(4, device=first), n=4, device=second)
 
 
 def test_binding_over_the_device_limit(device: gpucore.Device,
