@@ -200,6 +200,13 @@ class Kernel:
             raise BindingError(
                 f"shader {self.name} has no @compute entry point {self.entry!r} (found: {found})"
             )
+        # wgpu-native checks a literal @workgroup_size against the limits, not one set by an
+        # override (constants=): that one reaches the driver, undefined beyond its limits.
+        what = f"{self.label}'s workgroup size {self.workgroup_size}"
+        for axis, size in zip("xyz", self.workgroup_size):
+            device.check_limit(f"max-compute-workgroup-size-{axis}", size, what)
+        device.check_limit("max-compute-invocations-per-workgroup",
+                           math.prod(self.workgroup_size), what)
         entries = []
         for i, b in enumerate(self.signature.storage):
             kind = (wgpu.BufferBindingType.storage if b.writable

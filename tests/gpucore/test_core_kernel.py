@@ -203,6 +203,14 @@ def test_missing_entry_point(device: gpucore.Device) -> None:
         Kernel.load("core/vector_add", entry="other").compile(device)
 
 
+def test_workgroup_size_from_an_override_is_held_to_the_limits(device: gpucore.Device) -> None:
+    # wgpu checks only a literal @workgroup_size; lavapipe then ran 2048 invocations a group
+    limit = device.limits["max-compute-invocations-per-workgroup"]
+    kernel = Kernel.load("core/vector_add", constants={"WG": 2 * limit})
+    with pytest.raises(gpucore.DeviceLimitError, match="workgroup size"):
+        kernel.compile(device)
+
+
 @pytest.mark.nodevice
 def test_type_specialization_ignores_comments() -> None:
     from gpucore import _wgsl
