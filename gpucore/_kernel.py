@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import operator
 import re
 import struct
 from collections.abc import Callable, Hashable, Mapping
@@ -54,7 +55,12 @@ def fold_grid(workgroups: int | tuple[int, ...], max_per_dim: int) -> tuple[int,
     A 1-D count above the limit is folded into x * y >= count; shaders recover the linear
     index as `wid.x + wid.y * nwg.x` and bounds-check it (extra workgroups do nothing).
     """
-    if isinstance(workgroups, int):
+    if not isinstance(workgroups, tuple | list):
+        try:  # numpy's integers too (a count computed from an array's shape)
+            workgroups = operator.index(workgroups)
+        except TypeError:
+            raise TypeError(f"workgroups must be an int or up to 3 ints, got {workgroups!r}; "
+                            "round a computed count up (math.ceil, Kernel.groups_for)") from None
         if 0 <= workgroups <= max_per_dim:
             return workgroups, 1, 1
         workgroups = (workgroups,)

@@ -32,6 +32,9 @@ def test_fold_grid_respects_the_limit() -> None:
         gpucore.fold_grid((70_000, 2), 65535)
     with pytest.raises(ValueError):
         gpucore.fold_grid((-1,), 65535)
+    assert gpucore.fold_grid(np.int64(10), 65535) == (10, 1, 1)  # was "not iterable"
+    with pytest.raises(TypeError, match="workgroups must be an int"):
+        gpucore.fold_grid(2.5, 65535)
 
 
 def test_info_lists_every_adapter() -> None:
