@@ -310,17 +310,28 @@ class Kernel:
             return None
         try:  # fast path: struct range-checks integers itself
             return self._struct.pack(*[params[f] for f, _ in fields]) + self._padding
-        except struct.error:
+        except (struct.error, OverflowError):  # OverflowError: a float past f32's range
             pass
         values = []
         for fname, ftype in fields:
             value = params[fname]
+            # None, a string, NaN or inf: what int() and struct raise would name no param
             if ftype in ("u32", "i32"):
                 lo, hi = (0, 2**32) if ftype == "u32" else (-(2**31), 2**31)
-                if int(value) != value or not lo <= int(value) < hi:
+                try:
+                    number = int(value)
+                except (TypeError, ValueError, OverflowError):
+                    number = None
+                if number is None or number != value or not lo <= number < hi:
                     raise BindingError(f"{self.label}: param {fname}: {ftype} = {value!r} "
-                                       "is out of range")
-                value = int(value)
+                                       f"is out of range (an integer in [{lo}, {hi}))")
+                value = number
+            else:
+                try:
+                    struct.pack("<f", value)
+                except (struct.error, OverflowError):
+                    raise BindingError(f"{self.label}: param {fname}: f32 = {value!r} is not "
+                                       "a float32 number") from None
             values.append(value)
         return self._struct.pack(*values) + self._padding
 

@@ -135,8 +135,15 @@ def test_argument_count_params_and_access_are_checked(device: gpucore.Device) ->
         ADD.dispatch(1, a, a, out)
     with pytest.raises(gpucore.BindingError, match=r"unexpected \['m'\]"):
         ADD.dispatch(1, a, a, out, n=4, m=1)
-    with pytest.raises(gpucore.BindingError, match="out of range"):
-        ADD.dispatch(1, a, a, out, n=-1)
+    for bad in (-1, 2.5, None, "4", float("nan")):  # the last three raised bare errors
+        with pytest.raises(gpucore.BindingError, match=r"param n: u32 = .* out of range"):
+            ADD.dispatch(1, a, a, out, n=bad)
+    scale = Kernel("struct Params { s: f32 }\n@group(0) @binding(0) var<storage, read_write> "
+                   "o: array<f32>;\n@group(0) @binding(1) var<uniform> params: Params;\n"
+                   "@compute @workgroup_size(1) fn main() { o[0] = params.s; }", name="scale")
+    for bad in (None, "x", 1e300):  # struct.error / OverflowError before
+        with pytest.raises(gpucore.BindingError, match=r"param s: f32 = .* not a float32"):
+            scale.dispatch(1, out, s=bad)
     weights = Buffer.from_numpy(np.ones(4, np.float32), device=device, read_only=True)
     with pytest.raises(gpucore.BindingError, match="read_only"):
         ADD.dispatch(1, a, a, weights, n=4)
