@@ -141,6 +141,9 @@ class Kernel:
         self._struct = struct.Struct("<" + "".join(_PACK[t] for _, t in fields))
         self._padding = bytes(-self._struct.size % 16)  # uniform structs are 16-byte aligned
         self._bindings = tuple((b, b.scalar, b.writable) for b in self.signature.storage)
+        # bytes each binding needs at least, where that is more than any Buffer has (4)
+        least = tuple(_wgsl.min_binding_size(b.type) for b in self.signature.storage)
+        self._least = least if any(n > 4 for n in least) else ()
         _check_numbering(name, self.signature)
         digest = hashlib.sha1(self.source.encode()).hexdigest()
         self._key = (digest, entry, tuple(sorted(self.constants.items())))
@@ -356,6 +359,11 @@ class Kernel:
         pipeline, layout = self.compile(device)
         if 0 in grid:
             return
+        for (b, _, _), buf, least in zip(self._bindings, bufs, self._least):
+            if buf.size < least:  # else wgpu's error comes at submit and takes the batch along
+                raise BindingError(
+                    f"{self.label}: {b.describe()} needs a buffer of at least {least} bytes "
+                    f"(one element), got Buffer[{buf.dtype}] of length {buf.length}")
         device.record_dispatch(
             pipeline, layout, [(b.wgpu, 0, b.size) for b in bufs], data, grid, self.label
         )

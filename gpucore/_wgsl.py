@@ -78,6 +78,46 @@ def _scalar_of(type_str: str, structs: dict[str, list[tuple[str, str]]]) -> str 
     return None
 
 
+_BYTES = {"f32": 4, "i32": 4, "u32": 4, "f16": 2}
+_ARRAY = re.compile(r"array\s*<\s*(.+?)\s*(?:,\s*(\d+)u?\s*)?>")
+_VEC = re.compile(r"vec([234])\s*<\s*(\w+)\s*>|vec([234])([fhiu])")
+
+
+def _size_align(type_str: str) -> tuple[int, int] | None:
+    """WGSL's (SizeOf, AlignOf) of a scalar, vector, atomic or array of those; None for
+    what this reader does not lay out (structs, matrices, sizes named by constants)."""
+    inner = type_str.strip()
+    atomic = re.fullmatch(r"atomic\s*<\s*(\w+)\s*>", inner)
+    if atomic:
+        inner = atomic.group(1)
+    if inner in _BYTES:
+        return _BYTES[inner], _BYTES[inner]
+    vec = _VEC.fullmatch(inner)
+    if vec:
+        n = int(vec.group(1) or vec.group(3))
+        scalar = vec.group(2) or _SHORT_VEC[vec.group(4)]
+        if scalar not in _BYTES:
+            return None
+        return n * _BYTES[scalar], (2 if n == 2 else 4) * _BYTES[scalar]
+    array = _ARRAY.fullmatch(inner)
+    if array:
+        element = _size_align(array.group(1))
+        if element is None:
+            return None
+        size, align = element
+        stride = -(-size // align) * align
+        return stride * int(array.group(2) or 1), align
+    return None
+
+
+def min_binding_size(type_str: str) -> int:
+    """The fewest bytes a buffer bound to a variable of this type may have (WebGPU's
+    minimum binding size: one element of a runtime-sized array); 0 where `_size_align`
+    does not know the type (wgpu checks it then, when the batch is submitted)."""
+    found = _size_align(type_str)
+    return found[0] if found else 0
+
+
 def _resolve(type_str: str, aliases: dict[str, str]) -> str:
     def sub(m: re.Match[str]) -> str:
         return aliases.get(m.group(0), m.group(0))

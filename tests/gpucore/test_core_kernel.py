@@ -164,6 +164,18 @@ def test_device_argument_must_be_the_buffers_device() -> None:
         ADD.dispatch(1, a, a, Buffer.empty(4, device=first), n=4, device=second)
 
 
+def test_buffer_smaller_than_one_element_of_the_binding(device: gpucore.Device) -> None:
+    # wgpu refused it only when the batch was submitted, losing the batch's other work
+    fill = Kernel("@group(0) @binding(0) var<storage, read_write> o: array<vec4<f32>>;\n"
+                  "@compute @workgroup_size(1) fn main() { o[0] = vec4<f32>(1.0); }", name="fill")
+    with pytest.raises(gpucore.BindingError, match="at least 16 bytes"):
+        fill.dispatch(1, Buffer.empty(3, device=device))
+    fill.dispatch(0, Buffer.empty(3, device=device))  # nothing recorded: nothing to refuse
+    out = Buffer.zeros(4, device=device)
+    fill.dispatch(1, out)
+    np.testing.assert_array_equal(out.read(), np.ones(4, np.float32))
+
+
 def test_binding_over_the_device_limit(device: gpucore.Device,
                                        monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(device.limits, "max-storage-buffer-binding-size", 64)
