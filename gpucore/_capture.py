@@ -126,7 +126,8 @@ class Capture:
         with dev._lock:
             if dev._capture is not None:
                 raise CaptureError("a capture is already open on this device; captures do "
-                                   "not nest (replay the inner one inside the outer instead)")
+                                   "not nest, nor does a replay run inside one: capture the "
+                                   "whole call in one block")
             dev._capture = self
         self.open = True
         return self
