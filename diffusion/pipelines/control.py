@@ -43,7 +43,7 @@ from ..models.t2i_adapter import T2IAdapter
 from ..preprocessors.resize import fit_map, resize_mode
 from .ip_adapter import ImagePrompts, IPAdapterUnit
 
-__all__ = ["CONTROL_MODES", "HR_OPTIONS", "Control", "ControlUnit"]
+__all__ = ["CONTROL_MODES", "HR_OPTIONS", "Control", "ControlUnit", "check_base"]
 
 CONTROL_MODES = ("Balanced", "My prompt is more important", "ControlNet is more important")
 # which passes of a hires fix a unit guides (the extension's hr_option)
@@ -118,6 +118,33 @@ class ControlUnit:
         if isinstance(self.model, T2IAdapter):
             return tuple(self.weight * s for s in _T2I_SOFT[:count])
         return tuple(soft_injection_scales(count, self.weight))
+
+
+def check_base(units: Sequence[Any], unet: Any) -> None:
+    """ValueError naming the first ControlNet / T2I-Adapter unit made for another base model
+    than `unet`'s (an SDXL one on SD 1.5, an SD 1.5 one on SDXL or SD 2): said before the
+    first step, not as a shape error inside the first ControlNet or UNet call."""
+    base = _base(unet.uses_added_cond, unet.config["cross_attention_dim"])
+    for index, unit in enumerate(units):
+        model = unit.model
+        if isinstance(model, ControlNetModel):
+            made = _base(model.uses_added_cond, model.config["cross_attention_dim"])
+            fits = made == base
+        elif isinstance(model, T2IAdapter):  # its features fit SDXL's UNet or the others'
+            made = _base(str(model.config["adapter_type"]).endswith("xl"), None)
+            fits = made == _base(unet.uses_added_cond, None)
+        else:
+            continue  # an IP-Adapter: checked where it is installed
+        if not fits:
+            kind = type(model).__name__
+            name = getattr(model, "title", None) or kind
+            raise ValueError(f"control unit {index} ({name}): the {kind} is made for {made}, "
+                             f"but the model is {base}; give one made for this model")
+
+
+def _base(sdxl: bool, context: int | None) -> str:
+    name = "SDXL" if sdxl else "SD 1.x/2.x"
+    return name if context is None else f"{name} (text context {context})"
 
 
 def _controlnet_call(model: ControlNetModel, x: Tensor, timesteps: Tensor, hidden: Tensor,

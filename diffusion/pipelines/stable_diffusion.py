@@ -34,7 +34,7 @@ from ..text.tokenizer import CLIPTokenizer
 from ..upscalers.interpolation import HiresFix
 from . import sampling
 from .capture import ModelCapture, lent
-from .control import Control
+from .control import Control, check_base
 from .control_spec import unit_label
 from .ip_adapter import use_ip_adapters
 from .memory import MemoryMode, MemoryPlan
@@ -198,6 +198,7 @@ class StableDiffusion:
         """The guided UNet of a pass (a sampling.GuidedUNet); with a refiner and the WebUI's
         samplers one that hands over to the refiner's (diffusion.pipelines.refiner.HandOff)."""
         contexts = self._contexts(r, steps, webui=webui)  # first: --medvram's UNet comes after
+        check_base(r.control, self.unet)
         use_ip_adapters(self.unet, r.control)  # before the capture compares the UNet's weights
         step = (self._unet_capture.of(self.unet) if self.memory is None
                 else self.memory.unet_step(self.unet))

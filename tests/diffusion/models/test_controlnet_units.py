@@ -87,6 +87,30 @@ def test_bad_units_are_named() -> None:
         ControlUnit(object(), None)
 
 
+def test_a_controlnet_for_another_base_is_named(first_device: gpucore.Device,
+                                                pair: tuple) -> None:
+    """A ControlNet made for another text context (an SDXL one on SD 1.5) is refused naming
+    the unit before the first step (it was a shape error inside the first ControlNet call)."""
+    from types import SimpleNamespace
+
+    from diffusion.pipelines.control import check_base
+
+    reference, ours = pair
+    unet = SimpleNamespace(config={"cross_attention_dim": 32}, uses_added_cond=False)
+    other = ControlNetModel({**reference.config, "cross_attention_dim": 48},
+                            device=first_device)
+    image = np.zeros((16, 16, 3), np.uint8)
+    check_base([ControlUnit(ours, image)], unet)
+    with pytest.raises(ValueError, match=r"control unit 1 \(ControlNetModel\): the "
+                                         r"ControlNetModel is made for SD 1.x/2.x \(text "
+                                         r"context 48\), but the model is SD 1.x/2.x \(text "
+                                         r"context 32\)"):
+        check_base([ControlUnit(ours, image), ControlUnit(other, image)], unet)
+    xl = SimpleNamespace(config={"cross_attention_dim": 32}, uses_added_cond=True)
+    with pytest.raises(ValueError, match=r"made for SD 1.x/2.x .*, but the model is SDXL"):
+        check_base([ControlUnit(ours, image)], xl)
+
+
 def test_adapter_unit(first_device: gpucore.Device) -> None:
     """A T2I-Adapter unit: the adapter's features times the mode's scales (the extension's
     0.25, 0.62, 0.825, 1 when soft), unconditional row zero when ControlNet is more
