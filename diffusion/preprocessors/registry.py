@@ -115,8 +115,8 @@ def module_detail() -> dict[str, Any]:
 
 
 def hwc3(image: Any) -> np.ndarray:
-    """The picture as uint8 HxWx3 (gray repeated, alpha dropped): the extension's HWC3 (its
-    alpha blend over white is left to the caller)."""
+    """The picture as uint8 HxWx3 (gray repeated, alpha blended over white): the extension's
+    HWC3 (a drawing on a transparent background is one on white)."""
     array = np.asarray(image)
     if array.dtype != np.uint8 or array.ndim not in (2, 3) or 0 in array.shape or (
             array.ndim == 3 and array.shape[2] not in (1, 3, 4)):
@@ -126,7 +126,11 @@ def hwc3(image: Any) -> np.ndarray:
         array = array[:, :, None]
     if array.shape[2] == 1:
         return np.repeat(array, 3, axis=2)
-    return np.ascontiguousarray(array[:, :, :3])
+    if array.shape[2] == 4:
+        alpha = array[:, :, 3:].astype(np.float32) / 255.0
+        blended = array[:, :, :3].astype(np.float32) * alpha + 255.0 * (1.0 - alpha)
+        return blended.clip(0, 255).astype(np.uint8)
+    return np.ascontiguousarray(array)
 
 
 def preprocess(module: str, image: Any, *, threshold_a: float | None = None,

@@ -34,7 +34,7 @@ from ..loaders.errors import WeightsError
 from ..loaders.ip_adapter_file import load_image_encoder
 from ..pipelines.control_spec import ControlSpec
 from ..preprocessors.ip_adapter_modules import IP_ADAPTER_MODULES
-from ..preprocessors.registry import PREPROCESSORS
+from ..preprocessors.registry import PREPROCESSORS, hwc3
 from .generation import RequestError
 from .image_encoders import ImageEncoders
 from .images import ImageError, decode_image
@@ -58,9 +58,11 @@ def script_args(alwayson_scripts: dict[str, Any] | None) -> list[Any] | None:
     return None
 
 
-def _picture(value: Any, where: str, part: str = "image") -> np.ndarray | None:
+def _picture(value: Any, where: str, part: str = "image", *, over_white: bool = False
+             ) -> np.ndarray | None:
     """A unit's image field as uint8 HxWx3 (`part` "mask": the mask it carries, if any),
-    None when empty."""
+    None when empty; `over_white`: its transparent parts white, as the extension's HWC3 gives
+    a unit's picture (a mask's alpha is left to mean what it means there)."""
     if isinstance(value, dict):
         value = value.get(part)
     elif isinstance(value, (list, tuple)):
@@ -78,9 +80,11 @@ def _picture(value: Any, where: str, part: str = "image") -> np.ndarray | None:
     if not isinstance(value, str):
         raise RequestError(f"{where}: a base64-encoded picture, got {type(value).__name__}")
     try:
-        return np.asarray(decode_image(value, where).convert("RGB"))
+        image = decode_image(value, where)
     except ImageError as exc:
         raise RequestError(str(exc)) from None
+    return hwc3(np.asarray(image.convert("RGBA"))) if over_white else \
+        np.asarray(image.convert("RGB"))
 
 
 @lru_cache(maxsize=64)
@@ -141,7 +145,7 @@ def _unit(raw: dict[str, Any], where: str, models: ControlModelDir,
         listed = ", ".join(models.titles()) or "none (start the server with --controlnet-dir)"
         raise RequestError(f"{where}.model: {name!r} is not one of this server's ControlNet "
                            f"models: {listed}")
-    image = _picture(raw.get("image"), f"{where}.image")
+    image = _picture(raw.get("image"), f"{where}.image", over_white=True)
     mask = _picture(raw.get("mask"), f"{where}.mask") if raw.get("mask") else (
         None if image is None else _picture(raw.get("image"), f"{where}.image", "mask"))
     module = raw.get("module", "none")

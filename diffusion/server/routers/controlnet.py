@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 
 from ...pipelines.control_spec import ControlSpec
 from ...preprocessors import module_detail, module_list, preprocess
-from ...preprocessors.registry import PREPROCESSORS
+from ...preprocessors.registry import PREPROCESSORS, hwc3
 from ..generation import RequestError
 from ..images import ImageError, decode_image, encode_png
 from ..state import State, submit, wait
@@ -75,8 +75,8 @@ async def detect(body: DetectRequest, state: State) -> dict[str, Any]:
     if not texts:
         raise RequestError("controlnet_input_images is empty; send base64-encoded pictures")
     try:
-        pictures = [np.asarray(decode_image(text, f"controlnet_input_images[{i}]")
-                               .convert("RGB")) for i, text in enumerate(texts)]
+        pictures = [hwc3(np.asarray(decode_image(text, f"controlnet_input_images[{i}]")
+                                    .convert("RGBA"))) for i, text in enumerate(texts)]
     except ImageError as exc:
         raise RequestError(str(exc)) from None
     spec = ControlSpec(model="detect", module=body.controlnet_module,

@@ -247,3 +247,15 @@ def test_a_plain_picture_carries_no_mask() -> None:
     np.testing.assert_array_equal(_picture(plain, "unit.image"), picture)
     both = {"image": plain, "mask": png_b64(Image.fromarray(mask))}
     np.testing.assert_array_equal(_picture(both, "unit.image", "mask"), mask)
+
+
+def test_a_transparent_picture_is_on_white() -> None:
+    """A unit's picture with alpha (lineart on a transparent background) is blended over
+    white, as the extension's HWC3 does; it was dropped, leaving black lines on black."""
+    from diffusion.server.controlnet_units import _picture
+
+    lines = np.zeros((8, 8, 4), np.uint8)
+    lines[2:4, :, 3] = 255  # black strokes, the rest transparent black
+    got = _picture(png_b64(Image.fromarray(lines)), "unit.image", over_white=True)
+    assert got.shape == (8, 8, 3)
+    assert (got[2:4] == 0).all() and (got[:2] == 255).all() and (got[4:] == 255).all()
