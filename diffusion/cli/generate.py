@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..infotext import save_images
+from ..pipelines.prepare import eight_bit
 from ..pipelines.request import GenerationRequest, door_fields
 from ..pipelines.sampling import SamplerOptions, sampler_label
 from ..samplers import schedules
@@ -41,7 +42,7 @@ def _open_image(path: str, what: str, mode: str) -> Any:
 
     try:
         with Image.open(path) as image:
-            return image.convert(mode)
+            return eight_bit(image).convert(mode)
     except FileNotFoundError:
         raise ValueError(f"{what} {path!r} does not exist") from None
     except (OSError, Image.DecompressionBombError) as exc:

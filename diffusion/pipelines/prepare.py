@@ -20,8 +20,8 @@ from ..upscalers.interpolation import HiresFix, upscale_image, upscale_latents
 if TYPE_CHECKING:
     from .stable_diffusion import Generator, StableDiffusion
 
-__all__ = ["InpaintInputs", "Pass", "hires_latents", "latent_mask", "to_mask", "to_uint8",
-           "to_unit_image"]
+__all__ = ["InpaintInputs", "Pass", "eight_bit", "hires_latents", "latent_mask", "to_mask",
+           "to_uint8", "to_unit_image"]
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,20 @@ class Pass:
     hires_vae: Any = None
 
 
+def eight_bit(image: Any) -> Any:
+    """A PIL image of 16- or 32-bit integers (a 16-bit PNG, such as a depth map, opens as
+    I;16) scaled to 8 bits ("L"): Pillow's convert() to L or RGB clips every value over 255,
+    which turns such a picture white. Other images are returned as they are."""
+    from PIL import Image
+
+    if not image.mode.startswith("I"):
+        return image
+    values = np.asarray(image)
+    if image.mode == "I" and values.size and values.max() <= 255:  # 8-bit values in 32 bits
+        return Image.fromarray(values.clip(0, 255).astype(np.uint8))
+    return Image.fromarray((values.clip(0, 65535).astype(np.uint32) >> 8).astype(np.uint8))
+
+
 def _check_not_empty(name: str, image: Any) -> None:
     """Pillow resizes a 0-pixel image to a black one without a word."""
     if 0 in image.size:
@@ -75,7 +89,7 @@ def to_unit_image(image: Any, width: int, height: int) -> np.ndarray:
                              f"{array.dtype} {array.shape}")
         image = Image.fromarray(array[..., :3])
     _check_not_empty("init image", image)
-    image = image.convert("RGB")
+    image = eight_bit(image).convert("RGB")
     if image.size != (width, height):
         image = image.resize((width, height), Image.Resampling.LANCZOS)
     pixels = np.asarray(image, np.float32) / 127.5 - 1.0
@@ -95,7 +109,7 @@ def to_mask(mask: Any, width: int, height: int) -> np.ndarray:
         mask = Image.fromarray((array > (0.5 if array.dtype != np.uint8 else 127)).astype(
             np.uint8) * 255)
     _check_not_empty("mask", mask)
-    mask = mask.convert("L")
+    mask = eight_bit(mask).convert("L")
     if mask.size != (width, height):
         mask = mask.resize((width, height), Image.Resampling.NEAREST)
     return (np.asarray(mask, np.float32) >= 127.5).astype(np.float32)[None, None]

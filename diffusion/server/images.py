@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from ..infotext import PNG_KEY, format_infotext, next_sequence_number, save_png
+from ..pipelines.prepare import eight_bit
 
 __all__ = [
     "ImageError",
@@ -58,7 +59,7 @@ def decode_image(text: str, what: str) -> Any:
     except (OSError, Image.DecompressionBombError, SyntaxError, ValueError) as exc:
         raise ImageError(f"{what} decodes from base64 but is not a readable image ({exc}); "
                          "send a PNG, JPEG or WebP file") from None
-    return image
+    return eight_bit(image)
 
 
 def encode_png(image: np.ndarray, infotext: str | None = None) -> str:

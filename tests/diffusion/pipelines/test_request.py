@@ -4,6 +4,7 @@ refused at once. Host logic only: no model, no device."""
 
 from __future__ import annotations
 
+import importlib.util
 import time
 from dataclasses import fields, replace
 from pathlib import Path
@@ -209,3 +210,27 @@ def test_the_servers_randn_source_picks_the_generator(tmp_path: Path) -> None:
     assert rng("CPU") == rng("GPU", randn_source="cpu") == "torch"
     with pytest.raises(generation.RequestError, match=r"randn_source must be .* got 'TPU'"):
         rng("GPU", randn_source="TPU")
+
+
+def test_a_16_bit_picture_keeps_its_shades(tmp_path: Path) -> None:
+    """A 16-bit grayscale PNG (a depth map) opens as Pillow's I;16, whose convert() clips
+    every value over 255: without scaling, the picture came out almost all white."""
+    import base64
+
+    from PIL import Image
+
+    from diffusion.pipelines.prepare import eight_bit, to_unit_image
+
+    ramp = (np.arange(48 * 40).reshape(48, 40) * 34).astype(np.uint16)  # 0 .. 65246
+    Image.fromarray(ramp).save(tmp_path / "depth.png")
+    with Image.open(tmp_path / "depth.png") as opened:
+        assert opened.mode == "I;16"
+        expected = (ramp >> 8).astype(np.uint8)
+        assert np.array_equal(np.asarray(eight_bit(opened)), expected)
+        pixels = to_unit_image(opened, 40, 48)  # the Python API's door
+    assert np.allclose((pixels[0, 0] + 1) * 127.5, expected, atol=1e-3)
+    if importlib.util.find_spec("fastapi") is not None:  # the server's door
+        from diffusion.server.images import decode_image
+
+        text = base64.b64encode((tmp_path / "depth.png").read_bytes()).decode()
+        assert np.array_equal(np.asarray(decode_image(text, "image").convert("L")), expected)
