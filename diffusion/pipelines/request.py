@@ -243,6 +243,16 @@ def _check(r: GenerationRequest) -> None:
         raise ValueError("variation seeds, seed resize and sampler options (eta, churn) need a "
                          f"k-diffusion sampler; {label} draws the batch's noise from one seed, "
                          "as diffusers does")
+    if r.hires is not None and not r.uses_kdiffusion:
+        # run_scheduler's hires pass: the last int(total x denoise) of `total` timesteps (the
+        # WebUI's DDIM/PLMS/UniPC run t_enc = steps - 1 of them, none at 1 hires step, and fail)
+        steps = r.hires.steps or r.steps
+        total = max(int(steps / min(r.hires.denoise, 0.999)), 1)
+        if int(total * r.hires.denoise) < 1:
+            which = "hires steps" if r.hires.steps else "steps (the hires pass's, hires steps 0)"
+            raise ValueError(f"{which} {steps} at hires denoising strength "
+                             f"{r.hires.denoise:g} leave {label} no step to run in the hires "
+                             "pass; raise the hires steps or the denoising strength")
 
 
 def door_fields(door: str) -> list[Field]:

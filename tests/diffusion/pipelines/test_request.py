@@ -60,6 +60,10 @@ def test_defaults_are_a_valid_txt2img() -> None:
      "strength 0.04 with 20 steps leaves no step to run"),
     ({"init_image": np.zeros((8, 8, 3), np.uint8), "hires": HiresFix()}, "txt2img option"),
     ({"hires": HiresFix(resize=(100, 64))}, "hires resize width must be a positive multiple"),
+    ({"sampler": "DDIM", "hires": HiresFix(steps=1)},
+     "hires steps 1 at hires denoising strength 0.7 leave DDIM no step to run in the hires"),
+    ({"sampler": "UniPC", "steps": 1, "hires": HiresFix(denoise=0.3)},
+     "steps (the hires pass's, hires steps 0) 1 at hires denoising strength 0.3 leave UniPC"),
     ({"sampler": "DDIM", "subseed_strength": 0.5}, "need a k-diffusion sampler; DDIM"),
     ({"seed_resize_from": (60, 64)}, "seed resize width must be a positive multiple of 8"),
 ])
