@@ -285,6 +285,10 @@ class CFGDenoiser:
         return denoised
 
 
+def _no_noise(sigma: float, sigma_next: float) -> np.ndarray:
+    raise ValueError(f"no Brownian noise between equal sigmas ({sigma} to {sigma_next})")
+
+
 def sample(plan_: SamplingPlan, model: CFGDenoiser, x: np.ndarray, *, seeds: Sequence[int],
            image_noise: ImageNoise, discrete: DiscreteSchedule,
            callback: Callable[[int, np.ndarray], bool | None] | None = None,
@@ -298,8 +302,11 @@ def sample(plan_: SamplingPlan, model: CFGDenoiser, x: np.ndarray, *, seeds: Seq
     kwargs = {**info.options, **(options or {})}  # the user's settings win over the WebUI's
     if info.brownian_noise:
         positive = sigmas[sigmas > 0]
-        noise = BrownianTreeNoise(x.shape, float(positive.min()), float(sigmas.max()),
-                                  list(seeds))
+        low, high = float(positive.min()), float(sigmas.max())
+        # one step, straight to sigma 0 (1 step, a hires pass of 1): the SDE samplers draw no
+        # noise on a last step; k-diffusion builds its tree over the empty range all the same
+        noise = (BrownianTreeNoise(x.shape, low, high, list(seeds))
+                 if np.float32(low) != np.float32(high) else _no_noise)
     else:
         noise = image_noise.sampler
     if info.model_sigma_range and not plan_.img2img:

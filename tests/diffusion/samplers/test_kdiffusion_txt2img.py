@@ -241,6 +241,25 @@ def test_chosen_schedule_type_plans_the_webuis_sigmas(model_dir: Path, reference
     assert planned.schedule_label == schedule
 
 
+@pytest.mark.nodevice
+@pytest.mark.parametrize("sampler", ["DPM++ SDE", "DPM++ 2M SDE", "DPM++ 2M SDE Heun",
+                                     "DPM++ 3M SDE"])
+def test_sde_samplers_run_a_single_step(sampler: str) -> None:
+    """One step straight to sigma 0 (1 step, a hires pass of 1 step) draws no Brownian noise,
+    so it runs as in the WebUI, whose tree over the empty range is never asked. Host logic."""
+    from diffusion.pipelines import sampling
+    from diffusion.samplers.denoiser import DiscreteSchedule
+
+    discrete = DiscreteSchedule.from_config({"beta_start": 0.00085, "beta_end": 0.012,
+                                             "beta_schedule": "scaled_linear"})
+    for planned in (sampling.plan(sampler, "Karras", 1, discrete),
+                    sampling.plan(sampler, "Automatic", 3, discrete, t_enc=0)):
+        x = np.ones((2, 4, 2, 2)) * planned.sigmas[0]
+        out = sampling.sample(planned, lambda x, sigma: 0.5 * x / (1 + sigma**2) ** 0.5, x,
+                              seeds=[1, 2], image_noise=None, discrete=discrete)
+        assert np.all(np.isfinite(out))
+
+
 def test_chosen_schedule_type_runs_end_to_end(ours: Any, reference: Reference) -> None:
     """A chosen schedule type through the whole pipeline. The others differ from it only in
     the sigmas planned (the test above); KL Optimal is the one whose last sigma is not 0."""
