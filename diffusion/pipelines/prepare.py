@@ -51,6 +51,9 @@ class Pass:
     # maps fitted to this pass's size; a hires fix's second pass runs the units meant for it
     control: tuple[Any, ...] = ()
     hires_stage: str | None = None  # "first" / "second" pass of a hires fix
+    # a hires fix's second pass: the first pass's steps (model evaluations), which its prompt
+    # editing counts on from (the WebUI's hires_steps scheduling); None: not a second pass
+    first_pass_steps: int | None = None
     # the VAE a hires fix's second pass encodes and decodes with (Forge's
     # hr_additional_modules: module_load.HiresModules.vae); None: the model's
     hires_vae: Any = None

@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -99,6 +99,7 @@ def run_kdiffusion(pipe: StableDiffusion, r: Pass, sampler: str, schedule: str,
         return x, fields
     # 4. the hires pass: the last `steps` of a schedule stretched by 1 / denoise
     x, r = hires_latents(pipe, r, x, hires)
+    r = replace(r, first_pass_steps=evaluations)
     steps = hires.steps or r.steps
     total = int(steps / min(hires.denoise, 0.999))
     plan = sampling.plan(sampler, schedule, total, discrete, t_enc=steps - 1,

@@ -186,7 +186,11 @@ class StableDiffusion:
             uncond = None if r.cfg_scale <= 1.0 else self.encode_prompt(
                 [r.negative_prompt] * batch, clip_skip=r.clip_skip)
             return lambda step: (uncond, cond)
-        encode = partial(conditioning.encode, self.tokenizer, self._text_encoder(), steps=steps,
+        # a hires pass's editing times count on from the first pass: [a:b:10] of 20 steps is
+        # b all through it (the WebUI's get_learned_conditioning with hires_steps)
+        first = r.first_pass_steps
+        encode = partial(conditioning.encode, self.tokenizer, self._text_encoder(),
+                         steps=first or steps, hires_steps=steps if first else None,
                          clip_skip=r.clip_skip, embeddings=r.embeddings)
         conds = encode([r.prompt] * batch)
         unconds = None if r.cfg_scale == 1.0 else encode([r.negative_prompt] * batch,

@@ -154,11 +154,13 @@ def _encode_texts(enc: TextEncoders, texts: list[str], emphasis: str
 
 
 def webui_schedule(enc: TextEncoders, prompts: Sequence[str], ids: np.ndarray, *, steps: int,
-                   negative: bool = False, emphasis: str = "Original") -> XLSchedule:
+                   negative: bool = False, emphasis: str = "Original",
+                   hires_steps: int | None = None) -> XLSchedule:
     """The WebUI's SDXL conditioning of `prompts` over `steps` model evaluations (prompt
-    editing as in `conditioning.encode`); `negative`: the prompts are negative prompts (their
-    extra-network tags stay text, and an empty one is zeros)."""
-    parsed = [parse_prompt(p, steps, extra_networks=not negative) for p in prompts]
+    editing as in `conditioning.encode`, `hires_steps` too); `negative`: the prompts are
+    negative prompts (their extra-network tags stay text, and an empty one is zeros)."""
+    parsed = [parse_prompt(p, steps, hires_steps=hires_steps, extra_networks=not negative)
+              for p in prompts]
     dims = sum(int(e.config["hidden_size"]) for e in enc.encoders)
     done: dict[Any, tuple[tuple[tuple[int, np.ndarray], ...], tuple[tuple[int, np.ndarray], ...]]]
     done = {}
@@ -221,7 +223,9 @@ class StableDiffusionXL(StableDiffusion):
                 enc, [r.negative_prompt] * batch, negative_ids, clip_skip=r.clip_skip,
                 zeros=r.negative_prompt == "" and enc.force_zeros_for_empty_prompt)
             return lambda step: (uncond, cond)
-        conds = webui_schedule(enc, [r.prompt] * batch, ids, steps=steps)
+        first = r.first_pass_steps  # a hires pass: editing counts on from the first pass
+        timing = {"steps": first or steps, "hires_steps": steps if first else None}
+        conds = webui_schedule(enc, [r.prompt] * batch, ids, **timing)
         unconds = None if r.cfg_scale == 1.0 else webui_schedule(
-            enc, [r.negative_prompt] * batch, negative_ids, steps=steps, negative=True)
+            enc, [r.negative_prompt] * batch, negative_ids, negative=True, **timing)
         return lambda step: (None if unconds is None else unconds.at(step), conds.at(step))

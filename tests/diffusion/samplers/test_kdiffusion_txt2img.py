@@ -323,6 +323,30 @@ def test_hires_fix_is_the_webuis_second_pass(ours: Any, reference: Reference) ->
         "Hires upscale: 2, Hires steps: 3, Hires upscaler: Latent")
 
 
+@pytest.mark.parametrize("sampler", ["Euler", "DDIM"])
+def test_hires_pass_counts_prompt_editing_on_from_the_first_pass(
+        ours: Any, monkeypatch: pytest.MonkeyPatch, sampler: str) -> None:
+    """[from:to:3] of a 4-step first pass is "to" all through the hires pass: its times count
+    on from the first pass (the WebUI's hires_steps scheduling), not from 0 again."""
+    from diffusion.text import conditioning
+    from diffusion.upscalers.interpolation import HiresFix
+
+    schedules: list[tuple] = []
+    encode = conditioning.encode
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        result = encode(*args, **kwargs)
+        schedules.append(result.prompts[0].schedule)
+        return result
+
+    monkeypatch.setattr(conditioning, "encode", recording)
+    ours.txt2img("a [lighthouse:red barn:3]", steps=STEPS, seed=SEED, width=SIZE, height=SIZE,
+                 sampler=sampler, hires=HiresFix(scale=1.0, steps=2, denoise=0.5))
+    first, hires = schedules[0], schedules[2]  # cond and uncond of each pass
+    assert first == ((3, "a lighthouse"), (STEPS, "a red barn"))
+    assert [text for _, text in hires] == ["a red barn"]
+
+
 def test_eta_reaches_the_ancestral_sampler(ours: Any, reference: Reference) -> None:
     """The WebUI's 'Eta' setting: k-diffusion's eta argument, written as "Eta: 0.5"."""
     from diffusion.pipelines.sampling import SamplerOptions
