@@ -269,7 +269,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[Path]
         request = replace(request, control=tuple(request.control) + tuple(ip_units(pipe)))
     import gpucore
 
-    # 4. the WebUI's batch count: seeds count on over batches
+    # 4. the WebUI's batch count: seeds count on over batches (with a variation seed the seed
+    # stays and the variation seeds count on, as within a batch)
     written = []
     for batch in range(args.n_iter):
         label = args.command if args.n_iter == 1 else f"{args.command} {batch + 1}/{args.n_iter}"
@@ -277,7 +278,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[Path]
         if args.verbose:
             device = gpucore.default_device()  # the one load_pipeline chose
             device.reset_peak_memory()
-        result = pipe.generate(replace(request, seed=args.seed + step,
+        seed = args.seed + (0 if request.subseed_strength else step)
+        result = pipe.generate(replace(request, seed=seed,
                                        subseed=args.subseed + step, refiner=refiner),
                                observer=ProgressBar(label))
         written += save_images(result.images, result.settings, args.out,

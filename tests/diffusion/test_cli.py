@@ -459,6 +459,15 @@ def test_n_iter_counts_seeds_on_over_batches(fake: dict[str, Any],
     assert len(out.splitlines()) == 6 and "txt2img 3/3" in err
 
 
+def test_n_iter_with_a_variation_seed_keeps_the_seed(fake: dict[str, Any],
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """The WebUI: with a variation strength every image has the seed, the subseeds count on."""
+    code, _, err = run_cli(capsys, *TXT, "--seed", "10", "--subseed", "50",
+                           "--subseed-strength", "0.3", "--n-iter", "2", "--batch-size", "2")
+    assert code == 0, err
+    assert [(c["seed"], c["subseed"]) for c in fake["pipe"].calls] == [(10, 50), (10, 52)]
+
+
 @pytest.mark.parametrize("batch_size, names", [
     ("1", ["one-0.png", "one-1.png"]),
     ("2", ["one-0.png", "one-1.png", "one-2.png", "one-3.png"]),
