@@ -10,7 +10,8 @@ import { initPngInfo, loadPngInfo } from "./pnginfo.js";
 const STORAGE_KEY = "avx-gpu-webui:settings";
 const DEFAULTS_KEY = "avx-gpu-webui:defaults-for";  // the model whose defaults the saved settings started from
 const SLIDERS = ["steps", "cfg_scale", "distilled_cfg_scale", "width", "height", "clip_skip", "denoising_strength", "mask_blur"];
-let mode = "txt2img";
+let mode = "txt2img";  // the generation tab, kept while Extras or PNG Info is shown
+let tab = "txt2img";  // the tab shown, restored on reload
 let running = false;
 let lastSeed = null;
 
@@ -21,7 +22,7 @@ function persistedFields() {
 }
 
 function saveSettings() {
-  const settings = { tab: mode };
+  const settings = { tab };
   for (const field of persistedFields()) settings[field.id] = field.type === "checkbox" ? field.checked : field.value;
   localStorage.setItem(STORAGE_KEY, JSON.stringify(settings));
 }
@@ -65,7 +66,8 @@ document.addEventListener("input", (event) => { if (event.target.matches?.("text
 
 // ---- Tabs
 
-function switchTab(tab) {
+function switchTab(shown) {
+  tab = shown;
   if (tab === "txt2img" || tab === "img2img") mode = tab;
   for (const button of document.querySelectorAll("[role=tab]")) button.setAttribute("aria-selected", String(button.dataset.tab === tab));
   $("panel_generate").hidden = tab === "pnginfo" || tab === "extras";

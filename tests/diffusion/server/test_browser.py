@@ -354,3 +354,22 @@ def test_controlnet_panel(server: tuple[str, int, bool], page: Any, tmp_path: Pa
             'Start: 0.0, Guidance End: 0.5, Pixel Perfect: False, Control Mode: Balanced"'
             ) in infotext, infotext
     assert not page.errors, page.errors
+
+
+def test_tab_survives_a_reload_after_a_setting_changed_on_it(
+        server: tuple[str, int, bool], page: Any) -> None:
+    """A setting changed on Extras (or PNG Info) must not record txt2img as the tab to reopen."""
+    url, _, _ = server
+    page.goto(url)
+    _ready(page)
+    page.get_by_role("tab", name="Extras", exact=True).click()
+    scale = page.get_by_label("Scale by", exact=True)
+    scale.fill("3")
+    scale.press("Tab")
+    page.reload()
+    _ready(page)
+    assert page.get_by_role("tab", name="Extras", exact=True).get_attribute(
+        "aria-selected") == "true"
+    assert scale.is_visible() and scale.input_value() == "3"
+    assert not page.errors, page.errors
+
