@@ -288,14 +288,14 @@ function showGenerated(response) {
 }
 
 $("generate").addEventListener("click", generate);
-for (const id of ["prompt", "negative_prompt"]) {
-  $(id).addEventListener("keydown", (event) => {
-    if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) {
-      event.preventDefault();
-      generate();
-    }
-  });
-}
+// The WebUI's shortcut: Ctrl+Enter in any field of txt2img / img2img generates (a click: not while
+// the button is disabled, as while a model loads).
+document.addEventListener("keydown", (event) => {
+  if (event.key === "Enter" && (event.ctrlKey || event.metaKey) && !$("panel_generate").hidden) {
+    event.preventDefault();
+    $("generate").click();
+  }
+});
 $("interrupt").addEventListener("click", () => {
   $("interrupt").disabled = $("skip").disabled = true;
   $("progress_text").textContent = "Interrupting…";

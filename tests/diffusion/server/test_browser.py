@@ -373,3 +373,19 @@ def test_tab_survives_a_reload_after_a_setting_changed_on_it(
     assert scale.is_visible() and scale.input_value() == "3"
     assert not page.errors, page.errors
 
+
+def test_ctrl_enter_generates_from_any_field(server: tuple[str, int, bool], page: Any) -> None:
+    """As in the WebUI, Ctrl+Enter generates wherever the focus is on the tab, not only in the
+    prompts (the request is answered here: the point is that it is sent)."""
+    url, _, _ = server
+    page.route("**/sdapi/v1/txt2img", lambda route: route.fulfill(
+        status=422, content_type="application/json", json={"detail": "answered by the test"}))
+    page.goto(url)
+    _ready(page)
+    seed = page.get_by_label("Seed", exact=True)
+    seed.fill("4321")
+    with page.expect_request("**/sdapi/v1/txt2img", timeout=5_000) as request:
+        seed.press("Control+Enter")
+    assert request.value.post_data_json["seed"] == 4321
+    page.get_by_text("answered by the test").wait_for()
+    assert page.get_by_role("button", name="Generate", exact=True).is_visible()
