@@ -237,7 +237,8 @@ async function pollProgress() {
   if (state.sampling_steps) parts.push(`step ${state.sampling_step}/${state.sampling_steps}`);
   const eta = formatEta(progress.eta_relative);
   if (eta) parts.push(eta);
-  $("progress_text").textContent = parts.join(" · ");
+  // once Interrupt is clicked, say so until the run ends (the last step's numbers would read as running on)
+  $("progress_text").textContent = $("interrupt").disabled ? "Interrupting…" : parts.join(" · ");
   if (progress.current_image) showPreview(pngDataUrl(progress.current_image));
 }
 

@@ -389,3 +389,27 @@ def test_ctrl_enter_generates_from_any_field(server: tuple[str, int, bool], page
     assert request.value.post_data_json["seed"] == 4321
     page.get_by_text("answered by the test").wait_for()
     assert page.get_by_role("button", name="Generate", exact=True).is_visible()
+
+
+def test_interrupting_stays_on_screen_until_the_run_ends(
+        server: tuple[str, int, bool], page: Any) -> None:
+    """After Interrupt the progress line keeps saying so; the next poll used to put the last
+    step's numbers (and a growing ETA) back, as if the run went on. The server is stood in for."""
+    url, _, _ = server
+    pending: list[Any] = []
+    page.route("**/sdapi/v1/txt2img", lambda route: pending.append(route))  # answered below
+    page.route("**/sdapi/v1/progress*", lambda route: route.fulfill(json={
+        "progress": 0.5, "eta_relative": 3, "current_image": None,
+        "state": {"job_count": 1, "job_no": 0, "sampling_step": 1, "sampling_steps": 2}}))
+    page.route("**/sdapi/v1/interrupt", lambda route: route.fulfill(json={}))
+    page.goto(url)
+    _ready(page)
+    page.get_by_role("button", name="Generate", exact=True).click()
+    text = page.locator("#progress_text")
+    page.wait_for_function("document.getElementById('progress_text').textContent.includes('step')")
+    page.get_by_role("button", name="Interrupt", exact=True).click()
+    page.wait_for_timeout(1_200)  # two polls
+    assert text.inner_text() == "Interrupting…"
+    pending[0].fulfill(json={"images": [], "info": "{}"})
+    page.get_by_role("button", name="Generate", exact=True).wait_for(state="visible")
+    assert not page.errors, page.errors
