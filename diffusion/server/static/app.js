@@ -164,7 +164,10 @@ $("refresh_models").addEventListener("click", async () => {
 // ---- Generation
 
 function number(id) {
-  return Number($(id).value);
+  const field = $(id);
+  // an empty box (or text the browser cannot read as a number) would go out as 0: CFG scale 0, seed 0
+  if (field.value === "") throw new Error(`${field.labels[0]?.textContent ?? id} is empty: enter a number.`);
+  return Number(field.value);
 }
 
 function requestBody() {

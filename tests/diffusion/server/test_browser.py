@@ -413,3 +413,21 @@ def test_interrupting_stays_on_screen_until_the_run_ends(
     pending[0].fulfill(json={"images": [], "info": "{}"})
     page.get_by_role("button", name="Generate", exact=True).wait_for(state="visible")
     assert not page.errors, page.errors
+
+
+def test_an_emptied_number_box_is_named_not_sent_as_zero(
+        server: tuple[str, int, bool], page: Any) -> None:
+    """Clearing CFG Scale (or Seed, Sampling steps...) used to generate with 0 there: a silent
+    CFG scale 0, a fixed seed 0. The page names the box instead and sends nothing."""
+    url, _, _ = server
+    sent: list[str] = []
+    page.on("request", lambda request: sent.append(request.url) if "txt2img" in request.url
+            else None)
+    page.goto(url)
+    _ready(page)
+    page.get_by_label("CFG Scale", exact=True).fill("")
+    page.get_by_role("button", name="Generate", exact=True).click()
+    page.locator("#error").wait_for(state="visible", timeout=5_000)
+    assert page.locator("#error_text").inner_text() == "CFG Scale is empty: enter a number."
+    assert not sent and page.get_by_role("button", name="Generate", exact=True).is_visible()
+    assert not page.errors, page.errors
