@@ -120,6 +120,8 @@ export function initControlNet() {
     const range = $(`${id}_range`);
     range.addEventListener("input", () => { number.value = range.value; });
     number.addEventListener("input", () => { range.value = number.value; });
+    // the page saves [data-persist] boxes on their change: a moved slider changes its box
+    if (number.matches("[data-persist]")) range.addEventListener("change", () => number.dispatchEvent(new Event("change", { bubbles: true })));
   }
   $("cn_module").addEventListener("change", () => { showSliders(); if (imageDataUrl) preview(); });
   $("cn_pixel_perfect").addEventListener("change", hideUnused);

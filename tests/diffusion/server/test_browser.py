@@ -431,3 +431,17 @@ def test_an_emptied_number_box_is_named_not_sent_as_zero(
     assert page.locator("#error_text").inner_text() == "CFG Scale is empty: enter a number."
     assert not sent and page.get_by_role("button", name="Generate", exact=True).is_visible()
     assert not page.errors, page.errors
+
+
+def test_controlnet_sliders_are_saved(server: tuple[str, int, bool], page: Any) -> None:
+    """Control Weight moved with its slider survives a reload, as typed into its box does."""
+    url, _, _ = server
+    page.goto(url)
+    _ready(page)
+    page.locator("#controlnet_panel summary").click()
+    page.get_by_label("Control Weight slider", exact=True).fill("0.5")
+    assert page.get_by_label("Control Weight", exact=True).input_value() == "0.5"
+    page.reload()
+    _ready(page)
+    assert page.get_by_label("Control Weight", exact=True).input_value() == "0.5"
+    assert not page.errors, page.errors
