@@ -67,6 +67,7 @@ export async function loadPngInfo(dataUrl) {
   } catch (error) {
     parameters = null;
     renderParameters("", {});
+    $("pnginfo_text").textContent = "";  // not read: the error banner says why, not "no parameters"
     showError(error);
   }
 }

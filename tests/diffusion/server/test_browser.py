@@ -445,3 +445,18 @@ def test_controlnet_sliders_are_saved(server: tuple[str, int, bool], page: Any) 
     _ready(page)
     assert page.get_by_label("Control Weight", exact=True).input_value() == "0.5"
     assert not page.errors, page.errors
+
+
+def test_png_info_of_an_unreadable_file(server: tuple[str, int, bool], page: Any) -> None:
+    """A file the server cannot read is reported as such, not as an image without parameters."""
+    url, _, _ = server
+    page.goto(url)
+    _ready(page)
+    page.get_by_role("tab", name="PNG Info", exact=True).click()
+    page.locator("#pnginfo_file").set_input_files(
+        files=[{"name": "broken.png", "mimeType": "image/png", "buffer": b"not a png"}])
+    page.locator("#error").wait_for(state="visible")
+    assert "not a readable image" in page.locator("#error_text").inner_text()
+    assert page.locator("#pnginfo_text").inner_text() == ""
+    assert page.get_by_role("button", name="Send to txt2img", exact=True).is_disabled()
+    assert not page.errors, page.errors
