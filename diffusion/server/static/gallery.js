@@ -83,9 +83,13 @@ function openLightbox() {
 
 function closeLightbox() {
   $("lightbox").hidden = true;
+  if (!$("selected_image").hidden) $("selected_image").focus();  // back where the keyboard was
 }
 
 $("selected_image").addEventListener("click", openLightbox);
+$("selected_image").addEventListener("keydown", (event) => {
+  if (event.key === "Enter" || event.key === " ") { event.preventDefault(); openLightbox(); }
+});
 $("lightbox").addEventListener("click", (event) => { if (event.target === $("lightbox")) closeLightbox(); });
 $("lightbox_image").addEventListener("click", closeLightbox);
 $("lightbox_close").addEventListener("click", closeLightbox);

@@ -460,3 +460,25 @@ def test_png_info_of_an_unreadable_file(server: tuple[str, int, bool], page: Any
     assert page.locator("#pnginfo_text").inner_text() == ""
     assert page.get_by_role("button", name="Send to txt2img", exact=True).is_disabled()
     assert not page.errors, page.errors
+
+
+def test_full_size_view_by_keyboard(server: tuple[str, int, bool], page: Any) -> None:
+    """The selected result opens full size from the keyboard too (Enter), and Escape brings the
+    focus back to it rather than to the top of the page. The server's answer is stood in for."""
+    url, _, _ = server
+    red = ("iVBORw0KGgoAAAANSUhEUgAAAAgAAAAICAIAAABLbSncAAAAFElEQVR4nGM8ISfHgA0wYRUdtBIA0MoB"
+           "FD5jqJkAAAAASUVORK5CYII=")  # an 8x8 PNG
+    page.route("**/sdapi/v1/txt2img", lambda route: route.fulfill(json={
+        "images": [red], "info": json.dumps({"infotexts": ["red"], "all_seeds": [7], "seed": 7})}))
+    page.goto(url)
+    _ready(page)
+    page.get_by_role("button", name="Generate", exact=True).click()
+    selected = page.locator("#selected_image")
+    selected.wait_for(state="visible")
+    selected.focus()
+    page.keyboard.press("Enter")
+    page.get_by_role("dialog", name="Full-size image").wait_for(state="visible", timeout=5_000)
+    page.keyboard.press("Escape")
+    assert page.locator("#lightbox").is_hidden()
+    assert page.evaluate("document.activeElement.id") == "selected_image"
+    assert not page.errors, page.errors
