@@ -352,12 +352,11 @@ function applyParameters(target, params, imageDataUrl) {
 }
 
 initPngInfo(applyParameters);
-initExtras();
 
 // ---- Start
 
 async function start() {
-  const results = await Promise.allSettled([loadModels(), loadSamplers(), initControlNet()]);
+  const results = await Promise.allSettled([loadModels(), loadSamplers(), initControlNet(), initExtras()]);
   restoreSettings();
   // after the lists (the sampler must be one of them) and the saved settings (which it may replace)
   results.push(...await Promise.allSettled([applyModelDefaults({ keepSaved: true })]));

@@ -37,7 +37,8 @@ async function upscale() {
   }
 }
 
-/** Wires the Extras tab: the drop zone, the upscaler list and the Upscale button. */
+/** Wires the Extras tab: the drop zone, the upscaler list and the Upscale button; resolves once
+ * the list is in (the page restores the saved upscaler after). */
 export function initExtras() {
   fileDropZone($("extras_drop"), $("extras_file"), async (file) => {
     imageDataUrl = await readFile(file);
@@ -47,5 +48,5 @@ export function initExtras() {
     $("extras_run").disabled = false;
   });
   $("extras_run").addEventListener("click", upscale);
-  listUpscalers();
+  return listUpscalers();
 }

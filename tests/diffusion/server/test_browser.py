@@ -482,3 +482,20 @@ def test_full_size_view_by_keyboard(server: tuple[str, int, bool], page: Any) ->
     assert page.locator("#lightbox").is_hidden()
     assert page.evaluate("document.activeElement.id") == "selected_image"
     assert not page.errors, page.errors
+
+
+def test_saved_upscaler_survives_a_slow_upscaler_list(
+        server: tuple[str, int, bool], page: Any) -> None:
+    """The page restores the saved settings once its lists are in; the upscaler list was not
+    waited for, so when it came late Extras fell back to Lanczos."""
+    url, _, _ = server
+    page.goto(url)
+    _ready(page)
+    page.get_by_role("tab", name="Extras", exact=True).click()
+    page.get_by_label("Upscaler", exact=True).select_option("Nearest")
+    page.route("**/sdapi/v1/upscalers", lambda route: (time.sleep(1), route.continue_()))
+    page.reload()
+    _ready(page)
+    page.wait_for_function("document.getElementById('extras_upscaler').options.length > 0")
+    assert page.get_by_label("Upscaler", exact=True).input_value() == "Nearest"
+    assert not page.errors, page.errors
