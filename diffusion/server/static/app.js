@@ -220,8 +220,9 @@ function setRunning(on) {
 
 function formatEta(seconds) {
   if (!Number.isFinite(seconds) || seconds <= 0) return "";
-  if (seconds < 60) return `ETA ${Math.ceil(seconds)}s`;
-  return `ETA ${Math.floor(seconds / 60)}m ${String(Math.ceil(seconds % 60)).padStart(2, "0")}s`;
+  const whole = Math.ceil(seconds);  // rounded before the split: 119.5 s is 2m 00s, not 1m 60s
+  if (whole < 60) return `ETA ${whole}s`;
+  return `ETA ${Math.floor(whole / 60)}m ${String(whole % 60).padStart(2, "0")}s`;
 }
 
 async function pollProgress() {

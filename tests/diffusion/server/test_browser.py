@@ -391,16 +391,24 @@ def test_ctrl_enter_generates_from_any_field(server: tuple[str, int, bool], page
     assert page.get_by_role("button", name="Generate", exact=True).is_visible()
 
 
+def _stand_in_for_a_run(page: Any, *, progress: float, eta: float, step: int,
+                        steps: int) -> list[Any]:
+    """Holds the page's txt2img requests (the list: answer them) and answers its progress polls
+    with one state of a run, so that what the page shows of a run is tested without one."""
+    pending: list[Any] = []
+    page.route("**/sdapi/v1/txt2img", lambda route: pending.append(route))
+    page.route("**/sdapi/v1/progress*", lambda route: route.fulfill(json={
+        "progress": progress, "eta_relative": eta, "current_image": None,
+        "state": {"job_count": 1, "job_no": 0, "sampling_step": step, "sampling_steps": steps}}))
+    return pending
+
+
 def test_interrupting_stays_on_screen_until_the_run_ends(
         server: tuple[str, int, bool], page: Any) -> None:
     """After Interrupt the progress line keeps saying so; the next poll used to put the last
     step's numbers (and a growing ETA) back, as if the run went on. The server is stood in for."""
     url, _, _ = server
-    pending: list[Any] = []
-    page.route("**/sdapi/v1/txt2img", lambda route: pending.append(route))  # answered below
-    page.route("**/sdapi/v1/progress*", lambda route: route.fulfill(json={
-        "progress": 0.5, "eta_relative": 3, "current_image": None,
-        "state": {"job_count": 1, "job_no": 0, "sampling_step": 1, "sampling_steps": 2}}))
+    pending = _stand_in_for_a_run(page, progress=0.5, eta=3, step=1, steps=2)
     page.route("**/sdapi/v1/interrupt", lambda route: route.fulfill(json={}))
     page.goto(url)
     _ready(page)
@@ -498,4 +506,18 @@ def test_saved_upscaler_survives_a_slow_upscaler_list(
     _ready(page)
     page.wait_for_function("document.getElementById('extras_upscaler').options.length > 0")
     assert page.get_by_label("Upscaler", exact=True).input_value() == "Nearest"
+    assert not page.errors, page.errors
+
+
+def test_eta_minutes_and_seconds(server: tuple[str, int, bool], page: Any) -> None:
+    """An ETA just under two minutes reads 2m 00s (it read 1m 60s). The server is stood in for."""
+    url, _, _ = server
+    pending = _stand_in_for_a_run(page, progress=0.1, eta=119.5, step=1, steps=10)
+    page.goto(url)
+    _ready(page)
+    page.get_by_role("button", name="Generate", exact=True).click()
+    page.wait_for_function("document.getElementById('progress_text').textContent.includes('ETA')")
+    assert page.locator("#progress_text").inner_text() == "10% · step 1/10 · ETA 2m 00s"
+    pending[0].fulfill(json={"images": [], "info": "{}"})
+    page.get_by_role("button", name="Generate", exact=True).wait_for(state="visible")
     assert not page.errors, page.errors
