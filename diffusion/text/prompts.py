@@ -12,7 +12,9 @@ a prompt copied from a model page gives the conditioning it gave there:
   returned separately (`extract_extra_networks`).
 - `# comment` to the end of a line: removed (`strip_comments`, the WebUI's "Enable comments").
 - `a AND b:0.5`: composable diffusion, a positive prompt's parts with their weights
-  (`split_and`); each part is a prompt of its own for everything above.
+  (`split_and`); each part is a prompt of its own for everything above. The pipelines do not
+  guide with several parts (nor with one part's weight, `a cat:1.5`) yet: `parse_prompt`
+  refuses such a positive prompt rather than read `AND` and the weight as words.
 
 `parse_prompt` does all of it in the WebUI's order and returns an inspectable `Prompt`. The
 editing syntax lives in `prompt_editing`.
@@ -142,6 +144,19 @@ def split_and(prompt: str) -> list[tuple[str, float]]:
     return parts
 
 
+def _refuse_composable(prompt: str) -> None:
+    """ValueError for a positive prompt the WebUI reads as composable diffusion (`AND` parts,
+    or one part with a `:weight` at its end), which the pipelines here do not run."""
+    parts = split_and(prompt)
+    if len(parts) == 1 and parts[0][0] == prompt.rstrip():
+        return
+    found = (f"{len(parts)} parts joined by AND" if len(parts) > 1 else
+             f"a guidance weight at its end, :{parts[0][1]:g}")
+    raise ValueError(f"the prompt has {found}: the WebUI reads that as composable diffusion, "
+                     "which is not supported here; join parts with a comma (or write 'and'), "
+                     "and weigh words with (word:1.2) instead")
+
+
 # -- extra networks -------------------------------------------------------------------------------
 
 _EXTRA_NETWORK = re.compile(r"<(\w+):([^>]+)>")
@@ -254,6 +269,7 @@ def parse_prompt(text: str, steps: int, *, hires_steps: int | None = None,
     clean = strip_comments(text) if comments else text
     if extra_networks:
         clean, networks = extract_extra_networks(clean)
+        _refuse_composable(clean)
     schedule = prompt_schedule(clean, steps, hires_steps=hires_steps,
                                use_old_scheduling=use_old_scheduling)
     pieces = tuple(tuple(parse_prompt_attention(entry)) for _, entry in schedule)

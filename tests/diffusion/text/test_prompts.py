@@ -212,3 +212,21 @@ def test_split_and():
     assert split_and("(x:1.2) AND [a:b:3]") == [("(x:1.2)", 1.0), (" [a:b:3]", 1.0)]
     assert split_and("x:1. AND y:.5") == [("x", 1.0), (" y", 0.5)]
     assert split_and("AND") == [("", 1.0), ("", 1.0)]
+
+
+@pytest.mark.parametrize("text, found", [
+    ("a cat AND a dog", "2 parts joined by AND"), ("BLACK AND white", "2 parts"),
+    ("a cat:1.5", "a guidance weight at its end, :1.5"),
+    ("a cat <lora:x:1> : 2 ", "a guidance weight at its end, :2")])
+def test_composable_diffusion_is_refused_not_read_as_words(text: str, found: str) -> None:
+    """The pipelines do not guide with several parts or a part's weight: a positive prompt
+    that the WebUI reads so is refused, not encoded with AND and :1.5 as words."""
+    with pytest.raises(ValueError, match=f"the prompt has {found}.*composable diffusion"):
+        parse_prompt(text, 4)
+    assert parse_prompt(text, 4, extra_networks=False).schedule == ((4, text),)  # negative
+
+
+def test_prompts_without_composable_syntax_pass() -> None:
+    for text in ("black and white", "(cat:1.2), [a:b:0.5], [a|b] <lora:x:0.5>", "a cat  ",
+                 "x # AND a comment", ""):
+        parse_prompt(text, 4)
