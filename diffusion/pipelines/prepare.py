@@ -20,8 +20,8 @@ from ..upscalers.interpolation import HiresFix, upscale_image, upscale_latents
 if TYPE_CHECKING:
     from .stable_diffusion import Generator, StableDiffusion
 
-__all__ = ["InpaintInputs", "Pass", "eight_bit", "hires_latents", "latent_mask", "to_mask",
-           "to_uint8", "to_unit_image"]
+__all__ = ["InpaintInputs", "Pass", "eight_bit", "hires_latents", "latent_mask",
+           "overlay_original", "to_mask", "to_uint8", "to_unit_image"]
 
 
 @dataclass(frozen=True)
@@ -99,8 +99,9 @@ def to_unit_image(image: Any, width: int, height: int) -> np.ndarray:
     return pixels.transpose(2, 0, 1)[None]
 
 
-def to_mask(mask: Any, width: int, height: int) -> np.ndarray:
-    """A mask (PIL / array; white = repaint) as (1, 1, H, W) float32 of 0 and 1."""
+def _mask_picture(mask: Any) -> Any:
+    """A mask (PIL / array; white = repaint) as an 'L' picture: an array's values above half
+    are white, the rest black; a picture keeps its grays (a blurred edge)."""
     from PIL import Image
 
     if not isinstance(mask, Image.Image):
@@ -112,7 +113,14 @@ def to_mask(mask: Any, width: int, height: int) -> np.ndarray:
         mask = Image.fromarray((array > (0.5 if array.dtype != np.uint8 else 127)).astype(
             np.uint8) * 255)
     _check_not_empty("mask", mask)
-    mask = eight_bit(mask).convert("L")
+    return eight_bit(mask).convert("L")
+
+
+def to_mask(mask: Any, width: int, height: int) -> np.ndarray:
+    """A mask (PIL / array; white = repaint) as (1, 1, H, W) float32 of 0 and 1."""
+    from PIL import Image
+
+    mask = _mask_picture(mask)
     if mask.size != (width, height):
         mask = mask.resize((width, height), Image.Resampling.NEAREST)
     return (np.asarray(mask, np.float32) >= 127.5).astype(np.float32)[None, None]
@@ -126,6 +134,24 @@ def latent_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     image = Image.fromarray((mask[0, 0] * 255).astype(np.uint8)).convert("RGB")
     small = image.resize((size[1], size[0]))
     return np.around(np.asarray(small, np.float32)[..., 0] / 255)[None, None]
+
+
+def overlay_original(images: list[np.ndarray], init_image: Any, mask: Any) -> list[np.ndarray]:
+    """The WebUI's last step of inpainting (processing.apply_overlay): the original picture,
+    fitted to the result's size as the init image is, laid over each result where the mask
+    is under half (weight 1 - min(2 x mask, 1)), so what was not repainted keeps its own
+    pixels rather than the VAE's round trip of them. diffusers:
+    `VaeImageProcessor.apply_overlay` (which takes the mask as it is, not doubled)."""
+    from PIL import Image
+
+    height, width = images[0].shape[:2]
+    original = (to_unit_image(init_image, width, height)[0].transpose(1, 2, 0) + 1.0) * 127.5
+    mask = _mask_picture(mask)
+    if mask.size != (width, height):
+        mask = mask.resize((width, height), Image.Resampling.LANCZOS)
+    keep = 1.0 - np.minimum(np.asarray(mask, np.float32) * 2.0, 255.0)[..., None] / 255.0
+    return [np.round(original * keep + image * (1.0 - keep)).clip(0, 255).astype(np.uint8)
+            for image in images]
 
 
 def to_uint8(images: np.ndarray) -> list[np.ndarray]:

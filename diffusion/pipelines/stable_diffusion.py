@@ -39,7 +39,7 @@ from .control_spec import unit_label
 from .ip_adapter import use_ip_adapters
 from .memory import MemoryMode, MemoryPlan
 from .observer import Observer, Progress, StepCallback, from_callbacks
-from .prepare import Pass, to_uint8
+from .prepare import Pass, overlay_original, to_uint8
 from .refiner import HandOff, check_refiner
 from .request import GenerationRequest
 from .run_kdiffusion import WebUISeeds, run_kdiffusion
@@ -353,6 +353,8 @@ class StableDiffusion:
         # (after a hires pass, the VAE of its modules where they hold one, as in Forge)
         with lent(self._unet_capture, self._text_capture):  # the refiner's VAE too
             images = (self if refiner is None else refiner)._decode(latents, r.hires_vae)
+        if r.mode == "inpaint" and label != DIFFUSERS:  # the WebUI pastes the rest back
+            images = overlay_original(images, request.init_image, request.mask)
         # 6. what made them (the infotext)
         settings = dict(mode=r.mode, prompt=r.prompt, negative_prompt=r.negative_prompt,
                         steps=r.steps, sampler=label, scheduler=schedule,

@@ -238,3 +238,33 @@ def test_a_16_bit_picture_keeps_its_shades(tmp_path: Path) -> None:
 
         text = base64.b64encode((tmp_path / "depth.png").read_bytes()).decode()
         assert np.array_equal(np.asarray(decode_image(text, "image").convert("L")), expected)
+
+
+def test_inpainting_lays_the_original_over_what_was_not_repainted() -> None:
+    """overlay_original, against diffusers' apply_overlay (the WebUI's apply_overlay) fed the
+    WebUI's mask_for_overlay, the blurred mask doubled: gray edges blend, black keeps the
+    original, white (or mid-gray and up) keeps the result. Also from an init image of another
+    size, fitted as the init image is."""
+    pytest.importorskip("diffusers", reason="the reference extra is not installed")
+    from diffusers.image_processor import VaeImageProcessor
+    from PIL import Image, ImageFilter
+
+    from diffusion.pipelines.prepare import overlay_original
+
+    rng = np.random.default_rng(3)
+    init = Image.fromarray(rng.integers(0, 256, (40, 56, 3), dtype=np.uint8))
+    results = [rng.integers(0, 256, (40, 56, 3), dtype=np.uint8) for _ in range(2)]
+    square = np.zeros((40, 56), np.uint8)
+    square[10:30, 12:40] = 255
+    mask = Image.fromarray(square).filter(ImageFilter.GaussianBlur(4))
+    got = overlay_original(results, init, mask)
+    doubled = Image.fromarray(np.minimum(np.asarray(mask, np.int32) * 2, 255).astype(np.uint8))
+    for ours, result in zip(got, results, strict=True):
+        want = np.asarray(VaeImageProcessor().apply_overlay(doubled, init,
+                                                            Image.fromarray(result)))
+        assert np.abs(ours.astype(int) - want).max() <= 1
+    outside = np.asarray(mask) == 0
+    assert np.array_equal(got[0][outside], np.asarray(init)[outside])
+    assert np.array_equal(got[1][np.asarray(mask) >= 128], results[1][np.asarray(mask) >= 128])
+    small = overlay_original(results, init.resize((28, 20)), mask)[0]  # fitted with LANCZOS
+    assert small.shape == (40, 56, 3)
