@@ -24,6 +24,7 @@ import numpy as np
 
 from ..lora import LORA_TAGS, LoraManager, lora_hashes, lora_uses
 from ..noise.rng import make_generator
+from ..samplers.registry import lookup
 from ..text.prompts import extract_extra_networks
 from .flow import decode, encode_image
 from .flow_hires import run_hires
@@ -146,6 +147,8 @@ class FlowModel:
             distilled_cfg_scale=distilled if self.distilled else None, seed=seed, seeds=seeds,
             width=width, height=height, batch_size=batch, clip_skip=0, model=self.name,
             rng=request.rng, modules=self.modules)
+        if label != DIFFUSERS:
+            settings_out.update(_sampler_fields(request, label))
         if request.init_image is not None:
             settings_out["strength"] = float(request.strength)
         if request.hires is not None:
@@ -237,10 +240,24 @@ class FlowModel:
 
 
 def _options(request: GenerationRequest, label: str) -> dict[str, Any]:
-    """The sampler's settings from the request (Euler a's eta and noise scale)."""
+    """The sampler's settings from the request, those it takes (as the WebUI passes them:
+    Euler's churn and noise scale, Euler a's eta and noise scale) and the eta noise seed
+    delta (ENSD) where the sampler draws step noise."""
+    info = lookup(label)
     options = request.sampler_options
-    return {} if options is None or label != "Euler a" else {
-        "eta": options.eta, "s_noise": options.s_noise}
+    return {"eta_noise_seed_delta": int(request.eta_noise_seed_delta) if info.uses_ensd else 0,
+            **({} if options is None else options.kwargs(info))}
+
+
+def _sampler_fields(request: GenerationRequest, label: str) -> dict[str, Any]:
+    """The infotext's sampler settings that applied and are not the defaults, and ENSD."""
+    info = lookup(label)
+    options = request.sampler_options
+    fields: dict[str, Any] = {"sampler_fields": {} if options is None
+                              else options.infotext(info)}
+    if request.eta_noise_seed_delta and info.uses_ensd:
+        fields["ensd"] = int(request.eta_noise_seed_delta)
+    return fields
 
 
 def _refuse_unsupported(request: GenerationRequest) -> None:

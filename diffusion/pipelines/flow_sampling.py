@@ -61,7 +61,8 @@ def sample_flow(flow: Flow, sampler: str, sigmas: np.ndarray, *, seeds: list[int
     (`flow_sigmas`). img2img: `init_latents` (B, C, h, w) and `strength`, or `t_enc` (the
     steps run are t_enc + 1, the WebUI's hires pass); inpaint: also `keep` (1, 1, h, w), 1
     where the init image stays. `options`: the sampler's (eta,
-    s_noise, ...). `callback(done, total, x)` after each step (False stops)."""
+    s_noise, ...) and `eta_noise_seed_delta` (its step noise from seed + delta, the WebUI's
+    ENSD). `callback(done, total, x)` after each step (False stops)."""
     if sampler not in FLOW_SAMPLERS:
         raise ValueError(f"{sampler} is not defined for flow-matching models here; choose one "
                          f"of {', '.join(FLOW_SAMPLERS)} or 'diffusers'")
@@ -71,7 +72,9 @@ def sample_flow(flow: Flow, sampler: str, sigmas: np.ndarray, *, seeds: list[int
         t_enc = int(min(strength, 0.999) * steps) if t_enc is None else t_enc
         sigmas = sigmas[steps - t_enc - 1:]
     # 2. each image's noise from its own seed; the start at sigmas[0]
-    noise = ImageNoise(rng, seeds, tuple(shape[1:]))  # type: ignore[arg-type]
+    options = dict(options or {})
+    noise = ImageNoise(rng, seeds, tuple(shape[1:]),  # type: ignore[arg-type]
+                       eta_noise_seed_delta=int(options.pop("eta_noise_seed_delta", 0)))
     first = noise.first()
     sigma0 = float(sigmas[0])
     x = first * sigma0 if init_latents is None else (
@@ -91,7 +94,7 @@ def sample_flow(flow: Flow, sampler: str, sigmas: np.ndarray, *, seeds: list[int
         return None if callback is None else callback(i + 1, total, latents)
 
     x = FLOW_SAMPLERS[sampler](denoise, x, sigmas, noise=noise.sampler, callback=step,
-                               **(options or {}))
+                               **options)
     # 4. inpaint: the kept region is the init image's
     if keep is not None and init_latents is not None:
         x = keep * init_latents + (1 - keep) * x

@@ -138,3 +138,21 @@ def test_sizes_are_whole_latent_patches() -> None:
     with pytest.raises(ValueError, match="width must be a multiple of 16 for flux-dev models "
                                          r"\(2x2 patches of latents\), got 1000; try 992"):
         model.generate("x", width=1000, height=1024)
+
+
+def test_sampler_settings_and_ensd_apply(first_device: gpucore.Device,
+                                         tiny_flux_dev: tuple[Path, Any], tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """The WebUI's sampler settings reach the flow samplers that take them (Euler's churn,
+    Euler a's eta) and the ENSD Euler a's step noise, each written into the infotext."""
+    base = ("txt2img", "--model", str(tiny_flux_dev[0] / "flux"), "--prompt", "x", *SIZE,
+            "--steps", "3", "--seed", "7", "--dtype", "float32")
+    for sampler, extra, field in (("Euler", ("--s-churn", "0.5"), "Sigma churn: 0.5"),
+                                  ("Euler a", ("--eta", "0.5"), "Eta: 0.5"),
+                                  ("Euler a", ("--ensd", "31337"), "ENSD: 31337")):
+        plain, _ = _run(capsys, *base, "--sampler", sampler, "--out", str(tmp_path / "a.png"))
+        out, _ = _run(capsys, *base, "--sampler", sampler, *extra,
+                      "--out", str(tmp_path / "b.png"))
+        assert np.abs(_pixels(out) - _pixels(plain)).max() > 0, extra
+        text = read_infotext(out)
+        assert text is not None and field in text
