@@ -24,7 +24,7 @@ from typing import Any
 from ._ldm_configs import vae_config
 from ._ldm_keys import VAE_PREFIX
 from ._safetensors import SafetensorsFile
-from ._vae import _ldm_refs
+from ._vae import _ldm_refs, _refs
 from ._weights import ComponentWeights, TensorRef
 from .errors import WeightsError
 from .flow_folder import FlowWeights, flow_family
@@ -132,8 +132,8 @@ def _parts(file: SafetensorsFile, roles: tuple[str, ...]) -> dict[str, dict[str,
         role = "clip_g" if "clip_g" in name or ("clip_l" not in name and width == 1280) \
             else "clip_l"
         found[role] = _under(file, "")
-    elif "decoder.conv_in.weight" in file:
-        found["vae"] = _ldm_refs(file, "")
+    elif "decoder.conv_in.weight" in file:  # BFL's ae (LDM names) or a diffusers vae/ file
+        found["vae"] = _refs(file)
     return found
 
 

@@ -181,6 +181,22 @@ def test_flux_file_names_what_is_missing(flux: tuple[Path, Any]) -> None:
                                      text_encoder_files=[root / "flux1-dev.safetensors"])
 
 
+
+@pytest.mark.nodevice
+def test_flux_file_takes_a_diffusers_vae(flux: tuple[Path, Any]) -> None:
+    """The VAE as diffusers names it (the FLUX repo's vae/diffusion_pytorch_model) takes ae's
+    place: the same tensors."""
+    root, folder = flux
+    encoders = [root / "clip_l.safetensors", root / "t5xxl_fp16.safetensors"]
+    expected, _ = load_flow_file(root / "flux1-dev.safetensors",
+                                 [root / "ae.safetensors", *encoders])
+    got, _ = load_flow_file(root / "flux1-dev.safetensors",
+                            [folder / "vae" / "diffusion_pytorch_model.safetensors", *encoders])
+    assert got.vae.config == expected.vae.config and sorted(got.vae) == sorted(expected.vae)
+    for key in expected.vae:
+        np.testing.assert_array_equal(got.vae[key], expected.vae[key], err_msg=key)
+
+
 def test_sd3_file_without_folder(first_device: gpucore.Device, tmp_path: Path) -> None:
     """sd3_medium_incl_clips-style file (transformer, VAE, CLIP-L, CLIP-G) and a t5xxl file;
     against the folder of the same parts."""
