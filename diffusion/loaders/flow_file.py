@@ -187,6 +187,11 @@ def load_flow_file(path: str | os.PathLike[str],
             raise WeightsError(f"{module.path}: no VAE or text encoder for {family} found (a "
                                "VAE's decoder.conv_in.weight, CLIP's "
                                f"{_CLIP_MARK!r}, T5's {_T5_MARK!r})")
+        if other := next((role for role in parts if role not in (*roles, "vae")), None):
+            takes = ", ".join("t5xxl" if role == "t5" else role for role in roles)
+            raise WeightsError(f"{module.path}: a {other.upper().replace('_', '-')} text "
+                               f"encoder, which {family} models do not take (they take "
+                               f"{takes} and a VAE)")
         found.update({role: (refs, module) for role, refs in parts.items()})
         stems.append(module_stem(module.path))
     slots = {"vae": "vae", "clip_l": "text_encoder",

@@ -197,6 +197,18 @@ def test_flux_file_takes_a_diffusers_vae(flux: tuple[Path, Any]) -> None:
         np.testing.assert_array_equal(got.vae[key], expected.vae[key], err_msg=key)
 
 
+@pytest.mark.nodevice
+def test_flux_file_refuses_clip_g(flux: tuple[Path, Any], tmp_path: Path) -> None:
+    """A CLIP-G, which FLUX has no slot for, is named, not loaded as its T5."""
+    root, _ = flux
+    encoders = [root / "clip_l.safetensors", root / "t5xxl_fp16.safetensors"]
+    clip_g = tmp_path / "clip_g.safetensors"
+    save_file(_under("", _clip(4, True, act="gelu")), str(clip_g))
+    with pytest.raises(WeightsError, match="a CLIP-G text encoder, which flux-dev models do "
+                                           "not take"):
+        load_flow_file(root / "flux1-dev.safetensors", [root / "ae.safetensors", *encoders,
+                                                        clip_g])
+
 def test_sd3_file_without_folder(first_device: gpucore.Device, tmp_path: Path) -> None:
     """sd3_medium_incl_clips-style file (transformer, VAE, CLIP-L, CLIP-G) and a t5xxl file;
     against the folder of the same parts."""
