@@ -98,6 +98,14 @@ def _check_paths(args: argparse.Namespace) -> None:
     if args.vae and not Path(args.vae).exists():
         raise ValueError(f"--vae {args.vae!r} does not exist; give a VAE folder or a "
                          ".safetensors file")
+    if args.vae and args.model is not None:
+        from ..loaders.flow_file import flow_model_family
+
+        if family := flow_model_family(args.model):  # refused before the model loads
+            raise ValueError(f"--vae is not supported for {family} models yet; " + (
+                "give the VAE file (ae.safetensors) with --text-encoder, as Forge's VAE / Text "
+                "Encoder list" if Path(args.model).is_file() else "the model folder's vae/ is "
+                "used"))
     if args.refiner and not Path(args.refiner).exists():
         raise ValueError(f"--refiner {args.refiner!r} does not exist; give the refiner's "
                          "diffusers folder or .safetensors file")
@@ -209,9 +217,6 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any]:
     if embeddings is not None:
         pipe.embeddings = embeddings
     pipe.lora_dir = args.lora_dir
-    if args.vae and not hasattr(pipe, "unet"):
-        raise ValueError(f"--vae is not supported for {pipe.family} models yet; the model "
-                         "folder's vae/ is used")
     if args.vae:
         from ..loaders.vae_file import load_vae
 

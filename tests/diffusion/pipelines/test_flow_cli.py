@@ -127,6 +127,11 @@ def test_flow_model_errors_are_one_line(first_device: gpucore.Device,
     assert ("has no ae.safetensors (the VAE), clip_l.safetensors, t5xxl_fp16.safetensors; "
             "give --text-encoder ae.safetensors and --text-encoder clip_l.safetensors and "
             "--text-encoder t5xxl_fp16.safetensors") in capsys.readouterr().err
+    # --vae, refused before the model loads: a single file takes its VAE as a module
+    assert cli.main(["txt2img", "--model", str(bfl), "--prompt", "x", "--vae",
+                     str(not_an_encoder)]) == 2
+    assert ("--vae is not supported for flux-dev models yet; give the VAE file (ae.safetensors) "
+            "with --text-encoder") in capsys.readouterr().err
 
 
 @pytest.mark.nodevice
