@@ -39,6 +39,7 @@ def run(args: argparse.Namespace) -> int:
     fix (unknown upscaler, unreadable image, bad scale)."""
     from PIL import Image, UnidentifiedImageError
 
+    from ..pipelines.prepare import eight_bit
     from ..upscalers.by_name import upscale
     from ..upscalers.models import MODEL_UPSCALERS, ModelUpscaler, register_upscaler_dir
 
@@ -61,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     kind = _picture_format(target)  # before the work: a bad --out costs no upscaling
     try:
         with Image.open(source) as opened:
-            image = np.asarray(opened.convert("RGB"))
+            image = np.asarray(eight_bit(opened).convert("RGB"))  # a 16-bit PNG: not white
     except FileNotFoundError:
         raise ValueError(f"{source}: no such image") from None
     except UnidentifiedImageError:

@@ -34,3 +34,13 @@ def test_upscale_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert main(["upscale", str(tmp_path / "missing.png")]) == 2
     assert "no such image" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in-Lanczos-x2.png", "in.png"]
+
+
+def test_upscale_command_16_bit(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A 16-bit PNG (I;16) is scaled to 8 bits, not clipped white by Pillow's convert()."""
+    ramp = (np.arange(16 * 16, dtype=np.uint16).reshape(16, 16) * 257)
+    Image.fromarray(ramp).save(tmp_path / "deep.png")
+    assert main(["upscale", str(tmp_path / "deep.png"), "--scale", "1",
+                 "--upscaler", "Nearest"]) == 0
+    out = np.asarray(Image.open(capsys.readouterr().out.strip()))
+    assert np.array_equal(out, np.repeat((ramp >> 8).astype(np.uint8)[..., None], 3, axis=2))
