@@ -22,13 +22,13 @@ def upscale(image: np.ndarray, name: str, scale: float) -> np.ndarray:
     "Lanczos", "Nearest" and "None" (a Lanczos resize, as the WebUI's UpscalerNone ends in).
     The size is the WebUI's: each side times `scale`, rounded down to a multiple of 8.
     Raises ValueError for an unknown name, listing the known ones."""
-    if name in MODEL_UPSCALERS:
-        return MODEL_UPSCALERS[name].upscale(image, scale)
-    if name not in IMAGE_UPSCALERS:
+    if name not in MODEL_UPSCALERS and name not in IMAGE_UPSCALERS:
         raise ValueError(f"unknown upscaler {name!r}; known: {', '.join(upscaler_names())} "
                          "(model upscalers come from --upscaler-dir)")
     height, width = image.shape[:2]
     size = (int(width * scale) // 8 * 8, int(height * scale) // 8 * 8)
     if size[0] < 8 or size[1] < 8:
         raise ValueError(f"upscaling {width}x{height} by {scale} gives less than 8x8")
+    if name in MODEL_UPSCALERS:
+        return MODEL_UPSCALERS[name].upscale(image, scale)
     return upscale_image(image, size, name)

@@ -124,9 +124,11 @@ class ModelUpscaler:
 
     def upscale(self, image: np.ndarray, scale: float) -> np.ndarray:
         """Upscale by `scale` as the WebUI does: the target is (W*scale, H*scale) rounded down
-        to multiples of 8; the network runs up to 3 times until it is reached, then Lanczos
-        fits the exact size."""
+        to multiples of 8; the network runs up to 3 times until it is reached (at least once
+        at scale 1: a 1x model, a denoiser, is asked for so), then Lanczos fits the exact size."""
         height, width = image.shape[:2]
+        if scale == 1:
+            image = self.run(image)
         return self.upscale_to(image, (int(width * scale) // 8 * 8, int(height * scale) // 8 * 8))
 
     def upscale_to(self, image: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -155,3 +155,28 @@ def test_tiled_equals_untiled_and_files(first_device, tmp_path):
     finally:
         MODEL_UPSCALERS.clear()
         MODEL_UPSCALERS.update(before)
+
+
+def test_scale_one_runs_the_network_and_small_targets(first_device, tmp_path):
+    """At scale 1 the WebUI runs the network once (1x models: denoisers, deJPEG) before Lanczos
+    fits the size; a target under 8x8 is refused before the network runs, in words."""
+    from PIL import Image
+
+    from diffusion.upscalers.by_name import upscale
+
+    torch.manual_seed(3)
+    compact = Compact(num_in_ch=3, num_out_ch=3, num_feat=8, num_conv=2, upscale=4)
+    torch.save({"params": compact.state_dict()}, tmp_path / "c.pth")
+    image = (_image(2, 21, 26)[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    model = ModelUpscaler("c", tmp_path / "c.pth", first_device, np.float32, tile=0)
+    want = np.asarray(Image.fromarray(model.run(image)).resize((24, 16),
+                                                               Image.Resampling.LANCZOS))
+    assert np.array_equal(model.upscale(image, 1), want)
+    before = dict(MODEL_UPSCALERS)
+    try:
+        MODEL_UPSCALERS["c"] = model
+        with pytest.raises(ValueError, match="gives less than 8x8"):
+            upscale(image[:1], "c", 4)
+    finally:
+        MODEL_UPSCALERS.clear()
+        MODEL_UPSCALERS.update(before)
