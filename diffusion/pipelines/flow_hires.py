@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..noise.rng import make_generator
-from ..upscalers.interpolation import upscale_image, upscale_latents
+from ..upscalers.interpolation import crop_latents, upscale_image, upscale_latents
 from .flow import decode, encode_image
 from .flow_sampling import flow_sigmas, sample_flow
 from .observer import Observer
@@ -51,16 +51,19 @@ def run_hires(model: Any, request: GenerationRequest, label: str, prompts: list[
     vae = model.pipe.vae  # the first pass's decodes, the hires modules' VAE encodes
     second_vae = getattr(request.hires_modules, "vae", None)
     second_vae = vae if second_vae is None else second_vae
-    # 1. where the second pass starts
+    # 1. where the second pass starts: enlarged to cover the target, cropped to it
+    big_w, big_h = (max(a, b) for a, b in zip(hires.cover(width, height), (w, h)))
     if hires.is_latent:
-        start = upscale_latents(latents, (h // scale, w // scale), hires.upscaler)
+        start = upscale_latents(latents, (big_h // scale, big_w // scale), hires.upscaler)
     else:
         pictures = decode(vae, latents, vae.decoder.conv_in.weight.device)
         generator = make_generator(request.rng, seeds[0])  # the VAE posterior's draws
         start = np.concatenate([
             encode_image(second_vae, to_unit_image(upscale_image(
-                np.round(p * 255).astype(np.uint8), (w, h), hires.upscaler), w, h), generator)
+                np.round(p * 255).astype(np.uint8), (big_w, big_h), hires.upscaler), big_w,
+                big_h), generator)
             for p in pictures])
+    start = crop_latents(start, (h // scale, w // scale))
     # 2. the stretched schedule at the new size, its last `steps` from the upscaled latents,
     # FLUX dev guided by the hires pass's own distilled CFG (Forge's hr_distilled_cfg)
     second = replace(request, distilled_cfg_scale=request.hr_distilled_cfg)

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..noise.rng import make_generator
 from ..text.embeddings import EmbeddingFinder
-from ..upscalers.interpolation import HiresFix, upscale_image, upscale_latents
+from ..upscalers.interpolation import HiresFix, crop_latents, upscale_image, upscale_latents
 
 if TYPE_CHECKING:
     from .stable_diffusion import Generator, StableDiffusion
@@ -199,14 +199,17 @@ def hires_latents(pipe: StableDiffusion, r: Pass, latents: np.ndarray,
     the VAE: the first pass's decodes, `r.hires_vae` encodes where set) and its settings (the
     new size, img2img at the hires strength)."""
     width, height = hires.target(r.width, r.height)
+    big_width, big_height = hires.cover(r.width, r.height)  # cropped to the target after
     scale = pipe.vae_scale_factor
     if hires.is_latent:
-        start = upscale_latents(latents, (height // scale, width // scale), hires.upscaler)
+        start = upscale_latents(latents, (big_height // scale, big_width // scale),
+                                hires.upscaler)
     else:
-        images = [upscale_image(image, (width, height), hires.upscaler)
+        images = [upscale_image(image, (big_width, big_height), hires.upscaler)
                   for image in pipe._decode(latents)]
         generator = make_generator(r.rng, r.seed)  # the VAE posterior's draws
-        start = np.concatenate([pipe._encode(to_unit_image(image, width, height), generator,
-                                             vae=r.hires_vae) for image in images])
+        start = np.concatenate([pipe._encode(to_unit_image(image, big_width, big_height),
+                                             generator, vae=r.hires_vae) for image in images])
+    start = crop_latents(start, (height // scale, width // scale))
     return start, replace(r, width=width, height=height, mode="img2img",
                           strength=hires.denoise, hires_stage="second")

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["IMAGE_UPSCALERS", "LATENT_UPSCALERS", "HiresFix", "upscale_image", "upscale_latents"]
+__all__ = ["IMAGE_UPSCALERS", "LATENT_UPSCALERS", "HiresFix", "crop_latents", "upscale_image",
+           "upscale_latents"]
 
 # WebUI name -> (torch interpolate mode, antialias); its `shared.latent_upscale_modes`
 LATENT_UPSCALERS = {
@@ -80,6 +81,19 @@ class HiresFix:
             raise ValueError(f"hires size {w}x{h} is too small; give at least 8x8")
         return w, h
 
+    def cover(self, width: int, height: int) -> tuple[int, int]:
+        """The size the first pass is enlarged to: `target`, except for a `resize` of another
+        aspect ratio than the first pass's, which the WebUI fills without stretching: the
+        picture is enlarged to cover it and the latents' overflow is cropped around the
+        centre (`crop_latents`; its truncate_x/y)."""
+        w, h = self.target(width, height)
+        if self.resize is None:
+            return w, h
+        x, y = self.resize
+        if width * y < x * height:  # wider target: fit the width, crop the height
+            return w, max(h, x * height // width // 8 * 8)
+        return max(w, y * width // height // 8 * 8), h
+
 
 def _cubic(t: np.ndarray, a: float = -0.75) -> np.ndarray:
     """Keys' cubic convolution kernel at distances t (torch's bicubic, A = -0.75)."""
@@ -136,6 +150,13 @@ def upscale_latents(latents: np.ndarray, size: tuple[int, int], upscaler: str) -
     rows = _matrix(latents.shape[2], size[0], mode, antialias)
     cols = _matrix(latents.shape[3], size[1], mode, antialias)
     return np.einsum("ih,bchw,jw->bcij", rows, np.asarray(latents, np.float64), cols)
+
+
+def crop_latents(latents: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Latents (B, C, H, W) cropped to `size` (height, width) around the centre, as the WebUI
+    truncates hires latents enlarged to cover a `resize` (HiresFix.cover)."""
+    top, left = (latents.shape[2] - size[0]) // 2, (latents.shape[3] - size[1]) // 2
+    return latents[:, :, top:top + size[0], left:left + size[1]]
 
 
 def upscale_image(image: np.ndarray, size: tuple[int, int], upscaler: str) -> np.ndarray:

@@ -49,3 +49,32 @@ def test_hires_settings_and_target_size() -> None:
         HiresFix(denoise=0.0)
     with pytest.raises(ValueError, match="scale must be from 1 to 8"):
         HiresFix(scale=0.5)
+
+
+@pytest.mark.parametrize(("first", "resize"), [((512, 512), (1000, 600)),
+                                               ((512, 768), (1024, 1024)),
+                                               ((640, 384), (768, 768)),
+                                               ((512, 512), (768, 768))])
+def test_hires_resize_of_another_aspect_crops_as_the_webui(first, resize) -> None:
+    """Both hr_resize sides of another aspect ratio: the WebUI enlarges the latents to cover
+    them and truncates the overflow around the centre, without stretching the picture."""
+    from types import SimpleNamespace
+
+    from diffusion.pipelines.prepare import Pass, hires_latents
+
+    (width, height), (x, y) = first, resize
+    if width / height < x / y:  # the WebUI's hr_upscale_to_x/y and truncate_x/y
+        to_x, to_y = x, x * height // width
+    else:
+        to_x, to_y = y * width // height, y
+    tx, ty = (to_x - x) // 8, (to_y - y) // 8
+    latents = np.random.default_rng(2).standard_normal((1, 4, height // 8, width // 8))
+    samples = F.interpolate(torch.from_numpy(latents), size=(to_y // 8, to_x // 8),
+                            mode="bilinear")
+    want = samples[:, :, ty // 2:samples.shape[2] - (ty + 1) // 2,
+                   tx // 2:samples.shape[3] - (tx + 1) // 2].numpy()
+    r = Pass("", "", 1, 7.0, 0, width, height, 1, 1, 1.0, "cpu", "txt2img")
+    start, second = hires_latents(SimpleNamespace(vae_scale_factor=8), r, latents,
+                                  HiresFix(resize=resize))
+    assert (second.width, second.height) == resize
+    np.testing.assert_allclose(start, want, rtol=1e-10, atol=1e-12)
