@@ -224,7 +224,7 @@ def _hires(request: Txt2ImgRequest, max_size: int) -> HiresFix:
     x, y = request.hr_resize_x, request.hr_resize_y
     if x or y:
         width, height = request.width or 512, request.height or 512
-        resize = (x or round(y * width / height), y or round(x * height / width))
+        resize = (x or y * width // height, y or x * height // width)  # the WebUI floors
     strength = request.denoising_strength
     try:
         hires = HiresFix(scale=request.hr_scale, resize=resize,

@@ -469,3 +469,14 @@ def test_a_422_does_not_echo_a_huge_field(client: Any) -> None:
     response = client.post("/sdapi/v1/txt2img", json={"prompt": PROMPT, "steps": "x" * 10**6})
     assert response.status_code == 422 and "steps" in response.json()["detail"]
     assert len(response.content) < 4000, len(response.content)
+
+
+def test_hires_resize_on_one_side_floors_as_the_webui() -> None:
+    """hr_resize_y alone: the width is y * width // height (the WebUI's hr_upscale_to_x), not
+    rounded: 768 * 256 / 424 = 463.7 is 463, a 456-pixel second pass, not 464."""
+    from diffusion.server.generation import _hires
+    from diffusion.server.schemas import Txt2ImgRequest
+
+    request = Txt2ImgRequest(prompt=PROMPT, width=256, height=424, enable_hr=True,
+                             hr_resize_y=768)
+    assert _hires(request, 4096).target(256, 424) == (456, 768)
