@@ -73,10 +73,12 @@ def _upscale(image: np.ndarray, options: _ExtrasOptions) -> np.ndarray:
         out = np.asarray(Image.blend(Image.fromarray(out), Image.fromarray(second),
                                      options.extras_upscaler_2_visibility))
     if options.resize_mode == 1 and options.upscaling_crop:
-        w, h = min(options.upscaling_resize_w, out.shape[1]), min(options.upscaling_resize_h,
-                                                                  out.shape[0])
-        top, left = (out.shape[0] - h) // 2, (out.shape[1] - w) // 2
-        out = out[top:top + h, left:left + w]
+        # the WebUI pastes it centred on a black canvas of the size asked: exactly that size,
+        # also where the upscale's multiple of 8 fell short of it (1366 wide: 1360)
+        w, h = options.upscaling_resize_w, options.upscaling_resize_h
+        canvas = Image.new("RGB", (w, h))
+        canvas.paste(Image.fromarray(out), (w // 2 - out.shape[1] // 2, h // 2 - out.shape[0] // 2))
+        out = np.asarray(canvas)
     return out
 
 

@@ -115,3 +115,15 @@ def test_hires_fix_by_upscaler_name(upscalers: Path) -> None:
     assert out.shape == (24, 24, 3)
     with pytest.raises(ValueError, match=r"unknown hires upscaler.*R-ESRGAN AnimeVideo"):
         HiresFix(upscaler="R-ESRGAN 4x+")
+
+
+def test_resize_to_a_size_off_the_multiple_of_8() -> None:
+    """resize_mode 1 with crop gives exactly the size asked, as the WebUI's paste onto a
+    canvas of that size: 42x24 from 21x12 is a 40x24 upscale centred between black columns."""
+    picture = np.random.default_rng(4).integers(0, 256, (12, 21, 3), dtype=np.uint8)
+    options = extras.ExtrasSingleRequest(resize_mode=1, upscaling_resize_w=42,
+                                         upscaling_resize_h=24, upscaler_1="Lanczos")
+    got = extras._upscale(picture, options)
+    assert got.shape == (24, 42, 3)
+    assert np.array_equal(got[:, 1:41], upscale_image(picture, (40, 24), "Lanczos"))
+    assert not got[:, [0, 41]].any()
