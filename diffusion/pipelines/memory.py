@@ -204,6 +204,7 @@ class MemoryPlan:
         else:
             self.residency.add(pipe.unet, name="UNet", stream=False, on_evict=captures[1].reset)
         self.residency.add(pipe.vae, name="VAE", stream=False)
+        self._vaes = {id(pipe.vae)}  # and a hires pass's own VAEs as they come (_use_vae)
         self.residency.fit()  # within the budget from now on, not from the first unit used
         self._unet_capture = pipe._unet_capture
 
@@ -222,6 +223,14 @@ class MemoryPlan:
         self.residency.use(unet)
         return self._unet_capture.of(unet)
 
+    def _use_vae(self, vae: Module, extra: int = 0) -> None:
+        """Bring `vae` in: the model's, or a hires pass's own (Forge's hr_additional_modules,
+        HiresModules.vae), made a unit like the model's the first time it comes."""
+        if id(vae) not in self._vaes:
+            self.residency.add(vae, name="hires VAE", stream=False)
+            self._vaes.add(id(vae))
+        self.residency.use(vae, extra=extra)
+
     def _vae_room(self, vae: Module, shape: tuple[int, ...], mode: str) -> int:
         itemsize = int(vae.decoder.conv_in.weight.dtype.itemsize)  # type: ignore[attr-defined]
         pixels = math.prod(shape[:1] + shape[2:])
@@ -232,7 +241,7 @@ class MemoryPlan:
         frugal with the pool (the memory modes trade the decode's speed for its reserve)."""
         room = self._vae_room(vae, latents.shape, "decode")
         budget = self.mode.max_vram
-        self.residency.use(vae, extra=room if budget is not None else 0)
+        self._use_vae(vae, room if budget is not None else 0)
         if budget is not None and room + self.device.memory_stats().allocated > budget:
             side = max(8, math.isqrt(latents.shape[-1] * latents.shape[-2] * budget // 2 // room))
             return decode_tiled(vae, latents, tile=side, offload=True)  # type: ignore[arg-type]
@@ -240,5 +249,5 @@ class MemoryPlan:
 
     def vae_encode(self, vae: Module, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """tiled_vae.vae_encode with the VAE brought in."""
-        self.residency.use(vae)
+        self._use_vae(vae)
         return vae_encode(vae, pixels)  # type: ignore[arg-type]

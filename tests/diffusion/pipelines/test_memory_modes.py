@@ -155,6 +155,25 @@ def test_budget_that_fits_everything_moves_nothing(pipe: Any,
     np.testing.assert_array_equal(_image(pipe), plain[0])  # replayed again, same picture
 
 
+def test_hires_vae_of_its_own(pipe: Any, model_dir: Path) -> None:
+    """A hires pass with its own VAE (Forge's hr_additional_modules) under a memory mode: the
+    VAE becomes a unit as it comes (it was not one of the plan's: KeyError), same picture."""
+    from diffusion.pipelines.module_load import HiresModules, _load_like
+    from diffusion.upscalers.interpolation import HiresFix
+
+    modules = HiresModules(("vae",), _load_like(pipe.vae, model_dir))
+
+    def hires() -> np.ndarray:
+        return pipe.txt2img("a lighthouse", steps=1, seed=3, width=SIZE, height=SIZE,
+                            hires=HiresFix(scale=1.5, upscaler="Lanczos", steps=1),
+                            hires_modules=modules).images[0]
+
+    want = hires()
+    for mode in (MemoryMode(medvram=True), MemoryMode(max_vram=parse_size("8G"))):
+        pipe.set_memory_mode(mode)
+        np.testing.assert_array_equal(hires(), want)
+
+
 def test_lora_patched_while_offloaded(pipe: Any, tmp_path: Path) -> None:
     """A LoRA patched into weights that wait in host memory (--medvram) reaches the picture
     as it does on the GPU, and removing it gives the original weights back."""
