@@ -4,8 +4,9 @@
 Upscaling follows the WebUI's `postprocessing_upscale`: resize_mode 0 scales by
 `upscaling_resize`, 1 scales to cover `upscaling_resize_w` x `upscaling_resize_h` (then
 center-crops to it when `upscaling_crop`); `upscaler_2` at `extras_upscaler_2_visibility` is
-blended over `upscaler_1`'s result. Face restoration fields are accepted and ignored (there is
-no face restorer here). Jobs run on the worker's queue, one at a time with generation.
+blended over `upscaler_1`'s result; `upscaler_1` "None" leaves the picture as it is. Face
+restoration fields are accepted and ignored (there is no face restorer here). Jobs run on
+the worker's queue, one at a time with generation.
 """
 
 from __future__ import annotations
@@ -58,9 +59,13 @@ class ExtrasBatchRequest(_ExtrasOptions):
 
 
 def _upscale(image: np.ndarray, options: _ExtrasOptions) -> np.ndarray:
-    """One picture through upscaler 1 (and 2, blended), as the WebUI's Extras tab."""
+    """One picture through upscaler 1 (and 2, blended), as the WebUI's Extras tab; upscaler 1
+    "None" upscales nothing (the WebUI's postprocessing_upscale returns at once, upscaler 2
+    and the resize included)."""
     from PIL import Image
 
+    if options.upscaler_1 == "None":
+        return image
     height, width = image.shape[:2]
     scale = options.upscaling_resize
     if options.resize_mode == 1:
@@ -92,6 +97,8 @@ def _check(options: _ExtrasOptions) -> None:
 
 
 def _html_info(options: _ExtrasOptions, size: tuple[int, int]) -> str:
+    if options.upscaler_1 == "None":
+        return f"<p>{size[0]}x{size[1]}</p>"
     text = f"Postprocess upscale by: {options.upscaling_resize}, Postprocess upscaler: " \
            f"{options.upscaler_1}"
     if options.upscaler_2 != "None" and options.extras_upscaler_2_visibility > 0:

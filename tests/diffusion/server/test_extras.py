@@ -127,3 +127,14 @@ def test_resize_to_a_size_off_the_multiple_of_8() -> None:
     assert got.shape == (24, 42, 3)
     assert np.array_equal(got[:, 1:41], upscale_image(picture, (40, 24), "Lanczos"))
     assert not got[:, [0, 41]].any()
+
+
+def test_upscaler_1_none_leaves_the_picture(client: Any) -> None:
+    """upscaler_1 "None" (the request's default): the WebUI's Extras upscales nothing, upscaler
+    2 included, and answers the picture as sent, not a Lanczos enlargement."""
+    picture = _picture()
+    got = client.post("/sdapi/v1/extra-single-image", json={
+        "image": png_b64(picture), "upscaling_resize": 2, "upscaler_2": "Nearest",
+        "extras_upscaler_2_visibility": 0.5})
+    assert got.status_code == 200, got.text
+    assert np.array_equal(pixels(got.json()["image"]), np.asarray(picture))
