@@ -56,6 +56,9 @@ def decode_image(text: str, what: str) -> Any:
     try:
         image = Image.open(io.BytesIO(raw))
         image.load()
+    except Image.UnidentifiedImageError:  # its text names only the BytesIO object
+        raise ImageError(f"{what} decodes from base64 but is not a readable image (no format "
+                         "Pillow reads); send a PNG, JPEG or WebP file") from None
     except (OSError, Image.DecompressionBombError, SyntaxError, ValueError) as exc:
         raise ImageError(f"{what} decodes from base64 but is not a readable image ({exc}); "
                          "send a PNG, JPEG or WebP file") from None

@@ -325,7 +325,7 @@ NOT_IMAGE = base64.b64encode(b"hello, not a picture").decode()
                            "mask": png_b64(Image.new("L", (8, 8)))}, ("mask is 8x8",)),
     ("/sdapi/v1/img2img", {"init_images": [png_b64(Image.new("RGB", (16, 16)))],
                            "denoising_strength": 0}, ("denoising_strength",)),
-    ("/sdapi/v1/png-info", {"image": NOT_IMAGE}, ("not a readable image",)),
+    ("/sdapi/v1/png-info", {"image": NOT_IMAGE}, ("not a readable image (no format Pillow",)),
     ("/sdapi/v1/options", {"sd_model_checkpoint": "../tiny-a"}, ("not one of", "tiny-b [")),
     ("/sdapi/v1/options", {"sd_model_checkpoint": "/etc/passwd"}, ("not one of",)),
 ])
