@@ -21,7 +21,7 @@ import numpy as np
 from ..pipelines.control import CONTROL_MODES, HR_OPTIONS
 from ..pipelines.control_spec import ControlSpec, parse_unit
 from ..preprocessors import module_list
-from ..preprocessors.registry import hwc3
+from ..preprocessors.registry import control_picture
 from ..preprocessors.resize import RESIZE_MODES
 from .options import number, whole
 
@@ -150,8 +150,7 @@ def build_control_specs(args: argparse.Namespace, open_image: Any) -> list[Contr
     for i, (kind, text) in enumerate(models):
         mask = None if masks[i] is None else open_image(masks[i], "--control-mask", "L")
         if images[i] is not None:
-            # transparent parts white, as the extension's HWC3 gives them
-            picture = hwc3(np.asarray(open_image(images[i], "--control-image", "RGBA")))
+            picture = control_picture(open_image(images[i], "--control-image", "RGBA"))
         elif getattr(args, "init_image", None):
             picture = open_image(args.init_image, "--init-image", "RGB")
             if mask is None and getattr(args, "mask", None):

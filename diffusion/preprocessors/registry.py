@@ -15,8 +15,8 @@ from . import depth, filters
 from .ip_adapter_modules import IP_ADAPTER_MODULES
 from .resize import resize_with_pad
 
-__all__ = ["INPAINT_MODULES", "PREPROCESSORS", "Preprocessor", "Slider", "hwc3", "inpaint_map",
-           "module_detail", "module_list", "preprocess"]
+__all__ = ["INPAINT_MODULES", "PREPROCESSORS", "Preprocessor", "Slider", "control_picture", "hwc3",
+           "inpaint_map", "module_detail", "module_list", "preprocess"]
 
 
 @dataclass(frozen=True)
@@ -131,6 +131,14 @@ def hwc3(image: Any) -> np.ndarray:
         blended = array[:, :, :3].astype(np.float32) * alpha + 255.0 * (1.0 - alpha)
         return blended.clip(0, 255).astype(np.uint8)
     return np.ascontiguousarray(array)
+
+
+def control_picture(image: Any) -> np.ndarray:
+    """A unit's picture (PIL) as uint8 HxWx3, its transparent parts white as the extension's
+    HWC3 makes them; an opaque one is only converted (no blend to run)."""
+    if image.has_transparency_data:
+        return hwc3(np.asarray(image.convert("RGBA")))
+    return np.asarray(image.convert("RGB"))
 
 
 def preprocess(module: str, image: Any, *, threshold_a: float | None = None,

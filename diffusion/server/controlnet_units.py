@@ -34,7 +34,7 @@ from ..loaders.errors import WeightsError
 from ..loaders.ip_adapter_file import load_image_encoder
 from ..pipelines.control_spec import ControlSpec
 from ..preprocessors.ip_adapter_modules import IP_ADAPTER_MODULES
-from ..preprocessors.registry import PREPROCESSORS, hwc3
+from ..preprocessors.registry import PREPROCESSORS, control_picture
 from .generation import RequestError
 from .image_encoders import ImageEncoders
 from .images import ImageError, decode_image
@@ -83,8 +83,7 @@ def _picture(value: Any, where: str, part: str = "image", *, over_white: bool = 
         image = decode_image(value, where)
     except ImageError as exc:
         raise RequestError(str(exc)) from None
-    return hwc3(np.asarray(image.convert("RGBA"))) if over_white else \
-        np.asarray(image.convert("RGB"))
+    return control_picture(image) if over_white else np.asarray(image.convert("RGB"))
 
 
 @lru_cache(maxsize=64)

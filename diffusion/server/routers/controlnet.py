@@ -11,13 +11,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from ...pipelines.control_spec import ControlSpec
 from ...preprocessors import module_detail, module_list, preprocess
-from ...preprocessors.registry import PREPROCESSORS, hwc3
+from ...preprocessors.registry import PREPROCESSORS, control_picture
 from ..generation import RequestError
 from ..images import ImageError, decode_image, encode_png
 from ..state import State, submit, wait
@@ -75,8 +74,8 @@ async def detect(body: DetectRequest, state: State) -> dict[str, Any]:
     if not texts:
         raise RequestError("controlnet_input_images is empty; send base64-encoded pictures")
     try:
-        pictures = [hwc3(np.asarray(decode_image(text, f"controlnet_input_images[{i}]")
-                                    .convert("RGBA"))) for i, text in enumerate(texts)]
+        pictures = [control_picture(decode_image(text, f"controlnet_input_images[{i}]"))
+                    for i, text in enumerate(texts)]
     except ImageError as exc:
         raise RequestError(str(exc)) from None
     spec = ControlSpec(model="detect", module=body.controlnet_module,
