@@ -52,7 +52,7 @@ def run_hires(model: Any, request: GenerationRequest, label: str, prompts: list[
     second_vae = getattr(request.hires_modules, "vae", None)
     second_vae = vae if second_vae is None else second_vae
     # 1. where the second pass starts: enlarged to cover the target, cropped to it
-    big_w, big_h = (max(a, b) for a, b in zip(hires.cover(width, height), (w, h)))
+    big_w, big_h = hires.cover(width, height)  # >= the target, >= (w, h) its multiple
     if hires.is_latent:
         start = upscale_latents(latents, (big_h // scale, big_w // scale), hires.upscaler)
     else:

@@ -204,7 +204,6 @@ class MemoryPlan:
         else:
             self.residency.add(pipe.unet, name="UNet", stream=False, on_evict=captures[1].reset)
         self.residency.add(pipe.vae, name="VAE", stream=False)
-        self._vaes = {id(pipe.vae)}  # and a hires pass's own VAEs as they come (_use_vae)
         self.residency.fit()  # within the budget from now on, not from the first unit used
         self._unet_capture = pipe._unet_capture
 
@@ -226,9 +225,8 @@ class MemoryPlan:
     def _use_vae(self, vae: Module, extra: int = 0) -> None:
         """Bring `vae` in: the model's, or a hires pass's own (Forge's hr_additional_modules,
         HiresModules.vae), made a unit like the model's the first time it comes."""
-        if id(vae) not in self._vaes:
+        if vae not in self.residency:
             self.residency.add(vae, name="hires VAE", stream=False)
-            self._vaes.add(id(vae))
         self.residency.use(vae, extra=extra)
 
     def _vae_room(self, vae: Module, shape: tuple[int, ...], mode: str) -> int:

@@ -88,15 +88,17 @@ def _clip_skip(request: Txt2ImgRequest, options: dict[str, Any]) -> int:
 
 def _rng(request: Txt2ImgRequest, options: dict[str, Any]) -> str:
     source = (request.override_settings or {}).get("randn_source", options["randn_source"])
-    check_randn_source(str(source).upper(), "override_settings.randn_source", source)
-    return "torch" if str(source).upper() == "CPU" else "numpy"
+    named = check_randn_source(source, "override_settings.randn_source", any_case=True)
+    return "torch" if named == "CPU" else "numpy"
 
 
-def check_randn_source(value: Any, setting: str, given: Any = None) -> None:
-    """RequestError unless `value` is one of the WebUI's random number sources."""
-    if value not in RANDN_SOURCES:
-        raise RequestError(f"{setting} must be 'GPU', 'CPU' or 'NV', got "
-                           f"{value if given is None else given!r}")
+def check_randn_source(value: Any, setting: str, *, any_case: bool = False) -> str:
+    """The WebUI random number source `value` names (`any_case`: in upper or lower case), or
+    RequestError."""
+    named = str(value).upper() if any_case else value
+    if named not in RANDN_SOURCES:
+        raise RequestError(f"{setting} must be 'GPU', 'CPU' or 'NV', got {value!r}")
+    return named
 
 
 def named_checkpoint(registry: ModelRegistry, name: Any, setting: str) -> ModelEntry:

@@ -95,6 +95,10 @@ class Residency:
         return (f"<Residency budget={self.budget} units={len(self._units)} "
                 f"resident={len(self._resident)} uploaded={self.uploaded}>")
 
+    def __contains__(self, module: Module) -> bool:
+        """Whether `module` is a unit (added)."""
+        return id(module) in self._units
+
     def add(self, module: Module, *, name: str = "", stream: bool = True, method: str = "forward",
             on_evict: Callable[[], None] | None = None) -> None:
         """Make `module` a unit. stream: wrap its `method` so that every call brings it in
