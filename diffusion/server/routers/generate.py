@@ -33,9 +33,9 @@ api = APIRouter()
 
 
 async def run_generation(state: ServerState, body: Txt2ImgRequest, kind: str,
-                         request: Request | None = None) -> dict[str, Any]:
+                         client: Request | None = None) -> dict[str, Any]:
     """Check `body` (a bad one is refused before it is queued), queue it, wait for it (the
-    `request`'s client going away takes it from the queue)."""
+    `client`'s HTTP request: its going away takes the job from the queue)."""
     # 1. the body as a GenerationRequest (RequestError: 422 saying what to change)
     job, facts = build_job(body, kind, options=dict(state.options), max_size=state.max_size,
                            outputs=state.outputs)
@@ -99,7 +99,7 @@ async def run_generation(state: ServerState, body: Txt2ImgRequest, kind: str,
         except BaseException:
             generation.cancel()  # run() refuses too, should it have started
             raise
-    return build_response(body, await wait(generation, request), facts)
+    return build_response(body, await wait(generation, client), facts)
 
 
 def _wanted_model(state: ServerState, body: Txt2ImgRequest) -> ModelEntry | None:
@@ -170,10 +170,10 @@ def _documented(model: type[Txt2ImgRequest]) -> dict[str, Any]:
 @api.post("/txt2img", response_model=ImageResponse, openapi_extra=_documented(Txt2ImgRequest))
 async def txt2img(body: Annotated[Txt2ImgRequest, Depends(_txt2img_body)],
                   state: State, request: Request) -> dict[str, Any]:
-    return await run_generation(state, body, "txt2img", request)
+    return await run_generation(state, body, "txt2img", client=request)
 
 
 @api.post("/img2img", response_model=ImageResponse, openapi_extra=_documented(Img2ImgRequest))
 async def img2img(body: Annotated[Img2ImgRequest, Depends(_img2img_body)],
                   state: State, request: Request) -> dict[str, Any]:
-    return await run_generation(state, body, "img2img", request)
+    return await run_generation(state, body, "img2img", client=request)
