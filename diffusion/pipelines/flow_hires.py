@@ -68,8 +68,7 @@ def run_hires(model: Any, request: GenerationRequest, label: str, prompts: list[
     # FLUX dev guided by the hires pass's own distilled CFG (Forge's hr_distilled_cfg)
     second = replace(request, distilled_cfg_scale=request.hr_distilled_cfg)
     flow, shape, mu = model._flow(second, prompts, w, h)
-    steps = hires.steps or int(request.steps)
-    total = int(steps / min(hires.denoise, 0.999))
+    steps, total = hires.schedule_steps(int(request.steps))
     sigmas = flow_sigmas(total, model.pipe.scheduler_config, mu)
     return sample_flow(flow, label, sigmas, seeds=seeds, rng=request.rng, shape=shape,
                        init_latents=start.astype(np.float32), t_enc=steps - 1,

@@ -246,8 +246,7 @@ def _check(r: GenerationRequest) -> None:
     if r.hires is not None and not r.uses_kdiffusion:
         # run_scheduler's hires pass: the last int(total x denoise) of `total` timesteps (the
         # WebUI's DDIM/PLMS/UniPC run t_enc = steps - 1 of them, none at 1 hires step, and fail)
-        steps = r.hires.steps or r.steps
-        total = max(int(steps / min(r.hires.denoise, 0.999)), 1)
+        steps, total = r.hires.schedule_steps(r.steps)
         if int(total * r.hires.denoise) < 1:
             which = "hires steps" if r.hires.steps else "steps (the hires pass's, hires steps 0)"
             raise ValueError(f"{which} {steps} at hires denoising strength "

@@ -100,8 +100,7 @@ def run_kdiffusion(pipe: StableDiffusion, r: Pass, sampler: str, schedule: str,
     # 4. the hires pass: the last `steps` of a schedule stretched by 1 / denoise
     x, r = hires_latents(pipe, r, x, hires)
     r = replace(r, first_pass_steps=evaluations)
-    steps = hires.steps or r.steps
-    total = int(steps / min(hires.denoise, 0.999))
+    steps, total = hires.schedule_steps(r.steps)
     plan = sampling.plan(sampler, schedule, total, discrete, t_enc=steps - 1,
                          is_sdxl=pipe.is_sdxl)
     x = _pass(pipe, r, plan, discrete, seeds, x, steps * (2 if plan.info.second_order else 1),

@@ -49,9 +49,7 @@ def run_scheduler(pipe: StableDiffusion, r: Pass, scheduler: Any, init_image: An
         return latents
     # 3. the hires pass: img2img from the upscaled latents over a stretched schedule
     start, r = hires_latents(pipe, r, latents, hires)
-    steps = hires.steps or r.steps
-    r = replace(r, steps=max(int(steps / min(hires.denoise, 0.999)), 1),
-                first_pass_steps=r.steps)
+    r = replace(r, steps=hires.schedule_steps(r.steps)[1], first_pass_steps=r.steps)
     again = type(scheduler).from_config(scheduler.config)
     return scheduler_pass(pipe, r, again, None, None, observer, webui=webui,
                           image_latents=start)

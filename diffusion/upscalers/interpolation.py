@@ -65,6 +65,12 @@ class HiresFix:
             raise ValueError(f"hires steps must be a whole number >= 0 (0: as many as the "
                              f"first pass), got {self.steps!r}")
 
+    def schedule_steps(self, first_steps: int) -> tuple[int, int]:
+        """(the steps the hires pass runs, the schedule they are the last of): `steps`, or the
+        first pass's, and those stretched by 1 / denoise (the WebUI's setup_img2img_steps)."""
+        steps = self.steps or first_steps
+        return steps, int(steps / min(self.denoise, 0.999))
+
     @property
     def is_latent(self) -> bool:
         return self.upscaler in LATENT_UPSCALERS
