@@ -27,7 +27,7 @@ from .matrix_codegen import (
     load_type,
     load_width,
 )
-from .plan import MULTIPROCESSORS, BatchPlan
+from .plan import MULTIPROCESSORS, WAVE, BatchPlan
 
 __all__ = ["TILES", "MatrixTile", "available", "choose_tile", "record_gemm_matrix",
            "record_gemm_parts", "source", "split_k"]
@@ -60,9 +60,6 @@ _MAX_SPLITS = 8
 # 2048 x 5120 x 1280 and 4608 x 3072 x 21504 stay faster with 16 (0.253 / 0.280, 3.310 / 4.060).
 LONG_K = 12288
 DEEP_K = 3072
-# About one wave of workgroups: from here a product's tiles fill the SMs (split_k leaves K
-# whole; choose_tile's 160-wide tiles count as filling them).
-WAVE = 0.95 * MULTIPROCESSORS
 
 
 def aligned(tile: MatrixTile, m: int, n: int, k: int) -> bool:

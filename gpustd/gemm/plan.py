@@ -12,13 +12,16 @@ from dataclasses import dataclass
 
 from gpucore import Device
 
-__all__ = ["ALL_TILES", "EXTRA_TILES", "K_CHUNK", "MULTIPROCESSORS", "TILES", "BatchPlan",
+__all__ = ["ALL_TILES", "EXTRA_TILES", "K_CHUNK", "MULTIPROCESSORS", "TILES", "WAVE", "BatchPlan",
            "Plan", "Tile", "batch_plan", "k_partition", "plan_gemm"]
 
 # Multiprocessors (SMs) of the H100/H200 on which every fixed rule of the GEMM corner and of
 # the convolutions was measured: the rules count waves of workgroups against this, whatever
 # the device (a rule tuned for one GPU; the autotuner adapts to others).
 MULTIPROCESSORS = 132
+# About one wave of workgroups: from here a product's tiles fill the SMs (the matrix-unit
+# GEMM's split_k leaves K whole; its and the conv's 160-wide tiles count as filling them).
+WAVE = 0.95 * MULTIPROCESSORS
 
 
 @dataclass(frozen=True)

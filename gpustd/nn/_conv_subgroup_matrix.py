@@ -35,8 +35,8 @@ from gpucore import Kernel
 
 from .._tensor import Tensor
 from ..gemm import matrix_codegen as sm
-from ..gemm.matrix_units import WAVE, available
-from ..gemm.plan import MULTIPROCESSORS
+from ..gemm.matrix_units import available
+from ..gemm.plan import MULTIPROCESSORS, WAVE
 from ._util import dummy, kernel
 from .prologue import ConvPrologue
 
