@@ -121,12 +121,15 @@ def _ablation_row(device: gpucore.Device, torch: Any, rng: np.random.Generator,
 
 
 def tiles(device: gpucore.Device, rng: np.random.Generator,
-          shapes: list[tuple[tuple[int, int, int, int], int]]) -> list[dict]:
-    return [row for x_shape, c_out in shapes for row in _tile_rows(device, rng, x_shape, c_out)]
+          shapes: list[tuple[tuple[int, int, int, int], int]],
+          names: list[str] | None = None) -> list[dict]:
+    return [row for x_shape, c_out in shapes
+            for row in _tile_rows(device, rng, x_shape, c_out, names or list(TILES))]
 
 
 def _tile_rows(device: gpucore.Device, rng: np.random.Generator,
-               x_shape: tuple[int, int, int, int], c_out: int) -> list[dict[str, Any]]:
+               x_shape: tuple[int, int, int, int], c_out: int,
+               names: list[str]) -> list[dict[str, Any]]:
     _, _, h, w = x_shape
     _, _, gx, gw = _operands(device, rng, x_shape, c_out)
 
@@ -138,7 +141,8 @@ def _tile_rows(device: gpucore.Device, rng: np.random.Generator,
         conv(tile)
 
     rows, first = [], None
-    for name, tile in TILES.items():
+    for name in names:
+        tile = TILES[name]
         if c_out % tile.bm:
             continue
         got = conv(tile).numpy().view(np.uint16)
@@ -157,14 +161,21 @@ def main() -> None:
     parser.add_argument("--tiles", action="store_true", help="sweep the tiles instead")
     parser.add_argument("--c-out", type=int, default=0,
                         help="only the convs with this many output channels")
+    parser.add_argument("--shapes", help="the convs instead of SHAPES: N x C_in x H x W - "
+                        "C_out, comma-separated (2x640x64x64-640,2x1280x32x32-1280)")
+    parser.add_argument("--tile-names", help="with --tiles, only these TILES (comma-separated)")
     args = parser.parse_args()
     device = gpucore.default_device()
     torch = _harness.torch_cuda()
     if not csm.available(device) or torch is None:
         raise SystemExit("needs f16 subgroup matrices (GPUCORE_RUNTIME=dawn) and torch CUDA")
     rng = np.random.default_rng(0)
-    shapes = [shape for shape in SHAPES if args.c_out in (0, shape[1])]
-    rows = tiles(device, rng, shapes) if args.tiles else ablations(device, torch, rng, shapes)
+    given = [(tuple(int(v) for v in x.split("x")), int(c)) for x, c in
+             (spec.split("-") for spec in args.shapes.split(","))] if args.shapes else SHAPES
+    shapes = [shape for shape in given if args.c_out in (0, shape[1])]
+    names = args.tile_names.split(",") if args.tile_names else None
+    rows = (tiles(device, rng, shapes, names) if args.tiles  # type: ignore[arg-type]
+            else ablations(device, torch, rng, shapes))  # type: ignore[arg-type]
     if args.json:
         _harness.write_json(args.json, {"environment": _harness.environment(device),
                                         "rows": rows})
