@@ -88,7 +88,10 @@ def split_count(c_out: int, pixels: int, k_total: int) -> int:
     """K splits of this conv, whichever tile runs it: those `tile_splits` gives the rule's
     tile (choose_conv_tile). SD 1.5 UNet: 1280 -> 1280 channels at 16 x 16 (128 x 128 tiles,
     K 11520) 9 splits, at 8 x 8 (64 x 64 tiles) 9."""
-    return tile_splits(c_out, pixels, k_total, choose_conv_tile(c_out, pixels, k_total))
+    tile = choose_conv_tile(c_out, pixels, k_total)
+    if tile == CONV_TILES["160x128"] and c_out % CONV_TILES["128x128"].bm == 0:
+        tile = CONV_TILES["128x128"]  # in 128 x 128's place: its splits (_tall_for_big)
+    return tile_splits(c_out, pixels, k_total, tile)
 
 
 def tile_splits(c_out: int, pixels: int, k_total: int, tile: sm.MatrixTile) -> int:
@@ -157,7 +160,8 @@ def choose_conv_tile(c_out: int, pixels: int, k_total: int = 0) -> sm.MatrixTile
     H100, Dawn, 2026-11-25 (tools/conv_ceiling --tiles --c-out 320,
     conv-tiles160-dawn-h100.json; ms at 64 x 64 / 160 x 128, the same bits): SDXL's 2 x 320 x
     128 x 128 -> 320 0.797 / 0.503, 640 -> 320 1.511 / 0.941, 960 -> 320 2.216 / 1.384; SD
-    1.5's 2 x 320 x 64 x 64 -> 320 0.218 / 0.125."""
+    1.5's 2 x 320 x 64 x 64 -> 320 0.218 / 0.125. Where 128 x 128 is the rule's tile and C_out
+    is also a multiple of 160, 160 x 128 runs in its place with its K splits (_tall_for_big)."""
     big, tall = CONV_TILES["128x128"], CONV_TILES["160x128"]
     if c_out < 64 and tile_count(c_out, pixels, CONV_TILES["64x64"]) >= MIN_TILES:
         return CONV_TILES["32x32"]
@@ -168,8 +172,21 @@ def choose_conv_tile(c_out: int, pixels: int, k_total: int = 0) -> sm.MatrixTile
         return CONV_TILES["64x64"]
     if (tile_count(c_out, pixels, big) >= 2 * MULTIPROCESSORS
             or (c_out >= 640 and k_total >= 8640 and pixels >= 512)):
-        return big
+        return tall if _tall_for_big(c_out, pixels) else big
     return CONV_TILES["64x64"]
+
+
+def _tall_for_big(c_out: int, pixels: int) -> bool:
+    """Whether 160 x 128 tiles take the place of the rule's 128 x 128 (with its K splits:
+    split_count): C_out a multiple of 160 too (640, 1280) and 128 x 128 tiles that fill at
+    least a wave. H100, Dawn, 2026-11-25 (tools/conv_ceiling --tiles --shapes ...,
+    conv-tiles160-640-1280-dawn-h100.json; GPU ms at 128 x 128 / 160 x 128, the same bits):
+    SDXL's 2 x 320 x 64 x 64 -> 640 0.323 / 0.229, 640 -> 640 0.641 / 0.458, 1280 -> 640
+    1.276 / 0.921, 1920 -> 640 1.968 / 1.368, 2 x 1280 x 64 x 64 -> 1280 2.144 / 1.796,
+    2 x 1280 x 32 x 32 -> 1280 (7 splits) 0.646 / 0.553."""
+    tall = CONV_TILES["160x128"]
+    return (c_out % tall.bm == 0 and math.ceil(pixels / tall.bn) <= 65535
+            and tile_count(c_out, pixels, CONV_TILES["128x128"]) >= WAVE)
 
 
 def _gather(kh: int, kw: int, aligned: bool, prologue: int = 0, upsample: bool = False) -> str:

@@ -40,7 +40,13 @@ def test_tile_choice() -> None:
     assert csm.choose_conv_tile(320, 2 * 64 * 64) == csm.CONV_TILES["160x128"]  # 128 tiles
     assert csm.choose_conv_tile(320, 2 * 32 * 32, 2880) == csm.CONV_TILES["64x64"]  # 32 tiles
     assert csm.split_count(320, 2 * 64 * 64, 2880) == 1  # 160 x 128 runs unsplit
-    assert csm.choose_conv_tile(640, 4 * 64 * 64) == csm.CONV_TILES["128x128"]
+    # 640 and 1280 channels: 160 x 128 in the place of 128 x 128 where those fill a wave,
+    # with 128 x 128's K splits (the same bits)
+    assert csm.choose_conv_tile(640, 4 * 64 * 64) == csm.CONV_TILES["160x128"]
+    assert csm.choose_conv_tile(1280, 2 * 32 * 32, 11520) == csm.CONV_TILES["160x128"]
+    assert csm.split_count(1280, 2 * 32 * 32, 11520) == csm.tile_splits(
+        1280, 2 * 32 * 32, 11520, csm.CONV_TILES["128x128"]) == 7
+    assert csm.choose_conv_tile(768, 4 * 64 * 64) == csm.CONV_TILES["128x128"]  # not of 160
     # deep convs at 16x16 and 32x32 take 128 x 128 (split K), not at 8x8 nor with K 5760
     assert csm.choose_conv_tile(1280, 2 * 16 * 16, 11520) == csm.CONV_TILES["128x128"]
     assert csm.choose_conv_tile(640, 2 * 32 * 32, 8640) == csm.CONV_TILES["128x128"]
