@@ -129,18 +129,10 @@ class MaskedArea:
 
     def paste(self, images: list[np.ndarray], request: GenerationRequest) -> list[np.ndarray]:
         """Results of the cropped inpaint laid into `request`'s picture (the request as given,
-        before only_masked) through its mask."""
-        return overlay_original(images, request.init_image, _mask_of(request),
+        before only_masked) through its mask (stretched to the picture where its size
+        differs)."""
+        return overlay_original(images, request.init_image, request.mask,
                                 paste_to=self.paste_to)
-
-
-def _mask_of(request: GenerationRequest) -> Any:
-    """The request's mask as an 'L' picture of its init image's size (a mask of another size
-    stretched to it, as the WebUI fits its overlay mask)."""
-    from PIL import Image
-
-    mask, size = mask_picture(request.mask), rgb_picture(request.init_image).size
-    return mask if mask.size == size else mask.resize(size, Image.Resampling.LANCZOS)
 
 
 def only_masked(request: GenerationRequest, width: int,
@@ -153,7 +145,9 @@ def only_masked(request: GenerationRequest, width: int,
         return request, None
     from PIL import Image
 
-    picture, mask = rgb_picture(request.init_image), _mask_of(request)
+    picture, mask = rgb_picture(request.init_image), mask_picture(request.mask)
+    if mask.size != picture.size:  # stretched to the picture, as the WebUI fits its overlay
+        mask = mask.resize(picture.size, Image.Resampling.LANCZOS)
     area = MaskedArea.find(mask, int(request.inpaint_full_res_padding), width, height)
     if area is None:
         warnings.warn("inpaint_full_res (Inpaint area: Only masked): the mask is blank, "
