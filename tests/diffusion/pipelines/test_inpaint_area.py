@@ -198,8 +198,11 @@ def test_settings_are_checked_and_written_as_the_webui() -> None:
 
 
 @pytest.mark.nodevice
-def test_the_cli_takes_the_inpaint_area() -> None:
+def test_the_cli_takes_the_inpaint_area(tmp_path: Path) -> None:
+    """--inpaint-full-res and its padding, on inpaint only, also from --from-infotext."""
+    from diffusion.cli.from_infotext import apply_infotext
     from diffusion.cli.main import build_parser
+    from diffusion.infotext import save_png
 
     parser = build_parser()
     args = parser.parse_args(["inpaint", "--init-image", "i.png", "--mask", "m.png",
@@ -208,6 +211,13 @@ def test_the_cli_takes_the_inpaint_area() -> None:
     args = parser.parse_args(["inpaint", "--init-image", "i.png", "--mask", "m.png"])
     assert not args.inpaint_full_res and args.inpaint_full_res_padding == 0
     assert not hasattr(parser.parse_args(["txt2img"]), "inpaint_full_res")
+    save_png(np.zeros((8, 8, 3), np.uint8), tmp_path / "made.png", infotext=(
+        "a\nSteps: 2, Sampler: Euler, CFG scale: 7, Seed: 1, Size: 64x64, Denoising strength: "
+        "0.75, Inpaint area: Only masked, Masked area padding: 12"))
+    args = parser.parse_args(["inpaint", "--init-image", "i.png", "--mask", "m.png",
+                              "--from-infotext", str(tmp_path / "made.png")])
+    apply_infotext(args, parser)
+    assert args.inpaint_full_res and args.inpaint_full_res_padding == 12
 
 
 def test_only_masked_on_the_bundled_model(first_device: Any, tmp_path: Path) -> None:
