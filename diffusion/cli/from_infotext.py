@@ -25,6 +25,8 @@ _FROM_INFOTEXT: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "refiner_switch_at": ("refiner_switch_at", float),
     "distilled_cfg_scale": ("distilled_cfg_scale", float),
     "hires_distilled_cfg": ("hr_distilled_cfg", float),
+    "inpaint_area": ("inpaint_full_res", lambda v: v == "Only masked"),
+    "inpaint_full_res_padding": ("inpaint_full_res_padding", int),
 }
 
 

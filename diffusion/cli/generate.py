@@ -160,7 +160,9 @@ def build_request(args: argparse.Namespace) -> GenerationRequest:
         images["init_image"] = _open_image(args.init_image, "--init-image", "RGB")
         images["strength"] = args.strength
     if args.command == "inpaint":
-        images["mask"] = _open_image(args.mask, "--mask", "L")
+        images.update(mask=_open_image(args.mask, "--mask", "L"),
+                      inpaint_full_res=args.inpaint_full_res,
+                      inpaint_full_res_padding=args.inpaint_full_res_padding)
     options = SamplerOptions(eta=args.eta, s_churn=args.s_churn, s_noise=args.s_noise)
     return GenerationRequest(
         prompt=args.prompt, negative_prompt=args.negative_prompt, steps=args.steps,

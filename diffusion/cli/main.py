@@ -17,7 +17,7 @@ from .control import add_control_options
 from .from_infotext import existing
 from .generate import run
 from .memory import add_memory_options
-from .options import add_generation_options
+from .options import add_generation_options, add_mask_options
 from .progress import ProgressBar
 from .serve import add_serve_parser, serve
 
@@ -71,8 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
         add_memory_options(sub)
         add_control_options(sub)
         if name == "inpaint":
-            sub.add_argument("--mask", required=True, metavar="PATH",
-                             help="white = repaint, black = keep (resized like the image)")
+            add_mask_options(sub)
     info = commands.add_parser("png-info", help="print the settings a PNG was made with",
                                description="print the infotext (the WebUI's 'parameters') a "
                                            "PNG carries, or with --json the settings read "

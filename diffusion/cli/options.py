@@ -16,8 +16,8 @@ from ..pipelines.sampling import sampler_names
 from ..samplers import SCHEDULE_LABELS
 from ..upscalers.interpolation import IMAGE_UPSCALERS, LATENT_UPSCALERS
 
-__all__ = ["SAMPLING_DEFAULTS", "UPSCALERS", "add_generation_options", "add_network_options",
-           "add_request_options", "number", "size_pair", "whole"]
+__all__ = ["SAMPLING_DEFAULTS", "UPSCALERS", "add_generation_options", "add_mask_options",
+           "add_network_options", "add_request_options", "number", "size_pair", "whole"]
 
 UPSCALERS = [*LATENT_UPSCALERS, *IMAGE_UPSCALERS]
 # What --steps, --cfg-scale and --sampler default to when the model's folder has no
@@ -150,6 +150,20 @@ def _image(parser: argparse.ArgumentParser, strength: float) -> None:
     parser.add_argument("--strength", type=number, default=strength,
                         help=f"denoising strength in (0, 1]: how much of the schedule "
                              f"re-noises the image ({strength:g})")
+
+
+def add_mask_options(parser: argparse.ArgumentParser) -> None:
+    """inpaint's mask and the WebUI's "Inpaint area" (diffusion.pipelines.inpaint_area)."""
+    parser.add_argument("--mask", required=True, metavar="PATH",
+                        help="white = repaint, black = keep (resized like the image)")
+    parser.add_argument("--inpaint-full-res", action="store_true",
+                        help="the WebUI's 'Inpaint area: Only masked': draw only the part of the "
+                             "picture around the mask, at --width x --height, and paste it back "
+                             "into the picture, which keeps its size (default: the whole "
+                             "picture, resized to --width x --height)")
+    parser.add_argument("--inpaint-full-res-padding", type=whole, default=0, metavar="PX",
+                        help="with --inpaint-full-res: pixels of the picture around the mask "
+                             "drawn with it (the WebUI's 'Only masked padding', 0)")
 
 
 def _hires(parser: argparse.ArgumentParser) -> None:

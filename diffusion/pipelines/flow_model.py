@@ -29,6 +29,7 @@ from ..text.prompts import extract_extra_networks
 from .flow import decode, encode_image
 from .flow_hires import run_hires
 from .flow_sampling import FLOW_SAMPLERS, FLOW_SCHEDULES, flow_sigmas, sample_flow
+from .inpaint_area import only_masked
 from .observer import Observer, Progress, StepCallback, from_callbacks
 from .prepare import latent_mask, to_mask, to_unit_image
 from .request import GenerationRequest
@@ -117,6 +118,7 @@ class FlowModel:
                 raise ValueError(f"{name} must be a multiple of {multiple} for {self.family} "
                                  f"models (2x2 patches of latents), got {side}; try "
                                  f"{max(multiple, side // multiple * multiple)}")
+        given, (request, area) = request, only_masked(request, width, height)  # inpaint_area
         label, schedule = request.sampler_label
         if label != DIFFUSERS and schedule not in FLOW_SCHEDULES:
             raise ValueError(f"schedule type {schedule} is not defined for flow-matching models "
@@ -139,6 +141,8 @@ class FlowModel:
         vae = self.pipe.vae if vae is None else vae
         pictures = decode(vae, latents, vae.decoder.conv_in.weight.device)
         images = [np.round(p * 255).astype(np.uint8) for p in pictures]
+        if area is not None:  # "Only masked": the part drawn laid into the picture given
+            images = area.paste(images, given)
         settings_out: dict[str, Any] = dict(
             mode=request.mode, prompt=request.prompt, negative_prompt=request.negative_prompt,
             steps=int(request.steps), sampler=label,
@@ -150,7 +154,7 @@ class FlowModel:
         if label != DIFFUSERS:
             settings_out.update(_sampler_fields(request, label))
         if request.init_image is not None:
-            settings_out["strength"] = float(request.strength)
+            settings_out.update(strength=float(request.strength), **area.settings if area else {})
         if request.hires is not None:
             settings_out.update(hires_fix(request.hires, request.hires_modules))
             if self.distilled:  # Forge writes it where the model takes a distilled CFG

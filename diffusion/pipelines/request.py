@@ -107,6 +107,13 @@ class GenerationRequest:
     init_image: Any = field(default=None, metadata=_label(None))
     mask: Any = field(default=None, metadata=_label(None))
     strength: float = field(default=0.75, metadata=_label("Denoising strength"))
+    # the WebUI's "Inpaint area: Only masked" (diffusion.pipelines.inpaint_area): with a mask,
+    # only the part of the picture around it is drawn, at width x height, and pasted back; the
+    # WebUI API's default is True, its page's (and ours) False
+    inpaint_full_res: bool = field(default=False, metadata=_label(
+        "Inpaint area", api="inpaint_full_res"))
+    inpaint_full_res_padding: int = field(default=0, metadata=_label(
+        "Masked area padding", api="inpaint_full_res_padding"))
     hires: HiresFix | None = field(default=None, metadata=_label("Hires upscale"))
     # Forge's hr_additional_modules as the second pass takes them (module_load.HiresModules),
     # written as "Hires Module 1", "Hires Module 2", ...
@@ -225,6 +232,9 @@ def _check(r: GenerationRequest) -> None:
         for name, side in zip(("hires resize width", "hires resize height"), r.hires.resize,
                               strict=True):
             check_size(name, side)
+    if not isinstance(r.inpaint_full_res, bool):
+        raise ValueError(f"inpaint_full_res must be True or False, got {r.inpaint_full_res!r}")
+    _whole("inpaint_full_res_padding (pixels around the mask)", r.inpaint_full_res_padding, 0)
     if r.mask is not None and r.init_image is None:
         raise ValueError("inpainting needs an init image as well as a mask")
     if r.mode != "txt2img" and int(r.steps * r.strength) < 1:

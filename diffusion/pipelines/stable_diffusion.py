@@ -36,6 +36,7 @@ from . import sampling
 from .capture import ModelCapture, lent
 from .control import Control, check_base
 from .control_spec import unit_label
+from .inpaint_area import only_masked
 from .ip_adapter import use_ip_adapters
 from .memory import MemoryMode, MemoryPlan
 from .observer import Observer, Progress, StepCallback, from_callbacks
@@ -296,6 +297,9 @@ class StableDiffusion:
         if self.is_inpainting_model and request.mask is None:
             raise ValueError("this is an inpainting model (9-channel UNet): give init_image and "
                              "mask")
+        given, size = request, (request.width or self.native_size, request.height or
+                                self.native_size)
+        request, area = only_masked(request, *size)  # "Only masked": the part around the mask
         seed = int(request.seed) if request.seed not in (None, -1) else int(
             np.random.default_rng().integers(2**32))
         r = Pass(prompt=request.prompt, negative_prompt=request.negative_prompt,
@@ -353,7 +357,9 @@ class StableDiffusion:
         # (after a hires pass, the VAE of its modules where they hold one, as in Forge)
         with lent(self._unet_capture, self._text_capture):  # the refiner's VAE too
             images = (self if refiner is None else refiner)._decode(latents, r.hires_vae)
-        if r.mode == "inpaint" and label != DIFFUSERS:  # the WebUI pastes the rest back
+        if area is not None:  # the part drawn laid into the picture given, as the WebUI
+            images = area.paste(images, given)
+        elif r.mode == "inpaint" and label != DIFFUSERS:  # the WebUI pastes the rest back
             images = overlay_original(images, request.init_image, request.mask)
         # 6. what made them (the infotext)
         settings = dict(mode=r.mode, prompt=r.prompt, negative_prompt=r.negative_prompt,
@@ -362,7 +368,7 @@ class StableDiffusion:
                         batch_size=r.batch_size, clip_skip=r.clip_skip, model=self.name,
                         rng=r.rng, **extra)
         if request.init_image is not None:
-            settings["strength"] = r.strength
+            settings.update(strength=r.strength, **area.settings if area else {})
         if request.hires is not None:
             settings.update(hires_fix(request.hires, request.hires_modules))
         if refiner is not None:

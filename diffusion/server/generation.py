@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..infotext import format_infotext
+from ..pipelines.inpaint_area import crop_region
 from ..pipelines.request import GenerationRequest, check_size, door_fields
 from ..pipelines.sampling import SamplerOptions
 from ..samplers import lookup, resolve, schedules
@@ -292,7 +293,8 @@ def _img2img_options(request: Img2ImgRequest) -> dict[str, Any]:
 def fit_to_model(request: GenerationRequest, resize_mode: int, native_size: int,
                  max_size: int | None = None) -> GenerationRequest:
     """Resolve the size (the loaded model's native size by default) and fit the init image and
-    mask to it with the request's resize mode; runs on the worker, where the model is known.
+    mask to it with the request's resize mode (not for "Only masked" inpainting, which the
+    pipeline crops and fits); runs on the worker, where the model is known.
     With `max_size` (--max-size), the size and the hires pass's size are held to it, now that
     they are known (RequestError)."""
     width, height = request.width or native_size, request.height or native_size
@@ -302,7 +304,12 @@ def fit_to_model(request: GenerationRequest, resize_mode: int, native_size: int,
                            *(("hires size", side) for side in hires)):
             _check_side(name, side, max_size)
     fitted: dict[str, Any] = {"width": width, "height": height}
-    if request.init_image is not None:
+    # "Inpaint area: Only masked" keeps the picture as sent: the pipeline cuts the part around
+    # the mask from it (diffusion.pipelines.inpaint_area), and pastes into it; a blank mask
+    # leaves nothing to cut, and the whole picture is fitted and redrawn, as the WebUI does
+    only_masked = request.inpaint_full_res and request.mask is not None and crop_region(
+        request.mask.convert("L"), 0) is not None
+    if request.init_image is not None and not only_masked:
         fitted["init_image"] = fit_image(request.init_image, width, height, resize_mode)
         if request.mask is not None:
             fitted["mask"] = fit_image(request.mask.convert("RGB"), width, height,

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from ..infotext import PNG_KEY, format_infotext, next_sequence_number, save_png
-from ..pipelines.prepare import eight_bit
+from ..pipelines.prepare import eight_bit, fit_picture
 
 __all__ = [
     "ImageError",
@@ -78,18 +78,11 @@ def encode_png(image: np.ndarray, infotext: str | None = None) -> str:
 
 
 def fit_image(image: Any, width: int, height: int, resize_mode: int) -> Any:
-    """The WebUI's resize modes: 0 stretch, 1 crop to fill, 2 fit and fill the borders with
-    the stretched image; 3 (latent upscale) is done as 0."""
-    from PIL import Image, ImageOps
-
-    image = image.convert("RGB")
-    if resize_mode == 1:
-        return ImageOps.fit(image, (width, height), Image.Resampling.LANCZOS)
-    stretched = image.resize((width, height), Image.Resampling.LANCZOS)
-    if resize_mode == 2:
-        fitted = ImageOps.contain(image, (width, height), Image.Resampling.LANCZOS)
-        stretched.paste(fitted, ((width - fitted.width) // 2, (height - fitted.height) // 2))
-    return stretched
+    """The WebUI's img2img resize modes (its images.resize_image, pipelines.prepare.fit_picture):
+    0 stretch, 1 crop to fill, 2 fit and fill the bands with the stretched edge rows or
+    columns; 3 (latent upscale) is done as 0."""
+    return fit_picture(image.convert("RGB"), width, height, 0 if resize_mode == 3 else
+                       resize_mode)
 
 
 def prepare_mask(mask: Any, *, blur_x: int, blur_y: int, invert: bool) -> Any:

@@ -100,6 +100,7 @@ class Img2ImgRequest(Txt2ImgRequest):
     mask_blur_y: int = 4
     mask_round: bool = True
     inpainting_fill: int = 0  # accepted; the original image always fills the masked area
+    # "Inpaint area: Only masked", the API's default (diffusion.pipelines.inpaint_area)
     inpaint_full_res: bool = True
     inpaint_full_res_padding: int = 0
     inpainting_mask_invert: int = 0

@@ -161,3 +161,32 @@ def test_sampler_settings_and_ensd_apply(first_device: gpucore.Device,
         assert np.abs(_pixels(out) - _pixels(plain)).max() > 0, extra
         text = read_infotext(out)
         assert text is not None and field in text
+
+
+def test_inpaint_only_masked_from_the_cli(first_device: gpucore.Device,
+                                          tiny_flux_dev: tuple[Path, Any], tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """`inpaint --inpaint-full-res` (the WebUI's "Only masked") on a FLUX model: the box
+    around the mask drawn at 24x16 and pasted into the 40x30 picture, which keeps its size and,
+    outside that box, its pixels; the infotext says so."""
+    from diffusion.pipelines.inpaint_area import MaskedArea
+
+    picture = np.random.default_rng(2).integers(0, 256, (30, 40, 3), dtype=np.uint8)
+    mask = Image.new("L", (40, 30))
+    mask.paste(255, (26, 4, 32, 10))
+    Image.fromarray(picture).save(tmp_path / "in.png")
+    mask.save(tmp_path / "mask.png")
+    out, _ = _run(capsys, "inpaint", "--model", str(tiny_flux_dev[0] / "flux"), "--prompt", "x",
+                  *SIZE, "--steps", "2", "--seed", "1", "--sampler", "Euler",
+                  "--init-image", str(tmp_path / "in.png"), "--mask", str(tmp_path / "mask.png"),
+                  "--inpaint-full-res", "--inpaint-full-res-padding", "2",
+                  "--out", str(tmp_path / "out.png"))
+    image = _pixels(out)
+    area = MaskedArea.find(mask, 2, 24, 16)
+    assert area is not None and area.box == (22, 2, 37, 12) and image.shape == (30, 40, 3)
+    outside = np.ones((30, 40), bool)
+    outside[2:12, 22:37] = False
+    assert np.array_equal(image[outside], picture[outside])
+    assert not np.array_equal(image[~outside], picture[~outside])
+    text = read_infotext(out)
+    assert text is not None and "Inpaint area: Only masked, Masked area padding: 2" in text

@@ -521,3 +521,42 @@ def test_eta_minutes_and_seconds(server: tuple[str, int, bool], page: Any) -> No
     pending[0].fulfill(json={"images": [], "info": "{}"})
     page.get_by_role("button", name="Generate", exact=True).wait_for(state="visible")
     assert not page.errors, page.errors
+
+
+def test_inpaint_area_only_masked(server: tuple[str, int, bool], page: Any,
+                                  tmp_path: Path) -> None:
+    """img2img with a painted mask sends the WebUI's Inpaint area: "Whole picture" by default
+    (the WebUI page's default, not its API's), "Only masked" with its padding when chosen; the
+    result then keeps the uploaded picture's size and says so in its infotext."""
+    from PIL import Image
+
+    url, size, _ = server
+    Image.new("RGB", (48, 40), (20, 120, 220)).save(tmp_path / "init.png")
+    bodies: list[dict[str, Any]] = []
+    page.on("request", lambda request: bodies.append(request.post_data_json)
+            if request.url.endswith("/sdapi/v1/img2img") else None)
+    page.goto(url)
+    _ready(page)
+    page.get_by_role("tab", name="img2img", exact=True).click()
+    assert page.get_by_label("Inpaint area", exact=True).input_value() == "whole"
+    page.locator("#init_file").set_input_files(tmp_path / "init.png")
+    canvas = page.locator("#mask_canvas")
+    canvas.wait_for(state="visible")
+    canvas.click(position={"x": 10, "y": 10})  # a brush dab: the mask
+    page.get_by_label("Sampling steps", exact=True).fill(str(STEPS))
+    for side in ("Width", "Height"):
+        page.get_by_label(side, exact=True).fill(str(size))
+    page.get_by_label("Inpaint area", exact=True).select_option("Only masked")
+    page.get_by_label("Only masked padding, pixels", exact=True).fill("8")
+    page.get_by_role("button", name="Generate", exact=True).click()
+    page.locator("#gallery img").first.wait_for(timeout=90_000)
+    page.get_by_role("button", name="Generate", exact=True).wait_for(state="visible")
+    assert page.locator("#error").is_hidden(), page.locator("#error").inner_text()
+    body = bodies[-1]
+    assert body["mask"] and body["inpaint_full_res"] is True
+    assert body["inpaint_full_res_padding"] == 8
+    assert "Inpaint area: Only masked, Masked area padding: 8" in page.locator(
+        "#infotext").inner_text()
+    shown = page.eval_on_selector("#selected_image", "img => [img.naturalWidth, img.naturalHeight]")
+    assert shown == [48, 40]
+    assert not page.errors, page.errors

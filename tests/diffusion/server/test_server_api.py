@@ -145,7 +145,7 @@ def test_img2img_with_data_url_and_mask(client: Any) -> None:
     body = {"prompt": PROMPT, "steps": 4, "seed": 5, "denoising_strength": 0.5,
             "init_images": ["data:image/png;base64," + png_b64(init)],
             "mask": png_b64(mask), "mask_blur": 0, "inpainting_mask_invert": 1,
-            "resize_mode": 1, "inpainting_fill": 1}
+            "resize_mode": 1, "inpainting_fill": 1, "inpaint_full_res": False}
     response = client.post("/sdapi/v1/img2img", json=body)
     assert response.status_code == 200, response.text
     data = info(response)
@@ -161,6 +161,39 @@ def test_img2img_with_data_url_and_mask(client: Any) -> None:
     assert same.json()["images"] == response.json()["images"]
     unmasked = client.post("/sdapi/v1/img2img", json={**body, "mask": None})
     assert unmasked.json()["images"] != response.json()["images"]
+
+
+def test_img2img_only_masked_keeps_the_picture(client: Any) -> None:
+    """inpaint_full_res, the API's default: the part around the (blurred) mask is drawn at
+    width x height and pasted into the picture as sent, which keeps its size and, outside the
+    drawn box, its pixels; a blank mask redraws the whole picture at width x height, as the
+    WebUI switches to img2img."""
+    from diffusion.pipelines.inpaint_area import MaskedArea
+    from diffusion.server.images import prepare_mask
+
+    init = np.random.default_rng(0).integers(0, 256, (40, 48, 3), dtype=np.uint8)
+    mask = Image.new("L", (48, 40))
+    mask.paste(255, (30, 4, 38, 12))
+    body = {"prompt": PROMPT, "steps": 2, "seed": 5, "mask_blur": 2,
+            "init_images": [png_b64(Image.fromarray(init))], "mask": png_b64(mask),
+            "inpaint_full_res_padding": 2}
+    response = client.post("/sdapi/v1/img2img", json=body)
+    assert response.status_code == 200, response.text
+    image = pixels(response.json()["images"][0])
+    assert image.shape == (40, 48, 3)
+    text = info(response)["infotexts"][0]
+    assert "Size: 32x32" in text and "Inpaint area: Only masked, Masked area padding: 2" in text
+    area = MaskedArea.find(prepare_mask(mask, blur_x=2, blur_y=2, invert=False), 2, 32, 32)
+    assert area is not None
+    x1, y1, x2, y2 = area.box
+    outside = np.ones((40, 48), bool)
+    outside[y1:y2, x1:x2] = False
+    assert np.array_equal(image[outside], init[outside]) and not np.array_equal(image, init)
+    with pytest.warns(UserWarning, match="the mask is blank"):
+        blank = client.post("/sdapi/v1/img2img", json={**body, "mask": png_b64(
+            Image.new("L", (48, 40)))})
+    assert pixels(blank.json()["images"][0]).shape == (32, 32, 3)
+    assert "Inpaint area" not in info(blank)["infotexts"][0]
 
 
 def test_png_info_round_trip(client: Any) -> None:
