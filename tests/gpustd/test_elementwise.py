@@ -109,6 +109,21 @@ def test_integer_tensor_with_float_scalar_promotes(device) -> None:
     assert_close(got.numpy(), a * 0.5)
 
 
+@pytest.mark.parametrize("dtype", [np.int32, np.int64, np.uint8, np.bool_])
+@pytest.mark.parametrize("op", ["add", "subtract", "multiply", "divide", "power", "maximum"])
+def test_integer_host_data_with_float_scalar_promotes(device, dtype, op) -> None:
+    # Host data alone (no Tensor) used to keep the integer dtype and refuse the float.
+    a = np.arange(1, 6).astype(dtype)
+    for got, want in [(getattr(elementwise, op)(a, 0.5), BINARY[op](a, 0.5)),
+                      (getattr(elementwise, op)(1.5, list(a)), BINARY[op](1.5, a)),
+                      (getattr(elementwise, op)(a, np.array(0.5)), BINARY[op](a, 0.5))]:
+        assert got.dtype == np.float32
+        assert_close(got.numpy(), want)
+    where = elementwise.where(a > 2, a, 0.25)
+    assert where.dtype == np.float32
+    np.testing.assert_array_equal(where.numpy(), np.where(a > 2, a, 0.25))
+
+
 def test_where_broadcasts_three_ways(device) -> None:
     rng = np.random.default_rng(4)
     cond = rng.random((3, 1, 5)) < 0.5
