@@ -119,7 +119,8 @@ def minimum(a: Any, b: Any) -> Tensor:
 
 
 def where(condition: Any, a: Any, b: Any) -> Tensor:
-    """a where `condition` is nonzero, else b; all three broadcast. numpy: `np.where`.
+    """a where `condition` is nonzero (NaN included), else b; all three broadcast.
+    numpy: `np.where`.
 
     `condition` may be a Tensor of any dtype or host data (bools become uint32); a and b
     follow the rules of the arithmetic ops (same dtype when both are Tensors).
@@ -134,6 +135,8 @@ def where(condition: Any, a: Any, b: Any) -> Tensor:
     if cond.dtype.kind not in "fiu":
         raise TypeError(f"a {cond.dtype} condition is not supported; use a bool, float or "
                         "integer condition")
+    if cond.dtype == np.float16:  # the kernel reads a float condition's bits as one u32
+        cond = cond.astype(np.float32)
     x, y = operands
     shape = broadcast_shapes(cond.shape, shape_of(x), shape_of(y))
     compute = _compute_type(dtype)
@@ -145,7 +148,7 @@ def where(condition: Any, a: Any, b: Any) -> Tensor:
     kernel = cached_kernel(
         "elementwise/where",
         {"T": wgsl_scalar(dtype), "C": compute, "Cond": wgsl_scalar(cond.dtype)},
-        {"RANK": len(dims),
+        {"RANK": len(dims), "COND_FLOAT": cond.dtype.kind == "f",
          "A_PARAM": not isinstance(x, Tensor), "B_PARAM": not isinstance(y, Tensor)},
     )
     # A scalar's binding is a placeholder: any buffer of the right type, never read.

@@ -136,6 +136,13 @@ def test_where_broadcasts_three_ways(device) -> None:
     np.testing.assert_array_equal(got.numpy(), np.where(on_gpu.numpy() != 0, np.float32(2.5), b))
 
 
+def test_where_condition_nan_is_true(device) -> None:
+    cond = np.array([np.nan, 0.0, -0.0, 1.0, -np.nan, np.inf, 1e-45], np.float32)
+    for on in (Tensor.from_numpy(cond, device=device), cond):  # on the GPU, on the host
+        got = elementwise.where(on, 1.0, Tensor.from_numpy(-cond, device=device))
+        np.testing.assert_array_equal(got.numpy(), np.where(cond, np.float32(1.0), -cond))
+
+
 def test_all_scalar_operands(device) -> None:
     assert elementwise.where(True, 2, 3).shape == ()
     assert elementwise.add(2, 3).numpy() == 5
@@ -323,3 +330,6 @@ def test_float16_where(f16_device) -> None:
     cond = rng.random(7) < 0.5
     got = elementwise.where(cond, Tensor.from_numpy(a, device=f16_device), -1.5)
     np.testing.assert_array_equal(got.numpy(), np.where(cond, a, np.float16(-1.5)))
+    halves = np.array([np.nan, 0.0, -0.0, 2.0, 6e-8, 0.0, 1.0], np.float16)
+    got = elementwise.where(Tensor.from_numpy(halves, device=f16_device), 1.0, a)
+    np.testing.assert_array_equal(got.numpy(), np.where(halves, np.float16(1.0), a))
