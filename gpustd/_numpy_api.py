@@ -115,13 +115,19 @@ def _reduction(op: Callable[..., Tensor]) -> Callable[..., Tensor]:
 
 
 def _ufunc(op: Callable[..., Tensor]) -> Callable[..., Tensor]:
+    """A ufunc as numpy calls it. Host operands stay as they are: the elementwise ops take
+    them in the Tensor's dtype (np.ones(3) * int_tensor is float32, as int_tensor * np.ones(3))."""
     def call(*inputs: Any, dtype: Any = None, **rest: Any) -> Tensor:
         if rest:
             raise TypeError(f"gpustd {op.__name__} takes no {sorted(rest)}")
-        result = op(*_on_one_device(inputs))
+        result = op(*inputs)
         return result if dtype is None or np.dtype(dtype) == result.dtype else (
             result.astype(dtype))
     return call
+
+
+def _matmul(a: Any, b: Any) -> Tensor:
+    return matmul(*_on_one_device((a, b)))
 
 
 def _transpose(x: Any, axes: Any = None) -> Tensor:
@@ -149,7 +155,7 @@ _tensor.ARRAY_UFUNCS.update({
     np.power: elementwise.power, np.maximum: elementwise.maximum,
     np.minimum: elementwise.minimum, np.negative: unary.negative, np.absolute: unary.abs,
     np.exp: unary.exp, np.log: unary.log, np.sqrt: unary.sqrt, np.tanh: unary.tanh,
-    np.matmul: matmul})
+    np.matmul: _matmul})
 _tensor.ARRAY_UFUNCS.update({k: _ufunc(v) for k, v in _tensor.ARRAY_UFUNCS.items()})
 
 _tensor.ARRAY_FUNCTIONS.update({
