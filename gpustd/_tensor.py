@@ -213,6 +213,47 @@ class Tensor:
     def __abs__(self) -> Tensor:
         return _operator("abs")(self)
 
+    # Comparisons are elementwise (uint32 0/1, gpustd's bool), so a Tensor is no dict key or
+    # set member, as an ndarray is not: key such things by id(t), find one with `is`.
+    def __eq__(self, other: Any) -> Tensor:  # type: ignore[override]
+        return _operator("equal")(self, other)
+
+    def __ne__(self, other: Any) -> Tensor:  # type: ignore[override]
+        return _operator("not_equal")(self, other)
+
+    def __lt__(self, other: Any) -> Tensor:
+        return _operator("less")(self, other)
+
+    def __le__(self, other: Any) -> Tensor:
+        return _operator("less_equal")(self, other)
+
+    def __gt__(self, other: Any) -> Tensor:
+        return _operator("greater")(self, other)
+
+    def __ge__(self, other: Any) -> Tensor:
+        return _operator("greater_equal")(self, other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __bool__(self) -> bool:
+        """numpy's truth of an array: that of its one element (NaN is true); more or fewer
+        elements raise ValueError. Reads the element back."""
+        if self.size > 1:
+            raise ValueError("The truth value of an array with more than one element is "
+                             "ambiguous. Use a.any() or a.all()")
+        if self.size == 0:
+            raise ValueError("The truth value of an empty array is ambiguous. Use "
+                             "`array.size > 0` to check that an array is not empty.")
+        return bool(self.numpy().reshape(()))
+
+    def any(self, axis: Any = None, **kwargs: Any) -> Any:
+        """numpy's `a.any(axis)`, computed on a host copy (what `bool(a)` asks for)."""
+        return np.any(self, axis, **kwargs)
+
+    def all(self, axis: Any = None, **kwargs: Any) -> Any:
+        """numpy's `a.all(axis)`, computed on a host copy."""
+        return np.all(self, axis, **kwargs)
+
     def __getitem__(self, key: Any) -> Tensor:
         return _operator("getitem")(self, key)
 
