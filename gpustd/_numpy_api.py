@@ -158,7 +158,7 @@ def _squeeze(x: Any, axis: Any = None) -> Tensor:
 _tensor.OPERATORS.update(
     add=elementwise.add, subtract=elementwise.subtract, multiply=elementwise.multiply,
     divide=elementwise.divide, power=elementwise.power, negative=unary.negative,
-    abs=unary.abs, getitem=getitem,
+    abs=unary.abs, getitem=getitem, matmul=_matmul, permute=shape.permute,
     equal=_equality(elementwise.equal, False), not_equal=_equality(elementwise.not_equal, True),
     less=elementwise.less, less_equal=elementwise.less_equal, greater=elementwise.greater,
     greater_equal=elementwise.greater_equal)

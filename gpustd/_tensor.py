@@ -141,6 +141,11 @@ class Tensor:
         """A copy on another device (through host memory)."""
         return Tensor.from_numpy(self.numpy(), device=device)
 
+    @property
+    def T(self) -> Tensor:
+        """The axes reversed (a copy). numpy: `a.T`."""
+        return _operator("permute")(self)
+
     def squeeze(self, axis: Any = None) -> Tensor:
         """Same buffer without the length-1 axes `axis` (all of them when None).
         numpy: `a.squeeze(axis)`."""
@@ -213,6 +218,15 @@ class Tensor:
     def __abs__(self) -> Tensor:
         return _operator("abs")(self)
 
+    def __matmul__(self, other: Any) -> Tensor:
+        return _operator("matmul")(self, other)
+
+    def __rmatmul__(self, other: Any) -> Tensor:
+        return _operator("matmul")(other, self)
+
+    def __pos__(self) -> Tensor:
+        return self.astype(self.dtype)  # numpy's +a is a copy
+
     # Comparisons are elementwise (uint32 0/1, gpustd's bool), so a Tensor is no dict key or
     # set member, as an ndarray is not: key such things by id(t), find one with `is`.
     def __eq__(self, other: Any) -> Tensor:  # type: ignore[override]
@@ -245,6 +259,18 @@ class Tensor:
             raise ValueError("The truth value of an empty array is ambiguous. Use "
                              "`array.size > 0` to check that an array is not empty.")
         return bool(self.numpy().reshape(()))
+
+    def __float__(self) -> float:
+        return float(self._item())
+
+    def __int__(self) -> int:
+        return int(self._item())
+
+    def _item(self) -> Any:
+        if self.ndim:
+            raise TypeError("only 0-dimensional arrays can be converted to Python scalars "
+                            f"(this one has shape {self.shape}); index one element first")
+        return self.numpy().item()
 
     def any(self, axis: Any = None, **kwargs: Any) -> Any:
         """numpy's `a.any(axis)`, computed on a host copy (what `bool(a)` asks for)."""
