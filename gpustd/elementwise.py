@@ -112,14 +112,12 @@ def power(a: Any, b: Any) -> Tensor:
 
 
 def maximum(a: Any, b: Any) -> Tensor:
-    """Elementwise larger of a and b, broadcast. numpy: `np.maximum` (NaN handling is
-    the GPU's: use finite inputs)."""
+    """Elementwise larger of a and b, broadcast; NaN where either is NaN. numpy: `np.maximum`."""
     return _binary("maximum", a, b)
 
 
 def minimum(a: Any, b: Any) -> Tensor:
-    """Elementwise smaller of a and b, broadcast. numpy: `np.minimum` (NaN handling is
-    the GPU's: use finite inputs)."""
+    """Elementwise smaller of a and b, broadcast; NaN where either is NaN. numpy: `np.minimum`."""
     return _binary("minimum", a, b)
 
 

@@ -117,6 +117,18 @@ fn int_power(x: C, y: C) -> C {
     return result;
 }
 
+// numpy's maximum/minimum: a NaN operand propagates (GPU max/min drop it), else x where
+// `x_wins`.
+fn pick(x: C, y: C, x_wins: bool) -> C {
+    if (IS_FLOAT && is_nan(f32(x))) {
+        return x;
+    }
+    if (IS_FLOAT && is_nan(f32(y))) {
+        return y;
+    }
+    return select(y, x, x_wins);
+}
+
 fn apply(x: C, y: C) -> C {
     switch OP {
         case 0u: { return x + y; }
@@ -129,8 +141,8 @@ fn apply(x: C, y: C) -> C {
             }
             return int_power(x, y);
         }
-        case 5u: { return max(x, y); }
-        default: { return min(x, y); }
+        case 5u: { return pick(x, y, x > y); }
+        default: { return pick(x, y, x < y); }
     }
 }
 

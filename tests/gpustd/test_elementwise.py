@@ -84,6 +84,19 @@ def test_power_special_cases(device) -> None:
                                         nan, 1.0, nan])
 
 
+@pytest.mark.parametrize("op", ["maximum", "minimum"])
+def test_maximum_minimum_propagate_nan(device, op) -> None:
+    # GPU max/min return the other operand for a NaN; numpy's keep the NaN. (Which zero a
+    # tie of -0.0 and 0.0 gives is the compiler's: it may turn the select into max.)
+    special = np.array([np.nan, -0.0, 0.0, 1.0, -np.inf, np.inf], np.float32)
+    a, b = np.meshgrid(special, special)
+    ta, tb = Tensor.from_numpy(a, device=device), Tensor.from_numpy(b, device=device)
+    for got, want in [(getattr(elementwise, op)(ta, tb), BINARY[op](a, b)),
+                      (getattr(elementwise, op)(ta, np.nan), BINARY[op](a, np.float32(np.nan))),
+                      (getattr(elementwise, op)(-0.0, tb), BINARY[op](np.float32(-0.0), b))]:
+        np.testing.assert_array_equal(got.numpy(), want)
+
+
 @pytest.mark.parametrize("dtype", [np.int32, np.uint32])
 def test_integer_ops_are_exact(device, dtype) -> None:
     rng = np.random.default_rng(3)
