@@ -12,7 +12,22 @@ linalg and nn (plans, kernels, their tuners: see its docstring).
 from . import _numpy_api, fft, image, linalg, nn, quant, signal  # noqa: F401
 from ._tensor import Tensor, asarray, empty, zeros
 from .capture import capture
-from .elementwise import add, divide, maximum, minimum, multiply, power, subtract, where
+from .elementwise import (
+    add,
+    divide,
+    equal,
+    greater,
+    greater_equal,
+    less,
+    less_equal,
+    maximum,
+    minimum,
+    multiply,
+    not_equal,
+    power,
+    subtract,
+    where,
+)
 from .gemm.matrix_units import available as has_matrix_units
 from .kernel_compiler import KernelCompileError, elementwise_kernel, reduction_kernel
 from .linalg import dot, matmul
@@ -26,10 +41,10 @@ from .unary import abs, clip, exp, gelu, log, negative, rsqrt, sigmoid, silu, sq
 __all__ = [
     "KernelCompileError", "Tensor", "abs", "add", "argmax", "argmin", "asarray", "capture",
     "clip", "concatenate", "convolve", "correlate", "cumsum", "divide", "dot",
-    "elementwise_kernel", "empty", "exp", "fft", "gelu", "has_matrix_units", "image", "linalg",
-    "log",
+    "elementwise_kernel", "empty", "equal", "exp", "fft", "gelu", "greater", "greater_equal",
+    "has_matrix_units", "image", "less", "less_equal", "linalg", "log",
     "log_softmax", "logsumexp", "matmul", "max", "maximum", "mean", "min", "minimum",
-    "multiply", "negative", "nn", "permute", "power", "quant", "reduction_kernel", "rsqrt",
-    "sigmoid", "signal", "silu", "softmax", "split", "sqrt", "std", "subtract", "sum", "take_slice",
-    "tanh", "transpose", "var", "where", "zeros",
+    "multiply", "negative", "nn", "not_equal", "permute", "power", "quant", "reduction_kernel",
+    "rsqrt", "sigmoid", "signal", "silu", "softmax", "split", "sqrt", "std", "subtract", "sum",
+    "take_slice", "tanh", "transpose", "var", "where", "zeros",
 ]

@@ -55,8 +55,15 @@ def _result_dtype(tensors: list[Tensor], others: list[Any]) -> np.dtype:
         if dtype.kind in "iu" and any(np.asarray(o).dtype.kind == "f" for o in others):
             return np.dtype(np.float32)
         return dtype
-    arrays = [np.asarray(o) for o in others]
-    host = np.result_type(*[a for a in arrays if a.ndim] or arrays)
+    # Host data only: numpy's promotion, Python numbers weak (NEP 50, whatever numpy runs):
+    # they only lift integer data to float (np.arange(5) * 0.5) or bools to integers.
+    weak = [o for o in others if isinstance(o, (int, float))]
+    strong = [np.asarray(o) for o in others if not isinstance(o, (int, float))]
+    host = np.result_type(*strong) if strong else np.result_type(*weak)
+    if host.kind in "biu" and any(isinstance(w, float) for w in weak):
+        host = np.dtype(np.float64)
+    elif host.kind == "b" and any(not isinstance(w, bool) for w in weak):
+        host = np.dtype(np.int64)
     return _HOST_DTYPES.get(host, host)
 
 

@@ -55,7 +55,8 @@ def getitem(x: Tensor, key: Any) -> Tensor:
     named = sum(k is not None and k is not Ellipsis for k in key)
     if named > x.ndim:
         raise IndexError(f"too many indices ({named}) for a {x.ndim}-d tensor")
-    at = key.index(Ellipsis) if Ellipsis in key else len(key)  # whole axes go there
+    # `is`, not `in`/index(): those compare with ==, elementwise for a Tensor in the key
+    at = next((i for i, k in enumerate(key) if k is Ellipsis), len(key))  # whole axes go there
     key = (*key[:at], *(slice(None),) * (x.ndim - named), *key[at + 1:])
     out, axis, dims = x, 0, []
     for k in key:
@@ -101,6 +102,16 @@ def tensordot(a: Any, b: Any, axes: Any = 2) -> Tensor:
     return matmul(lhs, rhs).reshape(rows + cols)
 
 
+def _equality(op: Callable[..., Tensor], unequal: bool) -> Callable[..., Tensor]:
+    """`a == b` / `a != b` (a is the Tensor): elementwise, and as numpy's operators an operand
+    that is no number at all (None, a string, an object) equals no element."""
+    def call(a: Tensor, b: Any) -> Tensor:
+        if isinstance(b, Tensor) or np.asarray(b).dtype.kind in "biufc":
+            return op(a, b)
+        return asarray(np.full(a.shape, unequal, np.uint32), device=a.device)
+    return call
+
+
 def _reduction(op: Callable[..., Tensor]) -> Callable[..., Tensor]:
     """np.sum & co. as numpy calls them: a dtype, an out or a where gpustd cannot honour
     raises rather than being ignored."""
@@ -115,13 +126,19 @@ def _reduction(op: Callable[..., Tensor]) -> Callable[..., Tensor]:
 
 
 def _ufunc(op: Callable[..., Tensor]) -> Callable[..., Tensor]:
+    """A ufunc as numpy calls it. Host operands stay as they are: the elementwise ops take
+    them in the Tensor's dtype (np.ones(3) * int_tensor is float32, as int_tensor * np.ones(3))."""
     def call(*inputs: Any, dtype: Any = None, **rest: Any) -> Tensor:
         if rest:
             raise TypeError(f"gpustd {op.__name__} takes no {sorted(rest)}")
-        result = op(*_on_one_device(inputs))
+        result = op(*inputs)
         return result if dtype is None or np.dtype(dtype) == result.dtype else (
             result.astype(dtype))
     return call
+
+
+def _matmul(a: Any, b: Any) -> Tensor:
+    return matmul(*_on_one_device((a, b)))
 
 
 def _transpose(x: Any, axes: Any = None) -> Tensor:
@@ -141,15 +158,22 @@ def _squeeze(x: Any, axis: Any = None) -> Tensor:
 _tensor.OPERATORS.update(
     add=elementwise.add, subtract=elementwise.subtract, multiply=elementwise.multiply,
     divide=elementwise.divide, power=elementwise.power, negative=unary.negative,
-    abs=unary.abs, getitem=getitem)
+    abs=unary.abs, getitem=getitem, matmul=_matmul, permute=shape.permute,
+    equal=_equality(elementwise.equal, False), not_equal=_equality(elementwise.not_equal, True),
+    less=elementwise.less, less_equal=elementwise.less_equal, greater=elementwise.greater,
+    greater_equal=elementwise.greater_equal)
 
 _tensor.ARRAY_UFUNCS.update({
     np.add: elementwise.add, np.subtract: elementwise.subtract,
     np.multiply: elementwise.multiply, np.true_divide: elementwise.divide,
     np.power: elementwise.power, np.maximum: elementwise.maximum,
-    np.minimum: elementwise.minimum, np.negative: unary.negative, np.absolute: unary.abs,
+    np.minimum: elementwise.minimum, np.equal: elementwise.equal,
+    np.not_equal: elementwise.not_equal, np.less: elementwise.less,
+    np.less_equal: elementwise.less_equal, np.greater: elementwise.greater,
+    np.greater_equal: elementwise.greater_equal, np.negative: unary.negative,
+    np.absolute: unary.abs,
     np.exp: unary.exp, np.log: unary.log, np.sqrt: unary.sqrt, np.tanh: unary.tanh,
-    np.matmul: matmul})
+    np.matmul: _matmul})
 _tensor.ARRAY_UFUNCS.update({k: _ufunc(v) for k, v in _tensor.ARRAY_UFUNCS.items()})
 
 _tensor.ARRAY_FUNCTIONS.update({

@@ -141,6 +141,11 @@ class Tensor:
         """A copy on another device (through host memory)."""
         return Tensor.from_numpy(self.numpy(), device=device)
 
+    @property
+    def T(self) -> Tensor:
+        """The axes reversed (a copy). numpy: `a.T`."""
+        return _operator("permute")(self)
+
     def squeeze(self, axis: Any = None) -> Tensor:
         """Same buffer without the length-1 axes `axis` (all of them when None).
         numpy: `a.squeeze(axis)`."""
@@ -212,6 +217,68 @@ class Tensor:
 
     def __abs__(self) -> Tensor:
         return _operator("abs")(self)
+
+    def __matmul__(self, other: Any) -> Tensor:
+        return _operator("matmul")(self, other)
+
+    def __rmatmul__(self, other: Any) -> Tensor:
+        return _operator("matmul")(other, self)
+
+    def __pos__(self) -> Tensor:
+        return self.astype(self.dtype)  # numpy's +a is a copy
+
+    # Comparisons are elementwise (uint32 0/1, gpustd's bool), so a Tensor is no dict key or
+    # set member, as an ndarray is not: key such things by id(t), find one with `is`.
+    def __eq__(self, other: Any) -> Tensor:  # type: ignore[override]
+        return _operator("equal")(self, other)
+
+    def __ne__(self, other: Any) -> Tensor:  # type: ignore[override]
+        return _operator("not_equal")(self, other)
+
+    def __lt__(self, other: Any) -> Tensor:
+        return _operator("less")(self, other)
+
+    def __le__(self, other: Any) -> Tensor:
+        return _operator("less_equal")(self, other)
+
+    def __gt__(self, other: Any) -> Tensor:
+        return _operator("greater")(self, other)
+
+    def __ge__(self, other: Any) -> Tensor:
+        return _operator("greater_equal")(self, other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __bool__(self) -> bool:
+        """numpy's truth of an array: that of its one element (NaN is true); more or fewer
+        elements raise ValueError. Reads the element back."""
+        if self.size > 1:
+            raise ValueError("The truth value of an array with more than one element is "
+                             "ambiguous. Use a.any() or a.all()")
+        if self.size == 0:
+            raise ValueError("The truth value of an empty array is ambiguous. Use "
+                             "`array.size > 0` to check that an array is not empty.")
+        return bool(self.numpy().reshape(()))
+
+    def __float__(self) -> float:
+        return float(self._item())
+
+    def __int__(self) -> int:
+        return int(self._item())
+
+    def _item(self) -> Any:
+        if self.ndim:
+            raise TypeError("only 0-dimensional arrays can be converted to Python scalars "
+                            f"(this one has shape {self.shape}); index one element first")
+        return self.numpy().item()
+
+    def any(self, axis: Any = None, **kwargs: Any) -> Any:
+        """numpy's `a.any(axis)`, computed on a host copy (what `bool(a)` asks for)."""
+        return np.any(self, axis, **kwargs)
+
+    def all(self, axis: Any = None, **kwargs: Any) -> Any:
+        """numpy's `a.all(axis)`, computed on a host copy."""
+        return np.all(self, axis, **kwargs)
 
     def __getitem__(self, key: Any) -> Tensor:
         return _operator("getitem")(self, key)

@@ -1,8 +1,9 @@
-"""Broadcasting binary arithmetic and `where`; kernels in shaders/elementwise/.
+"""Broadcasting binary arithmetic, comparisons and `where`; kernels in shaders/elementwise/.
 
 Operands are Tensors, anything `np.asarray` takes (copied to the device in the Tensors'
 dtype), or Python scalars (passed to the kernel as parameters, never uploaded). Shapes
 broadcast as in numpy. Two Tensors of different dtypes raise TypeError: convert first.
+Comparisons give gpustd's bool: uint32 0/1 (a Tensor has no bool dtype).
 """
 
 from __future__ import annotations
@@ -26,10 +27,13 @@ from ._broadcast import (
 )
 from ._tensor import Tensor
 
-__all__ = ["add", "divide", "maximum", "minimum", "multiply", "power", "subtract", "where"]
+__all__ = ["add", "divide", "equal", "greater", "greater_equal", "less", "less_equal",
+           "maximum", "minimum", "multiply", "not_equal", "power", "subtract", "where"]
 
 _OPS = {"add": 0, "subtract": 1, "multiply": 2, "divide": 3, "power": 4, "maximum": 5,
-        "minimum": 6}
+        "minimum": 6, "equal": 7, "not_equal": 8, "less": 9, "less_equal": 10, "greater": 11,
+        "greater_equal": 12}
+_COMPARISONS = frozenset(op for op, code in _OPS.items() if code >= 7)
 
 
 def _compute_type(dtype: np.dtype) -> str:
@@ -54,14 +58,15 @@ def _binary(op: str, a: Any, b: Any) -> Tensor:
     shape = broadcast_shapes(shape_of(x), shape_of(y))
     compute = _compute_type(dtype)
     bits = [0 if isinstance(v, Tensor) else scalar_bits(v, compute) for v in operands]
-    out = Tensor.empty(shape, dtype, device=device)
+    out_dtype = np.dtype(np.uint32) if op in _COMPARISONS else dtype
+    out = Tensor.empty(shape, out_dtype, device=device)
     if out.size == 0:
         return out
     tensors = [v for v in operands if isinstance(v, Tensor)]
     dims, strides = plan(shape, [shape_of(x), shape_of(y)])
     kernel = cached_kernel(
         "elementwise/binary",
-        {"T": wgsl_scalar(dtype), "C": compute},
+        {"T": wgsl_scalar(dtype), "C": compute, "Out": wgsl_scalar(out_dtype)},
         {"OP": _OPS[op], "RANK": len(dims),
          "A_PARAM": not isinstance(x, Tensor), "B_PARAM": not isinstance(y, Tensor),
          "IS_FLOAT": dtype.kind == "f"},
@@ -107,19 +112,48 @@ def power(a: Any, b: Any) -> Tensor:
 
 
 def maximum(a: Any, b: Any) -> Tensor:
-    """Elementwise larger of a and b, broadcast. numpy: `np.maximum` (NaN handling is
-    the GPU's: use finite inputs)."""
+    """Elementwise larger of a and b, broadcast; NaN where either is NaN. numpy: `np.maximum`."""
     return _binary("maximum", a, b)
 
 
 def minimum(a: Any, b: Any) -> Tensor:
-    """Elementwise smaller of a and b, broadcast. numpy: `np.minimum` (NaN handling is
-    the GPU's: use finite inputs)."""
+    """Elementwise smaller of a and b, broadcast; NaN where either is NaN. numpy: `np.minimum`."""
     return _binary("minimum", a, b)
 
 
+def equal(a: Any, b: Any) -> Tensor:
+    """a == b, broadcast; uint32 0/1 (NaN equals nothing). numpy: `np.equal`."""
+    return _binary("equal", a, b)
+
+
+def not_equal(a: Any, b: Any) -> Tensor:
+    """a != b, broadcast; uint32 0/1 (NaN differs from everything). numpy: `np.not_equal`."""
+    return _binary("not_equal", a, b)
+
+
+def less(a: Any, b: Any) -> Tensor:
+    """a < b, broadcast; uint32 0/1 (false where either is NaN). numpy: `np.less`."""
+    return _binary("less", a, b)
+
+
+def less_equal(a: Any, b: Any) -> Tensor:
+    """a <= b, broadcast; uint32 0/1 (false where either is NaN). numpy: `np.less_equal`."""
+    return _binary("less_equal", a, b)
+
+
+def greater(a: Any, b: Any) -> Tensor:
+    """a > b, broadcast; uint32 0/1 (false where either is NaN). numpy: `np.greater`."""
+    return _binary("greater", a, b)
+
+
+def greater_equal(a: Any, b: Any) -> Tensor:
+    """a >= b, broadcast; uint32 0/1 (false where either is NaN). numpy: `np.greater_equal`."""
+    return _binary("greater_equal", a, b)
+
+
 def where(condition: Any, a: Any, b: Any) -> Tensor:
-    """a where `condition` is nonzero, else b; all three broadcast. numpy: `np.where`.
+    """a where `condition` is nonzero (NaN included), else b; all three broadcast.
+    numpy: `np.where`.
 
     `condition` may be a Tensor of any dtype or host data (bools become uint32); a and b
     follow the rules of the arithmetic ops (same dtype when both are Tensors).
@@ -134,6 +168,8 @@ def where(condition: Any, a: Any, b: Any) -> Tensor:
     if cond.dtype.kind not in "fiu":
         raise TypeError(f"a {cond.dtype} condition is not supported; use a bool, float or "
                         "integer condition")
+    if cond.dtype == np.float16:  # the kernel reads a float condition's bits as one u32
+        cond = cond.astype(np.float32)
     x, y = operands
     shape = broadcast_shapes(cond.shape, shape_of(x), shape_of(y))
     compute = _compute_type(dtype)
@@ -145,7 +181,7 @@ def where(condition: Any, a: Any, b: Any) -> Tensor:
     kernel = cached_kernel(
         "elementwise/where",
         {"T": wgsl_scalar(dtype), "C": compute, "Cond": wgsl_scalar(cond.dtype)},
-        {"RANK": len(dims),
+        {"RANK": len(dims), "COND_FLOAT": cond.dtype.kind == "f",
          "A_PARAM": not isinstance(x, Tensor), "B_PARAM": not isinstance(y, Tensor)},
     )
     # A scalar's binding is a placeholder: any buffer of the right type, never read.

@@ -29,7 +29,7 @@ __all__ = ["FUSED", "ConvPrologue", "WrittenPrologue", "no_prologue"]
 FUSED = False
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # holds Tensors, whose == is elementwise: compared by identity
 class ConvPrologue:
     """table: float32 [N, C, 4] of (x0, scale, shift, 0) for the conv's input [N, C, H, W];
     silu: apply x * sigmoid(x) after the affine map. 1 (PROLOGUE override) for the map
@@ -65,7 +65,7 @@ class ConvPrologue:
                              f"{x.device.name}")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class WrittenPrologue(ConvPrologue):
     """A prologue already written out: `written` is the norm's (+ SiLU's) output for the
     tensor `source`, made by GroupNorm's own kernels (what GroupNorm.prologue gives while

@@ -3,10 +3,12 @@
 // operand is broadcast); the pipeline is specialized on that RANK, so a rank-1 plan (same
 // shapes, or one side of one element) does no divisions at all. A Python scalar operand
 // arrives as the bits of a C value in params (A_PARAM / B_PARAM); its buffer binding is
-// then a placeholder that is never read.
-alias T = f32;  // storage element type
+// then a placeholder that is never read. Comparisons (OP 7 to 12) write u32 0/1, gpustd's bool.
+alias T = f32;  // storage element type of a and b
 alias C = f32;  // compute type: f32 for f16 storage (pow, division), else T
-override OP: u32 = 0u;  // 0 add, 1 subtract, 2 multiply, 3 divide, 4 power, 5 maximum, 6 minimum
+alias Out = T;  // storage element type of out: T, or u32 for comparisons
+override OP: u32 = 0u;  // 0 add, 1 subtract, 2 multiply, 3 divide, 4 power, 5 maximum, 6 minimum,
+                        // 7 equal, 8 not_equal, 9 less, 10 less_equal, 11 greater, 12 greater_equal
 override RANK: u32 = 1u;  // dimensions of the collapsed plan, 1 to 6
 override A_PARAM: bool = false;
 override B_PARAM: bool = false;
@@ -22,7 +24,7 @@ struct Params {
 
 @group(0) @binding(0) var<storage, read> a: array<T>;
 @group(0) @binding(1) var<storage, read> b: array<T>;
-@group(0) @binding(2) var<storage, read_write> out: array<T>;
+@group(0) @binding(2) var<storage, read_write> out: array<Out>;
 @group(0) @binding(3) var<uniform> params: Params;
 
 fn offsets(i: u32) -> vec2<u32> {
@@ -115,6 +117,18 @@ fn int_power(x: C, y: C) -> C {
     return result;
 }
 
+// numpy's maximum/minimum: a NaN operand propagates (GPU max/min drop it), else x where
+// `x_wins`.
+fn pick(x: C, y: C, x_wins: bool) -> C {
+    if (IS_FLOAT && is_nan(f32(x))) {
+        return x;
+    }
+    if (IS_FLOAT && is_nan(f32(y))) {
+        return y;
+    }
+    return select(y, x, x_wins);
+}
+
 fn apply(x: C, y: C) -> C {
     switch OP {
         case 0u: { return x + y; }
@@ -127,8 +141,24 @@ fn apply(x: C, y: C) -> C {
             }
             return int_power(x, y);
         }
-        case 5u: { return max(x, y); }
-        default: { return min(x, y); }
+        case 5u: { return pick(x, y, x > y); }
+        default: { return pick(x, y, x < y); }
+    }
+}
+
+// numpy's comparisons: a NaN operand makes every one false but !=. NaN is told by the bits
+// before comparing, since a compiler may assume there is none (WGSL allows it).
+fn compare(x: C, y: C) -> bool {
+    if (IS_FLOAT && (is_nan(f32(x)) || is_nan(f32(y)))) {
+        return OP == 8u;
+    }
+    switch OP {
+        case 7u: { return x == y; }
+        case 8u: { return x != y; }
+        case 9u: { return x < y; }
+        case 10u: { return x <= y; }
+        case 11u: { return x > y; }
+        default: { return x >= y; }
     }
 }
 
@@ -148,5 +178,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     if (!B_PARAM) {
         y = C(b[o.y]);
     }
-    out[i] = T(apply(x, y));
+    if (OP >= 7u) {
+        out[i] = Out(select(0u, 1u, compare(x, y)));
+    } else {
+        out[i] = Out(apply(x, y));
+    }
 }

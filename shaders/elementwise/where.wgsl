@@ -2,10 +2,11 @@
 // collapsed six-dimension plan and the scalar-in-params convention).
 alias T = f32;  // storage element type of a, b and out
 alias C = f32;  // type a scalar operand's bits are stored as (f32 for f16 storage)
-alias Cond = u32;  // condition element type: nonzero is true
+alias Cond = u32;  // condition element type (32 bits): nonzero is true, NaN included
 override RANK: u32 = 1u;  // dimensions of the collapsed plan, 1 to 6
 override A_PARAM: bool = false;
 override B_PARAM: bool = false;
+override COND_FLOAT: bool = false;  // Cond is f32
 override WG: u32 = 256u;
 
 struct Params {
@@ -54,6 +55,16 @@ fn offsets(i: u32) -> vec3<u32> {
     return o + r * vec3<u32>(params.c5, params.a5, params.b5);
 }
 
+// numpy's truth: nonzero. Read on the bits, so that a float's NaN is true (a compiler may
+// assume no NaN and compare it as 0) and -0.0 false.
+fn truthy(c: Cond) -> bool {
+    let bits = bitcast<u32>(c);
+    if (COND_FLOAT) {
+        return (bits & 0x7fffffffu) != 0u;
+    }
+    return bits != 0u;
+}
+
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
@@ -62,7 +73,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         return;
     }
     let o = offsets(i);
-    if (cond[o.x] != Cond(0)) {
+    if (truthy(cond[o.x])) {
         if (A_PARAM) {
             out[i] = T(bitcast<C>(params.a_bits));
         } else {

@@ -155,6 +155,7 @@ def test_unfused_switch(device: gpucore.Device, monkeypatch: pytest.MonkeyPatch)
     table = group_norm_prologue(x, c["groups"], up(c["gamma"]), up(c["beta"]), 1e-5, silu=True)
     plain = group_norm(x, c["groups"], up(c["gamma"]), up(c["beta"]), 1e-5, silu=True)
     assert relative_error(table.apply(x).numpy(), plain.numpy()) < 1e-6
+    assert table == table and {table: 1}[table] == 1  # itself: a Tensor's == is elementwise
     monkeypatch.setattr(prologue_module, "FUSED", False)
     assert relative_error(_fused(device, c, upsample=2), fused) < 2e-6
 

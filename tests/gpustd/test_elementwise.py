@@ -84,6 +84,19 @@ def test_power_special_cases(device) -> None:
                                         nan, 1.0, nan])
 
 
+@pytest.mark.parametrize("op", ["maximum", "minimum"])
+def test_maximum_minimum_propagate_nan(device, op) -> None:
+    # GPU max/min return the other operand for a NaN; numpy's keep the NaN. (Which zero a
+    # tie of -0.0 and 0.0 gives is the compiler's: it may turn the select into max.)
+    special = np.array([np.nan, -0.0, 0.0, 1.0, -np.inf, np.inf], np.float32)
+    a, b = np.meshgrid(special, special)
+    ta, tb = Tensor.from_numpy(a, device=device), Tensor.from_numpy(b, device=device)
+    for got, want in [(getattr(elementwise, op)(ta, tb), BINARY[op](a, b)),
+                      (getattr(elementwise, op)(ta, np.nan), BINARY[op](a, np.float32(np.nan))),
+                      (getattr(elementwise, op)(-0.0, tb), BINARY[op](np.float32(-0.0), b))]:
+        np.testing.assert_array_equal(got.numpy(), want)
+
+
 @pytest.mark.parametrize("dtype", [np.int32, np.uint32])
 def test_integer_ops_are_exact(device, dtype) -> None:
     rng = np.random.default_rng(3)
@@ -109,6 +122,21 @@ def test_integer_tensor_with_float_scalar_promotes(device) -> None:
     assert_close(got.numpy(), a * 0.5)
 
 
+@pytest.mark.parametrize("dtype", [np.int32, np.int64, np.uint8, np.bool_])
+@pytest.mark.parametrize("op", ["add", "subtract", "multiply", "divide", "power", "maximum"])
+def test_integer_host_data_with_float_scalar_promotes(device, dtype, op) -> None:
+    # Host data alone (no Tensor) used to keep the integer dtype and refuse the float.
+    a = np.arange(1, 6).astype(dtype)
+    for got, want in [(getattr(elementwise, op)(a, 0.5), BINARY[op](a, 0.5)),
+                      (getattr(elementwise, op)(1.5, list(a)), BINARY[op](1.5, a)),
+                      (getattr(elementwise, op)(a, np.array(0.5)), BINARY[op](a, 0.5))]:
+        assert got.dtype == np.float32
+        assert_close(got.numpy(), want)
+    where = elementwise.where(a > 2, a, 0.25)
+    assert where.dtype == np.float32
+    np.testing.assert_array_equal(where.numpy(), np.where(a > 2, a, 0.25))
+
+
 def test_where_broadcasts_three_ways(device) -> None:
     rng = np.random.default_rng(4)
     cond = rng.random((3, 1, 5)) < 0.5
@@ -119,6 +147,13 @@ def test_where_broadcasts_three_ways(device) -> None:
     on_gpu = Tensor.from_numpy(rng.uniform(-1, 1, 5).astype(np.float32), device=device)
     got = elementwise.where(on_gpu, 2.5, Tensor.from_numpy(b, device=device))
     np.testing.assert_array_equal(got.numpy(), np.where(on_gpu.numpy() != 0, np.float32(2.5), b))
+
+
+def test_where_condition_nan_is_true(device) -> None:
+    cond = np.array([np.nan, 0.0, -0.0, 1.0, -np.nan, np.inf, 1e-45], np.float32)
+    for on in (Tensor.from_numpy(cond, device=device), cond):  # on the GPU, on the host
+        got = elementwise.where(on, 1.0, Tensor.from_numpy(-cond, device=device))
+        np.testing.assert_array_equal(got.numpy(), np.where(cond, np.float32(1.0), -cond))
 
 
 def test_all_scalar_operands(device) -> None:
@@ -308,3 +343,6 @@ def test_float16_where(f16_device) -> None:
     cond = rng.random(7) < 0.5
     got = elementwise.where(cond, Tensor.from_numpy(a, device=f16_device), -1.5)
     np.testing.assert_array_equal(got.numpy(), np.where(cond, a, np.float16(-1.5)))
+    halves = np.array([np.nan, 0.0, -0.0, 2.0, 6e-8, 0.0, 1.0], np.float16)
+    got = elementwise.where(Tensor.from_numpy(halves, device=f16_device), 1.0, a)
+    np.testing.assert_array_equal(got.numpy(), np.where(halves, np.float16(1.0), a))

@@ -182,7 +182,8 @@ def test_linears_and_layers_together(device: gpucore.Device, dtype, parts: bool,
     layers = [nn.Linear(40, 24, bias=False, dtype=dtype, device=device) for _ in ws]
     layers.append(nn.Linear(40, 24, dtype=dtype, device=device))  # a bias: each on its own
     for layer, w in zip(layers, [*ws, ws[0]]):
-        layer.load_state_dict({"weight": w, **({"bias": w[:, 0]} if layer.bias else {})})
+        bias = {} if layer.bias is None else {"bias": w[:, 0]}
+        layer.load_state_dict({"weight": w, **bias})
     for chosen in (layers[:3], layers):
         together = nn.Linear.together(_up(device, x), chosen)
         alone = [layer(_up(device, x)) for layer in chosen]

@@ -57,6 +57,34 @@ def test_functions_and_ufuncs_stay_on_the_gpu(pair: tuple[np.ndarray, Tensor]) -
         t[:, :1].squeeze(4)
 
 
+def test_operators_numpy_has(pair: tuple[np.ndarray, Tensor]) -> None:
+    a, t = pair
+    b = random_array(np.random.default_rng(2), (3, 4))
+    for got, want in [(t @ b, a @ b), (b.T @ t[0].T, b.T @ a[0].T), (t @ t[0].T, a @ a[0].T),
+                      (+t, a)]:
+        assert isinstance(got, Tensor)
+        assert_close(got.numpy(), want)
+    assert (+t).buffer is not t.buffer  # numpy's +a is a copy
+
+
+def test_scalar_conversions(first_device: gpucore.Device) -> None:
+    t = Tensor.from_numpy(np.array([[2.75]], np.float32), device=first_device)
+    assert float(t[0, 0]) == 2.75 and int(t.reshape(())) == 2
+    with pytest.raises(TypeError, match="only 0-dimensional arrays"):
+        float(t)
+
+
+def test_host_arrays_meet_integer_tensors_as_numpy(first_device: gpucore.Device) -> None:
+    # ndarray * Tensor goes through np.multiply: it uploaded the array as float32 and then
+    # refused the int32 Tensor, where Tensor * ndarray promoted
+    a = np.arange(6, dtype=np.int32).reshape(2, 3)
+    t = Tensor.from_numpy(a, device=first_device)
+    half = np.full(3, 0.5)
+    for got in (half * t, t * half, np.multiply(half, t)):
+        assert isinstance(got, Tensor) and got.dtype == np.float32
+        assert_close(got.numpy(), a * half)
+
+
 def test_tensordot_over_an_empty_axis_is_zeros(pair: tuple[np.ndarray, Tensor]) -> None:
     _, t = pair
     got = np.tensordot(t[..., :0], np.ones((0, 4), np.float32), axes=1)
