@@ -1,8 +1,8 @@
-"""The WebUI's "Masked content" (diffusion.pipelines.masked_content): the fill by hand and
-against a re-derivation of the WebUI's masking.fill in floats (true Gaussians, premultiplied
-colours, the "over" operator: the WebUI's Pillow layers are 8-bit and its blurs box-blur
-approximations, a few levels apart), latent noise and latent nothing by hand. Host logic, no
-device."""
+"""The WebUI's "Masked content" (diffusion.pipelines.masked_content) and its latent mask
+(prepare.latent_mask): the fill by hand and against a re-derivation of the WebUI's masking.fill
+in floats (true Gaussians, premultiplied colours, the "over" operator: the WebUI's Pillow
+layers are 8-bit and its blurs box-blur approximations, a few levels apart), latent noise and
+latent nothing by hand. Host logic, no device."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from diffusion.pipelines.masked_content import (
     latent_content,
     masked_content,
 )
+from diffusion.pipelines.prepare import latent_mask, to_mask
 
 pytestmark = pytest.mark.nodevice
 
@@ -123,3 +124,19 @@ def test_latent_noise_and_nothing_by_hand() -> None:
     assert not nothing[where].any() and np.array_equal(nothing[~where], latents[~where])
     for content in (0, 1):
         assert latent_content(latents, repaint, content, rng="numpy", seeds=[7, 8]) is latents
+
+
+def test_the_latent_mask_shrinks_the_blurred_mask_then_rounds() -> None:
+    """The WebUI shrinks its (blurred) mask to latent size and rounds: a 64x64 mask of columns
+    130, 130, 130, 0 over and over averages 97.5 / 255 = 0.38 on every latent pixel, none of
+    them repainted; rounding each pixel first (as before) made three in four of them white,
+    every latent pixel repainted."""
+    row = np.tile(np.array([130, 130, 130, 0], np.uint8), 16)
+    mask = Image.fromarray(np.tile(row, (64, 1)))
+    assert not latent_mask(mask, (8, 8)).any()
+    rounded_first = to_mask(mask, 64, 64)[0, 0]
+    assert latent_mask(Image.fromarray((rounded_first * 255).astype(np.uint8)), (8, 8)).all()
+    half = Image.new("L", (64, 64))
+    half.paste(255, (0, 0, 32, 64))  # a hard edge on a latent border: its 4 columns
+    assert np.array_equal(latent_mask(half, (8, 8))[0, 0],
+                          np.repeat([[1, 1, 1, 1, 0, 0, 0, 0]], 8, 0))
