@@ -1,13 +1,16 @@
 """An inpaint request made ready as the WebUI makes it (diffusion.pipelines.inpaint_plan): the
 mask blurred first, at the size given, then cut out ("Only masked") or fitted, then the masked
-content, then the results laid back; the infotext fields written where the WebUI writes them.
-The expectations are the pieces' own (mask_blur, masked_content, inpaint_area and fit_picture
-are tested against OpenCV, a float re-derivation and diffusers' port), composed by hand in the
-WebUI's order. Host logic, no device; the end-to-end run on the bundled model is the last
-test."""
+content, then the results laid back; the infotext fields written where the WebUI writes them;
+the API's settings and defaults (its StableDiffusionProcessingImg2Img's). The expectations are
+the pieces' own (mask_blur, masked_content, inpaint_area and fit_picture are tested against
+OpenCV, a float re-derivation and diffusers' port), composed by hand in the WebUI's order.
+Host logic, no device; the end-to-end run on the bundled model is the last test."""
 
 from __future__ import annotations
 
+import base64
+import io
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -169,6 +172,46 @@ def test_the_infotext_as_the_webui_writes_it() -> None:
     assert (parsed["mask_blur"], parsed["masked_content"]) == (4, "latent noise")
     del settings["mask_blur"], settings["masked_content"]
     assert "Mask" not in format_infotext(settings).replace("Masked area", "")
+
+
+def _b64(image: Image.Image) -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+@pytest.mark.nodevice
+def test_the_apis_settings_and_defaults(tmp_path: Path) -> None:
+    """The WebUI API's defaults (its StableDiffusionProcessingImg2Img's: mask_blur_x/y 4,
+    inpainting_fill 0) reach the request; mask_blur sets both sides; a side of 0 or less is no
+    blur, as there; resize_mode 3 is done as 0; the mask is read as its create_binary_mask
+    reads it: an opaque RGBA picture by its gray levels, a sketch by its alpha over 128."""
+    pytest.importorskip("fastapi", reason="the server extra is not installed")
+    from diffusion.server import generation
+    from diffusion.server.schemas import Img2ImgRequest
+
+    def served(**body: Any) -> GenerationRequest:
+        body = {"init_images": [_b64(Image.fromarray(PICTURE))], "mask": _b64(_mask()), **body}
+        job, _ = generation.build_job(
+            Img2ImgRequest(prompt="a", **body), "img2img", max_size=1024, outputs=tmp_path,
+            options={"CLIP_stop_at_last_layers": 1, "randn_source": "GPU"})
+        return job.request
+
+    request = served()
+    assert (request.mask_blur, request.inpainting_fill, request.resize_mode) == ((4, 4), 0, 0)
+    assert served(mask_blur=8).mask_blur == (8, 8)
+    assert served(mask_blur_x=3, mask_blur_y=-2).mask_blur == (3, 0)
+    assert served(resize_mode=3).resize_mode == 0 and served(resize_mode=2).resize_mode == 2
+    assert served(inpainting_fill=2).inpainting_fill == 2
+    with pytest.raises(generation.RequestError, match=r"0 \(fill\), 1 \(original\)"):
+        served(inpainting_fill=5)
+    opaque = Image.merge("RGBA", (*_mask().convert("RGB").split(), Image.new("L", (96, 80),
+                                                                               255)))
+    assert _same(served(mask=_b64(opaque)).mask, _mask())
+    sketch = Image.new("RGBA", (96, 80))
+    sketch.putalpha(Image.eval(_mask(), lambda v: v // 2 + 60))  # 60 outside, 187 inside
+    assert _same(served(mask=_b64(sketch)).mask, _mask())
+    assert _same(served(inpainting_mask_invert=1).mask, Image.eval(_mask(), lambda v: 255 - v))
 
 
 def test_masked_content_on_the_bundled_model(first_device: Any,
