@@ -1,10 +1,11 @@
 """An inpaint request made ready as the WebUI makes it (diffusion.pipelines.inpaint_plan): the
 mask blurred first, at the size given, then cut out ("Only masked") or fitted, then the masked
 content, then the results laid back; the infotext fields written where the WebUI writes them;
-the API's settings and defaults (its StableDiffusionProcessingImg2Img's). The expectations are
-the pieces' own (mask_blur, masked_content, inpaint_area and fit_picture are tested against
-OpenCV, a float re-derivation and diffusers' port), composed by hand in the WebUI's order.
-Host logic, no device; the end-to-end run on the bundled model is the last test."""
+the CLI's and the API's settings, with their defaults (the WebUI page's and its API's). The
+expectations are the pieces' own (mask_blur, masked_content, inpaint_area and fit_picture are
+tested against OpenCV, a float re-derivation and diffusers' port), composed by hand in the
+WebUI's order. Host logic, no device; the end-to-end run on the bundled model is the last
+test."""
 
 from __future__ import annotations
 
@@ -172,6 +173,36 @@ def test_the_infotext_as_the_webui_writes_it() -> None:
     assert (parsed["mask_blur"], parsed["masked_content"]) == (4, "latent noise")
     del settings["mask_blur"], settings["masked_content"]
     assert "Mask" not in format_infotext(settings).replace("Masked area", "")
+
+
+@pytest.mark.nodevice
+def test_the_cli(tmp_path: Path) -> None:
+    """inpaint's --mask-blur and --inpainting-fill (the WebUI page's 4 and "original"), by
+    name or number, also from --from-infotext."""
+    from diffusion.cli.from_infotext import apply_infotext
+    from diffusion.cli.generate import build_request
+    from diffusion.cli.main import build_parser
+    from diffusion.infotext import save_png
+
+    parser = build_parser()
+    Image.fromarray(PICTURE).save(tmp_path / "i.png")
+    _mask().save(tmp_path / "m.png")
+    files = ["--init-image", str(tmp_path / "i.png"), "--mask", str(tmp_path / "m.png")]
+    args = parser.parse_args(["inpaint", *files])
+    assert (args.mask_blur, args.inpainting_fill) == (4, 1)
+    args = parser.parse_args(["inpaint", *files, "--mask-blur", "0", "--inpainting-fill",
+                              "Latent Nothing", "--prompt", "a"])
+    args.steps, args.cfg_scale, args.sampler = 2, 7.0, "Euler"
+    request = build_request(args)
+    assert (request.mask_blur, request.inpainting_fill) == (0, 3)
+    assert parser.parse_args(["inpaint", *files, "--inpainting-fill", "0"]).inpainting_fill == 0
+    with pytest.raises(Exception, match=r"--inpainting-fill: .*got 'noise'"):
+        parser.parse_args(["inpaint", *files, "--inpainting-fill", "noise"])
+    save_png(PICTURE, tmp_path / "made.png", infotext=INFOTEXT.replace("Mask blur: 4",
+                                                                       "Mask blur: 8"))
+    args = parser.parse_args(["inpaint", *files, "--from-infotext", str(tmp_path / "made.png")])
+    apply_infotext(args, parser)
+    assert (args.mask_blur, args.inpainting_fill) == (8, 2)
 
 
 def _b64(image: Image.Image) -> str:
