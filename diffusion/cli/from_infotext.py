@@ -7,6 +7,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..pipelines.masked_content import masked_content
+
 __all__ = ["apply_infotext", "existing"]
 
 
@@ -27,6 +29,7 @@ _FROM_INFOTEXT: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "hires_distilled_cfg": ("hr_distilled_cfg", float),
     "inpaint_area": ("inpaint_full_res", lambda v: v == "Only masked"),
     "inpaint_full_res_padding": ("inpaint_full_res_padding", int),
+    "mask_blur": ("mask_blur", int), "masked_content": ("inpainting_fill", masked_content),
 }
 
 

@@ -11,13 +11,15 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from ..pipelines.masked_content import masked_content
 from ..pipelines.request import door_fields
 from ..pipelines.sampling import sampler_names
 from ..samplers import SCHEDULE_LABELS
 from ..upscalers.interpolation import IMAGE_UPSCALERS, LATENT_UPSCALERS
 
 __all__ = ["SAMPLING_DEFAULTS", "UPSCALERS", "add_generation_options", "add_mask_options",
-           "add_network_options", "add_request_options", "number", "size_pair", "whole"]
+           "add_network_options", "add_request_options", "masked_content_choice", "number",
+           "size_pair", "whole"]
 
 UPSCALERS = [*LATENT_UPSCALERS, *IMAGE_UPSCALERS]
 # What --steps, --cfg-scale and --sampler default to when the model's folder has no
@@ -152,10 +154,27 @@ def _image(parser: argparse.ArgumentParser, strength: float) -> None:
                              f"re-noises the image ({strength:g})")
 
 
+def masked_content_choice(text: str) -> int:
+    """--inpainting-fill's value: a name of the WebUI's (any case) or its number."""
+    try:
+        return masked_content(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def add_mask_options(parser: argparse.ArgumentParser) -> None:
-    """inpaint's mask and the WebUI's "Inpaint area" (diffusion.pipelines.inpaint_area)."""
+    """inpaint's mask, the WebUI's "Mask blur", "Masked content" and "Inpaint area"
+    (diffusion.pipelines.inpaint_plan), with the WebUI page's defaults."""
     parser.add_argument("--mask", required=True, metavar="PATH",
                         help="white = repaint, black = keep (resized like the image)")
+    parser.add_argument("--mask-blur", type=whole, default=4, metavar="PX",
+                        help="the WebUI's 'Mask blur': the mask's Gaussian blur in pixels of the "
+                             "mask as given, so the repainted part blends in (4; 0: none)")
+    parser.add_argument("--inpainting-fill", type=masked_content_choice, default=1,
+                        metavar="CONTENT",
+                        help="the WebUI's 'Masked content', what the masked part starts from: "
+                             "fill (the colours around it), original (the default), 'latent "
+                             "noise' or 'latent nothing' (or 0-3, as the WebUI's API)")
     parser.add_argument("--inpaint-full-res", action="store_true",
                         help="the WebUI's 'Inpaint area: Only masked': draw only the part of the "
                              "picture around the mask, at --width x --height, and paste it back "

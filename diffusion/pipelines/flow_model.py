@@ -29,9 +29,10 @@ from ..text.prompts import extract_extra_networks
 from .flow import decode, encode_image
 from .flow_hires import run_hires
 from .flow_sampling import FLOW_SAMPLERS, FLOW_SCHEDULES, flow_sigmas, sample_flow
-from .inpaint_area import only_masked
+from .inpaint_plan import InpaintPlan
+from .masked_content import latent_content
 from .observer import Observer, Progress, StepCallback, from_callbacks
-from .prepare import latent_mask, to_mask, to_unit_image
+from .prepare import latent_mask, to_unit_image
 from .request import GenerationRequest
 from .sampling import DIFFUSERS
 from .stable_diffusion import GenerationResult, SamplingDefaults, _as_request, hires_fix
@@ -118,7 +119,8 @@ class FlowModel:
                 raise ValueError(f"{name} must be a multiple of {multiple} for {self.family} "
                                  f"models (2x2 patches of latents), got {side}; try "
                                  f"{max(multiple, side // multiple * multiple)}")
-        given, (request, area) = request, only_masked(request, width, height)  # inpaint_area
+        plan = InpaintPlan.make(request, width, height)  # blur, Only masked, masked content
+        request = plan.request
         label, schedule = request.sampler_label
         if label != DIFFUSERS and schedule not in FLOW_SCHEDULES:
             raise ValueError(f"schedule type {schedule} is not defined for flow-matching models "
@@ -141,8 +143,7 @@ class FlowModel:
         vae = self.pipe.vae if vae is None else vae
         pictures = decode(vae, latents, vae.decoder.conv_in.weight.device)
         images = [np.round(p * 255).astype(np.uint8) for p in pictures]
-        if area is not None:  # "Only masked": the part drawn laid into the picture given
-            images = area.paste(images, given)
+        images = plan.finish(images, overlay=label != DIFFUSERS)  # laid back, as Forge
         settings_out: dict[str, Any] = dict(
             mode=request.mode, prompt=request.prompt, negative_prompt=request.negative_prompt,
             steps=int(request.steps), sampler=label,
@@ -154,7 +155,7 @@ class FlowModel:
         if label != DIFFUSERS:
             settings_out.update(_sampler_fields(request, label))
         if request.init_image is not None:
-            settings_out.update(strength=float(request.strength), **area.settings if area else {})
+            settings_out.update(strength=float(request.strength), **plan.settings)
         if request.hires is not None:
             settings_out.update(hires_fix(request.hires, request.hires_modules))
             if self.distilled:  # Forge writes it where the model takes a distilled CFG
@@ -235,8 +236,10 @@ class FlowModel:
             pixels = to_unit_image(request.init_image, width, height)
             generator = make_generator(request.rng, seeds[0])
             init = np.repeat(encode_image(self.pipe.vae, pixels, generator), shape[0], 0)
-            if request.mask is not None:
-                small = latent_mask(to_mask(request.mask, width, height), shape[2:])
+            if request.mask is not None:  # the WebUI's latent mask, its masked content
+                small = latent_mask(request.mask, shape[2:])
+                init = latent_content(init, small, request.inpainting_fill, rng=request.rng,
+                                      seeds=seeds)
                 keep = 1.0 - small
         return sample_flow(flow, label, sigmas, seeds=seeds, rng=request.rng, shape=shape,
                            init_latents=init, keep=keep, strength=float(request.strength),
@@ -276,6 +279,10 @@ def _refuse_unsupported(request: GenerationRequest) -> None:
         if given:
             raise ValueError(f"{what} is not supported for FLUX/SD3 models yet; leave it out")
     label = request.sampler_label[0]
+    if label == DIFFUSERS and request.mask is not None and request.inpainting_fill in (2, 3):
+        raise ValueError("masked content 'latent noise' / 'latent nothing' acts on the latents "
+                         "the WebUI samplers start from; the 'diffusers' sampler encodes the "
+                         "picture itself: pick Euler, or fill / original")
     if label != DIFFUSERS and label not in FLOW_SAMPLERS:
         raise ValueError(f"sampler {label} is not defined for flow-matching models here; "
                          f"choose one of {', '.join(FLOW_SAMPLERS)} or 'diffusers'")

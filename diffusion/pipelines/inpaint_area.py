@@ -6,6 +6,9 @@ pixel of width x height instead of its share of the whole picture.
     images = generate(request)                            # a normal inpaint of width x height
     images = area.paste(images, original_request)         # back into the picture
 
+(diffusion.pipelines.inpaint_plan runs it in the WebUI's order: after the mask's blur, before
+the masked content.)
+
 The geometry is the WebUI's (modules/masking.py get_crop_region_v2 and expand_crop_region,
 modules/images.py resize_image, processing.py StableDiffusionProcessingImg2Img.init and
 apply_overlay):

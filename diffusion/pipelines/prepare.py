@@ -8,6 +8,7 @@ become latents: that lives here once.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +17,7 @@ import numpy as np
 from ..noise.rng import make_generator
 from ..text.embeddings import EmbeddingFinder
 from ..upscalers.interpolation import HiresFix, crop_latents, upscale_image, upscale_latents
+from .masked_content import latent_content
 
 if TYPE_CHECKING:
     from .stable_diffusion import Generator, StableDiffusion
@@ -42,6 +44,9 @@ class Pass:
     strength: float
     rng: str
     mode: str  # "txt2img", "img2img" or "inpaint"
+    # the WebUI's masked content left to do on the init latents: 2 latent noise, 3 latent
+    # nothing (diffusion.pipelines.masked_content); 1: none ("fill" is done on the picture)
+    masked_content: int = 1
     cfg_pp: bool = False  # the timestep loop runs DDIM CFG++
     # finds textual-inversion names while prompts are encoded; `.used` gives the TI hashes
     embeddings: EmbeddingFinder | None = None
@@ -134,13 +139,12 @@ def to_mask(mask: Any, width: int, height: int) -> np.ndarray:
     return (np.asarray(mask, np.float32) >= 127.5).astype(np.float32)[None, None]
 
 
-def latent_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """The repaint mask (1, 1, H, W) at latent size, as the WebUI makes it for an ordinary
-    UNet: Pillow's default (bicubic) resize of the mask image, rounded to 0/1."""
-    from PIL import Image
-
-    image = Image.fromarray((mask[0, 0] * 255).astype(np.uint8)).convert("RGB")
-    small = image.resize((size[1], size[0]))
+def latent_mask(mask: Any, size: tuple[int, int]) -> np.ndarray:
+    """The repaint mask at latent size (h, w) as (1, 1, h, w) of 0 and 1, as the WebUI makes it
+    (its latmask): the mask picture with its blurred edge (mask_picture) shrunk by Pillow's
+    default (bicubic) resize, then rounded, so an edge counts where it is more than half
+    white over the latent pixel's patch, not where most of its pixels are."""
+    small = mask_picture(mask).convert("RGB").resize((size[1], size[0]))
     return np.around(np.asarray(small, np.float32)[..., 0] / 255)[None, None]
 
 
@@ -230,12 +234,23 @@ class InpaintInputs:
         self.pixels = None if init_image is None else to_unit_image(init_image, r.width,
                                                                     r.height)
         self.mask = None if mask is None else to_mask(mask, r.width, r.height)
+        self.picture_mask = None if mask is None else mask_picture(mask)  # its blurred edge
         self.scale = pipe.vae_scale_factor
         self.latent_size = (r.height // self.scale, r.width // self.scale)
+        self.content, self.rng = r.masked_content, r.rng
 
     def image_latents(self, generator: Generator) -> np.ndarray:
         """The init image's latents (B, C, h, w), drawn from the VAE's posterior."""
         return np.repeat(self.pipe._encode(self.pixels, generator), self.batch, 0)
+
+    def start(self, latents: np.ndarray, seeds: Sequence[int]) -> np.ndarray:
+        """The init latents the sampling starts from: `latents` with the WebUI's "latent
+        noise" (image k's from seeds[k]) or "latent nothing" where the latent mask is, as
+        the pass's masked content says; as they are otherwise (and without a mask)."""
+        if self.picture_mask is None:
+            return latents
+        repaint = latent_mask(self.picture_mask, self.latent_size)
+        return latent_content(latents, repaint, self.content, rng=self.rng, seeds=seeds)
 
     def small_mask(self) -> np.ndarray:
         """The mask at latent size (B, 1, h, w), nearest (diffusers' way)."""
@@ -251,7 +266,7 @@ class InpaintInputs:
     def keep(self) -> np.ndarray:
         """Where the ordinary UNet keeps the init image's latents (1, 1, h, w), the WebUI's
         latent mask inverted."""
-        return 1.0 - latent_mask(self.mask, self.latent_size)
+        return 1.0 - latent_mask(self.picture_mask, self.latent_size)
 
 
 def hires_latents(pipe: StableDiffusion, r: Pass, latents: np.ndarray,

@@ -33,6 +33,7 @@ from typing import Any
 from ..noise.rng import RNG_SOURCES
 from ..samplers import lookup, resolve
 from ..upscalers.interpolation import HiresFix
+from .masked_content import masked_content
 from .sampling import DIFFUSERS, SamplerOptions
 
 __all__ = ["LIMITS", "MAX_PROMPT_CHARS", "GenerationRequest", "check_size", "door_fields",
@@ -114,6 +115,17 @@ class GenerationRequest:
         "Inpaint area", api="inpaint_full_res"))
     inpaint_full_res_padding: int = field(default=0, metadata=_label(
         "Masked area padding", api="inpaint_full_res_padding"))
+    # the WebUI's "Mask blur" (diffusion.pipelines.mask_blur): the mask's Gaussian blur in
+    # pixels of the mask as given, before anything else; (x, y) for the API's mask_blur_x and
+    # mask_blur_y. The WebUI's page and API blur by 4; here 0: the mask as given
+    mask_blur: int | tuple[int, int] = field(default=0, metadata=_label("Mask blur"))
+    # the WebUI's "Masked content" (diffusion.pipelines.masked_content): 0 fill, 1 original (as
+    # the WebUI's page; its API's default is 0), 2 latent noise, 3 latent nothing
+    inpainting_fill: int = field(default=1, metadata=_label("Masked content"))
+    # img2img: how init_image and mask are fitted to width x height where their shape differs:
+    # the WebUI's Resize mode, 0 just resize, 1 crop and resize, 2 resize and fill
+    # (diffusion.pipelines.prepare.fit_picture); not in the infotext, as in the WebUI
+    resize_mode: int = field(default=0, metadata=_label(None))
     hires: HiresFix | None = field(default=None, metadata=_label("Hires upscale"))
     # Forge's hr_additional_modules as the second pass takes them (module_load.HiresModules),
     # written as "Hires Module 1", "Hires Module 2", ...
@@ -235,6 +247,18 @@ def _check(r: GenerationRequest) -> None:
     if not isinstance(r.inpaint_full_res, bool):
         raise ValueError(f"inpaint_full_res must be True or False, got {r.inpaint_full_res!r}")
     _whole("inpaint_full_res_padding (pixels around the mask)", r.inpaint_full_res_padding, 0)
+    blur = r.mask_blur if isinstance(r.mask_blur, (tuple, list)) else (r.mask_blur,)
+    if len(blur) not in (1, 2):
+        raise ValueError(f"mask_blur must be a number of pixels or an (x, y) pair, got "
+                         f"{r.mask_blur!r}")
+    for side in blur:
+        _whole("mask_blur (pixels)", side, 0)
+    if isinstance(r.inpainting_fill, str):
+        raise ValueError(f"inpainting_fill takes the number, got the name {r.inpainting_fill!r}"
+                         ": diffusion.pipelines.masked_content.masked_content(name) gives it")
+    masked_content(r.inpainting_fill)  # ValueError naming the four
+    _whole("resize_mode (0 just resize, 1 crop and resize, 2 resize and fill)", r.resize_mode,
+           0, 2)
     if r.mask is not None and r.init_image is None:
         raise ValueError("inpainting needs an init image as well as a mask")
     if r.mode != "txt2img" and int(r.steps * r.strength) < 1:

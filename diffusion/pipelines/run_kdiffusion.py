@@ -75,13 +75,14 @@ def run_kdiffusion(pipe: StableDiffusion, r: Pass, sampler: str, schedule: str,
     img2img = r.mode != "txt2img"
     plan = sampling.plan(sampler, schedule, r.steps, discrete, is_sdxl=pipe.is_sdxl,
                          strength=r.strength if img2img else None)
-    # 2. img2img / inpaint inputs: the init latents (the VAE posterior draws from the seed),
-    # the 9-channel UNet's inputs or the latent mask the ordinary UNet keeps
+    # 2. img2img / inpaint inputs: the init latents (the VAE posterior draws from the seed;
+    # latent noise / nothing where the mask is, as the masked content says), the 9-channel
+    # UNet's inputs or the latent mask the ordinary UNet keeps
     inputs = InpaintInputs(pipe, r, init_image, mask)
     extra = keep = init_latent = None
     if img2img:
         generator = make_generator(r.rng, r.seed)
-        init_latent = inputs.image_latents(generator)
+        init_latent = inputs.start(inputs.image_latents(generator), seeds.seeds)
     if r.mode == "inpaint":
         if pipe.is_inpainting_model:
             extra = inputs.nine_channel(generator)

@@ -96,8 +96,9 @@ def scheduler_pass(pipe: StableDiffusion, r: Pass, scheduler: Any, init_image: A
     noise = generator.standard_normal(shape)
     if r.mode == "txt2img" or (r.mode == "inpaint" and r.strength == 1.0):
         latents = noise * scheduler.init_noise_sigma
-    else:
-        latents = scheduler.add_noise(image_latents, noise, timesteps[:1])
+    else:  # inpaint: latent noise / nothing in the start only (the blend keeps the image's)
+        start_latents = inputs.start(image_latents, [r.seed] * r.batch_size)
+        latents = scheduler.add_noise(start_latents, noise, timesteps[:1])
     # 4. inpaint: the 9-channel UNet's inputs, or the known region put back after each step
     extra = after_step = None
     if inpaint9:

@@ -36,11 +36,11 @@ from . import sampling
 from .capture import ModelCapture, lent
 from .control import Control, check_base
 from .control_spec import unit_label
-from .inpaint_area import only_masked
+from .inpaint_plan import InpaintPlan
 from .ip_adapter import use_ip_adapters
 from .memory import MemoryMode, MemoryPlan
 from .observer import Observer, Progress, StepCallback, from_callbacks
-from .prepare import Pass, overlay_original, to_uint8
+from .prepare import Pass, to_uint8
 from .refiner import HandOff, check_refiner
 from .request import GenerationRequest
 from .run_kdiffusion import WebUISeeds, run_kdiffusion
@@ -297,9 +297,9 @@ class StableDiffusion:
         if self.is_inpainting_model and request.mask is None:
             raise ValueError("this is an inpainting model (9-channel UNet): give init_image and "
                              "mask")
-        given, size = request, (request.width or self.native_size, request.height or
-                                self.native_size)
-        request, area = only_masked(request, *size)  # "Only masked": the part around the mask
+        size = (request.width or self.native_size, request.height or self.native_size)
+        plan = InpaintPlan.make(request, *size)  # blur, Only masked or fitted, masked content
+        request = plan.request
         seed = int(request.seed) if request.seed not in (None, -1) else int(
             np.random.default_rng().integers(2**32))
         r = Pass(prompt=request.prompt, negative_prompt=request.negative_prompt,
@@ -308,6 +308,7 @@ class StableDiffusion:
                  height=int(request.height or self.native_size),
                  batch_size=int(request.batch_size), clip_skip=int(request.clip_skip),
                  strength=float(request.strength), rng=request.rng, mode=request.mode,
+                 masked_content=request.inpainting_fill,
                  embeddings=self._embedding_lookup(), control=tuple(request.control),
                  hires_stage="first" if request.hires is not None else None,
                  hires_vae=getattr(request.hires_modules, "vae", None))
@@ -357,10 +358,7 @@ class StableDiffusion:
         # (after a hires pass, the VAE of its modules where they hold one, as in Forge)
         with lent(self._unet_capture, self._text_capture):  # the refiner's VAE too
             images = (self if refiner is None else refiner)._decode(latents, r.hires_vae)
-        if area is not None:  # the part drawn laid into the picture given, as the WebUI
-            images = area.paste(images, given)
-        elif r.mode == "inpaint" and label != DIFFUSERS:  # the WebUI pastes the rest back
-            images = overlay_original(images, request.init_image, request.mask)
+        images = plan.finish(images, overlay=label != DIFFUSERS)  # laid back, as the WebUI
         # 6. what made them (the infotext)
         settings = dict(mode=r.mode, prompt=r.prompt, negative_prompt=r.negative_prompt,
                         steps=r.steps, sampler=label, scheduler=schedule,
@@ -368,7 +366,7 @@ class StableDiffusion:
                         batch_size=r.batch_size, clip_skip=r.clip_skip, model=self.name,
                         rng=r.rng, **extra)
         if request.init_image is not None:
-            settings.update(strength=r.strength, **area.settings if area else {})
+            settings.update(strength=r.strength, **plan.settings)
         if request.hires is not None:
             settings.update(hires_fix(request.hires, request.hires_modules))
         if refiner is not None:

@@ -17,12 +17,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..infotext import format_infotext
-from ..pipelines.inpaint_area import crop_region
 from ..pipelines.request import GenerationRequest, check_size, door_fields
 from ..pipelines.sampling import SamplerOptions
 from ..samplers import lookup, resolve, schedules
 from ..upscalers.interpolation import HiresFix
-from .images import decode_image, encode_png, fit_image, prepare_mask
+from .images import decode_image, encode_png, prepare_mask
 from .models_dir import ModelEntry, ModelRegistry
 from .modules_dir import ModuleChoiceError, choose_hires_modules, choose_modules, choose_vae
 from .schemas import Img2ImgRequest, Txt2ImgRequest
@@ -201,10 +200,8 @@ def build_job(request: Txt2ImgRequest, kind: str, *, options: dict[str, Any], ma
         if value is not None:
             settings[setting.name] = value
     # 3. the images (img2img) or the hires fix (txt2img)
-    resize_mode = 0
     if isinstance(request, Img2ImgRequest):
         settings.update(_img2img_options(request))
-        resize_mode = request.resize_mode
     elif request.enable_hr:
         settings["hires"] = _hires(request, max_size)
     generation = _request(settings)
@@ -215,8 +212,7 @@ def build_job(request: Txt2ImgRequest, kind: str, *, options: dict[str, Any], ma
     job = GenerationJob(kind=kind, seeds=seeds, request=generation,
                         subseeds=[subseed + k for k in range(count)],
                         batch_size=request.batch_size,
-                        save_to=outputs if request.save_images else None,
-                        resize_mode=resize_mode)
+                        save_to=outputs if request.save_images else None)
     return job, {"seed": seed, "subseed": subseed, "sampler": sampler, "scheduler": schedule}
 
 
@@ -276,25 +272,28 @@ def _img2img_options(request: Img2ImgRequest) -> dict[str, Any]:
         raise RequestError(f"resize_mode must be 0 (resize), 1 (crop and resize), 2 (resize "
                            f"and fill) or 3 (latent upscale), got {request.resize_mode}")
     image = decode_image(request.init_images[0], "init_images[0]")
-    out: dict[str, Any] = {"init_image": image, "strength": strength}
+    out: dict[str, Any] = {"init_image": image, "strength": strength,
+                           "resize_mode": 0 if request.resize_mode == 3 else request.resize_mode}
     if request.mask:
         mask = decode_image(request.mask, "mask")
         if mask.size != image.size:
             raise RequestError(f"mask is {mask.size[0]}x{mask.size[1]} but init_images[0] is "
                                f"{image.size[0]}x{image.size[1]}; send a mask of the image's "
                                "size")
-        blur = request.mask_blur
-        out["mask"] = prepare_mask(mask, blur_x=request.mask_blur_x if blur is None else blur,
-                                   blur_y=request.mask_blur_y if blur is None else blur,
-                                   invert=bool(request.inpainting_mask_invert))
+        blur = request.mask_blur  # both sides where given (the WebUI's property setter)
+        sides = (request.mask_blur_x, request.mask_blur_y) if blur is None else (blur, blur)
+        out.update(mask=prepare_mask(mask, invert=bool(request.inpainting_mask_invert)),
+                   mask_blur=tuple(max(side, 0) for side in sides),  # <= 0: none, as there
+                   inpainting_fill=request.inpainting_fill)
     return out
 
 
-def fit_to_model(request: GenerationRequest, resize_mode: int, native_size: int,
+def fit_to_model(request: GenerationRequest, native_size: int,
                  max_size: int | None = None) -> GenerationRequest:
-    """Resolve the size (the loaded model's native size by default) and fit the init image and
-    mask to it with the request's resize mode (not for "Only masked" inpainting, which the
-    pipeline crops and fits); runs on the worker, where the model is known.
+    """Resolve the size (the loaded model's native size by default); runs on the worker, where
+    the model is known. The pipeline fits the init image and mask to it by the request's
+    resize mode once it has blurred the mask, or cuts the part around the mask out ("Only
+    masked"), as the WebUI does (diffusion.pipelines.inpaint_plan).
     With `max_size` (--max-size), the size and the hires pass's size are held to it, now that
     they are known (RequestError)."""
     width, height = request.width or native_size, request.height or native_size
@@ -303,18 +302,7 @@ def fit_to_model(request: GenerationRequest, resize_mode: int, native_size: int,
         for name, side in (("width", width), ("height", height),
                            *(("hires size", side) for side in hires)):
             _check_side(name, side, max_size)
-    fitted: dict[str, Any] = {"width": width, "height": height}
-    # "Inpaint area: Only masked" keeps the picture as sent: the pipeline cuts the part around
-    # the mask from it (diffusion.pipelines.inpaint_area), and pastes into it; a blank mask
-    # leaves nothing to cut, and the whole picture is fitted and redrawn, as the WebUI does
-    only_masked = request.inpaint_full_res and request.mask is not None and crop_region(
-        request.mask.convert("L"), 0) is not None
-    if request.init_image is not None and not only_masked:
-        fitted["init_image"] = fit_image(request.init_image, width, height, resize_mode)
-        if request.mask is not None:
-            fitted["mask"] = fit_image(request.mask.convert("RGB"), width, height,
-                                       resize_mode).convert("L")
-    return replace(request, **fitted)
+    return replace(request, width=width, height=height)
 
 
 def build_response(request: Txt2ImgRequest, result: JobResult,

@@ -13,13 +13,12 @@ from typing import Any
 import numpy as np
 
 from ..infotext import PNG_KEY, format_infotext, next_sequence_number, save_png
-from ..pipelines.prepare import eight_bit, fit_picture
+from ..pipelines.prepare import eight_bit
 
 __all__ = [
     "ImageError",
     "decode_image",
     "encode_png",
-    "fit_image",
     "png_info",
     "prepare_mask",
     "preview_png",
@@ -77,26 +76,18 @@ def encode_png(image: np.ndarray, infotext: str | None = None) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def fit_image(image: Any, width: int, height: int, resize_mode: int) -> Any:
-    """The WebUI's img2img resize modes (its images.resize_image, pipelines.prepare.fit_picture):
-    0 stretch, 1 crop to fill, 2 fit and fill the bands with the stretched edge rows or
-    columns; 3 (latent upscale) is done as 0."""
-    return fit_picture(image.convert("RGB"), width, height, 0 if resize_mode == 3 else
-                       resize_mode)
+def prepare_mask(mask: Any, *, invert: bool) -> Any:
+    """An API mask as the 'L' mask the WebUI inpaints with (white = repaint; processing.py's
+    create_binary_mask): an RGBA picture whose alpha is not opaque all over (a sketch: the
+    alpha marks the painted part) by its alpha, above 128 white and the rest black; any other
+    picture by its gray levels. `invert`: inpainting_mask_invert. The blur ("Mask blur") is
+    the pipeline's (diffusion.pipelines.mask_blur)."""
+    from PIL import ImageOps
 
-
-def prepare_mask(mask: Any, *, blur_x: int, blur_y: int, invert: bool) -> Any:
-    """An 'L' mask (white = repaint), inverted and Gaussian-blurred as the WebUI does."""
-    from PIL import ImageFilter, ImageOps
-
-    if mask.mode in ("RGBA", "LA"):  # the WebUI's sketch masks: alpha marks the painted area
-        mask = mask.getchannel("A")
+    if mask.mode == "RGBA" and mask.getextrema()[-1] != (255, 255):
+        mask = mask.getchannel("A").point(lambda value: 255 if value > 128 else 0)
     mask = mask.convert("L")
-    if invert:
-        mask = ImageOps.invert(mask)
-    if blur_x > 0 or blur_y > 0:
-        mask = mask.filter(ImageFilter.GaussianBlur((max(blur_x, 0), max(blur_y, 0))))
-    return mask
+    return ImageOps.invert(mask) if invert else mask
 
 
 def preview_png(latents: np.ndarray) -> str:

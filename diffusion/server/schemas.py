@@ -99,7 +99,9 @@ class Img2ImgRequest(Txt2ImgRequest):
     mask_blur_x: int = 4
     mask_blur_y: int = 4
     mask_round: bool = True
-    inpainting_fill: int = 0  # accepted; the original image always fills the masked area
+    # "Masked content" (diffusion.pipelines.masked_content): 0 fill, the API's default;
+    # 1 original, the WebUI page's; 2 latent noise; 3 latent nothing
+    inpainting_fill: int = 0
     # "Inpaint area: Only masked", the API's default (diffusion.pipelines.inpaint_area)
     inpaint_full_res: bool = True
     inpaint_full_res_padding: int = 0

@@ -53,7 +53,6 @@ class GenerationJob:
     subseeds: list[int] | None = None  # one per image (the WebUI's variation seeds)
     batch_size: int = 1
     save_to: Path | None = None
-    resize_mode: int = 0  # the WebUI's: how the init image fits the size (images.fit_image)
     # ControlNet units (pipelines.control_spec.ControlSpec), loaded on the worker
     control: tuple[Any, ...] = ()
 

@@ -10,6 +10,8 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
+from ...pipelines.inpaint_plan import blur_sides
+from ...pipelines.mask_blur import blur_mask
 from ...pipelines.module_load import hires_modules
 from ..controlnet_units import control_units, parse_units, script_args
 from ..generation import (
@@ -47,7 +49,9 @@ async def run_generation(state: ServerState, body: Txt2ImgRequest, kind: str,
             units, state.controlnets, encoders=state.image_encoders,
             fallback=None if init is None else np.asarray(init.convert("RGB")),
             inpainting=mask is not None,
-            fallback_mask=None if mask is None else np.asarray(mask.convert("L"))))
+            # blurred as the extension's prepare_mask blurs it (the WebUI's mask blur)
+            fallback_mask=None if mask is None else np.asarray(blur_mask(
+                mask.convert("L"), *blur_sides(job.request)))))
     # 3. a refiner named by the client: one of this server's models
     refiner = None
     if isinstance(job.request.refiner, str):
@@ -71,8 +75,7 @@ async def run_generation(state: ServerState, body: Txt2ImgRequest, kind: str,
             raise RequestError(f"the model asked for ({wanted.title}, modules: "
                                f"{', '.join(p.name for p in wanted.modules) or 'none'}) could "
                                "not be loaded")
-        request = fit_to_model(job.request, job.resize_mode, worker.pipe.native_size,
-                               max_size)
+        request = fit_to_model(job.request, worker.pipe.native_size, max_size)
         if job.control:
             request = replace(request, control=control_units(
                 job.control, cache, worker.pipe, request.width, request.height))

@@ -200,7 +200,8 @@ function requestBody() {
     body.mask = base64Of(mask);
     body.mask_blur = number("mask_blur");
     body.inpainting_mask_invert = $("inpainting_mask_invert").checked ? 1 : 0;
-    body.inpainting_fill = 1;  // "original": start from the init image under the mask
+    // "Masked content": the page's default "original", as the WebUI's page (its API's: fill)
+    body.inpainting_fill = Number($("inpainting_fill").value);
     // "Only masked": the part around the mask drawn at the size and pasted back (the API's
     // default; the WebUI's page starts at "Whole picture", as this one)
     body.inpaint_full_res = $("inpaint_area").value === "masked";

@@ -167,9 +167,14 @@ def test_inpaint_only_masked_from_the_cli(first_device: gpucore.Device,
                                           tiny_flux_dev: tuple[Path, Any], tmp_path: Path,
                                           capsys: pytest.CaptureFixture[str]) -> None:
     """`inpaint --inpaint-full-res` (the WebUI's "Only masked") on a FLUX model: the box
-    around the mask drawn at 24x16 and pasted into the 40x30 picture, which keeps its size and,
-    outside that box, its pixels; the infotext says so."""
+    around the mask (blurred by the CLI's default 4, the WebUI page's) drawn at 24x16 and
+    pasted into the 40x30 picture, which keeps its size and, outside that box, its pixels;
+    the infotext says so. The whole picture (and latent nothing): the original laid back
+    where the blurred mask is black, as Forge does; "diffusers" refuses the latent contents,
+    which act on latents its pipeline makes itself."""
     from diffusion.pipelines.inpaint_area import MaskedArea
+    from diffusion.pipelines.mask_blur import blur_mask
+    from diffusion.pipelines.prepare import fit_picture
 
     picture = np.random.default_rng(2).integers(0, 256, (30, 40, 3), dtype=np.uint8)
     mask = Image.new("L", (40, 30))
@@ -182,11 +187,24 @@ def test_inpaint_only_masked_from_the_cli(first_device: gpucore.Device,
                   "--inpaint-full-res", "--inpaint-full-res-padding", "2",
                   "--out", str(tmp_path / "out.png"))
     image = _pixels(out)
-    area = MaskedArea.find(mask, 2, 24, 16)
-    assert area is not None and area.box == (22, 2, 37, 12) and image.shape == (30, 40, 3)
+    area = MaskedArea.find(blur_mask(mask, 4, 4), 2, 24, 16)
+    assert area is not None and image.shape == (30, 40, 3)
+    x1, y1, x2, y2 = area.box
     outside = np.ones((30, 40), bool)
-    outside[2:12, 22:37] = False
+    outside[y1:y2, x1:x2] = False
     assert np.array_equal(image[outside], picture[outside])
     assert not np.array_equal(image[~outside], picture[~outside])
     text = read_infotext(out)
-    assert text is not None and "Inpaint area: Only masked, Masked area padding: 2" in text
+    assert text is not None and "Mask blur: 4, Inpaint area: Only masked, Masked area " \
+        "padding: 2" in text and "Masked content" not in text  # the CLI's "original"
+    whole = ["inpaint", "--model", str(tiny_flux_dev[0] / "flux"), "--prompt", "x", "--width",
+             "40", "--height", "32", "--steps", "2", "--seed", "1", "--init-image",
+             str(tmp_path / "in.png"), "--mask", str(tmp_path / "mask.png"),
+             "--inpainting-fill", "latent nothing"]
+    out, _ = _run(capsys, *whole, "--sampler", "Euler", "--out", str(tmp_path / "whole.png"))
+    black = np.asarray(fit_picture(blur_mask(mask, 4, 4), 40, 32, 0)) == 0
+    kept = np.asarray(fit_picture(Image.fromarray(picture), 40, 32, 0))
+    assert np.array_equal(_pixels(out)[black], kept[black])
+    assert "Masked content: latent nothing" in (read_infotext(out) or "")
+    assert cli.main([*whole, "--sampler", "diffusers", "--out", str(tmp_path / "d.png")]) == 2
+    assert "'latent noise' / 'latent nothing'" in capsys.readouterr().err

@@ -18,7 +18,6 @@ from diffusion.infotext import format_infotext, parse_infotext
 from diffusion.pipelines import inpaint_area
 from diffusion.pipelines.inpaint_area import MaskedArea, crop_region, only_masked
 from diffusion.pipelines.prepare import fit_picture, overlay_original
-from diffusion.server.images import fit_image
 
 
 def _mask(size: tuple[int, int], *boxes: tuple[int, int, int, int]) -> Image.Image:
@@ -67,9 +66,10 @@ def test_a_blurred_edge_counts_and_a_blank_mask_has_no_region() -> None:
 def test_regions_and_resize_modes_match_diffusers_port_of_the_webui() -> None:
     """VaeImageProcessor.get_crop_region is the WebUI's get_crop_region + expand_crop_region
     (its column / row scans), _resize_and_crop / _resize_and_fill its resize modes 1 / 2:
-    random masks, paddings, sizes and aspect ratios give the same boxes and pixels (also
-    through the server's img2img resize_mode, which used Pillow's ImageOps.fit for mode 1 and
-    the stretched picture under the bands of mode 2)."""
+    random masks, paddings, sizes and aspect ratios give the same boxes and pixels. The
+    server's img2img resize_mode reaches the pipeline, which fits with this function
+    (test_inpaint_plan); the server once used Pillow's ImageOps.fit for mode 1 and the
+    stretched picture under the bands of mode 2."""
     pytest.importorskip("diffusers", reason="the reference extra is not installed")
     from diffusers.image_processor import VaeImageProcessor
 
@@ -93,10 +93,6 @@ def test_regions_and_resize_modes_match_diffusers_port_of_the_webui() -> None:
             expected = processor.resize(picture, height=height, width=width, resize_mode=theirs)
             assert ours.size == (width, height)
             assert np.array_equal(np.asarray(ours), np.asarray(expected)), (mode, width, height)
-            # the server's img2img resize_mode (whole picture) is the same function
-            assert np.array_equal(np.asarray(fit_image(picture, width, height, mode)),
-                                  np.asarray(expected))
-    assert fit_image(picture, 64, 48, 3).tobytes() == fit_picture(picture, 64, 48, 0).tobytes()
 
 
 @pytest.mark.nodevice

@@ -527,7 +527,8 @@ def test_inpaint_area_only_masked(server: tuple[str, int, bool], page: Any,
                                   tmp_path: Path) -> None:
     """img2img with a painted mask sends the WebUI's Inpaint area: "Whole picture" by default
     (the WebUI page's default, not its API's), "Only masked" with its padding when chosen; the
-    result then keeps the uploaded picture's size and says so in its infotext."""
+    result then keeps the uploaded picture's size and says so in its infotext. Masked content
+    likewise: "original" by default, "fill" when chosen, written after the mask blur."""
     from PIL import Image
 
     url, size, _ = server
@@ -539,6 +540,7 @@ def test_inpaint_area_only_masked(server: tuple[str, int, bool], page: Any,
     _ready(page)
     page.get_by_role("tab", name="img2img", exact=True).click()
     assert page.get_by_label("Inpaint area", exact=True).input_value() == "whole"
+    assert page.get_by_label("Masked content", exact=True).input_value() == "1"  # original
     page.locator("#init_file").set_input_files(tmp_path / "init.png")
     canvas = page.locator("#mask_canvas")
     canvas.wait_for(state="visible")
@@ -548,15 +550,16 @@ def test_inpaint_area_only_masked(server: tuple[str, int, bool], page: Any,
         page.get_by_label(side, exact=True).fill(str(size))
     page.get_by_label("Inpaint area", exact=True).select_option("Only masked")
     page.get_by_label("Only masked padding, pixels", exact=True).fill("8")
+    page.get_by_label("Masked content", exact=True).select_option("fill")
     page.get_by_role("button", name="Generate", exact=True).click()
     page.locator("#gallery img").first.wait_for(timeout=90_000)
     page.get_by_role("button", name="Generate", exact=True).wait_for(state="visible")
     assert page.locator("#error").is_hidden(), page.locator("#error").inner_text()
     body = bodies[-1]
     assert body["mask"] and body["inpaint_full_res"] is True
-    assert body["inpaint_full_res_padding"] == 8
-    assert "Inpaint area: Only masked, Masked area padding: 8" in page.locator(
-        "#infotext").inner_text()
+    assert body["inpaint_full_res_padding"] == 8 and body["inpainting_fill"] == 0
+    assert "Mask blur: 4, Inpaint area: Only masked, Masked area padding: 8, Masked content: " \
+        "fill" in page.locator("#infotext").inner_text()
     shown = page.eval_on_selector("#selected_image", "img => [img.naturalWidth, img.naturalHeight]")
     assert shown == [48, 40]
     assert not page.errors, page.errors

@@ -167,9 +167,10 @@ def test_img2img_only_masked_keeps_the_picture(client: Any) -> None:
     """inpaint_full_res, the API's default: the part around the (blurred) mask is drawn at
     width x height and pasted into the picture as sent, which keeps its size and, outside the
     drawn box, its pixels; a blank mask redraws the whole picture at width x height, as the
-    WebUI switches to img2img."""
+    WebUI switches to img2img. The API's defaults blur the mask by 4 and fill its part
+    (mask_blur_x/y 4, inpainting_fill 0), written as the WebUI writes them."""
     from diffusion.pipelines.inpaint_area import MaskedArea
-    from diffusion.server.images import prepare_mask
+    from diffusion.pipelines.mask_blur import blur_mask
 
     init = np.random.default_rng(0).integers(0, 256, (40, 48, 3), dtype=np.uint8)
     mask = Image.new("L", (48, 40))
@@ -182,8 +183,9 @@ def test_img2img_only_masked_keeps_the_picture(client: Any) -> None:
     image = pixels(response.json()["images"][0])
     assert image.shape == (40, 48, 3)
     text = info(response)["infotexts"][0]
-    assert "Size: 32x32" in text and "Inpaint area: Only masked, Masked area padding: 2" in text
-    area = MaskedArea.find(prepare_mask(mask, blur_x=2, blur_y=2, invert=False), 2, 32, 32)
+    assert "Size: 32x32" in text and ("Mask blur: 2, Inpaint area: Only masked, Masked area "
+                                      "padding: 2, Masked content: fill") in text
+    area = MaskedArea.find(blur_mask(mask, 2, 2), 2, 32, 32)
     assert area is not None
     x1, y1, x2, y2 = area.box
     outside = np.ones((40, 48), bool)
@@ -194,6 +196,7 @@ def test_img2img_only_masked_keeps_the_picture(client: Any) -> None:
             Image.new("L", (48, 40)))})
     assert pixels(blank.json()["images"][0]).shape == (32, 32, 3)
     assert "Inpaint area" not in info(blank)["infotexts"][0]
+    assert "Masked content" not in info(blank)["infotexts"][0]  # no mask left to fill
 
 
 def test_png_info_round_trip(client: Any) -> None:

@@ -1,0 +1,101 @@
+"""An img2img / inpaint request made ready for sampling in the WebUI's order, and its results
+laid back into the picture (processing.py: StableDiffusionProcessingImg2Img.init, then
+apply_overlay):
+
+1. the mask blurred ("Mask blur", diffusion.pipelines.mask_blur), at the size it was given;
+2. "Inpaint area: Only masked": the part around the blurred mask cut out and fitted to
+   width x height (diffusion.pipelines.inpaint_area); otherwise the picture and the mask
+   fitted to width x height by the resize mode (prepare.fit_picture);
+3. "Masked content: fill": the masked part of that picture painted over from around it
+   (diffusion.pipelines.masked_content); "latent noise" and "latent nothing" act later, on the
+   init latents (prepare.InpaintInputs.start);
+4. after decoding: the drawn part pasted into the picture given ("Only masked"), or the
+   fitted original laid over the results outside the mask (prepare.overlay_original).
+
+    plan = InpaintPlan.make(request, width, height)
+    images = draw(plan.request)                    # width x height, as an ordinary inpaint
+    images = plan.finish(images, overlay=True)     # the WebUI's pictures
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from .inpaint_area import MaskedArea, only_masked
+from .mask_blur import blur_mask
+from .masked_content import MASKED_CONTENT, fill
+from .prepare import fit_picture, mask_picture, overlay_original, rgb_picture
+from .request import GenerationRequest
+
+__all__ = ["InpaintPlan", "blur_sides"]
+
+
+def blur_sides(request: GenerationRequest) -> tuple[int, int]:
+    """The request's mask blur as (x, y) pixels."""
+    blur = request.mask_blur
+    x, y = blur if isinstance(blur, (tuple, list)) else (blur, blur)
+    return int(x), int(y)
+
+
+@dataclass(frozen=True)
+class InpaintPlan:
+    """`request` as it is drawn: at width x height, its picture and mask fitted or cut out, the
+    mask blurred and the picture filled (so mask_blur 0, resize_mode 0, inpaint_full_res off
+    and inpainting_fill 1, "original", unless latent noise or latent nothing is left for the
+    latents); `settings`:
+    the infotext's Mask blur, Inpaint area, Masked area padding and Masked content where they
+    apply; `area`: where "Only masked" draws; `laid_back`: the request whose picture and
+    blurred mask the results go back into (None: they are the pictures)."""
+
+    request: GenerationRequest
+    settings: dict[str, Any] = field(default_factory=dict)
+    area: MaskedArea | None = None
+    laid_back: GenerationRequest | None = None
+
+    @classmethod
+    def make(cls, request: GenerationRequest, width: int, height: int) -> InpaintPlan:
+        """The plan of `request` drawn at width x height (txt2img: the request as it is)."""
+        if request.init_image is None:
+            return cls(request)
+        done = dict(mask_blur=0, resize_mode=0, inpaint_full_res=False)
+        settings: dict[str, Any] = {}
+        if request.mask is not None:  # 1. the blur, where the WebUI writes it (x = y)
+            blur_x, blur_y = blur_sides(request)
+            if blur_x == blur_y and blur_x > 0:
+                settings["mask_blur"] = blur_x
+            request = replace(request, mask=blur_mask(mask_picture(request.mask), blur_x,
+                                                      blur_y))
+        # 2. "Only masked", or the whole picture fitted (a blank mask: redrawn as img2img)
+        drawn, area = only_masked(request, width, height)
+        if area is not None:
+            settings.update(area.settings)
+            laid_back: GenerationRequest | None = request
+        else:
+            mode = request.resize_mode
+            drawn = replace(drawn, init_image=fit_picture(rgb_picture(drawn.init_image), width,
+                                                          height, mode),
+                            mask=None if drawn.mask is None else fit_picture(
+                                mask_picture(drawn.mask), width, height, mode))
+            blank = request.inpaint_full_res and request.mask is not None
+            laid_back = None if drawn.mask is None or blank else drawn
+        # 3. the masked content, where a mask says what to repaint
+        content = request.inpainting_fill if laid_back is not None else 1
+        if content != 1:
+            settings["masked_content"] = MASKED_CONTENT[content]
+        if content == 0:
+            drawn = replace(drawn, init_image=fill(drawn.init_image, drawn.mask))
+        done["inpainting_fill"] = content if content in (2, 3) else 1
+        return cls(replace(drawn, **done), settings, area, laid_back)
+
+    def finish(self, images: list[np.ndarray], *, overlay: bool = True) -> list[np.ndarray]:
+        """The results (H, W, 3 uint8 at width x height) as the WebUI gives them: "Only
+        masked" pasted into the picture given; otherwise, with `overlay` (off for diffusers'
+        own pictures), the original laid over them outside the mask."""
+        if self.area is not None:
+            return self.area.paste(images, self.laid_back)
+        if overlay and self.laid_back is not None:
+            return overlay_original(images, self.laid_back.init_image, self.laid_back.mask)
+        return images
