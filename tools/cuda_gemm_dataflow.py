@@ -23,7 +23,8 @@ beside it what WGSL cannot say. Kernels (8 warps each):
           TILES["128x256"]).
 
 Each is checked against torch.matmul (fp16, cuBLAS) first, then timed by CUDA events beside
-cuBLAS in the same process (median of `--repeat` after warm-up). The kernels write f32 C
+cuBLAS in the same process (bench._harness.torch_cuda_ms: median of `--repeat` after warm-up
+and 0.5 s of queued runs, so that both sides run at full clock). The kernels write f32 C
 (wmma's store); the 4096^3 product writes 64 MB of it, ~0.02 ms at 3 TB/s. Needs nvcc, CuPy
 and torch with CUDA (the benchmark machines have them); a measurement, not part of avx-gpu
 (which never runs CUDA).
@@ -37,9 +38,10 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import tempfile
+
+from bench._harness import torch_cuda_ms
 
 SOURCE = r"""
 #include <mma.h>
@@ -271,22 +273,6 @@ KERNELS = {
 TILE = {name: (128, 256 if name.endswith("256") else 128) for name in KERNELS}
 
 
-def _events_ms(fn, repeat: int) -> float:
-    import torch
-    for _ in range(3):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(repeat):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
-
-
 def _module():  # type: ignore[no-untyped-def]
     """SOURCE built by nvcc for this GPU (NVRTC's pip headers lack wmma's crt/mma.h)."""
     import cupy
@@ -316,7 +302,7 @@ def run(shapes: list[tuple[int, int, int]], repeat: int) -> list[dict]:
         out = torch.empty((m, n), device="cuda", dtype=torch.float32)
         ref = torch.matmul(a, b).float()
         flop = 2.0 * m * n * k
-        ms = _events_ms(lambda a=a, b=b: torch.matmul(a, b), repeat)
+        ms = torch_cuda_ms(lambda a=a, b=b: torch.matmul(a, b), repeat=repeat)
         rows.append({"shape": f"{m}x{k}x{n}", "kernel": "cuBLAS (torch.matmul fp16)",
                      "ms": ms, "TFLOPs": flop / ms / 1e9, "rel_err": 0.0})
         print(rows[-1], flush=True)
@@ -337,7 +323,7 @@ def run(shapes: list[tuple[int, int, int]], repeat: int) -> list[dict]:
             call()
             torch.cuda.synchronize()
             err = ((out - ref).abs().max() / ref.abs().max()).item()
-            ms = _events_ms(call, repeat)
+            ms = torch_cuda_ms(call, repeat=repeat)
             rows.append({"shape": f"{m}x{k}x{n}", "kernel": name, "what": what, "ms": ms,
                          "TFLOPs": flop / ms / 1e9, "rel_err": err})
             print(rows[-1], flush=True)
