@@ -234,9 +234,10 @@ class InpaintInputs:
         self.pixels = None if init_image is None else to_unit_image(init_image, r.width,
                                                                     r.height)
         self.mask = None if mask is None else to_mask(mask, r.width, r.height)
-        self.picture_mask = None if mask is None else mask_picture(mask)  # its blurred edge
         self.scale = pipe.vae_scale_factor
         self.latent_size = (r.height // self.scale, r.width // self.scale)
+        # the WebUI's latent mask, from the mask picture with its blurred edge
+        self.repaint = None if mask is None else latent_mask(mask, self.latent_size)
         self.content, self.rng = r.masked_content, r.rng
 
     def image_latents(self, generator: Generator) -> np.ndarray:
@@ -247,10 +248,9 @@ class InpaintInputs:
         """The init latents the sampling starts from: `latents` with the WebUI's "latent
         noise" (image k's from seeds[k]) or "latent nothing" where the latent mask is, as
         the pass's masked content says; as they are otherwise (and without a mask)."""
-        if self.picture_mask is None:
+        if self.repaint is None:
             return latents
-        repaint = latent_mask(self.picture_mask, self.latent_size)
-        return latent_content(latents, repaint, self.content, rng=self.rng, seeds=seeds)
+        return latent_content(latents, self.repaint, self.content, rng=self.rng, seeds=seeds)
 
     def small_mask(self) -> np.ndarray:
         """The mask at latent size (B, 1, h, w), nearest (diffusers' way)."""
@@ -266,7 +266,7 @@ class InpaintInputs:
     def keep(self) -> np.ndarray:
         """Where the ordinary UNet keeps the init image's latents (1, 1, h, w), the WebUI's
         latent mask inverted."""
-        return 1.0 - latent_mask(self.picture_mask, self.latent_size)
+        return 1.0 - self.repaint
 
 
 def hires_latents(pipe: StableDiffusion, r: Pass, latents: np.ndarray,

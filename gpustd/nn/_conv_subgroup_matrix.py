@@ -88,19 +88,22 @@ def split_count(c_out: int, pixels: int, k_total: int) -> int:
     """K splits of this conv, whichever tile runs it: those `tile_splits` gives the rule's
     tile (choose_conv_tile). SD 1.5 UNet: 1280 -> 1280 channels at 16 x 16 (128 x 128 tiles,
     K 11520) 9 splits, at 8 x 8 (64 x 64 tiles) 9."""
-    tile = choose_conv_tile(c_out, pixels, k_total)
-    if tile == CONV_TILES["160x128"] and c_out % CONV_TILES["128x128"].bm == 0:
-        tile = CONV_TILES["128x128"]  # in 128 x 128's place: its splits (_tall_for_big)
-    return tile_splits(c_out, pixels, k_total, tile)
+    return tile_splits(c_out, pixels, k_total, choose_conv_tile(c_out, pixels, k_total))
 
 
 def tile_splits(c_out: int, pixels: int, k_total: int, tile: sm.MatrixTile) -> int:
     """K splits that suit `tile` over this conv: 1 from MIN_TILES output tiles up, else
     enough splits for ~8 workgroups per multiprocessor, each at least _MIN_SPLIT_STEPS K
-    steps. 64 x 64 tiles (BK 32): 1280 -> 1280 channels at 16 x 16 (160 tiles, K 11520) 7."""
+    steps. 64 x 64 tiles (BK 32): 1280 -> 1280 channels at 16 x 16 (160 tiles, K 11520) 7.
+    160 x 128 tiles: unsplit where C_out is no multiple of 128 (choose_conv_tile takes them
+    there only where they fill about a wave), else 128 x 128's splits (_tall_for_big)."""
+    if tile == CONV_TILES["160x128"]:
+        if c_out % CONV_TILES["128x128"].bm:
+            return 1
+        tile = CONV_TILES["128x128"]
     count = tile_count(c_out, pixels, tile)
-    if count >= MIN_TILES or not SPLIT_K or tile == CONV_TILES["160x128"]:
-        return 1  # (choose_conv_tile takes 160 x 128 only where it fills about a wave)
+    if count >= MIN_TILES or not SPLIT_K:
+        return 1
     wanted = math.ceil(8 * MULTIPROCESSORS / count)
     k_steps = math.ceil(k_total / tile.bk)
     return max(1, min(_MAX_SPLITS, wanted, k_steps // _MIN_SPLIT_STEPS))
