@@ -44,7 +44,12 @@ TILES = {"64x64": MatrixTile(2, 2, 2, 2), "64x128": MatrixTile(2, 4, 2, 2),
          "128x128": MatrixTile(4, 2, 2, 4), "128x128np": MatrixTile(4, 2, 2, 4, prefetch=False),
          "128x128/4x4": MatrixTile(4, 4, 2, 2), "128x256/4x4": MatrixTile(4, 4, 2, 4),
          "160x128": MatrixTile(5, 2, 2, 4), "160x128np": MatrixTile(5, 2, 2, 4, prefetch=False),
-         "160x64": MatrixTile(5, 2, 2, 2), "160x64np": MatrixTile(5, 2, 2, 2, prefetch=False)}
+         "160x64": MatrixTile(5, 2, 2, 2), "160x64np": MatrixTile(5, 2, 2, 2, prefetch=False),
+         "128x256/4x4np": MatrixTile(4, 4, 2, 4, prefetch=False),
+         "128x256/16np": MatrixTile(4, 2, 2, 8, prefetch=False),
+         "256x128/16np": MatrixTile(4, 2, 4, 4, prefetch=False),
+         "128x128/2x4np": MatrixTile(2, 4, 4, 2, prefetch=False),
+         "320x64/8np": MatrixTile(5, 2, 4, 2, prefetch=False)}
 
 
 def _cut(text: str, cut: str) -> str:

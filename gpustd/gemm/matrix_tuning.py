@@ -83,8 +83,10 @@ def tile_name(tiles: dict[str, MatrixTile], tile: MatrixTile) -> str:
 
 def _rule(device: Device, m: int, n: int, k: int, batch: int) -> str:
     """choose_tile's tile for this product among those `device`'s workgroup memory holds."""
-    storage = device.limits["max-compute-workgroup-storage-size"]
-    return tile_name(GEMM_TILES, matrix_units.choose_tile(m, n, batch, k=k, storage=storage))
+    limits = device.limits
+    return tile_name(GEMM_TILES, matrix_units.choose_tile(
+        m, n, batch, k=k, storage=limits["max-compute-workgroup-storage-size"],
+        invocations=limits["max-compute-invocations-per-workgroup"]))
 
 
 # -- what the kernels ask ----------------------------------------------------------------

@@ -40,7 +40,8 @@ TILES = {"64x64": MatrixTile(2, 2, 2, 2, prefetch=False), "64x64k16": MatrixTile
          "64x128": MatrixTile(2, 4, 2, 2, prefetch=False), "128x128": MatrixTile(4, 2, 2, 4),
          "128x128k16": MatrixTile(4, 2, 2, 4, bk=16),
          "128x256": MatrixTile(4, 4, 2, 4, prefetch=False),
-         "128x160": MatrixTile(2, 5, 4, 2), "64x160": MatrixTile(2, 5, 2, 2, prefetch=False)}
+         "128x160": MatrixTile(2, 5, 4, 2), "64x160": MatrixTile(2, 5, 2, 2, prefetch=False),
+         "256x128": MatrixTile(4, 2, 4, 4)}  # 16 subgroups: 512 invocations
 # 128 x 256 tiles (8 subgroups of 4 x 4 fragments, K steps of 32, no prefetch) from this K on,
 # in 3 or more waves: 25% less L2 traffic than 128 x 128 where K is deep enough to use it.
 
@@ -60,6 +61,10 @@ _MAX_SPLITS = 8
 # 2048 x 5120 x 1280 and 4608 x 3072 x 21504 stay faster with 16 (0.253 / 0.280, 3.310 / 4.060).
 LONG_K = 12288
 DEEP_K = 3072
+# 256 x 128 tiles from these K and n on (choose_tile): SD 1.5's K 320 and the q/k/v and
+# feed-forward-down products' n 640 / 1280 were not measured with them.
+WIDE_K = 640
+WIDE_N = 2048
 
 
 def aligned(tile: MatrixTile, m: int, n: int, k: int) -> bool:
@@ -76,7 +81,8 @@ def available(device: Device) -> bool:
             and config.min_subgroup_size in (0, 32) and config.max_subgroup_size in (0, 32))
 
 
-def choose_tile(m: int, n: int, batch: int, *, k: int = 0, storage: int = 48 * 1024) -> MatrixTile:
+def choose_tile(m: int, n: int, batch: int, *, k: int = 0, storage: int = 48 * 1024,
+                invocations: int = 1024) -> MatrixTile:
     """The rule's tile (the tuner may pick another: gpustd/gemm/matrix_tuning.py). Without
     Dawn's robustness (gpucore's default): 128 x 128 tiles of 8 subgroups (2 x 4 fragments,
     prefetch) for products that fill them exactly (m, n multiples of 128, K of 32) in 2 or
@@ -91,7 +97,16 @@ def choose_tile(m: int, n: int, batch: int, *, k: int = 0, storage: int = 48 * 1
     the 128 x 128 rule's, gemm-noprefetch-dawn-h100.json): 4096^3 0.716 / 0.817, FLUX's
     4608 x 3072 x 12288 1.847 / 1.993 and 4608 x 12288 x 3072 2.028 / 2.191, 4608 x 3072 x
     3072 0.553 / 0.544; below DEEP_K they lose (8192 x 2560 x 640 0.313 / 0.224).
-    storage: the device's workgroup memory in bytes; tiles that need more are passed over.
+    storage, invocations: the device's workgroup memory in bytes and its invocations a
+    workgroup; tiles that need more are passed over.
+
+    Before all of these, 256 x 128 tiles of 16 subgroups (2 x 4 fragments each, as 128 x 128's)
+    where they fill their tiles, K is from WIDE_K and n from WIDE_N, in 4 or more waves of
+    128 x 128: every workgroup-memory fragment serves twice the products. H200, Dawn,
+    2026-11-25 (m x k x n nt, ms against the rule's tile before; gemm-16sg-dawn-h200.json):
+    4096^3 0.692 / 0.733 (128 x 256), 8192 x 640 x 5120 0.298 / 0.345-0.417, 2048 x 1280 x
+    10240 0.298 / 0.323-0.363; where 128 x 160 is the rule's they lose (8192 x 2560 x 640
+    0.234 / 0.188).
 
     Under 4 waves of 128 x 128, where n is a multiple of 160 and 128 x 160 tiles (8
     subgroups of 2 x 5 fragments) make about a wave or more: those (64 x 160 where they make
@@ -105,10 +120,14 @@ def choose_tile(m: int, n: int, batch: int, *, k: int = 0, storage: int = 48 * 1
     0.341 / 0.362, 2048 x 640 x 640 0.027 / 0.029) and are not taken.
     """
     huge, wide, square = TILES["128x256"], TILES["128x128k16"], TILES["128x128"]
+    sixteen = TILES["256x128"]
+    waves = (m // 128) * (n // 128) * batch / MULTIPROCESSORS
+    if (k >= WIDE_K and n >= WIDE_N and waves >= 4 and aligned(sixteen, m, n, k)
+            and sixteen.shared_bytes() <= storage and sixteen.threads <= invocations):
+        return sixteen
     if (k >= DEEP_K and aligned(huge, m, n, k) and huge.shared_bytes() <= storage
             and (m // 128) * (n // 256) * batch >= 3 * MULTIPROCESSORS):
         return huge
-    waves = (m // 128) * (n // 128) * batch / MULTIPROCESSORS
     if (k and aligned(wide, m, n, k) and waves >= 4 and k < LONG_K
             and wide.shared_bytes() <= storage):
         return wide

@@ -76,14 +76,21 @@ def conv_candidates(device: Device, c_out: int, pixels: int) -> tuple[str, ...]:
                  if fits(device, t, (math.ceil(pixels / t.bn), math.ceil(c_out / t.bm))))
 
 
+def _rule(device: Device, c_out: int, pixels: int, k_total: int) -> str:
+    """choose_conv_tile's tile for this conv among those `device`'s workgroups allow."""
+    limits = device.limits
+    return tile_name(kernels.CONV_TILES, kernels.choose_conv_tile(
+        c_out, pixels, k_total, storage=limits["max-compute-workgroup-storage-size"],
+        invocations=limits["max-compute-invocations-per-workgroup"]))
+
+
 def conv_tile(device: Device, x_shape: Shape, weight_shape: Shape, stride: Pair,
               padding: Pair, dilation: Pair, out_hw: Pair) -> MatrixTile:
     """The tile of conv2d_matrix for this convolution (x [N, C_in, H, W], weight [C_out, C_in,
     kh, kw]): the tuner's winner for its class, else choose_conv_tile's."""
     c_out, c_in, kh, kw = weight_shape
     pixels = x_shape[0] * out_hw[0] * out_hw[1]
-    default = tile_name(kernels.CONV_TILES,
-                        kernels.choose_conv_tile(c_out, pixels, c_in * kh * kw))
+    default = _rule(device, c_out, pixels, c_in * kh * kw)
     winner = autotune.select(
         device, CONV_OP, conv_class(kh, kw, stride, c_out, c_in * kh * kw, pixels),
         conv_candidates(device, c_out, pixels), default,
@@ -125,7 +132,7 @@ def problems(device: Device) -> list[autotune.Problem]:
         key = conv_class(3, 3, (stride, stride), c_out, c_in * 9, pixels)
         found.setdefault(key, autotune.Problem(
             CONV_OP, key, conv_candidates(device, c_out, pixels),
-            tile_name(kernels.CONV_TILES, kernels.choose_conv_tile(c_out, pixels, c_in * 9)),
+            _rule(device, c_out, pixels, c_in * 9),
             _conv_trial(device, (batch, c_in, size, size), (c_out, c_in, 3, 3),
                         (stride, stride), (1, 1), (1, 1), (out, out))))
     return list(found.values())

@@ -28,6 +28,7 @@ split it 7 ways before, and gave other bits).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 
@@ -57,7 +58,11 @@ _PARAMS = """struct Params {
 # 1920 -> 640 1.961 / 2.169, 2x1280x32x32 -> 1280 0.644 / 0.727.
 CONV_TILES = {"128x128": sm.MatrixTile(4, 2, 2, 4, prefetch=False),
               "64x64": sm.MatrixTile(2, 2, 2, 2), "32x32": sm.MatrixTile(1, 1, 2, 2),
-              "160x128": sm.MatrixTile(5, 2, 2, 4, prefetch=False)}
+              "160x128": sm.MatrixTile(5, 2, 2, 4, prefetch=False),
+              "320x64": sm.MatrixTile(5, 2, 4, 2, prefetch=False),
+              # 16 subgroups (512 invocations): the VAEs' 128-, 256- and 512-channel convs
+              "256x128": sm.MatrixTile(4, 2, 4, 4, prefetch=False),
+              "128x256": sm.MatrixTile(4, 2, 2, 8, prefetch=False)}
 # Fewer 64 x 64 output tiles than this (two waves) and the portable kernel, which
 # splits K, is as fast or faster (H100: 2x1280x16x16 -> 1280, 160 tiles: 0.66 ms either way;
 # 2x1280x8x8 -> 1280: 0.21 ms portable, 0.48 ms here at best).
@@ -95,14 +100,19 @@ def tile_splits(c_out: int, pixels: int, k_total: int, tile: sm.MatrixTile) -> i
     """K splits that suit `tile` over this conv: 1 from MIN_TILES output tiles up, else
     enough splits for ~8 workgroups per multiprocessor, each at least _MIN_SPLIT_STEPS K
     steps. 64 x 64 tiles (BK 32): 1280 -> 1280 channels at 16 x 16 (160 tiles, K 11520) 7.
-    160 x 128 tiles: unsplit where C_out is no multiple of 128 (choose_conv_tile takes them
-    there only where they fill about a wave), else 128 x 128's splits (_tall_for_big)."""
-    if tile == CONV_TILES["160x128"]:
-        if c_out % CONV_TILES["128x128"].bm:
+    Tiles the rule takes only from a wave on are unsplit: the 16-subgroup ones, and 128 x 128
+    where C_out is no multiple of 160 (choose_conv_tile). The tall tiles (_tall: 160 or 320
+    rows) are unsplit where C_out is no multiple of 128, else take 128 x 128's splits
+    (_tall_for_big)."""
+    big = CONV_TILES["128x128"]
+    if tile in (CONV_TILES["256x128"], CONV_TILES["128x256"]):
+        return 1
+    if tile in (CONV_TILES["160x128"], CONV_TILES["320x64"]):
+        if c_out % big.bm:
             return 1
-        tile = CONV_TILES["128x128"]
+        tile = big
     count = tile_count(c_out, pixels, tile)
-    if count >= MIN_TILES or not SPLIT_K:
+    if count >= MIN_TILES or not SPLIT_K or (tile == big and c_out % 160 and count >= WAVE):
         return 1
     wanted = math.ceil(8 * MULTIPROCESSORS / count)
     k_steps = math.ceil(k_total / tile.bk)
@@ -130,42 +140,33 @@ def applies(x: Tensor, weight: Tensor, groups: int, out_hw: tuple[int, int],
             and pixels <= max_x * CONV_TILES["64x64"].bn and available(x.device))
 
 
-def choose_conv_tile(c_out: int, pixels: int, k_total: int = 0) -> sm.MatrixTile:
-    """128 x 128 tiles where they make two waves, or for deep convs (C_out >= 640, K >= 8640:
-    960 or more input channels at 3x3) at 512 or more pixels (split K where they make too few
-    tiles); else 64 x 64. H100 (Dawn, default toggles, 2026-11-23, tools/sm_sweep.py):
-    2x320x64x64 -> 320 0.445 ms at 64x64 against 0.455 at 128x128, 0.617 at 32x32 and 0.701
-    for the portable kernel; 2x640x32x32 -> 640 0.494 against 0.462, 0.630 and 0.663 (torch
-    fp16 cuDNN: 0.087 and 0.097 ms). The patch gather, one f16 per load, is what keeps these
-    below the GEMM's TFLOP/s. Without Dawn's robustness (the default since 2026-11-24; GPU ms
-    by timestamps, 128x128 / 64x64 each with its tile_splits, tile-rules-norobust-dawn-h100.json):
-    1280 -> 1280 at 2x16x16 0.235 / 0.255, 2560 -> 1280 1.131 / 1.339, 1920 -> 1280 0.316 /
-    0.359, 1280 -> 640 at 2x32x32 0.707 / 0.923, 1920 -> 640 0.702 / 0.941, 960 -> 640 0.325 /
-    0.363; left at 64x64: 640 -> 1280 at 2x16x16 0.172 / 0.152, 640 -> 640 at 2x32x32 0.314 /
-    0.325, 320 -> 640 0.166 / 0.135, 1280 -> 1280 at 2x8x8 0.384 / 0.371, conv_out 320 -> 4
-    (32x32 0.19-0.32 / 0.105).
+def choose_conv_tile(c_out: int, pixels: int, k_total: int = 0, *, storage: int = 48 * 1024,
+                     invocations: int = 1024) -> sm.MatrixTile:
+    """The rule's tile for a conv of c_out output channels over `pixels` output pixels with
+    K = k_total, among the tiles a workgroup of `storage` bytes and `invocations` holds (the
+    320-row and 16-subgroup tiles need more than Vulkan's minimum; the others fit it). In
+    order:
 
-    Before either: 32 x 32 tiles under 64 output channels where 64 x 64 tiles need no split
-    (the UNet's conv_out 320 -> 4, split, is faster at 64 x 64: 0.105 against 0.19-0.32 ms),
-    and 64 x 64 where C_out is not a
-    multiple of 128 (a 128-row tile would compute rows past C_out and take the checked kernel)
-    or K is under 64 (a first conv: one K step). The tuner's trials (`python -m gpucore tune
-    --ops conv_sm`, H100, Dawn, 2026-11-25, bench/results/conv-tune-dawn-h100.json), ms at
-    128x128 / 64x64 / 32x32: SDXL's 320-channel convs at 2x128x128 320 -> 320 1.209 / 0.783 /
-    1.373, 640 -> 320 2.517 / 1.493, 960 -> 320 3.921 / 2.224; conv_in 4 -> 320 0.091 / 0.070;
-    the VAE's conv_out 128 -> 3 at 512x512 1.398 / 0.820 / 0.655 and encoder conv_in 3 -> 128
-    0.224 / 0.189 / 0.181.
+    - 32 x 32 under 64 output channels where 64 x 64 tiles need no split;
+    - 64 x 64 where C_out is no multiple of 128 nor of 160, or K is under 64 (a first conv);
+    - the tall tile (_tall: 320 x 64 where C_out is a multiple of 320, else 160 x 128) where
+      C_out is a multiple of 160 and not of 128 (the UNets' 320) and they make a wave;
+    - where C_out is no multiple of 160 (the VAEs' 128, 256, 512): from a wave of them, the
+      16-subgroup tiles (256 x 128 where C_out is a multiple of 256, else 128 x 256), else
+      128 x 128 from a wave, unsplit;
+    - 128 x 128 (K split where they make few tiles; the tall tile in its place where C_out is
+      also a multiple of 160: _tall_for_big) where they make two waves, or for deep convs
+      (C_out >= 640, K >= 8640, 512 pixels or more);
+    - else 64 x 64.
 
-    Before all of these but the 32 x 32 case, 160 x 128 tiles (8 subgroups of 5 x 2
-    fragments, no prefetch), unsplit, where C_out is a multiple of 160 but not of 128 (the
-    UNets' 320-channel convs) and they make about a wave: each gathered patch value serves
-    160 output channels instead of 64.
-    H100, Dawn, 2026-11-25 (tools/conv_ceiling --tiles --c-out 320,
-    conv-tiles160-dawn-h100.json; ms at 64 x 64 / 160 x 128, the same bits): SDXL's 2 x 320 x
-    128 x 128 -> 320 0.797 / 0.503, 640 -> 320 1.511 / 0.941, 960 -> 320 2.216 / 1.384; SD
-    1.5's 2 x 320 x 64 x 64 -> 320 0.218 / 0.125. Where 128 x 128 is the rule's tile and C_out
-    is also a multiple of 160, 160 x 128 runs in its place with its K splits (_tall_for_big)."""
-    big, tall = CONV_TILES["128x128"], CONV_TILES["160x128"]
+    Each step's measurements (H100 and H200 through Dawn: the tiles it took over from, and
+    those that lost) are in bench/NOTES.md: "choose_tile's measurements", "160-wide GEMM
+    tiles", "160 x 128 conv tiles for 640 and 1280 channels", "16-subgroup tiles"."""
+    def fits(tile: sm.MatrixTile) -> bool:
+        return tile.shared_bytes() <= storage and tile.threads <= invocations
+
+    big = CONV_TILES["128x128"]
+    tall = _tall(c_out, fits)
     if c_out < 64 and tile_count(c_out, pixels, CONV_TILES["64x64"]) >= MIN_TILES:
         return CONV_TILES["32x32"]
     if (c_out % big.bm and c_out % tall.bm == 0 and not 0 < k_total < 64
@@ -173,21 +174,31 @@ def choose_conv_tile(c_out: int, pixels: int, k_total: int = 0) -> sm.MatrixTile
         return tall
     if math.ceil(pixels / big.bn) > 65535 or c_out % big.bm or 0 < k_total < 64:
         return CONV_TILES["64x64"]
+    if c_out % 160:
+        wide = CONV_TILES["256x128" if c_out % 256 == 0 else "128x256"]
+        if (fits(wide) and math.ceil(pixels / wide.bn) <= 65535
+                and tile_count(c_out, pixels, wide) >= WAVE):
+            return wide
+        if tile_count(c_out, pixels, big) >= WAVE:
+            return big
     if (tile_count(c_out, pixels, big) >= 2 * MULTIPROCESSORS
             or (c_out >= 640 and k_total >= 8640 and pixels >= 512)):
-        return tall if _tall_for_big(c_out, pixels) else big
+        return tall if _tall_for_big(c_out, pixels, tall) else big
     return CONV_TILES["64x64"]
 
 
-def _tall_for_big(c_out: int, pixels: int) -> bool:
-    """Whether 160 x 128 tiles take the place of the rule's 128 x 128 (with its K splits:
+def _tall(c_out: int, fits: Callable[[sm.MatrixTile], bool]) -> sm.MatrixTile:
+    """The tile of 160-row multiples for C_out: 320 x 64 (8 subgroups of 5 x 2 fragments, one
+    gathered patch value serving 320 output channels) where C_out is a multiple of 320 and
+    the device `fits` it, else 160 x 128."""
+    wide = CONV_TILES["320x64"]
+    return wide if c_out % wide.bm == 0 and fits(wide) else CONV_TILES["160x128"]
+
+
+def _tall_for_big(c_out: int, pixels: int, tall: sm.MatrixTile) -> bool:
+    """Whether the `tall` tile takes the place of the rule's 128 x 128 (with its K splits:
     split_count): C_out a multiple of 160 too (640, 1280) and 128 x 128 tiles that fill at
-    least a wave. H100, Dawn, 2026-11-25 (tools/conv_ceiling --tiles --shapes ...,
-    conv-tiles160-640-1280-dawn-h100.json; GPU ms at 128 x 128 / 160 x 128, the same bits):
-    SDXL's 2 x 320 x 64 x 64 -> 640 0.323 / 0.229, 640 -> 640 0.641 / 0.458, 1280 -> 640
-    1.276 / 0.921, 1920 -> 640 1.968 / 1.368, 2 x 1280 x 64 x 64 -> 1280 2.144 / 1.796,
-    2 x 1280 x 32 x 32 -> 1280 (7 splits) 0.646 / 0.553."""
-    tall = CONV_TILES["160x128"]
+    least a wave."""
     return (c_out % tall.bm == 0 and math.ceil(pixels / tall.bn) <= 65535
             and tile_count(c_out, pixels, CONV_TILES["128x128"]) >= WAVE)
 

@@ -37,27 +37,41 @@ def test_gather_needs_fixed_pixel_columns() -> None:
 
 
 def test_tile_choice() -> None:
-    assert csm.choose_conv_tile(320, 2 * 64 * 64) == csm.CONV_TILES["160x128"]  # 128 tiles
+    assert csm.choose_conv_tile(320, 2 * 64 * 64) == csm.CONV_TILES["320x64"]  # 128 tiles
     assert csm.choose_conv_tile(320, 2 * 32 * 32, 2880) == csm.CONV_TILES["64x64"]  # 32 tiles
-    assert csm.split_count(320, 2 * 64 * 64, 2880) == 1  # 160 x 128 runs unsplit
-    # 640 and 1280 channels: 160 x 128 in the place of 128 x 128 where those fill a wave,
+    assert csm.split_count(320, 2 * 64 * 64, 2880) == 1  # 320 x 64 runs unsplit
+    # 640 and 1280 channels: 320 x 64 in the place of 128 x 128 where those fill a wave,
     # with 128 x 128's K splits (the same bits)
-    assert csm.choose_conv_tile(640, 4 * 64 * 64) == csm.CONV_TILES["160x128"]
-    assert csm.choose_conv_tile(1280, 2 * 32 * 32, 11520) == csm.CONV_TILES["160x128"]
+    assert csm.choose_conv_tile(640, 4 * 64 * 64) == csm.CONV_TILES["320x64"]
+    assert csm.choose_conv_tile(1280, 2 * 32 * 32, 11520) == csm.CONV_TILES["320x64"]
     assert csm.split_count(1280, 2 * 32 * 32, 11520) == csm.tile_splits(
         1280, 2 * 32 * 32, 11520, csm.CONV_TILES["128x128"]) == 7
-    assert csm.choose_conv_tile(768, 4 * 64 * 64) == csm.CONV_TILES["128x128"]  # not of 160
+    assert csm.choose_conv_tile(480, 4 * 64 * 64) == csm.CONV_TILES["160x128"]  # not of 320
     # deep convs at 16x16 and 32x32 take 128 x 128 (split K), not at 8x8 nor with K 5760
     assert csm.choose_conv_tile(1280, 2 * 16 * 16, 11520) == csm.CONV_TILES["128x128"]
     assert csm.choose_conv_tile(640, 2 * 32 * 32, 8640) == csm.CONV_TILES["128x128"]
     assert csm.choose_conv_tile(1280, 2 * 8 * 8, 11520) == csm.CONV_TILES["64x64"]
     assert csm.choose_conv_tile(1280, 2 * 16 * 16, 5760) == csm.CONV_TILES["64x64"]
-    # SDXL's 320 channels at 2x128x128: 2 tiles of 160 rows (3 of 128 would cover 384)
-    assert csm.choose_conv_tile(320, 2 * 128 * 128, 2880) == csm.CONV_TILES["160x128"]
-    assert csm.choose_conv_tile(256, 2 * 128 * 128, 2304) == csm.CONV_TILES["128x128"]
+    # SDXL's 320 channels at 2x128x128: one tile of 320 rows (3 of 128 would cover 384)
+    assert csm.choose_conv_tile(320, 2 * 128 * 128, 2880) == csm.CONV_TILES["320x64"]
     assert csm.choose_conv_tile(128, 512 * 512, 27) == csm.CONV_TILES["64x64"]  # one K step
     assert csm.choose_conv_tile(3, 512 * 512, 1152) == csm.CONV_TILES["32x32"]  # VAE conv_out
     assert csm.choose_conv_tile(4, 2 * 64 * 64, 2880) == csm.CONV_TILES["64x64"]  # split K
+
+
+def test_tile_choice_without_160_rows() -> None:
+    # the VAEs' channels: 16 subgroups from a wave of them, else 128 x 128 from a wave, unsplit
+    assert csm.choose_conv_tile(512, 128 * 128, 4608) == csm.CONV_TILES["256x128"]
+    assert csm.choose_conv_tile(256, 2 * 128 * 128, 2304) == csm.CONV_TILES["256x128"]
+    assert csm.choose_conv_tile(768, 4 * 64 * 64) == csm.CONV_TILES["256x128"]
+    assert csm.choose_conv_tile(128, 512 * 512, 1152) == csm.CONV_TILES["128x256"]
+    assert csm.choose_conv_tile(512, 64 * 64, 4608) == csm.CONV_TILES["128x128"]  # 128 tiles
+    assert csm.split_count(512, 64 * 64, 4608) == 1
+    assert csm.split_count(512, 128 * 128, 4608) == 1
+    # a device of 256 invocations a workgroup keeps 128 x 128
+    assert csm.choose_conv_tile(512, 128 * 128, 4608, invocations=256) == csm.CONV_TILES[
+        "128x128"]
+    assert csm.choose_conv_tile(512, 32 * 32, 4608) == csm.CONV_TILES["64x64"]  # 32 tiles
 
 
 _real_conv2d_matrix = csm.conv2d_matrix

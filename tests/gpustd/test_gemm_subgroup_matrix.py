@@ -79,13 +79,18 @@ def test_shared_memory_fits_the_vulkan_minimum() -> None:
 
 
 def test_tile_choice() -> None:
-    assert sm.choose_tile(4096, 4096, 1, k=4096) == sm.TILES["128x256"]  # deep K, 3.9 waves
-    assert sm.choose_tile(4096, 4096, 1, k=2048) == sm.TILES["128x128k16"]  # bounds-free
-    # a device with 32 KiB of workgroup memory: no 128 x 256 (38 KiB)
+    # 16 subgroups of 256 x 128 from 4 waves of 128 x 128, K from 640 and n from 2048
+    assert sm.choose_tile(4096, 4096, 1, k=4096) == sm.TILES["256x128"]
+    assert sm.choose_tile(2048, 5120, 1, k=640) == sm.TILES["256x128"]  # 4.8 waves
+    assert sm.choose_tile(4608, 3072, 1, k=15360) == sm.TILES["256x128"]
+    assert sm.choose_tile(4096, 4096, 1, k=4096, invocations=256) == sm.TILES["128x256"]
+    assert sm.choose_tile(4096, 4096, 1, k=2048, invocations=256) == sm.TILES["128x128k16"]
+    assert sm.choose_tile(8192, 2560, 1, k=320) == sm.TILES["128x128k16"]  # SD 1.5's K
+    assert sm.choose_tile(8192, 640, 3, k=640) == sm.TILES["128x128k16"]  # n under 2048
+    # a device with 32 KiB of workgroup memory: no 128 x 256 (38 KiB) nor 256 x 128 (46 KiB)
     assert sm.choose_tile(4096, 4096, 1, k=4096, storage=32768) == sm.TILES["128x128k16"]
     assert sm.choose_tile(2048, 4096, 1, k=4096) == sm.TILES["128x128"]  # 1.9 waves of 128x256
-    assert sm.choose_tile(2048, 5120, 1, k=640) == sm.TILES["128x128k16"]  # 4 waves
-    assert sm.choose_tile(4608, 3072, 1, k=15360) == sm.TILES["128x256"]  # 3.3 waves
+    assert sm.choose_tile(4608, 3072, 1, k=15360, invocations=256) == sm.TILES["128x256"]
     assert sm.choose_tile(2304, 3072, 1, k=15360) == sm.TILES["128x128"]  # long K
     assert sm.choose_tile(4160, 4096, 1, k=4096) == sm.TILES["64x128"]  # m: 65 tiles of 64
     assert sm.choose_tile(512, 10240, 1, k=1280) == sm.TILES["128x160"]  # 2 to 4 waves
@@ -293,7 +298,8 @@ def test_geglu_kernel_interface() -> None:
 
 
 @pytest.mark.parametrize("approximate", ["none", "tanh"])
-@pytest.mark.parametrize(("d", "names"), [(192, ("64x64", "128x128", "128x128k16")),
+@pytest.mark.parametrize(("d", "names"), [(192, ("64x64", "128x128", "128x128k16",
+                                                 "256x128")),
                                           (240, ("128x160", "64x160"))])
 def test_geglu_matches_float64_where_available(device: gpucore.Device, approximate: str,
                                                d: int, names: tuple[str, ...]) -> None:

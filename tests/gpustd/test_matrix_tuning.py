@@ -67,9 +67,10 @@ def test_candidates_accumulate_alike_and_fit_the_device() -> None:
     assert "128x128" not in matrix_tuning.gemm_candidates(fake_device(storage=16384), 500, 700)
     assert "128x128k16" in matrix_tuning.gemm_candidates(fake_device(storage=24576), 500, 700)
     # a grid of at most 100 workgroups a side: 6401 pixels need 101 columns of 64
-    assert conv_tune.conv_candidates(fake_device(grid=100), 64, 6401) == ("128x128", "160x128")
+    assert conv_tune.conv_candidates(fake_device(grid=100), 64, 6401) == (
+        "128x128", "160x128", "256x128", "128x256")
     assert matrix_tuning.gemm_candidates(fake_device(grid=100), 6401, 64) == (
-        "128x128", "128x128k16", "128x256", "128x160")
+        "128x128", "128x128k16", "128x256", "128x160", "256x128")
 
 
 def test_registered_with_the_rules_as_defaults(first_device: gpucore.Device,
@@ -86,13 +87,18 @@ def test_registered_with_the_rules_as_defaults(first_device: gpucore.Device,
     fitting = tuple(name for name, t in matrix_tuning.GEMM_TILES.items() if t.shared_bytes()
                     <= first_device.limits["max-compute-workgroup-storage-size"])
     assert square.candidates == fitting and square.default in fitting
-    assert square.default == ("128x256" if "128x256" in fitting else "128x128k16")
+    assert square.default == next(name for name in ("256x128", "128x256", "128x128k16")
+                                  if name in fitting)
     conv = autotune.problems(first_device, ["conv_sm"])
     classes = {p.shape_class: p for p in conv}
     assert len(classes) == len(conv)
     # SD 1.5's 320-channel convs at 64 x 64, the VAE decoder's last convs at 512 x 512
-    assert classes["f16/3x3/s1x1/co384/k3072/p8192"].default == "160x128"
-    assert classes["f16/3x3/s1x1/co128/k1536/p262144"].default == "128x128"
+    storage = first_device.limits["max-compute-workgroup-storage-size"]
+    fit = {name: t.shared_bytes() <= storage for name, t in conv_matrix.CONV_TILES.items()}
+    assert classes["f16/3x3/s1x1/co384/k3072/p8192"].default == (
+        "320x64" if fit["320x64"] else "160x128")
+    assert classes["f16/3x3/s1x1/co128/k1536/p262144"].default == (
+        "128x256" if fit["128x256"] else "128x128")
     assert "f16/3x3/s1x1/co3/k1536/p262144" in classes
     # the UNet's 1280 channels at 16 x 16 (512 pixels: 160 tiles of 64 x 64) split K there
     deep = conv_tune.conv_class(3, 3, (1, 1), 1280, 11520, 512)
@@ -111,7 +117,8 @@ def test_rule_unless_a_winner_is_cached(first_device: gpucore.Device) -> None:
     assert matrix_tuning.gemm_tile(device, 4000, 4096, 4090, 1, False, False) == \
         matrix_tuning.GEMM_TILES["128x128"]
     shapes = ((2, 320, 64, 64), (320, 320, 3, 3), (1, 1), (1, 1), (1, 1), (64, 64))
-    assert conv_tune.conv_tile(device, *shapes) == conv_matrix.choose_conv_tile(320, 8192)
+    assert conv_tune.conv_tile(device, *shapes) == conv_matrix.choose_conv_tile(
+        320, 8192, storage=storage)
     remember(device, "conv_sm", "f16/3x3/s1x1/co384/k3072/p8192", "32x32", "64x64")
     assert conv_tune.conv_tile(device, *shapes) == conv_matrix.CONV_TILES["32x32"]
 
