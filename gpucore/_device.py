@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+import time
 import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -261,7 +262,8 @@ class Device:
         if profile is not None:
             compute.end()
         stream.pending += 1
-        if stream.pending >= stream.batch_size() or (profile and profile.full):
+        if (stream.pending >= stream.batch_size() or stream.overdue(time.perf_counter())
+                or (profile and profile.full)):
             self._flush_stream(stream)  # the GPU starts on this part while Python records on
 
     def record_copy(self, src: GPUBuffer, src_offset: int, dst: GPUBuffer, dst_offset: int,

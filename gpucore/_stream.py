@@ -22,7 +22,9 @@ count on it.
 
 from __future__ import annotations
 
+import math
 import threading
+import time
 from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any
 
@@ -55,6 +57,12 @@ SUBMIT_EVERY = 256
 # after ~0.5 ms of recording rather than 256 dispatches' worth (a txt2img step reads its
 # result back, then replays ~560 dispatches at ~15 us of Python each: 4 ms of idle GPU a step).
 FIRST_SUBMIT = 32
+# ... or after this much host time of recording, doubling likewise up to SUBMIT_AFTER_MAX_S,
+# whichever comes first: eager ops take ~100-150 us of Python each where a replay takes ~7, so
+# counts alone kept the GPU waiting (the SD VAE decode's 107 eager dispatches: 32 recorded in
+# ~5 ms before the first submit, then 64 more, 35.6 ms wall for 25.5 ms of kernels on an H200).
+FIRST_SUBMIT_S = 0.0005
+SUBMIT_AFTER_MAX_S = 0.004
 
 
 def _timing_queries(dev: Device) -> tuple[GPUQuerySet, GPUBuffer]:
@@ -86,7 +94,10 @@ class Stream:
         real_gpu = device.info.type != "cpu"
         self.submit_every = SUBMIT_EVERY if real_gpu else 1 << 62
         self.first_submit = FIRST_SUBMIT if real_gpu else 1 << 62
+        self.first_submit_s = FIRST_SUBMIT_S if real_gpu else math.inf
+        self.submit_after_max_s = SUBMIT_AFTER_MAX_S if real_gpu else math.inf
         self.submits = 0  # since the device last waited (batch_size)
+        self.opened = 0.0  # perf_counter when the pending batch began (overdue)
         self.params = ParamsArena(
             device.wgpu, device.limits.get("min-uniform-buffer-offset-alignment", 256))
         self._outer: list[Stream | None] = []
@@ -107,12 +118,19 @@ class Stream:
         if self.encoder is None:
             self.encoder = self.device.wgpu.create_command_encoder(label=f"gpucore {self.name}")
             self.started = next(self.device._batches)
+            self.opened = time.perf_counter()
         return self.encoder
 
     def batch_size(self) -> int:
         """Dispatches the next submit takes: first_submit, doubling with each submit since
         the device last waited, up to submit_every."""
         return min(self.submit_every, self.first_submit << self.submits)
+
+    def overdue(self, now: float) -> bool:
+        """Whether the pending batch has been recorded for longer than this submit's share of
+        host time: first_submit_s, doubling like batch_size, up to submit_after_max_s."""
+        budget = min(self.submit_after_max_s, self.first_submit_s * (1 << self.submits))
+        return now - self.opened >= budget
 
     def open_pass(self) -> GPUComputePassEncoder:
         """The batch's shared compute pass (WebGPU orders dispatches within it)."""

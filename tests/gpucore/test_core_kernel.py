@@ -112,6 +112,41 @@ def test_batches_start_small_after_a_wait(device: gpucore.Device,
     assert sizes == [2, 4, 8, 16]
 
 
+def test_batches_also_submit_after_a_share_of_host_time(device: gpucore.Device,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Eager ops record slowly (~100 us of Python each): a batch is also submitted once it has
+    been recorded for first_submit_s, doubling with each submit up to SUBMIT_AFTER_MAX_S, so
+    that the GPU is not left waiting for a count of them. Here a clock that ticks 1 ms a
+    reading, 1 ms first, 4 ms at most: 1, 2, 4, 4, ... dispatches a submit."""
+    import time
+
+    stream = device.default_stream
+    monkeypatch.setattr(stream, "submit_every", 1 << 62)
+    monkeypatch.setattr(stream, "first_submit", 1 << 62)
+    monkeypatch.setattr(stream, "first_submit_s", 0.001)
+    monkeypatch.setattr(stream, "submit_after_max_s", 0.004)
+    sizes: list[int] = []
+    flush = device._flush_stream
+
+    def counted(stream: gpucore.Stream) -> None:
+        if stream.encoder is not None:
+            sizes.append(stream.pending)
+        flush(stream)
+
+    one = Buffer.from_numpy(np.ones(5, np.float32), device=device)
+    x, y = Buffer.zeros(5, device=device), Buffer.empty(5, device=device)
+    x.read()
+    ticks = iter(range(1, 1000))
+    monkeypatch.setattr(device, "_flush_stream", counted)
+    monkeypatch.setattr(time, "perf_counter", lambda: next(ticks) * 0.001)
+    for _ in range(15):
+        ADD.dispatch(1, x, one, y, n=5)
+        x, y = y, x
+    monkeypatch.undo()
+    assert sizes == [1, 2, 4, 4, 4]
+    np.testing.assert_array_equal(x.read(), np.full(5, 15, np.float32))
+
+
 def test_write_is_ordered_after_recorded_dispatches(device: gpucore.Device) -> None:
     a = Buffer.from_numpy(np.full(5, 2, np.float32), device=device)
     out = Buffer.empty(5, device=device)
