@@ -33,18 +33,26 @@ from .kernel_compiler import KernelCompileError, elementwise_kernel, reduction_k
 from .linalg import dot, matmul
 from .reduction import argmax, argmin, logsumexp, max, mean, min, std, sum, var
 from .scan import cumsum
-from .shape import concatenate, permute, split, take_slice, transpose
+from .shape import (
+    concatenate,
+    matrix_transpose,
+    permute,
+    split,
+    swapaxes,
+    take_slice,
+    transpose,
+)
 from .signal import convolve, correlate
 from .softmax import log_softmax, softmax
 from .unary import abs, clip, exp, gelu, log, negative, rsqrt, sigmoid, silu, sqrt, tanh
 
 __all__ = [
-    "KernelCompileError", "Tensor", "abs", "add", "argmax", "argmin", "asarray", "capture",
-    "clip", "concatenate", "convolve", "correlate", "cumsum", "divide", "dot",
-    "elementwise_kernel", "empty", "equal", "exp", "fft", "gelu", "greater", "greater_equal",
-    "has_matrix_units", "image", "less", "less_equal", "linalg", "log",
-    "log_softmax", "logsumexp", "matmul", "max", "maximum", "mean", "min", "minimum",
-    "multiply", "negative", "nn", "not_equal", "permute", "power", "quant", "reduction_kernel",
-    "rsqrt", "sigmoid", "signal", "silu", "softmax", "split", "sqrt", "std", "subtract", "sum",
-    "take_slice", "tanh", "transpose", "var", "where", "zeros",
+    "KernelCompileError", "Tensor", "abs", "add", "argmax", "argmin", "asarray", "capture", "clip",
+    "concatenate", "convolve", "correlate", "cumsum", "divide", "dot", "elementwise_kernel",
+    "empty", "equal", "exp", "fft", "gelu", "greater", "greater_equal", "has_matrix_units",
+    "image", "less", "less_equal", "linalg", "log", "log_softmax", "logsumexp", "matmul",
+    "matrix_transpose", "max", "maximum", "mean", "min", "minimum", "multiply", "negative", "nn",
+    "not_equal", "permute", "power", "quant", "reduction_kernel", "rsqrt", "sigmoid", "signal",
+    "silu", "softmax", "split", "sqrt", "std", "subtract", "sum", "swapaxes", "take_slice", "tanh",
+    "transpose", "var", "where", "zeros",
 ]

@@ -157,10 +157,11 @@ def _squeeze(x: Any, axis: Any = None) -> Tensor:
 
 _tensor.OPERATORS.update(
     add=elementwise.add, subtract=elementwise.subtract, multiply=elementwise.multiply,
-    divide=elementwise.divide, power=elementwise.power, negative=unary.negative,
-    abs=unary.abs, getitem=getitem, matmul=_matmul, permute=shape.permute,
-    equal=_equality(elementwise.equal, False), not_equal=_equality(elementwise.not_equal, True),
-    less=elementwise.less, less_equal=elementwise.less_equal, greater=elementwise.greater,
+    divide=elementwise.divide, power=elementwise.power, negative=unary.negative, abs=unary.abs,
+    getitem=getitem, matmul=_matmul, permute=shape.permute, swapaxes=shape.swapaxes,
+    matrix_transpose=shape.matrix_transpose, equal=_equality(elementwise.equal, False),
+    not_equal=_equality(elementwise.not_equal, True), less=elementwise.less,
+    less_equal=elementwise.less_equal, greater=elementwise.greater,
     greater_equal=elementwise.greater_equal)
 
 _tensor.ARRAY_UFUNCS.update({
@@ -178,6 +179,7 @@ _tensor.ARRAY_UFUNCS.update({k: _ufunc(v) for k, v in _tensor.ARRAY_UFUNCS.items
 
 _tensor.ARRAY_FUNCTIONS.update({
     np.concatenate: shape.concatenate, np.tensordot: tensordot, np.transpose: _transpose,
+    np.swapaxes: shape.swapaxes, np.matrix_transpose: shape.matrix_transpose,
     np.reshape: _reshape, np.squeeze: _squeeze, np.where: elementwise.where,
     np.sum: _reduction(reduction.sum), np.mean: _reduction(reduction.mean),
     np.max: _reduction(reduction.max), np.amax: _reduction(reduction.max),

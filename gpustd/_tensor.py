@@ -146,6 +146,22 @@ class Tensor:
         """The axes reversed (a copy). numpy: `a.T`."""
         return _operator("permute")(self)
 
+    @property
+    def mT(self) -> Tensor:
+        """The last two axes swapped (a copy). numpy: `a.mT`."""
+        return _operator("matrix_transpose")(self)
+
+    def transpose(self, *axes: Any) -> Tensor:
+        """The axes reordered (a copy): none given reverses them; else a permutation, as one
+        tuple or as arguments. numpy: `a.transpose(*axes)`."""
+        if len(axes) == 1 and not isinstance(axes[0], (int, np.integer)):
+            axes = axes[0]  # one tuple, or None
+        return _operator("permute")(self, axes or None)
+
+    def swapaxes(self, axis1: int, axis2: int) -> Tensor:
+        """Two axes swapped (a copy). numpy: `a.swapaxes(axis1, axis2)`."""
+        return _operator("swapaxes")(self, axis1, axis2)
+
     def squeeze(self, axis: Any = None) -> Tensor:
         """Same buffer without the length-1 axes `axis` (all of them when None).
         numpy: `a.squeeze(axis)`."""
