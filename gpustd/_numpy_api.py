@@ -157,17 +157,19 @@ def _squeeze(x: Any, axis: Any = None) -> Tensor:
 
 _tensor.OPERATORS.update(
     add=elementwise.add, subtract=elementwise.subtract, multiply=elementwise.multiply,
-    divide=elementwise.divide, power=elementwise.power, negative=unary.negative, abs=unary.abs,
-    getitem=getitem, matmul=_matmul, permute=shape.permute, swapaxes=shape.swapaxes,
-    matrix_transpose=shape.matrix_transpose, equal=_equality(elementwise.equal, False),
-    not_equal=_equality(elementwise.not_equal, True), less=elementwise.less,
-    less_equal=elementwise.less_equal, greater=elementwise.greater,
+    divide=elementwise.divide, power=elementwise.power, negative=unary.negative,
+    floor_divide=elementwise.floor_divide, remainder=elementwise.remainder,
+    divmod=elementwise.divmod, abs=unary.abs, getitem=getitem, matmul=_matmul,
+    permute=shape.permute, swapaxes=shape.swapaxes, matrix_transpose=shape.matrix_transpose,
+    equal=_equality(elementwise.equal, False), not_equal=_equality(elementwise.not_equal, True),
+    less=elementwise.less, less_equal=elementwise.less_equal, greater=elementwise.greater,
     greater_equal=elementwise.greater_equal)
 
 _tensor.ARRAY_UFUNCS.update({
     np.add: elementwise.add, np.subtract: elementwise.subtract,
     np.multiply: elementwise.multiply, np.true_divide: elementwise.divide,
     np.power: elementwise.power, np.maximum: elementwise.maximum,
+    np.floor_divide: elementwise.floor_divide, np.remainder: elementwise.remainder,
     np.minimum: elementwise.minimum, np.equal: elementwise.equal,
     np.not_equal: elementwise.not_equal, np.less: elementwise.less,
     np.less_equal: elementwise.less_equal, np.greater: elementwise.greater,
@@ -176,6 +178,7 @@ _tensor.ARRAY_UFUNCS.update({
     np.exp: unary.exp, np.log: unary.log, np.sqrt: unary.sqrt, np.tanh: unary.tanh,
     np.matmul: _matmul})
 _tensor.ARRAY_UFUNCS.update({k: _ufunc(v) for k, v in _tensor.ARRAY_UFUNCS.items()})
+_tensor.ARRAY_UFUNCS[np.divmod] = elementwise.divmod  # two results: no dtype= to apply
 
 _tensor.ARRAY_FUNCTIONS.update({
     np.concatenate: shape.concatenate, np.tensordot: tensordot, np.transpose: _transpose,

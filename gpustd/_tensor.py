@@ -22,6 +22,17 @@ def _normalize_shape(shape: Any) -> tuple[int, ...]:
     return shape
 
 
+def _binary_operators(name: str) -> tuple[Callable[..., Any], ...]:
+    """Tensor's `a OP b` and `b OP a` for the operator table's `name`."""
+    def forward(self: Tensor, other: Any) -> Tensor:
+        return _operator(name)(self, other)
+
+    def reflected(self: Tensor, other: Any) -> Tensor:
+        return _operator(name)(other, self)
+
+    return forward, reflected
+
+
 class Tensor:
     """An n-dimensional array in GPU memory: `buffer` viewed with `shape`.
 
@@ -197,48 +208,23 @@ class Tensor:
 
     # -- operators and the numpy protocols (NEP 13 / NEP 18) ------------------------------
     # Their implementations are the op modules' functions, which import Tensor: so that
-    # Tensor imports none of them, gpustd._numpy_api (above both) fills these tables.
-    def __add__(self, other: Any) -> Tensor:
-        return _operator("add")(self, other)
-
-    def __radd__(self, other: Any) -> Tensor:
-        return _operator("add")(other, self)
-
-    def __sub__(self, other: Any) -> Tensor:
-        return _operator("subtract")(self, other)
-
-    def __rsub__(self, other: Any) -> Tensor:
-        return _operator("subtract")(other, self)
-
-    def __mul__(self, other: Any) -> Tensor:
-        return _operator("multiply")(self, other)
-
-    def __rmul__(self, other: Any) -> Tensor:
-        return _operator("multiply")(other, self)
-
-    def __truediv__(self, other: Any) -> Tensor:
-        return _operator("divide")(self, other)
-
-    def __rtruediv__(self, other: Any) -> Tensor:
-        return _operator("divide")(other, self)
-
-    def __pow__(self, other: Any) -> Tensor:
-        return _operator("power")(self, other)
-
-    def __rpow__(self, other: Any) -> Tensor:
-        return _operator("power")(other, self)
+    # Tensor imports none of them, gpustd._numpy_api (above both) fills these tables. Each
+    # binary operator comes with its reflected form.
+    __add__, __radd__ = _binary_operators("add")
+    __sub__, __rsub__ = _binary_operators("subtract")
+    __mul__, __rmul__ = _binary_operators("multiply")
+    __truediv__, __rtruediv__ = _binary_operators("divide")
+    __floordiv__, __rfloordiv__ = _binary_operators("floor_divide")
+    __mod__, __rmod__ = _binary_operators("remainder")
+    __pow__, __rpow__ = _binary_operators("power")
+    __matmul__, __rmatmul__ = _binary_operators("matmul")
+    __divmod__, __rdivmod__ = _binary_operators("divmod")
 
     def __neg__(self) -> Tensor:
         return _operator("negative")(self)
 
     def __abs__(self) -> Tensor:
         return _operator("abs")(self)
-
-    def __matmul__(self, other: Any) -> Tensor:
-        return _operator("matmul")(self, other)
-
-    def __rmatmul__(self, other: Any) -> Tensor:
-        return _operator("matmul")(other, self)
 
     def __pos__(self) -> Tensor:
         return self.astype(self.dtype)  # numpy's +a is a copy
