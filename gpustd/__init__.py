@@ -11,6 +11,19 @@ linalg and nn (plans, kernels, their tuners: see its docstring).
 # _numpy_api fills Tensor's operator and numpy-protocol tables
 from . import _numpy_api, fft, image, linalg, nn, quant, signal  # noqa: F401
 from ._tensor import Tensor, asarray, empty, zeros
+from .bitwise import (
+    bitwise_and,
+    bitwise_not,
+    bitwise_or,
+    bitwise_xor,
+    invert,
+    left_shift,
+    logical_and,
+    logical_not,
+    logical_or,
+    logical_xor,
+    right_shift,
+)
 from .capture import capture
 from .elementwise import (
     add,
@@ -51,13 +64,14 @@ from .softmax import log_softmax, softmax
 from .unary import abs, clip, exp, gelu, log, negative, rsqrt, sigmoid, silu, sqrt, tanh
 
 __all__ = [
-    "KernelCompileError", "Tensor", "abs", "add", "argmax", "argmin", "asarray", "capture", "clip",
-    "concatenate", "convolve", "correlate", "cumsum", "divide", "divmod", "dot",
-    "elementwise_kernel", "empty", "equal", "exp", "fft", "floor_divide", "gelu", "greater",
-    "greater_equal", "has_matrix_units", "image", "less", "less_equal", "linalg", "log",
-    "log_softmax", "logsumexp", "matmul", "matrix_transpose", "max", "maximum", "mean", "min",
-    "minimum", "mod", "multiply", "negative", "nn", "not_equal", "permute", "power", "quant",
-    "reduction_kernel", "remainder", "rsqrt", "sigmoid", "signal", "silu", "softmax", "split",
-    "sqrt", "std", "subtract", "sum", "swapaxes", "take_slice", "tanh", "transpose", "var",
-    "where", "zeros",
+    "KernelCompileError", "Tensor", "abs", "add", "argmax", "argmin", "asarray", "bitwise_and",
+    "bitwise_not", "bitwise_or", "bitwise_xor", "capture", "clip", "concatenate", "convolve",
+    "correlate", "cumsum", "divide", "divmod", "dot", "elementwise_kernel", "empty", "equal",
+    "exp", "fft", "floor_divide", "gelu", "greater", "greater_equal", "has_matrix_units", "image",
+    "invert", "left_shift", "less", "less_equal", "linalg", "log", "log_softmax", "logical_and",
+    "logical_not", "logical_or", "logical_xor", "logsumexp", "matmul", "matrix_transpose", "max",
+    "maximum", "mean", "min", "minimum", "mod", "multiply", "negative", "nn", "not_equal",
+    "permute", "power", "quant", "reduction_kernel", "remainder", "right_shift", "rsqrt",
+    "sigmoid", "signal", "silu", "softmax", "split", "sqrt", "std", "subtract", "sum", "swapaxes",
+    "take_slice", "tanh", "transpose", "var", "where", "zeros",
 ]

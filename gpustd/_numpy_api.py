@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _tensor, elementwise, fft, reduction, shape, unary
+from . import _tensor, bitwise, elementwise, fft, reduction, shape, unary
 from ._matmul import matmul
 from ._tensor import Tensor, asarray
 
@@ -159,10 +159,13 @@ _tensor.OPERATORS.update(
     add=elementwise.add, subtract=elementwise.subtract, multiply=elementwise.multiply,
     divide=elementwise.divide, power=elementwise.power, negative=unary.negative,
     floor_divide=elementwise.floor_divide, remainder=elementwise.remainder,
-    divmod=elementwise.divmod, abs=unary.abs, getitem=getitem, matmul=_matmul,
-    permute=shape.permute, swapaxes=shape.swapaxes, matrix_transpose=shape.matrix_transpose,
-    equal=_equality(elementwise.equal, False), not_equal=_equality(elementwise.not_equal, True),
-    less=elementwise.less, less_equal=elementwise.less_equal, greater=elementwise.greater,
+    divmod=elementwise.divmod, bitwise_and=bitwise.bitwise_and, bitwise_or=bitwise.bitwise_or,
+    bitwise_xor=bitwise.bitwise_xor, left_shift=bitwise.left_shift,
+    right_shift=bitwise.right_shift, invert=bitwise.invert, abs=unary.abs, getitem=getitem,
+    matmul=_matmul, permute=shape.permute, swapaxes=shape.swapaxes,
+    matrix_transpose=shape.matrix_transpose, equal=_equality(elementwise.equal, False),
+    not_equal=_equality(elementwise.not_equal, True), less=elementwise.less,
+    less_equal=elementwise.less_equal, greater=elementwise.greater,
     greater_equal=elementwise.greater_equal)
 
 _tensor.ARRAY_UFUNCS.update({
@@ -170,6 +173,11 @@ _tensor.ARRAY_UFUNCS.update({
     np.multiply: elementwise.multiply, np.true_divide: elementwise.divide,
     np.power: elementwise.power, np.maximum: elementwise.maximum,
     np.floor_divide: elementwise.floor_divide, np.remainder: elementwise.remainder,
+    np.bitwise_and: bitwise.bitwise_and, np.bitwise_or: bitwise.bitwise_or,
+    np.bitwise_xor: bitwise.bitwise_xor, np.invert: bitwise.invert,
+    np.left_shift: bitwise.left_shift, np.right_shift: bitwise.right_shift,
+    np.logical_and: bitwise.logical_and, np.logical_or: bitwise.logical_or,
+    np.logical_xor: bitwise.logical_xor, np.logical_not: bitwise.logical_not,
     np.minimum: elementwise.minimum, np.equal: elementwise.equal,
     np.not_equal: elementwise.not_equal, np.less: elementwise.less,
     np.less_equal: elementwise.less_equal, np.greater: elementwise.greater,

@@ -218,6 +218,11 @@ class Tensor:
     __mod__, __rmod__ = _binary_operators("remainder")
     __pow__, __rpow__ = _binary_operators("power")
     __matmul__, __rmatmul__ = _binary_operators("matmul")
+    __and__, __rand__ = _binary_operators("bitwise_and")
+    __or__, __ror__ = _binary_operators("bitwise_or")
+    __xor__, __rxor__ = _binary_operators("bitwise_xor")
+    __lshift__, __rlshift__ = _binary_operators("left_shift")
+    __rshift__, __rrshift__ = _binary_operators("right_shift")
     __divmod__, __rdivmod__ = _binary_operators("divmod")
 
     def __neg__(self) -> Tensor:
@@ -225,6 +230,9 @@ class Tensor:
 
     def __abs__(self) -> Tensor:
         return _operator("abs")(self)
+
+    def __invert__(self) -> Tensor:
+        return _operator("invert")(self)
 
     def __pos__(self) -> Tensor:
         return self.astype(self.dtype)  # numpy's +a is a copy

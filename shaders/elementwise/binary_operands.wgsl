@@ -1,5 +1,5 @@
-// The operands of a broadcast binary kernel (appended to shaders/elementwise/binary.wgsl
-// through its `//! parts:` line): out = f(a, b) with numpy broadcasting. The
+// The operands of a broadcast binary kernel (appended to shaders/elementwise/binary.wgsl and
+// bitwise.wgsl through their `//! parts:` line): out = f(a, b) with numpy broadcasting. The
 // host collapses the broadcast into at most six dimensions (innermost first: d0..d5) with one
 // element stride per operand (0 where that operand is broadcast); the pipeline is specialized
 // on that RANK, so a rank-1 plan (same shapes, or one side of one element) does no divisions
