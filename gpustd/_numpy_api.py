@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _tensor, bitwise, elementwise, fft, reduction, shape, unary
+from . import _inplace, _tensor, bitwise, elementwise, fft, reduction, shape, unary
 from ._matmul import matmul
 from ._tensor import Tensor, asarray
 
@@ -162,10 +162,10 @@ _tensor.OPERATORS.update(
     divmod=elementwise.divmod, bitwise_and=bitwise.bitwise_and, bitwise_or=bitwise.bitwise_or,
     bitwise_xor=bitwise.bitwise_xor, left_shift=bitwise.left_shift,
     right_shift=bitwise.right_shift, invert=bitwise.invert, abs=unary.abs, getitem=getitem,
-    matmul=_matmul, permute=shape.permute, swapaxes=shape.swapaxes,
-    matrix_transpose=shape.matrix_transpose, equal=_equality(elementwise.equal, False),
-    not_equal=_equality(elementwise.not_equal, True), less=elementwise.less,
-    less_equal=elementwise.less_equal, greater=elementwise.greater,
+    matmul=_matmul, inplace=_inplace.inplace, store=_inplace.store, permute=shape.permute,
+    swapaxes=shape.swapaxes, matrix_transpose=shape.matrix_transpose,
+    equal=_equality(elementwise.equal, False), not_equal=_equality(elementwise.not_equal, True),
+    less=elementwise.less, less_equal=elementwise.less_equal, greater=elementwise.greater,
     greater_equal=elementwise.greater_equal)
 
 _tensor.ARRAY_UFUNCS.update({

@@ -23,14 +23,17 @@ def _normalize_shape(shape: Any) -> tuple[int, ...]:
 
 
 def _binary_operators(name: str) -> tuple[Callable[..., Any], ...]:
-    """Tensor's `a OP b` and `b OP a` for the operator table's `name`."""
+    """Tensor's `a OP b`, `b OP a` and `a OP= b` for the operator table's `name`."""
     def forward(self: Tensor, other: Any) -> Tensor:
         return _operator(name)(self, other)
 
     def reflected(self: Tensor, other: Any) -> Tensor:
         return _operator(name)(other, self)
 
-    return forward, reflected
+    def inplace(self: Tensor, other: Any) -> Tensor:
+        return _operator("inplace")(self, name, other)
+
+    return forward, reflected, inplace
 
 
 class Tensor:
@@ -209,21 +212,22 @@ class Tensor:
     # -- operators and the numpy protocols (NEP 13 / NEP 18) ------------------------------
     # Their implementations are the op modules' functions, which import Tensor: so that
     # Tensor imports none of them, gpustd._numpy_api (above both) fills these tables. Each
-    # binary operator comes with its reflected form.
-    __add__, __radd__ = _binary_operators("add")
-    __sub__, __rsub__ = _binary_operators("subtract")
-    __mul__, __rmul__ = _binary_operators("multiply")
-    __truediv__, __rtruediv__ = _binary_operators("divide")
-    __floordiv__, __rfloordiv__ = _binary_operators("floor_divide")
-    __mod__, __rmod__ = _binary_operators("remainder")
-    __pow__, __rpow__ = _binary_operators("power")
-    __matmul__, __rmatmul__ = _binary_operators("matmul")
-    __and__, __rand__ = _binary_operators("bitwise_and")
-    __or__, __ror__ = _binary_operators("bitwise_or")
-    __xor__, __rxor__ = _binary_operators("bitwise_xor")
-    __lshift__, __rlshift__ = _binary_operators("left_shift")
-    __rshift__, __rrshift__ = _binary_operators("right_shift")
-    __divmod__, __rdivmod__ = _binary_operators("divmod")
+    # binary operator comes with its reflected form and numpy's in-place one (`a += b`
+    # writes into a's own buffer, which every Tensor sharing it sees).
+    __add__, __radd__, __iadd__ = _binary_operators("add")
+    __sub__, __rsub__, __isub__ = _binary_operators("subtract")
+    __mul__, __rmul__, __imul__ = _binary_operators("multiply")
+    __truediv__, __rtruediv__, __itruediv__ = _binary_operators("divide")
+    __floordiv__, __rfloordiv__, __ifloordiv__ = _binary_operators("floor_divide")
+    __mod__, __rmod__, __imod__ = _binary_operators("remainder")
+    __pow__, __rpow__, __ipow__ = _binary_operators("power")
+    __matmul__, __rmatmul__, __imatmul__ = _binary_operators("matmul")
+    __and__, __rand__, __iand__ = _binary_operators("bitwise_and")
+    __or__, __ror__, __ior__ = _binary_operators("bitwise_or")
+    __xor__, __rxor__, __ixor__ = _binary_operators("bitwise_xor")
+    __lshift__, __rlshift__, __ilshift__ = _binary_operators("left_shift")
+    __rshift__, __rrshift__, __irshift__ = _binary_operators("right_shift")
+    __divmod__, __rdivmod__ = _binary_operators("divmod")[:2]
 
     def __neg__(self) -> Tensor:
         return _operator("negative")(self)
@@ -299,11 +303,19 @@ class Tensor:
         return _protocol(ARRAY_FUNCTIONS, func)(*args, **kwargs)
 
     def __array_ufunc__(self, ufunc: Any, method: str, *inputs: Any, **kwargs: Any) -> Any:
-        if kwargs.get("out") is not None:
+        out = kwargs.pop("out", None)
+        if out is not None and (method != "__call__"
+                                or not all(isinstance(o, Tensor) for o in out)):
             return NotImplemented  # numpy then says the ufunc is not supported with out=
         if method != "__call__":  # reduce, accumulate, outer, ...
             return _protocol({}, getattr(ufunc, method))(*inputs, **kwargs)
-        return _protocol(ARRAY_UFUNCS, ufunc)(*inputs, **kwargs)
+        result = _protocol(ARRAY_UFUNCS, ufunc)(*inputs, **kwargs)
+        if out is None:
+            return result
+        # out=: numpy's in-place form (np.add(a, b, out=a)), into each out's own buffer
+        results = result if isinstance(result, tuple) else (result,)
+        stored = tuple(_operator("store")(o, r, ufunc.__name__) for o, r in zip(out, results))
+        return stored if isinstance(result, tuple) else stored[0]
 
 
 OPERATORS: dict[str, Callable[..., Tensor]] = {}
