@@ -39,7 +39,9 @@ def _binary_operators(name: str) -> tuple[Callable[..., Any], ...]:
 class Tensor:
     """An n-dimensional array in GPU memory: `buffer` viewed with `shape`.
 
-    Contiguous and C-ordered; `reshape` shares the buffer. numpy equivalent: `np.ndarray`.
+    Contiguous and C-ordered; `reshape` shares the buffer. Indexing reads a copy (gpustd.
+    indexing); `x[key] = value` and the in-place operators (`x += y`) write into the buffer,
+    so every Tensor sharing it sees the change. numpy equivalent: `np.ndarray`.
     """
 
     __slots__ = ("buffer", "shape")
@@ -296,6 +298,9 @@ class Tensor:
 
     def __getitem__(self, key: Any) -> Tensor:
         return _operator("getitem")(self, key)
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        _operator("setitem")(self, key, value)
 
     def __array_function__(self, func: Any, types: Any, args: Any, kwargs: Any) -> Any:
         if not all(issubclass(t, (Tensor, np.ndarray)) for t in types):
