@@ -11,20 +11,37 @@ linalg and nn (plans, kernels, their tuners: see its docstring).
 # _numpy_api fills Tensor's operator and numpy-protocol tables
 from . import _numpy_api, fft, image, linalg, nn, quant, signal  # noqa: F401
 from ._tensor import Tensor, asarray, empty, zeros
+from .bitwise import (
+    bitwise_and,
+    bitwise_not,
+    bitwise_or,
+    bitwise_xor,
+    invert,
+    left_shift,
+    logical_and,
+    logical_not,
+    logical_or,
+    logical_xor,
+    right_shift,
+)
 from .capture import capture
 from .elementwise import (
     add,
     divide,
+    divmod,
     equal,
+    floor_divide,
     greater,
     greater_equal,
     less,
     less_equal,
     maximum,
     minimum,
+    mod,
     multiply,
     not_equal,
     power,
+    remainder,
     subtract,
     where,
 )
@@ -33,18 +50,28 @@ from .kernel_compiler import KernelCompileError, elementwise_kernel, reduction_k
 from .linalg import dot, matmul
 from .reduction import argmax, argmin, logsumexp, max, mean, min, std, sum, var
 from .scan import cumsum
-from .shape import concatenate, permute, split, take_slice, transpose
+from .shape import (
+    concatenate,
+    matrix_transpose,
+    permute,
+    split,
+    swapaxes,
+    take_slice,
+    transpose,
+)
 from .signal import convolve, correlate
 from .softmax import log_softmax, softmax
 from .unary import abs, clip, exp, gelu, log, negative, rsqrt, sigmoid, silu, sqrt, tanh
 
 __all__ = [
-    "KernelCompileError", "Tensor", "abs", "add", "argmax", "argmin", "asarray", "capture",
-    "clip", "concatenate", "convolve", "correlate", "cumsum", "divide", "dot",
-    "elementwise_kernel", "empty", "equal", "exp", "fft", "gelu", "greater", "greater_equal",
-    "has_matrix_units", "image", "less", "less_equal", "linalg", "log",
-    "log_softmax", "logsumexp", "matmul", "max", "maximum", "mean", "min", "minimum",
-    "multiply", "negative", "nn", "not_equal", "permute", "power", "quant", "reduction_kernel",
-    "rsqrt", "sigmoid", "signal", "silu", "softmax", "split", "sqrt", "std", "subtract", "sum",
+    "KernelCompileError", "Tensor", "abs", "add", "argmax", "argmin", "asarray", "bitwise_and",
+    "bitwise_not", "bitwise_or", "bitwise_xor", "capture", "clip", "concatenate", "convolve",
+    "correlate", "cumsum", "divide", "divmod", "dot", "elementwise_kernel", "empty", "equal",
+    "exp", "fft", "floor_divide", "gelu", "greater", "greater_equal", "has_matrix_units", "image",
+    "invert", "left_shift", "less", "less_equal", "linalg", "log", "log_softmax", "logical_and",
+    "logical_not", "logical_or", "logical_xor", "logsumexp", "matmul", "matrix_transpose", "max",
+    "maximum", "mean", "min", "minimum", "mod", "multiply", "negative", "nn", "not_equal",
+    "permute", "power", "quant", "reduction_kernel", "remainder", "right_shift", "rsqrt",
+    "sigmoid", "signal", "silu", "softmax", "split", "sqrt", "std", "subtract", "sum", "swapaxes",
     "take_slice", "tanh", "transpose", "var", "where", "zeros",
 ]

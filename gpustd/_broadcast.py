@@ -14,12 +14,13 @@ from typing import Any
 
 import numpy as np
 
-from gpucore import Device, Kernel, default_device
+from gpucore import Device, Kernel, default_device, wgsl_scalar
 
 from ._tensor import Tensor
 
-__all__ = ["MAX_RANK", "Operand", "broadcast_shapes", "cached_kernel", "plan", "prepare",
-           "scalar_bits", "shape_of", "stride_params", "upload"]
+__all__ = ["MAX_RANK", "Operand", "binary", "broadcast_shapes", "cached_kernel", "compute_type",
+           "ensure_tensor", "plan", "prepare", "scalar_bits", "shape_of", "stride_params",
+           "upload"]
 
 MAX_RANK = 6  # dimensions a kernel indexes after collapsing (fields d0..d5 of its params)
 
@@ -31,9 +32,10 @@ _HOST_DTYPES = {np.dtype(np.float64): np.dtype(np.float32), np.dtype(np.int64): 
 Operand = Tensor | int | float  # a prepared operand: a Tensor, or a Python scalar
 
 
-def cached_kernel(shader: str, types: dict[str, str], constants: dict[str, Any]) -> Kernel:
+def cached_kernel(shader: str, types: dict[str, str], constants: dict[str, Any],
+                  parts: tuple[str, ...] = ()) -> Kernel:
     """The Kernel for `shader` specialized by `types` and `constants`, built once."""
-    return Kernel.cached(shader, types=types, constants=constants)
+    return Kernel.cached(shader, types=types, constants=constants, parts=parts)
 
 
 def _is_scalar(value: Any) -> bool:
@@ -177,3 +179,47 @@ def stride_params(dims: list[int], strides: list[list[int]], names: str) -> dict
         row = row + [0] * (MAX_RANK - len(row))
         fields.update({f"{name}{k}": row[k] for k in range(MAX_RANK)})
     return fields
+
+
+def compute_type(dtype: np.dtype) -> str:
+    """The WGSL type a kernel computes `dtype` in (and a scalar operand's bits are): f32 for
+    float16 storage too."""
+    return "f32" if dtype.kind == "f" else wgsl_scalar(dtype)
+
+
+def ensure_tensor(operands: list[Operand], dtype: np.dtype, device: Device) -> list[Operand]:
+    """`operands` with at least one Tensor: an all-scalar call still needs a buffer to bind,
+    so its first scalar is uploaded."""
+    if not any(isinstance(v, Tensor) for v in operands):
+        operands = list(operands)
+        operands[0] = upload(operands[0], dtype, device)
+    return operands
+
+
+def binary(shader: str, device: Device, dtype: np.dtype, operands: list[Operand],
+           out_dtype: np.dtype, types: dict[str, str], constants: dict[str, Any]) -> Tensor:
+    """out = f(x, y) of a broadcast binary kernel (one whose `//! parts:` line names
+    elementwise/binary_operands) over two prepared operands of `dtype`; `types` and
+    `constants` specialize it beyond what every such kernel takes."""
+    x, y = ensure_tensor(operands, dtype, device)
+    shape = broadcast_shapes(shape_of(x), shape_of(y))
+    out = Tensor.empty(shape, out_dtype, device=device)
+    if out.size == 0:
+        return out
+    compute = compute_type(dtype)
+    bits = [0 if isinstance(v, Tensor) else scalar_bits(v, compute) for v in (x, y)]
+    dims, strides = plan(shape, [shape_of(x), shape_of(y)])
+    kernel = cached_kernel(
+        shader, {"T": wgsl_scalar(dtype), "Out": wgsl_scalar(out_dtype), **types},
+        {"RANK": len(dims), "A_PARAM": not isinstance(x, Tensor),
+         "B_PARAM": not isinstance(y, Tensor), **constants},
+        parts=("elementwise/binary_operands",))
+    placeholder = x if isinstance(x, Tensor) else y  # a scalar's binding: bound, never read
+    kernel.dispatch(
+        kernel.groups_for(out.size),
+        x if isinstance(x, Tensor) else placeholder,
+        y if isinstance(y, Tensor) else placeholder,
+        out,
+        n=out.size, a_bits=bits[0], b_bits=bits[1], **stride_params(dims, strides, "ab"),
+    )
+    return out

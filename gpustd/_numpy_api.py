@@ -18,11 +18,11 @@ from typing import Any
 
 import numpy as np
 
-from . import _tensor, elementwise, fft, reduction, shape, unary
+from . import _inplace, _tensor, bitwise, elementwise, fft, indexing, reduction, shape, unary
 from ._matmul import matmul
 from ._tensor import Tensor, asarray
 
-__all__ = ["getitem", "tensordot"]
+__all__ = ["tensordot"]
 
 
 def _host(value: Any) -> Any:
@@ -44,40 +44,6 @@ def _on_one_device(values: tuple[Any, ...]) -> list[Any]:
     device = next((v.device for v in values if isinstance(v, Tensor)), None)
     return [asarray(v, device=device) if isinstance(v, (np.ndarray, list)) else v
             for v in values]
-
-
-def getitem(x: Tensor, key: Any) -> Tensor:
-    """Basic indexing: integers, slices of step 1, `...` and `None` (np.newaxis).
-    numpy: `x[key]` (a copy here unless only axes are added or whole axes kept)."""
-    key = key if isinstance(key, tuple) else (key,)
-    if sum(k is Ellipsis for k in key) > 1:
-        raise IndexError("an index can only have a single ellipsis ('...')")
-    named = sum(k is not None and k is not Ellipsis for k in key)
-    if named > x.ndim:
-        raise IndexError(f"too many indices ({named}) for a {x.ndim}-d tensor")
-    # `is`, not `in`/index(): those compare with ==, elementwise for a Tensor in the key
-    at = next((i for i, k in enumerate(key) if k is Ellipsis), len(key))  # whole axes go there
-    key = (*key[:at], *(slice(None),) * (x.ndim - named), *key[at + 1:])
-    out, axis, dims = x, 0, []
-    for k in key:
-        if k is None:
-            dims.append(1)
-            continue
-        length = x.shape[axis]
-        if isinstance(k, (int, np.integer)) and not isinstance(k, bool):  # x[True] adds an axis
-            if not -length <= k < length:
-                raise IndexError(f"index {k} is out of bounds for axis {axis} of size {length}")
-            out = shape.take_slice(out, int(k) % length, int(k) % length + 1, axis)
-        elif isinstance(k, slice) and k.step in (None, 1):
-            start, stop, _ = k.indices(length)
-            if (start, stop) != (0, length):
-                out = shape.take_slice(out, start, max(start, stop), axis)
-            dims.append(max(stop - start, 0))
-        else:
-            raise IndexError(f"gpustd.Tensor supports integers, slices of step 1, ... and None "
-                             f"as indices, not {k!r}; read it back with .numpy() for numpy's")
-        axis += 1
-    return out.reshape(dims)
 
 
 def tensordot(a: Any, b: Any, axes: Any = 2) -> Tensor:
@@ -158,15 +124,27 @@ def _squeeze(x: Any, axis: Any = None) -> Tensor:
 _tensor.OPERATORS.update(
     add=elementwise.add, subtract=elementwise.subtract, multiply=elementwise.multiply,
     divide=elementwise.divide, power=elementwise.power, negative=unary.negative,
-    abs=unary.abs, getitem=getitem, matmul=_matmul, permute=shape.permute,
-    equal=_equality(elementwise.equal, False), not_equal=_equality(elementwise.not_equal, True),
-    less=elementwise.less, less_equal=elementwise.less_equal, greater=elementwise.greater,
+    floor_divide=elementwise.floor_divide, remainder=elementwise.remainder,
+    divmod=elementwise.divmod, bitwise_and=bitwise.bitwise_and, bitwise_or=bitwise.bitwise_or,
+    bitwise_xor=bitwise.bitwise_xor, left_shift=bitwise.left_shift,
+    right_shift=bitwise.right_shift, invert=bitwise.invert, abs=unary.abs,
+    getitem=indexing.getitem, setitem=indexing.setitem, matmul=_matmul, inplace=_inplace.inplace,
+    store=_inplace.store, permute=shape.permute, swapaxes=shape.swapaxes,
+    matrix_transpose=shape.matrix_transpose, equal=_equality(elementwise.equal, False),
+    not_equal=_equality(elementwise.not_equal, True), less=elementwise.less,
+    less_equal=elementwise.less_equal, greater=elementwise.greater,
     greater_equal=elementwise.greater_equal)
 
 _tensor.ARRAY_UFUNCS.update({
     np.add: elementwise.add, np.subtract: elementwise.subtract,
     np.multiply: elementwise.multiply, np.true_divide: elementwise.divide,
     np.power: elementwise.power, np.maximum: elementwise.maximum,
+    np.floor_divide: elementwise.floor_divide, np.remainder: elementwise.remainder,
+    np.bitwise_and: bitwise.bitwise_and, np.bitwise_or: bitwise.bitwise_or,
+    np.bitwise_xor: bitwise.bitwise_xor, np.invert: bitwise.invert,
+    np.left_shift: bitwise.left_shift, np.right_shift: bitwise.right_shift,
+    np.logical_and: bitwise.logical_and, np.logical_or: bitwise.logical_or,
+    np.logical_xor: bitwise.logical_xor, np.logical_not: bitwise.logical_not,
     np.minimum: elementwise.minimum, np.equal: elementwise.equal,
     np.not_equal: elementwise.not_equal, np.less: elementwise.less,
     np.less_equal: elementwise.less_equal, np.greater: elementwise.greater,
@@ -175,9 +153,11 @@ _tensor.ARRAY_UFUNCS.update({
     np.exp: unary.exp, np.log: unary.log, np.sqrt: unary.sqrt, np.tanh: unary.tanh,
     np.matmul: _matmul})
 _tensor.ARRAY_UFUNCS.update({k: _ufunc(v) for k, v in _tensor.ARRAY_UFUNCS.items()})
+_tensor.ARRAY_UFUNCS[np.divmod] = elementwise.divmod  # two results: no dtype= to apply
 
 _tensor.ARRAY_FUNCTIONS.update({
     np.concatenate: shape.concatenate, np.tensordot: tensordot, np.transpose: _transpose,
+    np.swapaxes: shape.swapaxes, np.matrix_transpose: shape.matrix_transpose,
     np.reshape: _reshape, np.squeeze: _squeeze, np.where: elementwise.where,
     np.sum: _reduction(reduction.sum), np.mean: _reduction(reduction.mean),
     np.max: _reduction(reduction.max), np.amax: _reduction(reduction.max),

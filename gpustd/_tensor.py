@@ -22,10 +22,26 @@ def _normalize_shape(shape: Any) -> tuple[int, ...]:
     return shape
 
 
+def _binary_operators(name: str) -> tuple[Callable[..., Any], ...]:
+    """Tensor's `a OP b`, `b OP a` and `a OP= b` for the operator table's `name`."""
+    def forward(self: Tensor, other: Any) -> Tensor:
+        return _operator(name)(self, other)
+
+    def reflected(self: Tensor, other: Any) -> Tensor:
+        return _operator(name)(other, self)
+
+    def inplace(self: Tensor, other: Any) -> Tensor:
+        return _operator("inplace")(self, name, other)
+
+    return forward, reflected, inplace
+
+
 class Tensor:
     """An n-dimensional array in GPU memory: `buffer` viewed with `shape`.
 
-    Contiguous and C-ordered; `reshape` shares the buffer. numpy equivalent: `np.ndarray`.
+    Contiguous and C-ordered; `reshape` shares the buffer. Indexing reads a copy (gpustd.
+    indexing); `x[key] = value` and the in-place operators (`x += y`) write into the buffer,
+    so every Tensor sharing it sees the change. numpy equivalent: `np.ndarray`.
     """
 
     __slots__ = ("buffer", "shape")
@@ -146,6 +162,22 @@ class Tensor:
         """The axes reversed (a copy). numpy: `a.T`."""
         return _operator("permute")(self)
 
+    @property
+    def mT(self) -> Tensor:
+        """The last two axes swapped (a copy). numpy: `a.mT`."""
+        return _operator("matrix_transpose")(self)
+
+    def transpose(self, *axes: Any) -> Tensor:
+        """The axes reordered (a copy): none given reverses them; else a permutation, as one
+        tuple or as arguments. numpy: `a.transpose(*axes)`."""
+        if len(axes) == 1 and not isinstance(axes[0], (int, np.integer)):
+            axes = axes[0]  # one tuple, or None
+        return _operator("permute")(self, axes or None)
+
+    def swapaxes(self, axis1: int, axis2: int) -> Tensor:
+        """Two axes swapped (a copy). numpy: `a.swapaxes(axis1, axis2)`."""
+        return _operator("swapaxes")(self, axis1, axis2)
+
     def squeeze(self, axis: Any = None) -> Tensor:
         """Same buffer without the length-1 axes `axis` (all of them when None).
         numpy: `a.squeeze(axis)`."""
@@ -181,36 +213,23 @@ class Tensor:
 
     # -- operators and the numpy protocols (NEP 13 / NEP 18) ------------------------------
     # Their implementations are the op modules' functions, which import Tensor: so that
-    # Tensor imports none of them, gpustd._numpy_api (above both) fills these tables.
-    def __add__(self, other: Any) -> Tensor:
-        return _operator("add")(self, other)
-
-    def __radd__(self, other: Any) -> Tensor:
-        return _operator("add")(other, self)
-
-    def __sub__(self, other: Any) -> Tensor:
-        return _operator("subtract")(self, other)
-
-    def __rsub__(self, other: Any) -> Tensor:
-        return _operator("subtract")(other, self)
-
-    def __mul__(self, other: Any) -> Tensor:
-        return _operator("multiply")(self, other)
-
-    def __rmul__(self, other: Any) -> Tensor:
-        return _operator("multiply")(other, self)
-
-    def __truediv__(self, other: Any) -> Tensor:
-        return _operator("divide")(self, other)
-
-    def __rtruediv__(self, other: Any) -> Tensor:
-        return _operator("divide")(other, self)
-
-    def __pow__(self, other: Any) -> Tensor:
-        return _operator("power")(self, other)
-
-    def __rpow__(self, other: Any) -> Tensor:
-        return _operator("power")(other, self)
+    # Tensor imports none of them, gpustd._numpy_api (above both) fills these tables. Each
+    # binary operator comes with its reflected form and numpy's in-place one (`a += b`
+    # writes into a's own buffer, which every Tensor sharing it sees).
+    __add__, __radd__, __iadd__ = _binary_operators("add")
+    __sub__, __rsub__, __isub__ = _binary_operators("subtract")
+    __mul__, __rmul__, __imul__ = _binary_operators("multiply")
+    __truediv__, __rtruediv__, __itruediv__ = _binary_operators("divide")
+    __floordiv__, __rfloordiv__, __ifloordiv__ = _binary_operators("floor_divide")
+    __mod__, __rmod__, __imod__ = _binary_operators("remainder")
+    __pow__, __rpow__, __ipow__ = _binary_operators("power")
+    __matmul__, __rmatmul__, __imatmul__ = _binary_operators("matmul")
+    __and__, __rand__, __iand__ = _binary_operators("bitwise_and")
+    __or__, __ror__, __ior__ = _binary_operators("bitwise_or")
+    __xor__, __rxor__, __ixor__ = _binary_operators("bitwise_xor")
+    __lshift__, __rlshift__, __ilshift__ = _binary_operators("left_shift")
+    __rshift__, __rrshift__, __irshift__ = _binary_operators("right_shift")
+    __divmod__, __rdivmod__ = _binary_operators("divmod")[:2]
 
     def __neg__(self) -> Tensor:
         return _operator("negative")(self)
@@ -218,11 +237,8 @@ class Tensor:
     def __abs__(self) -> Tensor:
         return _operator("abs")(self)
 
-    def __matmul__(self, other: Any) -> Tensor:
-        return _operator("matmul")(self, other)
-
-    def __rmatmul__(self, other: Any) -> Tensor:
-        return _operator("matmul")(other, self)
+    def __invert__(self) -> Tensor:
+        return _operator("invert")(self)
 
     def __pos__(self) -> Tensor:
         return self.astype(self.dtype)  # numpy's +a is a copy
@@ -283,17 +299,28 @@ class Tensor:
     def __getitem__(self, key: Any) -> Tensor:
         return _operator("getitem")(self, key)
 
+    def __setitem__(self, key: Any, value: Any) -> None:
+        _operator("setitem")(self, key, value)
+
     def __array_function__(self, func: Any, types: Any, args: Any, kwargs: Any) -> Any:
         if not all(issubclass(t, (Tensor, np.ndarray)) for t in types):
             return NotImplemented
         return _protocol(ARRAY_FUNCTIONS, func)(*args, **kwargs)
 
     def __array_ufunc__(self, ufunc: Any, method: str, *inputs: Any, **kwargs: Any) -> Any:
-        if kwargs.get("out") is not None:
+        out = kwargs.pop("out", None)
+        if out is not None and (method != "__call__"
+                                or not all(isinstance(o, Tensor) for o in out)):
             return NotImplemented  # numpy then says the ufunc is not supported with out=
         if method != "__call__":  # reduce, accumulate, outer, ...
             return _protocol({}, getattr(ufunc, method))(*inputs, **kwargs)
-        return _protocol(ARRAY_UFUNCS, ufunc)(*inputs, **kwargs)
+        result = _protocol(ARRAY_UFUNCS, ufunc)(*inputs, **kwargs)
+        if out is None:
+            return result
+        # out=: numpy's in-place form (np.add(a, b, out=a)), into each out's own buffer
+        results = result if isinstance(result, tuple) else (result,)
+        stored = tuple(_operator("store")(o, r, ufunc.__name__) for o, r in zip(out, results))
+        return stored if isinstance(result, tuple) else stored[0]
 
 
 OPERATORS: dict[str, Callable[..., Tensor]] = {}

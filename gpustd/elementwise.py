@@ -15,9 +15,11 @@ import numpy as np
 from gpucore import wgsl_scalar
 
 from ._broadcast import (
-    Operand,
+    binary,
     broadcast_shapes,
     cached_kernel,
+    compute_type,
+    ensure_tensor,
     plan,
     prepare,
     scalar_bits,
@@ -27,25 +29,14 @@ from ._broadcast import (
 )
 from ._tensor import Tensor
 
-__all__ = ["add", "divide", "equal", "greater", "greater_equal", "less", "less_equal",
-           "maximum", "minimum", "multiply", "not_equal", "power", "subtract", "where"]
+__all__ = ["add", "divide", "divmod", "equal", "floor_divide", "greater", "greater_equal",
+           "less", "less_equal", "maximum", "minimum", "mod", "multiply", "not_equal", "power",
+           "remainder", "subtract", "where"]
 
 _OPS = {"add": 0, "subtract": 1, "multiply": 2, "divide": 3, "power": 4, "maximum": 5,
         "minimum": 6, "equal": 7, "not_equal": 8, "less": 9, "less_equal": 10, "greater": 11,
-        "greater_equal": 12}
-_COMPARISONS = frozenset(op for op, code in _OPS.items() if code >= 7)
-
-
-def _compute_type(dtype: np.dtype) -> str:
-    return "f32" if dtype.kind == "f" else wgsl_scalar(dtype)
-
-
-def _ensure_tensor(operands: list[Operand], dtype: np.dtype, device: Any) -> list[Operand]:
-    # All-scalar calls still need one buffer to bind: upload the first scalar.
-    if not any(isinstance(v, Tensor) for v in operands):
-        operands = list(operands)
-        operands[0] = upload(operands[0], dtype, device)
-    return operands
+        "greater_equal": 12, "floor_divide": 13, "remainder": 14}
+_COMPARISONS = frozenset(op for op, code in _OPS.items() if 7 <= code <= 12)
 
 
 def _binary(op: str, a: Any, b: Any) -> Tensor:
@@ -53,32 +44,9 @@ def _binary(op: str, a: Any, b: Any) -> Tensor:
     if op == "divide" and dtype.kind in "iu":
         # numpy's true division of integers is floating point.
         device, dtype, operands = prepare(*operands, dtype=np.float32)
-    operands = _ensure_tensor(operands, dtype, device)
-    x, y = operands
-    shape = broadcast_shapes(shape_of(x), shape_of(y))
-    compute = _compute_type(dtype)
-    bits = [0 if isinstance(v, Tensor) else scalar_bits(v, compute) for v in operands]
     out_dtype = np.dtype(np.uint32) if op in _COMPARISONS else dtype
-    out = Tensor.empty(shape, out_dtype, device=device)
-    if out.size == 0:
-        return out
-    tensors = [v for v in operands if isinstance(v, Tensor)]
-    dims, strides = plan(shape, [shape_of(x), shape_of(y)])
-    kernel = cached_kernel(
-        "elementwise/binary",
-        {"T": wgsl_scalar(dtype), "C": compute, "Out": wgsl_scalar(out_dtype)},
-        {"OP": _OPS[op], "RANK": len(dims),
-         "A_PARAM": not isinstance(x, Tensor), "B_PARAM": not isinstance(y, Tensor),
-         "IS_FLOAT": dtype.kind == "f"},
-    )
-    kernel.dispatch(
-        kernel.groups_for(out.size),
-        x if isinstance(x, Tensor) else tensors[0],  # a scalar's binding is a placeholder
-        y if isinstance(y, Tensor) else tensors[0],
-        out,
-        n=out.size, a_bits=bits[0], b_bits=bits[1], **stride_params(dims, strides, "ab"),
-    )
-    return out
+    return binary("elementwise/binary", device, dtype, operands, out_dtype,
+                  {"C": compute_type(dtype)}, {"OP": _OPS[op], "IS_FLOAT": dtype.kind == "f"})
 
 
 def add(a: Any, b: Any) -> Tensor:
@@ -109,6 +77,37 @@ def power(a: Any, b: Any) -> Tensor:
     integer exponent gives 0 (or +-1 for a base of +-1) where numpy would raise.
     """
     return _binary("power", a, b)
+
+
+def floor_divide(a: Any, b: Any) -> Tensor:
+    """a // b, broadcast: the quotient rounded toward -inf. numpy: `np.floor_divide`.
+
+    Integers as numpy's: x // 0 is 0 (where numpy also warns), MIN // -1 wraps to MIN.
+    Floats as numpy's npy_divmod (float16 computed in float32): x // 0 is +-inf (0 // 0 and
+    anything with inf or NaN in x NaN); the quotient is x - remainder(x, y) over y, snapped
+    to an integer, so the two always agree (the remainder comes from an exact fmod, done in
+    integers: WGSL has none).
+    """
+    return _binary("floor_divide", a, b)
+
+
+def remainder(a: Any, b: Any) -> Tensor:
+    """a % b, broadcast: a - floor_divide(a, b) * b, signed like b. numpy: `np.remainder`
+    (`np.mod`).
+
+    Integers: x % 0 is 0, as numpy gives (and warns). Floats: x % 0 and inf % y are NaN,
+    x % +-inf is x, or +-inf where the signs of x and y differ; see `floor_divide` on
+    exactness.
+    """
+    return _binary("remainder", a, b)
+
+
+mod = remainder
+
+
+def divmod(a: Any, b: Any) -> tuple[Tensor, Tensor]:
+    """(floor_divide(a, b), remainder(a, b)). numpy: `np.divmod`."""
+    return _binary("floor_divide", a, b), _binary("remainder", a, b)
 
 
 def maximum(a: Any, b: Any) -> Tensor:
@@ -163,7 +162,7 @@ def where(condition: Any, a: Any, b: Any) -> Tensor:
     if on is not None and on is not device:
         raise ValueError("condition is on a different device from a and b; move it "
                          "with .to(device)")
-    operands = _ensure_tensor(operands, dtype, device)
+    operands = ensure_tensor(operands, dtype, device)
     cond = condition if on is not None else upload(condition, None, device)
     if cond.dtype.kind not in "fiu":
         raise TypeError(f"a {cond.dtype} condition is not supported; use a bool, float or "
@@ -172,7 +171,7 @@ def where(condition: Any, a: Any, b: Any) -> Tensor:
         cond = cond.astype(np.float32)
     x, y = operands
     shape = broadcast_shapes(cond.shape, shape_of(x), shape_of(y))
-    compute = _compute_type(dtype)
+    compute = compute_type(dtype)
     bits = [0 if isinstance(v, Tensor) else scalar_bits(v, compute) for v in operands]
     out = Tensor.empty(shape, dtype, device=device)
     if out.size == 0:

@@ -1,4 +1,4 @@
-"""Data movement: transpose/permute, concatenate, split and slicing along an axis.
+"""Data movement: transpose/permute/swapaxes, concatenate, split and slicing along an axis.
 
 `reshape` is free (see Tensor.reshape); these copy, in one dispatch per input or output.
 """
@@ -16,7 +16,8 @@ from gpucore import Kernel, wgsl_scalar
 
 from ._tensor import Tensor, asarray
 
-__all__ = ["concatenate", "permute", "split", "take_slice", "transpose"]
+__all__ = ["concatenate", "matrix_transpose", "permute", "split", "swapaxes", "take_slice",
+           "transpose"]
 
 _MAX_RANK = 6
 
@@ -75,13 +76,28 @@ def permute(x: Any, axes: Sequence[int] | None = None) -> Tensor:
     return out
 
 
-def transpose(x: Any, axis1: int = -2, axis2: int = -1) -> Tensor:
+def transpose(x: Any, axes: Sequence[int] | int | None = None) -> Tensor:
+    """The axes reordered as `axes` says, all reversed when None (a copy).
+    numpy: `np.transpose(x, axes)`; `swapaxes` swaps two, `matrix_transpose` the last two."""
+    return permute(x, (axes,) if isinstance(axes, (int, np.integer)) else axes)
+
+
+def swapaxes(x: Any, axis1: int, axis2: int) -> Tensor:
     """Swap two axes (a copy). numpy: `np.swapaxes(x, axis1, axis2)`."""
     x = asarray(x)
     axes = list(range(x.ndim))
-    a, b = _axis(axis1, x.ndim, "transpose"), _axis(axis2, x.ndim, "transpose")
+    a, b = _axis(axis1, x.ndim, "swapaxes"), _axis(axis2, x.ndim, "swapaxes")
     axes[a], axes[b] = axes[b], axes[a]
     return permute(x, axes)
+
+
+def matrix_transpose(x: Any) -> Tensor:
+    """Each matrix of a stack transposed: the last two axes swapped (a copy).
+    numpy: `np.matrix_transpose(x)`, `x.mT`."""
+    x = asarray(x)
+    if x.ndim < 2:
+        raise ValueError(f"matrix_transpose needs at least 2 dimensions, got shape {x.shape}")
+    return swapaxes(x, -2, -1)
 
 
 def _copy_block(src: Tensor, dst: Tensor, rows: int, width: int, src_stride: int,

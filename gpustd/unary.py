@@ -1,5 +1,6 @@
 """Elementwise math of one Tensor; kernels in shaders/elementwise/unary.wgsl (floats, f16
-widened to f32 for the math) and unary_int.wgsl (abs, negative, clip on integers).
+widened to f32 for the math) and unary_int.wgsl (abs, negative, clip on integers, and
+gpustd.bitwise's invert).
 
 Large |x| is safe throughout: tanh, sigmoid, silu and gelu are written so that no
 intermediate overflows (no NaN from inf/inf), whatever the driver's exp and tanh do there.
@@ -21,7 +22,7 @@ __all__ = ["abs", "clip", "exp", "gelu", "log", "negative", "rsqrt", "sigmoid", 
 
 _OPS = {"exp": 0, "log": 1, "sqrt": 2, "rsqrt": 3, "tanh": 4, "sigmoid": 5, "silu": 6,
         "gelu": 7, "gelu_tanh": 8, "clip": 9, "abs": 10, "negative": 11}
-_INT_OPS = {"clip": 0, "abs": 1, "negative": 2}
+_INT_OPS = {"clip": 0, "abs": 1, "negative": 2, "invert": 3}  # invert: gpustd.bitwise
 _INT_RANGE = {"i32": (-(2**31), 2**31 - 1), "u32": (0, 2**32 - 1)}
 
 

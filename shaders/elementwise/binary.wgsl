@@ -1,63 +1,17 @@
-// out = a OP b with numpy broadcasting. The host collapses the broadcast into at most six
-// dimensions (innermost first: d0..d5) with one element stride per operand (0 where that
-// operand is broadcast); the pipeline is specialized on that RANK, so a rank-1 plan (same
-// shapes, or one side of one element) does no divisions at all. A Python scalar operand
-// arrives as the bits of a C value in params (A_PARAM / B_PARAM); its buffer binding is
-// then a placeholder that is never read. Comparisons (OP 7 to 12) write u32 0/1, gpustd's bool.
+//! parts: elementwise/binary_operands
+// out = a OP b with numpy broadcasting (the operands, the collapsed plan and the scalars in
+// params: binary_operands.wgsl). Comparisons (OP 7 to 12) write u32 0/1, gpustd's bool.
 alias T = f32;  // storage element type of a and b
 alias C = f32;  // compute type: f32 for f16 storage (pow, division), else T
 alias Out = T;  // storage element type of out: T, or u32 for comparisons
 override OP: u32 = 0u;  // 0 add, 1 subtract, 2 multiply, 3 divide, 4 power, 5 maximum, 6 minimum,
-                        // 7 equal, 8 not_equal, 9 less, 10 less_equal, 11 greater, 12 greater_equal
+                        // 7 equal, 8 not_equal, 9 less, 10 less_equal, 11 greater,
+                        // 12 greater_equal, 13 floor_divide, 14 remainder
 override RANK: u32 = 1u;  // dimensions of the collapsed plan, 1 to 6
 override A_PARAM: bool = false;
 override B_PARAM: bool = false;
 override IS_FLOAT: bool = true;
 override WG: u32 = 256u;
-
-struct Params {
-    n: u32, a_bits: u32, b_bits: u32,
-    d0: u32, d1: u32, d2: u32, d3: u32, d4: u32,
-    a0: u32, a1: u32, a2: u32, a3: u32, a4: u32, a5: u32,
-    b0: u32, b1: u32, b2: u32, b3: u32, b4: u32, b5: u32,
-}
-
-@group(0) @binding(0) var<storage, read> a: array<T>;
-@group(0) @binding(1) var<storage, read> b: array<T>;
-@group(0) @binding(2) var<storage, read_write> out: array<Out>;
-@group(0) @binding(3) var<uniform> params: Params;
-
-fn offsets(i: u32) -> vec2<u32> {
-    // Specialized by RANK: the steps past it fold away when the pipeline is built.
-    var r = i;
-    var o = vec2<u32>(0u);
-    if (RANK <= 1u) {
-        return o + r * vec2<u32>(params.a0, params.b0);
-    }
-    o += (r % params.d0) * vec2<u32>(params.a0, params.b0);
-    r /= params.d0;
-    if (RANK <= 2u) {
-        return o + r * vec2<u32>(params.a1, params.b1);
-    }
-    o += (r % params.d1) * vec2<u32>(params.a1, params.b1);
-    r /= params.d1;
-    if (RANK <= 3u) {
-        return o + r * vec2<u32>(params.a2, params.b2);
-    }
-    o += (r % params.d2) * vec2<u32>(params.a2, params.b2);
-    r /= params.d2;
-    if (RANK <= 4u) {
-        return o + r * vec2<u32>(params.a3, params.b3);
-    }
-    o += (r % params.d3) * vec2<u32>(params.a3, params.b3);
-    r /= params.d3;
-    if (RANK <= 5u) {
-        return o + r * vec2<u32>(params.a4, params.b4);
-    }
-    o += (r % params.d4) * vec2<u32>(params.a4, params.b4);
-    r /= params.d4;
-    return o + r * vec2<u32>(params.a5, params.b5);
-}
 
 // NaN tested on the bits (compilers may fold v != v to false).
 fn is_nan(v: f32) -> bool {
@@ -117,6 +71,124 @@ fn int_power(x: C, y: C) -> C {
     return result;
 }
 
+fn is_inf(v: f32) -> bool {
+    return (bitcast<u32>(v) & 0x7fffffffu) == 0x7f800000u;
+}
+
+// A float from its bits; a function argument, not a constant, which Tint refuses inf and NaN as.
+fn from_bits(bits: u32) -> f32 {
+    return bitcast<f32>(bits);
+}
+
+// C's fmod(x, y) for finite x and finite nonzero y, exact as C's (WGSL's % rounds
+// x - y * trunc(x / y) twice; an fma would round once only where the device fuses it): long
+// division of the significands in integers, 8 bits a step where musl's fmodf takes one.
+fn fmod_finite(x: f32, y: f32) -> f32 {
+    let bx = bitcast<u32>(x) & 0x7fffffffu;
+    let by = bitcast<u32>(y) & 0x7fffffffu;
+    if (bx < by) {
+        return x;
+    }
+    // |v| = significand * 2^(exponent - 150), the implicit bit set where v is normal
+    var ex = i32(bx >> 23u);
+    var ey = i32(by >> 23u);
+    var mx = bx & 0x7fffffu;
+    var my = by & 0x7fffffu;
+    if (ex == 0) {
+        ex = 1;
+    } else {
+        mx |= 0x800000u;
+    }
+    if (ey == 0) {
+        ey = 1;
+    } else {
+        my |= 0x800000u;
+    }
+    var r = mx % my;
+    var steps = ex - ey;
+    while (steps > 0) {
+        let k = u32(min(steps, 8));
+        r = (r << k) % my;  // r < my < 2^24: 8 more bits still fit a u32
+        steps -= i32(k);
+    }
+    // r * 2^(ey - 150) assembled from bits (an ldexp could flush a small result to zero)
+    var bits = 0u;
+    if (r != 0u) {
+        let lead = firstLeadingBit(r);
+        let biased = ey + i32(lead) - 23;
+        if (biased >= 1) {
+            bits = (u32(biased) << 23u) | ((r << (23u - lead)) & 0x7fffffu);
+        } else {
+            bits = r << u32(ey - 1);  // subnormal
+        }
+    }
+    return from_bits(bits | (bitcast<u32>(x) & 0x80000000u));
+}
+
+// numpy's npy_divmod: (x // y, x % y), the remainder signed like y and the quotient snapped
+// to the integer that x - remainder is a multiple of. Its specials spelled out (a compiler may
+// assume no inf or NaN in arithmetic): x // 0 is +-inf (0 // 0 NaN) and x % 0 NaN; otherwise
+// an inf x or a NaN gives NaN; x % +-inf is x, or +-inf where the signs differ (quotient -1).
+fn float_divmod(x: f32, y: f32) -> vec2<f32> {
+    let nan = from_bits(0x7fc00000u);
+    let sign_q = (bitcast<u32>(x) ^ bitcast<u32>(y)) & 0x80000000u;  // the sign of x / y
+    let zero_y = from_bits(bitcast<u32>(y) & 0x80000000u);  // copysign(0, y)
+    if (is_nan(x) || is_nan(y)) {
+        return vec2<f32>(nan);
+    }
+    if (y == 0.0) {
+        return vec2<f32>(select(from_bits(sign_q | 0x7f800000u), nan, x == 0.0), nan);
+    }
+    if (is_inf(x)) {
+        return vec2<f32>(nan);
+    }
+    if (is_inf(y)) {
+        if (x != 0.0 && (x < 0.0) != (y < 0.0)) {
+            return vec2<f32>(-1.0, y);
+        }
+        return vec2<f32>(from_bits(sign_q), select(x, zero_y, x == 0.0));
+    }
+    var m = fmod_finite(x, y);
+    var d = (x - m) / y;
+    if (m == 0.0) {
+        m = zero_y;
+    } else if ((y < 0.0) != (m < 0.0)) {
+        m += y;
+        d -= 1.0;
+    }
+    if (d == 0.0) {
+        return vec2<f32>(from_bits(sign_q), m);
+    }
+    var q = floor(d);
+    if (d - q > 0.5) {
+        q += 1.0;
+    }
+    return vec2<f32>(q, m);
+}
+
+// numpy's integer floor_divide and remainder: the quotient floored, the remainder signed like
+// y; both 0 for y == 0 (numpy warns), and MIN // -1 wraps to MIN (WGSL's / gives it). The
+// remainder from the quotient, not i32's %: naga's GLSL computes that as unsigned on llvmpipe.
+fn int_divmod(x: C, y: C) -> vec2<C> {
+    if (y == C(0)) {
+        return vec2<C>(C(0));
+    }
+    var q = x / y;
+    var r = x - q * y;
+    if (r != C(0) && (r < C(0)) != (y < C(0))) {
+        q -= C(1);
+        r += y;
+    }
+    return vec2<C>(q, r);
+}
+
+fn divmod(x: C, y: C) -> vec2<C> {
+    if (IS_FLOAT) {
+        return vec2<C>(float_divmod(f32(x), f32(y)));
+    }
+    return int_divmod(x, y);
+}
+
 // numpy's maximum/minimum: a NaN operand propagates (GPU max/min drop it), else x where
 // `x_wins`.
 fn pick(x: C, y: C, x_wins: bool) -> C {
@@ -142,6 +214,8 @@ fn apply(x: C, y: C) -> C {
             return int_power(x, y);
         }
         case 5u: { return pick(x, y, x > y); }
+        case 13u: { return divmod(x, y).x; }
+        case 14u: { return divmod(x, y).y; }
         default: { return pick(x, y, x < y); }
     }
 }
@@ -178,7 +252,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     if (!B_PARAM) {
         y = C(b[o.y]);
     }
-    if (OP >= 7u) {
+    if (OP >= 7u && OP <= 12u) {
         out[i] = Out(select(0u, 1u, compare(x, y)));
     } else {
         out[i] = Out(apply(x, y));

@@ -1,7 +1,8 @@
-// out = f(x) for integer storage (i32, u32): the few unary ops that make sense there.
+// out = f(x) for integer storage (i32, u32): the few unary ops that make sense there
+// (invert: gpustd.bitwise).
 // Arithmetic wraps like numpy's fixed-width integers.
 alias T = i32;
-override OP: u32 = 0u;  // 0 clip, 1 abs, 2 negative
+override OP: u32 = 0u;  // 0 clip, 1 abs, 2 negative, 3 invert
 override WG: u32 = 256u;
 
 // Bounds travel as raw bits so one struct serves i32 and u32.
@@ -22,6 +23,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     switch OP {
         case 0u: { out[i] = min(max(v, bitcast<T>(params.lo_bits)), bitcast<T>(params.hi_bits)); }
         case 1u: { out[i] = abs(v); }
+        case 3u: { out[i] = ~v; }
         default: { out[i] = T(0) - v; }
     }
 }

@@ -31,10 +31,10 @@ def test_getitem(pair: tuple[np.ndarray, Tensor], key: object) -> None:
 
 def test_getitem_refuses_what_it_cannot_do(pair: tuple[np.ndarray, Tensor]) -> None:
     _, t = pair
-    for key, match in [((slice(None, None, 2),), "step 1"), (([0, 1],), "step 1"),
-                       ((0, 0, 0, 0), "too many"), ((7,), "out of bounds"),
-                       ((Ellipsis, Ellipsis), "single ellipsis"),
-                       ((True,), "step 1"), ((slice(None), False), "step 1")]:  # not t[1], t[:, 0]
+    for key, match in [(([0, 1],), "fancy"), ((0, 0, 0, 0), "too many"),
+                       ((7,), "out of bounds"), ((Ellipsis, Ellipsis), "single ellipsis"),
+                       ((True,), "integers, slices"),  # not t[1], t[:, 0]
+                       ((slice(None), False), "integers, slices")]:
         with pytest.raises(IndexError, match=match):
             t[key]
 

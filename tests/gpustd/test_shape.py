@@ -1,4 +1,4 @@
-"""permute / transpose / concatenate / split / take_slice against numpy."""
+"""permute / transpose / swapaxes / concatenate / split / take_slice against numpy."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def test_permute_other_dtypes(device: gpucore.Device, dtype: type) -> None:
     x = (rng.standard_normal((3, 5, 4)) * 100).astype(dtype)
     if dtype == np.complex64:
         x = x + 1j * rng.standard_normal(x.shape).astype(np.float32)
-    out = sh.transpose(gpustd.Tensor.from_numpy(x, device=device), 0, 2)
+    out = sh.swapaxes(gpustd.Tensor.from_numpy(x, device=device), 0, 2)
     np.testing.assert_array_equal(out.numpy(), np.swapaxes(x, 0, 2))
 
 
@@ -38,6 +38,28 @@ def test_nchw_to_nhwc_large(device: gpucore.Device) -> None:
     x = random_array(np.random.default_rng(1), (2, 37, 19, 23))
     out = sh.permute(gpustd.Tensor.from_numpy(x, device=device), (0, 2, 3, 1))
     np.testing.assert_array_equal(out.numpy(), x.transpose(0, 2, 3, 1))
+
+
+def test_transpose_swapaxes_and_matrix_transpose(device: gpucore.Device) -> None:
+    x = random_array(np.random.default_rng(4), (2, 3, 1, 7, 5))
+    t = gpustd.Tensor.from_numpy(x, device=device)
+    for got, want in [
+            (gpustd.transpose(t), x.T),
+            (gpustd.transpose(t, (4, 0, 2, 1, 3)), np.transpose(x, (4, 0, 2, 1, 3))),
+            (t.transpose(), x.transpose()),
+            (t.transpose(1, 0, 4, 3, 2), x.transpose(1, 0, 4, 3, 2)),
+            (t.transpose((-1, 0, 1, 2, -2)), x.transpose((-1, 0, 1, 2, -2))),
+            (gpustd.swapaxes(t, 0, -1), np.swapaxes(x, 0, -1)),
+            (t.swapaxes(1, 3), x.swapaxes(1, 3)), (np.swapaxes(t, 2, 3), x.swapaxes(2, 3)),
+            (gpustd.matrix_transpose(t), np.matrix_transpose(x)), (t.mT, x.mT),
+            (np.matrix_transpose(t[0, 0]), x[0, 0].mT),
+            (t[0, 0, 0, 0].transpose(0), x[0, 0, 0, 0])]:
+        assert isinstance(got, gpustd.Tensor)
+        np.testing.assert_array_equal(got.numpy(), want)
+    with pytest.raises(ValueError, match="at least 2"):
+        gpustd.matrix_transpose(t[0, 0, 0, 0])
+    with pytest.raises(ValueError, match="not a permutation"):
+        t.transpose(0, 1)
 
 
 @settings(max_examples=15, deadline=None)
@@ -84,7 +106,7 @@ def test_shape_errors(device: gpucore.Device) -> None:
         with pytest.raises(ValueError, match="not a permutation"):
             sh.permute(t, axes)
     with pytest.raises(ValueError, match="out of range"):
-        sh.transpose(t, 0, 5)
+        sh.swapaxes(t, 0, 5)
     with pytest.raises(ValueError, match="differ outside axis"):
         sh.concatenate([t, gpustd.Tensor.from_numpy(np.ones((3, 3), np.float32))], axis=1)
     with pytest.raises(TypeError, match="dtypes differ"):
