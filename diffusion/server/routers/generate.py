@@ -24,6 +24,7 @@ from ..generation import (
     fit_to_model,
     named_checkpoint,
 )
+from ..limits import utf8_text
 from ..models_dir import ModelEntry
 from ..modules_dir import AUTOMATIC_VAE
 from ..schemas import ImageResponse, Img2ImgRequest, Txt2ImgRequest
@@ -149,9 +150,11 @@ def _hires_modules(state: ServerState, body: Txt2ImgRequest, wanted: ModelEntry 
 
 async def _parse(request: Request, model: type[Txt2ImgRequest]) -> Any:
     """The body read by pydantic's own JSON parser: a 50 MB prompt is parsed (and then refused)
-    in a fraction of the time FastAPI's json.loads-then-validate takes."""
+    in a fraction of the time FastAPI's json.loads-then-validate takes. Decoded first, so that
+    a body that is not UTF-8 is refused as the FastAPI-parsed routes' are (limits.NotUtf8)."""
+    text = utf8_text(await request.body())
     try:
-        return model.model_validate_json(await request.body())
+        return model.model_validate_json(text)
     except ValidationError as exc:
         raise RequestValidationError(exc.errors()) from None
 
