@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import replace
 from typing import Annotated, Any
 
@@ -96,7 +97,9 @@ async def run_generation(state: ServerState, body: Txt2ImgRequest, kind: str,
     switch = None
     if wanted is not None and (planned is None or planned.identity != wanted.identity):
         switch = submit(state, None, exclusive_load=wanted)
-    generation = submit(state, run)
+    # the page's id_task (the WebUI's force_task_id), else one made as the WebUI makes one
+    task = body.force_task_id or f"task({kind}-{secrets.token_hex(4)})"
+    generation = submit(state, run, task=task)
     if switch is not None:
         try:
             await wait(switch)

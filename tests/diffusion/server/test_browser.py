@@ -394,13 +394,27 @@ def test_ctrl_enter_generates_from_any_field(server: tuple[str, int, bool], page
 def _stand_in_for_a_run(page: Any, *, progress: float, eta: float, step: int,
                         steps: int) -> list[Any]:
     """Holds the page's txt2img requests (the list: answer them) and answers its progress polls
-    with one state of a run, so that what the page shows of a run is tested without one."""
+    (/internal/progress) with one state of a run, for the task id that txt2img was sent with
+    only, so that what the page shows of its own run is tested without one."""
     pending: list[Any] = []
     page.route("**/sdapi/v1/txt2img", lambda route: pending.append(route))
-    page.route("**/sdapi/v1/progress*", lambda route: route.fulfill(json={
-        "progress": progress, "eta_relative": eta, "current_image": None,
-        "state": {"job_count": 1, "job_no": 0, "sampling_step": step, "sampling_steps": steps}}))
+
+    def answer(route: Any) -> None:
+        tasks = [held.request.post_data_json["force_task_id"] for held in pending]
+        own = route.request.post_data_json["id_task"] in tasks
+        route.fulfill(json=_task_progress(own, progress=progress, eta=eta, state={
+            "job_count": 1, "job_no": 0, "sampling_step": step, "sampling_steps": steps}))
+    page.route("**/internal/progress", answer)
     return pending
+
+
+def _task_progress(active: bool, **running: Any) -> dict[str, Any]:
+    """An /internal/progress answer: the task running (`running`: progress, eta, state) or
+    not known (yet)."""
+    idle = {"active": False, "queued": False, "completed": False, "progress": None,
+            "eta": None, "live_preview": None, "id_live_preview": -1, "textinfo": "Waiting...",
+            "state": None}
+    return {**idle, "active": True, "textinfo": None, **running} if active else idle
 
 
 def test_interrupting_stays_on_screen_until_the_run_ends(
@@ -563,3 +577,58 @@ def test_inpaint_area_only_masked(server: tuple[str, int, bool], page: Any,
     shown = page.eval_on_selector("#selected_image", "img => [img.naturalWidth, img.naturalHeight]")
     assert shown == [48, 40]
     assert not page.errors, page.errors
+
+
+def test_two_tabs_each_follow_their_own_run(server: tuple[str, int, bool], page: Any) -> None:
+    """Two tabs generating at once: each sends its own task id with its txt2img and polls
+    /internal/progress with it, so each shows its own run (they both showed the server's one
+    running job). The server is stood in for: the first tab's run at 20 %, the second's at
+    70 %; the second tab's first two polls find its run still queued."""
+    url, _, _ = server
+    prompts: dict[str, str] = {}  # task id -> the prompt it was sent with
+    held: list[Any] = []
+    polls: dict[str, int] = {}
+
+    def generation(route: Any) -> None:
+        body = route.request.post_data_json
+        prompts[body["force_task_id"]] = body["prompt"]
+        held.append(route)
+
+    def progress(route: Any) -> None:
+        task = route.request.post_data_json["id_task"]
+        polls[task] = polls.get(task, 0) + 1
+        if prompts.get(task) == "second" and polls[task] <= 2:
+            route.fulfill(json={**_task_progress(False), "queued": True,
+                                "textinfo": "In queue: 1/1"})
+            return
+        fraction = {"first": 0.2, "second": 0.7}.get(prompts.get(task, ""))
+        route.fulfill(json=_task_progress(fraction is not None, progress=fraction, eta=4,
+                                          state={"job_count": 1, "job_no": 0,
+                                                 "sampling_step": round(fraction * 10)
+                                                 if fraction else 0, "sampling_steps": 10}))
+
+    other = page.context.browser.new_page(viewport={"width": 1280, "height": 900})
+    other.errors = []
+    other.on("pageerror", lambda error: other.errors.append(str(error)))
+    for tab in (page, other):
+        tab.route("**/sdapi/v1/txt2img", generation)
+        tab.route("**/internal/progress", progress)
+    for tab, prompt in ((page, "first"), (other, "second")):
+        tab.goto(url)
+        _ready(tab)
+        tab.get_by_label("Prompt", exact=True).fill(prompt)
+        tab.get_by_role("button", name="Generate", exact=True).click()
+    other.wait_for_function(
+        "document.getElementById('progress_text').textContent === 'In queue: 1/1'")
+    for tab, shown in ((page, "20% · step 2/10 · ETA 4s"), (other, "70% · step 7/10 · ETA 4s")):
+        tab.wait_for_function("text => document.getElementById('progress_text').textContent "
+                              "=== text", arg=shown)
+    tasks = list(prompts)
+    assert len(tasks) == 2 and tasks[0] != tasks[1] and all(
+        re.fullmatch(r"task\([0-9a-f]{16}\)", task) for task in tasks)
+    for route in held:
+        route.fulfill(json={"images": [], "info": "{}"})
+    for tab in (page, other):
+        tab.get_by_role("button", name="Generate", exact=True).wait_for(state="visible")
+    assert not page.errors and not other.errors, (page.errors, other.errors)
+
