@@ -366,7 +366,13 @@ $("send_to_pnginfo").addEventListener("click", () => {
   loadPngInfo(item.src);
 });
 
-/** Fills the form from parsed infotext parameters (PNG Info's "Send to ..."). */
+// What the WebUI's infotext parser fills in for an infotext without them (the WebUI writes each
+// only when it is not this): its img2img paste then resets the inpaint controls. Mask blur it
+// leaves as it is when absent.
+const INPAINT_DEFAULTS = { "Mask mode": "Inpaint masked", "Masked content": "original", "Inpaint area": "Whole picture", "Masked area padding": 32 };
+
+/** Fills the form from parsed infotext parameters (PNG Info's "Send to ..."); img2img also gets
+ * the inpaint controls, as the WebUI's img2img / inpaint paste fields. */
 function applyParameters(target, params, imageDataUrl) {
   const fields = {
     prompt: params.Prompt, negative_prompt: params["Negative prompt"] ?? "", steps: params.Steps,
@@ -374,6 +380,15 @@ function applyParameters(target, params, imageDataUrl) {
     distilled_cfg_scale: params["Distilled CFG Scale"], seed: params.Seed, width: params["Size-1"], height: params["Size-2"], clip_skip: params["Clip skip"],
     denoising_strength: params["Denoising strength"],
   };
+  if (target === "img2img") {
+    const inpaint = { ...INPAINT_DEFAULTS, ...params };
+    Object.assign(fields, {
+      mask_blur: params["Mask blur"], inpainting_mask_invert: inpaint["Mask mode"] === "Inpaint not masked",
+      // by their labels: "latent noise" -> 2, "Only masked" -> masked
+      inpainting_fill: inpaint["Masked content"], inpaint_area: inpaint["Inpaint area"],
+      inpaint_full_res_padding: inpaint["Masked area padding"],
+    });
+  }
   for (const [id, value] of Object.entries(fields)) setField(id, value);
   saveSettings();
   if (target === "img2img" && imageDataUrl) setInitImage(imageDataUrl);

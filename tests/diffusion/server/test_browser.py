@@ -632,3 +632,62 @@ def test_two_tabs_each_follow_their_own_run(server: tuple[str, int, bool], page:
         tab.get_by_role("button", name="Generate", exact=True).wait_for(state="visible")
     assert not page.errors and not other.errors, (page.errors, other.errors)
 
+
+def _png_with_infotext(path: Path, infotext: str) -> Path:
+    from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
+
+    text = PngInfo()
+    text.add_text("parameters", infotext)
+    Image.new("RGB", (48, 40), (30, 90, 160)).save(path, pnginfo=text)
+    return path
+
+
+def test_png_info_sends_the_inpaint_settings_to_img2img(
+        server: tuple[str, int, bool], page: Any, tmp_path: Path) -> None:
+    """PNG Info's "Send to img2img" restores Mask blur, Mask mode (our "Inpaint not masked"),
+    Masked content, Inpaint area and its padding from the infotext, under the WebUI's keys; an
+    infotext without them resets them to the WebUI parser's defaults (Inpaint masked,
+    original, Whole picture, 32), Mask blur staying as it was."""
+    url, _, _ = server
+    inpainted = _png_with_infotext(tmp_path / "inpainted.png", (
+        "a lighthouse\nNegative prompt: fog\nSteps: 12, Sampler: Euler, CFG scale: 6, Seed: 77, "
+        "Size: 48x40, Denoising strength: 0.6, Mask blur: 12, Mask mode: Inpaint not masked, "
+        "Inpaint area: Only masked, Masked area padding: 48, Masked content: latent noise"))
+    plain = _png_with_infotext(tmp_path / "plain.png", (
+        "a harbour\nSteps: 9, Sampler: Euler, CFG scale: 5, Seed: 78, Size: 48x40, "
+        "Denoising strength: 0.5"))
+    page.goto(url)
+    _ready(page)
+
+    def send_to_img2img(picture: Path, prompt: str) -> None:
+        page.get_by_role("tab", name="PNG Info", exact=True).click()
+        page.locator("#pnginfo_file").set_input_files(picture)
+        page.wait_for_function("text => document.getElementById('pnginfo_text').textContent"
+                               ".includes(text)", arg=prompt)
+        page.get_by_role("button", name="Send to img2img", exact=True).click()
+        assert page.get_by_role("tab", name="img2img", exact=True).get_attribute(
+            "aria-selected") == "true"
+        assert page.get_by_label("Prompt", exact=True).input_value() == prompt
+
+    def inpaint_controls() -> tuple[str, str, bool, str, str, str]:
+        return (page.get_by_label("Mask blur", exact=True).input_value(),
+                page.get_by_label("Mask blur slider", exact=True).input_value(),
+                page.get_by_label("Inpaint not masked", exact=True).is_checked(),
+                page.get_by_label("Masked content", exact=True).input_value(),
+                page.get_by_label("Inpaint area", exact=True).input_value(),
+                page.get_by_label("Only masked padding, pixels", exact=True).input_value())
+
+    send_to_img2img(inpainted, "a lighthouse")
+    assert inpaint_controls() == ("12", "12", True, "2", "masked", "48")  # 2: latent noise
+    assert page.get_by_label("Denoising strength", exact=True).input_value() == "0.6"
+    page.locator("#init_canvas").wait_for(state="visible")  # the picture came along
+    page.get_by_label("Masked content", exact=True).scroll_into_view_if_needed()
+    _screenshot(page, tmp_path, "screenshot-webui-pnginfo-inpaint")
+    page.reload()  # restored settings are saved like typed ones
+    _ready(page)
+    assert inpaint_controls() == ("12", "12", True, "2", "masked", "48")
+
+    send_to_img2img(plain, "a harbour")
+    assert inpaint_controls() == ("12", "12", False, "1", "whole", "32")  # 1: original
+    assert not page.errors, page.errors
