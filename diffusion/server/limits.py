@@ -1,5 +1,5 @@
-"""Errors as the WebUI API reports them ({error, detail, body, errors}), and the request-body
-size limit (HTTP 413)."""
+"""Errors as the WebUI API reports them ({error, detail, body, errors}), the request-body size
+limit (HTTP 413), and bodies that are not UTF-8 (422 naming the byte)."""
 
 from __future__ import annotations
 
@@ -8,21 +8,42 @@ import reprlib
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.exceptions import HTTPException, RequestValidationError
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
 
 from gpucore import MemoryLimitError
 
 from .generation import RequestError
 from .images import ImageError
 
-__all__ = ["BodyLimit", "add_error_handlers", "error_body"]
+__all__ = ["BodyLimit", "NotUtf8", "add_error_handlers", "error_body", "utf8_text"]
 
 
 def error_body(error: str, detail: str, *, errors: str | None = None) -> dict[str, Any]:
     """The WebUI API's error shape: {error, detail, body, errors}; `detail` says what to do."""
     return {"error": error, "detail": detail, "body": "", "errors": detail if errors is None
             else errors}
+
+
+class NotUtf8(ValueError):
+    """A request body that is not UTF-8 (JSON must be, RFC 8259 section 8.1); the message
+    names the first bad byte, where it is and what comes before it."""
+
+    def __init__(self, error: UnicodeDecodeError) -> None:
+        body = bytes(error.object)
+        before = body[max(error.start - 24, 0):error.start].decode("utf-8", "replace")
+        super().__init__(
+            f"the body is not UTF-8: byte 0x{body[error.start]:02X} at offset {error.start} "
+            f"(after {before!r}) {error.reason}; send JSON encoded as UTF-8")
+
+
+def utf8_text(body: bytes) -> str:
+    """`body` decoded as UTF-8; NotUtf8 (a 422 saying where) when it is not."""
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise NotUtf8(exc) from None
 
 
 class BodyLimit:
@@ -89,6 +110,7 @@ def add_error_handlers(app: FastAPI) -> None:
     traceback ever reaches a client."""
     @app.exception_handler(RequestError)
     @app.exception_handler(ImageError)
+    @app.exception_handler(NotUtf8)
     async def bad_request(request: Request, exc: ValueError) -> JSONResponse:
         return JSONResponse(error_body(type(exc).__name__, str(exc)), status_code=422)
 
@@ -107,8 +129,11 @@ def add_error_handlers(app: FastAPI) -> None:
         return JSONResponse(error_body("RequestValidationError", "; ".join(problems),
                                        errors=_SHORT.repr(exc.errors()[:5])), status_code=422)
 
+    # Starlette's class: FastAPI raises it too (an unknown path, a body it cannot read)
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        if isinstance(exc.__cause__, UnicodeDecodeError):  # FastAPI's bare "error parsing"
+            return await bad_request(request, NotUtf8(exc.__cause__))
         return JSONResponse(error_body("HTTPException", str(exc.detail)),
                             status_code=exc.status_code, headers=exc.headers)
 

@@ -26,7 +26,8 @@ from typing import Any
 
 from . import child
 from .models_dir import ModelEntry
-from .worker import Worker, WorkerLost, _Job, _Slot
+from .slots import Slot
+from .worker import Worker, WorkerLost, _Job
 
 __all__ = ["ProcessWorker", "worker_adapters"]
 
@@ -148,14 +149,15 @@ class ProcessWorker(Worker):
     def pipe(self) -> Any:
         return self.facts
 
-    def submit(self, run: Callable[[], Any], *, exclusive: bool = False) -> Future:
+    def submit(self, run: Callable[[], Any], *, exclusive: bool = False,
+               task: str | None = None) -> Future:
         """Queue `run` (pickled now: what cannot be sent to a process is a TypeError here)."""
         try:
             blob = self._cloudpickle.dumps(run)
         except Exception as exc:
             raise TypeError(f"this job cannot be sent to a worker process ({exc}); what a job "
                             "refers to must pickle") from exc
-        return super().submit(lambda: blob, exclusive=exclusive)
+        return super().submit(lambda: blob, exclusive=exclusive, task=task)
 
     def _load_job(self, entry: ModelEntry) -> Callable[[], Any]:
         return child.LoadModel(entry)  # its module files travel with it (ModelEntry.files)
@@ -193,7 +195,7 @@ class ProcessWorker(Worker):
                 process.send((what, job_id))
 
     # -- running a job in a process (on the slot's thread) --------------------------------
-    def _execute(self, slot: _Slot, job: _Job) -> Any:
+    def _execute(self, slot: Slot, job: _Job) -> Any:
         blob = job.run()
         if job.exclusive:
             return self._everywhere(blob)
@@ -214,7 +216,7 @@ class ProcessWorker(Worker):
             with self._lock:
                 self._job_ids.pop(slot.index, None)
 
-    def _follow(self, slot: _Slot, process: _Process, job_id: int) -> Any:
+    def _follow(self, slot: Slot, process: _Process, job_id: int) -> Any:
         """The job's progress and result, read from its process."""
         while (message := process.receive()) is not None:
             if message[1] != job_id:
@@ -235,13 +237,13 @@ class ProcessWorker(Worker):
                          "has been restarted and the other workers went on: send the request "
                          "again")
 
-    def _note_other(self, slot: _Slot, message: tuple[Any, ...]) -> None:
+    def _note_other(self, slot: Slot, message: tuple[Any, ...]) -> None:
         """A message for another job: a restart's model load (its failure is logged)."""
         if message[0] == "done" and not message[2]:
             _LOG.error("%s could not load the model after a restart: %s", slot.label,
                        pickle.loads(message[3]))
 
-    def _restart(self, slot: _Slot, exitcode: int | None) -> None:
+    def _restart(self, slot: Slot, exitcode: int | None) -> None:
         """Start the slot's process again and queue the current model's load on it (its
         jobs wait for it in order)."""
         if self._stopping:

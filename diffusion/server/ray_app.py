@@ -9,9 +9,9 @@ Ray's router spreads the requests over the replicas (each has its own FIFO queue
 holds. Most endpoints answer from the replica the proxy picks. The ones about the running jobs
 and the settings fan out to every replica (`DeploymentHandle.broadcast`), so a client reaches
 the job it means through any replica: GET /sdapi/v1/progress (the first busy replica's job,
-every running job named in `textinfo`), POST /sdapi/v1/interrupt and /skip (every running job,
-as the WebUI's act on the one it runs), POST /sdapi/v1/options (every replica switches model
-and module files).
+every running job named in `textinfo`), POST /internal/progress (the replica that has the
+page's task), POST /sdapi/v1/interrupt and /skip (every running job, as the WebUI's act on the
+one it runs), POST /sdapi/v1/options (every replica switches model and module files).
 Per replica: /avx/queue, a job's `saved_paths` (on that replica's machine).
 
 A replica started later (autoscaling, or Ray restarting one) runs the model and options the
@@ -39,7 +39,7 @@ except ImportError as exc:  # optional extra: say how to get it
 from fastapi import APIRouter, Body, Depends, FastAPI
 
 from .routers.models import set_options
-from .schemas import ProgressResponse
+from .schemas import ProgressResponse, TaskProgressRequest, TaskProgressResponse
 from .state import authorized
 
 __all__ = ["DiffusionReplica", "build", "deployment"]
@@ -60,8 +60,19 @@ def _merged_progress(answers: list[dict[str, Any]]) -> dict[str, Any]:
     return {**busy[0], "textinfo": "; ".join(texts)}
 
 
+def _merged_task_progress(answers: list[dict[str, Any]]) -> dict[str, Any]:
+    """The answer of the replica that has the task: running it, else queueing it, else having
+    finished it (a task is on one replica only)."""
+    for key in ("active", "queued", "completed"):
+        for answer in answers:
+            if answer[key]:
+                return answer
+    return answers[0]
+
+
 def _cluster_routes() -> APIRouter:
     api = APIRouter(prefix="/sdapi/v1", dependencies=[Depends(authorized)])
+    internal = APIRouter(prefix="/internal", dependencies=[Depends(authorized)])
 
     @api.get("/progress", response_model=ProgressResponse)
     async def progress(skip_current_image: bool = False) -> dict[str, Any]:
@@ -79,7 +90,15 @@ def _cluster_routes() -> APIRouter:
     async def options(body: Annotated[dict[str, Any], Body()]) -> None:
         await _everywhere("replica_options", body)
 
-    return api
+    @internal.post("/progress", response_model=TaskProgressResponse)
+    async def task_progress(body: TaskProgressRequest) -> dict[str, Any]:
+        return _merged_task_progress(await _everywhere(
+            "replica_task_progress", body.id_task, body.live_preview, body.id_live_preview))
+
+    both = APIRouter()
+    both.include_router(api)
+    both.include_router(internal)
+    return both
 
 
 def _first(app: FastAPI, router: APIRouter) -> None:
@@ -160,6 +179,11 @@ class DiffusionReplica:
     # what the cluster-wide routes call on every replica
     def replica_progress(self, with_image: bool) -> dict[str, Any]:
         return self.server.state.worker.progress(with_image=with_image)
+
+    def replica_task_progress(self, task: str | None, live_preview: bool,
+                              id_live_preview: int) -> dict[str, Any]:
+        return self.server.state.worker.task_progress(task, live_preview=live_preview,
+                                                      id_live_preview=id_live_preview)
 
     def replica_interrupt(self) -> None:
         self.server.state.worker.interrupt()

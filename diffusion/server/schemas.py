@@ -24,6 +24,8 @@ __all__ = [
     "SDModelItem",
     "SamplerItem",
     "SchedulerItem",
+    "TaskProgressRequest",
+    "TaskProgressResponse",
     "Txt2ImgRequest",
 ]
 
@@ -134,6 +136,30 @@ class ProgressResponse(BaseModel):
     state: dict[str, Any]
     current_image: str | None = None
     textinfo: str | None = None
+    current_task: str | None = None  # the running job's task id, as the WebUI's api.py sends
+
+
+class TaskProgressRequest(_Lenient):
+    """POST /internal/progress (the WebUI's page polls it with the id_task it generates with)."""
+
+    id_task: str | None = None
+    id_live_preview: int = -1  # the last preview received: no new one until the next step
+    live_preview: bool = True
+
+
+class TaskProgressResponse(BaseModel):
+    """The WebUI's /internal/progress answer, for one task; `state` is ours (as
+    /sdapi/v1/progress's: its image and step numbers)."""
+
+    active: bool
+    queued: bool
+    completed: bool
+    progress: float | None = None
+    eta: float | None = None
+    live_preview: str | None = None  # a data: URL
+    id_live_preview: int | None = None
+    textinfo: str | None = None
+    state: dict[str, Any] | None = None
 
 
 class SamplerItem(BaseModel):

@@ -85,13 +85,14 @@ def authorized(state: State,
                                  "with --api-auth)", headers={"WWW-Authenticate": "Basic"})
 
 
-def submit(state: ServerState, run: Any, *, exclusive_load: Any = None) -> Future:
-    """Queue `run` on the worker (or, with `exclusive_load`, a switch to that model entry);
-    503 with Retry-After when the queue is full."""
+def submit(state: ServerState, run: Any, *, exclusive_load: Any = None,
+           task: str | None = None) -> Future:
+    """Queue `run` on the worker (or, with `exclusive_load`, a switch to that model entry),
+    known to /internal/progress by `task`; 503 with Retry-After when the queue is full."""
     try:
         if exclusive_load is not None:
             return state.worker.submit_load(exclusive_load)
-        return state.worker.submit(run)
+        return state.worker.submit(run, task=task)
     except QueueFull:
         raise HTTPException(503, f"the queue is full ({state.queue_size} jobs waiting); retry "
                                  "in a few seconds",

@@ -8,8 +8,11 @@ model on every device, and the jobs queued after it wait for it. A request waits
 `concurrent.futures.Future`; a client that goes away cancels a job that has not started (the
 workers drop it) and leaves a running one to finish, so nothing ever waits on a client.
 Interrupt and skip act on every running job, as the WebUI's act on the one it runs; progress
-shows the oldest running job and names the others in its text. Threads share the GIL: for
-several GPUs, diffusion.server.processes runs this queue over a worker process per GPU.
+shows the oldest running job and names the others in its text. A job may carry a task id (the
+WebUI's `id_task`, sent as `force_task_id`): `task_progress` answers for that job alone,
+queued, running or finished, as the WebUI's /internal/progress does for its page. Threads
+share the GIL: for several GPUs, diffusion.server.processes runs this queue over a worker
+process per GPU.
 """
 
 from __future__ import annotations
@@ -27,12 +30,14 @@ from typing import Any
 
 import numpy as np
 
-from ..pipelines.observer import Observer
 from ..pipelines.request import GenerationRequest
-from .images import preview_png, save_output
+from .images import save_output
 from .models_dir import ModelEntry
+from .slots import Slot, SlotObserver, describe, fraction, idle_state
 
 __all__ = ["GenerationJob", "QueueFull", "Worker", "WorkerLost"]
+
+_FINISHED_KEPT = 64  # task ids remembered as completed (the WebUI keeps 16)
 
 
 class QueueFull(Exception):
@@ -72,48 +77,8 @@ class JobResult:
 class _Job:
     run: Callable[[], Any]
     exclusive: bool = False
+    task: str | None = None  # the client's task id (task_progress)
     future: Future = field(default_factory=Future)
-
-
-def _idle_state() -> dict[str, Any]:
-    return {"skipped": False, "interrupted": False, "stopping_generation": False,
-            "job": "", "job_count": 0, "job_timestamp": "0", "job_no": 0,
-            "sampling_step": 0, "sampling_steps": 0}
-
-
-class _Slot:
-    """One device: its pipeline and the progress of the job it runs."""
-
-    def __init__(self, index: int, device: Any) -> None:
-        self.index, self.device = index, device
-        # the worker's number too: two devices may be opened on one adapter
-        self.label = f"worker {index} ({device.info.label})" if device is not None else ""
-        self.pipe: Any = None
-        self.second: tuple[Path, Any] | None = None  # (path, pipeline) of a refiner
-        self.state = _idle_state()
-        self.latents: np.ndarray | None = None
-        self.preview: tuple[int, str] | None = None  # (step it shows, base64 PNG)
-        self.started = 0.0
-        self.ticket = 0  # when its job began, in jobs begun: progress shows the oldest
-        self.running = False
-        self.interrupt_pending = False  # told to stop before its job began: applied at begin
-
-
-class _SlotObserver(Observer):
-    """A running job's steps into its slot's progress (and latents for the preview); the
-    slot's interrupt / skip flags stop it."""
-
-    def __init__(self, worker: Worker, slot: _Slot) -> None:
-        self.worker, self.slot = worker, slot
-
-    def on_step(self, done: int, total: int, latents: np.ndarray) -> None:
-        with self.worker._lock:
-            self.slot.state.update(sampling_step=done, sampling_steps=total)
-            self.slot.latents = np.array(latents[:1], copy=True)
-
-    def interrupted(self) -> bool:
-        with self.worker._lock:
-            return bool(self.slot.state["interrupted"] or self.slot.state["skipped"])
 
 
 class Worker:
@@ -126,7 +91,7 @@ class Worker:
         self.model: ModelEntry | None = None
         self.planned: ModelEntry | None = None  # what the queued switches leave loaded
         self.queue_size = max(queue_size, 1)
-        self.slots = [_Slot(i, d) for i, d in enumerate(devices or [None])]
+        self.slots = [Slot(i, d) for i, d in enumerate(devices or [None])]
         self._jobs: collections.deque[_Job] = collections.deque()
         self._cond = threading.Condition()  # guards _jobs, _active, _exclusive, _stopping
         self._active = 0
@@ -134,6 +99,8 @@ class Worker:
         self._stopping = False
         self._lock = threading.Lock()  # guards the slots' progress state
         self._tickets = itertools.count(1)
+        self._preview_ids = itertools.count(1)
+        self._finished: collections.deque[str] = collections.deque(maxlen=_FINISHED_KEPT)
         self._local = threading.local()
         self._threads = [threading.Thread(target=self._loop, args=(slot,), daemon=True,
                                           name=f"diffusion-gpu-worker-{slot.index}")
@@ -141,7 +108,7 @@ class Worker:
         for thread in self._threads:
             thread.start()
 
-    def _current(self) -> _Slot:
+    def _current(self) -> Slot:
         """The slot of the calling worker thread (the first one elsewhere)."""
         return getattr(self._local, "slot", self.slots[0])
 
@@ -151,12 +118,13 @@ class Worker:
         return self._current().pipe
 
     # -- queue -------------------------------------------------------------------------
-    def submit(self, run: Callable[[], Any], *, exclusive: bool = False) -> Future:
+    def submit(self, run: Callable[[], Any], *, exclusive: bool = False,
+               task: str | None = None) -> Future:
         """Queue `run` (called on a worker thread); QueueFull when the queue is full.
 
         An `exclusive` job runs alone: after every job queued before it has finished and
-        before any queued after it starts."""
-        job = _Job(run, exclusive)
+        before any queued after it starts. `task`: the id `task_progress` knows it by."""
+        job = _Job(run, exclusive, task)
         with self._cond:
             if self._stopping:
                 raise RuntimeError("the worker has stopped; start a new server")
@@ -207,7 +175,7 @@ class Worker:
             if thread is not threading.current_thread():
                 thread.join(timeout)
 
-    def _take(self) -> _Job | None:
+    def _take(self, slot: Slot) -> _Job | None:
         with self._cond:
             while not self._stopping:
                 head = self._jobs[0] if self._jobs else None
@@ -217,14 +185,16 @@ class Worker:
                     if head.future.set_running_or_notify_cancel():
                         self._active += 1
                         self._exclusive = head.exclusive
+                        with self._lock:  # from the queue to the slot at once
+                            slot.task = head.task
                         return head
                     continue  # its client has gone
                 self._cond.wait()
             return None
 
-    def _loop(self, slot: _Slot) -> None:
+    def _loop(self, slot: Slot) -> None:
         self._local.slot = slot
-        while (job := self._take()) is not None:
+        while (job := self._take(slot)) is not None:
             slot.running = True
             try:
                 result = self._execute(slot, job)
@@ -235,21 +205,24 @@ class Worker:
             finally:
                 slot.running = False
                 with self._lock:
-                    slot.state = _idle_state()
+                    slot.state = idle_state()
                     slot.latents = None
                     slot.interrupt_pending = False
+                    if slot.task is not None:
+                        self._finished.append(slot.task)
+                    slot.task = None
                 with self._cond:
                     self._active -= 1
                     self._exclusive = False
                     self._cond.notify_all()
 
-    def _execute(self, slot: _Slot, job: _Job) -> Any:
+    def _execute(self, slot: Slot, job: _Job) -> Any:
         """Run `job` for `slot` (here: on its thread; diffusion.server.processes: in its
         process)."""
         return job.run()
 
     # -- jobs (run on a worker thread) ---------------------------------------------------
-    def _load_one(self, slot: _Slot, path: Path, modules: tuple[Path, ...] = ()) -> Any:
+    def _load_one(self, slot: Slot, path: Path, modules: tuple[Path, ...] = ()) -> Any:
         where: dict[str, Any] = {} if slot.device is None else {"device": slot.device}
         if modules:  # a loader that takes no modules is never asked for any
             where["modules"] = list(modules)
@@ -287,7 +260,7 @@ class Worker:
         self._begin(slot, job.kind, len(job.seeds), stamp)
         result = JobResult(images=[], settings=[], model=self.model, job_timestamp=stamp,
                            device=slot.label)
-        observer = _SlotObserver(self, slot)
+        observer = SlotObserver(self._lock, slot)
         for number, seed in enumerate(job.seeds):
             if slot.state["interrupted"]:
                 break
@@ -307,9 +280,9 @@ class Worker:
         return result
 
     # -- progress -----------------------------------------------------------------------
-    def _begin(self, slot: _Slot, kind: str, count: int, stamp: str) -> None:
+    def _begin(self, slot: Slot, kind: str, count: int, stamp: str) -> None:
         with self._lock:
-            slot.state = {**_idle_state(), "job": kind, "job_count": count,
+            slot.state = {**idle_state(), "job": kind, "job_count": count,
                           "job_timestamp": stamp, "interrupted": slot.interrupt_pending}
             slot.latents = None
             slot.preview = None
@@ -348,34 +321,51 @@ class Worker:
                             "max_vram": plan.mode.max_vram if plan is not None else None})
         return figures
 
-    @staticmethod
-    def _describe(state: dict[str, Any]) -> str:
-        return (f"{state['job']}: image {state['job_no'] + 1}/{state['job_count']}, step "
-                f"{state['sampling_step']}/{state['sampling_steps']}")
-
     def progress(self, *, with_image: bool) -> dict[str, Any]:
         """The /sdapi/v1/progress body: the oldest running job's (with several devices the
-        text lists every running one)."""
+        text lists every running one), its task id as `current_task`."""
         with self._lock:
             busy = sorted((s for s in self.slots if s.state["job"]), key=lambda s: s.ticket)
             lead = busy[0] if busy else self.slots[0]
-            state = dict(lead.state)
+            state, task = dict(lead.state), lead.task if busy else None
             latents, started = lead.latents, lead.started
-            texts = [self._describe(s.state) + (f" on {s.label}" if len(self.slots) > 1
-                                                else "") for s in busy]
-        count, steps = state["job_count"], state["sampling_steps"]
-        fraction = 0.0
-        if count and steps:
-            fraction = min((state["job_no"] + state["sampling_step"] / steps) / count, 1.0)
-        elapsed = time.monotonic() - started
-        eta = elapsed / fraction - elapsed if fraction > 0 else 0.0
-        image = None
-        if with_image and latents is not None:
-            step = state["job_no"] * 100000 + state["sampling_step"]
-            cached = lead.preview
-            if cached is None or cached[0] != step:
-                cached = lead.preview = (step, preview_png(latents))
-            image = cached[1]
+            texts = [describe(s.state) + (f" on {s.label}" if len(self.slots) > 1 else "")
+                     for s in busy]
+        done, eta = fraction(state, started)
+        preview = lead.preview_of(state, latents, self._preview_ids) if with_image else None
         text = "; ".join([*texts, f"{self.pending()} waiting"]) if texts else None
-        return {"progress": fraction, "eta_relative": eta, "state": state,
-                "current_image": image, "textinfo": text}
+        return {"progress": done, "eta_relative": eta, "state": state,
+                "current_image": preview and preview[1], "textinfo": text,
+                "current_task": task}
+
+    def task_progress(self, task: str | None, *, live_preview: bool = True,
+                      id_live_preview: int = -1) -> dict[str, Any]:
+        """The WebUI's /internal/progress body for the job of `task` alone: whether it runs,
+        waits (its place in the queue in `textinfo`) or has finished; while it runs, its
+        progress, ETA, `state` (/sdapi/v1/progress's, for its step numbers) and a preview
+        (a data: URL) when there is one newer than `id_live_preview`."""
+        with self._cond, self._lock:
+            slot = next((s for s in self.slots if task is not None and s.task == task), None)
+            waiting = [job.task for job in self._jobs if not job.future.cancelled()]
+            completed = task is not None and task in self._finished
+            if slot is not None:
+                state, latents, started = dict(slot.state), slot.latents, slot.started
+        answer: dict[str, Any] = {"active": slot is not None, "queued": False,
+                                  "completed": completed, "progress": None, "eta": None,
+                                  "live_preview": None, "id_live_preview": -1,
+                                  "textinfo": None, "state": None}
+        if slot is None:
+            queued = task is not None and task in waiting
+            answer.update(queued=queued, textinfo=(
+                f"In queue: {waiting.index(task) + 1}/{len(waiting)}" if queued
+                else "Waiting..."))
+            return answer
+        done, eta = fraction(state, started)
+        answer.update(progress=done, eta=eta if done > 0 else None, state=state,
+                      id_live_preview=id_live_preview,
+                      textinfo=describe(state) if state["job"] else "Starting...")
+        preview = slot.preview_of(state, latents, self._preview_ids) if live_preview else None
+        if preview is not None and preview[0] != id_live_preview:
+            answer.update(id_live_preview=preview[0],
+                          live_preview=f"data:image/png;base64,{preview[1]}")
+        return answer

@@ -4,7 +4,7 @@
 | module | routes |
 |---|---|
 | `generate` | POST /sdapi/v1/txt2img, /sdapi/v1/img2img |
-| `progress` | /sdapi/v1/progress, /interrupt, /skip; /avx/queue |
+| `progress` | /sdapi/v1/progress, /interrupt, /skip; /avx/queue; /internal/progress |
 | `models` | sd-models, refresh-checkpoints, options, samplers, schedulers, loras, |
 | | embeddings; /avx/defaults |
 | `info` | png-info, cmd-flags, memory |
@@ -33,4 +33,5 @@ def routers() -> list[APIRouter]:
             avx.include_router(module.avx)
     extension = APIRouter(dependencies=[Depends(authorized)])
     extension.include_router(controlnet.router)
+    extension.include_router(progress.internal)
     return [api, avx, extension, page.router]

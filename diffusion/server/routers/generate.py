@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import replace
 from typing import Annotated, Any
 
@@ -24,6 +25,7 @@ from ..generation import (
     fit_to_model,
     named_checkpoint,
 )
+from ..limits import utf8_text
 from ..models_dir import ModelEntry
 from ..modules_dir import AUTOMATIC_VAE
 from ..schemas import ImageResponse, Img2ImgRequest, Txt2ImgRequest
@@ -95,7 +97,9 @@ async def run_generation(state: ServerState, body: Txt2ImgRequest, kind: str,
     switch = None
     if wanted is not None and (planned is None or planned.identity != wanted.identity):
         switch = submit(state, None, exclusive_load=wanted)
-    generation = submit(state, run)
+    # the page's id_task (the WebUI's force_task_id), else one made as the WebUI makes one
+    task = body.force_task_id or f"task({kind}-{secrets.token_hex(4)})"
+    generation = submit(state, run, task=task)
     if switch is not None:
         try:
             await wait(switch)
@@ -149,9 +153,11 @@ def _hires_modules(state: ServerState, body: Txt2ImgRequest, wanted: ModelEntry 
 
 async def _parse(request: Request, model: type[Txt2ImgRequest]) -> Any:
     """The body read by pydantic's own JSON parser: a 50 MB prompt is parsed (and then refused)
-    in a fraction of the time FastAPI's json.loads-then-validate takes."""
+    in a fraction of the time FastAPI's json.loads-then-validate takes. Decoded first, so that
+    a body that is not UTF-8 is refused as the FastAPI-parsed routes' are (limits.NotUtf8)."""
+    text = utf8_text(await request.body())
     try:
-        return model.model_validate_json(await request.body())
+        return model.model_validate_json(text)
     except ValidationError as exc:
         raise RequestValidationError(exc.errors()) from None
 

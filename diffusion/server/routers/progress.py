@@ -1,4 +1,6 @@
-"""The running jobs: /sdapi/v1/progress, /interrupt and /skip as the WebUI's; /avx/queue."""
+"""The running jobs: /sdapi/v1/progress, /interrupt and /skip as the WebUI's; /avx/queue;
+the WebUI page's own /internal/progress, one task's progress (its `id_task`: the
+`force_task_id` the page generated with), so that two pages each follow their own job."""
 
 from __future__ import annotations
 
@@ -6,18 +8,25 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from ..schemas import ProgressResponse
+from ..schemas import ProgressResponse, TaskProgressRequest, TaskProgressResponse
 from ..state import State
 
-__all__ = ["api", "avx"]
+__all__ = ["api", "avx", "internal"]
 
 api = APIRouter()
 avx = APIRouter()
+internal = APIRouter(prefix="/internal")
 
 
 @api.get("/progress", response_model=ProgressResponse)
 async def progress(state: State, skip_current_image: bool = False) -> dict[str, Any]:
     return state.worker.progress(with_image=not skip_current_image)
+
+
+@internal.post("/progress", response_model=TaskProgressResponse)
+async def task_progress(state: State, body: TaskProgressRequest) -> dict[str, Any]:
+    return state.worker.task_progress(body.id_task, live_preview=body.live_preview,
+                                      id_live_preview=body.id_live_preview)
 
 
 @api.post("/interrupt")

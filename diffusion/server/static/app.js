@@ -14,6 +14,8 @@ let mode = "txt2img";  // the generation tab, kept while Extras or PNG Info is s
 let tab = "txt2img";  // the tab shown, restored on reload
 let running = false;
 let lastSeed = null;
+let task = null;  // the running generation's id_task: progress polls ask about it alone
+let previewId = 0;  // the id of the last live preview shown (the server sends only newer ones)
 
 // ---- Settings: number boxes mirror their sliders; every [data-persist] field survives a reload.
 
@@ -230,25 +232,44 @@ function formatEta(seconds) {
   return `ETA ${Math.floor(whole / 60)}m ${String(whole % 60).padStart(2, "0")}s`;
 }
 
-async function pollProgress() {
+/** A task id as the WebUI's page makes one ("task(...)"), from crypto.getRandomValues: randomUUID
+ * needs a secure context, and the page is often served over plain http on a LAN. */
+function newTaskId() {
+  const bytes = crypto.getRandomValues(new Uint8Array(8));
+  return `task(${[...bytes].map((b) => b.toString(16).padStart(2, "0")).join("")})`;
+}
+
+/** One poll of this page's own job (the WebUI page's /internal/progress with its id_task): another
+ * tab's job, running or queued beside it, is not shown here. */
+async function pollProgress(id) {
   let progress;
   try {
-    progress = await api("progress?skip_current_image=false");
+    progress = await api("/internal/progress", { id_task: id, id_live_preview: previewId, live_preview: true });
   } catch {
     return;  // one missed poll is harmless; the generation request reports real failures
   }
-  if (!running) return;
+  if (!running || id !== task) return;
+  // once Interrupt is clicked, say so until the run ends (the last step's numbers would read as running on)
+  const interrupting = $("interrupt").disabled;
+  // finished, its answer still on the way: the last numbers stay
+  if (progress.completed) return;
+  if (!progress.active) {  // not started yet: its place in the queue ("In queue: 2/3"), or waiting
+    if (!interrupting) $("progress_text").textContent = progress.queued ? progress.textinfo : "Waiting…";
+    return;
+  }
   const fraction = Math.min(Math.max(progress.progress ?? 0, 0), 1);
   const state = progress.state ?? {};
   $("progress").value = fraction;
   const parts = [`${Math.round(fraction * 100)}%`];
   if (state.job_count > 1) parts.push(`batch ${state.job_no + 1}/${state.job_count}`);
   if (state.sampling_steps) parts.push(`step ${state.sampling_step}/${state.sampling_steps}`);
-  const eta = formatEta(progress.eta_relative);
+  const eta = formatEta(progress.eta);
   if (eta) parts.push(eta);
-  // once Interrupt is clicked, say so until the run ends (the last step's numbers would read as running on)
-  $("progress_text").textContent = $("interrupt").disabled ? "Interrupting…" : parts.join(" · ");
-  if (progress.current_image) showPreview(pngDataUrl(progress.current_image));
+  $("progress_text").textContent = interrupting ? "Interrupting…" : parts.join(" · ");
+  if (progress.live_preview) {
+    previewId = progress.id_live_preview;
+    showPreview(pngDataUrl(progress.live_preview));
+  }
 }
 
 async function generate() {
@@ -261,13 +282,15 @@ async function generate() {
     showError(error);
     return;
   }
+  task = body.force_task_id = newTaskId();
+  previewId = 0;
   setRunning(true);
   $("progress_text").textContent = "Waiting…";
   let polling = false;
   const timer = setInterval(async () => {
     if (polling) return;
     polling = true;
-    await pollProgress();
+    await pollProgress(body.force_task_id);
     polling = false;
   }, 500);
   try {
@@ -277,6 +300,7 @@ async function generate() {
     showError(error);
   } finally {
     clearInterval(timer);
+    task = null;
     setRunning(false);
   }
 }
@@ -342,7 +366,13 @@ $("send_to_pnginfo").addEventListener("click", () => {
   loadPngInfo(item.src);
 });
 
-/** Fills the form from parsed infotext parameters (PNG Info's "Send to ..."). */
+// What the WebUI's infotext parser fills in for an infotext without them (the WebUI writes each
+// only when it is not this): its img2img paste then resets the inpaint controls. Mask blur it
+// leaves as it is when absent.
+const INPAINT_DEFAULTS = { "Mask mode": "Inpaint masked", "Masked content": "original", "Inpaint area": "Whole picture", "Masked area padding": 32 };
+
+/** Fills the form from parsed infotext parameters (PNG Info's "Send to ..."); img2img also gets
+ * the inpaint controls, as the WebUI's img2img / inpaint paste fields. */
 function applyParameters(target, params, imageDataUrl) {
   const fields = {
     prompt: params.Prompt, negative_prompt: params["Negative prompt"] ?? "", steps: params.Steps,
@@ -350,6 +380,15 @@ function applyParameters(target, params, imageDataUrl) {
     distilled_cfg_scale: params["Distilled CFG Scale"], seed: params.Seed, width: params["Size-1"], height: params["Size-2"], clip_skip: params["Clip skip"],
     denoising_strength: params["Denoising strength"],
   };
+  if (target === "img2img") {
+    const inpaint = { ...INPAINT_DEFAULTS, ...params };
+    Object.assign(fields, {
+      mask_blur: params["Mask blur"], inpainting_mask_invert: inpaint["Mask mode"] === "Inpaint not masked",
+      // by their labels: "latent noise" -> 2, "Only masked" -> masked
+      inpainting_fill: inpaint["Masked content"], inpaint_area: inpaint["Inpaint area"],
+      inpaint_full_res_padding: inpaint["Masked area padding"],
+    });
+  }
   for (const [id, value] of Object.entries(fields)) setField(id, value);
   saveSettings();
   if (target === "img2img" && imageDataUrl) setInitImage(imageDataUrl);

@@ -394,13 +394,27 @@ def test_ctrl_enter_generates_from_any_field(server: tuple[str, int, bool], page
 def _stand_in_for_a_run(page: Any, *, progress: float, eta: float, step: int,
                         steps: int) -> list[Any]:
     """Holds the page's txt2img requests (the list: answer them) and answers its progress polls
-    with one state of a run, so that what the page shows of a run is tested without one."""
+    (/internal/progress) with one state of a run, for the task id that txt2img was sent with
+    only, so that what the page shows of its own run is tested without one."""
     pending: list[Any] = []
     page.route("**/sdapi/v1/txt2img", lambda route: pending.append(route))
-    page.route("**/sdapi/v1/progress*", lambda route: route.fulfill(json={
-        "progress": progress, "eta_relative": eta, "current_image": None,
-        "state": {"job_count": 1, "job_no": 0, "sampling_step": step, "sampling_steps": steps}}))
+
+    def answer(route: Any) -> None:
+        tasks = [held.request.post_data_json["force_task_id"] for held in pending]
+        own = route.request.post_data_json["id_task"] in tasks
+        route.fulfill(json=_task_progress(own, progress=progress, eta=eta, state={
+            "job_count": 1, "job_no": 0, "sampling_step": step, "sampling_steps": steps}))
+    page.route("**/internal/progress", answer)
     return pending
+
+
+def _task_progress(active: bool, **running: Any) -> dict[str, Any]:
+    """An /internal/progress answer: the task running (`running`: progress, eta, state) or
+    not known (yet)."""
+    idle = {"active": False, "queued": False, "completed": False, "progress": None,
+            "eta": None, "live_preview": None, "id_live_preview": -1, "textinfo": "Waiting...",
+            "state": None}
+    return {**idle, "active": True, "textinfo": None, **running} if active else idle
 
 
 def test_interrupting_stays_on_screen_until_the_run_ends(
@@ -562,4 +576,118 @@ def test_inpaint_area_only_masked(server: tuple[str, int, bool], page: Any,
         "fill" in page.locator("#infotext").inner_text()
     shown = page.eval_on_selector("#selected_image", "img => [img.naturalWidth, img.naturalHeight]")
     assert shown == [48, 40]
+    assert not page.errors, page.errors
+
+
+def test_two_tabs_each_follow_their_own_run(server: tuple[str, int, bool], page: Any) -> None:
+    """Two tabs generating at once: each sends its own task id with its txt2img and polls
+    /internal/progress with it, so each shows its own run (they both showed the server's one
+    running job). The server is stood in for: the first tab's run at 20 %, the second's at
+    70 %; the second tab's first two polls find its run still queued."""
+    url, _, _ = server
+    prompts: dict[str, str] = {}  # task id -> the prompt it was sent with
+    held: list[Any] = []
+    polls: dict[str, int] = {}
+
+    def generation(route: Any) -> None:
+        body = route.request.post_data_json
+        prompts[body["force_task_id"]] = body["prompt"]
+        held.append(route)
+
+    def progress(route: Any) -> None:
+        task = route.request.post_data_json["id_task"]
+        polls[task] = polls.get(task, 0) + 1
+        if prompts.get(task) == "second" and polls[task] <= 2:
+            route.fulfill(json={**_task_progress(False), "queued": True,
+                                "textinfo": "In queue: 1/1"})
+            return
+        fraction = {"first": 0.2, "second": 0.7}.get(prompts.get(task, ""))
+        route.fulfill(json=_task_progress(fraction is not None, progress=fraction, eta=4,
+                                          state={"job_count": 1, "job_no": 0,
+                                                 "sampling_step": round(fraction * 10)
+                                                 if fraction else 0, "sampling_steps": 10}))
+
+    other = page.context.browser.new_page(viewport={"width": 1280, "height": 900})
+    other.errors = []
+    other.on("pageerror", lambda error: other.errors.append(str(error)))
+    for tab in (page, other):
+        tab.route("**/sdapi/v1/txt2img", generation)
+        tab.route("**/internal/progress", progress)
+    for tab, prompt in ((page, "first"), (other, "second")):
+        tab.goto(url)
+        _ready(tab)
+        tab.get_by_label("Prompt", exact=True).fill(prompt)
+        tab.get_by_role("button", name="Generate", exact=True).click()
+    other.wait_for_function(
+        "document.getElementById('progress_text').textContent === 'In queue: 1/1'")
+    for tab, shown in ((page, "20% · step 2/10 · ETA 4s"), (other, "70% · step 7/10 · ETA 4s")):
+        tab.wait_for_function("text => document.getElementById('progress_text').textContent "
+                              "=== text", arg=shown)
+    tasks = list(prompts)
+    assert len(tasks) == 2 and tasks[0] != tasks[1] and all(
+        re.fullmatch(r"task\([0-9a-f]{16}\)", task) for task in tasks)
+    for route in held:
+        route.fulfill(json={"images": [], "info": "{}"})
+    for tab in (page, other):
+        tab.get_by_role("button", name="Generate", exact=True).wait_for(state="visible")
+    assert not page.errors and not other.errors, (page.errors, other.errors)
+
+
+def _png_with_infotext(path: Path, infotext: str) -> Path:
+    from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
+
+    text = PngInfo()
+    text.add_text("parameters", infotext)
+    Image.new("RGB", (48, 40), (30, 90, 160)).save(path, pnginfo=text)
+    return path
+
+
+def test_png_info_sends_the_inpaint_settings_to_img2img(
+        server: tuple[str, int, bool], page: Any, tmp_path: Path) -> None:
+    """PNG Info's "Send to img2img" restores Mask blur, Mask mode (our "Inpaint not masked"),
+    Masked content, Inpaint area and its padding from the infotext, under the WebUI's keys; an
+    infotext without them resets them to the WebUI parser's defaults (Inpaint masked,
+    original, Whole picture, 32), Mask blur staying as it was."""
+    url, _, _ = server
+    inpainted = _png_with_infotext(tmp_path / "inpainted.png", (
+        "a lighthouse\nNegative prompt: fog\nSteps: 12, Sampler: Euler, CFG scale: 6, Seed: 77, "
+        "Size: 48x40, Denoising strength: 0.6, Mask blur: 12, Mask mode: Inpaint not masked, "
+        "Inpaint area: Only masked, Masked area padding: 48, Masked content: latent noise"))
+    plain = _png_with_infotext(tmp_path / "plain.png", (
+        "a harbour\nSteps: 9, Sampler: Euler, CFG scale: 5, Seed: 78, Size: 48x40, "
+        "Denoising strength: 0.5"))
+    page.goto(url)
+    _ready(page)
+
+    def send_to_img2img(picture: Path, prompt: str) -> None:
+        page.get_by_role("tab", name="PNG Info", exact=True).click()
+        page.locator("#pnginfo_file").set_input_files(picture)
+        page.wait_for_function("text => document.getElementById('pnginfo_text').textContent"
+                               ".includes(text)", arg=prompt)
+        page.get_by_role("button", name="Send to img2img", exact=True).click()
+        assert page.get_by_role("tab", name="img2img", exact=True).get_attribute(
+            "aria-selected") == "true"
+        assert page.get_by_label("Prompt", exact=True).input_value() == prompt
+
+    def inpaint_controls() -> tuple[str, str, bool, str, str, str]:
+        return (page.get_by_label("Mask blur", exact=True).input_value(),
+                page.get_by_label("Mask blur slider", exact=True).input_value(),
+                page.get_by_label("Inpaint not masked", exact=True).is_checked(),
+                page.get_by_label("Masked content", exact=True).input_value(),
+                page.get_by_label("Inpaint area", exact=True).input_value(),
+                page.get_by_label("Only masked padding, pixels", exact=True).input_value())
+
+    send_to_img2img(inpainted, "a lighthouse")
+    assert inpaint_controls() == ("12", "12", True, "2", "masked", "48")  # 2: latent noise
+    assert page.get_by_label("Denoising strength", exact=True).input_value() == "0.6"
+    page.locator("#init_canvas").wait_for(state="visible")  # the picture came along
+    page.get_by_label("Masked content", exact=True).scroll_into_view_if_needed()
+    _screenshot(page, tmp_path, "screenshot-webui-pnginfo-inpaint")
+    page.reload()  # restored settings are saved like typed ones
+    _ready(page)
+    assert inpaint_controls() == ("12", "12", True, "2", "masked", "48")
+
+    send_to_img2img(plain, "a harbour")
+    assert inpaint_controls() == ("12", "12", False, "1", "whole", "32")  # 1: original
     assert not page.errors, page.errors

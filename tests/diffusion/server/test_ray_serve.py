@@ -1,7 +1,8 @@
 """The server on Ray Serve (diffusion.server.ray_app): a local Ray cluster (no network beyond
 localhost) with 2 CPU-only replicas on the software adapter; 8 concurrent requests from the
 WebUI's own client (webuiapi) through Ray Serve's HTTP proxy give the one-process server's
-pictures, and progress/interrupt reach the replicas' jobs through any replica."""
+pictures, and progress (the API's and the page's, by task) and interrupt reach the replicas'
+jobs through any replica."""
 
 from __future__ import annotations
 
@@ -106,8 +107,13 @@ def test_progress_and_interrupt_reach_every_replica(port: int) -> None:
     jobs = []
     for count, seed in ((1, 1), (2, 2)):  # one after the other: Ray's router then sees the
         jobs.append(Background(lambda s=seed: httpx.post(  # first replica busy
-            url + "/sdapi/v1/txt2img", json={**body, "seed": s}, timeout=300)))
+            url + "/sdapi/v1/txt2img", json={**body, "seed": s, "force_task_id": f"task({s})"},
+            timeout=300)))
         wait_for(lambda c=count: running(c), timeout=120, what=f"{count} replicas running")
+    for seed in (1, 2):  # the page's poll finds its task on whichever replica runs it
+        task = httpx.post(url + "/internal/progress", json={"id_task": f"task({seed})"},
+                          timeout=30).json()
+        assert task["active"] and task["state"]["job"] == "txt2img", task
     httpx.post(url + "/sdapi/v1/interrupt", timeout=30)
     for job in jobs:
         response = job.result(timeout=120)
@@ -123,6 +129,19 @@ def test_progress_merges_the_busy_replicas() -> None:
     merged = _merged_progress([idle, busy, busy])
     assert merged["progress"] == 0.5
     assert merged["textinfo"] == "replica 1: txt2img: step 5/10; replica 2: txt2img: step 5/10"
+
+
+def test_task_progress_comes_from_the_replica_that_has_the_task() -> None:
+    from diffusion.server.ray_app import _merged_task_progress
+
+    unknown = {"active": False, "queued": False, "completed": False, "textinfo": "Waiting..."}
+    queued = {**unknown, "queued": True, "textinfo": "In queue: 1/2"}
+    running = {**unknown, "active": True, "progress": 0.5}
+    done = {**unknown, "completed": True}
+    assert _merged_task_progress([unknown, unknown]) == unknown
+    assert _merged_task_progress([unknown, queued]) == queued
+    assert _merged_task_progress([done, unknown, running]) == running
+    assert _merged_task_progress([unknown, done]) == done
 
 
 def _sd_vae_file(path: Path) -> None:

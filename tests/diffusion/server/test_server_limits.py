@@ -1,7 +1,9 @@
 """Requests the server cannot serve are refused at once, with a 4xx naming the limit, and
 leave it as it was: a 2 MB and a 50 MB prompt (they once held the server for seconds and
-minutes before a 500), and steps past the WebUI slider's 150 are taken. A stand-in pipeline:
-no model, no device; the refusals happen before anything reaches it."""
+minutes before a 500), a body that is not UTF-8 on every route that reads one (a bare 400
+"There was an error parsing the body" before), and steps past the WebUI slider's 150 are
+taken. A stand-in pipeline: no model, no device; the refusals happen before anything reaches
+it."""
 
 from __future__ import annotations
 
@@ -86,3 +88,30 @@ def test_a_picture_over_the_memory_budget_is_a_422_naming_the_need(served: Any) 
     assert "at least 3.00 GiB" in response.json()["detail"]
     assert client.post("/sdapi/v1/txt2img", json={"prompt": "fine", "steps": 2}).status_code \
         == 200
+
+
+def _routes_with_a_body(client: Any) -> list[str]:
+    spec = client.app.openapi()
+    return [path for path, operations in spec["paths"].items()
+            if "requestBody" in operations.get("post", {})]
+
+
+def test_a_body_that_is_not_utf8_is_a_422_naming_the_byte_on_every_route(served: Any) -> None:
+    client, pipe = served
+    routes = _routes_with_a_body(client)  # each route added later is checked too
+    assert {"/sdapi/v1/txt2img", "/sdapi/v1/options", "/sdapi/v1/png-info"} <= set(routes)
+    latin1 = '{"prompt": "café au lait", "steps": 2}'.encode("latin-1")
+    before = len(pipe.requests)
+    for path in routes:
+        response = client.post(path, content=latin1,
+                               headers={"content-type": "application/json"})
+        assert response.status_code == 422, (path, response.text)
+        body = response.json()
+        assert body["error"] == "NotUtf8", (path, body)
+        assert body["detail"] == ("the body is not UTF-8: byte 0xE9 at offset 15 (after "
+                                  "'{\"prompt\": \"caf') invalid continuation byte; send JSON "
+                                  "encoded as UTF-8"), (path, body)
+    assert len(pipe.requests) == before  # nothing reached the pipeline
+    utf8 = client.post("/sdapi/v1/txt2img", content=latin1.decode("latin-1").encode(),
+                       headers={"content-type": "application/json"})
+    assert utf8.status_code == 200 and pipe.requests[-1].prompt == "café au lait"

@@ -1,0 +1,90 @@
+"""A worker's device slot: its pipeline and what its running job publishes (the WebUI's
+`shared.state` for one device: step numbers, latents for the preview, the task id), and how
+that reads as progress. The Worker (diffusion.server.worker) owns the slots and the lock."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..pipelines.observer import Observer
+from .images import preview_png
+
+__all__ = ["Slot", "SlotObserver", "describe", "fraction", "idle_state"]
+
+
+def idle_state() -> dict[str, Any]:
+    """A slot's `state` while it runs nothing (the WebUI's state.dict() between jobs)."""
+    return {"skipped": False, "interrupted": False, "stopping_generation": False,
+            "job": "", "job_count": 0, "job_timestamp": "0", "job_no": 0,
+            "sampling_step": 0, "sampling_steps": 0}
+
+
+def describe(state: dict[str, Any]) -> str:
+    """A running job's state in words: "txt2img: image 1/2, step 3/20"."""
+    return (f"{state['job']}: image {state['job_no'] + 1}/{state['job_count']}, step "
+            f"{state['sampling_step']}/{state['sampling_steps']}")
+
+
+def fraction(state: dict[str, Any], started: float) -> tuple[float, float]:
+    """(a job's progress from 0 to 1, the seconds it has left: 0 while unknown), its images
+    counted alike, as the WebUI counts them; `started`: time.monotonic() when it began."""
+    count, steps = state["job_count"], state["sampling_steps"]
+    done = 0.0
+    if count and steps:
+        done = min((state["job_no"] + state["sampling_step"] / steps) / count, 1.0)
+    elapsed = time.monotonic() - started
+    return done, elapsed / done - elapsed if done > 0 else 0.0
+
+
+class Slot:
+    """One device: its pipeline and the progress of the job it runs."""
+
+    def __init__(self, index: int, device: Any) -> None:
+        self.index, self.device = index, device
+        # the worker's number too: two devices may be opened on one adapter
+        self.label = f"worker {index} ({device.info.label})" if device is not None else ""
+        self.pipe: Any = None
+        self.second: tuple[Path, Any] | None = None  # (path, pipeline) of a refiner
+        self.state = idle_state()
+        self.latents: np.ndarray | None = None
+        self.preview: tuple[int, int, str] | None = None  # (step it shows, its id, PNG)
+        self.task: str | None = None  # the task id of the job it runs
+        self.started = 0.0
+        self.ticket = 0  # when its job began, in jobs begun: progress shows the oldest
+        self.running = False
+        self.interrupt_pending = False  # told to stop before its job began: applied at begin
+
+    def preview_of(self, state: dict[str, Any], latents: np.ndarray | None,
+                   ids: Iterator[int]) -> tuple[int, str] | None:
+        """(id, base64 PNG) of the preview of `latents` (this slot's, read with `state`),
+        made once a step; a new step's preview takes the next of `ids`."""
+        if latents is None:
+            return None
+        step = state["job_no"] * 100000 + state["sampling_step"]
+        cached = self.preview
+        if cached is None or cached[0] != step:
+            cached = self.preview = (step, next(ids), preview_png(latents))
+        return cached[1], cached[2]
+
+
+class SlotObserver(Observer):
+    """A running job's steps into its slot's progress (and latents for the preview); the
+    slot's interrupt / skip flags stop it. `lock` guards the slot's progress."""
+
+    def __init__(self, lock: threading.Lock, slot: Slot) -> None:
+        self.lock, self.slot = lock, slot
+
+    def on_step(self, done: int, total: int, latents: np.ndarray) -> None:
+        with self.lock:
+            self.slot.state.update(sampling_step=done, sampling_steps=total)
+            self.slot.latents = np.array(latents[:1], copy=True)
+
+    def interrupted(self) -> bool:
+        with self.lock:
+            return bool(self.slot.state["interrupted"] or self.slot.state["skipped"])
