@@ -264,8 +264,8 @@ class InpaintInputs:
         return np.concatenate([self.small_mask(), masked_latents], axis=1)
 
     def keep(self) -> np.ndarray:
-        """Where the ordinary UNet keeps the init image's latents (1, 1, h, w), the WebUI's
-        latent mask inverted."""
+        """Where the sampling keeps the init image's latents (1, 1, h, w), the WebUI's latent
+        mask inverted (its p.mask, which it blends with for every UNet, 9-channel too)."""
         return 1.0 - self.repaint
 
 

@@ -391,7 +391,7 @@ class StableDiffusion:
         return self.generate(prompt, init_image=init_image, **kwargs)
 
     def inpaint(self, init_image: Any, mask: Any, prompt: str, **kwargs: Any) -> GenerationResult:
-        """Repaint where `mask` is white: the 9-channel inpainting UNet when the model has one,
-        else mask-blended latents with the ordinary UNet."""
+        """Repaint where `mask` is white: with the 9-channel inpainting UNet when the model has
+        one, else the ordinary UNet; the init latents kept outside the mask."""
         kwargs.setdefault("strength", 1.0)
         return self.generate(prompt, init_image=init_image, mask=mask, **kwargs)

@@ -1,0 +1,112 @@
+"""The latents an img2img / inpaint pass starts from and keeps, as the WebUI makes them
+(processing.py, StableDiffusionProcessingImg2Img.init and .sample; sd_samplers_cfg_denoiser.py,
+CFGDenoiser's blend): the unmasked latents kept with a 9-channel UNet too.
+
+A stand-in pipeline (StableDiffusion with its networks replaced: the VAE encoder averages 8x8
+blocks, the UNet predicts the same noise EPS everywhere, the decoder keeps the latents) runs
+one Euler step from the top sigma to 0, so each expectation is a line of the WebUI's formulas
+in numpy, with torch's CPU generator for the noise (the WebUI's "RNG: CPU"). Host logic, no
+device."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+
+from diffusion.pipelines.stable_diffusion import StableDiffusion
+
+torch = pytest.importorskip("torch", reason="test-only reference (extra: reference)")
+pytestmark = pytest.mark.nodevice
+
+EPS = 0.3  # the stand-in UNet's noise prediction
+SCHEDULE = {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012,
+            "beta_schedule": "scaled_linear", "prediction_type": "epsilon", "steps_offset": 1,
+            "clip_sample": False, "set_alpha_to_one": False}
+PICTURE = np.random.default_rng(7).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+
+
+class StandIn(StableDiffusion):
+    """What generate() needs of the networks, in numpy; `encoded`: the pictures the VAE
+    encoded, `unet_inputs`: what the UNet saw, `latents`: the final latents."""
+
+    def __init__(self, *, inpainting: bool = False) -> None:
+        super().__init__(tokenizer=None, text_encoder=None, scheduler_config=SCHEDULE,
+                         unet=SimpleNamespace(config={"in_channels": 9 if inpainting else 4,
+                                                      "sample_size": 4}),
+                         vae=SimpleNamespace(config={"latent_channels": 4,
+                                                     "block_out_channels": [1] * 4},
+                                             scaling_factor=1.0))
+        self.encoded: list[np.ndarray] = []
+        self.unet_inputs: list[np.ndarray] = []
+        self.latents = np.zeros(0)
+
+    def _encode(self, pixels: np.ndarray, generator: Any, vae: Any = None) -> np.ndarray:
+        self.encoded.append(pixels)
+        return _blocks(pixels)
+
+    def _guided(self, r: Any, steps: int, *, webui: bool = True, discrete: Any = None) -> Any:
+        def unet(model_in: np.ndarray, t: float, step: int) -> tuple[None, np.ndarray]:
+            self.unet_inputs.append(model_in)
+            return None, np.full((len(model_in), 4, *model_in.shape[2:]), EPS)
+        return unet
+
+    def _decode(self, latents: np.ndarray, vae: Any = None) -> list[np.ndarray]:
+        self.latents = latents
+        return [np.zeros((latents.shape[2] * 8, latents.shape[3] * 8, 3), np.uint8)
+                for _ in latents]
+
+
+def _blocks(pixels: np.ndarray) -> np.ndarray:
+    """The stand-in encoder: 8x8 block means of (B, 3, H, W), the first channel twice."""
+    b, c, h, w = pixels.shape
+    means = pixels.reshape(b, c, h // 8, 8, w // 8, 8).mean(axis=(3, 5))
+    return np.concatenate([means, means[:, :1]], axis=1)
+
+
+def _init(picture: np.ndarray) -> np.ndarray:
+    """The stand-in's latents of an (H, W, 3) uint8 picture, as the pipeline scales it."""
+    return _blocks((picture.astype(np.float64) / 127.5 - 1.0).transpose(2, 0, 1)[None])
+
+
+def _top_sigma() -> float:
+    """k-diffusion's one-step schedule starts at the model's last training sigma."""
+    betas = np.linspace(0.00085 ** 0.5, 0.012 ** 0.5, 1000) ** 2
+    alpha_bar = np.cumprod(1.0 - betas)[-1]
+    return float(np.sqrt((1 - alpha_bar) / alpha_bar))
+
+
+def _randn(seed: int, shape: tuple[int, ...] = (4, 4, 4)) -> np.ndarray:
+    """create_random_tensors' draw for one seed on the CPU generator."""
+    return torch.randn(shape, generator=torch.Generator().manual_seed(seed)).double().numpy()
+
+
+def _left_half() -> np.ndarray:
+    mask = np.zeros((32, 32), np.uint8)
+    mask[:, :16] = 255  # latent columns 0 and 1 repainted
+    return mask
+
+
+def _run(pipe: StandIn, **settings: Any) -> np.ndarray:
+    """generate() with one Euler step at strength 1 (sigmas: top, 0), the final latents."""
+    pipe.generate(**{"prompt": "a", "init_image": PICTURE, "mask": _left_half(), "width": 32,
+                     "height": 32, "steps": 1, "strength": 1.0, "sampler": "Euler",
+                     "cfg_scale": 1.0, "rng": "torch", "seed": 5, **settings})
+    return pipe.latents
+
+
+@pytest.mark.parametrize("sampler", ["Euler", "DDIM"])
+def test_a_9_channel_unet_keeps_the_unmasked_latents(sampler: str) -> None:
+    """The WebUI's p.mask is set for every model and its samplers blend with it (CFGDenoiser,
+    before or after each call; sample() at the end): outside the latent mask the result is the
+    init latents exactly with a 9-channel UNet too (Euler: and inside, the step's)."""
+    pipe = StandIn(inpainting=True)
+    latents = _run(pipe, sampler=sampler)
+    assert {x.shape[1] for x in pipe.unet_inputs} == {9}
+    init = _init(PICTURE)[0]
+    np.testing.assert_allclose(latents[0][..., 2:], init[..., 2:], rtol=1e-6, atol=1e-6)
+    if sampler == "Euler":
+        moved = init + _top_sigma() * (_randn(5) - EPS)
+        np.testing.assert_allclose(latents[0][..., :2], moved[..., :2], rtol=1e-5, atol=1e-5)
