@@ -238,8 +238,10 @@ class FlowModel:
             init = np.repeat(encode_image(self.pipe.vae, pixels, generator), shape[0], 0)
             if request.mask is not None:  # the WebUI's latent mask, its masked content
                 small = latent_mask(request.mask, shape[2:])
+                first = seeds[0] if request.latent_noise_seed is None else (
+                    request.latent_noise_seed)  # the job's first batch's latent noise
                 init = latent_content(init, small, request.inpainting_fill, rng=request.rng,
-                                      seeds=seeds)
+                                      seeds=[first + k for k in range(len(seeds))])
                 keep = 1.0 - small
         return sample_flow(flow, label, sigmas, seeds=seeds, rng=request.rng, shape=shape,
                            init_latents=init, keep=keep, strength=float(request.strength),

@@ -47,6 +47,10 @@ class Pass:
     # the WebUI's masked content left to do on the init latents: 2 latent noise, 3 latent
     # nothing (diffusion.pipelines.masked_content); 1: none ("fill" is done on the picture)
     masked_content: int = 1
+    # the seed of the batch whose "latent noise" this pass takes: the job's first batch's, as
+    # the WebUI fills the init latents once a job (processing.py, Img2Img.init:
+    # all_seeds[0:batch_size]); None: this pass's own seed
+    latent_noise_seed: int | None = None
     cfg_pp: bool = False  # the timestep loop runs DDIM CFG++
     # finds textual-inversion names while prompts are encoded; `.used` gives the TI hashes
     embeddings: EmbeddingFinder | None = None
@@ -239,6 +243,8 @@ class InpaintInputs:
         # the WebUI's latent mask, from the mask picture with its blurred edge
         self.repaint = None if mask is None else latent_mask(mask, self.latent_size)
         self.content, self.rng = r.masked_content, r.rng
+        # "latent noise" draws for the job's first batch: this batch's seeds moved back by this
+        self.noise_shift = 0 if r.latent_noise_seed is None else r.latent_noise_seed - r.seed
 
     def image_latents(self, generator: Generator) -> np.ndarray:
         """The init image's latents (B, C, h, w), drawn from the VAE's posterior."""
@@ -246,11 +252,13 @@ class InpaintInputs:
 
     def start(self, latents: np.ndarray, seeds: Sequence[int]) -> np.ndarray:
         """The init latents the sampling starts from: `latents` with the WebUI's "latent
-        noise" (image k's from seeds[k]) or "latent nothing" where the latent mask is, as
-        the pass's masked content says; as they are otherwise (and without a mask)."""
+        noise" or "latent nothing" where the latent mask is, as the pass's masked content
+        says; as they are otherwise (and without a mask). `seeds` are this batch's; image k's
+        latent noise is drawn from seeds[k] moved back to the job's first batch."""
         if self.repaint is None:
             return latents
-        return latent_content(latents, self.repaint, self.content, rng=self.rng, seeds=seeds)
+        return latent_content(latents, self.repaint, self.content, rng=self.rng,
+                              seeds=[seed + self.noise_shift for seed in seeds])
 
     def small_mask(self) -> np.ndarray:
         """The mask at latent size (B, 1, h, w), nearest (diffusers' way)."""

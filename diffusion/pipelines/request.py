@@ -126,6 +126,10 @@ class GenerationRequest:
     # the WebUI's Resize mode, 0 just resize, 1 crop and resize, 2 resize and fill
     # (diffusion.pipelines.prepare.fit_picture); not in the infotext, as in the WebUI
     resize_mode: int = field(default=0, metadata=_label(None))
+    # the seed of the batch whose "latent noise" (inpainting_fill 2) is drawn: the WebUI fills
+    # the init latents once a job, from its first batch's seeds, and every later batch of a
+    # batch count (n_iter) repeats them; None: this request's seed. The CLI and server set it
+    latent_noise_seed: int | None = field(default=None, metadata=_label(None))
     hires: HiresFix | None = field(default=None, metadata=_label("Hires upscale"))
     # Forge's hr_additional_modules as the second pass takes them (module_load.HiresModules),
     # written as "Hires Module 1", "Hires Module 2", ...
@@ -259,6 +263,8 @@ def _check(r: GenerationRequest) -> None:
     masked_content(r.inpainting_fill)  # ValueError naming the four
     _whole("resize_mode (0 just resize, 1 crop and resize, 2 resize and fill)", r.resize_mode,
            0, 2)
+    if r.latent_noise_seed is not None:
+        _whole("latent_noise_seed", r.latent_noise_seed, 0)
     if r.mask is not None and r.init_image is None:
         raise ValueError("inpainting needs an init image as well as a mask")
     if r.mode != "txt2img" and int(r.steps * r.strength) < 1:

@@ -309,6 +309,7 @@ class StableDiffusion:
                  batch_size=int(request.batch_size), clip_skip=int(request.clip_skip),
                  strength=float(request.strength), rng=request.rng, mode=request.mode,
                  masked_content=request.inpainting_fill,
+                 latent_noise_seed=request.latent_noise_seed,
                  embeddings=self._embedding_lookup(), control=tuple(request.control),
                  hires_stage="first" if request.hires is not None else None,
                  hires_vae=getattr(request.hires_modules, "vae", None))

@@ -1,6 +1,7 @@
 """The latents an img2img / inpaint pass starts from and keeps, as the WebUI makes them
 (processing.py, StableDiffusionProcessingImg2Img.init and .sample; sd_samplers_cfg_denoiser.py,
-CFGDenoiser's blend): the unmasked latents kept with a 9-channel UNet too.
+CFGDenoiser's blend): "latent noise" from the job's first batch's seeds, the unmasked latents
+kept with a 9-channel UNet too.
 
 A stand-in pipeline (StableDiffusion with its networks replaced: the VAE encoder averages 8x8
 blocks, the UNet predicts the same noise EPS everywhere, the decoder keeps the latents) runs
@@ -15,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from diffusion.pipelines.stable_diffusion import StableDiffusion
 
@@ -97,6 +99,24 @@ def _run(pipe: StandIn, **settings: Any) -> np.ndarray:
     return pipe.latents
 
 
+def test_latent_noise_is_the_first_batchs() -> None:
+    """The second batch of a batch count of 2 (seeds 12, 13 after 10, 11): the WebUI's init()
+    ran once, filling the masked latents with all_seeds[0:2] (10, 11); its own seeds draw
+    the sampling noise. One Euler step from sigma s to 0 with the blend (CFGDenoiser and
+    sample()): init * mask + nmask * (start + s * (noise - EPS)). "latent nothing" has no
+    seeds: zeros there, whatever the batch."""
+    sigma, init = _top_sigma(), _init(PICTURE)[0]
+    nmask = np.zeros((4, 4, 4))
+    nmask[..., :2] = 1
+    for content, start in ((2, lambda k: _randn(10 + k)), (3, lambda k: 0.0)):
+        latents = _run(StandIn(), inpainting_fill=content, batch_size=2, seed=12,
+                       latent_noise_seed=10)
+        for k in range(2):
+            moved = start(k) + sigma * (_randn(12 + k) - EPS)
+            np.testing.assert_allclose(latents[k], init * (1 - nmask) + nmask * moved,
+                                       rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("sampler", ["Euler", "DDIM"])
 def test_a_9_channel_unet_keeps_the_unmasked_latents(sampler: str) -> None:
     """The WebUI's p.mask is set for every model and its samplers blend with it (CFGDenoiser,
@@ -110,3 +130,44 @@ def test_a_9_channel_unet_keeps_the_unmasked_latents(sampler: str) -> None:
     if sampler == "Euler":
         moved = init + _top_sigma() * (_randn(5) - EPS)
         np.testing.assert_allclose(latents[0][..., :2], moved[..., :2], rtol=1e-5, atol=1e-5)
+
+
+def test_the_server_gives_every_batch_the_first_batchs_latent_noise(tmp_path: Any) -> None:
+    """A job of 2 batches of 2 runs image by image: image n's latent noise is seed
+    all_seeds[n % 2]'s, as the WebUI's init() made it once for the job."""
+    pytest.importorskip("fastapi", reason="server extra (pip install .[server])")
+    import base64
+    import io
+
+    from fastapi.testclient import TestClient
+
+    from diffusion.pipelines.stable_diffusion import GenerationResult, SamplingDefaults
+    from diffusion.server import create_app
+
+    class Recorder:
+        native_size = 32
+        defaults = SamplingDefaults()
+
+        def __init__(self) -> None:
+            self.requests: list[Any] = []
+
+        def generate(self, request: Any, *, observer: Any) -> GenerationResult:
+            self.requests.append(request)
+            return GenerationResult(images=[PICTURE], seeds=[request.seed], settings={
+                "prompt": "a", "steps": 1, "sampler": "Euler", "cfg_scale": 7,
+                "seed": request.seed, "width": 32, "height": 32})
+
+    def b64(array: np.ndarray) -> str:
+        buffer = io.BytesIO()
+        Image.fromarray(array).save(buffer, format="PNG")
+        return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+    (tmp_path / "stand-in").mkdir()
+    pipe = Recorder()
+    with TestClient(create_app(model=tmp_path / "stand-in", loader=lambda path: pipe)) as client:
+        response = client.post("/sdapi/v1/img2img", json={
+            "prompt": "a", "steps": 2, "seed": 10, "batch_size": 2, "n_iter": 2,
+            "init_images": [b64(PICTURE)], "mask": b64(_left_half()), "inpainting_fill": 2})
+    assert response.status_code == 200, response.text
+    assert [(r.seed, r.latent_noise_seed) for r in pipe.requests] == [(10, 10), (11, 11),
+                                                                      (12, 10), (13, 11)]

@@ -151,7 +151,8 @@ def test_settings_are_checked() -> None:
                         (dict(mask_blur=1.5), "mask_blur"),
                         (dict(inpainting_fill=4), r"0 \(fill\), 1 \(original\)"),
                         (dict(inpainting_fill="fill"), "takes the number"),
-                        (dict(resize_mode=3), "resize_mode")):
+                        (dict(resize_mode=3), "resize_mode"),
+                        (dict(latent_noise_seed=-1), "latent_noise_seed")):
         with pytest.raises(ValueError, match=needle):
             GenerationRequest(**bad)
 
