@@ -237,7 +237,7 @@ class FlowModel:
             generator = make_generator(request.rng, seeds[0])
             init = np.repeat(encode_image(self.pipe.vae, pixels, generator), shape[0], 0)
             if request.mask is not None:  # the WebUI's latent mask, its masked content
-                small = latent_mask(request.mask, shape[2:])
+                small = latent_mask(request.mask, shape[2:], rounded=request.mask_round)
                 first = seeds[0] if request.latent_noise_seed is None else (
                     request.latent_noise_seed)  # the job's first batch's latent noise
                 init = latent_content(init, small, request.inpainting_fill, rng=request.rng,

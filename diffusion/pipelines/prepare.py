@@ -51,6 +51,9 @@ class Pass:
     # the WebUI fills the init latents once a job (processing.py, Img2Img.init:
     # all_seeds[0:batch_size]); None: this pass's own seed
     latent_noise_seed: int | None = None
+    # the WebUI's mask_round: the latent mask and a 9-channel UNet's mask rounded to 0 and 1;
+    # False keeps the levels of the blurred edge (its soft inpainting)
+    mask_round: bool = True
     cfg_pp: bool = False  # the timestep loop runs DDIM CFG++
     # finds textual-inversion names while prompts are encoded; `.used` gives the TI hashes
     embeddings: EmbeddingFinder | None = None
@@ -133,23 +136,27 @@ def mask_picture(mask: Any) -> Any:
     return eight_bit(mask).convert("L")
 
 
-def to_mask(mask: Any, width: int, height: int) -> np.ndarray:
-    """A mask (PIL / array; white = repaint) as (1, 1, H, W) float32 of 0 and 1."""
+def to_mask(mask: Any, width: int, height: int, *, rounded: bool = True) -> np.ndarray:
+    """A mask (PIL / array; white = repaint) as (1, 1, H, W) float32: 0 and 1 (`rounded`, as
+    the WebUI's inpainting conditioning rounds it), else its levels / 255."""
     from PIL import Image
 
     mask = mask_picture(mask)
     if mask.size != (width, height):
         mask = mask.resize((width, height), Image.Resampling.NEAREST)
-    return (np.asarray(mask, np.float32) >= 127.5).astype(np.float32)[None, None]
+    values = np.asarray(mask, np.float32) / 255
+    return (np.round(values) if rounded else values)[None, None]
 
 
-def latent_mask(mask: Any, size: tuple[int, int]) -> np.ndarray:
-    """The repaint mask at latent size (h, w) as (1, 1, h, w) of 0 and 1, as the WebUI makes it
-    (its latmask): the mask picture with its blurred edge (mask_picture) shrunk by Pillow's
-    default (bicubic) resize, then rounded, so an edge counts where it is more than half
-    white over the latent pixel's patch, not where most of its pixels are."""
+def latent_mask(mask: Any, size: tuple[int, int], *, rounded: bool = True) -> np.ndarray:
+    """The repaint mask at latent size (h, w) as (1, 1, h, w), as the WebUI makes it (its
+    latmask): the mask picture with its blurred edge (mask_picture) shrunk by Pillow's
+    default (bicubic) resize, then rounded to 0 and 1 (`rounded`: its mask_round), so an edge
+    counts where it is more than half white over the latent pixel's patch, not where most of
+    its pixels are."""
     small = mask_picture(mask).convert("RGB").resize((size[1], size[0]))
-    return np.around(np.asarray(small, np.float32)[..., 0] / 255)[None, None]
+    values = np.asarray(small, np.float32)[..., 0] / 255
+    return (np.around(values) if rounded else values)[None, None]
 
 
 def fit_picture(image: Any, width: int, height: int, mode: int) -> Any:
@@ -237,11 +244,13 @@ class InpaintInputs:
         self.pipe, self.batch = pipe, r.batch_size
         self.pixels = None if init_image is None else to_unit_image(init_image, r.width,
                                                                     r.height)
-        self.mask = None if mask is None else to_mask(mask, r.width, r.height)
+        self.mask = None if mask is None else to_mask(mask, r.width, r.height,
+                                                      rounded=r.mask_round)
         self.scale = pipe.vae_scale_factor
         self.latent_size = (r.height // self.scale, r.width // self.scale)
         # the WebUI's latent mask, from the mask picture with its blurred edge
-        self.repaint = None if mask is None else latent_mask(mask, self.latent_size)
+        self.repaint = None if mask is None else latent_mask(mask, self.latent_size,
+                                                             rounded=r.mask_round)
         self.content, self.rng = r.masked_content, r.rng
         # "latent noise" draws for the job's first batch: this batch's seeds moved back by this
         self.noise_shift = 0 if r.latent_noise_seed is None else r.latent_noise_seed - r.seed
@@ -266,8 +275,9 @@ class InpaintInputs:
 
     def nine_channel(self, generator: Generator) -> np.ndarray:
         """An inpainting UNet's extra inputs (B, 1 + C, h, w): the mask and the latents of
-        the image with the repainted part blanked."""
-        masked = self.pixels * (self.mask < 0.5)
+        the image with the repainted part blanked (times 1 - mask, processing.py's
+        inpainting_image_conditioning)."""
+        masked = self.pixels * (1.0 - self.mask)
         masked_latents = np.repeat(self.pipe._encode(masked, generator), self.batch, 0)
         return np.concatenate([self.small_mask(), masked_latents], axis=1)
 

@@ -126,6 +126,9 @@ class GenerationRequest:
     # the WebUI's Resize mode, 0 just resize, 1 crop and resize, 2 resize and fill
     # (diffusion.pipelines.prepare.fit_picture); not in the infotext, as in the WebUI
     resize_mode: int = field(default=0, metadata=_label(None))
+    # the WebUI's mask_round (its API's, off in its soft inpainting): the latent mask and a
+    # 9-channel UNet's mask rounded to 0 and 1; False keeps the blurred edge's levels
+    mask_round: bool = field(default=True, metadata=_label(None, api="mask_round"))
     # the seed of the batch whose "latent noise" (inpainting_fill 2) is drawn: the WebUI fills
     # the init latents once a job, from its first batch's seeds, and every later batch of a
     # batch count (n_iter) repeats them; None: this request's seed. The CLI and server set it
@@ -263,6 +266,8 @@ def _check(r: GenerationRequest) -> None:
     masked_content(r.inpainting_fill)  # ValueError naming the four
     _whole("resize_mode (0 just resize, 1 crop and resize, 2 resize and fill)", r.resize_mode,
            0, 2)
+    if not isinstance(r.mask_round, bool):
+        raise ValueError(f"mask_round must be True or False, got {r.mask_round!r}")
     if r.latent_noise_seed is not None:
         _whole("latent_noise_seed", r.latent_noise_seed, 0)
     if r.mask is not None and r.init_image is None:

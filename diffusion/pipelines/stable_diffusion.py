@@ -308,7 +308,7 @@ class StableDiffusion:
                  height=int(request.height or self.native_size),
                  batch_size=int(request.batch_size), clip_skip=int(request.clip_skip),
                  strength=float(request.strength), rng=request.rng, mode=request.mode,
-                 masked_content=request.inpainting_fill,
+                 masked_content=request.inpainting_fill, mask_round=request.mask_round,
                  latent_noise_seed=request.latent_noise_seed,
                  embeddings=self._embedding_lookup(), control=tuple(request.control),
                  hires_stage="first" if request.hires is not None else None,

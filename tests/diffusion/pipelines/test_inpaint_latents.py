@@ -1,13 +1,13 @@
 """The latents an img2img / inpaint pass starts from and keeps, as the WebUI makes them
 (processing.py, StableDiffusionProcessingImg2Img.init and .sample; sd_samplers_cfg_denoiser.py,
 CFGDenoiser's blend): "latent noise" from the job's first batch's seeds, the unmasked latents
-kept with a 9-channel UNet too.
+kept with a 9-channel UNet too, mask_round off.
 
 A stand-in pipeline (StableDiffusion with its networks replaced: the VAE encoder averages 8x8
 blocks, the UNet predicts the same noise EPS everywhere, the decoder keeps the latents) runs
 one Euler step from the top sigma to 0, so each expectation is a line of the WebUI's formulas
-in numpy, with torch's CPU generator for the noise (the WebUI's "RNG: CPU"). Host logic, no
-device."""
+in numpy, with torch's CPU generator for the noise (the WebUI's "RNG: CPU") and torch's
+interpolate for its resizes. Host logic, no device."""
 
 from __future__ import annotations
 
@@ -130,6 +130,28 @@ def test_a_9_channel_unet_keeps_the_unmasked_latents(sampler: str) -> None:
     if sampler == "Euler":
         moved = init + _top_sigma() * (_randn(5) - EPS)
         np.testing.assert_allclose(latents[0][..., :2], moved[..., :2], rtol=1e-5, atol=1e-5)
+
+
+def test_mask_round_off_keeps_the_blurred_edge() -> None:
+    """mask_round False: the latmask is the shrunk mask / 255 unrounded (init()), so the blend
+    mixes by its levels: CFGDenoiser's x0 = init * (1 - n) + n * (x - s * EPS), then sample()'s
+    init * (1 - n) + n * x0; the 9-channel conditioning is the picture times 1 - mask / 255
+    and the mask shrunk by torch's nearest interpolate (inpainting_image_conditioning with
+    round_image_mask False)."""
+    mask = np.tile(np.linspace(0, 255, 32).astype(np.uint8), (32, 1))  # a soft edge
+    pipe = StandIn(inpainting=True)
+    latents = _run(pipe, mask=Image.fromarray(mask), mask_round=False)  # a picture's grays
+    small = Image.fromarray(mask).convert("RGB").resize((4, 4))  # Pillow's bicubic
+    n = np.asarray(small, np.float64)[..., 0] / 255
+    assert 0 < n.min() < 0.2 and 0.8 < n.max() < 1  # not rounded: levels, no 0 or 1
+    init, sigma = _init(PICTURE)[0], _top_sigma()
+    x0 = init * (1 - n) + n * (init + sigma * (_randn(5) - EPS))
+    np.testing.assert_allclose(latents[0], init * (1 - n) + n * x0, rtol=1e-5, atol=1e-5)
+    levels = torch.from_numpy(mask.astype(np.float32) / 255)[None, None]
+    masked = (PICTURE / 127.5 - 1.0).transpose(2, 0, 1)[None] * (1 - levels.numpy())
+    np.testing.assert_allclose(pipe.encoded[1], masked, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(pipe.unet_inputs[0][:, 4:5], torch.nn.functional.interpolate(
+        levels, size=(4, 4)).numpy(), rtol=1e-6)
 
 
 def test_the_server_gives_every_batch_the_first_batchs_latent_noise(tmp_path: Any) -> None:
