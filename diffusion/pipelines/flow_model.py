@@ -277,7 +277,8 @@ def _refuse_unsupported(request: GenerationRequest) -> None:
     for given, what in ((request.refiner, "a refiner"),
                         (request.control, "ControlNet units"),
                         (request.subseed_strength, "variation seeds"),
-                        (request.seed_resize_from, "seed resize")):
+                        (request.seed_resize_from, "seed resize"),
+                        (request.resize_mode == 3, "resize_mode 3 (latent upscale)")):
         if given:
             raise ValueError(f"{what} is not supported for FLUX/SD3 models yet; leave it out")
     label = request.sampler_label[0]

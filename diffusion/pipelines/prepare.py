@@ -54,6 +54,9 @@ class Pass:
     # the WebUI's mask_round: the latent mask and a 9-channel UNet's mask rounded to 0 and 1;
     # False keeps the levels of the blurred edge (its soft inpainting)
     mask_round: bool = True
+    # resize mode 3, "Just resize (latent upscale)": the init image encoded at its own size,
+    # its latents resized to the pass's (bilinear, processing.py's F.interpolate)
+    resize_latents: bool = False
     cfg_pp: bool = False  # the timestep loop runs DDIM CFG++
     # finds textual-inversion names while prompts are encoded; `.used` gives the TI hashes
     embeddings: EmbeddingFinder | None = None
@@ -242,12 +245,19 @@ class InpaintInputs:
 
     def __init__(self, pipe: StableDiffusion, r: Pass, init_image: Any, mask: Any) -> None:
         self.pipe, self.batch = pipe, r.batch_size
-        self.pixels = None if init_image is None else to_unit_image(init_image, r.width,
-                                                                    r.height)
-        self.mask = None if mask is None else to_mask(mask, r.width, r.height,
-                                                      rounded=r.mask_round)
         self.scale = pipe.vae_scale_factor
         self.latent_size = (r.height // self.scale, r.width // self.scale)
+        self.resize_latents = r.resize_latents
+        size = (r.width, r.height)
+        if r.resize_latents:  # resize mode 3: encoded at its own size
+            size = rgb_picture(init_image).size
+            if min(size) < self.scale:
+                raise ValueError(f"init image {size[0]}x{size[1]} is smaller than one latent "
+                                 f"pixel ({self.scale}x{self.scale}): resize mode 3 encodes it "
+                                 "at its own size; give a larger picture or resize mode 0-2")
+        self.pixels = None if init_image is None else to_unit_image(init_image, *size)
+        self.mask = None if mask is None else to_mask(mask, r.width, r.height,
+                                                      rounded=r.mask_round)
         # the WebUI's latent mask, from the mask picture with its blurred edge
         self.repaint = None if mask is None else latent_mask(mask, self.latent_size,
                                                              rounded=r.mask_round)
@@ -256,8 +266,12 @@ class InpaintInputs:
         self.noise_shift = 0 if r.latent_noise_seed is None else r.latent_noise_seed - r.seed
 
     def image_latents(self, generator: Generator) -> np.ndarray:
-        """The init image's latents (B, C, h, w), drawn from the VAE's posterior."""
-        return np.repeat(self.pipe._encode(self.pixels, generator), self.batch, 0)
+        """The init image's latents (B, C, h, w), drawn from the VAE's posterior (resize mode 3:
+        at the picture's own size, then resized as the WebUI's "Latent" upscaler resizes)."""
+        latents = self.pipe._encode(self.pixels, generator)
+        if self.resize_latents:
+            latents = upscale_latents(latents, self.latent_size, "Latent")
+        return np.repeat(latents, self.batch, 0)
 
     def start(self, latents: np.ndarray, seeds: Sequence[int]) -> np.ndarray:
         """The init latents the sampling starts from: `latents` with the WebUI's "latent

@@ -310,7 +310,8 @@ class StableDiffusion:
                  strength=float(request.strength), rng=request.rng, mode=request.mode,
                  masked_content=request.inpainting_fill, mask_round=request.mask_round,
                  latent_noise_seed=request.latent_noise_seed,
-                 embeddings=self._embedding_lookup(), control=tuple(request.control),
+                 resize_latents=request.resize_mode == 3, embeddings=self._embedding_lookup(),
+                 control=tuple(request.control),
                  hires_stage="first" if request.hires is not None else None,
                  hires_vae=getattr(request.hires_modules, "vae", None))
         refiner = request.refiner

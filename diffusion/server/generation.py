@@ -273,7 +273,7 @@ def _img2img_options(request: Img2ImgRequest) -> dict[str, Any]:
                            f"and fill) or 3 (latent upscale), got {request.resize_mode}")
     image = decode_image(request.init_images[0], "init_images[0]")
     out: dict[str, Any] = {"init_image": image, "strength": strength,
-                           "resize_mode": 0 if request.resize_mode == 3 else request.resize_mode}
+                           "resize_mode": request.resize_mode}
     if request.mask:
         mask = decode_image(request.mask, "mask")
         if mask.size != image.size:

@@ -1,7 +1,7 @@
 """The latents an img2img / inpaint pass starts from and keeps, as the WebUI makes them
 (processing.py, StableDiffusionProcessingImg2Img.init and .sample; sd_samplers_cfg_denoiser.py,
 CFGDenoiser's blend): "latent noise" from the job's first batch's seeds, the unmasked latents
-kept with a 9-channel UNet too, mask_round off.
+kept with a 9-channel UNet too, mask_round off, resize mode 3's latent resize.
 
 A stand-in pipeline (StableDiffusion with its networks replaced: the VAE encoder averages 8x8
 blocks, the UNet predicts the same noise EPS everywhere, the decoder keeps the latents) runs
@@ -152,6 +152,28 @@ def test_mask_round_off_keeps_the_blurred_edge() -> None:
     np.testing.assert_allclose(pipe.encoded[1], masked, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(pipe.unet_inputs[0][:, 4:5], torch.nn.functional.interpolate(
         levels, size=(4, 4)).numpy(), rtol=1e-6)
+
+
+def test_resize_mode_3_resizes_the_latents() -> None:
+    """img2img "Just resize (latent upscale)": the 40x24 picture encoded as it is (init()
+    skips resize_image for mode 3), its latents resized to 32x32's by F.interpolate(bilinear);
+    then one Euler step: init + s * (noise - EPS). With a mask the WebUI cannot lay the
+    original back over results of another size: refused, saying which modes work; a picture
+    of the size drawn needs no resize (as mode 0)."""
+    picture = np.random.default_rng(8).integers(0, 256, (24, 40, 3), dtype=np.uint8)
+    pipe = StandIn()
+    pipe.generate(prompt="a", init_image=picture, width=32, height=32, steps=1, strength=1.0,
+                  sampler="Euler", cfg_scale=1.0, rng="torch", seed=5, resize_mode=3)
+    assert pipe.encoded[0].shape == (1, 3, 24, 40)
+    init = torch.nn.functional.interpolate(torch.from_numpy(_init(picture)), size=(4, 4),
+                                           mode="bilinear").numpy()[0]
+    moved = init + _top_sigma() * (_randn(5) - EPS)
+    np.testing.assert_allclose(pipe.latents[0], moved, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match=r"resize_mode 3 .* give resize_mode 0, 1 or 2"):
+        pipe.generate(prompt="a", init_image=picture, mask=np.zeros((24, 40), np.uint8),
+                      width=32, height=32, resize_mode=3)
+    same = [_run(StandIn(), resize_mode=mode) for mode in (0, 3)]
+    np.testing.assert_array_equal(same[0], same[1])
 
 
 def test_the_server_gives_every_batch_the_first_batchs_latent_noise(tmp_path: Any) -> None:

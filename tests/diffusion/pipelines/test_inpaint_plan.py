@@ -151,7 +151,7 @@ def test_settings_are_checked() -> None:
                         (dict(mask_blur=1.5), "mask_blur"),
                         (dict(inpainting_fill=4), r"0 \(fill\), 1 \(original\)"),
                         (dict(inpainting_fill="fill"), "takes the number"),
-                        (dict(resize_mode=3), "resize_mode"),
+                        (dict(resize_mode=4), r"resize_mode .*3 just resize \(latent "),
                         (dict(mask_round=1), "mask_round must be True or False"),
                         (dict(latent_noise_seed=-1), "latent_noise_seed")):
         with pytest.raises(ValueError, match=needle):
@@ -217,9 +217,9 @@ def _b64(image: Image.Image) -> str:
 def test_the_apis_settings_and_defaults(tmp_path: Path) -> None:
     """The WebUI API's defaults (its StableDiffusionProcessingImg2Img's: mask_blur_x/y 4,
     inpainting_fill 0, mask_round True) reach the request; mask_blur sets both sides; a side
-    of 0 or less is no blur, as there; resize_mode 3 is done as 0; the mask is read as its
-    create_binary_mask reads it: an opaque RGBA picture by its gray levels, a sketch by its
-    alpha over 128 (mask_round False: the alpha as it is)."""
+    of 0 or less is no blur, as there; resize_mode 3 (latent upscale) reaches the pipeline;
+    the mask is read as its create_binary_mask reads it: an opaque RGBA picture by its gray
+    levels, a sketch by its alpha over 128 (mask_round False: the alpha as it is)."""
     pytest.importorskip("fastapi", reason="the server extra is not installed")
     from diffusion.server import generation
     from diffusion.server.schemas import Img2ImgRequest
@@ -236,7 +236,7 @@ def test_the_apis_settings_and_defaults(tmp_path: Path) -> None:
             request.mask_round) == ((4, 4), 0, 0, True)
     assert served(mask_blur=8).mask_blur == (8, 8)
     assert served(mask_blur_x=3, mask_blur_y=-2).mask_blur == (3, 0)
-    assert served(resize_mode=3).resize_mode == 0 and served(resize_mode=2).resize_mode == 2
+    assert served(resize_mode=3).resize_mode == 3 and served(resize_mode=2).resize_mode == 2
     assert served(inpainting_fill=2).inpainting_fill == 2
     with pytest.raises(generation.RequestError, match=r"0 \(fill\), 1 \(original\)"):
         served(inpainting_fill=5)
