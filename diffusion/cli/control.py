@@ -20,6 +20,7 @@ import numpy as np
 
 from ..pipelines.control import CONTROL_MODES, HR_OPTIONS
 from ..pipelines.control_spec import ControlSpec, parse_unit
+from ..pipelines.mask_blur import blur_mask
 from ..preprocessors import module_list
 from ..preprocessors.registry import control_picture
 from ..preprocessors.resize import RESIZE_MODES
@@ -130,7 +131,7 @@ def _resolve(kind: str, text: str, folder: Any) -> str:
 
 def build_control_specs(args: argparse.Namespace, open_image: Any) -> list[ControlSpec]:
     """The units the options ask for, checked (ValueError naming the option); an img2img
-    unit without --control-image gets the init image."""
+    unit without --control-image gets the init image (and inpaint's --mask, blurred)."""
     models = getattr(args, "control_models", None) or []
     if not models:
         stray = [o for o in ("control_image", "control_mask", *_PER_UNIT)
@@ -153,8 +154,10 @@ def build_control_specs(args: argparse.Namespace, open_image: Any) -> list[Contr
             picture = control_picture(open_image(images[i], "--control-image", "RGBA"))
         elif getattr(args, "init_image", None):
             picture = open_image(args.init_image, "--init-image", "RGB")
-            if mask is None and getattr(args, "mask", None):
-                mask = open_image(args.mask, "--mask", "L")
+            if mask is None and getattr(args, "mask", None):  # blurred by --mask-blur, as the
+                # extension's prepare_mask blurs the WebUI's mask for its units
+                blur = args.mask_blur
+                mask = blur_mask(open_image(args.mask, "--mask", "L"), blur, blur)
         else:
             raise ValueError(f"unit {i} ({text}) has no picture: give --control-image PATH")
         settings = {field: columns[dest][i] for dest, (field, _, _) in _PER_UNIT.items()

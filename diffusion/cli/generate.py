@@ -161,7 +161,7 @@ def build_request(args: argparse.Namespace) -> GenerationRequest:
         images["strength"] = args.strength
     if args.command == "inpaint":
         images.update(mask=_open_image(args.mask, "--mask", "L"), mask_blur=args.mask_blur,
-                      inpainting_fill=args.inpainting_fill,
+                      inpainting_fill=args.inpainting_fill, mask_round=args.mask_round,
                       inpaint_full_res=args.inpaint_full_res,
                       inpaint_full_res_padding=args.inpaint_full_res_padding)
     options = SamplerOptions(eta=args.eta, s_churn=args.s_churn, s_noise=args.s_noise)
@@ -278,7 +278,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[Path]
     import gpucore
 
     # 4. the WebUI's batch count: seeds count on over batches (with a variation seed the seed
-    # stays and the variation seeds count on, as within a batch)
+    # stays and the variation seeds count on, as within a batch); "latent noise" stays the
+    # first batch's, as the WebUI makes it once a job
     written = []
     for batch in range(args.n_iter):
         label = args.command if args.n_iter == 1 else f"{args.command} {batch + 1}/{args.n_iter}"
@@ -287,8 +288,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[Path]
             device = gpucore.default_device()  # the one load_pipeline chose
             device.reset_peak_memory()
         seed = args.seed + (0 if request.subseed_strength else step)
-        result = pipe.generate(replace(request, seed=seed,
-                                       subseed=args.subseed + step, refiner=refiner),
+        result = pipe.generate(replace(request, seed=seed, subseed=args.subseed + step,
+                                       latent_noise_seed=args.seed, refiner=refiner),
                                observer=ProgressBar(label))
         written += save_images(result.images, result.settings, args.out,
                                first=step if args.n_iter > 1 else None)

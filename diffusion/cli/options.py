@@ -163,8 +163,8 @@ def masked_content_choice(text: str) -> int:
 
 
 def add_mask_options(parser: argparse.ArgumentParser) -> None:
-    """inpaint's mask, the WebUI's "Mask blur", "Masked content" and "Inpaint area"
-    (diffusion.pipelines.inpaint_plan), with the WebUI page's defaults."""
+    """inpaint's mask, the WebUI's "Mask blur", "Masked content", mask_round and "Inpaint
+    area" (diffusion.pipelines.inpaint_plan), with the WebUI page's defaults."""
     parser.add_argument("--mask", required=True, metavar="PATH",
                         help="white = repaint, black = keep (resized like the image)")
     parser.add_argument("--mask-blur", type=whole, default=4, metavar="PX",
@@ -175,6 +175,10 @@ def add_mask_options(parser: argparse.ArgumentParser) -> None:
                         help="the WebUI's 'Masked content', what the masked part starts from: "
                              "fill (the colours around it), original (the default), 'latent "
                              "noise' or 'latent nothing' (or 0-3, as the WebUI's API)")
+    parser.add_argument("--mask-round", action=argparse.BooleanOptionalAction, default=True,
+                        help="the WebUI's mask_round: the latent mask rounded to 0 and 1 (the "
+                             "default); --no-mask-round keeps the levels of its blurred edge, "
+                             "as the WebUI's soft inpainting does")
     parser.add_argument("--inpaint-full-res", action="store_true",
                         help="the WebUI's 'Inpaint area: Only masked': draw only the part of the "
                              "picture around the mask, at --width x --height, and paste it back "

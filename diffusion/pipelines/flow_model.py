@@ -237,9 +237,11 @@ class FlowModel:
             generator = make_generator(request.rng, seeds[0])
             init = np.repeat(encode_image(self.pipe.vae, pixels, generator), shape[0], 0)
             if request.mask is not None:  # the WebUI's latent mask, its masked content
-                small = latent_mask(request.mask, shape[2:])
+                small = latent_mask(request.mask, shape[2:], rounded=request.mask_round)
+                first = seeds[0] if request.latent_noise_seed is None else (
+                    request.latent_noise_seed)  # the job's first batch's latent noise
                 init = latent_content(init, small, request.inpainting_fill, rng=request.rng,
-                                      seeds=seeds)
+                                      seeds=[first + k for k in range(len(seeds))])
                 keep = 1.0 - small
         return sample_flow(flow, label, sigmas, seeds=seeds, rng=request.rng, shape=shape,
                            init_latents=init, keep=keep, strength=float(request.strength),
@@ -275,7 +277,8 @@ def _refuse_unsupported(request: GenerationRequest) -> None:
     for given, what in ((request.refiner, "a refiner"),
                         (request.control, "ControlNet units"),
                         (request.subseed_strength, "variation seeds"),
-                        (request.seed_resize_from, "seed resize")):
+                        (request.seed_resize_from, "seed resize"),
+                        (request.resize_mode == 3, "resize_mode 3 (latent upscale)")):
         if given:
             raise ValueError(f"{what} is not supported for FLUX/SD3 models yet; leave it out")
     label = request.sampler_label[0]

@@ -5,7 +5,8 @@ apply_overlay):
 1. the mask blurred ("Mask blur", diffusion.pipelines.mask_blur), at the size it was given;
 2. "Inpaint area: Only masked": the part around the blurred mask cut out and fitted to
    width x height (diffusion.pipelines.inpaint_area); otherwise the picture and the mask
-   fitted to width x height by the resize mode (prepare.fit_picture);
+   fitted to width x height by the resize mode (prepare.fit_picture), or with resize mode 3
+   (latent upscale, img2img only) the picture left at its size for prepare.InpaintInputs;
 3. "Masked content: fill": the masked part of that picture painted over from around it
    (diffusion.pipelines.masked_content); "latent noise" and "latent nothing" act later, on the
    init latents (prepare.InpaintInputs.start);
@@ -45,7 +46,8 @@ class InpaintPlan:
     """`request` as it is drawn: at width x height, its picture and mask fitted or cut out, the
     mask blurred and the picture filled (so mask_blur 0, resize_mode 0, inpaint_full_res off
     and inpainting_fill 1, "original", unless latent noise or latent nothing is left for the
-    latents); `settings`:
+    latents, or resize mode 3's resize of the latents of a picture of another size);
+    `settings`:
     the infotext's Mask blur, Inpaint area, Masked area padding and Masked content where they
     apply; `area`: where "Only masked" draws; `laid_back`: the request whose picture and
     blurred mask the results go back into (None: they are the pictures)."""
@@ -74,11 +76,21 @@ class InpaintPlan:
             settings.update(area.settings)
             laid_back: GenerationRequest | None = request
         else:
-            mode = request.resize_mode
-            drawn = replace(drawn, init_image=fit_picture(rgb_picture(drawn.init_image), width,
-                                                          height, mode),
+            picture, mode = rgb_picture(drawn.init_image), request.resize_mode
+            if mode == 3 and picture.size == (width, height):
+                mode = 0  # latents of the size wanted: nothing to resize
+            if mode == 3 and drawn.mask is not None:
+                raise ValueError(
+                    f"resize_mode 3 (just resize, latent upscale) resizes the latents of the "
+                    f"{picture.width}x{picture.height} init image, not the picture, so the "
+                    f"mask and the original cannot be laid back over the {width}x{height} "
+                    "results (the WebUI fails there too); with a mask give resize_mode 0, 1 "
+                    f"or 2, or an init image of {width}x{height}")
+            drawn = replace(drawn, init_image=picture if mode == 3 else fit_picture(
+                                picture, width, height, mode),
                             mask=None if drawn.mask is None else fit_picture(
                                 mask_picture(drawn.mask), width, height, mode))
+            done["resize_mode"] = mode if mode == 3 else 0  # 3: left for the latents
             blank = request.inpaint_full_res and request.mask is not None
             laid_back = None if drawn.mask is None or blank else drawn
         # 3. the masked content, where a mask says what to repaint

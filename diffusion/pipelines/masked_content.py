@@ -76,8 +76,8 @@ def latent_content(latents: np.ndarray, repaint: np.ndarray, content: int, *, rn
                    seeds: Sequence[int]) -> np.ndarray:
     """Init latents (B, C, h, w) with "latent noise" (content 2: image k's seed's noise, the
     first draw of a fresh generator, as the WebUI's create_random_tensors) or "latent nothing"
-    (3: zeros) where `repaint` (1, 1, h, w; the WebUI's rounded latent mask) is 1; other
-    contents leave them as they are."""
+    (3: zeros) where `repaint` (1, 1, h, w; the WebUI's latent mask, rounded unless its
+    mask_round is off) is, blended by its levels; other contents leave them as they are."""
     if content == 2:
         noise = ImageNoise(rng, list(seeds), latents.shape[1:]).first()
         return latents * (1.0 - repaint) + noise * repaint

@@ -47,6 +47,16 @@ class Pass:
     # the WebUI's masked content left to do on the init latents: 2 latent noise, 3 latent
     # nothing (diffusion.pipelines.masked_content); 1: none ("fill" is done on the picture)
     masked_content: int = 1
+    # the seed of the batch whose "latent noise" this pass takes: the job's first batch's, as
+    # the WebUI fills the init latents once a job (processing.py, Img2Img.init:
+    # all_seeds[0:batch_size]); None: this pass's own seed
+    latent_noise_seed: int | None = None
+    # the WebUI's mask_round: the latent mask and a 9-channel UNet's mask rounded to 0 and 1;
+    # False keeps the levels of the blurred edge (its soft inpainting)
+    mask_round: bool = True
+    # resize mode 3, "Just resize (latent upscale)": the init image encoded at its own size,
+    # its latents resized to the pass's (bilinear, processing.py's F.interpolate)
+    resize_latents: bool = False
     cfg_pp: bool = False  # the timestep loop runs DDIM CFG++
     # finds textual-inversion names while prompts are encoded; `.used` gives the TI hashes
     embeddings: EmbeddingFinder | None = None
@@ -129,23 +139,27 @@ def mask_picture(mask: Any) -> Any:
     return eight_bit(mask).convert("L")
 
 
-def to_mask(mask: Any, width: int, height: int) -> np.ndarray:
-    """A mask (PIL / array; white = repaint) as (1, 1, H, W) float32 of 0 and 1."""
+def to_mask(mask: Any, width: int, height: int, *, rounded: bool = True) -> np.ndarray:
+    """A mask (PIL / array; white = repaint) as (1, 1, H, W) float32: 0 and 1 (`rounded`, as
+    the WebUI's inpainting conditioning rounds it), else its levels / 255."""
     from PIL import Image
 
     mask = mask_picture(mask)
     if mask.size != (width, height):
         mask = mask.resize((width, height), Image.Resampling.NEAREST)
-    return (np.asarray(mask, np.float32) >= 127.5).astype(np.float32)[None, None]
+    values = np.asarray(mask, np.float32) / 255
+    return (np.round(values) if rounded else values)[None, None]
 
 
-def latent_mask(mask: Any, size: tuple[int, int]) -> np.ndarray:
-    """The repaint mask at latent size (h, w) as (1, 1, h, w) of 0 and 1, as the WebUI makes it
-    (its latmask): the mask picture with its blurred edge (mask_picture) shrunk by Pillow's
-    default (bicubic) resize, then rounded, so an edge counts where it is more than half
-    white over the latent pixel's patch, not where most of its pixels are."""
+def latent_mask(mask: Any, size: tuple[int, int], *, rounded: bool = True) -> np.ndarray:
+    """The repaint mask at latent size (h, w) as (1, 1, h, w), as the WebUI makes it (its
+    latmask): the mask picture with its blurred edge (mask_picture) shrunk by Pillow's
+    default (bicubic) resize, then rounded to 0 and 1 (`rounded`: its mask_round), so an edge
+    counts where it is more than half white over the latent pixel's patch, not where most of
+    its pixels are."""
     small = mask_picture(mask).convert("RGB").resize((size[1], size[0]))
-    return np.around(np.asarray(small, np.float32)[..., 0] / 255)[None, None]
+    values = np.asarray(small, np.float32)[..., 0] / 255
+    return (np.around(values) if rounded else values)[None, None]
 
 
 def fit_picture(image: Any, width: int, height: int, mode: int) -> Any:
@@ -231,26 +245,43 @@ class InpaintInputs:
 
     def __init__(self, pipe: StableDiffusion, r: Pass, init_image: Any, mask: Any) -> None:
         self.pipe, self.batch = pipe, r.batch_size
-        self.pixels = None if init_image is None else to_unit_image(init_image, r.width,
-                                                                    r.height)
-        self.mask = None if mask is None else to_mask(mask, r.width, r.height)
         self.scale = pipe.vae_scale_factor
         self.latent_size = (r.height // self.scale, r.width // self.scale)
+        self.resize_latents = r.resize_latents
+        size = (r.width, r.height)
+        if r.resize_latents:  # resize mode 3: encoded at its own size
+            size = rgb_picture(init_image).size
+            if min(size) < self.scale:
+                raise ValueError(f"init image {size[0]}x{size[1]} is smaller than one latent "
+                                 f"pixel ({self.scale}x{self.scale}): resize mode 3 encodes it "
+                                 "at its own size; give a larger picture or resize mode 0-2")
+        self.pixels = None if init_image is None else to_unit_image(init_image, *size)
+        self.mask = None if mask is None else to_mask(mask, r.width, r.height,
+                                                      rounded=r.mask_round)
         # the WebUI's latent mask, from the mask picture with its blurred edge
-        self.repaint = None if mask is None else latent_mask(mask, self.latent_size)
+        self.repaint = None if mask is None else latent_mask(mask, self.latent_size,
+                                                             rounded=r.mask_round)
         self.content, self.rng = r.masked_content, r.rng
+        # "latent noise" draws for the job's first batch: this batch's seeds moved back by this
+        self.noise_shift = 0 if r.latent_noise_seed is None else r.latent_noise_seed - r.seed
 
     def image_latents(self, generator: Generator) -> np.ndarray:
-        """The init image's latents (B, C, h, w), drawn from the VAE's posterior."""
-        return np.repeat(self.pipe._encode(self.pixels, generator), self.batch, 0)
+        """The init image's latents (B, C, h, w), drawn from the VAE's posterior (resize mode 3:
+        at the picture's own size, then resized as the WebUI's "Latent" upscaler resizes)."""
+        latents = self.pipe._encode(self.pixels, generator)
+        if self.resize_latents:
+            latents = upscale_latents(latents, self.latent_size, "Latent")
+        return np.repeat(latents, self.batch, 0)
 
     def start(self, latents: np.ndarray, seeds: Sequence[int]) -> np.ndarray:
         """The init latents the sampling starts from: `latents` with the WebUI's "latent
-        noise" (image k's from seeds[k]) or "latent nothing" where the latent mask is, as
-        the pass's masked content says; as they are otherwise (and without a mask)."""
+        noise" or "latent nothing" where the latent mask is, as the pass's masked content
+        says; as they are otherwise (and without a mask). `seeds` are this batch's; image k's
+        latent noise is drawn from seeds[k] moved back to the job's first batch."""
         if self.repaint is None:
             return latents
-        return latent_content(latents, self.repaint, self.content, rng=self.rng, seeds=seeds)
+        return latent_content(latents, self.repaint, self.content, rng=self.rng,
+                              seeds=[seed + self.noise_shift for seed in seeds])
 
     def small_mask(self) -> np.ndarray:
         """The mask at latent size (B, 1, h, w), nearest (diffusers' way)."""
@@ -258,14 +289,15 @@ class InpaintInputs:
 
     def nine_channel(self, generator: Generator) -> np.ndarray:
         """An inpainting UNet's extra inputs (B, 1 + C, h, w): the mask and the latents of
-        the image with the repainted part blanked."""
-        masked = self.pixels * (self.mask < 0.5)
+        the image with the repainted part blanked (times 1 - mask, processing.py's
+        inpainting_image_conditioning)."""
+        masked = self.pixels * (1.0 - self.mask)
         masked_latents = np.repeat(self.pipe._encode(masked, generator), self.batch, 0)
         return np.concatenate([self.small_mask(), masked_latents], axis=1)
 
     def keep(self) -> np.ndarray:
-        """Where the ordinary UNet keeps the init image's latents (1, 1, h, w), the WebUI's
-        latent mask inverted."""
+        """Where the sampling keeps the init image's latents (1, 1, h, w), the WebUI's latent
+        mask inverted (its p.mask, which it blends with for every UNet, 9-channel too)."""
         return 1.0 - self.repaint
 
 

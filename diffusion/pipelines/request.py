@@ -124,8 +124,17 @@ class GenerationRequest:
     inpainting_fill: int = field(default=1, metadata=_label("Masked content"))
     # img2img: how init_image and mask are fitted to width x height where their shape differs:
     # the WebUI's Resize mode, 0 just resize, 1 crop and resize, 2 resize and fill
-    # (diffusion.pipelines.prepare.fit_picture); not in the infotext, as in the WebUI
+    # (diffusion.pipelines.prepare.fit_picture), 3 just resize (latent upscale: the picture
+    # encoded at its own size, its latents resized; not with a mask, which the WebUI cannot
+    # lay back over a picture of another size); not in the infotext, as in the WebUI
     resize_mode: int = field(default=0, metadata=_label(None))
+    # the WebUI's mask_round (its API's, off in its soft inpainting): the latent mask and a
+    # 9-channel UNet's mask rounded to 0 and 1; False keeps the blurred edge's levels
+    mask_round: bool = field(default=True, metadata=_label(None, api="mask_round"))
+    # the seed of the batch whose "latent noise" (inpainting_fill 2) is drawn: the WebUI fills
+    # the init latents once a job, from its first batch's seeds, and every later batch of a
+    # batch count (n_iter) repeats them; None: this request's seed. The CLI and server set it
+    latent_noise_seed: int | None = field(default=None, metadata=_label(None))
     hires: HiresFix | None = field(default=None, metadata=_label("Hires upscale"))
     # Forge's hr_additional_modules as the second pass takes them (module_load.HiresModules),
     # written as "Hires Module 1", "Hires Module 2", ...
@@ -257,8 +266,12 @@ def _check(r: GenerationRequest) -> None:
         raise ValueError(f"inpainting_fill takes the number, got the name {r.inpainting_fill!r}"
                          ": diffusion.pipelines.masked_content.masked_content(name) gives it")
     masked_content(r.inpainting_fill)  # ValueError naming the four
-    _whole("resize_mode (0 just resize, 1 crop and resize, 2 resize and fill)", r.resize_mode,
-           0, 2)
+    _whole("resize_mode (0 just resize, 1 crop and resize, 2 resize and fill, 3 just resize "
+           "(latent upscale))", r.resize_mode, 0, 3)
+    if not isinstance(r.mask_round, bool):
+        raise ValueError(f"mask_round must be True or False, got {r.mask_round!r}")
+    if r.latent_noise_seed is not None:
+        _whole("latent_noise_seed", r.latent_noise_seed, 0)
     if r.mask is not None and r.init_image is None:
         raise ValueError("inpainting needs an init image as well as a mask")
     if r.mode != "txt2img" and int(r.steps * r.strength) < 1:

@@ -76,18 +76,18 @@ def run_kdiffusion(pipe: StableDiffusion, r: Pass, sampler: str, schedule: str,
     plan = sampling.plan(sampler, schedule, r.steps, discrete, is_sdxl=pipe.is_sdxl,
                          strength=r.strength if img2img else None)
     # 2. img2img / inpaint inputs: the init latents (the VAE posterior draws from the seed;
-    # latent noise / nothing where the mask is, as the masked content says), the 9-channel
-    # UNet's inputs or the latent mask the ordinary UNet keeps
+    # latent noise / nothing where the mask is, as the masked content says), the latent mask
+    # the sampling keeps the rest with (with every UNet, as the WebUI's p.mask) and the
+    # 9-channel UNet's inputs
     inputs = InpaintInputs(pipe, r, init_image, mask)
     extra = keep = init_latent = None
     if img2img:
         generator = make_generator(r.rng, r.seed)
         init_latent = inputs.start(inputs.image_latents(generator), seeds.seeds)
     if r.mode == "inpaint":
+        keep = inputs.keep()
         if pipe.is_inpainting_model:
             extra = inputs.nine_channel(generator)
-        else:
-            keep = inputs.keep()
     # 3. the pass; the WebUI counts prompt-editing steps in model evaluations: twice per step
     # for the second-order samplers
     evaluations = r.steps * (2 if plan.info.second_order else 1)
@@ -134,7 +134,7 @@ def _pass(pipe: StableDiffusion, r: Pass, plan: sampling.SamplingPlan,
     x = sampling.sample(plan, model, x, seeds=seeds.seeds, image_noise=noise,
                         discrete=discrete, callback=callback,
                         options=options.kwargs(plan.info))
-    # 4. inpaint with the ordinary UNet: the kept region is the init image's
+    # 4. inpaint: the kept region is the init image's (processing.py, Img2Img.sample)
     if keep is not None:
         x = init_latent * keep + (1 - keep) * x
     return x

@@ -87,9 +87,11 @@ def scheduler_pass(pipe: StableDiffusion, r: Pass, scheduler: Any, init_image: A
                              "run; raise strength or steps")
         if hasattr(scheduler, "set_begin_index"):
             scheduler.set_begin_index(start * scheduler.order)
-    # 3. the starting latents: the image's, then the noise
+    # 3. the starting latents: the image's, then the noise (the WebUI's samplers keep the
+    # image's latents outside the mask with every UNet, diffusers' only with the ordinary one)
+    blend = r.mode == "inpaint" and (webui or not inpaint9)
     if image_latents is None and (r.mode == "img2img" or (
-            r.mode == "inpaint" and (not inpaint9 or r.strength < 1.0))):
+            r.mode == "inpaint" and (blend or r.strength < 1.0))):
         image_latents = inputs.image_latents(generator)
     scale = pipe.vae_scale_factor
     shape = (r.batch_size, pipe.latent_channels, r.height // scale, r.width // scale)
@@ -99,11 +101,11 @@ def scheduler_pass(pipe: StableDiffusion, r: Pass, scheduler: Any, init_image: A
     else:  # inpaint: latent noise / nothing in the start only (the blend keeps the image's)
         start_latents = inputs.start(image_latents, [r.seed] * r.batch_size)
         latents = scheduler.add_noise(start_latents, noise, timesteps[:1])
-    # 4. inpaint: the 9-channel UNet's inputs, or the known region put back after each step
+    # 4. inpaint: the 9-channel UNet's inputs; the known region put back after each step
     extra = after_step = None
     if inpaint9:
         extra = inputs.nine_channel(generator)
-    elif r.mode == "inpaint":
+    if blend:
         small = inputs.small_mask()
 
         def after_step(i: int, x: np.ndarray) -> np.ndarray:

@@ -308,8 +308,10 @@ class StableDiffusion:
                  height=int(request.height or self.native_size),
                  batch_size=int(request.batch_size), clip_skip=int(request.clip_skip),
                  strength=float(request.strength), rng=request.rng, mode=request.mode,
-                 masked_content=request.inpainting_fill,
-                 embeddings=self._embedding_lookup(), control=tuple(request.control),
+                 masked_content=request.inpainting_fill, mask_round=request.mask_round,
+                 latent_noise_seed=request.latent_noise_seed,
+                 resize_latents=request.resize_mode == 3, embeddings=self._embedding_lookup(),
+                 control=tuple(request.control),
                  hires_stage="first" if request.hires is not None else None,
                  hires_vae=getattr(request.hires_modules, "vae", None))
         refiner = request.refiner
@@ -391,7 +393,7 @@ class StableDiffusion:
         return self.generate(prompt, init_image=init_image, **kwargs)
 
     def inpaint(self, init_image: Any, mask: Any, prompt: str, **kwargs: Any) -> GenerationResult:
-        """Repaint where `mask` is white: the 9-channel inpainting UNet when the model has one,
-        else mask-blended latents with the ordinary UNet."""
+        """Repaint where `mask` is white: with the 9-channel inpainting UNet when the model has
+        one, else the ordinary UNet; the init latents kept outside the mask."""
         kwargs.setdefault("strength", 1.0)
         return self.generate(prompt, init_image=init_image, mask=mask, **kwargs)

@@ -273,7 +273,7 @@ def _img2img_options(request: Img2ImgRequest) -> dict[str, Any]:
                            f"and fill) or 3 (latent upscale), got {request.resize_mode}")
     image = decode_image(request.init_images[0], "init_images[0]")
     out: dict[str, Any] = {"init_image": image, "strength": strength,
-                           "resize_mode": 0 if request.resize_mode == 3 else request.resize_mode}
+                           "resize_mode": request.resize_mode}
     if request.mask:
         mask = decode_image(request.mask, "mask")
         if mask.size != image.size:
@@ -282,7 +282,8 @@ def _img2img_options(request: Img2ImgRequest) -> dict[str, Any]:
                                "size")
         blur = request.mask_blur  # both sides where given (the WebUI's property setter)
         sides = (request.mask_blur_x, request.mask_blur_y) if blur is None else (blur, blur)
-        out.update(mask=prepare_mask(mask, invert=bool(request.inpainting_mask_invert)),
+        out.update(mask=prepare_mask(mask, invert=bool(request.inpainting_mask_invert),
+                                     rounded=request.mask_round),
                    mask_blur=tuple(max(side, 0) for side in sides),  # <= 0: none, as there
                    inpainting_fill=request.inpainting_fill)
     return out

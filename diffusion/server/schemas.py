@@ -93,7 +93,7 @@ class Img2ImgRequest(Txt2ImgRequest):
     """POST /sdapi/v1/img2img: `init_images` (base64, with or without a data: prefix)."""
 
     init_images: list[str] | None = None
-    resize_mode: int = 0  # 0 stretch, 1 crop, 2 fill (3, latent upscale: as 0)
+    resize_mode: int = 0  # 0 stretch, 1 crop, 2 fill, 3 latent upscale (img2img only)
     denoising_strength: float | None = 0.75
     image_cfg_scale: float | None = None
     mask: str | None = None

@@ -266,7 +266,9 @@ class Worker:
                 break
             with self._lock:
                 slot.state.update(job_no=number, sampling_step=0, skipped=False)
-            request = replace(job.request, seed=seed, batch_size=1)
+            # "latent noise" is the first batch's image's, as the WebUI makes it once a job
+            request = replace(job.request, seed=seed, batch_size=1,
+                              latent_noise_seed=job.seeds[number % job.batch_size])
             if job.subseeds is not None:
                 request = replace(request, subseed=job.subseeds[number])
             out = slot.pipe.generate(request, observer=observer)

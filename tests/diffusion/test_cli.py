@@ -459,6 +459,19 @@ def test_n_iter_counts_seeds_on_over_batches(fake: dict[str, Any],
     assert len(out.splitlines()) == 6 and "txt2img 3/3" in err
 
 
+def test_n_iter_keeps_the_first_batchs_latent_noise(fake: dict[str, Any],
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """The WebUI fills the masked latents once a job (Img2Img.init): every batch's "latent
+    noise" is drawn for the first batch's seeds."""
+    code, _, err = run_cli(capsys, "inpaint", "--model", "model", "--prompt", "a",
+                           "--init-image", "init.png", "--mask", "mask.png", "--seed", "10",
+                           "--n-iter", "3", "--batch-size", "2", "--inpainting-fill",
+                           "latent noise")
+    assert code == 0, err
+    assert [(c["seed"], c["latent_noise_seed"]) for c in fake["pipe"].calls] == [
+        (10, 10), (12, 10), (14, 10)]
+
+
 def test_n_iter_with_a_variation_seed_keeps_the_seed(fake: dict[str, Any],
                                                      capsys: pytest.CaptureFixture[str]) -> None:
     """The WebUI: with a variation strength every image has the seed, the subseeds count on."""

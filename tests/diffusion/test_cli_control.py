@@ -81,6 +81,32 @@ def test_units_and_per_unit_values(pictures: dict[str, str]) -> None:
 
 
 @pytest.mark.nodevice
+def test_a_unit_on_the_init_image_takes_the_blurred_mask(pictures: dict[str, str],
+                                                         tmp_path: Path) -> None:
+    """The extension gives a unit without a picture of its own the WebUI's mask through its
+    prepare_mask: blurred by the Mask blur (cv2.GaussianBlur along x, then y, as the WebUI
+    blurs it); a unit's own --control-mask is taken as it is."""
+    cv2 = pytest.importorskip("cv2", reason="opencv-python-headless (the test reference)")
+    a = str(Path(pictures["dir"]) / "cn-a")
+    square = np.zeros((32, 32), np.uint8)
+    square[8:20, 10:26] = 255
+    Image.fromarray(square).save(tmp_path / "square.png")
+    inpaint = ["inpaint", "--prompt", "p", "--init-image", pictures["depth"], "--mask",
+               str(tmp_path / "square.png"), "--controlnet", a, "--control-module", "inpaint"]
+    for blur in (4, 1):
+        args = cli.build_parser().parse_args([*inpaint, "--mask-blur", str(blur)])
+        spec, = build_control_specs(args, _open_image)
+        size = 2 * int(2.5 * blur + 0.5) + 1  # processing.py's kernel sizes
+        want = cv2.GaussianBlur(cv2.GaussianBlur(square, (size, 1), blur), (1, size), blur)
+        assert np.array_equal(spec.mask, want) and not np.array_equal(spec.mask, square)
+    args = cli.build_parser().parse_args([*inpaint, "--mask-blur", "0"])
+    assert np.array_equal(build_control_specs(args, _open_image)[0].mask, square)
+    args = cli.build_parser().parse_args([*inpaint, "--control-mask",
+                                          str(tmp_path / "square.png")])
+    assert np.array_equal(build_control_specs(args, _open_image)[0].mask, square)
+
+
+@pytest.mark.nodevice
 @pytest.mark.parametrize("argv, message", [
     (["--control-weight", "0.5"], "--control-weight needs a unit"),
     (["--controlnet", "{a}", "--control-image", "{edges}", "{edges}"],

@@ -151,7 +151,9 @@ def test_settings_are_checked() -> None:
                         (dict(mask_blur=1.5), "mask_blur"),
                         (dict(inpainting_fill=4), r"0 \(fill\), 1 \(original\)"),
                         (dict(inpainting_fill="fill"), "takes the number"),
-                        (dict(resize_mode=3), "resize_mode")):
+                        (dict(resize_mode=4), r"resize_mode .*3 just resize \(latent "),
+                        (dict(mask_round=1), "mask_round must be True or False"),
+                        (dict(latent_noise_seed=-1), "latent_noise_seed")):
         with pytest.raises(ValueError, match=needle):
             GenerationRequest(**bad)
 
@@ -178,7 +180,7 @@ def test_the_infotext_as_the_webui_writes_it() -> None:
 @pytest.mark.nodevice
 def test_the_cli(tmp_path: Path) -> None:
     """inpaint's --mask-blur and --inpainting-fill (the WebUI page's 4 and "original"), by
-    name or number, also from --from-infotext."""
+    name or number, also from --from-infotext; --no-mask-round (the WebUI's mask_round)."""
     from diffusion.cli.from_infotext import apply_infotext
     from diffusion.cli.generate import build_request
     from diffusion.cli.main import build_parser
@@ -189,12 +191,12 @@ def test_the_cli(tmp_path: Path) -> None:
     _mask().save(tmp_path / "m.png")
     files = ["--init-image", str(tmp_path / "i.png"), "--mask", str(tmp_path / "m.png")]
     args = parser.parse_args(["inpaint", *files])
-    assert (args.mask_blur, args.inpainting_fill) == (4, 1)
+    assert (args.mask_blur, args.inpainting_fill, args.mask_round) == (4, 1, True)
     args = parser.parse_args(["inpaint", *files, "--mask-blur", "0", "--inpainting-fill",
-                              "Latent Nothing", "--prompt", "a"])
+                              "Latent Nothing", "--no-mask-round", "--prompt", "a"])
     args.steps, args.cfg_scale, args.sampler = 2, 7.0, "Euler"
     request = build_request(args)
-    assert (request.mask_blur, request.inpainting_fill) == (0, 3)
+    assert (request.mask_blur, request.inpainting_fill, request.mask_round) == (0, 3, False)
     assert parser.parse_args(["inpaint", *files, "--inpainting-fill", "0"]).inpainting_fill == 0
     with pytest.raises(Exception, match=r"--inpainting-fill: .*got 'noise'"):
         parser.parse_args(["inpaint", *files, "--inpainting-fill", "noise"])
@@ -214,9 +216,10 @@ def _b64(image: Image.Image) -> str:
 @pytest.mark.nodevice
 def test_the_apis_settings_and_defaults(tmp_path: Path) -> None:
     """The WebUI API's defaults (its StableDiffusionProcessingImg2Img's: mask_blur_x/y 4,
-    inpainting_fill 0) reach the request; mask_blur sets both sides; a side of 0 or less is no
-    blur, as there; resize_mode 3 is done as 0; the mask is read as its create_binary_mask
-    reads it: an opaque RGBA picture by its gray levels, a sketch by its alpha over 128."""
+    inpainting_fill 0, mask_round True) reach the request; mask_blur sets both sides; a side
+    of 0 or less is no blur, as there; resize_mode 3 (latent upscale) reaches the pipeline;
+    the mask is read as its create_binary_mask reads it: an opaque RGBA picture by its gray
+    levels, a sketch by its alpha over 128 (mask_round False: the alpha as it is)."""
     pytest.importorskip("fastapi", reason="the server extra is not installed")
     from diffusion.server import generation
     from diffusion.server.schemas import Img2ImgRequest
@@ -229,10 +232,11 @@ def test_the_apis_settings_and_defaults(tmp_path: Path) -> None:
         return job.request
 
     request = served()
-    assert (request.mask_blur, request.inpainting_fill, request.resize_mode) == ((4, 4), 0, 0)
+    assert (request.mask_blur, request.inpainting_fill, request.resize_mode,
+            request.mask_round) == ((4, 4), 0, 0, True)
     assert served(mask_blur=8).mask_blur == (8, 8)
     assert served(mask_blur_x=3, mask_blur_y=-2).mask_blur == (3, 0)
-    assert served(resize_mode=3).resize_mode == 0 and served(resize_mode=2).resize_mode == 2
+    assert served(resize_mode=3).resize_mode == 3 and served(resize_mode=2).resize_mode == 2
     assert served(inpainting_fill=2).inpainting_fill == 2
     with pytest.raises(generation.RequestError, match=r"0 \(fill\), 1 \(original\)"):
         served(inpainting_fill=5)
@@ -242,6 +246,9 @@ def test_the_apis_settings_and_defaults(tmp_path: Path) -> None:
     sketch = Image.new("RGBA", (96, 80))
     sketch.putalpha(Image.eval(_mask(), lambda v: v // 2 + 60))  # 60 outside, 187 inside
     assert _same(served(mask=_b64(sketch)).mask, _mask())
+    unrounded = served(mask=_b64(sketch), mask_round=False)
+    assert unrounded.mask_round is False
+    assert _same(unrounded.mask, Image.eval(_mask(), lambda v: v // 2 + 60))
     assert _same(served(inpainting_mask_invert=1).mask, Image.eval(_mask(), lambda v: 255 - v))
 
 
