@@ -25,6 +25,7 @@ import numpy as np
 from ..lora import LORA_TAGS, LoraManager, lora_hashes, lora_uses
 from ..noise.rng import make_generator
 from ..samplers.registry import lookup
+from ..text.composable import refuse_composable
 from ..text.prompts import extract_extra_networks
 from .flow import decode, encode_image
 from .flow_hires import run_hires
@@ -108,6 +109,8 @@ class FlowModel:
         observer = from_callbacks(observer, progress, on_step)
         _refuse_unsupported(request)
         prompt, networks = extract_extra_networks(request.prompt)
+        if request.sampler_label[0] != DIFFUSERS:  # diffusers reads AND as a word
+            refuse_composable(prompt, f"{self.family} models")
         loras = self._activate_loras(networks)
         seed = int(request.seed) if request.seed not in (None, -1) else int(
             np.random.default_rng().integers(2**32))

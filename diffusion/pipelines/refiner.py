@@ -84,6 +84,12 @@ class HandOff:
         self.discrete = discrete
         self.switched_at: int | None = None
 
+    @property
+    def weights(self) -> Any:
+        """The AND parts' guidance weights (sampling.GuidedUNet.weights): the refiner reads
+        the same prompt, so the same parts."""
+        return self.current.weights
+
     def __call__(self, model_in: np.ndarray, t: float, step: int
                  ) -> tuple[np.ndarray | None, np.ndarray]:
         if self.switched_at is None and _completed(t, self.discrete) >= self.switch_at:

@@ -8,7 +8,9 @@ What the WebUI does for a k-diffusion sampler (`modules/sd_samplers_kdiffusion.p
    img2img keeps the last `int(min(strength, 0.999) * steps) + 1` of them.
 2. x = noise * sigmas[0] (txt2img), or init_latent + noise * sigmas[0] (img2img).
 3. the sampler calls the guided denoiser: the UNet sees x * c_in at timestep sigma_to_t(sigma),
-   its output becomes x0 (epsilon or v-prediction), and x0 = uncond + scale * (cond - uncond).
+   its output becomes x0 (epsilon or v-prediction), and x0 = uncond + scale * (cond - uncond);
+   with composable diffusion (a prompt's `AND` parts) one cond row per part, and
+   x0 = uncond + sum(weight * scale * (cond_part - uncond)) (`combine`).
    Inpainting with an ordinary UNet keeps the unmasked latents at every call, and once more at
    the end.
 4. noise: the per-image generators (`diffusion.noise.image_noise.ImageNoise`), or for the SDE
@@ -33,8 +35,8 @@ from ..samplers.brownian import BrownianTreeNoise
 from ..samplers.denoiser import DiscreteSchedule
 
 __all__ = ["DIFFUSERS", "AddedContext", "CFGDenoiser", "Contexts", "GuidedUNet",
-           "SamplerOptions", "SamplingPlan", "plan", "sample", "sampler_label", "sampler_names",
-           "unet_call"]
+           "SamplerOptions", "SamplingPlan", "Weights", "combine", "plan", "sample",
+           "sampler_label", "sampler_names", "unet_call"]
 
 DIFFUSERS = "diffusers"  # the sampler name that runs the model folder's own scheduler
 
@@ -61,9 +63,35 @@ class AddedContext:
 
 
 Context = Tensor | AddedContext
-# step -> (uncond context or None when unguided, cond context), each (B, L, D) on the GPU
+# step -> (uncond context or None when unguided, cond context), each (B, L, D) on the GPU;
+# with Weights, cond has a row per prompt part: (sum of the parts, L, D)
 Contexts = Callable[[int], tuple[Context | None, Context]]
 UNet = Callable[..., Tensor]
+# per image of the batch, the guidance weights of its prompt's AND parts, whose cond rows
+# follow one another image by image (the WebUI's conds_list, row indexes implied)
+Weights = tuple[tuple[float, ...], ...]
+
+
+def combine(uncond: np.ndarray, cond: np.ndarray, weights: Weights | None,
+            cfg_scale: float) -> np.ndarray:
+    """Classifier-free guidance of uncond (B, ...) by cond: without `weights` (one row per
+    image) uncond + (cond - uncond) * cfg_scale; with them (cond's rows the images' parts)
+    each image's uncond plus (cond_part - uncond) * (weight * cfg_scale) for each of its
+    parts in order: the WebUI's `CFGDenoiser.combine_denoised`, in its order of operations.
+    Applies to x0 predictions (k-diffusion) and to noise predictions (timestep samplers)."""
+    if weights is None:
+        return uncond + (cond - uncond) * cfg_scale
+    if len(weights) != len(uncond) or sum(map(len, weights)) != len(cond):
+        raise ValueError(f"weights for {len(weights)} images with "
+                         f"{sum(map(len, weights))} parts do not fit {len(uncond)} uncond "
+                         f"and {len(cond)} cond rows")
+    guided = uncond.copy()
+    row = 0
+    for image, parts in enumerate(weights):
+        for weight in parts:
+            guided[image] += (cond[row] - uncond[image]) * (weight * cfg_scale)
+            row += 1
+    return guided
 
 
 def sampler_label(name: str) -> str:
@@ -181,32 +209,42 @@ class GuidedUNet:
     travels as device tensors. `contexts(step)` gives the text conditioning of a step (prompt
     editing changes it between steps). Uncond and cond run as one UNet batch when their lengths
     agree, else one after the other (the WebUI without `pad_cond_uncond`); without guidance
-    only cond runs. `control` (a diffusion.pipelines.control.Control) adds its units'
+    only cond runs. `weights` (composable diffusion): each image's input runs once per part
+    of its prompt, against that part's cond row; they always run with the uncond (see
+    `combine`). `control` (a diffusion.pipelines.control.Control) adds its units'
     residuals to every call."""
 
     def __init__(self, unet_step: UNet, contexts: Contexts, *, dtype: Any,
-                 control: Any = None) -> None:
+                 control: Any = None, weights: Weights | None = None) -> None:
         self.unet_step = unet_step
         self.contexts = contexts
         self.dtype = dtype
         self.control = control
+        self.weights = weights
         self._step = 0
         self._joined: tuple[int, int, Context] | None = None
 
     def __call__(self, model_in: np.ndarray, t: float, step: int
                  ) -> tuple[np.ndarray | None, np.ndarray]:
-        """(uncond output or None, cond output) at timestep `t` of WebUI step `step`."""
+        """(uncond output or None, cond output) at timestep `t` of WebUI step `step`; with
+        `weights` the cond output has a row per part."""
         uncond, cond = self.contexts(step)
         self._step = step
+        cond_in = model_in
+        if self.weights is not None:
+            if uncond is None:
+                raise ValueError("composable diffusion (a prompt's AND parts or weights) "
+                                 "guides against the negative prompt: give its context")
+            cond_in = np.repeat(model_in, [len(parts) for parts in self.weights], axis=0)
         if uncond is None:
-            return None, self._run(model_in, t, cond)
+            return None, self._run(cond_in, t, cond)
         if uncond.shape[1] == cond.shape[1]:
-            both = self._run(np.concatenate([model_in, model_in]), t,
-                             self._joined_context(uncond, cond), uncond_rows=len(model_in))
-            out_uncond, out_cond = np.split(both, 2)
-            return out_uncond, out_cond
+            rows = len(model_in)
+            both = self._run(np.concatenate([model_in, cond_in]), t,
+                             self._joined_context(uncond, cond), uncond_rows=rows)
+            return both[:rows], both[rows:]
         return (self._run(model_in, t, uncond, uncond_rows=len(model_in)),
-                self._run(model_in, t, cond))
+                self._run(cond_in, t, cond))
 
     def _run(self, model_in: np.ndarray, t: float, context: Context, *,
              uncond_rows: int = 0) -> np.ndarray:
@@ -248,7 +286,8 @@ class CFGDenoiser:
     """model(x, sigma) -> the guided x0, as the WebUI's CFGDenoiser: the samplers' `model`.
 
     The UNet sees x * c_in at timestep sigma_to_t(sigma); its outputs become x0 predictions and
-    x0 = uncond + cfg_scale * (cond - uncond). `extra` (B, C, H, W) is concatenated to the UNet
+    x0 = uncond + cfg_scale * (cond - uncond), or with the UNet's `weights` the composable
+    guidance of `combine`. `extra` (B, C, H, W) is concatenated to the UNet
     input (the 9-channel inpainting UNet's mask and masked image). `keep` / `init_latent`:
     where keep is 1 the result is pinned to init_latent (inpainting with an ordinary UNet).
     After each call `uncond` holds the unconditional x0 (CFG++), and `step` counts the calls
@@ -273,12 +312,14 @@ class CFGDenoiser:
             model_in = np.concatenate([model_in, self.extra], axis=1)
         out_uncond, out_cond = self.unet(model_in, float(self.discrete.sigma_to_t(sigma)),
                                          self.step)
-        cond = self.discrete.denoised(x, sigma, out_cond)
+        weights = self.unet.weights
+        x_cond = x if weights is None else np.repeat(x, [len(p) for p in weights], axis=0)
+        cond = self.discrete.denoised(x_cond, sigma, out_cond)
         if out_uncond is None:
             self.uncond = denoised = cond
         else:
             self.uncond = self.discrete.denoised(x, sigma, out_uncond)
-            denoised = self.uncond + (cond - self.uncond) * self.cfg_scale
+            denoised = combine(self.uncond, cond, weights, self.cfg_scale)
         if self.keep is not None:
             denoised = self.init_latent * self.keep + (1 - self.keep) * denoised
         self.step += 1

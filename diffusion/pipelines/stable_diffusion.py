@@ -175,8 +175,10 @@ class StableDiffusion:
         lookup and textual-inversion rows run as they are: host work per prompt)."""
         return partial(self.text_encoder, encode_tokens=self._text_capture.of(self.text_encoder))
 
-    def _contexts(self, r: Pass, steps: int, *, webui: bool = True) -> sampling.Contexts:
-        """Step -> (uncond, cond) text conditioning, uncond None without guidance.
+    def _contexts(self, r: Pass, steps: int, *, webui: bool = True
+                  ) -> tuple[sampling.Contexts, sampling.Weights | None]:
+        """Step -> (uncond, cond) text conditioning, uncond None without guidance; and the
+        guidance weights of the prompt's AND parts (None: plain classifier-free guidance).
 
         `webui`: the WebUI's prompt handling (emphasis, BREAK, prompts past 75 tokens, prompt
         editing over `steps` model evaluations, extra-network tags removed); else diffusers'
@@ -186,7 +188,7 @@ class StableDiffusion:
             cond = self.encode_prompt([r.prompt] * batch, clip_skip=r.clip_skip)
             uncond = None if r.cfg_scale <= 1.0 else self.encode_prompt(
                 [r.negative_prompt] * batch, clip_skip=r.clip_skip)
-            return lambda step: (uncond, cond)
+            return (lambda step: (uncond, cond)), None
         # a hires pass's editing times count on from the first pass: [a:b:10] of 20 steps is
         # b all through it (the WebUI's get_learned_conditioning with hires_steps)
         first = r.first_pass_steps
@@ -194,15 +196,16 @@ class StableDiffusion:
                          steps=first or steps, hires_steps=steps if first else None,
                          clip_skip=r.clip_skip, embeddings=r.embeddings)
         conds = encode([r.prompt] * batch)
-        unconds = None if r.cfg_scale == 1.0 else encode([r.negative_prompt] * batch,
-                                                          extra_networks=False)
-        return lambda step: (None if unconds is None else unconds.at(step), conds.at(step))
+        unconds = None if r.cfg_scale == 1.0 and not conds.composable else encode(
+            [r.negative_prompt] * batch, extra_networks=False, composable=False)
+        return ((lambda step: (None if unconds is None else unconds.at(step), conds.at(step))),
+                conds.weights if conds.composable else None)
 
     def _guided(self, r: Pass, steps: int, *, webui: bool = True,
                 discrete: DiscreteSchedule | None = None) -> Any:
         """The guided UNet of a pass (a sampling.GuidedUNet); with a refiner and the WebUI's
         samplers one that hands over to the refiner's (diffusion.pipelines.refiner.HandOff)."""
-        contexts = self._contexts(r, steps, webui=webui)  # first: --medvram's UNet comes after
+        contexts, weights = self._contexts(r, steps, webui=webui)  # first: --medvram's UNet next
         check_base(r.control, self.unet)
         use_ip_adapters(self.unet, r.control)  # before the capture compares the UNet's weights
         step = (self._unet_capture.of(self.unet) if self.memory is None
@@ -212,7 +215,7 @@ class StableDiffusion:
                                    control=Control(r.control, total_steps=steps,
                                                    size=(r.width, r.height),
                                                    hires_stage=r.hires_stage)
-                                   if r.control else None)
+                                   if r.control else None, weights=weights)
         if r.refiner is None or not webui:
             return unet
         other = r.refiner

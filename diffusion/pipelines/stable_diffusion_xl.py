@@ -157,17 +157,19 @@ def webui_schedule(enc: TextEncoders, prompts: Sequence[str], ids: np.ndarray, *
                    negative: bool = False, emphasis: str = "Original",
                    hires_steps: int | None = None) -> XLSchedule:
     """The WebUI's SDXL conditioning of `prompts` over `steps` model evaluations (prompt
-    editing as in `conditioning.encode`, `hires_steps` too); `negative`: the prompts are
-    negative prompts (their extra-network tags stay text, and an empty one is zeros)."""
-    parsed = [parse_prompt(p, steps, hires_steps=hires_steps, extra_networks=not negative)
-              for p in prompts]
+    editing and AND parts as in `conditioning.encode`, `hires_steps` too); `negative`: the
+    prompts are negative prompts (their extra-network tags and AND stay text, and an empty
+    one is zeros)."""
+    parsed = [parse_prompt(p, steps, hires_steps=hires_steps, extra_networks=not negative,
+                           composable=not negative) for p in prompts]
+    parts = [part for prompt in parsed for part in prompt.parts]  # rows: item by item
     dims = sum(int(e.config["hidden_size"]) for e in enc.encoders)
     done: dict[Any, tuple[tuple[tuple[int, np.ndarray], ...], tuple[tuple[int, np.ndarray], ...]]]
     done = {}
-    for prompt in parsed:
-        if prompt.schedule in done:
+    for part in parts:
+        if part.schedule in done:
             continue
-        texts = [text for _, text in prompt.schedule]
+        texts = [text for _, text in part.schedule]
         if negative and all(text == "" for text in texts):
             width = int(enc.encoders[-1].config.get("projection_dim")
                         or enc.encoders[-1].config["hidden_size"])
@@ -176,14 +178,14 @@ def webui_schedule(enc: TextEncoders, prompts: Sequence[str], ids: np.ndarray, *
             by_text = dict.fromkeys(texts, zero)
         else:
             by_text = _encode_texts(enc, texts, emphasis)
-        done[prompt.schedule] = (tuple((end, by_text[t][0]) for end, t in prompt.schedule),
-                                 tuple((end, by_text[t][1]) for end, t in prompt.schedule))
+        done[part.schedule] = (tuple((end, by_text[t][0]) for end, t in part.schedule),
+                               tuple((end, by_text[t][1]) for end, t in part.schedule))
     device, dtype = enc.place
     items = tuple(parsed)
     return XLSchedule(
-        conditioning.ConditioningSchedule(items, tuple(done[p.schedule][0] for p in parsed),
+        conditioning.ConditioningSchedule(items, tuple(done[p.schedule][0] for p in parts),
                                           device, dtype),
-        conditioning.ConditioningSchedule(items, tuple(done[p.schedule][1] for p in parsed),
+        conditioning.ConditioningSchedule(items, tuple(done[p.schedule][1] for p in parts),
                                           device, dtype), ids)
 
 
@@ -213,7 +215,8 @@ class StableDiffusionXL(StableDiffusion):
 
     def _contexts(self, r: Any, steps: int, *, webui: bool = True) -> Any:
         """Step -> (uncond, cond) AddedContexts, as the WebUI or diffusers make them (see the
-        module's docstring); uncond None without guidance."""
+        module's docstring), uncond None without guidance; and the AND parts' weights
+        (`StableDiffusion._contexts`)."""
         enc, batch, refiner = self.text_encoders, r.batch_size, self.is_refiner
         ids = time_ids(r.width, r.height, refiner=refiner)
         negative_ids = time_ids(r.width, r.height, refiner=refiner, negative=True)
@@ -222,10 +225,12 @@ class StableDiffusionXL(StableDiffusion):
             uncond = None if r.cfg_scale <= 1.0 else diffusers_context(
                 enc, [r.negative_prompt] * batch, negative_ids, clip_skip=r.clip_skip,
                 zeros=r.negative_prompt == "" and enc.force_zeros_for_empty_prompt)
-            return lambda step: (uncond, cond)
+            return (lambda step: (uncond, cond)), None
         first = r.first_pass_steps  # a hires pass: editing counts on from the first pass
         timing = {"steps": first or steps, "hires_steps": steps if first else None}
         conds = webui_schedule(enc, [r.prompt] * batch, ids, **timing)
-        unconds = None if r.cfg_scale == 1.0 else webui_schedule(
+        composable = conds.hidden.composable  # it guides against the uncond even at CFG 1
+        unconds = None if r.cfg_scale == 1.0 and not composable else webui_schedule(
             enc, [r.negative_prompt] * batch, negative_ids, negative=True, **timing)
-        return lambda step: (None if unconds is None else unconds.at(step), conds.at(step))
+        return ((lambda step: (None if unconds is None else unconds.at(step), conds.at(step))),
+                conds.hidden.weights if composable else None)

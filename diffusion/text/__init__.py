@@ -1,5 +1,5 @@
 """Text to conditioning: CLIP's and T5's tokenizers, the WebUI's prompt syntax (emphasis,
-BREAK, prompt editing, extra-network tags), chunked weighted conditioning, and
+BREAK, prompt editing, extra-network tags, AND), chunked weighted conditioning, and
 textual-inversion embeddings.
 
 | module | what |
@@ -7,6 +7,7 @@ textual-inversion embeddings.
 | `tokenizer` | CLIP's byte-level BPE (the `tokenizers` library) |
 | `t5_tokenizer` | T5's SentencePiece tokenizer from a `tokenizer.json` (FLUX, SD3) |
 | `prompts`, `prompt_editing` | the WebUI's prompt parser and its `[from:to:when]` schedules |
+| `composable` | a positive prompt's `AND` parts and their guidance weights |
 | `conditioning` | prompts of any length to text-encoder states, as the WebUI encodes them |
 | `embeddings` | textual-inversion files found by name, as the WebUI finds them |
 """

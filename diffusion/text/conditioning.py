@@ -13,8 +13,8 @@ text encoder:
    hidden states by the token weights, then rescales so the mean is what it was before.
 4. The chunks are concatenated along the sequence axis: (77 * chunks, hidden).
 
-`encode` does this for every distinct text of each prompt's editing schedule and returns a
-`ConditioningSchedule` answering `at(step)`.
+`encode` does this for every distinct text of each prompt part's editing schedule and returns
+a `ConditioningSchedule` answering `at(step)`.
 
 SDXL hook: an SDXL model runs steps 1-3 once per text encoder (CLIP-L and OpenCLIP-G, each
 with its own tokenizer: the same BPE, so the same chunks, but its own pad token),
@@ -244,11 +244,14 @@ def _encode_batch(tokenizer: CLIPTokenizer, text_encoder: TextEncoder, texts: Se
 class ConditioningSchedule:
     """The text conditioning of a batch of prompts at every sampling step.
 
-    `prompts[b]` is the parsed prompt of batch item b; `entries[b]` its (end_at_step, hidden
-    states (77 * k_b, D) float32) list. `at(step)` gives (B, length, D) on the encoder's device
-    in its dtype; items with fewer chunks are padded by repeating their last vector (the
-    WebUI's `stack_conds`). Distinct cond and uncond lengths are run as two UNet evaluations in
-    the WebUI (its `pad_cond_uncond` is off by default): compare `length` to detect it.
+    `prompts[b]` is the parsed prompt of batch item b; `entries` has one row per prompt part,
+    item by item (item b's parts in order: the WebUI's `reconstruct_multicond_batch`), each
+    row its (end_at_step, hidden states (77 * k, D) float32) list; `weights[b]` the guidance
+    weights of item b's rows. Without AND a row is an item. `at(step)` gives (rows, length, D)
+    on the encoder's device in its dtype; rows with fewer chunks are padded by repeating their
+    last vector (the WebUI's `stack_conds`). Distinct cond and uncond lengths are run as two
+    UNet evaluations in the WebUI (its `pad_cond_uncond` is off by default): compare `length`
+    to detect it.
     """
 
     prompts: tuple[Prompt, ...]
@@ -256,6 +259,16 @@ class ConditioningSchedule:
     device: Any
     dtype: np.dtype
     _uploaded: dict[tuple[int, ...], Tensor] = field(default_factory=dict, repr=False)
+
+    @property
+    def weights(self) -> tuple[tuple[float, ...], ...]:
+        """Each item's parts' guidance weights (the WebUI's `conds_list`, rows implied)."""
+        return tuple(prompt.weights for prompt in self.prompts)
+
+    @property
+    def composable(self) -> bool:
+        """Whether some item's prompt guides by composable diffusion (AND, a part's weight)."""
+        return any(prompt.composable for prompt in self.prompts)
 
     @property
     def length(self) -> int:
@@ -301,32 +314,35 @@ class ConditioningSchedule:
 def encode(tokenizer: CLIPTokenizer, text_encoder: TextEncoder,
            prompts: str | Prompt | Sequence[str | Prompt], *, steps: int, clip_skip: int = 0,
            hires_steps: int | None = None, use_old_scheduling: bool = False,
-           extra_networks: bool = True, emphasis: str = "Original",
+           extra_networks: bool = True, composable: bool = True, emphasis: str = "Original",
            comma_padding_backtrack: int = 20,
            embeddings: EmbeddingLookup | None = None) -> ConditioningSchedule:
     """Conditioning of a batch of prompts over `steps` WebUI steps (model evaluations).
 
-    Strings are parsed with `prompts.parse_prompt` (`extra_networks=False` for a negative
-    prompt: the WebUI leaves tags there as text); pass `Prompt`s already parsed to skip it.
-    Each distinct prompt is encoded once, each distinct text of its schedule once; the WebUI's
-    `get_learned_conditioning`. `clip_skip` counts layers skipped (the WebUI's "Clip skip" - 1);
-    `emphasis` is the WebUI's setting of that name; `embeddings` finds textual inversions.
+    Strings are parsed with `prompts.parse_prompt` (`extra_networks=False, composable=False`
+    for a negative prompt: the WebUI reads tags and AND there as text); pass `Prompt`s already
+    parsed to skip it. Each `AND` part is encoded as a prompt of its own, each distinct part
+    once, each distinct text of its schedule once: the WebUI's
+    `get_multicond_learned_conditioning` (`get_learned_conditioning` for one part each).
+    `clip_skip` counts layers skipped (the WebUI's "Clip skip" - 1); `emphasis` is the
+    WebUI's setting of that name; `embeddings` finds textual inversions.
     """
     items = [prompts] if isinstance(prompts, (str, Prompt)) else list(prompts)
     if not items:
         raise ValueError("prompts is empty; give at least one prompt (the empty prompt is '')")
     parsed = [p if isinstance(p, Prompt) else parse_prompt(
         p, steps, hires_steps=hires_steps, use_old_scheduling=use_old_scheduling,
-        extra_networks=extra_networks) for p in items]
+        extra_networks=extra_networks, composable=composable) for p in items]
+    parts = [part for prompt in parsed for part in prompt.parts]
     done: dict[tuple[tuple[int, str], ...], tuple[tuple[int, np.ndarray], ...]] = {}
-    for prompt in parsed:
-        if prompt.schedule in done:
+    for part in parts:
+        if part.schedule in done:
             continue
-        texts = [text for _, text in prompt.schedule]
+        texts = [text for _, text in part.schedule]
         hidden, raw = _encode_batch(tokenizer, text_encoder, texts, clip_skip,
                                     emphasis=emphasis, embeddings=embeddings,
                                     comma_padding_backtrack=comma_padding_backtrack)
         by_text = dict(zip(dict.fromkeys(texts), hidden))
-        done[prompt.schedule] = tuple((end, by_text[text]) for end, text in prompt.schedule)
-    return ConditioningSchedule(tuple(parsed), tuple(done[p.schedule] for p in parsed),
+        done[part.schedule] = tuple((end, by_text[text]) for end, text in part.schedule)
+    return ConditioningSchedule(tuple(parsed), tuple(done[part.schedule] for part in parts),
                                 raw.device, raw.dtype)

@@ -11,13 +11,13 @@ a prompt copied from a model page gives the conditioning it gave there:
 - `<lora:NAME:WEIGHT>`, `<hypernet:NAME:WEIGHT>`, any `<kind:args>`: removed from the text and
   returned separately (`extract_extra_networks`).
 - `# comment` to the end of a line: removed (`strip_comments`, the WebUI's "Enable comments").
-- `a AND b:0.5`: composable diffusion, a positive prompt's parts with their weights
-  (`split_and`); each part is a prompt of its own for everything above. The pipelines do not
-  guide with several parts (nor with one part's weight, `a cat:1.5`) yet: `parse_prompt`
-  refuses such a positive prompt rather than read `AND` and the weight as words.
+- `a AND b:0.5`: composable diffusion, a positive prompt's parts with their guidance weights
+  (`split_and`; `a cat:1.5` is one part at 1.5); each part is a prompt of its own for
+  everything above (`PromptPart`). The sampler guides with every part
+  (diffusion.pipelines.sampling.combine). Negative prompts are not split.
 
 `parse_prompt` does all of it in the WebUI's order and returns an inspectable `Prompt`. The
-editing syntax lives in `prompt_editing`.
+editing syntax lives in `prompt_editing`, the AND parts in `composable`.
 """
 
 from __future__ import annotations
@@ -25,12 +25,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from .composable import refuse_composable, split_and
 from .prompt_editing import entry_index, prompt_schedule, prompt_schedules
 
 __all__ = [
-    "BREAK", "ExtraNetwork", "Prompt", "extract_extra_networks", "parse_prompt",
-    "parse_prompt_attention", "prompt_schedule", "prompt_schedules", "split_and",
-    "strip_comments",
+    "BREAK", "ExtraNetwork", "Prompt", "PromptPart", "extract_extra_networks",
+    "parse_prompt", "parse_prompt_attention", "prompt_schedule",
+    "prompt_schedules", "refuse_composable", "split_and", "strip_comments",
 ]
 
 BREAK: tuple[str, float] = ("BREAK", -1.0)
@@ -123,40 +124,6 @@ def strip_comments(text: str) -> str:
     return _COMMENT_TAIL.sub("\n", _COMMENT_LINE.sub("\n", text))
 
 
-# -- composable diffusion -------------------------------------------------------------------------
-
-_AND = re.compile(r"\bAND\b")
-_PART_WEIGHT = re.compile(r"^((?:\s|.)*?)(?:\s*:\s*([-+]?(?:\d+\.?|\d*\.\d+)))?\s*$")
-
-
-def split_and(prompt: str) -> list[tuple[str, float]]:
-    """A positive prompt's `AND`-separated parts as (text, weight): a part ending in `:number`
-    has that weight, else 1.0; whitespace before the weight and at the end is dropped.
-
-    The WebUI's `get_multicond_prompt_list`, which every positive prompt goes through (after
-    comments and extra-network tags are removed), so even `a cat:1.5` with no AND is the text
-    `a cat` at weight 1.5. The sampler then uses uncond + sum(weight * cfg * (cond - uncond)).
-    """
-    parts = []
-    for part in _AND.split(prompt):
-        text, weight = _PART_WEIGHT.match(part).groups()
-        parts.append((text, 1.0 if weight is None else float(weight)))
-    return parts
-
-
-def _refuse_composable(prompt: str) -> None:
-    """ValueError for a positive prompt the WebUI reads as composable diffusion (`AND` parts,
-    or one part with a `:weight` at its end), which the pipelines here do not run."""
-    parts = split_and(prompt)
-    if len(parts) == 1 and parts[0][0] == prompt.rstrip():
-        return
-    found = (f"{len(parts)} parts joined by AND" if len(parts) > 1 else
-             f"a guidance weight at its end, :{parts[0][1]:g}")
-    raise ValueError(f"the prompt has {found}: the WebUI reads that as composable diffusion, "
-                     "which is not supported here; join parts with a comma (or write 'and'), "
-                     "and weigh words with (word:1.2) instead")
-
-
 # -- extra networks -------------------------------------------------------------------------------
 
 _EXTRA_NETWORK = re.compile(r"<(\w+):([^>]+)>")
@@ -239,16 +206,13 @@ def extract_extra_networks(prompt: str) -> tuple[str, list[ExtraNetwork]]:
 
 
 @dataclass(frozen=True)
-class Prompt:
-    """A prompt as the WebUI reads it, for inspection and for `conditioning.encode`.
+class PromptPart:
+    """One `AND`-separated part of a positive prompt (a prompt without AND is one part):
+    `weight` its guidance weight, `schedule` the (end_at_step, text) entries of its editing
+    schedule, `pieces[i]` the emphasis of `schedule[i]`'s text as (text, weight) pairs
+    (`BREAK` where a chunk ends early)."""
 
-    `text` as typed; `networks` its extra-network tags; `schedule` the (end_at_step, text)
-    entries of the tag-free text; `pieces[i]` the emphasis of `schedule[i]`'s text as
-    (text, weight) pairs (`BREAK` where a chunk ends early).
-    """
-
-    text: str
-    networks: tuple[ExtraNetwork, ...]
+    weight: float
     schedule: tuple[tuple[int, str], ...]
     pieces: tuple[tuple[tuple[str, float], ...], ...]
 
@@ -258,19 +222,69 @@ class Prompt:
         return self.schedule[entry_index([end for end, _ in self.schedule], step)][1]
 
 
+@dataclass(frozen=True)
+class Prompt:
+    """A prompt as the WebUI reads it, for inspection and for `conditioning.encode`.
+
+    `text` as typed; `networks` its extra-network tags; `parts` the tag-free text split on
+    `AND`, each with its weight, editing schedule and emphasis. `schedule`, `pieces` and `at`
+    are those of the only part of a prompt without AND.
+    """
+
+    text: str
+    networks: tuple[ExtraNetwork, ...]
+    parts: tuple[PromptPart, ...]
+
+    @property
+    def weights(self) -> tuple[float, ...]:
+        """The parts' guidance weights (the WebUI's conds_list weights of this prompt)."""
+        return tuple(part.weight for part in self.parts)
+
+    @property
+    def composable(self) -> bool:
+        """Whether it guides by composable diffusion: several parts, or one whose weight is
+        not 1 (one part at weight 1 is plain classifier-free guidance)."""
+        return len(self.parts) > 1 or self.parts[0].weight != 1.0
+
+    @property
+    def schedule(self) -> tuple[tuple[int, str], ...]:
+        """The only part's schedule (ValueError for a prompt of several parts)."""
+        return self._only_part().schedule
+
+    @property
+    def pieces(self) -> tuple[tuple[tuple[str, float], ...], ...]:
+        """The only part's emphasis pieces (ValueError for a prompt of several parts)."""
+        return self._only_part().pieces
+
+    def at(self, step: int) -> str:
+        """The only part's text at `step` (ValueError for a prompt of several parts)."""
+        return self._only_part().at(step)
+
+    def _only_part(self) -> PromptPart:
+        if len(self.parts) != 1:
+            raise ValueError(f"the prompt has {len(self.parts)} parts joined by AND; take each "
+                             "part's schedule from prompt.parts")
+        return self.parts[0]
+
+
 def parse_prompt(text: str, steps: int, *, hires_steps: int | None = None,
                  use_old_scheduling: bool = False, extra_networks: bool = True,
-                 comments: bool = True) -> Prompt:
+                 composable: bool = True, comments: bool = True) -> Prompt:
     """Parse a prompt as the WebUI does: `#` comments out (`comments=False`: the WebUI's
-    "Enable comments" off), extra-network tags out (positive prompts only: the WebUI leaves
-    tags in a negative prompt as text, so pass `extra_networks=False` there), then the editing
-    schedule, then the emphasis of each scheduled text."""
+    "Enable comments" off), extra-network tags out, the `AND` parts and their weights
+    (`split_and`), then each part's editing schedule and the emphasis of each scheduled text.
+
+    Tags and AND are positive-prompt syntax: for a negative prompt pass
+    `extra_networks=False, composable=False` (the WebUI reads it as one text, tags included).
+    """
     networks: list[ExtraNetwork] = []
     clean = strip_comments(text) if comments else text
     if extra_networks:
         clean, networks = extract_extra_networks(clean)
-        _refuse_composable(clean)
-    schedule = prompt_schedule(clean, steps, hires_steps=hires_steps,
-                               use_old_scheduling=use_old_scheduling)
-    pieces = tuple(tuple(parse_prompt_attention(entry)) for _, entry in schedule)
-    return Prompt(text, tuple(networks), tuple(schedule), pieces)
+    parts = []
+    for part_text, weight in split_and(clean) if composable else [(clean, 1.0)]:
+        schedule = prompt_schedule(part_text, steps, hires_steps=hires_steps,
+                                   use_old_scheduling=use_old_scheduling)
+        pieces = tuple(tuple(parse_prompt_attention(entry)) for _, entry in schedule)
+        parts.append(PromptPart(weight, tuple(schedule), pieces))
+    return Prompt(text, tuple(networks), tuple(parts))

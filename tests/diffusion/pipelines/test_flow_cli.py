@@ -145,6 +145,20 @@ def test_sizes_are_whole_latent_patches() -> None:
         model.generate("x", width=1000, height=1024)
 
 
+@pytest.mark.nodevice
+@pytest.mark.parametrize("family", ["flux-dev", "sd3"])
+def test_composable_prompts_are_refused(family: str) -> None:
+    """FLUX / SD3 guide with one prompt: the WebUI's AND (or a trailing :weight) is refused
+    with what to write instead, not encoded as words (a model stand-in without weights)."""
+    stand_in = SimpleNamespace(vae_scale_factor=8, transformer=SimpleNamespace(config={}))
+    model = FlowModel(stand_in, family=family)
+    with pytest.raises(ValueError, match=f"the prompt has 2 parts joined by AND: the WebUI "
+                                         f"reads that as composable diffusion, which is not "
+                                         f"supported for {family} models; join parts with a "
+                                         "comma"):
+        model.generate("a cat AND a dog", width=1024, height=1024, sampler="Euler")
+
+
 def test_sampler_settings_and_ensd_apply(first_device: gpucore.Device,
                                          tiny_flux_dev: tuple[Path, Any], tmp_path: Path,
                                          capsys: pytest.CaptureFixture[str]) -> None:

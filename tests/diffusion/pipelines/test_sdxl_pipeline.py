@@ -216,6 +216,52 @@ def test_webui_samplers_hand_over_to_the_refiner(first_device: gpucore.Device,
     assert early.images[0].std() > 5 and early.settings["refiner"] == "refiner"
 
 
+def test_and_parts_guide_sdxl(first_device: gpucore.Device, paths: Any) -> None:
+    """Composable diffusion on SDXL: each part's row has its own hidden states and pooled
+    embedding (those of the part as a prompt alone). One Euler step is affine in the guided
+    x0, so the run with parts is the negative prompt's run (CFG 0) plus each part's own run
+    (CFG 1) less it, times weight * cfg (the WebUI's combine_denoised). The refiner takes
+    the parts over."""
+    from diffusion.pipelines.refiner import HandOff
+
+    base, refiner = _ours(paths.base, first_device), _ours(paths.refiner, first_device)
+    prompt, parts = "a red fox AND (snow:1.2):-0.5", [("a red fox", 1.0), ("(snow:1.2)", -0.5)]
+    ids = time_ids(SIZE, SIZE, refiner=False)
+    both = webui_schedule(base.text_encoders, [prompt], ids, steps=1).at(0)
+    assert both.hidden.shape[0] == 2 and both.text_embeds.shape[0] == 2
+    for row, (text, _) in enumerate(parts):
+        alone = webui_schedule(base.text_encoders, [text], ids, steps=1).at(0)
+        assert np.array_equal(both.hidden.numpy()[row], alone.hidden.numpy()[0])
+        assert np.array_equal(both.text_embeds.numpy()[row], alone.text_embeds.numpy()[0])
+
+    def run(text: str, cfg_scale: float, **settings: Any) -> np.ndarray:
+        final: list[np.ndarray] = []
+        settings = {"steps": 1, **settings}
+        base.txt2img(text, negative_prompt=NEGATIVE, cfg_scale=cfg_scale, seed=4, width=SIZE,
+                     height=SIZE, sampler="Euler", rng="torch",
+                     on_step=lambda done, total, latents: final.append(latents), **settings)
+        return final[-1]
+
+    uncond = run(parts[0][0], 0.0)
+    expected = uncond + sum(w * 5.0 * (run(text, 1.0) - uncond) for text, w in parts)
+    got = run(prompt, 5.0)
+    assert np.linalg.norm(got - expected) <= 1e-4 * np.linalg.norm(expected)
+    weights: list[Any] = []
+    original = HandOff.__call__
+
+    def spy(self: HandOff, *args: Any) -> Any:
+        out = original(self, *args)
+        weights.append((self.switched_at, self.weights))
+        return out
+
+    HandOff.__call__ = spy  # type: ignore[method-assign]
+    try:
+        run(prompt, 5.0, steps=2, refiner=refiner, refiner_switch_at=0.5)
+    finally:
+        HandOff.__call__ = original  # type: ignore[method-assign]
+    assert weights == [(None, ((1.0, -0.5),)), (1, ((1.0, -0.5),))]
+
+
 def test_errors(first_device: gpucore.Device, paths: Any) -> None:
     base, refiner = _ours(paths.base, first_device), _ours(paths.refiner, first_device)
     sd_turbo = _ours(paths.sd_turbo, first_device)

@@ -254,6 +254,35 @@ def test_schedule_and_batch(first_device, tokenizer, hf_tokenizer, reference_mod
     assert schedule.at(1) is schedule.at(2)  # uploaded once per distinct value
 
 
+def test_and_parts_are_rows_of_their_own(first_device, tokenizer, hf_tokenizer,
+                                          reference_model, encoders):
+    """The WebUI's get_multicond_learned_conditioning: each AND part encoded as a prompt of
+    its own (its schedule's texts one batch), one row per part, image by image, all rows
+    padded to the longest by their last vector; the negative prompt is one text."""
+    model = encoders(first_device)
+    prompt = "a [cat:dog:3] AND (fox:1.2) BREAK snow:-0.5"
+    cat, dog = (_reference_chunks(_stream(hf_tokenizer, [(text, 1.0)]))
+                for text in ("a cat", "a dog"))
+    animals = _reference_encode(reference_model, [cat, dog])
+    fox = _reference_encode(reference_model, [_reference_chunks(_stream(
+        hf_tokenizer, [(" ", 1.0), ("fox", 1.2), BREAK, ("snow", 1.0)]))])[0]
+    schedule = encode(tokenizer, model, [prompt, prompt], steps=10)
+    assert schedule.weights == ((1.0, -0.5), (1.0, -0.5)) and schedule.composable
+    assert schedule.change_steps == [3] and schedule.length == 154
+    for step, animal in ((3, 0), (4, 1)):
+        got = schedule.array_at(step)
+        assert got.shape == (4, 154, 32)
+        for row in (0, 2):
+            assert_close(got[row, :77], animals[animal], tol=TOL)
+            np.testing.assert_array_equal(got[row, 77:], np.repeat(got[row, 76:77], 77, 0))
+        for row in (1, 3):
+            assert_close(got[row], fox, tol=TOL)
+    negative = encode(tokenizer, model, [prompt], steps=10, extra_networks=False,
+                      composable=False)
+    assert negative.weights == ((1.0,),) and not negative.composable
+    assert negative.array_at(0).shape[0] == 1
+
+
 def test_alternation_weights_means_by_use(first_device, tokenizer, hf_tokenizer,
                                            reference_model, encoders):
     # [(fe:1.4)|||]male: "female" at 3 of 10 steps, "male" at 7; the WebUI's batch has all 10

@@ -13,6 +13,7 @@ from diffusion.text.prompts import (
     parse_prompt_attention,
     prompt_schedule,
     prompt_schedules,
+    refuse_composable,
     split_and,
     strip_comments,
 )
@@ -203,30 +204,82 @@ def test_comments():
     assert parse_prompt("a # b", 4, comments=False).schedule == ((4, "a # b"),)
 
 
-def test_split_and():
-    # the WebUI's get_multicond_prompt_list: AND as a word splits, a trailing :number weighs
-    assert split_and("a cat") == [("a cat", 1.0)]
-    assert split_and("a cat:1.5 ") == [("a cat", 1.5)]
-    assert split_and("a AND b :0.5") == [("a", 1.0), (" b", 0.5)]
-    assert split_and("a ANDb AND c: -1 ") == [("a ANDb", 1.0), (" c", -1.0)]
-    assert split_and("(x:1.2) AND [a:b:3]") == [("(x:1.2)", 1.0), (" [a:b:3]", 1.0)]
-    assert split_and("x:1. AND y:.5") == [("x", 1.0), (" y", 0.5)]
-    assert split_and("AND") == [("", 1.0), ("", 1.0)]
+# get_multicond_prompt_list's rules: `re.split(r"\bAND\b", prompt)`, then each part through
+# `^((?:\s|.)*?)(?:\s*:\s*([-+]?(?:\d+\.?|\d*\.\d+)))?\s*$` (text, weight or 1.0)
+SPLIT_AND_CASES = [
+    ("a cat", [("a cat", 1.0)]),
+    ("a cat AND a dog", [("a cat", 1.0), (" a dog", 1.0)]),  # a part keeps its leading space
+    # weights: a trailing :number, spaces around the colon, signs, no digits before the point
+    ("a cat:1.5 ", [("a cat", 1.5)]),  # one part with a weight: composable all the same
+    ("a AND b :0.5", [("a", 1.0), (" b", 0.5)]),
+    ("a cat : 1.2 AND dog:+2", [("a cat", 1.2), (" dog", 2.0)]),
+    ("x:1. AND y:.5", [("x", 1.0), (" y", 0.5)]),
+    ("a AND b:-1 AND c: -0.5 ", [("a", 1.0), (" b", -1.0), (" c", -0.5)]),
+    # AND as a word of its own in capitals: not inside words, not "and", but beside punctuation
+    ("ANDROID AND SANDY and BRANDAND AND_x", [("ANDROID", 1.0), (" SANDY and BRANDAND AND_x",
+                                                                1.0)]),
+    ("black and white", [("black and white", 1.0)]),
+    ("a-AND-b", [("a-", 1.0), ("-b", 1.0)]),
+    ("a cat\nAND\ta dog", [("a cat", 1.0), ("\ta dog", 1.0)]),
+    # what is not a trailing weight: emphasis, editing, other colons, exponents, inner weights
+    ("(x:1.2) AND [a:b:3]", [("(x:1.2)", 1.0), (" [a:b:3]", 1.0)]),
+    ("a:1.2.3", [("a:1.2.3", 1.0)]),
+    ("a:1e3", [("a:1e3", 1.0)]),
+    ("a:0.5 b", [("a:0.5 b", 1.0)]),
+    ("a:0.5:2", [("a:0.5", 2.0)]),
+    ("a cat :1.5x", [("a cat :1.5x", 1.0)]),
+    # empty parts
+    ("AND", [("", 1.0), ("", 1.0)]),
+    ("a AND", [("a", 1.0), ("", 1.0)]),
+    (":3", [("", 3.0)]),
+]
+
+
+@pytest.mark.parametrize("prompt, expected", SPLIT_AND_CASES)
+def test_split_and(prompt: str, expected: list[tuple[str, float]]) -> None:
+    assert split_and(prompt) == expected
+
+
+def test_and_parts_have_their_own_schedule_and_emphasis() -> None:
+    """Each part is a prompt of its own (the WebUI's get_learned_conditioning of the flat
+    list of parts): its editing schedule, its emphasis; tags and comments go first."""
+    prompt = parse_prompt("<lora:x:0.5>a [red:blue:2] cube AND (dog:1.3) BREAK snow:0.5 # AND c",
+                          4)
+    assert prompt.networks == (ExtraNetwork("lora", "x", ("0.5",)),)
+    assert prompt.weights == (1.0, 0.5) and prompt.composable
+    first, second = prompt.parts
+    assert first.schedule == ((2, "a red cube"), (4, "a blue cube"))
+    assert [first.at(s) for s in (0, 2, 3)] == ["a red cube", "a red cube", "a blue cube"]
+    assert second.schedule == ((4, " (dog:1.3) BREAK snow"),)
+    assert second.pieces == (((" ", 1.0), ("dog", 1.3), ("", 1.0), BREAK, ("snow", 1.0)),)
+    with pytest.raises(ValueError, match="2 parts joined by AND; take each part's schedule"):
+        prompt.schedule  # noqa: B018
+    # one part: plain guidance at weight 1, composable at any other (":1" is not text)
+    assert not parse_prompt("a cat:1", 4).composable
+    assert parse_prompt("a cat:1", 4).schedule == ((4, "a cat"),)
+    assert parse_prompt("a cat:1.5", 4).weights == (1.5,)
+    assert parse_prompt("a cat:1.5", 4).composable
+
+
+@pytest.mark.parametrize("text", ["a cat AND a dog", "BLACK AND white", "a cat:1.5",
+                                  "a cat <lora:x:1> : 2 "])
+def test_negative_prompts_are_not_split(text: str) -> None:
+    """The WebUI splits only the positive prompt (get_multicond_learned_conditioning); the
+    negative goes to get_learned_conditioning whole."""
+    negative = parse_prompt(text, 4, extra_networks=False, composable=False)
+    assert negative.schedule == ((4, text),) and not negative.composable
 
 
 @pytest.mark.parametrize("text, found", [
-    ("a cat AND a dog", "2 parts joined by AND"), ("BLACK AND white", "2 parts"),
+    ("a cat AND a dog", "2 parts joined by AND"), ("BLACK AND white", "2 parts joined by AND"),
     ("a cat:1.5", "a guidance weight at its end, :1.5"),
-    ("a cat <lora:x:1> : 2 ", "a guidance weight at its end, :2")])
-def test_composable_diffusion_is_refused_not_read_as_words(text: str, found: str) -> None:
-    """The pipelines do not guide with several parts or a part's weight: a positive prompt
-    that the WebUI reads so is refused, not encoded with AND and :1.5 as words."""
-    with pytest.raises(ValueError, match=f"the prompt has {found}.*composable diffusion"):
-        parse_prompt(text, 4)
-    assert parse_prompt(text, 4, extra_networks=False).schedule == ((4, text),)  # negative
-
-
-def test_prompts_without_composable_syntax_pass() -> None:
-    for text in ("black and white", "(cat:1.2), [a:b:0.5], [a|b] <lora:x:0.5>", "a cat  ",
-                 "x # AND a comment", ""):
-        parse_prompt(text, 4)
+    ("a cat : 2 ", "a guidance weight at its end, :2"),
+    ("a cat:1", "a guidance weight at its end, :1")])
+def test_refuse_composable_names_what_to_write(text: str, found: str) -> None:
+    """For the paths that guide with one prompt (FLUX, SD3): refused, not encoded with AND
+    and :1.5 as words."""
+    with pytest.raises(ValueError, match=f"the prompt has {found}: .*composable diffusion, "
+                                         "which is not supported for FLUX"):
+        refuse_composable(text, "FLUX")
+    for plain in ("black and white", "(cat:1.2), [a:b:0.5], [a|b]", "a cat  ", ""):
+        refuse_composable(plain, "FLUX")
