@@ -34,9 +34,9 @@ from .inpaint_plan import InpaintPlan
 from .masked_content import latent_content
 from .observer import Observer, Progress, StepCallback, from_callbacks
 from .prepare import latent_mask, to_unit_image
-from .request import GenerationRequest
+from .request import GenerationRequest, as_request, hires_fix
 from .sampling import DIFFUSERS
-from .stable_diffusion import GenerationResult, SamplingDefaults, _as_request, hires_fix
+from .stable_diffusion import GenerationResult, SamplingDefaults
 
 __all__ = ["FLOW_DEFAULTS", "FlowModel"]
 
@@ -105,7 +105,7 @@ class FlowModel:
         """Run `request` (txt2img, img2img or inpaint): the pictures, their seeds and the
         settings that made them, as `StableDiffusion.generate`."""
         # 1. the request, and what this family does not take
-        request = _as_request(request, settings)
+        request = as_request(request, settings)
         observer = from_callbacks(observer, progress, on_step)
         _refuse_unsupported(request)
         prompt, networks = extract_extra_networks(request.prompt)

@@ -26,7 +26,7 @@ by its length before any tokenizing).
 from __future__ import annotations
 
 import math
-from dataclasses import Field, dataclass, field, fields
+from dataclasses import Field, dataclass, field, fields, replace
 from numbers import Integral, Real
 from typing import Any
 
@@ -36,8 +36,8 @@ from ..upscalers.interpolation import HiresFix
 from .masked_content import masked_content
 from .sampling import DIFFUSERS, SamplerOptions
 
-__all__ = ["LIMITS", "MAX_PROMPT_CHARS", "GenerationRequest", "check_size", "door_fields",
-           "infotext_labels"]
+__all__ = ["LIMITS", "MAX_PROMPT_CHARS", "GenerationRequest", "as_request", "check_size",
+           "door_fields", "hires_fix", "infotext_labels"]
 
 # The WebUI's ranges (its API's, which are wider than its sliders': 150 steps is the slider's
 # end, not the API's). Steps stop at the models' 1000 training timesteps: the timestep
@@ -311,3 +311,33 @@ def infotext_labels() -> dict[str, str]:
     """Field -> the infotext label it is written under (fields without one left out)."""
     return {f.name: f.metadata["infotext"] for f in fields(GenerationRequest)
             if f.metadata.get("infotext")}
+
+
+def as_request(request: GenerationRequest | str | None,
+               settings: dict[str, Any]) -> GenerationRequest:
+    """A pipeline's generate()'s first argument and keywords as one GenerationRequest."""
+    known = {f.name for f in fields(GenerationRequest)}
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise TypeError(f"generate() got unknown settings {unknown}; the settings are "
+                        f"GenerationRequest's fields: {', '.join(sorted(known))}")
+    if isinstance(request, GenerationRequest):
+        return replace(request, **settings) if settings else request
+    if request is not None:
+        settings = {**settings, "prompt": request}
+    return GenerationRequest(**settings)
+
+
+def hires_fix(hires: HiresFix, modules: Any = None) -> dict[str, Any]:
+    """The settings a hires pass adds (the infotext's Hires fields; with `modules`, a
+    module_load.HiresModules, Forge's "Hires Module N")."""
+    fields: dict[str, Any] = {"hires_upscaler": hires.upscaler, "hires_denoise": hires.denoise}
+    if modules is not None and modules.labels:
+        fields["hires_modules"] = list(modules.labels)
+    if hires.resize is not None:
+        fields["hires_resize"] = hires.resize
+    else:
+        fields["hires_scale"] = hires.scale
+    if hires.steps:
+        fields["hires_steps"] = hires.steps
+    return fields

@@ -11,8 +11,8 @@ What the WebUI does for a k-diffusion sampler (`modules/sd_samplers_kdiffusion.p
    its output becomes x0 (epsilon or v-prediction), and x0 = uncond + scale * (cond - uncond);
    with composable diffusion (a prompt's `AND` parts) one cond row per part, and
    x0 = uncond + sum(weight * scale * (cond_part - uncond)) (`combine`).
-   Inpainting with an ordinary UNet keeps the unmasked latents at every call, and once more at
-   the end.
+   Inpainting (with any UNet, the 9-channel one too, as the WebUI's) keeps the unmasked
+   latents at every call, and once more at the end.
 4. noise: the per-image generators (`diffusion.noise.image_noise.ImageNoise`), or for the SDE
    samplers one Brownian tree per image seed (`diffusion.samplers.brownian`).
 """
@@ -289,7 +289,7 @@ class CFGDenoiser:
     x0 = uncond + cfg_scale * (cond - uncond), or with the UNet's `weights` the composable
     guidance of `combine`. `extra` (B, C, H, W) is concatenated to the UNet
     input (the 9-channel inpainting UNet's mask and masked image). `keep` / `init_latent`:
-    where keep is 1 the result is pinned to init_latent (inpainting with an ordinary UNet).
+    where keep is 1 the result is pinned to init_latent (inpainting, with either kind of UNet).
     After each call `uncond` holds the unconditional x0 (CFG++), and `step` counts the calls
     (the WebUI's step for prompt editing)."""
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 
@@ -31,7 +31,6 @@ from ..text import conditioning
 from ..text.embeddings import EmbeddingDatabase, EmbeddingFinder, ti_hashes
 from ..text.prompts import extract_extra_networks
 from ..text.tokenizer import CLIPTokenizer
-from ..upscalers.interpolation import HiresFix
 from . import sampling
 from .capture import ModelCapture, lent
 from .control import Control, check_base
@@ -42,7 +41,7 @@ from .memory import MemoryMode, MemoryPlan
 from .observer import Observer, Progress, StepCallback, from_callbacks
 from .prepare import Pass, to_uint8
 from .refiner import HandOff, check_refiner
-from .request import GenerationRequest
+from .request import GenerationRequest, as_request, hires_fix
 from .run_kdiffusion import WebUISeeds, run_kdiffusion
 from .run_scheduler import run_scheduler
 from .sampling import DIFFUSERS
@@ -67,36 +66,6 @@ class SamplingDefaults:
     steps: int | None = None
     sampler: str | None = None  # a WebUI sampler name as spelled in SAMPLERS
     cfg_scale: float | None = None
-
-
-def _as_request(request: GenerationRequest | str | None,
-                settings: dict[str, Any]) -> GenerationRequest:
-    """generate()'s first argument and keywords as one GenerationRequest."""
-    known = {f.name for f in fields(GenerationRequest)}
-    unknown = sorted(set(settings) - known)
-    if unknown:
-        raise TypeError(f"generate() got unknown settings {unknown}; the settings are "
-                        f"GenerationRequest's fields: {', '.join(sorted(known))}")
-    if isinstance(request, GenerationRequest):
-        return replace(request, **settings) if settings else request
-    if request is not None:
-        settings = {**settings, "prompt": request}
-    return GenerationRequest(**settings)
-
-
-def hires_fix(hires: HiresFix, modules: Any = None) -> dict[str, Any]:
-    """The settings a hires pass adds (the infotext's Hires fields; with `modules`, a
-    module_load.HiresModules, Forge's "Hires Module N")."""
-    fields: dict[str, Any] = {"hires_upscaler": hires.upscaler, "hires_denoise": hires.denoise}
-    if modules is not None and modules.labels:
-        fields["hires_modules"] = list(modules.labels)
-    if hires.resize is not None:
-        fields["hires_resize"] = hires.resize
-    else:
-        fields["hires_scale"] = hires.scale
-    if hires.steps:
-        fields["hires_steps"] = hires.steps
-    return fields
 
 
 class StableDiffusion:
@@ -295,7 +264,7 @@ class StableDiffusion:
         or the callbacks `progress(done, total)` and `on_step(done, total, latents)`
         (returning False stops). The equivalent in diffusers: `pipeline(prompt, ...)`."""
         # 1. the request, and what only the loaded model can check
-        request = _as_request(request, settings)
+        request = as_request(request, settings)
         observer = from_callbacks(observer, progress, on_step)
         if self.is_inpainting_model and request.mask is None:
             raise ValueError("this is an inpainting model (9-channel UNet): give init_image and "
