@@ -1,4 +1,5 @@
-"""Basic indexing: `x[key]` and `x[key] = value`; kernel in shaders/shape/strided_copy.wgsl.
+"""Basic indexing: `x[key]` and `x[key] = value`, and the strided copy behind them and
+gpustd.permute; kernel in shaders/shape/strided_copy.wgsl.
 
 A key of integers, slices (any step), `...` and `None` names a strided region of x's buffer:
 an offset, and per axis of the result a length and a signed element stride. Reading copies
@@ -24,7 +25,7 @@ from ._inplace import check_writable
 from ._tensor import Tensor, asarray
 from .elementwise import where
 
-__all__ = ["getitem", "setitem"]
+__all__ = ["getitem", "setitem", "strided_copy"]
 
 _MAX_RANK = 6
 Dims = list[tuple[int, int]]  # (length, element stride) per axis
@@ -75,8 +76,8 @@ def _describe(key: Any) -> str:
     return repr(key)
 
 
-def _strided_copy(src: Tensor, src_offset: int, dst: Tensor, dst_offset: int,
-                  dims: list[tuple[int, int, int]]) -> None:
+def strided_copy(src: Tensor, src_offset: int, dst: Tensor, dst_offset: int,
+                 dims: list[tuple[int, int, int]]) -> None:
     """dst[dst region] = src[src region]; dims: (length, src stride, dst stride) per axis,
     outermost first."""
     n = math.prod(d[0] for d in dims)
@@ -93,8 +94,8 @@ def _strided_copy(src: Tensor, src_offset: int, dst: Tensor, dst_offset: int,
         else:
             merged.append((extent, s, d))
     if len(merged) > _MAX_RANK:
-        raise IndexError(f"this index leaves {len(merged)} strided dimensions; at most "
-                         f"{_MAX_RANK} are supported (index in two steps)")
+        raise IndexError(f"this copy leaves {len(merged)} strided dimensions; at most "
+                         f"{_MAX_RANK} are supported (index or permute in two steps)")
     padded = merged + [(1, 0, 0)] * (_MAX_RANK - len(merged))
     params = {f"e{k}": e for k, (e, _, _) in enumerate(padded)}
     params.update({f"s{k}": s for k, (_, s, _) in enumerate(padded)})
@@ -119,7 +120,7 @@ def getitem(x: Tensor, key: Any) -> Tensor:
             s == c for (n, s), c in zip(dims, contiguous) if n != 1):
         return x.reshape(shape)
     out = Tensor.empty(shape, x.dtype, device=x.device)
-    _strided_copy(x, offset, out, 0, [(n, s, c) for (n, s), c in zip(dims, contiguous)])
+    strided_copy(x, offset, out, 0, [(n, s, c) for (n, s), c in zip(dims, contiguous)])
     return out
 
 
@@ -172,7 +173,7 @@ def setitem(x: Tensor, key: Any, value: Any) -> None:
         raise ValueError(f"could not broadcast input array from shape {source.shape} into "
                          f"shape {shape}")
     vstrides = [math.prod(padded[a + 1:]) if v != 1 else 0 for a, v in enumerate(padded)]
-    _strided_copy(source, 0, x, offset, [(n, v, s) for (n, s), v in zip(dims, vstrides)])
+    strided_copy(source, 0, x, offset, [(n, v, s) for (n, s), v in zip(dims, vstrides)])
 
 
 def _assign_masked(x: Tensor, mask: Any, value: Any) -> None:

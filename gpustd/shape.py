@@ -15,11 +15,10 @@ import numpy as np
 from gpucore import Kernel, wgsl_scalar
 
 from ._tensor import Tensor, asarray
+from .indexing import strided_copy
 
 __all__ = ["concatenate", "matrix_transpose", "permute", "split", "swapaxes", "take_slice",
            "transpose"]
-
-_MAX_RANK = 6
 
 
 def _kernel(name: str, dtype: np.dtype) -> Kernel:
@@ -52,27 +51,12 @@ def permute(x: Any, axes: Sequence[int] | None = None) -> Tensor:
     if axes == tuple(range(x.ndim)):
         out.buffer.copy_from(x.buffer)
         return out
-    # Drop size-1 dims and merge output dims that stay adjacent in the input: fewer dims,
-    # and any rank becomes <= 6 for the permutations that occur in practice.
+    # the copy walks the output contiguously and gathers: one strided copy (x[key]'s kernel),
+    # which drops size-1 dims and merges the ones that stay adjacent in the input
     in_strides = [math.prod(x.shape[a + 1:]) for a in range(x.ndim)]
-    dims = [(shape[d], in_strides[axes[d]]) for d in range(x.ndim) if shape[d] != 1]
-    pair = _scalars_per_element(x.dtype)
-    if pair == 2:  # complex: every element is two adjacent f32
-        dims = [(e, 2 * st) for e, st in dims] + [(2, 1)]
-    merged: list[list[int]] = []
-    for extent, stride in dims:
-        if merged and merged[-1][1] == stride * extent:
-            merged[-1] = [merged[-1][0] * extent, stride]
-        else:
-            merged.append([extent, stride])
-    if len(merged) > _MAX_RANK:
-        raise ValueError(f"permute: at most {_MAX_RANK} non-trivial dims are supported")
-    inner_first = list(reversed(merged)) + [[1, 0]] * (_MAX_RANK - len(merged))
-    params = {f"e{d}": e for d, (e, _) in enumerate(inner_first)}
-    params.update({f"s{d}": s for d, (_, s) in enumerate(inner_first)})
-    kernel = _kernel("permute", x.dtype)
-    n = x.size * pair
-    kernel.dispatch(kernel.groups_for(n), x, out, n=n, rank=len(merged), **params)
+    out_strides = [math.prod(shape[d + 1:]) for d in range(x.ndim)]
+    strided_copy(x, 0, out, 0, [(shape[d], in_strides[axes[d]], out_strides[d])
+                                for d in range(x.ndim)])
     return out
 
 
