@@ -50,10 +50,17 @@ class StandIn(StableDiffusion):
         return _blocks(pixels)
 
     def _guided(self, r: Any, steps: int, *, webui: bool = True, discrete: Any = None) -> Any:
-        def unet(model_in: np.ndarray, t: float, step: int) -> tuple[None, np.ndarray]:
-            self.unet_inputs.append(model_in)
-            return None, np.full((len(model_in), 4, *model_in.shape[2:]), EPS)
-        return unet
+        inputs = self.unet_inputs
+
+        class Guided:  # a sampling.GuidedUNet: eps for every image, no AND parts
+            weights = None
+
+            def __call__(self, model_in: np.ndarray, t: float, step: int
+                         ) -> tuple[None, np.ndarray]:
+                inputs.append(model_in)
+                return None, np.full((len(model_in), 4, *model_in.shape[2:]), EPS)
+
+        return Guided()
 
     def _decode(self, latents: np.ndarray, vae: Any = None) -> list[np.ndarray]:
         self.latents = latents
