@@ -148,9 +148,10 @@ def choose_conv_tile(c_out: int, pixels: int, k_total: int = 0, *, storage: int 
     order:
 
     - 32 x 32 under 64 output channels where 64 x 64 tiles need no split;
-    - 64 x 64 where C_out is no multiple of 128 nor of 160, or K is under 64 (a first conv);
     - the tall tile (_tall: 320 x 64 where C_out is a multiple of 320, else 160 x 128) where
-      C_out is a multiple of 160 and not of 128 (the UNets' 320) and they make a wave;
+      C_out is a multiple of 160 and not of 128 (the UNets' 320), K is 64 or more (not a
+      first conv) and they make a wave;
+    - 64 x 64 where C_out is no multiple of 128, or K is under 64;
     - where C_out is no multiple of 160 (the VAEs' 128, 256, 512): from a wave of them, the
       16-subgroup tiles (256 x 128 where C_out is a multiple of 256, else 128 x 256), else
       128 x 128 from a wave, unsplit;
@@ -160,8 +161,8 @@ def choose_conv_tile(c_out: int, pixels: int, k_total: int = 0, *, storage: int 
     - else 64 x 64.
 
     Each step's measurements (H100 and H200 through Dawn: the tiles it took over from, and
-    those that lost) are in bench/NOTES.md: "choose_tile's measurements", "160-wide GEMM
-    tiles", "160 x 128 conv tiles for 640 and 1280 channels", "16-subgroup tiles"."""
+    those that lost) are in bench/NOTES.md: "choose_conv_tile's measurements", "160-wide
+    GEMM tiles", "160 x 128 conv tiles for 640 and 1280 channels", "16-subgroup tiles"."""
     def fits(tile: sm.MatrixTile) -> bool:
         return tile.shared_bytes() <= storage and tile.threads <= invocations
 
