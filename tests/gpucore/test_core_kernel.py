@@ -73,13 +73,8 @@ def test_periodic_submits_keep_order(device: gpucore.Device,
     np.testing.assert_array_equal(x.read(), np.full(5, 110, np.float32))
 
 
-def test_batches_start_small_after_a_wait(device: gpucore.Device,
-                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    """After a read-back the GPU is idle: the next submits take 2, 4, 8, ... dispatches (here;
-    32 on a GPU) up to the usual batch, so that it starts while Python records the rest; a
-    replay's submits follow the same ramp. The results do not change."""
-    monkeypatch.setattr(device.default_stream, "submit_every", 16)
-    monkeypatch.setattr(device.default_stream, "first_submit", 2)
+def _submit_sizes(device: gpucore.Device, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The dispatches each later submit of `device` takes, appended as they are submitted."""
     sizes: list[int] = []
     flush = device._flush_stream
 
@@ -89,6 +84,17 @@ def test_batches_start_small_after_a_wait(device: gpucore.Device,
         flush(stream)
 
     monkeypatch.setattr(device, "_flush_stream", counted)
+    return sizes
+
+
+def test_batches_start_small_after_a_wait(device: gpucore.Device,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """After a read-back the GPU is idle: the next submits take 2, 4, 8, ... dispatches (here;
+    32 on a GPU) up to the usual batch, so that it starts while Python records the rest; a
+    replay's submits follow the same ramp. The results do not change."""
+    monkeypatch.setattr(device.default_stream, "submit_every", 16)
+    monkeypatch.setattr(device.default_stream, "first_submit", 2)
+    sizes = _submit_sizes(device, monkeypatch)
     one = Buffer.from_numpy(np.ones(5, np.float32), device=device)
     x, y = Buffer.zeros(5, device=device), Buffer.empty(5, device=device)
 
@@ -125,19 +131,11 @@ def test_batches_also_submit_after_a_share_of_host_time(device: gpucore.Device,
     monkeypatch.setattr(stream, "first_submit", 1 << 62)
     monkeypatch.setattr(stream, "first_submit_s", 0.001)
     monkeypatch.setattr(stream, "submit_after_max_s", 0.004)
-    sizes: list[int] = []
-    flush = device._flush_stream
-
-    def counted(stream: gpucore.Stream) -> None:
-        if stream.encoder is not None:
-            sizes.append(stream.pending)
-        flush(stream)
-
     one = Buffer.from_numpy(np.ones(5, np.float32), device=device)
     x, y = Buffer.zeros(5, device=device), Buffer.empty(5, device=device)
     x.read()
     ticks = iter(range(1, 1000))
-    monkeypatch.setattr(device, "_flush_stream", counted)
+    sizes = _submit_sizes(device, monkeypatch)
     monkeypatch.setattr(time, "perf_counter", lambda: next(ticks) * 0.001)
     for _ in range(15):
         ADD.dispatch(1, x, one, y, n=5)
