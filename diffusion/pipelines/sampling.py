@@ -35,8 +35,8 @@ from ..samplers.brownian import BrownianTreeNoise
 from ..samplers.denoiser import DiscreteSchedule
 
 __all__ = ["DIFFUSERS", "AddedContext", "CFGDenoiser", "Contexts", "GuidedUNet",
-           "SamplerOptions", "SamplingPlan", "Weights", "combine", "plan", "sample",
-           "sampler_label", "sampler_names", "unet_call"]
+           "SamplerOptions", "SamplingPlan", "Weights", "combine", "part_rows", "plan",
+           "sample", "sampler_label", "sampler_names", "unet_call"]
 
 DIFFUSERS = "diffusers"  # the sampler name that runs the model folder's own scheduler
 
@@ -92,6 +92,12 @@ def combine(uncond: np.ndarray, cond: np.ndarray, weights: Weights | None,
             guided[image] += (cond[row] - uncond[image]) * (weight * cfg_scale)
             row += 1
     return guided
+
+
+def part_rows(x: np.ndarray, weights: Weights | None) -> np.ndarray:
+    """x (B, ...) with image i's row repeated once per AND part of its prompt, the rows of
+    cond that `combine` takes (x itself without `weights`)."""
+    return x if weights is None else np.repeat(x, [len(parts) for parts in weights], axis=0)
 
 
 def sampler_label(name: str) -> str:
@@ -230,12 +236,10 @@ class GuidedUNet:
         `weights` the cond output has a row per part."""
         uncond, cond = self.contexts(step)
         self._step = step
-        cond_in = model_in
-        if self.weights is not None:
-            if uncond is None:
-                raise ValueError("composable diffusion (a prompt's AND parts or weights) "
-                                 "guides against the negative prompt: give its context")
-            cond_in = np.repeat(model_in, [len(parts) for parts in self.weights], axis=0)
+        if self.weights is not None and uncond is None:
+            raise ValueError("composable diffusion (a prompt's AND parts or weights) "
+                             "guides against the negative prompt: give its context")
+        cond_in = part_rows(model_in, self.weights)
         if uncond is None:
             return None, self._run(cond_in, t, cond)
         if uncond.shape[1] == cond.shape[1]:
@@ -313,8 +317,7 @@ class CFGDenoiser:
         out_uncond, out_cond = self.unet(model_in, float(self.discrete.sigma_to_t(sigma)),
                                          self.step)
         weights = self.unet.weights
-        x_cond = x if weights is None else np.repeat(x, [len(p) for p in weights], axis=0)
-        cond = self.discrete.denoised(x_cond, sigma, out_cond)
+        cond = self.discrete.denoised(part_rows(x, weights), sigma, out_cond)
         if out_uncond is None:
             self.uncond = denoised = cond
         else:
