@@ -34,13 +34,14 @@ SHAPES = [("sd15 self 4096 d40", (2, 8, 4096, 4096, 40)),
           ("sdxl cross 77 d64", (2, 10, 4096, 77, 64)),
           ("flux joint 4608 d128", (1, 24, 4608, 4608, 128)),
           ("sd35 joint 4429 d64", (1, 38, 4429, 4429, 64))]
-# (fq, fk, sg, prefetch, rotate, regs): see SMPlan. Slower on an H100 (2026-11-24,
+# (fq, fk, sg, prefetch, rotate, regs[, lean]): see SMPlan. Slower on an H100 (2026-11-24,
 # attention-sm-prefetch-dawn-h100.json): 1x1x4, 1x1x8, 2x2x4 (without the score registers).
 VARIANTS = [(1, 2, 8, False, False, False), (1, 2, 8, True, True, True),
             (1, 2, 4, True, False, True), (1, 2, 4, True, True, True),
             (1, 1, 8, True, True, True), (1, 4, 4, True, False, True),
             (1, 2, 2, True, False, True), (2, 2, 2, True, False, True),
-            (2, 2, 4, True, False, True)]
+            (2, 2, 4, True, False, True), (1, 2, 4, True, False, True, True), (1, 2, 4, True, True, True, True),
+            (1, 1, 8, True, True, True, True), (1, 2, 8, True, True, True, True)]
 
 
 def plans(d: int, device: gpucore.Device) -> list[sm.SMPlan]:

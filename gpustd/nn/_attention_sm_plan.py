@@ -11,7 +11,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["RESULT", "SMPlan", "fetch_rows", "softmax_in_registers", "stage_rows",
+__all__ = ["RESULT", "SMPlan", "fetch_rows", "lean_softmax", "softmax_in_registers", "stage_rows",
            "through_scratch"]
 
 RESULT = "subgroup_matrix_result<f32, 16, 16>"
@@ -30,7 +30,9 @@ class SMPlan:
     32 lanes' f32 reads of S and f16 writes of P fall in 32 different banks (without it rows
     r and r + 8 share banks: two-way conflicts on every access).
     regs: each lane reads its scores once into registers (unrolled) for both the row max
-    and P, instead of two loops over workgroup memory."""
+    and P, instead of two loops over workgroup memory.
+    lean (with regs): the row max and the row sum as trees instead of chains, the scale
+    folded into exp2's argument by an fma, and full key tiles free of the bounds selects."""
 
     d: int
     fq: int = 2
@@ -39,12 +41,14 @@ class SMPlan:
     prefetch: bool = False
     rotate: bool = False
     regs: bool = False
+    lean: bool = False
 
     @property
     def name(self) -> str:
-        """e.g. "1x2x8pr": fq x fk x sg, p = prefetch, r = rotate, s = regs."""
+        """e.g. "1x2x8pr": fq x fk x sg, p = prefetch, r = rotate, s = regs, l = lean."""
         return (f"{self.fq}x{self.fk}x{self.sg}" + ("p" if self.prefetch else "")
-                + ("r" if self.rotate else "") + ("s" if self.regs else ""))
+                + ("r" if self.rotate else "") + ("s" if self.regs else "")
+                + ("l" if self.lean else ""))
 
     @property
     def dp(self) -> int:
@@ -145,6 +149,44 @@ def softmax_in_registers(plan: SMPlan, i: int) -> str:
     for j in range(half):
         lines += [f"let p{j} = select(0.0, exp2(x{j} - m_{i}), in{j});", f"l_{i} += p{j};",
                   f"sh_p[p_at + c{j}] = f16(p{j});"]
+    return "    {\n" + "\n".join("      " + x for x in lines) + "\n    }"
+
+
+def _tree(join: Callable[[str, str], str], terms: list[str]) -> str:
+    """`terms` combined pairwise, level by level (a dependency chain of log2 n, not n)."""
+    while len(terms) > 1:
+        pairs = [join(a, b) for a, b in zip(terms[::2], terms[1::2])]
+        terms = pairs + terms[len(pairs) * 2:]
+    return terms[0]
+
+
+def lean_softmax(plan: SMPlan, i: int) -> str:
+    """softmax_in_registers with shorter dependency chains: the scores read unscaled (a full
+    key tile without the bounds selects), the row max and sum as trees, P = exp2(fma(s,
+    scale, -m)). Needs scale > 0 (max(s) * scale is then the scaled row max)."""
+    half, ss, ps = plan.bk // 2, plan.strides[1], plan.strides[2]
+    cols = [f"2u * (({j}u + row / 8u) % {half}u) + side" if plan.rotate else f"{2 * j}u + side"
+            for j in range(half)]
+    lines = [f"let s_at = sbase + (row + {16 * i}u) * {ss}u;",
+             f"let p_at = pbase + (row + {16 * i}u) * {ps}u;"]
+    lines += [f"let c{j} = {c};" for j, c in enumerate(cols)]
+    lines += [f"var x{j}: f32;" for j in range(half)]
+    lines.append(f"if (k0 + {plan.bk}u <= params.lk) {{")
+    lines += [f"  x{j} = sh_s[s_at + c{j}];" for j in range(half)]
+    lines.append("} else {")
+    lines += [f"  x{j} = select(-3.0e38, sh_s[s_at + c{j}], k0 + c{j} < params.lk);"
+              for j in range(half)]
+    lines.append("}")
+    top = _tree(lambda a, b: f"max({a}, {b})", [f"x{j}" for j in range(half)])
+    lines += [f"var top = {top};",
+              "top = max(top, subgroupShuffleXor(top, 1u)) * params.scale;", f"alpha_{i} = 1.0;",
+              f"if (top > m_{i} + 8.0) {{",
+              f"  if (m_{i} > -3.0e38) {{ rescale[0] = 1u; }}",
+              f"  alpha_{i} = exp2(m_{i} - top);", f"  l_{i} *= alpha_{i};", f"  m_{i} = top;", "}",
+              f"let neg_m = -m_{i};"]
+    lines += [f"let p{j} = exp2(fma(x{j}, params.scale, neg_m));" for j in range(half)]
+    lines.append(f"l_{i} += {_tree(lambda a, b: f'({a} + {b})', [f'p{j}' for j in range(half)])};")
+    lines += [f"sh_p[p_at + c{j}] = f16(p{j});" for j in range(half)]
     return "    {\n" + "\n".join("      " + x for x in lines) + "\n    }"
 
 

@@ -25,6 +25,7 @@ workgroup variable here is a multiple of 16 bytes).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -35,6 +36,7 @@ from ._attention_sm_plan import (
     RESULT,
     SMPlan,
     fetch_rows,
+    lean_softmax,
     softmax_in_registers,
     stage_rows,
     through_scratch,
@@ -62,16 +64,19 @@ def choose_plan(d: int, lq: int, lk: int, batch_heads: int, device: Device) -> S
     prefetched and the scores read once into registers, 4 subgroups of 16 rows and 32-key
     tiles are the fastest at D 40, 64 and 160 (SD 1.5 self 4096 d40: 0.903, was 1.507 with
     8 subgroups unprefetched; SDXL 4096 d64: 1.326, was 2.237; SD 1.5 256 d160: 0.0545 against
-    the portable kernel's 0.0623); at D 80, 8 subgroups with 16-key tiles (0.153, was 0.211).
+    the portable kernel's 0.0623). With the lean softmax (2026-11-26,
+    attention-lean-dawn-h100.json) they are at D 80 too: 0.121 against 8 subgroups' 0.133;
+    SD 1.5 4096 d40 0.802 against 0.844 without it, SDXL 4096 d64 1.087 against 1.129;
+    its rows 8-15 rotated (`rotate`) up to D 64: 0.792 and 1.078 (FLUX's D 128: 4.58 against
+    3.97 unrotated; attention-lean-4096-dawn-h100.json, attention-lean-joint-dawn-h100.json).
     D over 160 stays on the portable kernel (not measured)."""
     budget = device.limits["max-compute-workgroup-storage-size"]
     dp = 16 * math.ceil(d / 16)
     if dp > 160:
         return None
-    four = SMPlan(d, 1, 2, 4, prefetch=True, regs=True)
-    eight = SMPlan(d, 1, 1, 8, prefetch=True, rotate=True, regs=True)
-    wanted = [eight, four] if dp == 80 else [four, eight]
-    wanted.append(SMPlan(d, 1, 1, 4, prefetch=True, regs=True))
+    wanted = [SMPlan(d, 1, 2, 4, prefetch=True, rotate=dp <= 64, regs=True, lean=True),
+              SMPlan(d, 1, 1, 8, prefetch=True, rotate=True, regs=True, lean=True),
+              SMPlan(d, 1, 1, 4, prefetch=True, regs=True, lean=True)]
     fits = [p for p in wanted if p.shared_bytes() <= budget]
     return fits[0] if fits else None
 
@@ -117,7 +122,7 @@ def source(plan: SMPlan) -> str:
               else "2u * j + side")
     for i in range(fq):
         if plan.regs:
-            softmax.append(softmax_in_registers(plan, i))
+            softmax.append((lean_softmax if plan.lean else softmax_in_registers)(plan, i))
             continue
         softmax.append(f"""    {{
       let s_at = sbase + (row + {16 * i}u) * {ss}u;
@@ -270,6 +275,8 @@ def record_attention_sm(q: Any, k: Any, v: Any, out: Any, *, shape: tuple[int, .
     if plan is None:
         raise ValueError(f"attention: no subgroup-matrix plan fits head dim {d}; "
                          "check supports() first")
+    if plan.lean and scale <= 0:  # its row max is max(s) * scale
+        plan = dataclasses.replace(plan, lean=False)
     names = ("q", "k", "v", "o")
     fields = {f"{n}_s{x}": s for n, st in zip(names, strides) for x, s in zip("bhl", st)}
     _kernel(plan).dispatch((math.ceil(lq / plan.bq), b * h), q, k, v, out, lq=lq, lk=lk,

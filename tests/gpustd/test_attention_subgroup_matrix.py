@@ -19,7 +19,9 @@ from gpustd.nn import _attention_subgroup_matrix as sm
 PLANS = [sm.SMPlan(40, 2, 2), sm.SMPlan(64, 1, 4), sm.SMPlan(80, 1, 4), sm.SMPlan(160, 1, 2),
          sm.SMPlan(10, 1, 2, 2), sm.SMPlan(40, 1, 2, 4, prefetch=True, regs=True),
          sm.SMPlan(80, 1, 1, 8, prefetch=True, rotate=True, regs=True),
-         sm.SMPlan(48, 2, 2, 4, prefetch=True, regs=True)]
+         sm.SMPlan(48, 2, 2, 4, prefetch=True, regs=True),
+         sm.SMPlan(40, 1, 2, 4, prefetch=True, regs=True, lean=True),
+         sm.SMPlan(64, 1, 1, 8, prefetch=True, rotate=True, regs=True, lean=True)]
 _OFFSET = re.compile(r"subgroupMatrix(?:Load<[^>]*>>|Store)\(&sh_\w+, ([^,]+),")
 
 
