@@ -61,9 +61,11 @@ _MAX_SPLITS = 8
 # 2048 x 5120 x 1280 and 4608 x 3072 x 21504 stay faster with 16 (0.253 / 0.280, 3.310 / 4.060).
 LONG_K = 12288
 DEEP_K = 3072
-# 256 x 128 tiles from these K and n on (choose_tile): SD 1.5's K 320 and the q/k/v and
-# feed-forward-down products' n 640 / 1280 were not measured with them.
-WIDE_K = 640
+# 256 x 128 tiles from these K and n on (choose_tile). SD 1.5's GEGLU 8192 x 320 x 2560 (nt)
+# ran 0.101 ms with them against 0.121 (128 x 128, K 16); its products of n 320-1280 lose
+# (8192 x 1280 x 320 0.076 / 0.050, 2048 x 2560 x 640 0.101 / 0.069; H100, Dawn, 2026-11-26,
+# gemm-sd15-16sg-dawn-h100.json).
+WIDE_K = 320
 WIDE_N = 2048
 
 

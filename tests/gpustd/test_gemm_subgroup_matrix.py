@@ -79,13 +79,14 @@ def test_shared_memory_fits_the_vulkan_minimum() -> None:
 
 
 def test_tile_choice() -> None:
-    # 16 subgroups of 256 x 128 from 4 waves of 128 x 128, K from 640 and n from 2048
+    # 16 subgroups of 256 x 128 from 4 waves of 128 x 128, K from 320 and n from 2048
     assert sm.choose_tile(4096, 4096, 1, k=4096) == sm.TILES["256x128"]
     assert sm.choose_tile(2048, 5120, 1, k=640) == sm.TILES["256x128"]  # 4.8 waves
     assert sm.choose_tile(4608, 3072, 1, k=15360) == sm.TILES["256x128"]
     assert sm.choose_tile(4096, 4096, 1, k=4096, invocations=256) == sm.TILES["128x256"]
     assert sm.choose_tile(4096, 4096, 1, k=2048, invocations=256) == sm.TILES["128x128k16"]
-    assert sm.choose_tile(8192, 2560, 1, k=320) == sm.TILES["128x128k16"]  # SD 1.5's K
+    assert sm.choose_tile(8192, 2560, 1, k=320) == sm.TILES["256x128"]  # SD 1.5's GEGLU
+    assert sm.choose_tile(8192, 2560, 1, k=288) == sm.TILES["128x128k16"]  # K under 320
     assert sm.choose_tile(8192, 640, 3, k=640) == sm.TILES["128x128k16"]  # n under 2048
     # a device with 32 KiB of workgroup memory: no 128 x 256 (38 KiB) nor 256 x 128 (46 KiB)
     assert sm.choose_tile(4096, 4096, 1, k=4096, storage=32768) == sm.TILES["128x128k16"]
