@@ -86,12 +86,19 @@ def matrix_transpose(x: Any) -> Tensor:
 
 def _copy_block(src: Tensor, dst: Tensor, rows: int, width: int, src_stride: int,
                 src_offset: int, dst_stride: int, dst_offset: int) -> None:
+    """copy_block.wgsl, four elements a lane (V = vec4<T>) where every extent and offset is a
+    multiple of 4: one 2-byte load a lane ran the UNet's concatenations at a fraction of the
+    memory's speed."""
     if rows * width == 0:
         return
     k = _scalars_per_element(src.dtype)
-    width, src_stride, src_offset, dst_stride, dst_offset = (
-        k * v for v in (width, src_stride, src_offset, dst_stride, dst_offset))
-    kernel = _kernel("copy_block", src.dtype)
+    extents = tuple(k * v for v in (width, src_stride, src_offset, dst_stride, dst_offset))
+    wide = all(v % 4 == 0 for v in extents)
+    if wide:
+        extents = tuple(v // 4 for v in extents)
+    types = {"T": wgsl_scalar(src.dtype), "V": "vec4<T>" if wide else "T"}
+    kernel = Kernel.cached("shape/copy_block", types=types)
+    width, src_stride, src_offset, dst_stride, dst_offset = extents
     kernel.dispatch(kernel.groups_for(rows * width), src, dst, rows=rows, width=width,
                     src_stride=src_stride, src_offset=src_offset, dst_stride=dst_stride,
                     dst_offset=dst_offset)

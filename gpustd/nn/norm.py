@@ -4,6 +4,7 @@ same folded into the next conv's input) and layer_norm."""
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
@@ -46,8 +47,16 @@ def _group_stats(op: str, x: Tensor, num_groups: int, weight: Tensor | None,
     total = n * num_groups * chunks
     partial = Tensor.empty((total, 3), np.float32, device=x.device)
     geometry = dict(group_size=group_size, chunk=_CHUNK, chunks=chunks, total_chunks=total)
-    kernel("group_norm_stats", {"T": x.dtype}).dispatch(total, x, partial, **geometry)
+    _norm_kernel("group_norm_stats", x).dispatch(total, x, partial, **geometry)
     return affine, partial, geometry
+
+
+def _norm_kernel(name: str, x: Tensor, parts: tuple[str, ...] = (), **constants: int) -> Any:
+    """A GroupNorm kernel for x [N, C, *spatial]: four elements a load where every channel's
+    run (and so every chunk and group) starts at a multiple of 4, else one."""
+    width = 4 if (x.size // (x.shape[0] * x.shape[1])) % 4 == 0 else 1
+    types = {"T": x.dtype, "V": "vec4<T>" if width == 4 else "T"}
+    return kernel(name, types, parts=parts, W=width, **constants)
 
 
 def group_norm(x: Tensor, num_groups: int, weight: Tensor | None = None,
@@ -64,8 +73,8 @@ def group_norm(x: Tensor, num_groups: int, weight: Tensor | None = None,
     if stats is None:
         return out
     affine, partial, geometry = stats
-    apply = kernel("group_norm_apply", {"T": x.dtype}, parts=("nn/group_norm_merge",),
-                   AFFINE=int(affine), SILU=int(silu))
+    apply = _norm_kernel("group_norm_apply", x, ("nn/group_norm_merge",), AFFINE=int(affine),
+                         SILU=int(silu))
     gamma, beta = (weight, bias) if affine else (dummy(x), dummy(x))
     apply.dispatch(geometry["total_chunks"], x, partial, gamma, beta, out,
                    hw=x.size // (x.shape[0] * x.shape[1]), channels=x.shape[1], eps=eps,
@@ -87,8 +96,8 @@ def group_norm_prologue(x: Tensor, num_groups: int, weight: Tensor | None = None
     stats = _group_stats(op, x, num_groups, weight, bias)
     if stats is not None:
         affine, partial, geometry = stats
-        finish = kernel("group_norm_prologue", {"T": x.dtype}, parts=("nn/group_norm_merge",),
-                        AFFINE=int(affine))
+        finish = _norm_kernel("group_norm_prologue", x, ("nn/group_norm_merge",),
+                              AFFINE=int(affine))
         gamma, beta = (weight, bias) if affine else (dummy(x), dummy(x))
         finish.dispatch(n * num_groups, x, partial, gamma, beta, table,
                         per_group=c // num_groups, channels=c, eps=eps, **geometry)

@@ -3,8 +3,12 @@
 // normalize this workgroup's chunk:
 // y = ((x - x0) - mean) / sqrt(var + eps) * gamma[c] + beta[c], then SiLU
 // when fused (the UNet's GroupNorm -> SiLU pairs save a full read and write).
+// W = 4 (V = vec4<T>) reads four elements a load, all of one channel (hw a multiple of 4),
+// as group_norm_stats.wgsl does.
 alias T = f32;
+alias V = vec4<T>;
 override WG: u32 = 256u;
+override W: u32 = 4u;
 override AFFINE: bool = true;
 override SILU: bool = false;
 
@@ -13,7 +17,7 @@ struct Params {
     hw: u32, channels: u32, eps: f32,
 }
 
-@group(0) @binding(0) var<storage, read> x: array<T>;
+@group(0) @binding(0) var<storage, read> x: array<V>;
 @group(0) @binding(1) var<storage, read> partial: array<f32>;
 @group(0) @binding(2) var<storage, read> gamma: array<T>;
 @group(0) @binding(3) var<storage, read> beta: array<T>;
@@ -29,20 +33,26 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
     let group = c / params.chunks;
     let total = group_moments(group, c, lid);
-    let shift = f32(x[group * params.group_size]);
+    let shift = f32(vec4<T>(x[group * params.group_size / W]).x);
     let mean = total.y;
     let rstd = inverseSqrt(total.z / total.x + params.eps);
     let begin = group * params.group_size + (c % params.chunks) * params.chunk;
     let end = min(begin + params.chunk, (group + 1u) * params.group_size);
-    for (var i = begin + lid; i < end; i += WG) {
-        var y = ((f32(x[i]) - shift) - mean) * rstd;
+    for (var i = (begin / W) + lid; i < end / W; i += WG) {
+        let at = i * W;
+        var y = ((vec4<f32>(vec4<T>(x[i])) - shift) - mean) * rstd;
         if (AFFINE) {
-            let ch = (i / params.hw) % params.channels;
-            y = fma(y, f32(gamma[ch]), f32(beta[ch]));
+            let ch = (at / params.hw) % params.channels;
+            y = fma(y, vec4<f32>(f32(gamma[ch])), vec4<f32>(f32(beta[ch])));
         }
         if (SILU) {
             y = y / (1.0 + exp(-y));
         }
-        out[i] = T(y);
+        out[at] = T(y.x);
+        if (W == 4u) {
+            out[at + 1u] = T(y.y);
+            out[at + 2u] = T(y.z);
+            out[at + 3u] = T(y.w);
+        }
     }
 }

@@ -7,7 +7,9 @@
 // digits): the conv reads y = (x - x0) * scale + shift = GroupNorm(x), and no normalized
 // tensor is ever written.
 alias T = f32;
+alias V = vec4<T>;  // as group_norm_stats.wgsl reads x
 override WG: u32 = 256u;
+override W: u32 = 4u;
 override AFFINE: bool = true;
 
 struct Params {
@@ -15,7 +17,7 @@ struct Params {
     per_group: u32, channels: u32, eps: f32,
 }
 
-@group(0) @binding(0) var<storage, read> x: array<T>;
+@group(0) @binding(0) var<storage, read> x: array<V>;
 @group(0) @binding(1) var<storage, read> partial: array<f32>;
 @group(0) @binding(2) var<storage, read> gamma: array<T>;
 @group(0) @binding(3) var<storage, read> beta: array<T>;
@@ -30,7 +32,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         return;  // uniform per workgroup: the merge's barriers are never split
     }
     let total = group_moments(group, group * params.chunks, lid);
-    let x0 = f32(x[group * params.group_size]);
+    let x0 = f32(vec4<T>(x[group * params.group_size / W]).x);
     let rstd = inverseSqrt(total.z / total.x + params.eps);
     for (var j = lid; j < params.per_group; j += WG) {
         let row = group * params.per_group + j;  // sample * channels + channel

@@ -1,7 +1,8 @@
 // A strided block copy: dst[o * dst_stride + dst_offset + j] = src[o * src_stride + src_offset + j]
 // for o < rows, j < width. Concatenate and split along any axis are this with a tensor viewed
-// as (outer, axis * inner).
+// as (outer, axis * inner). V: T, or vec4<T> with every extent counted in vec4s.
 alias T = f32;
+alias V = T;
 override WG: u32 = 256u;
 
 struct Params {
@@ -10,8 +11,8 @@ struct Params {
     dst_stride: u32, dst_offset: u32,
 }
 
-@group(0) @binding(0) var<storage, read> src: array<T>;
-@group(0) @binding(1) var<storage, read_write> dst: array<T>;
+@group(0) @binding(0) var<storage, read> src: array<V>;
+@group(0) @binding(1) var<storage, read_write> dst: array<V>;
 @group(0) @binding(2) var<uniform> params: Params;
 
 @compute @workgroup_size(WG)

@@ -84,8 +84,9 @@ def test_group_norm_random_shapes(device: gpucore.Device, n, groups, per_group, 
     _check_group_norm(device, (n, groups * per_group, h, w), groups, seed=seed)
 
 
-def test_group_norm_float16(f16_device: gpucore.Device) -> None:
-    _check_group_norm(f16_device, (2, 32, 10, 10), 8, silu=True, dtype=np.float16)
+@pytest.mark.parametrize("shape", [(2, 32, 10, 10), (2, 32, 9, 7)], ids=str)  # vec4, scalar
+def test_group_norm_float16(f16_device: gpucore.Device, shape) -> None:
+    _check_group_norm(f16_device, shape, 8, silu=True, dtype=np.float16)
 
 
 def _check_layer_norm(device, shape, *, dtype=np.float32, affine=True, **kw) -> None:
@@ -111,8 +112,9 @@ def test_layer_norm_random_shapes(device: gpucore.Device, rows, d, seed) -> None
     _check_layer_norm(device, (rows, d), seed=seed)
 
 
-def test_layer_norm_float16(f16_device: gpucore.Device) -> None:
-    _check_layer_norm(f16_device, (2, 77, 768), dtype=np.float16)
+@pytest.mark.parametrize("shape", [(2, 77, 768), (3, 77)], ids=str)
+def test_layer_norm_float16(f16_device: gpucore.Device, shape) -> None:
+    _check_layer_norm(f16_device, shape, dtype=np.float16)
 
 
 def test_norm_errors(device: gpucore.Device) -> None:

@@ -82,6 +82,19 @@ def test_concatenate_and_split(device: gpucore.Device, shape: tuple[int, ...],
         np.testing.assert_array_equal(got.numpy(), want)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float16, np.int32])
+def test_concatenate_channels_four_elements_a_lane(device: gpucore.Device, dtype) -> None:
+    """The UNet's skip concatenation (every extent a multiple of 4: copied in vec4s) beside
+    one whose pixels are not (element by element)."""
+    if dtype == np.float16 and not device.has_f16:
+        pytest.skip(f"{device.info.label} has no shader-f16")
+    rng = np.random.default_rng(4)
+    for hw in ((4, 6), (3, 5)):
+        a, b = (random_array(rng, (2, c, *hw)).astype(dtype) for c in (8, 4))
+        out = sh.concatenate([gpustd.Tensor.from_numpy(x, device=device) for x in (a, b)], 1)
+        np.testing.assert_array_equal(out.numpy(), np.concatenate([a, b], 1))
+
+
 def test_take_slice_and_equal_split(device: gpucore.Device) -> None:
     x = random_array(np.random.default_rng(2), (4, 6, 5))
     t = gpustd.Tensor.from_numpy(x, device=device)
