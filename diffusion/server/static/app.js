@@ -330,12 +330,17 @@ document.addEventListener("keydown", (event) => {
     $("generate").click();
   }
 });
+/** Interrupt or skip this page's run by its id_task: the server stops its job, not another tab's
+ * (never a body without one, which stops every running job). */
+function stopRun(what) {
+  if (task) api(what, { id_task: task }).catch(showError);
+}
 $("interrupt").addEventListener("click", () => {
   $("interrupt").disabled = $("skip").disabled = true;
   $("progress_text").textContent = "Interrupting…";
-  api("interrupt", {}).catch(showError);
+  stopRun("interrupt");
 });
-$("skip").addEventListener("click", () => api("skip", {}).catch(showError));
+$("skip").addEventListener("click", () => stopRun("skip"));
 
 // ---- Seed, size and "send to" buttons
 

@@ -420,10 +420,13 @@ def _task_progress(active: bool, **running: Any) -> dict[str, Any]:
 def test_interrupting_stays_on_screen_until_the_run_ends(
         server: tuple[str, int, bool], page: Any) -> None:
     """After Interrupt the progress line keeps saying so; the next poll used to put the last
-    step's numbers (and a growing ETA) back, as if the run went on. The server is stood in for."""
+    step's numbers (and a growing ETA) back, as if the run went on. The interrupt names the
+    run's id_task (so that it stops this tab's job alone). The server is stood in for."""
     url, _, _ = server
     pending = _stand_in_for_a_run(page, progress=0.5, eta=3, step=1, steps=2)
-    page.route("**/sdapi/v1/interrupt", lambda route: route.fulfill(json={}))
+    stops: list[Any] = []
+    page.route("**/sdapi/v1/interrupt", lambda route: (
+        stops.append(route.request.post_data_json), route.fulfill(json={})))
     page.goto(url)
     _ready(page)
     page.get_by_role("button", name="Generate", exact=True).click()
@@ -432,6 +435,7 @@ def test_interrupting_stays_on_screen_until_the_run_ends(
     page.get_by_role("button", name="Interrupt", exact=True).click()
     page.wait_for_timeout(1_200)  # two polls
     assert text.inner_text() == "Interrupting…"
+    assert stops == [{"id_task": pending[0].request.post_data_json["force_task_id"]}]
     pending[0].fulfill(json={"images": [], "info": "{}"})
     page.get_by_role("button", name="Generate", exact=True).wait_for(state="visible")
     assert not page.errors, page.errors
