@@ -76,21 +76,18 @@ def encode_png(image: np.ndarray, infotext: str | None = None) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def prepare_mask(mask: Any, *, invert: bool, rounded: bool = True) -> Any:
+def prepare_mask(mask: Any, *, rounded: bool = True) -> Any:
     """An API mask as the 'L' mask the WebUI inpaints with (white = repaint; processing.py's
     create_binary_mask): an RGBA picture whose alpha is not opaque all over (a sketch: the
     alpha marks the painted part) by its alpha, above 128 white and the rest black (its levels
     as they are without `rounded`, the request's mask_round); any other picture by its gray
-    levels. `invert`: inpainting_mask_invert. The blur ("Mask blur") is the pipeline's
-    (diffusion.pipelines.mask_blur)."""
-    from PIL import ImageOps
-
+    levels. The inversion (inpainting_mask_invert) and the blur ("Mask blur") are the
+    pipeline's (diffusion.pipelines.inpaint_plan), which writes them into the infotext."""
     if mask.mode == "RGBA" and mask.getextrema()[-1] != (255, 255):
         mask = mask.getchannel("A")
         if rounded:
             mask = mask.point(lambda value: 255 if value > 128 else 0)
-    mask = mask.convert("L")
-    return ImageOps.invert(mask) if invert else mask
+    return mask.convert("L")
 
 
 def preview_png(latents: np.ndarray) -> str:
