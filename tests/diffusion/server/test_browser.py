@@ -652,7 +652,8 @@ def test_png_info_sends_the_inpaint_settings_to_img2img(
     """PNG Info's "Send to img2img" restores Mask blur, Mask mode (our "Inpaint not masked"),
     Masked content, Inpaint area and its padding from the infotext, under the WebUI's keys; an
     infotext without them resets them to the WebUI parser's defaults (Inpaint masked,
-    original, Whole picture, 32), Mask blur staying as it was."""
+    original, Whole picture, 32: the server's png-info gives them), Mask blur staying as it
+    was; the PNG Info table shows only what the infotext says, not those defaults."""
     url, _, _ = server
     inpainted = _png_with_infotext(tmp_path / "inpainted.png", (
         "a lighthouse\nNegative prompt: fog\nSteps: 12, Sampler: Euler, CFG scale: 6, Seed: 77, "
@@ -694,4 +695,6 @@ def test_png_info_sends_the_inpaint_settings_to_img2img(
 
     send_to_img2img(plain, "a harbour")
     assert inpaint_controls() == ("12", "12", False, "1", "whole", "32")  # 1: original
+    table = page.locator("#pnginfo_table").text_content()
+    assert "Denoising strength" in table and "Mask mode" not in table, table
     assert not page.errors, page.errors

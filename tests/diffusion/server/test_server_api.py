@@ -216,6 +216,9 @@ def test_png_info_round_trip(client: Any) -> None:
     assert parameters["Prompt"] == PROMPT and parameters["Negative prompt"] == "blurry"
     assert parameters["Seed"] == 21 and parameters["Steps"] == 2
     assert parameters["Size-1"] == 32 and parameters["Sampler"] == "Euler"
+    # what the WebUI's parser gives the fields an infotext leaves out
+    assert (parameters["Mask mode"], parameters["Hires resize-1"], parameters["RNG"]) == (
+        "Inpaint masked", 0, "GPU")
     plain = client.post("/sdapi/v1/png-info", json={"image": png_b64(Image.new("RGB", (8, 8)))})
     assert plain.status_code == 200 and plain.json()["info"] == ""
 
