@@ -74,9 +74,9 @@ def format_infotext(settings: Mapping[str, Any], *, batch_pos: int | None = None
     """The WebUI infotext for one image made with `settings` (a `GenerationResult.settings`
     dict: prompt, negative_prompt, steps, sampler, cfg_scale, seed, width, height, and optional
     scheduler, seeds (one per image), model, batch_size, clip_skip, strength, subseed(s),
-    subseed_strength, ensd, rng, refiner, refiner_switch_at, mask_blur, inpaint_area,
-    inpaint_full_res_padding and masked_content). `batch_pos` is the image's index in its
-    batch.
+    subseed_strength, ensd, rng, refiner, refiner_switch_at, mask_mode, mask_blur,
+    inpaint_area, inpaint_full_res_padding and masked_content). `batch_pos` is the image's
+    index in its batch.
 
     Field order and formatting follow the WebUI's `create_infotext`. Our `clip_skip` (layers
     skipped, diffusers' convention) is written as the WebUI's `Clip skip` = clip_skip + 1, and
@@ -118,8 +118,9 @@ def format_infotext(settings: Mapping[str, Any], *, batch_pos: int | None = None
         "RNG": "CPU" if settings.get("rng") == "torch" else None,
         **_hires_fields(settings),
         # inpainting (diffusion.pipelines.inpaint_plan), in the order the WebUI adds them:
-        # the blur, "Only masked" with its padding (even at 0), the masked content but
-        # "original"
+        # "Inpaint not masked", the blur, "Only masked" with its padding (even at 0), the
+        # masked content but "original"
+        "Mask mode": settings.get("mask_mode") or None,
         "Mask blur": int(settings["mask_blur"]) if settings.get("mask_blur") else None,
         "Inpaint area": settings.get("inpaint_area") or None,
         "Masked area padding": int(settings.get("inpaint_full_res_padding") or 0)
@@ -214,7 +215,8 @@ _CONVERSIONS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "VAE hash": ("vae_hash", str), "VAE": ("vae", str), "Refiner": ("refiner", str),
     "Refiner switch at": ("refiner_switch_at", float),
     "Seed resize from": ("seed_resize_from", lambda v: tuple(int(n) for n in v.split("x"))),
-    "Mask blur": ("mask_blur", int), "Inpaint area": ("inpaint_area", str),
+    "Mask mode": ("mask_mode", str), "Mask blur": ("mask_blur", int),
+    "Inpaint area": ("inpaint_area", str),
     "Masked area padding": ("inpaint_full_res_padding", int),
     "Masked content": ("masked_content", str),
     "Eta": ("eta", float), "Sigma churn": ("s_churn", float), "Sigma tmin": ("s_tmin", float),

@@ -154,10 +154,8 @@ def build_control_specs(args: argparse.Namespace, open_image: Any) -> list[Contr
             picture = control_picture(open_image(images[i], "--control-image", "RGBA"))
         elif getattr(args, "init_image", None):
             picture = open_image(args.init_image, "--init-image", "RGB")
-            if mask is None and getattr(args, "mask", None):  # blurred by --mask-blur, as the
-                # extension's prepare_mask blurs the WebUI's mask for its units
-                blur = args.mask_blur
-                mask = blur_mask(open_image(args.mask, "--mask", "L"), blur, blur)
+            if mask is None and getattr(args, "mask", None):
+                mask = _inpaint_mask(args, open_image)
         else:
             raise ValueError(f"unit {i} ({text}) has no picture: give --control-image PATH")
         settings = {field: columns[dest][i] for dest, (field, _, _) in _PER_UNIT.items()
@@ -179,6 +177,17 @@ def build_control_specs(args: argparse.Namespace, open_image: Any) -> list[Contr
             raise ValueError(f"ControlNet unit {i} ({text}): {exc}") from None
     args.control_kinds = [kind for kind, _ in models]
     return specs
+
+
+def _inpaint_mask(args: argparse.Namespace, open_image: Any) -> Any:
+    """inpaint's --mask as a unit takes it: inverted by --mask-invert and blurred by
+    --mask-blur, as the extension's prepare_mask does with the WebUI's mask."""
+    from PIL import ImageOps
+
+    mask = open_image(args.mask, "--mask", "L")
+    if args.mask_invert:
+        mask = ImageOps.invert(mask)
+    return blur_mask(mask, args.mask_blur, args.mask_blur)
 
 
 def load_control_units(specs: list[ControlSpec], kinds: list[str], pipe: Any,

@@ -30,6 +30,7 @@ _FROM_INFOTEXT: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "inpaint_area": ("inpaint_full_res", lambda v: v == "Only masked"),
     "inpaint_full_res_padding": ("inpaint_full_res_padding", int),
     "mask_blur": ("mask_blur", int), "masked_content": ("inpainting_fill", masked_content),
+    "mask_mode": ("mask_invert", lambda v: v == "Inpaint not masked"),
 }
 
 

@@ -160,8 +160,9 @@ def build_request(args: argparse.Namespace) -> GenerationRequest:
         images["init_image"] = _open_image(args.init_image, "--init-image", "RGB")
         images["strength"] = args.strength
     if args.command == "inpaint":
-        images.update(mask=_open_image(args.mask, "--mask", "L"), mask_blur=args.mask_blur,
-                      inpainting_fill=args.inpainting_fill, mask_round=args.mask_round,
+        images.update(mask=_open_image(args.mask, "--mask", "L"), mask_invert=args.mask_invert,
+                      mask_blur=args.mask_blur, inpainting_fill=args.inpainting_fill,
+                      mask_round=args.mask_round,
                       inpaint_full_res=args.inpaint_full_res,
                       inpaint_full_res_padding=args.inpaint_full_res_padding)
     options = SamplerOptions(eta=args.eta, s_churn=args.s_churn, s_noise=args.s_noise)

@@ -163,10 +163,13 @@ def masked_content_choice(text: str) -> int:
 
 
 def add_mask_options(parser: argparse.ArgumentParser) -> None:
-    """inpaint's mask, the WebUI's "Mask blur", "Masked content", mask_round and "Inpaint
-    area" (diffusion.pipelines.inpaint_plan), with the WebUI page's defaults."""
+    """inpaint's mask, the WebUI's "Mask mode", "Mask blur", "Masked content", mask_round and
+    "Inpaint area" (diffusion.pipelines.inpaint_plan), with the WebUI page's defaults."""
     parser.add_argument("--mask", required=True, metavar="PATH",
                         help="white = repaint, black = keep (resized like the image)")
+    parser.add_argument("--mask-invert", action="store_true",
+                        help="the WebUI's 'Mask mode: Inpaint not masked': repaint the mask's "
+                             "black part and keep its white")
     parser.add_argument("--mask-blur", type=whole, default=4, metavar="PX",
                         help="the WebUI's 'Mask blur': the mask's Gaussian blur in pixels of the "
                              "mask as given, so the repainted part blends in (4; 0: none)")

@@ -2,7 +2,8 @@
 laid back into the picture (processing.py: StableDiffusionProcessingImg2Img.init, then
 apply_overlay):
 
-1. the mask blurred ("Mask blur", diffusion.pipelines.mask_blur), at the size it was given;
+1. the mask inverted ("Mask mode: Inpaint not masked", `repainted`) and blurred ("Mask blur",
+   diffusion.pipelines.mask_blur), at the size it was given;
 2. "Inpaint area: Only masked": the part around the blurred mask cut out and fitted to
    width x height (diffusion.pipelines.inpaint_area); otherwise the picture and the mask
    fitted to width x height by the resize mode (prepare.fit_picture), or with resize mode 3
@@ -31,7 +32,7 @@ from .masked_content import MASKED_CONTENT, fill
 from .prepare import fit_picture, mask_picture, overlay_original, rgb_picture
 from .request import GenerationRequest
 
-__all__ = ["InpaintPlan", "blur_sides"]
+__all__ = ["InpaintPlan", "blur_sides", "repainted"]
 
 
 def blur_sides(request: GenerationRequest) -> tuple[int, int]:
@@ -41,16 +42,25 @@ def blur_sides(request: GenerationRequest) -> tuple[int, int]:
     return int(x), int(y)
 
 
+def repainted(request: GenerationRequest) -> Any:
+    """The request's mask as the 'L' picture of what is repainted (white): inverted for the
+    WebUI's "Inpaint not masked" (`mask_invert`), as the WebUI inverts it before the blur."""
+    from PIL import ImageOps
+
+    mask = mask_picture(request.mask)
+    return ImageOps.invert(mask) if request.mask_invert else mask
+
+
 @dataclass(frozen=True)
 class InpaintPlan:
     """`request` as it is drawn: at width x height, its picture and mask fitted or cut out, the
-    mask blurred and the picture filled (so mask_blur 0, resize_mode 0, inpaint_full_res off
-    and inpainting_fill 1, "original", unless latent noise or latent nothing is left for the
-    latents, or resize mode 3's resize of the latents of a picture of another size);
-    `settings`:
-    the infotext's Mask blur, Inpaint area, Masked area padding and Masked content where they
-    apply; `area`: where "Only masked" draws; `laid_back`: the request whose picture and
-    blurred mask the results go back into (None: they are the pictures)."""
+    mask inverted and blurred and the picture filled (so mask_invert off, mask_blur 0,
+    resize_mode 0, inpaint_full_res off and inpainting_fill 1, "original", unless latent noise
+    or latent nothing is left for the latents, or resize mode 3's resize of the latents of a
+    picture of another size); `settings`: the infotext's Mask mode, Mask blur, Inpaint area,
+    Masked area padding and Masked content where they apply; `area`: where "Only masked"
+    draws; `laid_back`: the request whose picture and blurred mask the results go back into
+    (None: they are the pictures)."""
 
     request: GenerationRequest
     settings: dict[str, Any] = field(default_factory=dict)
@@ -64,12 +74,14 @@ class InpaintPlan:
             return cls(request)
         done = dict(mask_blur=0, resize_mode=0, inpaint_full_res=False)
         settings: dict[str, Any] = {}
-        if request.mask is not None:  # 1. the blur, where the WebUI writes it (x = y)
+        if request.mask is not None:  # 1. inverted and blurred, written as the WebUI writes
+            if request.mask_invert:
+                settings["mask_mode"] = "Inpaint not masked"
             blur_x, blur_y = blur_sides(request)
-            if blur_x == blur_y and blur_x > 0:
+            if blur_x == blur_y and blur_x > 0:  # (x = y)
                 settings["mask_blur"] = blur_x
-            request = replace(request, mask=blur_mask(mask_picture(request.mask), blur_x,
-                                                      blur_y))
+            request = replace(request, mask=blur_mask(repainted(request), blur_x, blur_y),
+                              mask_invert=False)
         # 2. "Only masked", or the whole picture fitted (a blank mask: redrawn as img2img)
         drawn, area = only_masked(request, width, height)
         if area is not None:

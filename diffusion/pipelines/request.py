@@ -119,6 +119,9 @@ class GenerationRequest:
     # pixels of the mask as given, before anything else; (x, y) for the API's mask_blur_x and
     # mask_blur_y. The WebUI's page and API blur by 4; here 0: the mask as given
     mask_blur: int | tuple[int, int] = field(default=0, metadata=_label("Mask blur"))
+    # the WebUI's "Mask mode: Inpaint not masked" (its inpainting_mask_invert): the mask
+    # inverted before anything else, so its black part is repainted
+    mask_invert: bool = field(default=False, metadata=_label("Mask mode"))
     # the WebUI's "Masked content" (diffusion.pipelines.masked_content): 0 fill, 1 original (as
     # the WebUI's page; its API's default is 0), 2 latent noise, 3 latent nothing
     inpainting_fill: int = field(default=1, metadata=_label("Masked content"))
@@ -268,8 +271,9 @@ def _check(r: GenerationRequest) -> None:
     masked_content(r.inpainting_fill)  # ValueError naming the four
     _whole("resize_mode (0 just resize, 1 crop and resize, 2 resize and fill, 3 just resize "
            "(latent upscale))", r.resize_mode, 0, 3)
-    if not isinstance(r.mask_round, bool):
-        raise ValueError(f"mask_round must be True or False, got {r.mask_round!r}")
+    for name in ("mask_round", "mask_invert"):
+        if not isinstance(getattr(r, name), bool):
+            raise ValueError(f"{name} must be True or False, got {getattr(r, name)!r}")
     if r.latent_noise_seed is not None:
         _whole("latent_noise_seed", r.latent_noise_seed, 0)
     if r.mask is not None and r.init_image is None:

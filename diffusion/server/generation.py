@@ -282,8 +282,8 @@ def _img2img_options(request: Img2ImgRequest) -> dict[str, Any]:
                                "size")
         blur = request.mask_blur  # both sides where given (the WebUI's property setter)
         sides = (request.mask_blur_x, request.mask_blur_y) if blur is None else (blur, blur)
-        out.update(mask=prepare_mask(mask, invert=bool(request.inpainting_mask_invert),
-                                     rounded=request.mask_round),
+        out.update(mask=prepare_mask(mask, rounded=request.mask_round),
+                   mask_invert=bool(request.inpainting_mask_invert),
                    mask_blur=tuple(max(side, 0) for side in sides),  # <= 0: none, as there
                    inpainting_fill=request.inpainting_fill)
     return out

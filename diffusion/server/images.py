@@ -76,21 +76,18 @@ def encode_png(image: np.ndarray, infotext: str | None = None) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def prepare_mask(mask: Any, *, invert: bool, rounded: bool = True) -> Any:
+def prepare_mask(mask: Any, *, rounded: bool = True) -> Any:
     """An API mask as the 'L' mask the WebUI inpaints with (white = repaint; processing.py's
     create_binary_mask): an RGBA picture whose alpha is not opaque all over (a sketch: the
     alpha marks the painted part) by its alpha, above 128 white and the rest black (its levels
     as they are without `rounded`, the request's mask_round); any other picture by its gray
-    levels. `invert`: inpainting_mask_invert. The blur ("Mask blur") is the pipeline's
-    (diffusion.pipelines.mask_blur)."""
-    from PIL import ImageOps
-
+    levels. The inversion (inpainting_mask_invert) and the blur ("Mask blur") are the
+    pipeline's (diffusion.pipelines.inpaint_plan), which writes them into the infotext."""
     if mask.mode == "RGBA" and mask.getextrema()[-1] != (255, 255):
         mask = mask.getchannel("A")
         if rounded:
             mask = mask.point(lambda value: 255 if value > 128 else 0)
-    mask = mask.convert("L")
-    return ImageOps.invert(mask) if invert else mask
+    return mask.convert("L")
 
 
 def preview_png(latents: np.ndarray) -> str:
@@ -131,24 +128,47 @@ _PNG_INFO_KEYS = {"prompt": "Prompt", "negative_prompt": "Negative prompt",
                   "width": "Size-1", "height": "Size-2",
                   "hires_denoise": "Denoising strength"}
 
+# What the WebUI's parse_generation_parameters (modules/infotext_utils.py) fills in for a field
+# an infotext leaves out, in its order, where the field is one of ours: each is what a picture
+# made here without that field was made with. Left out: hypernetworks, the schedule's sigma and
+# rho overrides, the VAE's tiling, FP8 weights and "Refiner switch by sampling steps", which
+# this server does not have, and old infotexts' "First pass size" rewritten as a hires resize.
+_WEBUI_DEFAULTS: dict[str, Any] = {
+    "Clip skip": "1", "Hires resize-1": 0, "Hires resize-2": 0,
+    "Hires sampler": "Use same sampler", "Hires schedule type": "Use same scheduler",
+    "Hires checkpoint": "Use same checkpoint", "Hires prompt": "", "Hires negative prompt": "",
+    "Mask mode": "Inpaint masked", "Masked content": "original",
+    "Inpaint area": "Whole picture", "Masked area padding": 32, "RNG": "GPU",
+    "Schedule type": "Automatic"}
+
 
 def webui_parameters(text: str) -> dict[str, Any]:
     """An infotext parsed into the WebUI's PNG-info `parameters` dict ("Prompt", "Steps",
-    "Size-1", "Clip skip", ...); {} for an image without one."""
+    "Size-1", "Clip skip", ...), a "WxH" value split as its "Size" is ("Hires resize-1" and
+    "-2"), with the WebUI's values for the fields it leaves out (_WEBUI_DEFAULTS); {} for an
+    image without one."""
     from ..infotext import WEBUI_FIELDS, parse_infotext
 
     if not text.strip():
         return {}
-    parsed = parse_infotext(text)
     out: dict[str, Any] = {}
-    for key, value in parsed.items():
+    for key, value in parse_infotext(text).items():
+        name = _PNG_INFO_KEYS.get(key) or WEBUI_FIELDS.get(key, key)
         if key == "clip_skip":
-            out["Clip skip"] = str(value + 1)
+            out[name] = str(value + 1)
         elif key == "rng":
-            out["RNG"] = "CPU" if value == "torch" else value
-        elif isinstance(value, tuple):  # "Hires resize", "Seed resize from": WxH
-            out[WEBUI_FIELDS.get(key, key)] = "x".join(str(v) for v in value)
+            out[name] = "CPU" if value == "torch" else value
+        elif (size := _size_of(value)) and key not in ("prompt", "negative_prompt"):
+            out[f"{name}-1"], out[f"{name}-2"] = size
         else:
-            out[_PNG_INFO_KEYS.get(key) or WEBUI_FIELDS.get(key, key)] = value
-    out.setdefault("Clip skip", "1")
-    return out
+            out[name] = value
+    return {**out, **{k: v for k, v in _WEBUI_DEFAULTS.items() if k not in out}}
+
+
+def _size_of(value: Any) -> tuple[Any, Any] | None:
+    """(width, height) of a parsed size ("Hires resize", "Seed resize from") or of a "WxH" text
+    (a field we do not read, "First pass size"), which the WebUI splits; None for any other."""
+    if isinstance(value, tuple):
+        return value
+    found = re.fullmatch(r"(\d+)x(\d+)", value) if isinstance(value, str) else None
+    return None if found is None else found.groups()

@@ -6,9 +6,10 @@ Here every device is a process of its own (multiprocessing's spawn, `GPUCORE_ADA
 process, diffusion.server.child), each loading its own pipeline, and the parent keeps what the
 thread Worker keeps: the one FIFO queue, exclusive model switches (sent to every process), and
 each slot's progress (mirrored from its process's reports). Interrupt and skip are sent to the
-processes that run a job. A process that dies (a driver crash, `kill -9`, out of memory) fails
-only the job it ran, with `WorkerLost` (the server answers 503 + Retry-After); it is started
-again with the current model while the other processes go on.
+processes that run a job (or to the one that runs the job of the task named). A process that
+dies (a driver crash, `kill -9`, out of memory) fails only the job it ran, with `WorkerLost`
+(the server answers 503 + Retry-After); it is started again with the current model while the
+other processes go on.
 """
 
 from __future__ import annotations
@@ -167,13 +168,13 @@ class ProcessWorker(Worker):
         for process in self.processes:
             process.stop(timeout)
 
-    def interrupt(self) -> None:
-        super().interrupt()
-        self._tell("interrupt")
+    def interrupt(self, task: str | None = None) -> None:
+        super().interrupt(task)
+        self._tell("interrupt", task)
 
-    def skip(self) -> None:
-        super().skip()
-        self._tell("skip")
+    def skip(self, task: str | None = None) -> None:
+        super().skip(task)
+        self._tell("skip", task)
 
     def memory(self) -> list[dict[str, Any]]:
         """Each process's device figures (Worker.memory), asked now; a process that does not
@@ -185,11 +186,13 @@ class ProcessWorker(Worker):
                             "device": slot.label})
         return figures
 
-    def _tell(self, what: str) -> None:
+    def _tell(self, what: str, task: str | None) -> None:
+        """Send `what` to the process running the job of `task` (None: to every one that
+        runs a job)."""
         with self._lock:  # the job ids _execute sets under it: each running job is told once
             running = [(process, self._job_ids.get(slot.index))
                        for slot, process in zip(self.slots, self.processes, strict=True)
-                       if slot.running]
+                       if slot.running and slot in self._slots_of(task)]
         for process, job_id in running:
             if job_id is not None:  # else _execute sends it with the job (interrupt_pending)
                 process.send((what, job_id))

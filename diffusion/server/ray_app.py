@@ -10,8 +10,9 @@ holds. Most endpoints answer from the replica the proxy picks. The ones about th
 and the settings fan out to every replica (`DeploymentHandle.broadcast`), so a client reaches
 the job it means through any replica: GET /sdapi/v1/progress (the first busy replica's job,
 every running job named in `textinfo`), POST /internal/progress (the replica that has the
-page's task), POST /sdapi/v1/interrupt and /skip (every running job, as the WebUI's act on the
-one it runs), POST /sdapi/v1/options (every replica switches model and module files).
+page's task), POST /sdapi/v1/interrupt and /skip (the job of the page's task, else every
+running job, as the WebUI's act on the one it runs), POST /sdapi/v1/options (every replica
+switches model and module files).
 Per replica: /avx/queue, a job's `saved_paths` (on that replica's machine).
 
 A replica started later (autoscaling, or Ray restarting one) runs the model and options the
@@ -39,7 +40,12 @@ except ImportError as exc:  # optional extra: say how to get it
 from fastapi import APIRouter, Body, Depends, FastAPI
 
 from .routers.models import set_options
-from .schemas import ProgressResponse, TaskProgressRequest, TaskProgressResponse
+from .schemas import (
+    InterruptRequest,
+    ProgressResponse,
+    TaskProgressRequest,
+    TaskProgressResponse,
+)
 from .state import authorized
 
 __all__ = ["DiffusionReplica", "build", "deployment"]
@@ -79,12 +85,12 @@ def _cluster_routes() -> APIRouter:
         return _merged_progress(await _everywhere("replica_progress", not skip_current_image))
 
     @api.post("/interrupt")
-    async def interrupt() -> None:
-        await _everywhere("replica_interrupt")
+    async def interrupt(body: InterruptRequest | None = None) -> None:
+        await _everywhere("replica_interrupt", body and body.id_task)
 
     @api.post("/skip")
-    async def skip() -> None:
-        await _everywhere("replica_skip")
+    async def skip(body: InterruptRequest | None = None) -> None:
+        await _everywhere("replica_skip", body and body.id_task)
 
     @api.post("/options")
     async def options(body: Annotated[dict[str, Any], Body()]) -> None:
@@ -185,11 +191,11 @@ class DiffusionReplica:
         return self.server.state.worker.task_progress(task, live_preview=live_preview,
                                                       id_live_preview=id_live_preview)
 
-    def replica_interrupt(self) -> None:
-        self.server.state.worker.interrupt()
+    def replica_interrupt(self, task: str | None) -> None:
+        self.server.state.worker.interrupt(task)
 
-    def replica_skip(self) -> None:
-        self.server.state.worker.skip()
+    def replica_skip(self, task: str | None) -> None:
+        self.server.state.worker.skip(task)
 
     async def replica_options(self, body: dict[str, Any]) -> None:
         state = self.server.state.server

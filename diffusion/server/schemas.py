@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 __all__ = [
     "ImageResponse",
     "Img2ImgRequest",
+    "InterruptRequest",
     "PNGInfoRequest",
     "PNGInfoResponse",
     "ProgressResponse",
@@ -145,6 +146,14 @@ class TaskProgressRequest(_Lenient):
     id_task: str | None = None
     id_live_preview: int = -1  # the last preview received: no new one until the next step
     live_preview: bool = True
+
+
+class InterruptRequest(_Lenient):
+    """POST /sdapi/v1/interrupt and /skip, whose WebUI versions take no body: with the page's
+    `id_task`, only that task's job stops (a page stops its own, not another tab's); without,
+    every running job, as the WebUI stops the one it runs."""
+
+    id_task: str | None = None
 
 
 class TaskProgressResponse(BaseModel):

@@ -10,7 +10,8 @@ workers drop it) and leaves a running one to finish, so nothing ever waits on a 
 Interrupt and skip act on every running job, as the WebUI's act on the one it runs; progress
 shows the oldest running job and names the others in its text. A job may carry a task id (the
 WebUI's `id_task`, sent as `force_task_id`): `task_progress` answers for that job alone,
-queued, running or finished, as the WebUI's /internal/progress does for its page. Threads
+queued, running or finished, as the WebUI's /internal/progress does for its page, and
+interrupt and skip given that id stop that job alone (so that a page stops its own). Threads
 share the GIL: for several GPUs, diffusion.server.processes runs this queue over a worker
 process per GPU.
 """
@@ -97,6 +98,7 @@ class Worker:
         self._active = 0
         self._exclusive = False
         self._stopping = False
+        self._stop_at_start: set[str] = set()  # queued tasks interrupted (guarded by _cond)
         self._lock = threading.Lock()  # guards the slots' progress state
         self._tickets = itertools.count(1)
         self._preview_ids = itertools.count(1)
@@ -182,11 +184,14 @@ class Worker:
                 if head is not None and not self._exclusive and (
                         not head.exclusive or self._active == 0):
                     self._jobs.popleft()
+                    stopped = head.task in self._stop_at_start
+                    self._stop_at_start.discard(head.task)
                     if head.future.set_running_or_notify_cancel():
                         self._active += 1
                         self._exclusive = head.exclusive
                         with self._lock:  # from the queue to the slot at once
-                            slot.task = head.task
+                            slot.task, slot.running = head.task, True
+                            slot.interrupt_pending = stopped
                         return head
                     continue  # its client has gone
                 self._cond.wait()
@@ -195,7 +200,6 @@ class Worker:
     def _loop(self, slot: Slot) -> None:
         self._local.slot = slot
         while (job := self._take(slot)) is not None:
-            slot.running = True
             try:
                 result = self._execute(slot, job)
             except BaseException as exc:  # handed to the waiting request, never lost
@@ -203,8 +207,8 @@ class Worker:
             else:
                 job.future.set_result(result)
             finally:
-                slot.running = False
                 with self._lock:
+                    slot.running = False
                     slot.state = idle_state()
                     slot.latents = None
                     slot.interrupt_pending = False
@@ -291,21 +295,28 @@ class Worker:
             slot.started = time.monotonic()
             slot.ticket = next(self._tickets)
 
-    def interrupt(self) -> None:
-        """Stop every running job after its current step; each returns what it has (one
-        taken from the queue but not begun yet stops before its first step)."""
-        with self._lock:
-            for slot in self.slots:
+    def _slots_of(self, task: str | None) -> list[Slot]:
+        """The slots running the job of `task` (None: every slot); the caller holds _lock."""
+        return [slot for slot in self.slots if task is None or slot.task == task]
+
+    def interrupt(self, task: str | None = None) -> None:
+        """Stop the running job of `task` (None: every running job) after its current step;
+        each returns what it has (one taken from the queue but not begun yet, or the job of
+        a `task` still queued, stops before its first step)."""
+        with self._cond, self._lock:
+            for slot in self._slots_of(task):
                 if slot.state["job"]:
                     slot.state["interrupted"] = True
                 elif slot.running:
                     slot.interrupt_pending = True
+            if task is not None and any(job.task == task for job in self._jobs):
+                self._stop_at_start.add(task)
 
-    def skip(self) -> None:
-        """Stop every running job's current image after its current step; they go on with
-        their next one."""
+    def skip(self, task: str | None = None) -> None:
+        """Stop the current image of the running job of `task` (None: of every running job)
+        after its current step; the job goes on with its next one."""
         with self._lock:
-            for slot in self.slots:
+            for slot in self._slots_of(task):
                 if slot.state["job"]:
                     slot.state["skipped"] = True
 

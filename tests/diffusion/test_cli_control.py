@@ -84,8 +84,9 @@ def test_units_and_per_unit_values(pictures: dict[str, str]) -> None:
 def test_a_unit_on_the_init_image_takes_the_blurred_mask(pictures: dict[str, str],
                                                          tmp_path: Path) -> None:
     """The extension gives a unit without a picture of its own the WebUI's mask through its
-    prepare_mask: blurred by the Mask blur (cv2.GaussianBlur along x, then y, as the WebUI
-    blurs it); a unit's own --control-mask is taken as it is."""
+    prepare_mask: inverted for "Inpaint not masked" (--mask-invert), blurred by the Mask blur
+    (cv2.GaussianBlur along x, then y, as the WebUI blurs it); a unit's own --control-mask is
+    taken as it is."""
     cv2 = pytest.importorskip("cv2", reason="opencv-python-headless (the test reference)")
     a = str(Path(pictures["dir"]) / "cn-a")
     square = np.zeros((32, 32), np.uint8)
@@ -101,6 +102,8 @@ def test_a_unit_on_the_init_image_takes_the_blurred_mask(pictures: dict[str, str
         assert np.array_equal(spec.mask, want) and not np.array_equal(spec.mask, square)
     args = cli.build_parser().parse_args([*inpaint, "--mask-blur", "0"])
     assert np.array_equal(build_control_specs(args, _open_image)[0].mask, square)
+    args = cli.build_parser().parse_args([*inpaint, "--mask-blur", "0", "--mask-invert"])
+    assert np.array_equal(build_control_specs(args, _open_image)[0].mask, 255 - square)
     args = cli.build_parser().parse_args([*inpaint, "--control-mask",
                                           str(tmp_path / "square.png")])
     assert np.array_equal(build_control_specs(args, _open_image)[0].mask, square)

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
-from ...pipelines.inpaint_plan import blur_sides
+from ...pipelines.inpaint_plan import blur_sides, repainted
 from ...pipelines.mask_blur import blur_mask
 from ...pipelines.module_load import hires_modules
 from ..controlnet_units import control_units, parse_units, script_args
@@ -51,9 +51,10 @@ async def run_generation(state: ServerState, body: Txt2ImgRequest, kind: str,
             units, state.controlnets, encoders=state.image_encoders,
             fallback=None if init is None else np.asarray(init.convert("RGB")),
             inpainting=mask is not None,
-            # blurred as the extension's prepare_mask blurs it (the WebUI's mask blur)
+            # inverted and blurred as the extension's prepare_mask does (the WebUI's mask
+            # mode and blur)
             fallback_mask=None if mask is None else np.asarray(blur_mask(
-                mask.convert("L"), *blur_sides(job.request)))))
+                repainted(job.request), *blur_sides(job.request)))))
     # 3. a refiner named by the client: one of this server's models
     refiner = None
     if isinstance(job.request.refiner, str):

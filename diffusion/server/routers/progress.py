@@ -1,6 +1,7 @@
 """The running jobs: /sdapi/v1/progress, /interrupt and /skip as the WebUI's; /avx/queue;
 the WebUI page's own /internal/progress, one task's progress (its `id_task`: the
-`force_task_id` the page generated with), so that two pages each follow their own job."""
+`force_task_id` the page generated with), so that two pages each follow their own job, and
+/interrupt and /skip given that `id_task`, so that each stops its own."""
 
 from __future__ import annotations
 
@@ -8,7 +9,12 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from ..schemas import ProgressResponse, TaskProgressRequest, TaskProgressResponse
+from ..schemas import (
+    InterruptRequest,
+    ProgressResponse,
+    TaskProgressRequest,
+    TaskProgressResponse,
+)
 from ..state import State
 
 __all__ = ["api", "avx", "internal"]
@@ -30,13 +36,13 @@ async def task_progress(state: State, body: TaskProgressRequest) -> dict[str, An
 
 
 @api.post("/interrupt")
-async def interrupt(state: State) -> None:
-    state.worker.interrupt()
+async def interrupt(state: State, body: InterruptRequest | None = None) -> None:
+    state.worker.interrupt(body and body.id_task)
 
 
 @api.post("/skip")
-async def skip(state: State) -> None:
-    state.worker.skip()
+async def skip(state: State, body: InterruptRequest | None = None) -> None:
+    state.worker.skip(body and body.id_task)
 
 
 @avx.get("/queue")

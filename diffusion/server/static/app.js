@@ -330,12 +330,17 @@ document.addEventListener("keydown", (event) => {
     $("generate").click();
   }
 });
+/** Interrupt or skip this page's run by its id_task: the server stops its job, not another tab's
+ * (never a body without one, which stops every running job). */
+function stopRun(what) {
+  if (task) api(what, { id_task: task }).catch(showError);
+}
 $("interrupt").addEventListener("click", () => {
   $("interrupt").disabled = $("skip").disabled = true;
   $("progress_text").textContent = "Interrupting…";
-  api("interrupt", {}).catch(showError);
+  stopRun("interrupt");
 });
-$("skip").addEventListener("click", () => api("skip", {}).catch(showError));
+$("skip").addEventListener("click", () => stopRun("skip"));
 
 // ---- Seed, size and "send to" buttons
 
@@ -366,13 +371,10 @@ $("send_to_pnginfo").addEventListener("click", () => {
   loadPngInfo(item.src);
 });
 
-// What the WebUI's infotext parser fills in for an infotext without them (the WebUI writes each
-// only when it is not this): its img2img paste then resets the inpaint controls. Mask blur it
-// leaves as it is when absent.
-const INPAINT_DEFAULTS = { "Mask mode": "Inpaint masked", "Masked content": "original", "Inpaint area": "Whole picture", "Masked area padding": 32 };
-
 /** Fills the form from parsed infotext parameters (PNG Info's "Send to ..."); img2img also gets
- * the inpaint controls, as the WebUI's img2img / inpaint paste fields. */
+ * the inpaint controls, as the WebUI's img2img / inpaint paste fields: an infotext without them
+ * resets them to the values the server's parser (as the WebUI's) gives the fields left out;
+ * Mask blur, which it gives none, stays as it is. */
 function applyParameters(target, params, imageDataUrl) {
   const fields = {
     prompt: params.Prompt, negative_prompt: params["Negative prompt"] ?? "", steps: params.Steps,
@@ -381,12 +383,11 @@ function applyParameters(target, params, imageDataUrl) {
     denoising_strength: params["Denoising strength"],
   };
   if (target === "img2img") {
-    const inpaint = { ...INPAINT_DEFAULTS, ...params };
     Object.assign(fields, {
-      mask_blur: params["Mask blur"], inpainting_mask_invert: inpaint["Mask mode"] === "Inpaint not masked",
+      mask_blur: params["Mask blur"], inpainting_mask_invert: params["Mask mode"] === "Inpaint not masked",
       // by their labels: "latent noise" -> 2, "Only masked" -> masked
-      inpainting_fill: inpaint["Masked content"], inpaint_area: inpaint["Inpaint area"],
-      inpaint_full_res_padding: inpaint["Masked area padding"],
+      inpainting_fill: params["Masked content"], inpaint_area: params["Inpaint area"],
+      inpaint_full_res_padding: params["Masked area padding"],
     });
   }
   for (const [id, value] of Object.entries(fields)) setField(id, value);

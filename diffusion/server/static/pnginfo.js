@@ -7,8 +7,10 @@ let imageDataUrl = null;
 
 /**
  * Parses an infotext ("prompt\nNegative prompt: ...\nSteps: 20, Sampler: Euler a, Size: 512x512, ...")
- * into {Prompt, "Negative prompt", Steps, Sampler, ..., "Size-1", "Size-2"} like the WebUI's parser.
- * Used when the server's `parameters` is empty.
+ * into {Prompt, "Negative prompt", Steps, Sampler, ..., "Size-1", "Size-2"} like the WebUI's parser,
+ * as the text says them. The table shows these; the server's `parameters` (used by "Send to",
+ * and this where it is empty) add the WebUI parser's values for the fields the text leaves out
+ * ("RNG: GPU", "Mask mode: Inpaint masked", ...), which the picture does not say.
  */
 export function parseInfotext(text) {
   const lines = text.trim().split("\n");
@@ -28,16 +30,10 @@ export function parseInfotext(text) {
   return result;
 }
 
-function renderParameters(info, params) {
+function renderParameters(info) {
   $("pnginfo_text").textContent = info || "This image carries no generation parameters.";
-  // The WebUI's parser splits "Size: 512x768" into Size-1 and Size-2; show it whole again.
-  const shown = { ...params };
-  if (shown["Size-1"] !== undefined && shown["Size-2"] !== undefined) {
-    const entries = Object.entries(shown).map(([key, value]) => (key === "Size-1" ? ["Size", `${value}x${shown["Size-2"]}`] : [key, value]));
-    Object.keys(shown).forEach((key) => delete shown[key]);
-    Object.assign(shown, Object.fromEntries(entries.filter(([key]) => key !== "Size-2")));
-  }
-  const rows = Object.entries(shown).filter(([key]) => !["Prompt", "Negative prompt"].includes(key));
+  const said = info ? parseInfotext(info) : {};
+  const rows = Object.entries(said).filter(([key]) => !["Prompt", "Negative prompt", "Size-1", "Size-2"].includes(key));
   $("pnginfo_table").replaceChildren(...rows.map(([key, value]) => {
     const row = document.createElement("tr");
     const th = document.createElement("th");
@@ -63,10 +59,10 @@ export async function loadPngInfo(dataUrl) {
     const info = response.info ?? "";
     parameters = response.parameters && Object.keys(response.parameters).length
       ? response.parameters : (info ? parseInfotext(info) : {});
-    renderParameters(info, parameters);
+    renderParameters(info);
   } catch (error) {
     parameters = null;
-    renderParameters("", {});
+    renderParameters("");
     $("pnginfo_text").textContent = "";  // not read: the error banner says why, not "no parameters"
     showError(error);
   }

@@ -1,5 +1,6 @@
 """An inpaint request made ready as the WebUI makes it (diffusion.pipelines.inpaint_plan): the
-mask blurred first, at the size given, then cut out ("Only masked") or fitted, then the masked
+mask inverted ("Inpaint not masked") and blurred first, at the size given, then cut out
+("Only masked") or fitted, then the masked
 content, then the results laid back; the infotext fields written where the WebUI writes them;
 the CLI's and the API's settings, with their defaults (the WebUI page's and its API's). The
 expectations are the pieces' own (mask_blur, masked_content, inpaint_area and fit_picture are
@@ -74,6 +75,18 @@ def test_the_blur_is_written_only_as_one_number() -> None:
     assert _same(plan.request.mask, blur_mask(_mask(), 4, 2)) and plan.settings == {}
     plan = InpaintPlan.make(_request(width=96, height=80), 96, 80)
     assert _same(plan.request.mask, _mask()) and plan.settings == {}
+
+
+@pytest.mark.nodevice
+def test_inpaint_not_masked_inverts_the_mask_before_the_blur() -> None:
+    """mask_invert (the WebUI's inpainting_mask_invert): the black part is repainted, the mask
+    inverted before it is blurred, and "Mask mode: Inpaint not masked" written."""
+    inverted = Image.eval(_mask(), lambda v: 255 - v)
+    plan = InpaintPlan.make(_request(mask_blur=4, mask_invert=True, width=96, height=80),
+                            96, 80)
+    assert _same(plan.request.mask, blur_mask(inverted, 4, 4))
+    assert not plan.request.mask_invert and _same(plan.laid_back.mask, plan.request.mask)
+    assert plan.settings == {"mask_mode": "Inpaint not masked", "mask_blur": 4}
 
 
 @pytest.mark.nodevice
@@ -153,34 +166,38 @@ def test_settings_are_checked() -> None:
                         (dict(inpainting_fill="fill"), "takes the number"),
                         (dict(resize_mode=4), r"resize_mode .*3 just resize \(latent "),
                         (dict(mask_round=1), "mask_round must be True or False"),
+                        (dict(mask_invert=1), "mask_invert must be True or False"),
                         (dict(latent_noise_seed=-1), "latent_noise_seed")):
         with pytest.raises(ValueError, match=needle):
             GenerationRequest(**bad)
 
 
 INFOTEXT = ("a\nSteps: 2, Sampler: Euler, CFG scale: 7, Seed: 1, Size: 48x40, Denoising "
-            "strength: 0.75, Mask blur: 4, Inpaint area: Only masked, Masked area padding: 4, "
-            "Masked content: latent noise")
+            "strength: 0.75, Mask mode: Inpaint not masked, Mask blur: 4, Inpaint area: Only "
+            "masked, Masked area padding: 4, Masked content: latent noise")
 
 
 @pytest.mark.nodevice
 def test_the_infotext_as_the_webui_writes_it() -> None:
-    """The fields in the WebUI's order (its extra_generation_params: Mask blur, Inpaint area,
-    Masked area padding, Masked content), read back."""
+    """The fields in the WebUI's order (its extra_generation_params: Mask mode, Mask blur,
+    Inpaint area, Masked area padding, Masked content), read back."""
     settings = dict(prompt="a", steps=2, sampler="Euler", cfg_scale=7, seed=1, width=48,
-                    height=40, strength=0.75, mask_blur=4, inpaint_area="Only masked",
-                    inpaint_full_res_padding=4, masked_content="latent noise")
+                    height=40, strength=0.75, mask_mode="Inpaint not masked", mask_blur=4,
+                    inpaint_area="Only masked", inpaint_full_res_padding=4,
+                    masked_content="latent noise")
     assert format_infotext(settings) == INFOTEXT
     parsed = parse_infotext(INFOTEXT)
-    assert (parsed["mask_blur"], parsed["masked_content"]) == (4, "latent noise")
-    del settings["mask_blur"], settings["masked_content"]
+    assert (parsed["mask_mode"], parsed["mask_blur"], parsed["masked_content"]) == (
+        "Inpaint not masked", 4, "latent noise")
+    del settings["mask_mode"], settings["mask_blur"], settings["masked_content"]
     assert "Mask" not in format_infotext(settings).replace("Masked area", "")
 
 
 @pytest.mark.nodevice
 def test_the_cli(tmp_path: Path) -> None:
     """inpaint's --mask-blur and --inpainting-fill (the WebUI page's 4 and "original"), by
-    name or number, also from --from-infotext; --no-mask-round (the WebUI's mask_round)."""
+    name or number, and --mask-invert, also from --from-infotext; --no-mask-round (the WebUI's
+    mask_round)."""
     from diffusion.cli.from_infotext import apply_infotext
     from diffusion.cli.generate import build_request
     from diffusion.cli.main import build_parser
@@ -191,12 +208,15 @@ def test_the_cli(tmp_path: Path) -> None:
     _mask().save(tmp_path / "m.png")
     files = ["--init-image", str(tmp_path / "i.png"), "--mask", str(tmp_path / "m.png")]
     args = parser.parse_args(["inpaint", *files])
-    assert (args.mask_blur, args.inpainting_fill, args.mask_round) == (4, 1, True)
+    assert (args.mask_blur, args.inpainting_fill, args.mask_round, args.mask_invert) == (
+        4, 1, True, False)
     args = parser.parse_args(["inpaint", *files, "--mask-blur", "0", "--inpainting-fill",
-                              "Latent Nothing", "--no-mask-round", "--prompt", "a"])
+                              "Latent Nothing", "--no-mask-round", "--mask-invert", "--prompt",
+                              "a"])
     args.steps, args.cfg_scale, args.sampler = 2, 7.0, "Euler"
     request = build_request(args)
-    assert (request.mask_blur, request.inpainting_fill, request.mask_round) == (0, 3, False)
+    assert (request.mask_blur, request.inpainting_fill, request.mask_round,
+            request.mask_invert) == (0, 3, False, True)
     assert parser.parse_args(["inpaint", *files, "--inpainting-fill", "0"]).inpainting_fill == 0
     with pytest.raises(Exception, match=r"--inpainting-fill: .*got 'noise'"):
         parser.parse_args(["inpaint", *files, "--inpainting-fill", "noise"])
@@ -204,7 +224,7 @@ def test_the_cli(tmp_path: Path) -> None:
                                                                        "Mask blur: 8"))
     args = parser.parse_args(["inpaint", *files, "--from-infotext", str(tmp_path / "made.png")])
     apply_infotext(args, parser)
-    assert (args.mask_blur, args.inpainting_fill) == (8, 2)
+    assert (args.mask_blur, args.inpainting_fill, args.mask_invert) == (8, 2, True)
 
 
 def _b64(image: Image.Image) -> str:
@@ -219,7 +239,8 @@ def test_the_apis_settings_and_defaults(tmp_path: Path) -> None:
     inpainting_fill 0, mask_round True) reach the request; mask_blur sets both sides; a side
     of 0 or less is no blur, as there; resize_mode 3 (latent upscale) reaches the pipeline;
     the mask is read as its create_binary_mask reads it: an opaque RGBA picture by its gray
-    levels, a sketch by its alpha over 128 (mask_round False: the alpha as it is)."""
+    levels, a sketch by its alpha over 128 (mask_round False: the alpha as it is), and
+    inpainting_mask_invert left to the pipeline (which writes it into the infotext)."""
     pytest.importorskip("fastapi", reason="the server extra is not installed")
     from diffusion.server import generation
     from diffusion.server.schemas import Img2ImgRequest
@@ -233,7 +254,7 @@ def test_the_apis_settings_and_defaults(tmp_path: Path) -> None:
 
     request = served()
     assert (request.mask_blur, request.inpainting_fill, request.resize_mode,
-            request.mask_round) == ((4, 4), 0, 0, True)
+            request.mask_round, request.mask_invert) == ((4, 4), 0, 0, True, False)
     assert served(mask_blur=8).mask_blur == (8, 8)
     assert served(mask_blur_x=3, mask_blur_y=-2).mask_blur == (3, 0)
     assert served(resize_mode=3).resize_mode == 3 and served(resize_mode=2).resize_mode == 2
@@ -249,7 +270,8 @@ def test_the_apis_settings_and_defaults(tmp_path: Path) -> None:
     unrounded = served(mask=_b64(sketch), mask_round=False)
     assert unrounded.mask_round is False
     assert _same(unrounded.mask, Image.eval(_mask(), lambda v: v // 2 + 60))
-    assert _same(served(inpainting_mask_invert=1).mask, Image.eval(_mask(), lambda v: 255 - v))
+    inverted = served(inpainting_mask_invert=1)
+    assert inverted.mask_invert is True and _same(inverted.mask, _mask())
 
 
 def test_masked_content_on_the_bundled_model(first_device: Any,

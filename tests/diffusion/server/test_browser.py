@@ -420,10 +420,13 @@ def _task_progress(active: bool, **running: Any) -> dict[str, Any]:
 def test_interrupting_stays_on_screen_until_the_run_ends(
         server: tuple[str, int, bool], page: Any) -> None:
     """After Interrupt the progress line keeps saying so; the next poll used to put the last
-    step's numbers (and a growing ETA) back, as if the run went on. The server is stood in for."""
+    step's numbers (and a growing ETA) back, as if the run went on. The interrupt names the
+    run's id_task (so that it stops this tab's job alone). The server is stood in for."""
     url, _, _ = server
     pending = _stand_in_for_a_run(page, progress=0.5, eta=3, step=1, steps=2)
-    page.route("**/sdapi/v1/interrupt", lambda route: route.fulfill(json={}))
+    stops: list[Any] = []
+    page.route("**/sdapi/v1/interrupt", lambda route: (
+        stops.append(route.request.post_data_json), route.fulfill(json={})))
     page.goto(url)
     _ready(page)
     page.get_by_role("button", name="Generate", exact=True).click()
@@ -432,6 +435,7 @@ def test_interrupting_stays_on_screen_until_the_run_ends(
     page.get_by_role("button", name="Interrupt", exact=True).click()
     page.wait_for_timeout(1_200)  # two polls
     assert text.inner_text() == "Interrupting…"
+    assert stops == [{"id_task": pending[0].request.post_data_json["force_task_id"]}]
     pending[0].fulfill(json={"images": [], "info": "{}"})
     page.get_by_role("button", name="Generate", exact=True).wait_for(state="visible")
     assert not page.errors, page.errors
@@ -648,7 +652,8 @@ def test_png_info_sends_the_inpaint_settings_to_img2img(
     """PNG Info's "Send to img2img" restores Mask blur, Mask mode (our "Inpaint not masked"),
     Masked content, Inpaint area and its padding from the infotext, under the WebUI's keys; an
     infotext without them resets them to the WebUI parser's defaults (Inpaint masked,
-    original, Whole picture, 32), Mask blur staying as it was."""
+    original, Whole picture, 32: the server's png-info gives them), Mask blur staying as it
+    was; the PNG Info table shows only what the infotext says, not those defaults."""
     url, _, _ = server
     inpainted = _png_with_infotext(tmp_path / "inpainted.png", (
         "a lighthouse\nNegative prompt: fog\nSteps: 12, Sampler: Euler, CFG scale: 6, Seed: 77, "
@@ -690,4 +695,6 @@ def test_png_info_sends_the_inpaint_settings_to_img2img(
 
     send_to_img2img(plain, "a harbour")
     assert inpaint_controls() == ("12", "12", False, "1", "whole", "32")  # 1: original
+    table = page.locator("#pnginfo_table").text_content()
+    assert "Denoising strength" in table and "Mask mode" not in table, table
     assert not page.errors, page.errors

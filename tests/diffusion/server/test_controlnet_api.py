@@ -101,6 +101,28 @@ def test_img2img_unit_takes_the_init_image(api: Any) -> None:
     assert 'ControlNet 0: "Module: invert, Model: tiny_canny [' in result.info["infotexts"][0]
 
 
+def test_an_inpaint_unit_takes_the_mask_as_inverted(api: Any) -> None:
+    """Inpaint not masked (inpainting_mask_invert): the unit's mask (img2img's) is inverted
+    too, as the extension's prepare_mask inverts it: the picture of the inverted mask sent as
+    it is, not that of the mask sent."""
+    mask = np.zeros((32, 32), np.uint8)
+    mask[:, :16] = 255
+    unit = webuiapi.ControlNetUnit(module="inpaint_only", model="tiny_canny", resize_mode=0)
+
+    def inpaint(picture: np.ndarray, invert: int) -> np.ndarray:
+        result = api.img2img(images=[Image.fromarray(circle(32, 32))], prompt=PROMPT, steps=2,
+                             denoising_strength=0.5, seed=5, width=32, height=32, mask_blur=0,
+                             mask_image=Image.fromarray(picture), inpainting_fill=1,
+                             inpaint_full_res=False, inpainting_mask_invert=invert,
+                             controlnet_units=[unit], alwayson_scripts={})
+        assert "Mask mode: Inpaint not masked" in result.info["infotexts"][0] or not invert
+        return np.asarray(result.image)
+
+    inverted = inpaint(mask, 1)
+    assert np.array_equal(inverted, inpaint(255 - mask, 0))
+    assert not np.array_equal(inverted, inpaint(mask, 0))
+
+
 def test_ip_adapter_unit_gives_the_python_api_picture(app: Any, api: Any) -> None:
     """An IP-Adapter unit as the extension takes one (its module, the model by name, the
     server's image encoder) beside a ControlNet unit: the picture Python makes with the same

@@ -152,15 +152,21 @@ def test_img2img_with_data_url_and_mask(client: Any) -> None:
     assert data["denoising_strength"] == 0.5 and data["all_seeds"] == [5]
     assert response.json()["parameters"]["init_images"] is None  # as the WebUI echoes it
     assert pixels(response.json()["images"][0]).shape == (32, 32, 3)
-    assert "Denoising strength: 0.5" in data["infotexts"][0]
-    # inpainting_mask_invert=1 with a mask = the inverted mask sent as is
+    assert "Denoising strength: 0.5, Mask mode: Inpaint not masked" in data["infotexts"][0]
+    # inpainting_mask_invert=1 with a mask = the inverted mask sent as is, as the WebUI
+    # writes each ("Mask mode" only for the first); png-info gives it back
     inverted = Image.eval(mask, lambda v: 255 - v)
     same = client.post("/sdapi/v1/img2img", json={**body, "init_images": [png_b64(init)],
                                                   "mask": png_b64(inverted),
                                                   "inpainting_mask_invert": 0})
-    assert same.json()["images"] == response.json()["images"]
+    assert np.array_equal(pixels(same.json()["images"][0]),
+                          pixels(response.json()["images"][0]))
+    assert "Mask mode" not in info(same)["infotexts"][0]
+    png = client.post("/sdapi/v1/png-info", json={"image": response.json()["images"][0]})
+    assert png.json()["parameters"]["Mask mode"] == "Inpaint not masked"
     unmasked = client.post("/sdapi/v1/img2img", json={**body, "mask": None})
-    assert unmasked.json()["images"] != response.json()["images"]
+    assert not np.array_equal(pixels(unmasked.json()["images"][0]),
+                              pixels(response.json()["images"][0]))
 
 
 def test_img2img_only_masked_keeps_the_picture(client: Any) -> None:
@@ -210,6 +216,9 @@ def test_png_info_round_trip(client: Any) -> None:
     assert parameters["Prompt"] == PROMPT and parameters["Negative prompt"] == "blurry"
     assert parameters["Seed"] == 21 and parameters["Steps"] == 2
     assert parameters["Size-1"] == 32 and parameters["Sampler"] == "Euler"
+    # what the WebUI's parser gives the fields an infotext leaves out
+    assert (parameters["Mask mode"], parameters["Hires resize-1"], parameters["RNG"]) == (
+        "Inpaint masked", 0, "GPU")
     plain = client.post("/sdapi/v1/png-info", json={"image": png_b64(Image.new("RGB", (8, 8)))})
     assert plain.status_code == 200 and plain.json()["info"] == ""
 

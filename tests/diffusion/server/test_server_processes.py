@@ -1,8 +1,8 @@
 """`serve --devices`: a worker PROCESS per device (diffusion.server.processes) on CI's software
 adapter twice. Concurrent requests give the pictures of the one-process server; progress shows
-both processes' jobs and interrupt reaches them; `kill -9` of a process mid-job answers its
-request with a 503 while the other process's request completes, the process comes back, and
-no partial file is left in the outputs."""
+both processes' jobs and interrupt reaches them (the one of the task named, or all); `kill -9`
+of a process mid-job answers its request with a 503 while the other process's request
+completes, the process comes back, and no partial file is left in the outputs."""
 
 from __future__ import annotations
 
@@ -81,15 +81,20 @@ def test_two_processes_give_the_one_process_pictures(served: Any, model: Path) -
 
 def test_progress_shows_both_processes_and_interrupt_reaches_them(served: Any) -> None:
     url, worker, _ = served
-    jobs = [Background(lambda s=s: _post(url, {**SLOW, "seed": s})) for s in (1, 2)]
+    jobs = [Background(lambda s=s: _post(url, {**SLOW, "seed": s,
+                                               "force_task_id": f"task({s})"}))
+            for s in (1, 2)]
     wait_for(lambda: len(_busy(worker)) == 2, what="both processes to run a job")
     seen = httpx.get(url + "/sdapi/v1/progress").json()
     assert 0 < seen["progress"] < 1 and seen["current_image"]
     assert "worker 0" in seen["textinfo"] and "worker 1" in seen["textinfo"]
-    httpx.post(url + "/sdapi/v1/interrupt")
-    for job in jobs:
-        response = job.result()
-        assert response.status_code == 200 and info(response)["interrupted"] is True
+    httpx.post(url + "/sdapi/v1/interrupt", json={"id_task": "task(1)"})
+    response = jobs[0].result()
+    assert response.status_code == 200 and info(response)["interrupted"] is True
+    assert [s.task for s in _busy(worker)] == ["task(2)"]  # the other process goes on
+    httpx.post(url + "/sdapi/v1/interrupt")  # no task: every running job, as the WebUI's
+    response = jobs[1].result()
+    assert response.status_code == 200 and info(response)["interrupted"] is True
 
 
 def test_kill_9_fails_only_its_job_and_the_process_comes_back(served: Any) -> None:

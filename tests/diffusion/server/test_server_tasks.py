@@ -1,8 +1,9 @@
 """Each client follows its own job: the WebUI's page generates with a task id (`force_task_id`)
 and polls POST /internal/progress with it, so two browser tabs no longer show each other's
 progress, ETA and preview; /sdapi/v1/progress still shows the running job, naming its task
-(`current_task`). A stand-in pipeline on two stand-in devices whose steps the test releases one
-by one: no model, no GPU, and every state is reached on purpose, not by timing."""
+(`current_task`). Interrupt and skip given the task id stop that job alone. A stand-in
+pipeline on two stand-in devices whose steps the test releases one by one: no model, no GPU,
+and every state is reached on purpose, not by timing."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import pytest
 pytest.importorskip("fastapi", reason="server extra (pip install .[server])")
 
 import httpx
-from server_support import Background, live_server, wait_for
+from server_support import Background, info, live_server, wait_for
 
 from diffusion.pipelines.stable_diffusion import GenerationResult, SamplingDefaults
 from diffusion.server import create_app
@@ -69,8 +70,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Any:
         app.state.worker.stop()
 
 
-def _generate(url: str, prompt: str, steps: int, task: str | None = None) -> Background:
-    body = {"prompt": prompt, "steps": steps, "seed": 1}
+def _generate(url: str, prompt: str, steps: int, task: str | None = None,
+              **more: Any) -> Background:
+    body = {"prompt": prompt, "steps": steps, "seed": 1, **more}
     if task is not None:
         body["force_task_id"] = task
     return Background(lambda: httpx.post(url + "/sdapi/v1/txt2img", json=body, timeout=60))
@@ -151,3 +153,35 @@ def test_a_request_without_a_task_id_gets_one(served: Any) -> None:
     assert job.result().status_code == 200
     assert _poll(url, task)["completed"]
     assert httpx.get(url + "/sdapi/v1/progress").json()["current_task"] is None
+
+
+def test_interrupt_and_skip_by_task_stop_that_job_alone(served: Any) -> None:
+    """The page's Interrupt and Skip send its id_task: of two jobs on two devices only the one
+    named stops (or skips an image); a queued job named stops before its first step."""
+    url, pipe = served
+    mine = _generate(url, "mine", 4, "task(mine)")
+    _at_step(url, "task(mine)", 0)
+    theirs = _generate(url, "theirs", 4, "task(theirs)", n_iter=2)
+    _at_step(url, "task(theirs)", 0)
+    queued = _generate(url, "queued", 4, "task(queued)")
+    wait_for(lambda: _poll(url, "task(queued)")["queued"], timeout=20, what="queued")
+    pipe.release("mine", 1)
+    pipe.release("theirs", 1)
+    _at_step(url, "task(mine)", 1)
+    _at_step(url, "task(theirs)", 1)
+
+    for route, task in (("interrupt", "task(mine)"), ("interrupt", "task(queued)"),
+                        ("skip", "task(theirs)")):
+        response = httpx.post(f"{url}/sdapi/v1/{route}", json={"id_task": task}, timeout=10)
+        assert response.status_code == 200, response.text
+    pipe.release("mine", 1)  # the step it was in ends, and the job with it
+    stopped = mine.result()
+    assert info(stopped)["interrupted"] and len(stopped.json()["images"]) == 1
+    never_began = queued.result()  # on the device the first job left
+    assert info(never_began)["interrupted"] and never_began.json()["images"] == []
+    pipe.release("theirs", 1)  # its first image ends there, its second is drawn in full
+    wait_for(lambda: _poll(url, "task(theirs)")["state"]["job_no"] == 1, timeout=20,
+             what="the second image")
+    pipe.release("theirs", 4)
+    finished = theirs.result()
+    assert not info(finished)["interrupted"] and len(finished.json()["images"]) == 2
