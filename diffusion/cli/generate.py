@@ -157,8 +157,8 @@ def build_request(args: argparse.Namespace) -> GenerationRequest:
     model yet): ValueError with the request's message for a setting out of range."""
     images: dict[str, Any] = {}
     if args.command != "txt2img":
-        images["init_image"] = _open_image(args.init_image, "--init-image", "RGB")
-        images["strength"] = args.strength
+        images.update(init_image=_open_image(args.init_image, "--init-image", "RGB"),
+                      strength=args.strength, resize_mode=args.resize_mode)
     if args.command == "inpaint":
         images.update(mask=_open_image(args.mask, "--mask", "L"), mask_invert=args.mask_invert,
                       mask_blur=args.mask_blur, inpainting_fill=args.inpainting_fill,

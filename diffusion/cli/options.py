@@ -19,12 +19,16 @@ from ..upscalers.interpolation import IMAGE_UPSCALERS, LATENT_UPSCALERS
 
 __all__ = ["SAMPLING_DEFAULTS", "UPSCALERS", "add_generation_options", "add_mask_options",
            "add_network_options", "add_request_options", "masked_content_choice", "number",
+           "resize_mode_choice",
            "size_pair", "whole"]
 
 UPSCALERS = [*LATENT_UPSCALERS, *IMAGE_UPSCALERS]
 # What --steps, --cfg-scale and --sampler default to when the model's folder has no
 # defaults.json (or it leaves the setting out); GenerationRequest's own defaults.
 SAMPLING_DEFAULTS: dict[str, Any] = {"steps": 20, "cfg_scale": 7.0, "sampler": "Euler a"}
+# img2img's "Resize mode" as the WebUI's page names it, by its API's number (resize_mode)
+RESIZE_MODES = ("just resize", "crop and resize", "resize and fill",
+                "just resize (latent upscale)")
 _FROM_MODEL = "default: the model's defaults.json, else"
 
 
@@ -148,10 +152,19 @@ def _size(parser: argparse.ArgumentParser) -> None:
 
 def _image(parser: argparse.ArgumentParser, strength: float) -> None:
     parser.add_argument("--init-image", required=True, metavar="PATH",
-                        help="the starting picture (resized to --width x --height)")
+                        help="the starting picture (fitted to --width x --height by "
+                             "--resize-mode)")
     parser.add_argument("--strength", type=number, default=strength,
                         help=f"denoising strength in (0, 1]: how much of the schedule "
                              f"re-noises the image ({strength:g})")
+    parser.add_argument("--resize-mode", type=resize_mode_choice, default=0, metavar="MODE",
+                        help="the WebUI's 'Resize mode', how a picture (and mask) of another "
+                             "shape than --width x --height fits it: 'just resize' (stretched, "
+                             "the default), 'crop and resize' (covers it, the overflow cut "
+                             "off), 'resize and fill' (fits inside, the borders filled from "
+                             "its edges), 'just resize (latent upscale)' (encoded at its own "
+                             "size, the latents resized; not with a mask, as in the WebUI); "
+                             "or 0-3, as the WebUI's API")
 
 
 def masked_content_choice(text: str) -> int:
@@ -160,6 +173,17 @@ def masked_content_choice(text: str) -> int:
         return masked_content(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def resize_mode_choice(text: str) -> int:
+    """--resize-mode's value: a name of the WebUI's (any case) or its number, 0-3."""
+    name = text.strip().lower()
+    if name in RESIZE_MODES:
+        return RESIZE_MODES.index(name)
+    if name in ("0", "1", "2", "3"):
+        return int(name)
+    choices = ", ".join(f"{i} ({mode})" for i, mode in enumerate(RESIZE_MODES))
+    raise argparse.ArgumentTypeError(f"{text!r} is not a resize mode; give one of {choices}")
 
 
 def add_mask_options(parser: argparse.ArgumentParser) -> None:

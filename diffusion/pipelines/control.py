@@ -55,12 +55,13 @@ _T2I_SOFT = (0.25, 0.62, 0.825, 1.0)
 class ControlUnit:
     """One control: a ControlNet or T2I-Adapter, its control image, and how it is applied.
 
-    image: the control map, uint8 (H, W, 3) or float (H, W, 3) / (B, 3, H, W) in [0, 1]; a
-    uint8 map of another size than a pass's picture is fitted to it by `resize_mode` (the
-    extension's, diffusion.preprocessors.resize.fit_map: each pass of a hires fix gets the map
-    at its own size). guidance_start / guidance_end: the fractions of the steps between which
-    it acts. `schedule`: whose rule decides which steps those are ("webui": the extension's
-    step / steps in [start, end]; "diffusers": its pipelines' `controlnet_keep`).
+    image: the control map, uint8 (H, W, 3) or float (H, W, 3) / (B, 3, H, W) in [0, 1] (B:
+    1, or one map per image of the batch, which every row of that image gets, an AND part's
+    too); a uint8 map of another size than a pass's picture is fitted to it by `resize_mode`
+    (the extension's, diffusion.preprocessors.resize.fit_map: each pass of a hires fix gets
+    the map at its own size). guidance_start / guidance_end: the fractions of the steps
+    between which it acts. `schedule`: whose rule decides which steps those are ("webui": the
+    extension's step / steps in [start, end]; "diffusers": its pipelines' `controlnet_keep`).
     `hr_option`: the hires fix passes it guides. `label`: the unit as the infotext writes it
     ("Module: canny, Model: ..., ..."; diffusion.pipelines.control_spec), None for a unit built
     in Python."""
@@ -178,14 +179,19 @@ class Control:
         self._zeros: dict[tuple[Any, ...], Tensor] = {}
 
     def residuals(self, x: Tensor, timesteps: Tensor, hidden: Tensor, step: int, *,
-                  uncond_rows: int = 0, text_embeds: Tensor | None = None,
+                  uncond_rows: int = 0, images: np.ndarray | None = None,
+                  text_embeds: Tensor | None = None,
                   time_ids: Any = None) -> dict[str, list[Tensor] | Tensor] | None:
         """The UNet's extra keyword inputs for a call on x (B, C, h, w) whose first
-        `uncond_rows` rows are unconditional; None when no unit acts at `step`."""
+        `uncond_rows` rows are unconditional; None when no unit acts at `step`. `images`:
+        the image of the batch each row is (a unit with one map per image gives each row
+        its image's); None: 0, 1, ... in the uncond rows and again in the others."""
         down: list[Tensor] | None = None
         mid: Tensor | None = None
         intra: list[Tensor] | None = None
         batch = x.shape[0]
+        if images is None:
+            images = np.concatenate([np.arange(uncond_rows), np.arange(batch - uncond_rows)])
         for index, unit in enumerate(self.units):
             if not unit.active(step, self.total_steps):
                 continue
@@ -193,14 +199,14 @@ class Control:
             if rows[0] >= rows[1]:
                 continue
             if isinstance(unit.model, T2IAdapter):
-                feats = self._adapter_residuals(index, unit, batch, rows)
+                feats = self._adapter_residuals(index, unit, images, rows)
                 intra = feats if intra is None else [a + b for a, b in zip(intra, feats)]
                 continue
             part = _rows(x, rows)
             run = self._captures.setdefault(
                 index, capture(functools.partial(_controlnet_call, unit.model),
                                copy_outputs=True, max_signatures=2))
-            image = self._image(index, unit, rows[1] - rows[0], x)
+            image = self._image(index, unit, images[rows[0]:rows[1]], x)
             count = len(unit.model.controlnet_down_blocks) + 1
             got_down, got_mid = run(part, _rows(timesteps, rows), _rows(hidden, rows), image,
                                     None if text_embeds is None else _rows(text_embeds, rows),
@@ -221,10 +227,10 @@ class Control:
                                                                 uncond_rows=uncond_rows)
         return out or None
 
-    def _image(self, index: int, unit: ControlUnit, batch: int, like: Tensor) -> Tensor:
-        key = (index, batch)
+    def _image(self, index: int, unit: ControlUnit, images: np.ndarray, like: Tensor) -> Tensor:
+        key = (index, images.tobytes())
         if key not in self._images:
-            self._images[key] = asarray(_control_batch(self._fitted(unit), batch),
+            self._images[key] = asarray(_control_batch(self._fitted(unit), images),
                                         device=like.device)
         return self._images[key]
 
@@ -238,15 +244,15 @@ class Control:
         width, height = self.size
         return fit_map(image, width, height, unit.resize_mode)
 
-    def _adapter_residuals(self, index: int, unit: ControlUnit, batch: int,
+    def _adapter_residuals(self, index: int, unit: ControlUnit, images: np.ndarray,
                            rows: tuple[int, int]) -> list[Tensor]:
-        """The adapter's scaled features for this batch: the same at every step, so run once
-        a generation."""
-        key = (index, batch, rows)
+        """The adapter's scaled features for rows of `images`: the same at every step, so run
+        once a generation."""
+        key = (index, images.tobytes(), rows)
         if key not in self._features:
             model = unit.model
             device = model.adapter.body[0].resnets[0].block1.weight.device
-            image = _control_batch(self._fitted(unit), batch)
+            image = _control_batch(self._fitted(unit), images)
             if model.config["in_channels"] == 1:  # canny / sketch adapters: the map's first
                 image = np.ascontiguousarray(image[:, :1])  # channel, as the extension gives
             feats = model(asarray(image, device=device))
@@ -279,10 +285,11 @@ def _rows(t: Tensor, rows: tuple[int, int]) -> Tensor:
     return t if (start, stop) == (0, t.shape[0]) else take_slice(t, start, stop, axis=0)
 
 
-def _control_batch(image: Any, batch: int) -> np.ndarray:
-    """The control image as float32 (batch, 3, H, W) in [0, 1]; an inpaint map (H, W, 4), its
-    mask in alpha, as the extension's inpaint protocol gives it to the ControlNet: the
-    picture where the mask is below one half, -1 where it is above."""
+def _control_batch(image: Any, images: np.ndarray) -> np.ndarray:
+    """The control image as float32 (rows, 3, H, W) in [0, 1], row k the map of the batch's
+    image images[k] (one map: every row's); an inpaint map (H, W, 4), its mask in alpha, as
+    the extension's inpaint protocol gives it to the ControlNet: the picture where the mask
+    is below one half, -1 where it is above."""
     array = np.asarray(image)
     if array.dtype == np.uint8:
         array = array.astype(np.float32) / 255.0
@@ -295,6 +302,10 @@ def _control_batch(image: Any, batch: int) -> np.ndarray:
         raise ValueError(f"a control image is (H, W, 3) uint8 or float in [0, 1], (H, W, 4) "
                          f"with the inpaint mask in alpha, or (B, 3, H, W); got {array.dtype} "
                          f"{array.shape}")
-    if array.shape[0] not in (1, batch):
-        raise ValueError(f"the control image batch is {array.shape[0]}; give 1 or {batch}")
-    return np.ascontiguousarray(np.broadcast_to(array, (batch, *array.shape[1:])), np.float32)
+    count = int(images.max()) + 1
+    if array.shape[0] not in (1, count):
+        raise ValueError(f"the control image batch holds {array.shape[0]} maps for a batch of "
+                         f"{count} images; give one map (every image's) or {count}, one per "
+                         "image")
+    return np.ascontiguousarray(array[images if len(array) > 1 else np.zeros_like(images)],
+                                np.float32)

@@ -7,7 +7,8 @@ apply_overlay):
 2. "Inpaint area: Only masked": the part around the blurred mask cut out and fitted to
    width x height (diffusion.pipelines.inpaint_area); otherwise the picture and the mask
    fitted to width x height by the resize mode (prepare.fit_picture), or with resize mode 3
-   (latent upscale, img2img only) the picture left at its size for prepare.InpaintInputs;
+   (latent upscale: img2img, or a mask "Only masked" found blank, which the WebUI redraws as
+   img2img) the picture left at its size for prepare.InpaintInputs;
 3. "Masked content: fill": the masked part of that picture painted over from around it
    (diffusion.pipelines.masked_content); "latent noise" and "latent nothing" act later, on the
    init latents (prepare.InpaintInputs.start);
@@ -91,19 +92,21 @@ class InpaintPlan:
             picture, mode = rgb_picture(drawn.init_image), request.resize_mode
             if mode == 3 and picture.size == (width, height):
                 mode = 0  # latents of the size wanted: nothing to resize
-            if mode == 3 and drawn.mask is not None:
+            # "Only masked" found the mask blank: the WebUI drops it, img2img in any mode
+            blank = request.inpaint_full_res and request.mask is not None
+            if mode == 3 and drawn.mask is not None and not blank:
                 raise ValueError(
                     f"resize_mode 3 (just resize, latent upscale) resizes the latents of the "
                     f"{picture.width}x{picture.height} init image, not the picture, so the "
                     f"mask and the original cannot be laid back over the {width}x{height} "
                     "results (the WebUI fails there too); with a mask give resize_mode 0, 1 "
                     f"or 2, or an init image of {width}x{height}")
+            # mode 3 keeps the picture's size; its mask is then a blank one's all white
             drawn = replace(drawn, init_image=picture if mode == 3 else fit_picture(
                                 picture, width, height, mode),
                             mask=None if drawn.mask is None else fit_picture(
-                                mask_picture(drawn.mask), width, height, mode))
+                                mask_picture(drawn.mask), width, height, mode % 3))
             done["resize_mode"] = mode if mode == 3 else 0  # 3: left for the latents
-            blank = request.inpaint_full_res and request.mask is not None
             laid_back = None if drawn.mask is None or blank else drawn
         # 3. the masked content, where a mask says what to repaint
         content = request.inpainting_fill if laid_back is not None else 1

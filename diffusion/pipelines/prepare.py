@@ -255,6 +255,11 @@ class InpaintInputs:
                 raise ValueError(f"init image {size[0]}x{size[1]} is smaller than one latent "
                                  f"pixel ({self.scale}x{self.scale}): resize mode 3 encodes it "
                                  "at its own size; give a larger picture or resize mode 0-2")
+            if mask is not None and pipe.is_inpainting_model:
+                raise ValueError("resize mode 3 (latent upscale) with an inpainting model "
+                                 "(9-channel UNet): its masked-picture input would be encoded "
+                                 "at the picture's size, not the latents' (the WebUI fails "
+                                 "there too); give resize mode 0, 1 or 2")
         self.pixels = None if init_image is None else to_unit_image(init_image, *size)
         self.mask = None if mask is None else to_mask(mask, r.width, r.height,
                                                       rounded=r.mask_round)

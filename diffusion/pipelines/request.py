@@ -129,7 +129,8 @@ class GenerationRequest:
     # the WebUI's Resize mode, 0 just resize, 1 crop and resize, 2 resize and fill
     # (diffusion.pipelines.prepare.fit_picture), 3 just resize (latent upscale: the picture
     # encoded at its own size, its latents resized; not with a mask, which the WebUI cannot
-    # lay back over a picture of another size); not in the infotext, as in the WebUI
+    # lay back over a picture of another size, unless inpaint_full_res finds it blank and
+    # redraws the picture as img2img); not in the infotext, as in the WebUI
     resize_mode: int = field(default=0, metadata=_label(None))
     # the WebUI's mask_round (its API's, off in its soft inpainting): the latent mask and a
     # 9-channel UNet's mask rounded to 0 and 1; False keeps the blurred edge's levels

@@ -218,7 +218,8 @@ class GuidedUNet:
     only cond runs. `weights` (composable diffusion): each image's input runs once per part
     of its prompt, against that part's cond row; they always run with the uncond (see
     `combine`). `control` (a diffusion.pipelines.control.Control) adds its units'
-    residuals to every call."""
+    residuals to every call, told which image of the batch each row is (a unit's map per
+    image reaches each of the image's rows, uncond and parts alike)."""
 
     def __init__(self, unet_step: UNet, contexts: Contexts, *, dtype: Any,
                  control: Any = None, weights: Weights | None = None) -> None:
@@ -240,18 +241,22 @@ class GuidedUNet:
             raise ValueError("composable diffusion (a prompt's AND parts or weights) "
                              "guides against the negative prompt: give its context")
         cond_in = part_rows(model_in, self.weights)
+        # the image of the batch each row is, for control units with one map per image
+        images = np.arange(len(model_in))
+        cond_images = part_rows(images, self.weights)
         if uncond is None:
-            return None, self._run(cond_in, t, cond)
+            return None, self._run(cond_in, t, cond, images=cond_images)
         if uncond.shape[1] == cond.shape[1]:
             rows = len(model_in)
             both = self._run(np.concatenate([model_in, cond_in]), t,
-                             self._joined_context(uncond, cond), uncond_rows=rows)
+                             self._joined_context(uncond, cond), uncond_rows=rows,
+                             images=np.concatenate([images, cond_images]))
             return both[:rows], both[rows:]
-        return (self._run(model_in, t, uncond, uncond_rows=len(model_in)),
-                self._run(cond_in, t, cond))
+        return (self._run(model_in, t, uncond, uncond_rows=len(model_in), images=images),
+                self._run(cond_in, t, cond, images=cond_images))
 
     def _run(self, model_in: np.ndarray, t: float, context: Context, *,
-             uncond_rows: int = 0) -> np.ndarray:
+             uncond_rows: int = 0, images: np.ndarray) -> np.ndarray:
         x = asarray(model_in.astype(np.float32), device=context.device)
         if x.dtype != self.dtype:
             x = x.astype(self.dtype)
@@ -262,7 +267,7 @@ class GuidedUNet:
             hidden, text_embeds = context.hidden, context.text_embeds
             ids = tuple(map(tuple, np.asarray(context.time_ids).tolist()))
         residuals = None if self.control is None else self.control.residuals(
-            x, timesteps, hidden, self._step, uncond_rows=uncond_rows,
+            x, timesteps, hidden, self._step, uncond_rows=uncond_rows, images=images,
             text_embeds=text_embeds, time_ids=ids)
         if residuals is not None:
             out = self.unet_step(x, timesteps, hidden, text_embeds, ids, residuals)

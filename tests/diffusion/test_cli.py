@@ -125,6 +125,9 @@ TXT = ("txt2img", "--model", "model", "--prompt", "a cat")
      "--init-image 'junk.png' is not a readable image"),
     (("inpaint", "--model", "model", "--prompt", "a", "--init-image", "init.png", "--mask",
       "junk.png"), "--mask 'junk.png' is not a readable image"),
+    (("img2img", "--model", "model", "--prompt", "a", "--init-image", "init.png",
+      "--resize-mode", "stretch"), "'stretch' is not a resize mode; give one of 0 (just "
+                                   "resize), 1 (crop and resize), 2 (resize and fill), 3"),
     ((*TXT, "--out", "nowhere/x.png"), "output folder 'nowhere' does not exist"),
     ((*TXT, "--out", "init.png/sub"), "'init.png' is a file"),
     ((*TXT, "--out", "notes"), "'notes' is a file"),
@@ -234,6 +237,21 @@ def test_img2img_and_inpaint(fake: dict[str, Any], capsys: pytest.CaptureFixture
     if command == "inpaint":
         assert call["mask"].mode == "L"
     assert read_infotext(out.strip()).endswith(f"Denoising strength: {strength:g}")
+
+
+@pytest.mark.parametrize("command, given, mode", [
+    ("img2img", (), 0), ("img2img", ("--resize-mode", "Crop and resize"), 1),
+    ("inpaint", ("--resize-mode", "2"), 2),
+    ("img2img", ("--resize-mode", "just resize (latent upscale)"), 3)])
+def test_resize_mode_by_name_or_number(fake: dict[str, Any],
+                                       capsys: pytest.CaptureFixture[str], command: str,
+                                       given: tuple[str, ...], mode: int) -> None:
+    """--resize-mode takes the WebUI page's names (any case) or its API's numbers."""
+    extra = ("--mask", "mask.png") if command == "inpaint" else ()
+    code, _, err = run_cli(capsys, command, "--model", "model", "--prompt", "a", "--init-image",
+                           "init.png", *extra, *given, "--seed", "1", "--out", "res")
+    assert code == 0, err
+    assert fake["pipe"].calls[0]["resize_mode"] == mode
 
 
 def test_fp16_backend_adapter(fake: dict[str, Any], capsys: pytest.CaptureFixture[str],

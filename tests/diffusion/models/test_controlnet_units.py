@@ -3,6 +3,8 @@ the rows it reaches (the unconditional half left alone when ControlNet is more i
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -72,6 +74,47 @@ def test_control_modes_and_rows(first_device: gpucore.Device, pair: tuple) -> No
             assert_close(value, want, tol=1e-3)
     stopped = ControlUnit(ours, image, guidance_end=0.2)
     assert Control([stopped], total_steps=4).residuals(up(x), up(t), up(hidden), 1) is None
+
+
+def test_one_map_per_image_follows_the_and_parts(first_device: gpucore.Device,
+                                                 pair: tuple) -> None:
+    """A unit with one map per image, a batch of 2 whose prompts have 2 and 1 AND parts:
+    GuidedUNet's rows are uncond 0, 1 then cond 0, 0, 1 (sampling.part_rows), and each row's
+    residuals are diffusers' ControlNet's on its image's map. 3 maps for 2 images: refused,
+    saying what fits."""
+    from diffusion.pipelines.sampling import GuidedUNet
+
+    reference, ours = pair
+    rng = np.random.default_rng(16)
+    maps = rng.uniform(0, 1, (2, 3, 16, 16)).astype(np.float32)
+    x = rng.standard_normal((2, 4, 8, 8)).astype(np.float32)
+    uncond, cond = (rng.standard_normal((rows, 6, 32)).astype(np.float32) for rows in (2, 3))
+    seen: list[tuple[np.ndarray, dict]] = []
+
+    class Seen(Control):
+        def residuals(self, *args: Any, **kw: Any) -> Any:
+            seen.append((kw["images"], out := super().residuals(*args, **kw)))
+            return out
+
+    def run(unit_maps: np.ndarray) -> None:
+        control = Seen([ControlUnit(ours, unit_maps, weight=0.7)], total_steps=1)
+        contexts = tuple(gpustd.asarray(c, device=first_device) for c in (uncond, cond))
+        GuidedUNet(lambda x, *rest: x, lambda step: contexts, dtype=np.float32,
+                   control=control, weights=((0.5, 0.5), (1.0,)))(x, 500.0, 0)
+
+    run(maps)
+    images, got = seen[0]
+    assert images.tolist() == [0, 1, 0, 0, 1]
+    with torch.no_grad():
+        down, mid = reference(torch.from_numpy(x[images]), torch.full((5,), 500.0),
+                              torch.from_numpy(np.concatenate([uncond, cond])),
+                              torch.from_numpy(maps[images]), return_dict=False)
+    for value, want in zip([*got["down_block_additional_residuals"],
+                            got["mid_block_additional_residual"]], [*down, mid]):
+        assert_close(value.numpy(), want.numpy() * 0.7, tol=1e-3)
+    with pytest.raises(ValueError, match="holds 3 maps for a batch of 2 images; give one map "
+                                         r"\(every image's\) or 2, one per image"):
+        run(np.concatenate([maps, maps[:1]]))
 
 
 @pytest.mark.nodevice

@@ -189,7 +189,7 @@ def test_one_channel_adapters_read_the_maps_first_channel(first_device: gpucore.
     ours = load_t2i_adapter(tmp_path / "canny.pth", device=first_device)
     picture = np.random.default_rng(16).integers(0, 256, (64, 128, 3), dtype=np.uint8)
     control = Control([ControlUnit(ours, picture, weight=0.5)], total_steps=1)
-    got = control._adapter_residuals(0, control.units[0], 1, (0, 1))
+    got = control._adapter_residuals(0, control.units[0], np.arange(1), (0, 1))
     with torch.no_grad():
         want = reference(torch.from_numpy(picture[None, :, :, :1].transpose(0, 3, 1, 2)
                                           .astype(np.float32) / 255))

@@ -129,7 +129,7 @@ def test_inpaint_modules_give_the_extensions_input() -> None:
         detected, _ = ControlSpec(model="m", image=picture, mask=empty,
                                   module="inpaint").detect(7, 9)
         assert not detected[:, :, 3].any()
-    hint = _control_batch(np.concatenate([picture, mask[:, :, :1]], axis=2), 1)[0]
+    hint = _control_batch(np.concatenate([picture, mask[:, :, :1]], axis=2), np.arange(1))[0]
     inside = mask[:, :, 0] > 127
     assert (hint[:, inside] == -1).all()
     np.testing.assert_allclose(hint[:, ~inside], picture[~inside].T / 255, rtol=1e-6)

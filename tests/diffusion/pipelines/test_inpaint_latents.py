@@ -11,6 +11,7 @@ interpolate for its resizes. Host logic, no device."""
 
 from __future__ import annotations
 
+import warnings
 from types import SimpleNamespace
 from typing import Any
 
@@ -181,6 +182,30 @@ def test_resize_mode_3_resizes_the_latents() -> None:
                       width=32, height=32, resize_mode=3)
     same = [_run(StandIn(), resize_mode=mode) for mode in (0, 3)]
     np.testing.assert_array_equal(same[0], same[1])
+
+
+def test_resize_mode_3_with_a_mask_only_masked_finds_blank_is_img2img() -> None:
+    """The WebUI drops a mask "Only masked" finds blank (init(): image_mask None, "switch to
+    img2img mode"), so resize mode 3 runs: the latents are the img2img's above, nothing kept
+    by the all-white mask. A 9-channel UNet's masked picture would be encoded at the picture's
+    size, not the latents' (the WebUI's torch.cat fails there): refused, saying what works."""
+    picture = np.random.default_rng(8).integers(0, 256, (24, 40, 3), dtype=np.uint8)
+    settings = dict(prompt="a", init_image=picture, width=32, height=32, steps=1,
+                    strength=1.0, sampler="Euler", cfg_scale=1.0, rng="torch", seed=5,
+                    resize_mode=3)
+    blank = dict(mask=np.zeros((24, 40), np.uint8), inpaint_full_res=True)
+    latents = []
+    for extra in ({}, blank):
+        pipe = StandIn()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "the mask is blank": said by only_masked
+            pipe.generate(**settings, **extra)
+        assert pipe.encoded[0].shape == (1, 3, 24, 40)
+        latents.append(pipe.latents)
+    np.testing.assert_array_equal(latents[0], latents[1])
+    with pytest.warns(UserWarning, match="the mask is blank"), pytest.raises(
+            ValueError, match=r"inpainting model .* give resize mode 0, 1 or 2"):
+        StandIn(inpainting=True).generate(**settings, **blank)
 
 
 def test_the_server_gives_every_batch_the_first_batchs_latent_noise(tmp_path: Any) -> None:

@@ -191,6 +191,20 @@ def test_inpaint_matches_diffusers(device: gpucore.Device, model_dir: Path, inpa
     _assert_images_match(result.images, expected)
 
 
+def test_latent_upscale_with_a_mask_only_masked_finds_blank(first_device: gpucore.Device,
+                                                            model_dir: Path) -> None:
+    """Resize mode 3 where "Only masked" finds the mask blank: the WebUI's img2img of the
+    whole picture (its latents resized), the very pictures of that img2img."""
+    pipe = load_pipeline(model_dir, device=first_device)
+    picture = _picture(3).resize((40, 24))
+    settings = dict(prompt=PROMPT, init_image=picture, strength=0.6, steps=2, cfg_scale=5.0,
+                    sampler="Euler", seed=4, width=SIZE, height=SIZE, resize_mode=3)
+    img2img = pipe.generate(**settings)
+    with pytest.warns(UserWarning, match="the mask is blank"):
+        blank = pipe.generate(**settings, mask=Image.new("L", (40, 24)), inpaint_full_res=True)
+    assert np.array_equal(blank.images[0], img2img.images[0])
+
+
 def test_bad_requests_are_clear_errors(device: gpucore.Device, model_dir: Path,
                                        inpaint_dir: Path) -> None:
     pipe = load_pipeline(model_dir, device=device)
