@@ -64,12 +64,13 @@ class Transformer2DModel(nn.Module):
     def forward(self, x: Tensor, context: Tensor) -> Tensor:
         _, _, height, width = x.shape
         # proj_in/proj_out (1x1 conv or linear: the same GEMM) read and write NCHW directly,
-        # so no permute runs; the blocks own h, their residual stream.
+        # so no permute runs; the blocks own h, their residual stream. proj_out adds into x
+        # in its epilogue: x is the resnet output the UNet hands over and keeps no other way.
         h = conv1x1_tokens(self.norm(x), materialize(self.proj_in.weight), self.proj_in.bias)
         for block in self.transformer_blocks:
             h = block(h, context)
         return tokens_conv1x1(h, materialize(self.proj_out.weight), self.proj_out.bias, height,
-                               width) + x
+                              width, add_to=x)
 
 
 class UNetBlock(nn.Module):

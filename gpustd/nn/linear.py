@@ -154,13 +154,15 @@ def conv1x1_tokens(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Ten
 
 
 def tokens_conv1x1(tokens: Tensor, weight: Tensor, bias: Tensor | None, height: int,
-                   width: int) -> Tensor:
+                   width: int, *, add_to: Tensor | None = None) -> Tensor:
     """Tokens [N, H*W, C_in] through a 1x1 convolution (or a linear layer) returned as NCHW
     [N, C_out, H, W]: one GEMM reading the tokens transposed, no permute.
 
-    weight: [C_out, C_in] or [C_out, C_in, 1, 1]; bias: [C_out] or None.
+    weight: [C_out, C_in] or [C_out, C_in, 1, 1]; bias: [C_out] or None. add_to: an
+    [N, C_out, H, W] tensor the result is added into IN PLACE in the GEMM's epilogue (a
+    residual: one dispatch instead of two); it is returned.
     torch: `F.linear(tokens, weight.reshape(C_out, C_in), bias).transpose(1, 2)
-    .reshape(N, C_out, H, W)`.
+    .reshape(N, C_out, H, W)` (with add_to: `add_to += ...`).
     """
     op = "tokens_conv1x1"
     check_float(tokens, "tokens", op, ndim=3)
@@ -170,11 +172,14 @@ def tokens_conv1x1(tokens: Tensor, weight: Tensor, bias: Tensor | None, height: 
                          f"height * width = {height} * {width}")
     _check_weight(op, tokens, weight, bias, c_in)
     c_out = weight.shape[0]
-    out = Tensor.empty((n, c_out, height, width), tokens.dtype, device=tokens.device)
+    _check_accumulator(op, add_to, (n, c_out, height, width), tokens)
+    out = add_to if add_to is not None else Tensor.empty((n, c_out, height, width),
+                                                         tokens.dtype, device=tokens.device)
     if out.size == 0 or c_in == 0:
         return out
     return _record(weight, tokens, out, bias, m=c_out, n=hw, k=c_in, batch=n, a_batched=False,
-                   b_batched=True, trans_a=False, trans_b=True, bias_rows=True)
+                   b_batched=True, trans_a=False, trans_b=True, bias_rows=True,
+                   beta=0.0 if add_to is None else 1.0)
 
 
 def linear_geglu(x: Tensor, weight: Tensor, bias: Tensor | None = None, *,

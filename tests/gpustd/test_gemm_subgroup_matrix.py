@@ -229,6 +229,12 @@ def test_row_bias_1x1_convs_match_float64_where_available(device: gpucore.Device
                          Tensor.from_numpy(weight[:, :, 0, 0].copy(), device=device), up[2],
                          h, w).numpy()
     assert np.abs(got - expected).max() / np.abs(expected).max() < 2e-3
+    residual = rng.standard_normal((n, c_out, h, w)).astype(np.float16)
+    got = tokens_conv1x1(Tensor.from_numpy(tokens, device=device),
+                         Tensor.from_numpy(weight[:, :, 0, 0].copy(), device=device), up[2],
+                         h, w, add_to=Tensor.from_numpy(residual, device=device)).numpy()
+    expected += residual
+    assert np.abs(got - expected).max() / np.abs(expected).max() < 2e-3
 
 
 @pytest.mark.parametrize("parts", [2, 3])

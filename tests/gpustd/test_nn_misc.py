@@ -122,8 +122,15 @@ def test_conv1x1_token_layouts(device: gpucore.Device, n, c_in, c_out, h, w) -> 
     image = tokens_conv1x1(_up(device, t), _up(device, w2), _up(device, b), h, w)
     ref = F.linear(_t(t), _t(w2), _t(b)).transpose(1, 2).reshape(n, c_out, h, w)
     assert_close(image.numpy(), ref.numpy(), tol=1e-4)
+    residual = random_array(rng, (n, c_out, h, w))
+    acc = _up(device, residual)
+    assert tokens_conv1x1(_up(device, t), _up(device, w2), _up(device, b), h, w,
+                          add_to=acc) is acc
+    assert_close(acc.numpy(), ref.numpy() + residual, tol=1e-4)
     with pytest.raises(ValueError, match="height"):
         tokens_conv1x1(_up(device, t), _up(device, w2), None, h + 1, w)
+    with pytest.raises(ValueError, match="add_to must have"):
+        tokens_conv1x1(_up(device, t), _up(device, w2), None, h, w, add_to=_up(device, t))
 
 
 @pytest.mark.parametrize("x_shape,d,approximate", [
