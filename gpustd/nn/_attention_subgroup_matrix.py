@@ -66,15 +66,17 @@ def choose_plan(d: int, lq: int, lk: int, batch_heads: int, device: Device) -> S
     8 subgroups unprefetched; SDXL 4096 d64: 1.326, was 2.237; SD 1.5 256 d160: 0.0545 against
     the portable kernel's 0.0623). With the lean softmax (2026-11-26,
     attention-lean-dawn-h100.json) they are at D 80 too: 0.121 against 8 subgroups' 0.133;
-    SD 1.5 4096 d40 0.802 against 0.844 without it, SDXL 4096 d64 1.087 against 1.129;
-    its rows 8-15 rotated (`rotate`) up to D 64: 0.792 and 1.078 (FLUX's D 128: 4.58 against
-    3.97 unrotated; attention-lean-4096-dawn-h100.json, attention-lean-joint-dawn-h100.json).
+    SD 1.5 4096 d40 0.802 against 0.844 without it, SDXL 4096 d64 1.087 against 1.129.
+    Rows 8-15 rotated (`rotate`) gave 0.792 and 1.078 alone (4.58 against 3.97 at FLUX's D
+    128; attention-lean-4096-dawn-h100.json, attention-lean-joint-dawn-h100.json), but the
+    SD 1.5 step's 32 attention calls took 5.04-5.08 ms with it up to D 64 against 4.93
+    without (unet-f16-vec4-norm-dawn-h100.json, unet-f16-lean-dawn-h100.json): not taken.
     D over 160 stays on the portable kernel (not measured)."""
     budget = device.limits["max-compute-workgroup-storage-size"]
     dp = 16 * math.ceil(d / 16)
     if dp > 160:
         return None
-    wanted = [SMPlan(d, 1, 2, 4, prefetch=True, rotate=dp <= 64, regs=True, lean=True),
+    wanted = [SMPlan(d, 1, 2, 4, prefetch=True, regs=True, lean=True),
               SMPlan(d, 1, 1, 8, prefetch=True, rotate=True, regs=True, lean=True),
               SMPlan(d, 1, 1, 4, prefetch=True, regs=True, lean=True)]
     fits = [p for p in wanted if p.shared_bytes() <= budget]
