@@ -52,10 +52,11 @@ def check_same(op: str, x: Tensor, **others: Tensor | None) -> None:
                              f"{x.device.name}; move it with .to(device)")
 
 
-def dummy(x: Tensor) -> Tensor:
-    """A 1-element tensor of x's dtype standing in for an absent optional binding."""
-    return x.device.keep(("nn dummy", x.dtype),
-                         lambda: Tensor.zeros((1,), x.dtype, device=x.device))
+def dummy(x: Tensor, dtype: Any = None) -> Tensor:
+    """A 1-element tensor of x's dtype (or `dtype`) on x's device, standing in for an absent
+    optional binding."""
+    kind = np.dtype(dtype or x.dtype)
+    return x.device.keep(("nn dummy", kind), lambda: Tensor.zeros((1,), kind, device=x.device))
 
 
 def pair(value: Any, name: str, op: str, *, minimum: int = 0) -> tuple[int, int]:

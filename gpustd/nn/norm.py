@@ -28,10 +28,9 @@ def _affine(op: str, x: Tensor, weight: Tensor | None, bias: Tensor | None,
     return weight is not None
 
 
-def _group_stats(op: str, x: Tensor, num_groups: int, weight: Tensor | None,
-                 bias: Tensor | None) -> tuple[bool, Tensor, dict[str, int]] | None:
-    """GroupNorm's pass 1 (arguments checked): (affine, per-chunk statistics, geometry), or
-    None for an empty x."""
+def _geometry(op: str, x: Tensor, num_groups: int, weight: Tensor | None,
+              bias: Tensor | None) -> tuple[bool, dict[str, int]] | None:
+    """GroupNorm's arguments checked: (affine, the chunks' geometry), or None for an empty x."""
     check_float(x, "x", op)
     if x.ndim < 2:
         raise ValueError(f"{op}: x must be [N, C, ...], got shape {x.shape}")
@@ -44,11 +43,17 @@ def _group_stats(op: str, x: Tensor, num_groups: int, weight: Tensor | None,
         return None
     group_size = c // num_groups * (x.size // (n * c))
     chunks = math.ceil(group_size / _CHUNK)
-    total = n * num_groups * chunks
+    return affine, dict(group_size=group_size, chunk=_CHUNK, chunks=chunks,
+                        total_chunks=n * num_groups * chunks)
+
+
+def _chunk_stats(x: Tensor, geometry: dict[str, int]) -> Tensor:
+    """GroupNorm's pass 1: (count, mean - x0, M2) of every chunk, [total_chunks, 3] f32."""
+    total = geometry["total_chunks"]
     partial = Tensor.empty((total, 3), np.float32, device=x.device)
-    geometry = dict(group_size=group_size, chunk=_CHUNK, chunks=chunks, total_chunks=total)
-    _norm_kernel("group_norm_stats", x).dispatch(total, x, partial, **geometry)
-    return affine, partial, geometry
+    _norm_kernel("group_norm_stats", x, ("nn/group_norm_moments",)).dispatch(
+        total, x, partial, **geometry)
+    return partial
 
 
 def _norm_kernel(name: str, x: Tensor, parts: tuple[str, ...] = (), **constants: int) -> Any:
@@ -68,13 +73,17 @@ def group_norm(x: Tensor, num_groups: int, weight: Tensor | None = None,
     pairwise merge). torch: `F.group_norm(x, num_groups, weight, bias, eps)` (then `F.silu`).
     A conv that follows: `group_norm_prologue` reads x normalized without writing it.
     """
-    stats = _group_stats("group_norm", x, num_groups, weight, bias)
+    found = _geometry("group_norm", x, num_groups, weight, bias)
     out = Tensor.empty(x.shape, x.dtype, device=x.device)
-    if stats is None:
+    if found is None:
         return out
-    affine, partial, geometry = stats
-    apply = _norm_kernel("group_norm_apply", x, ("nn/group_norm_merge",), AFFINE=int(affine),
-                         SILU=int(silu))
+    affine, geometry = found
+    # a group of one chunk: the apply pass's workgroup takes the statistics itself (the
+    # same bits), one dispatch instead of two; `partial` is then not read
+    whole = geometry["chunks"] == 1
+    partial = dummy(x, np.float32) if whole else _chunk_stats(x, geometry)
+    apply = _norm_kernel("group_norm_apply", x, ("nn/group_norm_merge", "nn/group_norm_moments"),
+                         AFFINE=int(affine), SILU=int(silu), STATS=int(whole))
     gamma, beta = (weight, bias) if affine else (dummy(x), dummy(x))
     apply.dispatch(geometry["total_chunks"], x, partial, gamma, beta, out,
                    hw=x.size // (x.shape[0] * x.shape[1]), channels=x.shape[1], eps=eps,
@@ -93,9 +102,10 @@ def group_norm_prologue(x: Tensor, num_groups: int, weight: Tensor | None = None
     check_float(x, "x", op, ndim=4)
     n, c = x.shape[:2]
     table = Tensor.empty((n, c, 4), np.float32, device=x.device)
-    stats = _group_stats(op, x, num_groups, weight, bias)
-    if stats is not None:
-        affine, partial, geometry = stats
+    found = _geometry(op, x, num_groups, weight, bias)
+    if found is not None:
+        affine, geometry = found
+        partial = _chunk_stats(x, geometry)
         finish = _norm_kernel("group_norm_prologue", x, ("nn/group_norm_merge",),
                               AFFINE=int(affine))
         gamma, beta = (weight, bias) if affine else (dummy(x), dummy(x))

@@ -1,6 +1,8 @@
-//! parts: nn/group_norm_merge
+//! parts: nn/group_norm_merge + nn/group_norm_moments
 // GroupNorm, pass 2: merge the group's chunk statistics (group_norm_merge.wgsl) and
-// normalize this workgroup's chunk:
+// normalize this workgroup's chunk; with STATS (groups of one chunk) the workgroup takes its
+// group's statistics itself (group_norm_moments.wgsl: the bits pass 1 would have written),
+// one dispatch instead of two:
 // y = ((x - x0) - mean) / sqrt(var + eps) * gamma[c] + beta[c], then SiLU
 // when fused (the UNet's GroupNorm -> SiLU pairs save a full read and write).
 // W = 4 (V = vec4<T>) reads four elements a load, all of one channel (hw a multiple of 4),
@@ -11,6 +13,7 @@ override WG: u32 = 256u;
 override W: u32 = 4u;
 override AFFINE: bool = true;
 override SILU: bool = false;
+override STATS: bool = false;
 
 struct Params {
     group_size: u32, chunk: u32, chunks: u32, total_chunks: u32,
@@ -32,8 +35,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         return;
     }
     let group = c / params.chunks;
-    let total = group_moments(group, c, lid);
     let shift = f32(vec4<T>(x[group * params.group_size / W]).x);
+    var total: vec3<f32>;
+    if (STATS) {
+        total = chunk_moments(group * params.group_size, (group + 1u) * params.group_size, shift,
+                              lid);
+    } else {
+        total = group_moments(group, c, lid);
+    }
     let mean = total.y;
     let rstd = inverseSqrt(total.z / total.x + params.eps);
     let begin = group * params.group_size + (c % params.chunks) * params.chunk;
