@@ -40,8 +40,9 @@ VARIANTS = [(1, 2, 8, False, False, False), (1, 2, 8, True, True, True),
             (1, 2, 4, True, False, True), (1, 2, 4, True, True, True),
             (1, 1, 8, True, True, True), (1, 4, 4, True, False, True),
             (1, 2, 2, True, False, True), (2, 2, 2, True, False, True),
-            (2, 2, 4, True, False, True), (1, 2, 4, True, False, True, True), (1, 2, 4, True, True, True, True),
-            (1, 1, 8, True, True, True, True), (1, 2, 8, True, True, True, True)]
+            (2, 2, 4, True, False, True), (1, 2, 4, True, False, True, True),
+            (1, 2, 4, True, True, True, True), (1, 1, 8, True, True, True, True),
+            (1, 2, 8, True, True, True, True)]
 
 
 def plans(d: int, device: gpucore.Device) -> list[sm.SMPlan]:
