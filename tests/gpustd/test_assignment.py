@@ -1,5 +1,5 @@
 """Writing into a Tensor (gpustd.indexing's x[key] = value, strided reads, the in-place
-operators and ufuncs' out=) against numpy doing the same to a copy; views (reshapes) of the
+operators and ufuncs' out=; integer arrays and masks: test_advanced_indexing.py) against numpy doing the same to a copy; views (reshapes) of the
 tensor must see every write, as numpy's do."""
 
 from __future__ import annotations
@@ -100,21 +100,23 @@ def test_boolean_masks(device: gpucore.Device) -> None:
 
 def test_what_assignment_refuses(device: gpucore.Device) -> None:
     _, t = pair(device, (4, 5))
-    with pytest.raises(IndexError, match="fancy"):
-        t[[0, 2]] = 1.0
-    with pytest.raises(IndexError, match="Tensor of int32"):
-        t[Tensor.from_numpy(np.array([0, 1], np.int32), device=device)] = 1.0
+    before = t.numpy()
+    with pytest.raises(IndexError, match="out of bounds for axis 0 with size 4"):
+        t[[0, 4]] = 1.0
+    with pytest.raises(IndexError, match="integer"):
+        t[Tensor.from_numpy(np.array([0, 1], np.float32), device=device)] = 1.0
     with pytest.raises(ValueError, match="could not broadcast"):
         t[1:3] = np.ones(3)
-    with pytest.raises(ValueError, match="one value per true element"):
-        t[np.ones((4, 5), bool)] = np.arange(20)
-    with pytest.raises(IndexError, match="does not match"):
+    with pytest.raises(ValueError, match="cannot assign 19 input values to the 20"):
+        t[np.ones((4, 5), bool)] = np.arange(19)
+    with pytest.raises(IndexError, match="did not match"):
         t[np.ones(5, bool)] = 1.0
-    with pytest.raises(IndexError, match="boolean mask"):
-        t[t > 0]
+    np.testing.assert_array_equal(t.numpy(), before)
     frozen = Tensor.from_numpy(np.ones(3, np.float32), device=device, read_only=True)
     with pytest.raises(ValueError, match="read-only"):
         frozen[0] = 2.0
+    with pytest.raises(ValueError, match="read-only"):
+        frozen[[0]] = 2.0
     with pytest.raises(ValueError, match="read-only"):
         frozen += 1
 
