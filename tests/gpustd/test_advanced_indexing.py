@@ -72,7 +72,11 @@ def test_read_and_write_as_numpy(device: gpucore.Device, key: Any) -> None:
     value = random_array(np.random.default_rng(1), a[key].shape, np.float32)
     expected = a.copy()
     expected[key] = value
-    t[tensor_key(key, device)] = value
+    # numpy's last value wins where a host key repeats an index; through a Tensor key which
+    # of a repeated index's values lands is unspecified (the GPU's scatter races)
+    positions = np.arange(a.size).reshape(a.shape)[key].reshape(-1)
+    repeats = len(np.unique(positions)) < len(positions)
+    t[key if repeats else tensor_key(key, device)] = value
     np.testing.assert_array_equal(view.numpy(), expected.reshape(-1))  # views see the writes
     _, t = pair(device)
     t[key] = -2.5
