@@ -45,11 +45,12 @@ from .elementwise import (
     subtract,
     where,
 )
+from .gather import take
 from .gemm.matrix_units import available as has_matrix_units
 from .kernel_compiler import KernelCompileError, elementwise_kernel, reduction_kernel
 from .linalg import dot, matmul
 from .reduction import argmax, argmin, logsumexp, max, mean, min, std, sum, var
-from .scan import cumsum
+from .scan import cumsum, flatnonzero
 from .shape import (
     concatenate,
     matrix_transpose,
@@ -67,11 +68,12 @@ __all__ = [
     "KernelCompileError", "Tensor", "abs", "add", "argmax", "argmin", "asarray", "bitwise_and",
     "bitwise_not", "bitwise_or", "bitwise_xor", "capture", "clip", "concatenate", "convolve",
     "correlate", "cumsum", "divide", "divmod", "dot", "elementwise_kernel", "empty", "equal",
-    "exp", "fft", "floor_divide", "gelu", "greater", "greater_equal", "has_matrix_units", "image",
-    "invert", "left_shift", "less", "less_equal", "linalg", "log", "log_softmax", "logical_and",
-    "logical_not", "logical_or", "logical_xor", "logsumexp", "matmul", "matrix_transpose", "max",
-    "maximum", "mean", "min", "minimum", "mod", "multiply", "negative", "nn", "not_equal",
-    "permute", "power", "quant", "reduction_kernel", "remainder", "right_shift", "rsqrt",
-    "sigmoid", "signal", "silu", "softmax", "split", "sqrt", "std", "subtract", "sum", "swapaxes",
-    "take_slice", "tanh", "transpose", "var", "where", "zeros",
+    "exp", "fft", "flatnonzero", "floor_divide", "gelu", "greater", "greater_equal",
+    "has_matrix_units", "image", "invert", "left_shift", "less", "less_equal", "linalg", "log",
+    "log_softmax", "logical_and", "logical_not", "logical_or", "logical_xor", "logsumexp",
+    "matmul", "matrix_transpose", "max", "maximum", "mean", "min", "minimum", "mod", "multiply",
+    "negative", "nn", "not_equal", "permute", "power", "quant", "reduction_kernel", "remainder",
+    "right_shift", "rsqrt", "sigmoid", "signal", "silu", "softmax", "split", "sqrt", "std",
+    "subtract", "sum", "swapaxes", "take", "take_slice", "tanh", "transpose", "var", "where",
+    "zeros",
 ]

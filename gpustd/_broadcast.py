@@ -19,8 +19,8 @@ from gpucore import Device, Kernel, default_device, wgsl_scalar
 from ._tensor import Tensor
 
 __all__ = ["MAX_RANK", "Operand", "binary", "broadcast_shapes", "cached_kernel", "compute_type",
-           "ensure_tensor", "plan", "prepare", "scalar_bits", "shape_of", "stride_params",
-           "upload"]
+           "ensure_tensor", "gpu_dtype", "plan", "prepare", "scalar_bits", "shape_of",
+           "stride_params", "upload"]
 
 MAX_RANK = 6  # dimensions a kernel indexes after collapsing (fields d0..d5 of its params)
 
@@ -30,6 +30,13 @@ _HOST_DTYPES = {np.dtype(np.float64): np.dtype(np.float32), np.dtype(np.int64): 
                 np.dtype(np.uint8): np.dtype(np.uint32), np.dtype(np.uint16): np.dtype(np.uint32)}
 
 Operand = Tensor | int | float  # a prepared operand: a Tensor, or a Python scalar
+
+
+def gpu_dtype(dtype: Any) -> np.dtype:
+    """The dtype gpustd keeps host data of `dtype` in: float64 as float32, int64 as int32,
+    bool as uint32 (gpustd's bool), ...; the GPU's own types unchanged."""
+    dtype = np.dtype(dtype)
+    return _HOST_DTYPES.get(dtype, dtype)
 
 
 def cached_kernel(shader: str, types: dict[str, str], constants: dict[str, Any],
@@ -197,10 +204,11 @@ def ensure_tensor(operands: list[Operand], dtype: np.dtype, device: Device) -> l
 
 
 def binary(shader: str, device: Device, dtype: np.dtype, operands: list[Operand],
-           out_dtype: np.dtype, types: dict[str, str], constants: dict[str, Any]) -> Tensor:
+           out_dtype: np.dtype, types: dict[str, str], constants: dict[str, Any],
+           parts: tuple[str, ...] = ()) -> Tensor:
     """out = f(x, y) of a broadcast binary kernel (one whose `//! parts:` line names
-    elementwise/binary_operands) over two prepared operands of `dtype`; `types` and
-    `constants` specialize it beyond what every such kernel takes."""
+    elementwise/binary_operands, and the further `parts` it needs) over two prepared operands
+    of `dtype`; `types` and `constants` specialize it beyond what every such kernel takes."""
     x, y = ensure_tensor(operands, dtype, device)
     shape = broadcast_shapes(shape_of(x), shape_of(y))
     out = Tensor.empty(shape, out_dtype, device=device)
@@ -213,7 +221,7 @@ def binary(shader: str, device: Device, dtype: np.dtype, operands: list[Operand]
         shader, {"T": wgsl_scalar(dtype), "Out": wgsl_scalar(out_dtype), **types},
         {"RANK": len(dims), "A_PARAM": not isinstance(x, Tensor),
          "B_PARAM": not isinstance(y, Tensor), **constants},
-        parts=("elementwise/binary_operands",))
+        parts=("elementwise/binary_operands", *parts))
     placeholder = x if isinstance(x, Tensor) else y  # a scalar's binding: bound, never read
     kernel.dispatch(
         kernel.groups_for(out.size),

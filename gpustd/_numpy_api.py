@@ -18,7 +18,19 @@ from typing import Any
 
 import numpy as np
 
-from . import _inplace, _tensor, bitwise, elementwise, fft, indexing, reduction, shape, unary
+from . import (
+    _inplace,
+    _tensor,
+    advanced_indexing,
+    bitwise,
+    elementwise,
+    fft,
+    gather,
+    reduction,
+    scan,
+    shape,
+    unary,
+)
 from ._matmul import matmul
 from ._tensor import Tensor, asarray
 
@@ -117,6 +129,13 @@ def _reshape(x: Any, newshape: Any = None, order: str = "C", **kwargs: Any) -> T
     return asarray(x).reshape(kwargs.get("shape", newshape))
 
 
+def _take(x: Any, indices: Any, axis: Any = None, out: Any = None, mode: str = "raise") -> Tensor:
+    if out is not None or mode != "raise":
+        raise TypeError("gpustd take raises IndexError for indices out of range (numpy's "
+                        "mode='raise') and takes no out=")
+    return gather.take(x, indices, axis)
+
+
 def _squeeze(x: Any, axis: Any = None) -> Tensor:
     return asarray(x).squeeze(axis)
 
@@ -128,8 +147,8 @@ _tensor.OPERATORS.update(
     divmod=elementwise.divmod, bitwise_and=bitwise.bitwise_and, bitwise_or=bitwise.bitwise_or,
     bitwise_xor=bitwise.bitwise_xor, left_shift=bitwise.left_shift,
     right_shift=bitwise.right_shift, invert=bitwise.invert, abs=unary.abs,
-    getitem=indexing.getitem, setitem=indexing.setitem, matmul=_matmul, inplace=_inplace.inplace,
-    store=_inplace.store, permute=shape.permute, swapaxes=shape.swapaxes,
+    getitem=advanced_indexing.getitem, setitem=advanced_indexing.setitem, matmul=_matmul,
+    inplace=_inplace.inplace, store=_inplace.store, permute=shape.permute, swapaxes=shape.swapaxes,
     matrix_transpose=shape.matrix_transpose, equal=_equality(elementwise.equal, False),
     not_equal=_equality(elementwise.not_equal, True), less=elementwise.less,
     less_equal=elementwise.less_equal, greater=elementwise.greater,
@@ -158,7 +177,8 @@ _tensor.ARRAY_UFUNCS[np.divmod] = elementwise.divmod  # two results: no dtype= t
 _tensor.ARRAY_FUNCTIONS.update({
     np.concatenate: shape.concatenate, np.tensordot: tensordot, np.transpose: _transpose,
     np.swapaxes: shape.swapaxes, np.matrix_transpose: shape.matrix_transpose,
-    np.reshape: _reshape, np.squeeze: _squeeze, np.where: elementwise.where,
+    np.reshape: _reshape, np.squeeze: _squeeze, np.take: _take,
+    np.flatnonzero: scan.flatnonzero, np.where: elementwise.where,
     np.sum: _reduction(reduction.sum), np.mean: _reduction(reduction.mean),
     np.max: _reduction(reduction.max), np.amax: _reduction(reduction.max),
     np.min: _reduction(reduction.min), np.amin: _reduction(reduction.min),

@@ -40,8 +40,9 @@ class Tensor:
     """An n-dimensional array in GPU memory: `buffer` viewed with `shape`.
 
     Contiguous and C-ordered; `reshape` shares the buffer. Indexing reads a copy (gpustd.
-    indexing); `x[key] = value` and the in-place operators (`x += y`) write into the buffer,
-    so every Tensor sharing it sees the change. numpy equivalent: `np.ndarray`.
+    indexing; integer arrays and boolean masks: gpustd.advanced_indexing); `x[key] = value`
+    and the in-place operators (`x += y`) write into the buffer, so every Tensor sharing it
+    sees the change. numpy equivalent: `np.ndarray`.
     """
 
     __slots__ = ("buffer", "shape")

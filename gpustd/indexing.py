@@ -6,10 +6,9 @@ an offset, and per axis of the result a length and a signed element stride. Read
 the region out (unless whole axes and new ones alone leave all of x in order: then the
 result shares x's buffer, as a reshape does). Writing copies the value, converted to x's
 dtype as numpy converts (floats truncated into integers) and broadcast to the region's
-shape, into x's own buffer, so every Tensor sharing that buffer sees it. A boolean mask (a
-numpy bool array, or gpustd's bool: a uint32 Tensor) selects where a scalar, or a row
-broadcast over the mask's true elements, is written. Integer arrays (numpy's fancy
-indexing) are refused.
+shape, into x's own buffer, so every Tensor sharing that buffer sees it. Keys with integer
+arrays or boolean masks (numpy's advanced indexing) are gpustd.advanced_indexing's, which
+builds on these.
 """
 
 from __future__ import annotations
@@ -22,10 +21,9 @@ import numpy as np
 from gpucore import Kernel, wgsl_scalar
 
 from ._inplace import check_writable
-from ._tensor import Tensor, asarray
-from .elementwise import where
+from ._tensor import Tensor
 
-__all__ = ["getitem", "setitem", "strided_copy"]
+__all__ = ["as_value", "getitem", "setitem", "strided_copy"]
 
 _MAX_RANK = 6
 Dims = list[tuple[int, int]]  # (length, element stride) per axis
@@ -60,20 +58,11 @@ def _region(shape: tuple[int, ...], key: Any) -> tuple[int, Dims]:
             offset += start * strides[axis] if count else 0
             dims.append((count, step * strides[axis]))
         else:
-            raise IndexError(f"gpustd.Tensor takes integers, slices, ... and None as indices "
-                             f"(and boolean masks in assignments), not {_describe(k)}; read "
-                             "it back with .numpy() for numpy's other indexing")
+            raise IndexError("only integers, slices (`:`), ellipsis (`...`), numpy.newaxis "
+                             "(`None`) and integer or boolean arrays are valid indices, not "
+                             f"{k!r}")
         axis += 1
     return offset, dims
-
-
-def _describe(key: Any) -> str:
-    if isinstance(key, Tensor):
-        return f"a Tensor of {key.dtype}"
-    array = np.asarray(key) if isinstance(key, list) else None
-    if array is not None and array.dtype.kind in "iu":
-        return "an integer array (numpy's fancy indexing)"
-    return repr(key)
 
 
 def strided_copy(src: Tensor, src_offset: int, dst: Tensor, dst_offset: int,
@@ -108,9 +97,6 @@ def strided_copy(src: Tensor, src_offset: int, dst: Tensor, dst_offset: int,
 def getitem(x: Tensor, key: Any) -> Tensor:
     """Basic indexing: integers, slices (any step), `...` and `None` (np.newaxis).
     numpy: `x[key]` (a copy here unless only whole axes are kept or added)."""
-    if _mask_of(key) is not None:
-        raise IndexError("reading through a boolean mask (a result of data-dependent size) is "
-                         "not supported; use gpustd.where(mask, x, fill) or .numpy()[mask]")
     offset, dims = _region(x.shape, key)
     shape = tuple(n for n, _ in dims)
     contiguous = [math.prod(shape[a + 1:]) for a in range(len(shape))]
@@ -129,16 +115,7 @@ def _integers(key: Any) -> bool:
                for k in (key if isinstance(key, tuple) else (key,)))
 
 
-def _mask_of(key: Any) -> Any:
-    """`key` if it is a boolean mask (numpy bool data, or a uint32 Tensor), else None."""
-    if isinstance(key, Tensor):
-        return key if key.dtype == np.uint32 and key.ndim else None
-    if isinstance(key, (np.ndarray, list)) and np.asarray(key).dtype == np.bool_:
-        return key if np.ndim(key) else None
-    return None
-
-
-def _value(x: Tensor, value: Any) -> Tensor:
+def as_value(x: Tensor, value: Any) -> Tensor:
     """`value` as a Tensor of x's dtype on x's device, numpy's setitem conversion (unsafe:
     2.7 becomes 2 in an int32 tensor; a Python int out of range raises)."""
     if isinstance(value, Tensor):
@@ -154,16 +131,12 @@ def _value(x: Tensor, value: Any) -> Tensor:
 
 
 def setitem(x: Tensor, key: Any, value: Any) -> None:
-    """x[key] = value in x's own buffer: basic indexing (as `getitem`) or a boolean mask.
+    """x[key] = value in x's own buffer, basic indexing as `getitem`'s.
     numpy: `x[key] = value`."""
     check_writable(x)
-    mask = _mask_of(key)
-    if mask is not None:
-        _assign_masked(x, mask, value)
-        return
     offset, dims = _region(x.shape, key)
     shape = tuple(n for n, _ in dims)
-    source = _value(x, value)
+    source = as_value(x, value)
     # numpy drops the value's leading length-1 axes, then broadcasts it to the region
     vshape = source.shape
     while len(vshape) > len(shape) and vshape[0] == 1:
@@ -174,28 +147,3 @@ def setitem(x: Tensor, key: Any, value: Any) -> None:
                          f"shape {shape}")
     vstrides = [math.prod(padded[a + 1:]) if v != 1 else 0 for a, v in enumerate(padded)]
     strided_copy(source, 0, x, offset, [(n, v, s) for (n, s), v in zip(dims, vstrides)])
-
-
-def _assign_masked(x: Tensor, mask: Any, value: Any) -> None:
-    """x[mask] = value where the value is one element or a row of x's trailing axes: numpy's
-    result, written as where(mask, value, x)."""
-    mask_shape = tuple(np.shape(mask)) if not isinstance(mask, Tensor) else mask.shape
-    if mask_shape != x.shape[:len(mask_shape)]:
-        raise IndexError(f"boolean index of shape {mask_shape} does not match the tensor's "
-                         f"shape {x.shape} (a mask covers the leading axes)")
-    trailing = x.shape[len(mask_shape):]
-    source = _value(x, value)
-    vshape = source.shape
-    while vshape and vshape[0] == 1 and len(vshape) > len(trailing):
-        vshape = vshape[1:]
-    if len(vshape) > len(trailing):
-        raise ValueError(f"assigning a value of shape {source.shape} through a boolean mask "
-                         "(one value per true element) is not supported: give one value or "
-                         f"a row of shape {trailing}, or use gpustd.where(mask, values, x)")
-    condition = (asarray(mask, device=x.device) if not isinstance(mask, Tensor) else mask)
-    condition = condition.reshape(mask_shape + (1,) * len(trailing))
-    result = where(condition, source.reshape(vshape), x)
-    if result.shape != x.shape:
-        raise ValueError(f"could not broadcast input array from shape {source.shape} into "
-                         f"shape {trailing}")
-    x.buffer.copy_from(result.buffer)

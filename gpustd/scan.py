@@ -1,4 +1,5 @@
-"""Cumulative sums along an axis; kernels in shaders/reduction/scan.wgsl and scan_add.wgsl.
+"""Cumulative sums along an axis, and flatnonzero (a scan, then a compaction); kernels in
+shaders/reduction/scan.wgsl, scan_add.wgsl and scan_compact.wgsl.
 
 A work-sharing parallel scan: each workgroup scans a block of up to 1024 rows of one column and
 emits the block total; columns longer than one block scan their totals recursively (the
@@ -17,9 +18,10 @@ from gpucore import wgsl_scalar
 from . import _reduce as r
 from ._broadcast import cached_kernel
 from ._tensor import Tensor
+from .elementwise import not_equal
 from .unary import _tensor
 
-__all__ = ["cumsum"]
+__all__ = ["cumsum", "flatnonzero"]
 
 _ITEMS = 4  # rows each lane scans serially
 
@@ -60,3 +62,23 @@ def cumsum(x: Any, axis: int | None = None) -> Tensor:
         return Tensor.empty(x.shape, x.dtype, device=x.device)
     outer, length, inner = r.view(x.shape, a, a + 1)
     return _scan(x, outer, length, inner).reshape(x.shape)
+
+
+def flatnonzero(x: Any) -> Tensor:
+    """Indices (int32, 1-D, ascending) of the nonzero elements of the flattened x (NaN is
+    nonzero). The result's length depends on the data: it is read back (one number), so this
+    waits for the work before it. numpy: `np.flatnonzero` (which gives int64).
+
+    The flags' inclusive scan gives each nonzero element its place in the result."""
+    x = _tensor(x)
+    if x.size == 0:
+        return Tensor.empty((0,), np.int32, device=x.device)
+    flags = not_equal(x.reshape(-1), 0)
+    ends = _scan(flags, 1, x.size, 1)
+    last = x.device.read_bytes(ends.buffer.wgpu, 4 * (x.size - 1), 4)
+    count = int(np.frombuffer(last, np.uint32)[0])
+    out = Tensor.empty((count,), np.int32, device=x.device)
+    if count:
+        kernel = cached_kernel("reduction/scan_compact", {}, {})
+        kernel.dispatch(kernel.groups_for(x.size), flags, ends, out, n=x.size)
+    return out
