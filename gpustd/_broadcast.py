@@ -204,11 +204,10 @@ def ensure_tensor(operands: list[Operand], dtype: np.dtype, device: Device) -> l
 
 
 def binary(shader: str, device: Device, dtype: np.dtype, operands: list[Operand],
-           out_dtype: np.dtype, types: dict[str, str], constants: dict[str, Any],
-           parts: tuple[str, ...] = ()) -> Tensor:
+           out_dtype: np.dtype, types: dict[str, str], constants: dict[str, Any]) -> Tensor:
     """out = f(x, y) of a broadcast binary kernel (one whose `//! parts:` line names
-    elementwise/binary_operands, and the further `parts` it needs) over two prepared operands
-    of `dtype`; `types` and `constants` specialize it beyond what every such kernel takes."""
+    elementwise/binary_operands) over two prepared operands of `dtype`; `types` and
+    `constants` specialize it beyond what every such kernel takes."""
     x, y = ensure_tensor(operands, dtype, device)
     shape = broadcast_shapes(shape_of(x), shape_of(y))
     out = Tensor.empty(shape, out_dtype, device=device)
@@ -221,7 +220,7 @@ def binary(shader: str, device: Device, dtype: np.dtype, operands: list[Operand]
         shader, {"T": wgsl_scalar(dtype), "Out": wgsl_scalar(out_dtype), **types},
         {"RANK": len(dims), "A_PARAM": not isinstance(x, Tensor),
          "B_PARAM": not isinstance(y, Tensor), **constants},
-        parts=("elementwise/binary_operands", *parts))
+        parts=("elementwise/binary_operands",))
     placeholder = x if isinstance(x, Tensor) else y  # a scalar's binding: bound, never read
     kernel.dispatch(
         kernel.groups_for(out.size),

@@ -46,8 +46,7 @@ def _binary(op: str, a: Any, b: Any) -> Tensor:
         device, dtype, operands = prepare(*operands, dtype=np.float32)
     out_dtype = np.dtype(np.uint32) if op in _COMPARISONS else dtype
     return binary("elementwise/binary", device, dtype, operands, out_dtype,
-                  {"C": compute_type(dtype)}, {"OP": _OPS[op], "IS_FLOAT": dtype.kind == "f"},
-                  parts=("elementwise/float_divmod",))
+                  {"C": compute_type(dtype)}, {"OP": _OPS[op], "IS_FLOAT": dtype.kind == "f"})
 
 
 def add(a: Any, b: Any) -> Tensor:

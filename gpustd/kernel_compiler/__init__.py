@@ -11,8 +11,7 @@ Types are inferred per expression, numpy style:
 - Two types meet as in numpy, with its 64-bit results narrowed: int32 with uint32 -> int32,
   an integer with a float -> float32, float16 with float32 -> float32.
 - `/` of integers is float32; `//` and `%` round toward -inf (x // 0 == x % 0 == 0 for
-  integers; floats exactly as np.floor_divide / np.remainder, the tensor ops' own WGSL);
-  `**` follows `np.power` (a negative integer exponent gives 0 unless |x| == 1).
+  integers); `**` follows `np.power` (a negative integer exponent gives 0 unless |x| == 1).
 - Comparisons, `and`, `or`, `not`, isnan, ... are bool; a bool result is stored as uint32
   0/1; bools in arithmetic count as int32 (Python's rule). `and`/`or` give bools, not an
   operand, and both sides of `a if c else b` are evaluated.

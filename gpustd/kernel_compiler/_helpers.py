@@ -2,19 +2,14 @@
 
 Written for f32 (f16 values are widened for the math) and for i32; the u32 version of an
 integer helper is its i32 text with the type renamed. A kernel's source holds only the
-helpers it uses. Float // and % call float_divmod, the shader part the tensor ops use
-(shaders/elementwise/float_divmod.wgsl), so both compute numpy's exact npy_divmod.
+helpers it uses.
 """
 
 from __future__ import annotations
 
 import re
 
-from gpucore import shader_source
-
 __all__ = ["helper_source"]
-
-_PARTS = {"float_divmod": "elementwise/float_divmod"}  # helpers that are shader parts
 
 _F32 = {
     # numpy's x**y: x**0 == 1, 0**y, negative bases with integral exponents (NaN otherwise)
@@ -36,6 +31,11 @@ fn float_divide(x: f32, y: f32) -> f32 {
     let magnitude = bitcast<u32>(x) & 0x7fffffffu;
     if (magnitude == 0u || magnitude > 0x7f800000u) { return f32_bits(0x7fc00000u); }
     return f32_bits(0x7f800000u | ((bitcast<u32>(x) ^ bitcast<u32>(y)) & 0x80000000u));
+}""",
+    # Python's modulo takes the divisor's sign
+    "float_mod": """
+fn float_mod(a: f32, b: f32) -> f32 {
+    return a - b * floor(a / b);
 }""",
     # Cephes tanhf: some drivers compute tanh as sinh/cosh, which is NaN past |x| ~ 89
     "tanh_f32": """
@@ -197,8 +197,6 @@ _NEEDS = {"erf_f32": ("erfc_pos",), "erfc_f32": ("erfc_pos",), "acos_f32": ("asi
 
 def helper_source(name: str, t: str = "f32") -> tuple[str, str]:
     """(function name, WGSL text) of helper `name` for type `t` (i32/u32 for integer ones)."""
-    if name in _PARTS:
-        return name, shader_source(_PARTS[name]).strip()
     if name in _F32:
         return name, _F32[name].strip()
     text = _I32[name].strip()

@@ -72,12 +72,10 @@ def _arith(ctx: Any, op: str, t: str, x: str, y: str) -> str:
     if op in ("Add", "Sub", "Mult") or (op == "Div" and not is_float(t)):
         return f"({x} {_SYMBOL[op]} {y})"
     if is_float(t):
-        if op in ("FloorDiv", "Mod"):  # numpy's exact npy_divmod, the tensor ops' own WGSL
-            part = "x" if op == "FloorDiv" else "y"
-            text = f"{ctx.need('float_divmod')}({_f32(t, x)}, {_f32(t, y)}).{part}"
-        else:
-            name = {"Div": "float_divide", "Pow": "float_power"}[op]
-            text = f"{ctx.need(name)}({_f32(t, x)}, {_f32(t, y)})"
+        if op == "FloorDiv":
+            return f"floor({x} / {y})"
+        name = {"Div": "float_divide", "Mod": "float_mod", "Pow": "float_power"}[op]
+        text = f"{ctx.need(name)}({_f32(t, x)}, {_f32(t, y)})"
         return f"f16({text})" if t == "f16" else text
     name = {"FloorDiv": "floordiv", "Mod": "mod", "Pow": "int_power"}[op]
     return f"{ctx.need(name, t)}({x}, {y})"

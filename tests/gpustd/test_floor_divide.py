@@ -153,37 +153,3 @@ def test_integer_true_division_stays_float(device: gpucore.Device) -> None:
     a = np.arange(-6, 7, dtype=np.int32)
     t = Tensor.from_numpy(a, device=device)
     assert (t / 4).dtype == np.float32 and (t // 4).dtype == np.int32
-
-
-@gpustd.elementwise_kernel
-def compiled_divmod(a, b):
-    return a // b, a % b, -a // 2.5, a % -0.75
-
-
-def test_compiled_kernels_divide_as_numpy(device: gpucore.Device) -> None:
-    """The Python-kernel compiler's float // and % are the tensor ops' WGSL (float_divmod):
-    exact where floor(a / b) rounds, huge quotients, the IEEE specials."""
-    rng = np.random.default_rng(5)
-    specials = np.array([0.0, -0.0, 1.5, -2.25, 7.0, -7.0, np.inf, -np.inf, np.nan], np.float32)
-    sa, sb = np.meshgrid(specials, specials)
-    b = signed(rng, (1000,), np.float32, 0.5, 3)
-    near = (b * rng.integers(-40, 40, 1000)).astype(np.float32)  # quotients on integers
-    huge = signed(rng, (1000,), np.float32, 1e30, 3e38)
-    tiny = signed(rng, (1000,), np.float32, 1e-30, 1e-20)
-    a = np.concatenate([sa.ravel(), near, huge, signed(rng, (1000,), np.float32, 0.1, 50)])
-    b = np.concatenate([sb.ravel(), b, tiny, b])
-    got = compiled_divmod(*(Tensor.from_numpy(v, device=device) for v in (a, b)))
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        want = [a // b, a % b, -a // np.float32(2.5), a % np.float32(-0.75)]
-    for g, w in zip(got, want):
-        assert g.dtype == np.float32
-        np.testing.assert_array_equal(g.numpy(), w)
-
-
-def test_compiled_kernels_divide_float16_as_numpy(f16_device: gpucore.Device) -> None:
-    rng = np.random.default_rng(6)
-    a, b = signed(rng, (517,), np.float16, 0.1, 300), signed(rng, (517,), np.float16, 0.5, 3)
-    got = compiled_divmod(*(Tensor.from_numpy(v, device=f16_device) for v in (a, b)))
-    for g, w in zip(got[:2], [a // b, a % b]):
-        assert g.dtype == np.float16
-        np.testing.assert_array_equal(g.numpy(), w)
