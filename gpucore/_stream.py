@@ -56,7 +56,9 @@ SUBMIT_EVERY = 256
 # many dispatches and each next one twice as many, up to SUBMIT_EVERY, so that the GPU starts
 # after ~0.5 ms of recording rather than 256 dispatches' worth (a txt2img step reads its
 # result back, then replays ~560 dispatches at ~15 us of Python each: 4 ms of idle GPU a step).
-FIRST_SUBMIT = 32
+# 8 rather than 32: a replay encodes ~6 us a dispatch, so its GPU starts ~0.15 ms sooner, and
+# the two more submits a step (~0.25 ms of host each) run while the GPU works.
+FIRST_SUBMIT = 8
 # ... or after this much host time of recording, doubling likewise up to SUBMIT_AFTER_MAX_S,
 # whichever comes first: eager ops take ~100-150 us of Python each where a replay takes ~7, so
 # counts alone kept the GPU waiting (the SD VAE decode's 107 eager dispatches: 32 recorded in
