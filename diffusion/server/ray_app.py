@@ -85,8 +85,9 @@ def _cluster_routes() -> APIRouter:
         return _merged_progress(await _everywhere("replica_progress", not skip_current_image))
 
     @api.post("/interrupt")
-    async def interrupt(body: InterruptRequest | None = None) -> None:
+    async def interrupt(body: InterruptRequest | None = None) -> dict[str, Any]:
         await _everywhere("replica_interrupt", body and body.id_task)
+        return {}  # the WebUI's answer
 
     @api.post("/skip")
     async def skip(body: InterruptRequest | None = None) -> None:

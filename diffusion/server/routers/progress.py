@@ -36,8 +36,9 @@ async def task_progress(state: State, body: TaskProgressRequest) -> dict[str, An
 
 
 @api.post("/interrupt")
-async def interrupt(state: State, body: InterruptRequest | None = None) -> None:
+async def interrupt(state: State, body: InterruptRequest | None = None) -> dict[str, Any]:
     state.worker.interrupt(body and body.id_task)
+    return {}  # the WebUI's answer (its /skip answers null, as this one's)
 
 
 @api.post("/skip")

@@ -81,7 +81,8 @@ def test_interrupt_returns_the_partial_image_and_progress_shows_it(url: str) -> 
     assert Image.open(io.BytesIO(base64.b64decode(seen["current_image"]))).size == (16, 16)
     quiet = httpx.get(url + "/sdapi/v1/progress", params={"skip_current_image": True}).json()
     assert quiet["current_image"] is None and quiet["state"]["job"] == "txt2img"
-    assert httpx.post(url + "/sdapi/v1/interrupt").status_code == 200
+    stopped = httpx.post(url + "/sdapi/v1/interrupt")
+    assert stopped.status_code == 200 and stopped.json() == {}  # the WebUI's answer
     response = slow.result()
     assert response.status_code == 200, response.text
     data = info(response)
