@@ -11,8 +11,8 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["RESULT", "SMPlan", "fetch_rows", "lean_softmax", "softmax_in_registers", "stage_rows",
-           "through_scratch"]
+__all__ = ["RESULT", "SMPlan", "fetch_rows", "lean_softmax", "raise_max", "softmax_in_registers",
+           "stage_rows", "through_scratch"]
 
 RESULT = "subgroup_matrix_result<f32, 16, 16>"
 _PAD_F16 = 8  # elements that end each staged f16 row / f32 row (16 bytes)
@@ -130,26 +130,45 @@ def fetch_rows(plan: SMPlan, src: str, tag: str, dst: str, rows: int, row0: str,
     return decls, loads, stores
 
 
+def _columns(plan: SMPlan) -> list[str]:
+    """The lane's bk/2 score columns, two lanes a row (rows 8-15 two ahead with `rotate`)."""
+    half = plan.bk // 2
+    return [f"2u * (({j}u + row / 8u) % {half}u) + side" if plan.rotate else f"{2 * j}u + side"
+            for j in range(half)]
+
+
+def _row_bases(plan: SMPlan, i: int) -> list[str]:
+    """Where the lane's row of fragment i starts in S and in P."""
+    _, ss, ps = plan.strides
+    return [f"let s_at = sbase + (row + {16 * i}u) * {ss}u;",
+            f"let p_at = pbase + (row + {16 * i}u) * {ps}u;"]
+
+
+def raise_max(i: int) -> list[str]:
+    """The running max m_i raised to the tile's `top` where it grew by more than 8 (l_i and,
+    through the rescale flag, the O fragments scaled by alpha_i)."""
+    return [f"alpha_{i} = 1.0;", f"if (top > m_{i} + 8.0) {{",
+            f"  if (m_{i} > -3.0e38) {{ rescale[0] = 1u; }}",
+            f"  alpha_{i} = exp2(m_{i} - top);", f"  l_{i} *= alpha_{i};", f"  m_{i} = top;", "}"]
+
+
+def _block(lines: list[str]) -> str:
+    return "    {\n" + "\n".join("      " + x for x in lines) + "\n    }"
+
+
 def softmax_in_registers(plan: SMPlan, i: int) -> str:
     """One row fragment's online softmax with the lane's bk/2 scores read once into registers
     (unrolled), then P written from them: one pass over S instead of two."""
-    half, ss, ps = plan.bk // 2, plan.strides[1], plan.strides[2]
-    cols = [f"2u * (({j}u + row / 8u) % {half}u) + side" if plan.rotate else f"{2 * j}u + side"
-            for j in range(half)]
-    lines = [f"let s_at = sbase + (row + {16 * i}u) * {ss}u;",
-             f"let p_at = pbase + (row + {16 * i}u) * {ps}u;", "var top = -3.0e38;"]
-    for j, c in enumerate(cols):
+    lines = [*_row_bases(plan, i), "var top = -3.0e38;"]
+    for j, c in enumerate(_columns(plan)):
         lines += [f"let c{j} = {c};", f"let in{j} = k0 + c{j} < params.lk;",
                   f"let x{j} = select(-3.0e38, sh_s[s_at + c{j}] * params.scale, in{j});",
                   f"top = max(top, x{j});"]
-    lines += ["top = max(top, subgroupShuffleXor(top, 1u));", f"alpha_{i} = 1.0;",
-              f"if (top > m_{i} + 8.0) {{",
-              f"  if (m_{i} > -3.0e38) {{ rescale[0] = 1u; }}",
-              f"  alpha_{i} = exp2(m_{i} - top);", f"  l_{i} *= alpha_{i};", f"  m_{i} = top;", "}"]
-    for j in range(half):
+    lines += ["top = max(top, subgroupShuffleXor(top, 1u));", *raise_max(i)]
+    for j in range(plan.bk // 2):
         lines += [f"let p{j} = select(0.0, exp2(x{j} - m_{i}), in{j});", f"l_{i} += p{j};",
                   f"sh_p[p_at + c{j}] = f16(p{j});"]
-    return "    {\n" + "\n".join("      " + x for x in lines) + "\n    }"
+    return _block(lines)
 
 
 def _tree(join: Callable[[str, str], str], terms: list[str]) -> str:
@@ -164,12 +183,9 @@ def lean_softmax(plan: SMPlan, i: int) -> str:
     """softmax_in_registers with shorter dependency chains: the scores read unscaled (a full
     key tile without the bounds selects), the row max and sum as trees, P = exp2(fma(s,
     scale, -m)). Needs scale > 0 (max(s) * scale is then the scaled row max)."""
-    half, ss, ps = plan.bk // 2, plan.strides[1], plan.strides[2]
-    cols = [f"2u * (({j}u + row / 8u) % {half}u) + side" if plan.rotate else f"{2 * j}u + side"
-            for j in range(half)]
-    lines = [f"let s_at = sbase + (row + {16 * i}u) * {ss}u;",
-             f"let p_at = pbase + (row + {16 * i}u) * {ps}u;"]
-    lines += [f"let c{j} = {c};" for j, c in enumerate(cols)]
+    half = plan.bk // 2
+    lines = [*_row_bases(plan, i)]
+    lines += [f"let c{j} = {c};" for j, c in enumerate(_columns(plan))]
     lines += [f"var x{j}: f32;" for j in range(half)]
     lines.append(f"if (k0 + {plan.bk}u <= params.lk) {{")
     lines += [f"  x{j} = sh_s[s_at + c{j}];" for j in range(half)]
@@ -179,15 +195,12 @@ def lean_softmax(plan: SMPlan, i: int) -> str:
     lines.append("}")
     top = _tree(lambda a, b: f"max({a}, {b})", [f"x{j}" for j in range(half)])
     lines += [f"var top = {top};",
-              "top = max(top, subgroupShuffleXor(top, 1u)) * params.scale;", f"alpha_{i} = 1.0;",
-              f"if (top > m_{i} + 8.0) {{",
-              f"  if (m_{i} > -3.0e38) {{ rescale[0] = 1u; }}",
-              f"  alpha_{i} = exp2(m_{i} - top);", f"  l_{i} *= alpha_{i};", f"  m_{i} = top;", "}",
+              "top = max(top, subgroupShuffleXor(top, 1u)) * params.scale;", *raise_max(i),
               f"let neg_m = -m_{i};"]
     lines += [f"let p{j} = exp2(fma(x{j}, params.scale, neg_m));" for j in range(half)]
     lines.append(f"l_{i} += {_tree(lambda a, b: f'({a} + {b})', [f'p{j}' for j in range(half)])};")
     lines += [f"sh_p[p_at + c{j}] = f16(p{j});" for j in range(half)]
-    return "    {\n" + "\n".join("      " + x for x in lines) + "\n    }"
+    return _block(lines)
 
 
 def through_scratch(plan: SMPlan, lane_code: Callable[[int, int, int], str],

@@ -37,6 +37,7 @@ from ._attention_sm_plan import (
     SMPlan,
     fetch_rows,
     lean_softmax,
+    raise_max,
     softmax_in_registers,
     stage_rows,
     through_scratch,
@@ -126,6 +127,7 @@ def source(plan: SMPlan) -> str:
         if plan.regs:
             softmax.append((lean_softmax if plan.lean else softmax_in_registers)(plan, i))
             continue
+        raised = "\n".join("      " + x for x in raise_max(i))
         softmax.append(f"""    {{
       let s_at = sbase + (row + {16 * i}u) * {ss}u;
       var top = -3.0e38;
@@ -134,13 +136,7 @@ def source(plan: SMPlan) -> str:
         if (k0 + col < params.lk) {{ top = max(top, sh_s[s_at + col] * params.scale); }}
       }}
       top = max(top, subgroupShuffleXor(top, 1u));
-      alpha_{i} = 1.0;
-      if (top > m_{i} + 8.0) {{
-        if (m_{i} > -3.0e38) {{ rescale[0] = 1u; }}
-        alpha_{i} = exp2(m_{i} - top);
-        l_{i} *= alpha_{i};
-        m_{i} = top;
-      }}
+{raised}
       let p_at = pbase + (row + {16 * i}u) * {ps}u;
       for (var j = 0u; j < {plan.bk // 2}u; j++) {{
         let col = {column};
