@@ -21,11 +21,6 @@ __all__ = ["concatenate", "matrix_transpose", "permute", "split", "swapaxes", "t
            "transpose"]
 
 
-def _kernel(name: str, dtype: np.dtype) -> Kernel:
-    # complex64 binds as array<f32> (its scalar type): callers count it as f32 pairs.
-    return Kernel.cached(f"shape/{name}", types={"T": wgsl_scalar(dtype)})
-
-
 def _scalars_per_element(dtype: np.dtype) -> int:
     return 2 if dtype == np.complex64 else 1
 
@@ -91,7 +86,7 @@ def _copy_block(src: Tensor, dst: Tensor, rows: int, width: int, src_stride: int
     memory's speed."""
     if rows * width == 0:
         return
-    k = _scalars_per_element(src.dtype)
+    k = _scalars_per_element(src.dtype)  # complex64 binds as array<f32>: counted in pairs
     extents = tuple(k * v for v in (width, src_stride, src_offset, dst_stride, dst_offset))
     wide = all(v % 4 == 0 for v in extents)
     if wide:
