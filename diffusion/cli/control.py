@@ -199,7 +199,7 @@ def load_control_units(specs: list[ControlSpec], kinds: list[str], pipe: Any,
     from ..loaders.control_models import load_control_model, model_kind
     from ..loaders.ip_adapter_file import load_image_encoder
 
-    weight = pipe.unet.conv_in.weight
+    place = pipe.placement  # the device, and the dtype of its denoiser
     encoder = None
     units = []
     for spec, kind in zip(specs, kinds, strict=True):
@@ -207,11 +207,11 @@ def load_control_units(specs: list[ControlSpec], kinds: list[str], pipe: Any,
         if kind != "any" and found != kind:
             raise ValueError(f"{_OPTIONS[kind]} {spec.model}: this is a "
                              f"{found.replace('_', '-')} model; pass it with {_OPTIONS[found]}")
-        model = load_control_model(spec.model, dtype=weight.dtype, device=weight.device)
+        model = load_control_model(spec.model, dtype=place.dtype, device=place.device)
         if found == "ip_adapter" and encoder is None and image_encoder:
-            encoder = load_image_encoder(image_encoder, dtype=weight.dtype,
-                                         device=weight.device)
-        units.append(spec.unit(model, width=width, height=height, device=weight.device,
+            encoder = load_image_encoder(image_encoder, dtype=place.dtype,
+                                         device=place.device)
+        units.append(spec.unit(model, width=width, height=height, device=place.device,
                                image_encoder=encoder))
     return tuple(units)
 

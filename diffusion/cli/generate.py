@@ -209,27 +209,19 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any]:
     pipe = load_pipeline(args.model, dtype=dtype, device=device,
                          prediction_type=args.prediction_type,
                          **({"text_encoders": args.text_encoder} if args.text_encoder else {}))
-    if getattr(pipe, "family", None):  # the family detected from the keys or the folder
-        print(f"model: {getattr(pipe, 'name', args.model)} ({pipe.family})", file=sys.stderr)
+    print(f"model: {pipe.name} ({pipe.family})", file=sys.stderr)
     refiner = None
     if args.refiner:
         refiner = load_pipeline(args.refiner, dtype=dtype, device=device,
                                 prediction_type=args.prediction_type)
-    if getattr(pipe, "is_turbo", False) and args.width is None and args.height is None:
+    if pipe.capabilities.turbo and args.width is None and args.height is None:
         size = pipe.native_size
         print(f"turbo model: --width {size} --height {size}", file=sys.stderr)
     if embeddings is not None:
         pipe.embeddings = embeddings
     pipe.lora_dir = args.lora_dir
     if args.vae:
-        from ..loaders.vae_file import load_vae
-
-        # an SDXL model's VAE kept in float32 (force_upcast) stays so when replaced
-        vae_dtype = (pipe.vae.decoder.conv_in.weight.dtype if getattr(pipe, "is_sdxl", False)
-                     else dtype)
-        pipe.vae = load_vae(args.vae, dtype=vae_dtype, device=pipe.unet.conv_in.weight.device,
-                            config=pipe.vae.config)
-        pipe.vae_path = args.vae
+        pipe.use_vae(args.vae)
     mode = memory_mode(args)  # after the VAE: the mode's units are the models in place now
     for model in (pipe, refiner) if mode else ():
         if model is not None:

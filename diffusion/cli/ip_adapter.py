@@ -44,13 +44,13 @@ def ip_adapter_units(args: argparse.Namespace) -> Callable[[Any], tuple[Any, ...
         from ..loaders.ip_adapter_file import load_image_encoder, load_ip_adapter
         from ..pipelines.ip_adapter import IPAdapterUnit
 
-        weight = pipe.unet.conv_in.weight
-        encoder = load_image_encoder(args.image_encoder, dtype=weight.dtype,
-                                     device=weight.device)
+        place = pipe.placement  # the device, and the dtype of its denoiser
+        encoder = load_image_encoder(args.image_encoder, dtype=place.dtype,
+                                     device=place.device)
         out = []
         for path, picture, scale in zip(adapters, pictures, weights):
-            adapter = load_ip_adapter(path, image_encoder=encoder, dtype=weight.dtype,
-                                      device=weight.device)
+            adapter = load_ip_adapter(path, image_encoder=encoder, dtype=place.dtype,
+                                      device=place.device)
             adapter.title = f"{Path(path).stem} [{short_hash(Path(path))}]"  # as the extension
             out.append(IPAdapterUnit(adapter, picture, weight=scale))
         return tuple(out)

@@ -27,6 +27,7 @@ from ..noise.rng import make_generator
 from ..samplers.registry import lookup
 from ..text.composable import refuse_composable
 from ..text.prompts import extract_extra_networks
+from .contract import Capabilities, GenerationResult, Placement, SamplingDefaults
 from .flow import decode, encode_image
 from .flow_hires import run_hires
 from .flow_sampling import FLOW_SAMPLERS, FLOW_SCHEDULES, flow_sigmas, sample_flow
@@ -36,7 +37,6 @@ from .observer import Observer, Progress, StepCallback, from_callbacks
 from .prepare import latent_mask, to_unit_image
 from .request import GenerationRequest, as_request, hires_fix
 from .sampling import DIFFUSERS
-from .stable_diffusion import GenerationResult, SamplingDefaults
 
 __all__ = ["FLOW_DEFAULTS", "FlowModel"]
 
@@ -55,9 +55,6 @@ class FlowModel:
     and its sampling `defaults`; `modules`: the stems of the separately given VAE / text
     encoder files, written into the infotext as Forge writes them ("Module 1: clip_l")."""
 
-    is_sdxl = False
-    is_turbo = False
-    is_inpainting_model = False
     # T5 tokens per prompt; None: the pipeline's (diffusers': FLUX 512, SD3 256)
     max_sequence_length: int | None = None
 
@@ -99,6 +96,38 @@ class FlowModel:
         """Whether the model embeds its guidance (FLUX.1 dev)."""
         return bool(self.pipe.transformer.config.get("guidance_embeds"))
 
+    @property
+    def capabilities(self) -> Capabilities:
+        """The WebUI samplers defined for flow models over the Simple schedule, plain-text
+        prompts with LoRA tags, the hires fix; no refiner, control units, variation seeds or
+        memory modes yet."""
+        guidance = ("cfg" if self.family == "sd3" else
+                    "distilled" if self.distilled else "none")
+        no = dict.fromkeys(("prompt_syntax", "textual_inversion", "refiner", "control",
+                            "variation_seeds", "latent_upscale_resize", "hires_with_diffusers",
+                            "latent_masked_content", "memory_modes"), False)
+        return Capabilities(family=self.family, latent_space=self.family.split("-")[0],
+                            guidance=guidance, samplers=tuple(FLOW_SAMPLERS),
+                            schedules=FLOW_SCHEDULES, models="flow-matching models", **no)
+
+    @property
+    def placement(self) -> Placement:
+        weight = self.pipe.vae.decoder.conv_in.weight
+        return Placement(weight.device, weight.dtype)
+
+    @property
+    def memory_mode(self) -> None:
+        return None
+
+    def set_memory_mode(self, mode: Any) -> None:
+        if mode:
+            raise ValueError(f"--medvram, --lowvram and --max-vram are not supported for "
+                             f"{self.family} models yet; leave them out")
+
+    def use_vae(self, path: str | os.PathLike[str]) -> None:
+        raise ValueError(f"--vae is not supported for {self.family} models yet; give the VAE "
+                         "file (ae.safetensors) with --text-encoder")
+
     def generate(self, request: GenerationRequest | str | None = None, /, *,
                  observer: Observer | None = None, progress: Progress | None = None,
                  on_step: StepCallback | None = None, **settings: Any) -> GenerationResult:
@@ -107,7 +136,7 @@ class FlowModel:
         # 1. the request, and what this family does not take
         request = as_request(request, settings)
         observer = from_callbacks(observer, progress, on_step)
-        _refuse_unsupported(request)
+        self.capabilities.refuse(request)
         prompt, networks = extract_extra_networks(request.prompt)
         if request.sampler_label[0] != DIFFUSERS:  # diffusers reads AND as a word
             refuse_composable(prompt, f"{self.family} models")
@@ -124,10 +153,7 @@ class FlowModel:
                                  f"{max(multiple, side // multiple * multiple)}")
         plan = InpaintPlan.make(request, width, height)  # blur, Only masked, masked content
         request = plan.request
-        label, schedule = request.sampler_label
-        if label != DIFFUSERS and schedule not in FLOW_SCHEDULES:
-            raise ValueError(f"schedule type {schedule} is not defined for flow-matching models "
-                             f"here; use {' or '.join(FLOW_SCHEDULES)}")
+        label = request.sampler_label[0]
         batch = int(request.batch_size)
         prompts = [prompt] * batch
         distilled = float(request.distilled_cfg_scale)
@@ -270,28 +296,6 @@ def _sampler_fields(request: GenerationRequest, label: str) -> dict[str, Any]:
     if request.eta_noise_seed_delta and info.uses_ensd:
         fields["ensd"] = int(request.eta_noise_seed_delta)
     return fields
-
-
-def _refuse_unsupported(request: GenerationRequest) -> None:
-    """What the flow models do not take yet, each with what to do instead."""
-    if request.hires is not None and request.sampler_label[0] == DIFFUSERS:
-        raise ValueError("the hires fix runs with the WebUI samplers (Euler, Euler a, DPM++ 2M) "
-                         "on FLUX/SD3 models, not 'diffusers'")
-    for given, what in ((request.refiner, "a refiner"),
-                        (request.control, "ControlNet units"),
-                        (request.subseed_strength, "variation seeds"),
-                        (request.seed_resize_from, "seed resize"),
-                        (request.resize_mode == 3, "resize_mode 3 (latent upscale)")):
-        if given:
-            raise ValueError(f"{what} is not supported for FLUX/SD3 models yet; leave it out")
-    label = request.sampler_label[0]
-    if label == DIFFUSERS and request.mask is not None and request.inpainting_fill in (2, 3):
-        raise ValueError("masked content 'latent noise' / 'latent nothing' acts on the latents "
-                         "the WebUI samplers start from; the 'diffusers' sampler encodes the "
-                         "picture itself: pick Euler, or fill / original")
-    if label != DIFFUSERS and label not in FLOW_SAMPLERS:
-        raise ValueError(f"sampler {label} is not defined for flow-matching models here; "
-                         f"choose one of {', '.join(FLOW_SAMPLERS)} or 'diffusers'")
 
 
 def with_defaults(model: FlowModel, defaults: SamplingDefaults) -> FlowModel:

@@ -22,15 +22,9 @@ from typing import Any
 import numpy as np
 
 from ..samplers.denoiser import DiscreteSchedule
+from .contract import Pipeline
 
-__all__ = ["HandOff", "check_refiner", "cutoff", "latent_space"]
-
-
-def latent_space(pipe: Any) -> str:
-    """Which latents a model works on: "sdxl" for the SDXL base and refiner, else its family
-    ("sd1", "sd2"); models of one space can hand over to each other."""
-    family = getattr(pipe, "family", "sd1")
-    return "sdxl" if family.startswith("sdxl") else family
+__all__ = ["HandOff", "check_refiner", "cutoff"]
 
 
 def check_refiner(base: Any, refiner: Any, switch_at: Any, mode: str) -> float:
@@ -40,18 +34,18 @@ def check_refiner(base: Any, refiner: Any, switch_at: Any, mode: str) -> float:
             0.0 < float(switch_at) < 1.0):
         raise ValueError(f"refiner switch at must be a fraction of the sampling between 0 and "
                          f"1 (exclusive), e.g. 0.8; got {switch_at!r}")
-    if not hasattr(refiner, "unet") or not hasattr(refiner, "scheduler_config"):
+    if not isinstance(refiner, Pipeline):
         raise ValueError(f"refiner must be a loaded model (diffusion.load_pipeline), got "
                          f"{type(refiner).__name__}")
     if refiner is base:
         raise ValueError("the refiner is the model itself; give another checkpoint (e.g. the "
                          "SDXL refiner) or no refiner")
-    if latent_space(base) != latent_space(refiner):
-        raise ValueError(f"refiner {refiner.name!r} is a {getattr(refiner, 'family', 'sd1')} "
-                         f"model and cannot continue the latents of {base.name!r} (a "
-                         f"{getattr(base, 'family', 'sd1')} model); an SDXL base hands over to "
-                         "the SDXL refiner (or another SDXL model)")
-    if refiner.is_inpainting_model or mode == "inpaint":
+    ours, theirs = base.capabilities, refiner.capabilities
+    if not theirs.refiner or ours.latent_space != theirs.latent_space:
+        raise ValueError(f"refiner {refiner.name!r} is a {refiner.family} model and cannot "
+                         f"continue the latents of {base.name!r} (a {base.family} model); an "
+                         "SDXL base hands over to the SDXL refiner (or another SDXL model)")
+    if theirs.inpainting_model or mode == "inpaint":
         raise ValueError("the refiner takes over txt2img and img2img; inpainting runs without "
                          "one")
     return float(switch_at)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from functools import partial
 from typing import Any
 
@@ -33,6 +33,7 @@ from ..text.prompts import extract_extra_networks
 from ..text.tokenizer import CLIPTokenizer
 from . import sampling
 from .capture import ModelCapture, lent
+from .contract import Capabilities, GenerationResult, Placement, SamplingDefaults
 from .control import Control, check_base
 from .control_spec import unit_label
 from .inpaint_plan import InpaintPlan
@@ -49,23 +50,6 @@ from .sampling import DIFFUSERS
 __all__ = ["GenerationRequest", "GenerationResult", "SamplingDefaults", "StableDiffusion"]
 
 Generator = np.random.Generator | TorchCPUGenerator  # what `standard_normal` is drawn from
-
-
-@dataclass
-class GenerationResult:
-    images: list[np.ndarray]  # (H, W, 3) uint8 each
-    seeds: list[int]
-    settings: dict[str, Any]  # what produced them (for the PNG infotext)
-
-
-@dataclass(frozen=True)
-class SamplingDefaults:
-    """The sampling settings a model recommends (its folder's `defaults.json`, read by
-    `diffusion.pipelines.load.read_defaults`); None where it recommends nothing."""
-
-    steps: int | None = None
-    sampler: str | None = None  # a WebUI sampler name as spelled in SAMPLERS
-    cfg_scale: float | None = None
 
 
 class StableDiffusion:
@@ -133,6 +117,30 @@ class StableDiffusion:
     @property
     def is_inpainting_model(self) -> bool:
         return int(self.unet.config["in_channels"]) == 2 * self.latent_channels + 1
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """Everything the WebUI does for SD models (SDXL: no textual inversion yet)."""
+        return Capabilities(family=self.family,
+                            latent_space="sdxl" if self.is_sdxl else self.family,
+                            textual_inversion=not self.is_sdxl,
+                            inpainting_model=self.is_inpainting_model, turbo=self.is_turbo)
+
+    @property
+    def placement(self) -> Placement:
+        weight = self.unet.conv_in.weight
+        return Placement(weight.device, weight.dtype)
+
+    def use_vae(self, path: str | os.PathLike[str]) -> None:
+        """Decode and encode with the VAE file at `path` (diffusion.loaders.vae_file), in the
+        dtype of the model's own VAE (an SDXL VAE kept in float32, force_upcast, stays so)."""
+        from ..loaders.vae_file import load_vae
+
+        vae_dtype = (self.vae.decoder.conv_in.weight.dtype if self.is_sdxl
+                     else self.placement.dtype)
+        self.vae = load_vae(path, dtype=vae_dtype, device=self.placement.device,
+                            config=self.vae.config)
+        self.vae_path = path
 
     # -- pieces -----------------------------------------------------------------------
     def encode_prompt(self, prompts: Sequence[str], *, clip_skip: int = 0) -> Tensor:
@@ -237,6 +245,10 @@ class StableDiffusion:
         latent = AutoencoderKL.sample(mean_np, logvar.astype(np.float64), noise)
         return latent * vae.scaling_factor
 
+    @property
+    def memory_mode(self) -> MemoryMode | None:
+        return None if self.memory is None else self.memory.mode
+
     def set_memory_mode(self, mode: MemoryMode) -> None:
         """Run in the WebUI's --medvram / --lowvram / --max-vram mode (a MemoryMode, all off:
         every weight on the GPU again); see diffusion.pipelines.memory."""
@@ -266,9 +278,7 @@ class StableDiffusion:
         # 1. the request, and what only the loaded model can check
         request = as_request(request, settings)
         observer = from_callbacks(observer, progress, on_step)
-        if self.is_inpainting_model and request.mask is None:
-            raise ValueError("this is an inpainting model (9-channel UNet): give init_image and "
-                             "mask")
+        self.capabilities.refuse(request)
         size = (request.width or self.native_size, request.height or self.native_size)
         plan = InpaintPlan.make(request, *size)  # blur, Only masked or fitted, masked content
         request = plan.request

@@ -54,7 +54,7 @@ class LoadModel:
         worker = this_worker()
         worker.load(self.entry)
         return ModelFacts(native_size=worker.pipe.native_size,
-                          defaults=getattr(worker.pipe, "defaults", None))
+                          defaults=worker.pipe.defaults)
 
 
 def _outcome(future: Any) -> tuple[bool, bytes]:

@@ -197,13 +197,13 @@ def parse_units(args: list[Any], models: ControlModelDir, *,
 def control_units(specs: tuple[ControlSpec, ...], cache: ControlModelCache, pipe: Any,
                   width: int, height: int) -> tuple[Any, ...]:
     """The units on the calling worker's device (runs on the worker)."""
-    weight = pipe.unet.conv_in.weight
+    place = pipe.placement  # the device, and the dtype of its denoiser
     units = []
     for spec in specs:
-        model = cache.get(spec.model, dtype=weight.dtype, device=weight.device)
+        model = cache.get(spec.model, dtype=place.dtype, device=place.device)
         encoder = None if spec.image_encoder is None else cache.get(
-            spec.image_encoder, dtype=weight.dtype, device=weight.device,
+            spec.image_encoder, dtype=place.dtype, device=place.device,
             loader=load_image_encoder)
-        units.append(spec.unit(model, width=width, height=height, device=weight.device,
+        units.append(spec.unit(model, width=width, height=height, device=place.device,
                                image_encoder=encoder))
     return tuple(units)

@@ -328,10 +328,10 @@ class Worker:
         figures = []
         for slot in self.slots:
             device = slot.device or gpucore.default_device()
-            plan = getattr(slot.pipe, "memory", None)
+            mode = None if slot.pipe is None else slot.pipe.memory_mode
             figures.append({"device": slot.label or device.info.label,
                             **device.memory_stats().as_dict(),
-                            "max_vram": plan.mode.max_vram if plan is not None else None})
+                            "max_vram": None if mode is None else mode.max_vram})
         return figures
 
     def progress(self, *, with_image: bool) -> dict[str, Any]:

@@ -85,7 +85,7 @@ async def detect(body: DetectRequest, state: State) -> dict[str, Any]:
     res, low, high = spec.bounded()
 
     def run() -> list[str]:
-        device = state.worker.pipe.unet.conv_in.weight.device
+        device = state.worker.pipe.placement.device
         found = PREPROCESSORS[body.controlnet_module]
         return [encode_png(preprocess(body.controlnet_module, picture, threshold_a=low,
                                       threshold_b=high,

@@ -82,9 +82,11 @@ async def run_generation(state: ServerState, body: Txt2ImgRequest, kind: str,
         if job.control:
             request = replace(request, control=control_units(
                 job.control, cache, worker.pipe, request.width, request.height))
-        if "cfg_scale" not in body.model_fields_set and str(
-                getattr(worker.pipe, "family", "")).startswith("flux"):
-            request = replace(request, cfg_scale=1.0)  # FLUX runs at CFG 1 (Forge's preset)
+        defaults = worker.pipe.defaults
+        if ("cfg_scale" not in body.model_fields_set and defaults.cfg_scale is not None
+                and worker.pipe.capabilities.guidance != "cfg"):
+            # a family guided otherwise runs at its own CFG (FLUX: 1, Forge's preset)
+            request = replace(request, cfg_scale=float(defaults.cfg_scale))
         if refiner is not None:
             request = replace(request, refiner=worker.second_model(refiner.path))
         if labels:

@@ -195,8 +195,8 @@ async def model_defaults(state: State) -> dict[str, Any]:
     # it says nothing; API requests that leave these out keep the WebUI's defaults
     pipe, model = state.worker.pipe, state.worker.model
     defaults = {"model": model.title if model else None, **asdict(pipe.defaults),
-                "scheduler": None, "family": getattr(pipe, "family", None),
-                "distilled_cfg": bool(getattr(pipe, "distilled", False))}
+                "scheduler": None, "family": pipe.family,
+                "distilled_cfg": pipe.capabilities.guidance == "distilled"}
     if defaults["sampler"] not in (None, "diffusers"):  # "DPM++ 2M Karras": the pair
         sampler, schedule = resolve(defaults["sampler"])
         defaults["sampler"] = sampler

@@ -1,0 +1,179 @@
+"""The contract every model family's pipeline keeps, and the only part of a pipeline that the
+CLI, the server, its worker processes and Ray use.
+
+    pipe = diffusion.load_pipeline(path)          # any family: a `Pipeline`
+    pipe.capabilities.refuse(request)             # one line for what the family does not take
+    result = pipe.generate(request, observer=o)   # pictures, seeds, the infotext's settings
+
+A family says what it takes in `Capabilities` (so callers never ask which family a pipeline
+is, and never look at its networks), its recommended sampling in `defaults`, its picture side
+in `native_size`, and where its networks live in `placement` (control models, adapters and VAE
+files load beside them).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+__all__ = ["GUIDANCE_KINDS", "Capabilities", "GenerationResult", "Pipeline", "Placement",
+           "SamplingDefaults"]
+
+GUIDANCE_KINDS = ("cfg", "distilled", "none")
+"""How a family is guided when a request leaves `cfg_scale` out: "cfg", classifier-free
+guidance at the request's scale (SD, SDXL, SD3); "distilled", a guidance scale embedded in the
+model (`distilled_cfg_scale`, FLUX.1 dev) and CFG 1; "none", no guidance at all, CFG 1 (FLUX.1
+schnell). A CFG scale above 1 still adds a negative-prompt pass on every family."""
+
+
+@dataclass
+class GenerationResult:
+    """What `Pipeline.generate` returns."""
+
+    images: list[np.ndarray]  # (H, W, 3) uint8 each
+    seeds: list[int]
+    settings: dict[str, Any]  # what produced them (for the PNG infotext)
+
+
+@dataclass(frozen=True)
+class SamplingDefaults:
+    """The sampling settings a model recommends (its folder's `defaults.json`, read by
+    `diffusion.pipelines.load.read_defaults`, over its family's); None where it recommends
+    nothing."""
+
+    steps: int | None = None
+    sampler: str | None = None  # a WebUI sampler name as spelled in SAMPLERS
+    cfg_scale: float | None = None
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a pipeline's networks live: the device, and the dtype of its denoiser's weights
+    (numpy's float32 or float16)."""
+
+    device: Any  # gpucore.Device
+    dtype: Any
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a family takes. `refuse(request)` raises a one-line ValueError for anything else,
+    before any work; the web page and the API read the same fields.
+
+    `samplers`: the sampler labels it runs (None: every one of the WebUI's), "diffusers" (the
+    model folder's own scheduler) always; `schedules`: the schedule types (None: every one);
+    `latent_space`: models of one space continue each other's latents (a refiner);
+    `guidance`: one of GUIDANCE_KINDS."""
+
+    family: str
+    latent_space: str
+    guidance: str = "cfg"
+    samplers: tuple[str, ...] | None = None
+    schedules: tuple[str, ...] | None = None
+    prompt_syntax: bool = True  # the WebUI's emphasis, prompt editing, BREAK and AND
+    textual_inversion: bool = True
+    refiner: bool = True  # hands over to, or takes over from, another model of its space
+    control: bool = True  # ControlNet, T2I-Adapter and IP-Adapter units
+    variation_seeds: bool = True  # variation seed and "seed resize from"
+    latent_upscale_resize: bool = True  # img2img's resize mode 3 (latent upscale)
+    hires_with_diffusers: bool = True  # the hires fix with the "diffusers" sampler
+    latent_masked_content: bool = True  # latent noise / nothing with the "diffusers" sampler
+    memory_modes: bool = True  # --medvram, --lowvram, --max-vram
+    inpainting_model: bool = False  # a 9-channel UNet: needs an init image and a mask
+    turbo: bool = False  # adversarially distilled: 1-4 steps without guidance
+    models: str = ""  # what messages call the family's models ("" : "<family> models")
+
+    def __post_init__(self) -> None:
+        if self.guidance not in GUIDANCE_KINDS:
+            raise ValueError(f"guidance must be one of {GUIDANCE_KINDS}, got {self.guidance!r}")
+
+    @property
+    def _name(self) -> str:
+        return self.models or f"{self.family} models"
+
+    def refuse(self, request: Any) -> None:
+        """ValueError in one line for the first setting of `request` (a GenerationRequest)
+        that this family does not take, saying what to do instead; nothing otherwise."""
+        label, schedule = request.sampler_label
+        diffusers = label == "diffusers"
+        if self.inpainting_model and request.mask is None:
+            raise ValueError("this is an inpainting model (9-channel UNet): give init_image "
+                             "and mask")
+        unsupported = ((request.refiner is not None and not self.refiner, "a refiner"),
+                       (bool(request.control) and not self.control, "ControlNet units"),
+                       (bool(request.subseed_strength) and not self.variation_seeds,
+                        "variation seeds"),
+                       (request.seed_resize_from is not None and not self.variation_seeds,
+                        "seed resize"),
+                       (request.resize_mode == 3 and not self.latent_upscale_resize,
+                        "resize_mode 3 (latent upscale)"))
+        for asked, what in unsupported:
+            if asked:
+                raise ValueError(f"{what} is not supported for {self._name} yet; leave it out")
+        if diffusers and request.hires is not None and not self.hires_with_diffusers:
+            raise ValueError(f"the hires fix runs with the WebUI samplers "
+                             f"({', '.join(self.samplers or ())}) on {self._name}, not "
+                             "'diffusers'")
+        if (diffusers and request.mask is not None and request.inpainting_fill in (2, 3)
+                and not self.latent_masked_content):
+            raise ValueError("masked content 'latent noise' / 'latent nothing' acts on the "
+                             "latents the WebUI samplers start from; the 'diffusers' sampler "
+                             "encodes the picture itself: pick Euler, or fill / original")
+        if not diffusers and self.samplers is not None and label not in self.samplers:
+            raise ValueError(f"sampler {label} is not defined for {self._name} here; choose "
+                             f"one of {', '.join(self.samplers)} or 'diffusers'")
+        if not diffusers and self.schedules is not None and schedule not in self.schedules:
+            raise ValueError(f"schedule type {schedule} is not defined for {self._name} here; "
+                             f"use {' or '.join(self.schedules)}")
+
+
+@runtime_checkable
+class Pipeline(Protocol):
+    """A loaded model of any family (`diffusion.load_pipeline`): all that its callers use."""
+
+    name: str  # the checkpoint's name, as the infotext's "Model"
+    family: str  # "sd1", "sd2", "sdxl", "sdxl-refiner", "flux-dev", "flux-schnell", "sd3"
+    defaults: SamplingDefaults
+    # where <lora:NAME:...> tags find NAME.safetensors (None: tags are refused, saying so)
+    lora_dir: str | os.PathLike[str] | None
+    # textual-inversion embeddings found by name in prompts (diffusion.text.embeddings)
+    embeddings: Any
+
+    @property
+    def capabilities(self) -> Capabilities: ...
+
+    @property
+    def native_size(self) -> int:
+        """The picture side the model was trained at: the default width and height."""
+        ...
+
+    @property
+    def placement(self) -> Placement: ...
+
+    def generate(self, request: Any = None, /, *, observer: Any = None,
+                 progress: Callable[[int, int], Any] | None = None,
+                 on_step: Callable[[int, int, np.ndarray], Any] | None = None,
+                 **settings: Any) -> GenerationResult:
+        """The pictures of `request` (a diffusion.pipelines.request.GenerationRequest, or
+        a prompt and its settings as keywords)."""
+        ...
+
+    def set_memory_mode(self, mode: Any) -> None:
+        """Run in the WebUI's --medvram / --lowvram / --max-vram mode (a
+        diffusion.pipelines.memory.MemoryMode; all off: every weight on the GPU); ValueError
+        in one line where the family has no such mode."""
+        ...
+
+    @property
+    def memory_mode(self) -> Any:
+        """The MemoryMode `set_memory_mode` put in effect; None: every weight on the GPU."""
+        ...
+
+    def use_vae(self, path: str | os.PathLike[str]) -> None:
+        """Decode (and encode) with the VAE file at `path` in place of the model's own; the
+        infotext names it."""
+        ...

@@ -1,0 +1,107 @@
+"""The pipeline contract (diffusion.pipelines.contract): every family keeps it, refusals are
+one line, and the CLI and the server use nothing else of a pipeline."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from diffusion.pipelines.contract import Capabilities, Pipeline
+from diffusion.pipelines.flow_model import FlowModel
+from diffusion.pipelines.memory import MemoryMode
+from diffusion.pipelines.request import GenerationRequest
+from diffusion.upscalers.interpolation import HiresFix
+
+pytestmark = pytest.mark.nodevice
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def _flow(family: str, *, guidance_embeds: bool = False) -> FlowModel:
+    """A flow model stand-in without weights."""
+    config = {"guidance_embeds": guidance_embeds}
+    weight = SimpleNamespace(device="the device", dtype="float16")
+    vae = SimpleNamespace(decoder=SimpleNamespace(conv_in=SimpleNamespace(weight=weight)))
+    return FlowModel(SimpleNamespace(vae_scale_factor=8, vae=vae,
+                                     transformer=SimpleNamespace(config=config)), family=family)
+
+
+@pytest.mark.parametrize(("family", "embeds", "guidance"), [
+    ("flux-dev", True, "distilled"), ("flux-schnell", False, "none"), ("sd3", False, "cfg")])
+def test_flow_models_keep_the_contract(family: str, embeds: bool, guidance: str) -> None:
+    model = _flow(family, guidance_embeds=embeds)
+    assert isinstance(model, Pipeline)
+    assert model.placement.dtype == "float16"
+    caps = model.capabilities
+    assert caps.family == family and caps.guidance == guidance
+    assert not caps.refiner and not caps.control and not caps.memory_modes
+    with pytest.raises(ValueError, match="not supported for flux-dev models yet"):
+        _flow("flux-dev").set_memory_mode(MemoryMode(lowvram=True))
+    _flow("flux-dev").set_memory_mode(MemoryMode())  # all off: nothing to refuse
+
+
+def test_a_stand_in_missing_a_member_is_no_pipeline() -> None:
+    assert not isinstance(SimpleNamespace(generate=lambda r: r, native_size=512), Pipeline)
+
+
+SD = Capabilities(family="sd1", latent_space="sd1")
+FLOW = _flow("flux-dev", guidance_embeds=True).capabilities
+
+
+@pytest.mark.parametrize(("caps", "settings", "message"), [
+    (FLOW, {"sampler": "DPM2"}, "sampler DPM2 is not defined for flow-matching models here; "
+                                "choose one of Euler, Euler a, DPM++ 2M or 'diffusers'"),
+    (FLOW, {"sampler": "Euler", "scheduler": "Karras"},
+     "schedule type Karras is not defined for flow-matching models here; use Automatic or "
+     "Simple"),
+    (FLOW, {"subseed_strength": 0.3}, "variation seeds is not supported for flow-matching "
+                                      "models yet; leave it out"),
+    (FLOW, {"sampler": "diffusers", "hires": HiresFix()},
+     "the hires fix runs with the WebUI samplers (Euler, Euler a, DPM++ 2M) on flow-matching "
+     "models, not 'diffusers'"),
+    (replace(SD, inpainting_model=True), {},
+     "this is an inpainting model (9-channel UNet): give init_image and mask"),
+])
+def test_refusals_are_one_line(caps: Capabilities, settings: dict, message: str) -> None:
+    with pytest.raises(ValueError) as raised:
+        caps.refuse(GenerationRequest(prompt="x", **settings))
+    assert str(raised.value) == message
+
+
+def test_what_a_family_takes_passes() -> None:
+    for settings in ({"sampler": "DPM2"}, {"subseed_strength": 0.3},
+                     {"sampler": "DPM++ 2M", "scheduler": "Karras"}):
+        SD.refuse(GenerationRequest(prompt="x", **settings))
+    FLOW.refuse(GenerationRequest(prompt="x", sampler="Euler a"))
+
+
+def test_unknown_guidance_is_refused() -> None:
+    with pytest.raises(ValueError, match="guidance must be one of"):
+        Capabilities(family="x", latent_space="x", guidance="strong")
+
+
+# What only a family's own code may look at: its networks, and the flags that told families
+# apart before the contract. `getattr(pipe, ...)` is how a caller asks what a pipeline is.
+_INTERNALS = re.compile(r"\bpipe\.(unet|vae|transformer|text_encoders?|tokenizer|scheduler_config"
+                        r"|is_sdxl|is_turbo|is_inpainting_model|distilled|_\w+)\b"
+                        r"|getattr\((\w+\.)*pipe\b")
+
+
+@pytest.mark.parametrize("folder", ["diffusion/cli", "diffusion/server"])
+def test_callers_use_only_the_contract(folder: str) -> None:
+    found = [f"{path.relative_to(ROOT)}:{n}: {line.strip()}"
+             for path in sorted((ROOT / folder).rglob("*.py"))
+             for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+             if _INTERNALS.search(line)]
+    assert not found, "callers reach past the Pipeline contract:\n" + "\n".join(found)
+
+
+def test_the_internals_pattern_sees_what_it_forbids() -> None:
+    for line in ("w = pipe.unet.conv_in.weight", "getattr(worker.pipe, 'family')",
+                 "pipe._guided(r)", "x = slot.pipe.vae"):
+        assert _INTERNALS.search(line), line
+    assert not _INTERNALS.search("pipe.placement.device")
