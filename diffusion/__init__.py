@@ -1,8 +1,8 @@
-"""diffusion: Stable Diffusion 1.x/2.x and SDXL (base, refiner, Turbo) on gpustd — tokenizers,
-CLIP, UNet, VAE, samplers, txt2img / img2img / inpaint, loaders, a CLI (`python -m diffusion
---help`) and a WebUI-compatible server.
+"""diffusion: Stable Diffusion 1.x/2.x, SDXL (base, refiner, Turbo), FLUX.1 and SD 3.5 on
+gpustd — tokenizers, text encoders, UNet, transformers, VAE, samplers, txt2img / img2img /
+inpaint, loaders, a CLI (`python -m diffusion --help`) and a WebUI-compatible server.
 
-    pipe = diffusion.load_pipeline("path/to/model")       # diffusers folder or .safetensors
+    pipe = diffusion.load_pipeline("path/to/model")       # any family: a diffusion.Pipeline
     result = pipe.generate(diffusion.GenerationRequest(prompt="a lighthouse at dusk", steps=20,
                                                        seed=42))
     result = pipe.txt2img("a lighthouse at dusk", steps=20, seed=42)   # the same, by keywords
@@ -13,7 +13,7 @@ pipelines/, a new sampler a module in samplers/.
 | package | what |
 |---|---|
 | `models` | the networks, one module per family (CLIP, UNet, VAE), named as checkpoint keys |
-| `pipelines` | per model family: conditioning, the denoising loop, decode; `load_pipeline` |
+| `pipelines` | the `Pipeline` contract; per model family: conditioning, denoising, decode |
 | `text` | tokenizer, the WebUI's prompt syntax, conditioning, textual-inversion embeddings |
 | `samplers` | the WebUI's k-diffusion samplers (numpy float64) and its schedule types |
 | `schedulers` | diffusers' schedulers (`--sampler diffusers`; DDIM, PLMS, UniPC) |
@@ -30,11 +30,12 @@ upscalers and preprocessors import no pipeline, server or CLI; pipelines import 
 never the server or the CLI (tests/test_layout.py checks this, and that there are no cycles).
 """
 
+from .pipelines.contract import Capabilities, Pipeline
 from .pipelines.load import default_model_path, load_pipeline
 from .pipelines.observer import Observer
 from .pipelines.request import GenerationRequest
 from .pipelines.stable_diffusion import GenerationResult, StableDiffusion
 from .pipelines.stable_diffusion_xl import StableDiffusionXL
 
-__all__ = ["GenerationRequest", "GenerationResult", "Observer", "StableDiffusion",
-           "StableDiffusionXL", "default_model_path", "load_pipeline"]
+__all__ = ["Capabilities", "GenerationRequest", "GenerationResult", "Observer", "Pipeline",
+           "StableDiffusion", "StableDiffusionXL", "default_model_path", "load_pipeline"]
