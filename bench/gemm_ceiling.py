@@ -14,7 +14,7 @@ Each row is the kernel gpustd.gemm.matrix_units generates for one tile, with its
 - no_barrier:   as no_staging without the barriers;
 - mma_only:     as no_barrier with every fragment loaded once before the K loop: the
                 multiply-accumulates of the same tile, fragments and K steps, nothing else
-                (the ceiling that ../shared/gpu/probes/subgroup_matrix_peak.py measures bare).
+                (the ceiling a bare loop of the same multiply-accumulates reaches).
 
 The cut kernels compute garbage; only their time means something. The differences say what
 each stage costs where it is not hidden: shipped - no_global is global memory not hidden by
