@@ -115,7 +115,7 @@ def devices(runtime: str | None = None) -> list[AdapterInfo]:
                              == "dawn")
         if dawn is not None:
             try:
-                listed = dawn.api.gpu.enumerate_adapters_sync()
+                listed = dawn.enumerate_adapters()
             except Exception as exc:  # an alpha dependency: report it, keep wgpu-native
                 dawn_problem = f"{type(exc).__name__}: {exc}"
                 print(f"gpucore: Dawn failed to list adapters ({dawn_problem})", file=sys.stderr)

@@ -69,6 +69,9 @@ DAWN_TOGGLES = ("allow_unsafe_apis", "vulkan_enable_f16_on_nvidia")
 # writing such kernels; wgpu-native always keeps its bounds checks.
 ROBUST_ENV = "GPUCORE_ROBUST"
 
+# The backends gpucore asks Dawn for ("Primary", in set_instance_extras), in Dawn's order.
+_DAWN_BACKENDS = ("Vulkan", "Metal", "D3D12")
+
 # Toggles turned off: timestamp_quantization rounds timestamps to ~65 us (a browser's
 # defence against timing attacks), which makes Profile's per-dispatch times useless.
 _DAWN_OFF = ("timestamp_quantization",)
@@ -146,6 +149,26 @@ class Runtime:
                                   int(c.get("min_subgroup_size", 0)),
                                   int(c.get("max_subgroup_size", 0))) for c in found)
 
+    def enumerate_adapters(self) -> list[GPUAdapter]:
+        """This runtime's adapters in a stable order, every GPU of the machine.
+
+        wgpudawn's `enumerate_adapters_sync()` merges adapters of the same backend, vendor,
+        device id and name, which leaves one of two identical GPUs (a 2x H200 machine listed
+        one Dawn adapter, 2026-11). Dawn's own enumeration behind it
+        (`GPU._enumerate_all_adapters`, the one private name of wgpudawn that gpucore uses)
+        lists each; its Null backend and the backends gpucore did not ask for are left out,
+        as wgpudawn leaves them. A wgpudawn without it gets the merged list."""
+        gpu = self.api.gpu
+        native = getattr(gpu, "_enumerate_all_adapters", None)
+        if self.name != "dawn" or native is None:
+            return list(gpu.enumerate_adapters_sync())
+        try:
+            listed = native()
+        except (AttributeError, TypeError):  # a build without Dawn's native enumeration
+            return list(gpu.enumerate_adapters_sync())
+        return sorted((a for a in listed if a.info["backend_type"] in _DAWN_BACKENDS),
+                      key=lambda a: _DAWN_BACKENDS.index(a.info["backend_type"]))
+
     def process_events(self) -> None:
         """Deliver the callbacks of finished asynchronous work without blocking. wgpu-native
         delivers them from wgpu-py's poll thread; Dawn only inside wgpuInstanceProcessEvents,
@@ -185,7 +208,7 @@ class _TranslatingAdapter:
             names.append(matrices)
         adapter = self._adapter
         if self._consumed:
-            adapter = self._runtime.api.gpu.enumerate_adapters_sync()[self._position]
+            adapter = self._runtime.enumerate_adapters()[self._position]
         self._consumed = True
         return adapter.request_device_sync(required_features=names, **kwargs)
 

@@ -180,3 +180,25 @@ def test_tint_gets_enable_subgroups_and_naga_does_not() -> None:
     assert _runtime.adapt_source("dawn", plain) == plain
     builtin = "@compute @workgroup_size(32) fn main(@builtin(subgroup_invocation_id) i: u32) {}"
     assert _runtime.adapt_source("dawn", builtin).startswith("enable subgroups;")
+
+
+def test_dawn_lists_every_gpu_of_a_machine(fake_runtimes: dict[str, Any],
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two identical GPUs: wgpudawn's enumerate_adapters_sync() merges them into one, Dawn's
+    own enumeration lists both (and its Null and OpenGLES adapters, which are left out); each
+    Dawn device then opens on its own GPU."""
+    features = {"shader-f16", "subgroups", "chromium-experimental-subgroup-matrix"}
+    first = FakeAdapter("Vulkan", "DiscreteGPU", "NVIDIA H100", features)
+    second = FakeAdapter("Vulkan", "DiscreteGPU", "NVIDIA H100", features)
+    native = [FakeAdapter("OpenGLES", "DiscreteGPU", "NVIDIA H100", set()), first,
+              FakeAdapter("Null", "CPU", "Null", set()), second]
+    gpu = sys.modules["wgpudawn"].gpu
+    monkeypatch.setattr(gpu, "enumerate_adapters_sync", lambda: [first], raising=False)
+    monkeypatch.setattr(gpu, "_enumerate_all_adapters", lambda: native, raising=False)
+    dawn = gpucore.devices("dawn")
+    assert [(a.index, a.label) for a in dawn] == [(2, "dawn-vulkan:2:NVIDIA H100"),
+                                                  (3, "dawn-vulkan:3:NVIDIA H100")]
+    dawn[1].adapter.request_device_sync(required_features=[])
+    assert second.requested and not first.requested
+    dawn[1].adapter.request_device_sync(required_features=[])  # a fresh adapter: the same GPU
+    assert not first.requested
