@@ -32,10 +32,11 @@ from ._errors import (
     ShaderCompileError,
 )
 from ._group import DeviceGroup, open_devices, split_sizes
-from ._kernel import Kernel, fold_grid, shader_path, shader_source
+from ._kernel import Kernel, fold_grid
 from ._memtrace import MemoryTrace, trace_memory
 from ._pool import MemoryStats
 from ._profile import Profile
+from ._shaders import register_shader_root, shader_path, shader_roots, shader_source
 from ._stream import Event, Stream
 from ._teardown import release_dead as release_dead_devices
 from ._version import __version__ as __version__
@@ -68,8 +69,10 @@ __all__ = [
     "devices",
     "fold_grid",
     "open_devices",
+    "register_shader_root",
     "release_dead_devices",
     "shader_path",
+    "shader_roots",
     "shader_source",
     "split_sizes",
     "synchronize",
