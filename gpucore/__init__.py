@@ -5,12 +5,16 @@ Kernel (a WGSL entry point with a checked signature), batched dispatch and profi
 
 Modules, each below the ones that use it: `_runtime` (wgpu-native or Dawn, what differs
 between them) and `_adapters` (finding and choosing an adapter); `_memtrace`, `_pool`,
-`_limit`, `_bindings`, `_stream`, `_capture`, `_profile` (where memory goes, buffer pool, its
-cap, bind groups and params, streams and events, capture and replay, timestamps), which
-`_device` (Device) ties together;
-`_buffer` (Buffer) and `_kernel` (Kernel, with `_wgsl` reading shaders' signatures) on top;
-`_group` (several devices) and `_autotune` above those; `_teardown` releases dead Devices'
-wgpu devices at a safe point. gpucore knows nothing of ops.
+`_residency`, `_limit` (where memory goes, the buffer pool, the ledger of the buffers captures
+pin and lend, the pool's cap); `_bindings`, `_stream`, `_profile`, `_staging`, `_capture` (bind
+groups and params, streams and events, timestamps, transfers, capture and replay), each
+declaring as a Protocol what it needs of its device; `_device` (Device) ties those together,
+handing each what it asks for; `_buffer` (Buffer) and `_kernel` (Kernel, with `_wgsl` reading
+shaders' signatures and `_shaders` finding their files) on top; `_group` (several devices) and
+`_autotune` above those; `_teardown` releases dead Devices' wgpu devices at a safe point.
+
+gpucore knows nothing of ops, nor where their shaders live: the layer that has shaders
+registers their folder or package (`register_shader_root`; gpustd registers `shaders`).
 """
 
 from . import _autotune as autotune
