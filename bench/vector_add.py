@@ -21,6 +21,7 @@ def _gbps(n: int, ms: float) -> float:
 def run(quick: bool = False) -> dict[str, Any]:
     device = gpucore.default_device()
     torch = _harness.torch_cuda()
+    gpucore.register_shader_root("shaders")  # gpucore alone: gpustd is not imported here
     kernel = gpucore.Kernel.load("core/vector_add")
     sizes = [1 << 16, 1 << 20] if quick else [1 << 20, 1 << 22, 1 << 24, 1 << 26]
     repeat = 3 if quick else 30

@@ -18,6 +18,9 @@ import numpy as np
 
 import gpucore
 
+# gpucore ships no shaders: the kernel below is the project's shaders/core/vector_add.wgsl
+gpucore.register_shader_root("shaders")
+
 
 def main(argv: list[str] | None = None) -> int:
     small = os.environ.get("AVX_EXAMPLE_SMALL") == "1"

@@ -5,12 +5,16 @@ Kernel (a WGSL entry point with a checked signature), batched dispatch and profi
 
 Modules, each below the ones that use it: `_runtime` (wgpu-native or Dawn, what differs
 between them) and `_adapters` (finding and choosing an adapter); `_memtrace`, `_pool`,
-`_limit`, `_bindings`, `_stream`, `_capture`, `_profile` (where memory goes, buffer pool, its
-cap, bind groups and params, streams and events, capture and replay, timestamps), which
-`_device` (Device) ties together;
-`_buffer` (Buffer) and `_kernel` (Kernel, with `_wgsl` reading shaders' signatures) on top;
-`_group` (several devices) and `_autotune` above those; `_teardown` releases dead Devices'
-wgpu devices at a safe point. gpucore knows nothing of ops.
+`_residency`, `_limit` (where memory goes, the buffer pool, the ledger of the buffers captures
+pin and lend, the pool's cap); `_bindings`, `_stream`, `_profile`, `_staging`, `_capture` (bind
+groups and params, streams and events, timestamps, transfers, capture and replay), each
+declaring as a Protocol what it needs of its device; `_device` (Device) ties those together,
+handing each what it asks for; `_buffer` (Buffer) and `_kernel` (Kernel, with `_wgsl` reading
+shaders' signatures and `_shaders` finding their files) on top; `_group` (several devices) and
+`_autotune` above those; `_teardown` releases dead Devices' wgpu devices at a safe point.
+
+gpucore knows nothing of ops, nor where their shaders live: the layer that has shaders
+registers their folder or package (`register_shader_root`; gpustd registers `shaders`).
 """
 
 from . import _autotune as autotune
@@ -32,10 +36,11 @@ from ._errors import (
     ShaderCompileError,
 )
 from ._group import DeviceGroup, open_devices, split_sizes
-from ._kernel import Kernel, fold_grid, shader_path, shader_source
+from ._kernel import Kernel, fold_grid
 from ._memtrace import MemoryTrace, trace_memory
 from ._pool import MemoryStats
 from ._profile import Profile
+from ._shaders import register_shader_root, shader_path, shader_roots, shader_source
 from ._stream import Event, Stream
 from ._teardown import release_dead as release_dead_devices
 from ._version import __version__ as __version__
@@ -68,8 +73,10 @@ __all__ = [
     "devices",
     "fold_grid",
     "open_devices",
+    "register_shader_root",
     "release_dead_devices",
     "shader_path",
+    "shader_roots",
     "shader_source",
     "split_sizes",
     "synchronize",

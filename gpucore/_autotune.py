@@ -121,9 +121,9 @@ def tuning() -> Iterator[None]:
 
 
 def _may_tune(device: Device) -> bool:
-    if getattr(_state, "busy", False) or device._capture is not None:
+    if getattr(_state, "busy", False) or device.capturing is not None:
         return False
-    if device._profile is not None:
+    if device.profiling is not None:
         return False
     return getattr(_state, "forced", False) or os.environ.get(ENV) == "1"
 

@@ -47,6 +47,13 @@ class BindGroupCache:
             self._forget(next(iter(self._groups)))
         return group
 
+    def create(self, layout: GPUBindGroupLayout,
+               entries: Sequence[tuple[GPUBuffer, int, int]]) -> GPUBindGroup:
+        """A group of its caller's own, not cached (a capture keeps its groups), counted in
+        `created` like the cached ones."""
+        self.created += 1
+        return create_bind_group(self._device, layout, entries)
+
     def evict(self, buffer: GPUBuffer) -> None:
         """Drop every cached group that binds `buffer` (its memory can then be freed)."""
         for key in list(self._by_buffer.get(id(buffer), ())):

@@ -154,7 +154,7 @@ class Buffer(Generic[T]):
         if self.length == 0:
             return np.empty(0, self.dtype)
         dev = self.device
-        if dev._capture is not None:
+        if dev.capturing is not None:
             dev.read_bytes(self.wgpu, 0, 4)  # raises CaptureError, saying why
         await dev.synchronize_async()  # every stream: sees all work recorded before it
         return self.read()

@@ -31,8 +31,8 @@ Rules (checked where they can be):
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
 import wgpu
 from wgpu.classes import (
@@ -41,17 +41,19 @@ from wgpu.classes import (
     GPUBuffer,
     GPUComputePassEncoder,
     GPUComputePipeline,
+    GPUDevice,
+    GPUQueue,
 )
 
-from ._bindings import create_bind_group
-from ._capture_lend import forget, lend, pin, reclaim, unlend, unpin
+from ._bindings import BindGroupCache
 from ._capture_share import plan, remap
 from ._errors import GpuError
+from ._pool import BufferPool
+from ._profile import Profile
+from ._residency import BufferLedger
+from ._stream import Stream
 
-if TYPE_CHECKING:
-    from ._device import Device
-
-__all__ = ["Capture", "CaptureError"]
+__all__ = ["Capture", "CaptureError", "CaptureHost"]
 
 # wgpu-py's own methods cost ~1 us of Python each; on wgpu-native a replay calls the C
 # functions behind them directly with handles prepared once (the same calls, minus the
@@ -83,6 +85,31 @@ def _native_handles(pipeline: GPUComputePipeline, group: GPUBindGroup,
     return pipeline._internal, group._internal, len(offsets), c_offsets
 
 
+class CaptureHost(Protocol):
+    """What a capture needs of its device (a gpucore.Device)."""
+
+    wgpu: GPUDevice
+    queue: GPUQueue
+    limits: dict[str, int]
+    pool: BufferPool
+    ledger: BufferLedger  # its buffers' pins and loans (gpucore._residency)
+    bind_groups: BindGroupCache
+    buffers_created: int
+    capturing: Capture | None  # the open capture: set by Capture under the ledger's lock
+    profiling: Profile | None
+    default_stream: Stream
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def current_stream(self) -> Stream: ...
+
+    def encode_dispatch(self, stream: Stream, pipeline: GPUComputePipeline, group: GPUBindGroup,
+                        offsets: Sequence[int], workgroups: tuple[int, int, int],
+                        label: str) -> None: ...
+
+
 class CaptureError(GpuError):
     """Something a capture cannot repeat was done inside it (a read-back, an event), or a
     capture was used wrongly (replayed while open, nested)."""
@@ -97,8 +124,9 @@ class Capture:
         graph.replay()            # `out` now holds model(new)
     """
 
-    def __init__(self, device: Device) -> None:
+    def __init__(self, device: CaptureHost) -> None:
         self.device = device
+        self._ledger = device.ledger
         self.commands: list[tuple] = []  # as recorded; finalized into self._ops on exit
         self._ops: list[tuple] = []
         self._buffers: dict[int, GPUBuffer] = {}  # id -> wgpu buffer: everything pinned
@@ -123,19 +151,21 @@ class Capture:
     # -- recording (the device calls these under its lock) ----------------------------
     def __enter__(self) -> Capture:
         dev = self.device
-        with dev._lock:
-            if dev._capture is not None:
+        with self._ledger.lock:
+            if dev.capturing is not None:
                 raise CaptureError("a capture is already open on this device; captures do "
                                    "not nest, nor does a replay run inside one: capture the "
                                    "whole call in one block")
-            dev._capture = self
+            dev.capturing = self
+            self._ledger.recording = self._buffers
         self.open = True
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
         self.open = False
-        with self.device._lock:
-            self.device._capture = None
+        with self._ledger.lock:
+            self.device.capturing = None
+            self._ledger.recording = {}
         if exc_type is None:
             self._finalize()
         else:
@@ -201,8 +231,7 @@ class Capture:
                 key = (id(layout), *((id(b), o, s) for b, o, s in entries))
                 group = groups.get(key)
                 if group is None:
-                    group = groups[key] = create_bind_group(dev.wgpu, layout, entries)
-                    dev._bind_groups.created += 1
+                    group = groups[key] = dev.bind_groups.create(layout, entries)
                 self._ops.append(("dispatch", pipeline, group, offsets, grid, label,
                                   _native_handles(pipeline, group, offsets)))
             elif kind == "write":
@@ -214,23 +243,23 @@ class Capture:
         self._keep += [x for x in (uniform, consts) if x is not None]
         self._keep += list(groups.values())
         self.commands = []
-        pin(dev, self._buffers.values())
+        self._ledger.pin(self._buffers.values())
         self._pinned = True
 
     def _share_temporaries(self) -> None:
         """The call's temporaries (buffers it touched that no Buffer owns: idle in the pool
         now) share buffers by lifetime (gpucore._capture_share); those it no longer needs
         are freed, the others are the capture's from now on."""
-        dev = self.device
+        ledger = self._ledger
         mapping: dict[tuple[int, int], int] = {}
 
         def hosts(idle: dict[int, int]) -> set[int]:
             mapping.update(plan(self.commands, idle))
             return set(mapping.values())
 
-        with dev._lock:
-            taken = dev.pool.discard(self._buffers.values(), choose=hosts)
-            dev._orphans.update(taken)
+        with ledger.lock:
+            taken = ledger.pool.discard(self._buffers.values(), choose=hosts)
+            ledger.adopt(taken)
             self.commands = remap(self.commands, mapping, self._buffers)
             kept = set(mapping.values())
             unneeded = {value[0] for value in mapping} - kept
@@ -241,8 +270,8 @@ class Capture:
                              if mapping.get((key, 0)) != key}
             # The others served only the recording (the pool lends a buffer to its own size
             # class alone): freed, not left idle beside the capture's (SD 1.5's step: 226 MiB).
-            for buffer in dev.pool.clear(only=unneeded):
-                forget(dev, buffer)
+            for buffer in ledger.pool.clear(only=unneeded):
+                ledger.forget(buffer)
 
     def _upload(self, blob: bytearray, usage: int, label: str) -> GPUBuffer:
         dev = self.device
@@ -273,24 +302,46 @@ class Capture:
     def lend(self) -> int:
         """Hand the call's scratch to the device's pool until `reclaim()` (or the next
         replay), so that other work (a VAE decode after the UNet's steps) may use it; the
-        GPU runs that work after the replays already recorded. Returns the bytes lent."""
-        return lend(self)
+        GPU runs that work after the replays already recorded. Returns the bytes lent.
+        Only the scratch no other capture pins is lent (gpucore._residency)."""
+        ledger = self._ledger
+        if self.lent or self.closed or not self._pinned or not self._scratch:
+            return 0
+        with ledger.lock:
+            if ledger.pool.idle_bytes + self.scratch_bytes > ledger.pool.limit:
+                return 0  # the pool would drop some: keep them
+            self.lent = True
+            for key, size in list(self._scratch.items()):
+                buffer = self._buffers[key]
+                if not ledger.lend(self, buffer):
+                    continue
+                self._unpinned.add(key)
+                if not ledger.give(buffer, size):  # filled meanwhile (another thread)
+                    return 0
+        return sum(self._scratch[key] for key in self._unpinned)
 
     def reclaim(self) -> bool:
         """Take the lent scratch back from the pool (pinned again). False when some of it is
         gone (kept by its new owner, or dropped by the pool): the capture is released then,
         and the call must be captured again. True when nothing was lent."""
-        return reclaim(self)
+        if not self.lent:
+            return not self.closed
+        with self._ledger.lock:
+            self.lent = False
+            self._unpinned -= self._ledger.reclaim(
+                self, [self._buffers[key] for key in self._unpinned])
+            if self._unpinned:
+                self.release()
+        return not self.closed
 
     def release(self) -> None:
         """Unpin the buffers and drop the recorded stream (also done when collected)."""
         if not self.closed:
             self.closed = True
-            dev = self.device
+            ledger = self._ledger
             if self._pinned:
-                unpin(dev, (b for key, b in self._buffers.items() if key not in self._unpinned))
-            with dev._lock:  # lent ones: the pool's (or their new owner's) now
-                unlend(dev, self)
+                ledger.unpin(b for key, b in self._buffers.items() if key not in self._unpinned)
+            ledger.unlend(self, self._unpinned)  # lent ones: the pool's (or their new owner's) now
             self._ops, self._keep, self._buffers = [], [], {}
             self._scratch, self._unpinned, self.lent = {}, set(), False
 
@@ -301,20 +352,20 @@ class Capture:
             pass
 
 
-def replay_ops(dev: Device, ops: list[tuple]) -> None:
+def replay_ops(dev: CaptureHost, ops: list[tuple]) -> None:
     """Encode a finalized capture's ops into `dev`'s current stream."""
-    with dev._lock:
-        if dev._capture is not None:
+    with dev.ledger.lock:
+        if dev.capturing is not None:
             raise CaptureError("replaying inside a capture is not supported: close the "
                                "capture first")
         stream = dev.current_stream
-        profile = dev._profile if stream is dev.default_stream else None
+        profile = dev.profiling if stream is dev.default_stream else None
         compute = native = None
         due = stream.batch_size()
         for op in ops:
             if op[0] == "dispatch":
                 if profile is not None:
-                    dev._encode(stream, op[1], op[2], op[3], op[4], op[5])
+                    dev.encode_dispatch(stream, op[1], op[2], op[3], op[4], op[5])
                     continue
                 if compute is None:
                     compute = stream.compute or stream.open_pass()
@@ -331,7 +382,7 @@ def replay_ops(dev: Device, ops: list[tuple]) -> None:
                     compute.dispatch_workgroups(*op[4])
                 stream.pending += 1
                 if stream.pending >= due:  # let the GPU start on the first part
-                    dev._flush_stream(stream)
+                    stream.flush()
                     compute = None
                     due = stream.batch_size()
                 continue

@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -17,18 +16,17 @@ from wgpu.classes import (
     GPUBuffer,
     GPUComputePipeline,
     GPUError,
-    GPUQuerySet,
 )
 
 from . import _gl
 from ._adapters import OPTIONAL_FEATURES, AdapterInfo, choose_adapter
 from ._bindings import BindGroupCache
 from ._capture import Capture, CaptureError
-from ._capture_lend import forget
 from ._errors import DeviceLimitError, GpuError, lost_or_gpu_error
 from ._limit import MemoryLimit
 from ._pool import BufferPool, MemoryStats, exact_size, is_released, size_class
 from ._profile import Profile
+from ._residency import BufferLedger
 from ._staging import STAGING_LIMIT, Staging
 from ._stream import Event, Stream
 from ._teardown import hold, release_dead
@@ -77,25 +75,24 @@ class Device:
         self._lock = _gl.register(self.wgpu) if info.backend == "gl" else threading.RLock()
         self._tls = threading.local()  # this thread's current stream
         self._pipelines: dict[tuple, Pipeline] = {}
-        self._bind_groups = BindGroupCache(self.wgpu)
-        self._profile: Profile | None = None
-        self._capture: Capture | None = None
-        self._pinned: dict[int, int] = {}  # id(wgpu buffer) -> captures replaying into it
-        self._orphans: dict[int, int] = {}  # pinned buffers no Buffer owns -> size class
-        self._lent: dict[int, weakref.ref[Capture]] = {}  # a capture's scratch lent to the pool
+        self.bind_groups = BindGroupCache(self.wgpu)
+        self.profiling: Profile | None = None  # the open Profile (it sets this)
+        self.capturing: Capture | None = None  # the open Capture (it sets this, under the lock)
         self._fence: GPUBuffer | None = None
-        self._queries: tuple[GPUQuerySet, GPUBuffer] | None = None  # timed Events' (_stream)
         self.pool = BufferPool()
-        self.memory_limit = MemoryLimit(self)  # a cap on the pool's reserve (gpucore._limit)
+        # which buffers captures pin, lend and hold (gpucore._residency)
+        self.ledger = BufferLedger(self.pool, self._lock, self.bind_groups.evict)
+        self.memory_limit = MemoryLimit(self.ledger)  # a cap on the pool's reserve (gpucore._limit)
         self.staging = Staging(self)  # read-backs and large uploads (gpucore._staging)
         # Creation counters: a warm forward pass or a replay should add to none of them.
         self.buffers_created = 0  # real allocations
         self.pipelines_created = 0
         self._batches = itertools.count()  # numbers the streams' batches as they begin
-        self.default_stream = Stream(self, "default")
+        self.default_stream = self._new_stream("default")
         self._streams = [self.default_stream]
         self._kept: dict[object, Any] = {}
-        hold(self)  # its wgpu device is released by release_dead() once this one is gone
+        # its wgpu device is released by release_dead() once this one is gone
+        hold(self, self.wgpu, self._lock)
 
     # -- construction -----------------------------------------------------------------
     @classmethod
@@ -154,7 +151,7 @@ class Device:
             buffer = self.wgpu.create_buffer(label=label, size=size, usage=usage)
             self.buffers_created += 1
             self.pool.created(buffer, size)
-        if (capture := self._capture) is not None:
+        if (capture := self.capturing) is not None:
             capture.add_alloc(buffer)  # a new value: lets the capture share buffers
         return buffer, size
 
@@ -166,14 +163,7 @@ class Device:
         if is_released(buffer):
             self.pool.dropped(buffer, size)
             return
-        if id(buffer) in self._pinned:
-            with self._lock:  # the capture's now: back to the pool when it is released
-                if id(buffer) in self._pinned:
-                    self._orphans[id(buffer)] = size
-                    return
-        if not self.pool.give(buffer, size):
-            with self._lock:
-                forget(self, buffer)
+        self.ledger.release(buffer, size)
 
     def keep(self, key: object, make: Callable[[], T]) -> T:
         """What ops keep per device under `key` (scratch buffers, constant tables): made by
@@ -197,16 +187,12 @@ class Device:
     def empty_pool(self, nbytes: int | None = None) -> None:
         """Drop idle pooled buffers, at least `nbytes` of them, the largest first (None: every
         one), and the bind groups naming them (wgpu frees them)."""
-        with self._lock:  # and freed under it (an OpenGL device's must be: gpucore._gl)
-            held = self._capture._buffers if self._capture is not None else ()
-            dropped = self.pool.clear(nbytes, keep=held)
-            while dropped:
-                forget(self, dropped.pop())
+        self.ledger.drop_idle(nbytes)  # an open capture's stay
 
     @property
     def bind_groups_created(self) -> int:
         """Bind groups made so far (cached dispatches and captures): a replay adds none."""
-        return self._bind_groups.created
+        return self.bind_groups.created
 
     # -- streams ----------------------------------------------------------------------
     @property
@@ -221,9 +207,14 @@ class Device:
             for s in self._streams:
                 if s.name == name:
                     return s
-            made = Stream(self, name)
+            made = self._new_stream(name)
             self._streams.append(made)
             return made
+
+    def _new_stream(self, name: str) -> Stream:
+        # the flush looked up at each call: a test counts submits by patching it
+        return Stream(self, name, lock=self._lock, current=self._tls, batches=self._batches,
+                      submit=lambda stream: self._flush_stream(stream))
 
     # -- command stream ---------------------------------------------------------------
     def record_dispatch(self, pipeline: GPUComputePipeline, layout: GPUBindGroupLayout,
@@ -231,8 +222,8 @@ class Device:
                         workgroups: tuple[int, int, int], label: str) -> None:
         """Record one compute dispatch into the current stream's batch (no submit)."""
         with self._lock:
-            if self._capture is not None:
-                self._capture.add_dispatch(pipeline, layout, buffers, params, workgroups, label)
+            if self.capturing is not None:
+                self.capturing.add_dispatch(pipeline, layout, buffers, params, workgroups, label)
             stream = self.current_stream
             entries = list(buffers)
             offsets: list[int] = []
@@ -241,13 +232,15 @@ class Device:
                     self._flush_stream(stream)
                 offsets.append(stream.params.add(params))
                 entries.append((stream.params.buffer, 0, len(params)))
-            group = self._bind_groups.get(layout, tuple(entries))
-            self._encode(stream, pipeline, group, offsets, workgroups, label)
+            group = self.bind_groups.get(layout, tuple(entries))
+            self.encode_dispatch(stream, pipeline, group, offsets, workgroups, label)
 
-    def _encode(self, stream: Stream, pipeline: GPUComputePipeline, group: GPUBindGroup,
-                offsets: Sequence[int],
-                workgroups: tuple[int, int, int], label: str) -> None:
-        profile = self._profile if stream is self.default_stream else None
+    def encode_dispatch(self, stream: Stream, pipeline: GPUComputePipeline, group: GPUBindGroup,
+                        offsets: Sequence[int], workgroups: tuple[int, int, int],
+                        label: str) -> None:
+        """Encode one dispatch of a bound group into `stream` (under the lock; a replay's
+        dispatches come here while a profile times them)."""
+        profile = self.profiling if stream is self.default_stream else None
         if profile is not None:  # a pass of its own, to carry the timestamps
             stream.end_pass()
             compute = stream.encoder_for_recording().begin_compute_pass(
@@ -271,8 +264,8 @@ class Device:
         """Record a buffer-to-buffer copy into the current stream's batch."""
         with self._lock:
             if size:
-                if self._capture is not None:
-                    self._capture.add_copy(src, src_offset, dst, dst_offset, size)
+                if self.capturing is not None:
+                    self.capturing.add_copy(src, src_offset, dst, dst_offset, size)
                 stream = self.current_stream
                 stream.end_pass()
                 stream.encoder_for_recording().copy_buffer_to_buffer(
@@ -282,8 +275,8 @@ class Device:
     def record_clear(self, buffer: GPUBuffer, size: int) -> None:
         """Record a clear to zero of the first `size` bytes of `buffer`."""
         with self._lock:
-            if self._capture is not None:
-                self._capture.add_clear(buffer, size)
+            if self.capturing is not None:
+                self.capturing.add_clear(buffer, size)
             stream = self.current_stream
             stream.end_pass()
             stream.encoder_for_recording().clear_buffer(buffer, 0, size)
@@ -306,7 +299,7 @@ class Device:
                 return
             stream.end_pass()
             encoder, stream.encoder, stream.pending = stream.encoder, None, 0
-            profile = self._profile if stream is self.default_stream else None
+            profile = self.profiling if stream is self.default_stream else None
             if profile is not None:
                 profile.resolve_into(encoder)
             try:
@@ -373,7 +366,7 @@ class Device:
         """Submit pending work (every stream), then copy `size` bytes of `buffer` back, into
         `out` when given (a contiguous array of `size` bytes), through the staging ring."""
         with self._lock:
-            if self._capture is not None:
+            if self.capturing is not None:
                 raise CaptureError(
                     "a read-back inside a capture: a replay cannot repeat host logic that "
                     "uses the value. Keep the value on the device, or read it after the "
@@ -390,10 +383,10 @@ class Device:
         """Write host bytes into `buffer`, ordered after everything recorded so far (on every
         stream). Inside a capture the bytes become a constant the replay writes again."""
         with self._lock:
-            if self._capture is not None:
-                self._capture.add_write(
+            if self.capturing is not None:
+                self.capturing.add_write(
                     buffer, offset, data if isinstance(data, bytes) else data.tobytes())
             self.flush()
             self.staging.write(buffer, offset, data)
-            if self.staging.held > STAGING_LIMIT and self._capture is None:
+            if self.staging.held > STAGING_LIMIT and self.capturing is None:
                 self.synchronize()  # else wgpu keeps every small write's copy until a submit

@@ -8,8 +8,6 @@ import operator
 import re
 import struct
 from collections.abc import Callable, Hashable, Mapping
-from importlib import resources
-from importlib.resources.abc import Traversable
 from typing import Any
 
 import wgpu
@@ -20,26 +18,14 @@ from ._device import Device, Pipeline
 from ._dtypes import wgsl_scalar
 from ._errors import BindingError, BindingTypeError, DeviceLimitError, ShaderCompileError
 from ._runtime import GPU_ERRORS, adapt_source
+from ._shaders import shader_source
 
-__all__ = ["Kernel", "fold_grid", "shader_path", "shader_source"]
+__all__ = ["Kernel", "fold_grid"]
 
 _LOCATION = re.compile(r"(?:wgsl|WGSL: ):(\d+):(\d+)")  # naga's, then Tint's (Dawn) form
 _MESSAGE = re.compile(r"Shader (?:'[^']*' )?(?:parsing |validation )?error: ([^\n]*)")
 _loaded: dict[tuple, Kernel] = {}  # Kernel.cached's and Kernel.generated's store
 _PACK = {"f32": "f", "i32": "i", "u32": "I"}
-
-
-def shader_path(name: str) -> Traversable:
-    """The packaged file for shader `name` ('core/vector_add' -> shaders/core/vector_add.wgsl)."""
-    rel = name if name.endswith(".wgsl") else name + ".wgsl"
-    path = resources.files("shaders").joinpath(rel)
-    if not path.is_file():
-        raise FileNotFoundError(f"no shader {rel!r} under the shaders/ package")
-    return path
-
-
-def shader_source(name: str) -> str:
-    return shader_path(name).read_text(encoding="utf-8")
 
 
 def _wgsl_types(types: Mapping[str, Any] | None) -> dict[str, str]:
@@ -95,7 +81,8 @@ def _check_numbering(name: str, signature: _wgsl.Signature) -> None:
 class Kernel:
     """One compute entry point of a WGSL module.
 
-    `Kernel.load("core/vector_add")` reads `shaders/core/vector_add.wgsl`;
+    `Kernel.load("core/vector_add")` reads `core/vector_add.wgsl` from the registered shader
+    roots (gpucore._shaders: gpustd registers the `shaders` package);
     `Kernel(source, name=...)` takes the text. `constants` sets WGSL `override`s;
     `types` rebinds `alias T = ...;` declarations (the only textual specialization), each
     to WGSL text or a numpy dtype (`{"T": np.float16}` is `{"T": "f16"}`). Ops get theirs
@@ -150,7 +137,8 @@ class Kernel:
 
     @classmethod
     def load(cls, name: str, *, parts: tuple[str, ...] = (), **kwargs: Any) -> Kernel:
-        """The kernel in the packaged file `shaders/<name>.wgsl`.
+        """The kernel in the file `<name>.wgsl` of the first shader root that has it
+        (`gpucore.register_shader_root`).
 
         `parts` appends other shader files (functions without an entry point) — the way to
         pick between variants WGSL cannot select at compile time, such as a subgroup path and

@@ -27,24 +27,22 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
 
-from ._capture_lend import forget
+from wgpu.classes import GPUBuffer
+
 from ._errors import MemoryLimitError
-
-if TYPE_CHECKING:
-    from wgpu.classes import GPUBuffer
-
-    from ._device import Device
+from ._residency import BufferLedger
 
 __all__ = ["MemoryLimit"]
 
 
 class MemoryLimit:
-    """A Device's memory cap (see the module doc); `bytes` None: no cap."""
+    """A Device's memory cap (see the module doc); `bytes` None: no cap. It keeps the cap on
+    the device's pool through the device's BufferLedger (which buffers captures hold)."""
 
-    def __init__(self, device: Device) -> None:
-        self.device = device
+    def __init__(self, ledger: BufferLedger) -> None:
+        self._ledger = ledger
+        self._pool = ledger.pool
         self.bytes: int | None = None
         self.evictors: list[Callable[[], bool]] = []
         self._evicting = False
@@ -65,9 +63,9 @@ class MemoryLimit:
         elif evict is not None and evict not in self.evictors:
             self.evictors.append(evict)
         if nbytes is not None:
-            stats = self.device.memory_stats()
+            stats = self._pool.stats()
             if stats.reserved > nbytes:
-                self.device.empty_pool(stats.reserved - nbytes)
+                self._ledger.drop_idle(stats.reserved - nbytes)
 
     def make_room(self, size: int, what: str) -> GPUBuffer | None:
         """Make the device's reserve room for a new buffer of `size` bytes (a size class; called
@@ -78,7 +76,7 @@ class MemoryLimit:
         if self.bytes is None:
             return None
         while True:
-            stats = self.device.memory_stats()
+            stats = self._pool.stats()
             over = stats.reserved + size - self.bytes
             if over <= 0:
                 return None
@@ -89,7 +87,7 @@ class MemoryLimit:
             if not self._evict_one():
                 raise MemoryLimitError(self.bytes, stats.reserved + size,
                                        f"{what} ({size:,} bytes)")
-            if (found := self.device.pool.take(size)) is not None:
+            if (found := self._pool.take(size)) is not None:
                 return found
 
     @contextlib.contextmanager
@@ -103,20 +101,14 @@ class MemoryLimit:
             self._frugal -= 1
 
     def _drop_idle(self) -> None:
-        dev = self.device
-        with dev._lock:
-            keep = set(dev._lent)
-            if dev._capture is not None:
-                keep |= dev._capture._buffers.keys()
-            for buffer in dev.pool.clear(keep=keep):
-                forget(dev, buffer)
+        self._ledger.drop_idle(keep_lent=True)
 
     def trim(self, nbytes: int, pooled: int) -> bool:
         """Drop idle buffers (at least `nbytes`; `pooled`: the pool's idle bytes now); False
         when none could go (an open capture holds every idle one). Also gpustd.nn.residency's
         first step in making room."""
-        self.device.empty_pool(nbytes)
-        return self.device.memory_stats().pooled < pooled
+        self._ledger.drop_idle(nbytes)
+        return self._pool.stats().pooled < pooled
 
     def release(self, evict: Callable[[], bool]) -> None:
         """Forget evictor `evict`; the cap goes with the last one."""

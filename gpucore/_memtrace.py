@@ -26,14 +26,12 @@ import os
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from types import FrameType
 
     from wgpu.classes import GPUBuffer
-
-    from ._device import Device
 
 __all__ = ["MemoryTrace", "trace_memory"]
 
@@ -124,8 +122,26 @@ class MemoryTrace:
             total[1] -= size
 
 
+class _Pool(Protocol):
+    trace: MemoryTrace | None  # the pool reports its allocations to it
+
+
+class _Stats(Protocol):
+    @property
+    def allocated(self) -> int: ...
+
+
+class _Traced(Protocol):
+    """What a trace needs of its device (a gpucore.Device)."""
+
+    @property
+    def pool(self) -> _Pool: ...
+
+    def memory_stats(self) -> _Stats: ...
+
+
 @contextlib.contextmanager
-def trace_memory(device: Device, *, skip: tuple[str, ...] = ()) -> Iterator[MemoryTrace]:
+def trace_memory(device: _Traced, *, skip: tuple[str, ...] = ()) -> Iterator[MemoryTrace]:
     """Trace `device`'s allocations while the block runs (see the module doc); `skip`: path
     parts of packages whose frames are not origins (`("gpustd",)`: the model code calling an
     op, not the op)."""

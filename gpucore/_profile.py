@@ -3,26 +3,37 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 import wgpu
-from wgpu.classes import GPUBuffer, GPUCommandEncoder, GPUQuerySet, GPUQueue
+from wgpu.classes import GPUBuffer, GPUCommandEncoder, GPUDevice, GPUQuerySet, GPUQueue
 
+from ._adapters import AdapterInfo
 from ._errors import GpuError
 
-if TYPE_CHECKING:
-    from ._device import Device
-
-__all__ = ["Profile"]
+__all__ = ["Profile", "ProfileHost"]
 
 _QUERIES = 4096  # two per dispatch; the batch is submitted when the set is full
+
+
+class ProfileHost(Protocol):
+    """What a profile needs of its device (a gpucore.Device)."""
+
+    info: AdapterInfo
+    wgpu: GPUDevice
+    profiling: Profile | None  # the open profile: the device times its dispatches into it
+
+    @property
+    def has_timestamps(self) -> bool: ...
+
+    def flush(self) -> None: ...
 
 
 class Profile:
     """Collects (kernel label, GPU nanoseconds) for every dispatch while active."""
 
-    def __init__(self, device: Device) -> None:
+    def __init__(self, device: ProfileHost) -> None:
         self.device = device
         self.records: list[tuple[str, float]] = []
         self._labels: list[str] = []
@@ -37,7 +48,7 @@ class Profile:
                 "profile on an adapter that has it (time with synchronize() otherwise)"
             )
         device.flush()  # work recorded before the profile is not timed in it
-        device._profile = self
+        device.profiling = self
         self._query_set = device.wgpu.create_query_set(type="timestamp", count=_QUERIES)
         self._resolve = device.wgpu.create_buffer(
             size=_QUERIES * 8,
@@ -47,7 +58,7 @@ class Profile:
 
     def __exit__(self, *exc: object) -> None:
         self.device.flush()
-        self.device._profile = None
+        self.device.profiling = None
 
     @property
     def full(self) -> bool:

@@ -34,14 +34,11 @@ import itertools
 import os
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 import wgpu
-from wgpu.classes import GPUBuffer, GPUPromise
-
-if TYPE_CHECKING:
-    from ._device import Device
+from wgpu.classes import GPUBuffer, GPUDevice, GPUPromise, GPUQueue
 
 __all__ = ["CHUNK", "DEPTH", "SMALL_WRITE", "STAGING_LIMIT", "Staging"]
 
@@ -122,6 +119,14 @@ def _fill(slot: GPUBuffer, src: np.ndarray) -> None:
     _host_copy(np.frombuffer(view(0, _words(src.size)), np.uint8, count=src.size), src)
 
 
+class _Handles(Protocol):
+    """What the rings need of their device (a gpucore.Device)."""
+
+    wgpu: GPUDevice
+    queue: GPUQueue
+    limits: dict[str, int]
+
+
 class Staging:
     """One device's staging rings. `read` and `write` are called by Device with its lock held.
 
@@ -129,7 +134,7 @@ class Staging:
     life, however many transfers run (a warm transfer allocates nothing).
     """
 
-    def __init__(self, device: Device, *, chunk: int = CHUNK, depth: int = DEPTH,
+    def __init__(self, device: _Handles, *, chunk: int = CHUNK, depth: int = DEPTH,
                  small_write: int = SMALL_WRITE) -> None:
         if chunk % 8 or chunk <= 0 or depth < 2:
             raise ValueError(f"staging chunk {chunk} must be a positive multiple of 8 and "

@@ -25,8 +25,9 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Callable, Generator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Generator, Hashable, Iterator
+from contextlib import AbstractContextManager
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import wgpu
@@ -34,18 +35,20 @@ from wgpu.classes import (
     GPUBuffer,
     GPUCommandEncoder,
     GPUComputePassEncoder,
+    GPUDevice,
     GPUPromise,
     GPUQuerySet,
+    GPUQueue,
 )
 
 from . import _runtime
+from ._adapters import AdapterInfo
 from ._bindings import ParamsArena
 from ._errors import GpuError
 
-if TYPE_CHECKING:
-    from ._device import Device
+__all__ = ["Event", "Stream", "StreamHost"]
 
-__all__ = ["Event", "Stream"]
+T = TypeVar("T")
 
 _MAP = wgpu.BufferUsage.MAP_READ | wgpu.BufferUsage.COPY_DST
 # Dispatches per submit on a real GPU: enough to amortize a submit, few enough that the GPU
@@ -67,14 +70,35 @@ FIRST_SUBMIT_S = 0.0005
 SUBMIT_AFTER_MAX_S = 0.004
 
 
-def _timing_queries(dev: Device) -> tuple[GPUQuerySet, GPUBuffer]:
+class StreamHost(Protocol):
+    """What streams and events need of their device (a gpucore.Device)."""
+
+    info: AdapterInfo
+    wgpu: GPUDevice
+    queue: GPUQueue
+    limits: dict[str, int]
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def has_timestamps(self) -> bool: ...
+
+    @property
+    def current_stream(self) -> Stream: ...
+
+    @property
+    def capturing(self) -> object | None: ...  # the open Capture, if any
+
+    def keep(self, key: Hashable, make: Callable[[], T]) -> T: ...
+
+
+def _timing_queries(dev: StreamHost) -> tuple[GPUQuerySet, GPUBuffer]:
     """The device's one timestamp query set and resolve buffer for timed events (made once)."""
-    if dev._queries is None:
-        dev._queries = (
-            dev.wgpu.create_query_set(type="timestamp", count=1),
-            dev.wgpu.create_buffer(size=8, usage=wgpu.BufferUsage.QUERY_RESOLVE
-                                   | wgpu.BufferUsage.COPY_SRC))
-    return dev._queries
+    return dev.keep(("gpucore._stream", "timing queries"), lambda: (
+        dev.wgpu.create_query_set(type="timestamp", count=1),
+        dev.wgpu.create_buffer(size=8, usage=wgpu.BufferUsage.QUERY_RESOLVE
+                               | wgpu.BufferUsage.COPY_SRC)))
 
 
 class Stream:
@@ -83,11 +107,21 @@ class Stream:
     `with stream:` makes it the current stream of this thread on its device: dispatches,
     copies and clears recorded in the block go to it. numpy has no equivalent; CUDA's is
     `torch.cuda.Stream` (but see the module docstring: one wgpu queue underneath).
+
+    Its device makes it (`Device.stream(name)`) and hands it the device's `lock`, the
+    thread-local `current` slot that `with stream:` sets, the device-wide `batches` count
+    that orders the streams' flushes, and `submit`, which submits a stream's batch.
     """
 
-    def __init__(self, device: Device, name: str) -> None:
+    def __init__(self, device: StreamHost, name: str, *, lock: AbstractContextManager[Any],
+                 current: threading.local, batches: Iterator[int],
+                 submit: Callable[[Stream], None]) -> None:
         self.device = device
         self.name = name
+        self.lock = lock  # the device's: recording and submits
+        self._current = current
+        self._batches = batches
+        self._submit = submit
         self.encoder: GPUCommandEncoder | None = None
         self.started = 0  # when the pending batch began (device-wide count): flush order
         # the open compute pass of the batch being recorded
@@ -108,18 +142,18 @@ class Stream:
         return f"<Stream {self.name!r} on {self.device.name!r}, {self.pending} pending>"
 
     def __enter__(self) -> Stream:
-        self._outer.append(getattr(self.device._tls, "stream", None))
-        self.device._tls.stream = self
+        self._outer.append(getattr(self._current, "stream", None))
+        self._current.stream = self
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.device._tls.stream = self._outer.pop()
+        self._current.stream = self._outer.pop()
 
     # -- recording (called by Device under its lock) ----------------------------------
     def encoder_for_recording(self) -> GPUCommandEncoder:
         if self.encoder is None:
             self.encoder = self.device.wgpu.create_command_encoder(label=f"gpucore {self.name}")
-            self.started = next(self.device._batches)
+            self.started = next(self._batches)
             self.opened = time.perf_counter()
         return self.encoder
 
@@ -147,7 +181,7 @@ class Stream:
 
     def flush(self) -> None:
         """Submit this stream's recorded work (does not wait, leaves other streams alone)."""
-        self.device._flush_stream(self)
+        self._submit(self)
 
     # -- events -----------------------------------------------------------------------
     def record_event(self, *, timing: bool = False) -> Event:
@@ -179,7 +213,7 @@ class Event:
     before it. `timing=True` (needs 'timestamp-query') also stamps the GPU clock, for
     `elapsed_ms`. CUDA's equivalent: `torch.cuda.Event(enable_timing=...)`."""
 
-    def __init__(self, device: Device, *, timing: bool = False) -> None:
+    def __init__(self, device: StreamHost, *, timing: bool = False) -> None:
         if timing and not device.has_timestamps:
             raise GpuError(
                 f"adapter {device.info.label} has no 'timestamp-query' feature, so events "
@@ -206,11 +240,11 @@ class Event:
             raise GpuError(f"an Event of {dev.info.label} cannot be recorded on a stream of "
                            f"{stream.device.info.label} (devices share no queue): make the "
                            "event with Event(stream.device) or stream.record_event()")
-        if dev._capture is not None:
+        if dev.capturing is not None:
             raise GpuError("an event cannot be recorded inside a capture (replays do not "
                            "repeat host-side markers); record it before or after")
-        with dev._lock:
-            dev._flush_stream(stream)
+        with stream.lock:
+            stream.flush()
             encoder = dev.wgpu.create_command_encoder(label="gpucore event")
             staging = dev.wgpu.create_buffer(label="gpucore event", size=8, usage=_MAP)
             if self.timing:

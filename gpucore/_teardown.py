@@ -26,25 +26,23 @@ from __future__ import annotations
 import itertools
 import threading
 import weakref
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from ._device import Device
+from typing import Any
 
 __all__ = ["hold", "release_dead"]
 
 _held: dict[int, Any] = {}  # key -> the wgpu device of a live Device
 _dead: list[Any] = []  # wgpu devices whose Device is gone, awaiting release_dead()
-_live: weakref.WeakSet[Device] = weakref.WeakSet()  # for their locks
+_locks: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()  # live Device -> lock
 _keys = itertools.count()
 _releasing = threading.Lock()
 
 
-def hold(device: Device) -> None:
-    """Keep `device.wgpu` until `device` is gone and `release_dead()` runs."""
+def hold(device: object, wgpu_device: Any, lock: Any) -> None:
+    """Keep `wgpu_device` (`device`'s) until `device` is gone and `release_dead()` runs;
+    `lock`: the device's, held while its wgpu device could be in use."""
     key = next(_keys)
-    _held[key] = device.wgpu
-    _live.add(device)
+    _held[key] = wgpu_device
+    _locks[device] = lock
     weakref.finalize(device, _bury, key)
 
 
@@ -69,7 +67,7 @@ def release_dead(timeout: float = 5.0) -> int:
         return 0
     locked: list[Any] = []  # RLocks, and gpucore._gl.LOCK
     try:  # every lock once (OpenGL Devices share one), in one order for every caller
-        for lock in sorted({id(d._lock): d._lock for d in list(_live)}.values(), key=id):
+        for lock in sorted({id(lock): lock for lock in list(_locks.values())}.values(), key=id):
             if not lock.acquire(timeout=timeout):
                 return 0
             locked.append(lock)

@@ -8,6 +8,8 @@ gpustd across the GPUs of a cluster; imported on its own); `gemm` holds the GEMM
 linalg and nn (plans, kernels, their tuners: see its docstring).
 """
 
+import gpucore
+
 # _numpy_api fills Tensor's operator and numpy-protocol tables
 from . import _numpy_api, fft, image, linalg, nn, quant, signal  # noqa: F401
 from ._tensor import Tensor, asarray, empty, zeros
@@ -63,6 +65,9 @@ from .shape import (
 from .signal import convolve, correlate
 from .softmax import log_softmax, softmax
 from .unary import abs, clip, exp, gelu, log, negative, rsqrt, sigmoid, silu, sqrt, tanh
+
+# every op's WGSL lives in the `shaders` package, by area: Kernel.load("linalg/gemm")
+gpucore.register_shader_root("shaders")
 
 __all__ = [
     "KernelCompileError", "Tensor", "abs", "add", "argmax", "argmin", "asarray", "bitwise_and",

@@ -17,6 +17,8 @@ import pytest
 import gpucore
 from gpucore import autotune
 
+# gpucore's tests load the `core/` kernels without gpustd, which registers them for ops
+gpucore.register_shader_root("shaders")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # references never reach a hub
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # one pytest process per core (CI's -n 2 on 2 cores): torch's references on one thread

@@ -130,7 +130,7 @@ class Residency:
             self._resident.move_to_end(id(module))
             self._make_room(extra, unit)  # one at a time: the others leave all the same
             return
-        if getattr(self.device, "_capture", None) is not None:  # the open capture, if any
+        if self.device.capturing is not None:
             raise OffloadedError(
                 f"{unit.name} must be brought onto the GPU inside a capture, which would record "
                 "its weights as constants; bring it in (Residency.use) before recording")

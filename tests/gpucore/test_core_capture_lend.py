@@ -1,4 +1,4 @@
-"""A capture lends its scratch to the pool between replays (gpucore._capture_lend): other
+"""A capture lends its scratch to the pool between replays (gpucore._residency): other
 work borrows the same memory, the replay after takes it back and is still the eager call
 bitwise, and a capture whose scratch was kept or dropped meanwhile records again."""
 
@@ -101,7 +101,7 @@ def test_a_lent_buffer_the_pool_drops_is_freed(device) -> None:
     refs = [weakref.ref(b) for b in _scratch(graph)]
     step.lend()
     device.empty_pool()
-    assert graph.closed and not device._lent
+    assert graph.closed and not device.ledger.lent
     gc.collect()
     assert all(r() is None for r in refs), "a dropped lent buffer is still alive"
     np.testing.assert_array_equal(step(x).numpy(), first)
@@ -115,7 +115,7 @@ def test_lending_twice_or_after_release_lends_nothing(device) -> None:
     assert graph.lend() == 0
     lent = set(graph._scratch)
     graph.release()
-    assert lent and not device._lent.keys() & lent
+    assert lent and not device.ledger.lent & lent
     assert graph.lend() == 0 and not graph.reclaim()
     with pytest.raises(gpucore.CaptureError, match="released"):
         graph.replay()
@@ -144,8 +144,8 @@ def test_a_lent_capture_dropped_unpins_and_forgets(device) -> None:
     graph, _x, _out = _captured(device, rng)
     lent = set(graph._scratch)
     pinned = set(graph._buffers) - lent
-    assert graph.lend() > 0 and lent <= device._lent.keys()
+    assert graph.lend() > 0 and lent <= device.ledger.lent
     del graph
     gc.collect()
-    assert not lent & device._lent.keys()
-    assert not pinned & device._pinned.keys()
+    assert not lent & device.ledger.lent
+    assert not pinned & device.ledger.pinned

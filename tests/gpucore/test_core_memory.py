@@ -219,6 +219,6 @@ def test_frugal_drops_idle_buffers_before_making_one(dev: gpucore.Device) -> Non
     assert step.lend() > 0
     with dev.memory_limit.frugal():
         assert climb() == _cls(dev, LARGE)
-    assert dev._lent and not any(e.graph.closed for e in step._entries.values())
+    assert dev.ledger.lent and not any(e.graph.closed for e in step._entries.values())
     np.testing.assert_array_equal(step(x).numpy(), first)
     assert (step.recordings, step.replays) == (1, 1)

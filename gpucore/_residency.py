@@ -1,0 +1,163 @@
+"""BufferLedger: which of a device's buffers captures hold beyond their Buffer objects.
+
+A capture pins every buffer it replays into (`pin`, `unpin`): the pool never hands one to
+anyone else while the capture exists, and one whose Buffer is gone meanwhile (an *orphan*, or
+a temporary the capture took from the pool: `adopt`) goes back to the pool when the last
+capture pinning it lets go. The open capture's buffers (`recording`) stay out of the pool's
+clearing too.
+
+The call's scratch, the temporaries none of whose values outlives the call, holds nothing
+between two replays, so a capture can lend it (`Capture.lend`): the buffers go to the pool's
+idle lists, where other work of their size class takes them (a VAE decode after the UNet's
+steps), and `reclaim` takes the same buffers back before the next replay. The GPU runs the
+borrowers' work after the replays recorded before it and before those recorded after the
+reclaim, as it does for any pooled buffer. Should one not be idle at the reclaim (its
+borrower kept it, another capture pinned it) or the pool drop one meanwhile (`forget`: a
+memory cap trimming the pool), the lender is released rather than keep a buffer the pool
+counts as freed alive: the caller captures the call again (gpustd.capture does).
+
+The Device owns one ledger and hands it to its captures and its memory cap; nothing else
+reads the ledger's books.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable, Collection, Iterable, KeysView, Mapping
+from contextlib import AbstractContextManager
+from typing import Any, Protocol
+
+from wgpu.classes import GPUBuffer
+
+from ._pool import BufferPool
+
+__all__ = ["BufferLedger", "Lender"]
+
+
+class Lender(Protocol):
+    """What lends buffers to the pool (a Capture): released when one of them is lost."""
+
+    def release(self) -> None: ...
+
+
+class BufferLedger:
+    """The pinned, orphaned and lent buffers of one device (see the module doc). `lock` is
+    the device's; `evict(buffer)` drops the bind groups naming a buffer that leaves for good."""
+
+    def __init__(self, pool: BufferPool, lock: AbstractContextManager[Any],
+                 evict: Callable[[GPUBuffer], None]) -> None:
+        self.pool = pool
+        self.lock = lock
+        self._evict = evict
+        self._pinned: dict[int, int] = {}  # id(wgpu buffer) -> captures replaying into it
+        self._orphans: dict[int, int] = {}  # pinned buffers no Buffer owns -> size class
+        self._lent: dict[int, weakref.ref[Lender]] = {}  # a capture's scratch lent to the pool
+        self.recording: Mapping[int, GPUBuffer] = {}  # the open capture's buffers, by id
+
+    @property
+    def lent(self) -> KeysView[int]:
+        """The ids of the buffers lent to the pool now."""
+        return self._lent.keys()
+
+    @property
+    def pinned(self) -> KeysView[int]:
+        """The ids of the buffers some capture pins now."""
+        return self._pinned.keys()
+
+    # -- a buffer's way back ----------------------------------------------------------
+    def release(self, buffer: GPUBuffer, size: int) -> None:
+        """`buffer`'s Buffer is gone: a pinned one stays with its captures (back to the pool
+        when they let go), any other goes to the pool (see `give`)."""
+        if id(buffer) in self._pinned:
+            with self.lock:
+                if id(buffer) in self._pinned:
+                    self._orphans[id(buffer)] = size
+                    return
+        self.give(buffer, size)
+
+    def give(self, buffer: GPUBuffer, size: int) -> bool:
+        """`buffer` to the pool's idle list; one it has no room for is dropped (`forget`).
+        False when it was dropped."""
+        if self.pool.give(buffer, size):
+            return True
+        with self.lock:
+            self.forget(buffer)
+        return False
+
+    def forget(self, buffer: GPUBuffer) -> None:
+        """`buffer` left the pool for good: drop the bind groups naming it, and the capture that
+        lent it (which would keep it alive), so that wgpu frees it."""
+        self._evict(buffer)
+        if (ref := self._lent.pop(id(buffer), None)) is not None and (lender := ref()) is not None:
+            lender.release()
+
+    def drop_idle(self, nbytes: int | None = None, *, keep_lent: bool = False) -> None:
+        """Drop idle pooled buffers, at least `nbytes` of them, the largest first (None: every
+        one), but never the open capture's (nor, with `keep_lent`, lent ones)."""
+        with self.lock:  # and freed under it (an OpenGL device's must be: gpucore._gl)
+            keep: Collection[int] = self.recording.keys()
+            if keep_lent:
+                keep = self._lent.keys() | keep
+            dropped = self.pool.clear(nbytes, keep=keep)
+            while dropped:
+                self.forget(dropped.pop())
+
+    # -- pinning ----------------------------------------------------------------------
+    def adopt(self, taken: Mapping[int, int]) -> None:
+        """Buffers (id -> size class) taken out of the pool for a capture that no Buffer owns:
+        back to the pool when unpinned."""
+        self._orphans.update(taken)
+
+    def pin(self, buffers: Iterable[GPUBuffer]) -> None:
+        """Keep `buffers` out of the pool while a capture replays into them."""
+        buffers = list(buffers)
+        with self.lock:
+            self._orphans.update(self.pool.discard(buffers))
+            for b in buffers:
+                self._pinned[id(b)] = self._pinned.get(id(b), 0) + 1
+
+    def unpin(self, buffers: Iterable[GPUBuffer]) -> None:
+        """Undo `pin`; buffers no Buffer owns any more go back to the pool."""
+        with self.lock:
+            for b in buffers:
+                left = self._pinned.pop(id(b), 1) - 1
+                if left:
+                    self._pinned[id(b)] = left
+                    continue
+                size = self._orphans.pop(id(b), None)
+                if size is None or not self.pool.give(b, size):
+                    # freed (or still owned: its Buffer pools it later), so the groups
+                    # naming it must not keep it alive
+                    self.forget(b)
+
+    # -- lending ----------------------------------------------------------------------
+    def lend(self, lender: Lender, buffer: GPUBuffer) -> bool:
+        """Unpin `buffer` for `lender` (under the lock) when it is that capture's alone and no
+        Buffer owns it; its lender then hands it to the pool (`give`). Held weakly: dropping
+        the lender releases it."""
+        key = id(buffer)
+        if self._pinned.get(key) != 1 or self._orphans.pop(key, None) is None:
+            return False  # another capture replays into it too: not this one's to lend
+        del self._pinned[key]
+        self._lent[key] = weakref.ref(lender)
+        return True
+
+    def reclaim(self, lender: Lender, buffers: Iterable[GPUBuffer]) -> set[int]:
+        """Take `lender`'s lent `buffers` back out of the pool, pinned again; the ids taken
+        (those not idle now are missing)."""
+        buffers = list(buffers)
+        with self.lock:
+            self.unlend(lender, (id(b) for b in buffers))
+            taken = self.pool.discard(buffers)
+            self._orphans.update(taken)
+            for key in taken:
+                self._pinned[key] = self._pinned.get(key, 0) + 1
+            return set(taken)
+
+    def unlend(self, lender: Lender, keys: Iterable[int]) -> None:
+        """Forget that `lender` (or a collected lender) lent the buffers `keys`."""
+        with self.lock:
+            for key in keys:
+                ref = self._lent.get(key)
+                if ref is not None and ref() in (lender, None):
+                    del self._lent[key]
