@@ -35,7 +35,7 @@ from ._errors import (
     NoAdapterError,
     ShaderCompileError,
 )
-from ._group import DeviceGroup, open_devices, split_sizes
+from ._group import DeviceGroup, open_devices, select_adapters, split_sizes
 from ._kernel import Kernel, fold_grid
 from ._memtrace import MemoryTrace, trace_memory
 from ._pool import MemoryStats
@@ -75,6 +75,7 @@ __all__ = [
     "open_devices",
     "register_shader_root",
     "release_dead_devices",
+    "select_adapters",
     "shader_path",
     "shader_roots",
     "shader_source",

@@ -21,9 +21,10 @@ from typing import Any, TypeVar
 from ._adapters import _BACKEND_RANK, _BACKENDS, AdapterInfo, choose_adapter, devices
 from ._device import Device
 from ._errors import NoAdapterError
+from ._runtime import RUNTIMES
 from ._teardown import release_dead
 
-__all__ = ["DeviceGroup", "open_devices", "split_sizes"]
+__all__ = ["DeviceGroup", "open_devices", "select_adapters", "split_sizes"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -44,10 +45,19 @@ def _all_adapters(present: list[AdapterInfo]) -> list[AdapterInfo]:
     return [a for a in gpus if _BACKEND_RANK.get(a.backend, 3) == best]
 
 
-def _resolve(spec: str | int | Sequence[str | int],
-             present: list[AdapterInfo]) -> list[AdapterInfo]:
+def select_adapters(spec: str | int | Sequence[str | int] = "all", *,
+                    repeats: bool = False) -> list[AdapterInfo]:
+    """The adapters `spec` names, opening none (what `open_devices` opens).
+
+    `spec`: "all" (every GPU once, on its best backend, of the runtime in effect; every
+    adapter when all are software ones); indices as `python -m gpucore info` lists them
+    ("0,1", [0, 1]; an index names an adapter of any runtime); `RUNTIME:N`, the Nth adapter of
+    that runtime (`dawn:0,wgpu:1`: one GPU through Dawn, another through wgpu-native);
+    backend names ("vulkan,gl") or adapter-name substrings ("H200"). `repeats`: one adapter
+    may be named twice (two worker processes on one GPU). NoAdapterError names what is
+    present when one is not."""
     if isinstance(spec, str) and spec.strip().lower() == "all":
-        chosen = _all_adapters(present)
+        chosen = _all_adapters(devices())
         if not chosen:
             raise NoAdapterError("no adapter for 'all' (GPUCORE_BACKEND may exclude every one)")
         return chosen
@@ -60,37 +70,55 @@ def _resolve(spec: str | int | Sequence[str | int],
         tokens = list(spec)
     if not tokens:
         raise ValueError(f"no devices named in {spec!r}; give 'all', indices such as '0,1' "
-                         "(see `python -m gpucore info`) or adapter names")
-    labels = ", ".join(a.label for a in present)
-    chosen = []
+                         "(see `python -m gpucore info`), dawn:0 / wgpu:1 or adapter names")
+    every = devices()
+    if any(not _listed(str(token).strip(), every) for token in tokens):
+        every = devices("all")  # another runtime's adapter: list every runtime's (Dawn loads)
+    labels = ", ".join(a.label for a in every)
+    chosen: list[AdapterInfo] = []
     for token in tokens:
-        text = str(token)
-        if text.isdigit():
-            found = [a for a in present if a.index == int(text)]
-            if not found:
-                raise NoAdapterError(f"no adapter with index {text}; present: {labels}",
-                                     present=True)
-            info = found[0]
-        elif text.lower() in _BACKENDS:
-            info = choose_adapter(backend=text)
-        else:
-            info = choose_adapter(adapter=text)
-        if info in chosen:
+        info = _one(str(token).strip(), every, labels)
+        if info in chosen and not repeats:
             raise ValueError(f"adapter {info.label} is named twice in {spec!r}; one Device "
                              "per adapter (its queue is already used in parallel)")
         chosen.append(info)
     return chosen
 
 
-def open_devices(spec: str | int | Sequence[str | int] = "all") -> list[Device]:
-    """One Device per adapter named by `spec`.
+def _listed(text: str, present: list[AdapterInfo]) -> bool:
+    """Whether an index or `runtime:N` token can name an adapter of `present` (names and
+    backends are looked up in the runtime in effect)."""
+    runtime, _, rest = text.rpartition(":")
+    if runtime.lower() in RUNTIMES and rest.isdigit():
+        return any(a.runtime == runtime.lower() for a in present)
+    return not text.isdigit() or any(a.index == int(text) for a in present)
 
-    `spec`: "all" (every GPU once, on its best backend; every adapter when all are software
-    ones), indices as listed by `gpucore.devices()` ("0,1", [0, 1]), backend names
-    ("vulkan,gl") or adapter-name substrings ("H200"). Raises NoAdapterError when one is not
-    present. torch equivalent: `[torch.device("cuda", i) for i in range(n)]`.
-    """
-    return [Device(info) for info in _resolve(spec, devices())]
+
+def _one(text: str, every: list[AdapterInfo], labels: str) -> AdapterInfo:
+    """The adapter one token of a device list names."""
+    runtime, _, rest = text.rpartition(":")
+    if runtime.lower() in RUNTIMES and rest.isdigit():
+        listed = [a for a in every if a.runtime == runtime.lower()]
+        if int(rest) >= len(listed):
+            raise NoAdapterError(f"{text}: {runtime} lists {len(listed)} adapter(s); present: "
+                                 f"{labels}", present=True)
+        return listed[int(rest)]
+    if text.isdigit():
+        found = [a for a in every if a.index == int(text)]
+        if not found:
+            raise NoAdapterError(f"no adapter with index {text}; present: {labels}",
+                                 present=True)
+        return found[0]
+    if text.lower() in _BACKENDS:
+        return choose_adapter(backend=text)
+    return choose_adapter(adapter=text)
+
+
+def open_devices(spec: str | int | Sequence[str | int] = "all") -> list[Device]:
+    """One Device per adapter named by `spec` (see `select_adapters`: "all", indices,
+    `dawn:0,wgpu:1`, backend or adapter names). Raises NoAdapterError when one is not present.
+    torch equivalent: `[torch.device("cuda", i) for i in range(n)]`."""
+    return [Device(info) for info in select_adapters(spec)]
 
 
 def split_sizes(total: int, parts: int, weights: Sequence[float] | None = None) -> list[int]:

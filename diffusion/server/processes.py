@@ -37,19 +37,12 @@ _LOG = logging.getLogger(__name__)
 
 def worker_adapters(spec: str) -> list[str]:
     """`--devices` as one GPUCORE_ADAPTER value (an adapter index) per worker process: 'all'
-    (every GPU once), indices or names as `python -m gpucore info` lists them; one may repeat
-    (two processes on one GPU). NoAdapterError / ValueError say what is not there."""
-    from gpucore import devices
-    from gpucore._group import _resolve  # what open_devices picks, opening none
+    (every GPU once), indices or names as `python -m gpucore info` lists them, `dawn:0,wgpu:1`
+    (GPUs of different runtimes or vendors in one queue); one may repeat (two processes on one
+    GPU). NoAdapterError / ValueError say what is not there."""
+    from gpucore import select_adapters
 
-    present = devices()
-    if spec.strip().lower() == "all":
-        return [str(info.index) for info in _resolve("all", present)]
-    tokens = [token.strip() for token in spec.split(",") if token.strip()]
-    if not tokens:
-        raise ValueError(f"no devices named in {spec!r}; give 'all', indices such as '0,1' "
-                         "(see `python -m gpucore info`) or adapter names")
-    return [str(_resolve(token, present)[0].index) for token in tokens]
+    return [str(info.index) for info in select_adapters(spec, repeats=True)]
 
 
 class _Process:

@@ -121,10 +121,9 @@ def _first(app: FastAPI, router: APIRouter) -> None:
 def _pin_gpu() -> None:
     if os.environ.get("GPUCORE_ADAPTER") or not ray.get_gpu_ids():
         return
-    from gpucore import devices
-    from gpucore._group import _resolve
+    from gpucore import select_adapters
 
-    gpus = _resolve("all", devices())
+    gpus = select_adapters("all")
     wanted = int(ray.get_gpu_ids()[0])
     if wanted < len(gpus):
         os.environ["GPUCORE_ADAPTER"] = str(gpus[wanted].index)

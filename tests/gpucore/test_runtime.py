@@ -202,3 +202,20 @@ def test_dawn_lists_every_gpu_of_a_machine(fake_runtimes: dict[str, Any],
     assert second.requested and not first.requested
     dawn[1].adapter.request_device_sync(required_features=[])  # a fresh adapter: the same GPU
     assert not first.requested
+
+
+def test_device_lists_mix_runtimes(fake_runtimes: dict[str, Any]) -> None:
+    """`dawn:0,wgpu:1` names GPUs of two runtimes for one queue; a bare index names an adapter
+    of any runtime, whatever GPUCORE_RUNTIME says (indices are stable across runtimes)."""
+    chosen = gpucore.select_adapters("dawn:0,wgpu:1")
+    assert [(a.runtime, a.index) for a in chosen] == [("dawn", 2), ("wgpu", 1)]
+    assert [a.index for a in gpucore.select_adapters("2,0")] == [2, 0]
+    assert [a.index for a in gpucore.select_adapters("wgpu:1,1", repeats=True)] == [1, 1]
+    with pytest.raises(ValueError, match="named twice"):
+        gpucore.select_adapters("wgpu:1,1")
+    with pytest.raises(gpucore.NoAdapterError, match=r"dawn:3: dawn lists 1 adapter\(s\); "
+                                                     "present: gl:0:llvmpipe"):
+        gpucore.select_adapters("dawn:3")
+    with pytest.raises(gpucore.NoAdapterError, match="no adapter with index 7"):
+        gpucore.select_adapters("7")
+    assert [a.runtime for a in gpucore.select_adapters("all")] == ["wgpu"]  # the runtime in effect
