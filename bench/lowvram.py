@@ -34,7 +34,7 @@ import gpucore
 
 from . import _harness
 from .memory import _quantized_unet, _unet_gib, write_sdxl_folder
-from .txt2img import _write_folder as write_sd15_folder
+from .txt2img import write_sd15_folder
 
 COLUMNS = ["kind", "model", "size", "setting", "seconds", "vs_plain", "peak_allocated_gib",
            "peak_reserved_gib", "budget_gib", "within_budget", "unet_gib", "unet_vs_f16",

@@ -35,7 +35,7 @@ import gpucore
 
 from . import _harness
 from .sdxl import SDXL_BASE_UNET, TINY_SDXL_UNET, _PeakMemory, _settled_use
-from .txt2img import _write_folder as write_sd15_folder
+from .txt2img import write_sd15_folder
 
 COLUMNS = ["model", "size", "steps", "unet_gib", "weights_gib", "ours_load_peak_gib",
            "ours_txt2img_peak_gib", "ours_txt2img_reserved_gib", "driver_load_peak_gib",

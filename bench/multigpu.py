@@ -17,6 +17,8 @@ Rows (wall time, median of repeats, after warm-up):
             device, one FIFO queue) on the bundled shapes-128 model, jobs submitted in process
             (no HTTP), one image per job; the images of N workers equal those of one.
             With one GPU the server's second worker is a second wgpu device on the same GPU.
+  server processes SD 1.5 (BENCH_SD15=1): full-size SD 1.5 of random weights at 512 px, Euler a
+            20 steps, a worker process per GPU; its per-GPU rate on one GPU and on all.
 BENCH_DEVICES (default "all") picks the devices, as `gpucore.open_devices` reads it.
 """
 
@@ -27,6 +29,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -277,12 +280,8 @@ def _dask(group: DeviceGroup, size: int, batch: int, n: int,
     return rows
 
 
-def _images_per_s(worker: Any, size: int, images: int) -> tuple[float, list[Any]]:
-    from diffusion import GenerationRequest
+def _images_per_s(worker: Any, request: Any, images: int) -> tuple[float, list[Any]]:
     from diffusion.server.worker import GenerationJob
-
-    request = GenerationRequest(prompt="a red circle on a blue background", steps=10,
-                                sampler="DDIM", cfg_scale=5.0, width=size, height=size)
 
     def job(seed: int) -> Callable[[], Any]:
         return lambda: worker.generate(GenerationJob("txt2img", [seed], request))
@@ -294,19 +293,20 @@ def _images_per_s(worker: Any, size: int, images: int) -> tuple[float, list[Any]
     return images / (time.perf_counter() - start), results
 
 
-def _server(group: DeviceGroup, images: int, sizes: list[int],
-            processes: bool = False) -> list[dict[str, Any]]:
-    """The server's worker on 1 and on every device of `group`: threads in this process, or
+def _server(group: DeviceGroup, images: int, requests: dict[str, Any], *, title: str,
+            model: Any = None, processes: bool = False) -> list[dict[str, Any]]:
+    """The server's worker on 1 and on every device of `group`, drawing `requests` (by row
+    label) with `model` (a path; the bundled model when None): threads in this process, or
     (`processes`) a worker process per device (`serve --devices`, GPUCORE_ADAPTER each)."""
     from diffusion import default_model_path, load_pipeline
     from diffusion.server.models_dir import ModelRegistry
     from diffusion.server.processes import ProcessWorker
     from diffusion.server.worker import Worker
 
-    entry = ModelRegistry(extra=default_model_path()).entries[0]
+    entry = ModelRegistry(extra=model or default_model_path()).entries[0]
     rows: list[dict[str, Any]] = []
-    first: dict[int, float] = {}
-    reference: dict[tuple[int, int], np.ndarray] = {}
+    first: dict[str, float] = {}
+    reference: dict[tuple[str, int], np.ndarray] = {}
     kind = "server processes" if processes else "server"
     for count in sorted({1, len(group)}):
         if processes:
@@ -318,19 +318,47 @@ def _server(group: DeviceGroup, images: int, sizes: list[int],
                             queue_size=images + count, devices=group.devices[:count])
         try:
             worker.submit_load(entry).result()
-            for size in sizes:
-                rate, results = _images_per_s(worker, size, images)
-                first.setdefault(size, rate)
-                same = all(np.array_equal(reference.setdefault((size, i), r.images[0]),
+            for label, request in requests.items():
+                rate, results = _images_per_s(worker, request, images)
+                first.setdefault(label, rate)
+                same = all(np.array_equal(reference.setdefault((label, i), r.images[0]),
                                           r.images[0]) for i, r in enumerate(results))
                 used = len({r.device for r in results})
-                rows.append({"workload": f"{kind} shapes-128, DDIM 10 steps, {images} jobs",
-                             "mode": f"{size}px", "devices": count, "ms": 1e3 / rate,
-                             "speedup": rate / first[size], "rate": rate,
+                rows.append({"workload": f"{kind} {title}, {images} jobs", "mode": label,
+                             "devices": count, "ms": 1e3 / rate,
+                             "speedup": rate / first[label], "rate": rate,
                              "unit": f"images/s ({used} workers used, same images: {same})"})
         finally:
             worker.stop()
     return rows
+
+
+def _bundled_requests(sizes: list[int]) -> dict[str, Any]:
+    from diffusion import GenerationRequest
+
+    return {f"{size}px": GenerationRequest(
+        prompt="a red circle on a blue background", steps=10, sampler="DDIM", cfg_scale=5.0,
+        width=size, height=size) for size in sizes}
+
+
+def _sd15_server(group: DeviceGroup, images: int, quick: bool) -> list[dict[str, Any]]:
+    """The issue's real workload: full-size SD 1.5 (random weights), 512 px, Euler a 20
+    steps, CFG 7, in the dtype load_pipeline picks (float16 where the adapter has matrix
+    units), a worker process per GPU."""
+    import tempfile
+
+    from diffusion import GenerationRequest
+
+    from .txt2img import write_sd15_folder
+
+    side = 64 if quick else 512
+    request = GenerationRequest(prompt="a lighthouse at dusk", steps=4 if quick else 20,
+                                sampler="Euler a", cfg_scale=7.0, width=side, height=side)
+    with tempfile.TemporaryDirectory(prefix="sd15-") as scratch:
+        root = Path(scratch) / "sd15"
+        write_sd15_folder(root, quick)
+        return _server(group, images, {f"{side}px": request}, processes=True, model=root,
+                       title=f"SD 1.5 (random weights), Euler a {request.steps} steps")
 
 
 def run(quick: bool = False) -> dict[str, Any]:
@@ -341,6 +369,8 @@ def run(quick: bool = False) -> dict[str, Any]:
     server_group = group if len(group) > 1 else DeviceGroup(
         [group[0], gpucore.Device(group[0].info)])
     print("devices:", ", ".join(d.info.label for d in group), flush=True)
+    bundled = _bundled_requests([64] if quick else [128, 512])
+    title = "shapes-128, DDIM 10 steps"
     sections: list[Callable[[], list[dict[str, Any]]]] = [
         lambda: _transfers(group, 8 if quick else 256, repeat),
         lambda: [_gil(group[0], 256 if quick else 4096, 0.5 if quick else 2.0)],
@@ -349,10 +379,12 @@ def run(quick: bool = False) -> dict[str, Any]:
                      repeat),
         lambda: _dask(group, 256 if quick else 8192, 16 if quick else 256,
                       1024 if quick else 65536, repeat),
-        lambda: _server(server_group, 4 if quick else 16, [64] if quick else [128, 512]),
-        lambda: _server(server_group, 4 if quick else 16, [64] if quick else [128, 512],
+        lambda: _server(server_group, 4 if quick else 16, bundled, title=title),
+        lambda: _server(server_group, 4 if quick else 16, bundled, title=title,
                         processes=True),
     ]
+    if os.environ.get("BENCH_SD15") == "1":  # minutes of loading: asked for by name
+        sections.append(lambda: _sd15_server(server_group, 4 if quick else 16, quick))
     rows: list[dict[str, Any]] = []
     for section in sections:
         start = time.perf_counter()

@@ -29,7 +29,9 @@ COLUMNS = ["sampler", "dtype", "size", "steps", "ours_s", "ours_gpu_s", "dispatc
            "vs_fp32", "vs_fp16", "mean_abs_diff", "max_abs_diff"]
 
 
-def _write_folder(root: Path, quick: bool) -> None:
+def write_sd15_folder(root: Path, quick: bool) -> None:
+    """A diffusers SD 1.5 folder of random full-size weights (tiny ones when `quick`), the
+    bundled vocabulary as its tokenizer."""
     import diffusers
     import torch
     import transformers
@@ -151,7 +153,7 @@ def run(quick: bool = False) -> dict[str, Any]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        _write_folder(root, quick)
+        write_sd15_folder(root, quick)
         # BENCH_SAMPLERS="Euler a" (comma-separated) keeps only those rows, to save device time
         wanted = os.environ.get("BENCH_SAMPLERS")
         for ours_sampler, theirs_scheduler, our_dtypes in (

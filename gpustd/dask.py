@@ -39,8 +39,7 @@ except ImportError as exc:  # optional extra: say how to get it
     raise ImportError("gpustd.dask needs Dask: `pip install avx-gpu[dask]` (dask[array] and "
                       "distributed)") from exc
 
-from gpucore import devices
-from gpucore._group import _resolve  # what open_devices('all') picks, opening none
+from gpucore import select_adapters
 
 from ._numpy_api import tensordot
 from ._tensor import Tensor
@@ -103,7 +102,7 @@ def local_cluster(adapters: str | Sequence[int | str] = "all", **scheduler: Any)
     from distributed import Nanny, Scheduler, SpecCluster
 
     if isinstance(adapters, str) and adapters.strip().lower() == "all":
-        chosen = [str(info.index) for info in _resolve("all", devices())]
+        chosen = [str(info.index) for info in select_adapters("all")]
     else:
         chosen = [str(a).strip() for a in ([adapters] if isinstance(adapters, (int, str))
                                            else adapters)]
