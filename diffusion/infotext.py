@@ -98,7 +98,7 @@ def format_infotext(settings: Mapping[str, Any], *, batch_pos: int | None = None
         "CFG scale": _number(settings["cfg_scale"]),
         "Distilled CFG Scale": _number(settings["distilled_cfg_scale"])
         if settings.get("distilled_cfg_scale") is not None else None,
-        "Seed": int(seeds[pos] if per_image else settings["seed"]),
+        "Seed": int(seeds[pos] if per_image and seeds is not None else settings["seed"]),
         "Size": f"{int(settings['width'])}x{int(settings['height'])}",
         "Model": settings.get("model") or None,
         "VAE hash": settings.get("vae_hash") or None,

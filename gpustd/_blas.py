@@ -16,7 +16,7 @@ _WG = 256
 _MAX_GROUPS = 1024  # partials per reduction: one workgroup finishes them in a few steps
 _GEMV_COLS = 64
 
-def _kernel(name: str, dtype: np.dtype, *, entry: str = "main", **constants: int) -> Kernel:
+def _kernel(name: str, dtype: np.dtype, *, entry: str = "main", **constants: float) -> Kernel:
     return Kernel.cached(f"linalg/{name}", entry=entry, constants=constants,
                          types={"T": dtype})
 

@@ -178,7 +178,7 @@ def plan(out_shape: tuple[int, ...],
     return dims, merged
 
 
-def stride_params(dims: list[int], strides: list[list[int]], names: str) -> dict[str, int]:
+def stride_params(dims: list[int], strides: list[list[int]], names: str) -> dict[str, Any]:
     """params fields d0..d4 and <name>0..<name>5 for each operand name in `names`."""
     dims = dims + [1] * (MAX_RANK - len(dims))
     fields = {f"d{k}": dims[k] for k in range(MAX_RANK - 1)}

@@ -95,7 +95,7 @@ def table(device: Device, key: Any, build: Any) -> Buffer[Any]:
 
 def scratch(device: Device, slot: str, length: int, dtype: Any = np.complex64) -> Buffer[Any]:
     """The scratch buffer `slot` of at least `length` elements (grown, never shrunk)."""
-    slots = device.keep("fft scratch", dict)
+    slots: dict[str, Buffer[Any]] = device.keep("fft scratch", dict)
     key = f"{slot}:{np.dtype(dtype)}"
     found = slots.get(key)
     if found is None or found.length < length:

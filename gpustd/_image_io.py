@@ -105,13 +105,13 @@ def as_image(img: Any, layout: str, device: Device | None) -> GpuImage:
     channels, height, width = _dims(tuple(shape), layout)
     if min(channels, height, width) <= 0:
         raise ValueError(f"the image has no pixels (shape {tuple(shape)}); pass a non-empty image")
-    fields = dict(channels=channels, height=height, width=width, hwc=layout == "HWC",
-                  planar_2d=len(shape) == 2)
+    fields: dict[str, Any] = dict(channels=channels, height=height, width=width,
+                                  hwc=layout == "HWC", planar_2d=len(shape) == 2)
     if array is None:
         return GpuImage(img.buffer, u8=False, **fields)
     device = device or default_device()
     if array.dtype == np.uint8:
-        data = np.zeros(math.ceil(array.size / 4) * 4, np.uint8)
+        data: np.ndarray = np.zeros(math.ceil(array.size / 4) * 4, np.uint8)
         data[: array.size] = array.reshape(-1)
         return GpuImage(Buffer.from_numpy(data.view(np.uint32), device=device), u8=True,
                         **fields)
@@ -125,7 +125,7 @@ def like(image: GpuImage, *, height: int | None = None, width: int | None = None
     u8 = image.u8 if u8 is None else u8
     height, width = height or image.height, width or image.width
     n = image.channels * height * width
-    buffer = Buffer(math.ceil(n / 4) if u8 else n, np.uint32 if u8 else np.float32,
+    buffer: Buffer[Any] = Buffer(math.ceil(n / 4) if u8 else n, np.uint32 if u8 else np.float32,
                     device=image.device)
     return replace(image, buffer=buffer, height=height, width=width, u8=u8)
 

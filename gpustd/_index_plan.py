@@ -7,6 +7,7 @@ whole, then one index list along those axes merged into one.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -83,7 +84,9 @@ class Plan:
                              f"but {consumed} were indexed")
         self.basic: list[Any] = []
         self.arrays: list[tuple[Any, int]] = []  # (index array, the x axis it indexes)
-        advanced, y_axes, axis = [], [], 0
+        advanced: list[int] = []
+        y_axes: list[int | None] = []
+        axis = 0
         for kind, v in entries:
             if v is Ellipsis:
                 fill = x.ndim - consumed
@@ -131,7 +134,7 @@ class Plan:
         host data, already checked and wrapped); an index Tensor alone stays on the device."""
         if len(self.arrays) == 1 and isinstance(self.arrays[0][0], Tensor):
             return self.arrays[0][0], False
-        host = [a.numpy() if isinstance(a, Tensor) else a for a, _ in self.arrays]
+        host: Sequence[Any] = [a.numpy() if isinstance(a, Tensor) else a for a, _ in self.arrays]
         try:
             host = np.broadcast_arrays(*host)
         except ValueError:

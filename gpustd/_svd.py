@@ -78,7 +78,7 @@ def _jacobi(w: Buffer[Any], v: Buffer[Any] | None, batch: int, rows: int, length
 
 def _finish(entry: str, grid: Any, src: Buffer[Any], sv: Buffer[Any], perm: Buffer[Any],
             out: Buffer[Any], batch: int, *, rows: int, length: int, scale: float = 1.0,
-            tiny: float = 0.0, out_rows: int = 0, **constants: int) -> None:
+            tiny: float = 0.0, out_rows: int = 0, **constants: float) -> None:
     kernel = Kernel.cached("linalg/svd_finish", entry=entry, constants=constants)
     for b0, chunk in _chunks(batch):
         kernel.dispatch(grid(chunk), src, sv, perm, out, rows=rows, len=length, scale=scale,

@@ -84,7 +84,7 @@ class Tensor:
                      np.dtype(np.bool_): np.uint32}.get(array.dtype, array.dtype)
         dtype = as_dtype(dtype)
         data = np.asarray(array, dtype=dtype, order="C")  # ascontiguousarray makes 0-d 1-d
-        buffer = Buffer(data.size, dtype, device=device, read_only=read_only)
+        buffer: Buffer[Any] = Buffer(data.size, dtype, device=device, read_only=read_only)
         if data.size:
             buffer.write(data)
         return cls(buffer, data.shape)
@@ -324,7 +324,7 @@ class Tensor:
         return stored if isinstance(result, tuple) else stored[0]
 
 
-OPERATORS: dict[str, Callable[..., Tensor]] = {}
+OPERATORS: dict[str, Callable[..., Any]] = {}
 ARRAY_FUNCTIONS: dict[Any, Callable[..., Any]] = {}  # numpy function -> gpustd's
 ARRAY_UFUNCS: dict[Any, Callable[..., Any]] = {}  # numpy ufunc -> gpustd's
 # What runs a numpy function gpustd lacks (gpustd._numpy_api.on_host: numpy on host copies)

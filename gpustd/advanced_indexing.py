@@ -90,6 +90,7 @@ def _values(x: Tensor, value: Any, shape: tuple[int, ...]) -> Tensor:
 def _last_of_repeats(region: Region, values: Tensor) -> tuple[Tensor, Tensor]:
     """(indices, values) where every index of the region's host indices appears once, with
     the last of its values, as numpy's x[idx] = v leaves it."""
+    assert region.host is not None  # called where the indices came from the host
     flat = region.host.reshape(-1)
     _, last = np.unique(flat[::-1], return_index=True)
     if len(last) == len(flat):

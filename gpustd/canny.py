@@ -52,9 +52,9 @@ def canny(image: Any, low: float, high: float, *, l2_gradient: bool = False,
     packed[:array.size] = array.reshape(-1)
     src = Buffer.from_numpy(packed.view(np.uint32), device=device)
     pixels = height * width
-    grad = Buffer(3 * pixels, np.int32, device=device)
-    state = Buffer(pixels, np.uint32, device=device)
-    flag = Buffer(1, np.uint32, device=device)
+    grad: Buffer[np.int32] = Buffer(3 * pixels, np.int32, device=device)
+    state: Buffer[np.uint32] = Buffer(pixels, np.uint32, device=device)
+    flag: Buffer[np.uint32] = Buffer(1, np.uint32, device=device)
     groups = (math.ceil(width / _TILE), math.ceil(height / _TILE))
     params = dict(height=height, width=width, channels=channels, low=low_i, high=high_i,
                   l2=int(l2_gradient))

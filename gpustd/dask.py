@@ -89,7 +89,10 @@ def to_gpu(x: Any) -> da.Array:
 def to_numpy(x: da.Array) -> da.Array:
     """`x` with every chunk read back to host memory on its worker, so `compute()` gathers
     numpy arrays (the client needs no GPU). cupy's way: `x.map_blocks(cupy.asnumpy)`."""
-    return x.map_blocks(_download, dtype=x.dtype, meta=_meta(x.ndim, x.dtype))
+    # dask's Array.map_blocks is `@wraps(map_blocks)`, so typeshed gives the method the free
+    # function's signature (func, *arrays): the call is right, the stub's view of it is not.
+    return x.map_blocks(_download, dtype=x.dtype,  # type: ignore[call-arg, arg-type]
+                        meta=_meta(x.ndim, x.dtype))
 
 
 def local_cluster(adapters: str | Sequence[int | str] = "all", **scheduler: Any) -> Any:

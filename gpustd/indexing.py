@@ -86,7 +86,7 @@ def strided_copy(src: Tensor, src_offset: int, dst: Tensor, dst_offset: int,
         raise IndexError(f"this copy leaves {len(merged)} strided dimensions; at most "
                          f"{_MAX_RANK} are supported (index or permute in two steps)")
     padded = merged + [(1, 0, 0)] * (_MAX_RANK - len(merged))
-    params = {f"e{k}": e for k, (e, _, _) in enumerate(padded)}
+    params: dict[str, Any] = {f"e{k}": e for k, (e, _, _) in enumerate(padded)}
     params.update({f"s{k}": s for k, (_, s, _) in enumerate(padded)})
     params.update({f"d{k}": d for k, (_, _, d) in enumerate(padded)})
     kernel = Kernel.cached("shape/strided_copy", types={"T": wgsl_scalar(src.dtype)})

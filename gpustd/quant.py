@@ -14,7 +14,7 @@ GEMM reads the blocks itself (gpustd.nn.quantized_linear).
 from __future__ import annotations
 
 import math
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, overload
 
 import numpy as np
 
@@ -204,6 +204,14 @@ def dequantize(weight: QuantizedTensor, dtype: Any = None) -> Tensor:
     blocks = weight.blocks if weight.blocks is not None else weight._upload()
     kernel.dispatch(grid, blocks, out.buffer, n=out.size)
     return out
+
+
+@overload
+def materialize(weight: Tensor | QuantizedTensor) -> Tensor: ...
+
+
+@overload
+def materialize(weight: None) -> None: ...
 
 
 def materialize(weight: Tensor | QuantizedTensor | None) -> Tensor | None:

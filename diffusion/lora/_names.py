@@ -19,10 +19,12 @@ Spellings in the table:
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Protocol, cast
 
+from gpustd import Tensor
 from gpustd.nn import Module
 from gpustd.nn.quantized import quantized_weights
+from gpustd.quant import QuantizedTensor
 
 from ._dit_names import Part, dit_aliases
 
@@ -37,6 +39,12 @@ _LDM_FIXED = {"conv_in": "input_blocks.0.0", "time_embedding.linear_1": "time_em
               "conv_out": "out.2"}
 
 
+class _Configured(Protocol):
+    """A model with its diffusers config (every UNet and transformer LoRAs patch)."""
+
+    config: dict[str, Any]
+
+
 def flat(name: str) -> str:
     """A module path as kohya flattens it: dots become underscores."""
     return name.replace(".", "_")
@@ -44,7 +52,8 @@ def flat(name: str) -> str:
 
 def _patchable(model: Module) -> dict[str, tuple[int, ...]]:
     """Module path -> weight shape of every linear (2-D) and conv (4-D) weight."""
-    weights = {**dict(model.named_parameters()), **quantized_weights(model)}  # GGUF's too
+    weights: dict[str, Tensor | QuantizedTensor] = {
+        **dict(model.named_parameters()), **quantized_weights(model)}  # GGUF's too
     return {key.removesuffix(".weight"): tuple(tensor.shape)
             for key, tensor in weights.items()
             if key.endswith(".weight") and len(tensor.shape) in (2, 4)}
@@ -105,7 +114,7 @@ def name_table(component: str, model: Module) -> dict[str, tuple[str, tuple[int,
     """Flat name -> (parameter key, shape) for every weight of `model` a LoRA can patch."""
     shapes = _patchable(model)
     table = {flat(path): path for path in shapes}
-    if component == "unet" and "up_block_types" in model.config:
+    if component == "unet" and "up_block_types" in cast(_Configured, model).config:
         table.update(_unet_aliases(model, list(shapes)))
     elif component in ("unet", "transformer"):  # FLUX / SD3: kohya's BFL / Stability names
         table.update({name: parts[0].path for name, parts in dit_aliases(model, shapes).items()

@@ -31,6 +31,8 @@ Activation = Tensor | np.ndarray
 # yields GroupNorm moments (batch, groups, 3), is sent (mean, var) per (batch, group), returns the
 # tile's output on the host
 Pass = Generator[np.ndarray, tuple[np.ndarray, np.ndarray], np.ndarray]
+# a stretch of a pass, as a Pass, that returns its activation where it stops
+Step = Generator[np.ndarray, tuple[np.ndarray, np.ndarray], Activation]
 
 
 class Tile:
@@ -85,6 +87,7 @@ class Tile:
         h, w = x.shape[2:]
         rows, cols = (top * h // height, bottom * h // height), (left * w // width,
                                                                 right * w // width)
+        core: Activation
         if isinstance(x, np.ndarray):
             core = x[:, :, rows[0]:rows[1], cols[0]:cols[1]]
             core = core.reshape(*x.shape[:1], groups, core[0].size // groups)
@@ -99,7 +102,7 @@ class Tile:
         return np.stack([count, mean, var * count], axis=2)
 
 
-def _resnet(block: Any, x: Activation, tile: Tile) -> Pass:
+def _resnet(block: Any, x: Activation, tile: Tile) -> Step:
     prologue = yield from tile.prologue(block.norm1, x, silu=True)
     h = tile.park(block.conv1(tile.gpu(x), prologue=prologue))
     prologue = yield from tile.prologue(block.norm2, h, silu=True)
@@ -110,13 +113,13 @@ def _resnet(block: Any, x: Activation, tile: Tile) -> Pass:
     return tile.park(shortcut + h_gpu)
 
 
-def _attention(attn: Any, x: Activation, tile: Tile) -> Pass:
+def _attention(attn: Any, x: Activation, tile: Tile) -> Step:
     normed = yield from tile.norm(attn.group_norm, x, silu=False)
     height, width = x.shape[2:]
     return tile.park(to_image(attn(to_tokens(normed)), height, width) + tile.gpu(x))
 
 
-def _blocks(blocks: Any, sampler: str, x: Activation, tile: Tile) -> Pass:
+def _blocks(blocks: Any, sampler: str, x: Activation, tile: Tile) -> Step:
     for block in blocks:
         for resnet in block.resnets:
             x = yield from _resnet(resnet, x, tile)
@@ -125,7 +128,7 @@ def _blocks(blocks: Any, sampler: str, x: Activation, tile: Tile) -> Pass:
     return x
 
 
-def _mid(mid: Any, x: Activation, tile: Tile) -> Pass:
+def _mid(mid: Any, x: Activation, tile: Tile) -> Step:
     x = yield from _resnet(mid.resnets[0], x, tile)
     x = yield from _attention(mid.attentions[0], x, tile)
     return (yield from _resnet(mid.resnets[1], x, tile))
@@ -147,7 +150,7 @@ def up_pass(vae: AutoencoderKL, x: Activation, tile: Tile) -> Pass:
 
 
 def encode_pass(vae: AutoencoderKL, image: np.ndarray, tile: Tile) -> Pass:
-    x = yield from down_pass(vae, image, tile)
+    x: Activation = yield from down_pass(vae, image, tile)
     x = yield from _mid(vae.encoder.mid_block, x, tile)
     return encoder_tail(vae, (yield from tile.norm(vae.encoder.conv_norm_out, x,
                                                     silu=True))).numpy()

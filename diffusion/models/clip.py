@@ -85,11 +85,11 @@ class CLIPTextModel(nn.Module):
         cfg = {**_DEFAULTS, **config}
         self.config = cfg
         dim = cfg["hidden_size"]
-        self.embeddings = nn.Module()
+        self.embeddings = nn.Namespace()
         self.embeddings.token_embedding = nn.Embedding(cfg["vocab_size"], dim, **place)
         self.embeddings.position_embedding = nn.Embedding(cfg["max_position_embeddings"], dim,
                                                           **place)
-        self.encoder = nn.Module()
+        self.encoder = nn.Namespace()
         self.encoder.layers = nn.ModuleList(
             [CLIPEncoderLayer(cfg, place) for _ in range(cfg["num_hidden_layers"])])
         self.final_layer_norm = nn.LayerNorm(dim, eps=cfg["layer_norm_eps"], **place)
@@ -172,7 +172,9 @@ class CLIPTextModel(nn.Module):
         if length > self.config["max_position_embeddings"]:
             raise ValueError(f"{length} tokens exceed the {self.config['max_position_embeddings']}"
                              " positions of this text encoder; truncate first")
-        device = self.final_layer_norm.weight.device
+        norm_weight = self.final_layer_norm.weight
+        assert norm_weight is not None  # built affine (elementwise_affine=True)
+        device = norm_weight.device
         tokens = self.embeddings.token_embedding(asarray(ids, device=device))
         if embeddings is not None:
             tokens = self._replace_rows(tokens, embeddings)

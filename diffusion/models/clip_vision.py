@@ -49,14 +49,14 @@ class CLIPVisionModelWithProjection(nn.Module):
             raise ValueError(f"CLIP vision config: image_size {cfg['image_size']} is not a "
                              f"multiple of patch_size {patch}")
         positions = (cfg["image_size"] // patch) ** 2 + 1
-        self.vision_model = nn.Module()
-        embeddings = self.vision_model.embeddings = nn.Module()
+        self.vision_model = nn.Namespace()
+        embeddings = self.vision_model.embeddings = nn.Namespace()
         embeddings.class_embedding = nn.parameter((dim,), dtype, device)
         embeddings.patch_embedding = nn.Conv2d(cfg["num_channels"], dim, patch, stride=patch,
                                                bias=False, **place)
         embeddings.position_embedding = nn.Embedding(positions, dim, **place)
         self.vision_model.pre_layrnorm = nn.LayerNorm(dim, eps=cfg["layer_norm_eps"], **place)
-        self.vision_model.encoder = nn.Module()
+        self.vision_model.encoder = nn.Namespace()
         self.vision_model.encoder.layers = nn.ModuleList(
             [CLIPEncoderLayer(cfg, place, causal=False)
              for _ in range(cfg["num_hidden_layers"])])

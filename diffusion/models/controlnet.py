@@ -64,7 +64,7 @@ class ControlNetModel(UNetEncoder):
         def conv(i: int, o: int, kernel: int = 3, stride: int = 1) -> nn.Conv2d:
             return nn.Conv2d(i, o, kernel, stride=stride, padding=kernel // 2, **place)
 
-        cond = self.controlnet_cond_embedding = nn.Module()
+        cond = self.controlnet_cond_embedding = nn.Namespace()
         cond.conv_in = conv(cfg["conditioning_channels"], embed[0])
         cond.blocks = nn.ModuleList([layer for i in range(len(embed) - 1)
                                      for layer in (conv(embed[i], embed[i]),

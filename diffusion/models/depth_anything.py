@@ -43,20 +43,20 @@ class _Dinov2Layer(nn.Module):
         dim, eps = cfg["hidden_size"], cfg["layer_norm_eps"]
         self.heads = cfg["num_attention_heads"]
         self.norm1 = nn.LayerNorm(dim, eps=eps, **place)
-        self.attention = nn.Module()
-        self.attention.attention = nn.Module()
+        self.attention = nn.Namespace()
+        self.attention.attention = nn.Namespace()
         for name in ("query", "key", "value"):
             setattr(self.attention.attention, name,
                     nn.Linear(dim, dim, bias=cfg["qkv_bias"], **place))
-        self.attention.output = nn.Module()
+        self.attention.output = nn.Namespace()
         self.attention.output.dense = nn.Linear(dim, dim, **place)
-        self.layer_scale1 = nn.Module()
+        self.layer_scale1 = nn.Namespace()
         self.layer_scale1.lambda1 = nn.parameter((dim,), place["dtype"], place["device"])
         self.norm2 = nn.LayerNorm(dim, eps=eps, **place)
-        self.mlp = nn.Module()
+        self.mlp = nn.Namespace()
         self.mlp.fc1 = nn.Linear(dim, int(dim * cfg["mlp_ratio"]), **place)
         self.mlp.fc2 = nn.Linear(int(dim * cfg["mlp_ratio"]), dim, **place)
-        self.layer_scale2 = nn.Module()
+        self.layer_scale2 = nn.Namespace()
         self.layer_scale2.lambda1 = nn.parameter((dim,), place["dtype"], place["device"])
 
     def forward(self, x: Tensor) -> Tensor:
@@ -128,26 +128,26 @@ class DepthAnythingForDepthEstimation(nn.Module):
                              "Depth Anything's [4, 2, 1, 0.5]")
         self.config, self.backbone_config = cfg, backbone
         dim, patch = backbone["hidden_size"], backbone["patch_size"]
-        self.backbone = nn.Module()
-        emb = self.backbone.embeddings = nn.Module()
+        self.backbone = nn.Namespace()
+        emb = self.backbone.embeddings = nn.Namespace()
         emb.cls_token = nn.parameter((1, 1, dim), dtype, device)
         emb.mask_token = nn.parameter((1, dim), dtype, device)
         grid = backbone["image_size"] // patch
         emb.position_embeddings = nn.parameter((1, grid * grid + 1, dim), dtype, device)
-        emb.patch_embeddings = nn.Module()
+        emb.patch_embeddings = nn.Namespace()
         emb.patch_embeddings.projection = nn.Conv2d(backbone["num_channels"], dim, patch,
                                                     stride=patch, **place)
-        self.backbone.encoder = nn.Module()
+        self.backbone.encoder = nn.Namespace()
         self.backbone.encoder.layer = nn.ModuleList(
             [_Dinov2Layer(backbone, place) for _ in range(backbone["num_hidden_layers"])])
         self.backbone.layernorm = nn.LayerNorm(dim, eps=backbone["layer_norm_eps"], **place)
 
         sizes, fusion = cfg["neck_hidden_sizes"], cfg["fusion_hidden_size"]
-        self.neck = nn.Module()
-        self.neck.reassemble_stage = nn.Module()
+        self.neck = nn.Namespace()
+        self.neck.reassemble_stage = nn.Namespace()
         layers = []
         for channels, factor in zip(sizes, cfg["reassemble_factors"]):
-            layer = nn.Module()
+            layer = nn.Namespace()
             layer.projection = nn.Conv2d(cfg.get("reassemble_hidden_size", dim), channels, 1,
                                          **place)
             if factor > 1:
@@ -158,9 +158,9 @@ class DepthAnythingForDepthEstimation(nn.Module):
         self.neck.reassemble_stage.layers = nn.ModuleList(layers)
         self.neck.convs = nn.ModuleList([nn.Conv2d(c, fusion, 3, padding=1, bias=False, **place)
                                          for c in sizes])
-        self.neck.fusion_stage = nn.Module()
+        self.neck.fusion_stage = nn.Namespace()
         self.neck.fusion_stage.layers = nn.ModuleList([_Fusion(fusion, place) for _ in sizes])
-        self.head = nn.Module()
+        self.head = nn.Namespace()
         self.head.conv1 = nn.Conv2d(fusion, fusion // 2, 3, padding=1, **place)
         self.head.conv2 = nn.Conv2d(fusion // 2, cfg["head_hidden_size"], 3, padding=1, **place)
         self.head.conv3 = nn.Conv2d(cfg["head_hidden_size"], 1, 1, **place)

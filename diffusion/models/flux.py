@@ -121,8 +121,8 @@ class FluxTransformer2DModel(nn.Module):
             x, context = block(x, context, temb, tables)
         text_length = context.shape[1]
         x = concatenate([context, x], axis=1)
-        for block in self.single_transformer_blocks:
-            x = block(x, temb, tables)
+        for single in self.single_transformer_blocks:
+            x = single(x, temb, tables)
         x = take_slice(x, text_length, x.shape[1], axis=1)
         # 3. final modulated norm and projection
         return self.proj_out(self.norm_out(x, temb))

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 from gpustd import Tensor, nn
 from gpustd.shape import permute, take_slice
 
 # Every model takes `dtype` and `device` and hands them to each layer as `**place`.
 Place = dict[str, Any]
+
+# What cross-attention attends to: the text tokens (B, L, D), or with IP-Adapters installed
+# (diffusion.models.ip_adapter) those and a list of each adapter's image tokens.
+Context = Tensor | tuple[Tensor, list[Tensor]]
 
 
 def to_tokens(x: Tensor) -> Tensor:
@@ -23,8 +27,21 @@ def to_image(x: Tensor, height: int, width: int) -> Tensor:
     return permute(x.reshape(b, height, width, c), (0, 3, 1, 2))
 
 
+class ImageKeysValues(Protocol):
+    """One IP-Adapter's projections of its image tokens for one attention layer
+    (diffusion.models.ip_adapter installs them as the layer's `ip_layers`)."""
+
+    to_k_ip: nn.Linear
+    to_v_ip: nn.Linear
+
+
 class Attention(nn.Module):
     """Multi-head attention with diffusers' parameter names (to_q, to_k, to_v, to_out.0)."""
+
+    # Set on some instances only: the VAE's attentions (diffusion.models.vae) and the UNet's
+    # cross-attention layers while IP-Adapters are installed (diffusion.models.ip_adapter).
+    group_norm: nn.GroupNorm
+    ip_layers: list[ImageKeysValues]
 
     def __init__(self, query_dim: int, heads: int, dim_head: int, *, place: Place,
                  context_dim: int | None = None, qkv_bias: bool = False) -> None:

@@ -80,8 +80,8 @@ class _Block(nn.Module):
         return x if self.out_conv is None else self.out_conv(x)
 
 
-def _resnet(width: int, second: int, place: Place) -> nn.Module:
-    module = nn.Module()
+def _resnet(width: int, second: int, place: Place) -> nn.Namespace:
+    module = nn.Namespace()
     module.block1 = nn.Conv2d(width, width, 3, padding=1, **place)
     module.block2 = nn.Conv2d(width, width, second, padding=second // 2, **place)
     return module
@@ -107,7 +107,7 @@ class T2IAdapter(nn.Module):
         self.config = {"in_channels": 3, **config, "adapter_type": kind, "channels": channels,
                        "num_res_blocks": count, "downscale_factor": self.factor}
         cin = int(self.config["in_channels"]) * self.factor ** 2
-        self.adapter = nn.Module()
+        self.adapter = nn.Namespace()
         if light:
             widths = [cin, *channels, channels[-1]]
             body = [_Block(widths[i], widths[i + 1], count, down=i > 0, light=True,

@@ -108,8 +108,8 @@ class T5FeedForwardLayer(nn.Module):
 class T5Block(nn.Module):
     def __init__(self, cfg: dict[str, Any], place: Place, *, has_bias: bool) -> None:
         self.dtype = place["dtype"]
-        self.layer = nn.ModuleList([T5SelfAttentionLayer(cfg, place, has_bias=has_bias),
-                                    T5FeedForwardLayer(cfg, place)])
+        self.layer: nn.ModuleList[Any] = nn.ModuleList(  # two kinds: keys layer.0., layer.1.
+            [T5SelfAttentionLayer(cfg, place, has_bias=has_bias), T5FeedForwardLayer(cfg, place)])
 
     def forward(self, x: Tensor, position_bias: Tensor) -> Tensor:
         """x: the float32 residual stream (B, L, d_model), updated in place and returned."""
@@ -143,7 +143,7 @@ class T5EncoderModel(nn.Module):
         place: Place = {"dtype": dtype, "device": device}
         self.dtype = np.dtype(dtype)
         self.shared = nn.Embedding(cfg["vocab_size"], cfg["d_model"], **place)
-        self.encoder = nn.Module()
+        self.encoder = nn.Namespace()
         self.encoder.block = nn.ModuleList(
             [T5Block(cfg, place, has_bias=i == 0) for i in range(cfg["num_layers"])])
         self.encoder.final_layer_norm = RMSNorm(cfg["d_model"], cfg["layer_norm_epsilon"],

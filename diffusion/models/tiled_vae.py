@@ -214,7 +214,7 @@ def decode_tiled(vae: AutoencoderKL, latents: np.ndarray | Tensor, *, tile: int 
     tile = tile_size(vae, mode="decode") if tile is None else tile
     if tile < 1:
         raise ValueError(f"tile must be >= 1 latent pixel, got {tile}")
-    run = decode_pass
+    run: Callable[..., Pass] = decode_pass
     if untiled_mid or (untiled_mid is None and _mid_fits(vae, z.shape[0], *z.shape[2:])):
         decoder = vae.decoder
         z = _whole(vae, z, lambda x: decoder.mid_block(decoder.conv_in(vae.post_quant_conv(x))))
@@ -245,8 +245,8 @@ def encode_tiled(vae: AutoencoderKL, images: np.ndarray | Tensor, *, tile: int |
                          f"got {x.shape[3]}x{x.shape[2]}; resize or crop the image")
     tile = tile_size(vae, mode="encode") if tile is None else tile
     tile = max(factor, tile // factor * factor)
-    tiles = dict(tile=tile, overlap=_overlap(tile, overlap, factor), align=factor, up=1,
-                 down=factor, offload=offload)
+    tiles: dict[str, Any] = dict(tile=tile, overlap=_overlap(tile, overlap, factor),
+                                 align=factor, up=1, down=factor, offload=offload)
     latent = int(vae.config["latent_channels"])
     height, width = x.shape[2] // factor, x.shape[3] // factor
     if untiled_mid or (untiled_mid is None and _mid_fits(vae, x.shape[0], height, width)):

@@ -8,6 +8,7 @@ Each is a composition of gpustd ops and small compiled elementwise kernels
 from __future__ import annotations
 
 import math
+import typing
 from typing import Any
 
 import numpy as np
@@ -71,7 +72,7 @@ def rms_norm(x: Tensor, weight: Tensor | None, eps: float) -> Tensor:
         out = _normalize_plain(x, mean_square, eps)
     else:
         out = _normalize(x, mean_square, weight, eps)
-    return cast(out, x.dtype)
+    return cast(typing.cast(Tensor, out), x.dtype)  # the kernels here return one value each
 
 
 class RMSNorm(nn.Module):
@@ -102,7 +103,7 @@ def chunks(emb: Tensor, count: int) -> list[Tensor]:
 def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
     """x * (1 + scale) + shift, shift/scale (B, 1, D) over x (B, L, D): adaLN's affine.
     torch: `x * (1 + scale) + shift`."""
-    return _modulate(x, shift, scale)
+    return typing.cast(Tensor, _modulate(x, shift, scale))
 
 
 def gated_add(residual: Tensor, gate: Tensor, y: Tensor) -> Tensor:
@@ -110,8 +111,8 @@ def gated_add(residual: Tensor, gate: Tensor, y: Tensor) -> Tensor:
     float16 stream is clipped to +-65504 rather than overflowing to inf, as diffusers clips
     FLUX's float16 blocks."""
     if residual.dtype == np.float16:
-        return cast(_gated_add_clipped(residual, gate, y), np.float16)
-    return _gated_add(residual, gate, y)
+        return cast(typing.cast(Tensor, _gated_add_clipped(residual, gate, y)), np.float16)
+    return typing.cast(Tensor, _gated_add(residual, gate, y))
 
 
 def rope_tables(ids: np.ndarray, axes_dim: tuple[int, ...], theta: float, *,
@@ -164,5 +165,5 @@ def rope(x: Tensor, cos: Tensor, sin: Tensor, heads: int) -> Tensor:
     swapped = matmul(x.reshape(batch * length * heads, dim), _swap_matrix(dim, x.dtype, x.device))
     out = _rotate(x.reshape(batch, length, heads, dim), swapped.reshape(batch, length, heads, dim),
                   cos, sin)
-    return cast(out, x.dtype).reshape(batch, length, width)
+    return cast(typing.cast(Tensor, out), x.dtype).reshape(batch, length, width)
 

@@ -12,7 +12,7 @@ from gpucore import Device
 from gpustd import Tensor, asarray, nn
 from gpustd.shape import concatenate
 
-from .layers import Downsample2D, Place, ResnetBlock2D, Upsample2D
+from .layers import Context, Downsample2D, Place, ResnetBlock2D, Upsample2D
 from .unet_blocks import Transformer2DModel, UNetBlock
 
 _DEFAULTS: dict[str, Any] = {
@@ -101,8 +101,8 @@ class UNetEncoder(nn.Module):
         self._levels = (channels, layers, heads, depth)
         temb = channels[0] * 4
 
-        def mlp(width_in: int) -> nn.Module:
-            module = nn.Module()
+        def mlp(width_in: int) -> nn.Namespace:
+            module = nn.Namespace()
             module.linear_1 = nn.Linear(width_in, temb, **place)
             module.linear_2 = nn.Linear(temb, temb, **place)
             return module
@@ -126,7 +126,7 @@ class UNetEncoder(nn.Module):
                                   "downsamplers"))
         self.down_blocks = nn.ModuleList(down)
 
-        self.mid_block = nn.Module()
+        self.mid_block = nn.Namespace()
         self.mid_block.resnets = nn.ModuleList([self._resnet(place, channels[-1], channels[-1])
                                                 for _ in range(2)])
         self.mid_block.attentions = nn.ModuleList(
@@ -155,7 +155,7 @@ class UNetEncoder(nn.Module):
                              "this UNet takes none: pass added_cond=None")
         return nn.silu(emb)
 
-    def down(self, h: Tensor, temb_act: Tensor, context: Tensor,
+    def down(self, h: Tensor, temb_act: Tensor, context: Context,
              intrablock: list[Tensor] | None = None) -> tuple[Tensor, list[Tensor]]:
         """The down blocks from conv_in's output h: (last h, skips), skips beginning with h.
 
@@ -181,7 +181,7 @@ class UNetEncoder(nn.Module):
                 h = skips[-1] = h + intrablock.pop(0)
         return h, skips
 
-    def mid(self, h: Tensor, temb_act: Tensor, context: Tensor) -> Tensor:
+    def mid(self, h: Tensor, temb_act: Tensor, context: Context) -> Tensor:
         mid = self.mid_block
         return mid.resnets[1](mid.attentions[0](mid.resnets[0](h, temb_act), context),
                               temb_act)
@@ -308,11 +308,11 @@ class UNet2DConditionModel(UNetEncoder):
         `added_cond_kwargs["image_embeds"]` after its `encoder_hid_proj`).
         """
         temb_act = self.embedding(sample, timesteps, added_cond)
-        if ip_hidden_states is not None:
-            context = (context, list(ip_hidden_states))
+        attend_to: Context = context if ip_hidden_states is None else (
+            context, list(ip_hidden_states))
         intrablock = (None if down_intrablock_additional_residuals is None
                       else list(down_intrablock_additional_residuals))
-        h, skips = self.down(self.conv_in(sample), temb_act, context, intrablock)
+        h, skips = self.down(self.conv_in(sample), temb_act, attend_to, intrablock)
         if down_block_additional_residuals is not None:
             if len(down_block_additional_residuals) != len(skips):
                 raise ValueError(f"down_block_additional_residuals has "
@@ -320,7 +320,7 @@ class UNet2DConditionModel(UNetEncoder):
                                  f"{len(skips)} skips: pass one per skip, as a ControlNet of "
                                  "the same architecture gives them")
             skips = [s + r for s, r in zip(skips, down_block_additional_residuals)]
-        h = self.mid(h, temb_act, context)
+        h = self.mid(h, temb_act, attend_to)
         if mid_block_additional_residual is not None:
             h = h + mid_block_additional_residual
         if intrablock and intrablock[0].shape == h.shape:
@@ -331,7 +331,7 @@ class UNet2DConditionModel(UNetEncoder):
                 h = res(concatenate([h, skips.pop()], axis=1), temb_act)
                 attn = block.attention(i)
                 if attn is not None:
-                    h = attn(h, context)
+                    h = attn(h, attend_to)
             sampler = block.sampler()
             if sampler is not None:  # to the next skip's size: a side may be odd there
                 h = sampler(h, skips[-1].shape[-2:])

@@ -6,7 +6,7 @@ from gpustd import Tensor, nn
 from gpustd.nn.linear import conv1x1_tokens, tokens_conv1x1
 from gpustd.quant import materialize
 
-from .layers import Attention, Place, ResnetBlock2D
+from .layers import Attention, Context, Place, ResnetBlock2D
 
 __all__ = ["BasicTransformerBlock", "FeedForward", "Transformer2DModel", "UNetBlock"]
 
@@ -35,7 +35,7 @@ class BasicTransformerBlock(nn.Module):
         self.norm3 = nn.LayerNorm(dim, **place)
         self.ff = FeedForward(dim, place=place)
 
-    def forward(self, x: Tensor, context: Tensor) -> Tensor:
+    def forward(self, x: Tensor, context: Context) -> Tensor:
         """Updates the residual stream x (B, L, dim) IN PLACE and returns it: each residual
         add happens in the epilogue of the GEMM before it."""
         self.attn1(self.norm1(x), add_to=x)
@@ -50,7 +50,7 @@ class Transformer2DModel(nn.Module):
                  linear_projection: bool, groups: int, place: Place) -> None:
         self.norm = nn.GroupNorm(groups, channels, eps=1e-6, **place)
 
-        def project() -> nn.Module:
+        def project() -> nn.Linear | nn.Conv2d:
             if linear_projection:
                 return nn.Linear(channels, channels, **place)
             return nn.Conv2d(channels, channels, 1, **place)
@@ -61,7 +61,7 @@ class Transformer2DModel(nn.Module):
              for _ in range(depth)])
         self.proj_out = project()
 
-    def forward(self, x: Tensor, context: Tensor) -> Tensor:
+    def forward(self, x: Tensor, context: Context) -> Tensor:
         _, _, height, width = x.shape
         # proj_in/proj_out (1x1 conv or linear: the same GEMM) read and write NCHW directly,
         # so no permute runs; the blocks own h, their residual stream. proj_out adds into x

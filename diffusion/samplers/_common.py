@@ -7,7 +7,7 @@ float64 array that descends to 0. Nothing here imports torch.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import numpy as np
@@ -17,6 +17,7 @@ __all__ = [
     "Denoise",
     "NoiseSampler",
     "Sampler",
+    "Sigmas",
     "ancestral_step",
     "churn",
     "log_lerp_half",
@@ -30,8 +31,12 @@ __all__ = [
 Denoise = Callable[[np.ndarray, float], np.ndarray]
 """model(x, sigma) -> the denoised x0 prediction (classifier-free guidance already applied)."""
 
-NoiseSampler = Callable[[float, float], np.ndarray]
-"""noise(sigma, sigma_next) -> N(0, 1) noise of x's shape for the step sigma -> sigma_next."""
+NoiseSampler = Callable[[float, float], "np.ndarray | float"]
+"""noise(sigma, sigma_next) -> N(0, 1) noise of x's shape for the step sigma -> sigma_next
+(or 0.0 where no noise is drawn: `require_noise`)."""
+
+Sigmas = np.ndarray | Sequence[float]
+"""A noise schedule: a 1-D array (or sequence) of floats descending to 0."""
 
 Callback = Callable[[int, np.ndarray], "bool | None"]
 """callback(i, x) after step i with the new x; returning False stops sampling there."""
@@ -40,12 +45,12 @@ Callback = Callable[[int, np.ndarray], "bool | None"]
 class Sampler(Protocol):
     """The one call shape of every sampler in this package."""
 
-    def __call__(self, model: Denoise, x: np.ndarray, sigmas: np.ndarray, *,
+    def __call__(self, model: Denoise, x: np.ndarray, sigmas: Sigmas, *,
                  noise: NoiseSampler | None = None, callback: Callback | None = None,
                  **options: object) -> np.ndarray: ...
 
 
-def prepare(x: np.ndarray, sigmas: np.ndarray) -> tuple[np.ndarray, list[float]]:
+def prepare(x: np.ndarray, sigmas: Sigmas) -> tuple[np.ndarray, list[float]]:
     """`x` as float64 and `sigmas` as a list of floats, after checking the schedule's shape:
     1-D, at least two values, finite, non-negative and non-increasing (k-diffusion's convention:
     descending to 0, x already scaled to sigmas[0])."""

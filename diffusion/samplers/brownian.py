@@ -30,7 +30,7 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, SupportsFloat
 
 import numpy as np
 
@@ -64,7 +64,7 @@ class BrownianTreeNoise:
         self._sign = 1 if low < high else -1
         low, high = min(low, high), max(low, high)
         self._batched = isinstance(seeds, (Sequence, np.ndarray))
-        if self._batched:
+        if isinstance(seeds, (Sequence, np.ndarray)):  # batched: narrows seeds for mypy
             seeds = [_check_seed(seed) for seed in seeds]
             if not shape or len(seeds) != shape[0]:
                 raise ValueError(f"give one seed per batch item: {len(seeds)} seeds for "
@@ -119,6 +119,17 @@ class _Node:
         "start",
         "w_seed",
     )
+    start: float
+    end: float
+    parent: _Node | None
+    is_left: bool
+    key: int
+    depth: int
+    midway: float | None
+    # set by the split:
+    w_seed: int
+    left: _Node
+    right: _Node
 
     def __init__(self, start: float, end: float, parent: _Node | None, is_left: bool) -> None:
         self.start, self.end = _round(start), _round(end)
@@ -132,7 +143,8 @@ class _Node:
 class _BrownianTree:
     """One `torchsde.BrownianTree(t0, zeros(shape), t1, entropy=seed)`: increments only."""
 
-    def __init__(self, t0: float, t1: float, shape: tuple[int, ...], entropy: int) -> None:
+    def __init__(self, t0: SupportsFloat, t1: SupportsFloat, shape: tuple[int, ...],
+                 entropy: int) -> None:
         self._shape, self._entropy = shape, entropy
         self._root = _Node(float(t0), float(t1), None, False)
         w_seed = np.random.SeedSequence(entropy, pool_size=_POOL_SIZE).generate_state(3)[0]
@@ -163,6 +175,7 @@ class _BrownianTree:
             return
         if node.midway is None:
             self._split(node, tb if ta == node.start else ta)
+        assert node.midway is not None  # split
         if tb <= node.midway:
             self._locate(node.left, ta, tb, out)
         elif ta >= node.midway:
@@ -195,6 +208,7 @@ class _BrownianTree:
         parent = node.parent
         w = self._node_increment(parent)
         inverse_length = 1 / (parent.end - parent.start)
+        assert parent.midway is not None  # a parent is split
         left = parent.midway - parent.start
         right = parent.end - parent.midway
         mean = _f32(left) * w * _f32(inverse_length)

@@ -13,6 +13,7 @@ from ._common import (
     Callback,
     Denoise,
     NoiseSampler,
+    Sigmas,
     ancestral_step,
     prepare,
     require_noise,
@@ -28,7 +29,7 @@ __all__ = ["sample_dpmpp_2m_cfg_pp", "sample_dpmpp_2s_ancestral_cfg_pp",
 
 @register("Euler a CFG++", "euler_ancestral_cfg_pp", ("euler_a_cfg_pp", "euler_a_cfgpp"),
           needs_uncond=True, uses_ensd=True, stochastic=True)
-def sample_euler_ancestral_cfg_pp(model: Denoise, x: np.ndarray, sigmas: np.ndarray, *,
+def sample_euler_ancestral_cfg_pp(model: Denoise, x: np.ndarray, sigmas: Sigmas, *,
                                   noise: NoiseSampler | None = None,
                                   callback: Callback | None = None, eta: float = 1.0,
                                   s_noise: float = 1.0) -> np.ndarray:
@@ -61,7 +62,7 @@ def sample_euler_cfg_pp(model: Denoise, x: np.ndarray, sigmas: np.ndarray, *,
 
 
 @register("DPM++ 2M CFG++", "dpmpp_2m_cfg_pp", needs_uncond=True, default_schedule="Karras")
-def sample_dpmpp_2m_cfg_pp(model: Denoise, x: np.ndarray, sigmas: np.ndarray, *,
+def sample_dpmpp_2m_cfg_pp(model: Denoise, x: np.ndarray, sigmas: Sigmas, *,
                            noise: NoiseSampler | None = None,
                            callback: Callback | None = None) -> np.ndarray:
     """DPM-Solver++(2M) with the exp(-h) x term renoised from the unconditional x0."""
@@ -88,7 +89,7 @@ def sample_dpmpp_2m_cfg_pp(model: Denoise, x: np.ndarray, sigmas: np.ndarray, *,
 
 @register("DPM++ 2S a CFG++", "dpmpp_2s_ancestral_cfg_pp", needs_uncond=True,
           default_schedule="Karras", uses_ensd=True, second_order=True, stochastic=True)
-def sample_dpmpp_2s_ancestral_cfg_pp(model: Denoise, x: np.ndarray, sigmas: np.ndarray, *,
+def sample_dpmpp_2s_ancestral_cfg_pp(model: Denoise, x: np.ndarray, sigmas: Sigmas, *,
                                      noise: NoiseSampler | None = None,
                                      callback: Callback | None = None, eta: float = 1.0,
                                      s_noise: float = 1.0) -> np.ndarray:

@@ -9,14 +9,14 @@ import math
 
 import numpy as np
 
-from ._common import Callback, Denoise, NoiseSampler, prepare, require_noise, stop_requested
+from ._common import Callback, Denoise, NoiseSampler, Sigmas, prepare, require_noise, stop_requested
 from .registry import register
 
 __all__ = ["sample_ddpm"]
 
 
 @register("DDPM", "ddpm", stochastic=True, uses_ensd=True)
-def sample_ddpm(model: Denoise, x: np.ndarray, sigmas: np.ndarray, *,
+def sample_ddpm(model: Denoise, x: np.ndarray, sigmas: Sigmas, *,
                 noise: NoiseSampler | None = None,
                 callback: Callback | None = None) -> np.ndarray:
     """One model call and (but into 0) one noise draw per step."""

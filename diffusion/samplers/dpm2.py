@@ -13,6 +13,7 @@ from ._common import (
     Callback,
     Denoise,
     NoiseSampler,
+    Sigmas,
     ancestral_step,
     churn,
     log_lerp_half,
@@ -38,7 +39,7 @@ def _midpoint_step(model: Denoise, x: np.ndarray, d: np.ndarray, sigma: float,
 
 @register("DPM2", "dpm_2", ("k_dpm_2",), default_schedule="Karras",
           discard_next_to_last_sigma=True, second_order=True, extra_params=CHURN_OPTIONS)
-def sample_dpm_2(model: Denoise, x: np.ndarray, sigmas: np.ndarray, *,
+def sample_dpm_2(model: Denoise, x: np.ndarray, sigmas: Sigmas, *,
                  noise: NoiseSampler | None = None, callback: Callback | None = None,
                  s_churn: float = 0.0, s_tmin: float = 0.0, s_tmax: float = math.inf,
                  s_noise: float = 1.0) -> np.ndarray:
@@ -61,7 +62,7 @@ def sample_dpm_2(model: Denoise, x: np.ndarray, sigmas: np.ndarray, *,
 @register("DPM2 a", "dpm_2_ancestral", ("k_dpm_2_a",), default_schedule="Karras",
           discard_next_to_last_sigma=True, uses_ensd=True, second_order=True, stochastic=True,
           extra_params=("s_noise",))
-def sample_dpm_2_ancestral(model: Denoise, x: np.ndarray, sigmas: np.ndarray, *,
+def sample_dpm_2_ancestral(model: Denoise, x: np.ndarray, sigmas: Sigmas, *,
                            noise: NoiseSampler | None = None, callback: Callback | None = None,
                            eta: float = 1.0, s_noise: float = 1.0) -> np.ndarray:
     """DPM-Solver-2 steps down to sigma_down, then noise of std sigma_up ("DPM2 a")."""

@@ -24,6 +24,7 @@ from ._common import (
     Callback,
     Denoise,
     NoiseSampler,
+    Sigmas,
     ancestral_step,
     prepare,
     require_noise,
@@ -98,7 +99,7 @@ def _ancestral_target(t: float, t_next: float, t_end: float,
 
 @register("DPM fast", "dpm_fast", ("k_dpm_fast",), uses_ensd=True, stochastic=True,
           model_sigma_range=True, options={"eta": 1.0}, extra_params=("s_noise",))
-def sample_dpm_fast(model: Denoise, x: np.ndarray, sigmas: np.ndarray, *,
+def sample_dpm_fast(model: Denoise, x: np.ndarray, sigmas: Sigmas, *,
                     noise: NoiseSampler | None = None, callback: Callback | None = None,
                     eta: float = 0.0, s_noise: float = 1.0, sigma_min: float | None = None,
                     sigma_max: float | None = None, n: int | None = None) -> np.ndarray:
@@ -161,7 +162,7 @@ class _PID:
 
 @register("DPM adaptive", "dpm_adaptive", ("k_dpm_ad",), uses_ensd=True, stochastic=True,
           model_sigma_range=True, options={"eta": 1.0})
-def sample_dpm_adaptive(model: Denoise, x: np.ndarray, sigmas: np.ndarray, *,
+def sample_dpm_adaptive(model: Denoise, x: np.ndarray, sigmas: Sigmas, *,
                         noise: NoiseSampler | None = None, callback: Callback | None = None,
                         order: int = 3, rtol: float = 0.05, atol: float = 0.0078,
                         h_init: float = 0.05, pcoeff: float = 0.0, icoeff: float = 1.0,

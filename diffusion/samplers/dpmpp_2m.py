@@ -7,14 +7,14 @@ import math
 
 import numpy as np
 
-from ._common import Callback, Denoise, NoiseSampler, prepare, stop_requested
+from ._common import Callback, Denoise, NoiseSampler, Sigmas, prepare, stop_requested
 from .registry import register
 
 __all__ = ["sample_dpmpp_2m"]
 
 
 @register("DPM++ 2M", "dpmpp_2m", ("k_dpmpp_2m",), default_schedule="Karras")
-def sample_dpmpp_2m(model: Denoise, x: np.ndarray, sigmas: np.ndarray, *,
+def sample_dpmpp_2m(model: Denoise, x: np.ndarray, sigmas: Sigmas, *,
                     noise: NoiseSampler | None = None,
                     callback: Callback | None = None) -> np.ndarray:
     """First step and last step (to sigma = 0) first order; the rest extrapolate x0 linearly in t

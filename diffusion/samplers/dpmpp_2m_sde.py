@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from ._common import Callback, Denoise, NoiseSampler, prepare, require_noise, stop_requested
+from ._common import Callback, Denoise, NoiseSampler, Sigmas, prepare, require_noise, stop_requested
 from .registry import register
 
 __all__ = ["sample_dpmpp_2m_sde", "sample_dpmpp_2m_sde_heun"]
@@ -20,7 +20,7 @@ __all__ = ["sample_dpmpp_2m_sde", "sample_dpmpp_2m_sde_heun"]
           ("k_dpmpp_2m_sde_heun", "dpmpp_2m_sde_heun_gpu"), default_schedule="Exponential",
           brownian_noise=True, stochastic=True, options={"solver_type": "heun"},
           extra_params=("s_noise",))
-def sample_dpmpp_2m_sde(model: Denoise, x: np.ndarray, sigmas: np.ndarray, *,
+def sample_dpmpp_2m_sde(model: Denoise, x: np.ndarray, sigmas: Sigmas, *,
                         noise: NoiseSampler | None = None, callback: Callback | None = None,
                         eta: float = 1.0, s_noise: float = 1.0,
                         solver_type: str = "midpoint") -> np.ndarray:
@@ -44,6 +44,7 @@ def sample_dpmpp_2m_sde(model: Denoise, x: np.ndarray, sigmas: np.ndarray, *,
                  - math.expm1(-h - eta_h) * denoised)
             # 2. second-order correction from the previous x0
             if old_denoised is not None:
+                assert h_last is not None  # set with old_denoised
                 r = h_last / h
                 if solver_type == "heun":
                     phi = -math.expm1(-h - eta_h) / (-h - eta_h) + 1

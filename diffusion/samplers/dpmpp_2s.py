@@ -11,6 +11,7 @@ from ._common import (
     Callback,
     Denoise,
     NoiseSampler,
+    Sigmas,
     ancestral_step,
     prepare,
     require_noise,
@@ -36,7 +37,7 @@ def dpmpp_2s_step(model: Denoise, x: np.ndarray, sigma: float, sigma_to: float,
 
 @register("DPM++ 2S a", "dpmpp_2s_ancestral", ("k_dpmpp_2s_a",), default_schedule="Karras",
           uses_ensd=True, second_order=True, stochastic=True, extra_params=("s_noise",))
-def sample_dpmpp_2s_ancestral(model: Denoise, x: np.ndarray, sigmas: np.ndarray, *,
+def sample_dpmpp_2s_ancestral(model: Denoise, x: np.ndarray, sigmas: Sigmas, *,
                               noise: NoiseSampler | None = None,
                               callback: Callback | None = None, eta: float = 1.0,
                               s_noise: float = 1.0) -> np.ndarray:

@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from ._common import Callback, Denoise, NoiseSampler, prepare, require_noise, stop_requested
+from ._common import Callback, Denoise, NoiseSampler, Sigmas, prepare, require_noise, stop_requested
 from .registry import register
 
 __all__ = ["sample_dpmpp_3m_sde"]
@@ -16,7 +16,7 @@ __all__ = ["sample_dpmpp_3m_sde"]
 @register("DPM++ 3M SDE", "dpmpp_3m_sde", ("k_dpmpp_3m_sde", "dpmpp_3m_sde_gpu"),
           default_schedule="Exponential", discard_next_to_last_sigma=True, brownian_noise=True,
           stochastic=True, extra_params=("s_noise",))
-def sample_dpmpp_3m_sde(model: Denoise, x: np.ndarray, sigmas: np.ndarray, *,
+def sample_dpmpp_3m_sde(model: Denoise, x: np.ndarray, sigmas: Sigmas, *,
                         noise: NoiseSampler | None = None, callback: Callback | None = None,
                         eta: float = 1.0, s_noise: float = 1.0) -> np.ndarray:
     """Orders 1, 2, 3 as history accumulates; the step to sigma = 0 returns the prediction."""
@@ -37,6 +37,7 @@ def sample_dpmpp_3m_sde(model: Denoise, x: np.ndarray, sigmas: np.ndarray, *,
             phi_2 = math.expm1(-h_eta) / h_eta + 1
             if h_2 is not None:
                 # 2a. third order: first and second divided differences of x0 in t
+                assert h_1 is not None and denoised_1 is not None and denoised_2 is not None
                 r0, r1 = h_1 / h, h_2 / h
                 d1_0 = (denoised - denoised_1) / r0
                 d1_1 = (denoised_1 - denoised_2) / r1

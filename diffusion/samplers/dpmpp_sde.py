@@ -11,6 +11,7 @@ from ._common import (
     Callback,
     Denoise,
     NoiseSampler,
+    Sigmas,
     ancestral_step,
     prepare,
     require_noise,
@@ -29,7 +30,7 @@ def _sigma(t: float) -> float:
 @register("DPM++ SDE", "dpmpp_sde", ("k_dpmpp_sde", "dpmpp_sde_gpu"),
           default_schedule="Karras", second_order=True, brownian_noise=True, stochastic=True,
           extra_params=("s_noise",))
-def sample_dpmpp_sde(model: Denoise, x: np.ndarray, sigmas: np.ndarray, *,
+def sample_dpmpp_sde(model: Denoise, x: np.ndarray, sigmas: Sigmas, *,
                      noise: NoiseSampler | None = None, callback: Callback | None = None,
                      eta: float = 1.0, s_noise: float = 1.0, r: float = 1 / 2) -> np.ndarray:
     """Two model calls per step; noise is drawn for the substep (sigma -> sigma(s)) and the step

@@ -10,6 +10,7 @@ from ._common import (
     Callback,
     Denoise,
     NoiseSampler,
+    Sigmas,
     ancestral_step,
     churn,
     prepare,
@@ -23,7 +24,7 @@ __all__ = ["sample_euler", "sample_euler_ancestral", "sample_euler_ancestral_rf"
 
 
 @register("Euler", "euler", ("k_euler",), extra_params=CHURN_OPTIONS)
-def sample_euler(model: Denoise, x: np.ndarray, sigmas: np.ndarray, *,
+def sample_euler(model: Denoise, x: np.ndarray, sigmas: Sigmas, *,
                  noise: NoiseSampler | None = None, callback: Callback | None = None,
                  s_churn: float = 0.0, s_tmin: float = 0.0, s_tmax: float = math.inf,
                  s_noise: float = 1.0) -> np.ndarray:
@@ -44,7 +45,7 @@ def sample_euler(model: Denoise, x: np.ndarray, sigmas: np.ndarray, *,
 
 @register("Euler a", "euler_ancestral", ("k_euler_a", "k_euler_ancestral"), uses_ensd=True,
           stochastic=True)
-def sample_euler_ancestral(model: Denoise, x: np.ndarray, sigmas: np.ndarray, *,
+def sample_euler_ancestral(model: Denoise, x: np.ndarray, sigmas: Sigmas, *,
                            noise: NoiseSampler | None = None, callback: Callback | None = None,
                            eta: float = 1.0, s_noise: float = 1.0) -> np.ndarray:
     """Euler steps down to sigma_down, then fresh noise of std sigma_up ("Euler a")."""
@@ -64,7 +65,7 @@ def sample_euler_ancestral(model: Denoise, x: np.ndarray, sigmas: np.ndarray, *,
     return x
 
 
-def sample_euler_ancestral_rf(model: Denoise, x: np.ndarray, sigmas: np.ndarray, *,
+def sample_euler_ancestral_rf(model: Denoise, x: np.ndarray, sigmas: Sigmas, *,
                               noise: NoiseSampler | None = None,
                               callback: Callback | None = None, eta: float = 1.0,
                               s_noise: float = 1.0) -> np.ndarray:

@@ -10,6 +10,7 @@ from ._common import (
     Callback,
     Denoise,
     NoiseSampler,
+    Sigmas,
     churn,
     prepare,
     require_noise,
@@ -35,7 +36,7 @@ def heun_step(model: Denoise, x: np.ndarray, sigma: float, sigma_next: float) ->
 
 
 @register("Heun", "heun", ("k_heun",), second_order=True, extra_params=CHURN_OPTIONS)
-def sample_heun(model: Denoise, x: np.ndarray, sigmas: np.ndarray, *,
+def sample_heun(model: Denoise, x: np.ndarray, sigmas: Sigmas, *,
                 noise: NoiseSampler | None = None, callback: Callback | None = None,
                 s_churn: float = 0.0, s_tmin: float = 0.0, s_tmax: float = math.inf,
                 s_noise: float = 1.0) -> np.ndarray:
@@ -54,7 +55,7 @@ def sample_heun(model: Denoise, x: np.ndarray, sigmas: np.ndarray, *,
 
 @register("HeunPP2", "heunpp2", ("Heun++ 2", "Heun++"), second_order=True,
           extra_params=CHURN_OPTIONS)
-def sample_heunpp2(model: Denoise, x: np.ndarray, sigmas: np.ndarray, *,
+def sample_heunpp2(model: Denoise, x: np.ndarray, sigmas: Sigmas, *,
                    noise: NoiseSampler | None = None, callback: Callback | None = None,
                    s_churn: float = 0.0, s_tmin: float = 0.0, s_tmax: float = math.inf,
                    s_noise: float = 1.0) -> np.ndarray:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._common import Callback, Denoise, NoiseSampler, prepare, stop_requested
+from ._common import Callback, Denoise, NoiseSampler, Sigmas, prepare, stop_requested
 from .registry import register
 
 __all__ = ["sample_ipndm", "sample_ipndm_v"]
@@ -43,7 +43,7 @@ def _variable_weights(sigmas: list[float], i: int, order: int) -> tuple[float, .
             -temp2 * ratio * h_n_1 / h_n_2)
 
 
-def _sample(model: Denoise, x: np.ndarray, sigmas: np.ndarray, callback: Callback | None,
+def _sample(model: Denoise, x: np.ndarray, sigmas: Sigmas, callback: Callback | None,
             max_order: int, variable: bool) -> np.ndarray:
     if not 1 <= max_order <= 4:
         raise ValueError(f"iPNDM max_order must be 1 to 4, got {max_order}")

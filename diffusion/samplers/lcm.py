@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._common import Callback, Denoise, NoiseSampler, prepare, require_noise, stop_requested
+from ._common import Callback, Denoise, NoiseSampler, Sigmas, prepare, require_noise, stop_requested
 from .registry import register
 
 __all__ = ["sample_lcm"]
 
 
 @register("LCM", "lcm", ("k_lcm",), stochastic=True)
-def sample_lcm(model: Denoise, x: np.ndarray, sigmas: np.ndarray, *,
+def sample_lcm(model: Denoise, x: np.ndarray, sigmas: Sigmas, *,
                noise: NoiseSampler | None = None,
                callback: Callback | None = None) -> np.ndarray:
     """x <- D(x, sigma) + sigma_next * noise(sigma, sigma_next) each step (no noise into 0)."""

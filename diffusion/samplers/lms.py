@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._common import Callback, Denoise, NoiseSampler, prepare, stop_requested, to_d
+from ._common import Callback, Denoise, NoiseSampler, Sigmas, prepare, stop_requested, to_d
 from .registry import register
 
 __all__ = ["linear_multistep_coeff", "sample_lms"]
@@ -29,7 +29,7 @@ def linear_multistep_coeff(order: int, t: list[float], i: int, j: int) -> float:
 
 
 @register("LMS", "lms", ("k_lms",))
-def sample_lms(model: Denoise, x: np.ndarray, sigmas: np.ndarray, *,
+def sample_lms(model: Denoise, x: np.ndarray, sigmas: Sigmas, *,
                noise: NoiseSampler | None = None, callback: Callback | None = None,
                order: int = 4) -> np.ndarray:
     """Adams-Bashforth steps of up to `order` on the Karras ODE dx/dsigma = (x - D) / sigma."""

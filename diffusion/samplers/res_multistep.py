@@ -12,6 +12,7 @@ from ._common import (
     Callback,
     Denoise,
     NoiseSampler,
+    Sigmas,
     ancestral_step,
     prepare,
     require_noise,
@@ -33,7 +34,7 @@ def _phi_2(z: float) -> float:
     return (_phi_1(z) - 1.0) / z
 
 
-def _res_multistep(model: Denoise, x: np.ndarray, sigmas: np.ndarray, noise: NoiseSampler | None,
+def _res_multistep(model: Denoise, x: np.ndarray, sigmas: Sigmas, noise: NoiseSampler | None,
                    callback: Callback | None, eta: float, s_noise: float,
                    cfg_pp: bool) -> np.ndarray:
     x, sigmas = prepare(x, sigmas)
@@ -53,6 +54,7 @@ def _res_multistep(model: Denoise, x: np.ndarray, sigmas: np.ndarray, noise: Noi
         else:
             # 2. RES second order with the previous prediction at c2 (negative: it lies behind)
             t, t_next = -math.log(sigma), -math.log(sigma_down)
+            assert old_sigma_down is not None  # set with old_denoised
             t_old, t_prev = -math.log(old_sigma_down), -math.log(sigmas[i - 1])
             h = t_next - t
             c2 = (t_prev - t_old) / h

@@ -8,7 +8,7 @@ import itertools
 
 import numpy as np
 
-from ._common import Callback, Denoise, NoiseSampler, prepare, require_noise, stop_requested
+from ._common import Callback, Denoise, NoiseSampler, Sigmas, prepare, require_noise, stop_requested
 from .heun import heun_step
 from .registry import register
 
@@ -52,7 +52,7 @@ def restart_plan(sigmas: list[float]) -> list[tuple[float, float]]:
 
 @register("Restart", None, ("restart",), default_schedule="Karras", second_order=True,
           stochastic=True)
-def sample_restart(model: Denoise, x: np.ndarray, sigmas: np.ndarray, *,
+def sample_restart(model: Denoise, x: np.ndarray, sigmas: Sigmas, *,
                    noise: NoiseSampler | None = None, callback: Callback | None = None,
                    s_noise: float = 1.0) -> np.ndarray:
     """Heun steps along `restart_plan(sigmas)`; where the plan goes up, noise of std

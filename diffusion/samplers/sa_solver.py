@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 
-from ._common import Callback, Denoise, NoiseSampler, prepare, require_noise, stop_requested
+from ._common import Callback, Denoise, NoiseSampler, Sigmas, prepare, require_noise, stop_requested
 from .registry import register
 
 __all__ = ["sample_sa_solver", "sample_sa_solver_pece", "sd_percent_to_sigma",
@@ -70,7 +70,7 @@ def _combine(predictions: list[np.ndarray], coeffs: np.ndarray) -> np.ndarray:
 
 
 @register("SA-Solver", "sa_solver", stochastic=True)
-def sample_sa_solver(model: Denoise, x: np.ndarray, sigmas: np.ndarray, *,
+def sample_sa_solver(model: Denoise, x: np.ndarray, sigmas: Sigmas, *,
                      noise: NoiseSampler | None = None, callback: Callback | None = None,
                      eta: float = 1.0, tau_sigma_range: tuple[float, float] | None = None,
                      s_noise: float = 1.0, predictor_order: int = 3, corrector_order: int = 4,
@@ -89,6 +89,7 @@ def sample_sa_solver(model: Denoise, x: np.ndarray, sigmas: np.ndarray, *,
     with np.errstate(divide="ignore"):
         lambdas = -np.log(np.asarray(sigmas))
     n = len(sigmas) - 1
+    step_noise: np.ndarray | float
     x_pred, h, tau_t, step_noise = x, 0.0, 0.0, 0.0
     predictions: list[np.ndarray] = []
     lower_order_to_end = sigmas[-1] == 0

@@ -134,6 +134,7 @@ def _uniform(r: _Request) -> np.ndarray:
 
 
 def _karras(r: _Request) -> np.ndarray:
+    assert r.rho is not None  # Karras has a default rho
     return np.append(karras_sigmas(r.sigma_min, r.sigma_max, r.n, r.rho), 0.0)
 
 
@@ -142,6 +143,7 @@ def _exponential(r: _Request) -> np.ndarray:
 
 
 def _polyexponential(r: _Request) -> np.ndarray:
+    assert r.rho is not None  # Polyexponential has a default rho
     ramp = np.linspace(1, 0, r.n) ** r.rho
     low, high = math.log(r.sigma_min), math.log(r.sigma_max)
     return np.append(np.exp(ramp * (high - low) + low), 0.0)

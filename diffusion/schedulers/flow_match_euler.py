@@ -124,6 +124,7 @@ class FlowMatchEulerDiscreteScheduler(Scheduler):
                                  num_inference_steps) / total
         # 2. the shift: by picture size (mu) or the config's constant
         if cfg["use_dynamic_shifting"]:
+            assert mu is not None  # checked above
             sigmas = self._time_shift(mu, sigmas)
         else:
             sigmas = cfg["shift"] * sigmas / (1 + (cfg["shift"] - 1) * sigmas)

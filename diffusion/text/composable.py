@@ -26,7 +26,9 @@ def split_and(prompt: str) -> list[tuple[str, float]]:
     """
     parts = []
     for part in _AND.split(prompt):
-        text, weight = _PART_WEIGHT.match(part).groups()
+        match = _PART_WEIGHT.match(part)
+        assert match is not None  # the pattern matches any text
+        text, weight = match.groups()
         parts.append((text, 1.0 if weight is None else float(weight)))
     return parts
 

@@ -212,8 +212,8 @@ class EmbeddingFinder:
                 by_ids.setdefault(tuple(ids), []).append(file)
         # per first token, the names starting with it, longest first (the longest match wins)
         self._starts: dict[int, list[tuple[tuple[int, ...], list[EmbeddingFile]]]] = {}
-        for ids in sorted(by_ids, key=len, reverse=True):
-            self._starts.setdefault(ids[0], []).append((ids, by_ids[ids]))
+        for name_ids in sorted(by_ids, key=len, reverse=True):
+            self._starts.setdefault(name_ids[0], []).append((name_ids, by_ids[name_ids]))
 
     def find(self, tokens: Sequence[int], position: int) -> tuple[Embedding, int] | None:
         """(embedding, tokens its name spans) if a name starts at `position`, else None."""

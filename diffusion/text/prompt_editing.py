@@ -30,6 +30,13 @@ _SPACE = re.compile(r"\s*")
 _PLAIN = re.compile(r"(?:[^\\\[\]():|]|\\.)+")
 
 
+def _skip_space(text: str, pos: int) -> int:
+    """The end of the whitespace at `pos` (`pos` itself where there is none)."""
+    match = _SPACE.match(text, pos)
+    assert match is not None  # \s* matches the empty string too
+    return match.end()
+
+
 @dataclass
 class _Scheduled:
     before: list | None  # None: `[to:when]`
@@ -127,11 +134,11 @@ class _ScheduleParser:
 
     def _when(self, pos: int) -> tuple[str, int] | None:
         """`[WHITESPACE] NUMBER [WHITESPACE] "]"` from `pos`: (number, end) or None."""
-        pos = _SPACE.match(self.text, pos).end()
+        pos = _skip_space(self.text, pos)
         number = _NUMBER.match(self.text, pos)
         if not number:
             return None
-        end = _SPACE.match(self.text, number.end()).end()
+        end = _skip_space(self.text, number.end())
         if end >= len(self.text) or self.text[end] != "]":
             return None
         return number.group(0), end + 1

@@ -18,7 +18,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, normalizers, pre_tokenizers
@@ -169,9 +169,10 @@ class CLIPTokenizer:
 
     def _use(self, tokenizer: Tokenizer, pad_token: str, model_max_length: int) -> None:
         self._tokenizer = tokenizer
-        self.bos_token_id = tokenizer.token_to_id(BOS)
-        self.eos_token_id = tokenizer.token_to_id(EOS)
-        self.pad_token, self.pad_token_id = pad_token, tokenizer.token_to_id(pad_token)
+        # ints: _build checked that the vocabulary has all three
+        self.bos_token_id = cast(int, tokenizer.token_to_id(BOS))
+        self.eos_token_id = cast(int, tokenizer.token_to_id(EOS))
+        self.pad_token, self.pad_token_id = pad_token, cast(int, tokenizer.token_to_id(pad_token))
         self.model_max_length = model_max_length
 
     @classmethod

@@ -63,7 +63,7 @@ def load_upscaler_model(state: Any, *, dtype: Any = np.float32,
         dtype = np.float16 if device.has_f16 else np.float32
     where = "state dict"
     if isinstance(state, (str, os.PathLike)):
-        where, file = str(state), open_weights_file(state)
+        where, file = str(state), open_weights_file(Path(state))
         state = {key: file.read(key) for key in file.keys()}
     keys = set(state)
     try:

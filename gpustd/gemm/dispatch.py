@@ -39,11 +39,11 @@ def record_gemm(a: Buffer[Any], b: Buffer[Any], c: Buffer[Any], bias: Buffer[Any
     # 1. f16 on the matrix units (Dawn), in the tuner's tile (the rule's until tuned)
     if (c.dtype == a.dtype == b.dtype == np.float16 and not b_format
             and matrix_units.available(device)):
-        tile = matrix_tuning.gemm_tile(device, m, n, k, plan.count, trans_a, trans_b)
+        matrix_tile = matrix_tuning.gemm_tile(device, m, n, k, plan.count, trans_a, trans_b)
         matrix_units.record_gemm_matrix(
             a, b, c, bias if bias is not None else portable.no_bias(device, c.dtype),
             has_bias=bias is not None, m=m, n=n, k=k, trans_a=trans_a, trans_b=trans_b,
-            alpha=alpha, beta=beta, plan=plan, tile=tile, bias_rows=bias_rows)
+            alpha=alpha, beta=beta, plan=plan, tile=matrix_tile, bias_rows=bias_rows)
         return
     # 2. gemm.wgsl: the rule's K splits; its tile and main loop, or the tuner's for them
     chosen = plan_gemm(m, n, k, plan.count)

@@ -11,6 +11,7 @@ import math
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from gpucore import Buffer, Device, Kernel
 
@@ -32,14 +33,15 @@ def gemm_kernel(dtype: np.dtype, tile: Tile, *, trans_a: bool, trans_b: bool, ve
     GEGLU's gate in the epilogue (columns [0, n) times gelu of columns [n, 2n)); b_format:
     B is a weight (n x k, trans_b) of GGML blocks in this format ("q8_0", "q4_k",
     "q5_0": see B_FORMATS), dequantized as the tiles load it, instead of floats."""
-    types = {"T": dtype, "O": np.float32 if split else dtype}
+    types: dict[str, Any] = {"T": dtype, "O": np.float32 if split else dtype}
     if not vec_a:
         types["AV"] = "T"
     if not vec_b:
         types["BV"] = "T"
-    constants = {"WX": tile.wx, "WY": tile.wy, "BK": tile.bk, "TM": tile.tm, "TN": tile.tn,
-                 "TRANS_A": int(trans_a), "TRANS_B": int(trans_b), "VEC_A": int(vec_a),
-                 "VEC_B": int(vec_b), "SPLIT": int(split), "PAIRED": int(paired)}
+    constants: dict[str, float] = {
+        "WX": tile.wx, "WY": tile.wy, "BK": tile.bk, "TM": tile.tm, "TN": tile.tn,
+        "TRANS_A": int(trans_a), "TRANS_B": int(trans_b), "VEC_A": int(vec_a),
+        "VEC_B": int(vec_b), "SPLIT": int(split), "PAIRED": int(paired)}
     if geglu:
         constants["GEGLU"] = geglu
     b_part = B_FORMATS[b_format] if b_format else "linalg/gemm_b"
@@ -68,7 +70,7 @@ def finish_kernel(dtype: np.dtype) -> Kernel:
     return Kernel.cached("linalg/gemm_splitk", types={"T": dtype})
 
 
-def no_bias(device: Device, dtype: np.dtype) -> Buffer[Any]:
+def no_bias(device: Device, dtype: npt.DTypeLike) -> Buffer[Any]:
     """A one-element buffer bound where no bias is given (has_bias = 0 keeps it unread)."""
     return device.keep(("gemm no bias", np.dtype(dtype)), lambda: Buffer(
         1, dtype, device=device, read_only=True, label="no bias"))

@@ -11,7 +11,7 @@ from .deferred import deferred
 from .embedding import embedding, timestep_embedding
 from .layers import GEGLU, Conv2d, Embedding, GroupNorm, Identity, LayerNorm, Linear
 from .linear import linear, linears
-from .module import Module, ModuleList, StateDictError, parameter, unloaded
+from .module import Module, ModuleList, Namespace, StateDictError, parameter, unloaded
 from .norm import group_norm, group_norm_prologue, layer_norm
 from .prologue import ConvPrologue
 from .spatial import concat, pad, upsample_nearest2x
@@ -27,6 +27,7 @@ __all__ = [
     "Linear",
     "Module",
     "ModuleList",
+    "Namespace",
     "StateDictError",
     "attention",
     "concat",

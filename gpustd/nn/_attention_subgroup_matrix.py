@@ -261,7 +261,7 @@ def _kernel(plan: SMPlan) -> Kernel:
 
 
 def record_attention_sm(q: Any, k: Any, v: Any, out: Any, *, shape: tuple[int, ...],
-                        strides: tuple[tuple[int, int, int], ...], scale: float,
+                        strides: tuple[tuple[int, ...], ...], scale: float,
                         plan: SMPlan | None = None) -> None:
     """Record out = softmax(q k^T scale) v for f16 q, k, v (Tensors or Buffers) on the
     matrix units. shape: (B, H, Lq, Lk, D); strides: the (batch, head, row) element strides
@@ -276,6 +276,7 @@ def record_attention_sm(q: Any, k: Any, v: Any, out: Any, *, shape: tuple[int, .
     if plan.lean and scale <= 0:  # its row max is max(s) * scale
         plan = dataclasses.replace(plan, lean=False)
     names = ("q", "k", "v", "o")
-    fields = {f"{n}_s{x}": s for n, st in zip(names, strides) for x, s in zip("bhl", st)}
+    fields: dict[str, Any] = {f"{n}_s{x}": s for n, st in zip(names, strides)
+                              for x, s in zip("bhl", st)}
     _kernel(plan).dispatch((math.ceil(lq / plan.bq), b * h), q, k, v, out, lq=lq, lk=lk,
                            heads=h, scale=float(scale) * _LOG2E, **fields)

@@ -7,7 +7,7 @@ A parameter is a Tensor attribute; submodules are Module attributes or lists of 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import numpy as np
 
@@ -16,7 +16,9 @@ from gpucore import Buffer, Device, as_dtype, default_device
 from .._tensor import Tensor
 from .deferred import UnloadedBuffer, deferring
 
-__all__ = ["Module", "ModuleList", "StateDictError", "parameter", "unloaded"]
+__all__ = ["Module", "ModuleList", "Namespace", "StateDictError", "parameter", "unloaded"]
+
+M = TypeVar("M", bound="Module")
 
 
 class StateDictError(ValueError):
@@ -138,24 +140,33 @@ class Module:
             setattr(owner, attr, Tensor.from_numpy(data, device=tensor.device, read_only=True))
 
 
-class ModuleList(Module):
+class Namespace(Module):
+    """A Module that only names its children: a level of the checkpoint's key path
+    ("mid_block.resnets.0.") whose attributes its builder sets (torch: a bare nn.Module)."""
+
+    if TYPE_CHECKING:  # the attributes are the checkpoint's names, set by whoever builds it
+        def __getattr__(self, name: str) -> Any: ...
+        def __setattr__(self, name: str, value: Any) -> None: ...
+
+
+class ModuleList(Module, Generic[M]):
     """A list of Modules whose parameters are keyed "0.", "1.", ... (torch: nn.ModuleList)."""
 
-    def __init__(self, modules: Iterable[Module] = ()) -> None:
-        self._items: list[Module] = []
+    def __init__(self, modules: Iterable[M] = ()) -> None:
+        self._items: list[M] = []
         for m in modules:
             self.append(m)
 
-    def append(self, module: Module) -> None:
+    def append(self, module: M) -> None:
         if not isinstance(module, Module):
             raise TypeError(f"ModuleList holds Modules, got {type(module).__name__}")
         self._items.append(module)
 
-    def __getitem__(self, index: int) -> Module:
+    def __getitem__(self, index: int) -> M:
         return self._items[index]
 
     def __len__(self) -> int:
         return len(self._items)
 
-    def __iter__(self) -> Iterator[Module]:
+    def __iter__(self) -> Iterator[M]:
         return iter(self._items)

@@ -56,7 +56,7 @@ def _chunk_stats(x: Tensor, geometry: dict[str, int]) -> Tensor:
     return partial
 
 
-def _norm_kernel(name: str, x: Tensor, parts: tuple[str, ...] = (), **constants: int) -> Any:
+def _norm_kernel(name: str, x: Tensor, parts: tuple[str, ...] = (), **constants: Any) -> Any:
     """A GroupNorm kernel for x [N, C, *spatial]: four elements a load where every channel's
     run (and so every chunk and group) starts at a multiple of 4, else one."""
     width = 4 if (x.size // (x.shape[0] * x.shape[1])) % 4 == 0 else 1
