@@ -57,10 +57,10 @@ def select_adapters(spec: str | int | Sequence[str | int] = "all", *,
     may be named twice (two worker processes on one GPU). NoAdapterError names what is
     present when one is not."""
     if isinstance(spec, str) and spec.strip().lower() == "all":
-        chosen = _all_adapters(devices())
-        if not chosen:
+        every_gpu = _all_adapters(devices())
+        if not every_gpu:
             raise NoAdapterError("no adapter for 'all' (GPUCORE_BACKEND may exclude every one)")
-        return chosen
+        return every_gpu
     tokens: list[str | int]
     if isinstance(spec, str):
         tokens = [t.strip() for t in spec.split(",") if t.strip()]

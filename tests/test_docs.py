@@ -26,10 +26,7 @@ OUTSIDE_NAMES = [name + ".md" for name in ("DESIGN", "STYLE")]
 OUTSIDE_PATHS = re.compile(r"(?:\.\./)+shared/|(?<![\w.])/work/|\bshared/(?:DESIGN|STYLE)\.md")
 # A file allowed to name an outside document for now, with the work that removes the mention;
 # a stale entry (the file no longer names one) fails too, saying so.
-KNOWN_MENTIONS: dict[str, str] = {
-    "tests/test_layout.py": "its docstring cites a rule of the developers' style notes by "
-                            "number; the lead rewrites it to point at docs/ARCHITECTURE.md",
-}
+KNOWN_MENTIONS: dict[str, str] = {}
 
 LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)|!\[[^\]]*\]\(([^)\s]+)\)")
 FENCE = re.compile(r"^(```|~~~)")

@@ -38,11 +38,6 @@ KNOWN_CYCLES: dict[frozenset[str], str] = {
         "diffusion.pipelines.prepare", "diffusion.pipelines.run_kdiffusion",
         "diffusion.pipelines.run_scheduler", "diffusion.pipelines.stable_diffusion",
     }): "issue 43: the Pipeline contract",
-    frozenset({
-        "gpucore._capture", "gpucore._capture_lend", "gpucore._device", "gpucore._limit",
-        "gpucore._memtrace", "gpucore._pool", "gpucore._profile", "gpucore._staging",
-        "gpucore._stream", "gpucore._teardown",
-    }): "issue 43: gpucore's buffer ledger",
 }
 
 # Modules allowed past MAX_LINES: generated-kernel sources and data tables (none today).
