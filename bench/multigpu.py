@@ -29,6 +29,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -294,10 +295,12 @@ def _images_per_s(worker: Any, request: Any, images: int) -> tuple[float, list[A
 
 
 def _server(group: DeviceGroup, images: int, requests: dict[str, Any], *, title: str,
-            model: Any = None, processes: bool = False) -> list[dict[str, Any]]:
+            model: Any = None, dtype: str = "float32",
+            processes: bool = False) -> list[dict[str, Any]]:
     """The server's worker on 1 and on every device of `group`, drawing `requests` (by row
-    label) with `model` (a path; the bundled model when None): threads in this process, or
-    (`processes`) a worker process per device (`serve --devices`, GPUCORE_ADAPTER each)."""
+    label) with `model` (a path; the bundled model when None) loaded in `dtype` (`serve
+    --dtype`): threads in this process, or (`processes`) a worker process per device (`serve
+    --devices`, GPUCORE_ADAPTER each)."""
     from diffusion import default_model_path, load_pipeline
     from diffusion.server.models_dir import ModelRegistry
     from diffusion.server.processes import ProcessWorker
@@ -311,10 +314,10 @@ def _server(group: DeviceGroup, images: int, requests: dict[str, Any], *, title:
     for count in sorted({1, len(group)}):
         if processes:
             worker: Any = ProcessWorker(
-                load_pipeline, queue_size=images + count,
+                partial(load_pipeline, dtype=dtype), queue_size=images + count,
                 adapters=[str(d.info.index) for d in group.devices[:count]])
         else:
-            worker = Worker(lambda path, device: load_pipeline(path, device=device),
+            worker = Worker(lambda path, device: load_pipeline(path, device=device, dtype=dtype),
                             queue_size=images + count, devices=group.devices[:count])
         try:
             worker.submit_load(entry).result()
@@ -343,8 +346,8 @@ def _bundled_requests(sizes: list[int]) -> dict[str, Any]:
 
 def _sd15_server(group: DeviceGroup, images: int, quick: bool) -> list[dict[str, Any]]:
     """The issue's real workload: full-size SD 1.5 (random weights), 512 px, Euler a 20
-    steps, CFG 7, in the dtype load_pipeline picks (float16 where the adapter has matrix
-    units), a worker process per GPU."""
+    steps, CFG 7, loaded as `serve --dtype auto` loads it (float16 where the adapter has
+    matrix units), a worker process per GPU."""
     import tempfile
 
     from diffusion import GenerationRequest
@@ -358,7 +361,8 @@ def _sd15_server(group: DeviceGroup, images: int, quick: bool) -> list[dict[str,
         root = Path(scratch) / "sd15"
         write_sd15_folder(root, quick)
         return _server(group, images, {f"{side}px": request}, processes=True, model=root,
-                       title=f"SD 1.5 (random weights), Euler a {request.steps} steps")
+                       dtype="auto", title=f"SD 1.5 (random weights), Euler a {request.steps} "
+                                           "steps, --dtype auto")
 
 
 def run(quick: bool = False) -> dict[str, Any]:
