@@ -279,7 +279,7 @@ def _dask(group: DeviceGroup, size: int, batch: int, n: int,
 
 def _images_per_s(worker: Any, size: int, images: int) -> tuple[float, list[Any]]:
     from diffusion import GenerationRequest
-    from diffusion.server.worker import GenerationJob
+    from diffusion.server.jobs.worker import GenerationJob
 
     request = GenerationRequest(prompt="a red circle on a blue background", steps=10,
                                 sampler="DDIM", cfg_scale=5.0, width=size, height=size)
@@ -299,9 +299,9 @@ def _server(group: DeviceGroup, images: int, sizes: list[int],
     """The server's worker on 1 and on every device of `group`: threads in this process, or
     (`processes`) a worker process per device (`serve --devices`, GPUCORE_ADAPTER each)."""
     from diffusion import default_model_path, load_pipeline
-    from diffusion.server.models_dir import ModelRegistry
-    from diffusion.server.processes import ProcessWorker
-    from diffusion.server.worker import Worker
+    from diffusion.server.catalog.models_dir import ModelRegistry
+    from diffusion.server.jobs.processes import ProcessWorker
+    from diffusion.server.jobs.worker import Worker
 
     entry = ModelRegistry(extra=default_model_path()).entries[0]
     rows: list[dict[str, Any]] = []

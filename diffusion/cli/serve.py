@@ -107,7 +107,7 @@ def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from ..loaders.errors import WeightsError
-    from ..server.app import create_app, parse_auth
+    from ..server.api.app import create_app, parse_auth
 
     host = "0.0.0.0" if args.listen else args.host
     try:
@@ -145,7 +145,7 @@ def serve(args: argparse.Namespace) -> int:
     if args.devices:
         import gpucore
 
-        from ..server.processes import worker_adapters
+        from ..server.jobs.processes import worker_adapters
 
         try:
             adapters = worker_adapters(args.devices)

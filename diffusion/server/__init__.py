@@ -10,7 +10,7 @@ __all__ = ["create_app"]
 
 def __getattr__(name: str) -> Any:
     if name == "create_app":  # imported on use: `python -m diffusion --help` needs no FastAPI
-        from .app import create_app
+        from .api.app import create_app
 
         return create_app
     raise AttributeError(name)

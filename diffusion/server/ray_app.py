@@ -39,14 +39,14 @@ except ImportError as exc:  # optional extra: say how to get it
     raise ImportError("the Ray Serve deployment needs Ray: `pip install avx-gpu[ray]`") from exc
 from fastapi import APIRouter, Body, Depends, FastAPI
 
-from .routers.models import set_options
-from .schemas import (
+from .api.routers.models import set_options
+from .api.schemas import (
     InterruptRequest,
     ProgressResponse,
     TaskProgressRequest,
     TaskProgressResponse,
 )
-from .state import authorized
+from .api.state import authorized
 
 __all__ = ["DiffusionReplica", "build", "deployment"]
 
@@ -161,7 +161,7 @@ class DiffusionReplica:
         self.server: FastAPI | None = None  # `app` is Ray's (ASGIAppReplicaWrapper)
 
     def __serve_build_asgi_app__(self) -> FastAPI:
-        from .app import create_app
+        from .api.app import create_app
 
         _pin_gpu()
         settings = dict(self.settings)

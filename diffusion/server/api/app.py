@@ -1,7 +1,7 @@
 """`create_app(...)`: the FastAPI app serving the WebUI's `/sdapi/v1` API and the web page.
 
-The routes are diffusion.server.routers' (one APIRouter per area); what they share is one
-`ServerState` (diffusion.server.state), handed to them as a dependency.
+The routes are diffusion.server.api.routers' (one APIRouter per area); what they share is one
+`ServerState` (diffusion.server.api.state), handed to them as a dependency.
 """
 
 from __future__ import annotations
@@ -16,16 +16,16 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from ..loaders.control_models import ControlModelDir
-from ..text.embeddings import EmbeddingDatabase
-from .image_encoders import ImageEncoders
+from ...loaders.control_models import ControlModelDir
+from ...text.embeddings import EmbeddingDatabase
+from ..catalog.image_encoders import ImageEncoders
+from ..catalog.models_dir import ModelRegistry
+from ..catalog.modules_dir import AUTOMATIC_VAE, choose_vae
+from ..jobs.worker import Worker
 from .limits import BodyLimit, add_error_handlers
-from .models_dir import ModelRegistry
-from .modules_dir import AUTOMATIC_VAE, choose_vae
 from .routers import routers
 from .routers.page import STATIC
 from .state import ServerState, parse_auth
-from .worker import Worker
 
 __all__ = ["create_app", "parse_auth"]
 
@@ -70,7 +70,7 @@ def create_app(*, model: str | os.PathLike[str] | None = None,
     with module files is built by `loader(path, modules=[...])`.
     `devices` (gpucore Devices): one worker per device, each with its own pipeline, taking
     jobs from the one queue; `loader(path, device=device)` is then called once per device.
-    `worker_adapters` (GPUCORE_ADAPTER values, diffusion.server.processes.worker_adapters):
+    `worker_adapters` (GPUCORE_ADAPTER values, diffusion.server.jobs.processes.worker_adapters):
     one worker PROCESS per entry instead, each loading the model with `loader(path)`.
     `memory`: the MemoryMode every loaded pipeline runs in (/sdapi/v1/memory reports it).
     `controlnet_dir`: the ControlNet / T2I-Adapter / IP-Adapter models units may name;
@@ -80,11 +80,11 @@ def create_app(*, model: str | os.PathLike[str] | None = None,
     a FLUX / SD3 model's own, the VAE and encoders a single file lacks, a VAE in place of any
     model's own; what a model has no place for is left out). The module files a client may
     choose are these and those in `models_dir` (/sdapi/v1/sd-modules).
-    `sd_vae`: the WebUI's VAE choice the first model loads with (diffusion.server.modules_dir:
+    `sd_vae`: the WebUI's VAE choice the first model loads with (diffusion.server.catalog.modules_dir:
     "Automatic", "None" or a VAE file's name as /sdapi/v1/sd-vae lists it).
     """
-    from .. import default_model_path, load_pipeline
-    from ..pipelines.module_load import load_with_modules
+    from ... import default_model_path, load_pipeline
+    from ...pipelines.module_load import load_with_modules
 
     users = parse_auth(api_auth)
     if model is not None and not Path(model).exists():
@@ -113,7 +113,7 @@ def create_app(*, model: str | os.PathLike[str] | None = None,
 
     loading = _with_networks(loader or load, embeddings, lora_dir, memory)
     if worker_adapters:
-        from .processes import ProcessWorker
+        from ..jobs.processes import ProcessWorker
 
         worker: Worker = ProcessWorker(loading, adapters=worker_adapters, queue_size=queue_size)
     else:
@@ -137,7 +137,7 @@ def create_app(*, model: str | os.PathLike[str] | None = None,
         "show_progress_every_n_steps": 1, "live_previews_enable": True,
         # Forge's VAE / Text Encoder files (as paths, as Forge keeps them): --text-encoder's
         "forge_additional_modules": [str(path) for path in first.modules],
-        "sd_vae": sd_vae,  # the WebUI's VAE choice (diffusion.server.modules_dir)
+        "sd_vae": sd_vae,  # the WebUI's VAE choice (diffusion.server.catalog.modules_dir)
     }
 
     state = ServerState(worker=worker, registry=registry, options=options,
