@@ -2,6 +2,6 @@
 schemas, requests -> jobs and results -> responses (`generation`, `controlnet_units`), the
 WebUI's error shapes (`limits`) and the web page's files (`static/`).
 
-Imports point down: api -> diffusion.server.jobs -> diffusion.server.catalog, with
-diffusion.server.images and diffusion.server.settings beneath them all.
+Imports point down: api -> diffusion.server.jobs -> diffusion.server.settings ->
+diffusion.server.catalog, and diffusion.server.images.
 """

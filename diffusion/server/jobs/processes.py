@@ -117,7 +117,8 @@ class _Process:
 class ProcessWorker(Worker):
     """The Worker's queue over worker processes, one per entry of `adapters` (GPUCORE_ADAPTER
     values, see `worker_adapters`). `loader(path)` runs in each process (it is pickled with
-    cloudpickle, as the jobs are). `pipe` is a `child.ModelFacts` of the loaded model."""
+    cloudpickle, as the jobs are; create_app's, a jobs.loader.PipelineLoader, carries the
+    ServerSettings there). `pipe` is a `child.ModelFacts` of the loaded model."""
 
     def __init__(self, loader: Callable[..., Any], *, adapters: Sequence[str],
                  queue_size: int = 16) -> None:
