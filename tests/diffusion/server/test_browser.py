@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 from support import ROOT
 
-STATIC = ROOT / "diffusion" / "server" / "static"
+STATIC = ROOT / "diffusion" / "server" / "api" / "static"
 CHROMIUM = "/usr/bin/chromium"
 PROMPT = "a red circle on a blue background"
 STEPS = 8  # ~1.3 s a step on CI's 2 cores: the page's 500 ms progress poll sees the bar move
