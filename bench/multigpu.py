@@ -282,7 +282,7 @@ def _dask(group: DeviceGroup, size: int, batch: int, n: int,
 
 
 def _images_per_s(worker: Any, request: Any, images: int) -> tuple[float, list[Any]]:
-    from diffusion.server.worker import GenerationJob
+    from diffusion.server.jobs.worker import GenerationJob
 
     def job(seed: int) -> Callable[[], Any]:
         return lambda: worker.generate(GenerationJob("txt2img", [seed], request))
@@ -302,9 +302,9 @@ def _server(group: DeviceGroup, images: int, requests: dict[str, Any], *, title:
     --dtype`): threads in this process, or (`processes`) a worker process per device (`serve
     --devices`, GPUCORE_ADAPTER each)."""
     from diffusion import default_model_path, load_pipeline
-    from diffusion.server.models_dir import ModelRegistry
-    from diffusion.server.processes import ProcessWorker
-    from diffusion.server.worker import Worker
+    from diffusion.server.catalog.models_dir import ModelRegistry
+    from diffusion.server.jobs.processes import ProcessWorker
+    from diffusion.server.jobs.worker import Worker
 
     entry = ModelRegistry(extra=model or default_model_path()).entries[0]
     rows: list[dict[str, Any]] = []

@@ -7,13 +7,17 @@ import argparse
 import ipaddress
 import socket
 import sys
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .memory import add_memory_options, memory_mode
 from .options import add_network_options, whole
 
-__all__ = ["add_serve_parser", "serve"]
+if TYPE_CHECKING:
+    from ..server.settings import ServerSettings
+
+__all__ = ["add_serve_parser", "serve", "server_settings"]
 
 HELP = "serve the Stable Diffusion WebUI's HTTP API (/sdapi/v1) and a web page"
 
@@ -102,16 +106,32 @@ def _plain(flags: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in flags.items() if not callable(v)}
 
 
+def server_settings(args: argparse.Namespace) -> ServerSettings:
+    """The server's settings from serve's options (worker_adapters: resolved apart, from
+    --devices, for a server on this machine)."""
+    from ..server.settings import ServerSettings
+
+    return ServerSettings(
+        model=args.model, models_dir=args.models_dir, text_encoders=args.text_encoder or (),
+        image_encoders=args.image_encoder or (), controlnet_dir=args.controlnet_dir,
+        embeddings_dir=args.embeddings_dir, lora_dir=args.lora_dir,
+        upscaler_dir=args.upscaler_dir, dtype=args.dtype, memory=memory_mode(args),
+        queue_size=args.queue_size, max_size=args.max_size,
+        host="0.0.0.0" if args.listen else args.host, port=args.port,
+        api_auth=args.api_auth, outputs=args.outputs, cmd_flags=_plain(vars(args)))
+
+
 def serve(args: argparse.Namespace) -> int:
     """Run the server until interrupted; returns the exit status."""
     import uvicorn
 
     from ..loaders.errors import WeightsError
-    from ..server.app import create_app, parse_auth
+    from ..server.api.app import create_app, parse_auth
 
-    host = "0.0.0.0" if args.listen else args.host
+    settings = server_settings(args)
+    host = settings.host
     try:
-        parse_auth(args.api_auth)
+        parse_auth(settings.api_auth)
         if args.controlnet_dir and not Path(args.controlnet_dir).is_dir():
             raise ValueError(f"--controlnet-dir {args.controlnet_dir!r} is not a folder")
         for path in args.image_encoder or []:
@@ -121,48 +141,40 @@ def serve(args: argparse.Namespace) -> int:
             from ..upscalers.models import register_upscaler_dir
 
             register_upscaler_dir(args.upscaler_dir)
-        sock = _bind(host, args.port)
+        sock = _bind(host, settings.port)
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    # create_app's settings: the same for this process and for every Ray replica
-    settings = dict(model=args.model, models_dir=args.models_dir, outputs=args.outputs,
-                    queue_size=args.queue_size, max_size=args.max_size,
-                    api_auth=args.api_auth, cmd_flags=_plain(vars(args)),
-                    embeddings_dir=args.embeddings_dir, lora_dir=args.lora_dir,
-                    dtype=args.dtype, memory=memory_mode(args),
-                    controlnet_dir=args.controlnet_dir, text_encoders=args.text_encoder or (),
-                    image_encoders=args.image_encoder)
     if args.ray:
         from .serve_ray import serve_on_ray
 
         sock.close()  # Ray Serve's proxy listens instead
-        return serve_on_ray(args, host, {**settings, "upscaler_dir": args.upscaler_dir})
+        return serve_on_ray(args, settings)
     if not _is_loopback(host) and not args.api_auth:
         print(f"warning: listening on {host} without --api-auth: anyone who can reach this "
               "machine can use the GPU", file=sys.stderr)
-    adapters = None
     if args.devices:
         import gpucore
 
-        from ..server.processes import worker_adapters
+        from ..server.jobs.processes import worker_adapters
 
         try:
-            adapters = worker_adapters(args.devices)
+            settings = replace(settings, worker_adapters=tuple(worker_adapters(args.devices)))
         except (gpucore.GpuError, ValueError) as exc:
             sock.close()
             print(f"error: --devices {args.devices}: {exc}", file=sys.stderr)
             return 2
     try:
-        app = create_app(**settings, worker_adapters=adapters)
+        app = create_app(settings)
     except (FileNotFoundError, WeightsError, ValueError, OSError) as exc:
         sock.close()
         print(f"error: cannot load the model: {exc}", file=sys.stderr)
         return 2
+    adapters = settings.worker_adapters
     shown = f"[{host}]" if ":" in host else host
-    workers = "" if adapters is None else f"; {len(adapters)} worker processes on adapters " + \
+    workers = "" if not adapters else f"; {len(adapters)} worker processes on adapters " + \
         ", ".join(adapters)
-    print(f"serving at http://{shown}:{args.port}/ (API: /sdapi/v1, docs: /docs){workers}",
+    print(f"serving at http://{shown}:{settings.port}/ (API: /sdapi/v1, docs: /docs){workers}",
           flush=True)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
     server.run(sockets=[sock])

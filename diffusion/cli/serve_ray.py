@@ -7,7 +7,10 @@ import argparse
 import json
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..server.settings import ServerSettings
 
 __all__ = ["add_ray_options", "serve_on_ray"]
 
@@ -40,9 +43,10 @@ def add_ray_options(sub: argparse.ArgumentParser) -> None:
                             "adapters)")
 
 
-def serve_on_ray(args: argparse.Namespace, host: str, settings: dict[str, Any]) -> int:
-    """Deploy replicas of create_app(**settings) (and `upscaler_dir`, registered in each)
-    and block until interrupted; returns the exit status."""
+def serve_on_ray(args: argparse.Namespace, settings: ServerSettings) -> int:
+    """Deploy replicas of create_app(settings) (each registering `settings.upscaler_dir`)
+    behind Ray Serve's proxy on settings.host and settings.port, and block until
+    interrupted; returns the exit status."""
     try:
         import ray
         from ray import serve
@@ -53,11 +57,12 @@ def serve_on_ray(args: argparse.Namespace, host: str, settings: dict[str, Any]) 
         return 2
     ray.init(address=None if args.ray == "local" else args.ray)
     replicas = args.ray_replicas or max(int(ray.cluster_resources().get("GPU", 0)), 1)
-    app = deployment(replicas=replicas, autoscaling=args.ray_autoscaling,
-                     gpus_per_replica=args.ray_gpus_per_replica, **settings)
-    serve.start(http_options={"host": host, "port": args.port})
+    app = deployment(settings, replicas=replicas, autoscaling=args.ray_autoscaling,
+                     gpus_per_replica=args.ray_gpus_per_replica)
+    host, port = settings.host, settings.port
+    serve.start(http_options={"host": host, "port": port})
     serve.run(app, name="diffusion", route_prefix="/", blocking=False)
-    print(f"serving on Ray at http://{host}:{args.port}/ (API: /sdapi/v1); "
+    print(f"serving on Ray at http://{host}:{port}/ (API: /sdapi/v1); "
           f"{args.ray_autoscaling or replicas} replicas", flush=True)
     try:
         while True:

@@ -14,7 +14,7 @@ never becomes a path.
 
 `load_control_model` reads what a path holds and dispatches on its kind (`model_kind`):
 ControlNet, T2I-Adapter and IP-Adapter (without its image encoder: an IP-Adapter unit names
-that apart, diffusion.server.image_encoders).
+that apart, diffusion.server.catalog.image_encoders).
 """
 
 from __future__ import annotations
@@ -181,7 +181,7 @@ class ControlModelCache:
         self._lock = threading.Lock()
 
     def __reduce__(self) -> tuple[Any, ...]:
-        # a job sent to a worker process (diffusion.server.processes) takes that process's own
+        # a job sent to a worker process (diffusion.server.jobs.processes) takes that process's own
         # cache along: the models stay on the GPU they were loaded on, and a lock never pickles
         return _process_cache, (self.size,)
 

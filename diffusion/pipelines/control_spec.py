@@ -72,7 +72,7 @@ class ControlSpec:
     None when the caller supplies it later (img2img: the init image). `processor_res`,
     `threshold_a`, `threshold_b`: -1 or a value off the module's slider means its default.
     `image_encoder`: an IP-Adapter unit's CLIP image encoder (a path; the server's choice,
-    diffusion.server.image_encoders), None for the others. `mask`: the inpaint modules'
+    diffusion.server.catalog.image_encoders), None for the others. `mask`: the inpaint modules'
     mask (uint8, the image's size, white: repaint)."""
 
     model: str

@@ -12,7 +12,7 @@ Adding a setting is a change in two files:
    (`_setting`): the infotext label it is written under (the WebUI's name, e.g. "Denoising
    strength"), `cli` (help text: the CLI gets `--field-name`, typed by the default, through
    `diffusion.cli.options.add_request_options`) and `api` (the key of the WebUI API's body the
-   server reads it from, `diffusion.server.generation.build_job`; a key the schema does not
+   server reads it from, `diffusion.server.api.generation.build_job`; a key the schema does not
    declare is read from the body's extra keys);
 2. where it acts: `run_kdiffusion.py` / `run_scheduler.py` (or `stable_diffusion.py` for what
    it writes into the settings). `refiner_switch_at` is one such field.

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from typing import Annotated, Any
 
 try:
@@ -39,14 +40,15 @@ except ImportError as exc:  # optional extra: say how to get it
     raise ImportError("the Ray Serve deployment needs Ray: `pip install avx-gpu[ray]`") from exc
 from fastapi import APIRouter, Body, Depends, FastAPI
 
-from .routers.models import set_options
-from .schemas import (
+from .api.routers.models import set_options
+from .api.schemas import (
     InterruptRequest,
     ProgressResponse,
     TaskProgressRequest,
     TaskProgressResponse,
 )
-from .state import authorized
+from .api.state import authorized
+from .settings import ServerSettings
 
 __all__ = ["DiffusionReplica", "build", "deployment"]
 
@@ -152,53 +154,60 @@ def _current() -> Any:
 
 @serve.ingress()
 class DiffusionReplica:
-    """One replica: the server of `create_app(**settings)` on this replica's GPU, with the
-    upscalers of `settings["upscaler_dir"]` registered (serve --upscaler-dir)."""
+    """One replica: the server of `create_app(settings)` on this replica's GPU, with the
+    upscalers of `settings.upscaler_dir` registered (serve --upscaler-dir)."""
 
-    def __init__(self, settings: dict[str, Any]) -> None:
-        self.settings = dict(settings)
-        self.key = repr(sorted(self.settings.items(), key=lambda item: item[0]))
+    def __init__(self, settings: ServerSettings) -> None:
+        self.settings = settings
+        self.key = repr(settings)  # which deployment's switches (_Current) apply here
         self.server: FastAPI | None = None  # `app` is Ray's (ASGIAppReplicaWrapper)
 
     def __serve_build_asgi_app__(self) -> FastAPI:
-        from .app import create_app
+        from .api.app import create_app
 
         _pin_gpu()
-        settings = dict(self.settings)
-        upscalers = settings.pop("upscaler_dir", None)
-        if upscalers:  # names for hires fix and the Extras API
+        settings = self.settings
+        if settings.upscaler_dir:  # names for hires fix and the Extras API
             from ..upscalers.models import register_upscaler_dir
 
-            register_upscaler_dir(upscalers)
+            register_upscaler_dir(settings.upscaler_dir)
         current = ray.get(_current().get.remote())
         switched = current is not None and current["settings"] == self.key  # the others did
         if switched:  # the model, module files (Forge's) and VAE the others were switched to
-            settings["model"] = current["model"]
-            settings["text_encoders"] = current["options"].get("forge_additional_modules", [])
-            settings["sd_vae"] = current["options"].get("sd_vae", "Automatic")
-        self.server = app = create_app(**settings)
+            settings = replace(
+                settings, model=current["model"],
+                text_encoders=current["options"].get("forge_additional_modules", []),
+                sd_vae=current["options"].get("sd_vae", "Automatic"))
+        self.server = app = create_app(settings)
         if switched:
             app.state.server.options.update(current["options"])
         _first(app, _cluster_routes())
         return app
 
+    @property
+    def _app(self) -> FastAPI:
+        """The app __serve_build_asgi_app__ built (Ray builds it before any call)."""
+        if self.server is None:
+            raise RuntimeError("this replica's app is not built yet")
+        return self.server
+
     # what the cluster-wide routes call on every replica
     def replica_progress(self, with_image: bool) -> dict[str, Any]:
-        return self.server.state.worker.progress(with_image=with_image)
+        return self._app.state.worker.progress(with_image=with_image)
 
     def replica_task_progress(self, task: str | None, live_preview: bool,
                               id_live_preview: int) -> dict[str, Any]:
-        return self.server.state.worker.task_progress(task, live_preview=live_preview,
+        return self._app.state.worker.task_progress(task, live_preview=live_preview,
                                                       id_live_preview=id_live_preview)
 
     def replica_interrupt(self, task: str | None) -> None:
-        self.server.state.worker.interrupt(task)
+        self._app.state.worker.interrupt(task)
 
     def replica_skip(self, task: str | None) -> None:
-        self.server.state.worker.skip(task)
+        self._app.state.worker.skip(task)
 
     async def replica_options(self, body: dict[str, Any]) -> None:
-        state = self.server.state.server
+        state = self._app.state.server
         await set_options(state, body)
         chosen = state.model or state.worker.model  # not a request's override
         await _current().put.remote({"settings": self.key, "options": dict(state.options),
@@ -206,28 +215,30 @@ class DiffusionReplica:
 
     def replica_model(self) -> str:
         """The path of the model this replica runs."""
-        return str(self.server.state.worker.model.path)
+        return str(self._app.state.worker.model.path)
 
     def replica_modules(self) -> list[str]:
         """The paths of the module files (Forge's, then sd_vae's) this replica's model runs
         with."""
-        return [str(path) for path in self.server.state.worker.model.files]
+        return [str(path) for path in self._app.state.worker.model.files]
 
 
-def deployment(*, replicas: int | None = None, autoscaling: dict[str, Any] | None = None,
-               gpus_per_replica: float = 1.0, cpus_per_replica: float | None = None,
-               name: str = "diffusion", **settings: Any) -> Any:
-    """The Ray Serve application: `replicas` copies of the server (or Ray's
-    `autoscaling_config`, e.g. {"min_replicas": 1, "max_replicas": 8,
+def deployment(settings: ServerSettings | None = None, /, *, replicas: int | None = None,
+               autoscaling: dict[str, Any] | None = None, gpus_per_replica: float = 1.0,
+               cpus_per_replica: float | None = None, name: str = "diffusion",
+               **fields: Any) -> Any:
+    """The Ray Serve application: `replicas` copies of the server of `settings` (or of
+    ServerSettings(**fields); with both, `fields` replace those settings), or Ray's
+    `autoscaling_config` (e.g. {"min_replicas": 1, "max_replicas": 8,
     "target_ongoing_requests": 4}), each holding `gpus_per_replica` GPUs (0: CPU only, for tests
-    on software adapters). `settings` are create_app's (model, models_dir, queue_size, ...)."""
-    queue_size = int(settings.get("queue_size", 16))
+    on software adapters)."""
+    settings = replace(settings or ServerSettings(), **fields)
     actor: dict[str, Any] = {"num_gpus": gpus_per_replica}
     if cpus_per_replica is not None:
         actor["num_cpus"] = cpus_per_replica
     options: dict[str, Any] = {"name": name, "ray_actor_options": actor,
                                # the queue, the running job, and room for progress/interrupt
-                               "max_ongoing_requests": queue_size + 8}
+                               "max_ongoing_requests": settings.queue_size + 8}
     if autoscaling:
         options["autoscaling_config"] = autoscaling
     else:
@@ -237,8 +248,8 @@ def deployment(*, replicas: int | None = None, autoscaling: dict[str, Any] | Non
 
 def build(args: dict[str, Any]) -> Any:
     """`serve run diffusion.server.ray_app:build key=value ...`: replicas, autoscaling (JSON),
-    gpus_per_replica, and create_app's settings by name (model, models_dir, queue_size,
-    max_size, outputs, api_auth, dtype)."""
+    gpus_per_replica, and the ServerSettings by name (model, models_dir, queue_size,
+    max_size, outputs, api_auth, dtype, ...)."""
     args = dict(args)
     numbers = {"replicas": int, "gpus_per_replica": float, "queue_size": int, "max_size": int}
     chosen: dict[str, Any] = {k: numbers[k](v) if k in numbers else v for k, v in args.items()}

@@ -242,8 +242,8 @@ def test_the_apis_settings_and_defaults(tmp_path: Path) -> None:
     levels, a sketch by its alpha over 128 (mask_round False: the alpha as it is), and
     inpainting_mask_invert left to the pipeline (which writes it into the infotext)."""
     pytest.importorskip("fastapi", reason="the server extra is not installed")
-    from diffusion.server import generation
-    from diffusion.server.schemas import Img2ImgRequest
+    from diffusion.server.api import generation
+    from diffusion.server.api.schemas import Img2ImgRequest
 
     def served(**body: Any) -> GenerationRequest:
         body = {"init_images": [_b64(Image.fromarray(PICTURE))], "mask": _b64(_mask()), **body}

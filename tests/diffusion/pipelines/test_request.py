@@ -86,8 +86,8 @@ def test_the_size_check_has_one_message(capsys: pytest.CaptureFixture[str], tmp_
     of 8."""
     pytest.importorskip("fastapi", reason="the server extra is not installed")
     import diffusion.cli.main as cli
-    from diffusion.server.generation import RequestError, build_job
-    from diffusion.server.schemas import Txt2ImgRequest
+    from diffusion.server.api.generation import RequestError, build_job
+    from diffusion.server.api.schemas import Txt2ImgRequest
 
     with pytest.raises(ValueError) as direct:
         check_size("width", 100)
@@ -143,11 +143,11 @@ def test_a_setting_with_cli_and_api_metadata_needs_no_code_at_the_doors(
     from dataclasses import dataclass as plain
 
     pytest.importorskip("fastapi", reason="the server extra is not installed")
-    import diffusion.server.generation as generation
+    import diffusion.server.api.generation as generation
     from diffusion.cli.generate import build_request
     from diffusion.cli.main import build_parser
     from diffusion.pipelines.request import door_fields
-    from diffusion.server.schemas import Txt2ImgRequest
+    from diffusion.server.api.schemas import Txt2ImgRequest
 
     assert [f.name for f in door_fields("cli")] == ["refiner_switch_at", "distilled_cfg_scale",
                                                     "hr_distilled_cfg"]
@@ -202,8 +202,8 @@ def test_the_servers_randn_source_picks_the_generator(tmp_path: Path) -> None:
     """The WebUI's "Random number generator source": CPU is torch's CPU noise, in any case as
     before; anything but its three values is refused, as POST /options refuses it."""
     pytest.importorskip("fastapi", reason="the server extra is not installed")
-    from diffusion.server import generation
-    from diffusion.server.schemas import Txt2ImgRequest
+    from diffusion.server.api import generation
+    from diffusion.server.api.schemas import Txt2ImgRequest
 
     def rng(options: str, **override: Any) -> str:
         job, _ = generation.build_job(

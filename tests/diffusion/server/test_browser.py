@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 from support import ROOT
 
-STATIC = ROOT / "diffusion" / "server" / "static"
+STATIC = ROOT / "diffusion" / "server" / "api" / "static"
 CHROMIUM = "/usr/bin/chromium"
 PROMPT = "a red circle on a blue background"
 STEPS = 8  # ~1.3 s a step on CI's 2 cores: the page's 500 ms progress poll sees the bar move
@@ -94,7 +94,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int,
     """(base URL, image size, whether the tiny models are served) of the real server, running in
     a thread on a free port."""
     uvicorn = pytest.importorskip("uvicorn", reason="the server extra is not installed")
-    from diffusion.server.app import create_app
+    from diffusion.server.api.app import create_app
 
     model, size, models = _model_path(tmp_path_factory)
     controlnets = None

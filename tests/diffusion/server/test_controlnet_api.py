@@ -219,8 +219,8 @@ def test_bad_units_are_422_naming_the_field(app: Any, fields: dict[str, Any],
 def test_units_read_as_the_extension_reads_them(app: Any) -> None:
     """Disabled units are skipped, names and numbers both select modes, the old field names
     still work, and a unit without a picture takes img2img's init image."""
-    from diffusion.server.controlnet_units import parse_units
-    from diffusion.server.generation import RequestError
+    from diffusion.server.api.controlnet_units import parse_units
+    from diffusion.server.api.generation import RequestError
 
     models = app.state.server.controlnets
     specs = parse_units([_unit(enabled=False), _unit(resize_mode=2, lowvram=True,
@@ -259,7 +259,7 @@ def test_units_read_as_the_extension_reads_them(app: Any) -> None:
 def test_a_plain_picture_carries_no_mask() -> None:
     """The extension's `image` is a base64 string or {image, mask}: only the second has a mask
     (a plain string once came back as its own mask, repainting wherever the picture is bright)."""
-    from diffusion.server.controlnet_units import _picture
+    from diffusion.server.api.controlnet_units import _picture
 
     picture = np.zeros((8, 8, 3), np.uint8)
     picture[2:5] = 255
@@ -274,7 +274,7 @@ def test_a_plain_picture_carries_no_mask() -> None:
 def test_a_transparent_picture_is_on_white() -> None:
     """A unit's picture with alpha (lineart on a transparent background) is blended over
     white, as the extension's HWC3 does; it was dropped, leaving black lines on black."""
-    from diffusion.server.controlnet_units import _picture
+    from diffusion.server.api.controlnet_units import _picture
 
     lines = np.zeros((8, 8, 4), np.uint8)
     lines[2:4, :, 3] = 255  # black strokes, the rest transparent black

@@ -19,8 +19,8 @@ from fastapi.testclient import TestClient  # noqa: E402
 from PIL import Image  # noqa: E402
 from server_support import pixels, png_b64  # noqa: E402
 
-from diffusion.server.limits import add_error_handlers  # noqa: E402
-from diffusion.server.routers import extras  # noqa: E402
+from diffusion.server.api.limits import add_error_handlers  # noqa: E402
+from diffusion.server.api.routers import extras  # noqa: E402
 from diffusion.upscalers import models  # noqa: E402
 from diffusion.upscalers.interpolation import HiresFix, upscale_image  # noqa: E402
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from diffusion.loaders.errors import WeightsError
-from diffusion.server.image_encoders import ImageEncoders
+from diffusion.server.catalog.image_encoders import ImageEncoders
 
 safetensors_numpy = pytest.importorskip("safetensors.numpy", reason="writes the test files")
 

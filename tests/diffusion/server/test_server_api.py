@@ -35,7 +35,7 @@ from diffusion.infotext import read_infotext
 from diffusion.loaders import WeightsError
 from diffusion.samplers import SAMPLERS
 from diffusion.server import create_app
-from diffusion.server.models_dir import folder_sha256
+from diffusion.server.catalog.models_dir import folder_sha256
 
 if not gpucore.devices():
     pytest.skip("no GPU adapter present: install mesa-vulkan-drivers (see README)",
@@ -429,7 +429,7 @@ def test_embeddings_listing(tmp_path: Path) -> None:
     """GET /sdapi/v1/embeddings' shape: loaded with vectors and width, pickles skipped."""
     from safetensors.numpy import save_file
 
-    from diffusion.server.routers.models import embedding_listing
+    from diffusion.server.api.routers.models import embedding_listing
     from diffusion.text.embeddings import EmbeddingDatabase
 
     save_file({"emb_params": np.ones((3, 32), np.float32)}, str(tmp_path / "fluffy.safetensors"))
@@ -445,7 +445,7 @@ def test_lora_listing(tmp_path: Path) -> None:
     """GET /sdapi/v1/loras' shape: name, alias (kohya's ss_output_name), path, metadata."""
     from safetensors.numpy import save_file
 
-    from diffusion.server.routers.models import lora_listing
+    from diffusion.server.api.routers.models import lora_listing
 
     tensors = {"lora_unet_x.lora_down.weight": np.ones((2, 4), np.float32)}
     save_file(tensors, str(tmp_path / "fluffy.safetensors"), metadata={"ss_output_name": "Fluf"})
@@ -519,8 +519,8 @@ def test_a_422_does_not_echo_a_huge_field(client: Any) -> None:
 def test_hires_resize_on_one_side_floors_as_the_webui() -> None:
     """hr_resize_y alone: the width is y * width // height (the WebUI's hr_upscale_to_x), not
     rounded: 768 * 256 / 424 = 463.7 is 463, a 456-pixel second pass, not 464."""
-    from diffusion.server.generation import _hires
-    from diffusion.server.schemas import Txt2ImgRequest
+    from diffusion.server.api.generation import _hires
+    from diffusion.server.api.schemas import Txt2ImgRequest
 
     request = Txt2ImgRequest(prompt=PROMPT, width=256, height=424, enable_hr=True,
                              hr_resize_y=768)

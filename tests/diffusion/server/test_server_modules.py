@@ -188,12 +188,12 @@ def test_the_loaded_model_is_kept_by_its_path_and_modules(kind: str) -> None:
     """The same model with other modules is another model: it is loaded (in a worker process
     too, where the switch travels as child.LoadModel), and `planned` says what the queue
     leaves loaded, back to the loaded one when a switch fails."""
-    from diffusion.server.models_dir import ModelEntry
-    from diffusion.server.worker import Worker
+    from diffusion.server.catalog.models_dir import ModelEntry
+    from diffusion.server.jobs.worker import Worker
 
     if kind == "process":
         pytest.importorskip("cloudpickle", reason="the process worker sends jobs with it")
-        from diffusion.server.processes import ProcessWorker
+        from diffusion.server.jobs.processes import ProcessWorker
 
         def loader(path: Path, **where: Any) -> Any:  # sent by value: nothing to import
             return _fake_pipe(path, **where)

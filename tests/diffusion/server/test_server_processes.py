@@ -1,4 +1,4 @@
-"""`serve --devices`: a worker PROCESS per device (diffusion.server.processes) on CI's software
+"""`serve --devices`: a worker PROCESS per device (diffusion.server.jobs.processes) on CI's software
 adapter twice. Concurrent requests give the pictures of the one-process server; progress shows
 both processes' jobs and interrupt reaches them (the one of the task named, or all); `kill -9`
 of a process mid-job answers its request with a 503 while the other process's request
@@ -126,7 +126,7 @@ def test_kill_9_fails_only_its_job_and_the_process_comes_back(served: Any) -> No
 
 
 def test_devices_name_one_adapter_per_process() -> None:
-    from diffusion.server.processes import worker_adapters
+    from diffusion.server.jobs.processes import worker_adapters
 
     first = str(gpucore.devices()[0].index)
     assert worker_adapters(f"{first},{first}") == [first, first]  # two processes on one GPU
@@ -141,7 +141,7 @@ def test_an_interrupt_before_the_job_begins_in_its_process_is_kept(served: Any) 
     import time
 
     from diffusion.pipelines.request import GenerationRequest
-    from diffusion.server.worker import GenerationJob
+    from diffusion.server.jobs.worker import GenerationJob
 
     _, worker, _ = served
     job = GenerationJob(kind="txt2img", seeds=[7, 8],

@@ -73,7 +73,7 @@ def test_from_the_server(fixtures: dict[str, Path]) -> None:
     pytest.importorskip("fastapi", reason="server extra (pip install .[server])")
     from fastapi.testclient import TestClient
 
-    from diffusion.server.app import create_app
+    from diffusion.server.api.app import create_app
 
     app = create_app(model=fixtures["model"], lora_dir=fixtures["loras"],
                      embeddings_dir=fixtures["embeddings"], outputs=fixtures["model"].parent)

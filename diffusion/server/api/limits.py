@@ -14,8 +14,8 @@ from starlette.exceptions import HTTPException
 
 from gpucore import MemoryLimitError
 
+from ..images import ImageError
 from .generation import RequestError
-from .images import ImageError
 
 __all__ = ["BodyLimit", "NotUtf8", "add_error_handlers", "error_body", "utf8_text"]
 

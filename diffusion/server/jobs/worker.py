@@ -12,7 +12,7 @@ shows the oldest running job and names the others in its text. A job may carry a
 WebUI's `id_task`, sent as `force_task_id`): `task_progress` answers for that job alone,
 queued, running or finished, as the WebUI's /internal/progress does for its page, and
 interrupt and skip given that id stop that job alone (so that a page stops its own). Threads
-share the GIL: for several GPUs, diffusion.server.processes runs this queue over a worker
+share the GIL: for several GPUs, diffusion.server.jobs.processes runs this queue over a worker
 process per GPU.
 """
 
@@ -31,9 +31,9 @@ from typing import Any
 
 import numpy as np
 
-from ..pipelines.request import GenerationRequest
-from .images import save_output
-from .models_dir import ModelEntry
+from ...pipelines.request import GenerationRequest
+from ..catalog.models_dir import ModelEntry
+from ..images import save_output
 from .slots import Slot, SlotObserver, describe, fraction, idle_state
 
 __all__ = ["GenerationJob", "QueueFull", "Worker", "WorkerLost"]
@@ -221,7 +221,7 @@ class Worker:
                     self._cond.notify_all()
 
     def _execute(self, slot: Slot, job: _Job) -> Any:
-        """Run `job` for `slot` (here: on its thread; diffusion.server.processes: in its
+        """Run `job` for `slot` (here: on its thread; diffusion.server.jobs.processes: in its
         process)."""
         return job.run()
 

@@ -1,4 +1,4 @@
-"""One worker process of the multi-process server (diffusion.server.processes): its GPU (the
+"""One worker process of the multi-process server (diffusion.server.jobs.processes): its GPU (the
 `GPUCORE_ADAPTER` its parent gives it), its own pipeline, and the jobs its parent sends.
 
 The process runs an ordinary one-device `Worker`; the jobs arrive pickled (cloudpickle, so the
@@ -20,7 +20,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from .models_dir import ModelEntry
+from ..catalog.models_dir import ModelEntry
 from .worker import Worker
 
 __all__ = ["LoadModel", "ModelFacts", "main", "this_worker"]

@@ -1,6 +1,6 @@
 """A worker's device slot: its pipeline and what its running job publishes (the WebUI's
 `shared.state` for one device: step numbers, latents for the preview, the task id), and how
-that reads as progress. The Worker (diffusion.server.worker) owns the slots and the lock."""
+that reads as progress. The Worker (diffusion.server.jobs.worker) owns the slots and the lock."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from ..pipelines.observer import Observer
-from .images import preview_png
+from ...pipelines.observer import Observer
+from ..images import preview_png
 
 __all__ = ["Slot", "SlotObserver", "describe", "fraction", "idle_state"]
 

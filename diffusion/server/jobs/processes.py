@@ -3,7 +3,7 @@
 A Worker's threads share one interpreter: recording a step's dispatches holds the GIL, so two
 GPUs in one process made 1.00x the pictures of one at 128 px (bench/results/multigpu-*.json).
 Here every device is a process of its own (multiprocessing's spawn, `GPUCORE_ADAPTER` set per
-process, diffusion.server.child), each loading its own pipeline, and the parent keeps what the
+process, diffusion.server.jobs.child), each loading its own pipeline, and the parent keeps what the
 thread Worker keeps: the one FIFO queue, exclusive model switches (sent to every process), and
 each slot's progress (mirrored from its process's reports). Interrupt and skip are sent to the
 processes that run a job (or to the one that runs the job of the task named). A process that
@@ -25,8 +25,8 @@ from concurrent.futures import Future
 from multiprocessing.connection import wait
 from typing import Any
 
+from ..catalog.models_dir import ModelEntry
 from . import child
-from .models_dir import ModelEntry
 from .slots import Slot
 from .worker import Worker, WorkerLost, _Job
 
@@ -117,7 +117,8 @@ class _Process:
 class ProcessWorker(Worker):
     """The Worker's queue over worker processes, one per entry of `adapters` (GPUCORE_ADAPTER
     values, see `worker_adapters`). `loader(path)` runs in each process (it is pickled with
-    cloudpickle, as the jobs are). `pipe` is a `child.ModelFacts` of the loaded model."""
+    cloudpickle, as the jobs are; create_app's, a jobs.loader.PipelineLoader, carries the
+    ServerSettings there). `pipe` is a `child.ModelFacts` of the loaded model."""
 
     def __init__(self, loader: Callable[..., Any], *, adapters: Sequence[str],
                  queue_size: int = 16) -> None:

@@ -16,16 +16,21 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..infotext import format_infotext
-from ..pipelines.request import GenerationRequest, check_size, door_fields
-from ..pipelines.sampling import SamplerOptions
-from ..samplers import lookup, resolve, schedules
-from ..upscalers.interpolation import HiresFix
-from .images import decode_image, encode_png, prepare_mask
-from .models_dir import ModelEntry, ModelRegistry
-from .modules_dir import ModuleChoiceError, choose_hires_modules, choose_modules, choose_vae
+from ...infotext import format_infotext
+from ...pipelines.request import GenerationRequest, check_size, door_fields
+from ...pipelines.sampling import SamplerOptions
+from ...samplers import lookup, resolve, schedules
+from ...upscalers.interpolation import HiresFix
+from ..catalog.models_dir import ModelEntry, ModelRegistry
+from ..catalog.modules_dir import (
+    ModuleChoiceError,
+    choose_hires_modules,
+    choose_modules,
+    choose_vae,
+)
+from ..images import decode_image, encode_png, prepare_mask
+from ..jobs.worker import GenerationJob, JobResult
 from .schemas import Img2ImgRequest, Txt2ImgRequest
-from .worker import GenerationJob, JobResult
 
 __all__ = ["SCHEDULERS", "RequestError", "build_job", "build_response", "check_hires_modules",
            "check_modules", "check_randn_source", "check_vae", "fit_to_model",

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from threading import Lock
 
-from ..loaders.module_file import MODULE_SUFFIXES, module_roles
+from ...loaders.module_file import MODULE_SUFFIXES, module_roles
 
 __all__ = ["ModelEntry", "ModelRegistry", "ModuleEntry", "file_sha256", "folder_sha256"]
 
@@ -65,7 +65,7 @@ class ModelEntry:
     sha256: str
     # the module files it loads with (Forge's forge_additional_modules, resolved paths)
     modules: tuple[Path, ...] = ()
-    # the VAE file the WebUI's sd_vae option chose (diffusion.server.modules_dir.choose_vae),
+    # the VAE file the WebUI's sd_vae option chose (modules_dir.choose_vae, beside this),
     # loaded after the modules, so in place of a VAE among them; None: no file chosen
     vae: Path | None = None
 

@@ -2,7 +2,7 @@
 
 `create_app` builds one `ServerState` and keeps it on `app.state.server`; a route takes it as
 `state: State` (a dependency) instead of closing over `create_app`'s locals, so the routes
-live in their own modules (diffusion.server.routers).
+live in their own modules (diffusion.server.api.routers).
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ from fastapi import Depends, Request
 from fastapi.exceptions import HTTPException
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
 
-from ..loaders.control_models import ControlModelCache, ControlModelDir
-from ..text.embeddings import EmbeddingDatabase
-from .image_encoders import ImageEncoders
-from .models_dir import ModelEntry, ModelRegistry
-from .worker import QueueFull, Worker, WorkerLost
+from ...loaders.control_models import ControlModelCache, ControlModelDir
+from ...text.embeddings import EmbeddingDatabase
+from ..catalog.image_encoders import ImageEncoders
+from ..catalog.models_dir import ModelEntry, ModelRegistry
+from ..jobs.worker import QueueFull, Worker, WorkerLost
 
 __all__ = ["RETRY_AFTER_S", "ServerState", "State", "authorized", "parse_auth", "submit",
            "wait"]
@@ -46,7 +46,7 @@ class ServerState:
     cmd_flags: dict[str, Any] = field(default_factory=dict)
     embeddings: EmbeddingDatabase | None = None
     lora_dir: str | os.PathLike[str] | None = None
-    # --controlnet-dir's models, and those loaded (diffusion.server.controlnet_units)
+    # --controlnet-dir's models, and those loaded (diffusion.server.api.controlnet_units)
     controlnets: ControlModelDir = field(default_factory=lambda: ControlModelDir(None))
     control_cache: ControlModelCache = field(default_factory=ControlModelCache)
     image_encoders: ImageEncoders = field(default_factory=ImageEncoders)  # IP-Adapter units'

@@ -12,11 +12,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body
 
-from ...loaders._safetensors import SafetensorsFile
-from ...loaders.errors import WeightsError
-from ...samplers import SAMPLERS, SamplerInfo, resolve, schedules
-from ...samplers.schedules import SCHEDULE_TYPES
-from ...text.embeddings import EmbeddingDatabase
+from ....loaders._safetensors import SafetensorsFile
+from ....loaders.errors import WeightsError
+from ....samplers import SAMPLERS, SamplerInfo, resolve, schedules
+from ....samplers.schedules import SCHEDULE_TYPES
+from ....text.embeddings import EmbeddingDatabase
+from ...catalog.modules_dir import AUTOMATIC_VAE
 from ..generation import (
     RequestError,
     check_modules,
@@ -24,7 +25,6 @@ from ..generation import (
     check_vae,
     named_checkpoint,
 )
-from ..modules_dir import AUTOMATIC_VAE
 from ..schemas import SamplerItem, SchedulerItem, SDModelItem
 from ..state import State, submit, wait
 

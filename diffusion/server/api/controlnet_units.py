@@ -15,7 +15,7 @@ An IP-Adapter is a unit as in the extension and Forge: its model an IP-Adapter f
 --controlnet-dir, its module an IP-Adapter one (ip-adapter_clip_sd15, ip-adapter_clip_h, ...;
 any other module with such a model, or such a module with another model, is refused naming
 `module`), its picture read by one of the server's CLIP image encoders (`serve
---image-encoder`, chosen by diffusion.server.image_encoders).
+--image-encoder`, chosen by diffusion.server.catalog.image_encoders).
 
 On the worker (`control_units`), each spec's model (and image encoder) loads on the worker's
 device (kept in a small cache) and its map is detected for the first pass's size.
@@ -29,15 +29,15 @@ from typing import Any
 
 import numpy as np
 
-from ..loaders.control_models import ControlModelCache, ControlModelDir, model_kind
-from ..loaders.errors import WeightsError
-from ..loaders.ip_adapter_file import load_image_encoder
-from ..pipelines.control_spec import ControlSpec
-from ..preprocessors.ip_adapter_modules import IP_ADAPTER_MODULES
-from ..preprocessors.registry import PREPROCESSORS, control_picture
+from ...loaders.control_models import ControlModelCache, ControlModelDir, model_kind
+from ...loaders.errors import WeightsError
+from ...loaders.ip_adapter_file import load_image_encoder
+from ...pipelines.control_spec import ControlSpec
+from ...preprocessors.ip_adapter_modules import IP_ADAPTER_MODULES
+from ...preprocessors.registry import PREPROCESSORS, control_picture
+from ..catalog.image_encoders import ImageEncoders
+from ..images import ImageError, decode_image
 from .generation import RequestError
-from .image_encoders import ImageEncoders
-from .images import ImageError, decode_image
 
 __all__ = ["control_units", "parse_units", "script_args"]
 

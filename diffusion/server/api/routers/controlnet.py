@@ -4,7 +4,7 @@
 
 The models are `serve --controlnet-dir DIR`'s (diffusion.loaders.control_models), named as
 the extension names them ("control_v11p_sd15_canny [d14c016b]"); the units of txt2img /
-img2img are read by diffusion.server.controlnet_units.
+img2img are read by diffusion.server.api.controlnet_units.
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from ...pipelines.control_spec import ControlSpec
-from ...preprocessors import module_detail, module_list, preprocess
-from ...preprocessors.registry import PREPROCESSORS, control_picture
+from ....pipelines.control_spec import ControlSpec
+from ....preprocessors import module_detail, module_list, preprocess
+from ....preprocessors.registry import PREPROCESSORS, control_picture
+from ...images import ImageError, decode_image, encode_png
 from ..generation import RequestError
-from ..images import ImageError, decode_image, encode_png
 from ..state import State, submit, wait
 
 __all__ = ["DetectRequest", "api", "router"]

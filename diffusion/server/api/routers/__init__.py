@@ -1,5 +1,5 @@
 """The server's routes, one APIRouter per area; each takes the shared state as a dependency
-(diffusion.server.state).
+(diffusion.server.api.state).
 
 | module | routes |
 |---|---|

@@ -8,7 +8,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from ..images import decode_image, png_info, webui_parameters
+from ...images import decode_image, png_info, webui_parameters
 from ..schemas import PNGInfoRequest, PNGInfoResponse
 from ..state import State
 

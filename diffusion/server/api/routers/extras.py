@@ -18,10 +18,10 @@ import numpy as np
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from ...upscalers.by_name import upscale, upscaler_names
-from ...upscalers.models import MODEL_UPSCALERS
+from ....upscalers.by_name import upscale, upscaler_names
+from ....upscalers.models import MODEL_UPSCALERS
+from ...images import decode_image, encode_png
 from ..generation import RequestError
-from ..images import decode_image, encode_png
 from ..state import State, submit, wait
 
 __all__ = ["ExtrasBatchRequest", "ExtrasSingleRequest", "api"]

@@ -11,9 +11,11 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
-from ...pipelines.inpaint_plan import blur_sides, repainted
-from ...pipelines.mask_blur import blur_mask
-from ...pipelines.module_load import hires_modules
+from ....pipelines.inpaint_plan import blur_sides, repainted
+from ....pipelines.mask_blur import blur_mask
+from ....pipelines.module_load import hires_modules
+from ...catalog.models_dir import ModelEntry
+from ...catalog.modules_dir import AUTOMATIC_VAE
 from ..controlnet_units import control_units, parse_units, script_args
 from ..generation import (
     RequestError,
@@ -26,8 +28,6 @@ from ..generation import (
     named_checkpoint,
 )
 from ..limits import utf8_text
-from ..models_dir import ModelEntry
-from ..modules_dir import AUTOMATIC_VAE
 from ..schemas import ImageResponse, Img2ImgRequest, Txt2ImgRequest
 from ..state import ServerState, State, submit, wait
 

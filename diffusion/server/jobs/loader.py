@@ -1,0 +1,48 @@
+"""`PipelineLoader`: how a worker loads a model as the server's settings say.
+
+A Worker calls `loader(path)` (with `device=` per device, `modules=[...]` for a model with
+module files) on its thread; a worker process gets the same loader pickled, so the settings
+travel with it and each process loads its pipelines as the parent would.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ...text.embeddings import EmbeddingDatabase
+from ..settings import ServerSettings
+
+__all__ = ["PipelineLoader"]
+
+
+@dataclass(frozen=True)
+class PipelineLoader:
+    """A pipeline for `path` in `settings.dtype` (diffusion.load_pipeline; with module files,
+    diffusion.pipelines.module_load), or `build(path, **where)`'s when given (tests, a cache);
+    then set to the settings' memory mode and LoRA folder, with the server's `embeddings`
+    (one database, shared with the routes that list them)."""
+
+    settings: ServerSettings
+    embeddings: EmbeddingDatabase | None = None
+    build: Callable[..., Any] | None = None
+
+    def __call__(self, path: Path, **where: Any) -> Any:
+        pipe = (self.build or self._load)(path, **where)  # where: device=, modules=
+        if self.settings.memory:
+            pipe.set_memory_mode(self.settings.memory)
+        if self.embeddings is not None:
+            pipe.embeddings = self.embeddings
+        if self.settings.lora_dir is not None:
+            pipe.lora_dir = self.settings.lora_dir
+        return pipe
+
+    def _load(self, path: Path, modules: Sequence[Path] = (), **where: Any) -> Any:
+        from ... import load_pipeline
+        from ...pipelines.module_load import load_with_modules
+
+        if modules:  # Forge's VAE / text encoder files (diffusion.pipelines.module_load)
+            return load_with_modules(path, modules, dtype=self.settings.dtype, **where)
+        return load_pipeline(path, dtype=self.settings.dtype, **where)

@@ -1,0 +1,61 @@
+"""`ServerSettings`: what `serve` parses, in one frozen, picklable object.
+
+`python -m diffusion serve` builds one; `create_app(settings)` serves it, the worker processes
+load their pipelines by it (diffusion.server.jobs.loader, pickled into each process), and
+every Ray replica gets the same object (diffusion.server.ray_app). Of the server it imports
+only the catalog's VAE default, so the jobs and everything above them may take it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..pipelines.memory import MemoryMode
+from .catalog.modules_dir import AUTOMATIC_VAE
+
+__all__ = ["ServerSettings"]
+
+PathText = str | os.PathLike[str]
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """The server's settings, as `serve`'s options name them (defaults: serve's own)."""
+
+    # models: the first one and those a client may switch to; the files they load with
+    model: PathText | None = None  # default: the bundled model, else models_dir's first
+    models_dir: PathText | None = None
+    text_encoders: tuple[PathText, ...] = ()  # --text-encoder (Forge's additional modules)
+    image_encoders: tuple[PathText, ...] = ()  # --image-encoder (IP-Adapter units')
+    sd_vae: str = AUTOMATIC_VAE  # the first model's VAE choice (the WebUI's sd_vae)
+    controlnet_dir: PathText | None = None
+    embeddings_dir: PathText | None = None
+    lora_dir: PathText | None = None
+    # registered by the process that serves (serve itself, each Ray replica)
+    upscaler_dir: PathText | None = None
+    # devices: the weights' dtype ("auto": float16 where the adapter has matrix units), the
+    # memory mode (--medvram, --lowvram, --max-vram), and one worker process per
+    # GPUCORE_ADAPTER value (serve --devices; none: worker threads in this process)
+    dtype: str = "auto"
+    memory: MemoryMode | None = None
+    worker_adapters: tuple[str, ...] = ()
+    # limits
+    queue_size: int = 16
+    max_size: int = 1024
+    max_body_bytes: int = 50 * 2**20
+    # HTTP: where to listen (localhost unless told otherwise), who may, where pictures go
+    host: str = "127.0.0.1"
+    port: int = 7860
+    api_auth: str | None = None
+    outputs: PathText = "outputs"
+    cmd_flags: Mapping[str, Any] = field(default_factory=dict)  # /sdapi/v1/cmd-flags
+
+    def __post_init__(self) -> None:
+        # sequences as tuples, whatever a caller passed: the object stays immutable
+        for name in ("text_encoders", "image_encoders", "worker_adapters"):
+            object.__setattr__(self, name, tuple(getattr(self, name) or ()))
+        object.__setattr__(self, "cmd_flags", dict(self.cmd_flags or {}))
+
