@@ -38,10 +38,13 @@ def this_worker() -> Worker:
 
 @dataclass(frozen=True)
 class ModelFacts:
-    """What the parent's routes read of the loaded pipeline (its `pipe` stands for this)."""
+    """What the parent's routes read of the loaded pipeline (its `pipe` stands for this):
+    the Pipeline contract's plain facts."""
 
     native_size: int
     defaults: Any
+    family: str
+    capabilities: Any  # a diffusion.pipelines.contract.Capabilities
 
 
 @dataclass(frozen=True)
@@ -53,8 +56,9 @@ class LoadModel:
     def __call__(self) -> ModelFacts:
         worker = this_worker()
         worker.load(self.entry)
-        return ModelFacts(native_size=worker.pipe.native_size,
-                          defaults=worker.pipe.defaults)
+        pipe = worker.pipe
+        return ModelFacts(native_size=pipe.native_size, defaults=pipe.defaults,
+                          family=pipe.family, capabilities=pipe.capabilities)
 
 
 def _outcome(future: Any) -> tuple[bool, bytes]:

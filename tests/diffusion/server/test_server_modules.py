@@ -24,6 +24,7 @@ from safetensors.torch import save_file
 from server_support import refused_both_ways, write_t5_file, write_vae_file
 
 import gpucore
+from diffusion.pipelines.contract import Capabilities
 
 SMALL = {"prompt": "a red circle", "width": 16, "height": 16, "steps": 2, "seed": 5,
          "sampler_name": "Euler"}
@@ -179,7 +180,8 @@ def _fake_pipe(path: Path, modules: Any = (), **where: Any) -> Any:
     if Path(path).name == "broken":
         raise ValueError("broken model")
     return SimpleNamespace(modules=[Path(m).name for m in modules], native_size=64,
-                           defaults=None)
+                           defaults=None, family="flux-dev",
+                           capabilities=Capabilities(family="flux-dev", latent_space="flux"))
 
 
 @pytest.mark.nodevice
