@@ -23,13 +23,20 @@ class PipelineLoader:
     """A pipeline for `path` in `settings.dtype` (diffusion.load_pipeline; with module files,
     diffusion.pipelines.module_load), or `build(path, **where)`'s when given (tests, a cache);
     then set to the settings' memory mode and LoRA folder, with the server's `embeddings`
-    (one database, shared with the routes that list them)."""
+    (one database, shared with the routes that list them); the settings' upscaler folder
+    registered where it loads (a worker process too)."""
 
     settings: ServerSettings
     embeddings: EmbeddingDatabase | None = None
     build: Callable[..., Any] | None = None
 
     def __call__(self, path: Path, **where: Any) -> Any:
+        if self.settings.upscaler_dir:
+            # a worker process starts without the parent's registrations: hires fix and the
+            # Extras API look the model upscalers up by name where the job runs
+            from ...upscalers.models import register_upscaler_dir
+
+            register_upscaler_dir(self.settings.upscaler_dir)
         pipe = (self.build or self._load)(path, **where)  # where: device=, modules=
         if self.settings.memory:
             pipe.set_memory_mode(self.settings.memory)
