@@ -67,7 +67,9 @@ def embedding(ids: Any, table: Tensor) -> Tensor:
     """Rows of `table` [V, D] picked by integer `ids` (any shape) -> ids.shape + (D,).
 
     ids: an int32 Tensor, or array-like of ints (checked to lie in [0, V)). Rows of
-    out-of-range ids in a Tensor read as zeros. torch: `F.embedding(ids, table)`.
+    out-of-range ids in a Tensor read as zeros. A table larger than one storage binding may
+    be (SD's 49408 x 768 float32 CLIP table is 145 MiB; lavapipe and WebGPU's defaults bind
+    128) is read by buffer copies, a row per id. torch: `F.embedding(ids, table)`.
     """
     op = "embedding"
     check_float(table, "table", op, ndim=2)
@@ -82,8 +84,27 @@ def embedding(ids: Any, table: Tensor) -> Tensor:
         ids = Tensor.from_numpy(host.astype(np.int32), device=table.device)
     elif ids.dtype != np.int32:
         raise TypeError(f"{op}: ids must be int32, got {ids.dtype}")
+    if table.nbytes > table.device.limits["max-storage-buffer-binding-size"]:
+        return _rows_by_copies(ids, table)
     out = Tensor.empty((*ids.shape, d), table.dtype, device=table.device)
     if out.size:
         k = kernel("embedding", {"T": table.dtype})
         k.dispatch(k.groups_for(out.size), ids, table, out, n=out.size, d=d, vocab=vocab)
+    return out
+
+
+def _rows_by_copies(ids: Tensor, table: Tensor) -> Tensor:
+    """embedding's rows as one buffer copy each (no binding holds the table): the ids read
+    back to the host (a prompt's few hundred), rows of ids outside the table left zero."""
+    vocab, d = table.shape
+    row = d * table.dtype.itemsize
+    if row % 4:  # WebGPU copies whole 4-byte words
+        raise ValueError(f"embedding: a {table.nbytes:,}-byte table is larger than one storage "
+                         f"binding of this device, and its {row}-byte rows are no whole words "
+                         "to copy; pick an adapter with larger bindings")
+    out = Tensor.zeros((*ids.shape, d), table.dtype, device=table.device)
+    for i, index in enumerate(ids.numpy().reshape(-1).tolist()):
+        if 0 <= index < vocab:
+            table.device.record_copy(table.buffer.wgpu, index * row, out.buffer.wgpu, i * row,
+                                     row)
     return out

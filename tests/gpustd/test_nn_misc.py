@@ -299,3 +299,24 @@ def test_embedding(device: gpucore.Device) -> None:
         nn.embedding(np.array([0, 49]), _up(device, table))
     with pytest.raises(TypeError, match="int32"):
         nn.embedding(_up(device, np.array([0.0], np.float32)), _up(device, table))
+
+
+def test_embedding_of_a_table_past_one_binding(device: gpucore.Device,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A table larger than one storage binding (SD's CLIP table on a 128 MiB adapter) is read
+    row by row with buffer copies: the same rows, zeros for a GPU id outside the table."""
+    rng = np.random.default_rng(10)
+    table = random_array(rng, (49, 12))
+    ids = rng.integers(0, 49, size=(3, 7))
+    up = _up(device, table)
+    monkeypatch.setitem(device.limits, "max-storage-buffer-binding-size", 1024)
+    np.testing.assert_array_equal(nn.embedding(ids, up).numpy(), table[ids])
+    outside = ids.astype(np.int32)
+    outside[1, 2] = 60
+    want = table[np.minimum(outside, 48)]
+    want[1, 2] = 0
+    np.testing.assert_array_equal(nn.embedding(_up(device, outside), up).numpy(), want)
+    if device.has_f16:
+        odd = _up(device, random_array(rng, (300, 3)).astype(np.float16))
+        with pytest.raises(ValueError, match="no whole words"):
+            nn.embedding([1], odd)
