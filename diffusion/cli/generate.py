@@ -187,8 +187,10 @@ def _check_sides(request: GenerationRequest) -> None:
                          request.seed_resize_from, strict=True))
     if request.hires is not None and (request.hires.resize is not None or
                                       (request.width and request.height)):
+        # without a resize, width and height are set (checked above)
         sides.update(zip(("hires fix width", "hires fix height"),
-                         request.hires.target(request.width, request.height), strict=True))
+                         request.hires.target(request.width or 0, request.height or 0),
+                         strict=True))
     for name, side in sides.items():
         if side is not None and side > MAX_SIDE:
             raise ValueError(f"{name} {side} is above the largest side drawn here, {MAX_SIDE} "

@@ -114,6 +114,9 @@ class IPAdapter(nn.Module):
     `plus` adapters read the image encoder's penultimate hidden states, the others its image
     embeddings; `tokens` is how many context tokens one picture becomes."""
 
+    # the extension's "name [hash]" of the file it came from, set by whoever loads it
+    title: str | None = None
+
     def __init__(self, image_proj: ImageProjection | Resampler, layers: list[IPLayer | None], *,
                  name: str = "ip-adapter") -> None:
         self.image_proj = image_proj

@@ -165,7 +165,7 @@ def webui_parameters(text: str) -> dict[str, Any]:
     return {**out, **{k: v for k, v in _WEBUI_DEFAULTS.items() if k not in out}}
 
 
-def _size_of(value: Any) -> tuple[Any, Any] | None:
+def _size_of(value: Any) -> tuple[Any, ...] | None:
     """(width, height) of a parsed size ("Hires resize", "Seed resize from") or of a "WxH" text
     (a field we do not read, "First pass size"), which the WebUI splits; None for any other."""
     if isinstance(value, tuple):

@@ -148,8 +148,10 @@ class _Current:
 def _current() -> Any:
     """This replica's application's _Current actor (made by the first to ask)."""
     context = serve.get_replica_context()
-    return _Current.options(name=f"diffusion-current:{context.app_name}:{context.deployment}",
-                            get_if_exists=True, lifetime="detached").remote()
+    # @ray.remote makes _Current an ActorClass, which Ray's annotations leave a plain class
+    return _Current.options(  # type: ignore[attr-defined]
+        name=f"diffusion-current:{context.app_name}:{context.deployment}",
+        get_if_exists=True, lifetime="detached").remote()
 
 
 @serve.ingress()
@@ -243,7 +245,9 @@ def deployment(settings: ServerSettings | None = None, /, *, replicas: int | Non
         options["autoscaling_config"] = autoscaling
     else:
         options["num_replicas"] = replicas or 1
-    return serve.deployment(DiffusionReplica).options(**options).bind(settings)
+    # serve.deployment(cls) returns a Deployment; its overloads type it as a decorator
+    deployment = serve.deployment(DiffusionReplica)
+    return deployment.options(**options).bind(settings)  # type: ignore[attr-defined]
 
 
 def build(args: dict[str, Any]) -> Any:

@@ -18,6 +18,7 @@ import pickle
 import signal
 import threading
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from ..catalog.models_dir import ModelEntry
@@ -107,6 +108,10 @@ def main(conn: Any, env: dict[str, str], loader_blob: bytes, queries: Any = None
         with send_lock:
             conn.send(message)
 
+    def finished(job_id: int, future: Any) -> None:
+        told.discard(job_id)
+        send(("done", job_id, *_outcome(future)))
+
     def execute(job_id: int, blob: bytes) -> Any:
         run = cloudpickle.loads(blob)
         current["id"] = job_id
@@ -141,10 +146,8 @@ def main(conn: Any, env: dict[str, str], loader_blob: bytes, queries: Any = None
         kind = message[0]
         if kind == "run":
             _, job_id, blob, exclusive = message
-            future = worker.submit(lambda job_id=job_id, blob=blob: execute(job_id, blob),
-                                   exclusive=exclusive)
-            future.add_done_callback(lambda f, job_id=job_id: (
-                told.discard(job_id), send(("done", job_id, *_outcome(f)))))
+            future = worker.submit(partial(execute, job_id, blob), exclusive=exclusive)
+            future.add_done_callback(partial(finished, job_id))
         elif kind in ("interrupt", "skip"):
             job_id = message[1]
             if kind == "interrupt":

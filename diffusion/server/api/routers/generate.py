@@ -73,15 +73,19 @@ async def run_generation(state: ServerState, body: Txt2ImgRequest, kind: str,
     # 5. on the worker, where the model is known: its size, the images fitted, the refiner,
     # the control models
     def run() -> Any:
-        if wanted is not None and (worker.model is None
-                                   or worker.model.identity != wanted.identity):
+        loaded = worker.model
+        if wanted is not None and (loaded is None or loaded.identity != wanted.identity):
             raise RequestError(f"the model asked for ({wanted.title}, modules: "
                                f"{', '.join(p.name for p in wanted.modules) or 'none'}) could "
                                "not be loaded")
+        if loaded is None:
+            raise RequestError("no model is loaded: choose one with POST /sdapi/v1/options "
+                               "(sd_model_checkpoint)")
         request = fit_to_model(job.request, worker.pipe.native_size, max_size)
+        width, height = request.width or 0, request.height or 0  # fit_to_model set both
         if job.control:
             request = replace(request, control=control_units(
-                job.control, cache, worker.pipe, request.width, request.height))
+                job.control, cache, worker.pipe, width, height))
         defaults = worker.pipe.defaults
         if ("cfg_scale" not in body.model_fields_set and defaults.cfg_scale is not None
                 and worker.pipe.capabilities.guidance != "cfg"):
@@ -91,7 +95,7 @@ async def run_generation(state: ServerState, body: Txt2ImgRequest, kind: str,
             request = replace(request, refiner=worker.second_model(refiner.path))
         if labels:
             request = replace(request, hires_modules=hires_modules(
-                worker.pipe, worker.model.path, labels, hires_files))
+                worker.pipe, loaded.path, labels, hires_files))
         return worker.generate(replace(job, request=request))
 
     # a switch first when the queue leaves another model (or other modules) loaded: this

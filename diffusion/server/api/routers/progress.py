@@ -37,13 +37,13 @@ async def task_progress(state: State, body: TaskProgressRequest) -> dict[str, An
 
 @api.post("/interrupt")
 async def interrupt(state: State, body: InterruptRequest | None = None) -> dict[str, Any]:
-    state.worker.interrupt(body and body.id_task)
+    state.worker.interrupt(None if body is None else body.id_task)
     return {}  # the WebUI's answer (its /skip answers null, as this one's)
 
 
 @api.post("/skip")
 async def skip(state: State, body: InterruptRequest | None = None) -> None:
-    state.worker.skip(body and body.id_task)
+    state.worker.skip(None if body is None else body.id_task)
 
 
 @avx.get("/queue")
