@@ -26,18 +26,30 @@ import gpucore
 import gpustd
 from diffusion.infotext import format_infotext, parse_infotext, read_infotext, save_png
 from diffusion.loaders.errors import WeightsError
+from diffusion.pipelines.contract import Capabilities, GenerationResult, Placement, SamplingDefaults
 from diffusion.pipelines.request import GenerationRequest
-from diffusion.pipelines.stable_diffusion import GenerationResult
 
 
 class FakePipeline:
-    """Stands in for StableDiffusion: records its calls, returns random images."""
+    """Stands in for StableDiffusion: records its calls, returns random images; keeps the
+    Pipeline contract (diffusion.pipelines.contract), all the CLI may use."""
 
     native_size = 64
+    family = "sd1"
+    capabilities = Capabilities(family="sd1", latent_space="sd1")
+    defaults = SamplingDefaults()
+    placement = Placement(device=None, dtype=np.float32)
+    memory_mode: Any = None
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.calls: list[dict[str, Any]] = []
+        self.lora_dir: Any = None
+        self.embeddings: Any = None
+        self.vae_path: Any = None
+
+    def use_vae(self, path: Any) -> None:
+        self.vae_path = path
 
     def generate(self, request: GenerationRequest, *, observer: Any) -> GenerationResult:
         kw = {f.name: getattr(request, f.name) for f in fields(request)}
