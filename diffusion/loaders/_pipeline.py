@@ -100,7 +100,7 @@ def _with_folder_configs(weights: PipelineWeights, folder: Path,
         except (KeyError, TypeError, ValueError) as error:
             raise WeightsError(f"{config_path}: bad or missing field {error}") from None
         swapped[name] = ComponentWeights(name, config,
-                                         require_keys(name, component._refs, keys, where),
+                                         require_keys(name, component.refs, keys, where),
                                          dtype=component.dtype)
     scheduler = read_json(folder / "scheduler" / "scheduler_config.json")
     prediction = prediction_type or scheduler.get("prediction_type", "epsilon")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,6 +81,17 @@ class ComponentWeights(Mapping[str, np.ndarray]):
 
     def __repr__(self) -> str:
         return f"<ComponentWeights {self.name}: {len(self)} tensors>"
+
+    @property
+    def refs(self) -> dict[str, TensorRef]:
+        """name -> where that tensor is read from (a copy: changing it changes nothing)."""
+        return dict(self._refs)
+
+    def with_refs(self, refs: Mapping[str, TensorRef]) -> ComponentWeights:
+        """These weights' reading (name, config, dtype, a subclass's settings) over `refs`."""
+        other = copy.copy(self)
+        other._refs = dict(refs)
+        return other
 
     def shape(self, key: str) -> tuple[int, ...]:
         """Shape of tensor `key`, from the file header (no data is read)."""

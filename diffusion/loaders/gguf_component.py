@@ -19,7 +19,6 @@ parameter is written (the load is strict), so none is left unloaded.
 
 from __future__ import annotations
 
-import copy
 from typing import Any, TypeVar
 
 import numpy as np
@@ -62,7 +61,7 @@ def load_component(model: M, weights: ComponentWeights, *, slices: bool = False)
     every missing, unexpected or mis-shaped tensor, before anything is written, as
     load_state_dict. torch has no equivalent (ComfyUI-GGUF's GGMLOps layers keep the blocks
     the same way)."""
-    refs: dict[str, TensorRef] = dict(weights._refs)
+    refs = weights.refs
     swapped = getattr(weights, "swapped", frozenset())  # halves read reordered
     kept = {name: ref for name, ref in refs.items()
             if _kept(name, ref) and (slices or (ref.rows is None and name not in swapped))}
@@ -78,8 +77,7 @@ def load_component(model: M, weights: ComponentWeights, *, slices: bool = False)
         raise StateDictError(f"{type(model).__name__}: missing {missing}, unexpected "
                              f"{unexpected}, shape mismatches {wrong}")
     floats = {name: ref for name, ref in refs.items() if name not in kept}
-    rest = copy.copy(weights)  # the same reading (dtype, swapped halves), fewer tensors
-    rest._refs = floats
+    rest = weights.with_refs(floats)  # the same reading (dtype, swapped halves), fewer tensors
     model.load_state_dict(rest, strict=False)
     # one tensor at a time: its blocks uploaded in the dtype its layer computes in (T5's
     # float32 `wo` too), the parameter it replaces dropped (built deferred: it held nothing;

@@ -30,9 +30,7 @@ from typing import Any
 import numpy as np
 
 from gpucore import Device, FeatureError, as_dtype, default_device
-from gpustd.nn import StateDictError, deferred, unloaded
-from gpustd.nn.quantized import set_quantized_weight
-from gpustd.quant import QuantizedTensor
+from gpustd.nn import StateDictError, deferred
 
 from ..models import UNet2DConditionModel
 from ._expected_keys import unet_keys
@@ -41,7 +39,9 @@ from ._ldm_keys import UNET_PREFIX, unet_refs
 from ._sgm import _TIME_IDS, _unet_config
 from ._weights import ComponentWeights, TensorRef, require_keys
 from .errors import WeightsError
-from .gguf_file import QUANTIZED, GGUFFile
+from .gguf_component import load_component
+from .gguf_file import GGUFFile
+from .gguf_model import component_refs, read_model_metadata
 
 __all__ = ["gguf_unet_weights", "load_unet_gguf"]
 
@@ -66,10 +66,15 @@ def gguf_unet_weights(path: str | os.PathLike[str], *, prediction_type: str = "e
                       ) -> tuple[GGUFFile, dict[str, TensorRef], dict[str, Any]]:
     """(file, diffusers name -> where the tensor is, UNet2DConditionModel config) of a
     UNet-only GGUF with LDM/SGM (`input_blocks.*`, with or without `model.diffusion_model.`)
-    or diffusers (`down_blocks.*`) names, SD 1.x/2.x or SDXL. `config`: the one to check the
-    tensors against (default: derived from their shapes)."""
+    or diffusers (`down_blocks.*`) names, SD 1.x/2.x or SDXL, or of a whole-model GGUF's UNet
+    (diffusion.loaders.gguf_model). `config`: the one to check the tensors against (default:
+    the whole-model file's, else derived from their shapes)."""
     probe = GGUFFile(path)
     keys = set(probe.keys())
+    if (whole := read_model_metadata(probe)) is not None:  # quantize's whole-model file
+        config = config or whole["configs"]["unet"]
+        refs = component_refs(probe, "unet")
+        return probe, require_keys("unet", refs, unet_keys(config), str(path)), config
     if "input_blocks.0.0.weight" in keys:
         file = GGUFFile(path, prefix=UNET_PREFIX)
     elif UNET_PREFIX + "input_blocks.0.0.weight" in keys or "conv_in.weight" in keys:
@@ -77,7 +82,8 @@ def gguf_unet_weights(path: str | os.PathLike[str], *, prediction_type: str = "e
     else:
         raise WeightsError(f"{path}: not a Stable Diffusion UNet GGUF: no 'input_blocks.0.0."
                            "weight' (LDM names) nor 'conv_in.weight' (diffusers names); pass a "
-                           "UNet-only GGUF (ComfyUI-GGUF / stable-diffusion.cpp)")
+                           "UNet-only GGUF (ComfyUI-GGUF / stable-diffusion.cpp) or a "
+                           "whole-model one (python -m diffusion quantize)")
     if UNET_PREFIX + "input_blocks.0.0.weight" in file:
         refs = unet_refs(file)  # type: ignore[arg-type]  # GGUFFile reads like a safetensors
     else:
@@ -107,29 +113,10 @@ def load_unet_gguf(path: str | os.PathLike[str], *, dtype: Any = np.float32,
     dtype = as_dtype(dtype)
     if dtype == np.float16 and not device.has_f16:
         raise FeatureError("shader-f16", "float16 weights", device.info.label)
-    file, refs, derived = gguf_unet_weights(path, prediction_type=prediction_type, config=config)
+    _, refs, derived = gguf_unet_weights(path, prediction_type=prediction_type, config=config)
     with deferred():  # no float weights allocated that the quantized ones replace
         unet = UNet2DConditionModel(derived, dtype=dtype, device=device)
-    # 1. quantized weights of Linear/Conv2d layers stay blocks; the rest is floats
-    kept: dict[str, TensorRef] = {}
-    floats: dict[str, TensorRef] = {}
-    for name, ref in refs.items():
-        quantized = file.format(ref.key) in QUANTIZED and name.endswith(".weight")
-        (kept if quantized and ref.rows is None else floats)[name] = ref
-    try:
-        unet.load_state_dict(ComponentWeights("unet", derived, floats, dtype=dtype),
-                             strict=False)
-        # 2. one tensor at a time: its blocks uploaded, the unloaded parameter it replaces
-        # (gpustd.nn.deferred: no GPU memory) dropped
-        for name, ref in kept.items():
-            weight = QuantizedTensor.from_bytes(file.raw(ref.key), ref.shape, file.format(ref.key),
-                                                dtype=dtype, device=device)
-            try:
-                set_quantized_weight(unet, name, weight)
-            except ValueError:  # a norm or embedding stored quantized: expand it on the host
-                unet.load_state_dict({name: file.read(ref.key).astype(dtype)}, strict=False)
-        if left := unloaded(unet):
-            raise StateDictError(f"no tensor for {', '.join(left)}")
+    try:  # Linear/Conv2d weights kept as blocks, the rest as floats (gguf_component)
+        return load_component(unet, ComponentWeights("unet", derived, refs, dtype=dtype))
     except (StateDictError, KeyError, ValueError) as exc:
         raise WeightsError(f"{path}: the UNet's tensors do not fit its config: {exc}") from None
-    return unet

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -49,10 +49,13 @@ def plan_format(shape: tuple[int, ...], format: str) -> str:
 
 
 def write_gguf(path: str | os.PathLike[str], tensors: Iterable[tuple[str, np.ndarray]],
-               format: str, *, architecture: str) -> dict[str, int]:
+               format: str, *, architecture: str, metadata: Mapping[str, str] | None = None,
+               keep_float: Callable[[str], bool] | None = None) -> dict[str, int]:
     """Write `tensors` (name, float array) to the GGUF file `path` in `format` (WRITABLE)
-    following plan_format; the file appears whole or not at all (written beside, renamed).
-    Returns {format: tensors written in it}. gguf-py: GGUFWriter + gguf.quants.quantize."""
+    following plan_format (a name `keep_float` accepts is written as floats, F16 or F32), with
+    `metadata`'s strings beside the architecture; the file appears whole or not at all
+    (written beside, renamed). Returns {format: tensors written in it}. gguf-py: GGUFWriter +
+    gguf.quants.quantize."""
     gguf = _gguf()
     format = format.lower()
     if format not in WRITABLE:
@@ -65,11 +68,14 @@ def write_gguf(path: str | os.PathLike[str], tensors: Iterable[tuple[str, np.nda
     file_type = "MOSTLY_Q4_K_S" if format == "q4_k" else f"MOSTLY_{format.upper()}"
     writer.add_file_type(int(gguf.LlamaFileType[file_type]))
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
+    for key, value in (metadata or {}).items():
+        writer.add_string(key, value)
     counts: dict[str, int] = {}
     try:
         for name, array in tensors:
             values = np.asarray(array, np.float32)
-            kind = plan_format(values.shape, format)
+            kind = plan_format(values.shape, "f16" if keep_float and keep_float(name)
+                               else format)
             counts[kind] = counts.get(kind, 0) + 1
             if kind in ("f32", "f16"):
                 writer.add_tensor(name, values.astype(np.float16 if kind == "f16" else np.float32))
