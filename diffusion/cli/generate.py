@@ -83,7 +83,10 @@ def _check_paths(args: argparse.Namespace) -> None:
     """The files and folders named, before the model loads."""
     if args.model is not None and not Path(args.model).exists():
         raise ValueError(f"model path {args.model!r} does not exist; give a diffusers folder "
-                         "(with model_index.json) or a .safetensors checkpoint")
+                         "(with model_index.json), a .safetensors checkpoint or a .gguf")
+    if args.base and not Path(args.base).exists():
+        raise ValueError(f"--base {args.base!r} does not exist; give the diffusers folder or "
+                         "checkpoint whose parts a UNet-only .gguf model runs with")
     out = Path(args.out)
     folder = out.parent if out.suffix.lower() == ".png" else out
     existing = next(p for p in (folder, *folder.parents) if p.exists())
@@ -206,9 +209,18 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any]:
 
     from diffusion import load_pipeline
 
+    modules = list(args.text_encoder or ())
+    vae_module = False  # a UNet-only GGUF without --base takes --vae as one of its parts
+    if args.vae and not args.base and args.model is not None:
+        from ..loaders.gguf_pipeline import is_unet_gguf
+
+        vae_module = is_unet_gguf(args.model)
+    if vae_module:
+        modules.append(args.vae)
     pipe = load_pipeline(args.model, dtype=dtype, device=device,
                          prediction_type=args.prediction_type,
-                         **({"text_encoders": args.text_encoder} if args.text_encoder else {}))
+                         **({"text_encoders": modules} if modules else {}),
+                         **({"base": args.base} if args.base else {}))
     if getattr(pipe, "family", None):  # the family detected from the keys or the folder
         print(f"model: {getattr(pipe, 'name', args.model)} ({pipe.family})", file=sys.stderr)
     refiner = None
@@ -221,7 +233,9 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any]:
     if embeddings is not None:
         pipe.embeddings = embeddings
     pipe.lora_dir = args.lora_dir
-    if args.vae:
+    if args.vae and vae_module:
+        pipe.vae_path = args.vae
+    elif args.vae:
         from ..loaders.vae_file import load_vae
 
         # an SDXL model's VAE kept in float32 (force_upcast) stays so when replaced

@@ -26,7 +26,7 @@ from .errors import WeightsError
 from .flow_folder import FlowWeights
 from .gguf_t5 import t5_gguf_refs
 
-__all__ = ["module_stem", "use_text_encoder_files"]
+__all__ = ["clip_text_refs", "module_stem", "use_text_encoder_files"]
 
 _PREFIXES = ("text_encoders.t5xxl.transformer.", "text_encoders.clip_l.transformer.",
              "text_encoders.clip_g.transformer.", "")
@@ -75,6 +75,16 @@ def _component(name: str, config: dict[str, Any], refs: dict[str, TensorRef],
     return ComponentWeights(name, config, taken, dtype=dtype)
 
 
+def clip_text_refs(file: SafetensorsFile) -> dict[str, TensorRef] | None:
+    """The CLIP text encoder's tensors in `file` (bare, under transformers' `text_model.` or
+    a ComfyUI all-in-one prefix) under our CLIPTextModel's names (no `text_model.`); None
+    when it holds none."""
+    found = _refs(file, *_CLIP_MARKS)
+    if found is None:
+        return None
+    return {key.removeprefix("text_model."): ref for key, ref in found.items()}
+
+
 def module_stem(path: Path) -> str:
     """A module file's name as Forge's infotext writes it ("Module 1: t5xxl_fp16")."""
     return path.name.removesuffix(".safetensors").removesuffix(".gguf")
@@ -100,9 +110,7 @@ def use_text_encoder_files(weights: FlowWeights, files: list[str | os.PathLike[s
             config = current.config if current is not None else _t5_config(t5)
             setattr(weights, t5_slot, _component(t5_slot, config, t5, _T5_PARTS,
                                                  None if current is None else current.dtype))
-        elif file is not None and (found := _refs(file, *_CLIP_MARKS)) is not None:
-            # our CLIP components are named without transformers' "text_model." (flow_folder)
-            clip = {key.removeprefix("text_model."): ref for key, ref in found.items()}
+        elif file is not None and (clip := clip_text_refs(file)) is not None:
             width = clip[_CLIP_MARKS[1]].shape[1]
             slots = [s for s in clip_slots if getattr(weights, s).config["hidden_size"] == width]
             if not slots:

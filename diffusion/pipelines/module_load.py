@@ -6,8 +6,9 @@ list), what the server's `--text-encoder` files and per-request module choices l
 
 Each file's parts (diffusion.loaders.module_file) go where the model takes them, as Forge's
 loader puts them: text encoders into a FLUX / SD3 model (`load_pipeline(text_encoders=)`), a
-VAE in place of any model's own (a FLUX / SD3 single file takes it as one of what it lacks; a
-folder or an SD model gets `load_vae` with its VAE's config). What a model has no place for
+VAE in place of any model's own (a FLUX / SD3 single file takes it as one of what it lacks, as
+a UNet-only SD GGUF takes its VAE and CLIP text encoder; a folder or an SD model gets
+`load_vae` with its VAE's config). What a model has no place for
 is left out, as the server's `--text-encoder` files always were for other models: text
 encoders given to an SD 1.x / 2.x / SDXL model (Forge maps only the CLIPs a model has, and no
 SD model has a T5), a VAE of other latent channels (FLUX's 16-channel `ae.safetensors` beside
@@ -30,6 +31,7 @@ import numpy as np
 
 from ..loaders.errors import WeightsError
 from ..loaders.flow_file import flow_model_family
+from ..loaders.gguf_pipeline import is_unet_gguf
 from ..loaders.module_file import module_roles, vae_latent_channels
 from ..loaders.text_encoder_file import module_stem
 from .load import load_pipeline
@@ -49,7 +51,8 @@ def load_with_modules(path: str | os.PathLike[str], modules: Sequence[str | os.P
     where: dict[str, Any] = {"dtype": dtype} if device is None else {"dtype": dtype,
                                                                        "device": device}
     flow = flow_model_family(path) is not None
-    if flow and Path(path).is_file():  # a single file takes its VAE with its text encoders
+    # a single file (a UNet-only SD GGUF too) takes its VAE with its text encoders
+    if (flow and Path(path).is_file()) or is_unet_gguf(path):
         return load_pipeline(path, text_encoders=files, **where)
     pipe = load_pipeline(path, text_encoders=encoders if flow else (), **where)
     channels = int(pipe.vae.config["latent_channels"])

@@ -102,7 +102,7 @@ def test_comfyui_style_unet_within_quantization_error(first_device: gpucore.Devi
 def test_quantize_command(first_device: gpucore.Device, tmp_path, capsys) -> None:
     folder = write_pipeline(tmp_path / "tiny")
     out = tmp_path / "tiny-q5_1.gguf"
-    assert main(["quantize", str(folder), "--type", "Q5_1", str(out)]) == 0
+    assert main(["quantize", str(folder), "--type", "Q5_1", "--unet-only", str(out)]) == 0
     assert "q5_1" in capsys.readouterr().err
     # diffusers' names this time; the values are what gguf reads back (its own dequantize)
     unet = load_unet_gguf(out, device=first_device, config=dict(tiny_unet().config))
