@@ -110,7 +110,7 @@ def _component(root: Path, name: str, entry: list[Any], variant: str | None,
     if entry[-1] == _WITH_PROJECTION and _WITH_PROJECTION not in (config.get("architectures")
                                                                  or ()):
         config = {**config, "architectures": [_WITH_PROJECTION]}  # model_index says so
-    refs, where = _weight_refs(root / name, stem, variant)
+    refs, where = weight_refs(root / name, stem, variant)
     if name.startswith("text_encoder"):
         # transformers < 5.6 saved CLIPTextModel weights under "text_model."; newer, without
         refs = {key.removeprefix("text_model."): ref for key, ref in refs.items()}
@@ -123,7 +123,7 @@ def _component(root: Path, name: str, entry: list[Any], variant: str | None,
     return ComponentWeights(name, config, require_keys(name, refs, keys, where), dtype=dtype)
 
 
-def _weight_refs(folder: Path, stem: str, variant: str | None) -> tuple[dict[str, TensorRef], str]:
+def weight_refs(folder: Path, stem: str, variant: str | None) -> tuple[dict[str, TensorRef], str]:
     """Tensor refs of one component folder, and the file to name in errors.
 
     Like diffusers: `variant` files when present, else the default files; and since an fp16-only

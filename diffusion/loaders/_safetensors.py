@@ -27,13 +27,13 @@ from .errors import WeightsError
 __all__ = ["SafetensorsFile"]
 
 # safetensors dtype -> numpy dtype of the stored bytes (bf16 is read as uint16, then widened)
-_STORED = {
+STORED = {
     "F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": "<u2",
     "I64": "<i8", "I32": "<i4", "I16": "<i2", "I8": "i1",
     "U64": "<u8", "U32": "<u4", "U16": "<u2", "U8": "u1", "BOOL": "?",
     "F8_E4M3": "u1", "F8_E5M2": "u1",  # read as bytes, then widened (_float8)
 }
-_ITEMSIZE = {name: np.dtype(code).itemsize for name, code in _STORED.items()}
+ITEMSIZE = {name: np.dtype(code).itemsize for name, code in STORED.items()}
 # the safetensors library refuses headers above 100 MB; a larger length means a damaged file
 _MAX_HEADER = 100_000_000
 
@@ -45,7 +45,7 @@ class _Entry(NamedTuple):
     end: int
 
 
-def _bf16_to_f32(bits: np.ndarray) -> np.ndarray:
+def bf16_to_f32(bits: np.ndarray) -> np.ndarray:
     """Widen bfloat16 stored as uint16 to float32 (bf16 is the top half of an f32)."""
     return (bits.astype(np.uint32) << 16).view(np.float32)
 
@@ -106,7 +106,7 @@ class SafetensorsFile:
         return self._read(key, rows) * self._read(factor, None).reshape(-1)[0]
 
     def _read(self, key: str, rows: tuple[int, int] | None) -> np.ndarray:
-        entry = self._entry(key)  # its dtype is one of _STORED's: _check_entry saw to it
+        entry = self._entry(key)  # its dtype is one of STORED's: _check_entry saw to it
         shape, begin, end = entry.shape, entry.begin, entry.end
         if rows is not None:
             start, stop = rows
@@ -115,7 +115,7 @@ class SafetensorsFile:
             row_bytes = (end - begin) // shape[0] if shape[0] else 0
             shape = (stop - start, *shape[1:])
             begin, end = begin + start * row_bytes, begin + stop * row_bytes
-        out = np.empty(shape, dtype=_STORED[entry.dtype])
+        out = np.empty(shape, dtype=STORED[entry.dtype])
         try:
             with open(self.path, "rb") as file:
                 file.seek(self._data_start + begin)
@@ -127,7 +127,7 @@ class SafetensorsFile:
                                "truncated after opening); re-download or re-save it")
         if entry.dtype in FLOAT8:
             return float8_to_float32(out, entry.dtype)
-        return _bf16_to_f32(out) if entry.dtype == "BF16" else out
+        return bf16_to_f32(out) if entry.dtype == "BF16" else out
 
     def _entry(self, key: str) -> _Entry:
         try:
@@ -181,7 +181,7 @@ def _parse(path: Path) -> tuple[dict[str, str], dict[str, _Entry], int]:
 def _check_entry(key: str, info: Any, data_size: int, bad: Any) -> _Entry:
     try:
         dtype, shape, (begin, end) = info["dtype"], tuple(info["shape"]), info["data_offsets"]
-        valid = (dtype in _ITEMSIZE and all(isinstance(d, int) and d >= 0 for d in shape)
+        valid = (dtype in ITEMSIZE and all(isinstance(d, int) and d >= 0 for d in shape)
                  and isinstance(begin, int) and isinstance(end, int) and 0 <= begin <= end)
     except (TypeError, KeyError, ValueError):
         valid = False
@@ -190,7 +190,7 @@ def _check_entry(key: str, info: Any, data_size: int, bad: Any) -> _Entry:
     if end > data_size:
         raise bad(f"tensor {key!r} has data offsets {begin}..{end} past the end of the data "
                   f"({data_size} bytes)")
-    if end - begin != math.prod(shape) * _ITEMSIZE[dtype]:
+    if end - begin != math.prod(shape) * ITEMSIZE[dtype]:
         raise bad(f"tensor {key!r} of shape {list(shape)} {dtype} needs "
-                  f"{math.prod(shape) * _ITEMSIZE[dtype]} bytes, its offsets span {end - begin}")
+                  f"{math.prod(shape) * ITEMSIZE[dtype]} bytes, its offsets span {end - begin}")
     return _Entry(dtype, shape, begin, end)

@@ -28,7 +28,7 @@ __all__ = ["SGM_CLIP_PREFIX", "is_turbo", "load_sgm_file", "turbo_scheduler_conf
 SGM_CLIP_PREFIX = "conditioner.embedders.0.transformer."
 _OPEN_CLIP = {"sdxl": "conditioner.embedders.1.model.",
               "sdxl-refiner": "conditioner.embedders.0.model."}
-_TIME_IDS = {"sdxl": 6, "sdxl-refiner": 5}  # size, crop, target (2 each); refiner: score not target
+TIME_IDS = {"sdxl": 6, "sdxl-refiner": 5}  # size, crop, target (2 each); refiner: score not target
 _PIPELINE = {"sdxl": {"force_zeros_for_empty_prompt": True},
              "sdxl-refiner": {"force_zeros_for_empty_prompt": False,
                               "requires_aesthetics_score": True}}
@@ -104,7 +104,7 @@ def load_sgm_file(file: SafetensorsFile, *, dtype: np.dtype | None,
     inpainting = file.shape(UNET_PREFIX + "input_blocks.0.0.weight")[1] == 9
     prediction = detect_prediction_type(file, family=family, inpainting=inpainting,
                                         explicit=prediction_type)
-    configs["unet"] = _unet_config(unet, file, family, configs, prediction)
+    configs["unet"] = sgm_unet_config(unet, file, family, configs, prediction)
     vae = vae_refs(file)
     configs["vae"] = {**vae_config(vae, file, sample_size=1024), "scaling_factor": 0.13025,
                       "force_upcast": True}
@@ -157,7 +157,7 @@ def _depths(refs: dict[str, TensorRef], levels: int) -> int | list[int]:
     return [d or (mid if i == levels - 1 else 1) for i, d in enumerate(found)]
 
 
-def _unet_config(refs: dict[str, TensorRef], file: SafetensorsFile, family: str,
+def sgm_unet_config(refs: dict[str, TensorRef], file: SafetensorsFile, family: str,
                  texts: dict[str, dict[str, Any]], prediction: str) -> dict[str, Any]:
     """SDXL UNet2DConditionModel config; WeightsError when the UNet does not fit the text
     encoders (a refiner UNet in a base checkpoint or the reverse)."""
@@ -166,14 +166,14 @@ def _unet_config(refs: dict[str, TensorRef], file: SafetensorsFile, family: str,
     widths = [texts[n]["hidden_size"] for n in ("text_encoder", "text_encoder_2") if n in texts]
     pooled = texts["text_encoder_2"]["projection_dim"]
     add_in = refs["add_embedding.linear_1.weight"].shape[1]
-    time_dim, rest = divmod(add_in - pooled, _TIME_IDS[family])
+    time_dim, rest = divmod(add_in - pooled, TIME_IDS[family])
     kind = "base" if family == "sdxl" else "refiner"
     if config["cross_attention_dim"] != sum(widths) or rest or time_dim <= 0:
         raise WeightsError(
             f"{file.path}: the UNet does not fit the SDXL {kind}'s text encoders: it attends to "
             f"{config['cross_attention_dim']}-wide context (the encoders give {sum(widths)}) and "
             f"its label_emb takes {add_in} inputs (a {pooled}-wide pooled embedding plus "
-            f"{_TIME_IDS[family]} equal time ids expected); the file mixes parts of different "
+            f"{TIME_IDS[family]} equal time ids expected); the file mixes parts of different "
             "models")
     config.update({
         "sample_size": 128, "attention_head_dim": [max(1, c // 64) for c in channels],

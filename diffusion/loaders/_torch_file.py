@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from ._safetensors import _ITEMSIZE, _STORED, SafetensorsFile, _bf16_to_f32
+from ._safetensors import ITEMSIZE, STORED, SafetensorsFile, bf16_to_f32
 from ._torch_pickle import StorageRef, StoredTensor, safe_loads
 from ._torch_tar import read_tar
 from .errors import PICKLE_SUFFIXES, WeightsError
@@ -85,7 +85,7 @@ class TorchFile:
         """A fresh array of tensor `key` (rows `start:stop` of its first axis when given); bf16
         is widened to float32. torch: `state_dict[key].numpy()`."""
         out = self.view(key, rows=rows).copy(order="C")
-        return _bf16_to_f32(out) if self._tensor(key).dtype == "BF16" else out
+        return bf16_to_f32(out) if self._tensor(key).dtype == "BF16" else out
 
     def view(self, key: str, *, rows: tuple[int, int] | None = None) -> np.ndarray:
         """Tensor `key` where it lies in the file: a read-only, possibly strided array over the
@@ -93,10 +93,10 @@ class TorchFile:
         until it is used. Where the file cannot be mapped, an array of the bytes read.
         torch: `torch.load(path, mmap=True)[key]`."""
         tensor = self._tensor(key)
-        if tensor.dtype not in _STORED:
+        if tensor.dtype not in STORED:
             raise WeightsError(f"{self.path}: tensor {key!r} is stored as {tensor.dtype}, which "
                                "this loader cannot read")
-        itemsize = _ITEMSIZE[tensor.dtype]
+        itemsize = ITEMSIZE[tensor.dtype]
         shape, strides = tensor.shape, tensor.stride
         start = tensor.storage.offset + tensor.offset
         extent = 0 if 0 in shape else 1 + sum((n - 1) * s for n, s in zip(shape, strides))
@@ -104,7 +104,7 @@ class TorchFile:
             raise WeightsError(f"{self.path}: tensor {key!r} of shape {list(shape)} reaches past "
                                "the end of its storage; the file is damaged")
         raw = self._bytes(tensor.storage.key, start * itemsize, extent * itemsize, key)
-        flat = np.frombuffer(raw, dtype=_STORED[tensor.dtype], count=extent)
+        flat = np.frombuffer(raw, dtype=STORED[tensor.dtype], count=extent)
         array = np.lib.stride_tricks.as_strided(
             flat, shape, tuple(s * itemsize for s in strides), writeable=False)
         if rows is not None:
@@ -232,7 +232,7 @@ class TorchFile:
         for key in keys:
             file.seek(where)
             count = file.read(8)
-            itemsize = _ITEMSIZE.get(kinds.get(key, "U8"), 1)
+            itemsize = ITEMSIZE.get(kinds.get(key, "U8"), 1)
             if len(count) < 8:
                 raise WeightsError(f"{self.path}: file ends before storage {key!r}; re-download")
             nbytes = struct.unpack("<q", count)[0] * itemsize

@@ -64,7 +64,7 @@ class StoredTensor(NamedTuple):
         return self.storage.dtype
 
 
-class _DtypeMarker(NamedTuple):
+class DtypeMarker(NamedTuple):
     """What `torch.FloatStorage` / `torch.float16` stands for inside a storage reference."""
 
     dtype: str
@@ -168,10 +168,10 @@ _ALLOWED: dict[tuple[str, str], Any] = {
     ("pytorch_lightning.callbacks.model_checkpoint", "ModelCheckpoint"): _Ignored,
     ("lightning.pytorch.callbacks.model_checkpoint", "ModelCheckpoint"): _Ignored,
 }
-_ALLOWED.update({("torch", name): _DtypeMarker(dtype) for name, dtype in STORAGE_DTYPES.items()})
-_ALLOWED.update({("torch", name): _DtypeMarker(dtype) for name, dtype in _TORCH_DTYPES.items()})
+_ALLOWED.update({("torch", name): DtypeMarker(dtype) for name, dtype in STORAGE_DTYPES.items()})
+_ALLOWED.update({("torch", name): DtypeMarker(dtype) for name, dtype in _TORCH_DTYPES.items()})
 # the tar format records each tensor's class (torch.FloatTensor, torch.cuda.HalfTensor...)
-_ALLOWED.update({(module, name.replace("Storage", "Tensor")): _DtypeMarker(dtype)
+_ALLOWED.update({(module, name.replace("Storage", "Tensor")): DtypeMarker(dtype)
                  for module in ("torch", "torch.cuda") for name, dtype in STORAGE_DTYPES.items()
                  if name != "UntypedStorage"})
 
@@ -205,7 +205,7 @@ class _Unpickler(pickle.Unpickler):
                                          "class, or a tensor the file does not hold)")
         # 3. ('storage', type, key, location, numel[, view]): type was resolved by find_class
         if not (isinstance(pid, tuple) and len(pid) in (5, 6) and pid[0] == "storage"
-                and isinstance(pid[1], _DtypeMarker) and isinstance(pid[2], str)
+                and isinstance(pid[1], DtypeMarker) and isinstance(pid[2], str)
                 and isinstance(pid[3], str) and type(pid[4]) is int and pid[4] >= 0):
             raise pickle.UnpicklingError(f"unexpected persistent id {pid!r:.120}")
         return self._storage(pid)
@@ -216,7 +216,7 @@ def safe_loads(data: bytes | BinaryIO, storage: Callable[[Any], StorageRef], whe
     """Unpickle `data` (one pickle of a PyTorch file: bytes, or an open file left just past the
     pickle's STOP) with tensors as `StoredTensor`s.
 
-    storage(pid) turns a checked ('storage', _DtypeMarker, key, location, numel[, view]) tuple
+    storage(pid) turns a checked ('storage', DtypeMarker, key, location, numel[, view]) tuple
     into a StorageRef; with `objects` (the tar format) a persistent id is instead a key of it,
     and anything else is refused. Raises WeightsError naming `where`: for a global outside the
     allowlist (naming it; nothing was called) or for a malformed pickle. Like `torch.load(f,

@@ -23,8 +23,8 @@ import tarfile
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from ._safetensors import _ITEMSIZE
-from ._torch_pickle import StorageRef, StoredTensor, _DtypeMarker, safe_loads
+from ._safetensors import ITEMSIZE
+from ._torch_pickle import DtypeMarker, StorageRef, StoredTensor, safe_loads
 from .errors import WeightsError
 
 __all__ = ["read_tar"]
@@ -92,14 +92,14 @@ def _storages(file: BinaryIO, member: tarfile.TarInfo, records: dict[str, tuple[
     for _ in range(count):
         record = load("a storage record")
         if not (isinstance(record, tuple) and len(record) == 3 and type(record[0]) is int
-                and isinstance(record[2], _DtypeMarker) and record[2].dtype in _ITEMSIZE):
+                and isinstance(record[2], DtypeMarker) and record[2].dtype in ITEMSIZE):
             raise WeightsError(f"{path}: damaged tar PyTorch file (storage record "
                                f"{record!r:.80})")
         key, dtype = str(record[0]), record[2].dtype
         size = file.read(8)
         numel = struct.unpack("<q", size)[0] if len(size) == 8 else -1
         where = file.tell()
-        nbytes = numel * _ITEMSIZE[dtype]
+        nbytes = numel * ITEMSIZE[dtype]
         if numel < 0 or where + nbytes > end:
             raise WeightsError(f"{path}: storage {key!r} runs past the end of its member or "
                                "of the file; re-download it")

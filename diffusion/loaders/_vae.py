@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from ._expected_keys import vae_keys
-from ._folder import _weight_refs, read_json
+from ._folder import read_json, weight_refs
 from ._ldm_configs import vae_config
 from ._ldm_keys import VAE_PREFIX
 from ._ldm_keys import vae_name as ldm_vae_key
@@ -64,14 +64,14 @@ def _folder_weights(folder: Path, *, dtype: np.dtype | None, config: dict[str, A
     own = read_json(folder / "config.json")
     if config is not None:
         _check_fits({**_INTERFACE, **own}, config, tuple(_INTERFACE), folder / "config.json")
-    refs, where = _weight_refs(folder, "diffusion_pytorch_model", variant)
+    refs, where = weight_refs(folder, "diffusion_pytorch_model", variant)
     return ComponentWeights("vae", own, require_keys("vae", refs, _expected(own, where), where),
                             dtype=dtype)
 
 
 def _file_weights(file: SafetensorsFile, *, dtype: np.dtype | None,
                   config: dict[str, Any] | None) -> ComponentWeights:
-    refs = _refs(file)
+    refs = vae_file_refs(file)
     found = vae_config(refs, file, sample_size=512)
     if config is not None:
         _check_fits(found, config, _ARCHITECTURE, file.path)
@@ -81,7 +81,7 @@ def _file_weights(file: SafetensorsFile, *, dtype: np.dtype | None,
                             dtype=dtype)
 
 
-def _refs(file: SafetensorsFile) -> dict[str, TensorRef]:
+def vae_file_refs(file: SafetensorsFile) -> dict[str, TensorRef]:
     """Diffusers AutoencoderKL name -> tensor, whichever of the three layouts the file uses."""
     keys = file.keys()
     if any(key.startswith("encoder.down_blocks.") for key in keys):
@@ -92,10 +92,10 @@ def _refs(file: SafetensorsFile) -> dict[str, TensorRef]:
         raise WeightsError(f"{file.path}: not a VAE: no 'decoder.conv_in.weight' (bare or under "
                            f"'{VAE_PREFIX}') and no diffusers 'encoder.down_blocks.*' names; it "
                            f"holds {sample}. Pass a Stable Diffusion VAE file (*.vae.safetensors)")
-    return _ldm_refs(file, prefix)
+    return ldm_vae_refs(file, prefix)
 
 
-def _ldm_refs(file: SafetensorsFile, prefix: str) -> dict[str, TensorRef]:
+def ldm_vae_refs(file: SafetensorsFile, prefix: str) -> dict[str, TensorRef]:
     """As `_ldm_keys.vae_refs`, for keys under any prefix (a VAE file's are bare). Keys that are
     not the autoencoder's (`loss.*`, `model_ema.*`, a checkpoint's UNet) are left out, as the
     WebUI leaves them out."""

@@ -26,7 +26,7 @@ from gpustd.nn import StateDictError
 
 from ..models.controlnet import ControlNetModel
 from ..models.t2i_adapter import T2IAdapter
-from ._folder import _weight_refs, read_json
+from ._folder import read_json, weight_refs
 from ._ldm_keys import ldm_unet_layout, unet_name
 from ._safetensors import SafetensorsFile
 from ._torch_file import TorchFile, open_weights_file
@@ -120,7 +120,7 @@ def _open(path: Path, variant: str | None, kind: str) -> tuple[dict[str, TensorR
                                                                  dict[str, Any] | None, str]:
     """(refs, config or None, where) of a folder or one .safetensors / PyTorch file."""
     if path.is_dir():
-        refs, where = _weight_refs(path, _STEM, variant)
+        refs, where = weight_refs(path, _STEM, variant)
         if not (path / "config.json").is_file():
             raise WeightsError(f"{path}: no config.json; a diffusers {kind} folder has "
                                f"config.json and {_STEM}.safetensors")

@@ -24,7 +24,7 @@ from typing import Any
 from ._ldm_configs import vae_config
 from ._ldm_keys import VAE_PREFIX
 from ._safetensors import SafetensorsFile
-from ._vae import _ldm_refs, _refs
+from ._vae import ldm_vae_refs, vae_file_refs
 from ._weights import ComponentWeights, TensorRef
 from .errors import WeightsError
 from .flow_folder import FlowWeights, flow_family
@@ -32,14 +32,14 @@ from .flux_file import is_flux_file, load_flux_file
 from .gguf_t5 import t5_gguf_refs
 from .sd3_file import is_sd3_file, load_sd3_file
 from .text_encoder_file import (
-    _CLIP_MARK,
-    _CLIP_MARKS,
-    _CLIP_PARTS,
-    _T5_MARK,
-    _T5_PARTS,
-    _t5_config,
-    _under,
+    CLIP_MARK,
+    CLIP_MARKS,
+    CLIP_PARTS,
+    T5_MARK,
+    T5_PARTS,
     module_stem,
+    t5_config,
+    tensors_under,
 )
 
 __all__ = ["FLOW_SCHEDULERS", "flow_file_family", "flow_model_family", "load_flow_file"]
@@ -111,29 +111,29 @@ def _clip_config(refs: dict[str, TensorRef], role: str) -> dict[str, Any]:
     return config
 
 
-def _parts(file: SafetensorsFile, roles: tuple[str, ...]) -> dict[str, dict[str, TensorRef]]:
+def file_parts(file: SafetensorsFile, roles: tuple[str, ...]) -> dict[str, dict[str, TensorRef]]:
     """role ("clip_l", "clip_g", "t5", "vae") -> refs of the parts `file` holds; a bare CLIP's
     role is in its name ("clip_g"), else its width (1280: OpenCLIP-G)."""
     found: dict[str, dict[str, TensorRef]] = {}
     for role in roles:
         prefix = _ENCODER_PREFIX.format("t5xxl" if role == "t5" else role)
-        marks = (_T5_MARK,) if role == "t5" else _CLIP_MARKS
+        marks = (T5_MARK,) if role == "t5" else CLIP_MARKS
         if any(prefix + mark in file for mark in marks):
-            found[role] = _under(file, prefix)
+            found[role] = tensors_under(file, prefix)
     if VAE_PREFIX + "decoder.conv_in.weight" in file:
-        found["vae"] = _ldm_refs(file, VAE_PREFIX)
+        found["vae"] = ldm_vae_refs(file, VAE_PREFIX)
     if found:
         return found
-    if _T5_MARK in file:
-        found["t5"] = _under(file, "")
-    elif mark := next((m for m in _CLIP_MARKS if m in file), None):
+    if T5_MARK in file:
+        found["t5"] = tensors_under(file, "")
+    elif mark := next((m for m in CLIP_MARKS if m in file), None):
         width = file.shape(mark)[1]
         name = file.path.name.lower()
         role = "clip_g" if "clip_g" in name or ("clip_l" not in name and width == 1280) \
             else "clip_l"
-        found[role] = _under(file, "")
+        found[role] = tensors_under(file, "")
     elif "decoder.conv_in.weight" in file:  # BFL's ae (LDM names) or a diffusers vae/ file
-        found["vae"] = _refs(file)
+        found["vae"] = vae_file_refs(file)
     return found
 
 
@@ -142,8 +142,8 @@ def _component(slot: str, role: str, refs: dict[str, TensorRef], family: str,
     if role == "t5":
         if "shared.weight" not in refs and "encoder.embed_tokens.weight" in refs:
             refs["shared.weight"] = refs["encoder.embed_tokens.weight"]
-        taken = {k: r for k, r in refs.items() if k.startswith(_T5_PARTS)}
-        return ComponentWeights(slot, _t5_config(taken), taken)
+        taken = {k: r for k, r in refs.items() if k.startswith(T5_PARTS)}
+        return ComponentWeights(slot, t5_config(taken), taken)
     if role == "vae":
         scaling, shift = _VAE_SCALING[family]
         config = {**vae_config(refs, where, sample_size=1024),
@@ -152,7 +152,7 @@ def _component(slot: str, role: str, refs: dict[str, TensorRef], family: str,
                   "use_post_quant_conv": "post_quant_conv.weight" in refs}
         return ComponentWeights(slot, config, refs)
     clip = {k.removeprefix("text_model."): r for k, r in refs.items()}
-    parts = (*_CLIP_PARTS, *(("text_projection.",) if family == "sd3" else ()))
+    parts = (*CLIP_PARTS, *(("text_projection.",) if family == "sd3" else ()))
     taken = {k: r for k, r in clip.items() if k.startswith(parts)}
     return ComponentWeights(slot, _clip_config(taken, role), taken)
 
@@ -173,20 +173,20 @@ def load_flow_file(path: str | os.PathLike[str],
                            "(joint_blocks.*) transformer file")
     kind = "sd3" if family == "sd3" else "flux"
     roles = ("clip_l", "clip_g", "t5") if kind == "sd3" else ("clip_l", "t5")
-    found = {role: (refs, file) for role, refs in _parts(file, roles).items()}
+    found = {role: (refs, file) for role, refs in file_parts(file, roles).items()}
     stems = []
     for given in modules:
         if Path(given).suffix.lower() == ".gguf":  # city96's T5 encoders
             t5 = t5_gguf_refs(given)
-            found["t5"] = (t5, t5[_T5_MARK].file)
+            found["t5"] = (t5, t5[T5_MARK].file)
             stems.append(module_stem(Path(given)))
             continue
         module = SafetensorsFile(Path(given))
-        parts = _parts(module, roles)
+        parts = file_parts(module, roles)
         if not parts:
             raise WeightsError(f"{module.path}: no VAE or text encoder for {family} found (a "
                                "VAE's decoder.conv_in.weight, CLIP's "
-                               f"{_CLIP_MARK!r}, T5's {_T5_MARK!r})")
+                               f"{CLIP_MARK!r}, T5's {T5_MARK!r})")
         if other := next((role for role in parts if role not in (*roles, "vae")), None):
             takes = ", ".join("t5xxl" if role == "t5" else role for role in roles)
             raise WeightsError(f"{module.path}: a {other.upper().replace('_', '-')} text "

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ._folder import _weight_refs, read_json
+from ._folder import read_json, weight_refs
 from ._weights import ComponentWeights, resolve_dtype
 from .errors import WeightsError
 
@@ -56,7 +56,7 @@ def _component(root: Path, name: str, variant: str | None, dtype: Any,
                weightless: tuple[str, ...] = ()) -> ComponentWeights:
     config = read_json(root / name / "config.json")
     try:
-        refs, _where = _weight_refs(root / name, _STEMS.get(name, "model"), variant)
+        refs, _where = weight_refs(root / name, _STEMS.get(name, "model"), variant)
     except WeightsError:
         if name not in weightless:
             raise

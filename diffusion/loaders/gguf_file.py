@@ -27,7 +27,7 @@ QUANTIZED = ("q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q4_k", "q5_k", "q6_k")
 FLOATS = ("f32", "f16", "bf16")
 
 
-def _gguf() -> Any:
+def import_gguf() -> Any:
     try:
         import gguf
     except ImportError:
@@ -87,7 +87,7 @@ class GGUFFile:
     def __init__(self, path: str | Path, *, prefix: str = "") -> None:
         self.path = Path(path)
         self.prefix = prefix
-        gguf = _gguf()
+        gguf = import_gguf()
         self._gguf = gguf
         if not self.path.is_file():
             raise WeightsError(f"{self.path}: file not found")

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from ._weights import TensorRef
 from .errors import WeightsError
-from .gguf_file import QUANTIZED, GGUFFile, _gguf
+from .gguf_file import QUANTIZED, GGUFFile, import_gguf
 
 __all__ = ["T5_GGUF_MARK", "gguf_kind", "t5_gguf_refs"]
 
@@ -67,7 +67,7 @@ def _name(key: str) -> str | None:
 def _check_formats(file: GGUFFile) -> None:
     """WeightsError naming the first tensor whose stored type neither the GPU keeps nor gguf
     dequantizes (one block of each type is tried)."""
-    gguf = _gguf()
+    gguf = import_gguf()
     tried: set[str] = set()
     for key in file.keys():
         kind = file.format(key)

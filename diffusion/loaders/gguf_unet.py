@@ -36,7 +36,7 @@ from ..models import UNet2DConditionModel
 from ._expected_keys import unet_keys
 from ._ldm_configs import unet_config
 from ._ldm_keys import UNET_PREFIX, unet_refs
-from ._sgm import _TIME_IDS, _unet_config
+from ._sgm import TIME_IDS, sgm_unet_config
 from ._weights import ComponentWeights, TensorRef, require_keys
 from .errors import WeightsError
 from .gguf_component import load_component
@@ -52,13 +52,13 @@ def _sdxl_config(refs: dict[str, TensorRef], file: GGUFFile, path: Any,
     context = next(r.shape[-1] for k, r in refs.items() if k.endswith("attn2.to_k.weight"))
     family = "sdxl" if context == 2048 else "sdxl-refiner"
     add_in = refs["add_embedding.linear_1.weight"].shape[1]
-    pooled = add_in - _TIME_IDS[family] * 256
+    pooled = add_in - TIME_IDS[family] * 256
     if pooled <= 0:
         raise WeightsError(f"{path}: an SDXL-like UNet whose label_emb takes {add_in} inputs, "
                            "not SDXL's pooled embedding and 256-wide time ids; pass its config "
                            "(load_unet_gguf(..., config=...))")
     texts = {"text_encoder_2": {"hidden_size": context, "projection_dim": pooled}}
-    return _unet_config(refs, file, family, texts, prediction_type)  # type: ignore[arg-type]
+    return sgm_unet_config(refs, file, family, texts, prediction_type)  # type: ignore[arg-type]
 
 
 def gguf_unet_weights(path: str | os.PathLike[str], *, prediction_type: str = "epsilon",

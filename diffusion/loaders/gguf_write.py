@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import WeightsError
-from .gguf_file import ORIG_SHAPE_KEY, _gguf
+from .gguf_file import ORIG_SHAPE_KEY, import_gguf
 from .gguf_kquant import quantize_q4_k
 
 __all__ = ["WRITABLE", "plan_format", "write_gguf"]
@@ -56,7 +56,7 @@ def write_gguf(path: str | os.PathLike[str], tensors: Iterable[tuple[str, np.nda
     `metadata`'s strings beside the architecture; the file appears whole or not at all
     (written beside, renamed). Returns {format: tensors written in it}. gguf-py: GGUFWriter +
     gguf.quants.quantize."""
-    gguf = _gguf()
+    gguf = import_gguf()
     format = format.lower()
     if format not in WRITABLE:
         raise ValueError(f"cannot write {format!r}: we write {', '.join(WRITABLE)} (gguf-py "

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ._safetensors import SafetensorsFile
 from .errors import WeightsError
-from .flow_file import _parts, flow_file_family
+from .flow_file import file_parts, flow_file_family
 from .gguf_t5 import T5_GGUF_MARK, gguf_kind
 
 __all__ = ["MODULE_SUFFIXES", "module_roles", "vae_latent_channels"]
@@ -51,7 +51,7 @@ def module_roles(path: str | os.PathLike[str]) -> tuple[str, ...]:
     if any(key.startswith(_MODEL_MARKS) for key in file.keys()):
         raise WeightsError(f"{path.name}: a UNet / checkpoint, a model rather than a VAE or "
                            "text encoder; choose it as the model (sd_model_checkpoint)")
-    found = _parts(file, _ROLES)
+    found = file_parts(file, _ROLES)
     if not found and any(key.startswith("encoder.down_blocks.") for key in file.keys()):
         found = {"vae": {}}  # a VAE under diffusers' names
     if not found:

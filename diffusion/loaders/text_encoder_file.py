@@ -30,12 +30,12 @@ __all__ = ["clip_text_refs", "module_stem", "use_text_encoder_files"]
 
 _PREFIXES = ("text_encoders.t5xxl.transformer.", "text_encoders.clip_l.transformer.",
              "text_encoders.clip_g.transformer.", "")
-_T5_MARK = "encoder.block.0.layer.0.SelfAttention.q.weight"
-_CLIP_MARK = "text_model.embeddings.token_embedding.weight"
-_CLIP_MARKS = (_CLIP_MARK, _CLIP_MARK.removeprefix("text_model."))  # transformers >= 5.6 saves
+T5_MARK = "encoder.block.0.layer.0.SelfAttention.q.weight"
+CLIP_MARK = "text_model.embeddings.token_embedding.weight"
+CLIP_MARKS = (CLIP_MARK, CLIP_MARK.removeprefix("text_model."))  # transformers >= 5.6 saves
 
 
-def _under(file: SafetensorsFile, prefix: str) -> dict[str, TensorRef]:
+def tensors_under(file: SafetensorsFile, prefix: str) -> dict[str, TensorRef]:
     """The file's tensors under `prefix`, named without it."""
     return {key[len(prefix):]: TensorRef(file, key, file.shape(key))
             for key in file.keys() if key.startswith(prefix)}
@@ -46,11 +46,11 @@ def _refs(file: SafetensorsFile, *marks: str) -> dict[str, TensorRef] | None:
     it."""
     for prefix in _PREFIXES:
         if any(prefix + mark in file for mark in marks):
-            return _under(file, prefix)
+            return tensors_under(file, prefix)
     return None
 
 
-def _t5_config(refs: dict[str, TensorRef]) -> dict[str, Any]:
+def t5_config(refs: dict[str, TensorRef]) -> dict[str, Any]:
     """T5 v1.1's config from its shapes (relative positions reach 128, as every T5's)."""
     buckets, heads = refs["encoder.block.0.layer.0.SelfAttention.relative_attention_bias"
                           ".weight"].shape
@@ -64,8 +64,8 @@ def _t5_config(refs: dict[str, TensorRef]) -> dict[str, Any]:
 
 
 # the tensors of our encoders (the rest of a file: logit_scale, T5's tied embed_tokens copy)
-_CLIP_PARTS = ("embeddings.", "encoder.", "final_layer_norm.")
-_T5_PARTS = ("shared.", "encoder.block.", "encoder.final_layer_norm.")
+CLIP_PARTS = ("embeddings.", "encoder.", "final_layer_norm.")
+T5_PARTS = ("shared.", "encoder.block.", "encoder.final_layer_norm.")
 
 
 def _component(name: str, config: dict[str, Any], refs: dict[str, TensorRef],
@@ -79,7 +79,7 @@ def clip_text_refs(file: SafetensorsFile) -> dict[str, TensorRef] | None:
     """The CLIP text encoder's tensors in `file` (bare, under transformers' `text_model.` or
     a ComfyUI all-in-one prefix) under our CLIPTextModel's names (no `text_model.`); None
     when it holds none."""
-    found = _refs(file, *_CLIP_MARKS)
+    found = _refs(file, *CLIP_MARKS)
     if found is None:
         return None
     return {key.removeprefix("text_model."): ref for key, ref in found.items()}
@@ -102,16 +102,16 @@ def use_text_encoder_files(weights: FlowWeights, files: list[str | os.PathLike[s
         path = Path(given)
         gguf = path.suffix.lower() == ".gguf"
         file = None if gguf else SafetensorsFile(path)
-        t5 = t5_gguf_refs(path) if file is None else _refs(file, _T5_MARK)
+        t5 = t5_gguf_refs(path) if file is None else _refs(file, T5_MARK)
         if t5 is not None:
             if "shared.weight" not in t5 and "encoder.embed_tokens.weight" in t5:
                 t5["shared.weight"] = t5["encoder.embed_tokens.weight"]
             current = getattr(weights, t5_slot)
-            config = current.config if current is not None else _t5_config(t5)
-            setattr(weights, t5_slot, _component(t5_slot, config, t5, _T5_PARTS,
+            config = current.config if current is not None else t5_config(t5)
+            setattr(weights, t5_slot, _component(t5_slot, config, t5, T5_PARTS,
                                                  None if current is None else current.dtype))
         elif file is not None and (clip := clip_text_refs(file)) is not None:
-            width = clip[_CLIP_MARKS[1]].shape[1]
+            width = clip[CLIP_MARKS[1]].shape[1]
             slots = [s for s in clip_slots if getattr(weights, s).config["hidden_size"] == width]
             if not slots:
                 raise WeightsError(f"{path}: a CLIP text encoder {width} wide; this "
@@ -120,12 +120,12 @@ def use_text_encoder_files(weights: FlowWeights, files: list[str | os.PathLike[s
                 slots = [slots[-1] if "clip_g" in path.name.lower() else slots[0]]
             current = getattr(weights, slots[0])
             # SD3's CLIPs project their pooled output (FLUX's CLIP-L does not)
-            parts = (*_CLIP_PARTS, *(("text_projection.",) if weights.family == "sd3" else ()))
+            parts = (*CLIP_PARTS, *(("text_projection.",) if weights.family == "sd3" else ()))
             setattr(weights, slots[0], _component(slots[0], current.config, clip, parts,
                                                   current.dtype))
         else:
             raise WeightsError(f"{path}: no text encoder found (neither T5's "
-                               f"{_T5_MARK!r} nor CLIP's {_CLIP_MARK!r}); --text-encoder takes "
+                               f"{T5_MARK!r} nor CLIP's {CLIP_MARK!r}); --text-encoder takes "
                                "t5xxl / clip_l / clip_g .safetensors files and T5 encoder "
                                ".gguf files")
         stems.append(module_stem(path))

@@ -28,7 +28,7 @@ import numpy as np
 
 from gpustd.quant import QuantizedTensor
 
-from ..loaders.gguf_file import _gguf
+from ..loaders.gguf_file import import_gguf
 from ..loaders.gguf_kquant import quantize_q4_k
 from ..loaders.gguf_write import WRITABLE
 
@@ -50,7 +50,7 @@ class Blocks(NamedTuple):
 
 def values(blocks: Blocks, shape: tuple[int, ...]) -> np.ndarray:
     """The weight's values as float64 (gguf-py's dequantize, which our shader equals)."""
-    gguf = _gguf()
+    gguf = import_gguf()
     qtype = gguf.GGMLQuantizationType[blocks.format.upper()]
     rows = shape[0]
     flat = gguf.quants.dequantize(blocks.raw.reshape(rows, -1), qtype)
@@ -60,7 +60,7 @@ def values(blocks: Blocks, shape: tuple[int, ...]) -> np.ndarray:
 def merged(total: np.ndarray, format: str) -> Blocks:
     """`total` (the patched values) quantized again: in `format` where gguf-py can write it,
     else (K formats) in Q8_0."""
-    gguf = _gguf()
+    gguf = import_gguf()
     target = format if format in WRITABLE else REQUANTIZE_K_AS
     qtype = gguf.GGMLQuantizationType[target.upper()]
     matrix = total.reshape(total.shape[0], -1).astype(np.float32)

@@ -100,7 +100,6 @@ def test_unet_only_gguf_with_base_or_modules(first_device: gpucore.Device,
     assert drawn.shape == expected.shape and drawn.std() > 0
 
 
-@pytest.mark.nodevice
 def test_damaged_gguf_is_one_error_line(tiny: tuple[Path, Path], tmp_path: Path,
                                         capsys: pytest.CaptureFixture[str]) -> None:
     _, whole = tiny

@@ -86,7 +86,7 @@ def test_t5_gguf_k_quants(first_device: gpucore.Device, tmp_path: Path) -> None:
 
     from diffusion.loaders import ComponentWeights
     from diffusion.loaders.gguf_component import load_component
-    from diffusion.loaders.text_encoder_file import _t5_config
+    from diffusion.loaders.text_encoder_file import t5_config
     from diffusion.models import T5EncoderModel
 
     config = {**T5_TINY, "d_model": 256, "relative_attention_max_distance": 128}
@@ -102,8 +102,8 @@ def test_t5_gguf_k_quants(first_device: gpucore.Device, tmp_path: Path) -> None:
         before = first_device.memory_stats().allocated
         first_device.reset_peak_memory()
         with nn.deferred(deferred):  # as the pipelines build it
-            model = T5EncoderModel(_t5_config(refs), device=first_device)
-        model = load_component(model, ComponentWeights("text_encoder_2", _t5_config(refs), refs))
+            model = T5EncoderModel(t5_config(refs), device=first_device)
+        model = load_component(model, ComponentWeights("text_encoder_2", t5_config(refs), refs))
         stats = first_device.memory_stats()
         return model, stats.allocated - before, stats.peak_allocated - before
 
@@ -130,7 +130,7 @@ def test_t5_gguf_q5_k_q6_k(first_device: gpucore.Device, tmp_path: Path, kind: s
 
     from diffusion.loaders import ComponentWeights
     from diffusion.loaders.gguf_component import load_component
-    from diffusion.loaders.text_encoder_file import _t5_config
+    from diffusion.loaders.text_encoder_file import t5_config
     from diffusion.models import T5EncoderModel
 
     config = {**T5_TINY, "d_model": 256, "relative_attention_max_distance": 128}
@@ -139,8 +139,8 @@ def test_t5_gguf_q5_k_q6_k(first_device: gpucore.Device, tmp_path: Path, kind: s
     held = write_t5_gguf(randomized(source, 17), path, kind)
     refs = t5_gguf_refs(path)
     with nn.deferred():
-        model = T5EncoderModel(_t5_config(refs), device=first_device)
-    ours = load_component(model, ComponentWeights("text_encoder_2", _t5_config(refs), refs))
+        model = T5EncoderModel(t5_config(refs), device=first_device)
+    ours = load_component(model, ComponentWeights("text_encoder_2", t5_config(refs), refs))
     formats = {name: q.format for name, q in quantized_weights(ours).items()}
     assert formats["encoder.block.1.layer.0.SelfAttention.q.weight"] == kind  # 256 a row
     assert formats["encoder.block.1.layer.0.SelfAttention.o.weight"] == \
