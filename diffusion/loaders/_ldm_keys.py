@@ -11,6 +11,7 @@ import re
 
 from ._safetensors import SafetensorsFile
 from ._weights import TensorRef
+from .errors import WeightsError
 
 __all__ = [
     "CLIP_PREFIX",
@@ -19,8 +20,10 @@ __all__ = [
     "VAE_PREFIX",
     "clip_refs",
     "ldm_unet_layout",
+    "ldm_vae_refs",
     "open_clip_refs",
     "unet_refs",
+    "vae_file_refs",
     "vae_refs",
 ]
 
@@ -191,4 +194,35 @@ def open_clip_refs(file: SafetensorsFile, prefix: str = OPEN_CLIP_PREFIX, *,
                     file, key, (width, *shape[1:]), rows=(i * width, (i + 1) * width))
         else:
             refs[f"{head}.{_rename_head(rest, _OPEN_CLIP_LAYER)}"] = TensorRef(file, key, shape)
+    return refs
+
+
+def vae_file_refs(file: SafetensorsFile) -> dict[str, TensorRef]:
+    """Diffusers AutoencoderKL name -> tensor, whichever of the three layouts the file uses."""
+    keys = file.keys()
+    if any(key.startswith("encoder.down_blocks.") for key in keys):
+        return {key: TensorRef(file, key, file.shape(key)) for key in keys}
+    prefix = VAE_PREFIX if VAE_PREFIX + "decoder.conv_in.weight" in file else ""
+    if prefix + "decoder.conv_in.weight" not in file:
+        sample = ", ".join(repr(key) for key in keys[:3]) or "no tensors"
+        raise WeightsError(f"{file.path}: not a VAE: no 'decoder.conv_in.weight' (bare or under "
+                           f"'{VAE_PREFIX}') and no diffusers 'encoder.down_blocks.*' names; it "
+                           f"holds {sample}. Pass a Stable Diffusion VAE file (*.vae.safetensors)")
+    return ldm_vae_refs(file, prefix)
+
+
+def ldm_vae_refs(file: SafetensorsFile, prefix: str) -> dict[str, TensorRef]:
+    """As `vae_refs`, for keys under any prefix (a VAE file's are bare). Keys that are
+    not the autoencoder's (`loss.*`, `model_ema.*`, a checkpoint's UNet) are left out, as the
+    WebUI leaves them out."""
+    names = [key[len(prefix):] for key in file.keys() if key.startswith(prefix)]
+    levels = len({m[1] for name in names if (m := re.match(r"decoder\.up\.(\d+)\.", name))})
+    refs = {}
+    for name in names:
+        if (target := vae_name(name, levels)) is None:
+            continue
+        shape = file.shape(prefix + name)
+        if ".attentions." in target and len(shape) > 2:  # LDM's 1x1 convs -> linear weights
+            shape = shape[:2]
+        refs[target] = TensorRef(file, prefix + name, shape)
     return refs

@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from ._expected_keys import clip_text_keys, unet_keys, vae_keys
-from ._folder import load_folder, read_json
+from ._folder import load_folder
 from ._ldm_configs import PREDICTION_TYPES
 from ._single_file import load_single_file
 from ._weights import ComponentWeights, PipelineWeights, require_keys, resolve_dtype
+from .diffusers_folder import read_json
 from .errors import PICKLE_SUFFIXES, WeightsError
 
 __all__ = ["load_pipeline_weights"]

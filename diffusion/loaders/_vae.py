@@ -9,20 +9,18 @@ that model's (SD1 and SD2 share one VAE architecture); the file's shapes must fi
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ._expected_keys import vae_keys
-from ._folder import read_json, weight_refs
 from ._ldm_configs import vae_config
-from ._ldm_keys import VAE_PREFIX
-from ._ldm_keys import vae_name as ldm_vae_key
+from ._ldm_keys import vae_file_refs
 from ._safetensors import SafetensorsFile
 from ._torch_file import open_weights_file
-from ._weights import ComponentWeights, TensorRef, require_keys, resolve_dtype
+from ._weights import ComponentWeights, require_keys, resolve_dtype
+from .diffusers_folder import read_json, weight_refs
 from .errors import WeightsError
 
 __all__ = ["load_vae_weights"]
@@ -79,37 +77,6 @@ def _file_weights(file: SafetensorsFile, *, dtype: np.dtype | None,
     where = str(file.path)
     return ComponentWeights("vae", found, require_keys("vae", refs, _expected(found, where), where),
                             dtype=dtype)
-
-
-def vae_file_refs(file: SafetensorsFile) -> dict[str, TensorRef]:
-    """Diffusers AutoencoderKL name -> tensor, whichever of the three layouts the file uses."""
-    keys = file.keys()
-    if any(key.startswith("encoder.down_blocks.") for key in keys):
-        return {key: TensorRef(file, key, file.shape(key)) for key in keys}
-    prefix = VAE_PREFIX if VAE_PREFIX + "decoder.conv_in.weight" in file else ""
-    if prefix + "decoder.conv_in.weight" not in file:
-        sample = ", ".join(repr(key) for key in keys[:3]) or "no tensors"
-        raise WeightsError(f"{file.path}: not a VAE: no 'decoder.conv_in.weight' (bare or under "
-                           f"'{VAE_PREFIX}') and no diffusers 'encoder.down_blocks.*' names; it "
-                           f"holds {sample}. Pass a Stable Diffusion VAE file (*.vae.safetensors)")
-    return ldm_vae_refs(file, prefix)
-
-
-def ldm_vae_refs(file: SafetensorsFile, prefix: str) -> dict[str, TensorRef]:
-    """As `_ldm_keys.vae_refs`, for keys under any prefix (a VAE file's are bare). Keys that are
-    not the autoencoder's (`loss.*`, `model_ema.*`, a checkpoint's UNet) are left out, as the
-    WebUI leaves them out."""
-    names = [key[len(prefix):] for key in file.keys() if key.startswith(prefix)]
-    levels = len({m[1] for name in names if (m := re.match(r"decoder\.up\.(\d+)\.", name))})
-    refs = {}
-    for name in names:
-        if (target := ldm_vae_key(name, levels)) is None:
-            continue
-        shape = file.shape(prefix + name)
-        if ".attentions." in target and len(shape) > 2:  # LDM's 1x1 convs -> linear weights
-            shape = shape[:2]
-        refs[target] = TensorRef(file, prefix + name, shape)
-    return refs
 
 
 def _expected(config: dict[str, Any], where: str) -> list[str]:

@@ -26,11 +26,11 @@ from gpustd.nn import StateDictError
 
 from ..models.controlnet import ControlNetModel
 from ..models.t2i_adapter import T2IAdapter
-from ._folder import read_json, weight_refs
 from ._ldm_keys import ldm_unet_layout, unet_name
 from ._safetensors import SafetensorsFile
 from ._torch_file import TorchFile, open_weights_file
 from ._weights import ComponentWeights, TensorRef, resolve_dtype
+from .diffusers_folder import read_json, weight_refs
 from .errors import WeightsError
 from .t2i_adapter_file import t2i_adapter_from_file
 

@@ -17,9 +17,9 @@ from gpucore import Device
 from gpustd.nn import StateDictError
 
 from ..models.depth_anything import DepthAnythingForDepthEstimation
-from ._folder import read_json
 from ._torch_file import open_weights_file
 from ._weights import ComponentWeights, TensorRef, resolve_dtype
+from .diffusers_folder import read_json
 from .errors import WeightsError
 
 __all__ = ["load_depth_anything"]

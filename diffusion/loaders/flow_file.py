@@ -22,9 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from ._ldm_configs import vae_config
-from ._ldm_keys import VAE_PREFIX
+from ._ldm_keys import VAE_PREFIX, ldm_vae_refs, vae_file_refs
 from ._safetensors import SafetensorsFile
-from ._vae import ldm_vae_refs, vae_file_refs
 from ._weights import ComponentWeights, TensorRef
 from .errors import WeightsError
 from .flow_folder import FlowWeights, flow_family

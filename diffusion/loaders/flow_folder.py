@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ._folder import read_json, weight_refs
 from ._weights import ComponentWeights, resolve_dtype
+from .diffusers_folder import read_json, weight_refs
 from .errors import WeightsError
 
 __all__ = ["FlowWeights", "flow_family", "load_flow_folder"]

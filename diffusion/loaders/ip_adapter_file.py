@@ -25,9 +25,9 @@ from gpustd.nn import StateDictError
 
 from ..models.clip_vision import CLIPVisionModelWithProjection
 from ..models.ip_adapter import IPAdapter
-from ._folder import read_json
 from ._torch_file import open_weights_file
 from ._weights import ComponentWeights, TensorRef, resolve_dtype
+from .diffusers_folder import read_json
 from .errors import WeightsError
 
 __all__ = ["image_encoder_config", "ip_adapter_reads", "load_image_encoder", "load_ip_adapter"]
