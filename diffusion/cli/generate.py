@@ -69,7 +69,7 @@ def _fill_sampling_defaults(args: argparse.Namespace) -> None:
     if taken[False]:
         print(f"from {model / DEFAULTS_FILE}: {', '.join(taken[False])}", file=sys.stderr)
     if taken[True]:
-        from ..loaders.flow_file import flow_model_family
+        from ..loaders.flow.file import flow_model_family
 
         family = flow_model_family(model)
         why = ("1-4 steps without guidance" if family is None else
@@ -102,7 +102,7 @@ def _check_paths(args: argparse.Namespace) -> None:
         raise ValueError(f"--vae {args.vae!r} does not exist; give a VAE folder or a "
                          ".safetensors file")
     if args.vae and args.model is not None:
-        from ..loaders.flow_file import flow_model_family
+        from ..loaders.flow.file import flow_model_family
 
         if family := flow_model_family(args.model):  # refused before the model loads
             raise ValueError(f"--vae is not supported for {family} models yet; " + (
@@ -212,7 +212,7 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any]:
     modules = list(args.text_encoder or ())
     vae_module = False  # a UNet-only GGUF without --base takes --vae as one of its parts
     if args.vae and not args.base and args.model is not None:
-        from ..loaders.gguf_pipeline import is_unet_gguf
+        from ..loaders.sd.gguf_pipeline import is_unet_gguf
 
         vae_module = is_unet_gguf(args.model)
     if vae_module:
@@ -236,7 +236,7 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any]:
     if args.vae and vae_module:
         pipe.vae_path = args.vae
     elif args.vae:
-        from ..loaders.vae_file import load_vae
+        from ..loaders.sd.vae_file import load_vae
 
         # an SDXL model's VAE kept in float32 (force_upcast) stays so when replaced
         vae_dtype = (pipe.vae.decoder.conv_in.weight.dtype if getattr(pipe, "is_sdxl", False)

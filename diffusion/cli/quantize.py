@@ -1,6 +1,6 @@
 """`python -m diffusion quantize MODEL --type q8_0 OUT.gguf`: a whole SD 1.x/2.x/SDXL model
 (UNet, VAE, text encoders, with their configs and the scheduler's in the metadata:
-diffusion.loaders.gguf_model) as one GGUF that `--model OUT.gguf` loads alone, the UNet's
+diffusion.loaders.sd.gguf_model) as one GGUF that `--model OUT.gguf` loads alone, the UNet's
 weights kept quantized; `--unet-only`: the UNet alone (diffusers' names, architecture "sd1",
 "sd2", "sdxl"), as ComfyUI-GGUF's UNet files, which `--model` loads with `--base` or module
 files for the other parts."""
@@ -17,7 +17,7 @@ __all__ = ["add_parser", "run"]
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add the `quantize` sub-command to `subparsers` (argparse's add_subparsers result)."""
-    from ..loaders.gguf_write import WRITABLE
+    from ..loaders.formats.gguf_write import WRITABLE
 
     text = "write a model as a quantized GGUF file"
     parser = subparsers.add_parser("quantize", help=text, description=text + (
@@ -46,8 +46,8 @@ def run(args: argparse.Namespace) -> int:
     Returns 0; bad input raises ValueError (WeightsError) saying what was wrong, and no file
     is left."""
     from ..loaders import load_pipeline_weights
-    from ..loaders.gguf_model import model_metadata, model_tensors
-    from ..loaders.gguf_write import write_gguf
+    from ..loaders.formats.gguf_write import write_gguf
+    from ..loaders.sd.gguf_model import model_metadata, model_tensors
 
     out = Path(args.out)
     if out.suffix.lower() != ".gguf":

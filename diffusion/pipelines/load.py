@@ -17,9 +17,9 @@ from gpustd import has_matrix_units
 from gpustd.nn import Module, StateDictError, deferred
 
 from ..loaders import ComponentWeights, SafetensorsFile, WeightsError, load_pipeline_weights
-from ..loaders.flow_file import flow_model_family
-from ..loaders.gguf_component import load_component
-from ..loaders.gguf_pipeline import gguf_pipeline_weights
+from ..loaders.component import load_component
+from ..loaders.flow.file import flow_model_family
+from ..loaders.sd.gguf_pipeline import gguf_pipeline_weights
 from ..models import AutoencoderKL, CLIPTextModel, UNet2DConditionModel
 from ..text.tokenizer import CLIPTokenizer
 from .flow_model import FLOW_DEFAULTS, load_flow_model

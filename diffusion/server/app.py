@@ -16,7 +16,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from ..loaders.control_models import ControlModelDir
+from ..loaders.control.catalog import ControlModelDir
 from ..text.embeddings import EmbeddingDatabase
 from .image_encoders import ImageEncoders
 from .limits import BodyLimit, add_error_handlers

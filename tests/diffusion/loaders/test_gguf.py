@@ -18,9 +18,9 @@ import gpucore  # noqa: E402
 import gpustd  # noqa: E402
 from diffusion.cli.main import main  # noqa: E402
 from diffusion.loaders import WeightsError  # noqa: E402
-from diffusion.loaders.gguf_file import GGUFFile  # noqa: E402
-from diffusion.loaders.gguf_unet import load_unet_gguf  # noqa: E402
-from diffusion.loaders.gguf_write import plan_format, write_gguf  # noqa: E402
+from diffusion.loaders.formats.gguf_file import GGUFFile  # noqa: E402
+from diffusion.loaders.formats.gguf_write import plan_format, write_gguf  # noqa: E402
+from diffusion.loaders.sd.gguf_unet import load_unet_gguf  # noqa: E402
 from gpustd import nn  # noqa: E402
 from gpustd.nn.offload import parameter_bytes  # noqa: E402
 from gpustd.nn.quantized import quantized_weights  # noqa: E402
@@ -165,7 +165,7 @@ def test_plan_format(shape: tuple[int, ...], format: str, kind: str) -> None:
 def test_our_q4_k_blocks_read_back_as_gguf_reads_them() -> None:
     """gguf-py cannot write Q4_K; ours (gguf_kquant) is read by gguf's own dequantize within
     Q4_0's error, on an odd number of rows and constant / all-positive sub-blocks."""
-    from diffusion.loaders.gguf_kquant import quantize_q4_k
+    from diffusion.loaders.formats.gguf_kquant import quantize_q4_k
 
     rng = np.random.default_rng(3)
     weights = rng.standard_normal((37, 512)).astype(np.float32) * 0.05

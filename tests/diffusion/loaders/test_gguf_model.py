@@ -18,7 +18,7 @@ from sd_tiny import state_dict, tiny_text_encoder, tiny_vae, write_pipeline
 
 import diffusion.cli.main as cli
 import gpucore
-from diffusion.loaders.gguf_file import GGUFFile
+from diffusion.loaders.formats.gguf_file import GGUFFile
 
 DRAW = ("--width", "32", "--height", "32", "--steps", "3", "--dtype", "float32")
 # Q8_0's error in the tiny model's 32x32 picture (lavapipe): the whole model 1.3 / 255 in the
