@@ -64,12 +64,17 @@ def gguf_pipeline_weights(path: str | os.PathLike[str], *, dtype: np.dtype | Non
                           base: str | os.PathLike[str] | None = None,
                           modules: Sequence[str | os.PathLike[str]] = ()) -> PipelineWeights:
     """The model in the GGUF `path` (module docstring). A whole-model file needs nothing else
-    (`base`, `modules`: not used); a UNet-only one takes its other parts from `base`, else
+    (and takes no `base` or `modules`); a UNet-only one takes its other parts from `base`, else
     from `modules`. WeightsError in one line naming the file and what is missing, or what the
-    GGUF is when it is no SD model (a T5 encoder, a FLUX transformer...)."""
+    GGUF is when it is no SD model (a T5 encoder, a FLUX transformer...), or that a
+    whole-model file takes no `base` or `modules`."""
     file = GGUFFile(path)
     whole = read_model_metadata(file)
     if whole is not None:
+        if base is not None or modules:
+            raise WeightsError(f"{path}: a whole-model GGUF, with its own text encoders and VAE; "
+                               "a base model and text encoder files are for UNet-only GGUFs "
+                               "(--vae still replaces its VAE)")
         return _whole(file, whole, dtype, prediction_type)
     if not any(mark in file for mark in _UNET_MARKS):
         raise WeightsError(f"{path}: {gguf_kind(path)}; as a model this loads SD UNet and "

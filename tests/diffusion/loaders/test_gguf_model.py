@@ -113,3 +113,44 @@ def test_damaged_gguf_is_one_error_line(tiny: tuple[Path, Path], tmp_path: Path,
         err = capsys.readouterr().err.strip()
         assert str(path) in err and "Traceback" not in err
         assert len(_said(err)) == 1
+    # a whole model has its own text encoder: a file given for one is refused, not ignored
+    assert cli.main(["txt2img", "--model", str(whole), "--text-encoder", str(whole),
+                     "--prompt", "a", *DRAW, "--out", str(tmp_path / "x.png")]) == 2
+    assert "a whole-model GGUF" in capsys.readouterr().err
+
+
+def test_server_loader_takes_module_files(first_device: gpucore.Device, tiny: tuple[Path, Path],
+                                          tmp_path: Path) -> None:
+    """The server's loader for a checkpoint with Forge's modules (load_with_modules) gives a
+    UNet-only GGUF its VAE and text encoder from them; as a module the GGUF is refused."""
+    from diffusion.loaders import WeightsError
+    from diffusion.loaders.flow.module_file import module_roles
+    from diffusion.pipelines.module_load import load_with_modules
+    from gpustd.nn.quantized import quantized_weights
+
+    folder, _ = tiny
+    unet = tmp_path / "unet.gguf"
+    assert cli.main(["quantize", str(folder), "--unet-only", str(unet)]) == 0
+    vae, clip = tmp_path / "vae.safetensors", tmp_path / "clip_l.safetensors"
+    save_file(state_dict(tiny_vae()), str(vae))
+    save_file(state_dict(tiny_text_encoder()), str(clip))
+    pipe = load_with_modules(unet, [clip, vae], device=first_device)
+    assert pipe.family == "sd1" and quantized_weights(pipe.unet)
+    with pytest.raises(WeightsError, match="give it as the model"):
+        module_roles(unet)
+
+
+def test_sdxl_whole_model_gguf(first_device: gpucore.Device, tmp_path: Path,
+                               capsys: pytest.CaptureFixture[str]) -> None:
+    """SDXL's two text encoders (the second with its projection) and its pipeline settings
+    travel in the file too: the float model's picture within Q8_0's error."""
+    from sdxl_tiny import save_folder, sdxl_pipeline
+
+    folder = save_folder(sdxl_pipeline("base"), tmp_path / "xl")
+    out = tmp_path / "xl-q8_0.gguf"
+    assert cli.main(["quantize", str(folder), str(out)]) == 0
+    assert {k.split(".")[0] for k in GGUFFile(out).keys()} == {
+        "unet", "vae", "text_encoder", "text_encoder_2"}
+    reference = _draw(capsys, tmp_path / "float.png", "--model", str(folder))
+    quantized = _draw(capsys, tmp_path / "q8.png", "--model", str(out))
+    assert _close(reference, quantized)
