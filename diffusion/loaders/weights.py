@@ -6,14 +6,34 @@ import copy
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, Protocol
 
 import numpy as np
 
 from .errors import WeightsError
-from .formats.safetensors import SafetensorsFile
 
-__all__ = ["ComponentWeights", "ModelInfo", "PipelineWeights", "TensorRef", "resolve_dtype"]
+__all__ = ["ComponentWeights", "ModelInfo", "PipelineWeights", "TensorFile", "TensorRef",
+           "resolve_dtype"]
+
+
+class TensorFile(Protocol):
+    """What every weights file reads as (formats.safetensors.SafetensorsFile,
+    formats.torch_file.TorchFile, formats.gguf_file.GGUFFile): tensors by key, their numpy
+    shapes, float values (a row range of one), and the file's string metadata."""
+
+    @property
+    def path(self) -> Path: ...
+
+    @property
+    def metadata(self) -> Mapping[str, Any]: ...
+
+    def keys(self) -> list[str]: ...
+
+    def __contains__(self, key: object) -> bool: ...
+
+    def shape(self, key: str) -> tuple[int, ...]: ...
+
+    def read(self, key: str, *, rows: tuple[int, int] | None = None) -> np.ndarray: ...
 
 
 class TensorRef(NamedTuple):
@@ -23,7 +43,7 @@ class TensorRef(NamedTuple):
     `transposed`: the stored matrix is the transpose of the one wanted (OpenCLIP's
     text_projection is (width, proj), transformers' Linear weight (proj, width))."""
 
-    file: SafetensorsFile
+    file: TensorFile
     key: str
     shape: tuple[int, ...]
     rows: tuple[int, int] | None = None

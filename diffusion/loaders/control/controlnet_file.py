@@ -28,10 +28,9 @@ from ...models.controlnet import ControlNetModel
 from ...models.t2i_adapter import T2IAdapter
 from ..errors import WeightsError
 from ..formats.diffusers_folder import read_json, weight_refs
-from ..formats.safetensors import SafetensorsFile
-from ..formats.torch_file import TorchFile, open_weights_file
+from ..formats.torch_file import open_weights_file
 from ..keymaps.ldm_keys import ldm_unet_layout, unet_name
-from ..weights import ComponentWeights, TensorRef, resolve_dtype
+from ..weights import ComponentWeights, TensorFile, TensorRef, resolve_dtype
 from .t2i_adapter_file import t2i_adapter_from_file
 
 __all__ = ["controlnet_weights", "load_controlnet", "load_t2i_adapter", "t2i_adapter_weights"]
@@ -57,7 +56,7 @@ def _ldm_control_name(name: str, layers: int, last_hint: int) -> str | None:
     return unet_name(name, layers)
 
 
-def _original_refs(file: SafetensorsFile | TorchFile) -> dict[str, TensorRef]:
+def _original_refs(file: TensorFile) -> dict[str, TensorRef]:
     prefix = _PREFIX if any(k.startswith(_PREFIX) for k in file.keys()) else ""
     names = [k[len(prefix):] for k in file.keys() if k.startswith(prefix)]
     _, layers = ldm_unet_layout(names)

@@ -15,6 +15,7 @@ Each component goes through the SD loaders' safetensors walk (`.fp16` variants, 
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -103,7 +104,7 @@ def load_flow_folder(path: str | Path, *, dtype: Any = None, variant: str | None
                        tokenizer_dirs=tokenizers, **components)
 
 
-def flow_family(path: str | Path) -> str | None:
+def flow_family(path: str | os.PathLike[str]) -> str | None:
     """"flux-dev", "flux-schnell" or "sd3" for a FLUX / SD3 diffusers folder (its
     model_index.json's _class_name; dev embeds guidance, its transformer config says so), None
     for anything else. Reads two small JSON files; a broken one is left for loading to name."""

@@ -10,8 +10,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import WeightsError
-from ..formats.safetensors import SafetensorsFile
-from ..weights import ComponentWeights, TensorRef
+from ..weights import ComponentWeights, TensorFile, TensorRef
 
 __all__ = ["PREFIX", "SwappedHalvesWeights", "block_count", "key_of", "prefix_of", "split_rows"]
 
@@ -40,12 +39,12 @@ class SwappedHalvesWeights(ComponentWeights):
         return array
 
 
-def prefix_of(file: SafetensorsFile, marker: str) -> str:
+def prefix_of(file: TensorFile, marker: str) -> str:
     """PREFIX when the file's `marker`* tensors sit under it, else ""."""
     return PREFIX if any(k.startswith(PREFIX + marker) for k in file.keys()) else ""
 
 
-def key_of(file: SafetensorsFile, prefix: str, key: str, what: str) -> str:
+def key_of(file: TensorFile, prefix: str, key: str, what: str) -> str:
     """The file's name for `key`, or WeightsError naming what is missing."""
     name = prefix + key
     if name not in file:
@@ -54,14 +53,14 @@ def key_of(file: SafetensorsFile, prefix: str, key: str, what: str) -> str:
     return name
 
 
-def block_count(file: SafetensorsFile, prefix: str, kind: str) -> int:
+def block_count(file: TensorFile, prefix: str, kind: str) -> int:
     """1 + the highest N of `kind`N.* tensors (0 when there are none)."""
     found = {int(key[len(prefix) + len(kind):].split(".")[0]) for key in file.keys()
              if key.startswith(prefix + kind)}
     return max(found) + 1 if found else 0
 
 
-def split_rows(file: SafetensorsFile, name: str, targets: tuple[str, ...],
+def split_rows(file: TensorFile, name: str, targets: tuple[str, ...],
                sizes: tuple[int, ...]) -> dict[str, TensorRef]:
     """Refs to consecutive row ranges of tensor `name` (a fused q/k/v ...), one per target."""
     refs, start, rest = {}, 0, file.shape(name)[1:]

@@ -9,8 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import WeightsError
-from ..formats.safetensors import SafetensorsFile
-from ..weights import TensorRef
+from ..weights import TensorFile, TensorRef
 
 __all__ = ["PREDICTION_TYPES", "clip_text_config", "detect_prediction_type", "scheduler_config",
            "unet_config", "vae_config"]
@@ -26,7 +25,7 @@ def _count(refs: Mapping[str, TensorRef], pattern: str) -> int:
     return len({m[1] for name in refs if (m := regex.match(name))})
 
 
-def _shape(refs: Mapping[str, TensorRef], name: str, file: SafetensorsFile,
+def _shape(refs: Mapping[str, TensorRef], name: str, file: TensorFile,
            component: str) -> tuple[int, ...]:
     if name not in refs:
         raise WeightsError(f"{file.path}: {component} tensor {name!r} (diffusers name) is missing; "
@@ -34,7 +33,7 @@ def _shape(refs: Mapping[str, TensorRef], name: str, file: SafetensorsFile,
     return refs[name].shape
 
 
-def unet_config(refs: Mapping[str, TensorRef], file: SafetensorsFile, *, family: str,
+def unet_config(refs: Mapping[str, TensorRef], file: TensorFile, *, family: str,
                 prediction_type: str) -> dict[str, Any]:
     """UNet2DConditionModel config for converted LDM UNet tensors `refs`.
 
@@ -78,7 +77,7 @@ def unet_config(refs: Mapping[str, TensorRef], file: SafetensorsFile, *, family:
     return config
 
 
-def vae_config(refs: Mapping[str, TensorRef], file: SafetensorsFile, *,
+def vae_config(refs: Mapping[str, TensorRef], file: TensorFile, *,
                sample_size: int) -> dict[str, Any]:
     """AutoencoderKL config for converted LDM VAE tensors (`scaling_factor` is SD's 0.18215)."""
     def shape(name: str) -> tuple[int, ...]:
@@ -100,7 +99,7 @@ def vae_config(refs: Mapping[str, TensorRef], file: SafetensorsFile, *,
     }
 
 
-def clip_text_config(refs: Mapping[str, TensorRef], file: SafetensorsFile, *,
+def clip_text_config(refs: Mapping[str, TensorRef], file: TensorFile, *,
                      family: str) -> dict[str, Any]:
     """transformers CLIPTextConfig dict: SD1 is OpenAI CLIP ViT-L/14 (quick_gelu), SD2 the
     OpenCLIP ViT-H/14 text tower (gelu, penultimate layer); heads are 64 channels wide."""
@@ -132,7 +131,7 @@ def scheduler_config(family: str, prediction_type: str) -> dict[str, Any]:
     }
 
 
-def detect_prediction_type(file: SafetensorsFile, *, family: str, inpainting: bool,
+def detect_prediction_type(file: TensorFile, *, family: str, inpainting: bool,
                            explicit: str | None, turbo: bool = False) -> str:
     """What the UNet predicts, from the first source that says:
 

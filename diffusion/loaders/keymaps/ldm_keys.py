@@ -10,8 +10,7 @@ from __future__ import annotations
 import re
 
 from ..errors import WeightsError
-from ..formats.safetensors import SafetensorsFile
-from ..weights import TensorRef
+from ..weights import TensorFile, TensorRef
 
 __all__ = [
     "CLIP_PREFIX",
@@ -125,7 +124,7 @@ def vae_name(name: str, num_levels: int) -> str | None:
     return None
 
 
-def unet_refs(file: SafetensorsFile) -> dict[str, TensorRef]:
+def unet_refs(file: TensorFile) -> dict[str, TensorRef]:
     """Diffusers UNet name -> where the tensor is in an LDM checkpoint."""
     names = [k[len(UNET_PREFIX):] for k in file.keys() if k.startswith(UNET_PREFIX)]
     _, layers = ldm_unet_layout(names)
@@ -136,7 +135,7 @@ def unet_refs(file: SafetensorsFile) -> dict[str, TensorRef]:
     return refs
 
 
-def vae_refs(file: SafetensorsFile) -> dict[str, TensorRef]:
+def vae_refs(file: TensorFile) -> dict[str, TensorRef]:
     """Diffusers AutoencoderKL name -> LDM tensor; 1x1-conv attention weights become linear."""
     names = [k[len(VAE_PREFIX):] for k in file.keys() if k.startswith(VAE_PREFIX)]
     levels = len({m[1] for n in names if (m := re.match(r"decoder\.up\.(\d+)\.", n))})
@@ -151,7 +150,7 @@ def vae_refs(file: SafetensorsFile) -> dict[str, TensorRef]:
     return refs
 
 
-def clip_refs(file: SafetensorsFile, prefix: str = CLIP_PREFIX) -> dict[str, TensorRef]:
+def clip_refs(file: TensorFile, prefix: str = CLIP_PREFIX) -> dict[str, TensorRef]:
     """SD1 text encoder (SDXL's first, under `conditioner.embedders.0.transformer.`): the
     checkpoint already holds transformers' CLIP names."""
     refs = {}
@@ -162,7 +161,7 @@ def clip_refs(file: SafetensorsFile, prefix: str = CLIP_PREFIX) -> dict[str, Ten
     return refs
 
 
-def open_clip_refs(file: SafetensorsFile, prefix: str = OPEN_CLIP_PREFIX, *,
+def open_clip_refs(file: TensorFile, prefix: str = OPEN_CLIP_PREFIX, *,
                    whole: bool = False) -> dict[str, TensorRef]:
     """OpenCLIP text tower: OpenCLIP names -> CLIP names, fused in_proj split into q/k/v rows.
 
@@ -189,15 +188,15 @@ def open_clip_refs(file: SafetensorsFile, prefix: str = OPEN_CLIP_PREFIX, *,
             continue
         if rest in ("attn.in_proj_weight", "attn.in_proj_bias"):
             width, param = shape[0] // 3, rest.rpartition("_")[2]
-            for i, proj in enumerate("qkv"):
-                refs[f"{head}.self_attn.{proj}_proj.{param}"] = TensorRef(
+            for i, part in enumerate("qkv"):
+                refs[f"{head}.self_attn.{part}_proj.{param}"] = TensorRef(
                     file, key, (width, *shape[1:]), rows=(i * width, (i + 1) * width))
         else:
             refs[f"{head}.{_rename_head(rest, _OPEN_CLIP_LAYER)}"] = TensorRef(file, key, shape)
     return refs
 
 
-def vae_file_refs(file: SafetensorsFile) -> dict[str, TensorRef]:
+def vae_file_refs(file: TensorFile) -> dict[str, TensorRef]:
     """Diffusers AutoencoderKL name -> tensor, whichever of the three layouts the file uses."""
     keys = file.keys()
     if any(key.startswith("encoder.down_blocks.") for key in keys):
@@ -211,7 +210,7 @@ def vae_file_refs(file: SafetensorsFile) -> dict[str, TensorRef]:
     return ldm_vae_refs(file, prefix)
 
 
-def ldm_vae_refs(file: SafetensorsFile, prefix: str) -> dict[str, TensorRef]:
+def ldm_vae_refs(file: TensorFile, prefix: str) -> dict[str, TensorRef]:
     """As `vae_refs`, for keys under any prefix (a VAE file's are bare). Keys that are
     not the autoencoder's (`loss.*`, `model_ema.*`, a checkpoint's UNet) are left out, as the
     WebUI leaves them out."""

@@ -113,7 +113,7 @@ def t5_gguf_refs(path: str | os.PathLike[str]) -> dict[str, TensorRef]:
             raise WeightsError(f"{file.path}: tensor {key!r} is not one of a T5 encoder's "
                                f"(llama.cpp's names: token_embd, enc.blk.N.attn_q, ...); "
                                f"{_INSTEAD}")
-        refs[name] = TensorRef(file, key, file.shape(key))  # type: ignore[arg-type]
+        refs[name] = TensorRef(file, key, file.shape(key))
     _check_formats(file)
     return refs
 

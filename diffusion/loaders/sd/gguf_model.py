@@ -81,5 +81,5 @@ def read_model_metadata(file: GGUFFile) -> dict[str, Any] | None:
 def component_refs(file: GGUFFile, name: str) -> dict[str, TensorRef]:
     """The tensors of component `name` in a whole-model GGUF, under their diffusers names."""
     prefix = name + "."
-    return {key[len(prefix):]: TensorRef(file, key, file.shape(key))  # type: ignore[arg-type]
+    return {key[len(prefix):]: TensorRef(file, key, file.shape(key))
             for key in file.keys() if key.startswith(prefix)}

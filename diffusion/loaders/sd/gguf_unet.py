@@ -58,7 +58,7 @@ def _sdxl_config(refs: dict[str, TensorRef], file: GGUFFile, path: Any,
                            "not SDXL's pooled embedding and 256-wide time ids; pass its config "
                            "(load_unet_gguf(..., config=...))")
     texts = {"text_encoder_2": {"hidden_size": context, "projection_dim": pooled}}
-    return sgm_unet_config(refs, file, family, texts, prediction_type)  # type: ignore[arg-type]
+    return sgm_unet_config(refs, file, family, texts, prediction_type)
 
 
 def gguf_unet_weights(path: str | os.PathLike[str], *, prediction_type: str = "epsilon",
@@ -85,9 +85,9 @@ def gguf_unet_weights(path: str | os.PathLike[str], *, prediction_type: str = "e
                            "UNet-only GGUF (ComfyUI-GGUF / stable-diffusion.cpp) or a "
                            "whole-model one (python -m diffusion quantize)")
     if UNET_PREFIX + "input_blocks.0.0.weight" in file:
-        refs = unet_refs(file)  # type: ignore[arg-type]  # GGUFFile reads like a safetensors
+        refs = unet_refs(file)
     else:
-        refs = {k: TensorRef(file, k, file.shape(k)) for k in file.keys()}  # type: ignore[arg-type]
+        refs = {k: TensorRef(file, k, file.shape(k)) for k in file.keys()}
     if config is not None:
         pass
     elif "add_embedding.linear_1.weight" in refs:
@@ -95,7 +95,7 @@ def gguf_unet_weights(path: str | os.PathLike[str], *, prediction_type: str = "e
     else:
         wide = any(k.endswith("attn2.to_k.weight") and r.shape[-1] == 1024
                    for k, r in refs.items())
-        config = unet_config(refs, file, family="sd2" if wide else "sd1",  # type: ignore[arg-type]
+        config = unet_config(refs, file, family="sd2" if wide else "sd1",
                              prediction_type=prediction_type)
     return file, require_keys("unet", refs, unet_keys(config), str(path)), config
 

@@ -17,7 +17,6 @@ from typing import Any, Literal
 import numpy as np
 
 from ..errors import WeightsError
-from ..formats.safetensors import SafetensorsFile
 from ..keymaps.expected_keys import clip_text_keys, unet_keys, vae_keys
 from ..keymaps.ldm_configs import clip_text_config, detect_prediction_type, unet_config, vae_config
 from ..keymaps.ldm_keys import (
@@ -28,7 +27,14 @@ from ..keymaps.ldm_keys import (
     unet_refs,
     vae_refs,
 )
-from ..weights import ComponentWeights, ModelInfo, PipelineWeights, TensorRef, require_keys
+from ..weights import (
+    ComponentWeights,
+    ModelInfo,
+    PipelineWeights,
+    TensorFile,
+    TensorRef,
+    require_keys,
+)
 
 __all__ = ["SGM_CLIP_PREFIX", "is_turbo", "load_sgm_file", "turbo_scheduler_config"]
 
@@ -48,7 +54,7 @@ _EULER = {"_class_name": "EulerDiscreteScheduler", "num_train_timesteps": 1000,
           "timestep_spacing": "leading", "use_karras_sigmas": False, "clip_sample": False}
 
 
-def is_turbo(file: SafetensorsFile) -> bool:
+def is_turbo(file: TensorFile) -> bool:
     """A Turbo (ADD-distilled) checkpoint: its file name or ModelSpec title/architecture says so
     (the weights alone cannot tell; `sd_xl_turbo_1.0.safetensors`, `sd_turbo.safetensors`)."""
     said = " ".join([file.path.name, file.metadata.get("modelspec.title", ""),
@@ -67,7 +73,7 @@ def turbo_scheduler_config(family: str, prediction_type: str) -> dict[str, Any]:
     return config
 
 
-def sgm_family(file: SafetensorsFile) -> Literal["sdxl", "sdxl-refiner"]:
+def sgm_family(file: TensorFile) -> Literal["sdxl", "sdxl-refiner"]:
     """Base or refiner from which text encoders the file holds; WeightsError for other sets."""
     def has(prefix: str) -> bool:
         return any(key.startswith(prefix) for key in file.keys())
@@ -92,7 +98,7 @@ def sgm_family(file: SafetensorsFile) -> Literal["sdxl", "sdxl-refiner"]:
                        f"{', '.join(found) or 'no text encoder'}); re-download or re-save it")
 
 
-def load_sgm_file(file: SafetensorsFile, *, dtype: np.dtype | None,
+def load_sgm_file(file: TensorFile, *, dtype: np.dtype | None,
                   prediction_type: str | None) -> PipelineWeights:
     """Lazy weights of an SDXL base or refiner single-file checkpoint (see
     `load_pipeline_weights`)."""
@@ -135,7 +141,7 @@ def load_sgm_file(file: SafetensorsFile, *, dtype: np.dtype | None,
                        source="single_file", turbo=turbo))
 
 
-def _text_config(refs: dict[str, TensorRef], file: SafetensorsFile, name: str) -> dict[str, Any]:
+def _text_config(refs: dict[str, TensorRef], file: TensorFile, name: str) -> dict[str, Any]:
     """SDXL's text_encoder (CLIP ViT-L, quick_gelu) / text_encoder_2 (bigG, gelu, projection)
     configs, as their config.json files have them (legacy eos_token_id 2)."""
     if name == "text_encoder":
@@ -164,7 +170,7 @@ def _depths(refs: dict[str, TensorRef], levels: int) -> int | list[int]:
     return [d or (mid if i == levels - 1 else 1) for i, d in enumerate(found)]
 
 
-def sgm_unet_config(refs: dict[str, TensorRef], file: SafetensorsFile, family: str,
+def sgm_unet_config(refs: dict[str, TensorRef], file: TensorFile, family: str,
                  texts: dict[str, dict[str, Any]], prediction: str) -> dict[str, Any]:
     """SDXL UNet2DConditionModel config; WeightsError when the UNet does not fit the text
     encoders (a refiner UNet in a base checkpoint or the reverse)."""

@@ -10,7 +10,6 @@ from typing import Literal
 import numpy as np
 
 from ..errors import WeightsError
-from ..formats.safetensors import SafetensorsFile
 from ..formats.torch_file import open_weights_file
 from ..keymaps.expected_keys import clip_text_keys, unet_keys, vae_keys
 from ..keymaps.ldm_configs import (
@@ -30,7 +29,7 @@ from ..keymaps.ldm_keys import (
     unet_refs,
     vae_refs,
 )
-from ..weights import ComponentWeights, ModelInfo, PipelineWeights, require_keys
+from ..weights import ComponentWeights, ModelInfo, PipelineWeights, TensorFile, require_keys
 from .sgm import is_turbo, load_sgm_file, turbo_scheduler_config
 
 __all__ = ["load_single_file"]
@@ -72,7 +71,7 @@ def load_single_file(path: Path, *, dtype: np.dtype | None,
                        source="single_file", turbo=turbo))
 
 
-def _check_layout(file: SafetensorsFile) -> None:
+def _check_layout(file: TensorFile) -> None:
     """WeightsError naming the key when the file is not a whole SD1/SD2 LDM checkpoint."""
     keys = file.keys()
     open_clip = any(key.startswith(OPEN_CLIP_PREFIX) for key in keys)

@@ -9,6 +9,7 @@ that model's (SD1 and SD2 share one VAE architecture); the file's shapes must fi
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +17,11 @@ import numpy as np
 
 from ..errors import WeightsError
 from ..formats.diffusers_folder import read_json, weight_refs
-from ..formats.safetensors import SafetensorsFile
 from ..formats.torch_file import open_weights_file
 from ..keymaps.expected_keys import vae_keys
 from ..keymaps.ldm_configs import vae_config
 from ..keymaps.ldm_keys import vae_file_refs
-from ..weights import ComponentWeights, require_keys, resolve_dtype
+from ..weights import ComponentWeights, TensorFile, require_keys, resolve_dtype
 
 __all__ = ["load_vae_weights"]
 
@@ -33,7 +33,8 @@ _ARCHITECTURE = ("in_channels", "out_channels", "latent_channels", "block_out_ch
 _INTERFACE = {"in_channels": 3, "out_channels": 3, "latent_channels": 4}
 
 
-def load_vae_weights(path: str | Path, *, dtype: Any = None, config: dict[str, Any] | None = None,
+def load_vae_weights(path: str | os.PathLike[str], *, dtype: Any = None,
+                     config: dict[str, Any] | None = None,
                      variant: str | None = None) -> ComponentWeights:
     """Lazy weights and config of the VAE at `path` (a folder or a `.safetensors` file).
 
@@ -67,7 +68,7 @@ def _folder_weights(folder: Path, *, dtype: np.dtype | None, config: dict[str, A
                             dtype=dtype)
 
 
-def _file_weights(file: SafetensorsFile, *, dtype: np.dtype | None,
+def _file_weights(file: TensorFile, *, dtype: np.dtype | None,
                   config: dict[str, Any] | None) -> ComponentWeights:
     refs = vae_file_refs(file)
     found = vae_config(refs, file, sample_size=512)
