@@ -50,9 +50,13 @@ def load_with_modules(path: str | os.PathLike[str], modules: Sequence[str | os.P
     encoders = [f for f in files if set(roles[f]) - {"vae"}]
     where: dict[str, Any] = {"dtype": dtype} if device is None else {"dtype": dtype,
                                                                        "device": device}
+    if is_unet_gguf(path):  # its VAE and CLIP text encoder are among the modules
+        pipe = load_pipeline(path, text_encoders=files, **where)
+        taken = [f for f in vaes if vae_latent_channels(f) == 4]  # the one it took (the last)
+        pipe.vae_path = taken[-1] if taken else None  # named in the infotext, as --vae's
+        return pipe
     flow = flow_model_family(path) is not None
-    # a single file (a UNet-only SD GGUF too) takes its VAE with its text encoders
-    if (flow and Path(path).is_file()) or is_unet_gguf(path):
+    if flow and Path(path).is_file():  # a single file takes its VAE with its text encoders
         return load_pipeline(path, text_encoders=files, **where)
     pipe = load_pipeline(path, text_encoders=encoders if flow else (), **where)
     channels = int(pipe.vae.config["latent_channels"])

@@ -135,7 +135,7 @@ def test_server_loader_takes_module_files(first_device: gpucore.Device, tiny: tu
     save_file(state_dict(tiny_vae()), str(vae))
     save_file(state_dict(tiny_text_encoder()), str(clip))
     pipe = load_with_modules(unet, [clip, vae], device=first_device)
-    assert pipe.family == "sd1" and quantized_weights(pipe.unet)
+    assert pipe.family == "sd1" and quantized_weights(pipe.unet) and pipe.vae_path == vae
     with pytest.raises(WeightsError, match="give it as the model"):
         module_roles(unet)
 
