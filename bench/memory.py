@@ -117,8 +117,8 @@ def _quantized_unet(pipe: Any, root: Path, device: gpucore.Device, format: str
     what its load held: the loaded bytes and the load's peak above them (GiB; the issue's
     target: peak <= 1.1x loaded)."""
     from diffusion.loaders import load_pipeline_weights
-    from diffusion.loaders.gguf_unet import load_unet_gguf
-    from diffusion.loaders.gguf_write import write_gguf
+    from diffusion.loaders.formats.gguf_write import write_gguf
+    from diffusion.loaders.sd.gguf_unet import load_unet_gguf
 
     unet = load_pipeline_weights(root).unet
     path = root / f"unet-{format}.gguf"

@@ -56,7 +56,7 @@ def _blocks(values: np.ndarray, kind: str) -> tuple[Any, Any]:
     rows are not whole blocks of the type at all (the writer keeps those F16)."""
     import gguf
 
-    from diffusion.loaders.gguf_kquant import quantize_q4_k
+    from diffusion.loaders.formats.gguf_kquant import quantize_q4_k
 
     if kind == "q4_k" and values.shape[1] % 256 == 0:
         return quantize_q4_k(values), gguf.GGMLQuantizationType.Q4_K

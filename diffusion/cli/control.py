@@ -140,7 +140,7 @@ def build_control_specs(args: argparse.Namespace, open_image: Any) -> list[Contr
             raise ValueError(f"--{stray[0].replace('_', '-')} needs a unit: add --controlnet "
                              "PATH or --t2i-adapter PATH")
         return []
-    from ..loaders.control_models import ControlModelDir
+    from ..loaders.control.catalog import ControlModelDir
 
     folder = ControlModelDir(args.controlnet_dir) if args.controlnet_dir else None
     count = len(models)
@@ -196,8 +196,8 @@ def load_control_units(specs: list[ControlSpec], kinds: list[str], pipe: Any,
     """The units with their models loaded on the pipeline's device, in its UNet's dtype; an
     IP-Adapter unit (one --from-infotext found) reads its picture with `image_encoder`
     (--image-encoder)."""
-    from ..loaders.control_models import load_control_model, model_kind
-    from ..loaders.ip_adapter_file import load_image_encoder
+    from ..loaders.control.catalog import load_control_model, model_kind
+    from ..loaders.control.ip_adapter_file import load_image_encoder
 
     place = pipe.placement  # the device, and the dtype of its denoiser
     encoder = None

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..loaders._torch_file import TorchFile
 from ..loaders.errors import PICKLE_SUFFIXES, WeightsError
+from ..loaders.formats.torch_file import TorchFile
 
 __all__ = ["add_parser", "convert", "run"]
 

@@ -69,7 +69,7 @@ def _fill_sampling_defaults(args: argparse.Namespace) -> None:
     if taken[False]:
         print(f"from {model / DEFAULTS_FILE}: {', '.join(taken[False])}", file=sys.stderr)
     if taken[True]:
-        from ..loaders.flow_file import flow_model_family
+        from ..loaders.flow.file import flow_model_family
 
         family = flow_model_family(model)
         why = ("1-4 steps without guidance" if family is None else
@@ -83,7 +83,10 @@ def _check_paths(args: argparse.Namespace) -> None:
     """The files and folders named, before the model loads."""
     if args.model is not None and not Path(args.model).exists():
         raise ValueError(f"model path {args.model!r} does not exist; give a diffusers folder "
-                         "(with model_index.json) or a .safetensors checkpoint")
+                         "(with model_index.json), a .safetensors checkpoint or a .gguf")
+    if args.base and not Path(args.base).exists():
+        raise ValueError(f"--base {args.base!r} does not exist; give the diffusers folder or "
+                         "checkpoint whose parts a UNet-only .gguf model runs with")
     out = Path(args.out)
     folder = out.parent if out.suffix.lower() == ".png" else out
     existing = next(p for p in (folder, *folder.parents) if p.exists())
@@ -99,7 +102,7 @@ def _check_paths(args: argparse.Namespace) -> None:
         raise ValueError(f"--vae {args.vae!r} does not exist; give a VAE folder or a "
                          ".safetensors file")
     if args.vae and args.model is not None:
-        from ..loaders.flow_file import flow_model_family
+        from ..loaders.flow.file import flow_model_family
 
         if family := flow_model_family(args.model):  # refused before the model loads
             raise ValueError(f"--vae is not supported for {family} models yet; " + (
@@ -208,9 +211,21 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any]:
 
     from diffusion import load_pipeline
 
+    modules = list(args.text_encoder or ())
+    vae_module = False  # a UNet-only GGUF without --base takes --vae as one of its parts
+    if args.vae and not args.base and args.model is not None:
+        from ..loaders.sd.gguf_pipeline import is_unet_gguf
+
+        vae_module = is_unet_gguf(args.model)
+    if vae_module:
+        modules.append(args.vae)
+    given: dict[str, Any] = {}  # what the model lacks, or replaces, from other files
+    if modules:
+        given["text_encoders"] = modules
+    if args.base:
+        given["base"] = args.base
     pipe = load_pipeline(args.model, dtype=dtype, device=device,
-                         prediction_type=args.prediction_type,
-                         **({"text_encoders": args.text_encoder} if args.text_encoder else {}))
+                         prediction_type=args.prediction_type, **given)
     print(f"model: {pipe.name} ({pipe.family})", file=sys.stderr)
     refiner = None
     if args.refiner:
@@ -222,7 +237,7 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any]:
     if embeddings is not None:
         pipe.embeddings = embeddings
     pipe.lora_dir = args.lora_dir
-    if args.vae:
+    if args.vae and not vae_module:  # a UNet-only GGUF took it as one of its parts
         pipe.use_vae(args.vae)
     mode = memory_mode(args)  # after the VAE: the mode's units are the models in place now
     for model in (pipe, refiner) if mode else ():

@@ -40,8 +40,8 @@ def ip_adapter_units(args: argparse.Namespace) -> Callable[[Any], tuple[Any, ...
     weights = scales * len(adapters) if len(scales) == 1 else scales
 
     def units(pipe: Any) -> tuple[Any, ...]:
-        from ..loaders.control_models import short_hash
-        from ..loaders.ip_adapter_file import load_image_encoder, load_ip_adapter
+        from ..loaders.control.catalog import short_hash
+        from ..loaders.control.ip_adapter_file import load_image_encoder, load_ip_adapter
         from ..pipelines.ip_adapter import IPAdapterUnit
 
         place = pipe.placement  # the device, and the dtype of its denoiser

@@ -75,9 +75,11 @@ def add_network_options(parser: argparse.ArgumentParser) -> None:
 
 def _prompt(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", metavar="PATH",
-                        help="a diffusers model folder or a single-file .safetensors checkpoint "
-                             "(default: the bundled shapes-128 model, which draws coloured "
-                             "shapes: 'a red circle on a blue background')")
+                        help="a diffusers model folder, a single-file .safetensors checkpoint "
+                             "or a .gguf (a whole model from `python -m diffusion quantize`; a "
+                             "UNet-only one takes the other parts from --base or --vae and "
+                             "--text-encoder) (default: the bundled shapes-128 model, which "
+                             "draws coloured shapes: 'a red circle on a blue background')")
     parser.add_argument("--prompt", metavar="TEXT",
                         help="what to draw, in the WebUI's prompt syntax: (emphasis:1.2), "
                              "[de-emphasis], [from:to:step] editing, [a|b] alternation, BREAK; "
@@ -245,7 +247,13 @@ def _models(parser: argparse.ArgumentParser) -> None:
                              ".safetensors, or a T5 GGUF such as city96's "
                              "t5-v1_1-xxl-encoder-Q8_0.gguf); "
                              "for a single-file model also the VAE it lacks (ae.safetensors); "
-                             "repeat for several")
+                             "for a UNet-only SD .gguf model its CLIP text encoder "
+                             "(clip_l.safetensors); repeat for several")
+    parser.add_argument("--base", metavar="PATH",
+                        help="for a UNet-only .gguf --model (ComfyUI-GGUF's, "
+                             "stable-diffusion.cpp's): a model of the same family (diffusers "
+                             "folder or checkpoint) whose text encoders, VAE, tokenizer, "
+                             "scheduler and UNet config it runs with")
     add_network_options(parser)
 
 

@@ -29,14 +29,26 @@ Only file headers are read up front; each tensor is read when indexed and not ke
 never holds two copies of the model in host memory. PyTorch files (.ckpt/.pt/.pth/.bin) are read
 the same way (`TorchFile`) through a pickle reader that refuses every global outside the
 tensor-rebuilding allowlist, so nothing in them runs.
+
+Layout, in import order (a package imports only those above it):
+    errors, weights     WeightsError; TensorRef, ComponentWeights, PipelineWeights, ModelInfo
+    formats/            files as stored: safetensors, float8, torch pickles, GGUF (read,
+                        write, Q4_K), a diffusers folder's configs and weight files
+    keymaps/            other layouts' names and configs -> ours: LDM / SGM, DiT (FLUX, SD3),
+                        llama.cpp's T5, expected keys
+    component           a component's weights into its model, GGUF blocks kept quantized
+    control/            ControlNet, T2I-Adapter, IP-Adapter, Depth Anything; their catalogue
+    flow/               FLUX.1 and SD3: folders, single files, GGUFs, module files
+    sd/                 SD 1.x / 2.x / SDXL: folders, single files, VAE files, GGUFs (a
+                        UNet-only GGUF's module files are read through flow/)
 """
 
-from ._pipeline import load_pipeline_weights
-from ._safetensors import SafetensorsFile
-from ._torch_file import TorchFile, open_weights_file
-from ._vae import load_vae_weights
-from ._weights import ComponentWeights, ModelInfo, PipelineWeights
 from .errors import WeightsError
+from .formats.safetensors import SafetensorsFile
+from .formats.torch_file import TorchFile, open_weights_file
+from .sd.pipeline import load_pipeline_weights
+from .sd.vae import load_vae_weights
+from .weights import ComponentWeights, ModelInfo, PipelineWeights
 
 __all__ = [
     "ComponentWeights",

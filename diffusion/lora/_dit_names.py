@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from ..loaders import flux_file, sd3_file
+from ..loaders.flow import flux_file, sd3_file
 
 __all__ = ["Part", "dit_aliases"]
 

@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 
 from ..loaders import WeightsError
-from ..loaders._torch_file import open_weights_file
 from ..loaders.errors import PICKLE_SUFFIXES
+from ..loaders.formats.torch_file import open_weights_file
 from ._adapter_config import apply_adapter_config
 from ._errors import LoraError
 from ._hashes import short_hash

@@ -15,7 +15,7 @@ the weight each time the layer dequantizes it):
 The cost is one more rounding: W + dW is quantized again, so the patched layer carries the
 format's error around the patched values (about the error the file already had around W),
 and merging takes host time once per LoRA change. gguf-py quantizes Q8_0, Q5_0/Q5_1,
-Q4_0/Q4_1, F16 and BF16, and we Q4_K (diffusion.loaders.gguf_kquant); a layer stored in
+Q4_0/Q4_1, F16 and BF16, and we Q4_K (diffusion.loaders.formats.gguf_kquant); a layer stored in
 Q5_K or Q6_K, which nothing here writes, is stored as Q8_0 once patched: those layers grow
 (8.5 bits a value instead of 5.5-6.6) and their error shrinks.
 """
@@ -28,9 +28,9 @@ import numpy as np
 
 from gpustd.quant import QuantizedTensor
 
-from ..loaders.gguf_file import _gguf
-from ..loaders.gguf_kquant import quantize_q4_k
-from ..loaders.gguf_write import WRITABLE
+from ..loaders.formats.gguf_file import import_gguf
+from ..loaders.formats.gguf_kquant import quantize_q4_k
+from ..loaders.formats.gguf_write import WRITABLE
 
 __all__ = ["Blocks", "merged", "values"]
 
@@ -50,7 +50,7 @@ class Blocks(NamedTuple):
 
 def values(blocks: Blocks, shape: tuple[int, ...]) -> np.ndarray:
     """The weight's values as float64 (gguf-py's dequantize, which our shader equals)."""
-    gguf = _gguf()
+    gguf = import_gguf()
     qtype = gguf.GGMLQuantizationType[blocks.format.upper()]
     rows = shape[0]
     flat = gguf.quants.dequantize(blocks.raw.reshape(rows, -1), qtype)
@@ -60,7 +60,7 @@ def values(blocks: Blocks, shape: tuple[int, ...]) -> np.ndarray:
 def merged(total: np.ndarray, format: str) -> Blocks:
     """`total` (the patched values) quantized again: in `format` where gguf-py can write it,
     else (K formats) in Q8_0."""
-    gguf = _gguf()
+    gguf = import_gguf()
     target = format if format in WRITABLE else REQUANTIZE_K_AS
     qtype = gguf.GGMLQuantizationType[target.upper()]
     matrix = total.reshape(total.shape[0], -1).astype(np.float32)

@@ -109,7 +109,7 @@ class IPLayer(nn.Module):
 class IPAdapter(nn.Module):
     """An IP-Adapter's weights: `image_proj` and `ip_adapter` (one IPLayer per UNet
     cross-attention layer at the odd indices). Build with `IPAdapter.from_shapes(shapes)`
-    (the file's key -> shape; diffusion.loaders.ip_adapter_file loads one).
+    (the file's key -> shape; diffusion.loaders.control.ip_adapter_file loads one).
 
     `plus` adapters read the image encoder's penultimate hidden states, the others its image
     embeddings; `tokens` is how many context tokens one picture becomes."""

@@ -14,9 +14,9 @@ import numpy as np
 from gpucore import Device
 from gpustd import asarray
 
-from ..loaders.flow_file import load_flow_file
-from ..loaders.flow_folder import load_flow_folder
-from ..loaders.text_encoder_file import use_text_encoder_files
+from ..loaders.flow.file import load_flow_file
+from ..loaders.flow.folder import load_flow_folder
+from ..loaders.flow.text_encoder_file import use_text_encoder_files
 from ..models.tiled_vae import vae_encode
 from ..models.vae import AutoencoderKL
 from ..noise.rng import RNG_SOURCES

@@ -309,9 +309,9 @@ def load_flow_model(path: str | os.PathLike[str], family: str, *, dtype: Any, de
                     defaults: SamplingDefaults, variant: str | None = None,
                     text_encoders: Sequence[str | os.PathLike[str]] = ()) -> FlowModel:
     """A FLUX / SD3 diffusers folder or single file as a FlowModel (`family` from
-    diffusion.loaders.flow_file.flow_model_family), `text_encoders` files in place of the
-    folder's (diffusion.loaders.text_encoder_file) or what the file lacks (VAE too;
-    diffusion.loaders.flow_file), `defaults` (the folder's defaults.json) over the family's."""
+    diffusion.loaders.flow.file.flow_model_family), `text_encoders` files in place of the
+    folder's (diffusion.loaders.flow.text_encoder_file) or what the file lacks (VAE too;
+    diffusion.loaders.flow.file), `defaults` (the folder's defaults.json) over the family's."""
     from pathlib import Path
 
     from .flux import FluxPipeline

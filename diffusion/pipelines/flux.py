@@ -21,9 +21,9 @@ from gpucore import Device, default_device
 from gpustd import Tensor, asarray
 from gpustd.nn import deferred
 
-from ..loaders.flux_file import load_flux_file
-from ..loaders.gguf_component import load_component
-from ..loaders.gguf_flow import load_flux_gguf
+from ..loaders.component import load_component
+from ..loaders.flow.flux_file import load_flux_file
+from ..loaders.flow.gguf import load_flux_gguf
 from ..models import AutoencoderKL, CLIPTextModel, FluxTransformer2DModel, T5EncoderModel
 from ..noise.rng import make_generator
 from ..schedulers.flow_match_euler import FlowMatchEulerDiscreteScheduler, calculate_shift
@@ -86,7 +86,7 @@ class FluxPipeline:
         may then be absent; the folder's transformer config, when present, gives its
         `axes_dims_rope`.
         `text_encoder_files`: t5xxl / clip_l single files in place of the folder's
-        (diffusion.loaders.text_encoder_file); for a single file, what it lacks (the VAE
+        (diffusion.loaders.flow.text_encoder_file); for a single file, what it lacks (the VAE
         `ae.safetensors` too). Without a tokenizer folder the bundled tokenizers are used."""
         weights, modules = load_parts(path, "flux", variant=variant,
                                       transformer_file=transformer_file,

@@ -52,7 +52,7 @@ class IPAdapterUnit:
     def __post_init__(self) -> None:
         if not isinstance(self.model, IPAdapter):
             raise TypeError(f"an IP-Adapter unit's model is an IPAdapter "
-                            f"(diffusion.loaders.ip_adapter_file.load_ip_adapter), got "
+                            f"(diffusion.loaders.control.ip_adapter_file.load_ip_adapter), got "
                             f"{type(self.model).__name__}")
         if self.encoder is None:
             raise ValueError(f"IP-Adapter {self.model.name} has no image encoder: give "

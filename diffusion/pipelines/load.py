@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
@@ -14,11 +14,13 @@ import numpy as np
 
 from gpucore import Device, FeatureError, as_dtype, default_device
 from gpustd import has_matrix_units
-from gpustd.nn import Module, StateDictError
+from gpustd.nn import Module, StateDictError, deferred
 
 from ..loaders import ComponentWeights, SafetensorsFile, WeightsError, load_pipeline_weights
-from ..loaders.flow_file import flow_model_family
-from ..loaders.gguf_t5 import gguf_kind
+from ..loaders.component import load_component
+from ..loaders.flow.file import flow_model_family
+from ..loaders.flow.module_file import module_roles, vae_latent_channels
+from ..loaders.sd.gguf_pipeline import gguf_pipeline_weights
 from ..models import AutoencoderKL, CLIPTextModel, UNet2DConditionModel
 from ..text.tokenizer import CLIPTokenizer
 from .flow_model import FLOW_DEFAULTS, load_flow_model
@@ -139,10 +141,16 @@ def model_defaults(path: str | os.PathLike[str]) -> tuple[SamplingDefaults, list
     return replace(recommended, **filled), list(filled)
 
 
-def _filled(model: Module, weights: ComponentWeights) -> Any:
-    """`model` with `weights` loaded; a tensor that does not fit becomes a WeightsError that
-    names the file as well as the key."""
+def _filled(make: Callable[[], Module], weights: ComponentWeights) -> Any:
+    """The model `make()` builds with `weights` loaded; a tensor that does not fit becomes a
+    WeightsError that names the file as well as the key. Weights from a GGUF file: built
+    under gpustd.nn.deferred(), quantized matrices kept quantized (load_component)."""
     try:
+        if any(weights.source(key)[0].suffix.lower() == ".gguf" for key in weights):
+            with deferred():
+                model = make()
+            return load_component(model, weights)
+        model = make()
         model.load_state_dict(weights)
     except StateDictError as exc:
         files = sorted({str(weights.source(key)[0]) for key in weights})
@@ -161,7 +169,8 @@ def auto_dtype(device: Device) -> np.dtype:
 def load_pipeline(path: str | os.PathLike[str] | None = None, *, dtype: Any = np.float32,
                   device: Device | None = None, prediction_type: str | None = None,
                   variant: str | None = None,
-                  text_encoders: Sequence[str | os.PathLike[str]] = ()) -> StableDiffusion:
+                  text_encoders: Sequence[str | os.PathLike[str]] = (),
+                  base: str | os.PathLike[str] | None = None) -> StableDiffusion:
     """Load a Stable Diffusion 1.x/2.x, SDXL base or SDXL refiner model (diffusers folder or
     single-file `.safetensors`; None: the bundled default model, `default_model_path()`) onto
     `device` (default: the best adapter) with weights in `dtype`: float32; float16 where the
@@ -190,31 +199,41 @@ def load_pipeline(path: str | os.PathLike[str] | None = None, *, dtype: Any = np
         return load_flow_model(path, family, dtype=dtype, device=device, defaults=defaults,
                                variant=variant, text_encoders=text_encoders)
     if Path(path).suffix.lower() == ".gguf":  # not city96's FLUX / SD3.5 (those are flow)
-        raise WeightsError(f"{path}: {gguf_kind(path)}; as a model this loads city96's FLUX.1 "
-                           "and SD 3.5 GGUFs (an SD UNet GGUF: diffusion.loaders.gguf_unet."
-                           "load_unet_gguf)")
-    if text_encoders:
-        raise ValueError("text encoder files (--text-encoder) are for FLUX and SD3 models; "
+        weights = gguf_pipeline_weights(path, dtype=dtype, prediction_type=prediction_type,
+                                        base=base, modules=text_encoders)
+    elif text_encoders or base is not None:
+        given = ("text encoder files (--text-encoder) are" if text_encoders
+                 else "a base model (--base) is")
+        raise ValueError(f"{given} for FLUX / SD3 models and UNet-only GGUFs; "
                          f"{Path(path).name} is neither")
-    weights = load_pipeline_weights(path, dtype=dtype, prediction_type=prediction_type,
-                                    variant=variant)
+    else:
+        weights = load_pipeline_weights(path, dtype=dtype, prediction_type=prediction_type,
+                                        variant=variant)
     place = {"dtype": dtype, "device": device}
     family = weights.info.family
-    unet = _filled(UNet2DConditionModel(weights.unet.config, **place), weights.unet)
+    unet = _filled(lambda: UNet2DConditionModel(weights.unet.config, **place), weights.unet)
     # AutoencoderKL.force_upcast, read before building the VAE so it is built once
     upcast = weights.vae.config.get("force_upcast", True)  # diffusers' default
     vae_dtype = np.float32 if family in SDXL_FAMILIES and dtype == np.float16 and upcast else dtype
-    vae = _filled(AutoencoderKL(weights.vae.config, dtype=vae_dtype, device=device), weights.vae)
+    vae = _filled(lambda: AutoencoderKL(weights.vae.config, dtype=vae_dtype, device=device),
+                  weights.vae)
     common: dict[str, Any] = dict(
         unet=unet, vae=vae, scheduler_config=weights.scheduler_config,
-        name=Path(path).name.removesuffix(".safetensors"), defaults=defaults, family=family,
-        is_turbo=is_turbo(path))
+        name=Path(path).name.removesuffix(".safetensors").removesuffix(".gguf"),
+        defaults=defaults, family=family, is_turbo=is_turbo(path))
+    pipe: StableDiffusion
     if family in SDXL_FAMILIES:
-        return StableDiffusionXL(text_encoders=_sdxl_encoders(weights, place), **common)
-    text_encoder = _filled(CLIPTextModel(weights.text_encoder.config, **place),
-                           weights.text_encoder)
-    return StableDiffusion(tokenizer=_tokenizer(weights.tokenizer_dir, family == "sd2"),
-                           text_encoder=text_encoder, **common)
+        pipe = StableDiffusionXL(text_encoders=_sdxl_encoders(weights, place), **common)
+    else:
+        text_encoder = _filled(lambda: CLIPTextModel(weights.text_encoder.config, **place),
+                               weights.text_encoder)
+        pipe = StableDiffusion(tokenizer=_tokenizer(weights.tokenizer_dir, family == "sd2"),
+                               text_encoder=text_encoder, **common)
+    # a UNet-only GGUF's VAE module is named in the infotext, as --vae's (the last one wins)
+    vaes = [m for m in text_encoders if "vae" in module_roles(m)
+            and vae_latent_channels(m) == pipe.latent_channels]
+    pipe.vae_path = vaes[-1] if vaes else None
+    return pipe
 
 
 def _tokenizer(folder: Path | None, pads_with_bang: bool) -> CLIPTokenizer:
@@ -228,12 +247,12 @@ def _tokenizer(folder: Path | None, pads_with_bang: bool) -> CLIPTokenizer:
 def _sdxl_encoders(weights: Any, place: dict[str, Any]) -> TextEncoders:
     """The text encoders of an SDXL base (CLIP-L, OpenCLIP-G) or refiner (OpenCLIP-G)."""
     refiner = weights.info.family == "sdxl-refiner"
-    second = _filled(CLIPTextModel(weights.text_encoder_2.config, with_projection=True, **place),
-                     weights.text_encoder_2)
+    second = _filled(lambda: CLIPTextModel(weights.text_encoder_2.config, with_projection=True,
+                                           **place), weights.text_encoder_2)
     tokenizers = [_tokenizer(getattr(weights, "tokenizer_2_dir", None), True)]
     encoders = [second]
     if not refiner:
-        encoders.insert(0, _filled(CLIPTextModel(weights.text_encoder.config, **place),
+        encoders.insert(0, _filled(lambda: CLIPTextModel(weights.text_encoder.config, **place),
                                    weights.text_encoder))
         tokenizers.insert(0, _tokenizer(weights.tokenizer_dir, False))
     zeros = weights.pipeline_config.get("force_zeros_for_empty_prompt", not refiner)

@@ -4,10 +4,11 @@ list), what the server's `--text-encoder` files and per-request module choices l
     pipe = load_with_modules("FLUX.1-dev", ["ae.safetensors", "t5xxl_fp16.safetensors"],
                              dtype="float16")
 
-Each file's parts (diffusion.loaders.module_file) go where the model takes them, as Forge's
+Each file's parts (diffusion.loaders.flow.module_file) go where the model takes them, as Forge's
 loader puts them: text encoders into a FLUX / SD3 model (`load_pipeline(text_encoders=)`), a
-VAE in place of any model's own (a FLUX / SD3 single file takes it as one of what it lacks; a
-folder or an SD model gets `load_vae` with its VAE's config). What a model has no place for
+VAE in place of any model's own (a FLUX / SD3 single file takes it as one of what it lacks, as
+a UNet-only SD GGUF takes its VAE and CLIP text encoder; a folder or an SD model gets
+`load_vae` with its VAE's config). What a model has no place for
 is left out, as the server's `--text-encoder` files always were for other models: text
 encoders given to an SD 1.x / 2.x / SDXL model (Forge maps only the CLIPs a model has, and no
 SD model has a T5), a VAE of other latent channels (FLUX's 16-channel `ae.safetensors` beside
@@ -29,9 +30,10 @@ from typing import Any
 import numpy as np
 
 from ..loaders.errors import WeightsError
-from ..loaders.flow_file import flow_model_family
-from ..loaders.module_file import module_roles, vae_latent_channels
-from ..loaders.text_encoder_file import module_stem
+from ..loaders.flow.file import flow_model_family
+from ..loaders.flow.module_file import module_roles, vae_latent_channels
+from ..loaders.flow.text_encoder_file import module_stem
+from ..loaders.sd.gguf_pipeline import is_unet_gguf
 from .load import load_pipeline
 
 __all__ = ["HiresModules", "hires_modules", "load_with_modules"]
@@ -48,6 +50,8 @@ def load_with_modules(path: str | os.PathLike[str], modules: Sequence[str | os.P
     encoders = [f for f in files if set(roles[f]) - {"vae"}]
     where: dict[str, Any] = {"dtype": dtype} if device is None else {"dtype": dtype,
                                                                        "device": device}
+    if is_unet_gguf(path):  # its VAE and CLIP text encoder are among the modules
+        return load_pipeline(path, text_encoders=files, **where)
     flow = flow_model_family(path) is not None
     if flow and Path(path).is_file():  # a single file takes its VAE with its text encoders
         return load_pipeline(path, text_encoders=files, **where)
@@ -75,7 +79,7 @@ def _load_like(vae: Any, path: str | os.PathLike[str]) -> Any:
     """The VAE in `path` (a VAE file, a model folder or an SD checkpoint) with `vae`'s config,
     in the dtype and on the device `vae` is (an SDXL VAE kept float32 under float16 weights
     stays so, as the CLI's --vae does)."""
-    from ..loaders.vae_file import load_vae
+    from ..loaders.sd.vae_file import load_vae
 
     weight = vae.decoder.conv_in.weight
     return load_vae(path, dtype=weight.dtype, device=weight.device, config=vae.config)

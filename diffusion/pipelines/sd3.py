@@ -20,9 +20,9 @@ from gpucore import Device, default_device
 from gpustd import asarray
 from gpustd.nn import deferred
 
-from ..loaders.gguf_component import load_component
-from ..loaders.gguf_flow import load_sd3_gguf
-from ..loaders.sd3_file import load_sd3_file
+from ..loaders.component import load_component
+from ..loaders.flow.gguf import load_sd3_gguf
+from ..loaders.flow.sd3_file import load_sd3_file
 from ..models import AutoencoderKL, CLIPTextModel, SD3Transformer2DModel, T5EncoderModel
 from ..noise.rng import make_generator
 from ..schedulers.flow_match_euler import FlowMatchEulerDiscreteScheduler, calculate_shift
@@ -61,7 +61,7 @@ class StableDiffusion3Pipeline:
         `load_sd3_file`; or city96's `.gguf`, kept quantized by `load_sd3_gguf`, as `path`
         may be too) in place of the folder's transformer/, which may then be absent.
         `text_encoder_files`: t5xxl / clip_l / clip_g single files in place of the folder's
-        (diffusion.loaders.text_encoder_file; T5 also where the folder has none); for a single
+        (diffusion.loaders.flow.text_encoder_file; T5 also where the folder has none); for a single
         file, what it lacks. Without tokenizer folders the bundled tokenizers are used."""
         weights, modules = load_parts(path, "sd3", variant=variant,
                                       transformer_file=transformer_file,

@@ -20,7 +20,7 @@ import numpy as np
 from gpustd import Tensor
 
 from .. import samplers
-from ..loaders.vae_file import vae_hash, vae_name
+from ..loaders.sd.vae_file import vae_hash, vae_name
 from ..lora import LORA_TAGS, LoraManager, lora_hashes, lora_uses
 from ..models import AutoencoderKL, CLIPTextModel, UNet2DConditionModel
 from ..models.tiled_vae import vae_decode, vae_encode
@@ -79,8 +79,8 @@ class StableDiffusion:
         # where <lora:NAME:...> tags find NAME.safetensors; the LoRAs patched in right now
         self.lora_dir: str | os.PathLike[str] | None = None
         self._loras: LoraManager | None = None
-        # a VAE loaded in place of the model's own (diffusion.loaders.vae_file.load_vae): its path,
-        # for the infotext's "VAE hash" / "VAE"
+        # a VAE loaded in place of the model's own (diffusion.loaders.sd.vae_file.load_vae): its
+        # path, for the infotext's "VAE hash" / "VAE"
         self.vae_path: str | os.PathLike[str] | None = None
         self.family = family or self.family
         # an adversarially distilled model (SD-Turbo, SDXL-Turbo;
@@ -132,9 +132,9 @@ class StableDiffusion:
         return Placement(weight.device, weight.dtype)
 
     def use_vae(self, path: str | os.PathLike[str]) -> None:
-        """Decode and encode with the VAE file at `path` (diffusion.loaders.vae_file), in the
+        """Decode and encode with the VAE file at `path` (diffusion.loaders.sd.vae_file), in the
         dtype of the model's own VAE (an SDXL VAE kept in float32, force_upcast, stays so)."""
-        from ..loaders.vae_file import load_vae
+        from ..loaders.sd.vae_file import load_vae
 
         vae_dtype = (self.vae.decoder.conv_in.weight.dtype if self.is_sdxl
                      else self.placement.dtype)

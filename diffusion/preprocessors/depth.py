@@ -63,7 +63,7 @@ def _model(device: Device, model_path: str | None) -> Any:
                          "Depth-Anything-V2-Small-hf's model.safetensors or folder")
     key = (os.path.abspath(path), id(device))
     if key not in _models:
-        from ..loaders.depth_anything_file import load_depth_anything
+        from ..loaders.control.depth_anything_file import load_depth_anything
 
         _models.clear()  # one model kept: a preprocessor's weights are not worth pinning more
         _models[key] = load_depth_anything(path, device=device)

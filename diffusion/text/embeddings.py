@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from ..loaders import SafetensorsFile, WeightsError
-from ..loaders._torch_file import TorchFile, open_weights_file
+from ..loaders.formats.torch_file import TorchFile, open_weights_file
 from .conditioning import CHUNK_LENGTH
 from .tokenizer import CLIPTokenizer
 

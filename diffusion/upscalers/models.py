@@ -23,7 +23,7 @@ from gpucore import Device, default_device
 from gpustd import Tensor
 
 from ..loaders import WeightsError
-from ..loaders._torch_file import open_weights_file
+from ..loaders.formats.torch_file import open_weights_file
 from ..models.esrgan import RRDBNet
 from ..models.hat import HAT, is_hat
 from ..models.srvgg import SRVGGNetCompact

@@ -29,9 +29,9 @@ from typing import Any
 
 import numpy as np
 
-from ...loaders.control_models import ControlModelCache, ControlModelDir, model_kind
+from ...loaders.control.catalog import ControlModelCache, ControlModelDir, model_kind
+from ...loaders.control.ip_adapter_file import load_image_encoder
 from ...loaders.errors import WeightsError
-from ...loaders.ip_adapter_file import load_image_encoder
 from ...pipelines.control_spec import ControlSpec
 from ...preprocessors.ip_adapter_modules import IP_ADAPTER_MODULES
 from ...preprocessors.registry import PREPROCESSORS, control_picture

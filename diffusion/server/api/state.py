@@ -19,7 +19,7 @@ from fastapi import Depends, Request
 from fastapi.exceptions import HTTPException
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
 
-from ...loaders.control_models import ControlModelCache, ControlModelDir
+from ...loaders.control.catalog import ControlModelCache, ControlModelDir
 from ...text.embeddings import EmbeddingDatabase
 from ..catalog.image_encoders import ImageEncoders
 from ..catalog.models_dir import ModelEntry, ModelRegistry

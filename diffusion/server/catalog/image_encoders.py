@@ -20,8 +20,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from ...loaders.control.ip_adapter_file import image_encoder_config, ip_adapter_reads
 from ...loaders.errors import WeightsError
-from ...loaders.ip_adapter_file import image_encoder_config, ip_adapter_reads
 from ...preprocessors.ip_adapter_modules import encoder_width
 
 __all__ = ["EncoderEntry", "ImageEncoders"]

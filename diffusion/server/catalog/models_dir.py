@@ -8,7 +8,7 @@ the file>\\n` of every file in the folder (sorted by POSIX relative path, hidden
 stable across copies and machines, changed by any edit of any file. Requests name models only
 by title, name or hash, which are looked up in this list: a request never becomes a path.
 
-The same scan finds Forge's module files (diffusion.loaders.module_file: VAEs and text
+The same scan finds Forge's module files (diffusion.loaders.flow.module_file: VAEs and text
 encoders, which Forge keeps in models/VAE and models/text_encoder): they are listed apart, by
 /sdapi/v1/sd-modules, and not as models; `serve --text-encoder` files are listed with them.
 """
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from threading import Lock
 
-from ...loaders.module_file import MODULE_SUFFIXES, module_roles
+from ...loaders.flow.module_file import MODULE_SUFFIXES, module_roles
 
 __all__ = ["ModelEntry", "ModelRegistry", "ModuleEntry", "file_sha256", "folder_sha256"]
 

@@ -24,8 +24,8 @@ from __future__ import annotations
 from pathlib import Path, PureWindowsPath
 from typing import Any
 
-from ...loaders.flow_file import flow_model_family
-from ...loaders.module_file import module_roles, vae_latent_channels
+from ...loaders.flow.file import flow_model_family
+from ...loaders.flow.module_file import module_roles, vae_latent_channels
 from .models_dir import ModelEntry, ModelRegistry
 
 __all__ = [

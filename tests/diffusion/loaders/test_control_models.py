@@ -10,15 +10,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from diffusion.loaders.control_models import (
+from diffusion.loaders.control.catalog import (
     LOADERS,
     ControlModelDir,
     load_control_model,
     model_kind,
     short_hash,
 )
+from diffusion.loaders.control.ip_adapter_file import ip_adapter_reads, load_ip_adapter
 from diffusion.loaders.errors import WeightsError
-from diffusion.loaders.ip_adapter_file import ip_adapter_reads, load_ip_adapter
 
 safetensors_numpy = pytest.importorskip("safetensors.numpy", reason="writes the test files")
 

@@ -10,7 +10,7 @@ torch = pytest.importorskip("torch")
 safetensors_torch = pytest.importorskip("safetensors.torch")
 
 from diffusion.loaders import SafetensorsFile  # noqa: E402
-from diffusion.loaders._float8 import FLOAT8  # noqa: E402
+from diffusion.loaders.formats.float8 import FLOAT8  # noqa: E402
 
 TORCH_TYPES = {"F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2}
 

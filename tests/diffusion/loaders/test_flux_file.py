@@ -16,7 +16,7 @@ from safetensors.torch import save_file
 from sd_tiny import randomized
 
 from diffusion.loaders.errors import WeightsError
-from diffusion.loaders.flux_file import load_flux_file
+from diffusion.loaders.flow.flux_file import load_flux_file
 
 pytestmark = pytest.mark.nodevice
 

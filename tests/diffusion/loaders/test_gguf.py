@@ -18,9 +18,9 @@ import gpucore  # noqa: E402
 import gpustd  # noqa: E402
 from diffusion.cli.main import main  # noqa: E402
 from diffusion.loaders import WeightsError  # noqa: E402
-from diffusion.loaders.gguf_file import GGUFFile  # noqa: E402
-from diffusion.loaders.gguf_unet import load_unet_gguf  # noqa: E402
-from diffusion.loaders.gguf_write import plan_format, write_gguf  # noqa: E402
+from diffusion.loaders.formats.gguf_file import GGUFFile  # noqa: E402
+from diffusion.loaders.formats.gguf_write import plan_format, write_gguf  # noqa: E402
+from diffusion.loaders.sd.gguf_unet import load_unet_gguf  # noqa: E402
 from gpustd import nn  # noqa: E402
 from gpustd.nn.offload import parameter_bytes  # noqa: E402
 from gpustd.nn.quantized import quantized_weights  # noqa: E402
@@ -102,7 +102,7 @@ def test_comfyui_style_unet_within_quantization_error(first_device: gpucore.Devi
 def test_quantize_command(first_device: gpucore.Device, tmp_path, capsys) -> None:
     folder = write_pipeline(tmp_path / "tiny")
     out = tmp_path / "tiny-q5_1.gguf"
-    assert main(["quantize", str(folder), "--type", "Q5_1", str(out)]) == 0
+    assert main(["quantize", str(folder), "--type", "Q5_1", "--unet-only", str(out)]) == 0
     assert "q5_1" in capsys.readouterr().err
     # diffusers' names this time; the values are what gguf reads back (its own dequantize)
     unet = load_unet_gguf(out, device=first_device, config=dict(tiny_unet().config))
@@ -165,7 +165,7 @@ def test_plan_format(shape: tuple[int, ...], format: str, kind: str) -> None:
 def test_our_q4_k_blocks_read_back_as_gguf_reads_them() -> None:
     """gguf-py cannot write Q4_K; ours (gguf_kquant) is read by gguf's own dequantize within
     Q4_0's error, on an odd number of rows and constant / all-positive sub-blocks."""
-    from diffusion.loaders.gguf_kquant import quantize_q4_k
+    from diffusion.loaders.formats.gguf_kquant import quantize_q4_k
 
     rng = np.random.default_rng(3)
     weights = rng.standard_normal((37, 512)).astype(np.float32) * 0.05

@@ -25,9 +25,9 @@ from support import assert_close
 import gpucore
 import gpustd
 from diffusion.loaders.errors import WeightsError
-from diffusion.loaders.flow_file import flow_model_family
-from diffusion.loaders.gguf_flow import load_flux_gguf, load_sd3_gguf
-from diffusion.loaders.gguf_write import write_gguf
+from diffusion.loaders.flow.file import flow_model_family
+from diffusion.loaders.flow.gguf import load_flux_gguf, load_sd3_gguf
+from diffusion.loaders.formats.gguf_write import write_gguf
 from diffusion.pipelines.flux import image_ids
 from gpustd.quant import QuantizedTensor
 

@@ -17,7 +17,7 @@ from sd_tiny import tiny_unet, write_pipeline  # noqa: E402
 import gpucore  # noqa: E402
 from diffusion import load_pipeline  # noqa: E402
 from diffusion.cli.main import main  # noqa: E402
-from diffusion.loaders.gguf_unet import load_unet_gguf  # noqa: E402
+from diffusion.loaders.sd.gguf_unet import load_unet_gguf  # noqa: E402
 from diffusion.lora import LoraManager  # noqa: E402
 from diffusion.pipelines.memory import MemoryMode  # noqa: E402
 from gpustd.nn.quantized import quantized_weights  # noqa: E402

@@ -18,9 +18,9 @@ from sdxl_tiny import UNET_SDXL_TINY  # noqa: E402
 import gpucore  # noqa: E402
 import gpustd  # noqa: E402
 from diffusion.loaders import WeightsError  # noqa: E402
-from diffusion.loaders.gguf_file import GGUFFile  # noqa: E402
-from diffusion.loaders.gguf_unet import load_unet_gguf  # noqa: E402
-from diffusion.loaders.gguf_write import write_gguf  # noqa: E402
+from diffusion.loaders.formats.gguf_file import GGUFFile  # noqa: E402
+from diffusion.loaders.formats.gguf_write import write_gguf  # noqa: E402
+from diffusion.loaders.sd.gguf_unet import load_unet_gguf  # noqa: E402
 from gpustd.nn.quantized import quantized_weights  # noqa: E402
 
 PREFIX = "model.diffusion_model."

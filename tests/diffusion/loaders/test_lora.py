@@ -32,7 +32,7 @@ from sd_tiny import tiny_text_encoder, tiny_unet, tiny_vae, write_pipeline  # no
 import gpucore  # noqa: E402
 from diffusion import load_pipeline  # noqa: E402
 from diffusion.infotext import format_infotext  # noqa: E402
-from diffusion.loaders._ldm_keys import unet_name  # noqa: E402
+from diffusion.loaders.keymaps.ldm_keys import unet_name  # noqa: E402
 from diffusion.lora import (  # noqa: E402
     LoraError,
     LoraFile,

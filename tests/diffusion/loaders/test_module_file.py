@@ -1,4 +1,4 @@
-"""diffusion.loaders.module_file: which Forge module files (VAE / text encoder) a file is, read
+"""diffusion.loaders.flow.module_file: which Forge module files (VAE / text encoder) a file is, read
 from its header, and what it is instead (a model, another GGUF, nothing a model takes)."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import save_file
 
 from diffusion.loaders import WeightsError
-from diffusion.loaders.module_file import module_roles, vae_latent_channels
+from diffusion.loaders.flow.module_file import module_roles, vae_latent_channels
 
 pytestmark = pytest.mark.nodevice
 
@@ -32,7 +32,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from sd_tiny import randomized, tiny_text_encoder, tiny_vae
     from t5_files import write_t5_gguf, write_t5_scaled_fp8
 
-    from diffusion.loaders.gguf_write import write_gguf
+    from diffusion.loaders.formats.gguf_write import write_gguf
 
     root = tmp_path_factory.mktemp("module-files")
     vae_model, clip = tiny_vae(), tiny_text_encoder()

@@ -17,7 +17,7 @@ from safetensors.torch import save_file
 from sd_tiny import randomized
 
 from diffusion.loaders.errors import WeightsError
-from diffusion.loaders.sd3_file import load_sd3_file
+from diffusion.loaders.flow.sd3_file import load_sd3_file
 
 pytestmark = pytest.mark.nodevice
 

@@ -23,7 +23,7 @@ import numpy as np
 import gpucore
 from gpustd import nn
 from diffusion.loaders import SafetensorsFile
-from diffusion.loaders._weights import ComponentWeights, TensorRef
+from diffusion.loaders.weights import ComponentWeights, TensorRef
 
 def rss():
     return int(open("/proc/self/statm").read().split()[1]) * 4096

@@ -26,8 +26,8 @@ from t5_files import llama_cpp_name, write_t5_gguf, write_t5_scaled_fp8
 import gpucore
 from diffusion.loaders import SafetensorsFile
 from diffusion.loaders.errors import WeightsError
-from diffusion.loaders.gguf_t5 import t5_gguf_refs
-from diffusion.loaders.gguf_write import write_gguf
+from diffusion.loaders.formats.gguf_write import write_gguf
+from diffusion.loaders.keymaps.t5_gguf import t5_gguf_refs
 from diffusion.pipelines.flux import FluxPipeline
 from gpustd import nn
 from gpustd.nn.quantized import quantized_weights
@@ -85,8 +85,8 @@ def test_t5_gguf_k_quants(first_device: gpucore.Device, tmp_path: Path) -> None:
     import transformers
 
     from diffusion.loaders import ComponentWeights
-    from diffusion.loaders.gguf_component import load_component
-    from diffusion.loaders.text_encoder_file import _t5_config
+    from diffusion.loaders.component import load_component
+    from diffusion.loaders.flow.text_encoder_file import t5_config
     from diffusion.models import T5EncoderModel
 
     config = {**T5_TINY, "d_model": 256, "relative_attention_max_distance": 128}
@@ -102,8 +102,8 @@ def test_t5_gguf_k_quants(first_device: gpucore.Device, tmp_path: Path) -> None:
         before = first_device.memory_stats().allocated
         first_device.reset_peak_memory()
         with nn.deferred(deferred):  # as the pipelines build it
-            model = T5EncoderModel(_t5_config(refs), device=first_device)
-        model = load_component(model, ComponentWeights("text_encoder_2", _t5_config(refs), refs))
+            model = T5EncoderModel(t5_config(refs), device=first_device)
+        model = load_component(model, ComponentWeights("text_encoder_2", t5_config(refs), refs))
         stats = first_device.memory_stats()
         return model, stats.allocated - before, stats.peak_allocated - before
 
@@ -129,8 +129,8 @@ def test_t5_gguf_q5_k_q6_k(first_device: gpucore.Device, tmp_path: Path, kind: s
     import transformers
 
     from diffusion.loaders import ComponentWeights
-    from diffusion.loaders.gguf_component import load_component
-    from diffusion.loaders.text_encoder_file import _t5_config
+    from diffusion.loaders.component import load_component
+    from diffusion.loaders.flow.text_encoder_file import t5_config
     from diffusion.models import T5EncoderModel
 
     config = {**T5_TINY, "d_model": 256, "relative_attention_max_distance": 128}
@@ -139,8 +139,8 @@ def test_t5_gguf_q5_k_q6_k(first_device: gpucore.Device, tmp_path: Path, kind: s
     held = write_t5_gguf(randomized(source, 17), path, kind)
     refs = t5_gguf_refs(path)
     with nn.deferred():
-        model = T5EncoderModel(_t5_config(refs), device=first_device)
-    ours = load_component(model, ComponentWeights("text_encoder_2", _t5_config(refs), refs))
+        model = T5EncoderModel(t5_config(refs), device=first_device)
+    ours = load_component(model, ComponentWeights("text_encoder_2", t5_config(refs), refs))
     formats = {name: q.format for name, q in quantized_weights(ours).items()}
     assert formats["encoder.block.1.layer.0.SelfAttention.q.weight"] == kind  # 256 a row
     assert formats["encoder.block.1.layer.0.SelfAttention.o.weight"] == \
@@ -203,10 +203,10 @@ def test_swapped_halves_are_read_as_floats(first_device: gpucore.Device,
                                            tmp_path: Path) -> None:
     """load_component keeps a GGUF matrix quantized only where it is read as stored: one
     whose halves are read exchanged (diffusers' swap_scale_shift) becomes floats."""
-    from diffusion.loaders._dit_file import SwappedHalvesWeights
-    from diffusion.loaders._weights import TensorRef
-    from diffusion.loaders.gguf_component import load_component
-    from diffusion.loaders.gguf_file import GGUFFile
+    from diffusion.loaders.component import load_component
+    from diffusion.loaders.formats.gguf_file import GGUFFile
+    from diffusion.loaders.keymaps.dit_keys import SwappedHalvesWeights
+    from diffusion.loaders.weights import TensorRef
     from gpustd import nn
 
     values = np.random.default_rng(0).standard_normal((64, 32)).astype(np.float32)

@@ -31,8 +31,8 @@ from ldm_files import (
 
 from diffusion.cli.main import main
 from diffusion.loaders import WeightsError, load_pipeline_weights, load_vae_weights
-from diffusion.loaders._torch_file import TorchFile
-from diffusion.loaders._torch_pickle import safe_loads
+from diffusion.loaders.formats.torch_file import TorchFile
+from diffusion.loaders.formats.torch_pickle import safe_loads
 from diffusion.lora import LoraFile
 from diffusion.text.embeddings import EmbeddingFile
 

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from diffusion.loaders import WeightsError
-from diffusion.loaders._torch_file import TorchFile
+from diffusion.loaders.formats.torch_file import TorchFile
 
 torch = pytest.importorskip("torch", reason="test-only reference (extra: reference)")
 

@@ -19,7 +19,7 @@ from support import assert_close, relative_error
 import gpucore
 import gpustd
 from diffusion.loaders import WeightsError
-from diffusion.loaders.vae_file import load_vae, vae_hash, vae_name, vae_near_checkpoint
+from diffusion.loaders.sd.vae_file import load_vae, vae_hash, vae_name, vae_near_checkpoint
 
 TOL = 1e-3  # f32 through the tiny decoder; measured ~1e-6 relative
 

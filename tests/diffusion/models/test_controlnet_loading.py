@@ -21,7 +21,7 @@ from test_controlnet import tiny_controlnet
 import gpucore
 import gpustd
 from diffusion.loaders import WeightsError
-from diffusion.loaders.controlnet_file import (
+from diffusion.loaders.control.controlnet_file import (
     controlnet_weights,
     load_controlnet,
     load_t2i_adapter,

@@ -21,7 +21,7 @@ from test_controlnet import tiny_controlnet  # noqa: E402
 
 import gpucore  # noqa: E402
 from diffusion import load_pipeline  # noqa: E402
-from diffusion.loaders.controlnet_file import load_controlnet, load_t2i_adapter  # noqa: E402
+from diffusion.loaders.control.controlnet_file import load_controlnet, load_t2i_adapter  # noqa: E402
 from diffusion.pipelines.control import ControlUnit  # noqa: E402
 
 SIZE = 32  # the tiny VAEs halve: 16x16 latents

@@ -34,8 +34,8 @@ from support import assert_close  # noqa: E402
 import diffusion.cli.main as cli  # noqa: E402
 import gpucore  # noqa: E402
 from diffusion import load_pipeline  # noqa: E402
+from diffusion.loaders.control.ip_adapter_file import load_image_encoder, load_ip_adapter  # noqa: E402
 from diffusion.loaders.errors import WeightsError  # noqa: E402
-from diffusion.loaders.ip_adapter_file import load_image_encoder, load_ip_adapter  # noqa: E402
 from diffusion.models.clip_vision import clip_pixels  # noqa: E402
 from diffusion.models.ip_adapter import cross_attentions  # noqa: E402
 from diffusion.pipelines.ip_adapter import IPAdapterUnit, use_ip_adapters  # noqa: E402

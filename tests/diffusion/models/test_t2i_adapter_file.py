@@ -20,8 +20,8 @@ from torch import nn  # noqa: E402
 import gpucore  # noqa: E402
 import gpustd  # noqa: E402
 from diffusion.loaders import WeightsError  # noqa: E402
-from diffusion.loaders.control_models import load_control_model, model_kind  # noqa: E402
-from diffusion.loaders.controlnet_file import load_t2i_adapter  # noqa: E402
+from diffusion.loaders.control.catalog import load_control_model, model_kind  # noqa: E402
+from diffusion.loaders.control.controlnet_file import load_t2i_adapter  # noqa: E402
 
 TOL = 1e-3
 

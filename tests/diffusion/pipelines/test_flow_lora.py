@@ -21,8 +21,8 @@ from support import assert_close
 
 import gpucore
 from diffusion import load_pipeline
-from diffusion.loaders.flux_file import load_flux_file
-from diffusion.loaders.sd3_file import load_sd3_file
+from diffusion.loaders.flow.flux_file import load_flux_file
+from diffusion.loaders.flow.sd3_file import load_sd3_file
 
 RANK = 2
 

@@ -27,7 +27,7 @@ from support import assert_close
 
 import gpucore
 from diffusion.loaders.errors import WeightsError
-from diffusion.loaders.flow_file import flow_model_family, load_flow_file
+from diffusion.loaders.flow.file import flow_model_family, load_flow_file
 from diffusion.pipelines.flux import FluxPipeline
 from diffusion.pipelines.sd3 import StableDiffusion3Pipeline
 from diffusion.text.t5_tokenizer import T5Tokenizer
@@ -262,7 +262,7 @@ def test_flux_gguf_without_folder(first_device: gpucore.Device, flux: tuple[Path
     the latents stay near the float file's (8-bit steps in every matrix)."""
     from safetensors.numpy import load_file
 
-    from diffusion.loaders.gguf_write import write_gguf
+    from diffusion.loaders.formats.gguf_write import write_gguf
     from diffusion.pipelines.load import load_pipeline
     from gpustd.quant import QuantizedTensor
 
@@ -319,7 +319,7 @@ def test_flux_scaled_fp8_file(flux: tuple[Path, Any]) -> None:
     from safetensors.torch import load_file
     from t5_files import scaled_fp8
 
-    from diffusion.loaders.flux_file import load_flux_file
+    from diffusion.loaders.flow.flux_file import load_flux_file
 
     root, _ = flux
     stored, held = scaled_fp8(load_file(str(root / "flux1-dev.safetensors")),

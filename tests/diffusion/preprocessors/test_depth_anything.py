@@ -19,7 +19,7 @@ from sd_tiny import randomized  # noqa: E402
 from support import assert_close  # noqa: E402
 
 import gpucore  # noqa: E402
-from diffusion.loaders.depth_anything_file import load_depth_anything  # noqa: E402
+from diffusion.loaders.control.depth_anything_file import load_depth_anything  # noqa: E402
 from diffusion.loaders.errors import WeightsError  # noqa: E402
 from diffusion.preprocessors import depth, module_list, preprocess  # noqa: E402
 

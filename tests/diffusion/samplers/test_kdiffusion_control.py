@@ -36,7 +36,7 @@ from test_kdiffusion_txt2img import (  # noqa: E402
 
 import gpucore  # noqa: E402
 from diffusion import load_pipeline  # noqa: E402
-from diffusion.loaders.control_models import load_control_model  # noqa: E402
+from diffusion.loaders.control.catalog import load_control_model  # noqa: E402
 from diffusion.pipelines.control import ControlUnit  # noqa: E402
 
 MAP = circle(SIZE, SIZE, seed=3)

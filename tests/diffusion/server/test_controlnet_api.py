@@ -127,8 +127,8 @@ def test_ip_adapter_unit_gives_the_python_api_picture(app: Any, api: Any) -> Non
     """An IP-Adapter unit as the extension takes one (its module, the model by name, the
     server's image encoder) beside a ControlNet unit: the picture Python makes with the same
     adapter, encoder and ControlNet, and the extension's infotext."""
-    from diffusion.loaders.control_models import load_control_model
-    from diffusion.loaders.ip_adapter_file import load_ip_adapter
+    from diffusion.loaders.control.catalog import load_control_model
+    from diffusion.loaders.control.ip_adapter_file import load_ip_adapter
     from diffusion.pipelines.control import ControlUnit
     from diffusion.pipelines.ip_adapter import IPAdapterUnit
     from diffusion.preprocessors import preprocess

@@ -18,7 +18,7 @@ from PIL import Image
 from server_support import CachedLoader, info, png_b64
 
 import gpucore
-from diffusion.loaders.gguf_write import write_gguf
+from diffusion.loaders.formats.gguf_write import write_gguf
 from diffusion.pipelines.flow_model import FlowModel
 from diffusion.server import create_app
 

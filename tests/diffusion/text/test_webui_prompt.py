@@ -97,7 +97,7 @@ def test_vae_choice_from_the_cli(fixtures: dict[str, Path], first_device: gpucor
     latents, and the infotext names it as the WebUI does (VAE hash, VAE)."""
     from sd_tiny import tiny_vae
 
-    from diffusion.loaders.vae_file import vae_hash
+    from diffusion.loaders.sd.vae_file import vae_hash
 
     vae = tmp_path / "other-vae"
     tiny_vae(seed=9).save_pretrained(vae)

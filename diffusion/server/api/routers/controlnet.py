@@ -2,7 +2,7 @@
 `/controlnet/module_list`, `/controlnet/settings`, `/controlnet/detect`; and
 `/sdapi/v1/scripts`, where clients (webuiapi) look for the extension.
 
-The models are `serve --controlnet-dir DIR`'s (diffusion.loaders.control_models), named as
+The models are `serve --controlnet-dir DIR`'s (diffusion.loaders.control.catalog), named as
 the extension names them ("control_v11p_sd15_canny [d14c016b]"); the units of txt2img /
 img2img are read by diffusion.server.api.controlnet_units.
 """

@@ -12,8 +12,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body
 
-from ....loaders._safetensors import SafetensorsFile
 from ....loaders.errors import WeightsError
+from ....loaders.formats.safetensors import SafetensorsFile
 from ....samplers import SAMPLERS, SamplerInfo, resolve, schedules
 from ....samplers.schedules import SCHEDULE_TYPES
 from ....text.embeddings import EmbeddingDatabase

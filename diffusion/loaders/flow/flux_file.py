@@ -1,0 +1,140 @@
+"""Black Forest Labs' single-file FLUX transformers (`flux1-dev.safetensors`,
+`flux1-schnell.safetensors`; under `model.diffusion_model.` in ComfyUI all-in-one files) to
+diffusers' FluxTransformer2DModel names, read lazily.
+
+The mapping is diffusers' `convert_flux_transformer_checkpoint_to_diffusers`
+(loaders/single_file_utils.py): fused q/k/v matrices (`img_attn.qkv`, `txt_attn.qkv`) and the
+single blocks' `linear1` (q, k, v and the MLP's input, stacked) are split by rows, which
+`SafetensorsFile.read(rows=...)` reads without the rest; the final adaLN's (shift, scale)
+halves are swapped into diffusers' (scale, shift). The config comes from the tensor shapes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from ..errors import WeightsError
+from ..formats.safetensors import SafetensorsFile
+from ..keymaps.dit_keys import (
+    PREFIX,
+    SwappedHalvesWeights,
+    block_count,
+    key_of,
+    prefix_of,
+    split_rows,
+)
+from ..weights import ComponentWeights, TensorRef, resolve_dtype
+
+__all__ = ["is_flux_file", "load_flux_file"]
+
+_RENAMES = {  # BFL -> diffusers, outside the blocks
+    "time_in.in_layer": "time_text_embed.timestep_embedder.linear_1",
+    "time_in.out_layer": "time_text_embed.timestep_embedder.linear_2",
+    "vector_in.in_layer": "time_text_embed.text_embedder.linear_1",
+    "vector_in.out_layer": "time_text_embed.text_embedder.linear_2",
+    "guidance_in.in_layer": "time_text_embed.guidance_embedder.linear_1",
+    "guidance_in.out_layer": "time_text_embed.guidance_embedder.linear_2",
+    "txt_in": "context_embedder", "img_in": "x_embedder", "final_layer.linear": "proj_out",
+}
+_DOUBLE = {  # double_blocks.N.<BFL> -> transformer_blocks.N.<diffusers>
+    "img_mod.lin": "norm1.linear", "txt_mod.lin": "norm1_context.linear",
+    "img_attn.norm.query_norm.scale": "attn.norm_q.weight",
+    "img_attn.norm.key_norm.scale": "attn.norm_k.weight",
+    "txt_attn.norm.query_norm.scale": "attn.norm_added_q.weight",
+    "txt_attn.norm.key_norm.scale": "attn.norm_added_k.weight",
+    "img_mlp.0": "ff.net.0.proj", "img_mlp.2": "ff.net.2",
+    "txt_mlp.0": "ff_context.net.0.proj", "txt_mlp.2": "ff_context.net.2",
+    "img_attn.proj": "attn.to_out.0", "txt_attn.proj": "attn.to_add_out",
+}
+_DOUBLE_QKV = {"img_attn.qkv": ("attn.to_q", "attn.to_k", "attn.to_v"),
+               "txt_attn.qkv": ("attn.add_q_proj", "attn.add_k_proj", "attn.add_v_proj")}
+_SINGLE = {"modulation.lin": "norm.linear", "norm.query_norm.scale": "attn.norm_q.weight",
+           "norm.key_norm.scale": "attn.norm_k.weight", "linear2": "proj_out"}
+_SINGLE_SPLIT = ("attn.to_q", "attn.to_k", "attn.to_v", "proj_mlp")
+_SWAPPED = "norm_out.linear"  # BFL's final_layer.adaLN_modulation.1, halves swapped
+
+
+def is_flux_file(file: SafetensorsFile) -> bool:
+    """The file holds a BFL-layout FLUX transformer (bare or under model.diffusion_model.)."""
+    return any(key.removeprefix(PREFIX).startswith("double_blocks.") for key in file.keys())
+
+
+def _tensor(file: SafetensorsFile, prefix: str, key: str) -> str:
+    return key_of(file, prefix, key, "FLUX")
+
+
+def _refs(file: SafetensorsFile, prefix: str, dim: int, doubles: int,
+          singles: int) -> dict[str, TensorRef]:
+    refs: dict[str, TensorRef] = {}
+
+    def whole(source: str, target: str) -> None:
+        name = _tensor(file, prefix, source)
+        refs[target] = TensorRef(file, name, file.shape(name))
+
+    def split(source: str, targets: tuple[str, ...], sizes: tuple[int, ...]) -> None:
+        refs.update(split_rows(file, _tensor(file, prefix, source), targets, sizes))
+
+    for parameter in ("weight", "bias"):
+        for source, target in _RENAMES.items():
+            if source.startswith("guidance_in") and prefix + source + ".weight" not in file:
+                continue  # schnell: no guidance embedder
+            whole(f"{source}.{parameter}", f"{target}.{parameter}")
+        whole(f"final_layer.adaLN_modulation.1.{parameter}", f"{_SWAPPED}.{parameter}")
+        for i in range(doubles):
+            for source, targets in _DOUBLE_QKV.items():
+                split(f"double_blocks.{i}.{source}.{parameter}",
+                      tuple(f"transformer_blocks.{i}.{t}.{parameter}" for t in targets),
+                      (dim,) * 3)
+        for i in range(singles):
+            mlp = file.shape(_tensor(file, prefix, f"single_blocks.{i}.linear1.weight"))[0] \
+                - 3 * dim
+            split(f"single_blocks.{i}.linear1.{parameter}",
+                  tuple(f"single_transformer_blocks.{i}.{t}.{parameter}" for t in _SINGLE_SPLIT),
+                  (dim, dim, dim, mlp))
+    for i in range(doubles):
+        for source, target in _DOUBLE.items():
+            for parameter in (("",) if source.endswith("scale") else (".weight", ".bias")):
+                whole(f"double_blocks.{i}.{source}{parameter}",
+                      f"transformer_blocks.{i}.{target}{parameter}")
+    for i in range(singles):
+        for source, target in _SINGLE.items():
+            for parameter in (("",) if source.endswith("scale") else (".weight", ".bias")):
+                whole(f"single_blocks.{i}.{source}{parameter}",
+                      f"single_transformer_blocks.{i}.{target}{parameter}")
+    return refs
+
+
+def load_flux_file(path: str | Path | SafetensorsFile, *, dtype: Any = None,
+                   config: Mapping[str, Any] | None = None) -> ComponentWeights:
+    """Lazy FluxTransformer2DModel weights (diffusers' names) of a BFL-layout file, with
+    `.config` read from the shapes: widths, block counts, `guidance_embeds` (dev). The head
+    dim is the q-norm's size; `axes_dims_rope` is FLUX.1's (16, 56, 56) unless `config`
+    overrides it (or anything else). `dtype`: None (as stored, bf16 as float32), "float16"
+    or "float32". diffusers: `FluxTransformer2DModel.from_single_file(path)`."""
+    # an open file: a SafetensorsFile, or a GGUFFile (diffusion.loaders.flow.gguf)
+    file = SafetensorsFile(path) if isinstance(path, (str, Path)) else path
+    prefix = prefix_of(file, "double_blocks.")
+    if not is_flux_file(file):
+        raise WeightsError(f"{file.path}: no double_blocks.* tensors: not a BFL FLUX "
+                           "transformer file")
+    dim, in_channels = file.shape(_tensor(file, prefix, "img_in.weight"))
+    head_dim = file.shape(_tensor(file, prefix,
+                                  "double_blocks.0.img_attn.norm.query_norm.scale"))[0]
+    doubles = block_count(file, prefix, "double_blocks.")
+    singles = block_count(file, prefix, "single_blocks.")
+    derived = {
+        "_class_name": "FluxTransformer2DModel", "patch_size": 1, "in_channels": in_channels,
+        "out_channels": None, "num_layers": doubles, "num_single_layers": singles,
+        "attention_head_dim": head_dim, "num_attention_heads": dim // head_dim,
+        "joint_attention_dim": file.shape(_tensor(file, prefix, "txt_in.weight"))[1],
+        "pooled_projection_dim": file.shape(_tensor(file, prefix,
+                                                    "vector_in.in_layer.weight"))[1],
+        "guidance_embeds": prefix + "guidance_in.in_layer.weight" in file,
+        "axes_dims_rope": (16, 56, 56),
+    }
+    refs = _refs(file, prefix, dim, doubles, singles)
+    return SwappedHalvesWeights("transformer", {**derived, **(config or {})}, refs,
+                                swapped={f"{_SWAPPED}.weight", f"{_SWAPPED}.bias"},
+                                dtype=resolve_dtype(dtype))

@@ -1,0 +1,70 @@
+"""What the single-file readers of the diffusion transformers (BFL's FLUX, Stability's SD3)
+share: prefixed key lookup with clear errors, block counts, fused matrices split by rows, and
+weights whose adaLN (shift, scale) halves are read swapped into diffusers' (scale, shift)."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from typing import Any
+
+import numpy as np
+
+from ..errors import WeightsError
+from ..weights import ComponentWeights, TensorFile, TensorRef
+
+__all__ = ["PREFIX", "SwappedHalvesWeights", "block_count", "key_of", "prefix_of", "split_rows"]
+
+PREFIX = "model.diffusion_model."  # ComfyUI's and SAI's all-in-one checkpoints
+
+
+class SwappedHalvesWeights(ComponentWeights):
+    """ComponentWeights whose `swapped` tensors are read as their two halves (along the first
+    axis) in the other order: diffusers' `swap_scale_shift`."""
+
+    def __init__(self, name: str, config: dict[str, Any], refs: Mapping[str, TensorRef], *,
+                 swapped: Collection[str], dtype: np.dtype | None = None) -> None:
+        super().__init__(name, config, refs, dtype=dtype)
+        self.swapped = frozenset(swapped)
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        if key not in self.swapped:
+            return super().__getitem__(key)
+        ref = self._refs[key]
+        half = ref.shape[0] // 2
+        first, second = (ref.file.read(ref.key, rows=rows)
+                         for rows in ((0, half), (half, 2 * half)))
+        array = np.concatenate([second, first])
+        if self.dtype is not None:
+            array = array.astype(self.dtype, copy=False)
+        return array
+
+
+def prefix_of(file: TensorFile, marker: str) -> str:
+    """PREFIX when the file's `marker`* tensors sit under it, else ""."""
+    return PREFIX if any(k.startswith(PREFIX + marker) for k in file.keys()) else ""
+
+
+def key_of(file: TensorFile, prefix: str, key: str, what: str) -> str:
+    """The file's name for `key`, or WeightsError naming what is missing."""
+    name = prefix + key
+    if name not in file:
+        raise WeightsError(f"{file.path}: {what} tensor {name!r} is missing; the file is "
+                           f"incomplete or not a {what} checkpoint")
+    return name
+
+
+def block_count(file: TensorFile, prefix: str, kind: str) -> int:
+    """1 + the highest N of `kind`N.* tensors (0 when there are none)."""
+    found = {int(key[len(prefix) + len(kind):].split(".")[0]) for key in file.keys()
+             if key.startswith(prefix + kind)}
+    return max(found) + 1 if found else 0
+
+
+def split_rows(file: TensorFile, name: str, targets: tuple[str, ...],
+               sizes: tuple[int, ...]) -> dict[str, TensorRef]:
+    """Refs to consecutive row ranges of tensor `name` (a fused q/k/v ...), one per target."""
+    refs, start, rest = {}, 0, file.shape(name)[1:]
+    for target, size in zip(targets, sizes):
+        refs[target] = TensorRef(file, name, (size, *rest), rows=(start, start + size))
+        start += size
+    return refs

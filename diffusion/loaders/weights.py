@@ -1,0 +1,188 @@
+"""Lazy weight mappings: what a loader returns for each model component."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, NamedTuple, Protocol
+
+import numpy as np
+
+from .errors import WeightsError
+
+__all__ = ["ComponentWeights", "ModelInfo", "PipelineWeights", "TensorFile", "TensorRef",
+           "resolve_dtype"]
+
+
+class TensorFile(Protocol):
+    """What every weights file reads as (formats.safetensors.SafetensorsFile,
+    formats.torch_file.TorchFile, formats.gguf_file.GGUFFile): tensors by key, their numpy
+    shapes, float values (a row range of one), and the file's string metadata."""
+
+    @property
+    def path(self) -> Path: ...
+
+    @property
+    def metadata(self) -> Mapping[str, Any]: ...
+
+    def keys(self) -> list[str]: ...
+
+    def __contains__(self, key: object) -> bool: ...
+
+    def shape(self, key: str) -> tuple[int, ...]: ...
+
+    def read(self, key: str, *, rows: tuple[int, int] | None = None) -> np.ndarray: ...
+
+
+class TensorRef(NamedTuple):
+    """Where one component tensor lives: a file, its key there, optionally a row range of that
+    tensor (a slice of OpenCLIP's fused q/k/v), and the shape to give it (LDM's 1x1-conv
+    attention weights become diffusers' linear weights by dropping the trailing 1s).
+    `transposed`: the stored matrix is the transpose of the one wanted (OpenCLIP's
+    text_projection is (width, proj), transformers' Linear weight (proj, width))."""
+
+    file: TensorFile
+    key: str
+    shape: tuple[int, ...]
+    rows: tuple[int, int] | None = None
+    transposed: bool = False
+
+
+def resolve_dtype(dtype: Any) -> np.dtype | None:
+    """None (keep as stored, bf16 -> float32), or float16/float32 in any numpy spelling."""
+    if dtype is None:
+        return None
+    try:
+        resolved = np.dtype(dtype)
+    except TypeError:
+        resolved = None
+    if resolved not in (np.dtype(np.float16), np.dtype(np.float32)):
+        raise ValueError(f"dtype must be None, 'float16' or 'float32', got {dtype!r}")
+    return resolved
+
+
+class ComponentWeights(Mapping[str, np.ndarray]):
+    """One model component's tensors (UNet, VAE or text encoder) under diffusers' names, read
+    from disk only when indexed.
+
+    `weights[name]` reads that tensor from its file into a fresh numpy array each time (nothing
+    is cached): iterate, copy each array to the GPU and drop it, and peak host memory stays at
+    one tensor rather than the whole model. Floating-point tensors come back as `dtype` when the
+    loader was given one, else as stored (bfloat16, which numpy lacks, as float32). `shape(name)`
+    and `config` (the diffusers `config.json` dict) need no reads.
+    """
+
+    def __init__(self, name: str, config: dict[str, Any], refs: Mapping[str, TensorRef],
+                 *, dtype: np.dtype | None = None) -> None:
+        self.name = name
+        self.config = config
+        self.dtype = dtype
+        self._refs = dict(refs)
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        ref = self._refs.get(key)
+        if ref is None:
+            raise KeyError(f"{self.name} has no tensor {key!r}")
+        array = ref.file.read(ref.key, rows=ref.rows)
+        if ref.transposed:
+            array = np.ascontiguousarray(array.T)
+        array = array.reshape(ref.shape)
+        if self.dtype is not None and array.dtype.kind == "f":
+            array = array.astype(self.dtype, copy=False)
+        return array
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._refs)
+
+    def __len__(self) -> int:
+        return len(self._refs)
+
+    def __repr__(self) -> str:
+        return f"<ComponentWeights {self.name}: {len(self)} tensors>"
+
+    @property
+    def refs(self) -> dict[str, TensorRef]:
+        """name -> where that tensor is read from (a copy: changing it changes nothing)."""
+        return dict(self._refs)
+
+    def with_refs(self, refs: Mapping[str, TensorRef]) -> ComponentWeights:
+        """These weights' reading (name, config, dtype, a subclass's settings) over `refs`."""
+        other = copy.copy(self)
+        other._refs = dict(refs)
+        return other
+
+    def shape(self, key: str) -> tuple[int, ...]:
+        """Shape of tensor `key`, from the file header (no data is read)."""
+        return self._refs[key].shape
+
+    def source(self, key: str) -> tuple[Path, str]:
+        """(file, key in that file) tensor `key` is read from, for messages and debugging."""
+        ref = self._refs[key]
+        return ref.file.path, ref.key
+
+
+def require_keys(component: str, refs: Mapping[str, TensorRef], expected: list[str],
+                 where: str) -> dict[str, TensorRef]:
+    """`refs` restricted to `expected`; WeightsError naming `where` and the first missing key."""
+    missing = [key for key in expected if key not in refs]
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise WeightsError(f"{where}: {component} tensor {missing[0]!r} is missing{more}; the file "
+                           "is incomplete or belongs to a different model architecture")
+    return {key: refs[key] for key in expected}
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What kind of Stable Diffusion model was loaded.
+
+    family: "sd1" (CLIP ViT-L text encoder, 768-d context), "sd2" (OpenCLIP ViT-H, 1024-d;
+    SD-Turbo too), "sdxl" (CLIP ViT-L + OpenCLIP bigG, 2048-d context, pooled text embedding and
+    6 size/crop time ids; SDXL-Turbo too) or "sdxl-refiner" (OpenCLIP bigG only, 1280-d,
+    5 time ids with the aesthetic score).
+    inpainting: the UNet takes 9 input channels (latents + mask + masked-image latents).
+    prediction_type: "epsilon" or "v_prediction" (what the UNet predicts; the scheduler needs it).
+    source: "diffusers" (a pipeline folder) or "single_file" (an original LDM checkpoint).
+    turbo: an adversarially distilled 1-4 step model (SD-Turbo, SDXL-Turbo), which only its
+    name says: "turbo" in the folder's (or Hugging Face cache repository's) or the file's name,
+    or in a file's ModelSpec title/architecture; run it without guidance. A single file's
+    `scheduler_config` is then Turbo's (trailing spacing); a folder keeps its own.
+    """
+
+    family: Literal["sd1", "sd2", "sdxl", "sdxl-refiner"]
+    inpainting: bool
+    prediction_type: str
+    source: Literal["diffusers", "single_file"]
+    turbo: bool = False
+
+
+@dataclass(frozen=True)
+class PipelineWeights:
+    """Everything a Stable Diffusion pipeline loads from a model: lazy per-component weights with
+    their diffusers configs, the scheduler config, and where the tokenizer files are (None for a
+    single-file checkpoint: use the packaged CLIP vocabulary).
+
+    Text-encoder keys are transformers' `CLIPTextModel` names without the `text_model.` prefix
+    (`embeddings.token_embedding.weight`, `encoder.layers.0.self_attn.q_proj.weight`, ...),
+    whichever transformers version wrote the file.
+
+    SDXL: `text_encoder` is CLIP ViT-L (None for the refiner, which has only the second),
+    `text_encoder_2` the OpenCLIP bigG text tower as transformers' CLIPTextModelWithProjection
+    (config `architectures` ["CLIPTextModelWithProjection"], plus `text_projection.weight`),
+    `tokenizer_2_dir` its tokenizer (pads with "!"; None for a single file). `pipeline_config`
+    is model_index.json's pipeline settings (`force_zeros_for_empty_prompt`,
+    `requires_aesthetics_score`; a single file gets diffusers' values for its kind).
+    SD 1/2 models: text_encoder_2 and tokenizer_2_dir are None.
+    """
+
+    unet: ComponentWeights
+    vae: ComponentWeights
+    text_encoder: ComponentWeights | None
+    scheduler_config: dict[str, Any]
+    info: ModelInfo
+    tokenizer_dir: Path | None = None
+    text_encoder_2: ComponentWeights | None = None
+    tokenizer_2_dir: Path | None = None
+    pipeline_config: dict[str, Any] = field(default_factory=dict)
