@@ -12,14 +12,18 @@ adapter (the tests' way). wgpu-native then compiles every such shader through `l
 
 A subgroup is 32 invocations of consecutive local_invocation_index, as the generators assume:
 `subgroup_id` is index / 32, `subgroup_invocation_id` (the lane) index % 32, `subgroup_size` 32.
-Lane l holds of a result matrix (M rows x 16 columns) elements l + 32 e, e < M / 2 (row
-2 e + l / 16, column l % 16): those subgroupMatrixStore writes for it; of a left matrix (M x K)
-the K values of those rows; of a right matrix (K x 16) its column l % 16. A multiply-accumulate
-is then lane-local, 16 K products per lane and result element summed in f32: the matrix units'
-f16 products are exact in f32 and their order of summation is unspecified, so results equal
-theirs up to f32 rounding. Data crosses lanes only through memory, as the kernels move it.
-Real subgroup builtins beside the matrices (attention's subgroupShuffleXor) run on the adapter's
-own subgroups: lanes 2i and 2i + 1 share one on any subgroup size from 2 on.
+Lane l holds of a result matrix (M rows x 16 columns) the elements of rows l / 8 + 4 i
+(i < M / 4) and columns l % 8 and l % 8 + 8: those subgroupMatrixStore writes for it; of a
+left matrix (M x K) the K values of those rows; of a right matrix (K x 16) those two columns.
+A multiply-accumulate is then lane-local, K products per element summed in f32 (each lane does
+1/32 of the work, in straight-line code: llvmpipe compiles loops over a lane's elements, which
+index its private arrays at run time, three times slower). Elements are held in f32, rounded
+to the component type on load: the matrix units' f16 products are exact in f32 and their order
+of summation is unspecified, so results equal theirs up to f32 rounding. (4 rows x 2 columns a
+lane: the fewest loads, 96 a left and right pair; a column a lane took three times as long to
+compile.) Data crosses lanes only through memory, as the kernels move it. Real subgroup
+builtins beside the matrices (attention's subgroupShuffleXor) run on the adapter's own
+subgroups: lanes 2i and 2i + 1 share one on any subgroup size from 2 on.
 """
 
 from __future__ import annotations
@@ -40,7 +44,9 @@ SUBGROUP = 32
 # names): the kernels use f16 and real subgroup builtins beside the matrices.
 SHAPES = (("f16", "f32", 16, 16, 16), ("f16", "f16", 16, 16, 16))
 NEEDS = ("shader-f16", "subgroup")
-_COLUMNS = 16  # of every result and right matrix: each lane then owns one column
+_COLUMNS = 16  # of every result and right matrix
+_ROW_GROUPS = 4  # a lane's share of a result: every 4th row, 2 columns 8 apart
+_LANE_COLUMNS = 2
 _FLOATS = ("f16", "f32")
 
 _EXTENSION = "chromium_experimental_subgroup_matrix"
@@ -88,10 +94,11 @@ class _Matrix:
         if component not in _FLOATS:
             raise GpuError(f"matrix emulation: {hit.group(0)!r} has components {component}; "
                            f"it emulates {' and '.join(_FLOATS)} only")
-        if (kind != "left" and matrix.cols != _COLUMNS) or (kind != "right" and matrix.rows % 2):
+        if (kind != "left" and matrix.cols != _COLUMNS) or (
+                kind != "right" and matrix.rows % _ROW_GROUPS):
             raise GpuError(f"matrix emulation: {hit.group(0)!r} is not emulated (result and "
                            f"right matrices of {_COLUMNS} columns, left and result matrices "
-                           "of an even row count)")
+                           f"of a multiple of {_ROW_GROUPS} rows)")
         return matrix
 
     @property
@@ -101,38 +108,65 @@ class _Matrix:
     @property
     def held(self) -> int:
         """Elements each lane holds (see the module docstring)."""
-        return {"left": self.rows // 2 * self.cols, "right": self.rows,
-                "result": self.rows // 2}[self.kind]
+        return {"left": self.rows // _ROW_GROUPS * self.cols, "right": self.rows * _LANE_COLUMNS,
+                "result": self.rows // _ROW_GROUPS * _LANE_COLUMNS}[self.kind]
 
-    def walk(self) -> tuple[str, str, str, str]:
-        """(loop header, element index, row, column) of the lane's elements."""
+    def elements(self) -> Iterator[tuple[int, int, int]]:
+        """(element index, row, column) of the lane's elements, relative to its first (see
+        `base`): rows 4 apart, columns 8 apart."""
+        groups = _COLUMNS // _LANE_COLUMNS
         if self.kind == "right":
-            return f"for (var e = 0u; e < {self.rows}u; e++)", "e", "e", f"sgm_lane % {_COLUMNS}u"
-        if self.kind == "result":
-            return (f"for (var e = 0u; e < {self.held}u; e++)", "e",
-                    f"2u * e + sgm_lane / {_COLUMNS}u", f"sgm_lane % {_COLUMNS}u")
-        return (f"for (var i = 0u; i < {self.held}u; i++)", "i",
-                f"2u * (i / {self.cols}u) + sgm_lane / {_COLUMNS}u", f"i % {self.cols}u")
+            yield from ((k * _LANE_COLUMNS + j, k, groups * j)
+                        for k in range(self.rows) for j in range(_LANE_COLUMNS))
+        elif self.kind == "result":
+            yield from ((i * _LANE_COLUMNS + j, _ROW_GROUPS * i, groups * j)
+                        for i in range(self.rows // _ROW_GROUPS) for j in range(_LANE_COLUMNS))
+        else:
+            yield from ((i * self.cols + k, _ROW_GROUPS * i, k)
+                        for i in range(self.rows // _ROW_GROUPS) for k in range(self.cols))
+
+    def value(self, expression: str) -> str:
+        """`expression` as the f32 an element holds: rounded to the component type first."""
+        return f"f32({self.component}({expression}))" if self.component != "f32" \
+            else f"f32({expression})"
+
+    def base(self) -> str:
+        """The address of the lane's first element (`offset`, `row_step`, `col_step` given)."""
+        groups = _COLUMNS // _LANE_COLUMNS
+        row = "0u" if self.kind == "right" else f"sgm_lane / {groups}u * row_step"
+        col = "0u" if self.kind == "left" else f"sgm_lane % {groups}u * col_step"
+        return f"offset + {row} + {col}"
 
 
-def _address(row: str, col: str) -> str:
-    return (f"select(offset + ({row}) * stride + {col}, offset + ({col}) * stride + {row}, "
-            "col_major)")
+# Straight-line code, every element at a constant index: llvmpipe compiles a loop over a
+# lane's elements (indexing its private array at run time) many times slower.
+def _prologue(m: _Matrix) -> str:
+    return ("  let row_step = select(stride, 1u, col_major);\n"
+            "  let col_step = select(1u, stride, col_major);\n"
+            f"  let at = {m.base()};")
+
+
+def _address(row: int, col: int) -> str:
+    return f"at + {row}u * row_step + {col}u * col_step"
 
 
 def _load_fn(name: str, buffer: str, m: _Matrix) -> str:
-    loop, at, row, col = m.walk()
+    body = "\n".join(f"  m.v[{i}] = {m.value(buffer + '[' + _address(row, col) + ']')};"
+                     for i, row, col in m.elements())
     return f"""fn {name}(offset: u32, col_major: bool, stride: u32) -> {m.name} {{
+{_prologue(m)}
   var m: {m.name};
-  {loop} {{ m.v[{at}] = {m.component}({buffer}[{_address(row, col)}]); }}
+{body}
   return m;
 }}"""
 
 
 def _store_fn(name: str, buffer: str, m: _Matrix) -> str:
-    loop, at, row, col = m.walk()
+    body = "\n".join(f"  {buffer}[{_address(row, col)}] = {m.component}(value.v[{i}]);"
+                     for i, row, col in m.elements())
     return f"""fn {name}(offset: u32, value: {m.name}, col_major: bool, stride: u32) {{
-  {loop} {{ {buffer}[{_address(row, col)}] = value.v[{at}]; }}
+{_prologue(m)}
+{body}
 }}"""
 
 
@@ -141,13 +175,15 @@ def _mma_fn(name: str, a: _Matrix, b: _Matrix, c: _Matrix) -> str:
             or a.rows != c.rows or b.cols != c.cols:
         raise GpuError(f"matrix emulation: {a.name} x {b.name} into {c.name} is no product")
     k = a.cols
+    sums = []
+    for e in range(c.held):
+        i, j = divmod(e, _LANE_COLUMNS)
+        terms = " + ".join(f"a.v[{i * k + x}] * b.v[{x * _LANE_COLUMNS + j}]" for x in range(k))
+        sums.append(f"  out.v[{e}] = {c.value('c.v[' + str(e) + '] + ' + terms)};")
+    body = "\n".join(sums)
     return f"""fn {name}(a: {a.name}, b: {b.name}, c: {c.name}) -> {c.name} {{
-  var out = c;
-  for (var e = 0u; e < {c.held}u; e++) {{
-    var sum = f32(c.v[e]);
-    for (var k = 0u; k < {k}u; k++) {{ sum += f32(a.v[e * {k}u + k]) * f32(b.v[k]); }}
-    out.v[e] = {c.component}(sum);
-  }}
+  var out: {c.name};
+{body}
   return out;
 }}"""
 
@@ -308,7 +344,7 @@ def lower(source: str) -> str:
         raise GpuError(f"matrix emulation: {left.group(0)} is not emulated (loads, stores, "
                        "multiplies and zero values are)")
     code = _TYPE_RE.sub(lambda hit: _Matrix.parse(hit).name, _entry_points(_directives(code)))
-    structs = [f"struct {m.name} {{ v: array<{m.component}, {m.held}> }}"
+    structs = [f"struct {m.name} {{ v: array<f32, {m.held}> }}"
                for m in sorted(matrices, key=lambda m: m.name)]
     return "\n".join([code, "// Subgroup matrices emulated by gpucore/_matrix_emulation.py",
                       "var<private> sgm_lane: u32;", *structs, *lowering.helpers.values()])
