@@ -19,6 +19,7 @@ from gpustd.gemm import matrix_codegen as core
 from gpustd.gemm import matrix_units as sm
 from gpustd.gemm import plan as gemm_plan
 
+
 @pytest.fixture
 def device(device: gpucore.Device) -> gpucore.Device:
     """Here, the adapter's Device with subgroup matrices, emulated where it has none."""
@@ -149,6 +150,8 @@ def _skip_unless_available(device: gpucore.Device) -> None:
 def test_matches_float64_where_available(device: gpucore.Device, m: int, k: int, n: int,
                                          trans_a: bool, trans_b: bool) -> None:
     _skip_unless_available(device)
+    emulated_subset(device, (m, k, n) in ((77, 40, 33), (129, 333, 65), (64, 64, 64),
+                                          (77, 1100, 300)))
     rng = np.random.default_rng(m * n + k)
     a = rng.standard_normal((k, m) if trans_a else (m, k)).astype(np.float16)
     b = rng.standard_normal((n, k) if trans_b else (k, n)).astype(np.float16)
@@ -176,6 +179,7 @@ def test_variants_match_float64_where_available(device: gpucore.Device,
     # Ragged in every dimension, with rows 16-byte aligned so that the wide loads run.
     m, k, n = 200, 328, 184
     _skip_unless_available(device)
+    emulated_subset(device, tile in (VARIANTS[0], sm.TILES["64x160"]))
     rng = np.random.default_rng(7)
     a = rng.standard_normal((2, m, k)).astype(np.float16)
     b = rng.standard_normal((n, k)).astype(np.float16)
@@ -196,6 +200,7 @@ def test_160_wide_tiles_bounds_free_match_float64_where_available(
     """The 160-wide tiles on a product that fills them (the bounds-free kernel the UNets'
     640- and 1280-channel layers take), both layouts of B, with bias."""
     _skip_unless_available(device)
+    emulated_subset(device, False)  # 64 x 160 runs in the variants above
     m, k, n = 256, 352, 320
     tile = sm.TILES[name]
     assert sm.aligned(tile, m, n, k)
@@ -223,6 +228,7 @@ def test_row_bias_1x1_convs_match_float64_where_available(device: gpucore.Device
     from gpustd.nn.linear import conv1x1, tokens_conv1x1
 
     _skip_unless_available(device)
+    emulated_subset(device, n == 2)
     rng = np.random.default_rng(c_in * c_out + h)
     x = rng.standard_normal((n, c_in, h, w)).astype(np.float16)
     weight = rng.standard_normal((c_out, c_in, 1, 1)).astype(np.float16)
@@ -269,6 +275,7 @@ def test_parts_match_float64_and_single_products_where_available(
     """Three weights against one input in one dispatch: each result within f16 rounding of
     float64, and bit for bit the single product's on the same tile (the same kernel body)."""
     _skip_unless_available(device)
+    emulated_subset(device, False)  # 128 x 160 parts: a compile of a minute there
     rng = np.random.default_rng(m + k + n)
     x = rng.standard_normal((m, k)).astype(np.float16)
     ws = [(rng.standard_normal((n, k)) / 8).astype(np.float16) for _ in range(3)]
@@ -327,6 +334,7 @@ def test_geglu_matches_float64_where_available(device: gpucore.Device, approxima
     from gpustd.nn.linear import linear_geglu
 
     _skip_unless_available(device)
+    emulated_subset(device, approximate == "tanh" and d == 240)  # 256 x 128: over 32 KiB
     m, k = 256, 96
     rng = np.random.default_rng(11)
     x = rng.standard_normal((m, k)).astype(np.float16)
