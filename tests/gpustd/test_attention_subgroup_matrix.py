@@ -24,6 +24,7 @@ def device(device: gpucore.Device) -> gpucore.Device:
     """Here, the adapter's Device with subgroup matrices, emulated where it has none."""
     return matrix_device(device)
 
+
 PLANS = [sm.SMPlan(40, 2, 2), sm.SMPlan(64, 1, 4), sm.SMPlan(80, 1, 4), sm.SMPlan(160, 1, 2),
          sm.SMPlan(10, 1, 2, 2), sm.SMPlan(40, 1, 2, 4, prefetch=True, regs=True),
          sm.SMPlan(80, 1, 1, 8, prefetch=True, rotate=True, regs=True),
