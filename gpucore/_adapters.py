@@ -3,6 +3,7 @@ choosing one."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from dataclasses import dataclass, field
@@ -11,7 +12,7 @@ import wgpu
 from wgpu.classes import GPUAdapter
 
 from . import _runtime
-from ._errors import NoAdapterError
+from ._errors import GpuError, NoAdapterError
 from ._runtime import Adapter, MatrixConfig
 
 __all__ = ["AdapterInfo", "choose_adapter", "devices"]
@@ -61,6 +62,18 @@ class AdapterInfo:
             if (c.component, c.result, c.m, c.n, c.k) == (component, result, m, n, k):
                 return c
         return None
+
+    def with_emulated_matrices(self) -> AdapterInfo:
+        """This wgpu-native adapter reporting emulated subgroup-matrix configs: a Device opened
+        on it takes the ops' matrix-unit plans, their kernels lowered to plain WGSL
+        (gpucore._matrix_emulation; slow, for tests and as a fallback). It needs shader-f16
+        and subgroups. GPUCORE_EMULATE_MATRIX=1 does this to every such adapter."""
+        configs = _runtime.emulated_configs(self.features) if self.runtime == "wgpu" else ()
+        if not configs:
+            raise GpuError(f"{self.label} cannot emulate subgroup matrices: that needs a "
+                           "wgpu-native adapter with shader-f16 and subgroups")
+        return dataclasses.replace(self, features=self.features | {"subgroup-matrix"},
+                                   matrix_configs=configs)
 
 
 def _os_setup() -> None:

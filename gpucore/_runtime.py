@@ -28,6 +28,7 @@ from typing import Any, Protocol
 import wgpu
 from wgpu.classes import GPUAdapter, GPUAdapterInfo, GPUDevice
 
+from . import _matrix_emulation
 from ._errors import GpuError
 from ._wgsl import strip_comments
 
@@ -42,6 +43,7 @@ __all__ = [
     "adapt_source",
     "dawn_error_types",
     "dawn_toggles",
+    "emulated_configs",
     "load",
     "requested_runtime",
     "robust_requested",
@@ -98,9 +100,21 @@ class MatrixConfig:
     k: int
     min_subgroup_size: int
     max_subgroup_size: int
+    emulated: bool = False  # in plain WGSL (gpucore._matrix_emulation), not on matrix units
 
     def __str__(self) -> str:
-        return f"{self.component}->{self.result} {self.m}x{self.n}x{self.k}"
+        shape = f"{self.component}->{self.result} {self.m}x{self.n}x{self.k}"
+        return f"{shape} (emulated)" if self.emulated else shape
+
+
+def emulated_configs(features: Iterable[str]) -> tuple[MatrixConfig, ...]:
+    """The matrix configs gpucore._matrix_emulation gives an adapter with these features
+    (gpucore's names), none where it lacks one it needs."""
+    if not set(_matrix_emulation.NEEDS) <= set(features):
+        return ()
+    size = _matrix_emulation.SUBGROUP
+    return tuple(MatrixConfig(*shape, size, size, emulated=True)
+                 for shape in _matrix_emulation.SHAPES)
 
 
 class Adapter(Protocol):
@@ -138,8 +152,12 @@ class Runtime:
         return frozenset(back.get(str(n), str(n)) for n in names)
 
     def matrix_configs(self, adapter: GPUAdapter) -> tuple[MatrixConfig, ...]:
-        """The adapter's subgroup-matrix configurations (none outside Dawn)."""
-        if self.name != "dawn" or self.native_feature("subgroup-matrix") not in adapter.features:
+        """The adapter's subgroup-matrix configurations: Dawn's, or on wgpu-native the
+        emulated ones where GPUCORE_EMULATE_MATRIX asks for them (else none)."""
+        if self.name == "wgpu":
+            return (emulated_configs(self.canonical_features(adapter.features))
+                    if _matrix_emulation.requested() else ())
+        if self.native_feature("subgroup-matrix") not in adapter.features:
             return ()
         from wgpudawn.backends.dawn import extras  # type: ignore[import-not-found]
 
@@ -221,7 +239,10 @@ def adapt_source(runtime: str, source: str) -> str:
     """WGSL as `runtime`'s compiler wants it. Tint (Dawn) requires `enable subgroups;` before
     any subgroup builtin, which naga (wgpu-native) refuses as unsupported; our shaders are
     written for naga and get the directive here. It goes in front of line 1, on that line,
-    so compile errors keep their line numbers."""
+    so compile errors keep their line numbers. On wgpu-native a shader of subgroup matrices
+    is lowered to plain WGSL (gpucore._matrix_emulation), the line numbers kept too."""
+    if runtime == "wgpu" and _matrix_emulation.uses_matrices(source):
+        return _matrix_emulation.lower(source)
     if runtime != "dawn" or _ENABLE_SUBGROUPS.search(source):
         return source
     if _SUBGROUP_USE.search(strip_comments(source)):

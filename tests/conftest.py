@@ -112,6 +112,35 @@ def host_variant_on_first_adapter(device: gpucore.Device, what: str) -> None:
                     "it runs on the first adapter")
 
 
+_emulated: dict[int, gpucore.Device] = {}
+
+
+def matrix_device(device: gpucore.Device) -> gpucore.Device:
+    """`device`, or where it has no subgroup matrices but can emulate them (a wgpu-native
+    adapter with shader-f16 and subgroups: CI's lavapipe) a Device of the same adapter whose
+    matrix units are emulated in plain WGSL (gpucore/_matrix_emulation.py), opened once. The
+    matrix-unit test modules take it as their `device`, so CI checks those kernels' results."""
+    info = device.info
+    if info.matrix_configs:
+        return device
+    if info.index not in _emulated:
+        try:
+            _emulated[info.index] = gpucore.Device(info.with_emulated_matrices())
+        except gpucore.GpuError:  # no f16 or no subgroups (OpenGL): the tests skip it
+            return device
+    return _emulated[info.index]
+
+
+def emulated_subset(device: gpucore.Device, in_subset: bool) -> None:
+    """For a matrix-unit test's case: with emulated matrix units (see matrix_device) only a
+    representative subset runs, those `in_subset`; skips the rest, saying why. Each kernel
+    is a compile of seconds there, and a tile past 32 KiB of workgroup memory (lavapipe's
+    limit) cannot run; Dawn on a GPU runs every case."""
+    if not in_subset and any(c.emulated for c in device.info.matrix_configs):
+        pytest.skip("emulated matrix units run a representative subset of the cases "
+                    "(each a compile of seconds on CI's 2 cores); a GPU under Dawn runs all")
+
+
 @pytest.fixture(scope="session")
 def f16_device(device: gpucore.Device) -> gpucore.Device:
     """`device`, skipping adapters without shader-f16 (such as OpenGL)."""

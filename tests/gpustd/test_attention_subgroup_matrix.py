@@ -1,7 +1,8 @@
 """Flash attention on the matrix units (gpustd/nn/_attention_subgroup_matrix.py). Its kernels
 compile only on Dawn adapters with subgroup matrices (the GPU machine, GPUCORE_RUNTIME=dawn);
 here the generator is checked against gpucore's WGSL reader, and gpustd.nn.attention's f16
-results against float64 wherever the kernel is available."""
+results against float64 wherever the kernel is available: everywhere, on adapters with
+shader-f16 and subgroups, with the matrix units emulated (conftest.matrix_device)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,19 @@ import re
 
 import numpy as np
 import pytest
+from conftest import emulated_subset, matrix_device
 
 import gpucore
 from gpucore import _wgsl
 from gpustd import Tensor, nn
 from gpustd.nn import _attention_subgroup_matrix as sm
+
+
+@pytest.fixture
+def device(device: gpucore.Device) -> gpucore.Device:
+    """Here, the adapter's Device with subgroup matrices, emulated where it has none."""
+    return matrix_device(device)
+
 
 PLANS = [sm.SMPlan(40, 2, 2), sm.SMPlan(64, 1, 4), sm.SMPlan(80, 1, 4), sm.SMPlan(160, 1, 2),
          sm.SMPlan(10, 1, 2, 2), sm.SMPlan(40, 1, 2, 4, prefetch=True, regs=True),
@@ -92,6 +101,7 @@ def test_matches_float64_where_available(device: gpucore.Device,
                                          shape: tuple[int, ...]) -> None:
     if not sm.available(device):
         pytest.skip(f"{device.info.label} has no f16 subgroup matrices (Dawn on a GPU has)")
+    emulated_subset(device, shape in ((1, 2, 77, 77, 40), (1, 1, 70, 300, 16)))
     b, h, lq, lk, d = shape
     q, k, v = _inputs(shape, seed=lq * lk + d)
     scale = 0.7 / math.sqrt(d)
@@ -121,6 +131,7 @@ def test_every_plan_matches_float64_where_available(device: gpucore.Device,
         pytest.skip(f"{device.info.label} has no f16 subgroup matrices (Dawn on a GPU has)")
     if plan.shared_bytes() > device.limits["max-compute-workgroup-storage-size"]:
         pytest.skip(f"{plan.name} needs more workgroup memory than {device.info.label} has")
+    emulated_subset(device, plan in (PLANS[4], PLANS[5]))
     shape = (2, 1, plan.bq + 5, 3 * plan.bk + 7, plan.d)
     q, k, v = _inputs(shape, seed=plan.d)
     expected = _reference(q, k, v, 1 / math.sqrt(plan.d))

@@ -1,12 +1,14 @@
 """The f16 implicit-GEMM conv2d on the matrix units (gpustd/nn/_conv_subgroup_matrix.py).
 Its kernels compile only on Dawn adapters with subgroup matrices (GPUCORE_RUNTIME=dawn on the
 GPU machine); here the generated WGSL is checked against gpucore's reader, and results against
-torch's float64 conv2d on the CPU wherever the kernel is available."""
+torch's float64 conv2d on the CPU wherever the kernel is available: everywhere, on adapters
+with shader-f16 and subgroups, with the matrix units emulated (conftest.matrix_device)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import emulated_subset, matrix_device
 
 import gpucore
 from gpucore import _wgsl
@@ -14,6 +16,12 @@ from gpustd import Tensor
 from gpustd.gemm import matrix_units as sm
 from gpustd.nn import _conv_subgroup_matrix as csm
 from gpustd.nn import conv2d
+
+
+@pytest.fixture
+def device(device: gpucore.Device) -> gpucore.Device:
+    """Here, the adapter's Device with subgroup matrices, emulated where it has none."""
+    return matrix_device(device)
 
 
 @pytest.mark.parametrize("tile", csm.CONV_TILES.values(), ids=lambda t: t.name)
@@ -99,6 +107,7 @@ def test_matches_torch_float64_where_available(device: gpucore.Device, case: tup
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     if not sm.available(device):
         pytest.skip(f"{device.info.label} has no f16 subgroup matrices (Dawn on a GPU has)")
+    emulated_subset(device, case in (CASES[0], CASES[2]))
     n, c_in, h, w, c_out, k, stride, padding, dilation, has_bias, add_kind = case
     calls = []
 
@@ -150,6 +159,7 @@ def test_every_tile_matches_torch_where_available(device: gpucore.Device,
                                                   tile: sm.MatrixTile) -> None:
     if not sm.available(device):
         pytest.skip(f"{device.info.label} has no f16 subgroup matrices (Dawn on a GPU has)")
+    emulated_subset(device, tile in (csm.CONV_TILES["32x32"], csm.CONV_TILES["64x64"]))
     rng = np.random.default_rng(11)
     x = rng.standard_normal((2, 24, 21, 18)).astype(np.float16)
     weight = (rng.standard_normal((150, 24, 3, 3)) / 15).astype(np.float16)
@@ -267,6 +277,7 @@ def test_split_k_matches_torch_float64_where_available(device: gpucore.Device, s
                                                        ) -> None:
     if not sm.available(device):
         pytest.skip(f"{device.info.label} has no f16 subgroup matrices (Dawn on a GPU has)")
+    emulated_subset(device, shape in (SPLIT_CASES[0][0], SPLIT_CASES[4][0]))
     n, c_in, h, w, c_out, k = shape[:6]
     bounds_free = c_out % 64 == 0 and n * h * w % 64 == 0 and c_in * k * k % 32 == 0
     assert csm.aligned(csm.CONV_TILES["64x64"], c_out, n * h * w, c_in * k * k) == bounds_free

@@ -3,7 +3,8 @@ gpustd/nn/_conv_matrix_tuning.py): shape classes, candidates, registration and t
 (the dispatchers hand the kernels the tuner's tile) run everywhere (nothing compiles);
 the promise that every candidate computes the default's result bit for bit, and that tuning
 never changes matmul's or conv2d's result, runs on Dawn adapters with subgroup matrices (the
-GPU machine, GPUCORE_RUNTIME=dawn) and skips elsewhere."""
+GPU machine, GPUCORE_RUNTIME=dawn), and for the conv candidates of one shape on adapters with
+shader-f16 and subgroups, with the matrix units emulated (conftest.matrix_device)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import checkout_env
+from conftest import checkout_env, emulated_subset, matrix_device
 from support import ROOT
 
 import gpucore
@@ -28,6 +29,12 @@ from gpustd.nn import _conv_subgroup_matrix as conv_matrix
 from gpustd.nn import conv2d
 
 pytestmark = pytest.mark.usefixtures("cache_home")  # conftest: private cache, tuning off
+
+
+@pytest.fixture
+def device(device: gpucore.Device) -> gpucore.Device:
+    """Here, the adapter's Device with subgroup matrices, emulated where it has none."""
+    return matrix_device(device)
 
 
 def fake_device(storage: int = 48 * 1024, grid: int = 65535) -> Any:
@@ -231,6 +238,7 @@ GEMM_CASES = [  # m, k, n, batch, trans_a, trans_b: K not a multiple of 32 (BK 1
 def test_every_gemm_candidate_is_bitwise_the_default(device: gpucore.Device,
                                                      case: tuple) -> None:
     skip_unless_available(device)
+    emulated_subset(device, False)  # a minute of compiles there; the conv candidates run
     m, k, n, batch, trans_a, trans_b = case
     rng = np.random.default_rng(m + k)
     a_np = rng.standard_normal((batch, k, m) if trans_a else (batch, m, k)).astype(np.float16)
@@ -268,6 +276,7 @@ CONV_CASES = [  # n, c_in, h, w, c_out, stride: K = 36 and 333, neither a multip
 def test_every_conv_candidate_is_bitwise_the_default(device: gpucore.Device,
                                                      case: tuple) -> None:
     skip_unless_available(device)
+    emulated_subset(device, case == CONV_CASES[0])
     torch = pytest.importorskip("torch")
     n, c_in, h, w, c_out, stride = case
     rng = np.random.default_rng(c_in)
@@ -300,6 +309,7 @@ def test_tuning_changes_no_bits_of_matmul_or_conv2d(device: gpucore.Device,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """Tuned on first use, then each candidate forced as the cached winner: the same bits."""
     skip_unless_available(device)
+    emulated_subset(device, False)  # every candidate of both ops: a minute of compiles there
     monkeypatch.setattr(conv_matrix, "MIN_TILES", 0)  # a small conv takes the matrix kernel
     rng = np.random.default_rng(5)
     a = Tensor.from_numpy(rng.standard_normal((3, 97, 72)).astype(np.float16), device=device)
