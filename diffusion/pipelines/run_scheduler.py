@@ -17,6 +17,7 @@ from ..noise.rng import make_generator
 from ..schedulers import scheduler_from_config
 from ..upscalers.interpolation import HiresFix
 from . import sampling
+from .guidance import combine
 from .observer import Observer
 from .prepare import InpaintInputs, Pass, hires_latents
 from .refiner import cutoff
@@ -127,7 +128,7 @@ def denoise(latents: np.ndarray, unet: sampling.GuidedUNet, timesteps: np.ndarra
             cfg_pp: bool = False) -> np.ndarray:
     """The diffusers pipelines' loop: guidance on the UNet's outputs, then the scheduler's
     step; step i uses the conditioning of WebUI step i (prompt editing), with the WebUI's
-    samplers the AND parts' guidance on the noise (`sampling.combine`). `cfg_pp`: the
+    samplers the AND parts' guidance on the noise (`guidance.combine`). `cfg_pp`: the
     WebUI's DDIM CFG++ (guidance scale / 12.5 for x0, the unconditional noise for the
     direction). `after_step(i, latents)` -> latents: inpainting's blend."""
     for i, t in enumerate(timesteps):
@@ -136,13 +137,13 @@ def denoise(latents: np.ndarray, unet: sampling.GuidedUNet, timesteps: np.ndarra
             model_in = np.concatenate([model_in, extra], axis=1)
         uncond, out = unet(model_in, float(t), i)
         if cfg_pp:  # x0 from guidance at scale / 12.5, the way back from the uncond noise
-            guided = out if uncond is None else sampling.combine(uncond, out, unet.weights,
+            guided = out if uncond is None else combine(uncond, out, unet.weights,
                                                                  cfg_scale / 12.5)
             latents = scheduler.step(guided, t, latents, generator=generator,
                                      direction_output=out if uncond is None else uncond)
         else:
             if uncond is not None:
-                out = sampling.combine(uncond, out, unet.weights, cfg_scale)
+                out = combine(uncond, out, unet.weights, cfg_scale)
             latents = scheduler.step(out, t, latents, generator=generator)
         if after_step is not None:
             latents = after_step(i, latents)

@@ -33,6 +33,7 @@ from ..noise.image_noise import ImageNoise
 from ..samplers import registry, schedules
 from ..samplers.brownian import BrownianTreeNoise
 from ..samplers.denoiser import DiscreteSchedule
+from .guidance import Weights, combine, part_rows
 
 __all__ = ["DIFFUSERS", "AddedContext", "CFGDenoiser", "Contexts", "GuidedUNet",
            "SamplerOptions", "SamplingPlan", "Weights", "combine", "part_rows", "plan",
@@ -67,39 +68,6 @@ Context = Tensor | AddedContext
 # with Weights, cond has a row per prompt part: (sum of the parts, L, D)
 Contexts = Callable[[int], tuple[Context | None, Context]]
 UNet = Callable[..., Tensor]
-# per image of the batch, the guidance weights of its prompt's AND parts, whose cond rows
-# follow one another image by image (the WebUI's conds_list, row indexes implied)
-Weights = tuple[tuple[float, ...], ...]
-
-
-def combine(uncond: np.ndarray, cond: np.ndarray, weights: Weights | None,
-            cfg_scale: float) -> np.ndarray:
-    """Classifier-free guidance of uncond (B, ...) by cond: without `weights` (one row per
-    image) uncond + (cond - uncond) * cfg_scale; with them (cond's rows the images' parts)
-    each image's uncond plus (cond_part - uncond) * (weight * cfg_scale) for each of its
-    parts in order: the WebUI's `CFGDenoiser.combine_denoised`, in its order of operations.
-    Applies to x0 predictions (k-diffusion) and to noise predictions (timestep samplers)."""
-    if weights is None:
-        return uncond + (cond - uncond) * cfg_scale
-    if len(weights) != len(uncond) or sum(map(len, weights)) != len(cond):
-        raise ValueError(f"weights for {len(weights)} images with "
-                         f"{sum(map(len, weights))} parts do not fit {len(uncond)} uncond "
-                         f"and {len(cond)} cond rows")
-    guided = uncond.copy()
-    row = 0
-    for image, parts in enumerate(weights):
-        for weight in parts:
-            guided[image] += (cond[row] - uncond[image]) * (weight * cfg_scale)
-            row += 1
-    return guided
-
-
-def part_rows(x: np.ndarray, weights: Weights | None) -> np.ndarray:
-    """x (B, ...) with image i's row repeated once per AND part of its prompt, the rows of
-    cond that `combine` takes (x itself without `weights`)."""
-    return x if weights is None else np.repeat(x, [len(parts) for parts in weights], axis=0)
-
-
 def sampler_label(name: str) -> str:
     """`name` as the WebUI spells it: a sampler label ("dpmpp_2m" -> "DPM++ 2M"), an old
     combined name with its schedule type ("dpm++ 2m karras" -> "DPM++ 2M Karras"), or
