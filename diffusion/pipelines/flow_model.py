@@ -74,6 +74,10 @@ class FlowModel:
         return self.pipe.vae
 
     @property
+    def scheduler_config(self) -> dict[str, Any]:
+        return dict(self.pipe.scheduler_config)
+
+    @property
     def transformer(self) -> Any:
         return self.pipe.transformer
 
@@ -222,10 +226,12 @@ class FlowModel:
                          callback=observer.step, output_type="latent",
                          **self._guidance(request), **images)
 
-    def _flow(self, request: GenerationRequest, prompts: list[str], width: int,
-              height: int) -> tuple[Callable[[np.ndarray, float], np.ndarray], tuple[int, ...],
-                                    float | None]:
-        """The guided flow; FLUX with CFG above 1: the negative prompt's flow combined in."""
+    def guided_flow(self, request: GenerationRequest, prompts: list[str], width: int,
+                    height: int) -> tuple[Callable[[np.ndarray, float], np.ndarray],
+                                          tuple[int, ...], float | None]:
+        """The guided flow of `prompts` at width x height, its latents' shape and the
+        schedule's mu; FLUX with CFG above 1: the negative prompt's flow combined in (true
+        CFG, guidance.combine), SD3's CFG inside its velocity."""
         size = {"height": height, "width": width}
         flow, shape, mu = self.pipe.velocity(prompts, **size, **self._guidance(request))
         cfg = float(request.cfg_scale)
@@ -242,7 +248,7 @@ class FlowModel:
 
     def _webui(self, request: GenerationRequest, label: str, prompts: list[str],
                seeds: list[int], width: int, height: int, observer: Observer) -> np.ndarray:
-        flow, shape, mu = self._flow(request, prompts, width, height)
+        flow, shape, mu = self.guided_flow(request, prompts, width, height)
         sigmas = flow_sigmas(int(request.steps), self.pipe.scheduler_config, mu)
         init = keep = None
         if request.init_image is not None:

@@ -1,10 +1,11 @@
-"""`StableDiffusion`: an SD 1.x/2.x model and `generate(request)`, txt2img / img2img / inpaint
-as numbered steps (1. the request ... 4. denoising ... 5. decode).
+"""`StableDiffusion`: an SD 1.x/2.x model and `generate(request)`, txt2img / img2img / inpaint:
+the sequence every family runs (diffusion.pipelines.generation) with this family's part, its
+checks (`check`), denoising (`denoise`) and decode (`decode`).
 
 The denoising itself is `run_kdiffusion` (the WebUI's samplers) or `run_scheduler` (diffusers'
-loop), both starting from `prepare`'s inputs. The models run on the GPU (gpustd); the sampler
-math runs in numpy float64 on latents that are a few hundred KiB, so each step is: upload
-latents, one UNet pass, read the prediction.
+loop), both starting from `prepare`'s inputs and seeing only the model's `unet_parts()`. The
+models run on the GPU (gpustd); the sampler math runs in numpy float64 on latents that are a
+few hundred KiB, so each step is: upload latents, one UNet pass, read the prediction.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from .. import samplers
 from ..loaders.vae_file import vae_hash, vae_name
 from ..models import AutoencoderKL, CLIPTextModel, UNet2DConditionModel
 from ..models.tiled_vae import vae_decode, vae_encode
-from ..noise.rng import TorchCPUGenerator
 from ..samplers.denoiser import DiscreteSchedule
 from ..schedulers import get_scheduler, scheduler_from_config
 from ..text import conditioning
@@ -44,10 +44,9 @@ from .request import GenerationRequest
 from .run_kdiffusion import WebUISeeds, run_kdiffusion
 from .run_scheduler import run_scheduler
 from .sampling import DIFFUSERS
+from .unet_model import Generator, UNetParts
 
 __all__ = ["GenerationRequest", "GenerationResult", "SamplingDefaults", "StableDiffusion"]
-
-Generator = np.random.Generator | TorchCPUGenerator  # what `standard_normal` is drawn from
 
 
 class StableDiffusion:
@@ -199,6 +198,12 @@ class StableDiffusion:
         return HandOff(unet, lambda: other._guided(replace(r, refiner=None, control=()), steps,
                                                    discrete=discrete), r.switch_at, discrete)
 
+    def unet_parts(self) -> UNetParts:
+        """What the UNet loops (run_kdiffusion, run_scheduler) need of this model."""
+        return UNetParts(self.scheduler_config, self.is_sdxl, self.vae_scale_factor,
+                         self.latent_channels, self.is_inpainting_model, self._guided,
+                         self._encode, self._decode)
+
     def _embedding_lookup(self) -> EmbeddingFinder | None:
         if self.embeddings is None:
             return None
@@ -238,7 +243,8 @@ class StableDiffusion:
         if self.memory is not None:
             self.memory.release()
             self.memory = None  # a plan refused below leaves none in effect
-        self.memory = MemoryPlan(self, mode) if mode else None
+        self.memory = MemoryPlan(self, mode, text_capture=self._text_capture,
+                                 unet_capture=self._unet_capture) if mode else None
 
     # -- pipelines --------------------------------------------------------------------
     def generate(self, request: GenerationRequest | str | None = None, /, *,
@@ -300,8 +306,9 @@ class StableDiffusion:
             r = replace(r, cfg_pp=info.needs_uncond)
         # 2. denoising
         fields: dict[str, Any] = {"clip_skip": r.clip_skip}
+        parts = self.unet_parts()
         if scheduler is not None:
-            latents = run_scheduler(self, r, scheduler, request.init_image, request.mask,
+            latents = run_scheduler(parts, r, scheduler, request.init_image, request.mask,
                                     observer, webui=label != DIFFUSERS, hires=request.hires)
             seeds = [seed] * r.batch_size
         else:
@@ -314,7 +321,7 @@ class StableDiffusion:
                                            request.subseed_strength,
                                            request.eta_noise_seed_delta, resize)
             latents, extra = run_kdiffusion(
-                self, r, label, schedule, request.init_image, request.mask, observer,
+                parts, r, label, schedule, request.init_image, request.mask, observer,
                 seeds=image_seeds, hires=request.hires,
                 options=request.sampler_options or sampling.SamplerOptions())
             if request.seed_resize_from is not None:
