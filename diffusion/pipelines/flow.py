@@ -21,6 +21,7 @@ from ..models.tiled_vae import vae_encode
 from ..models.vae import AutoencoderKL
 from ..noise.rng import RNG_SOURCES
 from .prepare import to_mask, to_unit_image
+from .scheduler_loop import scheduler_loop
 
 __all__ = ["FlowStart", "StepCallback", "check_call", "decode", "encode_image", "load_parts",
            "run_euler"]
@@ -154,10 +155,7 @@ def run_euler(vae: Any, scheduler: Any, shape: tuple[int, ...], flow: Callable[.
     the latents ("latent") or the decoded pictures."""
     start = FlowStart(vae, scheduler, shape, generator=generator, latents=latents, image=image,
                       mask=mask, strength=strength)
-    x = start.latents
-    for i, t in enumerate(start.timesteps):
-        x = scheduler.step(flow(x, t), t, x).astype(np.float32)
-        x = start.blend(x, i)
-        if callback is not None and callback(i + 1, len(start.timesteps), x) is False:
-            break
+    x = scheduler_loop(start.latents, start.timesteps, scheduler,
+                       lambda x, t, i: (flow(x, t), None), dtype=np.float32,
+                       after_step=lambda i, x: start.blend(x, i), callback=callback)
     return x if output_type == "latent" else decode(vae, x, device)

@@ -12,8 +12,9 @@ size. The size is rounded down to whole 2x2 latent patches (16 pixels).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -25,10 +26,29 @@ from .observer import Observer
 from .prepare import to_unit_image
 from .request import GenerationRequest
 
-__all__ = ["hires_size", "run_hires"]
+__all__ = ["FlowPasses", "hires_size", "run_hires"]
+
+Flow = Callable[[np.ndarray, float], np.ndarray]
 
 
-def hires_size(model: Any, request: GenerationRequest, width: int, height: int
+class FlowPasses(Protocol):
+    """What the hires pass needs of a flow model (a FlowModel): its VAE and latent scale, its
+    scheduler config, and its guided flow for a request at a size."""
+
+    @property
+    def vae(self) -> Any: ...
+
+    @property
+    def vae_scale_factor(self) -> int: ...
+
+    @property
+    def scheduler_config(self) -> dict[str, Any]: ...
+
+    def guided_flow(self, request: GenerationRequest, prompts: list[str], width: int,
+                    height: int) -> tuple[Flow, tuple[int, ...], float | None]: ...
+
+
+def hires_size(model: FlowPasses, request: GenerationRequest, width: int, height: int
                ) -> tuple[int, int]:
     """The second pass's (width, height): the hires target in whole 2x2 latent patches."""
     multiple = 2 * model.vae_scale_factor
@@ -39,16 +59,16 @@ def hires_size(model: Any, request: GenerationRequest, width: int, height: int
     return w // multiple * multiple, h // multiple * multiple
 
 
-def run_hires(model: Any, request: GenerationRequest, label: str, prompts: list[str],
+def run_hires(model: FlowPasses, request: GenerationRequest, label: str, prompts: list[str],
               seeds: list[int], latents: np.ndarray, width: int, height: int,
               observer: Observer, options: dict[str, Any]) -> np.ndarray:
     """The final latents of the hires pass that follows the first pass's `latents` (made at
-    width x height) of `model` (a FlowModel) with WebUI sampler `label`."""
+    width x height) of `model` with WebUI sampler `label`."""
     hires = request.hires
     assert hires is not None
     w, h = hires_size(model, request, width, height)
     scale = model.vae_scale_factor
-    vae = model.pipe.vae  # the first pass's decodes, the hires modules' VAE encodes
+    vae = model.vae  # the first pass's decodes, the hires modules' VAE encodes
     second_vae = getattr(request.hires_modules, "vae", None)
     second_vae = vae if second_vae is None else second_vae
     # 1. where the second pass starts: enlarged to cover the target, cropped to it
@@ -67,9 +87,9 @@ def run_hires(model: Any, request: GenerationRequest, label: str, prompts: list[
     # 2. the stretched schedule at the new size, its last `steps` from the upscaled latents,
     # FLUX dev guided by the hires pass's own distilled CFG (Forge's hr_distilled_cfg)
     second = replace(request, distilled_cfg_scale=request.hr_distilled_cfg)
-    flow, shape, mu = model._flow(second, prompts, w, h)
+    flow, shape, mu = model.guided_flow(second, prompts, w, h)
     steps, total = hires.schedule_steps(int(request.steps))
-    sigmas = flow_sigmas(total, model.pipe.scheduler_config, mu)
+    sigmas = flow_sigmas(total, model.scheduler_config, mu)
     return sample_flow(flow, label, sigmas, seeds=seeds, rng=request.rng, shape=shape,
                        init_latents=start.astype(np.float32), t_enc=steps - 1,
                        options=options, callback=observer.step)

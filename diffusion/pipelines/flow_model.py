@@ -22,7 +22,6 @@ from typing import Any
 
 import numpy as np
 
-from ..lora import LORA_TAGS, LoraManager, lora_hashes, lora_uses
 from ..noise.rng import make_generator
 from ..samplers.registry import lookup
 from ..text.composable import refuse_composable
@@ -31,11 +30,12 @@ from .contract import Capabilities, GenerationResult, Placement, SamplingDefault
 from .flow import decode, encode_image
 from .flow_hires import run_hires
 from .flow_sampling import FLOW_SAMPLERS, FLOW_SCHEDULES, flow_sigmas, sample_flow
-from .inpaint_plan import InpaintPlan
+from .generation import Denoised, PromptLoras, generate
+from .guidance import combine
 from .masked_content import latent_content
-from .observer import Observer, Progress, StepCallback, from_callbacks
+from .observer import Observer, Progress, StepCallback
 from .prepare import latent_mask, to_unit_image
-from .request import GenerationRequest, as_request, hires_fix
+from .request import GenerationRequest
 from .sampling import DIFFUSERS
 
 __all__ = ["FLOW_DEFAULTS", "FlowModel"]
@@ -57,6 +57,7 @@ class FlowModel:
 
     # T5 tokens per prompt; None: the pipeline's (diffusers': FLUX 512, SD3 256)
     max_sequence_length: int | None = None
+    diffusers_loras = True  # the prompt's LoRAs apply to every sampler
 
     def __init__(self, pipe: Any, *, family: str, name: str = "model",
                  defaults: SamplingDefaults | None = None, modules: Sequence[str] = ()) -> None:
@@ -66,11 +67,15 @@ class FlowModel:
         self.lora_dir: str | os.PathLike[str] | None = None
         self.embeddings: Any = None
         self.vae_path: str | os.PathLike[str] | None = None
-        self._loras: LoraManager | None = None
+        self.loras = PromptLoras(self.lora_targets)
 
     @property
     def vae(self) -> Any:
         return self.pipe.vae
+
+    @property
+    def scheduler_config(self) -> dict[str, Any]:
+        return dict(self.pipe.scheduler_config)
 
     @property
     def transformer(self) -> Any:
@@ -132,32 +137,31 @@ class FlowModel:
                  observer: Observer | None = None, progress: Progress | None = None,
                  on_step: StepCallback | None = None, **settings: Any) -> GenerationResult:
         """Run `request` (txt2img, img2img or inpaint): the pictures, their seeds and the
-        settings that made them, as `StableDiffusion.generate`."""
-        # 1. the request, and what this family does not take
-        request = as_request(request, settings)
-        observer = from_callbacks(observer, progress, on_step)
-        self.capabilities.refuse(request)
-        prompt, networks = extract_extra_networks(request.prompt)
-        if request.sampler_label[0] != DIFFUSERS:  # diffusers reads AND as a word
-            refuse_composable(prompt, f"{self.family} models")
-        loras = self._activate_loras(networks)
-        seed = int(request.seed) if request.seed not in (None, -1) else int(
-            np.random.default_rng().integers(2**32))
-        width = int(request.width or self.native_size)
-        height = int(request.height or self.native_size)
+        settings that made them, as `StableDiffusion.generate` (the sequence is
+        diffusion.pipelines.generation's; this family's part follows)."""
+        return generate(self, request, settings, observer=observer, progress=progress,
+                        on_step=on_step)
+
+    def check(self, request: GenerationRequest, width: int, height: int) -> None:
+        """Plain-text prompts (AND only with "diffusers", which reads it as a word); sides in
+        whole 2x2 latent patches."""
+        if request.sampler_label[0] != DIFFUSERS:
+            refuse_composable(extract_extra_networks(request.prompt)[0],
+                              f"{self.family} models")
         multiple = 2 * self.vae_scale_factor  # 2x2 latent patches
         for name, side in (("width", width), ("height", height)):
             if side % multiple:
                 raise ValueError(f"{name} must be a multiple of {multiple} for {self.family} "
                                  f"models (2x2 patches of latents), got {side}; try "
                                  f"{max(multiple, side // multiple * multiple)}")
-        plan = InpaintPlan.make(request, width, height)  # blur, Only masked, masked content
-        request = plan.request
+
+    def denoise(self, request: GenerationRequest, seed: int, width: int, height: int,
+                observer: Observer) -> Denoised:
+        """Diffusers' loop, or a WebUI sampler over the Simple schedule (then the hires
+        pass where asked); Forge's infotext fields."""
         label = request.sampler_label[0]
         batch = int(request.batch_size)
-        prompts = [prompt] * batch
-        distilled = float(request.distilled_cfg_scale)
-        # 2. denoising: diffusers' loop, or a WebUI sampler over the Simple schedule
+        prompts = [extract_extra_networks(request.prompt)[0]] * batch
         if label == DIFFUSERS:
             latents = self._diffusers(request, prompts, seed, width, height, observer)
             seeds = [seed] * batch
@@ -167,51 +171,36 @@ class FlowModel:
             if request.hires is not None:
                 latents = run_hires(self, request, label, prompts, seeds, latents, width,
                                     height, observer, _options(request, label))
-        # 3. decode, 4. what made them (Forge's infotext)
-        vae = getattr(request.hires_modules, "vae", None)  # the hires pass's (flow_hires)
+        fields: dict[str, Any] = dict(
+            scheduler=None if label == DIFFUSERS else "Simple",
+            distilled_cfg_scale=float(request.distilled_cfg_scale) if self.distilled else None,
+            seeds=seeds, clip_skip=0, modules=self.modules)
+        if label != DIFFUSERS:
+            fields.update(_sampler_fields(request, label))
+        if request.hires is not None and self.distilled:
+            # Forge writes it where the model takes a distilled CFG
+            fields["hires_distilled_cfg"] = float(request.hr_distilled_cfg)
+        return Denoised(latents, seeds, fields)
+
+    def decode(self, latents: np.ndarray, request: GenerationRequest) -> list[np.ndarray]:
+        """The pictures, by the hires pass's VAE where its modules hold one (flow_hires)."""
+        vae = getattr(request.hires_modules, "vae", None)
         vae = self.pipe.vae if vae is None else vae
         pictures = decode(vae, latents, vae.decoder.conv_in.weight.device)
-        images = [np.round(p * 255).astype(np.uint8) for p in pictures]
-        images = plan.finish(images, overlay=label != DIFFUSERS)  # laid back, as Forge
-        settings_out: dict[str, Any] = dict(
-            mode=request.mode, prompt=request.prompt, negative_prompt=request.negative_prompt,
-            steps=int(request.steps), sampler=label,
-            scheduler=None if label == DIFFUSERS else "Simple",
-            cfg_scale=float(request.cfg_scale),
-            distilled_cfg_scale=distilled if self.distilled else None, seed=seed, seeds=seeds,
-            width=width, height=height, batch_size=batch, clip_skip=0, model=self.name,
-            rng=request.rng, modules=self.modules)
-        if label != DIFFUSERS:
-            settings_out.update(_sampler_fields(request, label))
-        if request.init_image is not None:
-            settings_out.update(strength=float(request.strength), **plan.settings)
-        if request.hires is not None:
-            settings_out.update(hires_fix(request.hires, request.hires_modules))
-            if self.distilled:  # Forge writes it where the model takes a distilled CFG
-                settings_out["hires_distilled_cfg"] = float(request.hr_distilled_cfg)
-        if loras:
-            settings_out["lora_hashes"] = loras
-        return GenerationResult(images=images, seeds=seeds, settings=settings_out)
+        return [np.round(p * 255).astype(np.uint8) for p in pictures]
+
+    def lora_targets(self) -> Any:
+        """What the prompt's LoRAs patch: the transformer (kohya's BFL / Stability names,
+        diffusers') and the CLIP text encoders."""
+        pipe = self.pipe
+        encoders = ({"text_encoder": pipe.clips[0][0], "text_encoder_2": pipe.clips[1][0]}
+                    if self.family == "sd3" else {"text_encoder": pipe.text_encoder})
+        return SimpleNamespace(unet=pipe.transformer, transformer=pipe.transformer, **encoders)
 
     def _activate_loras(self, networks: list[Any]) -> str | None:
-        """Patch in exactly the LoRAs the prompt's tags name (kohya's BFL / Stability names,
-        diffusers'), removing earlier ones; the infotext's "Lora hashes", None for none.
-        Every sampler runs with them ("diffusers" too)."""
-        wanted = [tag for tag in networks if tag.kind in LORA_TAGS]
-        if wanted and self.lora_dir is None:
-            raise ValueError(f"the prompt names <{wanted[0].kind}:{wanted[0].name}> but no LoRA "
-                             "folder is set: pass --lora-dir DIR (model.lora_dir in Python)")
-        if not wanted and self._loras is None:
-            return None
-        if self._loras is None:
-            pipe = self.pipe
-            encoders = ({"text_encoder": pipe.clips[0][0], "text_encoder_2": pipe.clips[1][0]}
-                        if self.family == "sd3" else {"text_encoder": pipe.text_encoder})
-            self._loras = LoraManager(SimpleNamespace(
-                unet=pipe.transformer, transformer=pipe.transformer, **encoders))
-        uses = lora_uses(wanted, self.lora_dir, load=self._loras.load) if wanted else []
-        self._loras.set(uses)
-        return lora_hashes(uses) or None
+        """Patch in exactly the LoRAs the prompt's tags `networks` name (every sampler runs
+        with them, "diffusers" too); the infotext's "Lora hashes", None for none."""
+        return self.loras.activate(networks, self.lora_dir)
 
     def _guidance(self, request: GenerationRequest) -> dict[str, Any]:
         """The pipeline's guidance keywords (FLUX's distilled scale, SD3's CFG), and the T5
@@ -237,10 +226,12 @@ class FlowModel:
                          callback=observer.step, output_type="latent",
                          **self._guidance(request), **images)
 
-    def _flow(self, request: GenerationRequest, prompts: list[str], width: int,
-              height: int) -> tuple[Callable[[np.ndarray, float], np.ndarray], tuple[int, ...],
-                                    float | None]:
-        """The guided flow; FLUX with CFG above 1: the negative prompt's flow combined in."""
+    def guided_flow(self, request: GenerationRequest, prompts: list[str], width: int,
+                    height: int) -> tuple[Callable[[np.ndarray, float], np.ndarray],
+                                          tuple[int, ...], float | None]:
+        """The guided flow of `prompts` at width x height, its latents' shape and the
+        schedule's mu; FLUX with CFG above 1: the negative prompt's flow combined in (true
+        CFG, guidance.combine), SD3's CFG inside its velocity."""
         size = {"height": height, "width": width}
         flow, shape, mu = self.pipe.velocity(prompts, **size, **self._guidance(request))
         cfg = float(request.cfg_scale)
@@ -251,13 +242,13 @@ class FlowModel:
 
         def guided(x: np.ndarray, t: float) -> np.ndarray:
             uncond = negative(x, t)
-            return uncond + np.float32(cfg) * (flow(x, t) - uncond)
+            return combine(uncond, flow(x, t), None, np.float32(cfg))
 
         return guided, shape, mu
 
     def _webui(self, request: GenerationRequest, label: str, prompts: list[str],
                seeds: list[int], width: int, height: int, observer: Observer) -> np.ndarray:
-        flow, shape, mu = self._flow(request, prompts, width, height)
+        flow, shape, mu = self.guided_flow(request, prompts, width, height)
         sigmas = flow_sigmas(int(request.steps), self.pipe.scheduler_config, mu)
         init = keep = None
         if request.init_image is not None:

@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
 from ..noise.image_noise import ImageNoise
 from ..samplers import Sampler, sample_dpmpp_2m, sample_euler, sample_euler_ancestral_rf
+from ..samplers.registry import lookup
+from . import sampling
 
 __all__ = ["FLOW_SAMPLERS", "FLOW_SCHEDULES", "flow_sigmas", "sample_flow"]
 
@@ -80,22 +83,19 @@ def sample_flow(flow: Flow, sampler: str, sigmas: np.ndarray, *, seeds: list[int
     x = first * sigma0 if init_latents is None else (
         sigma0 * first + (1 - sigma0) * init_latents.astype(np.float64))
 
-    # 3. the x0 prediction of the flow (inpaint: the init image's outside the mask)
-    def denoise(x: np.ndarray, sigma: float) -> np.ndarray:
-        velocity = flow(x.astype(np.float32), sigma * 1000).astype(np.float64)
-        denoised = x - sigma * velocity
-        if keep is not None and init_latents is not None:
-            denoised = keep * init_latents + (1 - keep) * denoised
-        return denoised
-
+    # 3. the sampler on the flow's x0 prediction (inpaint: the init image's outside the
+    # mask), through the WebUI samplers' one entry
     total = len(sigmas) - 1
 
     def step(i: int, latents: np.ndarray) -> bool | None:
         return None if callback is None else callback(i + 1, total, latents)
 
-    x = FLOW_SAMPLERS[sampler](denoise, x, sigmas, noise=noise.sampler, callback=step,
-                               **options)
+    info = replace(lookup(sampler), function=FLOW_SAMPLERS[sampler])
+    plan = sampling.SamplingPlan(info=info, schedule_label="Simple", sigmas=sigmas,
+                                 img2img=init_latents is not None)
+    model = sampling.FlowDenoiser(flow, keep=keep, init_latent=init_latents)
+    x = sampling.sample(plan, model, x, seeds=seeds, image_noise=noise, callback=step,
+                        options=options)
     # 4. inpaint: the kept region is the init image's
-    if keep is not None and init_latents is not None:
-        x = keep * init_latents + (1 - keep) * x
+    x = sampling.kept(x, model.keep, init_latents)
     return x.astype(np.float32)

@@ -176,9 +176,12 @@ def _text_encoders(pipe: Any) -> list[Module]:
 
 class MemoryPlan:
     """A pipeline's memory mode in effect: its Residency and the units in it. Made by
-    `StableDiffusion.set_memory_mode`; the pipeline asks it for the UNet step and the VAE."""
+    `StableDiffusion.set_memory_mode`, with the pipeline's kept captures of its text encoder
+    and UNet (reset where their units leave the GPU); the pipeline asks it for the UNet step
+    and the VAE."""
 
-    def __init__(self, pipe: Any, mode: MemoryMode) -> None:
+    def __init__(self, pipe: Any, mode: MemoryMode, *, text_capture: Any,
+                 unet_capture: Any) -> None:
         self.mode = mode
         weight = pipe.unet.conv_in.weight
         self.device = weight.device
@@ -189,7 +192,7 @@ class MemoryPlan:
                 f"with what always stays on the GPU: it needs at least {least / GIB:.3f} GiB "
                 f"({-(-least // (1 << 20))} MiB) before any activations; give more")
         self.residency = Residency(self.device, budget=budget, release=not mode.lowvram)
-        captures = pipe._text_capture.captured, pipe._unet_capture.captured
+        captures = text_capture.captured, unet_capture.captured
         # SDXL's two encoders move together; forward and forward_pooled both run _encode
         encoders = ModuleList(_text_encoders(pipe))
         self.residency.add(encoders, name="text encoders", stream=False,
@@ -205,7 +208,7 @@ class MemoryPlan:
             self.residency.add(pipe.unet, name="UNet", stream=False, on_evict=captures[1].reset)
         self.residency.add(pipe.vae, name="VAE", stream=False)
         self.residency.fit()  # within the budget from now on, not from the first unit used
-        self._unet_capture = pipe._unet_capture
+        self._unet_capture = unet_capture
 
     def release(self) -> None:
         """Every unit back on the GPU and the forwards unwrapped (the mode switched off)."""

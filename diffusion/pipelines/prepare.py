@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -18,9 +18,7 @@ from ..noise.rng import make_generator
 from ..text.embeddings import EmbeddingFinder
 from ..upscalers.interpolation import HiresFix, crop_latents, upscale_image, upscale_latents
 from .masked_content import latent_content
-
-if TYPE_CHECKING:
-    from .stable_diffusion import Generator, StableDiffusion
+from .unet_model import Generator, LatentCodec
 
 __all__ = ["InpaintInputs", "Pass", "eight_bit", "fit_picture", "hires_latents", "latent_mask",
            "mask_picture", "overlay_original", "rgb_picture", "to_mask", "to_uint8",
@@ -243,9 +241,10 @@ class InpaintInputs:
     """A pass's init image and mask, at its size, and the latents made from them. The caller
     chooses when each is encoded: the draws from `generator` come in its path's order."""
 
-    def __init__(self, pipe: StableDiffusion, r: Pass, init_image: Any, mask: Any) -> None:
-        self.pipe, self.batch = pipe, r.batch_size
-        self.scale = pipe.vae_scale_factor
+    def __init__(self, codec: LatentCodec, r: Pass, init_image: Any, mask: Any, *,
+                 inpainting_model: bool = False) -> None:
+        self.codec, self.batch = codec, r.batch_size
+        self.scale = codec.vae_scale_factor
         self.latent_size = (r.height // self.scale, r.width // self.scale)
         self.resize_latents = r.resize_latents
         size = (r.width, r.height)
@@ -255,7 +254,7 @@ class InpaintInputs:
                 raise ValueError(f"init image {size[0]}x{size[1]} is smaller than one latent "
                                  f"pixel ({self.scale}x{self.scale}): resize mode 3 encodes it "
                                  "at its own size; give a larger picture or resize mode 0-2")
-            if mask is not None and pipe.is_inpainting_model:
+            if mask is not None and inpainting_model:
                 raise ValueError("resize mode 3 (latent upscale) with an inpainting model "
                                  "(9-channel UNet): its masked-picture input would be encoded "
                                  "at the picture's size, not the latents' (the WebUI fails "
@@ -273,7 +272,7 @@ class InpaintInputs:
     def image_latents(self, generator: Generator) -> np.ndarray:
         """The init image's latents (B, C, h, w), drawn from the VAE's posterior (resize mode 3:
         at the picture's own size, then resized as the WebUI's "Latent" upscaler resizes)."""
-        latents = self.pipe._encode(self.pixels, generator)
+        latents = self.codec.encode_latents(self.pixels, generator)
         if self.resize_latents:
             latents = upscale_latents(latents, self.latent_size, "Latent")
         return np.repeat(latents, self.batch, 0)
@@ -297,7 +296,7 @@ class InpaintInputs:
         the image with the repainted part blanked (times 1 - mask, processing.py's
         inpainting_image_conditioning)."""
         masked = self.pixels * (1.0 - self.mask)
-        masked_latents = np.repeat(self.pipe._encode(masked, generator), self.batch, 0)
+        masked_latents = np.repeat(self.codec.encode_latents(masked, generator), self.batch, 0)
         return np.concatenate([self.small_mask(), masked_latents], axis=1)
 
     def keep(self) -> np.ndarray:
@@ -306,23 +305,24 @@ class InpaintInputs:
         return 1.0 - self.repaint
 
 
-def hires_latents(pipe: StableDiffusion, r: Pass, latents: np.ndarray,
+def hires_latents(codec: LatentCodec, r: Pass, latents: np.ndarray,
                   hires: HiresFix) -> tuple[np.ndarray, Pass]:
     """The hires pass's starting latents (upscaled latents, or the upscaled picture through
     the VAE: the first pass's decodes, `r.hires_vae` encodes where set) and its settings (the
     new size, img2img at the hires strength)."""
     width, height = hires.target(r.width, r.height)
     big_width, big_height = hires.cover(r.width, r.height)  # cropped to the target after
-    scale = pipe.vae_scale_factor
+    scale = codec.vae_scale_factor
     if hires.is_latent:
         start = upscale_latents(latents, (big_height // scale, big_width // scale),
                                 hires.upscaler)
     else:
         images = [upscale_image(image, (big_width, big_height), hires.upscaler)
-                  for image in pipe._decode(latents)]
+                  for image in codec.decode_latents(latents)]
         generator = make_generator(r.rng, r.seed)  # the VAE posterior's draws
-        start = np.concatenate([pipe._encode(to_unit_image(image, big_width, big_height),
-                                             generator, vae=r.hires_vae) for image in images])
+        start = np.concatenate([codec.encode_latents(
+            to_unit_image(image, big_width, big_height), generator, vae=r.hires_vae)
+            for image in images])
     start = crop_latents(start, (height // scale, width // scale))
     return start, replace(r, width=width, height=height, mode="img2img",
                           strength=hires.denoise, hires_stage="second")

@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -16,9 +16,7 @@ from ..upscalers.interpolation import HiresFix
 from . import sampling
 from .observer import Observer
 from .prepare import InpaintInputs, Pass, hires_latents
-
-if TYPE_CHECKING:
-    from .stable_diffusion import StableDiffusion
+from .unet_model import UNetParts
 
 __all__ = ["WebUISeeds", "run_kdiffusion"]
 
@@ -64,7 +62,7 @@ class WebUISeeds:
         return fields
 
 
-def run_kdiffusion(pipe: StableDiffusion, r: Pass, sampler: str, schedule: str,
+def run_kdiffusion(pipe: UNetParts, r: Pass, sampler: str, schedule: str,
                    init_image: Any, mask: Any, observer: Observer, *, seeds: WebUISeeds,
                    options: sampling.SamplerOptions,
                    hires: HiresFix | None = None) -> tuple[np.ndarray, dict[str, Any]]:
@@ -79,7 +77,8 @@ def run_kdiffusion(pipe: StableDiffusion, r: Pass, sampler: str, schedule: str,
     # latent noise / nothing where the mask is, as the masked content says), the latent mask
     # the sampling keeps the rest with (with every UNet, as the WebUI's p.mask) and the
     # 9-channel UNet's inputs
-    inputs = InpaintInputs(pipe, r, init_image, mask)
+    inputs = InpaintInputs(pipe, r, init_image, mask,
+                           inpainting_model=pipe.is_inpainting_model)
     extra = keep = init_latent = None
     if img2img:
         generator = make_generator(r.rng, r.seed)
@@ -109,7 +108,7 @@ def run_kdiffusion(pipe: StableDiffusion, r: Pass, sampler: str, schedule: str,
     return x, fields
 
 
-def _pass(pipe: StableDiffusion, r: Pass, plan: sampling.SamplingPlan,
+def _pass(pipe: UNetParts, r: Pass, plan: sampling.SamplingPlan,
           discrete: DiscreteSchedule, seeds: WebUISeeds, init_latent: np.ndarray | None,
           evaluations: int, observer: Observer, *, extra: np.ndarray | None = None,
           keep: np.ndarray | None = None, options: sampling.SamplerOptions,
@@ -122,7 +121,7 @@ def _pass(pipe: StableDiffusion, r: Pass, plan: sampling.SamplingPlan,
     first = noise.first() * plan.sigmas[0]
     x = first if init_latent is None else init_latent + first
     # 2. the guided denoiser (a refiner's hand-off inside)
-    unet = pipe._guided(r, evaluations, discrete=discrete)
+    unet = pipe.guided(r, evaluations, discrete=discrete)
     model = sampling.CFGDenoiser(unet, discrete, r.cfg_scale, extra=extra, keep=keep,
                                  init_latent=init_latent)
     total = len(plan.sigmas) - 1
@@ -135,6 +134,4 @@ def _pass(pipe: StableDiffusion, r: Pass, plan: sampling.SamplingPlan,
                         discrete=discrete, callback=callback,
                         options=options.kwargs(plan.info))
     # 4. inpaint: the kept region is the init image's (processing.py, Img2Img.sample)
-    if keep is not None:
-        x = init_latent * keep + (1 - keep) * x
-    return x
+    return sampling.kept(x, keep, init_latent)

@@ -9,7 +9,7 @@ draws reproduce its pipelines exactly.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -17,17 +17,17 @@ from ..noise.rng import make_generator
 from ..schedulers import scheduler_from_config
 from ..upscalers.interpolation import HiresFix
 from . import sampling
+from .guidance import combine
 from .observer import Observer
 from .prepare import InpaintInputs, Pass, hires_latents
 from .refiner import cutoff
-
-if TYPE_CHECKING:
-    from .stable_diffusion import Generator, StableDiffusion
+from .scheduler_loop import scheduler_loop
+from .unet_model import Generator, UNetParts
 
 __all__ = ["denoise", "run_scheduler"]
 
 
-def run_scheduler(pipe: StableDiffusion, r: Pass, scheduler: Any, init_image: Any, mask: Any,
+def run_scheduler(pipe: UNetParts, r: Pass, scheduler: Any, init_image: Any, mask: Any,
                   observer: Observer, *, webui: bool,
                   hires: HiresFix | None = None) -> np.ndarray:
     """The final latents of `r` with `scheduler`. `webui`: the prompt is read as the WebUI
@@ -40,8 +40,9 @@ def run_scheduler(pipe: StableDiffusion, r: Pass, scheduler: Any, init_image: An
         latents = scheduler_pass(pipe, r, scheduler, init_image, mask, observer, webui=False,
                                  generator=generator, end_at=r.switch_at)
         other = replace(r, refiner=None, mode="img2img")
-        return scheduler_pass(r.refiner, other, scheduler_from_config(
-            r.refiner.scheduler_config), None, None, observer, webui=False,
+        refiner = r.refiner.unet_parts()
+        return scheduler_pass(refiner, other, scheduler_from_config(
+            refiner.scheduler_config), None, None, observer, webui=False,
             image_latents=latents, generator=generator, start_at=r.switch_at)
     # 2. the pass
     latents = scheduler_pass(pipe, r, scheduler, init_image, mask, observer, webui=webui)
@@ -55,7 +56,7 @@ def run_scheduler(pipe: StableDiffusion, r: Pass, scheduler: Any, init_image: An
                           image_latents=start)
 
 
-def scheduler_pass(pipe: StableDiffusion, r: Pass, scheduler: Any, init_image: Any, mask: Any,
+def scheduler_pass(pipe: UNetParts, r: Pass, scheduler: Any, init_image: Any, mask: Any,
                    observer: Observer, *, webui: bool, image_latents: np.ndarray | None = None,
                    generator: Generator | None = None, end_at: float | None = None,
                    start_at: float | None = None) -> np.ndarray:
@@ -66,7 +67,7 @@ def scheduler_pass(pipe: StableDiffusion, r: Pass, scheduler: Any, init_image: A
     generator = generator or make_generator(r.rng, r.seed)
     scheduler.set_timesteps(r.steps)
     timesteps = np.asarray(scheduler.timesteps)
-    unet = pipe._guided(r, r.steps, webui=webui)
+    unet = pipe.guided(r, r.steps, webui=webui)
     if start_at is not None:
         count = int((timesteps < cutoff(scheduler, start_at)).sum())
         if scheduler.order == 2 and count % 2 == 0:
@@ -77,7 +78,8 @@ def scheduler_pass(pipe: StableDiffusion, r: Pass, scheduler: Any, init_image: A
         return denoise(image_latents, unet, timesteps[begin:], scheduler, r.cfg_scale,
                        generator, observer)
     # 2. img2img / inpaint: the schedule's tail, from the strength
-    inputs = InpaintInputs(pipe, r, init_image, mask)
+    inputs = InpaintInputs(pipe, r, init_image, mask,
+                           inpainting_model=pipe.is_inpainting_model)
     inpaint9 = r.mode == "inpaint" and pipe.is_inpainting_model
     if r.mode != "txt2img":
         start = r.steps - min(int(r.steps * r.strength), r.steps)
@@ -127,25 +129,20 @@ def denoise(latents: np.ndarray, unet: sampling.GuidedUNet, timesteps: np.ndarra
             cfg_pp: bool = False) -> np.ndarray:
     """The diffusers pipelines' loop: guidance on the UNet's outputs, then the scheduler's
     step; step i uses the conditioning of WebUI step i (prompt editing), with the WebUI's
-    samplers the AND parts' guidance on the noise (`sampling.combine`). `cfg_pp`: the
+    samplers the AND parts' guidance on the noise (`guidance.combine`). `cfg_pp`: the
     WebUI's DDIM CFG++ (guidance scale / 12.5 for x0, the unconditional noise for the
     direction). `after_step(i, latents)` -> latents: inpainting's blend."""
-    for i, t in enumerate(timesteps):
-        model_in = scheduler.scale_model_input(latents, t)
+    def predict(model_in: np.ndarray, t: Any, i: int) -> tuple[np.ndarray, np.ndarray | None]:
         if extra is not None:
             model_in = np.concatenate([model_in, extra], axis=1)
         uncond, out = unet(model_in, float(t), i)
         if cfg_pp:  # x0 from guidance at scale / 12.5, the way back from the uncond noise
-            guided = out if uncond is None else sampling.combine(uncond, out, unet.weights,
-                                                                 cfg_scale / 12.5)
-            latents = scheduler.step(guided, t, latents, generator=generator,
-                                     direction_output=out if uncond is None else uncond)
-        else:
-            if uncond is not None:
-                out = sampling.combine(uncond, out, unet.weights, cfg_scale)
-            latents = scheduler.step(out, t, latents, generator=generator)
-        if after_step is not None:
-            latents = after_step(i, latents)
-        if not observer.step(i + 1, len(timesteps), latents):
-            break
-    return latents
+            guided = out if uncond is None else combine(uncond, out, unet.weights,
+                                                        cfg_scale / 12.5)
+            return guided, out if uncond is None else uncond
+        if uncond is not None:
+            out = combine(uncond, out, unet.weights, cfg_scale)
+        return out, None
+
+    return scheduler_loop(latents, timesteps, scheduler, predict, generator=generator,
+                          after_step=after_step, callback=observer.step)

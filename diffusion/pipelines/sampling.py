@@ -33,9 +33,10 @@ from ..noise.image_noise import ImageNoise
 from ..samplers import registry, schedules
 from ..samplers.brownian import BrownianTreeNoise
 from ..samplers.denoiser import DiscreteSchedule
+from .guidance import Weights, combine, part_rows
 
-__all__ = ["DIFFUSERS", "AddedContext", "CFGDenoiser", "Contexts", "GuidedUNet",
-           "SamplerOptions", "SamplingPlan", "Weights", "combine", "part_rows", "plan",
+__all__ = ["DIFFUSERS", "AddedContext", "CFGDenoiser", "Contexts", "FlowDenoiser", "GuidedUNet",
+           "SamplerOptions", "SamplingPlan", "Weights", "combine", "kept", "part_rows", "plan",
            "sample", "sampler_label", "sampler_names", "unet_call"]
 
 DIFFUSERS = "diffusers"  # the sampler name that runs the model folder's own scheduler
@@ -67,39 +68,6 @@ Context = Tensor | AddedContext
 # with Weights, cond has a row per prompt part: (sum of the parts, L, D)
 Contexts = Callable[[int], tuple[Context | None, Context]]
 UNet = Callable[..., Tensor]
-# per image of the batch, the guidance weights of its prompt's AND parts, whose cond rows
-# follow one another image by image (the WebUI's conds_list, row indexes implied)
-Weights = tuple[tuple[float, ...], ...]
-
-
-def combine(uncond: np.ndarray, cond: np.ndarray, weights: Weights | None,
-            cfg_scale: float) -> np.ndarray:
-    """Classifier-free guidance of uncond (B, ...) by cond: without `weights` (one row per
-    image) uncond + (cond - uncond) * cfg_scale; with them (cond's rows the images' parts)
-    each image's uncond plus (cond_part - uncond) * (weight * cfg_scale) for each of its
-    parts in order: the WebUI's `CFGDenoiser.combine_denoised`, in its order of operations.
-    Applies to x0 predictions (k-diffusion) and to noise predictions (timestep samplers)."""
-    if weights is None:
-        return uncond + (cond - uncond) * cfg_scale
-    if len(weights) != len(uncond) or sum(map(len, weights)) != len(cond):
-        raise ValueError(f"weights for {len(weights)} images with "
-                         f"{sum(map(len, weights))} parts do not fit {len(uncond)} uncond "
-                         f"and {len(cond)} cond rows")
-    guided = uncond.copy()
-    row = 0
-    for image, parts in enumerate(weights):
-        for weight in parts:
-            guided[image] += (cond[row] - uncond[image]) * (weight * cfg_scale)
-            row += 1
-    return guided
-
-
-def part_rows(x: np.ndarray, weights: Weights | None) -> np.ndarray:
-    """x (B, ...) with image i's row repeated once per AND part of its prompt, the rows of
-    cond that `combine` takes (x itself without `weights`)."""
-    return x if weights is None else np.repeat(x, [len(parts) for parts in weights], axis=0)
-
-
 def sampler_label(name: str) -> str:
     """`name` as the WebUI spells it: a sampler label ("dpmpp_2m" -> "DPM++ 2M"), an old
     combined name with its schedule type ("dpm++ 2m karras" -> "DPM++ 2M Karras"), or
@@ -330,20 +298,47 @@ class CFGDenoiser:
             self.uncond = self.discrete.denoised(x, sigma, out_uncond)
             denoised = combine(self.uncond, cond, weights, self.cfg_scale)
         if self.keep is not None:
-            denoised = self.init_latent * self.keep + (1 - self.keep) * denoised
+            denoised = kept(denoised, self.keep, self.init_latent)
         self.step += 1
         return denoised
+
+
+class FlowDenoiser:
+    """model(x, sigma) -> the x0 of a flow-matching model (FLUX, SD3), as ComfyUI's CONST
+    model sampling: x - sigma * flow(x, 1000 sigma), the flow given float32 latents and its
+    guidance (true CFG, SD3's CFG) inside it. `keep` / `init_latent`: as CFGDenoiser's."""
+
+    def __init__(self, flow: Callable[[np.ndarray, float], np.ndarray], *,
+                 keep: np.ndarray | None = None, init_latent: np.ndarray | None = None) -> None:
+        self.flow = flow
+        self.keep = None if init_latent is None else keep
+        self.init_latent = init_latent
+
+    def __call__(self, x: np.ndarray, sigma: float) -> np.ndarray:
+        velocity = self.flow(x.astype(np.float32), sigma * 1000).astype(np.float64)
+        denoised = x - sigma * velocity
+        if self.keep is not None:
+            denoised = kept(denoised, self.keep, self.init_latent)
+        return denoised
+
+
+def kept(x: np.ndarray, keep: np.ndarray | None, init_latent: Any) -> np.ndarray:
+    """x with the init latents where `keep` is 1 (inpainting: the WebUI's latent mask
+    inverted, blended at every model call and once more at the end); x without `keep`."""
+    return x if keep is None else init_latent * keep + (1 - keep) * x
 
 
 def _no_noise(sigma: float, sigma_next: float) -> np.ndarray:
     raise ValueError(f"no Brownian noise between equal sigmas ({sigma} to {sigma_next})")
 
 
-def sample(plan_: SamplingPlan, model: CFGDenoiser, x: np.ndarray, *, seeds: Sequence[int],
-           image_noise: ImageNoise, discrete: DiscreteSchedule,
+def sample(plan_: SamplingPlan, model: Callable[[np.ndarray, float], np.ndarray],
+           x: np.ndarray, *, seeds: Sequence[int], image_noise: ImageNoise,
+           discrete: DiscreteSchedule | None = None,
            callback: Callable[[int, np.ndarray], bool | None] | None = None,
            options: dict[str, Any] | None = None) -> np.ndarray:
-    """Run `plan_`'s sampler from `x` (already at sigmas[0]), as the WebUI launches it.
+    """Run `plan_`'s sampler from `x` (already at sigmas[0]) on `model` (a CFGDenoiser or
+    a FlowDenoiser), as the WebUI launches it.
 
     The SDE samplers get one Brownian tree per image seed over the sigmas' range; the others
     draw from `image_noise`. In txt2img, DPM fast / adaptive step over the model's whole sigma
@@ -359,7 +354,7 @@ def sample(plan_: SamplingPlan, model: CFGDenoiser, x: np.ndarray, *, seeds: Seq
                  if np.float32(low) != np.float32(high) else _no_noise)
     else:
         noise = image_noise.sampler
-    if info.model_sigma_range and not plan_.img2img:
+    if info.model_sigma_range and not plan_.img2img and discrete is not None:
         kwargs.setdefault("sigma_min", discrete.sigma_min)
         kwargs.setdefault("sigma_max", discrete.sigma_max)
     if info.function is None:

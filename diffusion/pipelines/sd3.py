@@ -29,6 +29,7 @@ from ..schedulers.flow_match_euler import FlowMatchEulerDiscreteScheduler, calcu
 from ..text.t5_tokenizer import T5Tokenizer
 from ..text.tokenizer import CLIPTokenizer
 from .flow import StepCallback, check_call, load_parts, run_euler
+from .guidance import combine
 
 __all__ = ["StableDiffusion3Pipeline"]
 
@@ -159,7 +160,7 @@ class StableDiffusion3Pipeline:
             if not guided:
                 return out
             uncond, text = out[:batch], out[batch:]
-            return uncond + np.float32(guidance_scale) * (text - uncond)
+            return combine(uncond, text, None, np.float32(guidance_scale))
 
         # 2. the latents' shape; the shift by picture size where the config says so
         shape = (batch, config["in_channels"], height // self.vae_scale_factor,

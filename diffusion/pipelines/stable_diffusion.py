@@ -1,10 +1,11 @@
-"""`StableDiffusion`: an SD 1.x/2.x model and `generate(request)`, txt2img / img2img / inpaint
-as numbered steps (1. the request ... 4. denoising ... 5. decode).
+"""`StableDiffusion`: an SD 1.x/2.x model and `generate(request)`, txt2img / img2img / inpaint:
+the sequence every family runs (diffusion.pipelines.generation) with this family's part, its
+checks (`check`), denoising (`denoise`) and decode (`decode`).
 
 The denoising itself is `run_kdiffusion` (the WebUI's samplers) or `run_scheduler` (diffusers'
-loop), both starting from `prepare`'s inputs. The models run on the GPU (gpustd); the sampler
-math runs in numpy float64 on latents that are a few hundred KiB, so each step is: upload
-latents, one UNet pass, read the prediction.
+loop), both starting from `prepare`'s inputs and seeing only the model's `unet_parts()`. The
+models run on the GPU (gpustd); the sampler math runs in numpy float64 on latents that are a
+few hundred KiB, so each step is: upload latents, one UNet pass, read the prediction.
 """
 
 from __future__ import annotations
@@ -21,35 +22,31 @@ from gpustd import Tensor
 
 from .. import samplers
 from ..loaders.sd.vae_file import vae_hash, vae_name
-from ..lora import LORA_TAGS, LoraManager, lora_hashes, lora_uses
 from ..models import AutoencoderKL, CLIPTextModel, UNet2DConditionModel
 from ..models.tiled_vae import vae_decode, vae_encode
-from ..noise.rng import TorchCPUGenerator
 from ..samplers.denoiser import DiscreteSchedule
 from ..schedulers import get_scheduler, scheduler_from_config
 from ..text import conditioning
 from ..text.embeddings import EmbeddingDatabase, EmbeddingFinder, ti_hashes
-from ..text.prompts import extract_extra_networks
 from ..text.tokenizer import CLIPTokenizer
 from . import sampling
 from .capture import ModelCapture, lent
 from .contract import Capabilities, GenerationResult, Placement, SamplingDefaults
 from .control import Control, check_base
 from .control_spec import unit_label
-from .inpaint_plan import InpaintPlan
+from .generation import Denoised, PromptLoras, generate
 from .ip_adapter import use_ip_adapters
 from .memory import MemoryMode, MemoryPlan
-from .observer import Observer, Progress, StepCallback, from_callbacks
+from .observer import Observer, Progress, StepCallback
 from .prepare import Pass, to_uint8
 from .refiner import HandOff, check_refiner
-from .request import GenerationRequest, as_request, hires_fix
+from .request import GenerationRequest
 from .run_kdiffusion import WebUISeeds, run_kdiffusion
 from .run_scheduler import run_scheduler
 from .sampling import DIFFUSERS
+from .unet_model import Generator, UNetParts
 
 __all__ = ["GenerationRequest", "GenerationResult", "SamplingDefaults", "StableDiffusion"]
-
-Generator = np.random.Generator | TorchCPUGenerator  # what `standard_normal` is drawn from
 
 
 class StableDiffusion:
@@ -61,6 +58,7 @@ class StableDiffusion:
 
     family = "sd1"  # "sd1", "sd2" (diffusion.loaders' detection); "sdxl*" in the subclass
     is_sdxl = False
+    diffusers_loras = False  # "diffusers" runs the model as loaded
 
     def __init__(self, *, tokenizer: CLIPTokenizer, text_encoder: CLIPTextModel,
                  unet: UNet2DConditionModel, vae: AutoencoderKL,
@@ -78,7 +76,7 @@ class StableDiffusion:
         self.embeddings: EmbeddingDatabase | None = None
         # where <lora:NAME:...> tags find NAME.safetensors; the LoRAs patched in right now
         self.lora_dir: str | os.PathLike[str] | None = None
-        self._loras: LoraManager | None = None
+        self.loras = PromptLoras(lambda: self)
         # a VAE loaded in place of the model's own (diffusion.loaders.sd.vae_file.load_vae): its
         # path, for the infotext's "VAE hash" / "VAE"
         self.vae_path: str | os.PathLike[str] | None = None
@@ -200,21 +198,11 @@ class StableDiffusion:
         return HandOff(unet, lambda: other._guided(replace(r, refiner=None, control=()), steps,
                                                    discrete=discrete), r.switch_at, discrete)
 
-    def _activate_loras(self, prompt: str) -> str | None:
-        """Patch in exactly the LoRAs the prompt's `<lora:...>` tags name (removing earlier
-        ones), before anything is encoded; the infotext's "Lora hashes", None for none."""
-        _, networks = extract_extra_networks(prompt)
-        wanted = [tag for tag in networks if tag.kind in LORA_TAGS]
-        if wanted and self.lora_dir is None:
-            raise ValueError(f"the prompt names <{wanted[0].kind}:{wanted[0].name}> but no LoRA "
-                             "folder is set: pass --lora-dir DIR (pipe.lora_dir in Python)")
-        if not wanted and self._loras is None:
-            return None
-        if self._loras is None:
-            self._loras = LoraManager(self)
-        uses = lora_uses(wanted, self.lora_dir, load=self._loras.load) if wanted else []
-        self._loras.set(uses)
-        return lora_hashes(uses) or None
+    def unet_parts(self) -> UNetParts:
+        """What the UNet loops (run_kdiffusion, run_scheduler) need of this model."""
+        return UNetParts(self.scheduler_config, self.is_sdxl, self.vae_scale_factor,
+                         self.latent_channels, self.is_inpainting_model, self._guided,
+                         self._encode, self._decode)
 
     def _embedding_lookup(self) -> EmbeddingFinder | None:
         if self.embeddings is None:
@@ -255,7 +243,8 @@ class StableDiffusion:
         if self.memory is not None:
             self.memory.release()
             self.memory = None  # a plan refused below leaves none in effect
-        self.memory = MemoryPlan(self, mode) if mode else None
+        self.memory = MemoryPlan(self, mode, text_capture=self._text_capture,
+                                 unet_capture=self._unet_capture) if mode else None
 
     # -- pipelines --------------------------------------------------------------------
     def generate(self, request: GenerationRequest | str | None = None, /, *,
@@ -274,20 +263,26 @@ class StableDiffusion:
         `observer` (diffusion.pipelines.observer.Observer) sees every step and may stop the
         sampling there (the partly denoised latents are decoded: the WebUI's Interrupt/Skip);
         or the callbacks `progress(done, total)` and `on_step(done, total, latents)`
-        (returning False stops). The equivalent in diffusers: `pipeline(prompt, ...)`."""
-        # 1. the request, and what only the loaded model can check
-        request = as_request(request, settings)
-        observer = from_callbacks(observer, progress, on_step)
-        self.capabilities.refuse(request)
-        size = (request.width or self.native_size, request.height or self.native_size)
-        plan = InpaintPlan.make(request, *size)  # blur, Only masked or fitted, masked content
-        request = plan.request
-        seed = int(request.seed) if request.seed not in (None, -1) else int(
-            np.random.default_rng().integers(2**32))
+        (returning False stops). The equivalent in diffusers: `pipeline(prompt, ...)`.
+        The sequence is diffusion.pipelines.generation's; this family's part follows."""
+        return generate(self, request, settings, observer=observer, progress=progress,
+                        on_step=on_step)
+
+    def check(self, request: GenerationRequest, width: int, height: int) -> None:
+        """The refiner: a loaded model that can take over from this one."""
+        refiner = request.refiner
+        if isinstance(refiner, str):  # a server resolves names; here it is too late
+            raise ValueError(f"refiner must be a loaded model (diffusion.load_pipeline), got "
+                             f"the name {refiner!r}")
+        if refiner is not None:
+            check_refiner(self, refiner, request.refiner_switch_at, request.mode)
+
+    def denoise(self, request: GenerationRequest, seed: int, width: int, height: int,
+                observer: Observer) -> Denoised:
+        """The WebUI's samplers (run_kdiffusion) or a diffusers scheduler (run_scheduler)."""
         r = Pass(prompt=request.prompt, negative_prompt=request.negative_prompt,
                  steps=int(request.steps), cfg_scale=float(request.cfg_scale), seed=seed,
-                 width=int(request.width or self.native_size),
-                 height=int(request.height or self.native_size),
+                 width=width, height=height,
                  batch_size=int(request.batch_size), clip_skip=int(request.clip_skip),
                  strength=float(request.strength), rng=request.rng, mode=request.mode,
                  masked_content=request.inpainting_fill, mask_round=request.mask_round,
@@ -297,13 +292,9 @@ class StableDiffusion:
                  hires_stage="first" if request.hires is not None else None,
                  hires_vae=getattr(request.hires_modules, "vae", None))
         refiner = request.refiner
-        if isinstance(refiner, str):  # a server resolves names; here it is too late
-            raise ValueError(f"refiner must be a loaded model (diffusion.load_pipeline), got "
-                             f"the name {refiner!r}")
         if refiner is not None:
-            r = replace(r, refiner=refiner, switch_at=check_refiner(
-                self, refiner, request.refiner_switch_at, r.mode))
-        # 2. the sampler: diffusers' scheduler for "diffusers" and the timestep samplers
+            r = replace(r, refiner=refiner, switch_at=float(request.refiner_switch_at))
+        # 1. the sampler: diffusers' scheduler for "diffusers" and the timestep samplers
         label, schedule = request.sampler_label
         scheduler = None
         if label == DIFFUSERS:
@@ -313,13 +304,11 @@ class StableDiffusion:
             scheduler = get_scheduler("DDIM" if label == "DDIM CFG++" else label,
                                       self.scheduler_config)
             r = replace(r, cfg_pp=info.needs_uncond)
-        # 3. the WebUI's extra networks: the prompt's LoRAs in place before it is encoded (a
-        # "diffusers" run leaves the model as loaded)
-        loras = None if label == DIFFUSERS else self._activate_loras(request.prompt)
-        # 4. denoising
-        extra: dict[str, Any] = {}
+        # 2. denoising
+        fields: dict[str, Any] = {"clip_skip": r.clip_skip}
+        parts = self.unet_parts()
         if scheduler is not None:
-            latents = run_scheduler(self, r, scheduler, request.init_image, request.mask,
+            latents = run_scheduler(parts, r, scheduler, request.init_image, request.mask,
                                     observer, webui=label != DIFFUSERS, hires=request.hires)
             seeds = [seed] * r.batch_size
         else:
@@ -332,39 +321,33 @@ class StableDiffusion:
                                            request.subseed_strength,
                                            request.eta_noise_seed_delta, resize)
             latents, extra = run_kdiffusion(
-                self, r, label, schedule, request.init_image, request.mask, observer,
+                parts, r, label, schedule, request.init_image, request.mask, observer,
                 seeds=image_seeds, hires=request.hires,
                 options=request.sampler_options or sampling.SamplerOptions())
             if request.seed_resize_from is not None:
                 extra["seed_resize_from"] = tuple(request.seed_resize_from)
             schedule, seeds = extra.pop("schedule"), image_seeds.seeds
-        # 5. decode: after the hand-off the refiner's VAE decodes, as in the WebUI and diffusers
-        # (after a hires pass, the VAE of its modules where they hold one, as in Forge)
-        with lent(self._unet_capture, self._text_capture):  # the refiner's VAE too
-            images = (self if refiner is None else refiner)._decode(latents, r.hires_vae)
-        images = plan.finish(images, overlay=label != DIFFUSERS)  # laid back, as the WebUI
-        # 6. what made them (the infotext)
-        settings = dict(mode=r.mode, prompt=r.prompt, negative_prompt=r.negative_prompt,
-                        steps=r.steps, sampler=label, scheduler=schedule,
-                        cfg_scale=r.cfg_scale, seed=seed, width=r.width, height=r.height,
-                        batch_size=r.batch_size, clip_skip=r.clip_skip, model=self.name,
-                        rng=r.rng, **extra)
-        if request.init_image is not None:
-            settings.update(strength=r.strength, **plan.settings)
-        if request.hires is not None:
-            settings.update(hires_fix(request.hires, request.hires_modules))
+            fields.update(extra)
+        # 3. this family's infotext fields
+        fields["scheduler"] = schedule
         if refiner is not None:
-            settings.update(refiner=refiner.name, refiner_switch_at=r.switch_at)
-        if loras:
-            settings["lora_hashes"] = loras
+            fields.update(refiner=refiner.name, refiner_switch_at=r.switch_at)
         if request.control:  # the extension's "ControlNet N" infotext fields
-            settings["controlnet"] = [unit_label(unit) for unit in request.control]
+            fields["controlnet"] = [unit_label(unit) for unit in request.control]
         if self.vae_path is not None:
-            settings.update(vae_hash=vae_hash(self.vae_path), vae=vae_name(self.vae_path))
+            fields.update(vae_hash=vae_hash(self.vae_path), vae=vae_name(self.vae_path))
         if r.embeddings is not None and r.embeddings.used:
             # the prompt's names, then the negative prompt's, as the WebUI writes them
-            settings["ti_hashes"] = ti_hashes(r.embeddings.used.values())
-        return GenerationResult(images=images, seeds=seeds, settings=settings)
+            fields["ti_hashes"] = ti_hashes(r.embeddings.used.values())
+        return Denoised(latents, seeds, fields)
+
+    def decode(self, latents: np.ndarray, request: GenerationRequest) -> list[np.ndarray]:
+        """After the hand-off the refiner's VAE decodes, as in the WebUI and diffusers (after
+        a hires pass, the VAE of its modules where they hold one, as in Forge)."""
+        refiner = request.refiner
+        with lent(self._unet_capture, self._text_capture):  # the refiner's VAE too
+            return (self if refiner is None else refiner)._decode(
+                latents, getattr(request.hires_modules, "vae", None))
 
     def txt2img(self, prompt: str, **kwargs: Any) -> GenerationResult:
         """Text to image. Keywords as `generate`."""

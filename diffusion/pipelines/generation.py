@@ -1,0 +1,137 @@
+"""The generate sequence every family runs, written once: the request and its observer, what
+the family does not take, the size and the InpaintPlan, the seed, the prompt's LoRAs, the
+denoising, the decode, the results laid back into the picture, and the infotext's common
+fields. What differs between families (how the latents are denoised and decoded, the
+family's own checks and infotext fields) is a `Family`'s.
+
+    return generate(self, request, settings, observer=observer, progress=progress,
+                    on_step=on_step)      # a family's whole `generate`
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from ..lora import LORA_TAGS, LoraManager, lora_hashes, lora_uses
+from ..text.prompts import extract_extra_networks
+from .contract import Capabilities, GenerationResult
+from .inpaint_plan import InpaintPlan
+from .observer import Observer, Progress, StepCallback, from_callbacks
+from .request import GenerationRequest, as_request, hires_fix
+from .sampling import DIFFUSERS
+
+__all__ = ["Denoised", "Family", "PromptLoras", "draw_seed", "generate"]
+
+
+@dataclass
+class Denoised:
+    """What a family's denoising gives: the final latents (B, C, h, w), each picture's seed
+    and the infotext fields the run adds (its schedule, sampler settings, ...)."""
+
+    latents: np.ndarray
+    seeds: list[int]
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+class Family(Protocol):
+    """What a model family supplies to `generate`: the rest of the sequence is shared."""
+
+    name: str
+    lora_dir: str | os.PathLike[str] | None
+    loras: PromptLoras  # the LoRAs its prompts' tags patch in
+    diffusers_loras: bool  # whether the "diffusers" sampler runs with the prompt's LoRAs
+
+    @property
+    def capabilities(self) -> Capabilities: ...
+
+    @property
+    def native_size(self) -> int: ...
+
+    def check(self, request: GenerationRequest, width: int, height: int) -> None:
+        """ValueError for what only the loaded model can refuse in `request` (as planned)."""
+        ...
+
+    def denoise(self, request: GenerationRequest, seed: int, width: int, height: int,
+                observer: Observer) -> Denoised:
+        """The final latents of `request` at width x height from `seed`."""
+        ...
+
+    def decode(self, latents: np.ndarray, request: GenerationRequest) -> list[np.ndarray]:
+        """The pictures (H, W, 3) uint8 of `latents`."""
+        ...
+
+
+class PromptLoras:
+    """The LoRAs a prompt's `<lora:...>` tags patch in, exactly those (earlier ones removed),
+    into what `targets()` gives (a LoraManager's model: the denoiser and text encoders by
+    diffusers' names)."""
+
+    def __init__(self, targets: Callable[[], Any]) -> None:
+        self.targets = targets
+        self.manager: LoraManager | None = None
+
+    def activate(self, networks: Sequence[Any], lora_dir: str | os.PathLike[str] | None
+                 ) -> str | None:
+        """Patch in the LoRAs of the prompt's extra-network tags `networks`; the infotext's
+        "Lora hashes", None for none."""
+        wanted = [tag for tag in networks if tag.kind in LORA_TAGS]
+        if wanted and lora_dir is None:
+            raise ValueError(f"the prompt names <{wanted[0].kind}:{wanted[0].name}> but no LoRA "
+                             "folder is set: pass --lora-dir DIR (model.lora_dir in Python)")
+        if not wanted and self.manager is None:
+            return None
+        if self.manager is None:
+            self.manager = LoraManager(self.targets())
+        uses = lora_uses(wanted, lora_dir, load=self.manager.load) if wanted else []
+        self.manager.set(uses)
+        return lora_hashes(uses) or None
+
+
+def draw_seed(seed: int | None) -> int:
+    """`seed`, or a random one for None / -1."""
+    return int(seed) if seed not in (None, -1) else int(np.random.default_rng().integers(2**32))
+
+
+def generate(family: Family, request: GenerationRequest | str | None, settings: dict[str, Any],
+             *, observer: Observer | None = None, progress: Progress | None = None,
+             on_step: StepCallback | None = None) -> GenerationResult:
+    """Run `request` (a GenerationRequest, or a prompt; `settings` replace its fields) on
+    `family`: the pictures, their seeds and the settings that made them."""
+    # 1. the request, and what the family does not take
+    request = as_request(request, settings)
+    observer = from_callbacks(observer, progress, on_step)
+    family.capabilities.refuse(request)
+    width = int(request.width or family.native_size)
+    height = int(request.height or family.native_size)
+    plan = InpaintPlan.make(request, width, height)  # blur, Only masked or fitted, content
+    request = plan.request
+    family.check(request, width, height)
+    seed = draw_seed(request.seed)
+    label = request.sampler_label[0]
+    # 2. the WebUI's extra networks: the prompt's LoRAs in place before it is encoded
+    loras = None
+    if label != DIFFUSERS or family.diffusers_loras:
+        loras = family.loras.activate(extract_extra_networks(request.prompt)[1],
+                                      family.lora_dir)
+    # 3. denoising, 4. decode, the results laid back into the picture given
+    run = family.denoise(request, seed, width, height, observer)
+    images = family.decode(run.latents, request)
+    images = plan.finish(images, overlay=label != DIFFUSERS)  # laid back, as the WebUI
+    # 5. what made them (the infotext)
+    made: dict[str, Any] = dict(
+        mode=request.mode, prompt=request.prompt, negative_prompt=request.negative_prompt,
+        steps=int(request.steps), sampler=label, cfg_scale=float(request.cfg_scale),
+        seed=seed, width=width, height=height, batch_size=int(request.batch_size),
+        model=family.name, rng=request.rng, **run.fields)
+    if request.init_image is not None:
+        made.update(strength=float(request.strength), **plan.settings)
+    if request.hires is not None:
+        made.update(hires_fix(request.hires, request.hires_modules))
+    if loras:
+        made["lora_hashes"] = loras
+    return GenerationResult(images=images, seeds=run.seeds, settings=made)
