@@ -62,7 +62,7 @@ def draw(out: Path, adapters: str, dtypes: list[str], sd15: bool) -> None:
                 pictures[f"{where}/sd15 256 Euler a"] = _draw(
                     pipe, dict(sampler="Euler a", width=256, height=256), 4)
                 print(where, "sd15", flush=True)
-    np.savez_compressed(out, **pictures)
+            np.savez_compressed(out, **pictures)  # as it goes: a run cut short keeps these
     print(f"wrote {out} ({len(pictures)} pictures)")
 
 
