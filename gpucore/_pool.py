@@ -3,6 +3,7 @@ count of the device memory it and the live buffers hold (`Device.memory_stats()`
 
 from __future__ import annotations
 
+import gc
 import threading
 from collections.abc import Callable, Container, Iterable
 from dataclasses import asdict, dataclass
@@ -33,10 +34,13 @@ def exact_size(nbytes: int) -> int:
 
 
 def is_released(buffer: GPUBuffer) -> bool:
-    """Whether wgpu already freed `buffer`. A Buffer collected in a reference cycle has its
+    """Whether wgpu freed `buffer`, or will. A Buffer collected in a reference cycle has its
     wgpu buffer's finalizer run in the same collection, before or after its own `__del__`
-    pooled it: such a buffer must be dropped, not handed out again."""
-    return getattr(buffer, "_internal", True) is None
+    pooled it: such a buffer must be dropped, not handed out again. The finalizer having run
+    is what counts (`gc.is_finalized`): wgpu-py may free the native buffer later (seen on
+    llvmpipe's GL, where the handle was still set when the pool handed the buffer out and
+    gone by its first write)."""
+    return getattr(buffer, "_internal", True) is None or gc.is_finalized(buffer)
 
 
 @dataclass(frozen=True)
