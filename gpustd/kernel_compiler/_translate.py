@@ -224,7 +224,8 @@ class _Function:
         if found is not None:
             return found[1](self.out, args)
         inner = getattr(fn, "kernel_source", None)
-        if inner is None and isinstance(fn, types.FunctionType) and not _is_library(fn):
+        if (inner is None and isinstance(fn, types.FunctionType) and not _is_library(fn)
+                and not self.is_builtin_name(node.func)):
             inner = parse_function(fn)
         if inner is None:
             raise self.fail(node, f"call to {self.src.describe(node.func)}",
@@ -275,6 +276,14 @@ class _Function:
                 return scope[node.id]
         raise self.fail(node, f"name '{node.id}'", "is not defined (kernel arguments: "
                         f"{', '.join(self.src.params) or 'none'})")
+
+    def is_builtin_name(self, node: ast.expr) -> bool:
+        """Whether `node` names a builtin (no local, closure or global of that name): a
+        library may have replaced the builtin with a Python function of its own (Ray's tqdm
+        patches `print`), which is still no function of the kernel's files to inline."""
+        fn = self.src.fn
+        return (isinstance(node, ast.Name) and node.id not in fn.__code__.co_freevars
+                and node.id not in fn.__globals__ and node.id in vars(builtins))
 
     def value_of(self, node: ast.expr, obj: Any) -> Val:
         if isinstance(obj, (bool, int, float)):

@@ -365,6 +365,20 @@ def test_untranslatable_code_fails_at_the_first_call(device, fn, construct) -> N
     assert construct in str(info.value)
 
 
+def test_a_builtin_a_library_replaced_is_no_kernel_function(device, monkeypatch) -> None:
+    """Ray's tqdm replaces `print` with a Python function of its own (in a process that
+    imported it, another test's): still a call to `print`, not Ray's code to inline."""
+    import builtins
+
+    def safe_print(*args, **kwargs):  # the shape of Ray's replacement
+        return None
+
+    monkeypatch.setattr(builtins, "print", safe_print)
+    with pytest.raises(KernelCompileError) as info:
+        elementwise_kernel(bad_call)(Tensor.from_numpy(np.ones(3, np.float32), device=device))
+    assert info.value.lineno == _line("# error: call to `print`")
+
+
 def test_bad_calls_explain_themselves(device) -> None:
     t = Tensor.from_numpy(np.ones(3, np.float32), device=device)
     with pytest.raises(TypeError, match="missing"):
