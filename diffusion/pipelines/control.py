@@ -164,7 +164,7 @@ class Control:
     `hires_stage`: "first" or "second" pass of a hires fix, whose units pick theirs by
     hr_option (None: no hires fix, every unit acts, as in the extension)."""
 
-    def __init__(self, units: Sequence[ControlUnit], *, total_steps: int,
+    def __init__(self, units: Sequence[ControlUnit | IPAdapterUnit], *, total_steps: int,
                  size: tuple[int, int] | None = None, hires_stage: str | None = None) -> None:
         skip = {"first": HR_OPTIONS[2], "second": HR_OPTIONS[1]}.get(hires_stage or "")
         units = [unit for unit in units if unit.hr_option != skip]
@@ -174,8 +174,8 @@ class Control:
         self.image_prompts = ImagePrompts([u for u in units if isinstance(u, IPAdapterUnit)],
                                           total_steps=self.total_steps)
         self._captures: dict[int, Captured] = {}
-        self._images: dict[tuple[int, int], Tensor] = {}
-        self._features: dict[tuple[int, int, tuple[int, int]], list[Tensor]] = {}
+        self._images: dict[tuple[int, bytes], Tensor] = {}
+        self._features: dict[tuple[int, bytes, tuple[int, int]], list[Tensor]] = {}
         self._zeros: dict[tuple[Any, ...], Tensor] = {}
 
     def residuals(self, x: Tensor, timesteps: Tensor, hidden: Tensor, step: int, *,
@@ -251,6 +251,7 @@ class Control:
         key = (index, images.tobytes(), rows)
         if key not in self._features:
             model = unit.model
+            assert isinstance(model, T2IAdapter)  # residuals() sends only adapter units here
             device = model.adapter.body[0].resnets[0].block1.weight.device
             image = _control_batch(self._fitted(unit), images)
             if model.config["in_channels"] == 1:  # canny / sketch adapters: the map's first

@@ -44,7 +44,9 @@ _HIDDEN = Slider("", 0.5, 0.0, 1.0)
 
 def control_mode(value: Any) -> str:
     """The control mode named by `value`: its name (any case) or 0, 1, 2."""
-    if isinstance(value, Integral) and not isinstance(value, bool) and 0 <= value <= 2:
+    # int(): exact for an Integral, and what the comparison needs to type-check (numbers'
+    # ABCs declare no reflected comparisons, so mypy cannot see 0 <= value)
+    if isinstance(value, Integral) and not isinstance(value, bool) and 0 <= int(value) <= 2:
         return CONTROL_MODES[int(value)]
     if isinstance(value, str):
         by_lower = {mode.lower(): mode for mode in CONTROL_MODES}
@@ -58,8 +60,10 @@ def control_mode(value: Any) -> str:
 
 
 def _number(name: str, value: Any, low: float = -math.inf, high: float = math.inf) -> float:
+    # numbers.Real declares only < and <= (low <= value needs the reflected >=): written with
+    # those, the same test for every finite real
     if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value) \
-            or not low <= value <= high:
+            or value < low or not value <= high:
         where = f" in [{low:g}, {high:g}]" if math.isfinite(high) else ""
         raise ValueError(f"{name} must be a finite number{where}, got {value!r}")
     return float(value)

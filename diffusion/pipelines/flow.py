@@ -5,6 +5,7 @@ and the decode."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ StepCallback = Callable[[int, int, np.ndarray], "bool | None"]
 
 def load_parts(path: str | Path, family: str, *, variant: str | None,
                transformer_file: str | Path | None,
-               text_encoder_files: Sequence[str | Path]) -> tuple[Any, Any]:
+               text_encoder_files: Sequence[str | os.PathLike[str]]) -> tuple[Any, Any]:
     """(weights, modules) of a `family` pipeline: a single file's (`load_flow_file`, with what
     it lacks from `text_encoder_files`) or a diffusers folder's (`load_flow_folder`; its
     transformer left to `transformer_file` when given, its encoders to `text_encoder_files`);

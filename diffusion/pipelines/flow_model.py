@@ -257,7 +257,8 @@ class FlowModel:
             generator = make_generator(request.rng, seeds[0])
             init = np.repeat(encode_image(self.pipe.vae, pixels, generator), shape[0], 0)
             if request.mask is not None:  # the WebUI's latent mask, its masked content
-                small = latent_mask(request.mask, shape[2:], rounded=request.mask_round)
+                small = latent_mask(request.mask, (shape[2], shape[3]),
+                                    rounded=request.mask_round)
                 first = seeds[0] if request.latent_noise_seed is None else (
                     request.latent_noise_seed)  # the job's first batch's latent noise
                 init = latent_content(init, small, request.inpainting_fill, rng=request.rng,
@@ -309,7 +310,9 @@ def load_flow_model(path: str | os.PathLike[str], family: str, *, dtype: Any, de
     from .sd3 import StableDiffusion3Pipeline
 
     kind = StableDiffusion3Pipeline if family == "sd3" else FluxPipeline
-    pipe = kind.from_pretrained(path, dtype=dtype, device=device, variant=variant,
+    # they take a str or a Path (anything else as an open file): another PathLike as a Path
+    pipe = kind.from_pretrained(path if isinstance(path, (str, Path)) else Path(path),
+                                dtype=dtype, device=device, variant=variant,
                                 text_encoder_files=list(text_encoders))
     name = Path(path).name.removesuffix(".safetensors").removesuffix(".gguf")  # as Forge
     model = FlowModel(pipe, family=family, name=name, modules=pipe.modules)

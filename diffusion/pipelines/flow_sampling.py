@@ -20,13 +20,15 @@ from typing import Any
 import numpy as np
 
 from ..noise.image_noise import ImageNoise
-from ..samplers import Sampler, sample_dpmpp_2m, sample_euler, sample_euler_ancestral_rf
+from ..samplers import sample_dpmpp_2m, sample_euler, sample_euler_ancestral_rf
 from ..samplers.registry import lookup
 from . import sampling
 
 __all__ = ["FLOW_SAMPLERS", "FLOW_SCHEDULES", "flow_sigmas", "sample_flow"]
 
-FLOW_SAMPLERS: dict[str, Sampler] = {
+# Callable[..., ...], as the registry's `register` takes them: each sampler has the call shape
+# of `Sampler` plus keyword options of its own, which the Protocol's **options cannot list.
+FLOW_SAMPLERS: dict[str, Callable[..., np.ndarray]] = {
     "Euler": sample_euler, "Euler a": sample_euler_ancestral_rf, "DPM++ 2M": sample_dpmpp_2m}
 """The WebUI samplers defined for flow models here, by label."""
 

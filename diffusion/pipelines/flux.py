@@ -11,6 +11,7 @@ decodes. With the torch RNG, a seed gives diffusers' picture (`generator=torch.G
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -77,7 +78,7 @@ class FluxPipeline:
     def from_pretrained(cls, path: str | Path, *, dtype: Any = np.float32,
                         device: Device | None = None, variant: str | None = None,
                         transformer_file: str | Path | None = None,
-                        text_encoder_files: Sequence[str | Path] = ()) -> FluxPipeline:
+                        text_encoder_files: Sequence[str | os.PathLike[str]] = ()) -> FluxPipeline:
         """Load a FLUX diffusers folder (`load_flow_folder`), or a single file without one
         (BFL's or ComfyUI's; `load_flow_file`), onto `device` in `dtype`.
         `transformer_file`: BFL's single-file transformer (`flux1-dev.safetensors`, read by

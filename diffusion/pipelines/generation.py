@@ -87,7 +87,9 @@ class PromptLoras:
             return None
         if self.manager is None:
             self.manager = LoraManager(self.targets())
-        uses = lora_uses(wanted, lora_dir, load=self.manager.load) if wanted else []
+        # (wanted with no folder was refused above)
+        uses = lora_uses(wanted, lora_dir, load=self.manager.load) \
+            if wanted and lora_dir is not None else []
         self.manager.set(uses)
         return lora_hashes(uses) or None
 

@@ -23,7 +23,7 @@ apply_overlay):
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 
@@ -52,6 +52,15 @@ def repainted(request: GenerationRequest) -> Any:
     return ImageOps.invert(mask) if request.mask_invert else mask
 
 
+class _Done(TypedDict, total=False):
+    """The request's settings the plan has carried out, as the pass must then see them."""
+
+    mask_blur: int
+    resize_mode: int
+    inpaint_full_res: bool
+    inpainting_fill: int
+
+
 @dataclass(frozen=True)
 class InpaintPlan:
     """`request` as it is drawn: at width x height, its picture and mask fitted or cut out, the
@@ -73,7 +82,7 @@ class InpaintPlan:
         """The plan of `request` drawn at width x height (txt2img: the request as it is)."""
         if request.init_image is None:
             return cls(request)
-        done = dict(mask_blur=0, resize_mode=0, inpaint_full_res=False)
+        done = _Done(mask_blur=0, resize_mode=0, inpaint_full_res=False)
         settings: dict[str, Any] = {}
         if request.mask is not None:  # 1. inverted and blurred, written as the WebUI writes
             if request.mask_invert:
@@ -122,6 +131,7 @@ class InpaintPlan:
         masked" pasted into the picture given; otherwise, with `overlay` (off for diffusers'
         own pictures), the original laid over them outside the mask."""
         if self.area is not None:
+            assert self.laid_back is not None  # make() lays "Only masked" back into the request
             return self.area.paste(images, self.laid_back)
         if overlay and self.laid_back is not None:
             return overlay_original(images, self.laid_back.init_image, self.laid_back.mask)

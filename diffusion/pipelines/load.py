@@ -1,4 +1,4 @@
-"""load_pipeline: a model path -> a StableDiffusion on the GPU."""
+"""load_pipeline: a model path -> a pipeline of its family on the GPU (a contract.Pipeline)."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from ..loaders.flow.module_file import module_roles, vae_latent_channels
 from ..loaders.sd.gguf_pipeline import gguf_pipeline_weights
 from ..models import AutoencoderKL, CLIPTextModel, UNet2DConditionModel
 from ..text.tokenizer import CLIPTokenizer
+from .contract import Pipeline
 from .flow_model import FLOW_DEFAULTS, load_flow_model
 from .stable_diffusion import SamplingDefaults, StableDiffusion
 from .stable_diffusion_xl import SDXL_FAMILIES, StableDiffusionXL, TextEncoders
@@ -170,7 +171,7 @@ def load_pipeline(path: str | os.PathLike[str] | None = None, *, dtype: Any = np
                   device: Device | None = None, prediction_type: str | None = None,
                   variant: str | None = None,
                   text_encoders: Sequence[str | os.PathLike[str]] = (),
-                  base: str | os.PathLike[str] | None = None) -> StableDiffusion:
+                  base: str | os.PathLike[str] | None = None) -> Pipeline:
     """Load a Stable Diffusion 1.x/2.x, SDXL base or SDXL refiner model (diffusers folder or
     single-file `.safetensors`; None: the bundled default model, `default_model_path()`) onto
     `device` (default: the best adapter) with weights in `dtype`: float32; float16 where the
@@ -225,8 +226,9 @@ def load_pipeline(path: str | os.PathLike[str] | None = None, *, dtype: Any = np
     if family in SDXL_FAMILIES:
         pipe = StableDiffusionXL(text_encoders=_sdxl_encoders(weights, place), **common)
     else:
-        text_encoder = _filled(lambda: CLIPTextModel(weights.text_encoder.config, **place),
-                               weights.text_encoder)
+        text_weights = weights.text_encoder
+        assert text_weights is not None  # only an SDXL refiner comes without this encoder
+        text_encoder = _filled(lambda: CLIPTextModel(text_weights.config, **place), text_weights)
         pipe = StableDiffusion(tokenizer=_tokenizer(weights.tokenizer_dir, family == "sd2"),
                                text_encoder=text_encoder, **common)
     # a UNet-only GGUF's VAE module is named in the infotext, as --vae's (the last one wins)

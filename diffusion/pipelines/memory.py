@@ -48,7 +48,7 @@ from gpustd.nn import Module, ModuleList
 from gpustd.nn.offload import OffloadedError, parameter_bytes
 from gpustd.nn.residency import Residency
 
-from ..models.tiled_vae import bytes_per_input_pixel, decode_tiled, vae_decode, vae_encode
+from ..models.tiled_vae import Mode, bytes_per_input_pixel, decode_tiled, vae_decode, vae_encode
 from . import sampling
 
 __all__ = ["MemoryMode", "MemoryPlan", "parse_size", "smallest_budget"]
@@ -232,7 +232,7 @@ class MemoryPlan:
             self.residency.add(vae, name="hires VAE", stream=False)
         self.residency.use(vae, extra=extra)
 
-    def _vae_room(self, vae: Module, shape: tuple[int, ...], mode: str) -> int:
+    def _vae_room(self, vae: Module, shape: tuple[int, ...], mode: Mode) -> int:
         itemsize = int(vae.decoder.conv_in.weight.dtype.itemsize)  # type: ignore[attr-defined]
         pixels = math.prod(shape[:1] + shape[2:])
         return _VAE_LIVE * pixels * bytes_per_input_pixel(vae.config, mode, itemsize)  # type: ignore[attr-defined]

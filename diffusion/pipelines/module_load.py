@@ -34,7 +34,9 @@ from ..loaders.flow.file import flow_model_family
 from ..loaders.flow.module_file import module_roles, vae_latent_channels
 from ..loaders.flow.text_encoder_file import module_stem
 from ..loaders.sd.gguf_pipeline import is_unet_gguf
+from .flow_model import FlowModel
 from .load import load_pipeline
+from .stable_diffusion import StableDiffusion
 
 __all__ = ["HiresModules", "hires_modules", "load_with_modules"]
 
@@ -56,11 +58,13 @@ def load_with_modules(path: str | os.PathLike[str], modules: Sequence[str | os.P
     if flow and Path(path).is_file():  # a single file takes its VAE with its text encoders
         return load_pipeline(path, text_encoders=files, **where)
     pipe = load_pipeline(path, text_encoders=encoders if flow else (), **where)
+    # beyond the contract: one of load_pipeline's own families, whose VAE this replaces
+    assert isinstance(pipe, (StableDiffusion, FlowModel))
     channels = int(pipe.vae.config["latent_channels"])
     vaes = [f for f in vaes if vae_latent_channels(f) == channels]
     for vae in vaes[-1:]:  # the last one named wins, as in Forge's state dict replacement
         _replace_vae(pipe, vae)
-        if flow:
+        if isinstance(pipe, FlowModel):  # as `flow` says: the infotext's modules
             pipe.modules.append(module_stem(vae))
     return pipe
 

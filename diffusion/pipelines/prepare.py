@@ -272,6 +272,7 @@ class InpaintInputs:
     def image_latents(self, generator: Generator) -> np.ndarray:
         """The init image's latents (B, C, h, w), drawn from the VAE's posterior (resize mode 3:
         at the picture's own size, then resized as the WebUI's "Latent" upscaler resizes)."""
+        assert self.pixels is not None  # the runs ask for these only with an init image
         latents = self.codec.encode_latents(self.pixels, generator)
         if self.resize_latents:
             latents = upscale_latents(latents, self.latent_size, "Latent")
@@ -289,12 +290,15 @@ class InpaintInputs:
 
     def small_mask(self) -> np.ndarray:
         """The mask at latent size (B, 1, h, w), nearest (diffusers' way)."""
+        assert self.mask is not None  # the runs ask for it only when inpainting
         return np.repeat(self.mask[:, :, ::self.scale, ::self.scale], self.batch, 0)
 
     def nine_channel(self, generator: Generator) -> np.ndarray:
         """An inpainting UNet's extra inputs (B, 1 + C, h, w): the mask and the latents of
         the image with the repainted part blanked (times 1 - mask, processing.py's
         inpainting_image_conditioning)."""
+        # the runs ask for these only when inpainting, which has an init image and a mask
+        assert self.pixels is not None and self.mask is not None
         masked = self.pixels * (1.0 - self.mask)
         masked_latents = np.repeat(self.codec.encode_latents(masked, generator), self.batch, 0)
         return np.concatenate([self.small_mask(), masked_latents], axis=1)
@@ -302,6 +306,7 @@ class InpaintInputs:
     def keep(self) -> np.ndarray:
         """Where the sampling keeps the init image's latents (1, 1, h, w), the WebUI's latent
         mask inverted (its p.mask, which it blends with for every UNet, 9-channel too)."""
+        assert self.repaint is not None  # the runs ask for it only when inpainting
         return 1.0 - self.repaint
 
 

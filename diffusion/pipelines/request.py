@@ -189,7 +189,10 @@ class GenerationRequest:
 
 
 def _whole(name: str, value: Any, low: float = -math.inf, high: float = math.inf) -> None:
-    if isinstance(value, bool) or not isinstance(value, Integral) or not low <= value <= high:
+    # int(): exact for an Integral, and what the comparison needs to type-check (numbers'
+    # ABCs declare no reflected comparisons, so mypy cannot see low <= value)
+    if isinstance(value, bool) or not isinstance(value, Integral) \
+            or not low <= int(value) <= high:
         where = f" from {low:g} to {high:g}" if high < math.inf else (
             f" >= {low:g}" if low > -math.inf else "")
         raise ValueError(f"{name} must be a whole number{where}, got {value!r}")

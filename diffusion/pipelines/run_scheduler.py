@@ -75,6 +75,7 @@ def scheduler_pass(pipe: UNetParts, r: Pass, scheduler: Any, init_image: Any, ma
         begin = len(timesteps) - count
         if hasattr(scheduler, "set_begin_index"):
             scheduler.set_begin_index(begin)
+        assert image_latents is not None  # the second pass (start_at) continues given latents
         return denoise(image_latents, unet, timesteps[begin:], scheduler, r.cfg_scale,
                        generator, observer)
     # 2. img2img / inpaint: the schedule's tail, from the strength
@@ -101,6 +102,7 @@ def scheduler_pass(pipe: UNetParts, r: Pass, scheduler: Any, init_image: Any, ma
     if r.mode == "txt2img" or (r.mode == "inpaint" and r.strength == 1.0):
         latents = noise * scheduler.init_noise_sigma
     else:  # inpaint: latent noise / nothing in the start only (the blend keeps the image's)
+        assert image_latents is not None  # img2img, or inpaint below strength 1: encoded above
         start_latents = inputs.start(image_latents, [r.seed] * r.batch_size)
         latents = scheduler.add_noise(start_latents, noise, timesteps[:1])
     # 4. inpaint: the 9-channel UNet's inputs; the known region put back after each step

@@ -10,6 +10,7 @@ torch RNG a seed gives diffusers' picture.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -54,7 +55,7 @@ class StableDiffusion3Pipeline:
     def from_pretrained(cls, path: str | Path, *, dtype: Any = np.float32,
                         device: Device | None = None, variant: str | None = None,
                         transformer_file: str | Path | None = None,
-                        text_encoder_files: Sequence[str | Path] = ()
+                        text_encoder_files: Sequence[str | os.PathLike[str]] = ()
                         ) -> StableDiffusion3Pipeline:
         """Load an SD3/3.5 diffusers folder (`load_flow_folder`), or a single file without one
         (`sd3.5_large.safetensors`, ComfyUI's; `load_flow_file`), onto `device` in `dtype`.

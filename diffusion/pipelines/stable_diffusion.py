@@ -320,6 +320,7 @@ class StableDiffusion:
             image_seeds = WebUISeeds.webui(seed, r.batch_size, subseed,
                                            request.subseed_strength,
                                            request.eta_noise_seed_delta, resize)
+            assert schedule is not None  # sampler_label has none only for "diffusers", above
             latents, extra = run_kdiffusion(
                 parts, r, label, schedule, request.init_image, request.mask, observer,
                 seeds=image_seeds, hires=request.hires,

@@ -70,13 +70,13 @@ class _BeforeLastLayer:
         self.encoder, self.pooled = encoder, pooled
         self.last_pooled: np.ndarray | None = None
 
-    def __call__(self, ids: Any, *, clip_skip: int = 0, embeddings: Any = None) -> Tensor:
+    def __call__(self, input_ids: Any, *, clip_skip: int = 0, embeddings: Any = None) -> Tensor:
         kwargs: dict[str, Any] = {"clip_skip": clip_skip + 1, "final_norm": False}
         if embeddings is not None:
             kwargs["embeddings"] = embeddings
         if not self.pooled:
-            return self.encoder(ids, **kwargs)
-        hidden, pooled = self.encoder.forward_pooled(ids, **kwargs)
+            return self.encoder(input_ids, **kwargs)
+        hidden, pooled = self.encoder.forward_pooled(input_ids, **kwargs)
         self.last_pooled = np.asarray(pooled.numpy(), np.float32)
         return hidden
 
@@ -227,10 +227,12 @@ class StableDiffusionXL(StableDiffusion):
                 zeros=r.negative_prompt == "" and enc.force_zeros_for_empty_prompt)
             return (lambda step: (uncond, cond)), None
         first = r.first_pass_steps  # a hires pass: editing counts on from the first pass
-        timing = {"steps": first or steps, "hires_steps": steps if first else None}
-        conds = webui_schedule(enc, [r.prompt] * batch, ids, **timing)
+        timing_steps, hires_steps = (first, steps) if first else (steps, None)
+        conds = webui_schedule(enc, [r.prompt] * batch, ids, steps=timing_steps,
+                               hires_steps=hires_steps)
         composable = conds.hidden.composable  # it guides against the uncond even at CFG 1
         unconds = None if r.cfg_scale == 1.0 and not composable else webui_schedule(
-            enc, [r.negative_prompt] * batch, negative_ids, negative=True, **timing)
+            enc, [r.negative_prompt] * batch, negative_ids, negative=True, steps=timing_steps,
+            hires_steps=hires_steps)
         return ((lambda step: (None if unconds is None else unconds.at(step), conds.at(step))),
                 conds.hidden.weights if composable else None)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 import numpy as np
 
@@ -117,7 +117,7 @@ class Scheduler:
         self._begin_index: int | None = None
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any] | None = None, **overrides: Any) -> Scheduler:
+    def from_config(cls, config: Mapping[str, Any] | None = None, **overrides: Any) -> Self:
         """Build from a diffusers `scheduler_config.json` dict, like diffusers' `from_config`.
 
         Keys this class does not use (another scheduler's fields, `_class_name`, ...) are
