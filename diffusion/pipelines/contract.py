@@ -20,8 +20,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["GUIDANCE_KINDS", "Capabilities", "GenerationResult", "Pipeline", "Placement",
-           "SamplingDefaults"]
+__all__ = ["GUIDANCE_KINDS", "Capabilities", "GenerationResult", "LoadOptions", "Pipeline",
+           "Placement", "SamplingDefaults"]
 
 GUIDANCE_KINDS = ("cfg", "distilled", "none")
 """How a family is guided when a request leaves `cfg_scale` out: "cfg", classifier-free
@@ -48,6 +48,23 @@ class SamplingDefaults:
     steps: int | None = None
     sampler: str | None = None  # a WebUI sampler name as spelled in SAMPLERS
     cfg_scale: float | None = None
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """What `load_pipeline` was asked, as a family's loader gets it (diffusion.pipelines.
+    families): the weights' `dtype` (numpy's), the `device`, the sampling `defaults` already
+    read (defaults.json over the family's); a UNet model's `prediction_type` override, a
+    diffusers folder's weight `variant` ("fp16"), module files (`text_encoders`: text encoders
+    and VAEs) and a `base` model giving what a UNet-only GGUF lacks."""
+
+    dtype: Any
+    device: Any  # gpucore.Device
+    defaults: SamplingDefaults
+    prediction_type: str | None = None
+    variant: str | None = None
+    text_encoders: tuple[str | os.PathLike[str], ...] = ()
+    base: str | os.PathLike[str] | None = None
 
 
 @dataclass(frozen=True)

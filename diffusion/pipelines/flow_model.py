@@ -26,7 +26,7 @@ from ..noise.rng import make_generator
 from ..samplers.registry import lookup
 from ..text.composable import refuse_composable
 from ..text.prompts import extract_extra_networks
-from .contract import Capabilities, GenerationResult, Placement, SamplingDefaults
+from .contract import Capabilities, GenerationResult, LoadOptions, Placement, SamplingDefaults
 from .flow import decode, encode_image
 from .flow_hires import run_hires
 from .flow_sampling import FLOW_SAMPLERS, FLOW_SCHEDULES, flow_sigmas, sample_flow
@@ -297,13 +297,24 @@ def with_defaults(model: FlowModel, defaults: SamplingDefaults) -> FlowModel:
     return model
 
 
-def load_flow_model(path: str | os.PathLike[str], family: str, *, dtype: Any, device: Any,
-                    defaults: SamplingDefaults, variant: str | None = None,
-                    text_encoders: Sequence[str | os.PathLike[str]] = ()) -> FlowModel:
+def flow_defaults(path: str | os.PathLike[str], family: str) -> SamplingDefaults:
+    """What a flow model samples with where its defaults.json says nothing: its family's
+    (FLOW_DEFAULTS)."""
+    return FLOW_DEFAULTS[family]
+
+
+def load_flow_model(path: str | os.PathLike[str], family: str, options: LoadOptions
+                    ) -> FlowModel:
     """A FLUX / SD3 diffusers folder or single file as a FlowModel (`family` from
-    diffusion.loaders.flow.file.flow_model_family), `text_encoders` files in place of the
-    folder's (diffusion.loaders.flow.text_encoder_file) or what the file lacks (VAE too;
-    diffusion.loaders.flow.file), `defaults` (the folder's defaults.json) over the family's."""
+    diffusion.loaders.flow.file.flow_model_family), `options.text_encoders` files in place of
+    the folder's (diffusion.loaders.flow.text_encoder_file) or what the file lacks (VAE too;
+    diffusion.loaders.flow.file), `options.defaults` (the folder's defaults.json) over the
+    family's. A `base` model is for UNet-only GGUFs: refused here."""
+    if options.base is not None:
+        raise ValueError(f"a base model (--base) is for UNet-only GGUFs; {family} models take "
+                         "their missing parts from --text-encoder files")
+    dtype, device, variant = options.dtype, options.device, options.variant
+    text_encoders, defaults = options.text_encoders, options.defaults
     from pathlib import Path
 
     from .flux import FluxPipeline

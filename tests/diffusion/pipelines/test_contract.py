@@ -105,3 +105,20 @@ def test_the_internals_pattern_sees_what_it_forbids() -> None:
                  "pipe._guided(r)", "x = slot.pipe.vae"):
         assert _INTERNALS.search(line), line
     assert not _INTERNALS.search("pipe.placement.device")
+
+
+def test_the_registry_walks_its_lines_in_order(monkeypatch: pytest.MonkeyPatch,
+                                               tmp_path: Path) -> None:
+    """load_pipeline's family registry: the first line whose detect claims a path loads it;
+    the last line (SD's, told apart by reading keys) claims every path no other line does."""
+    from diffusion.pipelines import families
+
+    entry, family = families.family_of(tmp_path / "model.safetensors")
+    assert entry is families.FAMILIES[-1] and family == "unet"
+    mine = families.FamilyLoader(
+        "mine", lambda path: "mine" if str(path).endswith(".mine") else None,
+        load=lambda path, family, options: None,  # type: ignore[arg-type, return-value]
+        defaults=lambda path, family: None)
+    monkeypatch.setattr(families, "FAMILIES", (mine, *families.FAMILIES))
+    assert families.family_of(tmp_path / "model.mine") == (mine, "mine")
+    assert families.family_of(tmp_path / "model.safetensors")[0] is not mine

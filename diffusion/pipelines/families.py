@@ -1,0 +1,51 @@
+"""The model families `load_pipeline` knows: a line each, saying which files are the family's,
+how to load them, and what the family samples with where a model's defaults.json is silent.
+
+The first line whose `detect` claims a path loads it, so the last line is the catch-all (an SD
+checkpoint is told from others only by reading its keys). A new family is its networks in
+`models/`, its file readers and key map in `loaders/`, its pipeline (a `generation.Family`
+whose `capabilities` say what it takes) and a line here, above the catch-all.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..loaders.flow.file import flow_model_family
+from .contract import LoadOptions, Pipeline, SamplingDefaults
+from .flow_model import flow_defaults, load_flow_model
+from .unet_load import any_checkpoint, load_unet_model, unet_defaults
+
+__all__ = ["FAMILIES", "FamilyLoader", "family_of"]
+
+PathText = str | os.PathLike[str]
+
+
+@dataclass(frozen=True)
+class FamilyLoader:
+    """One line of the registry."""
+
+    models: str  # what it loads, for people ("FLUX.1, SD 3/3.5")
+    # the family the files at a path hold ("flux-dev", "sd3", ...), None: not this line's
+    detect: Callable[[PathText], str | None]
+    load: Callable[[PathText, str, LoadOptions], Pipeline]  # (path, detected family, options)
+    # the sampling a model of the family recommends where its folder says nothing
+    defaults: Callable[[PathText, str], SamplingDefaults | None]
+
+
+FAMILIES: tuple[FamilyLoader, ...] = (
+    FamilyLoader("FLUX.1, SD 3/3.5", flow_model_family, load_flow_model, flow_defaults),
+    FamilyLoader("SD 1.x/2.x, SDXL (base, refiner, Turbo)", any_checkpoint, load_unet_model,
+                 unet_defaults),
+)
+
+
+def family_of(path: PathText) -> tuple[FamilyLoader, str]:
+    """The registry's line that claims `path`, and the family it detected there."""
+    for entry in FAMILIES:
+        family = entry.detect(path)
+        if family is not None:
+            return entry, family
+    raise AssertionError("the registry's last line claims every path")

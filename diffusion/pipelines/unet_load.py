@@ -1,0 +1,128 @@
+"""The UNet families' loader (SD 1.x/2.x, SDXL base, refiner and Turbo): a diffusers folder, a
+single file or a GGUF to a StableDiffusion / StableDiffusionXL on the GPU; its line in the
+registry is `families.FAMILIES`'s last (what no other family claims is read as one of these,
+the keys saying which)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gpustd.nn import Module, StateDictError, deferred
+
+from ..loaders import ComponentWeights, WeightsError, load_pipeline_weights
+from ..loaders.component import load_component
+from ..loaders.flow.module_file import module_roles, vae_latent_channels
+from ..loaders.sd.gguf_pipeline import gguf_pipeline_weights
+from ..models import AutoencoderKL, CLIPTextModel, UNet2DConditionModel
+from ..text.tokenizer import CLIPTokenizer
+from .contract import LoadOptions, SamplingDefaults
+from .model_defaults import TURBO_DEFAULTS, is_turbo
+from .stable_diffusion import StableDiffusion
+from .stable_diffusion_xl import SDXL_FAMILIES, StableDiffusionXL, TextEncoders
+
+__all__ = ["any_checkpoint", "filled", "load_unet_model", "unet_defaults"]
+
+
+def any_checkpoint(path: str | os.PathLike[str]) -> str:
+    """The registry's last line claims every path: "unet" (which of SD 1.x/2.x, SDXL its keys
+    or folder say once read)."""
+    return "unet"
+
+
+def unet_defaults(path: str | os.PathLike[str], family: str) -> SamplingDefaults | None:
+    """What a UNet model samples with where its defaults.json says nothing: a Turbo model's
+    settings, nothing for the others."""
+    return TURBO_DEFAULTS if is_turbo(path) else None
+
+
+def filled(make: Callable[[], Module], weights: ComponentWeights) -> Any:
+    """The model `make()` builds with `weights` loaded; a tensor that does not fit becomes a
+    WeightsError that names the file as well as the key. Weights from a GGUF file: built
+    under gpustd.nn.deferred(), quantized matrices kept quantized (load_component)."""
+    try:
+        if any(weights.source(key)[0].suffix.lower() == ".gguf" for key in weights):
+            with deferred():
+                model = make()
+            return load_component(model, weights)
+        model = make()
+        model.load_state_dict(weights)
+    except StateDictError as exc:
+        files = sorted({str(weights.source(key)[0]) for key in weights})
+        raise WeightsError(f"{weights.name} weights in {', '.join(files)} do not fit the "
+                           f"model their config describes: {exc}") from None
+    return model
+
+
+def load_unet_model(path: str | os.PathLike[str], detected: str, options: LoadOptions
+                    ) -> StableDiffusion:
+    """The SD 1.x/2.x or SDXL model at `path` as `options` ask (load_pipeline's docstring);
+    `detected` is `any_checkpoint`'s "unet", the weights saying which family."""
+    dtype, device, defaults = options.dtype, options.device, options.defaults
+    prediction_type, variant = options.prediction_type, options.variant
+    text_encoders, base = options.text_encoders, options.base
+    if Path(path).suffix.lower() == ".gguf":  # not city96's FLUX / SD3.5 (those are flow)
+        weights = gguf_pipeline_weights(path, dtype=dtype, prediction_type=prediction_type,
+                                        base=base, modules=text_encoders)
+    elif text_encoders or base is not None:
+        given = ("text encoder files (--text-encoder) are" if text_encoders
+                 else "a base model (--base) is")
+        raise ValueError(f"{given} for FLUX / SD3 models and UNet-only GGUFs; "
+                         f"{Path(path).name} is neither")
+    else:
+        weights = load_pipeline_weights(path, dtype=dtype, prediction_type=prediction_type,
+                                        variant=variant)
+    place = {"dtype": dtype, "device": device}
+    family = weights.info.family
+    unet = filled(lambda: UNet2DConditionModel(weights.unet.config, **place), weights.unet)
+    # AutoencoderKL.force_upcast, read before building the VAE so it is built once
+    upcast = weights.vae.config.get("force_upcast", True)  # diffusers' default
+    vae_dtype = np.float32 if family in SDXL_FAMILIES and dtype == np.float16 and upcast else dtype
+    vae = filled(lambda: AutoencoderKL(weights.vae.config, dtype=vae_dtype, device=device),
+                  weights.vae)
+    common: dict[str, Any] = dict(
+        unet=unet, vae=vae, scheduler_config=weights.scheduler_config,
+        name=Path(path).name.removesuffix(".safetensors").removesuffix(".gguf"),
+        defaults=defaults, family=family, is_turbo=is_turbo(path))
+    pipe: StableDiffusion
+    if family in SDXL_FAMILIES:
+        pipe = StableDiffusionXL(text_encoders=_sdxl_encoders(weights, place), **common)
+    else:
+        text_weights = weights.text_encoder
+        assert text_weights is not None  # only an SDXL refiner comes without this encoder
+        text_encoder = filled(lambda: CLIPTextModel(text_weights.config, **place), text_weights)
+        pipe = StableDiffusion(tokenizer=_tokenizer(weights.tokenizer_dir, family == "sd2"),
+                               text_encoder=text_encoder, **common)
+    # a UNet-only GGUF's VAE module is named in the infotext, as --vae's (the last one wins)
+    vaes = [m for m in text_encoders if "vae" in module_roles(m)
+            and vae_latent_channels(m) == pipe.latent_channels]
+    pipe.vae_path = vaes[-1] if vaes else None
+    return pipe
+
+
+def _tokenizer(folder: Path | None, pads_with_bang: bool) -> CLIPTokenizer:
+    """A folder's tokenizer; for a single file the bundled vocabulary, padding with "!" where
+    the model's own tokenizer does (SD 2.x, SDXL's OpenCLIP encoder)."""
+    if folder is not None:
+        return CLIPTokenizer.from_pretrained(folder)
+    return CLIPTokenizer(pad_token="!" if pads_with_bang else "<|endoftext|>")
+
+
+def _sdxl_encoders(weights: Any, place: dict[str, Any]) -> TextEncoders:
+    """The text encoders of an SDXL base (CLIP-L, OpenCLIP-G) or refiner (OpenCLIP-G)."""
+    refiner = weights.info.family == "sdxl-refiner"
+    second = filled(lambda: CLIPTextModel(weights.text_encoder_2.config, with_projection=True,
+                                           **place), weights.text_encoder_2)
+    tokenizers = [_tokenizer(getattr(weights, "tokenizer_2_dir", None), True)]
+    encoders = [second]
+    if not refiner:
+        encoders.insert(0, filled(lambda: CLIPTextModel(weights.text_encoder.config, **place),
+                                   weights.text_encoder))
+        tokenizers.insert(0, _tokenizer(weights.tokenizer_dir, False))
+    zeros = weights.pipeline_config.get("force_zeros_for_empty_prompt", not refiner)
+    return TextEncoders(tokenizers, encoders, refiner=refiner,
+                        force_zeros_for_empty_prompt=bool(zeros))
