@@ -60,7 +60,7 @@ GIB = float(1 << 30)
 def _inputs(model: str, config: dict[str, Any], quick: bool) -> dict[str, np.ndarray]:
     """The step's inputs as float32 arrays (random normal, seeded), by diffusers' argument
     names: 128x128 latents (a 1024x1024 picture), 16x16 with --quick."""
-    from diffusion.pipelines.flux import image_ids
+    from diffusion.pipelines.flow.flux import image_ids
 
     rng = np.random.default_rng(0)
     latent = 16 if quick else 128

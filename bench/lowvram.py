@@ -69,7 +69,7 @@ def _compare(image: np.ndarray, plain: np.ndarray) -> dict[str, Any]:
 
 
 def _modes(model: str, pipe: Any, device: gpucore.Device, quick: bool) -> list[dict[str, Any]]:
-    from diffusion.pipelines.memory import MemoryMode
+    from diffusion.pipelines.sd.memory import MemoryMode
 
     size, budget, _ = MODELS[model]
     size, steps = (64, 2) if quick else (size, 20)

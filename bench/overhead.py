@@ -67,7 +67,8 @@ class _Clock:
 def _clocked(device: Any) -> Iterator[tuple[_Clock, _Clock]]:
     """(submits and read-backs as "blocked", kernel builds as "compile"; the pipeline's stages,
     which nest submits, on a clock of their own) while inside."""
-    from diffusion.pipelines import sampling, stable_diffusion
+    from diffusion.pipelines import sampling
+    from diffusion.pipelines.sd import stable_diffusion
     from gpucore import _kernel, _staging
 
     clock, stages = _Clock(), _Clock()

@@ -34,8 +34,8 @@ from .pipelines.contract import Capabilities, Pipeline
 from .pipelines.load import default_model_path, load_pipeline
 from .pipelines.observer import Observer
 from .pipelines.request import GenerationRequest
-from .pipelines.stable_diffusion import GenerationResult, StableDiffusion
-from .pipelines.stable_diffusion_xl import StableDiffusionXL
+from .pipelines.sd.stable_diffusion import GenerationResult, StableDiffusion
+from .pipelines.sd.stable_diffusion_xl import StableDiffusionXL
 
 __all__ = ["Capabilities", "GenerationRequest", "GenerationResult", "Observer", "Pipeline",
            "StableDiffusion", "StableDiffusionXL", "default_model_path", "load_pipeline"]

@@ -147,7 +147,7 @@ class QuantizedTensor:
         """New blocks (`raw` bytes in `format`, the same shape): written into the same buffer
         when they have its size, so a capture replaying this weight sees them (as a LoRA's
         float weights are patched in place); else a new buffer (a capture that read the old
-        one must be recorded again: diffusion.pipelines.capture compares the buffers)."""
+        one must be recorded again: diffusion.pipelines.sd.capture compares the buffers)."""
         spec = _format(format)
         data = np.frombuffer(raw, np.uint8) if isinstance(raw, (bytes, bytearray)) \
             else np.ascontiguousarray(raw).view(np.uint8).reshape(-1)

@@ -30,7 +30,7 @@ from bench import _harness
 from bench import txt2img as bench_txt2img
 from diffusion import load_pipeline
 from diffusion.models import tiled_vae
-from diffusion.pipelines import stable_diffusion
+from diffusion.pipelines.sd import stable_diffusion
 
 # name: (dispatches in the first submit after a wait, frugal decode)
 VARIANTS = {"256 first, frugal decode": (256, True), "ramp, frugal decode": (32, True),

@@ -1,12 +1,12 @@
 """The memory options of the generation commands and `serve` (the WebUI's --medvram, --lowvram,
-and --max-vram SIZE; diffusion.pipelines.memory), and --verbose's memory figures."""
+and --max-vram SIZE; diffusion.pipelines.sd.memory), and --verbose's memory figures."""
 
 from __future__ import annotations
 
 import argparse
 from typing import Any
 
-from ..pipelines.memory import MemoryMode, parse_size
+from ..pipelines.sd.memory import MemoryMode, parse_size
 
 __all__ = ["add_memory_options", "memory_line", "memory_mode"]
 

@@ -8,7 +8,7 @@ the weight each time the layer dequantizes it):
 - Memory stays the quantized size: a kept float delta per patched layer would cost 2-4 bytes a
   value next to Q8_0's 1.06 (Q4_K's 0.56): the memory GGUF is there to save.
 - A replayed UNet step sees the patched weights: the new blocks are written into the same
-  buffer when the format keeps its size (diffusion.pipelines.capture), as float weights are.
+  buffer when the format keeps its size (diffusion.pipelines.sd.capture), as float weights are.
 - Removing LoRAs is exact: the original blocks are kept on the host (as the float path keeps
   the original floats) and written back, bit for bit.
 

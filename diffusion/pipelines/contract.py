@@ -181,7 +181,7 @@ class Pipeline(Protocol):
 
     def set_memory_mode(self, mode: Any) -> None:
         """Run in the WebUI's --medvram / --lowvram / --max-vram mode (a
-        diffusion.pipelines.memory.MemoryMode; all off: every weight on the GPU); ValueError
+        diffusion.pipelines.sd.memory.MemoryMode; all off: every weight on the GPU); ValueError
         in one line where the family has no such mode."""
         ...
 

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 from ..loaders.flow.file import flow_model_family
 from .contract import LoadOptions, Pipeline, SamplingDefaults
-from .flow_model import flow_defaults, load_flow_model
-from .unet_load import any_checkpoint, load_unet_model, unet_defaults
+from .flow.flow_model import flow_defaults, load_flow_model
+from .sd.unet_load import any_checkpoint, load_unet_model, unet_defaults
 
 __all__ = ["FAMILIES", "FamilyLoader", "family_of"]
 

@@ -36,8 +36,8 @@ import numpy as np
 
 from ..preprocessors.resize import RESIZE_MODES, fit_map
 from .control import ControlUnit
-from .prepare import fit_picture, mask_picture, overlay_original, rgb_picture
 from .request import GenerationRequest
+from .sd.prepare import fit_picture, mask_picture, overlay_original, rgb_picture
 
 __all__ = ["Box", "MaskedArea", "crop_region", "expand_crop_region", "only_masked"]
 

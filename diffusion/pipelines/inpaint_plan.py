@@ -30,8 +30,8 @@ import numpy as np
 from .inpaint_area import MaskedArea, only_masked
 from .mask_blur import blur_mask
 from .masked_content import MASKED_CONTENT, fill
-from .prepare import fit_picture, mask_picture, overlay_original, rgb_picture
 from .request import GenerationRequest
+from .sd.prepare import fit_picture, mask_picture, overlay_original, rgb_picture
 
 __all__ = ["InpaintPlan", "blur_sides", "repainted"]
 

@@ -166,5 +166,5 @@ class ImagePrompts:
 def use_ip_adapters(unet: Any, units: Sequence[Any]) -> None:
     """Install the IP-Adapters of `units` (the request's control units; others are left to
     diffusion.pipelines.control) in `unet`, removing any others: call before the UNet's
-    capture is checked (diffusion.pipelines.capture.ModelCapture.of)."""
+    capture is checked (diffusion.pipelines.sd.capture.ModelCapture.of)."""
     install(unet, [(u.model, u.weight) for u in units if isinstance(u, IPAdapterUnit)])

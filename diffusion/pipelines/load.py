@@ -72,7 +72,7 @@ def load_pipeline(path: str | os.PathLike[str] | None = None, *, dtype: Any = np
     `model_defaults(path)`: the folder's `defaults.json`, then Turbo's. An SDXL model gives a
     `diffusion.StableDiffusionXL`; its VAE stays float32 under float16 weights when its config
     says `force_upcast`, as diffusers' SDXL pipelines decode. A FLUX.1 or SD3/3.5 folder gives
-    a `diffusion.pipelines.flow_model.FlowModel` (same `generate`), with `text_encoders`
+    a `diffusion.pipelines.flow.flow_model.FlowModel` (same `generate`), with `text_encoders`
     (t5xxl / clip_l / clip_g single files) in place of its own; so does a FLUX / SD3 single
     file (BFL's, Stability's, ComfyUI's), `text_encoders` then giving what it lacks (the VAE
     `ae.safetensors` too).

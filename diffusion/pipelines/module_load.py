@@ -34,9 +34,9 @@ from ..loaders.flow.file import flow_model_family
 from ..loaders.flow.module_file import module_roles, vae_latent_channels
 from ..loaders.flow.text_encoder_file import module_stem
 from ..loaders.sd.gguf_pipeline import is_unet_gguf
-from .flow_model import FlowModel
+from .flow.flow_model import FlowModel
 from .load import load_pipeline
-from .stable_diffusion import StableDiffusion
+from .sd.stable_diffusion import StableDiffusion
 
 __all__ = ["HiresModules", "hires_modules", "load_with_modules"]
 

@@ -176,18 +176,18 @@ def unet_call(unet: UNet, x: Tensor, timesteps: Tensor, hidden: Tensor,
 class GuidedUNet:
     """The UNet's unconditional and conditional outputs for one input, as the WebUI gets them.
 
-    `unet_step` runs `unet_call` bound to the UNet, captured (gpustd.capture, outputs not
-    copied; a StableDiffusion keeps one across generations, diffusion.pipelines.capture): recorded
-    on the first step and replayed on the others, a few wgpu calls per dispatch instead of the
-    ops' Python. What changes per step (latents, timestep, context under prompt editing)
-    travels as device tensors. `contexts(step)` gives the text conditioning of a step (prompt
-    editing changes it between steps). Uncond and cond run as one UNet batch when their lengths
-    agree, else one after the other (the WebUI without `pad_cond_uncond`); without guidance
-    only cond runs. `weights` (composable diffusion): each image's input runs once per part
-    of its prompt, against that part's cond row; they always run with the uncond (see
-    `combine`). `control` (a diffusion.pipelines.control.Control) adds its units'
-    residuals to every call, told which image of the batch each row is (a unit's map per
-    image reaches each of the image's rows, uncond and parts alike)."""
+    `unet_step` runs `unet_call` bound to the UNet, captured (gpustd.capture, outputs not copied; a
+    StableDiffusion keeps one across generations, diffusion.pipelines.sd.capture): recorded on the
+    first step and replayed on the others, a few wgpu calls per dispatch instead of the ops' Python.
+    What changes per step (latents, timestep, context under prompt editing) travels as device
+    tensors. `contexts(step)` gives the text conditioning of a step (prompt editing changes it
+    between steps). Uncond and cond run as one UNet batch when their lengths agree, else one after
+    the other (the WebUI without `pad_cond_uncond`); without guidance only cond runs. `weights`
+    (composable diffusion): each image's input runs once per part of its prompt, against that part's
+    cond row; they always run with the uncond (see `combine`). `control` (a
+    diffusion.pipelines.control.Control) adds its units' residuals to every call, told which image
+    of the batch each row is (a unit's map per image reaches each of the image's rows, uncond and
+    parts alike)."""
 
     def __init__(self, unet_step: UNet, contexts: Contexts, *, dtype: Any,
                  control: Any = None, weights: Weights | None = None) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from ..infotext import PNG_KEY, format_infotext, next_sequence_number, save_png
-from ..pipelines.prepare import eight_bit
+from ..pipelines.sd.prepare import eight_bit
 
 __all__ = [
     "ImageError",

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..pipelines.memory import MemoryMode
+from ..pipelines.sd.memory import MemoryMode
 from .catalog.modules_dir import AUTOMATIC_VAE
 
 __all__ = ["ServerSettings"]

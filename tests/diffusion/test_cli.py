@@ -573,7 +573,7 @@ def test_png_info_and_from_infotext(fake: dict[str, Any],
 
 def test_memory_flags_and_verbose(fake: dict[str, Any],
                                   capsys: pytest.CaptureFixture[str]) -> None:
-    from diffusion.pipelines.memory import MemoryMode
+    from diffusion.pipelines.sd.memory import MemoryMode
 
     code, _, err = run_cli(capsys, *TXT, "--seed", "1", "--width", "8", "--height", "8",
                            "--lowvram", "--max-vram", "2500M", "--verbose")

@@ -18,13 +18,13 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ..noise.rng import make_generator
-from ..upscalers.interpolation import crop_latents, upscale_image, upscale_latents
-from .flow import decode, encode_image
+from ...noise.rng import make_generator
+from ...upscalers.interpolation import crop_latents, upscale_image, upscale_latents
+from ..observer import Observer
+from ..request import GenerationRequest
+from ..sd.prepare import to_unit_image
 from .flow_sampling import flow_sigmas, sample_flow
-from .observer import Observer
-from .prepare import to_unit_image
-from .request import GenerationRequest
+from .start import decode, encode_image
 
 __all__ = ["FlowPasses", "hires_size", "run_hires"]
 

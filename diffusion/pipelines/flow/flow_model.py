@@ -4,10 +4,10 @@
 The "diffusers" sampler runs the pipeline's own loop (FluxPipeline / StableDiffusion3Pipeline
 and their Img2Img / Inpaint forms: the batch's noise from one seed, diffusers' pictures with
 `rng="torch"`); the WebUI's samplers defined for flow models (Euler, Euler a, DPM++ 2M) run
-over the shifted "Simple" schedule with per-image seeds (diffusion.pipelines.flow_sampling).
+over the shifted "Simple" schedule with per-image seeds (diffusion.pipelines.flow.flow_sampling).
 FLUX.1 dev takes its guidance from `distilled_cfg_scale` (Forge's "Distilled CFG Scale") and
 runs at CFG 1; a CFG scale above 1 adds a negative-prompt pass (true CFG), as in Forge.
-SD3/3.5 use CFG. The hires fix is Forge's for flow models (diffusion.pipelines.flow_hires).
+SD3/3.5 use CFG. The hires fix is Forge's for flow models (diffusion.pipelines.flow.flow_hires).
 Prompts are plain text (the WebUI's emphasis syntax is not parsed) apart
 from `<lora:NAME:WEIGHT>` tags (kohya, diffusers/PEFT LoRAs of these families).
 """
@@ -22,21 +22,21 @@ from typing import Any
 
 import numpy as np
 
-from ..noise.rng import make_generator
-from ..samplers.registry import lookup
-from ..text.composable import refuse_composable
-from ..text.prompts import extract_extra_networks
-from .contract import Capabilities, GenerationResult, LoadOptions, Placement, SamplingDefaults
-from .flow import decode, encode_image
+from ...noise.rng import make_generator
+from ...samplers.registry import lookup
+from ...text.composable import refuse_composable
+from ...text.prompts import extract_extra_networks
+from ..contract import Capabilities, GenerationResult, LoadOptions, Placement, SamplingDefaults
+from ..generation import Denoised, PromptLoras, generate
+from ..guidance import combine
+from ..masked_content import latent_content
+from ..observer import Observer, Progress, StepCallback
+from ..request import GenerationRequest
+from ..sampling import DIFFUSERS
+from ..sd.prepare import latent_mask, to_unit_image
 from .flow_hires import run_hires
 from .flow_sampling import FLOW_SAMPLERS, FLOW_SCHEDULES, flow_sigmas, sample_flow
-from .generation import Denoised, PromptLoras, generate
-from .guidance import combine
-from .masked_content import latent_content
-from .observer import Observer, Progress, StepCallback
-from .prepare import latent_mask, to_unit_image
-from .request import GenerationRequest
-from .sampling import DIFFUSERS
+from .start import decode, encode_image
 
 __all__ = ["FLOW_DEFAULTS", "FlowModel"]
 

@@ -19,10 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from ..noise.image_noise import ImageNoise
-from ..samplers import sample_dpmpp_2m, sample_euler, sample_euler_ancestral_rf
-from ..samplers.registry import lookup
-from . import sampling
+from ...noise.image_noise import ImageNoise
+from ...samplers import sample_dpmpp_2m, sample_euler, sample_euler_ancestral_rf
+from ...samplers.registry import lookup
+from .. import sampling
 
 __all__ = ["FLOW_SAMPLERS", "FLOW_SCHEDULES", "flow_sigmas", "sample_flow"]
 

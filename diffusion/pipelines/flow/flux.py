@@ -22,15 +22,15 @@ from gpucore import Device, default_device
 from gpustd import Tensor, asarray
 from gpustd.nn import deferred
 
-from ..loaders.component import load_component
-from ..loaders.flow.flux_file import load_flux_file
-from ..loaders.flow.gguf import load_flux_gguf
-from ..models import AutoencoderKL, CLIPTextModel, FluxTransformer2DModel, T5EncoderModel
-from ..noise.rng import make_generator
-from ..schedulers.flow_match_euler import FlowMatchEulerDiscreteScheduler, calculate_shift
-from ..text.t5_tokenizer import T5Tokenizer
-from ..text.tokenizer import CLIPTokenizer
-from .flow import StepCallback, check_call, load_parts, run_euler
+from ...loaders.component import load_component
+from ...loaders.flow.flux_file import load_flux_file
+from ...loaders.flow.gguf import load_flux_gguf
+from ...models import AutoencoderKL, CLIPTextModel, FluxTransformer2DModel, T5EncoderModel
+from ...noise.rng import make_generator
+from ...schedulers.flow_match_euler import FlowMatchEulerDiscreteScheduler, calculate_shift
+from ...text.t5_tokenizer import T5Tokenizer
+from ...text.tokenizer import CLIPTokenizer
+from .start import StepCallback, check_call, load_parts, run_euler
 
 __all__ = ["FluxPipeline", "pack_latents", "unpack_latents"]
 

@@ -1,4 +1,4 @@
-"""What the flow-matching pipelines (FLUX, diffusion.pipelines.flux; SD3, .sd3) share around
+"""What the flow-matching pipelines (FLUX, diffusion.pipelines.flow.flux; SD3, .sd3) share around
 their own denoising loops: where their weights come from, the call's checks, where a run starts
 (noise, or an init image noised to the schedule's first kept sigma, with the inpainting blend)
 and the decode."""
@@ -15,14 +15,14 @@ import numpy as np
 from gpucore import Device
 from gpustd import asarray
 
-from ..loaders.flow.file import load_flow_file
-from ..loaders.flow.folder import load_flow_folder
-from ..loaders.flow.text_encoder_file import use_text_encoder_files
-from ..models.tiled_vae import vae_encode
-from ..models.vae import AutoencoderKL
-from ..noise.rng import RNG_SOURCES
-from .prepare import to_mask, to_unit_image
-from .scheduler_loop import scheduler_loop
+from ...loaders.flow.file import load_flow_file
+from ...loaders.flow.folder import load_flow_folder
+from ...loaders.flow.text_encoder_file import use_text_encoder_files
+from ...models.tiled_vae import vae_encode
+from ...models.vae import AutoencoderKL
+from ...noise.rng import RNG_SOURCES
+from ..scheduler_loop import scheduler_loop
+from ..sd.prepare import to_mask, to_unit_image
 
 __all__ = ["FlowStart", "StepCallback", "check_call", "decode", "encode_image", "load_parts",
            "run_euler"]

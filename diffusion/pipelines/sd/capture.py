@@ -38,7 +38,7 @@ class ModelCapture:
                  copy_outputs: bool = False) -> None:
         self._fn = fn
         self._model: Any = None
-        # weak: a model whose weights leave the device (diffusion.pipelines.memory) must not
+        # weak: a model whose weights leave the device (diffusion.pipelines.sd.memory) must not
         # have its old buffers held here
         self._buffers: tuple[weakref.ref[Any], ...] = ()
         # `of` binds fn to the model. Keep fn a module function, not a method of the pipeline:

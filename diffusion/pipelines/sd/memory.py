@@ -48,8 +48,8 @@ from gpustd.nn import Module, ModuleList
 from gpustd.nn.offload import OffloadedError, parameter_bytes
 from gpustd.nn.residency import Residency
 
-from ..models.tiled_vae import Mode, bytes_per_input_pixel, decode_tiled, vae_decode, vae_encode
-from . import sampling
+from ...models.tiled_vae import Mode, bytes_per_input_pixel, decode_tiled, vae_decode, vae_encode
+from .. import sampling
 
 __all__ = ["MemoryMode", "MemoryPlan", "parse_size", "smallest_budget"]
 

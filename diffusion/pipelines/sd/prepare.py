@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from ..noise.rng import make_generator
-from ..text.embeddings import EmbeddingFinder
-from ..upscalers.interpolation import HiresFix, crop_latents, upscale_image, upscale_latents
-from .masked_content import latent_content
+from ...noise.rng import make_generator
+from ...text.embeddings import EmbeddingFinder
+from ...upscalers.interpolation import HiresFix, crop_latents, upscale_image, upscale_latents
+from ..masked_content import latent_content
 from .unet_model import Generator, LatentCodec
 
 __all__ = ["InpaintInputs", "Pass", "eight_bit", "fit_picture", "hires_latents", "latent_mask",
@@ -58,7 +58,7 @@ class Pass:
     cfg_pp: bool = False  # the timestep loop runs DDIM CFG++
     # finds textual-inversion names while prompts are encoded; `.used` gives the TI hashes
     embeddings: EmbeddingFinder | None = None
-    # a StableDiffusion that takes over at `switch_at` (diffusion.pipelines.refiner)
+    # a StableDiffusion that takes over at `switch_at` (diffusion.pipelines.sd.refiner)
     refiner: Any = None
     switch_at: float = 0.8
     # ControlNet / T2I-Adapter units guiding every step (diffusion.pipelines.control), their

@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from ..samplers.denoiser import DiscreteSchedule
-from .contract import Pipeline
+from ...samplers.denoiser import DiscreteSchedule
+from ..contract import Pipeline
 
 __all__ = ["HandOff", "check_refiner", "cutoff"]
 

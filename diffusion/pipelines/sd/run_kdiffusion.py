@@ -9,12 +9,12 @@ from typing import Any
 
 import numpy as np
 
-from ..noise.image_noise import ImageNoise
-from ..noise.rng import make_generator
-from ..samplers.denoiser import DiscreteSchedule
-from ..upscalers.interpolation import HiresFix
-from . import sampling
-from .observer import Observer
+from ...noise.image_noise import ImageNoise
+from ...noise.rng import make_generator
+from ...samplers.denoiser import DiscreteSchedule
+from ...upscalers.interpolation import HiresFix
+from .. import sampling
+from ..observer import Observer
 from .prepare import InpaintInputs, Pass, hires_latents
 from .unet_model import UNetParts
 

@@ -13,15 +13,15 @@ from typing import Any
 
 import numpy as np
 
-from ..noise.rng import make_generator
-from ..schedulers import scheduler_from_config
-from ..upscalers.interpolation import HiresFix
-from . import sampling
-from .guidance import combine
-from .observer import Observer
+from ...noise.rng import make_generator
+from ...schedulers import scheduler_from_config
+from ...upscalers.interpolation import HiresFix
+from .. import sampling
+from ..guidance import combine
+from ..observer import Observer
+from ..scheduler_loop import scheduler_loop
 from .prepare import InpaintInputs, Pass, hires_latents
 from .refiner import cutoff
-from .scheduler_loop import scheduler_loop
 from .unet_model import Generator, UNetParts
 
 __all__ = ["denoise", "run_scheduler"]

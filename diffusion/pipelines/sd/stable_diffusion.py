@@ -20,30 +20,30 @@ import numpy as np
 
 from gpustd import Tensor
 
-from .. import samplers
-from ..loaders.sd.vae_file import vae_hash, vae_name
-from ..models import AutoencoderKL, CLIPTextModel, UNet2DConditionModel
-from ..models.tiled_vae import vae_decode, vae_encode
-from ..samplers.denoiser import DiscreteSchedule
-from ..schedulers import get_scheduler, scheduler_from_config
-from ..text import conditioning
-from ..text.embeddings import EmbeddingDatabase, EmbeddingFinder, ti_hashes
-from ..text.tokenizer import CLIPTokenizer
-from . import sampling
+from ... import samplers
+from ...loaders.sd.vae_file import vae_hash, vae_name
+from ...models import AutoencoderKL, CLIPTextModel, UNet2DConditionModel
+from ...models.tiled_vae import vae_decode, vae_encode
+from ...samplers.denoiser import DiscreteSchedule
+from ...schedulers import get_scheduler, scheduler_from_config
+from ...text import conditioning
+from ...text.embeddings import EmbeddingDatabase, EmbeddingFinder, ti_hashes
+from ...text.tokenizer import CLIPTokenizer
+from .. import sampling
+from ..contract import Capabilities, GenerationResult, Placement, SamplingDefaults
+from ..control import Control, check_base
+from ..control_spec import unit_label
+from ..generation import Denoised, PromptLoras, generate
+from ..ip_adapter import use_ip_adapters
+from ..observer import Observer, Progress, StepCallback
+from ..request import GenerationRequest
+from ..sampling import DIFFUSERS
 from .capture import ModelCapture, lent
-from .contract import Capabilities, GenerationResult, Placement, SamplingDefaults
-from .control import Control, check_base
-from .control_spec import unit_label
-from .generation import Denoised, PromptLoras, generate
-from .ip_adapter import use_ip_adapters
 from .memory import MemoryMode, MemoryPlan
-from .observer import Observer, Progress, StepCallback
 from .prepare import Pass, to_uint8
 from .refiner import HandOff, check_refiner
-from .request import GenerationRequest
 from .run_kdiffusion import WebUISeeds, run_kdiffusion
 from .run_scheduler import run_scheduler
-from .sampling import DIFFUSERS
 from .unet_model import Generator, UNetParts
 
 __all__ = ["GenerationRequest", "GenerationResult", "SamplingDefaults", "StableDiffusion"]
@@ -132,7 +132,7 @@ class StableDiffusion:
     def use_vae(self, path: str | os.PathLike[str]) -> None:
         """Decode and encode with the VAE file at `path` (diffusion.loaders.sd.vae_file), in the
         dtype of the model's own VAE (an SDXL VAE kept in float32, force_upcast, stays so)."""
-        from ..loaders.sd.vae_file import load_vae
+        from ...loaders.sd.vae_file import load_vae
 
         vae_dtype = (self.vae.decoder.conv_in.weight.dtype if self.is_sdxl
                      else self.placement.dtype)
@@ -179,7 +179,7 @@ class StableDiffusion:
     def _guided(self, r: Pass, steps: int, *, webui: bool = True,
                 discrete: DiscreteSchedule | None = None) -> Any:
         """The guided UNet of a pass (a sampling.GuidedUNet); with a refiner and the WebUI's
-        samplers one that hands over to the refiner's (diffusion.pipelines.refiner.HandOff)."""
+        samplers one that hands over to the refiner's (diffusion.pipelines.sd.refiner.HandOff)."""
         contexts, weights = self._contexts(r, steps, webui=webui)  # first: --medvram's UNet next
         check_base(r.control, self.unet)
         use_ip_adapters(self.unet, r.control)  # before the capture compares the UNet's weights
@@ -239,7 +239,7 @@ class StableDiffusion:
 
     def set_memory_mode(self, mode: MemoryMode) -> None:
         """Run in the WebUI's --medvram / --lowvram / --max-vram mode (a MemoryMode, all off:
-        every weight on the GPU again); see diffusion.pipelines.memory."""
+        every weight on the GPU again); see diffusion.pipelines.sd.memory."""
         if self.memory is not None:
             self.memory.release()
             self.memory = None  # a plan refused below leaves none in effect

@@ -32,10 +32,10 @@ import numpy as np
 
 from gpustd import Tensor, asarray
 
-from ..text import conditioning
-from ..text.prompts import parse_prompt
-from ..text.tokenizer import CLIPTokenizer
-from .sampling import AddedContext
+from ...text import conditioning
+from ...text.prompts import parse_prompt
+from ...text.tokenizer import CLIPTokenizer
+from ..sampling import AddedContext
 from .stable_diffusion import StableDiffusion
 
 __all__ = ["AESTHETIC_SCORES", "SDXL_FAMILIES", "StableDiffusionXL", "TextEncoders", "XLSchedule",

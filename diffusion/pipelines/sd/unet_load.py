@@ -14,14 +14,14 @@ import numpy as np
 
 from gpustd.nn import Module, StateDictError, deferred
 
-from ..loaders import ComponentWeights, WeightsError, load_pipeline_weights
-from ..loaders.component import load_component
-from ..loaders.flow.module_file import module_roles, vae_latent_channels
-from ..loaders.sd.gguf_pipeline import gguf_pipeline_weights
-from ..models import AutoencoderKL, CLIPTextModel, UNet2DConditionModel
-from ..text.tokenizer import CLIPTokenizer
-from .contract import LoadOptions, SamplingDefaults
-from .model_defaults import TURBO_DEFAULTS, is_turbo
+from ...loaders import ComponentWeights, WeightsError, load_pipeline_weights
+from ...loaders.component import load_component
+from ...loaders.flow.module_file import module_roles, vae_latent_channels
+from ...loaders.sd.gguf_pipeline import gguf_pipeline_weights
+from ...models import AutoencoderKL, CLIPTextModel, UNet2DConditionModel
+from ...text.tokenizer import CLIPTokenizer
+from ..contract import LoadOptions, SamplingDefaults
+from ..model_defaults import TURBO_DEFAULTS, is_turbo
 from .stable_diffusion import StableDiffusion
 from .stable_diffusion_xl import SDXL_FAMILIES, StableDiffusionXL, TextEncoders
 

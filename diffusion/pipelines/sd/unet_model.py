@@ -11,7 +11,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ..noise.rng import TorchCPUGenerator
+from ...noise.rng import TorchCPUGenerator
 
 __all__ = ["Generator", "LatentCodec", "UNetParts"]
 

@@ -28,7 +28,7 @@ from diffusion.loaders.errors import WeightsError
 from diffusion.loaders.flow.file import flow_model_family
 from diffusion.loaders.flow.gguf import load_flux_gguf, load_sd3_gguf
 from diffusion.loaders.formats.gguf_write import write_gguf
-from diffusion.pipelines.flux import image_ids
+from diffusion.pipelines.flow.flux import image_ids
 from gpustd.quant import QuantizedTensor
 
 # 128-wide heads (FLUX.1's rotary axes), rows of whole Q4_K blocks (256) in every matrix that

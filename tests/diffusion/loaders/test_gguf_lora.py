@@ -19,7 +19,7 @@ from diffusion import load_pipeline  # noqa: E402
 from diffusion.cli.main import main  # noqa: E402
 from diffusion.loaders.sd.gguf_unet import load_unet_gguf  # noqa: E402
 from diffusion.lora import LoraManager  # noqa: E402
-from diffusion.pipelines.memory import MemoryMode  # noqa: E402
+from diffusion.pipelines.sd.memory import MemoryMode  # noqa: E402
 from gpustd.nn.quantized import quantized_weights  # noqa: E402
 
 # (64, 64) projections and a 3x3 conv of the tiny UNet, as kohya names them

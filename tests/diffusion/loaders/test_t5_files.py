@@ -28,7 +28,7 @@ from diffusion.loaders import SafetensorsFile
 from diffusion.loaders.errors import WeightsError
 from diffusion.loaders.formats.gguf_write import write_gguf
 from diffusion.loaders.keymaps.t5_gguf import t5_gguf_refs
-from diffusion.pipelines.flux import FluxPipeline
+from diffusion.pipelines.flow.flux import FluxPipeline
 from gpustd import nn
 from gpustd.nn.quantized import quantized_weights
 

@@ -17,7 +17,7 @@ import gpucore
 import gpustd
 from diffusion.models import FluxTransformer2DModel
 from diffusion.models.transformer_ops import gated_add
-from diffusion.pipelines.flux import image_ids
+from diffusion.pipelines.flow.flux import image_ids
 
 TOL = 1e-3  # as the UNet tests: f32 end to end, typically ~1e-6
 

@@ -11,9 +11,9 @@ from types import SimpleNamespace
 import pytest
 
 from diffusion.pipelines.contract import Capabilities, Pipeline
-from diffusion.pipelines.flow_model import FlowModel
-from diffusion.pipelines.memory import MemoryMode
+from diffusion.pipelines.flow.flow_model import FlowModel
 from diffusion.pipelines.request import GenerationRequest
+from diffusion.pipelines.sd.memory import MemoryMode
 from diffusion.upscalers.interpolation import HiresFix
 
 pytestmark = pytest.mark.nodevice

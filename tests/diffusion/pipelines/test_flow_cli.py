@@ -22,7 +22,7 @@ from safetensors.torch import save_file
 import diffusion.cli.main as cli
 import gpucore
 from diffusion.infotext import read_infotext
-from diffusion.pipelines.flow_model import FlowModel
+from diffusion.pipelines.flow.flow_model import FlowModel
 
 SIZE = ("--width", "24", "--height", "16")
 
@@ -188,7 +188,7 @@ def test_inpaint_only_masked_from_the_cli(first_device: gpucore.Device,
     which act on latents its pipeline makes itself."""
     from diffusion.pipelines.inpaint_area import MaskedArea
     from diffusion.pipelines.mask_blur import blur_mask
-    from diffusion.pipelines.prepare import fit_picture
+    from diffusion.pipelines.sd.prepare import fit_picture
 
     picture = np.random.default_rng(2).integers(0, 256, (30, 40, 3), dtype=np.uint8)
     mask = Image.new("L", (40, 30))

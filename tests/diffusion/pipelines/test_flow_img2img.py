@@ -19,8 +19,8 @@ from PIL import Image
 from support import assert_close
 
 import gpucore
-from diffusion.pipelines.flux import FluxPipeline
-from diffusion.pipelines.sd3 import StableDiffusion3Pipeline
+from diffusion.pipelines.flow.flux import FluxPipeline
+from diffusion.pipelines.flow.sd3 import StableDiffusion3Pipeline
 
 TOL = 2e-3  # the SD pipeline tests' picture tolerance
 

@@ -28,8 +28,8 @@ from support import assert_close
 import gpucore
 from diffusion.loaders.errors import WeightsError
 from diffusion.loaders.flow.file import flow_model_family, load_flow_file
-from diffusion.pipelines.flux import FluxPipeline
-from diffusion.pipelines.sd3 import StableDiffusion3Pipeline
+from diffusion.pipelines.flow.flux import FluxPipeline
+from diffusion.pipelines.flow.sd3 import StableDiffusion3Pipeline
 from diffusion.text.t5_tokenizer import T5Tokenizer
 from diffusion.text.tokenizer import CLIPTokenizer
 

@@ -19,7 +19,7 @@ from support import assert_close
 import gpucore
 from diffusion.loaders.errors import WeightsError
 from diffusion.loaders.flow.folder import load_flow_folder
-from diffusion.pipelines.flux import FluxPipeline, pack_latents, unpack_latents
+from diffusion.pipelines.flow.flux import FluxPipeline, pack_latents, unpack_latents
 
 TOL = 2e-3  # the SD pipeline tests' picture tolerance, f32 through every step
 

@@ -17,7 +17,7 @@ from diffusion import GenerationRequest
 from diffusion.infotext import format_infotext, parse_infotext
 from diffusion.pipelines import inpaint_area
 from diffusion.pipelines.inpaint_area import MaskedArea, crop_region, only_masked
-from diffusion.pipelines.prepare import fit_picture, overlay_original
+from diffusion.pipelines.sd.prepare import fit_picture, overlay_original
 
 
 def _mask(size: tuple[int, int], *boxes: tuple[int, int, int, int]) -> Image.Image:

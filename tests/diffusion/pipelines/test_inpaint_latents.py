@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from diffusion.pipelines.stable_diffusion import StableDiffusion
+from diffusion.pipelines.sd.stable_diffusion import StableDiffusion
 
 torch = pytest.importorskip("torch", reason="test-only reference (extra: reference)")
 pytestmark = pytest.mark.nodevice
@@ -217,7 +217,7 @@ def test_the_server_gives_every_batch_the_first_batchs_latent_noise(tmp_path: An
 
     from fastapi.testclient import TestClient
 
-    from diffusion.pipelines.stable_diffusion import GenerationResult, SamplingDefaults
+    from diffusion.pipelines.sd.stable_diffusion import GenerationResult, SamplingDefaults
     from diffusion.server import create_app
 
     class Recorder:

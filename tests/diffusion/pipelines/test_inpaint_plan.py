@@ -26,7 +26,7 @@ from diffusion.pipelines.inpaint_area import MaskedArea
 from diffusion.pipelines.inpaint_plan import InpaintPlan
 from diffusion.pipelines.mask_blur import blur_mask
 from diffusion.pipelines.masked_content import fill
-from diffusion.pipelines.prepare import fit_picture, latent_mask, overlay_original
+from diffusion.pipelines.sd.prepare import fit_picture, latent_mask, overlay_original
 
 PICTURE = np.random.default_rng(4).integers(0, 256, (80, 96, 3), dtype=np.uint8)
 
@@ -280,7 +280,7 @@ def test_masked_content_on_the_bundled_model(first_device: Any,
     contents of one inpaint differ inside the mask and keep the picture where the blurred mask
     is black; latent noise / nothing reach the init latents through the latent mask of the
     blurred mask; the infotext fields are written."""
-    import diffusion.pipelines.prepare as prepare
+    import diffusion.pipelines.sd.prepare as prepare
     from diffusion import load_pipeline
 
     seen: list[tuple[int, np.ndarray, np.ndarray]] = []

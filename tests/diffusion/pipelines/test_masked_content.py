@@ -17,7 +17,7 @@ from diffusion.pipelines.masked_content import (
     latent_content,
     masked_content,
 )
-from diffusion.pipelines.prepare import latent_mask, to_mask
+from diffusion.pipelines.sd.prepare import latent_mask, to_mask
 
 pytestmark = pytest.mark.nodevice
 

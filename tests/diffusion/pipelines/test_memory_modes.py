@@ -1,4 +1,4 @@
-"""The WebUI's memory modes (diffusion.pipelines.memory): --medvram, --lowvram and --max-vram
+"""The WebUI's memory modes (diffusion.pipelines.sd.memory): --medvram, --lowvram and --max-vram
 give the plain run's picture bit for bit, and hold less device memory at their peak."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from sd_tiny import write_pipeline
 
 import gpucore
 from diffusion import load_pipeline
-from diffusion.pipelines.memory import MemoryMode, parse_size, smallest_budget
+from diffusion.pipelines.sd.memory import MemoryMode, parse_size, smallest_budget
 from gpustd.nn.offload import device_bytes, parameter_bytes
 
 SIZE = 16  # 8x8 latents

@@ -1,5 +1,5 @@
 """A pipeline keeps its UNet step and text encoder captures across generations
-(diffusion.pipelines.capture): later generations replay them, give the image a fresh pipeline
+(diffusion.pipelines.sd.capture): later generations replay them, give the image a fresh pipeline
 gives, see LoRA weights written in place, and record afresh when a parameter is replaced."""
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ def test_vae_decode_borrows_the_captures_scratch(first_device: gpucore.Device, m
     """While the VAE decodes, the UNet step's and the text encoder's scratch (activations no
     value of which outlives a call) is the pool's, not counted as allocated; the next
     generation takes the same buffers back and only replays."""
-    from diffusion.pipelines import stable_diffusion
+    from diffusion.pipelines.sd import stable_diffusion
 
     pipe = load_pipeline(model_dir, device=first_device)
     graphs = []

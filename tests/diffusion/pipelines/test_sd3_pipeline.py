@@ -16,7 +16,7 @@ from safetensors.torch import save_file
 from support import assert_close
 
 import gpucore
-from diffusion.pipelines.sd3 import StableDiffusion3Pipeline
+from diffusion.pipelines.flow.sd3 import StableDiffusion3Pipeline
 
 TOL = 2e-3  # the SD pipeline tests' picture tolerance, f32 through every step
 

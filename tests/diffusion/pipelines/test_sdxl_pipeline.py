@@ -27,7 +27,7 @@ import gpucore  # noqa: E402
 from diffusion import load_pipeline  # noqa: E402
 from diffusion.cli.main import main  # noqa: E402
 from diffusion.infotext import parse_infotext, read_infotext  # noqa: E402
-from diffusion.pipelines.stable_diffusion_xl import time_ids, webui_schedule  # noqa: E402
+from diffusion.pipelines.sd.stable_diffusion_xl import time_ids, webui_schedule  # noqa: E402
 
 SIZE = 32  # 16x16 latents (the tiny VAE halves each side)
 PROMPT, NEGATIVE = "a lighthouse at dusk, oil painting", "blurry"
@@ -193,7 +193,7 @@ def test_webui_samplers_hand_over_to_the_refiner(first_device: gpucore.Device,
     """Euler a with the WebUI's prompt syntax over 3 steps, whose model evaluations are at
     timesteps 999, 499.5 and 0 (completed ratios 0, 0.5, 0.999): switching at 0.3 and at 0.9
     hands over at different evaluations, which gives different pictures."""
-    from diffusion.pipelines.refiner import HandOff
+    from diffusion.pipelines.sd.refiner import HandOff
 
     base, refiner = _ours(paths.base, first_device), _ours(paths.refiner, first_device)
     switched: list[int | None] = []
@@ -222,7 +222,7 @@ def test_and_parts_guide_sdxl(first_device: gpucore.Device, paths: Any) -> None:
     x0, so the run with parts is the negative prompt's run (CFG 0) plus each part's own run
     (CFG 1) less it, times weight * cfg (the WebUI's combine_denoised). The refiner takes
     the parts over."""
-    from diffusion.pipelines.refiner import HandOff
+    from diffusion.pipelines.sd.refiner import HandOff
 
     base, refiner = _ours(paths.base, first_device), _ours(paths.refiner, first_device)
     prompt, parts = "a red fox AND (snow:1.2):-0.5", [("a red fox", 1.0), ("(snow:1.2)", -0.5)]

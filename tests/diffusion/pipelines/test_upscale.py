@@ -60,7 +60,7 @@ def test_hires_resize_of_another_aspect_crops_as_the_webui(first, resize) -> Non
     them and truncates the overflow around the centre, without stretching the picture."""
     from types import SimpleNamespace
 
-    from diffusion.pipelines.prepare import Pass, hires_latents
+    from diffusion.pipelines.sd.prepare import Pass, hires_latents
 
     (width, height), (x, y) = first, resize
     if width / height < x / y:  # the WebUI's hr_upscale_to_x/y and truncate_x/y

@@ -18,9 +18,9 @@ from kdiffusion_ref import K
 from support import assert_close
 
 import gpucore
-from diffusion.pipelines.flow_sampling import flow_sigmas, sample_flow
-from diffusion.pipelines.flux import FluxPipeline
-from diffusion.pipelines.sd3 import StableDiffusion3Pipeline
+from diffusion.pipelines.flow.flow_sampling import flow_sigmas, sample_flow
+from diffusion.pipelines.flow.flux import FluxPipeline
+from diffusion.pipelines.flow.sd3 import StableDiffusion3Pipeline
 
 TOL = 2e-3
 SEEDS = [11, 12]

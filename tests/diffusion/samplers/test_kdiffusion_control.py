@@ -141,7 +141,7 @@ def test_hires_pass_gets_the_maps_at_its_size(ours: Any, nets: list[tuple[Any, A
     """A hires fix: each pass fits the unit's map (here 20x24, Crop and Resize) to its own
     size, and hr_option picks the passes a unit guides (the extension's detectmap_proc for
     hr_y x hr_x)."""
-    import diffusion.pipelines.stable_diffusion as sd
+    import diffusion.pipelines.sd.stable_diffusion as sd
     from diffusion.pipelines.control import Control
     from diffusion.preprocessors.resize import fit_map
     from diffusion.upscalers.interpolation import HiresFix

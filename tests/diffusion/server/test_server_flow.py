@@ -19,7 +19,7 @@ from server_support import CachedLoader, info, png_b64
 
 import gpucore
 from diffusion.loaders.formats.gguf_write import write_gguf
-from diffusion.pipelines.flow_model import FlowModel
+from diffusion.pipelines.flow.flow_model import FlowModel
 from diffusion.server import create_app
 
 if not gpucore.devices():

@@ -18,7 +18,7 @@ pytest.importorskip("fastapi", reason="server extra (pip install .[server])")
 from fastapi.testclient import TestClient
 
 from diffusion.pipelines.request import MAX_PROMPT_CHARS
-from diffusion.pipelines.stable_diffusion import GenerationResult, SamplingDefaults
+from diffusion.pipelines.sd.stable_diffusion import GenerationResult, SamplingDefaults
 from diffusion.server import create_app
 from gpucore import MemoryLimitError
 

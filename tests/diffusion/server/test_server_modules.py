@@ -37,7 +37,7 @@ def served(tmp_path_factory: pytest.TempPathFactory, tiny_flux_dev: tuple[Path, 
     from fastapi.testclient import TestClient
     from flow_tiny import bfl_checkpoint
 
-    from diffusion.pipelines.flow_model import FlowModel
+    from diffusion.pipelines.flow.flow_model import FlowModel
     from diffusion.server import create_app
 
     root = tmp_path_factory.mktemp("modules-server")

@@ -19,7 +19,7 @@ pytest.importorskip("fastapi", reason="server extra (pip install .[server])")
 import httpx
 from server_support import Background, info, live_server, wait_for
 
-from diffusion.pipelines.stable_diffusion import GenerationResult, SamplingDefaults
+from diffusion.pipelines.sd.stable_diffusion import GenerationResult, SamplingDefaults
 from diffusion.server import create_app
 
 pytestmark = pytest.mark.nodevice

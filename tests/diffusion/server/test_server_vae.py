@@ -155,7 +155,7 @@ def test_the_hires_pass_runs_with_its_own_modules(served: Any,
     the whole request makes with that VAE; after an image upscale it also encodes the upscaled
     picture. "Use same choices" is the first pass's VAE, [] the model's own; Forge's "Hires
     Module N" say which."""
-    from diffusion.pipelines import stable_diffusion
+    from diffusion.pipelines.sd import stable_diffusion
 
     client, _, _, vae_x = served
     plain, text, _ = _picture(client, {**HIRES, "hr_additional_modules": ["Use same choices"]})

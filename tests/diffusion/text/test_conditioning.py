@@ -15,7 +15,7 @@ from support import assert_close
 
 import gpucore
 from diffusion.models import CLIPTextModel
-from diffusion.pipelines.stable_diffusion import StableDiffusion
+from diffusion.pipelines.sd.stable_diffusion import StableDiffusion
 from diffusion.text.conditioning import encode, encode_texts, prompt_chunks
 from diffusion.text.tokenizer import CLIPTokenizer
 
