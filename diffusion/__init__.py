@@ -22,6 +22,7 @@ pipelines/, a new sampler a module in samplers/.
 | `lora` | LoRA / LyCORIS networks patched into a loaded pipeline |
 | `upscalers` | hires fix's upscalers |
 | `preprocessors` | the ControlNet extension's preprocessors (canny, invert, ...) on the GPU |
+| `imaging` | pictures in and out: init images, masks, resize modes, the inpainting overlay |
 | `server`, `cli` | the WebUI-compatible HTTP API and page; `python -m diffusion` |
 | `data` | the bundled model and CLIP's vocabulary (package data, not code) |
 

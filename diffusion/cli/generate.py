@@ -17,10 +17,10 @@ from typing import Any
 
 import numpy as np
 
+from ..imaging import eight_bit
 from ..infotext import save_images
 from ..pipelines.request import GenerationRequest, door_fields
 from ..pipelines.sampling import SamplerOptions, sampler_label
-from ..pipelines.sd.prepare import eight_bit
 from ..samplers import schedules
 from .control import build_control_specs, load_control_units
 from .from_infotext import apply_infotext

@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     fix (unknown upscaler, unreadable image, bad scale)."""
     from PIL import Image, UnidentifiedImageError
 
-    from ..pipelines.sd.prepare import eight_bit
+    from ..imaging import eight_bit
     from ..upscalers.by_name import upscale
     from ..upscalers.models import MODEL_UPSCALERS, ModelUpscaler, register_upscaler_dir
 

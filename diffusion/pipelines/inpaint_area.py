@@ -20,7 +20,7 @@ apply_overlay):
    and fill), then inpainted as usual; control maps likewise, as the ControlNet extension
    crops its pictures;
 4. each result fitted back to the region (mode 1) and laid there, the original laid over it
-   by the blurred mask (prepare.overlay_original with paste_to).
+   by the blurred mask (imaging.overlay_original with paste_to).
 A mask with no white pixel leaves nothing to crop to: the WebUI then redraws the whole
 picture as img2img ("Unable to perform Inpaint Only mask because mask is blank, switch to
 img2img mode"), and so does this, with a warning.
@@ -34,10 +34,10 @@ from typing import Any
 
 import numpy as np
 
+from ..imaging import fit_picture, mask_picture, overlay_original, rgb_picture
 from ..preprocessors.resize import RESIZE_MODES, fit_map
 from .control import ControlUnit
 from .request import GenerationRequest
-from .sd.prepare import fit_picture, mask_picture, overlay_original, rgb_picture
 
 __all__ = ["Box", "MaskedArea", "crop_region", "expand_crop_region", "only_masked"]
 

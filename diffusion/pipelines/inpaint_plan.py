@@ -6,14 +6,14 @@ apply_overlay):
    diffusion.pipelines.mask_blur), at the size it was given;
 2. "Inpaint area: Only masked": the part around the blurred mask cut out and fitted to
    width x height (diffusion.pipelines.inpaint_area); otherwise the picture and the mask
-   fitted to width x height by the resize mode (prepare.fit_picture), or with resize mode 3
+   fitted to width x height by the resize mode (imaging.fit_picture), or with resize mode 3
    (latent upscale: img2img, or a mask "Only masked" found blank, which the WebUI redraws as
    img2img) the picture left at its size for prepare.InpaintInputs;
 3. "Masked content: fill": the masked part of that picture painted over from around it
    (diffusion.pipelines.masked_content); "latent noise" and "latent nothing" act later, on the
    init latents (prepare.InpaintInputs.start);
 4. after decoding: the drawn part pasted into the picture given ("Only masked"), or the
-   fitted original laid over the results outside the mask (prepare.overlay_original).
+   fitted original laid over the results outside the mask (imaging.overlay_original).
 
     plan = InpaintPlan.make(request, width, height)
     images = draw(plan.request)                    # width x height, as an ordinary inpaint
@@ -27,11 +27,11 @@ from typing import Any, TypedDict
 
 import numpy as np
 
+from ..imaging import fit_picture, mask_picture, overlay_original, rgb_picture
 from .inpaint_area import MaskedArea, only_masked
 from .mask_blur import blur_mask
 from .masked_content import MASKED_CONTENT, fill
 from .request import GenerationRequest
-from .sd.prepare import fit_picture, mask_picture, overlay_original, rgb_picture
 
 __all__ = ["InpaintPlan", "blur_sides", "repainted"]
 

@@ -127,7 +127,7 @@ class GenerationRequest:
     inpainting_fill: int = field(default=1, metadata=_label("Masked content"))
     # img2img: how init_image and mask are fitted to width x height where their shape differs:
     # the WebUI's Resize mode, 0 just resize, 1 crop and resize, 2 resize and fill
-    # (diffusion.pipelines.sd.prepare.fit_picture), 3 just resize (latent upscale: the picture
+    # (diffusion.imaging.fit_picture), 3 just resize (latent upscale: the picture
     # encoded at its own size, its latents resized; not with a mask, which the WebUI cannot
     # lay back over a picture of another size, unless inpaint_full_res finds it blank and
     # redraws the picture as img2img); not in the infotext, as in the WebUI

@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from ..imaging import eight_bit
 from ..infotext import PNG_KEY, format_infotext, next_sequence_number, save_png
-from ..pipelines.sd.prepare import eight_bit
 
 __all__ = [
     "ImageError",

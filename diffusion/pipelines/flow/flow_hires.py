@@ -18,11 +18,11 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from ...imaging import to_unit_image
 from ...noise.rng import make_generator
 from ...upscalers.interpolation import crop_latents, upscale_image, upscale_latents
 from ..observer import Observer
 from ..request import GenerationRequest
-from ..sd.prepare import to_unit_image
 from .flow_sampling import flow_sigmas, sample_flow
 from .start import decode, encode_image
 

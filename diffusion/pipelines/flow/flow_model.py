@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from ...imaging import latent_mask, to_unit_image
 from ...noise.rng import make_generator
 from ...samplers.registry import lookup
 from ...text.composable import refuse_composable
@@ -33,7 +34,6 @@ from ..masked_content import latent_content
 from ..observer import Observer, Progress, StepCallback
 from ..request import GenerationRequest
 from ..sampling import DIFFUSERS
-from ..sd.prepare import latent_mask, to_unit_image
 from .flow_hires import run_hires
 from .flow_sampling import FLOW_SAMPLERS, FLOW_SCHEDULES, flow_sigmas, sample_flow
 from .start import decode, encode_image

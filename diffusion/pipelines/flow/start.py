@@ -15,6 +15,7 @@ import numpy as np
 from gpucore import Device
 from gpustd import asarray
 
+from ...imaging import to_mask, to_unit_image
 from ...loaders.flow.file import load_flow_file
 from ...loaders.flow.folder import load_flow_folder
 from ...loaders.flow.text_encoder_file import use_text_encoder_files
@@ -22,7 +23,6 @@ from ...models.tiled_vae import vae_encode
 from ...models.vae import AutoencoderKL
 from ...noise.rng import RNG_SOURCES
 from ..scheduler_loop import scheduler_loop
-from ..sd.prepare import to_mask, to_unit_image
 
 __all__ = ["FlowStart", "StepCallback", "check_call", "decode", "encode_image", "load_parts",
            "run_euler"]

@@ -21,6 +21,7 @@ import numpy as np
 from gpustd import Tensor
 
 from ... import samplers
+from ...imaging import to_uint8
 from ...loaders.sd.vae_file import vae_hash, vae_name
 from ...models import AutoencoderKL, CLIPTextModel, UNet2DConditionModel
 from ...models.tiled_vae import vae_decode, vae_encode
@@ -40,7 +41,7 @@ from ..request import GenerationRequest
 from ..sampling import DIFFUSERS
 from .capture import ModelCapture, lent
 from .memory import MemoryMode, MemoryPlan
-from .prepare import Pass, to_uint8
+from .prepare import Pass
 from .refiner import HandOff, check_refiner
 from .run_kdiffusion import WebUISeeds, run_kdiffusion
 from .run_scheduler import run_scheduler

@@ -186,9 +186,9 @@ def test_inpaint_only_masked_from_the_cli(first_device: gpucore.Device,
     the infotext says so. The whole picture (and latent nothing): the original laid back
     where the blurred mask is black, as Forge does; "diffusers" refuses the latent contents,
     which act on latents its pipeline makes itself."""
+    from diffusion.imaging import fit_picture
     from diffusion.pipelines.inpaint_area import MaskedArea
     from diffusion.pipelines.mask_blur import blur_mask
-    from diffusion.pipelines.sd.prepare import fit_picture
 
     picture = np.random.default_rng(2).integers(0, 256, (30, 40, 3), dtype=np.uint8)
     mask = Image.new("L", (40, 30))

@@ -14,10 +14,10 @@ import pytest
 from PIL import Image, ImageFilter
 
 from diffusion import GenerationRequest
+from diffusion.imaging import fit_picture, overlay_original
 from diffusion.infotext import format_infotext, parse_infotext
 from diffusion.pipelines import inpaint_area
 from diffusion.pipelines.inpaint_area import MaskedArea, crop_region, only_masked
-from diffusion.pipelines.sd.prepare import fit_picture, overlay_original
 
 
 def _mask(size: tuple[int, int], *boxes: tuple[int, int, int, int]) -> Image.Image:

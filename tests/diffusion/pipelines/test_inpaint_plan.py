@@ -20,13 +20,13 @@ import pytest
 from PIL import Image
 
 from diffusion import GenerationRequest
+from diffusion.imaging import fit_picture, latent_mask, overlay_original
 from diffusion.infotext import format_infotext, parse_infotext
 from diffusion.noise.rng import make_generator
 from diffusion.pipelines.inpaint_area import MaskedArea
 from diffusion.pipelines.inpaint_plan import InpaintPlan
 from diffusion.pipelines.mask_blur import blur_mask
 from diffusion.pipelines.masked_content import fill
-from diffusion.pipelines.sd.prepare import fit_picture, latent_mask, overlay_original
 
 PICTURE = np.random.default_rng(4).integers(0, 256, (80, 96, 3), dtype=np.uint8)
 

@@ -1,5 +1,5 @@
 """The WebUI's "Masked content" (diffusion.pipelines.masked_content) and its latent mask
-(prepare.latent_mask): the fill by hand and against a re-derivation of the WebUI's masking.fill
+(diffusion.imaging.latent_mask): the fill by hand and against a re-derivation of the WebUI's masking.fill
 in floats (true Gaussians, premultiplied colours, the "over" operator: the WebUI's Pillow
 layers are 8-bit and its blurs box-blur approximations, a few levels apart), latent noise and
 latent nothing by hand. Host logic, no device."""
@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
+from diffusion.imaging import latent_mask, to_mask
 from diffusion.noise.rng import make_generator
 from diffusion.pipelines.masked_content import (
     FILL_PASSES,
@@ -17,7 +18,6 @@ from diffusion.pipelines.masked_content import (
     latent_content,
     masked_content,
 )
-from diffusion.pipelines.sd.prepare import latent_mask, to_mask
 
 pytestmark = pytest.mark.nodevice
 

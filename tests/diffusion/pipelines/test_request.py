@@ -188,7 +188,7 @@ def test_empty_pictures_are_refused() -> None:
     on it."""
     from PIL import Image
 
-    from diffusion.pipelines.sd.prepare import to_mask, to_unit_image
+    from diffusion.imaging import to_mask, to_unit_image
 
     for image in (np.zeros((0, 0, 3), np.uint8), Image.new("RGB", (0, 5))):
         with pytest.raises(ValueError, match="init image is empty"):
@@ -225,7 +225,7 @@ def test_a_16_bit_picture_keeps_its_shades(tmp_path: Path) -> None:
 
     from PIL import Image
 
-    from diffusion.pipelines.sd.prepare import eight_bit, to_unit_image
+    from diffusion.imaging import eight_bit, to_unit_image
 
     ramp = (np.arange(48 * 40).reshape(48, 40) * 34).astype(np.uint16)  # 0 .. 65246
     Image.fromarray(ramp).save(tmp_path / "depth.png")
@@ -251,7 +251,7 @@ def test_inpainting_lays_the_original_over_what_was_not_repainted() -> None:
     from diffusers.image_processor import VaeImageProcessor
     from PIL import Image, ImageFilter
 
-    from diffusion.pipelines.sd.prepare import overlay_original
+    from diffusion.imaging import overlay_original
 
     rng = np.random.default_rng(3)
     init = Image.fromarray(rng.integers(0, 256, (40, 56, 3), dtype=np.uint8))
