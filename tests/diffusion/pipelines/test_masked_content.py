@@ -1,8 +1,8 @@
 """The WebUI's "Masked content" (diffusion.pipelines.masked_content) and its latent mask
-(diffusion.imaging.latent_mask): the fill by hand and against a re-derivation of the WebUI's masking.fill
-in floats (true Gaussians, premultiplied colours, the "over" operator: the WebUI's Pillow
-layers are 8-bit and its blurs box-blur approximations, a few levels apart), latent noise and
-latent nothing by hand. Host logic, no device."""
+(diffusion.imaging.latent_mask): the fill by hand and against a re-derivation of the WebUI's
+masking.fill in floats (true Gaussians, premultiplied colours, the "over" operator: the
+WebUI's Pillow layers are 8-bit and its blurs box-blur approximations, a few levels apart),
+latent noise and latent nothing by hand. Host logic, no device."""
 
 from __future__ import annotations
 
