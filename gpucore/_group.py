@@ -85,24 +85,29 @@ def select_adapters(spec: str | int | Sequence[str | int] = "all", *,
     return chosen
 
 
+def _runtime_index(text: str) -> tuple[str, int] | None:
+    """(runtime, N) of a `RUNTIME:N` token, None for any other."""
+    runtime, _, rest = text.rpartition(":")
+    return (runtime.lower(), int(rest)) if runtime.lower() in RUNTIMES and rest.isdigit() else None
+
+
 def _listed(text: str, present: list[AdapterInfo]) -> bool:
     """Whether an index or `runtime:N` token can name an adapter of `present` (names and
     backends are looked up in the runtime in effect)."""
-    runtime, _, rest = text.rpartition(":")
-    if runtime.lower() in RUNTIMES and rest.isdigit():
-        return any(a.runtime == runtime.lower() for a in present)
+    if (named := _runtime_index(text)) is not None:
+        return any(a.runtime == named[0] for a in present)
     return not text.isdigit() or any(a.index == int(text) for a in present)
 
 
 def _one(text: str, every: list[AdapterInfo], labels: str) -> AdapterInfo:
     """The adapter one token of a device list names."""
-    runtime, _, rest = text.rpartition(":")
-    if runtime.lower() in RUNTIMES and rest.isdigit():
-        listed = [a for a in every if a.runtime == runtime.lower()]
-        if int(rest) >= len(listed):
+    if (named := _runtime_index(text)) is not None:
+        runtime, n = named
+        listed = [a for a in every if a.runtime == runtime]
+        if n >= len(listed):
             raise NoAdapterError(f"{text}: {runtime} lists {len(listed)} adapter(s); present: "
                                  f"{labels}", present=True)
-        return listed[int(rest)]
+        return listed[n]
     if text.isdigit():
         found = [a for a in every if a.index == int(text)]
         if not found:

@@ -197,11 +197,6 @@ class FlowModel:
                     if self.family == "sd3" else {"text_encoder": pipe.text_encoder})
         return SimpleNamespace(unet=pipe.transformer, transformer=pipe.transformer, **encoders)
 
-    def _activate_loras(self, networks: list[Any]) -> str | None:
-        """Patch in exactly the LoRAs the prompt's tags `networks` name (every sampler runs
-        with them, "diffusers" too); the infotext's "Lora hashes", None for none."""
-        return self.loras.activate(networks, self.lora_dir)
-
     def _guidance(self, request: GenerationRequest) -> dict[str, Any]:
         """The pipeline's guidance keywords (FLUX's distilled scale, SD3's CFG), and the T5
         length where set."""

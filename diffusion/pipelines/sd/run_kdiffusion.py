@@ -14,6 +14,7 @@ from ...noise.rng import make_generator
 from ...samplers.denoiser import DiscreteSchedule
 from ...upscalers.interpolation import HiresFix
 from .. import sampling
+from ..generation import draw_seed
 from ..observer import Observer
 from .prepare import InpaintInputs, Pass, hires_latents
 from .unet_model import UNetParts
@@ -37,7 +38,7 @@ class WebUISeeds:
               eta_noise_seed_delta: int, resize_from: tuple[int, int] | None = None
               ) -> WebUISeeds:
         varied = subseed_strength != 0
-        subseed = int(np.random.default_rng().integers(2**32)) if subseed is None else subseed
+        subseed = draw_seed(subseed)
         return cls([seed + (0 if varied else k) for k in range(batch)],
                    [int(subseed) + k for k in range(batch)], float(subseed_strength),
                    int(eta_noise_seed_delta), resize_from)

@@ -85,7 +85,7 @@ def test_flux_lora_picture_matches_diffusers(first_device: gpucore.Device,
 def _patched(model: Any, tag: str) -> None:
     from diffusion.text.prompts import extract_extra_networks
 
-    model._activate_loras(extract_extra_networks(tag)[1])
+    model.loras.activate(extract_extra_networks(tag)[1], model.lora_dir)
 
 
 def _apply(checkpoint: dict[str, torch.Tensor], state: dict[str, torch.Tensor],
