@@ -130,7 +130,7 @@ class Capabilities:
                         "resize_mode 3 (latent upscale)"))
         for asked, what in unsupported:
             if asked:
-                raise ValueError(f"{what} is not supported for {self._name} yet; leave it out")
+                raise ValueError(f"{what}: not supported for {self._name} yet; leave it out")
         if diffusers and request.hires is not None and not self.hires_with_diffusers:
             raise ValueError(f"the hires fix runs with the WebUI samplers "
                              f"({', '.join(self.samplers or ())}) on {self._name}, not "

@@ -58,7 +58,7 @@ FLOW = _flow("flux-dev", guidance_embeds=True).capabilities
     (FLOW, {"sampler": "Euler", "scheduler": "Karras"},
      "schedule type Karras is not defined for flow-matching models here; use Automatic or "
      "Simple"),
-    (FLOW, {"subseed_strength": 0.3}, "variation seeds is not supported for flow-matching "
+    (FLOW, {"subseed_strength": 0.3}, "variation seeds: not supported for flow-matching "
                                       "models yet; leave it out"),
     (FLOW, {"sampler": "diffusers", "hires": HiresFix()},
      "the hires fix runs with the WebUI samplers (Euler, Euler a, DPM++ 2M) on flow-matching "
