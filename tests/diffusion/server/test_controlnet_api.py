@@ -91,6 +91,44 @@ def test_webuiapi_units_same_image_twice_and_infotext(api: Any) -> None:
     assert "ControlNet" not in plain.info["infotexts"][0]
 
 
+def _plain_and_controlled(api: Any, width: int, height: int, units: dict[Any, Any]
+                          ) -> tuple[np.ndarray, dict[Any, np.ndarray]]:
+    settings = dict(prompt=PROMPT, steps=2, width=width, height=height, seed=3, cfg_scale=5,
+                    sampler_name="Euler a", alwayson_scripts={})
+    plain = np.asarray(api.txt2img(**settings).image, np.int16)
+    return plain, {key: np.asarray(api.txt2img(controlnet_units=[unit], **settings).image,
+                                   np.int16) for key, unit in units.items()}
+
+
+def test_a_unit_with_webuiapis_defaults_controls_every_resize_mode(api: Any) -> None:
+    """webuiapi's unit as its users send it (module "none", processor_res 512, Resize and
+    Fill, Balanced) changes the picture at sizes unequal to processor_res and to the control
+    picture's, in every resize mode, with and without pixel perfect; module "none" ignores
+    the processor resolution (the extension fits the picture to the generation size by the
+    resize mode alone)."""
+    picture = Image.fromarray(circle(56, 72))
+
+    def unit(**fields: Any) -> Any:
+        return webuiapi.ControlNetUnit(image=picture, module="none", model="tiny_canny",
+                                       **fields)
+
+    units = {(mode, perfect, 512): unit(resize_mode=mode, pixel_perfect=perfect)
+             for mode in ("Just Resize", "Crop and Resize", "Resize and Fill")
+             for perfect in (False, True)}
+    units["Just Resize", False, 64] = unit(resize_mode="Just Resize", processor_res=64)
+    plain, seen = _plain_and_controlled(api, 48, 80, units)
+    for key, image in seen.items():
+        assert np.abs(image - plain).mean() > 1, key
+    np.testing.assert_array_equal(seen["Just Resize", False, 64],
+                                  seen["Just Resize", False, 512])
+    # the resize modes fit a 72x56 picture differently to a 48x80 frame
+    assert not np.array_equal(seen["Just Resize", False, 512],
+                              seen["Crop and Resize", False, 512])
+    # webuiapi's defaults at a wider size
+    plain, seen = _plain_and_controlled(api, 96, 64, {"default": unit()})
+    assert np.abs(seen["default"] - plain).mean() > 1
+
+
 def test_img2img_unit_takes_the_init_image(api: Any) -> None:
     """img2img: a unit sent without a picture uses the init image, as in the extension."""
     unit = webuiapi.ControlNetUnit(module="invert", model="tiny_canny", resize_mode=0)
