@@ -52,9 +52,13 @@ TILES = {"64x64": MatrixTile(2, 2, 2, 2, prefetch=False), "64x64k16": MatrixTile
          "256x128": MatrixTile(4, 2, 4, 4)}  # 16 subgroups: 512 invocations
 # With f16 accumulators (accumulation() "f16"): every tile above with them, and 256 x 256 tiles
 # of 16 subgroups of 4 x 4 fragments (K steps of 32: 48 KiB of workgroup memory), which f32
-# accumulators cannot hold (128 registers an invocation at 512 invocations).
+# accumulators cannot hold (128 registers an invocation at 512 invocations); for the tuner,
+# the same without prefetch (4096^3 nn 0.446 ms against 0.517, nt 0.511 / 0.497) and of 8
+# subgroups of 8 x 4 fragments (0.496 / 0.531; H200, Dawn, gemm-acc16-dawn-h200.json).
 ACC16_TILES = {**{name: replace(tile, acc="f16") for name, tile in TILES.items()},
-               "256x256": MatrixTile(4, 4, 4, 4, acc="f16")}
+               "256x256": MatrixTile(4, 4, 4, 4, acc="f16"),
+               "256x256np": MatrixTile(4, 4, 4, 4, acc="f16", prefetch=False),
+               "256x256s8": MatrixTile(8, 4, 2, 4, acc="f16", prefetch=False)}
 ACCUMULATE_ENV = "GPUSTD_GEMM_ACCUMULATE"
 # 256 x 256 f16-accumulating tiles from this K on where they make a wave or more (choose_tile)
 ACC16_DEEP_K = 1024

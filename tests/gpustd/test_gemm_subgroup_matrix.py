@@ -29,7 +29,7 @@ def device(device: gpucore.Device) -> gpucore.Device:
 # Variants the tile sweep (tools/sm_sweep.py) explores beside the shipped ones.
 VARIANTS = [sm.MatrixTile(2, 2, 2, 2, 16, True), sm.MatrixTile(4, 4, 2, 2, 64),
             sm.MatrixTile(2, 2, 2, 2, wide=True, pad=0), sm.MatrixTile(4, 2, 2, 4, acc="f16"),
-            sm.ACC16_TILES["256x256"]]
+            sm.ACC16_TILES["256x256"], sm.ACC16_TILES["256x256s8"]]
 
 
 @pytest.mark.parametrize("tile", [*sm.TILES.values(), *VARIANTS])
@@ -150,7 +150,8 @@ def test_accumulation_setting(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.parametrize(("m", "k", "n", "name"),
-                         [(200, 328, 184, ""), (300, 1100, 520, "256x256")])
+                         [(200, 328, 184, ""), (300, 1100, 520, "256x256"),
+                          (300, 1100, 520, "256x256np"), (300, 1100, 520, "256x256s8")])
 def test_f16_accumulators_match_float64_where_available(
         device: gpucore.Device, monkeypatch: pytest.MonkeyPatch, m: int, k: int, n: int,
         name: str) -> None:
