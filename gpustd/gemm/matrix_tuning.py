@@ -94,12 +94,14 @@ def tile_name(tiles: dict[str, MatrixTile], tile: MatrixTile) -> str:
     return next(name for name, known in tiles.items() if known == tile)
 
 
-def _rule(device: Device, m: int, n: int, k: int, batch: int, accumulate: str = "f32") -> str:
+def _rule(device: Device, m: int, n: int, k: int, batch: int, accumulate: str = "f32",
+          trans_b: bool = True) -> str:
     """choose_tile's tile for this product among those `device`'s workgroup memory holds."""
     limits = device.limits
     return tile_name(_tiles(accumulate), matrix_units.choose_tile(
         m, n, batch, k=k, storage=limits["max-compute-workgroup-storage-size"],
-        invocations=limits["max-compute-invocations-per-workgroup"], accumulate=accumulate))
+        invocations=limits["max-compute-invocations-per-workgroup"], accumulate=accumulate,
+        trans_b=trans_b))
 
 
 # -- what the kernels ask ----------------------------------------------------------------
@@ -108,7 +110,7 @@ def gemm_tile(device: Device, m: int, n: int, k: int, batch: int, trans_a: bool,
     """The tile of record_gemm_matrix for this GEMM: the tuner's winner for its class, else
     choose_tile's; f16 accumulators where GPUSTD_GEMM_ACCUMULATE=f16."""
     accumulate = matrix_units.accumulation()
-    default = _rule(device, m, n, k, batch, accumulate)
+    default = _rule(device, m, n, k, batch, accumulate, trans_b)
     winner = autotune.select(
         device, GEMM_OP, gemm_class(m, n, k, batch, trans_a, trans_b, accumulate),
         gemm_candidates(device, m, n, accumulate), default,
@@ -180,7 +182,7 @@ def problems(device: Device) -> list[autotune.Problem]:
     for m, k, n, batch, layout in SD_SHAPES:
         trans_a, trans_b = layout[0] == "t", layout[1] == "t"
         key = gemm_class(m, n, k, batch, trans_a, trans_b, accumulate)
-        default = _rule(device, m, n, k, batch, accumulate)
+        default = _rule(device, m, n, k, batch, accumulate, trans_b)
         found.setdefault(key, autotune.Problem(
             GEMM_OP, key, gemm_candidates(device, m, n, accumulate), default,
             _gemm_trial(device, m, n, k, batch, trans_a, trans_b, accumulate)))

@@ -102,6 +102,9 @@ def test_f16_accumulation_has_its_own_candidates_and_classes(
     remember(device, "gemm_sm", "f16/nt/m4096/n4096/k4096/b1/acc16", "128x128", "256x256")
     assert matrix_tuning.gemm_tile(device, 4096, 4096, 4096, 1, False, True) == \
         matrix_tuning.GEMM_TILES_ACC16["128x128"]
+    nn = matrix_tuning.gemm_tile(device, 4096, 4096, 4096, 1, False, False)  # B K x N
+    assert nn == matrix_units.choose_tile(4096, 4096, 1, k=4096, storage=storage,
+                                          accumulate="f16", trans_b=False)
     monkeypatch.delenv(matrix_units.ACCUMULATE_ENV)  # the f32 class is another
     assert matrix_tuning.gemm_tile(device, 4096, 4096, 4096, 1, False, True).acc == "f32"
 
@@ -285,7 +288,8 @@ def test_every_gemm_candidate_is_bitwise_the_default(device: gpucore.Device, cas
     tiles = matrix_tuning.GEMM_TILES_ACC16 if accumulate == "f16" else matrix_tuning.GEMM_TILES
     default = run(next(name for name, t in tiles.items()
                        if t == matrix_units.choose_tile(m, n, batch, k=k,
-                                                        accumulate=accumulate)))
+                                                        accumulate=accumulate,
+                                                        trans_b=trans_b)))
     op_a = a_np.transpose(0, 2, 1) if trans_a else a_np
     op_b = b_np.transpose(0, 2, 1) if trans_b else b_np
     expected = op_a.astype(np.float64) @ op_b.astype(np.float64) + bias_np
