@@ -109,7 +109,7 @@ def gemm_tile(device: Device, m: int, n: int, k: int, batch: int, trans_a: bool,
               trans_b: bool) -> MatrixTile:
     """The tile of record_gemm_matrix for this GEMM: the tuner's winner for its class, else
     choose_tile's; f16 accumulators where GPUSTD_GEMM_ACCUMULATE=f16."""
-    accumulate = matrix_units.accumulation()
+    accumulate = matrix_units.accumulation(device)
     default = _rule(device, m, n, k, batch, accumulate, trans_b)
     winner = autotune.select(
         device, GEMM_OP, gemm_class(m, n, k, batch, trans_a, trans_b, accumulate),
@@ -177,7 +177,7 @@ def problems(device: Device) -> list[autotune.Problem]:
     matrices; none elsewhere (the kernels cannot run there)."""
     if not matrix_units.available(device):
         return []
-    accumulate = matrix_units.accumulation()
+    accumulate = matrix_units.accumulation(device)
     found: dict[str, autotune.Problem] = {}
     for m, k, n, batch, layout in SD_SHAPES:
         trans_a, trans_b = layout[0] == "t", layout[1] == "t"

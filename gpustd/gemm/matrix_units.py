@@ -9,8 +9,8 @@ another) and records the dispatches in the tile it is given.
 
 Accumulation is f32 unless GPUSTD_GEMM_ACCUMULATE=f16 (accumulation()) asks for f16
 accumulators: half their registers, which lets a subgroup hold 4 x 4 fragments in 256 x 256
-tiles of 16 subgroups (ACC16_TILES), 1.3-1.45x faster on deep products, at an error of
-2e-3 to 1e-2 of the result's largest magnitude against float64 where f32 gives 2e-4 to 4e-4
+tiles of 16 subgroups (ACC16_TILES), 1.4-1.6x faster on deep products, at an error of
+2e-3 to 1e-2 of the result's largest magnitude against float64 where f32 gives 2e-4 to 5e-4
 (K 640 to 12288, normal operands; bench/NOTES.md, "f16 accumulators").
 """
 
@@ -93,13 +93,15 @@ def aligned(tile: MatrixTile, m: int, n: int, k: int) -> bool:
     return m % tile.bm == 0 and n % tile.bn == 0 and k % tile.bk == 0
 
 
-def accumulation() -> str:
-    """The f16 GEMM's accumulator type: "f32" (the default) or "f16" (GPUSTD_GEMM_ACCUMULATE)."""
+def accumulation(device: Device) -> str:
+    """The f16 GEMM's accumulator type on `device`: "f32" (the default) or "f16" where
+    GPUSTD_GEMM_ACCUMULATE asks for it and the device multiplies into f16 fragments."""
     value = os.environ.get(ACCUMULATE_ENV, "").strip().lower() or "f32"
     if value not in ("f32", "f16"):
         raise ValueError(f"{ACCUMULATE_ENV}={value!r}: use f32 (the default, exact to f16 "
                          "rounding) or f16 (faster deep products, about 10x the error)")
-    return value
+    config = getattr(device.info, "matrix_config", lambda *a: None)("f16", "f16", 16, 16, 16)
+    return value if config is not None else "f32"
 
 
 def available(device: Device) -> bool:

@@ -7,6 +7,7 @@ adapters with shader-f16 and subgroups, with the matrix units emulated (conftest
 from __future__ import annotations
 
 import re
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -143,13 +144,20 @@ def test_tile_choice_with_f16_accumulators() -> None:
 
 
 def test_accumulation_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    """f16 only where asked for and the device has f16 result fragments; a bad value refused."""
+    configs = {("f16", "f32"), ("f16", "f16")}
+    both = SimpleNamespace(info=SimpleNamespace(
+        matrix_config=lambda a, r, *shape: object() if (a, r) in configs else None))
+    f32_only = SimpleNamespace(info=SimpleNamespace(
+        matrix_config=lambda a, r, *shape: object() if r == "f32" else None))
     monkeypatch.delenv(sm.ACCUMULATE_ENV, raising=False)
-    assert sm.accumulation() == "f32"
+    assert sm.accumulation(both) == "f32"
     monkeypatch.setenv(sm.ACCUMULATE_ENV, " F16 ")
-    assert sm.accumulation() == "f16"
+    assert sm.accumulation(both) == "f16"
+    assert sm.accumulation(f32_only) == "f32"
     monkeypatch.setenv(sm.ACCUMULATE_ENV, "bf16")
     with pytest.raises(ValueError, match=r"GPUSTD_GEMM_ACCUMULATE='bf16': use f32 .* or f16"):
-        sm.accumulation()
+        sm.accumulation(both)
 
 
 @pytest.mark.parametrize(("m", "k", "n", "name"),
