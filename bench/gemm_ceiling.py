@@ -23,13 +23,18 @@ the prefetch and occupancy; no_global - no_staging the scalar f16 stores into wo
 no_staging - mma_only the fragments' loads from workgroup memory and the barriers.
 GPU time by timestamp queries (gpucore profile), medians, after gpucore.autotune.warm_clock.
 Needs subgroup matrices (GPUCORE_RUNTIME=dawn on a GPU that has them); elsewhere it says so.
-BENCH_CEILING_TILES (default: the shipped tiles that 4096^3 can take) picks tiles by name,
-with field overrides ("128x128k16+wm=4": gpustd.gemm.matrix_codegen.MatrixTile's fields);
+BENCH_CEILING_TILES (default: the shipped tiles that 4096^3 can take) picks tiles by name
+(matrix_units.TILES, and ACC16_TILES' "256x256"; "rule": the tile the GEMM's dispatch picks),
+with field overrides ("128x128k16+wm=4", "128x256+acc=f16": gpustd.gemm.matrix_codegen.MatrixTile's
+fields);
 BENCH_CEILING_VARIANTS the cuts (default: all), BENCH_CEILING_SHAPES the products (m x k x n,
 default 4096x4096x4096), BENCH_CEILING_LAYOUTS "nn,nt" (x @ w, x @ w.T), BENCH_CEILING_SPLIT=0
 the products unsplit (matrix_units.SPLIT_K off). same_bits: the
 shipped result equals, bit for bit, that of the first spec of its tile name (a tile's
-variants keep its accumulation order).
+variants keep its accumulation order). kernel: the tile's MatrixTile.name. rel_error: the
+shipped result's largest error against float64 on 8 of its rows, over their largest magnitude
+(inputs standard normal, at the row's K): what f16 accumulators (`acc=f16`) cost in accuracy.
+A tile whose result is wrong (rel_error over 2e-2) is reported on one line and not timed.
 """
 
 from __future__ import annotations
@@ -50,8 +55,8 @@ from gpustd.gemm import matrix_tuning, matrix_units
 
 from . import _harness
 
-COLUMNS = ["shape", "tile", "layout", "variant", "gpu_ms", "TFLOPs", "vs_shipped", "cublas_TFLOPs",
-           "vs_cublas", "same_bits"]
+COLUMNS = ["shape", "tile", "kernel", "layout", "variant", "gpu_ms", "TFLOPs", "vs_shipped",
+           "cublas_TFLOPs", "vs_cublas", "same_bits", "rel_error"]
 ABLATIONS = ("shipped", "cached", "no_epilogue", "no_global", "no_staging", "no_barrier",
              "mma_only")
 
@@ -104,7 +109,8 @@ def ablated_source(ablation: str, *args: Any) -> str:
 
 @contextlib.contextmanager
 def _kernel_as(tile: Any, ablation: str) -> Iterator[None]:
-    """record_gemm_matrix runs `tile` with its WGSL cut by `ablation`."""
+    """record_gemm_matrix runs `tile` (None: the one gpustd.gemm.dispatch picks) with its WGSL
+    cut by `ablation`."""
     saved = matrix_units._kernel, matrix_tuning.gemm_tile
 
     def kernel(*args: Any, split: bool = False, parts: int = 1) -> Kernel:
@@ -112,7 +118,8 @@ def _kernel_as(tile: Any, ablation: str) -> Iterator[None]:
                                 *args, split, parts)
 
     matrix_units._kernel = kernel  # type: ignore[assignment]
-    matrix_tuning.gemm_tile = lambda *a, **k: tile  # type: ignore[assignment]
+    if tile is not None:
+        matrix_tuning.gemm_tile = lambda *a, **k: tile  # type: ignore[assignment]
     try:
         yield
     finally:
@@ -120,10 +127,15 @@ def _kernel_as(tile: Any, ablation: str) -> Iterator[None]:
 
 
 def _tile(spec: str) -> Any:
-    """A shipped tile by name, with optional field overrides: "128x128k16+ahead=2"."""
+    """A shipped tile by name, with optional field overrides: "128x128k16+bk=32+acc=f16";
+    "rule": None, the tile gpustd.gemm.dispatch picks (GPUSTD_GEMM_ACCUMULATE applies)."""
+    if spec == "rule":
+        return None
     name, *changes = spec.split("+")
-    fields = {key: int(value) for key, value in (c.split("=") for c in changes)}
-    return replace(matrix_units.TILES[name], **fields)
+    fields = {key: int(value) if value.isdigit() else value
+              for key, value in (c.split("=") for c in changes)}
+    tiles = {**matrix_units.ACC16_TILES, **matrix_units.TILES}  # "128x128": f32 accumulators
+    return replace(tiles[name], **fields)
 
 
 def run(quick: bool = False) -> dict[str, Any]:
@@ -172,8 +184,9 @@ def _shape_rows(device: gpucore.Device, torch: Any, rng: np.random.Generator,
             tile = _tile(spec)
             tile_rows = _tile_rows(device, ga, gb, out, a, b, trans_b, tile, spec, ablations,
                                    repeat, first)
-        except AssertionError:
-            raise
+        except AssertionError as exc:  # a wrong kernel produces no timing
+            print(f"{spec}: {exc}", flush=True)
+            continue
         except Exception as exc:  # a tile the device refuses (e.g. too many invocations)
             print(f"{spec}: {exc}".splitlines()[0], flush=True)
             continue
@@ -189,30 +202,34 @@ def _tile_rows(device: gpucore.Device, ga: Tensor, gb: Tensor, out: Tensor, a: n
                b: np.ndarray, trans_b: bool, tile: Any, spec: str, ablations: list[str],
                repeat: int, first: dict[str, np.ndarray]) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
-    flop = 2.0 * a.shape[0] * a.shape[1] * out.shape[1]
+    m, k, n = a.shape[0], a.shape[1], out.shape[1]
+    flop = 2.0 * m * k * n
+    ran = tile or matrix_tuning.gemm_tile(device, m, n, k, 1, False, trans_b)
     shipped_ms = None
     for ablation in ablations:
         with _kernel_as(tile, ablation):
             def ours() -> None:
                 linalg.matmul(ga, gb, trans_b=trans_b, out=out)
             ms = _harness.ours_ms(ours, device, repeat=repeat)["gpu_ms"]
-        same = None
+        same = error = None
         if ablation == "shipped":
             got = out.numpy()
-            _check(got, a, b, trans_b)
+            error = _check(got, a, b, trans_b)
             base = first.setdefault(spec.split("+")[0], got)
             same = bool(np.array_equal(got, base))
             shipped_ms = ms
-        rows.append({"tile": spec, "variant": ablation, "gpu_ms": ms,
+        rows.append({"tile": spec, "kernel": ran.name, "variant": ablation, "gpu_ms": ms,
                      "TFLOPs": flop / (ms * 1e9),
                      "vs_shipped": shipped_ms / ms if shipped_ms else None,
-                     "same_bits": same})
+                     "same_bits": same, "rel_error": error})
     return rows
 
 
-def _check(got: np.ndarray, a: np.ndarray, b: np.ndarray, trans_b: bool) -> None:
+def _check(got: np.ndarray, a: np.ndarray, b: np.ndarray, trans_b: bool) -> float:
+    """The relative error against float64 on 8 rows; AssertionError past 2e-2."""
     rows = np.linspace(0, a.shape[0] - 1, num=8, dtype=int)
     expected = a[rows].astype(np.float64) @ (b.T if trans_b else b).astype(np.float64)
     err = np.max(np.abs(got[rows].astype(np.float64) - expected)) / np.max(np.abs(expected))
     if err > 2e-2:
         raise AssertionError(f"the shipped kernel is wrong: relative error {err}")
+    return float(err)

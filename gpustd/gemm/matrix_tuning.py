@@ -23,7 +23,10 @@ multiple of 32 gets one more slice than with BK = 16, whose operands are all zer
 products are +0, and adding +0 to the accumulator changes nothing (it starts at +0, and a
 sum of f16 products is never -0 nor an f32 subnormal, so x + 0 = x bit for bit). The
 epilogue (alpha, beta, bias, residual, rounding to f16) is the same code for every tile.
-What would change the order is not a candidate: f16 accumulators (MatrixTile.acc), split K.
+What would change the order is not a candidate: split K, and f16 accumulators beside f32 ones.
+With GPUSTD_GEMM_ACCUMULATE=f16 (matrix_units.accumulation) every candidate accumulates in f16
+(GEMM_TILES_ACC16, classes suffixed "/acc16"): the same argument holds with each fragment
+product rounded into an f16 accumulator in the same order.
 tests/gpustd/test_matrix_tuning.py checks every candidate bitwise against the default on the GPU.
 """
 
@@ -47,19 +50,28 @@ from .tuning import SD_SHAPES, bucket
 Shape = tuple[int, ...]
 Pair = tuple[int, int]
 
-__all__ = ["GEMM_OP", "GEMM_TILES", "Pair", "Shape", "fits", "gemm_candidates", "gemm_class",
-           "gemm_tile", "problems", "shared_scratch", "tile_name"]
+__all__ = ["GEMM_OP", "GEMM_TILES", "GEMM_TILES_ACC16", "Pair", "Shape", "fits",
+           "gemm_candidates", "gemm_class", "gemm_tile", "problems", "shared_scratch", "tile_name"]
 
 GEMM_OP = "gemm_sm"
-# The shipped GEMM tiles (128 x 128 with K steps of 16 among them).
+# The shipped GEMM tiles (128 x 128 with K steps of 16 among them), and those with f16
+# accumulators that GPUSTD_GEMM_ACCUMULATE=f16 takes instead.
 GEMM_TILES = dict(matrix_units.TILES)
+GEMM_TILES_ACC16 = dict(matrix_units.ACC16_TILES)
+
+
+def _tiles(accumulate: str) -> dict[str, MatrixTile]:
+    return GEMM_TILES_ACC16 if accumulate == "f16" else GEMM_TILES
 
 # -- shape classes and candidates ------------------------------------------------------
 @functools.lru_cache(maxsize=4096)
-def gemm_class(m: int, n: int, k: int, batch: int, trans_a: bool, trans_b: bool) -> str:
-    """e.g. "f16/nt/m8192/n384/k384/b1": layout and sizes bucketed as gpustd.gemm.tuning's."""
+def gemm_class(m: int, n: int, k: int, batch: int, trans_a: bool, trans_b: bool,
+               accumulate: str = "f32") -> str:
+    """e.g. "f16/nt/m8192/n384/k384/b1": layout and sizes bucketed as gpustd.gemm.tuning's
+    ("/acc16" after it with f16 accumulators)."""
     layout = ("t" if trans_a else "n") + ("t" if trans_b else "n")
-    return f"f16/{layout}/m{bucket(m)}/n{bucket(n)}/k{bucket(k)}/b{bucket(batch)}"
+    return (f"f16/{layout}/m{bucket(m)}/n{bucket(n)}/k{bucket(k)}/b{bucket(batch)}"
+            + ("/acc16" if accumulate == "f16" else ""))
 
 
 def fits(device: Device, tile: MatrixTile, grid: tuple[int, int]) -> bool:
@@ -70,9 +82,10 @@ def fits(device: Device, tile: MatrixTile, grid: tuple[int, int]) -> bool:
             and max(grid) <= limits["max-compute-workgroups-per-dimension"])
 
 
-def gemm_candidates(device: Device, m: int, n: int) -> tuple[str, ...]:
-    """The GEMM_TILES whose workgroup and grid fit `device` for an m x n output."""
-    return tuple(name for name, t in GEMM_TILES.items()
+def gemm_candidates(device: Device, m: int, n: int, accumulate: str = "f32") -> tuple[str, ...]:
+    """The GEMM_TILES (GEMM_TILES_ACC16 with f16 accumulators) whose workgroup and grid fit
+    `device` for an m x n output."""
+    return tuple(name for name, t in _tiles(accumulate).items()
                  if fits(device, t, (math.ceil(n / t.bn), math.ceil(m / t.bm))))
 
 
@@ -81,24 +94,28 @@ def tile_name(tiles: dict[str, MatrixTile], tile: MatrixTile) -> str:
     return next(name for name, known in tiles.items() if known == tile)
 
 
-def _rule(device: Device, m: int, n: int, k: int, batch: int) -> str:
+def _rule(device: Device, m: int, n: int, k: int, batch: int, accumulate: str = "f32",
+          trans_b: bool = True) -> str:
     """choose_tile's tile for this product among those `device`'s workgroup memory holds."""
     limits = device.limits
-    return tile_name(GEMM_TILES, matrix_units.choose_tile(
+    return tile_name(_tiles(accumulate), matrix_units.choose_tile(
         m, n, batch, k=k, storage=limits["max-compute-workgroup-storage-size"],
-        invocations=limits["max-compute-invocations-per-workgroup"]))
+        invocations=limits["max-compute-invocations-per-workgroup"], accumulate=accumulate,
+        trans_b=trans_b))
 
 
 # -- what the kernels ask ----------------------------------------------------------------
 def gemm_tile(device: Device, m: int, n: int, k: int, batch: int, trans_a: bool,
               trans_b: bool) -> MatrixTile:
     """The tile of record_gemm_matrix for this GEMM: the tuner's winner for its class, else
-    choose_tile's."""
-    default = _rule(device, m, n, k, batch)
-    winner = autotune.select(device, GEMM_OP, gemm_class(m, n, k, batch, trans_a, trans_b),
-                             gemm_candidates(device, m, n), default,
-                             _gemm_trial(device, m, n, k, batch, trans_a, trans_b))
-    return GEMM_TILES[winner]
+    choose_tile's; f16 accumulators where GPUSTD_GEMM_ACCUMULATE=f16."""
+    accumulate = matrix_units.accumulation(device)
+    default = _rule(device, m, n, k, batch, accumulate, trans_b)
+    winner = autotune.select(
+        device, GEMM_OP, gemm_class(m, n, k, batch, trans_a, trans_b, accumulate),
+        gemm_candidates(device, m, n, accumulate), default,
+        _gemm_trial(device, m, n, k, batch, trans_a, trans_b, accumulate))
+    return _tiles(accumulate)[winner]
 
 
 # -- trials -------------------------------------------------------------------------------
@@ -134,13 +151,13 @@ def shared_scratch(device: Device, shapes: tuple[Shape, ...]) -> Callable[[], _S
 
 
 def _gemm_trial(device: Device, m: int, n: int, k: int, batch: int, trans_a: bool,
-                trans_b: bool) -> autotune.Trial:
+                trans_b: bool, accumulate: str = "f32") -> autotune.Trial:
     """trial(name) -> one run of that GEMM tile on scratch operands of this shape."""
     scratch = shared_scratch(device, ((batch * m * k,), (batch * k * n,), (batch * m * n,)))
     plan = batch_plan((batch,), (batch,), (batch,), m * k, k * n)
 
     def trial(name: str) -> Callable[[], None]:
-        held, tile = scratch(), GEMM_TILES[name]
+        held, tile = scratch(), _tiles(accumulate)[name]
 
         def run() -> None:
             a, b, c = (t.buffer for t in held.tensors)
@@ -160,14 +177,15 @@ def problems(device: Device) -> list[autotune.Problem]:
     matrices; none elsewhere (the kernels cannot run there)."""
     if not matrix_units.available(device):
         return []
+    accumulate = matrix_units.accumulation(device)
     found: dict[str, autotune.Problem] = {}
     for m, k, n, batch, layout in SD_SHAPES:
         trans_a, trans_b = layout[0] == "t", layout[1] == "t"
-        key = gemm_class(m, n, k, batch, trans_a, trans_b)
-        default = _rule(device, m, n, k, batch)
+        key = gemm_class(m, n, k, batch, trans_a, trans_b, accumulate)
+        default = _rule(device, m, n, k, batch, accumulate, trans_b)
         found.setdefault(key, autotune.Problem(
-            GEMM_OP, key, gemm_candidates(device, m, n), default,
-            _gemm_trial(device, m, n, k, batch, trans_a, trans_b)))
+            GEMM_OP, key, gemm_candidates(device, m, n, accumulate), default,
+            _gemm_trial(device, m, n, k, batch, trans_a, trans_b, accumulate)))
     return list(found.values())
 
 

@@ -6,12 +6,20 @@ The kernels come from gpustd/gemm/matrix_codegen.py's generator; this module sup
 GEMM's bindings, batch offsets, row-major loads and its epilogue (alpha * acc + beta * C +
 bias, rounded to f16), the rule's tile (choose_tile; gpustd/gemm/matrix_tuning.py may pick
 another) and records the dispatches in the tile it is given.
+
+Accumulation is f32 unless GPUSTD_GEMM_ACCUMULATE=f16 (accumulation()) asks for f16
+accumulators: half their registers, which lets a subgroup hold 4 x 4 fragments in 256 x 256
+tiles of 16 subgroups (ACC16_TILES), 1.4-1.6x faster on deep products, at an error of
+2e-3 to 1e-2 of the result's largest magnitude against float64 where f32 gives 2e-4 to 5e-4
+(K 640 to 12288, normal operands; bench/NOTES.md, "f16 accumulators").
 """
 
 from __future__ import annotations
 
 import math
+import os
 import re
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -29,8 +37,8 @@ from .matrix_codegen import (
 )
 from .plan import MULTIPROCESSORS, WAVE, BatchPlan
 
-__all__ = ["TILES", "MatrixTile", "available", "choose_tile", "record_gemm_matrix",
-           "record_gemm_parts", "source", "split_k"]
+__all__ = ["ACC16_TILES", "ACCUMULATE_ENV", "TILES", "MatrixTile", "accumulation", "available",
+           "choose_tile", "record_gemm_matrix", "record_gemm_parts", "source", "split_k"]
 
 # The shipped configurations: choose_tile picks 64x64, 64x128, 128x128 or 128x128k16;
 # 64x64k16 (the rule for many tiles with robustness on) stays a candidate for the autotuner.
@@ -42,8 +50,18 @@ TILES = {"64x64": MatrixTile(2, 2, 2, 2, prefetch=False), "64x64k16": MatrixTile
          "128x256": MatrixTile(4, 4, 2, 4, prefetch=False),
          "128x160": MatrixTile(2, 5, 4, 2), "64x160": MatrixTile(2, 5, 2, 2, prefetch=False),
          "256x128": MatrixTile(4, 2, 4, 4)}  # 16 subgroups: 512 invocations
-# 128 x 256 tiles (8 subgroups of 4 x 4 fragments, K steps of 32, no prefetch) from this K on,
-# in 3 or more waves: 25% less L2 traffic than 128 x 128 where K is deep enough to use it.
+# With f16 accumulators (accumulation() "f16"): every tile above with them, and 256 x 256 tiles
+# of 16 subgroups of 4 x 4 fragments (K steps of 32: 48 KiB of workgroup memory), which f32
+# accumulators cannot hold (128 registers an invocation at 512 invocations); the same
+# without prefetch, the rule's where B is stored K x N (choose_tile); and for the tuner, of
+# 8 subgroups of 8 x 4 fragments.
+ACC16_TILES = {**{name: replace(tile, acc="f16") for name, tile in TILES.items()},
+               "256x256": MatrixTile(4, 4, 4, 4, acc="f16"),
+               "256x256np": MatrixTile(4, 4, 4, 4, acc="f16", prefetch=False),
+               "256x256s8": MatrixTile(8, 4, 2, 4, acc="f16", prefetch=False)}
+ACCUMULATE_ENV = "GPUSTD_GEMM_ACCUMULATE"
+# 256 x 256 f16-accumulating tiles from this K on where they make a wave or more (choose_tile)
+ACC16_DEEP_K = 1024
 
 
 # Split K (split_k) for single products whose tiles make under one wave.
@@ -75,6 +93,17 @@ def aligned(tile: MatrixTile, m: int, n: int, k: int) -> bool:
     return m % tile.bm == 0 and n % tile.bn == 0 and k % tile.bk == 0
 
 
+def accumulation(device: Device) -> str:
+    """The f16 GEMM's accumulator type on `device`: "f32" (the default) or "f16" where
+    GPUSTD_GEMM_ACCUMULATE asks for it and the device multiplies into f16 fragments."""
+    value = os.environ.get(ACCUMULATE_ENV, "").strip().lower() or "f32"
+    if value not in ("f32", "f16"):
+        raise ValueError(f"{ACCUMULATE_ENV}={value!r}: use f32 (the default, exact to f16 "
+                         "rounding) or f16 (faster deep products, about 10x the error)")
+    config = getattr(device.info, "matrix_config", lambda *a: None)("f16", "f16", 16, 16, 16)
+    return value if config is not None else "f32"
+
+
 def available(device: Device) -> bool:
     """Whether `device` multiplies f16 16x16x16 fragments into f32 on subgroups of 32."""
     info = device.info
@@ -84,7 +113,8 @@ def available(device: Device) -> bool:
 
 
 def choose_tile(m: int, n: int, batch: int, *, k: int = 0, storage: int = 48 * 1024,
-                invocations: int = 1024) -> MatrixTile:
+                invocations: int = 1024, accumulate: str = "f32",
+                trans_b: bool = True) -> MatrixTile:
     """The rule's tile (the tuner may pick another: gpustd/gemm/matrix_tuning.py). Without
     Dawn's robustness (gpucore's default): 128 x 128 tiles of 8 subgroups (2 x 4 fragments,
     prefetch) for products that fill them exactly (m, n multiples of 128, K of 32) in 2 or
@@ -120,7 +150,25 @@ def choose_tile(m: int, n: int, batch: int, *, k: int = 0, storage: int = 48 * 1
     SD 1.5 8192 x 1280 x 320 0.071 / 0.050. Where the rule takes K steps of 16 (4 waves and
     more), or 160-wide tiles would be fewer than a wave, they lose (2048 x 1280 x 10240
     0.341 / 0.362, 2048 x 640 x 640 0.027 / 0.029) and are not taken.
+
+    accumulate "f16": 256 x 256 tiles (ACC16_TILES; without prefetch where B is stored K x N,
+    not `trans_b`) where they fill their tiles in a wave or more with K from ACC16_DEEP_K,
+    else the f32 rule's tile with f16 accumulators. H200, Dawn, 2026-11-26 (m x k x n, ms:
+    256 x 256 f16 / the f32 rule's tile, nt then nn; gemm-acc16-dawn-h200.json): 4096^3 0.500
+    / 0.697 and 0.446 / 0.723, FLUX's 4608 x 3072 x 3072 0.372 / 0.527 and 0.344 / 0.526, 4608
+    x 3072 x 12288 1.232 / 1.837 and 1.167 / 1.853, 4608 x 12288 x 3072 1.336 / 2.017 and
+    1.220 / 2.045, SDXL's 4096 x 1280 x 5120 0.258 / 0.291 and 0.243 / 0.294. Prefetch wins
+    nt (4096^3 0.500 against 0.513 without), loses nn (0.523 against 0.446). At K 640,
+    256 x 128 with f16 accumulators is as fast (4096 x 640 x 5120 nt 0.151 against 0.160).
     """
+    if accumulate == "f16":
+        big = ACC16_TILES["256x256" if trans_b else "256x256np"]
+        if (k >= ACC16_DEEP_K and aligned(big, m, n, k) and big.shared_bytes() <= storage
+                and big.threads <= invocations
+                and (m // 256) * (n // 256) * batch >= MULTIPROCESSORS):
+            return big
+        return replace(choose_tile(m, n, batch, k=k, storage=storage, invocations=invocations),
+                       acc="f16")
     huge, wide, square = TILES["128x256"], TILES["128x128k16"], TILES["128x128"]
     sixteen = TILES["256x128"]
     waves = (m // 128) * (n // 128) * batch / MULTIPROCESSORS

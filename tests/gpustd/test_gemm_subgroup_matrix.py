@@ -7,6 +7,7 @@ adapters with shader-f16 and subgroups, with the matrix units emulated (conftest
 from __future__ import annotations
 
 import re
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -28,7 +29,8 @@ def device(device: gpucore.Device) -> gpucore.Device:
 
 # Variants the tile sweep (tools/sm_sweep.py) explores beside the shipped ones.
 VARIANTS = [sm.MatrixTile(2, 2, 2, 2, 16, True), sm.MatrixTile(4, 4, 2, 2, 64),
-            sm.MatrixTile(2, 2, 2, 2, wide=True, pad=0), sm.MatrixTile(4, 2, 2, 4, acc="f16")]
+            sm.MatrixTile(2, 2, 2, 2, wide=True, pad=0), sm.MatrixTile(4, 2, 2, 4, acc="f16"),
+            sm.ACC16_TILES["256x256"], sm.ACC16_TILES["256x256s8"]]
 
 
 @pytest.mark.parametrize("tile", [*sm.TILES.values(), *VARIANTS])
@@ -118,6 +120,73 @@ def test_tile_choice() -> None:
     assert sm.choose_tile(4096, 640, 1) == sm.TILES["64x64"]
     assert sm.choose_tile(77, 320, 2) == sm.TILES["64x64"]
     assert sm.choose_tile(128, 128, 1000, k=64) == sm.TILES["128x128k16"]  # batches count
+
+
+def test_tile_choice_with_f16_accumulators() -> None:
+    """256 x 256 tiles of f16 accumulators for deep products that fill a wave of them; else
+    the f32 rule's tile with f16 accumulators."""
+    big = sm.ACC16_TILES["256x256"]
+    assert big.acc == "f16" and big.threads == 512 and big.shared_bytes() == 48 * 1024
+    assert sm.choose_tile(4096, 4096, 1, k=4096, accumulate="f16") == big
+    assert sm.choose_tile(4096, 4096, 1, k=4096, accumulate="f16", trans_b=False) == \
+        sm.ACC16_TILES["256x256np"] == sm.MatrixTile(4, 4, 4, 4, acc="f16", prefetch=False)
+    assert sm.choose_tile(4096, 4096, 1, k=4096, trans_b=False) == sm.TILES["256x128"]
+    assert sm.choose_tile(4608, 3072, 1, k=3072, accumulate="f16") == big  # FLUX: 216 tiles
+    assert sm.choose_tile(4096, 5120, 1, k=1280, accumulate="f16") == big  # SDXL's GEGLU
+    assert sm.choose_tile(4096, 5120, 1, k=640, accumulate="f16") == sm.ACC16_TILES["256x128"]
+    assert sm.choose_tile(2048, 4096, 1, k=4096, accumulate="f16") == \
+        sm.ACC16_TILES["128x128"]  # 128 tiles of 256 x 256: under a wave
+    assert sm.choose_tile(4096, 4096, 1, k=4096, storage=40960, accumulate="f16") == \
+        sm.ACC16_TILES["128x256"]
+    assert sm.choose_tile(200, 184, 1, k=328, accumulate="f16") == sm.ACC16_TILES["64x64"]
+    for name, tile in sm.TILES.items():
+        assert sm.ACC16_TILES[name] == sm.MatrixTile(**{**tile.__dict__, "acc": "f16"})
+
+
+def test_accumulation_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    """f16 only where asked for and the device has f16 result fragments; a bad value refused."""
+    configs = {("f16", "f32"), ("f16", "f16")}
+    both = SimpleNamespace(info=SimpleNamespace(
+        matrix_config=lambda a, r, *shape: object() if (a, r) in configs else None))
+    f32_only = SimpleNamespace(info=SimpleNamespace(
+        matrix_config=lambda a, r, *shape: object() if r == "f32" else None))
+    monkeypatch.delenv(sm.ACCUMULATE_ENV, raising=False)
+    assert sm.accumulation(both) == "f32"
+    monkeypatch.setenv(sm.ACCUMULATE_ENV, " F16 ")
+    assert sm.accumulation(both) == "f16"
+    assert sm.accumulation(f32_only) == "f32"
+    monkeypatch.setenv(sm.ACCUMULATE_ENV, "bf16")
+    with pytest.raises(ValueError, match=r"GPUSTD_GEMM_ACCUMULATE='bf16': use f32 .* or f16"):
+        sm.accumulation(both)
+
+
+@pytest.mark.parametrize(("m", "k", "n", "name"),
+                         [(200, 328, 184, ""), (300, 1100, 520, "256x256"),
+                          (300, 1100, 520, "256x256np"), (300, 1100, 520, "256x256s8")])
+def test_f16_accumulators_match_float64_where_available(
+        device: gpucore.Device, monkeypatch: pytest.MonkeyPatch, m: int, k: int, n: int,
+        name: str) -> None:
+    """GPUSTD_GEMM_ACCUMULATE=f16 through linalg.matmul (the rule's tile, f16 accumulators),
+    and the 256 x 256 tile itself on a product ragged in every dimension; against float64
+    within the f16 accumulation's error (about 10x f32's; emulated units sum in f32)."""
+    _skip_unless_available(device)
+    emulated_subset(device, not name)  # 256 x 256 needs 48 KiB of workgroup memory
+    monkeypatch.setenv(sm.ACCUMULATE_ENV, "f16")
+    rng = np.random.default_rng(k)
+    a = rng.standard_normal((m, k)).astype(np.float16)
+    b = rng.standard_normal((n, k)).astype(np.float16)
+    ta, tb = Tensor.from_numpy(a, device=device), Tensor.from_numpy(b, device=device)
+    expected = a.astype(np.float64) @ b.astype(np.float64).T
+    if name:
+        c = Tensor.empty((m, n), np.float16, device=device)
+        sm.record_gemm_matrix(ta.buffer, tb.buffer, c.buffer, tb.buffer, has_bias=False, m=m,
+                              n=n, k=k, trans_a=False, trans_b=True, alpha=1.0, beta=0.0,
+                              plan=gemm_plan.batch_plan((1,), (), (), m * k, k * n),
+                              tile=sm.ACC16_TILES[name])
+        got = c.numpy()
+    else:
+        got = linalg.matmul(ta, tb, trans_b=True).numpy()
+    assert np.abs(got - expected).max() / np.abs(expected).max() < 1e-2
 
 
 def test_split_k() -> None:

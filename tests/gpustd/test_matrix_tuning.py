@@ -55,6 +55,8 @@ def test_shape_classes_bucket_sizes_and_keep_what_changes_the_kernel() -> None:
     assert matrix_tuning.gemm_class(8192, 320, 320, 1, False, True) == "f16/nt/m8192/n384/k384/b1"
     assert matrix_tuning.gemm_class(8000, 300, 330, 1, False, True) == "f16/nt/m8192/n384/k384/b1"
     assert matrix_tuning.gemm_class(8192, 320, 320, 1, True, False) == "f16/tn/m8192/n384/k384/b1"
+    assert matrix_tuning.gemm_class(8192, 320, 320, 1, False, True, "f16") == \
+        "f16/nt/m8192/n384/k384/b1/acc16"
     assert conv_tune.conv_class(3, 3, (1, 1), 320, 2880, 8192) == "f16/3x3/s1x1/co384/k3072/p8192"
     assert conv_tune.conv_class(3, 3, (2, 2), 320, 2880, 8192) != \
         conv_tune.conv_class(3, 3, (1, 1), 320, 2880, 8192)
@@ -78,6 +80,35 @@ def test_candidates_accumulate_alike_and_fit_the_device() -> None:
         "128x128", "160x128", "256x128", "128x256")
     assert matrix_tuning.gemm_candidates(fake_device(grid=100), 6401, 64) == (
         "128x128", "128x128k16", "128x256", "128x160", "256x128")
+
+
+def test_f16_accumulation_has_its_own_candidates_and_classes(
+        first_device: gpucore.Device, monkeypatch: pytest.MonkeyPatch) -> None:
+    """GPUSTD_GEMM_ACCUMULATE=f16: every candidate accumulates in f16 (so they add alike, as
+    the f32 ones do), in classes of their own; the rule's tile is one of them."""
+    assert all(t.acc == "f16" for t in matrix_tuning.GEMM_TILES_ACC16.values())
+    assert set(matrix_tuning.GEMM_TILES) < set(matrix_tuning.GEMM_TILES_ACC16)
+    everything = fake_device()
+    assert matrix_tuning.gemm_candidates(everything, 4096, 4096, "f16") == \
+        tuple(matrix_tuning.GEMM_TILES_ACC16)
+    assert "256x256" not in matrix_tuning.gemm_candidates(fake_device(storage=40960), 4096,
+                                                          4096, "f16")
+    device = matrix_device(first_device)
+    if device.info.matrix_config("f16", "f16", 16, 16, 16) is None:
+        pytest.skip(f"{device.info.label} has no f16 result fragments, not even emulated")
+    monkeypatch.setenv(matrix_units.ACCUMULATE_ENV, "f16")
+    tile = matrix_tuning.gemm_tile(device, 4096, 4096, 4096, 1, False, True)
+    storage = device.limits["max-compute-workgroup-storage-size"]
+    assert tile.acc == "f16" and tile == matrix_units.choose_tile(
+        4096, 4096, 1, k=4096, storage=storage, accumulate="f16")
+    remember(device, "gemm_sm", "f16/nt/m4096/n4096/k4096/b1/acc16", "128x128", "256x256")
+    assert matrix_tuning.gemm_tile(device, 4096, 4096, 4096, 1, False, True) == \
+        matrix_tuning.GEMM_TILES_ACC16["128x128"]
+    nn = matrix_tuning.gemm_tile(device, 4096, 4096, 4096, 1, False, False)  # B K x N
+    assert nn == matrix_units.choose_tile(4096, 4096, 1, k=4096, storage=storage,
+                                          accumulate="f16", trans_b=False)
+    monkeypatch.delenv(matrix_units.ACCUMULATE_ENV)  # the f32 class is another
+    assert matrix_tuning.gemm_tile(device, 4096, 4096, 4096, 1, False, True).acc == "f32"
 
 
 def test_registered_with_the_rules_as_defaults(first_device: gpucore.Device,
@@ -234,9 +265,10 @@ GEMM_CASES = [  # m, k, n, batch, trans_a, trans_b: K not a multiple of 32 (BK 1
 ]
 
 
+@pytest.mark.parametrize("accumulate", ["f32", "f16"])
 @pytest.mark.parametrize("case", GEMM_CASES, ids=[str(i) for i in range(len(GEMM_CASES))])
-def test_every_gemm_candidate_is_bitwise_the_default(device: gpucore.Device,
-                                                     case: tuple) -> None:
+def test_every_gemm_candidate_is_bitwise_the_default(device: gpucore.Device, case: tuple,
+                                                     accumulate: str) -> None:
     skip_unless_available(device)
     emulated_subset(device, False)  # a minute of compiles there; the conv candidates run
     m, k, n, batch, trans_a, trans_b = case
@@ -252,16 +284,21 @@ def test_every_gemm_candidate_is_bitwise_the_default(device: gpucore.Device,
         matrix_units.record_gemm_matrix(
             a.buffer, b.buffer, c.buffer, bias.buffer, has_bias=True, m=m, n=n, k=k,
             trans_a=trans_a, trans_b=trans_b, alpha=1.0, beta=0.0, plan=plan,
-            tile=matrix_tuning.GEMM_TILES[name])
+            tile=tiles[name])
         return c.numpy()
 
-    default = run(next(name for name, t in matrix_tuning.GEMM_TILES.items()
-                       if t == matrix_units.choose_tile(m, n, batch, k=k)))
+    tiles = matrix_tuning.GEMM_TILES_ACC16 if accumulate == "f16" else matrix_tuning.GEMM_TILES
+    default = run(next(name for name, t in tiles.items()
+                       if t == matrix_units.choose_tile(m, n, batch, k=k,
+                                                        accumulate=accumulate,
+                                                        trans_b=trans_b)))
     op_a = a_np.transpose(0, 2, 1) if trans_a else a_np
     op_b = b_np.transpose(0, 2, 1) if trans_b else b_np
     expected = op_a.astype(np.float64) @ op_b.astype(np.float64) + bias_np
-    assert np.abs(default - expected).max() / np.abs(expected).max() < 2e-3
-    for name in matrix_tuning.gemm_candidates(device, m, n):
+    # f16 accumulators: an f16 rounding per 16-deep product, about 10x f32's error
+    assert np.abs(default - expected).max() / np.abs(expected).max() < (
+        2e-3 if accumulate == "f32" else 2e-2)
+    for name in matrix_tuning.gemm_candidates(device, m, n, accumulate):
         assert run(name).tobytes() == default.tobytes(), f"tile {name} changed the result"
 
 
