@@ -16,6 +16,10 @@ FLUX_TINY: dict[str, Any] = dict(
     patch_size=1, in_channels=16, num_layers=1, num_single_layers=1, attention_head_dim=8,
     num_attention_heads=2, joint_attention_dim=32, pooled_projection_dim=24,
     axes_dims_rope=(2, 2, 4))
+CHROMA_TINY: dict[str, Any] = dict(
+    patch_size=1, in_channels=16, num_layers=2, num_single_layers=2, attention_head_dim=8,
+    num_attention_heads=2, joint_attention_dim=32, axes_dims_rope=(2, 2, 4),
+    approximator_num_channels=16, approximator_hidden_dim=24, approximator_layers=2)
 FLUX_DEV_SCHEDULER: dict[str, Any] = dict(
     base_image_seq_len=256, base_shift=0.5, max_image_seq_len=4096, max_shift=1.15,
     num_train_timesteps=1000, shift=3.0, use_dynamic_shifting=True)
