@@ -247,3 +247,28 @@ def assert_holds_bf16_of(ours: Any, reference: Any) -> None:
     assert sorted(got) == sorted(expected)
     for key, value in expected.items():
         np.testing.assert_array_equal(got[key], value.numpy(), err_msg=key)
+
+
+def tiny_chroma_pipeline(root: Path) -> Any:
+    """diffusers' ChromaPipeline of tiny random parts (T5 d_model 32, CHROMA_TINY, 4-channel
+    latents packed to 16, FLUX's VAE shift and scale, FLUX dev's shifting scheduler), saved
+    to `root / "chroma"` as a diffusers folder; returns the pipeline. Its context embedder is
+    scaled up so that the prompt visibly matters to a random transformer."""
+    import diffusers
+    import torch
+    import transformers
+
+    tiny_t5_tokenizer(root / "t5-tokenizer")
+    tokenizer = transformers.T5TokenizerFast(
+        tokenizer_file=str(root / "t5-tokenizer" / "tokenizer.json"))
+    transformer = randomized(diffusers.ChromaTransformer2DModel(**CHROMA_TINY), 7)
+    with torch.no_grad():
+        transformer.context_embedder.weight.mul_(4)
+    vae = randomized(diffusers.AutoencoderKL(
+        **VAE_TINY, use_quant_conv=False, use_post_quant_conv=False, scaling_factor=0.3611,
+        shift_factor=0.1159), 2)
+    pipe = diffusers.ChromaPipeline(
+        scheduler=diffusers.FlowMatchEulerDiscreteScheduler(**FLUX_DEV_SCHEDULER), vae=vae,
+        text_encoder=tiny_t5(), tokenizer=tokenizer, transformer=transformer)
+    pipe.save_pretrained(root / "chroma")
+    return pipe

@@ -69,12 +69,13 @@ def _fill_sampling_defaults(args: argparse.Namespace) -> None:
     if taken[False]:
         print(f"from {model / DEFAULTS_FILE}: {', '.join(taken[False])}", file=sys.stderr)
     if taken[True]:
+        from ..loaders.flow.chroma import chroma_family
         from ..loaders.flow.file import flow_model_family
 
-        family = flow_model_family(model)
+        family = flow_model_family(model) or chroma_family(model)
         why = ("1-4 steps without guidance" if family is None else
                "Forge's preset: FLUX's guidance is --distilled-cfg-scale" if "flux" in family
-               else "diffusers' SD3 settings")
+               else f"diffusers' {'SD3' if family == 'sd3' else 'Chroma'} settings")
         print(f"{family or 'turbo'} model ({model.name}): {', '.join(taken[True])} ({why}; "
               "give them to choose otherwise)", file=sys.stderr)
 

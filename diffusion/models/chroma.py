@@ -195,8 +195,9 @@ class ChromaTransformer2DModel(nn.Module):
             x, context = block(x, context, vectors(3 * single + 6 * i, 6),
                                vectors(3 * single + 6 * (double + i), 6), tables, mask)
         x = concatenate([context, x], axis=1)
-        for i, block in enumerate(self.single_transformer_blocks):
-            x = block.modulated(x, *vectors(3 * i, 3), tables, mask)
+        for i, stream in enumerate(self.single_transformer_blocks):
+            shift, scale, gate = vectors(3 * i, 3)
+            x = stream.modulated(x, shift, scale, gate, tables, mask)
         x = take_slice(x, text_length, x.shape[1], axis=1)
         # 3. final modulated norm (shift first, then scale) and projection
         shift, scale = vectors(self.modulations - 2, 2)

@@ -1,0 +1,115 @@
+"""Chroma through the command line like any model: the family detected from the folder, its
+defaults (CFG 5, 35 steps), true CFG with the negative prompt, and with `--sampler diffusers
+--rng torch` the picture of diffusers' ChromaPipeline (its text masks given as booleans: it
+passes float 0 / 1 masks, which torch adds to the scores, diffusers issue 12116)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("diffusers", reason="diffusers is a test-only reference (extra: reference)")
+import torch
+from PIL import Image
+
+import diffusion.cli.main as cli
+import gpucore
+from diffusion.infotext import read_infotext
+from diffusion.pipelines.flow.chroma import ChromaPipeline
+from diffusion.pipelines.flow.flow_model import FlowModel
+
+SIZE = ("--width", "24", "--height", "16")
+LENGTH = 16  # T5 tokens (not diffusers' 512): the tiny models' cost is the text length
+
+
+@pytest.fixture(autouse=True)
+def short_prompts(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(FlowModel, "max_sequence_length", LENGTH)
+
+
+def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[str, str]:
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    return out.strip(), err
+
+
+def _pixels(path: str) -> np.ndarray:
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"), np.float64) / 255
+
+
+def _reference(pipe: Any, prompt: str, negative: str, *, seed: int, steps: int,
+               cfg: float) -> np.ndarray:
+    """diffusers' ChromaPipeline picture with its prompt masks made boolean."""
+    embeds, _, mask, negative_embeds, _, negative_mask = pipe.encode_prompt(
+        prompt, negative_prompt=negative, device="cpu", max_sequence_length=LENGTH,
+        do_classifier_free_guidance=cfg > 1)
+    return pipe(prompt_embeds=embeds, prompt_attention_mask=mask.bool(),
+                negative_prompt_embeds=negative_embeds,
+                negative_prompt_attention_mask=None if negative_mask is None
+                else negative_mask.bool(), height=16, width=24, num_inference_steps=steps,
+                guidance_scale=cfg, generator=torch.Generator().manual_seed(seed),
+                max_sequence_length=LENGTH, output_type="np").images[0]
+
+
+def test_chroma_from_the_cli(first_device: gpucore.Device, tiny_chroma: tuple[Path, Any],
+                             tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """"diffusers" draws ChromaPipeline's picture with CFG and a negative prompt; a WebUI
+    sampler runs at Chroma's defaults and writes them in the infotext."""
+    root, reference = tiny_chroma
+    model = str(root / "chroma")
+    out, err = _run(capsys, "txt2img", "--model", model, "--prompt", "a red circle",
+                    "--negative-prompt", "a dog", *SIZE, "--steps", "2", "--sampler",
+                    "diffusers", "--rng", "torch", "--seed", "7", "--cfg-scale", "4",
+                    "--dtype", "float32", "--out", str(tmp_path / "a.png"))
+    assert "model: chroma (chroma)" in err
+    expected = _reference(reference, "a red circle", "a dog", seed=7, steps=2, cfg=4.0)
+    assert np.abs(_pixels(out) - expected).mean() < 0.01
+    as_floats = reference("a red circle", negative_prompt="a dog", height=16, width=24,
+                          num_inference_steps=2, guidance_scale=4.0, max_sequence_length=LENGTH,
+                          generator=torch.Generator().manual_seed(7), output_type="np").images[0]
+    assert np.abs(_pixels(out) - as_floats).mean() > 0.02  # the masks matter
+    out, err = _run(capsys, "txt2img", "--model", model, "--prompt", "a red circle", *SIZE,
+                    "--steps", "2", "--seed", "7", "--dtype", "float32",
+                    "--out", str(tmp_path / "b.png"))
+    assert "--cfg-scale 5" in err and "diffusers' Chroma settings" in err
+    text = read_infotext(out)
+    assert text is not None
+    assert ("Steps: 2, Sampler: Euler, Schedule type: Simple, CFG scale: 5, Seed: 7, "
+            "Size: 24x16, Model: chroma") in text
+
+
+def test_prompt_and_negative_prompt_matter(first_device: gpucore.Device,
+                                           tiny_chroma: tuple[Path, Any]) -> None:
+    """Each text visibly changes the picture (the tiny model's text is made to matter), and
+    a batch of prompts of different lengths (a text mask per row) draws each row as alone."""
+    pipe = ChromaPipeline.from_pretrained(tiny_chroma[0] / "chroma", device=first_device)
+
+    def picture(prompt: Any, negative: str = "") -> np.ndarray:
+        return pipe(prompt, negative_prompt=negative, height=16, width=24,
+                    num_inference_steps=2, guidance_scale=4.0, seed=3,
+                    max_sequence_length=LENGTH)
+
+    base = picture("a red circle", "a dog")[0]
+    assert np.abs(picture("an astronaut riding a horse", "a dog")[0] - base).mean() > 0.02
+    assert np.abs(picture("a red circle", "the quick brown fox")[0] - base).mean() > 0.02
+    both = picture(["a red circle", "an astronaut riding a horse on a mat"], "a dog")
+    np.testing.assert_allclose(both[0], base, atol=2e-5)
+
+
+def test_missing_text_encoder_is_one_line(first_device: gpucore.Device,
+                                          tiny_chroma: tuple[Path, Any], tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    model = tmp_path / "chroma"
+    shutil.copytree(tiny_chroma[0] / "chroma", model)
+    (model / "text_encoder" / "model.safetensors").unlink()
+    assert cli.main(["txt2img", "--model", str(model), "--prompt", "x", *SIZE]) == 2
+    err = capsys.readouterr().err
+    assert ("this Chroma model has no t5xxl_fp16.safetensors (the T5-XXL text encoder); give "
+            "--text-encoder t5xxl_fp16.safetensors") in err
+    assert "Traceback" not in err
