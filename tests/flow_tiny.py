@@ -272,3 +272,46 @@ def tiny_chroma_pipeline(root: Path) -> Any:
         text_encoder=tiny_t5(), tokenizer=tokenizer, transformer=transformer)
     pipe.save_pretrained(root / "chroma")
     return pipe
+
+
+def chroma_checkpoint(model: Any, prefix: str) -> dict[str, Any]:
+    """The original names of a diffusers Chroma transformer's tensors (as
+    `chroma-unlocked-v50.safetensors` has them): diffusers' single-file conversion
+    (convert_chroma_transformer_checkpoint_to_diffusers) run backwards."""
+    import torch
+
+    sd = {k: v.clone().contiguous() for k, v in model.state_dict().items()}
+    out: dict[str, Any] = {}
+    for key, value in sd.items():
+        if key.startswith("distilled_guidance_layer.norms."):
+            out[key.replace(".weight", ".scale")] = value
+        elif key.startswith("distilled_guidance_layer."):
+            out[key.replace("linear_1", "in_layer").replace("linear_2", "out_layer")] = value
+    for ours, original in (("context_embedder", "txt_in"), ("x_embedder", "img_in"),
+                           ("proj_out", "final_layer.linear")):
+        for p in ("weight", "bias"):
+            out[f"{original}.{p}"] = sd[f"{ours}.{p}"]
+    for i in range(model.config.num_layers):
+        d, o = f"transformer_blocks.{i}.", f"double_blocks.{i}."
+        for p in ("weight", "bias"):
+            for side, names in (("img", ("to_q", "to_k", "to_v")),
+                                ("txt", ("add_q_proj", "add_k_proj", "add_v_proj"))):
+                out[f"{o}{side}_attn.qkv.{p}"] = torch.cat([sd[f"{d}attn.{n}.{p}"]
+                                                            for n in names])
+            out[f"{o}img_attn.proj.{p}"] = sd[f"{d}attn.to_out.0.{p}"]
+            out[f"{o}txt_attn.proj.{p}"] = sd[f"{d}attn.to_add_out.{p}"]
+            for side, ff in (("img", "ff"), ("txt", "ff_context")):
+                out[f"{o}{side}_mlp.0.{p}"] = sd[f"{d}{ff}.net.0.proj.{p}"]
+                out[f"{o}{side}_mlp.2.{p}"] = sd[f"{d}{ff}.net.2.{p}"]
+        for side, q, k in (("img", "norm_q", "norm_k"), ("txt", "norm_added_q", "norm_added_k")):
+            out[f"{o}{side}_attn.norm.query_norm.scale"] = sd[f"{d}attn.{q}.weight"]
+            out[f"{o}{side}_attn.norm.key_norm.scale"] = sd[f"{d}attn.{k}.weight"]
+    for i in range(model.config.num_single_layers):
+        s, o = f"single_transformer_blocks.{i}.", f"single_blocks.{i}."
+        for p in ("weight", "bias"):
+            out[f"{o}linear1.{p}"] = torch.cat([sd[f"{s}attn.to_q.{p}"], sd[f"{s}attn.to_k.{p}"],
+                                               sd[f"{s}attn.to_v.{p}"], sd[f"{s}proj_mlp.{p}"]])
+            out[f"{o}linear2.{p}"] = sd[f"{s}proj_out.{p}"]
+        out[f"{o}norm.query_norm.scale"] = sd[f"{s}attn.norm_q.weight"]
+        out[f"{o}norm.key_norm.scale"] = sd[f"{s}attn.norm_k.weight"]
+    return {prefix + k: v for k, v in out.items()}

@@ -72,7 +72,7 @@ def _fill_sampling_defaults(args: argparse.Namespace) -> None:
         from ..loaders.flow.chroma import chroma_family
         from ..loaders.flow.file import flow_model_family
 
-        family = flow_model_family(model) or chroma_family(model)
+        family = chroma_family(model) or flow_model_family(model)
         why = ("1-4 steps without guidance" if family is None else
                "Forge's preset: FLUX's guidance is --distilled-cfg-scale" if "flux" in family
                else f"diffusers' {'SD3' if family == 'sd3' else 'Chroma'} settings")
