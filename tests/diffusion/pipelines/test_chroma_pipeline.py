@@ -113,3 +113,34 @@ def test_missing_text_encoder_is_one_line(first_device: gpucore.Device,
     assert ("this Chroma model has no t5xxl_fp16.safetensors (the T5-XXL text encoder); give "
             "--text-encoder t5xxl_fp16.safetensors") in err
     assert "Traceback" not in err
+
+
+def test_img2img_is_diffusers(first_device: gpucore.Device, tiny_chroma: tuple[Path, Any]
+                              ) -> None:
+    """With an init image: ChromaImg2ImgPipeline's picture (its masks kept boolean: it casts
+    them to the model's dtype itself)."""
+    import diffusers
+
+    root, reference = tiny_chroma
+    init = (np.random.default_rng(0).random((16, 24, 3)) * 255).astype(np.uint8)
+    ours = ChromaPipeline.from_pretrained(root / "chroma", device=first_device)
+    got = ours("a red circle", negative_prompt="a dog", image=init, strength=0.6, height=16,
+               width=24, num_inference_steps=4, guidance_scale=4.0, seed=5,
+               max_sequence_length=LENGTH)[0]
+    img2img = diffusers.ChromaImg2ImgPipeline(**reference.components)
+
+    def boolean(batch_size: int, sequence_length: int, dtype: Any,
+                attention_mask: Any = None) -> Any:
+        return torch.cat([attention_mask.bool(),
+                          torch.ones(batch_size, sequence_length, dtype=torch.bool)], dim=1)
+
+    img2img._prepare_attention_mask = boolean
+    embeds, _, mask, negative_embeds, _, negative_mask = img2img.encode_prompt(
+        "a red circle", negative_prompt="a dog", device="cpu", max_sequence_length=LENGTH)
+    expected = img2img(prompt_embeds=embeds, prompt_attention_mask=mask,
+                       negative_prompt_embeds=negative_embeds,
+                       negative_prompt_attention_mask=negative_mask, image=Image.fromarray(init),
+                       strength=0.6, height=16, width=24, num_inference_steps=4,
+                       guidance_scale=4.0, generator=torch.Generator().manual_seed(5),
+                       max_sequence_length=LENGTH, output_type="np").images[0]
+    assert np.abs(got - expected).mean() < 1e-4
