@@ -103,9 +103,11 @@ def _check_paths(args: argparse.Namespace) -> None:
         raise ValueError(f"--vae {args.vae!r} does not exist; give a VAE folder or a "
                          ".safetensors file")
     if args.vae and args.model is not None:
+        from ..loaders.flow.chroma import chroma_family
         from ..loaders.flow.file import flow_model_family
 
-        if family := flow_model_family(args.model):  # refused before the model loads
+        # refused before the model loads
+        if family := chroma_family(args.model) or flow_model_family(args.model):
             raise ValueError(f"--vae is not supported for {family} models yet; " + (
                 "give the VAE file (ae.safetensors) with --text-encoder, as Forge's VAE / Text "
                 "Encoder list" if Path(args.model).is_file() else "the model folder's vae/ is "
