@@ -315,3 +315,20 @@ def chroma_checkpoint(model: Any, prefix: str) -> dict[str, Any]:
         out[f"{o}norm.query_norm.scale"] = sd[f"{s}attn.norm_q.weight"]
         out[f"{o}norm.key_norm.scale"] = sd[f"{s}attn.norm_k.weight"]
     return {prefix + k: v for k, v in out.items()}
+
+
+def chroma_picture(pipe: Any, prompt: str, negative: str, *, seed: int, steps: int, cfg: float,
+                   length: int) -> Any:
+    """diffusers' ChromaPipeline picture (24 x 16, float HxWx3) with its prompt masks made
+    boolean (it passes them as float 0 / 1, which torch adds to the attention scores)."""
+    import torch
+
+    embeds, _, mask, negative_embeds, _, negative_mask = pipe.encode_prompt(
+        prompt, negative_prompt=negative, device="cpu", max_sequence_length=length,
+        do_classifier_free_guidance=cfg > 1)
+    return pipe(prompt_embeds=embeds, prompt_attention_mask=mask.bool(),
+                negative_prompt_embeds=negative_embeds,
+                negative_prompt_attention_mask=None if negative_mask is None
+                else negative_mask.bool(), height=16, width=24, num_inference_steps=steps,
+                guidance_scale=cfg, generator=torch.Generator().manual_seed(seed),
+                max_sequence_length=length, output_type="np").images[0]

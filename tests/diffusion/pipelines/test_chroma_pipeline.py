@@ -14,6 +14,7 @@ import pytest
 
 pytest.importorskip("diffusers", reason="diffusers is a test-only reference (extra: reference)")
 import torch
+from flow_tiny import chroma_picture
 from PIL import Image
 
 import diffusion.cli.main as cli
@@ -43,20 +44,6 @@ def _pixels(path: str) -> np.ndarray:
         return np.asarray(image.convert("RGB"), np.float64) / 255
 
 
-def _reference(pipe: Any, prompt: str, negative: str, *, seed: int, steps: int,
-               cfg: float) -> np.ndarray:
-    """diffusers' ChromaPipeline picture with its prompt masks made boolean."""
-    embeds, _, mask, negative_embeds, _, negative_mask = pipe.encode_prompt(
-        prompt, negative_prompt=negative, device="cpu", max_sequence_length=LENGTH,
-        do_classifier_free_guidance=cfg > 1)
-    return pipe(prompt_embeds=embeds, prompt_attention_mask=mask.bool(),
-                negative_prompt_embeds=negative_embeds,
-                negative_prompt_attention_mask=None if negative_mask is None
-                else negative_mask.bool(), height=16, width=24, num_inference_steps=steps,
-                guidance_scale=cfg, generator=torch.Generator().manual_seed(seed),
-                max_sequence_length=LENGTH, output_type="np").images[0]
-
-
 def test_chroma_from_the_cli(first_device: gpucore.Device, tiny_chroma: tuple[Path, Any],
                              tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """"diffusers" draws ChromaPipeline's picture with CFG and a negative prompt; a WebUI
@@ -68,7 +55,8 @@ def test_chroma_from_the_cli(first_device: gpucore.Device, tiny_chroma: tuple[Pa
                     "diffusers", "--rng", "torch", "--seed", "7", "--cfg-scale", "4",
                     "--dtype", "float32", "--out", str(tmp_path / "a.png"))
     assert "model: chroma (chroma)" in err
-    expected = _reference(reference, "a red circle", "a dog", seed=7, steps=2, cfg=4.0)
+    expected = chroma_picture(reference, "a red circle", "a dog", seed=7, steps=2, cfg=4.0,
+                              length=LENGTH)
     assert np.abs(_pixels(out) - expected).mean() < 0.01
     as_floats = reference("a red circle", negative_prompt="a dog", height=16, width=24,
                           num_inference_steps=2, guidance_scale=4.0, max_sequence_length=LENGTH,
