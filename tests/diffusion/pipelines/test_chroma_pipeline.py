@@ -132,3 +132,41 @@ def test_img2img_is_diffusers(first_device: gpucore.Device, tiny_chroma: tuple[P
                        guidance_scale=4.0, generator=torch.Generator().manual_seed(5),
                        max_sequence_length=LENGTH, output_type="np").images[0]
     assert np.abs(got - expected).mean() < 1e-4
+
+
+def test_lora_is_diffusers(first_device: gpucore.Device, tiny_chroma: tuple[Path, Any],
+                           tmp_path: Path) -> None:
+    """A diffusers/PEFT LoRA of the transformer (a double block's q, the approximator's input
+    and a single block's MLP) gives diffusers' picture after its load_lora_weights."""
+    pytest.importorskip("peft", reason="diffusers' LoRA loading needs peft")
+    from safetensors.torch import save_file
+
+    from diffusion import load_pipeline
+
+    root, reference = tiny_chroma
+    shapes = {k.removesuffix(".weight"): tuple(v.shape)
+              for k, v in reference.transformer.state_dict().items()}
+    state = {}
+    for k, path in enumerate(("transformer_blocks.0.attn.to_q",
+                              "distilled_guidance_layer.in_proj",
+                              "single_transformer_blocks.1.proj_mlp")):
+        g = torch.Generator().manual_seed(k)
+        out, width = shapes[path]
+        state[f"transformer.{path}.lora_A.weight"] = torch.randn(2, width, generator=g) * 0.3
+        state[f"transformer.{path}.lora_B.weight"] = torch.randn(out, 2, generator=g) * 0.3
+    save_file(state, str(tmp_path / "peft.safetensors"))
+    reference.load_lora_weights(str(tmp_path / "peft.safetensors"), adapter_name="peft")
+    try:
+        reference.set_adapters(["peft"], adapter_weights=[0.5])
+        expected = chroma_picture(reference, "a red circle", "", seed=7, steps=2, cfg=1.0,
+                                  length=LENGTH)
+    finally:
+        reference.unload_lora_weights()
+    ours = load_pipeline(root / "chroma", device=first_device)
+    ours.lora_dir = tmp_path
+    request = dict(sampler="diffusers", rng="torch", seed=7, steps=2, width=24, height=16,
+                   cfg_scale=1.0)
+    got = ours.generate("<lora:peft:0.5>a red circle", **request)
+    assert np.abs(got.images[0].astype(int) - np.round(expected * 255)).max() <= 1
+    plain = ours.generate("a red circle", **request).images[0]  # the LoRA comes off again
+    assert np.abs(plain.astype(int) - got.images[0]).max() > 4
