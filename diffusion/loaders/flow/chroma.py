@@ -1,7 +1,8 @@
 """Chroma's weights: a diffusers folder (`ChromaPipeline`: transformer/, vae/, text_encoder/
 T5-XXL, tokenizer/, scheduler/), or the transformer file people download
 (`chroma-unlocked-v50.safetensors`, `Chroma1-HD.safetensors`: the original names, bare or
-under ComfyUI's `model.diffusion_model.`; diffusion.loaders.keymaps.chroma_keys), whose T5 and
+under ComfyUI's `model.diffusion_model.`; diffusion.loaders.keymaps.chroma_keys; or its GGUF,
+`Chroma1-HD-Q8_0.gguf`, which diffusion.loaders.flow.gguf loads quantized), whose T5 and
 VAE come from `--text-encoder` files (`t5xxl_fp16.safetensors`, city96's T5 GGUFs,
 `ae.safetensors`), as FLUX's single files take theirs. Such files also replace a folder's
 encoder or VAE.
@@ -41,7 +42,7 @@ _NEEDED = {"text_encoder": "t5xxl_fp16.safetensors (the T5-XXL text encoder)",
 class ChromaWeights:
     """A Chroma model's lazy component weights, its scheduler config and tokenizer folder."""
 
-    transformer: ComponentWeights
+    transformer: ComponentWeights | None  # None: a GGUF's (loaders.flow.gguf loads it)
     vae: ComponentWeights
     text_encoder: ComponentWeights
     scheduler_config: dict[str, Any]
@@ -49,8 +50,8 @@ class ChromaWeights:
 
 
 def chroma_family(path: str | os.PathLike[str]) -> str | None:
-    """"chroma" for a ChromaPipeline folder or a Chroma transformer `.safetensors` file, None
-    for anything else. Reads a small JSON file or a file's header."""
+    """"chroma" for a ChromaPipeline folder or a Chroma transformer `.safetensors` / `.gguf`
+    file, None for anything else. Reads a small JSON file or a file's header."""
     root = Path(path)
     if root.is_dir():
         try:
@@ -58,12 +59,21 @@ def chroma_family(path: str | os.PathLike[str]) -> str | None:
         except WeightsError:
             return None
         return "chroma" if index.get("_class_name") == _FOLDER_CLASS else None
-    if root.suffix.lower() != ".safetensors" or not root.is_file():
+    if root.suffix.lower() not in (".safetensors", ".gguf") or not root.is_file():
         return None
     try:
-        return "chroma" if is_chroma_file(SafetensorsFile(root)) else None
+        return "chroma" if is_chroma_file(_open(root)) else None
     except WeightsError:
         return None  # loading names the bad file
+
+
+def _open(path: Path) -> Any:
+    """A .safetensors or .gguf file, read like one another."""
+    if path.suffix.lower() == ".gguf":
+        from ..formats.gguf_file import GGUFFile
+
+        return GGUFFile(path)
+    return SafetensorsFile(path)
 
 
 def _folder_part(root: Path, index: dict[str, Any], name: str, stem: str,
@@ -134,8 +144,12 @@ def load_chroma(path: str | os.PathLike[str], modules: Sequence[str | os.PathLik
         scheduler = read_json(root / "scheduler" / "scheduler_config.json")
         tokenizer = root / "tokenizer" if (root / "tokenizer").is_dir() else None
     else:
-        parts = {"transformer": chroma_file_weights(SafetensorsFile(root)), "vae": None,
-                 "text_encoder": None}
+        gguf = root.suffix.lower() == ".gguf"
+        parts = {"transformer": None if gguf else chroma_file_weights(_open(root)),
+                 "vae": None, "text_encoder": None}
+        if gguf and not is_chroma_file(_open(root)):
+            raise WeightsError(f"{root}: not a Chroma transformer GGUF (no "
+                               "distilled_guidance_layer tensors)")
         # the scheduler of Chroma1-HD's folder, which is FLUX.1 dev's
         scheduler, tokenizer = dict(FLOW_SCHEDULERS["flux-dev"]), None
     for given in modules:
@@ -148,7 +162,8 @@ def load_chroma(path: str | os.PathLike[str], modules: Sequence[str | os.PathLik
         files = " and ".join("--text-encoder " + what.split()[0] for what in missing)
         raise WeightsError(f"{root}: this Chroma model has no {' and no '.join(missing)}; "
                            f"give {files}")
-    weights = ChromaWeights(transformer=parts["transformer"], vae=parts["vae"],  # type: ignore[arg-type]
-                            text_encoder=parts["text_encoder"],  # type: ignore[arg-type]
+    vae, encoder = parts["vae"], parts["text_encoder"]
+    assert vae is not None and encoder is not None  # else named missing above
+    weights = ChromaWeights(transformer=parts["transformer"], vae=vae, text_encoder=encoder,
                             scheduler_config=scheduler, tokenizer_dir=tokenizer)
     return weights, [module_stem(Path(given)) for given in modules]

@@ -11,8 +11,11 @@ the MLP's input) split by rows, and the approximator `distilled_guidance_layer` 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from ..errors import WeightsError
-from ..weights import ComponentWeights, TensorFile, TensorRef
+from ..weights import ComponentWeights, TensorFile, TensorRef, resolve_dtype
 from .dit_keys import block_count, key_of, prefix_of, split_rows
 
 __all__ = ["chroma_file_weights", "is_chroma_file"]
@@ -83,10 +86,13 @@ def _refs(file: TensorFile, prefix: str, dim: int, doubles: int, singles: int,
     return refs
 
 
-def chroma_file_weights(file: TensorFile) -> ComponentWeights:
-    """Lazy ChromaTransformer2DModel weights (diffusers' names) of an original-layout file,
-    with `.config` read from the shapes (the head dim is the q-norm's size, `axes_dims_rope`
-    FLUX.1's). diffusers: `ChromaTransformer2DModel.from_single_file(path)`."""
+def chroma_file_weights(file: TensorFile, *, dtype: Any = None,
+                        config: Mapping[str, Any] | None = None) -> ComponentWeights:
+    """Lazy ChromaTransformer2DModel weights (diffusers' names) of an original-layout file (a
+    safetensors or a GGUF file), with `.config` read from the shapes (the head dim is the
+    q-norm's size, `axes_dims_rope` FLUX.1's) unless `config` overrides it. `dtype`: None (as
+    stored, bf16 as float32), "float16" or "float32". diffusers:
+    `ChromaTransformer2DModel.from_single_file(path)`."""
     if not is_chroma_file(file):
         raise WeightsError(f"{file.path}: no {_MARK} tensor: not a Chroma transformer file")
     prefix = prefix_of(file, "distilled_guidance_layer.")
@@ -97,7 +103,7 @@ def chroma_file_weights(file: TensorFile) -> ComponentWeights:
     doubles = block_count(file, prefix, "double_blocks.")
     singles = block_count(file, prefix, "single_blocks.")
     layers = block_count(file, prefix, "distilled_guidance_layer.layers.")
-    config = {
+    derived = {
         "_class_name": "ChromaTransformer2DModel", "patch_size": 1, "in_channels": in_channels,
         "out_channels": None, "num_layers": doubles, "num_single_layers": singles,
         "attention_head_dim": head_dim, "num_attention_heads": dim // head_dim,
@@ -105,5 +111,6 @@ def chroma_file_weights(file: TensorFile) -> ComponentWeights:
         "axes_dims_rope": (16, 56, 56), "approximator_num_channels": channels,
         "approximator_hidden_dim": hidden, "approximator_layers": layers,
     }
-    return ComponentWeights("transformer", config,
-                            _refs(file, prefix, dim, doubles, singles, layers))
+    return ComponentWeights("transformer", {**derived, **(config or {})},
+                            _refs(file, prefix, dim, doubles, singles, layers),
+                            dtype=resolve_dtype(dtype))

@@ -27,6 +27,7 @@ from gpustd.nn import deferred
 
 from ...loaders.component import load_component
 from ...loaders.flow.chroma import load_chroma
+from ...loaders.flow.gguf import load_chroma_gguf
 from ...models import AutoencoderKL, ChromaTransformer2DModel, T5EncoderModel
 from ...noise.rng import make_generator
 from ...schedulers.flow_match_euler import FlowMatchEulerDiscreteScheduler, calculate_shift
@@ -56,17 +57,22 @@ class ChromaPipeline:
                         device: Device | None = None, variant: str | None = None,
                         text_encoder_files: Sequence[str | os.PathLike[str]] = ()
                         ) -> ChromaPipeline:
-        """Load a Chroma diffusers folder, or the original transformer file with its T5 and
-        VAE from `text_encoder_files` (diffusion.loaders.flow.chroma), onto `device` in
-        `dtype`. Without a tokenizer folder the bundled T5 tokenizer is used."""
+        """Load a Chroma diffusers folder, or the original transformer file (or its GGUF,
+        kept quantized: diffusion.loaders.flow.gguf) with its T5 and VAE from
+        `text_encoder_files` (diffusion.loaders.flow.chroma), onto `device` in `dtype`.
+        Without a tokenizer folder the bundled T5 tokenizer is used."""
         weights, modules = load_chroma(path, list(text_encoder_files), variant=variant)
         place = {"dtype": dtype, "device": device or default_device()}
+        transformer = weights.transformer
+        model = load_chroma_gguf(path, **place) if transformer is None else None
         # built deferred (gpustd.nn.deferred): a parameter takes GPU memory as its values arrive
         with deferred():
+            if model is None:
+                assert transformer is not None  # a GGUF's is loaded above
+                model = load_component(ChromaTransformer2DModel(transformer.config, **place),
+                                       transformer)
             return cls(
-                transformer=load_component(
-                    ChromaTransformer2DModel(weights.transformer.config, **place),
-                    weights.transformer),
+                transformer=model,
                 vae=load_component(AutoencoderKL(weights.vae.config, **place), weights.vae),
                 text_encoder=load_component(T5EncoderModel(weights.text_encoder.config, **place),
                                             weights.text_encoder),

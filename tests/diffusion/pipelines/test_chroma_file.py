@@ -134,3 +134,42 @@ def test_chroma_file_names_what_is_missing(chroma: tuple[Path, Any]) -> None:
         load_chroma(file)
     with pytest.raises(WeightsError, match=r"no T5-XXL text encoder .* or VAE"):
         load_chroma(file, [chroma[0] / "chroma-comfy.safetensors"])
+
+
+def test_chroma_gguf(first_device: gpucore.Device, chroma: tuple[Path, Any]) -> None:
+    """A Q8_0 GGUF of the original file (as silveroxides' Chroma1-HD GGUFs are made): the
+    transformer stays quantized, the latents stay near the float file's, and the registry
+    loads it with its T5 and VAE files, the T5 a GGUF too."""
+    from safetensors.numpy import load_file
+    from t5_files import write_t5_gguf
+
+    from diffusion.loaders.formats.gguf_write import write_gguf
+    from diffusion.pipelines.load import load_pipeline
+    from gpustd.nn.quantized import quantized_weights
+    from gpustd.quant import QuantizedTensor
+
+    root = chroma[0]
+    modules = [root / "t5xxl_fp16.safetensors", root / "ae.safetensors"]
+    gguf = root / "Chroma1-HD-Q8_0.gguf"
+    write_gguf(gguf, load_file(str(root / "chroma-unlocked-v50.safetensors")).items(), "q8_0",
+               architecture="flux")
+    assert chroma_family(gguf) == "chroma" and flow_model_family(gguf) is None
+    model = load_pipeline(gguf, text_encoders=modules, device=first_device)
+    assert model.family == "chroma" and model.name == "Chroma1-HD-Q8_0"
+    ours = model.pipe
+    assert isinstance(ours.transformer.transformer_blocks[0].attn.to_k.weight, QuantizedTensor)
+    float_file = ChromaPipeline.from_pretrained(root / "chroma-unlocked-v50.safetensors",
+                                                text_encoder_files=modules, device=first_device)
+    settings = dict(negative_prompt="a dog", height=32, width=32, num_inference_steps=2,
+                    guidance_scale=3.0, seed=1, max_sequence_length=16, output_type="latent")
+    got = ours("a red circle on a blue background", **settings)
+    expected = float_file("a red circle on a blue background", **settings)
+    assert np.linalg.norm(got - expected) / np.linalg.norm(expected) < 0.05
+    assert not np.array_equal(got, expected)
+    # city96's kind of T5 GGUF in the T5 file's place: its matrices quantized too
+    t5 = root / "t5-v1_1-xxl-encoder-Q8_0.gguf"
+    write_t5_gguf(chroma[1].text_encoder, t5, "q8_0")
+    both = ChromaPipeline.from_pretrained(gguf, text_encoder_files=[t5, modules[1]],
+                                          device=first_device)
+    assert quantized_weights(both.text_encoder) and both.modules == [
+        "t5-v1_1-xxl-encoder-Q8_0", "ae"]
