@@ -77,3 +77,28 @@ def test_chroma_mask_shape(first_device: gpucore.Device) -> None:
     text = gpustd.asarray(np.ones((1, 3, 32), np.float32), device=first_device)
     with pytest.raises(ValueError, match="text \\+ image tokens"):
         ours(x, text, [0.5], image_ids(2, 2), np.zeros((3, 3)), np.ones((1, 3)))
+
+
+def test_chroma_transformer_f16(f16_device: gpucore.Device) -> None:
+    """float16 weights and activations (what a full-size model runs in), the approximator's
+    RMS norms at float16's epsilon and a masked row included, against the float32 reference."""
+    if ADAPTERS and f16_device.info.index != ADAPTERS[0].index:
+        pytest.skip("float16 Chroma runs on the first adapter (CI time)")
+    reference = randomized(diffusers.ChromaTransformer2DModel(**CHROMA_TINY), 7)
+    ours = ChromaTransformer2DModel(dict(reference.config), dtype=np.float16, device=f16_device)
+    ours.load_state_dict(state_dict(reference))
+    rng = np.random.default_rng(3)
+    latents, text = rng.standard_normal((2, 20, 16)), 3 * rng.standard_normal((2, 7, 32))
+    # timesteps float16 holds exactly: the model takes them in its dtype, as diffusers does
+    t = np.array([0.75, 0.25], np.float32)
+    img_ids, txt_ids = image_ids(4, 5), np.zeros((7, 3), np.float32)
+    keep = np.ones((2, 27), bool)
+    keep[1, 5:7] = False
+    with torch.no_grad():
+        expected = reference(*(torch.from_numpy(a.astype(np.float32))
+                               for a in (latents, text, t, img_ids, txt_ids)),
+                             attention_mask=torch.from_numpy(keep)).sample.numpy()
+    got = ours(*(gpustd.asarray(a, dtype=np.float16, device=f16_device) for a in (latents, text)),
+               t, img_ids, txt_ids, keep)
+    assert got.dtype == np.float16
+    assert_close(got.numpy().astype(np.float32), expected, dtype=np.float16)
