@@ -226,6 +226,16 @@ def tiny_flux_dev(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
 
 
 @pytest.fixture(scope="session")
+def tiny_chroma(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    """(the folder's parent: `root / "chroma"`, diffusers' ChromaPipeline)."""
+    pytest.importorskip("diffusers", reason="diffusers is a test-only reference")
+    from flow_tiny import tiny_chroma_pipeline
+
+    root = tmp_path_factory.mktemp("tiny-chroma")
+    return root, tiny_chroma_pipeline(root)
+
+
+@pytest.fixture(scope="session")
 def tiny_sd3(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
     """(the folder's parent: `root / "sd3"`, diffusers' StableDiffusion3Pipeline)."""
     pytest.importorskip("diffusers", reason="diffusers is a test-only reference")

@@ -16,6 +16,10 @@ FLUX_TINY: dict[str, Any] = dict(
     patch_size=1, in_channels=16, num_layers=1, num_single_layers=1, attention_head_dim=8,
     num_attention_heads=2, joint_attention_dim=32, pooled_projection_dim=24,
     axes_dims_rope=(2, 2, 4))
+CHROMA_TINY: dict[str, Any] = dict(
+    patch_size=1, in_channels=16, num_layers=2, num_single_layers=2, attention_head_dim=8,
+    num_attention_heads=2, joint_attention_dim=32, axes_dims_rope=(2, 2, 4),
+    approximator_num_channels=16, approximator_hidden_dim=24, approximator_layers=2)
 FLUX_DEV_SCHEDULER: dict[str, Any] = dict(
     base_image_seq_len=256, base_shift=0.5, max_image_seq_len=4096, max_shift=1.15,
     num_train_timesteps=1000, shift=3.0, use_dynamic_shifting=True)
@@ -243,3 +247,88 @@ def assert_holds_bf16_of(ours: Any, reference: Any) -> None:
     assert sorted(got) == sorted(expected)
     for key, value in expected.items():
         np.testing.assert_array_equal(got[key], value.numpy(), err_msg=key)
+
+
+def tiny_chroma_pipeline(root: Path) -> Any:
+    """diffusers' ChromaPipeline of tiny random parts (T5 d_model 32, CHROMA_TINY, 4-channel
+    latents packed to 16, FLUX's VAE shift and scale, FLUX dev's shifting scheduler), saved
+    to `root / "chroma"` as a diffusers folder; returns the pipeline. Its context embedder is
+    scaled up so that the prompt visibly matters to a random transformer."""
+    import diffusers
+    import torch
+    import transformers
+
+    tiny_t5_tokenizer(root / "t5-tokenizer")
+    tokenizer = transformers.T5TokenizerFast(
+        tokenizer_file=str(root / "t5-tokenizer" / "tokenizer.json"))
+    transformer = randomized(diffusers.ChromaTransformer2DModel(**CHROMA_TINY), 7)
+    with torch.no_grad():
+        transformer.context_embedder.weight.mul_(4)
+    vae = randomized(diffusers.AutoencoderKL(
+        **VAE_TINY, use_quant_conv=False, use_post_quant_conv=False, scaling_factor=0.3611,
+        shift_factor=0.1159), 2)
+    pipe = diffusers.ChromaPipeline(
+        scheduler=diffusers.FlowMatchEulerDiscreteScheduler(**FLUX_DEV_SCHEDULER), vae=vae,
+        text_encoder=tiny_t5(), tokenizer=tokenizer, transformer=transformer)
+    pipe.save_pretrained(root / "chroma")
+    return pipe
+
+
+def chroma_checkpoint(model: Any, prefix: str) -> dict[str, Any]:
+    """The original names of a diffusers Chroma transformer's tensors (as
+    `chroma-unlocked-v50.safetensors` has them): diffusers' single-file conversion
+    (convert_chroma_transformer_checkpoint_to_diffusers) run backwards."""
+    import torch
+
+    sd = {k: v.clone().contiguous() for k, v in model.state_dict().items()}
+    out: dict[str, Any] = {}
+    for key, value in sd.items():
+        if key.startswith("distilled_guidance_layer.norms."):
+            out[key.replace(".weight", ".scale")] = value
+        elif key.startswith("distilled_guidance_layer."):
+            out[key.replace("linear_1", "in_layer").replace("linear_2", "out_layer")] = value
+    for ours, original in (("context_embedder", "txt_in"), ("x_embedder", "img_in"),
+                           ("proj_out", "final_layer.linear")):
+        for p in ("weight", "bias"):
+            out[f"{original}.{p}"] = sd[f"{ours}.{p}"]
+    for i in range(model.config.num_layers):
+        d, o = f"transformer_blocks.{i}.", f"double_blocks.{i}."
+        for p in ("weight", "bias"):
+            for side, names in (("img", ("to_q", "to_k", "to_v")),
+                                ("txt", ("add_q_proj", "add_k_proj", "add_v_proj"))):
+                out[f"{o}{side}_attn.qkv.{p}"] = torch.cat([sd[f"{d}attn.{n}.{p}"]
+                                                            for n in names])
+            out[f"{o}img_attn.proj.{p}"] = sd[f"{d}attn.to_out.0.{p}"]
+            out[f"{o}txt_attn.proj.{p}"] = sd[f"{d}attn.to_add_out.{p}"]
+            for side, ff in (("img", "ff"), ("txt", "ff_context")):
+                out[f"{o}{side}_mlp.0.{p}"] = sd[f"{d}{ff}.net.0.proj.{p}"]
+                out[f"{o}{side}_mlp.2.{p}"] = sd[f"{d}{ff}.net.2.{p}"]
+        for side, q, k in (("img", "norm_q", "norm_k"), ("txt", "norm_added_q", "norm_added_k")):
+            out[f"{o}{side}_attn.norm.query_norm.scale"] = sd[f"{d}attn.{q}.weight"]
+            out[f"{o}{side}_attn.norm.key_norm.scale"] = sd[f"{d}attn.{k}.weight"]
+    for i in range(model.config.num_single_layers):
+        s, o = f"single_transformer_blocks.{i}.", f"single_blocks.{i}."
+        for p in ("weight", "bias"):
+            out[f"{o}linear1.{p}"] = torch.cat([sd[f"{s}attn.to_q.{p}"], sd[f"{s}attn.to_k.{p}"],
+                                               sd[f"{s}attn.to_v.{p}"], sd[f"{s}proj_mlp.{p}"]])
+            out[f"{o}linear2.{p}"] = sd[f"{s}proj_out.{p}"]
+        out[f"{o}norm.query_norm.scale"] = sd[f"{s}attn.norm_q.weight"]
+        out[f"{o}norm.key_norm.scale"] = sd[f"{s}attn.norm_k.weight"]
+    return {prefix + k: v for k, v in out.items()}
+
+
+def chroma_picture(pipe: Any, prompt: str, negative: str, *, seed: int, steps: int, cfg: float,
+                   length: int) -> Any:
+    """diffusers' ChromaPipeline picture (24 x 16, float HxWx3) with its prompt masks made
+    boolean (it passes them as float 0 / 1, which torch adds to the attention scores)."""
+    import torch
+
+    embeds, _, mask, negative_embeds, _, negative_mask = pipe.encode_prompt(
+        prompt, negative_prompt=negative, device="cpu", max_sequence_length=length,
+        do_classifier_free_guidance=cfg > 1)
+    return pipe(prompt_embeds=embeds, prompt_attention_mask=mask.bool(),
+                negative_prompt_embeds=negative_embeds,
+                negative_prompt_attention_mask=None if negative_mask is None
+                else negative_mask.bool(), height=16, width=24, num_inference_steps=steps,
+                guidance_scale=cfg, generator=torch.Generator().manual_seed(seed),
+                max_sequence_length=length, output_type="np").images[0]

@@ -69,12 +69,13 @@ def _fill_sampling_defaults(args: argparse.Namespace) -> None:
     if taken[False]:
         print(f"from {model / DEFAULTS_FILE}: {', '.join(taken[False])}", file=sys.stderr)
     if taken[True]:
+        from ..loaders.flow.chroma import chroma_family
         from ..loaders.flow.file import flow_model_family
 
-        family = flow_model_family(model)
+        family = chroma_family(model) or flow_model_family(model)
         why = ("1-4 steps without guidance" if family is None else
                "Forge's preset: FLUX's guidance is --distilled-cfg-scale" if "flux" in family
-               else "diffusers' SD3 settings")
+               else f"diffusers' {'SD3' if family == 'sd3' else 'Chroma'} settings")
         print(f"{family or 'turbo'} model ({model.name}): {', '.join(taken[True])} ({why}; "
               "give them to choose otherwise)", file=sys.stderr)
 
@@ -102,9 +103,11 @@ def _check_paths(args: argparse.Namespace) -> None:
         raise ValueError(f"--vae {args.vae!r} does not exist; give a VAE folder or a "
                          ".safetensors file")
     if args.vae and args.model is not None:
+        from ..loaders.flow.chroma import chroma_family
         from ..loaders.flow.file import flow_model_family
 
-        if family := flow_model_family(args.model):  # refused before the model loads
+        # refused before the model loads
+        if family := chroma_family(args.model) or flow_model_family(args.model):
             raise ValueError(f"--vae is not supported for {family} models yet; " + (
                 "give the VAE file (ae.safetensors) with --text-encoder, as Forge's VAE / Text "
                 "Encoder list" if Path(args.model).is_file() else "the model folder's vae/ is "

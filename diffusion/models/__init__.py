@@ -16,6 +16,7 @@ loading weights is a walk over names (`load_state_dict`); configs are the `confi
 | `t5` | T5's encoder (`T5EncoderModel`): FLUX's and SD3's second/third text encoder |
 | `flux` | `FluxTransformer2DModel` (FLUX.1 schnell and dev) |
 | `sd3` | `SD3Transformer2DModel`, the MMDiT of SD3 and SD3.5 |
+| `chroma` | `ChromaTransformer2DModel`: FLUX.1-schnell's blocks modulated by one approximator |
 | `dit_layers` | what FLUX and SD3 share: joint attention, the double-stream block, adaLN |
 | `transformer_ops` | RMS norm, adaLN modulation, gated residuals, rotary embeddings |
 | `esrgan`, `srvgg` | upscalers: ESRGAN/Real-ESRGAN's RRDBNet and Real-ESRGAN's SRVGGNetCompact |
@@ -23,6 +24,7 @@ loading weights is a walk over names (`load_state_dict`); configs are the `confi
 A new network family (ControlNet, ...) is a module of its own beside these.
 """
 
+from .chroma import ChromaTransformer2DModel
 from .clip import CLIPTextModel
 from .flux import FluxTransformer2DModel
 from .sd3 import SD3Transformer2DModel
@@ -31,6 +33,6 @@ from .unet import UNet2DConditionModel
 from .vae import AutoencoderKL
 
 __all__ = [
-    "AutoencoderKL", "CLIPTextModel", "FluxTransformer2DModel", "SD3Transformer2DModel",
-    "T5EncoderModel", "UNet2DConditionModel",
+    "AutoencoderKL", "CLIPTextModel", "ChromaTransformer2DModel", "FluxTransformer2DModel",
+    "SD3Transformer2DModel", "T5EncoderModel", "UNet2DConditionModel",
 ]

@@ -142,9 +142,10 @@ class JointAttention(nn.Module):
         return norm(x.reshape(batch, length, self.heads, self.head_dim)).reshape(
             batch, length, width)
 
-    def forward(self, x: Tensor, context: Tensor | None = None,
-                rotary: Rope = None) -> tuple[Tensor, Tensor | None]:
-        """x (B, Lx, dim), context (B, Lc, dim) -> (image output, text output or None)."""
+    def forward(self, x: Tensor, context: Tensor | None = None, rotary: Rope = None,
+                mask: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """x (B, Lx, dim), context (B, Lc, dim) -> (image output, text output or None).
+        `mask`: keys kept, nonzero (B, 1, 1, Lc + Lx) uint32 (Chroma's text padding)."""
         q = self._norm(self.to_q(x), "norm_q")
         k = self._norm(self.to_k(x), "norm_k")
         v = self.to_v(x)
@@ -155,7 +156,7 @@ class JointAttention(nn.Module):
         if rotary is not None:
             q = rope(q, *rotary, self.heads)
             k = rope(k, *rotary, self.heads)
-        out = nn.attention(q, k, v, heads=self.heads)
+        out = nn.attention(q, k, v, heads=self.heads, mask=mask)
         text = None
         if context is not None:
             split = context.shape[1]

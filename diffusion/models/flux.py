@@ -32,26 +32,40 @@ _DEFAULTS: dict[str, Any] = {
 _ROPE_THETA = 10000.0
 
 
-class FluxSingleTransformerBlock(nn.Module):
+class SingleStreamBlock(nn.Module):
     """One stream of text + image tokens: attention and an MLP side by side from one
-    modulated norm, projected together (proj_out over their concatenation), gated."""
+    modulated norm, projected together (proj_out over their concatenation), gated; the
+    modulation given (FLUX's from its own `norm`, Chroma's from its approximator)."""
 
     def __init__(self, dim: int, heads: int, head_dim: int, place: Place,
                  mlp_ratio: float = 4.0) -> None:
         hidden = int(dim * mlp_ratio)
-        self.norm = AdaLayerNormZero(dim, place, count=3)
         self.proj_mlp = nn.Linear(dim, hidden, **place)
         self.proj_out = nn.Linear(dim + hidden, dim, **place)
         self.attn = JointAttention(dim, heads, head_dim, place, qk_norm=True, context=False,
                                    out=False)
 
+    def modulated(self, x: Tensor, shift: Tensor, scale: Tensor, gate: Tensor, rotary: Rope,
+                  mask: Tensor | None = None) -> Tensor:
+        """x: text then image tokens (B, L, dim); shift, scale, gate (B, 1, dim)."""
+        normed = modulate(layer_norm(x), shift, scale)
+        mlp = nn.gelu(self.proj_mlp(normed), approximate="tanh")
+        attn = self.attn(normed, None, rotary, mask)[0]
+        return gated_add(x, gate, self.proj_out(concatenate([attn, mlp], axis=2)))
+
+
+class FluxSingleTransformerBlock(SingleStreamBlock):
+    """FLUX's single-stream block: its modulation `linear(silu(temb))` (`norm`)."""
+
+    def __init__(self, dim: int, heads: int, head_dim: int, place: Place,
+                 mlp_ratio: float = 4.0) -> None:
+        self.norm = AdaLayerNormZero(dim, place, count=3)
+        super().__init__(dim, heads, head_dim, place, mlp_ratio)
+
     def forward(self, x: Tensor, temb: Tensor, rotary: Rope) -> Tensor:
         """x: text then image tokens (B, L, dim)."""
         shift, scale, gate = self.norm(temb)
-        normed = modulate(layer_norm(x), shift, scale)
-        mlp = nn.gelu(self.proj_mlp(normed), approximate="tanh")
-        attn = self.attn(normed, None, rotary)[0]
-        return gated_add(x, gate, self.proj_out(concatenate([attn, mlp], axis=2)))
+        return self.modulated(x, shift, scale, gate, rotary)
 
 
 class FluxTransformer2DModel(nn.Module):

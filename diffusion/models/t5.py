@@ -164,8 +164,10 @@ class T5EncoderModel(nn.Module):
         bias = cast(table(asarray(buckets, device=table.weight.device)), np.float32)
         return permute(bias, (2, 0, 1)).reshape(1, cfg["num_heads"], length, length)
 
-    def forward(self, input_ids: Any) -> Tensor:
-        """input_ids: (B, L) ints below vocab_size -> (B, L, d_model) in the model's dtype."""
+    def forward(self, input_ids: Any, attention_mask: Any = None) -> Tensor:
+        """input_ids: (B, L) ints below vocab_size -> (B, L, d_model) in the model's dtype.
+        attention_mask: None, or (B, L) with 0 for the tokens no token attends to (padding;
+        ChromaPipeline passes the tokenizer's mask), as transformers' `attention_mask=`."""
         ids = np.asarray(input_ids)
         if ids.ndim != 2 or ids.dtype.kind not in "iu":
             raise ValueError(f"input_ids must be (batch, length) integers, got {ids.dtype} "
@@ -173,6 +175,14 @@ class T5EncoderModel(nn.Module):
         device = self.shared.weight.device
         x = cast(self.shared(asarray(ids.astype(np.int32), device=device)), np.float32)
         bias = self.position_bias(ids.shape[1])
+        if attention_mask is not None:
+            keep = np.asarray(attention_mask)
+            if keep.shape != ids.shape:
+                raise ValueError(f"attention_mask must have input_ids' shape {ids.shape}, got "
+                                 f"{keep.shape}")
+            masked = np.where(keep != 0, np.float32(0), np.float32(-np.inf))
+            bias = bias + asarray(masked.reshape(ids.shape[0], 1, 1, ids.shape[1]),
+                                  device=device)
         for block in self.encoder.block:
             x = block(x, bias)
         return cast(self.encoder.final_layer_norm(x), self.dtype)

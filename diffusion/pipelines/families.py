@@ -13,6 +13,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ..loaders.flow.chroma import chroma_family
 from ..loaders.flow.file import flow_model_family
 from .contract import LoadOptions, Pipeline, SamplingDefaults
 from .flow.flow_model import flow_defaults, load_flow_model
@@ -36,6 +37,7 @@ class FamilyLoader:
 
 
 FAMILIES: tuple[FamilyLoader, ...] = (
+    FamilyLoader("Chroma", chroma_family, load_flow_model, flow_defaults),
     FamilyLoader("FLUX.1, SD 3/3.5", flow_model_family, load_flow_model, flow_defaults),
     FamilyLoader("SD 1.x/2.x, SDXL (base, refiner, Turbo)", any_checkpoint, load_unet_model,
                  unet_defaults),

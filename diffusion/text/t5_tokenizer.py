@@ -108,6 +108,13 @@ class T5Tokenizer:
                  ) -> np.ndarray:
         """One prompt or a list -> int64 ids (B, max_length): the pieces, </s>, then <pad>s;
         a longer prompt loses its last pieces, never the </s>."""
+        return self.encode(prompts, max_length)[0]
+
+    def encode(self, prompts: str | Sequence[str], max_length: int | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, attention mask) (B, max_length) int64: the ids of `__call__`, and 1 for
+        each prompt's tokens, 0 for the padding. transformers: `(out.input_ids,
+        out.attention_mask)` of the call above."""
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         if not all(isinstance(p, str) for p in prompts):
             raise TypeError("prompts must be strings")
@@ -115,4 +122,6 @@ class T5Tokenizer:
         self.tokenizer.enable_truncation(max_length=length)
         self.tokenizer.enable_padding(length=length, pad_id=self.pad_id, pad_token=PAD)
         encodings = self.tokenizer.encode_batch(prompts)
-        return np.array([e.ids for e in encodings], dtype=np.int64).reshape(len(prompts), length)
+        shape = (len(prompts), length)
+        return (np.array([e.ids for e in encodings], dtype=np.int64).reshape(shape),
+                np.array([e.attention_mask for e in encodings], dtype=np.int64).reshape(shape))

@@ -24,6 +24,7 @@ from typing import Any
 
 from ..errors import WeightsError
 from ..formats.safetensors import SafetensorsFile
+from ..keymaps.chroma_keys import is_chroma_file
 from ..keymaps.ldm_configs import vae_config
 from ..keymaps.ldm_keys import VAE_PREFIX, ldm_vae_refs, vae_file_refs
 from ..keymaps.t5_gguf import t5_gguf_refs
@@ -79,7 +80,7 @@ def flow_file_family(path: str | os.PathLike[str]) -> str | None:
         file = _open(path)
     except WeightsError:
         return None  # loading names the bad file
-    if is_flux_file(file):
+    if is_flux_file(file) and not is_chroma_file(file):  # Chroma's blocks are FLUX's
         guided = any(k.removeprefix("model.diffusion_model.").startswith("guidance_in.")
                      for k in file.keys())
         return "flux-dev" if guided else "flux-schnell"

@@ -1,4 +1,4 @@
-"""FLUX.1 and SD3/3.5 transformers from city96's GGUF files (`flux1-dev-Q8_0.gguf`,
+"""FLUX.1, SD3/3.5 (and Chroma) transformers from city96's GGUF files (`flux1-dev-Q8_0.gguf`,
 `flux1-schnell-Q4_K_S.gguf`, `sd3.5_large-Q8_0.gguf`, ...: the most used way to run them on
 small GPUs), their quantized matrices kept quantized on the GPU as the SD UNet's are
 (diffusion.loaders.sd.gguf_unet, gpustd.quant).
@@ -14,6 +14,7 @@ matrices) are read as floats.
 
     transformer = load_flux_gguf("flux1-dev-Q8_0.gguf", dtype="float16")
     mmdit = load_sd3_gguf("sd3.5_medium-Q8_0.gguf", dtype="float16")
+    chroma = load_chroma_gguf("Chroma1-HD-Q8_0.gguf", dtype="float16")
 """
 
 from __future__ import annotations
@@ -27,14 +28,16 @@ import numpy as np
 from gpucore import Device, as_dtype, default_device
 from gpustd.nn import StateDictError, deferred
 
-from ...models import FluxTransformer2DModel, SD3Transformer2DModel
+from ...models import ChromaTransformer2DModel, FluxTransformer2DModel, SD3Transformer2DModel
 from ..component import load_component, quantized_rows
 from ..errors import WeightsError
 from ..formats.gguf_file import GGUFFile
+from ..keymaps.chroma_keys import chroma_file_weights, is_chroma_file
 from .flux_file import is_flux_file, load_flux_file
 from .sd3_file import is_sd3_file, load_sd3_file
 
-__all__ = ["load_flux_gguf", "load_sd3_gguf", "quantized_rows"]  # quantized_rows: loaders.component
+# quantized_rows: loaders.component's
+__all__ = ["load_chroma_gguf", "load_flux_gguf", "load_sd3_gguf", "quantized_rows"]
 
 
 def load_flux_gguf(path: str | os.PathLike[str], *, dtype: Any = np.float32,
@@ -57,6 +60,15 @@ def load_sd3_gguf(path: str | os.PathLike[str], *, dtype: Any = np.float32,
     conv kernel, stored as its matrix with ComfyUI-GGUF's original shape, stays quantized
     too)."""
     return _load(path, "SD3", is_sd3_file, load_sd3_file, SD3Transformer2DModel,
+                 dtype=dtype, device=device, config=config)
+
+
+def load_chroma_gguf(path: str | os.PathLike[str], *, dtype: Any = np.float32,
+                     device: Device | None = None, config: dict[str, Any] | None = None
+                     ) -> ChromaTransformer2DModel:
+    """The Chroma transformer in a GGUF of its original file (`Chroma1-HD-Q8_0.gguf`,
+    silveroxides' and city96's conversions: the original names), as load_flux_gguf."""
+    return _load(path, "Chroma", is_chroma_file, chroma_file_weights, ChromaTransformer2DModel,
                  dtype=dtype, device=device, config=config)
 
 

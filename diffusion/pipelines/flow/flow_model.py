@@ -47,13 +47,17 @@ FLOW_DEFAULTS = {
     "flux-dev": SamplingDefaults(steps=20, sampler="Euler", cfg_scale=1.0),
     "flux-schnell": SamplingDefaults(steps=4, sampler="Euler", cfg_scale=1.0),
     "sd3": SamplingDefaults(steps=28, sampler="Euler", cfg_scale=7.0),
+    "chroma": SamplingDefaults(steps=35, sampler="Euler", cfg_scale=5.0),  # ChromaPipeline's
 }
+# the families whose pipelines take the CFG scale and negative prompt themselves (true CFG)
+_CFG_FAMILIES = ("sd3", "chroma")
 
 
 class FlowModel:
-    """A loaded FLUX.1 (`family` "flux-dev" or "flux-schnell") or SD3/3.5 ("sd3") pipeline
-    and its sampling `defaults`; `modules`: the stems of the separately given VAE / text
-    encoder files, written into the infotext as Forge writes them ("Module 1: clip_l")."""
+    """A loaded FLUX.1 (`family` "flux-dev" or "flux-schnell"), SD3/3.5 ("sd3") or Chroma
+    ("chroma") pipeline and its sampling `defaults`; `modules`: the stems of the separately
+    given VAE / text encoder files, written into the infotext as Forge writes them
+    ("Module 1: clip_l")."""
 
     # T5 tokens per prompt; None: the pipeline's (diffusers': FLUX 512, SD3 256)
     max_sequence_length: int | None = None
@@ -106,7 +110,7 @@ class FlowModel:
         """The WebUI samplers defined for flow models over the Simple schedule, plain-text
         prompts with LoRA tags, the hires fix; no refiner, control units, variation seeds or
         memory modes yet."""
-        guidance = ("cfg" if self.family == "sd3" else
+        guidance = ("cfg" if self.family in _CFG_FAMILIES else
                     "distilled" if self.distilled else "none")
         no = dict.fromkeys(("prompt_syntax", "textual_inversion", "refiner", "control",
                             "variation_seeds", "latent_upscale_resize", "hires_with_diffusers",
@@ -194,7 +198,8 @@ class FlowModel:
         diffusers') and the CLIP text encoders."""
         pipe = self.pipe
         encoders = ({"text_encoder": pipe.clips[0][0], "text_encoder_2": pipe.clips[1][0]}
-                    if self.family == "sd3" else {"text_encoder": pipe.text_encoder})
+                    if self.family == "sd3" else {} if self.family == "chroma"  # T5: none
+                    else {"text_encoder": pipe.text_encoder})
         return SimpleNamespace(unet=pipe.transformer, transformer=pipe.transformer, **encoders)
 
     def _guidance(self, request: GenerationRequest) -> dict[str, Any]:
@@ -202,14 +207,14 @@ class FlowModel:
         length where set."""
         length = ({} if self.max_sequence_length is None
                   else {"max_sequence_length": self.max_sequence_length})
-        if self.family == "sd3":
+        if self.family in _CFG_FAMILIES:
             return {"guidance_scale": float(request.cfg_scale),
                     "negative_prompt": request.negative_prompt, **length}
         return {"guidance_scale": float(request.distilled_cfg_scale), **length}
 
     def _diffusers(self, request: GenerationRequest, prompts: list[str], seed: int,
                    width: int, height: int, observer: Observer) -> np.ndarray:
-        if self.family != "sd3" and request.cfg_scale != 1:
+        if self.family not in _CFG_FAMILIES and request.cfg_scale != 1:
             raise ValueError("FLUX with the 'diffusers' sampler runs without CFG (its guidance "
                              "is distilled_cfg_scale): set cfg_scale 1, or pick a WebUI sampler "
                              "for true CFG")
@@ -230,7 +235,7 @@ class FlowModel:
         size = {"height": height, "width": width}
         flow, shape, mu = self.pipe.velocity(prompts, **size, **self._guidance(request))
         cfg = float(request.cfg_scale)
-        if self.family == "sd3" or cfg == 1:
+        if self.family in _CFG_FAMILIES or cfg == 1:
             return flow, shape, mu
         negative, _, _ = self.pipe.velocity([request.negative_prompt] * len(prompts), **size,
                                             **self._guidance(request))
@@ -312,10 +317,12 @@ def load_flow_model(path: str | os.PathLike[str], family: str, options: LoadOpti
     text_encoders, defaults = options.text_encoders, options.defaults
     from pathlib import Path
 
+    from .chroma import ChromaPipeline
     from .flux import FluxPipeline
     from .sd3 import StableDiffusion3Pipeline
 
-    kind = StableDiffusion3Pipeline if family == "sd3" else FluxPipeline
+    kind: Any = {"sd3": StableDiffusion3Pipeline, "chroma": ChromaPipeline}.get(family,
+                                                                              FluxPipeline)
     # they take a str or a Path (anything else as an open file): another PathLike as a Path
     pipe = kind.from_pretrained(path if isinstance(path, (str, Path)) else Path(path),
                                 dtype=dtype, device=device, variant=variant,

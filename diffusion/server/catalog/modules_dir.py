@@ -24,6 +24,7 @@ from __future__ import annotations
 from pathlib import Path, PureWindowsPath
 from typing import Any
 
+from ...loaders.flow.chroma import chroma_family
 from ...loaders.flow.file import flow_model_family
 from ...loaders.flow.module_file import module_roles, vae_latent_channels
 from .models_dir import ModelEntry, ModelRegistry
@@ -135,10 +136,11 @@ def choose_vae(value: Any, registry: ModelRegistry, model: ModelEntry,
 
 
 def _latent_channels(model: ModelEntry) -> int | None:
-    """The latent channels of `model`'s VAE: 16 for FLUX / SD3, 4 for SD 1.x / 2.x / SDXL;
-    None when its files cannot tell (its load will say why)."""
+    """The latent channels of `model`'s VAE: 16 for FLUX / SD3 / Chroma, 4 for SD 1.x / 2.x /
+    SDXL; None when its files cannot tell (its load will say why)."""
     try:
-        return 4 if flow_model_family(model.path) is None else 16
+        flow = flow_model_family(model.path) or chroma_family(model.path)
+        return 4 if flow is None else 16
     except (OSError, ValueError):  # WeightsError is a ValueError
         return None
 

@@ -44,6 +44,14 @@ def test_t5_encoder(device: gpucore.Device) -> None:
     alias_only = {k: v for k, v in weights.items() if k != "shared.weight"}
     ours.load_state_dict(alias_only)
     assert_close(ours(ids).numpy(), expected, tol=TOL)
+    # Chroma's padding mask: the padded rows attend to the prompt's tokens only
+    mask = np.ones((2, 23), np.int64)
+    mask[0, 9:] = mask[1, 17:] = 0
+    with torch.no_grad():
+        masked = reference(torch.from_numpy(ids), attention_mask=torch.from_numpy(mask)
+                           ).last_hidden_state.numpy()
+    assert np.abs(masked - expected).mean() > 0.01  # the mask matters
+    assert_close(ours(ids, mask).numpy(), masked, tol=TOL)
 
 
 @pytest.mark.nodevice

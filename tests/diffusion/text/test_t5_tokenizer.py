@@ -26,6 +26,9 @@ def test_matches_transformers(tmp_path: Path) -> None:
     got = ours(prompts)
     np.testing.assert_array_equal(got, np.array(expected.input_ids))
     assert got[1, -1] == 1 and got[0, -1] == 0  # truncated rows keep </s>; short ones pad
+    ids, mask = ours.encode(prompts)  # Chroma's pipeline reads the mask too
+    np.testing.assert_array_equal(ids, got)
+    np.testing.assert_array_equal(mask, np.array(expected.attention_mask))
     np.testing.assert_array_equal(ours("a cat", max_length=5),
                                   reference(["a cat"], padding="max_length", max_length=5,
                                             truncation=True).input_ids)

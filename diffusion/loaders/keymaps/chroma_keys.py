@@ -1,0 +1,116 @@
+"""Chroma's original single-file transformer (`chroma-unlocked-v50.safetensors`,
+`Chroma1-HD.safetensors`; under `model.diffusion_model.` in ComfyUI's files) to diffusers'
+ChromaTransformer2DModel names, read lazily.
+
+The mapping is diffusers' `convert_chroma_transformer_checkpoint_to_diffusers`
+(loaders/single_file_utils.py): BFL's FLUX block names without their modulation layers, the
+fused q/k/v (`img_attn.qkv`, `txt_attn.qkv`) and the single blocks' `linear1` (q, k, v and
+the MLP's input) split by rows, and the approximator `distilled_guidance_layer` (its
+`in_layer` / `out_layer` / `norms.N.scale` renamed). The config comes from the tensor shapes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ..errors import WeightsError
+from ..weights import ComponentWeights, TensorFile, TensorRef, resolve_dtype
+from .dit_keys import block_count, key_of, prefix_of, split_rows
+
+__all__ = ["chroma_file_weights", "is_chroma_file"]
+
+_MARK = "distilled_guidance_layer.in_proj.weight"
+_RENAMES = {"txt_in": "context_embedder", "img_in": "x_embedder",
+            "final_layer.linear": "proj_out",
+            "distilled_guidance_layer.in_proj": "distilled_guidance_layer.in_proj",
+            "distilled_guidance_layer.out_proj": "distilled_guidance_layer.out_proj"}
+_APPROXIMATOR = {"in_layer": "linear_1", "out_layer": "linear_2"}
+_DOUBLE = {  # double_blocks.N.<original> -> transformer_blocks.N.<diffusers>
+    "img_attn.norm.query_norm.scale": "attn.norm_q.weight",
+    "img_attn.norm.key_norm.scale": "attn.norm_k.weight",
+    "txt_attn.norm.query_norm.scale": "attn.norm_added_q.weight",
+    "txt_attn.norm.key_norm.scale": "attn.norm_added_k.weight",
+    "img_mlp.0": "ff.net.0.proj", "img_mlp.2": "ff.net.2",
+    "txt_mlp.0": "ff_context.net.0.proj", "txt_mlp.2": "ff_context.net.2",
+    "img_attn.proj": "attn.to_out.0", "txt_attn.proj": "attn.to_add_out",
+}
+_DOUBLE_QKV = {"img_attn.qkv": ("attn.to_q", "attn.to_k", "attn.to_v"),
+               "txt_attn.qkv": ("attn.add_q_proj", "attn.add_k_proj", "attn.add_v_proj")}
+_SINGLE = {"norm.query_norm.scale": "attn.norm_q.weight",
+           "norm.key_norm.scale": "attn.norm_k.weight", "linear2": "proj_out"}
+_SINGLE_SPLIT = ("attn.to_q", "attn.to_k", "attn.to_v", "proj_mlp")
+
+
+def is_chroma_file(file: TensorFile) -> bool:
+    """The file holds a Chroma transformer (its approximator), bare or under
+    model.diffusion_model."""
+    return any(key.endswith(_MARK) and key[:-len(_MARK)] in ("", "model.diffusion_model.")
+               for key in file.keys())
+
+
+def _refs(file: TensorFile, prefix: str, dim: int, doubles: int, singles: int,
+          layers: int) -> dict[str, TensorRef]:
+    refs: dict[str, TensorRef] = {}
+
+    def whole(source: str, target: str) -> None:
+        name = key_of(file, prefix, source, "Chroma")
+        refs[target] = TensorRef(file, name, file.shape(name))
+
+    def pairs(table: dict[str, str], source: str, target: str) -> None:
+        for old, new in table.items():
+            for parameter in (("",) if old.endswith("scale") else (".weight", ".bias")):
+                whole(f"{source}{old}{parameter}", f"{target}{new}{parameter}")
+
+    pairs(_RENAMES, "", "")
+    for i in range(layers):
+        pairs(_APPROXIMATOR, f"distilled_guidance_layer.layers.{i}.",
+              f"distilled_guidance_layer.layers.{i}.")
+        whole(f"distilled_guidance_layer.norms.{i}.scale",
+              f"distilled_guidance_layer.norms.{i}.weight")
+    for parameter in ("weight", "bias"):
+        for i in range(doubles):
+            for source, targets in _DOUBLE_QKV.items():
+                name = key_of(file, prefix, f"double_blocks.{i}.{source}.{parameter}", "Chroma")
+                refs.update(split_rows(file, name, tuple(
+                    f"transformer_blocks.{i}.{t}.{parameter}" for t in targets), (dim,) * 3))
+        for i in range(singles):
+            name = key_of(file, prefix, f"single_blocks.{i}.linear1.{parameter}", "Chroma")
+            refs.update(split_rows(file, name, tuple(
+                f"single_transformer_blocks.{i}.{t}.{parameter}" for t in _SINGLE_SPLIT),
+                (dim, dim, dim, file.shape(name)[0] - 3 * dim)))
+    for i in range(doubles):
+        pairs(_DOUBLE, f"double_blocks.{i}.", f"transformer_blocks.{i}.")
+    for i in range(singles):
+        pairs(_SINGLE, f"single_blocks.{i}.", f"single_transformer_blocks.{i}.")
+    return refs
+
+
+def chroma_file_weights(file: TensorFile, *, dtype: Any = None,
+                        config: Mapping[str, Any] | None = None) -> ComponentWeights:
+    """Lazy ChromaTransformer2DModel weights (diffusers' names) of an original-layout file (a
+    safetensors or a GGUF file), with `.config` read from the shapes (the head dim is the
+    q-norm's size, `axes_dims_rope` FLUX.1's) unless `config` overrides it. `dtype`: None (as
+    stored, bf16 as float32), "float16" or "float32". diffusers:
+    `ChromaTransformer2DModel.from_single_file(path)`."""
+    if not is_chroma_file(file):
+        raise WeightsError(f"{file.path}: no {_MARK} tensor: not a Chroma transformer file")
+    prefix = prefix_of(file, "distilled_guidance_layer.")
+    dim, in_channels = file.shape(key_of(file, prefix, "img_in.weight", "Chroma"))
+    head_dim = file.shape(key_of(file, prefix, "double_blocks.0.img_attn.norm.query_norm.scale",
+                                 "Chroma"))[0]
+    hidden, channels = file.shape(prefix + _MARK)
+    doubles = block_count(file, prefix, "double_blocks.")
+    singles = block_count(file, prefix, "single_blocks.")
+    layers = block_count(file, prefix, "distilled_guidance_layer.layers.")
+    derived = {
+        "_class_name": "ChromaTransformer2DModel", "patch_size": 1, "in_channels": in_channels,
+        "out_channels": None, "num_layers": doubles, "num_single_layers": singles,
+        "attention_head_dim": head_dim, "num_attention_heads": dim // head_dim,
+        "joint_attention_dim": file.shape(key_of(file, prefix, "txt_in.weight", "Chroma"))[1],
+        "axes_dims_rope": (16, 56, 56), "approximator_num_channels": channels,
+        "approximator_hidden_dim": hidden, "approximator_layers": layers,
+    }
+    return ComponentWeights("transformer", {**derived, **(config or {})},
+                            _refs(file, prefix, dim, doubles, singles, layers),
+                            dtype=resolve_dtype(dtype))

@@ -1,0 +1,206 @@
+"""The Chroma transformer (diffusers' ChromaTransformer2DModel names): FLUX.1-schnell's
+double- and single-stream blocks without their per-block modulation layers, whose shift /
+scale / gate vectors all come from one small network instead, the "approximator"
+(`distilled_guidance_layer`), fed the timestep and each vector's index; T5 states only (no
+pooled CLIP), with the text's padding masked out of attention."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from gpucore import Device
+from gpustd import Tensor, asarray, concatenate, nn, take_slice
+
+from .dit_layers import FeedForward, JointAttention, Rope, TimestepEmbedding, layer_norm
+from .flux import SingleStreamBlock
+from .layers import Place
+from .transformer_ops import RMSNorm, chunks, gated_add, modulate, rope_tables
+
+__all__ = ["ChromaTransformer2DModel", "approximator_input"]
+
+_DEFAULTS: dict[str, Any] = {
+    "patch_size": 1, "in_channels": 64, "out_channels": None, "num_layers": 19,
+    "num_single_layers": 38, "attention_head_dim": 128, "num_attention_heads": 24,
+    "joint_attention_dim": 4096, "axes_dims_rope": (16, 56, 56),
+    "approximator_num_channels": 64, "approximator_hidden_dim": 5120, "approximator_layers": 5,
+}
+_ROPE_THETA = 10000.0
+
+
+def _sinusoid(values: np.ndarray, dim: int) -> np.ndarray:
+    """[cos, sin] (N, dim) float32 of float32 `values`, as diffusers' `get_timestep_embedding(
+    values, dim, flip_sin_to_cos=True, downscale_freq_shift=0)` computes it in float32 (the
+    product rounded to float32, its sine taken exactly: the index table's angles reach 3e5, where
+    a frequency one ulp off moves an angle by 0.02)."""
+    half = dim // 2
+    # torch's float32 exponent, its exp rounded from float64 (torch's agrees at these sizes)
+    exponent = np.float32(-math.log(10000)) * np.arange(half, dtype=np.float32) / np.float32(half)
+    freqs = np.exp(exponent.astype(np.float64)).astype(np.float32)
+    angles = (values.astype(np.float32)[:, None] * freqs[None, :]).astype(np.float64)
+    return np.concatenate([np.cos(angles), np.sin(angles)], axis=1).astype(np.float32)
+
+
+def approximator_input(timesteps: np.ndarray, count: int, channels: int) -> np.ndarray:
+    """(B, count, channels) float32: for each of the `count` modulation vectors, the
+    embedded timestep (x1000), the embedded guidance (always 0) and the embedded index
+    (x1000), channels/4 + channels/4 + channels/2 wide. diffusers:
+    `ChromaCombinedTimestepTextProjEmbeddings(channels // 4, count)(timesteps * 1000)`."""
+    quarter = channels // 4
+    times = np.asarray(timesteps, np.float32).reshape(-1) * np.float32(1000)
+    batch = times.shape[0]
+    time_guidance = np.concatenate([_sinusoid(times, quarter),
+                                    _sinusoid(np.zeros(batch, np.float32), quarter)], axis=1)
+    index = _sinusoid(np.arange(count, dtype=np.float32) * np.float32(1000), 2 * quarter)
+    return np.concatenate([np.repeat(time_guidance[:, None], count, axis=1),
+                           np.repeat(index[None], batch, axis=0)], axis=2)
+
+
+class ChromaApproximator(nn.Module):
+    """in_proj, residual [RMSNorm -> linear_1, SiLU, linear_2] layers, out_proj: the
+    modulation vectors (B, count, dim) from approximator_input. diffusers:
+    `ChromaApproximator`. The norms' eps is 1e-6, as in Chroma's own code, ComfyUI's and
+    Forge's (BFL's RMSNorm); diffusers' torch.nn.RMSNorm takes the dtype's machine epsilon
+    (1.2e-7 in float32, where the tests compare; 7.8e-3 in bfloat16)."""
+
+    def __init__(self, in_dim: int, out_dim: int, hidden_dim: int, layers: int,
+                 place: Place) -> None:
+        eps = 1e-6
+        self.in_proj = nn.Linear(in_dim, hidden_dim, **place)
+        self.layers = nn.ModuleList([TimestepEmbedding(hidden_dim, hidden_dim, place)
+                                     for _ in range(layers)])
+        self.norms = nn.ModuleList([RMSNorm(hidden_dim, eps, place=place)
+                                    for _ in range(layers)])
+        self.out_proj = nn.Linear(hidden_dim, out_dim, **place)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.in_proj(x)
+        for layer, norm in zip(self.layers, self.norms):
+            x = x + layer(norm(x))
+        return self.out_proj(x)
+
+
+class ChromaTransformerBlock(nn.Module):
+    """The double-stream block of FLUX (`JointTransformerBlock`'s attention and
+    feed-forwards, the same names) with its modulations given: 6 vectors for the image
+    stream, 6 for the text's. diffusers: `ChromaTransformerBlock`."""
+
+    def __init__(self, dim: int, heads: int, head_dim: int, place: Place) -> None:
+        self.attn = JointAttention(dim, heads, head_dim, place, qk_norm=True, context=True)
+        self.ff = FeedForward(dim, place)
+        self.ff_context = FeedForward(dim, place)
+
+    def forward(self, x: Tensor, context: Tensor, image_mods: list[Tensor],
+                text_mods: list[Tensor], rotary: Rope, mask: Tensor | None
+                ) -> tuple[Tensor, Tensor]:
+        """(image (B, Lx, dim), text (B, Lc, dim)); mods: shift, scale, gate of attention,
+        then of the feed-forward, each (B, 1, dim)."""
+        shift, scale, gate, shift_mlp, scale_mlp, gate_mlp = image_mods
+        c_shift, c_scale, c_gate, c_shift_mlp, c_scale_mlp, c_gate_mlp = text_mods
+        attn, context_attn = self.attn(modulate(layer_norm(x), shift, scale),
+                                       modulate(layer_norm(context), c_shift, c_scale),
+                                       rotary, mask)
+        x = gated_add(x, gate, attn)
+        x = gated_add(x, gate_mlp, self.ff(modulate(layer_norm(x), shift_mlp, scale_mlp)))
+        assert context_attn is not None  # a block with a text stream returns its output
+        context = gated_add(context, c_gate, context_attn)
+        ff = self.ff_context(modulate(layer_norm(context), c_shift_mlp, c_scale_mlp))
+        return x, gated_add(context, c_gate_mlp, ff)
+
+
+class ChromaTransformer2DModel(nn.Module):
+    """Packed latents (B, L, in_channels) -> the flow (B, L, out_channels).
+
+    Config: `transformer/config.json` of a Chroma folder (diffusers' ChromaTransformer2DModel
+    fields). Parameter names are diffusers' (`distilled_guidance_layer.in_proj.weight`,
+    `transformer_blocks.0.attn.to_q.weight`, ...). diffusers: `ChromaTransformer2DModel(
+    hidden_states, encoder_hidden_states, timestep, img_ids, txt_ids, attention_mask).sample`
+    with a boolean mask.
+    """
+
+    def __init__(self, config: dict[str, Any], *, dtype: Any = np.float32,
+                 device: Device | None = None) -> None:
+        cfg = {**_DEFAULTS, **config}
+        self.config = cfg
+        place: Place = {"dtype": dtype, "device": device}
+        heads, head_dim = cfg["num_attention_heads"], cfg["attention_head_dim"]
+        if sum(cfg["axes_dims_rope"]) != head_dim:
+            raise ValueError(f"axes_dims_rope {tuple(cfg['axes_dims_rope'])} must add up to "
+                             f"attention_head_dim {head_dim}")
+        dim = heads * head_dim
+        out_channels = cfg["out_channels"] or cfg["in_channels"]
+        double, single = cfg["num_layers"], cfg["num_single_layers"]
+        # 3 vectors per single block, 6 + 6 per double block, shift and scale of norm_out
+        self.modulations = 3 * single + 12 * double + 2
+        self.distilled_guidance_layer = ChromaApproximator(
+            cfg["approximator_num_channels"], dim, cfg["approximator_hidden_dim"],
+            cfg["approximator_layers"], place)
+        self.context_embedder = nn.Linear(cfg["joint_attention_dim"], dim, **place)
+        self.x_embedder = nn.Linear(cfg["in_channels"], dim, **place)
+        self.transformer_blocks = nn.ModuleList(
+            [ChromaTransformerBlock(dim, heads, head_dim, place) for _ in range(double)])
+        self.single_transformer_blocks = nn.ModuleList(
+            [SingleStreamBlock(dim, heads, head_dim, place) for _ in range(single)])
+        self.proj_out = nn.Linear(dim, cfg["patch_size"] ** 2 * out_channels, **place)
+
+    def rotary(self, txt_ids: Any, img_ids: Any) -> tuple[Tensor, Tensor]:
+        """cos/sin tables for text then image positions, as FluxTransformer2DModel.rotary."""
+        ids = np.concatenate([np.asarray(txt_ids), np.asarray(img_ids)])
+        return rope_tables(ids, tuple(self.config["axes_dims_rope"]), _ROPE_THETA,
+                           device=self.x_embedder.weight.device)
+
+    def modulation_vectors(self, timestep: Any) -> Tensor:
+        """(B, modulations, dim): every block's shift / scale / gate at these timesteps
+        ((B,) host numbers in [0, 1]). Single blocks' first, then the double blocks' image
+        vectors, their text vectors, and norm_out's shift and scale."""
+        weight = self.x_embedder.weight
+        inputs = approximator_input(np.asarray(timestep, np.float32).astype(weight.dtype),
+                                    self.modulations, self.config["approximator_num_channels"])
+        return self.distilled_guidance_layer(asarray(inputs, dtype=weight.dtype,
+                                                     device=weight.device))
+
+    def forward(self, hidden_states: Tensor, encoder_hidden_states: Tensor, timestep: Any,
+                img_ids: Any, txt_ids: Any, attention_mask: Any = None, *,
+                rotary: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        """hidden_states (B, Li, in_channels): packed latents; encoder_hidden_states
+        (B, Lt, joint_attention_dim): T5 states; timestep (B,) host numbers in [0, 1]
+        (sigmas); img_ids (Li, 3), txt_ids (Lt, 3) positions, or their tables precomputed
+        by `rotary`; attention_mask (B, Lt + Li) or None: True / nonzero for the tokens
+        attended to (text then image; ChromaPipeline keeps the prompt's tokens and one pad).
+        """
+        batch = hidden_states.shape[0]
+        text_length = encoder_hidden_states.shape[1]
+        mask = None
+        if attention_mask is not None:
+            keep = np.asarray(attention_mask)
+            expected = (batch, text_length + hidden_states.shape[1])
+            if keep.shape != expected:
+                raise ValueError(f"attention_mask must be (batch, text + image tokens) = "
+                                 f"{expected}, got {keep.shape}")
+            mask = asarray((keep != 0).astype(np.uint32).reshape(batch, 1, 1, -1),
+                           device=hidden_states.device)
+        # 1. embeddings, and every block's modulation from the approximator
+        mods = self.modulation_vectors(timestep)
+        x = self.x_embedder(hidden_states)
+        context = self.context_embedder(encoder_hidden_states)
+        tables = rotary if rotary is not None else self.rotary(txt_ids, img_ids)
+        single, double = len(self.single_transformer_blocks), len(self.transformer_blocks)
+
+        def vectors(start: int, count: int) -> list[Tensor]:
+            rows = take_slice(mods, start, start + count, axis=1)
+            return chunks(rows.reshape(batch, count * rows.shape[2]), count)
+
+        # 2. double-stream blocks, then one stream of text + image tokens
+        for i, block in enumerate(self.transformer_blocks):
+            x, context = block(x, context, vectors(3 * single + 6 * i, 6),
+                               vectors(3 * single + 6 * (double + i), 6), tables, mask)
+        x = concatenate([context, x], axis=1)
+        for i, stream in enumerate(self.single_transformer_blocks):
+            shift, scale, gate = vectors(3 * i, 3)
+            x = stream.modulated(x, shift, scale, gate, tables, mask)
+        x = take_slice(x, text_length, x.shape[1], axis=1)
+        # 3. final modulated norm (shift first, then scale) and projection
+        shift, scale = vectors(self.modulations - 2, 2)
+        return self.proj_out(modulate(layer_norm(x), shift, scale))

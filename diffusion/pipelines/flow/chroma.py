@@ -1,0 +1,171 @@
+"""Chroma text-to-image, as diffusers' ChromaPipeline draws it: T5-XXL's states of the
+prompt (its padding masked, one pad token kept) condition the Chroma transformer, which
+predicts the flow of packed 2x2 latent patches; classifier-free guidance with the negative
+prompt (a second pass); FlowMatchEulerDiscreteScheduler shifted by the number of image tokens;
+FLUX's 16-channel VAE decodes. With the torch RNG a seed gives diffusers' picture.
+
+The padding is masked out of the transformer's attention (keys), as Chroma was trained;
+ChromaPipeline passes its mask as float 0 / 1, which torch adds to the scores instead
+(diffusers issue 12116): its pictures equal these with the mask given as booleans.
+
+    pipe = ChromaPipeline.from_pretrained("Chroma1-HD")
+    images = pipe("a red circle", negative_prompt="blurry", height=1024, width=1024, seed=7)
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gpucore import Device, default_device
+from gpustd import Tensor, asarray
+from gpustd.nn import deferred
+
+from ...loaders.component import load_component
+from ...loaders.flow.chroma import load_chroma
+from ...loaders.flow.gguf import load_chroma_gguf
+from ...models import AutoencoderKL, ChromaTransformer2DModel, T5EncoderModel
+from ...noise.rng import make_generator
+from ...schedulers.flow_match_euler import FlowMatchEulerDiscreteScheduler, calculate_shift
+from ...text.t5_tokenizer import T5Tokenizer
+from ..guidance import combine
+from .flux import image_ids, pack_latents, unpack_latents
+from .start import StepCallback, check_call, run_euler
+
+__all__ = ["ChromaPipeline"]
+
+
+class ChromaPipeline:
+    """Chroma txt2img on gpustd. Components as diffusers names them; `scheduler_config` is
+    the folder's `scheduler/scheduler_config.json`."""
+
+    def __init__(self, *, transformer: ChromaTransformer2DModel, vae: AutoencoderKL,
+                 text_encoder: T5EncoderModel, tokenizer: T5Tokenizer,
+                 scheduler_config: dict[str, Any], modules: Sequence[str] = ()) -> None:
+        self.transformer, self.vae = transformer, vae
+        self.text_encoder, self.tokenizer = text_encoder, tokenizer
+        self.scheduler_config = dict(scheduler_config)
+        self.modules = list(modules)  # the stems of the T5 / VAE files used
+        self.vae_scale_factor = 2 ** (len(vae.config["block_out_channels"]) - 1)
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, *, dtype: Any = np.float32,
+                        device: Device | None = None, variant: str | None = None,
+                        text_encoder_files: Sequence[str | os.PathLike[str]] = ()
+                        ) -> ChromaPipeline:
+        """Load a Chroma diffusers folder, or the original transformer file (or its GGUF,
+        kept quantized: diffusion.loaders.flow.gguf) with its T5 and VAE from
+        `text_encoder_files` (diffusion.loaders.flow.chroma), onto `device` in `dtype`.
+        Without a tokenizer folder the bundled T5 tokenizer is used."""
+        weights, modules = load_chroma(path, list(text_encoder_files), variant=variant)
+        place = {"dtype": dtype, "device": device or default_device()}
+        transformer = weights.transformer
+        model = load_chroma_gguf(path, **place) if transformer is None else None
+        # built deferred (gpustd.nn.deferred): a parameter takes GPU memory as its values arrive
+        with deferred():
+            if model is None:
+                assert transformer is not None  # a GGUF's is loaded above
+                model = load_component(ChromaTransformer2DModel(transformer.config, **place),
+                                       transformer)
+            return cls(
+                transformer=model,
+                vae=load_component(AutoencoderKL(weights.vae.config, **place), weights.vae),
+                text_encoder=load_component(T5EncoderModel(weights.text_encoder.config, **place),
+                                            weights.text_encoder),
+                tokenizer=T5Tokenizer(weights.tokenizer_dir),
+                scheduler_config=weights.scheduler_config, modules=modules)
+
+    def encode_prompt(self, prompts: Sequence[str], max_sequence_length: int = 512
+                      ) -> tuple[Tensor, np.ndarray | None]:
+        """(T5 states (B, L, joint_attention_dim) in the transformer's dtype, the text keys'
+        mask (B, L) or None). diffusers: `ChromaPipeline._get_t5_prompt_embeds`: T5 reads the
+        prompts with the tokenizer's mask, and the transformer attends to each prompt's
+        tokens and its first pad. The states stop after the longest prompt's pad: no token
+        attends to those after it, and T5 positions are relative, so the result is the same
+        as diffusers' over all `max_sequence_length` tokens; the mask is None when every
+        prompt keeps all L tokens."""
+        ids, mask = self.tokenizer.encode(list(prompts), max_sequence_length)
+        keep = np.minimum(mask.sum(axis=1) + 1, ids.shape[1])  # the prompt and one pad
+        length = int(keep.max())
+        states = self.text_encoder(ids[:, :length], mask[:, :length])
+        text_keys = np.arange(length)[None, :] < keep[:, None]
+        dtype = self.transformer.x_embedder.weight.dtype
+        return states.astype(dtype), None if text_keys.all() else text_keys
+
+    def velocity(self, prompts: Sequence[str], *, height: int, width: int,
+                 negative_prompt: str = "", guidance_scale: float = 5.0,
+                 max_sequence_length: int = 512
+                 ) -> tuple[Callable[[np.ndarray, float], np.ndarray], tuple[int, ...], float]:
+        """The guided transformer as `flow(x, t)` for `prompts` at height x width: x (B, C,
+        h, w) float32 latents, t the scheduler's timestep (0..1000), the flow back unpacked
+        (float32); guidance applies when guidance_scale > 1 (the `negative_prompt` for every
+        row, its own transformer pass as ChromaPipeline runs it). Also the latents' shape and
+        the schedule's `mu` (the shift by the number of image tokens)."""
+        scale = self.vae_scale_factor * 2
+        if height < scale or width < scale:
+            raise ValueError(f"height and width must be at least {scale}, got {height}x{width}")
+        device = self.transformer.x_embedder.weight.device
+        dtype = self.transformer.x_embedder.weight.dtype
+        batch, guided = len(prompts), guidance_scale > 1
+        h, w = 2 * (int(height) // scale), 2 * (int(width) // scale)
+        image_positions = image_ids(h // 2, w // 2)
+
+        def conditioned(texts: Sequence[str]) -> Callable[[Tensor, np.ndarray], np.ndarray]:
+            states, text_keys = self.encode_prompt(texts, max_sequence_length)
+            mask = None if text_keys is None else np.concatenate(
+                [text_keys, np.ones((batch, len(image_positions)), bool)], axis=1)
+            rotary = self.transformer.rotary(np.zeros((states.shape[1], 3), np.float32),
+                                             image_positions)
+
+            def run(x: Tensor, timestep: np.ndarray) -> np.ndarray:
+                out = self.transformer(x, states, timestep, None, None, mask, rotary=rotary)
+                return out.numpy().astype(np.float32)
+            return run
+
+        positive = conditioned(prompts)
+        negative = conditioned([negative_prompt] * batch) if guided else None
+
+        def flow(x: np.ndarray, t: float) -> np.ndarray:
+            packed = asarray(pack_latents(x), dtype=dtype, device=device)
+            timestep = np.full(batch, np.float32(t) / np.float32(1000), np.float32)
+            out = positive(packed, timestep)
+            if negative is not None:
+                out = combine(negative(packed, timestep), out, None, np.float32(guidance_scale))
+            return unpack_latents(out, h, w)
+
+        mu = calculate_shift((h // 2) * (w // 2), self.scheduler_config)
+        return flow, (batch, self.transformer.config["in_channels"] // 4, h, w), mu
+
+    def __call__(self, prompt: str | Sequence[str], *, negative_prompt: str = "",
+                 height: int = 1024, width: int = 1024, num_inference_steps: int = 35,
+                 guidance_scale: float = 5.0, seed: int = 0, rng: str = "torch",
+                 max_sequence_length: int = 512, latents: np.ndarray | None = None,
+                 image: Any = None, mask_image: Any = None, strength: float = 0.6,
+                 callback: StepCallback | None = None, output_type: str = "np") -> np.ndarray:
+        """Pictures for `prompt` (one or a list): float images in [0, 1], (B, height, width,
+        3) ("np"), or the final latents (B, 16, H/8, W/8) ("latent"). Guidance applies when
+        guidance_scale > 1. `seed`/`rng`, `latents`, `image`/`mask_image`/`strength` and
+        `callback` as FluxPipeline. diffusers: `ChromaPipeline(prompt, negative_prompt=,
+        height=, width=, num_inference_steps=, guidance_scale=, generator=torch.Generator()
+        .manual_seed(seed), output_type="np").images` (with boolean masks, module
+        docstring); with `image`, ChromaImg2ImgPipeline's call with `strength=`."""
+        prompts = check_call(prompt, rng=rng, output_type=output_type, steps=num_inference_steps)
+        device = self.transformer.x_embedder.weight.device
+        # 1. conditioning, as a function of the latents and the timestep
+        flow, shape, mu = self.velocity(prompts, height=height, width=width,
+                                        negative_prompt=negative_prompt,
+                                        guidance_scale=guidance_scale,
+                                        max_sequence_length=max_sequence_length)
+        # 2. the schedule: sigmas 1 .. 1/n, shifted by the number of image tokens
+        scheduler = FlowMatchEulerDiscreteScheduler.from_config(self.scheduler_config)
+        sigmas = np.linspace(1.0, 1 / num_inference_steps, num_inference_steps)
+        scheduler.set_timesteps(sigmas=sigmas, mu=mu)
+        scheduler.set_begin_index(0)
+        # 3. the start, Euler steps along the flow, the pictures out of the latent space
+        return run_euler(self.vae, scheduler, shape, flow, generator=make_generator(rng, seed),
+                         latents=latents, image=image, mask=mask_image, strength=strength,
+                         callback=callback, output_type=output_type, device=device)
