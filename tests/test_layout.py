@@ -144,8 +144,9 @@ def test_the_import_walk_sees_the_packages_imports():
                           "if TYPE_CHECKING:\n    from gpucore._device import Device\n")
     assert _imports("gpucore._kernel", type_only) == {"gpucore._device"}
     assert "gpucore" in graph["gpustd._tensor"]  # import gpucore
-    assert "diffusion.samplers.registry" in graph["diffusion.samplers.euler"]
-    assert "diffusion.samplers.timestep" in graph["diffusion.samplers"]  # from . import x
+    assert "diffusion.sampling.samplers.registry" in graph["diffusion.sampling.samplers.euler"]
+    # from . import x
+    assert "diffusion.sampling.samplers.timestep" in graph["diffusion.sampling.samplers"]
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [frozenset("abc")]
 
 
@@ -160,7 +161,7 @@ def test_imports_form_no_cycle():
 
 
 # diffusion's kinds that the generation front doors build on: none of them imports those doors.
-BELOW_PIPELINES = ("models", "text", "samplers", "schedulers", "noise", "loaders", "lora",
+BELOW_PIPELINES = ("models", "text", "sampling", "noise", "loaders", "lora",
                    "upscalers", "preprocessors")
 FRONT_DOORS = ("pipelines", "server", "cli")
 
