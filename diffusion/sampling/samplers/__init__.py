@@ -28,10 +28,9 @@ options the WebUI runs it with; `registry.resolve("DPM++ 2M Karras")` splits old
 
 Layout: one module per algorithm family (`euler`, `heun`, `dpmpp_2m`, ...), each registering
 its samplers with `registry.register`; `timestep` lists the WebUI's timestep samplers, which
-`diffusion.sampling.schedulers` runs; `schedules` (over `diffusion.sampling.model_sampling`, the
-model's discrete sigmas) and
-`brownian` (Brownian-tree noise) are what the samplers are given. A new sampler is one module
-plus its import below.
+`diffusion.sampling.schedulers` runs; `schedules` (over the model's discrete sigmas,
+`diffusion.sampling.model_sampling`) and `brownian` (Brownian-tree noise) are what the samplers
+are given. A new sampler is one module plus its import below.
 """
 
 from . import timestep as timestep  # lists DDIM, DDIM CFG++, PLMS and UniPC
