@@ -67,8 +67,7 @@ class _Clock:
 def _clocked(device: Any) -> Iterator[tuple[_Clock, _Clock]]:
     """(submits and read-backs as "blocked", kernel builds as "compile"; the pipeline's stages,
     which nest submits, on a clock of their own) while inside."""
-    from diffusion.pipelines import sampling
-    from diffusion.pipelines.sd import stable_diffusion
+    from diffusion.pipelines.sd import guided_unet, stable_diffusion
     from gpucore import _kernel, _staging
 
     clock, stages = _Clock(), _Clock()
@@ -76,7 +75,7 @@ def _clocked(device: Any) -> Iterator[tuple[_Clock, _Clock]]:
             clock.wrap(_staging.Staging, "read", "blocked"),
             clock.wrap(_kernel.Kernel, "_build", "compile"),
             stages.wrap(stable_diffusion.StableDiffusion, "_contexts", "text"),
-            stages.wrap(sampling.GuidedUNet, "__call__", "denoise"),
+            stages.wrap(guided_unet.GuidedUNet, "__call__", "denoise"),
             stages.wrap(stable_diffusion.StableDiffusion, "_decode", "decode")]
     try:
         yield clock, stages

@@ -8,15 +8,14 @@ inpaint, loaders, a CLI (`python -m diffusion --help`) and a WebUI-compatible se
     result = pipe.txt2img("a lighthouse at dusk", steps=20, seed=42)   # the same, by keywords
 
 Laid out by kind, as diffusers is; a new model family is a module in models/ and one in
-pipelines/, a new sampler a module in samplers/.
+pipelines/, a new sampler a module in sampling/samplers/.
 
 | package | what |
 |---|---|
 | `models` | the networks, one module per family (CLIP, UNet, VAE), named as checkpoint keys |
 | `pipelines` | the `Pipeline` contract; per model family: conditioning, denoising, decode |
 | `text` | tokenizer, the WebUI's prompt syntax, conditioning, textual-inversion embeddings |
-| `samplers` | the WebUI's k-diffusion samplers (numpy float64) and its schedule types |
-| `schedulers` | diffusers' schedulers (`--sampler diffusers`; DDIM, PLMS, UniPC) |
+| `sampling` | k-diffusion samplers, diffusers' schedulers, guidance, the loops families share |
 | `noise` | random numbers as torch and the WebUI draw them |
 | `loaders` | checkpoint files to named weights: folders, single files, VAEs |
 | `lora` | LoRA / LyCORIS networks patched into a loaded pipeline |
@@ -26,7 +25,7 @@ pipelines/, a new sampler a module in samplers/.
 | `server`, `cli` | the WebUI-compatible HTTP API and page; `python -m diffusion` |
 | `data` | the bundled model and CLIP's vocabulary (package data, not code) |
 
-Imports point one way: models, text, samplers, schedulers, noise, loaders, lora,
+Imports point one way: models, text, sampling, noise, loaders, lora,
 upscalers and preprocessors import no pipeline, server or CLI; pipelines import them and
 never the server or the CLI (tests/test_layout.py checks this, and that there are no cycles).
 """

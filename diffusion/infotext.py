@@ -250,7 +250,7 @@ def _typed(raw: dict[str, Any]) -> dict[str, Any]:
 def _split_old_sampler(settings: dict[str, Any]) -> dict[str, Any]:
     """An infotext from before the WebUI 1.9 named the schedule type apart ("Sampler: DPM++ 2M
     Karras") gives the pair ("DPM++ 2M", "Karras"), as the WebUI reads it."""
-    from .samplers import resolve
+    from .sampling.samplers import resolve
 
     sampler = settings.get("sampler")
     if isinstance(sampler, str) and "scheduler" not in settings:

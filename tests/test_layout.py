@@ -6,7 +6,7 @@ device:
   type only, where that one imports it back, takes a `Protocol` of its own instead). A plan sits
   below its code generator, below its dispatcher; a tuner above what it tunes; when two modules
   need each other, one of them is two modules, the shared part below both;
-- diffusion's kinds (models, text, samplers, ...) never import the generation front doors
+- diffusion's kinds (models, text, sampling, ...) never import the generation front doors
   (pipelines, server, cli), and pipelines never import the server or the CLI;
 - no module is over ~400 lines, except generated-kernel sources and data tables: a longer one
   splits along a real seam (argument groups, model families, plan / generator / dispatcher).
@@ -144,8 +144,9 @@ def test_the_import_walk_sees_the_packages_imports():
                           "if TYPE_CHECKING:\n    from gpucore._device import Device\n")
     assert _imports("gpucore._kernel", type_only) == {"gpucore._device"}
     assert "gpucore" in graph["gpustd._tensor"]  # import gpucore
-    assert "diffusion.samplers.registry" in graph["diffusion.samplers.euler"]
-    assert "diffusion.samplers.timestep" in graph["diffusion.samplers"]  # from . import x
+    assert "diffusion.sampling.samplers.registry" in graph["diffusion.sampling.samplers.euler"]
+    # from . import x
+    assert "diffusion.sampling.samplers.timestep" in graph["diffusion.sampling.samplers"]
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [frozenset("abc")]
 
 
@@ -160,13 +161,13 @@ def test_imports_form_no_cycle():
 
 
 # diffusion's kinds that the generation front doors build on: none of them imports those doors.
-BELOW_PIPELINES = ("models", "text", "samplers", "schedulers", "noise", "loaders", "lora",
+BELOW_PIPELINES = ("models", "text", "sampling", "noise", "loaders", "lora",
                    "upscalers", "preprocessors")
 FRONT_DOORS = ("pipelines", "server", "cli")
 
 
 def test_diffusion_kinds_import_down_only():
-    """models, text, samplers, ... never import a pipeline, the server or the CLI; pipelines
+    """models, text, sampling, ... never import a pipeline, the server or the CLI; pipelines
     never import the server or the CLI (diffusion/__init__'s table)."""
     def kind(module: str) -> str:
         return module.split(".")[1] if module.count(".") else ""
@@ -180,6 +181,16 @@ def test_diffusion_kinds_import_down_only():
         wrong += [f"{module} -> {t}" for t in sorted(targets)
                   if t.startswith("diffusion.") and kind(t) in above]
     assert not wrong, f"imports pointing up the layout: {wrong}"
+
+
+def test_sampling_imports_only_noise():
+    """diffusion.sampling (samplers, schedulers, the model sampling, guidance, the loops) works
+    on numpy arrays and a family's callables: of the three packages it imports only
+    diffusion.noise (docs/ARCHITECTURE.md's order), so every family can use it."""
+    wrong = [f"{module} -> {t}" for module, targets in _graph().items()
+             if module.startswith("diffusion.sampling") for t in sorted(targets)
+             if not t.startswith(("diffusion.sampling", "diffusion.noise"))]
+    assert not wrong, f"diffusion.sampling imports what is above or beside it: {wrong}"
 
 
 def test_no_module_is_over_400_lines():

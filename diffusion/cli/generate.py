@@ -20,8 +20,8 @@ import numpy as np
 from ..imaging import eight_bit
 from ..infotext import save_images
 from ..pipelines.request import GenerationRequest, door_fields
-from ..pipelines.sampling import SamplerOptions, sampler_label
-from ..samplers import schedules
+from ..sampling.kdiffusion import SamplerOptions, sampler_label
+from ..sampling.samplers import schedules
 from .control import build_control_specs, load_control_units
 from .from_infotext import apply_infotext
 from .ip_adapter import ip_adapter_units

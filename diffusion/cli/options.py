@@ -13,8 +13,8 @@ from typing import Any
 
 from ..pipelines.masked_content import masked_content
 from ..pipelines.request import door_fields
-from ..pipelines.sampling import sampler_names
-from ..samplers import SCHEDULE_LABELS
+from ..sampling.kdiffusion import sampler_names
+from ..sampling.samplers import SCHEDULE_LABELS
 from ..upscalers.interpolation import IMAGE_UPSCALERS, LATENT_UPSCALERS
 
 __all__ = ["SAMPLING_DEFAULTS", "UPSCALERS", "add_generation_options", "add_mask_options",

@@ -1,6 +1,7 @@
 """Pipelines: a loaded model family and the denoising loop that runs it.
 
-What every family shares is here; each family's own modules are a sub-package.
+What every family shares is here; each family's own modules are a sub-package. The sampling
+loops and guidance they run are diffusion.sampling's.
 
 | module | what |
 |---|---|
@@ -10,9 +11,6 @@ What every family shares is here; each family's own modules are a sub-package.
 | `observer` | `Observer`: a running generation's steps, and how its caller stops it |
 | `contract` | `Pipeline`: what every family keeps, all that the CLI and the server use |
 | `generation` | the generate sequence, once for every family (`Family`: what one supplies) |
-| `guidance` | classifier-free guidance, once for every family and loop |
-| `sampling` | the WebUI's k-diffusion sampling (`CFGDenoiser`, `FlowDenoiser`, `sample`) |
-| `scheduler_loop` | the diffusers-style schedulers' loop, for UNet and flow models alike |
 | `module_load` | a model loaded with module files (Forge's VAE / Text Encoder list) |
 | `sd` | the UNet family: SD 1.x/2.x (`sd.stable_diffusion`), SDXL (`sd.stable_diffusion_xl`) |
 | `flow` | the flow family: FLUX.1 and SD3/3.5 (`flow.flow_model`; `flow.flux`, `flow.sd3`) |

@@ -4,7 +4,7 @@ extension and diffusers' ControlNet / Adapter pipelines apply them to the UNet.
     units = [ControlUnit(controlnet, edges, weight=0.8, guidance_end=0.6),
              ControlUnit(adapter, sketch, control_mode="My prompt is more important")]
     control = Control(units, total_steps=steps)
-    unet = sampling.GuidedUNet(unet_step, contexts, dtype=dtype, control=control)
+    unet = GuidedUNet(unet_step, contexts, dtype=dtype, control=control)
 
 For each UNet call `Control` runs the units active at that step (guidance start/end as
 fractions of the steps), scales their residuals (weight, control mode) and sums them into the

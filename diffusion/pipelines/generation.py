@@ -18,12 +18,12 @@ from typing import Any, Protocol
 import numpy as np
 
 from ..lora import LORA_TAGS, LoraManager, lora_hashes, lora_uses
+from ..sampling.kdiffusion import DIFFUSERS
 from ..text.prompts import extract_extra_networks
 from .contract import Capabilities, GenerationResult
 from .inpaint_plan import InpaintPlan
 from .observer import Observer, Progress, StepCallback, from_callbacks
 from .request import GenerationRequest, as_request, hires_fix
-from .sampling import DIFFUSERS
 
 __all__ = ["Denoised", "Family", "PromptLoras", "draw_seed", "generate"]
 

@@ -34,7 +34,7 @@ def _defaults_value(key: str, value: Any) -> Any:
         return float(value)
     if not isinstance(value, str):
         raise ValueError(f"sampler must be a sampler name (a string), got {value!r}")
-    from .sampling import sampler_label
+    from ..sampling.kdiffusion import sampler_label
 
     return sampler_label(value)
 

@@ -31,10 +31,10 @@ from numbers import Integral, Real
 from typing import Any
 
 from ..noise.rng import RNG_SOURCES
-from ..samplers import lookup, resolve
+from ..sampling.kdiffusion import DIFFUSERS, SamplerOptions
+from ..sampling.samplers import lookup, resolve
 from ..upscalers.interpolation import HiresFix
 from .masked_content import masked_content
-from .sampling import DIFFUSERS, SamplerOptions
 
 __all__ = ["LIMITS", "MAX_PROMPT_CHARS", "GenerationRequest", "as_request", "check_size",
            "door_fields", "hires_fix", "infotext_labels"]

@@ -1,7 +1,7 @@
 """The WebUI's composable diffusion syntax: a positive prompt's `AND` parts and their weights.
 
 AUTOMATIC1111's `prompt_parser.get_multicond_prompt_list`; the guidance with the parts is
-`diffusion.pipelines.sampling.combine`. Public names are re-exported by
+`diffusion.sampling.kdiffusion.combine`. Public names are re-exported by
 `diffusion.text.prompts`.
 """
 

@@ -14,7 +14,7 @@ a prompt copied from a model page gives the conditioning it gave there:
 - `a AND b:0.5`: composable diffusion, a positive prompt's parts with their guidance weights
   (`split_and`; `a cat:1.5` is one part at 1.5); each part is a prompt of its own for
   everything above (`PromptPart`). The sampler guides with every part
-  (diffusion.pipelines.sampling.combine). Negative prompts are not split.
+  (diffusion.sampling.kdiffusion.combine). Negative prompts are not split.
 
 `parse_prompt` does all of it in the WebUI's order and returns an inspectable `Prompt`. The
 editing syntax lives in `prompt_editing`, the AND parts in `composable`.

@@ -20,10 +20,11 @@ import numpy as np
 
 from ...imaging import to_unit_image
 from ...noise.rng import make_generator
+from ...sampling.model_sampling import FlowSchedule
 from ...upscalers.interpolation import crop_latents, upscale_image, upscale_latents
 from ..observer import Observer
 from ..request import GenerationRequest
-from .flow_sampling import flow_sigmas, sample_flow
+from .flow_sampling import sample_flow
 from .start import decode, encode_image
 
 __all__ = ["FlowPasses", "hires_size", "run_hires"]
@@ -61,7 +62,7 @@ def hires_size(model: FlowPasses, request: GenerationRequest, width: int, height
 
 def run_hires(model: FlowPasses, request: GenerationRequest, label: str, prompts: list[str],
               seeds: list[int], latents: np.ndarray, width: int, height: int,
-              observer: Observer, options: dict[str, Any]) -> np.ndarray:
+              observer: Observer) -> np.ndarray:
     """The final latents of the hires pass that follows the first pass's `latents` (made at
     width x height) of `model` with WebUI sampler `label`."""
     hires = request.hires
@@ -89,7 +90,9 @@ def run_hires(model: FlowPasses, request: GenerationRequest, label: str, prompts
     second = replace(request, distilled_cfg_scale=request.hr_distilled_cfg)
     flow, shape, mu = model.guided_flow(second, prompts, w, h)
     steps, total = hires.schedule_steps(int(request.steps))
-    sigmas = flow_sigmas(total, model.scheduler_config, mu)
-    return sample_flow(flow, label, sigmas, seeds=seeds, rng=request.rng, shape=shape,
+    return sample_flow(flow, label, FlowSchedule(model.scheduler_config, mu=mu), total,
+                       seeds=seeds, rng=request.rng, shape=shape,
                        init_latents=start.astype(np.float32), t_enc=steps - 1,
-                       options=options, callback=observer.step)
+                       options=request.sampler_options,
+                       eta_noise_seed_delta=int(request.eta_noise_seed_delta),
+                       callback=observer.step)

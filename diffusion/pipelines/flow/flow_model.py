@@ -24,18 +24,20 @@ import numpy as np
 
 from ...imaging import latent_mask, to_unit_image
 from ...noise.rng import make_generator
-from ...samplers.registry import lookup
+from ...sampling.guidance import combine
+from ...sampling.kdiffusion import DIFFUSERS, SamplerOptions
+from ...sampling.kdiffusion_pass import sampler_fields
+from ...sampling.model_sampling import FlowSchedule
+from ...sampling.samplers.registry import lookup
 from ...text.composable import refuse_composable
 from ...text.prompts import extract_extra_networks
 from ..contract import Capabilities, GenerationResult, LoadOptions, Placement, SamplingDefaults
 from ..generation import Denoised, PromptLoras, generate
-from ..guidance import combine
 from ..masked_content import latent_content
 from ..observer import Observer, Progress, StepCallback
 from ..request import GenerationRequest
-from ..sampling import DIFFUSERS
 from .flow_hires import run_hires
-from .flow_sampling import FLOW_SAMPLERS, FLOW_SCHEDULES, flow_sigmas, sample_flow
+from .flow_sampling import FLOW_SAMPLERS, FLOW_SCHEDULES, flow_seeds, sample_flow
 from .start import decode, encode_image
 
 __all__ = ["FLOW_DEFAULTS", "FlowModel"]
@@ -174,13 +176,16 @@ class FlowModel:
             latents = self._webui(request, label, prompts, seeds, width, height, observer)
             if request.hires is not None:
                 latents = run_hires(self, request, label, prompts, seeds, latents, width,
-                                    height, observer, _options(request, label))
+                                    height, observer)
         fields: dict[str, Any] = dict(
             scheduler=None if label == DIFFUSERS else "Simple",
             distilled_cfg_scale=float(request.distilled_cfg_scale) if self.distilled else None,
             seeds=seeds, clip_skip=0, modules=self.modules)
         if label != DIFFUSERS:
-            fields.update(_sampler_fields(request, label))
+            info = lookup(label)
+            fields.update(sampler_fields(
+                info, request.sampler_options or SamplerOptions(),
+                flow_seeds(seeds, info, request.eta_noise_seed_delta)))
         if request.hires is not None and self.distilled:
             # Forge writes it where the model takes a distilled CFG
             fields["hires_distilled_cfg"] = float(request.hr_distilled_cfg)
@@ -249,7 +254,6 @@ class FlowModel:
     def _webui(self, request: GenerationRequest, label: str, prompts: list[str],
                seeds: list[int], width: int, height: int, observer: Observer) -> np.ndarray:
         flow, shape, mu = self.guided_flow(request, prompts, width, height)
-        sigmas = flow_sigmas(int(request.steps), self.pipe.scheduler_config, mu)
         init = keep = None
         if request.init_image is not None:
             # the init image's latents drawn from the VAE's posterior with the first seed
@@ -264,30 +268,12 @@ class FlowModel:
                 init = latent_content(init, small, request.inpainting_fill, rng=request.rng,
                                       seeds=[first + k for k in range(len(seeds))])
                 keep = 1.0 - small
-        return sample_flow(flow, label, sigmas, seeds=seeds, rng=request.rng, shape=shape,
+        return sample_flow(flow, label, FlowSchedule(self.pipe.scheduler_config, mu=mu),
+                           int(request.steps), seeds=seeds, rng=request.rng, shape=shape,
                            init_latents=init, keep=keep, strength=float(request.strength),
-                           options=_options(request, label), callback=observer.step)
-
-
-def _options(request: GenerationRequest, label: str) -> dict[str, Any]:
-    """The sampler's settings from the request, those it takes (as the WebUI passes them:
-    Euler's churn and noise scale, Euler a's eta and noise scale) and the eta noise seed
-    delta (ENSD) where the sampler draws step noise."""
-    info = lookup(label)
-    options = request.sampler_options
-    return {"eta_noise_seed_delta": int(request.eta_noise_seed_delta) if info.uses_ensd else 0,
-            **({} if options is None else options.kwargs(info))}
-
-
-def _sampler_fields(request: GenerationRequest, label: str) -> dict[str, Any]:
-    """The infotext's sampler settings that applied and are not the defaults, and ENSD."""
-    info = lookup(label)
-    options = request.sampler_options
-    fields: dict[str, Any] = {"sampler_fields": {} if options is None
-                              else options.infotext(info)}
-    if request.eta_noise_seed_delta and info.uses_ensd:
-        fields["ensd"] = int(request.eta_noise_seed_delta)
-    return fields
+                           options=request.sampler_options,
+                           eta_noise_seed_delta=int(request.eta_noise_seed_delta),
+                           callback=observer.step)
 
 
 def with_defaults(model: FlowModel, defaults: SamplingDefaults) -> FlowModel:

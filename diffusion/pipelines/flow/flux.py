@@ -27,7 +27,8 @@ from ...loaders.flow.flux_file import load_flux_file
 from ...loaders.flow.gguf import load_flux_gguf
 from ...models import AutoencoderKL, CLIPTextModel, FluxTransformer2DModel, T5EncoderModel
 from ...noise.rng import make_generator
-from ...schedulers.flow_match_euler import FlowMatchEulerDiscreteScheduler, calculate_shift
+from ...sampling.model_sampling import calculate_shift
+from ...sampling.schedulers.flow_match_euler import FlowMatchEulerDiscreteScheduler
 from ...text.t5_tokenizer import T5Tokenizer
 from ...text.tokenizer import CLIPTokenizer
 from .start import StepCallback, check_call, load_parts, run_euler

@@ -26,10 +26,11 @@ from ...loaders.flow.gguf import load_sd3_gguf
 from ...loaders.flow.sd3_file import load_sd3_file
 from ...models import AutoencoderKL, CLIPTextModel, SD3Transformer2DModel, T5EncoderModel
 from ...noise.rng import make_generator
-from ...schedulers.flow_match_euler import FlowMatchEulerDiscreteScheduler, calculate_shift
+from ...sampling.guidance import combine
+from ...sampling.model_sampling import calculate_shift
+from ...sampling.schedulers.flow_match_euler import FlowMatchEulerDiscreteScheduler
 from ...text.t5_tokenizer import T5Tokenizer
 from ...text.tokenizer import CLIPTokenizer
-from ..guidance import combine
 from .start import StepCallback, check_call, load_parts, run_euler
 
 __all__ = ["StableDiffusion3Pipeline"]

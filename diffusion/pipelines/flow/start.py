@@ -22,7 +22,7 @@ from ...loaders.flow.text_encoder_file import use_text_encoder_files
 from ...models.tiled_vae import vae_encode
 from ...models.vae import AutoencoderKL
 from ...noise.rng import RNG_SOURCES
-from ..scheduler_loop import scheduler_loop
+from ...sampling.scheduler_loop import scheduler_loop
 
 __all__ = ["FlowStart", "StepCallback", "check_call", "decode", "encode_image", "load_parts",
            "run_euler"]

@@ -49,7 +49,7 @@ from gpustd.nn.offload import OffloadedError, parameter_bytes
 from gpustd.nn.residency import Residency
 
 from ...models.tiled_vae import Mode, bytes_per_input_pixel, decode_tiled, vae_decode, vae_encode
-from .. import sampling
+from .guided_unet import unet_call
 
 __all__ = ["MemoryMode", "MemoryPlan", "parse_size", "smallest_budget"]
 
@@ -154,7 +154,7 @@ class _BudgetStep:
                 if (residency.uploaded, residency.evictions) != moved:
                     state.left()  # a block left while it recorded: the replay would be stale
                 return out
-        out = sampling.unet_call(self.unet, *args, **kwargs)
+        out = unet_call(self.unet, *args, **kwargs)
         state.steady = (residency.uploaded, residency.evictions) == moved
         return out
 
@@ -221,7 +221,7 @@ class MemoryPlan:
         if self.mode.max_vram is not None:
             return _BudgetStep(self, unet)
         if self.mode.streams_unet:
-            return partial(sampling.unet_call, unet)
+            return partial(unet_call, unet)
         self.residency.use(unet)
         return self._unet_capture.of(unet)
 

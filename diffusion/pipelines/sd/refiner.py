@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from ...samplers.denoiser import DiscreteSchedule
+from ...sampling.model_sampling import DiscreteSchedule
 from ..contract import Pipeline
 
 __all__ = ["HandOff", "check_refiner", "cutoff"]
@@ -80,7 +80,7 @@ class HandOff:
 
     @property
     def weights(self) -> Any:
-        """The AND parts' guidance weights (sampling.GuidedUNet.weights): the refiner reads
+        """The AND parts' guidance weights (GuidedUNet.weights): the refiner reads
         the same prompt, so the same parts."""
         return self.current.weights
 

@@ -14,12 +14,12 @@ from typing import Any
 import numpy as np
 
 from ...noise.rng import make_generator
-from ...schedulers import scheduler_from_config
+from ...sampling.guidance import combine
+from ...sampling.scheduler_loop import scheduler_loop
+from ...sampling.schedulers import scheduler_from_config
 from ...upscalers.interpolation import HiresFix
-from .. import sampling
-from ..guidance import combine
 from ..observer import Observer
-from ..scheduler_loop import scheduler_loop
+from .guided_unet import GuidedUNet
 from .prepare import InpaintInputs, Pass, hires_latents
 from .refiner import cutoff
 from .unet_model import Generator, UNetParts
@@ -125,7 +125,7 @@ def scheduler_pass(pipe: UNetParts, r: Pass, scheduler: Any, init_image: Any, ma
                    extra=extra, after_step=after_step, cfg_pp=r.cfg_pp)
 
 
-def denoise(latents: np.ndarray, unet: sampling.GuidedUNet, timesteps: np.ndarray,
+def denoise(latents: np.ndarray, unet: GuidedUNet, timesteps: np.ndarray,
             scheduler: Any, cfg_scale: float, generator: Generator, observer: Observer, *,
             extra: np.ndarray | None = None, after_step: Any = None,
             cfg_pp: bool = False) -> np.ndarray:

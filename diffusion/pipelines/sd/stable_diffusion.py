@@ -20,30 +20,32 @@ import numpy as np
 
 from gpustd import Tensor
 
-from ... import samplers
 from ...imaging import to_uint8
 from ...loaders.sd.vae_file import vae_hash, vae_name
 from ...models import AutoencoderKL, CLIPTextModel, UNet2DConditionModel
 from ...models.tiled_vae import vae_decode, vae_encode
-from ...samplers.denoiser import DiscreteSchedule
-from ...schedulers import get_scheduler, scheduler_from_config
+from ...sampling import kdiffusion, samplers
+from ...sampling.guidance import Weights
+from ...sampling.kdiffusion import DIFFUSERS
+from ...sampling.kdiffusion_pass import WebUISeeds
+from ...sampling.model_sampling import DiscreteSchedule
+from ...sampling.schedulers import get_scheduler, scheduler_from_config
 from ...text import conditioning
 from ...text.embeddings import EmbeddingDatabase, EmbeddingFinder, ti_hashes
 from ...text.tokenizer import CLIPTokenizer
-from .. import sampling
 from ..contract import Capabilities, GenerationResult, Placement, SamplingDefaults
 from ..control import Control, check_base
 from ..control_spec import unit_label
-from ..generation import Denoised, PromptLoras, generate
+from ..generation import Denoised, PromptLoras, draw_seed, generate
 from ..ip_adapter import use_ip_adapters
 from ..observer import Observer, Progress, StepCallback
 from ..request import GenerationRequest
-from ..sampling import DIFFUSERS
 from .capture import ModelCapture, lent
+from .guided_unet import Contexts, GuidedUNet, unet_call
 from .memory import MemoryMode, MemoryPlan
 from .prepare import Pass
 from .refiner import HandOff, check_refiner
-from .run_kdiffusion import WebUISeeds, run_kdiffusion
+from .run_kdiffusion import run_kdiffusion
 from .run_scheduler import run_scheduler
 from .unet_model import Generator, UNetParts
 
@@ -91,7 +93,7 @@ class StableDiffusion:
         # whose cond and uncond differ in length (two sizes, two lengths). Encoded prompts
         # outlive the next encoding: copied. The VAE decode stays eager: a kept capture of it
         # would pin 1.4 GiB at 512 px (5.5 at 1024) for ~30 ms an image.
-        self._unet_capture = ModelCapture(sampling.unet_call, max_signatures=4)
+        self._unet_capture = ModelCapture(unet_call, max_signatures=4)
         self._text_capture = ModelCapture(CLIPTextModel.encode_tokens, max_signatures=2,
                                           copy_outputs=True)
         # --medvram / --lowvram / --max-vram in effect (set_memory_mode), None: all on the GPU
@@ -152,7 +154,7 @@ class StableDiffusion:
         return partial(self.text_encoder, encode_tokens=self._text_capture.of(self.text_encoder))
 
     def _contexts(self, r: Pass, steps: int, *, webui: bool = True
-                  ) -> tuple[sampling.Contexts, sampling.Weights | None]:
+                  ) -> tuple[Contexts, Weights | None]:
         """Step -> (uncond, cond) text conditioning, uncond None without guidance; and the
         guidance weights of the prompt's AND parts (None: plain classifier-free guidance).
 
@@ -179,14 +181,14 @@ class StableDiffusion:
 
     def _guided(self, r: Pass, steps: int, *, webui: bool = True,
                 discrete: DiscreteSchedule | None = None) -> Any:
-        """The guided UNet of a pass (a sampling.GuidedUNet); with a refiner and the WebUI's
+        """The guided UNet of a pass (a GuidedUNet); with a refiner and the WebUI's
         samplers one that hands over to the refiner's (diffusion.pipelines.sd.refiner.HandOff)."""
         contexts, weights = self._contexts(r, steps, webui=webui)  # first: --medvram's UNet next
         check_base(r.control, self.unet)
         use_ip_adapters(self.unet, r.control)  # before the capture compares the UNet's weights
         step = (self._unet_capture.of(self.unet) if self.memory is None
                 else self.memory.unet_step(self.unet))
-        unet = sampling.GuidedUNet(step, contexts,
+        unet = GuidedUNet(step, contexts,
                                    dtype=self.unet.conv_in.weight.dtype,
                                    control=Control(r.control, total_steps=steps,
                                                    size=(r.width, r.height),
@@ -317,15 +319,14 @@ class StableDiffusion:
             if request.seed_resize_from is not None:
                 f = self.vae_scale_factor
                 resize = (request.seed_resize_from[1] // f, request.seed_resize_from[0] // f)
-            subseed = None if request.subseed == -1 else request.subseed
-            image_seeds = WebUISeeds.webui(seed, r.batch_size, subseed,
+            image_seeds = WebUISeeds.webui(seed, r.batch_size, draw_seed(request.subseed),
                                            request.subseed_strength,
                                            request.eta_noise_seed_delta, resize)
             assert schedule is not None  # sampler_label has none only for "diffusers", above
             latents, extra = run_kdiffusion(
                 parts, r, label, schedule, request.init_image, request.mask, observer,
                 seeds=image_seeds, hires=request.hires,
-                options=request.sampler_options or sampling.SamplerOptions())
+                options=request.sampler_options or kdiffusion.SamplerOptions())
             if request.seed_resize_from is not None:
                 extra["seed_resize_from"] = tuple(request.seed_resize_from)
             schedule, seeds = extra.pop("schedule"), image_seeds.seeds

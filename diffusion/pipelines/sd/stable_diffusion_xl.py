@@ -35,7 +35,7 @@ from gpustd import Tensor, asarray
 from ...text import conditioning
 from ...text.prompts import parse_prompt
 from ...text.tokenizer import CLIPTokenizer
-from ..sampling import AddedContext
+from .guided_unet import AddedContext
 from .stable_diffusion import StableDiffusion
 
 __all__ = ["AESTHETIC_SCORES", "SDXL_FAMILIES", "StableDiffusionXL", "TextEncoders", "XLSchedule",

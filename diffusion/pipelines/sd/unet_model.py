@@ -42,7 +42,7 @@ class UNetParts:
     """A UNet model as its loops use it (a LatentCodec too): the scheduler config, the
     latents' shape, its VAE's encode and decode, and `guided(r, steps, *, webui=True,
     discrete=None)`, the guided UNet of pass `r` (a prepare.Pass) whose prompt editing counts
-    `steps` model evaluations (a sampling.GuidedUNet, or a refiner's HandOff; `webui`: the
+    `steps` model evaluations (a GuidedUNet, or a refiner's HandOff; `webui`: the
     WebUI's prompt handling, else diffusers'). `StableDiffusion.unet_parts()` gives its own."""
 
     scheduler_config: dict[str, Any]

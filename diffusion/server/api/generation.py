@@ -18,8 +18,8 @@ from typing import Any, TypeVar
 
 from ...infotext import format_infotext
 from ...pipelines.request import GenerationRequest, check_size, door_fields
-from ...pipelines.sampling import SamplerOptions
-from ...samplers import lookup, resolve, schedules
+from ...sampling.kdiffusion import SamplerOptions
+from ...sampling.samplers import lookup, resolve, schedules
 from ...upscalers.interpolation import HiresFix
 from ..catalog.models_dir import ModelEntry, ModelRegistry
 from ..catalog.modules_dir import (

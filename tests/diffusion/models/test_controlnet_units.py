@@ -82,7 +82,7 @@ def test_one_map_per_image_follows_the_and_parts(first_device: gpucore.Device,
     GuidedUNet's rows are uncond 0, 1 then cond 0, 0, 1 (sampling.part_rows), and each row's
     residuals are diffusers' ControlNet's on its image's map. 3 maps for 2 images: refused,
     saying what fits."""
-    from diffusion.pipelines.sampling import GuidedUNet
+    from diffusion.pipelines.sd.guided_unet import GuidedUNet
 
     reference, ours = pair
     rng = np.random.default_rng(16)

@@ -53,7 +53,7 @@ class StandIn(StableDiffusion):
     def _guided(self, r: Any, steps: int, *, webui: bool = True, discrete: Any = None) -> Any:
         inputs = self.unet_inputs
 
-        class Guided:  # a sampling.GuidedUNet: eps for every image, no AND parts
+        class Guided:  # a GuidedUNet: eps for every image, no AND parts
             weights = None
 
             def __call__(self, model_in: np.ndarray, t: float, step: int

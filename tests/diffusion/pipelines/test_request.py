@@ -51,7 +51,7 @@ def test_defaults_are_a_valid_txt2img() -> None:
     ({"scheduler": "Karrass"}, "Karrass"),
     ({"scheduler": None}, "unknown schedule type None"),
     ({"sampler_options": {"eta": 0.5}}, "sampler_options must be a "
-                                        "diffusion.pipelines.sampling.SamplerOptions or None"),
+                                        "diffusion.sampling.kdiffusion.SamplerOptions or None"),
     ({"hires": 2}, "hires must be a diffusion.upscalers.interpolation.HiresFix or None, got int"),
     ({"seed_resize_from": 512}, "seed_resize_from must be a (width, height) pair or None"),
     ({"seed_resize_from": (512,)}, "seed_resize_from must be a (width, height) pair or None"),

@@ -33,7 +33,7 @@ from server_support import (
 import gpucore
 from diffusion.infotext import read_infotext
 from diffusion.loaders import WeightsError
-from diffusion.samplers import SAMPLERS
+from diffusion.sampling.samplers import SAMPLERS
 from diffusion.server import create_app
 from diffusion.server.catalog.models_dir import folder_sha256
 

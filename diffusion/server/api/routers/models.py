@@ -14,8 +14,8 @@ from fastapi import APIRouter, Body
 
 from ....loaders.errors import WeightsError
 from ....loaders.formats.safetensors import SafetensorsFile
-from ....samplers import SAMPLERS, SamplerInfo, resolve, schedules
-from ....samplers.schedules import SCHEDULE_TYPES
+from ....sampling.samplers import SAMPLERS, SamplerInfo, resolve, schedules
+from ....sampling.samplers.schedules import SCHEDULE_TYPES
 from ....text.embeddings import EmbeddingDatabase
 from ...catalog.modules_dir import AUTOMATIC_VAE
 from ..generation import (

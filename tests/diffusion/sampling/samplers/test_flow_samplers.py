@@ -1,0 +1,131 @@
+"""The WebUI samplers on flow-matching models against a reference loop: k-diffusion's
+samplers (Euler, DPM++ 2M; ComfyUI's rectified-flow Euler a, written out here) over ComfyUI's
+"simple" schedule of the model's shifted sigmas, on torch CPU, with the diffusers transformer
+as the denoiser (x0 = x - sigma v) and each image's noise from its own seed."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("diffusers", reason="diffusers is a test-only reference (extra: reference)")
+import torch
+from kdiffusion_ref import K
+from support import assert_close
+
+import gpucore
+from diffusion.pipelines.flow.flow_sampling import sample_flow
+from diffusion.pipelines.flow.flux import FluxPipeline
+from diffusion.pipelines.flow.sd3 import StableDiffusion3Pipeline
+from diffusion.sampling.model_sampling import FlowSchedule
+
+TOL = 2e-3
+SEEDS = [11, 12]
+STEPS = 4
+
+
+def comfy_simple(sigma_of: Any, table_size: int, steps: int) -> torch.Tensor:
+    """ComfyUI's simple_scheduler over model_sampling.sigmas = sigma_of(t), t = 1..T / T."""
+    table = sigma_of(torch.arange(1, table_size + 1, dtype=torch.float64) / table_size)
+    stride = table_size / steps
+    return torch.tensor([float(table[-(1 + int(x * stride))]) for x in range(steps)] + [0.0],
+                        dtype=torch.float64)
+
+
+def euler_ancestral_rf(model: Any, x: torch.Tensor, sigmas: torch.Tensor,
+                       noise_sampler: Any) -> torch.Tensor:
+    """ComfyUI's sample_euler_ancestral_RF (eta 1, s_noise 1)."""
+    s_in = x.new_ones([x.shape[0]])
+    for i in range(len(sigmas) - 1):
+        denoised = model(x, sigmas[i] * s_in)
+        if sigmas[i + 1] == 0:
+            x = denoised
+            continue
+        sigma_down = sigmas[i + 1] * (1 + (sigmas[i + 1] / sigmas[i] - 1))
+        alpha_ip1, alpha_down = 1 - sigmas[i + 1], 1 - sigma_down
+        renoise = (sigmas[i + 1] ** 2 - sigma_down ** 2 * alpha_ip1 ** 2 / alpha_down ** 2) ** 0.5
+        ratio = sigma_down / sigmas[i]
+        x = ratio * x + (1 - ratio) * denoised
+        x = (alpha_ip1 / alpha_down) * x + noise_sampler(sigmas[i], sigmas[i + 1]) * renoise
+    return x
+
+
+def reference_sample(denoise: Any, sampler: str, sigmas: torch.Tensor,
+                     shape: tuple[int, ...]) -> np.ndarray:
+    generators = [torch.Generator().manual_seed(seed) for seed in SEEDS]
+
+    def draw(*_: Any) -> torch.Tensor:
+        return torch.stack([torch.randn(shape[1:], generator=g) for g in generators]).double()
+
+    x = draw() * sigmas[0]
+    with torch.no_grad():
+        if sampler == "Euler a":
+            out = euler_ancestral_rf(denoise, x, sigmas, draw)
+        else:
+            function = {"Euler": K.sampling.sample_euler,
+                        "DPM++ 2M": K.sampling.sample_dpmpp_2m}[sampler]
+            out = function(denoise, x, sigmas, disable=True)
+    return out.float().numpy()
+
+
+@pytest.mark.parametrize("sampler", ["Euler", "Euler a", "DPM++ 2M"])
+def test_flux_dev_samplers_match_the_reference(first_device: gpucore.Device,
+                                               tiny_flux_dev: tuple[Path, Any],
+                                               sampler: str) -> None:
+    """FLUX dev: the shift by picture size (ComfyUI's ModelSamplingFlux, 10000 steps in its
+    table) and the distilled guidance 3.5."""
+    root, reference = tiny_flux_dev
+    prompts, height, width = ["a red circle"] * 2, 16, 24
+    ours = FluxPipeline.from_pretrained(root / "flux", device=first_device)
+    flow, shape, mu = ours.velocity(prompts, height=height, width=width, guidance_scale=3.5,
+                                    max_sequence_length=16)
+    got = sample_flow(flow, sampler, FlowSchedule(ours.scheduler_config, mu=mu), STEPS,
+                      seeds=SEEDS, rng="torch", shape=shape)
+    # the reference: diffusers' conditioning and transformer as a k-diffusion denoiser
+    with torch.no_grad():
+        states, pooled, text_ids = reference.encode_prompt(prompts, None,
+                                                           max_sequence_length=16)
+    image_ids = reference._prepare_latent_image_ids(2, shape[2] // 2, shape[3] // 2, "cpu",
+                                                    torch.float32)
+
+    def denoise(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        packed = reference._pack_latents(x.float(), *shape)
+        v = reference.transformer(hidden_states=packed, timestep=sigma.float(),
+                                  guidance=torch.full((2,), 3.5), pooled_projections=pooled,
+                                  encoder_hidden_states=states, txt_ids=text_ids,
+                                  img_ids=image_ids).sample
+        v = reference._unpack_latents(v, height, width, reference.vae_scale_factor)
+        return x - sigma[:, None, None, None] * v.double()
+
+    sigmas = comfy_simple(lambda t: math.exp(mu) / (math.exp(mu) + (1 / t - 1)), 10000, STEPS)
+    assert_close(got, reference_sample(denoise, sampler, sigmas, shape), tol=TOL)
+
+
+def test_sd3_dpmpp_2m_with_cfg_matches_the_reference(first_device: gpucore.Device,
+                                                     tiny_sd3: tuple[Path, Any]) -> None:
+    """SD3: the constant shift 3 (ComfyUI's ModelSamplingDiscreteFlow) and CFG 4.5."""
+    tmp_path, reference = tiny_sd3
+    prompts, height, width, cfg = ["a red circle"] * 2, 16, 24, 4.5
+    ours = StableDiffusion3Pipeline.from_pretrained(tmp_path / "sd3", device=first_device)
+    flow, shape, mu = ours.velocity(prompts, height=height, width=width, guidance_scale=cfg,
+                                    negative_prompt="a dog", max_sequence_length=12)
+    got = sample_flow(flow, "DPM++ 2M", FlowSchedule(ours.scheduler_config, mu=mu), STEPS,
+                      seeds=SEEDS, rng="torch", shape=shape)
+    with torch.no_grad():
+        states, negative, pooled, negative_pooled = reference.encode_prompt(
+            prompts, None, None, negative_prompt=["a dog"] * 2, max_sequence_length=12)
+
+    def denoise(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        v_text, v_uncond = (reference.transformer(
+            hidden_states=x.float(), timestep=sigma.float() * 1000, encoder_hidden_states=s,
+            pooled_projections=p).sample.double() for s, p in ((states, pooled),
+                                                                (negative, negative_pooled)))
+        v = v_uncond + cfg * (v_text - v_uncond)
+        return x - sigma[:, None, None, None] * v
+
+    sigmas = comfy_simple(lambda t: 3.0 * t / (1 + 2.0 * t), 1000, STEPS)
+    assert_close(got, reference_sample(denoise, "DPM++ 2M", sigmas, shape), tol=TOL)
