@@ -30,9 +30,10 @@ from ...loaders.flow.chroma import load_chroma
 from ...loaders.flow.gguf import load_chroma_gguf
 from ...models import AutoencoderKL, ChromaTransformer2DModel, T5EncoderModel
 from ...noise.rng import make_generator
-from ...schedulers.flow_match_euler import FlowMatchEulerDiscreteScheduler, calculate_shift
+from ...sampling.guidance import combine
+from ...sampling.model_sampling import calculate_shift
+from ...sampling.schedulers.flow_match_euler import FlowMatchEulerDiscreteScheduler
 from ...text.t5_tokenizer import T5Tokenizer
-from ..guidance import combine
 from .flux import image_ids, pack_latents, unpack_latents
 from .start import StepCallback, check_call, run_euler
 
