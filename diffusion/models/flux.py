@@ -21,6 +21,7 @@ from .dit_layers import (
     layer_norm,
 )
 from .layers import Place
+from .step_cache import BranchCache, run_blocks
 from .transformer_ops import gated_add, modulate, rope_tables
 
 _DEFAULTS: dict[str, Any] = {
@@ -111,13 +112,15 @@ class FluxTransformer2DModel(nn.Module):
 
     def forward(self, hidden_states: Tensor, encoder_hidden_states: Tensor, pooled: Tensor,
                 timestep: Any, img_ids: Any, txt_ids: Any, guidance: Any = None, *,
-                rotary: tuple[Tensor, Tensor] | None = None) -> Tensor:
+                rotary: tuple[Tensor, Tensor] | None = None,
+                cache: BranchCache | None = None) -> Tensor:
         """hidden_states (B, Li, in_channels): packed latents; encoder_hidden_states
         (B, Lt, joint_attention_dim): T5 states; pooled (B, pooled_projection_dim): CLIP's
         pooled output; timestep (B,) in [0, 1] (sigmas); guidance (B,) the distilled CFG
         scale (dev; None for schnell): host numbers, or float32 Tensors to capture a step;
         img_ids (Li, 3), txt_ids (Lt, 3) positions, or their tables precomputed once per
-        picture size by `rotary` (the ids are then unused).
+        picture size by `rotary` (the ids are then unused). `cache`: a step cache branch
+        (`step_cache.StepCache.branch()`) the blocks run through, its calls in step order.
         """
         cfg = self.config
         if (guidance is None) == bool(cfg["guidance_embeds"]):
@@ -130,14 +133,23 @@ class FluxTransformer2DModel(nn.Module):
         x = self.x_embedder(hidden_states)
         context = self.context_embedder(encoder_hidden_states)
         tables = rotary if rotary is not None else self.rotary(txt_ids, img_ids)
-        # 2. double-stream blocks, then one stream of text + image tokens
-        for block in self.transformer_blocks:
-            x, context = block(x, context, temb, tables)
-        text_length = context.shape[1]
-        x = concatenate([context, x], axis=1)
-        for single in self.single_transformer_blocks:
-            x = single(x, temb, tables)
-        x = take_slice(x, text_length, x.shape[1], axis=1)
+        # 2. double-stream blocks, then one stream of text + image tokens (the first block
+        # apart: a step cache decides after it whether the others run)
+        blocks = list(self.transformer_blocks)
+
+        def head(x: Tensor, context: Tensor) -> tuple[Tensor, Tensor]:
+            return blocks[0](x, context, temb, tables) if blocks else (x, context)
+
+        def tail(x: Tensor, context: Tensor) -> Tensor:
+            for block in blocks[1:]:
+                x, context = block(x, context, temb, tables)
+            text_length = context.shape[1]
+            x = concatenate([context, x], axis=1)
+            for single in self.single_transformer_blocks:
+                x = single(x, temb, tables)
+            return take_slice(x, text_length, x.shape[1], axis=1)
+
+        x = run_blocks(cache, x, context, head, tail)
         # 3. final modulated norm and projection
         return self.proj_out(self.norm_out(x, temb))
 

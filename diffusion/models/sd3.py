@@ -18,6 +18,7 @@ from .dit_layers import (
     JointTransformerBlock,
 )
 from .layers import Place, to_tokens
+from .step_cache import BranchCache, run_blocks
 
 _DEFAULTS: dict[str, Any] = {
     "sample_size": 128, "patch_size": 2, "in_channels": 16, "num_layers": 18,
@@ -88,12 +89,14 @@ class SD3Transformer2DModel(nn.Module):
         self.proj_out = nn.Linear(dim, cfg["patch_size"] ** 2 * cfg["out_channels"], **place)
 
     def forward(self, hidden_states: Tensor, encoder_hidden_states: Tensor, pooled: Tensor,
-                timestep: Any, *, skip_layers: Collection[int] = ()) -> Tensor:
+                timestep: Any, *, skip_layers: Collection[int] = (),
+                cache: BranchCache | None = None) -> Tensor:
         """hidden_states (B, C, H, W) latents (H, W multiples of patch_size);
         encoder_hidden_states (B, L, joint_attention_dim): CLIP-L + CLIP-G + T5 states;
         pooled (B, pooled_projection_dim); timestep (B,) in 0..1000 (sigma x 1000, as
         StableDiffusion3Pipeline passes it). `skip_layers`: block indices left out (SD3.5's
-        skip-layer guidance)."""
+        skip-layer guidance). `cache`: a step cache branch (`step_cache.StepCache.branch()`)
+        the blocks run through, its calls in step order."""
         batch, _, height, width = hidden_states.shape
         patch = self.config["patch_size"]
         if height % patch or width % patch:
@@ -103,10 +106,20 @@ class SD3Transformer2DModel(nn.Module):
         x = self.pos_embed(hidden_states)
         temb = self.time_text_embed(timestep, pooled)
         context = self.context_embedder(encoder_hidden_states)
-        # 2. joint blocks; the last one ends the text stream
-        for index, block in enumerate(self.transformer_blocks):
-            if index not in skip_layers:
+        # 2. joint blocks; the last one ends the text stream (the first apart: a step cache
+        # decides after it whether the others run)
+        blocks = [block for index, block in enumerate(self.transformer_blocks)
+                  if index not in skip_layers]
+
+        def head(x: Tensor, context: Tensor) -> tuple[Tensor, Tensor]:
+            return blocks[0](x, context, temb) if blocks else (x, context)
+
+        def tail(x: Tensor, context: Tensor) -> Tensor:
+            for block in blocks[1:]:
                 x, context = block(x, context, temb)
+            return x
+
+        x = run_blocks(cache, x, context, head, tail)
         # 3. final modulated norm, projection back to patches, patches back to a picture
         out = self.proj_out(self.norm_out(x, temb))
         rows, columns, channels = height // patch, width // patch, self.config["out_channels"]

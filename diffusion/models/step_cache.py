@@ -1,0 +1,222 @@
+"""Step caching for the diffusion transformers (FLUX, SD3): a denoising step that would change
+little reuses what the transformer's blocks added at an earlier step instead of running them.
+
+Two methods, each exactly as diffusers' hooks run it (`diffusers.hooks`):
+
+- **First Block Cache** ("fbc"; `FirstBlockCacheConfig(threshold)`, ParaAttention's dynamic
+  cache): the first block always runs. When the mean absolute change of its residual (output
+  minus input) since the last fully computed step, relative to that residual's mean absolute
+  value, is at most `threshold`, the other blocks are skipped and their residual of that step
+  is added instead. Works for any transformer; ComfyUI's users run FLUX at 0.08-0.12.
+- **MagCache** ("magcache"; `MagCacheConfig(threshold, max_skip_steps=3, retention_ratio=0.2,
+  mag_ratios=FLUX_MAG_RATIOS)`): the decision comes from the schedule alone. The per-step ratios
+  of the residual's magnitude measured on FLUX (MagCache's published table, `FLUX_MAG_RATIOS`)
+  are multiplied while steps are skipped; the accumulated |1 - ratio| past `threshold`, more than
+  `max_skip_steps` skipped in a row, or the first `retention_ratio` of the steps compute. A
+  skipped step adds the last computed residual (final image tokens minus the first block's
+  input) to the input. FLUX only: its ratios are FLUX's.
+
+A `StepCache` is one generation's setting; every model input that is predicted separately (a
+guidance branch, diffusers' `cache_context("cond")` / `("uncond")`) takes its own `branch()`,
+which the transformer's `forward(..., cache=branch)` runs its blocks through (`run_blocks`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+import gpustd
+from gpustd import Tensor
+
+__all__ = ["CACHE_KINDS", "FLUX_MAG_RATIOS", "CacheSpec", "FirstBlockCache", "MagCache",
+           "StepCache", "run_blocks"]
+
+# Head: the first block, (image, text) -> (image, text); tail: every other block and what
+# follows them up to the final norm, (image, text) -> image tokens. The text stream may end
+# inside the blocks (SD3's last block returns None for it).
+Head = Callable[[Tensor, Any], tuple[Tensor, Any]]
+Tail = Callable[[Tensor, Any], Tensor]
+
+# MagCache's magnitude ratios of FLUX.1 (28 steps; diffusers' `FLUX_MAG_RATIOS`, from
+# https://github.com/Zehong-Ma/MagCache), stretched to other step counts by nearest index
+FLUX_MAG_RATIOS = (
+    1.0, 1.21094, 1.11719, 1.07812, 1.0625, 1.03906, 1.03125, 1.03906, 1.02344, 1.03125,
+    1.02344, 0.98047, 1.01562, 1.00781, 1.0, 1.00781, 1.0, 1.00781, 1.0, 1.0, 0.99609, 0.99609,
+    0.98047, 0.98828, 0.96484, 0.95703, 0.93359, 0.89062)
+
+# kind -> (default threshold, what it is); the defaults are the values FLUX users run:
+# ComfyUI's First Block Cache node (WaveSpeed) suggests 0.12, diffusers' MagCache 0.06
+CACHE_KINDS: dict[str, tuple[float, str]] = {
+    "fbc": (0.12, "First Block Cache"),
+    "magcache": (0.06, "MagCache"),
+}
+
+
+class BranchCache(Protocol):
+    """One guidance branch's cache state: runs the blocks, counts the calls it computed."""
+
+    calls: int
+    computed: int
+
+    def run(self, x: Tensor, context: Tensor, head: Head, tail: Tail) -> Tensor: ...
+
+
+def run_blocks(cache: BranchCache | None, x: Tensor, context: Tensor, head: Head,
+               tail: Tail) -> Tensor:
+    """The blocks of a transformer, through `cache` where one is given."""
+    if cache is None:
+        return tail(*head(x, context))
+    return cache.run(x, context, head, tail)
+
+
+def _mean_abs(x: Tensor) -> float:
+    return float(gpustd.mean(gpustd.abs(x)).numpy())
+
+
+class FirstBlockCache:
+    """First Block Cache's state for one branch. diffusers: `apply_first_block_cache(
+    transformer, FirstBlockCacheConfig(threshold))` with the calls in one `cache_context`."""
+
+    def __init__(self, threshold: float) -> None:
+        self.threshold = float(threshold)
+        self.calls = self.computed = 0
+        self._head_residual: Tensor | None = None  # of the last fully computed call
+        self._tail_residual: Tensor | None = None
+
+    def run(self, x: Tensor, context: Tensor, head: Head, tail: Tail) -> Tensor:
+        self.calls += 1
+        # 1. the first block, and how far its residual moved since the last computed call
+        first, text = head(x, context)
+        residual = first - x
+        # 2. close enough: the other blocks' residual of that call instead of the blocks
+        if self._head_residual is not None and self._tail_residual is not None:
+            previous = self._head_residual
+            change = _mean_abs(residual - previous) / _mean_abs(previous)
+            if not change > self.threshold:
+                return first + self._tail_residual
+        # 3. else every block, and the residuals kept for the calls that follow
+        out = tail(first, text)
+        self._head_residual, self._tail_residual = residual, out - first
+        self.computed += 1
+        return out
+
+
+class MagCache:
+    """MagCache's state for one branch of `steps` calls. diffusers: `apply_mag_cache(
+    transformer, MagCacheConfig(threshold, max_skip_steps, retention_ratio, steps,
+    mag_ratios))`; float32 accumulators, as its ratio tensor makes them."""
+
+    def __init__(self, threshold: float, steps: int, *,
+                 mag_ratios: tuple[float, ...] = FLUX_MAG_RATIOS, max_skip_steps: int = 3,
+                 retention_ratio: float = 0.2) -> None:
+        self.threshold, self.steps = np.float32(threshold), int(steps)
+        self.max_skip_steps = int(max_skip_steps)
+        self.retention = int(retention_ratio * self.steps + 0.5)
+        self.ratios = _nearest(np.asarray(mag_ratios, np.float32), self.steps)
+        self.calls = self.computed = 0
+        self._start()
+
+    def _start(self) -> None:
+        self._step, self._residual = 0, None
+        self._ratio, self._error, self._skipped = np.float32(1.0), np.float32(0.0), 0
+
+    def _skip(self) -> bool:
+        step = self._step
+        if step < self.retention:
+            return False
+        self._ratio = np.float32(self._ratio * (self.ratios[step] if step < len(self.ratios)
+                                                else np.float32(1.0)))
+        self._skipped += 1
+        self._error = np.float32(self._error + np.float32(np.abs(np.float32(1.0) - self._ratio)))
+        if (self._residual is not None and self._error <= self.threshold
+                and self._skipped <= self.max_skip_steps):
+            return True
+        self._ratio, self._error, self._skipped = np.float32(1.0), np.float32(0.0), 0
+        return False
+
+    def run(self, x: Tensor, context: Tensor, head: Head, tail: Tail) -> Tensor:
+        self.calls += 1
+        # 1. skipped: the input plus the last computed residual
+        if self._skip():
+            assert self._residual is not None
+            out = x + self._residual
+        # 2. computed: the residual of every block kept
+        else:
+            out = tail(*head(x, context))
+            self._residual = out - x
+            self.computed += 1
+        # 3. the next step; after the last, a fresh start (a second picture)
+        self._step += 1
+        if self._step >= self.steps:
+            self._start()
+        return out
+
+
+def _nearest(ratios: np.ndarray, length: int) -> np.ndarray:
+    """`ratios` stretched to `length` by nearest index. diffusers: `mag_cache.nearest_interp`."""
+    if length == 1:
+        return ratios[-1:]
+    scale = np.float32((len(ratios) - 1) / (length - 1))
+    return ratios[np.round(np.arange(length, dtype=np.float32) * scale).astype(np.int64)]
+
+
+@dataclass(frozen=True)
+class CacheSpec:
+    """A step cache setting: `kind` (a CACHE_KINDS key) and its `threshold`."""
+
+    kind: str
+    threshold: float
+
+    @classmethod
+    def parse(cls, text: str) -> CacheSpec:
+        """"fbc:0.12", "magcache:0.06", or the kind alone for its default threshold;
+        ValueError in one line for anything else."""
+        kind, _, value = str(text).strip().lower().partition(":")
+        kinds = ", ".join(f"{name}[:THRESHOLD] ({what}, default {default:g})"
+                          for name, (default, what) in CACHE_KINDS.items())
+        if kind not in CACHE_KINDS:
+            raise ValueError(f"cache {text!r} is not one of {kinds}; e.g. fbc:0.12")
+        try:
+            threshold = float(value) if value else CACHE_KINDS[kind][0]
+        except ValueError:
+            raise ValueError(f"cache threshold {value!r} is not a number; e.g. "
+                             f"{kind}:{CACHE_KINDS[kind][0]:g}") from None
+        if not 0 <= threshold < 10:
+            raise ValueError(f"cache threshold must be in [0, 10), got {value}; e.g. "
+                             f"{kind}:{CACHE_KINDS[kind][0]:g}")
+        return cls(kind, threshold)
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind} {self.threshold:g}"
+
+
+class StepCache:
+    """One generation's step cache: a `branch()` per separately predicted input, and the
+    count of calls computed for the infotext (`summary`)."""
+
+    def __init__(self, spec: CacheSpec, steps: int) -> None:
+        self.spec, self.steps = spec, int(steps)
+        self.branches: list[BranchCache] = []
+
+    def branch(self, steps: int | None = None) -> BranchCache:
+        """A fresh state for one input's calls (MagCache: `steps` of them, else the
+        generation's)."""
+        state: BranchCache
+        if self.spec.kind == "magcache":
+            state = MagCache(self.spec.threshold, steps or self.steps)
+        else:
+            state = FirstBlockCache(self.spec.threshold)
+        self.branches.append(state)
+        return state
+
+    def summary(self) -> str:
+        """"fbc 0.12, 14/28 steps computed" (model calls when several branches ran)."""
+        calls = sum(b.calls for b in self.branches)
+        computed = sum(b.computed for b in self.branches)
+        unit = "steps" if len(self.branches) == 1 else "model calls"
+        return f"{self.spec.label}, {computed}/{calls} {unit} computed"
