@@ -116,6 +116,7 @@ def format_infotext(settings: Mapping[str, Any], *, batch_pos: int | None = None
         if settings.get("refiner") else None,
         "ENSD": int(settings["ensd"]) if settings.get("ensd") else None,
         "RNG": "CPU" if settings.get("rng") == "torch" else None,
+        "Cache": settings.get("cache") or None,  # step caching: kind, threshold, steps run
         **_hires_fields(settings),
         # inpainting (diffusion.pipelines.inpaint_plan), in the order the WebUI adds them:
         # "Inpaint not masked", the blur, "Only masked" with its padding (even at 0), the
@@ -213,7 +214,7 @@ _CONVERSIONS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "Hires resize": ("hires_resize", lambda v: tuple(int(n) for n in v.split("x"))),
     "Lora hashes": ("lora_hashes", str), "TI hashes": ("ti_hashes", str),
     "VAE hash": ("vae_hash", str), "VAE": ("vae", str), "Refiner": ("refiner", str),
-    "Refiner switch at": ("refiner_switch_at", float),
+    "Refiner switch at": ("refiner_switch_at", float), "Cache": ("cache", str),
     "Seed resize from": ("seed_resize_from", lambda v: tuple(int(n) for n in v.split("x"))),
     "Mask mode": ("mask_mode", str), "Mask blur": ("mask_blur", int),
     "Inpaint area": ("inpaint_area", str),

@@ -173,9 +173,10 @@ class CacheSpec:
 
     @classmethod
     def parse(cls, text: str) -> CacheSpec:
-        """"fbc:0.12", "magcache:0.06", or the kind alone for its default threshold;
-        ValueError in one line for anything else."""
-        kind, _, value = str(text).strip().lower().partition(":")
+        """"fbc:0.12", "magcache:0.06", or the kind alone for its default threshold; also
+        the infotext's "fbc 0.12, 14/28 steps computed". ValueError in one line for anything
+        else."""
+        kind, _, value = str(text).split(",")[0].strip().lower().replace(" ", ":").partition(":")
         kinds = ", ".join(f"{name}[:THRESHOLD] ({what}, default {default:g})"
                           for name, (default, what) in CACHE_KINDS.items())
         if kind not in CACHE_KINDS:

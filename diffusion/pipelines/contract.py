@@ -20,6 +20,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from ..models.step_cache import CacheSpec
+
 __all__ = ["GUIDANCE_KINDS", "Capabilities", "GenerationResult", "LoadOptions", "Pipeline",
            "Placement", "SamplingDefaults"]
 
@@ -102,6 +104,7 @@ class Capabilities:
     memory_modes: bool = True  # --medvram, --lowvram, --max-vram
     inpainting_model: bool = False  # a 9-channel UNet: needs an init image and a mask
     turbo: bool = False  # adversarially distilled: 1-4 steps without guidance
+    step_cache: tuple[str, ...] = ()  # the step cache kinds it runs (models.step_cache)
     models: str = ""  # what messages call the family's models ("" : "<family> models")
 
     def __post_init__(self) -> None:
@@ -131,6 +134,12 @@ class Capabilities:
         for asked, what in unsupported:
             if asked:
                 raise ValueError(f"{what}: not supported for {self._name} yet; leave it out")
+        if request.cache is not None:
+            kind = CacheSpec.parse(request.cache).kind
+            if kind not in self.step_cache:
+                runs = (f"; it runs {' or '.join(self.step_cache)}" if self.step_cache
+                        else "; leave --cache out")
+                raise ValueError(f"step cache {kind} is not supported for {self._name}{runs}")
         if diffusers and request.hires is not None and not self.hires_with_diffusers:
             raise ValueError(f"the hires fix runs with the WebUI samplers "
                              f"({', '.join(self.samplers or ())}) on {self._name}, not "

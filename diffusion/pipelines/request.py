@@ -30,6 +30,7 @@ from dataclasses import Field, dataclass, field, fields, replace
 from numbers import Integral, Real
 from typing import Any
 
+from ..models.step_cache import CacheSpec
 from ..noise.rng import RNG_SOURCES
 from ..sampling.kdiffusion import DIFFUSERS, SamplerOptions
 from ..sampling.samplers import lookup, resolve
@@ -163,6 +164,13 @@ class GenerationRequest:
     # server build them from diffusion.pipelines.control_spec.ControlSpec), written to the
     # infotext as the extension writes them ("ControlNet N: ...")
     control: tuple[Any, ...] = field(default=(), metadata=_label("ControlNet"))
+    # step caching of the diffusion transformers (diffusion.models.step_cache): "fbc:0.12"
+    # (First Block Cache), "magcache:0.06" (MagCache, FLUX), the kind alone for its default
+    cache: str | None = field(default=None, metadata=_label(
+        "Cache", api="cache",
+        cli="step caching, KIND[:THRESHOLD]: fbc (First Block Cache, FLUX and SD3; 0.12) or "
+            "magcache (MagCache, FLUX; 0.06). Skipped steps reuse the transformer's last "
+            "computed residual: faster, a little less detail; higher thresholds skip more"))
 
     def __post_init__(self) -> None:
         _check(self)
@@ -238,6 +246,8 @@ def _check(r: GenerationRequest) -> None:
     _whole("eta_noise_seed_delta", r.eta_noise_seed_delta, 0)
     _number("subseed_strength", r.subseed_strength, 0, 1)
     _number("strength", r.strength, 0, 1, open_low=True)
+    if r.cache is not None:
+        CacheSpec.parse(r.cache)
     switch = r.refiner_switch_at
     if isinstance(switch, bool) or not isinstance(switch, Real) or not 0 < switch < 1:
         raise ValueError("refiner_switch_at must be a fraction of the sampling between 0 and 1 "

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from ...imaging import to_unit_image
+from ...models.step_cache import StepCache
 from ...noise.rng import make_generator
 from ...sampling.model_sampling import FlowSchedule
 from ...upscalers.interpolation import crop_latents, upscale_image, upscale_latents
@@ -46,7 +47,8 @@ class FlowPasses(Protocol):
     def scheduler_config(self) -> dict[str, Any]: ...
 
     def guided_flow(self, request: GenerationRequest, prompts: list[str], width: int,
-                    height: int) -> tuple[Flow, tuple[int, ...], float | None]: ...
+                    height: int, cache: StepCache | None = None
+                    ) -> tuple[Flow, tuple[int, ...], float | None]: ...
 
 
 def hires_size(model: FlowPasses, request: GenerationRequest, width: int, height: int
@@ -62,9 +64,10 @@ def hires_size(model: FlowPasses, request: GenerationRequest, width: int, height
 
 def run_hires(model: FlowPasses, request: GenerationRequest, label: str, prompts: list[str],
               seeds: list[int], latents: np.ndarray, width: int, height: int,
-              observer: Observer) -> np.ndarray:
+              observer: Observer, *, cache: StepCache | None = None) -> np.ndarray:
     """The final latents of the hires pass that follows the first pass's `latents` (made at
-    width x height) of `model` with WebUI sampler `label`."""
+    width x height) of `model` with WebUI sampler `label`; `cache`: the generation's step
+    cache (the second pass's flows take branches of their own)."""
     hires = request.hires
     assert hires is not None
     w, h = hires_size(model, request, width, height)
@@ -88,7 +91,7 @@ def run_hires(model: FlowPasses, request: GenerationRequest, label: str, prompts
     # 2. the stretched schedule at the new size, its last `steps` from the upscaled latents,
     # FLUX dev guided by the hires pass's own distilled CFG (Forge's hr_distilled_cfg)
     second = replace(request, distilled_cfg_scale=request.hr_distilled_cfg)
-    flow, shape, mu = model.guided_flow(second, prompts, w, h)
+    flow, shape, mu = model.guided_flow(second, prompts, w, h, cache)
     steps, total = hires.schedule_steps(int(request.steps))
     return sample_flow(flow, label, FlowSchedule(model.scheduler_config, mu=mu), total,
                        seeds=seeds, rng=request.rng, shape=shape,

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from ...imaging import latent_mask, to_unit_image
+from ...models.step_cache import CacheSpec, StepCache
 from ...noise.rng import make_generator
 from ...sampling.guidance import combine
 from ...sampling.kdiffusion import DIFFUSERS, SamplerOptions
@@ -110,8 +111,9 @@ class FlowModel:
     @property
     def capabilities(self) -> Capabilities:
         """The WebUI samplers defined for flow models over the Simple schedule, plain-text
-        prompts with LoRA tags, the hires fix; no refiner, control units, variation seeds or
-        memory modes yet."""
+        prompts with LoRA tags, the hires fix, step caching (First Block Cache; MagCache on
+        FLUX, whose ratios it has); no refiner, control units, variation seeds or memory
+        modes yet."""
         guidance = ("cfg" if self.family in _CFG_FAMILIES else
                     "distilled" if self.distilled else "none")
         no = dict.fromkeys(("prompt_syntax", "textual_inversion", "refiner", "control",
@@ -119,7 +121,9 @@ class FlowModel:
                             "latent_masked_content", "memory_modes"), False)
         return Capabilities(family=self.family, latent_space=self.family.split("-")[0],
                             guidance=guidance, samplers=tuple(FLOW_SAMPLERS),
-                            schedules=FLOW_SCHEDULES, models="flow-matching models", **no)
+                            schedules=FLOW_SCHEDULES, models="flow-matching models",
+                            step_cache=("fbc",) if self.family == "sd3" else ("fbc", "magcache"),
+                            **no)
 
     @property
     def placement(self) -> Placement:
@@ -168,19 +172,23 @@ class FlowModel:
         label = request.sampler_label[0]
         batch = int(request.batch_size)
         prompts = [extract_extra_networks(request.prompt)[0]] * batch
+        cache = (None if request.cache is None
+                 else StepCache(CacheSpec.parse(request.cache), int(request.steps)))
         if label == DIFFUSERS:
-            latents = self._diffusers(request, prompts, seed, width, height, observer)
+            latents = self._diffusers(request, prompts, seed, width, height, observer, cache)
             seeds = [seed] * batch
         else:
             seeds = [seed + k for k in range(batch)]
-            latents = self._webui(request, label, prompts, seeds, width, height, observer)
+            latents = self._webui(request, label, prompts, seeds, width, height, observer,
+                                  cache)
             if request.hires is not None:
                 latents = run_hires(self, request, label, prompts, seeds, latents, width,
-                                    height, observer)
+                                    height, observer, cache=cache)
         fields: dict[str, Any] = dict(
             scheduler=None if label == DIFFUSERS else "Simple",
             distilled_cfg_scale=float(request.distilled_cfg_scale) if self.distilled else None,
-            seeds=seeds, clip_skip=0, modules=self.modules)
+            seeds=seeds, clip_skip=0, modules=self.modules,
+            cache=None if cache is None else cache.summary())
         if label != DIFFUSERS:
             info = lookup(label)
             fields.update(sampler_fields(
@@ -218,7 +226,8 @@ class FlowModel:
         return {"guidance_scale": float(request.distilled_cfg_scale), **length}
 
     def _diffusers(self, request: GenerationRequest, prompts: list[str], seed: int,
-                   width: int, height: int, observer: Observer) -> np.ndarray:
+                   width: int, height: int, observer: Observer,
+                   cache: StepCache | None) -> np.ndarray:
         if self.family not in _CFG_FAMILIES and request.cfg_scale != 1:
             raise ValueError("FLUX with the 'diffusers' sampler runs without CFG (its guidance "
                              "is distilled_cfg_scale): set cfg_scale 1, or pick a WebUI sampler "
@@ -228,16 +237,18 @@ class FlowModel:
             "strength": float(request.strength)}
         return self.pipe(prompts, height=height, width=width,
                          num_inference_steps=int(request.steps), seed=seed, rng=request.rng,
-                         callback=observer.step, output_type="latent",
+                         callback=observer.step, output_type="latent", cache=cache,
                          **self._guidance(request), **images)
 
     def guided_flow(self, request: GenerationRequest, prompts: list[str], width: int,
-                    height: int) -> tuple[Callable[[np.ndarray, float], np.ndarray],
-                                          tuple[int, ...], float | None]:
+                    height: int, cache: StepCache | None = None
+                    ) -> tuple[Callable[[np.ndarray, float], np.ndarray], tuple[int, ...],
+                               float | None]:
         """The guided flow of `prompts` at width x height, its latents' shape and the
         schedule's mu; FLUX with CFG above 1: the negative prompt's flow combined in (true
-        CFG, guidance.combine), SD3's CFG inside its velocity."""
-        size = {"height": height, "width": width}
+        CFG, guidance.combine), SD3's CFG inside its velocity. `cache`: the generation's step
+        cache (each prompt's flow a branch of it)."""
+        size = {"height": height, "width": width, "cache": cache}
         flow, shape, mu = self.pipe.velocity(prompts, **size, **self._guidance(request))
         cfg = float(request.cfg_scale)
         if self.family in _CFG_FAMILIES or cfg == 1:
@@ -252,8 +263,9 @@ class FlowModel:
         return guided, shape, mu
 
     def _webui(self, request: GenerationRequest, label: str, prompts: list[str],
-               seeds: list[int], width: int, height: int, observer: Observer) -> np.ndarray:
-        flow, shape, mu = self.guided_flow(request, prompts, width, height)
+               seeds: list[int], width: int, height: int, observer: Observer,
+               cache: StepCache | None) -> np.ndarray:
+        flow, shape, mu = self.guided_flow(request, prompts, width, height, cache)
         init = keep = None
         if request.init_image is not None:
             # the init image's latents drawn from the VAE's posterior with the first seed

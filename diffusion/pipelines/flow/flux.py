@@ -26,6 +26,7 @@ from ...loaders.component import load_component
 from ...loaders.flow.flux_file import load_flux_file
 from ...loaders.flow.gguf import load_flux_gguf
 from ...models import AutoencoderKL, CLIPTextModel, FluxTransformer2DModel, T5EncoderModel
+from ...models.step_cache import StepCache
 from ...noise.rng import make_generator
 from ...sampling.model_sampling import calculate_shift
 from ...sampling.schedulers.flow_match_euler import FlowMatchEulerDiscreteScheduler
@@ -135,12 +136,14 @@ class FluxPipeline:
         return states.astype(dtype), pooled.astype(dtype)
 
     def velocity(self, prompts: Sequence[str], *, height: int, width: int,
-                 guidance_scale: float = 3.5, max_sequence_length: int = 512
+                 guidance_scale: float = 3.5, max_sequence_length: int = 512,
+                 cache: StepCache | None = None
                  ) -> tuple[Callable[[np.ndarray, float], np.ndarray], tuple[int, ...], float]:
         """The transformer as `flow(x, t)` for `prompts` at height x width: x (B, C, h, w)
         float32 latents, t the scheduler's timestep (0..1000), the predicted flow back
         unpacked (float32); also the latents' shape and the schedule's `mu` (dev's shift by
-        the number of image tokens, None for a constant shift)."""
+        the number of image tokens, None for a constant shift). `cache`: the generation's
+        step cache, of which this flow takes a branch of its own."""
         scale = self.vae_scale_factor * 2
         if height < scale or width < scale:
             raise ValueError(f"height and width must be at least {scale}, got {height}x{width}")
@@ -154,11 +157,13 @@ class FluxPipeline:
                     if config["guidance_embeds"] else None)
         rotary = self.transformer.rotary(np.zeros((states.shape[1], 3), np.float32),
                                          image_ids(h // 2, w // 2))
+        branch = None if cache is None else cache.branch()
 
         def flow(x: np.ndarray, t: float) -> np.ndarray:
             timestep = np.full(batch, np.float32(t) / np.float32(1000), np.float32)
             out = self.transformer(asarray(pack_latents(x), dtype=dtype, device=device), states,
-                                   pooled, timestep, None, None, guidance, rotary=rotary)
+                                   pooled, timestep, None, None, guidance, rotary=rotary,
+                                   cache=branch)
             return unpack_latents(out.numpy().astype(np.float32), h, w)
 
         mu = calculate_shift((h // 2) * (w // 2), self.scheduler_config)
@@ -169,23 +174,24 @@ class FluxPipeline:
                  rng: str = "torch", max_sequence_length: int = 512,
                  latents: np.ndarray | None = None, image: Any = None, mask_image: Any = None,
                  strength: float = 0.6, callback: StepCallback | None = None,
-                 output_type: str = "np") -> np.ndarray:
+                 output_type: str = "np", cache: StepCache | None = None) -> np.ndarray:
         """Pictures for `prompt` (one or a list): float images in [0, 1], (B, height, width,
         3) ("np"), or the final latents (B, 16, H/8, W/8) ("latent"). `guidance_scale` is
         dev's distilled guidance (ignored by schnell, which embeds none). `seed` and `rng`
         ("torch": torch's CPU generator, as diffusers; "numpy") draw the starting noise unless
         `latents` (B, 16, H/8, W/8) is given. `image` (PIL or HxWx3 uint8; with `mask_image`,
         white = repaint) starts from that picture at `strength`. `callback(done, total,
-        latents)` after every step (False stops). diffusers: `FluxPipeline(prompt, height=,
-        width=, num_inference_steps=, guidance_scale=, generator=torch.Generator()
-        .manual_seed(seed), output_type="np").images`; with `image`, FluxImg2ImgPipeline's
+        latents)` after every step (False stops); `cache`: step caching (`velocity`).
+        diffusers: `FluxPipeline(prompt, height=, width=, num_inference_steps=,
+        guidance_scale=, generator=torch.Generator().manual_seed(seed),
+        output_type="np").images`; with `image`, FluxImg2ImgPipeline's
         (and `mask_image`, FluxInpaintPipeline's) call with `strength=`."""
         prompts = check_call(prompt, rng=rng, output_type=output_type, steps=num_inference_steps)
         device = self.transformer.x_embedder.weight.device
         # 1. conditioning, as a function of the latents and the timestep
         flow, shape, mu = self.velocity(prompts, height=height, width=width,
                                         guidance_scale=guidance_scale,
-                                        max_sequence_length=max_sequence_length)
+                                        max_sequence_length=max_sequence_length, cache=cache)
         # 2. the schedule: sigmas 1 .. 1/n, shifted (dev: by the number of image tokens)
         scheduler = FlowMatchEulerDiscreteScheduler.from_config(self.scheduler_config)
         sigmas = np.linspace(1.0, 1 / num_inference_steps, num_inference_steps)

@@ -25,6 +25,7 @@ from ...loaders.component import load_component
 from ...loaders.flow.gguf import load_sd3_gguf
 from ...loaders.flow.sd3_file import load_sd3_file
 from ...models import AutoencoderKL, CLIPTextModel, SD3Transformer2DModel, T5EncoderModel
+from ...models.step_cache import StepCache
 from ...noise.rng import make_generator
 from ...sampling.guidance import combine
 from ...sampling.model_sampling import calculate_shift
@@ -130,13 +131,15 @@ class StableDiffusion3Pipeline:
 
     def velocity(self, prompts: Sequence[str], *, height: int, width: int,
                  negative_prompt: str = "", guidance_scale: float = 7.0,
-                 max_sequence_length: int = 256
+                 max_sequence_length: int = 256, cache: StepCache | None = None
                  ) -> tuple[Callable[[np.ndarray, float], np.ndarray], tuple[int, ...],
                             float | None]:
         """The guided transformer as `flow(x, t)` for `prompts` at height x width: x (B, C,
         h, w) float32 latents, t the scheduler's timestep (0..1000); guidance applies when
         guidance_scale > 1 (the `negative_prompt` for every row). Also the latents' shape and
-        the schedule's `mu` (None unless the config shifts by picture size)."""
+        the schedule's `mu` (None unless the config shifts by picture size). `cache`: the
+        generation's step cache, of which this flow takes a branch (one: CFG's rows are one
+        call)."""
         config = self.transformer.config
         multiple = self.vae_scale_factor * config["patch_size"]
         if height % multiple or width % multiple or not height or not width:
@@ -153,11 +156,13 @@ class StableDiffusion3Pipeline:
             pooled = np.concatenate([negative[1], pooled])
         states_gpu = asarray(states, dtype=dtype, device=device)
         pooled_gpu = asarray(pooled, dtype=dtype, device=device)
+        branch = None if cache is None else cache.branch()
 
         def flow(x: np.ndarray, t: float) -> np.ndarray:
             model_in = np.concatenate([x, x]) if guided else x
             out = self.transformer(asarray(model_in, dtype=dtype, device=device), states_gpu,
-                                   pooled_gpu, np.full(len(model_in), t, np.float32))
+                                   pooled_gpu, np.full(len(model_in), t, np.float32),
+                                   cache=branch)
             out = out.numpy().astype(np.float32)
             if not guided:
                 return out
@@ -177,11 +182,12 @@ class StableDiffusion3Pipeline:
                  guidance_scale: float = 7.0, seed: int = 0, rng: str = "torch",
                  max_sequence_length: int = 256, latents: np.ndarray | None = None,
                  image: Any = None, mask_image: Any = None, strength: float = 0.6,
-                 callback: StepCallback | None = None, output_type: str = "np") -> np.ndarray:
+                 callback: StepCallback | None = None, output_type: str = "np",
+                 cache: StepCache | None = None) -> np.ndarray:
         """Pictures for `prompt`: float images in [0, 1], (B, height, width, 3) ("np"), or the
         final latents ("latent"). Guidance applies when guidance_scale > 1 (the
         `negative_prompt` for every row). `seed`/`rng`, `image`/`mask_image`/`strength` and
-        `callback` as FluxPipeline. diffusers: `StableDiffusion3Pipeline(prompt,
+        `callback` and `cache` as FluxPipeline. diffusers: `StableDiffusion3Pipeline(prompt,
         negative_prompt=, height=, width=, num_inference_steps=, guidance_scale=,
         generator=torch.Generator().manual_seed(seed), output_type="np").images`; with
         `image`, StableDiffusion3Img2ImgPipeline's (and `mask_image`,
@@ -192,7 +198,7 @@ class StableDiffusion3Pipeline:
         flow, shape, mu = self.velocity(prompts, height=height, width=width,
                                         negative_prompt=negative_prompt,
                                         guidance_scale=guidance_scale,
-                                        max_sequence_length=max_sequence_length)
+                                        max_sequence_length=max_sequence_length, cache=cache)
         # 2. the shifted schedule
         scheduler = FlowMatchEulerDiscreteScheduler.from_config(self.scheduler_config)
         scheduler.set_timesteps(num_inference_steps, mu=mu)
