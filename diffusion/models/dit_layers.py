@@ -187,6 +187,12 @@ class JointTransformerBlock(nn.Module):
         if not context_pre_only:
             self.ff_context = FeedForward(dim, place)
 
+    def modulated_input(self, x: Tensor, temb: Tensor) -> Tensor:
+        """The image stream's first modulated norm, what attention reads (TeaCache's
+        measure). diffusers: `block.norm1(x, emb=temb)[0]`."""
+        shift, scale = self.norm1(temb)[:2]
+        return modulate(layer_norm(x), shift, scale)
+
     def forward(self, x: Tensor, context: Tensor, temb: Tensor,
                 rotary: Rope = None) -> tuple[Tensor, Tensor | None]:
         """(image (B, Lx, dim), text (B, Lc, dim) or None after a context_pre_only block)."""

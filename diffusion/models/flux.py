@@ -149,7 +149,10 @@ class FluxTransformer2DModel(nn.Module):
                 x = single(x, temb, tables)
             return take_slice(x, text_length, x.shape[1], axis=1)
 
-        x = run_blocks(cache, x, context, head, tail)
+        def probe(x: Tensor) -> Tensor:
+            return blocks[0].modulated_input(x, temb)
+
+        x = run_blocks(cache, x, context, head, tail, probe if blocks else None)
         # 3. final modulated norm and projection
         return self.proj_out(self.norm_out(x, temb))
 

@@ -1,7 +1,8 @@
 """Step caching for the diffusion transformers (FLUX, SD3): a denoising step that would change
 little reuses what the transformer's blocks added at an earlier step instead of running them.
 
-Two methods, each exactly as diffusers' hooks run it (`diffusers.hooks`):
+Three methods; the first two exactly as diffusers' hooks run them (`diffusers.hooks`), the
+third as its authors' FLUX code does (diffusers has no TeaCache hook):
 
 - **First Block Cache** ("fbc"; `FirstBlockCacheConfig(threshold)`, ParaAttention's dynamic
   cache): the first block always runs. When the mean absolute change of its residual (output
@@ -15,6 +16,12 @@ Two methods, each exactly as diffusers' hooks run it (`diffusers.hooks`):
   `max_skip_steps` skipped in a row, or the first `retention_ratio` of the steps compute. A
   skipped step adds the last computed residual (final image tokens minus the first block's
   input) to the input. FLUX only: its ratios are FLUX's.
+- **TeaCache** ("teacache"; https://github.com/ali-vilab/TeaCache, `teacache_flux.py`): the
+  relative L1 change of the first block's modulated input since the previous call, rescaled by
+  a polynomial fitted on FLUX (`TEACACHE_FLUX_COEFFICIENTS`), is accumulated; while the sum
+  stays under `threshold` the blocks are skipped and the last computed residual (final image
+  tokens minus the blocks' input) added; the first and last steps always compute. Its users
+  run FLUX at 0.25 (about 1.5x), 0.4 (1.8x), 0.6 (2x) or 0.8 (2.25x). FLUX only.
 
 A `StepCache` is one generation's setting; every model input that is predicted separately (a
 guidance branch, diffusers' `cache_context("cond")` / `("uncond")`) takes its own `branch()`,
@@ -32,14 +39,16 @@ import numpy as np
 import gpustd
 from gpustd import Tensor
 
-__all__ = ["CACHE_KINDS", "FLUX_MAG_RATIOS", "CacheSpec", "FirstBlockCache", "MagCache",
-           "StepCache", "run_blocks"]
+__all__ = ["CACHE_KINDS", "FLUX_MAG_RATIOS", "TEACACHE_FLUX_COEFFICIENTS", "CacheSpec",
+           "FirstBlockCache", "MagCache", "StepCache", "TeaCache", "run_blocks"]
 
 # Head: the first block, (image, text) -> (image, text); tail: every other block and what
 # follows them up to the final norm, (image, text) -> image tokens. The text stream may end
 # inside the blocks (SD3's last block returns None for it).
 Head = Callable[[Tensor, Any], tuple[Tensor, Any]]
 Tail = Callable[[Tensor, Any], Tensor]
+# Probe: the first block's modulated image input (TeaCache's measure), from the blocks' input
+Probe = Callable[[Tensor], Tensor]
 
 # MagCache's magnitude ratios of FLUX.1 (28 steps; diffusers' `FLUX_MAG_RATIOS`, from
 # https://github.com/Zehong-Ma/MagCache), stretched to other step counts by nearest index
@@ -48,11 +57,16 @@ FLUX_MAG_RATIOS = (
     1.02344, 0.98047, 1.01562, 1.00781, 1.0, 1.00781, 1.0, 1.00781, 1.0, 1.0, 0.99609, 0.99609,
     0.98047, 0.98828, 0.96484, 0.95703, 0.93359, 0.89062)
 
+# TeaCache's rescaling polynomial for FLUX (highest power first, numpy.poly1d's order)
+TEACACHE_FLUX_COEFFICIENTS = (4.98651651e02, -2.83781631e02, 5.58554382e01, -3.82021401e00,
+                              2.64230861e-01)
+
 # kind -> (default threshold, what it is); the defaults are the values FLUX users run:
 # ComfyUI's First Block Cache node (WaveSpeed) suggests 0.12, diffusers' MagCache 0.06
 CACHE_KINDS: dict[str, tuple[float, str]] = {
     "fbc": (0.12, "First Block Cache"),
     "magcache": (0.06, "MagCache"),
+    "teacache": (0.4, "TeaCache"),
 }
 
 
@@ -62,15 +76,17 @@ class BranchCache(Protocol):
     calls: int
     computed: int
 
-    def run(self, x: Tensor, context: Tensor, head: Head, tail: Tail) -> Tensor: ...
+    def run(self, x: Tensor, context: Any, head: Head, tail: Tail,
+            probe: Probe | None = None) -> Tensor: ...
 
 
-def run_blocks(cache: BranchCache | None, x: Tensor, context: Tensor, head: Head,
-               tail: Tail) -> Tensor:
-    """The blocks of a transformer, through `cache` where one is given."""
+def run_blocks(cache: BranchCache | None, x: Tensor, context: Any, head: Head, tail: Tail,
+               probe: Probe | None = None) -> Tensor:
+    """The blocks of a transformer, through `cache` where one is given (`probe`: for the
+    caches that measure the first block's modulated input, TeaCache)."""
     if cache is None:
         return tail(*head(x, context))
-    return cache.run(x, context, head, tail)
+    return cache.run(x, context, head, tail, probe)
 
 
 def _mean_abs(x: Tensor) -> float:
@@ -87,7 +103,8 @@ class FirstBlockCache:
         self._head_residual: Tensor | None = None  # of the last fully computed call
         self._tail_residual: Tensor | None = None
 
-    def run(self, x: Tensor, context: Tensor, head: Head, tail: Tail) -> Tensor:
+    def run(self, x: Tensor, context: Any, head: Head, tail: Tail,
+            probe: Probe | None = None) -> Tensor:
         self.calls += 1
         # 1. the first block, and how far its residual moved since the last computed call
         first, text = head(x, context)
@@ -138,7 +155,8 @@ class MagCache:
         self._ratio, self._error, self._skipped = np.float32(1.0), np.float32(0.0), 0
         return False
 
-    def run(self, x: Tensor, context: Tensor, head: Head, tail: Tail) -> Tensor:
+    def run(self, x: Tensor, context: Any, head: Head, tail: Tail,
+            probe: Probe | None = None) -> Tensor:
         self.calls += 1
         # 1. skipped: the input plus the last computed residual
         if self._skip():
@@ -153,6 +171,50 @@ class MagCache:
         self._step += 1
         if self._step >= self.steps:
             self._start()
+        return out
+
+
+class TeaCache:
+    """TeaCache's state for one branch of `steps` calls, as `teacache_flux.py` keeps it on
+    the model (`cnt`, `accumulated_rel_l1_distance`, `previous_modulated_input`,
+    `previous_residual`)."""
+
+    def __init__(self, threshold: float, steps: int, *,
+                 coefficients: tuple[float, ...] = TEACACHE_FLUX_COEFFICIENTS) -> None:
+        self.threshold, self.steps = float(threshold), int(steps)
+        self.rescale = np.poly1d(coefficients)
+        self.calls = self.computed = 0
+        self._step, self._distance = 0, 0.0
+        self._previous: Tensor | None = None  # the modulated input of the previous call
+        self._residual: Tensor | None = None
+
+    def run(self, x: Tensor, context: Any, head: Head, tail: Tail,
+            probe: Probe | None = None) -> Tensor:
+        if probe is None:
+            raise ValueError("TeaCache measures the first block's modulated input, which "
+                             "this transformer does not give; use fbc")
+        self.calls += 1
+        # 1. the rescaled relative L1 change of the modulated input, accumulated; the first
+        # and last steps compute
+        modulated = probe(x)
+        if self._step in (0, self.steps - 1) or self._previous is None or self._residual is None:
+            compute, self._distance = True, 0.0
+        else:
+            previous = self._previous
+            change = _mean_abs(modulated - previous) / _mean_abs(previous)
+            self._distance += float(self.rescale(change))
+            compute = not self._distance < self.threshold
+            if compute:
+                self._distance = 0.0
+        self._previous = modulated
+        self._step = (self._step + 1) % self.steps
+        # 2. skipped: the input plus the last computed residual; else every block
+        if not compute:
+            assert self._residual is not None
+            return x + self._residual
+        out = tail(*head(x, context))
+        self._residual = out - x
+        self.computed += 1
         return out
 
 
@@ -210,6 +272,8 @@ class StepCache:
         state: BranchCache
         if self.spec.kind == "magcache":
             state = MagCache(self.spec.threshold, steps or self.steps)
+        elif self.spec.kind == "teacache":
+            state = TeaCache(self.spec.threshold, steps or self.steps)
         else:
             state = FirstBlockCache(self.spec.threshold)
         self.branches.append(state)

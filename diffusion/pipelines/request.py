@@ -165,12 +165,13 @@ class GenerationRequest:
     # infotext as the extension writes them ("ControlNet N: ...")
     control: tuple[Any, ...] = field(default=(), metadata=_label("ControlNet"))
     # step caching of the diffusion transformers (diffusion.models.step_cache): "fbc:0.12"
-    # (First Block Cache), "magcache:0.06" (MagCache, FLUX), the kind alone for its default
+    # (First Block Cache), "magcache:0.06", "teacache:0.4" (FLUX), a kind alone: its default
     cache: str | None = field(default=None, metadata=_label(
         "Cache", api="cache",
-        cli="step caching, KIND[:THRESHOLD]: fbc (First Block Cache, FLUX and SD3; 0.12) or "
-            "magcache (MagCache, FLUX; 0.06). Skipped steps reuse the transformer's last "
-            "computed residual: faster, a little less detail; higher thresholds skip more"))
+        cli="step caching, KIND[:THRESHOLD]: fbc (First Block Cache, FLUX and SD3; 0.12), "
+            "magcache (FLUX; 0.06) or teacache (FLUX; 0.4). Skipped steps reuse the "
+            "transformer's last computed residual: faster, a little less detail; higher "
+            "thresholds skip more"))
 
     def __post_init__(self) -> None:
         _check(self)

@@ -111,9 +111,9 @@ class FlowModel:
     @property
     def capabilities(self) -> Capabilities:
         """The WebUI samplers defined for flow models over the Simple schedule, plain-text
-        prompts with LoRA tags, the hires fix, step caching (First Block Cache; MagCache on
-        FLUX, whose ratios it has); no refiner, control units, variation seeds or memory
-        modes yet."""
+        prompts with LoRA tags, the hires fix, step caching (First Block Cache; MagCache and
+        TeaCache on FLUX, whose tables they have); no refiner, control units, variation seeds
+        or memory modes yet."""
         guidance = ("cfg" if self.family in _CFG_FAMILIES else
                     "distilled" if self.distilled else "none")
         no = dict.fromkeys(("prompt_syntax", "textual_inversion", "refiner", "control",
@@ -122,7 +122,8 @@ class FlowModel:
         return Capabilities(family=self.family, latent_space=self.family.split("-")[0],
                             guidance=guidance, samplers=tuple(FLOW_SAMPLERS),
                             schedules=FLOW_SCHEDULES, models="flow-matching models",
-                            step_cache=("fbc",) if self.family == "sd3" else ("fbc", "magcache"),
+                            step_cache=("fbc",) if self.family == "sd3"
+                            else ("fbc", "magcache", "teacache"),
                             **no)
 
     @property

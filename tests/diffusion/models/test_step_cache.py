@@ -23,7 +23,13 @@ from support import assert_close
 import gpucore
 import gpustd
 from diffusion.models import FluxTransformer2DModel, SD3Transformer2DModel, step_cache
-from diffusion.models.step_cache import CacheSpec, FirstBlockCache, MagCache, StepCache
+from diffusion.models.step_cache import (
+    CacheSpec,
+    FirstBlockCache,
+    MagCache,
+    StepCache,
+    TeaCache,
+)
 from diffusion.pipelines.flow.flux import image_ids
 
 TOL = 1e-3
@@ -214,11 +220,83 @@ def test_mag_cache_flux_equals_diffusers(first_device: gpucore.Device) -> None:
         assert_close(ours_flow, their_flow, tol=TOL)
 
 
+def _teacache_flux(reference: Any, threshold: float, steps: int) -> Callable[..., Any]:
+    """diffusers' FLUX model run as TeaCache's `teacache_flux.py` replaces its forward (torch,
+    its names): the rescaled relative L1 distance of block 0's modulated input accumulated,
+    the first and last of `steps` computed."""
+    rescale = np.poly1d([4.98651651e02, -2.83781631e02, 5.58554382e01, -3.82021401e00,
+                         2.64230861e-01])
+    model: dict[str, Any] = {"cnt": 0, "accumulated_rel_l1_distance": 0.0}
+
+    def forward(x: torch.Tensor, text: torch.Tensor, pooled: torch.Tensor, t: torch.Tensor,
+                img_ids: torch.Tensor, txt_ids: torch.Tensor) -> tuple[torch.Tensor, bool]:
+        hidden_states = reference.x_embedder(x)
+        temb = reference.time_text_embed(t * 1000, pooled)
+        encoder_hidden_states = reference.context_embedder(text)
+        rotary = reference.pos_embed(torch.cat((txt_ids, img_ids), dim=0))
+        modulated_inp = reference.transformer_blocks[0].norm1(hidden_states, emb=temb)[0]
+        if model["cnt"] in (0, steps - 1):
+            should_calc = True
+            model["accumulated_rel_l1_distance"] = 0
+        else:
+            previous = model["previous_modulated_input"]
+            model["accumulated_rel_l1_distance"] += rescale(
+                ((modulated_inp - previous).abs().mean() / previous.abs().mean()).item())
+            should_calc = not model["accumulated_rel_l1_distance"] < threshold
+            if should_calc:
+                model["accumulated_rel_l1_distance"] = 0
+        model["previous_modulated_input"] = modulated_inp
+        model["cnt"] = (model["cnt"] + 1) % steps
+        if not should_calc:
+            hidden_states = hidden_states + model["previous_residual"]
+        else:
+            ori_hidden_states = hidden_states
+            for block in (*reference.transformer_blocks, *reference.single_transformer_blocks):
+                encoder_hidden_states, hidden_states = block(
+                    hidden_states=hidden_states, encoder_hidden_states=encoder_hidden_states,
+                    temb=temb, image_rotary_emb=rotary)
+            model["previous_residual"] = hidden_states - ori_hidden_states
+        return reference.proj_out(reference.norm_out(hidden_states, temb)), should_calc
+
+    return forward
+
+
+def test_teacache_flux(first_device: gpucore.Device) -> None:
+    """TeaCache over two 12-step pictures in a row, against its authors' algorithm."""
+    threshold = 0.8
+    reference, ours = _flux_pair(first_device)
+    _, mine, start = _flux_calls(reference, ours, first_device, 1)
+    rng = np.random.default_rng(3)
+    text, pooled = rng.standard_normal((1, 7, 32)), rng.standard_normal((1, 24))
+    cached_reference = _teacache_flux(reference, threshold, STEPS)
+    expected_decisions: list[bool] = []
+
+    def theirs(x: np.ndarray, sigma: float, branch: int, _: Any) -> np.ndarray:
+        with torch.no_grad():
+            out, computed = cached_reference(
+                torch.from_numpy(x), *(torch.from_numpy(a.astype(np.float32))
+                                       for a in (text, pooled)),
+                torch.tensor([sigma]), torch.from_numpy(image_ids(4, 5)), torch.zeros(7, 3))
+        expected_decisions.append(computed)
+        return out.numpy()
+
+    expected = _euler(theirs, start, 1, [None]) + _euler(theirs, -start, 1, [None])
+    cache = TeaCache(threshold, STEPS)
+    recorded, decisions = _our_decisions([cache], mine)
+    got = _euler(recorded, start, 1, [cache]) + _euler(recorded, -start, 1, [cache])
+    assert decisions == expected_decisions
+    assert 0 < sum(decisions) < len(decisions)
+    for ours_flow, their_flow in zip(got, expected, strict=True):
+        assert_close(ours_flow, their_flow, tol=TOL)
+
+
 def test_step_cache_spec_and_summary() -> None:
     assert CacheSpec.parse("fbc:0.08") == CacheSpec("fbc", 0.08)
     assert CacheSpec.parse("MagCache") == CacheSpec("magcache", 0.06)
     assert CacheSpec.parse("fbc").label == "fbc 0.12"
-    for bad, said in (("teacache:0.4", "not one of"), ("fbc:x", "not a number"),
+    assert CacheSpec.parse("teacache") == CacheSpec("teacache", 0.4)
+    assert CacheSpec.parse("teacache 0.25, 9/20 steps computed") == CacheSpec("teacache", 0.25)
+    for bad, said in (("deepcache:0.4", "not one of"), ("fbc:x", "not a number"),
                       ("fbc:-1", r"in \[0, 10\)")):
         with pytest.raises(ValueError, match=said):
             CacheSpec.parse(bad)

@@ -94,7 +94,7 @@ def test_cache_refusals_are_one_line(capsys: pytest.CaptureFixture[str]) -> None
         sd3.refuse(GenerationRequest(cache="magcache"))
     sd3.refuse(GenerationRequest(cache="fbc"))
     with pytest.raises(ValueError, match="not one of fbc"):
-        GenerationRequest(cache="teacache:0.4")
+        GenerationRequest(cache="deepcache:0.4")
     code = cli.main(["txt2img", "--prompt", "x", "--cache", "fbc:nine"])
     err = capsys.readouterr().err.strip()
     assert code != 0 and "Traceback" not in err
