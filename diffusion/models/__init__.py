@@ -19,6 +19,7 @@ loading weights is a walk over names (`load_state_dict`); configs are the `confi
 | `chroma` | `ChromaTransformer2DModel`: FLUX.1-schnell's blocks modulated by one approximator |
 | `dit_layers` | what FLUX and SD3 share: joint attention, the double-stream block, adaLN |
 | `transformer_ops` | RMS norm, adaLN modulation, gated residuals, rotary embeddings |
+| `step_cache` | step caching of the transformers' blocks: First Block Cache, MagCache, TeaCache |
 | `esrgan`, `srvgg` | upscalers: ESRGAN/Real-ESRGAN's RRDBNet and Real-ESRGAN's SRVGGNetCompact |
 
 A new network family (ControlNet, ...) is a module of its own beside these.
