@@ -100,3 +100,22 @@ def test_flux_and_sd3_through_the_api(client: Any) -> None:
     assert response.status_code == 200, response.text
     text = info(response)["infotexts"][0]
     assert "CFG scale: 4.5" in text and "Distilled" not in text
+
+
+def test_step_cache_through_the_api(client: Any) -> None:
+    """The body's `cache` key (diffusion.models.step_cache): the infotext counts the steps
+    computed; a kind the family lacks is a 4xx saying so."""
+    switched = client.post("/sdapi/v1/options", json={"sd_model_checkpoint": "flux"})
+    assert switched.status_code == 200, switched.text
+    response = client.post("/sdapi/v1/txt2img", json={
+        "prompt": "a red circle", "sampler_name": "Euler", "cache": "fbc:5", **SMALL})
+    assert response.status_code == 200, response.text
+    assert 'Cache: "fbc 5, 1/2 steps computed"' in info(response)["infotexts"][0]
+    response = client.post("/sdapi/v1/txt2img", json={"prompt": "x", "cache": "fbc:ten",
+                                                       **SMALL})
+    assert response.status_code == 422 and "cache threshold" in response.text
+    switched = client.post("/sdapi/v1/options", json={"sd_model_checkpoint": "sd3"})
+    assert switched.status_code == 200, switched.text
+    response = client.post("/sdapi/v1/txt2img", json={"prompt": "x", "cache": "teacache",
+                                                       **SMALL})
+    assert 400 <= response.status_code < 500 and "teacache is not supported" in response.text
