@@ -253,6 +253,13 @@ class CacheSpec:
                              f"{kind}:{CACHE_KINDS[kind][0]:g}")
         return cls(kind, threshold)
 
+    @classmethod
+    def of(cls, text: str | None) -> CacheSpec | None:
+        """`parse`, with None, "", "none" and "off" meaning no step caching."""
+        if text is None or str(text).strip().lower() in ("", "none", "off"):
+            return None
+        return cls.parse(text)
+
     @property
     def label(self) -> str:
         return f"{self.kind} {self.threshold:g}"

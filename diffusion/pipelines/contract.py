@@ -134,8 +134,9 @@ class Capabilities:
         for asked, what in unsupported:
             if asked:
                 raise ValueError(f"{what}: not supported for {self._name} yet; leave it out")
-        if request.cache is not None:
-            kind = CacheSpec.parse(request.cache).kind
+        spec = CacheSpec.of(request.cache)
+        if spec is not None:
+            kind = spec.kind
             if kind not in self.step_cache:
                 runs = (f"; it runs {' or '.join(self.step_cache)}" if self.step_cache
                         else "; leave --cache out")

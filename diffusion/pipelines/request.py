@@ -169,7 +169,7 @@ class GenerationRequest:
     cache: str | None = field(default=None, metadata=_label(
         "Cache", api="cache",
         cli="step caching, KIND[:THRESHOLD]: fbc (First Block Cache, FLUX and SD3; 0.12), "
-            "magcache (FLUX; 0.06) or teacache (FLUX; 0.4). Skipped steps reuse the "
+            "magcache (FLUX; 0.06), teacache (FLUX; 0.4) or none. Skipped steps reuse the "
             "transformer's last computed residual: faster, a little less detail; higher "
             "thresholds skip more"))
 
@@ -247,8 +247,7 @@ def _check(r: GenerationRequest) -> None:
     _whole("eta_noise_seed_delta", r.eta_noise_seed_delta, 0)
     _number("subseed_strength", r.subseed_strength, 0, 1)
     _number("strength", r.strength, 0, 1, open_low=True)
-    if r.cache is not None:
-        CacheSpec.parse(r.cache)
+    CacheSpec.of(r.cache)
     switch = r.refiner_switch_at
     if isinstance(switch, bool) or not isinstance(switch, Real) or not 0 < switch < 1:
         raise ValueError("refiner_switch_at must be a fraction of the sampling between 0 and 1 "

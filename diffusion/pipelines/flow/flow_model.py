@@ -173,8 +173,8 @@ class FlowModel:
         label = request.sampler_label[0]
         batch = int(request.batch_size)
         prompts = [extract_extra_networks(request.prompt)[0]] * batch
-        cache = (None if request.cache is None
-                 else StepCache(CacheSpec.parse(request.cache), int(request.steps)))
+        spec = CacheSpec.of(request.cache)
+        cache = None if spec is None else StepCache(spec, int(request.steps))
         if label == DIFFUSERS:
             latents = self._diffusers(request, prompts, seed, width, height, observer, cache)
             seeds = [seed] * batch

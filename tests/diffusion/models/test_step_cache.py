@@ -295,6 +295,8 @@ def test_step_cache_spec_and_summary() -> None:
     assert CacheSpec.parse("MagCache") == CacheSpec("magcache", 0.06)
     assert CacheSpec.parse("fbc").label == "fbc 0.12"
     assert CacheSpec.parse("teacache") == CacheSpec("teacache", 0.4)
+    assert [CacheSpec.of(off) for off in (None, "", "None", "off")] == [None] * 4
+    assert CacheSpec.of("fbc:0.1") == CacheSpec("fbc", 0.1)
     assert CacheSpec.parse("teacache 0.25, 9/20 steps computed") == CacheSpec("teacache", 0.25)
     for bad, said in (("deepcache:0.4", "not one of"), ("fbc:x", "not a number"),
                       ("fbc:-1", r"in \[0, 10\)")):
