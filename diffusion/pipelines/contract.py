@@ -140,7 +140,7 @@ class Capabilities:
             if kind not in self.step_cache:
                 runs = (f"; it runs {' or '.join(self.step_cache)}" if self.step_cache
                         else "; leave --cache out")
-                raise ValueError(f"step cache {kind} is not supported for {self._name}{runs}")
+                raise ValueError(f"step cache {kind}: not supported for {self._name}{runs}")
         if diffusers and request.hires is not None and not self.hires_with_diffusers:
             raise ValueError(f"the hires fix runs with the WebUI samplers "
                              f"({', '.join(self.samplers or ())}) on {self._name}, not "

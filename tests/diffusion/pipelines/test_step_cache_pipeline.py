@@ -86,11 +86,11 @@ def test_cache_from_the_cli(first_device: gpucore.Device, tiny_flux_dev: tuple[P
 
 def test_cache_refusals_are_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     unet = Capabilities(family="sdxl", latent_space="sdxl")
-    with pytest.raises(ValueError, match=r"^step cache fbc is not supported for sdxl models; "
+    with pytest.raises(ValueError, match=r"^step cache fbc: not supported for sdxl models; "
                                          r"leave --cache out$"):
         unet.refuse(GenerationRequest(cache="fbc:0.1"))
     sd3 = Capabilities(family="sd3", latent_space="sd3", step_cache=("fbc",))
-    with pytest.raises(ValueError, match=r"magcache is not supported .* it runs fbc"):
+    with pytest.raises(ValueError, match=r"magcache: not supported .* it runs fbc"):
         sd3.refuse(GenerationRequest(cache="magcache"))
     sd3.refuse(GenerationRequest(cache="fbc"))
     with pytest.raises(ValueError, match="not one of fbc"):

@@ -118,4 +118,4 @@ def test_step_cache_through_the_api(client: Any) -> None:
     assert switched.status_code == 200, switched.text
     response = client.post("/sdapi/v1/txt2img", json={"prompt": "x", "cache": "teacache",
                                                        **SMALL})
-    assert 400 <= response.status_code < 500 and "teacache is not supported" in response.text
+    assert 400 <= response.status_code < 500 and "teacache: not supported" in response.text
