@@ -61,8 +61,8 @@ FLUX_MAG_RATIOS = (
 TEACACHE_FLUX_COEFFICIENTS = (4.98651651e02, -2.83781631e02, 5.58554382e01, -3.82021401e00,
                               2.64230861e-01)
 
-# kind -> (default threshold, what it is); the defaults are the values FLUX users run:
-# ComfyUI's First Block Cache node (WaveSpeed) suggests 0.12, diffusers' MagCache 0.06
+# kind -> (default threshold, what it is); the defaults are values FLUX users run: First
+# Block Cache at 0.08-0.12 in ComfyUI, MagCache at diffusers' 0.06, TeaCache at 0.25-0.8
 CACHE_KINDS: dict[str, tuple[float, str]] = {
     "fbc": (0.12, "First Block Cache"),
     "magcache": (0.06, "MagCache"),
@@ -89,8 +89,14 @@ def run_blocks(cache: BranchCache | None, x: Tensor, context: Any, head: Head, t
     return cache.run(x, context, head, tail, probe)
 
 
-def _mean_abs(x: Tensor) -> float:
-    return float(gpustd.mean(gpustd.abs(x)).numpy())
+def _mean_abs(x: Tensor) -> np.float64:
+    return np.float64(gpustd.mean(gpustd.abs(x)).numpy())
+
+
+def _relative(change: Tensor, reference: Tensor) -> float:
+    """mean|change| / mean|reference|; inf or nan (torch's answers) for a zero reference."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return float(_mean_abs(change) / _mean_abs(reference))
 
 
 class FirstBlockCache:
@@ -112,8 +118,7 @@ class FirstBlockCache:
         # 2. close enough: the other blocks' residual of that call instead of the blocks
         if self._head_residual is not None and self._tail_residual is not None:
             previous = self._head_residual
-            change = _mean_abs(residual - previous) / _mean_abs(previous)
-            if not change > self.threshold:
+            if not _relative(residual - previous, previous) > self.threshold:
                 return first + self._tail_residual
         # 3. else every block, and the residuals kept for the calls that follow
         out = tail(first, text)
@@ -201,8 +206,7 @@ class TeaCache:
             compute, self._distance = True, 0.0
         else:
             previous = self._previous
-            change = _mean_abs(modulated - previous) / _mean_abs(previous)
-            self._distance += float(self.rescale(change))
+            self._distance += float(self.rescale(_relative(modulated - previous, previous)))
             compute = not self._distance < self.threshold
             if compute:
                 self._distance = 0.0
