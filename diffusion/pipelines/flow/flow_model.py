@@ -54,6 +54,10 @@ FLOW_DEFAULTS = {
 }
 # the families whose pipelines take the CFG scale and negative prompt themselves (true CFG)
 _CFG_FAMILIES = ("sd3", "chroma")
+# the step caches each family runs (diffusion.models.step_cache): MagCache's and TeaCache's
+# tables are FLUX's; Chroma's blocks do not run through the caches yet
+_STEP_CACHES = {"flux-dev": ("fbc", "magcache", "teacache"),
+                "flux-schnell": ("fbc", "magcache", "teacache"), "sd3": ("fbc",)}
 
 
 class FlowModel:
@@ -111,9 +115,9 @@ class FlowModel:
     @property
     def capabilities(self) -> Capabilities:
         """The WebUI samplers defined for flow models over the Simple schedule, plain-text
-        prompts with LoRA tags, the hires fix, step caching (First Block Cache; MagCache and
-        TeaCache on FLUX, whose tables they have); no refiner, control units, variation seeds
-        or memory modes yet."""
+        prompts with LoRA tags, the hires fix, step caching on FLUX and SD3 (First Block
+        Cache; MagCache and TeaCache on FLUX, whose tables they have); no refiner, control
+        units, variation seeds or memory modes yet."""
         guidance = ("cfg" if self.family in _CFG_FAMILIES else
                     "distilled" if self.distilled else "none")
         no = dict.fromkeys(("prompt_syntax", "textual_inversion", "refiner", "control",
@@ -122,9 +126,7 @@ class FlowModel:
         return Capabilities(family=self.family, latent_space=self.family.split("-")[0],
                             guidance=guidance, samplers=tuple(FLOW_SAMPLERS),
                             schedules=FLOW_SCHEDULES, models="flow-matching models",
-                            step_cache=("fbc",) if self.family == "sd3"
-                            else ("fbc", "magcache", "teacache"),
-                            **no)
+                            step_cache=_STEP_CACHES.get(self.family, ()), **no)
 
     @property
     def placement(self) -> Placement:
@@ -238,8 +240,8 @@ class FlowModel:
             "strength": float(request.strength)}
         return self.pipe(prompts, height=height, width=width,
                          num_inference_steps=int(request.steps), seed=seed, rng=request.rng,
-                         callback=observer.step, output_type="latent", cache=cache,
-                         **self._guidance(request), **images)
+                         callback=observer.step, output_type="latent",
+                         **_cached(cache), **self._guidance(request), **images)
 
     def guided_flow(self, request: GenerationRequest, prompts: list[str], width: int,
                     height: int, cache: StepCache | None = None
@@ -249,7 +251,7 @@ class FlowModel:
         schedule's mu; FLUX with CFG above 1: the negative prompt's flow combined in (true
         CFG, guidance.combine), SD3's CFG inside its velocity. `cache`: the generation's step
         cache (each prompt's flow a branch of it)."""
-        size = {"height": height, "width": width, "cache": cache}
+        size = {"height": height, "width": width, **_cached(cache)}
         flow, shape, mu = self.pipe.velocity(prompts, **size, **self._guidance(request))
         cfg = float(request.cfg_scale)
         if self.family in _CFG_FAMILIES or cfg == 1:
@@ -287,6 +289,12 @@ class FlowModel:
                            options=request.sampler_options,
                            eta_noise_seed_delta=int(request.eta_noise_seed_delta),
                            callback=observer.step)
+
+
+def _cached(cache: StepCache | None) -> dict[str, Any]:
+    """The pipeline's `cache` keyword where a step cache runs (a family whose pipeline takes
+    none, Chroma, refuses one in its capabilities)."""
+    return {} if cache is None else {"cache": cache}
 
 
 def with_defaults(model: FlowModel, defaults: SamplingDefaults) -> FlowModel:

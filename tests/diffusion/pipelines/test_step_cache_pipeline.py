@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -93,6 +94,12 @@ def test_cache_refusals_are_one_line(capsys: pytest.CaptureFixture[str]) -> None
     with pytest.raises(ValueError, match=r"magcache: not supported .* it runs fbc"):
         sd3.refuse(GenerationRequest(cache="magcache"))
     sd3.refuse(GenerationRequest(cache="fbc"))
+    pipe = SimpleNamespace(transformer=SimpleNamespace(config={}))
+    chroma = FlowModel(pipe, family="chroma").capabilities  # none of them yet
+    with pytest.raises(ValueError, match=r"^step cache fbc: not supported for flow-matching "):
+        chroma.refuse(GenerationRequest(cache="fbc", cfg_scale=5))
+    flux = FlowModel(pipe, family="flux-schnell").capabilities
+    assert flux.step_cache == ("fbc", "magcache", "teacache")
     with pytest.raises(ValueError, match="not one of fbc"):
         GenerationRequest(cache="deepcache:0.4")
     code = cli.main(["txt2img", "--prompt", "x", "--cache", "fbc:nine"])
