@@ -1,0 +1,69 @@
+"""Tiny random Z-Image components built in-process (transformers, diffusers, tokenizers): a
+Qwen3 text model, a Qwen-shaped byte-level BPE tokenizer.json with Qwen3's chat template, a
+Z-Image transformer, and a whole ZImagePipeline folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from flow_tiny import CORPUS
+from sd_tiny import randomized
+
+QWEN3_TINY: dict[str, Any] = dict(
+    vocab_size=300, hidden_size=40, intermediate_size=56, num_hidden_layers=3,
+    num_attention_heads=4, num_key_value_heads=2, head_dim=12, rms_norm_eps=1e-6,
+    max_position_embeddings=1024, tie_word_embeddings=False)
+SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>"]
+# Qwen3's chat template, the branches one user message and the generation prompt take
+# (system prompts, tools and assistant turns left out)
+QWEN3_TEMPLATE = (
+    "{%- for message in messages %}"
+    "{%- if (message.role == \"user\") or (message.role == \"system\" and not loop.first) %}"
+    "{{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>' + '\\n' }}"
+    "{%- endif %}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}"
+    "{{- '<|im_start|>assistant\\n' }}"
+    "{%- if enable_thinking is defined and enable_thinking is false %}"
+    "{{- '<think>\\n\\n</think>\\n\\n' }}"
+    "{%- endif %}"
+    "{%- endif %}")
+
+
+def tiny_qwen3(seed: int = 3, config: dict[str, Any] | None = None) -> Any:
+    import transformers
+
+    return randomized(transformers.Qwen3Model(transformers.Qwen3Config(
+        **{**QWEN3_TINY, **(config or {})})), seed)
+
+
+def tiny_qwen_tokenizer(folder: Path, vocab_size: int = QWEN3_TINY["vocab_size"]) -> Path:
+    """A Qwen-shaped tokenizer.json (byte-level BPE over CORPUS, Qwen's special tokens after
+    the merges, <|endoftext|> the padding) and its tokenizer_config.json in `folder`."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from tokenizers.trainers import BpeTrainer
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    tokenizer.train_from_iterator(CORPUS * 10, BpeTrainer(
+        vocab_size=vocab_size - len(SPECIAL),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tokenizer.add_special_tokens(SPECIAL)
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer.save(str(folder / "tokenizer.json"))
+    (folder / "tokenizer_config.json").write_text(json.dumps({
+        "pad_token": "<|endoftext|>", "eos_token": "<|im_end|>", "model_max_length": 512,
+        "chat_template": QWEN3_TEMPLATE, "tokenizer_class": "Qwen2Tokenizer"}))
+    return folder
+
+
+def transformers_tokenizer(folder: Path) -> Any:
+    """transformers' tokenizer of `folder` (tiny_qwen_tokenizer's), as pipelines load it."""
+    import transformers
+
+    return transformers.PreTrainedTokenizerFast(
+        tokenizer_file=str(folder / "tokenizer.json"), pad_token="<|endoftext|>",
+        eos_token="<|im_end|>", chat_template=QWEN3_TEMPLATE, model_max_length=512)
