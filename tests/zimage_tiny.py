@@ -67,3 +67,18 @@ def transformers_tokenizer(folder: Path) -> Any:
     return transformers.PreTrainedTokenizerFast(
         tokenizer_file=str(folder / "tokenizer.json"), pad_token="<|endoftext|>",
         eos_token="<|im_end|>", chat_template=QWEN3_TEMPLATE, model_max_length=512)
+
+
+ZIMAGE_TINY: dict[str, Any] = dict(
+    all_patch_size=(2,), all_f_patch_size=(1,), in_channels=4, dim=48, n_layers=2,
+    n_refiner_layers=1, n_heads=4, n_kv_heads=4, norm_eps=1e-5, qk_norm=True,
+    cap_feat_dim=QWEN3_TINY["hidden_size"], rope_theta=256.0, t_scale=1000.0,
+    axes_dims=(4, 4, 4), axes_lens=(600, 64, 64))
+
+
+def tiny_zimage_transformer(seed: int = 7) -> Any:
+    """diffusers' ZImageTransformer2DModel of ZIMAGE_TINY, random weights scaled so the
+    caption visibly matters."""
+    import diffusers
+
+    return randomized(diffusers.ZImageTransformer2DModel(**ZIMAGE_TINY), seed, scale=0.3)
