@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from flow_tiny import CORPUS
-from sd_tiny import randomized
+from sd_tiny import VAE_TINY, randomized
 
 QWEN3_TINY: dict[str, Any] = dict(
     vocab_size=300, hidden_size=40, intermediate_size=56, num_hidden_layers=3,
@@ -82,3 +82,20 @@ def tiny_zimage_transformer(seed: int = 7) -> Any:
     import diffusers
 
     return randomized(diffusers.ZImageTransformer2DModel(**ZIMAGE_TINY), seed, scale=0.3)
+
+
+def tiny_zimage_pipeline(root: Path) -> Any:
+    """diffusers' ZImagePipeline of tiny random parts (Qwen3 40 wide, 4-channel latents, a
+    VAE without quant convs and with FLUX's shift, Turbo's constant shift 3), saved to
+    `root / "z-image"`; returns the pipeline."""
+    import diffusers
+
+    tokenizer = transformers_tokenizer(tiny_qwen_tokenizer(root / "qwen-tokenizer"))
+    vae = randomized(diffusers.AutoencoderKL(
+        **VAE_TINY, use_quant_conv=False, use_post_quant_conv=False, scaling_factor=0.3611,
+        shift_factor=0.1159), 2)
+    pipe = diffusers.ZImagePipeline(
+        scheduler=diffusers.FlowMatchEulerDiscreteScheduler(shift=3.0), vae=vae,
+        text_encoder=tiny_qwen3(), tokenizer=tokenizer, transformer=tiny_zimage_transformer())
+    pipe.save_pretrained(root / "z-image")
+    return pipe

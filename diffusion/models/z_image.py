@@ -261,7 +261,7 @@ class ZImageTransformer2DModel(nn.Module):
         final = getattr(self.all_final_layer, key)
         rows, columns = height // patch_size, width // patch_size
         # 1. the timestep embedding; patches (row-major, each (ph, pw, C) flattened)
-        t = np.asarray(timestep, np.float64).reshape(-1) * self.config["t_scale"]
+        t = np.asarray(timestep, np.float32).reshape(-1) * np.float32(self.config["t_scale"])
         temb = cast(self.t_embedder(t, self.device), self.dtype)
         patches = permute(latents.reshape(batch, channels, rows, patch_size, columns,
                                           patch_size), (0, 2, 4, 3, 5, 1))

@@ -1,0 +1,102 @@
+"""`ZImageModel`: Z-Image (Turbo and Base) behind the `generate(request)` every door calls,
+the flow family's `FlowModel` with Z-Image's guidance, and the registry's loader and
+defaults for it.
+
+The request's CFG scale is the usual one: 1 is no guidance (diffusers' `guidance_scale` 0,
+what Turbo runs at), above 1 a negative-prompt pass combined as `uncond + cfg * (cond -
+uncond)`, which is diffusers' `pos + (cfg - 1) * (pos - neg)`. The "diffusers" sampler runs
+ZImagePipeline's own loop; the WebUI's samplers for flow models run over the shifted Simple
+schedule. Text-to-image only for now: img2img and inpainting are refused.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+
+from ..contract import Capabilities, LoadOptions, SamplingDefaults
+from ..observer import Observer
+from ..request import GenerationRequest
+from .flow_model import FlowModel
+from .flow_sampling import FLOW_SAMPLERS, FLOW_SCHEDULES
+
+__all__ = ["ZIMAGE_DEFAULTS", "ZImageModel", "load_zimage_model", "zimage_defaults"]
+
+# Z-Image Turbo's card: 8 or 9 steps (diffusers' example: 8 steps at guidance 0, i.e. CFG 1)
+ZIMAGE_DEFAULTS = SamplingDefaults(steps=8, sampler="Euler", cfg_scale=1.0)
+
+
+class ZImageModel(FlowModel):
+    """A loaded Z-Image pipeline (`family` "z-image", a `ZImagePipeline` as `pipe`)."""
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """The WebUI samplers defined for flow models over the Simple schedule, CFG with a
+        negative prompt, plain-text prompts with LoRA tags; no img2img, refiner, control
+        units, variation seeds or memory modes yet."""
+        no = dict.fromkeys(("prompt_syntax", "textual_inversion", "refiner", "control",
+                            "variation_seeds", "latent_upscale_resize", "hires_with_diffusers",
+                            "latent_masked_content", "memory_modes"), False)
+        return Capabilities(family=self.family, latent_space="flux", guidance="cfg",
+                            samplers=tuple(FLOW_SAMPLERS), schedules=FLOW_SCHEDULES,
+                            models="Z-Image models", **no)
+
+    def check(self, request: GenerationRequest, width: int, height: int) -> None:
+        """FlowModel's checks, and text-to-image only."""
+        if request.init_image is not None:
+            raise ValueError("img2img and inpainting are not supported for Z-Image models "
+                             "yet; leave out the init image")
+        super().check(request, width, height)
+
+    def lora_targets(self) -> Any:
+        """What the prompt's LoRAs patch: the transformer."""
+        return SimpleNamespace(unet=self.pipe.transformer, transformer=self.pipe.transformer)
+
+    def _guidance(self, request: GenerationRequest) -> dict[str, Any]:
+        """diffusers' guidance_scale (the CFG scale less 1) and the negative prompt."""
+        length = ({} if self.max_sequence_length is None
+                  else {"max_sequence_length": self.max_sequence_length})
+        return {"guidance_scale": max(float(request.cfg_scale) - 1.0, 0.0),
+                "negative_prompt": request.negative_prompt, **length}
+
+    def _diffusers(self, request: GenerationRequest, prompts: list[str], seed: int,
+                   width: int, height: int, observer: Observer) -> np.ndarray:
+        return self.pipe(prompts, height=height, width=width,  # type: ignore[no-any-return]
+                         num_inference_steps=int(request.steps), seed=seed, rng=request.rng,
+                         callback=observer.step, output_type="latent",
+                         **self._guidance(request))
+
+    def guided_flow(self, request: GenerationRequest, prompts: list[str], width: int,
+                    height: int) -> tuple[Callable[[np.ndarray, float], np.ndarray],
+                                          tuple[int, ...], float | None]:
+        """The guided flow of `prompts` (CFG inside ZImagePipeline.velocity), its latents'
+        shape and the schedule's mu."""
+        return self.pipe.velocity(  # type: ignore[no-any-return]
+            prompts, height=height, width=width, **self._guidance(request))
+
+
+def zimage_defaults(path: str | os.PathLike[str], family: str) -> SamplingDefaults:
+    """What a Z-Image model samples with where its defaults.json says nothing: Turbo's."""
+    return ZIMAGE_DEFAULTS
+
+
+def load_zimage_model(path: str | os.PathLike[str], family: str, options: LoadOptions
+                      ) -> ZImageModel:
+    """A Z-Image diffusers folder as a ZImageModel, `options.defaults` (the folder's
+    defaults.json) over ZIMAGE_DEFAULTS."""
+    if options.base is not None:
+        raise ValueError("a base model (--base) is for UNet-only GGUFs, not Z-Image folders")
+    from .z_image import ZImagePipeline
+
+    pipe = ZImagePipeline.from_pretrained(Path(path), dtype=options.dtype,
+                                          device=options.device, variant=options.variant,
+                                          text_encoder_files=list(options.text_encoders))
+    defaults = replace(ZIMAGE_DEFAULTS, **{k: v for k, v in vars(options.defaults).items()
+                                           if v is not None})
+    return ZImageModel(pipe, family=family, name=Path(path).name, defaults=defaults)

@@ -1,0 +1,106 @@
+"""Z-Image through the command line like any model: the family detected from a diffusers
+folder, Turbo's defaults (CFG 1), diffusers' picture with `--sampler diffusers --rng torch`
+(with and without CFG), the prompt visibly mattering, a WebUI sampler, and a broken folder's
+one-line error."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("diffusers", reason="diffusers is a test-only reference (extra: reference)")
+import torch
+from PIL import Image
+from zimage_tiny import tiny_zimage_pipeline
+
+import diffusion.cli.main as cli
+import gpucore
+from diffusion.infotext import read_infotext
+
+SIZE = ("--width", "24", "--height", "16")
+
+
+@pytest.fixture(scope="module")
+def tiny_zimage(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    root = tmp_path_factory.mktemp("tiny-z-image")
+    return root / "z-image", tiny_zimage_pipeline(root)
+
+
+def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[str, str]:
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    return out.strip(), err
+
+
+def _pixels(path: str) -> np.ndarray:
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"), np.float32) / 255
+
+
+def _diffusers(reference: Any, prompt: str, **settings: Any) -> np.ndarray:
+    return reference(prompt, height=16, width=24, num_inference_steps=2,
+                     generator=torch.Generator().manual_seed(7), output_type="np",
+                     **settings).images[0]
+
+
+def test_zimage_from_the_cli(first_device: gpucore.Device, tiny_zimage: tuple[Path, Any],
+                             tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Turbo's defaults (CFG 1: diffusers' guidance 0) and diffusers' picture; the prompt
+    visibly changes it; CFG 2.5 with a negative prompt is diffusers' guidance_scale 1.5."""
+    folder, reference = tiny_zimage
+    common = ("txt2img", "--model", str(folder), *SIZE, "--steps", "2", "--sampler",
+              "diffusers", "--rng", "torch", "--seed", "7", "--dtype", "float32")
+    out, err = _run(capsys, *common, "--prompt", "a red circle",
+                    "--out", str(tmp_path / "a.png"))
+    assert "z-image model (z-image): --cfg-scale 1" in err
+    ours = _pixels(out)
+    expected = _diffusers(reference, "a red circle", guidance_scale=0.0)
+    assert np.abs(ours - expected).mean() < 0.01
+    out, _ = _run(capsys, *common, "--prompt", "an astronaut riding a horse",
+                  "--out", str(tmp_path / "b.png"))
+    other = _pixels(out)
+    assert np.abs(other - ours).mean() > 0.02  # the prompt matters (the test's premise)
+    assert np.abs(other - _diffusers(reference, "an astronaut riding a horse",
+                                     guidance_scale=0.0)).mean() < 0.01
+    out, _ = _run(capsys, *common, "--prompt", "a red circle", "--cfg-scale", "2.5",
+                  "--negative-prompt", "a photo of a cat", "--out", str(tmp_path / "c.png"))
+    guided = _pixels(out)
+    expected = _diffusers(reference, "a red circle", guidance_scale=1.5,
+                          negative_prompt="a photo of a cat")
+    assert np.abs(guided - expected).mean() < 0.01
+    assert np.abs(guided - ours).mean() > 0.01  # the negative pass matters too
+
+
+def test_zimage_webui_sampler(first_device: gpucore.Device, tiny_zimage: tuple[Path, Any],
+                              tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A WebUI sampler over the Simple schedule, its infotext."""
+    folder, _ = tiny_zimage
+    out, _ = _run(capsys, "txt2img", "--model", str(folder), "--prompt", "a red circle",
+                  *SIZE, "--steps", "2", "--seed", "7", "--dtype", "float32",
+                  "--out", str(tmp_path / "e.png"))
+    text = read_infotext(out)
+    assert text is not None
+    assert "Steps: 2, Sampler: Euler, Schedule type: Simple, CFG scale: 1, Seed: 7" in text
+    assert _pixels(out).std() > 0.01
+
+
+@pytest.mark.parametrize("missing", ["tokenizer/tokenizer.json", "text_encoder"])
+def test_broken_folder_gets_one_line(tiny_zimage: tuple[Path, Any], tmp_path: Path,
+                                     capsys: pytest.CaptureFixture[str], missing: str) -> None:
+    folder, _ = tiny_zimage
+    broken = tmp_path / "broken"
+    shutil.copytree(folder, broken)
+    path = broken / missing
+    shutil.rmtree(path) if path.is_dir() else path.unlink()
+    code = cli.main(["txt2img", "--model", str(broken), "--prompt", "x", *SIZE,
+                     "--steps", "1", "--out", str(tmp_path / "x.png")])
+    _, err = capsys.readouterr()
+    assert code != 0
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert "Traceback" not in err and len(errors) == 1, err
+    assert missing.split("/")[0] in errors[0]
