@@ -46,9 +46,29 @@ def _tanh_gated_add(residual, gate, y):
 
 
 @elementwise_kernel
+def _tanh_gated_add_clipped(residual, gate, y):
+    out = float(residual) + math.tanh(float(gate)) * float(y)
+    return min(max(out, -65504.0), 65504.0)
+
+
+@elementwise_kernel
 def _swiglu(gate, up):
     g = float(gate)
     return g / (1.0 + math.exp(-g)) * float(up)
+
+
+@elementwise_kernel
+def _swiglu_clipped(gate, up):
+    g = float(gate)
+    return min(max(g / (1.0 + math.exp(-g)) * float(up), -65504.0), 65504.0)
+
+
+def _gated(residual: Tensor, gate: Tensor, y: Tensor) -> Tensor:
+    """residual + tanh(gate) * y; a float16 stream clipped to +-65504 rather than turned to
+    inf (Z-Image's bfloat16-trained activations overflow float16: ComfyUI and SD.Next clamp
+    them the same way)."""
+    kernel = _tanh_gated_add_clipped if residual.dtype == np.float16 else _tanh_gated_add
+    return cast(kernel(residual, gate, y), residual.dtype)
 
 
 def _padding(length: int) -> int:
@@ -92,7 +112,9 @@ class ZImageFeedForward(nn.Module):
         self.w3 = nn.Linear(dim, hidden, bias=False, **place)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.w2(cast(_swiglu(self.w1(x), self.w3(x)), x.dtype))
+        """The product clipped to +-65504 under float16 (as `_gated`)."""
+        kernel = _swiglu_clipped if x.dtype == np.float16 else _swiglu
+        return self.w2(cast(kernel(self.w1(x), self.w3(x)), x.dtype))
 
 
 class ZImageTransformerBlock(nn.Module):
@@ -117,9 +139,9 @@ class ZImageTransformerBlock(nn.Module):
         assert temb is not None, "a modulated block needs the timestep embedding"
         scale_msa, gate_msa, scale_mlp, gate_mlp = chunks(self.adaLN_modulation[0](temb), 4)
         attn = self.attention(_scaled(self.attention_norm1(x), scale_msa), rotary)
-        x = cast(_tanh_gated_add(x, gate_msa, self.attention_norm2(attn)), x.dtype)
+        x = _gated(x, gate_msa, self.attention_norm2(attn))
         ff = self.feed_forward(_scaled(self.ffn_norm1(x), scale_mlp))
-        return cast(_tanh_gated_add(x, gate_mlp, self.ffn_norm2(ff)), x.dtype)
+        return _gated(x, gate_mlp, self.ffn_norm2(ff))
 
 
 class FinalLayer(nn.Module):

@@ -59,3 +59,21 @@ def test_bad_configs_get_one_line() -> None:
         ZImageTransformer2DModel({**ZIMAGE_TINY, "siglip_feat_dim": 32})
     with pytest.raises(ValueError, match="axes_dims"):
         ZImageTransformer2DModel({**ZIMAGE_TINY, "axes_dims": (4, 4, 2)})
+
+
+def test_transformer_f16(f16_device: gpucore.Device) -> None:
+    """float16 weights, the captions float32 as the LLM encoder returns them: diffusers'
+    float32 output to float16 error."""
+    reference = tiny_zimage_transformer()
+    ours = ZImageTransformer2DModel(dict(reference.config), dtype=np.float16,
+                                    device=f16_device)
+    ours.load_state_dict(state_dict(reference))
+    rng = np.random.default_rng(2)
+    latents = rng.standard_normal((1, ZIMAGE_TINY["in_channels"], 8, 6)).astype(np.float32)
+    t = np.array([0.5], np.float32)
+    captions = [rng.standard_normal((19, ZIMAGE_TINY["cap_feat_dim"])).astype(np.float32)]
+    expected = _reference(reference, latents, t, captions)
+    got = ours(asarray(latents, dtype=np.float16, device=f16_device), t,
+               [asarray(c, device=f16_device) for c in captions]).numpy()
+    assert got.dtype == np.float16
+    assert_close(got.astype(np.float32), expected, tol=2e-2)
