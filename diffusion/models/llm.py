@@ -5,7 +5,8 @@ second-to-last layer).
 RMSNorm, rotary position embeddings (`rope_theta`, the "default" rope type), grouped-query
 attention (Qwen3: an RMS norm over each head of q and k), a SwiGLU MLP, a causal mask plus the
 prompt's padding mask. The architecture table `_ARCHITECTURES` says what a `model_type` adds
-(q/k norms, q/k/v biases): Qwen2 (biases, no norms) and Mistral (neither) are a line each.
+(q/k norms, q/k/v biases): Qwen3, Qwen2 (biases, no norms) and Mistral (neither). A sliding
+attention window is not implemented: a prompt longer than the config's window is refused.
 
 With float16 weights the residual stream stays float32, and so do the hidden states returned:
 an LLM's residual stream carries "massive activations" (single features in the thousands,
@@ -19,7 +20,7 @@ keep the states to float16 error this way; a float16 stream cannot hold them at 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -31,8 +32,18 @@ from .transformer_ops import RMSNorm, cast, rope
 
 __all__ = ["LLMTextModel"]
 
-# model_type -> (RMS norms of q and k per head, biases on q/k/v by default)
-_ARCHITECTURES: dict[str, tuple[bool, bool]] = {"qwen3": (True, False)}
+
+class _Architecture(NamedTuple):
+    qk_norm: bool  # an RMS norm over each head of q and k
+    qkv_bias: bool | None  # biases on q, k, v (None: the config's attention_bias)
+    o_bias: bool | None  # a bias on o (None: the config's attention_bias)
+
+
+_ARCHITECTURES: dict[str, _Architecture] = {
+    "qwen3": _Architecture(True, None, None),
+    "qwen2": _Architecture(False, True, False),
+    "mistral": _Architecture(False, False, False),
+}
 _DEFAULTS: dict[str, Any] = {"rms_norm_eps": 1e-6, "rope_theta": 1_000_000.0,
                              "hidden_act": "silu"}
 
@@ -58,15 +69,18 @@ class LLMAttention(nn.Module):
     """Causal grouped-query self-attention: `num_key_value_heads` k/v heads, each shared by
     heads / kv_heads query heads (transformers: `repeat_kv`)."""
 
-    def __init__(self, cfg: dict[str, Any], place: Place, *, qk_norm: bool, bias: bool) -> None:
+    def __init__(self, cfg: dict[str, Any], place: Place, kind: _Architecture) -> None:
         dim, head_dim = cfg["hidden_size"], cfg["head_dim"]
+        default = bool(cfg.get("attention_bias", False))
+        bias = default if kind.qkv_bias is None else kind.qkv_bias
         self.heads, self.kv_heads, self.head_dim = (cfg["num_attention_heads"],
                                                     cfg["num_key_value_heads"], head_dim)
         self.q_proj = nn.Linear(dim, self.heads * head_dim, bias=bias, **place)
         self.k_proj = nn.Linear(dim, self.kv_heads * head_dim, bias=bias, **place)
         self.v_proj = nn.Linear(dim, self.kv_heads * head_dim, bias=bias, **place)
-        self.o_proj = nn.Linear(self.heads * head_dim, dim, bias=False, **place)
-        if qk_norm:
+        self.o_proj = nn.Linear(self.heads * head_dim, dim,
+                                bias=default if kind.o_bias is None else kind.o_bias, **place)
+        if kind.qk_norm:
             self.q_norm = RMSNorm(head_dim, cfg["rms_norm_eps"], place=place)
             self.k_norm = RMSNorm(head_dim, cfg["rms_norm_eps"], place=place)
 
@@ -111,10 +125,10 @@ class LLMMLP(nn.Module):
 
 
 class LLMDecoderLayer(nn.Module):
-    def __init__(self, cfg: dict[str, Any], place: Place, *, qk_norm: bool, bias: bool) -> None:
+    def __init__(self, cfg: dict[str, Any], place: Place, kind: _Architecture) -> None:
         self.dtype = place["dtype"]
         eps = cfg["rms_norm_eps"]
-        self.self_attn = LLMAttention(cfg, place, qk_norm=qk_norm, bias=bias)
+        self.self_attn = LLMAttention(cfg, place, kind)
         self.mlp = LLMMLP(cfg, place)
         self.input_layernorm = RMSNorm(cfg["hidden_size"], eps, place=place)
         self.post_attention_layernorm = RMSNorm(cfg["hidden_size"], eps, place=place)
@@ -154,13 +168,14 @@ class LLMTextModel(nn.Module):
         if cfg["num_attention_heads"] % cfg["num_key_value_heads"]:
             raise ValueError(f"num_attention_heads {cfg['num_attention_heads']} is not a "
                              f"multiple of num_key_value_heads {cfg['num_key_value_heads']}")
-        qk_norm, bias = _ARCHITECTURES[model_type]
-        bias = bool(cfg.get("attention_bias", bias))
+        kind = _ARCHITECTURES[model_type]
         self.config, self.theta = cfg, _rope_theta(cfg)
+        self.window = cfg.get("sliding_window") if (
+            model_type == "mistral" or cfg.get("use_sliding_window")) else None
         place: Place = {"dtype": dtype, "device": device}
         self.dtype = np.dtype(dtype)
         self.embed_tokens = nn.Embedding(cfg["vocab_size"], cfg["hidden_size"], **place)
-        self.layers = nn.ModuleList([LLMDecoderLayer(cfg, place, qk_norm=qk_norm, bias=bias)
+        self.layers = nn.ModuleList([LLMDecoderLayer(cfg, place, kind)
                                      for _ in range(cfg["num_hidden_layers"])])
         self.norm = RMSNorm(cfg["hidden_size"], cfg["rms_norm_eps"], place=place)
 
@@ -192,6 +207,9 @@ class LLMTextModel(nn.Module):
         if not 0 <= index <= count:
             raise ValueError(f"layer {layer} is out of range for {count} layers plus the "
                              f"embeddings (use -{count + 1} .. {count})")
+        if self.window and ids.shape[1] > self.window:
+            raise ValueError(f"{ids.shape[1]} tokens pass this encoder's sliding attention window "
+                             f"of {self.window}, which is not implemented; shorten the prompt")
         mask = np.ones(ids.shape, bool) if attention_mask is None else (
             np.asarray(attention_mask).astype(bool))
         if mask.shape != ids.shape:

@@ -85,6 +85,25 @@ def test_hidden_states_f16_keep_large_activations(f16_device: gpucore.Device) ->
     assert_close(got[kept], expected[kept], tol=2e-2)
 
 
+@pytest.mark.parametrize("kind", ["Qwen2", "Mistral"])
+def test_other_architectures_equal_transformers(first_device: gpucore.Device, kind: str) -> None:
+    """Qwen2 (q/k/v biases, no q/k norms) and Mistral (neither) from their configs."""
+    import transformers
+    from sd_tiny import randomized
+
+    config = getattr(transformers, f"{kind}Config")(**{**QWEN3_TINY, "sliding_window": 64})
+    reference = randomized(getattr(transformers, f"{kind}Model")(config), 4)
+    ours = LLMTextModel(reference.config.to_dict(), device=first_device)
+    ours.load_state_dict(state_dict(reference))
+    ids, mask = _inputs()
+    kept = mask.astype(bool)
+    expected = _reference(reference, ids, mask)[-2].numpy()
+    assert_close(ours.hidden_states(ids, mask, layer=-2).numpy()[kept], expected[kept], tol=TOL)
+    if kind == "Mistral":  # its window is used: a longer prompt is refused in one line
+        with pytest.raises(ValueError, match="sliding attention window of 64"):
+            ours.hidden_states(np.zeros((1, 65), np.int64))
+
+
 @pytest.mark.nodevice
 def test_bad_configs_get_one_line() -> None:
     with pytest.raises(ValueError, match="model_type 'gpt2'"):
