@@ -99,3 +99,27 @@ def tiny_zimage_pipeline(root: Path) -> Any:
         text_encoder=tiny_qwen3(), tokenizer=tokenizer, transformer=tiny_zimage_transformer())
     pipe.save_pretrained(root / "z-image")
     return pipe
+
+
+def original_layout(transformer: Any, prefix: str = "model.diffusion_model.") -> dict[str, Any]:
+    """A diffusers ZImageTransformer2DModel's tensors in the original repository's layout (what
+    ComfyUI loads): fused attention.qkv, attention.out, q_norm / k_norm, x_embedder and
+    final_layer, under `prefix`."""
+    import torch
+
+    state = {k: v.detach().clone().contiguous() for k, v in transformer.state_dict().items()}
+    out = {}
+    for key, value in state.items():
+        if ".attention.to_k." in key or ".attention.to_v." in key:
+            continue
+        if ".attention.to_q." in key:
+            parts = [state[key.replace("to_q", name)] for name in ("to_q", "to_k", "to_v")]
+            key, value = key.replace("to_q", "qkv"), torch.cat(parts)
+        for new, old in (("x_embedder.", "all_x_embedder.2-1."),
+                         ("final_layer.", "all_final_layer.2-1."),
+                         (".attention.out.", ".attention.to_out.0."),
+                         (".attention.q_norm.", ".attention.norm_q."),
+                         (".attention.k_norm.", ".attention.norm_k.")):
+            key = key.replace(old, new)
+        out[prefix + key] = value
+    return out

@@ -253,7 +253,9 @@ def _models(parser: argparse.ArgumentParser) -> None:
                         help="for a UNet-only .gguf --model (ComfyUI-GGUF's, "
                              "stable-diffusion.cpp's): a model of the same family (diffusers "
                              "folder or checkpoint) whose text encoders, VAE, tokenizer, "
-                             "scheduler and UNet config it runs with")
+                             "scheduler and UNet config it runs with; for a single-file "
+                             "Z-Image transformer, the Z-Image diffusers folder giving the "
+                             "rest")
     add_network_options(parser)
 
 

@@ -1,7 +1,10 @@
 """Z-Image models: diffusers folders (`ZImagePipeline`: transformer/, text_encoder/ Qwen3,
-tokenizer/, vae/ FLUX's 16-channel VAE, scheduler/). Builds on formats/; imports neither sd/
-nor flow/."""
+tokenizer/, vae/ FLUX's 16-channel VAE, scheduler/) and single-file transformers in the
+original layout (ComfyUI's, fine-tunes'). Builds on formats/ and keymaps/; imports neither
+sd/ nor flow/."""
 
+from .file import is_zimage_file, load_zimage_file, zimage_file_family
 from .folder import ZImageWeights, load_zimage_folder, zimage_family
 
-__all__ = ["ZImageWeights", "load_zimage_folder", "zimage_family"]
+__all__ = ["ZImageWeights", "is_zimage_file", "load_zimage_file", "load_zimage_folder",
+           "zimage_family", "zimage_file_family"]

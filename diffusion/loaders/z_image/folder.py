@@ -22,6 +22,7 @@ from typing import Any
 from ..errors import WeightsError
 from ..formats.diffusers_folder import read_json, weight_refs
 from ..weights import ComponentWeights, resolve_dtype
+from .file import zimage_file_family
 
 __all__ = ["ZImageWeights", "load_zimage_folder", "zimage_family"]
 
@@ -35,7 +36,7 @@ _STEMS = {"transformer": "diffusion_pytorch_model", "vae": "diffusion_pytorch_mo
 class ZImageWeights:
     """A Z-Image folder's lazy component weights, its scheduler config and tokenizer folder."""
 
-    transformer: ComponentWeights
+    transformer: ComponentWeights | None  # None when skipped (a single file replaces it)
     vae: ComponentWeights
     text_encoder: ComponentWeights
     scheduler_config: dict[str, Any]
@@ -43,11 +44,12 @@ class ZImageWeights:
 
 
 def zimage_family(path: str | os.PathLike[str]) -> str | None:
-    """"z-image" for a diffusers folder whose model_index.json names a ZImagePipeline, None
-    for anything else (a broken JSON file is left for loading to name)."""
+    """"z-image" for a diffusers folder whose model_index.json names a ZImagePipeline or a
+    Z-Image transformer file (`zimage_file_family`), None for anything else (a broken JSON
+    file is left for loading to name)."""
     root = Path(path)
     if not root.is_dir():
-        return None
+        return zimage_file_family(root)
     try:
         index = read_json(root / "model_index.json")
     except WeightsError:
@@ -62,10 +64,13 @@ def _text_encoder_refs(refs: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_zimage_folder(path: str | os.PathLike[str], *, dtype: Any = None,
-                       variant: str | None = None) -> ZImageWeights:
+                       variant: str | None = None, skip_transformer: bool = False
+                       ) -> ZImageWeights:
     """Lazy weights of the Z-Image diffusers folder `path`. `dtype`: None (as stored;
-    bfloat16 read as float32), "float16" or "float32"; `variant`: e.g. "fp16". WeightsError
-    naming the file or folder when it is not a Z-Image pipeline or a component is missing."""
+    bfloat16 read as float32), "float16" or "float32"; `variant`: e.g. "fp16";
+    `skip_transformer`: leave the transformer out (None; a single file replaces it).
+    WeightsError naming the file or folder when it is not a Z-Image pipeline or a component
+    is missing."""
     root = Path(path)
     index = read_json(root / "model_index.json")
     if index.get("_class_name") != _CLASS:
@@ -78,8 +83,9 @@ def load_zimage_folder(path: str | os.PathLike[str], *, dtype: Any = None,
             raise WeightsError(f"{root / 'model_index.json'}: the {_CLASS} has no {name!r} "
                                f"component; give the whole folder (it needs {needs})")
     resolved = resolve_dtype(dtype)
-    parts = {}
-    for name in ("transformer", "vae", "text_encoder"):
+    parts: dict[str, ComponentWeights | None] = {"transformer": None}
+    for name in ("vae", "text_encoder") if skip_transformer else (
+            "transformer", "vae", "text_encoder"):
         config = read_json(root / name / "config.json")
         refs, _where = weight_refs(root / name, _STEMS[name], variant)
         if name == "text_encoder":
@@ -91,4 +97,4 @@ def load_zimage_folder(path: str | os.PathLike[str], *, dtype: Any = None,
                            "Qwen tokenizer the text encoder reads prompts with)")
     return ZImageWeights(scheduler_config=read_json(root / "scheduler" /
                                                     "scheduler_config.json"),
-                         tokenizer_dir=tokenizer, **parts)
+                         tokenizer_dir=tokenizer, **parts)  # type: ignore[arg-type]

@@ -13,6 +13,7 @@ gives diffusers' picture (`generator=torch.Generator("cpu").manual_seed(seed)`).
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -25,7 +26,7 @@ from gpustd import Tensor, asarray, take_slice
 from gpustd.nn import deferred
 
 from ...loaders.component import load_component
-from ...loaders.z_image import load_zimage_folder
+from ...loaders.z_image import load_zimage_file, load_zimage_folder
 from ...models import AutoencoderKL
 from ...models.llm import LLMTextModel
 from ...models.z_image import ZImageTransformer2DModel
@@ -55,20 +56,31 @@ class ZImagePipeline:
     @classmethod
     def from_pretrained(cls, path: str | Path, *, dtype: Any = np.float32,
                         device: Device | None = None, variant: str | None = None,
+                        transformer_file: str | os.PathLike[str] | None = None,
                         text_encoder_files: Sequence[str | os.PathLike[str]] = ()
                         ) -> ZImagePipeline:
-        """Load a Z-Image diffusers folder (`load_zimage_folder`) onto `device` in `dtype`.
-        Separate text encoder files are not supported yet (ValueError)."""
+        """Load a Z-Image diffusers folder (`load_zimage_folder`) onto `device` in `dtype`;
+        `transformer_file`: a single-file transformer in the original layout (ComfyUI's
+        `z_image_turbo_bf16.safetensors`, a fine-tune; `load_zimage_file`) in place of the
+        folder's, whose config gives the rotary settings. Separate text encoder files are
+        not supported yet (ValueError)."""
         if text_encoder_files:
             raise ValueError("--text-encoder files are not supported for Z-Image models yet; "
                              "load the diffusers folder, which holds its text_encoder/")
-        weights = load_zimage_folder(path, variant=variant)
+        weights = load_zimage_folder(path, variant=variant,
+                                     skip_transformer=transformer_file is not None)
+        transformer = weights.transformer
+        if transformer_file is not None:
+            folder_config = Path(path) / "transformer" / "config.json"
+            config = (json.loads(folder_config.read_text(encoding="utf-8"))
+                      if folder_config.is_file() else None)
+            transformer = load_zimage_file(transformer_file, config=config)
+        assert transformer is not None
         place = {"dtype": dtype, "device": device or default_device()}
         with deferred():  # each parameter takes GPU memory when its values arrive
             return cls(
                 transformer=load_component(
-                    ZImageTransformer2DModel(weights.transformer.config, **place),
-                    weights.transformer),
+                    ZImageTransformer2DModel(transformer.config, **place), transformer),
                 vae=load_component(AutoencoderKL(weights.vae.config, **place), weights.vae),
                 text_encoder=load_component(LLMTextModel(weights.text_encoder.config, **place),
                                             weights.text_encoder),

@@ -88,15 +88,24 @@ def zimage_defaults(path: str | os.PathLike[str], family: str) -> SamplingDefaul
 
 def load_zimage_model(path: str | os.PathLike[str], family: str, options: LoadOptions
                       ) -> ZImageModel:
-    """A Z-Image diffusers folder as a ZImageModel, `options.defaults` (the folder's
-    defaults.json) over ZIMAGE_DEFAULTS."""
-    if options.base is not None:
-        raise ValueError("a base model (--base) is for UNet-only GGUFs, not Z-Image folders")
+    """A Z-Image diffusers folder, or a single-file transformer with `options.base` (a Z-Image
+    folder giving the text encoder, tokenizer, VAE and scheduler), as a ZImageModel;
+    `options.defaults` (the folder's defaults.json) over ZIMAGE_DEFAULTS."""
     from .z_image import ZImagePipeline
 
-    pipe = ZImagePipeline.from_pretrained(Path(path), dtype=options.dtype,
-                                          device=options.device, variant=options.variant,
-                                          text_encoder_files=list(options.text_encoders))
+    path, base = Path(path), options.base
+    if path.is_file() and base is None:
+        raise ValueError(f"{path.name} is a Z-Image transformer alone: give a Z-Image "
+                         "diffusers folder with --base for its text encoder, tokenizer, VAE "
+                         "and scheduler")
+    if path.is_dir() and base is not None:
+        raise ValueError("--base is for a single-file Z-Image transformer; a Z-Image folder "
+                         "holds every part itself, leave --base out")
+    pipe = ZImagePipeline.from_pretrained(
+        Path(base) if base is not None else path, dtype=options.dtype, device=options.device,
+        variant=options.variant, transformer_file=path if base is not None else None,
+        text_encoder_files=list(options.text_encoders))
     defaults = replace(ZIMAGE_DEFAULTS, **{k: v for k, v in vars(options.defaults).items()
                                            if v is not None})
-    return ZImageModel(pipe, family=family, name=Path(path).name, defaults=defaults)
+    name = path.name.removesuffix(".safetensors")  # as Forge names a file's model
+    return ZImageModel(pipe, family=family, name=name, defaults=defaults)

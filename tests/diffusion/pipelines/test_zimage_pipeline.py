@@ -1,7 +1,7 @@
 """Z-Image through the command line like any model: the family detected from a diffusers
 folder, Turbo's defaults (CFG 1), diffusers' picture with `--sampler diffusers --rng torch`
-(with and without CFG), the prompt visibly mattering, a WebUI sampler, and a broken folder's
-one-line error."""
+(with and without CFG), the prompt visibly mattering, a WebUI sampler, a single-file
+transformer with the folder as --base, and a broken folder's one-line error."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ import pytest
 pytest.importorskip("diffusers", reason="diffusers is a test-only reference (extra: reference)")
 import torch
 from PIL import Image
-from zimage_tiny import tiny_zimage_pipeline
+from safetensors.torch import save_file
+from zimage_tiny import original_layout, tiny_zimage_pipeline
 
 import diffusion.cli.main as cli
 import gpucore
@@ -87,6 +88,28 @@ def test_zimage_webui_sampler(first_device: gpucore.Device, tiny_zimage: tuple[P
     assert text is not None
     assert "Steps: 2, Sampler: Euler, Schedule type: Simple, CFG scale: 1, Seed: 7" in text
     assert _pixels(out).std() > 0.01
+
+
+def test_zimage_transformer_file(first_device: gpucore.Device, tiny_zimage: tuple[Path, Any],
+                                 tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A single-file transformer in the original layout (ComfyUI's; fused q/k/v, under
+    model.diffusion_model.) with the folder as --base: the folder's own picture; without
+    --base, one line saying what to add."""
+    folder, reference = tiny_zimage
+    file = tmp_path / "z_image_finetune.safetensors"
+    save_file(original_layout(reference.transformer), str(file))
+    common = ("txt2img", "--prompt", "a red circle", *SIZE, "--steps", "2", "--sampler",
+              "diffusers", "--rng", "torch", "--seed", "7", "--dtype", "float32")
+    out, err = _run(capsys, *common, "--model", str(file), "--base", str(folder),
+                    "--out", str(tmp_path / "file.png"))
+    assert "model: z_image_finetune (z-image)" in err
+    single = _pixels(out)
+    out, _ = _run(capsys, *common, "--model", str(folder), "--out", str(tmp_path / "dir.png"))
+    np.testing.assert_array_equal(single, _pixels(out))
+    code = cli.main([*common, "--model", str(file), "--out", str(tmp_path / "x.png")])
+    _, err = capsys.readouterr()
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code != 0 and len(errors) == 1 and "--base" in errors[0], err
 
 
 @pytest.mark.parametrize("missing", ["tokenizer/tokenizer.json", "text_encoder"])
