@@ -1,7 +1,7 @@
 """Z-Image models: diffusers folders (`ZImagePipeline`: transformer/, text_encoder/ Qwen3,
 tokenizer/, vae/ FLUX's 16-channel VAE, scheduler/) and single-file transformers in the
-original layout (ComfyUI's, fine-tunes'). Builds on formats/ and keymaps/; imports neither
-sd/ nor flow/."""
+original layout (ComfyUI's, fine-tunes', GGUFs of them). Builds on formats/ and keymaps/;
+imports neither sd/ nor flow/."""
 
 from .file import is_zimage_file, load_zimage_file, zimage_file_family
 from .folder import ZImageWeights, load_zimage_folder, zimage_family

@@ -1,7 +1,9 @@
 """Z-Image transformers in one file, in the original repository's layout: what ComfyUI
 loads (`z_image_turbo_bf16.safetensors`) and how fine-tunes are shared (bare, or under
-`model.diffusion_model.`; bf16, and ComfyUI's scaled fp8 read as its float values), read
-lazily under diffusers' ZImageTransformer2DModel names.
+`model.diffusion_model.`; bf16, and ComfyUI's scaled fp8 read as its float values), and the
+GGUFs converted from them (city96's kind: the same names; a `GGUFFile` reads like a
+safetensors file, its quantized matrices kept quantized by `load_component(slices=True)`),
+read lazily under diffusers' ZImageTransformer2DModel names.
 
 The mapping is diffusers' `convert_z_image_transformer_checkpoint_to_diffusers`
 (loaders/single_file_utils.py): `x_embedder` / `final_layer` become the `2-1` entries of
@@ -20,9 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import WeightsError
+from ..formats.gguf_file import GGUFFile
 from ..formats.safetensors import SafetensorsFile
 from ..keymaps.dit_keys import block_count, key_of, prefix_of, split_rows
-from ..weights import ComponentWeights, TensorRef, resolve_dtype
+from ..weights import ComponentWeights, TensorFile, TensorRef, resolve_dtype
 
 __all__ = ["is_zimage_file", "load_zimage_file", "zimage_file_family"]
 
@@ -35,7 +38,12 @@ _ROPE = {"rope_theta": 256.0, "t_scale": 1000.0, "axes_dims": (32, 48, 48),
          "axes_lens": (1536, 512, 512)}
 
 
-def is_zimage_file(file: SafetensorsFile) -> bool:
+def _open(path: str | os.PathLike[str]) -> TensorFile:
+    path = Path(path)
+    return GGUFFile(path) if path.suffix.lower() == ".gguf" else SafetensorsFile(path)
+
+
+def is_zimage_file(file: TensorFile) -> bool:
     """The file holds a Z-Image transformer in the original layout (bare or under
     model.diffusion_model.)."""
     prefix = prefix_of(file, "layers.")
@@ -43,13 +51,13 @@ def is_zimage_file(file: SafetensorsFile) -> bool:
 
 
 def zimage_file_family(path: str | os.PathLike[str]) -> str | None:
-    """"z-image" for a .safetensors file holding a Z-Image transformer, None otherwise (a
-    broken file is left for loading to name). Reads the header only."""
-    if Path(path).suffix.lower() != ".safetensors" or not Path(path).is_file():
+    """"z-image" for a .safetensors or .gguf file holding a Z-Image transformer, None
+    otherwise (a broken file is left for loading to name). Reads the header only."""
+    if Path(path).suffix.lower() not in (".safetensors", ".gguf") or not Path(path).is_file():
         return None
     try:
-        return "z-image" if is_zimage_file(SafetensorsFile(path)) else None
-    except WeightsError:
+        return "z-image" if is_zimage_file(_open(path)) else None
+    except (WeightsError, ValueError, OSError):
         return None
 
 
@@ -60,13 +68,14 @@ def _target(key: str) -> str:
     return key
 
 
-def load_zimage_file(path: str | Path, *, dtype: Any = None,
+def load_zimage_file(path: str | os.PathLike[str], *, dtype: Any = None,
                      config: Mapping[str, Any] | None = None) -> ComponentWeights:
-    """Lazy ZImageTransformer2DModel weights (diffusers' names) of an original-layout file,
-    with `.config` read from the shapes, `config` (a folder's transformer/config.json) laid
-    under them for what shapes do not say. `dtype`: None (as stored, bf16 as float32),
-    "float16" or "float32". diffusers: `ZImageTransformer2DModel.from_single_file(path)`."""
-    file = SafetensorsFile(path)
+    """Lazy ZImageTransformer2DModel weights (diffusers' names) of an original-layout
+    .safetensors or .gguf file, with `.config` read from the shapes, `config` (a folder's
+    transformer/config.json) laid under them for what shapes do not say. `dtype`: None (as
+    stored, bf16 as float32), "float16" or "float32". diffusers:
+    `ZImageTransformer2DModel.from_single_file(path)`."""
+    file = _open(path)
     if not is_zimage_file(file):
         raise WeightsError(f"{file.path}: no layers.0.adaLN_modulation.0.weight and "
                            "cap_pad_token tensors: not a Z-Image transformer file")

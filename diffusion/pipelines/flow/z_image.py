@@ -61,9 +61,9 @@ class ZImagePipeline:
                         ) -> ZImagePipeline:
         """Load a Z-Image diffusers folder (`load_zimage_folder`) onto `device` in `dtype`;
         `transformer_file`: a single-file transformer in the original layout (ComfyUI's
-        `z_image_turbo_bf16.safetensors`, a fine-tune; `load_zimage_file`) in place of the
-        folder's, whose config gives the rotary settings. Separate text encoder files are
-        not supported yet (ValueError)."""
+        `z_image_turbo_bf16.safetensors`, a fine-tune, or a GGUF of one, kept quantized;
+        `load_zimage_file`) in place of the folder's, whose config gives the rotary
+        settings. Separate text encoder files are not supported yet (ValueError)."""
         if text_encoder_files:
             raise ValueError("--text-encoder files are not supported for Z-Image models yet; "
                              "load the diffusers folder, which holds its text_encoder/")
@@ -79,8 +79,10 @@ class ZImagePipeline:
         place = {"dtype": dtype, "device": device or default_device()}
         with deferred():  # each parameter takes GPU memory when its values arrive
             return cls(
+                # a GGUF's quantized matrices kept as blocks, fused q/k/v rows cut from them
                 transformer=load_component(
-                    ZImageTransformer2DModel(transformer.config, **place), transformer),
+                    ZImageTransformer2DModel(transformer.config, **place), transformer,
+                    slices=True),
                 vae=load_component(AutoencoderKL(weights.vae.config, **place), weights.vae),
                 text_encoder=load_component(LLMTextModel(weights.text_encoder.config, **place),
                                             weights.text_encoder),

@@ -1,6 +1,7 @@
 """Z-Image's single-file transformers (the original layout, as ComfyUI loads them) read under
-diffusers' names: every tensor equal to diffusers' own, the config from the shapes; other
-files are not claimed."""
+diffusers' names: every tensor equal to diffusers' own, the config from the shapes; a Q8_0
+GGUF of one kept quantized (fused q/k/v rows cut from the blocks) and computing near the
+float model; other files are not claimed."""
 
 from __future__ import annotations
 
@@ -14,12 +15,21 @@ from safetensors.torch import save_file
 from sd_tiny import state_dict
 from zimage_tiny import ZIMAGE_TINY, original_layout, tiny_zimage_transformer
 
+import gpucore
 from diffusion.loaders import WeightsError
+from diffusion.loaders.component import load_component
 from diffusion.loaders.z_image import load_zimage_file, zimage_family
+from diffusion.models.z_image import ZImageTransformer2DModel
+from gpustd import asarray
+from gpustd.nn import deferred
+from gpustd.quant import QuantizedTensor
 
-pytestmark = pytest.mark.nodevice
+# dims that whole Q8_0 blocks (32 values) divide, so the matrices are quantized
+QUANTIZABLE = {**ZIMAGE_TINY, "dim": 64, "cap_feat_dim": 64, "in_channels": 16,
+               "axes_dims": (4, 6, 6)}
 
 
+@pytest.mark.nodevice
 @pytest.mark.parametrize("prefix", ["model.diffusion_model.", ""])
 def test_original_layout_reads_as_diffusers(tmp_path: Path, prefix: str) -> None:
     reference = tiny_zimage_transformer()
@@ -37,6 +47,40 @@ def test_original_layout_reads_as_diffusers(tmp_path: Path, prefix: str) -> None
     assert tuple(weights.config["axes_dims"]) == ZIMAGE_TINY["axes_dims"]
 
 
+def test_gguf_kept_quantized(first_device: gpucore.Device, tmp_path: Path) -> None:
+    pytest.importorskip("gguf", reason="GGUF files need the gguf package")
+    import diffusers
+    import torch
+    from sd_tiny import randomized
+
+    from diffusion.loaders.formats.gguf_write import write_gguf
+
+    reference = randomized(diffusers.ZImageTransformer2DModel(**QUANTIZABLE), 5, scale=0.3)
+    path = tmp_path / "z_image_turbo-Q8_0.gguf"
+    write_gguf(path, ((k, v.numpy()) for k, v in original_layout(reference, "").items()),
+               "q8_0", architecture="lumina2")
+    assert zimage_family(path) == "z-image"
+    weights = load_zimage_file(path, config={"axes_dims": QUANTIZABLE["axes_dims"]})
+    with deferred():
+        ours = ZImageTransformer2DModel(weights.config, device=first_device)
+    load_component(ours, weights, slices=True)
+    attention = ours.layers[0].attention
+    for weight in (attention.to_q.weight, attention.to_v.weight,
+                   ours.layers[1].feed_forward.w1.weight):
+        assert isinstance(weight, QuantizedTensor) and weight.format == "q8_0"
+    rng = np.random.default_rng(3)
+    latents = rng.standard_normal((1, 16, 6, 4)).astype(np.float32)
+    caption = rng.standard_normal((9, 64)).astype(np.float32)
+    got = ours(asarray(latents, device=first_device), [0.4],
+               [asarray(caption, device=first_device)]).numpy()
+    with torch.no_grad():
+        exact = reference([torch.from_numpy(latents[0, :, None])], torch.tensor([0.4]),
+                          [torch.from_numpy(caption)]).sample[0][:, 0].numpy()
+    error = np.linalg.norm(got[0] - exact) / np.linalg.norm(exact)
+    assert 0 < error < 0.05, error  # quantized, and only as far off as 8 bits are
+
+
+@pytest.mark.nodevice
 def test_other_files_are_not_claimed(tmp_path: Path) -> None:
     import torch
 

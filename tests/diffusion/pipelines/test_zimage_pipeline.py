@@ -93,8 +93,8 @@ def test_zimage_webui_sampler(first_device: gpucore.Device, tiny_zimage: tuple[P
 def test_zimage_transformer_file(first_device: gpucore.Device, tiny_zimage: tuple[Path, Any],
                                  tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A single-file transformer in the original layout (ComfyUI's; fused q/k/v, under
-    model.diffusion_model.) with the folder as --base: the folder's own picture; without
-    --base, one line saying what to add."""
+    model.diffusion_model.) with the folder as --base: the folder's own picture, and near it
+    from a Q8_0 GGUF of it; without --base, one line saying what to add."""
     folder, reference = tiny_zimage
     file = tmp_path / "z_image_finetune.safetensors"
     save_file(original_layout(reference.transformer), str(file))
@@ -106,6 +106,16 @@ def test_zimage_transformer_file(first_device: gpucore.Device, tiny_zimage: tupl
     single = _pixels(out)
     out, _ = _run(capsys, *common, "--model", str(folder), "--out", str(tmp_path / "dir.png"))
     np.testing.assert_array_equal(single, _pixels(out))
+    pytest.importorskip("gguf", reason="GGUF files need the gguf package")
+    from diffusion.loaders.formats.gguf_write import write_gguf
+
+    gguf = tmp_path / "z_image-Q8_0.gguf"
+    write_gguf(gguf, ((k, v.numpy()) for k, v in original_layout(reference.transformer,
+                                                                  "").items()),
+               "q8_0", architecture="lumina2")
+    out, _ = _run(capsys, *common, "--model", str(gguf), "--base", str(folder),
+                  "--out", str(tmp_path / "gguf.png"))
+    assert np.abs(_pixels(out) - single).mean() < 0.01
     code = cli.main([*common, "--model", str(file), "--out", str(tmp_path / "x.png")])
     _, err = capsys.readouterr()
     errors = [line for line in err.splitlines() if line.startswith("error:")]
