@@ -21,6 +21,9 @@ from zimage_tiny import original_layout, tiny_zimage_pipeline
 import diffusion.cli.main as cli
 import gpucore
 from diffusion.infotext import read_infotext
+from diffusion.pipelines.load import load_pipeline
+from diffusion.pipelines.request import GenerationRequest
+from diffusion.upscalers.interpolation import HiresFix
 
 SIZE = ("--width", "24", "--height", "16")
 
@@ -79,7 +82,7 @@ def test_zimage_from_the_cli(first_device: gpucore.Device, tiny_zimage: tuple[Pa
 
 def test_zimage_webui_sampler(first_device: gpucore.Device, tiny_zimage: tuple[Path, Any],
                               tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """A WebUI sampler over the Simple schedule, its infotext."""
+    """A WebUI sampler over the Simple schedule, its infotext; the hires fix."""
     folder, _ = tiny_zimage
     out, _ = _run(capsys, "txt2img", "--model", str(folder), "--prompt", "a red circle",
                   *SIZE, "--steps", "2", "--seed", "7", "--dtype", "float32",
@@ -88,6 +91,13 @@ def test_zimage_webui_sampler(first_device: gpucore.Device, tiny_zimage: tuple[P
     assert text is not None
     assert "Steps: 2, Sampler: Euler, Schedule type: Simple, CFG scale: 1, Seed: 7" in text
     assert _pixels(out).std() > 0.01
+    # the hires fix (Forge's for flow models) with CFG: twice the size
+    model = load_pipeline(folder, device=first_device)
+    result = model.generate(GenerationRequest(
+        prompt="a red circle", negative_prompt="a cat", width=24, height=16, steps=2,
+        sampler="Euler", seed=7, rng="torch", cfg_scale=2.0,
+        hires=HiresFix(scale=2.0, upscaler="Latent", steps=1, denoise=0.5)))
+    assert result.images[0].shape == (32, 48, 3) and result.images[0].std() > 2
 
 
 def test_zimage_transformer_file(first_device: gpucore.Device, tiny_zimage: tuple[Path, Any],
