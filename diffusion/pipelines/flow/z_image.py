@@ -1,4 +1,5 @@
-"""Z-Image text-to-image (Turbo and Base), as diffusers' ZImagePipeline draws it: the prompt
+"""Z-Image (Turbo and Base), as diffusers' ZImagePipeline draws it (and its Img2Img and
+Inpaint pipelines, from an init image: diffusion.pipelines.flow.start.FlowStart): the prompt
 in Qwen3's chat template, Qwen3's second-to-last hidden states of its tokens (padding
 dropped) condition the Z-Image transformer; FlowMatchEulerDiscreteScheduler steps the
 negated model output from noise over sigmas 1 .. 1/n, shifted as the folder's scheduler
@@ -150,15 +151,19 @@ class ZImagePipeline:
                  num_inference_steps: int = 8, guidance_scale: float = 0.0,
                  negative_prompt: str | Sequence[str] = "", seed: int = 0, rng: str = "torch",
                  max_sequence_length: int = 512, latents: np.ndarray | None = None,
+                 image: Any = None, mask_image: Any = None, strength: float = 0.6,
                  callback: StepCallback | None = None, output_type: str = "np") -> np.ndarray:
         """Pictures for `prompt` (one or a list): float images in [0, 1], (B, height, width,
         3) ("np"), or the final latents (B, 16, H/8, W/8) ("latent"). `guidance_scale`:
         diffusers' (0 for Turbo; CFG above 0, against `negative_prompt`). `seed` and `rng`
         ("torch", as diffusers; "numpy") draw the starting noise unless `latents` is given.
-        `callback(done, total, latents)` after every step (False stops). diffusers:
-        `ZImagePipeline(prompt, height=, width=, num_inference_steps=, guidance_scale=,
-        negative_prompt=, generator=torch.Generator().manual_seed(seed), output_type="np")
-        .images` (cfg_normalization off, cfg_truncation 1: its defaults)."""
+        `image` (PIL or HxWx3 uint8; with `mask_image`, white = repaint) starts from that
+        picture at `strength`. `callback(done, total, latents)` after every step (False
+        stops). diffusers: `ZImagePipeline(prompt, height=, width=, num_inference_steps=,
+        guidance_scale=, negative_prompt=, generator=torch.Generator().manual_seed(seed),
+        output_type="np").images` (cfg_normalization off, cfg_truncation 1: its defaults);
+        with `image`, ZImageImg2ImgPipeline's (and `mask_image`, ZImageInpaintPipeline's)
+        call with `strength=`."""
         prompts = check_call(prompt, rng=rng, output_type=output_type, steps=num_inference_steps)
         scale = self.vae_scale_factor * 2
         if height % scale or width % scale:
@@ -174,8 +179,9 @@ class ZImagePipeline:
         sigmas = np.linspace(1.0, 1 / num_inference_steps, num_inference_steps)
         scheduler.set_timesteps(sigmas=sigmas, mu=mu)
         scheduler.set_begin_index(0)
-        # 3. noise, Euler steps along the flow, the pictures out of the latent space
+        # 3. the start (noise, or the init image noised to the first kept sigma), Euler steps
+        # along the flow, the pictures out of the latent space
         return run_euler(self.vae, scheduler, shape, flow, generator=make_generator(rng, seed),
-                         latents=latents, image=None, mask=None, strength=1.0,
+                         latents=latents, image=image, mask=mask_image, strength=strength,
                          callback=callback, output_type=output_type,
                          device=self.transformer.device)

@@ -5,8 +5,8 @@ defaults for it.
 The request's CFG scale is the usual one: 1 is no guidance (diffusers' `guidance_scale` 0,
 what Turbo runs at), above 1 a negative-prompt pass combined as `uncond + cfg * (cond -
 uncond)`, which is diffusers' `pos + (cfg - 1) * (pos - neg)`. The "diffusers" sampler runs
-ZImagePipeline's own loop; the WebUI's samplers for flow models run over the shifted Simple
-schedule. Text-to-image only for now: img2img and inpainting are refused.
+ZImagePipeline's own loop (and ZImageImg2ImgPipeline's / ZImageInpaintPipeline's); the
+WebUI's samplers for flow models run over the shifted Simple schedule.
 """
 
 from __future__ import annotations
@@ -38,21 +38,14 @@ class ZImageModel(FlowModel):
     @property
     def capabilities(self) -> Capabilities:
         """The WebUI samplers defined for flow models over the Simple schedule, CFG with a
-        negative prompt, plain-text prompts with LoRA tags; no img2img, refiner, control
-        units, variation seeds or memory modes yet."""
+        negative prompt, plain-text prompts with LoRA tags, img2img and inpainting, the hires
+        fix; no refiner, control units, variation seeds or memory modes yet."""
         no = dict.fromkeys(("prompt_syntax", "textual_inversion", "refiner", "control",
                             "variation_seeds", "latent_upscale_resize", "hires_with_diffusers",
                             "latent_masked_content", "memory_modes"), False)
         return Capabilities(family=self.family, latent_space="flux", guidance="cfg",
                             samplers=tuple(FLOW_SAMPLERS), schedules=FLOW_SCHEDULES,
                             models="Z-Image models", **no)
-
-    def check(self, request: GenerationRequest, width: int, height: int) -> None:
-        """FlowModel's checks, and text-to-image only."""
-        if request.init_image is not None:
-            raise ValueError("img2img and inpainting are not supported for Z-Image models "
-                             "yet; leave out the init image")
-        super().check(request, width, height)
 
     def lora_targets(self) -> Any:
         """What the prompt's LoRAs patch: the transformer."""
@@ -67,10 +60,13 @@ class ZImageModel(FlowModel):
 
     def _diffusers(self, request: GenerationRequest, prompts: list[str], seed: int,
                    width: int, height: int, observer: Observer) -> np.ndarray:
+        images = {} if request.init_image is None else {
+            "image": request.init_image, "mask_image": request.mask,
+            "strength": float(request.strength)}
         return self.pipe(prompts, height=height, width=width,  # type: ignore[no-any-return]
                          num_inference_steps=int(request.steps), seed=seed, rng=request.rng,
                          callback=observer.step, output_type="latent",
-                         **self._guidance(request))
+                         **self._guidance(request), **images)
 
     def guided_flow(self, request: GenerationRequest, prompts: list[str], width: int,
                     height: int) -> tuple[Callable[[np.ndarray, float], np.ndarray],
