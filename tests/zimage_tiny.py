@@ -87,7 +87,7 @@ def tiny_zimage_transformer(seed: int = 7) -> Any:
 def tiny_zimage_pipeline(root: Path) -> Any:
     """diffusers' ZImagePipeline of tiny random parts (Qwen3 40 wide, 4-channel latents, a
     VAE without quant convs and with FLUX's shift, Turbo's constant shift 3), saved to
-    `root / "z-image"`; returns the pipeline."""
+    `root / "z-image-turbo"` (a Turbo by its name); returns the pipeline."""
     import diffusers
 
     tokenizer = transformers_tokenizer(tiny_qwen_tokenizer(root / "qwen-tokenizer"))
@@ -97,7 +97,7 @@ def tiny_zimage_pipeline(root: Path) -> Any:
     pipe = diffusers.ZImagePipeline(
         scheduler=diffusers.FlowMatchEulerDiscreteScheduler(shift=3.0), vae=vae,
         text_encoder=tiny_qwen3(), tokenizer=tokenizer, transformer=tiny_zimage_transformer())
-    pipe.save_pretrained(root / "z-image")
+    pipe.save_pretrained(root / "z-image-turbo")
     return pipe
 
 

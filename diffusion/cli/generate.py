@@ -75,7 +75,7 @@ def _fill_sampling_defaults(args: argparse.Namespace) -> None:
         family = flow_model_family(model) or zimage_family(model)
         why = ("1-4 steps without guidance" if family is None else
                "Forge's preset: FLUX's guidance is --distilled-cfg-scale" if "flux" in family
-               else "Z-Image Turbo's: CFG 1 runs without a negative pass"
+               else "diffusers' Z-Image settings; CFG 1 runs without a negative pass"
                if family == "z-image" else "diffusers' SD3 settings")
         print(f"{family or 'turbo'} model ({model.name}): {', '.join(taken[True])} ({why}; "
               "give them to choose otherwise)", file=sys.stderr)

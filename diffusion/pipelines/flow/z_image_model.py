@@ -21,15 +21,19 @@ from typing import Any
 import numpy as np
 
 from ..contract import Capabilities, LoadOptions, SamplingDefaults
+from ..model_defaults import is_turbo
 from ..observer import Observer
 from ..request import GenerationRequest
 from .flow_model import FlowModel
 from .flow_sampling import FLOW_SAMPLERS, FLOW_SCHEDULES
 
-__all__ = ["ZIMAGE_DEFAULTS", "ZImageModel", "load_zimage_model", "zimage_defaults"]
+__all__ = ["ZIMAGE_BASE_DEFAULTS", "ZIMAGE_DEFAULTS", "ZImageModel", "load_zimage_model",
+           "zimage_defaults"]
 
 # Z-Image Turbo's card: 8 or 9 steps (diffusers' example: 8 steps at guidance 0, i.e. CFG 1)
 ZIMAGE_DEFAULTS = SamplingDefaults(steps=8, sampler="Euler", cfg_scale=1.0)
+# Z-Image (Base): ZImagePipeline's own defaults, 50 steps at guidance_scale 5 (CFG 6)
+ZIMAGE_BASE_DEFAULTS = SamplingDefaults(steps=50, sampler="Euler", cfg_scale=6.0)
 
 
 class ZImageModel(FlowModel):
@@ -78,15 +82,16 @@ class ZImageModel(FlowModel):
 
 
 def zimage_defaults(path: str | os.PathLike[str], family: str) -> SamplingDefaults:
-    """What a Z-Image model samples with where its defaults.json says nothing: Turbo's."""
-    return ZIMAGE_DEFAULTS
+    """What a Z-Image model samples with where its defaults.json says nothing: Turbo's for a
+    model that says it is Turbo ("turbo" in its name, `is_turbo`), the Base model's else."""
+    return ZIMAGE_DEFAULTS if is_turbo(path) else ZIMAGE_BASE_DEFAULTS
 
 
 def load_zimage_model(path: str | os.PathLike[str], family: str, options: LoadOptions
                       ) -> ZImageModel:
     """A Z-Image diffusers folder, or a single-file transformer with `options.base` (a Z-Image
     folder giving the text encoder, tokenizer, VAE and scheduler), as a ZImageModel;
-    `options.defaults` (the folder's defaults.json) over ZIMAGE_DEFAULTS."""
+    `options.defaults` (the folder's defaults.json) over `zimage_defaults`."""
     from .z_image import ZImagePipeline
 
     path, base = Path(path), options.base
@@ -101,7 +106,7 @@ def load_zimage_model(path: str | os.PathLike[str], family: str, options: LoadOp
         Path(base) if base is not None else path, dtype=options.dtype, device=options.device,
         variant=options.variant, transformer_file=path if base is not None else None,
         text_encoder_files=list(options.text_encoders))
-    defaults = replace(ZIMAGE_DEFAULTS, **{k: v for k, v in vars(options.defaults).items()
-                                           if v is not None})
+    defaults = replace(zimage_defaults(path, family), **{
+        k: v for k, v in vars(options.defaults).items() if v is not None})
     name = path.name.removesuffix(".safetensors")  # as Forge names a file's model
     return ZImageModel(pipe, family=family, name=name, defaults=defaults)

@@ -28,7 +28,7 @@ REQUEST = dict(sampler="diffusers", rng="torch", seed=7, steps=2, width=24, heig
 @pytest.fixture(scope="module")
 def tiny_zimage(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
     root = tmp_path_factory.mktemp("tiny-z-image-lora")
-    return root / "z-image", tiny_zimage_pipeline(root)
+    return root / "z-image-turbo", tiny_zimage_pipeline(root)
 
 
 def _pair(out: int, width: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -21,7 +21,8 @@ from zimage_tiny import original_layout, tiny_zimage_pipeline
 import diffusion.cli.main as cli
 import gpucore
 from diffusion.infotext import read_infotext
-from diffusion.pipelines.load import load_pipeline
+from diffusion.pipelines.contract import SamplingDefaults
+from diffusion.pipelines.load import load_pipeline, model_defaults
 from diffusion.pipelines.request import GenerationRequest
 from diffusion.upscalers.interpolation import HiresFix
 
@@ -31,7 +32,7 @@ SIZE = ("--width", "24", "--height", "16")
 @pytest.fixture(scope="module")
 def tiny_zimage(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
     root = tmp_path_factory.mktemp("tiny-z-image")
-    return root / "z-image", tiny_zimage_pipeline(root)
+    return root / "z-image-turbo", tiny_zimage_pipeline(root)
 
 
 def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[str, str]:
@@ -54,14 +55,22 @@ def _diffusers(reference: Any, prompt: str, **settings: Any) -> np.ndarray:
 
 def test_zimage_from_the_cli(first_device: gpucore.Device, tiny_zimage: tuple[Path, Any],
                              tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """Turbo's defaults (CFG 1: diffusers' guidance 0) and diffusers' picture; the prompt
+    """Turbo's defaults (CFG 1: diffusers' guidance 0; Base's otherwise) and diffusers'
+    picture; the prompt
     visibly changes it; CFG 2.5 with a negative prompt is diffusers' guidance_scale 1.5."""
     folder, reference = tiny_zimage
     common = ("txt2img", "--model", str(folder), *SIZE, "--steps", "2", "--sampler",
               "diffusers", "--rng", "torch", "--seed", "7", "--dtype", "float32")
     out, err = _run(capsys, *common, "--prompt", "a red circle",
                     "--out", str(tmp_path / "a.png"))
-    assert "z-image model (z-image): --cfg-scale 1" in err
+    assert "z-image model (z-image-turbo): --cfg-scale 1" in err
+    # a model that does not say it is Turbo gets the Base model's (ZImagePipeline's) defaults
+    base = tmp_path / "z-image-base"
+    base.symlink_to(folder, target_is_directory=True)
+    assert model_defaults(base)[0] == SamplingDefaults(steps=50, sampler="Euler",
+                                                       cfg_scale=6.0)
+    assert model_defaults(folder)[0] == SamplingDefaults(steps=8, sampler="Euler",
+                                                         cfg_scale=1.0)
     ours = _pixels(out)
     expected = _diffusers(reference, "a red circle", guidance_scale=0.0)
     assert np.abs(ours - expected).mean() < 0.01
@@ -144,7 +153,8 @@ def test_zimage_transformer_file(first_device: gpucore.Device, tiny_zimage: tupl
     file = tmp_path / "z_image_finetune.safetensors"
     save_file(original_layout(reference.transformer), str(file))
     common = ("txt2img", "--prompt", "a red circle", *SIZE, "--steps", "2", "--sampler",
-              "diffusers", "--rng", "torch", "--seed", "7", "--dtype", "float32")
+              "diffusers", "--rng", "torch", "--seed", "7", "--dtype", "float32",
+              "--cfg-scale", "1")  # the file's name does not say Turbo: Base's CFG else
     out, err = _run(capsys, *common, "--model", str(file), "--base", str(folder),
                     "--out", str(tmp_path / "file.png"))
     assert "model: z_image_finetune (z-image)" in err

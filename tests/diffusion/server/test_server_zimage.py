@@ -33,7 +33,7 @@ SMALL = {"width": 24, "height": 16, "steps": 2, "seed": 5}
 def served(tmp_path_factory: pytest.TempPathFactory) -> Any:
     root = tmp_path_factory.mktemp("z-image-server")
     reference = tiny_zimage_pipeline(root)
-    app = create_app(model=root / "z-image", models_dir=root, outputs=root / "outputs",
+    app = create_app(model=root / "z-image-turbo", models_dir=root, outputs=root / "outputs",
                      max_size=256, loader=CachedLoader())
     with TestClient(app) as client:
         yield client, reference
@@ -42,7 +42,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Any:
 def test_zimage_through_the_api(served: tuple[Any, Any]) -> None:
     client, reference = served
     names = {item["model_name"] for item in client.get("/sdapi/v1/sd-models").json()}
-    assert "z-image" in names
+    assert "z-image-turbo" in names
     response = client.post("/sdapi/v1/txt2img", json={
         "prompt": "a red circle", "sampler_name": "Euler", "cfg_scale": 1, **SMALL})
     assert response.status_code == 200, response.text
