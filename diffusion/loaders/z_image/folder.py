@@ -38,7 +38,7 @@ class ZImageWeights:
 
     transformer: ComponentWeights | None  # None when skipped (a single file replaces it)
     vae: ComponentWeights
-    text_encoder: ComponentWeights
+    text_encoder: ComponentWeights | None  # likewise
     scheduler_config: dict[str, Any]
     tokenizer_dir: Path
 
@@ -64,13 +64,13 @@ def _text_encoder_refs(refs: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_zimage_folder(path: str | os.PathLike[str], *, dtype: Any = None,
-                       variant: str | None = None, skip_transformer: bool = False
+                       variant: str | None = None, skip: tuple[str, ...] = ()
                        ) -> ZImageWeights:
     """Lazy weights of the Z-Image diffusers folder `path`. `dtype`: None (as stored;
-    bfloat16 read as float32), "float16" or "float32"; `variant`: e.g. "fp16";
-    `skip_transformer`: leave the transformer out (None; a single file replaces it).
-    WeightsError naming the file or folder when it is not a Z-Image pipeline or a component
-    is missing."""
+    bfloat16 read as float32), "float16" or "float32"; `variant`: e.g. "fp16"; `skip`:
+    "transformer" and/or "text_encoder", left out (None; single files replace them, and the
+    folder need not hold them). WeightsError naming the file or folder when it is not a
+    Z-Image pipeline or a component is missing."""
     root = Path(path)
     index = read_json(root / "model_index.json")
     if index.get("_class_name") != _CLASS:
@@ -83,9 +83,10 @@ def load_zimage_folder(path: str | os.PathLike[str], *, dtype: Any = None,
             raise WeightsError(f"{root / 'model_index.json'}: the {_CLASS} has no {name!r} "
                                f"component; give the whole folder (it needs {needs})")
     resolved = resolve_dtype(dtype)
-    parts: dict[str, ComponentWeights | None] = {"transformer": None}
-    for name in ("vae", "text_encoder") if skip_transformer else (
-            "transformer", "vae", "text_encoder"):
+    parts: dict[str, ComponentWeights | None] = dict.fromkeys(skip)
+    for name in ("transformer", "vae", "text_encoder"):
+        if name in skip:
+            continue
         config = read_json(root / name / "config.json")
         refs, _where = weight_refs(root / name, _STEMS[name], variant)
         if name == "text_encoder":

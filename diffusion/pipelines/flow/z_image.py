@@ -27,7 +27,7 @@ from gpustd import Tensor, asarray, take_slice
 from gpustd.nn import deferred
 
 from ...loaders.component import load_component
-from ...loaders.z_image import load_zimage_file, load_zimage_folder
+from ...loaders.z_image import load_llm_file, load_zimage_file, load_zimage_folder
 from ...models import AutoencoderKL
 from ...models.llm import LLMTextModel
 from ...models.z_image import ZImageTransformer2DModel
@@ -39,6 +39,12 @@ from .start import StepCallback, check_call, run_euler
 __all__ = ["ZImagePipeline"]
 
 TEXT_LAYER = -2  # the hidden states Z-Image reads: Qwen3's second-to-last layer's output
+
+
+def _folder_config(path: str | os.PathLike[str], component: str) -> dict[str, Any] | None:
+    """A folder component's config.json, None where the folder has none."""
+    file = Path(path) / component / "config.json"
+    return json.loads(file.read_text(encoding="utf-8")) if file.is_file() else None
 
 
 class ZImagePipeline:
@@ -64,19 +70,23 @@ class ZImagePipeline:
         `transformer_file`: a single-file transformer in the original layout (ComfyUI's
         `z_image_turbo_bf16.safetensors`, a fine-tune, or a GGUF of one, kept quantized;
         `load_zimage_file`) in place of the folder's, whose config gives the rotary
-        settings. Separate text encoder files are not supported yet (ValueError)."""
-        if text_encoder_files:
-            raise ValueError("--text-encoder files are not supported for Z-Image models yet; "
-                             "load the diffusers folder, which holds its text_encoder/")
-        weights = load_zimage_folder(path, variant=variant,
-                                     skip_transformer=transformer_file is not None)
-        transformer = weights.transformer
+        settings; `text_encoder_files`: a Qwen3 text encoder file (ComfyUI's
+        `qwen_3_4b.safetensors`; `load_llm_file`) in place of the folder's text_encoder/,
+        which need then hold no weights."""
+        files = [Path(f) for f in text_encoder_files]
+        if len(files) > 1:
+            raise ValueError(f"Z-Image takes one --text-encoder file (its Qwen3), got "
+                             f"{len(files)}: {', '.join(f.name for f in files)}")
+        skip = (("transformer",) if transformer_file is not None else ()) + (
+            ("text_encoder",) if files else ())
+        weights = load_zimage_folder(path, variant=variant, skip=skip)
+        transformer, text_encoder = weights.transformer, weights.text_encoder
         if transformer_file is not None:
-            folder_config = Path(path) / "transformer" / "config.json"
-            config = (json.loads(folder_config.read_text(encoding="utf-8"))
-                      if folder_config.is_file() else None)
-            transformer = load_zimage_file(transformer_file, config=config)
-        assert transformer is not None
+            transformer = load_zimage_file(transformer_file,
+                                           config=_folder_config(path, "transformer"))
+        if files:
+            text_encoder = load_llm_file(files[0], config=_folder_config(path, "text_encoder"))
+        assert transformer is not None and text_encoder is not None
         place = {"dtype": dtype, "device": device or default_device()}
         with deferred():  # each parameter takes GPU memory when its values arrive
             return cls(
@@ -85,10 +95,11 @@ class ZImagePipeline:
                     ZImageTransformer2DModel(transformer.config, **place), transformer,
                     slices=True),
                 vae=load_component(AutoencoderKL(weights.vae.config, **place), weights.vae),
-                text_encoder=load_component(LLMTextModel(weights.text_encoder.config, **place),
-                                            weights.text_encoder),
+                text_encoder=load_component(LLMTextModel(text_encoder.config, **place),
+                                            text_encoder),
                 tokenizer=LLMTokenizer(weights.tokenizer_dir),
-                scheduler_config=weights.scheduler_config)
+                scheduler_config=weights.scheduler_config,
+                modules=[f.name.removesuffix(".safetensors") for f in files])
 
     def encode_prompt(self, prompts: Sequence[str], max_sequence_length: int = 512
                       ) -> list[Tensor]:

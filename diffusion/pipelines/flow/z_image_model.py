@@ -109,4 +109,4 @@ def load_zimage_model(path: str | os.PathLike[str], family: str, options: LoadOp
     defaults = replace(zimage_defaults(path, family), **{
         k: v for k, v in vars(options.defaults).items() if v is not None})
     name = path.name.removesuffix(".safetensors")  # as Forge names a file's model
-    return ZImageModel(pipe, family=family, name=name, defaults=defaults)
+    return ZImageModel(pipe, family=family, name=name, defaults=defaults, modules=pipe.modules)

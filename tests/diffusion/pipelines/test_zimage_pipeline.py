@@ -177,6 +177,37 @@ def test_zimage_transformer_file(first_device: gpucore.Device, tiny_zimage: tupl
     assert code != 0 and len(errors) == 1 and "--base" in errors[0], err
 
 
+def test_zimage_text_encoder_file(first_device: gpucore.Device, tiny_zimage: tuple[Path, Any],
+                                  tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """ComfyUI's kind of text encoder file (a causal LM's names under model., lm_head too)
+    with a folder whose text_encoder/ holds its config alone: the folder's own picture, the
+    file named in the infotext; a file that is no Qwen3 gets one line."""
+    folder, reference = tiny_zimage
+    state = {f"model.{k}": v.detach().clone() for k, v in
+             reference.text_encoder.state_dict().items()}
+    state["lm_head.weight"] = state["model.embed_tokens.weight"].clone()
+    save_file(state, str(tmp_path / "qwen_3_4b.safetensors"))
+    slim = tmp_path / "z-image-turbo"
+    shutil.copytree(folder, slim)
+    for weights in (slim / "text_encoder").glob("*.safetensors*"):
+        weights.unlink()
+    common = ("txt2img", "--prompt", "a red circle", *SIZE, "--steps", "2", "--sampler",
+              "diffusers", "--rng", "torch", "--seed", "7", "--dtype", "float32")
+    out, _ = _run(capsys, *common, "--model", str(slim), "--text-encoder",
+                  str(tmp_path / "qwen_3_4b.safetensors"), "--out", str(tmp_path / "te.png"))
+    text = read_infotext(out)
+    assert text is not None and "Module 1: qwen_3_4b" in text
+    single = _pixels(out)
+    out, _ = _run(capsys, *common, "--model", str(folder), "--out", str(tmp_path / "dir.png"))
+    np.testing.assert_array_equal(single, _pixels(out))
+    code = cli.main([*common, "--model", str(slim), "--text-encoder",
+                     str(slim / "vae" / "diffusion_pytorch_model.safetensors"),
+                     "--out", str(tmp_path / "x.png")])
+    _, err = capsys.readouterr()
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code != 0 and len(errors) == 1 and "not a Qwen3 text encoder" in errors[0], err
+
+
 @pytest.mark.parametrize("missing", ["tokenizer/tokenizer.json", "text_encoder"])
 def test_broken_folder_gets_one_line(tiny_zimage: tuple[Path, Any], tmp_path: Path,
                                      capsys: pytest.CaptureFixture[str], missing: str) -> None:
