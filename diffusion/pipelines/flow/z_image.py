@@ -99,7 +99,8 @@ class ZImagePipeline:
                                             text_encoder),
                 tokenizer=LLMTokenizer(weights.tokenizer_dir),
                 scheduler_config=weights.scheduler_config,
-                modules=[f.name.removesuffix(".safetensors") for f in files])
+                modules=[f.name.removesuffix(".safetensors").removesuffix(".gguf")
+                         for f in files])
 
     def encode_prompt(self, prompts: Sequence[str], max_sequence_length: int = 512
                       ) -> list[Tensor]:

@@ -91,3 +91,46 @@ def test_other_files_are_not_claimed(tmp_path: Path) -> None:
         load_zimage_file(file)
     (tmp_path / "broken.safetensors").write_bytes(b"nonsense")
     assert zimage_family(tmp_path / "broken.safetensors") is None
+
+
+def test_qwen3_gguf_text_encoder(first_device: gpucore.Device, tmp_path: Path) -> None:
+    """A llama.cpp GGUF of a Qwen3 (Q8_0; llama.cpp's names, ComfyUI-GGUF's kind of text
+    encoder file): its matrices kept quantized, its states near transformers' float ones."""
+    pytest.importorskip("gguf", reason="GGUF files need the gguf package")
+    import torch
+    from zimage_tiny import tiny_qwen3
+
+    from diffusion.loaders.formats.gguf_write import write_gguf
+    from diffusion.loaders.z_image import load_llm_file
+    from diffusion.models.llm import LLMTextModel
+
+    reference = tiny_qwen3(config=dict(hidden_size=64, intermediate_size=96, head_dim=16))
+    names = {"embed_tokens": "token_embd", "norm": "output_norm"}
+    layer = {"input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm",
+             "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k",
+             "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output",
+             "self_attn.q_norm": "attn_q_norm", "self_attn.k_norm": "attn_k_norm",
+             "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down"}
+    tensors = []
+    for key, value in reference.state_dict().items():
+        stem = key.removesuffix(".weight")
+        if stem in names:
+            name = names[stem]
+        else:
+            _, index, rest = stem.split(".", 2)
+            name = f"blk.{index}.{layer[rest]}"
+        tensors.append((f"{name}.weight", value.numpy()))
+    path = tmp_path / "Qwen3-tiny-Q8_0.gguf"
+    write_gguf(path, tensors, "q8_0", architecture="qwen3")
+    weights = load_llm_file(path, config=reference.config.to_dict())
+    with deferred():
+        ours = LLMTextModel(weights.config, device=first_device)
+    load_component(ours, weights)
+    assert isinstance(ours.layers[0].self_attn.q_proj.weight, QuantizedTensor)
+    ids = np.random.default_rng(0).integers(0, 300, (1, 13))
+    with torch.no_grad():
+        expected = reference(input_ids=torch.from_numpy(ids),
+                             output_hidden_states=True).hidden_states[-2].numpy()
+    got = ours.hidden_states(ids, layer=-2).numpy()
+    error = np.linalg.norm(got - expected) / np.linalg.norm(expected)
+    assert 0 < error < 0.05, error
