@@ -20,6 +20,7 @@ keep the states to float16 error this way; a float16 stream cannot hold them at 
 from __future__ import annotations
 
 import math
+import typing
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -120,7 +121,7 @@ class LLMMLP(nn.Module):
         self.down_proj = nn.Linear(hidden, dim, bias=False, **place)
 
     def forward(self, x: Tensor) -> Tensor:
-        hidden = cast(_swiglu(self.gate_proj(x), self.up_proj(x)), x.dtype)
+        hidden = cast(typing.cast(Tensor, _swiglu(self.gate_proj(x), self.up_proj(x))), x.dtype)
         return self.down_proj(hidden)
 
 

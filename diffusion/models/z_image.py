@@ -12,6 +12,7 @@ with its attention masks computes, without the masks.
 from __future__ import annotations
 
 import math
+import typing
 from collections.abc import Sequence
 from typing import Any
 
@@ -68,7 +69,7 @@ def _gated(residual: Tensor, gate: Tensor, y: Tensor) -> Tensor:
     inf (Z-Image's bfloat16-trained activations overflow float16: ComfyUI and SD.Next clamp
     them the same way)."""
     kernel = _tanh_gated_add_clipped if residual.dtype == np.float16 else _tanh_gated_add
-    return cast(kernel(residual, gate, y), residual.dtype)
+    return cast(typing.cast(Tensor, kernel(residual, gate, y)), residual.dtype)
 
 
 def _padding(length: int) -> int:
@@ -114,7 +115,7 @@ class ZImageFeedForward(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """The product clipped to +-65504 under float16 (as `_gated`)."""
         kernel = _swiglu_clipped if x.dtype == np.float16 else _swiglu
-        return self.w2(cast(kernel(self.w1(x), self.w3(x)), x.dtype))
+        return self.w2(cast(typing.cast(Tensor, kernel(self.w1(x), self.w3(x))), x.dtype))
 
 
 class ZImageTransformerBlock(nn.Module):
@@ -126,8 +127,10 @@ class ZImageTransformerBlock(nn.Module):
         dim, eps = cfg["dim"], cfg["norm_eps"]
         self.attention = ZImageAttention(dim, cfg["n_heads"], place, qk_norm=cfg["qk_norm"])
         self.feed_forward = ZImageFeedForward(dim, int(dim / 3 * 8), place)
-        for name in ("attention_norm1", "ffn_norm1", "attention_norm2", "ffn_norm2"):
-            setattr(self, name, RMSNorm(dim, eps, place=place))
+        self.attention_norm1 = RMSNorm(dim, eps, place=place)
+        self.ffn_norm1 = RMSNorm(dim, eps, place=place)
+        self.attention_norm2 = RMSNorm(dim, eps, place=place)
+        self.ffn_norm2 = RMSNorm(dim, eps, place=place)
         self.adaLN_modulation = (nn.ModuleList([nn.Linear(min(dim, _ADALN), 4 * dim, **place)])
                                  if modulation else None)
 
@@ -212,7 +215,7 @@ class ZImageTransformer2DModel(nn.Module):
         self.context_refiner = nn.ModuleList(
             [ZImageTransformerBlock(cfg, place, modulation=False) for _ in refiners])
         self.t_embedder = TimestepEmbedder(min(dim, _ADALN), place)
-        self.cap_embedder = nn.ModuleList([
+        self.cap_embedder: nn.ModuleList[Any] = nn.ModuleList([
             RMSNorm(cfg["cap_feat_dim"], cfg["norm_eps"], place=place),
             nn.Linear(cfg["cap_feat_dim"], dim, **place)])
         self.x_pad_token = nn.parameter((1, dim), **place)

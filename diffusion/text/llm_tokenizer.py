@@ -47,7 +47,7 @@ class LLMTokenizer:
                   if config_file.is_file() else {})
         self.tokenizer = Tokenizer.from_file(str(file))
         pad = config.get("pad_token") or "<|endoftext|>"
-        pad = pad.get("content") if isinstance(pad, dict) else pad
+        pad = str(pad.get("content", "")) if isinstance(pad, dict) else str(pad)
         pad_id = self.tokenizer.token_to_id(pad)
         if pad_id is None:
             raise ValueError(f"the tokenizer at {path} has no padding token {pad!r}")
