@@ -51,6 +51,10 @@ class ZImageModel(FlowModel):
                             samplers=tuple(FLOW_SAMPLERS), schedules=FLOW_SCHEDULES,
                             models="Z-Image models", **no)
 
+    def use_vae(self, path: str | os.PathLike[str]) -> None:
+        raise ValueError("--vae is not supported for Z-Image models yet; the folder's vae/ "
+                         "(FLUX's 16-channel VAE) decodes")
+
     def lora_targets(self) -> Any:
         """What the prompt's LoRAs patch: the transformer."""
         return SimpleNamespace(unet=self.pipe.transformer, transformer=self.pipe.transformer)

@@ -200,6 +200,10 @@ def test_zimage_text_encoder_file(first_device: gpucore.Device, tiny_zimage: tup
     single = _pixels(out)
     out, _ = _run(capsys, *common, "--model", str(folder), "--out", str(tmp_path / "dir.png"))
     np.testing.assert_array_equal(single, _pixels(out))
+    code = cli.main([*common, "--model", str(folder), "--vae", str(tmp_path / "te.png"),
+                     "--out", str(tmp_path / "x.png")])
+    _, err = capsys.readouterr()
+    assert code != 0 and "--vae is not supported for Z-Image" in err, err
     code = cli.main([*common, "--model", str(slim), "--text-encoder",
                      str(slim / "vae" / "diffusion_pytorch_model.safetensors"),
                      "--out", str(tmp_path / "x.png")])
