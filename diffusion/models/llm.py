@@ -5,7 +5,8 @@ second-to-last layer).
 RMSNorm, rotary position embeddings (`rope_theta`, the "default" rope type), grouped-query
 attention (Qwen3: an RMS norm over each head of q and k), a SwiGLU MLP, a causal mask plus the
 prompt's padding mask. The architecture table `_ARCHITECTURES` says what a `model_type` adds
-(q/k norms, q/k/v biases): Qwen3, Qwen2 (biases, no norms) and Mistral (neither). A sliding
+(q/k norms, q/k/v biases): Qwen3, Qwen2 (biases, no norms), Qwen2.5-VL's language model
+(Qwen2's, its multimodal RoPE the plain one for text alone) and Mistral (neither). A sliding
 attention window is not implemented: a prompt longer than the config's window is refused.
 
 With float16 weights the residual stream stays float32, and so do the hidden states returned:
@@ -38,12 +39,15 @@ class _Architecture(NamedTuple):
     qk_norm: bool  # an RMS norm over each head of q and k
     qkv_bias: bool | None  # biases on q, k, v (None: the config's attention_bias)
     o_bias: bool | None  # a bias on o (None: the config's attention_bias)
+    head_dim_key: bool = True  # the config's head_dim applies (else hidden / heads always)
 
 
 _ARCHITECTURES: dict[str, _Architecture] = {
     "qwen3": _Architecture(True, None, None),
     "qwen2": _Architecture(False, True, False),
     "mistral": _Architecture(False, False, False),
+    # Qwen2.5-VL's language model (Qwen-Image's encoder): Qwen2's layers
+    "qwen2_5_vl_text": _Architecture(False, True, False, head_dim_key=False),
 }
 _DEFAULTS: dict[str, Any] = {"rms_norm_eps": 1e-6, "rope_theta": 1_000_000.0,
                              "hidden_act": "silu"}
@@ -60,7 +64,9 @@ def _rope_theta(cfg: dict[str, Any]) -> float:
     rope type (YaRN, dynamic, ...) is refused."""
     params = cfg.get("rope_parameters") or cfg.get("rope_scaling") or {}
     kind = params.get("rope_type", params.get("type", "default"))
-    if kind != "default":
+    # Qwen2.5-VL's multimodal RoPE gives a text token the same position on its three axes,
+    # which is the default rotation: prompts of text alone run as such
+    if kind not in ("default", "mrope"):
         raise ValueError(f"rope type {kind!r} is not supported by this text encoder; it "
                          "implements the 'default' rotary embedding")
     return float(params.get("rope_theta", cfg["rope_theta"]))
@@ -163,13 +169,13 @@ class LLMTextModel(nn.Module):
         if cfg["hidden_act"] != "silu":
             raise ValueError(f"hidden_act {cfg['hidden_act']!r} is not supported; the LLM "
                              "text encoder implements 'silu' (SwiGLU)")
-        cfg.setdefault("head_dim", cfg["hidden_size"] // cfg["num_attention_heads"])
-        cfg["head_dim"] = cfg["head_dim"] or cfg["hidden_size"] // cfg["num_attention_heads"]
+        kind = _ARCHITECTURES[model_type]
+        if not kind.head_dim_key or not cfg.get("head_dim"):
+            cfg["head_dim"] = cfg["hidden_size"] // cfg["num_attention_heads"]
         cfg.setdefault("num_key_value_heads", cfg["num_attention_heads"])
         if cfg["num_attention_heads"] % cfg["num_key_value_heads"]:
             raise ValueError(f"num_attention_heads {cfg['num_attention_heads']} is not a "
                              f"multiple of num_key_value_heads {cfg['num_key_value_heads']}")
-        kind = _ARCHITECTURES[model_type]
         self.config, self.theta = cfg, _rope_theta(cfg)
         self.window = cfg.get("sliding_window") if (
             model_type == "mistral" or cfg.get("use_sliding_window")) else None

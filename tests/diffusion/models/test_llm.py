@@ -85,13 +85,20 @@ def test_hidden_states_f16_keep_large_activations(f16_device: gpucore.Device) ->
     assert_close(got[kept], expected[kept], tol=2e-2)
 
 
-@pytest.mark.parametrize("kind", ["Qwen2", "Mistral"])
+@pytest.mark.parametrize("kind", ["Qwen2", "Mistral", "Qwen2_5_VLText"])
 def test_other_architectures_equal_transformers(first_device: gpucore.Device, kind: str) -> None:
-    """Qwen2 (q/k/v biases, no q/k norms) and Mistral (neither) from their configs."""
+    """Qwen2 (q/k/v biases, no q/k norms), Mistral (neither) and Qwen2.5-VL's language model
+    (Qwen2's layers; its multimodal RoPE over text positions alone) from their configs."""
     import transformers
     from sd_tiny import randomized
 
-    config = getattr(transformers, f"{kind}Config")(**{**QWEN3_TINY, "sliding_window": 64})
+    extra: dict = {"sliding_window": 64}
+    if kind == "Qwen2_5_VLText":
+        # its heads are hidden / heads wide whatever head_dim says (sections: half of 10)
+        extra = {"head_dim": 10, "rope_parameters": {"rope_type": "default",
+                                                     "rope_theta": 1e6,
+                                                     "mrope_section": [1, 2, 2]}}
+    config = getattr(transformers, f"{kind}Config")(**{**QWEN3_TINY, **extra})
     reference = randomized(getattr(transformers, f"{kind}Model")(config), 4)
     ours = LLMTextModel(reference.config.to_dict(), device=first_device)
     ours.load_state_dict(state_dict(reference))
