@@ -30,8 +30,8 @@ from .flow_sampling import FLOW_SAMPLERS, FLOW_SCHEDULES
 __all__ = ["ZIMAGE_BASE_DEFAULTS", "ZIMAGE_DEFAULTS", "ZImageModel", "load_zimage_model",
            "zimage_defaults"]
 
-# Z-Image Turbo's card: 8 or 9 steps (diffusers' example: 8 steps at guidance 0, i.e. CFG 1)
-ZIMAGE_DEFAULTS = SamplingDefaults(steps=8, sampler="Euler", cfg_scale=1.0)
+# Z-Image Turbo's card: 9 steps at guidance 0, i.e. CFG 1 (diffusers' example takes 8)
+ZIMAGE_DEFAULTS = SamplingDefaults(steps=9, sampler="Euler", cfg_scale=1.0)
 # Z-Image (Base): ZImagePipeline's own defaults, 50 steps at guidance_scale 5 (CFG 6)
 ZIMAGE_BASE_DEFAULTS = SamplingDefaults(steps=50, sampler="Euler", cfg_scale=6.0)
 

@@ -69,7 +69,7 @@ def test_zimage_from_the_cli(first_device: gpucore.Device, tiny_zimage: tuple[Pa
     base.symlink_to(folder, target_is_directory=True)
     assert model_defaults(base)[0] == SamplingDefaults(steps=50, sampler="Euler",
                                                        cfg_scale=6.0)
-    assert model_defaults(folder)[0] == SamplingDefaults(steps=8, sampler="Euler",
+    assert model_defaults(folder)[0] == SamplingDefaults(steps=9, sampler="Euler",
                                                          cfg_scale=1.0)
     ours = _pixels(out)
     expected = _diffusers(reference, "a red circle", guidance_scale=0.0)
