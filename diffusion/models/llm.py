@@ -15,7 +15,9 @@ growing over the layers) that an unnormalized middle layer hands on as they are;
 they cost nothing but the stream's own memory. Every projection and the attention run in the
 model's dtype from the RMS-normed stream (normed values are small). On the tiny test model with
 its MLP writes scaled until the stream passes 65504 (each write below it), float16 weights
-keep the states to float16 error this way; a float16 stream cannot hold them at all.
+keep the states to float16 error this way; a float16 stream cannot hold them at all. One
+projection's output is still float16 and would overflow past 65504 on its own: whether any of
+Qwen3-4B's does is for a run with its real weights to show (float32 weights avoid it).
 """
 
 from __future__ import annotations
