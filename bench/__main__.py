@@ -17,7 +17,8 @@ from . import _harness
 
 BENCHMARKS = ("vector_add", "gemm", "fft", "nn", "unet", "txt2img", "vae", "sdxl", "linalg",
               "multigpu", "memory", "upscale", "flux", "controlnet", "lowvram", "load",
-              "quant_gemm", "flatness", "overhead", "gemm_ceiling", "flux_cache")
+              "quant_gemm", "flatness", "overhead", "gemm_ceiling", "flux_cache",
+              "zimage")
 
 
 def main(argv: list[str] | None = None) -> int:

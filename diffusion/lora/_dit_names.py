@@ -1,6 +1,7 @@
-"""Kohya's (sd-scripts') names for the layers of FLUX and SD3 LoRAs: BFL's and Stability's
-checkpoint module paths, flattened (`double_blocks_0_img_attn_qkv`,
-`joint_blocks_3_x_block_mlp_fc1`), to diffusers' transformer modules, which our models carry.
+"""Kohya's (sd-scripts') names for the layers of FLUX, SD3 and Z-Image LoRAs: BFL's,
+Stability's and Z-Image's checkpoint module paths, flattened (`double_blocks_0_img_attn_qkv`,
+`joint_blocks_3_x_block_mlp_fc1`, `layers_0_attention_qkv`), to diffusers' transformer
+modules, which our models carry.
 A fused projection (BFL's and SD3's qkv, FLUX's single-block linear1: q, k, v and the MLP's
 input) patches the row ranges of the layers it was split into, and the final adaLN (the last
 SD3 block's text adaLN too) has its (shift, scale) halves swapped, as the single-file loaders
@@ -78,8 +79,26 @@ def _sd3(config: dict[str, Any]) -> dict[str, list[Part]]:
     return aliases
 
 
+def _zimage(config: dict[str, Any]) -> dict[str, list[Part]]:
+    """The original Z-Image names (what ComfyUI's and musubi-tuner's LoRAs use where they
+    differ from diffusers'): the fused attention.qkv, attention.out, x_embedder, final_layer."""
+    dim = config["dim"]
+    aliases = {"x_embedder": [Part("all_x_embedder.2-1")],
+               "final_layer_linear": [Part("all_final_layer.2-1.linear")],
+               "final_layer_adaLN_modulation_1": [Part("all_final_layer.2-1.adaLN_modulation.1")]}
+    for stack, count in (("layers", config["n_layers"]),
+                         ("noise_refiner", config["n_refiner_layers"]),
+                         ("context_refiner", config["n_refiner_layers"])):
+        for i in range(count):
+            attention = f"{stack}.{i}.attention"
+            aliases[_flat(f"{attention}.out")] = [Part(f"{attention}.to_out.0")]
+            aliases.update(_split(f"{attention}.qkv", tuple(
+                f"{attention}.{t}" for t in ("to_q", "to_k", "to_v")), (dim,) * 3))
+    return aliases
+
+
 def dit_aliases(model: Any, shapes: dict[str, tuple[int, ...]]) -> dict[str, list[Part]]:
-    """Kohya's flat name -> the parts it patches, for a FLUX or SD3 transformer (`shapes`:
+    """Kohya's flat name -> the parts it patches, for a FLUX, SD3 or Z-Image transformer (`shapes`:
     module path -> weight shape); empty for other models. Parts whose module the model lacks
     (schnell's guidance embedder, SD3 blocks without dual attention) are left out."""
     config = model.config
@@ -87,6 +106,8 @@ def dit_aliases(model: Any, shapes: dict[str, tuple[int, ...]]) -> dict[str, lis
         aliases = _flux(shapes, config)
     elif "caption_projection_dim" in config:
         aliases = _sd3(config)
+    elif "cap_feat_dim" in config:
+        aliases = _zimage(config)
     else:
         return {}
     return {name: parts for name, parts in aliases.items()

@@ -8,8 +8,10 @@ Formats read (the ones the WebUI's built-in Lora extension and diffusers read fo
   `lora_down`, a 1x1 `lora_up`), LoHa `hada_w1_a`, `hada_w1_b`, `hada_w2_a`, `hada_w2_b`
   (optional `hada_t1`, `hada_t2`).
 - diffusers / PEFT: `unet.<module>.lora_A.weight` / `lora_B.weight` (`text_encoder.`,
-  `text_encoder_2.`), the older `<module>.lora.down.weight` / `.lora.up.weight`,
-  `lora_linear_layer.down/up`, and attention-processor names (`attn1.processor.to_q_lora.down`).
+  `text_encoder_2.`, `transformer.`, and ComfyUI's `diffusion_model.` for the UNet or the
+  transformer), the older `<module>.lora.down.weight` / `.lora.up.weight`,
+  `lora_linear_layer.down/up`, and attention-processor names
+  (`attn1.processor.to_q_lora.down`).
 
 Names are kept as the file spells them (one module per `LoraModule`); which model parameter a
 module patches is decided against a loaded model (`diffusion.lora._names`), because kohya's
@@ -41,6 +43,10 @@ __all__ = ["COMPONENTS", "LoraFile", "LoraModule"]
 COMPONENTS = ("unet", "text_encoder", "text_encoder_2", "transformer")
 _KOHYA_PREFIXES = {"lora_unet_": "unet", "lora_te_": "text_encoder", "lora_te1_": "text_encoder",
                    "lora_te2_": "text_encoder_2"}
+# ComfyUI's and ai-toolkit's prefix for the denoiser's layers (`diffusion_model.layers.0...`),
+# under diffusers' or the original checkpoint's module names: the UNet, or the transformer
+# every DiT pipeline also offers as `unet` (as kohya's `lora_unet_` names it)
+_DIT_PREFIXES = {"diffusion_model": "unet"}
 # The part of a key after the module name -> our short name for that tensor.
 _KOHYA_PARTS = {"lora_down.weight": "down", "lora_up.weight": "up", "lora_mid.weight": "mid",
                 "alpha": "alpha", "hada_w1_a": "w1a", "hada_w1_b": "w1b", "hada_w2_a": "w2a",
@@ -153,6 +159,7 @@ def _split_key(path: Path, key: str) -> tuple[str, str, str]:
             name, _, part = key[len(prefix):].partition(".")
             return component, name, _part(path, key, part, _KOHYA_PARTS)
     head, _, rest = key.partition(".")
+    head = _DIT_PREFIXES.get(head, head)
     if head in COMPONENTS:
         rest = _without_processor(rest)
         for suffix, short in _DIFFUSERS_PARTS.items():

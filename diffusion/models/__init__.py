@@ -14,9 +14,11 @@ loading weights is a walk over names (`load_state_dict`); configs are the `confi
 | `t2i_adapter` | `T2IAdapter` (full, full XL, light): control image to down-block features |
 | `layers` | the pieces the UNet and VAE share: attention, ResNet blocks, down- and upsampling |
 | `t5` | T5's encoder (`T5EncoderModel`): FLUX's and SD3's second/third text encoder |
+| `llm` | a decoder-only LLM's hidden states (`LLMTextModel`, Qwen3): Z-Image's text encoder |
 | `flux` | `FluxTransformer2DModel` (FLUX.1 schnell and dev) |
 | `sd3` | `SD3Transformer2DModel`, the MMDiT of SD3 and SD3.5 |
 | `chroma` | `ChromaTransformer2DModel`: FLUX.1-schnell's blocks modulated by one approximator |
+| `z_image` | `ZImageTransformer2DModel` (Z-Image Turbo and Base) |
 | `dit_layers` | what FLUX and SD3 share: joint attention, the double-stream block, adaLN |
 | `transformer_ops` | RMS norm, adaLN modulation, gated residuals, rotary embeddings |
 | `step_cache` | step caching of the transformers' blocks: First Block Cache, MagCache, TeaCache |

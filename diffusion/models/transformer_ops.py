@@ -20,7 +20,7 @@ from .layers import Place
 
 __all__ = ["RMSNorm", "cast", "chunks", "gated_add", "modulate", "rms_norm", "rope", "rope_tables"]
 
-_swaps: dict[tuple[int, int, np.dtype], Tensor] = {}
+_swaps: dict[tuple[int, int, np.dtype, bool], Tensor] = {}
 
 
 @elementwise_kernel
@@ -138,23 +138,31 @@ def rope_tables(ids: np.ndarray, axes_dim: tuple[int, ...], theta: float, *,
     return asarray(cos, device=device), asarray(sin, device=device)
 
 
-def _swap_matrix(dim: int, dtype: np.dtype, device: Device) -> Tensor:
-    """P (D, D) with x @ P = (-x1, x0, -x3, x2, ...): the pair rotation's partner, exact."""
-    key = (id(device), dim, np.dtype(dtype))
+def _swap_matrix(dim: int, dtype: np.dtype, device: Device, halves: bool = False) -> Tensor:
+    """P (D, D) with x @ P = (-x1, x0, -x3, x2, ...): the pair rotation's partner, exact;
+    with `halves`, x @ P = (-x[D/2:], x[:D/2]) (transformers' `rotate_half`)."""
+    key = (id(device), dim, np.dtype(dtype), halves)
     found = _swaps.get(key)
     if found is None or found.device is not device:
         swap = np.zeros((dim, dim), np.float32)
-        even = np.arange(0, dim, 2)
-        swap[even + 1, even] = -1.0
-        swap[even, even + 1] = 1.0
+        if halves:
+            first = np.arange(dim // 2)
+            swap[first + dim // 2, first] = -1.0
+            swap[first, first + dim // 2] = 1.0
+        else:
+            even = np.arange(0, dim, 2)
+            swap[even + 1, even] = -1.0
+            swap[even, even + 1] = 1.0
         found = _swaps[key] = asarray(swap, dtype=dtype, device=device)
     return found
 
 
-def rope(x: Tensor, cos: Tensor, sin: Tensor, heads: int) -> Tensor:
+def rope(x: Tensor, cos: Tensor, sin: Tensor, heads: int, *, halves: bool = False) -> Tensor:
     """Rotary embedding of x (B, L, H*D) by rope_tables' cos/sin (L, 1, D): each pair
     (x[2i], x[2i+1]) rotated by its angle. diffusers: `apply_rotary_emb(x, (cos, sin),
-    sequence_dim=1)` on x viewed (B, L, H, D)."""
+    sequence_dim=1)` on x viewed (B, L, H, D). With `halves` the pairs are (x[i], x[i+D/2])
+    and the tables' angles run over the first half then repeat (the LLMs' layout);
+    transformers: `apply_rotary_pos_emb` (`x * cos + rotate_half(x) * sin`)."""
     batch, length, width = x.shape
     dim = width // heads
     if cos.shape != (length, 1, dim):
@@ -162,7 +170,8 @@ def rope(x: Tensor, cos: Tensor, sin: Tensor, heads: int) -> Tensor:
                          f"{heads} heads x {dim}")
     # The partner of each element through a tiny GEMM: (B*L*H, D) @ (D, D), a sliver of the
     # projections' cost, and no strided gather kernel to write.
-    swapped = matmul(x.reshape(batch * length * heads, dim), _swap_matrix(dim, x.dtype, x.device))
+    swapped = matmul(x.reshape(batch * length * heads, dim),
+                     _swap_matrix(dim, x.dtype, x.device, halves))
     out = _rotate(x.reshape(batch, length, heads, dim), swapped.reshape(batch, length, heads, dim),
                   cos, sin)
     return cast(typing.cast(Tensor, out), x.dtype).reshape(batch, length, width)

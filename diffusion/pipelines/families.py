@@ -15,8 +15,10 @@ from dataclasses import dataclass
 
 from ..loaders.flow.chroma import chroma_family
 from ..loaders.flow.file import flow_model_family
+from ..loaders.z_image import zimage_family
 from .contract import LoadOptions, Pipeline, SamplingDefaults
 from .flow.flow_model import flow_defaults, load_flow_model
+from .flow.z_image_model import load_zimage_model, zimage_defaults
 from .sd.unet_load import any_checkpoint, load_unet_model, unet_defaults
 
 __all__ = ["FAMILIES", "FamilyLoader", "family_of"]
@@ -39,6 +41,7 @@ class FamilyLoader:
 FAMILIES: tuple[FamilyLoader, ...] = (
     FamilyLoader("Chroma", chroma_family, load_flow_model, flow_defaults),
     FamilyLoader("FLUX.1, SD 3/3.5", flow_model_family, load_flow_model, flow_defaults),
+    FamilyLoader("Z-Image (Turbo, Base)", zimage_family, load_zimage_model, zimage_defaults),
     FamilyLoader("SD 1.x/2.x, SDXL (base, refiner, Turbo)", any_checkpoint, load_unet_model,
                  unet_defaults),
 )

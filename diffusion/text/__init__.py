@@ -1,4 +1,4 @@
-"""Text to conditioning: CLIP's and T5's tokenizers, the WebUI's prompt syntax (emphasis,
+"""Text to conditioning: CLIP's, T5's and the LLMs' tokenizers, the WebUI's prompt syntax (emphasis,
 BREAK, prompt editing, extra-network tags, AND), chunked weighted conditioning, and
 textual-inversion embeddings.
 
@@ -6,6 +6,7 @@ textual-inversion embeddings.
 |---|---|
 | `tokenizer` | CLIP's byte-level BPE (the `tokenizers` library) |
 | `t5_tokenizer` | T5's SentencePiece tokenizer from a `tokenizer.json` (FLUX, SD3) |
+| `llm_tokenizer` | the LLM text encoders' tokenizers (Qwen3) and their chat prompts (Z-Image) |
 | `prompts`, `prompt_editing` | the WebUI's prompt parser and its `[from:to:when]` schedules |
 | `composable` | a positive prompt's `AND` parts and their guidance weights |
 | `conditioning` | prompts of any length to text-encoder states, as the WebUI encodes them |

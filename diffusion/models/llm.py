@@ -1,0 +1,233 @@
+"""A decoder-only LLM as a text encoder (transformers' Qwen3Model names): the prompt's hidden
+states at a chosen layer, as the 2025-26 image families read prompts (Z-Image: Qwen3's
+second-to-last layer).
+
+RMSNorm, rotary position embeddings (`rope_theta`, the "default" rope type), grouped-query
+attention (Qwen3: an RMS norm over each head of q and k), a SwiGLU MLP, a causal mask plus the
+prompt's padding mask. The architecture table `_ARCHITECTURES` says what a `model_type` adds
+(q/k norms, q/k/v biases): Qwen3, Qwen2 (biases, no norms), Qwen2.5-VL's language model
+(Qwen2's, its multimodal RoPE the plain one for text alone) and Mistral (neither). A sliding
+attention window is not implemented: a prompt longer than the config's window is refused.
+
+With float16 weights the residual stream stays float32, and so do the hidden states returned:
+an LLM's residual stream carries "massive activations" (single features in the thousands,
+growing over the layers) that an unnormalized middle layer hands on as they are; in float32
+they cost nothing but the stream's own memory. Every projection and the attention run in the
+model's dtype from the RMS-normed stream (normed values are small). On the tiny test model with
+its MLP writes scaled until the stream passes 65504 (each write below it), float16 weights
+keep the states to float16 error this way; a float16 stream cannot hold them at all. One
+projection's output is still float16 and would overflow past 65504 on its own: whether any of
+Qwen3-4B's does is for a run with its real weights to show (float32 weights avoid it).
+"""
+
+from __future__ import annotations
+
+import math
+import typing
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from gpucore import Device
+from gpustd import Tensor, asarray, concatenate, elementwise_kernel, nn
+
+from .layers import Place
+from .transformer_ops import RMSNorm, cast, rope
+
+__all__ = ["LLMTextModel"]
+
+
+class _Architecture(NamedTuple):
+    qk_norm: bool  # an RMS norm over each head of q and k
+    qkv_bias: bool | None  # biases on q, k, v (None: the config's attention_bias)
+    o_bias: bool | None  # a bias on o (None: the config's attention_bias)
+    head_dim_key: bool = True  # the config's head_dim applies (else hidden / heads always)
+
+
+_ARCHITECTURES: dict[str, _Architecture] = {
+    "qwen3": _Architecture(True, None, None),
+    "qwen2": _Architecture(False, True, False),
+    "mistral": _Architecture(False, False, False),
+    # Qwen2.5-VL's language model (Qwen-Image's encoder): Qwen2's layers
+    "qwen2_5_vl_text": _Architecture(False, True, False, head_dim_key=False),
+}
+_DEFAULTS: dict[str, Any] = {"rms_norm_eps": 1e-6, "rope_theta": 1_000_000.0,
+                             "hidden_act": "silu"}
+
+
+@elementwise_kernel
+def _swiglu(gate, up):
+    g = float(gate)
+    return g / (1.0 + math.exp(-g)) * float(up)
+
+
+def _rope_theta(cfg: dict[str, Any]) -> float:
+    """The rotary base of a config (transformers 5 nests it in `rope_parameters`); a scaled
+    rope type (YaRN, dynamic, ...) is refused."""
+    params = cfg.get("rope_parameters") or cfg.get("rope_scaling") or {}
+    kind = params.get("rope_type", params.get("type", "default"))
+    # Qwen2.5-VL's multimodal RoPE gives a text token the same position on its three axes,
+    # which is the default rotation: prompts of text alone run as such
+    if kind not in ("default", "mrope"):
+        raise ValueError(f"rope type {kind!r} is not supported by this text encoder; it "
+                         "implements the 'default' rotary embedding")
+    return float(params.get("rope_theta", cfg["rope_theta"]))
+
+
+class LLMAttention(nn.Module):
+    """Causal grouped-query self-attention: `num_key_value_heads` k/v heads, each shared by
+    heads / kv_heads query heads (transformers: `repeat_kv`)."""
+
+    def __init__(self, cfg: dict[str, Any], place: Place, kind: _Architecture) -> None:
+        dim, head_dim = cfg["hidden_size"], cfg["head_dim"]
+        default = bool(cfg.get("attention_bias", False))
+        bias = default if kind.qkv_bias is None else kind.qkv_bias
+        self.heads, self.kv_heads, self.head_dim = (cfg["num_attention_heads"],
+                                                    cfg["num_key_value_heads"], head_dim)
+        self.q_proj = nn.Linear(dim, self.heads * head_dim, bias=bias, **place)
+        self.k_proj = nn.Linear(dim, self.kv_heads * head_dim, bias=bias, **place)
+        self.v_proj = nn.Linear(dim, self.kv_heads * head_dim, bias=bias, **place)
+        self.o_proj = nn.Linear(self.heads * head_dim, dim,
+                                bias=default if kind.o_bias is None else kind.o_bias, **place)
+        if kind.qk_norm:
+            self.q_norm = RMSNorm(head_dim, cfg["rms_norm_eps"], place=place)
+            self.k_norm = RMSNorm(head_dim, cfg["rms_norm_eps"], place=place)
+
+    def _heads(self, x: Tensor, count: int, norm: str) -> Tensor:
+        layer = getattr(self, norm, None)
+        if layer is None:
+            return x
+        batch, length, _ = x.shape
+        return layer(x.reshape(batch, length, count, self.head_dim)).reshape(batch, length, -1)
+
+    def _repeat(self, x: Tensor) -> Tensor:
+        """(B, L, KVH*D) -> (B, L, H*D), kv head h // group serving query head h."""
+        group = self.heads // self.kv_heads
+        if group == 1:
+            return x
+        batch, length, _ = x.shape
+        per_head = x.reshape(batch * length, self.kv_heads, 1, self.head_dim)
+        return concatenate([per_head] * group, axis=2).reshape(batch, length, -1)
+
+    def forward(self, x: Tensor, rotary: tuple[Tensor, Tensor], keep: Tensor) -> Tensor:
+        q = rope(self._heads(self.q_proj(x), self.heads, "q_norm"), *rotary, self.heads,
+                 halves=True)
+        k = rope(self._heads(self.k_proj(x), self.kv_heads, "k_norm"), *rotary, self.kv_heads,
+                 halves=True)
+        out = nn.attention(q, self._repeat(k), self._repeat(self.v_proj(x)), mask=keep,
+                           causal=True, heads=self.heads)
+        return self.o_proj(out)
+
+
+class LLMMLP(nn.Module):
+    """down_proj(silu(gate_proj x) * up_proj x)."""
+
+    def __init__(self, cfg: dict[str, Any], place: Place) -> None:
+        dim, hidden = cfg["hidden_size"], cfg["intermediate_size"]
+        self.gate_proj = nn.Linear(dim, hidden, bias=False, **place)
+        self.up_proj = nn.Linear(dim, hidden, bias=False, **place)
+        self.down_proj = nn.Linear(hidden, dim, bias=False, **place)
+
+    def forward(self, x: Tensor) -> Tensor:
+        hidden = cast(typing.cast(Tensor, _swiglu(self.gate_proj(x), self.up_proj(x))), x.dtype)
+        return self.down_proj(hidden)
+
+
+class LLMDecoderLayer(nn.Module):
+    def __init__(self, cfg: dict[str, Any], place: Place, kind: _Architecture) -> None:
+        self.dtype = place["dtype"]
+        eps = cfg["rms_norm_eps"]
+        self.self_attn = LLMAttention(cfg, place, kind)
+        self.mlp = LLMMLP(cfg, place)
+        self.input_layernorm = RMSNorm(cfg["hidden_size"], eps, place=place)
+        self.post_attention_layernorm = RMSNorm(cfg["hidden_size"], eps, place=place)
+
+    def forward(self, x: Tensor, rotary: tuple[Tensor, Tensor], keep: Tensor) -> Tensor:
+        """x: the float32 residual stream (B, L, D)."""
+        h = cast(self.input_layernorm(x), self.dtype)
+        x = x + cast(self.self_attn(h, rotary, keep), np.float32)
+        h = cast(self.post_attention_layernorm(x), self.dtype)
+        return x + cast(self.mlp(h), np.float32)
+
+
+class LLMTextModel(nn.Module):
+    """Token ids -> the hidden states of one layer, a decoder-only LLM's body.
+
+    Config: transformers' `config.json` (`model_type` "qwen3": Qwen3-4B of Z-Image).
+    Parameter names are transformers' `Qwen3Model` ones (`embed_tokens.weight`,
+    `layers.0.self_attn.q_proj.weight`, `layers.0.self_attn.q_norm.weight`, `norm.weight`);
+    a `Qwen3ForCausalLM` file's `model.` prefix and `lm_head` are for the loader to drop.
+    transformers: `Qwen3Model(input_ids, attention_mask, output_hidden_states=True)
+    .hidden_states[layer]`.
+    """
+
+    def __init__(self, config: dict[str, Any], *, dtype: Any = np.float32,
+                 device: Device | None = None) -> None:
+        cfg = {**_DEFAULTS, **config}
+        model_type = cfg.get("model_type", "qwen3")
+        if model_type not in _ARCHITECTURES:
+            raise ValueError(f"text encoder model_type {model_type!r} is not supported; this "
+                             f"encoder implements {sorted(_ARCHITECTURES)}")
+        if cfg["hidden_act"] != "silu":
+            raise ValueError(f"hidden_act {cfg['hidden_act']!r} is not supported; the LLM "
+                             "text encoder implements 'silu' (SwiGLU)")
+        kind = _ARCHITECTURES[model_type]
+        if not kind.head_dim_key or not cfg.get("head_dim"):
+            cfg["head_dim"] = cfg["hidden_size"] // cfg["num_attention_heads"]
+        cfg.setdefault("num_key_value_heads", cfg["num_attention_heads"])
+        if cfg["num_attention_heads"] % cfg["num_key_value_heads"]:
+            raise ValueError(f"num_attention_heads {cfg['num_attention_heads']} is not a "
+                             f"multiple of num_key_value_heads {cfg['num_key_value_heads']}")
+        self.config, self.theta = cfg, _rope_theta(cfg)
+        self.window = cfg.get("sliding_window") if (
+            model_type == "mistral" or cfg.get("use_sliding_window")) else None
+        place: Place = {"dtype": dtype, "device": device}
+        self.dtype = np.dtype(dtype)
+        self.embed_tokens = nn.Embedding(cfg["vocab_size"], cfg["hidden_size"], **place)
+        self.layers = nn.ModuleList([LLMDecoderLayer(cfg, place, kind)
+                                     for _ in range(cfg["num_hidden_layers"])])
+        self.norm = RMSNorm(cfg["hidden_size"], cfg["rms_norm_eps"], place=place)
+
+    def rotary(self, length: int) -> tuple[Tensor, Tensor]:
+        """cos/sin (L, 1, head_dim) for positions 0..L-1 in the LLMs' half layout, in float32
+        as transformers' `Qwen3RotaryEmbedding` computes them."""
+        dim = self.config["head_dim"]
+        inv_freq = (np.float32(1.0) / np.float32(self.theta) ** (
+            np.arange(0, dim, 2).astype(np.float32) / np.float32(dim))).astype(np.float32)
+        angle = np.outer(np.arange(length, dtype=np.float32), inv_freq).astype(np.float32)
+        angle = np.concatenate([angle, angle], axis=1)
+        device = self.embed_tokens.weight.device
+        return (asarray(np.cos(angle).reshape(length, 1, dim), device=device),
+                asarray(np.sin(angle).reshape(length, 1, dim), device=device))
+
+    def hidden_states(self, input_ids: Any, attention_mask: Any = None, layer: int = -1
+                      ) -> Tensor:
+        """input_ids (B, L) ints, attention_mask (B, L) (1 keep, 0 padding; None: all kept)
+        -> (B, L, hidden_size) float32: the embeddings (layer 0), the output of layer k
+        (layer k, unnormalized) or, for the last (-1), the final norm's output; negative
+        layers count from the end as transformers' `hidden_states` tuple (num_hidden_layers
+        + 1 entries). Only the layers needed run (Z-Image's -2 skips the last)."""
+        ids = np.asarray(input_ids)
+        if ids.ndim != 2 or ids.dtype.kind not in "iu":
+            raise ValueError(f"input_ids must be (batch, length) integers, got {ids.dtype} "
+                             f"of shape {ids.shape}")
+        count = len(self.layers)
+        index = layer + count + 1 if layer < 0 else layer
+        if not 0 <= index <= count:
+            raise ValueError(f"layer {layer} is out of range for {count} layers plus the "
+                             f"embeddings (use -{count + 1} .. {count})")
+        if self.window and ids.shape[1] > self.window:
+            raise ValueError(f"{ids.shape[1]} tokens pass this encoder's sliding attention window "
+                             f"of {self.window}, which is not implemented; shorten the prompt")
+        mask = np.ones(ids.shape, bool) if attention_mask is None else (
+            np.asarray(attention_mask).astype(bool))
+        if mask.shape != ids.shape:
+            raise ValueError(f"attention_mask {mask.shape} must match input_ids {ids.shape}")
+        device = self.embed_tokens.weight.device
+        x = cast(self.embed_tokens(asarray(ids.astype(np.int32), device=device)), np.float32)
+        rotary = self.rotary(ids.shape[1])
+        keep = asarray(np.where(mask, np.float32(0), np.float32(-np.inf))[:, None, None, :],
+                       device=device)
+        for block in list(self.layers)[:index]:
+            x = block(x, rotary, keep)
+        return cast(self.norm(x), np.float32) if index == count else x

@@ -1,0 +1,324 @@
+"""The Z-Image transformer (diffusers' ZImageTransformer2DModel names): a single-stream DiT
+over image patches and caption tokens. The image tokens pass `noise_refiner` blocks and the
+caption tokens (an LLM's hidden states) `context_refiner` blocks on their own, then the two
+streams run together through `layers`; 3-axis rotary positions (the caption along the first
+axis, each image patch at (caption end, row, column)); a tanh-gated adaLN from the timestep
+only (no pooled text); every stream padded to a multiple of 32 tokens with learned pad tokens.
+
+Each picture of a batch runs as its own sequence, its caption unpadded: what diffusers' batch
+with its attention masks computes, without the masks.
+"""
+
+from __future__ import annotations
+
+import math
+import typing
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from gpucore import Device
+from gpustd import Tensor, asarray, concatenate, elementwise_kernel, nn, permute, take_slice
+
+from .layers import Place
+from .transformer_ops import RMSNorm, cast, chunks, rms_norm, rope
+
+__all__ = ["ZImageTransformer2DModel"]
+
+_DEFAULTS: dict[str, Any] = {
+    "all_patch_size": (2,), "all_f_patch_size": (1,), "in_channels": 16, "dim": 3840,
+    "n_layers": 30, "n_refiner_layers": 2, "n_heads": 30, "n_kv_heads": 30, "norm_eps": 1e-5,
+    "qk_norm": True, "cap_feat_dim": 2560, "siglip_feat_dim": None, "rope_theta": 256.0,
+    "t_scale": 1000.0, "axes_dims": (32, 48, 48), "axes_lens": (1024, 512, 512),
+}
+_ADALN = 256  # the width of the timestep embedding every adaLN reads (min(dim, 256))
+_MULTIPLE = 32  # every stream is padded to a multiple of this many tokens
+
+
+@elementwise_kernel
+def _scaled(x, scale):
+    return x * (1.0 + scale)
+
+
+@elementwise_kernel
+def _tanh_gated_add(residual, gate, y):
+    return float(residual) + math.tanh(float(gate)) * float(y)
+
+
+@elementwise_kernel
+def _tanh_gated_add_clipped(residual, gate, y):
+    out = float(residual) + math.tanh(float(gate)) * float(y)
+    return min(max(out, -65504.0), 65504.0)
+
+
+@elementwise_kernel
+def _swiglu(gate, up):
+    g = float(gate)
+    return g / (1.0 + math.exp(-g)) * float(up)
+
+
+@elementwise_kernel
+def _swiglu_clipped(gate, up):
+    g = float(gate)
+    return min(max(g / (1.0 + math.exp(-g)) * float(up), -65504.0), 65504.0)
+
+
+def _gated(residual: Tensor, gate: Tensor, y: Tensor) -> Tensor:
+    """residual + tanh(gate) * y; a float16 stream clipped to +-65504 rather than turned to
+    inf (Z-Image's bfloat16-trained activations overflow float16: ComfyUI and SD.Next clamp
+    them the same way)."""
+    kernel = _tanh_gated_add_clipped if residual.dtype == np.float16 else _tanh_gated_add
+    return cast(typing.cast(Tensor, kernel(residual, gate, y)), residual.dtype)
+
+
+def _padding(length: int) -> int:
+    return -length % _MULTIPLE
+
+
+class ZImageAttention(nn.Module):
+    """Self-attention with per-head RMS norms of q and k (eps 1e-5) and interleaved-pair RoPE;
+    no biases. diffusers: `Attention` with `ZSingleStreamAttnProcessor`."""
+
+    def __init__(self, dim: int, heads: int, place: Place, *, qk_norm: bool) -> None:
+        self.heads, self.head_dim = heads, dim // heads
+        self.to_q = nn.Linear(dim, dim, bias=False, **place)
+        self.to_k = nn.Linear(dim, dim, bias=False, **place)
+        self.to_v = nn.Linear(dim, dim, bias=False, **place)
+        self.to_out = nn.ModuleList([nn.Linear(dim, dim, bias=False, **place)])
+        if qk_norm:
+            self.norm_q = RMSNorm(self.head_dim, 1e-5, place=place)
+            self.norm_k = RMSNorm(self.head_dim, 1e-5, place=place)
+
+    def _norm(self, x: Tensor, name: str) -> Tensor:
+        norm = getattr(self, name, None)
+        if norm is None:
+            return x
+        batch, length, width = x.shape
+        return norm(x.reshape(batch, length, self.heads, self.head_dim)).reshape(
+            batch, length, width)
+
+    def forward(self, x: Tensor, rotary: tuple[Tensor, Tensor]) -> Tensor:
+        q = rope(self._norm(self.to_q(x), "norm_q"), *rotary, self.heads)
+        k = rope(self._norm(self.to_k(x), "norm_k"), *rotary, self.heads)
+        return self.to_out[0](nn.attention(q, k, self.to_v(x), heads=self.heads))
+
+
+class ZImageFeedForward(nn.Module):
+    """w2(silu(w1 x) * w3 x)."""
+
+    def __init__(self, dim: int, hidden: int, place: Place) -> None:
+        self.w1 = nn.Linear(dim, hidden, bias=False, **place)
+        self.w2 = nn.Linear(hidden, dim, bias=False, **place)
+        self.w3 = nn.Linear(dim, hidden, bias=False, **place)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """The product clipped to +-65504 under float16 (as `_gated`)."""
+        kernel = _swiglu_clipped if x.dtype == np.float16 else _swiglu
+        return self.w2(cast(typing.cast(Tensor, kernel(self.w1(x), self.w3(x))), x.dtype))
+
+
+class ZImageTransformerBlock(nn.Module):
+    """Sandwich-normed attention and feed-forward (an RMS norm before and after each); with
+    `modulation`, the inputs scaled by 1 + scale and the residual writes gated by tanh(gate),
+    from `adaLN_modulation(temb)`."""
+
+    def __init__(self, cfg: dict[str, Any], place: Place, *, modulation: bool) -> None:
+        dim, eps = cfg["dim"], cfg["norm_eps"]
+        self.attention = ZImageAttention(dim, cfg["n_heads"], place, qk_norm=cfg["qk_norm"])
+        self.feed_forward = ZImageFeedForward(dim, int(dim / 3 * 8), place)
+        self.attention_norm1 = RMSNorm(dim, eps, place=place)
+        self.ffn_norm1 = RMSNorm(dim, eps, place=place)
+        self.attention_norm2 = RMSNorm(dim, eps, place=place)
+        self.ffn_norm2 = RMSNorm(dim, eps, place=place)
+        self.adaLN_modulation = (nn.ModuleList([nn.Linear(min(dim, _ADALN), 4 * dim, **place)])
+                                 if modulation else None)
+
+    def forward(self, x: Tensor, rotary: tuple[Tensor, Tensor], temb: Tensor | None) -> Tensor:
+        """x (1, L, dim); temb (1, 256) for a modulated block."""
+        if self.adaLN_modulation is None:
+            x = x + self.attention_norm2(self.attention(self.attention_norm1(x), rotary))
+            return x + self.ffn_norm2(self.feed_forward(self.ffn_norm1(x)))
+        assert temb is not None, "a modulated block needs the timestep embedding"
+        scale_msa, gate_msa, scale_mlp, gate_mlp = chunks(self.adaLN_modulation[0](temb), 4)
+        attn = self.attention(_scaled(self.attention_norm1(x), scale_msa), rotary)
+        x = _gated(x, gate_msa, self.attention_norm2(attn))
+        ff = self.feed_forward(_scaled(self.ffn_norm1(x), scale_mlp))
+        return _gated(x, gate_mlp, self.ffn_norm2(ff))
+
+
+class FinalLayer(nn.Module):
+    """LayerNorm (no affine) scaled by 1 + linear(silu(temb)), then the projection to
+    patches."""
+
+    def __init__(self, dim: int, out: int, place: Place) -> None:
+        self.linear = nn.Linear(dim, out, **place)
+        self.adaLN_modulation = nn.ModuleList([nn.Identity(),
+                                               nn.Linear(min(dim, _ADALN), dim, **place)])
+
+    def forward(self, x: Tensor, temb: Tensor) -> Tensor:
+        scale = self.adaLN_modulation[1](nn.silu(temb))
+        batch, width = scale.shape
+        normed = nn.layer_norm(x, None, None, eps=1e-6)
+        return self.linear(_scaled(normed, scale.reshape(batch, 1, width)))
+
+
+class TimestepEmbedder(nn.Module):
+    """mlp.0 (256 -> 1024), SiLU, mlp.2 (1024 -> min(dim, 256)) over [cos, sin] features."""
+
+    def __init__(self, out: int, place: Place, mid: int = 1024) -> None:
+        self.dtype = place["dtype"]
+        self.mlp = nn.ModuleList([nn.Linear(256, mid, **place), nn.Identity(),
+                                  nn.Linear(mid, out, **place)])
+
+    def forward(self, t: np.ndarray, device: Device) -> Tensor:
+        features = nn.timestep_embedding(np.asarray(t, np.float32), 256, flip_sin_to_cos=True,
+                                         downscale_freq_shift=0, dtype=self.dtype,
+                                         device=device)
+        return self.mlp[2](nn.silu(self.mlp[0](features)))
+
+
+class ZImageTransformer2DModel(nn.Module):
+    """Latents (B, C, H, W) and each picture's caption states -> the model output (B, C, H,
+    W) (diffusers' sign: ZImagePipeline steps with its negation).
+
+    Config: `transformer/config.json` of a Z-Image folder (diffusers' fields; the Omni
+    variant's `siglip_feat_dim` is not supported). Parameter names are diffusers'
+    (`all_x_embedder.2-1.weight`, `noise_refiner.0.attention.to_q.weight`,
+    `layers.0.adaLN_modulation.0.weight`, `cap_embedder.0.weight`, `x_pad_token`, ...).
+    diffusers: `ZImageTransformer2DModel(list(x.unsqueeze(2)), t, captions).sample`, stacked
+    and squeezed back to (B, C, H, W).
+    """
+
+    def __init__(self, config: dict[str, Any], *, dtype: Any = np.float32,
+                 device: Device | None = None) -> None:
+        cfg = {**_DEFAULTS, **config}
+        if cfg["siglip_feat_dim"] is not None:
+            raise ValueError("this is a Z-Image Omni transformer (siglip_feat_dim is set), which "
+                             "is not supported; use Z-Image (Turbo or Base)")
+        dim, heads = cfg["dim"], cfg["n_heads"]
+        if dim % heads or sum(cfg["axes_dims"]) != dim // heads:
+            raise ValueError(f"axes_dims {tuple(cfg['axes_dims'])} must add up to the head "
+                             f"dim {dim} / {heads}")
+        self.config = cfg
+        place: Place = {"dtype": dtype, "device": device}
+        channels = cfg["in_channels"]
+        self.all_x_embedder = nn.Namespace()
+        self.all_final_layer = nn.Namespace()
+        for patch, frames in zip(cfg["all_patch_size"], cfg["all_f_patch_size"]):
+            width = frames * patch * patch * channels
+            setattr(self.all_x_embedder, f"{patch}-{frames}", nn.Linear(width, dim, **place))
+            setattr(self.all_final_layer, f"{patch}-{frames}", FinalLayer(dim, width, place))
+        refiners = range(cfg["n_refiner_layers"])
+        self.noise_refiner = nn.ModuleList(
+            [ZImageTransformerBlock(cfg, place, modulation=True) for _ in refiners])
+        self.context_refiner = nn.ModuleList(
+            [ZImageTransformerBlock(cfg, place, modulation=False) for _ in refiners])
+        self.t_embedder = TimestepEmbedder(min(dim, _ADALN), place)
+        self.cap_embedder: nn.ModuleList[Any] = nn.ModuleList([
+            RMSNorm(cfg["cap_feat_dim"], cfg["norm_eps"], place=place),
+            nn.Linear(cfg["cap_feat_dim"], dim, **place)])
+        self.x_pad_token = nn.parameter((1, dim), **place)
+        self.cap_pad_token = nn.parameter((1, dim), **place)
+        self.layers = nn.ModuleList(
+            [ZImageTransformerBlock(cfg, place, modulation=True) for _ in range(cfg["n_layers"])])
+
+    @property
+    def device(self) -> Device:
+        return self.x_pad_token.device
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.x_pad_token.dtype
+
+    def rotary(self, ids: np.ndarray) -> tuple[Tensor, Tensor]:
+        """cos/sin (L, 1, head_dim) of integer positions ids (L, 3), each axis's angles
+        (theta^(-2j/d), float64, then float32) repeated over its pairs. diffusers:
+        `RopeEmbedder(ids)` (complex64 `torch.polar` of the float32 angles)."""
+        cfg = self.config
+        for axis, limit in enumerate(cfg["axes_lens"]):
+            if ids[:, axis].max(initial=0) >= limit:
+                raise ValueError(f"position {int(ids[:, axis].max())} on rotary axis {axis} is "
+                                 f"past this model's {limit}; use a shorter prompt or a smaller "
+                                 "picture")
+        angles = []
+        for axis, dim in enumerate(cfg["axes_dims"]):
+            freqs = 1.0 / cfg["rope_theta"] ** (np.arange(0, dim, 2, dtype=np.float64) / dim)
+            angle = np.outer(ids[:, axis].astype(np.float64), freqs).astype(np.float32)
+            angles.append(np.repeat(angle, 2, axis=1))
+        angle = np.concatenate(angles, axis=1)
+        shape = (angle.shape[0], 1, angle.shape[1])
+        return (asarray(np.cos(angle).reshape(shape), device=self.device),
+                asarray(np.sin(angle).reshape(shape), device=self.device))
+
+    def _padded(self, tokens: Tensor, pad_token: Tensor) -> Tensor:
+        """(1, L, dim) with the pad token appended up to a multiple of 32 tokens."""
+        count = _padding(tokens.shape[1])
+        if not count:
+            return tokens
+        pad = pad_token.reshape(1, 1, -1)
+        return concatenate([tokens, *([pad] * count)], axis=1)
+
+    def _caption(self, states: Tensor) -> Tensor:
+        """cap_embedder over (L, cap_feat_dim) states (any float dtype; the RMS norm reads
+        them as they are, an LLM's float32 states included) -> (1, L, dim)."""
+        norm, linear = self.cap_embedder[0], self.cap_embedder[1]
+        normed = rms_norm(states, norm.weight, norm.eps)
+        return linear(cast(normed, self.dtype)).reshape(1, states.shape[0], -1)
+
+    def forward(self, latents: Tensor, timestep: Any, captions: Sequence[Tensor], *,
+                patch_size: int = 2) -> Tensor:
+        """latents (B, C, H, W), H and W multiples of `patch_size`; timestep (B,) host
+        numbers in [0, 1] (1 the clean end: ZImagePipeline passes (1000 - t) / 1000);
+        captions: B Tensors (L_i, cap_feat_dim), each picture's caption states without
+        padding."""
+        batch, channels, height, width = latents.shape
+        if len(captions) != batch:
+            raise ValueError(f"{len(captions)} captions for {batch} latents; give one each")
+        if height % patch_size or width % patch_size:
+            raise ValueError(f"latents of {height} x {width} are not multiples of the patch "
+                             f"size {patch_size}; use a picture size divisible by "
+                             f"{8 * patch_size}")
+        key = f"{patch_size}-1"
+        embedder = getattr(self.all_x_embedder, key, None)
+        if embedder is None:
+            raise ValueError(f"this transformer has no patch size {patch_size}")
+        final = getattr(self.all_final_layer, key)
+        rows, columns = height // patch_size, width // patch_size
+        # 1. the timestep embedding; patches (row-major, each (ph, pw, C) flattened)
+        t = np.asarray(timestep, np.float32).reshape(-1) * np.float32(self.config["t_scale"])
+        temb = cast(self.t_embedder(t, self.device), self.dtype)
+        patches = permute(latents.reshape(batch, channels, rows, patch_size, columns,
+                                          patch_size), (0, 2, 4, 3, 5, 1))
+        patches = embedder(patches.reshape(batch, rows * columns, -1))
+        grid = np.stack(np.meshgrid(np.arange(rows), np.arange(columns), indexing="ij"),
+                        axis=-1).reshape(-1, 2)
+        outs = []
+        for i, states in enumerate(captions):
+            emb = take_slice(temb, i, i + 1, axis=0)
+            # 2. the caption's stream: positions 1, 2, ... (its padding continues them)
+            cap_length = states.shape[0] + _padding(states.shape[0])
+            cap_ids = np.zeros((cap_length, 3), np.int64)
+            cap_ids[:, 0] = np.arange(1, cap_length + 1)
+            cap_rotary = self.rotary(cap_ids)
+            cap = self._padded(self._caption(states), self.cap_pad_token)
+            for block in self.context_refiner:
+                cap = block(cap, cap_rotary, None)
+            # 3. the image's stream: (caption end, row, column); its padding at (0, 0, 0)
+            image_ids = np.zeros((rows * columns + _padding(rows * columns), 3), np.int64)
+            image_ids[: rows * columns, 0] = cap_length + 1
+            image_ids[: rows * columns, 1:] = grid
+            image_rotary = self.rotary(image_ids)
+            x = self._padded(take_slice(patches, i, i + 1, axis=0), self.x_pad_token)
+            for block in self.noise_refiner:
+                x = block(x, image_rotary, emb)
+            # 4. both together, image first; the final layer over the image's patches
+            x = concatenate([x, cap], axis=1)
+            rotary = self.rotary(np.concatenate([image_ids, cap_ids]))
+            for block in self.layers:
+                x = block(x, rotary, emb)
+            outs.append(final(take_slice(x, 0, rows * columns, axis=1), emb))
+        # 5. patches back to latents
+        out = concatenate(outs, axis=0).reshape(batch, rows, columns, patch_size, patch_size,
+                                                channels)
+        return permute(out, (0, 5, 1, 3, 2, 4)).reshape(batch, channels, height, width)

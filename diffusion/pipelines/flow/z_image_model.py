@@ -1,0 +1,120 @@
+"""`ZImageModel`: Z-Image (Turbo and Base) behind the `generate(request)` every door calls,
+the flow family's `FlowModel` with Z-Image's guidance, and the registry's loader and
+defaults for it.
+
+The request's CFG scale is the usual one: 1 is no guidance (diffusers' `guidance_scale` 0,
+what Turbo runs at), above 1 a negative-prompt pass combined as `uncond + cfg * (cond -
+uncond)`, which is diffusers' `pos + (cfg - 1) * (pos - neg)`. The "diffusers" sampler runs
+ZImagePipeline's own loop (and ZImageImg2ImgPipeline's / ZImageInpaintPipeline's); the
+WebUI's samplers for flow models run over the shifted Simple schedule.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+
+from ...models.step_cache import StepCache
+from ..contract import Capabilities, LoadOptions, SamplingDefaults
+from ..model_defaults import is_turbo
+from ..observer import Observer
+from ..request import GenerationRequest
+from .flow_model import FlowModel
+from .flow_sampling import FLOW_SAMPLERS, FLOW_SCHEDULES
+
+__all__ = ["ZIMAGE_BASE_DEFAULTS", "ZIMAGE_DEFAULTS", "ZImageModel", "load_zimage_model",
+           "zimage_defaults"]
+
+# Z-Image Turbo's card: 9 steps at guidance 0, i.e. CFG 1 (diffusers' example takes 8)
+ZIMAGE_DEFAULTS = SamplingDefaults(steps=9, sampler="Euler", cfg_scale=1.0)
+# Z-Image (Base): ZImagePipeline's own defaults, 50 steps at guidance_scale 5 (CFG 6)
+ZIMAGE_BASE_DEFAULTS = SamplingDefaults(steps=50, sampler="Euler", cfg_scale=6.0)
+
+
+class ZImageModel(FlowModel):
+    """A loaded Z-Image pipeline (`family` "z-image", a `ZImagePipeline` as `pipe`)."""
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """The WebUI samplers defined for flow models over the Simple schedule, CFG with a
+        negative prompt, plain-text prompts with LoRA tags, img2img and inpainting, the hires
+        fix; no refiner, control units, variation seeds or memory modes yet."""
+        no = dict.fromkeys(("prompt_syntax", "textual_inversion", "refiner", "control",
+                            "variation_seeds", "latent_upscale_resize", "hires_with_diffusers",
+                            "latent_masked_content", "memory_modes"), False)
+        return Capabilities(family=self.family, latent_space="flux", guidance="cfg",
+                            samplers=tuple(FLOW_SAMPLERS), schedules=FLOW_SCHEDULES,
+                            models="Z-Image models", **no)
+
+    def use_vae(self, path: str | os.PathLike[str]) -> None:
+        raise ValueError("--vae is not supported for Z-Image models yet; the folder's vae/ "
+                         "(FLUX's 16-channel VAE) decodes")
+
+    def lora_targets(self) -> Any:
+        """What the prompt's LoRAs patch: the transformer."""
+        return SimpleNamespace(unet=self.pipe.transformer, transformer=self.pipe.transformer)
+
+    def _guidance(self, request: GenerationRequest) -> dict[str, Any]:
+        """diffusers' guidance_scale (the CFG scale less 1) and the negative prompt."""
+        length = ({} if self.max_sequence_length is None
+                  else {"max_sequence_length": self.max_sequence_length})
+        return {"guidance_scale": max(float(request.cfg_scale) - 1.0, 0.0),
+                "negative_prompt": request.negative_prompt, **length}
+
+    def _diffusers(self, request: GenerationRequest, prompts: list[str], seed: int,
+                   width: int, height: int, observer: Observer,
+                   cache: StepCache | None = None) -> np.ndarray:
+        # `cache` is always None: Z-Image takes no step cache (its capabilities refuse one)
+        images = {} if request.init_image is None else {
+            "image": request.init_image, "mask_image": request.mask,
+            "strength": float(request.strength)}
+        return self.pipe(prompts, height=height, width=width,  # type: ignore[no-any-return]
+                         num_inference_steps=int(request.steps), seed=seed, rng=request.rng,
+                         callback=observer.step, output_type="latent",
+                         **self._guidance(request), **images)
+
+    def guided_flow(self, request: GenerationRequest, prompts: list[str], width: int,
+                    height: int, cache: StepCache | None = None
+                    ) -> tuple[Callable[[np.ndarray, float], np.ndarray], tuple[int, ...],
+                               float | None]:
+        """The guided flow of `prompts` (CFG inside ZImagePipeline.velocity), its latents'
+        shape and the schedule's mu (`cache` is always None, as in `_diffusers`)."""
+        return self.pipe.velocity(  # type: ignore[no-any-return]
+            prompts, height=height, width=width, **self._guidance(request))
+
+
+def zimage_defaults(path: str | os.PathLike[str], family: str) -> SamplingDefaults:
+    """What a Z-Image model samples with where its defaults.json says nothing: Turbo's for a
+    model that says it is Turbo ("turbo" in its name, `is_turbo`), the Base model's else."""
+    return ZIMAGE_DEFAULTS if is_turbo(path) else ZIMAGE_BASE_DEFAULTS
+
+
+def load_zimage_model(path: str | os.PathLike[str], family: str, options: LoadOptions
+                      ) -> ZImageModel:
+    """A Z-Image diffusers folder, or a single-file transformer with `options.base` (a Z-Image
+    folder giving the text encoder, tokenizer, VAE and scheduler), as a ZImageModel;
+    `options.defaults` (the folder's defaults.json) over `zimage_defaults`."""
+    from .z_image import ZImagePipeline
+
+    path, base = Path(path), options.base
+    if path.is_file() and base is None:
+        raise ValueError(f"{path.name} is a Z-Image transformer alone: give a Z-Image "
+                         "diffusers folder with --base for its text encoder, tokenizer, VAE "
+                         "and scheduler")
+    if path.is_dir() and base is not None:
+        raise ValueError("--base is for a single-file Z-Image transformer; a Z-Image folder "
+                         "holds every part itself, leave --base out")
+    pipe = ZImagePipeline.from_pretrained(
+        Path(base) if base is not None else path, dtype=options.dtype, device=options.device,
+        variant=options.variant, transformer_file=path if base is not None else None,
+        text_encoder_files=list(options.text_encoders))
+    defaults = replace(zimage_defaults(path, family), **{
+        k: v for k, v in vars(options.defaults).items() if v is not None})
+    name = path.name.removesuffix(".safetensors")  # as Forge names a file's model
+    return ZImageModel(pipe, family=family, name=name, defaults=defaults, modules=pipe.modules)

@@ -1,0 +1,72 @@
+"""The tokenizers of the LLM text encoders (Qwen3 for Z-Image) from the model's
+`tokenizer.json`, on the `tokenizers` library, and the chat template the pipelines wrap a
+prompt in before encoding it.
+
+The file carries the byte-level BPE and its special tokens, so nothing here re-implements
+them; the template is rendered here (Qwen3's, one user message and the generation prompt),
+not by a Jinja engine over the folder's `chat_template`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from tokenizers import Tokenizer
+
+__all__ = ["LLMTokenizer", "qwen3_chat_prompt"]
+
+
+def qwen3_chat_prompt(text: str, *, enable_thinking: bool = True) -> str:
+    """One user message and the assistant's turn opened, as Qwen3's chat template renders
+    it. transformers: `tokenizer.apply_chat_template([{"role": "user", "content": text}],
+    tokenize=False, add_generation_prompt=True, enable_thinking=enable_thinking)`."""
+    opened = "" if enable_thinking else "<think>\n\n</think>\n\n"
+    return f"<|im_start|>user\n{text}<|im_end|>\n<|im_start|>assistant\n{opened}"
+
+
+class LLMTokenizer:
+    """Prompts -> (token ids, attention mask), each (B, L) int64.
+
+    `path`: a folder holding `tokenizer.json` (and `tokenizer_config.json`, whose
+    `pad_token` and `padding_side` apply; Qwen's: <|endoftext|>, right), or the file itself.
+    transformers: `AutoTokenizer.from_pretrained(folder)(prompts, padding="max_length",
+    max_length=, truncation=True)`.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        path = Path(path)
+        file = path / "tokenizer.json" if path.is_dir() else path
+        if not file.is_file():
+            raise ValueError(f"no tokenizer.json at {path}: give the model folder's tokenizer/ "
+                             "(it holds tokenizer.json)")
+        config_file = file.parent / "tokenizer_config.json"
+        config = (json.loads(config_file.read_text(encoding="utf-8"))
+                  if config_file.is_file() else {})
+        self.tokenizer = Tokenizer.from_file(str(file))
+        pad = config.get("pad_token") or "<|endoftext|>"
+        pad = str(pad.get("content", "")) if isinstance(pad, dict) else str(pad)
+        pad_id = self.tokenizer.token_to_id(pad)
+        if pad_id is None:
+            raise ValueError(f"the tokenizer at {path} has no padding token {pad!r}")
+        self.pad_id = pad_id
+        self.padding_side = config.get("padding_side", "right")
+
+    def __call__(self, prompts: Sequence[str], max_length: int = 512, *,
+                 padding: str = "max_length") -> tuple[np.ndarray, np.ndarray]:
+        """Each prompt's ids truncated to `max_length`, padded on the padding side to
+        `max_length` ("max_length") or to the longest in the batch ("longest")."""
+        if padding not in ("max_length", "longest"):
+            raise ValueError(f"padding must be 'max_length' or 'longest', got {padding!r}")
+        encoded = [e.ids[:max_length] for e in self.tokenizer.encode_batch(list(prompts))]
+        length = max_length if padding == "max_length" else max(map(len, encoded), default=0)
+        ids = np.full((len(encoded), length), self.pad_id, np.int64)
+        mask = np.zeros((len(encoded), length), np.int64)
+        for row, tokens in enumerate(encoded):
+            span = slice(length - len(tokens), length) if self.padding_side == "left" else (
+                slice(0, len(tokens)))
+            ids[row, span] = tokens
+            mask[row, span] = 1
+        return ids, mask

@@ -1,0 +1,120 @@
+"""The LLM text encoder against transformers' Qwen3Model on torch CPU (a tiny random model)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("transformers", reason="transformers is a test-only reference")
+import torch
+from sd_tiny import state_dict
+from support import assert_close
+from zimage_tiny import QWEN3_TINY, tiny_qwen3
+
+import gpucore
+from diffusion.models.llm import LLMTextModel
+
+TOL = 1e-3  # f32 through every layer, typically ~1e-6
+
+
+def _inputs() -> tuple[np.ndarray, np.ndarray]:
+    """A padded batch of two prompts of 23 and 17 tokens (right padding)."""
+    ids = np.random.default_rng(0).integers(0, QWEN3_TINY["vocab_size"], (2, 23))
+    mask = np.ones((2, 23), np.int64)
+    mask[1, 17:] = 0
+    return ids, mask
+
+
+def _reference(model: torch.nn.Module, ids: np.ndarray, mask: np.ndarray) -> tuple:
+    with torch.no_grad():
+        return model(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask),
+                     output_hidden_states=True).hidden_states
+
+
+@pytest.mark.parametrize("layer", [-2, -1, 0, 1])
+def test_hidden_states_equal_transformers(device: gpucore.Device, layer: int) -> None:
+    reference = tiny_qwen3()
+    ours = LLMTextModel(reference.config.to_dict(), device=device)
+    ours.load_state_dict(state_dict(reference))
+    ids, mask = _inputs()
+    expected = _reference(reference, ids, mask)[layer].numpy()
+    got = ours.hidden_states(ids, mask, layer=layer).numpy()
+    kept = mask.astype(bool)  # padded positions are the caller's to drop
+    assert_close(got[kept], expected[kept], tol=TOL)
+
+
+def test_prompt_and_padding(device: gpucore.Device) -> None:
+    """The padding mask matters (the second prompt's states equal its own unpadded run), and
+    so do the tokens (another token changes every later state, not earlier ones)."""
+    reference = tiny_qwen3()
+    ours = LLMTextModel(reference.config.to_dict(), device=device)
+    ours.load_state_dict(state_dict(reference))
+    ids, mask = _inputs()
+    batch = ours.hidden_states(ids, mask, layer=-2).numpy()
+    alone = ours.hidden_states(ids[1:, :17], None, layer=-2).numpy()
+    assert_close(batch[1, :17], alone[0], tol=TOL)
+    unmasked = ours.hidden_states(ids, None, layer=-2).numpy()
+    assert np.abs(unmasked[1, :17] - batch[1, :17]).max() < 1e-5  # causal: later pads unseen
+    changed = ids.copy()
+    changed[0, 10] = (changed[0, 10] + 1) % QWEN3_TINY["vocab_size"]
+    other = ours.hidden_states(changed, mask, layer=-2).numpy()
+    assert np.abs(other[0, :10] - batch[0, :10]).max() < 1e-5
+    assert np.abs(other[0, 10:] - batch[0, 10:]).mean() > 0.05 * np.abs(batch[0]).mean()
+
+
+def test_hidden_states_f16_keep_large_activations(f16_device: gpucore.Device) -> None:
+    """float16 weights with a residual stream past float16's 65504 (every MLP writing the
+    same large features, each write below 65504, as an LLM's massive activations build up):
+    the float32 stream keeps them, and the states match the float32 reference to float16
+    error."""
+    reference = tiny_qwen3(config={"num_hidden_layers": 4})
+    first = reference.layers[0].mlp
+    with torch.no_grad():
+        for layer in reference.layers:
+            for name in ("gate_proj", "up_proj", "down_proj"):
+                getattr(layer.mlp, name).weight.copy_(getattr(first, name).weight)
+        for layer in reference.layers:
+            layer.mlp.down_proj.weight.mul_(14000.0)
+    ours = LLMTextModel(reference.config.to_dict(), dtype=np.float16, device=f16_device)
+    ours.load_state_dict(state_dict(reference))
+    ids, mask = _inputs()
+    expected = _reference(reference, ids, mask)[-2].numpy()
+    kept = mask.astype(bool)
+    assert np.abs(expected[kept]).max() > 65504  # the test's premise
+    got = ours.hidden_states(ids, mask, layer=-2).numpy()
+    assert_close(got[kept], expected[kept], tol=2e-2)
+
+
+@pytest.mark.parametrize("kind", ["Qwen2", "Mistral", "Qwen2_5_VLText"])
+def test_other_architectures_equal_transformers(first_device: gpucore.Device, kind: str) -> None:
+    """Qwen2 (q/k/v biases, no q/k norms), Mistral (neither) and Qwen2.5-VL's language model
+    (Qwen2's layers; its multimodal RoPE over text positions alone) from their configs."""
+    import transformers
+    from sd_tiny import randomized
+
+    extra: dict = {"sliding_window": 64}
+    if kind == "Qwen2_5_VLText":
+        # its heads are hidden / heads wide whatever head_dim says (sections: half of 10)
+        extra = {"head_dim": 10, "rope_parameters": {"rope_type": "default",
+                                                     "rope_theta": 1e6,
+                                                     "mrope_section": [1, 2, 2]}}
+    config = getattr(transformers, f"{kind}Config")(**{**QWEN3_TINY, **extra})
+    reference = randomized(getattr(transformers, f"{kind}Model")(config), 4)
+    ours = LLMTextModel(reference.config.to_dict(), device=first_device)
+    ours.load_state_dict(state_dict(reference))
+    ids, mask = _inputs()
+    kept = mask.astype(bool)
+    expected = _reference(reference, ids, mask)[-2].numpy()
+    assert_close(ours.hidden_states(ids, mask, layer=-2).numpy()[kept], expected[kept], tol=TOL)
+    if kind == "Mistral":  # its window is used: a longer prompt is refused in one line
+        with pytest.raises(ValueError, match="sliding attention window of 64"):
+            ours.hidden_states(np.zeros((1, 65), np.int64))
+
+
+@pytest.mark.nodevice
+def test_bad_configs_get_one_line() -> None:
+    with pytest.raises(ValueError, match="model_type 'gpt2'"):
+        LLMTextModel({**QWEN3_TINY, "model_type": "gpt2"})
+    with pytest.raises(ValueError, match="rope type 'yarn'"):
+        LLMTextModel({**QWEN3_TINY, "model_type": "qwen3",
+                      "rope_parameters": {"rope_type": "yarn", "rope_theta": 1e6}})
