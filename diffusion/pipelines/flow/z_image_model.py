@@ -45,12 +45,13 @@ class ZImageModel(FlowModel):
         """The WebUI samplers defined for flow models over the Simple schedule, CFG with a
         negative prompt, plain-text prompts with LoRA tags, img2img and inpainting, the hires
         fix; no refiner, control units, variation seeds or memory modes yet."""
-        no = dict.fromkeys(("prompt_syntax", "textual_inversion", "refiner", "control",
-                            "variation_seeds", "latent_upscale_resize", "hires_with_diffusers",
-                            "latent_masked_content", "memory_modes"), False)
         return Capabilities(family=self.family, latent_space="flux", guidance="cfg",
                             samplers=tuple(FLOW_SAMPLERS), schedules=FLOW_SCHEDULES,
-                            models="Z-Image models", **no)
+                            models="Z-Image models", prompt_syntax=False,
+                            textual_inversion=False, refiner=False, control=False,
+                            variation_seeds=False, latent_upscale_resize=False,
+                            hires_with_diffusers=False, latent_masked_content=False,
+                            memory_modes=False)
 
     def use_vae(self, path: str | os.PathLike[str]) -> None:
         raise ValueError("--vae is not supported for Z-Image models yet; the folder's vae/ "
