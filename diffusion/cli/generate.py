@@ -69,17 +69,8 @@ def _fill_sampling_defaults(args: argparse.Namespace) -> None:
     if taken[False]:
         print(f"from {model / DEFAULTS_FILE}: {', '.join(taken[False])}", file=sys.stderr)
     if taken[True]:
-        from ..loaders.flow.chroma import chroma_family
-        from ..loaders.flow.file import flow_model_family
-        from ..loaders.z_image import zimage_family
-
-        family = chroma_family(model) or flow_model_family(model) or zimage_family(model)
-        why = ("1-4 steps without guidance" if family is None else
-               "Forge's preset: FLUX's guidance is --distilled-cfg-scale" if "flux" in family
-               else "diffusers' Z-Image settings; CFG 1 runs without a negative pass"
-               if family == "z-image" else
-               f"diffusers' {'SD3' if family == 'sd3' else 'Chroma'} settings")
-        print(f"{family or 'turbo'} model ({model.name}): {', '.join(taken[True])} ({why}; "
+        why = f"{recommended.why}; " if recommended.why else ""
+        print(f"{recommended.preset} model ({model.name}): {', '.join(taken[True])} ({why}"
               "give them to choose otherwise)", file=sys.stderr)
 
 
@@ -106,11 +97,10 @@ def _check_paths(args: argparse.Namespace) -> None:
         raise ValueError(f"--vae {args.vae!r} does not exist; give a VAE folder or a "
                          ".safetensors file")
     if args.vae and args.model is not None:
-        from ..loaders.flow.chroma import chroma_family
-        from ..loaders.flow.file import flow_model_family
+        from ..pipelines.families import family_of
 
-        # refused before the model loads
-        if family := chroma_family(args.model) or flow_model_family(args.model):
+        entry, family = family_of(args.model)
+        if entry.module_parts:  # refused before the model loads
             raise ValueError(f"--vae is not supported for {family} models yet; " + (
                 "give the VAE file (ae.safetensors) with --text-encoder, as Forge's VAE / Text "
                 "Encoder list" if Path(args.model).is_file() else "the model folder's vae/ is "

@@ -15,15 +15,23 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from ..models.step_cache import CacheSpec
 
-__all__ = ["GUIDANCE_KINDS", "Capabilities", "GenerationResult", "LoadOptions", "Pipeline",
-           "Placement", "SamplingDefaults"]
+__all__ = [
+    "GUIDANCE_KINDS",
+    "SAMPLING_SETTINGS",
+    "Capabilities",
+    "GenerationResult",
+    "LoadOptions",
+    "Pipeline",
+    "Placement",
+    "SamplingDefaults",
+]
 
 GUIDANCE_KINDS = ("cfg", "distilled", "none")
 """How a family is guided when a request leaves `cfg_scale` out: "cfg", classifier-free
@@ -50,6 +58,14 @@ class SamplingDefaults:
     steps: int | None = None
     sampler: str | None = None  # a WebUI sampler name as spelled in SAMPLERS
     cfg_scale: float | None = None
+    # a family's preset: what to call it ("turbo", "flux-dev") and why these values, for the
+    # note that says where a setting came from; not settings (equality ignores them)
+    preset: str | None = field(default=None, compare=False)
+    why: str | None = field(default=None, compare=False)
+
+
+SAMPLING_SETTINGS = ("steps", "sampler", "cfg_scale")
+"""The settings of SamplingDefaults (the keys a defaults.json may hold)."""
 
 
 @dataclass(frozen=True)

@@ -36,12 +36,19 @@ class FamilyLoader:
     load: Callable[[PathText, str, LoadOptions], Pipeline]  # (path, detected family, options)
     # the sampling a model of the family recommends where its folder says nothing
     defaults: Callable[[PathText, str], SamplingDefaults | None]
+    latent_channels: int = 4  # its VAE's: a VAE module file must have as many
+    # its text encoders and VAE come as module files (Forge's VAE / Text Encoder list): a
+    # single file takes its VAE among them, a folder keeps its vae/ (--vae is refused)
+    module_parts: bool = False
 
 
 FAMILIES: tuple[FamilyLoader, ...] = (
-    FamilyLoader("Chroma", chroma_family, load_flow_model, flow_defaults),
-    FamilyLoader("FLUX.1, SD 3/3.5", flow_model_family, load_flow_model, flow_defaults),
-    FamilyLoader("Z-Image (Turbo, Base)", zimage_family, load_zimage_model, zimage_defaults),
+    FamilyLoader("Chroma", chroma_family, load_flow_model, flow_defaults,
+                 latent_channels=16, module_parts=True),
+    FamilyLoader("FLUX.1, SD 3/3.5", flow_model_family, load_flow_model, flow_defaults,
+                 latent_channels=16, module_parts=True),
+    FamilyLoader("Z-Image (Turbo, Base)", zimage_family, load_zimage_model, zimage_defaults,
+                 latent_channels=16),
     FamilyLoader("SD 1.x/2.x, SDXL (base, refiner, Turbo)", any_checkpoint, load_unet_model,
                  unet_defaults),
 )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import fields, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +14,7 @@ import numpy as np
 from gpucore import Device, FeatureError, as_dtype, default_device
 from gpustd import has_matrix_units
 
-from .contract import LoadOptions, Pipeline, SamplingDefaults
+from .contract import SAMPLING_SETTINGS, LoadOptions, Pipeline, SamplingDefaults
 from .families import family_of
 from .model_defaults import DEFAULTS_FILE, TURBO_DEFAULTS, is_turbo, read_defaults
 
@@ -46,9 +46,10 @@ def model_defaults(path: str | os.PathLike[str]) -> tuple[SamplingDefaults, list
     fallback = entry.defaults(path, family)
     if fallback is None:
         return recommended, []
-    filled = {f.name: getattr(fallback, f.name) for f in fields(SamplingDefaults)
-              if getattr(recommended, f.name) is None}
-    return replace(recommended, **filled), list(filled)
+    filled = {name: getattr(fallback, name) for name in SAMPLING_SETTINGS
+              if getattr(recommended, name) is None}
+    return replace(recommended, **filled, preset=fallback.preset or family,
+                   why=fallback.why), list(filled)
 
 
 def auto_dtype(device: Device) -> np.dtype:

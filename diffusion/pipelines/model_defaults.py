@@ -7,12 +7,11 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 from ..loaders import SafetensorsFile, WeightsError
-from .contract import SamplingDefaults
+from .contract import SAMPLING_SETTINGS, SamplingDefaults
 
 __all__ = ["DEFAULTS_FILE", "TURBO_DEFAULTS", "is_turbo", "read_defaults"]
 
@@ -49,7 +48,7 @@ def read_defaults(path: str | os.PathLike[str]) -> SamplingDefaults:
     file = Path(path) / DEFAULTS_FILE
     if not file.is_file():
         return SamplingDefaults()
-    allowed = [field.name for field in fields(SamplingDefaults)]
+    allowed = list(SAMPLING_SETTINGS)
     try:
         data = json.loads(file.read_bytes())
     except ValueError as exc:
@@ -72,7 +71,8 @@ def read_defaults(path: str | os.PathLike[str]) -> SamplingDefaults:
 # adversarial diffusion distillation, trained for 1-4 steps at 512 px without guidance): one
 # Euler a step on the SGM Uniform schedule (at one step: timestep 999, diffusers' trailing
 # spacing), CFG scale 1 (no unconditional pass).
-TURBO_DEFAULTS = SamplingDefaults(steps=1, sampler="Euler a SGM Uniform", cfg_scale=1.0)
+TURBO_DEFAULTS = SamplingDefaults(steps=1, sampler="Euler a SGM Uniform", cfg_scale=1.0,
+                                  preset="turbo", why="1-4 steps without guidance")
 
 
 def is_turbo(path: str | os.PathLike[str]) -> bool:

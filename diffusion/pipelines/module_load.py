@@ -30,11 +30,10 @@ from typing import Any
 import numpy as np
 
 from ..loaders.errors import WeightsError
-from ..loaders.flow.chroma import chroma_family
-from ..loaders.flow.file import flow_model_family
 from ..loaders.flow.module_file import module_roles, vae_latent_channels
 from ..loaders.flow.text_encoder_file import module_stem
 from ..loaders.sd.gguf_pipeline import is_unet_gguf
+from .families import family_of
 from .flow.flow_model import FlowModel
 from .load import load_pipeline
 from .sd.stable_diffusion import StableDiffusion
@@ -55,7 +54,7 @@ def load_with_modules(path: str | os.PathLike[str], modules: Sequence[str | os.P
                                                                        "device": device}
     if is_unet_gguf(path):  # its VAE and CLIP text encoder are among the modules
         return load_pipeline(path, text_encoders=files, **where)
-    flow = (flow_model_family(path) or chroma_family(path)) is not None
+    flow = family_of(path)[0].module_parts  # text encoders (and a file's VAE) as modules
     if flow and Path(path).is_file():  # a single file takes its VAE with its text encoders
         return load_pipeline(path, text_encoders=files, **where)
     pipe = load_pipeline(path, text_encoders=encoders if flow else (), **where)

@@ -46,11 +46,14 @@ __all__ = ["FLOW_DEFAULTS", "FlowModel"]
 # What each family samples with when its folder has no defaults.json: Forge's presets for
 # FLUX (Euler, Simple, CFG 1; schnell 4 steps), diffusers' pipeline defaults for SD3 (28 steps,
 # CFG 7; the SD 3.5 cards suggest 3.5-4.5).
+_FORGE = "Forge's preset: FLUX's guidance is --distilled-cfg-scale"
 FLOW_DEFAULTS = {
-    "flux-dev": SamplingDefaults(steps=20, sampler="Euler", cfg_scale=1.0),
-    "flux-schnell": SamplingDefaults(steps=4, sampler="Euler", cfg_scale=1.0),
-    "sd3": SamplingDefaults(steps=28, sampler="Euler", cfg_scale=7.0),
-    "chroma": SamplingDefaults(steps=35, sampler="Euler", cfg_scale=5.0),  # ChromaPipeline's
+    "flux-dev": SamplingDefaults(steps=20, sampler="Euler", cfg_scale=1.0, why=_FORGE),
+    "flux-schnell": SamplingDefaults(steps=4, sampler="Euler", cfg_scale=1.0, why=_FORGE),
+    "sd3": SamplingDefaults(steps=28, sampler="Euler", cfg_scale=7.0,
+                            why="diffusers' SD3 settings"),
+    "chroma": SamplingDefaults(steps=35, sampler="Euler", cfg_scale=5.0,  # ChromaPipeline's
+                               why="diffusers' Chroma settings"),
 }
 # the families whose pipelines take the CFG scale and negative prompt themselves (true CFG)
 _CFG_FAMILIES = ("sd3", "chroma")

@@ -32,9 +32,12 @@ __all__ = ["ZIMAGE_BASE_DEFAULTS", "ZIMAGE_DEFAULTS", "ZImageModel", "load_zimag
            "zimage_defaults"]
 
 # Z-Image Turbo's card: 9 steps at guidance 0, i.e. CFG 1 (diffusers' example takes 8)
-ZIMAGE_DEFAULTS = SamplingDefaults(steps=9, sampler="Euler", cfg_scale=1.0)
+ZIMAGE_DEFAULTS = SamplingDefaults(
+    steps=9, sampler="Euler", cfg_scale=1.0,
+    why="diffusers' Z-Image settings; CFG 1 runs without a negative pass")
 # Z-Image (Base): ZImagePipeline's own defaults, 50 steps at guidance_scale 5 (CFG 6)
-ZIMAGE_BASE_DEFAULTS = SamplingDefaults(steps=50, sampler="Euler", cfg_scale=6.0)
+ZIMAGE_BASE_DEFAULTS = SamplingDefaults(steps=50, sampler="Euler", cfg_scale=6.0,
+                                        why="diffusers' Z-Image settings")
 
 
 class ZImageModel(FlowModel):

@@ -24,9 +24,8 @@ from __future__ import annotations
 from pathlib import Path, PureWindowsPath
 from typing import Any
 
-from ...loaders.flow.chroma import chroma_family
-from ...loaders.flow.file import flow_model_family
 from ...loaders.flow.module_file import module_roles, vae_latent_channels
+from ...pipelines.families import family_of
 from .models_dir import ModelEntry, ModelRegistry
 
 __all__ = [
@@ -136,11 +135,11 @@ def choose_vae(value: Any, registry: ModelRegistry, model: ModelEntry,
 
 
 def _latent_channels(model: ModelEntry) -> int | None:
-    """The latent channels of `model`'s VAE: 16 for FLUX / SD3 / Chroma, 4 for SD 1.x / 2.x /
-    SDXL; None when its files cannot tell (its load will say why)."""
+    """The latent channels of `model`'s VAE (its family's, `FamilyLoader.latent_channels`:
+    16 for FLUX / SD3 / Chroma / Z-Image, 4 for SD 1.x / 2.x / SDXL); None when its files
+    cannot tell (its load will say why)."""
     try:
-        flow = flow_model_family(model.path) or chroma_family(model.path)
-        return 4 if flow is None else 16
+        return family_of(model.path)[0].latent_channels
     except (OSError, ValueError):  # WeightsError is a ValueError
         return None
 
