@@ -17,6 +17,7 @@ from ._buffer import Buffer
 from ._device import Device, Pipeline
 from ._dtypes import wgsl_scalar
 from ._errors import BindingError, BindingTypeError, DeviceLimitError, ShaderCompileError
+from ._phases import phase
 from ._runtime import GPU_ERRORS, adapt_source
 from ._shaders import shader_source
 
@@ -186,6 +187,10 @@ class Kernel:
         return device.pipeline(self._key, lambda: self._build(device))
 
     def _build(self, device: Device) -> Pipeline:
+        with phase("compile"):
+            return self._build_pipeline(device)
+
+    def _build_pipeline(self, device: Device) -> Pipeline:
         dev = device.wgpu
         try:
             module = dev.create_shader_module(

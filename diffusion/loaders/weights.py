@@ -10,6 +10,8 @@ from typing import Any, Literal, NamedTuple, Protocol
 
 import numpy as np
 
+from gpucore import phase
+
 from .errors import WeightsError
 
 __all__ = ["ComponentWeights", "ModelInfo", "PipelineWeights", "TensorFile", "TensorRef",
@@ -85,12 +87,14 @@ class ComponentWeights(Mapping[str, np.ndarray]):
         ref = self._refs.get(key)
         if ref is None:
             raise KeyError(f"{self.name} has no tensor {key!r}")
-        array = ref.file.read(ref.key, rows=ref.rows)
-        if ref.transposed:
-            array = np.ascontiguousarray(array.T)
-        array = array.reshape(ref.shape)
-        if self.dtype is not None and array.dtype.kind == "f":
-            array = array.astype(self.dtype, copy=False)
+        with phase("read"):
+            array = ref.file.read(ref.key, rows=ref.rows)
+        with phase("convert"):
+            if ref.transposed:
+                array = np.ascontiguousarray(array.T)
+            array = array.reshape(ref.shape)
+            if self.dtype is not None and array.dtype.kind == "f":
+                array = array.astype(self.dtype, copy=False)
         return array
 
     def __iter__(self) -> Iterator[str]:

@@ -581,5 +581,7 @@ def test_memory_flags_and_verbose(fake: dict[str, Any],
     assert fake["pipe"].memory_mode == MemoryMode(lowvram=True, max_vram=2500 << 20)
     line = next(x for x in err.splitlines() if x.startswith("memory: peak "))
     assert "pool reserve" in line and "--lowvram --max-vram 2500M" in line
+    timing = next(x for x in err.splitlines() if x.startswith("time: "))  # gpucore.Phases
+    assert "load " in timing and "png " in timing and "total" in timing
     code, _, err = run_cli(capsys, *TXT, "--max-vram", "4 gigs")
     assert code == 2 and "'4 gigs' is not a size" in err
