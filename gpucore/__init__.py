@@ -9,11 +9,12 @@ what differs between them) and `_adapters` (finding and choosing an adapter); `_
 `_pool`, `_residency`, `_limit` (where memory goes, the buffer pool, the ledger of the buffers
 captures pin and lend, the pool's cap); `_bindings`, `_stream`, `_profile`, `_staging`,
 `_capture` (bind groups and params, streams and events, timestamps, transfers, capture and
-replay), each declaring as a Protocol what it needs of its device; `_device` (Device) ties those
+replay), each declaring as a Protocol what it needs of its device; `_pipelines` (each compiled
+pipeline built once, by whichever thread asks first); `_device` (Device) ties those
 together, handing each what it asks for; `_buffer` (Buffer) and `_kernel` (Kernel, with `_wgsl`
 reading shaders' signatures and `_shaders` finding their files) on top; `_group` (several
-devices) and `_autotune` above those; `_teardown` releases dead Devices' wgpu devices at a safe
-point.
+devices), `_autotune` and `_warmup` (kernels built ahead in threads) above those; `_teardown`
+releases dead Devices' wgpu devices at a safe point.
 
 gpucore knows nothing of ops, nor where their shaders live: the layer that has shaders
 registers their folder or package (`register_shader_root`; gpustd registers `shaders`).
@@ -47,6 +48,7 @@ from ._shaders import register_shader_root, shader_path, shader_roots, shader_so
 from ._stream import Event, Stream
 from ._teardown import release_dead as release_dead_devices
 from ._version import __version__ as __version__
+from ._warmup import Warmup
 
 __all__ = [
     "AdapterInfo",
@@ -71,6 +73,7 @@ __all__ = [
     "Profile",
     "ShaderCompileError",
     "Stream",
+    "Warmup",
     "as_dtype",
     "autotune",
     "default_device",

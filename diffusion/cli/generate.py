@@ -280,6 +280,10 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[Path]
     import gpucore
 
     with gpucore.phase("load"):
+        # the kernels this model used last time build in threads while it loads
+        model = str(Path(args.model).resolve()) if args.model else "bundled"
+        warmup = gpucore.Warmup(gpucore.default_device(),
+                                f"{args.command} {model} {args.dtype}")
         pipe, refiner = _load(args)
     if specs:
         request = replace(request, control=load_control_units(
@@ -307,4 +311,5 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[Path]
                                    first=step if args.n_iter > 1 else None)
         if args.verbose:
             print(memory_line(device, memory_mode(args)), file=sys.stderr)
+    warmup.save()
     return written

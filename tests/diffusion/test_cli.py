@@ -11,6 +11,7 @@ import subprocess
 import sys
 from dataclasses import fields
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -276,6 +277,7 @@ def test_fp16_backend_adapter(fake: dict[str, Any], capsys: pytest.CaptureFixtur
 
     class FakeDevice:
         name, has_f16 = "fake adapter", False
+        info = SimpleNamespace(runtime="wgpu", backend="gl")  # gpucore.Warmup: nothing ahead
 
     device = FakeDevice()
     monkeypatch.setattr(gpucore, "default_device", lambda: device)
