@@ -125,7 +125,7 @@ def _median_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def cold_child(model: str | None, dtype: str, settings: dict[str, Any], out: str) -> None:
-    """One cold process's picture (run in a child by _cold_rows): prints Phases' split."""
+    """One cold process's picture (run in a child by cold_rows): prints Phases' split."""
     import gpucore
 
     started = gpucore.process_started()
@@ -145,7 +145,7 @@ def cold_child(model: str | None, dtype: str, settings: dict[str, Any], out: str
     print(json.dumps(phases.split()))
 
 
-def _cold_rows(model: str | None, dtypes: list[str], settings: dict[str, Any]) -> list[dict]:
+def cold_rows(model: str | None, dtypes: list[str], settings: dict[str, Any]) -> list[dict]:
     """A first and a second whole process per dtype, on a cache directory of their own."""
     rows = []
     for dtype in dtypes:
@@ -187,7 +187,7 @@ def run(*, quick: bool = False) -> dict[str, Any]:
     for row in rows:
         row.update({k: round(v, 1) for k, v in row.items() if isinstance(v, float)})
     dtypes = ["float32", "float16"] if device.has_f16 else ["float32"]
-    cold = _cold_rows(model, dtypes, settings)
+    cold = cold_rows(model, dtypes, settings)
     for row in cold:
         print(f"cold {row['process']} {row['dtype']}: {row['total_s']:.2f} s: " + ", ".join(
             f"{name} {p['s']:.2f} ({p['count']})" for name, p in row["phases"].items()))
