@@ -142,7 +142,8 @@ def cold_child(model: str | None, dtype: str, settings: dict[str, Any], out: str
         result = pipe.txt2img(**settings)
         with gpucore.phase("png"):
             save_images(result.images, result.settings, out)
-    print(json.dumps(phases.split()))
+    device = gpucore.default_device().info
+    print(json.dumps({"device": device.label, "runtime": device.runtime, **phases.split()}))
 
 
 def cold_rows(model: str | None, dtypes: list[str], settings: dict[str, Any]) -> list[dict]:
@@ -157,8 +158,10 @@ def cold_rows(model: str | None, dtypes: list[str], settings: dict[str, Any]) ->
                     "cold_child(*json.loads(sys.argv[1]))")
             for process in ("first process", "second process"):
                 args = json.dumps([model, dtype, settings, cache])
-                done = subprocess.run([sys.executable, "-c", code, args], env=env, check=True,
+                done = subprocess.run([sys.executable, "-c", code, args], env=env,
                                       capture_output=True, text=True)
+                if done.returncode:
+                    raise RuntimeError(f"the {process} ({dtype}) failed: {done.stderr[-3000:]}")
                 split = json.loads(done.stdout.strip().splitlines()[-1])
                 rows.append({"process": process, "dtype": dtype, **split})
     return rows
