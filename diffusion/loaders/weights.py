@@ -133,6 +133,11 @@ class ComponentWeights(Mapping[str, np.ndarray]):
                 array = convert(array, self.dtype)
         return array
 
+    def __contains__(self, key: object) -> bool:
+        # Mapping's own would read the tensor (it tries self[key]): load_state_dict asks three
+        # times per key, which read and converted every weight four times
+        return key in self._refs
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._refs)
 
