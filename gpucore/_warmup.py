@@ -26,7 +26,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from concurrent.futures import Future, ThreadPoolExecutor
+import threading
+from collections import deque
 from pathlib import Path
 
 from . import _autotune, _cache
@@ -54,8 +55,8 @@ class Warmup:
         self.device = device
         self.workload = workload
         self.ahead = 0  # kernels given to the threads
-        self._futures: list[Future[None]] = []
-        self._executor: ThreadPoolExecutor | None = None
+        self._queue: deque[tuple[str, str, str, dict[str, float]]] = deque()
+        self._threads: list[threading.Thread] = []
         self.key: dict[str, str] = {}
         self.path: Path | None = None  # the list's file, where builds may run ahead
         if not enabled(device):
@@ -64,12 +65,14 @@ class Warmup:
         digest = hashlib.sha256(json.dumps(self.key, sort_keys=True).encode()).hexdigest()
         self.path = _cache.cache_dir() / f"kernels-{digest[:16]}.json"
         device.pipelines.start_log()  # an earlier Warmup never saved (its run failed): replaced
-        kernels = self._listed()
-        self.ahead = len(kernels)
-        if kernels:
-            count = threads or min(MAX_THREADS, os.cpu_count() or 1)
-            self._executor = ThreadPoolExecutor(count, thread_name_prefix="gpucore-warmup")
-            self._futures = [self._executor.submit(self._build, *k) for k in kernels]
+        self._queue.extend(self._listed())
+        self.ahead = len(self._queue)
+        # Daemon threads: a process that ends early (an error) does not wait for the list.
+        count = min(threads or MAX_THREADS, os.cpu_count() or 1, self.ahead)
+        self._threads = [threading.Thread(target=self._work, name=f"gpucore-warmup-{i}",
+                                          daemon=True) for i in range(count)]
+        for thread in self._threads:
+            thread.start()
 
     def _listed(self) -> list[tuple[str, str, str, dict[str, float]]]:
         assert self.path is not None
@@ -80,24 +83,33 @@ class Warmup:
         return [(k["source"], k["name"], k["entry"], dict(k["constants"])) for k in kernels
                 if isinstance(k, dict) and {"source", "name", "entry", "constants"} <= set(k)]
 
-    def _build(self, source: str, name: str, entry: str, constants: dict[str, float]) -> None:
-        try:
-            Kernel(source, name=name, entry=entry, constants=constants).build_ahead(self.device)
-        except Exception:
-            pass
+    def _work(self) -> None:
+        while True:
+            try:
+                source, name, entry, constants = self._queue.popleft()
+            except IndexError:
+                return
+            try:
+                kernel = Kernel(source, name=name, entry=entry, constants=constants)
+                kernel.build_ahead(self.device)
+            except Exception:  # the op that needs it builds it again and says what failed
+                continue
 
     def wait(self) -> int:
-        """Block until every build ahead has finished; returns how many there were."""
-        for future in self._futures:
-            future.result()
-        return len(self._futures)
+        """Block until every build ahead has finished; returns how many were listed."""
+        for thread in self._threads:
+            thread.join()
+        return self.ahead
+
+    def stop(self) -> None:
+        """Drop the builds not begun and wait for those under way (one a thread at most)."""
+        self._queue.clear()
+        self.wait()
 
     def save(self) -> bool:
-        """Stop: builds not begun are dropped, and the kernels used since the Warmup began are
-        written down for the next process (in the order first used). True when written."""
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
-            self._executor = None
+        """Stop, then write the kernels used since the Warmup began down for the next process
+        (in the order first used). True when written."""
+        self.stop()
         if self.path is None or self.device.pipelines.log is None:
             return False
         used = self.device.pipelines.stop_log()
