@@ -118,11 +118,13 @@ def test_a_damaged_entry_is_ignored_with_a_warning_and_rebuilt(
 WRITER = textwrap.dedent("""
     import sys
     from pathlib import Path
-    from gpucore import _autotune
+    from gpucore import _autotune, _cache
     path, who = Path(sys.argv[1]), sys.argv[2]
+    listed = path.with_name("kernels-race.json")  # the kernel lists' writer (gpucore.Warmup)
     for i in range(150):
         _autotune._write_atomic(path, {"format": 1, "key": {"who": who},
                                        "ops": {"toy": {f"n{i}": {"winner": "x" * (i * 7)}}}})
+        assert _cache.write_json(listed, {"who": who}, {"kernels": ["y" * (i * 11)]})
 """)
 
 
@@ -131,14 +133,18 @@ def test_two_processes_writing_at_once_leave_it_valid(tmp_path: Path) -> None:
     writers = [subprocess.Popen([sys.executable, "-c", WRITER, str(path), who],
                                 env=checkout_env(), cwd=ROOT, stderr=subprocess.PIPE)
                for who in ("a", "b")]
+    listed = path.with_name("kernels-race.json")
     reads = 0
     while any(w.poll() is None for w in writers):
-        if path.exists():
-            json.loads(path.read_text())  # never a partial file
-            reads += 1
+        for written in (path, listed):
+            if written.exists():
+                json.loads(written.read_text())  # never a partial file
+                reads += 1
     for w in writers:
         assert w.wait() == 0, w.stderr.read().decode() if w.stderr else ""
     assert json.loads(path.read_text())["key"]["who"] in ("a", "b")
+    who = json.loads(listed.read_text())["key"]["who"]
+    assert _cache.read_json(listed, {"who": who}, "kernel list") is not None
     assert not list(path.parent.glob("*.tmp")), "a temporary file was left behind"
     assert reads > 0
 
