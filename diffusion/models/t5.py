@@ -196,9 +196,6 @@ class _Untied(Mapping[str, Any]):
             raise KeyError(key)
         return self.state[self._key(key)]
 
-    def __contains__(self, key: object) -> bool:  # Mapping's would read the tensor
-        return isinstance(key, str) and key != _TIED and self._key(key) in self.state
-
     def __iter__(self) -> Iterator[str]:
         for key in self.state:
             if key == _TIED:
