@@ -34,8 +34,9 @@ from typing import Any
 
 from ._shaders import shader_roots_found
 
-__all__ = ["DIR_ENV", "MAX_ENV", "cache_dir", "clear", "point_driver_caches", "read_json",
-           "size_limit", "source_hash", "trim", "usage", "write_json"]
+__all__ = ["DIR_ENV", "MAX_ENV", "cache_dir", "clear", "forget_source_hash",
+           "point_driver_caches", "read_json", "size_limit", "source_hash", "trim", "usage",
+           "write_json"]
 
 DIR_ENV = "AVX_GPU_CACHE_DIR"
 MAX_ENV = "AVX_GPU_CACHE_MAX_MB"
