@@ -148,11 +148,14 @@ def cold_child(model: str | None, dtype: str, settings: dict[str, Any], out: str
 
 def cold_rows(model: str | None, dtypes: list[str], settings: dict[str, Any]) -> list[dict]:
     """A first and a second whole process per dtype, on a cache directory of their own."""
+    from gpucore import _cache
+
+    # where this process (or the user) put the caches: the children find their own
+    placed = {_cache.DIR_ENV, *(variable for variable, _, _ in _cache.DRIVER_CACHES)}
     rows = []
     for dtype in dtypes:
         with tempfile.TemporaryDirectory(prefix="avx-gpu-cold-") as cache:
-            env = {k: v for k, v in os.environ.items()
-                   if k not in ("AVX_GPU_CACHE_DIR", "MESA_SHADER_CACHE_DIR")}
+            env = {k: v for k, v in os.environ.items() if k not in placed}
             env["XDG_CACHE_HOME"] = cache
             code = ("import sys, json; from bench.overhead import cold_child; "
                     "cold_child(*json.loads(sys.argv[1]))")
