@@ -8,7 +8,14 @@ CFG 7), in three phases:
   device's pipeline cache) and record the text encoder's and the UNet's captures;
 - "new pipeline": the same model loaded again on the same device and its first picture: no
   compile (the cache is per device), the captures recorded again;
-- "warm": the median of BENCH_OVERHEAD_PICTURES (5; --quick 2) more pictures.
+- "warm": the median of BENCH_OVERHEAD_PICTURES (5; --quick 2) more pictures;
+
+and then, under "cold", whole processes: for float32 and float16 (where the device has
+shader-f16), a first process with an empty cache directory (ours and Mesa's: XDG_CACHE_HOME
+points into a fresh folder) and a second one after it, each loading the model and writing one
+PNG, split by gpucore.Phases into import (the interpreter's start included), device, read,
+convert, upload, compile (with the number of kernels built), autotune, capture, denoise,
+decode, png and what no phase claimed.
 
 Each row splits the wall time: `blocked_ms`, inside queue submits and read-back waits (where
 the host waits for the device; on a CPU adapter the device's work runs there), `host_ms`, the
@@ -24,8 +31,12 @@ work; on lavapipe nearly all of a picture is `blocked_ms` (bench/NOTES.md, "Fixe
 
 from __future__ import annotations
 
+import json
 import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -112,6 +123,52 @@ def _median_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return merged
 
 
+def cold_child(model: str | None, dtype: str, settings: dict[str, Any], out: str) -> None:
+    """One cold process's picture (run in a child by cold_rows): prints Phases' split."""
+    import gpucore
+
+    started = gpucore.process_started()
+    with gpucore.Phases(started=started) as phases:
+        if started is not None:
+            phases.add("import", time.perf_counter() - started)
+        with gpucore.phase("import"):
+            import numpy as np
+
+            from diffusion import load_pipeline
+            from diffusion.infotext import save_images
+        with gpucore.phase("load"):
+            pipe = load_pipeline(model, dtype=np.dtype(dtype))
+        result = pipe.txt2img(**settings)
+        with gpucore.phase("png"):
+            save_images(result.images, result.settings, out)
+    device = gpucore.default_device().info
+    print(json.dumps({"device": device.label, "runtime": device.runtime, **phases.split()}))
+
+
+def cold_rows(model: str | None, dtypes: list[str], settings: dict[str, Any]) -> list[dict]:
+    """A first and a second whole process per dtype, on a cache directory of their own."""
+    from gpucore import _cache
+
+    # where this process (or the user) put the caches: the children find their own
+    placed = {_cache.DIR_ENV, *(variable for variable, _, _ in _cache.DRIVER_CACHES)}
+    rows = []
+    for dtype in dtypes:
+        with tempfile.TemporaryDirectory(prefix="avx-gpu-cold-") as cache:
+            env = {k: v for k, v in os.environ.items() if k not in placed}
+            env["XDG_CACHE_HOME"] = cache
+            code = ("import sys, json; from bench.overhead import cold_child; "
+                    "cold_child(*json.loads(sys.argv[1]))")
+            for process in ("first process", "second process"):
+                args = json.dumps([model, dtype, settings, cache])
+                done = subprocess.run([sys.executable, "-c", code, args], env=env,
+                                      capture_output=True, text=True)
+                if done.returncode:
+                    raise RuntimeError(f"the {process} ({dtype}) failed: {done.stderr[-3000:]}")
+                split = json.loads(done.stdout.strip().splitlines()[-1])
+                rows.append({"process": process, "dtype": dtype, **split})
+    return rows
+
+
 def run(*, quick: bool = False) -> dict[str, Any]:
     import gpucore
     from diffusion import load_pipeline
@@ -134,5 +191,10 @@ def run(*, quick: bool = False) -> dict[str, Any]:
     rows.append(_median_row([_picture("warm", pipe, device, settings) for _ in range(pictures)]))
     for row in rows:
         row.update({k: round(v, 1) for k, v in row.items() if isinstance(v, float)})
+    dtypes = ["float32", "float16"] if device.has_f16 else ["float32"]
+    cold = cold_rows(model, dtypes, settings)
+    for row in cold:
+        print(f"cold {row['process']} {row['dtype']}: {row['total_s']:.2f} s: " + ", ".join(
+            f"{name} {p['s']:.2f} ({p['count']})" for name, p in row["phases"].items()))
     return {"benchmark": "overhead", "model": model or "bundled", "rows": rows,
-            "columns": COLUMNS, "environment": _harness.environment(device)}
+            "columns": COLUMNS, "cold": cold, "environment": _harness.environment(device)}

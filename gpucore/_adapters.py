@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import wgpu
 from wgpu.classes import GPUAdapter
 
-from . import _runtime
+from . import _cache, _runtime
 from ._errors import GpuError, NoAdapterError
 from ._runtime import Adapter, MatrixConfig
 
@@ -79,6 +79,7 @@ class AdapterInfo:
 def _os_setup() -> None:
     # Mesa's EGL (the OpenGL adapter) warns loudly without it; harmless to provide.
     os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp")
+    _cache.point_driver_caches()  # before any driver starts: they read it once
 
 
 def _describe(runtime: _runtime.Runtime, adapter: GPUAdapter, index: int,

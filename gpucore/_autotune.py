@@ -9,9 +9,10 @@ Tuning is allowed when GPUCORE_AUTOTUNE=1 or inside `tuning()` (what `python -m 
 does), and never while a capture is open (the trial dispatches would be recorded into it) or a
 profile is active (they would be counted in it), nor from inside a trial.
 
-The cache is one JSON file per (runtime, backend, adapter, driver, package version) under the
-user cache directory ($XDG_CACHE_HOME or ~/.cache)/avx-gpu/autotune-<hash>.json, written
-atomically; a file that cannot be read is ignored with a warning and replaced on the next write.
+The cache is one JSON file per (runtime, backend, adapter, driver, package version, kernel
+sources' hash) in gpucore's cache directory (gpucore._cache: $AVX_GPU_CACHE_DIR, else
+$XDG_CACHE_HOME or ~/.cache, /avx-gpu), autotune-<hash>.json, written atomically; a file that
+cannot be read is ignored with a warning and replaced on the next write.
 
 Contract with the ops, which is how tuning never makes a result differ: the candidates of one
 (op, shape class) must compute bitwise-identical results (e.g. every GEMM tile accumulates each
@@ -37,7 +38,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import _runtime, _version
+from . import _cache, _runtime, _version
+from ._phases import phase
 
 if TYPE_CHECKING:
     from ._device import Device
@@ -155,8 +157,9 @@ def tune(device: Device, problem: Problem, *, repeat: int = 7) -> Result:
                          f"is not one of its candidates {problem.candidates}")
     _state.busy = True
     try:
-        runs = {name: problem.trial(name) for name in problem.candidates}
-        ms = _time_all(device, runs, runs[problem.default], repeat)
+        with phase("autotune"):
+            runs = {name: problem.trial(name) for name in problem.candidates}
+            ms = _time_all(device, runs, runs[problem.default], repeat)
     finally:
         _state.busy = False
     best = min(ms, key=ms.__getitem__)
@@ -228,18 +231,18 @@ def _median_ms(device: Device, run: Callable[[], None], repeat: int) -> float:
 # -- the cache ------------------------------------------------------------------------
 def cache_key(device: Device) -> dict[str, str]:
     """What a cached winner depends on besides the problem: runtime, adapter, driver, us,
-    and on Dawn its toggles (robustness off changes which tile wins)."""
+    the kernels' sources, and on Dawn its toggles (robustness off changes which tile wins)."""
     info = device.info
     key = {"runtime": info.runtime, "backend": info.backend, "adapter": info.name,
-           "driver": info.driver, "version": _version.__version__}
+           "driver": info.driver, "version": _version.__version__,
+           "sources": _cache.source_hash()}
     if info.runtime == "dawn":
         key["toggles"] = ",".join(_runtime.dawn_toggles())
     return key
 
 
 def cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "avx-gpu"
+    return _cache.cache_dir()
 
 
 def cache_path(device: Device) -> Path:
@@ -315,3 +318,4 @@ def _write_atomic(path: Path, data: dict[str, Any]) -> None:
     except BaseException:
         os.unlink(tmp)
         raise
+    _cache.trim()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 
 from ._device import Device
+from ._phases import phase
 
 __all__ = ["default_device", "synchronize"]
 
@@ -17,7 +18,8 @@ def default_device() -> Device:
     global _default
     with _default_lock:
         if _default is None:
-            _default = Device.auto()
+            with phase("device"):
+                _default = Device.auto()
         return _default
 
 

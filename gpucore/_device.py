@@ -24,6 +24,7 @@ from ._bindings import BindGroupCache
 from ._capture import Capture, CaptureError
 from ._errors import DeviceLimitError, GpuError, lost_or_gpu_error
 from ._limit import MemoryLimit
+from ._pipelines import PipelineCache
 from ._pool import BufferPool, MemoryStats, exact_size, is_released, size_class
 from ._profile import Profile
 from ._residency import BufferLedger
@@ -74,7 +75,8 @@ class Device:
         # OpenGL: one lock for every such Device, their wgpu objects released under it
         self._lock = _gl.register(self.wgpu) if info.backend == "gl" else threading.RLock()
         self._tls = threading.local()  # this thread's current stream
-        self._pipelines: dict[tuple, Pipeline] = {}
+        self.pipelines: PipelineCache[Pipeline] = PipelineCache(
+            self._lock, concurrent=info.backend != "gl")
         self.bind_groups = BindGroupCache(self.wgpu)
         self.profiling: Profile | None = None  # the open Profile (it sets this)
         self.capturing: Capture | None = None  # the open Capture (it sets this, under the lock)
@@ -86,7 +88,6 @@ class Device:
         self.staging = Staging(self)  # read-backs and large uploads (gpucore._staging)
         # Creation counters: a warm forward pass or a replay should add to none of them.
         self.buffers_created = 0  # real allocations
-        self.pipelines_created = 0
         self._batches = itertools.count()  # numbers the streams' batches as they begin
         self.default_stream = self._new_stream("default")
         self._streams = [self.default_stream]
@@ -343,13 +344,14 @@ class Device:
 
     # -- pipelines --------------------------------------------------------------------
     def pipeline(self, key: tuple, build: Callable[[], Pipeline]) -> Pipeline:
-        """The compiled pipeline for `key`, built once by `build()` and cached."""
-        with self._lock:
-            found = self._pipelines.get(key)
-            if found is None:
-                found = self._pipelines[key] = build()
-                self.pipelines_created += 1
-            return found
+        """The compiled pipeline for `key`, built once by `build()` (by whichever thread asks
+        first; gpucore._pipelines) and cached."""
+        return self.pipelines.get(key, build)
+
+    @property
+    def pipelines_created(self) -> int:
+        """Pipelines built so far: a warm forward pass or a replay adds none."""
+        return self.pipelines.created
 
     # -- profiling --------------------------------------------------------------------
     def profile(self) -> Profile:

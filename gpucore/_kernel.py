@@ -17,6 +17,7 @@ from ._buffer import Buffer
 from ._device import Device, Pipeline
 from ._dtypes import wgsl_scalar
 from ._errors import BindingError, BindingTypeError, DeviceLimitError, ShaderCompileError
+from ._phases import phase
 from ._runtime import GPU_ERRORS, adapt_source
 from ._shaders import shader_source
 
@@ -185,7 +186,17 @@ class Kernel:
         """(pipeline, bind group layout) on `device`; compiled once per device and cached."""
         return device.pipeline(self._key, lambda: self._build(device))
 
+    def build_ahead(self, device: Device) -> None:
+        """Compile on `device` now, not noted as used (gpucore._warmup's threads)."""
+        device.pipelines.get(self._key, lambda: self._build(device), use=False)
+
     def _build(self, device: Device) -> Pipeline:
+        with phase("compile"):
+            built = self._build_pipeline(device)
+        device.pipelines.note(self._key, (self.source, self.name, self.entry, self.constants))
+        return built
+
+    def _build_pipeline(self, device: Device) -> Pipeline:
         dev = device.wgpu
         try:
             module = dev.create_shader_module(

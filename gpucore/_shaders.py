@@ -19,7 +19,8 @@ from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
 
-__all__ = ["register_shader_root", "shader_path", "shader_roots", "shader_source"]
+__all__ = ["register_shader_root", "shader_path", "shader_roots", "shader_roots_found",
+           "shader_source"]
 
 _roots: list[tuple[str, Traversable]] = []  # (how it was named, where it is)
 _lock = threading.Lock()
@@ -46,6 +47,11 @@ def register_shader_root(root: str | os.PathLike[str] | Traversable) -> None:
 def shader_roots() -> list[str]:
     """The registered shader roots, in search order, as they were named."""
     return [label for label, _ in _roots]
+
+
+def shader_roots_found() -> list[Traversable]:
+    """The registered shader roots, in search order, as where they are."""
+    return [where for _, where in _roots]
 
 
 def shader_path(name: str) -> Traversable:

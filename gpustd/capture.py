@@ -28,7 +28,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-from gpucore import Capture, Device
+from gpucore import Capture, Device, phase
 
 from ._tensor import Tensor
 
@@ -120,7 +120,8 @@ class Captured:
             del self._entries[key]
             entry = None
         if entry is None:
-            entry = self._record(device, key, structure, tensors)
+            with phase("capture"):
+                entry = self._record(device, key, structure, tensors)
         else:
             self._entries.move_to_end(key)
             for own, given in zip(entry.inputs, tensors):

@@ -154,6 +154,7 @@ def cache_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path
     """For the autotuner's tests: a private cache directory, tuning off, nothing remembered
     from other tests (they take it with `pytestmark = pytest.mark.usefixtures("cache_home")`)."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.delenv("AVX_GPU_CACHE_DIR", raising=False)
     monkeypatch.delenv(autotune.ENV, raising=False)
     autotune.clear()
     yield tmp_path

@@ -273,7 +273,14 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[Path]
         os.environ["GPUCORE_BACKEND"] = args.backend
     if args.adapter:
         os.environ["GPUCORE_ADAPTER"] = args.adapter
-    pipe, refiner = _load(args)
+    import gpucore
+
+    with gpucore.phase("load"):
+        # the kernels this model used last time build in threads while it loads
+        model = str(Path(args.model).resolve()) if args.model else "bundled"
+        warmup = gpucore.Warmup(gpucore.default_device(),
+                                f"{args.command} {model} {args.dtype}")
+        pipe, refiner = _load(args)
     if specs:
         request = replace(request, control=load_control_units(
             specs, args.control_kinds, pipe, request.width or pipe.native_size,
@@ -281,8 +288,6 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[Path]
                                                                       None)))
     if ip_units is not None:
         request = replace(request, control=tuple(request.control) + tuple(ip_units(pipe)))
-    import gpucore
-
     # 4. the WebUI's batch count: seeds count on over batches (with a variation seed the seed
     # stays and the variation seeds count on, as within a batch); "latent noise" stays the
     # first batch's, as the WebUI makes it once a job
@@ -297,8 +302,10 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[Path]
         result = pipe.generate(replace(request, seed=seed, subseed=args.subseed + step,
                                        latent_noise_seed=args.seed, refiner=refiner),
                                observer=ProgressBar(label))
-        written += save_images(result.images, result.settings, args.out,
-                               first=step if args.n_iter > 1 else None)
+        with gpucore.phase("png"):
+            written += save_images(result.images, result.settings, args.out,
+                                   first=step if args.n_iter > 1 else None)
         if args.verbose:
             print(memory_line(device, memory_mode(args)), file=sys.stderr)
+    warmup.save()
     return written

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from typing import NoReturn
 
 from .control import add_control_options
@@ -61,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command",
                                      metavar="{txt2img,img2img,inpaint,png-info,serve,quantize,"
-                                             "convert,upscale}")
+                                             "convert,upscale,cache}")
     for name, strength, text in (("txt2img", None, "generate images from a prompt"),
                                  ("img2img", 0.75, "redraw an image following a prompt"),
                                  ("inpaint", 1.0, "repaint the white part of a mask")):
@@ -79,11 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("file", metavar="FILE.png")
     info.add_argument("--json", action="store_true", help="the parsed settings as JSON")
     add_serve_parser(commands)
-    from . import convert, quantize, upscale  # sub-commands in their own modules
+    from . import convert, disk_cache, quantize, upscale  # sub-commands in their own modules
 
     quantize.add_parser(commands)
     convert.add_parser(commands)
     upscale.add_parser(commands)
+    disk_cache.add_parser(commands)
     return parser
 
 
@@ -103,13 +105,14 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of `python -m diffusion`; returns the exit status."""
     import gpucore
 
+    imported = time.perf_counter()
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
         if args.command is None:
             parser.print_usage(sys.stderr)
             raise _UsageError("choose a command: txt2img, img2img, inpaint, png-info, serve, "
-                              "quantize, convert or upscale")
+                              "quantize, convert, upscale or cache")
         if args.command == "serve":
             return serve(args)
         if args.command == "png-info":
@@ -117,7 +120,16 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if hasattr(args, "run"):  # quantize, convert, upscale: each module's run()
             return args.run(args)
-        for path in run(args, parser):
+        if not args.verbose:
+            paths = run(args, parser)
+        else:  # where the time went, by phase (gpucore.Phases)
+            started = gpucore.process_started()
+            with gpucore.Phases(started=started) as phases:
+                if started is not None:  # the interpreter's start and the imports
+                    phases.add("import", imported - started)
+                paths = run(args, parser)
+            print(f"time: {phases.table()}", file=sys.stderr)
+        for path in paths:
             print(path, flush=True)
     except (_UsageError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)

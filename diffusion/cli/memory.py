@@ -34,7 +34,8 @@ def add_memory_options(parser: argparse.ArgumentParser, *, verbose: bool = True)
     if verbose:
         group.add_argument("--verbose", action="store_true",
                            help="after each generation, print the GPU memory it took (peak, "
-                                "allocated, pool reserve)")
+                                "allocated, pool reserve); at the end, where the time went, by "
+                                "phase (import, read, compile, denoise, ...)")
 
 
 def memory_mode(args: argparse.Namespace) -> MemoryMode:

@@ -72,6 +72,10 @@ def add_serve_parser(commands: Any) -> argparse.ArgumentParser:
                           "the one queue: 'all', adapter indices ('0,1', as `python -m gpucore "
                           "info` lists them; one may repeat: two processes on one GPU) or names; "
                           "default: one worker on the best adapter")
+    sub.add_argument("--no-warmup", dest="warmup", action="store_false",
+                     help="serve as soon as the model is loaded, without drawing a first "
+                          "picture (which builds its kernels and records its captures, so "
+                          "that the first request is as fast as the second)")
     add_memory_options(sub, verbose=False)
     from .serve_ray import add_ray_options
 
@@ -116,6 +120,7 @@ def server_settings(args: argparse.Namespace) -> ServerSettings:
         image_encoders=args.image_encoder or (), controlnet_dir=args.controlnet_dir,
         embeddings_dir=args.embeddings_dir, lora_dir=args.lora_dir,
         upscaler_dir=args.upscaler_dir, dtype=args.dtype, memory=memory_mode(args),
+        warmup=args.warmup,
         queue_size=args.queue_size, max_size=args.max_size,
         host="0.0.0.0" if args.listen else args.host, port=args.port,
         api_auth=args.api_auth, outputs=args.outputs, cmd_flags=_plain(vars(args)))

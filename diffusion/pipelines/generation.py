@@ -17,6 +17,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from gpucore import phase
+
 from ..lora import LORA_TAGS, LoraManager, lora_hashes, lora_uses
 from ..sampling.kdiffusion import DIFFUSERS
 from ..text.prompts import extract_extra_networks
@@ -121,8 +123,10 @@ def generate(family: Family, request: GenerationRequest | str | None, settings: 
         loras = family.loras.activate(extract_extra_networks(request.prompt)[1],
                                       family.lora_dir)
     # 3. denoising, 4. decode, the results laid back into the picture given
-    run = family.denoise(request, seed, width, height, observer)
-    images = family.decode(run.latents, request)
+    with phase("denoise"):
+        run = family.denoise(request, seed, width, height, observer)
+    with phase("decode"):
+        images = family.decode(run.latents, request)
     images = plan.finish(images, overlay=label != DIFFUSERS)  # laid back, as the WebUI
     # 5. what made them (the infotext)
     made: dict[str, Any] = dict(

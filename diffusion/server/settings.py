@@ -42,6 +42,9 @@ class ServerSettings:
     dtype: str = "auto"
     memory: MemoryMode | None = None
     worker_adapters: tuple[str, ...] = ()
+    # a first picture drawn as each model loads, before it serves (serve's default;
+    # diffusion.server.jobs.warmup): the first request is then as fast as the second
+    warmup: bool = False
     # limits
     queue_size: int = 16
     max_size: int = 1024

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import numpy as np
 
-from gpucore import Buffer, Device, as_dtype, default_device
+from gpucore import Buffer, Device, as_dtype, default_device, phase
 
 from .._tensor import Tensor
 from .deferred import UnloadedBuffer, deferring
@@ -130,14 +130,17 @@ class Module:
             if key not in state:
                 continue
             want = target if target is not None and tensor.dtype.kind == "f" else tensor.dtype
-            data = np.ascontiguousarray(state[key], dtype=want)
-            if want == tensor.dtype:
-                if isinstance(tensor.buffer, UnloadedBuffer):  # built deferred: allocated now
+            value = state[key]
+            with phase("convert"):
+                data = np.ascontiguousarray(value, dtype=want)
+            with phase("upload"):
+                if want != tensor.dtype:
+                    setattr(owner, attr,
+                            Tensor.from_numpy(data, device=tensor.device, read_only=True))
+                elif isinstance(tensor.buffer, UnloadedBuffer):  # built deferred: allocated now
                     tensor.buffer = tensor.buffer.allocate(data)  # type: ignore[assignment]
                 elif data.size:
                     tensor.buffer.write(data)
-                continue
-            setattr(owner, attr, Tensor.from_numpy(data, device=tensor.device, read_only=True))
 
 
 class Namespace(Module):

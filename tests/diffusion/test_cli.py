@@ -11,6 +11,7 @@ import subprocess
 import sys
 from dataclasses import fields
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -276,6 +277,7 @@ def test_fp16_backend_adapter(fake: dict[str, Any], capsys: pytest.CaptureFixtur
 
     class FakeDevice:
         name, has_f16 = "fake adapter", False
+        info = SimpleNamespace(runtime="wgpu", backend="gl")  # gpucore.Warmup: nothing ahead
 
     device = FakeDevice()
     monkeypatch.setattr(gpucore, "default_device", lambda: device)
@@ -581,5 +583,7 @@ def test_memory_flags_and_verbose(fake: dict[str, Any],
     assert fake["pipe"].memory_mode == MemoryMode(lowvram=True, max_vram=2500 << 20)
     line = next(x for x in err.splitlines() if x.startswith("memory: peak "))
     assert "pool reserve" in line and "--lowvram --max-vram 2500M" in line
+    timing = next(x for x in err.splitlines() if x.startswith("time: "))  # gpucore.Phases
+    assert "load " in timing and "png " in timing and "total" in timing
     code, _, err = run_cli(capsys, *TXT, "--max-vram", "4 gigs")
     assert code == 2 and "'4 gigs' is not a size" in err

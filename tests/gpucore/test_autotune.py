@@ -91,7 +91,8 @@ def test_cache_key_holds_adapter_driver_and_version(first_device: gpucore.Device
     dawn = info.runtime == "dawn"
     toggles = {"toggles": ",".join(gpucore._runtime.dawn_toggles())} if dawn else {}
     assert key == {"runtime": info.runtime, "backend": info.backend, "adapter": info.name,
-                   "driver": info.driver, "version": gpucore.__version__, **toggles}
+                   "driver": info.driver, "version": gpucore.__version__,
+                   "sources": gpucore._cache.source_hash(), **toggles}
     with autotune.tuning():
         select(first_device, sleeping_trial([]))
     old_path = autotune.cache_path(first_device)

@@ -37,6 +37,12 @@ class PipelineLoader:
             from ...upscalers.models import register_upscaler_dir
 
             register_upscaler_dir(self.settings.upscaler_dir)
+        ahead = None
+        if self.settings.warmup:  # the kernels the last start used build while it loads
+            import gpucore
+
+            ahead = gpucore.Warmup(where.get("device") or gpucore.default_device(),
+                                   f"serve {Path(path).resolve()} {self.settings.dtype}")
         pipe = (self.build or self._load)(path, **where)  # where: device=, modules=
         if self.settings.memory:
             pipe.set_memory_mode(self.settings.memory)
@@ -44,6 +50,11 @@ class PipelineLoader:
             pipe.embeddings = self.embeddings
         if self.settings.lora_dir is not None:
             pipe.lora_dir = self.settings.lora_dir
+        if ahead is not None:
+            from .warmup import warm_up
+
+            warm_up(pipe)
+            ahead.save()
         return pipe
 
     def _load(self, path: Path, modules: Sequence[Path] = (), **where: Any) -> Any:
