@@ -24,11 +24,11 @@ def layer_norm(x: Tensor) -> Tensor:
 
 class TimestepEmbedding(nn.Module):
     """linear_1, SiLU, linear_2. diffusers: `TimestepEmbedding` (and, with the same names,
-    `PixArtAlphaTextProjection(act_fn="silu")`)."""
+    `PixArtAlphaTextProjection(act_fn="silu")`; FLUX.2's without biases)."""
 
-    def __init__(self, in_dim: int, dim: int, place: Place) -> None:
-        self.linear_1 = nn.Linear(in_dim, dim, **place)
-        self.linear_2 = nn.Linear(dim, dim, **place)
+    def __init__(self, in_dim: int, dim: int, place: Place, *, bias: bool = True) -> None:
+        self.linear_1 = nn.Linear(in_dim, dim, bias, **place)
+        self.linear_2 = nn.Linear(dim, dim, bias, **place)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.linear_2(nn.silu(self.linear_1(x)))
@@ -77,10 +77,11 @@ class AdaLayerNormZero(nn.Module):
 
 class AdaLayerNormContinuous(nn.Module):
     """norm(x) * (1 + scale) + shift with (scale, shift) = linear(silu(temb)) — scale first.
-    diffusers: `AdaLayerNormContinuous(dim, dim, elementwise_affine=False, eps=1e-6)`."""
+    diffusers: `AdaLayerNormContinuous(dim, dim, elementwise_affine=False, eps=1e-6)`
+    (FLUX.2's with `bias=False`)."""
 
-    def __init__(self, dim: int, place: Place) -> None:
-        self.linear = nn.Linear(dim, 2 * dim, **place)
+    def __init__(self, dim: int, place: Place, *, bias: bool = True) -> None:
+        self.linear = nn.Linear(dim, 2 * dim, bias, **place)
 
     def forward(self, x: Tensor, temb: Tensor) -> Tensor:
         scale, shift = chunks(self.linear(nn.silu(temb)), 2)
@@ -111,28 +112,29 @@ class JointAttention(nn.Module):
     """Multi-head attention over the image tokens x and, when given, the text tokens
     together (text first): the image's to_q/to_k/to_v/to_out.0, the text's add_*_proj and
     to_add_out, optional per-head RMS norms of q and k (norm_q, norm_k, norm_added_q,
-    norm_added_k) and optional rotary embeddings. diffusers: `FluxAttention`, and
+    norm_added_k) and optional rotary embeddings; `bias=False` drops every projection's
+    bias (FLUX.2's `Flux2Attention`). diffusers: `FluxAttention`, and
     `Attention` with `JointAttnProcessor2_0` (which orders image first: the same result,
     attention having no order but RoPE's)."""
 
     def __init__(self, dim: int, heads: int, head_dim: int, place: Place, *,
                  qk_norm: bool, context: bool, context_out: bool = True,
-                 out: bool = True, eps: float = 1e-6) -> None:
+                 out: bool = True, eps: float = 1e-6, bias: bool = True) -> None:
         inner = heads * head_dim
         self.heads, self.head_dim = heads, head_dim
         for prefix, present in (("", True), ("added_", context)):
             if present and qk_norm:
                 setattr(self, f"norm_{prefix}q", RMSNorm(head_dim, eps, place=place))
                 setattr(self, f"norm_{prefix}k", RMSNorm(head_dim, eps, place=place))
-        self.to_q = nn.Linear(dim, inner, **place)
-        self.to_k = nn.Linear(dim, inner, **place)
-        self.to_v = nn.Linear(dim, inner, **place)
-        self.to_out = nn.ModuleList([nn.Linear(inner, dim, **place)]) if out else None
+        self.to_q = nn.Linear(dim, inner, bias, **place)
+        self.to_k = nn.Linear(dim, inner, bias, **place)
+        self.to_v = nn.Linear(dim, inner, bias, **place)
+        self.to_out = nn.ModuleList([nn.Linear(inner, dim, bias, **place)]) if out else None
         if context:
-            self.add_q_proj = nn.Linear(dim, inner, **place)
-            self.add_k_proj = nn.Linear(dim, inner, **place)
-            self.add_v_proj = nn.Linear(dim, inner, **place)
-            self.to_add_out = nn.Linear(inner, dim, **place) if context_out else None
+            self.add_q_proj = nn.Linear(dim, inner, bias, **place)
+            self.add_k_proj = nn.Linear(dim, inner, bias, **place)
+            self.add_v_proj = nn.Linear(dim, inner, bias, **place)
+            self.to_add_out = nn.Linear(inner, dim, bias, **place) if context_out else None
 
     def _norm(self, x: Tensor, name: str) -> Tensor:
         norm = getattr(self, name, None)

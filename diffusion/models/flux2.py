@@ -1,0 +1,262 @@
+"""The FLUX.2 transformer (diffusers' Flux2Transformer2DModel names): double-stream blocks
+and parallel single-stream blocks that all read one shared modulation per stream (computed
+once from the timestep embedding, not per block), SwiGLU feed-forwards, bias-free
+projections and rotary embeddings over 4 position axes (t, h, w, l). klein (4B/9B) and dev
+differ in sizes and `guidance_embeds`."""
+
+from __future__ import annotations
+
+import math
+import typing
+from typing import Any
+
+import numpy as np
+
+from gpucore import Device
+from gpustd import Tensor, concatenate, elementwise_kernel, nn, take_slice
+
+from .dit_layers import (
+    AdaLayerNormContinuous,
+    JointAttention,
+    Rope,
+    TimestepEmbedding,
+    layer_norm,
+)
+from .layers import Place
+from .transformer_ops import RMSNorm, cast, chunks, gated_add, modulate, rope, rope_tables
+
+_DEFAULTS: dict[str, Any] = {
+    "patch_size": 1, "in_channels": 128, "out_channels": None, "num_layers": 8,
+    "num_single_layers": 48, "attention_head_dim": 128, "num_attention_heads": 48,
+    "joint_attention_dim": 15360, "timestep_guidance_channels": 256, "mlp_ratio": 3.0,
+    "axes_dims_rope": (32, 32, 32, 32), "rope_theta": 2000, "eps": 1e-6,
+    "guidance_embeds": True,
+}
+
+
+@elementwise_kernel
+def _swiglu(gate, up):
+    g = float(gate)
+    return g / (1.0 + math.exp(-g)) * float(up)
+
+
+def swiglu(gate: Tensor, up: Tensor) -> Tensor:
+    """silu(gate) * up in gate's dtype. diffusers: `Flux2SwiGLU` over their concatenation."""
+    return cast(typing.cast(Tensor, _swiglu(gate, up)), gate.dtype)
+
+
+def _halves(x: Tensor, start: int, width: int) -> tuple[Tensor, Tensor]:
+    """x[..., start:start+width] and x[..., start+width:start+2*width] (the gate and value
+    halves of a fused SwiGLU projection)."""
+    axis = x.ndim - 1
+    return (take_slice(x, start, start + width, axis=axis),
+            take_slice(x, start + width, start + 2 * width, axis=axis))
+
+
+class Flux2Modulation(nn.Module):
+    """`linear(silu(temb))` split into `sets` (shift, scale, gate) triples, each (B, 1, dim):
+    2 for a double-stream block's attention and feed-forward, 1 for the single blocks."""
+
+    def __init__(self, dim: int, place: Place, *, sets: int) -> None:
+        self.sets = sets
+        self.linear = nn.Linear(dim, 3 * sets * dim, False, **place)
+
+    def forward(self, temb: Tensor) -> list[Tensor]:
+        return chunks(self.linear(nn.silu(temb)), 3 * self.sets)
+
+
+class Flux2FeedForward(nn.Module):
+    """linear_out(silu(a) * b) with (a, b) the halves of linear_in(x). diffusers:
+    `Flux2FeedForward`."""
+
+    def __init__(self, dim: int, inner: int, place: Place) -> None:
+        self.inner = inner
+        self.linear_in = nn.Linear(dim, 2 * inner, False, **place)
+        self.linear_out = nn.Linear(inner, dim, False, **place)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.linear_out(swiglu(*_halves(self.linear_in(x), 0, self.inner)))
+
+
+class Flux2TransformerBlock(nn.Module):
+    """The double-stream block: FLUX.1's, with its modulations given and SwiGLU
+    feed-forwards. diffusers: `Flux2TransformerBlock`."""
+
+    def __init__(self, dim: int, heads: int, head_dim: int, mlp_inner: int, place: Place,
+                 eps: float) -> None:
+        self.attn = JointAttention(dim, heads, head_dim, place, qk_norm=True, context=True,
+                                   eps=eps, bias=False)
+        self.ff = Flux2FeedForward(dim, mlp_inner, place)
+        self.ff_context = Flux2FeedForward(dim, mlp_inner, place)
+
+    def forward(self, x: Tensor, context: Tensor, image_mods: list[Tensor],
+                text_mods: list[Tensor], rotary: Rope) -> tuple[Tensor, Tensor]:
+        """x (B, Li, dim), context (B, Lt, dim); the mods: Flux2Modulation(sets=2)'s."""
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = image_mods
+        c_shift_msa, c_scale_msa, c_gate_msa, c_shift_mlp, c_scale_mlp, c_gate_mlp = text_mods
+        # 1. joint attention over the modulated norms, gated residuals
+        attn, context_attn = self.attn(modulate(layer_norm(x), shift_msa, scale_msa),
+                                       modulate(layer_norm(context), c_shift_msa, c_scale_msa),
+                                       rotary)
+        x = gated_add(x, gate_msa, attn)
+        context = gated_add(context, c_gate_msa, typing.cast(Tensor, context_attn))
+        # 2. each stream's feed-forward
+        x = gated_add(x, gate_mlp, self.ff(modulate(layer_norm(x), shift_mlp, scale_mlp)))
+        ff = self.ff_context(modulate(layer_norm(context), c_shift_mlp, c_scale_mlp))
+        return x, gated_add(context, c_gate_mlp, ff)
+
+
+class Flux2ParallelSelfAttention(nn.Module):
+    """One fused projection to q, k, v and the SwiGLU's two halves (`to_qkv_mlp_proj`),
+    attention beside the MLP, one output projection over both (`to_out`). diffusers:
+    `Flux2ParallelSelfAttention`."""
+
+    def __init__(self, dim: int, heads: int, head_dim: int, mlp_inner: int, place: Place,
+                 eps: float) -> None:
+        self.heads, self.head_dim, self.mlp_inner = heads, head_dim, mlp_inner
+        inner = heads * head_dim
+        self.to_qkv_mlp_proj = nn.Linear(dim, 3 * inner + 2 * mlp_inner, False, **place)
+        self.norm_q = RMSNorm(head_dim, eps, place=place)
+        self.norm_k = RMSNorm(head_dim, eps, place=place)
+        self.to_out = nn.Linear(inner + mlp_inner, dim, False, **place)
+
+    def _normed(self, x: Tensor, norm: RMSNorm) -> Tensor:
+        batch, length, width = x.shape
+        return norm(x.reshape(batch, length, self.heads, self.head_dim)).reshape(
+            batch, length, width)
+
+    def forward(self, x: Tensor, rotary: Rope) -> Tensor:
+        inner = self.heads * self.head_dim
+        fused = self.to_qkv_mlp_proj(x)
+        q, k = _halves(fused, 0, inner)
+        v = take_slice(fused, 2 * inner, 3 * inner, axis=2)
+        q, k = self._normed(q, self.norm_q), self._normed(k, self.norm_k)
+        if rotary is not None:
+            q, k = rope(q, *rotary, self.heads), rope(k, *rotary, self.heads)
+        attn = nn.attention(q, k, v, heads=self.heads)
+        mlp = swiglu(*_halves(fused, 3 * inner, self.mlp_inner))
+        return self.to_out(concatenate([attn, mlp], axis=2))
+
+
+class Flux2SingleTransformerBlock(nn.Module):
+    """x + gate * attn(modulate(norm(x))) over text then image tokens. diffusers:
+    `Flux2SingleTransformerBlock`."""
+
+    def __init__(self, dim: int, heads: int, head_dim: int, mlp_inner: int, place: Place,
+                 eps: float) -> None:
+        self.attn = Flux2ParallelSelfAttention(dim, heads, head_dim, mlp_inner, place, eps)
+
+    def forward(self, x: Tensor, mods: list[Tensor], rotary: Rope) -> Tensor:
+        shift, scale, gate = mods
+        return gated_add(x, gate, self.attn(modulate(layer_norm(x), shift, scale), rotary))
+
+
+class Flux2TimestepGuidanceEmbeddings(nn.Module):
+    """temb (B, dim): the embedded timestep, plus the embedded guidance scale where the
+    model has `guidance_embedder`. diffusers: `Flux2TimestepGuidanceEmbeddings`."""
+
+    def __init__(self, channels: int, dim: int, place: Place, *, guidance: bool) -> None:
+        self.channels, self.dtype = channels, place["dtype"]
+        self.timestep_embedder = TimestepEmbedding(channels, dim, place, bias=False)
+        self.guidance_embedder = (TimestepEmbedding(channels, dim, place, bias=False)
+                                  if guidance else None)
+
+    def _sinusoid(self, values: Any, device: Device) -> Tensor:
+        if not isinstance(values, Tensor):
+            values = np.asarray(values, np.float32).reshape(-1)
+        return nn.timestep_embedding(values, self.channels, flip_sin_to_cos=True,
+                                     downscale_freq_shift=0, dtype=self.dtype, device=device)
+
+    def forward(self, timestep: Any, guidance: Any, device: Device) -> Tensor:
+        temb = self.timestep_embedder(self._sinusoid(timestep, device))
+        if guidance is not None and self.guidance_embedder is not None:
+            temb = temb + self.guidance_embedder(self._sinusoid(guidance, device))
+        return temb
+
+
+class Flux2Transformer2DModel(nn.Module):
+    """Packed latents (B, Li, in_channels) -> the flow (B, Li, out_channels).
+
+    Config: `transformer/config.json` of a FLUX.2 folder (diffusers' Flux2Transformer2DModel
+    fields). Parameter names are diffusers' (`double_stream_modulation_img.linear.weight`,
+    `single_transformer_blocks.0.attn.to_qkv_mlp_proj.weight`, ...). diffusers:
+    `Flux2Transformer2DModel(hidden_states, encoder_hidden_states, timestep, img_ids,
+    txt_ids, guidance).sample`.
+    """
+
+    def __init__(self, config: dict[str, Any], *, dtype: Any = np.float32,
+                 device: Device | None = None) -> None:
+        cfg = {**_DEFAULTS, **config}
+        self.config = cfg
+        place: Place = {"dtype": dtype, "device": device}
+        heads, head_dim = cfg["num_attention_heads"], cfg["attention_head_dim"]
+        if sum(cfg["axes_dims_rope"]) != head_dim:
+            raise ValueError(f"axes_dims_rope {tuple(cfg['axes_dims_rope'])} must add up to "
+                             f"attention_head_dim {head_dim}")
+        dim, eps = heads * head_dim, cfg["eps"]
+        mlp_inner = int(dim * cfg["mlp_ratio"])
+        out_channels = cfg["out_channels"] or cfg["in_channels"]
+        self.time_guidance_embed = Flux2TimestepGuidanceEmbeddings(
+            cfg["timestep_guidance_channels"], dim, place, guidance=cfg["guidance_embeds"])
+        self.double_stream_modulation_img = Flux2Modulation(dim, place, sets=2)
+        self.double_stream_modulation_txt = Flux2Modulation(dim, place, sets=2)
+        self.single_stream_modulation = Flux2Modulation(dim, place, sets=1)
+        self.x_embedder = nn.Linear(cfg["in_channels"], dim, False, **place)
+        self.context_embedder = nn.Linear(cfg["joint_attention_dim"], dim, False, **place)
+        self.transformer_blocks = nn.ModuleList(
+            [Flux2TransformerBlock(dim, heads, head_dim, mlp_inner, place, eps)
+             for _ in range(cfg["num_layers"])])
+        self.single_transformer_blocks = nn.ModuleList(
+            [Flux2SingleTransformerBlock(dim, heads, head_dim, mlp_inner, place, eps)
+             for _ in range(cfg["num_single_layers"])])
+        self.norm_out = AdaLayerNormContinuous(dim, place, bias=False)
+        self.proj_out = nn.Linear(dim, cfg["patch_size"] ** 2 * out_channels, False, **place)
+
+    def rotary(self, txt_ids: Any, img_ids: Any) -> tuple[Tensor, Tensor]:
+        """cos/sin tables for text then image positions ((Lt, 4) and (Li, 4) ids (t, h, w,
+        l), as Flux2KleinPipeline builds them)."""
+        ids = np.concatenate([np.asarray(txt_ids), np.asarray(img_ids)])
+        return rope_tables(ids, tuple(self.config["axes_dims_rope"]),
+                           float(self.config["rope_theta"]),
+                           device=self.x_embedder.weight.device)
+
+    def forward(self, hidden_states: Tensor, encoder_hidden_states: Tensor, timestep: Any,
+                img_ids: Any, txt_ids: Any, guidance: Any = None, *,
+                rotary: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        """hidden_states (B, Li, in_channels): packed latents; encoder_hidden_states
+        (B, Lt, joint_attention_dim): the text encoder's stacked hidden states; timestep (B,)
+        in [0, 1] (sigmas); guidance (B,) the distilled guidance scale (ignored by a model
+        without `guidance_embeds`, as diffusers does); host numbers or float32 Tensors;
+        img_ids (Li, 4), txt_ids (Lt, 4) positions, or their tables precomputed once per
+        picture size by `rotary` (the ids are then unused)."""
+        # 1. the conditioning vector and each stream's modulation, shared by all blocks
+        temb = self.time_guidance_embed(
+            self._thousandfold(timestep),
+            None if guidance is None else self._thousandfold(guidance), hidden_states.device)
+        image_mods = self.double_stream_modulation_img(temb)
+        text_mods = self.double_stream_modulation_txt(temb)
+        single_mods = self.single_stream_modulation(temb)
+        x = self.x_embedder(hidden_states)
+        context = self.context_embedder(encoder_hidden_states)
+        tables = rotary if rotary is not None else self.rotary(txt_ids, img_ids)
+        # 2. double-stream blocks, then one stream of text + image tokens
+        for block in self.transformer_blocks:
+            x, context = block(x, context, image_mods, text_mods, tables)
+        text_length = context.shape[1]
+        x = concatenate([context, x], axis=1)
+        for single in self.single_transformer_blocks:
+            x = single(x, single_mods, tables)
+        x = take_slice(x, text_length, x.shape[1], axis=1)
+        # 3. final modulated norm and projection
+        return self.proj_out(self.norm_out(x, temb))
+
+    def _thousandfold(self, values: Any) -> Any:
+        """values x 1000 in the model's dtype, as diffusers scales them; a float32 Tensor is
+        scaled on the device, in float32."""
+        if isinstance(values, Tensor):
+            if values.dtype != np.float32:
+                raise TypeError(f"timestep and guidance Tensors must be float32, got "
+                                f"{values.dtype}")
+            return values.reshape(-1) * 1000.0
+        dtype = self.x_embedder.weight.dtype
+        return np.asarray(values, dtype).reshape(-1) * dtype.type(1000)

@@ -1,0 +1,23 @@
+"""Tiny random FLUX.2 components built in-process (diffusers): a Flux2 transformer sized to
+read the tiny Qwen3's three stacked hidden layers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sd_tiny import randomized
+from zimage_tiny import QWEN3_TINY
+
+# klein's shape at toy size: no guidance embedding, 4 rope axes of 4 features
+FLUX2_TINY: dict[str, Any] = dict(
+    patch_size=1, in_channels=16, num_layers=2, num_single_layers=2, attention_head_dim=16,
+    num_attention_heads=2, joint_attention_dim=3 * QWEN3_TINY["hidden_size"],
+    timestep_guidance_channels=32, mlp_ratio=3.0, axes_dims_rope=(4, 4, 4, 4),
+    rope_theta=2000, guidance_embeds=False)
+
+
+def tiny_flux2_transformer(seed: int = 5, config: dict[str, Any] | None = None) -> Any:
+    from diffusers import Flux2Transformer2DModel
+
+    return randomized(Flux2Transformer2DModel(**{**FLUX2_TINY, **(config or {})}), seed,
+                      scale=0.4)
