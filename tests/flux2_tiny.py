@@ -21,3 +21,22 @@ def tiny_flux2_transformer(seed: int = 5, config: dict[str, Any] | None = None) 
 
     return randomized(Flux2Transformer2DModel(**{**FLUX2_TINY, **(config or {})}), seed,
                       scale=0.4)
+
+
+FLUX2_VAE_TINY: dict[str, Any] = dict(
+    block_out_channels=(32, 64), latent_channels=4, norm_num_groups=32,
+    down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2)
+
+
+def tiny_flux2_vae(seed: int = 6) -> Any:
+    """A tiny AutoencoderKLFlux2 whose batch-norm statistics are far from (0, 1), so that
+    they visibly matter."""
+    import torch
+    from diffusers import AutoencoderKLFlux2
+
+    vae = randomized(AutoencoderKLFlux2(**FLUX2_VAE_TINY), seed)
+    gen = torch.Generator().manual_seed(seed)
+    channels = vae.bn.running_mean.shape[0]
+    vae.bn.running_mean.copy_(0.5 * torch.randn(channels, generator=gen))
+    vae.bn.running_var.copy_(0.5 + torch.rand(channels, generator=gen))
+    return vae
