@@ -1,12 +1,14 @@
-"""Tiny random FLUX.2 components built in-process (diffusers): a Flux2 transformer sized to
-read the tiny Qwen3's three stacked hidden layers."""
+"""Tiny random FLUX.2 components built in-process (diffusers, transformers): a Flux2
+transformer sized to read the tiny Qwen3's three stacked hidden layers, a Flux2 VAE, and
+whole Flux2KleinPipeline folders."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from sd_tiny import randomized
-from zimage_tiny import QWEN3_TINY
+from zimage_tiny import QWEN3_TINY, tiny_qwen_tokenizer, transformers_tokenizer
 
 # klein's shape at toy size: no guidance embedding, 4 rope axes of 4 features
 FLUX2_TINY: dict[str, Any] = dict(
@@ -40,3 +42,22 @@ def tiny_flux2_vae(seed: int = 6) -> Any:
     vae.bn.running_mean.copy_(0.5 * torch.randn(channels, generator=gen))
     vae.bn.running_var.copy_(0.5 + torch.rand(channels, generator=gen))
     return vae
+
+
+def tiny_flux2_pipeline(root: Path, *, distilled: bool) -> Any:
+    """diffusers' Flux2KleinPipeline of tiny random parts (a Qwen3ForCausalLM 40 wide with
+    the 28 layers klein reads from, 4-channel latents, dynamic shifting as klein's
+    scheduler), saved to `root / name` ("flux2-klein" step-distilled, "flux2-klein-base"
+    not); returns the pipeline."""
+    import diffusers
+    import transformers
+
+    tokenizer = transformers_tokenizer(tiny_qwen_tokenizer(root / "qwen-tokenizer"))
+    text_encoder = randomized(transformers.Qwen3ForCausalLM(transformers.Qwen3Config(
+        **{**QWEN3_TINY, "num_hidden_layers": 28})), 3)
+    pipe = diffusers.Flux2KleinPipeline(
+        scheduler=diffusers.FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True),
+        vae=tiny_flux2_vae(), text_encoder=text_encoder, tokenizer=tokenizer,
+        transformer=tiny_flux2_transformer(), is_distilled=distilled)
+    pipe.save_pretrained(root / ("flux2-klein" if distilled else "flux2-klein-base"))
+    return pipe

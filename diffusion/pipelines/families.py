@@ -15,9 +15,11 @@ from dataclasses import dataclass
 
 from ..loaders.flow.chroma import chroma_family
 from ..loaders.flow.file import flow_model_family
+from ..loaders.flux2 import flux2_family
 from ..loaders.z_image import zimage_family
 from .contract import LoadOptions, Pipeline, SamplingDefaults
 from .flow.flow_model import flow_defaults, load_flow_model
+from .flow.flux2_model import flux2_defaults, load_flux2_model
 from .flow.z_image_model import load_zimage_model, zimage_defaults
 from .sd.unet_load import any_checkpoint, load_unet_model, unet_defaults
 
@@ -49,6 +51,8 @@ FAMILIES: tuple[FamilyLoader, ...] = (
                  latent_channels=16, module_parts=True),
     FamilyLoader("Z-Image (Turbo, Base)", zimage_family, load_zimage_model, zimage_defaults,
                  latent_channels=16),
+    FamilyLoader("FLUX.2 klein", flux2_family, load_flux2_model, flux2_defaults,
+                 latent_channels=32),
     FamilyLoader("SD 1.x/2.x, SDXL (base, refiner, Turbo)", any_checkpoint, load_unet_model,
                  unet_defaults),
 )

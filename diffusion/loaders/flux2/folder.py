@@ -1,0 +1,103 @@
+"""Diffusers folders of FLUX.2 klein (`Flux2KleinPipeline`): transformer/
+(Flux2Transformer2DModel), text_encoder/ (transformers' Qwen3ForCausalLM, whose `model.`
+prefix and `lm_head` are dropped here, or a Qwen3Model), tokenizer/ (Qwen's tokenizer.json),
+vae/ (AutoencoderKLFlux2, whose batch norm's training counter is left out) and scheduler/
+(FlowMatchEulerDiscreteScheduler); model_index.json's `is_distilled` says whether the model
+was distilled to run without CFG.
+
+    weights = load_flux2_folder("FLUX.2-klein-4B")
+    transformer = Flux2Transformer2DModel(weights.transformer.config)
+    transformer.load_state_dict(weights.transformer)
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import WeightsError
+from ..formats.diffusers_folder import read_json, weight_refs
+from ..weights import ComponentWeights, resolve_dtype
+
+__all__ = ["Flux2Weights", "flux2_distilled", "flux2_family", "load_flux2_folder"]
+
+_CLASS = "Flux2KleinPipeline"
+_COMPONENTS = ("transformer", "vae", "text_encoder", "tokenizer", "scheduler")
+_STEMS = {"transformer": "diffusion_pytorch_model", "vae": "diffusion_pytorch_model",
+          "text_encoder": "model"}
+_TRAINING_STATE = ("bn.num_batches_tracked",)  # the VAE's batch-norm counter
+
+
+@dataclass
+class Flux2Weights:
+    """A FLUX.2 klein folder's lazy component weights, scheduler config, tokenizer folder
+    and whether it is step-distilled (no CFG)."""
+
+    transformer: ComponentWeights
+    vae: ComponentWeights
+    text_encoder: ComponentWeights
+    scheduler_config: dict[str, Any]
+    tokenizer_dir: Path
+    distilled: bool
+
+
+def flux2_family(path: str | os.PathLike[str]) -> str | None:
+    """"flux2-klein" for a diffusers folder whose model_index.json names a
+    Flux2KleinPipeline, None for anything else (a broken JSON file is left for loading to
+    name)."""
+    root = Path(path)
+    if not root.is_dir():
+        return None
+    try:
+        index = read_json(root / "model_index.json")
+    except WeightsError:
+        return None
+    return "flux2-klein" if index.get("_class_name") == _CLASS else None
+
+
+def flux2_distilled(path: str | os.PathLike[str]) -> bool:
+    """Whether the FLUX.2 klein folder `path` says it is step-distilled (model_index.json's
+    `is_distilled`: klein 4B/9B, run without CFG); False where it cannot be read."""
+    try:
+        return bool(read_json(Path(path) / "model_index.json").get("is_distilled"))
+    except WeightsError:
+        return False
+
+
+def load_flux2_folder(path: str | os.PathLike[str], *, dtype: Any = None,
+                      variant: str | None = None) -> Flux2Weights:
+    """Lazy weights of the FLUX.2 klein diffusers folder `path`. `dtype`: None (as stored;
+    bfloat16 read as float32), "float16" or "float32"; `variant`: e.g. "fp16". WeightsError
+    naming the file or folder when it is not a Flux2KleinPipeline or a component is
+    missing."""
+    root = Path(path)
+    index = read_json(root / "model_index.json")
+    if index.get("_class_name") != _CLASS:
+        raise WeightsError(f"{root / 'model_index.json'}: _class_name "
+                           f"{index.get('_class_name')!r} is not a {_CLASS}")
+    for name in _COMPONENTS:
+        entry = index.get(name)
+        if not (isinstance(entry, list) and entry and entry[0] is not None):
+            needs = ", ".join(_COMPONENTS)
+            raise WeightsError(f"{root / 'model_index.json'}: the {_CLASS} has no {name!r} "
+                               f"component; give the whole folder (it needs {needs})")
+    resolved = resolve_dtype(dtype)
+    parts: dict[str, ComponentWeights] = {}
+    for name in ("transformer", "vae", "text_encoder"):
+        config = read_json(root / name / "config.json")
+        refs, _where = weight_refs(root / name, _STEMS[name], variant)
+        if name == "text_encoder":  # a causal LM's weights as its base model's
+            refs = {key.removeprefix("model."): ref for key, ref in refs.items()
+                    if not key.startswith("lm_head.")}
+        refs = {key: ref for key, ref in refs.items() if key not in _TRAINING_STATE}
+        parts[name] = ComponentWeights(name, config, refs, dtype=resolved)
+    tokenizer = root / "tokenizer"
+    if not (tokenizer / "tokenizer.json").is_file():
+        raise WeightsError(f"{tokenizer / 'tokenizer.json'}: required file is missing (the "
+                           "Qwen tokenizer the text encoder reads prompts with)")
+    return Flux2Weights(scheduler_config=read_json(root / "scheduler" /
+                                                   "scheduler_config.json"),
+                        tokenizer_dir=tokenizer, distilled=bool(index.get("is_distilled")),
+                        **parts)

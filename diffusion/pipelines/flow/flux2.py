@@ -1,0 +1,208 @@
+"""FLUX.2 klein, as diffusers' Flux2KleinPipeline draws it: the prompt in Qwen3's chat
+template (thinking off), padded to 512 tokens, and Qwen3's hidden states after layers 9, 18
+and 27 side by side condition the FLUX.2 transformer; FlowMatchEulerDiscreteScheduler
+steps the model output from noise over sigmas 1 .. 1/n, shifted by klein's empirical mu
+(of the image tokens and the step count); the VAE's batch norm maps the patchified latents
+back before FLUX.2's 32-channel VAE decodes. CFG as diffusers': `neg + g * (pos - neg)`
+for `guidance_scale` g > 1 against `negative_prompt` (diffusers' is always the empty one),
+unless the folder is step-distilled (`is_distilled`: klein 4B/9B, 4 steps without CFG).
+With the torch RNG, a seed gives diffusers' picture
+(`generator=torch.Generator("cpu").manual_seed(seed)`).
+
+    pipe = Flux2KleinPipeline.from_pretrained("FLUX.2-klein-4B")
+    images = pipe("a red circle", height=1024, width=1024, num_inference_steps=4, seed=7)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gpucore import Device, default_device
+from gpustd import Tensor, asarray, concatenate
+from gpustd.nn import deferred
+
+from ...loaders.component import load_component
+from ...loaders.flux2 import load_flux2_folder
+from ...models.flux2 import Flux2Transformer2DModel
+from ...models.llm import LLMTextModel
+from ...models.vae_flux2 import AutoencoderKLFlux2
+from ...noise.rng import make_generator
+from ...sampling.schedulers.flow_match_euler import FlowMatchEulerDiscreteScheduler
+from ...text.llm_tokenizer import LLMTokenizer, qwen3_chat_prompt
+from .start import StepCallback, check_call, run_euler
+
+__all__ = ["TEXT_LAYERS", "Flux2KleinPipeline", "empirical_mu"]
+
+TEXT_LAYERS = (9, 18, 27)  # Qwen3's hidden states klein reads, side by side
+
+
+def empirical_mu(image_tokens: int, steps: int) -> float:
+    """klein's schedule shift: a line in the step count through fitted values at 10 and 200
+    steps (one line in the image tokens past 4300 of them). diffusers:
+    `pipeline_flux2_klein.compute_empirical_mu`."""
+    a1, b1 = 8.73809524e-05, 1.89833333
+    a2, b2 = 0.00016927, 0.45666666
+    at_200 = a2 * image_tokens + b2
+    if image_tokens > 4300:
+        return float(at_200)
+    at_10 = a1 * image_tokens + b1
+    slope = (at_200 - at_10) / 190.0
+    return float(slope * steps + at_200 - 200.0 * slope)
+
+
+def _positions(tokens: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """(t, h, w, l) ids: (0, 0, 0, l) per text token, (0, row, column, 0) per patch."""
+    text = np.zeros((tokens, 4), np.int64)
+    text[:, 3] = np.arange(tokens)
+    rows, cols = np.meshgrid(np.arange(height), np.arange(width), indexing="ij")
+    image = np.zeros((height * width, 4), np.int64)
+    image[:, 1], image[:, 2] = rows.ravel(), cols.ravel()
+    return text, image
+
+
+class Flux2KleinPipeline:
+    """FLUX.2 klein txt2img on gpustd. Components as diffusers names them;
+    `scheduler_config` is the folder's `scheduler/scheduler_config.json`; `distilled`:
+    model_index.json's `is_distilled` (no CFG pass)."""
+
+    def __init__(self, *, transformer: Flux2Transformer2DModel, vae: AutoencoderKLFlux2,
+                 text_encoder: LLMTextModel, tokenizer: LLMTokenizer,
+                 scheduler_config: dict[str, Any], distilled: bool = False) -> None:
+        self.transformer, self.vae = transformer, vae
+        self.text_encoder, self.tokenizer = text_encoder, tokenizer
+        self.scheduler_config = dict(scheduler_config)
+        self.distilled = distilled
+        self.modules: list[str] = []
+        self.vae_scale_factor = 2 ** (len(vae.config["block_out_channels"]) - 1)
+        layers = text_encoder.config["num_hidden_layers"]
+        if layers < max(TEXT_LAYERS) + 1:
+            raise ValueError(f"FLUX.2 klein reads Qwen3's hidden states after layers "
+                             f"{TEXT_LAYERS}; this text encoder has {layers} layers")
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, *, dtype: Any = np.float32,
+                        device: Device | None = None, variant: str | None = None
+                        ) -> Flux2KleinPipeline:
+        """Load a FLUX.2 klein diffusers folder (`load_flux2_folder`) onto `device` in
+        `dtype`."""
+        weights = load_flux2_folder(path, variant=variant)
+        place = {"dtype": dtype, "device": device or default_device()}
+        with deferred():  # each parameter takes GPU memory when its values arrive
+            return cls(
+                transformer=load_component(
+                    Flux2Transformer2DModel(weights.transformer.config, **place),
+                    weights.transformer),
+                vae=load_component(AutoencoderKLFlux2(weights.vae.config, **place),
+                                   weights.vae),
+                text_encoder=load_component(LLMTextModel(weights.text_encoder.config, **place),
+                                            weights.text_encoder),
+                tokenizer=LLMTokenizer(weights.tokenizer_dir),
+                scheduler_config=weights.scheduler_config, distilled=weights.distilled)
+
+    def encode_prompt(self, prompts: Sequence[str], max_sequence_length: int = 512) -> Tensor:
+        """(B, max_sequence_length, 3 * hidden) in the transformer's dtype: for each token
+        of the chat-templated, padded prompt, Qwen3's hidden states after TEXT_LAYERS side
+        by side. diffusers: `Flux2KleinPipeline._get_qwen3_prompt_embeds` (the padding kept,
+        as the transformer attends to it there)."""
+        chats = [qwen3_chat_prompt(p, enable_thinking=False) for p in prompts]
+        ids, mask = self.tokenizer(chats, max_sequence_length, padding="max_length")
+        # one pass per layer: the encoder returns one layer's states at a time
+        states = [self.text_encoder.hidden_states(ids, mask, layer=k) for k in TEXT_LAYERS]
+        stacked = concatenate(states, axis=2)
+        dtype = self.transformer.x_embedder.weight.dtype
+        return stacked if stacked.dtype == dtype else stacked.astype(dtype)
+
+    def guided(self, guidance_scale: float) -> bool:
+        """Whether a call at `guidance_scale` runs a negative pass (diffusers'
+        `do_classifier_free_guidance`)."""
+        return guidance_scale > 1 and not self.distilled
+
+    def velocity(self, prompts: Sequence[str], *, height: int, width: int,
+                 num_inference_steps: int, guidance_scale: float = 4.0,
+                 negative_prompt: str | Sequence[str] = "", max_sequence_length: int = 512
+                 ) -> tuple[Callable[[np.ndarray, float], np.ndarray], tuple[int, ...], float]:
+        """The model as `flow(x, t)` for `prompts` at height x width: x (B, 4C, h, w)
+        float32 patchified latents, t the scheduler's timestep (0..1000), the flow the
+        scheduler steps along (with diffusers' CFG against `negative_prompt` where
+        `guided`); also the latents' shape and the schedule's `mu` (of the image tokens and
+        `num_inference_steps`)."""
+        scale = self.vae_scale_factor * 2
+        if height < scale or width < scale:
+            raise ValueError(f"height and width must be at least {scale}, got {height}x{width}")
+        batch = len(prompts)
+        guided = self.guided(guidance_scale)
+        negatives = ([negative_prompt] * batch if isinstance(negative_prompt, str)
+                     else list(negative_prompt))
+        text = self.encode_prompt(list(prompts) + (negatives if guided else []),
+                                  max_sequence_length)
+        h, w = int(height) // scale, int(width) // scale
+        txt_ids, img_ids = _positions(text.shape[1], h, w)
+        rotary = self.transformer.rotary(txt_ids, img_ids)
+        dtype, channels = self.transformer.x_embedder.weight.dtype, self.transformer.config[
+            "in_channels"]
+        device = self.transformer.x_embedder.weight.device
+        g = np.float32(guidance_scale)
+
+        def flow(x: np.ndarray, t: float) -> np.ndarray:
+            timestep = np.float32(t) / np.float32(1000)
+            packed = x.reshape(len(x), channels, h * w).transpose(0, 2, 1)
+            if guided:
+                packed = np.concatenate([packed, packed])
+            out = self.transformer(asarray(packed, dtype=dtype, device=device), text,
+                                   np.full(len(packed), timestep, np.float32), img_ids,
+                                   txt_ids, rotary=rotary)
+            pred = out.numpy().astype(np.float32)
+            if guided:
+                positive, negative = pred[:batch], pred[batch:]
+                pred = negative + g * (positive - negative)
+            return np.ascontiguousarray(pred.transpose(0, 2, 1).reshape(x.shape))
+
+        return flow, (batch, channels, h, w), empirical_mu(h * w, num_inference_steps)
+
+    def decode(self, latents: np.ndarray, device: Device | None = None) -> np.ndarray:
+        """Pictures (B, H, W, 3) in [0, 1] from the transformer's latents (B, 4C, h, w)."""
+        raw = self.vae.from_transformer(latents)
+        weight = self.vae.decoder.conv_in.weight
+        images = self.vae.decode(asarray(raw, dtype=weight.dtype, device=device or weight.device))
+        return np.clip(images.numpy().astype(np.float32) / 2 + 0.5, 0.0, 1.0).transpose(0, 2, 3, 1)
+
+    def __call__(self, prompt: str | Sequence[str], *, height: int = 1024, width: int = 1024,
+                 num_inference_steps: int = 50, guidance_scale: float = 4.0,
+                 negative_prompt: str | Sequence[str] = "", seed: int = 0,
+                 rng: str = "torch", max_sequence_length: int = 512,
+                 latents: np.ndarray | None = None, callback: StepCallback | None = None,
+                 output_type: str = "np") -> np.ndarray:
+        """Pictures for `prompt` (one or a list): float images in [0, 1], (B, height, width,
+        3) ("np"), or the final latents (B, 4C, H/16, W/16) in the transformer's space
+        ("latent"). `guidance_scale`: diffusers' (CFG above 1 against `negative_prompt`,
+        unless distilled). `seed` and
+        `rng` ("torch", as diffusers; "numpy") draw the starting noise unless `latents` is
+        given. `callback(done, total, latents)` after every step (False stops). diffusers:
+        `Flux2KleinPipeline(prompt, height=, width=, num_inference_steps=, guidance_scale=,
+        generator=torch.Generator().manual_seed(seed), output_type="np").images`."""
+        prompts = check_call(prompt, rng=rng, output_type=output_type, steps=num_inference_steps)
+        scale = self.vae_scale_factor * 2
+        if height % scale or width % scale:
+            raise ValueError(f"height and width must be multiples of {scale} for FLUX.2, got "
+                             f"{height}x{width}")
+        # 1. conditioning, as a function of the latents and the timestep
+        flow, shape, mu = self.velocity(prompts, height=height, width=width,
+                                        num_inference_steps=num_inference_steps,
+                                        guidance_scale=guidance_scale,
+                                        negative_prompt=negative_prompt,
+                                        max_sequence_length=max_sequence_length)
+        # 2. the schedule: sigmas 1 .. 1/n, shifted by klein's empirical mu
+        scheduler = FlowMatchEulerDiscreteScheduler.from_config(self.scheduler_config)
+        sigmas = np.linspace(1.0, 1 / num_inference_steps, num_inference_steps)
+        scheduler.set_timesteps(sigmas=sigmas, mu=mu)
+        scheduler.set_begin_index(0)
+        # 3. noise, Euler steps along the flow, the pictures out of the latent space
+        device = self.transformer.x_embedder.weight.device
+        out = run_euler(self.vae, scheduler, shape, flow, generator=make_generator(rng, seed),
+                        latents=latents, image=None, mask=None, strength=1.0,
+                        callback=callback, output_type="latent", device=device)
+        return out if output_type == "latent" else self.decode(out, device)

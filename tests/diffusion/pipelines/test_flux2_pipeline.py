@@ -1,0 +1,102 @@
+"""FLUX.2 klein through the command line like any model: the family detected from a
+diffusers folder, the distilled cards' defaults (4 steps, CFG 1) and the base model's,
+diffusers' picture with `--sampler diffusers --rng torch` (distilled, and with CFG), the
+prompt visibly mattering, a WebUI sampler, and what it refuses in one line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("diffusers", reason="diffusers is a test-only reference (extra: reference)")
+import torch
+from flux2_tiny import tiny_flux2_pipeline
+from PIL import Image
+
+import diffusion.cli.main as cli
+import gpucore
+from diffusion.infotext import read_infotext
+from diffusion.pipelines.contract import SamplingDefaults
+from diffusion.pipelines.load import model_defaults
+
+SIZE = ("--width", "24", "--height", "16")
+
+
+@pytest.fixture(scope="module")
+def tiny_flux2(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any, Path, Any]:
+    root = tmp_path_factory.mktemp("tiny-flux2")
+    distilled = tiny_flux2_pipeline(root, distilled=True)
+    base = tiny_flux2_pipeline(root, distilled=False)
+    return root / "flux2-klein", distilled, root / "flux2-klein-base", base
+
+
+def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[str, str]:
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    return out.strip(), err
+
+
+def _pixels(path: str) -> np.ndarray:
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"), np.float32) / 255
+
+
+def _diffusers(reference: Any, prompt: str, **settings: Any) -> np.ndarray:
+    return reference(prompt=prompt, height=16, width=24, num_inference_steps=2,
+                     generator=torch.Generator().manual_seed(7), output_type="np",
+                     **settings).images[0]
+
+
+def test_flux2_from_the_cli(first_device: gpucore.Device,
+                            tiny_flux2: tuple[Path, Any, Path, Any], tmp_path: Path,
+                            capsys: pytest.CaptureFixture[str]) -> None:
+    """The defaults by `is_distilled`; diffusers' picture; the prompt visibly changes it;
+    the base model's CFG 3 is diffusers' guidance_scale 3 against the empty prompt."""
+    folder, reference, base_folder, base = tiny_flux2
+    assert model_defaults(folder)[0] == SamplingDefaults(steps=4, sampler="Euler",
+                                                         cfg_scale=1.0)
+    assert model_defaults(base_folder)[0] == SamplingDefaults(steps=50, sampler="Euler",
+                                                              cfg_scale=4.0)
+    common = (*SIZE, "--steps", "2", "--sampler", "diffusers", "--rng", "torch", "--seed", "7",
+              "--dtype", "float32")
+    out, _ = _run(capsys, "txt2img", "--model", str(folder), "--prompt", "a red circle",
+                  *common, "--out", str(tmp_path / "a.png"))
+    ours = _pixels(out)
+    assert np.abs(ours - _diffusers(reference, "a red circle")).mean() < 0.01
+    out, _ = _run(capsys, "txt2img", "--model", str(folder), "--prompt",
+                  "an astronaut riding a horse", *common, "--out", str(tmp_path / "b.png"))
+    other = _pixels(out)
+    assert np.abs(other - ours).mean() > 0.02  # the prompt matters (the test's premise)
+    assert np.abs(other - _diffusers(reference, "an astronaut riding a horse")).mean() < 0.01
+    out, _ = _run(capsys, "txt2img", "--model", str(base_folder), "--prompt", "a red circle",
+                  *common, "--cfg-scale", "3", "--out", str(tmp_path / "c.png"))
+    guided = _pixels(out)
+    assert np.abs(guided - _diffusers(base, "a red circle", guidance_scale=3.0)).mean() < 0.01
+    assert np.abs(guided - ours).mean() > 0.01  # the negative pass matters
+
+
+def test_flux2_webui_sampler_and_refusals(first_device: gpucore.Device,
+                                          tiny_flux2: tuple[Path, Any, Path, Any],
+                                          tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """A WebUI sampler over the Simple schedule and its infotext; an init image gets one
+    line."""
+    folder = tiny_flux2[0]
+    out, _ = _run(capsys, "txt2img", "--model", str(folder), "--prompt", "a red circle",
+                  *SIZE, "--steps", "2", "--seed", "7", "--dtype", "float32",
+                  "--out", str(tmp_path / "e.png"))
+    text = read_infotext(out)
+    assert text is not None
+    assert "Steps: 2, Sampler: Euler, Schedule type: Simple, CFG scale: 1, Seed: 7" in text
+    assert _pixels(out).std() > 0.01
+    Image.new("RGB", (24, 16), (200, 30, 30)).save(tmp_path / "init.png")
+    code = cli.main(["img2img", "--model", str(folder), "--prompt", "a red circle", *SIZE,
+                     "--init-image", str(tmp_path / "init.png"), "--dtype", "float32",
+                     "--out", str(tmp_path / "f.png")])
+    err = capsys.readouterr().err
+    assert code != 0 and "img2img and inpainting are not supported for FLUX.2" in err
+    assert "Traceback" not in err
