@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import typing
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -207,15 +208,25 @@ class LLMTextModel(nn.Module):
         (layer k, unnormalized) or, for the last (-1), the final norm's output; negative
         layers count from the end as transformers' `hidden_states` tuple (num_hidden_layers
         + 1 entries). Only the layers needed run (Z-Image's -2 skips the last)."""
+        return self.hidden_states_of(input_ids, attention_mask, (layer,))[0]
+
+    def hidden_states_of(self, input_ids: Any, attention_mask: Any = None,
+                         layers: Sequence[int] = (-1,)) -> list[Tensor]:
+        """`hidden_states` of several layers from one pass, in the order asked (FLUX.2
+        klein's 9, 18 and 27); the pass stops at the deepest. transformers:
+        `[out.hidden_states[k] for k in layers]`."""
         ids = np.asarray(input_ids)
         if ids.ndim != 2 or ids.dtype.kind not in "iu":
             raise ValueError(f"input_ids must be (batch, length) integers, got {ids.dtype} "
                              f"of shape {ids.shape}")
         count = len(self.layers)
-        index = layer + count + 1 if layer < 0 else layer
-        if not 0 <= index <= count:
-            raise ValueError(f"layer {layer} is out of range for {count} layers plus the "
-                             f"embeddings (use -{count + 1} .. {count})")
+        if not layers:
+            raise ValueError("hidden_states_of needs at least one layer")
+        indices = [layer + count + 1 if layer < 0 else layer for layer in layers]
+        for layer, index in zip(layers, indices, strict=True):
+            if not 0 <= index <= count:
+                raise ValueError(f"layer {layer} is out of range for {count} layers plus the "
+                                 f"embeddings (use -{count + 1} .. {count})")
         if self.window and ids.shape[1] > self.window:
             raise ValueError(f"{ids.shape[1]} tokens pass this encoder's sliding attention window "
                              f"of {self.window}, which is not implemented; shorten the prompt")
@@ -228,6 +239,12 @@ class LLMTextModel(nn.Module):
         rotary = self.rotary(ids.shape[1])
         keep = asarray(np.where(mask, np.float32(0), np.float32(-np.inf))[:, None, None, :],
                        device=device)
-        for block in list(self.layers)[:index]:
+        wanted = set(indices)
+        found = {0: x}
+        for depth, block in enumerate(list(self.layers)[:max(indices)], start=1):
             x = block(x, rotary, keep)
-        return cast(self.norm(x), np.float32) if index == count else x
+            if depth in wanted:  # only the layers asked for stay in memory
+                found[depth] = x
+        if count in wanted:
+            found[count] = cast(self.norm(x), np.float32)
+        return [found[index] for index in indices]

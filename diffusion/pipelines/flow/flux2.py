@@ -110,9 +110,7 @@ class Flux2KleinPipeline:
         as the transformer attends to it there)."""
         chats = [qwen3_chat_prompt(p, enable_thinking=False) for p in prompts]
         ids, mask = self.tokenizer(chats, max_sequence_length, padding="max_length")
-        # one pass per layer: the encoder returns one layer's states at a time
-        states = [self.text_encoder.hidden_states(ids, mask, layer=k) for k in TEXT_LAYERS]
-        stacked = concatenate(states, axis=2)
+        stacked = concatenate(self.text_encoder.hidden_states_of(ids, mask, TEXT_LAYERS), axis=2)
         dtype = self.transformer.x_embedder.weight.dtype
         return stacked if stacked.dtype == dtype else stacked.astype(dtype)
 

@@ -43,6 +43,21 @@ def test_hidden_states_equal_transformers(device: gpucore.Device, layer: int) ->
     assert_close(got[kept], expected[kept], tol=TOL)
 
 
+def test_several_layers_from_one_pass(device: gpucore.Device) -> None:
+    """hidden_states_of: the layers asked for, in that order (one twice, the last normed),
+    at every position, the padded ones too (FLUX.2 klein's transformer reads those)."""
+    reference = tiny_qwen3()
+    ours = LLMTextModel(reference.config.to_dict(), device=device)
+    ours.load_state_dict(state_dict(reference))
+    ids, mask = _inputs()
+    expected = _reference(reference, ids, mask)
+    layers = (2, 1, -1, 2)
+    got = ours.hidden_states_of(ids, mask, layers)
+    assert len(got) == len(layers)
+    for layer, states in zip(layers, got, strict=True):
+        assert_close(states.numpy(), expected[layer].numpy(), tol=TOL)
+
+
 def test_prompt_and_padding(device: gpucore.Device) -> None:
     """The padding mask matters (the second prompt's states equal its own unpadded run), and
     so do the tokens (another token changes every later state, not earlier ones)."""
