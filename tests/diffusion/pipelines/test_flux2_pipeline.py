@@ -5,6 +5,7 @@ prompt visibly mattering, a WebUI sampler, and what it refuses in one line."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -100,3 +101,23 @@ def test_flux2_webui_sampler_and_refusals(first_device: gpucore.Device,
     err = capsys.readouterr().err
     assert code != 0 and "img2img and inpainting are not supported for FLUX.2" in err
     assert "Traceback" not in err
+
+
+def test_flux2_broken_folder_gets_one_line(tiny_flux2: tuple[Path, Any, Path, Any],
+                                           tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """A klein folder without its tokenizer, and one with --text-encoder files: one line
+    each, saying what to do."""
+    broken = tmp_path / "flux2-klein"
+    shutil.copytree(tiny_flux2[0], broken)
+    shutil.rmtree(broken / "tokenizer")
+    (tmp_path / "qwen.safetensors").write_bytes(b"")  # a file: the CLI's own check passes
+    for extra in ((), ("--text-encoder", str(tmp_path / "qwen.safetensors"))):
+        model = broken if not extra else tiny_flux2[0]
+        code = cli.main(["txt2img", "--model", str(model), "--prompt", "a red circle", *SIZE,
+                         *extra, "--out", str(tmp_path / "x.png")])
+        err = capsys.readouterr().err
+        errors = [line for line in err.splitlines() if line.startswith("error:")]
+        assert code != 0 and len(errors) == 1, err
+        assert ("tokenizer.json" if not extra else "diffusers folder alone") in errors[0]
+        assert "Traceback" not in err
