@@ -64,8 +64,9 @@ def test_flux2_from_the_cli(first_device: gpucore.Device,
                                                               cfg_scale=4.0)
     common = (*SIZE, "--steps", "2", "--sampler", "diffusers", "--rng", "torch", "--seed", "7",
               "--dtype", "float32")
-    out, _ = _run(capsys, "txt2img", "--model", str(folder), "--prompt", "a red circle",
-                  *common, "--out", str(tmp_path / "a.png"))
+    out, err = _run(capsys, "txt2img", "--model", str(folder), "--prompt", "a red circle",
+                    *common, "--out", str(tmp_path / "a.png"))
+    assert "flux2-klein model (flux2-klein): --cfg-scale 1 (diffusers' FLUX.2 klein" in err
     ours = _pixels(out)
     assert np.abs(ours - _diffusers(reference, "a red circle")).mean() < 0.01
     out, _ = _run(capsys, "txt2img", "--model", str(folder), "--prompt",
