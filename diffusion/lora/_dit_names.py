@@ -99,9 +99,12 @@ def _zimage(config: dict[str, Any]) -> dict[str, list[Part]]:
 
 def dit_aliases(model: Any, shapes: dict[str, tuple[int, ...]]) -> dict[str, list[Part]]:
     """Kohya's flat name -> the parts it patches, for a FLUX, SD3 or Z-Image transformer (`shapes`:
-    module path -> weight shape); empty for other models. Parts whose module the model lacks
-    (schnell's guidance embedder, SD3 blocks without dual attention) are left out."""
+    module path -> weight shape); empty for other models (FLUX.2's too). Parts whose module the
+    model lacks (schnell's guidance embedder, SD3 blocks without dual attention) are left
+    out."""
     config = model.config
+    if "timestep_guidance_channels" in config:  # FLUX.2: no kohya names known yet
+        return {}
     if "num_single_layers" in config:
         aliases = _flux(shapes, config)
     elif "caption_projection_dim" in config:
