@@ -116,8 +116,8 @@ class FlowModel:
     @property
     def capabilities(self) -> Capabilities:
         """The WebUI samplers defined for flow models over the Simple schedule, plain-text
-        prompts with LoRA tags, the hires fix, step caching on FLUX and SD3 (First Block
-        Cache; MagCache and TeaCache on FLUX, whose tables they have); no refiner, control
+        prompts with LoRA tags, the hires fix, step caching on FLUX, SD3 and Chroma (First
+        Block Cache; MagCache and TeaCache on FLUX, whose tables they have); no refiner, control
         units, variation seeds or memory modes yet."""
         guidance = ("cfg" if self.family in _CFG_FAMILIES else
                     "distilled" if self.distilled else "none")
