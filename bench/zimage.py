@@ -3,10 +3,11 @@
 
 The weights are drawn once by torch on its device in bf16 (normal(0, 0.02); norm scales
 1 + normal(0, 0.02)), so converting them to float16 for ours loses nothing; the reference runs
-them in bf16 and then fp16, they go to the host one tensor at a time, torch's copy is freed,
-and ours loads them. Ours: float16 where the adapter has shader-f16, float32 otherwise.
-rel_err: ours against the reference in fp16 on CUDA (fp32 on the CPU). Memory: ours from
-Device.memory_stats (weights included), torch's from max_memory_allocated.
+them in bf16 and then fp16 (Qwen3's rotary table kept float32 through those casts, `_cast`),
+they go to the host one tensor at a time, torch's copy is freed, and ours loads them. Ours:
+float16 where the adapter has shader-f16, float32 otherwise. rel_err: ours against the
+reference in fp16 on CUDA (fp32 on the CPU). Memory: ours from Device.memory_stats (weights
+included), torch's from max_memory_allocated.
 
 Shapes: the transformer (Z-Image Turbo's config), batch 1 (Turbo runs without CFG), 128x128
 latents (4096 patches) and a 160-token caption; the text encoder (Qwen3-4B's config), one
@@ -236,7 +237,8 @@ def run(quick: bool = False) -> dict[str, Any]:
         "notes": "Z-Image Turbo's transformer, one step at 1024x1024 (4096 patches, a "
                  "160-token caption, batch 1), and Qwen3-4B's hidden states[-2] of one "
                  "512-token prompt; random bf16 weights drawn by torch (normal(0, 0.02), norm "
-                 "scales 1 + normal(0, 0.02)) shared by every row; ours float16 (float32 "
+                 "scales 1 + normal(0, 0.02)) shared by every row (Qwen3's rotary table "
+                 "kept float32 through the reference's dtype casts); ours float16 (float32 "
                  "without shader-f16), eager; rel_err = max|ours - reference| / "
                  "max|reference| against the reference in fp16 on CUDA (fp32 on the CPU); "
                  "wall_ms medians; vs_bf16 / vs_fp16 = reference wall_ms / ours (above 1: we "
