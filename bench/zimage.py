@@ -3,10 +3,11 @@
 
 The weights are drawn once by torch on its device in bf16 (normal(0, 0.02); norm scales
 1 + normal(0, 0.02)), so converting them to float16 for ours loses nothing; the reference runs
-them in bf16 and then fp16, they go to the host one tensor at a time, torch's copy is freed,
-and ours loads them. Ours: float16 where the adapter has shader-f16, float32 otherwise.
-rel_err: ours against the reference in fp16 on CUDA (fp32 on the CPU). Memory: ours from
-Device.memory_stats (weights included), torch's from max_memory_allocated.
+them in bf16 and then fp16 (Qwen3's rotary table kept float32 through those casts, `_cast`),
+they go to the host one tensor at a time, torch's copy is freed, and ours loads them. Ours:
+float16 where the adapter has shader-f16, float32 otherwise. rel_err: ours against the
+reference in fp16 on CUDA (fp32 on the CPU). Memory: ours from Device.memory_stats (weights
+included), torch's from max_memory_allocated.
 
 Shapes: the transformer (Z-Image Turbo's config), batch 1 (Turbo runs without CFG), 128x128
 latents (4096 patches) and a 160-token caption; the text encoder (Qwen3-4B's config), one
@@ -84,13 +85,28 @@ def _reference(model: str, quick: bool, dev: str) -> Any:
                     **(TINY_QWEN3 if quick else QWEN3_4B)))
     finally:
         torch.set_default_dtype(saved)
-    ref = ref.to(torch.bfloat16).eval()
+    ref = _cast(ref, torch.bfloat16).eval()
     with torch.no_grad():
         for name, p in ref.named_parameters():
             if p.ndim == 1 and "norm" in name and name.endswith("weight"):
                 p.normal_(1.0, 0.02)
             else:
                 p.normal_(0.0, 0.02)
+    return ref
+
+
+def _cast(ref: Any, dtype: Any) -> Any:
+    """`ref.to(dtype)` with Qwen3's rotary table left float32, as the model computes it:
+    Module.to casts every floating buffer, and bf16's rounding of `inv_freq` (up to 3.7e-3
+    relative) turns the angles of 512 positions by up to ~1.5 radians, which moved the
+    reference's hidden states[-2] by 0.19 of their largest value (ours keep the float32
+    table; torch's fp16 with the float32 table is within 0.006 of its float32)."""
+    rotary = getattr(ref, "rotary_emb", None)
+    table = None if rotary is None else rotary.original_inv_freq.float().clone()
+    ref = ref.to(dtype)
+    if rotary is not None:
+        rotary.inv_freq = table
+        rotary.original_inv_freq = table.clone()
     return ref
 
 
@@ -119,12 +135,12 @@ def _torch_rows(model: str, ref: Any, x: dict[str, np.ndarray], cuda: Any, repea
     import torch
 
     if cuda is None:
-        ref.float()
+        _cast(ref, torch.float32)
         expected["float32"] = _torch_call(model, ref, x, torch.float32, "cpu")().numpy()
         return [{"model": model, "impl": "reference", "dtype": "float32"}]
     rows = []
     for name, tdtype in (("bfloat16", torch.bfloat16), ("float16", torch.float16)):
-        ref.to(tdtype)
+        _cast(ref, tdtype)
         call = _torch_call(model, ref, x, tdtype, "cuda")
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -221,7 +237,8 @@ def run(quick: bool = False) -> dict[str, Any]:
         "notes": "Z-Image Turbo's transformer, one step at 1024x1024 (4096 patches, a "
                  "160-token caption, batch 1), and Qwen3-4B's hidden states[-2] of one "
                  "512-token prompt; random bf16 weights drawn by torch (normal(0, 0.02), norm "
-                 "scales 1 + normal(0, 0.02)) shared by every row; ours float16 (float32 "
+                 "scales 1 + normal(0, 0.02)) shared by every row (Qwen3's rotary table "
+                 "kept float32 through the reference's dtype casts); ours float16 (float32 "
                  "without shader-f16), eager; rel_err = max|ours - reference| / "
                  "max|reference| against the reference in fp16 on CUDA (fp32 on the CPU); "
                  "wall_ms medians; vs_bf16 / vs_fp16 = reference wall_ms / ours (above 1: we "

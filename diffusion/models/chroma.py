@@ -17,6 +17,7 @@ from gpustd import Tensor, asarray, concatenate, nn, take_slice
 from .dit_layers import FeedForward, JointAttention, Rope, TimestepEmbedding, layer_norm
 from .flux import SingleStreamBlock
 from .layers import Place
+from .step_cache import BranchCache, run_blocks
 from .transformer_ops import RMSNorm, chunks, gated_add, modulate, rope_tables
 
 __all__ = ["ChromaTransformer2DModel", "approximator_input"]
@@ -163,12 +164,15 @@ class ChromaTransformer2DModel(nn.Module):
 
     def forward(self, hidden_states: Tensor, encoder_hidden_states: Tensor, timestep: Any,
                 img_ids: Any, txt_ids: Any, attention_mask: Any = None, *,
-                rotary: tuple[Tensor, Tensor] | None = None) -> Tensor:
+                rotary: tuple[Tensor, Tensor] | None = None,
+                cache: BranchCache | None = None) -> Tensor:
         """hidden_states (B, Li, in_channels): packed latents; encoder_hidden_states
         (B, Lt, joint_attention_dim): T5 states; timestep (B,) host numbers in [0, 1]
         (sigmas); img_ids (Li, 3), txt_ids (Lt, 3) positions, or their tables precomputed
         by `rotary`; attention_mask (B, Lt + Li) or None: True / nonzero for the tokens
         attended to (text then image; ChromaPipeline keeps the prompt's tokens and one pad).
+        `cache`: a step cache branch (`step_cache.StepCache.branch()`) the blocks run
+        through, its calls in step order.
         """
         batch = hidden_states.shape[0]
         text_length = encoder_hidden_states.shape[1]
@@ -192,15 +196,27 @@ class ChromaTransformer2DModel(nn.Module):
             rows = take_slice(mods, start, start + count, axis=1)
             return chunks(rows.reshape(batch, count * rows.shape[2]), count)
 
-        # 2. double-stream blocks, then one stream of text + image tokens
-        for i, block in enumerate(self.transformer_blocks):
-            x, context = block(x, context, vectors(3 * single + 6 * i, 6),
-                               vectors(3 * single + 6 * (double + i), 6), tables, mask)
-        x = concatenate([context, x], axis=1)
-        for i, stream in enumerate(self.single_transformer_blocks):
-            shift, scale, gate = vectors(3 * i, 3)
-            x = stream.modulated(x, shift, scale, gate, tables, mask)
-        x = take_slice(x, text_length, x.shape[1], axis=1)
+        # 2. double-stream blocks, then one stream of text + image tokens (the first block
+        # apart: a step cache decides after it whether the others run)
+        blocks = list(self.transformer_blocks)
+
+        def double_block(i: int, x: Tensor, context: Tensor) -> tuple[Tensor, Tensor]:
+            return blocks[i](x, context, vectors(3 * single + 6 * i, 6),
+                             vectors(3 * single + 6 * (double + i), 6), tables, mask)
+
+        def head(x: Tensor, context: Tensor) -> tuple[Tensor, Tensor]:
+            return double_block(0, x, context) if blocks else (x, context)
+
+        def tail(x: Tensor, context: Tensor) -> Tensor:
+            for i in range(1, double):
+                x, context = double_block(i, x, context)
+            x = concatenate([context, x], axis=1)
+            for i, stream in enumerate(self.single_transformer_blocks):
+                shift, scale, gate = vectors(3 * i, 3)
+                x = stream.modulated(x, shift, scale, gate, tables, mask)
+            return take_slice(x, text_length, x.shape[1], axis=1)
+
+        x = run_blocks(cache, x, context, head, tail)
         # 3. final modulated norm (shift first, then scale) and projection
         shift, scale = vectors(self.modulations - 2, 2)
         return self.proj_out(modulate(layer_norm(x), shift, scale))

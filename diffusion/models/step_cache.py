@@ -1,5 +1,6 @@
-"""Step caching for the diffusion transformers (FLUX, SD3): a denoising step that would change
-little reuses what the transformer's blocks added at an earlier step instead of running them.
+"""Step caching for the diffusion transformers (FLUX, SD3, Chroma, Z-Image): a denoising step
+that would change little reuses what the transformer's blocks added at an earlier step instead
+of running them.
 
 Three methods; the first two exactly as diffusers' hooks run them (`diffusers.hooks`), the
 third as its authors' FLUX code does (diffusers has no TeaCache hook):

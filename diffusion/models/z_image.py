@@ -11,6 +11,7 @@ with its attention masks computes, without the masks.
 
 from __future__ import annotations
 
+import itertools
 import math
 import typing
 from collections.abc import Sequence
@@ -22,6 +23,7 @@ from gpucore import Device
 from gpustd import Tensor, asarray, concatenate, elementwise_kernel, nn, permute, take_slice
 
 from .layers import Place
+from .step_cache import BranchCache, run_blocks
 from .transformer_ops import RMSNorm, cast, chunks, rms_norm, rope
 
 __all__ = ["ZImageTransformer2DModel"]
@@ -251,6 +253,43 @@ class ZImageTransformer2DModel(nn.Module):
         return (asarray(np.cos(angle).reshape(shape), device=self.device),
                 asarray(np.sin(angle).reshape(shape), device=self.device))
 
+    def _joint(self, streams: list[tuple[Tensor, tuple[Tensor, Tensor], Tensor]],
+               cache: BranchCache | None) -> list[Tensor]:
+        """Each picture's (tokens, rotary, temb) through `layers`. With a step cache every
+        picture's tokens lie side by side, so that one decision per call is made over all
+        of them (the first block apart), as diffusers' batch makes it (which also counts
+        the padding up to the longest picture's sequence in)."""
+        layers = list(self.layers)
+
+        def run(x: Tensor, rotary: tuple[Tensor, Tensor], emb: Tensor,
+                blocks: list[Any]) -> Tensor:
+            for block in blocks:
+                x = block(x, rotary, emb)
+            return x
+
+        if cache is None:
+            return [run(x, rotary, emb, layers) for x, rotary, emb in streams]
+        bounds = np.cumsum([0] + [x.shape[1] for x, _, _ in streams])
+
+        def apart(x: Tensor) -> list[Tensor]:
+            return [x] if len(streams) == 1 else [
+                take_slice(x, int(a), int(b), axis=1) for a, b in itertools.pairwise(bounds)]
+
+        def each(x: Tensor, blocks: list[Any]) -> Tensor:
+            parts = [run(part, rotary, emb, blocks)
+                     for part, (_, rotary, emb) in zip(apart(x), streams, strict=True)]
+            return parts[0] if len(parts) == 1 else concatenate(parts, axis=1)
+
+        def head(x: Tensor, context: Any) -> tuple[Tensor, Any]:
+            return each(x, layers[:1]), context
+
+        def tail(x: Tensor, context: Any) -> Tensor:
+            return each(x, layers[1:])
+
+        joined = streams[0][0] if len(streams) == 1 else concatenate(
+            [x for x, _, _ in streams], axis=1)
+        return apart(run_blocks(cache, joined, None, head, tail))
+
     def _padded(self, tokens: Tensor, pad_token: Tensor) -> Tensor:
         """(1, L, dim) with the pad token appended up to a multiple of 32 tokens."""
         count = _padding(tokens.shape[1])
@@ -267,11 +306,12 @@ class ZImageTransformer2DModel(nn.Module):
         return linear(cast(normed, self.dtype)).reshape(1, states.shape[0], -1)
 
     def forward(self, latents: Tensor, timestep: Any, captions: Sequence[Tensor], *,
-                patch_size: int = 2) -> Tensor:
+                patch_size: int = 2, cache: BranchCache | None = None) -> Tensor:
         """latents (B, C, H, W), H and W multiples of `patch_size`; timestep (B,) host
         numbers in [0, 1] (1 the clean end: ZImagePipeline passes (1000 - t) / 1000);
         captions: B Tensors (L_i, cap_feat_dim), each picture's caption states without
-        padding."""
+        padding. `cache`: a step cache branch (`step_cache.StepCache.branch()`) the joint
+        blocks run through, its calls in step order (the refiners always run)."""
         batch, channels, height, width = latents.shape
         if len(captions) != batch:
             raise ValueError(f"{len(captions)} captions for {batch} latents; give one each")
@@ -293,7 +333,7 @@ class ZImageTransformer2DModel(nn.Module):
         patches = embedder(patches.reshape(batch, rows * columns, -1))
         grid = np.stack(np.meshgrid(np.arange(rows), np.arange(columns), indexing="ij"),
                         axis=-1).reshape(-1, 2)
-        outs = []
+        streams = []
         for i, states in enumerate(captions):
             emb = take_slice(temb, i, i + 1, axis=0)
             # 2. the caption's stream: positions 1, 2, ... (its padding continues them)
@@ -312,13 +352,13 @@ class ZImageTransformer2DModel(nn.Module):
             x = self._padded(take_slice(patches, i, i + 1, axis=0), self.x_pad_token)
             for block in self.noise_refiner:
                 x = block(x, image_rotary, emb)
-            # 4. both together, image first; the final layer over the image's patches
-            x = concatenate([x, cap], axis=1)
-            rotary = self.rotary(np.concatenate([image_ids, cap_ids]))
-            for block in self.layers:
-                x = block(x, rotary, emb)
-            outs.append(final(take_slice(x, 0, rows * columns, axis=1), emb))
-        # 5. patches back to latents
+            # 4. both together, image first
+            streams.append((concatenate([x, cap], axis=1),
+                            self.rotary(np.concatenate([image_ids, cap_ids])), emb))
+        # 5. the joint blocks; the final layer over the image's patches
+        outs = [final(take_slice(x, 0, rows * columns, axis=1), emb)
+                for x, (_, _, emb) in zip(self._joint(streams, cache), streams, strict=True)]
+        # 6. patches back to latents
         out = concatenate(outs, axis=0).reshape(batch, rows, columns, patch_size, patch_size,
                                                 channels)
         return permute(out, (0, 5, 1, 3, 2, 4)).reshape(batch, channels, height, width)

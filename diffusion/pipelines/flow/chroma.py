@@ -29,6 +29,7 @@ from ...loaders.component import load_component
 from ...loaders.flow.chroma import load_chroma
 from ...loaders.flow.gguf import load_chroma_gguf
 from ...models import AutoencoderKL, ChromaTransformer2DModel, T5EncoderModel
+from ...models.step_cache import StepCache
 from ...noise.rng import make_generator
 from ...sampling.guidance import combine
 from ...sampling.model_sampling import calculate_shift
@@ -99,13 +100,14 @@ class ChromaPipeline:
 
     def velocity(self, prompts: Sequence[str], *, height: int, width: int,
                  negative_prompt: str = "", guidance_scale: float = 5.0,
-                 max_sequence_length: int = 512
+                 max_sequence_length: int = 512, cache: StepCache | None = None
                  ) -> tuple[Callable[[np.ndarray, float], np.ndarray], tuple[int, ...], float]:
         """The guided transformer as `flow(x, t)` for `prompts` at height x width: x (B, C,
         h, w) float32 latents, t the scheduler's timestep (0..1000), the flow back unpacked
         (float32); guidance applies when guidance_scale > 1 (the `negative_prompt` for every
         row, its own transformer pass as ChromaPipeline runs it). Also the latents' shape and
-        the schedule's `mu` (the shift by the number of image tokens)."""
+        the schedule's `mu` (the shift by the number of image tokens). `cache`: the
+        generation's step cache, of which each prompt's pass takes a branch of its own."""
         scale = self.vae_scale_factor * 2
         if height < scale or width < scale:
             raise ValueError(f"height and width must be at least {scale}, got {height}x{width}")
@@ -121,9 +123,11 @@ class ChromaPipeline:
                 [text_keys, np.ones((batch, len(image_positions)), bool)], axis=1)
             rotary = self.transformer.rotary(np.zeros((states.shape[1], 3), np.float32),
                                              image_positions)
+            branch = None if cache is None else cache.branch()
 
             def run(x: Tensor, timestep: np.ndarray) -> np.ndarray:
-                out = self.transformer(x, states, timestep, None, None, mask, rotary=rotary)
+                out = self.transformer(x, states, timestep, None, None, mask, rotary=rotary,
+                                       cache=branch)
                 return out.numpy().astype(np.float32)
             return run
 
@@ -146,11 +150,12 @@ class ChromaPipeline:
                  guidance_scale: float = 5.0, seed: int = 0, rng: str = "torch",
                  max_sequence_length: int = 512, latents: np.ndarray | None = None,
                  image: Any = None, mask_image: Any = None, strength: float = 0.6,
-                 callback: StepCallback | None = None, output_type: str = "np") -> np.ndarray:
+                 callback: StepCallback | None = None, output_type: str = "np",
+                 cache: StepCache | None = None) -> np.ndarray:
         """Pictures for `prompt` (one or a list): float images in [0, 1], (B, height, width,
         3) ("np"), or the final latents (B, 16, H/8, W/8) ("latent"). Guidance applies when
-        guidance_scale > 1. `seed`/`rng`, `latents`, `image`/`mask_image`/`strength` and
-        `callback` as FluxPipeline. diffusers: `ChromaPipeline(prompt, negative_prompt=,
+        guidance_scale > 1. `seed`/`rng`, `latents`, `image`/`mask_image`/`strength`,
+        `callback` and `cache` as FluxPipeline. diffusers: `ChromaPipeline(prompt, negative_prompt=,
         height=, width=, num_inference_steps=, guidance_scale=, generator=torch.Generator()
         .manual_seed(seed), output_type="np").images` (with boolean masks, module
         docstring); with `image`, ChromaImg2ImgPipeline's call with `strength=`."""
@@ -160,7 +165,7 @@ class ChromaPipeline:
         flow, shape, mu = self.velocity(prompts, height=height, width=width,
                                         negative_prompt=negative_prompt,
                                         guidance_scale=guidance_scale,
-                                        max_sequence_length=max_sequence_length)
+                                        max_sequence_length=max_sequence_length, cache=cache)
         # 2. the schedule: sigmas 1 .. 1/n, shifted by the number of image tokens
         scheduler = FlowMatchEulerDiscreteScheduler.from_config(self.scheduler_config)
         sigmas = np.linspace(1.0, 1 / num_inference_steps, num_inference_steps)

@@ -58,9 +58,10 @@ FLOW_DEFAULTS = {
 # the families whose pipelines take the CFG scale and negative prompt themselves (true CFG)
 _CFG_FAMILIES = ("sd3", "chroma")
 # the step caches each family runs (diffusion.models.step_cache): MagCache's and TeaCache's
-# tables are FLUX's; Chroma's blocks do not run through the caches yet
+# tables are FLUX's
 _STEP_CACHES = {"flux-dev": ("fbc", "magcache", "teacache"),
-                "flux-schnell": ("fbc", "magcache", "teacache"), "sd3": ("fbc",)}
+                "flux-schnell": ("fbc", "magcache", "teacache"), "sd3": ("fbc",),
+                "chroma": ("fbc",)}
 
 
 class FlowModel:
@@ -118,8 +119,8 @@ class FlowModel:
     @property
     def capabilities(self) -> Capabilities:
         """The WebUI samplers defined for flow models over the Simple schedule, plain-text
-        prompts with LoRA tags, the hires fix, step caching on FLUX and SD3 (First Block
-        Cache; MagCache and TeaCache on FLUX, whose tables they have); no refiner, control
+        prompts with LoRA tags, the hires fix, step caching on FLUX, SD3 and Chroma (First
+        Block Cache; MagCache and TeaCache on FLUX, whose tables they have); no refiner, control
         units, variation seeds or memory modes yet."""
         guidance = ("cfg" if self.family in _CFG_FAMILIES else
                     "distilled" if self.distilled else "none")
@@ -295,8 +296,7 @@ class FlowModel:
 
 
 def _cached(cache: StepCache | None) -> dict[str, Any]:
-    """The pipeline's `cache` keyword where a step cache runs (a family whose pipeline takes
-    none, Chroma, refuses one in its capabilities)."""
+    """The pipeline's `cache` keyword where a step cache runs."""
     return {} if cache is None else {"cache": cache}
 
 

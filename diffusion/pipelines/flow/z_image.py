@@ -30,6 +30,7 @@ from ...loaders.component import load_component
 from ...loaders.z_image import load_llm_file, load_zimage_file, load_zimage_folder
 from ...models import AutoencoderKL
 from ...models.llm import LLMTextModel
+from ...models.step_cache import StepCache
 from ...models.z_image import ZImageTransformer2DModel
 from ...noise.rng import make_generator
 from ...sampling.model_sampling import calculate_shift
@@ -125,12 +126,14 @@ class ZImagePipeline:
 
     def velocity(self, prompts: Sequence[str], *, height: int, width: int,
                  guidance_scale: float = 0.0, negative_prompt: str | Sequence[str] = "",
-                 max_sequence_length: int = 512
+                 max_sequence_length: int = 512, cache: StepCache | None = None
                  ) -> tuple[Callable[[np.ndarray, float], np.ndarray], tuple[int, ...], float]:
         """The model as `flow(x, t)` for `prompts` at height x width: x (B, C, h, w) float32
         latents, t the scheduler's timestep (0..1000), the flow the scheduler steps along
         (the negated model output, with diffusers' CFG when `guidance_scale` > 0); also the
-        latents' shape and the schedule's `mu` (used where the scheduler shifts by size)."""
+        latents' shape and the schedule's `mu` (used where the scheduler shifts by size).
+        `cache`: the generation's step cache, of which this flow takes a branch (one: CFG's
+        rows are one call and share it, as in diffusers' batch)."""
         scale = self.vae_scale_factor * 2
         if height < scale or width < scale:
             raise ValueError(f"height and width must be at least {scale}, got {height}x{width}")
@@ -144,12 +147,14 @@ class ZImagePipeline:
         h, w = 2 * (int(height) // scale), 2 * (int(width) // scale)
         dtype, device = self.transformer.dtype, self.transformer.device
         g = np.float32(guidance_scale)
+        branch = None if cache is None else cache.branch()
 
         def flow(x: np.ndarray, t: float) -> np.ndarray:
             timestep = (np.float32(1000) - np.float32(t)) / np.float32(1000)
             latents = np.concatenate([x, x]) if guided else x
             out = self.transformer(asarray(latents, dtype=dtype, device=device),
-                                   np.full(len(latents), timestep, np.float32), captions)
+                                   np.full(len(latents), timestep, np.float32), captions,
+                                   cache=branch)
             pred = out.numpy().astype(np.float32)
             if guided:
                 positive, negative = pred[:batch], pred[batch:]
@@ -165,16 +170,18 @@ class ZImagePipeline:
                  negative_prompt: str | Sequence[str] = "", seed: int = 0, rng: str = "torch",
                  max_sequence_length: int = 512, latents: np.ndarray | None = None,
                  image: Any = None, mask_image: Any = None, strength: float = 0.6,
-                 callback: StepCallback | None = None, output_type: str = "np") -> np.ndarray:
+                 callback: StepCallback | None = None, output_type: str = "np",
+                 cache: StepCache | None = None) -> np.ndarray:
         """Pictures for `prompt` (one or a list): float images in [0, 1], (B, height, width,
         3) ("np"), or the final latents (B, 16, H/8, W/8) ("latent"). `guidance_scale`:
         diffusers' (0 for Turbo; CFG above 0, against `negative_prompt`). `seed` and `rng`
         ("torch", as diffusers; "numpy") draw the starting noise unless `latents` is given.
         `image` (PIL or HxWx3 uint8; with `mask_image`, white = repaint) starts from that
         picture at `strength`. `callback(done, total, latents)` after every step (False
-        stops). diffusers: `ZImagePipeline(prompt, height=, width=, num_inference_steps=,
-        guidance_scale=, negative_prompt=, generator=torch.Generator().manual_seed(seed),
-        output_type="np").images` (cfg_normalization off, cfg_truncation 1: its defaults);
+        stops); `cache`: step caching (`velocity`). diffusers: `ZImagePipeline(prompt,
+        height=, width=, num_inference_steps=, guidance_scale=, negative_prompt=,
+        generator=torch.Generator().manual_seed(seed), output_type="np").images`
+        (cfg_normalization off, cfg_truncation 1: its defaults);
         with `image`, ZImageImg2ImgPipeline's (and `mask_image`, ZImageInpaintPipeline's)
         call with `strength=`."""
         prompts = check_call(prompt, rng=rng, output_type=output_type, steps=num_inference_steps)
@@ -186,7 +193,7 @@ class ZImagePipeline:
         flow, shape, mu = self.velocity(prompts, height=height, width=width,
                                         guidance_scale=guidance_scale,
                                         negative_prompt=negative_prompt,
-                                        max_sequence_length=max_sequence_length)
+                                        max_sequence_length=max_sequence_length, cache=cache)
         # 2. the schedule: sigmas 1 .. 1/n, shifted (Turbo: by the constant shift)
         scheduler = FlowMatchEulerDiscreteScheduler.from_config(self.scheduler_config)
         sigmas = np.linspace(1.0, 1 / num_inference_steps, num_inference_steps)

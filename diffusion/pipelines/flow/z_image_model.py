@@ -47,10 +47,11 @@ class ZImageModel(FlowModel):
     def capabilities(self) -> Capabilities:
         """The WebUI samplers defined for flow models over the Simple schedule, CFG with a
         negative prompt, plain-text prompts with LoRA tags, img2img and inpainting, the hires
-        fix; no refiner, control units, variation seeds or memory modes yet."""
+        fix, First Block Cache (MagCache's and TeaCache's tables are FLUX's); no refiner,
+        control units, variation seeds or memory modes yet."""
         return Capabilities(family=self.family, latent_space="flux", guidance="cfg",
                             samplers=tuple(FLOW_SAMPLERS), schedules=FLOW_SCHEDULES,
-                            models="Z-Image models", prompt_syntax=False,
+                            models="Z-Image models", step_cache=("fbc",), prompt_syntax=False,
                             textual_inversion=False, refiner=False, control=False,
                             variation_seeds=False, latent_upscale_resize=False,
                             hires_with_diffusers=False, latent_masked_content=False,
@@ -74,13 +75,12 @@ class ZImageModel(FlowModel):
     def _diffusers(self, request: GenerationRequest, prompts: list[str], seed: int,
                    width: int, height: int, observer: Observer,
                    cache: StepCache | None = None) -> np.ndarray:
-        # `cache` is always None: Z-Image takes no step cache (its capabilities refuse one)
         images = {} if request.init_image is None else {
             "image": request.init_image, "mask_image": request.mask,
             "strength": float(request.strength)}
         return self.pipe(prompts, height=height, width=width,  # type: ignore[no-any-return]
                          num_inference_steps=int(request.steps), seed=seed, rng=request.rng,
-                         callback=observer.step, output_type="latent",
+                         callback=observer.step, output_type="latent", cache=cache,
                          **self._guidance(request), **images)
 
     def guided_flow(self, request: GenerationRequest, prompts: list[str], width: int,
@@ -88,9 +88,10 @@ class ZImageModel(FlowModel):
                     ) -> tuple[Callable[[np.ndarray, float], np.ndarray], tuple[int, ...],
                                float | None]:
         """The guided flow of `prompts` (CFG inside ZImagePipeline.velocity), its latents'
-        shape and the schedule's mu (`cache` is always None, as in `_diffusers`)."""
+        shape and the schedule's mu; `cache`: the generation's step cache (the flow a branch
+        of it)."""
         return self.pipe.velocity(  # type: ignore[no-any-return]
-            prompts, height=height, width=width, **self._guidance(request))
+            prompts, height=height, width=width, cache=cache, **self._guidance(request))
 
 
 def zimage_defaults(path: str | os.PathLike[str], family: str) -> SamplingDefaults:

@@ -133,3 +133,21 @@ def test_bad_configs_get_one_line() -> None:
     with pytest.raises(ValueError, match="rope type 'yarn'"):
         LLMTextModel({**QWEN3_TINY, "model_type": "qwen3",
                       "rope_parameters": {"rope_type": "yarn", "rope_theta": 1e6}})
+
+
+def test_rotary_table_float32_over_512_tokens(first_device: gpucore.Device) -> None:
+    """512 positions (Z-Image's prompt length) at Qwen3's rope_theta 1e6: ours equal
+    transformers' float32 rotary table, and the table rounded to bfloat16 (what `Module.to(
+    torch.bfloat16)` does to a reference's `inv_freq` buffer, and what an H200 benchmark's
+    fp16 reference once compared against) visibly would not: it turns far positions by up to
+    ~1.5 radians."""
+    reference = tiny_qwen3(config={"num_hidden_layers": 1, "rope_theta": 1_000_000.0})
+    ours = LLMTextModel(reference.config.to_dict(), device=first_device)
+    ours.load_state_dict(state_dict(reference))
+    ids = np.random.default_rng(2).integers(0, QWEN3_TINY["vocab_size"], (1, 512))
+    expected = _reference(reference, ids, np.ones_like(ids))[1].numpy()
+    assert_close(ours.hidden_states(ids, layer=1).numpy(), expected, tol=TOL)
+    rotary = reference.rotary_emb
+    rotary.inv_freq = rotary.inv_freq.to(torch.bfloat16).float()
+    rounded = _reference(reference, ids, np.ones_like(ids))[1].numpy()
+    assert np.abs(rounded - expected).max() > 4 * TOL * np.abs(expected).max()  # 8e-3

@@ -170,3 +170,20 @@ def test_lora_is_diffusers(first_device: gpucore.Device, tiny_chroma: tuple[Path
     assert np.abs(got.images[0].astype(int) - np.round(expected * 255)).max() <= 1
     plain = ours.generate("a red circle", **request).images[0]  # the LoRA comes off again
     assert np.abs(plain.astype(int) - got.images[0]).max() > 4
+
+
+def test_chroma_first_block_cache(first_device: gpucore.Device, tiny_chroma: tuple[Path, Any],
+                                  tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`--cache fbc:T` with CFG: the positive and the negative prompt's passes keep a cache
+    each (at a threshold nothing passes, each computes its first call only), and the skips
+    change the picture."""
+    model = str(tiny_chroma[0] / "chroma")
+    common = ("txt2img", "--model", model, "--prompt", "a red circle", "--negative-prompt",
+              "a dog", *SIZE, "--steps", "4", "--seed", "7", "--cfg-scale", "4", "--dtype",
+              "float32")
+    cached, _ = _run(capsys, *common, "--cache", "fbc:9", "--out", str(tmp_path / "c.png"))
+    text = read_infotext(cached) or ""
+    assert 'Cache: "fbc 9, 2/8 model calls computed"' in text, text
+    plain, _ = _run(capsys, *common, "--out", str(tmp_path / "p.png"))
+    assert "Cache" not in (read_infotext(plain) or "")
+    assert np.abs(_pixels(cached) - _pixels(plain)).mean() > 0.01

@@ -23,6 +23,7 @@ import gpucore
 from diffusion.infotext import parse_infotext, read_infotext
 from diffusion.pipelines.contract import Capabilities
 from diffusion.pipelines.flow.flow_model import FlowModel
+from diffusion.pipelines.flow.z_image_model import ZIMAGE_DEFAULTS, ZImageModel
 from diffusion.pipelines.request import GenerationRequest
 from diffusion.server.api.generation import RequestError, build_job
 from diffusion.server.api.schemas import Txt2ImgRequest
@@ -95,9 +96,15 @@ def test_cache_refusals_are_one_line(capsys: pytest.CaptureFixture[str]) -> None
         sd3.refuse(GenerationRequest(cache="magcache"))
     sd3.refuse(GenerationRequest(cache="fbc"))
     pipe = SimpleNamespace(transformer=SimpleNamespace(config={}))
-    chroma = FlowModel(pipe, family="chroma").capabilities  # none of them yet
-    with pytest.raises(ValueError, match=r"^step cache fbc: not supported for flow-matching "):
-        chroma.refuse(GenerationRequest(cache="fbc", cfg_scale=5))
+    chroma = FlowModel(pipe, family="chroma").capabilities
+    assert chroma.step_cache == ("fbc",)
+    with pytest.raises(ValueError, match=r"teacache: not supported .* it runs fbc"):
+        chroma.refuse(GenerationRequest(cache="teacache", cfg_scale=5))
+    chroma.refuse(GenerationRequest(cache="fbc", cfg_scale=5))
+    zimage = ZImageModel(pipe, family="z-image", defaults=ZIMAGE_DEFAULTS).capabilities
+    assert zimage.step_cache == ("fbc",)
+    with pytest.raises(ValueError, match=r"magcache: not supported .* it runs fbc"):
+        zimage.refuse(GenerationRequest(cache="magcache"))
     flux = FlowModel(pipe, family="flux-schnell").capabilities
     assert flux.step_cache == ("fbc", "magcache", "teacache")
     with pytest.raises(ValueError, match="not one of fbc"):

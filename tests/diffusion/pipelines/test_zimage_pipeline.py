@@ -5,6 +5,8 @@ transformer with the folder as --base, and a broken folder's one-line error."""
 
 from __future__ import annotations
 
+import inspect
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -227,3 +229,46 @@ def test_broken_folder_gets_one_line(tiny_zimage: tuple[Path, Any], tmp_path: Pa
     errors = [line for line in err.splitlines() if line.startswith("error:")]
     assert "Traceback" not in err and len(errors) == 1, err
     assert missing.split("/")[0] in errors[0]
+
+
+def test_zimage_first_block_cache(first_device: gpucore.Device, tiny_zimage: tuple[Path, Any],
+                                  tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--cache fbc:T`: diffusers' picture with its First Block Cache hook on the transformer
+    (pointed at the blocks' `x`, which the hook asks for as `hidden_states`), some steps
+    skipped, and the infotext saying how many ran."""
+    from diffusers.hooks import FirstBlockCacheConfig, HookRegistry, apply_first_block_cache
+    from diffusers.hooks import first_block_cache as diffusers_fbc
+    from diffusers.hooks._helpers import TransformerBlockRegistry
+    from diffusers.hooks.hooks import CacheContext, _set_cache_context
+
+    folder, reference = tiny_zimage
+    threshold, steps = 1.3, 4  # a random tiny model moves far more than a trained one
+    out, _ = _run(capsys, "txt2img", "--model", str(folder), *SIZE, "--steps", str(steps),
+                  "--sampler", "diffusers", "--rng", "torch", "--seed", "7", "--dtype",
+                  "float32", "--prompt", "a red circle", "--cache", f"fbc:{threshold}",
+                  "--out", str(tmp_path / "cached.png"))
+    transformer = reference.transformer
+    block = type(transformer.layers[0])
+    arguments = list(inspect.signature(block.forward).parameters)[1:]
+    indices = {name: i for i, name in enumerate(arguments)}
+    monkeypatch.setattr(TransformerBlockRegistry.get(block), "_cached_parameter_indices",
+                        {**indices, "hidden_states": indices["x"]})
+    apply_first_block_cache(transformer, FirstBlockCacheConfig(threshold=threshold))
+    _set_cache_context(transformer, CacheContext("cond"))
+    try:
+        expected = reference("a red circle", height=16, width=24, num_inference_steps=steps,
+                             generator=torch.Generator().manual_seed(7), output_type="np",
+                             guidance_scale=0.0).images[0]
+    finally:
+        registry = HookRegistry.check_if_exists_or_initialize(transformer)
+        for name in (diffusers_fbc._FBC_LEADER_BLOCK_HOOK, diffusers_fbc._FBC_BLOCK_HOOK):
+            registry.remove_hook(name, recurse=True)
+    cached = _pixels(out)
+    assert np.abs(cached - expected).mean() < 0.01
+    text = read_infotext(out) or ""
+    computed = re.search(rf'Cache: "fbc {threshold:g}, (\d+)/{steps} steps computed"', text)
+    assert computed is not None, text
+    assert 1 <= int(computed.group(1)) < steps, text  # some steps skipped
+    plain = _diffusers(reference, "a red circle", guidance_scale=0.0)
+    assert np.abs(cached - plain).mean() > 0.01  # the cache visibly acted
