@@ -71,13 +71,17 @@ def _fill_sampling_defaults(args: argparse.Namespace) -> None:
     if taken[True]:
         from ..loaders.flow.chroma import chroma_family
         from ..loaders.flow.file import flow_model_family
+        from ..loaders.qwen_image import qwenimage_family
         from ..loaders.z_image import zimage_family
 
-        family = chroma_family(model) or flow_model_family(model) or zimage_family(model)
+        family = (chroma_family(model) or flow_model_family(model) or zimage_family(model)
+                  or qwenimage_family(model))
         why = ("1-4 steps without guidance" if family is None else
                "Forge's preset: FLUX's guidance is --distilled-cfg-scale" if "flux" in family
                else "diffusers' Z-Image settings; CFG 1 runs without a negative pass"
                if family == "z-image" else
+               "diffusers' Qwen-Image settings; CFG is its true_cfg_scale"
+               if family == "qwen-image" else
                f"diffusers' {'SD3' if family == 'sd3' else 'Chroma'} settings")
         print(f"{family or 'turbo'} model ({model.name}): {', '.join(taken[True])} ({why}; "
               "give them to choose otherwise)", file=sys.stderr)

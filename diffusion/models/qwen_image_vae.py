@@ -69,8 +69,9 @@ class RMSNorm(nn.Module):
     def forward(self, x: Tensor, *, silu: bool = False) -> Tensor:
         mean_square = mean(_square(x), axis=1, keepdims=True)
         kernel = _channel_norm_silu if silu else _channel_norm
-        out = kernel(x, mean_square, self.gamma.reshape(1, -1, 1, 1), self.floor)
-        return typing.cast(Tensor, out).astype(x.dtype) if out.dtype != x.dtype else out
+        out = typing.cast(Tensor, kernel(x, mean_square, self.gamma.reshape(1, -1, 1, 1),
+                                         self.floor))
+        return out.astype(x.dtype) if out.dtype != x.dtype else out
 
 
 def _conv(in_dim: int, out_dim: int, kernel: int, place: Place) -> nn.Conv2d:

@@ -15,9 +15,11 @@ from dataclasses import dataclass
 
 from ..loaders.flow.chroma import chroma_family
 from ..loaders.flow.file import flow_model_family
+from ..loaders.qwen_image import qwenimage_family
 from ..loaders.z_image import zimage_family
 from .contract import LoadOptions, Pipeline, SamplingDefaults
 from .flow.flow_model import flow_defaults, load_flow_model
+from .flow.qwen_image_model import load_qwenimage_model, qwenimage_defaults
 from .flow.z_image_model import load_zimage_model, zimage_defaults
 from .sd.unet_load import any_checkpoint, load_unet_model, unet_defaults
 
@@ -42,6 +44,7 @@ FAMILIES: tuple[FamilyLoader, ...] = (
     FamilyLoader("Chroma", chroma_family, load_flow_model, flow_defaults),
     FamilyLoader("FLUX.1, SD 3/3.5", flow_model_family, load_flow_model, flow_defaults),
     FamilyLoader("Z-Image (Turbo, Base)", zimage_family, load_zimage_model, zimage_defaults),
+    FamilyLoader("Qwen-Image", qwenimage_family, load_qwenimage_model, qwenimage_defaults),
     FamilyLoader("SD 1.x/2.x, SDXL (base, refiner, Turbo)", any_checkpoint, load_unet_model,
                  unet_defaults),
 )
