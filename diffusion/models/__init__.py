@@ -19,6 +19,8 @@ loading weights is a walk over names (`load_state_dict`); configs are the `confi
 | `sd3` | `SD3Transformer2DModel`, the MMDiT of SD3 and SD3.5 |
 | `chroma` | `ChromaTransformer2DModel`: FLUX.1-schnell's blocks modulated by one approximator |
 | `z_image` | `ZImageTransformer2DModel` (Z-Image Turbo and Base) |
+| `qwen_image` | `QwenImageTransformer2DModel` (Qwen-Image) |
+| `qwen_image_vae` | `AutoencoderKLQwenImage` on one frame: Qwen-Image's 16-channel causal VAE |
 | `dit_layers` | what FLUX and SD3 share: joint attention, the double-stream block, adaLN |
 | `transformer_ops` | RMS norm, adaLN modulation, gated residuals, rotary embeddings |
 | `step_cache` | step caching of the transformers' blocks: First Block Cache, MagCache, TeaCache |
