@@ -1,10 +1,12 @@
 """Qwen-Image through the command line like any model: the family detected from a diffusers
 folder, QwenImagePipeline's defaults (50 steps, true CFG 4), diffusers' picture with
 `--sampler diffusers --rng torch` (with and without true CFG), the prompt visibly mattering,
-a WebUI sampler, and what it refuses in one line."""
+a WebUI sampler, and what it refuses in one line (init images, --text-encoder, a folder missing
+a part)."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +103,34 @@ def test_qwenimage_webui_sampler_and_refusals(first_device: gpucore.Device,
     with pytest.raises(ValueError, match="img2img and inpainting are not supported"):
         model.generate(GenerationRequest(prompt="a", width=40, height=24, steps=4,
                                          init_image=np.zeros((24, 40, 3), np.uint8)))
+
+
+def _error(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
+    """The one `error:` line of a refused run."""
+    code = cli.main(list(argv))
+    _, err = capsys.readouterr()
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code != 0 and "Traceback" not in err and len(errors) == 1, err
+    return errors[0]
+
+
+def test_refusals_get_one_line(tiny_qwenimage: tuple[Path, Any], tmp_path: Path,
+                               capsys: pytest.CaptureFixture[str]) -> None:
+    """--text-encoder, --base and a folder missing a part: one line each, saying which."""
+    folder, _ = tiny_qwenimage
+    common = ("txt2img", "--prompt", "x", *SIZE, "--steps", "1", "--out",
+              str(tmp_path / "x.png"))
+    te = str(folder / "text_encoder" / "model.safetensors")
+    assert "--text-encoder are not supported for Qwen-Image" in _error(
+        capsys, *common, "--model", str(folder), "--text-encoder", te)
+    assert "--base and --text-encoder are not supported" in _error(
+        capsys, *common, "--model", str(folder), "--base", str(folder))
+    for missing in ("tokenizer/tokenizer.json", "vae"):
+        broken = tmp_path / missing.split("/")[0]
+        shutil.copytree(folder, broken)
+        path = broken / missing
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+        assert missing.split("/")[0] in _error(capsys, *common, "--model", str(broken))
 
 
 @pytest.mark.nodevice
