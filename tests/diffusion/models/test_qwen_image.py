@@ -81,3 +81,24 @@ def test_bad_configs_get_one_line() -> None:
         QwenImageTransformer2DModel({**QWENIMAGE_TINY, "zero_cond_t": True})
     with pytest.raises(ValueError, match="axes_dims_rope"):
         QwenImageTransformer2DModel({**QWENIMAGE_TINY, "axes_dims_rope": (4, 4, 4)})
+
+
+def test_transformer_f16(f16_device: gpucore.Device) -> None:
+    """float16 weights, the text states float32 as the LLM encoder returns them: diffusers'
+    float32 output to float16 error."""
+    reference = tiny_qwenimage_transformer()
+    ours = QwenImageTransformer2DModel(dict(reference.config), dtype=np.float16,
+                                       device=f16_device)
+    ours.load_state_dict(state_dict(reference))
+    rng = np.random.default_rng(2)
+    rows, columns = 4, 3
+    packed = rng.standard_normal((1, rows * columns, QWENIMAGE_TINY["in_channels"]))
+    packed = packed.astype(np.float32)
+    text = rng.standard_normal((1, 9, QWENIMAGE_TINY["joint_attention_dim"])).astype(
+        np.float32)
+    t = np.array([0.5], np.float32)
+    got = ours(asarray(packed, dtype=np.float16, device=f16_device),
+               asarray(text, device=f16_device), t, rows, columns).numpy()
+    assert got.dtype == np.float16
+    assert_close(got.astype(np.float32),
+                 _reference(reference, packed, text, t, rows, columns), tol=2e-2)

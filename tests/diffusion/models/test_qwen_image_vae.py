@@ -64,3 +64,15 @@ def test_bad_configs_get_one_line() -> None:
         AutoencoderKLQwenImage({**QWENIMAGE_VAE_TINY, "attn_scales": [0.5]})
     with pytest.raises(ValueError, match="latents_mean"):
         AutoencoderKLQwenImage({**QWENIMAGE_VAE_TINY, "latents_mean": [0.0]})
+
+
+def test_decode_f16(f16_device: gpucore.Device) -> None:
+    reference = tiny_qwenimage_vae()
+    ours = AutoencoderKLQwenImage(dict(reference.config), dtype=np.float16, device=f16_device)
+    ours.load_state_dict(state_dict(reference))
+    latents = np.random.default_rng(6).standard_normal((1, 4, 3, 5)).astype(np.float32)
+    with torch.no_grad():
+        expected = reference.decode(torch.from_numpy(latents)[:, :, None]).sample[:, :, 0]
+    got = ours.decode(asarray(latents, dtype=np.float16, device=f16_device)).numpy()
+    assert got.dtype == np.float16
+    assert_close(got.astype(np.float32), expected.numpy(), tol=2e-2)
