@@ -1,4 +1,4 @@
-"""The flow family: FLUX.1, SD 3/3.5 and Z-Image, flow-matching transformers.
+"""The flow family: FLUX.1, SD 3/3.5, Z-Image and Qwen-Image, flow-matching transformers.
 
 | module | what |
 |---|---|
@@ -7,6 +7,8 @@
 | `sd3` | SD 3/3.5: diffusers' `StableDiffusion3Pipeline` |
 | `z_image` | Z-Image (Turbo, Base): diffusers' `ZImagePipeline` |
 | `z_image_model` | `ZImageModel`: `FlowModel` with Z-Image's CFG; its loader and defaults |
+| `qwen_image` | Qwen-Image: diffusers' `QwenImagePipeline` |
+| `qwen_image_model` | `QwenImageModel`: `FlowModel` with Qwen-Image's true CFG; its loader and defaults |
 | `start` | what both share: `FlowStart`, `decode`, `encode_image`, `run_euler`, `load_parts` |
 | `flow_sampling` | the WebUI's samplers on flow models (the one pass, `sampling.kdiffusion_pass`) |
 | `flow_hires` | Forge's hires fix for flow models |
