@@ -41,8 +41,8 @@ class QwenImageModel(FlowModel):
     @property
     def capabilities(self) -> Capabilities:
         """The WebUI samplers defined for flow models over the Simple schedule, true CFG with
-        a negative prompt, plain-text prompts; no LoRAs, init images, hires fix, refiner,
-        control units, variation seeds, step caches or memory modes yet."""
+        a negative prompt, plain-text prompts with LoRA tags; no init images, hires fix,
+        refiner, control units, variation seeds, step caches or memory modes yet."""
         return Capabilities(family=self.family, latent_space="qwen-image", guidance="cfg",
                             samplers=tuple(FLOW_SAMPLERS), schedules=FLOW_SCHEDULES,
                             models="Qwen-Image models", prompt_syntax=False,
@@ -74,7 +74,7 @@ class QwenImageModel(FlowModel):
         return [np.round(p * 255).astype(np.uint8) for p in self.pipe.decode(latents)]
 
     def lora_targets(self) -> Any:
-        """What the prompt's LoRAs would patch: the transformer."""
+        """What the prompt's LoRAs patch: the transformer (diffusers/PEFT's names)."""
         return SimpleNamespace(unet=self.pipe.transformer, transformer=self.pipe.transformer)
 
     def _guidance(self, request: GenerationRequest) -> dict[str, Any]:
