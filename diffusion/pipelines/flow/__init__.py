@@ -8,7 +8,7 @@
 | `z_image` | Z-Image (Turbo, Base): diffusers' `ZImagePipeline` |
 | `z_image_model` | `ZImageModel`: `FlowModel` with Z-Image's CFG; its loader and defaults |
 | `qwen_image` | Qwen-Image: diffusers' `QwenImagePipeline` |
-| `qwen_image_model` | `QwenImageModel`: `FlowModel` with Qwen-Image's true CFG; its loader and defaults |
+| `qwen_image_model` | `QwenImageModel`: `FlowModel` with true CFG; its loader and defaults |
 | `start` | what both share: `FlowStart`, `decode`, `encode_image`, `run_euler`, `load_parts` |
 | `flow_sampling` | the WebUI's samplers on flow models (the one pass, `sampling.kdiffusion_pass`) |
 | `flow_hires` | Forge's hires fix for flow models |
