@@ -1,7 +1,8 @@
 """Diffusers folders of Qwen-Image (`QwenImagePipeline`): transformer/
 (QwenImageTransformer2DModel), text_encoder/ (transformers'
 Qwen2_5_VLForConditionalGeneration, whose language model alone is read: its vision tower and
-`lm_head` are left out), tokenizer/ (Qwen's tokenizer.json), vae/ (AutoencoderKLQwenImage)
+`lm_head` are left out), tokenizer/ (Qwen's tokenizer.json, or a slow Qwen2Tokenizer's
+vocab.json and merges.txt), vae/ (AutoencoderKLQwenImage)
 and scheduler/ (FlowMatchEulerDiscreteScheduler with a dynamic shift).
 
 Each component goes through the safetensors walk (`.fp16` variants, sharded
@@ -111,9 +112,11 @@ def load_qwenimage_folder(path: str | os.PathLike[str], *, dtype: Any = None,
             config, refs = language_model_config(config), _language_model_refs(refs)
         parts[name] = ComponentWeights(name, config, refs, dtype=resolved)
     tokenizer = root / "tokenizer"
-    if not (tokenizer / "tokenizer.json").is_file():
-        raise WeightsError(f"{tokenizer / 'tokenizer.json'}: required file is missing (the "
-                           "Qwen tokenizer the text encoder reads prompts with)")
+    slow = (tokenizer / "vocab.json").is_file() and (tokenizer / "merges.txt").is_file()
+    if not (tokenizer / "tokenizer.json").is_file() and not slow:
+        raise WeightsError(f"{tokenizer / 'tokenizer.json'}: required file is missing, and so "
+                           "are vocab.json and merges.txt (the Qwen tokenizer the text encoder "
+                           "reads prompts with)")
     return QwenImageWeights(scheduler_config=read_json(root / "scheduler" /
                                                        "scheduler_config.json"),
                             tokenizer_dir=tokenizer, **parts)

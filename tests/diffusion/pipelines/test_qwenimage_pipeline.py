@@ -6,6 +6,7 @@ a part)."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -116,7 +117,8 @@ def _error(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
 
 def test_refusals_get_one_line(tiny_qwenimage: tuple[Path, Any], tmp_path: Path,
                                capsys: pytest.CaptureFixture[str]) -> None:
-    """--text-encoder, --base and a folder missing a part: one line each, saying which."""
+    """--text-encoder, --base and a folder missing a part (its tokenizer files, its VAE): one
+    line each, saying which."""
     folder, _ = tiny_qwenimage
     common = ("txt2img", "--prompt", "x", *SIZE, "--steps", "1", "--out",
               str(tmp_path / "x.png"))
@@ -125,12 +127,39 @@ def test_refusals_get_one_line(tiny_qwenimage: tuple[Path, Any], tmp_path: Path,
         capsys, *common, "--model", str(folder), "--text-encoder", te)
     assert "--base and --text-encoder are not supported" in _error(
         capsys, *common, "--model", str(folder), "--base", str(folder))
-    for missing in ("tokenizer/tokenizer.json", "vae"):
+    for missing in ("tokenizer", "vae"):
         broken = tmp_path / missing.split("/")[0]
         shutil.copytree(folder, broken)
         path = broken / missing
         shutil.rmtree(path) if path.is_dir() else path.unlink()
         assert missing.split("/")[0] in _error(capsys, *common, "--model", str(broken))
+
+
+def test_slow_tokenizer_folder(first_device: gpucore.Device,
+                               tiny_qwenimage: tuple[Path, Any], tmp_path: Path) -> None:
+    """A tokenizer/ of vocab.json and merges.txt (Qwen-Image's own folder has no
+    tokenizer.json) gives the same prompt states as tokenizer.json."""
+    import transformers
+
+    from diffusion.pipelines.flow.qwen_image import QwenImagePipeline
+
+    folder, _ = tiny_qwenimage
+    slow = tmp_path / "qwen-image-slow"
+    shutil.copytree(folder, slow)
+    fast = transformers.PreTrainedTokenizerFast.from_pretrained(str(folder / "tokenizer"))
+    model = fast.backend_tokenizer.model
+    shutil.rmtree(slow / "tokenizer")
+    model.save(str(tmp_path))  # vocab.json, merges.txt
+    (slow / "tokenizer").mkdir()
+    for name in ("vocab.json", "merges.txt"):
+        shutil.move(str(tmp_path / name), str(slow / "tokenizer" / name))
+    added = {str(i): {"content": t.content, "special": True}
+             for i, t in fast.added_tokens_decoder.items()}
+    (slow / "tokenizer" / "tokenizer_config.json").write_text(json.dumps(
+        {"added_tokens_decoder": added, "pad_token": "<|endoftext|>"}))
+    states = [QwenImagePipeline.from_pretrained(path, device=first_device).encode_prompt(
+        [RED, "a cat"])[0].numpy() for path in (folder, slow)]
+    np.testing.assert_array_equal(states[0], states[1])
 
 
 @pytest.mark.nodevice
