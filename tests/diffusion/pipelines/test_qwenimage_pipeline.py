@@ -137,7 +137,7 @@ def test_refusals_get_one_line(tiny_qwenimage: tuple[Path, Any], tmp_path: Path,
 
 def test_slow_tokenizer_folder(first_device: gpucore.Device,
                                tiny_qwenimage: tuple[Path, Any], tmp_path: Path) -> None:
-    """A tokenizer/ of vocab.json and merges.txt (Qwen-Image's own folder has no
+    """A tokenizer/ of vocab.json and merges.txt (a slow Qwen2Tokenizer's, without
     tokenizer.json) gives the same prompt states as tokenizer.json."""
     import transformers
 
