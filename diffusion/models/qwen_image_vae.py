@@ -302,8 +302,11 @@ class AutoencoderKLQwenImage(nn.Module):
         out = self.decoder(self.post_quant_conv(latents))
         return typing.cast(Tensor, _clamp_unit(out))
 
-    def encode(self, pixels: Tensor) -> Tensor:
-        """(B, 3, H, W) in [-1, 1], H and W multiples of 8 -> the posterior's mode (B, z_dim,
-        H / 8, W / 8) (not normalized)."""
+    def encode(self, pixels: Tensor) -> tuple[Tensor, Tensor]:
+        """(B, 3, H, W) in [-1, 1], H and W multiples of 8 -> the posterior's mean and log
+        variance, each (B, z_dim, H / 8, W / 8) (not normalized). diffusers:
+        `encode(x[:, :, None]).latent_dist` (`.mean`, `.logvar`, the latter unclamped)."""
         moments = self.quant_conv(self.encoder(pixels))
-        return take_slice(moments, 0, self.config["z_dim"], axis=1)
+        z_dim = self.config["z_dim"]
+        return (take_slice(moments, 0, z_dim, axis=1),
+                take_slice(moments, z_dim, 2 * z_dim, axis=1))

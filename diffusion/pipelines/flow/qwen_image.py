@@ -29,12 +29,13 @@ from ...loaders.qwen_image import load_qwenimage_folder
 from ...models.llm import LLMTextModel
 from ...models.qwen_image import QwenImageTransformer2DModel
 from ...models.qwen_image_vae import AutoencoderKLQwenImage
+from ...models.vae import AutoencoderKL
 from ...noise.rng import make_generator
 from ...sampling.model_sampling import calculate_shift
 from ...sampling.scheduler_loop import scheduler_loop
 from ...sampling.schedulers.flow_match_euler import FlowMatchEulerDiscreteScheduler
 from ...text.llm_tokenizer import LLMTokenizer
-from .start import StepCallback, check_call
+from .start import FlowStart, StepCallback, check_call
 
 __all__ = ["PROMPT_TEMPLATE", "QwenImagePipeline"]
 
@@ -170,6 +171,21 @@ class QwenImagePipeline:
         channels = self.transformer.config["in_channels"] // 4
         return flow, (batch, channels, h, w), mu
 
+    def encode_image(self, pixels: np.ndarray, generator: Any) -> np.ndarray:
+        """Latents (1, C, h, w) of `pixels` (1, 3, H, W) in [-1, 1]: a draw from the VAE's
+        posterior (one standard normal of the latents' shape from `generator`), normalized
+        by latents_mean / latents_std. diffusers: QwenImageImg2ImgPipeline's
+        `_encode_vae_image`."""
+        vae = self.vae
+        mean, logvar = vae.encode(asarray(pixels, dtype=vae.decoder.conv_in.weight.dtype,
+                                          device=vae.device))
+        mean_, logvar_ = (t.numpy().astype(np.float64) for t in (mean, logvar))
+        latent = AutoencoderKL.sample(mean_, logvar_, generator.standard_normal(mean_.shape))
+        shape = (1, -1, 1, 1)
+        center = np.asarray(vae.config["latents_mean"], np.float64).reshape(shape)
+        spread = np.asarray(vae.config["latents_std"], np.float64).reshape(shape)
+        return ((latent - center) * (1.0 / spread)).astype(np.float32)
+
     def decode(self, latents: np.ndarray) -> np.ndarray:
         """Images (B, H, W, 3) in [0, 1] from the transformer's latents (B, C, h, w)."""
         vae = self.vae
@@ -182,14 +198,17 @@ class QwenImagePipeline:
                  num_inference_steps: int = 50, true_cfg_scale: float = 4.0,
                  negative_prompt: str | Sequence[str] = "", seed: int = 0, rng: str = "torch",
                  max_sequence_length: int = 512, latents: np.ndarray | None = None,
-                 callback: StepCallback | None = None, output_type: str = "np") -> np.ndarray:
+                 image: Any = None, strength: float = 0.6, callback: StepCallback | None = None,
+                 output_type: str = "np") -> np.ndarray:
         """Pictures for `prompt` (one or a list): float images in [0, 1], (B, height, width,
         3) ("np"), or the final latents (B, 16, H/8, W/8) ("latent"). `true_cfg_scale`:
         diffusers' (1 or less: no negative pass). `seed` and `rng` ("torch", as diffusers;
         "numpy") draw the starting noise unless `latents` is given. `callback(done, total,
         latents)` after every step (False stops). diffusers: `QwenImagePipeline(prompt,
         negative_prompt=, true_cfg_scale=, height=, width=, num_inference_steps=,
-        generator=torch.Generator().manual_seed(seed), output_type="np").images`."""
+        generator=torch.Generator().manual_seed(seed), output_type="np").images`; with
+        `image` (PIL or HxWx3 uint8) the run starts from that picture at `strength`, as
+        QwenImageImg2ImgPipeline's call with `image=` and `strength=`."""
         prompts = check_call(prompt, rng=rng, output_type=output_type, steps=num_inference_steps)
         scale = self.vae_scale_factor * 2
         if height % scale or width % scale:
@@ -205,14 +224,13 @@ class QwenImagePipeline:
         sigmas = np.linspace(1.0, 1 / num_inference_steps, num_inference_steps)
         scheduler.set_timesteps(sigmas=sigmas, mu=mu)
         scheduler.set_begin_index(0)
-        # 3. the noise (diffusers draws (B, 1, C, h, w): the same numbers), Euler steps along
-        # the flow, the pictures out of the latent space
-        if latents is None:
-            latents = make_generator(rng, seed).standard_normal(shape)
-        start = np.asarray(latents, np.float32)
-        if start.shape != shape:
-            raise ValueError(f"latents must have shape {shape}, got {start.shape}")
-        x = scheduler_loop(start, list(scheduler.timesteps), scheduler,
+        # 3. the start: noise (diffusers draws (B, 1, C, h, w): the same numbers), or the
+        # init image noised to the first kept sigma; Euler steps along the flow, the
+        # pictures out of the latent space
+        start = FlowStart(self.vae, scheduler, shape, generator=make_generator(rng, seed),
+                          latents=latents, image=image, strength=strength,
+                          encode=self.encode_image, scale_factor=self.vae_scale_factor)
+        x = scheduler_loop(start.latents, start.timesteps, scheduler,
                            lambda x, t, i: (flow(x, t), None), dtype=np.float32,
                            callback=callback)
         return x if output_type == "latent" else self.decode(x)

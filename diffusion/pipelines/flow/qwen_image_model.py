@@ -5,9 +5,9 @@ it.
 The request's CFG scale is diffusers' `true_cfg_scale`: 1 is no guidance, above 1 a
 negative-prompt pass (the request's negative prompt, "" when none is given) combined as
 `neg + cfg * (pos - neg)` and rescaled to the positive prediction's norm, as
-QwenImagePipeline does. The "diffusers" sampler runs QwenImagePipeline's own loop; the WebUI's
-samplers for flow models run over the shifted Simple schedule. Pictures come from noise only
-(txt2img): no init image, no hires fix yet.
+QwenImagePipeline does. The "diffusers" sampler runs QwenImagePipeline's own loop (and
+QwenImageImg2ImgPipeline's, from an init image); the WebUI's samplers for flow models run over
+the shifted Simple schedule, from noise only. No inpainting, no hires fix yet.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from ...models.step_cache import StepCache
+from ...sampling.kdiffusion import DIFFUSERS
 from ..contract import Capabilities, LoadOptions, SamplingDefaults
 from ..observer import Observer
 from ..request import GenerationRequest
@@ -41,8 +42,9 @@ class QwenImageModel(FlowModel):
     @property
     def capabilities(self) -> Capabilities:
         """The WebUI samplers defined for flow models over the Simple schedule, true CFG with
-        a negative prompt, plain-text prompts with LoRA tags; no init images, hires fix,
-        refiner, control units, variation seeds, step caches or memory modes yet."""
+        a negative prompt, plain-text prompts with LoRA tags, img2img with the "diffusers"
+        sampler; no inpainting, hires fix, refiner, control units, variation seeds, step
+        caches or memory modes yet."""
         return Capabilities(family=self.family, latent_space="qwen-image", guidance="cfg",
                             samplers=tuple(FLOW_SAMPLERS), schedules=FLOW_SCHEDULES,
                             models="Qwen-Image models", prompt_syntax=False,
@@ -56,11 +58,14 @@ class QwenImageModel(FlowModel):
         return int(self.pipe.vae.config["z_dim"])
 
     def check(self, request: GenerationRequest, width: int, height: int) -> None:
-        """FlowModel's checks, and txt2img only."""
+        """FlowModel's checks; img2img with the "diffusers" sampler only, no inpainting."""
         super().check(request, width, height)
-        if request.init_image is not None:
-            raise ValueError("img2img and inpainting are not supported for Qwen-Image models "
-                             "yet; leave the init image out (txt2img)")
+        if request.mask is not None:
+            raise ValueError("inpainting is not supported for Qwen-Image models yet; leave "
+                             "the mask out")
+        if request.init_image is not None and request.sampler_label[0] != DIFFUSERS:
+            raise ValueError("img2img for Qwen-Image models runs with the 'diffusers' "
+                             "sampler only yet (QwenImageImg2ImgPipeline's loop); pick it")
         if request.hires is not None:
             raise ValueError("the hires fix is not supported for Qwen-Image models yet; leave "
                              "it out")
@@ -88,10 +93,12 @@ class QwenImageModel(FlowModel):
                    width: int, height: int, observer: Observer,
                    cache: StepCache | None = None) -> np.ndarray:
         # `cache` is always None: Qwen-Image takes no step cache (its capabilities refuse one)
+        images = {} if request.init_image is None else {
+            "image": request.init_image, "strength": float(request.strength)}
         return self.pipe(prompts, height=height, width=width,  # type: ignore[no-any-return]
                          num_inference_steps=int(request.steps), seed=seed, rng=request.rng,
                          callback=observer.step, output_type="latent",
-                         **self._guidance(request))
+                         **self._guidance(request), **images)
 
     def guided_flow(self, request: GenerationRequest, prompts: list[str], width: int,
                     height: int, cache: StepCache | None = None

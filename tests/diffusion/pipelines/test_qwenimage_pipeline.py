@@ -101,9 +101,42 @@ def test_qwenimage_webui_sampler_and_refusals(first_device: gpucore.Device,
     assert "Steps: 2, Sampler: Euler, Schedule type: Simple, CFG scale: 2, Seed: 7" in text
     assert _pixels(out).std() > 0.01
     model = load_pipeline(folder, device=first_device)
-    with pytest.raises(ValueError, match="img2img and inpainting are not supported"):
+    init = np.zeros((24, 40, 3), np.uint8)
+    with pytest.raises(ValueError, match="runs with the 'diffusers' sampler only"):
         model.generate(GenerationRequest(prompt="a", width=40, height=24, steps=4,
-                                         init_image=np.zeros((24, 40, 3), np.uint8)))
+                                         init_image=init))
+    with pytest.raises(ValueError, match="inpainting is not supported"):
+        model.generate(GenerationRequest(prompt="a", width=40, height=24, steps=4,
+                                         sampler="diffusers", init_image=init,
+                                         mask=np.full((24, 40), 255, np.uint8)))
+
+
+def test_qwenimage_img2img(first_device: gpucore.Device, tiny_qwenimage: tuple[Path, Any],
+                           tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """From an init image: diffusers' QwenImageImg2ImgPipeline's picture through the CLI;
+    the init image visibly matters."""
+    import diffusers
+
+    folder, reference = tiny_qwenimage
+    rng = np.random.default_rng(3)
+    init = rng.integers(0, 256, (24, 40, 3), np.uint8)
+    Image.fromarray(init).save(tmp_path / "init.png")
+    common = ("img2img", "--model", str(folder), "--prompt", RED, "--negative-prompt",
+              "a photo of a cat", *SIZE, "--steps", "4", "--sampler", "diffusers", "--rng",
+              "torch", "--seed", "7", "--dtype", "float32", "--strength", "0.5")
+    out, _ = _run(capsys, *common, "--init-image", str(tmp_path / "init.png"),
+                  "--out", str(tmp_path / "i.png"))
+    ours = _pixels(out)
+    img2img = diffusers.QwenImageImg2ImgPipeline(**reference.components)
+    expected = img2img(RED, negative_prompt="a photo of a cat", true_cfg_scale=4.0,
+                       image=Image.fromarray(init), strength=0.5, height=24, width=40,
+                       num_inference_steps=4, generator=torch.Generator().manual_seed(7),
+                       output_type="np").images[0]
+    assert np.abs(ours - expected).mean() < 0.01
+    Image.fromarray(255 - init).save(tmp_path / "other.png")
+    out, _ = _run(capsys, *common, "--init-image", str(tmp_path / "other.png"),
+                  "--out", str(tmp_path / "o.png"))
+    assert np.abs(_pixels(out) - ours).mean() > 0.02
 
 
 def _error(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
