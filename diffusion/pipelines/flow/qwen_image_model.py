@@ -7,7 +7,7 @@ negative-prompt pass (the request's negative prompt, "" when none is given) comb
 `neg + cfg * (pos - neg)` and rescaled to the positive prediction's norm, as
 QwenImagePipeline does. The "diffusers" sampler runs QwenImagePipeline's own loop (and
 QwenImageImg2ImgPipeline's, from an init image); the WebUI's samplers for flow models run over
-the shifted Simple schedule, from noise only. No inpainting, no hires fix yet.
+the shifted Simple schedule, from noise or an init image. No inpainting, no hires fix yet.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from typing import Any
 import numpy as np
 
 from ...models.step_cache import StepCache
-from ...sampling.kdiffusion import DIFFUSERS
 from ..contract import Capabilities, LoadOptions, SamplingDefaults
 from ..observer import Observer
 from ..request import GenerationRequest
@@ -42,9 +41,8 @@ class QwenImageModel(FlowModel):
     @property
     def capabilities(self) -> Capabilities:
         """The WebUI samplers defined for flow models over the Simple schedule, true CFG with
-        a negative prompt, plain-text prompts with LoRA tags, img2img with the "diffusers"
-        sampler; no inpainting, hires fix, refiner, control units, variation seeds, step
-        caches or memory modes yet."""
+        a negative prompt, plain-text prompts with LoRA tags, img2img; no inpainting, hires
+        fix, refiner, control units, variation seeds, step caches or memory modes yet."""
         return Capabilities(family=self.family, latent_space="qwen-image", guidance="cfg",
                             samplers=tuple(FLOW_SAMPLERS), schedules=FLOW_SCHEDULES,
                             models="Qwen-Image models", prompt_syntax=False,
@@ -58,17 +56,20 @@ class QwenImageModel(FlowModel):
         return int(self.pipe.vae.config["z_dim"])
 
     def check(self, request: GenerationRequest, width: int, height: int) -> None:
-        """FlowModel's checks; img2img with the "diffusers" sampler only, no inpainting."""
+        """FlowModel's checks; no inpainting."""
         super().check(request, width, height)
         if request.mask is not None:
             raise ValueError("inpainting is not supported for Qwen-Image models yet; leave "
                              "the mask out")
-        if request.init_image is not None and request.sampler_label[0] != DIFFUSERS:
-            raise ValueError("img2img for Qwen-Image models runs with the 'diffusers' "
-                             "sampler only yet (QwenImageImg2ImgPipeline's loop); pick it")
+
         if request.hires is not None:
             raise ValueError("the hires fix is not supported for Qwen-Image models yet; leave "
                              "it out")
+
+    def encode_init(self, pixels: np.ndarray, generator: Any) -> np.ndarray:
+        """The init image's latents through the Qwen-Image VAE (`QwenImagePipeline.
+        encode_image`)."""
+        return self.pipe.encode_image(pixels, generator)  # type: ignore[no-any-return]
 
     def use_vae(self, path: str | os.PathLike[str]) -> None:
         raise ValueError("--vae is not supported for Qwen-Image models yet; the folder's vae/ "
