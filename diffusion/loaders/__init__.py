@@ -41,6 +41,7 @@ Layout, in import order (a package imports only those above it):
     flow/               FLUX.1 and SD3: folders, single files, GGUFs, module files
     sd/                 SD 1.x / 2.x / SDXL: folders, single files, VAE files, GGUFs (a
                         UNet-only GGUF's module files are read through flow/)
+    qwen_image/         Qwen-Image: diffusers folders (its Qwen2.5-VL's language model)
 """
 
 from .errors import WeightsError

@@ -21,6 +21,8 @@ loading weights is a walk over names (`load_state_dict`); configs are the `confi
 | `z_image` | `ZImageTransformer2DModel` (Z-Image Turbo and Base) |
 | `flux2` | `Flux2Transformer2DModel` (FLUX.2 klein and dev) |
 | `vae_flux2` | `AutoencoderKLFlux2`: FLUX.2's 32-channel VAE, its batch-norm'd patchified latents |
+| `qwen_image` | `QwenImageTransformer2DModel` (Qwen-Image) |
+| `qwen_image_vae` | `AutoencoderKLQwenImage` on one frame: Qwen-Image's 16-channel causal VAE |
 | `dit_layers` | what FLUX and SD3 share: joint attention, the double-stream block, adaLN |
 | `transformer_ops` | RMS norm, adaLN modulation, gated residuals, rotary embeddings |
 | `step_cache` | step caching of the transformers' blocks: First Block Cache, MagCache, TeaCache |

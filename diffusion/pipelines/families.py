@@ -16,10 +16,12 @@ from dataclasses import dataclass
 from ..loaders.flow.chroma import chroma_family
 from ..loaders.flow.file import flow_model_family
 from ..loaders.flux2 import flux2_family
+from ..loaders.qwen_image import qwenimage_family
 from ..loaders.z_image import zimage_family
 from .contract import LoadOptions, Pipeline, SamplingDefaults
 from .flow.flow_model import flow_defaults, load_flow_model
 from .flow.flux2_model import flux2_defaults, load_flux2_model
+from .flow.qwen_image_model import load_qwenimage_model, qwenimage_defaults
 from .flow.z_image_model import load_zimage_model, zimage_defaults
 from .sd.unet_load import any_checkpoint, load_unet_model, unet_defaults
 
@@ -53,6 +55,8 @@ FAMILIES: tuple[FamilyLoader, ...] = (
                  latent_channels=16),
     FamilyLoader("FLUX.2 klein", flux2_family, load_flux2_model, flux2_defaults,
                  latent_channels=32),
+    FamilyLoader("Qwen-Image", qwenimage_family, load_qwenimage_model, qwenimage_defaults,
+                 latent_channels=16),
     FamilyLoader("SD 1.x/2.x, SDXL (base, refiner, Turbo)", any_checkpoint, load_unet_model,
                  unet_defaults),
 )

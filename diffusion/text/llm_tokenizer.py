@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
+from .qwen2_bpe import has_vocab_files, qwen2_tokenizer
+
 __all__ = ["LLMTokenizer", "qwen3_chat_prompt"]
 
 
@@ -31,7 +33,9 @@ class LLMTokenizer:
     """Prompts -> (token ids, attention mask), each (B, L) int64.
 
     `path`: a folder holding `tokenizer.json` (and `tokenizer_config.json`, whose
-    `pad_token` and `padding_side` apply; Qwen's: <|endoftext|>, right), or the file itself.
+    `pad_token` and `padding_side` apply; Qwen's: <|endoftext|>, right), or the file itself;
+    a folder with `vocab.json` and `merges.txt` instead (a slow Qwen2Tokenizer's, as
+    Qwen-Image's) reads them as Qwen2's byte-level BPE (`qwen2_bpe`).
     transformers: `AutoTokenizer.from_pretrained(folder)(prompts, padding="max_length",
     max_length=, truncation=True)`.
     """
@@ -39,13 +43,14 @@ class LLMTokenizer:
     def __init__(self, path: str | Path) -> None:
         path = Path(path)
         file = path / "tokenizer.json" if path.is_dir() else path
-        if not file.is_file():
+        slow = path.is_dir() and not file.is_file() and has_vocab_files(path)
+        if not file.is_file() and not slow:
             raise ValueError(f"no tokenizer.json at {path}: give the model folder's tokenizer/ "
-                             "(it holds tokenizer.json)")
+                             "(it holds tokenizer.json, or vocab.json and merges.txt)")
         config_file = file.parent / "tokenizer_config.json"
         config = (json.loads(config_file.read_text(encoding="utf-8"))
                   if config_file.is_file() else {})
-        self.tokenizer = Tokenizer.from_file(str(file))
+        self.tokenizer = qwen2_tokenizer(path) if slow else Tokenizer.from_file(str(file))
         pad = config.get("pad_token") or "<|endoftext|>"
         pad = str(pad.get("content", "")) if isinstance(pad, dict) else str(pad)
         pad_id = self.tokenizer.token_to_id(pad)

@@ -269,6 +269,11 @@ class FlowModel:
 
         return guided, shape, mu
 
+    def encode_init(self, pixels: np.ndarray, generator: Any) -> np.ndarray:
+        """The init image's latents (1, C, h, w) in the transformer's space for the WebUI
+        samplers' img2img: a posterior draw from `generator` (`encode_image`)."""
+        return encode_image(self.pipe.vae, pixels, generator)
+
     def _webui(self, request: GenerationRequest, label: str, prompts: list[str],
                seeds: list[int], width: int, height: int, observer: Observer,
                cache: StepCache | None) -> np.ndarray:
@@ -278,7 +283,7 @@ class FlowModel:
             # the init image's latents drawn from the VAE's posterior with the first seed
             pixels = to_unit_image(request.init_image, width, height)
             generator = make_generator(request.rng, seeds[0])
-            init = np.repeat(encode_image(self.pipe.vae, pixels, generator), shape[0], 0)
+            init = np.repeat(self.encode_init(pixels, generator), shape[0], 0)
             if request.mask is not None:  # the WebUI's latent mask, its masked content
                 small = latent_mask(request.mask, (shape[2], shape[3]),
                                     rounded=request.mask_round)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -86,8 +87,16 @@ class FlowStart:
 
     def __init__(self, vae: Any, scheduler: Any, shape: tuple[int, ...], *, generator: Any,
                  latents: np.ndarray | None = None, image: Any = None, mask: Any = None,
-                 strength: float = 1.0) -> None:
+                 strength: float = 1.0,
+                 encode: Callable[[np.ndarray, Any], np.ndarray] | None = None,
+                 scale_factor: int | None = None) -> None:
+        """`encode(pixels, generator)` and `scale_factor`, for a VAE other than
+        AutoencoderKL (whose `encode_image` and block count are the defaults): the init
+        image's latents in the transformer's space (a posterior draw from `generator`), and
+        how many times smaller than the picture they are."""
         self.scheduler, self.keep = scheduler, None
+        encode = encode or partial(encode_image, vae)
+        step = scale_factor or _scale(vae)
         if image is None:
             self.timesteps = list(scheduler.timesteps)
             self.latents = self.noise = _noise(latents, shape, generator)
@@ -100,9 +109,9 @@ class FlowStart:
         self.timesteps = list(scheduler.timesteps[first:])
         scheduler.set_begin_index(first)
         # 2. the image's latents, the noise, the start between them
-        height, width = shape[2] * _scale(vae), shape[3] * _scale(vae)
+        height, width = shape[2] * step, shape[3] * step
         pixels = to_unit_image(image, width, height)
-        self.image_latents = np.repeat(encode_image(vae, pixels, generator), shape[0], 0)
+        self.image_latents = np.repeat(encode(pixels, generator), shape[0], 0)
         self.noise = _noise(latents, shape, generator)
         start = scheduler.scale_noise(self.image_latents, self.timesteps[0], self.noise)
         self.latents = start.astype(np.float32)
@@ -110,8 +119,7 @@ class FlowStart:
             return
         # 3. inpaint: the mask binarized, nearest at latent size; the masked image's draw
         full = to_mask(mask, width, height)
-        encode_image(vae, pixels * (full < 0.5), generator)
-        step = _scale(vae)
+        encode(pixels * (full < 0.5), generator)
         self.keep = 1.0 - full[:, :, ::step, ::step]
 
     def blend(self, latents: np.ndarray, i: int) -> np.ndarray:

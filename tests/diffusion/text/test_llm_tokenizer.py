@@ -60,3 +60,38 @@ def test_ids_equal_transformers(tmp_path: Path, side: str) -> None:
 def test_missing_tokenizer_gets_one_line(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"no tokenizer\.json"):
         LLMTokenizer(tmp_path)
+
+
+def _slow_folder(tmp_path: Path) -> Path:
+    """tiny_qwen_tokenizer's BPE as a slow Qwen2Tokenizer's files (vocab.json, merges.txt,
+    the added tokens in tokenizer_config.json), without tokenizer.json."""
+    data = json.loads((tiny_qwen_tokenizer(tmp_path / "fast") / "tokenizer.json").read_text())
+    folder = tmp_path / "slow"
+    folder.mkdir()
+    (folder / "vocab.json").write_text(json.dumps(data["model"]["vocab"]))
+    merges = [m if isinstance(m, str) else " ".join(m) for m in data["model"]["merges"]]
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
+    added = {str(t["id"]): {"content": t["content"], "special": True, "lstrip": False,
+                            "rstrip": False, "normalized": False, "single_word": False}
+             for t in data["added_tokens"]}
+    (folder / "tokenizer_config.json").write_text(json.dumps({
+        "added_tokens_decoder": added, "pad_token": "<|endoftext|>",
+        "tokenizer_class": "Qwen2Tokenizer"}))
+    return folder
+
+
+def test_vocab_files_equal_transformers(tmp_path: Path) -> None:
+    """A folder of vocab.json and merges.txt (Qwen-Image's tokenizer/) tokenizes as
+    transformers' Qwen2Tokenizer of the same files (special tokens, digits, newlines, runs of
+    spaces, accents)."""
+    import transformers
+
+    folder = _slow_folder(tmp_path)
+    reference = transformers.Qwen2Tokenizer.from_pretrained(str(folder))
+    prompts = ["<|im_start|>system\nDescribe the image:<|im_end|>\n<|im_start|>user\n"
+               "a red circle, 1234 cats\n\n  and   dogs<|im_end|>\n<|im_start|>assistant\n",
+               "Ünïcödé — naïve café's 42nd street", "tabs\tand\r\nreturns  "]
+    ids, mask = LLMTokenizer(folder)(prompts, 512, padding="longest")
+    expected = reference(prompts, padding="longest", return_tensors="np")
+    np.testing.assert_array_equal(ids, expected.input_ids)
+    np.testing.assert_array_equal(mask, expected.attention_mask)

@@ -1,0 +1,122 @@
+"""Diffusers folders of Qwen-Image (`QwenImagePipeline`): transformer/
+(QwenImageTransformer2DModel), text_encoder/ (transformers'
+Qwen2_5_VLForConditionalGeneration, whose language model alone is read: its vision tower and
+`lm_head` are left out), tokenizer/ (Qwen's tokenizer.json, or a slow Qwen2Tokenizer's
+vocab.json and merges.txt), vae/ (AutoencoderKLQwenImage)
+and scheduler/ (FlowMatchEulerDiscreteScheduler with a dynamic shift).
+
+Each component goes through the safetensors walk (`.fp16` variants, sharded
+`.safetensors.index.json`) into lazy `ComponentWeights`; the models' own `load_state_dict`
+checks the keys.
+
+    weights = load_qwenimage_folder("Qwen-Image")
+    transformer = QwenImageTransformer2DModel(weights.transformer.config)
+    transformer.load_state_dict(weights.transformer)
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import WeightsError
+from ..formats.diffusers_folder import read_json, weight_refs
+from ..weights import ComponentWeights, resolve_dtype
+
+__all__ = ["QwenImageWeights", "language_model_config", "load_qwenimage_folder",
+           "qwenimage_family"]
+
+_CLASS = "QwenImagePipeline"
+_COMPONENTS = ("transformer", "vae", "text_encoder", "tokenizer", "scheduler")
+_STEMS = {"transformer": "diffusion_pytorch_model", "vae": "diffusion_pytorch_model",
+          "text_encoder": "model"}
+# where the language model's tensors sit in a Qwen2_5_VLForConditionalGeneration file
+# (transformers 4's layout, then 5's)
+_LANGUAGE_PREFIXES = ("model.language_model.", "model.")
+
+
+@dataclass
+class QwenImageWeights:
+    """A Qwen-Image folder's lazy component weights, its scheduler config and tokenizer
+    folder."""
+
+    transformer: ComponentWeights
+    vae: ComponentWeights
+    text_encoder: ComponentWeights
+    scheduler_config: dict[str, Any]
+    tokenizer_dir: Path
+
+
+def qwenimage_family(path: str | os.PathLike[str]) -> str | None:
+    """"qwen-image" for a diffusers folder whose model_index.json names a
+    QwenImagePipeline, None for anything else (a broken JSON file is left for loading to
+    name)."""
+    root = Path(path)
+    if not root.is_dir():
+        return None
+    try:
+        index = read_json(root / "model_index.json")
+    except WeightsError:
+        return None
+    return "qwen-image" if index.get("_class_name") == _CLASS else None
+
+
+def language_model_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The language model's config of a Qwen2.5-VL config.json: its `text_config`
+    (transformers 5), or the top level read as the text model's (transformers 4)."""
+    text = config.get("text_config")
+    if isinstance(text, dict) and text.get("hidden_size"):
+        return {**text, "model_type": "qwen2_5_vl_text"}
+    return {**config, "model_type": "qwen2_5_vl_text"}
+
+
+def _language_model_refs(refs: dict[str, Any]) -> dict[str, Any]:
+    """The language model's tensors under their Qwen2 names (`layers.0.self_attn.q_proj.
+    weight`, ...): the vision tower (`visual.`, `model.visual.`) and `lm_head.` left out."""
+    out = {}
+    for key, ref in refs.items():
+        if "visual." in key or key.startswith("lm_head."):
+            continue
+        for prefix in _LANGUAGE_PREFIXES:
+            if key.startswith(prefix):
+                out[key.removeprefix(prefix)] = ref
+                break
+    return out
+
+
+def load_qwenimage_folder(path: str | os.PathLike[str], *, dtype: Any = None,
+                          variant: str | None = None) -> QwenImageWeights:
+    """Lazy weights of the Qwen-Image diffusers folder `path`. `dtype`: None (as stored;
+    bfloat16 read as float32), "float16" or "float32"; `variant`: e.g. "fp16". WeightsError
+    naming the file or folder when it is not a Qwen-Image pipeline or a component is
+    missing."""
+    root = Path(path)
+    index = read_json(root / "model_index.json")
+    if index.get("_class_name") != _CLASS:
+        raise WeightsError(f"{root / 'model_index.json'}: _class_name "
+                           f"{index.get('_class_name')!r} is not a {_CLASS}")
+    for name in _COMPONENTS:
+        entry = index.get(name)
+        if not (isinstance(entry, list) and entry and entry[0] is not None):
+            needs = ", ".join(_COMPONENTS)
+            raise WeightsError(f"{root / 'model_index.json'}: the {_CLASS} has no {name!r} "
+                               f"component; give the whole folder (it needs {needs})")
+    resolved = resolve_dtype(dtype)
+    parts: dict[str, ComponentWeights] = {}
+    for name in ("transformer", "vae", "text_encoder"):
+        config = read_json(root / name / "config.json")
+        refs, _where = weight_refs(root / name, _STEMS[name], variant)
+        if name == "text_encoder":
+            config, refs = language_model_config(config), _language_model_refs(refs)
+        parts[name] = ComponentWeights(name, config, refs, dtype=resolved)
+    tokenizer = root / "tokenizer"
+    slow = (tokenizer / "vocab.json").is_file() and (tokenizer / "merges.txt").is_file()
+    if not (tokenizer / "tokenizer.json").is_file() and not slow:
+        raise WeightsError(f"{tokenizer / 'tokenizer.json'}: required file is missing, and so "
+                           "are vocab.json and merges.txt (the Qwen tokenizer the text encoder "
+                           "reads prompts with)")
+    return QwenImageWeights(scheduler_config=read_json(root / "scheduler" /
+                                                       "scheduler_config.json"),
+                            tokenizer_dir=tokenizer, **parts)

@@ -1,0 +1,190 @@
+"""The Qwen-Image transformer (diffusers' QwenImageTransformer2DModel names): a stack of
+double-stream blocks over packed image patches and a Qwen2.5-VL prompt's hidden states. The
+text states pass an RMS norm (`txt_norm`) before their projection; the conditioning vector is
+the timestep's embedding alone (no pooled text); each block modulates both streams from it
+with its own adaLN-Zero (`img_mod`, `txt_mod`); rotary positions on three axes (frame, row,
+column), the image's rows and columns centred on zero and the text's positions after the
+image's largest (the same number on all three axes).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from gpucore import Device
+from gpustd import Tensor, asarray, nn
+
+from .dit_layers import (
+    AdaLayerNormContinuous,
+    FeedForward,
+    JointAttention,
+    Rope,
+    TimestepEmbedding,
+    layer_norm,
+)
+from .layers import Place
+from .transformer_ops import RMSNorm, cast, chunks, gated_add, modulate, rms_norm, rope_tables
+
+__all__ = ["QwenImageTransformer2DModel", "qwen_image_positions"]
+
+_DEFAULTS: dict[str, Any] = {
+    "patch_size": 2, "in_channels": 64, "out_channels": 16, "num_layers": 60,
+    "attention_head_dim": 128, "num_attention_heads": 24, "joint_attention_dim": 3584,
+    "guidance_embeds": False, "axes_dims_rope": (16, 56, 56), "zero_cond_t": False,
+    "use_additional_t_cond": False, "use_layer3d_rope": False,
+}
+_ROPE_THETA = 10000.0
+_ROPE_LENGTH = 4096  # diffusers' tables hold positions -4096..4095
+
+
+def qwen_image_positions(rows: int, columns: int, text_length: int) -> np.ndarray:
+    """Rotary positions (text_length + rows * columns, 3), text first: the image's patches at
+    (0, row - ceil(rows / 2), column - ceil(columns / 2)), row-major; the text's i-th token at
+    (m + i, m + i, m + i) with m = max(rows // 2, columns // 2). diffusers:
+    `QwenEmbedRope(theta, axes_dim, scale_rope=True)([(1, rows, columns)], text_length)`."""
+    start = max(rows // 2, columns // 2)
+    if max(rows, columns, start + text_length) > _ROPE_LENGTH:
+        raise ValueError(f"{rows} x {columns} patches and {text_length} text tokens pass "
+                         f"Qwen-Image's {_ROPE_LENGTH} rotary positions; use a smaller picture "
+                         "or a shorter prompt")
+    text = np.repeat(np.arange(start, start + text_length)[:, None], 3, axis=1)
+    grid = np.meshgrid(np.arange(rows) - (rows - rows // 2),
+                       np.arange(columns) - (columns - columns // 2), indexing="ij")
+    image = np.stack([np.zeros_like(grid[0]), *grid], axis=-1).reshape(-1, 3)
+    return np.concatenate([text, image]).astype(np.int64)
+
+
+class QwenTimestepProjEmbeddings(nn.Module):
+    """The 256 sinusoid features of timestep x 1000 (cos first), then `timestep_embedder`.
+    diffusers: `QwenTimestepProjEmbeddings` (without the layered variant's extra term)."""
+
+    def __init__(self, dim: int, place: Place) -> None:
+        self.dtype = place["dtype"]
+        self.timestep_embedder = TimestepEmbedding(256, dim, place)
+
+    def forward(self, timestep: np.ndarray, device: Device) -> Tensor:
+        # diffusers casts the timestep to the model's dtype before scaling it by 1000
+        t = np.asarray(timestep, self.dtype).reshape(-1).astype(np.float32) * np.float32(1000)
+        features = nn.timestep_embedding(t, 256, flip_sin_to_cos=True, downscale_freq_shift=0,
+                                         dtype=self.dtype, device=device)
+        return self.timestep_embedder(features)
+
+
+class QwenImageTransformerBlock(nn.Module):
+    """Image and text tokens, each stream with its own adaLN-Zero (`img_mod.1`, `txt_mod.1`:
+    shift, scale, gate for attention then for the feed-forward), its own projections and
+    gelu-tanh feed-forward, meeting in one attention (text first). diffusers:
+    `QwenImageTransformerBlock`."""
+
+    def __init__(self, dim: int, heads: int, head_dim: int, place: Place) -> None:
+        self.img_mod = nn.ModuleList([nn.Identity(), nn.Linear(dim, 6 * dim, **place)])
+        self.txt_mod = nn.ModuleList([nn.Identity(), nn.Linear(dim, 6 * dim, **place)])
+        self.attn = JointAttention(dim, heads, head_dim, place, qk_norm=True, context=True)
+        self.img_mlp = FeedForward(dim, place)
+        self.txt_mlp = FeedForward(dim, place)
+
+    def forward(self, x: Tensor, context: Tensor, temb: Tensor, rotary: Rope,
+                mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """x (B, Li, dim), context (B, Lt, dim), temb (B, dim) -> both streams."""
+        # 1. each stream's modulations from silu(temb)
+        silu = nn.silu(temb)
+        shift, scale, gate, shift_mlp, scale_mlp, gate_mlp = chunks(self.img_mod[1](silu), 6)
+        c_shift, c_scale, c_gate, c_shift_mlp, c_scale_mlp, c_gate_mlp = chunks(
+            self.txt_mod[1](silu), 6)
+        # 2. joint attention, gated residuals (float16 clipped to +-65504, as diffusers)
+        attn, context_attn = self.attn(modulate(layer_norm(x), shift, scale),
+                                       modulate(layer_norm(context), c_shift, c_scale),
+                                       rotary, mask)
+        assert context_attn is not None
+        x = gated_add(x, gate, attn)
+        context = gated_add(context, c_gate, context_attn)
+        # 3. the feed-forward of each stream
+        x = gated_add(x, gate_mlp, self.img_mlp(modulate(layer_norm(x), shift_mlp, scale_mlp)))
+        ff = self.txt_mlp(modulate(layer_norm(context), c_shift_mlp, c_scale_mlp))
+        return x, gated_add(context, c_gate_mlp, ff)
+
+
+class QwenImageTransformer2DModel(nn.Module):
+    """Packed latents (B, Li, in_channels) and text states (B, Lt, joint_attention_dim) ->
+    the flow (B, Li, patch_size^2 * out_channels).
+
+    Config: `transformer/config.json` of a Qwen-Image folder (diffusers' fields; the edit and
+    layered variants' `zero_cond_t`, `use_additional_t_cond`, `use_layer3d_rope` are not
+    supported). Parameter names are diffusers' (`img_in.weight`, `txt_norm.weight`,
+    `transformer_blocks.0.img_mod.1.weight`, `transformer_blocks.0.attn.add_q_proj.weight`,
+    `norm_out.linear.weight`, ...). diffusers: `QwenImageTransformer2DModel(hidden_states,
+    encoder_hidden_states, encoder_hidden_states_mask, timestep, img_shapes).sample`.
+    """
+
+    def __init__(self, config: dict[str, Any], *, dtype: Any = np.float32,
+                 device: Device | None = None) -> None:
+        cfg = {**_DEFAULTS, **config}
+        for variant in ("zero_cond_t", "use_additional_t_cond", "use_layer3d_rope"):
+            if cfg[variant]:
+                raise ValueError(f"this Qwen-Image transformer sets {variant} (an edit or "
+                                 "layered variant), which is not supported; use Qwen-Image")
+        heads, head_dim = cfg["num_attention_heads"], cfg["attention_head_dim"]
+        if sum(cfg["axes_dims_rope"]) != head_dim:
+            raise ValueError(f"axes_dims_rope {tuple(cfg['axes_dims_rope'])} must add up to "
+                             f"attention_head_dim {head_dim}")
+        self.config = cfg
+        place: Place = {"dtype": dtype, "device": device}
+        dim = heads * head_dim
+        out_channels = cfg["out_channels"] or cfg["in_channels"]
+        self.time_text_embed = QwenTimestepProjEmbeddings(dim, place)
+        self.txt_norm = RMSNorm(cfg["joint_attention_dim"], 1e-6, place=place)
+        self.img_in = nn.Linear(cfg["in_channels"], dim, **place)
+        self.txt_in = nn.Linear(cfg["joint_attention_dim"], dim, **place)
+        self.transformer_blocks = nn.ModuleList(
+            [QwenImageTransformerBlock(dim, heads, head_dim, place)
+             for _ in range(cfg["num_layers"])])
+        self.norm_out = AdaLayerNormContinuous(dim, place)
+        self.proj_out = nn.Linear(dim, cfg["patch_size"] ** 2 * out_channels, **place)
+
+    @property
+    def device(self) -> Device:
+        return self.img_in.weight.device
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.img_in.weight.dtype
+
+    def rotary(self, rows: int, columns: int, text_length: int) -> tuple[Tensor, Tensor]:
+        """cos/sin tables of `qwen_image_positions` (diffusers computes them in float32 from
+        float32 frequencies; ours in float64, then float32)."""
+        return rope_tables(qwen_image_positions(rows, columns, text_length),
+                           tuple(self.config["axes_dims_rope"]), _ROPE_THETA,
+                           device=self.device)
+
+    def forward(self, hidden_states: Tensor, encoder_hidden_states: Tensor, timestep: Any,
+                rows: int, columns: int, encoder_mask: Any = None) -> Tensor:
+        """hidden_states (B, rows * columns, in_channels): packed latents (row-major
+        patches); encoder_hidden_states (B, Lt, joint_attention_dim) in any float dtype
+        (the RMS norm reads them as they are); timestep (B,) host numbers in [0, 1] (the
+        sigmas; QwenImagePipeline passes t / 1000); encoder_mask (B, Lt) nonzero for the
+        text tokens attended to, or None for all."""
+        batch, length, _ = hidden_states.shape
+        if length != rows * columns:
+            raise ValueError(f"{length} image tokens are not {rows} x {columns} patches")
+        text_length = encoder_hidden_states.shape[1]
+        mask = None
+        if encoder_mask is not None:
+            keep = np.asarray(encoder_mask) != 0
+            if keep.shape != (batch, text_length):
+                raise ValueError(f"encoder_mask must be (batch, text tokens) = "
+                                 f"{(batch, text_length)}, got {keep.shape}")
+            keys = np.concatenate([keep, np.ones((batch, length), bool)], axis=1)
+            mask = asarray(keys.astype(np.uint32).reshape(batch, 1, 1, -1), device=self.device)
+        # 1. embeddings: the timestep's; the text's RMS norm and projection; the patches'
+        temb = self.time_text_embed(np.asarray(timestep, np.float32), self.device)
+        norm = self.txt_norm
+        states = rms_norm(encoder_hidden_states, norm.weight, norm.eps)
+        context = self.txt_in(cast(states, self.dtype))
+        x = self.img_in(hidden_states)
+        tables = self.rotary(rows, columns, text_length)
+        # 2. the double-stream blocks; 3. the final modulated norm over the image's tokens
+        for block in self.transformer_blocks:
+            x, context = block(x, context, temb, tables, mask)
+        return self.proj_out(self.norm_out(x, temb))

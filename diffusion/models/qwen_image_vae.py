@@ -1,0 +1,312 @@
+"""The Qwen-Image VAE (diffusers' AutoencoderKLQwenImage names) over single pictures: the Wan
+video VAE's causal 3D network applied to one frame. A causal convolution over one frame
+pads the time axis with zeros in front, so only its last temporal tap reads the frame: each
+3D kernel is the 2D convolution of that tap (`single_frame_state` takes it from the
+checkpoint), and the temporal resampling convolutions never run on a first frame. Norms are
+RMS norms over the channels with a learned `gamma` (F.normalize, times sqrt(channels));
+16 latent channels normalized per channel by the config's `latents_mean` / `latents_std`.
+
+Wan video can share the networks here and add the frames' caches.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import typing
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import numpy as np
+
+from gpucore import Device
+from gpustd import Tensor, asarray, elementwise_kernel, nn, take_slice
+from gpustd.reduction import mean
+
+from .layers import Place, to_image, to_tokens
+
+__all__ = ["AutoencoderKLQwenImage", "single_frame_state"]
+
+_DEFAULTS: dict[str, Any] = {
+    "base_dim": 96, "z_dim": 16, "dim_mult": (1, 2, 4, 4), "num_res_blocks": 2,
+    "attn_scales": (), "temperal_downsample": (False, True, True), "input_channels": 3,
+    "latents_mean": (-0.7571, -0.7089, -0.9113, 0.1075, -0.1745, 0.9653, -0.1517, 1.5508,
+                     0.4134, -0.0715, 0.5517, -0.3632, -0.1922, -0.9497, 0.2503, -0.2921),
+    "latents_std": (2.8184, 1.4541, 2.3275, 2.6558, 1.2196, 1.7708, 2.6052, 2.0743, 3.2687,
+                    2.1526, 2.8652, 1.5579, 1.6382, 1.1253, 2.8251, 1.9160),
+}
+
+
+@elementwise_kernel
+def _square(x):
+    return float(x) * float(x)
+
+
+@elementwise_kernel
+def _channel_norm(x, mean_square, gamma, floor):
+    return float(x) / max(math.sqrt(mean_square), floor) * float(gamma)
+
+
+@elementwise_kernel
+def _channel_norm_silu(x, mean_square, gamma, floor):
+    y = float(x) / max(math.sqrt(mean_square), floor) * float(gamma)
+    return y / (1.0 + math.exp(-y))
+
+
+@elementwise_kernel
+def _clamp_unit(x):
+    return min(max(x, -1.0), 1.0)
+
+
+class RMSNorm(nn.Module):
+    """x / ||x over channels|| * sqrt(C) * gamma on (B, C, H, W), optionally followed by SiLU.
+    diffusers: `QwenImageRMS_norm` (F.normalize's floor 1e-12 on the norm)."""
+
+    def __init__(self, dim: int, place: Place) -> None:
+        self.floor = 1e-12 / math.sqrt(dim)  # F.normalize's floor on the root mean square
+        self.gamma = nn.parameter((dim,), **place)
+
+    def forward(self, x: Tensor, *, silu: bool = False) -> Tensor:
+        mean_square = mean(_square(x), axis=1, keepdims=True)
+        kernel = _channel_norm_silu if silu else _channel_norm
+        out = typing.cast(Tensor, kernel(x, mean_square, self.gamma.reshape(1, -1, 1, 1),
+                                         self.floor))
+        return out.astype(x.dtype) if out.dtype != x.dtype else out
+
+
+def _conv(in_dim: int, out_dim: int, kernel: int, place: Place) -> nn.Conv2d:
+    """A causal 3D convolution's last temporal tap: its 2D convolution, same padding."""
+    return nn.Conv2d(in_dim, out_dim, kernel, padding=kernel // 2, **place)
+
+
+class ResidualBlock(nn.Module):
+    """norm1, SiLU, conv1, norm2, SiLU, conv2, plus the (projected) input.
+    diffusers: `QwenImageResidualBlock`."""
+
+    def __init__(self, in_dim: int, out_dim: int, place: Place) -> None:
+        self.norm1 = RMSNorm(in_dim, place)
+        self.conv1 = _conv(in_dim, out_dim, 3, place)
+        self.norm2 = RMSNorm(out_dim, place)
+        self.conv2 = _conv(out_dim, out_dim, 3, place)
+        self.conv_shortcut = _conv(in_dim, out_dim, 1, place) if in_dim != out_dim else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        shortcut = self.conv_shortcut(x) if self.conv_shortcut is not None else x
+        h = self.conv1(self.norm1(x, silu=True))
+        return self.conv2(self.norm2(h, silu=True), add=shortcut)
+
+
+class AttentionBlock(nn.Module):
+    """One-head self-attention over the pixels (to_qkv and proj 1x1 convolutions), plus the
+    input. diffusers: `QwenImageAttentionBlock`."""
+
+    def __init__(self, dim: int, place: Place) -> None:
+        self.norm = RMSNorm(dim, place)
+        self.to_qkv = nn.Conv2d(dim, 3 * dim, 1, **place)
+        self.proj = nn.Conv2d(dim, dim, 1, **place)
+
+    def forward(self, x: Tensor) -> Tensor:
+        _, channels, height, width = x.shape
+        qkv = to_tokens(self.to_qkv(self.norm(x)))
+        q, k, v = (take_slice(qkv, i * channels, (i + 1) * channels, axis=2) for i in range(3))
+        out = to_image(nn.attention(q, k, v, heads=1), height, width)
+        return self.proj(out, add=x)
+
+
+class Resample(nn.Module):
+    """`resample.1`: a 2x nearest upsampling and a conv halving the channels, or a stride-2
+    conv after padding right and bottom by one. The `time_conv` of the 3D modes only runs
+    from the second frame on. diffusers: `QwenImageResample`."""
+
+    def __init__(self, dim: int, mode: str, place: Place) -> None:
+        self.up = mode.startswith("upsample")
+        conv = (nn.Conv2d(dim, dim // 2, 3, padding=1, **place) if self.up
+                else nn.Conv2d(dim, dim, 3, stride=2, **place))
+        self.resample = nn.ModuleList([nn.Identity(), conv])
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.up:
+            return self.resample[1](x, upsample=2)
+        return self.resample[1](nn.pad(x, (0, 1, 0, 1)))
+
+
+class MidBlock(nn.Module):
+    def __init__(self, dim: int, place: Place) -> None:
+        self.resnets = nn.ModuleList([ResidualBlock(dim, dim, place) for _ in range(2)])
+        self.attentions = nn.ModuleList([AttentionBlock(dim, place)])
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.resnets[1](self.attentions[0](self.resnets[0](x)))
+
+
+class UpBlock(nn.Module):
+    def __init__(self, in_dim: int, out_dim: int, count: int, upsample: str | None,
+                 place: Place) -> None:
+        self.resnets = nn.ModuleList([ResidualBlock(in_dim if i == 0 else out_dim, out_dim,
+                                                    place) for i in range(count + 1)])
+        self.upsamplers = (nn.ModuleList([Resample(out_dim, upsample, place)])
+                           if upsample else None)
+
+    def forward(self, x: Tensor) -> Tensor:
+        for resnet in self.resnets:
+            x = resnet(x)
+        return self.upsamplers[0](x) if self.upsamplers is not None else x
+
+
+class Encoder(nn.Module):
+    """diffusers: `QwenImageEncoder3d` on one frame (its attention scales unsupported)."""
+
+    def __init__(self, cfg: dict[str, Any], place: Place) -> None:
+        dim, mult = cfg["base_dim"], list(cfg["dim_mult"])
+        dims = [dim * u for u in [1, *mult]]
+        self.conv_in = _conv(cfg["input_channels"], dims[0], 3, place)
+        blocks: list[nn.Module] = []
+        for i, (in_dim, out_dim) in enumerate(itertools.pairwise(dims)):
+            for _ in range(cfg["num_res_blocks"]):
+                blocks.append(ResidualBlock(in_dim, out_dim, place))
+                in_dim = out_dim
+            if i != len(mult) - 1:
+                mode = "downsample3d" if cfg["temperal_downsample"][i] else "downsample2d"
+                blocks.append(Resample(out_dim, mode, place))
+        self.down_blocks = nn.ModuleList(blocks)
+        self.mid_block = MidBlock(dims[-1], place)
+        self.norm_out = RMSNorm(dims[-1], place)
+        self.conv_out = _conv(dims[-1], 2 * cfg["z_dim"], 3, place)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.conv_in(x)
+        for block in self.down_blocks:
+            x = block(x)
+        return self.conv_out(self.norm_out(self.mid_block(x), silu=True))
+
+
+class Decoder(nn.Module):
+    """diffusers: `QwenImageDecoder3d` on one frame."""
+
+    def __init__(self, cfg: dict[str, Any], place: Place) -> None:
+        dim, mult = cfg["base_dim"], list(cfg["dim_mult"])
+        dims = [dim * u for u in [mult[-1], *mult[::-1]]]
+        upsample = list(cfg["temperal_downsample"])[::-1]
+        self.conv_in = _conv(cfg["z_dim"], dims[0], 3, place)
+        self.mid_block = MidBlock(dims[0], place)
+        blocks = []
+        for i, (in_dim, out_dim) in enumerate(itertools.pairwise(dims)):
+            mode = None
+            if i != len(mult) - 1:
+                mode = "upsample3d" if upsample[i] else "upsample2d"
+            blocks.append(UpBlock(in_dim // 2 if i > 0 else in_dim, out_dim,
+                                  cfg["num_res_blocks"], mode, place))
+        self.up_blocks = nn.ModuleList(blocks)
+        self.norm_out = RMSNorm(dims[-1], place)
+        self.conv_out = _conv(dims[-1], cfg["input_channels"], 3, place)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.mid_block(self.conv_in(x))
+        for block in self.up_blocks:
+            x = block(x)
+        return self.conv_out(self.norm_out(x, silu=True))
+
+
+class _SingleFrameState(Mapping[str, Any]):
+    """A diffusers state dict (or a loader's lazy mapping) as the single-frame network's:
+    5D kernels cut to their last temporal tap, gammas flattened, time_conv dropped."""
+
+    def __init__(self, state: Mapping[str, Any]) -> None:
+        self._state = state
+        self._keys = [k for k in state if ".time_conv." not in k]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __getitem__(self, key: str) -> Any:
+        if ".time_conv." in key:
+            raise KeyError(key)
+        value = np.asarray(self._state[key])
+        if key.endswith(".gamma"):
+            return value.reshape(-1)
+        return value[:, :, -1] if value.ndim == 5 else value
+
+    def shape(self, key: str) -> tuple[int, ...]:
+        shape_of = getattr(self._state, "shape", None)
+        shape = tuple(shape_of(key)) if callable(shape_of) else np.shape(self._state[key])
+        if key.endswith(".gamma"):
+            return (shape[0],)
+        return (*shape[:2], *shape[3:]) if len(shape) == 5 else shape
+
+
+def single_frame_state(state: Mapping[str, Any]) -> Mapping[str, Any]:
+    """`state` (AutoencoderKLQwenImage's keys and shapes) for `AutoencoderKLQwenImage`."""
+    return _SingleFrameState(state)
+
+
+class AutoencoderKLQwenImage(nn.Module):
+    """Pictures (B, 3, H, W) in [-1, 1] <-> latents (B, z_dim, H / 8, W / 8).
+
+    Config: `vae/config.json` of a Qwen-Image folder. Parameter names are diffusers'
+    (`decoder.up_blocks.0.resnets.0.conv1.weight`, `decoder.mid_block.attentions.0.to_qkv.
+    weight`, `post_quant_conv.weight`, ...), the 3D kernels read through
+    `single_frame_state`. diffusers: `AutoencoderKLQwenImage.decode(z[:, :, None])` and
+    `.encode(x[:, :, None]).latent_dist.mode()` with the frame axis squeezed back.
+    """
+
+    def __init__(self, config: dict[str, Any], *, dtype: Any = np.float32,
+                 device: Device | None = None) -> None:
+        cfg = {**_DEFAULTS, **config}
+        if cfg["attn_scales"]:
+            raise ValueError("this Qwen-Image VAE has attention in its down/up blocks "
+                             "(attn_scales), which is not supported; use Qwen-Image's VAE")
+        if len(cfg["latents_mean"]) != cfg["z_dim"] or len(cfg["latents_std"]) != cfg["z_dim"]:
+            raise ValueError(f"latents_mean and latents_std must have z_dim = {cfg['z_dim']} "
+                             "values each; fix the VAE's config.json")
+        self.config = cfg
+        place: Place = {"dtype": dtype, "device": device}
+        z_dim = cfg["z_dim"]
+        self.encoder = Encoder(cfg, place)
+        self.quant_conv = _conv(2 * z_dim, 2 * z_dim, 1, place)
+        self.post_quant_conv = _conv(z_dim, z_dim, 1, place)
+        self.decoder = Decoder(cfg, place)
+
+    @property
+    def device(self) -> Device:
+        return self.post_quant_conv.weight.device
+
+    def load_state_dict(self, state: Mapping[str, Any], *, strict: bool = True,
+                        dtype: Any = None) -> None:
+        """Load diffusers' AutoencoderKLQwenImage tensors (5D kernels, 4D/5D gammas)."""
+        super().load_state_dict(single_frame_state(state), strict=strict, dtype=dtype)
+
+    def _statistics(self, dtype: Any) -> tuple[Tensor, Tensor]:
+        shape = (1, -1, 1, 1)
+        mean_ = np.asarray(self.config["latents_mean"], np.float32).reshape(shape)
+        std = np.asarray(self.config["latents_std"], np.float32).reshape(shape)
+        return (asarray(mean_, dtype=dtype, device=self.device),
+                asarray(std, dtype=dtype, device=self.device))
+
+    def normalize(self, latents: Tensor) -> Tensor:
+        """(z - latents_mean) / latents_std: what the transformer reads.
+        QwenImagePipeline: `(z - mean) * (1 / std)`."""
+        mean_, std = self._statistics(latents.dtype)
+        return (latents - mean_) * (1.0 / std)
+
+    def denormalize(self, latents: Tensor) -> Tensor:
+        """latents * latents_std + latents_mean: what `decode` reads.
+        QwenImagePipeline: `latents / (1 / std) + mean`."""
+        mean_, std = self._statistics(latents.dtype)
+        return latents / (1.0 / std) + mean_
+
+    def decode(self, latents: Tensor) -> Tensor:
+        """(B, z_dim, h, w) VAE latents (denormalized) -> (B, 3, 8h, 8w) clamped to [-1, 1]."""
+        out = self.decoder(self.post_quant_conv(latents))
+        return typing.cast(Tensor, _clamp_unit(out))
+
+    def encode(self, pixels: Tensor) -> tuple[Tensor, Tensor]:
+        """(B, 3, H, W) in [-1, 1], H and W multiples of 8 -> the posterior's mean and log
+        variance, each (B, z_dim, H / 8, W / 8) (not normalized). diffusers:
+        `encode(x[:, :, None]).latent_dist` (`.mean`, `.logvar`, the latter unclamped)."""
+        moments = self.quant_conv(self.encoder(pixels))
+        z_dim = self.config["z_dim"]
+        return (take_slice(moments, 0, z_dim, axis=1),
+                take_slice(moments, z_dim, 2 * z_dim, axis=1))

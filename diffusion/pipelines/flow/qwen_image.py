@@ -1,0 +1,236 @@
+"""Qwen-Image, as diffusers' QwenImagePipeline draws it: the prompt in Qwen-Image's
+describe-the-image template, Qwen2.5-VL's last hidden states of its tokens with the template's
+first 34 tokens dropped condition the Qwen-Image transformer; FlowMatchEulerDiscreteScheduler
+steps the model output from noise over sigmas 1 .. 1/n, shifted by the picture's size as the
+folder's scheduler says; the Qwen-Image VAE decodes. True CFG as diffusers': `neg + g * (pos
+- neg)` for `true_cfg_scale` g > 1 (with a negative prompt, "" included), rescaled to the
+positive prediction's norm per token. With the torch RNG, a seed gives diffusers' picture
+(`generator=torch.Generator("cpu").manual_seed(seed)`).
+
+    pipe = QwenImagePipeline.from_pretrained("Qwen-Image")
+    images = pipe("a red circle", height=1328, width=1328, num_inference_steps=50,
+                  true_cfg_scale=4.0, negative_prompt=" ", seed=7)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gpucore import Device, default_device
+from gpustd import Tensor, asarray, take_slice
+from gpustd.nn import deferred
+
+from ...loaders.component import load_component
+from ...loaders.qwen_image import load_qwenimage_folder
+from ...models.llm import LLMTextModel
+from ...models.qwen_image import QwenImageTransformer2DModel
+from ...models.qwen_image_vae import AutoencoderKLQwenImage
+from ...models.vae import AutoencoderKL
+from ...noise.rng import make_generator
+from ...sampling.model_sampling import calculate_shift
+from ...sampling.scheduler_loop import scheduler_loop
+from ...sampling.schedulers.flow_match_euler import FlowMatchEulerDiscreteScheduler
+from ...text.llm_tokenizer import LLMTokenizer
+from .start import FlowStart, StepCallback, check_call
+
+__all__ = ["PROMPT_TEMPLATE", "QwenImagePipeline"]
+
+PROMPT_TEMPLATE = (
+    "<|im_start|>system\nDescribe the image by detailing the color, shape, size, texture, "
+    "quantity, text, spatial relationships of the objects and background:<|im_end|>\n"
+    "<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n")
+TEMPLATE_TOKENS = 34  # the template's leading tokens whose states are dropped
+TOKENIZER_MAX_LENGTH = 1024
+
+
+def pack(latents: np.ndarray) -> np.ndarray:
+    """(B, C, h, w) -> (B, h/2 * w/2, 4C): each 2x2 patch's (C, 2, 2) flattened, row-major."""
+    batch, channels, height, width = latents.shape
+    patches = latents.reshape(batch, channels, height // 2, 2, width // 2, 2)
+    return patches.transpose(0, 2, 4, 1, 3, 5).reshape(batch, -1, channels * 4)
+
+
+def unpack(packed: np.ndarray, height: int, width: int) -> np.ndarray:
+    """`pack`'s inverse for h x w latents."""
+    batch, _, width4 = packed.shape
+    patches = packed.reshape(batch, height // 2, width // 2, width4 // 4, 2, 2)
+    return patches.transpose(0, 3, 1, 4, 2, 5).reshape(batch, width4 // 4, height, width)
+
+
+def true_cfg(positive: np.ndarray, negative: np.ndarray, scale: float) -> np.ndarray:
+    """neg + scale * (pos - neg), rescaled per token (last axis) to the norm of pos.
+    diffusers: QwenImagePipeline's `comb_pred * (cond_norm / noise_norm)`."""
+    combined = negative + np.float32(scale) * (positive - negative)
+    ratio = (np.linalg.norm(positive, axis=-1, keepdims=True)
+             / np.linalg.norm(combined, axis=-1, keepdims=True))
+    return (combined * ratio).astype(np.float32)
+
+
+class QwenImagePipeline:
+    """Qwen-Image txt2img on gpustd. Components as diffusers names them; `scheduler_config`
+    is the folder's `scheduler/scheduler_config.json` (a dynamic shift by image size)."""
+
+    def __init__(self, *, transformer: QwenImageTransformer2DModel,
+                 vae: AutoencoderKLQwenImage, text_encoder: LLMTextModel,
+                 tokenizer: LLMTokenizer, scheduler_config: dict[str, Any]) -> None:
+        self.transformer, self.vae = transformer, vae
+        self.text_encoder, self.tokenizer = text_encoder, tokenizer
+        self.scheduler_config = dict(scheduler_config)
+        self.vae_scale_factor = 2 ** len(vae.config["temperal_downsample"])
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, *, dtype: Any = np.float32,
+                        device: Device | None = None, variant: str | None = None
+                        ) -> QwenImagePipeline:
+        """Load a Qwen-Image diffusers folder (`load_qwenimage_folder`) onto `device` in
+        `dtype`."""
+        weights = load_qwenimage_folder(path, variant=variant)
+        place = {"dtype": dtype, "device": device or default_device()}
+        with deferred():  # each parameter takes GPU memory when its values arrive
+            return cls(
+                transformer=load_component(
+                    QwenImageTransformer2DModel(weights.transformer.config, **place),
+                    weights.transformer),
+                vae=load_component(AutoencoderKLQwenImage(weights.vae.config, **place),
+                                   weights.vae),
+                text_encoder=load_component(LLMTextModel(weights.text_encoder.config, **place),
+                                            weights.text_encoder),
+                tokenizer=LLMTokenizer(weights.tokenizer_dir),
+                scheduler_config=weights.scheduler_config)
+
+    def encode_prompt(self, prompts: Sequence[str], max_sequence_length: int = 512
+                      ) -> tuple[Tensor, np.ndarray | None]:
+        """The prompts' states (B, L, hidden) float32 and their mask (B, L), None when no
+        prompt is padded: Qwen2.5-VL's last hidden states of each templated prompt's
+        tokens, the first 34 dropped, zero-padded to the longest, cut to
+        `max_sequence_length`. diffusers: `QwenImagePipeline.encode_prompt`."""
+        if not 1 <= max_sequence_length <= TOKENIZER_MAX_LENGTH:
+            raise ValueError(f"max_sequence_length must be 1 .. {TOKENIZER_MAX_LENGTH}, got "
+                             f"{max_sequence_length}")
+        texts = [PROMPT_TEMPLATE.format(p) for p in prompts]
+        ids, mask = self.tokenizer(texts, TOKENIZER_MAX_LENGTH + TEMPLATE_TOKENS,
+                                   padding="longest")
+        states = self.text_encoder.hidden_states(ids, mask, layer=-1)
+        rows = []
+        for row, keep in enumerate(mask.astype(bool)):
+            kept = np.flatnonzero(keep)
+            if len(kept) <= TEMPLATE_TOKENS or kept[-1] - kept[0] + 1 != len(kept):
+                raise ValueError("a prompt's tokens must be one run (left or right padding) "
+                                 f"longer than the template's first {TEMPLATE_TOKENS}")
+            one = take_slice(states, row, row + 1, axis=0)
+            rows.append(take_slice(one, int(kept[0]) + TEMPLATE_TOKENS, int(kept[-1]) + 1,
+                                   axis=1).numpy()[0])
+        length = min(max(len(r) for r in rows), max_sequence_length)
+        out = np.zeros((len(rows), length, rows[0].shape[-1]), np.float32)
+        keep_mask = np.zeros((len(rows), length), np.int64)
+        for i, r in enumerate(rows):
+            out[i, : len(r)] = r[:length]
+            keep_mask[i, : len(r)] = 1
+        device = self.transformer.device
+        return asarray(out, device=device), None if keep_mask.all() else keep_mask
+
+    def velocity(self, prompts: Sequence[str], *, height: int, width: int,
+                 true_cfg_scale: float = 4.0, negative_prompt: str | Sequence[str] = "",
+                 max_sequence_length: int = 512
+                 ) -> tuple[Callable[[np.ndarray, float], np.ndarray], tuple[int, ...], float]:
+        """The model as `flow(x, t)` for `prompts` at height x width: x (B, C, h, w) float32
+        latents, t the scheduler's timestep (0..1000), the model output (true CFG against
+        `negative_prompt` when `true_cfg_scale` > 1); also the latents' shape and the
+        schedule's `mu`."""
+        scale = self.vae_scale_factor * 2
+        if height < scale or width < scale:
+            raise ValueError(f"height and width must be at least {scale}, got {height}x{width}")
+        batch = len(prompts)
+        positive = self.encode_prompt(prompts, max_sequence_length)
+        guided = true_cfg_scale > 1
+        negative = None
+        if guided:
+            negatives = ([negative_prompt] * batch if isinstance(negative_prompt, str)
+                         else list(negative_prompt))
+            negative = self.encode_prompt(negatives, max_sequence_length)
+        h, w = 2 * (int(height) // scale), 2 * (int(width) // scale)
+        dtype, device = self.transformer.dtype, self.transformer.device
+
+        def predict(packed: Tensor, t: np.ndarray, text: tuple[Tensor, Any]) -> np.ndarray:
+            out = self.transformer(packed, text[0], t, h // 2, w // 2, text[1])
+            return out.numpy().astype(np.float32)
+
+        def flow(x: np.ndarray, t: float) -> np.ndarray:
+            timestep = np.full(len(x), np.float32(t) / np.float32(1000), np.float32)
+            packed = asarray(pack(x), dtype=dtype, device=device)
+            pred = predict(packed, timestep, positive)
+            if negative is not None:
+                pred = true_cfg(pred, predict(packed, timestep, negative), true_cfg_scale)
+            return unpack(pred, h, w)
+
+        mu = calculate_shift((h // 2) * (w // 2), self.scheduler_config)
+        channels = self.transformer.config["in_channels"] // 4
+        return flow, (batch, channels, h, w), mu
+
+    def encode_image(self, pixels: np.ndarray, generator: Any) -> np.ndarray:
+        """Latents (1, C, h, w) of `pixels` (1, 3, H, W) in [-1, 1]: a draw from the VAE's
+        posterior (one standard normal of the latents' shape from `generator`), normalized
+        by latents_mean / latents_std. diffusers: QwenImageImg2ImgPipeline's
+        `_encode_vae_image`."""
+        vae = self.vae
+        mean, logvar = vae.encode(asarray(pixels, dtype=vae.decoder.conv_in.weight.dtype,
+                                          device=vae.device))
+        mean_, logvar_ = (t.numpy().astype(np.float64) for t in (mean, logvar))
+        latent = AutoencoderKL.sample(mean_, logvar_, generator.standard_normal(mean_.shape))
+        shape = (1, -1, 1, 1)
+        center = np.asarray(vae.config["latents_mean"], np.float64).reshape(shape)
+        spread = np.asarray(vae.config["latents_std"], np.float64).reshape(shape)
+        return ((latent - center) * (1.0 / spread)).astype(np.float32)
+
+    def decode(self, latents: np.ndarray) -> np.ndarray:
+        """Images (B, H, W, 3) in [0, 1] from the transformer's latents (B, C, h, w)."""
+        vae = self.vae
+        z = vae.denormalize(asarray(latents, dtype=vae.decoder.conv_in.weight.dtype,
+                                    device=vae.device))
+        images = vae.decode(z).numpy().astype(np.float32)
+        return np.clip(images / 2 + 0.5, 0.0, 1.0).transpose(0, 2, 3, 1)
+
+    def __call__(self, prompt: str | Sequence[str], *, height: int = 1024, width: int = 1024,
+                 num_inference_steps: int = 50, true_cfg_scale: float = 4.0,
+                 negative_prompt: str | Sequence[str] = "", seed: int = 0, rng: str = "torch",
+                 max_sequence_length: int = 512, latents: np.ndarray | None = None,
+                 image: Any = None, strength: float = 0.6, callback: StepCallback | None = None,
+                 output_type: str = "np") -> np.ndarray:
+        """Pictures for `prompt` (one or a list): float images in [0, 1], (B, height, width,
+        3) ("np"), or the final latents (B, 16, H/8, W/8) ("latent"). `true_cfg_scale`:
+        diffusers' (1 or less: no negative pass). `seed` and `rng` ("torch", as diffusers;
+        "numpy") draw the starting noise unless `latents` is given. `callback(done, total,
+        latents)` after every step (False stops). diffusers: `QwenImagePipeline(prompt,
+        negative_prompt=, true_cfg_scale=, height=, width=, num_inference_steps=,
+        generator=torch.Generator().manual_seed(seed), output_type="np").images`; with
+        `image` (PIL or HxWx3 uint8) the run starts from that picture at `strength`, as
+        QwenImageImg2ImgPipeline's call with `image=` and `strength=`."""
+        prompts = check_call(prompt, rng=rng, output_type=output_type, steps=num_inference_steps)
+        scale = self.vae_scale_factor * 2
+        if height % scale or width % scale:
+            raise ValueError(f"height and width must be multiples of {scale} for Qwen-Image, "
+                             f"got {height}x{width}")
+        # 1. conditioning, as a function of the latents and the timestep
+        flow, shape, mu = self.velocity(prompts, height=height, width=width,
+                                        true_cfg_scale=true_cfg_scale,
+                                        negative_prompt=negative_prompt,
+                                        max_sequence_length=max_sequence_length)
+        # 2. the schedule: sigmas 1 .. 1/n, shifted by the picture's size
+        scheduler = FlowMatchEulerDiscreteScheduler.from_config(self.scheduler_config)
+        sigmas = np.linspace(1.0, 1 / num_inference_steps, num_inference_steps)
+        scheduler.set_timesteps(sigmas=sigmas, mu=mu)
+        scheduler.set_begin_index(0)
+        # 3. the start: noise (diffusers draws (B, 1, C, h, w): the same numbers), or the
+        # init image noised to the first kept sigma; Euler steps along the flow, the
+        # pictures out of the latent space
+        start = FlowStart(self.vae, scheduler, shape, generator=make_generator(rng, seed),
+                          latents=latents, image=image, strength=strength,
+                          encode=self.encode_image, scale_factor=self.vae_scale_factor)
+        x = scheduler_loop(start.latents, start.timesteps, scheduler,
+                           lambda x, t, i: (flow(x, t), None), dtype=np.float32,
+                           callback=callback)
+        return x if output_type == "latent" else self.decode(x)

@@ -1,0 +1,135 @@
+"""`QwenImageModel`: Qwen-Image behind the `generate(request)` every door calls, the flow
+family's `FlowModel` with Qwen-Image's true CFG, and the registry's loader and defaults for
+it.
+
+The request's CFG scale is diffusers' `true_cfg_scale`: 1 is no guidance, above 1 a
+negative-prompt pass (the request's negative prompt, "" when none is given) combined as
+`neg + cfg * (pos - neg)` and rescaled to the positive prediction's norm, as
+QwenImagePipeline does. The "diffusers" sampler runs QwenImagePipeline's own loop (and
+QwenImageImg2ImgPipeline's, from an init image); the WebUI's samplers for flow models run over
+the shifted Simple schedule, from noise or an init image. No inpainting, no hires fix yet.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+
+from ...models.step_cache import StepCache
+from ..contract import Capabilities, LoadOptions, SamplingDefaults
+from ..observer import Observer
+from ..request import GenerationRequest
+from .flow_model import FlowModel
+from .flow_sampling import FLOW_SAMPLERS, FLOW_SCHEDULES
+
+__all__ = ["QWENIMAGE_DEFAULTS", "QwenImageModel", "load_qwenimage_model", "qwenimage_defaults"]
+
+# QwenImagePipeline's own defaults: 50 steps at true_cfg_scale 4
+QWENIMAGE_DEFAULTS = SamplingDefaults(
+    steps=50, sampler="Euler", cfg_scale=4.0,
+    why="diffusers' Qwen-Image settings; CFG is its true_cfg_scale")
+
+
+class QwenImageModel(FlowModel):
+    """A loaded Qwen-Image pipeline (`family` "qwen-image", a `QwenImagePipeline` as
+    `pipe`)."""
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """The WebUI samplers defined for flow models over the Simple schedule, true CFG with
+        a negative prompt, plain-text prompts with LoRA tags, img2img; no inpainting, hires
+        fix, refiner, control units, variation seeds, step caches or memory modes yet."""
+        return Capabilities(family=self.family, latent_space="qwen-image", guidance="cfg",
+                            samplers=tuple(FLOW_SAMPLERS), schedules=FLOW_SCHEDULES,
+                            models="Qwen-Image models", prompt_syntax=False,
+                            textual_inversion=False, refiner=False, control=False,
+                            variation_seeds=False, latent_upscale_resize=False,
+                            hires_with_diffusers=False, latent_masked_content=False,
+                            memory_modes=False)
+
+    @property
+    def latent_channels(self) -> int:
+        return int(self.pipe.vae.config["z_dim"])
+
+    def check(self, request: GenerationRequest, width: int, height: int) -> None:
+        """FlowModel's checks; no inpainting."""
+        super().check(request, width, height)
+        if request.mask is not None:
+            raise ValueError("inpainting is not supported for Qwen-Image models yet; leave "
+                             "the mask out")
+
+        if request.hires is not None:
+            raise ValueError("the hires fix is not supported for Qwen-Image models yet; leave "
+                             "it out")
+
+    def encode_init(self, pixels: np.ndarray, generator: Any) -> np.ndarray:
+        """The init image's latents through the Qwen-Image VAE (`QwenImagePipeline.
+        encode_image`)."""
+        return self.pipe.encode_image(pixels, generator)  # type: ignore[no-any-return]
+
+    def use_vae(self, path: str | os.PathLike[str]) -> None:
+        raise ValueError("--vae is not supported for Qwen-Image models yet; the folder's vae/ "
+                         "(Qwen-Image's 16-channel VAE) decodes")
+
+    def decode(self, latents: np.ndarray, request: GenerationRequest) -> list[np.ndarray]:
+        """The pictures through the Qwen-Image VAE."""
+        return [np.round(p * 255).astype(np.uint8) for p in self.pipe.decode(latents)]
+
+    def lora_targets(self) -> Any:
+        """What the prompt's LoRAs patch: the transformer (diffusers/PEFT's names)."""
+        return SimpleNamespace(unet=self.pipe.transformer, transformer=self.pipe.transformer)
+
+    def _guidance(self, request: GenerationRequest) -> dict[str, Any]:
+        """diffusers' true_cfg_scale (the CFG scale) and the negative prompt."""
+        length = ({} if self.max_sequence_length is None
+                  else {"max_sequence_length": self.max_sequence_length})
+        return {"true_cfg_scale": float(request.cfg_scale),
+                "negative_prompt": request.negative_prompt, **length}
+
+    def _diffusers(self, request: GenerationRequest, prompts: list[str], seed: int,
+                   width: int, height: int, observer: Observer,
+                   cache: StepCache | None = None) -> np.ndarray:
+        # `cache` is always None: Qwen-Image takes no step cache (its capabilities refuse one)
+        images = {} if request.init_image is None else {
+            "image": request.init_image, "strength": float(request.strength)}
+        return self.pipe(prompts, height=height, width=width,  # type: ignore[no-any-return]
+                         num_inference_steps=int(request.steps), seed=seed, rng=request.rng,
+                         callback=observer.step, output_type="latent",
+                         **self._guidance(request), **images)
+
+    def guided_flow(self, request: GenerationRequest, prompts: list[str], width: int,
+                    height: int, cache: StepCache | None = None
+                    ) -> tuple[Callable[[np.ndarray, float], np.ndarray], tuple[int, ...],
+                               float | None]:
+        """The guided flow of `prompts` (true CFG inside QwenImagePipeline.velocity), its
+        latents' shape and the schedule's mu (`cache` is always None, as in `_diffusers`)."""
+        return self.pipe.velocity(  # type: ignore[no-any-return]
+            prompts, height=height, width=width, **self._guidance(request))
+
+
+def qwenimage_defaults(path: str | os.PathLike[str], family: str) -> SamplingDefaults:
+    """What a Qwen-Image model samples with where its defaults.json says nothing."""
+    return QWENIMAGE_DEFAULTS
+
+
+def load_qwenimage_model(path: str | os.PathLike[str], family: str, options: LoadOptions
+                         ) -> QwenImageModel:
+    """A Qwen-Image diffusers folder as a QwenImageModel; `options.defaults` (the folder's
+    defaults.json) over `qwenimage_defaults`."""
+    from .qwen_image import QwenImagePipeline
+
+    path = Path(path)
+    if options.base is not None or list(options.text_encoders):
+        raise ValueError("--base and --text-encoder are not supported for Qwen-Image yet; give "
+                         "the whole Qwen-Image diffusers folder alone")
+    pipe = QwenImagePipeline.from_pretrained(path, dtype=options.dtype, device=options.device,
+                                             variant=options.variant)
+    defaults = replace(qwenimage_defaults(path, family), **{
+        k: v for k, v in vars(options.defaults).items() if v is not None})
+    return QwenImageModel(pipe, family=family, name=path.name, defaults=defaults)

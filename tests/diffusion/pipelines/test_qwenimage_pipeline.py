@@ -1,0 +1,214 @@
+"""Qwen-Image through the command line like any model: the family detected from a diffusers
+folder, QwenImagePipeline's defaults (50 steps, true CFG 4), diffusers' picture with
+`--sampler diffusers --rng torch` (with and without true CFG), the prompt visibly mattering,
+a WebUI sampler, and what it refuses in one line (init images, --text-encoder, a folder missing
+a part)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("diffusers", reason="diffusers is a test-only reference (extra: reference)")
+import torch
+from PIL import Image
+from qwenimage_tiny import tiny_qwenimage_pipeline
+
+import diffusion.cli.main as cli
+import gpucore
+from diffusion.infotext import read_infotext
+from diffusion.pipelines.contract import SamplingDefaults
+from diffusion.pipelines.flow.qwen_image import pack, true_cfg, unpack
+from diffusion.pipelines.load import load_pipeline, model_defaults
+from diffusion.pipelines.request import GenerationRequest
+
+SIZE = ("--width", "40", "--height", "24")
+# long enough to outweigh the template's system text, which the tiny tokenizer splits finely
+RED = "a red circle on a blue square, " * 6
+HORSE = "an astronaut riding a horse at night, " * 6
+
+
+@pytest.fixture(scope="module")
+def tiny_qwenimage(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    root = tmp_path_factory.mktemp("tiny-qwen-image")
+    return root / "qwen-image", tiny_qwenimage_pipeline(root)
+
+
+def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[str, str]:
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    return out.strip(), err
+
+
+def _pixels(path: str) -> np.ndarray:
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"), np.float32) / 255
+
+
+def _diffusers(reference: Any, prompt: str, **settings: Any) -> np.ndarray:
+    return reference(prompt, height=24, width=40, num_inference_steps=2,
+                     generator=torch.Generator().manual_seed(7), output_type="np",
+                     **settings).images[0]
+
+
+def test_qwenimage_from_the_cli(first_device: gpucore.Device,
+                                tiny_qwenimage: tuple[Path, Any], tmp_path: Path,
+                                capsys: pytest.CaptureFixture[str]) -> None:
+    """QwenImagePipeline's defaults and its picture; the prompt visibly changes it; CFG 1 is
+    diffusers' call without a negative prompt."""
+    folder, reference = tiny_qwenimage
+    assert model_defaults(folder)[0] == SamplingDefaults(steps=50, sampler="Euler",
+                                                         cfg_scale=4.0)
+    common = ("txt2img", "--model", str(folder), *SIZE, "--steps", "2", "--sampler",
+              "diffusers", "--rng", "torch", "--seed", "7", "--dtype", "float32")
+    out, err = _run(capsys, *common, "--prompt", RED, "--negative-prompt",
+                    "a photo of a cat", "--out", str(tmp_path / "a.png"))
+    assert "qwen-image model (qwen-image): --cfg-scale 4" in err
+    ours = _pixels(out)
+    expected = _diffusers(reference, RED, negative_prompt="a photo of a cat",
+                          true_cfg_scale=4.0)
+    assert np.abs(ours - expected).mean() < 0.01
+    out, _ = _run(capsys, *common, "--prompt", HORSE,
+                  "--negative-prompt", "a photo of a cat", "--out", str(tmp_path / "b.png"))
+    other = _pixels(out)
+    assert np.abs(other - ours).mean() > 0.02  # the prompt matters (the test's premise)
+    assert np.abs(other - _diffusers(reference, HORSE,
+                                     negative_prompt="a photo of a cat",
+                                     true_cfg_scale=4.0)).mean() < 0.01
+    out, _ = _run(capsys, *common, "--prompt", RED, "--cfg-scale", "1",
+                  "--out", str(tmp_path / "c.png"))
+    plain = _pixels(out)
+    assert np.abs(plain - _diffusers(reference, RED)).mean() < 0.01
+    assert np.abs(plain - ours).mean() > 0.01  # the negative pass matters too
+
+
+def test_qwenimage_webui_sampler_and_refusals(first_device: gpucore.Device,
+                                              tiny_qwenimage: tuple[Path, Any],
+                                              tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    folder, _ = tiny_qwenimage
+    out, _ = _run(capsys, "txt2img", "--model", str(folder), "--prompt", "a red circle",
+                  *SIZE, "--steps", "2", "--seed", "7", "--dtype", "float32",
+                  "--cfg-scale", "2", "--out", str(tmp_path / "e.png"))
+    text = read_infotext(out)
+    assert text is not None
+    assert "Steps: 2, Sampler: Euler, Schedule type: Simple, CFG scale: 2, Seed: 7" in text
+    assert _pixels(out).std() > 0.01
+    model = load_pipeline(folder, device=first_device)
+    init = np.random.default_rng(5).integers(0, 256, (24, 40, 3), np.uint8)
+    # img2img with a WebUI sampler from the last quarter of the schedule: the init image
+    # matters (the tiny random VAE's encoder tells these two apart only faintly)
+    pictures = [model.generate(GenerationRequest(
+        prompt="a", width=40, height=24, steps=4, seed=7, sampler="Euler", strength=0.25,
+        init_image=image)).images[0].astype(np.float32) for image in (init, 255 - init)]
+    assert np.abs(pictures[0] - pictures[1]).mean() > 0.5
+    with pytest.raises(ValueError, match="inpainting is not supported"):
+        model.generate(GenerationRequest(prompt="a", width=40, height=24, steps=4,
+                                         sampler="diffusers", init_image=init,
+                                         mask=np.full((24, 40), 255, np.uint8)))
+
+
+def test_qwenimage_img2img(first_device: gpucore.Device, tiny_qwenimage: tuple[Path, Any],
+                           tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """From an init image: diffusers' QwenImageImg2ImgPipeline's picture through the CLI;
+    the init image visibly matters."""
+    import diffusers
+
+    folder, reference = tiny_qwenimage
+    rng = np.random.default_rng(3)
+    init = rng.integers(0, 256, (24, 40, 3), np.uint8)
+    Image.fromarray(init).save(tmp_path / "init.png")
+    common = ("img2img", "--model", str(folder), "--prompt", RED, "--negative-prompt",
+              "a photo of a cat", *SIZE, "--steps", "4", "--sampler", "diffusers", "--rng",
+              "torch", "--seed", "7", "--dtype", "float32", "--strength", "0.5")
+    out, _ = _run(capsys, *common, "--init-image", str(tmp_path / "init.png"),
+                  "--out", str(tmp_path / "i.png"))
+    ours = _pixels(out)
+    img2img = diffusers.QwenImageImg2ImgPipeline(**reference.components)
+    expected = img2img(RED, negative_prompt="a photo of a cat", true_cfg_scale=4.0,
+                       image=Image.fromarray(init), strength=0.5, height=24, width=40,
+                       num_inference_steps=4, generator=torch.Generator().manual_seed(7),
+                       output_type="np").images[0]
+    assert np.abs(ours - expected).mean() < 0.01
+    Image.fromarray(255 - init).save(tmp_path / "other.png")
+    out, _ = _run(capsys, *common, "--init-image", str(tmp_path / "other.png"),
+                  "--out", str(tmp_path / "o.png"))
+    assert np.abs(_pixels(out) - ours).mean() > 0.02
+
+
+def _error(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
+    """The one `error:` line of a refused run."""
+    code = cli.main(list(argv))
+    _, err = capsys.readouterr()
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code != 0 and "Traceback" not in err and len(errors) == 1, err
+    return errors[0]
+
+
+def test_refusals_get_one_line(tiny_qwenimage: tuple[Path, Any], tmp_path: Path,
+                               capsys: pytest.CaptureFixture[str]) -> None:
+    """--text-encoder, --base and a folder missing a part (its tokenizer files, its VAE): one
+    line each, saying which."""
+    folder, _ = tiny_qwenimage
+    common = ("txt2img", "--prompt", "x", *SIZE, "--steps", "1", "--out",
+              str(tmp_path / "x.png"))
+    te = str(folder / "text_encoder" / "model.safetensors")
+    assert "--text-encoder are not supported for Qwen-Image" in _error(
+        capsys, *common, "--model", str(folder), "--text-encoder", te)
+    assert "--base and --text-encoder are not supported" in _error(
+        capsys, *common, "--model", str(folder), "--base", str(folder))
+    for missing in ("tokenizer", "vae"):
+        broken = tmp_path / missing.split("/")[0]
+        shutil.copytree(folder, broken)
+        path = broken / missing
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+        assert missing.split("/")[0] in _error(capsys, *common, "--model", str(broken))
+
+
+def test_slow_tokenizer_folder(first_device: gpucore.Device,
+                               tiny_qwenimage: tuple[Path, Any], tmp_path: Path) -> None:
+    """A tokenizer/ of vocab.json and merges.txt (a slow Qwen2Tokenizer's, without
+    tokenizer.json) gives the same prompt states as tokenizer.json."""
+    import transformers
+
+    from diffusion.pipelines.flow.qwen_image import QwenImagePipeline
+
+    folder, _ = tiny_qwenimage
+    slow = tmp_path / "qwen-image-slow"
+    shutil.copytree(folder, slow)
+    fast = transformers.PreTrainedTokenizerFast.from_pretrained(str(folder / "tokenizer"))
+    model = fast.backend_tokenizer.model
+    shutil.rmtree(slow / "tokenizer")
+    model.save(str(tmp_path))  # vocab.json, merges.txt
+    (slow / "tokenizer").mkdir()
+    for name in ("vocab.json", "merges.txt"):
+        shutil.move(str(tmp_path / name), str(slow / "tokenizer" / name))
+    added = {str(i): {"content": t.content, "special": True}
+             for i, t in fast.added_tokens_decoder.items()}
+    (slow / "tokenizer" / "tokenizer_config.json").write_text(json.dumps(
+        {"added_tokens_decoder": added, "pad_token": "<|endoftext|>"}))
+    states = [QwenImagePipeline.from_pretrained(path, device=first_device).encode_prompt(
+        [RED, "a cat"])[0].numpy() for path in (folder, slow)]
+    np.testing.assert_array_equal(states[0], states[1])
+
+
+@pytest.mark.nodevice
+def test_packing_and_true_cfg() -> None:
+    rng = np.random.default_rng(0)
+    latents = rng.standard_normal((2, 4, 6, 10)).astype(np.float32)
+    packed = pack(latents)
+    assert packed.shape == (2, 15, 16)
+    assert np.array_equal(packed[0, 1, :4], latents[0, 0, 0:2, 2:4].reshape(-1))
+    assert np.array_equal(unpack(packed, 6, 10), latents)
+    positive, negative = packed, rng.standard_normal(packed.shape).astype(np.float32)
+    combined = torch.from_numpy(negative) + 4 * (torch.from_numpy(positive) -
+                                                 torch.from_numpy(negative))
+    expected = combined * (torch.norm(torch.from_numpy(positive), dim=-1, keepdim=True)
+                           / torch.norm(combined, dim=-1, keepdim=True))
+    np.testing.assert_allclose(true_cfg(positive, negative, 4.0), expected.numpy(), rtol=1e-5)
