@@ -63,6 +63,10 @@ class SamplingDefaults:
     preset: str | None = field(default=None, compare=False)
     why: str | None = field(default=None, compare=False)
 
+    def settings(self) -> dict[str, Any]:
+        """The settings by name (SAMPLING_SETTINGS), None where it recommends nothing."""
+        return {name: getattr(self, name) for name in SAMPLING_SETTINGS}
+
 
 SAMPLING_SETTINGS = ("steps", "sampler", "cfg_scale")
 """The settings of SamplingDefaults (the keys a defaults.json may hold)."""

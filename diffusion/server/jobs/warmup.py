@@ -24,7 +24,7 @@ def warm_up(pipe: Any) -> float:
     """Draw one small picture with `pipe` (a diffusion.Pipeline), discarded; returns the
     seconds it took."""
     from ...pipelines.request import GenerationRequest
-    from ...pipelines.sampling import sampler_label
+    from ...sampling.kdiffusion import sampler_label
 
     defaults, size = pipe.defaults, pipe.native_size
     request = GenerationRequest(

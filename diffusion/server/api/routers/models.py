@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -194,7 +194,7 @@ async def model_defaults(state: State) -> dict[str, Any]:
     # what the page starts from: the loaded model's defaults.json (pipe.defaults), null where
     # it says nothing; API requests that leave these out keep the WebUI's defaults
     pipe, model = state.worker.pipe, state.worker.model
-    defaults = {"model": model.title if model else None, **asdict(pipe.defaults),
+    defaults = {"model": model.title if model else None, **pipe.defaults.settings(),
                 "scheduler": None, "family": pipe.family,
                 "distilled_cfg": pipe.capabilities.guidance == "distilled"}
     if defaults["sampler"] not in (None, "diffusers"):  # "DPM++ 2M Karras": the pair
