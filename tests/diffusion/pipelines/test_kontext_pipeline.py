@@ -123,8 +123,8 @@ def test_kontext_img2img_from_the_cli(first_device: gpucore.Device, kontext: tup
     assert "does not apply to FLUX.1 Kontext" in err and "Traceback" not in err
 
 
-def test_kontext_through_the_server(first_device: gpucore.Device, kontext: tuple[Path, Any],
-                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_kontext_through_the_server(first_device: gpucore.Device,
+                                    kontext: tuple[Path, Any]) -> None:
     """img2img's init_images is the reference: Euler over the Simple schedule at 2 steps with
     the CPU noise source draws diffusers' picture; a mask is refused (4xx)."""
     pytest.importorskip("fastapi", reason="the server extra is not installed")
