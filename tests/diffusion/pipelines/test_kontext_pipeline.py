@@ -71,11 +71,17 @@ def _pixels(path: str) -> np.ndarray:
         return np.asarray(image.convert("RGB"), np.float32) / 255
 
 
-def _expected(pipe: Any, image: Image.Image, prompt: str, seed: int) -> np.ndarray:
+def _expected(pipe: Any, image: Image.Image, prompt: str, seed: int, **cfg: Any
+              ) -> np.ndarray:
     return pipe(image=image, prompt=prompt, height=HEIGHT, width=WIDTH, num_inference_steps=2,
                 guidance_scale=2.5, max_sequence_length=16, max_area=HEIGHT * WIDTH,
                 _auto_resize=False, generator=torch.Generator().manual_seed(seed),
-                output_type="np").images[0]
+                output_type="np", **cfg).images[0]
+
+
+def _b64_pixels(text: str) -> np.ndarray:
+    with Image.open(io.BytesIO(base64.b64decode(text))) as image:
+        return np.asarray(image.convert("RGB"), np.float32) / 255
 
 
 @pytest.mark.nodevice
@@ -126,7 +132,8 @@ def test_kontext_img2img_from_the_cli(first_device: gpucore.Device, kontext: tup
 def test_kontext_through_the_server(first_device: gpucore.Device,
                                     kontext: tuple[Path, Any]) -> None:
     """img2img's init_images is the reference: Euler over the Simple schedule at 2 steps with
-    the CPU noise source draws diffusers' picture; a mask is refused (4xx)."""
+    the CPU noise source draws diffusers' picture, and with a CFG scale above 1 its true CFG
+    (the negative prompt's pass sees the reference too); a mask is refused (4xx)."""
     pytest.importorskip("fastapi", reason="the server extra is not installed")
     from fastapi.testclient import TestClient
     from server_support import CachedLoader, png_b64
@@ -142,10 +149,15 @@ def test_kontext_through_the_server(first_device: gpucore.Device,
     with TestClient(app) as client:
         response = client.post("/sdapi/v1/img2img", json=body)
         assert response.status_code == 200, response.text
-        data = base64.b64decode(response.json()["images"][0])
-        with Image.open(io.BytesIO(data)) as image:
-            ours = np.asarray(image.convert("RGB"), np.float32) / 255
+        ours = _b64_pixels(response.json()["images"][0])
         assert np.abs(ours - _expected(reference, _picture(3), PROMPT, 5)).mean() < 0.01
+        guided = client.post("/sdapi/v1/img2img", json={
+            **body, "cfg_scale": 3, "negative_prompt": "a cat"})
+        assert guided.status_code == 200, guided.text
+        expected = _expected(reference, _picture(3), PROMPT, 5, true_cfg_scale=3.0,
+                             negative_prompt="a cat")
+        assert np.abs(_b64_pixels(guided.json()["images"][0]) - expected).mean() < 0.01
+        assert np.abs(expected - ours).mean() > 0.02  # the negative pass mattered
         masked = client.post("/sdapi/v1/img2img", json={
             **body, "mask": png_b64(Image.new("L", (WIDTH, HEIGHT), 255))})
         assert 400 <= masked.status_code < 500
