@@ -21,6 +21,7 @@ from ..loaders.z_image import zimage_family
 from .contract import LoadOptions, Pipeline, SamplingDefaults
 from .flow.flow_model import flow_defaults, load_flow_model
 from .flow.flux2_model import flux2_defaults, load_flux2_model
+from .flow.kontext_model import kontext_defaults, kontext_family, load_kontext_model
 from .flow.qwen_image_model import load_qwenimage_model, qwenimage_defaults
 from .flow.z_image_model import load_zimage_model, zimage_defaults
 from .sd.unet_load import any_checkpoint, load_unet_model, unet_defaults
@@ -48,6 +49,8 @@ class FamilyLoader:
 
 FAMILIES: tuple[FamilyLoader, ...] = (
     FamilyLoader("Chroma", chroma_family, load_flow_model, flow_defaults,
+                 latent_channels=16, module_parts=True),
+    FamilyLoader("FLUX.1 Kontext", kontext_family, load_kontext_model, kontext_defaults,
                  latent_channels=16, module_parts=True),
     FamilyLoader("FLUX.1, SD 3/3.5", flow_model_family, load_flow_model, flow_defaults,
                  latent_channels=16, module_parts=True),

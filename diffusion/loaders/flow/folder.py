@@ -27,7 +27,8 @@ from ..weights import ComponentWeights, resolve_dtype
 __all__ = ["FlowWeights", "flow_family", "load_flow_folder"]
 
 # model_index.json's _class_name -> family, and the components each family needs
-_FAMILIES = {"FluxPipeline": "flux", "StableDiffusion3Pipeline": "sd3"}
+_FAMILIES = {"FluxPipeline": "flux", "FluxKontextPipeline": "flux",
+             "StableDiffusion3Pipeline": "sd3"}
 _REQUIRED = {"flux": ("transformer", "vae", "text_encoder", "text_encoder_2"),
              "sd3": ("transformer", "vae", "text_encoder", "text_encoder_2")}
 _OPTIONAL = {"flux": (), "sd3": ("text_encoder_3",)}
@@ -105,17 +106,21 @@ def load_flow_folder(path: str | Path, *, dtype: Any = None, variant: str | None
 
 
 def flow_family(path: str | os.PathLike[str]) -> str | None:
-    """"flux-dev", "flux-schnell" or "sd3" for a FLUX / SD3 diffusers folder (its
-    model_index.json's _class_name; dev embeds guidance, its transformer config says so), None
-    for anything else. Reads two small JSON files; a broken one is left for loading to name."""
+    """"flux-dev", "flux-schnell", "flux-kontext" or "sd3" for a FLUX / SD3 diffusers folder
+    (its model_index.json's _class_name; dev embeds guidance, its transformer config says so;
+    Kontext's folder is a FluxKontextPipeline), None for anything else. Reads two small JSON
+    files; a broken one is left for loading to name."""
     root = Path(path)
     try:
         index = read_json(root / "model_index.json")
     except WeightsError:
         return None
-    family = _FAMILIES.get(str(index.get("_class_name")))
+    name = str(index.get("_class_name"))
+    family = _FAMILIES.get(name)
     if family != "flux":
         return family
+    if name == "FluxKontextPipeline":  # FLUX.1 dev's transformer, a reference beside the noise
+        return "flux-kontext"
     try:
         config = read_json(root / "transformer" / "config.json")
     except WeightsError:

@@ -1,0 +1,152 @@
+"""`KontextModel`: FLUX.1 Kontext behind the `generate(request)` every door calls, the flow
+family's `FlowModel` whose img2img reads the init image as the reference picture, and the
+registry's detection, loader and defaults for it.
+
+As Forge Neo maps img2img onto edit models, the request's init image is the picture to edit
+and its prompt the instruction ("make it night"). The run starts from noise beside the
+reference's tokens, so the denoising strength does not apply: only its default (or 1, what
+the run amounts to) is taken. The reference is encoded at the init image's own size (after the
+request's resize mode fits it to width x height), in whole 2x2 latent patches. Guidance is
+FLUX.1 dev's distilled scale (`distilled_cfg_scale`); a CFG scale above 1 adds a
+negative-prompt pass, as for FLUX. Without an init image it draws as FLUX.1 dev. No
+inpainting, hires fix or step caches yet.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import fields, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ...loaders.flow.folder import flow_family
+from ...models.step_cache import StepCache
+from ...sampling.guidance import combine
+from ...sampling.model_sampling import FlowSchedule
+from ..contract import Capabilities, LoadOptions, SamplingDefaults
+from ..observer import Observer
+from ..request import GenerationRequest
+from .flow_model import FlowModel
+from .flow_sampling import sample_flow
+
+__all__ = ["KONTEXT_DEFAULTS", "KontextModel", "kontext_defaults", "kontext_family",
+           "load_kontext_model"]
+
+KONTEXT_DEFAULTS = SamplingDefaults(
+    steps=28, sampler="Euler", cfg_scale=1.0,
+    why="diffusers' Kontext settings; its guidance is --distilled-cfg-scale")
+# the request's own denoising strength: what a client sends when it sets none
+_DEFAULT_STRENGTH = next(f.default for f in fields(GenerationRequest) if f.name == "strength")
+
+
+class KontextModel(FlowModel):
+    """A loaded FLUX.1 Kontext pipeline (`family` "flux-kontext", a `KontextPipeline` as
+    `pipe`)."""
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """FLUX's (the WebUI samplers for flow models over the Simple schedule, distilled
+        guidance, plain-text prompts with LoRA tags); the init image is the reference picture.
+        No step caches, refiner, control units, variation seeds or memory modes; `check`
+        refuses a mask, the hires fix and a denoising strength."""
+        return replace(super().capabilities, step_cache=(), models="FLUX.1 Kontext models")
+
+    def check(self, request: GenerationRequest, width: int, height: int) -> None:
+        """FlowModel's checks; no mask, no hires fix, and no strength but the default."""
+        super().check(request, width, height)
+        if request.mask is not None:
+            raise ValueError("inpainting is not supported for FLUX.1 Kontext models: give the "
+                             "picture as the init image and say the edit in the prompt")
+        if request.hires is not None:
+            raise ValueError("the hires fix is not supported for FLUX.1 Kontext models yet; "
+                             "leave it out")
+        strength = float(request.strength)
+        if request.init_image is not None and strength not in (_DEFAULT_STRENGTH, 1.0):
+            raise ValueError(f"denoising strength {strength:g} does not apply to FLUX.1 "
+                             "Kontext (it draws from noise beside the reference picture); "
+                             "leave --strength out")
+
+    def _reference(self, request: GenerationRequest) -> dict[str, Any]:
+        """The pipeline's reference keywords: the init image at its own size."""
+        if request.init_image is None:
+            return {}
+        return {"image": request.init_image, "auto_resize": False}
+
+    def _diffusers(self, request: GenerationRequest, prompts: list[str], seed: int,
+                   width: int, height: int, observer: Observer,
+                   cache: StepCache | None = None) -> np.ndarray:
+        if request.cfg_scale != 1:
+            raise ValueError("FLUX.1 Kontext with the 'diffusers' sampler runs without CFG "
+                             "(its guidance is distilled_cfg_scale): set cfg_scale 1, or pick "
+                             "a WebUI sampler for true CFG")
+        return self.pipe(prompts, height=height, width=width,  # type: ignore[no-any-return]
+                         num_inference_steps=int(request.steps), seed=seed, rng=request.rng,
+                         callback=observer.step, output_type="latent",
+                         **self._guidance(request), **self._reference(request))
+
+    def guided_flow(self, request: GenerationRequest, prompts: list[str], width: int,
+                    height: int, cache: StepCache | None = None
+                    ) -> tuple[Callable[[np.ndarray, float], np.ndarray], tuple[int, ...],
+                               float | None]:
+        """FlowModel's guided flow with the reference picture in every pass (the negative
+        prompt's too)."""
+        reference = self._reference(request)
+        guidance = self._guidance(request)
+        size = {"height": height, "width": width}
+        flow, shape, mu = self.pipe.velocity(prompts, **size, **guidance, **reference)
+        cfg = float(request.cfg_scale)
+        if cfg == 1:
+            return flow, shape, mu
+        negative, _, _ = self.pipe.velocity([request.negative_prompt] * len(prompts), **size,
+                                            **guidance, **reference)
+
+        def guided(x: np.ndarray, t: float) -> np.ndarray:
+            uncond = negative(x, t)
+            return combine(uncond, flow(x, t), None, np.float32(cfg))
+
+        return guided, shape, mu
+
+    def _webui(self, request: GenerationRequest, label: str, prompts: list[str],
+               seeds: list[int], width: int, height: int, observer: Observer,
+               cache: StepCache | None) -> np.ndarray:
+        """A WebUI sampler from noise (the init image is the reference, not the start)."""
+        flow, shape, mu = self.guided_flow(request, prompts, width, height)
+        return sample_flow(flow, label, FlowSchedule(self.pipe.scheduler_config, mu=mu),
+                           int(request.steps), seeds=seeds, rng=request.rng, shape=shape,
+                           options=request.sampler_options,
+                           eta_noise_seed_delta=int(request.eta_noise_seed_delta),
+                           callback=observer.step)
+
+
+def kontext_family(path: str | os.PathLike[str]) -> str | None:
+    """"flux-kontext" for a FluxKontextPipeline diffusers folder, None for anything else."""
+    return "flux-kontext" if Path(path).is_dir() and flow_family(path) == "flux-kontext" \
+        else None
+
+
+def kontext_defaults(path: str | os.PathLike[str], family: str) -> SamplingDefaults:
+    """What a Kontext model samples with where its defaults.json says nothing."""
+    return KONTEXT_DEFAULTS
+
+
+def load_kontext_model(path: str | os.PathLike[str], family: str, options: LoadOptions
+                       ) -> KontextModel:
+    """A FluxKontextPipeline diffusers folder as a KontextModel, `options.text_encoders`
+    files in place of the folder's, `options.defaults` (the folder's defaults.json) over
+    `kontext_defaults`."""
+    from .kontext import KontextPipeline
+
+    if options.base is not None:
+        raise ValueError("a base model (--base) is for UNet-only GGUFs; FLUX.1 Kontext takes "
+                         "its missing parts from --text-encoder files")
+    path = Path(path)
+    pipe = KontextPipeline.from_pretrained(path, dtype=options.dtype, device=options.device,
+                                           variant=options.variant,
+                                           text_encoder_files=list(options.text_encoders))
+    defaults = replace(kontext_defaults(path, family), **{
+        k: v for k, v in vars(options.defaults).items() if v is not None})
+    return KontextModel(pipe, family=family, name=path.name, defaults=defaults,
+                        modules=pipe.modules)

@@ -1,0 +1,164 @@
+"""FLUX.1 Kontext: a tiny FluxKontextPipeline folder made by diffusers, detected as its own
+family; img2img through the command line reads the init image as the reference picture and
+draws diffusers' picture (`--sampler diffusers --rng torch`); the reference and the prompt
+each change the picture; a strength or a mask is refused in one line; the server's img2img
+takes `init_images` as the reference too."""
+
+from __future__ import annotations
+
+import base64
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("diffusers", reason="diffusers is a test-only reference (extra: reference)")
+import diffusers
+import torch
+from PIL import Image
+
+import diffusion.cli.main as cli
+import gpucore
+from diffusion.pipelines.families import family_of
+from diffusion.pipelines.flow.flow_model import FlowModel
+from diffusion.pipelines.flow.kontext import PREFERRED_KONTEXT_RESOLUTIONS, reference_size
+
+PROMPT = "a red circle on a blue background"
+WIDTH, HEIGHT = 24, 16
+
+
+@pytest.fixture(autouse=True)
+def short_prompts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """16 T5 tokens (not diffusers' 512): the tiny models' cost is the text length."""
+    monkeypatch.setattr(FlowModel, "max_sequence_length", 16)
+
+
+@pytest.fixture(scope="module")
+def kontext(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    """(the folder, diffusers' FluxKontextPipeline) of FLUX.1 dev's tiny parts; the attention's
+    query and key norms scaled up (sharper attention) so the reference's tokens visibly steer
+    the noise's."""
+    from flow_tiny import tiny_flux_pipeline
+
+    root = tmp_path_factory.mktemp("tiny-kontext")
+    flux = tiny_flux_pipeline(root, dev=True)
+    pipe = diffusers.FluxKontextPipeline(**flux.components)
+    with torch.no_grad():
+        for block in (*pipe.transformer.transformer_blocks,
+                      *pipe.transformer.single_transformer_blocks):
+            block.attn.norm_q.weight.mul_(3)
+            block.attn.norm_k.weight.mul_(3)
+    pipe.save_pretrained(root / "kontext")
+    return root / "kontext", pipe
+
+
+def _picture(kind: int) -> Image.Image:
+    """Two smooth pictures of other colours (1, 2), or random pixels (any other kind)."""
+    y, x = np.mgrid[0:HEIGHT, 0:WIDTH] * 255 // np.array([HEIGHT, WIDTH])[:, None, None]
+    if kind == 1:
+        pixels = np.stack([x, y, 255 - x], -1)
+    elif kind == 2:
+        pixels = np.stack([255 - y, x, np.full_like(x, 128)], -1)
+    else:
+        pixels = np.random.default_rng(kind).integers(0, 256, (HEIGHT, WIDTH, 3))
+    return Image.fromarray(pixels.astype(np.uint8))
+
+
+def _pixels(path: str) -> np.ndarray:
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"), np.float32) / 255
+
+
+def _expected(pipe: Any, image: Image.Image, prompt: str, seed: int, **cfg: Any
+              ) -> np.ndarray:
+    return pipe(image=image, prompt=prompt, height=HEIGHT, width=WIDTH, num_inference_steps=2,
+                guidance_scale=2.5, max_sequence_length=16, max_area=HEIGHT * WIDTH,
+                _auto_resize=False, generator=torch.Generator().manual_seed(seed),
+                output_type="np", **cfg).images[0]
+
+
+def _b64_pixels(text: str) -> np.ndarray:
+    with Image.open(io.BytesIO(base64.b64decode(text))) as image:
+        return np.asarray(image.convert("RGB"), np.float32) / 255
+
+
+@pytest.mark.nodevice
+def test_reference_sizes_follow_diffusers() -> None:
+    """The preferred resolution of the nearest aspect ratio, or the picture's own size, in
+    whole patches; too small a reference is refused in one line."""
+    assert PREFERRED_KONTEXT_RESOLUTIONS == tuple(diffusers.pipelines.flux.pipeline_flux_kontext
+                                                  .PREFERRED_KONTEXT_RESOLUTIONS)
+    assert reference_size(1000, 1000, 16, auto_resize=True) == (1024, 1024)
+    assert reference_size(1920, 1080, 16, auto_resize=True) == (1392, 752)
+    assert reference_size(50, 37, 16, auto_resize=False) == (48, 32)
+    with pytest.raises(ValueError, match="at least 16x16"):
+        reference_size(20, 10, 16, auto_resize=False)
+
+
+def test_kontext_img2img_from_the_cli(first_device: gpucore.Device, kontext: tuple[Path, Any],
+                                      tmp_path: Path, capsys: pytest.CaptureFixture[str]
+                                      ) -> None:
+    folder, reference = kontext
+    assert family_of(folder)[1] == "flux-kontext"
+    ref = tmp_path / "ref.png"
+    _picture(1).save(ref)
+    common = ("--model", str(folder), "--init-image", str(ref), "--width", str(WIDTH),
+              "--height", str(HEIGHT), "--steps", "2", "--sampler", "diffusers", "--rng",
+              "torch", "--seed", "7", "--distilled-cfg-scale", "2.5", "--dtype", "float32")
+    assert cli.main(["img2img", *common, "--prompt", PROMPT,
+                     "--out", str(tmp_path / "a.png")]) == 0
+    out, err = capsys.readouterr()
+    assert "flux-kontext" in err
+    ours = _pixels(out.strip())
+    expected = _expected(reference, _picture(1), PROMPT, 7)
+    assert np.abs(ours - expected).mean() < 0.01
+    # the reference and the prompt each change the picture (diffusers' too)
+    assert np.abs(expected - _expected(reference, _picture(2), PROMPT, 7)).mean() > 0.02
+    assert np.abs(expected - _expected(reference, _picture(1), "a cat", 7)).mean() > 0.02
+    _picture(2).save(ref)
+    assert cli.main(["img2img", *common, "--prompt", PROMPT,
+                     "--out", str(tmp_path / "b.png")]) == 0
+    other = _pixels(capsys.readouterr()[0].strip())
+    assert np.abs(other - ours).mean() > 0.02
+    # a strength other than the default is refused in one line
+    assert cli.main(["img2img", *common, "--prompt", PROMPT, "--strength", "0.5",
+                     "--out", str(tmp_path / "c.png")]) != 0
+    err = capsys.readouterr()[1]
+    assert "does not apply to FLUX.1 Kontext" in err and "Traceback" not in err
+
+
+def test_kontext_through_the_server(first_device: gpucore.Device,
+                                    kontext: tuple[Path, Any]) -> None:
+    """img2img's init_images is the reference: Euler over the Simple schedule at 2 steps with
+    the CPU noise source draws diffusers' picture, and with a CFG scale above 1 its true CFG
+    (the negative prompt's pass sees the reference too); a mask is refused (4xx)."""
+    pytest.importorskip("fastapi", reason="the server extra is not installed")
+    from fastapi.testclient import TestClient
+    from server_support import CachedLoader, png_b64
+
+    from diffusion.server import create_app
+
+    folder, reference = kontext
+    app = create_app(model=folder, models_dir=folder.parent, outputs=folder.parent / "out",
+                     max_size=256, loader=CachedLoader())
+    body = {"prompt": PROMPT, "init_images": [png_b64(_picture(3))], "width": WIDTH,
+            "height": HEIGHT, "steps": 2, "seed": 5, "sampler_name": "Euler",
+            "distilled_cfg_scale": 2.5, "override_settings": {"randn_source": "CPU"}}
+    with TestClient(app) as client:
+        response = client.post("/sdapi/v1/img2img", json=body)
+        assert response.status_code == 200, response.text
+        ours = _b64_pixels(response.json()["images"][0])
+        assert np.abs(ours - _expected(reference, _picture(3), PROMPT, 5)).mean() < 0.01
+        guided = client.post("/sdapi/v1/img2img", json={
+            **body, "cfg_scale": 3, "negative_prompt": "a cat"})
+        assert guided.status_code == 200, guided.text
+        expected = _expected(reference, _picture(3), PROMPT, 5, true_cfg_scale=3.0,
+                             negative_prompt="a cat")
+        assert np.abs(_b64_pixels(guided.json()["images"][0]) - expected).mean() < 0.01
+        assert np.abs(expected - ours).mean() > 0.02  # the negative pass mattered
+        masked = client.post("/sdapi/v1/img2img", json={
+            **body, "mask": png_b64(Image.new("L", (WIDTH, HEIGHT), 255))})
+        assert 400 <= masked.status_code < 500
+        assert "Kontext" in masked.text
