@@ -34,12 +34,14 @@ KEY = "alice:s3cret"
 
 
 @pytest.fixture(scope="module")
-def bundled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, str]]:
-    """(client, base URL) of a server on the bundled model, held to 128 px a side."""
+def bundled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, str, Path]]:
+    """(client, base URL, outputs folder) of a server on the bundled model, held to 128 px a
+    side."""
     outputs = tmp_path_factory.mktemp("openai-outputs")
     app = create_app(outputs=outputs, max_size=128)
     with live_server(app) as base:
-        yield openai.OpenAI(base_url=base + "/v1", api_key="unused", max_retries=0), base
+        yield (openai.OpenAI(base_url=base + "/v1", api_key="unused", max_retries=0), base,
+               outputs)
         app.state.worker.stop()
 
 
@@ -71,8 +73,8 @@ def _png(image: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
-def test_generations_b64_json(bundled: tuple[Any, str]) -> None:
-    client, _ = bundled
+def test_generations_b64_json(bundled: tuple[Any, str, Path]) -> None:
+    client = bundled[0]
     answer = client.images.generate(prompt="a red circle", n=2, size="64x48",
                                     response_format="b64_json", extra_body={"steps": 3,
                                                                             "seed": 7})
@@ -86,10 +88,10 @@ def test_generations_b64_json(bundled: tuple[Any, str]) -> None:
     assert np.abs(other.astype(int) - pictures[0]).mean() > 1  # the prompt matters
 
 
-def test_generations_url_and_quality(bundled: tuple[Any, str]) -> None:
+def test_generations_url_and_quality(bundled: tuple[Any, str, Path]) -> None:
     import httpx
 
-    client, _ = bundled
+    client = bundled[0]
     answer = client.images.generate(prompt="a red circle", size="40x56", quality="low",
                                     response_format="url", extra_body={"seed": 3})
     assert len(answer.data) == 1 and answer.data[0].b64_json is None
@@ -98,12 +100,16 @@ def test_generations_url_and_quality(bundled: tuple[Any, str]) -> None:
     picture = Image.open(io.BytesIO(got.content))
     assert picture.size == (40, 56)
     assert "Steps: 10," in picture.text["parameters"]  # quality "low": 10 steps
-    outside = answer.data[0].url.split("/v1/images/files/")[0] + "/v1/images/files/../x.png"
-    assert httpx.get(outside).status_code == 404
+    # nothing outside the outputs folder is served
+    outputs = Path(bundled[2])
+    Image.new("RGB", (8, 8)).save(outputs.parent / "secret.png")
+    outside = answer.data[0].url.split("/v1/images/files/")[0] + "/v1/images/files/%2E%2E/"
+    refused = httpx.get(outside + "secret.png")
+    assert refused.status_code == 404 and "no picture '../secret.png'" in refused.text
 
 
-def test_models(bundled: tuple[Any, str]) -> None:
-    client, _ = bundled
+def test_models(bundled: tuple[Any, str, Path]) -> None:
+    client = bundled[0]
     ids = [model.id for model in client.models.list()]
     assert ids == ["shapes-128"]
 
@@ -154,6 +160,15 @@ def test_edits_without_mask_are_img2img(inpaint: tuple[Any, str]) -> None:
     red, blue = edit((230, 20, 20)), edit((20, 20, 230))
     assert red.shape == (40, 48, 3)
     assert np.abs(red - blue).mean() > 5, (red.mean((0, 1)), blue.mean((0, 1)))
+    # a model that is not an inpainting one takes a mask too: the opaque part is kept
+    image, mask = _edit_inputs(1)
+    kept = _edit(client, image=("in.png", _png(image), "image/png"), model="tiny-sd",
+                 mask=("mask.png", _png(mask), "image/png"), size="48x40")[0]
+    original = np.asarray(image.resize((48, 40))).astype(int)
+    opaque = np.asarray(mask.resize((48, 40)).getchannel("A")) == 255
+    edited = ~np.asarray(mask.resize((48, 40), Image.Resampling.BOX).getchannel("A")).astype(
+        bool)
+    assert np.abs(kept - original)[opaque].mean() < np.abs(kept - original)[edited].mean()
 
 
 def _refused(call: Any, status: int, says: str, param: str | None = None) -> None:
@@ -166,9 +181,9 @@ def _refused(call: Any, status: int, says: str, param: str | None = None) -> Non
     assert body["type"] == "invalid_request_error" and body["param"] == param
 
 
-def test_bad_input_is_openais_error(bundled: tuple[Any, str], inpaint: tuple[Any, str]
+def test_bad_input_is_openais_error(bundled: tuple[Any, str, Path], inpaint: tuple[Any, str]
                                     ) -> None:
-    client, _ = bundled
+    client = bundled[0]
     _refused(lambda: client.images.generate(prompt="a", size="256x64"), 400,
              "above this server's limit of 128 px", "size")
     _refused(lambda: client.images.generate(prompt="a", size="big"), 400,
