@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import reprlib
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -17,7 +18,8 @@ from gpucore import MemoryLimitError
 from ..images import ImageError
 from .generation import RequestError
 
-__all__ = ["BodyLimit", "NotUtf8", "add_error_handlers", "error_body", "utf8_text"]
+__all__ = ["BodyLimit", "NotUtf8", "add_error_handlers", "error_body", "openai_error_body",
+           "utf8_text"]
 
 
 def error_body(error: str, detail: str, *, errors: str | None = None) -> dict[str, Any]:
@@ -61,7 +63,7 @@ class BodyLimit:
         headers = dict(scope.get("headers") or [])
         length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            await self._refuse(send)
+            await self._refuse(send, scope.get("path", ""))
             return
         if length is None and scope.get("method") in ("POST", "PUT", "PATCH"):
             chunks, total, more = [], 0, True
@@ -73,7 +75,7 @@ class BodyLimit:
                 total += len(chunks[-1])
                 more = message.get("more_body", False)
                 if total > self.max_bytes:
-                    await self._refuse(send)
+                    await self._refuse(send, scope.get("path", ""))
                     return
             body = b"".join(chunks)
             sent = False
@@ -88,11 +90,11 @@ class BodyLimit:
             return
         await self.app(scope, receive, send)
 
-    async def _refuse(self, send: Any) -> None:
+    async def _refuse(self, send: Any, path: str) -> None:
         mib = self.max_bytes / 2**20
-        payload = json.dumps(error_body(
-            "PayloadTooLarge", f"request body is over this server's limit of {mib:g} MiB; "
-            "send smaller images")).encode()
+        detail = f"request body is over this server's limit of {mib:g} MiB; send smaller images"
+        payload = json.dumps(openai_error_body(detail, 413) if path.startswith("/v1/")
+                             else error_body("PayloadTooLarge", detail)).encode()
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", b"application/json"),
                                 (b"content-length", str(len(payload)).encode())]})
@@ -105,6 +107,26 @@ _SHORT = reprlib.Repr()
 _SHORT.maxstring = _SHORT.maxother = 120
 
 
+def openai_error_body(message: str, status: int, param: str | None = None) -> dict[str, Any]:
+    """OpenAI's error shape ({"error": {message, type, param, code}}), for the /v1 routes."""
+    kind = "server_error" if status >= 500 else "invalid_request_error"
+    code = {401: "invalid_api_key", 413: "request_too_large"}.get(status)
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+def _answer(request: Request, status: int, error: str, detail: str, *,
+            errors: str | None = None, param: str | None = None,
+            headers: Mapping[str, str] | None = None) -> JSONResponse:
+    """The error in the shape of the API asked: OpenAI's on /v1 (a 422 there is OpenAI's 400),
+    the WebUI's elsewhere."""
+    if request.url.path.startswith("/v1/"):
+        status = 400 if status == 422 else status
+        return JSONResponse(openai_error_body(detail, status, param), status_code=status,
+                            headers=headers)
+    return JSONResponse(error_body(error, detail, errors=errors), status_code=status,
+                        headers=headers)
+
+
 def add_error_handlers(app: FastAPI) -> None:
     """Bad input -> 422 saying what to change (a picture over --max-vram's budget too); no
     traceback ever reaches a client."""
@@ -112,11 +134,12 @@ def add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ImageError)
     @app.exception_handler(NotUtf8)
     async def bad_request(request: Request, exc: ValueError) -> JSONResponse:
-        return JSONResponse(error_body(type(exc).__name__, str(exc)), status_code=422)
+        return _answer(request, 422, type(exc).__name__, str(exc),
+                       param=getattr(exc, "param", None))
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = []
+        problems, params = [], []
         for error in exc.errors():
             if error.get("type") == "json_invalid":  # FastAPI's loc is ("body", position)
                 why = (error.get("ctx") or {}).get("error") or error.get("msg", "")
@@ -125,30 +148,27 @@ def add_error_handlers(app: FastAPI) -> None:
                 problems.append(f"the body is not valid JSON ({why}); send a JSON object")
                 continue
             where = ".".join(str(part) for part in error.get("loc", ()) if part != "body")
+            params.append(where)
             problems.append(f"{where or 'body'}: {error.get('msg', 'invalid')}")
-        return JSONResponse(error_body("RequestValidationError", "; ".join(problems),
-                                       errors=_SHORT.repr(exc.errors()[:5])), status_code=422)
+        return _answer(request, 422, "RequestValidationError", "; ".join(problems),
+                       errors=_SHORT.repr(exc.errors()[:5]),
+                       param=params[0] if params else None)
 
     # Starlette's class: FastAPI raises it too (an unknown path, a body it cannot read)
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
         if isinstance(exc.__cause__, UnicodeDecodeError):  # FastAPI's bare "error parsing"
             return await bad_request(request, NotUtf8(exc.__cause__))
-        return JSONResponse(error_body("HTTPException", str(exc.detail)),
-                            status_code=exc.status_code, headers=exc.headers)
+        return _answer(request, exc.status_code, "HTTPException", str(exc.detail),
+                       headers=exc.headers)
 
     @app.exception_handler(MemoryLimitError)
-    async def over_budget(request: Request, exc: MemoryLimitError) -> JSONResponse:
-        # the picture needs more than --max-vram allows: a smaller one fits
-        return JSONResponse(error_body(type(exc).__name__, str(exc)), status_code=422)
-
     @app.exception_handler(ValueError)
-    async def value_error(request: Request, exc: ValueError) -> JSONResponse:
-        # what the pipeline refuses (e.g. an inpainting model asked for txt2img)
-        return JSONResponse(error_body(type(exc).__name__, str(exc)), status_code=422)
+    async def value_error(request: Request, exc: Exception) -> JSONResponse:
+        # the picture needs more than --max-vram allows (a smaller one fits); what the
+        # pipeline refuses (e.g. an inpainting model asked for txt2img)
+        return _answer(request, 422, type(exc).__name__, str(exc))
 
     @app.exception_handler(Exception)
     async def failure(request: Request, exc: Exception) -> JSONResponse:
-        return JSONResponse(error_body(type(exc).__name__, f"the server failed: {exc}"),
-                            status_code=500)
-
+        return _answer(request, 500, type(exc).__name__, f"the server failed: {exc}")

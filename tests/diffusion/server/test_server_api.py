@@ -404,6 +404,12 @@ def test_oversized_body_is_413(client: Any) -> None:
     response = client.post("/sdapi/v1/txt2img", content=chunks(),
                            headers={"content-type": "application/json"})
     assert response.status_code == 413
+    # OpenAI's images API: the same limit, in its error shape
+    response = client.post("/v1/images/edits", files={"image": ("in.png", b"x" * 2**21)},
+                           data={"prompt": "a"})
+    error = response.json()["error"]
+    assert response.status_code == 413 and "limit of 1 MiB" in error["message"]
+    assert error["code"] == "request_too_large"
 
 
 def test_hires_fix_and_variation_seeds(client: Any) -> None:

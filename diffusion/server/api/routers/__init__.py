@@ -10,6 +10,7 @@
 | `info` | png-info, cmd-flags, memory |
 | `extras` | upscalers, extra-single-image, extra-batch-images (the Extras tab) |
 | `controlnet` | /controlnet/* (the ControlNet extension's), /sdapi/v1/scripts |
+| `openai` | OpenAI's images API: /v1/images/generations, /v1/images/edits, /v1/models |
 | `page` | the web page at / |
 """
 
@@ -18,7 +19,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 
 from ..state import authorized
-from . import controlnet, extras, generate, info, models, page, progress
+from . import controlnet, extras, generate, info, models, openai, page, progress
 
 __all__ = ["routers"]
 
@@ -34,4 +35,4 @@ def routers() -> list[APIRouter]:
     extension = APIRouter(dependencies=[Depends(authorized)])
     extension.include_router(controlnet.router)
     extension.include_router(progress.internal)
-    return [api, avx, extension, page.router]
+    return [api, avx, extension, openai.router, page.router]
