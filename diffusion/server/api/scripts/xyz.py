@@ -1,0 +1,150 @@
+"""The WebUI's "X/Y/Z plot" script through the API: `script_args` are its UI's values in
+order (x_type, x_values, x_values_dropdown, y_..., z_..., draw_legend, include_lone_images,
+include_sub_grids, no_fixed_seeds, margin_size, csv_mode, raw_mode; missing trailing ones take
+the UI's defaults). Each cell is one request on the server's queue; the answer holds the grid
+first (one per Z value side by side), then, with include_lone_images, each cell's picture."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import numpy as np
+
+from ...images import ImageError, decode_image, encode_png
+from ..generation import RequestError
+from ..schemas import Txt2ImgRequest
+from .axes import Axis, find_axis
+from .grid import labelled_grid
+from .values import split_values, typed_values
+
+__all__ = ["ARG_LABELS", "run_xyz"]
+
+Generate = Callable[[Txt2ImgRequest], Awaitable[dict[str, Any]]]
+Check = Callable[[Txt2ImgRequest], None]
+
+# (label, the UI's default) of each positional argument
+ARG_LABELS = (("X type", 1), ("X values", ""), ("X values", []), ("Y type", 0),
+              ("Y values", ""), ("Y values", []), ("Z type", 0), ("Z values", ""),
+              ("Z values", []), ("Draw legend", True), ("Include Sub Images", False),
+              ("Include Sub Grids", False), ("Keep -1 for seeds", False),
+              ("Grid margins (px)", 0), ("Use text inputs instead of dropdowns", False),
+              ("Use raw text lines", False))
+
+
+def _axis_values(axis: Axis, text: Any, dropdown: Any, name: str, raw_lines: bool
+                 ) -> list[Any]:
+    if axis.label == "Nothing":
+        return [0]
+    if isinstance(dropdown, list) and dropdown and not str(text or "").strip():
+        values = [str(v) for v in dropdown]  # the dropdown of an axis with choices
+    elif isinstance(text, str):
+        values = split_values(text, raw_lines=raw_lines)
+    else:
+        raise RequestError(f"{name} values must be text such as \"1, 2, 3\" or \"1-9 (+2)\", "
+                           f"got {text!r}")
+    try:
+        typed = typed_values([v for v in values if v != ""], axis.kind)
+    except ValueError as exc:
+        raise RequestError(f"{name} values ({axis.label}): {exc}") from None
+    if not typed:
+        raise RequestError(f"{name} values are empty for the axis {axis.label!r}; send values "
+                           "such as \"1, 2, 3\"")
+    return typed
+
+
+def _seeded(axis: Axis, values: list[Any]) -> list[Any]:
+    if axis.label not in ("Seed", "Var. seed"):
+        return values
+    return [secrets.randbelow(4294967294) if v == -1 else v for v in values]
+
+
+def _quote(text: str) -> str:
+    return json.dumps(text) if any(c in text for c in ",:\n") else text
+
+
+async def run_xyz(body: Txt2ImgRequest, kind: str, args: list[Any], generate: Generate,
+                  check: Check) -> dict[str, Any]:
+    """The grid (and cells) for `body` with the script's `args`; every cell is checked with
+    `check` before the first is queued (RequestError naming the axis)."""
+    given = list(args) + [default for _, default in ARG_LABELS[len(args):]]
+    (x_type, x_text, x_drop, y_type, y_text, y_drop, z_type, z_text, z_drop, draw_legend,
+     lone_images, _sub_grids, no_fixed_seeds, margin, _csv_mode, raw_lines) = given[:16]
+    names = ("X", "Y", "Z")
+    try:
+        axes = [find_axis(kind, t, f"{n} type")
+                for t, n in zip((x_type, y_type, z_type), names, strict=True)]
+    except ValueError as exc:
+        raise RequestError(str(exc)) from None
+    values = [_axis_values(axis, text, drop, name, bool(raw_lines)) for axis, text, drop, name
+              in zip(axes, (x_text, y_text, z_text), (x_drop, y_drop, z_drop), names,
+                     strict=True)]
+    base = body.model_copy(update={"script_name": None, "script_args": [],
+                                   "send_images": True})
+    if not no_fixed_seeds:  # the WebUI's fix_seed: every cell draws the same noise
+        if base.seed == -1:
+            base = base.model_copy(update={"seed": secrets.randbelow(4294967294)})
+        values = [_seeded(axis, vals) for axis, vals in zip(axes, values, strict=True)]
+    xs, ys, zs = values
+    # 1. every cell's body, checked before any is queued
+    cells: dict[tuple[int, int, int], Txt2ImgRequest] = {}
+    for iz, z in enumerate(zs):
+        for iy, y in enumerate(ys):
+            for ix, x in enumerate(xs):
+                cell = base
+                for axis, value, vals, name in zip(axes, (x, y, z), values, names,
+                                                   strict=True):
+                    try:
+                        cell = cell.model_copy(update=axis.update(cell, value, vals))
+                        check(cell)
+                    except (ValueError, ImageError) as exc:
+                        raise RequestError(f"{name} values ({axis.label}) {value!r}: "
+                                           f"{exc}") from None
+                cells[ix, iy, iz] = cell
+    # 2. the cells on the queue, the slowest axis to change outermost
+    order = sorted(((ix, iy, iz) for ix in range(len(xs)) for iy in range(len(ys))
+                    for iz in range(len(zs))),
+                   key=lambda k: tuple(k[i] for i in sorted(
+                       (2, 1, 0), key=lambda a: -axes[a].cost)))
+    answers = {key: await generate(cells[key]) for key in order}
+    # 3. the grids, one per Z value, side by side under the Z labels
+    labels = [[axis.label_of(v) for v in vals] for axis, vals in zip(axes, values, strict=True)]
+    keys = [(ix, iy, iz) for iz in range(len(zs)) for iy in range(len(ys))
+            for ix in range(len(xs))]
+    pictures = {key: decode_image(answers[key]["images"][0], "a cell's picture")
+                for key in keys}
+    legend = bool(draw_legend)
+    grids = [labelled_grid([pictures[k] for k in keys if k[2] == iz], len(ys),
+                           labels[0] if legend else [], labels[1] if legend else [],
+                           int(margin or 0)) for iz in range(len(zs))]
+    grid = grids[0] if len(zs) == 1 else labelled_grid(
+        grids, 1, labels[2] if legend else [], [], int(margin or 0))
+    return _response(body, axes, (x_text, y_text, z_text), [answers[k] for k in keys],
+                     grid, bool(lone_images))
+
+
+def _response(body: Txt2ImgRequest, axes: list[Axis], texts: tuple[Any, ...],
+              answers: list[dict[str, Any]], grid: Any, lone_images: bool) -> dict[str, Any]:
+    infos = [json.loads(answer["info"]) for answer in answers]
+    cell_texts = [info["infotexts"][0] for info in infos]
+    fields = ["Script: X/Y/Z plot"]
+    for axis, text, name in zip(axes, texts, "XYZ", strict=True):
+        if axis.label != "Nothing":
+            fields += [f"{name} Type: {_quote(axis.label)}", f"{name} Values: "
+                       f"{_quote(str(text))}"]
+    grid_text = f"{cell_texts[0]}, {', '.join(fields)}"
+    images = [encode_png(np.asarray(grid), grid_text)]
+    if lone_images:
+        images += [answer["images"][0] for answer in answers]
+    info = {**infos[0], "infotexts": [grid_text, *cell_texts], "index_of_first_image": 1,
+            "all_prompts": [i["all_prompts"][0] for i in infos],
+            "all_negative_prompts": [i["all_negative_prompts"][0] for i in infos],
+            "all_seeds": [i["all_seeds"][0] for i in infos],
+            "all_subseeds": [i["all_subseeds"][0] for i in infos],
+            "prompt": body.prompt}
+    parameters = {**answers[0]["parameters"], "script_name": body.script_name,
+                  "script_args": body.script_args}
+    return {"images": images if body.send_images else [], "parameters": parameters,
+            "info": json.dumps(info)}
