@@ -78,7 +78,7 @@ AXES = (
     Axis("Steps", "int", "steps"),
     _t2i("Hires steps", "int", field="hr_second_pass_steps"),
     Axis("CFG Scale", "float", "cfg_scale"),
-    _i2i("Image CFG Scale", "float", field="image_cfg_scale"),
+    _i2i("Image CFG Scale", "float"),  # instruct-pix2pix models: none here
     Axis("Prompt S/R", "str", "prompt"),
     Axis("Prompt order"),
     _t2i("Sampler", field="sampler_name"),
@@ -97,7 +97,7 @@ AXES = (
     Axis("Eta", "float", "eta"),
     Axis("Clip skip", "int", override="CLIP_stop_at_last_layers"),
     Axis("Denoising", "float", "denoising_strength"),
-    Axis("Initial noise multiplier", "float", "initial_noise_multiplier"),
+    Axis("Initial noise multiplier", "float"),
     Axis("Extra noise", "float"),
     _t2i("Hires upscaler", field="hr_upscaler"),
     _i2i("Cond. Image Mask Weight", "float"),
