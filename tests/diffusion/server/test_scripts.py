@@ -146,6 +146,22 @@ def test_xyz_plot_over_checkpoints_without_lone_images(api: Any) -> None:
 
 
 @needs_device
+def test_xyz_plot_z_grids_side_by_side_with_sub_grids(api: Any) -> None:
+    args = ["Steps", "1, 2", [], "Nothing", "", [], "CFG Scale", "3, 6", [], False, False,
+            True]
+    result = api.txt2img(prompt=PROMPT, seed=3, **SIZE, script_name="X/Y/Z plot",
+                         script_args=args)
+    whole, *subs = result.images
+    assert whole.size == (128, 40) and [s.size for s in subs] == [(64, 40), (64, 40)]
+    pixels = rgb(whole)
+    first, last = single(api, steps=1, cfg_scale=3), single(api, steps=2, cfg_scale=6)
+    np.testing.assert_array_equal(pixels[:, :32], first)
+    np.testing.assert_array_equal(pixels[:, 96:], last)
+    np.testing.assert_array_equal(rgb(subs[1]), pixels[:, 64:])
+    assert "Z Type: CFG Scale, Z Values: \"3, 6\"" in result.info["infotexts"][0]
+
+
+@needs_device
 @pytest.mark.parametrize(("args", "says"), [
     (["Steps", "1, two"], "X values (Steps): 'two' is not a whole number"),
     (["Nothing", "", [], "Sampler", "Euler, Nope"], "Y values (Sampler) 'Nope': unknown "

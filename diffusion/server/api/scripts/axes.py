@@ -47,7 +47,7 @@ class Axis:
         if self.override is not None:
             return {"override_settings": {**(body.override_settings or {}),
                                           self.override: value}}
-        return {self.field: value}
+        return {} if self.field is None else {self.field: value}
 
     def label_of(self, value: Any) -> str:
         """The grid's label for `value` (the WebUI's format_value functions)."""

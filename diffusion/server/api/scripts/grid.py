@@ -22,10 +22,10 @@ def grid_margins(cell: tuple[int, int], x_labels: list[str], y_labels: list[str]
     pad = max(2, cell[1] // 16)
     left = 0
     if any(y_labels):  # the WebUI's 3/4 of a cell, or the widest label's room
-        left = max(cell[0] * 3 // 4, *(font.getbbox(text)[2] + 2 * pad for text in y_labels))
+        left = max(cell[0] * 3 // 4, *(int(font.getbbox(text)[2]) + 2 * pad for text in y_labels))
     top = 0
     if any(x_labels):
-        heights = [font.getbbox(text or " ")[3] for text in x_labels]
+        heights = [int(font.getbbox(text or " ")[3]) for text in x_labels]
         top = max(heights) + 2 * pad
     return left, top
 

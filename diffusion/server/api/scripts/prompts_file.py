@@ -19,8 +19,9 @@ __all__ = ["ARG_LABELS", "line_settings", "run_prompts_file"]
 Generate = Callable[[Txt2ImgRequest], Awaitable[dict[str, Any]]]
 Check = Callable[[Txt2ImgRequest], None]
 
-ARG_LABELS = (("Iterate seed every line", False), ("Use same random seed for all lines", False),
-              ("Insert prompts at the", "start"), ("List of prompt inputs", ""))
+ARG_LABELS: tuple[tuple[str, Any], ...] = (
+    ("Iterate seed every line", False), ("Use same random seed for all lines", False),
+    ("Insert prompts at the", "start"), ("List of prompt inputs", ""))
 
 
 def _flag(text: str) -> bool:

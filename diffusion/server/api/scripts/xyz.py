@@ -26,12 +26,12 @@ Generate = Callable[[Txt2ImgRequest], Awaitable[dict[str, Any]]]
 Check = Callable[[Txt2ImgRequest], None]
 
 # (label, the UI's default) of each positional argument
-ARG_LABELS = (("X type", 1), ("X values", ""), ("X values", []), ("Y type", 0),
-              ("Y values", ""), ("Y values", []), ("Z type", 0), ("Z values", ""),
-              ("Z values", []), ("Draw legend", True), ("Include Sub Images", False),
-              ("Include Sub Grids", False), ("Keep -1 for seeds", False),
-              ("Grid margins (px)", 0), ("Use text inputs instead of dropdowns", False),
-              ("Use raw text lines", False))
+ARG_LABELS: tuple[tuple[str, Any], ...] = (
+    ("X type", 1), ("X values", ""), ("X values", []), ("Y type", 0), ("Y values", ""),
+    ("Y values", []), ("Z type", 0), ("Z values", ""), ("Z values", []), ("Draw legend", True),
+    ("Include Sub Images", False), ("Include Sub Grids", False), ("Keep -1 for seeds", False),
+    ("Grid margins (px)", 0), ("Use text inputs instead of dropdowns", False),
+    ("Use raw text lines", False))
 
 
 def _axis_values(axis: Axis, text: Any, dropdown: Any, name: str, raw_lines: bool
@@ -71,7 +71,7 @@ async def run_xyz(body: Txt2ImgRequest, kind: str, args: list[Any], generate: Ge
     `check` before the first is queued (RequestError naming the axis)."""
     given = list(args) + [default for _, default in ARG_LABELS[len(args):]]
     (x_type, x_text, x_drop, y_type, y_text, y_drop, z_type, z_text, z_drop, draw_legend,
-     lone_images, _sub_grids, no_fixed_seeds, margin, _csv_mode, raw_lines) = given[:16]
+     lone_images, sub_grids, no_fixed_seeds, margin, _csv_mode, raw_lines) = given[:16]
     names = ("X", "Y", "Z")
     try:
         axes = [find_axis(kind, t, f"{n} type")
@@ -121,12 +121,17 @@ async def run_xyz(body: Txt2ImgRequest, kind: str, args: list[Any], generate: Ge
                            int(margin or 0)) for iz in range(len(zs))]
     grid = grids[0] if len(zs) == 1 else labelled_grid(
         grids, 1, labels[2] if legend else [], [], int(margin or 0))
-    return _response(body, axes, (x_text, y_text, z_text), [answers[k] for k in keys],
-                     grid, bool(lone_images))
+    # the WebUI's include_sub_grids: each Z value's grid after the whole one
+    shown = [grid, *(grids if sub_grids and len(zs) > 1 else [])]
+    texts = [text if (isinstance(text, str) and text.strip()) or not isinstance(drop, list)
+             else ", ".join(map(str, drop))
+             for text, drop in ((x_text, x_drop), (y_text, y_drop), (z_text, z_drop))]
+    return _response(body, axes, texts, [answers[k] for k in keys], shown, bool(lone_images))
 
 
-def _response(body: Txt2ImgRequest, axes: list[Axis], texts: tuple[Any, ...],
-              answers: list[dict[str, Any]], grid: Any, lone_images: bool) -> dict[str, Any]:
+def _response(body: Txt2ImgRequest, axes: list[Axis], texts: list[Any],
+              answers: list[dict[str, Any]], grids: list[Any], lone_images: bool
+              ) -> dict[str, Any]:
     infos = [json.loads(answer["info"]) for answer in answers]
     cell_texts = [info["infotexts"][0] for info in infos]
     fields = ["Script: X/Y/Z plot"]
@@ -135,10 +140,11 @@ def _response(body: Txt2ImgRequest, axes: list[Axis], texts: tuple[Any, ...],
             fields += [f"{name} Type: {_quote(axis.label)}", f"{name} Values: "
                        f"{_quote(str(text))}"]
     grid_text = f"{cell_texts[0]}, {', '.join(fields)}"
-    images = [encode_png(np.asarray(grid), grid_text)]
+    images = [encode_png(np.asarray(grid), grid_text) for grid in grids]
     if lone_images:
         images += [answer["images"][0] for answer in answers]
-    info = {**infos[0], "infotexts": [grid_text, *cell_texts], "index_of_first_image": 1,
+    info = {**infos[0], "infotexts": [grid_text] * len(grids) + cell_texts,
+            "index_of_first_image": len(grids),
             "all_prompts": [i["all_prompts"][0] for i in infos],
             "all_negative_prompts": [i["all_negative_prompts"][0] for i in infos],
             "all_seeds": [i["all_seeds"][0] for i in infos],
