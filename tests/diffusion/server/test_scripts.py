@@ -146,6 +146,24 @@ def test_xyz_plot_over_checkpoints_without_lone_images(api: Any) -> None:
 
 
 @needs_device
+def test_xyz_plot_on_img2img_by_the_img2img_dropdown_index(api: Any) -> None:
+    from PIL import Image
+
+    picture = Image.fromarray(np.random.default_rng(4).integers(0, 256, (40, 32, 3),
+                                                                dtype=np.uint8))
+    settings = {"images": [picture], "prompt": PROMPT, "seed": 3, "cfg_scale": 4, "steps": 4,
+                **SIZE}
+    # 22: "Denoising" in img2img's list (its own Sampler and Image CFG Scale shift it)
+    result = api.img2img(**settings, script_name="X/Y/Z plot",
+                         script_args=[22, "0.5, 1", [], 0, "", [], 0, "", [], True, True])
+    assert len(result.images) == 3 and result.info["infotexts"][0].count("X Type: Denoising")
+    for cell, strength in zip(result.images[1:], (0.5, 1.0), strict=True):
+        want = rgb(api.img2img(**settings, denoising_strength=strength).image)
+        np.testing.assert_array_equal(rgb(cell), want)
+    assert not np.array_equal(rgb(result.images[1]), rgb(result.images[2]))
+
+
+@needs_device
 def test_xyz_plot_z_grids_side_by_side_with_sub_grids(api: Any) -> None:
     args = ["Steps", "1, 2", [], "Nothing", "", [], "CFG Scale", "3, 6", [], False, False,
             True]
