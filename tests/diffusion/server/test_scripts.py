@@ -35,6 +35,22 @@ def test_an_axis_value_that_is_no_number_is_named() -> None:
 
 
 @pytest.mark.nodevice
+def test_prompt_search_and_replace_axis() -> None:
+    from diffusion.server.api.schemas import Txt2ImgRequest
+    from diffusion.server.api.scripts.axes import find_axis
+
+    axis = find_axis("txt2img", 7, "X type")
+    body = Txt2ImgRequest(prompt="a red circle", negative_prompt="red blur")
+    values = ["red", "green"]
+    assert axis.label == "Prompt S/R" and axis.label_of("green") == "green"
+    assert axis.update(body, "green", values) == {"prompt": "a green circle",
+                                                  "negative_prompt": "green blur"}
+    with pytest.raises(ValueError, match="did not find 'blue'"):
+        axis.update(body, "x", ["blue", "x"])
+    assert find_axis("img2img", "denoising", "X type").field == "denoising_strength"
+
+
+@pytest.mark.nodevice
 def test_a_line_of_options_as_the_webui_parses_it() -> None:
     line = '--prompt "a red circle" on blue --steps 3 --cfg_scale 2.5 --negative_prompt dark'
     assert line_settings(line) == {"prompt": "a red circle on blue", "steps": 3,
@@ -186,6 +202,8 @@ def test_xyz_plot_z_grids_side_by_side_with_sub_grids(api: Any) -> None:
                                                     "sampler_name"),
     (["Prompt order", "a, b"], "X type 'Prompt order' is not supported"),
     (["CFG Scale", "1", [], 99], "Y type 99 is not an axis type"),
+    (["Seed", "1-11", [], "Steps", "1-10"], "the X/Y/Z plot has 11 x 10 x 1 cells, over this "
+                                            "server's limit of 100"),
 ])
 def test_a_bad_axis_is_refused_naming_it(api: Any, args: list[Any], says: str) -> None:
     assert refusal(api, script_name="X/Y/Z plot", script_args=args).startswith(says)

@@ -16,6 +16,7 @@ from ..schemas import Txt2ImgRequest
 
 __all__ = ["ARG_LABELS", "line_settings", "run_prompts_file"]
 
+MAX_LINES = 100  # the most requests one call queues (as many as n_iter's limit)
 Generate = Callable[[Txt2ImgRequest], Awaitable[dict[str, Any]]]
 Check = Callable[[Txt2ImgRequest], None]
 
@@ -109,6 +110,9 @@ async def run_prompts_file(body: Txt2ImgRequest, args: list[Any], generate: Gene
     if not lines:
         raise RequestError("List of prompt inputs is empty: send one prompt (or a line of "
                            "--prompt \"...\" --steps N options) per line")
+    if len(lines) > MAX_LINES:
+        raise RequestError(f"List of prompt inputs has {len(lines)} lines, over this server's "
+                           f"limit of {MAX_LINES}; send fewer lines per request")
     base = body.model_copy(update={"script_name": None, "script_args": [],
                                    "send_images": True})
     seed = base.seed

@@ -22,6 +22,8 @@ from .values import split_values, typed_values
 
 __all__ = ["ARG_LABELS", "run_xyz"]
 
+# the most cells one plot queues (as many as n_iter's limit of images per job)
+MAX_CELLS = 100
 Generate = Callable[[Txt2ImgRequest], Awaitable[dict[str, Any]]]
 Check = Callable[[Txt2ImgRequest], None]
 
@@ -88,6 +90,9 @@ async def run_xyz(body: Txt2ImgRequest, kind: str, args: list[Any], generate: Ge
             base = base.model_copy(update={"seed": secrets.randbelow(4294967294)})
         values = [_seeded(axis, vals) for axis, vals in zip(axes, values, strict=True)]
     xs, ys, zs = values
+    if len(xs) * len(ys) * len(zs) > MAX_CELLS:
+        raise RequestError(f"the X/Y/Z plot has {len(xs)} x {len(ys)} x {len(zs)} cells, over "
+                           f"this server's limit of {MAX_CELLS}; send fewer values")
     # 1. every cell's body, checked before any is queued
     cells: dict[tuple[int, int, int], Txt2ImgRequest] = {}
     for iz, z in enumerate(zs):
