@@ -51,6 +51,41 @@ def test_prompt_search_and_replace_axis() -> None:
 
 
 @pytest.mark.nodevice
+def test_an_interrupted_cell_stops_the_plot_and_blanks_the_rest() -> None:
+    import asyncio
+    import base64
+    import io
+    import json
+
+    from PIL import Image
+
+    from diffusion.server.api.schemas import Txt2ImgRequest
+    from diffusion.server.api.scripts import run_script
+
+    queued: list[int] = []
+
+    async def generate(cell: Txt2ImgRequest) -> dict[str, Any]:
+        queued.append(cell.steps)
+        buffer = io.BytesIO()
+        Image.new("RGB", (8, 6), (cell.steps * 40, 0, 0)).save(buffer, format="PNG")
+        info = {"infotexts": [f"p\nSteps: {cell.steps}"], "interrupted": cell.steps == 2,
+                "all_prompts": ["p"], "all_negative_prompts": [""], "all_seeds": [1],
+                "all_subseeds": [1]}
+        return {"images": [base64.b64encode(buffer.getvalue()).decode()],
+                "parameters": {}, "info": json.dumps(info)}
+
+    body = Txt2ImgRequest(prompt="p", seed=1, script_name="X/Y/Z plot",
+                          script_args=["Steps", "1-3", [], 0, "", [], 0, "", [], False, True])
+    answer = asyncio.run(run_script(body, "txt2img", generate, lambda cell: None))
+    assert queued == [1, 2]  # the third cell is not queued after the interrupt
+    info = json.loads(answer["info"])
+    assert info["interrupted"] and info["all_seeds"] == [1, 1, None]
+    grid = np.asarray(Image.open(io.BytesIO(base64.b64decode(answer["images"][0]))))
+    assert grid.shape == (6, 24, 3)
+    assert grid[0, 0, 0] == 40 and grid[0, 8, 0] == 80 and not grid[:, 16:].any()
+
+
+@pytest.mark.nodevice
 def test_a_line_of_options_as_the_webui_parses_it() -> None:
     line = '--prompt "a red circle" on blue --steps 3 --cfg_scale 2.5 --negative_prompt dark'
     assert line_settings(line) == {"prompt": "a red circle on blue", "steps": 3,

@@ -129,8 +129,12 @@ async def run_prompts_file(body: Txt2ImgRequest, args: list[Any], generate: Gene
         bodies.append(cell)
         if iterate:
             seed += base.batch_size * base.n_iter
-    answers = [await generate(cell) for cell in bodies]
-    infos = [json.loads(answer["info"]) for answer in answers]
+    answers, infos = [], []
+    for cell in bodies:  # after an interrupted line (/sdapi/v1/interrupt) none is queued
+        answers.append(await generate(cell))
+        infos.append(json.loads(answers[-1]["info"]))
+        if infos[-1].get("interrupted"):
+            break
     merged = {**infos[0], "prompt": body.prompt}
     for key in ("infotexts", "all_prompts", "all_negative_prompts", "all_seeds",
                 "all_subseeds"):

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from ...images import ImageError, decode_image, encode_png
 from ..generation import RequestError
@@ -113,13 +114,20 @@ async def run_xyz(body: Txt2ImgRequest, kind: str, args: list[Any], generate: Ge
                     for iz in range(len(zs))),
                    key=lambda k: tuple(k[i] for i in sorted(
                        (2, 1, 0), key=lambda a: -axes[a].cost)))
-    answers = {key: await generate(cells[key]) for key in order}
+    answers: dict[tuple[int, int, int], dict[str, Any]] = {}
+    for key in order:  # after an interrupted cell (/sdapi/v1/interrupt) none is queued
+        answers[key] = await generate(cells[key])
+        if json.loads(answers[key]["info"]).get("interrupted"):
+            break
     # 3. the grids, one per Z value, side by side under the Z labels
     labels = [[axis.label_of(v) for v in vals] for axis, vals in zip(axes, values, strict=True)]
     keys = [(ix, iy, iz) for iz in range(len(zs)) for iy in range(len(ys))
             for ix in range(len(xs))]
     pictures = {key: decode_image(answers[key]["images"][0], "a cell's picture")
-                for key in keys}
+                for key in keys if key in answers}
+    size = next(iter(pictures.values())).size
+    for key in keys:  # the cells an interrupt left out: black, as the WebUI leaves them
+        pictures.setdefault(key, Image.new("RGB", size))
     legend = bool(draw_legend)
     grids = [labelled_grid([pictures[k] for k in keys if k[2] == iz], len(ys),
                            labels[0] if legend else [], labels[1] if legend else [],
@@ -131,31 +139,35 @@ async def run_xyz(body: Txt2ImgRequest, kind: str, args: list[Any], generate: Ge
     texts = [text if (isinstance(text, str) and text.strip()) or not isinstance(drop, list)
              else ", ".join(map(str, drop))
              for text, drop in ((x_text, x_drop), (y_text, y_drop), (z_text, z_drop))]
-    return _response(body, axes, texts, [answers[k] for k in keys], shown, bool(lone_images))
+    return _response(body, axes, texts, [answers.get(k) for k in keys],
+                     [pictures[k] for k in keys], shown, bool(lone_images))
 
 
 def _response(body: Txt2ImgRequest, axes: list[Axis], texts: list[Any],
-              answers: list[dict[str, Any]], grids: list[Any], lone_images: bool
-              ) -> dict[str, Any]:
-    infos = [json.loads(answer["info"]) for answer in answers]
-    cell_texts = [info["infotexts"][0] for info in infos]
+              answers: list[dict[str, Any] | None], pictures: list[Any], grids: list[Any],
+              lone_images: bool) -> dict[str, Any]:
+    """The answer; `answers` and `pictures` are the cells' (None: one an interrupt left out,
+    whose lists hold None as the WebUI's)."""
+    infos = [None if answer is None else json.loads(answer["info"]) for answer in answers]
+    first = next(info for info in infos if info is not None)
+    cell_texts = [None if info is None else info["infotexts"][0] for info in infos]
     fields = ["Script: X/Y/Z plot"]
     for axis, text, name in zip(axes, texts, "XYZ", strict=True):
         if axis.label != "Nothing":
             fields += [f"{name} Type: {_quote(axis.label)}", f"{name} Values: "
                        f"{_quote(str(text))}"]
-    grid_text = f"{cell_texts[0]}, {', '.join(fields)}"
+    grid_text = f"{first['infotexts'][0]}, {', '.join(fields)}"
     images = [encode_png(np.asarray(grid), grid_text) for grid in grids]
     if lone_images:
-        images += [answer["images"][0] for answer in answers]
-    info = {**infos[0], "infotexts": [grid_text] * len(grids) + cell_texts,
-            "index_of_first_image": len(grids),
-            "all_prompts": [i["all_prompts"][0] for i in infos],
-            "all_negative_prompts": [i["all_negative_prompts"][0] for i in infos],
-            "all_seeds": [i["all_seeds"][0] for i in infos],
-            "all_subseeds": [i["all_subseeds"][0] for i in infos],
-            "prompt": body.prompt}
-    parameters = {**answers[0]["parameters"], "script_name": body.script_name,
+        images += [encode_png(np.asarray(picture)) if answer is None else answer["images"][0]
+                   for answer, picture in zip(answers, pictures, strict=True)]
+    info = {**first, "infotexts": [grid_text] * len(grids) + cell_texts,
+            "index_of_first_image": len(grids), "prompt": body.prompt,
+            "interrupted": any(i is None or i["interrupted"] for i in infos)}
+    for key in ("all_prompts", "all_negative_prompts", "all_seeds", "all_subseeds"):
+        info[key] = [None if i is None else i[key][0] for i in infos]
+    echoed = next(answer for answer in answers if answer is not None)["parameters"]
+    parameters = {**echoed, "script_name": body.script_name,
                   "script_args": body.script_args}
     return {"images": images if body.send_images else [], "parameters": parameters,
             "info": json.dumps(info)}
