@@ -48,6 +48,12 @@ def test_prompt_search_and_replace_axis() -> None:
     with pytest.raises(ValueError, match="did not find 'blue'"):
         axis.update(body, "x", ["blue", "x"])
     assert find_axis("img2img", "denoising", "X type").field == "denoising_strength"
+    order = find_axis("txt2img", "Prompt order", "X type")
+    body = Txt2ImgRequest(prompt="a red big circle, blue")
+    orders = typed_values(split_values("red, circle, blue"), "order")
+    assert len(orders) == 6 and order.label_of(orders[5]) == "blue, circle, red"
+    assert [order.update(body, o, orders)["prompt"] for o in orders[:2]] == [
+        "a red big circle, blue", "a red big blue, circle"]
 
 
 @pytest.mark.nodevice
@@ -235,7 +241,9 @@ def test_xyz_plot_z_grids_side_by_side_with_sub_grids(api: Any) -> None:
     (["Steps", "1, two"], "X values (Steps): 'two' is not a whole number"),
     (["Nothing", "", [], "Sampler", "Euler, Nope"], "Y values (Sampler) 'Nope': unknown "
                                                     "sampler_name"),
-    (["Prompt order", "a, b"], "X type 'Prompt order' is not supported"),
+    (["Styles", "a, b"], "X type 'Styles' is not supported"),
+    (["Prompt order", "red, square"], "X values (Prompt order) ('red', 'square'): Prompt "
+                                      "order: 'square' is not in the prompt"),
     (["CFG Scale", "1", [], 99], "Y type 99 is not an axis type"),
     (["Seed", "1-11", [], "Steps", "1-10"], "the X/Y/Z plot has 11 x 10 x 1 cells, over this "
                                             "server's limit of 100"),

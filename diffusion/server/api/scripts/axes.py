@@ -44,6 +44,8 @@ class Axis:
                                  "negative prompt; the first value is the text replaced")
             return {"prompt": body.prompt.replace(search, value),
                     "negative_prompt": negative.replace(search, value)}
+        if self.label == "Prompt order":
+            return {"prompt": _reordered(body.prompt, value)}
         if self.override is not None:
             return {"override_settings": {**(body.override_settings or {}),
                                           self.override: value}}
@@ -57,9 +59,25 @@ class Axis:
             value = round(value, 8)
         if self.checkpoint:
             return os.path.basename(str(value))
-        if self.label in ("Prompt S/R", "Sampler", "Face restore"):
+        if self.label == "Prompt order":
+            return ", ".join(value)
+        if self.label in ("Prompt S/R", "Sampler"):
             return str(value)
         return f"{self.label}: {value}"
+
+
+def _reordered(prompt: str, tokens: tuple[str, ...]) -> str:
+    """`prompt` with `tokens` put in this order where the prompt has them (the WebUI's
+    apply_order); ValueError for a token the prompt does not have."""
+    missing = [token for token in tokens if token not in prompt]
+    if missing:
+        raise ValueError(f"Prompt order: {missing[0]!r} is not in the prompt")
+    parts = []
+    for token in sorted(tokens, key=prompt.find):
+        at = prompt.find(token)
+        parts.append(prompt[:at])
+        prompt = prompt[at + len(token):]
+    return "".join(part + token for part, token in zip(parts, tokens, strict=True)) + prompt
 
 
 def _t2i(label: str, kind: str = "str", **kw: Any) -> Axis:
@@ -80,7 +98,7 @@ AXES = (
     Axis("CFG Scale", "float", "cfg_scale"),
     _i2i("Image CFG Scale", "float"),  # instruct-pix2pix models: none here
     Axis("Prompt S/R", "str", "prompt"),
-    Axis("Prompt order"),
+    Axis("Prompt order", "order", "prompt"),
     _t2i("Sampler", field="sampler_name"),
     _t2i("Hires sampler"),
     _i2i("Sampler", field="sampler_name"),

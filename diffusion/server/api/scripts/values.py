@@ -7,6 +7,7 @@ import csv
 import re
 from collections.abc import Callable
 from io import StringIO
+from itertools import permutations
 from typing import Any
 
 import numpy as np
@@ -34,8 +35,10 @@ def _number(kind: Callable[[str], Any], text: str) -> Any:
 
 
 def typed_values(values: list[str], kind: str) -> list[Any]:
-    """`values` expanded (ranges) and converted to `kind` ("int", "float" or "str");
-    ValueError names the value that is not a number."""
+    """`values` expanded (ranges) and converted to `kind` ("int", "float" or "str"; "order":
+    every order of the values); ValueError names the value that is not a number."""
+    if kind == "order":
+        return list(permutations(values))
     out: list[Any] = []
     for value in values:
         if kind == "int":
