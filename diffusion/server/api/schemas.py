@@ -2,7 +2,7 @@
 
 Field names and defaults are the AUTOMATIC1111 WebUI's (`StableDiffusionProcessingTxt2Img` /
 `...Img2Img` plus the API's extra keys). Fields the WebUI has and we do not implement (face
-restoration, tiling, scripts, styles, ...) are accepted and ignored, as are unknown keys (kept
+restoration, tiling, styles, ...) are accepted and ignored, as are unknown keys (kept
 aside for GenerationRequest's `api` settings), so a client written for the WebUI sends its
 usual body unchanged. Deviations: `width`/`height` default to the loaded model's native size
 rather than 512 (None here), and `sampler_name` defaults to "Euler" through `sampler_index` as
@@ -78,7 +78,7 @@ class Txt2ImgRequest(_Lenient):
     # Typed loosely so that a wrong type gets our message, which says what to send.
     hr_checkpoint_name: str | None = None
     hr_additional_modules: Any = None
-    script_name: str | None = None
+    script_name: str | None = None  # a selectable script (diffusion.server.api.scripts)
     script_args: list[Any] = Field(default_factory=list)
     send_images: bool = True
     save_images: bool = False

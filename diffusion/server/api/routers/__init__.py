@@ -9,8 +9,9 @@
 | | embeddings; /avx/defaults |
 | `info` | png-info, cmd-flags, memory |
 | `extras` | upscalers, extra-single-image, extra-batch-images (the Extras tab) |
-| `controlnet` | /controlnet/* (the ControlNet extension's), /sdapi/v1/scripts |
+| `controlnet` | /controlnet/* (the ControlNet extension's) |
 | `openai` | OpenAI's images API: /v1/images/generations, /v1/images/edits, /v1/models |
+| `scripts` | /sdapi/v1/scripts, /sdapi/v1/script-info |
 | `page` | the web page at / |
 """
 
@@ -19,7 +20,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 
 from ..state import authorized
-from . import controlnet, extras, generate, info, models, openai, page, progress
+from . import controlnet, extras, generate, info, models, openai, page, progress, scripts
 
 __all__ = ["routers"]
 
@@ -28,7 +29,7 @@ def routers() -> list[APIRouter]:
     """Every router, the API's behind --api-auth, in the order they are included."""
     api = APIRouter(prefix="/sdapi/v1", dependencies=[Depends(authorized)])
     avx = APIRouter(prefix="/avx", dependencies=[Depends(authorized)])
-    for module in (generate, progress, models, info, extras, controlnet):
+    for module in (generate, progress, models, info, extras, scripts):
         api.include_router(module.api)
         if hasattr(module, "avx"):
             avx.include_router(module.avx)

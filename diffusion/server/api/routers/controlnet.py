@@ -1,6 +1,6 @@
 """The ControlNet extension's own routes: `/controlnet/version`, `/controlnet/model_list`,
-`/controlnet/module_list`, `/controlnet/settings`, `/controlnet/detect`; and
-`/sdapi/v1/scripts`, where clients (webuiapi) look for the extension.
+`/controlnet/module_list`, `/controlnet/settings`, `/controlnet/detect` (clients look for
+the extension in `/sdapi/v1/scripts`: routers.scripts).
 
 The models are `serve --controlnet-dir DIR`'s (diffusion.loaders.control.catalog), named as
 the extension names them ("control_v11p_sd15_canny [d14c016b]"); the units of txt2img /
@@ -21,11 +21,10 @@ from ...images import ImageError, decode_image, encode_png
 from ..generation import RequestError
 from ..state import State, submit, wait
 
-__all__ = ["DetectRequest", "api", "router"]
+__all__ = ["DetectRequest", "router"]
 
 API_VERSION = 3  # the extension's get_api_version()
 router = APIRouter(prefix="/controlnet")
-api = APIRouter()  # under /sdapi/v1
 
 
 class DetectRequest(BaseModel):
@@ -94,8 +93,3 @@ async def detect(body: DetectRequest, state: State) -> dict[str, Any]:
 
     return {"images": await wait(submit(state, run)), "info": "Success"}
 
-
-@api.get("/scripts")
-def scripts() -> dict[str, list[str]]:
-    """The WebUI's script list: the ControlNet extension's always-on script."""
-    return {"txt2img": ["controlnet"], "img2img": ["controlnet"]}

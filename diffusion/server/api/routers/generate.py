@@ -29,6 +29,7 @@ from ..generation import (
 )
 from ..limits import utf8_text
 from ..schemas import ImageResponse, Img2ImgRequest, Txt2ImgRequest
+from ..scripts import run_script
 from ..state import ServerState, State, submit, wait
 
 __all__ = ["api"]
@@ -116,6 +117,24 @@ async def run_generation(state: ServerState, body: Txt2ImgRequest, kind: str,
     return build_response(body, await wait(generation, client), facts)
 
 
+async def run_request(state: ServerState, body: Txt2ImgRequest, kind: str,
+                      client: Request | None = None) -> dict[str, Any]:
+    """A txt2img/img2img body's answer: its script's (script_name: every picture the script
+    makes is one request on the queue) or its own."""
+    if not body.script_name:
+        return await run_generation(state, body, kind, client)
+
+    def check(cell: Txt2ImgRequest) -> None:  # what run_generation refuses before queueing
+        build_job(cell, kind, options=dict(state.options), max_size=state.max_size,
+                  outputs=state.outputs)
+        _wanted_model(state, cell)
+
+    async def generate(cell: Txt2ImgRequest) -> dict[str, Any]:
+        return await run_generation(state, cell, kind, client)
+
+    return await run_script(body, kind, generate, check)
+
+
 def _wanted_model(state: ServerState, body: Txt2ImgRequest) -> ModelEntry | None:
     """The model a request runs on: the options' (`state.model`), or the checkpoint and module
     files its override_settings name in place of the options' (for this request only, as the
@@ -186,10 +205,10 @@ def _documented(model: type[Txt2ImgRequest]) -> dict[str, Any]:
 @api.post("/txt2img", response_model=ImageResponse, openapi_extra=_documented(Txt2ImgRequest))
 async def txt2img(body: Annotated[Txt2ImgRequest, Depends(_txt2img_body)],
                   state: State, request: Request) -> dict[str, Any]:
-    return await run_generation(state, body, "txt2img", client=request)
+    return await run_request(state, body, "txt2img", client=request)
 
 
 @api.post("/img2img", response_model=ImageResponse, openapi_extra=_documented(Img2ImgRequest))
 async def img2img(body: Annotated[Img2ImgRequest, Depends(_img2img_body)],
                   state: State, request: Request) -> dict[str, Any]:
-    return await run_generation(state, body, "img2img", client=request)
+    return await run_request(state, body, "img2img", client=request)
