@@ -5,11 +5,12 @@ matrix, 1/8 size; "TAESD": the tiny autoencoder's decoder, full size).
     previews = Previews(approx_dir="models/VAE-approx")
     previews.configure(options)                    # the /sdapi/v1/options dict
     if previews.due(step):
-        picture = previews.picture(latents, family="sd1", device=device)  # None: Approx cheap
+        picture = previews.picture(latents, latent_space="sd1", device=device)  # None: cheap
 
-TAESD files are looked up as the WebUI names them, by the model's family: `taesd_decoder`
-(SD 1/2), `taesdxl_decoder` (SDXL), `taesd3_decoder` (SD3), `taef1_decoder` (FLUX.1, Chroma),
-`.safetensors` or `.pth`. A missing file, or a family without one, falls back to Approx cheap
+TAESD files are looked up as the WebUI names them, by the model's latent space (its
+`Capabilities.latent_space`): `taesd_decoder` (SD 1/2), `taesdxl_decoder` (SDXL),
+`taesd3_decoder` (SD3), `taef1_decoder` (FLUX.1, Chroma, Z-Image: FLUX.1's VAE), `.safetensors`
+or `.pth`. A missing file, or a model without one, falls back to Approx cheap
 and says so once in the log. "Full" (the model's own VAE) is taken as TAESD; "Approx NN" as
 Approx cheap.
 """
@@ -31,12 +32,13 @@ _LOG = logging.getLogger(__name__)
 PREVIEW_TYPES = ("Full", "Approx NN", "Approx cheap", "TAESD")
 _TAESD_NAMES = {"sd1": "taesd_decoder", "sd2": "taesd_decoder", "sdxl": "taesdxl_decoder",
                 "sd3": "taesd3_decoder", "flux": "taef1_decoder", "chroma": "taef1_decoder"}
+# (Z-Image's latent space is "flux": FLUX.1's VAE)
 
 
-def taesd_name(family: str) -> str | None:
-    """The WebUI's TAESD decoder file stem for a family ("sdxl-refiner" -> taesdxl_decoder),
+def taesd_name(latent_space: str) -> str | None:
+    """The WebUI's TAESD decoder file stem for a latent space ("sdxl" -> taesdxl_decoder),
     None where TAESD has none."""
-    return _TAESD_NAMES.get(family) or _TAESD_NAMES.get(family.split("-")[0])
+    return _TAESD_NAMES.get(latent_space)
 
 
 def check_preview_options(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -82,12 +84,12 @@ class Previews:
         """Whether sampling step `step` (from 1) shows a preview."""
         return self.enabled and self.every > 0 and step % self.every == 0
 
-    def picture(self, latents: np.ndarray, *, family: str, device: Any) -> np.ndarray | None:
+    def picture(self, latents: np.ndarray, *, latent_space: str, device: Any) -> np.ndarray | None:
         """The first latent of `latents` (B, C, h, w) as an (8h, 8w, 3) uint8 picture by
         TAESD, or None where Approx cheap draws it (the type chosen, or no TAESD file)."""
         if self.kind not in ("TAESD", "Full"):
             return None
-        decoder = self._decoder(family, int(latents.shape[1]), device)
+        decoder = self._decoder(latent_space, int(latents.shape[1]), device)
         if decoder is None:
             return None
         from gpustd import Tensor
@@ -97,16 +99,16 @@ class Previews:
         image = decoder(first).numpy()[0].transpose(1, 2, 0)
         return np.clip(image * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
-    def _decoder(self, family: str, channels: int, device: Any) -> Any:
-        stem = taesd_name(family)
+    def _decoder(self, space: str, channels: int, device: Any) -> Any:
+        stem = taesd_name(space)
         files = [] if stem is None or self.approx_dir is None else [
             self.approx_dir / f"{stem}{suffix}" for suffix in (".safetensors", ".pth")]
         path = next((file for file in files if file.is_file()), None)
         if path is None:
             where = f" in {self.approx_dir}" if self.approx_dir is not None else \
                 " (no --vae-approx-dir or models folder)"
-            self._say(f"{family}: no TAESD decoder file "
-                      f"{f'{stem}.safetensors or {stem}.pth' if stem else 'for this family'}"
+            self._say(f"{space} models: no TAESD decoder file "
+                      f"{f'{stem}.safetensors or {stem}.pth' if stem else 'exists for them'}"
                       f"{where}; live previews use Approx cheap")
             return None
         with self._lock:

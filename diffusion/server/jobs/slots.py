@@ -92,7 +92,8 @@ class SlotObserver(Observer):
         if previews is not None and not previews.due(done):
             return
         picture = None if previews is None else previews.picture(
-            latents, family=self.slot.pipe.family, device=self.slot.device)
+            latents, latent_space=self.slot.pipe.capabilities.latent_space,
+            device=self.slot.device)
         with self.lock:
             self.slot.latents = np.array(latents[:1], copy=True)
             self.slot.picture = picture
