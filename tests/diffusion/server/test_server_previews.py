@@ -119,3 +119,21 @@ def test_missing_taesd_file_falls_back_to_approx_cheap(model: Path, tmp_path: Pa
             app.state.worker.stop()
     said = [r.getMessage() for r in caplog.records if "taesd_decoder" in r.getMessage()]
     assert len(said) == 1 and "Approx cheap" in said[0], said
+
+
+@pytest.mark.nodevice
+def test_preview_options_are_checked_and_files_named_as_the_webui() -> None:
+    from diffusion.server.previews import Previews, check_preview_options, taesd_name
+
+    assert [taesd_name(s) for s in ("sd1", "sd2", "sdxl", "sd3", "flux", "chroma", "flux2")] == [
+        "taesd_decoder", "taesd_decoder", "taesdxl_decoder", "taesd3_decoder", "taef1_decoder",
+        "taef1_decoder", None]
+    for bad in ({"live_previews_enable": 1}, {"show_progress_every_n_steps": 2.5},
+                {"show_progress_every_n_steps": -2}, {"show_progress_type": "taesd"}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            check_preview_options(bad)
+    previews = Previews()
+    previews.configure({"show_progress_every_n_steps": 3, "show_progress_type": "TAESD"})
+    assert [previews.due(step) for step in (1, 3, 6)] == [False, True, True]
+    previews.configure({"live_previews_enable": False})
+    assert not previews.due(3) and previews.kind == "TAESD"
