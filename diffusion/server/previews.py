@@ -26,10 +26,12 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["PREVIEW_TYPES", "Previews", "check_preview_options", "taesd_name"]
+__all__ = ["PREVIEW_OPTIONS", "PREVIEW_TYPES", "Previews", "check_preview_options",
+           "taesd_name"]
 
 _LOG = logging.getLogger(__name__)
 PREVIEW_TYPES = ("Full", "Approx NN", "Approx cheap", "TAESD")
+PREVIEW_OPTIONS = ("live_previews_enable", "show_progress_every_n_steps", "show_progress_type")
 _TAESD_NAMES = {"sd1": "taesd_decoder", "sd2": "taesd_decoder", "sdxl": "taesdxl_decoder",
                 "sd3": "taesd3_decoder", "flux": "taef1_decoder", "chroma": "taef1_decoder"}
 # (Z-Image's latent space is "flux": FLUX.1's VAE)
@@ -80,6 +82,16 @@ class Previews:
         self.every = int(options.get("show_progress_every_n_steps", self.every))
         self.kind = str(options.get("show_progress_type", self.kind))
 
+    def settings(self) -> tuple[Path | None, bool, int, str]:
+        """(approx_dir, and the PREVIEW_OPTIONS' values): what a worker process is sent to
+        make its own previews alike."""
+        return self.approx_dir, self.enabled, self.every, self.kind
+
+    @property
+    def decodes(self) -> bool:
+        """Whether the type chosen draws with TAESD (else Approx cheap, from the latents)."""
+        return self.kind in ("TAESD", "Full")
+
     def due(self, step: int) -> bool:
         """Whether sampling step `step` (from 1) shows a preview."""
         return self.enabled and self.every > 0 and step % self.every == 0
@@ -87,7 +99,7 @@ class Previews:
     def picture(self, latents: np.ndarray, *, latent_space: str, device: Any) -> np.ndarray | None:
         """The first latent of `latents` (B, C, h, w) as an (8h, 8w, 3) uint8 picture by
         TAESD, or None where Approx cheap draws it (the type chosen, or no TAESD file)."""
-        if self.kind not in ("TAESD", "Full"):
+        if not self.decodes:
             return None
         decoder = self._decoder(latent_space, int(latents.shape[1]), device)
         if decoder is None:

@@ -94,7 +94,7 @@ def create_app(settings: ServerSettings | None = None, /, *,
         from ..jobs.processes import ProcessWorker
 
         worker: Worker = ProcessWorker(loading, adapters=settings.worker_adapters,
-                                       queue_size=settings.queue_size)
+                                       queue_size=settings.queue_size, previews=previews)
     else:
         worker = Worker(loading, queue_size=settings.queue_size, devices=devices,
                         previews=previews)

@@ -91,9 +91,10 @@ class SlotObserver(Observer):
         previews = self.previews
         if previews is not None and not previews.due(done):
             return
-        picture = None if previews is None else previews.picture(
-            latents, latent_space=self.slot.pipe.capabilities.latent_space,
-            device=self.slot.device)
+        picture = None
+        if previews is not None and previews.decodes:
+            picture = previews.picture(latents, device=self.slot.device,
+                                       latent_space=self.slot.pipe.capabilities.latent_space)
         with self.lock:
             self.slot.latents = np.array(latents[:1], copy=True)
             self.slot.picture = picture

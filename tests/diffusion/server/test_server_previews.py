@@ -121,6 +121,21 @@ def test_missing_taesd_file_falls_back_to_approx_cheap(model: Path, tmp_path: Pa
     assert len(said) == 1 and "Approx cheap" in said[0], said
 
 
+def test_taesd_preview_from_a_worker_process(model: Path, tmp_path: Path) -> None:
+    pytest.importorskip("cloudpickle", reason="the multi-process server sends jobs with it")
+    _write_taesd(tmp_path / "VAE-approx")
+    adapter = str(gpucore.Device.auto().info.index)
+    app = create_app(model=model, worker_adapters=[adapter], models_dir=tmp_path)
+    with live_server(app) as url:
+        try:
+            taesd = _run(url, {"show_progress_type": "TAESD"}, image=True)
+            assert _size(taesd) == (8 * 12, 8 * 20)
+            # found in --models-dir's VAE-approx, which holds no checkpoint
+            assert len(httpx.get(url + "/sdapi/v1/sd-models").json()) == 1
+        finally:
+            app.state.worker.stop()
+
+
 @pytest.mark.nodevice
 def test_preview_options_are_checked_and_files_named_as_the_webui() -> None:
     from diffusion.server.previews import Previews, check_preview_options, taesd_name
