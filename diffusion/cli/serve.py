@@ -41,6 +41,10 @@ def add_serve_parser(commands: Any) -> argparse.ArgumentParser:
                           "encoder files they may load them with (Forge's "
                           "forge_additional_modules, listed by /sdapi/v1/sd-modules)")
     add_network_options(sub)
+    sub.add_argument("--vae-approx-dir", metavar="DIR",
+                     help="TAESD decoders for live previews (taesd_decoder, taesdxl_decoder, "
+                          "taesd3_decoder, taef1_decoder .safetensors/.pth; default: "
+                          "--models-dir's VAE-approx), used when show_progress_type is TAESD")
     sub.add_argument("--text-encoder", action="append", metavar="FILE",
                      help="FLUX / SD3 models: a text encoder file in place of the model's own "
                           "(t5xxl_fp16 / _fp8_e4m3fn[_scaled], clip_l, clip_g .safetensors, "
@@ -119,7 +123,8 @@ def server_settings(args: argparse.Namespace) -> ServerSettings:
         model=args.model, models_dir=args.models_dir, text_encoders=args.text_encoder or (),
         image_encoders=args.image_encoder or (), controlnet_dir=args.controlnet_dir,
         embeddings_dir=args.embeddings_dir, lora_dir=args.lora_dir,
-        upscaler_dir=args.upscaler_dir, dtype=args.dtype, memory=memory_mode(args),
+        upscaler_dir=args.upscaler_dir, vae_approx_dir=args.vae_approx_dir, dtype=args.dtype,
+        memory=memory_mode(args),
         warmup=args.warmup,
         queue_size=args.queue_size, max_size=args.max_size,
         host="0.0.0.0" if args.listen else args.host, port=args.port,

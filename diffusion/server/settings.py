@@ -36,6 +36,8 @@ class ServerSettings:
     lora_dir: PathText | None = None
     # registered by the process that serves (serve itself, each Ray replica)
     upscaler_dir: PathText | None = None
+    # TAESD decoders for live previews (default: models_dir's VAE-approx, as the WebUI's)
+    vae_approx_dir: PathText | None = None
     # devices: the weights' dtype ("auto": float16 where the adapter has matrix units), the
     # memory mode (--medvram, --lowvram, --max-vram), and one worker process per
     # GPUCORE_ADAPTER value (serve --devices; none: worker threads in this process)

@@ -22,6 +22,7 @@ from ..catalog.models_dir import ModelRegistry
 from ..catalog.modules_dir import choose_vae
 from ..jobs.loader import PipelineLoader
 from ..jobs.worker import Worker
+from ..previews import Previews
 from ..settings import ServerSettings
 from .limits import BodyLimit, add_error_handlers
 from .routers import routers
@@ -85,13 +86,18 @@ def create_app(settings: ServerSettings | None = None, /, *,
     if lora_dir is not None and not Path(lora_dir).is_dir():
         raise FileNotFoundError(f"--lora-dir {str(lora_dir)!r} is not a folder")
     loading = PipelineLoader(settings, embeddings, loader)
+    approx_dir = settings.vae_approx_dir
+    if approx_dir is None and models_dir is not None:
+        approx_dir = Path(models_dir) / "VAE-approx"
+    previews = Previews(approx_dir)
     if settings.worker_adapters:
         from ..jobs.processes import ProcessWorker
 
         worker: Worker = ProcessWorker(loading, adapters=settings.worker_adapters,
-                                       queue_size=settings.queue_size)
+                                       queue_size=settings.queue_size, previews=previews)
     else:
-        worker = Worker(loading, queue_size=settings.queue_size, devices=devices)
+        worker = Worker(loading, queue_size=settings.queue_size, devices=devices,
+                        previews=previews)
     # the first model, with --text-encoder's files (a request may ask for others) and the
     # VAE file `sd_vae` chooses (by default the one named like it, the WebUI's "Automatic")
     first = replace(registry.entries[0],
@@ -110,6 +116,7 @@ def create_app(settings: ServerSettings | None = None, /, *,
         "outdir_txt2img_samples": str(outputs / "txt2img-images"),
         "outdir_img2img_samples": str(outputs / "img2img-images"),
         "show_progress_every_n_steps": 1, "live_previews_enable": True,
+        "show_progress_type": "Approx cheap",
         # Forge's VAE / Text Encoder files (as paths, as Forge keeps them): --text-encoder's
         "forge_additional_modules": [str(path) for path in first.modules],
         "sd_vae": settings.sd_vae,  # the WebUI's VAE choice (catalog.modules_dir)
@@ -119,7 +126,7 @@ def create_app(settings: ServerSettings | None = None, /, *,
                         queue_size=settings.queue_size, max_size=settings.max_size,
                         users=users, cmd_flags=dict(settings.cmd_flags), embeddings=embeddings,
                         lora_dir=lora_dir, controlnets=controlnets,
-                        image_encoders=encoders, model=first)
+                        image_encoders=encoders, model=first, previews=previews)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):  # type: ignore[no-untyped-def]

@@ -24,6 +24,7 @@ from ...text.embeddings import EmbeddingDatabase
 from ..catalog.image_encoders import ImageEncoders
 from ..catalog.models_dir import ModelEntry, ModelRegistry
 from ..jobs.worker import QueueFull, Worker, WorkerLost
+from ..previews import Previews
 
 __all__ = ["RETRY_AFTER_S", "ServerState", "State", "authorized", "parse_auth", "submit",
            "wait"]
@@ -52,6 +53,7 @@ class ServerState:
     image_encoders: ImageEncoders = field(default_factory=ImageEncoders)  # IP-Adapter units'
     # the model and module files /options chose: what a request without overrides runs
     model: ModelEntry | None = None
+    previews: Previews = field(default_factory=Previews)  # live previews (the options' three)
 
 
 def _state(request: Request) -> ServerState:

@@ -142,8 +142,8 @@ def _scan(root: Path) -> tuple[list[ModelEntry], list[ModuleEntry]]:
         here = Path(current)
         dirs.sort()
         for name in list(dirs):
-            if name.startswith("."):
-                dirs.remove(name)
+            if name.startswith(".") or name == "VAE-approx":  # the latter: TAESD's decoders
+                dirs.remove(name)  # for live previews (diffusion.server.previews), no models
             elif _is_model_folder(here / name):
                 dirs.remove(name)  # a model's own subfolders hold components, not models
                 found.append(_entry(here / name, (here / name).relative_to(root).as_posix()))

@@ -4,8 +4,9 @@
 The process runs an ordinary one-device `Worker`; the jobs arrive pickled (cloudpickle, so the
 routers' closures travel as they are), and a job's reference to the parent's ProcessWorker
 unpickles as this process's Worker (`this_worker`), so `worker.pipe`, `worker.generate(...)`
-mean this process's. Messages to the parent: ("progress", job id, state, latents) while a job
-runs (polled, at most every 50 ms) and ("done", job id, ok, pickled result or exception).
+mean this process's. Messages to the parent: ("progress", job id, state, latents, TAESD
+preview or None) while a job runs (polled, at most every 50 ms) and ("done", job id, ok,
+pickled result or exception); from it, ("previews", ...) before a job: the preview options.
 Interrupt and skip name their job: one that arrives before the job has begun here is kept
 and applied when it begins. A second pipe answers questions while jobs run ("memory": this
 process's device figures, `Worker.memory`).
@@ -22,6 +23,7 @@ from functools import partial
 from typing import Any
 
 from ..catalog.models_dir import ModelEntry
+from ..previews import PREVIEW_OPTIONS, Previews
 from .worker import Worker
 
 __all__ = ["LoadModel", "ModelFacts", "main", "this_worker"]
@@ -128,10 +130,12 @@ def main(conn: Any, env: dict[str, str], loader_blob: bytes, queries: Any = None
         while not done.wait(_REPORT_S):
             with worker._lock:
                 job_id, state, latents = current["id"], dict(slot.state), slot.latents
-            key = (job_id, *(state[k] for k in ("job", "job_no", "sampling_step",
-                                                "interrupted", "skipped")))
+                picture = slot.picture
+            # the latents' identity too: a step's preview lands after its step number
+            key = (job_id, id(latents), *(state[k] for k in (
+                "job", "job_no", "sampling_step", "interrupted", "skipped")))
             if job_id is not None and key != last:
-                send(("progress", job_id, state, latents))
+                send(("progress", job_id, state, latents, picture))
                 last = key
 
     threading.Thread(target=report, daemon=True, name="diffusion-progress").start()
@@ -148,6 +152,10 @@ def main(conn: Any, env: dict[str, str], loader_blob: bytes, queries: Any = None
             _, job_id, blob, exclusive = message
             future = worker.submit(partial(execute, job_id, blob), exclusive=exclusive)
             future.add_done_callback(partial(finished, job_id))
+        elif kind == "previews":  # the parent's preview options, before a job
+            if worker.previews is None or worker.previews.approx_dir != message[1]:
+                worker.previews = Previews(message[1])
+            worker.previews.configure(dict(zip(PREVIEW_OPTIONS, message[2:], strict=True)))
         elif kind in ("interrupt", "skip"):
             job_id = message[1]
             if kind == "interrupt":

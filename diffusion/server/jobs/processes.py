@@ -26,6 +26,7 @@ from multiprocessing.connection import wait
 from typing import Any
 
 from ..catalog.models_dir import ModelEntry
+from ..previews import Previews
 from . import child
 from .slots import Slot
 from .worker import Worker, WorkerLost, _Job
@@ -121,7 +122,7 @@ class ProcessWorker(Worker):
     ServerSettings there). `pipe` is a `child.ModelFacts` of the loaded model."""
 
     def __init__(self, loader: Callable[..., Any], *, adapters: Sequence[str],
-                 queue_size: int = 16) -> None:
+                 queue_size: int = 16, previews: Previews | None = None) -> None:
         import cloudpickle
 
         if not adapters:
@@ -132,7 +133,8 @@ class ProcessWorker(Worker):
         self._job_ids: dict[int, int] = {}  # slot -> id of the job its process runs
         self.processes = [_Process(i, adapter, cloudpickle.dumps(loader))
                           for i, adapter in enumerate(adapters)]
-        super().__init__(loader, queue_size=queue_size, devices=[None] * len(adapters))
+        super().__init__(loader, queue_size=queue_size, devices=[None] * len(adapters),
+                         previews=previews)
         for slot, process in zip(self.slots, self.processes, strict=True):
             slot.label = f"worker {slot.index} (GPUCORE_ADAPTER={process.adapter})"
 
@@ -204,6 +206,8 @@ class ProcessWorker(Worker):
             slot.started, slot.ticket = time.monotonic(), next(self._tickets)
             self._job_ids[slot.index] = job_id
             stopped = slot.interrupt_pending  # told before it had an id (Worker.interrupt)
+        if self.previews is not None:  # the options as they are now, for this job
+            process.send(("previews", *self.previews.settings()))
         process.send(("run", job_id, blob, False))
         if stopped:
             process.send(("interrupt", job_id))
@@ -220,7 +224,7 @@ class ProcessWorker(Worker):
                 self._note_other(slot, message)
             elif message[0] == "progress":
                 with self._lock:
-                    slot.state, slot.latents = message[2], message[3]
+                    slot.state, slot.latents, slot.picture = message[2:5]
             elif message[0] == "done":
                 result = pickle.loads(message[3])
                 if not message[2]:

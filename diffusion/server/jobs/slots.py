@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 
 from ...pipelines.observer import Observer
-from ..images import preview_png
+from ..images import encode_png, preview_png
+from ..previews import Previews
 
 __all__ = ["Slot", "SlotObserver", "describe", "fraction", "idle_state"]
 
@@ -53,6 +54,7 @@ class Slot:
         self.second: tuple[Path, Any] | None = None  # (path, pipeline) of a refiner
         self.state = idle_state()
         self.latents: np.ndarray | None = None
+        self.picture: np.ndarray | None = None  # TAESD's preview of `latents`, if it drew one
         self.preview: tuple[int, int, str] | None = None  # (step it shows, its id, PNG)
         self.task: str | None = None  # the task id of the job it runs
         self.started = 0.0
@@ -69,21 +71,33 @@ class Slot:
         step = state["job_no"] * 100000 + state["sampling_step"]
         cached = self.preview
         if cached is None or cached[0] != step:
-            cached = self.preview = (step, next(ids), preview_png(latents))
+            picture = self.picture
+            png = preview_png(latents) if picture is None else encode_png(picture)
+            cached = self.preview = (step, next(ids), png)
         return cached[1], cached[2]
 
 
 class SlotObserver(Observer):
-    """A running job's steps into its slot's progress (and latents for the preview); the
+    """A running job's steps into its slot's progress (and latents for the preview, on the
+    steps `previews` shows; TAESD draws here, on the worker's thread, the device's); the
     slot's interrupt / skip flags stop it. `lock` guards the slot's progress."""
 
-    def __init__(self, lock: threading.Lock, slot: Slot) -> None:
-        self.lock, self.slot = lock, slot
+    def __init__(self, lock: threading.Lock, slot: Slot, previews: Previews | None = None) -> None:
+        self.lock, self.slot, self.previews = lock, slot, previews
 
     def on_step(self, done: int, total: int, latents: np.ndarray) -> None:
         with self.lock:
             self.slot.state.update(sampling_step=done, sampling_steps=total)
+        previews = self.previews
+        if previews is not None and not previews.due(done):
+            return
+        picture = None
+        if previews is not None and previews.decodes:
+            picture = previews.picture(latents, device=self.slot.device,
+                                       latent_space=self.slot.pipe.capabilities.latent_space)
+        with self.lock:
             self.slot.latents = np.array(latents[:1], copy=True)
+            self.slot.picture = picture
 
     def interrupted(self) -> bool:
         with self.lock:

@@ -34,6 +34,7 @@ import numpy as np
 from ...pipelines.request import GenerationRequest
 from ..catalog.models_dir import ModelEntry
 from ..images import save_output
+from ..previews import Previews
 from .slots import Slot, SlotObserver, describe, fraction, idle_state
 
 __all__ = ["GenerationJob", "QueueFull", "Worker", "WorkerLost"]
@@ -87,8 +88,9 @@ class Worker:
     thread; with `devices`, `loader(path, device=device)` is called once per device."""
 
     def __init__(self, loader: Callable[..., Any], *, queue_size: int = 16,
-                 devices: Sequence[Any] | None = None) -> None:
+                 devices: Sequence[Any] | None = None, previews: Previews | None = None) -> None:
         self.loader = loader
+        self.previews = previews  # live previews' options (None: Approx cheap every step)
         self.model: ModelEntry | None = None
         self.planned: ModelEntry | None = None  # what the queued switches leave loaded
         self.queue_size = max(queue_size, 1)
@@ -264,7 +266,7 @@ class Worker:
         self._begin(slot, job.kind, len(job.seeds), stamp)
         result = JobResult(images=[], settings=[], model=self.model, job_timestamp=stamp,
                            device=slot.label)
-        observer = SlotObserver(self._lock, slot)
+        observer = SlotObserver(self._lock, slot, self.previews)
         for number, seed in enumerate(job.seeds):
             if slot.state["interrupted"]:
                 break
@@ -290,7 +292,7 @@ class Worker:
         with self._lock:
             slot.state = {**idle_state(), "job": kind, "job_count": count,
                           "job_timestamp": stamp, "interrupted": slot.interrupt_pending}
-            slot.latents = None
+            slot.latents = slot.picture = None
             slot.preview = None
             slot.started = time.monotonic()
             slot.ticket = next(self._tickets)

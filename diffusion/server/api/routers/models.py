@@ -18,6 +18,7 @@ from ....sampling.samplers import SAMPLERS, SamplerInfo, resolve, schedules
 from ....sampling.samplers.schedules import SCHEDULE_TYPES
 from ....text.embeddings import EmbeddingDatabase
 from ...catalog.modules_dir import AUTOMATIC_VAE
+from ...previews import check_preview_options
 from ..generation import (
     RequestError,
     check_modules,
@@ -139,6 +140,10 @@ async def set_options(state: State, body: Annotated[dict[str, Any], Body()]) -> 
             raise RequestError("CLIP_stop_at_last_layers must be a whole number from 1 to 12, "
                                f"got {value!r}")
         updates["CLIP_stop_at_last_layers"] = value
+    try:
+        updates.update(check_preview_options(body))
+    except ValueError as error:
+        raise RequestError(str(error)) from None
     if "randn_source" in body:
         check_randn_source(body["randn_source"], "randn_source")
         updates["randn_source"] = body["randn_source"]
@@ -169,6 +174,7 @@ async def set_options(state: State, body: Annotated[dict[str, Any], Body()]) -> 
         updates.update(sd_model_checkpoint=chosen.title, sd_checkpoint_hash=chosen.sha256,
                        forge_additional_modules=[str(path) for path in chosen.modules])
     state.options.update(updates)  # unknown or unsupported options are accepted and ignored
+    state.previews.configure(state.options)
 
 
 @api.get("/loras")

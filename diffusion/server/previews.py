@@ -1,0 +1,147 @@
+"""Live previews while a job samples, as the WebUI's options choose them: `live_previews_enable`,
+`show_progress_every_n_steps` and `show_progress_type` ("Approx cheap": a fixed latent-to-RGB
+matrix, 1/8 size; "TAESD": the tiny autoencoder's decoder, full size).
+
+    previews = Previews(approx_dir="models/VAE-approx")
+    previews.configure(options)                    # the /sdapi/v1/options dict
+    if previews.due(step):
+        picture = previews.picture(latents, latent_space="sd1", device=device)  # None: cheap
+
+TAESD files are looked up as the WebUI names them, by the model's latent space (its
+`Capabilities.latent_space`): `taesd_decoder` (SD 1/2), `taesdxl_decoder` (SDXL),
+`taesd3_decoder` (SD3), `taef1_decoder` (FLUX.1, Chroma, Z-Image: FLUX.1's VAE), `.safetensors`
+or `.pth`. A missing file, or a model without one, falls back to Approx cheap
+and says so once in the log. "Full" (the model's own VAE) is taken as TAESD; "Approx NN" as
+Approx cheap.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["PREVIEW_OPTIONS", "PREVIEW_TYPES", "Previews", "check_preview_options",
+           "taesd_name"]
+
+_LOG = logging.getLogger(__name__)
+PREVIEW_TYPES = ("Full", "Approx NN", "Approx cheap", "TAESD")
+PREVIEW_OPTIONS = ("live_previews_enable", "show_progress_every_n_steps", "show_progress_type")
+_TAESD_NAMES = {"sd1": "taesd_decoder", "sd2": "taesd_decoder", "sdxl": "taesdxl_decoder",
+                "sd3": "taesd3_decoder", "flux": "taef1_decoder", "chroma": "taef1_decoder"}
+# (Z-Image's latent space is "flux": FLUX.1's VAE)
+
+
+def taesd_name(latent_space: str) -> str | None:
+    """The WebUI's TAESD decoder file stem for a latent space ("sdxl" -> taesdxl_decoder),
+    None where TAESD has none."""
+    return _TAESD_NAMES.get(latent_space)
+
+
+def check_preview_options(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The preview options in an /options body, checked; ValueError in one line otherwise."""
+    updates: dict[str, Any] = {}
+    if "live_previews_enable" in body:
+        if not isinstance(body["live_previews_enable"], bool):
+            raise ValueError("live_previews_enable must be true or false, got "
+                             f"{body['live_previews_enable']!r}")
+        updates["live_previews_enable"] = body["live_previews_enable"]
+    if "show_progress_every_n_steps" in body:
+        value = body["show_progress_every_n_steps"]
+        if isinstance(value, bool) or not isinstance(value, int) or value < -1:
+            raise ValueError("show_progress_every_n_steps must be a whole number, -1 or more "
+                             f"(0 or -1: no preview while sampling), got {value!r}")
+        updates["show_progress_every_n_steps"] = value
+    if "show_progress_type" in body:
+        if body["show_progress_type"] not in PREVIEW_TYPES:
+            raise ValueError(f"show_progress_type must be one of {', '.join(PREVIEW_TYPES)}, "
+                             f"got {body['show_progress_type']!r}")
+        updates["show_progress_type"] = body["show_progress_type"]
+    return updates
+
+
+class Previews:
+    """The server's preview settings and its TAESD decoders (loaded once per file and device).
+    `approx_dir`: where TAESD files are looked for (the WebUI's models/VAE-approx)."""
+
+    def __init__(self, approx_dir: str | os.PathLike[str] | None = None) -> None:
+        self.approx_dir = None if approx_dir is None else Path(approx_dir)
+        self.enabled, self.every, self.kind = True, 1, "Approx cheap"
+        self._decoders: dict[tuple[Path, int], Any] = {}
+        self._said: set[str] = set()
+        self._lock = threading.Lock()
+
+    def configure(self, options: Mapping[str, Any]) -> None:
+        """Take the three options from the /options dict (missing ones keep their values)."""
+        self.enabled = bool(options.get("live_previews_enable", self.enabled))
+        self.every = int(options.get("show_progress_every_n_steps", self.every))
+        self.kind = str(options.get("show_progress_type", self.kind))
+
+    def settings(self) -> tuple[Path | None, bool, int, str]:
+        """(approx_dir, and the PREVIEW_OPTIONS' values): what a worker process is sent to
+        make its own previews alike."""
+        return self.approx_dir, self.enabled, self.every, self.kind
+
+    @property
+    def decodes(self) -> bool:
+        """Whether the type chosen draws with TAESD (else Approx cheap, from the latents)."""
+        return self.kind in ("TAESD", "Full")
+
+    def due(self, step: int) -> bool:
+        """Whether sampling step `step` (from 1) shows a preview."""
+        return self.enabled and self.every > 0 and step % self.every == 0
+
+    def picture(self, latents: np.ndarray, *, latent_space: str, device: Any) -> np.ndarray | None:
+        """The first latent of `latents` (B, C, h, w) as an (8h, 8w, 3) uint8 picture by
+        TAESD, or None where Approx cheap draws it (the type chosen, or no TAESD file)."""
+        if not self.decodes:
+            return None
+        decoder = self._decoder(latent_space, int(latents.shape[1]), device)
+        if decoder is None:
+            return None
+        from gpustd import Tensor
+
+        first = Tensor.from_numpy(np.ascontiguousarray(latents[:1], np.float32),
+                                  device=decoder.weights["1.weight"].device)
+        image = decoder(first).numpy()[0].transpose(1, 2, 0)
+        return np.clip(image * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+    def _decoder(self, space: str, channels: int, device: Any) -> Any:
+        stem = taesd_name(space)
+        files = [] if stem is None or self.approx_dir is None else [
+            self.approx_dir / f"{stem}{suffix}" for suffix in (".safetensors", ".pth")]
+        path = next((file for file in files if file.is_file()), None)
+        if path is None:
+            where = f" in {self.approx_dir}" if self.approx_dir is not None else \
+                " (no --vae-approx-dir or models folder)"
+            self._say(f"{space} models: no TAESD decoder file "
+                      f"{f'{stem}.safetensors or {stem}.pth' if stem else 'exists for them'}"
+                      f"{where}; live previews use Approx cheap")
+            return None
+        with self._lock:
+            key = (path, id(device))
+            if key not in self._decoders:
+                from ..loaders import WeightsError
+                from ..models.taesd import load_taesd_decoder
+
+                try:
+                    self._decoders[key] = load_taesd_decoder(path, device=device)
+                except WeightsError as error:
+                    self._decoders[key] = None
+                    self._say(f"{error}; live previews use Approx cheap")
+            decoder = self._decoders[key]
+        if decoder is not None and decoder.latent_channels != channels:
+            self._say(f"{path} decodes {decoder.latent_channels}-channel latents, the model's "
+                      f"have {channels}; live previews use Approx cheap")
+            return None
+        return decoder
+
+    def _say(self, message: str) -> None:
+        if message not in self._said:
+            self._said.add(message)
+            _LOG.warning(message)
