@@ -43,7 +43,8 @@ from .text_encoder_file import (
     tensors_under,
 )
 
-__all__ = ["FLOW_SCHEDULERS", "flow_file_family", "flow_model_family", "load_flow_file"]
+__all__ = ["FLOW_SCHEDULERS", "flow_file_family", "flow_model_family", "is_kontext_file",
+           "load_flow_file"]
 
 # the scheduler/scheduler_config.json of the models' diffusers folders
 FLOW_SCHEDULERS: dict[str, dict[str, Any]] = {
@@ -58,6 +59,10 @@ FLOW_SCHEDULERS: dict[str, dict[str, Any]] = {
 # the 16-channel VAEs' latent statistics (their folders' vae/config.json)
 _VAE_SCALING = {"flux": (0.3611, 0.1159), "sd3": (1.5305, 0.0609)}
 _ENCODER_PREFIX = "text_encoders.{}.transformer."
+# the metadata that names a model (safetensors' modelspec, GGUF's general.*): where "kontext"
+# says a FLUX.1 dev file is Kontext's (a workflow or prompt stored beside is not looked at)
+_NAME_KEYS = ("modelspec.title", "modelspec.architecture", "modelspec.description",
+              "general.name", "general.basename", "general.finetune")
 
 
 def _open(path: Path) -> Any:
@@ -85,6 +90,23 @@ def flow_file_family(path: str | os.PathLike[str]) -> str | None:
                      for k in file.keys())
         return "flux-dev" if guided else "flux-schnell"
     return "sd3" if is_sd3_file(file) else None
+
+
+def is_kontext_file(path: str | os.PathLike[str]) -> bool:
+    """A FLUX.1 dev single file (`flow_file_family` "flux-dev") that is FLUX.1 Kontext's:
+    its tensors are dev's to the name, so the file name (`flux1-kontext-dev.safetensors`,
+    `flux1-kontext-dev-Q8_0.gguf`) or the metadata naming the model (safetensors'
+    `modelspec.title` / `.architecture`, GGUF's `general.name`) must say "kontext"."""
+    path = Path(path)
+    if flow_file_family(path) != "flux-dev":
+        return False
+    if "kontext" in path.name.lower():
+        return True
+    try:
+        metadata = _open(path).metadata
+    except WeightsError:
+        return False
+    return any("kontext" in str(metadata.get(key, "")).lower() for key in _NAME_KEYS)
 
 
 def flow_model_family(path: str | os.PathLike[str]) -> str | None:

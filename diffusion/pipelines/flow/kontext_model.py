@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from ...loaders.flow.file import is_kontext_file
 from ...loaders.flow.folder import flow_family
 from ...models.step_cache import StepCache
 from ...sampling.guidance import combine
@@ -122,9 +123,12 @@ class KontextModel(FlowModel):
 
 
 def kontext_family(path: str | os.PathLike[str]) -> str | None:
-    """"flux-kontext" for a FluxKontextPipeline diffusers folder, None for anything else."""
-    return "flux-kontext" if Path(path).is_dir() and flow_family(path) == "flux-kontext" \
-        else None
+    """"flux-kontext" for a FluxKontextPipeline diffusers folder or a FLUX.1 dev single file
+    named Kontext's (BFL's `flux1-kontext-dev.safetensors`, city96's GGUFs:
+    `is_kontext_file`), None for anything else."""
+    kontext = flow_family(path) == "flux-kontext" if Path(path).is_dir() \
+        else is_kontext_file(path)
+    return "flux-kontext" if kontext else None
 
 
 def kontext_defaults(path: str | os.PathLike[str], family: str) -> SamplingDefaults:
@@ -134,8 +138,9 @@ def kontext_defaults(path: str | os.PathLike[str], family: str) -> SamplingDefau
 
 def load_kontext_model(path: str | os.PathLike[str], family: str, options: LoadOptions
                        ) -> KontextModel:
-    """A FluxKontextPipeline diffusers folder as a KontextModel, `options.text_encoders`
-    files in place of the folder's, `options.defaults` (the folder's defaults.json) over
+    """A FluxKontextPipeline diffusers folder or a Kontext single file as a KontextModel,
+    `options.text_encoders` files in place of the folder's (or, for a file, what it lacks: the
+    VAE `ae.safetensors`, clip_l, t5xxl), `options.defaults` (the folder's defaults.json) over
     `kontext_defaults`."""
     from .kontext import KontextPipeline
 
@@ -148,5 +153,6 @@ def load_kontext_model(path: str | os.PathLike[str], family: str, options: LoadO
                                            text_encoder_files=list(options.text_encoders))
     defaults = replace(kontext_defaults(path, family), **{
         k: v for k, v in vars(options.defaults).items() if v is not None})
-    return KontextModel(pipe, family=family, name=path.name, defaults=defaults,
+    name = path.name.removesuffix(".safetensors").removesuffix(".gguf")  # as Forge
+    return KontextModel(pipe, family=family, name=name, defaults=defaults,
                         modules=pipe.modules)

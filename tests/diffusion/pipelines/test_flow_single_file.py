@@ -361,3 +361,100 @@ def test_server_runs_a_flux_file_with_modules(first_device: gpucore.Device,
         m.name for m in modules]
     assert "Model: flux1-dev" in text and text.endswith(
         "Module 1: ae, Module 2: clip_l, Module 3: t5xxl_fp16")
+
+
+def _kontext_draw(pipe: Any, image: Any) -> np.ndarray:
+    return pipe("make it night", image=image, auto_resize=False, height=32, width=32,
+                num_inference_steps=2, guidance_scale=2.5, seed=3, max_sequence_length=16,
+                output_type="latent")
+
+
+def _reference_picture(seed: int) -> Any:
+    from PIL import Image
+
+    pixels = np.random.default_rng(seed).integers(0, 256, (32, 48, 3), dtype=np.uint8)
+    return Image.fromarray(pixels)
+
+
+@pytest.mark.parametrize("named", ["file name", "metadata"])
+def test_kontext_file_loads_as_kontext(first_device: gpucore.Device, flux: tuple[Path, Any],
+                                       tmp_path: Path, named: str) -> None:
+    """BFL's flux1-kontext-dev.safetensors holds FLUX.1 dev's keys: its name (or the
+    metadata's modelspec.title) makes it Kontext, drawing the latents of the same parts saved
+    by diffusers as a FluxKontextPipeline folder, the reference picture steering them; the
+    same tensors named flux1-dev stay FLUX.1 dev."""
+    from safetensors.numpy import load_file
+    from safetensors.numpy import save_file as save_numpy
+
+    from diffusion.pipelines.families import family_of
+    from diffusion.pipelines.flow.kontext_model import KontextModel
+    from diffusion.pipelines.load import load_pipeline
+
+    root, folder = flux
+    kontext_folder = tmp_path / "FLUX.1-Kontext-dev"
+    diffusers.FluxKontextPipeline.from_pretrained(folder).save_pretrained(kontext_folder)
+    reference = load_pipeline(kontext_folder, device=first_device)
+    reference.pipe.tokenizer, reference.pipe.tokenizer_2 = CLIPTokenizer(), T5Tokenizer()
+    tensors = load_file(str(root / "flux1-dev.safetensors"))
+    if named == "file name":
+        file = tmp_path / "flux1-kontext-dev.safetensors"
+        save_numpy(tensors, str(file))
+    else:
+        file = tmp_path / "my-edit-model.safetensors"
+        save_numpy(tensors, str(file), metadata={"modelspec.title": "FLUX.1 Kontext [dev]"})
+    modules = [root / "ae.safetensors", root / "clip_l.safetensors",
+               root / "t5xxl_fp16.safetensors"]
+    assert family_of(file)[1] == "flux-kontext"
+    assert family_of(root / "flux1-dev.safetensors")[1] == "flux-dev"
+    model = load_pipeline(file, text_encoders=modules, device=first_device)
+    assert isinstance(model, KontextModel) and model.family == "flux-kontext"
+    assert model.name == file.name.removesuffix(".safetensors")
+    dev = load_pipeline(root / "flux1-dev.safetensors", text_encoders=modules,
+                        device=first_device)
+    assert not isinstance(dev, KontextModel) and dev.family == "flux-dev"
+    picture = _reference_picture(1)
+    ours = _kontext_draw(model.pipe, picture)
+    np.testing.assert_array_equal(ours, _kontext_draw(reference.pipe, picture))
+    # the reference picture matters: another one, or none (FLUX.1 dev's draw), differs
+    other = _kontext_draw(model.pipe, _reference_picture(2))
+    plain = _kontext_draw(model.pipe, None)
+    assert np.abs(ours - other).mean() > 0.01 * np.abs(ours).mean()
+    assert np.abs(ours - plain).mean() > 0.01 * np.abs(ours).mean()
+
+
+def test_kontext_gguf_loads_as_kontext(first_device: gpucore.Device,
+                                       flux: tuple[Path, Any]) -> None:
+    """city96's flux1-kontext-dev-Q8_0.gguf: Kontext by its name, the transformer quantized,
+    the latents near the float file's; a GGUF of the same tensors named flux1-dev stays
+    FLUX.1 dev."""
+    from safetensors.numpy import load_file
+
+    from diffusion.loaders.formats.gguf_write import write_gguf
+    from diffusion.pipelines.families import family_of
+    from diffusion.pipelines.flow.kontext import KontextPipeline
+    from diffusion.pipelines.flow.kontext_model import KontextModel
+    from diffusion.pipelines.load import load_pipeline
+    from gpustd.quant import QuantizedTensor
+
+    root, _ = flux
+    modules = [root / "ae.safetensors", root / "clip_l.safetensors",
+               root / "t5xxl_fp16.safetensors"]
+    tensors = load_file(str(root / "flux1-dev.safetensors"))
+    gguf = root / "flux1-kontext-dev-Q8_0.gguf"
+    write_gguf(gguf, tensors.items(), "q8_0", architecture="flux")
+    assert family_of(gguf)[1] == "flux-kontext"
+    plain = root / "flux1-dev-Q8_0.gguf"
+    if not plain.exists():
+        write_gguf(plain, tensors.items(), "q8_0", architecture="flux")
+    assert family_of(plain)[1] == "flux-dev"
+    model = load_pipeline(gguf, text_encoders=modules, device=first_device)
+    assert isinstance(model, KontextModel) and model.name == "flux1-kontext-dev-Q8_0"
+    assert isinstance(model.pipe.transformer.transformer_blocks[0].attn.to_k.weight,
+                      QuantizedTensor)
+    float_file = KontextPipeline.from_pretrained(root / "flux1-dev.safetensors",
+                                                 text_encoder_files=modules,
+                                                 device=first_device)
+    picture = _reference_picture(1)
+    got, expected = _kontext_draw(model.pipe, picture), _kontext_draw(float_file, picture)
+    assert np.linalg.norm(got - expected) / np.linalg.norm(expected) < 0.05
+    assert not np.array_equal(got, expected)
