@@ -11,6 +11,7 @@ What the file lacks comes from `modules`, Forge's "VAE / Text Encoder" list (`--
 Every config is read from the tensor shapes (heads 64 channels wide, as in every CLIP-L/G;
 T5's from its relative-position table); FLUX's and SD3's VAE scaling and shift, and the
 schedulers, are those of the models' diffusers folders. The tokenizers are the bundled ones.
+FLUX.1 Kontext's files hold dev's keys: `is_kontext_file` tells them by name or metadata.
 
     weights, modules = load_flow_file("flux1-dev.safetensors", [
         "ae.safetensors", "clip_l.safetensors", "t5xxl_fp16.safetensors"])
