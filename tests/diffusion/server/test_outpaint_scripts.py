@@ -146,3 +146,75 @@ def test_bad_arguments_are_refused_naming_them(api: Any, args: list[Any], says: 
         "prompt": PROMPT, "script_name": TITLE, "script_args": [16, 2, 0, ["left"]]})
     assert response.status_code == 422
     assert "is an img2img script" in response.json()["detail"]
+
+
+@pytest.mark.nodevice
+def test_mk2_colour_matching_equals_scikit_image() -> None:
+    exposure = pytest.importorskip("skimage.exposure", reason="reference extra")
+    from diffusion.server.api.scripts.outpaint_mk2 import _matched_cdf
+
+    rng = np.random.default_rng(6)
+    source, template = rng.random((300, 3)) ** 2, rng.random((170, 3))
+    want = exposure.match_histograms(source, template, channel_axis=1)
+    got = np.stack([_matched_cdf(source[:, c], template[:, c]) for c in range(3)], axis=1)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
+
+
+@pytest.mark.nodevice
+def test_mk2_noise_keeps_the_picture_and_takes_its_colours() -> None:
+    from diffusion.server.api.scripts.outpaint_mk2 import matched_noise
+
+    rng = np.random.default_rng(7)
+    image = np.zeros((40, 56, 3))
+    image[:, 16:] = rng.random((40, 40, 3)) * np.array([0.9, 0.3, 0.1])  # a reddish picture
+    mask = np.zeros_like(image)
+    mask[:, :20] = 1.0  # the new strip on the left, reaching 4 px into the picture
+    out = matched_noise(image, mask, 1.0, 0.05)
+    np.testing.assert_array_equal(out[:, 20:], image[:, 20:])
+    strip, kept = out[:, :20], image[:, 20:]
+    assert strip.std() > 0.01  # noise, not a flat fill
+    # each channel's values follow the picture's: the reddish balance carries over
+    np.testing.assert_allclose(strip.reshape(-1, 3).mean(0), kept.reshape(-1, 3).mean(0),
+                               atol=0.03)
+    # the fixed generator: the same picture gives the same noise
+    np.testing.assert_array_equal(out, matched_noise(image, mask, 1.0, 0.05))
+    assert not np.array_equal(out, matched_noise(image, mask, 2.0, 0.05))  # noise_q matters
+
+
+@needs_device
+def test_mk2_grows_left_and_equals_the_inpaint_request_it_makes(api: Any) -> None:
+    from diffusion.server.api.scripts.outpaint_mk2 import matched_noise
+
+    init = picture()
+    settings = {"prompt": PROMPT, "seed": 5, "cfg_scale": 4, "width": 64, "height": 64}
+    result = api.img2img(images=[init], **settings, script_name="Outpainting mk2",
+                         script_args=["", 16, 1, ["left"], 1.0, 0.05])
+    out = rgb(result.images[0])
+    assert out.shape == (24, 64, 3)  # 40 + 16 rounded up to 64 wide, all of it on the left
+    # the request the script makes: the picture at x = 24 of a 64x64 canvas, the rest noise
+    canvas = np.zeros((64, 64, 3), np.uint8)
+    canvas[:24, 24:] = np.asarray(init)
+    mask = np.full((64, 64, 3), 255, np.uint8)
+    mask[:25, 25:] = 0  # from mask blur (1) px inside the picture; below it all new
+    noised = matched_noise(canvas / 255.0, mask / 255.0, 1.0, 0.05)
+    noised_picture = np.clip(noised * 255.0, 0.0, 255.0).astype(np.uint8)
+    want = rgb(api.img2img(images=[Image.fromarray(noised_picture)],
+                           mask_image=Image.fromarray(mask), **settings, mask_blur=4,
+                           inpainting_fill=1, inpaint_full_res=False).image)
+    np.testing.assert_array_equal(out, want[:24])
+    assert out[:, :20].std() > 1  # the new strip is drawn
+    np.testing.assert_array_equal(out[:12, 36:], np.asarray(init)[:12, 12:])
+    assert "Script: Outpainting mk2" in result.info["infotexts"][0]
+
+
+@needs_device
+def test_mk2_bad_direction_is_refused_naming_it(api: Any) -> None:
+    from server_support import png_b64
+
+    body = {"prompt": PROMPT, "init_images": [png_b64(picture())], "script_name":
+            "Outpainting mk2", "script_args": ["", 16, 1, ["north"]]}
+    response = api.session.post(f"{api.baseurl}/img2img", json=body)
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"].startswith(
+        "script_args[3] (Outpainting direction): 'north' is not a direction")
+    assert "outpainting mk2" in api.get_scripts()["img2img"]

@@ -9,6 +9,7 @@
 | `xyz` | "X/Y/Z plot": one queued request per cell, the grid first |
 | `prompts_file` | "Prompts from file or textbox": one queued request per line |
 | `outpaint` | "Poor man's outpainting" (img2img): the border tiles inpainted, one request each |
+| `outpaint_mk2` | "Outpainting mk2" (img2img): noise-matched fill, one request per direction |
 
 Imports point down: this registry -> the scripts -> values, axes, grid; a script is given the
 route's `generate` (queue one body, wait for its answer) and `check` (refuse a bad body before
@@ -22,7 +23,7 @@ from typing import Any
 
 from ..generation import RequestError
 from ..schemas import Txt2ImgRequest
-from . import outpaint, prompts_file, xyz
+from . import outpaint, outpaint_mk2, prompts_file, xyz
 
 __all__ = ["SCRIPTS", "run_script", "script_info", "script_names"]
 
@@ -31,9 +32,10 @@ SCRIPTS: dict[str, tuple[tuple[str, Any], ...]] = {
     "X/Y/Z plot": xyz.ARG_LABELS,
     "Prompts from file or textbox": prompts_file.ARG_LABELS,
     "Poor man's outpainting": outpaint.ARG_LABELS,
+    "Outpainting mk2": outpaint_mk2.ARG_LABELS,
 }
 # the scripts the WebUI shows on img2img only (their Script.show: is_img2img)
-IMG2IMG_ONLY = ("Poor man's outpainting",)
+IMG2IMG_ONLY = ("Poor man's outpainting", "Outpainting mk2")
 
 
 def script_names(img2img: bool = True) -> list[str]:
@@ -65,6 +67,8 @@ async def run_script(body: Txt2ImgRequest, kind: str,
                            "to /sdapi/v1/img2img with init_images")
     if name == "poor man's outpainting":
         return await outpaint.run_poor_mans(body, body.script_args, generate, check)
+    if name == "outpainting mk2":
+        return await outpaint_mk2.run_mk2(body, body.script_args, generate, check)
     if name == "x/y/z plot":
         return await xyz.run_xyz(body, kind, body.script_args, generate, check)
     return await prompts_file.run_prompts_file(body, body.script_args, generate, check)

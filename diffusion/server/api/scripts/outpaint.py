@@ -26,7 +26,8 @@ from ...images import ImageError, decode_image, encode_png
 from ..generation import RequestError
 from ..schemas import Img2ImgRequest, Txt2ImgRequest
 
-__all__ = ["ARG_LABELS", "DIRECTIONS", "Grid", "combine_grid", "run_poor_mans", "split_grid"]
+__all__ = ["ARG_LABELS", "DIRECTIONS", "Check", "Generate", "Grid", "check_directions",
+           "combine_grid", "grown", "run_poor_mans", "split_grid", "whole"]
 
 Generate = Callable[[Txt2ImgRequest], Awaitable[dict[str, Any]]]
 Check = Callable[[Txt2ImgRequest], None]
@@ -99,7 +100,7 @@ def combine_grid(grid: Grid) -> Image.Image:
     return combined
 
 
-def _whole(value: Any, name: str, low: int, high: int) -> int:
+def whole(value: Any, name: str, low: int, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value) \
             or not low <= value <= high:
         raise RequestError(f"script_args: {name} must be a whole number from {low} to {high}, "
@@ -107,28 +108,32 @@ def _whole(value: Any, name: str, low: int, high: int) -> int:
     return int(value)
 
 
-def _arguments(args: list[Any]) -> tuple[int, int, int, list[str]]:
-    given = list(args) + [default for _, default in ARG_LABELS[len(args):]]
-    pixels = _whole(given[0], "Pixels to expand (script_args[0])", 8, MAX_PIXELS)
-    blur = _whole(given[1], "Mask blur (script_args[1])", 0, 64)
-    fill = given[2]
-    if isinstance(fill, str) and fill.lower() in FILLS:
-        fill = FILLS.index(fill.lower())
-    fill = _whole(fill, "Masked content (script_args[2]: 0-3 or "
-                  + ", ".join(f'"{f}"' for f in FILLS) + ")", 0, 3)
-    directions = given[3]
+def check_directions(directions: Any, name: str) -> list[str]:
+    """The directions asked (a list of some of DIRECTIONS; one as text is taken too)."""
     if isinstance(directions, str):
         directions = [directions]
     if not isinstance(directions, list):
-        raise RequestError(f"script_args[3] (Outpainting direction) must be a list of "
-                           f"{', '.join(DIRECTIONS)}, got {directions!r}")
+        raise RequestError(f"{name} must be a list of {', '.join(DIRECTIONS)}, got "
+                           f"{directions!r}")
     if not directions:
-        raise RequestError("script_args[3] (Outpainting direction) is empty; send some of "
-                           f"{', '.join(DIRECTIONS)}")
+        raise RequestError(f"{name} is empty; send some of {', '.join(DIRECTIONS)}")
     for direction in directions:
         if direction not in DIRECTIONS:
-            raise RequestError(f"script_args[3] (Outpainting direction): {direction!r} is not "
-                               f"a direction; send some of {', '.join(DIRECTIONS)}")
+            raise RequestError(f"{name}: {direction!r} is not a direction; send some of "
+                               f"{', '.join(DIRECTIONS)}")
+    return directions
+
+
+def _arguments(args: list[Any]) -> tuple[int, int, int, list[str]]:
+    given = list(args) + [default for _, default in ARG_LABELS[len(args):]]
+    pixels = whole(given[0], "Pixels to expand (script_args[0])", 8, MAX_PIXELS)
+    blur = whole(given[1], "Mask blur (script_args[1])", 0, 64)
+    fill = given[2]
+    if isinstance(fill, str) and fill.lower() in FILLS:
+        fill = FILLS.index(fill.lower())
+    fill = whole(fill, "Masked content (script_args[2]: 0-3 or "
+                  + ", ".join(f'"{f}"' for f in FILLS) + ")", 0, 3)
+    directions = check_directions(given[3], "script_args[3] (Outpainting direction)")
     return pixels, blur, fill, directions
 
 
