@@ -20,8 +20,8 @@ ALWAYSON = ("controlnet",)
 @api.get("/scripts")
 def scripts() -> dict[str, list[str]]:
     """The WebUI's script names per tab: the selectable scripts, then the always-on ones."""
-    names = [*script_names(), *ALWAYSON]
-    return {"txt2img": names, "img2img": list(names)}
+    return {"txt2img": [*script_names(False), *ALWAYSON],
+            "img2img": [*script_names(), *ALWAYSON]}
 
 
 @api.get("/script-info")
