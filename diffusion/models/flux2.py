@@ -23,6 +23,7 @@ from .dit_layers import (
     layer_norm,
 )
 from .layers import Place
+from .step_cache import BranchCache, run_blocks
 from .transformer_ops import RMSNorm, cast, chunks, gated_add, modulate, rope, rope_tables
 
 _DEFAULTS: dict[str, Any] = {
@@ -222,13 +223,15 @@ class Flux2Transformer2DModel(nn.Module):
 
     def forward(self, hidden_states: Tensor, encoder_hidden_states: Tensor, timestep: Any,
                 img_ids: Any, txt_ids: Any, guidance: Any = None, *,
-                rotary: tuple[Tensor, Tensor] | None = None) -> Tensor:
+                rotary: tuple[Tensor, Tensor] | None = None,
+                cache: BranchCache | None = None) -> Tensor:
         """hidden_states (B, Li, in_channels): packed latents; encoder_hidden_states
         (B, Lt, joint_attention_dim): the text encoder's stacked hidden states; timestep (B,)
         in [0, 1] (sigmas); guidance (B,) the distilled guidance scale (ignored by a model
         without `guidance_embeds`, as diffusers does); host numbers or float32 Tensors;
         img_ids (Li, 4), txt_ids (Lt, 4) positions, or their tables precomputed once per
-        picture size by `rotary` (the ids are then unused)."""
+        picture size by `rotary` (the ids are then unused). `cache`: a step cache branch
+        (`step_cache.StepCache.branch()`) the blocks run through, its calls in step order."""
         # 1. the conditioning vector and each stream's modulation, shared by all blocks
         temb = self.time_guidance_embed(
             self._thousandfold(timestep),
@@ -239,14 +242,23 @@ class Flux2Transformer2DModel(nn.Module):
         x = self.x_embedder(hidden_states)
         context = self.context_embedder(encoder_hidden_states)
         tables = rotary if rotary is not None else self.rotary(txt_ids, img_ids)
-        # 2. double-stream blocks, then one stream of text + image tokens
-        for block in self.transformer_blocks:
-            x, context = block(x, context, image_mods, text_mods, tables)
+        # 2. double-stream blocks, then one stream of text + image tokens (the first block
+        # apart: a step cache decides after it whether the others run)
+        blocks = list(self.transformer_blocks)
         text_length = context.shape[1]
-        x = concatenate([context, x], axis=1)
-        for single in self.single_transformer_blocks:
-            x = single(x, single_mods, tables)
-        x = take_slice(x, text_length, x.shape[1], axis=1)
+
+        def head(x: Tensor, context: Tensor) -> tuple[Tensor, Tensor]:
+            return blocks[0](x, context, image_mods, text_mods, tables) if blocks else (x, context)
+
+        def tail(x: Tensor, context: Tensor) -> Tensor:
+            for block in blocks[1:]:
+                x, context = block(x, context, image_mods, text_mods, tables)
+            x = concatenate([context, x], axis=1)
+            for single in self.single_transformer_blocks:
+                x = single(x, single_mods, tables)
+            return take_slice(x, text_length, x.shape[1], axis=1)
+
+        x = run_blocks(cache, x, context, head, tail)
         # 3. final modulated norm and projection
         return self.proj_out(self.norm_out(x, temb))
 

@@ -25,6 +25,7 @@ from .dit_layers import (
     layer_norm,
 )
 from .layers import Place
+from .step_cache import BranchCache, run_blocks
 from .transformer_ops import RMSNorm, cast, chunks, gated_add, modulate, rms_norm, rope_tables
 
 __all__ = ["QwenImageTransformer2DModel", "qwen_image_positions"]
@@ -159,12 +160,14 @@ class QwenImageTransformer2DModel(nn.Module):
                            device=self.device)
 
     def forward(self, hidden_states: Tensor, encoder_hidden_states: Tensor, timestep: Any,
-                rows: int, columns: int, encoder_mask: Any = None) -> Tensor:
+                rows: int, columns: int, encoder_mask: Any = None, *,
+                cache: BranchCache | None = None) -> Tensor:
         """hidden_states (B, rows * columns, in_channels): packed latents (row-major
         patches); encoder_hidden_states (B, Lt, joint_attention_dim) in any float dtype
         (the RMS norm reads them as they are); timestep (B,) host numbers in [0, 1] (the
         sigmas; QwenImagePipeline passes t / 1000); encoder_mask (B, Lt) nonzero for the
-        text tokens attended to, or None for all."""
+        text tokens attended to, or None for all. `cache`: a step cache branch
+        (`step_cache.StepCache.branch()`) the blocks run through, its calls in step order."""
         batch, length, _ = hidden_states.shape
         if length != rows * columns:
             raise ValueError(f"{length} image tokens are not {rows} x {columns} patches")
@@ -184,7 +187,17 @@ class QwenImageTransformer2DModel(nn.Module):
         context = self.txt_in(cast(states, self.dtype))
         x = self.img_in(hidden_states)
         tables = self.rotary(rows, columns, text_length)
-        # 2. the double-stream blocks; 3. the final modulated norm over the image's tokens
-        for block in self.transformer_blocks:
-            x, context = block(x, context, temb, tables, mask)
+        # 2. the double-stream blocks (the first apart: a step cache decides after it whether
+        # the others run); 3. the final modulated norm over the image's tokens
+        blocks = list(self.transformer_blocks)
+
+        def head(x: Tensor, context: Tensor) -> tuple[Tensor, Tensor]:
+            return blocks[0](x, context, temb, tables, mask) if blocks else (x, context)
+
+        def tail(x: Tensor, context: Tensor) -> Tensor:
+            for block in blocks[1:]:
+                x, context = block(x, context, temb, tables, mask)
+            return x
+
+        x = run_blocks(cache, x, context, head, tail)
         return self.proj_out(self.norm_out(x, temb))

@@ -283,7 +283,9 @@ class FlowSchedule:
     sigma = t / T of the training times t = 1..T (T = `num_train_timesteps`), shifted by the
     config's constant `shift`, or with `use_dynamic_shifting` by `mu` (the picture size's,
     `calculate_shift`; required then). ComfyUI: `ModelSamplingDiscreteFlow` (constant) and
-    `ModelSamplingFlux` (mu), with `CONST` prediction."""
+    `ModelSamplingFlux` (mu), with `CONST` prediction. A config's `shift_terminal` (Qwen-Image:
+    0.02) stretches each schedule of steps so that its last sigma before 0 is that value, as
+    diffusers' `stretch_shift_to_terminal` does; the training table stays unstretched."""
 
     def __init__(self, config: Mapping[str, Any] | None = None, *,
                  mu: float | None = None) -> None:
@@ -291,6 +293,7 @@ class FlowSchedule:
         self.num_train_timesteps = int(config.get("num_train_timesteps", 1000))
         self.dynamic = bool(config.get("use_dynamic_shifting"))
         self.shift = float(config.get("shift", 1.0))
+        self.shift_terminal = config.get("shift_terminal") or None
         self.mu = mu
 
     def __repr__(self) -> str:
@@ -326,11 +329,17 @@ class FlowSchedule:
     def get_sigmas(self, steps: int) -> np.ndarray:
         """ComfyUI's "simple" schedule (steps + 1 values, the last 0): of the training table
         sigma(t / T), t = 1..T, every T/steps-th from the top. At steps dividing T this is
-        diffusers' FLUX schedule."""
+        diffusers' FLUX schedule; with `shift_terminal`, stretched to end there (diffusers:
+        `FlowMatchEulerDiscreteScheduler.stretch_shift_to_terminal`; one step's lone sigma 1,
+        which diffusers turns into NaN, stays 1)."""
         total = self.num_train_timesteps
         stride = total / steps
         t = np.array([(total - int(x * stride)) / total for x in range(steps)], np.float64)
-        return np.append(self.shifted(t), 0.0)
+        sigmas = self.shifted(t)
+        if self.shift_terminal is not None and sigmas[-1] < 1:  # (one step: 1 alone stays)
+            one_minus = 1 - sigmas
+            sigmas = 1 - one_minus / (one_minus[-1] / (1 - float(self.shift_terminal)))
+        return np.append(sigmas, 0.0)
 
     def noise_scaling(self, sigma: Any, noise: np.ndarray,
                       latent: np.ndarray | None = None) -> np.ndarray:

@@ -22,13 +22,14 @@ from typing import Any
 import numpy as np
 
 from gpucore import Device, default_device
-from gpustd import Tensor, asarray, concatenate
+from gpustd import Tensor, asarray, concatenate, take_slice
 from gpustd.nn import deferred
 
 from ...loaders.component import load_component
 from ...loaders.flux2 import load_flux2_folder
 from ...models.flux2 import Flux2Transformer2DModel
 from ...models.llm import LLMTextModel
+from ...models.step_cache import StepCache
 from ...models.vae_flux2 import AutoencoderKLFlux2
 from ...noise.rng import make_generator
 from ...sampling.schedulers.flow_match_euler import FlowMatchEulerDiscreteScheduler
@@ -121,13 +122,16 @@ class Flux2KleinPipeline:
 
     def velocity(self, prompts: Sequence[str], *, height: int, width: int,
                  num_inference_steps: int, guidance_scale: float = 4.0,
-                 negative_prompt: str | Sequence[str] = "", max_sequence_length: int = 512
+                 negative_prompt: str | Sequence[str] = "", max_sequence_length: int = 512,
+                 cache: StepCache | None = None
                  ) -> tuple[Callable[[np.ndarray, float], np.ndarray], tuple[int, ...], float]:
         """The model as `flow(x, t)` for `prompts` at height x width: x (B, 4C, h, w)
         float32 patchified latents, t the scheduler's timestep (0..1000), the flow the
         scheduler steps along (with diffusers' CFG against `negative_prompt` where
         `guided`); also the latents' shape and the schedule's `mu` (of the image tokens and
-        `num_inference_steps`)."""
+        `num_inference_steps`). `cache`: the generation's step cache; the prompts' pass and
+        the negative one then run apart, each a branch of it (diffusers' "cond" and "uncond"
+        cache contexts), where without a cache they are one batch."""
         scale = self.vae_scale_factor * 2
         if height < scale or width < scale:
             raise ValueError(f"height and width must be at least {scale}, got {height}x{width}")
@@ -144,16 +148,31 @@ class Flux2KleinPipeline:
             "in_channels"]
         device = self.transformer.x_embedder.weight.device
         g = np.float32(guidance_scale)
+        branches = [] if cache is None else [cache.branch() for _ in range(1 + guided)]
+
+        def apart(packed: np.ndarray, timestep: np.float32) -> np.ndarray:
+            # each pass through its own branch: the prompts', then the negative prompts'
+            preds = []
+            for i, branch in enumerate(branches):
+                states = take_slice(text, i * batch, (i + 1) * batch, axis=0)
+                out = self.transformer(asarray(packed, dtype=dtype, device=device), states,
+                                       np.full(batch, timestep, np.float32), img_ids, txt_ids,
+                                       rotary=rotary, cache=branch)
+                preds.append(out.numpy().astype(np.float32))
+            return np.concatenate(preds)
 
         def flow(x: np.ndarray, t: float) -> np.ndarray:
             timestep = np.float32(t) / np.float32(1000)
             packed = x.reshape(len(x), channels, h * w).transpose(0, 2, 1)
-            if guided:
-                packed = np.concatenate([packed, packed])
-            out = self.transformer(asarray(packed, dtype=dtype, device=device), text,
-                                   np.full(len(packed), timestep, np.float32), img_ids,
-                                   txt_ids, rotary=rotary)
-            pred = out.numpy().astype(np.float32)
+            if branches:
+                pred = apart(packed, timestep)
+            else:
+                if guided:
+                    packed = np.concatenate([packed, packed])
+                out = self.transformer(asarray(packed, dtype=dtype, device=device), text,
+                                       np.full(len(packed), timestep, np.float32), img_ids,
+                                       txt_ids, rotary=rotary)
+                pred = out.numpy().astype(np.float32)
             if guided:
                 positive, negative = pred[:batch], pred[batch:]
                 pred = negative + g * (positive - negative)
@@ -173,13 +192,14 @@ class Flux2KleinPipeline:
                  negative_prompt: str | Sequence[str] = "", seed: int = 0,
                  rng: str = "torch", max_sequence_length: int = 512,
                  latents: np.ndarray | None = None, callback: StepCallback | None = None,
-                 output_type: str = "np") -> np.ndarray:
+                 output_type: str = "np", cache: StepCache | None = None) -> np.ndarray:
         """Pictures for `prompt` (one or a list): float images in [0, 1], (B, height, width,
         3) ("np"), or the final latents (B, 4C, H/16, W/16) in the transformer's space
         ("latent"). `guidance_scale`: diffusers' (CFG above 1 against `negative_prompt`,
         unless distilled). `seed` and
         `rng` ("torch", as diffusers; "numpy") draw the starting noise unless `latents` is
-        given. `callback(done, total, latents)` after every step (False stops). diffusers:
+        given. `callback(done, total, latents)` after every step (False stops); `cache`:
+        step caching (`velocity`). diffusers:
         `Flux2KleinPipeline(prompt, height=, width=, num_inference_steps=, guidance_scale=,
         generator=torch.Generator().manual_seed(seed), output_type="np").images`."""
         prompts = check_call(prompt, rng=rng, output_type=output_type, steps=num_inference_steps)
@@ -192,7 +212,7 @@ class Flux2KleinPipeline:
                                         num_inference_steps=num_inference_steps,
                                         guidance_scale=guidance_scale,
                                         negative_prompt=negative_prompt,
-                                        max_sequence_length=max_sequence_length)
+                                        max_sequence_length=max_sequence_length, cache=cache)
         # 2. the schedule: sigmas 1 .. 1/n, shifted by klein's empirical mu
         scheduler = FlowMatchEulerDiscreteScheduler.from_config(self.scheduler_config)
         sigmas = np.linspace(1.0, 1 / num_inference_steps, num_inference_steps)

@@ -52,12 +52,13 @@ class Flux2Model(FlowModel):
     def capabilities(self) -> Capabilities:
         """The WebUI samplers defined for flow models over the Simple schedule, CFG with a
         negative prompt (none for a distilled model), plain-text prompts with LoRA tags;
-        txt2img only: no init image, hires fix, refiner, control units, variation seeds,
-        step caching or memory modes yet."""
+        First Block Cache (MagCache's and TeaCache's tables are FLUX's); txt2img only: no
+        init image, hires fix, refiner, control units, variation seeds or memory modes yet."""
         return Capabilities(family=self.family, latent_space="flux2",
                             guidance="none" if self.pipe.distilled else "cfg",
                             samplers=tuple(FLOW_SAMPLERS), schedules=FLOW_SCHEDULES,
-                            models="FLUX.2 klein models", prompt_syntax=False,
+                            models="FLUX.2 klein models", step_cache=("fbc",),
+                            prompt_syntax=False,
                             textual_inversion=False, refiner=False, control=False,
                             variation_seeds=False, latent_upscale_resize=False,
                             hires_with_diffusers=False, latent_masked_content=False,
@@ -94,10 +95,9 @@ class Flux2Model(FlowModel):
     def _diffusers(self, request: GenerationRequest, prompts: list[str], seed: int,
                    width: int, height: int, observer: Observer,
                    cache: StepCache | None = None) -> np.ndarray:
-        # `cache` is always None: FLUX.2 takes no step cache (its capabilities refuse one)
         return self.pipe(prompts, height=height, width=width,  # type: ignore[no-any-return]
                          num_inference_steps=int(request.steps), seed=seed, rng=request.rng,
-                         callback=observer.step, output_type="latent",
+                         callback=observer.step, output_type="latent", cache=cache,
                          **self._guidance(request))
 
     def guided_flow(self, request: GenerationRequest, prompts: list[str], width: int,
@@ -105,10 +105,11 @@ class Flux2Model(FlowModel):
                     ) -> tuple[Callable[[np.ndarray, float], np.ndarray], tuple[int, ...],
                                float | None]:
         """The guided flow of `prompts` (CFG inside Flux2KleinPipeline.velocity), its
-        latents' shape and the schedule's mu (`cache` is always None, as in `_diffusers`)."""
+        latents' shape and the schedule's mu; `cache`: the generation's step cache (each
+        pass a branch of it)."""
         return self.pipe.velocity(  # type: ignore[no-any-return]
             prompts, height=height, width=width, num_inference_steps=int(request.steps),
-            **self._guidance(request))
+            cache=cache, **self._guidance(request))
 
 
 def flux2_defaults(path: str | os.PathLike[str], family: str) -> SamplingDefaults:

@@ -29,6 +29,7 @@ from ...loaders.qwen_image import load_qwenimage_folder
 from ...models.llm import LLMTextModel
 from ...models.qwen_image import QwenImageTransformer2DModel
 from ...models.qwen_image_vae import AutoencoderKLQwenImage
+from ...models.step_cache import StepCache
 from ...models.vae import AutoencoderKL
 from ...noise.rng import make_generator
 from ...sampling.model_sampling import calculate_shift
@@ -135,12 +136,13 @@ class QwenImagePipeline:
 
     def velocity(self, prompts: Sequence[str], *, height: int, width: int,
                  true_cfg_scale: float = 4.0, negative_prompt: str | Sequence[str] = "",
-                 max_sequence_length: int = 512
+                 max_sequence_length: int = 512, cache: StepCache | None = None
                  ) -> tuple[Callable[[np.ndarray, float], np.ndarray], tuple[int, ...], float]:
         """The model as `flow(x, t)` for `prompts` at height x width: x (B, C, h, w) float32
         latents, t the scheduler's timestep (0..1000), the model output (true CFG against
         `negative_prompt` when `true_cfg_scale` > 1); also the latents' shape and the
-        schedule's `mu`."""
+        schedule's `mu`. `cache`: the generation's step cache, of which the prompts' pass
+        and the negative one take a branch each (diffusers' "cond" and "uncond" contexts)."""
         scale = self.vae_scale_factor * 2
         if height < scale or width < scale:
             raise ValueError(f"height and width must be at least {scale}, got {height}x{width}")
@@ -154,17 +156,20 @@ class QwenImagePipeline:
             negative = self.encode_prompt(negatives, max_sequence_length)
         h, w = 2 * (int(height) // scale), 2 * (int(width) // scale)
         dtype, device = self.transformer.dtype, self.transformer.device
+        branches = [None, None] if cache is None else [cache.branch() for _ in range(1 + guided)]
 
-        def predict(packed: Tensor, t: np.ndarray, text: tuple[Tensor, Any]) -> np.ndarray:
-            out = self.transformer(packed, text[0], t, h // 2, w // 2, text[1])
+        def predict(packed: Tensor, t: np.ndarray, text: tuple[Tensor, Any], i: int
+                    ) -> np.ndarray:
+            out = self.transformer(packed, text[0], t, h // 2, w // 2, text[1],
+                                   cache=branches[i])
             return out.numpy().astype(np.float32)
 
         def flow(x: np.ndarray, t: float) -> np.ndarray:
             timestep = np.full(len(x), np.float32(t) / np.float32(1000), np.float32)
             packed = asarray(pack(x), dtype=dtype, device=device)
-            pred = predict(packed, timestep, positive)
+            pred = predict(packed, timestep, positive, 0)
             if negative is not None:
-                pred = true_cfg(pred, predict(packed, timestep, negative), true_cfg_scale)
+                pred = true_cfg(pred, predict(packed, timestep, negative, 1), true_cfg_scale)
             return unpack(pred, h, w)
 
         mu = calculate_shift((h // 2) * (w // 2), self.scheduler_config)
@@ -199,12 +204,13 @@ class QwenImagePipeline:
                  negative_prompt: str | Sequence[str] = "", seed: int = 0, rng: str = "torch",
                  max_sequence_length: int = 512, latents: np.ndarray | None = None,
                  image: Any = None, strength: float = 0.6, callback: StepCallback | None = None,
-                 output_type: str = "np") -> np.ndarray:
+                 output_type: str = "np", cache: StepCache | None = None) -> np.ndarray:
         """Pictures for `prompt` (one or a list): float images in [0, 1], (B, height, width,
         3) ("np"), or the final latents (B, 16, H/8, W/8) ("latent"). `true_cfg_scale`:
         diffusers' (1 or less: no negative pass). `seed` and `rng` ("torch", as diffusers;
         "numpy") draw the starting noise unless `latents` is given. `callback(done, total,
-        latents)` after every step (False stops). diffusers: `QwenImagePipeline(prompt,
+        latents)` after every step (False stops); `cache`: step caching (`velocity`).
+        diffusers: `QwenImagePipeline(prompt,
         negative_prompt=, true_cfg_scale=, height=, width=, num_inference_steps=,
         generator=torch.Generator().manual_seed(seed), output_type="np").images`; with
         `image` (PIL or HxWx3 uint8) the run starts from that picture at `strength`, as
@@ -218,7 +224,7 @@ class QwenImagePipeline:
         flow, shape, mu = self.velocity(prompts, height=height, width=width,
                                         true_cfg_scale=true_cfg_scale,
                                         negative_prompt=negative_prompt,
-                                        max_sequence_length=max_sequence_length)
+                                        max_sequence_length=max_sequence_length, cache=cache)
         # 2. the schedule: sigmas 1 .. 1/n, shifted by the picture's size
         scheduler = FlowMatchEulerDiscreteScheduler.from_config(self.scheduler_config)
         sigmas = np.linspace(1.0, 1 / num_inference_steps, num_inference_steps)

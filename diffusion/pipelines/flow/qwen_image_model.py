@@ -44,10 +44,11 @@ class QwenImageModel(FlowModel):
     def capabilities(self) -> Capabilities:
         """The WebUI samplers defined for flow models over the Simple schedule, true CFG with
         a negative prompt, plain-text prompts with LoRA tags, img2img; no inpainting, hires
-        fix, refiner, control units, variation seeds, step caches or memory modes yet."""
+        fix, refiner, control units, variation seeds or memory modes yet; First Block Cache
+        (MagCache's and TeaCache's tables are FLUX's)."""
         return Capabilities(family=self.family, latent_space="qwen-image", guidance="cfg",
                             samplers=tuple(FLOW_SAMPLERS), schedules=FLOW_SCHEDULES,
-                            models="Qwen-Image models", prompt_syntax=False,
+                            models="Qwen-Image models", step_cache=("fbc",), prompt_syntax=False,
                             textual_inversion=False, refiner=False, control=False,
                             variation_seeds=False, latent_upscale_resize=False,
                             hires_with_diffusers=False, latent_masked_content=False,
@@ -95,12 +96,11 @@ class QwenImageModel(FlowModel):
     def _diffusers(self, request: GenerationRequest, prompts: list[str], seed: int,
                    width: int, height: int, observer: Observer,
                    cache: StepCache | None = None) -> np.ndarray:
-        # `cache` is always None: Qwen-Image takes no step cache (its capabilities refuse one)
         images = {} if request.init_image is None else {
             "image": request.init_image, "strength": float(request.strength)}
         return self.pipe(prompts, height=height, width=width,  # type: ignore[no-any-return]
                          num_inference_steps=int(request.steps), seed=seed, rng=request.rng,
-                         callback=observer.step, output_type="latent",
+                         callback=observer.step, output_type="latent", cache=cache,
                          **self._guidance(request), **images)
 
     def guided_flow(self, request: GenerationRequest, prompts: list[str], width: int,
@@ -108,9 +108,10 @@ class QwenImageModel(FlowModel):
                     ) -> tuple[Callable[[np.ndarray, float], np.ndarray], tuple[int, ...],
                                float | None]:
         """The guided flow of `prompts` (true CFG inside QwenImagePipeline.velocity), its
-        latents' shape and the schedule's mu (`cache` is always None, as in `_diffusers`)."""
+        latents' shape and the schedule's mu; `cache`: the generation's step cache (each
+        pass a branch of it)."""
         return self.pipe.velocity(  # type: ignore[no-any-return]
-            prompts, height=height, width=width, **self._guidance(request))
+            prompts, height=height, width=width, cache=cache, **self._guidance(request))
 
 
 def qwenimage_defaults(path: str | os.PathLike[str], family: str) -> SamplingDefaults:

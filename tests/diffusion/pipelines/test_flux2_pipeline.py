@@ -122,3 +122,31 @@ def test_flux2_broken_folder_gets_one_line(tiny_flux2: tuple[Path, Any, Path, An
         assert code != 0 and len(errors) == 1, err
         assert ("tokenizer.json" if not extra else "diffusers folder alone") in errors[0]
         assert "Traceback" not in err
+
+
+def test_flux2_first_block_cache(first_device: gpucore.Device,
+                                 tiny_flux2: tuple[Path, Any, Path, Any], tmp_path: Path,
+                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """--cache fbc on the CFG model: each pass (prompt, negative prompt) a branch of its own,
+    every call computed at threshold 0 (the uncached picture), the second step of each skipped
+    at a high one (another picture); MagCache refused in one line."""
+    base_folder = tiny_flux2[2]
+    common = ("--model", str(base_folder), "--prompt", "a red circle", *SIZE, "--steps", "2",
+              "--seed", "7", "--dtype", "float32", "--cfg-scale", "3")
+    pictures = {}
+    for cache in ("none", "fbc:0", "fbc:9"):
+        out, _ = _run(capsys, "txt2img", *common, "--cache", cache,
+                      "--out", str(tmp_path / f"{cache.replace(':', '')}.png"))
+        pictures[cache] = _pixels(out)
+        text = read_infotext(out)
+        assert text is not None
+        if cache != "none":
+            computed = "4/4" if cache == "fbc:0" else "2/4"
+            assert f'Cache: "fbc {cache[4:]}, {computed} model calls computed"' in text
+    assert np.abs(pictures["fbc:0"] - pictures["none"]).max() <= 2 / 255
+    assert np.abs(pictures["fbc:9"] - pictures["none"]).mean() > 0.005
+    code = cli.main(["txt2img", *common, "--cache", "magcache", "--out",
+                     str(tmp_path / "m.png")])
+    err = capsys.readouterr().err
+    assert code != 0 and "magcache: not supported" in err and "it runs fbc" in err
+    assert "Traceback" not in err

@@ -212,3 +212,40 @@ def test_packing_and_true_cfg() -> None:
     expected = combined * (torch.norm(torch.from_numpy(positive), dim=-1, keepdim=True)
                            / torch.norm(combined, dim=-1, keepdim=True))
     np.testing.assert_allclose(true_cfg(positive, negative, 4.0), expected.numpy(), rtol=1e-5)
+
+
+def test_qwenimage_first_block_cache(first_device: gpucore.Device,
+                                     tiny_qwenimage: tuple[Path, Any], tmp_path: Path,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """--cache fbc with true CFG and `--sampler diffusers`: QwenImagePipeline's picture with
+    diffusers' First Block Cache on its transformer (each pass its own cache context), the
+    second step of each pass skipped at a high threshold (another picture than uncached);
+    TeaCache refused in one line."""
+    from diffusers.hooks import FirstBlockCacheConfig
+
+    folder, reference = tiny_qwenimage
+    common = ("txt2img", "--model", str(folder), *SIZE, "--steps", "3", "--sampler",
+              "diffusers", "--rng", "torch", "--seed", "7", "--dtype", "float32", "--prompt",
+              RED, "--negative-prompt", "a photo of a cat", "--cfg-scale", "4")
+    out, _ = _run(capsys, *common, "--out", str(tmp_path / "plain.png"))
+    plain = _pixels(out)
+    out, _ = _run(capsys, *common, "--cache", "fbc:9", "--out", str(tmp_path / "fbc.png"))
+    cached = _pixels(out)
+    text = read_infotext(out)
+    assert text is not None and 'Cache: "fbc 9, 2/6 model calls computed"' in text
+    assert np.abs(cached - plain).mean() > 0.005  # the skips matter (the test's premise)
+    reference.transformer.enable_cache(FirstBlockCacheConfig(threshold=9.0))
+    try:
+        expected = reference(RED, negative_prompt="a photo of a cat", true_cfg_scale=4.0,
+                             height=24, width=40, num_inference_steps=3,
+                             generator=torch.Generator().manual_seed(7),
+                             output_type="np").images[0]
+    finally:
+        reference.transformer.disable_cache()
+    assert np.abs(cached - expected).mean() < 0.01
+    # ... and much nearer diffusers' cached picture than the uncached one is
+    assert np.abs(cached - expected).mean() < np.abs(cached - plain).mean() / 4
+    code = cli.main([*common, "--cache", "teacache", "--out", str(tmp_path / "t.png")])
+    err = capsys.readouterr().err
+    assert code != 0 and "teacache: not supported" in err and "it runs fbc" in err
+    assert "Traceback" not in err

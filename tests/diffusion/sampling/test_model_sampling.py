@@ -43,6 +43,37 @@ def test_flow_sigmas_are_diffusers_at_steps_dividing_the_table(steps):
     assert np.all(large[1:-1] > small[1:-1] + 0.05)
 
 
+# Qwen-Image's scheduler config (Qwen/Qwen-Image's scheduler/scheduler_config.json)
+QWEN_IMAGE = {"base_image_seq_len": 256, "base_shift": 0.5, "max_image_seq_len": 8192,
+              "max_shift": 0.9, "num_train_timesteps": 1000, "shift": 1.0,
+              "shift_terminal": 0.02, "time_shift_type": "exponential",
+              "use_dynamic_shifting": True}
+
+
+@pytest.mark.parametrize("steps", [2, 4, 8, 25])
+def test_flow_sigmas_stretch_to_shift_terminal_as_diffusers(steps):
+    """A config's shift_terminal stretches the Simple schedule so its last sigma before 0 is
+    that value: diffusers' sigmas (stretch_shift_to_terminal) where steps divide 1000, and
+    visibly not the unstretched schedule; without one (every other family), the schedule is
+    exactly the shifted table."""
+    mu = calculate_shift(64 * 48, QWEN_IMAGE)
+    reference = diffusers.FlowMatchEulerDiscreteScheduler.from_config(QWEN_IMAGE)
+    reference.set_timesteps(sigmas=list(np.linspace(1.0, 1 / steps, steps)), mu=mu)
+    ours = FlowSchedule(QWEN_IMAGE, mu=mu).get_sigmas(steps)
+    assert ours.shape == (steps + 1,) and ours[-1] == 0 and ours[-2] == pytest.approx(0.02)
+    np.testing.assert_allclose(ours, reference.sigmas.double().numpy(), rtol=1e-6, atol=1e-7)
+    plain = {**QWEN_IMAGE, "shift_terminal": None}
+    unstretched = FlowSchedule(plain, mu=mu).get_sigmas(steps)
+    assert np.abs(ours - unstretched).max() > 0.01
+    schedule = FlowSchedule(plain, mu=mu)
+    t = np.array([(1000 - int(x * 1000 / steps)) / 1000 for x in range(steps)], np.float64)
+    assert np.array_equal(unstretched, np.append(schedule.shifted(t), 0.0))
+    assert np.array_equal(FlowSchedule({**plain, "shift_terminal": 0.0}, mu=mu).get_sigmas(steps),
+                          unstretched)
+    # one step: the lone sigma 1 cannot be stretched (diffusers' answer is NaN); it stays
+    assert np.array_equal(FlowSchedule(QWEN_IMAGE, mu=mu).get_sigmas(1), [1.0, 0.0])
+
+
 def test_flow_noising_and_x0_follow_the_straight_path():
     """x_sigma = sigma noise + (1 - sigma) x0 (diffusers' scale_noise), the model's velocity
     noise - x0 gives x0 back, and the timestep the model sees is 1000 sigma."""
