@@ -20,8 +20,7 @@ ALWAYSON = ("controlnet",)
 @api.get("/scripts")
 def scripts() -> dict[str, list[str]]:
     """The WebUI's script names per tab: the selectable scripts, then the always-on ones."""
-    names = [*script_names(), *ALWAYSON]
-    return {"txt2img": names, "img2img": list(names)}
+    return {kind: [*script_names(kind), *ALWAYSON] for kind in ("txt2img", "img2img")}
 
 
 @api.get("/script-info")

@@ -8,6 +8,8 @@
 | `grid` | the labelled grid picture |
 | `xyz` | "X/Y/Z plot": one queued request per cell, the grid first |
 | `prompts_file` | "Prompts from file or textbox": one queued request per line |
+| `sd_upscale` | "SD upscale" (img2img): upscaled, then one queued img2img per tile |
+| `loopback` | "Loopback" (img2img): one queued img2img per loop, on the loop before's picture |
 
 Imports point down: this registry -> the scripts -> values, axes, grid; a script is given the
 route's `generate` (queue one body, wait for its answer) and `check` (refuse a bad body before
@@ -21,7 +23,7 @@ from typing import Any
 
 from ..generation import RequestError
 from ..schemas import Txt2ImgRequest
-from . import prompts_file, xyz
+from . import loopback, prompts_file, sd_upscale, xyz
 
 __all__ = ["SCRIPTS", "run_script", "script_info", "script_names"]
 
@@ -29,12 +31,20 @@ __all__ = ["SCRIPTS", "run_script", "script_info", "script_names"]
 SCRIPTS: dict[str, tuple[tuple[str, Any], ...]] = {
     "X/Y/Z plot": xyz.ARG_LABELS,
     "Prompts from file or textbox": prompts_file.ARG_LABELS,
+    "SD upscale": sd_upscale.ARG_LABELS, "Loopback": loopback.ARG_LABELS,
 }
+# the img2img tab's only, each run by its function
+IMG2IMG_ONLY = {"sd upscale": sd_upscale.run_sd_upscale, "loopback": loopback.run_loopback}
 
 
-def script_names() -> list[str]:
-    """The selectable scripts' names as the WebUI lists them (lower-case titles)."""
-    return [title.lower() for title in SCRIPTS]
+def script_titles(kind: str) -> list[str]:
+    """The WebUI's titles of the scripts a tab ("txt2img" or "img2img") offers."""
+    return [title for title in SCRIPTS if kind == "img2img" or title.lower() not in IMG2IMG_ONLY]
+
+
+def script_names(kind: str = "img2img") -> list[str]:
+    """A tab's selectable scripts' names as the WebUI lists them (lower-case titles)."""
+    return [title.lower() for title in script_titles(kind)]
 
 
 def script_info() -> list[dict[str, Any]]:
@@ -43,7 +53,8 @@ def script_info() -> list[dict[str, Any]]:
     return [{"name": title.lower(), "is_alwayson": False, "is_img2img": img2img,
              "args": [{"label": label, "value": value, "minimum": None, "maximum": None,
                        "step": None, "choices": None} for label, value in labels]}
-            for img2img in (False, True) for title, labels in SCRIPTS.items()]
+            for img2img in (False, True) for title, labels in SCRIPTS.items()
+            if title in script_titles("img2img" if img2img else "txt2img")]
 
 
 async def run_script(body: Txt2ImgRequest, kind: str,
@@ -51,9 +62,11 @@ async def run_script(body: Txt2ImgRequest, kind: str,
                      check: Callable[[Txt2ImgRequest], None]) -> dict[str, Any]:
     """The answer of the script `body.script_name` names, run with `body.script_args`."""
     name = (body.script_name or "").lower()
-    if name not in script_names():
+    if name not in script_names(kind):
         raise RequestError(f"script_name {body.script_name!r} is not one of this server's "
-                           f"scripts: {', '.join(SCRIPTS)} (see /sdapi/v1/scripts)")
+                           f"scripts: {', '.join(script_titles(kind))} (see /sdapi/v1/scripts)")
+    if name in IMG2IMG_ONLY:
+        return await IMG2IMG_ONLY[name](body, kind, body.script_args, generate, check)
     if name == "x/y/z plot":
         return await xyz.run_xyz(body, kind, body.script_args, generate, check)
     return await prompts_file.run_prompts_file(body, body.script_args, generate, check)
