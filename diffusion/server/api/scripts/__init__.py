@@ -12,8 +12,9 @@
 | `loopback` | "Loopback" (img2img): one queued img2img per loop, on the loop before's picture |
 
 Imports point down: this registry -> the scripts -> values, axes, grid; a script is given the
-route's `generate` (queue one body, wait for its answer) and `check` (refuse a bad body before
-anything is queued), so nothing here imports the routers.
+route's `generate` (queue one body, wait for its answer), `check` (refuse a bad body before
+anything is queued) and `queue` (run other work on the queue), so nothing here imports the
+routers.
 """
 
 from __future__ import annotations
@@ -59,14 +60,17 @@ def script_info() -> list[dict[str, Any]]:
 
 async def run_script(body: Txt2ImgRequest, kind: str,
                      generate: Callable[[Txt2ImgRequest], Awaitable[dict[str, Any]]],
-                     check: Callable[[Txt2ImgRequest], None]) -> dict[str, Any]:
-    """The answer of the script `body.script_name` names, run with `body.script_args`."""
+                     check: Callable[[Txt2ImgRequest], None],
+                     queue: Callable[[Callable[[], Any]], Awaitable[Any]] | None = None
+                     ) -> dict[str, Any]:
+    """The answer of the script `body.script_name` names, run with `body.script_args`;
+    `queue` runs other GPU work on the worker's queue (SD upscale's upscaler)."""
     name = (body.script_name or "").lower()
     if name not in script_names(kind):
         raise RequestError(f"script_name {body.script_name!r} is not one of this server's "
                            f"scripts: {', '.join(script_titles(kind))} (see /sdapi/v1/scripts)")
     if name in IMG2IMG_ONLY:
-        return await IMG2IMG_ONLY[name](body, kind, body.script_args, generate, check)
+        return await IMG2IMG_ONLY[name](body, kind, body.script_args, generate, check, queue)
     if name == "x/y/z plot":
         return await xyz.run_xyz(body, kind, body.script_args, generate, check)
     return await prompts_file.run_prompts_file(body, body.script_args, generate, check)

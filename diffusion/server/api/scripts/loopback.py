@@ -63,7 +63,7 @@ def _arguments(args: list[Any]) -> tuple[int, float, str]:
 
 
 async def run_loopback(body: Txt2ImgRequest, kind: str, args: list[Any], generate: Generate,
-                       check: Check) -> dict[str, Any]:
+                       check: Check, _queue: Any = None) -> dict[str, Any]:
     """The loops' pictures; the first loop's request is checked with `check` before it is
     queued (RequestError naming the bad argument)."""
     if kind != "img2img":

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import io
 import json
 import math
@@ -29,6 +30,7 @@ __all__ = ["ARG_LABELS", "Tile", "combine_grid", "run_sd_upscale", "split_grid"]
 MAX_TILES = 100  # the most requests one call queues (as many as n_iter's limit)
 Generate = Callable[[Txt2ImgRequest], Awaitable[dict[str, Any]]]
 Check = Callable[[Txt2ImgRequest], None]
+Queue = Callable[[Callable[[], Any]], Awaitable[Any]]
 Tile = tuple[int, int, Any]  # x, y, the PIL tile
 
 ARG_LABELS: tuple[tuple[str, Any], ...] = (
@@ -112,9 +114,11 @@ def _arguments(args: list[Any], width: int, height: int) -> tuple[int, str, floa
 
 
 async def run_sd_upscale(body: Txt2ImgRequest, kind: str, args: list[Any],
-                         generate: Generate, check: Check) -> dict[str, Any]:
+                         generate: Generate, check: Check, queue: Queue | None = None
+                         ) -> dict[str, Any]:
     """One upscaled picture per n_iter; every tile's request is checked with `check` before
-    the first is queued (RequestError naming the bad argument)."""
+    the first is queued (RequestError naming the bad argument). The upscaler runs through
+    `queue` (on the worker's queue, one at a time with generation; else on a thread)."""
     if kind != "img2img":
         raise RequestError("SD upscale is an img2img script; send it to /sdapi/v1/img2img")
     width, height = body.width or 512, body.height or 512
@@ -128,7 +132,8 @@ async def run_sd_upscale(body: Txt2ImgRequest, kind: str, args: list[Any],
     if upscaler != "None":
         pixels = np.asarray(image)
         try:
-            out = await asyncio.to_thread(upscale, pixels, upscaler, scale)
+            job = functools.partial(upscale, pixels, upscaler, scale)
+            out = await (queue(job) if queue is not None else asyncio.to_thread(job))
         except ValueError as exc:
             raise RequestError(f"SD upscale: {exc}") from None
         image = Image.fromarray(out)
