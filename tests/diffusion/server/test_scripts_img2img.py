@@ -42,6 +42,12 @@ def test_tiles_are_placed_and_blended_as_the_webui_does() -> None:
     assert np.abs(out[:, 24:40] - want).max() <= 1
     np.testing.assert_array_equal(out[:, :24], np.asarray(left)[:, :24])
     np.testing.assert_array_equal(out[:, 40:], np.asarray(right)[:, 16:])
+    # a picture smaller than a tile: one tile, black past the picture, back at its size
+    small = _picture(20, 30, 4)
+    (row,) = split_grid(small, 40, 32, 16)
+    assert [(x, y) for x, y, _ in row] == [(-10, -12)]
+    np.testing.assert_array_equal(np.asarray(row[0][2])[12:, 10:], np.asarray(small))
+    assert combine_grid([row], small.size, 16).size == (30, 20)
 
 
 @pytest.mark.nodevice

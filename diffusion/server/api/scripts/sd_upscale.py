@@ -41,8 +41,9 @@ def split_grid(image: Any, tile_w: int, tile_h: int, overlap: int) -> list[list[
     """`image`'s tiles row by row, as the WebUI's split_grid places them: as few as cover it
     with `overlap` px shared, spread evenly, the last flush with the right and bottom edges."""
     w, h = image.size
-    cols = math.ceil((w - overlap) / (tile_w - overlap))
-    rows = math.ceil((h - overlap) / (tile_h - overlap))
+    # at least one (a picture smaller than a tile: one tile, the rest black, as there)
+    cols = max(1, math.ceil((w - overlap) / (tile_w - overlap)))
+    rows = max(1, math.ceil((h - overlap) / (tile_h - overlap)))
     dx = (w - tile_w) / (cols - 1) if cols > 1 else 0
     dy = (h - tile_h) / (rows - 1) if rows > 1 else 0
     grid = []
@@ -87,6 +88,15 @@ def _png(image: Any) -> str:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return base64.b64encode(buffer.getvalue()).decode()
+
+
+def _fitted(image: Any, width: int, height: int) -> Any:
+    """A tile's picture at the tile's size (a model that rounds sizes may return another)."""
+    from PIL import Image
+
+    image = image.convert("RGB")
+    return image if image.size == (width, height) else image.resize(
+        (width, height), Image.Resampling.LANCZOS)
 
 
 def _arguments(args: list[Any], width: int, height: int) -> tuple[int, str, float]:
@@ -161,7 +171,8 @@ async def run_sd_upscale(body: Txt2ImgRequest, kind: str, args: list[Any],
                 break
         parameters = parameters or answers[0]["parameters"]
         infos.append(json.loads(answers[0]["info"]))
-        done = iter(decode_image(a["images"][0], "tile") for a in answers)
+        done = iter(_fitted(decode_image(a["images"][0], "tile"), width, height)
+                    for a in answers)
         blank = Image.new("RGB", (width, height))  # after an interrupt, as in the WebUI
         grid = [[(x, y, next(done, blank)) for x, y, _ in row] for row in grid]
         pictures.append(combine_grid(grid, image.size, overlap))
