@@ -4,6 +4,7 @@ request, Loopback equal to chained img2img requests, and the one-line refusals."
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterator
 from typing import Any
@@ -60,6 +61,53 @@ def test_loopback_strength_curves() -> None:
     assert loop_strength(1, 3, 0.8, 0.2, "Lazy") == pytest.approx(
         0.8 - 0.6 * (1 - math.cos(math.pi / 4)))
     assert loop_strength(5, 1, 0.8, 0.2, "Linear") == 0.8
+
+
+def _fake_generate(calls: list[Any]) -> Any:
+    """A queue that answers each img2img body with a flat picture of its seed's colour."""
+    import base64
+    import io
+    import json
+
+    from PIL import Image
+
+    async def generate(cell: Any) -> dict[str, Any]:
+        calls.append(cell)
+        buffer = io.BytesIO()
+        Image.new("RGB", (cell.width, cell.height), (cell.seed % 256, 0, 0)).save(buffer, "PNG")
+        info = {"infotexts": [f"p\nSeed: {cell.seed}"], "interrupted": cell.seed == 99,
+                "all_prompts": ["p"], "all_negative_prompts": [""], "all_seeds": [cell.seed],
+                "all_subseeds": [1]}
+        return {"images": [base64.b64encode(buffer.getvalue()).decode()],
+                "parameters": {}, "info": json.dumps(info)}
+    return generate
+
+
+@pytest.mark.nodevice
+def test_seeds_strengths_and_init_images_across_runs() -> None:
+    import asyncio
+
+    from diffusion.server.api.schemas import Img2ImgRequest
+    from diffusion.server.api.scripts import run_script
+    from diffusion.server.images import encode_png
+
+    init = encode_png(np.asarray(_picture(40, 32, 8)))
+    calls: list[Any] = []
+    body = Img2ImgRequest(init_images=[init], width=32, height=40, seed=10, n_iter=2,
+                          denoising_strength=0.9, script_name="Loopback",
+                          script_args=[3, 0.1, "Linear"])
+    answer = asyncio.run(run_script(body, "img2img", _fake_generate(calls), lambda _: None))
+    assert [c.seed for c in calls] == [10, 11, 12, 13, 14, 15]
+    assert [c.denoising_strength for c in calls] == pytest.approx([0.9, 0.5, 0.1] * 2)
+    assert calls[3].init_images == [init] and calls[1].init_images != [init]
+    assert len(answer["images"]) == 3  # two runs' last pictures, side by side first
+    # SD upscale with batch_size 2: batches of seeds s, s + 1 then s + 1, s + 2 (the WebUI's)
+    calls.clear()
+    body = Img2ImgRequest(init_images=[init], width=16, height=16, seed=20, batch_size=2,
+                          script_name="SD upscale", script_args=[None, 0, "None", 2])
+    answer = asyncio.run(run_script(body, "img2img", _fake_generate(calls), lambda _: None))
+    assert [c.seed for c in calls] == [20, 21, 21, 22, 22, 23]  # 2 x 3 tiles, 32x40
+    assert json.loads(answer["info"])["width"] == 32
 
 
 fastapi = pytest.importorskip("fastapi", reason="server extra (pip install .[server])")
