@@ -256,7 +256,7 @@ def test_a_bad_axis_is_refused_naming_it(api: Any, args: list[Any], says: str) -
 def test_an_unknown_script_is_refused_naming_the_list(api: Any) -> None:
     assert refusal(api, script_name="Loopbackz") == (
         "script_name 'Loopbackz' is not one of this server's scripts: X/Y/Z plot, Prompts "
-        "from file or textbox, Poor man's outpainting, Outpainting mk2 (see /sdapi/v1/scripts)")
+        "from file or textbox (see /sdapi/v1/scripts)")
 
 
 @needs_device

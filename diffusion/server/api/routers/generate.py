@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Annotated, Any
 
@@ -132,7 +133,10 @@ async def run_request(state: ServerState, body: Txt2ImgRequest, kind: str,
     async def generate(cell: Txt2ImgRequest) -> dict[str, Any]:
         return await run_generation(state, cell, kind, client)
 
-    return await run_script(body, kind, generate, check)
+    async def queue(job: Callable[[], Any]) -> Any:  # other work on the GPU (an upscaler)
+        return await wait(submit(state, job), client)
+
+    return await run_script(body, kind, generate, check, queue)
 
 
 def _wanted_model(state: ServerState, body: Txt2ImgRequest) -> ModelEntry | None:

@@ -20,8 +20,7 @@ ALWAYSON = ("controlnet",)
 @api.get("/scripts")
 def scripts() -> dict[str, list[str]]:
     """The WebUI's script names per tab: the selectable scripts, then the always-on ones."""
-    return {"txt2img": [*script_names(False), *ALWAYSON],
-            "img2img": [*script_names(), *ALWAYSON]}
+    return {kind: [*script_names(kind), *ALWAYSON] for kind in ("txt2img", "img2img")}
 
 
 @api.get("/script-info")

@@ -1,0 +1,124 @@
+"""The WebUI's "Loopback" script (img2img) through the API: `script_args` are (loops,
+final_denoising_strength, denoising_curve, append_interrogation). Each loop is one img2img
+request on the queue whose init image is the loop before's picture, its seed one more, its
+denoising strength moving from the request's to the final one along the curve (Aggressive: a
+sine, Linear, Lazy: one minus a cosine), as the WebUI computes it. Each of n_iter runs starts
+again from the init image; the answer's images are the pictures side by side (when there are
+several), then the pictures: every loop's with n_iter 1, each run's last otherwise."""
+
+from __future__ import annotations
+
+import json
+import math
+import secrets
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import numpy as np
+
+from ...images import decode_image, encode_png
+from ..generation import RequestError
+from ..schemas import Txt2ImgRequest
+
+__all__ = ["ARG_LABELS", "CURVES", "loop_strength", "run_loopback"]
+
+MAX_LOOPS = 100  # the most requests one call queues (as many as n_iter's limit)
+CURVES = ("Aggressive", "Linear", "Lazy")
+Generate = Callable[[Txt2ImgRequest], Awaitable[dict[str, Any]]]
+Check = Callable[[Txt2ImgRequest], None]
+
+ARG_LABELS: tuple[tuple[str, Any], ...] = (
+    ("Loops", 4), ("Final denoising strength", 0.5), ("Denoising strength curve", "Linear"),
+    ("Append interrogated prompt at each iteration", "None"))
+
+
+def loop_strength(loop: int, loops: int, first: float, final: float, curve: str) -> float:
+    """Loop `loop`'s (from 0) denoising strength, the WebUI's calculate_denoising_strength."""
+    if loops == 1:
+        return first
+    progress = loop / (loops - 1)
+    if curve == "Aggressive":
+        progress = math.sin(progress * math.pi * 0.5)
+    elif curve == "Lazy":
+        progress = 1 - math.cos(progress * math.pi * 0.5)
+    return first + (final - first) * progress
+
+
+def _arguments(args: list[Any]) -> tuple[int, float, str]:
+    given = list(args) + [default for _, default in ARG_LABELS[len(args):]]
+    loops, final, curve, interrogation = given[:4]
+    if isinstance(loops, bool) or not isinstance(loops, int) or not 1 <= loops <= 32:
+        raise RequestError(f"script_args[0] (Loops) must be a whole number from 1 to 32, got "
+                           f"{loops!r}")
+    if isinstance(final, bool) or not isinstance(final, int | float) or not 0 <= final <= 1:
+        raise RequestError(f"script_args[1] (Final denoising strength) must be a number from "
+                           f"0 to 1, got {final!r}")
+    if curve not in CURVES:
+        raise RequestError(f"script_args[2] (Denoising strength curve) must be one of "
+                           f"{', '.join(CURVES)}, got {curve!r}")
+    if interrogation != "None":
+        raise RequestError(f"script_args[3] (Append interrogated prompt at each iteration) "
+                           f"{interrogation!r} is not supported by this server; send \"None\"")
+    return loops, float(final), curve
+
+
+async def run_loopback(body: Txt2ImgRequest, kind: str, args: list[Any], generate: Generate,
+                       check: Check, _queue: Any = None) -> dict[str, Any]:
+    """The loops' pictures; the first loop's request is checked with `check` before it is
+    queued (RequestError naming the bad argument)."""
+    if kind != "img2img":
+        raise RequestError("Loopback is an img2img script; send it to /sdapi/v1/img2img")
+    loops, final, curve = _arguments(args)
+    if loops * body.n_iter > MAX_LOOPS:
+        raise RequestError(f"Loopback makes {loops} loops x {body.n_iter} runs, over this "
+                           f"server's limit of {MAX_LOOPS} requests; send fewer")
+    first = body.denoising_strength
+    first = 0.75 if first is None else first
+    seed = secrets.randbelow(4294967294) if body.seed == -1 else body.seed
+    base = body.model_copy(update={"script_name": None, "script_args": [], "n_iter": 1,
+                                   "batch_size": 1, "send_images": True, "seed": seed})
+    check(base)
+    history: list[str] = []
+    infos: list[dict[str, Any]] = []
+    parameters = None
+    interrupted = False
+    for _ in range(body.n_iter):
+        cell = base
+        last = None
+        for loop in range(loops):
+            answer = await generate(cell)
+            info = json.loads(answer["info"])
+            if info.get("interrupted"):
+                interrupted = True
+                break
+            parameters = parameters or answer["parameters"]
+            infos.append(info)
+            last = answer["images"][0]
+            if body.n_iter == 1:
+                history.append(last)
+            # the next loop: this picture, the next seed, "original" under a mask
+            update: dict[str, Any] = {
+                "init_images": [last], "seed": cell.seed + 1,
+                "denoising_strength": loop_strength(loop + 1, loops, first, final, curve)}
+            if getattr(cell, "mask", None):
+                update["inpainting_fill"] = 1
+            cell = cell.model_copy(update=update)
+        if body.n_iter > 1 and not interrupted and last is not None:
+            history.append(last)
+        base = base.model_copy(update={"seed": cell.seed})
+        if interrupted:
+            break
+    images = list(history)
+    if len(history) > 1:  # the WebUI's image_grid(history, rows=1)
+        pictures = [np.asarray(decode_image(image, "loop").convert("RGB"))
+                    for image in history]
+        images.insert(0, encode_png(np.concatenate(pictures, axis=1)))
+    extra = f", Final denoising strength: {final}, Denoising curve: {curve}"
+    merged = {**(infos[0] if infos else {}), "interrupted": interrupted,
+              "infotexts": [info["infotexts"][0] + extra for info in infos]}
+    for key in ("all_prompts", "all_negative_prompts", "all_seeds", "all_subseeds"):
+        merged[key] = [item for info in infos for item in info.get(key, [])]
+    parameters = {**(parameters or {}), "script_name": body.script_name,
+                  "script_args": body.script_args}
+    return {"images": images if body.send_images else [], "parameters": parameters,
+            "info": json.dumps(merged)}
