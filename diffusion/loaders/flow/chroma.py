@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import WeightsError
-from ..formats.diffusers_folder import read_json, weight_refs
+from ..formats.diffusers_folder import pipeline_class, read_json, weight_refs
 from ..formats.safetensors import SafetensorsFile
 from ..keymaps.chroma_keys import chroma_file_weights, is_chroma_file
 from ..keymaps.ldm_configs import vae_config
@@ -54,11 +54,7 @@ def chroma_family(path: str | os.PathLike[str]) -> str | None:
     file, None for anything else. Reads a small JSON file or a file's header."""
     root = Path(path)
     if root.is_dir():
-        try:
-            index = read_json(root / "model_index.json")
-        except WeightsError:
-            return None
-        return "chroma" if index.get("_class_name") == _FOLDER_CLASS else None
+        return "chroma" if pipeline_class(root) == _FOLDER_CLASS else None
     if root.suffix.lower() not in (".safetensors", ".gguf") or not root.is_file():
         return None
     try:

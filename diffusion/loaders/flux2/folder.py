@@ -18,7 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import WeightsError
-from ..formats.diffusers_folder import read_json, weight_refs
+from ..formats.diffusers_folder import (
+    causal_lm_refs,
+    pipeline_class,
+    pipeline_index,
+    read_json,
+    weight_refs,
+)
 from ..weights import ComponentWeights, resolve_dtype
 
 __all__ = ["Flux2Weights", "flux2_distilled", "flux2_family", "load_flux2_folder"]
@@ -47,14 +53,7 @@ def flux2_family(path: str | os.PathLike[str]) -> str | None:
     """"flux2-klein" for a diffusers folder whose model_index.json names a
     Flux2KleinPipeline, None for anything else (a broken JSON file is left for loading to
     name)."""
-    root = Path(path)
-    if not root.is_dir():
-        return None
-    try:
-        index = read_json(root / "model_index.json")
-    except WeightsError:
-        return None
-    return "flux2-klein" if index.get("_class_name") == _CLASS else None
+    return "flux2-klein" if pipeline_class(Path(path)) == _CLASS else None
 
 
 def flux2_distilled(path: str | os.PathLike[str]) -> bool:
@@ -73,24 +72,14 @@ def load_flux2_folder(path: str | os.PathLike[str], *, dtype: Any = None,
     naming the file or folder when it is not a Flux2KleinPipeline or a component is
     missing."""
     root = Path(path)
-    index = read_json(root / "model_index.json")
-    if index.get("_class_name") != _CLASS:
-        raise WeightsError(f"{root / 'model_index.json'}: _class_name "
-                           f"{index.get('_class_name')!r} is not a {_CLASS}")
-    for name in _COMPONENTS:
-        entry = index.get(name)
-        if not (isinstance(entry, list) and entry and entry[0] is not None):
-            needs = ", ".join(_COMPONENTS)
-            raise WeightsError(f"{root / 'model_index.json'}: the {_CLASS} has no {name!r} "
-                               f"component; give the whole folder (it needs {needs})")
+    index = pipeline_index(root, _CLASS, _COMPONENTS)
     resolved = resolve_dtype(dtype)
     parts: dict[str, ComponentWeights] = {}
     for name in ("transformer", "vae", "text_encoder"):
         config = read_json(root / name / "config.json")
         refs, _where = weight_refs(root / name, _STEMS[name], variant)
         if name == "text_encoder":  # a causal LM's weights as its base model's
-            refs = {key.removeprefix("model."): ref for key, ref in refs.items()
-                    if not key.startswith("lm_head.")}
+            refs = causal_lm_refs(refs)
         refs = {key: ref for key, ref in refs.items() if key not in _TRAINING_STATE}
         parts[name] = ComponentWeights(name, config, refs, dtype=resolved)
     tokenizer = root / "tokenizer"

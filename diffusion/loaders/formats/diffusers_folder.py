@@ -15,7 +15,7 @@ from ..weights import TensorRef
 from .safetensors import SafetensorsFile
 from .torch_file import open_weights_file
 
-__all__ = ["read_json", "weight_refs"]
+__all__ = ["causal_lm_refs", "pipeline_class", "pipeline_index", "read_json", "weight_refs"]
 
 
 def read_json(path: Path) -> dict[str, Any]:
@@ -29,6 +29,40 @@ def read_json(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise WeightsError(f"{path}: expected a JSON object, got {type(data).__name__}")
     return data
+
+
+def pipeline_class(path: Path) -> str | None:
+    """The `_class_name` of the folder `path`'s model_index.json (the diffusers pipeline it
+    holds); None for a file, a folder without one or a broken one (loading names it)."""
+    if not path.is_dir():
+        return None
+    try:
+        return str(read_json(path / "model_index.json").get("_class_name"))
+    except WeightsError:
+        return None
+
+
+def pipeline_index(root: Path, class_name: str, components: tuple[str, ...]) -> dict[str, Any]:
+    """The model_index.json of the `class_name` pipeline folder `root`, checked: WeightsError
+    naming it when it holds another pipeline or lacks one of `components`."""
+    index = read_json(root / "model_index.json")
+    if index.get("_class_name") != class_name:
+        raise WeightsError(f"{root / 'model_index.json'}: _class_name "
+                           f"{index.get('_class_name')!r} is not a {class_name}")
+    for name in components:
+        entry = index.get(name)
+        if not (isinstance(entry, list) and entry and entry[0] is not None):
+            needs = ", ".join(components)
+            raise WeightsError(f"{root / 'model_index.json'}: the {class_name} has no {name!r} "
+                               f"component; give the whole folder (it needs {needs})")
+    return index
+
+
+def causal_lm_refs(refs: dict[str, TensorRef]) -> dict[str, TensorRef]:
+    """A causal LM's weights (transformers' `...ForCausalLM`) as its base model's: `model.`
+    dropped, `lm_head.` left out (a base model's own names pass unchanged)."""
+    return {key.removeprefix("model."): ref for key, ref in refs.items()
+            if not key.startswith("lm_head.")}
 
 
 def weight_refs(folder: Path, stem: str, variant: str | None) -> tuple[dict[str, TensorRef], str]:

@@ -22,7 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import WeightsError
-from ..formats.diffusers_folder import read_json, weight_refs
+from ..formats.diffusers_folder import (
+    pipeline_class,
+    pipeline_index,
+    read_json,
+    weight_refs,
+)
 from ..weights import ComponentWeights, resolve_dtype
 
 __all__ = ["QwenImageWeights", "language_model_config", "load_qwenimage_folder",
@@ -53,14 +58,7 @@ def qwenimage_family(path: str | os.PathLike[str]) -> str | None:
     """"qwen-image" for a diffusers folder whose model_index.json names a
     QwenImagePipeline, None for anything else (a broken JSON file is left for loading to
     name)."""
-    root = Path(path)
-    if not root.is_dir():
-        return None
-    try:
-        index = read_json(root / "model_index.json")
-    except WeightsError:
-        return None
-    return "qwen-image" if index.get("_class_name") == _CLASS else None
+    return "qwen-image" if pipeline_class(Path(path)) == _CLASS else None
 
 
 def language_model_config(config: dict[str, Any]) -> dict[str, Any]:
@@ -93,16 +91,7 @@ def load_qwenimage_folder(path: str | os.PathLike[str], *, dtype: Any = None,
     naming the file or folder when it is not a Qwen-Image pipeline or a component is
     missing."""
     root = Path(path)
-    index = read_json(root / "model_index.json")
-    if index.get("_class_name") != _CLASS:
-        raise WeightsError(f"{root / 'model_index.json'}: _class_name "
-                           f"{index.get('_class_name')!r} is not a {_CLASS}")
-    for name in _COMPONENTS:
-        entry = index.get(name)
-        if not (isinstance(entry, list) and entry and entry[0] is not None):
-            needs = ", ".join(_COMPONENTS)
-            raise WeightsError(f"{root / 'model_index.json'}: the {_CLASS} has no {name!r} "
-                               f"component; give the whole folder (it needs {needs})")
+    pipeline_index(root, _CLASS, _COMPONENTS)
     resolved = resolve_dtype(dtype)
     parts: dict[str, ComponentWeights] = {}
     for name in ("transformer", "vae", "text_encoder"):

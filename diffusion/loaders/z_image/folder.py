@@ -20,7 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import WeightsError
-from ..formats.diffusers_folder import read_json, weight_refs
+from ..formats.diffusers_folder import (
+    causal_lm_refs,
+    pipeline_class,
+    pipeline_index,
+    read_json,
+    weight_refs,
+)
 from ..weights import ComponentWeights, resolve_dtype
 from .file import zimage_file_family
 
@@ -50,17 +56,7 @@ def zimage_family(path: str | os.PathLike[str]) -> str | None:
     root = Path(path)
     if not root.is_dir():
         return zimage_file_family(root)
-    try:
-        index = read_json(root / "model_index.json")
-    except WeightsError:
-        return None
-    return "z-image" if index.get("_class_name") == _CLASS else None
-
-
-def _text_encoder_refs(refs: dict[str, Any]) -> dict[str, Any]:
-    """A causal LM's weights as its base model's: `model.` dropped, `lm_head.` left out."""
-    return {key.removeprefix("model."): ref for key, ref in refs.items()
-            if not key.startswith("lm_head.")}
+    return "z-image" if pipeline_class(root) == _CLASS else None
 
 
 def load_zimage_folder(path: str | os.PathLike[str], *, dtype: Any = None,
@@ -72,16 +68,7 @@ def load_zimage_folder(path: str | os.PathLike[str], *, dtype: Any = None,
     folder need not hold them). WeightsError naming the file or folder when it is not a
     Z-Image pipeline or a component is missing."""
     root = Path(path)
-    index = read_json(root / "model_index.json")
-    if index.get("_class_name") != _CLASS:
-        raise WeightsError(f"{root / 'model_index.json'}: _class_name "
-                           f"{index.get('_class_name')!r} is not a {_CLASS}")
-    for name in _COMPONENTS:
-        entry = index.get(name)
-        if not (isinstance(entry, list) and entry and entry[0] is not None):
-            needs = ", ".join(_COMPONENTS)
-            raise WeightsError(f"{root / 'model_index.json'}: the {_CLASS} has no {name!r} "
-                               f"component; give the whole folder (it needs {needs})")
+    pipeline_index(root, _CLASS, _COMPONENTS)
     resolved = resolve_dtype(dtype)
     parts: dict[str, ComponentWeights | None] = dict.fromkeys(skip)
     for name in ("transformer", "vae", "text_encoder"):
@@ -90,7 +77,7 @@ def load_zimage_folder(path: str | os.PathLike[str], *, dtype: Any = None,
         config = read_json(root / name / "config.json")
         refs, _where = weight_refs(root / name, _STEMS[name], variant)
         if name == "text_encoder":
-            refs = _text_encoder_refs(refs)
+            refs = causal_lm_refs(refs)
         parts[name] = ComponentWeights(name, config, refs, dtype=resolved)
     tokenizer = root / "tokenizer"
     if not (tokenizer / "tokenizer.json").is_file():
