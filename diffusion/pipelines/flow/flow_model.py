@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from types import SimpleNamespace
 from typing import Any
 
@@ -305,13 +304,6 @@ def _cached(cache: StepCache | None) -> dict[str, Any]:
     return {} if cache is None else {"cache": cache}
 
 
-def with_defaults(model: FlowModel, defaults: SamplingDefaults) -> FlowModel:
-    """`model` with the folder's defaults.json laid over its family's."""
-    base = FLOW_DEFAULTS[model.family]
-    model.defaults = replace(base, **{k: v for k, v in vars(defaults).items() if v is not None})
-    return model
-
-
 def flow_defaults(path: str | os.PathLike[str], family: str) -> SamplingDefaults:
     """What a flow model samples with where its defaults.json says nothing: its family's
     (FLOW_DEFAULTS)."""
@@ -343,5 +335,5 @@ def load_flow_model(path: str | os.PathLike[str], family: str, options: LoadOpti
                                 dtype=dtype, device=device, variant=variant,
                                 text_encoder_files=list(text_encoders))
     name = Path(path).name.removesuffix(".safetensors").removesuffix(".gguf")  # as Forge
-    model = FlowModel(pipe, family=family, name=name, modules=pipe.modules)
-    return with_defaults(model, defaults)
+    # defaults: defaults.json over the family's (model_defaults)
+    return FlowModel(pipe, family=family, name=name, defaults=defaults, modules=pipe.modules)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -133,6 +132,5 @@ def load_flux2_model(path: str | os.PathLike[str], family: str, options: LoadOpt
     path = Path(path)
     pipe = Flux2KleinPipeline.from_pretrained(path, dtype=options.dtype,
                                               device=options.device, variant=options.variant)
-    defaults = replace(flux2_defaults(path, family), **{
-        k: v for k, v in vars(options.defaults).items() if v is not None})
+    defaults = options.defaults  # defaults.json over the family's (model_defaults)
     return Flux2Model(pipe, family=family, name=path.name, defaults=defaults)

@@ -151,8 +151,7 @@ def load_kontext_model(path: str | os.PathLike[str], family: str, options: LoadO
     pipe = KontextPipeline.from_pretrained(path, dtype=options.dtype, device=options.device,
                                            variant=options.variant,
                                            text_encoder_files=list(options.text_encoders))
-    defaults = replace(kontext_defaults(path, family), **{
-        k: v for k, v in vars(options.defaults).items() if v is not None})
+    defaults = options.defaults  # defaults.json over the family's (model_defaults)
     name = path.name.removesuffix(".safetensors").removesuffix(".gguf")  # as Forge
     return KontextModel(pipe, family=family, name=name, defaults=defaults,
                         modules=pipe.modules)

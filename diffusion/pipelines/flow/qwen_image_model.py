@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -131,6 +130,5 @@ def load_qwenimage_model(path: str | os.PathLike[str], family: str, options: Loa
                          "the whole Qwen-Image diffusers folder alone")
     pipe = QwenImagePipeline.from_pretrained(path, dtype=options.dtype, device=options.device,
                                              variant=options.variant)
-    defaults = replace(qwenimage_defaults(path, family), **{
-        k: v for k, v in vars(options.defaults).items() if v is not None})
+    defaults = options.defaults  # defaults.json over the family's (model_defaults)
     return QwenImageModel(pipe, family=family, name=path.name, defaults=defaults)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -119,7 +118,6 @@ def load_zimage_model(path: str | os.PathLike[str], family: str, options: LoadOp
         Path(base) if base is not None else path, dtype=options.dtype, device=options.device,
         variant=options.variant, transformer_file=path if base is not None else None,
         text_encoder_files=list(options.text_encoders))
-    defaults = replace(zimage_defaults(path, family), **{
-        k: v for k, v in vars(options.defaults).items() if v is not None})
+    defaults = options.defaults  # defaults.json over the family's (model_defaults)
     name = path.name.removesuffix(".safetensors")  # as Forge names a file's model
     return ZImageModel(pipe, family=family, name=name, defaults=defaults, modules=pipe.modules)
