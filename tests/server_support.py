@@ -127,6 +127,23 @@ def live_server(app: Any) -> Iterator[str]:
         thread.join(30)
 
 
+@contextmanager
+def tiny_webui(root: Path, *, steps: int) -> Iterator[Any]:
+    """webuiapi's client (Euler a, `steps`) on a live server over `write_models(root)`'s tiny
+    models, tiny-a loaded; the server's worker stopped after."""
+    import webuiapi
+
+    from diffusion.server import create_app
+
+    models = write_models(root)
+    app = create_app(model=models / "tiny-a", models_dir=models, outputs=root / "outputs",
+                     loader=CachedLoader())
+    with live_server(app) as base:
+        host, port = base.removeprefix("http://").split(":")
+        yield webuiapi.WebUIApi(host=host, port=int(port), sampler="Euler a", steps=steps)
+        app.state.worker.stop()
+
+
 def write_vae_file(path: Path, seed: int, **config: Any) -> Any:
     """A tiny VAE (diffusers') saved as a bare LDM-layout file, as `ae.safetensors` is."""
     import diffusers

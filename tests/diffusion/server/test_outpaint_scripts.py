@@ -45,10 +45,9 @@ pytest.importorskip("uvicorn", reason="server extra (pip install .[server])")
 pytest.importorskip("diffusers", reason="tiny test models are built with diffusers")
 webuiapi = pytest.importorskip("webuiapi", reason="the WebUI's client (extra: test)")
 
-from server_support import CachedLoader, live_server, write_models  # noqa: E402
+from server_support import tiny_webui  # noqa: E402
 
 import gpucore  # noqa: E402
-from diffusion.server import create_app  # noqa: E402
 
 HAS_DEVICE = bool(gpucore.devices())
 needs_device = pytest.mark.skipif(not HAS_DEVICE, reason="no GPU adapter present: install "
@@ -61,14 +60,8 @@ TITLE = "Poor man's outpainting"
 def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     if not HAS_DEVICE:
         pytest.skip("no GPU adapter present: install mesa-vulkan-drivers (see README)")
-    root = tmp_path_factory.mktemp("outpaint")
-    models = write_models(root)
-    app = create_app(model=models / "tiny-a", models_dir=models, outputs=root / "outputs",
-                     loader=CachedLoader())
-    with live_server(app) as base:
-        host, port = base.removeprefix("http://").split(":")
-        yield webuiapi.WebUIApi(host=host, port=int(port), sampler="Euler a", steps=2)
-        app.state.worker.stop()
+    with tiny_webui(tmp_path_factory.mktemp("outpaint"), steps=2) as client:
+        yield client
 
 
 def rgb(image: Any) -> np.ndarray:

@@ -106,10 +106,9 @@ pytest.importorskip("uvicorn", reason="server extra (pip install .[server])")
 pytest.importorskip("diffusers", reason="tiny test models are built with diffusers")
 webuiapi = pytest.importorskip("webuiapi", reason="the WebUI's client (extra: test)")
 
-from server_support import CachedLoader, live_server, write_models  # noqa: E402
+from server_support import tiny_webui  # noqa: E402
 
 import gpucore  # noqa: E402
-from diffusion.server import create_app  # noqa: E402
 from diffusion.server.api.scripts.grid import grid_margins  # noqa: E402
 
 HAS_DEVICE = bool(gpucore.devices())
@@ -123,14 +122,8 @@ PROMPT = "a red circle on a blue background"
 def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     if not HAS_DEVICE:
         pytest.skip("no GPU adapter present: install mesa-vulkan-drivers (see README)")
-    root = tmp_path_factory.mktemp("scripts")
-    models = write_models(root)
-    app = create_app(model=models / "tiny-a", models_dir=models, outputs=root / "outputs",
-                     loader=CachedLoader())
-    with live_server(app) as base:
-        host, port = base.removeprefix("http://").split(":")
-        yield webuiapi.WebUIApi(host=host, port=int(port), sampler="Euler a", steps=1)
-        app.state.worker.stop()
+    with tiny_webui(tmp_path_factory.mktemp("scripts"), steps=1) as client:
+        yield client
 
 
 def rgb(image: Any) -> np.ndarray:
