@@ -31,10 +31,18 @@ PLANS = [sm.SMPlan(40, 2, 2), sm.SMPlan(64, 1, 4), sm.SMPlan(80, 1, 4), sm.SMPla
          sm.SMPlan(48, 2, 2, 4, prefetch=True, regs=True),
          sm.SMPlan(40, 1, 2, 4, prefetch=True, regs=True, lean=True),
          sm.SMPlan(64, 1, 1, 8, prefetch=True, rotate=True, regs=True, lean=True)]
+# split plans (subgroups sharing a row group): the emulated subset's first; q staged in column
+# passes where BQ rows do not fit at once (the last two), 4 lanes a row, a scalar-read D
+SPLIT_PLANS = [sm.SMPlan(32, 1, 2, 8, prefetch=True, regs=True, lean=True, split=2),
+               sm.SMPlan(30, 1, 2, 8, regs=True, split=2),
+               sm.SMPlan(128, 1, 2, 8, prefetch=True, regs=True, lean=True, split=2),
+               sm.SMPlan(64, 2, 2, 4, prefetch=True, regs=True, lean=True, split=2),
+               sm.SMPlan(128, 1, 2, 16, prefetch=True, regs=True, lean=True, split=2),
+               sm.SMPlan(64, 2, 2, 8, regs=True, lean=True, split=2)]
 _OFFSET = re.compile(r"subgroupMatrix(?:Load<[^>]*>>|Store)\(&sh_\w+, ([^,]+),")
 
 
-@pytest.mark.parametrize("plan", PLANS, ids=str)
+@pytest.mark.parametrize("plan", PLANS + SPLIT_PLANS, ids=str)
 def test_generated_kernel_interface(plan: sm.SMPlan) -> None:
     source = sm.source(plan)
     signature = _wgsl.parse(source)
@@ -45,15 +53,28 @@ def test_generated_kernel_interface(plan: sm.SMPlan) -> None:
     assert "array<subgroup_matrix" not in source
     nd = plan.dp // 16
     zeroed = r"var o_\d+_\d+ = subgroup_matrix_result<f32, 16, 16>\(\)"
-    assert len(re.findall(zeroed, source)) == plan.fq * nd
+    # a split's subgroup keeps 1 / split of the output fragments
+    assert len(re.findall(zeroed, source)) == plan.fq * nd // plan.split
     assert len(re.findall(r"let q_\d+_\d+ = subgroupMatrixLoad", source)) == plan.fq * nd
-    # QK^T and PV: FQ x FK x ND fragment products each per key tile
-    assert source.count("subgroupMatrixMultiplyAccumulate") == 2 * plan.fq * plan.fk * nd
+    # QK^T and PV: FQ x FK x ND fragment products each per key tile (shared out by a split)
+    products = 2 * plan.fq * plan.fk * nd // plan.split
+    assert source.count("subgroupMatrixMultiplyAccumulate") == products
     # Tint wants uniform matrix offsets: constants and the subgroup's bases only
     offsets = _OFFSET.findall(source)
-    assert len(offsets) > 2 * plan.fq * nd
+    assert len(offsets) > products
     for offset in offsets:
-        assert re.fullmatch(r"((qbase|sbase|pbase) \+ )?\d+u", offset), offset
+        assert re.fullmatch(r"((qbase|sbase|pbase|kbase|vbase|scol) \+ )?\d+u", offset), offset
+
+
+def test_split_plans_name_and_refuse_what_they_cannot_divide() -> None:
+    plan = sm.SMPlan(128, 1, 2, 16, prefetch=True, regs=True, lean=True, split=2)
+    assert (plan.name, plan.bq, plan.threads, plan.lanes_per_row) == ("1x2x16psl-c2", 128, 512, 4)
+    assert plan.q_width < plan.dp  # 128 rows of q do not fit the K/V area at once
+    assert sm.SMPlan(128, 1, 2, 8, regs=True, split=2).q_width == 128
+    for bad in ({"d": 40}, {"fk": 1}, {"rotate": True}, {"regs": False}):
+        args = {"d": 64, "fq": 1, "fk": 2, "sg": 8, "regs": True, "split": 2, **bad}
+        with pytest.raises(ValueError, match="split 2 must divide"):
+            sm.SMPlan(**args)  # type: ignore[arg-type]
 
 
 def test_plan_choice_fits_and_routes_by_head_dim() -> None:
@@ -140,6 +161,31 @@ def test_every_plan_matches_float64_where_available(device: gpucore.Device,
     _, h, lq, lk, d = shape
     rows_q, rows_kv = (h * lq * d, lq * d, d), (h * lk * d, lk * d, d)
     sm.record_attention_sm(*tensors, out, shape=shape, scale=1 / math.sqrt(d), plan=plan,
+                           strides=(rows_q, rows_kv, rows_kv, rows_q))
+    assert np.abs(out.numpy() - expected).max() / np.abs(expected).max() < 3e-3
+
+
+@pytest.mark.parametrize("plan", SPLIT_PLANS, ids=str)
+@pytest.mark.parametrize("scale", [1.0, -0.5], ids=["lean", "negative-scale"])
+def test_split_plans_match_float64_where_available(device: gpucore.Device, plan: sm.SMPlan,
+                                                   scale: float) -> None:
+    """Keys that grow along the sequence raise the row maxima on later tiles, so the
+    rescale factors travel between a row group's subgroups (sh_alpha); a negative scale
+    takes the softmax without the lean tree (record_attention_sm's fallback)."""
+    if not sm.available(device):
+        pytest.skip(f"{device.info.label} has no f16 subgroup matrices (Dawn on a GPU has)")
+    if plan.shared_bytes() > device.limits["max-compute-workgroup-storage-size"]:
+        pytest.skip(f"{plan.name} needs more workgroup memory than {device.info.label} has")
+    emulated_subset(device, plan == SPLIT_PLANS[0] and scale > 0)
+    shape = (2, 2, plan.bq + 9, 3 * plan.bk + 5, plan.d)
+    q, k, v = _inputs(shape, seed=plan.d + plan.sg)
+    scale = scale / math.sqrt(plan.d)
+    expected = _reference(q, k, v, scale)
+    tensors = [Tensor.from_numpy(x, device=device) for x in (q, k, v)]
+    out = Tensor.empty(q.shape, np.float16, device=device)
+    _, h, lq, lk, d = shape
+    rows_q, rows_kv = (h * lq * d, lq * d, d), (h * lk * d, lk * d, d)
+    sm.record_attention_sm(*tensors, out, shape=shape, scale=scale, plan=plan,
                            strides=(rows_q, rows_kv, rows_kv, rows_q))
     assert np.abs(out.numpy() - expected).max() / np.abs(expected).max() < 3e-3
 
