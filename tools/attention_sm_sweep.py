@@ -48,8 +48,9 @@ VARIANTS = [(1, 2, 8, False, False, False), (1, 2, 8, True, True, True),
             (1, 2, 8, True, True, True, True)]
 # with a split (SMPlan.split: subgroups sharing a row group), for head dim 128
 SPLIT_VARIANTS = ["1x2x8psl-c2", "1x2x16psl-c2", "2x2x8psl-c2", "2x2x4psl-c2", "1x2x8sl-c2",
-                  "1x2x16sl-c2", "2x2x8sl-c2", "1x4x8psl-c4"]
-_NAME = re.compile(r"(\d+)x(\d+)x(\d+)(p?)(r?)(s?)(l?)(?:-c(\d+))?")
+                  "1x2x16sl-c2", "2x2x8sl-c2", "1x4x8psl-c4", "1x2x4pgsl", "1x2x16pgsl-c2",
+                  "2x2x8pgsl-c2", "1x2x8pgsl-c2"]
+_NAME = re.compile(r"(\d+)x(\d+)x(\d+)(p?)(g?)(r?)(s?)(l?)(?:-c(\d+))?")
 
 
 def plan_from_name(name: str, d: int) -> sm.SMPlan:
@@ -57,9 +58,9 @@ def plan_from_name(name: str, d: int) -> sm.SMPlan:
     match = _NAME.fullmatch(name)
     if match is None:
         raise SystemExit(f"{name!r} is no plan name: FQxFKxSG, then p r s l, then -cSPLIT")
-    fq, fk, sg, *flags, split = match.groups()
-    return sm.SMPlan(d, int(fq), int(fk), int(sg), *(bool(f) for f in flags),
-                     split=int(split or 1))
+    fq, fk, sg, prefetch, stagger, *flags, split = match.groups()
+    return sm.SMPlan(d, int(fq), int(fk), int(sg), bool(prefetch), *(bool(f) for f in flags),
+                     split=int(split or 1), stagger=bool(stagger))
 
 
 def plans(d: int, device: gpucore.Device, names: list[str] | None = None) -> list[sm.SMPlan]:
@@ -166,7 +167,8 @@ def main() -> None:
     parser.add_argument("--json", help="write the results here")
     parser.add_argument("--repeat", type=int, default=20)
     parser.add_argument("--no-timing", action="store_true", help="correctness only")
-    parser.add_argument("--only", default="", help="time only the shapes whose name has this")
+    parser.add_argument("--only", default="", help="time only the shapes whose name has this "
+                        "(or one of these, comma-separated)")
     parser.add_argument("--plans", default="", help="check and time only these plans, by name "
                         "(comma-separated, e.g. 1x2x4psl,1x2x16psl-c2) beside choose_plan's")
     args = parser.parse_args()
@@ -177,10 +179,11 @@ def main() -> None:
                          "with GPUCORE_RUNTIME=dawn")
     import torch
 
+    only = args.only.split(",")
     result: dict[str, Any] = {"environment": _harness.environment(device),
                               "errors": check(device, torch, RAGGED, names)}
     if not args.no_timing:
-        result["timings"] = [row for name, shape in SHAPES if args.only in name
+        result["timings"] = [row for name, shape in SHAPES if any(o in name for o in only)
                              for row in time_shape(device, torch, name, shape, args.repeat,
                                                    names)]
     if args.json:
