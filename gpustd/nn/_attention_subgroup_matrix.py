@@ -78,15 +78,24 @@ def choose_plan(d: int, lq: int, lk: int, batch_heads: int, device: Device) -> S
     128; attention-lean-4096-dawn-h100.json, attention-lean-joint-dawn-h100.json), but the
     SD 1.5 step's 32 attention calls took 5.04-5.08 ms with it up to D 64 against 4.93
     without (unet-f16-vec4-norm-dawn-h100.json, unet-f16-lean-dawn-h100.json): not taken.
+    At D 128 (the DiTs' joint attention: FLUX, Z-Image, Qwen-Image) 16 subgroups split two
+    to a row group (`SMPlan.split`: 128 query rows a workgroup, half the K/V traffic, half
+    the output fragments a subgroup): FLUX 1x24x4608 2.83-2.85 ms against 3.94-3.98,
+    Z-Image 1x30x4224 3.02-3.04 against 4.30-4.35 (attention-d128-split-dawn-h100.json,
+    attention-d128-stagger-notkept-dawn-h100.json); at D 64 splits did not win (SDXL 4096:
+    1.108 with 8 subgroups split two, 1.261 with 16, against 1.095).
     D over 160 stays on the portable kernel (not measured)."""
     budget = device.limits["max-compute-workgroup-storage-size"]
+    invocations = device.limits.get("max-compute-invocations-per-workgroup", 256)
     dp = 16 * math.ceil(d / 16)
     if dp > 160:
         return None
     wanted = [SMPlan(d, 1, 2, 4, prefetch=True, regs=True, lean=True),
               SMPlan(d, 1, 1, 8, prefetch=True, rotate=True, regs=True, lean=True),
               SMPlan(d, 1, 1, 4, prefetch=True, regs=True, lean=True)]
-    fits = [p for p in wanted if p.shared_bytes() <= budget]
+    if dp == 128:
+        wanted.insert(0, SMPlan(d, 1, 2, 16, prefetch=True, regs=True, lean=True, split=2))
+    fits = [p for p in wanted if p.shared_bytes() <= budget and p.threads <= invocations]
     return fits[0] if fits else None
 
 

@@ -87,9 +87,10 @@ def test_split_plans_name_and_refuse_what_they_cannot_divide() -> None:
 
 def test_plan_choice_fits_and_routes_by_head_dim() -> None:
     class Fake:
-        def __init__(self, budget: int) -> None:
+        def __init__(self, budget: int, invocations: int = 256) -> None:
             self.limits = {"max-compute-workgroup-storage-size": budget,
-                           "max-compute-workgroups-per-dimension": 65535}
+                           "max-compute-workgroups-per-dimension": 65535,
+                           "max-compute-invocations-per-workgroup": invocations}
 
     device = Fake(49152)
     for d in (40, 64, 80, 10, 96, 160):
@@ -102,6 +103,16 @@ def test_plan_choice_fits_and_routes_by_head_dim() -> None:
     assert not sm.supports(176, 256, 256, 16, device)  # type: ignore[arg-type]
     assert not sm.supports(64, 4096, 4096, 16, Fake(8192))  # type: ignore[arg-type]
     assert sm.SMPlan(64, 1, 2, 8).shared_bytes() <= 49152 < sm.SMPlan(80, 1, 2, 8).shared_bytes()
+    # head dim 128 (the DiTs): 16 subgroups split two to a row group where 512 invocations
+    # and its 46 KiB fit; otherwise the four-subgroup plan
+    for d in (128, 120):
+        plan = sm.choose_plan(d, 4608, 4608, 24, Fake(49152, 1024))  # type: ignore[arg-type]
+        assert plan is not None and (plan.name, plan.bq) == ("1x2x16psl-c2", 128)
+    for fake in (Fake(49152), Fake(32768, 1024)):
+        plan = sm.choose_plan(128, 4608, 4608, 24, fake)  # type: ignore[arg-type]
+        assert plan is not None and plan.name == "1x2x4psl"
+    plan = sm.choose_plan(64, 4096, 4096, 16, Fake(49152, 1024))  # type: ignore[arg-type]
+    assert plan is not None and plan.name == "1x2x4psl"
 
 
 def _reference(q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float) -> np.ndarray:
