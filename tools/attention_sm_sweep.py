@@ -48,9 +48,8 @@ VARIANTS = [(1, 2, 8, False, False, False), (1, 2, 8, True, True, True),
             (1, 2, 8, True, True, True, True)]
 # with a split (SMPlan.split: subgroups sharing a row group), for head dim 128
 SPLIT_VARIANTS = ["1x2x8psl-c2", "1x2x16psl-c2", "2x2x8psl-c2", "2x2x4psl-c2", "1x2x8sl-c2",
-                  "1x2x16sl-c2", "2x2x8sl-c2", "1x4x8psl-c4", "1x2x4pgsl", "1x2x16pgsl-c2",
-                  "2x2x8pgsl-c2", "1x2x8pgsl-c2"]
-_NAME = re.compile(r"(\d+)x(\d+)x(\d+)(p?)(g?)(r?)(s?)(l?)(?:-c(\d+))?")
+                  "1x2x16sl-c2", "2x2x8sl-c2", "1x4x8psl-c4", "1x2x12psl-c2", "1x2x16ps-c2"]
+_NAME = re.compile(r"(\d+)x(\d+)x(\d+)(p?)(r?)(s?)(l?)(?:-c(\d+))?")
 
 
 def plan_from_name(name: str, d: int) -> sm.SMPlan:
@@ -58,9 +57,9 @@ def plan_from_name(name: str, d: int) -> sm.SMPlan:
     match = _NAME.fullmatch(name)
     if match is None:
         raise SystemExit(f"{name!r} is no plan name: FQxFKxSG, then p r s l, then -cSPLIT")
-    fq, fk, sg, prefetch, stagger, *flags, split = match.groups()
-    return sm.SMPlan(d, int(fq), int(fk), int(sg), bool(prefetch), *(bool(f) for f in flags),
-                     split=int(split or 1), stagger=bool(stagger))
+    fq, fk, sg, *flags, split = match.groups()
+    return sm.SMPlan(d, int(fq), int(fk), int(sg), *(bool(f) for f in flags),
+                     split=int(split or 1))
 
 
 def plans(d: int, device: gpucore.Device, names: list[str] | None = None) -> list[sm.SMPlan]:

@@ -38,12 +38,7 @@ class SMPlan:
     keeps O for DP / SPLIT of the head dim, so at D 128 a subgroup holds half the output
     fragments; 2 SPLIT lanes share a row of the softmax, and the rows' rescale factors
     reach the other subgroups through workgroup memory. Where BQ rows of q do not fit the
-    K/V staging area, q is staged in passes of head-dim columns.
-    stagger (with prefetch): two barriers a key tile instead of four. After the barrier that
-    follows QK^T (every subgroup is done with K(t) and, since its last PV, with V(t - 1)),
-    V(t) and K(t + 1) go from registers into their areas; the barrier that makes P visible
-    makes them visible too; then V(t + 1) and K(t + 2) are loaded into registers under PV
-    and the next QK^T. The rescale flag alternates between two words by tile parity."""
+    K/V staging area, q is staged in passes of head-dim columns."""
 
     d: int
     fq: int = 2
@@ -54,11 +49,8 @@ class SMPlan:
     regs: bool = False
     lean: bool = False
     split: int = 1
-    stagger: bool = False
 
     def __post_init__(self) -> None:
-        if self.stagger and not self.prefetch:
-            raise ValueError(f"attention plan {self.name}: stagger needs prefetch")
         if self.split > 1 and (self.fk % self.split or (self.dp // 16) % self.split
                                or self.sg % self.split or self.rotate or not self.regs):
             raise ValueError(f"attention plan {self.name}: split {self.split} must divide FK, "
@@ -66,10 +58,9 @@ class SMPlan:
 
     @property
     def name(self) -> str:
-        """e.g. "1x2x8pr": fq x fk x sg, p = prefetch, g = stagger, r = rotate, s = regs,
-        l = lean, "-c2" = split 2."""
+        """e.g. "1x2x8pr": fq x fk x sg, p = prefetch, r = rotate, s = regs, l = lean,
+        "-c2" = split 2."""
         return (f"{self.fq}x{self.fk}x{self.sg}" + ("p" if self.prefetch else "")
-                + ("g" if self.stagger else "")
                 + ("r" if self.rotate else "") + ("s" if self.regs else "")
                 + ("l" if self.lean else "") + (f"-c{self.split}" if self.split > 1 else ""))
 
@@ -214,14 +205,14 @@ def _row_bases(plan: SMPlan, i: int) -> list[str]:
             f"let p_at = pbase + (row + {16 * i}u) * {ps}u;"]
 
 
-def raise_max(i: int, split: int = 1, flag: str = "0") -> list[str]:
+def raise_max(i: int, split: int = 1) -> list[str]:
     """The running max m_i raised to the tile's `top` where it grew by more than 8 (l_i and,
     through the rescale flag, the O fragments scaled by alpha_i; with a split, alpha_i goes
     to sh_alpha for the row group's other subgroups)."""
     shared = ([f"if (side == 0u) {{ sh_alpha[srow + {16 * i}u] = alpha_{i}; }}"]
               if split > 1 else [])
     return [f"alpha_{i} = 1.0;", f"if (top > m_{i} + 8.0) {{",
-            f"  if (m_{i} > -3.0e38) {{ rescale[{flag}] = 1u; }}",
+            f"  if (m_{i} > -3.0e38) {{ rescale[0] = 1u; }}",
             f"  alpha_{i} = exp2(m_{i} - top);", f"  l_{i} *= alpha_{i};", f"  m_{i} = top;", "}",
             *shared]
 
@@ -247,17 +238,11 @@ def softmax_in_registers(plan: SMPlan, i: int) -> str:
                   f"top = max(top, x{j});"]
     last = plan.lanes_per_row // 2
     lines += [*row_shuffles(plan, "top", _max),
-              f"top = max(top, subgroupShuffleXor(top, {last}u));",
-              *raise_max(i, plan.split, _flag(plan))]
+              f"top = max(top, subgroupShuffleXor(top, {last}u));", *raise_max(i, plan.split)]
     for j in range(len(_columns(plan))):
         lines += [f"let p{j} = select(0.0, exp2(x{j} - m_{i}), in{j});", f"l_{i} += p{j};",
                   f"sh_p[p_at + c{j}] = f16(p{j});"]
     return _block(lines)
-
-
-def _flag(plan: SMPlan) -> str:
-    """The rescale word of this tile."""
-    return "flag" if plan.stagger else "0"
 
 
 def _max(a: str, b: str) -> str:
@@ -290,7 +275,7 @@ def lean_softmax(plan: SMPlan, i: int) -> str:
     last = plan.lanes_per_row // 2
     lines += [f"var top = {top};", *row_shuffles(plan, "top", _max),
               f"top = max(top, subgroupShuffleXor(top, {last}u)) * params.scale;",
-              *raise_max(i, plan.split, _flag(plan)), f"let neg_m = -m_{i};"]
+              *raise_max(i, plan.split), f"let neg_m = -m_{i};"]
     lines += [f"let p{j} = exp2(fma(x{j}, params.scale, neg_m));" for j in range(half)]
     lines.append(f"l_{i} += {_tree(lambda a, b: f'({a} + {b})', [f'p{j}' for j in range(half)])};")
     lines += [f"sh_p[p_at + c{j}] = f16(p{j});" for j in range(half)]

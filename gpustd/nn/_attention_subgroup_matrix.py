@@ -204,16 +204,6 @@ def source(plan: SMPlan) -> str:
         staging = "\n".join(x for f in fetches for x in f[2])
         next_fetch = "\n".join(["    if (t + 1u < tiles) {", f"      let kn = k0 + {plan.bk}u;",
                                  *loads, "    }"])
-        if plan.stagger:  # K(0) stored, K(1) and V(0) in registers, before the loop
-            k_loads, k_stores = fetches[0][1:]
-            v_loads, v_stores = fetches[1][1:]
-            prefetch_decl += "\n".join(["", "  workgroupBarrier();", *k_stores,
-                                        "  if (1u < tiles) {", f"    let kn = {plan.bk}u;",
-                                        *k_loads, "  }", "  workgroupBarrier();"])
-            staging = "\n".join([*v_stores, *k_stores])
-            next_fetch = "\n".join(["    if (t + 1u < tiles) {", f"      let kn = k0 + {plan.bk}u;",
-                                    *v_loads, "    }", "    if (t + 2u < tiles) {",
-                                    f"      let kn = k0 + {2 * plan.bk}u;", *k_loads, "    }"])
     else:
         prefetch_decl = next_fetch = ""
         staging = (stage_rows(plan, "k", "0u", plan.bk, "k0", "params.lk", "k_base", "params.k_sl")
@@ -221,32 +211,6 @@ def source(plan: SMPlan) -> str:
                                     "v_base", "params.v_sl"))
     finish = through_scratch(plan, write_rows, False)
     nl = "\n"
-    rescaled = "\n".join("  " + x for x in rescale)
-    if plan.stagger:  # see SMPlan.stagger
-        loop = f"""    let flag = t % 2u;
-{nl.join(scores)}
-    workgroupBarrier();
-{staging}
-    if (tid == 0u) {{ rescale[1u - flag] = 0u; }}
-{nl.join(softmax)}
-    if (workgroupUniformLoad(&rescale[flag]) != 0u) {{
-{rescaled}
-    }}
-{next_fetch}
-{nl.join(products)}"""
-    else:
-        loop = f"""    workgroupBarrier();
-    if (tid == 0u) {{ rescale[0] = 0u; }}
-{staging}
-    workgroupBarrier();
-{next_fetch}
-{nl.join(scores)}
-    workgroupBarrier();
-{nl.join(softmax)}
-    if (workgroupUniformLoad(&rescale[0]) != 0u) {{
-{rescaled}
-    }}
-{nl.join(products)}"""
     state = [f"  var m_{i} = -3.0e38;{nl}  var l_{i} = 0.0;{nl}  var alpha_{i} = 1.0;"
              for i in range(fq)]
     o_decl = [f"  var o_{i}_{c} = {RESULT}();" for i in range(fq) for c in range(nd // split)]
@@ -322,7 +286,18 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>,
 {prefetch_decl}
   for (var t = 0u; t < tiles; t++) {{
     let k0 = t * {plan.bk}u;
-{loop}
+    workgroupBarrier();
+    if (tid == 0u) {{ rescale[0] = 0u; }}
+{staging}
+    workgroupBarrier();
+{next_fetch}
+{nl.join(scores)}
+    workgroupBarrier();
+{nl.join(softmax)}
+    if (workgroupUniformLoad(&rescale[0]) != 0u) {{
+{nl.join("  " + x for x in rescale)}
+    }}
+{nl.join(products)}
   }}
 {nl.join(inv)}
 {nl.join(finish)}

@@ -31,19 +31,16 @@ PLANS = [sm.SMPlan(40, 2, 2), sm.SMPlan(64, 1, 4), sm.SMPlan(80, 1, 4), sm.SMPla
          sm.SMPlan(48, 2, 2, 4, prefetch=True, regs=True),
          sm.SMPlan(40, 1, 2, 4, prefetch=True, regs=True, lean=True),
          sm.SMPlan(64, 1, 1, 8, prefetch=True, rotate=True, regs=True, lean=True)]
-# split plans (subgroups sharing a row group) and staggered K/V staging (two barriers a key
-# tile): the emulated subset's first two; q staged in column passes where BQ rows do not fit
-# at once (the last three), 4 lanes a row, a scalar-read D
-SPLIT_PLANS = [sm.SMPlan(32, 1, 2, 8, prefetch=True, regs=True, lean=True, split=2,
-                         stagger=True),
-               sm.SMPlan(10, 1, 2, 2, prefetch=True, regs=True, stagger=True),
+# split plans (subgroups sharing a row group): the emulated subset's first two; q staged in
+# column passes where BQ rows do not fit at once (the last three), 4 lanes a row, a
+# scalar-read D
+SPLIT_PLANS = [sm.SMPlan(32, 1, 2, 8, prefetch=True, regs=True, lean=True, split=2),
                sm.SMPlan(30, 1, 2, 8, regs=True, split=2),
                sm.SMPlan(128, 1, 2, 8, prefetch=True, regs=True, lean=True, split=2),
                sm.SMPlan(64, 2, 2, 4, prefetch=True, regs=True, lean=True, split=2),
                sm.SMPlan(128, 1, 2, 16, prefetch=True, regs=True, lean=True, split=2),
                sm.SMPlan(64, 2, 2, 8, regs=True, lean=True, split=2),
-               sm.SMPlan(128, 1, 2, 16, prefetch=True, regs=True, lean=True, split=2,
-                         stagger=True)]
+               sm.SMPlan(128, 1, 2, 12, prefetch=True, regs=True, lean=True, split=2)]
 _OFFSET = re.compile(r"subgroupMatrix(?:Load<[^>]*>>|Store)\(&sh_\w+, ([^,]+),")
 
 
@@ -80,9 +77,7 @@ def test_split_plans_name_and_refuse_what_they_cannot_divide() -> None:
         args = {"d": 64, "fq": 1, "fk": 2, "sg": 8, "regs": True, "split": 2, **bad}
         with pytest.raises(ValueError, match="split 2 must divide"):
             sm.SMPlan(**args)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="stagger needs prefetch"):
-        sm.SMPlan(64, stagger=True)
-    assert sm.SMPlan(64, prefetch=True, regs=True, stagger=True, split=2).name == "2x2x4pgs-c2"
+    assert sm.SMPlan(64, prefetch=True, regs=True, split=2).name == "2x2x4ps-c2"
 
 
 def test_plan_choice_fits_and_routes_by_head_dim() -> None:
@@ -196,7 +191,7 @@ def test_split_plans_match_float64_where_available(device: gpucore.Device, plan:
     if plan.shared_bytes() > device.limits["max-compute-workgroup-storage-size"]:
         pytest.skip(f"{plan.name} needs more workgroup memory than {device.info.label} has")
     emulated_subset(device, plan in SPLIT_PLANS[:2] and scale > 0)
-    # key tiles: 4 with the last partial, 2, or 1 (a staggered plan's prologue alone)
+    # key tiles: 4 with the last partial, 2, or 1
     for lk in (3 * plan.bk + 5, plan.bk + 1, plan.bk - 3):
         _check_plan(device, plan, (2, 2, plan.bq + 9, lk, plan.d), scale)
 
