@@ -130,7 +130,8 @@ def _inputs(shape: tuple[int, ...], seed: int) -> tuple[np.ndarray, ...]:
 
 
 @pytest.mark.parametrize("shape", [(1, 2, 77, 77, 40), (2, 1, 100, 77, 64), (1, 1, 33, 130, 80),
-                                   (1, 2, 20, 45, 160), (1, 1, 17, 1, 10), (1, 1, 70, 300, 16)],
+                                   (1, 2, 20, 45, 160), (1, 1, 17, 1, 10), (1, 1, 70, 300, 16),
+                                   (1, 3, 150, 140, 128)],
                          ids=str)
 def test_matches_float64_where_available(device: gpucore.Device,
                                          shape: tuple[int, ...]) -> None:
