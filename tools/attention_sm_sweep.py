@@ -57,9 +57,9 @@ def plan_from_name(name: str, d: int) -> sm.SMPlan:
     match = _NAME.fullmatch(name)
     if match is None:
         raise SystemExit(f"{name!r} is no plan name: FQxFKxSG, then p r s l, then -cSPLIT")
-    fq, fk, sg, *flags, split = match.groups()
-    return sm.SMPlan(d, int(fq), int(fk), int(sg), *(bool(f) for f in flags),
-                     split=int(split or 1))
+    fq, fk, sg, prefetch, rotate, regs, lean, split = match.groups()
+    return sm.SMPlan(d, int(fq), int(fk), int(sg), prefetch=bool(prefetch), rotate=bool(rotate),
+                     regs=bool(regs), lean=bool(lean), split=int(split or 1))
 
 
 def plans(d: int, device: gpucore.Device, names: list[str] | None = None) -> list[sm.SMPlan]:
