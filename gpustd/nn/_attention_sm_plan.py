@@ -33,6 +33,9 @@ class SMPlan:
     and P, instead of two loops over workgroup memory.
     lean (with regs): the row max and the row sum as trees instead of chains, the scale
     folded into exp2's argument by an fma, and full key tiles free of the bounds selects.
+    runs (with regs): a softmax lane takes a run of adjacent score columns instead of every
+    second (or fourth) one, so its reads of S and writes of P are neighbours the compiler
+    may merge into wide accesses.
     split: SPLIT subgroups share each 16 FQ query rows (a row group; BQ = 16 FQ SG / SPLIT)
     and divide the work on them: each computes S for FK / SPLIT of the key fragments and
     keeps O for DP / SPLIT of the head dim, so at D 128 a subgroup holds half the output
@@ -49,8 +52,11 @@ class SMPlan:
     regs: bool = False
     lean: bool = False
     split: int = 1
+    runs: bool = False
 
     def __post_init__(self) -> None:
+        if self.runs and (self.rotate or not self.regs):
+            raise ValueError(f"attention plan {self.name}: runs needs regs without rotate")
         if self.split > 1 and (self.fk % self.split or (self.dp // 16) % self.split
                                or self.sg % self.split or self.rotate or not self.regs):
             raise ValueError(f"attention plan {self.name}: split {self.split} must divide FK, "
@@ -59,10 +65,11 @@ class SMPlan:
     @property
     def name(self) -> str:
         """e.g. "1x2x8pr": fq x fk x sg, p = prefetch, r = rotate, s = regs, l = lean,
-        "-c2" = split 2."""
+        u = runs, "-c2" = split 2."""
         return (f"{self.fq}x{self.fk}x{self.sg}" + ("p" if self.prefetch else "")
                 + ("r" if self.rotate else "") + ("s" if self.regs else "")
-                + ("l" if self.lean else "") + (f"-c{self.split}" if self.split > 1 else ""))
+                + ("l" if self.lean else "") + ("u" if self.runs else "")
+                + (f"-c{self.split}" if self.split > 1 else ""))
 
     @property
     def dp(self) -> int:
@@ -191,6 +198,9 @@ def fetch_rows(plan: SMPlan, src: str, tag: str, dst: str, rows: int, row0: str,
 def _columns(plan: SMPlan) -> list[str]:
     """The lane's bk/2 score columns, two lanes a row (rows 8-15 two ahead with `rotate`)."""
     half = plan.bk // 2
+    if plan.runs:  # a run of adjacent columns: adjacent S reads and P writes
+        per = plan.bk // plan.lanes_per_row
+        return [f"side * {per}u + {j}u" for j in range(per)]
     if plan.split > 1:
         lanes = plan.lanes_per_row
         return [f"{lanes * j}u + side" for j in range(plan.bk // lanes)]

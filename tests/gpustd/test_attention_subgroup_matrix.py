@@ -31,16 +31,18 @@ PLANS = [sm.SMPlan(40, 2, 2), sm.SMPlan(64, 1, 4), sm.SMPlan(80, 1, 4), sm.SMPla
          sm.SMPlan(48, 2, 2, 4, prefetch=True, regs=True),
          sm.SMPlan(40, 1, 2, 4, prefetch=True, regs=True, lean=True),
          sm.SMPlan(64, 1, 1, 8, prefetch=True, rotate=True, regs=True, lean=True)]
-# split plans (subgroups sharing a row group): the emulated subset's first two; q staged in
-# column passes where BQ rows do not fit at once (the last three), 4 lanes a row, a
-# scalar-read D
+# split plans (subgroups sharing a row group), 4 lanes a softmax row: the emulated subset's
+# first; a scalar-read D; q staged in column passes where BQ rows do not fit at once; runs of
+# adjacent softmax columns (the last two, the last one in the emulated subset)
 SPLIT_PLANS = [sm.SMPlan(32, 1, 2, 8, prefetch=True, regs=True, lean=True, split=2),
                sm.SMPlan(30, 1, 2, 8, regs=True, split=2),
                sm.SMPlan(128, 1, 2, 8, prefetch=True, regs=True, lean=True, split=2),
                sm.SMPlan(64, 2, 2, 4, prefetch=True, regs=True, lean=True, split=2),
                sm.SMPlan(128, 1, 2, 16, prefetch=True, regs=True, lean=True, split=2),
                sm.SMPlan(64, 2, 2, 8, regs=True, lean=True, split=2),
-               sm.SMPlan(128, 1, 2, 12, prefetch=True, regs=True, lean=True, split=2)]
+               sm.SMPlan(128, 1, 2, 12, prefetch=True, regs=True, lean=True, split=2),
+               sm.SMPlan(64, 1, 2, 8, prefetch=True, regs=True, lean=True, split=2, runs=True),
+               sm.SMPlan(16, 1, 2, 2, prefetch=True, regs=True, lean=True, runs=True)]
 _OFFSET = re.compile(r"subgroupMatrix(?:Load<[^>]*>>|Store)\(&sh_\w+, ([^,]+),")
 
 
@@ -78,6 +80,9 @@ def test_split_plans_name_and_refuse_what_they_cannot_divide() -> None:
         with pytest.raises(ValueError, match="split 2 must divide"):
             sm.SMPlan(**args)  # type: ignore[arg-type]
     assert sm.SMPlan(64, prefetch=True, regs=True, split=2).name == "2x2x4ps-c2"
+    assert sm.SMPlan(64, 1, regs=True, runs=True, split=2).name == "1x2x4su-c2"
+    with pytest.raises(ValueError, match="runs needs regs without rotate"):
+        sm.SMPlan(64, rotate=True, regs=True, runs=True)
 
 
 def test_plan_choice_fits_and_routes_by_head_dim() -> None:
@@ -191,7 +196,7 @@ def test_split_plans_match_float64_where_available(device: gpucore.Device, plan:
         pytest.skip(f"{device.info.label} has no f16 subgroup matrices (Dawn on a GPU has)")
     if plan.shared_bytes() > device.limits["max-compute-workgroup-storage-size"]:
         pytest.skip(f"{plan.name} needs more workgroup memory than {device.info.label} has")
-    emulated_subset(device, plan in SPLIT_PLANS[:2] and scale > 0)
+    emulated_subset(device, plan in (SPLIT_PLANS[0], SPLIT_PLANS[-1]) and scale > 0)
     # key tiles: 4 with the last partial, 2, or 1
     for lk in (3 * plan.bk + 5, plan.bk + 1, plan.bk - 3):
         _check_plan(device, plan, (2, 2, plan.bq + 9, lk, plan.d), scale)
