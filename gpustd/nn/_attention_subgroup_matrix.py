@@ -3,15 +3,17 @@
 in f32. gpustd.nn.attention routes f16 calls without mask or causal here when `available`.
 
 A workgroup of SG subgroups takes BQ = 16 FQ SG query rows of one (batch, head); a subgroup
-owns 16 FQ rows, its q fragments held in registers. Keys and values stream through workgroup
-memory BK = 16 FK at a time (zero-filled past Lk and past D, which is padded to a multiple of
-16). Per tile: S = q k^T on the matrix units; S goes through workgroup memory
-(subgroupMatrixStore) where two lanes per row take the row max and sum in f32 (base 2: log2 e
-is folded into the scale) and write P = exp2(S - m) back as f16, loaded as a left matrix for
-O += P v. The running max m is raised only when a tile's max exceeds it by more than 8
-(FlashAttention-4's lazy rescaling: P stays <= 2^8, exact in f16's range), and only then are
-the O fragments rescaled, through workgroup memory; the decision is made uniform across the
-workgroup with workgroupUniformLoad, as matrix operations must be.
+owns 16 FQ rows, its q fragments held in registers (with a split, SPLIT subgroups share 16 FQ
+rows and divide S's key fragments and O's head-dim columns between them: SMPlan). Keys and
+values stream through workgroup memory BK = 16 FK at a time (zero-filled past Lk and past D,
+which is padded to a multiple of 16). Per tile: S = q k^T on the matrix units; S goes through
+workgroup memory (subgroupMatrixStore) where two lanes per row (2 SPLIT with a split) take
+the row max and sum in f32 (base 2: log2 e is folded into the scale) and write
+P = exp2(S - m) back as f16, loaded as a left matrix for O += P v. The running max m is
+raised only when a tile's max exceeds it by more than 8 (FlashAttention-4's lazy rescaling:
+P stays <= 2^8, exact in f16's range), and only then are the O fragments rescaled, through
+workgroup memory; the decision is made uniform across the workgroup with
+workgroupUniformLoad, as matrix operations must be.
 
 As in gpustd/gemm/matrix_units.py the WGSL is generated: matrices are named variables
 (an array of matrices indexed in a loop goes to local memory) and every matrix load/store
