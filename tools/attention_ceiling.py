@@ -29,11 +29,12 @@ from bench import _harness
 from gpucore import Kernel
 from gpustd import Tensor
 from gpustd.nn import _attention_subgroup_matrix as sm
-from tools.attention_sm_sweep import RAGGED, inputs, run_plan
+from tools.attention_sm_sweep import RAGGED, inputs, plan_from_name, run_plan
 
 SHAPES = [("sdxl self 4096 d64", (2, 10, 4096, 4096, 64)),
           ("sd15 self 4096 d40", (2, 8, 4096, 4096, 40)),
-          ("sdxl self 1024 d64", (2, 20, 1024, 1024, 64))]
+          ("sdxl self 1024 d64", (2, 20, 1024, 1024, 64)),
+          ("flux joint 4608 d128", (1, 24, 4608, 4608, 128))]
 CUTS = ("shipped", "no_softmax", "no_loads", "no_staging", "no_barriers")
 
 
@@ -42,7 +43,7 @@ def _without_barriers(text: str) -> str:
     rescale decision made a constant (workgroupUniformLoad is a barrier too)."""
     head, loop = text.split("  for (var t = 0u;", 1)
     loop = loop.replace("    workgroupBarrier();\n", "")
-    loop = re.sub(r"workgroupUniformLoad\(&rescale\[0\]\)", "0u", loop)
+    loop = re.sub(r"workgroupUniformLoad\(&rescale\[\w+\]\)", "0u", loop)
     return head + "  for (var t = 0u;" + loop
 
 
@@ -55,7 +56,7 @@ def _cut_source(cut: str, plan: sm.SMPlan) -> str:
 def _cut(cut: str) -> Iterator[None]:
     """sm's WGSL pieces replaced for `cut` (and every cut before it in CUTS)."""
     level = CUTS.index(cut)
-    saved = (sm.softmax_in_registers, sm.fetch_rows, sm._kernel)
+    saved = (sm.softmax_in_registers, sm.fetch_rows, sm._kernel, sm.lean_softmax)
 
     def fetch(*args: Any) -> tuple[list[str], list[str], list[str]]:
         decls, _, stores = saved[1](*args)
@@ -66,13 +67,15 @@ def _cut(cut: str) -> Iterator[None]:
 
     if level >= 1:
         sm.softmax_in_registers = lambda plan, i: ""  # type: ignore[assignment]
+        sm.lean_softmax = lambda plan, i: ""  # type: ignore[assignment]
         sm._kernel = kernel  # type: ignore[assignment]
     if level >= 2:
         sm.fetch_rows = fetch  # type: ignore[assignment]
     try:
         yield
     finally:
-        sm.softmax_in_registers, sm.fetch_rows, sm._kernel = saved  # type: ignore[assignment]
+        (sm.softmax_in_registers, sm.fetch_rows, sm._kernel,  # type: ignore[assignment]
+         sm.lean_softmax) = saved
 
 
 def errors(device: gpucore.Device, torch: Any) -> list[dict[str, Any]]:
@@ -92,12 +95,13 @@ def errors(device: gpucore.Device, torch: Any) -> list[dict[str, Any]]:
     return rows
 
 
-def timings(device: gpucore.Device, torch: Any, name: str, shape: tuple[int, ...]
-            ) -> list[dict[str, Any]]:
+def timings(device: gpucore.Device, torch: Any, name: str, shape: tuple[int, ...],
+            plan_name: str = "") -> list[dict[str, Any]]:
     b, h, lq, lk, d = shape
     q, k, v = inputs(shape, seed=1)
     tensors = tuple(Tensor.from_numpy(x, device=device) for x in (q, k, v))
-    chosen = sm.choose_plan(d, lq, lk, b * h, device)
+    chosen = (plan_from_name(plan_name, d) if plan_name
+              else sm.choose_plan(d, lq, lk, b * h, device))
     rows = []
     for cut in CUTS:
         with _cut(cut):
@@ -116,6 +120,9 @@ def timings(device: gpucore.Device, torch: Any, name: str, shape: tuple[int, ...
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", help="write the rows here")
+    parser.add_argument("--only", default="", help="only the shapes whose name has this")
+    parser.add_argument("--plan", default="", help="cut this plan (by name, e.g. "
+                        "1x2x16pgsl-c2) instead of choose_plan's")
     args = parser.parse_args()
     device = gpucore.default_device()
     torch = _harness.torch_cuda()
@@ -123,8 +130,8 @@ def main() -> None:
         raise SystemExit("needs f16 subgroup matrices (GPUCORE_RUNTIME=dawn) and torch CUDA")
     result: dict[str, Any] = {"environment": _harness.environment(device),
                               "errors": errors(device, torch)}
-    result["timings"] = [row for name, shape in SHAPES
-                         for row in timings(device, torch, name, shape)]
+    result["timings"] = [row for name, shape in SHAPES if args.only in name
+                         for row in timings(device, torch, name, shape, args.plan)]
     _harness.print_table(result["timings"], ["shape", "variant", "gpu_ms", "tflops"])
     if args.json:
         _harness.write_json(args.json, result)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,7 +23,8 @@ from gpustd import Tensor, nn
 from gpustd.nn import _attention_subgroup_matrix as sm
 
 RAGGED = [(1, 2, 77, 77, 40), (2, 3, 100, 77, 64), (1, 2, 333, 130, 80), (2, 2, 97, 45, 160),
-          (1, 1, 17, 1, 10), (1, 3, 130, 1000, 64)]
+          (1, 1, 17, 1, 10), (1, 3, 130, 1000, 64), (1, 2, 300, 333, 128),
+          (2, 1, 77, 1000, 128)]
 # (name, (B, H, Lq, Lk, D)): the SD 1.5 and SDXL UNets' attention at 512 / 1024 pixels, FLUX's
 # joint attention at 1024 pixels (4096 image and 512 text tokens) and SD 3.5 Large's (333 text)
 SHAPES = [("sd15 self 4096 d40", (2, 8, 4096, 4096, 40)),
@@ -33,7 +35,8 @@ SHAPES = [("sd15 self 4096 d40", (2, 8, 4096, 4096, 40)),
           ("sdxl self 1024 d64", (2, 20, 1024, 1024, 64)),
           ("sdxl cross 77 d64", (2, 10, 4096, 77, 64)),
           ("flux joint 4608 d128", (1, 24, 4608, 4608, 128)),
-          ("sd35 joint 4429 d64", (1, 38, 4429, 4429, 64))]
+          ("sd35 joint 4429 d64", (1, 38, 4429, 4429, 64)),
+          ("zimage joint 4224 d128", (1, 30, 4224, 4224, 128))]
 # (fq, fk, sg, prefetch, rotate, regs[, lean]): see SMPlan. Slower on an H100 (2026-11-24,
 # attention-sm-prefetch-dawn-h100.json): 1x1x4, 1x1x8, 2x2x4 (without the score registers).
 VARIANTS = [(1, 2, 8, False, False, False), (1, 2, 8, True, True, True),
@@ -43,11 +46,29 @@ VARIANTS = [(1, 2, 8, False, False, False), (1, 2, 8, True, True, True),
             (2, 2, 4, True, False, True), (1, 2, 4, True, False, True, True),
             (1, 2, 4, True, True, True, True), (1, 1, 8, True, True, True, True),
             (1, 2, 8, True, True, True, True)]
+# with a split (SMPlan.split: subgroups sharing a row group), for head dim 128
+SPLIT_VARIANTS = ["1x2x8psl-c2", "1x2x16psl-c2", "2x2x8psl-c2", "2x2x4psl-c2", "1x2x8sl-c2",
+                  "1x2x16sl-c2", "2x2x8sl-c2", "1x4x8psl-c4", "1x2x12psl-c2", "1x2x16ps-c2"]
+_NAME = re.compile(r"(\d+)x(\d+)x(\d+)(p?)(r?)(s?)(l?)(u?)(?:-c(\d+))?")
 
 
-def plans(d: int, device: gpucore.Device) -> list[sm.SMPlan]:
+def plan_from_name(name: str, d: int) -> sm.SMPlan:
+    """The plan `SMPlan.name` names, at head dim d ("1x2x4psl", "1x2x16psl-c2")."""
+    match = _NAME.fullmatch(name)
+    if match is None:
+        raise SystemExit(f"{name!r} is no plan name: FQxFKxSG, then p r s l u, then -cSPLIT")
+    fq, fk, sg, prefetch, rotate, regs, lean, runs, split = match.groups()
+    return sm.SMPlan(d, int(fq), int(fk), int(sg), prefetch=bool(prefetch), rotate=bool(rotate),
+                     regs=bool(regs), lean=bool(lean), split=int(split or 1), runs=bool(runs))
+
+
+def plans(d: int, device: gpucore.Device, names: list[str] | None = None) -> list[sm.SMPlan]:
+    """The plans that fit at head dim d: `names`, or VARIANTS and SPLIT_VARIANTS."""
     budget = device.limits["max-compute-workgroup-storage-size"]
-    found = [sm.SMPlan(d, *variant) for variant in VARIANTS]
+    found = [] if names else [sm.SMPlan(d, *variant) for variant in VARIANTS]
+    for name in names or SPLIT_VARIANTS:
+        with contextlib.suppress(ValueError):  # a split that does not divide this head dim
+            found.append(plan_from_name(name, d))
     return [p for p in found if p.shared_bytes() <= budget]
 
 
@@ -84,7 +105,8 @@ def run_plan(tensors: tuple[Tensor, ...], shape: tuple[int, ...], plan: sm.SMPla
     return out
 
 
-def check(device: gpucore.Device, torch: Any, shapes: list[tuple[int, ...]]) -> list[dict]:
+def check(device: gpucore.Device, torch: Any, shapes: list[tuple[int, ...]],
+          names: list[str] | None = None) -> list[dict]:
     """Max error / max |reference| of every plan (and of torch fp16) against torch float64."""
     rows = []
     for shape in shapes:
@@ -101,7 +123,7 @@ def check(device: gpucore.Device, torch: Any, shapes: list[tuple[int, ...]]) -> 
         tensors = tuple(Tensor.from_numpy(x, device=device) for x in (q, k, v))
         got = nn.attention(*tensors).numpy()
         row["ours"] = float(np.abs(got - ref).max() / norm)
-        for plan in plans(shape[4], device):
+        for plan in plans(shape[4], device, names):
             got = run_plan(tensors, shape, plan).numpy()
             row[plan.name] = float(np.abs(got - ref).max() / norm)
         print(row, flush=True)
@@ -110,7 +132,7 @@ def check(device: gpucore.Device, torch: Any, shapes: list[tuple[int, ...]]) -> 
 
 
 def time_shape(device: gpucore.Device, torch: Any, name: str, shape: tuple[int, ...],
-               repeat: int) -> list[dict]:
+               repeat: int, names: list[str] | None = None) -> list[dict]:
     """GPU and wall medians of the present kernel, every plan and torch SDPA fp16."""
     b, h, lq, lk, d = shape
     q, k, v = inputs(shape, seed=1)
@@ -121,7 +143,7 @@ def time_shape(device: gpucore.Device, torch: Any, name: str, shape: tuple[int, 
     with portable():
         t = _harness.ours_ms(lambda: nn.attention(*tensors), device, repeat=repeat)
     rows.append({"shape": name, "variant": "portable", **t})
-    for plan in plans(d, device):
+    for plan in plans(d, device, names):
         t = _harness.ours_ms(lambda p=plan: run_plan(tensors, shape, p), device, repeat=repeat)
         label = plan.name + ("*" if plan == pick else "")
         rows.append({"shape": name, "variant": label, **t})
@@ -144,19 +166,25 @@ def main() -> None:
     parser.add_argument("--json", help="write the results here")
     parser.add_argument("--repeat", type=int, default=20)
     parser.add_argument("--no-timing", action="store_true", help="correctness only")
-    parser.add_argument("--only", default="", help="time only the shapes whose name has this")
+    parser.add_argument("--only", default="", help="time only the shapes whose name has this "
+                        "(or one of these, comma-separated)")
+    parser.add_argument("--plans", default="", help="check and time only these plans, by name "
+                        "(comma-separated, e.g. 1x2x4psl,1x2x16psl-c2) beside choose_plan's")
     args = parser.parse_args()
+    names = [n for n in args.plans.split(",") if n] or None
     device = gpucore.Device.auto()
     if not sm.available(device):
         raise SystemExit(f"{device.info.label} has no f16 subgroup matrices: run on a GPU "
                          "with GPUCORE_RUNTIME=dawn")
     import torch
 
+    only = args.only.split(",")
     result: dict[str, Any] = {"environment": _harness.environment(device),
-                              "errors": check(device, torch, RAGGED)}
+                              "errors": check(device, torch, RAGGED, names)}
     if not args.no_timing:
-        result["timings"] = [row for name, shape in SHAPES if args.only in name
-                             for row in time_shape(device, torch, name, shape, args.repeat)]
+        result["timings"] = [row for name, shape in SHAPES if any(o in name for o in only)
+                             for row in time_shape(device, torch, name, shape, args.repeat,
+                                                   names)]
     if args.json:
         _harness.write_json(args.json, result)
     print("relative errors against torch float64 (max |err| / max |ref|)")

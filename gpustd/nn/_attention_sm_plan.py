@@ -11,8 +11,8 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["RESULT", "SMPlan", "fetch_rows", "lean_softmax", "raise_max", "softmax_in_registers",
-           "stage_rows", "through_scratch"]
+__all__ = ["RESULT", "SMPlan", "fetch_rows", "lean_softmax", "raise_max", "row_shuffles",
+           "softmax_in_registers", "stage_q_passes", "stage_rows", "through_scratch"]
 
 RESULT = "subgroup_matrix_result<f32, 16, 16>"
 _PAD_F16 = 8  # elements that end each staged f16 row / f32 row (16 bytes)
@@ -32,7 +32,16 @@ class SMPlan:
     regs: each lane reads its scores once into registers (unrolled) for both the row max
     and P, instead of two loops over workgroup memory.
     lean (with regs): the row max and the row sum as trees instead of chains, the scale
-    folded into exp2's argument by an fma, and full key tiles free of the bounds selects."""
+    folded into exp2's argument by an fma, and full key tiles free of the bounds selects.
+    runs (with regs): a softmax lane takes a run of adjacent score columns instead of every
+    second (or fourth) one, so its reads of S and writes of P are neighbours the compiler
+    may merge into wide accesses.
+    split: SPLIT subgroups share each 16 FQ query rows (a row group; BQ = 16 FQ SG / SPLIT)
+    and divide the work on them: each computes S for FK / SPLIT of the key fragments and
+    keeps O for DP / SPLIT of the head dim, so at D 128 a subgroup holds half the output
+    fragments; 2 SPLIT lanes share a row of the softmax, and the rows' rescale factors
+    reach the other subgroups through workgroup memory. Where BQ rows of q do not fit the
+    K/V staging area, q is staged in passes of head-dim columns."""
 
     d: int
     fq: int = 2
@@ -42,13 +51,25 @@ class SMPlan:
     rotate: bool = False
     regs: bool = False
     lean: bool = False
+    split: int = 1
+    runs: bool = False
+
+    def __post_init__(self) -> None:
+        if self.runs and (self.rotate or not self.regs):
+            raise ValueError(f"attention plan {self.name}: runs needs regs without rotate")
+        if self.split > 1 and (self.fk % self.split or (self.dp // 16) % self.split
+                               or self.sg % self.split or self.rotate or not self.regs):
+            raise ValueError(f"attention plan {self.name}: split {self.split} must divide FK, "
+                             "SG and DP / 16, and needs regs without rotate")
 
     @property
     def name(self) -> str:
-        """e.g. "1x2x8pr": fq x fk x sg, p = prefetch, r = rotate, s = regs, l = lean."""
+        """e.g. "1x2x8pr": fq x fk x sg, p = prefetch, r = rotate, s = regs, l = lean,
+        u = runs, "-c2" = split 2."""
         return (f"{self.fq}x{self.fk}x{self.sg}" + ("p" if self.prefetch else "")
                 + ("r" if self.rotate else "") + ("s" if self.regs else "")
-                + ("l" if self.lean else ""))
+                + ("l" if self.lean else "") + ("u" if self.runs else "")
+                + (f"-c{self.split}" if self.split > 1 else ""))
 
     @property
     def dp(self) -> int:
@@ -56,7 +77,19 @@ class SMPlan:
 
     @property
     def bq(self) -> int:
-        return 16 * self.fq * self.sg
+        return 16 * self.fq * self.sg // self.split
+
+    @property
+    def lanes_per_row(self) -> int:
+        """Lanes that share one query row of the softmax."""
+        return 2 * self.split
+
+    @property
+    def q_width(self) -> int:
+        """Head-dim columns of q staged a pass: DP where BQ rows fit the K/V area at once."""
+        if self.split == 1 or self.bq <= 2 * self.bk:
+            return self.dp
+        return max(16, 16 * ((2 * self.bk * self.strides[0] // self.bq - _PAD_F16) // 16))
 
     @property
     def bk(self) -> int:
@@ -72,12 +105,15 @@ class SMPlan:
         return self.dp + _PAD_F16, self.bk + _PAD_F32, self.bk + _PAD_F16
 
     def kv_elements(self) -> int:
+        if self.q_width < self.dp:  # q in column passes
+            return max(2 * self.bk * self.strides[0], self.bq * (self.q_width + _PAD_F16))
         return max(self.bq, 2 * self.bk) * self.strides[0]  # q first, then k and v
 
     def shared_bytes(self) -> int:
         _, ss, ps = self.strides
-        rows = 16 * self.fq * self.sg
-        return 2 * self.kv_elements() + 4 * rows * ss + 2 * rows * ps + 4 * rows + 16
+        rows = self.bq
+        alpha = 4 * rows if self.split > 1 else 0
+        return 2 * self.kv_elements() + 4 * rows * ss + 2 * rows * ps + 4 * rows + alpha + 16
 
 
 def stage_rows(plan: SMPlan, src: str, dst: str, rows: int, row0: str, length: str,
@@ -98,6 +134,35 @@ def stage_rows(plan: SMPlan, src: str, dst: str, rows: int, row0: str, length: s
     if (gr < {length} && col < {plan.d}u) {{ x = {read}; }}
     let ix = {dst} + r * {st}u + col;{put}
   }}"""
+
+
+def stage_q_passes(plan: SMPlan, left: str) -> list[str]:
+    """q staged in passes of plan.q_width head-dim columns (BQ rows at once do not fit the
+    K/V area), each pass followed by the loads of its q fragments into registers
+    (q_i_c, `left` matrices) at the row group's base `qbase`."""
+    width, fq = plan.q_width, plan.fq
+    qst = width + _PAD_F16
+    vec = 4 if plan.d % 4 == 0 else 1
+    kind = "vec4<f16>" if vec == 4 else "f16"
+    lines = []
+    for c0 in range(0, plan.dp, width):
+        n = min(width, plan.dp - c0)
+        per_row = n // vec
+        read = ("q[(q_base + gr * params.q_sl + col) / 4u]" if vec == 4
+                else "q[q_base + gr * params.q_sl + col]")
+        put = "".join(f" sh_kv[ix + {j}u] = x{'.' + 'xyzw'[j] if vec == 4 else ''};"
+                      for j in range(vec))
+        lines += [f"  for (var e = tid; e < {plan.bq * per_row}u; e += {plan.threads}u) {{",
+                  f"    let r = e / {per_row}u; let col = {c0}u + (e % {per_row}u) * {vec}u; "
+                  "let gr = q0 + r;",
+                  f"    var x = {kind}();",
+                  f"    if (gr < params.lq && col < {plan.d}u) {{ x = {read}; }}",
+                  f"    let ix = r * {qst}u + col - {c0}u;{put}", "  }", "  workgroupBarrier();"]
+        lines += [f"  let q_{i}_{c} = subgroupMatrixLoad<{left}>(&sh_kv, "
+                  f"qbase + {16 * i * qst + 16 * c - c0}u, false, {qst}u);"
+                  for i in range(fq) for c in range(c0 // 16, (c0 + n) // 16)]
+        lines.append("  workgroupBarrier();")
+    return lines
 
 
 def fetch_rows(plan: SMPlan, src: str, tag: str, dst: str, rows: int, row0: str, length: str,
@@ -133,6 +198,12 @@ def fetch_rows(plan: SMPlan, src: str, tag: str, dst: str, rows: int, row0: str,
 def _columns(plan: SMPlan) -> list[str]:
     """The lane's bk/2 score columns, two lanes a row (rows 8-15 two ahead with `rotate`)."""
     half = plan.bk // 2
+    if plan.runs:  # a run of adjacent columns: adjacent S reads and P writes
+        per = plan.bk // plan.lanes_per_row
+        return [f"side * {per}u + {j}u" for j in range(per)]
+    if plan.split > 1:
+        lanes = plan.lanes_per_row
+        return [f"{lanes * j}u + side" for j in range(plan.bk // lanes)]
     return [f"2u * (({j}u + row / 8u) % {half}u) + side" if plan.rotate else f"{2 * j}u + side"
             for j in range(half)]
 
@@ -144,12 +215,23 @@ def _row_bases(plan: SMPlan, i: int) -> list[str]:
             f"let p_at = pbase + (row + {16 * i}u) * {ps}u;"]
 
 
-def raise_max(i: int) -> list[str]:
+def raise_max(i: int, split: int = 1) -> list[str]:
     """The running max m_i raised to the tile's `top` where it grew by more than 8 (l_i and,
-    through the rescale flag, the O fragments scaled by alpha_i)."""
+    through the rescale flag, the O fragments scaled by alpha_i; with a split, alpha_i goes
+    to sh_alpha for the row group's other subgroups)."""
+    shared = ([f"if (side == 0u) {{ sh_alpha[srow + {16 * i}u] = alpha_{i}; }}"]
+              if split > 1 else [])
     return [f"alpha_{i} = 1.0;", f"if (top > m_{i} + 8.0) {{",
             f"  if (m_{i} > -3.0e38) {{ rescale[0] = 1u; }}",
-            f"  alpha_{i} = exp2(m_{i} - top);", f"  l_{i} *= alpha_{i};", f"  m_{i} = top;", "}"]
+            f"  alpha_{i} = exp2(m_{i} - top);", f"  l_{i} *= alpha_{i};", f"  m_{i} = top;", "}",
+            *shared]
+
+
+def row_shuffles(plan: SMPlan, name: str, join: Callable[[str, str], str]) -> list[str]:
+    """`name` combined over the lanes that share a row (all but the last xor step, which
+    callers write themselves)."""
+    return [f"{name} = {join(name, f'subgroupShuffleXor({name}, {step}u)')};"
+            for step in (1 << b for b in range(plan.lanes_per_row.bit_length() - 2))]
 
 
 def _block(lines: list[str]) -> str:
@@ -164,11 +246,17 @@ def softmax_in_registers(plan: SMPlan, i: int) -> str:
         lines += [f"let c{j} = {c};", f"let in{j} = k0 + c{j} < params.lk;",
                   f"let x{j} = select(-3.0e38, sh_s[s_at + c{j}] * params.scale, in{j});",
                   f"top = max(top, x{j});"]
-    lines += ["top = max(top, subgroupShuffleXor(top, 1u));", *raise_max(i)]
-    for j in range(plan.bk // 2):
+    last = plan.lanes_per_row // 2
+    lines += [*row_shuffles(plan, "top", _max),
+              f"top = max(top, subgroupShuffleXor(top, {last}u));", *raise_max(i, plan.split)]
+    for j in range(len(_columns(plan))):
         lines += [f"let p{j} = select(0.0, exp2(x{j} - m_{i}), in{j});", f"l_{i} += p{j};",
                   f"sh_p[p_at + c{j}] = f16(p{j});"]
     return _block(lines)
+
+
+def _max(a: str, b: str) -> str:
+    return f"max({a}, {b})"
 
 
 def _tree(join: Callable[[str, str], str], terms: list[str]) -> str:
@@ -183,7 +271,7 @@ def lean_softmax(plan: SMPlan, i: int) -> str:
     """softmax_in_registers with shorter dependency chains: the scores read unscaled (a full
     key tile without the bounds selects), the row max and sum as trees, P = exp2(fma(s,
     scale, -m)). Needs scale > 0 (max(s) * scale is then the scaled row max)."""
-    half = plan.bk // 2
+    half = len(_columns(plan))
     lines = [*_row_bases(plan, i)]
     lines += [f"let c{j} = {c};" for j, c in enumerate(_columns(plan))]
     lines += [f"var x{j}: f32;" for j in range(half)]
@@ -194,9 +282,10 @@ def lean_softmax(plan: SMPlan, i: int) -> str:
               for j in range(half)]
     lines.append("}")
     top = _tree(lambda a, b: f"max({a}, {b})", [f"x{j}" for j in range(half)])
-    lines += [f"var top = {top};",
-              "top = max(top, subgroupShuffleXor(top, 1u)) * params.scale;", *raise_max(i),
-              f"let neg_m = -m_{i};"]
+    last = plan.lanes_per_row // 2
+    lines += [f"var top = {top};", *row_shuffles(plan, "top", _max),
+              f"top = max(top, subgroupShuffleXor(top, {last}u)) * params.scale;",
+              *raise_max(i, plan.split), f"let neg_m = -m_{i};"]
     lines += [f"let p{j} = exp2(fma(x{j}, params.scale, neg_m));" for j in range(half)]
     lines.append(f"l_{i} += {_tree(lambda a, b: f'({a} + {b})', [f'p{j}' for j in range(half)])};")
     lines += [f"sh_p[p_at + c{j}] = f16(p{j});" for j in range(half)]
@@ -209,11 +298,13 @@ def through_scratch(plan: SMPlan, lane_code: Callable[[int, int, int], str],
     time, with `lane_code(i, n, c0)` (row fragment i, n columns from column c0; a lane
     works on its own rows) between barriers; `reload` loads them back."""
     ss = plan.strides[1]
+    base = "sbase" if plan.split == 1 else "scol"  # a split's subgroup: its S columns
+    nd, step = plan.dp // 16 // plan.split, plan.fk // plan.split
     lines = []
-    for c0 in range(0, plan.dp // 16, plan.fk):
-        chunk = range(c0, min(c0 + plan.fk, plan.dp // 16))
+    for c0 in range(0, nd, step):
+        chunk = range(c0, min(c0 + step, nd))
         for i in range(plan.fq):
-            lines += [f"  subgroupMatrixStore(&sh_s, sbase + {16 * i * ss + 16 * (c - c0)}u, "
+            lines += [f"  subgroupMatrixStore(&sh_s, {base} + {16 * i * ss + 16 * (c - c0)}u, "
                       f"o_{i}_{c}, false, {ss}u);" for c in chunk]
         lines.append("  workgroupBarrier();")
         lines += [lane_code(i, 16 * len(chunk), 16 * c0) for i in range(plan.fq)]
@@ -221,6 +312,6 @@ def through_scratch(plan: SMPlan, lane_code: Callable[[int, int, int], str],
         if reload:
             for i in range(plan.fq):
                 lines += [f"  o_{i}_{c} = subgroupMatrixLoad<{RESULT}>(&sh_s, "
-                          f"sbase + {16 * i * ss + 16 * (c - c0)}u, false, {ss}u);"
+                          f"{base} + {16 * i * ss + 16 * (c - c0)}u, false, {ss}u);"
                           for c in chunk]
     return lines

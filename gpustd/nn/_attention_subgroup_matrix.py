@@ -3,15 +3,17 @@
 in f32. gpustd.nn.attention routes f16 calls without mask or causal here when `available`.
 
 A workgroup of SG subgroups takes BQ = 16 FQ SG query rows of one (batch, head); a subgroup
-owns 16 FQ rows, its q fragments held in registers. Keys and values stream through workgroup
-memory BK = 16 FK at a time (zero-filled past Lk and past D, which is padded to a multiple of
-16). Per tile: S = q k^T on the matrix units; S goes through workgroup memory
-(subgroupMatrixStore) where two lanes per row take the row max and sum in f32 (base 2: log2 e
-is folded into the scale) and write P = exp2(S - m) back as f16, loaded as a left matrix for
-O += P v. The running max m is raised only when a tile's max exceeds it by more than 8
-(FlashAttention-4's lazy rescaling: P stays <= 2^8, exact in f16's range), and only then are
-the O fragments rescaled, through workgroup memory; the decision is made uniform across the
-workgroup with workgroupUniformLoad, as matrix operations must be.
+owns 16 FQ rows, its q fragments held in registers (with a split, SPLIT subgroups share 16 FQ
+rows and divide S's key fragments and O's head-dim columns between them: SMPlan). Keys and
+values stream through workgroup memory BK = 16 FK at a time (zero-filled past Lk and past D,
+which is padded to a multiple of 16). Per tile: S = q k^T on the matrix units; S goes through
+workgroup memory (subgroupMatrixStore) where two lanes per row (2 SPLIT with a split) take
+the row max and sum in f32 (base 2: log2 e is folded into the scale) and write
+P = exp2(S - m) back as f16, loaded as a left matrix for O += P v. The running max m is
+raised only when a tile's max exceeds it by more than 8 (FlashAttention-4's lazy rescaling:
+P stays <= 2^8, exact in f16's range), and only then are the O fragments rescaled, through
+workgroup memory; the decision is made uniform across the workgroup with
+workgroupUniformLoad, as matrix operations must be.
 
 As in gpustd/gemm/matrix_units.py the WGSL is generated: matrices are named variables
 (an array of matrices indexed in a loop goes to local memory) and every matrix load/store
@@ -38,7 +40,9 @@ from ._attention_sm_plan import (
     fetch_rows,
     lean_softmax,
     raise_max,
+    row_shuffles,
     softmax_in_registers,
+    stage_q_passes,
     stage_rows,
     through_scratch,
 )
@@ -48,6 +52,10 @@ __all__ = ["SMPlan", "available", "choose_plan", "record_attention_sm", "source"
 _LOG2E = 1.4426950408889634
 _LEFT = "subgroup_matrix_left<f16, 16, 16>"
 _RIGHT = "subgroup_matrix_right<f16, 16, 16>"
+
+
+def _add(a: str, b: str) -> str:
+    return f"{a} + {b}"
 
 
 def available(device: Device) -> bool:
@@ -72,15 +80,24 @@ def choose_plan(d: int, lq: int, lk: int, batch_heads: int, device: Device) -> S
     128; attention-lean-4096-dawn-h100.json, attention-lean-joint-dawn-h100.json), but the
     SD 1.5 step's 32 attention calls took 5.04-5.08 ms with it up to D 64 against 4.93
     without (unet-f16-vec4-norm-dawn-h100.json, unet-f16-lean-dawn-h100.json): not taken.
+    At D 128 (the DiTs' joint attention: FLUX, Z-Image, Qwen-Image) 16 subgroups split two
+    to a row group (`SMPlan.split`: 128 query rows a workgroup, half the K/V traffic, half
+    the output fragments a subgroup): FLUX 1x24x4608 2.83-2.85 ms against 3.94-3.98,
+    Z-Image 1x30x4224 3.02-3.04 against 4.30-4.35 (attention-d128-split-dawn-h100.json,
+    attention-d128-stagger-notkept-dawn-h100.json); at D 64 splits did not win (SDXL 4096:
+    1.108 with 8 subgroups split two, 1.261 with 16, against 1.095).
     D over 160 stays on the portable kernel (not measured)."""
     budget = device.limits["max-compute-workgroup-storage-size"]
+    invocations = device.limits.get("max-compute-invocations-per-workgroup", 256)
     dp = 16 * math.ceil(d / 16)
     if dp > 160:
         return None
     wanted = [SMPlan(d, 1, 2, 4, prefetch=True, regs=True, lean=True),
               SMPlan(d, 1, 1, 8, prefetch=True, rotate=True, regs=True, lean=True),
               SMPlan(d, 1, 1, 4, prefetch=True, regs=True, lean=True)]
-    fits = [p for p in wanted if p.shared_bytes() <= budget]
+    if dp == 128:
+        wanted.insert(0, SMPlan(d, 1, 2, 16, prefetch=True, regs=True, lean=True, split=2))
+    fits = [p for p in wanted if p.shared_bytes() <= budget and p.threads <= invocations]
     return fits[0] if fits else None
 
 
@@ -96,27 +113,37 @@ def source(plan: SMPlan) -> str:
     fq, fk, nd = plan.fq, plan.fk, plan.dp // 16
     st, ss, ps = plan.strides
     rows = 16 * fq
-    q_regs = [f"  let q_{i}_{c} = subgroupMatrixLoad<{_LEFT}>(&sh_kv, "
-              f"qbase + {16 * i * st + 16 * c}u, false, {st}u);"
-              for i in range(fq) for c in range(nd)]
+    split = plan.split
+    # a split's subgroup (row group rg, column group cg): its key fragments at kbase (S at
+    # scol), its head-dim columns at vbase; without one, sg is the row group
+    group, kbase, vbase, scol = ("sg", "", "", "sbase") if split == 1 else (
+        "rg", "kbase + ", "vbase + ", "scol")
+    if plan.q_width < plan.dp:
+        q_regs = stage_q_passes(plan, _LEFT)
+    else:
+        q_regs = [f"  let q_{i}_{c} = subgroupMatrixLoad<{_LEFT}>(&sh_kv, "
+                  f"qbase + {16 * i * st + 16 * c}u, false, {st}u);"
+                  for i in range(fq) for c in range(nd)]
+        q_regs = [stage_rows(plan, "q", "0u", plan.bq, "q0", "params.lq", "q_base",
+                             "params.q_sl"), "  workgroupBarrier();", *q_regs]
     scores = []
-    for j in range(fk):
+    for j in range(fk // split):
         body = [f"var s_{i} = {RESULT}();" for i in range(fq)]
         for c in range(nd):
             body.append(f"let k_{c} = subgroupMatrixLoad<{_RIGHT}>(&sh_kv, "
-                        f"{16 * j * st + 16 * c}u, true, {st}u);")
+                        f"{kbase}{16 * j * st + 16 * c}u, true, {st}u);")
             body += [f"s_{i} = subgroupMatrixMultiplyAccumulate(q_{i}_{c}, k_{c}, s_{i});"
                      for i in range(fq)]
-        body += [f"subgroupMatrixStore(&sh_s, sbase + {16 * i * ss + 16 * j}u, s_{i}, false, "
+        body += [f"subgroupMatrixStore(&sh_s, {scol} + {16 * i * ss + 16 * j}u, s_{i}, false, "
                  f"{ss}u);" for i in range(fq)]
         scores.append("    {\n" + "\n".join("      " + x for x in body) + "\n    }")
     products = []
     for j in range(fk):
         body = [f"let p_{i} = subgroupMatrixLoad<{_LEFT}>(&sh_p, pbase + {16 * i * ps + 16 * j}u,"
                 f" false, {ps}u);" for i in range(fq)]
-        for c in range(nd):
+        for c in range(nd // split):
             body.append(f"let v_{c} = subgroupMatrixLoad<{_RIGHT}>(&sh_kv, "
-                        f"{(plan.bk + 16 * j) * st + 16 * c}u, false, {st}u);")
+                        f"{vbase}{(plan.bk + 16 * j) * st + 16 * c}u, false, {st}u);")
             body += [f"o_{i}_{c} = subgroupMatrixMultiplyAccumulate(p_{i}, v_{c}, o_{i}_{c});"
                      for i in range(fq)]
         products.append("    {\n" + "\n".join("      " + x for x in body) + "\n    }")
@@ -146,17 +173,23 @@ def source(plan: SMPlan) -> str:
         sh_p[p_at + col] = f16(p);
       }}
     }}""")
+    # the O moves: without a split the softmax's lanes (their rows' alpha_i in registers);
+    # with one, two lanes a row of the subgroup's own fragments, alpha from sh_alpha
+    orow, oside = ("row", "side") if split == 1 else ("orow", "oside")
+
     def scale_rows(i: int, n: int, c0: int) -> str:
+        alpha = f"alpha_{i}" if split == 1 else f"sh_alpha[srow0 + {orow} + {16 * i}u]"
         return f"""  for (var j = 0u; j < {n // 2}u; j++) {{
-    let e = sbase + (row + {16 * i}u) * {ss}u + 2u * j + side;
-    sh_s[e] *= alpha_{i};
+    let e = {scol} + ({orow} + {16 * i}u) * {ss}u + 2u * j + {oside};
+    sh_s[e] *= {alpha};
   }}"""
 
     def write_rows(i: int, n: int, c0: int) -> str:
         return f"""  for (var e = lane; e < {16 * n}u; e += 32u) {{
-    let r = {16 * i}u + e / {n}u; let col = {c0}u + e % {n}u; let gr = q0 + sg * {rows}u + r;
+    let r = {16 * i}u + e / {n}u; let col = {vbase}{c0}u + e % {n}u; """ + \
+            f"""let gr = q0 + {group} * {rows}u + r;
     if (gr < params.lq && col < {plan.d}u) {{
-      let o = sh_s[sbase + r * {ss}u + e % {n}u] * sh_inv[sg * {rows}u + r];
+      let o = sh_s[{scol} + r * {ss}u + e % {n}u] * sh_inv[{group} * {rows}u + r];
       out[o_base + gr * params.o_sl + col] = f16(o);
     }}
   }}"""
@@ -182,10 +215,34 @@ def source(plan: SMPlan) -> str:
     nl = "\n"
     state = [f"  var m_{i} = -3.0e38;{nl}  var l_{i} = 0.0;{nl}  var alpha_{i} = 1.0;"
              for i in range(fq)]
-    o_decl = [f"  var o_{i}_{c} = {RESULT}();" for i in range(fq) for c in range(nd)]
-    inv = [f"  l_{i} += subgroupShuffleXor(l_{i}, 1u);{nl}"
-           f"  if (side == 0u) {{ sh_inv[sg * {rows}u + row + {16 * i}u] = "
+    o_decl = [f"  var o_{i}_{c} = {RESULT}();" for i in range(fq) for c in range(nd // split)]
+    inv = ["".join(f"  {x}{nl}" for x in row_shuffles(plan, f"l_{i}", _add))
+           + f"  l_{i} += subgroupShuffleXor(l_{i}, {plan.lanes_per_row // 2}u);{nl}"
+           f"  if (side == 0u) {{ sh_inv[{group} * {rows}u + row + {16 * i}u] = "
            f"select(0.0, 1.0 / l_{i}, l_{i} > 0.0); }}" for i in range(fq)]
+    if split == 1:
+        bases = f"""  let qbase = sg * {rows * st}u;
+  let sbase = sg * {rows * ss}u;
+  let pbase = sg * {rows * ps}u;
+  let row = lane / 2u; // two lanes per row of each 16-row fragment, alternate columns
+  let side = lane % 2u;"""
+    else:
+        lanes = plan.lanes_per_row
+        bases = f"""  let rg = sg / {split}u; // row group: {split} subgroups share its rows
+  let cg = sg % {split}u; // this subgroup's share of the key fragments and head dim
+  let qbase = rg * {rows * (plan.q_width + 8)}u;
+  let sbase = rg * {rows * ss}u;
+  let pbase = rg * {rows * ps}u;
+  let kbase = cg * {16 * (fk // split) * st}u;
+  let vbase = cg * {16 * (nd // split)}u;
+  let scol = sbase + cg * {16 * (fk // split)}u;
+  let srow0 = rg * {rows}u;
+  let row = cg * {16 // split}u + lane / {lanes}u; // {lanes} lanes a softmax row
+  let side = lane % {lanes}u;
+  let srow = srow0 + row;
+  let orow = lane / 2u;
+  let oside = lane % 2u;"""
+    alpha_decl = (f"var<workgroup> sh_alpha: array<f32, {plan.bq}>;{nl}" if split > 1 else "")
     io_kind = "vec4<f16>" if plan.d % 4 == 0 else "f16"
     return f"""enable f16;
 enable subgroups;
@@ -206,10 +263,10 @@ struct Params {{
 @group(0) @binding(4) var<uniform> params: Params;
 
 var<workgroup> sh_kv: array<f16, {plan.kv_elements()}>;
-var<workgroup> sh_s: array<f32, {plan.sg * rows * ss}>;
-var<workgroup> sh_p: array<f16, {plan.sg * rows * ps}>;
+var<workgroup> sh_s: array<f32, {plan.bq * ss}>;
+var<workgroup> sh_p: array<f16, {plan.bq * ps}>;
 var<workgroup> sh_inv: array<f32, {plan.bq}>;
-var<workgroup> rescale: array<u32, 4>; // 16 bytes, like every workgroup variable here
+{alpha_decl}var<workgroup> rescale: array<u32, 4>; // 16 bytes, like every workgroup variable here
 
 @compute @workgroup_size({plan.threads})
 fn main(@builtin(workgroup_id) wid: vec3<u32>,
@@ -223,13 +280,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>,
   let k_base = batch * params.k_sb + head * params.k_sh;
   let v_base = batch * params.v_sb + head * params.v_sh;
   let o_base = batch * params.o_sb + head * params.o_sh;
-  let qbase = sg * {rows * st}u;
-  let sbase = sg * {rows * ss}u;
-  let pbase = sg * {rows * ps}u;
-  let row = lane / 2u; // two lanes per row of each 16-row fragment, alternate columns
-  let side = lane % 2u;
-{stage_rows(plan, "q", "0u", plan.bq, "q0", "params.lq", "q_base", "params.q_sl")}
-  workgroupBarrier();
+{bases}
 {nl.join(q_regs)}
 {nl.join(state)}
 {nl.join(o_decl)}

@@ -31,10 +31,22 @@ PLANS = [sm.SMPlan(40, 2, 2), sm.SMPlan(64, 1, 4), sm.SMPlan(80, 1, 4), sm.SMPla
          sm.SMPlan(48, 2, 2, 4, prefetch=True, regs=True),
          sm.SMPlan(40, 1, 2, 4, prefetch=True, regs=True, lean=True),
          sm.SMPlan(64, 1, 1, 8, prefetch=True, rotate=True, regs=True, lean=True)]
+# split plans (subgroups sharing a row group), 4 lanes a softmax row: the emulated subset's
+# first; a scalar-read D; q staged in column passes where BQ rows do not fit at once; runs of
+# adjacent softmax columns (the last two, the last one in the emulated subset)
+SPLIT_PLANS = [sm.SMPlan(32, 1, 2, 8, prefetch=True, regs=True, lean=True, split=2),
+               sm.SMPlan(30, 1, 2, 8, regs=True, split=2),
+               sm.SMPlan(128, 1, 2, 8, prefetch=True, regs=True, lean=True, split=2),
+               sm.SMPlan(64, 2, 2, 4, prefetch=True, regs=True, lean=True, split=2),
+               sm.SMPlan(128, 1, 2, 16, prefetch=True, regs=True, lean=True, split=2),
+               sm.SMPlan(64, 2, 2, 8, regs=True, lean=True, split=2),
+               sm.SMPlan(128, 1, 2, 12, prefetch=True, regs=True, lean=True, split=2),
+               sm.SMPlan(64, 1, 2, 8, prefetch=True, regs=True, lean=True, split=2, runs=True),
+               sm.SMPlan(16, 1, 2, 2, prefetch=True, regs=True, lean=True, runs=True)]
 _OFFSET = re.compile(r"subgroupMatrix(?:Load<[^>]*>>|Store)\(&sh_\w+, ([^,]+),")
 
 
-@pytest.mark.parametrize("plan", PLANS, ids=str)
+@pytest.mark.parametrize("plan", PLANS + SPLIT_PLANS, ids=str)
 def test_generated_kernel_interface(plan: sm.SMPlan) -> None:
     source = sm.source(plan)
     signature = _wgsl.parse(source)
@@ -45,22 +57,40 @@ def test_generated_kernel_interface(plan: sm.SMPlan) -> None:
     assert "array<subgroup_matrix" not in source
     nd = plan.dp // 16
     zeroed = r"var o_\d+_\d+ = subgroup_matrix_result<f32, 16, 16>\(\)"
-    assert len(re.findall(zeroed, source)) == plan.fq * nd
+    # a split's subgroup keeps 1 / split of the output fragments
+    assert len(re.findall(zeroed, source)) == plan.fq * nd // plan.split
     assert len(re.findall(r"let q_\d+_\d+ = subgroupMatrixLoad", source)) == plan.fq * nd
-    # QK^T and PV: FQ x FK x ND fragment products each per key tile
-    assert source.count("subgroupMatrixMultiplyAccumulate") == 2 * plan.fq * plan.fk * nd
+    # QK^T and PV: FQ x FK x ND fragment products each per key tile (shared out by a split)
+    products = 2 * plan.fq * plan.fk * nd // plan.split
+    assert source.count("subgroupMatrixMultiplyAccumulate") == products
     # Tint wants uniform matrix offsets: constants and the subgroup's bases only
     offsets = _OFFSET.findall(source)
-    assert len(offsets) > 2 * plan.fq * nd
+    assert len(offsets) > products
     for offset in offsets:
-        assert re.fullmatch(r"((qbase|sbase|pbase) \+ )?\d+u", offset), offset
+        assert re.fullmatch(r"((qbase|sbase|pbase|kbase|vbase|scol) \+ )?\d+u", offset), offset
+
+
+def test_split_plans_name_and_refuse_what_they_cannot_divide() -> None:
+    plan = sm.SMPlan(128, 1, 2, 16, prefetch=True, regs=True, lean=True, split=2)
+    assert (plan.name, plan.bq, plan.threads, plan.lanes_per_row) == ("1x2x16psl-c2", 128, 512, 4)
+    assert plan.q_width < plan.dp  # 128 rows of q do not fit the K/V area at once
+    assert sm.SMPlan(128, 1, 2, 8, regs=True, split=2).q_width == 128
+    for bad in ({"d": 40}, {"fk": 1}, {"rotate": True}, {"regs": False}):
+        args = {"d": 64, "fq": 1, "fk": 2, "sg": 8, "regs": True, "split": 2, **bad}
+        with pytest.raises(ValueError, match="split 2 must divide"):
+            sm.SMPlan(**args)  # type: ignore[arg-type]
+    assert sm.SMPlan(64, prefetch=True, regs=True, split=2).name == "2x2x4ps-c2"
+    assert sm.SMPlan(64, 1, regs=True, runs=True, split=2).name == "1x2x4su-c2"
+    with pytest.raises(ValueError, match="runs needs regs without rotate"):
+        sm.SMPlan(64, rotate=True, regs=True, runs=True)
 
 
 def test_plan_choice_fits_and_routes_by_head_dim() -> None:
     class Fake:
-        def __init__(self, budget: int) -> None:
+        def __init__(self, budget: int, invocations: int = 256) -> None:
             self.limits = {"max-compute-workgroup-storage-size": budget,
-                           "max-compute-workgroups-per-dimension": 65535}
+                           "max-compute-workgroups-per-dimension": 65535,
+                           "max-compute-invocations-per-workgroup": invocations}
 
     device = Fake(49152)
     for d in (40, 64, 80, 10, 96, 160):
@@ -73,6 +103,16 @@ def test_plan_choice_fits_and_routes_by_head_dim() -> None:
     assert not sm.supports(176, 256, 256, 16, device)  # type: ignore[arg-type]
     assert not sm.supports(64, 4096, 4096, 16, Fake(8192))  # type: ignore[arg-type]
     assert sm.SMPlan(64, 1, 2, 8).shared_bytes() <= 49152 < sm.SMPlan(80, 1, 2, 8).shared_bytes()
+    # head dim 128 (the DiTs): 16 subgroups split two to a row group where 512 invocations
+    # and its 46 KiB fit; otherwise the four-subgroup plan
+    for d in (128, 120):
+        plan = sm.choose_plan(d, 4608, 4608, 24, Fake(49152, 1024))  # type: ignore[arg-type]
+        assert plan is not None and (plan.name, plan.bq) == ("1x2x16psl-c2", 128)
+    for fake in (Fake(49152), Fake(32768, 1024)):
+        plan = sm.choose_plan(128, 4608, 4608, 24, fake)  # type: ignore[arg-type]
+        assert plan is not None and plan.name == "1x2x4psl"
+    plan = sm.choose_plan(64, 4096, 4096, 16, Fake(49152, 1024))  # type: ignore[arg-type]
+    assert plan is not None and plan.name == "1x2x4psl"
 
 
 def _reference(q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float) -> np.ndarray:
@@ -95,7 +135,8 @@ def _inputs(shape: tuple[int, ...], seed: int) -> tuple[np.ndarray, ...]:
 
 
 @pytest.mark.parametrize("shape", [(1, 2, 77, 77, 40), (2, 1, 100, 77, 64), (1, 1, 33, 130, 80),
-                                   (1, 2, 20, 45, 160), (1, 1, 17, 1, 10), (1, 1, 70, 300, 16)],
+                                   (1, 2, 20, 45, 160), (1, 1, 17, 1, 10), (1, 1, 70, 300, 16),
+                                   (1, 3, 150, 140, 128)],
                          ids=str)
 def test_matches_float64_where_available(device: gpucore.Device,
                                          shape: tuple[int, ...]) -> None:
@@ -140,6 +181,37 @@ def test_every_plan_matches_float64_where_available(device: gpucore.Device,
     _, h, lq, lk, d = shape
     rows_q, rows_kv = (h * lq * d, lq * d, d), (h * lk * d, lk * d, d)
     sm.record_attention_sm(*tensors, out, shape=shape, scale=1 / math.sqrt(d), plan=plan,
+                           strides=(rows_q, rows_kv, rows_kv, rows_q))
+    assert np.abs(out.numpy() - expected).max() / np.abs(expected).max() < 3e-3
+
+
+@pytest.mark.parametrize("plan", SPLIT_PLANS, ids=str)
+@pytest.mark.parametrize("scale", [1.0, -0.5], ids=["lean", "negative-scale"])
+def test_split_plans_match_float64_where_available(device: gpucore.Device, plan: sm.SMPlan,
+                                                   scale: float) -> None:
+    """Keys that grow along the sequence raise the row maxima on later tiles, so the
+    rescale factors travel between a row group's subgroups (sh_alpha); a negative scale
+    takes the softmax without the lean tree (record_attention_sm's fallback)."""
+    if not sm.available(device):
+        pytest.skip(f"{device.info.label} has no f16 subgroup matrices (Dawn on a GPU has)")
+    if plan.shared_bytes() > device.limits["max-compute-workgroup-storage-size"]:
+        pytest.skip(f"{plan.name} needs more workgroup memory than {device.info.label} has")
+    emulated_subset(device, plan in (SPLIT_PLANS[0], SPLIT_PLANS[-1]) and scale > 0)
+    # key tiles: 4 with the last partial, 2, or 1
+    for lk in (3 * plan.bk + 5, plan.bk + 1, plan.bk - 3):
+        _check_plan(device, plan, (2, 2, plan.bq + 9, lk, plan.d), scale)
+
+
+def _check_plan(device: gpucore.Device, plan: sm.SMPlan, shape: tuple[int, ...],
+                scale: float) -> None:
+    q, k, v = _inputs(shape, seed=plan.d + plan.sg)
+    scale = scale / math.sqrt(plan.d)
+    expected = _reference(q, k, v, scale)
+    tensors = [Tensor.from_numpy(x, device=device) for x in (q, k, v)]
+    out = Tensor.empty(q.shape, np.float16, device=device)
+    _, h, lq, lk, d = shape
+    rows_q, rows_kv = (h * lq * d, lq * d, d), (h * lk * d, lk * d, d)
+    sm.record_attention_sm(*tensors, out, shape=shape, scale=scale, plan=plan,
                            strides=(rows_q, rows_kv, rows_kv, rows_q))
     assert np.abs(out.numpy() - expected).max() / np.abs(expected).max() < 3e-3
 
