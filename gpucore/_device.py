@@ -24,7 +24,7 @@ from ._bindings import BindGroupCache
 from ._capture import Capture, CaptureError
 from ._errors import DeviceLimitError, GpuError, lost_or_gpu_error
 from ._limit import MemoryLimit
-from ._pipelines import PipelineCache
+from ._pipelines import Pending, PipelineCache, builds_later, resolved
 from ._pool import BufferPool, MemoryStats, exact_size, is_released, size_class
 from ._profile import Profile
 from ._residency import BufferLedger
@@ -77,6 +77,8 @@ class Device:
         self._tls = threading.local()  # this thread's current stream
         self.pipelines: PipelineCache[Pipeline] = PipelineCache(
             self._lock, concurrent=info.backend != "gl")
+        # a pipeline a dispatch needs is begun in the background (gpucore._pipelines)
+        self.builds_later = builds_later(info.backend, info.type)
         self.bind_groups = BindGroupCache(self.wgpu)
         self.profiling: Profile | None = None  # the open Profile (it sets this)
         self.capturing: Capture | None = None  # the open Capture (it sets this, under the lock)
@@ -242,8 +244,12 @@ class Device:
         """Encode one dispatch of a bound group into `stream` (under the lock; a replay's
         dispatches come here while a profile times them)."""
         profile = self.profiling if stream is self.default_stream else None
+        if profile is None and (stream.held or type(pipeline) is Pending):  # being built
+            stream.hold(pipeline, group, offsets, workgroups)
+            return
         if profile is not None:  # a pass of its own, to carry the timestamps
             stream.end_pass()
+            pipeline = resolved(pipeline)
             compute = stream.encoder_for_recording().begin_compute_pass(
                 label=label, timestamp_writes=profile.next_pass(label))
         else:

@@ -45,6 +45,7 @@ from . import _runtime
 from ._adapters import AdapterInfo
 from ._bindings import ParamsArena
 from ._errors import GpuError
+from ._pipelines import resolved
 
 __all__ = ["Event", "Stream", "StreamHost"]
 
@@ -126,6 +127,9 @@ class Stream:
         self.started = 0  # when the pending batch began (device-wide count): flush order
         # the open compute pass of the batch being recorded
         self.compute: GPUComputePassEncoder | None = None
+        # dispatches whose pipeline (or an earlier one's) is still being built, in order:
+        # encoded into the pass once it ends (gpucore._pipelines)
+        self.held: list[tuple[Any, Any, Any, tuple[int, int, int]]] = []
         self.pending = 0
         real_gpu = device.info.type != "cpu"
         self.submit_every = SUBMIT_EVERY if real_gpu else 1 << 62
@@ -169,15 +173,35 @@ class Stream:
         return now - self.opened >= budget
 
     def open_pass(self) -> GPUComputePassEncoder:
-        """The batch's shared compute pass (WebGPU orders dispatches within it)."""
+        """The batch's shared compute pass (WebGPU orders dispatches within it), the held
+        dispatches encoded into it first."""
         if self.compute is None:
             self.compute = self.encoder_for_recording().begin_compute_pass(label=self.name)
+        if self.held:
+            self._encode_held(self.compute)
         return self.compute
 
     def end_pass(self) -> None:
+        if self.held:
+            self.open_pass()
         if self.compute is not None:
             self.compute.end()
             self.compute = None
+
+    def hold(self, pipeline: Any, group: Any, offsets: Any,
+             workgroups: tuple[int, int, int]) -> None:
+        """Keep a dispatch whose pipeline may be a gpucore.Pending until the pass ends (or
+        is opened for a dispatch that cannot wait): the batch is not submitted meanwhile."""
+        self.encoder_for_recording()
+        self.held.append((pipeline, group, offsets, workgroups))
+        self.pending += 1
+
+    def _encode_held(self, compute: GPUComputePassEncoder) -> None:
+        held, self.held = self.held, []  # a build's error drops the rest of the pass
+        for pipeline, group, offsets, workgroups in held:
+            compute.set_pipeline(resolved(pipeline))
+            compute.set_bind_group(0, group, offsets)
+            compute.dispatch_workgroups(*workgroups)
 
     def flush(self) -> None:
         """Submit this stream's recorded work (does not wait, leaves other streams alone)."""

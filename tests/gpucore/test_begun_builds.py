@@ -1,0 +1,104 @@
+"""Pipelines begun in the background (gpucore._pipelines' Pending, gpucore._stream's held
+dispatches): a device that begins its builds computes what one building in place computes,
+bit for bit, builds each kernel once, and a build's error is the same one clear error."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import gpucore
+import gpustd
+from gpucore import ShaderCompileError
+from gpucore._pipelines import Pending
+
+pytestmark = pytest.mark.usefixtures("cache_home")  # conftest: a private cache directory
+
+# A NaN for `scale` passes the module and fails the pipeline (a constant must be finite)
+_NAN_SCALE = """
+override scale: f32 = 1.0;
+@group(0) @binding(0) var<storage, read_write> out: array<f32>;
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+    if (gid.x < arrayLength(&out)) { out[gid.x] = scale * f32(gid.x); }
+}
+"""
+
+
+def _fresh(device: gpucore.Device, *, later: bool) -> gpucore.Device:
+    if device.info.backend == "gl":
+        pytest.skip("OpenGL builds in place (its contexts stay on one thread)")
+    fresh = gpucore.Device(device.info)  # a pipeline cache of its own: every build cold
+    fresh.builds_later = later
+    return fresh
+
+
+def _work(device: gpucore.Device) -> np.ndarray:
+    rng = np.random.default_rng(5)
+    a = gpustd.asarray(rng.standard_normal((37, 29)).astype(np.float32), device=device)
+    b = gpustd.asarray(rng.standard_normal((29, 13)).astype(np.float32), device=device)
+    x = gpustd.matmul(a, b)
+    y = gpustd.exp(x * 0.25) + gpustd.sqrt(gpustd.abs(x))
+    return gpustd.softmax(y, axis=-1).numpy()
+
+
+def test_begun_builds_compute_the_same_with_the_same_kernels(device: gpucore.Device) -> None:
+    in_place = _fresh(device, later=False)
+    expected = _work(in_place)
+    later = _fresh(device, later=True)
+    x = gpustd.asarray(np.linspace(0, 1, 1001, dtype=np.float32), device=later)
+    (x * 3.0 + 1.0)  # recorded, not read: its dispatch waits for its pipeline
+    held = later.default_stream.held
+    assert held and all(type(h[0]) is Pending for h in held), "the build was not begun"
+    assert later.pipelines_created == 0
+    np.testing.assert_array_equal(_work(later), expected)
+    assert not later.default_stream.held
+    assert later.pipelines_created == in_place.pipelines_created + 1  # once each, plus x*3+1
+    again = later.pipelines_created
+    np.testing.assert_array_equal(_work(later), expected)
+    assert later.pipelines_created == again  # all built: nothing begun a second time
+
+
+def _captured(device: gpucore.Device, values: list[np.ndarray]) -> list[np.ndarray]:
+    x = gpustd.asarray(values[0], device=device)
+    with device.capture() as graph:
+        y = gpustd.tanh(x) * 2.0 + x
+    got = [y.numpy()]
+    for value in values[1:]:
+        x.buffer.write(value)
+        graph.replay()
+        got.append(y.numpy())
+    return got
+
+
+def test_a_capture_of_begun_builds_replays_the_same(device: gpucore.Device) -> None:
+    rng = np.random.default_rng(7)
+    values = [rng.standard_normal(515).astype(np.float32) for _ in range(3)]
+    expected = _captured(_fresh(device, later=False), values)
+    got = _captured(_fresh(device, later=True), values)
+    for e, g in zip(expected, got):
+        np.testing.assert_array_equal(g, e)
+    np.testing.assert_allclose(got[2], np.tanh(values[2]) * 2 + values[2], rtol=1e-5, atol=1e-5)
+
+
+def _failure(device: gpucore.Device) -> str:
+    kernel = gpucore.Kernel(_NAN_SCALE, name="nan_scale.wgsl", constants={"scale": np.nan})
+    out = gpucore.Buffer.zeros(64, device=device)
+    with pytest.raises(ShaderCompileError) as caught:
+        kernel.dispatch(1, out)
+        out.read()
+    return str(caught.value)
+
+
+def test_a_failed_build_is_the_one_clear_error_it_is_in_place(device: gpucore.Device) -> None:
+    in_place = _failure(_fresh(device, later=False))
+    later = _fresh(device, later=True)
+    assert _failure(later) == in_place and "nan_scale.wgsl" in in_place
+    assert _failure(later) == in_place  # asked again: built again, the same error
+    # a broken module is refused at the dispatch itself, as in place
+    broken = gpucore.Kernel("@compute @workgroup_size(1) fn main() { let x: f32 = ; }",
+                            name="broken.wgsl")
+    out = gpucore.Buffer.zeros(4, device=later)
+    with pytest.raises(ShaderCompileError, match=r"broken\.wgsl"):
+        broken.dispatch(1, device=later)
+    assert out.read().tolist() == [0.0] * 4  # the device goes on working
