@@ -13,9 +13,11 @@ CFG 7), in three phases:
 and then, under "cold", whole processes: for float32 and float16 (where the device has
 shader-f16), a first process with an empty cache directory (ours and Mesa's: XDG_CACHE_HOME
 points into a fresh folder) and a second one after it, each loading the model and writing one
-PNG, split by gpucore.Phases into import (the interpreter's start included), device, read,
-convert, upload, compile (with the number of kernels built), autotune, capture, denoise,
-decode, png and what no phase claimed.
+PNG (the kernels the first one used built ahead in the second, as the CLI does:
+gpucore.Warmup), split by gpucore.Phases into import (the interpreter's start included),
+device, read, convert, upload, compile (with the number of kernels built), compile wait
+(waiting for kernels built in the background), autotune, capture, denoise, decode, png and
+what no phase claimed.
 
 Each row splits the wall time: `blocked_ms`, inside queue submits and read-back waits (where
 the host waits for the device; on a CPU adapter the device's work runs there), `host_ms`, the
@@ -136,11 +138,13 @@ def cold_child(model: str | None, dtype: str, settings: dict[str, Any], out: str
 
             from diffusion import load_pipeline
             from diffusion.infotext import save_images
-        with gpucore.phase("load"):
+        with gpucore.phase("load"):  # as the CLI's txt2img: last time's kernels begun first
+            warmup = gpucore.Warmup(gpucore.default_device(), f"txt2img {model} {dtype}")
             pipe = load_pipeline(model, dtype=np.dtype(dtype))
         result = pipe.txt2img(**settings)
         with gpucore.phase("png"):
             save_images(result.images, result.settings, out)
+        warmup.save()
     device = gpucore.default_device().info
     print(json.dumps({"device": device.label, "runtime": device.runtime, **phases.split()}))
 
