@@ -9,7 +9,7 @@ import pytest
 
 import gpucore
 import gpustd
-from gpucore import ShaderCompileError
+from gpucore import ShaderCompileError, _stream
 from gpucore._pipelines import Pending
 
 pytestmark = pytest.mark.usefixtures("cache_home")  # conftest: a private cache directory
@@ -69,6 +69,42 @@ def _captured(device: gpucore.Device, values: list[np.ndarray]) -> list[np.ndarr
         graph.replay()
         got.append(y.numpy())
     return got
+
+
+def _interleaved(device: gpucore.Device) -> np.ndarray:
+    """Dispatches with a host write, a copy, a clear and a large write among them, in an order
+    where each matters: x = a * 2; x[:3] = write; y = copy of x; x zeroed; y + x + b * 3."""
+    rng = np.random.default_rng(11)
+    a = gpustd.asarray(rng.standard_normal(263).astype(np.float32), device=device)
+    big = rng.standard_normal((1 << 18) + 5).astype(np.float32)  # past HELD_WRITE_MAX
+    x = a * 2.0
+    x.buffer.write(np.array([7.0, 8.0, 9.0], np.float32))
+    y = gpustd.zeros(263, device=device)
+    y.buffer.copy_from(x.buffer)
+    x.buffer.fill_zero()
+    b = gpustd.asarray(big, device=device)
+    out = (y + x) + b[:263] * 3.0
+    return out.numpy()
+
+
+def test_writes_copies_and_clears_wait_behind_begun_builds(
+        device: gpucore.Device, monkeypatch: pytest.MonkeyPatch) -> None:
+    expected = _interleaved(_fresh(device, later=False))
+    later = _fresh(device, later=True)
+    held: list[str] = []
+    hold = _stream.Stream.hold
+    monkeypatch.setattr(_stream.Stream, "hold", lambda self, command: (
+        held.append(command[0] if isinstance(command[0], str) else "dispatch"),
+        hold(self, command))[1])
+    np.testing.assert_array_equal(_interleaved(later), expected)
+    assert {"dispatch", "copy", "clear"} <= set(held)  # the write is a held copy too
+    assert held.count("copy") >= 2
+    rng = np.random.default_rng(11)
+    a = rng.standard_normal(263).astype(np.float32)
+    big = rng.standard_normal((1 << 18) + 5).astype(np.float32)
+    reference = a * 2
+    reference[:3] = [7, 8, 9]
+    np.testing.assert_allclose(expected, reference + big[:263] * 3, rtol=1e-6, atol=1e-6)
 
 
 def test_a_capture_of_begun_builds_replays_the_same(device: gpucore.Device) -> None:
