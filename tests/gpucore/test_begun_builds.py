@@ -138,3 +138,23 @@ def test_a_failed_build_is_the_one_clear_error_it_is_in_place(device: gpucore.De
     with pytest.raises(ShaderCompileError, match=r"broken\.wgsl"):
         broken.dispatch(1, device=later)
     assert out.read().tolist() == [0.0] * 4  # the device goes on working
+
+
+def test_kernels_begun_ahead_are_taken_not_built_again(device: gpucore.Device) -> None:
+    """What gpucore.Warmup does on Dawn: begin each listed kernel, the ops take them."""
+    first = _fresh(device, later=True)
+    first.pipelines.start_log()
+    expected = _work(first)
+    listed = first.pipelines.stop_log()
+    assert len(listed) == first.pipelines_created >= 3
+    second = _fresh(device, later=True)
+    second.pipelines.start_log()
+    for source, name, entry, constants in listed:
+        gpucore.Kernel(source, name=name, entry=entry, constants=constants).build_ahead(
+            second, begin=True)
+    assert second.pipelines_created == 0 and second.pipelines.log == {}  # begun, not used
+    second.pipelines.settle()
+    assert second.pipelines_created == len(listed)
+    np.testing.assert_array_equal(_work(second), expected)
+    assert second.pipelines_created == len(listed)  # the work built none of its own
+    assert len(second.pipelines.stop_log()) == len(listed)
