@@ -254,17 +254,18 @@ def adapt_source(runtime: str, source: str) -> str:
 
 _loaded: dict[str, Runtime] = {}
 _lock = threading.Lock()
+_dawn_toggles: list[str] = []
 _pool: list[ThreadPoolExecutor] = []
 
 
 def _builders() -> ThreadPoolExecutor:
-    """The threads wgpu-native's pipelines are built on (daemon-like: idle ones cost nothing)."""
+    """The threads wgpu-native's pipelines are built on, started on first use (at exit
+    Python waits for the builds under way, a few at most)."""
     with _lock:
         if not _pool:
             _pool.append(ThreadPoolExecutor(min(8, os.cpu_count() or 1),
                                             thread_name_prefix="gpucore-build"))
         return _pool[0]
-_dawn_toggles: list[str] = []
 
 
 def requested_runtime() -> str:

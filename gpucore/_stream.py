@@ -130,8 +130,8 @@ class Stream:
         self.started = 0  # when the pending batch began (device-wide count): flush order
         # the open compute pass of the batch being recorded
         self.compute: GPUComputePassEncoder | None = None
-        # dispatches whose pipeline (or an earlier one's) is still being built, in order:
-        # encoded into the pass once it ends (gpucore._pipelines)
+        # commands held behind a dispatch whose pipeline is still being built, in order
+        # (hold(); gpucore._pipelines): encoded when the pass ends or is needed at once
         self.held: list[tuple] = []
         self.pending = 0
         real_gpu = device.info.type != "cpu"
