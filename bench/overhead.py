@@ -13,15 +13,18 @@ CFG 7), in three phases:
 and then, under "cold", whole processes: for float32 and float16 (where the device has
 shader-f16), a first process with an empty cache directory (ours and Mesa's: XDG_CACHE_HOME
 points into a fresh folder) and a second one after it, each loading the model and writing one
-PNG, split by gpucore.Phases into import (the interpreter's start included), device, read,
-convert, upload, compile (with the number of kernels built), autotune, capture, denoise,
-decode, png and what no phase claimed.
+PNG (the kernels the first one used built ahead in the second, as the CLI does:
+gpucore.Warmup), split by gpucore.Phases into import (the interpreter's start included),
+device, read, convert, upload, compile (with the number of kernels built), compile wait
+(waiting for kernels built in the background), autotune, capture, denoise, decode, png and
+what no phase claimed.
 
 Each row splits the wall time: `blocked_ms`, inside queue submits and read-back waits (where
 the host waits for the device; on a CPU adapter the device's work runs there), `host_ms`, the
 rest (Python, wgpu recording, tokenizer, sampler; no PNG is written), `compile_ms`
-(inside Kernel builds), the stages (text conditioning, denoising, decode, each wall) and
-`recorded`, the dispatches and copies recorded (a replayed capture records none).
+(inside Kernel builds, or beginning and waiting for those built in the background), the
+stages (text conditioning, denoising, decode, each wall) and `recorded`, the dispatches and
+copies recorded (a replayed capture records none).
 `cpu_ms` is the process's CPU time, lavapipe's threads included: on a loaded machine it moves
 less than the wall time. On a GPU `host_ms` is the latency every picture pays beyond the GPU's
 work; on lavapipe nearly all of a picture is `blocked_ms` (bench/NOTES.md, "Fixed costs").
@@ -79,12 +82,14 @@ def _clocked(device: Any) -> Iterator[tuple[_Clock, _Clock]]:
     """(submits and read-backs as "blocked", kernel builds as "compile"; the pipeline's stages,
     which nest submits, on a clock of their own) while inside."""
     from diffusion.pipelines.sd import guided_unet, stable_diffusion
-    from gpucore import _kernel, _staging
+    from gpucore import _kernel, _pipelines, _staging
 
     clock, stages = _Clock(), _Clock()
     undo = [clock.wrap(type(device.queue), "submit", "blocked"),  # wgpu-native's or Dawn's
             clock.wrap(_staging.Staging, "read", "blocked"),
             clock.wrap(_kernel.Kernel, "_build", "compile"),
+            clock.wrap(_kernel.Kernel, "_begin", "compile"),  # a build begun in the background
+            clock.wrap(_pipelines.Pending, "result", "compile"),  # and waited for
             stages.wrap(stable_diffusion.StableDiffusion, "_contexts", "text"),
             stages.wrap(guided_unet.GuidedUNet, "__call__", "denoise"),
             stages.wrap(stable_diffusion.StableDiffusion, "_decode", "decode")]
@@ -136,11 +141,13 @@ def cold_child(model: str | None, dtype: str, settings: dict[str, Any], out: str
 
             from diffusion import load_pipeline
             from diffusion.infotext import save_images
-        with gpucore.phase("load"):
+        with gpucore.phase("load"):  # as the CLI's txt2img: last time's kernels begun first
+            warmup = gpucore.Warmup(gpucore.default_device(), f"txt2img {model} {dtype}")
             pipe = load_pipeline(model, dtype=np.dtype(dtype))
         result = pipe.txt2img(**settings)
         with gpucore.phase("png"):
             save_images(result.images, result.settings, out)
+        warmup.save()
     device = gpucore.default_device().info
     print(json.dumps({"device": device.label, "runtime": device.runtime, **phases.split()}))
 

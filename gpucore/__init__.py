@@ -7,10 +7,11 @@ Modules, each below the ones that use it: `_phases` (where a process's time goes
 (the cache directory a second cold start reuses) below all; `_runtime` (wgpu-native or Dawn,
 what differs between them) and `_adapters` (finding and choosing an adapter); `_memtrace`,
 `_pool`, `_residency`, `_limit` (where memory goes, the buffer pool, the ledger of the buffers
-captures pin and lend, the pool's cap); `_bindings`, `_stream`, `_profile`, `_staging`,
-`_capture` (bind groups and params, streams and events, timestamps, transfers, capture and
-replay), each declaring as a Protocol what it needs of its device; `_pipelines` (each compiled
-pipeline built once, by whichever thread asks first); `_device` (Device) ties those
+captures pin and lend, the pool's cap); `_pipelines` (each compiled pipeline built once, by
+whichever thread asks first, or begun in the background with a Pending in its place);
+`_bindings`, `_stream`, `_profile`, `_staging`, `_capture` (bind groups and params, streams
+and events, timestamps, transfers, capture and replay), each declaring as a Protocol what it
+needs of its device; `_device` (Device) ties those
 together, handing each what it asks for; `_buffer` (Buffer) and `_kernel` (Kernel, with `_wgsl`
 reading shaders' signatures and `_shaders` finding their files) on top; `_group` (several
 devices), `_autotune` and `_warmup` (kernels built ahead in threads) above those; `_teardown`

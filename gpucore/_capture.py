@@ -48,6 +48,7 @@ from wgpu.classes import (
 from ._bindings import BindGroupCache
 from ._capture_share import plan, remap
 from ._errors import GpuError
+from ._pipelines import resolved
 from ._pool import BufferPool
 from ._profile import Profile
 from ._residency import BufferLedger
@@ -223,6 +224,7 @@ class Capture:
             kind = c[0]
             if kind == "dispatch":
                 _, pipeline, layout, entries, p, grid, label = c
+                pipeline = resolved(pipeline)  # a gpucore.Pending while it was built
                 offsets: tuple[int, ...] = ()
                 if p is not None:
                     entries = (*entries, (uniform, 0, len(p)))
@@ -368,7 +370,7 @@ def replay_ops(dev: CaptureHost, ops: list[tuple]) -> None:
                     dev.encode_dispatch(stream, op[1], op[2], op[3], op[4], op[5])
                     continue
                 if compute is None:
-                    compute = stream.compute or stream.open_pass()
+                    compute = stream.open_pass()
                     native = native_pass_functions(compute)
                 handles = op[6]
                 if native is not None and handles is not None:

@@ -24,7 +24,7 @@ from ._bindings import BindGroupCache
 from ._capture import Capture, CaptureError
 from ._errors import DeviceLimitError, GpuError, lost_or_gpu_error
 from ._limit import MemoryLimit
-from ._pipelines import PipelineCache
+from ._pipelines import Pending, PipelineCache, builds_later, resolved
 from ._pool import BufferPool, MemoryStats, exact_size, is_released, size_class
 from ._profile import Profile
 from ._residency import BufferLedger
@@ -77,6 +77,8 @@ class Device:
         self._tls = threading.local()  # this thread's current stream
         self.pipelines: PipelineCache[Pipeline] = PipelineCache(
             self._lock, concurrent=info.backend != "gl")
+        # a pipeline a dispatch needs is begun in the background (gpucore._pipelines)
+        self.builds_later = builds_later(info.backend, info.type)
         self.bind_groups = BindGroupCache(self.wgpu)
         self.profiling: Profile | None = None  # the open Profile (it sets this)
         self.capturing: Capture | None = None  # the open Capture (it sets this, under the lock)
@@ -242,8 +244,12 @@ class Device:
         """Encode one dispatch of a bound group into `stream` (under the lock; a replay's
         dispatches come here while a profile times them)."""
         profile = self.profiling if stream is self.default_stream else None
+        if profile is None and (stream.held or type(pipeline) is Pending):  # being built
+            stream.hold((pipeline, group, offsets, workgroups))
+            return
         if profile is not None:  # a pass of its own, to carry the timestamps
             stream.end_pass()
+            pipeline = resolved(pipeline)
             compute = stream.encoder_for_recording().begin_compute_pass(
                 label=label, timestamp_writes=profile.next_pass(label))
         else:
@@ -267,21 +273,14 @@ class Device:
             if size:
                 if self.capturing is not None:
                     self.capturing.add_copy(src, src_offset, dst, dst_offset, size)
-                stream = self.current_stream
-                stream.end_pass()
-                stream.encoder_for_recording().copy_buffer_to_buffer(
-                    src, src_offset, dst, dst_offset, size)
-                stream.pending += 1
+                self.current_stream.copy(src, src_offset, dst, dst_offset, size)
 
     def record_clear(self, buffer: GPUBuffer, size: int) -> None:
         """Record a clear to zero of the first `size` bytes of `buffer`."""
         with self._lock:
             if self.capturing is not None:
                 self.capturing.add_clear(buffer, size)
-            stream = self.current_stream
-            stream.end_pass()
-            stream.encoder_for_recording().clear_buffer(buffer, 0, size)
-            stream.pending += 1
+            self.current_stream.clear(buffer, size)
 
     def flush(self) -> None:
         """Submit everything recorded so far on every stream (does not wait for it)."""
@@ -388,6 +387,10 @@ class Device:
             if self.capturing is not None:
                 self.capturing.add_write(
                     buffer, offset, data if isinstance(data, bytes) else data.tobytes())
+            stream = self.current_stream
+            if (stream.held and all(s is stream or s.encoder is None for s in self._streams)
+                    and stream.held_write(buffer, offset, data)):
+                return
             self.flush()
             self.staging.write(buffer, offset, data)
             if self.staging.held > STAGING_LIMIT and self.capturing is None:

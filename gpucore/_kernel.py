@@ -18,11 +18,12 @@ from ._device import Device, Pipeline
 from ._dtypes import wgsl_scalar
 from ._errors import BindingError, BindingTypeError, DeviceLimitError, ShaderCompileError
 from ._phases import phase
-from ._runtime import GPU_ERRORS, adapt_source
+from ._runtime import GPU_ERRORS, adapt_source, create_pipeline_later
 from ._shaders import shader_source
 
 __all__ = ["Kernel", "fold_grid"]
 
+_BEGUN_ERRORS: tuple[type[BaseException], ...] = (*GPU_ERRORS, RuntimeError)
 _LOCATION = re.compile(r"(?:wgsl|WGSL: ):(\d+):(\d+)")  # naga's, then Tint's (Dawn) form
 _MESSAGE = re.compile(r"Shader (?:'[^']*' )?(?:parsing |validation )?error: ([^\n]*)")
 _loaded: dict[tuple, Kernel] = {}  # Kernel.cached's and Kernel.generated's store
@@ -186,9 +187,13 @@ class Kernel:
         """(pipeline, bind group layout) on `device`; compiled once per device and cached."""
         return device.pipeline(self._key, lambda: self._build(device))
 
-    def build_ahead(self, device: Device) -> None:
-        """Compile on `device` now, not noted as used (gpucore._warmup's threads)."""
-        device.pipelines.get(self._key, lambda: self._build(device), use=False)
+    def build_ahead(self, device: Device, *, begin: bool = False) -> None:
+        """Compile on `device` now, not noted as used (gpucore._warmup); `begin`: begun only."""
+        if begin:
+            device.pipelines.begin(self._key, lambda: self._begin(device),
+                                   lambda: self._build(device), use=False)
+        else:
+            device.pipelines.get(self._key, lambda: self._build(device), use=False)
 
     def _build(self, device: Device) -> Pipeline:
         with phase("compile"):
@@ -196,7 +201,39 @@ class Kernel:
         device.pipelines.note(self._key, (self.source, self.name, self.entry, self.constants))
         return built
 
+    def compile_begun(self, device: Device) -> tuple[Any, Any]:
+        """`compile`, but where `device.builds_later` a pipeline not built yet is begun in the
+        background, a gpucore Pending in its place (the dispatch records it; _pipelines)."""
+        if not device.builds_later:
+            return self.compile(device)
+        return device.pipelines.begin(self._key, lambda: self._begin(device),
+                                      lambda: self._build(device))
+
+    def _begin(self, device: Device) -> tuple[Callable[[], Any], Any]:
+        with phase("compile"):
+            descriptor, layout = self._describe(device)
+            wait = create_pipeline_later(device.info.runtime, device.wgpu, descriptor)
+        device.pipelines.note(self._key, (self.source, self.name, self.entry, self.constants))
+
+        def finish() -> Any:
+            try:
+                return wait()
+            except _BEGUN_ERRORS as exc:
+                raise self._compile_error(exc) from None
+
+        return finish, layout
+
     def _build_pipeline(self, device: Device) -> Pipeline:
+        descriptor, layout = self._describe(device)
+        try:
+            pipeline = device.wgpu.create_compute_pipeline(**descriptor)
+        except GPU_ERRORS as exc:
+            raise self._compile_error(exc) from None
+        return pipeline, layout
+
+    def _describe(self, device: Device) -> tuple[dict[str, Any], Any]:
+        """The shader module (compiled now: its errors are raised here), the checks, and
+        create_compute_pipeline's arguments with the bind group layout."""
         dev = device.wgpu
         try:
             module = dev.create_shader_module(
@@ -228,16 +265,11 @@ class Kernel:
                             "buffer": {"type": wgpu.BufferBindingType.uniform,
                                        "has_dynamic_offset": True}})
         layout = dev.create_bind_group_layout(entries=entries)
-        try:
-            pipeline = dev.create_compute_pipeline(
-                label=self.label,
-                layout=dev.create_pipeline_layout(bind_group_layouts=[layout]),
-                compute={"module": module, "entry_point": self.entry,
-                         "constants": self.constants},
-            )
-        except GPU_ERRORS as exc:
-            raise self._compile_error(exc) from None
-        return pipeline, layout
+        descriptor = {"label": self.label,
+                      "layout": dev.create_pipeline_layout(bind_group_layouts=[layout]),
+                      "compute": {"module": module, "entry_point": self.entry,
+                                  "constants": self.constants}}
+        return descriptor, layout
 
     def _compile_error(self, exc: BaseException) -> ShaderCompileError:
         text = str(exc)
@@ -355,7 +387,7 @@ class Kernel:
                                f"are on {bufs[0].device.info.label}; dispatch on the buffers' "
                                "device (copy the data over through the host first)")
         grid = fold_grid(workgroups, device.limits["max-compute-workgroups-per-dimension"])
-        pipeline, layout = self.compile(device)
+        pipeline, layout = self.compile_begun(device)
         if 0 in grid:
             return
         for (b, _, _), buf, least in zip(self._bindings, bufs, self._least):

@@ -20,7 +20,8 @@ from __future__ import annotations
 import os
 import re
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Protocol
@@ -41,6 +42,7 @@ __all__ = [
     "MatrixConfig",
     "Runtime",
     "adapt_source",
+    "create_pipeline_later",
     "dawn_error_types",
     "dawn_toggles",
     "emulated_configs",
@@ -253,6 +255,17 @@ def adapt_source(runtime: str, source: str) -> str:
 _loaded: dict[str, Runtime] = {}
 _lock = threading.Lock()
 _dawn_toggles: list[str] = []
+_pool: list[ThreadPoolExecutor] = []
+
+
+def _builders() -> ThreadPoolExecutor:
+    """The threads wgpu-native's pipelines are built on, started on first use (at exit
+    Python waits for the builds under way, a few at most)."""
+    with _lock:
+        if not _pool:
+            _pool.append(ThreadPoolExecutor(min(8, os.cpu_count() or 1),
+                                            thread_name_prefix="gpucore-build"))
+        return _pool[0]
 
 
 def requested_runtime() -> str:
@@ -340,6 +353,17 @@ def load(name: str, *, required: bool = False) -> Runtime | None:
             raise ValueError(f"unknown runtime {name!r}; one of {RUNTIMES}")
         _loaded[name] = runtime
         return runtime
+
+
+def create_pipeline_later(runtime: str, device: GPUDevice,
+                          descriptor: dict[str, Any]) -> Callable[[], Any]:
+    """Begin create_compute_pipeline(**descriptor) on `runtime`'s device off this thread;
+    returns what waits for the pipeline (raising the build's error). Dawn builds on threads of
+    its own (create_compute_pipeline_async: Dawn's calls stay on the caller's thread);
+    wgpu-native takes calls from any thread, and builds on a pool of ours."""
+    if runtime == "dawn":
+        return device.create_compute_pipeline_async(**descriptor).sync_wait
+    return _builders().submit(lambda: device.create_compute_pipeline(**descriptor)).result
 
 
 def dawn_error_types() -> tuple[type[BaseException], ...]:

@@ -45,6 +45,7 @@ from . import _runtime
 from ._adapters import AdapterInfo
 from ._bindings import ParamsArena
 from ._errors import GpuError
+from ._pipelines import resolved
 
 __all__ = ["Event", "Stream", "StreamHost"]
 
@@ -68,6 +69,9 @@ FIRST_SUBMIT = 8
 # ~5 ms before the first submit, then 64 more, 35.6 ms wall for 25.5 ms of kernels on an H200).
 FIRST_SUBMIT_S = 0.0005
 SUBMIT_AFTER_MAX_S = 0.004
+# A host write recorded while dispatches wait for their pipelines is held as a copy up to this
+# size (a small constant an op makes mid-picture); a larger one submits the batch instead.
+HELD_WRITE_MAX = 1 << 20
 
 
 class StreamHost(Protocol):
@@ -126,6 +130,9 @@ class Stream:
         self.started = 0  # when the pending batch began (device-wide count): flush order
         # the open compute pass of the batch being recorded
         self.compute: GPUComputePassEncoder | None = None
+        # commands held behind a dispatch whose pipeline is still being built, in order
+        # (hold(); gpucore._pipelines): encoded when the pass ends or is needed at once
+        self.held: list[tuple] = []
         self.pending = 0
         real_gpu = device.info.type != "cpu"
         self.submit_every = SUBMIT_EVERY if real_gpu else 1 << 62
@@ -169,15 +176,83 @@ class Stream:
         return now - self.opened >= budget
 
     def open_pass(self) -> GPUComputePassEncoder:
-        """The batch's shared compute pass (WebGPU orders dispatches within it)."""
+        """The batch's shared compute pass (WebGPU orders dispatches within it), the held
+        commands encoded first."""
+        if self.held:
+            self._encode_held()
         if self.compute is None:
             self.compute = self.encoder_for_recording().begin_compute_pass(label=self.name)
         return self.compute
 
     def end_pass(self) -> None:
+        if self.held:
+            self._encode_held()
         if self.compute is not None:
             self.compute.end()
             self.compute = None
+
+    # -- held commands: while a dispatch waits for its pipeline (gpucore._pipelines), what
+    # is recorded after it waits too, in order, until the batch has to be encoded
+    def hold(self, command: tuple) -> None:
+        """Keep `command` (a dispatch: (pipeline or Pending, group, offsets, workgroups);
+        ("copy", src, src_offset, dst, dst_offset, size); ("clear", buffer, size)) until
+        the batch is encoded: the pass ends for a dispatch that cannot wait, or a submit."""
+        self.encoder_for_recording()
+        self.held.append(command)
+        self.pending += 1
+
+    def copy(self, src: GPUBuffer, src_offset: int, dst: GPUBuffer, dst_offset: int,
+             size: int) -> None:
+        """Record a buffer-to-buffer copy (held behind held dispatches)."""
+        if self.held:
+            self.hold(("copy", src, src_offset, dst, dst_offset, size))
+            return
+        self.end_pass()
+        self.encoder_for_recording().copy_buffer_to_buffer(src, src_offset, dst, dst_offset,
+                                                           size)
+        self.pending += 1
+
+    def clear(self, buffer: GPUBuffer, size: int) -> None:
+        """Record a clear to zero of the first `size` bytes of `buffer` (held likewise)."""
+        if self.held:
+            self.hold(("clear", buffer, size))
+            return
+        self.end_pass()
+        self.encoder_for_recording().clear_buffer(buffer, 0, size)
+        self.pending += 1
+
+    def held_write(self, buffer: GPUBuffer, offset: int, data: np.ndarray | bytes) -> bool:
+        """Hold a host write behind held dispatches, as a copy from a buffer of its own
+        (False where nothing is held, or the write is large or odd: the caller then submits
+        them first, as always)."""
+        size = len(data) if isinstance(data, bytes) else data.nbytes
+        if not self.held or size > HELD_WRITE_MAX or offset % 4 or size % 4 or not size:
+            return False
+        raw = data if isinstance(data, bytes) else np.ascontiguousarray(data).tobytes()
+        source = self.device.wgpu.create_buffer_with_data(data=raw,
+                                                          usage=wgpu.BufferUsage.COPY_SRC)
+        self.hold(("copy", source, 0, buffer, offset, size))
+        return True
+
+    def _encode_held(self) -> None:
+        held, self.held = self.held, []  # a build's error drops the rest of the batch
+        for command in held:
+            kind = command[0]
+            if type(kind) is str:
+                if self.compute is not None:
+                    self.compute.end()
+                    self.compute = None
+                encoder = self.encoder_for_recording()
+                if kind == "copy":
+                    encoder.copy_buffer_to_buffer(*command[1:])
+                else:
+                    encoder.clear_buffer(command[1], 0, command[2])
+                continue
+            if self.compute is None:
+                self.compute = self.encoder_for_recording().begin_compute_pass(label=self.name)
+            self.compute.set_pipeline(resolved(kind))
+            self.compute.set_bind_group(0, command[1], command[2])
+            self.compute.dispatch_workgroups(*command[3])
 
     def flush(self) -> None:
         """Submit this stream's recorded work (does not wait, leaves other streams alone)."""

@@ -15,10 +15,11 @@ name; it holds each kernel's WGSL, entry point and constants, so a stale or dama
 at most some wasted building, never a wrong result: the kernels are the ones the ops ask for,
 found by the same key (source hash, entry, constants).
 
-Builds run ahead only where a device takes calls from several threads: wgpu-native's Vulkan,
-Metal and D3D12 devices. OpenGL's contexts are not shared between threads, and Dawn is not
-called from threads here (its create_compute_pipeline_async is the way to do it there); on
-those, and with GPUCORE_WARMUP=0, a Warmup does nothing.
+Builds run ahead in threads where a device takes calls from several threads: wgpu-native's
+Vulkan, Metal and D3D12 devices. Dawn is called from one thread only: there the Warmup begins
+every listed build at once, on the calling thread, and Dawn compiles them on threads of its own
+(create_compute_pipeline_async; gpucore._pipelines). OpenGL's contexts are not shared between
+threads; on OpenGL, and with GPUCORE_WARMUP=0, a Warmup does nothing.
 """
 
 from __future__ import annotations
@@ -33,18 +34,19 @@ from pathlib import Path
 from . import _autotune, _cache
 from ._device import Device
 from ._kernel import Kernel
+from ._pipelines import ENV
 
 __all__ = ["ENV", "Warmup"]
 
-ENV = "GPUCORE_WARMUP"
 FORMAT = 1
 MAX_THREADS = 8
 
 
 def enabled(device: Device) -> bool:
     """Whether builds may run ahead on `device` (module docstring)."""
-    return (os.environ.get(ENV, "1").strip() != "0" and device.info.runtime == "wgpu"
-            and device.info.backend != "gl")
+    if os.environ.get(ENV, "1").strip() == "0" or device.info.backend == "gl":
+        return False
+    return device.info.runtime == "wgpu" or device.builds_later
 
 
 class Warmup:
@@ -67,6 +69,9 @@ class Warmup:
         device.pipelines.start_log()  # an earlier Warmup never saved (its run failed): replaced
         self._queue.extend(self._listed())
         self.ahead = len(self._queue)
+        if device.info.runtime != "wgpu":  # Dawn: begun here, built on Dawn's threads
+            self._work(begin=True)
+            return
         # Daemon threads: a process that ends early (an error) does not wait for the list.
         count = min(threads or MAX_THREADS, os.cpu_count() or 1, self.ahead)
         self._threads = [threading.Thread(target=self._work, name=f"gpucore-warmup-{i}",
@@ -83,7 +88,7 @@ class Warmup:
         return [(k["source"], k["name"], k["entry"], dict(k["constants"])) for k in kernels
                 if isinstance(k, dict) and {"source", "name", "entry", "constants"} <= set(k)]
 
-    def _work(self) -> None:
+    def _work(self, *, begin: bool = False) -> None:
         while True:
             try:
                 source, name, entry, constants = self._queue.popleft()
@@ -91,7 +96,7 @@ class Warmup:
                 return
             try:
                 kernel = Kernel(source, name=name, entry=entry, constants=constants)
-                kernel.build_ahead(self.device)
+                kernel.build_ahead(self.device, begin=begin)
             except Exception:  # the op that needs it builds it again and says what failed
                 continue
 
@@ -99,6 +104,8 @@ class Warmup:
         """Block until every build ahead has finished; returns how many were listed."""
         for thread in self._threads:
             thread.join()
+        if self.path is not None and not self._threads:
+            self.device.pipelines.settle()  # those begun on Dawn's threads
         return self.ahead
 
     def stop(self) -> None:
