@@ -11,7 +11,7 @@ import numpy as np
 
 from gpucore import Device
 
-from . import depth, filters
+from . import depth, filters, lineart
 from .ip_adapter_modules import IP_ADAPTER_MODULES
 from .resize import resize_with_pad
 
@@ -72,6 +72,9 @@ PREPROCESSORS: dict[str, Preprocessor] = {p.name: p for p in (
     Preprocessor("tile_resample", filters.tile_resample,
                  Slider("Down Sampling Rate", 1.0, 1.0, 8.0, 0.01)),
     Preprocessor("depth_anything_v2", depth.depth_anything_v2),
+    # model-based: their files in the annotator folder (loaders.control.annotator_file)
+    Preprocessor("lineart_realistic", lineart.lineart_realistic, resolution="pad"),
+    Preprocessor("lineart_coarse", lineart.lineart_coarse, resolution="pad"),
     # the picture with the unit's mask in alpha, for the inpaint ControlNet (inpaint_map)
     *(Preprocessor(name, filters.identity) for name in ("inpaint", "inpaint_global_harmonious",
                                                         "inpaint_only")),
