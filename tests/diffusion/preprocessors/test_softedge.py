@@ -1,0 +1,86 @@
+"""softedge_hed / softedge_hedsafe (and PiDiNet's) against controlnet_aux's HEDdetector and
+PidiNetDetector on the same random networks, saved as the annotator files with torch.save."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+cv2 = pytest.importorskip("cv2", reason="opencv-python-headless is a test-only reference "
+                                        "(extra: reference)")
+torch = pytest.importorskip("torch", reason="torch is a test-only reference (extra: reference)")
+from controlnet_aux_ref import controlnet_aux  # noqa: E402
+from sd_tiny import randomized  # noqa: E402
+
+import gpucore  # noqa: E402
+from diffusion.loaders.control import annotator_file  # noqa: E402
+from diffusion.loaders.errors import WeightsError  # noqa: E402
+from diffusion.preprocessors import preprocess  # noqa: E402
+from diffusion.preprocessors.softedge import hed_edges  # noqa: E402
+
+hed = controlnet_aux("hed")
+
+
+def _picture(seed: int, height: int = 29, width: int = 35) -> np.ndarray:
+    """Random blobs; sides that no pooling stride divides."""
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (height // 4, width // 4, 3), dtype=np.uint8)
+    return cv2.resize(small, (width, height), interpolation=cv2.INTER_CUBIC)
+
+
+@pytest.fixture(scope="module")
+def hed_network(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Path]:
+    folder = tmp_path_factory.mktemp("annotators")
+    (folder / "hed").mkdir()
+    network = randomized(hed.ControlNetHED_Apache2(), 5, scale=0.15)
+    with torch.no_grad():
+        network.norm.copy_(torch.tensor([120.0, 110.0, 100.0]).reshape(1, 3, 1, 1))
+    torch.save(network.state_dict(), folder / "hed" / "ControlNetHED.pth")
+    return network, folder
+
+
+def test_hed_edges_equal_the_network(first_device: gpucore.Device,
+                                     hed_network: tuple[Any, Path],
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before rounding: the side outputs resized by cv2, averaged, through a sigmoid."""
+    network, folder = hed_network
+    monkeypatch.setenv(annotator_file.ENV_VAR, str(folder))
+    image = _picture(1)
+    with torch.no_grad():
+        sides = network(torch.from_numpy(image.transpose(2, 0, 1)[None].copy()).float())
+    resized = [cv2.resize(s[0, 0].numpy(), (35, 29), interpolation=cv2.INTER_LINEAR)
+               for s in sides]
+    want = 1 / (1 + np.exp(-np.mean(np.stack(resized, axis=2), axis=2).astype(np.float64)))
+    got = hed_edges(image, device=first_device)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    assert want.std() > 0.05  # the picture matters
+
+
+def test_hed_maps_equal_the_detector(first_device: gpucore.Device,
+                                     hed_network: tuple[Any, Path],
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """uint8 maps within one level of HEDdetector's (safe and not; its resize to 64s off)."""
+    network, folder = hed_network
+    monkeypatch.setenv(annotator_file.ENV_VAR, str(folder))
+    monkeypatch.setattr(hed, "resize_image", lambda image, resolution: image)
+    detector = hed.HEDdetector(network)
+    image = _picture(2)
+    for module, safe in (("softedge_hed", False), ("softedge_hedsafe", True)):
+        want = detector(image, safe=safe, output_type="np")
+        got = preprocess(module, image, device=first_device)
+        assert got.shape == want.shape == (29, 35, 3)
+        assert np.abs(got.astype(int) - want).max() <= 1, module
+    assert len(np.unique(got)) <= 3  # safe: 0, 127, 255
+
+
+@pytest.mark.nodevice
+def test_missing_files_name_themselves_and_the_folder(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(annotator_file.ENV_VAR, str(tmp_path))
+    for module, file, sub in (("softedge_hed", "ControlNetHED.pth", "hed"),):
+        with pytest.raises(WeightsError) as caught:
+            preprocess(module, np.zeros((8, 8, 3), np.uint8))
+        assert file in str(caught.value) and str(tmp_path / sub) in str(caught.value)
