@@ -77,6 +77,8 @@ PREPROCESSORS: dict[str, Preprocessor] = {p.name: p for p in (
     Preprocessor("lineart_coarse", lineart.lineart_coarse, resolution="pad"),
     Preprocessor("softedge_hed", softedge.softedge_hed, resolution="pad"),
     Preprocessor("softedge_hedsafe", softedge.softedge_hedsafe, resolution="pad"),
+    Preprocessor("softedge_pidinet", softedge.softedge_pidinet, resolution="pad"),
+    Preprocessor("softedge_pidisafe", softedge.softedge_pidisafe, resolution="pad"),
     # the picture with the unit's mask in alpha, for the inpaint ControlNet (inpaint_map)
     *(Preprocessor(name, filters.identity) for name in ("inpaint", "inpaint_global_harmonious",
                                                         "inpaint_only")),

@@ -17,9 +17,11 @@ import gpustd
 from gpucore import Device
 
 from ..models.annotators.hed import ControlNetHED
+from ..models.annotators.pidinet import PiDiNet
 from .annotators import annotator_model, at_size, picture_tensor, to_uint8
 
-__all__ = ["hed_edges", "safe_step", "softedge_hed", "softedge_hedsafe"]
+__all__ = ["hed_edges", "pidinet_edges", "safe_step", "softedge_hed", "softedge_hedsafe",
+           "softedge_pidinet", "softedge_pidisafe"]
 
 
 def safe_step(x: np.ndarray) -> np.ndarray:
@@ -48,3 +50,21 @@ def softedge_hed(image: np.ndarray, *, device: Device | None = None) -> np.ndarr
 def softedge_hedsafe(image: np.ndarray, *, device: Device | None = None) -> np.ndarray:
     """The extension's softedge_hedsafe map: HED's edges in steps of one half."""
     return to_uint8(safe_step(hed_edges(image, device=device)) * np.float32(255))
+
+
+def pidinet_edges(image: np.ndarray, *, device: Device | None = None) -> np.ndarray:
+    """PiDiNet's edge strength of a uint8 HxWx3 picture: float32 HxW in 0..1, before any
+    rounding."""
+    model = annotator_model("softedge_pidinet", "pidinet", "table5_pidinet.pth",
+                            PiDiNet.from_state_dict, device)
+    return model(picture_tensor(image, model.device, bgr=True)).numpy()[0, 0]
+
+
+def softedge_pidinet(image: np.ndarray, *, device: Device | None = None) -> np.ndarray:
+    """The extension's softedge_pidinet map: uint8 HxWx3."""
+    return to_uint8(pidinet_edges(image, device=device) * np.float32(255))
+
+
+def softedge_pidisafe(image: np.ndarray, *, device: Device | None = None) -> np.ndarray:
+    """The extension's softedge_pidisafe map: PiDiNet's edges in steps of one half."""
+    return to_uint8(safe_step(pidinet_edges(image, device=device)) * np.float32(255))

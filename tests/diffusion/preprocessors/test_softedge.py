@@ -19,9 +19,10 @@ import gpucore  # noqa: E402
 from diffusion.loaders.control import annotator_file  # noqa: E402
 from diffusion.loaders.errors import WeightsError  # noqa: E402
 from diffusion.preprocessors import preprocess  # noqa: E402
-from diffusion.preprocessors.softedge import hed_edges  # noqa: E402
+from diffusion.preprocessors.softedge import hed_edges, pidinet_edges  # noqa: E402
 
 hed = controlnet_aux("hed")
+pidi = controlnet_aux("pidi")
 
 
 def _picture(seed: int, height: int = 29, width: int = 35) -> np.ndarray:
@@ -76,11 +77,43 @@ def test_hed_maps_equal_the_detector(first_device: gpucore.Device,
     assert len(np.unique(got)) <= 3  # safe: 0, 127, 255
 
 
+@pytest.fixture(scope="module")
+def pidinet_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """table5_pidinet.pth as released: {"state_dict": ...} under DataParallel's `module.`."""
+    folder = tmp_path_factory.mktemp("annotators")
+    (folder / "pidinet").mkdir()
+    network = randomized(pidi.pidinet(), 3, scale=0.22)
+    state = {f"module.{key}": value for key, value in network.state_dict().items()}
+    torch.save({"epoch": 19, "state_dict": state}, folder / "pidinet" / "table5_pidinet.pth")
+    return folder
+
+
+def test_pidinet_matches_the_detector(first_device: gpucore.Device, pidinet_folder: Path,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The file read by PidiNetDetector.from_pretrained and by ours: the fused edges before
+    rounding to float32 error, the uint8 maps (safe and not) within one level."""
+    monkeypatch.setenv(annotator_file.ENV_VAR, str(pidinet_folder))
+    monkeypatch.setattr(pidi, "resize_image", lambda image, resolution: image)
+    detector = pidi.PidiNetDetector.from_pretrained(str(pidinet_folder / "pidinet"))
+    image = _picture(3)
+    with torch.no_grad():
+        bgr = image[:, :, ::-1].transpose(2, 0, 1)[None] / 255.0
+        want = detector.netNetwork(torch.from_numpy(bgr.copy()).float())[-1][0, 0].numpy()
+    np.testing.assert_allclose(pidinet_edges(image, device=first_device), want, atol=2e-6)
+    assert want.std() > 0.05  # the picture matters
+    for module, safe in (("softedge_pidinet", False), ("softedge_pidisafe", True)):
+        want_map = detector(image, safe=safe, output_type="np")
+        got = preprocess(module, image, device=first_device)
+        assert got.shape == want_map.shape == (29, 35, 3)
+        assert np.abs(got.astype(int) - want_map).max() <= 1, module
+
+
 @pytest.mark.nodevice
 def test_missing_files_name_themselves_and_the_folder(tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(annotator_file.ENV_VAR, str(tmp_path))
-    for module, file, sub in (("softedge_hed", "ControlNetHED.pth", "hed"),):
+    for module, file, sub in (("softedge_hedsafe", "ControlNetHED.pth", "hed"),
+                              ("softedge_pidinet", "table5_pidinet.pth", "pidinet")):
         with pytest.raises(WeightsError) as caught:
             preprocess(module, np.zeros((8, 8, 3), np.uint8))
         assert file in str(caught.value) and str(tmp_path / sub) in str(caught.value)
