@@ -1,8 +1,11 @@
-"""lineart_realistic / lineart_coarse against controlnet_aux's LineartDetector on the same
-random generators, saved as the annotator files (sk_model.pth, sk_model2.pth) with torch.save."""
+"""lineart_realistic / lineart_coarse / lineart_anime against controlnet_aux's LineartDetector
+and LineartAnimeDetector on the same random generators, saved as the annotator files
+(sk_model.pth, sk_model2.pth, netG.pth) with torch.save."""
 
 from __future__ import annotations
 
+import functools
+import types
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +23,11 @@ from diffusion.loaders.control import annotator_file  # noqa: E402
 from diffusion.loaders.errors import WeightsError  # noqa: E402
 from diffusion.preprocessors import module_detail, preprocess  # noqa: E402
 from diffusion.preprocessors.lineart import lineart_lines  # noqa: E402
+from diffusion.preprocessors.lineart_anime import lineart_anime_lines  # noqa: E402
+from diffusion.preprocessors.resize import resize  # noqa: E402
 
 reference = controlnet_aux("lineart")
+anime = controlnet_aux("lineart_anime")
 
 
 @pytest.fixture(scope="module")
@@ -81,8 +87,54 @@ def test_map_equals_the_detector(first_device: gpucore.Device,
 
 
 def test_registered_with_the_extensions_slider() -> None:
-    for module in ("lineart_realistic", "lineart_coarse"):
+    for module in ("lineart_realistic", "lineart_coarse", "lineart_anime"):
         assert [s["name"] for s in module_detail()[module]["sliders"]] == ["Resolution"]
+
+
+@pytest.fixture(scope="module")
+def anime_network(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Path]:
+    """netG.pth of a narrow U-Net (8 levels as released, 4..32 channels instead of 64..512),
+    under DataParallel's `module.` as some copies have it."""
+    folder = tmp_path_factory.mktemp("annotators")
+    (folder / "lineart_anime").mkdir()
+    norm = functools.partial(torch.nn.InstanceNorm2d, affine=False, track_running_stats=False)
+    network = randomized(anime.UnetGenerator(3, 1, 8, 4, norm_layer=norm), 6, scale=0.25)
+    state = {f"module.{key}": value for key, value in network.state_dict().items()}
+    torch.save(state, folder / "lineart_anime" / "netG.pth")
+    return network, folder
+
+
+def test_lineart_anime_equals_the_detector(first_device: gpucore.Device,
+                                           anime_network: tuple[Any, Path],
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """37x45 enlarged to 256x256 and back. The detector's uint8 enlargement is resize.resize
+    here (cv2's INTER_CUBIC within one level: test_control_resize), so that the network sees
+    the same picture; its float resizes stay OpenCV's. The lines before rounding to float32
+    error, the uint8 maps within one level."""
+    network, folder = anime_network
+    monkeypatch.setenv(annotator_file.ENV_VAR, str(folder))
+    monkeypatch.setattr(anime, "resize_image", lambda image, resolution: image)
+
+    def cv2_resize(image: np.ndarray, size: tuple[int, int], interpolation: int) -> np.ndarray:
+        if image.dtype == np.uint8 and interpolation == cv2.INTER_CUBIC:
+            return resize(image, size, "cubic")
+        return cv2.resize(image, size, interpolation=interpolation)
+
+    monkeypatch.setattr(anime, "cv2", types.SimpleNamespace(resize=cv2_resize,
+                                                            INTER_CUBIC=cv2.INTER_CUBIC,
+                                                            INTER_LINEAR=cv2.INTER_LINEAR))
+    detector = anime.LineartAnimeDetector(network)
+    image = _picture(5)
+    with torch.no_grad():
+        enlarged = resize(image, (256, 256), "cubic").transpose(2, 0, 1)[None] / 127.5 - 1.0
+        out = detector.model(torch.from_numpy(enlarged).float())[0, 0] * 127.5 + 127.5
+    want = cv2.resize(out.numpy(), (45, 37), interpolation=cv2.INTER_CUBIC)
+    np.testing.assert_allclose(lineart_anime_lines(image, device=first_device), want, atol=2e-3)
+    assert want.std() > 10  # the picture matters
+    got = preprocess("lineart_anime", image, device=first_device)
+    want_map = detector(image, output_type="np")
+    assert got.shape == want_map.shape == (37, 45, 3)
+    assert np.abs(got.astype(int) - want_map).max() <= 1
 
 
 @pytest.mark.nodevice
