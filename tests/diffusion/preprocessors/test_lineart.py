@@ -43,7 +43,7 @@ def generators(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Any, Path
     return fine, coarse, folder
 
 
-def _picture(seed: int, height: int = 37, width: int = 45) -> np.ndarray:
+def _picture(seed: int, height: int = 21, width: int = 27) -> np.ndarray:
     """Random blobs: sides that are not multiples of the generator's stride of 4."""
     rng = np.random.default_rng(seed)
     small = rng.integers(0, 256, (height // 4, width // 4, 3), dtype=np.uint8)
@@ -52,7 +52,7 @@ def _picture(seed: int, height: int = 37, width: int = 45) -> np.ndarray:
 
 def test_lines_equal_the_generator(first_device: gpucore.Device, generators: tuple[Any, Any, Path],
                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    """The float map before rounding: the generator's output (40x48 for 37x45) resized as
+    """The float map before rounding: the generator's output (24x28 for 21x27) resized as
     cv2.INTER_LINEAR, times 255; the picture matters."""
     fine, coarse, folder = generators
     monkeypatch.setenv(annotator_file.ENV_VAR, str(folder))
@@ -60,8 +60,8 @@ def test_lines_equal_the_generator(first_device: gpucore.Device, generators: tup
     for module, model in (("lineart_realistic", fine), ("lineart_coarse", coarse)):
         with torch.no_grad():
             out = model(torch.from_numpy(image.transpose(2, 0, 1)[None] / 255.0).float())
-        assert out.shape[2:] == (40, 48)
-        want = cv2.resize(out[0, 0].numpy(), (45, 37), interpolation=cv2.INTER_LINEAR) * 255
+        assert out.shape[2:] == (24, 28)
+        want = cv2.resize(out[0, 0].numpy(), (27, 21), interpolation=cv2.INTER_LINEAR) * 255
         got = lineart_lines(image, module, device=first_device)
         np.testing.assert_allclose(got, want, atol=2e-3)
         assert np.abs(want - np.median(want)).mean() > 10  # lines, not a flat grey
@@ -81,7 +81,7 @@ def test_map_equals_the_detector(first_device: gpucore.Device,
     for module, coarse_flag in (("lineart_realistic", False), ("lineart_coarse", True)):
         want = detector(image, coarse=coarse_flag, output_type="np")
         maps[module] = got = preprocess(module, image, device=first_device)
-        assert got.shape == want.shape == (37, 45, 3)
+        assert got.shape == want.shape == (21, 27, 3)
         assert np.abs(got.astype(int) - want).max() <= 1
     assert np.abs(maps["lineart_realistic"].astype(int) - maps["lineart_coarse"]).mean() > 5
 
@@ -107,7 +107,7 @@ def anime_network(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Path]:
 def test_lineart_anime_equals_the_detector(first_device: gpucore.Device,
                                            anime_network: tuple[Any, Path],
                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    """37x45 enlarged to 256x256 and back. The detector's uint8 enlargement is resize.resize
+    """21x27 enlarged to 256x256 and back. The detector's uint8 enlargement is resize.resize
     here (cv2's INTER_CUBIC within one level: test_control_resize), so that the network sees
     the same picture; its float resizes stay OpenCV's. The lines before rounding to float32
     error, the uint8 maps within one level."""
@@ -128,12 +128,12 @@ def test_lineart_anime_equals_the_detector(first_device: gpucore.Device,
     with torch.no_grad():
         enlarged = resize(image, (256, 256), "cubic").transpose(2, 0, 1)[None] / 127.5 - 1.0
         out = detector.model(torch.from_numpy(enlarged).float())[0, 0] * 127.5 + 127.5
-    want = cv2.resize(out.numpy(), (45, 37), interpolation=cv2.INTER_CUBIC)
+    want = cv2.resize(out.numpy(), (27, 21), interpolation=cv2.INTER_CUBIC)
     np.testing.assert_allclose(lineart_anime_lines(image, device=first_device), want, atol=2e-3)
     assert want.std() > 10  # the picture matters
     got = preprocess("lineart_anime", image, device=first_device)
     want_map = detector(image, output_type="np")
-    assert got.shape == want_map.shape == (37, 45, 3)
+    assert got.shape == want_map.shape == (21, 27, 3)
     assert np.abs(got.astype(int) - want_map).max() <= 1
 
 
