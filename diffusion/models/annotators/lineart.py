@@ -61,9 +61,9 @@ class LineartGenerator:
     def device(self) -> Device:
         return self.weights["model0.1.weight"].device
 
-    def _conv(self, x: Tensor, name: str, **geometry: int) -> Tensor:
+    def _conv(self, x: Tensor, name: str, *, stride: int = 1, padding: int = 0) -> Tensor:
         return conv2d(x, self.weights[f"{name}.weight"], self.weights[f"{name}.bias"],
-                      **geometry)
+                      stride=stride, padding=padding)
 
     def __call__(self, x: Tensor) -> Tensor:
         """[N, 3, H, W] (0..1) -> [N, 1, H', W'] (0..1). torch: `Generator.forward`."""

@@ -74,7 +74,7 @@ class MobileLineSegmentDetector:
                         device: Device | None = None) -> MobileLineSegmentDetector:
         """Build from the state dict's numpy arrays. ValueError naming a missing tensor."""
         device = device or default_device()
-        weights = {}
+        weights: dict[str, tuple[Tensor, Tensor]] = {}
         for name, (conv, norm) in _layer_names().items():
             needed = [f"{conv}.weight"] + ([f"{norm}.{k}" for k in (
                 "weight", "bias", "running_mean", "running_var")] if norm else [])
@@ -85,8 +85,9 @@ class MobileLineSegmentDetector:
             weight, bias = _folded(state, conv, norm)
             if name == "block23.conv3":
                 weight, bias = weight[_OUTPUT], bias[_OUTPUT]
-            weights[name] = tuple(Tensor.from_numpy(np.ascontiguousarray(a), dtype=dtype,
-                                                    device=device) for a in (weight, bias))
+            weights[name] = (Tensor.from_numpy(np.ascontiguousarray(weight), dtype=dtype,
+                                               device=device),
+                             Tensor.from_numpy(bias, dtype=dtype, device=device))
         return cls(weights)
 
     @property
