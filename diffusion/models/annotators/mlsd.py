@@ -25,25 +25,13 @@ from gpustd import Tensor
 from gpustd.nn import concat, conv2d, pad
 
 from ..resample import bilinear_matrix, resample
+from .batch_norm import folded, missing_keys
 
 __all__ = ["MobileLineSegmentDetector"]
 
 _STRIDE_TWO = (0, 2, 4, 7)  # the backbone layers that halve the picture
 _FEATURES = (1, 3, 6, 10, 13)  # the layers whose outputs the decoder reads
 _OUTPUT = slice(7, 12)  # centre logit and displacements among block23's 16 channels
-
-
-def _folded(state: Mapping[str, Any], conv: str, norm: str | None) -> tuple[np.ndarray, ...]:
-    """conv's weight and bias with the eval-mode batch norm `norm` after it folded in."""
-    weight = np.asarray(state[f"{conv}.weight"], np.float64)
-    bias = np.asarray(state.get(f"{conv}.bias", np.zeros(weight.shape[0])), np.float64)
-    if norm is not None:
-        scale = np.asarray(state[f"{norm}.weight"], np.float64) / np.sqrt(
-            np.asarray(state[f"{norm}.running_var"], np.float64) + 1e-5)
-        weight = weight * scale[:, None, None, None]
-        bias = (bias - np.asarray(state[f"{norm}.running_mean"], np.float64)) * scale + \
-            np.asarray(state[f"{norm}.bias"], np.float64)
-    return weight.astype(np.float32), bias.astype(np.float32)
 
 
 def _layer_names() -> dict[str, tuple[str, str | None]]:
@@ -76,18 +64,12 @@ class MobileLineSegmentDetector:
         device = device or default_device()
         weights: dict[str, tuple[Tensor, Tensor]] = {}
         for name, (conv, norm) in _layer_names().items():
-            needed = [f"{conv}.weight"] + ([f"{norm}.{k}" for k in (
-                "weight", "bias", "running_mean", "running_var")] if norm else [])
-            missing = [key for key in needed if key not in state]
+            missing = missing_keys(state, conv, norm)
             if missing:
                 raise ValueError(f"no tensor {missing[0]}: not an M-LSD large network "
                                  "(mlsd_large_512_fp32.pth)")
-            weight, bias = _folded(state, conv, norm)
-            if name == "block23.conv3":
-                weight, bias = weight[_OUTPUT], bias[_OUTPUT]
-            weights[name] = (Tensor.from_numpy(np.ascontiguousarray(weight), dtype=dtype,
-                                               device=device),
-                             Tensor.from_numpy(bias, dtype=dtype, device=device))
+            rows = _OUTPUT if name == "block23.conv3" else slice(None)
+            weights[name] = folded(state, conv, norm, rows=rows, dtype=dtype, device=device)
         return cls(weights)
 
     @property
