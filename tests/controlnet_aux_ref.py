@@ -23,8 +23,9 @@ import pytest
 __all__ = ["controlnet_aux"]
 
 
-def controlnet_aux(name: str) -> Any:
-    """The module controlnet_aux.`name`, or the calling test module skipped with the reason."""
+def controlnet_aux(name: str, *, bare: tuple[str, ...] = ()) -> Any:
+    """The module controlnet_aux.`name`, or the calling test module skipped with the reason.
+    `bare`: subpackages whose `__init__` is not run either (normalbae's imports torchvision)."""
     if "controlnet_aux" not in sys.modules:
         spec = importlib.util.find_spec("controlnet_aux")
         if spec is None or not spec.submodule_search_locations:
@@ -33,4 +34,10 @@ def controlnet_aux(name: str) -> Any:
         package = types.ModuleType("controlnet_aux")
         package.__path__ = list(spec.submodule_search_locations)
         sys.modules["controlnet_aux"] = package
+    root = sys.modules["controlnet_aux"].__path__[0]
+    for sub in bare:
+        if f"controlnet_aux.{sub}" not in sys.modules:
+            package = types.ModuleType(f"controlnet_aux.{sub}")
+            package.__path__ = [f"{root}/{sub.replace('.', '/')}"]
+            sys.modules[f"controlnet_aux.{sub}"] = package
     return importlib.import_module(f"controlnet_aux.{name}")
