@@ -21,7 +21,7 @@ from sd_tiny import randomized  # noqa: E402
 import gpucore  # noqa: E402
 from diffusion.loaders.control import annotator_file  # noqa: E402
 from diffusion.loaders.errors import WeightsError  # noqa: E402
-from diffusion.preprocessors import module_detail, preprocess  # noqa: E402
+from diffusion.preprocessors import lineart, lineart_anime, module_detail, preprocess  # noqa: E402
 from diffusion.preprocessors.lineart import lineart_lines  # noqa: E402
 from diffusion.preprocessors.lineart_anime import lineart_anime_lines  # noqa: E402
 from diffusion.preprocessors.resize import resize  # noqa: E402
@@ -50,39 +50,33 @@ def _picture(seed: int, height: int = 21, width: int = 27) -> np.ndarray:
     return cv2.resize(small, (width, height), interpolation=cv2.INTER_CUBIC)
 
 
-def test_lines_equal_the_generator(first_device: gpucore.Device, generators: tuple[Any, Any, Path],
-                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    """The float map before rounding: the generator's output (24x28 for 21x27) resized as
-    cv2.INTER_LINEAR, times 255; the picture matters."""
+def test_maps_equal_the_detector(first_device: gpucore.Device,
+                                 generators: tuple[Any, Any, Path],
+                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each module once: its float lines before rounding (taken on their way through) equal
+    the generator's output (24x28 for 21x27) resized as cv2.INTER_LINEAR, times 255; its uint8
+    map is within one level of LineartDetector's (its resize to 64s off: the extension's own
+    pad-to-64 is the registry's processor_res step); the picture and the file matter."""
     fine, coarse, folder = generators
     monkeypatch.setenv(annotator_file.ENV_VAR, str(folder))
+    monkeypatch.setattr(reference, "resize_image", lambda image, resolution: image)
+    lines: list[np.ndarray] = []
+    monkeypatch.setattr(lineart, "lineart_lines", lambda image, module, *, device=None: (
+        lines.append(lineart_lines(image, module, device=device)) or lines[-1]))
+    detector = reference.LineartDetector(fine, coarse)
     image = _picture(3)
+    maps = {}
     for module, model in (("lineart_realistic", fine), ("lineart_coarse", coarse)):
         with torch.no_grad():
             out = model(torch.from_numpy(image.transpose(2, 0, 1)[None] / 255.0).float())
         assert out.shape[2:] == (24, 28)
         want = cv2.resize(out[0, 0].numpy(), (27, 21), interpolation=cv2.INTER_LINEAR) * 255
-        got = lineart_lines(image, module, device=first_device)
-        np.testing.assert_allclose(got, want, atol=2e-3)
-        assert np.abs(want - np.median(want)).mean() > 10  # lines, not a flat grey
-
-
-def test_map_equals_the_detector(first_device: gpucore.Device,
-                                 generators: tuple[Any, Any, Path],
-                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    """The uint8 maps within one level of LineartDetector's (its resize to 64s off: the
-    extension's own pad-to-64 is the registry's processor_res step)."""
-    fine, coarse, folder = generators
-    monkeypatch.setenv(annotator_file.ENV_VAR, str(folder))
-    monkeypatch.setattr(reference, "resize_image", lambda image, resolution: image)
-    detector = reference.LineartDetector(fine, coarse)
-    image = _picture(4)
-    maps = {}
-    for module, coarse_flag in (("lineart_realistic", False), ("lineart_coarse", True)):
-        want = detector(image, coarse=coarse_flag, output_type="np")
         maps[module] = got = preprocess(module, image, device=first_device)
-        assert got.shape == want.shape == (21, 27, 3)
-        assert np.abs(got.astype(int) - want).max() <= 1
+        np.testing.assert_allclose(lines[-1], want, atol=2e-3)
+        assert np.abs(want - np.median(want)).mean() > 10  # lines, not a flat grey
+        want_map = detector(image, coarse=model is coarse, output_type="np")
+        assert got.shape == want_map.shape == (21, 27, 3)
+        assert np.abs(got.astype(int) - want_map).max() <= 1
     assert np.abs(maps["lineart_realistic"].astype(int) - maps["lineart_coarse"]).mean() > 5
 
 
@@ -109,8 +103,8 @@ def test_lineart_anime_equals_the_detector(first_device: gpucore.Device,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """21x27 enlarged to 256x256 and back. The detector's uint8 enlargement is resize.resize
     here (cv2's INTER_CUBIC within one level: test_control_resize), so that the network sees
-    the same picture; its float resizes stay OpenCV's. The lines before rounding to float32
-    error, the uint8 maps within one level."""
+    the same picture; its float resizes stay OpenCV's. The lines before rounding (taken on
+    their way through) to float32 error, the uint8 maps within one level."""
     network, folder = anime_network
     monkeypatch.setenv(annotator_file.ENV_VAR, str(folder))
     monkeypatch.setattr(anime, "resize_image", lambda image, resolution: image)
@@ -129,9 +123,12 @@ def test_lineart_anime_equals_the_detector(first_device: gpucore.Device,
         enlarged = resize(image, (256, 256), "cubic").transpose(2, 0, 1)[None] / 127.5 - 1.0
         out = detector.model(torch.from_numpy(enlarged).float())[0, 0] * 127.5 + 127.5
     want = cv2.resize(out.numpy(), (27, 21), interpolation=cv2.INTER_CUBIC)
-    np.testing.assert_allclose(lineart_anime_lines(image, device=first_device), want, atol=2e-3)
-    assert want.std() > 10  # the picture matters
+    lines: list[np.ndarray] = []
+    monkeypatch.setattr(lineart_anime, "lineart_anime_lines", lambda image, *, device=None: (
+        lines.append(lineart_anime_lines(image, device=device)) or lines[-1]))
     got = preprocess("lineart_anime", image, device=first_device)
+    np.testing.assert_allclose(lines[0], want, atol=2e-3)
+    assert want.std() > 10  # the picture matters
     want_map = detector(image, output_type="np")
     assert got.shape == want_map.shape == (21, 27, 3)
     assert np.abs(got.astype(int) - want_map).max() <= 1
