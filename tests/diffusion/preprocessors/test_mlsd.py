@@ -18,7 +18,7 @@ from sd_tiny import randomized  # noqa: E402
 import gpucore  # noqa: E402
 from diffusion.loaders.control import annotator_file  # noqa: E402
 from diffusion.loaders.errors import WeightsError  # noqa: E402
-from diffusion.preprocessors import module_detail, preprocess  # noqa: E402
+from diffusion.preprocessors import mlsd, module_detail, preprocess  # noqa: E402
 from diffusion.preprocessors.mlsd import draw_line, mlsd_segments  # noqa: E402
 
 reference = controlnet_aux("mlsd")
@@ -56,17 +56,16 @@ def _picture(seed: int, height: int = 48, width: int = 80) -> np.ndarray:
 def test_segments_and_map_equal_the_detector(first_device: gpucore.Device,
                                              network: tuple[Any, Path],
                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    """The segments before truncation to float32 error; the drawn map pixel for pixel; the
-    thresholds (threshold_a: score, threshold_b: length) drop segments as there."""
+    """The segments before truncation (taken on their way through) to float32 error; the
+    drawn map pixel for pixel; the thresholds (threshold_a: score, threshold_b: length) drop
+    segments as there."""
     model, folder = network
     monkeypatch.setenv(annotator_file.ENV_VAR, str(folder))
     monkeypatch.setattr(reference, "resize_image", lambda image, resolution: image)
     image = _picture(1)
-    with torch.no_grad():
-        want = utils.pred_lines(image, model, [48, 80], 0.5, 2.0)
-    got = mlsd_segments(image, 0.5, 2.0, device=first_device)
-    assert 10 < len(want) < 150  # some centres are dropped, some kept
-    np.testing.assert_allclose(got, want, atol=1e-4)
+    segments: list[np.ndarray] = []
+    monkeypatch.setattr(mlsd, "mlsd_segments", lambda image, *limits, device=None: (
+        segments.append(mlsd_segments(image, *limits, device=device)) or segments[-1]))
     detector = reference.MLSDdetector(model)
     maps = []
     for score, length in ((0.5, 2.0), (0.1, 0.1)):
@@ -74,6 +73,10 @@ def test_segments_and_map_equal_the_detector(first_device: gpucore.Device,
         maps.append(preprocess("mlsd", image, threshold_a=score, threshold_b=length,
                                device=first_device))
         np.testing.assert_array_equal(maps[-1], want_map)
+        with torch.no_grad():
+            want = utils.pred_lines(image, model, [48, 80], score, length)
+        np.testing.assert_allclose(segments[-1], want, atol=1e-4)
+    assert 10 < len(segments[0]) < len(segments[1])  # the thresholds drop some
     assert (maps[1] >= maps[0]).all() and (maps[1] > maps[0]).any()
 
 

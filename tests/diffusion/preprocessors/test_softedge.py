@@ -18,8 +18,7 @@ from sd_tiny import randomized  # noqa: E402
 import gpucore  # noqa: E402
 from diffusion.loaders.control import annotator_file  # noqa: E402
 from diffusion.loaders.errors import WeightsError  # noqa: E402
-from diffusion.preprocessors import preprocess  # noqa: E402
-from diffusion.preprocessors.softedge import hed_edges, pidinet_edges  # noqa: E402
+from diffusion.preprocessors import preprocess, softedge  # noqa: E402
 
 hed = controlnet_aux("hed")
 pidi = controlnet_aux("pidi")
@@ -43,37 +42,37 @@ def hed_network(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Path]:
     return network, folder
 
 
-def test_hed_edges_equal_the_network(first_device: gpucore.Device,
-                                     hed_network: tuple[Any, Path],
-                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    """Before rounding: the side outputs resized by cv2, averaged, through a sigmoid."""
+def _taken_on_the_way(monkeypatch: pytest.MonkeyPatch, name: str) -> list[np.ndarray]:
+    """What softedge.`name` returns while preprocess runs (the float map before rounding)."""
+    taken: list[np.ndarray] = []
+    unrounded = getattr(softedge, name)
+    monkeypatch.setattr(softedge, name, lambda image, *, device=None: (
+        taken.append(unrounded(image, device=device)) or taken[-1]))
+    return taken
+
+
+def test_hed_equals_the_detector(first_device: gpucore.Device, hed_network: tuple[Any, Path],
+                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before rounding: the side outputs resized by cv2, averaged, through a sigmoid; the
+    uint8 maps within one level of HEDdetector's (safe and not; its resize to 64s off)."""
     network, folder = hed_network
     monkeypatch.setenv(annotator_file.ENV_VAR, str(folder))
+    monkeypatch.setattr(hed, "resize_image", lambda image, resolution: image)
+    edges = _taken_on_the_way(monkeypatch, "hed_edges")
+    detector = hed.HEDdetector(network)
     image = _picture(1)
     with torch.no_grad():
         sides = network(torch.from_numpy(image.transpose(2, 0, 1)[None].copy()).float())
     resized = [cv2.resize(s[0, 0].numpy(), (27, 21), interpolation=cv2.INTER_LINEAR)
                for s in sides]
     want = 1 / (1 + np.exp(-np.mean(np.stack(resized, axis=2), axis=2).astype(np.float64)))
-    got = hed_edges(image, device=first_device)
-    np.testing.assert_allclose(got, want, atol=1e-5)
-    assert want.std() > 0.05  # the picture matters
-
-
-def test_hed_maps_equal_the_detector(first_device: gpucore.Device,
-                                     hed_network: tuple[Any, Path],
-                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    """uint8 maps within one level of HEDdetector's (safe and not; its resize to 64s off)."""
-    network, folder = hed_network
-    monkeypatch.setenv(annotator_file.ENV_VAR, str(folder))
-    monkeypatch.setattr(hed, "resize_image", lambda image, resolution: image)
-    detector = hed.HEDdetector(network)
-    image = _picture(2)
     for module, safe in (("softedge_hed", False), ("softedge_hedsafe", True)):
-        want = detector(image, safe=safe, output_type="np")
         got = preprocess(module, image, device=first_device)
-        assert got.shape == want.shape == (21, 27, 3)
-        assert np.abs(got.astype(int) - want).max() <= 1, module
+        np.testing.assert_allclose(edges[-1], want, atol=1e-5)
+        want_map = detector(image, safe=safe, output_type="np")
+        assert got.shape == want_map.shape == (21, 27, 3)
+        assert np.abs(got.astype(int) - want_map).max() <= 1, module
+    assert want.std() > 0.05  # the picture matters
     assert len(np.unique(got)) <= 3  # safe: 0, 127, 255
 
 
@@ -99,11 +98,12 @@ def test_pidinet_matches_the_detector(first_device: gpucore.Device, pidinet_fold
     with torch.no_grad():
         bgr = image[:, :, ::-1].transpose(2, 0, 1)[None] / 255.0
         want = detector.netNetwork(torch.from_numpy(bgr.copy()).float())[-1][0, 0].numpy()
-    np.testing.assert_allclose(pidinet_edges(image, device=first_device), want, atol=2e-6)
     assert want.std() > 0.05  # the picture matters
+    edges = _taken_on_the_way(monkeypatch, "pidinet_edges")
     for module, safe in (("softedge_pidinet", False), ("softedge_pidisafe", True)):
         want_map = detector(image, safe=safe, output_type="np")
         got = preprocess(module, image, device=first_device)
+        np.testing.assert_allclose(edges[-1], want, atol=2e-6)
         assert got.shape == want_map.shape == (21, 27, 3)
         assert np.abs(got.astype(int) - want_map).max() <= 1, module
 
