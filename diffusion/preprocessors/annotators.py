@@ -29,15 +29,17 @@ def annotator_model(module: str, subfolder: str, filename: str,
     path = find_annotator(module, subfolder, filename)
     device = device or default_device()
     key = (str(path.resolve()), id(device))
-    if key not in _models:
+    model = _models.pop(key, None)
+    if model is None:
+        state = read_annotator(path)
         try:
-            model = build(read_annotator(path), device=device)
+            model = build(state, device=device)
         except ValueError as exc:
             raise WeightsError(f"{path}: {exc}") from None
         while len(_models) >= 2:
-            _models.pop(next(iter(_models)))
-        _models[key] = model
-    return _models[key]
+            _models.pop(next(iter(_models)))  # the one used least recently
+    _models[key] = model
+    return model
 
 
 def picture_tensor(image: np.ndarray, device: Device, *, scale: float = 1 / 255,

@@ -117,3 +117,18 @@ def test_missing_files_name_themselves_and_the_folder(tmp_path: Path,
         with pytest.raises(WeightsError) as caught:
             preprocess(module, np.zeros((8, 8, 3), np.uint8))
         assert file in str(caught.value) and str(tmp_path / sub) in str(caught.value)
+
+
+def test_a_file_of_another_network_is_named(first_device: gpucore.Device, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """A lineart generator saved as ControlNetHED.pth: one line naming the file and what it
+    lacks."""
+    (tmp_path / "hed").mkdir()
+    lineart = controlnet_aux("lineart").Generator(3, 1, 3)
+    torch.save(lineart.state_dict(), tmp_path / "hed" / "ControlNetHED.pth")
+    monkeypatch.setenv(annotator_file.ENV_VAR, str(tmp_path))
+    with pytest.raises(WeightsError) as caught:
+        preprocess("softedge_hed", np.zeros((16, 16, 3), np.uint8), device=first_device)
+    message = str(caught.value)
+    assert message.startswith(str(tmp_path / "hed" / "ControlNetHED.pth"))
+    assert "not a ControlNetHED_Apache2 network" in message and "\n" not in message
