@@ -11,7 +11,7 @@ import numpy as np
 
 from gpucore import Device
 
-from . import depth, filters
+from . import depth, filters, lineart, lineart_anime, mlsd, normal, softedge
 from .ip_adapter_modules import IP_ADAPTER_MODULES
 from .resize import resize_with_pad
 
@@ -72,6 +72,17 @@ PREPROCESSORS: dict[str, Preprocessor] = {p.name: p for p in (
     Preprocessor("tile_resample", filters.tile_resample,
                  Slider("Down Sampling Rate", 1.0, 1.0, 8.0, 0.01)),
     Preprocessor("depth_anything_v2", depth.depth_anything_v2),
+    # model-based: their files in the annotator folder (loaders.control.annotator_file)
+    Preprocessor("lineart_realistic", lineart.lineart_realistic, resolution="pad"),
+    Preprocessor("lineart_coarse", lineart.lineart_coarse, resolution="pad"),
+    Preprocessor("lineart_anime", lineart_anime.lineart_anime, resolution="pad"),
+    Preprocessor("mlsd", mlsd.mlsd, Slider("MLSD Value Threshold", 0.1, 0.01, 2.0, 0.01),
+                 Slider("MLSD Distance Threshold", 0.1, 0.01, 20.0, 0.01), resolution="pad"),
+    Preprocessor("normal_bae", normal.normal_bae, resolution="pad"),
+    Preprocessor("softedge_hed", softedge.softedge_hed, resolution="pad"),
+    Preprocessor("softedge_hedsafe", softedge.softedge_hedsafe, resolution="pad"),
+    Preprocessor("softedge_pidinet", softedge.softedge_pidinet, resolution="pad"),
+    Preprocessor("softedge_pidisafe", softedge.softedge_pidisafe, resolution="pad"),
     # the picture with the unit's mask in alpha, for the inpaint ControlNet (inpaint_map)
     *(Preprocessor(name, filters.identity) for name in ("inpaint", "inpaint_global_harmonious",
                                                         "inpaint_only")),

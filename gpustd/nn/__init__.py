@@ -7,6 +7,7 @@ shader-f16. Each function names its torch.nn.functional equivalent.
 from .activation import geglu, gelu, quick_gelu, silu
 from .attention import attention
 from .conv import conv2d
+from .conv_transpose import conv_transpose2d
 from .deferred import deferred
 from .embedding import embedding, timestep_embedding
 from .layers import GEGLU, Conv2d, Embedding, GroupNorm, Identity, LayerNorm, Linear
@@ -14,7 +15,7 @@ from .linear import linear, linears
 from .module import Module, ModuleList, Namespace, StateDictError, parameter, unloaded
 from .norm import group_norm, group_norm_prologue, layer_norm
 from .prologue import ConvPrologue
-from .spatial import concat, pad, upsample_nearest2x
+from .spatial import concat, max_pool2d, pad, upsample_nearest2x
 
 __all__ = [
     "GEGLU",
@@ -32,6 +33,7 @@ __all__ = [
     "attention",
     "concat",
     "conv2d",
+    "conv_transpose2d",
     "deferred",
     "embedding",
     "geglu",
@@ -41,6 +43,7 @@ __all__ = [
     "layer_norm",
     "linear",
     "linears",
+    "max_pool2d",
     "pad",
     "parameter",
     "quick_gelu",

@@ -1,4 +1,4 @@
-"""Data movement of the UNet/VAE: upsample_nearest2x, concat, pad (NCHW)."""
+"""Data movement of the UNet/VAE: upsample_nearest2x, concat, pad, max_pool2d (NCHW)."""
 
 from __future__ import annotations
 
@@ -6,10 +6,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from .._tensor import Tensor
+from ..elementwise import maximum
 from ..shape import concatenate
 from ._util import kernel
 
-__all__ = ["concat", "pad", "upsample_nearest2x"]
+__all__ = ["concat", "max_pool2d", "pad", "upsample_nearest2x"]
 
 
 def _check_tensor(x: Any, name: str, op: str, min_ndim: int = 0) -> Tensor:
@@ -43,11 +44,13 @@ def concat(tensors: Sequence[Tensor], axis: int = 1) -> Tensor:
     return concatenate(tensors, axis)
 
 
-def pad(x: Tensor, padding: Sequence[int], *, value: float = 0.0) -> Tensor:
-    """Constant padding of the last two dimensions; negative amounts crop.
+def pad(x: Tensor, padding: Sequence[int], *, value: float = 0.0,
+        mode: str = "constant") -> Tensor:
+    """Padding of the last two dimensions; negative amounts crop.
 
     padding = (left, right, top, bottom), or (left, right) for the last dimension only.
-    torch: `F.pad(x, padding, value=value)`.
+    mode "constant" fills with `value`; "reflect" mirrors about the edge (each amount
+    0..size - 1). torch: `F.pad(x, padding, mode, value)` (nn.ReflectionPad2d for "reflect").
     """
     op = "pad"
     _check_tensor(x, "x", op, 1)
@@ -55,6 +58,8 @@ def pad(x: Tensor, padding: Sequence[int], *, value: float = 0.0) -> Tensor:
     if len(padding) not in (2, 4):
         raise ValueError(f"{op}: padding must be (left, right) or (left, right, top, bottom), "
                          f"got {padding}")
+    if mode not in ("constant", "reflect"):
+        raise ValueError(f"{op}: mode must be 'constant' or 'reflect', got {mode!r}")
     left, right, top, bottom = (*padding, 0, 0)[:4]
     if len(padding) == 4 and x.ndim < 2:
         raise ValueError(f"{op}: padding 4 values needs a tensor of >= 2 dimensions")
@@ -62,10 +67,31 @@ def pad(x: Tensor, padding: Sequence[int], *, value: float = 0.0) -> Tensor:
     ho, wo = h + top + bottom, w + left + right
     if ho < 0 or wo < 0:
         raise ValueError(f"{op}: padding {padding} crops more than the size {x.shape}")
+    if mode == "reflect" and not (0 <= min(padding) and max(left, right) < w
+                                  and max(top, bottom) < h):
+        raise ValueError(f"{op}: reflect padding {padding} must be 0..size - 1 on each side "
+                         f"of the size {x.shape}")
     lead = x.shape[:-2] if len(padding) == 4 else x.shape[:-1]
     out = Tensor.empty((*lead, ho, wo) if len(padding) == 4 else (*lead, wo), x.dtype,
                        device=x.device)
-    k = kernel("pad", {"T": x.dtype})
+    k = kernel("pad", {"T": x.dtype}, REFLECT=int(mode == "reflect"))
     k.dispatch(k.groups_for(out.size), x, out, n=out.size, h=h, w=w, ho=ho, wo=wo, top=top,
                left=left, value=value)
+    return out
+
+
+def max_pool2d(x: Tensor, size: int = 2) -> Tensor:
+    """The largest of each size x size block of the last two dimensions (stride = size, the
+    rows and columns past the last whole block dropped): [..., H, W] -> [..., H // size,
+    W // size]. torch: `F.max_pool2d(x, size)`."""
+    _check_tensor(x, "x", "max_pool2d", 2)
+    h, w = (x.shape[-2] // size) * size, (x.shape[-1] // size) * size
+    if h == 0 or w == 0:
+        raise ValueError(f"max_pool2d: {x.shape[-2]}x{x.shape[-1]} is smaller than the "
+                         f"{size}x{size} window")
+    out = x[..., 0:h:size, 0:w:size]
+    for dy in range(size):
+        for dx in range(size):
+            if dy or dx:
+                out = maximum(out, x[..., dy:h:size, dx:w:size])
     return out

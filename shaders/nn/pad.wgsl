@@ -1,8 +1,10 @@
 // Constant padding (or cropping, for negative amounts) of the last two dimensions:
-// out[p, oh, ow] = x[p, oh - top, ow - left] inside x, else `value`. One invocation per
-// output element (p runs over all leading dimensions).
+// out[p, oh, ow] = x[p, oh - top, ow - left] inside x, else `value`; with REFLECT the outside
+// mirrors x about its edge rows/columns (torch's "reflect": amounts below the size). One
+// invocation per output element (p runs over all leading dimensions).
 alias T = f32;
 override WG: u32 = 256u;
+override REFLECT: bool = false;
 
 struct Params { n: u32, h: u32, w: u32, ho: u32, wo: u32, top: i32, left: i32, value: f32 }
 
@@ -17,8 +19,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     if (i < params.n) {
         let plane = i / (params.ho * params.wo);
         let r = i % (params.ho * params.wo);
-        let ih = i32(r / params.wo) - params.top;
-        let iw = i32(r % params.wo) - params.left;
+        var ih = i32(r / params.wo) - params.top;
+        var iw = i32(r % params.wo) - params.left;
+        if (REFLECT) {
+            ih = select(ih, -ih, ih < 0);
+            ih = select(ih, 2 * (i32(params.h) - 1) - ih, ih >= i32(params.h));
+            iw = select(iw, -iw, iw < 0);
+            iw = select(iw, 2 * (i32(params.w) - 1) - iw, iw >= i32(params.w));
+        }
         var v = T(params.value);
         if (ih >= 0 && ih < i32(params.h) && iw >= 0 && iw < i32(params.w)) {
             v = x[(plane * params.h + u32(ih)) * params.w + u32(iw)];

@@ -260,6 +260,44 @@ def test_pad_errors(device: gpucore.Device) -> None:
         nn.pad(x, (0, 0, -2, -2))
 
 
+@pytest.mark.parametrize("padding", [(3, 3, 3, 3), (1, 0, 2, 4), (0, 6, 0, 0)])
+def test_reflect_pad(device: gpucore.Device, padding) -> None:
+    x = random_array(np.random.default_rng(9), (2, 3, 5, 7))
+    out = nn.pad(_up(device, x), padding, mode="reflect")
+    np.testing.assert_array_equal(out.numpy(),
+                                  F.pad(torch.from_numpy(x), padding, mode="reflect").numpy())
+    with pytest.raises(ValueError, match="size - 1"):
+        nn.pad(_up(device, x), (0, 0, 5, 0), mode="reflect")
+
+
+@pytest.mark.parametrize("shape,size", [((2, 3, 7, 9), 2), ((1, 4, 5), 3), ((6, 6), 2)])
+def test_max_pool2d(device: gpucore.Device, shape, size: int) -> None:
+    x = random_array(np.random.default_rng(10), shape)
+    ref = F.max_pool2d(torch.from_numpy(x)[(None,) * (4 - len(shape))], size)
+    np.testing.assert_array_equal(nn.max_pool2d(_up(device, x), size).numpy(),
+                                  ref.reshape(*shape[:-2], *ref.shape[-2:]).numpy())
+
+
+@pytest.mark.parametrize("stride,padding,output_padding,kernel", [
+    (2, 1, 1, (3, 3)),  # the upsampling of pix2pix-style generators: exactly 2x
+    (2, 0, 0, (3, 3)),
+    (3, (2, 1), (1, 2), (3, 4)),
+    (1, 1, 0, (3, 3)),
+])
+def test_conv_transpose2d(device: gpucore.Device, stride, padding, output_padding,
+                          kernel) -> None:
+    rng = np.random.default_rng(11)
+    x, w = random_array(rng, (2, 5, 7, 9)), random_array(rng, (5, 4, *kernel))
+    b = random_array(rng, (4,))
+    ref = F.conv_transpose2d(torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(b),
+                             stride=stride, padding=padding, output_padding=output_padding)
+    got = nn.conv_transpose2d(_up(device, x), _up(device, w), _up(device, b), stride=stride,
+                              padding=padding, output_padding=output_padding)
+    assert_close(got.numpy(), ref.numpy(), tol=1e-5)
+    with pytest.raises(ValueError, match="output_padding"):
+        nn.conv_transpose2d(_up(device, x), _up(device, w), stride=2, output_padding=2)
+
+
 @pytest.mark.parametrize("dim,flip,shift,scale", [
     (320, True, 0, 1),  # SD 1.5 UNet time_proj
     (256, False, 1, 1),  # diffusers' defaults

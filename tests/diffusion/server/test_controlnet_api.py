@@ -214,6 +214,25 @@ def test_detect(api: Any) -> None:
     assert set(np.unique(edges)) == {0, 255}
 
 
+def test_detect_without_the_annotator_file_is_422_naming_it(
+        app: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A model-based module is listed with its slider; run without its file it is one line
+    naming the file and the folder it was looked for in."""
+    from diffusion.loaders.control.annotator_file import ENV_VAR
+
+    client = TestClient(app)  # no lifespan: the app's worker outlives this test
+    detail = client.get("/controlnet/module_list").json()["module_detail"]
+    assert detail["softedge_hed"]["sliders"][0]["name"] == "Resolution"
+    monkeypatch.setenv(ENV_VAR, str(tmp_path))
+    response = client.post("/controlnet/detect", json={
+        "controlnet_module": "softedge_hed", "controlnet_processor_res": 64,
+        "controlnet_input_images": [png_b64(Image.fromarray(circle(16, 16)))]})
+    assert response.status_code == 422, response.text
+    message = response.json()["detail"]
+    assert "ControlNetHED.pth" in message and str(tmp_path / "hed") in message
+    assert "\n" not in message
+
+
 def _unit(**fields: Any) -> dict[str, Any]:
     return {"enabled": True, "image": png_b64(Image.fromarray(circle(16, 16))),
             "model": "tiny_canny", "module": "none", **fields}

@@ -1,0 +1,43 @@
+"""controlnet_aux's annotators (lineart, hed, pidi, ...) as test references, without its
+package `__init__`.
+
+controlnet_aux 0.0.10's `__init__` imports every detector, and so their whole stack (timm,
+torchvision, mediapipe, ...), which torch==2.13's CPU wheel cannot share an environment with
+(torchvision pins another torch). The detectors the tests compare with need only torch, cv2,
+einops and huggingface_hub's name; scripts/setup.sh installs controlnet_aux with --no-deps for
+the reference extra, and this module loads the wanted submodules under an empty package.
+
+    lineart = controlnet_aux("lineart")   # lineart.Generator, lineart.LineartDetector
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+import types
+from typing import Any
+
+import pytest
+
+__all__ = ["controlnet_aux"]
+
+
+def controlnet_aux(name: str, *, bare: tuple[str, ...] = ()) -> Any:
+    """The module controlnet_aux.`name`, or the calling test module skipped with the reason.
+    `bare`: subpackages whose `__init__` is not run either (normalbae's imports torchvision)."""
+    if "controlnet_aux" not in sys.modules:
+        spec = importlib.util.find_spec("controlnet_aux")
+        if spec is None or not spec.submodule_search_locations:
+            pytest.skip("controlnet_aux is not installed (scripts/setup.sh installs it with the "
+                        "'reference' extra)", allow_module_level=True)
+        package = types.ModuleType("controlnet_aux")
+        package.__path__ = list(spec.submodule_search_locations)
+        sys.modules["controlnet_aux"] = package
+    root = sys.modules["controlnet_aux"].__path__[0]
+    for sub in bare:
+        if f"controlnet_aux.{sub}" not in sys.modules:
+            package = types.ModuleType(f"controlnet_aux.{sub}")
+            package.__path__ = [f"{root}/{sub.replace('.', '/')}"]
+            sys.modules[f"controlnet_aux.{sub}"] = package
+    return importlib.import_module(f"controlnet_aux.{name}")
