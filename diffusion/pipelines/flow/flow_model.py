@@ -32,10 +32,12 @@ from ...sampling.samplers.registry import lookup
 from ...text.composable import refuse_composable
 from ...text.prompts import extract_extra_networks
 from ..contract import Capabilities, GenerationResult, LoadOptions, Placement, SamplingDefaults
+from ..control_spec import unit_label
 from ..generation import Denoised, PromptLoras, generate
 from ..masked_content import latent_content
 from ..observer import Observer, Progress, StepCallback
 from ..request import GenerationRequest
+from .flow_control import FlowControl
 from .flow_hires import run_hires
 from .flow_sampling import FLOW_SAMPLERS, FLOW_SCHEDULES, flow_seeds, sample_flow
 from .start import decode, encode_image
@@ -61,6 +63,8 @@ _CFG_FAMILIES = ("sd3", "chroma")
 _STEP_CACHES = {"flux-dev": ("fbc", "magcache", "teacache"),
                 "flux-schnell": ("fbc", "magcache", "teacache"), "sd3": ("fbc",),
                 "chroma": ("fbc",)}
+# the families that run ControlNet units (diffusion.pipelines.flow.flow_control)
+_CONTROL_FAMILIES = ("flux-dev", "flux-schnell")
 
 
 class FlowModel:
@@ -119,16 +123,17 @@ class FlowModel:
     def capabilities(self) -> Capabilities:
         """The WebUI samplers defined for flow models over the Simple schedule, plain-text
         prompts with LoRA tags, the hires fix, step caching on FLUX, SD3 and Chroma (First
-        Block Cache; MagCache and TeaCache on FLUX, whose tables they have); no refiner, control
-        units, variation seeds or memory modes yet."""
+        Block Cache; MagCache and TeaCache on FLUX, whose tables they have), ControlNet units
+        on FLUX; no refiner, variation seeds or memory modes yet."""
         guidance = ("cfg" if self.family in _CFG_FAMILIES else
                     "distilled" if self.distilled else "none")
-        no = dict.fromkeys(("prompt_syntax", "textual_inversion", "refiner", "control",
-                            "variation_seeds", "latent_upscale_resize", "hires_with_diffusers",
+        no = dict.fromkeys(("prompt_syntax", "textual_inversion", "refiner", "variation_seeds",
+                             "latent_upscale_resize", "hires_with_diffusers",
                             "latent_masked_content", "memory_modes"), False)
         return Capabilities(family=self.family, latent_space=self.family.split("-")[0],
                             guidance=guidance, samplers=tuple(FLOW_SAMPLERS),
                             schedules=FLOW_SCHEDULES, models="flow-matching models",
+                            control=self.family in _CONTROL_FAMILIES,
                             step_cache=_STEP_CACHES.get(self.family, ()), **no)
 
     @property
@@ -180,13 +185,21 @@ class FlowModel:
         prompts = [extract_extra_networks(request.prompt)[0]] * batch
         spec = CacheSpec.of(request.cache)
         cache = None if spec is None else StepCache(spec, int(request.steps))
+        if request.control and request.hires is not None:
+            raise ValueError(f"ControlNet units with the hires fix: not supported for "
+                             f"{self.family} models yet; leave one of them out")
+        control = (FlowControl(request.control, total_steps=int(request.steps),
+                               family=self.family,
+                               rule="diffusers" if label == DIFFUSERS else "unit")
+                   if request.control else None)
         if label == DIFFUSERS:
-            latents = self._diffusers(request, prompts, seed, width, height, observer, cache)
+            latents = self._diffusers(request, prompts, seed, width, height, observer, cache,
+                                      control)
             seeds = [seed] * batch
         else:
             seeds = [seed + k for k in range(batch)]
             latents = self._webui(request, label, prompts, seeds, width, height, observer,
-                                  cache)
+                                  cache, control)
             if request.hires is not None:
                 latents = run_hires(self, request, label, prompts, seeds, latents, width,
                                     height, observer, cache=cache)
@@ -195,6 +208,8 @@ class FlowModel:
             distilled_cfg_scale=float(request.distilled_cfg_scale) if self.distilled else None,
             seeds=seeds, clip_skip=0, modules=self.modules,
             cache=None if cache is None else cache.summary())
+        if request.control:  # the units as the ControlNet extension writes them
+            fields["controlnet"] = [unit_label(unit) for unit in request.control]
         if label != DIFFUSERS:
             info = lookup(label)
             fields.update(sampler_fields(
@@ -233,7 +248,7 @@ class FlowModel:
 
     def _diffusers(self, request: GenerationRequest, prompts: list[str], seed: int,
                    width: int, height: int, observer: Observer,
-                   cache: StepCache | None) -> np.ndarray:
+                   cache: StepCache | None, control: FlowControl | None = None) -> np.ndarray:
         if self.family not in _CFG_FAMILIES and request.cfg_scale != 1:
             raise ValueError("FLUX with the 'diffusers' sampler runs without CFG (its guidance "
                              "is distilled_cfg_scale): set cfg_scale 1, or pick a WebUI sampler "
@@ -244,17 +259,20 @@ class FlowModel:
         return self.pipe(prompts, height=height, width=width,
                          num_inference_steps=int(request.steps), seed=seed, rng=request.rng,
                          callback=observer.step, output_type="latent",
-                         **_cached(cache), **self._guidance(request), **images)
+                         **_cached(cache), **_controlled(control), **self._guidance(request),
+                         **images)
 
     def guided_flow(self, request: GenerationRequest, prompts: list[str], width: int,
-                    height: int, cache: StepCache | None = None
+                    height: int, cache: StepCache | None = None,
+                    control: FlowControl | None = None
                     ) -> tuple[Callable[[np.ndarray, float], np.ndarray], tuple[int, ...],
                                float | None]:
         """The guided flow of `prompts` at width x height, its latents' shape and the
         schedule's mu; FLUX with CFG above 1: the negative prompt's flow combined in (true
         CFG, guidance.combine), SD3's CFG inside its velocity. `cache`: the generation's step
-        cache (each prompt's flow a branch of it)."""
-        size = {"height": height, "width": width, **_cached(cache)}
+        cache (each prompt's flow a branch of it); `control`: ControlNet units (FLUX), which
+        both prompts' flows take."""
+        size = {"height": height, "width": width, **_cached(cache), **_controlled(control)}
         flow, shape, mu = self.pipe.velocity(prompts, **size, **self._guidance(request))
         cfg = float(request.cfg_scale)
         if self.family in _CFG_FAMILIES or cfg == 1:
@@ -275,8 +293,9 @@ class FlowModel:
 
     def _webui(self, request: GenerationRequest, label: str, prompts: list[str],
                seeds: list[int], width: int, height: int, observer: Observer,
-               cache: StepCache | None) -> np.ndarray:
-        flow, shape, mu = self.guided_flow(request, prompts, width, height, cache)
+               cache: StepCache | None, control: FlowControl | None = None) -> np.ndarray:
+        flow, shape, mu = self.guided_flow(request, prompts, width, height, cache,
+                                           **_controlled(control))
         init = keep = None
         if request.init_image is not None:
             # the init image's latents drawn from the VAE's posterior with the first seed
@@ -296,7 +315,13 @@ class FlowModel:
                            init_latents=init, keep=keep, strength=float(request.strength),
                            options=request.sampler_options,
                            eta_noise_seed_delta=int(request.eta_noise_seed_delta),
-                           callback=observer.step)
+                           callback=(observer.step if control is None
+                                     else control.counting(observer.step)))
+
+
+def _controlled(control: FlowControl | None) -> dict[str, Any]:
+    """The pipeline's `control` keyword where ControlNet units run."""
+    return {} if control is None else {"control": control}
 
 
 def _cached(cache: StepCache | None) -> dict[str, Any]:
