@@ -34,15 +34,19 @@ def short_prompts(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def tiny_flux_controlnet(folder: Path, *, union: bool, seed: int = 11,
-                         scale: float = 1.0) -> Any:
+                         scale: float = 0.3) -> Any:
     """diffusers' FluxControlNetModel for flow_tiny's FLUX dev, two double and one single
     block (the transformer's one double block takes the first residual), every weight random
-    and large enough that the control shows; saved to `folder`."""
+    (the zero linears scaled by `scale`); saved to `folder`."""
     import diffusers
 
     config = {**FLUX_TINY, "pooled_projection_dim": CLIP_TINY["hidden_size"], "num_layers": 2,
               "guidance_embeds": True, "num_mode": 7 if union else None}
-    model = randomized(diffusers.FluxControlNetModel(**config), seed, scale=scale)
+    model = randomized(diffusers.FluxControlNetModel(**config), seed)
+    with torch.no_grad():  # residuals about as large as the transformer's image tokens
+        for name, parameter in model.named_parameters():
+            if name.startswith(("controlnet_blocks", "controlnet_single_blocks")):
+                parameter.mul_(scale)
     model.save_pretrained(folder)
     return model
 
@@ -99,3 +103,49 @@ def test_flux_controlnet_equals_diffusers(first_device: gpucore.Device,
                           control_guidance_end=0.25, **modes)
     assert np.abs(ours - theirs_b).mean() <= TOLERANCE
     assert np.abs(theirs_b - theirs).mean() >= 10 * TOLERANCE
+
+
+def test_flux_controlnet_unit_through_the_server(first_device: gpucore.Device,
+                                                 tiny_flux_dev: tuple[Path, Any],
+                                                 tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """The extension's unit on txt2img with a FLUX model (a WebUI sampler): its weight and
+    guidance start/end give the CLI's picture of the same unit, and change it; the infotext
+    carries the unit; a UNet ControlNet's kind of mode on FLUX is a 422 naming the unit."""
+    pytest.importorskip("fastapi", reason="the server extra is not installed")
+    from fastapi.testclient import TestClient
+    from server_support import CachedLoader, info, pixels, png_b64
+
+    from diffusion.server import create_app
+
+    root = tiny_flux_dev[0]
+    tiny_flux_controlnet(tmp_path / "ControlNet" / "flux_union", union=True)
+    picture = Image.fromarray(circle(HEIGHT, WIDTH))
+    picture.save(tmp_path / "control.png")
+    size = {"width": WIDTH, "height": HEIGHT, "steps": 4, "seed": 5, "sampler_name": "Euler",
+            "prompt": PROMPT, "distilled_cfg_scale": 2.5}
+    unit = {"enabled": True, "image": png_b64(picture), "model": "flux_union",
+            "union_mode": 2, "weight": 0.3, "guidance_start": 0.25, "guidance_end": 0.75}
+    app = create_app(model=root / "flux", outputs=tmp_path / "outputs", max_size=256,
+                     controlnet_dir=tmp_path / "ControlNet", loader=CachedLoader())
+    with TestClient(app) as client:
+        def txt2img(**changed: Any) -> Any:
+            return client.post("/sdapi/v1/txt2img", json={**size, "alwayson_scripts": {
+                "controlnet": {"args": [{**unit, **changed}]}}})
+
+        response = txt2img()
+        assert response.status_code == 200, response.text
+        served = pixels(response.json()["images"][0]) / 255
+        assert 'ControlNet 0: "Module: none, Model: flux_union [' in info(response)["infotexts"][0]
+        stronger = pixels(txt2img(weight=2).json()["images"][0]) / 255
+        refused = txt2img(control_mode="ControlNet is more important")
+    assert refused.status_code == 422 and "control unit 0" in refused.text
+    assert np.abs(served - stronger).mean() >= 3 * TOLERANCE  # the weight reaches it
+    ours = _cli(capsys, "txt2img", "--model", str(root / "flux"), "--prompt", PROMPT,
+                "--width", str(WIDTH), "--height", str(HEIGHT), "--steps", "4", "--seed", "5",
+                "--sampler", "Euler", "--distilled-cfg-scale", "2.5", "--controlnet",
+                str(tmp_path / "ControlNet" / "flux_union"), "--control-image",
+                str(tmp_path / "control.png"), "--control-union-mode", "2", "--control-weight",
+                "0.3", "--control-start", "0.25", "--control-end", "0.75",
+                "--out", str(tmp_path / "cli.png"))
+    assert np.abs(served - ours).max() <= 1 / 255  # start, end, mode and weight too
