@@ -149,3 +149,24 @@ def test_flux_controlnet_unit_through_the_server(first_device: gpucore.Device,
                 "0.3", "--control-start", "0.25", "--control-end", "0.75",
                 "--out", str(tmp_path / "cli.png"))
     assert np.abs(served - ours).max() <= 1 / 255  # start, end, mode and weight too
+
+
+def test_families_without_controlnets_refuse_units(first_device: gpucore.Device,
+                                                   tiny_sd3: tuple[Path, Any],
+                                                   tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """SD 3.5 (and every flow family but FLUX.1) says in one line that it takes no units
+    yet, before any work."""
+    tiny_flux_controlnet(tmp_path / "cn", union=False)
+    Image.fromarray(circle(HEIGHT, WIDTH)).save(tmp_path / "control.png")
+    code = cli.main(["txt2img", "--model", str(tiny_sd3[0] / "sd3"), "--prompt", PROMPT,
+                     "--width", str(WIDTH), "--height", str(HEIGHT), "--steps", "1",
+                     "--controlnet", str(tmp_path / "cn"), "--control-image",
+                     str(tmp_path / "control.png")])
+    err = capsys.readouterr().err
+    assert code != 0 and "Traceback" not in err
+    assert "ControlNet units: not supported for flow-matching models yet" in err
+    from diffusion.pipelines.flow.flow_control import FlowControl
+
+    with pytest.raises(ValueError, match="not supported for chroma models yet"):
+        FlowControl([], total_steps=4, family="chroma")
