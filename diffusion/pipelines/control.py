@@ -40,6 +40,7 @@ from gpustd.shape import concatenate, take_slice
 
 from ..models.controlnet import ControlNetModel, soft_injection_scales
 from ..models.flux_controlnet import FluxControlNetModel
+from ..models.sd3_controlnet import SD3ControlNetModel
 from ..models.t2i_adapter import T2IAdapter
 from ..preprocessors.resize import fit_map, resize_mode
 from .ip_adapter import ImagePrompts, IPAdapterUnit
@@ -69,7 +70,7 @@ class ControlUnit:
     Union: 0 canny, 1 tile, 2 depth, 3 blur, 4 pose, 5 gray, 6 low quality), None for the
     others."""
 
-    model: ControlNetModel | T2IAdapter | FluxControlNetModel
+    model: ControlNetModel | T2IAdapter | FluxControlNetModel | SD3ControlNetModel
     image: Any
     weight: float = 1.0
     guidance_start: float = 0.0
@@ -83,9 +84,11 @@ class ControlUnit:
     union_mode: int | None = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.model, (ControlNetModel, T2IAdapter, FluxControlNetModel)):
-            raise TypeError(f"a control unit's model is a ControlNetModel, T2IAdapter or "
-                            f"FluxControlNetModel, got {type(self.model).__name__}")
+        if not isinstance(self.model, (ControlNetModel, T2IAdapter, FluxControlNetModel,
+                                       SD3ControlNetModel)):
+            raise TypeError(f"a control unit's model is a ControlNetModel, T2IAdapter, "
+                            f"FluxControlNetModel or SD3ControlNetModel, got "
+                            f"{type(self.model).__name__}")
         if self.control_mode not in CONTROL_MODES:
             raise ValueError(f"control_mode {self.control_mode!r}: expected one of "
                              f"{', '.join(map(repr, CONTROL_MODES))}")
@@ -138,8 +141,9 @@ def check_base(units: Sequence[Any], unet: Any) -> None:
         elif isinstance(model, T2IAdapter):  # its features fit SDXL's UNet or the others'
             made = _base(str(model.config["adapter_type"]).endswith("xl"), None)
             fits = made == _base(unet.uses_added_cond, None)
-        elif isinstance(model, FluxControlNetModel):
-            made, fits = "FLUX.1", False
+        elif isinstance(model, (FluxControlNetModel, SD3ControlNetModel)):
+            made = "FLUX.1" if isinstance(model, FluxControlNetModel) else "SD 3/3.5"
+            fits = False
         else:
             continue  # an IP-Adapter: checked where it is installed
         if not fits:

@@ -1,8 +1,9 @@
-"""The configs of the diffusion transformers' ControlNets (FLUX.1's FluxControlNetModel) as
-users have them: a diffusers folder (config.json + diffusion_pytorch_model.safetensors), or
-the one `.safetensors` file of such a folder in `models/ControlNet`, with its config beside it
-(`NAME.json`, or a `config.json` of the same folder naming FluxControlNetModel) or, without
-one, read from the tensor shapes (FLUX.1's rotary axes assumed)."""
+"""The configs of the diffusion transformers' ControlNets (FLUX.1's FluxControlNetModel, SD 3 /
+3.5's SD3ControlNetModel) as users have them: a diffusers folder (config.json +
+diffusion_pytorch_model.safetensors), or the one `.safetensors` file of such a folder in
+`models/ControlNet`, with its config beside it (`NAME.json`, or a `config.json` of the same
+folder naming the class) or, for FLUX without one, read from the tensor shapes (FLUX.1's
+rotary axes assumed)."""
 
 from __future__ import annotations
 
@@ -14,28 +15,36 @@ from typing import Any
 
 from ..errors import WeightsError
 
-__all__ = ["FLUX_CONTROLNET", "dit_controlnet_config"]
+__all__ = ["DIT_CONTROLNETS", "dit_controlnet_config"]
 
-FLUX_CONTROLNET = "FluxControlNetModel"
+FLUX_CONTROLNET, SD3_CONTROLNET = "FluxControlNetModel", "SD3ControlNetModel"
+DIT_CONTROLNETS = (FLUX_CONTROLNET, SD3_CONTROLNET)  # their configs' _class_name
 _FLUX_KEYS = ("controlnet_x_embedder.weight", "controlnet_single_blocks.0.weight")
+_SD3_KEY = "pos_embed_input.proj.weight"
 
 
 def dit_controlnet_config(path: Path, refs: Mapping[str, Any],
                           own: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The FluxControlNetModel config of the ControlNet at `path` (`refs`: its tensors by
-    diffusers' names with their shapes; `own`: a folder's config.json), None when it is none."""
+    """The FluxControlNetModel / SD3ControlNetModel config of the ControlNet at `path`
+    (`refs`: its tensors by diffusers' names with their shapes; `own`: a folder's
+    config.json), None when it is neither."""
     if own is not None:
-        return own if own.get("_class_name") == FLUX_CONTROLNET else None
-    if not any(key in refs for key in _FLUX_KEYS):
+        return own if own.get("_class_name") in DIT_CONTROLNETS else None
+    flux = any(key in refs for key in _FLUX_KEYS)
+    if not flux and _SD3_KEY not in refs:
         return None
+    wanted = FLUX_CONTROLNET if flux else SD3_CONTROLNET
     for beside in (path.with_suffix(".json"), path.parent / "config.json"):
         if beside.is_file():
             try:
                 config = json.loads(beside.read_text(encoding="utf-8"))
             except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
                 raise WeightsError(f"{beside}: cannot read it as JSON: {error}") from None
-            if isinstance(config, dict) and config.get("_class_name") == FLUX_CONTROLNET:
+            if isinstance(config, dict) and config.get("_class_name") == wanted:
                 return config
+    if not flux:
+        raise WeightsError(f"{path}: an SD3 ControlNet file under diffusers' names needs its "
+                           f"folder's config.json beside it, as {path.with_suffix('.json').name}")
     return _flux_config_from_shapes(refs, str(path))
 
 

@@ -1,17 +1,20 @@
 """ControlNet units on the flow-matching transformers, as diffusers' FluxControlNetPipeline
-runs them (several units: as FluxMultiControlNetModel, their residuals summed).
+and StableDiffusion3ControlNetPipeline run them (several units: as their Multi ControlNet
+models, the residuals summed).
 
     control = FlowControl(units, total_steps=steps, family="flux-dev")
     control.encode(vae, batch=1, width=512, height=512, generator=generator, pack=pack_latents)
-    residuals = control.residuals(x, states, pooled, timestep, guidance_scale=3.5)
-    out = transformer(x, ..., control=residuals)
+    residuals = control.residuals(x, states, pooled, timestep, img_ids=ids, guidance_scale=3.5)
+    out = transformer(x, ..., control=residuals)     # SD3: control.sd3_residuals(...)
 
 Each unit's map is fitted to the picture (its resize mode), put in [-1, 1] and encoded by
 the pipeline's VAE into the transformer's latent space (a posterior draw from the run's
-generator, before its noise, as diffusers draws it; the posterior's mean where no generator
-is given: the WebUI samplers), packed as the latents are. At every transformer call the units
-active at the current step (`step`, advanced by `counting`'s callback after each step) run on
-the call's latents and text, and their residuals, each times its weight, are summed.
+generator, before its noise, as diffusers' FLUX pipeline draws it; the posterior's mean where
+no generator is given: the WebUI samplers, and SD3, whose diffusers pipeline draws it from
+torch's global generator, not the seed's), packed as the latents are (FLUX). At every
+transformer call the units active at the current step (`step`, advanced by `counting`'s
+callback after each step) run on the call's latents and text, and their residuals, each times
+its weight, are summed.
 """
 
 from __future__ import annotations
@@ -21,9 +24,10 @@ from typing import Any
 
 import numpy as np
 
-from gpustd import Tensor, asarray
+from gpustd import Tensor, asarray, concatenate
 
 from ...models.flux_controlnet import FluxControlNetModel
+from ...models.sd3_controlnet import SD3ControlNetModel
 from ...models.tiled_vae import vae_encode
 from ...models.vae import AutoencoderKL
 from ...preprocessors.resize import fit_map
@@ -35,11 +39,12 @@ __all__ = ["FlowControl"]
 # the control model class each family's transformer takes
 _MODELS: dict[str, tuple[type, str]] = {
     "flux-dev": (FluxControlNetModel, "FLUX.1"), "flux-schnell": (FluxControlNetModel, "FLUX.1"),
+    "sd3": (SD3ControlNetModel, "SD 3/3.5"),
 }
 
 
 class FlowControl:
-    """The ControlNet residuals of `units` (ControlUnits of a FLUX ControlNet) for each
+    """The ControlNet residuals of `units` (ControlUnits of a FLUX / SD3 ControlNet) for each
     transformer call. `total_steps`: the steps the start/end fractions count; `rule`: whose
     rule decides which steps those are ("diffusers": its pipelines' `controlnet_keep`, for the
     "diffusers" sampler; "unit": each unit's `schedule`, the WebUI extension's by default).
@@ -84,7 +89,8 @@ class FlowControl:
                pack: Callable[[np.ndarray], np.ndarray], dtype: Any, device: Any) -> None:
         """Each unit's map as latents of the picture's `batch` rows: fitted to width x height,
         through `vae` (a draw from `generator`, or the mean where it is None), `pack`ed as
-        the transformer's input, on `device` in `dtype`. diffusers:
+        the transformer's input, on `device` in `dtype` (InstantX's SD3 ControlNets,
+        `force_zeros_for_pooled_projection`, take them unshifted). diffusers:
         `FluxControlNetPipeline.prepare_image` and `retrieve_latents(vae.encode(...))`."""
         self._latents = []
         for unit in self.units:
@@ -100,7 +106,9 @@ class FlowControl:
             latent = mean.astype(np.float64) if generator is None else AutoencoderKL.sample(
                 mean.astype(np.float64), logvar.astype(np.float64),
                 generator.standard_normal(mean.shape))
-            latent = (latent - vae.shift_factor) * vae.scaling_factor
+            shift = 0.0 if unit.model.config.get("force_zeros_for_pooled_projection") else (
+                vae.shift_factor)
+            latent = (latent - shift) * vae.scaling_factor
             self._latents.append(asarray(pack(latent.astype(np.float32)), dtype=dtype,
                                          device=device))
 
@@ -128,6 +136,29 @@ class FlowControl:
             total = (double, single) if total is None else (
                 [a + b for a, b in zip(total[0], double)],
                 [a + b for a, b in zip(total[1], single)])
+        return total
+
+    def sd3_residuals(self, x: Tensor, states: Tensor, pooled: Tensor, timestep: np.ndarray,
+                      *, pos_embed: Any) -> list[Tensor] | None:
+        """The summed residuals of the units active at `step` for an SD3 transformer call on
+        x (B, C, h, w) (with CFG: the unconditional rows, then as many conditional ones, the
+        maps the same for both) with text `states`, `pooled` and `timestep` (B,) in
+        0..1000; None when none acts. `pos_embed`: the transformer's (Stability's SD 3.5
+        ControlNets use it). diffusers: StableDiffusion3ControlNetPipeline's loop."""
+        if self._latents is None:
+            raise RuntimeError("FlowControl.encode must run before the first step")
+        total: list[Tensor] | None = None
+        for unit, latents in zip(self.units, self._latents):
+            if not self._active(unit):
+                continue
+            model = unit.model
+            cond = latents if latents.shape[0] == x.shape[0] else concatenate(
+                [latents] * (x.shape[0] // latents.shape[0]))
+            zeros = model.config["force_zeros_for_pooled_projection"]
+            samples = model(x, cond, states if model.joint else None,
+                            pooled * np.float32(0) if zeros else pooled, timestep,
+                            conditioning_scale=unit.weight, pos_embed=pos_embed)
+            total = samples if total is None else [a + b for a, b in zip(total, samples)]
         return total
 
     def _active(self, unit: ControlUnit) -> bool:

@@ -64,7 +64,7 @@ _STEP_CACHES = {"flux-dev": ("fbc", "magcache", "teacache"),
                 "flux-schnell": ("fbc", "magcache", "teacache"), "sd3": ("fbc",),
                 "chroma": ("fbc",)}
 # the families that run ControlNet units (diffusion.pipelines.flow.flow_control)
-_CONTROL_FAMILIES = ("flux-dev", "flux-schnell")
+_CONTROL_FAMILIES = ("flux-dev", "flux-schnell", "sd3")
 
 
 class FlowModel:
@@ -124,7 +124,7 @@ class FlowModel:
         """The WebUI samplers defined for flow models over the Simple schedule, plain-text
         prompts with LoRA tags, the hires fix, step caching on FLUX, SD3 and Chroma (First
         Block Cache; MagCache and TeaCache on FLUX, whose tables they have), ControlNet units
-        on FLUX; no refiner, variation seeds or memory modes yet."""
+        on FLUX and SD3; no refiner, variation seeds or memory modes yet."""
         guidance = ("cfg" if self.family in _CFG_FAMILIES else
                     "distilled" if self.distilled else "none")
         no = dict.fromkeys(("prompt_syntax", "textual_inversion", "refiner", "variation_seeds",

@@ -152,14 +152,14 @@ def test_flux_controlnet_unit_through_the_server(first_device: gpucore.Device,
 
 
 def test_families_without_controlnets_refuse_units(first_device: gpucore.Device,
-                                                   tiny_sd3: tuple[Path, Any],
+                                                   tiny_chroma: tuple[Path, Any],
                                                    tmp_path: Path,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
-    """SD 3.5 (and every flow family but FLUX.1) says in one line that it takes no units
-    yet, before any work."""
+    """Chroma (and every flow family but FLUX.1 and SD 3/3.5) says in one line that it takes
+    no units yet, before any work."""
     tiny_flux_controlnet(tmp_path / "cn", union=False)
     Image.fromarray(circle(HEIGHT, WIDTH)).save(tmp_path / "control.png")
-    code = cli.main(["txt2img", "--model", str(tiny_sd3[0] / "sd3"), "--prompt", PROMPT,
+    code = cli.main(["txt2img", "--model", str(tiny_chroma[0] / "chroma"), "--prompt", PROMPT,
                      "--width", str(WIDTH), "--height", str(HEIGHT), "--steps", "1",
                      "--controlnet", str(tmp_path / "cn"), "--control-image",
                      str(tmp_path / "control.png")])
