@@ -86,8 +86,8 @@ class ControlUnit:
     def __post_init__(self) -> None:
         if not isinstance(self.model, (ControlNetModel, T2IAdapter, FluxControlNetModel,
                                        SD3ControlNetModel)):
-            raise TypeError(f"a control unit's model is a ControlNetModel, T2IAdapter, "
-                            f"FluxControlNetModel or SD3ControlNetModel, got "
+            raise TypeError(f"a control unit's model is a ControlNetModel or T2IAdapter (FLUX, "
+                            f"SD3: a FluxControlNetModel, SD3ControlNetModel), got "
                             f"{type(self.model).__name__}")
         if self.control_mode not in CONTROL_MODES:
             raise ValueError(f"control_mode {self.control_mode!r}: expected one of "
