@@ -212,12 +212,14 @@ class Control:
                 feats = self._adapter_residuals(index, unit, images, rows)
                 intra = feats if intra is None else [a + b for a, b in zip(intra, feats)]
                 continue
+            model = unit.model
+            assert isinstance(model, ControlNetModel)  # check_base refused the DiTs' ones
             part = _rows(x, rows)
             run = self._captures.setdefault(
-                index, capture(functools.partial(_controlnet_call, unit.model),
+                index, capture(functools.partial(_controlnet_call, model),
                                copy_outputs=True, max_signatures=2))
             image = self._image(index, unit, images[rows[0]:rows[1]], x)
-            count = len(unit.model.controlnet_down_blocks) + 1
+            count = len(model.controlnet_down_blocks) + 1
             got_down, got_mid = run(part, _rows(timesteps, rows), _rows(hidden, rows), image,
                                     None if text_embeds is None else _rows(text_embeds, rows),
                                     None if time_ids is None else tuple(time_ids[rows[0]:]),

@@ -12,9 +12,10 @@ the pipeline's VAE into the transformer's latent space (a posterior draw from th
 generator, before its noise, as diffusers' FLUX pipeline draws it; the posterior's mean where
 no generator is given: the WebUI samplers, and SD3, whose diffusers pipeline draws it from
 torch's global generator, not the seed's), packed as the latents are (FLUX). At every
-transformer call the units active at the current step (`step`, advanced by `counting`'s
-callback after each step) run on the call's latents and text, and their residuals, each times
-its weight, are summed.
+transformer call the units active at the current step run on the call's latents and text,
+and their residuals, each times its weight, are summed. The step is the count of timesteps
+seen before the call's (the flow samplers call the model once a step; a second call at the
+same timestep, another guidance branch, is the same step).
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ from ...models.tiled_vae import vae_encode
 from ...models.vae import AutoencoderKL
 from ...preprocessors.resize import fit_map
 from ..control import CONTROL_MODES, ControlUnit, control_batch
-from .start import StepCallback
 
 __all__ = ["FlowControl"]
 
@@ -69,17 +69,10 @@ class FlowControl:
         self.units = list(units)
         self.total_steps = max(1, int(total_steps))
         self.rule = rule
-        self.step = 0
+        self.step = -1  # the current step; none yet
+        self._timestep: float | None = None
         self._latents: list[Tensor] | None = None
         self._tables: dict[tuple[int, int, tuple[int, ...]], tuple[Tensor, Tensor]] = {}
-
-    def counting(self, callback: StepCallback | None) -> StepCallback:
-        """`callback` with the step counted first: pass it as the sampler's callback."""
-        def counted(done: int, total: int, latents: np.ndarray) -> bool | None:
-            self.step = done
-            return None if callback is None else callback(done, total, latents)
-
-        return counted
 
     @property
     def encoded(self) -> bool:
@@ -120,6 +113,7 @@ class FlowControl:
         [0, 1]; None when none acts. `img_ids`: the image patches' positions."""
         if self._latents is None:
             raise RuntimeError("FlowControl.encode must run before the first step")
+        self._advance(timestep)
         total: tuple[list[Tensor], list[Tensor]] | None = None
         for unit, latents in zip(self.units, self._latents):
             if not self._active(unit):
@@ -147,6 +141,7 @@ class FlowControl:
         ControlNets use it). diffusers: StableDiffusion3ControlNetPipeline's loop."""
         if self._latents is None:
             raise RuntimeError("FlowControl.encode must run before the first step")
+        self._advance(timestep)
         total: list[Tensor] | None = None
         for unit, latents in zip(self.units, self._latents):
             if not self._active(unit):
@@ -160,6 +155,12 @@ class FlowControl:
                             conditioning_scale=unit.weight, pos_embed=pos_embed)
             total = samples if total is None else [a + b for a, b in zip(total, samples)]
         return total
+
+    def _advance(self, timestep: np.ndarray) -> None:
+        """A call at a new timestep starts the next step."""
+        t = float(np.asarray(timestep).reshape(-1)[0])
+        if t != self._timestep:
+            self._timestep, self.step = t, self.step + 1
 
     def _active(self, unit: ControlUnit) -> bool:
         step, steps = self.step, self.total_steps

@@ -128,7 +128,7 @@ class FlowModel:
         guidance = ("cfg" if self.family in _CFG_FAMILIES else
                     "distilled" if self.distilled else "none")
         no = dict.fromkeys(("prompt_syntax", "textual_inversion", "refiner", "variation_seeds",
-                             "latent_upscale_resize", "hires_with_diffusers",
+                            "latent_upscale_resize", "hires_with_diffusers",
                             "latent_masked_content", "memory_modes"), False)
         return Capabilities(family=self.family, latent_space=self.family.split("-")[0],
                             guidance=guidance, samplers=tuple(FLOW_SAMPLERS),
@@ -188,18 +188,13 @@ class FlowModel:
         if request.control and request.hires is not None:
             raise ValueError(f"ControlNet units with the hires fix: not supported for "
                              f"{self.family} models yet; leave one of them out")
-        control = (FlowControl(request.control, total_steps=int(request.steps),
-                               family=self.family,
-                               rule="diffusers" if label == DIFFUSERS else "unit")
-                   if request.control else None)
         if label == DIFFUSERS:
-            latents = self._diffusers(request, prompts, seed, width, height, observer, cache,
-                                      control)
+            latents = self._diffusers(request, prompts, seed, width, height, observer, cache)
             seeds = [seed] * batch
         else:
             seeds = [seed + k for k in range(batch)]
             latents = self._webui(request, label, prompts, seeds, width, height, observer,
-                                  cache, control)
+                                  cache)
             if request.hires is not None:
                 latents = run_hires(self, request, label, prompts, seeds, latents, width,
                                     height, observer, cache=cache)
@@ -237,18 +232,23 @@ class FlowModel:
         return SimpleNamespace(unet=pipe.transformer, transformer=pipe.transformer, **encoders)
 
     def _guidance(self, request: GenerationRequest) -> dict[str, Any]:
-        """The pipeline's guidance keywords (FLUX's distilled scale, SD3's CFG), and the T5
-        length where set."""
-        length = ({} if self.max_sequence_length is None
-                  else {"max_sequence_length": self.max_sequence_length})
+        """The pipeline's guidance keywords (FLUX's distilled scale, SD3's CFG), the T5
+        length where set, and the request's ControlNet units (a FlowControl of its own for
+        each call: the "diffusers" sampler counts guidance start/end as diffusers does)."""
+        extra: dict[str, Any] = ({} if self.max_sequence_length is None
+                                 else {"max_sequence_length": self.max_sequence_length})
+        if request.control:
+            extra["control"] = FlowControl(
+                request.control, total_steps=int(request.steps), family=self.family,
+                rule="diffusers" if request.sampler_label[0] == DIFFUSERS else "unit")
         if self.family in _CFG_FAMILIES:
             return {"guidance_scale": float(request.cfg_scale),
-                    "negative_prompt": request.negative_prompt, **length}
-        return {"guidance_scale": float(request.distilled_cfg_scale), **length}
+                    "negative_prompt": request.negative_prompt, **extra}
+        return {"guidance_scale": float(request.distilled_cfg_scale), **extra}
 
     def _diffusers(self, request: GenerationRequest, prompts: list[str], seed: int,
                    width: int, height: int, observer: Observer,
-                   cache: StepCache | None, control: FlowControl | None = None) -> np.ndarray:
+                   cache: StepCache | None) -> np.ndarray:
         if self.family not in _CFG_FAMILIES and request.cfg_scale != 1:
             raise ValueError("FLUX with the 'diffusers' sampler runs without CFG (its guidance "
                              "is distilled_cfg_scale): set cfg_scale 1, or pick a WebUI sampler "
@@ -259,20 +259,17 @@ class FlowModel:
         return self.pipe(prompts, height=height, width=width,
                          num_inference_steps=int(request.steps), seed=seed, rng=request.rng,
                          callback=observer.step, output_type="latent",
-                         **_cached(cache), **_controlled(control), **self._guidance(request),
-                         **images)
+                         **_cached(cache), **self._guidance(request), **images)
 
     def guided_flow(self, request: GenerationRequest, prompts: list[str], width: int,
-                    height: int, cache: StepCache | None = None,
-                    control: FlowControl | None = None
+                    height: int, cache: StepCache | None = None
                     ) -> tuple[Callable[[np.ndarray, float], np.ndarray], tuple[int, ...],
                                float | None]:
         """The guided flow of `prompts` at width x height, its latents' shape and the
         schedule's mu; FLUX with CFG above 1: the negative prompt's flow combined in (true
         CFG, guidance.combine), SD3's CFG inside its velocity. `cache`: the generation's step
-        cache (each prompt's flow a branch of it); `control`: ControlNet units (FLUX), which
-        both prompts' flows take."""
-        size = {"height": height, "width": width, **_cached(cache), **_controlled(control)}
+        cache (each prompt's flow a branch of it)."""
+        size = {"height": height, "width": width, **_cached(cache)}
         flow, shape, mu = self.pipe.velocity(prompts, **size, **self._guidance(request))
         cfg = float(request.cfg_scale)
         if self.family in _CFG_FAMILIES or cfg == 1:
@@ -293,9 +290,8 @@ class FlowModel:
 
     def _webui(self, request: GenerationRequest, label: str, prompts: list[str],
                seeds: list[int], width: int, height: int, observer: Observer,
-               cache: StepCache | None, control: FlowControl | None = None) -> np.ndarray:
-        flow, shape, mu = self.guided_flow(request, prompts, width, height, cache,
-                                           **_controlled(control))
+               cache: StepCache | None) -> np.ndarray:
+        flow, shape, mu = self.guided_flow(request, prompts, width, height, cache)
         init = keep = None
         if request.init_image is not None:
             # the init image's latents drawn from the VAE's posterior with the first seed
@@ -315,13 +311,7 @@ class FlowModel:
                            init_latents=init, keep=keep, strength=float(request.strength),
                            options=request.sampler_options,
                            eta_noise_seed_delta=int(request.eta_noise_seed_delta),
-                           callback=(observer.step if control is None
-                                     else control.counting(observer.step)))
-
-
-def _controlled(control: FlowControl | None) -> dict[str, Any]:
-    """The pipeline's `control` keyword where ControlNet units run."""
-    return {} if control is None else {"control": control}
+                           callback=observer.step)
 
 
 def _cached(cache: StepCache | None) -> dict[str, Any]:

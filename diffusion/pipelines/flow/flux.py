@@ -208,7 +208,6 @@ class FluxPipeline:
                            width=width // scale * scale, height=height // scale * scale,
                            generator=generator, pack=pack_latents,
                            dtype=self.transformer.x_embedder.weight.dtype, device=device)
-            callback = control.counting(callback)
         # 1. conditioning, as a function of the latents and the timestep
         flow, shape, mu = self.velocity(prompts, height=height, width=width,
                                         guidance_scale=guidance_scale,

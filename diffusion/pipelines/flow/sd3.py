@@ -205,8 +205,6 @@ class StableDiffusion3Pipeline:
         StableDiffusion3InpaintPipeline's) call with `strength=`."""
         prompts = check_call(prompt, rng=rng, output_type=output_type, steps=num_inference_steps)
         device = self.transformer.proj_out.weight.device
-        if control is not None:
-            callback = control.counting(callback)
         # 1. conditioning, as a function of the latents and the timestep
         flow, shape, mu = self.velocity(prompts, height=height, width=width,
                                         negative_prompt=negative_prompt,

@@ -5,6 +5,7 @@ reach it as diffusers', and the control visibly matters."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -109,9 +110,11 @@ def test_flux_controlnet_unit_through_the_server(first_device: gpucore.Device,
                                                  tiny_flux_dev: tuple[Path, Any],
                                                  tmp_path: Path,
                                                  capsys: pytest.CaptureFixture[str]) -> None:
-    """The extension's unit on txt2img with a FLUX model (a WebUI sampler): its weight and
-    guidance start/end give the CLI's picture of the same unit, and change it; the infotext
-    carries the unit; a UNet ControlNet's kind of mode on FLUX is a 422 naming the unit."""
+    """The extension's unit on txt2img with a FLUX model (a WebUI sampler), its model a
+    single .safetensors in the ControlNet folder with its config beside it: its weight,
+    guidance start/end and mode give the CLI's picture of the same unit, and the weight
+    changes it; the infotext carries the unit; a UNet ControlNet's kind of control mode on
+    FLUX is a 422 naming the unit."""
     pytest.importorskip("fastapi", reason="the server extra is not installed")
     from fastapi.testclient import TestClient
     from server_support import CachedLoader, info, pixels, png_b64
@@ -119,7 +122,11 @@ def test_flux_controlnet_unit_through_the_server(first_device: gpucore.Device,
     from diffusion.server import create_app
 
     root = tiny_flux_dev[0]
-    tiny_flux_controlnet(tmp_path / "ControlNet" / "flux_union", union=True)
+    tiny_flux_controlnet(tmp_path / "union", union=True)
+    (tmp_path / "ControlNet").mkdir()
+    shutil.copy(tmp_path / "union" / "diffusion_pytorch_model.safetensors",
+                tmp_path / "ControlNet" / "flux_union.safetensors")
+    shutil.copy(tmp_path / "union" / "config.json", tmp_path / "ControlNet" / "flux_union.json")
     picture = Image.fromarray(circle(HEIGHT, WIDTH))
     picture.save(tmp_path / "control.png")
     size = {"width": WIDTH, "height": HEIGHT, "steps": 4, "seed": 5, "sampler_name": "Euler",
@@ -144,7 +151,7 @@ def test_flux_controlnet_unit_through_the_server(first_device: gpucore.Device,
     ours = _cli(capsys, "txt2img", "--model", str(root / "flux"), "--prompt", PROMPT,
                 "--width", str(WIDTH), "--height", str(HEIGHT), "--steps", "4", "--seed", "5",
                 "--sampler", "Euler", "--distilled-cfg-scale", "2.5", "--controlnet",
-                str(tmp_path / "ControlNet" / "flux_union"), "--control-image",
+                str(tmp_path / "ControlNet" / "flux_union.safetensors"), "--control-image",
                 str(tmp_path / "control.png"), "--control-union-mode", "2", "--control-weight",
                 "0.3", "--control-start", "0.25", "--control-end", "0.75",
                 "--out", str(tmp_path / "cli.png"))
