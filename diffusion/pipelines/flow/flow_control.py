@@ -110,7 +110,9 @@ class FlowControl:
                   ) -> tuple[list[Tensor], list[Tensor]] | None:
         """The summed (double, single) residuals of the units active at `step` for a
         transformer call on x (B, Li, C) with text `states`, `pooled` and `timestep` (B,) in
-        [0, 1]; None when none acts. `img_ids`: the image patches' positions."""
+        [0, 1]; None when none acts. `img_ids`: the image patches' positions. A unit's union
+        mode reaches Union models only (one mode may be given for several units), as diffusers'
+        FluxMultiControlNetModel passes its modes."""
         if self._latents is None:
             raise RuntimeError("FlowControl.encode must run before the first step")
         self._advance(timestep)
@@ -126,7 +128,8 @@ class FlowControl:
                         if model.config["guidance_embeds"] else None)
             double, single = model(x, latents, states, pooled, timestep, guidance,
                                    rotary=self._rotary(model, states.shape[1], img_ids),
-                                   mode=unit.union_mode, conditioning_scale=unit.weight)
+                                   mode=unit.union_mode if model.union else None,
+                                   conditioning_scale=unit.weight)
             total = (double, single) if total is None else (
                 [a + b for a, b in zip(total[0], double)],
                 [a + b for a, b in zip(total[1], single)])

@@ -1,7 +1,8 @@
-"""FLUX.1 with ControlNet units (a tiny FLUX dev and a tiny FluxControlNetModel, both made by
+"""FLUX.1 with ControlNet units (a tiny FLUX dev and tiny FluxControlNetModels, all made by
 diffusers here): through the CLI with `--sampler diffusers --rng torch` the picture is
 diffusers' FluxControlNetPipeline's, a Union ControlNet's mode, the weight and guidance end
-reach it as diffusers', and the control visibly matters."""
+reach it as diffusers', several units are its FluxMultiControlNetModel, and the control
+visibly matters; through the server the unit's fields reach the picture."""
 
 from __future__ import annotations
 
@@ -60,8 +61,13 @@ def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> np.ndarray:
         return np.asarray(image.convert("RGB"), np.float64) / 255
 
 
-def _reference(reference: Any, controlnet: Any, image: Image.Image, **settings: Any
-               ) -> np.ndarray:
+def _base(root: Path) -> tuple[str, ...]:
+    return ("txt2img", "--model", str(root / "flux"), "--prompt", PROMPT, "--width", str(WIDTH),
+            "--height", str(HEIGHT), "--steps", "4", "--sampler", "diffusers", "--rng", "torch",
+            "--seed", "7", "--distilled-cfg-scale", "2.5", "--dtype", "float32")
+
+
+def _reference(reference: Any, controlnet: Any, image: Any, **settings: Any) -> np.ndarray:
     import diffusers
 
     pipe = diffusers.FluxControlNetPipeline(**reference.components, controlnet=controlnet)
@@ -72,38 +78,56 @@ def _reference(reference: Any, controlnet: Any, image: Image.Image, **settings: 
     return np.round(images[0] * 255) / 255
 
 
-@pytest.mark.parametrize("union", [False, True], ids=["single", "union"])
 def test_flux_controlnet_equals_diffusers(first_device: gpucore.Device,
                                           tiny_flux_dev: tuple[Path, Any], tmp_path: Path,
-                                          capsys: pytest.CaptureFixture[str],
-                                          union: bool) -> None:
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """One unit: diffusers' picture, unlike the one without it; a weight and an end of its
+    own: diffusers' picture for them, unlike the first."""
     root, reference = tiny_flux_dev
-    controlnet = tiny_flux_controlnet(tmp_path / "cn", union=union)
+    controlnet = tiny_flux_controlnet(tmp_path / "cn", union=False)
     picture = Image.fromarray(circle(HEIGHT, WIDTH))
     picture.save(tmp_path / "control.png")
-    base = ("txt2img", "--model", str(root / "flux"), "--prompt", PROMPT, "--width",
-            str(WIDTH), "--height", str(HEIGHT), "--steps", "4", "--sampler", "diffusers",
-            "--rng", "torch", "--seed", "7", "--distilled-cfg-scale", "2.5", "--dtype",
-            "float32")
-    mode = ("--control-union-mode", "2") if union else ()
     unit = ("--controlnet", str(tmp_path / "cn"), "--control-image",
-            str(tmp_path / "control.png"), *mode)
-    modes = {"control_mode": 2} if union else {}
+            str(tmp_path / "control.png"))
 
-    ours = _cli(capsys, *base, *unit, "--out", str(tmp_path / "a.png"))
-    theirs = _reference(reference, controlnet, picture, **modes)
+    ours = _cli(capsys, *_base(root), *unit, "--out", str(tmp_path / "a.png"))
+    theirs = _reference(reference, controlnet, picture)
     assert np.abs(ours - theirs).mean() <= TOLERANCE
-    if union:  # the rest is the same path
-        return
-    plain = _cli(capsys, *base, "--out", str(tmp_path / "plain.png"))
+    plain = _cli(capsys, *_base(root), "--out", str(tmp_path / "plain.png"))
     assert np.abs(ours - plain).mean() >= 10 * TOLERANCE  # the control matters
 
-    ours = _cli(capsys, *base, *unit, "--control-weight", "0.5", "--control-end", "0.25",
-                "--out", str(tmp_path / "b.png"))
+    ours = _cli(capsys, *_base(root), *unit, "--control-weight", "0.5", "--control-end",
+                "0.25", "--out", str(tmp_path / "b.png"))
     theirs_b = _reference(reference, controlnet, picture, controlnet_conditioning_scale=0.5,
-                          control_guidance_end=0.25, **modes)
+                          control_guidance_end=0.25)
     assert np.abs(ours - theirs_b).mean() <= TOLERANCE
     assert np.abs(theirs_b - theirs).mean() >= 10 * TOLERANCE
+
+
+def test_union_and_single_controlnets_at_once(first_device: gpucore.Device,
+                                              tiny_flux_dev: tuple[Path, Any], tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """A Union ControlNet with its mode and a single one, each with its map and weight: the
+    picture of diffusers' FluxMultiControlNetModel of the two (the mode, given once, reaches
+    the Union model only)."""
+    import diffusers
+
+    root, reference = tiny_flux_dev
+    union = tiny_flux_controlnet(tmp_path / "union", union=True)
+    single = tiny_flux_controlnet(tmp_path / "single", union=False, seed=12)
+    pictures = [Image.fromarray(circle(HEIGHT, WIDTH)),
+                Image.fromarray(np.ascontiguousarray(circle(HEIGHT, WIDTH, seed=3)[::-1]))]
+    for index, picture in enumerate(pictures):
+        picture.save(tmp_path / f"control{index}.png")
+    ours = _cli(capsys, *_base(root), "--controlnet", str(tmp_path / "union"),
+                "--control-image", str(tmp_path / "control0.png"), "--controlnet",
+                str(tmp_path / "single"), "--control-image", str(tmp_path / "control1.png"),
+                "--control-union-mode", "2", "--control-weight", "0.8", "0.6",
+                "--out", str(tmp_path / "a.png"))
+    theirs = _reference(reference, diffusers.FluxMultiControlNetModel([union, single]),
+                        pictures, control_mode=[2, None],
+                        controlnet_conditioning_scale=[0.8, 0.6])
+    assert np.abs(ours - theirs).mean() <= TOLERANCE
 
 
 def test_flux_controlnet_unit_through_the_server(first_device: gpucore.Device,
