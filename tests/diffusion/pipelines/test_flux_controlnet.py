@@ -201,3 +201,34 @@ def test_families_without_controlnets_refuse_units(first_device: gpucore.Device,
 
     with pytest.raises(ValueError, match="not supported for chroma models yet"):
         FlowControl([], total_steps=4, family="chroma")
+
+
+def test_controlnets_of_another_model_are_refused(first_device: gpucore.Device) -> None:
+    """A FLUX ControlNet on SD3 or on a UNet model, an SD3 one on FLUX, and the UNet
+    ControlNets' soft control modes: one line each naming the unit, before any step."""
+    from types import SimpleNamespace
+
+    from diffusion.models.flux_controlnet import FluxControlNetModel
+    from diffusion.models.sd3_controlnet import SD3ControlNetModel
+    from diffusion.pipelines.control import ControlUnit, check_base
+    from diffusion.pipelines.flow.flow_control import FlowControl
+
+    flux = FluxControlNetModel({**FLUX_TINY, "num_single_layers": 0}, device=first_device)
+    sd3 = SD3ControlNetModel(dict(num_layers=1, attention_head_dim=8, num_attention_heads=2,
+                                  joint_attention_dim=None, caption_projection_dim=16,
+                                  use_pos_embed=False), device=first_device)
+    image = circle(HEIGHT, WIDTH)
+    with pytest.raises(ValueError, match=r"control unit 0: SD 3/3\.5 models take a "
+                                         "SD3ControlNetModel, not a FluxControlNetModel"):
+        FlowControl([ControlUnit(flux, image)], total_steps=4, family="sd3")
+    with pytest.raises(ValueError, match=r"FLUX\.1 models take a FluxControlNetModel, not a "
+                                         "SD3ControlNetModel"):
+        FlowControl([ControlUnit(sd3, image)], total_steps=4, family="flux-dev")
+    with pytest.raises(ValueError, match="control mode 'My prompt is more important' is for "
+                                         "UNet models"):
+        FlowControl([ControlUnit(flux, image, control_mode="My prompt is more important")],
+                    total_steps=4, family="flux-schnell")
+    unet = SimpleNamespace(uses_added_cond=False, config={"cross_attention_dim": 768})
+    with pytest.raises(ValueError, match=r"the FluxControlNetModel is made for FLUX\.1, but "
+                                         r"the model is SD 1\.x/2\.x"):
+        check_base([ControlUnit(flux, image)], unet)
