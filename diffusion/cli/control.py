@@ -38,6 +38,7 @@ _PER_UNIT: dict[str, tuple[str, Any, str]] = {
     "control_threshold_a": ("threshold_a", number, "A"),
     "control_threshold_b": ("threshold_b", number, "B"),
     "control_hr_option": ("hr_option", str, "WHICH"),
+    "control_union_mode": ("union_mode", whole, "N"),
 }
 
 
@@ -96,6 +97,9 @@ def add_control_options(parser: argparse.ArgumentParser) -> None:
                                "rate 1; -1: the default)",
         "control_threshold_b": "the module's second setting (canny: high threshold 200)",
         "control_hr_option": f"the hires fix passes the unit guides: {' | '.join(HR_OPTIONS)}",
+        "control_union_mode": "a Union ControlNet's control type (FLUX InstantX / Shakker "
+                              "Union: 0 canny, 1 tile, 2 depth, 3 blur, 4 pose, 5 gray, 6 low "
+                              "quality)",
     }
     for dest, (_, kind, metavar) in _PER_UNIT.items():
         group.add_argument("--" + dest.replace("_", "-"), dest=dest, nargs="+", type=kind,

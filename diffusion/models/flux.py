@@ -4,6 +4,8 @@ text conditioning and adaLN modulation. schnell and dev differ only in `guidance
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -69,6 +71,16 @@ class FluxSingleTransformerBlock(SingleStreamBlock):
         return self.modulated(x, shift, scale, gate, rotary)
 
 
+def _residuals(samples: Sequence[Tensor], blocks: int) -> Any:
+    """The residual block i takes: samples[i // ceil(blocks / len(samples))], as diffusers'
+    FluxTransformer2DModel spreads a ControlNet's fewer residuals over its blocks (None-like
+    when there are none)."""
+    if not samples:
+        return None
+    interval = math.ceil(blocks / len(samples))
+    return lambda index: samples[index // interval]
+
+
 class FluxTransformer2DModel(nn.Module):
     """Packed latents (B, L, in_channels) -> the flow (B, L, out_channels).
 
@@ -113,7 +125,8 @@ class FluxTransformer2DModel(nn.Module):
     def forward(self, hidden_states: Tensor, encoder_hidden_states: Tensor, pooled: Tensor,
                 timestep: Any, img_ids: Any, txt_ids: Any, guidance: Any = None, *,
                 rotary: tuple[Tensor, Tensor] | None = None,
-                cache: BranchCache | None = None) -> Tensor:
+                cache: BranchCache | None = None,
+                control: tuple[Sequence[Tensor], Sequence[Tensor]] | None = None) -> Tensor:
         """hidden_states (B, Li, in_channels): packed latents; encoder_hidden_states
         (B, Lt, joint_attention_dim): T5 states; pooled (B, pooled_projection_dim): CLIP's
         pooled output; timestep (B,) in [0, 1] (sigmas); guidance (B,) the distilled CFG
@@ -121,6 +134,9 @@ class FluxTransformer2DModel(nn.Module):
         img_ids (Li, 3), txt_ids (Lt, 3) positions, or their tables precomputed once per
         picture size by `rotary` (the ids are then unused). `cache`: a step cache branch
         (`step_cache.StepCache.branch()`) the blocks run through, its calls in step order.
+        `control`: a ControlNet's residuals (double blocks', single blocks'; each (B, Li,
+        dim)), added to the image tokens after the blocks as diffusers adds
+        `controlnet_block_samples` / `controlnet_single_block_samples`.
         """
         cfg = self.config
         if (guidance is None) == bool(cfg["guidance_embeds"]):
@@ -136,17 +152,30 @@ class FluxTransformer2DModel(nn.Module):
         # 2. double-stream blocks, then one stream of text + image tokens (the first block
         # apart: a step cache decides after it whether the others run)
         blocks = list(self.transformer_blocks)
+        singles = list(self.single_transformer_blocks)
+        double_residual, single_residual = ((_residuals(control[0], len(blocks)),
+                                             _residuals(control[1], len(singles)))
+                                            if control is not None else (None, None))
 
         def head(x: Tensor, context: Tensor) -> tuple[Tensor, Tensor]:
-            return blocks[0](x, context, temb, tables) if blocks else (x, context)
+            if not blocks:
+                return x, context
+            x, context = blocks[0](x, context, temb, tables)
+            return (x if double_residual is None else x + double_residual(0)), context
 
         def tail(x: Tensor, context: Tensor) -> Tensor:
-            for block in blocks[1:]:
+            for index, block in enumerate(blocks[1:], 1):
                 x, context = block(x, context, temb, tables)
+                if double_residual is not None:
+                    x = x + double_residual(index)
             text_length = context.shape[1]
             x = concatenate([context, x], axis=1)
-            for single in self.single_transformer_blocks:
+            for index, single in enumerate(singles):
                 x = single(x, temb, tables)
+                if single_residual is not None:  # the image tokens only
+                    x = concatenate([take_slice(x, 0, text_length, axis=1),
+                                     take_slice(x, text_length, x.shape[1], axis=1)
+                                     + single_residual(index)], axis=1)
             return take_slice(x, text_length, x.shape[1], axis=1)
 
         def probe(x: Tensor) -> Tensor:

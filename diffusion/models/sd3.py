@@ -4,7 +4,7 @@ adaLN-Zero, QK-norm (3.5) and SD3.5 Medium's extra image self-attention (dual) b
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import numpy as np
@@ -90,13 +90,17 @@ class SD3Transformer2DModel(nn.Module):
 
     def forward(self, hidden_states: Tensor, encoder_hidden_states: Tensor, pooled: Tensor,
                 timestep: Any, *, skip_layers: Collection[int] = (),
-                cache: BranchCache | None = None) -> Tensor:
+                cache: BranchCache | None = None,
+                control: Sequence[Tensor] | None = None) -> Tensor:
         """hidden_states (B, C, H, W) latents (H, W multiples of patch_size);
         encoder_hidden_states (B, L, joint_attention_dim): CLIP-L + CLIP-G + T5 states;
         pooled (B, pooled_projection_dim); timestep (B,) in 0..1000 (sigma x 1000, as
         StableDiffusion3Pipeline passes it). `skip_layers`: block indices left out (SD3.5's
         skip-layer guidance). `cache`: a step cache branch (`step_cache.StepCache.branch()`)
-        the blocks run through, its calls in step order."""
+        the blocks run through, its calls in step order. `control`: a ControlNet's residuals
+        (each (B, tokens, dim)), added to the image tokens after the blocks that keep their
+        text stream, block i taking control[int(i / (blocks / len(control)))], as diffusers
+        adds `block_controlnet_hidden_states`."""
         batch, _, height, width = hidden_states.shape
         patch = self.config["patch_size"]
         if height % patch or width % patch:
@@ -108,15 +112,22 @@ class SD3Transformer2DModel(nn.Module):
         context = self.context_embedder(encoder_hidden_states)
         # 2. joint blocks; the last one ends the text stream (the first apart: a step cache
         # decides after it whether the others run)
-        blocks = [block for index, block in enumerate(self.transformer_blocks)
+        blocks = [(index, block) for index, block in enumerate(self.transformer_blocks)
                   if index not in skip_layers]
+        interval = len(self.transformer_blocks) / len(control) if control else 0.0
+
+        def run(index: int, block: Any, x: Tensor, context: Any) -> tuple[Tensor, Any]:
+            x, context = block(x, context, temb)
+            if control and not block.context_pre_only:
+                x = x + control[int(index / interval)]
+            return x, context
 
         def head(x: Tensor, context: Tensor) -> tuple[Tensor, Tensor]:
-            return blocks[0](x, context, temb) if blocks else (x, context)
+            return run(*blocks[0], x, context) if blocks else (x, context)
 
         def tail(x: Tensor, context: Tensor) -> Tensor:
-            for block in blocks[1:]:
-                x, context = block(x, context, temb)
+            for index, block in blocks[1:]:
+                x, context = run(index, block, x, context)
             return x
 
         x = run_blocks(cache, x, context, head, tail)

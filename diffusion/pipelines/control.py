@@ -39,11 +39,13 @@ from gpustd.capture import Captured, capture
 from gpustd.shape import concatenate, take_slice
 
 from ..models.controlnet import ControlNetModel, soft_injection_scales
+from ..models.flux_controlnet import FluxControlNetModel
+from ..models.sd3_controlnet import SD3ControlNetModel
 from ..models.t2i_adapter import T2IAdapter
 from ..preprocessors.resize import fit_map, resize_mode
 from .ip_adapter import ImagePrompts, IPAdapterUnit
 
-__all__ = ["CONTROL_MODES", "HR_OPTIONS", "Control", "ControlUnit", "check_base"]
+__all__ = ["CONTROL_MODES", "HR_OPTIONS", "Control", "ControlUnit", "check_base", "control_batch"]
 
 CONTROL_MODES = ("Balanced", "My prompt is more important", "ControlNet is more important")
 # which passes of a hires fix a unit guides (the extension's hr_option)
@@ -64,9 +66,11 @@ class ControlUnit:
     extension's step / steps in [start, end]; "diffusers": its pipelines' `controlnet_keep`).
     `hr_option`: the hires fix passes it guides. `label`: the unit as the infotext writes it
     ("Module: canny, Model: ..., ..."; diffusion.pipelines.control_spec), None for a unit built
-    in Python."""
+    in Python. `union_mode`: a Union ControlNet's control type (FLUX's InstantX / Shakker
+    Union: 0 canny, 1 tile, 2 depth, 3 blur, 4 pose, 5 gray, 6 low quality), None for the
+    others."""
 
-    model: ControlNetModel | T2IAdapter
+    model: ControlNetModel | T2IAdapter | FluxControlNetModel | SD3ControlNetModel
     image: Any
     weight: float = 1.0
     guidance_start: float = 0.0
@@ -77,10 +81,13 @@ class ControlUnit:
     resize_mode: str = "Crop and Resize"
     hr_option: str = "Both"
     label: str | None = None
+    union_mode: int | None = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.model, (ControlNetModel, T2IAdapter)):
-            raise TypeError(f"a control unit's model is a ControlNetModel or T2IAdapter, got "
+        if not isinstance(self.model, (ControlNetModel, T2IAdapter, FluxControlNetModel,
+                                       SD3ControlNetModel)):
+            raise TypeError(f"a control unit's model is a ControlNetModel or T2IAdapter (FLUX, "
+                            f"SD3: a FluxControlNetModel, SD3ControlNetModel), got "
                             f"{type(self.model).__name__}")
         if self.control_mode not in CONTROL_MODES:
             raise ValueError(f"control_mode {self.control_mode!r}: expected one of "
@@ -134,6 +141,9 @@ def check_base(units: Sequence[Any], unet: Any) -> None:
         elif isinstance(model, T2IAdapter):  # its features fit SDXL's UNet or the others'
             made = _base(str(model.config["adapter_type"]).endswith("xl"), None)
             fits = made == _base(unet.uses_added_cond, None)
+        elif isinstance(model, (FluxControlNetModel, SD3ControlNetModel)):
+            made = "FLUX.1" if isinstance(model, FluxControlNetModel) else "SD 3/3.5"
+            fits = False
         else:
             continue  # an IP-Adapter: checked where it is installed
         if not fits:
@@ -202,12 +212,14 @@ class Control:
                 feats = self._adapter_residuals(index, unit, images, rows)
                 intra = feats if intra is None else [a + b for a, b in zip(intra, feats)]
                 continue
+            model = unit.model
+            assert isinstance(model, ControlNetModel)  # check_base refused the DiTs' ones
             part = _rows(x, rows)
             run = self._captures.setdefault(
-                index, capture(functools.partial(_controlnet_call, unit.model),
+                index, capture(functools.partial(_controlnet_call, model),
                                copy_outputs=True, max_signatures=2))
             image = self._image(index, unit, images[rows[0]:rows[1]], x)
-            count = len(unit.model.controlnet_down_blocks) + 1
+            count = len(model.controlnet_down_blocks) + 1
             got_down, got_mid = run(part, _rows(timesteps, rows), _rows(hidden, rows), image,
                                     None if text_embeds is None else _rows(text_embeds, rows),
                                     None if time_ids is None else tuple(time_ids[rows[0]:]),
@@ -230,7 +242,7 @@ class Control:
     def _image(self, index: int, unit: ControlUnit, images: np.ndarray, like: Tensor) -> Tensor:
         key = (index, images.tobytes())
         if key not in self._images:
-            self._images[key] = asarray(_control_batch(self._fitted(unit), images),
+            self._images[key] = asarray(control_batch(self._fitted(unit), images),
                                         device=like.device)
         return self._images[key]
 
@@ -253,7 +265,7 @@ class Control:
             model = unit.model
             assert isinstance(model, T2IAdapter)  # residuals() sends only adapter units here
             device = model.adapter.body[0].resnets[0].block1.weight.device
-            image = _control_batch(self._fitted(unit), images)
+            image = control_batch(self._fitted(unit), images)
             if model.config["in_channels"] == 1:  # canny / sketch adapters: the map's first
                 image = np.ascontiguousarray(image[:, :1])  # channel, as the extension gives
             feats = model(asarray(image, device=device))
@@ -286,7 +298,7 @@ def _rows(t: Tensor, rows: tuple[int, int]) -> Tensor:
     return t if (start, stop) == (0, t.shape[0]) else take_slice(t, start, stop, axis=0)
 
 
-def _control_batch(image: Any, images: np.ndarray) -> np.ndarray:
+def control_batch(image: Any, images: np.ndarray) -> np.ndarray:
     """The control image as float32 (rows, 3, H, W) in [0, 1], row k the map of the batch's
     image images[k] (one map: every row's); an inpaint map (H, W, 4), its mask in alpha, as
     the extension's inpaint protocol gives it to the ControlNet: the picture where the mask

@@ -77,7 +77,9 @@ class ControlSpec:
     `threshold_a`, `threshold_b`: -1 or a value off the module's slider means its default.
     `image_encoder`: an IP-Adapter unit's CLIP image encoder (a path; the server's choice,
     diffusion.server.catalog.image_encoders), None for the others. `mask`: the inpaint modules'
-    mask (uint8, the image's size, white: repaint)."""
+    mask (uint8, the image's size, white: repaint). `union_mode`: a Union ControlNet's control
+    type (FLUX's InstantX / Shakker Union: 0 canny, 1 tile, 2 depth, 3 blur, 4 pose, 5 gray,
+    6 low quality), None for other models."""
 
     model: str
     image: Any = None
@@ -94,6 +96,7 @@ class ControlSpec:
     hr_option: str = "Both"
     image_encoder: str | None = None
     mask: Any = None
+    union_mode: int | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, str) or not self.model.strip():
@@ -111,6 +114,10 @@ class ControlSpec:
                              f"default), got {self.processor_res!r}")
         for name in ("threshold_a", "threshold_b"):
             _number(name, getattr(self, name))
+        if self.union_mode is not None and (isinstance(self.union_mode, bool) or not isinstance(
+                self.union_mode, Integral) or self.union_mode < 0):
+            raise ValueError(f"union_mode must be a whole number from 0 (a Union ControlNet's "
+                             f"control type), got {self.union_mode!r}")
         if not isinstance(self.pixel_perfect, bool):
             raise ValueError(f"pixel_perfect must be true or false, got {self.pixel_perfect!r}")
         if self.hr_option not in HR_OPTIONS:
@@ -171,7 +178,8 @@ class ControlSpec:
                            guidance_start=float(self.guidance_start),
                            guidance_end=float(self.guidance_end),
                            control_mode=self.control_mode, resize_mode=self.resize_mode,
-                           hr_option=self.hr_option, label=used.serialize(title))
+                           hr_option=self.hr_option, label=used.serialize(title),
+                           union_mode=None if self.union_mode is None else int(self.union_mode))
 
     def serialize(self, model_title: str | None = None) -> str:
         """The extension's infotext text of this unit ("Module: canny, Model: ..., ...")."""
@@ -184,7 +192,8 @@ class ControlSpec:
                   "guidance_start": float(self.guidance_start),
                   "guidance_end": float(self.guidance_end),
                   "pixel_perfect": self.pixel_perfect, "control_mode": self.control_mode}
-        return ", ".join(f"{_display(name)}: {values[name]}" for name in _FIELDS)
+        text = ", ".join(f"{_display(name)}: {values[name]}" for name in _FIELDS)
+        return text if self.union_mode is None else f"{text}, Union Mode: {self.union_mode}"
 
 
 def _display(field: str) -> str:
@@ -206,7 +215,7 @@ def _value(text: str) -> Any:
 def parse_unit(text: str) -> dict[str, Any]:
     """An infotext's "ControlNet N" text as ControlSpec keywords (no image); ValueError
     naming what cannot be read."""
-    by_display = {_display(name): name for name in _FIELDS}
+    by_display = {_display(name): name for name in (*_FIELDS, "union_mode")}
     out: dict[str, Any] = {}
     for item in text.split(","):
         key, sep, value = item.strip().partition(": ")

@@ -44,7 +44,8 @@ EXTENSIONS = (".pt", ".pth", ".ckpt", ".safetensors", ".bin")  # the extension's
 LOADERS: dict[str, Callable[..., Any]] = {"controlnet": load_controlnet,
                                           "t2i_adapter": load_t2i_adapter,
                                           "ip_adapter": load_ip_adapter}
-_CLASSES = {"ControlNetModel": "controlnet", "T2IAdapter": "t2i_adapter",
+_CLASSES = {"ControlNetModel": "controlnet", "FluxControlNetModel": "controlnet",
+            "SD3ControlNetModel": "controlnet", "T2IAdapter": "t2i_adapter",
             "MultiAdapter": "t2i_adapter"}
 
 

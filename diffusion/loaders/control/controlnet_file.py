@@ -25,12 +25,15 @@ from gpucore import Device, FeatureError, as_dtype, default_device
 from gpustd.nn import StateDictError
 
 from ...models.controlnet import ControlNetModel
+from ...models.flux_controlnet import FluxControlNetModel
+from ...models.sd3_controlnet import SD3ControlNetModel
 from ...models.t2i_adapter import T2IAdapter
 from ..errors import WeightsError
 from ..formats.diffusers_folder import read_json, weight_refs
 from ..formats.torch_file import open_weights_file
 from ..keymaps.ldm_keys import ldm_unet_layout, unet_name
 from ..weights import ComponentWeights, TensorFile, TensorRef, resolve_dtype
+from .dit_controlnet_file import DIT_CONTROLNETS, dit_controlnet_config
 from .t2i_adapter_file import t2i_adapter_from_file
 
 __all__ = ["controlnet_weights", "load_controlnet", "load_t2i_adapter", "t2i_adapter_weights"]
@@ -135,9 +138,15 @@ def controlnet_weights(path: str | os.PathLike[str], *, dtype: Any = None,
                        config: dict[str, Any] | None = None) -> ComponentWeights:
     """Lazy weights and config of the ControlNet at `path`. A diffusers-named single file has
     no config: pass its folder's `config` (diffusers: `from_single_file(path, config=...)`).
+    A FLUX.1 or SD3 ControlNet's (diffusion.loaders.control.dit_controlnet_file) config names
+    its class (`_class_name`).
     Raises WeightsError naming the file when it is missing, unreadable, or not a ControlNet."""
     path, dtype = Path(path), resolve_dtype(dtype)
     refs, own, where = _open(path, variant, "ControlNet")
+    dit = dit_controlnet_config(path, refs, own) if config is None else (
+        config if config.get("_class_name") in DIT_CONTROLNETS else None)
+    if dit is not None:  # FLUX.1's or SD3's: its weights under diffusers' names
+        return ComponentWeights("controlnet", dict(dit), refs, dtype=dtype)
     if own is None and "time_embedding.linear_1.weight" not in refs:
         refs = _original_refs(next(iter(refs.values())).file) if refs else {}
         if "controlnet_mid_block.weight" not in refs:
@@ -182,11 +191,15 @@ def _build(model_type: Any, weights: ComponentWeights, path: Any, dtype: Any,
 
 def load_controlnet(path: str | os.PathLike[str], *, dtype: Any = np.float32,
                     device: Device | None = None, variant: str | None = None,
-                    config: dict[str, Any] | None = None) -> ControlNetModel:
-    """The ControlNet at `path` on `device`, weights in `dtype`. diffusers:
-    `ControlNetModel.from_pretrained(path)` / `.from_single_file(path)`."""
+                    config: dict[str, Any] | None = None
+                    ) -> ControlNetModel | FluxControlNetModel | SD3ControlNetModel:
+    """The ControlNet at `path` on `device`, weights in `dtype`: a UNet model's, FLUX.1's or
+    SD3's. diffusers: `ControlNetModel.from_pretrained(path)` / `.from_single_file(path)`,
+    `FluxControlNetModel.from_pretrained(path)`, `SD3ControlNetModel.from_pretrained(path)`."""
     weights = controlnet_weights(path, dtype=dtype, variant=variant, config=config)
-    return _build(ControlNetModel, weights, path, dtype, device)
+    kind = {"FluxControlNetModel": FluxControlNetModel, "SD3ControlNetModel": SD3ControlNetModel
+            }.get(weights.config.get("_class_name", ""), ControlNetModel)
+    return _build(kind, weights, path, dtype, device)
 
 
 def load_t2i_adapter(path: str | os.PathLike[str], *, dtype: Any = np.float32,

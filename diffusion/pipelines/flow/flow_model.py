@@ -32,10 +32,12 @@ from ...sampling.samplers.registry import lookup
 from ...text.composable import refuse_composable
 from ...text.prompts import extract_extra_networks
 from ..contract import Capabilities, GenerationResult, LoadOptions, Placement, SamplingDefaults
+from ..control_spec import unit_label
 from ..generation import Denoised, PromptLoras, generate
 from ..masked_content import latent_content
 from ..observer import Observer, Progress, StepCallback
 from ..request import GenerationRequest
+from .flow_control import FlowControl
 from .flow_hires import run_hires
 from .flow_sampling import FLOW_SAMPLERS, FLOW_SCHEDULES, flow_seeds, sample_flow
 from .start import decode, encode_image
@@ -61,6 +63,8 @@ _CFG_FAMILIES = ("sd3", "chroma")
 _STEP_CACHES = {"flux-dev": ("fbc", "magcache", "teacache"),
                 "flux-schnell": ("fbc", "magcache", "teacache"), "sd3": ("fbc",),
                 "chroma": ("fbc",)}
+# the families that run ControlNet units (diffusion.pipelines.flow.flow_control)
+_CONTROL_FAMILIES = ("flux-dev", "flux-schnell", "sd3")
 
 
 class FlowModel:
@@ -119,16 +123,17 @@ class FlowModel:
     def capabilities(self) -> Capabilities:
         """The WebUI samplers defined for flow models over the Simple schedule, plain-text
         prompts with LoRA tags, the hires fix, step caching on FLUX, SD3 and Chroma (First
-        Block Cache; MagCache and TeaCache on FLUX, whose tables they have); no refiner, control
-        units, variation seeds or memory modes yet."""
+        Block Cache; MagCache and TeaCache on FLUX, whose tables they have), ControlNet units
+        on FLUX and SD3; no refiner, variation seeds or memory modes yet."""
         guidance = ("cfg" if self.family in _CFG_FAMILIES else
                     "distilled" if self.distilled else "none")
-        no = dict.fromkeys(("prompt_syntax", "textual_inversion", "refiner", "control",
-                            "variation_seeds", "latent_upscale_resize", "hires_with_diffusers",
+        no = dict.fromkeys(("prompt_syntax", "textual_inversion", "refiner", "variation_seeds",
+                            "latent_upscale_resize", "hires_with_diffusers",
                             "latent_masked_content", "memory_modes"), False)
         return Capabilities(family=self.family, latent_space=self.family.split("-")[0],
                             guidance=guidance, samplers=tuple(FLOW_SAMPLERS),
                             schedules=FLOW_SCHEDULES, models="flow-matching models",
+                            control=self.family in _CONTROL_FAMILIES,
                             step_cache=_STEP_CACHES.get(self.family, ()), **no)
 
     @property
@@ -180,6 +185,9 @@ class FlowModel:
         prompts = [extract_extra_networks(request.prompt)[0]] * batch
         spec = CacheSpec.of(request.cache)
         cache = None if spec is None else StepCache(spec, int(request.steps))
+        if request.control and request.hires is not None:
+            raise ValueError(f"ControlNet units with the hires fix: not supported for "
+                             f"{self.family} models yet; leave one of them out")
         if label == DIFFUSERS:
             latents = self._diffusers(request, prompts, seed, width, height, observer, cache)
             seeds = [seed] * batch
@@ -195,6 +203,8 @@ class FlowModel:
             distilled_cfg_scale=float(request.distilled_cfg_scale) if self.distilled else None,
             seeds=seeds, clip_skip=0, modules=self.modules,
             cache=None if cache is None else cache.summary())
+        if request.control:  # the units as the ControlNet extension writes them
+            fields["controlnet"] = [unit_label(unit) for unit in request.control]
         if label != DIFFUSERS:
             info = lookup(label)
             fields.update(sampler_fields(
@@ -222,14 +232,19 @@ class FlowModel:
         return SimpleNamespace(unet=pipe.transformer, transformer=pipe.transformer, **encoders)
 
     def _guidance(self, request: GenerationRequest) -> dict[str, Any]:
-        """The pipeline's guidance keywords (FLUX's distilled scale, SD3's CFG), and the T5
-        length where set."""
-        length = ({} if self.max_sequence_length is None
-                  else {"max_sequence_length": self.max_sequence_length})
+        """The pipeline's guidance keywords (FLUX's distilled scale, SD3's CFG), the T5
+        length where set, and the request's ControlNet units (a FlowControl of its own for
+        each call: the "diffusers" sampler counts guidance start/end as diffusers does)."""
+        extra: dict[str, Any] = ({} if self.max_sequence_length is None
+                                 else {"max_sequence_length": self.max_sequence_length})
+        if request.control:
+            extra["control"] = FlowControl(
+                request.control, total_steps=int(request.steps), family=self.family,
+                rule="diffusers" if request.sampler_label[0] == DIFFUSERS else "unit")
         if self.family in _CFG_FAMILIES:
             return {"guidance_scale": float(request.cfg_scale),
-                    "negative_prompt": request.negative_prompt, **length}
-        return {"guidance_scale": float(request.distilled_cfg_scale), **length}
+                    "negative_prompt": request.negative_prompt, **extra}
+        return {"guidance_scale": float(request.distilled_cfg_scale), **extra}
 
     def _diffusers(self, request: GenerationRequest, prompts: list[str], seed: int,
                    width: int, height: int, observer: Observer,

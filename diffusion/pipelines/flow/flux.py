@@ -32,6 +32,7 @@ from ...sampling.model_sampling import calculate_shift
 from ...sampling.schedulers.flow_match_euler import FlowMatchEulerDiscreteScheduler
 from ...text.t5_tokenizer import T5Tokenizer
 from ...text.tokenizer import CLIPTokenizer
+from .flow_control import FlowControl
 from .start import StepCallback, check_call, load_parts, run_euler
 
 __all__ = ["FluxPipeline", "pack_latents", "unpack_latents"]
@@ -137,13 +138,14 @@ class FluxPipeline:
 
     def velocity(self, prompts: Sequence[str], *, height: int, width: int,
                  guidance_scale: float = 3.5, max_sequence_length: int = 512,
-                 cache: StepCache | None = None
+                 cache: StepCache | None = None, control: FlowControl | None = None
                  ) -> tuple[Callable[[np.ndarray, float], np.ndarray], tuple[int, ...], float]:
         """The transformer as `flow(x, t)` for `prompts` at height x width: x (B, C, h, w)
         float32 latents, t the scheduler's timestep (0..1000), the predicted flow back
         unpacked (float32); also the latents' shape and the schedule's `mu` (dev's shift by
         the number of image tokens, None for a constant shift). `cache`: the generation's
-        step cache, of which this flow takes a branch of its own."""
+        step cache, of which this flow takes a branch of its own. `control`: ControlNet units
+        (their maps encoded here by the posterior's mean unless `control.encode` drew them)."""
         scale = self.vae_scale_factor * 2
         if height < scale or width < scale:
             raise ValueError(f"height and width must be at least {scale}, got {height}x{width}")
@@ -158,12 +160,19 @@ class FluxPipeline:
         rotary = self.transformer.rotary(np.zeros((states.shape[1], 3), np.float32),
                                          image_ids(h // 2, w // 2))
         branch = None if cache is None else cache.branch()
+        ids = image_ids(h // 2, w // 2)
+        if control is not None and not control.encoded:
+            control.encode(self.vae, batch=batch, width=w * self.vae_scale_factor,
+                           height=h * self.vae_scale_factor, generator=None, pack=pack_latents,
+                           dtype=dtype, device=device)
 
         def flow(x: np.ndarray, t: float) -> np.ndarray:
             timestep = np.full(batch, np.float32(t) / np.float32(1000), np.float32)
-            out = self.transformer(asarray(pack_latents(x), dtype=dtype, device=device), states,
-                                   pooled, timestep, None, None, guidance, rotary=rotary,
-                                   cache=branch)
+            packed = asarray(pack_latents(x), dtype=dtype, device=device)
+            residuals = None if control is None else control.residuals(
+                packed, states, pooled, timestep, img_ids=ids, guidance_scale=guidance_scale)
+            out = self.transformer(packed, states, pooled, timestep, None, None, guidance,
+                                   rotary=rotary, cache=branch, control=residuals)
             return unpack_latents(out.numpy().astype(np.float32), h, w)
 
         mu = calculate_shift((h // 2) * (w // 2), self.scheduler_config)
@@ -174,24 +183,36 @@ class FluxPipeline:
                  rng: str = "torch", max_sequence_length: int = 512,
                  latents: np.ndarray | None = None, image: Any = None, mask_image: Any = None,
                  strength: float = 0.6, callback: StepCallback | None = None,
-                 output_type: str = "np", cache: StepCache | None = None) -> np.ndarray:
+                 output_type: str = "np", cache: StepCache | None = None,
+                 control: FlowControl | None = None) -> np.ndarray:
         """Pictures for `prompt` (one or a list): float images in [0, 1], (B, height, width,
         3) ("np"), or the final latents (B, 16, H/8, W/8) ("latent"). `guidance_scale` is
         dev's distilled guidance (ignored by schnell, which embeds none). `seed` and `rng`
         ("torch": torch's CPU generator, as diffusers; "numpy") draw the starting noise unless
         `latents` (B, 16, H/8, W/8) is given. `image` (PIL or HxWx3 uint8; with `mask_image`,
         white = repaint) starts from that picture at `strength`. `callback(done, total,
-        latents)` after every step (False stops); `cache`: step caching (`velocity`).
+        latents)` after every step (False stops); `cache`: step caching (`velocity`);
+        `control`: ControlNet units (their maps drawn from the seed's generator first, as
+        FluxControlNetPipeline(control_image=, controlnet_conditioning_scale=,
+        control_guidance_start=, control_guidance_end=, control_mode=) draws them).
         diffusers: `FluxPipeline(prompt, height=, width=, num_inference_steps=,
         guidance_scale=, generator=torch.Generator().manual_seed(seed),
         output_type="np").images`; with `image`, FluxImg2ImgPipeline's
         (and `mask_image`, FluxInpaintPipeline's) call with `strength=`."""
         prompts = check_call(prompt, rng=rng, output_type=output_type, steps=num_inference_steps)
         device = self.transformer.x_embedder.weight.device
+        generator = make_generator(rng, seed)
+        if control is not None:  # the control maps' draws come before the noise's
+            scale = 2 * self.vae_scale_factor
+            control.encode(self.vae, batch=len(prompts) if latents is None else len(latents),
+                           width=width // scale * scale, height=height // scale * scale,
+                           generator=generator, pack=pack_latents,
+                           dtype=self.transformer.x_embedder.weight.dtype, device=device)
         # 1. conditioning, as a function of the latents and the timestep
         flow, shape, mu = self.velocity(prompts, height=height, width=width,
                                         guidance_scale=guidance_scale,
-                                        max_sequence_length=max_sequence_length, cache=cache)
+                                        max_sequence_length=max_sequence_length, cache=cache,
+                                        control=control)
         # 2. the schedule: sigmas 1 .. 1/n, shifted (dev: by the number of image tokens)
         scheduler = FlowMatchEulerDiscreteScheduler.from_config(self.scheduler_config)
         sigmas = np.linspace(1.0, 1 / num_inference_steps, num_inference_steps)
@@ -199,6 +220,6 @@ class FluxPipeline:
         scheduler.set_begin_index(0)
         # 3. the start (noise, or the init image noised to the first kept sigma), Euler steps
         # along the flow, the pictures out of the transformer's latent space
-        return run_euler(self.vae, scheduler, shape, flow, generator=make_generator(rng, seed),
+        return run_euler(self.vae, scheduler, shape, flow, generator=generator,
                          latents=latents, image=image, mask=mask_image, strength=strength,
                          callback=callback, output_type=output_type, device=device)

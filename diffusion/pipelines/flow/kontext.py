@@ -23,6 +23,7 @@ from ...models.tiled_vae import vae_encode
 from ...noise.rng import make_generator
 from ...sampling.model_sampling import calculate_shift
 from ...sampling.schedulers.flow_match_euler import FlowMatchEulerDiscreteScheduler
+from .flow_control import FlowControl
 from .flux import FluxPipeline, image_ids, pack_latents, unpack_latents
 from .start import StepCallback, check_call, run_euler
 
@@ -75,11 +76,16 @@ class KontextPipeline(FluxPipeline):
 
     def velocity(self, prompts: Sequence[str], *, height: int, width: int,
                  guidance_scale: float = 3.5, max_sequence_length: int = 512,
-                 cache: StepCache | None = None, image: Any = None, auto_resize: bool = True
+                 cache: StepCache | None = None, control: FlowControl | None = None,
+                 image: Any = None, auto_resize: bool = True
                  ) -> tuple[Callable[[np.ndarray, float], np.ndarray], tuple[int, ...], float]:
         """FluxPipeline.velocity with the reference `image` (None: none, FLUX.1 dev's flow):
         its tokens ride after the noise tokens in every call, and only the noise tokens'
-        prediction comes back. The schedule's `mu` counts the noise tokens alone."""
+        prediction comes back. The schedule's `mu` counts the noise tokens alone. ControlNet
+        units (`control`) are refused: not for Kontext yet."""
+        if control is not None:
+            raise ValueError("ControlNet units: not supported for FLUX.1 Kontext models yet; "
+                             "leave them out")
         if image is None:
             return super().velocity(prompts, height=height, width=width,
                                     guidance_scale=guidance_scale,

@@ -32,6 +32,7 @@ from ...sampling.model_sampling import calculate_shift
 from ...sampling.schedulers.flow_match_euler import FlowMatchEulerDiscreteScheduler
 from ...text.t5_tokenizer import T5Tokenizer
 from ...text.tokenizer import CLIPTokenizer
+from .flow_control import FlowControl
 from .start import StepCallback, check_call, load_parts, run_euler
 
 __all__ = ["StableDiffusion3Pipeline"]
@@ -131,7 +132,8 @@ class StableDiffusion3Pipeline:
 
     def velocity(self, prompts: Sequence[str], *, height: int, width: int,
                  negative_prompt: str = "", guidance_scale: float = 7.0,
-                 max_sequence_length: int = 256, cache: StepCache | None = None
+                 max_sequence_length: int = 256, cache: StepCache | None = None,
+                 control: FlowControl | None = None
                  ) -> tuple[Callable[[np.ndarray, float], np.ndarray], tuple[int, ...],
                             float | None]:
         """The guided transformer as `flow(x, t)` for `prompts` at height x width: x (B, C,
@@ -139,7 +141,7 @@ class StableDiffusion3Pipeline:
         guidance_scale > 1 (the `negative_prompt` for every row). Also the latents' shape and
         the schedule's `mu` (None unless the config shifts by picture size). `cache`: the
         generation's step cache, of which this flow takes a branch (one: CFG's rows are one
-        call)."""
+        call). `control`: ControlNet units (their maps encoded by the posterior's mean)."""
         config = self.transformer.config
         multiple = self.vae_scale_factor * config["patch_size"]
         if height % multiple or width % multiple or not height or not width:
@@ -157,12 +159,18 @@ class StableDiffusion3Pipeline:
         states_gpu = asarray(states, dtype=dtype, device=device)
         pooled_gpu = asarray(pooled, dtype=dtype, device=device)
         branch = None if cache is None else cache.branch()
+        if control is not None and not control.encoded:
+            control.encode(self.vae, batch=batch, width=width, height=height, generator=None,
+                           pack=lambda latents: latents, dtype=dtype, device=device)
 
         def flow(x: np.ndarray, t: float) -> np.ndarray:
             model_in = np.concatenate([x, x]) if guided else x
-            out = self.transformer(asarray(model_in, dtype=dtype, device=device), states_gpu,
-                                   pooled_gpu, np.full(len(model_in), t, np.float32),
-                                   cache=branch)
+            latents = asarray(model_in, dtype=dtype, device=device)
+            timestep = np.full(len(model_in), t, np.float32)
+            residuals = None if control is None else control.sd3_residuals(
+                latents, states_gpu, pooled_gpu, timestep, pos_embed=self.transformer.pos_embed)
+            out = self.transformer(latents, states_gpu, pooled_gpu, timestep, cache=branch,
+                                   control=residuals)
             out = out.numpy().astype(np.float32)
             if not guided:
                 return out
@@ -183,12 +191,15 @@ class StableDiffusion3Pipeline:
                  max_sequence_length: int = 256, latents: np.ndarray | None = None,
                  image: Any = None, mask_image: Any = None, strength: float = 0.6,
                  callback: StepCallback | None = None, output_type: str = "np",
-                 cache: StepCache | None = None) -> np.ndarray:
+                 cache: StepCache | None = None,
+                 control: FlowControl | None = None) -> np.ndarray:
         """Pictures for `prompt`: float images in [0, 1], (B, height, width, 3) ("np"), or the
         final latents ("latent"). Guidance applies when guidance_scale > 1 (the
         `negative_prompt` for every row). `seed`/`rng`, `image`/`mask_image`/`strength` and
-        `callback` and `cache` as FluxPipeline. diffusers: `StableDiffusion3Pipeline(prompt,
-        negative_prompt=, height=, width=, num_inference_steps=, guidance_scale=,
+        `callback`, `cache` and `control` (ControlNet units, as
+        StableDiffusion3ControlNetPipeline with its map's VAE draw at the posterior's mean) as
+        FluxPipeline. diffusers: `StableDiffusion3Pipeline(prompt, negative_prompt=, height=,
+        width=, num_inference_steps=, guidance_scale=,
         generator=torch.Generator().manual_seed(seed), output_type="np").images`; with
         `image`, StableDiffusion3Img2ImgPipeline's (and `mask_image`,
         StableDiffusion3InpaintPipeline's) call with `strength=`."""
@@ -198,7 +209,8 @@ class StableDiffusion3Pipeline:
         flow, shape, mu = self.velocity(prompts, height=height, width=width,
                                         negative_prompt=negative_prompt,
                                         guidance_scale=guidance_scale,
-                                        max_sequence_length=max_sequence_length, cache=cache)
+                                        max_sequence_length=max_sequence_length, cache=cache,
+                                        control=control)
         # 2. the shifted schedule
         scheduler = FlowMatchEulerDiscreteScheduler.from_config(self.scheduler_config)
         scheduler.set_timesteps(num_inference_steps, mu=mu)

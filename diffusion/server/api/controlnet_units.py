@@ -161,7 +161,8 @@ def _unit(raw: dict[str, Any], where: str, models: ControlModelDir,
     if isinstance(processor_res, float) and processor_res.is_integer():
         processor_res = int(processor_res)
     settings = {key: raw[key] for key in (*_NUMBERS, "resize_mode", "control_mode",
-                                           "pixel_perfect", "hr_option") if key in raw}
+                                           "pixel_perfect", "hr_option", "union_mode")
+                if key in raw}
     try:
         return ControlSpec(model=str(entry.path), image=image, module=module,
                            processor_res=processor_res, image_encoder=encoder,

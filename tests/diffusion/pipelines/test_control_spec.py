@@ -113,7 +113,7 @@ def test_inpaint_modules_give_the_extensions_input() -> None:
     """inpaint / inpaint_global_harmonious / inpaint_only: no preprocessing, the picture with
     the mask's first channel in alpha; an empty, all-black or all-white mask is no mask (the
     extension's have_mask), and the ControlNet then sees -1 where the mask is set."""
-    from diffusion.pipelines.control import _control_batch
+    from diffusion.pipelines.control import control_batch
 
     rng = np.random.default_rng(3)
     picture = rng.integers(0, 256, (9, 7, 3), dtype=np.uint8)
@@ -129,7 +129,7 @@ def test_inpaint_modules_give_the_extensions_input() -> None:
         detected, _ = ControlSpec(model="m", image=picture, mask=empty,
                                   module="inpaint").detect(7, 9)
         assert not detected[:, :, 3].any()
-    hint = _control_batch(np.concatenate([picture, mask[:, :, :1]], axis=2), np.arange(1))[0]
+    hint = control_batch(np.concatenate([picture, mask[:, :, :1]], axis=2), np.arange(1))[0]
     inside = mask[:, :, 0] > 127
     assert (hint[:, inside] == -1).all()
     np.testing.assert_allclose(hint[:, ~inside], picture[~inside].T / 255, rtol=1e-6)

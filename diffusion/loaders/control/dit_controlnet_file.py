@@ -1,0 +1,81 @@
+"""The configs of the diffusion transformers' ControlNets (FLUX.1's FluxControlNetModel, SD 3 /
+3.5's SD3ControlNetModel) as users have them: a diffusers folder (config.json +
+diffusion_pytorch_model.safetensors), or the one `.safetensors` file of such a folder in
+`models/ControlNet`, with its config beside it (`NAME.json`, or a `config.json` of the same
+folder naming the class) or, for FLUX without one, read from the tensor shapes (FLUX.1's
+rotary axes assumed)."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from ..errors import WeightsError
+
+__all__ = ["DIT_CONTROLNETS", "dit_controlnet_config"]
+
+FLUX_CONTROLNET, SD3_CONTROLNET = "FluxControlNetModel", "SD3ControlNetModel"
+DIT_CONTROLNETS = (FLUX_CONTROLNET, SD3_CONTROLNET)  # their configs' _class_name
+_FLUX_KEYS = ("controlnet_x_embedder.weight", "controlnet_single_blocks.0.weight")
+_SD3_KEY = "pos_embed_input.proj.weight"
+
+
+def dit_controlnet_config(path: Path, refs: Mapping[str, Any],
+                          own: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The FluxControlNetModel / SD3ControlNetModel config of the ControlNet at `path`
+    (`refs`: its tensors by diffusers' names with their shapes; `own`: a folder's
+    config.json), None when it is neither."""
+    if own is not None:
+        return own if own.get("_class_name") in DIT_CONTROLNETS else None
+    flux = any(key in refs for key in _FLUX_KEYS)
+    if not flux and _SD3_KEY not in refs:
+        return None
+    wanted = FLUX_CONTROLNET if flux else SD3_CONTROLNET
+    for beside in (path.with_suffix(".json"), path.parent / "config.json"):
+        if beside.is_file():
+            try:
+                config = json.loads(beside.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+                raise WeightsError(f"{beside}: cannot read it as JSON: {error}") from None
+            if isinstance(config, dict) and config.get("_class_name") == wanted:
+                return config
+    if not flux:
+        raise WeightsError(f"{path}: an SD3 ControlNet file under diffusers' names needs its "
+                           f"folder's config.json beside it, as {path.with_suffix('.json').name}")
+    return _flux_config_from_shapes(refs, str(path))
+
+
+def _flux_config_from_shapes(refs: Mapping[str, Any], where: str) -> dict[str, Any]:
+    def shape(name: str) -> tuple[int, ...]:
+        if name not in refs:
+            raise WeightsError(f"{where}: FLUX ControlNet tensor {name!r} is missing; the file "
+                               "is incomplete, or give its config.json beside it")
+        return tuple(refs[name].shape)
+
+    def count(pattern: str) -> int:
+        return len({m[1] for name in refs if (m := re.match(pattern, name))})
+
+    dim, in_channels = shape("x_embedder.weight")
+    head_dim = shape("transformer_blocks.0.attn.norm_q.weight")[0] if (
+        "transformer_blocks.0.attn.norm_q.weight" in refs) else shape(
+        "single_transformer_blocks.0.attn.norm_q.weight")[0]
+    config: dict[str, Any] = {
+        "_class_name": FLUX_CONTROLNET, "in_channels": in_channels,
+        "num_layers": count(r"controlnet_blocks\.(\d+)\."),
+        "num_single_layers": count(r"controlnet_single_blocks\.(\d+)\."),
+        "attention_head_dim": head_dim, "num_attention_heads": dim // head_dim,
+        "joint_attention_dim": shape("context_embedder.weight")[1],
+        "pooled_projection_dim": shape("time_text_embed.text_embedder.linear_1.weight")[1],
+        "guidance_embeds": "time_text_embed.guidance_embedder.linear_1.weight" in refs,
+    }
+    if "controlnet_mode_embedder.weight" in refs:
+        config["num_mode"] = shape("controlnet_mode_embedder.weight")[0]
+    if "input_hint_block.conv_in.weight" in refs:
+        config["conditioning_embedding_channels"] = shape("input_hint_block.conv_out.weight")[0]
+    if head_dim != 128:
+        raise WeightsError(f"{where}: a FLUX ControlNet with {head_dim}-wide heads, not FLUX.1's "
+                           "128: give its config.json beside it (its axes_dims_rope)")
+    return config

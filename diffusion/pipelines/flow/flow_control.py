@@ -1,0 +1,179 @@
+"""ControlNet units on the flow-matching transformers, as diffusers' FluxControlNetPipeline
+and StableDiffusion3ControlNetPipeline run them (several units: as their Multi ControlNet
+models, the residuals summed).
+
+    control = FlowControl(units, total_steps=steps, family="flux-dev")
+    control.encode(vae, batch=1, width=512, height=512, generator=generator, pack=pack_latents)
+    residuals = control.residuals(x, states, pooled, timestep, img_ids=ids, guidance_scale=3.5)
+    out = transformer(x, ..., control=residuals)     # SD3: control.sd3_residuals(...)
+
+Each unit's map is fitted to the picture (its resize mode), put in [-1, 1] and encoded by
+the pipeline's VAE into the transformer's latent space (a posterior draw from the run's
+generator, before its noise, as diffusers' FLUX pipeline draws it; the posterior's mean where
+no generator is given: the WebUI samplers, and SD3, whose diffusers pipeline draws it from
+torch's global generator, not the seed's), packed as the latents are (FLUX). At every
+transformer call the units active at the current step run on the call's latents and text,
+and their residuals, each times its weight, are summed. The step is the count of timesteps
+seen before the call's (the flow samplers call the model once a step; a second call at the
+same timestep, another guidance branch, is the same step).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from gpustd import Tensor, asarray, concatenate
+
+from ...models.flux_controlnet import FluxControlNetModel
+from ...models.sd3_controlnet import SD3ControlNetModel
+from ...models.tiled_vae import vae_encode
+from ...models.vae import AutoencoderKL
+from ...preprocessors.resize import fit_map
+from ..control import CONTROL_MODES, ControlUnit, control_batch
+
+__all__ = ["FlowControl"]
+
+# the control model class each family's transformer takes
+_MODELS: dict[str, tuple[type, str]] = {
+    "flux-dev": (FluxControlNetModel, "FLUX.1"), "flux-schnell": (FluxControlNetModel, "FLUX.1"),
+    "sd3": (SD3ControlNetModel, "SD 3/3.5"),
+}
+
+
+class FlowControl:
+    """The ControlNet residuals of `units` (ControlUnits of a FLUX / SD3 ControlNet) for each
+    transformer call. `total_steps`: the steps the start/end fractions count; `rule`: whose
+    rule decides which steps those are ("diffusers": its pipelines' `controlnet_keep`, for the
+    "diffusers" sampler; "unit": each unit's `schedule`, the WebUI extension's by default).
+    ValueError in one line for a unit this family cannot run."""
+
+    def __init__(self, units: Sequence[Any], *, total_steps: int, family: str,
+                 rule: str = "unit") -> None:
+        if family not in _MODELS:
+            raise ValueError(f"ControlNet units: not supported for {family} models yet; leave "
+                             "them out")
+        kind, name = _MODELS[family]
+        for index, unit in enumerate(units):
+            title = getattr(getattr(unit, "model", None), "title", None)
+            what = f"control unit {index}" + (f" ({title})" if title else "")
+            if not isinstance(unit, ControlUnit) or not isinstance(unit.model, kind):
+                got = type(getattr(unit, "model", unit)).__name__
+                raise ValueError(f"{what}: {name} models take a {kind.__name__}, not a {got}; "
+                                 f"give a ControlNet made for {name}")
+            if unit.control_mode != CONTROL_MODES[0] or unit.guess_mode:
+                raise ValueError(f"{what}: control mode {unit.control_mode!r} is for UNet "
+                                 f"models; {name} ControlNets run 'Balanced' (their weight)")
+        self.units = list(units)
+        self.total_steps = max(1, int(total_steps))
+        self.rule = rule
+        self.step = -1  # the current step; none yet
+        self._timestep: float | None = None
+        self._latents: list[Tensor] | None = None
+        self._tables: dict[tuple[int, int, tuple[int, ...]], tuple[Tensor, Tensor]] = {}
+
+    @property
+    def encoded(self) -> bool:
+        return self._latents is not None
+
+    def encode(self, vae: Any, *, batch: int, width: int, height: int, generator: Any,
+               pack: Callable[[np.ndarray], np.ndarray], dtype: Any, device: Any) -> None:
+        """Each unit's map as latents of the picture's `batch` rows: fitted to width x height,
+        through `vae` (a draw from `generator`, or the mean where it is None), `pack`ed as
+        the transformer's input, on `device` in `dtype` (InstantX's SD3 ControlNets,
+        `force_zeros_for_pooled_projection`, take them unshifted). diffusers:
+        `FluxControlNetPipeline.prepare_image` and `retrieve_latents(vae.encode(...))`."""
+        self._latents = []
+        for unit in self.units:
+            image = unit.image
+            if isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3:
+                image = fit_map(image, width, height, unit.resize_mode)
+            pixels = control_batch(image, np.arange(batch)) * 2 - 1
+            if pixels.shape[2:] != (height, width):
+                raise ValueError(f"a control image of {pixels.shape[3]}x{pixels.shape[2]} for "
+                                 f"a {width}x{height} picture: give a uint8 picture (fitted by "
+                                 "its resize mode) or one of the picture's size")
+            mean, logvar = vae_encode(vae, pixels)
+            latent = mean.astype(np.float64) if generator is None else AutoencoderKL.sample(
+                mean.astype(np.float64), logvar.astype(np.float64),
+                generator.standard_normal(mean.shape))
+            shift = 0.0 if unit.model.config.get("force_zeros_for_pooled_projection") else (
+                vae.shift_factor)
+            latent = (latent - shift) * vae.scaling_factor
+            self._latents.append(asarray(pack(latent.astype(np.float32)), dtype=dtype,
+                                         device=device))
+
+    def residuals(self, x: Tensor, states: Tensor, pooled: Tensor, timestep: np.ndarray, *,
+                  img_ids: np.ndarray, guidance_scale: float
+                  ) -> tuple[list[Tensor], list[Tensor]] | None:
+        """The summed (double, single) residuals of the units active at `step` for a
+        transformer call on x (B, Li, C) with text `states`, `pooled` and `timestep` (B,) in
+        [0, 1]; None when none acts. `img_ids`: the image patches' positions. A unit's union
+        mode reaches Union models only (one mode may be given for several units), as diffusers'
+        FluxMultiControlNetModel passes its modes."""
+        if self._latents is None:
+            raise RuntimeError("FlowControl.encode must run before the first step")
+        self._advance(timestep)
+        total: tuple[list[Tensor], list[Tensor]] | None = None
+        for unit, latents in zip(self.units, self._latents):
+            if not self._active(unit):
+                continue
+            model = unit.model
+            if latents.shape[0] != x.shape[0]:
+                raise ValueError(f"control latents for {latents.shape[0]} rows, the call has "
+                                 f"{x.shape[0]}")
+            guidance = (np.full(x.shape[0], guidance_scale, np.float32)
+                        if model.config["guidance_embeds"] else None)
+            double, single = model(x, latents, states, pooled, timestep, guidance,
+                                   rotary=self._rotary(model, states.shape[1], img_ids),
+                                   mode=unit.union_mode if model.union else None,
+                                   conditioning_scale=unit.weight)
+            total = (double, single) if total is None else (
+                [a + b for a, b in zip(total[0], double)],
+                [a + b for a, b in zip(total[1], single)])
+        return total
+
+    def sd3_residuals(self, x: Tensor, states: Tensor, pooled: Tensor, timestep: np.ndarray,
+                      *, pos_embed: Any) -> list[Tensor] | None:
+        """The summed residuals of the units active at `step` for an SD3 transformer call on
+        x (B, C, h, w) (with CFG: the unconditional rows, then as many conditional ones, the
+        maps the same for both) with text `states`, `pooled` and `timestep` (B,) in
+        0..1000; None when none acts. `pos_embed`: the transformer's (Stability's SD 3.5
+        ControlNets use it). diffusers: StableDiffusion3ControlNetPipeline's loop."""
+        if self._latents is None:
+            raise RuntimeError("FlowControl.encode must run before the first step")
+        self._advance(timestep)
+        total: list[Tensor] | None = None
+        for unit, latents in zip(self.units, self._latents):
+            if not self._active(unit):
+                continue
+            model = unit.model
+            cond = latents if latents.shape[0] == x.shape[0] else concatenate(
+                [latents] * (x.shape[0] // latents.shape[0]))
+            zeros = model.config["force_zeros_for_pooled_projection"]
+            samples = model(x, cond, states if model.joint else None,
+                            pooled * np.float32(0) if zeros else pooled, timestep,
+                            conditioning_scale=unit.weight, pos_embed=pos_embed)
+            total = samples if total is None else [a + b for a, b in zip(total, samples)]
+        return total
+
+    def _advance(self, timestep: np.ndarray) -> None:
+        """A call at a new timestep starts the next step."""
+        t = float(np.asarray(timestep).reshape(-1)[0])
+        if t != self._timestep:
+            self._timestep, self.step = t, self.step + 1
+
+    def _active(self, unit: ControlUnit) -> bool:
+        step, steps = self.step, self.total_steps
+        if self.rule == "diffusers":
+            return not (step / steps < unit.guidance_start
+                        or (step + 1) / steps > unit.guidance_end)
+        return unit.active(step, steps)
+
+    def _rotary(self, model: Any, text_length: int, img_ids: np.ndarray) -> tuple[Tensor, Tensor]:
+        key = (id(model), text_length, img_ids.shape)
+        if key not in self._tables:
+            self._tables[key] = model.rotary(text_length, img_ids)
+        return self._tables[key]
