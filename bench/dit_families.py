@@ -267,7 +267,7 @@ def _one_model(name: str, quick: bool, device: gpucore.Device, cuda: Any
 
     model = _model(name)
     config = TINY[name] if quick else model.config
-    repeat = 2 if quick else 3
+    repeat = 1 if quick else 3
     dtype = np.dtype(np.float16 if device.has_f16 else np.float32)
     dev = "cuda" if cuda else "cpu"
     ref = _reference(model, config, dev)
@@ -298,7 +298,9 @@ def _one_model(name: str, quick: bool, device: gpucore.Device, cuda: Any
     gc.collect()
     if cuda:
         torch.cuda.empty_cache()
-    settled = _settled_use(device, cuda)
+    device.empty_pool()
+    # (without CUDA there is no driver reading to wait for)
+    settled = _settled_use(device, cuda) if cuda else float("nan")
     device.reset_peak_memory()
     base = device.memory_stats().allocated
     ours = model.ours(dict(config), dtype, device)
