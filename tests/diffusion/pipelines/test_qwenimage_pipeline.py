@@ -1,8 +1,8 @@
 """Qwen-Image through the command line like any model: the family detected from a diffusers
 folder, QwenImagePipeline's defaults (50 steps, true CFG 4), diffusers' picture with
 `--sampler diffusers --rng torch` (with and without true CFG), the prompt visibly mattering,
-a WebUI sampler, and what it refuses in one line (init images, --text-encoder, a folder missing
-a part)."""
+a WebUI sampler, and what it refuses in one line (init images, --base with a folder, a folder
+missing a part)."""
 
 from __future__ import annotations
 
@@ -153,15 +153,12 @@ def _error(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
 
 def test_refusals_get_one_line(tiny_qwenimage: tuple[Path, Any], tmp_path: Path,
                                capsys: pytest.CaptureFixture[str]) -> None:
-    """--text-encoder, --base and a folder missing a part (its tokenizer files, its VAE): one
-    line each, saying which."""
+    """--base with a folder and a folder missing a part (its tokenizer files, its VAE): one
+    line each, saying which (single files: test_qwenimage_files)."""
     folder, _ = tiny_qwenimage
     common = ("txt2img", "--prompt", "x", *SIZE, "--steps", "1", "--out",
               str(tmp_path / "x.png"))
-    te = str(folder / "text_encoder" / "model.safetensors")
-    assert "--text-encoder are not supported for Qwen-Image" in _error(
-        capsys, *common, "--model", str(folder), "--text-encoder", te)
-    assert "--base and --text-encoder are not supported" in _error(
+    assert "--base is for a single-file Qwen-Image transformer" in _error(
         capsys, *common, "--model", str(folder), "--base", str(folder))
     for missing in ("tokenizer", "vae"):
         broken = tmp_path / missing.split("/")[0]
