@@ -26,7 +26,7 @@ from gpustd import Tensor, asarray, take_slice
 from gpustd.nn import deferred
 
 from ...loaders.component import load_component
-from ...loaders.formats.diffusers_folder import read_json
+from ...loaders.formats.diffusers_folder import component_config
 from ...loaders.qwen_image import (
     language_model_config,
     load_qwenimage_file,
@@ -54,11 +54,6 @@ PROMPT_TEMPLATE = (
 TEMPLATE_TOKENS = 34  # the template's leading tokens whose states are dropped
 TOKENIZER_MAX_LENGTH = 1024
 
-
-def _folder_config(path: str | os.PathLike[str], component: str) -> dict[str, Any] | None:
-    """A folder component's config.json, None where the folder has none."""
-    file = Path(path) / component / "config.json"
-    return read_json(file) if file.is_file() else None
 
 
 def pack(latents: np.ndarray) -> np.ndarray:
@@ -120,9 +115,9 @@ class QwenImagePipeline:
         transformer, text_encoder = weights.transformer, weights.text_encoder
         if transformer_file is not None:
             transformer = load_qwenimage_file(transformer_file,
-                                              config=_folder_config(path, "transformer"))
+                                              config=component_config(path, "transformer"))
         if files:
-            config = _folder_config(path, "text_encoder")
+            config = component_config(path, "text_encoder")
             text_encoder = load_llm_file(
                 files[0], kind="qwen2_5_vl",
                 config=None if config is None else language_model_config(config))
