@@ -355,3 +355,46 @@ def test_text_encoder_file(first_device: gpucore.Device, tiny_qwenimage: tuple[P
     assert "not a Qwen2.5-VL text encoder" in _error(
         capsys, *FILES, "--model", str(slim), "--text-encoder",
         str(tmp_path / "qwen3.safetensors"), "--out", str(tmp_path / "x.png"))
+
+
+@pytest.mark.nodevice
+def test_text_encoder_gguf_reads_as_transformers(tiny_qwenimage: tuple[Path, Any],
+                                                 tmp_path: Path) -> None:
+    """A llama.cpp GGUF of Qwen2.5-VL's language model (its names, q/k/v biases included)
+    reads under transformers' names with the folder's config."""
+    pytest.importorskip("gguf", reason="GGUF files need the gguf package")
+    from diffusion.loaders.formats.gguf_write import write_gguf
+    from diffusion.loaders.qwen_image import language_model_config
+    from diffusion.loaders.z_image import load_llm_file
+
+    folder, reference = tiny_qwenimage
+    layer = {"input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm",
+             "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k",
+             "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output",
+             "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down"}
+    expected = {k.removeprefix("model.language_model."): v.numpy()
+                for k, v in reference.text_encoder.state_dict().items()
+                if k.startswith("model.language_model.")}
+    tensors = []
+    for key, value in expected.items():
+        stem, _, kind = key.rpartition(".")
+        if stem in ("embed_tokens", "norm"):
+            name = {"embed_tokens": "token_embd", "norm": "output_norm"}[stem]
+        else:
+            _, index, rest = stem.split(".", 2)
+            name = f"blk.{index}.{layer[rest]}"
+        tensors.append((f"{name}.{kind}", value))
+    path = tmp_path / "Qwen2.5-VL-tiny-F16.gguf"
+    write_gguf(path, tensors, "f16", architecture="qwen2vl")
+    config = language_model_config(json.loads((folder / "text_encoder" / "config.json")
+                                              .read_text()))
+    weights = load_llm_file(path, kind="qwen2_5_vl", config=config)
+    assert set(weights) == set(expected)
+    for key, value in expected.items():
+        np.testing.assert_allclose(weights[key], value, rtol=1e-3, atol=1e-3, err_msg=key)
+    assert weights.config["model_type"] == "qwen2_5_vl_text"
+    for name in ("num_attention_heads", "num_key_value_heads", "num_hidden_layers",
+                 "hidden_size", "intermediate_size"):
+        assert weights.config[name] == config[name], name
+    with pytest.raises(WeightsError, match="not a Qwen3 text encoder"):
+        load_llm_file(path)
