@@ -99,7 +99,7 @@ def load_llm_file(path: str | os.PathLike[str], *, dtype: Any = None,
     normed = "layers.0.self_attn.q_norm.weight" in names
     if kind == "qwen3" and not normed:
         raise WeightsError(f"{path}: its attention has no q/k norms: not a Qwen3 text "
-                           "encoder (Z-Image reads prompts with Qwen3)")
+                           "encoder (Z-Image and FLUX.2 klein read prompts with Qwen3)")
     if kind == "qwen2_5_vl" and (normed or "layers.0.self_attn.q_proj.bias" not in names):
         raise WeightsError(f"{path}: its attention has " + (
             "q/k norms (a Qwen3?)" if normed else "no q/k/v biases") + ": not a Qwen2.5-VL "

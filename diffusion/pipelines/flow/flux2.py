@@ -117,6 +117,13 @@ class Flux2KleinPipeline:
         if files:
             text_encoder = load_llm_file(files[0], config=component_config(path, "text_encoder"))
         assert transformer is not None and text_encoder is not None
+        hidden = text_encoder.config["hidden_size"]
+        wanted = transformer.config.get("joint_attention_dim")
+        if wanted is not None and wanted != len(TEXT_LAYERS) * hidden:
+            raise ValueError(f"the text encoder's states are {len(TEXT_LAYERS) * hidden} wide "
+                             f"({len(TEXT_LAYERS)} layers of {hidden}), the transformer reads "
+                             f"{wanted}: klein 4B reads Qwen3-4B, klein 9B Qwen3-8B; give the "
+                             "text encoder that goes with the transformer")
         place = {"dtype": dtype, "device": device or default_device()}
         with deferred():  # each parameter takes GPU memory when its values arrive
             pipe = cls(

@@ -122,6 +122,12 @@ class QwenImagePipeline:
                 files[0], kind="qwen2_5_vl",
                 config=None if config is None else language_model_config(config))
         assert transformer is not None and text_encoder is not None
+        hidden = text_encoder.config["hidden_size"]
+        wanted = transformer.config.get("joint_attention_dim")
+        if wanted is not None and wanted != hidden:
+            raise ValueError(f"the text encoder's states are {hidden} wide, the transformer "
+                             f"reads {wanted}: Qwen-Image reads Qwen2.5-VL-7B's (3584); give "
+                             "the text encoder that goes with the transformer")
         place = {"dtype": dtype, "device": device or default_device()}
         with deferred():  # each parameter takes GPU memory when its values arrive
             return cls(

@@ -20,6 +20,7 @@ from flux2_tiny import FLUX2_TINY, bfl_layout, tiny_flux2_pipeline
 from PIL import Image
 from safetensors.torch import save_file
 from sd_tiny import state_dict
+from zimage_tiny import tiny_qwen3
 
 import diffusion.cli.main as cli
 import gpucore
@@ -242,5 +243,11 @@ def test_transformer_and_text_encoder_files(first_device: gpucore.Device,
     np.testing.assert_array_equal(_pixels(out), expected)
     assert "--base" in _error(capsys, *FILES, "--model", str(file),
                               "--out", str(tmp_path / "x.png"))
+    narrow = tiny_qwen3(config={"hidden_size": 24, "head_dim": 6, "num_hidden_layers": 28})
+    save_file({k: v.detach().clone() for k, v in narrow.state_dict().items()},
+              str(tmp_path / "qwen_3_other.safetensors"))
+    assert "the transformer reads 120" in _error(
+        capsys, *FILES, "--model", str(file), "--base", str(slim), "--text-encoder",
+        str(tmp_path / "qwen_3_other.safetensors"), "--out", str(tmp_path / "x.png"))
     assert "transformer" in _error(capsys, *FILES, "--model", str(slim),
                                    "--out", str(tmp_path / "x.png"))

@@ -352,6 +352,16 @@ def test_text_encoder_file(first_device: gpucore.Device, tiny_qwenimage: tuple[P
     np.testing.assert_array_equal(single, _pixels(out))
     unbiased = {k: v for k, v in state.items() if not k.endswith("_proj.bias")}
     save_file(unbiased, str(tmp_path / "qwen3.safetensors"))
+    import transformers
+
+    narrow = transformers.Qwen2Model(transformers.Qwen2Config(
+        vocab_size=300, hidden_size=24, intermediate_size=32, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2))
+    save_file({k: v.detach().clone() for k, v in narrow.state_dict().items()},
+              str(tmp_path / "qwen_2.5_vl_other.safetensors"))
+    assert "the transformer reads 40" in _error(
+        capsys, *FILES, "--model", str(slim), "--text-encoder",
+        str(tmp_path / "qwen_2.5_vl_other.safetensors"), "--out", str(tmp_path / "x.png"))
     assert "not a Qwen2.5-VL text encoder" in _error(
         capsys, *FILES, "--model", str(slim), "--text-encoder",
         str(tmp_path / "qwen3.safetensors"), "--out", str(tmp_path / "x.png"))
