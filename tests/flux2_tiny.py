@@ -1,6 +1,6 @@
 """Tiny random FLUX.2 components built in-process (diffusers, transformers): a Flux2
 transformer sized to read the tiny Qwen3's three stacked hidden layers, a Flux2 VAE, and
-whole Flux2KleinPipeline folders."""
+whole Flux2KleinPipeline folders; a transformer written in Black Forest Labs' layout."""
 
 from __future__ import annotations
 
@@ -61,3 +61,58 @@ def tiny_flux2_pipeline(root: Path, *, distilled: bool) -> Any:
         transformer=tiny_flux2_transformer(), is_distilled=distilled)
     pipe.save_pretrained(root / ("flux2-klein" if distilled else "flux2-klein-base"))
     return pipe
+
+
+_BFL_TOP = {"x_embedder.": "img_in.", "context_embedder.": "txt_in.",
+        "time_guidance_embed.timestep_embedder.linear_1.": "time_in.in_layer.",
+        "time_guidance_embed.timestep_embedder.linear_2.": "time_in.out_layer.",
+        "double_stream_modulation_img.linear.": "double_stream_modulation_img.lin.",
+        "double_stream_modulation_txt.linear.": "double_stream_modulation_txt.lin.",
+        "single_stream_modulation.linear.": "single_stream_modulation.lin.",
+        "proj_out.": "final_layer.linear.", "norm_out.linear.": "final_layer.adaLN_modulation.1."}
+_BFL_DOUBLE = {"attn.norm_q.weight": "img_attn.norm.query_norm.scale",
+           "attn.norm_k.weight": "img_attn.norm.key_norm.scale",
+           "attn.to_out.0.weight": "img_attn.proj.weight",
+           "ff.linear_in.weight": "img_mlp.0.weight",
+           "ff.linear_out.weight": "img_mlp.2.weight",
+           "attn.norm_added_q.weight": "txt_attn.norm.query_norm.scale",
+           "attn.norm_added_k.weight": "txt_attn.norm.key_norm.scale",
+           "attn.to_add_out.weight": "txt_attn.proj.weight",
+           "ff_context.linear_in.weight": "txt_mlp.0.weight",
+           "ff_context.linear_out.weight": "txt_mlp.2.weight"}
+_BFL_SINGLE = {"attn.to_qkv_mlp_proj.weight": "linear1.weight",
+               "attn.to_out.weight": "linear2.weight",
+           "attn.norm_q.weight": "norm.query_norm.scale",
+           "attn.norm_k.weight": "norm.key_norm.scale"}
+
+
+def bfl_layout(model: Any, prefix: str = "model.diffusion_model.") -> dict[str, Any]:
+    """A diffusers Flux2Transformer2DModel's tensors in Black Forest Labs' layout (the
+    inverse of diffusers' convert_flux2_transformer_checkpoint_to_diffusers): fused q/k/v,
+    `.scale` norms, the final modulation's halves as (shift, scale), under `prefix`."""
+    import torch
+
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    out = {}
+    for key, value in state.items():
+        parts = key.split(".")
+        if parts[0] == "transformer_blocks":
+            rest = ".".join(parts[2:])
+            if rest.startswith(("attn.to_q.", "attn.add_q_proj.")):
+                stream = "img" if rest.startswith("attn.to_q.") else "txt"
+                names = (("to_q", "to_k", "to_v") if stream == "img"
+                         else ("add_q_proj", "add_k_proj", "add_v_proj"))
+                fused = torch.cat([state[f"transformer_blocks.{parts[1]}.attn.{n}.weight"]
+                                   for n in names])
+                out[f"{prefix}double_blocks.{parts[1]}.{stream}_attn.qkv.weight"] = fused
+            elif rest in _BFL_DOUBLE:
+                out[f"{prefix}double_blocks.{parts[1]}.{_BFL_DOUBLE[rest]}"] = value
+        elif parts[0] == "single_transformer_blocks":
+            out[f"{prefix}single_blocks.{parts[1]}.{_BFL_SINGLE['.'.join(parts[2:])]}"] = value
+        else:
+            old = next(o for o in _BFL_TOP if key.startswith(o))
+            if old == "norm_out.linear.":
+                scale, shift = value.chunk(2)
+                value = torch.cat([shift, scale])
+            out[prefix + _BFL_TOP[old] + key[len(old):]] = value
+    return out

@@ -57,8 +57,11 @@ _SWAPPED = "norm_out.linear"  # BFL's final_layer.adaLN_modulation.1, halves swa
 
 
 def is_flux_file(file: SafetensorsFile) -> bool:
-    """The file holds a BFL-layout FLUX transformer (bare or under model.diffusion_model.)."""
-    return any(key.removeprefix(PREFIX).startswith("double_blocks.") for key in file.keys())
+    """The file holds a BFL-layout FLUX.1 transformer (bare or under model.diffusion_model.;
+    FLUX.2's, whose blocks share the names, has a single-stream modulation FLUX.1 lacks)."""
+    keys = [key.removeprefix(PREFIX) for key in file.keys()]
+    return (any(key.startswith("double_blocks.") for key in keys)
+            and "single_stream_modulation.lin.weight" not in keys)
 
 
 def _tensor(file: SafetensorsFile, prefix: str, key: str) -> str:

@@ -26,6 +26,7 @@ from ..formats.diffusers_folder import (
     weight_refs,
 )
 from ..weights import ComponentWeights, resolve_dtype
+from .file import flux2_file_family
 
 __all__ = ["Flux2Weights", "flux2_distilled", "flux2_family", "load_flux2_folder"]
 
@@ -41,9 +42,9 @@ class Flux2Weights:
     """A FLUX.2 klein folder's lazy component weights, scheduler config, tokenizer folder
     and whether it is step-distilled (no CFG)."""
 
-    transformer: ComponentWeights
+    transformer: ComponentWeights | None  # None when skipped (a single file replaces it)
     vae: ComponentWeights
-    text_encoder: ComponentWeights
+    text_encoder: ComponentWeights | None  # likewise
     scheduler_config: dict[str, Any]
     tokenizer_dir: Path
     distilled: bool
@@ -51,14 +52,21 @@ class Flux2Weights:
 
 def flux2_family(path: str | os.PathLike[str]) -> str | None:
     """"flux2-klein" for a diffusers folder whose model_index.json names a
-    Flux2KleinPipeline, None for anything else (a broken JSON file is left for loading to
-    name)."""
-    return "flux2-klein" if pipeline_class(Path(path)) == _CLASS else None
+    Flux2KleinPipeline or a FLUX.2 transformer file (`flux2_file_family`), None for anything
+    else (a broken JSON file is left for loading to name)."""
+    root = Path(path)
+    if not root.is_dir():
+        return flux2_file_family(root)
+    return "flux2-klein" if pipeline_class(root) == _CLASS else None
 
 
 def flux2_distilled(path: str | os.PathLike[str]) -> bool:
     """Whether the FLUX.2 klein folder `path` says it is step-distilled (model_index.json's
-    `is_distilled`: klein 4B/9B, run without CFG); False where it cannot be read."""
+    `is_distilled`: klein 4B/9B, run without CFG); False where it cannot be read. A single
+    file says it by its name, as Black Forest Labs names them: `flux-2-klein-4b` is
+    distilled, `flux-2-klein-base-4b` is not."""
+    if Path(path).is_file():
+        return "base" not in Path(path).name.lower()
     try:
         return bool(read_json(Path(path) / "model_index.json").get("is_distilled"))
     except WeightsError:
@@ -66,16 +74,19 @@ def flux2_distilled(path: str | os.PathLike[str]) -> bool:
 
 
 def load_flux2_folder(path: str | os.PathLike[str], *, dtype: Any = None,
-                      variant: str | None = None) -> Flux2Weights:
+                      variant: str | None = None, skip: tuple[str, ...] = ()) -> Flux2Weights:
     """Lazy weights of the FLUX.2 klein diffusers folder `path`. `dtype`: None (as stored;
-    bfloat16 read as float32), "float16" or "float32"; `variant`: e.g. "fp16". WeightsError
-    naming the file or folder when it is not a Flux2KleinPipeline or a component is
-    missing."""
+    bfloat16 read as float32), "float16" or "float32"; `variant`: e.g. "fp16"; `skip`:
+    "transformer" and/or "text_encoder", left out (None; single files replace them, and the
+    folder need not hold them). WeightsError naming the file or folder when it is not a
+    Flux2KleinPipeline or a component is missing."""
     root = Path(path)
     index = pipeline_index(root, _CLASS, _COMPONENTS)
     resolved = resolve_dtype(dtype)
-    parts: dict[str, ComponentWeights] = {}
+    parts: dict[str, ComponentWeights | None] = dict.fromkeys(skip)
     for name in ("transformer", "vae", "text_encoder"):
+        if name in skip:
+            continue
         config = read_json(root / name / "config.json")
         refs, _where = weight_refs(root / name, _STEMS[name], variant)
         if name == "text_encoder":  # a causal LM's weights as its base model's
@@ -89,4 +100,4 @@ def load_flux2_folder(path: str | os.PathLike[str], *, dtype: Any = None,
     return Flux2Weights(scheduler_config=read_json(root / "scheduler" /
                                                    "scheduler_config.json"),
                         tokenizer_dir=tokenizer, distilled=bool(index.get("is_distilled")),
-                        **parts)
+                        **parts)  # type: ignore[arg-type]

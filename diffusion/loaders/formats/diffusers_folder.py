@@ -6,6 +6,7 @@ component's weights as diffusers and transformers save them (`diffusion_pytorch_
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,8 @@ from ..weights import TensorRef
 from .safetensors import SafetensorsFile
 from .torch_file import open_weights_file
 
-__all__ = ["causal_lm_refs", "pipeline_class", "pipeline_index", "read_json", "weight_refs"]
+__all__ = ["causal_lm_refs", "component_config", "pipeline_class", "pipeline_index", "read_json",
+           "weight_refs"]
 
 
 def read_json(path: Path) -> dict[str, Any]:
@@ -29,6 +31,13 @@ def read_json(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise WeightsError(f"{path}: expected a JSON object, got {type(data).__name__}")
     return data
+
+
+def component_config(root: str | os.PathLike[str], component: str) -> dict[str, Any] | None:
+    """The folder `root`'s `component/config.json` (`read_json`), None where it has none (a
+    single file's --base folder whose part that file replaces)."""
+    path = Path(root) / component / "config.json"
+    return read_json(path) if path.is_file() else None
 
 
 def pipeline_class(path: Path) -> str | None:

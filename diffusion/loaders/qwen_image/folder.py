@@ -29,6 +29,7 @@ from ..formats.diffusers_folder import (
     weight_refs,
 )
 from ..weights import ComponentWeights, resolve_dtype
+from .file import qwenimage_file_family
 
 __all__ = ["QwenImageWeights", "language_model_config", "load_qwenimage_folder",
            "qwenimage_family"]
@@ -47,18 +48,21 @@ class QwenImageWeights:
     """A Qwen-Image folder's lazy component weights, its scheduler config and tokenizer
     folder."""
 
-    transformer: ComponentWeights
+    transformer: ComponentWeights | None  # None when skipped (a single file replaces it)
     vae: ComponentWeights
-    text_encoder: ComponentWeights
+    text_encoder: ComponentWeights | None  # likewise
     scheduler_config: dict[str, Any]
     tokenizer_dir: Path
 
 
 def qwenimage_family(path: str | os.PathLike[str]) -> str | None:
     """"qwen-image" for a diffusers folder whose model_index.json names a
-    QwenImagePipeline, None for anything else (a broken JSON file is left for loading to
-    name)."""
-    return "qwen-image" if pipeline_class(Path(path)) == _CLASS else None
+    QwenImagePipeline or a Qwen-Image transformer file (`qwenimage_file_family`), None for
+    anything else (a broken JSON file is left for loading to name)."""
+    root = Path(path)
+    if not root.is_dir():
+        return qwenimage_file_family(root)
+    return "qwen-image" if pipeline_class(root) == _CLASS else None
 
 
 def language_model_config(config: dict[str, Any]) -> dict[str, Any]:
@@ -85,16 +89,20 @@ def _language_model_refs(refs: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_qwenimage_folder(path: str | os.PathLike[str], *, dtype: Any = None,
-                          variant: str | None = None) -> QwenImageWeights:
+                          variant: str | None = None, skip: tuple[str, ...] = ()
+                          ) -> QwenImageWeights:
     """Lazy weights of the Qwen-Image diffusers folder `path`. `dtype`: None (as stored;
-    bfloat16 read as float32), "float16" or "float32"; `variant`: e.g. "fp16". WeightsError
-    naming the file or folder when it is not a Qwen-Image pipeline or a component is
-    missing."""
+    bfloat16 read as float32), "float16" or "float32"; `variant`: e.g. "fp16"; `skip`:
+    "transformer" and/or "text_encoder", left out (None; single files replace them, and the
+    folder need not hold them). WeightsError naming the file or folder when it is not a
+    Qwen-Image pipeline or a component is missing."""
     root = Path(path)
     pipeline_index(root, _CLASS, _COMPONENTS)
     resolved = resolve_dtype(dtype)
-    parts: dict[str, ComponentWeights] = {}
+    parts: dict[str, ComponentWeights | None] = dict.fromkeys(skip)
     for name in ("transformer", "vae", "text_encoder"):
+        if name in skip:
+            continue
         config = read_json(root / name / "config.json")
         refs, _where = weight_refs(root / name, _STEMS[name], variant)
         if name == "text_encoder":
@@ -108,4 +116,4 @@ def load_qwenimage_folder(path: str | os.PathLike[str], *, dtype: Any = None,
                            "reads prompts with)")
     return QwenImageWeights(scheduler_config=read_json(root / "scheduler" /
                                                        "scheduler_config.json"),
-                            tokenizer_dir=tokenizer, **parts)
+                            tokenizer_dir=tokenizer, **parts)  # type: ignore[arg-type]

@@ -1,6 +1,8 @@
 """An LLM text encoder in one file, as ComfyUI ships Z-Image's (`qwen_3_4b.safetensors`, bf16
-or scaled fp8): transformers' Qwen3 names, bare or under `model.` (a causal LM's `lm_head`
-left out); or a llama.cpp GGUF of it (`Qwen3-4B-Q8_0.gguf`, ComfyUI-GGUF's text encoders:
+or scaled fp8) and Qwen-Image's (`qwen_2.5_vl_7b.safetensors`: Qwen2.5-VL's language model
+beside its vision tower, which is left out): transformers' names, bare, under `model.` or
+under `model.language_model.` (transformers 5's Qwen2.5-VL; a causal LM's `lm_head` left out);
+or a llama.cpp GGUF of it (`Qwen3-4B-Q8_0.gguf`, ComfyUI-GGUF's text encoders:
 its matrices kept quantized by load_component), its names mapped to transformers' as
 ComfyUI-GGUF maps them (`blk.N.attn_q` -> `layers.N.self_attn.q_proj`, `token_embd` ->
 `embed_tokens`, ...; Qwen's rotary layout is transformers', so nothing is permuted). Read
@@ -27,6 +29,13 @@ _QWEN3 = {"model_type": "qwen3", "rope_theta": 1_000_000.0, "rms_norm_eps": 1e-6
           "hidden_act": "silu", "attention_bias": False, "tie_word_embeddings": True}
 
 
+# Qwen2.5-VL's language model (Qwen-Image's encoder): Qwen2's layers, q/k/v biases, no q/k
+# norms; its heads are 128 wide unless the config says otherwise
+_QWEN25VL = {"model_type": "qwen2_5_vl_text", "rope_theta": 1_000_000.0, "rms_norm_eps": 1e-6,
+             "hidden_act": "silu"}
+_KINDS = {"qwen3": ("Qwen3", "Z-Image", "qwen_3_4b.safetensors"),
+          "qwen2_5_vl": ("Qwen2.5-VL", "Qwen-Image", "qwen_2.5_vl_7b.safetensors")}
+
 _GGUF_TOP = {"token_embd": "embed_tokens", "output_norm": "norm"}
 _GGUF_LAYER = {"attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm",
                "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj",
@@ -36,7 +45,10 @@ _GGUF_LAYER = {"attn_norm": "input_layernorm", "ffn_norm": "post_attention_layer
 
 
 def _prefix(file: TensorFile) -> str:
-    return "model." if "model." + _MARKER in file else ""
+    for prefix in ("model.language_model.", "model."):
+        if prefix + _MARKER in file:
+            return prefix
+    return ""
 
 
 def _transformers_name(key: str) -> str | None:
@@ -57,7 +69,8 @@ def _names(file: TensorFile) -> dict[str, str]:
                 if (name := _transformers_name(key)) is not None}
     prefix = _prefix(file)
     return {key[len(prefix):]: key for key in file.keys()
-            if key.startswith(prefix) and not key.startswith("lm_head.")}
+            if key.startswith(prefix) and not key.startswith(("lm_head.", "visual."))
+            and not key[len(prefix):].startswith("visual.")}
 
 
 def is_llm_file(file: TensorFile) -> bool:
@@ -67,29 +80,46 @@ def is_llm_file(file: TensorFile) -> bool:
 
 
 def load_llm_file(path: str | os.PathLike[str], *, dtype: Any = None,
-                  config: Mapping[str, Any] | None = None) -> ComponentWeights:
-    """Lazy LLMTextModel weights of a Qwen3 text encoder file (.safetensors or .gguf),
-    `.config` from the shapes over `config` (or Qwen3-4B's settings). WeightsError naming the
-    file when it holds no Qwen3 layers. ComfyUI: `CLIPLoader(type="lumina2")` of
-    `qwen_3_4b.safetensors`."""
+                  config: Mapping[str, Any] | None = None, kind: str = "qwen3"
+                  ) -> ComponentWeights:
+    """Lazy LLMTextModel weights of a text encoder file (.safetensors or .gguf) of `kind`:
+    "qwen3" (Z-Image's, FLUX.2 klein's) or "qwen2_5_vl" (Qwen2.5-VL's language model,
+    Qwen-Image's); `.config` from the shapes over `config` (a folder's text_encoder config,
+    the language model's for Qwen2.5-VL) or the model's usual settings. WeightsError naming
+    the file when it holds no layers of that kind. ComfyUI: `CLIPLoader(type="lumina2")` of
+    `qwen_3_4b.safetensors`, `CLIPLoader(type="qwen_image")` of `qwen_2.5_vl_7b.safetensors`."""
+    name, family, usual = _KINDS[kind]
     path = Path(path)
     file: TensorFile = GGUFFile(path) if path.suffix.lower() == ".gguf" else (
         SafetensorsFile(path))
     names = _names(file)
     if _MARKER not in names:
         raise WeightsError(f"{path}: no layers.0.self_attn.q_proj.weight tensor: not a "
-                           "Qwen3 text encoder file (Z-Image's is qwen_3_4b.safetensors)")
-    if "layers.0.self_attn.q_norm.weight" not in names:
+                           f"{name} text encoder file ({family}'s is {usual})")
+    normed = "layers.0.self_attn.q_norm.weight" in names
+    if kind == "qwen3" and not normed:
         raise WeightsError(f"{path}: its attention has no q/k norms: not a Qwen3 text "
-                           "encoder (Z-Image reads prompts with Qwen3)")
+                           "encoder (Z-Image and FLUX.2 klein read prompts with Qwen3)")
+    if kind == "qwen2_5_vl" and (normed or "layers.0.self_attn.q_proj.bias" not in names):
+        raise WeightsError(f"{path}: its attention has " + (
+            "q/k norms (a Qwen3?)" if normed else "no q/k/v biases") + ": not a Qwen2.5-VL "
+            f"text encoder (Qwen-Image reads prompts with Qwen2.5-VL-7B's, {usual})")
 
     def shape(name: str) -> tuple[int, ...]:
         return tuple(file.shape(names[name]))
 
-    head_dim = shape("layers.0.self_attn.q_norm.weight")[0]
+    given = dict(config or {})
     vocab, hidden = shape("embed_tokens.weight")
-    derived = {
-        "vocab_size": vocab, "hidden_size": hidden, "head_dim": head_dim,
+    if normed:
+        head_dim = shape("layers.0.self_attn.q_norm.weight")[0]
+    elif given.get("num_attention_heads"):
+        head_dim = hidden // int(given["num_attention_heads"])
+    else:
+        head_dim = 128
+    usual_config = _QWEN3 if kind == "qwen3" else _QWEN25VL
+    derived: dict[str, Any] = {
+        "model_type": usual_config["model_type"], "vocab_size": vocab, "hidden_size": hidden,
+        "head_dim": head_dim,
         "num_hidden_layers": 1 + max(int(n.split(".")[1]) for n in names
                                      if n.startswith("layers.")),
         "num_attention_heads": shape(_MARKER)[0] // head_dim,
@@ -97,5 +127,5 @@ def load_llm_file(path: str | os.PathLike[str], *, dtype: Any = None,
         "intermediate_size": shape("layers.0.mlp.gate_proj.weight")[0],
     }
     refs = {name: TensorRef(file, key, tuple(file.shape(key))) for name, key in names.items()}
-    return ComponentWeights("text_encoder", {**_QWEN3, **dict(config or {}), **derived}, refs,
+    return ComponentWeights("text_encoder", {**usual_config, **given, **derived}, refs,
                             dtype=resolve_dtype(dtype))

@@ -15,6 +15,7 @@ With the torch RNG, a seed gives diffusers' picture
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,9 @@ from gpustd import Tensor, asarray, concatenate, take_slice
 from gpustd.nn import deferred
 
 from ...loaders.component import load_component
-from ...loaders.flux2 import load_flux2_folder
+from ...loaders.flux2 import flux2_distilled, load_flux2_file, load_flux2_folder
+from ...loaders.formats.diffusers_folder import component_config
+from ...loaders.z_image import load_llm_file
 from ...models.flux2 import Flux2Transformer2DModel
 from ...models.llm import LLMTextModel
 from ...models.step_cache import StepCache
@@ -37,6 +40,7 @@ from ...text.llm_tokenizer import LLMTokenizer, qwen3_chat_prompt
 from .start import StepCallback, check_call, run_euler
 
 __all__ = ["TEXT_LAYERS", "Flux2KleinPipeline", "empirical_mu"]
+
 
 TEXT_LAYERS = (9, 18, 27)  # Qwen3's hidden states klein reads, side by side
 
@@ -86,23 +90,56 @@ class Flux2KleinPipeline:
 
     @classmethod
     def from_pretrained(cls, path: str | Path, *, dtype: Any = np.float32,
-                        device: Device | None = None, variant: str | None = None
+                        device: Device | None = None, variant: str | None = None,
+                        transformer_file: str | os.PathLike[str] | None = None,
+                        text_encoder_files: Sequence[str | os.PathLike[str]] = ()
                         ) -> Flux2KleinPipeline:
         """Load a FLUX.2 klein diffusers folder (`load_flux2_folder`) onto `device` in
-        `dtype`."""
-        weights = load_flux2_folder(path, variant=variant)
+        `dtype`; `transformer_file`: a single-file transformer in BFL's layout (ComfyUI's
+        `flux-2-klein-4b.safetensors`, or a GGUF of one, kept quantized; `load_flux2_file`)
+        in place of the folder's, whose name says whether it is distilled
+        (`flux2_distilled`); `text_encoder_files`: a Qwen3 text encoder file (ComfyUI's
+        `qwen_3_4b.safetensors`; `load_llm_file`) in place of the folder's text_encoder/,
+        which need then hold no weights."""
+        files = [Path(f) for f in text_encoder_files]
+        if len(files) > 1:
+            raise ValueError(f"FLUX.2 klein takes one --text-encoder file (its Qwen3), got "
+                             f"{len(files)}: {', '.join(f.name for f in files)}")
+        skip = (("transformer",) if transformer_file is not None else ()) + (
+            ("text_encoder",) if files else ())
+        weights = load_flux2_folder(path, variant=variant, skip=skip)
+        transformer, text_encoder = weights.transformer, weights.text_encoder
+        distilled = weights.distilled
+        if transformer_file is not None:
+            transformer = load_flux2_file(transformer_file,
+                                          config=component_config(path, "transformer"))
+            distilled = flux2_distilled(transformer_file)
+        if files:
+            text_encoder = load_llm_file(files[0], config=component_config(path, "text_encoder"))
+        assert transformer is not None and text_encoder is not None
+        hidden = text_encoder.config["hidden_size"]
+        wanted = transformer.config.get("joint_attention_dim")
+        if wanted is not None and wanted != len(TEXT_LAYERS) * hidden:
+            raise ValueError(f"the text encoder's states are {len(TEXT_LAYERS) * hidden} wide "
+                             f"({len(TEXT_LAYERS)} layers of {hidden}), the transformer reads "
+                             f"{wanted}: klein 4B reads Qwen3-4B, klein 9B Qwen3-8B; give the "
+                             "text encoder that goes with the transformer")
         place = {"dtype": dtype, "device": device or default_device()}
         with deferred():  # each parameter takes GPU memory when its values arrive
-            return cls(
+            pipe = cls(
+                # a GGUF's quantized matrices kept as blocks, fused q/k/v rows cut from them
                 transformer=load_component(
-                    Flux2Transformer2DModel(weights.transformer.config, **place),
-                    weights.transformer),
+                    Flux2Transformer2DModel(transformer.config, **place), transformer,
+                    slices=True),
                 vae=load_component(AutoencoderKLFlux2(weights.vae.config, **place),
                                    weights.vae),
-                text_encoder=load_component(LLMTextModel(weights.text_encoder.config, **place),
-                                            weights.text_encoder),
+                text_encoder=load_component(LLMTextModel(text_encoder.config, **place),
+                                            text_encoder),
                 tokenizer=LLMTokenizer(weights.tokenizer_dir),
-                scheduler_config=weights.scheduler_config, distilled=weights.distilled)
+                scheduler_config=weights.scheduler_config, distilled=distilled)
+        pipe.modules = [f.name.removesuffix(".safetensors").removesuffix(".gguf")
+                        for f in files]
+        return pipe
 
     def encode_prompt(self, prompts: Sequence[str], max_sequence_length: int = 512) -> Tensor:
         """(B, max_sequence_length, 3 * hidden) in the transformer's dtype: for each token

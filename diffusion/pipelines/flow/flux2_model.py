@@ -122,15 +122,24 @@ def flux2_defaults(path: str | os.PathLike[str], family: str) -> SamplingDefault
 
 def load_flux2_model(path: str | os.PathLike[str], family: str, options: LoadOptions
                      ) -> Flux2Model:
-    """A FLUX.2 klein diffusers folder as a Flux2Model; `options.defaults` (the folder's
-    defaults.json) over `flux2_defaults`."""
+    """A FLUX.2 klein diffusers folder, or a single-file transformer with `options.base` (a
+    FLUX.2 klein folder giving the text encoder, tokenizer, VAE and scheduler), as a
+    Flux2Model; `options.text_encoders`: a Qwen3 text encoder file in place of the folder's;
+    `options.defaults` (the folder's defaults.json) over `flux2_defaults`."""
     from .flux2 import Flux2KleinPipeline
 
-    if options.base is not None or options.text_encoders:
-        raise ValueError("FLUX.2 klein loads from its diffusers folder alone; leave out "
-                         "--base and --text-encoder")
-    path = Path(path)
-    pipe = Flux2KleinPipeline.from_pretrained(path, dtype=options.dtype,
-                                              device=options.device, variant=options.variant)
+    path, base = Path(path), options.base
+    if path.is_file() and base is None:
+        raise ValueError(f"{path.name} is a FLUX.2 klein transformer alone: give a FLUX.2 "
+                         "klein diffusers folder with --base for its text encoder, tokenizer, "
+                         "VAE and scheduler")
+    if path.is_dir() and base is not None:
+        raise ValueError("--base is for a single-file FLUX.2 klein transformer; a FLUX.2 "
+                         "klein folder holds every part itself, leave --base out")
+    pipe = Flux2KleinPipeline.from_pretrained(
+        Path(base) if base is not None else path, dtype=options.dtype, device=options.device,
+        variant=options.variant, transformer_file=path if base is not None else None,
+        text_encoder_files=list(options.text_encoders))
     defaults = options.defaults  # defaults.json over the family's (model_defaults)
-    return Flux2Model(pipe, family=family, name=path.name, defaults=defaults)
+    name = path.name.removesuffix(".safetensors")  # as Forge names a file's model
+    return Flux2Model(pipe, family=family, name=name, defaults=defaults, modules=pipe.modules)

@@ -14,6 +14,7 @@ positive prediction's norm per token. With the torch RNG, a seed gives diffusers
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,13 @@ from gpustd import Tensor, asarray, take_slice
 from gpustd.nn import deferred
 
 from ...loaders.component import load_component
-from ...loaders.qwen_image import load_qwenimage_folder
+from ...loaders.formats.diffusers_folder import component_config
+from ...loaders.qwen_image import (
+    language_model_config,
+    load_qwenimage_file,
+    load_qwenimage_folder,
+)
+from ...loaders.z_image import load_llm_file
 from ...models.llm import LLMTextModel
 from ...models.qwen_image import QwenImageTransformer2DModel
 from ...models.qwen_image_vae import AutoencoderKLQwenImage
@@ -46,6 +53,7 @@ PROMPT_TEMPLATE = (
     "<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n")
 TEMPLATE_TOKENS = 34  # the template's leading tokens whose states are dropped
 TOKENIZER_MAX_LENGTH = 1024
+
 
 
 def pack(latents: np.ndarray) -> np.ndarray:
@@ -77,31 +85,62 @@ class QwenImagePipeline:
 
     def __init__(self, *, transformer: QwenImageTransformer2DModel,
                  vae: AutoencoderKLQwenImage, text_encoder: LLMTextModel,
-                 tokenizer: LLMTokenizer, scheduler_config: dict[str, Any]) -> None:
+                 tokenizer: LLMTokenizer, scheduler_config: dict[str, Any],
+                 modules: Sequence[str] = ()) -> None:
         self.transformer, self.vae = transformer, vae
         self.text_encoder, self.tokenizer = text_encoder, tokenizer
         self.scheduler_config = dict(scheduler_config)
+        self.modules = list(modules)
         self.vae_scale_factor = 2 ** len(vae.config["temperal_downsample"])
 
     @classmethod
     def from_pretrained(cls, path: str | Path, *, dtype: Any = np.float32,
-                        device: Device | None = None, variant: str | None = None
+                        device: Device | None = None, variant: str | None = None,
+                        transformer_file: str | os.PathLike[str] | None = None,
+                        text_encoder_files: Sequence[str | os.PathLike[str]] = ()
                         ) -> QwenImagePipeline:
         """Load a Qwen-Image diffusers folder (`load_qwenimage_folder`) onto `device` in
-        `dtype`."""
-        weights = load_qwenimage_folder(path, variant=variant)
+        `dtype`; `transformer_file`: a single-file transformer (ComfyUI's
+        `qwen_image_bf16.safetensors`, an fp8 one, or a GGUF, kept quantized;
+        `load_qwenimage_file`) in place of the folder's; `text_encoder_files`: a Qwen2.5-VL
+        text encoder file (ComfyUI's `qwen_2.5_vl_7b.safetensors`; `load_llm_file`) in place
+        of the folder's text_encoder/, which need then hold no weights."""
+        files = [Path(f) for f in text_encoder_files]
+        if len(files) > 1:
+            raise ValueError(f"Qwen-Image takes one --text-encoder file (its Qwen2.5-VL), got "
+                             f"{len(files)}: {', '.join(f.name for f in files)}")
+        skip = (("transformer",) if transformer_file is not None else ()) + (
+            ("text_encoder",) if files else ())
+        weights = load_qwenimage_folder(path, variant=variant, skip=skip)
+        transformer, text_encoder = weights.transformer, weights.text_encoder
+        if transformer_file is not None:
+            transformer = load_qwenimage_file(transformer_file,
+                                              config=component_config(path, "transformer"))
+        if files:
+            config = component_config(path, "text_encoder")
+            text_encoder = load_llm_file(
+                files[0], kind="qwen2_5_vl",
+                config=None if config is None else language_model_config(config))
+        assert transformer is not None and text_encoder is not None
+        hidden = text_encoder.config["hidden_size"]
+        wanted = transformer.config.get("joint_attention_dim")
+        if wanted is not None and wanted != hidden:
+            raise ValueError(f"the text encoder's states are {hidden} wide, the transformer "
+                             f"reads {wanted}: Qwen-Image reads Qwen2.5-VL-7B's (3584); give "
+                             "the text encoder that goes with the transformer")
         place = {"dtype": dtype, "device": device or default_device()}
         with deferred():  # each parameter takes GPU memory when its values arrive
             return cls(
                 transformer=load_component(
-                    QwenImageTransformer2DModel(weights.transformer.config, **place),
-                    weights.transformer),
+                    QwenImageTransformer2DModel(transformer.config, **place), transformer),
                 vae=load_component(AutoencoderKLQwenImage(weights.vae.config, **place),
                                    weights.vae),
-                text_encoder=load_component(LLMTextModel(weights.text_encoder.config, **place),
-                                            weights.text_encoder),
+                text_encoder=load_component(LLMTextModel(text_encoder.config, **place),
+                                            text_encoder),
                 tokenizer=LLMTokenizer(weights.tokenizer_dir),
-                scheduler_config=weights.scheduler_config)
+                scheduler_config=weights.scheduler_config,
+                modules=[f.name.removesuffix(".safetensors").removesuffix(".gguf")
+                         for f in files])
 
     def encode_prompt(self, prompts: Sequence[str], max_sequence_length: int = 512
                       ) -> tuple[Tensor, np.ndarray | None]:

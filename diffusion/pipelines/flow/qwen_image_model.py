@@ -120,15 +120,25 @@ def qwenimage_defaults(path: str | os.PathLike[str], family: str) -> SamplingDef
 
 def load_qwenimage_model(path: str | os.PathLike[str], family: str, options: LoadOptions
                          ) -> QwenImageModel:
-    """A Qwen-Image diffusers folder as a QwenImageModel; `options.defaults` (the folder's
-    defaults.json) over `qwenimage_defaults`."""
+    """A Qwen-Image diffusers folder, or a single-file transformer with `options.base` (a
+    Qwen-Image folder giving the text encoder, tokenizer, VAE and scheduler), as a
+    QwenImageModel; `options.text_encoders`: a Qwen2.5-VL text encoder file in place of the
+    folder's; `options.defaults` (the folder's defaults.json) over `qwenimage_defaults`."""
     from .qwen_image import QwenImagePipeline
 
-    path = Path(path)
-    if options.base is not None or list(options.text_encoders):
-        raise ValueError("--base and --text-encoder are not supported for Qwen-Image yet; give "
-                         "the whole Qwen-Image diffusers folder alone")
-    pipe = QwenImagePipeline.from_pretrained(path, dtype=options.dtype, device=options.device,
-                                             variant=options.variant)
+    path, base = Path(path), options.base
+    if path.is_file() and base is None:
+        raise ValueError(f"{path.name} is a Qwen-Image transformer alone: give a Qwen-Image "
+                         "diffusers folder with --base for its text encoder, tokenizer, VAE "
+                         "and scheduler")
+    if path.is_dir() and base is not None:
+        raise ValueError("--base is for a single-file Qwen-Image transformer; a Qwen-Image "
+                         "folder holds every part itself, leave --base out")
+    pipe = QwenImagePipeline.from_pretrained(
+        Path(base) if base is not None else path, dtype=options.dtype, device=options.device,
+        variant=options.variant, transformer_file=path if base is not None else None,
+        text_encoder_files=list(options.text_encoders))
     defaults = options.defaults  # defaults.json over the family's (model_defaults)
-    return QwenImageModel(pipe, family=family, name=path.name, defaults=defaults)
+    name = path.name.removesuffix(".safetensors")  # as Forge names a file's model
+    return QwenImageModel(pipe, family=family, name=name, defaults=defaults,
+                          modules=pipe.modules)

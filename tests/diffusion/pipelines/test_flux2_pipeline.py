@@ -1,7 +1,9 @@
 """FLUX.2 klein through the command line like any model: the family detected from a
 diffusers folder, the distilled cards' defaults (4 steps, CFG 1) and the base model's,
 diffusers' picture with `--sampler diffusers --rng torch` (distilled, and with CFG), the
-prompt visibly mattering, a WebUI sampler, and what it refuses in one line."""
+prompt visibly mattering, a WebUI sampler, what it refuses in one line, and its file forms as
+ComfyUI users have them (the transformer in Black Forest Labs' layout and GGUFs of it with a
+klein folder as --base, a Qwen3 text encoder file)."""
 
 from __future__ import annotations
 
@@ -14,16 +16,24 @@ import pytest
 
 pytest.importorskip("diffusers", reason="diffusers is a test-only reference (extra: reference)")
 import torch
-from flux2_tiny import tiny_flux2_pipeline
+from flux2_tiny import FLUX2_TINY, bfl_layout, tiny_flux2_pipeline
 from PIL import Image
+from safetensors.torch import save_file
+from sd_tiny import state_dict
+from zimage_tiny import tiny_qwen3
 
 import diffusion.cli.main as cli
 import gpucore
 from diffusion.infotext import read_infotext
+from diffusion.loaders.flow.file import flow_model_family
+from diffusion.loaders.flux2 import flux2_family, load_flux2_file
 from diffusion.pipelines.contract import SamplingDefaults
+from diffusion.pipelines.families import family_of
 from diffusion.pipelines.load import model_defaults
 
 SIZE = ("--width", "24", "--height", "16")
+FILES = ("txt2img", "--prompt", "a red circle", *SIZE, "--steps", "2", "--sampler",
+         "diffusers", "--rng", "torch", "--seed", "7", "--dtype", "float32")
 
 
 @pytest.fixture(scope="module")
@@ -107,8 +117,8 @@ def test_flux2_webui_sampler_and_refusals(first_device: gpucore.Device,
 def test_flux2_broken_folder_gets_one_line(tiny_flux2: tuple[Path, Any, Path, Any],
                                            tmp_path: Path,
                                            capsys: pytest.CaptureFixture[str]) -> None:
-    """A klein folder without its tokenizer, and one with --text-encoder files: one line
-    each, saying what to do."""
+    """A klein folder without its tokenizer, and one with a --text-encoder file that cannot
+    be read: one line each, naming the file."""
     broken = tmp_path / "flux2-klein"
     shutil.copytree(tiny_flux2[0], broken)
     shutil.rmtree(broken / "tokenizer")
@@ -120,7 +130,7 @@ def test_flux2_broken_folder_gets_one_line(tiny_flux2: tuple[Path, Any, Path, An
         err = capsys.readouterr().err
         errors = [line for line in err.splitlines() if line.startswith("error:")]
         assert code != 0 and len(errors) == 1, err
-        assert ("tokenizer.json" if not extra else "diffusers folder alone") in errors[0]
+        assert ("tokenizer.json" if not extra else "qwen.safetensors") in errors[0]
         assert "Traceback" not in err
 
 
@@ -150,3 +160,94 @@ def test_flux2_first_block_cache(first_device: gpucore.Device,
     err = capsys.readouterr().err
     assert code != 0 and "magcache: not supported" in err and "it runs fbc" in err
     assert "Traceback" not in err
+
+
+def _error(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
+    code = cli.main(list(argv))
+    _, err = capsys.readouterr()
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code != 0 and "Traceback" not in err and len(errors) == 1, err
+    return errors[0]
+
+
+@pytest.mark.nodevice
+@pytest.mark.parametrize("prefix", ["model.diffusion_model.", ""])
+def test_bfl_layout_reads_as_diffusers(tiny_flux2: tuple[Path, Any, Path, Any], tmp_path: Path,
+                                       prefix: str) -> None:
+    from diffusers.loaders.single_file_utils import (
+        convert_flux2_transformer_checkpoint_to_diffusers,
+    )
+
+    reference = tiny_flux2[1]
+    layout = bfl_layout(reference.transformer, prefix)
+    expected = state_dict(reference.transformer)
+    # the layout written here is the one diffusers' own conversion reads
+    converted = convert_flux2_transformer_checkpoint_to_diffusers(
+        {k.removeprefix(prefix): v.clone() for k, v in layout.items()})
+    assert set(converted) == set(expected)
+    for key, value in converted.items():
+        np.testing.assert_array_equal(value.numpy(), expected[key], err_msg=key)
+    file = tmp_path / "flux-2-klein-tiny.safetensors"
+    save_file(layout, str(file))
+    assert flux2_family(file) == "flux2-klein" and flow_model_family(file) is None
+    assert family_of(file)[1] == "flux2-klein"
+    weights = load_flux2_file(file, config={"axes_dims_rope": FLUX2_TINY["axes_dims_rope"]})
+    assert set(weights) == set(expected)
+    for key, value in expected.items():
+        np.testing.assert_array_equal(weights[key], value, err_msg=key)
+    for name in ("in_channels", "num_layers", "num_single_layers", "attention_head_dim",
+                 "num_attention_heads", "joint_attention_dim", "timestep_guidance_channels",
+                 "mlp_ratio", "guidance_embeds"):
+        assert weights.config[name] == FLUX2_TINY[name], name
+    pytest.importorskip("gguf", reason="GGUF files need the gguf package")
+    from diffusion.loaders.formats.gguf_write import write_gguf
+
+    gguf = tmp_path / "flux-2-klein-tiny-Q8_0.gguf"
+    write_gguf(gguf, ((k.removeprefix(prefix), v.numpy()) for k, v in layout.items()), "q8_0",
+               architecture="flux2")
+    assert flux2_family(gguf) == "flux2-klein"
+    quantized = load_flux2_file(gguf, config={"axes_dims_rope": FLUX2_TINY["axes_dims_rope"]})
+    assert set(quantized) == set(expected) and quantized.config == weights.config
+    errors = {key: np.abs(quantized[key] - value).max() / np.abs(value).max()
+              for key, value in expected.items()}
+    assert max(errors.values()) < 0.02 and errors["transformer_blocks.0.attn.to_k.weight"] > 0
+
+
+def test_transformer_and_text_encoder_files(first_device: gpucore.Device,
+                                            tiny_flux2: tuple[Path, Any, Path, Any], tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """The BFL file and a Qwen3 text encoder file with a --base folder holding neither's
+    weights: the folder's own picture bitwise; without --base, or a folder without its
+    transformer, one line."""
+    folder, reference = tiny_flux2[:2]
+    file = tmp_path / "flux-2-klein-tiny.safetensors"
+    save_file(bfl_layout(reference.transformer), str(file))
+    out, _ = _run(capsys, *FILES, "--model", str(folder), "--out", str(tmp_path / "dir.png"))
+    expected = _pixels(out)
+    text_encoder = {f"model.{k}": v.detach().clone()
+                    for k, v in reference.text_encoder.model.state_dict().items()}
+    text_encoder["lm_head.weight"] = reference.text_encoder.lm_head.weight.detach().clone()
+    save_file(text_encoder, str(tmp_path / "qwen_3_4b.safetensors"))
+    slim = tmp_path / "flux2-klein"
+    shutil.copytree(folder, slim)
+    for part in ("transformer", "text_encoder"):
+        for weights in (slim / part).glob("*.safetensors*"):
+            weights.unlink()
+    out, err = _run(capsys, *FILES, "--model", str(file), "--base", str(slim),
+                    "--text-encoder", str(tmp_path / "qwen_3_4b.safetensors"),
+                    "--out", str(tmp_path / "te.png"))
+    assert "model: flux-2-klein-tiny (flux2-klein)" in err
+    assert "--cfg-scale 1" in err  # distilled, as its name says
+    text = read_infotext(out)
+    assert text is not None and "Module 1: qwen_3_4b" in text
+    np.testing.assert_array_equal(_pixels(out), expected)
+    assert "--base" in _error(capsys, *FILES, "--model", str(file),
+                              "--out", str(tmp_path / "x.png"))
+    narrow = tiny_qwen3(config={"hidden_size": 24, "head_dim": 6, "num_hidden_layers": 28})
+    save_file({k: v.detach().clone() for k, v in narrow.state_dict().items()},
+              str(tmp_path / "qwen_3_other.safetensors"))
+    assert "the transformer reads 120" in _error(
+        capsys, *FILES, "--model", str(file), "--base", str(slim), "--text-encoder",
+        str(tmp_path / "qwen_3_other.safetensors"), "--out", str(tmp_path / "x.png"))
+    assert "transformer" in _error(capsys, *FILES, "--model", str(slim),
+                                   "--out", str(tmp_path / "x.png"))

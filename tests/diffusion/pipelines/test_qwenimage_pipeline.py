@@ -1,8 +1,9 @@
 """Qwen-Image through the command line like any model: the family detected from a diffusers
 folder, QwenImagePipeline's defaults (50 steps, true CFG 4), diffusers' picture with
 `--sampler diffusers --rng torch` (with and without true CFG), the prompt visibly mattering,
-a WebUI sampler, and what it refuses in one line (init images, --text-encoder, a folder missing
-a part)."""
+a WebUI sampler, what it refuses in one line (init images, --base with a folder, a folder
+missing a part), and its file forms as ComfyUI users have them (the split diffusion model file
+and GGUFs of it with a Qwen-Image folder as --base, its Qwen2.5-VL text encoder file)."""
 
 from __future__ import annotations
 
@@ -17,11 +18,15 @@ import pytest
 pytest.importorskip("diffusers", reason="diffusers is a test-only reference (extra: reference)")
 import torch
 from PIL import Image
-from qwenimage_tiny import tiny_qwenimage_pipeline
+from qwenimage_tiny import QWENIMAGE_TINY, tiny_qwenimage_pipeline
+from safetensors.torch import save_file
+from sd_tiny import state_dict
 
 import diffusion.cli.main as cli
 import gpucore
 from diffusion.infotext import read_infotext
+from diffusion.loaders import WeightsError
+from diffusion.loaders.qwen_image import load_qwenimage_file, qwenimage_family
 from diffusion.pipelines.contract import SamplingDefaults
 from diffusion.pipelines.flow.qwen_image import pack, true_cfg, unpack
 from diffusion.pipelines.load import load_pipeline, model_defaults
@@ -30,6 +35,8 @@ from diffusion.pipelines.request import GenerationRequest
 SIZE = ("--width", "40", "--height", "24")
 # long enough to outweigh the template's system text, which the tiny tokenizer splits finely
 RED = "a red circle on a blue square, " * 6
+FILES = ("txt2img", "--prompt", RED, *SIZE, "--steps", "2", "--sampler", "diffusers",
+         "--rng", "torch", "--seed", "7", "--dtype", "float32", "--cfg-scale", "1")
 HORSE = "an astronaut riding a horse at night, " * 6
 
 
@@ -153,15 +160,12 @@ def _error(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
 
 def test_refusals_get_one_line(tiny_qwenimage: tuple[Path, Any], tmp_path: Path,
                                capsys: pytest.CaptureFixture[str]) -> None:
-    """--text-encoder, --base and a folder missing a part (its tokenizer files, its VAE): one
+    """--base with a folder and a folder missing a part (its tokenizer files, its VAE): one
     line each, saying which."""
     folder, _ = tiny_qwenimage
     common = ("txt2img", "--prompt", "x", *SIZE, "--steps", "1", "--out",
               str(tmp_path / "x.png"))
-    te = str(folder / "text_encoder" / "model.safetensors")
-    assert "--text-encoder are not supported for Qwen-Image" in _error(
-        capsys, *common, "--model", str(folder), "--text-encoder", te)
-    assert "--base and --text-encoder are not supported" in _error(
+    assert "--base is for a single-file Qwen-Image transformer" in _error(
         capsys, *common, "--model", str(folder), "--base", str(folder))
     for missing in ("tokenizer", "vae"):
         broken = tmp_path / missing.split("/")[0]
@@ -249,3 +253,158 @@ def test_qwenimage_first_block_cache(first_device: gpucore.Device,
     err = capsys.readouterr().err
     assert code != 0 and "teacache: not supported" in err and "it runs fbc" in err
     assert "Traceback" not in err
+
+
+def _comfyui_file(model: Any, path: Path, prefix: str = "model.diffusion_model.") -> Path:
+    save_file({prefix + k: v.detach().clone() for k, v in model.state_dict().items()},
+              str(path))
+    return path
+
+
+@pytest.mark.nodevice
+@pytest.mark.parametrize("prefix", ["model.diffusion_model.", ""])
+def test_file_reads_as_diffusers(tiny_qwenimage: tuple[Path, Any], tmp_path: Path,
+                                 prefix: str) -> None:
+    _, reference = tiny_qwenimage
+    file = _comfyui_file(reference.transformer, tmp_path / "qwen_image.safetensors", prefix)
+    assert qwenimage_family(file) == "qwen-image"
+    weights = load_qwenimage_file(file, config={"axes_dims_rope": (4, 6, 6)})
+    expected = state_dict(reference.transformer)
+    assert set(weights) == set(expected)
+    for key, value in expected.items():
+        np.testing.assert_array_equal(weights[key], value, err_msg=key)
+    for name in ("in_channels", "out_channels", "num_layers", "attention_head_dim",
+                 "num_attention_heads", "joint_attention_dim", "patch_size"):
+        assert weights.config[name] == QWENIMAGE_TINY[name], name
+
+
+@pytest.mark.nodevice
+def test_other_files_are_not_claimed(tiny_qwenimage: tuple[Path, Any], tmp_path: Path) -> None:
+    import torch
+
+    file = tmp_path / "other.safetensors"
+    save_file({"transformer_blocks.0.weight": torch.zeros(2)}, str(file))
+    assert qwenimage_family(file) is None
+    with pytest.raises(WeightsError, match="not a Qwen-Image transformer file"):
+        load_qwenimage_file(file)
+    _, reference = tiny_qwenimage
+    edit = {k: v.detach().clone() for k, v in reference.transformer.state_dict().items()}
+    edit["__index_timestep_zero__"] = torch.zeros(0)
+    save_file(edit, str(tmp_path / "qwen_image_edit_2511.safetensors"))
+    with pytest.raises(WeightsError, match=r"Qwen-Image-Edit 2511 .* not supported"):
+        load_qwenimage_file(tmp_path / "qwen_image_edit_2511.safetensors")
+
+
+def test_transformer_file_with_base(first_device: gpucore.Device,
+                                    tiny_qwenimage: tuple[Path, Any], tmp_path: Path,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """ComfyUI's split diffusion model file with the folder as --base: the folder's own
+    picture bitwise, a GGUF of it near it; without --base, or a folder given --base, one
+    line each."""
+    folder, reference = tiny_qwenimage
+    file = _comfyui_file(reference.transformer, tmp_path / "qwen_image_bf16.safetensors")
+    out, err = _run(capsys, *FILES, "--model", str(file), "--base", str(folder),
+                    "--out", str(tmp_path / "file.png"))
+    assert "model: qwen_image_bf16 (qwen-image)" in err
+    single = _pixels(out)
+    out, _ = _run(capsys, *FILES, "--model", str(folder), "--out", str(tmp_path / "dir.png"))
+    np.testing.assert_array_equal(single, _pixels(out))
+    assert "--base" in _error(capsys, *FILES, "--model", str(file),
+                              "--out", str(tmp_path / "x.png"))
+    assert "leave --base out" in _error(capsys, *FILES, "--model", str(folder), "--base",
+                                        str(folder), "--out", str(tmp_path / "x.png"))
+    pytest.importorskip("gguf", reason="GGUF files need the gguf package")
+    from diffusion.loaders.formats.gguf_write import write_gguf
+
+    gguf = tmp_path / "qwen-image-Q8_0.gguf"
+    write_gguf(gguf, state_dict(reference.transformer).items(), "q8_0",
+               architecture="qwen_image")
+    out, _ = _run(capsys, *FILES, "--model", str(gguf), "--base", str(folder),
+                  "--out", str(tmp_path / "gguf.png"))
+    assert np.abs(_pixels(out) - single).mean() < 0.01
+
+
+def test_text_encoder_file(first_device: gpucore.Device, tiny_qwenimage: tuple[Path, Any],
+                           tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """ComfyUI's Qwen2.5-VL file (transformers 4's names: the language model under model.,
+    the vision tower under visual., lm_head) with a folder whose text_encoder/ holds its
+    config alone: the folder's own picture, the file named in the infotext; a file whose
+    attention has no biases (no Qwen2.5-VL) gets one line."""
+    folder, reference = tiny_qwenimage
+    state = {}
+    for key, value in reference.text_encoder.state_dict().items():
+        key = key.replace("model.language_model.", "model.").replace("model.visual.",
+                                                                     "visual.")
+        state[key] = value.detach().clone()
+    assert "visual.merger.mlp.0.weight" in state and "lm_head.weight" in state
+    save_file(state, str(tmp_path / "qwen_2.5_vl_7b.safetensors"))
+    slim = tmp_path / "qwen-image"
+    shutil.copytree(folder, slim)
+    for weights in (slim / "text_encoder").glob("*.safetensors*"):
+        weights.unlink()
+    out, _ = _run(capsys, *FILES, "--model", str(slim), "--text-encoder",
+                  str(tmp_path / "qwen_2.5_vl_7b.safetensors"), "--out",
+                  str(tmp_path / "te.png"))
+    text = read_infotext(out)
+    assert text is not None and "Module 1: qwen_2.5_vl_7b" in text
+    single = _pixels(out)
+    out, _ = _run(capsys, *FILES, "--model", str(folder), "--out", str(tmp_path / "dir.png"))
+    np.testing.assert_array_equal(single, _pixels(out))
+    unbiased = {k: v for k, v in state.items() if not k.endswith("_proj.bias")}
+    save_file(unbiased, str(tmp_path / "qwen3.safetensors"))
+    import transformers
+
+    narrow = transformers.Qwen2Model(transformers.Qwen2Config(
+        vocab_size=300, hidden_size=24, intermediate_size=32, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2))
+    save_file({k: v.detach().clone() for k, v in narrow.state_dict().items()},
+              str(tmp_path / "qwen_2.5_vl_other.safetensors"))
+    assert "the transformer reads 40" in _error(
+        capsys, *FILES, "--model", str(slim), "--text-encoder",
+        str(tmp_path / "qwen_2.5_vl_other.safetensors"), "--out", str(tmp_path / "x.png"))
+    assert "not a Qwen2.5-VL text encoder" in _error(
+        capsys, *FILES, "--model", str(slim), "--text-encoder",
+        str(tmp_path / "qwen3.safetensors"), "--out", str(tmp_path / "x.png"))
+
+
+@pytest.mark.nodevice
+def test_text_encoder_gguf_reads_as_transformers(tiny_qwenimage: tuple[Path, Any],
+                                                 tmp_path: Path) -> None:
+    """A llama.cpp GGUF of Qwen2.5-VL's language model (its names, q/k/v biases included)
+    reads under transformers' names with the folder's config."""
+    pytest.importorskip("gguf", reason="GGUF files need the gguf package")
+    from diffusion.loaders.formats.gguf_write import write_gguf
+    from diffusion.loaders.qwen_image import language_model_config
+    from diffusion.loaders.z_image import load_llm_file
+
+    folder, reference = tiny_qwenimage
+    layer = {"input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm",
+             "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k",
+             "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output",
+             "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down"}
+    expected = {k.removeprefix("model.language_model."): v.numpy()
+                for k, v in reference.text_encoder.state_dict().items()
+                if k.startswith("model.language_model.")}
+    tensors = []
+    for key, value in expected.items():
+        stem, _, kind = key.rpartition(".")
+        if stem in ("embed_tokens", "norm"):
+            name = {"embed_tokens": "token_embd", "norm": "output_norm"}[stem]
+        else:
+            _, index, rest = stem.split(".", 2)
+            name = f"blk.{index}.{layer[rest]}"
+        tensors.append((f"{name}.{kind}", value))
+    path = tmp_path / "Qwen2.5-VL-tiny-F16.gguf"
+    write_gguf(path, tensors, "f16", architecture="qwen2vl")
+    config = language_model_config(json.loads((folder / "text_encoder" / "config.json")
+                                              .read_text()))
+    weights = load_llm_file(path, kind="qwen2_5_vl", config=config)
+    assert set(weights) == set(expected)
+    for key, value in expected.items():
+        np.testing.assert_allclose(weights[key], value, rtol=1e-3, atol=1e-3, err_msg=key)
+    assert weights.config["model_type"] == "qwen2_5_vl_text"
+    for name in ("num_attention_heads", "num_key_value_heads", "num_hidden_layers",
+                 "hidden_size", "intermediate_size"):
+        assert weights.config[name] == config[name], name
+    with pytest.raises(WeightsError, match="not a Qwen3 text encoder"):
+        load_llm_file(path)

@@ -1,0 +1,375 @@
+"""The 2025-26 families at full size: one transformer step of Qwen-Image, FLUX.2 klein 9B,
+Chroma and FLUX.1 Kontext at 1024x1024, and one prompt through the text encoders Z-Image's
+bench does not cover (Qwen2.5-VL-7B's language model for Qwen-Image, Qwen3-8B for klein 9B),
+random weights at the real configs, ours against diffusers / transformers bf16 in one process.
+
+As bench/zimage.py (whose weights, casts and memory readings these rows share): torch draws
+the weights once on its device in bf16 (normal(0, 0.02); norm scales 1 + normal(0, 0.02)),
+times the reference in bf16, hands them to the host one tensor at a time as float16 and frees
+its copy; ours loads them (float16 where the adapter has shader-f16, float32 otherwise).
+rel_err: ours against the bf16 reference on CUDA (fp32 on the CPU). Memory: ours from
+Device.memory_stats (weights included), torch's from max_memory_allocated.
+
+Shapes (batch 1, no CFG pass): Qwen-Image's transformer at 4096 patches and 222 text tokens
+(256 less the 34 template tokens its pipeline drops); klein 9B's at 4096 patches and 512 text
+tokens (Flux2KleinPipeline pads to 512); Chroma's at 4096 patches and 512 T5 tokens, unmasked;
+Kontext's (FLUX.1 dev's config) at 4096 noise + 4096 context-image patches and 512 T5 tokens.
+Qwen2.5-VL-7B's language model reads 256 tokens to its last hidden states (Qwen-Image's),
+Qwen3-8B 512 tokens to hidden states 9, 18 and 27 (klein's). Rows run smallest first, each
+caught on its own: an out-of-memory model loses its row only, recorded with its error.
+
+BENCH_MODELS picks them, comma-separated, from qwen3_8b, qwen25vl, flux2klein, chroma,
+kontext, qwenimage (the default: all, in that order), plus zimage and qwen3 (bench/zimage.py's
+rows). `--quick`: tiny configs (a smoke run on any adapter).
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+import gpucore
+import gpustd
+
+from . import _harness
+from . import zimage as _zimage
+from .sdxl import _PeakMemory, _settled_use
+
+GIB = float(1 << 30)
+COLUMNS = ["model", "impl", "dtype", "dispatches", "rel_err", "gpu_ms", "wall_ms", "peak_gib",
+           "vs_bf16", "error"]
+
+# Qwen/Qwen-Image, transformer/config.json
+QWEN_IMAGE: dict[str, Any] = dict(
+    patch_size=2, in_channels=64, out_channels=16, num_layers=60, attention_head_dim=128,
+    num_attention_heads=24, joint_attention_dim=3584, axes_dims_rope=(16, 56, 56))
+# black-forest-labs/FLUX.2-klein-9B, transformer/config.json
+FLUX2_KLEIN_9B: dict[str, Any] = dict(
+    patch_size=1, in_channels=128, num_layers=8, num_single_layers=24, attention_head_dim=128,
+    num_attention_heads=32, joint_attention_dim=12288, timestep_guidance_channels=256,
+    mlp_ratio=3.0, axes_dims_rope=(32, 32, 32, 32), rope_theta=2000, eps=1e-6,
+    guidance_embeds=False)
+# lodestones/Chroma1-HD, transformer/config.json
+CHROMA: dict[str, Any] = dict(
+    patch_size=1, in_channels=64, num_layers=19, num_single_layers=38, attention_head_dim=128,
+    num_attention_heads=24, joint_attention_dim=4096, axes_dims_rope=(16, 56, 56),
+    approximator_num_channels=64, approximator_hidden_dim=5120, approximator_layers=5)
+# black-forest-labs/FLUX.1-Kontext-dev, transformer/config.json (FLUX.1 dev's)
+FLUX_DEV: dict[str, Any] = dict(
+    patch_size=1, in_channels=64, num_layers=19, num_single_layers=38, attention_head_dim=128,
+    num_attention_heads=24, joint_attention_dim=4096, pooled_projection_dim=768,
+    guidance_embeds=True, axes_dims_rope=(16, 56, 56))
+# Qwen/Qwen-Image, text_encoder/config.json's language model (Qwen2.5-VL-7B-Instruct)
+QWEN25VL_7B: dict[str, Any] = dict(
+    model_type="qwen2", vocab_size=152064, hidden_size=3584, intermediate_size=18944,
+    num_hidden_layers=28, num_attention_heads=28, num_key_value_heads=4, rms_norm_eps=1e-6,
+    rope_theta=1_000_000.0, max_position_embeddings=128000, tie_word_embeddings=False)
+# Qwen/Qwen3-8B, config.json (FLUX.2 klein 9B's text encoder)
+QWEN3_8B: dict[str, Any] = dict(
+    _zimage.QWEN3_4B, hidden_size=4096, intermediate_size=12288, num_attention_heads=32,
+    tie_word_embeddings=False)
+
+_TINY_DIT = dict(num_layers=1, attention_head_dim=16, num_attention_heads=2)
+TINY: dict[str, dict[str, Any]] = {
+    "qwenimage": dict(QWEN_IMAGE, **_TINY_DIT, joint_attention_dim=40, axes_dims_rope=(4, 6, 6)),
+    "flux2klein": dict(FLUX2_KLEIN_9B, **_TINY_DIT, num_single_layers=1, joint_attention_dim=48,
+                       axes_dims_rope=(4, 4, 4, 4)),
+    "chroma": dict(CHROMA, **_TINY_DIT, num_single_layers=1, joint_attention_dim=40,
+                   axes_dims_rope=(4, 6, 6), approximator_num_channels=8,
+                   approximator_hidden_dim=32, approximator_layers=1),
+    "kontext": dict(FLUX_DEV, **_TINY_DIT, num_single_layers=1, joint_attention_dim=40,
+                    pooled_projection_dim=24, axes_dims_rope=(4, 6, 6)),
+    "qwen25vl": dict(QWEN25VL_7B, vocab_size=512, hidden_size=48, intermediate_size=80,
+                     num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2),
+    "qwen3_8b": dict(_zimage.TINY_QWEN3, num_hidden_layers=28),
+}
+
+
+@dataclass(frozen=True)
+class _Model:
+    config: dict[str, Any]
+    reference: Callable[[Any, Any, dict[str, Any]], Any]  # (diffusers, transformers, config)
+    # the torch call of (reference, inputs on torch's device)
+    torch_call: Callable[[Any, dict[str, Any]], Any]
+    ours: Callable[[dict[str, Any], Any, gpucore.Device], Any]  # (config, dtype, device)
+    ours_call: Callable[[Any, dict[str, Any], Any], Any]  # (model, numpy inputs, dtype)
+
+
+def _positions(text: int, rows: int, columns: int, axes: int, context: int = 0
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """FLUX-style ids: zeros for text ((0, 0, 0, l) with 4 axes), (i, row, column[, 0]) for
+    each image's patches (i = 0 the noise, 1 .. `context` images after it)."""
+    text_ids = np.zeros((text, axes), np.float32)
+    if axes == 4:
+        text_ids[:, 3] = np.arange(text)
+    r, c = np.meshgrid(np.arange(rows), np.arange(columns), indexing="ij")
+    images = []
+    for index in range(1 + context):
+        ids = np.zeros((rows * columns, axes), np.float32)
+        ids[:, 0], ids[:, 1], ids[:, 2] = index, r.ravel(), c.ravel()
+        images.append(ids)
+    return text_ids, np.concatenate(images)
+
+
+def _inputs(name: str, config: dict[str, Any], quick: bool) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    side = 8 if quick else 64  # patches per side: 1024 / 16
+    if name in ("qwen25vl", "qwen3_8b"):
+        length = 24 if quick else (256 if name == "qwen25vl" else 512)
+        return {"ids": rng.integers(0, config["vocab_size"], (1, length))}
+    text = (12 if quick else 222) if name == "qwenimage" else (12 if quick else 512)
+    tokens = side * side * (2 if name == "kontext" else 1)
+    x = {"latents": rng.standard_normal((1, tokens, config["in_channels"])),
+         "text": rng.standard_normal((1, text, config["joint_attention_dim"])),
+         "t": np.array([0.7]), "rows": np.array(side)}
+    axes = len(config["axes_dims_rope"])
+    if name != "qwenimage":
+        x["txt_ids"], x["img_ids"] = _positions(text, side, side, axes,
+                                                1 if name == "kontext" else 0)
+    if name == "kontext":
+        x["pooled"], x["guidance"] = rng.standard_normal((1, 768 if not quick else 24)), [2.5]
+    return x
+
+
+def _llm_reference(transformers: Any, config: dict[str, Any]) -> Any:
+    kind = transformers.Qwen3Model if config["model_type"] == "qwen3" else transformers.Qwen2Model
+    config_class = (transformers.Qwen3Config if config["model_type"] == "qwen3"
+                    else transformers.Qwen2Config)
+    return kind(config_class(**config))
+
+
+def _ours_llm(config: dict[str, Any], dtype: Any, device: gpucore.Device) -> Any:
+    from diffusion.models.llm import LLMTextModel
+
+    # Qwen2.5-VL's language model: Qwen2's layers, its multimodal RoPE the plain one for text
+    kind = "qwen3" if config["model_type"] == "qwen3" else "qwen2_5_vl_text"
+    return LLMTextModel(dict(config, model_type=kind), dtype=dtype, device=device)
+
+
+def _llm_layers(name: str) -> tuple[int, ...]:
+    return (9, 18, 27) if name == "qwen3_8b" else (-1,)
+
+
+def _dit(name: str) -> _Model:
+    """The model table's line for transformer `name`."""
+    from diffusion.models import chroma, flux, flux2, qwen_image
+
+    def tensors(x: dict[str, Any], dtype: Any, device: Any) -> tuple[Any, Any]:
+        latents = gpustd.asarray(x["latents"], dtype=dtype, device=device)
+        return latents, gpustd.asarray(x["text"], dtype=dtype, device=device)
+
+    if name == "qwenimage":
+        def ref_call(ref: Any, x: dict[str, Any]) -> Any:
+            rows = int(x["rows"])
+            return ref(hidden_states=x["torch"]["latents"],
+                       encoder_hidden_states=x["torch"]["text"], timestep=x["torch"]["t"],
+                       img_shapes=[(1, rows, rows)]).sample
+
+        def call(ours: Any, x: dict[str, Any], dtype: Any) -> Any:
+            rows = int(x["rows"])
+            return ours(*tensors(x, dtype, ours.device), x["t"], rows, rows)
+        return _Model(QWEN_IMAGE, lambda d, t, c: d.QwenImageTransformer2DModel(**c), ref_call,
+                      lambda c, dt, dev: qwen_image.QwenImageTransformer2DModel(
+                          c, dtype=dt, device=dev), call)
+    kinds = {"flux2klein": ("Flux2Transformer2DModel", flux2.Flux2Transformer2DModel,
+                            FLUX2_KLEIN_9B),
+             "chroma": ("ChromaTransformer2DModel", chroma.ChromaTransformer2DModel, CHROMA),
+             "kontext": ("FluxTransformer2DModel", flux.FluxTransformer2DModel, FLUX_DEV)}
+    reference_name, ours_class, config = kinds[name]
+
+    def ref_call_ids(ref: Any, x: dict[str, Any]) -> Any:
+        t = x["torch"]
+        extra = ({"pooled_projections": t["pooled"], "guidance": t["guidance"]}
+                 if name == "kontext" else {})
+        return ref(hidden_states=t["latents"], encoder_hidden_states=t["text"],
+                   timestep=t["t"], img_ids=t["img_ids"], txt_ids=t["txt_ids"], **extra).sample
+
+    def call_ids(ours: Any, x: dict[str, Any], dtype: Any) -> Any:
+        latents, text = tensors(x, dtype, ours.x_embedder.weight.device)
+        if name == "kontext":
+            pooled = gpustd.asarray(x["pooled"], dtype=dtype, device=latents.device)
+            return ours(latents, text, pooled, x["t"], x["img_ids"], x["txt_ids"],
+                        x["guidance"])
+        return ours(latents, text, x["t"], x["img_ids"], x["txt_ids"])
+
+    return _Model(config, lambda d, t, c: getattr(d, reference_name)(**c), ref_call_ids,
+                  lambda c, dt, dev: ours_class(c, dtype=dt, device=dev), call_ids)
+
+
+def _model(name: str) -> _Model:
+    if name not in ("qwen25vl", "qwen3_8b"):
+        return _dit(name)
+    layers = _llm_layers(name)
+
+    def ref_call(ref: Any, x: dict[str, Any]) -> Any:
+        import torch
+
+        states = ref(input_ids=x["torch"]["ids"], output_hidden_states=True).hidden_states
+        return torch.cat([states[k] for k in layers], dim=-1)
+
+    def call(ours: Any, x: dict[str, Any], dtype: Any) -> Any:
+        return gpustd.concatenate(ours.hidden_states_of(x["ids"], None, layers), axis=2)
+
+    return _Model(QWEN25VL_7B if name == "qwen25vl" else QWEN3_8B,
+                  lambda d, t, c: _llm_reference(t, c), ref_call, _ours_llm, call)
+
+
+def _reference(model: _Model, config: dict[str, Any], dev: str) -> Any:
+    """The reference built on `dev` in bf16, its weights drawn there (seed 0), as
+    bench/zimage.py draws them."""
+    import diffusers
+    import torch
+    import transformers
+
+    torch.manual_seed(0)
+    saved = torch.get_default_dtype()
+    torch.set_default_dtype(torch.bfloat16)
+    try:
+        with torch.device(dev):
+            ref = model.reference(diffusers, transformers, dict(config))
+    finally:
+        torch.set_default_dtype(saved)
+    ref = _zimage._cast(ref, torch.bfloat16).eval()
+    with torch.no_grad():
+        for name, p in ref.named_parameters():
+            if p.ndim == 1 and "norm" in name and name.endswith("weight"):
+                p.normal_(1.0, 0.02)
+            else:
+                p.normal_(0.0, 0.02)
+    return ref
+
+
+def _on_torch(x: dict[str, Any], tdtype: Any, dev: str) -> dict[str, Any]:
+    import torch
+
+    out = {}
+    for key, value in x.items():
+        array = np.asarray(value)
+        if key == "ids":
+            out[key] = torch.from_numpy(array).to(dev)
+        elif key in ("t", "guidance", "img_ids", "txt_ids"):
+            out[key] = torch.from_numpy(array.astype(np.float32)).to(dev)
+        else:
+            out[key] = torch.from_numpy(array).to(dev, tdtype)
+    return out
+
+
+def _one_model(name: str, quick: bool, device: gpucore.Device, cuda: Any
+               ) -> list[dict[str, Any]]:
+    import torch
+
+    model = _model(name)
+    config = TINY[name] if quick else model.config
+    repeat = 1 if quick else 3
+    dtype = np.dtype(np.float16 if device.has_f16 else np.float32)
+    dev = "cuda" if cuda else "cpu"
+    ref = _reference(model, config, dev)
+    x = _inputs(name, config, quick)
+    rows = []
+    tdtype = torch.bfloat16 if cuda else torch.float32
+    _zimage._cast(ref, tdtype)
+    x["torch"] = _on_torch({k: v for k, v in x.items() if k != "rows"}, tdtype, dev)
+    with torch.no_grad():
+        if cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        expected = model.torch_call(ref, x).float().cpu().numpy()
+        if cuda:
+            call = lambda: model.torch_call(ref, x)  # noqa: E731
+            rows.append({"model": name, "impl": "reference", "dtype": "bfloat16",
+                         "gpu_ms": _harness.torch_cuda_ms(call, warmup=1, repeat=repeat),
+                         "wall_ms": _harness.torch_wall_ms(call, torch, repeat),
+                         "peak_gib": torch.cuda.max_memory_allocated() / GIB})
+            print(f"reference {name}: {rows[-1]['wall_ms']:.1f} ms", flush=True)
+        else:
+            rows.append({"model": name, "impl": "reference", "dtype": "float32"})
+    wdtype = torch.float16 if dtype == np.float16 else torch.float32
+    weights = {k: v.detach().to(wdtype).cpu().numpy() for k, v in ref.state_dict().items()
+               if not k.endswith("inv_freq")}
+    ref = None  # torch's copy freed before ours loads
+    del x["torch"]
+    gc.collect()
+    if cuda:
+        torch.cuda.empty_cache()
+    device.empty_pool()
+    # (without CUDA there is no driver reading to wait for)
+    settled = _settled_use(device, cuda) if cuda else float("nan")
+    device.reset_peak_memory()
+    base = device.memory_stats().allocated
+    ours = model.ours(dict(config), dtype, device)
+    ours.load_state_dict(weights, dtype=dtype)
+    del weights
+    gc.collect()
+
+    def fn() -> Any:
+        return model.ours_call(ours, x, dtype)
+
+    device.reset_peak_memory()
+    with _PeakMemory(cuda, settled) as driver:
+        got = np.asarray(fn().numpy(), np.float64).reshape(expected.shape)
+    step = device.memory_stats()
+    timing = _harness.ours_ms(fn, device, warmup=1, repeat=repeat)
+    row = {"model": name, "impl": "ours", "dtype": dtype.name, **timing,
+           "peak_gib": (step.peak_allocated - base) / GIB, "driver_step_peak_gib": driver.peak,
+           "rel_err": float(np.abs(got - expected).max() / np.abs(expected).max())}
+    if "wall_ms" in rows[0]:
+        row["vs_bf16"] = rows[0]["wall_ms"] / row["wall_ms"]
+    ours = None
+    gc.collect()
+    device.empty_pool()
+    return [*rows, row]
+
+
+DEFAULT = ("qwen3_8b", "qwen25vl", "flux2klein", "chroma", "kontext", "qwenimage")
+
+
+def run(quick: bool = False) -> dict[str, Any]:
+    device = gpucore.default_device()
+    cuda = _harness.torch_cuda()
+    wanted = [m for m in os.environ.get("BENCH_MODELS", ",".join(DEFAULT)).split(",") if m]
+    known = (*DEFAULT, "zimage", "qwen3")
+    unknown = sorted(set(wanted) - set(known))
+    if unknown:
+        raise ValueError(f"BENCH_MODELS names {unknown}; use any of {', '.join(known)}, "
+                         "comma-separated (e.g. BENCH_MODELS=qwenimage,flux2klein)")
+    rows: list[dict[str, Any]] = []
+    for name in wanted:
+        start = time.perf_counter()
+        try:
+            one = (_zimage._one_model if name in ("zimage", "qwen3") else _one_model)
+            model_rows = one(name, quick, device, cuda)
+        except Exception as exc:  # an out-of-memory model loses its row only
+            model_rows = [{"model": name, "impl": "ours", "error": f"{type(exc).__name__}: "
+                                                                   f"{str(exc)[:300]}"}]
+            gc.collect()
+            device.empty_pool()
+            if cuda:
+                cuda.cuda.empty_cache()
+        print(json.dumps(model_rows, default=float), f"({time.perf_counter() - start:.0f} s)",
+              flush=True)  # a cut-off run keeps it
+        rows += model_rows
+    return {
+        "benchmark": "dit_families",
+        "environment": _harness.environment(device),
+        "notes": "One transformer step at 1024x1024, batch 1: Qwen-Image (4096 patches, 222 "
+                 "text tokens), FLUX.2 klein 9B (4096 patches, 512 text tokens), Chroma "
+                 "(4096 patches, 512 T5 tokens, unmasked), FLUX.1 Kontext dev (4096 noise + "
+                 "4096 context patches, 512 T5 tokens); Qwen2.5-VL-7B's language model on 256 "
+                 "tokens (last hidden states), Qwen3-8B on 512 tokens (hidden states 9, 18, "
+                 "27 concatenated, klein's); random bf16 weights drawn by torch (normal(0, "
+                 "0.02), norm scales 1 + normal(0, 0.02)) shared by both rows; ours float16 "
+                 "(float32 without shader-f16), eager; rel_err = max|ours - reference| / "
+                 "max|reference| against the reference in bf16 on CUDA (fp32 on the CPU); "
+                 "wall_ms medians; vs_bf16 = reference wall_ms / ours (above 1: we are "
+                 "faster); peak_gib: reference torch.cuda.max_memory_allocated, ours "
+                 "Device.memory_stats peak above the level before loading, weights included",
+        "columns": COLUMNS,
+        "rows": rows,
+    }

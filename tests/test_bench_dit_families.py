@@ -1,0 +1,41 @@
+"""bench.dit_families' smoke run (--quick: tiny configs): ours beside the reference on the
+same random weights, and a row that fails recorded with its error while the others go on."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("diffusers", reason="diffusers is the benchmark's baseline")
+
+import gpucore
+
+if not gpucore.devices():
+    pytest.skip("no GPU adapter present: install mesa-vulkan-drivers (see README)",
+                allow_module_level=True)
+
+
+def test_quick_rows_match_the_reference_and_a_failure_keeps_the_rest(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from bench import dit_families
+
+    def broken(name: str) -> object:
+        raise MemoryError("out of device memory")
+
+    real = dit_families._model
+    monkeypatch.setattr(dit_families, "_model",
+                        lambda name: broken(name) if name == "chroma" else real(name))
+    monkeypatch.setenv("BENCH_MODELS", "chroma,qwenimage")
+    rows = dit_families.run(quick=True)["rows"]
+    assert [(row["model"], row["impl"]) for row in rows] == [
+        ("chroma", "ours"), ("qwenimage", "reference"), ("qwenimage", "ours")]
+    assert rows[0]["error"] == "MemoryError: out of device memory"
+    assert 0 < rows[2]["rel_err"] < 5e-3  # float16 against torch float32 on the CPU
+    assert rows[2]["dispatches"] > 0
+
+
+def test_an_unknown_model_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bench import dit_families
+
+    monkeypatch.setenv("BENCH_MODELS", "qwenimage,sdxl")
+    with pytest.raises(ValueError, match=r"\['sdxl'\]; use any of"):
+        dit_families.run(quick=True)
