@@ -355,6 +355,10 @@ def load(name: str, *, required: bool = False) -> Runtime | None:
         return runtime
 
 
+# Dawn's asynchronous build prefixes its error with the call that failed and its status.
+_ASYNC_PREFIX = re.compile(r"create_compute_pipeline(?:_async)? failed \(\d+\): ")
+
+
 def create_pipeline_later(runtime: str, device: GPUDevice,
                           descriptor: dict[str, Any]) -> Callable[[], Any]:
     """Begin create_compute_pipeline(**descriptor) on `runtime`'s device off this thread;
@@ -362,7 +366,17 @@ def create_pipeline_later(runtime: str, device: GPUDevice,
     its own (create_compute_pipeline_async: Dawn's calls stay on the caller's thread);
     wgpu-native takes calls from any thread, and builds on a pool of ours."""
     if runtime == "dawn":
-        return device.create_compute_pipeline_async(**descriptor).sync_wait
+        promise = device.create_compute_pipeline_async(**descriptor)
+
+        def wait() -> Any:
+            try:
+                return promise.sync_wait()
+            except Exception as exc:  # worded as the in-place build words it
+                text = str(exc)
+                if not _ASYNC_PREFIX.search(text):
+                    raise
+                raise type(exc)(_ASYNC_PREFIX.sub("", text, count=1)) from None
+        return wait
     return _builders().submit(lambda: device.create_compute_pipeline(**descriptor)).result
 
 

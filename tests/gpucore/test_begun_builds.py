@@ -129,8 +129,11 @@ def _failure(device: gpucore.Device) -> str:
 def test_a_failed_build_is_the_one_clear_error_it_is_in_place(device: gpucore.Device) -> None:
     in_place = _failure(_fresh(device, later=False))
     later = _fresh(device, later=True)
-    assert _failure(later) == in_place and "nan_scale.wgsl" in in_place
-    assert _failure(later) == in_place  # asked again: built again, the same error
+    # the reason, the first line, is the same (Dawn's asynchronous build gives fewer lines of
+    # context below it: no "While calling CreateComputePipeline")
+    reason = in_place.splitlines()[0]
+    assert _failure(later).splitlines()[0] == reason and "nan_scale.wgsl" in reason
+    assert _failure(later).splitlines()[0] == reason  # asked again: built again, the same
     # a broken module is refused at the dispatch itself, as in place
     broken = gpucore.Kernel("@compute @workgroup_size(1) fn main() { let x: f32 = ; }",
                             name="broken.wgsl")
