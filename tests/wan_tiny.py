@@ -1,0 +1,21 @@
+"""Tiny random Wan 2.1 components built in-process (diffusers, transformers): the video VAE,
+the UMT5 text encoder, the transformer and a whole WanPipeline folder."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sd_tiny import randomized
+
+# 8x spatial, 4x temporal as Wan 2.1's; 4 latent channels
+WAN_VAE_TINY: dict[str, Any] = dict(
+    base_dim=8, z_dim=4, dim_mult=[1, 2, 2, 2], num_res_blocks=1,
+    temperal_downsample=[False, True, True],
+    latents_mean=[0.3, -0.2, 0.1, 0.5], latents_std=[1.5, 0.8, 2.0, 1.1])
+
+
+def tiny_wan_vae(seed: int = 5) -> Any:
+    """diffusers' AutoencoderKLWan of WAN_VAE_TINY, random."""
+    import diffusers
+
+    return randomized(diffusers.AutoencoderKLWan(**WAN_VAE_TINY), seed)
