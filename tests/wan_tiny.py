@@ -19,3 +19,13 @@ def tiny_wan_vae(seed: int = 5) -> Any:
     import diffusers
 
     return randomized(diffusers.AutoencoderKLWan(**WAN_VAE_TINY), seed)
+
+
+def tiny_umt5(seed: int = 6) -> Any:
+    """transformers' UMT5EncoderModel of T5_TINY's sizes (every block its own position bias
+    table), random."""
+    import transformers
+    from flow_tiny import T5_TINY
+
+    config = transformers.UMT5Config(**T5_TINY)
+    return randomized(transformers.UMT5EncoderModel(config), seed)
