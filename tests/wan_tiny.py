@@ -29,3 +29,16 @@ def tiny_umt5(seed: int = 6) -> Any:
 
     config = transformers.UMT5Config(**T5_TINY)
     return randomized(transformers.UMT5EncoderModel(config), seed)
+
+
+WAN_TINY: dict[str, Any] = dict(
+    patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=4,
+    out_channels=4, text_dim=32, freq_dim=16, ffn_dim=40, num_layers=2, rope_max_seq_len=64)
+
+
+def tiny_wan_transformer(seed: int = 7) -> Any:
+    """diffusers' WanTransformer3DModel of WAN_TINY, random weights scaled so the text
+    visibly matters."""
+    import diffusers
+
+    return randomized(diffusers.WanTransformer3DModel(**WAN_TINY), seed, scale=0.3)

@@ -23,6 +23,7 @@ loading weights is a walk over names (`load_state_dict`); configs are the `confi
 | `vae_flux2` | `AutoencoderKLFlux2`: FLUX.2's 32-channel VAE, its batch-norm'd patchified latents |
 | `qwen_image` | `QwenImageTransformer2DModel` (Qwen-Image) |
 | `qwen_image_vae` | `AutoencoderKLQwenImage` on one frame: Qwen-Image's 16-channel causal VAE |
+| `wan` | `WanTransformer3DModel` (Wan 2.1 text-to-video) |
 | `wan_vae` | `AutoencoderKLWan`: Wan 2.1's video VAE over frames (causal 3D convolutions) |
 | `dit_layers` | what FLUX and SD3 share: joint attention, the double-stream block, adaLN |
 | `transformer_ops` | RMS norm, adaLN modulation, gated residuals, rotary embeddings |
