@@ -3,6 +3,7 @@ the UMT5 text encoder, the transformer and a whole WanPipeline folder."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from sd_tiny import randomized
@@ -42,3 +43,25 @@ def tiny_wan_transformer(seed: int = 7) -> Any:
     import diffusers
 
     return randomized(diffusers.WanTransformer3DModel(**WAN_TINY), seed, scale=0.3)
+
+
+# Wan 2.1 T2V's scheduler_config.json (UniPC on flow sigmas, 480p's shift)
+WAN_SCHEDULER: dict[str, Any] = dict(
+    prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0,
+    num_train_timesteps=1000, solver_order=2)
+
+
+def tiny_wan_pipeline(root: Path) -> Any:
+    """diffusers' WanPipeline of tiny random parts saved to `root / "wan"`; returns it."""
+    import diffusers
+    import transformers
+    from flow_tiny import tiny_t5_tokenizer
+
+    tiny_t5_tokenizer(root / "umt5-tokenizer")
+    tokenizer = transformers.T5TokenizerFast(
+        tokenizer_file=str(root / "umt5-tokenizer" / "tokenizer.json"))
+    pipe = diffusers.WanPipeline(
+        tokenizer=tokenizer, text_encoder=tiny_umt5(), transformer=tiny_wan_transformer(),
+        vae=tiny_wan_vae(), scheduler=diffusers.UniPCMultistepScheduler(**WAN_SCHEDULER))
+    pipe.save_pretrained(root / "wan")
+    return pipe

@@ -1,0 +1,197 @@
+"""Wan 2.1 text-to-video, as diffusers' WanPipeline draws it: the prompt (whitespace and HTML
+entities cleaned) through UMT5, its states kept for the prompt's tokens and zeroed for the
+padding up to 512; noise of (B, 16, 1 + (frames - 1) / 4, H / 8, W / 8) latents; the folder's
+scheduler (UniPC on flow sigmas with its `flow_shift`, or flow-match Euler) stepping the
+transformer's velocity, with classifier-free guidance `uncond + g (cond - uncond)` against the
+negative prompt ("" when none) for g > 1; the video VAE decoding one latent frame at a time.
+With the torch RNG a seed gives diffusers' video (`generator=torch.Generator("cpu")
+.manual_seed(seed)`).
+
+    pipe = WanPipeline.from_pretrained("Wan2.1-T2V-1.3B-Diffusers")
+    frames = pipe("a cat walks on the grass", height=480, width=832, num_frames=81, seed=7)
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gpucore import Device, default_device
+from gpustd import Tensor, asarray
+from gpustd.nn import deferred
+
+from ...loaders.component import load_component
+from ...loaders.wan import load_wan_folder
+from ...models.t5 import UMT5EncoderModel
+from ...models.wan import WanTransformer3DModel
+from ...models.wan_vae import AutoencoderKLWan
+from ...noise.rng import RNG_SOURCES, make_generator
+from ...sampling.scheduler_loop import scheduler_loop
+from ...sampling.schedulers.flow_match_euler import FlowMatchEulerDiscreteScheduler
+from ...sampling.schedulers.unipc_flow import FlowUniPCMultistepScheduler, is_flow_unipc
+from ...text.t5_tokenizer import T5Tokenizer
+
+__all__ = ["SAMPLERS", "WanPipeline", "check_frame_count"]
+
+SAMPLERS = ("diffusers", "UniPC", "Euler")
+""""diffusers": the folder's own scheduler; "UniPC" and "Euler": those on flow sigmas with
+the folder's shift."""
+
+StepCallback = Callable[[int, int, np.ndarray], bool | None]
+
+
+def check_frame_count(frames: int, temporal: int = 4) -> None:
+    """ValueError in one line unless `frames` is 1 + temporal k (the VAE's causal frames)."""
+    if isinstance(frames, bool) or not isinstance(frames, (int, np.integer)) or frames < 1 \
+            or (frames - 1) % temporal:
+        lower = max(1, (int(frames) - 1) // temporal * temporal + 1) if frames >= 1 else 1
+        raise ValueError(f"frames must be 1 + {temporal}k (1, 5, ..., 81), got {frames!r}; "
+                         f"use {lower} or {lower + temporal}")
+
+
+def clean_prompt(text: str) -> str:
+    """diffusers' `prompt_clean` without ftfy: HTML entities undone twice, runs of white
+    space made one space, the ends stripped."""
+    return re.sub(r"\s+", " ", html.unescape(html.unescape(text)).strip()).strip()
+
+
+class WanPipeline:
+    """A loaded Wan 2.1 text-to-video diffusers folder (module docstring)."""
+
+    def __init__(self, *, transformer: WanTransformer3DModel, vae: AutoencoderKLWan,
+                 text_encoder: UMT5EncoderModel, tokenizer: T5Tokenizer,
+                 scheduler_config: dict[str, Any]) -> None:
+        self.transformer, self.vae = transformer, vae
+        self.text_encoder, self.tokenizer = text_encoder, tokenizer
+        self.scheduler_config = dict(scheduler_config)
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, *, dtype: Any = np.float32,
+                        device: Device | None = None, variant: str | None = None
+                        ) -> WanPipeline:
+        """Load a Wan diffusers folder (`load_wan_folder`) onto `device` in `dtype`."""
+        weights = load_wan_folder(path, variant=variant)
+        place = {"dtype": dtype, "device": device or default_device()}
+        with deferred():  # each parameter takes GPU memory when its values arrive
+            return cls(
+                transformer=load_component(
+                    WanTransformer3DModel(weights.transformer.config, **place),
+                    weights.transformer),
+                vae=load_component(AutoencoderKLWan(weights.vae.config, **place), weights.vae),
+                text_encoder=load_component(
+                    UMT5EncoderModel(weights.text_encoder.config, **place),
+                    weights.text_encoder),
+                tokenizer=T5Tokenizer(weights.tokenizer_dir),
+                scheduler_config=weights.scheduler_config)
+
+    @property
+    def temporal_factor(self) -> int:
+        return self.vae.temporal_factor
+
+    @property
+    def size_multiple(self) -> int:
+        """What height and width must be multiples of: the VAE's 8 times the patch's 2."""
+        return self.vae.spatial_factor * int(self.transformer.config["patch_size"][1])
+
+    def encode_prompt(self, prompts: Sequence[str], max_sequence_length: int = 512) -> Tensor:
+        """The transformer's context (B, max_sequence_length, dim) for `prompts`: UMT5's
+        states of each prompt's tokens, zeros after them. diffusers:
+        `WanPipeline.encode_prompt`, then the transformer's text embedder."""
+        ids, mask = self.tokenizer.encode([clean_prompt(p) for p in prompts],
+                                          max_sequence_length)
+        states = self.text_encoder(ids, mask).numpy().astype(np.float32)
+        states = states * (mask[:, :, None] != 0)
+        device = self.transformer.device
+        return self.transformer.encode_text(asarray(states, dtype=self.transformer.dtype,
+                                                    device=device))
+
+    def scheduler(self, sampler: str) -> Any:
+        """The scheduler `sampler` names (SAMPLERS), configured from the folder's."""
+        config = self.scheduler_config
+        if sampler == "diffusers":
+            if is_flow_unipc(config):
+                return FlowUniPCMultistepScheduler.from_config(config)
+            if config.get("_class_name") == "FlowMatchEulerDiscreteScheduler":
+                return FlowMatchEulerDiscreteScheduler.from_config(config)
+            raise ValueError(f"the folder's scheduler {config.get('_class_name')!r} is not one "
+                             "Wan runs here; choose --sampler UniPC or Euler")
+        shift = float(config.get("flow_shift", config.get("shift", 1.0)))
+        if sampler == "UniPC":
+            return FlowUniPCMultistepScheduler(flow_shift=shift)
+        if sampler == "Euler":
+            return FlowMatchEulerDiscreteScheduler(shift=shift)
+        raise ValueError(f"sampler {sampler!r} is not one Wan runs; choose one of "
+                         f"{', '.join(SAMPLERS)}")
+
+    def check(self, *, height: int, width: int, num_frames: int, steps: int, rng: str,
+              sampler: str) -> None:
+        """ValueError in one line for a setting this pipeline cannot run."""
+        check_frame_count(num_frames, self.temporal_factor)
+        multiple = self.size_multiple
+        if height < multiple or width < multiple or height % multiple or width % multiple:
+            raise ValueError(f"width and height must be multiples of {multiple} for Wan, got "
+                             f"{width}x{height}")
+        if steps < 1:
+            raise ValueError(f"steps must be at least 1, got {steps}")
+        if rng not in RNG_SOURCES:
+            raise ValueError(f"rng must be one of {RNG_SOURCES}, got {rng!r}")
+        if sampler not in SAMPLERS:
+            raise ValueError(f"sampler {sampler!r} is not one Wan runs; choose one of "
+                             f"{', '.join(SAMPLERS)}")
+
+    def __call__(self, prompt: str | Sequence[str], *, negative_prompt: str | None = None,
+                 height: int = 480, width: int = 832, num_frames: int = 81,
+                 num_inference_steps: int = 50, guidance_scale: float = 5.0, seed: int = 0,
+                 rng: str = "torch", sampler: str = "diffusers",
+                 max_sequence_length: int = 512, callback: StepCallback | None = None
+                 ) -> np.ndarray:
+        """Videos for `prompt` (one or a list): (B, num_frames, height, width, 3) float in
+        [0, 1]. diffusers: `WanPipeline(prompt, negative_prompt=, height=, width=,
+        num_frames=, num_inference_steps=, guidance_scale=,
+        generator=torch.Generator().manual_seed(seed), output_type="np").frames`."""
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        self.check(height=height, width=width, num_frames=num_frames,
+                   steps=num_inference_steps, rng=rng, sampler=sampler)
+        # 1. the prompts' (and, guided, the negative prompt's) context
+        positive = self.encode_prompt(prompts, max_sequence_length)
+        guided = guidance_scale > 1
+        negative = (self.encode_prompt([negative_prompt or ""] * len(prompts),
+                                       max_sequence_length) if guided else None)
+        # 2. the schedule and the starting noise, drawn as diffusers' randn_tensor
+        scheduler = self.scheduler(sampler)
+        scheduler.set_timesteps(num_inference_steps)
+        spatial = self.vae.spatial_factor
+        shape = (len(prompts), self.transformer.config["in_channels"],
+                 (num_frames - 1) // self.temporal_factor + 1, height // spatial,
+                 width // spatial)
+        latents = make_generator(rng, seed).standard_normal(shape).astype(np.float32)
+        dtype, device = self.transformer.dtype, self.transformer.device
+
+        def predict(x: np.ndarray, t: Any, i: int) -> tuple[np.ndarray, None]:
+            sample = asarray(x, dtype=dtype, device=device)
+            timestep = np.full(len(x), float(t), np.float32)
+            cond = self.transformer(sample, timestep, None, context=positive)
+            flow = cond.numpy().astype(np.float32)
+            if negative is not None:
+                uncond = self.transformer(sample, timestep, None, context=negative)
+                base = uncond.numpy().astype(np.float32)
+                flow = base + np.float32(guidance_scale) * (flow - base)
+            return flow, None
+
+        # 3. the steps; 4. the frames out of the latent space
+        latents = scheduler_loop(latents, scheduler.timesteps, scheduler, predict,
+                                 dtype=np.float32, callback=callback)
+        return self.decode(latents)
+
+    def decode(self, latents: np.ndarray) -> np.ndarray:
+        """Videos (B, T, H, W, 3) in [0, 1] from the transformer's latents (B, C, F, h, w)."""
+        vae = self.vae
+        z = vae.denormalize(asarray(latents, dtype=vae.post_quant_conv.weight.dtype,
+                                    device=vae.device))
+        video = vae.decode(z).numpy().astype(np.float32)
+        return np.clip(video / 2 + 0.5, 0.0, 1.0).transpose(0, 2, 3, 4, 1)
