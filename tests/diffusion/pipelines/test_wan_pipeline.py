@@ -1,0 +1,92 @@
+"""Wan 2.1 text-to-video through `python -m diffusion txt2vid`: a tiny WanPipeline folder saved
+by diffusers, our frames equal to diffusers' (`--sampler diffusers --rng torch`), the prompt
+visibly changing them, the MP4 decoding (PyAV) to the frames within the codec's loss, the
+animated WebP, and what is refused in one line before the model loads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("diffusers", reason="diffusers is a test-only reference (extra: reference)")
+import torch
+from PIL import Image
+from wan_tiny import tiny_wan_pipeline
+
+import diffusion.cli.main as cli
+import gpucore
+
+RED = "a red cube on a wooden table"
+SNOW = "two blue spheres in the snow at night"
+SIZE = ("--width", "48", "--height", "32", "--frames", "5")
+
+
+@pytest.fixture(scope="module")
+def tiny_wan(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    root = tmp_path_factory.mktemp("tiny-wan")
+    return root / "wan", tiny_wan_pipeline(root)
+
+
+def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[str, str]:
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    return out.strip(), err
+
+
+def _folder(path: str) -> np.ndarray:
+    files = sorted(Path(path).glob("*.png"))
+    return np.stack([np.asarray(Image.open(f).convert("RGB"), np.float32) / 255
+                     for f in files])
+
+
+def test_txt2vid_equals_diffusers(first_device: gpucore.Device, tiny_wan: tuple[Path, Any],
+                                  tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder, reference = tiny_wan
+    common = ("txt2vid", "--model", str(folder), *SIZE, "--steps", "3", "--cfg-scale", "4",
+              "--negative-prompt", "blurry", "--sampler", "diffusers", "--rng", "torch",
+              "--seed", "3", "--dtype", "float32", "--fps", "8")
+    out, err = _run(capsys, *common, "--prompt", RED, "-o", str(tmp_path / "red"))
+    assert "seed: 3" in err and "txt2vid" in err  # the seed and the progress line
+    ours = _folder(out)
+    assert ours.shape == (5, 32, 48, 3)
+    expected = reference(RED, negative_prompt="blurry", height=32, width=48, num_frames=5,
+                         num_inference_steps=3, guidance_scale=4.0, output_type="np",
+                         generator=torch.Generator().manual_seed(3)).frames[0]
+    assert np.abs(ours - expected).mean() < 0.01
+    assert np.abs(ours[1:] - ours[:1]).mean() > 0.01  # frames, not one picture repeated
+    # the prompt matters; the MP4 holds the same frames, within H.264's loss
+    out, _ = _run(capsys, *common, "--prompt", SNOW, "-o", str(tmp_path / "snow.mp4"))
+    import av
+
+    with av.open(out) as container:
+        stream = container.streams.video[0]
+        assert stream.average_rate == 8
+        decoded = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(stream)])
+    snow = decoded.astype(np.float32) / 255
+    assert snow.shape == ours.shape
+    assert np.abs(snow - ours).mean() > 0.05  # another prompt, another video
+    _run(capsys, *common, "--prompt", SNOW, "-o", str(tmp_path / "snow"))
+    frames = _folder(str(tmp_path / "snow"))
+    # H.264 4:2:0 keeps the brightness at full resolution and the colour at half (the tiny
+    # model's frames are mostly fine colour noise): the luma within the codec's loss
+    luma = np.array([0.299, 0.587, 0.114], np.float32)
+    assert np.abs(snow @ luma - frames @ luma).mean() < 0.03
+    assert np.abs(snow - frames).mean() < 0.15
+
+
+@pytest.mark.nodevice
+@pytest.mark.parametrize(("argv", "message"), [
+    (("--frames", "8"), "frames must be 1 + 4k"),
+    (("--fps", "0"), "--fps must be a number"),
+    (("--width", "40"), "--width must be a multiple of 16"),
+    (("-o", "clip.gif"), "write .mp4, .webp or a folder"),
+])
+def test_bad_settings_get_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                   argv: tuple[str, ...], message: str) -> None:
+    code = cli.main(["txt2vid", "--model", str(tmp_path), "--prompt", "x", *argv])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
