@@ -186,7 +186,8 @@ class WanTransformer3DModel(nn.Module):
         self.config = cfg
         place: Place = {"dtype": dtype, "device": device}
         dim = cfg["num_attention_heads"] * cfg["attention_head_dim"]
-        self.patch = tuple(int(p) for p in cfg["patch_size"])
+        pt, ph, pw = (int(p) for p in cfg["patch_size"])
+        self.patch = (pt, ph, pw)
         out_channels = cfg["out_channels"] or cfg["in_channels"]
         self.patch_embedding = PatchEmbedding(cfg["in_channels"], dim, self.patch, place)
         self.condition_embedder = WanTimeTextEmbedding(cfg, dim, place)
