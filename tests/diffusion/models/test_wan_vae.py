@@ -1,5 +1,5 @@
 """The Wan 2.1 video VAE against diffusers' AutoencoderKLWan on torch CPU (tiny random
-weights, 5 and 9 frames, sizes that are not tile multiples)."""
+weights, 5 frames, sizes that are not tile multiples)."""
 
 from __future__ import annotations
 
@@ -29,11 +29,11 @@ def _ours(device: gpucore.Device) -> tuple[torch.nn.Module, AutoencoderKLWan]:
 def test_decode_equals_diffusers(device: gpucore.Device) -> None:
     reference, ours = _ours(device)
     rng = np.random.default_rng(3)
-    latents = rng.standard_normal((1, WAN_VAE_TINY["z_dim"], 3, 3, 5)).astype(np.float32)
+    latents = rng.standard_normal((1, WAN_VAE_TINY["z_dim"], 2, 3, 5)).astype(np.float32)
     with torch.no_grad():
         expected = reference.decode(torch.from_numpy(latents)).sample.numpy()
     got = ours.decode(asarray(latents, device=device)).numpy()
-    assert got.shape == (1, 3, 9, 24, 40)
+    assert got.shape == (1, 3, 5, 24, 40)
     assert np.abs(got).max() <= 1.0 and np.abs(got).mean() > 0.05  # clamped, not all zero
     # the frames differ: the temporal convolutions and the frame doubling matter
     assert np.abs(got[:, :, 1] - got[:, :, 2]).mean() > 0.01
