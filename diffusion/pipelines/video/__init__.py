@@ -2,6 +2,6 @@
 text-to-video (`wan.WanPipeline`). Frames are a latent axis: the VAE and transformer work on
 (B, C, frames, H, W) latents, the pipeline returns (B, frames, H, W, 3)."""
 
-from .wan import WanPipeline, check_frame_count
+from .wan import WanPipeline, check_frame_count, refuse_pictures
 
-__all__ = ["WanPipeline", "check_frame_count"]
+__all__ = ["WanPipeline", "check_frame_count", "refuse_pictures"]

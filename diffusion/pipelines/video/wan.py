@@ -14,6 +14,7 @@ With the torch RNG a seed gives diffusers' video (`generator=torch.Generator("cp
 from __future__ import annotations
 
 import html
+import os
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -36,7 +37,7 @@ from ...sampling.schedulers.flow_match_euler import FlowMatchEulerDiscreteSchedu
 from ...sampling.schedulers.unipc_flow import FlowUniPCMultistepScheduler, is_flow_unipc
 from ...text.t5_tokenizer import T5Tokenizer
 
-__all__ = ["SAMPLERS", "WanPipeline", "check_frame_count"]
+__all__ = ["SAMPLERS", "WanPipeline", "check_frame_count", "refuse_pictures"]
 
 SAMPLERS = ("diffusers", "UniPC", "Euler")
 """"diffusers": the folder's own scheduler; "UniPC" and "Euler": those on flow sigmas with
@@ -52,6 +53,13 @@ def check_frame_count(frames: int, temporal: int = 4) -> None:
         lower = max(1, (int(frames) - 1) // temporal * temporal + 1) if frames >= 1 else 1
         raise ValueError(f"frames must be 1 + {temporal}k (1, 5, ..., 81), got {frames!r}; "
                          f"use {lower} or {lower + temporal}")
+
+
+def refuse_pictures(path: str | os.PathLike[str], family: str, options: Any) -> Any:
+    """The picture registry's loader for a Wan folder (`pipelines.families`): a video model
+    makes no pictures, so ValueError in one line saying which command makes its videos."""
+    raise ValueError(f"{path} is a Wan text-to-video model: make videos with `python -m "
+                     f"diffusion txt2vid --model {path} --prompt ...`")
 
 
 def clean_prompt(text: str) -> str:

@@ -90,3 +90,14 @@ def test_bad_settings_get_one_line(tmp_path: Path, capsys: pytest.CaptureFixture
     code = cli.main(["txt2vid", "--model", str(tmp_path), "--prompt", "x", *argv])
     err = capsys.readouterr().err
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_txt2img_points_at_txt2vid(tiny_wan: tuple[Path, Any],
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    folder, _ = tiny_wan
+    code = cli.main(["txt2img", "--model", str(folder), "--prompt", "x", "--dtype", "float32"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err, err
+    assert [line for line in err.splitlines() if line.startswith("error:")] == [
+        f"error: {folder} is a Wan text-to-video model: make videos with `python -m diffusion "
+        f"txt2vid --model {folder} --prompt ...`"]
