@@ -65,3 +65,18 @@ def tiny_wan_pipeline(root: Path) -> Any:
         vae=tiny_wan_vae(), scheduler=diffusers.UniPCMultistepScheduler(**WAN_SCHEDULER))
     pipe.save_pretrained(root / "wan")
     return pipe
+
+
+# Wan 2.2 TI2V 5B's VAE shape: 2x2 patches, residual blocks, a wider decoder; 16x spatial
+WAN22_VAE_TINY: dict[str, Any] = dict(
+    base_dim=8, decoder_base_dim=12, z_dim=6, dim_mult=[1, 2, 2, 2], num_res_blocks=1,
+    temperal_downsample=[False, True, True], is_residual=True, patch_size=2, in_channels=12,
+    out_channels=12, scale_factor_spatial=16,
+    latents_mean=[0.3, -0.2, 0.1, 0.5, 0.0, -0.4], latents_std=[1.5, 0.8, 2.0, 1.1, 0.9, 1.3])
+
+
+def tiny_wan22_vae(seed: int = 8) -> Any:
+    """diffusers' AutoencoderKLWan of WAN22_VAE_TINY (Wan 2.2's layout), random."""
+    import diffusers
+
+    return randomized(diffusers.AutoencoderKLWan(**WAN22_VAE_TINY), seed)

@@ -10,7 +10,7 @@ pytest.importorskip("diffusers", reason="diffusers is a test-only reference")
 import torch
 from sd_tiny import state_dict
 from support import assert_close
-from wan_tiny import WAN_VAE_TINY, tiny_wan_vae
+from wan_tiny import WAN22_VAE_TINY, WAN_VAE_TINY, tiny_wan22_vae, tiny_wan_vae
 
 import gpucore
 from diffusion.models.wan_vae import AutoencoderKLWan
@@ -60,6 +60,27 @@ def test_latent_normalization(device: gpucore.Device) -> None:
     normalized = ours.normalize(asarray(z, device=device))
     assert_close(normalized.numpy(), (z - mean) / std, tol=1e-5)
     assert_close(ours.denormalize(normalized).numpy(), z, tol=1e-5)
+
+
+def test_wan22_vae_equals_diffusers(device: gpucore.Device) -> None:
+    """Wan 2.2's layout: 2x2 patches, residual down/up blocks (their reshuffle shortcuts,
+    the first chunk's dropped frame), 16x smaller latents."""
+    reference = tiny_wan22_vae()
+    ours = AutoencoderKLWan(dict(reference.config), device=device)
+    ours.load_state_dict(state_dict(reference))
+    assert ours.spatial_factor == 16
+    rng = np.random.default_rng(6)
+    latents = rng.standard_normal((1, WAN22_VAE_TINY["z_dim"], 2, 2, 3)).astype(np.float32)
+    pixels = rng.uniform(-1, 1, (1, 3, 5, 32, 48)).astype(np.float32)
+    with torch.no_grad():
+        expected = reference.decode(torch.from_numpy(latents)).sample.numpy()
+        posterior = reference.encode(torch.from_numpy(pixels)).latent_dist
+    got = ours.decode(asarray(latents, device=device)).numpy()
+    assert got.shape == (1, 3, 5, 32, 48) and np.abs(got).mean() > 0.05
+    assert_close(got, expected, tol=TOL)
+    mean, logvar = ours.encode(asarray(pixels, device=device))
+    assert_close(mean.numpy(), posterior.mean.numpy(), tol=TOL)
+    assert_close(logvar.numpy(), posterior.logvar.numpy(), tol=TOL)
 
 
 @pytest.mark.nodevice
