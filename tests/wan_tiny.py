@@ -51,8 +51,9 @@ WAN_SCHEDULER: dict[str, Any] = dict(
     num_train_timesteps=1000, solver_order=2)
 
 
-def tiny_wan_pipeline(root: Path) -> Any:
-    """diffusers' WanPipeline of tiny random parts saved to `root / "wan"`; returns it."""
+def tiny_wan_pipeline(root: Path, *, wan22: bool = False) -> Any:
+    """diffusers' WanPipeline of tiny random parts saved to `root / "wan"` (`wan22`: Wan 2.2
+    TI2V 5B's layout, its VAE and per-token timesteps, to `root / "wan22"`); returns it."""
     import diffusers
     import transformers
     from flow_tiny import tiny_t5_tokenizer
@@ -60,10 +61,14 @@ def tiny_wan_pipeline(root: Path) -> Any:
     tiny_t5_tokenizer(root / "umt5-tokenizer")
     tokenizer = transformers.T5TokenizerFast(
         tokenizer_file=str(root / "umt5-tokenizer" / "tokenizer.json"))
+    channels = WAN22_VAE_TINY["z_dim"] if wan22 else WAN_TINY["in_channels"]
+    transformer = randomized(diffusers.WanTransformer3DModel(
+        **{**WAN_TINY, "in_channels": channels, "out_channels": channels}), 7, scale=0.3)
     pipe = diffusers.WanPipeline(
-        tokenizer=tokenizer, text_encoder=tiny_umt5(), transformer=tiny_wan_transformer(),
-        vae=tiny_wan_vae(), scheduler=diffusers.UniPCMultistepScheduler(**WAN_SCHEDULER))
-    pipe.save_pretrained(root / "wan")
+        tokenizer=tokenizer, text_encoder=tiny_umt5(), transformer=transformer,
+        vae=tiny_wan22_vae() if wan22 else tiny_wan_vae(),
+        scheduler=diffusers.UniPCMultistepScheduler(**WAN_SCHEDULER), expand_timesteps=wan22)
+    pipe.save_pretrained(root / ("wan22" if wan22 else "wan"))
     return pipe
 
 

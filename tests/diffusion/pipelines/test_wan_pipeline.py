@@ -101,3 +101,21 @@ def test_txt2img_points_at_txt2vid(tiny_wan: tuple[Path, Any],
     assert [line for line in err.splitlines() if line.startswith("error:")] == [
         f"error: {folder} is a Wan text-to-video model: make videos with `python -m diffusion "
         f"txt2vid --model {folder} --prompt ...`"]
+
+
+def test_wan22_ti2v_text_to_video(first_device: gpucore.Device, tmp_path: Path) -> None:
+    """A Wan 2.2 TI2V 5B-shaped folder (its VAE: 16x smaller latents; per-token timesteps,
+    all one value without an image): WanPipeline's frames."""
+    from diffusion.pipelines.video import WanPipeline
+
+    reference = tiny_wan_pipeline(tmp_path, wan22=True)
+    pipe = WanPipeline.from_pretrained(tmp_path / "wan22", device=first_device)
+    settings = dict(height=32, width=64, num_frames=5, num_inference_steps=2,
+                    guidance_scale=3.0, negative_prompt="blurry")
+    ours = pipe(RED, seed=5, **settings)[0]
+    expected = reference(RED, generator=torch.Generator().manual_seed(5), output_type="np",
+                         **settings).frames[0]
+    assert ours.shape == (5, 32, 64, 3)
+    assert np.abs(ours - expected).mean() < 0.01
+    with pytest.raises(ValueError, match="multiples of 32"):
+        pipe(RED, **{**settings, "width": 48})
