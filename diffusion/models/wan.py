@@ -7,13 +7,14 @@ feed-forward, all three modulated by one time embedding through each block's lea
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any
 
 import numpy as np
 
 from gpucore import Device
-from gpustd import Tensor, nn, permute, take_slice
+from gpustd import Tensor, concatenate, nn, permute, take_slice
 
 from .dit_layers import GELU, Rope, TimestepEmbedding
 from .layers import Place
@@ -42,6 +43,29 @@ def rope_axes(head_dim: int) -> tuple[int, int, int]:
     """(frame, row, column) features of a head: rows and columns 2 (head_dim // 6) each."""
     side = 2 * (head_dim // 6)
     return head_dim - 2 * side, side, side
+
+
+# A run of tokens [start, stop) and its time projection (B, 6, dim): one covers the whole
+# sequence when each video has one timestep; Wan 2.2's image-to-video gives the first frame's
+# tokens their own (timestep 0: the given picture).
+Segment = tuple[int, int, Tensor]
+
+
+def _chunks(mods: Tensor, count: int) -> list[Tensor]:
+    """(B, count, dim) -> `count` tensors (B, 1, dim)."""
+    batch, _, dim = mods.shape
+    return [take_slice(mods, i, i + 1, axis=1).reshape(batch, 1, dim) for i in range(count)]
+
+
+def _split(x: Tensor, segments: list[Segment]) -> list[Tensor]:
+    """x (B, L, D) cut along its tokens as `segments` are (x itself for one)."""
+    if len(segments) == 1:
+        return [x]
+    return [take_slice(x, start, stop, axis=1) for start, stop, _ in segments]
+
+
+def _joined(parts: list[Tensor]) -> Tensor:
+    return parts[0] if len(parts) == 1 else concatenate(parts, axis=1)
 
 
 class WanAttention(nn.Module):
@@ -96,22 +120,26 @@ class WanTransformerBlock(nn.Module):
         self.ffn = FeedForward(dim, cfg["ffn_dim"], place)
         self.scale_shift_table = nn.parameter((1, 6, dim), **place)
 
-    def forward(self, x: Tensor, context: Tensor, time_proj: Tensor, rotary: Rope) -> Tensor:
-        """x (B, L, dim), context (B, Lt, dim), time_proj (B, 6, dim)."""
-        # 1. the six modulations: the block's table plus the time projection
-        mods = self.scale_shift_table + time_proj
-        batch, _, dim = mods.shape
-        shift, scale, gate, c_shift, c_scale, c_gate = (
-            take_slice(mods, i, i + 1, axis=1).reshape(batch, 1, dim) for i in range(6))
+    def forward(self, x: Tensor, context: Tensor, segments: list[Segment],
+                rotary: Rope) -> Tensor:
+        """x (B, L, dim), context (B, Lt, dim); `segments` cover x's tokens in order."""
+        # 1. the six modulations of each segment: the block's table plus its time projection
+        mods = [_chunks(self.scale_shift_table + projection, 6) for _, _, projection in segments]
         # 2. modulated self-attention, gated residual
         normed = nn.layer_norm(x, None, None, eps=self.eps)
-        x = gated_add(x, gate, self.attn1(modulate(normed, shift, scale), rotary=rotary))
+        attn = self.attn1(_joined([modulate(part, m[0], m[1]) for part, m in
+                                   zip(_split(normed, segments), mods)]), rotary=rotary)
+        x = _joined([gated_add(part, m[2], out) for part, out, m in
+                     zip(_split(x, segments), _split(attn, segments), mods)])
         # 3. cross-attention to the text, plain residual
         normed = self.norm2(x) if self.norm2 is not None else x
         x = x + self.attn2(normed, context)
         # 4. modulated feed-forward, gated residual
         normed = nn.layer_norm(x, None, None, eps=self.eps)
-        return gated_add(x, c_gate, self.ffn(modulate(normed, c_shift, c_scale)))
+        ff = self.ffn(_joined([modulate(part, m[3], m[4]) for part, m in
+                               zip(_split(normed, segments), mods)]))
+        return _joined([gated_add(part, m[5], out) for part, out, m in
+                        zip(_split(x, segments), _split(ff, segments), mods)])
 
 
 class TextProjection(nn.Module):
@@ -219,10 +247,33 @@ class WanTransformer3DModel(nn.Module):
         every step (a pipeline computes it once)."""
         return self.condition_embedder.text_embedder(cast(states, self.dtype))
 
+    def segments(self, timestep: Any, frames: int, frame_tokens: int
+                 ) -> tuple[list[Segment], list[Tensor]]:
+        """The token segments of `timestep` and each one's time embedding (B, dim):
+        timestep (B,) one per video, or (B, frames) one per latent frame (frames alike in
+        every video merged into one segment). diffusers: the per-token timesteps of
+        `expand_timesteps` (Wan 2.2), constant over a frame."""
+        steps = np.asarray(timestep, np.float32)
+        if steps.ndim == 1:
+            temb, projection = self.condition_embedder(steps, self.device)
+            return [(0, frames * frame_tokens, projection)], [temb]
+        if steps.ndim != 2 or steps.shape[1] != frames:
+            raise ValueError(f"timestep must be (batch,) or (batch, {frames} frames), got "
+                             f"shape {steps.shape}")
+        runs = [0] + [f for f in range(1, frames)
+                      if not np.array_equal(steps[:, f], steps[:, f - 1])] + [frames]
+        segments, embeddings = [], []
+        for start, stop in itertools.pairwise(runs):
+            temb, projection = self.condition_embedder(steps[:, start], self.device)
+            segments.append((start * frame_tokens, stop * frame_tokens, projection))
+            embeddings.append(temb)
+        return segments, embeddings
+
     def forward(self, hidden_states: Tensor, timestep: Any, encoder_hidden_states: Tensor, *,
                 context: Tensor | None = None) -> Tensor:
         """hidden_states (B, C, F, H, W) with F, H, W multiples of patch_size; timestep (B,)
-        host numbers on the 0..1000 scale (WanPipeline's `t`); encoder_hidden_states
+        host numbers on the 0..1000 scale (WanPipeline's `t`), or (B, F / pt) one per latent
+        frame (Wan 2.2's image-to-video: 0 for the given first frame); encoder_hidden_states
         (B, Lt, text_dim), or `context` = `encode_text(...)` given instead."""
         batch, channels, frames, height, width = hidden_states.shape
         pt, ph, pw = self.patch
@@ -235,20 +286,19 @@ class WanTransformer3DModel(nn.Module):
         patches = permute(cut, (0, 2, 4, 6, 1, 3, 5, 7)).reshape(
             batch, math.prod(grid), channels * pt * ph * pw)
         x = self.patch_embedding(patches)
-        temb, time_proj = self.condition_embedder(timestep, self.device)
+        segments, embeddings = self.segments(timestep, grid[0], grid[1] * grid[2])
         if context is None:
             context = self.encode_text(encoder_hidden_states)
         tables = self.rotary(*grid)
         # 2. the blocks
         for block in self.blocks:
-            x = block(x, context, time_proj, tables)
+            x = block(x, context, segments, tables)
         # 3. the final modulated norm, projection and the patches put back
-        mods = self.scale_shift_table + temb.reshape(batch, 1, -1)
-        dim = mods.shape[2]
-        shift, scale = (take_slice(mods, i, i + 1, axis=1).reshape(batch, 1, dim)
-                        for i in range(2))
         normed = nn.layer_norm(x, None, None, eps=self.config["eps"])
-        x = self.proj_out(modulate(normed, shift, scale))
+        ends = [_chunks(self.scale_shift_table + temb.reshape(batch, 1, -1), 2)
+                for temb in embeddings]
+        x = self.proj_out(_joined([modulate(part, shift, scale) for part, (shift, scale) in
+                                   zip(_split(normed, segments), ends)]))
         out = x.reshape(batch, *grid, pt, ph, pw, -1)
         out = permute(out, (0, 7, 1, 4, 2, 5, 3, 6))
         return out.reshape(batch, -1, frames, height, width)

@@ -46,6 +46,28 @@ def test_wan_transformer_equals_diffusers(device: gpucore.Device) -> None:
     assert_close(again, changed, tol=TOL)
 
 
+def test_per_frame_timesteps_equal_diffusers_per_token(first_device: gpucore.Device) -> None:
+    """Wan 2.2's image-to-video timesteps: 0 for the first latent frame's tokens, t for the
+    rest (diffusers takes them per token, `expand_timesteps`)."""
+    reference = tiny_wan_transformer()
+    ours = WanTransformer3DModel(dict(reference.config), device=first_device)
+    ours.load_state_dict(state_dict(reference))
+    rng = np.random.default_rng(1)
+    latents = rng.standard_normal((2, 4, 3, 4, 6)).astype(np.float32)
+    text = rng.standard_normal((2, 5, WAN_TINY["text_dim"])).astype(np.float32)
+    frames = np.array([[0.0, 600.0, 600.0], [0.0, 600.0, 600.0]], np.float32)
+    per_token = np.repeat(frames, 2 * 3, axis=1)  # (3 frames) x (2 x 3 patches)
+    with torch.no_grad():
+        expected = reference(torch.from_numpy(latents), torch.from_numpy(per_token),
+                             torch.from_numpy(text)).sample.numpy()
+        uniform = reference(torch.from_numpy(latents), torch.tensor([600.0, 600.0]),
+                            torch.from_numpy(text)).sample.numpy()
+    got = ours(asarray(latents, device=first_device), frames,
+               asarray(text, device=first_device)).numpy()
+    assert np.abs(expected - uniform)[:, :, 0].mean() > 0.05  # the first frame's own step
+    assert_close(got, expected, tol=TOL)
+
+
 @pytest.mark.nodevice
 def test_wan_transformer_refuses_image_to_video() -> None:
     with pytest.raises(ValueError, match="image-to-video"):
