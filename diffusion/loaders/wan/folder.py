@@ -33,13 +33,16 @@ _STEMS = {"transformer": "diffusion_pytorch_model", "vae": "diffusion_pytorch_mo
 
 @dataclass
 class WanWeights:
-    """A Wan folder's lazy component weights, its scheduler config and tokenizer folder."""
+    """A Wan folder's lazy component weights, its scheduler config and tokenizer folder;
+    `expand_timesteps`: timesteps per token (Wan 2.2 TI2V 5B, which also animates a
+    picture)."""
 
     transformer: ComponentWeights
     vae: ComponentWeights
     text_encoder: ComponentWeights
     scheduler_config: dict[str, Any]
     tokenizer_dir: Path
+    expand_timesteps: bool = False
 
 
 def wan_family(path: str | os.PathLike[str]) -> str | None:
@@ -71,4 +74,5 @@ def load_wan_folder(path: str | os.PathLike[str], *, dtype: Any = None,
         raise WeightsError(f"{tokenizer / 'tokenizer.json'}: required file is missing (UMT5's "
                            "tokenizer the text encoder reads prompts with)")
     return WanWeights(scheduler_config=read_json(root / "scheduler" / "scheduler_config.json"),
-                      tokenizer_dir=tokenizer, **parts)
+                      tokenizer_dir=tokenizer, expand_timesteps=bool(
+                          index.get("expand_timesteps")), **parts)

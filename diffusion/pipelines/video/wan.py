@@ -73,10 +73,12 @@ class WanPipeline:
 
     def __init__(self, *, transformer: WanTransformer3DModel, vae: AutoencoderKLWan,
                  text_encoder: UMT5EncoderModel, tokenizer: T5Tokenizer,
-                 scheduler_config: dict[str, Any]) -> None:
+                 scheduler_config: dict[str, Any], expand_timesteps: bool = False) -> None:
         self.transformer, self.vae = transformer, vae
         self.text_encoder, self.tokenizer = text_encoder, tokenizer
         self.scheduler_config = dict(scheduler_config)
+        # Wan 2.2 TI2V 5B: timesteps per token, which lets it animate a given first frame
+        self.expand_timesteps = expand_timesteps
 
     @classmethod
     def from_pretrained(cls, path: str | Path, *, dtype: Any = np.float32,
@@ -95,7 +97,8 @@ class WanPipeline:
                     UMT5EncoderModel(weights.text_encoder.config, **place),
                     weights.text_encoder),
                 tokenizer=T5Tokenizer(weights.tokenizer_dir),
-                scheduler_config=weights.scheduler_config)
+                scheduler_config=weights.scheduler_config,
+                expand_timesteps=weights.expand_timesteps)
 
     @property
     def temporal_factor(self) -> int:
@@ -155,22 +158,29 @@ class WanPipeline:
     def __call__(self, prompt: str | Sequence[str], *, negative_prompt: str | None = None,
                  height: int = 480, width: int = 832, num_frames: int = 81,
                  num_inference_steps: int = 50, guidance_scale: float = 5.0, seed: int = 0,
-                 rng: str = "torch", sampler: str = "diffusers",
+                 rng: str = "torch", sampler: str = "diffusers", image: Any = None,
                  max_sequence_length: int = 512, callback: StepCallback | None = None
                  ) -> np.ndarray:
         """Videos for `prompt` (one or a list): (B, num_frames, height, width, 3) float in
         [0, 1]. diffusers: `WanPipeline(prompt, negative_prompt=, height=, width=,
         num_frames=, num_inference_steps=, guidance_scale=,
-        generator=torch.Generator().manual_seed(seed), output_type="np").frames`."""
+        generator=torch.Generator().manual_seed(seed), output_type="np").frames`. `image`
+        (a PIL image or (H, W, 3) uint8, resized to width x height with Lanczos as diffusers
+        does): the first frame, animated (Wan 2.2 TI2V 5B only), as
+        `WanImageToVideoPipeline(image=image, ...)` of the same folder."""
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         self.check(height=height, width=width, num_frames=num_frames,
                    steps=num_inference_steps, rng=rng, sampler=sampler)
+        if image is not None and not self.expand_timesteps:
+            raise ValueError("this Wan model makes videos from text only; animating a picture "
+                             "needs Wan 2.2 TI2V 5B (its folder sets expand_timesteps)")
         # 1. the prompts' (and, guided, the negative prompt's) context
         positive = self.encode_prompt(prompts, max_sequence_length)
         guided = guidance_scale > 1
         negative = (self.encode_prompt([negative_prompt or ""] * len(prompts),
                                        max_sequence_length) if guided else None)
-        # 2. the schedule and the starting noise, drawn as diffusers' randn_tensor
+        # 2. the schedule and the starting noise, drawn as diffusers' randn_tensor; the given
+        # first frame's latents (its posterior's mean)
         scheduler = self.scheduler(sampler)
         scheduler.set_timesteps(num_inference_steps)
         spatial = self.vae.spatial_factor
@@ -178,11 +188,17 @@ class WanPipeline:
                  (num_frames - 1) // self.temporal_factor + 1, height // spatial,
                  width // spatial)
         latents = make_generator(rng, seed).standard_normal(shape).astype(np.float32)
+        first = None if image is None else self.encode_first_frame(image, height, width)
         dtype, device = self.transformer.dtype, self.transformer.device
 
         def predict(x: np.ndarray, t: Any, i: int) -> tuple[np.ndarray, None]:
+            timestep: np.ndarray = np.full(len(x), float(t), np.float32)
+            if first is not None:  # the picture stands as frame 0, at timestep 0
+                x = x.copy()
+                x[:, :, :1] = first
+                timestep = np.tile(np.float32(t), (len(x), shape[2]))
+                timestep[:, 0] = 0
             sample = asarray(x, dtype=dtype, device=device)
-            timestep = np.full(len(x), float(t), np.float32)
             cond = self.transformer(sample, timestep, None, context=positive)
             flow = cond.numpy().astype(np.float32)
             if negative is not None:
@@ -194,7 +210,25 @@ class WanPipeline:
         # 3. the steps; 4. the frames out of the latent space
         latents = scheduler_loop(latents, scheduler.timesteps, scheduler, predict,
                                  dtype=np.float32, callback=callback)
+        if first is not None:
+            latents[:, :, :1] = first
         return self.decode(latents)
+
+    def encode_first_frame(self, image: Any, height: int, width: int) -> np.ndarray:
+        """(1, C, 1, h, w) normalized latents of `image` resized to width x height: the VAE
+        posterior's mean. diffusers: WanImageToVideoPipeline's `prepare_latents`
+        (`retrieve_latents(..., sample_mode="argmax")`)."""
+        from PIL import Image
+
+        picture = image if isinstance(image, Image.Image) else Image.fromarray(
+            np.asarray(image, np.uint8))
+        picture = picture.convert("RGB").resize((width, height), Image.Resampling.LANCZOS)
+        pixels = np.asarray(picture, np.float32) / 255 * 2 - 1
+        vae = self.vae
+        video = pixels.transpose(2, 0, 1)[None, :, None]
+        mean, _ = vae.encode(asarray(video, dtype=vae.post_quant_conv.weight.dtype,
+                                     device=vae.device))
+        return vae.normalize(mean).numpy().astype(np.float32)
 
     def decode(self, latents: np.ndarray) -> np.ndarray:
         """Videos (B, T, H, W, 3) in [0, 1] from the transformer's latents (B, C, F, h, w)."""

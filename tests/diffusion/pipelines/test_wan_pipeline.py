@@ -78,6 +78,15 @@ def test_txt2vid_equals_diffusers(first_device: gpucore.Device, tiny_wan: tuple[
     assert np.abs(snow - frames).mean() < 0.15
 
 
+def test_img2vid_needs_wan22(first_device: gpucore.Device, tiny_wan: tuple[Path, Any],
+                             tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    Image.new("RGB", (48, 32)).save(tmp_path / "in.png")
+    code = cli.main(["img2vid", "--model", str(tiny_wan[0]), "--image", str(tmp_path / "in.png"),
+                     "--prompt", "x", *SIZE, "--dtype", "float32", "-o", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 2 and "needs Wan 2.2 TI2V 5B" in err and "Traceback" not in err, err
+
+
 @pytest.mark.nodevice
 @pytest.mark.parametrize(("argv", "message"), [
     (("--frames", "8"), "frames must be 1 + 4k"),
@@ -103,13 +112,20 @@ def test_txt2img_points_at_txt2vid(tiny_wan: tuple[Path, Any],
         f"txt2vid --model {folder} --prompt ...`"]
 
 
-def test_wan22_ti2v_text_to_video(first_device: gpucore.Device, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def tiny_wan22(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    root = tmp_path_factory.mktemp("tiny-wan22")
+    return root / "wan22", tiny_wan_pipeline(root, wan22=True)
+
+
+def test_wan22_ti2v_text_to_video(first_device: gpucore.Device,
+                                  tiny_wan22: tuple[Path, Any]) -> None:
     """A Wan 2.2 TI2V 5B-shaped folder (its VAE: 16x smaller latents; per-token timesteps,
     all one value without an image): WanPipeline's frames."""
     from diffusion.pipelines.video import WanPipeline
 
-    reference = tiny_wan_pipeline(tmp_path, wan22=True)
-    pipe = WanPipeline.from_pretrained(tmp_path / "wan22", device=first_device)
+    folder, reference = tiny_wan22
+    pipe = WanPipeline.from_pretrained(folder, device=first_device)
     settings = dict(height=32, width=64, num_frames=5, num_inference_steps=2,
                     guidance_scale=3.0, negative_prompt="blurry")
     ours = pipe(RED, seed=5, **settings)[0]
@@ -119,3 +135,37 @@ def test_wan22_ti2v_text_to_video(first_device: gpucore.Device, tmp_path: Path) 
     assert np.abs(ours - expected).mean() < 0.01
     with pytest.raises(ValueError, match="multiples of 32"):
         pipe(RED, **{**settings, "width": 48})
+
+
+def test_img2vid_equals_diffusers(first_device: gpucore.Device, tiny_wan22: tuple[Path, Any],
+                                  tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """`img2vid`: Wan 2.2 TI2V 5B animating a picture (its latents as frame 0 at timestep 0)
+    is WanImageToVideoPipeline's video; another picture, another video."""
+    import diffusers
+    from diffusers.pipelines.wan import pipeline_wan, pipeline_wan_i2v
+
+    # the image-to-video module calls ftfy unconditionally; WanPipeline's cleaning skips it
+    # when it is not installed (as here), and is the same for these ASCII prompts
+    monkeypatch.setattr(pipeline_wan_i2v, "prompt_clean", pipeline_wan.prompt_clean)
+
+    folder, reference = tiny_wan22
+    i2v = diffusers.WanImageToVideoPipeline(
+        tokenizer=reference.tokenizer, text_encoder=reference.text_encoder, vae=reference.vae,
+        scheduler=reference.scheduler, transformer=reference.transformer, image_encoder=None,
+        image_processor=None, expand_timesteps=True)
+    rng = np.random.default_rng(2)
+    pictures = [(rng.random((24, 40, 3)) * 255).astype(np.uint8) for _ in range(2)]
+    outputs = []
+    for i, picture in enumerate(pictures):
+        Image.fromarray(picture).save(tmp_path / f"in{i}.png")
+        out, _ = _run(capsys, "img2vid", "--model", str(folder), "--image",
+                      str(tmp_path / f"in{i}.png"), "--prompt", RED, "--width", "64",
+                      "--height", "32", "--frames", "5", "--steps", "2", "--cfg-scale", "3",
+                      "--seed", "4", "--dtype", "float32", "-o", str(tmp_path / f"out{i}"))
+        outputs.append(_folder(out))
+    expected = i2v(image=Image.fromarray(pictures[0]), prompt=RED, height=32, width=64,
+                   num_frames=5, num_inference_steps=2, guidance_scale=3.0, output_type="np",
+                   generator=torch.Generator().manual_seed(4)).frames[0]
+    assert np.abs(outputs[0] - expected).mean() < 0.01
+    assert np.abs(outputs[0] - outputs[1]).mean() > 0.02  # the picture matters
