@@ -23,8 +23,9 @@ loading weights is a walk over names (`load_state_dict`); configs are the `confi
 | `vae_flux2` | `AutoencoderKLFlux2`: FLUX.2's 32-channel VAE, its batch-norm'd patchified latents |
 | `qwen_image` | `QwenImageTransformer2DModel` (Qwen-Image) |
 | `qwen_image_vae` | `AutoencoderKLQwenImage` on one frame: Qwen-Image's 16-channel causal VAE |
-| `wan` | `WanTransformer3DModel` (Wan 2.1 text-to-video) |
-| `wan_vae` | `AutoencoderKLWan`: Wan 2.1's video VAE over frames (causal 3D convolutions) |
+| `wan` | `WanTransformer3DModel` (Wan 2.1 text-to-video, Wan 2.2 TI2V 5B) |
+| `wan_vae` | `AutoencoderKLWan`: Wan 2.1's and 2.2's video VAE over frames, chunked |
+| `wan_vae_blocks`, `wan_vae_residual` | its causal 3D blocks; Wan 2.2's patches, residual blocks |
 | `dit_layers` | what FLUX and SD3 share: joint attention, the double-stream block, adaLN |
 | `transformer_ops` | RMS norm, adaLN modulation, gated residuals, rotary embeddings |
 | `step_cache` | step caching of the transformers' blocks: First Block Cache, MagCache, TeaCache |
