@@ -72,3 +72,19 @@ def test_per_frame_timesteps_equal_diffusers_per_token(first_device: gpucore.Dev
 def test_wan_transformer_refuses_image_to_video() -> None:
     with pytest.raises(ValueError, match="image-to-video"):
         WanTransformer3DModel({**WAN_TINY, "image_dim": 32, "added_kv_proj_dim": 32})
+
+
+def test_wan_transformer_f16(f16_device: gpucore.Device) -> None:
+    reference = tiny_wan_transformer()
+    ours = WanTransformer3DModel(dict(reference.config), dtype=np.float16, device=f16_device)
+    ours.load_state_dict(state_dict(reference))
+    rng = np.random.default_rng(3)
+    latents = rng.standard_normal((1, 4, 2, 4, 6)).astype(np.float32)
+    text = rng.standard_normal((1, 5, WAN_TINY["text_dim"])).astype(np.float32)
+    with torch.no_grad():
+        expected = reference(torch.from_numpy(latents), torch.tensor([500.0]),
+                             torch.from_numpy(text)).sample.numpy()
+    got = ours(asarray(latents, dtype=np.float16, device=f16_device), [500.0],
+               asarray(text, dtype=np.float16, device=f16_device)).numpy()
+    assert got.dtype == np.float16
+    assert_close(got.astype(np.float32), expected, tol=2e-2)

@@ -89,3 +89,15 @@ def test_bad_configs_get_one_line() -> None:
         AutoencoderKLWan({**WAN_VAE_TINY, "is_residual": True})
     with pytest.raises(ValueError, match="latents_mean"):
         AutoencoderKLWan({**WAN_VAE_TINY, "latents_mean": [0.0]})
+
+
+def test_decode_f16(f16_device: gpucore.Device) -> None:
+    reference = tiny_wan_vae()
+    ours = AutoencoderKLWan(dict(reference.config), dtype=np.float16, device=f16_device)
+    ours.load_state_dict(state_dict(reference))
+    latents = np.random.default_rng(7).standard_normal((1, 4, 2, 2, 3)).astype(np.float32)
+    with torch.no_grad():
+        expected = reference.decode(torch.from_numpy(latents)).sample.numpy()
+    got = ours.decode(asarray(latents, dtype=np.float16, device=f16_device)).numpy()
+    assert got.dtype == np.float16
+    assert_close(got.astype(np.float32), expected, tol=2e-2)
