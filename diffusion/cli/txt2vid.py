@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..pipelines.video.files import check_fps, check_output, write_video
 from .options import number, whole
 from .progress import ProgressBar
-from .video_files import check_fps, check_output, write_video
 
 __all__ = ["add_parsers", "run"]
 
