@@ -93,9 +93,10 @@ async def _run(state: ServerState, body: Txt2VidRequest, image: Any) -> dict[str
     path = _check(state, body)
     seed = body.seed if body.seed != -1 else secrets.randbelow(2**32)
     kind = "img2vid" if image is not None else "txt2vid"
+    worker = state.worker  # what job() takes along, not the state (a worker process's own)
 
     def job() -> dict[str, Any]:
-        observer, device = state.worker.begin_job(kind)
+        observer, device = worker.begin_job(kind)
         pipe = _pipeline(path, device)
         videos = pipe(body.prompt, negative_prompt=body.negative_prompt, height=body.height,
                       width=body.width, num_frames=body.frames, num_inference_steps=body.steps,
@@ -107,7 +108,7 @@ async def _run(state: ServerState, body: Txt2VidRequest, image: Any) -> dict[str
                 "height": body.height, "interrupted": observer.interrupted()}
 
     try:
-        return await wait(submit(state, job, task=None))  # type: ignore[no-any-return]
+        return await wait(submit(state, job))  # type: ignore[no-any-return]
     except ValueError as error:  # the model's own refusals (img2vid on Wan 2.1, sizes)
         raise RequestError(str(error)) from None
 
