@@ -65,6 +65,9 @@ def _options(sub: argparse.ArgumentParser) -> None:
                           "seed (torch)")
     sub.add_argument("-o", "--out", default=None, metavar="FILE.mp4|FILE.webp|DIR",
                      help="the output (default: outputs/COMMAND-SEED.mp4)")
+    sub.add_argument("--offload", action="store_true",
+                     help="one network on the GPU at a time (text encoder, transformer, VAE in "
+                          "turn), the others in host memory: for small GPUs, slower")
     sub.add_argument("--dtype", choices=("auto", "float32", "float16"), default="auto",
                      help="weights: float16 where the adapter has shader-f16; auto: float16 "
                           "on matrix units, else float32 (auto)")
@@ -141,13 +144,14 @@ def run(args: argparse.Namespace) -> int:
     if wan_family(args.model) is None:
         raise ValueError(f"--model {args.model}: not a Wan text-to-video diffusers folder "
                          "(its model_index.json must name a WanPipeline)")
-    pipe = WanPipeline.from_pretrained(args.model, dtype=_dtype(args.dtype))
+    pipe = WanPipeline.from_pretrained(args.model, dtype=_dtype(args.dtype),
+                                       offload=args.offload)
     print(f"seed: {args.seed}", file=sys.stderr)
     bar = ProgressBar(args.command)
     videos = pipe(args.prompt, negative_prompt=args.negative_prompt, height=args.height,
                   width=args.width, num_frames=args.frames, num_inference_steps=args.steps,
                   guidance_scale=args.cfg_scale, seed=args.seed, rng=args.rng,
-                  sampler=args.sampler, image=image, callback=bar.on_step)
+                  sampler=args.sampler, image=image, callback=bar.step)
     frames = np.round(videos[0] * 255).astype(np.uint8)
     print(write_video(frames, out, args.fps), flush=True)
     return 0

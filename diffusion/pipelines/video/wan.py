@@ -13,10 +13,11 @@ With the torch RNG a seed gives diffusers' video (`generator=torch.Generator("cp
 
 from __future__ import annotations
 
+import contextlib
 import html
 import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,8 @@ import numpy as np
 from gpucore import Device, default_device
 from gpustd import Tensor, asarray
 from gpustd.nn import deferred
+from gpustd.nn.offload import offload as offload_weights
+from gpustd.nn.offload import restore as restore_weights
 
 from ...loaders.component import load_component
 from ...loaders.wan import load_wan_folder
@@ -73,32 +76,59 @@ class WanPipeline:
 
     def __init__(self, *, transformer: WanTransformer3DModel, vae: AutoencoderKLWan,
                  text_encoder: UMT5EncoderModel, tokenizer: T5Tokenizer,
-                 scheduler_config: dict[str, Any], expand_timesteps: bool = False) -> None:
+                 scheduler_config: dict[str, Any], expand_timesteps: bool = False,
+                 offload: bool = False) -> None:
         self.transformer, self.vae = transformer, vae
         self.text_encoder, self.tokenizer = text_encoder, tokenizer
         self.scheduler_config = dict(scheduler_config)
         # Wan 2.2 TI2V 5B: timesteps per token, which lets it animate a given first frame
         self.expand_timesteps = expand_timesteps
+        # one network on the GPU at a time (the others' weights in host memory)
+        self.offload = offload
 
     @classmethod
     def from_pretrained(cls, path: str | Path, *, dtype: Any = np.float32,
-                        device: Device | None = None, variant: str | None = None
-                        ) -> WanPipeline:
-        """Load a Wan diffusers folder (`load_wan_folder`) onto `device` in `dtype`."""
+                        device: Device | None = None, variant: str | None = None,
+                        offload: bool = False) -> WanPipeline:
+        """Load a Wan diffusers folder (`load_wan_folder`) onto `device` in `dtype`;
+        `offload`: each network's weights go to host memory as soon as they are loaded, and
+        come to the GPU only while that network runs (the text encoder, the transformer, the
+        VAE in turn), so the GPU holds the largest of them, not all three."""
         weights = load_wan_folder(path, variant=variant)
         place = {"dtype": dtype, "device": device or default_device()}
-        with deferred():  # each parameter takes GPU memory when its values arrive
-            return cls(
-                transformer=load_component(
-                    WanTransformer3DModel(weights.transformer.config, **place),
-                    weights.transformer),
-                vae=load_component(AutoencoderKLWan(weights.vae.config, **place), weights.vae),
-                text_encoder=load_component(
-                    UMT5EncoderModel(weights.text_encoder.config, **place),
-                    weights.text_encoder),
-                tokenizer=T5Tokenizer(weights.tokenizer_dir),
-                scheduler_config=weights.scheduler_config,
-                expand_timesteps=weights.expand_timesteps)
+
+        def loaded(model: Any, part: Any) -> Any:
+            with deferred():  # each parameter takes GPU memory when its values arrive
+                model = load_component(model, part)
+            if offload:
+                offload_weights(model)
+            return model
+
+        text_encoder = loaded(UMT5EncoderModel(weights.text_encoder.config, **place),
+                              weights.text_encoder)
+        vae = loaded(AutoencoderKLWan(weights.vae.config, **place), weights.vae)
+        transformer = loaded(WanTransformer3DModel(weights.transformer.config, **place),
+                             weights.transformer)
+        return cls(transformer=transformer, vae=vae, text_encoder=text_encoder,
+                   tokenizer=T5Tokenizer(weights.tokenizer_dir),
+                   scheduler_config=weights.scheduler_config,
+                   expand_timesteps=weights.expand_timesteps, offload=offload)
+
+    @contextlib.contextmanager
+    def on_gpu(self, network: Any) -> Iterator[None]:
+        """`network`'s weights on the GPU for the block (offloading: uploaded, then back to
+        host memory)."""
+        if not self.offload:
+            yield
+            return
+        offload_weights(self.text_encoder)
+        offload_weights(self.transformer)
+        offload_weights(self.vae)
+        restore_weights(network)
+        try:
+            yield
+        finally:
+            offload_weights(network)
 
     @property
     def temporal_factor(self) -> int:
@@ -109,17 +139,23 @@ class WanPipeline:
         """What height and width must be multiples of: the VAE's 8 times the patch's 2."""
         return self.vae.spatial_factor * int(self.transformer.config["patch_size"][1])
 
-    def encode_prompt(self, prompts: Sequence[str], max_sequence_length: int = 512) -> Tensor:
-        """The transformer's context (B, max_sequence_length, dim) for `prompts`: UMT5's
-        states of each prompt's tokens, zeros after them. diffusers:
-        `WanPipeline.encode_prompt`, then the transformer's text embedder."""
+    def prompt_states(self, prompts: Sequence[str], max_sequence_length: int = 512
+                      ) -> np.ndarray:
+        """UMT5's states (B, max_sequence_length, d_model) of each prompt's tokens, zeros
+        after them, float32 on the host. diffusers: `WanPipeline.encode_prompt`."""
         ids, mask = self.tokenizer.encode([clean_prompt(p) for p in prompts],
                                           max_sequence_length)
         states = self.text_encoder(ids, mask).numpy().astype(np.float32)
-        states = states * (mask[:, :, None] != 0)
-        device = self.transformer.device
+        return states * (mask[:, :, None] != 0)
+
+    def encode_prompt(self, prompts: Sequence[str], max_sequence_length: int = 512) -> Tensor:
+        """The transformer's context (B, max_sequence_length, dim) for `prompts`: their
+        `prompt_states` through the transformer's text embedder."""
+        return self._context(self.prompt_states(prompts, max_sequence_length))
+
+    def _context(self, states: np.ndarray) -> Tensor:
         return self.transformer.encode_text(asarray(states, dtype=self.transformer.dtype,
-                                                    device=device))
+                                                    device=self.transformer.device))
 
     def scheduler(self, sampler: str) -> Any:
         """The scheduler `sampler` names (SAMPLERS), configured from the folder's."""
@@ -174,11 +210,12 @@ class WanPipeline:
         if image is not None and not self.expand_timesteps:
             raise ValueError("this Wan model makes videos from text only; animating a picture "
                              "needs Wan 2.2 TI2V 5B (its folder sets expand_timesteps)")
-        # 1. the prompts' (and, guided, the negative prompt's) context
-        positive = self.encode_prompt(prompts, max_sequence_length)
+        # 1. the prompts' (and, guided, the negative prompt's) states
         guided = guidance_scale > 1
-        negative = (self.encode_prompt([negative_prompt or ""] * len(prompts),
-                                       max_sequence_length) if guided else None)
+        with self.on_gpu(self.text_encoder):
+            positive_states = self.prompt_states(prompts, max_sequence_length)
+            negative_states = (self.prompt_states([negative_prompt or ""] * len(prompts),
+                                                  max_sequence_length) if guided else None)
         # 2. the schedule and the starting noise, drawn as diffusers' randn_tensor; the given
         # first frame's latents (its posterior's mean)
         scheduler = self.scheduler(sampler)
@@ -188,8 +225,13 @@ class WanPipeline:
                  (num_frames - 1) // self.temporal_factor + 1, height // spatial,
                  width // spatial)
         latents = make_generator(rng, seed).standard_normal(shape).astype(np.float32)
-        first = None if image is None else self.encode_first_frame(image, height, width)
+        first = None
+        if image is not None:
+            with self.on_gpu(self.vae):
+                first = self.encode_first_frame(image, height, width)
         dtype, device = self.transformer.dtype, self.transformer.device
+        positive: Tensor | None = None
+        negative: Tensor | None = None
 
         def predict(x: np.ndarray, t: Any, i: int) -> tuple[np.ndarray, None]:
             timestep: np.ndarray = np.full(len(x), float(t), np.float32)
@@ -207,12 +249,17 @@ class WanPipeline:
                 flow = base + np.float32(guidance_scale) * (flow - base)
             return flow, None
 
-        # 3. the steps; 4. the frames out of the latent space
-        latents = scheduler_loop(latents, scheduler.timesteps, scheduler, predict,
-                                 dtype=np.float32, callback=callback)
+        # 3. the steps (the contexts through the transformer's text embedder first); 4. the
+        # frames out of the latent space
+        with self.on_gpu(self.transformer):
+            positive = self._context(positive_states)
+            negative = None if negative_states is None else self._context(negative_states)
+            latents = scheduler_loop(latents, scheduler.timesteps, scheduler, predict,
+                                     dtype=np.float32, callback=callback)
         if first is not None:
             latents[:, :, :1] = first
-        return self.decode(latents)
+        with self.on_gpu(self.vae):
+            return self.decode(latents)
 
     def encode_first_frame(self, image: Any, height: int, width: int) -> np.ndarray:
         """(1, C, 1, h, w) normalized latents of `image` resized to width x height: the VAE

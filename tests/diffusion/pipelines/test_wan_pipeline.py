@@ -169,3 +169,20 @@ def test_img2vid_equals_diffusers(first_device: gpucore.Device, tiny_wan22: tupl
                    generator=torch.Generator().manual_seed(4)).frames[0]
     assert np.abs(outputs[0] - expected).mean() < 0.01
     assert np.abs(outputs[0] - outputs[1]).mean() > 0.02  # the picture matters
+
+
+def test_offload_gives_the_same_video(first_device: gpucore.Device,
+                                      tiny_wan: tuple[Path, Any]) -> None:
+    """`offload`: each network on the GPU only while it runs, the same frames."""
+    from diffusion.pipelines.video import WanPipeline
+    from gpustd.nn.offload import device_bytes
+
+    folder, _ = tiny_wan
+    settings = dict(height=32, width=48, num_frames=5, num_inference_steps=1,
+                    guidance_scale=4.0, seed=9)
+    kept = WanPipeline.from_pretrained(folder, device=first_device)(RED, **settings)
+    pipe = WanPipeline.from_pretrained(folder, device=first_device, offload=True)
+    parts = (pipe.text_encoder, pipe.transformer, pipe.vae)
+    assert [device_bytes(part) for part in parts] == [0, 0, 0]
+    np.testing.assert_array_equal(pipe(RED, **settings), kept)
+    assert [device_bytes(part) for part in parts] == [0, 0, 0]
