@@ -18,7 +18,7 @@ import torch
 from fastapi.testclient import TestClient
 from PIL import Image, ImageSequence
 from sd_tiny import write_pipeline
-from server_support import CachedLoader
+from server_support import Background, CachedLoader, wait_for_step
 from wan_tiny import tiny_wan_pipeline
 
 import gpucore
@@ -65,6 +65,21 @@ def test_txt2vid_on_the_queue(first_device: gpucore.Device,
     assert np.abs(ours - expected).mean() < 0.01
     # the queue is free again and the picture model still answers
     assert client.get("/sdapi/v1/progress").json()["state"]["job"] == ""
+
+
+def test_progress_and_interrupt(first_device: gpucore.Device,
+                                served: tuple[TestClient, Any]) -> None:
+    """/sdapi/v1/progress follows a video's steps; /interrupt stops it after the current one
+    and the frames come back decoded from there."""
+    client, _ = served
+    body = {"model": "wan", "prompt": RED, "frames": 1, "width": 32, "height": 32,
+            "steps": 40, "cfg_scale": 1.0, "seed": 1, "format": "webp"}
+    running = Background(lambda: client.post("/avx/txt2vid", json=body))
+    seen = wait_for_step(client.get, step=1)
+    assert seen["state"]["job"] == "txt2vid" and seen["state"]["sampling_steps"] == 40
+    client.post("/sdapi/v1/interrupt")
+    answer = running.result().json()
+    assert answer["interrupted"] and _frames(answer["video"]).shape == (1, 32, 32, 3)
 
 
 @pytest.mark.parametrize(("change", "says"), [
