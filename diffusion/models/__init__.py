@@ -13,7 +13,7 @@ loading weights is a walk over names (`load_state_dict`); configs are the `confi
 | `controlnet` | `ControlNetModel`: the UNet's input half reading a control image |
 | `t2i_adapter` | `T2IAdapter` (full, full XL, light): control image to down-block features |
 | `layers` | the pieces the UNet and VAE share: attention, ResNet blocks, down- and upsampling |
-| `t5` | T5's encoder (`T5EncoderModel`): FLUX's and SD3's second/third text encoder |
+| `t5` | T5's encoder (`T5EncoderModel`, FLUX, SD3) and UMT5's (`UMT5EncoderModel`, Wan) |
 | `llm` | a decoder-only LLM's hidden states (`LLMTextModel`, Qwen3): Z-Image's text encoder |
 | `flux` | `FluxTransformer2DModel` (FLUX.1 schnell and dev) |
 | `sd3` | `SD3Transformer2DModel`, the MMDiT of SD3 and SD3.5 |
@@ -23,6 +23,9 @@ loading weights is a walk over names (`load_state_dict`); configs are the `confi
 | `vae_flux2` | `AutoencoderKLFlux2`: FLUX.2's 32-channel VAE, its batch-norm'd patchified latents |
 | `qwen_image` | `QwenImageTransformer2DModel` (Qwen-Image) |
 | `qwen_image_vae` | `AutoencoderKLQwenImage` on one frame: Qwen-Image's 16-channel causal VAE |
+| `wan` | `WanTransformer3DModel` (Wan 2.1 text-to-video, Wan 2.2 TI2V 5B) |
+| `wan_vae` | `AutoencoderKLWan`: Wan 2.1's and 2.2's video VAE over frames, chunked |
+| `wan_vae_blocks`, `wan_vae_residual` | its causal 3D blocks; Wan 2.2's patches, residual blocks |
 | `dit_layers` | what FLUX and SD3 share: joint attention, the double-stream block, adaLN |
 | `transformer_ops` | RMS norm, adaLN modulation, gated residuals, rotary embeddings |
 | `step_cache` | step caching of the transformers' blocks: First Block Cache, MagCache, TeaCache |

@@ -133,6 +133,8 @@ class T5EncoderModel(nn.Module):
     call it); returned in the model's dtype.
     """
 
+    bias_per_layer = False  # UMT5: every block has its own relative_attention_bias table
+
     def __init__(self, config: dict[str, Any], *, dtype: Any = np.float32,
                  device: Device | None = None) -> None:
         cfg = {**_DEFAULTS, **config}
@@ -145,7 +147,8 @@ class T5EncoderModel(nn.Module):
         self.shared = nn.Embedding(cfg["vocab_size"], cfg["d_model"], **place)
         self.encoder = nn.Namespace()
         self.encoder.block = nn.ModuleList(
-            [T5Block(cfg, place, has_bias=i == 0) for i in range(cfg["num_layers"])])
+            [T5Block(cfg, place, has_bias=i == 0 or self.bias_per_layer)
+             for i in range(cfg["num_layers"])])
         self.encoder.final_layer_norm = RMSNorm(cfg["d_model"], cfg["layer_norm_epsilon"],
                                                 place=place)
 
@@ -155,12 +158,12 @@ class T5EncoderModel(nn.Module):
         `shared.weight` when only it is present and ignoring it when both are."""
         super().load_state_dict(_Untied(state), strict=strict, dtype=dtype)
 
-    def position_bias(self, length: int) -> Tensor:
-        """(1, H, L, L) float32 additive attention bias from the first block's table."""
+    def position_bias(self, length: int, layer: int = 0) -> Tensor:
+        """(1, H, L, L) float32 additive attention bias from block `layer`'s table."""
         cfg = self.config
         buckets = relative_position_buckets(length, cfg["relative_attention_num_buckets"],
                                             cfg["relative_attention_max_distance"])
-        table = self.encoder.block[0].layer[0].SelfAttention.relative_attention_bias
+        table = self.encoder.block[layer].layer[0].SelfAttention.relative_attention_bias
         bias = cast(table(asarray(buckets, device=table.weight.device)), np.float32)
         return permute(bias, (2, 0, 1)).reshape(1, cfg["num_heads"], length, length)
 
@@ -174,18 +177,31 @@ class T5EncoderModel(nn.Module):
                              f"of shape {ids.shape}")
         device = self.shared.weight.device
         x = cast(self.shared(asarray(ids.astype(np.int32), device=device)), np.float32)
-        bias = self.position_bias(ids.shape[1])
+        masked = None
         if attention_mask is not None:
             keep = np.asarray(attention_mask)
             if keep.shape != ids.shape:
                 raise ValueError(f"attention_mask must have input_ids' shape {ids.shape}, got "
                                  f"{keep.shape}")
-            masked = np.where(keep != 0, np.float32(0), np.float32(-np.inf))
-            bias = bias + asarray(masked.reshape(ids.shape[0], 1, 1, ids.shape[1]),
-                                  device=device)
-        for block in self.encoder.block:
+            masked = asarray(np.where(keep != 0, np.float32(0), np.float32(-np.inf))
+                             .reshape(ids.shape[0], 1, 1, ids.shape[1]), device=device)
+        for i, block in enumerate(self.encoder.block):
+            if i == 0 or self.bias_per_layer:
+                bias = self.position_bias(ids.shape[1], i)
+                if masked is not None:
+                    bias = bias + masked
             x = block(x, bias)
         return cast(self.encoder.final_layer_norm(x), self.dtype)
+
+
+class UMT5EncoderModel(T5EncoderModel):
+    """Token ids (B, L) -> hidden states (B, L, d_model), UMT5's encoder stack: T5 v1.1's,
+    with a relative position bias table in every block (`encoder.block.N.layer.0.
+    SelfAttention.relative_attention_bias.weight`). Wan's text encoder (umt5-xxl).
+    transformers: `UMT5EncoderModel(ids, attention_mask=mask).last_hidden_state`.
+    """
+
+    bias_per_layer = True
 
 
 class _Untied(Mapping[str, Any]):

@@ -17,6 +17,7 @@ from ..loaders.flow.chroma import chroma_family
 from ..loaders.flow.file import flow_model_family
 from ..loaders.flux2 import flux2_family
 from ..loaders.qwen_image import qwenimage_family
+from ..loaders.wan import wan_family
 from ..loaders.z_image import zimage_family
 from .contract import LoadOptions, Pipeline, SamplingDefaults
 from .flow.flow_model import flow_defaults, load_flow_model
@@ -25,6 +26,7 @@ from .flow.kontext_model import kontext_defaults, kontext_family, load_kontext_m
 from .flow.qwen_image_model import load_qwenimage_model, qwenimage_defaults
 from .flow.z_image_model import load_zimage_model, zimage_defaults
 from .sd.unet_load import any_checkpoint, load_unet_model, unet_defaults
+from .video import refuse_pictures
 
 __all__ = ["FAMILIES", "FamilyLoader", "family_of"]
 
@@ -60,6 +62,9 @@ FAMILIES: tuple[FamilyLoader, ...] = (
                  latent_channels=32),
     FamilyLoader("Qwen-Image", qwenimage_family, load_qwenimage_model, qwenimage_defaults,
                  latent_channels=16),
+    # a video model: its folder is told apart so that txt2img says to use txt2vid
+    FamilyLoader("Wan 2.1 (videos: txt2vid)", wan_family, refuse_pictures,
+                 lambda path, family: None, latent_channels=16),
     FamilyLoader("SD 1.x/2.x, SDXL (base, refiner, Turbo)", any_checkpoint, load_unet_model,
                  unet_defaults),
 )

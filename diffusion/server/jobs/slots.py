@@ -16,7 +16,7 @@ from ...pipelines.observer import Observer
 from ..images import encode_png, preview_png
 from ..previews import Previews
 
-__all__ = ["Slot", "SlotObserver", "describe", "fraction", "idle_state"]
+__all__ = ["Slot", "SlotObserver", "StepObserver", "describe", "fraction", "idle_state"]
 
 
 def idle_state() -> dict[str, Any]:
@@ -98,6 +98,22 @@ class SlotObserver(Observer):
         with self.lock:
             self.slot.latents = np.array(latents[:1], copy=True)
             self.slot.picture = picture
+
+    def interrupted(self) -> bool:
+        with self.lock:
+            return bool(self.slot.state["interrupted"] or self.slot.state["skipped"])
+
+
+class StepObserver(Observer):
+    """A job's step numbers into its slot's progress, without previews (a video's latents
+    have no picture preview); the slot's interrupt / skip flags stop it."""
+
+    def __init__(self, lock: threading.Lock, slot: Slot) -> None:
+        self.lock, self.slot = lock, slot
+
+    def on_step(self, done: int, total: int, latents: np.ndarray) -> None:
+        with self.lock:
+            self.slot.state.update(sampling_step=done, sampling_steps=total)
 
     def interrupted(self) -> bool:
         with self.lock:

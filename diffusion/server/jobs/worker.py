@@ -31,11 +31,12 @@ from typing import Any
 
 import numpy as np
 
+from ...pipelines.observer import Observer
 from ...pipelines.request import GenerationRequest
 from ..catalog.models_dir import ModelEntry
 from ..images import save_output
 from ..previews import Previews
-from .slots import Slot, SlotObserver, describe, fraction, idle_state
+from .slots import Slot, SlotObserver, StepObserver, describe, fraction, idle_state
 
 __all__ = ["GenerationJob", "QueueFull", "Worker", "WorkerLost"]
 
@@ -286,6 +287,13 @@ class Worker:
                                                 job.kind))
         result.interrupted = bool(slot.state["interrupted"])
         return result
+
+    def begin_job(self, kind: str) -> tuple[Observer, Any]:
+        """A job other than `generate`'s (a video) begins on the calling worker's slot: the
+        observer its steps report to (interrupt and skip stop it) and the slot's device."""
+        slot = self._current()
+        self._begin(slot, kind, 1, datetime.now().strftime("%Y%m%d%H%M%S"))
+        return StepObserver(self._lock, slot), slot.device
 
     # -- progress -----------------------------------------------------------------------
     def _begin(self, slot: Slot, kind: str, count: int, stamp: str) -> None:

@@ -12,6 +12,7 @@
 | `controlnet` | /controlnet/* (the ControlNet extension's) |
 | `openai` | OpenAI's images API: /v1/images/generations, /v1/images/edits, /v1/models |
 | `scripts` | /sdapi/v1/scripts, /sdapi/v1/script-info |
+| `video` | /avx/txt2vid, /avx/img2vid (Wan videos on the same queue) |
 | `page` | the web page at / |
 """
 
@@ -20,7 +21,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 
 from ..state import authorized
-from . import controlnet, extras, generate, info, models, openai, page, progress, scripts
+from . import controlnet, extras, generate, info, models, openai, page, progress, scripts, video
 
 __all__ = ["routers"]
 
@@ -33,6 +34,7 @@ def routers() -> list[APIRouter]:
         api.include_router(module.api)
         if hasattr(module, "avx"):
             avx.include_router(module.avx)
+    avx.include_router(video.avx)
     extension = APIRouter(dependencies=[Depends(authorized)])
     extension.include_router(controlnet.router)
     extension.include_router(progress.internal)

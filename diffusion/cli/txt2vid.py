@@ -1,0 +1,157 @@
+"""`python -m diffusion txt2vid --model FOLDER --prompt TEXT -o out.mp4`: Wan text-to-video
+from the command line, and `img2vid --image IN.png` (Wan 2.2 TI2V 5B animating a picture).
+The frame count (1 + 4k), size (multiples of 16), fps, picture and output are checked before
+the model loads; a bad one ends in one `error: ...` line."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from ..pipelines.video.files import check_fps, check_output, write_video
+from .options import number, whole
+from .progress import ProgressBar
+
+__all__ = ["add_parsers", "run"]
+
+EXAMPLE = """example:
+  python -m diffusion txt2vid --model ./Wan2.1-T2V-1.3B-Diffusers \\
+      --prompt "a cat walks on the grass, realistic" --frames 33 --fps 16 \\
+      --width 832 --height 480 --seed 42 -o cat.mp4
+  python -m diffusion img2vid --model ./Wan2.2-TI2V-5B-Diffusers --image cat.png \\
+      --prompt "the cat turns its head" --frames 33 -o cat.mp4
+
+-o picks the format by its suffix: .mp4 (H.264, needs PyAV: the `video` extra), .webp
+(animated) or a path without a suffix (a folder of numbered PNGs)."""
+
+
+def add_parsers(subparsers: argparse._SubParsersAction) -> None:
+    """Add the `txt2vid` and `img2vid` sub-commands to `python -m diffusion`'s sub-parsers."""
+    for name, text in (("txt2vid", "generate a video from a prompt (Wan 2.1, Wan 2.2 TI2V 5B)"),
+                       ("img2vid", "animate a picture as a prompt says (Wan 2.2 TI2V 5B)")):
+        sub = subparsers.add_parser(name, help=text, description=text, epilog=EXAMPLE,
+                                    formatter_class=argparse.RawDescriptionHelpFormatter)
+        if name == "img2vid":
+            sub.add_argument("--image", required=True, metavar="IN.png",
+                             help="the first frame (resized to --width x --height)")
+        _options(sub)
+
+
+def _options(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--model", required=True, metavar="FOLDER",
+                     help="a Wan diffusers folder (Wan 2.1 T2V, Wan 2.2 TI2V 5B)")
+    sub.add_argument("--prompt", required=True, help="what the video shows")
+    sub.add_argument("--negative-prompt", default="", help="what to steer away from")
+    sub.add_argument("--frames", type=whole, default=81,
+                     help="frame count, 1 + 4k: 1, 5, ..., 81 (81)")
+    sub.add_argument("--fps", type=number, default=16.0,
+                     help="frames per second of the written video (16, Wan's)")
+    sub.add_argument("--width", type=whole, default=832, help="multiple of 16 (832)")
+    sub.add_argument("--height", type=whole, default=480, help="multiple of 16 (480)")
+    sub.add_argument("--steps", type=whole, default=50, help="sampling steps (50)")
+    sub.add_argument("--cfg-scale", type=number, default=5.0,
+                     help="classifier-free guidance scale; 1 turns it off (5)")
+    sub.add_argument("--seed", type=int, default=-1, help="-1: a random seed (printed)")
+    sub.add_argument("--sampler", default="diffusers", choices=("diffusers", "UniPC", "Euler"),
+                     help="diffusers: the folder's scheduler (Wan's UniPC); UniPC or Euler "
+                          "on flow sigmas with the folder's shift")
+    sub.add_argument("--rng", default="torch", choices=("torch", "numpy"),
+                     help="the noise's random source; torch gives diffusers' video for a "
+                          "seed (torch)")
+    sub.add_argument("-o", "--out", default=None, metavar="FILE.mp4|FILE.webp|DIR",
+                     help="the output (default: outputs/COMMAND-SEED.mp4)")
+    sub.add_argument("--offload", action="store_true",
+                     help="one network on the GPU at a time (text encoder, transformer, VAE in "
+                          "turn), the others in host memory: for small GPUs, slower")
+    sub.add_argument("--dtype", choices=("auto", "float32", "float16"), default="auto",
+                     help="weights: float16 where the adapter has shader-f16; auto: float16 "
+                          "on matrix units, else float32 (auto)")
+    sub.add_argument("--backend", metavar="NAME",
+                     help="GPU API: vulkan, metal, dx12 or gl (sets GPUCORE_BACKEND)")
+    sub.add_argument("--adapter", metavar="INDEX|NAME",
+                     help="adapter index or name substring (sets GPUCORE_ADAPTER)")
+    sub.set_defaults(run=run)
+
+
+def _check(args: argparse.Namespace) -> Path:
+    """Everything that needs no model, in one line each; the output path."""
+    from ..pipelines.video import check_frame_count
+
+    check_frame_count(args.frames)
+    for name in ("width", "height"):
+        value = getattr(args, name)
+        if value < 16 or value % 16:
+            raise ValueError(f"--{name} must be a multiple of 16 for Wan, got {value}")
+    if args.steps < 1:
+        raise ValueError(f"--steps must be at least 1, got {args.steps}")
+    check_fps(args.fps)
+    if not Path(args.model).is_dir():
+        raise ValueError(f"--model {args.model}: not a folder (give a Wan diffusers folder)")
+    out = Path(args.out) if args.out else Path("outputs") / f"{args.command}-{args.seed}.mp4"
+    check_output(out)
+    return out
+
+
+def _picture(path: str) -> object:
+    """--image as an RGB PIL image; ValueError in one line when it cannot be read."""
+    from PIL import Image, UnidentifiedImageError
+
+    from ..imaging import eight_bit
+
+    try:
+        with Image.open(path) as opened:
+            return eight_bit(opened).convert("RGB")
+    except FileNotFoundError:
+        raise ValueError(f"--image {path}: no such file") from None
+    except (UnidentifiedImageError, OSError):
+        raise ValueError(f"--image {path}: not a readable picture (PNG, JPEG, WebP...)") from None
+
+
+def _dtype(choice: str) -> object:
+    if choice == "float32":
+        return np.float32
+    import gpucore
+
+    from ..pipelines.load import auto_dtype
+
+    device = gpucore.default_device()
+    if choice == "auto":
+        return auto_dtype(device)
+    if device.has_f16:
+        return np.float16
+    print(f"note: {device.name} has no shader-f16; using float32 weights", file=sys.stderr)
+    return np.float32
+
+
+def run(args: argparse.Namespace) -> int:
+    """Generate and write the video as `args` say; prints the written path."""
+    if args.seed == -1:
+        args.seed = secrets.randbelow(2**32)
+    out = _check(args)
+    image = _picture(args.image) if args.command == "img2vid" else None
+    if args.backend:
+        os.environ["GPUCORE_BACKEND"] = args.backend
+    if args.adapter:
+        os.environ["GPUCORE_ADAPTER"] = args.adapter
+    from ..loaders.wan import wan_family
+    from ..pipelines.video import WanPipeline
+
+    if wan_family(args.model) is None:
+        raise ValueError(f"--model {args.model}: not a Wan text-to-video diffusers folder "
+                         "(its model_index.json must name a WanPipeline)")
+    pipe = WanPipeline.from_pretrained(args.model, dtype=_dtype(args.dtype),
+                                       offload=args.offload)
+    print(f"seed: {args.seed}", file=sys.stderr)
+    bar = ProgressBar(args.command)
+    videos = pipe(args.prompt, negative_prompt=args.negative_prompt, height=args.height,
+                  width=args.width, num_frames=args.frames, num_inference_steps=args.steps,
+                  guidance_scale=args.cfg_scale, seed=args.seed, rng=args.rng,
+                  sampler=args.sampler, image=image, callback=bar.step)
+    frames = np.round(videos[0] * 255).astype(np.uint8)
+    print(write_video(frames, out, args.fps), flush=True)
+    return 0

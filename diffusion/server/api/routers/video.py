@@ -1,0 +1,123 @@
+"""Videos on the server's queue: POST /avx/txt2vid and /avx/img2vid (Wan, from a folder in the
+models directory). Neither the WebUI nor its forks define a video API, so this one is the
+server's own: the CLI's txt2vid / img2vid settings as JSON, the video back as base64 MP4 or
+animated WebP. A job runs on the worker's queue like a picture's; /sdapi/v1/progress follows
+its steps and /sdapi/v1/interrupt stops it after the current one (the frames are then decoded
+from where it stopped). Each worker keeps the last Wan model it ran loaded beside its picture
+model."""
+
+from __future__ import annotations
+
+import base64
+import secrets
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from fastapi import APIRouter
+from pydantic import BaseModel, Field
+
+from ....loaders.wan import wan_family
+from ....pipelines.video.files import check_fps, write_video
+from ...images import decode_image
+from ..generation import RequestError
+from ..state import ServerState, State, submit, wait
+
+__all__ = ["Img2VidRequest", "Txt2VidRequest", "avx"]
+
+avx = APIRouter()
+_loaded: dict[int, tuple[Path, Any]] = {}  # a worker's device (its id) -> its Wan pipeline
+
+
+class Txt2VidRequest(BaseModel):
+    model: str = Field(description="a Wan folder of the models directory, by name or title")
+    prompt: str = ""
+    negative_prompt: str = ""
+    frames: int = Field(81, ge=1, le=1001, description="1 + 4k")
+    fps: float = 16.0
+    width: int = Field(832, ge=16, le=4096)
+    height: int = Field(480, ge=16, le=4096)
+    steps: int = Field(50, ge=1, le=200)
+    cfg_scale: float = Field(5.0, ge=0.0, le=30.0)
+    seed: int = -1
+    sampler: str = "diffusers"
+    format: str = Field("mp4", pattern="^(mp4|webp)$")
+
+
+class Img2VidRequest(Txt2VidRequest):
+    image: str = Field(description="the first frame, base64 (PNG, JPEG, WebP)")
+
+
+def _check(state: ServerState, body: Txt2VidRequest) -> Path:
+    """The request's model folder, after every check that needs no GPU (RequestError: 422)."""
+    from ....pipelines.video import SAMPLERS, check_frame_count
+
+    try:
+        check_frame_count(body.frames)
+        check_fps(body.fps)
+    except ValueError as error:
+        raise RequestError(str(error).replace("--fps", "fps")) from None
+    if body.width % 16 or body.height % 16:
+        raise RequestError(f"width and height must be multiples of 16 for Wan, got "
+                           f"{body.width}x{body.height}")
+    if body.sampler not in SAMPLERS:
+        raise RequestError(f"sampler {body.sampler!r} is not one Wan runs; use one of "
+                           f"{', '.join(SAMPLERS)}")
+    entry = state.registry.find(body.model)
+    if entry is None or wan_family(entry.path) is None:
+        raise RequestError(f"model {body.model!r} is not a Wan folder of the models directory "
+                           "(/sdapi/v1/sd-models lists them)")
+    return Path(entry.path)
+
+
+def _pipeline(path: Path, device: Any) -> Any:
+    """The worker's Wan pipeline for `path`, loaded on first use (another path replaces
+    it)."""
+    from ....pipelines.video import WanPipeline
+
+    key = id(device)
+    if key not in _loaded or _loaded[key][0] != path:
+        _loaded.pop(key, None)
+        _loaded[key] = (path, WanPipeline.from_pretrained(path, device=device))
+    return _loaded[key][1]
+
+
+def _encoded(frames: np.ndarray, kind: str, fps: float) -> str:
+    with tempfile.TemporaryDirectory() as folder:
+        target = write_video(frames, Path(folder) / f"video.{kind}", fps)
+        return base64.b64encode(target.read_bytes()).decode("ascii")
+
+
+async def _run(state: ServerState, body: Txt2VidRequest, image: Any) -> dict[str, Any]:
+    path = _check(state, body)
+    seed = body.seed if body.seed != -1 else secrets.randbelow(2**32)
+    kind = "img2vid" if image is not None else "txt2vid"
+    worker = state.worker  # what job() takes along, not the state (a worker process's own)
+
+    def job() -> dict[str, Any]:
+        observer, device = worker.begin_job(kind)
+        pipe = _pipeline(path, device)
+        videos = pipe(body.prompt, negative_prompt=body.negative_prompt, height=body.height,
+                      width=body.width, num_frames=body.frames, num_inference_steps=body.steps,
+                      guidance_scale=body.cfg_scale, seed=seed, sampler=body.sampler,
+                      image=image, callback=observer.step)
+        frames = np.round(videos[0] * 255).astype(np.uint8)
+        return {"video": _encoded(frames, body.format, body.fps), "format": body.format,
+                "seed": seed, "frames": body.frames, "fps": body.fps, "width": body.width,
+                "height": body.height, "interrupted": observer.interrupted()}
+
+    try:
+        return await wait(submit(state, job))  # type: ignore[no-any-return]
+    except ValueError as error:  # the model's own refusals (img2vid on Wan 2.1, sizes)
+        raise RequestError(str(error)) from None
+
+
+@avx.post("/txt2vid")
+async def txt2vid(body: Txt2VidRequest, state: State) -> dict[str, Any]:
+    return await _run(state, body, None)
+
+
+@avx.post("/img2vid")
+async def img2vid(body: Img2VidRequest, state: State) -> dict[str, Any]:
+    return await _run(state, body, decode_image(body.image, "image").convert("RGB"))

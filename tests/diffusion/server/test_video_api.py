@@ -1,0 +1,96 @@
+"""Videos on the server: POST /avx/txt2vid runs a tiny Wan folder of the models directory on
+the worker's queue and answers diffusers' WanPipeline frames as an animated WebP (lossless);
+bad settings and a model that is not Wan are 422s saying what to change."""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("diffusers", reason="diffusers is a test-only reference (extra: reference)")
+pytest.importorskip("fastapi", reason="the server extra is not installed")
+import torch
+from fastapi.testclient import TestClient
+from PIL import Image, ImageSequence
+from sd_tiny import write_pipeline
+from server_support import Background, CachedLoader, wait_for_step
+from wan_tiny import tiny_wan_pipeline
+
+import gpucore
+
+RED = "a red cube on a wooden table"
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClient, Any]]:
+    from diffusion.server import create_app
+
+    root = tmp_path_factory.mktemp("video-server")
+    models = root / "models"
+    write_pipeline(models / "tiny-a")
+    reference = tiny_wan_pipeline(models)
+    app = create_app(model=models / "tiny-a", models_dir=models, outputs=root / "outputs",
+                     loader=CachedLoader())
+    with TestClient(app) as client:
+        yield client, reference
+    app.state.worker.stop()
+
+
+def _frames(b64: str) -> np.ndarray:
+    with Image.open(io.BytesIO(base64.b64decode(b64))) as video:
+        return np.stack([np.asarray(f.convert("RGB"), np.float32) / 255
+                         for f in ImageSequence.Iterator(video)])
+
+
+def test_txt2vid_on_the_queue(first_device: gpucore.Device,
+                              served: tuple[TestClient, Any]) -> None:
+    client, reference = served
+    body = {"model": "wan", "prompt": RED, "negative_prompt": "blurry", "frames": 5,
+            "width": 48, "height": 32, "steps": 2, "cfg_scale": 4.0, "seed": 3,
+            "format": "webp", "fps": 8}
+    response = client.post("/avx/txt2vid", json=body)
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert answer["seed"] == 3 and answer["format"] == "webp" and not answer["interrupted"]
+    ours = _frames(answer["video"])
+    expected = reference(RED, negative_prompt="blurry", height=32, width=48, num_frames=5,
+                         num_inference_steps=2, guidance_scale=4.0, output_type="np",
+                         generator=torch.Generator().manual_seed(3)).frames[0]
+    assert ours.shape == (5, 32, 48, 3)
+    assert np.abs(ours - expected).mean() < 0.01
+    # the queue is free again and the picture model still answers
+    assert client.get("/sdapi/v1/progress").json()["state"]["job"] == ""
+
+
+def test_progress_and_interrupt(first_device: gpucore.Device,
+                                served: tuple[TestClient, Any]) -> None:
+    """/sdapi/v1/progress follows a video's steps; /interrupt stops it after the current one
+    and the frames come back decoded from there."""
+    client, _ = served
+    body = {"model": "wan", "prompt": RED, "frames": 1, "width": 32, "height": 32,
+            "steps": 40, "cfg_scale": 1.0, "seed": 1, "format": "webp"}
+    running = Background(lambda: client.post("/avx/txt2vid", json=body))
+    seen = wait_for_step(client.get, step=1)
+    assert seen["state"]["job"] == "txt2vid" and seen["state"]["sampling_steps"] == 40
+    client.post("/sdapi/v1/interrupt")
+    answer = running.result().json()
+    assert answer["interrupted"] and _frames(answer["video"]).shape == (1, 32, 32, 3)
+
+
+@pytest.mark.parametrize(("change", "says"), [
+    ({"frames": 8}, "frames must be 1 + 4k"),
+    ({"width": 40}, "multiples of 16"),
+    ({"model": "tiny-a"}, "is not a Wan folder"),
+    ({"sampler": "Heun"}, "is not one Wan runs"),
+])
+def test_bad_video_requests_are_422(served: tuple[TestClient, Any], change: dict[str, Any],
+                                    says: str) -> None:
+    client, _ = served
+    body = {"model": "wan", "prompt": "x", "frames": 5, "width": 48, "height": 32, **change}
+    response = client.post("/avx/txt2vid", json=body)
+    assert response.status_code == 422 and says in response.text, response.text
