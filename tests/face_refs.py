@@ -7,6 +7,7 @@ for torchvision's spec and fails on a module without one)."""
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import types
 from collections import OrderedDict
@@ -81,17 +82,38 @@ class ResNet50(nn.Module):
             setattr(self, f"layer{index}", nn.Sequential(*layers))
 
 
+def _nms(boxes, scores, iou_threshold):
+    """torchvision.ops.nms: greedy, best score first, IoU of (x2 - x1) * (y2 - y1) areas."""
+    order = torch.argsort(scores, descending=True, stable=True)
+    x1, y1, x2, y2 = boxes.unbind(1)
+    areas = (x2 - x1) * (y2 - y1)
+    keep = []
+    while order.numel():
+        i = order[0]
+        keep.append(i)
+        rest = order[1:]
+        w = (torch.minimum(x2[i], x2[rest]) - torch.maximum(x1[i], x1[rest])).clamp(min=0)
+        h = (torch.minimum(y2[i], y2[rest]) - torch.maximum(y1[i], y1[rest])).clamp(min=0)
+        inter = w * h
+        order = rest[inter / (areas[i] + areas[rest] - inter) <= iou_threshold]
+    return torch.stack(keep) if keep else torch.zeros(0, dtype=torch.int64)
+
+
 def _normalize(tensor, mean, std, inplace=False):
     mean = torch.as_tensor(mean).view(-1, 1, 1)
     std = torch.as_tensor(std).view(-1, 1, 1)
     return tensor.sub_(mean).div_(std) if inplace else (tensor - mean) / std
 
 
-def _import_references():
+@contextlib.contextmanager
+def torchvision_stub():
+    """The stand-in as `torchvision` while the block runs (facexlib imports ResNet-50 when a
+    RetinaFace is built), unless a real torchvision is imported already."""
     stubs = {}
     if "torchvision" not in sys.modules:
-        names = ["torchvision", "torchvision.models", "torchvision.models._utils",
-                 "torchvision.transforms", "torchvision.transforms.functional"]
+        names = ["torchvision", "torchvision.ops", "torchvision.models",
+                 "torchvision.models._utils", "torchvision.transforms",
+                 "torchvision.transforms.functional"]
         stubs = {name: types.ModuleType(name) for name in names}
         stubs["torchvision.models._utils"].IntermediateLayerGetter = IntermediateLayerGetter
         stubs["torchvision.models"].resnet50 = ResNet50
@@ -100,23 +122,27 @@ def _import_references():
         functional.normalize = _normalize
         functional.InterpolationMode = functional.rotate = None
         stubs["torchvision.transforms"].functional = functional
+        stubs["torchvision.ops"].nms = _nms
+        stubs["torchvision"].ops = stubs["torchvision.ops"]
         stubs["torchvision"].models = stubs["torchvision.models"]
         stubs["torchvision"].transforms = stubs["torchvision.transforms"]
         sys.modules.update(stubs)
     try:
-        modules = {}
-        for name in ("spandrel", "spandrel_extra_arches", "facexlib"):
-            modules[name] = pytest.importorskip(
-                name, reason="test-only reference (extra: reference)")
-        import facexlib.detection.retinaface
-        import facexlib.parsing.parsenet
-        import facexlib.utils.face_restoration_helper  # noqa: F401
-        import spandrel_extra_arches.architectures.CodeFormer  # noqa: F401
-        return modules
+        yield
     finally:
         for name, module in stubs.items():
             if sys.modules.get(name) is module:
                 del sys.modules[name]
+
+
+def _import_references():
+    with torchvision_stub():
+        modules = {}
+        for name in ("spandrel", "spandrel_extra_arches", "facexlib"):
+            modules[name] = pytest.importorskip(
+                name, reason="test-only reference (extra: reference)")
+        import spandrel_extra_arches.architectures.CodeFormer  # noqa: F401
+        return modules
 
 
 references = _import_references()
