@@ -13,6 +13,7 @@ import face_refs  # noqa: E402
 from facexlib.detection.retinaface import RetinaFace as TorchRetinaFace  # noqa: E402
 
 from diffusion.models.retinaface import RetinaFace, prior_boxes  # noqa: E402
+from gpustd import Tensor  # noqa: E402
 
 
 def random_retinaface(network: str, bgr: np.ndarray, seed: int = 0):
@@ -63,3 +64,27 @@ def test_retinaface_detections_equal_facexlib(first_device, network):
     nearest = distance.argmin(axis=1)
     assert sorted(nearest) == list(range(len(got)))
     assert distance.min(axis=1).max() < 0.03  # pixels (typically 1e-3), and score
+
+
+def test_parsenet_equals_facexlib(first_device):
+    from facexlib.parsing.parsenet import ParseNet as TorchParseNet
+
+    from diffusion.models.parsenet import ParseNet
+
+    torch.manual_seed(0)
+    reference = TorchParseNet(in_size=64, out_size=64, min_feat_size=16, base_ch=32,
+                              res_depth=2, ch_range=[32, 64])
+    image = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(3)) * 2 - 1
+    for module in reference.modules():  # BatchNorm statistics of this picture, as above
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.momentum = 1.0
+            torch.nn.init.normal_(module.weight, 1.0, 0.2)
+    reference.train()
+    with torch.no_grad():
+        reference(image)
+        want = reference.eval()(image)[0].numpy()
+    ours = ParseNet.from_state_dict({k: v.numpy() for k, v in reference.state_dict().items()},
+                                    device=first_device)
+    got = ours(Tensor.from_numpy(image.numpy(), device=first_device)).numpy()
+    assert got.shape == want.shape == (1, 19, 64, 64)
+    assert np.abs(got - want).max() / np.abs(want).max() < 2e-4
