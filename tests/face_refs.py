@@ -11,6 +11,7 @@ import contextlib
 import sys
 import types
 from collections import OrderedDict
+from pathlib import Path
 
 import pytest
 
@@ -146,3 +147,90 @@ def _import_references():
 
 
 references = _import_references()
+
+
+def tiny_gfpgan(seed: int = 0, *, size: int = 512, sft_half: bool = True):
+    """GFPGANv1Clean at `size` with a sixteenth of the real widths and a 32-wide style, random
+    weights (the noise strengths and SFT convs large enough to matter)."""
+    torch.manual_seed(seed)
+    from spandrel.architectures.GFPGAN import GFPGAN
+
+    model = GFPGAN(out_size=size, num_style_feat=32, channel_multiplier=2, narrow=1 / 16,
+                        sft_half=sft_half).eval()
+    with torch.no_grad():
+        for name, value in model.named_parameters():
+            if name.endswith(".weight") and value.numel() == 1:  # noise injection strength
+                value.fill_(0.3)
+            elif "condition_" in name or name.endswith("bias"):
+                value.copy_(torch.randn_like(value) * 0.1)
+    return model
+
+
+def tiny_codeformer(seed: int = 0):
+    """spandrel_extra_arches' CodeFormer with its VQGAN narrowed and shortened (32 features,
+    two downsamples: 64x64 faces to the 16x16 latents), a 64-wide two-layer transformer
+    and a 64-entry codebook; the fusion points where the real layout's rule puts them."""
+    from spandrel_extra_arches.architectures.CodeFormer.__arch import codeformer as arch
+
+    torch.manual_seed(seed)
+    with torch.device("meta"):  # the full-size VQGAN it builds first is replaced
+        model = arch.CodeFormer(dim_embd=64, n_layers=2, codebook_size=64,
+                                connect_list=["32", "64"])
+    mult = [1, 2, 4]
+    model.encoder = arch.Encoder(3, 32, 256, mult, 2, 64, [16])
+    model.generator = arch.Generator(32, mult, 2, 64, [16], 256)
+    model.fuse_convs_dict = torch.nn.ModuleDict(
+        {size: arch.Fuse_sft_block(ch, ch) for size, ch in (("32", 64), ("64", 32))})
+    model.fuse_encoder_block = {"64": 2, "32": 5}
+    model.fuse_generator_block = {"32": 9, "64": 12}
+    model = model.to_empty(device="cpu")
+    with torch.no_grad():
+        for name, value in model.named_parameters():
+            if value.ndim == 1:  # biases, and norms' weights near 1
+                value.copy_(torch.randn_like(value) * 0.1 + name.endswith("weight"))
+            else:
+                value.copy_(torch.randn_like(value) / value[0].numel() ** 0.5)
+        model.idx_pred_layer[1].weight.mul_(30)  # clear winners among the codes
+        model.position_emb.normal_()
+    return model.eval()
+
+
+def tiny_parsenet(seed: int = 0, size: int = 64):
+    """facexlib's ParseNet narrowed (32..64 channels, two residual blocks), random weights and
+    BatchNorm statistics of a random picture."""
+    from facexlib.parsing.parsenet import ParseNet
+
+    torch.manual_seed(seed)
+    model = ParseNet(in_size=size, out_size=size, min_feat_size=16, base_ch=32, res_depth=2,
+                     ch_range=[32, 64])
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.momentum = 1.0
+            nn.init.normal_(module.weight, 1.0, 0.2)
+    with torch.no_grad():
+        model.train()(torch.rand(1, 3, size, size) * 2 - 1)
+    return model.eval()
+
+
+def tiny_retinaface(seed: int = 0):
+    """facexlib's RetinaFace on MobileNet-0.25 (its small release), random weights."""
+    from facexlib.detection.retinaface import RetinaFace
+
+    torch.manual_seed(seed)
+    with torchvision_stub():
+        return RetinaFace(network_name="mobile0.25", device="cpu").eval()
+
+
+def write_face_models(models: Path) -> Path:
+    """The WebUI's face restoration files under `models` (GFPGAN/GFPGANv1.4.pth,
+    Codeformer/codeformer-v0.1.0.pth, facexlib/detection_mobilenet0.25_Final.pth and
+    parsing_parsenet.pth) with the tiny random networks above, restoring 64x64 faces."""
+    files = {"GFPGAN/GFPGANv1.4.pth": {"params_ema": tiny_gfpgan(size=64).state_dict()},
+             "Codeformer/codeformer-v0.1.0.pth": {"params_ema": tiny_codeformer().state_dict()},
+             "facexlib/detection_mobilenet0.25_Final.pth": tiny_retinaface().state_dict(),
+             "facexlib/parsing_parsenet.pth": tiny_parsenet().state_dict()}
+    for name, state in files.items():
+        (models / name).parent.mkdir(parents=True, exist_ok=True)
+        torch.save(state, models / name)
+    return models
+

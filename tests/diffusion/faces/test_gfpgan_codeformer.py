@@ -10,26 +10,10 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="test-only reference (extra: reference)")
 
-import face_refs  # noqa: E402,F401
-from spandrel.architectures.GFPGAN import GFPGAN as TorchGFPGAN  # noqa: E402
+from face_refs import tiny_codeformer, tiny_gfpgan  # noqa: E402
 
 from diffusion.models.gfpgan import GFPGAN  # noqa: E402
 from gpustd import Tensor  # noqa: E402
-
-
-def tiny_gfpgan(seed: int = 0, *, size: int = 512, sft_half: bool = True):
-    """GFPGANv1Clean at `size` with a sixteenth of the real widths and a 32-wide style, random
-    weights (the noise strengths and SFT convs large enough to matter)."""
-    torch.manual_seed(seed)
-    model = TorchGFPGAN(out_size=size, num_style_feat=32, channel_multiplier=2, narrow=1 / 16,
-                        sft_half=sft_half).eval()
-    with torch.no_grad():
-        for name, value in model.named_parameters():
-            if name.endswith(".weight") and value.numel() == 1:  # noise injection strength
-                value.fill_(0.3)
-            elif "condition_" in name or name.endswith("bias"):
-                value.copy_(torch.randn_like(value) * 0.1)
-    return model
 
 
 def _relative(got: np.ndarray, want: np.ndarray) -> float:
@@ -58,35 +42,6 @@ def test_gfpgan_equals_spandrel(first_device, size, sft_half):
     got = ours(x, [n.numpy() for n in noise]).numpy()
     assert got.shape == want.shape
     assert _relative(got, want) < 2e-4
-
-
-def tiny_codeformer(seed: int = 0):
-    """spandrel_extra_arches' CodeFormer with its VQGAN narrowed and shortened (32 features,
-    two downsamples: 64x64 faces to the 16x16 latents), a 64-wide two-layer transformer
-    and a 64-entry codebook; the fusion points where the real layout's rule puts them."""
-    from spandrel_extra_arches.architectures.CodeFormer.__arch import codeformer as arch
-
-    torch.manual_seed(seed)
-    with torch.device("meta"):  # the full-size VQGAN it builds first is replaced
-        model = arch.CodeFormer(dim_embd=64, n_layers=2, codebook_size=64,
-                                connect_list=["32", "64"])
-    mult = [1, 2, 4]
-    model.encoder = arch.Encoder(3, 32, 256, mult, 2, 64, [16])
-    model.generator = arch.Generator(32, mult, 2, 64, [16], 256)
-    model.fuse_convs_dict = torch.nn.ModuleDict(
-        {size: arch.Fuse_sft_block(ch, ch) for size, ch in (("32", 64), ("64", 32))})
-    model.fuse_encoder_block = {"64": 2, "32": 5}
-    model.fuse_generator_block = {"32": 9, "64": 12}
-    model = model.to_empty(device="cpu")
-    with torch.no_grad():
-        for name, value in model.named_parameters():
-            if value.ndim == 1:  # biases, and norms' weights near 1
-                value.copy_(torch.randn_like(value) * 0.1 + name.endswith("weight"))
-            else:
-                value.copy_(torch.randn_like(value) / value[0].numel() ** 0.5)
-        model.idx_pred_layer[1].weight.mul_(30)  # clear winners among the codes
-        model.position_emb.normal_()
-    return model.eval()
 
 
 def test_codeformer_equals_spandrel(first_device):
