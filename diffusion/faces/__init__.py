@@ -5,8 +5,15 @@ files the WebUI keeps in models/GFPGAN, models/Codeformer and models/facexlib (`
 Import order: align (geometry) <- restore (the pipeline) <- models (files and networks).
 """
 
-from .models import FACE_RESTORERS, FaceFolders, FaceModelError, FaceRestorers
+from .models import (
+    FACE_RESTORERS,
+    FaceFolders,
+    FaceModelError,
+    FaceRestoration,
+    FaceRestorers,
+    restorers_for,
+)
 from .restore import FaceRestorer, blend
 
-__all__ = ["FACE_RESTORERS", "FaceFolders", "FaceModelError", "FaceRestorer", "FaceRestorers",
-           "blend"]
+__all__ = ["FACE_RESTORERS", "FaceFolders", "FaceModelError", "FaceRestoration", "FaceRestorer",
+           "FaceRestorers", "blend", "restorers_for"]

@@ -30,7 +30,8 @@ from ..loaders import WeightsError
 from ..loaders.formats.torch_file import open_weights_file
 from .restore import FaceRestorer, blend
 
-__all__ = ["FACE_RESTORERS", "FaceFolders", "FaceModelError", "FaceRestorers"]
+__all__ = ["FACE_RESTORERS", "FaceFolders", "FaceModelError", "FaceRestoration",
+           "FaceRestorers", "restorers_for"]
 
 FACE_RESTORERS = ("CodeFormer", "GFPGAN")  # the WebUI's /sdapi/v1/face-restorers order
 DETECTORS = ("detection_Resnet50_Final.pth", "detection_mobilenet0.25_Final.pth")
@@ -151,3 +152,46 @@ class FaceRestorers:
         by `visibility` (the Extras tab's)."""
         restored = self.restorer(name, codeformer_weight=codeformer_weight).restore(rgb)
         return blend(rgb, restored, visibility)
+
+    def check(self, name: str) -> None:
+        """Raises FaceModelError unless restorer `name`'s files are all found (nothing is
+        read): what a request is refused with before it is queued."""
+        if name not in FACE_RESTORERS:
+            raise FaceModelError(f"unknown face restoration model {name!r}; known: "
+                                 f"{', '.join(FACE_RESTORERS)}")
+        self.folders.restorer_file(name)
+        self.folders.helper_file(DETECTORS)
+        self.folders.helper_file((PARSER,))
+
+
+_PROCESS_RESTORERS: dict[tuple[FaceFolders, Any], FaceRestorers] = {}
+_PROCESS_LOCK = threading.Lock()
+
+
+def restorers_for(folders: FaceFolders, device: Device | None = None) -> FaceRestorers:
+    """This process's FaceRestorers of `folders` on `device` (made once, so its networks
+    are read once: a server's jobs, and a worker process's, share them)."""
+    with _PROCESS_LOCK:
+        key = (folders, device)
+        if key not in _PROCESS_RESTORERS:
+            _PROCESS_RESTORERS[key] = FaceRestorers(folders, device=device)
+        return _PROCESS_RESTORERS[key]
+
+
+@dataclass(frozen=True)
+class FaceRestoration:
+    """A job's face restoration (picklable: it travels to worker processes): restorer
+    `model` of `folders`, CodeFormer's fidelity `codeformer_weight`, blended by
+    `visibility`."""
+
+    folders: FaceFolders
+    model: str
+    codeformer_weight: float = 0.5
+    visibility: float = 1.0
+
+    def apply(self, rgb: np.ndarray, device: Device | None = None) -> np.ndarray:
+        """(H, W, 3) uint8 RGB with its faces restored on `device` (None: the default)."""
+        return restorers_for(self.folders, device).restore(
+            rgb, self.model, codeformer_weight=self.codeformer_weight,
+            visibility=self.visibility)
+

@@ -15,6 +15,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
+from ...faces import FaceFolders
 from ...loaders.control.catalog import ControlModelDir
 from ...text.embeddings import EmbeddingDatabase
 from ..catalog.image_encoders import ImageEncoders
@@ -126,7 +127,10 @@ def create_app(settings: ServerSettings | None = None, /, *,
                         queue_size=settings.queue_size, max_size=settings.max_size,
                         users=users, cmd_flags=dict(settings.cmd_flags), embeddings=embeddings,
                         lora_dir=lora_dir, controlnets=controlnets,
-                        image_encoders=encoders, model=first, previews=previews)
+                        image_encoders=encoders, model=first, previews=previews,
+                        faces=FaceFolders.from_models_dir(
+                            models_dir, gfpgan=settings.gfpgan_models_path,
+                            codeformer=settings.codeformer_models_path))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):  # type: ignore[no-untyped-def]
