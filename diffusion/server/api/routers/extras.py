@@ -110,12 +110,14 @@ def _postprocess(image: np.ndarray, options: _ExtrasOptions,
     return out
 
 
-def _check(options: _ExtrasOptions, folders: FaceFolders) -> list[FaceRestoration]:
+def _check(options: _ExtrasOptions, state: State) -> list[FaceRestoration]:
     """The request's face restorations; RequestError for an unknown upscaler or a missing
     face restoration file."""
-    faces = _restorations(options, folders)
+    # (the face folders looked at only when asked for)
+    restoring = options.gfpgan_visibility > 0 or options.codeformer_visibility > 0
+    faces = _restorations(options, state.faces) if restoring else []
     for restoration in faces:
-        check_restorer(folders, restoration.model)
+        check_restorer(restoration.folders, restoration.model)
     known = upscaler_names()
     for field in ("upscaler_1", "upscaler_2"):
         if getattr(options, field) not in known:
@@ -169,7 +171,7 @@ async def list_upscalers() -> list[dict[str, Any]]:
 
 @api.post("/extra-single-image")
 async def extra_single_image(request: ExtrasSingleRequest, state: State) -> dict[str, Any]:
-    faces = _check(request, state.faces)
+    faces = _check(request, state)
     image = np.asarray(decode_image(request.image, "image").convert("RGB"))
     out = await _run(state, lambda: _postprocess(image, request, faces))
     return {"html_info": _html_info(request, out.shape[1::-1]), "image": encode_png(out)}
@@ -177,7 +179,7 @@ async def extra_single_image(request: ExtrasSingleRequest, state: State) -> dict
 
 @api.post("/extra-batch-images")
 async def extra_batch_images(request: ExtrasBatchRequest, state: State) -> dict[str, Any]:
-    faces = _check(request, state.faces)
+    faces = _check(request, state)
     images = [np.asarray(decode_image(item.data, f"imageList[{i}]").convert("RGB"))
               for i, item in enumerate(request.imageList)]
     outs = await _run(state, lambda: [_postprocess(image, request, faces) for image in images])
