@@ -101,3 +101,15 @@ def test_restore_changes_only_the_planted_face(first_device, tmp_path):
         inside = np.abs(out.astype(int) - picture)[~outside]
         assert (inside > 8).mean() > 0.2, name  # the face region did change
     assert detector.calls[0] == ((640, 866, 3), 0.97)
+
+
+@pytest.mark.nodevice
+def test_infotext_names_the_face_restorer():
+    from diffusion.infotext import format_infotext, parse_infotext
+
+    settings = {"prompt": "a face", "steps": 2, "sampler": "Euler a", "cfg_scale": 7,
+                "seed": 3, "width": 64, "height": 48, "face_restoration": "CodeFormer"}
+    text = format_infotext(settings)
+    assert "Seed: 3, Face restoration: CodeFormer, Size: 64x48" in text  # the WebUI's order
+    assert parse_infotext(text)["face_restoration"] == "CodeFormer"
+    assert "Face restoration" not in format_infotext({**settings, "face_restoration": None})
