@@ -8,6 +8,7 @@ for torchvision's spec and fails on a module without one)."""
 from __future__ import annotations
 
 import contextlib
+import importlib
 import sys
 import types
 from collections import OrderedDict
@@ -142,7 +143,11 @@ def _import_references():
         for name in ("spandrel", "spandrel_extra_arches", "facexlib"):
             modules[name] = pytest.importorskip(
                 name, reason="test-only reference (extra: reference)")
-        import spandrel_extra_arches.architectures.CodeFormer  # noqa: F401
+        # the modules that import torchvision themselves, while the stand-in is there
+        for name in ("facexlib.detection.retinaface", "facexlib.parsing.parsenet",
+                     "facexlib.utils.face_restoration_helper",
+                     "spandrel_extra_arches.architectures.CodeFormer"):
+            modules[name] = importlib.import_module(name)
         return modules
 
 

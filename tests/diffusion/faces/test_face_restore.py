@@ -113,3 +113,61 @@ def test_infotext_names_the_face_restorer():
     assert "Seed: 3, Face restoration: CodeFormer, Size: 64x48" in text  # the WebUI's order
     assert parse_infotext(text)["face_restoration"] == "CodeFormer"
     assert "Face restoration" not in format_infotext({**settings, "face_restoration": None})
+
+
+def _helper(face_restore_helper, bgr, points, parser):
+    """facexlib's FaceRestoreHelper as the WebUI sets it up (512 faces, upscale 1, the parsing
+    net's mask), its detection and parsing planted."""
+    helper = object.__new__(face_restore_helper)
+    helper.__dict__.update(
+        template_3points=False, upscale_factor=1, crop_ratio=(1, 1), face_size=(512, 512),
+        face_template=FFHQ_TEMPLATE.copy(), save_ext="png", pad_blur=False, device="cpu",
+        use_parse=parser is not None, face_parse=parser, all_landmarks_5=[points],
+        det_faces=[], affine_matrices=[], inverse_affine_matrices=[], cropped_faces=[],
+        restored_faces=[], pad_input_imgs=[], input_img=bgr)
+    return helper
+
+
+@pytest.mark.parametrize("parse", [True, False])
+def test_paste_back_equals_facexlib(first_device, parse):
+    """The whole paste-back against FaceRestoreHelper's (parsing mask, and the square one),
+    a network inverting the face and a planted parse map: equal but for OpenCV's 1/32-pixel
+    warps."""
+    torch = pytest.importorskip("torch", reason="test-only reference (extra: reference)")
+    import face_refs  # noqa: F401
+    from facexlib.utils.face_restoration_helper import FaceRestoreHelper
+
+    from diffusion.faces.restore import FaceRestorer
+    from gpustd import Tensor
+
+    y, x = np.mgrid[0:260, 0:300]
+    picture = np.stack([np.sin(x / 23.0), np.cos(y / 17.0), np.sin((x - y) / 31.0)], -1)
+    picture = (picture * 100 + 128).astype(np.uint8)
+    points = _landmarks(_similarity(-0.25, 0.4, (60.0, 40.0)))
+    # parse classes: a skin ellipse (1), hair above it (17), background (0)
+    fy, fx = np.mgrid[0:512, 0:512]
+    classes = np.where(((fx - 256) / 170) ** 2 + ((fy - 290) / 210) ** 2 < 1, 1, 0)
+    classes[(fy < 140) & (np.abs(fx - 256) < 200)] = 17
+    logits = np.eye(19, dtype=np.float32)[classes].transpose(2, 0, 1)[None] * 10
+
+    class TorchParser(torch.nn.Module):
+        def forward(self, face):
+            return torch.from_numpy(logits), None
+
+    bgr = np.ascontiguousarray(picture[..., ::-1])
+    helper = _helper(FaceRestoreHelper, bgr, points, TorchParser() if parse else None)
+    helper.align_warp_face()
+    for crop in helper.cropped_faces:  # the WebUI's tensor round trip, the face inverted
+        face = -(crop[..., ::-1].astype(np.float32) / 255.0 - 0.5) / 0.5
+        helper.add_restored_face(((np.clip(face, -1, 1) + 1) / 2 * 255).astype(np.uint8)
+                                 [..., ::-1])
+    helper.get_inverse_affine(None)
+    want = helper.paste_faces_to_input_image()[..., ::-1]
+
+    parser = (lambda face: Tensor.from_numpy(logits, device=first_device)) if parse else None
+    ours = FaceRestorer(lambda face: face * -1.0, PlantedDetector(points, 260), parser,
+                        first_device)
+    got = ours.restore(picture)
+    difference = np.abs(got.astype(int) - want)
+    assert difference.mean() < 0.2 and np.percentile(difference, 99.9) <= 3
+    assert (np.abs(got.astype(int) - picture) > 20).mean() > 0.05  # the face is inverted
