@@ -165,7 +165,7 @@ class GFPGAN:
                                     dtype=self.dtype, device=self.device) for n in noise]
         # 1. the U-Net's encoder down to 4x4, and the latents from its bottleneck
         feat = leaky_relu(self._conv("conv_body_first", x, padding=0))
-        skips = []
+        skips: list[Tensor] = []
         for i in range(self.log_size - 2):
             feat = self._resblock(f"conv_body_down.{i}", feat, up=False)
             skips.insert(0, feat)

@@ -134,11 +134,12 @@ class RetinaFace:
         # 3x3 max pool, stride 2, padding 1: after the ReLU a zero pad never wins
         x = pad(x, (1, 1, 1, 1))
         h, w = (x.shape[2] - 3) // 2 + 1, (x.shape[3] - 3) // 2 + 1
-        pooled = None
+        pooled = x[:, :, 0:2 * h - 1:2, 0:2 * w - 1:2]
         for dy in range(3):
             for dx in range(3):
-                part = x[:, :, dy:dy + 2 * h - 1:2, dx:dx + 2 * w - 1:2]
-                pooled = part if pooled is None else gpustd.maximum(pooled, part)
+                if dy or dx:
+                    part = x[:, :, dy:dy + 2 * h - 1:2, dx:dx + 2 * w - 1:2]
+                    pooled = gpustd.maximum(pooled, part)
         x = pooled
         outputs = []
         for layer, blocks in ((1, 3), (2, 4), (3, 6), (4, 3)):
