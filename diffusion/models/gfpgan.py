@@ -63,6 +63,25 @@ class GFPGAN:
         """Build from a state dict of numpy arrays. Raises ValueError naming a missing key or
         a layout that is no GFPGANv1Clean (GFPGAN v1's original arch, RestoreFormer)."""
         device = device or default_device()
+        config = cls.config(state)
+        expected = _expected_keys(config["log_size"])
+        weights = {}
+        for key in expected:
+            value = np.asarray(state[key], dtype=np.float32)
+            if key.endswith("modulated_conv.weight"):
+                value = value[0]  # stored [1, out, in, k, k]
+                # demodulation's sums of squares over the kernel, [out, in]
+                squares = np.square(value, dtype=np.float64).sum(axis=(2, 3))
+                weights[f"{key}.squares"] = Tensor.from_numpy(
+                    squares.astype(np.float32), dtype=dtype, device=device)
+            weights[key] = Tensor.from_numpy(value, dtype=dtype, device=device)
+        return cls(weights, **config)
+
+    @staticmethod
+    def config(state: Mapping[str, Any]) -> dict[str, Any]:
+        """log_size, num_style_feat and sft_half as the weights' names and shapes say (nothing
+        read). Raises ValueError naming a missing key or a layout that is no GFPGANv1Clean
+        (GFPGAN v1's original arch, RestoreFormer)."""
         if "stylegan_decoder.style_conv1.modulated_conv.weight" not in state:
             raise ValueError("not a GFPGANv1Clean state dict (no 'stylegan_decoder.style_conv1."
                              "modulated_conv.weight'; GFPGAN v1.3 and v1.4 are)")
@@ -76,22 +95,11 @@ class GFPGAN:
         if latents != 2 * log_size - 2:
             raise ValueError("GFPGAN with one latent for every layer (different_w) is "
                              f"supported; this file's final_linear gives {latents}")
-        expected = _expected_keys(log_size)
-        missing = [key for key in expected if key not in state]
+        missing = [key for key in _expected_keys(log_size) if key not in state]
         if missing:
             raise ValueError(f"GFPGAN state dict lacks {missing[:3]} ({len(missing)} keys)")
-        weights = {}
-        for key in expected:
-            value = np.asarray(state[key], dtype=np.float32)
-            if key.endswith("modulated_conv.weight"):
-                value = value[0]  # stored [1, out, in, k, k]
-                # demodulation's sums of squares over the kernel, [out, in]
-                squares = np.square(value, dtype=np.float64).sum(axis=(2, 3))
-                weights[f"{key}.squares"] = Tensor.from_numpy(
-                    squares.astype(np.float32), dtype=dtype, device=device)
-            weights[key] = Tensor.from_numpy(value, dtype=dtype, device=device)
-        return cls(weights, log_size=log_size, num_style_feat=num_style_feat,
-                   sft_half=bool(sft_half))
+        return {"log_size": log_size, "num_style_feat": num_style_feat,
+                "sft_half": bool(sft_half)}
 
     @property
     def dtype(self) -> np.dtype:

@@ -79,3 +79,14 @@ def test_codeformer_layout_of_the_release():
         level = {512: 0, 256: 1, 128: 2, 64: 3, 32: 4}[int(size)]
         assert taken[level] == model.fuse_encoder_block[size]
         assert fused[level] == model.fuse_generator_block[size]
+
+
+@pytest.mark.nodevice
+def test_gfpgan_config_of_the_release():
+    """The release's layout (GFPGANv1Clean's defaults, as spandrel loads v1.3/v1.4) is read
+    as such: 512 faces, 512-wide styles, SFT on half the channels."""
+    from spandrel.architectures.GFPGAN import GFPGAN as TorchGFPGAN
+
+    with torch.device("meta"):
+        state = TorchGFPGAN().state_dict()
+    assert GFPGAN.config(state) == {"log_size": 9, "num_style_feat": 512, "sft_half": True}
