@@ -117,7 +117,9 @@ class FaceRestorers:
                     state = {name: file.read(name) for name in file.keys()}
                     self._models[key] = build(state, device=self.device or default_device())
                 except (WeightsError, ValueError, KeyError, OSError) as error:
-                    raise FaceModelError(f"{path}: {error}") from None
+                    text = str(error)
+                    raise FaceModelError(text if str(path) in text else f"{path}: {text}"
+                                         ) from None
             return self._models[key]
 
     def restorer(self, name: str, *, codeformer_weight: float = 0.5) -> FaceRestorer:
@@ -132,10 +134,6 @@ class FaceRestorers:
             raise FaceModelError(f"unknown face restoration model {name!r}; known: "
                                  f"{', '.join(FACE_RESTORERS)}")
         path = self.folders.restorer_file(name)
-        detector = self._load("detector", self.folders.helper_file(DETECTORS),
-                              RetinaFace.from_state_dict)
-        parser = self._load("parser", self.folders.helper_file((PARSER,)),
-                            ParseNet.from_state_dict)
         if name == "GFPGAN":
             gfpgan = self._load(name, path, GFPGAN.from_state_dict)
             network, size = gfpgan.__call__, gfpgan.size
@@ -143,6 +141,10 @@ class FaceRestorers:
             codeformer = self._load(name, path, CodeFormer.from_state_dict)
             network = lambda face: codeformer(face, w=codeformer_weight)  # noqa: E731
             size = codeformer.size
+        detector = self._load("detector", self.folders.helper_file(DETECTORS),
+                              RetinaFace.from_state_dict)
+        parser = self._load("parser", self.folders.helper_file((PARSER,)),
+                            ParseNet.from_state_dict)
         return FaceRestorer(network=network, detector=detector, parser=parser,
                             device=self.device or default_device(), size=size)
 

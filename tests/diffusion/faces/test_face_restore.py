@@ -3,6 +3,8 @@ restore with a planted detector changing that face's region of the picture and n
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -171,3 +173,31 @@ def test_paste_back_equals_facexlib(first_device, parse):
     difference = np.abs(got.astype(int) - want)
     assert difference.mean() < 0.2 and np.percentile(difference, 99.9) <= 3
     assert (np.abs(got.astype(int) - picture) > 20).mean() > 0.05  # the face is inverted
+
+
+@pytest.mark.nodevice
+def test_missing_files_are_named_with_their_folders(tmp_path):
+    from diffusion.faces import FaceFolders, FaceModelError, FaceRestorers
+
+    folders = FaceFolders.from_models_dir(tmp_path, codeformer=tmp_path / "cf")
+    assert folders.codeformer == tmp_path / "cf" and folders.gfpgan == tmp_path / "GFPGAN"
+    faces = FaceRestorers(folders)
+    assert faces.available() == []
+    where = re.escape(f"in {tmp_path / 'GFPGAN'}; put GFPGANv1.4.pth there")
+    with pytest.raises(FaceModelError, match=where):
+        faces.check("GFPGAN")
+    with pytest.raises(FaceModelError, match="--codeformer-models-path"):
+        faces.check("CodeFormer")
+    with pytest.raises(FaceModelError, match="known: CodeFormer, GFPGAN"):
+        faces.check("RestoreFormer")
+    (tmp_path / "GFPGAN").mkdir()
+    (tmp_path / "GFPGAN" / "GFPGANv1.3.pth").write_bytes(b"")
+    assert faces.available() == [{"name": "GFPGAN", "cmd_dir": str(tmp_path / "GFPGAN")}]
+    with pytest.raises(FaceModelError, match=r"detection_Resnet50_Final\.pth.*facexlib"):
+        faces.check("GFPGAN")
+    (tmp_path / "facexlib" / "weights").mkdir(parents=True)
+    for name in ("detection_Resnet50_Final.pth", "parsing_parsenet.pth"):
+        (tmp_path / "facexlib" / "weights" / name).write_bytes(b"")
+    faces.check("GFPGAN")
+    with pytest.raises(FaceModelError, match=r"GFPGANv1\.3\.pth: not a valid PyTorch file"):
+        faces.restorer("GFPGAN")
