@@ -25,6 +25,7 @@ from ..jobs.loader import PipelineLoader
 from ..jobs.worker import Worker
 from ..previews import Previews
 from ..settings import ServerSettings
+from .faces import DEFAULT_OPTIONS
 from .limits import BodyLimit, add_error_handlers
 from .routers import routers
 from .routers.page import STATIC
@@ -121,6 +122,7 @@ def create_app(settings: ServerSettings | None = None, /, *,
         # Forge's VAE / Text Encoder files (as paths, as Forge keeps them): --text-encoder's
         "forge_additional_modules": [str(path) for path in first.modules],
         "sd_vae": settings.sd_vae,  # the WebUI's VAE choice (catalog.modules_dir)
+        **DEFAULT_OPTIONS,  # face restoration's (diffusion.server.api.faces)
     }
 
     state = ServerState(worker=worker, registry=registry, options=options, outputs=outputs,

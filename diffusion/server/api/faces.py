@@ -15,10 +15,14 @@ from typing import Any
 from ...faces import FACE_RESTORERS, FaceFolders, FaceModelError, FaceRestoration, restorers_for
 from .generation import RequestError
 
-__all__ = ["check_restorer", "face_restoration", "face_restorers"]
+__all__ = ["DEFAULT_OPTIONS", "check_restorer", "face_options", "face_restoration",
+           "face_restorers"]
 
 DEFAULT_MODEL = "CodeFormer"
 DEFAULT_WEIGHT = 0.5
+# the WebUI's options and their defaults, as GET /sdapi/v1/options shows them
+DEFAULT_OPTIONS = {"face_restoration": False, "face_restoration_model": DEFAULT_MODEL,
+                   "code_former_weight": DEFAULT_WEIGHT}
 
 
 def check_restorer(folders: FaceFolders, name: str) -> None:
@@ -35,6 +39,26 @@ def _weight(value: Any, field: str) -> float:
         raise RequestError(f"{field} must be a number from 0 to 1 (CodeFormer's fidelity: 0 "
                            f"the codebook's face, 1 the input's), got {value!r}")
     return float(value)
+
+
+def face_options(body: dict[str, Any]) -> dict[str, Any]:
+    """The face restoration options of a POST /sdapi/v1/options body, checked (RequestError)."""
+    updates: dict[str, Any] = {}
+    if "face_restoration" in body:
+        if not isinstance(body["face_restoration"], bool):
+            raise RequestError(f"face_restoration must be true or false, got "
+                               f"{body['face_restoration']!r}")
+        updates["face_restoration"] = body["face_restoration"]
+    if "face_restoration_model" in body:
+        name = body["face_restoration_model"]
+        if name not in FACE_RESTORERS:
+            raise RequestError(f"face_restoration_model {name!r} is not one of "
+                               f"{', '.join(FACE_RESTORERS)}")
+        updates["face_restoration_model"] = name
+    if "code_former_weight" in body:
+        updates["code_former_weight"] = _weight(body["code_former_weight"],
+                                                "code_former_weight")
+    return updates
 
 
 def face_restoration(request: Any, options: dict[str, Any],

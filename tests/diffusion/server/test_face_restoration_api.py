@@ -112,6 +112,20 @@ def test_txt2img_restore_faces(api, planted):
     assert plain.info["restore_faces"] is False
 
 
+def test_face_options(api):
+    client, _ = api
+    options = client.get_options()
+    assert (options["face_restoration"], options["face_restoration_model"],
+            options["code_former_weight"]) == (False, "CodeFormer", 0.5)
+    client.set_options({"face_restoration_model": "GFPGAN", "code_former_weight": 0.25})
+    options = client.get_options()
+    assert (options["face_restoration_model"], options["code_former_weight"]) == ("GFPGAN", 0.25)
+    for body in ({"face_restoration_model": "GPEN"}, {"code_former_weight": 2}):
+        response = client.session.post(f"{client.baseurl}/options", json=body)
+        assert response.status_code == 422 and next(iter(body)) in response.text
+    client.set_options({"face_restoration_model": "CodeFormer", "code_former_weight": 0.5})
+
+
 def test_a_missing_file_is_refused_naming_its_folder(api):
     client, models = api
     hidden = models / "Codeformer-away"

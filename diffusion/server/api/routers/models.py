@@ -19,7 +19,7 @@ from ....sampling.samplers.schedules import SCHEDULE_TYPES
 from ....text.embeddings import EmbeddingDatabase
 from ...catalog.modules_dir import AUTOMATIC_VAE
 from ...previews import check_preview_options
-from ..faces import face_restorers
+from ..faces import face_options, face_restorers
 from ..generation import (
     RequestError,
     check_modules,
@@ -148,6 +148,7 @@ async def set_options(state: State, body: Annotated[dict[str, Any], Body()]) -> 
     if "randn_source" in body:
         check_randn_source(body["randn_source"], "randn_source")
         updates["randn_source"] = body["randn_source"]
+    updates.update(face_options(body))
     before = state.model
     chosen = before
     if "sd_model_checkpoint" in body:
