@@ -111,8 +111,8 @@ def _normalize(tensor, mean, std, inplace=False):
 def torchvision_stub():
     """The stand-in as `torchvision` while the block runs (facexlib imports ResNet-50 when a
     RetinaFace is built), unless a real torchvision is imported already."""
-    stubs = {}
-    if "torchvision" not in sys.modules:
+    stubs, before = {}, {}
+    if sys.modules.get("torchvision") is None:  # absent (or blocked: None)
         names = ["torchvision", "torchvision.ops", "torchvision.models",
                  "torchvision.models._utils", "torchvision.transforms",
                  "torchvision.transforms.functional"]
@@ -128,6 +128,7 @@ def torchvision_stub():
         stubs["torchvision"].ops = stubs["torchvision.ops"]
         stubs["torchvision"].models = stubs["torchvision.models"]
         stubs["torchvision"].transforms = stubs["torchvision.transforms"]
+        before = {name: sys.modules[name] for name in stubs if name in sys.modules}
         sys.modules.update(stubs)
     try:
         yield
@@ -135,6 +136,7 @@ def torchvision_stub():
         for name, module in stubs.items():
             if sys.modules.get(name) is module:
                 del sys.modules[name]
+        sys.modules.update(before)
 
 
 def _import_references():

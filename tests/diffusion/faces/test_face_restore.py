@@ -72,8 +72,9 @@ class PlantedDetector:
 
 
 def test_restore_changes_only_the_planted_face(first_device, tmp_path):
-    """Real tiny networks from the WebUI's folders (GFPGAN and CodeFormer restoring 64x64
-    faces, the parsing net), the detector planted: only the face's square changes."""
+    """Real tiny networks from the WebUI's folders (CodeFormer restoring 64x64 faces, the
+    parsing net), the detector planted: only the face's square changes (GFPGAN's the same way
+    through the server: tests/diffusion/server/test_face_restoration_api.py)."""
     from face_refs import write_face_models
 
     from diffusion.faces import FaceFolders, FaceRestorers
@@ -93,7 +94,7 @@ def test_restore_changes_only_the_planted_face(first_device, tmp_path):
     y, x = np.mgrid[0:150, 0:203]
     outside = (x < square[:, 0].min() - 2) | (x > square[:, 0].max() + 2) | \
         (y < square[:, 1].min() - 2) | (y > square[:, 1].max() + 2)
-    for name in ("GFPGAN", "CodeFormer"):
+    for name in ("CodeFormer",):
         restorer = faces.restorer(name, codeformer_weight=0.7)
         assert restorer.size == 64
         planted = FaceRestorer(restorer.network, detector, restorer.parser, first_device, 64)
