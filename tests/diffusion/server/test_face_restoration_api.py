@@ -111,6 +111,11 @@ def test_txt2img_restore_faces(api, planted):
     assert restored.info["face_restoration_model"] == "GFPGAN"
     assert "Face restoration: GFPGAN, Size: 64x64" in restored.info["infotexts"][0]
     assert plain.info["restore_faces"] is False
+    # img2img takes it the same way, here with the options' model (CodeFormer)
+    again = client.img2img(images=[plain.image], prompt="a face", seed=3, width=64, height=64,
+                           denoising_strength=0.6, restore_faces=True)
+    assert again.info["face_restoration_model"] == "CodeFormer"
+    assert "Face restoration: CodeFormer" in again.info["infotexts"][0]
 
 
 def test_face_options(api):
