@@ -43,6 +43,9 @@ class Detector(Protocol):
 
 
 class Parser(Protocol):
+    """What parses an aligned face: [1, 3, S, S] RGB in -1..1 -> [1, 19, S, S] class logits
+    (facexlib's ParseNet classes; facexlib parses at 512, the released networks' size)."""
+
     def __call__(self, x: Tensor) -> Tensor: ...
 
 
