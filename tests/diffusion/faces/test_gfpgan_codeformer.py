@@ -20,10 +20,10 @@ def _relative(got: np.ndarray, want: np.ndarray) -> float:
     return float(np.abs(got - want).max() / np.abs(want).max())
 
 
-@pytest.mark.parametrize(("size", "sft_half"), [(256, True), (64, False)])
+@pytest.mark.parametrize(("size", "sft_half"), [(128, True), (64, False)])
 def test_gfpgan_equals_spandrel(first_device, size, sft_half):
-    """The release's layout (SFT on half the channels) and the other SFT, at 256 and 64 (the
-    release's 512 is one more octave of the same code, and seconds more of CI)."""
+    """The release's layout (SFT on half the channels) and the other SFT, at 128 and 64 (the
+    release's 512 runs the same code for two more octaves, seconds more of CI)."""
     reference = tiny_gfpgan(size=size, sft_half=sft_half)
     state = {k: v.numpy() for k, v in reference.state_dict().items()}
     ours = GFPGAN.from_state_dict(state, device=first_device)
