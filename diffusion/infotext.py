@@ -75,8 +75,8 @@ def format_infotext(settings: Mapping[str, Any], *, batch_pos: int | None = None
     dict: prompt, negative_prompt, steps, sampler, cfg_scale, seed, width, height, and optional
     scheduler, seeds (one per image), model, batch_size, clip_skip, strength, subseed(s),
     subseed_strength, ensd, rng, refiner, refiner_switch_at, mask_mode, mask_blur,
-    inpaint_area, inpaint_full_res_padding and masked_content). `batch_pos` is the image's
-    index in its batch.
+    inpaint_area, inpaint_full_res_padding, masked_content and face_restoration). `batch_pos`
+    is the image's index in its batch.
 
     Field order and formatting follow the WebUI's `create_infotext`. Our `clip_skip` (layers
     skipped, diffusers' convention) is written as the WebUI's `Clip skip` = clip_skip + 1, and
@@ -99,6 +99,7 @@ def format_infotext(settings: Mapping[str, Any], *, batch_pos: int | None = None
         "Distilled CFG Scale": _number(settings["distilled_cfg_scale"])
         if settings.get("distilled_cfg_scale") is not None else None,
         "Seed": int(seeds[pos] if per_image and seeds is not None else settings["seed"]),
+        "Face restoration": settings.get("face_restoration") or None,
         "Size": f"{int(settings['width'])}x{int(settings['height'])}",
         "Model": settings.get("model") or None,
         "VAE hash": settings.get("vae_hash") or None,
@@ -207,6 +208,7 @@ _CONVERSIONS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "Batch pos": ("batch_pos", int), "Denoising strength": ("strength", float),
     "Clip skip": ("clip_skip", lambda v: int(v) - 1), "RNG": ("rng", _rng_source),
     "Schedule type": ("scheduler", str), "Variation seed": ("subseed", int),
+    "Face restoration": ("face_restoration", str),
     "Variation seed strength": ("subseed_strength", float), "ENSD": ("ensd", int),
     "Hires upscale": ("hires_scale", float), "Hires steps": ("hires_steps", int),
     "Hires upscaler": ("hires_upscaler", str),

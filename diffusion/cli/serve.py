@@ -45,6 +45,13 @@ def add_serve_parser(commands: Any) -> argparse.ArgumentParser:
                      help="TAESD decoders for live previews (taesd_decoder, taesdxl_decoder, "
                           "taesd3_decoder, taef1_decoder .safetensors/.pth; default: "
                           "--models-dir's VAE-approx), used when show_progress_type is TAESD")
+    sub.add_argument("--gfpgan-models-path", metavar="DIR",
+                     help="GFPGAN's GFPGANv1.4.pth (or v1.3) for restore_faces and the Extras "
+                          "(default: --models-dir's GFPGAN); facexlib's detection and parsing "
+                          ".pth files go in --models-dir's facexlib, or beside it")
+    sub.add_argument("--codeformer-models-path", metavar="DIR",
+                     help="CodeFormer's codeformer-v0.1.0.pth (default: --models-dir's "
+                          "Codeformer)")
     sub.add_argument("--text-encoder", action="append", metavar="FILE",
                      help="FLUX / SD3 models: a text encoder file in place of the model's own "
                           "(t5xxl_fp16 / _fp8_e4m3fn[_scaled], clip_l, clip_g .safetensors, "
@@ -124,7 +131,8 @@ def server_settings(args: argparse.Namespace) -> ServerSettings:
         image_encoders=args.image_encoder or (), controlnet_dir=args.controlnet_dir,
         embeddings_dir=args.embeddings_dir, lora_dir=args.lora_dir,
         upscaler_dir=args.upscaler_dir, vae_approx_dir=args.vae_approx_dir, dtype=args.dtype,
-        memory=memory_mode(args),
+        gfpgan_models_path=args.gfpgan_models_path,
+        codeformer_models_path=args.codeformer_models_path, memory=memory_mode(args),
         warmup=args.warmup,
         queue_size=args.queue_size, max_size=args.max_size,
         host="0.0.0.0" if args.listen else args.host, port=args.port,

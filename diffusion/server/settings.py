@@ -36,6 +36,10 @@ class ServerSettings:
     lora_dir: PathText | None = None
     # registered by the process that serves (serve itself, each Ray replica)
     upscaler_dir: PathText | None = None
+    # face restoration's files (default: models_dir's GFPGAN and Codeformer; facexlib's
+    # detector and parser also in models_dir/facexlib), the WebUI's flags
+    gfpgan_models_path: PathText | None = None
+    codeformer_models_path: PathText | None = None
     # TAESD decoders for live previews (default: models_dir's VAE-approx, as the WebUI's)
     vae_approx_dir: PathText | None = None
     # devices: the weights' dtype ("auto": float16 where the adapter has matrix units), the

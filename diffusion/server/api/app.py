@@ -15,6 +15,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
+from ...faces import FaceFolders
 from ...loaders.control.catalog import ControlModelDir
 from ...text.embeddings import EmbeddingDatabase
 from ..catalog.image_encoders import ImageEncoders
@@ -24,6 +25,7 @@ from ..jobs.loader import PipelineLoader
 from ..jobs.worker import Worker
 from ..previews import Previews
 from ..settings import ServerSettings
+from .faces import DEFAULT_OPTIONS
 from .limits import BodyLimit, add_error_handlers
 from .routers import routers
 from .routers.page import STATIC
@@ -120,13 +122,17 @@ def create_app(settings: ServerSettings | None = None, /, *,
         # Forge's VAE / Text Encoder files (as paths, as Forge keeps them): --text-encoder's
         "forge_additional_modules": [str(path) for path in first.modules],
         "sd_vae": settings.sd_vae,  # the WebUI's VAE choice (catalog.modules_dir)
+        **DEFAULT_OPTIONS,  # face restoration's (diffusion.server.api.faces)
     }
 
     state = ServerState(worker=worker, registry=registry, options=options, outputs=outputs,
                         queue_size=settings.queue_size, max_size=settings.max_size,
                         users=users, cmd_flags=dict(settings.cmd_flags), embeddings=embeddings,
                         lora_dir=lora_dir, controlnets=controlnets,
-                        image_encoders=encoders, model=first, previews=previews)
+                        image_encoders=encoders, model=first, previews=previews,
+                        faces=FaceFolders.from_models_dir(
+                            models_dir, gfpgan=settings.gfpgan_models_path,
+                            codeformer=settings.codeformer_models_path))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):  # type: ignore[no-untyped-def]

@@ -19,6 +19,7 @@ from fastapi import Depends, Request
 from fastapi.exceptions import HTTPException
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
 
+from ...faces import FaceFolders
 from ...loaders.control.catalog import ControlModelCache, ControlModelDir
 from ...text.embeddings import EmbeddingDatabase
 from ..catalog.image_encoders import ImageEncoders
@@ -54,6 +55,7 @@ class ServerState:
     # the model and module files /options chose: what a request without overrides runs
     model: ModelEntry | None = None
     previews: Previews = field(default_factory=Previews)  # live previews (the options' three)
+    faces: FaceFolders = field(default_factory=FaceFolders)  # face restoration's files
 
 
 def _state(request: Request) -> ServerState:

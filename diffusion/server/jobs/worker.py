@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from ...faces import FaceRestoration
 from ...pipelines.observer import Observer
 from ...pipelines.request import GenerationRequest
 from ..catalog.models_dir import ModelEntry
@@ -63,6 +64,7 @@ class GenerationJob:
     save_to: Path | None = None
     # ControlNet units (pipelines.control_spec.ControlSpec), loaded on the worker
     control: tuple[Any, ...] = ()
+    faces: FaceRestoration | None = None  # restore_faces: each image's, before it is saved
 
 
 @dataclass
@@ -280,11 +282,14 @@ class Worker:
                 request = replace(request, subseed=job.subseeds[number])
             out = slot.pipe.generate(request, observer=observer)
             settings = dict(out.settings)
-            result.images.append(out.images[0])
+            image = out.images[0]
+            if job.faces is not None:
+                image = job.faces.apply(image, slot.device)
+                settings["face_restoration"] = job.faces.model
+            result.images.append(image)
             result.settings.append(settings)
             if job.save_to is not None:
-                result.saved.append(save_output(out.images[0], settings, job.save_to,
-                                                job.kind))
+                result.saved.append(save_output(image, settings, job.save_to, job.kind))
         result.interrupted = bool(slot.state["interrupted"])
         return result
 

@@ -4,9 +4,10 @@
 Upscaling follows the WebUI's `postprocessing_upscale`: resize_mode 0 scales by
 `upscaling_resize`, 1 scales to cover `upscaling_resize_w` x `upscaling_resize_h` (then
 center-crops to it when `upscaling_crop`); `upscaler_2` at `extras_upscaler_2_visibility` is
-blended over `upscaler_1`'s result; `upscaler_1` "None" leaves the picture as it is. Face
-restoration fields are accepted and ignored (there is no face restorer here). Jobs run on
-the worker's queue, one at a time with generation.
+blended over `upscaler_1`'s result; `upscaler_1` "None" leaves the picture as it is. Then, in
+the WebUI's order, GFPGAN's face restoration blended in at `gfpgan_visibility` and
+CodeFormer's (fidelity `codeformer_weight`) at `codeformer_visibility`, where above 0
+(diffusion.server.api.faces). Jobs run on the worker's queue, one at a time with generation.
 """
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ import numpy as np
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
+from ....faces import FaceFolders, FaceRestoration
 from ....upscalers.by_name import upscale, upscaler_names
 from ....upscalers.models import MODEL_UPSCALERS
 from ...images import decode_image, encode_png
+from ..faces import check_restorer
 from ..generation import RequestError
 from ..state import State, submit, wait
 
@@ -87,23 +90,58 @@ def _upscale(image: np.ndarray, options: _ExtrasOptions) -> np.ndarray:
     return out
 
 
-def _check(options: _ExtrasOptions) -> None:
+def _restorations(options: _ExtrasOptions, folders: FaceFolders) -> list[FaceRestoration]:
+    """The face restorations asked for, in the WebUI's order (GFPGAN, then CodeFormer)."""
+    wanted = []
+    if options.gfpgan_visibility > 0:
+        wanted.append(FaceRestoration(folders, "GFPGAN", visibility=options.gfpgan_visibility))
+    if options.codeformer_visibility > 0:
+        wanted.append(FaceRestoration(folders, "CodeFormer",
+                                      codeformer_weight=options.codeformer_weight,
+                                      visibility=options.codeformer_visibility))
+    return wanted
+
+
+def _postprocess(image: np.ndarray, options: _ExtrasOptions,
+                 faces: list[FaceRestoration]) -> np.ndarray:
+    out = _upscale(image, options)
+    for restoration in faces:
+        out = restoration.apply(out)
+    return out
+
+
+def _check(options: _ExtrasOptions, state: State) -> list[FaceRestoration]:
+    """The request's face restorations; RequestError for an unknown upscaler or a missing
+    face restoration file."""
+    # (the face folders looked at only when asked for)
+    restoring = options.gfpgan_visibility > 0 or options.codeformer_visibility > 0
+    faces = _restorations(options, state.faces) if restoring else []
+    for restoration in faces:
+        check_restorer(restoration.folders, restoration.model)
     known = upscaler_names()
     for field in ("upscaler_1", "upscaler_2"):
         if getattr(options, field) not in known:
             raise RequestError(f"{field} {getattr(options, field)!r} is not one of this server's "
                                f"upscalers: {', '.join(known)} (models come from "
                                "--upscaler-dir)")
+    return faces
 
 
 def _html_info(options: _ExtrasOptions, size: tuple[int, int]) -> str:
-    if options.upscaler_1 == "None":
+    fields = []
+    if options.upscaler_1 != "None":
+        fields.append(f"Postprocess upscale by: {options.upscaling_resize}, Postprocess "
+                      f"upscaler: {options.upscaler_1}")
+        if options.upscaler_2 != "None" and options.extras_upscaler_2_visibility > 0:
+            fields.append(f"Postprocess upscaler 2: {options.upscaler_2}")
+    if options.gfpgan_visibility > 0:
+        fields.append(f"GFPGAN visibility: {round(options.gfpgan_visibility, 3)}")
+    if options.codeformer_visibility > 0:
+        fields.append(f"CodeFormer visibility: {round(options.codeformer_visibility, 3)}, "
+                      f"CodeFormer weight: {round(options.codeformer_weight, 3)}")
+    if not fields:
         return f"<p>{size[0]}x{size[1]}</p>"
-    text = f"Postprocess upscale by: {options.upscaling_resize}, Postprocess upscaler: " \
-           f"{options.upscaler_1}"
-    if options.upscaler_2 != "None" and options.extras_upscaler_2_visibility > 0:
-        text += f", Postprocess upscaler 2: {options.upscaler_2}"
-    return f"<p>{text}</p><p>{size[0]}x{size[1]}</p>"
+    return f"<p>{', '.join(fields)}</p><p>{size[0]}x{size[1]}</p>"
 
 
 def _declared_scale(name: str) -> int:
@@ -133,17 +171,17 @@ async def list_upscalers() -> list[dict[str, Any]]:
 
 @api.post("/extra-single-image")
 async def extra_single_image(request: ExtrasSingleRequest, state: State) -> dict[str, Any]:
-    _check(request)
+    faces = _check(request, state)
     image = np.asarray(decode_image(request.image, "image").convert("RGB"))
-    out = await _run(state, lambda: _upscale(image, request))
+    out = await _run(state, lambda: _postprocess(image, request, faces))
     return {"html_info": _html_info(request, out.shape[1::-1]), "image": encode_png(out)}
 
 
 @api.post("/extra-batch-images")
 async def extra_batch_images(request: ExtrasBatchRequest, state: State) -> dict[str, Any]:
-    _check(request)
+    faces = _check(request, state)
     images = [np.asarray(decode_image(item.data, f"imageList[{i}]").convert("RGB"))
               for i, item in enumerate(request.imageList)]
-    outs = await _run(state, lambda: [_upscale(image, request) for image in images])
+    outs = await _run(state, lambda: [_postprocess(image, request, faces) for image in images])
     info = _html_info(request, outs[0].shape[1::-1]) if outs else ""
     return {"html_info": info, "images": [encode_png(out) for out in outs]}

@@ -18,6 +18,7 @@ from ....pipelines.module_load import hires_modules
 from ...catalog.models_dir import ModelEntry
 from ...catalog.modules_dir import AUTOMATIC_VAE
 from ..controlnet_units import control_units, parse_units, script_args
+from ..faces import face_restoration
 from ..generation import (
     RequestError,
     build_job,
@@ -45,6 +46,7 @@ async def run_generation(state: ServerState, body: Txt2ImgRequest, kind: str,
     # 1. the body as a GenerationRequest (RequestError: 422 saying what to change)
     job, facts = build_job(body, kind, options=dict(state.options), max_size=state.max_size,
                            outputs=state.outputs)
+    job = replace(job, faces=face_restoration(body, state.options, state.faces))
     # 2. ControlNet units (the extension's alwayson_scripts), checked here too
     units = script_args(body.alwayson_scripts)
     if units:
@@ -128,6 +130,7 @@ async def run_request(state: ServerState, body: Txt2ImgRequest, kind: str,
     def check(cell: Txt2ImgRequest) -> None:  # what run_generation refuses before queueing
         build_job(cell, kind, options=dict(state.options), max_size=state.max_size,
                   outputs=state.outputs)
+        face_restoration(cell, state.options, state.faces)
         _wanted_model(state, cell)
 
     async def generate(cell: Txt2ImgRequest) -> dict[str, Any]:

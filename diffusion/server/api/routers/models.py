@@ -19,6 +19,7 @@ from ....sampling.samplers.schedules import SCHEDULE_TYPES
 from ....text.embeddings import EmbeddingDatabase
 from ...catalog.modules_dir import AUTOMATIC_VAE
 from ...previews import check_preview_options
+from ..faces import face_options, face_restorers
 from ..generation import (
     RequestError,
     check_modules,
@@ -147,6 +148,7 @@ async def set_options(state: State, body: Annotated[dict[str, Any], Body()]) -> 
     if "randn_source" in body:
         check_randn_source(body["randn_source"], "randn_source")
         updates["randn_source"] = body["randn_source"]
+    updates.update(face_options(body))
     before = state.model
     chosen = before
     if "sd_model_checkpoint" in body:
@@ -191,8 +193,13 @@ def _nothing() -> list[Any]:
     return []
 
 
-for _path in ("prompt-styles", "hypernetworks", "face-restorers"):
+for _path in ("prompt-styles", "hypernetworks"):
     api.add_api_route(f"/{_path}", _nothing, methods=["GET"])
+
+
+@api.get("/face-restorers")
+async def list_face_restorers(state: State) -> list[dict[str, Any]]:
+    return await asyncio.to_thread(face_restorers, state.faces)
 
 
 @avx.get("/defaults")
