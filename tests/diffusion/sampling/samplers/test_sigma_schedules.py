@@ -184,8 +184,13 @@ def _webui_normal(n, kd):
 
 
 def _webui_simple(n, kd):
-    stride = len(kd.sigmas) / n
-    return [float(kd.sigmas[-(1 + int(x * stride))]) for x in range(n)] + [0.0]
+    # simple_scheduler of the WebUI's modules/sd_schedulers.py (1.10), typed from its source
+    sigs = []
+    ss = len(kd.sigmas) / n
+    for x in range(n):
+        sigs += [float(kd.sigmas[-(1 + int(x * ss))])]
+    sigs += [0.0]
+    return torch.FloatTensor(sigs)
 
 
 def _webui_ddim(n, kd):
