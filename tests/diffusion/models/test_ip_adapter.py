@@ -131,8 +131,10 @@ def test_image_encoder_in_float16(f16_device: gpucore.Device, encoder: Any) -> N
     ours = load_image_encoder(folder, dtype=np.float16, device=f16_device)
     assert_close(ours(pixels).numpy().astype(np.float32), out.image_embeds.numpy(),
                  dtype=np.float16)
+    # the worst element's |error| / (rms + |expected|) measured on lavapipe: 1.9e-2 (hidden
+    # states up to 33, where float16's step is 0.03; the same on every run: 2x)
     assert_close(ours.hidden_states(pixels).numpy().astype(np.float32),
-                 out.hidden_states[-2].numpy(), dtype=np.float16)
+                 out.hidden_states[-2].numpy(), tol=4e-2)
 
 
 def _same_draws(monkeypatch: pytest.MonkeyPatch, seed: int) -> None:
