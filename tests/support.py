@@ -115,3 +115,15 @@ def staircase(x: Any) -> Any:
     add.dispatch(add.groups_for(n), h, h, out, n=n)
     return out
 
+
+# SD pictures (uint8) against a float reference: the pipeline tests' mean |difference| bound
+PICTURE_MEAN_LEVELS = 0.5
+
+
+def assert_input_matters(expected: Any, without: Any, what: str) -> None:
+    """A reference picture (floats in [0, 1]) and the same without one input (`what`) differ by
+    at least 10x the pictures' mean tolerance, so a comparison within it sees that input."""
+    moved = float(np.abs(np.asarray(expected, np.float64) - without).mean() * 255)
+    assert moved >= 10 * PICTURE_MEAN_LEVELS, (
+        f"{what} moves the picture by {moved:.2f} levels on average: under 10x the "
+        f"{PICTURE_MEAN_LEVELS}-level tolerance")
