@@ -65,10 +65,11 @@ def euler_ancestral_rf(model: Any, x: Any, sigmas: Any, noise_sampler: Any, *,
 
 
 @pytest.mark.nodevice
-@pytest.mark.parametrize("eta, s_noise", [(1.0, 1.0), (0.6, 0.8), (0.0, 1.0)])
-def test_euler_ancestral_rf_is_comfyuis(eta: float, s_noise: float) -> None:
-    """The numpy sampler against the reference above on a toy flow denoiser, eta and s_noise
-    away from 1 included (each changes the picture)."""
+@pytest.mark.parametrize("eta, s_noise", [(None, None), (0.6, 0.8), (0.0, 1.0)])
+def test_euler_ancestral_rf_is_comfyuis(eta: float | None, s_noise: float | None) -> None:
+    """The numpy sampler against the reference above on a toy flow denoiser: its defaults
+    (eta 1, s_noise 1), and eta and s_noise away from 1 (each changes the picture); the noise
+    drawn for the same steps, asked with the step's sigmas; none needed at eta 0."""
     from diffusion.sampling.samplers import sample_euler_ancestral_rf
 
     rng = np.random.default_rng(4)
@@ -77,17 +78,32 @@ def test_euler_ancestral_rf_is_comfyuis(eta: float, s_noise: float) -> None:
     def denoise(x: np.ndarray, sigma: Any) -> np.ndarray:
         return np.tanh(x.reshape(2, 12) @ weight).reshape(x.shape) * (1 - float(sigma))
 
-    def stream(seed: int) -> Any:
-        draws = np.random.default_rng(seed)
-        return lambda *_: draws.standard_normal((2, 3, 4))
+    class Stream:
+        def __init__(self) -> None:
+            self.draws, self.calls = np.random.default_rng(7), []
+
+        def __call__(self, sigma: float, sigma_next: float) -> np.ndarray:
+            self.calls.append((float(sigma), float(sigma_next)))
+            return self.draws.standard_normal((2, 3, 4))
 
     x, sigmas = rng.standard_normal((2, 3, 4)), np.array([1.0, 0.8, 0.55, 0.3, 0.1, 0.0])
-    got = sample_euler_ancestral_rf(denoise, x, sigmas, noise=stream(7), eta=eta,
-                                    s_noise=s_noise)
-    want = euler_ancestral_rf(denoise, x, sigmas, stream(7), eta=eta, s_noise=s_noise)
+    options = {} if eta is None else {"eta": eta, "s_noise": s_noise}
+    ours, theirs = Stream(), Stream()
+    got = sample_euler_ancestral_rf(denoise, x, sigmas, noise=ours, **options)
+    want = euler_ancestral_rf(denoise, x, sigmas, theirs, **options)
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
-    plain = euler_ancestral_rf(denoise, x, sigmas, stream(7))
-    assert (eta, s_noise) == (1.0, 1.0) or np.abs(want - plain).max() > 1e-2
+    assert ours.calls == theirs.calls
+    plain = euler_ancestral_rf(denoise, x, sigmas, Stream())
+    assert eta is None or np.abs(want - plain).max() > 1e-2
+    if eta == 0:
+        np.testing.assert_array_equal(sample_euler_ancestral_rf(denoise, x, sigmas, eta=0), got)
+    else:
+        with pytest.raises(ValueError, match=r"^Euler a draws noise"):
+            sample_euler_ancestral_rf(denoise, x, sigmas, **options)
+    seen: list[tuple[int, np.ndarray]] = []
+    first = sample_euler_ancestral_rf(denoise, x, sigmas, noise=Stream(), **options,
+                                      callback=lambda i, x: (seen.append((i, x)), False)[1])
+    assert [i for i, _ in seen] == [0] and first is seen[0][1]
 
 
 def reference_sample(denoise: Any, sampler: str, sigmas: torch.Tensor,

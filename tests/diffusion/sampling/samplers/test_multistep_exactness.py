@@ -80,3 +80,18 @@ def test_heunpp2_blends_the_slopes_with_its_weights(sigmas: np.ndarray) -> None:
             w2, w3 = sigmas[i + 1] / (3 * first), sigmas[i + 2] / (3 * first)
             blend = (1 - w2 - w3) * here + w2 * values[sigmas[i + 1]] + w3 * values[sigmas[i + 2]]
         assert change == pytest.approx((sigmas[i + 1] - sigmas[i]) * blend, rel=1e-10), i
+
+
+@pytest.mark.parametrize("sampler", [sample_ipndm, sample_ipndm_v])
+def test_ipndm_ends_on_the_denoised_picture(sampler: Any) -> None:
+    """A last step to sigma 0 returns the model's x0 (ComfyUI's), not a multistep step to it;
+    max_order is 1 to 4; a callback's False stops after its step."""
+    sigmas = np.append(UNEQUAL, 0.0)
+    changes = _changes(sampler, lambda s: s * s, sigmas)
+    assert changes[-1] == pytest.approx(-UNEQUAL[-1] ** 3, rel=1e-12)
+    for order in (0, 5):
+        with pytest.raises(ValueError, match="max_order must be 1 to 4, got " + str(order)):
+            sampler(lambda x, s: x, np.zeros(1), sigmas, max_order=order)
+    steps: list[int] = []
+    sampler(lambda x, s: x, np.zeros(1), sigmas, callback=lambda i, x: (steps.append(i), False)[1])
+    assert steps == [0]

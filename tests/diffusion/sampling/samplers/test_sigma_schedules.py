@@ -303,7 +303,9 @@ def test_lookup_by_name_label_and_alias():
 @pytest.mark.parametrize("kwargs, message", [
     ({"n": 0}, "positive int"), ({"n": 2.5}, "positive int"), ({"n": True}, "positive int"),
     ({"sigma_min": 20.0}, "sigma_min < sigma_max"), ({"sigma_max": math.inf}, "< inf"),
-    ({"rho": -1.0}, "rho must be positive"), ({"beta_alpha": 0.0}, "must be positive")])
+    ({"sigma_min": 0.0}, "0 < sigma_min"), ({"sigma_min": 3.0, "sigma_max": 3.0}, "sigma_min <"),
+    ({"rho": -1.0}, "rho must be positive"), ({"rho": 0.0}, "rho must be positive"),
+    ({"beta_alpha": 0.0}, "must be positive"), ({"beta_beta": 0.0}, "must be positive")])
 def test_bad_schedule_arguments_raise(kwargs, message):
     arguments = {"n": 7, **kwargs}
     with pytest.raises(ValueError, match=message):
