@@ -92,6 +92,7 @@ def test_ipndm_ends_on_the_denoised_picture(sampler: Any) -> None:
     for order in (0, 5):
         with pytest.raises(ValueError, match="max_order must be 1 to 4, got " + str(order)):
             sampler(lambda x, s: x, np.zeros(1), sigmas, max_order=order)
-    steps: list[int] = []
-    sampler(lambda x, s: x, np.zeros(1), sigmas, callback=lambda i, x: (steps.append(i), False)[1])
-    assert steps == [0]
+    steps: list[np.ndarray] = []
+    out = sampler(lambda x, s: 0.5 * x, np.ones(1), sigmas,
+                  callback=lambda i, x: (steps.append(x), False)[1])
+    assert len(steps) == 1 and out is steps[0]
