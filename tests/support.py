@@ -10,7 +10,7 @@ import numpy as np
 # the checkout's root (tests/ lies in it)
 ROOT = Path(__file__).resolve().parent.parent
 
-# Relative error bounds: max |actual - expected| / max |expected| (0 tolerated for exact ops).
+# Per-element bounds (numpy's allclose rule, see assert_close): rtol, and atol unless given.
 TOLERANCE = {
     np.dtype(np.float32): 1e-5,
     np.dtype(np.float16): 1e-2,
@@ -31,22 +31,61 @@ def relative_error(actual: Any, expected: Any) -> float:
     return float(diff / scale) if scale > 0 else float(diff)
 
 
-def assert_close(actual: Any, expected: Any, *, dtype: Any = np.float32,
-                 tol: float | None = None) -> None:
-    """Assert `actual` matches the float64 `expected` within the dtype's relative tolerance.
+def worst_element(actual: Any, expected: Any, *, rtol: float,
+                  atol: float) -> tuple[float, tuple[int, ...]]:
+    """The largest |a - e| / (atol + rtol |e|) over all elements and where it is, in float64
+    (<= 1 where numpy.allclose(a, e, rtol, atol) holds; 0 for empty inputs; inf where a
+    nonzero difference meets a zero bound)."""
+    a = np.asarray(actual, dtype=np.float64)
+    e = np.asarray(expected, dtype=np.float64)
+    assert a.shape == e.shape, f"shape {a.shape} != expected {e.shape}"
+    if e.size == 0:
+        return 0.0, ()
+    diff = np.abs(a - e)
+    bound = atol + rtol * np.abs(e)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(diff == 0, 0.0, diff / bound)
+    where = np.unravel_index(int(np.argmax(ratio)), ratio.shape)
+    return float(ratio[where]), tuple(int(i) for i in where)
 
-    NaN and inf must appear in the same places in both.
+
+def rms(values: Any) -> float:
+    """The root mean square of `values` in float64 (0 for empty inputs)."""
+    v = np.asarray(values, dtype=np.float64)
+    return float(np.sqrt(np.mean(v * v))) if v.size else 0.0
+
+
+def assert_close(actual: Any, expected: Any, *, dtype: Any = np.float32,
+                 tol: float | None = None, atol: float | None = None) -> None:
+    """Assert every element of `actual` lies within atol + tol * |e| of the float64
+    `expected` e (numpy's allclose rule, per element: a small element is held to its own size
+    and the data's typical size, never to the largest element's).
+
+    `tol` defaults to the dtype's TOLERANCE; `atol` to tol times the root mean square of the
+    expected values (tol where they are all 0), the error a sum of terms of the data's size
+    makes where the result cancels to near 0: pass `atol` where another scale applies (an
+    exact zero: 0). NaN and inf must appear in the same places in both. A failure names the
+    worst element.
     """
     a = np.asarray(actual)
     e = np.asarray(expected)
-    bound = TOLERANCE[np.dtype(dtype)] if tol is None else tol
+    rtol = TOLERANCE[np.dtype(dtype)] if tol is None else tol
     assert a.shape == e.shape, f"shape {a.shape} != expected {e.shape}"
     finite = np.isfinite(e)
     np.testing.assert_array_equal(np.isfinite(a), finite, err_msg="non-finite values differ")
     if not finite.all():
         np.testing.assert_array_equal(a[~finite], e[~finite])
-    err = relative_error(a[finite], e[finite])
-    assert err <= bound, f"relative error {err:.3g} exceeds {bound:.3g}"
+    af = np.where(finite, a, 0)
+    ef = np.where(finite, e, 0)
+    if atol is None:
+        atol = rtol * (rms(ef[finite]) or 1.0)
+    ratio, where = worst_element(af, ef, rtol=rtol, atol=atol)
+    if ratio > 1:
+        got, want = float(af[where]), float(ef[where])
+        raise AssertionError(
+            f"element {list(where)}: {got:.9g} != expected {want:.9g}: |difference| "
+            f"{abs(got - want):.3g} > atol {atol:.3g} + rtol {rtol:.3g} * |expected| "
+            f"({ratio:.3g}x the bound)")
 
 
 def random_array(rng: np.random.Generator, shape: Any, dtype: Any = np.float32,
@@ -75,3 +114,16 @@ def staircase(x: Any) -> Any:
     out = Buffer.empty(n, device=dev)
     add.dispatch(add.groups_for(n), h, h, out, n=n)
     return out
+
+
+# SD pictures (uint8) against a float reference: the pipeline tests' mean |difference| bound
+PICTURE_MEAN_LEVELS = 0.5
+
+
+def assert_input_matters(expected: Any, without: Any, what: str) -> None:
+    """A reference picture (floats in [0, 1]) and the same without one input (`what`) differ by
+    at least 10x the pictures' mean tolerance, so a comparison within it sees that input."""
+    moved = float(np.abs(np.asarray(expected, np.float64) - without).mean() * 255)
+    assert moved >= 10 * PICTURE_MEAN_LEVELS, (
+        f"{what} moves the picture by {moved:.2f} levels on average: under 10x the "
+        f"{PICTURE_MEAN_LEVELS}-level tolerance")

@@ -19,7 +19,7 @@ AWKWARD = [1, 2, 3, 4, 5, 7, 13, 16, 31, 33, 37, 64, 65, 67, 70]
 
 @pytest.fixture
 def rng() -> np.random.Generator:
-    return np.random.default_rng()
+    return np.random.default_rng(52)  # seeded: a failure shows again on the next run
 
 
 def up(device: gpucore.Device, array: np.ndarray, dtype: object = np.float32) -> Tensor:
@@ -136,12 +136,13 @@ def test_split_k_falls_back_when_partials_exceed_binding(device, rng, monkeypatc
     assert_close(linalg.matmul(up(device, a), up(device, b)).numpy(), a.astype(np.float64) @ b)
 
 
-@settings(max_examples=12, deadline=None)
+@settings(max_examples=12, deadline=None, derandomize=True)
 @given(m=st.sampled_from(AWKWARD), n=st.sampled_from(AWKWARD), k=st.sampled_from(AWKWARD),
        trans_a=st.booleans(), trans_b=st.booleans(), with_bias=st.booleans())
 def test_matmul_shapes(device, m, n, k, trans_a, trans_b, with_bias):
-    """Ragged shapes; positive operands so tiny results cannot cancel (signs: tests below)."""
-    rng = np.random.default_rng()
+    """Ragged shapes; positive operands so tiny results cannot cancel (signs: tests below).
+    The shapes and values are the same on every run (a failure shows again)."""
+    rng = np.random.default_rng([m, n, k, trans_a, trans_b, with_bias])
     a = random_array(rng, (k, m) if trans_a else (m, k), low=0.1)
     b = random_array(rng, (n, k) if trans_b else (k, n), low=0.1)
     bias = random_array(rng, (n,), low=0.1) if with_bias else None

@@ -19,7 +19,9 @@ import gpustd
 from diffusion.models import UNet2DConditionModel
 from diffusion.models.controlnet import ControlNetModel, soft_injection_scales
 
-TOL = 1e-3  # as the UNet tests: f32 through dozens of layers, typically ~1e-6
+# f32 through dozens of layers: the worst element's |error| / (rms + |expected|)
+# (support.assert_close's rule) measured on lavapipe and llvmpipe is 3.6e-6
+TOL = 4e-5
 _UNET_ONLY = ("up_block_types", "out_channels", "sample_size")
 
 

@@ -19,7 +19,9 @@ from diffusion.models import FluxTransformer2DModel
 from diffusion.models.transformer_ops import gated_add
 from diffusion.pipelines.flow.flux import image_ids
 
-TOL = 1e-3  # as the UNet tests: f32 end to end, typically ~1e-6
+# f32 end to end: the worst element's |error| / (rms + |expected|) (support.assert_close's
+# rule) measured on lavapipe is 2.9e-5 (the replayed step; a plain call 6.3e-6)
+TOL = 3e-4
 
 
 @pytest.mark.parametrize("guidance", [False, True], ids=["schnell", "dev"])
@@ -78,7 +80,9 @@ def test_flux_transformer_f16(f16_device: gpucore.Device) -> None:
     got = ours(*(gpustd.asarray(a, dtype=np.float16, device=f16_device)
                  for a in (latents, text, pooled)), t, img_ids, txt_ids, scale)
     assert got.dtype == np.float16
-    assert_close(got.numpy().astype(np.float32), expected, dtype=np.float16)
+    # the worst element's |error| / (rms + |expected|) measured on lavapipe: 3.7e-3 (float16
+    # rounding through every block, the same on every run: 4x)
+    assert_close(got.numpy().astype(np.float32), expected, tol=1.5e-2)
 
 
 def test_f16_residual_clips_instead_of_overflowing(f16_device: gpucore.Device) -> None:

@@ -17,6 +17,7 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 from sd_tiny import UNET_TINY, randomized, tiny_unet, write_pipeline  # noqa: E402
 from sdxl_tiny import UNET_SDXL_TINY, save_folder, sdxl_pipeline  # noqa: E402
+from support import assert_input_matters  # noqa: E402
 from test_controlnet import tiny_controlnet  # noqa: E402
 
 import gpucore  # noqa: E402
@@ -89,8 +90,7 @@ def test_t2i_adapter_txt2img_matches_diffusers(first_device: gpucore.Device,
 
     expected = run_reference(0.8)
     _compare(result.images, expected)
-    # the adapter changes the picture (else the comparison would show nothing of it)
-    assert np.abs(expected - run_reference(0.0)).mean() * 255 > 1
+    assert_input_matters(expected, run_reference(0.0), "the adapter")
 
 
 def test_sdxl_controlnet_txt2img_matches_diffusers(first_device: gpucore.Device,
@@ -122,7 +122,7 @@ def test_sdxl_controlnet_txt2img_matches_diffusers(first_device: gpucore.Device,
 
     expected = run_reference(0.8)
     _compare(result.images, expected)
-    assert np.abs(expected - run_reference(0.0)).mean() * 255 > 1
+    assert_input_matters(expected, run_reference(0.0), "the SDXL ControlNet")
 
 
 def _same_draws(monkeypatch: pytest.MonkeyPatch, seed: int, *modules: str) -> None:
@@ -187,4 +187,4 @@ def test_inpaint_controlnet_matches_diffusers(first_device: gpucore.Device, tmp_
         Image.fromarray(mask), Image.fromarray(picture),
         Image.fromarray(np.round(image * 255).astype(np.uint8)))) for image in expected]) / 255
     _compare(result.images, overlaid)
-    assert np.abs(expected - run_reference(0.0)).mean() * 255 > 1
+    assert_input_matters(expected, run_reference(0.0), "the inpaint ControlNet")

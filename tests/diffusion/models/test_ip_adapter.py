@@ -29,7 +29,7 @@ from control_tiny import (  # noqa: E402
 from PIL import Image  # noqa: E402
 from safetensors.numpy import save_file  # noqa: E402
 from sd_tiny import write_pipeline  # noqa: E402
-from support import assert_close  # noqa: E402
+from support import assert_close, assert_input_matters  # noqa: E402
 
 import diffusion.cli.main as cli  # noqa: E402
 import gpucore  # noqa: E402
@@ -131,8 +131,10 @@ def test_image_encoder_in_float16(f16_device: gpucore.Device, encoder: Any) -> N
     ours = load_image_encoder(folder, dtype=np.float16, device=f16_device)
     assert_close(ours(pixels).numpy().astype(np.float32), out.image_embeds.numpy(),
                  dtype=np.float16)
+    # the worst element's |error| / (rms + |expected|) measured on lavapipe: 1.9e-2 (hidden
+    # states up to 33, where float16's step is 0.03; the same on every run: 2x)
     assert_close(ours.hidden_states(pixels).numpy().astype(np.float32),
-                 out.hidden_states[-2].numpy(), dtype=np.float16)
+                 out.hidden_states[-2].numpy(), tol=4e-2)
 
 
 def _same_draws(monkeypatch: pytest.MonkeyPatch, seed: int) -> None:
@@ -223,8 +225,7 @@ def test_ip_adapter_txt2img_matches_diffusers(first_device: gpucore.Device, tmp_
 
     expected = run_reference(0.7)
     _assert_same_picture(got, expected)
-    # the adapter changes the picture (else the comparison would show nothing of it)
-    assert np.abs(expected - run_reference(0.0)).mean() * 255 > 1
+    assert_input_matters(expected, run_reference(0.0), "the adapter")
 
 
 def test_webui_sampler_applies_the_unit(first_device: gpucore.Device, tmp_path: Path,
@@ -271,16 +272,22 @@ def test_webui_sampler_applies_the_unit(first_device: gpucore.Device, tmp_path: 
         on_prompt, on_negative = out.chunk(2)
         return on_negative + (on_prompt - on_negative) * cfg
 
-    generator = torch.Generator().manual_seed(seed)
-    sigmas = denoiser.get_sigmas(steps).to(torch.float32)
-    x = torch.randn((1, 4, 8, 8), generator=generator) * sigmas[0]
-    with torch.no_grad():
-        expected = K.sampling.sample_euler_ancestral(
-            model, x, sigmas, disable=True,
-            noise_sampler=lambda *_: torch.randn((1, 4, 8, 8), generator=generator))
-    expected = expected.double().numpy()
+    def sample() -> np.ndarray:
+        generator = torch.Generator().manual_seed(seed)
+        sigmas = denoiser.get_sigmas(steps).to(torch.float32)
+        x = torch.randn((1, 4, 8, 8), generator=generator) * sigmas[0]
+        with torch.no_grad():
+            return K.sampling.sample_euler_ancestral(
+                model, x, sigmas, disable=True,
+                noise_sampler=lambda *_: torch.randn((1, 4, 8, 8), generator=generator)
+            ).double().numpy()
+
+    expected = sample()
     error = np.linalg.norm(final[-1] - expected) / np.linalg.norm(expected)
     assert error < 5e-4, f"relative error {error:.2e}"  # the k-diffusion tests' tolerance
+    pipe.set_ip_adapter_scale(0.0)  # the adapter matters at 10x that tolerance
+    moved = np.linalg.norm(sample() - expected) / np.linalg.norm(expected)
+    assert moved > 5e-3, f"the adapter moves the result by only {moved:.2e}"
 
 
 def test_sdxl_ip_adapter_matches_diffusers(first_device: gpucore.Device, tmp_path: Path,
@@ -315,7 +322,7 @@ def test_sdxl_ip_adapter_matches_diffusers(first_device: gpucore.Device, tmp_pat
     without = reference(PROMPT, ip_adapter_image=Image.fromarray(picture), num_inference_steps=2,
                         guidance_scale=6.0, width=SIZE, height=SIZE,
                         generator=torch.Generator().manual_seed(5), output_type="np").images
-    assert np.abs(without - expected).mean() * 255 > 1  # the adapter acts
+    assert_input_matters(expected, without, "the adapter")
     with pytest.raises(ValueError, match="made for another UNet"):  # an SD 1.5 adapter
         save_file(h94_plain(1), tmp_path / "sd15.safetensors")
         ours.txt2img(PROMPT, steps=1, seed=5, width=SIZE, height=SIZE, control=[IPAdapterUnit(

@@ -16,7 +16,9 @@ import gpucore
 import gpustd
 from diffusion.models import SD3Transformer2DModel
 
-TOL = 1e-3  # as the UNet tests: f32 end to end, typically ~1e-6
+# f32 end to end: the worst element's |error| / (rms + |expected|) (support.assert_close's
+# rule) measured on lavapipe and llvmpipe is 3.1e-5
+TOL = 3e-4
 SD3_TINY = dict(sample_size=8, patch_size=2, in_channels=4, num_layers=3, attention_head_dim=8,
                 num_attention_heads=2, joint_attention_dim=32, caption_projection_dim=16,
                 pooled_projection_dim=24, out_channels=4, pos_embed_max_size=12)

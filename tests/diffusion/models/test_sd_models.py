@@ -16,7 +16,10 @@ import gpucore
 import gpustd
 from diffusion.models import AutoencoderKL, CLIPTextModel, UNet2DConditionModel
 
-TOL = 1e-3  # f32 end to end through dozens of layers; typically ~1e-6
+# f32 end to end through dozens of layers: the worst element's |error| / (rms + |expected|)
+# (support.assert_close's rule) measured on lavapipe and llvmpipe is 7.1e-6 (the VAE decoder;
+# the rest 1e-6 to 4.5e-6)
+TOL = 5e-5
 
 
 @pytest.mark.parametrize("act", ["quick_gelu", "gelu"])

@@ -17,7 +17,9 @@ import gpucore
 from diffusion.models import CLIPTextModel
 from diffusion.text.tokenizer import CLIPTokenizer
 
-TOL = 1e-3  # f32 through 5 layers; typically ~1e-6
+# f32 through 5 layers: the worst element's |error| / (rms + |expected|) (support.assert_close's
+# rule) measured on lavapipe and llvmpipe is 1.6e-6
+TOL = 2e-5
 PROMPTS = ["a photo of an astronaut riding a horse on mars!", "",
            "word " * 90 + "truncated at 77 tokens"]
 

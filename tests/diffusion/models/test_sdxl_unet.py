@@ -26,7 +26,10 @@ from diffusion.models import vae as vae_module
 # diffusers' SDXL test shapes: base (6 time ids, 64-wide context from two encoders, 32-wide
 # pooled embedding) and refiner (5 time ids, one 32-wide encoder)
 VARIANTS = {"base": (UNET_SDXL_TINY, 6), "refiner": (UNET_REFINER_TINY, 5)}
-TOL = {np.float32: 1e-3, np.float16: 1e-2}  # measured on lavapipe: 1.3e-6 and 2.2e-3
+# the worst element's |error| / (rms + |expected|) (support.assert_close's rule) measured on
+# lavapipe: 3.8e-6 in f32, 5.2e-3 in f16 (whose rounding of weights and activations, the same
+# on every run, dominates: 4x, not 10x)
+TOL = {np.float32: 4e-5, np.float16: 2e-2}
 
 
 @functools.cache

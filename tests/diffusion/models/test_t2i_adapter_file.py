@@ -23,7 +23,9 @@ from diffusion.loaders import WeightsError  # noqa: E402
 from diffusion.loaders.control.catalog import load_control_model, model_kind  # noqa: E402
 from diffusion.loaders.control.controlnet_file import load_t2i_adapter  # noqa: E402
 
-TOL = 1e-3
+# the worst element's |error| / (rms + |expected|) (support.assert_close's rule) measured on
+# lavapipe and llvmpipe: 2.2e-6
+TOL = 2e-5
 
 
 class _Resnet(nn.Module):

@@ -15,7 +15,9 @@ import gpucore
 from diffusion.models import T5EncoderModel
 from diffusion.models.t5 import relative_position_buckets
 
-TOL = 1e-3  # as the CLIP tests: f32 through every layer, typically ~1e-6
+# f32 through every layer: the worst element's |error| / (rms + |expected|)
+# (support.assert_close's rule) measured on lavapipe and llvmpipe is 5.4e-6
+TOL = 5e-5
 
 
 @pytest.mark.nodevice
@@ -77,4 +79,6 @@ def test_t5_encoder_f16_keeps_large_activations(f16_device: gpucore.Device) -> N
     assert np.abs(out.hidden_states[-2].numpy()).max() > 65504  # float16 would overflow
     got = ours(ids).numpy()
     assert got.dtype == np.float16
-    assert_close(got.astype(np.float32), out.last_hidden_state.numpy(), dtype=np.float16)
+    # the worst element's |error| / (rms + |expected|) measured on lavapipe: 6.6e-3 (float16
+    # rounding, the same on every run: 4x)
+    assert_close(got.astype(np.float32), out.last_hidden_state.numpy(), tol=2.5e-2)

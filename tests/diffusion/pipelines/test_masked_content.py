@@ -8,18 +8,30 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from PIL import Image, ImageFilter
+from PIL import Image, ImageFilter, ImageOps
 
 from diffusion.imaging import latent_mask, to_mask
 from diffusion.noise.rng import make_generator
-from diffusion.pipelines.masked_content import (
-    FILL_PASSES,
-    fill,
-    latent_content,
-    masked_content,
-)
+from diffusion.pipelines.masked_content import fill, latent_content, masked_content
 
 pytestmark = pytest.mark.nodevice
+
+# the blur radii and repeats of the WebUI's modules/masking.py fill (1.10), typed from its source
+WEBUI_PASSES = [(256, 1), (64, 1), (16, 2), (4, 4), (2, 2), (0, 1)]
+
+
+def _webui_fill(image: Image.Image, mask: Image.Image) -> Image.Image:
+    """The WebUI's modules/masking.py `fill` (1.10), typed from its source."""
+    image_mod = Image.new("RGBA", (image.width, image.height))
+    image_masked = Image.new("RGBa", (image.width, image.height))
+    image_masked.paste(image.convert("RGBA").convert("RGBa"),
+                       mask=ImageOps.invert(mask.convert("L")))
+    image_masked = image_masked.convert("RGBa")
+    for radius, repeats in WEBUI_PASSES:
+        blurred = image_masked.filter(ImageFilter.GaussianBlur(radius)).convert("RGBA")
+        for _ in range(repeats):
+            image_mod.alpha_composite(blurred)
+    return image_mod.convert("RGB")
 
 
 def _gaussian(values: np.ndarray, sigma: float) -> np.ndarray:
@@ -47,7 +59,7 @@ def _fill_in_floats(picture: np.ndarray, mask: np.ndarray) -> np.ndarray:
     alpha = 1.0 - mask.astype(np.float64)[..., None] / 255
     layer = np.concatenate([picture / 255 * alpha, alpha], axis=-1)
     colour, cover = np.zeros(picture.shape), np.zeros(alpha.shape)
-    for radius, times in FILL_PASSES:
+    for radius, times in WEBUI_PASSES:
         blurred = _gaussian(layer, radius)
         top_alpha = blurred[..., 3:]
         top = blurred[..., :3] / np.maximum(top_alpha, 1e-12)
@@ -106,6 +118,20 @@ def test_fill_against_a_rederivation() -> None:
     ours = np.asarray(fill(Image.fromarray(picture), mask), np.int16)
     assert np.abs(ours[32, 24] - (220, 40, 30)).max() <= 30
     assert np.abs(ours[32, 40] - (20, 60, 200)).max() <= 30
+
+
+def test_fill_is_the_webuis_byte_for_byte() -> None:
+    """Random pictures of odd sizes under soft and hard masks: every byte the WebUI's fill's."""
+    rng = np.random.default_rng(31)
+    for height, width in ((37, 53), (64, 29)):
+        picture = Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
+        hard = Image.new("L", (width, height))
+        hard.paste(255, (width // 4, height // 3, width - 5, height - 7))
+        soft = Image.fromarray(rng.integers(0, 256, (height, width), dtype=np.uint8))
+        for mask in (hard, hard.filter(ImageFilter.GaussianBlur(3)), soft):
+            ours = np.asarray(fill(picture, mask))
+            assert np.array_equal(ours, np.asarray(_webui_fill(picture, mask)))
+            assert not np.array_equal(ours, np.asarray(picture))
 
 
 def test_latent_noise_and_nothing_by_hand() -> None:

@@ -36,22 +36,74 @@ def comfy_simple(sigma_of: Any, table_size: int, steps: int) -> torch.Tensor:
                         dtype=torch.float64)
 
 
-def euler_ancestral_rf(model: Any, x: torch.Tensor, sigmas: torch.Tensor,
-                       noise_sampler: Any) -> torch.Tensor:
-    """ComfyUI's sample_euler_ancestral_RF (eta 1, s_noise 1)."""
-    s_in = x.new_ones([x.shape[0]])
+def euler_ancestral_rf(model: Any, x: Any, sigmas: Any, noise_sampler: Any, *,
+                       eta: float = 1.0, s_noise: float = 1.0) -> Any:
+    """ComfyUI's sample_euler_ancestral_RF, written in another form than its code (which ours
+    follows), so that a slip shared by both cannot pass. x = (1 - sigma) x0 + sigma eps on the
+    straight line; each step takes the predicted x0 and eps = (x - (1 - sigma) x0) / sigma and
+    lands on sigma_next's line keeping the share `kept` of eps that the Euler step to
+    sigma_down = sigma_next (1 + eta (sigma_next / sigma - 1)) carries after its rescale by
+    (1 - sigma_next) / (1 - sigma_down), the rest of sigma_next's noise drawn fresh:
+
+        x_next = (1 - s') x0 + kept eps + s_noise sqrt(s'^2 - kept^2) z,
+        kept = sigma_down (1 - s') / (1 - sigma_down)
+
+    (x0 alone where s' = 0). Works on torch tensors and numpy arrays alike."""
     for i in range(len(sigmas) - 1):
-        denoised = model(x, sigmas[i] * s_in)
-        if sigmas[i + 1] == 0:
-            x = denoised
+        sigma, after = float(sigmas[i]), float(sigmas[i + 1])
+        x0 = model(x, sigma * (x.new_ones([x.shape[0]]) if hasattr(x, "new_ones") else 1.0))
+        if after == 0:
+            x = x0
             continue
-        sigma_down = sigmas[i + 1] * (1 + (sigmas[i + 1] / sigmas[i] - 1))
-        alpha_ip1, alpha_down = 1 - sigmas[i + 1], 1 - sigma_down
-        renoise = (sigmas[i + 1] ** 2 - sigma_down ** 2 * alpha_ip1 ** 2 / alpha_down ** 2) ** 0.5
-        ratio = sigma_down / sigmas[i]
-        x = ratio * x + (1 - ratio) * denoised
-        x = (alpha_ip1 / alpha_down) * x + noise_sampler(sigmas[i], sigmas[i + 1]) * renoise
+        eps = (x - (1 - sigma) * x0) / sigma
+        down = after * (1 + eta * (after / sigma - 1))
+        kept = down * (1 - after) / (1 - down)
+        x = (1 - after) * x0 + kept * eps
+        if eta > 0:
+            x = x + s_noise * math.sqrt(max(after**2 - kept**2, 0.0)) * noise_sampler(sigma, after)
     return x
+
+
+@pytest.mark.nodevice
+@pytest.mark.parametrize("eta, s_noise", [(None, None), (0.6, 0.8), (0.0, 1.0)])
+def test_euler_ancestral_rf_is_comfyuis(eta: float | None, s_noise: float | None) -> None:
+    """The numpy sampler against the reference above on a toy flow denoiser: its defaults
+    (eta 1, s_noise 1), and eta and s_noise away from 1 (each changes the picture); the noise
+    drawn for the same steps, asked with the step's sigmas; none needed at eta 0."""
+    from diffusion.sampling.samplers import sample_euler_ancestral_rf
+
+    rng = np.random.default_rng(4)
+    weight = rng.standard_normal((12, 12)) / math.sqrt(12)
+
+    def denoise(x: np.ndarray, sigma: Any) -> np.ndarray:
+        return np.tanh(x.reshape(2, 12) @ weight).reshape(x.shape) * (1 - float(sigma))
+
+    class Stream:
+        def __init__(self) -> None:
+            self.draws, self.calls = np.random.default_rng(7), []
+
+        def __call__(self, sigma: float, sigma_next: float) -> np.ndarray:
+            self.calls.append((float(sigma), float(sigma_next)))
+            return self.draws.standard_normal((2, 3, 4))
+
+    x, sigmas = rng.standard_normal((2, 3, 4)), np.array([1.0, 0.8, 0.55, 0.3, 0.1, 0.0])
+    options = {} if eta is None else {"eta": eta, "s_noise": s_noise}
+    ours, theirs = Stream(), Stream()
+    got = sample_euler_ancestral_rf(denoise, x, sigmas, noise=ours, **options)
+    want = euler_ancestral_rf(denoise, x, sigmas, theirs, **options)
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+    assert ours.calls == theirs.calls
+    plain = euler_ancestral_rf(denoise, x, sigmas, Stream())
+    assert eta is None or np.abs(want - plain).max() > 1e-2
+    if eta == 0:
+        np.testing.assert_array_equal(sample_euler_ancestral_rf(denoise, x, sigmas, eta=0), got)
+    else:
+        with pytest.raises(ValueError, match=r"^Euler a draws noise"):
+            sample_euler_ancestral_rf(denoise, x, sigmas, **options)
+    seen: list[tuple[int, np.ndarray]] = []
+    first = sample_euler_ancestral_rf(denoise, x, sigmas, noise=Stream(), **options,
+                                      callback=lambda i, x: (seen.append((i, x)), False)[1])
+    assert [i for i, _ in seen] == [0] and first is seen[0][1]
 
 
 def reference_sample(denoise: Any, sampler: str, sigmas: torch.Tensor,

@@ -32,12 +32,14 @@ from test_kdiffusion_txt2img import (  # noqa: E402
     STEPS,
     Reference,
     _assert_close,
+    _assert_moves,
 )
 
 import gpucore  # noqa: E402
 from diffusion import load_pipeline  # noqa: E402
 from diffusion.loaders.control.catalog import load_control_model  # noqa: E402
 from diffusion.pipelines.control import ControlUnit  # noqa: E402
+from diffusion.pipelines.control_spec import ControlSpec  # noqa: E402
 
 MAP = circle(SIZE, SIZE, seed=3)
 
@@ -131,9 +133,37 @@ def test_units_match_the_extensions_recipe(ours: Any, model_dir: Path,
     expected = reference.sample(function, schedule)
     _assert_close(final[-1], expected)
     _ControlEps.units = []
-    plain = reference.sample(function, schedule)
-    moved = np.linalg.norm(plain - expected) / np.linalg.norm(expected)
-    assert moved > 1e-2, moved
+    _assert_moves(expected, reference.sample(function, schedule), "the units")
+
+
+def test_a_specs_settings_reach_the_picture(ours: Any, model_dir: Path,
+                                            nets: list[tuple[Any, Any]]) -> None:
+    """The server's and the CLI's way in: a ControlSpec (the extension's unit arguments) with
+    weight, guidance end and control mode away from their defaults gives the extension's
+    recipe with those values, and each of them moves the picture (so none may be replaced by
+    its default between the spec and the unit)."""
+    spec = ControlSpec(model="tiny", image=MAP, weight=0.7, guidance_end=0.3,
+                       control_mode="ControlNet is more important")
+    final: list[np.ndarray] = []
+    ours.txt2img(PROMPT, negative_prompt=NEGATIVE, steps=STEPS, cfg_scale=CFG, seed=SEED,
+                 width=SIZE, height=SIZE, sampler="Euler", rng="torch",
+                 control=[spec.unit(nets[0][1], width=SIZE, height=SIZE)],
+                 on_step=lambda done, total, latents: final.append(latents))
+    reference = ControlReference(model_dir)
+
+    def recipe(weight: float, end: float, cond_only: bool) -> np.ndarray:
+        _ControlEps.units = [(nets[0][0], weight, 0.0, end, cond_only)]
+        try:
+            return reference.sample("sample_euler", "uniform")
+        finally:
+            _ControlEps.units = []
+
+    expected = recipe(0.7, 0.3, True)
+    _assert_close(final[-1], expected)
+    for what, other in (("the weight", recipe(1.0, 0.3, True)),
+                        ("the guidance end", recipe(0.7, 1.0, True)),
+                        ("the control mode", recipe(0.7, 0.3, False))):
+        _assert_moves(expected, other, what)
 
 
 def test_hires_pass_gets_the_maps_at_its_size(ours: Any, nets: list[tuple[Any, Any]],

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import math
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -130,8 +131,13 @@ class Reference:
                brownian: bool = False, seeds: tuple[int, ...] = (SEED,),
                options: dict[str, Any] | None = None,
                contexts: list[torch.Tensor] | None = None, init: torch.Tensor | None = None,
-               sigmas: torch.Tensor | None = None) -> np.ndarray:
-        """The WebUI's sampling pass: from noise, or img2img from `init` (its `sigmas`)."""
+               sigmas: torch.Tensor | None = None,
+               resize_from: tuple[int, int] | None = None) -> np.ndarray:
+        """The WebUI's sampling pass: from noise, or img2img from `init` (its `sigmas`);
+        `resize_from`: the seeds' noise drawn at that latent (height, width) ("Resize seed
+        from"). Samplers that take no noise sampler (Euler, Heun, DPM2 with churn) draw their
+        noise with torch.randn_like, which the WebUI's TorchHijack points at the same
+        per-image generators."""
         self.calls = 0
         if contexts is not None:
             self.contexts = contexts
@@ -142,7 +148,10 @@ class Reference:
             return torch.stack([torch.randn((4, side, side), generator=g) for g in generators])
 
         sigmas = self.sigmas(schedule, STEPS, discard) if sigmas is None else sigmas
-        x = draw() * sigmas[0] + (0 if init is None else init)
+        first = draw() if resize_from is None else torch.stack(
+            [_webui_resized_first(seed, g, (4, side, side), resize_from)
+             for seed, g in zip(seeds, generators)])
+        x = first * sigmas[0] + (0 if init is None else init)
         kwargs: dict[str, Any] = dict(options or {})
         if brownian:
             positive = sigmas[sigmas > 0]
@@ -151,13 +160,50 @@ class Reference:
         elif "noise_sampler" in inspect.signature(getattr(K.sampling, function)).parameters:
             kwargs["noise_sampler"] = lambda sigma, sigma_next: draw()
         sampler = getattr(K.sampling, function)
-        with torch.no_grad():
+        hijack = _TorchHijack(draw)
+        with torch.no_grad(), pytest.MonkeyPatch.context() as patch:
+            patch.setattr(K.sampling, "torch", hijack)
             if function == "sample_dpm_fast":  # the WebUI: the model's whole sigma range
                 low, high = self.denoiser.sigma_min.item(), self.denoiser.sigma_max.item()
                 out = sampler(self.model, x, low, high, STEPS, disable=True, eta=1.0, **kwargs)
             else:
                 out = sampler(self.model, x, sigmas, disable=True, **kwargs)
         return out.double().numpy()
+
+
+class _TorchHijack:
+    """k-diffusion's `torch` with randn_like drawing the images' generators' next noise (the
+    WebUI's sd_samplers_common.TorchHijack)."""
+
+    def __init__(self, draw: Any) -> None:
+        self.draw = draw
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(torch, name)
+
+    def randn_like(self, x: torch.Tensor) -> torch.Tensor:
+        return self.draw().to(x.dtype)
+
+
+def _webui_resized_first(seed: int, generator: torch.Generator, shape: tuple[int, int, int],
+                         noise_hw: tuple[int, int]) -> torch.Tensor:
+    """ImageRNG.first() of the WebUI's modules/rng.py (1.10) for one image with a seed resize,
+    typed from its source (CPU RNG): the seed's noise at the other size from a freshly seeded
+    generator, pasted centred into the image generator's own first draw."""
+    noise_shape = (shape[0], *noise_hw)
+    torch.manual_seed(seed)
+    noise = torch.randn(noise_shape)
+    x = torch.randn(shape, generator=generator)
+    dx = (shape[2] - noise_shape[2]) // 2
+    dy = (shape[1] - noise_shape[1]) // 2
+    w = noise_shape[2] if dx >= 0 else noise_shape[2] + 2 * dx
+    h = noise_shape[1] if dy >= 0 else noise_shape[1] + 2 * dy
+    tx = 0 if dx < 0 else dx
+    ty = 0 if dy < 0 else dy
+    dx = max(-dx, 0)
+    dy = max(-dy, 0)
+    x[:, ty:ty + h, tx:tx + w] = noise[:, dy:dy + h, dx:dx + w]
+    return x
 
 
 @pytest.fixture(scope="module")
@@ -175,9 +221,19 @@ def _ours(pipe: Any, sampler: str, scheduler: str = "Automatic", batch_size: int
     return final[-1], result.settings
 
 
+def _error(ours: np.ndarray, theirs: np.ndarray) -> float:
+    return float(np.linalg.norm(ours - theirs) / np.linalg.norm(theirs))
+
+
 def _assert_close(ours: np.ndarray, theirs: np.ndarray) -> None:
-    error = np.linalg.norm(ours - theirs) / np.linalg.norm(theirs)
+    error = _error(ours, theirs)
     assert error < TOLERANCE, f"relative error {error:.2e}"
+
+
+def _assert_moves(picture: np.ndarray, other: np.ndarray, what: str) -> None:
+    """`other` (the picture without one input) is at least 10x the tolerance away."""
+    moved = _error(other, picture)
+    assert moved > 10 * TOLERANCE, f"{what} moves the result by only {moved:.2e}"
 
 
 # (our name, k-diffusion function, the WebUI's default schedule, discard penultimate sigma,
@@ -360,3 +416,40 @@ def test_eta_reaches_the_ancestral_sampler(ours: Any, reference: Reference) -> N
     expected = reference.sample("sample_euler_ancestral", "uniform", options={"eta": 0.5})
     _assert_close(final[-1], expected)
     assert format_infotext(result.settings).endswith("RNG: CPU, Eta: 0.5")
+
+
+def test_churn_reaches_the_sampler(ours: Any, reference: Reference) -> None:
+    """Sigma churn, tmin, tmax and noise (the WebUI's settings for Euler, Heun and DPM2):
+    k-diffusion's sample_euler with the same values, its churn noise the images' generators'
+    next draws. The uniform schedule's sigmas here are 14.6, 2.9, 0.93, 0.029: tmin 1 and
+    tmax 10 leave churn on the second step alone; each value moves the picture."""
+    from diffusion.sampling.kdiffusion import SamplerOptions
+
+    churn = {"s_churn": 1.5, "s_tmin": 1.0, "s_tmax": 10.0, "s_noise": 1.2}
+    final: list[np.ndarray] = []
+    ours.txt2img(PROMPT, negative_prompt=NEGATIVE, steps=STEPS, cfg_scale=CFG, seed=SEED,
+                 width=SIZE, height=SIZE, sampler="Euler", rng="torch",
+                 sampler_options=SamplerOptions(**churn),
+                 on_step=lambda done, total, latents: final.append(latents))
+    expected = reference.sample("sample_euler", "uniform", options=churn)
+    _assert_close(final[-1], expected)
+    for name, default in (("s_churn", 0.0), ("s_tmin", 0.0), ("s_tmax", math.inf),
+                          ("s_noise", 1.0)):
+        _assert_moves(expected, reference.sample("sample_euler", "uniform",
+                                                 options={**churn, name: default}), name)
+
+
+def test_seed_resize_is_the_webuis_noise(ours: Any, reference: Reference) -> None:
+    """"Resize seed from" 8x24 pixels (4x12 latents with the tiny VAE's factor 2; the WebUI
+    divides by SD's 8): its noise cropped in height and padded in width into the 8x8 latents'
+    first draw, then Euler a's steps from the same generators."""
+    final: list[np.ndarray] = []
+    result = ours.txt2img(PROMPT, negative_prompt=NEGATIVE, steps=STEPS, cfg_scale=CFG,
+                          seed=SEED, width=SIZE, height=SIZE, sampler="Euler a", rng="torch",
+                          seed_resize_from=(8, 24),
+                          on_step=lambda done, total, latents: final.append(latents))
+    expected = reference.sample("sample_euler_ancestral", "uniform", resize_from=(12, 4))
+    _assert_close(final[-1], expected)
+    _assert_moves(expected, reference.sample("sample_euler_ancestral", "uniform"),
+                  "the seed resize")
+    assert "Seed resize from: 8x24" in format_infotext(result.settings)

@@ -184,8 +184,13 @@ def _webui_normal(n, kd):
 
 
 def _webui_simple(n, kd):
-    stride = len(kd.sigmas) / n
-    return [float(kd.sigmas[-(1 + int(x * stride))]) for x in range(n)] + [0.0]
+    # simple_scheduler of the WebUI's modules/sd_schedulers.py (1.10), typed from its source
+    sigs = []
+    ss = len(kd.sigmas) / n
+    for x in range(n):
+        sigs += [float(kd.sigmas[-(1 + int(x * ss))])]
+    sigs += [0.0]
+    return torch.FloatTensor(sigs)
 
 
 def _webui_ddim(n, kd):
@@ -220,6 +225,8 @@ def test_webui_schedules(pair, n, label, formula):
 def test_ddim_gives_the_webuis_extra_steps():
     ours = DiscreteSchedule.from_config({})
     assert [schedules.sigmas("DDIM", n, ours).size - 1 for n in STEPS] == [1, 8, 20, 34]
+    # past 500 steps the stride stays 1: every training sigma but the first
+    assert schedules.sigmas("DDIM", 600, ours).size - 1 == 999
 
 
 def test_beta_quantiles_match_scipy():
@@ -263,6 +270,9 @@ def test_align_your_steps(n, is_sdxl):
     expected = (table if n == len(table) else _loglinear(table, n) if n > 1 else [table[-1]])
     _close(schedules.sigmas("Align Your Steps", n, ours, is_sdxl=is_sdxl),
            np.array([*expected, 0.0]), rtol=1e-12)
+    if not is_sdxl:  # SD 1.5's table unless told
+        _close(schedules.sigmas("Align Your Steps", n, ours), np.array([*expected, 0.0]),
+               rtol=1e-12)
 
 
 # -- the WebUI's get_sigmas options --------------------------------------------------------------
@@ -298,8 +308,11 @@ def test_lookup_by_name_label_and_alias():
 @pytest.mark.parametrize("kwargs, message", [
     ({"n": 0}, "positive int"), ({"n": 2.5}, "positive int"), ({"n": True}, "positive int"),
     ({"sigma_min": 20.0}, "sigma_min < sigma_max"), ({"sigma_max": math.inf}, "< inf"),
-    ({"rho": -1.0}, "rho must be positive"), ({"beta_alpha": 0.0}, "must be positive")])
+    ({"sigma_min": 0.0}, "0 < sigma_min"), ({"sigma_min": 3.0, "sigma_max": 3.0}, "sigma_min <"),
+    ({"rho": -1.0}, "rho must be positive"), ({"rho": 0.0}, "rho must be positive"),
+    ({"beta_alpha": 0.0}, "must be positive"), ({"beta_beta": 0.0}, "must be positive")])
 def test_bad_schedule_arguments_raise(kwargs, message):
+    assert schedules.sigmas("karras", 7, DiscreteSchedule.from_config({}), rho=0.5).size == 8
     arguments = {"n": 7, **kwargs}
     with pytest.raises(ValueError, match=message):
         schedules.sigmas("karras", arguments.pop("n"), DiscreteSchedule.from_config({}),
