@@ -134,7 +134,8 @@ class FlowModel:
                             guidance=guidance, samplers=tuple(FLOW_SAMPLERS),
                             schedules=FLOW_SCHEDULES, models="flow-matching models",
                             control=self.family in _CONTROL_FAMILIES,
-                            step_cache=_STEP_CACHES.get(self.family, ()), **no)
+                            step_cache=_STEP_CACHES.get(self.family, ()),
+                            redux=self.family.startswith("flux-"), **no)
 
     @property
     def placement(self) -> Placement:
@@ -188,16 +189,24 @@ class FlowModel:
         if request.control and request.hires is not None:
             raise ValueError(f"ControlNet units with the hires fix: not supported for "
                              f"{self.family} models yet; leave one of them out")
-        if label == DIFFUSERS:
-            latents = self._diffusers(request, prompts, seed, width, height, observer, cache)
-            seeds = [seed] * batch
-        else:
-            seeds = [seed + k for k in range(batch)]
-            latents = self._webui(request, label, prompts, seeds, width, height, observer,
-                                  cache)
-            if request.hires is not None:
-                latents = run_hires(self, request, label, prompts, seeds, latents, width,
-                                    height, observer, cache=cache)
+        # FLUX Redux: the picture's tokens join every prompt's for this run
+        if request.redux is not None:
+            self.pipe.prompt_prior = request.redux.prior()
+        try:
+            if label == DIFFUSERS:
+                latents = self._diffusers(request, prompts, seed, width, height, observer,
+                                          cache)
+                seeds = [seed] * batch
+            else:
+                seeds = [seed + k for k in range(batch)]
+                latents = self._webui(request, label, prompts, seeds, width, height,
+                                      observer, cache)
+                if request.hires is not None:
+                    latents = run_hires(self, request, label, prompts, seeds, latents, width,
+                                        height, observer, cache=cache)
+        finally:
+            if request.redux is not None:
+                self.pipe.prompt_prior = None
         fields: dict[str, Any] = dict(
             scheduler=None if label == DIFFUSERS else "Simple",
             distilled_cfg_scale=float(request.distilled_cfg_scale) if self.distilled else None,
