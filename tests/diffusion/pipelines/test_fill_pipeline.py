@@ -160,3 +160,41 @@ def test_fill_inpaint_from_the_cli(first_device: gpucore.Device, fill: tuple[Pat
     assert cli.main(["img2img", *common[:-2], "--out", str(tmp_path / "d.png")]) != 0
     err = capsys.readouterr()[1]
     assert "FLUX.1 Fill repaints a picture under a mask" in err and "Traceback" not in err
+
+
+def test_fill_through_the_server(first_device: gpucore.Device, fill: tuple[Path, Any]) -> None:
+    """img2img with a mask inpaints (the WebUI's mask fields apply: an inverted mask keeps
+    the other part); without a mask it is refused (4xx) naming what to send."""
+    pytest.importorskip("fastapi", reason="the server extra is not installed")
+    from fastapi.testclient import TestClient
+    from server_support import CachedLoader, png_b64
+
+    from diffusion.server import create_app
+
+    folder, _ = fill
+    app = create_app(model=folder, models_dir=folder.parent, outputs=folder.parent / "out",
+                     max_size=256, loader=CachedLoader())
+    body = {"prompt": PROMPT, "init_images": [png_b64(_picture())], "width": WIDTH,
+            "height": HEIGHT, "steps": 2, "seed": 5, "sampler_name": "Euler",
+            "distilled_cfg_scale": 30, "denoising_strength": 1.0, "mask_blur": 0}
+    init = np.asarray(_picture(), np.float32) / 255
+    kept = np.asarray(_mask(0)) == 0
+    with TestClient(app) as client:
+        for invert, keep in ((0, kept), (1, ~kept)):
+            response = client.post("/sdapi/v1/img2img", json={
+                **body, "mask": png_b64(_mask(0)), "inpainting_mask_invert": invert})
+            assert response.status_code == 200, response.text
+            picture = _b64_pixels(response.json()["images"][0])
+            assert np.abs(picture[keep] - init[keep]).max() < 1 / 255 + 1e-6
+            assert np.abs(picture[~keep] - init[~keep]).mean() > 10 * TOL
+        unmasked = client.post("/sdapi/v1/img2img", json=body)
+        assert 400 <= unmasked.status_code < 500
+        assert "FLUX.1 Fill repaints a picture under a mask" in unmasked.text
+
+
+def _b64_pixels(text: str) -> np.ndarray:
+    import base64
+    import io
+
+    with Image.open(io.BytesIO(base64.b64decode(text))) as image:
+        return np.asarray(image.convert("RGB"), np.float32) / 255
