@@ -27,6 +27,7 @@ from ...imaging import to_mask, to_unit_image
 from ...loaders.errors import WeightsError
 from ...loaders.flow.file import flow_file_family
 from ...loaders.flow.folder import flow_family, is_fill_transformer
+from ...loaders.formats.gguf_file import GGUFFile
 from ...loaders.formats.safetensors import SafetensorsFile
 from ...models.step_cache import StepCache
 from ...sampling.guidance import combine
@@ -94,13 +95,13 @@ class FillModel(FlowModel):
 
 def is_fill_file(path: str | os.PathLike[str]) -> bool:
     """A FLUX.1 dev single file (`flow_file_family` "flux-dev") whose transformer is Fill's:
-    BFL's `flux1-fill-dev.safetensors`, its `img_in` 384 wide against `final_layer`'s 64
-    (`is_fill_transformer`). Reads the header."""
+    BFL's `flux1-fill-dev.safetensors` or city96's `flux1-fill-dev-Q8_0.gguf`, its `img_in`
+    384 wide against `final_layer`'s 64 (`is_fill_transformer`). Reads the header."""
     path = Path(path)
-    if path.suffix.lower() != ".safetensors" or flow_file_family(path) != "flux-dev":
+    if flow_file_family(path) != "flux-dev":  # a .safetensors or .gguf FLUX file
         return False
     try:
-        file = SafetensorsFile(path)
+        file: Any = GGUFFile(path) if path.suffix.lower() == ".gguf" else SafetensorsFile(path)
     except WeightsError:
         return False
     widths = {}
@@ -116,7 +117,7 @@ def is_fill_file(path: str | os.PathLike[str]) -> bool:
 
 def fill_family(path: str | os.PathLike[str]) -> str | None:
     """"flux-fill" for a FluxFillPipeline diffusers folder (or one whose transformer is
-    Fill's) or a FLUX.1 Fill single file (`is_fill_file`), None for anything else."""
+    Fill's) or a FLUX.1 Fill single file or GGUF (`is_fill_file`), None for anything else."""
     fill = flow_family(path) == "flux-fill" if Path(path).is_dir() else is_fill_file(path)
     return "flux-fill" if fill else None
 
@@ -141,6 +142,6 @@ def load_fill_model(path: str | os.PathLike[str], family: str, options: LoadOpti
     pipe = FluxFillPipeline.from_pretrained(path, dtype=options.dtype, device=options.device,
                                             variant=options.variant,
                                             text_encoder_files=list(options.text_encoders))
-    name = path.name.removesuffix(".safetensors")  # as Forge
+    name = path.name.removesuffix(".safetensors").removesuffix(".gguf")  # as Forge
     return FillModel(pipe, family=family, name=name, defaults=options.defaults or FILL_DEFAULTS,
                      modules=pipe.modules)

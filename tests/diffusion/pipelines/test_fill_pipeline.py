@@ -110,15 +110,24 @@ def test_fill_condition_packs_as_diffusers(fill: tuple[Path, Any]) -> None:
 
 @pytest.mark.nodevice
 def test_bfl_fill_file_is_detected(fill: tuple[Path, Any], tmp_path: Path) -> None:
-    """BFL's flux1-fill-dev.safetensors: FLUX.1 dev's keys, told by img_in's width (the
-    noise's and masked picture's channels and the 256 of the packed 8x8 mask)."""
+    """BFL's flux1-fill-dev.safetensors (and city96's GGUF of it): FLUX.1 dev's keys, told by
+    img_in's width (the noise's and masked picture's channels and the 256 of the packed 8x8
+    mask)."""
     from flow_tiny import bfl_checkpoint
     from safetensors.torch import save_file
 
-    save_file(bfl_checkpoint(_fill_transformer(16, 8), "model.diffusion_model."),
+    from diffusion.loaders.formats.gguf_write import write_gguf
+
+    transformer = _fill_transformer(16, 8)
+    save_file(bfl_checkpoint(transformer, "model.diffusion_model."),
               tmp_path / "flux1-fill-dev.safetensors")
     save_file(bfl_checkpoint(fill[1].transformer, ""), tmp_path / "tiny.safetensors")
     assert family_of(tmp_path / "flux1-fill-dev.safetensors")[1] == "flux-fill"
+    write_gguf(tmp_path / "flux1-fill-dev-Q8_0.gguf",  # city96's: the same names, quantized
+               [(k, v.numpy()) for k, v in bfl_checkpoint(transformer, "", bf16=False).items()],
+               "q8_0",
+               architecture="flux")
+    assert family_of(tmp_path / "flux1-fill-dev-Q8_0.gguf")[1] == "flux-fill"
     assert family_of(tmp_path / "tiny.safetensors")[1] == "flux-dev"  # 2x VAE: not Fill's
 
 
