@@ -26,6 +26,7 @@ from ...noise.rng import make_generator
 from ...sampling.model_sampling import calculate_shift
 from ...sampling.scheduler_loop import scheduler_loop
 from ...sampling.schedulers.flow_match_euler import FlowMatchEulerDiscreteScheduler
+from .flow_control import FlowControl
 from .flux import FluxPipeline, image_ids, pack_latents, unpack_latents
 from .start import FlowStart, StepCallback, check_call, decode, encode_image
 
@@ -75,11 +76,15 @@ class FluxFillPipeline(FluxPipeline):
 
     def velocity(self, prompts: Sequence[str], *, height: int, width: int,
                  guidance_scale: float = 3.5, max_sequence_length: int = 512,
-                 cache: StepCache | None = None, condition: np.ndarray | None = None
+                 cache: StepCache | None = None, control: FlowControl | None = None,
+                 condition: np.ndarray | None = None
                  ) -> tuple[Callable[[np.ndarray, float], np.ndarray], tuple[int, ...], float]:
         """FluxPipeline.velocity with the Fill channels `condition` (1 or B, N, ...;
         `fill_tokens`) beside every call's noise tokens; the latents have the transformer's
-        output channels / 4."""
+        output channels / 4. No ControlNet units (`control`) yet."""
+        if control is not None:
+            raise ValueError("ControlNet units: not supported for FLUX.1 Fill models yet; "
+                             "leave them out")
         if condition is None:
             raise ValueError("FLUX.1 Fill draws from a picture and a mask: give both")
         scale = self.vae_scale_factor * 2
