@@ -120,3 +120,47 @@ def test_redux_is_refused_for_other_families() -> None:
     request = GenerationRequest(prompt="x", redux=object())
     with pytest.raises(ValueError, match="FLUX Redux reference"):
         Capabilities(family="sd1", latent_space="sd").refuse(request)
+
+
+def test_redux_through_the_server(first_device: gpucore.Device,
+                                  tiny_flux_dev: tuple[Path, Any],
+                                  redux: tuple[Path, Any]) -> None:
+    """txt2img's `redux` field (a Redux folder in the models folder, the picture, the scales)
+    draws diffusers' chained picture (Euler over the Simple schedule at 2 steps with the CPU
+    noise source is FluxPipeline's loop); a folder that is not Redux's is a 4xx naming it."""
+    pytest.importorskip("fastapi", reason="the server extra is not installed")
+    import shutil
+
+    from fastapi.testclient import TestClient
+    from server_support import CachedLoader, png_b64
+
+    from diffusion.server import create_app
+
+    root, flux = tiny_flux_dev
+    folder, prior = redux
+    models = folder.parent
+    if not (models / "flux").exists():
+        shutil.copytree(root / "flux", models / "flux")
+    app = create_app(model=models / "flux", models_dir=models, outputs=models / "out",
+                     max_size=256, loader=CachedLoader())
+    field = {"model": folder.name, "image": png_b64(_picture(1)), "prompt_embeds_scale": 0.8,
+             "pooled_prompt_embeds_scale": 1.5}
+    body = {"prompt": PROMPT, "width": WIDTH, "height": HEIGHT, "steps": 2, "seed": 7,
+            "sampler_name": "Euler", "distilled_cfg_scale": 3.5, "redux": field,
+            "override_settings": {"randn_source": "CPU"}}
+    with TestClient(app) as client:
+        response = client.post("/sdapi/v1/txt2img", json=body)
+        assert response.status_code == 200, response.text
+        ours = _b64_pixels(response.json()["images"][0])
+        assert np.abs(ours - _expected(flux, prior, _picture(1), 7, 0.8, 1.5)).mean() < TOL
+        wrong = client.post("/sdapi/v1/txt2img", json={**body, "redux": {**field,
+                                                                          "model": "flux"}})
+        assert 400 <= wrong.status_code < 500 and "not a FLUX Redux folder" in wrong.text
+
+
+def _b64_pixels(text: str) -> np.ndarray:
+    import base64
+    import io
+
+    with Image.open(io.BytesIO(base64.b64decode(text))) as image:
+        return np.asarray(image.convert("RGB"), np.float32) / 255
