@@ -283,14 +283,28 @@ class FlowModel:
         cfg = float(request.cfg_scale)
         if self.family in _CFG_FAMILIES or cfg == 1:
             return flow, shape, mu
-        negative, _, _ = self.pipe.velocity([request.negative_prompt] * len(prompts), **size,
-                                            **self._guidance(request))
+        negative, _, _ = self.negative_velocity(request, len(prompts), **size,
+                                                **self._guidance(request))
 
         def guided(x: np.ndarray, t: float) -> np.ndarray:
             uncond = negative(x, t)
             return combine(uncond, flow(x, t), None, np.float32(cfg))
 
         return guided, shape, mu
+
+    def negative_velocity(self, request: GenerationRequest, count: int, **settings: Any
+                          ) -> tuple[Callable[[np.ndarray, float], np.ndarray], tuple[int, ...],
+                                     float | None]:
+        """The pipeline's velocity for `count` negative prompts with `settings`, without FLUX
+        Redux's picture tokens (they steer the prompt only, as diffusers' negative prompt
+        embeds and ComfyUI's style models leave the negative side alone)."""
+        if request.redux is None:
+            return self.pipe.velocity([request.negative_prompt] * count, **settings)
+        prior, self.pipe.prompt_prior = self.pipe.prompt_prior, None
+        try:
+            return self.pipe.velocity([request.negative_prompt] * count, **settings)
+        finally:
+            self.pipe.prompt_prior = prior
 
     def encode_init(self, pixels: np.ndarray, generator: Any) -> np.ndarray:
         """The init image's latents (1, C, h, w) in the transformer's space for the WebUI

@@ -70,14 +70,15 @@ def _pixels(path: str) -> np.ndarray:
 
 
 def _expected(flux: Any, prior: Any, picture: Image.Image, seed: int, scale: float = 1.0,
-              pooled_scale: float = 1.0) -> np.ndarray:
+              pooled_scale: float = 1.0, **cfg: Any) -> np.ndarray:
     with torch.no_grad():
         embeds, pooled, _ = flux.encode_prompt(PROMPT, prompt_2=None, max_sequence_length=16)
     out = prior(picture, prompt_embeds=embeds, pooled_prompt_embeds=pooled,
                 prompt_embeds_scale=scale, pooled_prompt_embeds_scale=pooled_scale)
     return flux(prompt_embeds=out.prompt_embeds, pooled_prompt_embeds=out.pooled_prompt_embeds,
                 height=HEIGHT, width=WIDTH, num_inference_steps=2, guidance_scale=3.5,
-                generator=torch.Generator().manual_seed(seed), output_type="np").images[0]
+                generator=torch.Generator().manual_seed(seed), output_type="np",
+                max_sequence_length=16, **cfg).images[0]
 
 
 def test_redux_txt2img_from_the_cli(first_device: gpucore.Device,
@@ -127,7 +128,9 @@ def test_redux_through_the_server(first_device: gpucore.Device,
                                   redux: tuple[Path, Any]) -> None:
     """txt2img's `redux` field (a Redux folder in the models folder, the picture, the scales)
     draws diffusers' chained picture (Euler over the Simple schedule at 2 steps with the CPU
-    noise source is FluxPipeline's loop); a folder that is not Redux's is a 4xx naming it."""
+    noise source is FluxPipeline's loop), and with a CFG scale above 1 its true CFG, whose
+    negative prompt is read without the picture's tokens; a folder that is not Redux's is a
+    4xx naming it."""
     pytest.importorskip("fastapi", reason="the server extra is not installed")
     import shutil
 
@@ -153,6 +156,13 @@ def test_redux_through_the_server(first_device: gpucore.Device,
         assert response.status_code == 200, response.text
         ours = _b64_pixels(response.json()["images"][0])
         assert np.abs(ours - _expected(flux, prior, _picture(1), 7, 0.8, 1.5)).mean() < TOL
+        guided = client.post("/sdapi/v1/txt2img", json={
+            **body, "cfg_scale": 3, "negative_prompt": "a cat"})
+        assert guided.status_code == 200, guided.text
+        expected = _expected(flux, prior, _picture(1), 7, 0.8, 1.5, true_cfg_scale=3.0,
+                             negative_prompt="a cat")
+        assert np.abs(_b64_pixels(guided.json()["images"][0]) - expected).mean() < TOL
+        assert np.abs(expected - ours).mean() > 3 * TOL  # the negative pass mattered
         wrong = client.post("/sdapi/v1/txt2img", json={**body, "redux": {**field,
                                                                           "model": "flux"}})
         assert 400 <= wrong.status_code < 500 and "not a FLUX Redux folder" in wrong.text
