@@ -26,8 +26,8 @@ from gpustd import Tensor, asarray, concatenate
 
 from ...imaging import rgb_picture
 from ...loaders.errors import WeightsError
-from ...loaders.formats.diffusers_folder import read_json, weight_refs
-from ...loaders.weights import ComponentWeights, resolve_dtype
+from ...loaders.formats.diffusers_folder import read_json
+from ...loaders.redux_file import embedder_weights, siglip_weights
 from ...models.redux import ReduxImageEncoder, SiglipVisionModel
 
 __all__ = ["FluxRedux", "PromptPrior", "ReduxReference", "siglip_pixels"]
@@ -69,33 +69,38 @@ class FluxRedux:
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike[str], *, dtype: Any = np.float32,
-                        device: Device | None = None, variant: str | None = None) -> FluxRedux:
+                        device: Device | None = None, variant: str | None = None,
+                        image_encoder: str | os.PathLike[str] | None = None) -> FluxRedux:
         """A FluxPriorReduxPipeline diffusers folder (`image_encoder/`: SiglipVisionModel,
-        `image_embedder/`: ReduxImageEncoder, `feature_extractor/`) onto `device`.
-        WeightsError naming what is missing otherwise."""
+        `image_embedder/`: ReduxImageEncoder, `feature_extractor/`), or BFL's
+        `flux1-redux-dev.safetensors` (the embedder alone) with `image_encoder`: SigLIP as a
+        transformers folder or one file (ComfyUI's `sigclip_vision_patch14_384.safetensors`;
+        read at its own size, bicubic, normalized by 0.5 / 0.5), onto `device`. WeightsError
+        naming what is missing otherwise."""
         root = Path(path)
-        if not (root / "image_embedder").is_dir():
+        folder = root.is_dir()
+        if folder and not (root / "image_embedder").is_dir():
             raise WeightsError(f"{root}: not a FLUX Redux folder (FluxPriorReduxPipeline: "
                                "image_encoder/, image_embedder/, feature_extractor/)")
-        device = device or default_device()
-        place = {"dtype": dtype, "device": device}
-        models: dict[str, Any] = {}
-        for name, kind, stem in (("image_encoder", SiglipVisionModel, "model"),
-                                 ("image_embedder", ReduxImageEncoder,
-                                  "diffusion_pytorch_model")):
-            config = read_json(root / name / "config.json")
-            refs, _ = weight_refs(root / name, stem, variant)
-            if name == "image_encoder":  # transformers 5 saves it without `vision_model.`
-                refs = {k if k.startswith("vision_model.") else f"vision_model.{k}": r
-                        for k, r in refs.items()}
-            refs = {k: r for k, r in refs.items()
-                    if not k.endswith("position_ids") and not k.startswith("vision_model.head.")}
-            model = kind(config, **place)
-            model.load_state_dict(ComponentWeights(name, config, refs,
-                                                   dtype=resolve_dtype(dtype)))
-            models[name] = model
-        processor = read_json(root / "feature_extractor" / "preprocessor_config.json")
-        return cls(**models, processor=processor)
+        if not folder and image_encoder is None:
+            raise WeightsError(f"{root}: a Redux file holds the embedder alone; give the "
+                               "SigLIP image encoder too (sigclip_vision_patch14_384"
+                               ".safetensors)")
+        place = {"dtype": dtype, "device": device or default_device()}
+        embedder = embedder_weights(root / "image_embedder" if folder else root, dtype=dtype,
+                                    variant=variant)
+        encoder = siglip_weights(root / "image_encoder" if image_encoder is None
+                                 else image_encoder, dtype=dtype, variant=variant)
+        embedder_model = ReduxImageEncoder(embedder.config, **place)
+        embedder_model.load_state_dict(embedder)
+        encoder_model = SiglipVisionModel(encoder.config, **place)
+        encoder_model.load_state_dict(encoder)
+        processor_file = root / "feature_extractor" / "preprocessor_config.json"
+        size = encoder_model.image_size
+        processor = read_json(processor_file) if folder and processor_file.is_file() else {
+            "size": {"height": size, "width": size}}
+        return cls(image_encoder=encoder_model, image_embedder=embedder_model,
+                   processor=processor)
 
     def image_tokens(self, image: Any) -> Tensor:
         """The picture's tokens in T5's space (1, N, D). diffusers:

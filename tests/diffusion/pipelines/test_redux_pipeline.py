@@ -174,3 +174,39 @@ def _b64_pixels(text: str) -> np.ndarray:
 
     with Image.open(io.BytesIO(base64.b64decode(text))) as image:
         return np.asarray(image.convert("RGB"), np.float32) / 255
+
+
+def test_redux_files(first_device: gpucore.Device, tmp_path: Path,
+                     capsys: pytest.CaptureFixture[str]) -> None:
+    """BFL's flux1-redux-dev.safetensors (the embedder alone) with SigLIP as one file
+    (ComfyUI's sigclip_vision_patch14_384: its config from the shapes, heads 72 wide): the
+    picture's tokens equal transformers' SigLIP and diffusers' embedder's; a Redux file
+    without its image encoder is refused in one line."""
+    from safetensors.torch import save_file
+    from sd_tiny import randomized
+
+    from diffusion.pipelines.flow.redux import FluxRedux
+
+    siglip = randomized(transformers.SiglipModel(transformers.SiglipConfig(
+        vision_config=dict(hidden_size=144, intermediate_size=40, num_hidden_layers=2,
+                           num_attention_heads=2, image_size=32, patch_size=8),
+        text_config=dict(hidden_size=16, intermediate_size=20, num_hidden_layers=1,
+                         num_attention_heads=2, vocab_size=50))), 13)
+    embedder = randomized(diffusers.pipelines.flux.modeling_flux.ReduxImageEncoder(
+        redux_dim=144, txt_in_features=32), 17)
+    save_file({k: v.contiguous() for k, v in siglip.state_dict().items()},
+              tmp_path / "sigclip_vision_patch14_384.safetensors")  # both towers, as Comfy's
+    save_file(embedder.state_dict(), tmp_path / "flux1-redux-dev.safetensors")
+    redux = FluxRedux.from_pretrained(
+        tmp_path / "flux1-redux-dev.safetensors", device=first_device,
+        image_encoder=tmp_path / "sigclip_vision_patch14_384.safetensors")
+    processor = transformers.SiglipImageProcessor(size={"height": 32, "width": 32})
+    with torch.no_grad():
+        pixels = processor(_picture(1), return_tensors="pt").pixel_values
+        expected = embedder(siglip.vision_model(pixel_values=pixels).last_hidden_state)
+    np.testing.assert_allclose(redux.image_tokens(_picture(1)).numpy(),
+                               expected.image_embeds.numpy(), atol=2e-4, rtol=1e-3)
+    assert cli.main(["txt2img", "--redux", str(tmp_path / "flux1-redux-dev.safetensors"),
+                     "--redux-image", str(tmp_path / "x.png"), "--prompt", "x"]) != 0
+    err = capsys.readouterr()[1]
+    assert "--redux-image-encoder" in err and "Traceback" not in err
