@@ -28,6 +28,7 @@ from .ip_adapter import ip_adapter_units
 from .memory import memory_line, memory_mode
 from .options import SAMPLING_DEFAULTS, UPSCALERS
 from .progress import ProgressBar
+from .redux import redux_reference
 
 __all__ = ["MAX_SIDE", "build_request", "run"]
 
@@ -268,6 +269,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[Path]
     _check_sides(request)
     specs = build_control_specs(args, _open_image)
     ip_units = ip_adapter_units(args)
+    redux = redux_reference(args)
     # 3. the models
     if args.backend:
         os.environ["GPUCORE_BACKEND"] = args.backend
@@ -288,6 +290,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[Path]
                                                                       None)))
     if ip_units is not None:
         request = replace(request, control=tuple(request.control) + tuple(ip_units(pipe)))
+    if redux is not None:
+        request = replace(request, redux=redux(pipe))
     # 4. the WebUI's batch count: seeds count on over batches (with a variation seed the seed
     # stays and the variation seeds count on, as within a batch); "latent noise" stays the
     # first batch's, as the WebUI makes it once a job

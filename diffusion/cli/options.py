@@ -16,6 +16,7 @@ from ..pipelines.request import door_fields
 from ..sampling.kdiffusion import sampler_names
 from ..sampling.samplers import SCHEDULE_LABELS
 from ..upscalers.interpolation import IMAGE_UPSCALERS, LATENT_UPSCALERS
+from .redux import add_redux_options
 
 __all__ = ["SAMPLING_DEFAULTS", "UPSCALERS", "add_generation_options", "add_mask_options",
            "add_network_options", "add_request_options", "masked_content_choice", "number",
@@ -327,5 +328,6 @@ def add_generation_options(parser: argparse.ArgumentParser, *, strength: float |
         _hires(parser)
     _models(parser)
     _ip_adapter(parser)
+    add_redux_options(parser, number)
     add_request_options(parser)
     _output_and_device(parser)

@@ -117,6 +117,7 @@ class Capabilities:
     textual_inversion: bool = True
     refiner: bool = True  # hands over to, or takes over from, another model of its space
     control: bool = True  # ControlNet, T2I-Adapter and IP-Adapter units
+    redux: bool = False  # a FLUX Redux reference picture (request.redux)
     variation_seeds: bool = True  # variation seed and "seed resize from"
     latent_upscale_resize: bool = True  # img2img's resize mode 3 (latent upscale)
     hires_with_diffusers: bool = True  # the hires fix with the "diffusers" sampler
@@ -145,6 +146,8 @@ class Capabilities:
                              "and mask")
         unsupported = ((request.refiner is not None and not self.refiner, "a refiner"),
                        (bool(request.control) and not self.control, "ControlNet units"),
+                       (request.redux is not None and not self.redux,
+                        "a FLUX Redux reference (--redux)"),
                        (bool(request.subseed_strength) and not self.variation_seeds,
                         "variation seeds"),
                        (request.seed_resize_from is not None and not self.variation_seeds,

@@ -20,6 +20,7 @@ from ..loaders.qwen_image import qwenimage_family
 from ..loaders.wan import wan_family
 from ..loaders.z_image import zimage_family
 from .contract import LoadOptions, Pipeline, SamplingDefaults
+from .flow.fill_model import fill_defaults, fill_family, load_fill_model
 from .flow.flow_model import flow_defaults, load_flow_model
 from .flow.flux2_model import flux2_defaults, load_flux2_model
 from .flow.kontext_model import kontext_defaults, kontext_family, load_kontext_model
@@ -53,6 +54,8 @@ FAMILIES: tuple[FamilyLoader, ...] = (
     FamilyLoader("Chroma", chroma_family, load_flow_model, flow_defaults,
                  latent_channels=16, module_parts=True),
     FamilyLoader("FLUX.1 Kontext", kontext_family, load_kontext_model, kontext_defaults,
+                 latent_channels=16, module_parts=True),
+    FamilyLoader("FLUX.1 Fill", fill_family, load_fill_model, fill_defaults,
                  latent_channels=16, module_parts=True),
     FamilyLoader("FLUX.1, SD 3/3.5", flow_model_family, load_flow_model, flow_defaults,
                  latent_channels=16, module_parts=True),

@@ -164,6 +164,9 @@ class GenerationRequest:
     # server build them from diffusion.pipelines.control_spec.ControlSpec), written to the
     # infotext as the extension writes them ("ControlNet N: ...")
     control: tuple[Any, ...] = field(default=(), metadata=_label("ControlNet"))
+    # FLUX Redux's picture tokens after the prompt's (diffusion.pipelines.flow.redux.
+    # ReduxReference), None: none
+    redux: Any = field(default=None, metadata=_label(None))
     # step caching of the diffusion transformers (diffusion.models.step_cache): "fbc:0.12"
     # (First Block Cache), "magcache:0.06", "teacache:0.4" (FLUX), a kind alone: its default
     cache: str | None = field(default=None, metadata=_label(

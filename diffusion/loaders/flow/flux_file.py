@@ -123,13 +123,15 @@ def load_flux_file(path: str | Path | SafetensorsFile, *, dtype: Any = None,
         raise WeightsError(f"{file.path}: no double_blocks.* tensors: not a BFL FLUX "
                            "transformer file")
     dim, in_channels = file.shape(_tensor(file, prefix, "img_in.weight"))
+    out_channels = file.shape(_tensor(file, prefix, "final_layer.linear.weight"))[0]
     head_dim = file.shape(_tensor(file, prefix,
                                   "double_blocks.0.img_attn.norm.query_norm.scale"))[0]
     doubles = block_count(file, prefix, "double_blocks.")
     singles = block_count(file, prefix, "single_blocks.")
     derived = {
         "_class_name": "FluxTransformer2DModel", "patch_size": 1, "in_channels": in_channels,
-        "out_channels": None, "num_layers": doubles, "num_single_layers": singles,
+        "out_channels": None if out_channels == in_channels else out_channels,  # Fill: 384/64
+        "num_layers": doubles, "num_single_layers": singles,
         "attention_head_dim": head_dim, "num_attention_heads": dim // head_dim,
         "joint_attention_dim": file.shape(_tensor(file, prefix, "txt_in.weight"))[1],
         "pooled_projection_dim": file.shape(_tensor(file, prefix,

@@ -24,10 +24,10 @@ from ..errors import WeightsError
 from ..formats.diffusers_folder import read_json, weight_refs
 from ..weights import ComponentWeights, resolve_dtype
 
-__all__ = ["FlowWeights", "flow_family", "load_flow_folder"]
+__all__ = ["FlowWeights", "flow_family", "is_fill_transformer", "load_flow_folder"]
 
 # model_index.json's _class_name -> family, and the components each family needs
-_FAMILIES = {"FluxPipeline": "flux", "FluxKontextPipeline": "flux",
+_FAMILIES = {"FluxPipeline": "flux", "FluxKontextPipeline": "flux", "FluxFillPipeline": "flux",
              "StableDiffusion3Pipeline": "sd3"}
 _REQUIRED = {"flux": ("transformer", "vae", "text_encoder", "text_encoder_2"),
              "sd3": ("transformer", "vae", "text_encoder", "text_encoder_2")}
@@ -106,10 +106,11 @@ def load_flow_folder(path: str | Path, *, dtype: Any = None, variant: str | None
 
 
 def flow_family(path: str | os.PathLike[str]) -> str | None:
-    """"flux-dev", "flux-schnell", "flux-kontext" or "sd3" for a FLUX / SD3 diffusers folder
-    (its model_index.json's _class_name; dev embeds guidance, its transformer config says so;
-    Kontext's folder is a FluxKontextPipeline), None for anything else. Reads two small JSON
-    files; a broken one is left for loading to name."""
+    """"flux-dev", "flux-schnell", "flux-kontext", "flux-fill" or "sd3" for a FLUX / SD3
+    diffusers folder (its model_index.json's _class_name; dev embeds guidance, its transformer
+    config says so; Kontext's folder is a FluxKontextPipeline, Fill's a FluxFillPipeline or a
+    transformer taking the masked picture and mask: `is_fill_transformer`), None for anything
+    else. Reads two small JSON files; a broken one is left for loading to name."""
     root = Path(path)
     try:
         index = read_json(root / "model_index.json")
@@ -121,8 +122,19 @@ def flow_family(path: str | os.PathLike[str]) -> str | None:
         return family
     if name == "FluxKontextPipeline":  # FLUX.1 dev's transformer, a reference beside the noise
         return "flux-kontext"
+    if name == "FluxFillPipeline":  # FLUX.1 dev's widened to take the masked picture and mask
+        return "flux-fill"
     try:
         config = read_json(root / "transformer" / "config.json")
     except WeightsError:
         return "flux-dev"  # a folder whose transformer comes from BFL's file
+    if is_fill_transformer(config.get("in_channels", 64), config.get("out_channels")):
+        return "flux-fill"
     return "flux-dev" if config.get("guidance_embeds", True) else "flux-schnell"
+
+
+def is_fill_transformer(in_channels: int, out_channels: int | None) -> bool:
+    """Whether a FLUX transformer of these widths is FLUX.1 Fill's: besides the noise's
+    channels it takes the masked picture's latents (as many) and the packed 8x8 mask (256;
+    FLUX.1 Fill: 64 + 64 + 256 = 384)."""
+    return out_channels is not None and in_channels == 2 * out_channels + 256

@@ -134,7 +134,8 @@ class FlowModel:
                             guidance=guidance, samplers=tuple(FLOW_SAMPLERS),
                             schedules=FLOW_SCHEDULES, models="flow-matching models",
                             control=self.family in _CONTROL_FAMILIES,
-                            step_cache=_STEP_CACHES.get(self.family, ()), **no)
+                            step_cache=_STEP_CACHES.get(self.family, ()),
+                            redux=self.family.startswith("flux-"), **no)
 
     @property
     def placement(self) -> Placement:
@@ -188,16 +189,24 @@ class FlowModel:
         if request.control and request.hires is not None:
             raise ValueError(f"ControlNet units with the hires fix: not supported for "
                              f"{self.family} models yet; leave one of them out")
-        if label == DIFFUSERS:
-            latents = self._diffusers(request, prompts, seed, width, height, observer, cache)
-            seeds = [seed] * batch
-        else:
-            seeds = [seed + k for k in range(batch)]
-            latents = self._webui(request, label, prompts, seeds, width, height, observer,
-                                  cache)
-            if request.hires is not None:
-                latents = run_hires(self, request, label, prompts, seeds, latents, width,
-                                    height, observer, cache=cache)
+        # FLUX Redux: the picture's tokens join every prompt's for this run
+        if request.redux is not None:
+            self.pipe.prompt_prior = request.redux.prior()
+        try:
+            if label == DIFFUSERS:
+                latents = self._diffusers(request, prompts, seed, width, height, observer,
+                                          cache)
+                seeds = [seed] * batch
+            else:
+                seeds = [seed + k for k in range(batch)]
+                latents = self._webui(request, label, prompts, seeds, width, height,
+                                      observer, cache)
+                if request.hires is not None:
+                    latents = run_hires(self, request, label, prompts, seeds, latents, width,
+                                        height, observer, cache=cache)
+        finally:
+            if request.redux is not None:
+                self.pipe.prompt_prior = None
         fields: dict[str, Any] = dict(
             scheduler=None if label == DIFFUSERS else "Simple",
             distilled_cfg_scale=float(request.distilled_cfg_scale) if self.distilled else None,
@@ -274,14 +283,28 @@ class FlowModel:
         cfg = float(request.cfg_scale)
         if self.family in _CFG_FAMILIES or cfg == 1:
             return flow, shape, mu
-        negative, _, _ = self.pipe.velocity([request.negative_prompt] * len(prompts), **size,
-                                            **self._guidance(request))
+        negative, _, _ = self.negative_velocity(request, len(prompts), **size,
+                                                **self._guidance(request))
 
         def guided(x: np.ndarray, t: float) -> np.ndarray:
             uncond = negative(x, t)
             return combine(uncond, flow(x, t), None, np.float32(cfg))
 
         return guided, shape, mu
+
+    def negative_velocity(self, request: GenerationRequest, count: int, **settings: Any
+                          ) -> tuple[Callable[[np.ndarray, float], np.ndarray], tuple[int, ...],
+                                     float | None]:
+        """The pipeline's velocity for `count` negative prompts with `settings`, without FLUX
+        Redux's picture tokens (they steer the prompt only, as diffusers' negative prompt
+        embeds and ComfyUI's style models leave the negative side alone)."""
+        if request.redux is None:
+            return self.pipe.velocity([request.negative_prompt] * count, **settings)
+        prior, self.pipe.prompt_prior = self.pipe.prompt_prior, None
+        try:
+            return self.pipe.velocity([request.negative_prompt] * count, **settings)
+        finally:
+            self.pipe.prompt_prior = prior
 
     def encode_init(self, pixels: np.ndarray, generator: Any) -> np.ndarray:
         """The init image's latents (1, C, h, w) in the transformer's space for the WebUI

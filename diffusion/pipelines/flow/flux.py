@@ -76,6 +76,9 @@ class FluxPipeline:
         self.scheduler_config = dict(scheduler_config)
         self.modules = list(modules)  # the stems of the text encoder files used
         self.vae_scale_factor = 2 ** (len(vae.config["block_out_channels"]) - 1)
+        # what every prompt's (states, pooled) pass through, as FLUX Redux's picture tokens
+        # join them (diffusion.pipelines.flow.redux); None: the prompt's own
+        self.prompt_prior: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]] | None = None
 
     @classmethod
     def from_pretrained(cls, path: str | Path, *, dtype: Any = np.float32,
@@ -130,10 +133,13 @@ class FluxPipeline:
     def encode_prompt(self, prompts: Sequence[str], max_sequence_length: int = 512
                       ) -> tuple[Tensor, Tensor]:
         """(T5 states (B, max_sequence_length, 4096), CLIP's pooled output (B, 768)), in the
-        transformer's dtype. diffusers: `FluxPipeline.encode_prompt(...)[:2]`."""
+        transformer's dtype, through `prompt_prior` where one is set. diffusers:
+        `FluxPipeline.encode_prompt(...)[:2]`."""
         dtype = self.transformer.x_embedder.weight.dtype
         _, pooled = self.text_encoder.forward_pooled(self.tokenizer(list(prompts)))
         states = self.text_encoder_2(self.tokenizer_2(list(prompts), max_sequence_length))
+        if self.prompt_prior is not None:
+            return self.prompt_prior(states.astype(dtype), pooled.astype(dtype))
         return states.astype(dtype), pooled.astype(dtype)
 
     def velocity(self, prompts: Sequence[str], *, height: int, width: int,

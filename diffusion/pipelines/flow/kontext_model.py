@@ -101,8 +101,8 @@ class KontextModel(FlowModel):
         cfg = float(request.cfg_scale)
         if cfg == 1:
             return flow, shape, mu
-        negative, _, _ = self.pipe.velocity([request.negative_prompt] * len(prompts), **size,
-                                            **guidance, **reference)
+        negative, _, _ = self.negative_velocity(request, len(prompts), **size, **guidance,
+                                                **reference)
 
         def guided(x: np.ndarray, t: float) -> np.ndarray:
             uncond = negative(x, t)

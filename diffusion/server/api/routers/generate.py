@@ -30,6 +30,7 @@ from ..generation import (
     named_checkpoint,
 )
 from ..limits import utf8_text
+from ..redux_field import parse_redux
 from ..schemas import ImageResponse, Img2ImgRequest, Txt2ImgRequest
 from ..scripts import run_script
 from ..state import ServerState, State, submit, wait
@@ -59,6 +60,8 @@ async def run_generation(state: ServerState, body: Txt2ImgRequest, kind: str,
             # mode and blur)
             fallback_mask=None if mask is None else np.asarray(blur_mask(
                 repainted(job.request), *blur_sides(job.request)))))
+    # FLUX Redux's reference picture (diffusion.server.api.redux_field)
+    redux = parse_redux((body.model_extra or {}).get("redux"), state.registry.models_dir)
     # 3. a refiner named by the client: one of this server's models
     refiner = None
     if isinstance(job.request.refiner, str):
@@ -90,6 +93,8 @@ async def run_generation(state: ServerState, body: Txt2ImgRequest, kind: str,
         if job.control:
             request = replace(request, control=control_units(
                 job.control, cache, worker.pipe, width, height))
+        if redux is not None:
+            request = replace(request, redux=redux.reference(worker.pipe))
         defaults = worker.pipe.defaults
         if ("cfg_scale" not in body.model_fields_set and defaults.cfg_scale is not None
                 and worker.pipe.capabilities.guidance != "cfg"):
