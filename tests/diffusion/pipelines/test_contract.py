@@ -38,7 +38,8 @@ def test_flow_models_keep_the_contract(family: str, embeds: bool, guidance: str)
     assert model.placement.dtype == "float16"
     caps = model.capabilities
     assert caps.family == family and caps.guidance == guidance
-    assert not caps.refiner and not caps.control and not caps.memory_modes
+    # FLUX.1 and SD 3/3.5 run ControlNet units (pipelines/flow/flow_control.py)
+    assert caps.control and not caps.refiner and not caps.memory_modes
     with pytest.raises(ValueError, match="not supported for flux-dev models yet"):
         _flow("flux-dev").set_memory_mode(MemoryMode(lowvram=True))
     _flow("flux-dev").set_memory_mode(MemoryMode())  # all off: nothing to refuse
