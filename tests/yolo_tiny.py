@@ -1,0 +1,101 @@
+"""Tiny YOLOv8 detection files as ultralytics writes them (`{"model": DetectionModel, ...}`,
+whole modules pickled, half precision), from ultralytics' own model classes with a tiny width
+multiple and random weights whose scores spread out (biases and BatchNorm statistics drawn, the
+class branch scaled), so that boxes and their order depend on the weights."""
+
+from __future__ import annotations
+
+import os
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("YOLO_CONFIG_DIR", "/tmp/ultralytics-tests")
+os.environ.setdefault("YOLO_OFFLINE", "1")
+torch = pytest.importorskip("torch", reason="test-only reference (extra: reference)")
+pytest.importorskip("ultralytics", reason="test-only reference (extra: reference)")
+
+# YOLOv8n's layers with a tiny width (channels 4..64)
+CONFIG = {
+    "nc": 2, "depth_multiple": 0.33, "width_multiple": 0.0625, "max_channels": 1024,
+    "backbone": [[-1, 1, "Conv", [64, 3, 2]], [-1, 1, "Conv", [128, 3, 2]],
+                 [-1, 3, "C2f", [128, True]], [-1, 1, "Conv", [256, 3, 2]],
+                 [-1, 6, "C2f", [256, True]], [-1, 1, "Conv", [512, 3, 2]],
+                 [-1, 6, "C2f", [512, True]], [-1, 1, "Conv", [1024, 3, 2]],
+                 [-1, 3, "C2f", [1024, True]], [-1, 1, "SPPF", [1024, 5]]],
+    "head": [[-1, 1, "nn.Upsample", [None, 2, "nearest"]], [[-1, 6], 1, "Concat", [1]],
+             [-1, 3, "C2f", [512]], [-1, 1, "nn.Upsample", [None, 2, "nearest"]],
+             [[-1, 4], 1, "Concat", [1]], [-1, 3, "C2f", [256]], [-1, 1, "Conv", [256, 3, 2]],
+             [[-1, 12], 1, "Concat", [1]], [-1, 3, "C2f", [512]], [-1, 1, "Conv", [512, 3, 2]],
+             [[-1, 9], 1, "Concat", [1]], [-1, 3, "C2f", [1024]],
+             [[15, 18, 21], 1, "Detect", ["nc"]]],
+}
+
+
+def reference_nms(boxes, scores, iou):
+    """Greedy NMS in torch, for ultralytics' non_max_suppression where torchvision's compiled
+    ops cannot load (the CPU torch wheel pairs with no torchvision wheel of the index)."""
+    order = torch.argsort(scores, descending=True, stable=True)
+    area = (boxes[:, 2:] - boxes[:, :2]).prod(1)
+    keep = []
+    while order.numel():
+        best, rest = order[0], order[1:]
+        keep.append(best)
+        low = torch.maximum(boxes[best, :2], boxes[rest, :2])
+        high = torch.minimum(boxes[best, 2:], boxes[rest, 2:])
+        inter = (high - low).clamp(min=0).prod(1)
+        order = rest[inter / (area[best] + area[rest] - inter) <= iou]
+    return torch.stack(keep) if keep else torch.zeros(0, dtype=torch.long)
+
+
+def use_reference_nms() -> None:
+    """torchvision.ops.nms as `reference_nms` when torchvision's own cannot run here."""
+    try:
+        import torchvision
+
+        torchvision.ops.nms(torch.zeros(1, 4), torch.ones(1), 0.5)
+    except Exception:
+        sys.modules["torchvision"] = types.SimpleNamespace(
+            ops=types.SimpleNamespace(nms=reference_nms), __version__="0.0")
+
+
+def tiny_yolo(seed: int = 0, classes: int = 2):
+    """A random tiny DetectionModel (float32, eval), its weights already rounded to half."""
+    from ultralytics.nn.tasks import DetectionModel
+
+    torch.manual_seed(seed)
+    model = DetectionModel({**CONFIG, "nc": classes}, ch=3, nc=classes, verbose=False)
+    with torch.no_grad():
+        # BatchNorm statistics measured on smooth random pictures (torch's init alone lets the
+        # picture's signal fade to nothing by the head), then scale and shift drawn
+        norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+        for norm in norms:
+            norm.reset_running_stats()
+            norm.momentum = None
+        model.train()
+        smooth = torch.nn.functional.interpolate(torch.rand(4, 3, 16, 24), size=(128, 192),
+                                                 mode="bilinear")
+        model.model[-1].training = True
+        model(smooth)
+        for norm in norms:
+            norm.weight.uniform_(0.8, 1.2)
+            norm.bias.normal_(0, 0.2)
+        head = model.model[-1]
+        for i in range(head.nl):
+            head.cv3[i][2].weight.mul_(0.1)
+            head.cv3[i][2].bias.fill_(-1.0)
+            head.cv2[i][2].weight.mul_(3)
+    model.names = {i: f"class{i}" for i in range(classes)}
+    return model.half().float().eval()
+
+
+def write_tiny_yolo(path: Path, seed: int = 0, classes: int = 2):
+    """`path` as ultralytics saves a trained model; returns the float model."""
+    import copy
+
+    model = tiny_yolo(seed, classes)
+    torch.save({"model": copy.deepcopy(model).half(), "train_args": {"imgsz": 640},
+                "date": "2026-11-26", "version": "8.3.40"}, path)
+    return model
