@@ -19,11 +19,13 @@ stamp=.venv/.installed-$extras
 # spandrel, the upscalers' reference, likewise needs torchvision (whose only wheel for this torch
 # is a CUDA build that cannot load beside the CPU torch): the tests stub the two architectures'
 # torchvision imports they never run (tests/diffusion/upscalers/test_model_upscalers.py).
+# ultralytics, the YOLO detectors' reference, is installed the same way (tests/yolo_tiny.py).
 install_kdiffusion() {
   case ",$extras," in
     *,reference,*) .venv/bin/python -m pip install -q --no-deps k-diffusion==0.1.1.post1 \
                      torchsde==0.2.6 torchdiffeq==0.2.5 trampoline==0.1.2 "tqdm>=4.60" \
-                     spandrel==0.4.2 einops==0.8.2 ;;
+                     spandrel==0.4.2 einops==0.8.2 ultralytics==8.3.40 ultralytics-thop==2.2.3 \
+                     py-cpuinfo==9.0.0 ;;
   esac
 }
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ scripts/setup.sh -nt "$stamp" ]; then

@@ -5,9 +5,12 @@ class branch scaled), so that boxes and their order depend on the weights."""
 
 from __future__ import annotations
 
+import contextlib
+import importlib.metadata
 import os
 import sys
 import types
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,7 +18,30 @@ import pytest
 os.environ.setdefault("YOLO_CONFIG_DIR", "/tmp/ultralytics-tests")
 os.environ.setdefault("YOLO_OFFLINE", "1")
 torch = pytest.importorskip("torch", reason="test-only reference (extra: reference)")
-pytest.importorskip("ultralytics", reason="test-only reference (extra: reference)")
+
+
+def _import_ultralytics() -> None:
+    """ultralytics reads torchvision's version as it is imported; torchvision's only wheel for
+    this CPU torch is a CUDA build that cannot load, so the reference goes without it (its
+    model classes never use it; its NMS gets `reference_nms`)."""
+    real = importlib.metadata.version
+
+    def version(name: str) -> str:
+        try:
+            return real(name)
+        except importlib.metadata.PackageNotFoundError:
+            if name == "torchvision":
+                return "0.0.0"
+            raise
+
+    importlib.metadata.version = version
+    try:
+        pytest.importorskip("ultralytics", reason="test-only reference (scripts/setup.sh)")
+    finally:
+        importlib.metadata.version = real
+
+
+_import_ultralytics()
 
 # YOLOv8n's layers with a tiny width (channels 4..64)
 CONFIG = {
@@ -50,15 +76,20 @@ def reference_nms(boxes, scores, iou):
     return torch.stack(keep) if keep else torch.zeros(0, dtype=torch.long)
 
 
-def use_reference_nms() -> None:
-    """torchvision.ops.nms as `reference_nms` when torchvision's own cannot run here."""
+@contextlib.contextmanager
+def nms_in_torch() -> Iterator[None]:
+    """ultralytics' `import torchvision` (in its NMS) answered with `reference_nms`, for the
+    block only: other tests' libraries look for the real torchvision."""
+    saved = sys.modules.get("torchvision")
+    sys.modules["torchvision"] = types.SimpleNamespace(  # type: ignore[assignment]
+        ops=types.SimpleNamespace(nms=reference_nms), __version__="0.0.0")
     try:
-        import torchvision
-
-        torchvision.ops.nms(torch.zeros(1, 4), torch.ones(1), 0.5)
-    except Exception:
-        sys.modules["torchvision"] = types.SimpleNamespace(
-            ops=types.SimpleNamespace(nms=reference_nms), __version__="0.0")
+        yield
+    finally:
+        if saved is None:
+            del sys.modules["torchvision"]
+        else:
+            sys.modules["torchvision"] = saved
 
 
 def tiny_yolo(seed: int = 0, classes: int = 2):

@@ -24,6 +24,7 @@ from ..jobs.loader import PipelineLoader
 from ..jobs.worker import Worker
 from ..previews import Previews
 from ..settings import ServerSettings
+from .adetailer_units import ADetailerModels
 from .limits import BodyLimit, add_error_handlers
 from .routers import routers
 from .routers.page import STATIC
@@ -81,6 +82,9 @@ def create_app(settings: ServerSettings | None = None, /, *,
     embeddings = (None if settings.embeddings_dir is None
                   else EmbeddingDatabase(settings.embeddings_dir))
     controlnets = ControlModelDir(settings.controlnet_dir)
+    adetailer_dir = settings.adetailer_dir
+    if adetailer_dir is None and models_dir is not None:
+        adetailer_dir = Path(models_dir) / "adetailer"
     encoders = ImageEncoders(list(settings.image_encoders))
     lora_dir = settings.lora_dir
     if lora_dir is not None and not Path(lora_dir).is_dir():
@@ -126,7 +130,8 @@ def create_app(settings: ServerSettings | None = None, /, *,
                         queue_size=settings.queue_size, max_size=settings.max_size,
                         users=users, cmd_flags=dict(settings.cmd_flags), embeddings=embeddings,
                         lora_dir=lora_dir, controlnets=controlnets,
-                        image_encoders=encoders, model=first, previews=previews)
+                        image_encoders=encoders, model=first, previews=previews,
+                        adetailer=ADetailerModels(adetailer_dir))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):  # type: ignore[no-untyped-def]

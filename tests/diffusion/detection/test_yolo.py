@@ -8,7 +8,7 @@ import pickle
 
 import numpy as np
 import pytest
-from yolo_tiny import torch, use_reference_nms, write_tiny_yolo
+from yolo_tiny import nms_in_torch, torch, write_tiny_yolo
 
 import gpustd
 from diffusion.detection import detect, load_yolo
@@ -48,12 +48,12 @@ def test_predictions_equal_ultralytics(files):
 def test_boxes_equal_ultralytics_predict(files):
     from ultralytics import YOLO
 
-    use_reference_nms()
     path, _, yolo = files
     picture = _picture(228, 320, seed=3)  # letterboxed without a resize: 2 grey rows each side
     found = detect(yolo, picture, confidence=0.55, image_size=320)
-    result = YOLO(str(path)).predict(picture[..., ::-1].copy(), conf=0.55, imgsz=320,
-                                     verbose=False)[0].boxes
+    with nms_in_torch():
+        result = YOLO(str(path)).predict(picture[..., ::-1].copy(), conf=0.55, imgsz=320,
+                                         verbose=False)[0].boxes
     assert 3 < len(found.scores) == len(result.conf)
     np.testing.assert_allclose(found.boxes, result.xyxy.numpy(), atol=0.05)
     np.testing.assert_allclose(found.scores, result.conf.numpy(), atol=1e-3)

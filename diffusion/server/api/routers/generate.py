@@ -17,6 +17,8 @@ from ....pipelines.mask_blur import blur_mask
 from ....pipelines.module_load import hires_modules
 from ...catalog.models_dir import ModelEntry
 from ...catalog.modules_dir import AUTOMATIC_VAE
+from ..adetailer_pass import run_adetailer
+from ..adetailer_units import adetailer_args, parse_adetailer
 from ..controlnet_units import control_units, parse_units, script_args
 from ..generation import (
     RequestError,
@@ -57,6 +59,9 @@ async def run_generation(state: ServerState, body: Txt2ImgRequest, kind: str,
             # mode and blur)
             fallback_mask=None if mask is None else np.asarray(blur_mask(
                 repainted(job.request), *blur_sides(job.request)))))
+    # ADetailer's units (its alwayson_scripts), their models checked here too
+    detailers = parse_adetailer(adetailer_args(body.alwayson_scripts) or [], state.adetailer,
+                                kind)
     # 3. a refiner named by the client: one of this server's models
     refiner = None
     if isinstance(job.request.refiner, str):
@@ -71,6 +76,7 @@ async def run_generation(state: ServerState, body: Txt2ImgRequest, kind: str,
         state, body, wanted)
     # what run() takes along, not the state
     worker, cache, max_size = state.worker, state.control_cache, state.max_size
+    detectors = state.adetailer
 
     # 5. on the worker, where the model is known: its size, the images fitted, the refiner,
     # the control models
@@ -98,7 +104,10 @@ async def run_generation(state: ServerState, body: Txt2ImgRequest, kind: str,
         if labels:
             request = replace(request, hires_modules=hires_modules(
                 worker.pipe, loaded.path, labels, hires_files))
-        return worker.generate(replace(job, request=request))
+        result = worker.generate(replace(job, request=request))
+        if detailers and not result.interrupted:  # ADetailer's pass over each picture
+            result = run_adetailer(result, request, detailers, detectors, worker.pipe)
+        return result
 
     # a switch first when the queue leaves another model (or other modules) loaded: this
     # request's override, or the options' model back after another request's override
