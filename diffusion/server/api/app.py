@@ -131,7 +131,8 @@ def create_app(settings: ServerSettings | None = None, /, *,
                         users=users, cmd_flags=dict(settings.cmd_flags), embeddings=embeddings,
                         lora_dir=lora_dir, controlnets=controlnets,
                         image_encoders=encoders, model=first, previews=previews,
-                        adetailer=ADetailerModels(adetailer_dir))
+                        adetailer=ADetailerModels(None if adetailer_dir is None
+                                                  else Path(adetailer_dir)))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):  # type: ignore[no-untyped-def]

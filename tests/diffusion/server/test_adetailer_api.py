@@ -53,6 +53,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Any:
         yield url, webuiapi.WebUIApi(host=where.hostname, port=where.port), root
 
 
+@pytest.fixture(scope="module")
+def plain(server: Any) -> Any:
+    return server[1].txt2img(alwayson_scripts={}, **SETTINGS)
+
+
 def _expected_region(root: Any, picture: np.ndarray) -> np.ndarray:
     """Where the unit may repaint: its one box (our detector, equal to ultralytics' in
     test_yolo), dilated, blurred as the inpaint pass blurs it."""
@@ -66,13 +71,12 @@ def _expected_region(root: Any, picture: np.ndarray) -> np.ndarray:
     return blurred > 0
 
 
-def test_unit_repaints_only_its_detection(server: Any) -> None:
+def test_unit_repaints_only_its_detection(server: Any, plain: Any) -> None:
     url, api, root = server
     assert "adetailer" in api.get_scripts()["txt2img"]
     assert requests.get(f"{url}/adetailer/v1/ad_model").json() == {"ad_model": ["face_tiny.pt"]}
-    plain = api.txt2img(alwayson_scripts={}, **SETTINGS)
     detailed = api.txt2img(adetailer=[webuiapi.ADetailer(**UNIT)], alwayson_scripts={},
-                           **SETTINGS)
+                           save_images=True, **SETTINGS)
     before, after = np.asarray(plain.image, np.int16), np.asarray(detailed.image, np.int16)
     changed = np.abs(after - before).max(axis=2) > 0
     region = _expected_region(root, np.asarray(plain.image))
@@ -86,20 +90,19 @@ def test_unit_repaints_only_its_detection(server: Any) -> None:
                   "ADetailer inpaint only masked: True", "ADetailer inpaint padding: 8"):
         assert field in text, text
     assert "ADetailer" not in plain.info["infotexts"][0]
-    # the list form without ADetailer's leading booleans: the same picture
-    body = {**SETTINGS, "alwayson_scripts": {"ADetailer": {"args": [UNIT]}}}
-    raw = requests.post(f"{url}/sdapi/v1/txt2img", json=body)
-    assert raw.status_code == 200
-    assert raw.json()["images"][0] == webuiapi.raw_b64_img(detailed.image)
+    (saved,) = (root / "outputs").rglob("*.png")  # the picture after ADetailer's pass
+    assert np.array_equal(np.asarray(Image.open(saved).convert("RGB")), after)
 
 
-def test_no_detection_leaves_the_picture(server: Any) -> None:
-    _, api, _ = server
-    plain = api.txt2img(alwayson_scripts={}, **SETTINGS)
-    none = api.txt2img(adetailer=[webuiapi.ADetailer(**{**UNIT, "ad_confidence": 1.0})],
-                       alwayson_scripts={}, **SETTINGS)
-    assert np.array_equal(np.asarray(plain.image), np.asarray(none.image))
-    assert "ADetailer" not in none.info["infotexts"][0]
+def test_no_detection_leaves_the_picture(server: Any, plain: Any) -> None:
+    url, _, _ = server
+    # the list form without ADetailer's leading booleans
+    body = {**SETTINGS, "alwayson_scripts": {"ADetailer": {"args": [
+        {**UNIT, "ad_confidence": 1.0}]}}}
+    none = requests.post(f"{url}/sdapi/v1/txt2img", json=body)
+    assert none.status_code == 200
+    assert none.json()["images"][0] == webuiapi.raw_b64_img(plain.image)
+    assert "ADetailer" not in none.json()["info"]
 
 
 @pytest.mark.parametrize(("args", "message"), [

@@ -17,6 +17,7 @@ from ....pipelines.mask_blur import blur_mask
 from ....pipelines.module_load import hires_modules
 from ...catalog.models_dir import ModelEntry
 from ...catalog.modules_dir import AUTOMATIC_VAE
+from ...images import save_output
 from ..adetailer_pass import run_adetailer
 from ..adetailer_units import adetailer_args, parse_adetailer
 from ..controlnet_units import control_units, parse_units, script_args
@@ -104,9 +105,15 @@ async def run_generation(state: ServerState, body: Txt2ImgRequest, kind: str,
         if labels:
             request = replace(request, hires_modules=hires_modules(
                 worker.pipe, loaded.path, labels, hires_files))
-        result = worker.generate(replace(job, request=request))
-        if detailers and not result.interrupted:  # ADetailer's pass over each picture
+        if not detailers:
+            return worker.generate(replace(job, request=request))
+        # ADetailer's pass over each picture, which is saved (save_images) after it
+        result = worker.generate(replace(job, request=request, save_to=None))
+        if not result.interrupted:
             result = run_adetailer(result, request, detailers, detectors, worker.pipe)
+        if job.save_to is not None:
+            result.saved = [save_output(image, settings, job.save_to, job.kind)
+                            for image, settings in zip(result.images, result.settings)]
         return result
 
     # a switch first when the queue leaves another model (or other modules) loaded: this
