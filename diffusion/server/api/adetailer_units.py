@@ -94,6 +94,13 @@ class ADetailerModels:
         self._loaded: dict[tuple[Path, int, int], YoloFile] = {}
         self._lock = Lock()
 
+    def __getstate__(self) -> dict[str, Any]:
+        # sent to worker processes (serve --devices) with a job: the folder, not what is loaded
+        return {"folder": self.folder}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["folder"])  # type: ignore[misc]
+
     def names(self) -> list[str]:
         if self.folder is None or not self.folder.is_dir():
             return []
