@@ -92,12 +92,18 @@ def nms_in_torch() -> Iterator[None]:
             sys.modules["torchvision"] = saved
 
 
-def tiny_yolo(seed: int = 0, classes: int = 2):
-    """A random tiny DetectionModel (float32, eval), its weights already rounded to half."""
-    from ultralytics.nn.tasks import DetectionModel
+def tiny_yolo(seed: int = 0, classes: int = 2, *, segment: bool = False):
+    """A random tiny DetectionModel (float32, eval), its weights already rounded to half;
+    `segment`: a SegmentationModel (YOLOv8-seg's head: Detect plus its mask branch)."""
+    from ultralytics.nn.tasks import DetectionModel, SegmentationModel
 
     torch.manual_seed(seed)
-    model = DetectionModel({**CONFIG, "nc": classes}, ch=3, nc=classes, verbose=False)
+    config = {**CONFIG, "nc": classes}
+    if segment:
+        head = config["head"][-1]
+        config["head"] = [*config["head"][:-1], [head[0], 1, "Segment", ["nc", 32, 256]]]
+    model = (SegmentationModel if segment else DetectionModel)(config, ch=3, nc=classes,
+                                                               verbose=False)
     with torch.no_grad():
         # BatchNorm statistics measured on smooth random pictures (torch's init alone lets the
         # picture's signal fade to nothing by the head), then scale and shift drawn
@@ -122,11 +128,11 @@ def tiny_yolo(seed: int = 0, classes: int = 2):
     return model.half().float().eval()
 
 
-def write_tiny_yolo(path: Path, seed: int = 0, classes: int = 2):
+def write_tiny_yolo(path: Path, seed: int = 0, classes: int = 2, *, segment: bool = False):
     """`path` as ultralytics saves a trained model; returns the float model."""
     import copy
 
-    model = tiny_yolo(seed, classes)
+    model = tiny_yolo(seed, classes, segment=segment)
     torch.save({"model": copy.deepcopy(model).half(), "train_args": {"imgsz": 640},
                 "date": "2026-11-26", "version": "8.3.40"}, path)
     return model

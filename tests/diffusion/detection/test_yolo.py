@@ -45,6 +45,19 @@ def test_predictions_equal_ultralytics(files):
     assert scores.max() - scores.min() > 0.3  # the picture and the weights matter
 
 
+def test_segmentation_models_boxes_equal_ultralytics(tmp_path):
+    """YOLOv8-seg (person_yolov8n-seg.pt): its Detect part's boxes and scores."""
+    model = write_tiny_yolo(tmp_path / "person_tiny-seg.pt", seed=2, segment=True)
+    yolo = load_yolo(tmp_path / "person_tiny-seg.pt")
+    x = letterbox(_picture(90, 120, seed=5), 128)
+    with torch.no_grad():
+        expected = model(torch.from_numpy(x))[0][0].numpy()
+    boxes, scores = decode(yolo.network(gpustd.asarray(x)), x.shape[-2:],
+                           yolo.network.reg_max, yolo.network.dfl)
+    np.testing.assert_allclose(boxes, expected[:4].T, atol=0.05)
+    np.testing.assert_allclose(scores, expected[4:6].T, atol=2e-4)
+
+
 def test_boxes_equal_ultralytics_predict(files):
     from ultralytics import YOLO
 

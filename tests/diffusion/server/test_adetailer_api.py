@@ -90,6 +90,7 @@ def test_unit_repaints_only_its_detection(server: Any, plain: Any) -> None:
                   "ADetailer inpaint only masked: True", "ADetailer inpaint padding: 8"):
         assert field in text, text
     assert "ADetailer" not in plain.info["infotexts"][0]
+    assert detailed.info["extra_generation_params"]["ADetailer model"] == "face_tiny.pt"
     (saved,) = (root / "outputs").rglob("*.png")  # the picture after ADetailer's pass
     assert np.array_equal(np.asarray(Image.open(saved).convert("RGB")), after)
 
