@@ -132,6 +132,8 @@ def format_infotext(settings: Mapping[str, Any], *, batch_pos: int | None = None
         "TI hashes": settings.get("ti_hashes") or None,
         # the ControlNet extension's units (diffusion.pipelines.control_spec)
         **{f"ControlNet {i}": text for i, text in enumerate(settings.get("controlnet") or [])},
+        # ADetailer's units' fields (diffusion.server.api.adetailer_pass)
+        **(settings.get("adetailer") or {}),
         **{key: _number(value) for key, value in (settings.get("sampler_fields") or {}).items()},
         # Forge's separately loaded VAE / text encoder files, by file stem
         **{f"Module {k}": name for k, name in enumerate(settings.get("modules") or (), 1)},

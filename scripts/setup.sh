@@ -24,12 +24,14 @@ stamp=.venv/.installed-$extras
 # only the detectors the tests compare with, which need torch, cv2 and einops.
 # The face restoration tests' references (spandrel_extra_arches' CodeFormer, facexlib's RetinaFace,
 # parsing net and FaceRestoreHelper) too: tests/face_refs.py stands in for what they use of it.
+# ultralytics, the YOLO detectors' reference, is installed the same way (tests/yolo_tiny.py).
 install_kdiffusion() {
   case ",$extras," in
     *,reference,*) .venv/bin/python -m pip install -q --no-deps k-diffusion==0.1.1.post1 \
                      torchsde==0.2.6 torchdiffeq==0.2.5 trampoline==0.1.2 "tqdm>=4.60" \
                      spandrel==0.4.2 einops==0.8.2 controlnet-aux==0.0.10 \
-                     spandrel_extra_arches==0.2.0 facexlib==0.3.0 ;;
+                     spandrel_extra_arches==0.2.0 facexlib==0.3.0 \
+                     ultralytics==8.3.40 ultralytics-thop==2.2.3 py-cpuinfo==9.0.0 ;;
   esac
 }
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ scripts/setup.sh -nt "$stamp" ]; then

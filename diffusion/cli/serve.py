@@ -62,6 +62,9 @@ def add_serve_parser(commands: Any) -> argparse.ArgumentParser:
                      help="a CLIP image encoder for IP-Adapter units (a transformers folder, "
                           "h94's models/image_encoder (ViT-H/14) or sdxl_models/image_encoder "
                           "(ViT-bigG/14), or one .safetensors file); repeat for both")
+    sub.add_argument("--adetailer-dir", metavar="DIR",
+                     help="ADetailer's YOLOv8 detection models (face_yolov8n.pt, ...) its "
+                          "units may name (default: --models-dir's adetailer)")
     sub.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1)")
     sub.add_argument("--listen", action="store_true",
                      help="bind 0.0.0.0: reachable from other machines (use --api-auth)")
@@ -129,6 +132,7 @@ def server_settings(args: argparse.Namespace) -> ServerSettings:
     return ServerSettings(
         model=args.model, models_dir=args.models_dir, text_encoders=args.text_encoder or (),
         image_encoders=args.image_encoder or (), controlnet_dir=args.controlnet_dir,
+        adetailer_dir=args.adetailer_dir,
         embeddings_dir=args.embeddings_dir, lora_dir=args.lora_dir,
         upscaler_dir=args.upscaler_dir, vae_approx_dir=args.vae_approx_dir, dtype=args.dtype,
         gfpgan_models_path=args.gfpgan_models_path,
@@ -152,6 +156,8 @@ def serve(args: argparse.Namespace) -> int:
         parse_auth(settings.api_auth)
         if args.controlnet_dir and not Path(args.controlnet_dir).is_dir():
             raise ValueError(f"--controlnet-dir {args.controlnet_dir!r} is not a folder")
+        if args.adetailer_dir and not Path(args.adetailer_dir).is_dir():
+            raise ValueError(f"--adetailer-dir {args.adetailer_dir!r} is not a folder")
         for path in args.image_encoder or []:
             if not Path(path).exists():
                 raise ValueError(f"--image-encoder {path!r} does not exist")

@@ -32,6 +32,8 @@ class ServerSettings:
     image_encoders: tuple[PathText, ...] = ()  # --image-encoder (IP-Adapter units')
     sd_vae: str = AUTOMATIC_VAE  # the first model's VAE choice (the WebUI's sd_vae)
     controlnet_dir: PathText | None = None
+    # ADetailer's YOLO detection models (default: models_dir's adetailer, as the WebUI's)
+    adetailer_dir: PathText | None = None
     embeddings_dir: PathText | None = None
     lora_dir: PathText | None = None
     # registered by the process that serves (serve itself, each Ray replica)

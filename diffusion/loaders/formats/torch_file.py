@@ -25,6 +25,7 @@ import mmap
 import pickle
 import struct
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ import numpy as np
 
 from ..errors import PICKLE_SUFFIXES, WeightsError
 from .safetensors import ITEMSIZE, STORED, SafetensorsFile, bf16_to_f32
+from .torch_modules import PickledModule
 from .torch_pickle import StorageRef, StoredTensor, safe_loads
 from .torch_tar import read_tar
 
@@ -50,17 +52,22 @@ class TorchFile:
     `SafetensorsFile`; `metadata` is empty (pickles carry none).
 
     Raises WeightsError naming the file when it is missing, damaged, of an unknown container, or
-    when its pickle names a global outside the allowlist (see `torch_pickle`).
+    when its pickle names a global outside the allowlist (see `torch_pickle`). `classes`: inert
+    stand-ins for pickled module classes (`torch_modules.module_classes`); `tree` is then the
+    unpickled object with its modules as `PickledModule`s, and their tensors are listed too.
     torch: `torch.load(path, map_location="cpu", weights_only=True)` and its `state_dict`.
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *,
+                 classes: Callable[[str, str], Any] | None = None) -> None:
         self.path = Path(path)
+        self._classes = classes
         self.metadata: dict[str, str] = {}
         self._records: dict[str, tuple[int, int]] = {}  # storage key -> (file offset, bytes)
         self._map: mmap.mmap | None = None
         self._unmappable = False
         tree = self._open()
+        self.tree = tree  # the unpickled object, tensors as StoredTensor descriptors
         self.tensors = _state_dict(tree)
 
     def __repr__(self) -> str:
@@ -197,7 +204,7 @@ class TorchFile:
                                                                self.path)
                     return StorageRef(pid[2], pid[1].dtype, 0, pid[4])
 
-                return safe_loads(data, storage, self.path)
+                return safe_loads(data, storage, self.path, classes=self._classes)
         except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as error:
             raise WeightsError(f"{self.path}: damaged zip container ({error}); re-download "
                                "it") from None
@@ -223,7 +230,7 @@ class TorchFile:
                 raise pickle.UnpicklingError(f"malformed storage view {view!r:.80}")
             return StorageRef(pid[2], pid[1].dtype, view[1], view[1] + view[2])
 
-        tree = safe_loads(file, storage, self.path)
+        tree = safe_loads(file, storage, self.path, classes=self._classes)
         keys = safe_loads(file, refuse_storage, self.path)
         if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
             raise WeightsError(f"{self.path}: damaged legacy PyTorch file (bad storage list)")
@@ -279,6 +286,9 @@ def _state_dict(tree: Any) -> dict[str, StoredTensor]:
             tensors[prefix[:-1]] = value
         elif isinstance(value, dict):
             for key, item in value.items():
+                walk(item, f"{prefix}{key}.")
+        elif isinstance(value, PickledModule):
+            for key, item in value.tensors():
                 walk(item, f"{prefix}{key}.")
 
     walk(node, "")

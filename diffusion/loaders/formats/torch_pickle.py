@@ -184,17 +184,21 @@ class _RefusedGlobal(pickle.UnpicklingError):
 
 class _Unpickler(pickle.Unpickler):
     def __init__(self, data: bytes | BinaryIO, storage: Callable[[Any], StorageRef],
-                 objects: dict[str, Any] | None) -> None:
+                 objects: dict[str, Any] | None,
+                 classes: Callable[[str, str], Any] | None = None) -> None:
         super().__init__(io.BytesIO(data) if isinstance(data, bytes) else data,
                          encoding="latin1")
-        self._storage, self._objects = storage, objects
+        self._storage, self._objects, self._classes = storage, objects, classes
 
     def find_class(self, module: str, name: str) -> Any:
         # 1. the only way a pickle reaches a callable: answer with ours, or refuse by name
         try:
             return _ALLOWED[(module, name)]
         except (KeyError, TypeError):
-            raise _RefusedGlobal(str(module), str(name)) from None
+            stand_in = None if self._classes is None else self._classes(str(module), str(name))
+            if stand_in is None:
+                raise _RefusedGlobal(str(module), str(name)) from None
+            return stand_in
 
     def persistent_load(self, pid: Any) -> Any:
         # 2. the tar format's ids: the key of a tensor or storage read before the pickle
@@ -212,18 +216,21 @@ class _Unpickler(pickle.Unpickler):
 
 
 def safe_loads(data: bytes | BinaryIO, storage: Callable[[Any], StorageRef], where: object, *,
-               objects: dict[str, Any] | None = None) -> Any:
+               objects: dict[str, Any] | None = None,
+               classes: Callable[[str, str], Any] | None = None) -> Any:
     """Unpickle `data` (one pickle of a PyTorch file: bytes, or an open file left just past the
     pickle's STOP) with tensors as `StoredTensor`s.
 
     storage(pid) turns a checked ('storage', DtypeMarker, key, location, numel[, view]) tuple
     into a StorageRef; with `objects` (the tar format) a persistent id is instead a key of it,
-    and anything else is refused. Raises WeightsError naming `where`: for a global outside the
+    and anything else is refused. `classes(module, name)`: the caller's inert stand-in for a
+    global outside the allowlist (a pickled module class: `torch_modules.module_classes`), or
+    None to refuse it. Raises WeightsError naming `where`: for a global outside the
     allowlist (naming it; nothing was called) or for a malformed pickle. Like `torch.load(f,
     weights_only=True)`, but torch is never imported and tensors are not read.
     """
     try:
-        return _Unpickler(data, storage, objects).load()
+        return _Unpickler(data, storage, objects, classes).load()
     except _RefusedGlobal as refused:
         raise WeightsError(
             f"{where}: refusing to load: its pickle calls {refused.qualified!r}, which is not "

@@ -25,6 +25,7 @@ from ..jobs.loader import PipelineLoader
 from ..jobs.worker import Worker
 from ..previews import Previews
 from ..settings import ServerSettings
+from .adetailer_units import ADetailerModels
 from .faces import DEFAULT_OPTIONS
 from .limits import BodyLimit, add_error_handlers
 from .routers import routers
@@ -83,6 +84,9 @@ def create_app(settings: ServerSettings | None = None, /, *,
     embeddings = (None if settings.embeddings_dir is None
                   else EmbeddingDatabase(settings.embeddings_dir))
     controlnets = ControlModelDir(settings.controlnet_dir)
+    adetailer_dir = settings.adetailer_dir
+    if adetailer_dir is None and models_dir is not None:
+        adetailer_dir = Path(models_dir) / "adetailer"
     encoders = ImageEncoders(list(settings.image_encoders))
     lora_dir = settings.lora_dir
     if lora_dir is not None and not Path(lora_dir).is_dir():
@@ -132,7 +136,9 @@ def create_app(settings: ServerSettings | None = None, /, *,
                         image_encoders=encoders, model=first, previews=previews,
                         faces=FaceFolders.from_models_dir(
                             models_dir, gfpgan=settings.gfpgan_models_path,
-                            codeformer=settings.codeformer_models_path))
+                            codeformer=settings.codeformer_models_path),
+                        adetailer=ADetailerModels(None if adetailer_dir is None
+                                                  else Path(adetailer_dir)))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):  # type: ignore[no-untyped-def]

@@ -340,8 +340,9 @@ def build_response(request: Txt2ImgRequest, result: JobResult,
         "seed_resize_from_w": request.seed_resize_from_w,
         "seed_resize_from_h": request.seed_resize_from_h,
         "denoising_strength": first.get("strength", request.denoising_strength),
-        "extra_generation_params": {f"ControlNet {i}": text for i, text in enumerate(
-            first.get("controlnet") or [])}, "index_of_first_image": 0, "infotexts": texts,
+        "extra_generation_params": {**{f"ControlNet {i}": text for i, text in enumerate(
+            first.get("controlnet") or [])}, **(first.get("adetailer") or {})},
+        "index_of_first_image": 0, "infotexts": texts,
         "styles": request.styles or [], "job_timestamp": result.job_timestamp,
         "clip_skip": clip_skip, "is_using_inpainting_conditioning": False,
         "interrupted": result.interrupted, "saved_paths": [str(p) for p in result.saved],

@@ -26,6 +26,7 @@ from ..catalog.image_encoders import ImageEncoders
 from ..catalog.models_dir import ModelEntry, ModelRegistry
 from ..jobs.worker import QueueFull, Worker, WorkerLost
 from ..previews import Previews
+from .adetailer_units import ADetailerModels
 
 __all__ = ["RETRY_AFTER_S", "ServerState", "State", "authorized", "parse_auth", "submit",
            "wait"]
@@ -52,6 +53,8 @@ class ServerState:
     controlnets: ControlModelDir = field(default_factory=lambda: ControlModelDir(None))
     control_cache: ControlModelCache = field(default_factory=ControlModelCache)
     image_encoders: ImageEncoders = field(default_factory=ImageEncoders)  # IP-Adapter units'
+    # ADetailer's detection models (--adetailer-dir; diffusion.server.api.adetailer_units)
+    adetailer: ADetailerModels = field(default_factory=lambda: ADetailerModels(None))
     # the model and module files /options chose: what a request without overrides runs
     model: ModelEntry | None = None
     previews: Previews = field(default_factory=Previews)  # live previews (the options' three)

@@ -10,6 +10,7 @@
 | `info` | png-info, cmd-flags, memory |
 | `extras` | upscalers, extra-single-image, extra-batch-images (the Extras tab) |
 | `controlnet` | /controlnet/* (the ControlNet extension's) |
+| `adetailer` | /adetailer/v1/ad_model (ADetailer's) |
 | `openai` | OpenAI's images API: /v1/images/generations, /v1/images/edits, /v1/models |
 | `scripts` | /sdapi/v1/scripts, /sdapi/v1/script-info |
 | `video` | /avx/txt2vid, /avx/img2vid (Wan videos on the same queue) |
@@ -21,7 +22,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 
 from ..state import authorized
-from . import controlnet, extras, generate, info, models, openai, page, progress, scripts, video
+from . import (adetailer, controlnet, extras, generate, info, models, openai, page, progress,
+               scripts, video)
 
 __all__ = ["routers"]
 
@@ -37,5 +39,6 @@ def routers() -> list[APIRouter]:
     avx.include_router(video.avx)
     extension = APIRouter(dependencies=[Depends(authorized)])
     extension.include_router(controlnet.router)
+    extension.include_router(adetailer.router)
     extension.include_router(progress.internal)
     return [api, avx, extension, openai.router, page.router]

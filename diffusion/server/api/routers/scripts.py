@@ -12,9 +12,9 @@ from ..scripts import script_info, script_names
 __all__ = ["api"]
 
 api = APIRouter()
-# the always-on scripts: the ControlNet extension's units (alwayson_scripts), where clients
-# (webuiapi) look for the extension
-ALWAYSON = ("controlnet",)
+# the always-on scripts: the ControlNet extension's and ADetailer's units
+# (alwayson_scripts), where clients (webuiapi) look for the extensions
+ALWAYSON = ("controlnet", "adetailer")
 
 
 @api.get("/scripts")

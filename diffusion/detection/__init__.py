@@ -1,0 +1,13 @@
+"""Object detection for ADetailer: ultralytics' YOLOv8 detection files on gpustd.
+
+    yolo = load_yolo("models/adetailer/face_yolov8n.pt")
+    found = detect(yolo, picture, confidence=0.3)   # boxes x1 y1 x2 y2, scores, classes
+
+Modules, in import order: `yolo` (the network and its decoding), `yolo_file` (the .pt read
+without running its pickle), `boxes` (letterbox, NMS, boxes in the picture's pixels).
+"""
+
+from .boxes import Detections, detect
+from .yolo_file import YoloFile, load_yolo
+
+__all__ = ["Detections", "YoloFile", "detect", "load_yolo"]

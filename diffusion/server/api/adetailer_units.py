@@ -1,0 +1,218 @@
+"""ADetailer's API units: `alwayson_scripts: {"ADetailer": {"args": [...]}}` on txt2img /
+img2img, read as the extension reads them (`adetailer/args.py` ADetailerArgs).
+
+`args` is the extension's list: optionally its two leading booleans (enable ADetailer, skip
+img2img), then one object per unit with its `ad_*` fields (defaults as there: ad_confidence
+0.3, ad_dilate_erode 4, ad_mask_blur 4, ad_denoising_strength 0.4, ad_inpaint_only_masked
+true with padding 32...). A unit whose ad_model is "None" (or ad_tab_enable / ad_tap_enable
+false) is skipped. A field that cannot run here (a separate checkpoint or VAE, restore face,
+a ControlNet model, YOLO-World classes, a noise multiplier) is refused naming it, as is an
+unknown field, a value of the wrong type or range, and a model that is not in the server's
+ADetailer folder (`serve --adetailer-dir`, default the models folder's `adetailer`): 422
+before anything is queued.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from threading import Lock
+from typing import Any
+
+from ...detection import YoloFile, load_yolo
+from ...detection.masks import MERGE_INVERT
+from .generation import RequestError, resolve_sampler
+
+__all__ = ["ADetailerModels", "ADetailerUnit", "adetailer_args", "parse_adetailer"]
+
+SCRIPT = "adetailer"
+SUFFIXES = ("pt", "pth")
+# field: (default, kind, low, high); kind: bool, int, float, str
+_FIELDS: dict[str, tuple[Any, type, float, float]] = {
+    "ad_model": ("None", str, 0, 0), "ad_model_classes": ("", str, 0, 0),
+    "ad_tab_enable": (True, bool, 0, 0), "ad_tap_enable": (True, bool, 0, 0),
+    "ad_prompt": ("", str, 0, 0), "ad_negative_prompt": ("", str, 0, 0),
+    "ad_confidence": (0.3, float, 0, 1), "ad_mask_filter_method": ("Area", str, 0, 0),
+    "ad_mask_k": (0, int, 0, math.inf), "ad_mask_k_largest": (0, int, 0, math.inf),
+    "ad_mask_min_ratio": (0.0, float, 0, 1), "ad_mask_max_ratio": (1.0, float, 0, 1),
+    "ad_dilate_erode": (4, int, -512, 512), "ad_x_offset": (0, int, -4096, 4096),
+    "ad_y_offset": (0, int, -4096, 4096), "ad_mask_merge_invert": ("None", str, 0, 0),
+    "ad_mask_blur": (4, int, 0, 256), "ad_denoising_strength": (0.4, float, 0, 1),
+    "ad_inpaint_only_masked": (True, bool, 0, 0),
+    "ad_inpaint_only_masked_padding": (32, int, 0, 4096),
+    "ad_use_inpaint_width_height": (False, bool, 0, 0),
+    "ad_inpaint_width": (512, int, 8, 4096), "ad_inpaint_height": (512, int, 8, 4096),
+    "ad_use_steps": (False, bool, 0, 0), "ad_steps": (28, int, 1, 150),
+    "ad_use_cfg_scale": (False, bool, 0, 0), "ad_cfg_scale": (7.0, float, 0, 100),
+    "ad_use_sampler": (False, bool, 0, 0), "ad_sampler": ("DPM++ 2M Karras", str, 0, 0),
+    "ad_scheduler": ("Use same scheduler", str, 0, 0),
+    "ad_use_clip_skip": (False, bool, 0, 0), "ad_clip_skip": (1, int, 1, 12),
+    # accepted at their "off" values only (refused otherwise, see _UNSUPPORTED)
+    "ad_use_checkpoint": (False, bool, 0, 0), "ad_checkpoint": (None, str, 0, 0),
+    "ad_use_vae": (False, bool, 0, 0), "ad_vae": (None, str, 0, 0),
+    "ad_use_noise_multiplier": (False, bool, 0, 0), "ad_noise_multiplier": (1.0, float, .5, 1.5),
+    "ad_restore_face": (False, bool, 0, 0), "ad_controlnet_model": ("None", str, 0, 0),
+    "ad_controlnet_module": ("None", str, 0, 0), "ad_controlnet_weight": (1.0, float, 0, 1),
+    "ad_controlnet_guidance_start": (0.0, float, 0, 1),
+    "ad_controlnet_guidance_end": (1.0, float, 0, 1), "is_api": (True, bool, 0, 0),
+}
+_UNSUPPORTED = {
+    "ad_use_checkpoint": "a separate checkpoint for the inpaint pass",
+    "ad_use_vae": "a separate VAE for the inpaint pass",
+    "ad_use_noise_multiplier": "a noise multiplier",
+    "ad_restore_face": "face restoration after the inpaint pass",
+    "ad_controlnet_model": "a ControlNet model in the inpaint pass",
+    "ad_model_classes": "YOLO-World classes",
+}
+_FILTERS = ("Area", "Confidence")
+
+
+@dataclass(frozen=True)
+class ADetailerUnit:
+    """One unit's fields (the extension's names without `ad_`), its model's path, and its
+    place (0: the first unit, whose infotext fields carry no suffix)."""
+
+    index: int
+    model: str
+    path: Path
+    values: dict[str, Any]
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.__dict__["values"][name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+class ADetailerModels:
+    """The detection models of a folder (`.pt` files, named as the extension names them: the
+    file name), each loaded once per device and file version."""
+
+    def __init__(self, folder: str | Path | None) -> None:
+        self.folder = None if folder is None else Path(folder)
+        self._loaded: dict[tuple[Path, int, int], YoloFile] = {}
+        self._lock = Lock()
+
+    def __getstate__(self) -> dict[str, Any]:
+        # sent to worker processes (serve --devices) with a job: the folder, not what is loaded
+        return {"folder": self.folder}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["folder"])  # type: ignore[misc]
+
+    def names(self) -> list[str]:
+        if self.folder is None or not self.folder.is_dir():
+            return []
+        return sorted(p.name for p in self.folder.iterdir()
+                      if p.is_file() and p.suffix.lower().lstrip(".") in SUFFIXES)
+
+    def find(self, name: str) -> Path | None:
+        for file in self.names():
+            if name in (file, Path(file).stem):
+                return self.folder / file if self.folder is not None else None
+        return None
+
+    def where(self) -> str:
+        return "no folder (start the server with --adetailer-dir or --models-dir)" \
+            if self.folder is None else str(self.folder)
+
+    def load(self, path: Path, device: Any) -> YoloFile:
+        key = (path, path.stat().st_mtime_ns, id(device))
+        with self._lock:
+            if key not in self._loaded:
+                self._loaded = {k: v for k, v in self._loaded.items() if k[0] != path}
+                self._loaded[key] = load_yolo(path, device)
+            return self._loaded[key]
+
+
+def adetailer_args(alwayson_scripts: dict[str, Any] | None) -> list[Any] | None:
+    """The ADetailer script's `args` (any case of its name), None when the body has none."""
+    for name, value in (alwayson_scripts or {}).items():
+        if name.lower() == SCRIPT:
+            if not isinstance(value, dict) or not isinstance(value.get("args", []), list):
+                raise RequestError(f"alwayson_scripts.{name} must be an object with a list "
+                                   "'args': [enable, skip_img2img, unit, ...]")
+            return value.get("args", [])
+    return None
+
+
+def _value(raw: dict[str, Any], key: str, where: str) -> Any:
+    default, kind, low, high = _FIELDS[key]
+    value = raw.get(key, default)
+    if value is None and default is None:
+        return None
+    if kind is bool:
+        ok = isinstance(value, bool)
+    elif kind is int:
+        ok = not isinstance(value, bool) and (isinstance(value, int) or (
+            isinstance(value, float) and value.is_integer()))
+    elif kind is float:
+        ok = not isinstance(value, bool) and isinstance(value, (int, float))
+    else:
+        ok = isinstance(value, str)
+    if not ok:
+        raise RequestError(f"{where}.{key}: {kind.__name__} expected, got {value!r:.60}")
+    if kind in (int, float) and not low <= value <= high:
+        raise RequestError(f"{where}.{key}: {value} is out of range [{low}, {high}]")
+    return kind(value)
+
+
+def _unit(raw: dict[str, Any], index: int, where: str, models: ADetailerModels
+          ) -> ADetailerUnit | None:
+    unknown = sorted(set(raw) - set(_FIELDS))
+    if unknown:
+        raise RequestError(f"{where}: unknown field {unknown[0]!r}; ADetailer's fields are "
+                           f"{', '.join(_FIELDS)}")
+    values = {key[3:] if key.startswith("ad_") else key: _value(raw, key, where)
+              for key in _FIELDS}
+    if values["model"] == "None" or not (values["tab_enable"] and values["tap_enable"]):
+        return None
+    for key, what in _UNSUPPORTED.items():
+        default = _FIELDS[key][0]
+        if raw.get(key, default) not in (default, "", "None"):
+            raise RequestError(f"{where}.{key}: {what} is not supported here; leave it out")
+    if values["mask_merge_invert"] not in MERGE_INVERT:
+        raise RequestError(f"{where}.ad_mask_merge_invert: one of {', '.join(MERGE_INVERT)}, "
+                           f"got {values['mask_merge_invert']!r}")
+    if values["mask_filter_method"] not in _FILTERS:
+        raise RequestError(f"{where}.ad_mask_filter_method: Area or Confidence, got "
+                           f"{values['mask_filter_method']!r}")
+    if values["use_sampler"]:  # refused here, before anything is queued
+        try:
+            resolve_sampler(values["sampler"], None if values["scheduler"] ==
+                            "Use same scheduler" else values["scheduler"])
+        except RequestError as exc:
+            raise RequestError(f"{where}.ad_sampler: {exc}") from None
+    if "ad_mask_k" not in raw:  # the older name
+        values["mask_k"] = values["mask_k_largest"]
+    path = models.find(values["model"])
+    if path is None:
+        listed = ", ".join(models.names()) or "none"
+        raise RequestError(f"{where}.ad_model: {values['model']!r} is not in the ADetailer "
+                           f"models folder {models.where()} (it holds: {listed}); put the .pt "
+                           "file there, or name one of them")
+    return ADetailerUnit(index, values["model"], path, values)
+
+
+def parse_adetailer(args: list[Any], models: ADetailerModels, kind: str
+                    ) -> tuple[ADetailerUnit, ...]:
+    """The units that run, from the script's `args` (with or without its leading booleans)."""
+    where = "alwayson_scripts.ADetailer.args"
+    rest = list(args)
+    enabled = True
+    if rest and isinstance(rest[0], bool):
+        enabled = rest.pop(0)
+        if rest and isinstance(rest[0], bool):
+            if rest.pop(0) and kind == "img2img":
+                raise RequestError(f"{where}[1]: skip img2img is not supported here; send "
+                                   "false, or run ADetailer on a txt2img")
+    units = []
+    for i, raw in enumerate(rest):
+        if not isinstance(raw, dict):
+            raise RequestError(f"{where}[{i + len(args) - len(rest)}]: an ADetailer unit is a "
+                               f"JSON object of ad_* fields, got {type(raw).__name__}")
+        unit = _unit(raw, i, f"{where}[{i + len(args) - len(rest)}]", models)
+        if unit is not None:
+            units.append(unit)
+    return tuple(units) if enabled else ()
