@@ -22,8 +22,19 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 
 from ..state import authorized
-from . import (adetailer, controlnet, extras, generate, info, models, openai, page, progress,
-               scripts, video)
+from . import (
+    adetailer,
+    controlnet,
+    extras,
+    generate,
+    info,
+    models,
+    openai,
+    page,
+    progress,
+    scripts,
+    video,
+)
 
 __all__ = ["routers"]
 
