@@ -67,8 +67,9 @@ class ControlUnit:
     `hr_option`: the hires fix passes it guides. `label`: the unit as the infotext writes it
     ("Module: canny, Model: ..., ..."; diffusion.pipelines.control_spec), None for a unit built
     in Python. `union_mode`: a Union ControlNet's control type (FLUX's InstantX / Shakker
-    Union: 0 canny, 1 tile, 2 depth, 3 blur, 4 pose, 5 gray, 6 low quality), None for the
-    others."""
+    Union: 0 canny, 1 tile, 2 depth, 3 blur, 4 pose, 5 gray, 6 low quality; SDXL's xinsir
+    Union: 0 openpose, 1 depth, 2 soft edge, 3 canny / lineart, 4 normal, 5 segment, ProMax
+    also 6 tile, 7 inpaint), None for the others."""
 
     model: ControlNetModel | T2IAdapter | FluxControlNetModel | SD3ControlNetModel
     image: Any

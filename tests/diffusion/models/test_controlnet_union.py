@@ -4,6 +4,7 @@ control types (tiny random models on torch CPU; the model folder's scheduler, `r
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,10 +22,12 @@ from support import assert_close  # noqa: E402
 import gpucore  # noqa: E402
 import gpustd  # noqa: E402
 from diffusion import load_pipeline  # noqa: E402
+from diffusion.loaders.control.catalog import load_control_model  # noqa: E402
 from diffusion.loaders.control.controlnet_file import load_controlnet  # noqa: E402
 from diffusion.loaders.errors import WeightsError  # noqa: E402
 from diffusion.models.controlnet_union import ControlNetUnionModel  # noqa: E402
 from diffusion.pipelines.control import ControlUnit  # noqa: E402
+from diffusion.pipelines.control_spec import ControlSpec  # noqa: E402
 
 SIZE = 32  # the tiny VAE halves: 16x16 latents
 PROMPT, NEGATIVE = "a lighthouse at dusk, oil painting", "blurry"
@@ -95,7 +98,7 @@ def test_union_residuals_match_diffusers(first_device: gpucore.Device, tmp_path:
 def test_union_single_file_reads_the_config_beside(first_device: gpucore.Device,
                                                    tmp_path: Path) -> None:
     """The folder's one .safetensors in models/ControlNet: its config beside it as NAME.json;
-    without one, a line saying so."""
+    without one, a line saying so. A folder whose config names xinsir's class."""
     reference = tiny_union(42)
     reference.save_pretrained(tmp_path / "union")
     folder = tmp_path / "ControlNet"
@@ -104,8 +107,15 @@ def test_union_single_file_reads_the_config_beside(first_device: gpucore.Device,
     (tmp_path / "union" / "diffusion_pytorch_model.safetensors").rename(single)
     with pytest.raises(WeightsError, match=r"needs its folder.s config\.json beside it"):
         load_controlnet(single, device=first_device)
-    (tmp_path / "union" / "config.json").rename(folder / "xinsir-union.json")
+    config = json.loads((tmp_path / "union" / "config.json").read_text())
+    (folder / "xinsir-union.json").write_text(json.dumps(config))
     assert isinstance(load_controlnet(single, device=first_device), ControlNetUnionModel)
+    # xinsir's folder names its own class; the catalog takes it as a ControlNet
+    (tmp_path / "union" / "config.json").write_text(
+        json.dumps({**config, "_class_name": "ControlNetModel_Union"}))
+    single.rename(tmp_path / "union" / "diffusion_pytorch_model.safetensors")
+    assert isinstance(load_control_model(tmp_path / "union", device=first_device),
+                      ControlNetUnionModel)
 
 
 def test_union_txt2img_matches_diffusers(first_device: gpucore.Device, tmp_path: Path) -> None:
@@ -131,7 +141,11 @@ def test_union_txt2img_matches_diffusers(first_device: gpucore.Device, tmp_path:
                          generator=torch.Generator().manual_seed(5), output_type="np").images
 
     def run_ours(mode: int) -> np.ndarray:
-        unit = ControlUnit(union, control, schedule="diffusers", union_mode=mode)
+        # mode 3 as the CLI and the server give it: the extension's unit with union_mode
+        unit = ControlSpec(model="union", image=control, union_mode=mode).unit(
+            union, width=SIZE, height=SIZE) if mode == 3 else ControlUnit(
+            union, control, schedule="diffusers", union_mode=mode)
+        assert unit.union_mode == mode
         result = ours.txt2img(PROMPT, negative_prompt=NEGATIVE, steps=2, cfg_scale=6.0,
                               seed=5, width=SIZE, height=SIZE, sampler="diffusers",
                               rng="torch", control=[unit])
