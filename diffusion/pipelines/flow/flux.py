@@ -202,8 +202,9 @@ class FluxPipeline:
             raise ValueError("this FLUX.1 model takes no control image in its input (FLUX.1 "
                              "Canny / Depth dev do); give ControlNet units instead")
         if self.control_channels and not given:
-            raise ValueError("FLUX.1 Canny / Depth dev needs a control image (the canny or "
-                             "depth map it follows); give one")
+            raise ValueError("FLUX.1 Canny / Depth dev needs its control image (the canny "
+                             "or depth map it follows): pass control_image= to FluxPipeline; "
+                             "the CLI and the server do not pass one yet")
 
     def __call__(self, prompt: str | Sequence[str], *, height: int = 1024, width: int = 1024,
                  num_inference_steps: int = 28, guidance_scale: float = 3.5, seed: int = 0,

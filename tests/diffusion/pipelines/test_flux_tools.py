@@ -19,6 +19,7 @@ from sd_tiny import CLIP_TINY, randomized
 from support import assert_close
 
 import gpucore
+from diffusion.loaders.flow.folder import flow_family
 from diffusion.pipelines.flow.flux import FluxPipeline
 
 TOL = 2e-3  # the SD pipeline tests' picture tolerance
@@ -61,5 +62,6 @@ def test_flux_tools_match_diffusers(first_device: gpucore.Device,
     assert_close(got, expected, tol=TOL)
     other = run_reference(255 - control)
     assert np.abs(expected - other).mean() > 20 * TOL  # the map matters
-    with pytest.raises(ValueError, match="needs a control image"):
+    with pytest.raises(ValueError, match="needs its control image"):
         ours("a red circle", seed=5, **settings)
+    assert flow_family(tmp_path / "flux-tools") == "flux-dev"  # loads as FLUX.1 dev
