@@ -108,8 +108,11 @@ def test_union_single_file_reads_the_config_beside(first_device: gpucore.Device,
     with pytest.raises(WeightsError, match=r"needs its folder.s config\.json beside it"):
         load_controlnet(single, device=first_device)
     config = json.loads((tmp_path / "union" / "config.json").read_text())
-    (folder / "xinsir-union.json").write_text(json.dumps(config))
-    assert isinstance(load_controlnet(single, device=first_device), ControlNetUnionModel)
+    # as ProMax's file beside the plain model's config: the types are the file's
+    (folder / "xinsir-union.json").write_text(json.dumps({**config, "num_control_type": 8}))
+    loaded = load_controlnet(single, device=first_device)
+    assert isinstance(loaded, ControlNetUnionModel)
+    assert loaded.config["num_control_type"] == TYPES
     # xinsir's folder names its own class; the catalog takes it as a ControlNet
     (tmp_path / "union" / "config.json").write_text(
         json.dumps({**config, "_class_name": "ControlNetModel_Union"}))
