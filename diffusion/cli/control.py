@@ -99,7 +99,9 @@ def add_control_options(parser: argparse.ArgumentParser) -> None:
         "control_hr_option": f"the hires fix passes the unit guides: {' | '.join(HR_OPTIONS)}",
         "control_union_mode": "a Union ControlNet's control type (FLUX InstantX / Shakker "
                               "Union: 0 canny, 1 tile, 2 depth, 3 blur, 4 pose, 5 gray, 6 low "
-                              "quality)",
+                              "quality; SDXL xinsir Union: 0 openpose, 1 depth, 2 soft edge / "
+                              "scribble, 3 canny / lineart / MLSD, 4 normal, 5 segment, "
+                              "ProMax also 6 tile, 7 inpaint)",
     }
     for dest, (_, kind, metavar) in _PER_UNIT.items():
         group.add_argument("--" + dest.replace("_", "-"), dest=dest, nargs="+", type=kind,

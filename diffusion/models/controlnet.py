@@ -81,7 +81,8 @@ class ControlNetModel(UNetEncoder):
     def forward(self, sample: Tensor, timesteps: Any, context: Tensor, controlnet_cond: Tensor,
                 added_cond: Mapping[str, Any] | None = None, *,
                 conditioning_scale: float | Sequence[float] = 1.0,
-                guess_mode: bool = False) -> tuple[list[Tensor], Tensor]:
+                guess_mode: bool = False,
+                union_mode: int | None = None) -> tuple[list[Tensor], Tensor]:
         """(down residuals, mid residual) for the UNet: one per skip, (B, C_i, h_i, w_i), and
         (B, C_mid, h_mid, w_mid).
 
@@ -91,6 +92,8 @@ class ControlNetModel(UNetEncoder):
         or one per residual (skips then mid: `soft_injection_scales`). guess_mode: diffusers'
         scales logspace(-1, 0) * conditioning_scale. diffusers: `controlnet(sample, t, context,
         controlnet_cond, conditioning_scale, guess_mode, added_cond_kwargs=added_cond)`.
+        union_mode: a ControlNet Union's control type (diffusion.models.controlnet_union);
+        the others take None.
         """
         if controlnet_cond.ndim != 4 or controlnet_cond.shape[0] != sample.shape[0] or (
                 controlnet_cond.shape[1] != self.config["conditioning_channels"]):
@@ -101,8 +104,8 @@ class ControlNetModel(UNetEncoder):
             controlnet_cond = _flip_channels(controlnet_cond)
         if controlnet_cond.dtype != sample.dtype:
             controlnet_cond = controlnet_cond.astype(sample.dtype)
-        temb_act = self.embedding(sample, timesteps, added_cond)
-        h = self.conv_in(sample) + self.cond_embedding(controlnet_cond)
+        temb_act = self.control_embedding(sample, timesteps, added_cond, union_mode)
+        h = self.control_input(sample, controlnet_cond, union_mode)
         h, skips = self.down(h, temb_act, context)
         h = self.mid(h, temb_act, context)
         count = len(skips) + 1
@@ -126,6 +129,24 @@ class ControlNetModel(UNetEncoder):
             down = [_spatial_mean(d) for d in down]
             mid = _spatial_mean(mid)
         return down, mid
+
+    @property
+    def union(self) -> bool:
+        """Whether it is a ControlNet Union, which takes a control type."""
+        return False
+
+    def control_embedding(self, sample: Tensor, timesteps: Any,
+                          added_cond: Mapping[str, Any] | None,
+                          union_mode: int | None) -> Tensor:
+        """silu(the time embedding) every resnet reads (UNetEncoder.embedding)."""
+        if union_mode is not None:
+            raise ValueError(f"union_mode={union_mode}: this ControlNet is not a Union one; "
+                             "give no control type")
+        return self.embedding(sample, timesteps, added_cond)
+
+    def control_input(self, sample: Tensor, image: Tensor, union_mode: int | None) -> Tensor:
+        """conv_in(sample) + the control image's embedding: the down blocks' input."""
+        return self.conv_in(sample) + self.cond_embedding(image)
 
     def cond_embedding(self, image: Tensor) -> Tensor:
         """controlnet_cond_embedding: the control image at conv_in's width and latent size."""

@@ -67,8 +67,9 @@ class ControlUnit:
     `hr_option`: the hires fix passes it guides. `label`: the unit as the infotext writes it
     ("Module: canny, Model: ..., ..."; diffusion.pipelines.control_spec), None for a unit built
     in Python. `union_mode`: a Union ControlNet's control type (FLUX's InstantX / Shakker
-    Union: 0 canny, 1 tile, 2 depth, 3 blur, 4 pose, 5 gray, 6 low quality), None for the
-    others."""
+    Union: 0 canny, 1 tile, 2 depth, 3 blur, 4 pose, 5 gray, 6 low quality; SDXL's xinsir
+    Union: 0 openpose, 1 depth, 2 soft edge, 3 canny / lineart, 4 normal, 5 segment, ProMax
+    also 6 tile, 7 inpaint), None for the others."""
 
     model: ControlNetModel | T2IAdapter | FluxControlNetModel | SD3ControlNetModel
     image: Any
@@ -138,6 +139,13 @@ def check_base(units: Sequence[Any], unet: Any) -> None:
         if isinstance(model, ControlNetModel):
             made = _base(model.uses_added_cond, model.config["cross_attention_dim"])
             fits = made == base
+            types = model.config.get("num_control_type", 0)
+            if fits and model.union and (unit.union_mode is None
+                                           or not 0 <= unit.union_mode < types):
+                name = getattr(model, "title", None) or type(model).__name__
+                raise ValueError(f"control unit {index} ({name}) is a ControlNet Union: give "
+                                 f"its control type, 0 .. {types - 1} (--control-union-mode, "
+                                 f"the unit's union_mode); got {unit.union_mode}")
         elif isinstance(model, T2IAdapter):  # its features fit SDXL's UNet or the others'
             made = _base(str(model.config["adapter_type"]).endswith("xl"), None)
             fits = made == _base(unet.uses_added_cond, None)
@@ -160,11 +168,12 @@ def _base(sdxl: bool, context: int | None) -> str:
 
 def _controlnet_call(model: ControlNetModel, x: Tensor, timesteps: Tensor, hidden: Tensor,
                      image: Tensor, text_embeds: Tensor | None, time_ids: Any,
-                     scale: Any, guess_mode: bool) -> tuple[list[Tensor], Tensor]:
+                     scale: Any, guess_mode: bool,
+                     union_mode: int | None = None) -> tuple[list[Tensor], Tensor]:
     added = None if text_embeds is None else {
         "text_embeds": text_embeds, "time_ids": np.asarray(time_ids, np.float32)}
     return model(x, timesteps, hidden, image, added, conditioning_scale=scale,
-                 guess_mode=guess_mode)
+                 guess_mode=guess_mode, union_mode=union_mode)
 
 
 class Control:
@@ -223,7 +232,8 @@ class Control:
             got_down, got_mid = run(part, _rows(timesteps, rows), _rows(hidden, rows), image,
                                     None if text_embeds is None else _rows(text_embeds, rows),
                                     None if time_ids is None else tuple(time_ids[rows[0]:]),
-                                    unit.scales(count), unit.guess_mode)
+                                    unit.scales(count), unit.guess_mode,
+                                    unit.union_mode if model.union else None)
             got_down = [self._only_rows(d, rows, batch) for d in got_down]
             got_mid = self._only_rows(got_mid, rows, batch)
             down = got_down if down is None else [a + b for a, b in zip(down, got_down)]

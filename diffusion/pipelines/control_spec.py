@@ -79,7 +79,8 @@ class ControlSpec:
     diffusion.server.catalog.image_encoders), None for the others. `mask`: the inpaint modules'
     mask (uint8, the image's size, white: repaint). `union_mode`: a Union ControlNet's control
     type (FLUX's InstantX / Shakker Union: 0 canny, 1 tile, 2 depth, 3 blur, 4 pose, 5 gray,
-    6 low quality), None for other models."""
+    6 low quality; SDXL's xinsir Union: 0 openpose, 1 depth, 2 soft edge, 3 canny / lineart,
+    4 normal, 5 segment, ProMax also 6 tile, 7 inpaint), None for other models."""
 
     model: str
     image: Any = None

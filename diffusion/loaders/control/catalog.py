@@ -45,7 +45,9 @@ LOADERS: dict[str, Callable[..., Any]] = {"controlnet": load_controlnet,
                                           "t2i_adapter": load_t2i_adapter,
                                           "ip_adapter": load_ip_adapter}
 _CLASSES = {"ControlNetModel": "controlnet", "FluxControlNetModel": "controlnet",
-            "SD3ControlNetModel": "controlnet", "T2IAdapter": "t2i_adapter",
+            "SD3ControlNetModel": "controlnet", "ControlNetUnionModel": "controlnet",
+            "ControlNetModel_Union": "controlnet",  # xinsir's own name for its Union
+            "T2IAdapter": "t2i_adapter",
             "MultiAdapter": "t2i_adapter"}
 
 

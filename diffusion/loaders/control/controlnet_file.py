@@ -25,6 +25,7 @@ from gpucore import Device, FeatureError, as_dtype, default_device
 from gpustd.nn import StateDictError
 
 from ...models.controlnet import ControlNetModel
+from ...models.controlnet_union import ControlNetUnionModel
 from ...models.flux_controlnet import FluxControlNetModel
 from ...models.sd3_controlnet import SD3ControlNetModel
 from ...models.t2i_adapter import T2IAdapter
@@ -33,13 +34,14 @@ from ..formats.diffusers_folder import read_json, weight_refs
 from ..formats.torch_file import open_weights_file
 from ..keymaps.ldm_keys import ldm_unet_layout, unet_name
 from ..weights import ComponentWeights, TensorFile, TensorRef, resolve_dtype
-from .dit_controlnet_file import DIT_CONTROLNETS, dit_controlnet_config
+from .dit_controlnet_file import DIT_CONTROLNETS, config_beside, dit_controlnet_config
 from .t2i_adapter_file import t2i_adapter_from_file
 
 __all__ = ["controlnet_weights", "load_controlnet", "load_t2i_adapter", "t2i_adapter_weights"]
 
 _PREFIX = "control_model."
 _STEM = "diffusion_pytorch_model"
+_UNION = "ControlNetUnionModel"
 _CONTROL_FIXED = {"middle_block_out.0": "controlnet_mid_block",
                   "input_hint_block.0": "controlnet_cond_embedding.conv_in"}
 
@@ -147,6 +149,15 @@ def controlnet_weights(path: str | os.PathLike[str], *, dtype: Any = None,
         config if config.get("_class_name") in DIT_CONTROLNETS else None)
     if dit is not None:  # FLUX.1's or SD3's: its weights under diffusers' names
         return ComponentWeights("controlnet", dict(dit), refs, dtype=dtype)
+    if "task_embedding" in refs:  # xinsir's ControlNet Union (SDXL)
+        own = own or config_beside(path, _UNION)
+        if own is None and config is None:
+            raise WeightsError(f"{where}: a ControlNet Union file needs its folder's "
+                               f"config.json beside it, as {path.with_suffix('.json').name}")
+        # ProMax's file sits beside the 6-type config.json: its types are its table's rows
+        types = refs["task_embedding"].shape[0]
+        return ComponentWeights("controlnet", {**(config or own or {}), "_class_name": _UNION,
+                                               "num_control_type": types}, refs, dtype=dtype)
     if own is None and "time_embedding.linear_1.weight" not in refs:
         refs = _original_refs(next(iter(refs.values())).file) if refs else {}
         if "controlnet_mid_block.weight" not in refs:
@@ -195,10 +206,13 @@ def load_controlnet(path: str | os.PathLike[str], *, dtype: Any = np.float32,
                     ) -> ControlNetModel | FluxControlNetModel | SD3ControlNetModel:
     """The ControlNet at `path` on `device`, weights in `dtype`: a UNet model's, FLUX.1's or
     SD3's. diffusers: `ControlNetModel.from_pretrained(path)` / `.from_single_file(path)`,
-    `FluxControlNetModel.from_pretrained(path)`, `SD3ControlNetModel.from_pretrained(path)`."""
+    `FluxControlNetModel.from_pretrained(path)`, `SD3ControlNetModel.from_pretrained(path)`,
+    `ControlNetUnionModel.from_pretrained(path)` (xinsir's SDXL Union: a folder, or its one
+    .safetensors with the folder's config.json beside it)."""
     weights = controlnet_weights(path, dtype=dtype, variant=variant, config=config)
-    kind = {"FluxControlNetModel": FluxControlNetModel, "SD3ControlNetModel": SD3ControlNetModel
-            }.get(weights.config.get("_class_name", ""), ControlNetModel)
+    kind = {"FluxControlNetModel": FluxControlNetModel, "SD3ControlNetModel": SD3ControlNetModel,
+            _UNION: ControlNetUnionModel}.get(weights.config.get("_class_name", ""),
+                                              ControlNetModel)
     return _build(kind, weights, path, dtype, device)
 
 

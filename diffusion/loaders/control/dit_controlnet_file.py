@@ -15,7 +15,7 @@ from typing import Any
 
 from ..errors import WeightsError
 
-__all__ = ["DIT_CONTROLNETS", "dit_controlnet_config"]
+__all__ = ["DIT_CONTROLNETS", "config_beside", "dit_controlnet_config"]
 
 FLUX_CONTROLNET, SD3_CONTROLNET = "FluxControlNetModel", "SD3ControlNetModel"
 DIT_CONTROLNETS = (FLUX_CONTROLNET, SD3_CONTROLNET)  # their configs' _class_name
@@ -33,19 +33,27 @@ def dit_controlnet_config(path: Path, refs: Mapping[str, Any],
     flux = any(key in refs for key in _FLUX_KEYS)
     if not flux and _SD3_KEY not in refs:
         return None
-    wanted = FLUX_CONTROLNET if flux else SD3_CONTROLNET
+    config = config_beside(path, FLUX_CONTROLNET if flux else SD3_CONTROLNET)
+    if config is not None:
+        return config
+    if not flux:
+        raise WeightsError(f"{path}: an SD3 ControlNet file under diffusers' names needs its "
+                           f"folder's config.json beside it, as {path.with_suffix('.json').name}")
+    return _flux_config_from_shapes(refs, str(path))
+
+
+def config_beside(path: Path, class_name: str) -> dict[str, Any] | None:
+    """The config of the single file `path` found beside it (`NAME.json`, or the folder's
+    config.json) whose `_class_name` is `class_name`; None when there is none."""
     for beside in (path.with_suffix(".json"), path.parent / "config.json"):
         if beside.is_file():
             try:
                 config = json.loads(beside.read_text(encoding="utf-8"))
             except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
                 raise WeightsError(f"{beside}: cannot read it as JSON: {error}") from None
-            if isinstance(config, dict) and config.get("_class_name") == wanted:
+            if isinstance(config, dict) and config.get("_class_name") == class_name:
                 return config
-    if not flux:
-        raise WeightsError(f"{path}: an SD3 ControlNet file under diffusers' names needs its "
-                           f"folder's config.json beside it, as {path.with_suffix('.json').name}")
-    return _flux_config_from_shapes(refs, str(path))
+    return None
 
 
 def _flux_config_from_shapes(refs: Mapping[str, Any], where: str) -> dict[str, Any]:

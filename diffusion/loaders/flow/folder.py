@@ -28,6 +28,7 @@ __all__ = ["FlowWeights", "flow_family", "is_fill_transformer", "load_flow_folde
 
 # model_index.json's _class_name -> family, and the components each family needs
 _FAMILIES = {"FluxPipeline": "flux", "FluxKontextPipeline": "flux", "FluxFillPipeline": "flux",
+             "FluxControlPipeline": "flux",  # FLUX.1 Canny / Depth dev (Flux Tools)
              "StableDiffusion3Pipeline": "sd3"}
 _REQUIRED = {"flux": ("transformer", "vae", "text_encoder", "text_encoder_2"),
              "sd3": ("transformer", "vae", "text_encoder", "text_encoder_2")}

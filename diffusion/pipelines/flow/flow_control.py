@@ -34,13 +34,36 @@ from ...models.vae import AutoencoderKL
 from ...preprocessors.resize import fit_map
 from ..control import CONTROL_MODES, ControlUnit, control_batch
 
-__all__ = ["FlowControl"]
+__all__ = ["FlowControl", "encode_map"]
 
 # the control model class each family's transformer takes
 _MODELS: dict[str, tuple[type, str]] = {
     "flux-dev": (FluxControlNetModel, "FLUX.1"), "flux-schnell": (FluxControlNetModel, "FLUX.1"),
     "sd3": (SD3ControlNetModel, "SD 3/3.5"),
 }
+
+
+def encode_map(vae: Any, image: Any, *, batch: int, width: int, height: int,
+               resize_mode: str = "Crop and Resize", generator: Any = None,
+               shifted: bool = True) -> np.ndarray:
+    """A control map as float32 latents (batch, C, height/8, width/8) in the transformer's
+    space: a uint8 picture fitted to width x height by `resize_mode`, put in [-1, 1], encoded
+    by `vae` (a posterior draw from `generator`, its mean where None), shifted (unless not
+    `shifted`) and scaled. diffusers: `retrieve_latents(vae.encode(image), generator)`, then
+    `(latents - shift_factor) * scaling_factor`."""
+    if isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3:
+        image = fit_map(image, width, height, resize_mode)
+    pixels = control_batch(image, np.arange(batch)) * 2 - 1
+    if pixels.shape[2:] != (height, width):
+        raise ValueError(f"a control image of {pixels.shape[3]}x{pixels.shape[2]} for "
+                         f"a {width}x{height} picture: give a uint8 picture (fitted by "
+                         "its resize mode) or one of the picture's size")
+    mean, logvar = vae_encode(vae, pixels)
+    latent = mean.astype(np.float64) if generator is None else AutoencoderKL.sample(
+        mean.astype(np.float64), logvar.astype(np.float64),
+        generator.standard_normal(mean.shape))
+    shift = vae.shift_factor if shifted else 0.0
+    return ((latent - shift) * vae.scaling_factor).astype(np.float32)
 
 
 class FlowControl:
@@ -87,23 +110,11 @@ class FlowControl:
         `FluxControlNetPipeline.prepare_image` and `retrieve_latents(vae.encode(...))`."""
         self._latents = []
         for unit in self.units:
-            image = unit.image
-            if isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3:
-                image = fit_map(image, width, height, unit.resize_mode)
-            pixels = control_batch(image, np.arange(batch)) * 2 - 1
-            if pixels.shape[2:] != (height, width):
-                raise ValueError(f"a control image of {pixels.shape[3]}x{pixels.shape[2]} for "
-                                 f"a {width}x{height} picture: give a uint8 picture (fitted by "
-                                 "its resize mode) or one of the picture's size")
-            mean, logvar = vae_encode(vae, pixels)
-            latent = mean.astype(np.float64) if generator is None else AutoencoderKL.sample(
-                mean.astype(np.float64), logvar.astype(np.float64),
-                generator.standard_normal(mean.shape))
-            shift = 0.0 if unit.model.config.get("force_zeros_for_pooled_projection") else (
-                vae.shift_factor)
-            latent = (latent - shift) * vae.scaling_factor
-            self._latents.append(asarray(pack(latent.astype(np.float32)), dtype=dtype,
-                                         device=device))
+            latent = encode_map(vae, unit.image, batch=batch, width=width, height=height,
+                                resize_mode=unit.resize_mode, generator=generator,
+                                shifted=not unit.model.config.get(
+                                    "force_zeros_for_pooled_projection"))
+            self._latents.append(asarray(pack(latent), dtype=dtype, device=device))
 
     def residuals(self, x: Tensor, states: Tensor, pooled: Tensor, timestep: np.ndarray, *,
                   img_ids: np.ndarray, guidance_scale: float

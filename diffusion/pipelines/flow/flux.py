@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from gpucore import Device, default_device
-from gpustd import Tensor, asarray
+from gpustd import Tensor, asarray, concatenate
 from gpustd.nn import deferred
 
 from ...loaders.component import load_component
@@ -32,7 +32,7 @@ from ...sampling.model_sampling import calculate_shift
 from ...sampling.schedulers.flow_match_euler import FlowMatchEulerDiscreteScheduler
 from ...text.t5_tokenizer import T5Tokenizer
 from ...text.tokenizer import CLIPTokenizer
-from .flow_control import FlowControl
+from .flow_control import FlowControl, encode_map
 from .start import StepCallback, check_call, load_parts, run_euler
 
 __all__ = ["FluxPipeline", "pack_latents", "unpack_latents"]
@@ -144,14 +144,18 @@ class FluxPipeline:
 
     def velocity(self, prompts: Sequence[str], *, height: int, width: int,
                  guidance_scale: float = 3.5, max_sequence_length: int = 512,
-                 cache: StepCache | None = None, control: FlowControl | None = None
+                 cache: StepCache | None = None, control: FlowControl | None = None,
+                 control_latents: np.ndarray | None = None
                  ) -> tuple[Callable[[np.ndarray, float], np.ndarray], tuple[int, ...], float]:
         """The transformer as `flow(x, t)` for `prompts` at height x width: x (B, C, h, w)
         float32 latents, t the scheduler's timestep (0..1000), the predicted flow back
         unpacked (float32); also the latents' shape and the schedule's `mu` (dev's shift by
         the number of image tokens, None for a constant shift). `cache`: the generation's
         step cache, of which this flow takes a branch of its own. `control`: ControlNet units
-        (their maps encoded here by the posterior's mean unless `control.encode` drew them)."""
+        (their maps encoded here by the posterior's mean unless `control.encode` drew them).
+        `control_latents`: FLUX.1 Canny/Depth dev's map as latents (`encode_map`: (B, C, h,
+        w)), concatenated to the packed latents' channels at every call."""
+        self.check_control_image(control_latents is not None)
         scale = self.vae_scale_factor * 2
         if height < scale or width < scale:
             raise ValueError(f"height and width must be at least {scale}, got {height}x{width}")
@@ -172,9 +176,14 @@ class FluxPipeline:
                            height=h * self.vae_scale_factor, generator=None, pack=pack_latents,
                            dtype=dtype, device=device)
 
+        concat = None if control_latents is None else asarray(
+            pack_latents(control_latents), dtype=dtype, device=device)
+
         def flow(x: np.ndarray, t: float) -> np.ndarray:
             timestep = np.full(batch, np.float32(t) / np.float32(1000), np.float32)
             packed = asarray(pack_latents(x), dtype=dtype, device=device)
+            if concat is not None:  # Flux Tools: the map's latents as more input channels
+                packed = concatenate([packed, concat], axis=2)
             residuals = None if control is None else control.residuals(
                 packed, states, pooled, timestep, img_ids=ids, guidance_scale=guidance_scale)
             out = self.transformer(packed, states, pooled, timestep, None, None, guidance,
@@ -182,7 +191,26 @@ class FluxPipeline:
             return unpack_latents(out.numpy().astype(np.float32), h, w)
 
         mu = calculate_shift((h // 2) * (w // 2), self.scheduler_config)
-        return flow, (batch, config["in_channels"] // 4, h, w), mu
+        channels = (config["in_channels"] - self.control_channels) // 4
+        return flow, (batch, channels, h, w), mu
+
+    @property
+    def control_channels(self) -> int:
+        """The packed input channels that take a control map's latents: FLUX.1 Canny / Depth
+        dev's (Flux Tools: in_channels 128, out_channels 64), 0 for the other FLUX models."""
+        config = self.transformer.config
+        return int(config["in_channels"] - (config.get("out_channels") or config["in_channels"]))
+
+    def check_control_image(self, given: bool) -> None:
+        """ValueError in one line where a control image is missing (FLUX.1 Canny / Depth
+        dev) or given to a model that takes none."""
+        if given and not self.control_channels:
+            raise ValueError("this FLUX.1 model takes no control image in its input (FLUX.1 "
+                             "Canny / Depth dev do); give ControlNet units instead")
+        if self.control_channels and not given:
+            raise ValueError("FLUX.1 Canny / Depth dev needs its control image (the canny "
+                             "or depth map it follows): pass control_image= to FluxPipeline; "
+                             "the CLI and the server do not pass one yet")
 
     def __call__(self, prompt: str | Sequence[str], *, height: int = 1024, width: int = 1024,
                  num_inference_steps: int = 28, guidance_scale: float = 3.5, seed: int = 0,
@@ -190,7 +218,7 @@ class FluxPipeline:
                  latents: np.ndarray | None = None, image: Any = None, mask_image: Any = None,
                  strength: float = 0.6, callback: StepCallback | None = None,
                  output_type: str = "np", cache: StepCache | None = None,
-                 control: FlowControl | None = None) -> np.ndarray:
+                 control: FlowControl | None = None, control_image: Any = None) -> np.ndarray:
         """Pictures for `prompt` (one or a list): float images in [0, 1], (B, height, width,
         3) ("np"), or the final latents (B, 16, H/8, W/8) ("latent"). `guidance_scale` is
         dev's distilled guidance (ignored by schnell, which embeds none). `seed` and `rng`
@@ -200,7 +228,10 @@ class FluxPipeline:
         latents)` after every step (False stops); `cache`: step caching (`velocity`);
         `control`: ControlNet units (their maps drawn from the seed's generator first, as
         FluxControlNetPipeline(control_image=, controlnet_conditioning_scale=,
-        control_guidance_start=, control_guidance_end=, control_mode=) draws them).
+        control_guidance_start=, control_guidance_end=, control_mode=) draws them);
+        `control_image`: FLUX.1 Canny / Depth dev's map (uint8 HxWx3, fitted by "Crop and
+        Resize"), drawn from the generator first too, as FluxControlPipeline(control_image=)
+        draws it.
         diffusers: `FluxPipeline(prompt, height=, width=, num_inference_steps=,
         guidance_scale=, generator=torch.Generator().manual_seed(seed),
         output_type="np").images`; with `image`, FluxImg2ImgPipeline's
@@ -214,11 +245,19 @@ class FluxPipeline:
                            width=width // scale * scale, height=height // scale * scale,
                            generator=generator, pack=pack_latents,
                            dtype=self.transformer.x_embedder.weight.dtype, device=device)
+        concat = None
+        if control_image is not None:
+            self.check_control_image(True)
+            scale = 2 * self.vae_scale_factor
+            concat = encode_map(self.vae, control_image,
+                                batch=len(prompts) if latents is None else len(latents),
+                                width=width // scale * scale, height=height // scale * scale,
+                                generator=generator)
         # 1. conditioning, as a function of the latents and the timestep
         flow, shape, mu = self.velocity(prompts, height=height, width=width,
                                         guidance_scale=guidance_scale,
                                         max_sequence_length=max_sequence_length, cache=cache,
-                                        control=control)
+                                        control=control, control_latents=concat)
         # 2. the schedule: sigmas 1 .. 1/n, shifted (dev: by the number of image tokens)
         scheduler = FlowMatchEulerDiscreteScheduler.from_config(self.scheduler_config)
         sigmas = np.linspace(1.0, 1 / num_inference_steps, num_inference_steps)

@@ -77,13 +77,14 @@ class KontextPipeline(FluxPipeline):
     def velocity(self, prompts: Sequence[str], *, height: int, width: int,
                  guidance_scale: float = 3.5, max_sequence_length: int = 512,
                  cache: StepCache | None = None, control: FlowControl | None = None,
-                 image: Any = None, auto_resize: bool = True
+                 control_latents: np.ndarray | None = None, image: Any = None,
+                 auto_resize: bool = True
                  ) -> tuple[Callable[[np.ndarray, float], np.ndarray], tuple[int, ...], float]:
         """FluxPipeline.velocity with the reference `image` (None: none, FLUX.1 dev's flow):
         its tokens ride after the noise tokens in every call, and only the noise tokens'
         prediction comes back. The schedule's `mu` counts the noise tokens alone. ControlNet
-        units (`control`) are refused: not for Kontext yet."""
-        if control is not None:
+        units (`control`, `control_latents`) are refused: not for Kontext yet."""
+        if control is not None or control_latents is not None:
             raise ValueError("ControlNet units: not supported for FLUX.1 Kontext models yet; "
                              "leave them out")
         if image is None:
