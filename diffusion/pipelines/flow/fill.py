@@ -77,14 +77,16 @@ class FluxFillPipeline(FluxPipeline):
     def velocity(self, prompts: Sequence[str], *, height: int, width: int,
                  guidance_scale: float = 3.5, max_sequence_length: int = 512,
                  cache: StepCache | None = None, control: FlowControl | None = None,
+                 control_latents: np.ndarray | None = None,
                  condition: np.ndarray | None = None
                  ) -> tuple[Callable[[np.ndarray, float], np.ndarray], tuple[int, ...], float]:
         """FluxPipeline.velocity with the Fill channels `condition` (1 or B, N, ...;
         `fill_tokens`) beside every call's noise tokens; the latents have the transformer's
-        output channels / 4. No ControlNet units (`control`) yet."""
-        if control is not None:
-            raise ValueError("ControlNet units: not supported for FLUX.1 Fill models yet; "
-                             "leave them out")
+        output channels / 4. No ControlNet units (`control`) or Canny/Depth maps
+        (`control_latents`: Fill's own channels take their place) yet."""
+        if control is not None or control_latents is not None:
+            raise ValueError("ControlNet units and control maps: not supported for FLUX.1 Fill "
+                             "models yet; leave them out")
         if condition is None:
             raise ValueError("FLUX.1 Fill draws from a picture and a mask: give both")
         scale = self.vae_scale_factor * 2
