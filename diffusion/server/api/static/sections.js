@@ -141,12 +141,14 @@ export function sectionFields(mode) {
 /** The section fields' values of parsed infotext parameters ({field id: value}): hires fix on
  * where the infotext has its upscaler, the refiner where it names one; off where it has none. */
 export function sectionParameters(params) {
-  const hires = params["Hires upscaler"] !== undefined;
+  // the WebUI writes the upscaler with every hires fix; older pictures only the scale or size
+  const hires = params["Hires upscaler"] !== undefined || params["Hires upscale"] !== undefined
+    || Number(params["Hires resize-1"] ?? 0) > 0;
   const fields = { enable_hr: hires, refiner_enabled: Boolean(params.Refiner) };
   if (hires) {
     Object.assign(fields, {
-      hr_upscaler: params["Hires upscaler"], hr_second_pass_steps: params["Hires steps"] ?? 0,
-      hr_denoising_strength: params["Denoising strength"], hr_scale: params["Hires upscale"],
+      hr_upscaler: params["Hires upscaler"] ?? "Latent", hr_second_pass_steps: params["Hires steps"] ?? 0,
+      hr_denoising_strength: params["Denoising strength"], hr_scale: params["Hires upscale"] ?? 2,
       hr_resize_x: params["Hires resize-1"] ?? 0, hr_resize_y: params["Hires resize-2"] ?? 0,
     });
   }
