@@ -801,11 +801,13 @@ def test_hires_refiner_and_xyz_plot_round_trip(server: tuple[str, int, bool], pa
     assert not page.errors, page.errors
 
 
-def test_extra_networks_and_the_live_preview(server: tuple[str, int, bool], page: Any) -> None:
+def test_extra_networks_and_the_live_preview(server: tuple[str, int, bool], page: Any,
+                                             tmp_path: Path) -> None:
     """The extra-networks cards: a LoRA card adds <lora:NAME:1> to the prompt, an embedding
     card its name, a second click takes it out; a checkpoint card switches the model. While a
     run goes on the page shows its live preview and Skip names the run. The LoRA and embedding
-    lists and the run are stood in for; the model switch is real."""
+    lists and the run are stood in for; the model switch is real. Restore faces comes back from
+    an infotext's "Face restoration" and goes out as restore_faces."""
     url, _, tiny = server
     if not tiny:
         pytest.skip("AVX_SCREENSHOTS: the bundled model is served alone, no model to switch to")
@@ -856,12 +858,28 @@ def test_extra_networks_and_the_live_preview(server: tuple[str, int, bool], page
     page.wait_for_function("document.getElementById('model').value.startsWith('tiny-sd')")
     _ready(page)
 
+    # an infotext's face restoration, and a hires fix as older pictures write it (no upscaler)
+    picture = _png_with_infotext(tmp_path / "faces.png", (
+        "a face\nSteps: 9, Sampler: Euler, CFG scale: 5, Seed: 78, Size: 48x40, "
+        "Denoising strength: 0.5, Face restoration: CodeFormer, Hires upscale: 2"))
+    page.get_by_role("tab", name="PNG Info", exact=True).click()
+    page.locator("#pnginfo_file").set_input_files(picture)
+    page.wait_for_function("document.getElementById('pnginfo_text').textContent"
+                           ".includes('a face')")
+    page.get_by_role("button", name="Send to txt2img", exact=True).click()
+    assert page.get_by_label("Restore faces", exact=True).is_checked()
+    assert page.get_by_label("Enable hires. fix", exact=True).is_checked()
+
     page.get_by_role("button", name="Generate", exact=True).click()
     page.locator("#preview").wait_for(state="visible")
     assert page.locator("#preview").get_attribute("src") == preview
     page.get_by_role("button", name="Skip", exact=True).click()
     page.wait_for_timeout(300)  # for the request to go out
-    assert skips == [{"id_task": pending[0].request.post_data_json["force_task_id"]}]
+    sent = pending[0].request.post_data_json
+    assert skips == [{"id_task": sent["force_task_id"]}]
+    assert (sent["prompt"], sent["restore_faces"], sent["enable_hr"], sent["hr_upscaler"],
+            sent["hr_scale"], sent["denoising_strength"]) == ("a face", True, True, "Latent", 2,
+                                                             0.5)
     pending[0].fulfill(json={"images": [], "info": "{}"})
     page.get_by_role("button", name="Generate", exact=True).wait_for(state="visible")
     assert page.locator("#preview").is_hidden()

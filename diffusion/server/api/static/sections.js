@@ -1,4 +1,4 @@
-// The settings sections under the sampler: Hires. fix (txt2img), Refiner and the Script dropdown
+// The settings sections under the seed: Restore faces, Hires. fix (txt2img), Refiner and the Script dropdown
 // with the chosen script's fields (from /sdapi/v1/scripts and /sdapi/v1/script-info); each
 // goes into the request body as the WebUI's page sends it and comes back from an infotext.
 
@@ -113,6 +113,7 @@ const numberOf = (id) => {
 /** The request fields of the sections for a `mode` ("txt2img" / "img2img") request. */
 export function sectionFields(mode) {
   const body = {};
+  if ($("restore_faces").checked) body.restore_faces = true;
   if (mode === "txt2img" && $("enable_hr").checked) {
     Object.assign(body, {
       enable_hr: true, hr_upscaler: $("hr_upscaler").value, hr_scale: numberOf("hr_scale"),
@@ -144,7 +145,8 @@ export function sectionParameters(params) {
   // the WebUI writes the upscaler with every hires fix; older pictures only the scale or size
   const hires = params["Hires upscaler"] !== undefined || params["Hires upscale"] !== undefined
     || Number(params["Hires resize-1"] ?? 0) > 0;
-  const fields = { enable_hr: hires, refiner_enabled: Boolean(params.Refiner) };
+  const fields = { enable_hr: hires, refiner_enabled: Boolean(params.Refiner),
+    restore_faces: Boolean(params["Face restoration"]) };
   if (hires) {
     Object.assign(fields, {
       hr_upscaler: params["Hires upscaler"] ?? "Latent", hr_second_pass_steps: params["Hires steps"] ?? 0,
