@@ -884,4 +884,12 @@ def test_extra_networks_and_the_live_preview(server: tuple[str, int, bool], page
     page.get_by_role("button", name="Generate", exact=True).wait_for(state="visible")
     assert page.locator("#preview").is_hidden()
     assert page.locator("#error").is_visible()  # "no images": what the stand-in answered
+
+    # img2img's scripts, their fields from script-info: SD upscale's upscaler from the server's
+    page.get_by_role("tab", name="img2img", exact=True).click()
+    script = page.get_by_label("Script", exact=True)
+    assert "SD upscale" in script.inner_text() and page.locator("#hires_panel").is_hidden()
+    script.select_option("SD upscale")
+    assert page.get_by_label("Upscaler", exact=True).locator("option", has_text="Lanczos").count()
+    assert page.get_by_label("Tile overlap", exact=True).input_value() == "64"
     assert not page.errors, page.errors

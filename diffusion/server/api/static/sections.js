@@ -13,6 +13,7 @@ let scripts = { txt2img: [], img2img: [] };  // names, as /scripts lists them (l
 let scriptInfo = [];  // /script-info's entries
 let shownMode = "txt2img";
 let shownArgs = [];  // the chosen script's arguments: {label, value, field}
+let upscalers = [];  // GET /upscalers' names: SD upscale's "Upscaler" choices
 
 function fill(select, values) {
   const wanted = select.value || select.dataset.default;
@@ -26,8 +27,8 @@ export function setRefinerModels(titles) {
 }
 
 async function loadUpscalers() {
-  const upscalers = await api("upscalers");
-  fill($("hr_upscaler"), [...LATENT_UPSCALERS, ...upscalers.map((u) => u.name).filter((n) => n !== "None")]);
+  upscalers = (await api("upscalers")).map((u) => u.name);
+  fill($("hr_upscaler"), [...LATENT_UPSCALERS, ...upscalers.filter((n) => n !== "None")]);
 }
 
 async function loadScripts() {
@@ -49,11 +50,14 @@ export function showScripts(mode, { force = false } = {}) {
   renderScriptArgs();
 }
 
-const titleCase = (name) => (name === "x/y/z plot" ? "X/Y/Z plot" : name.charAt(0).toUpperCase() + name.slice(1));
+// the WebUI's titles of the names /scripts lists in lower case (any other: capitalised)
+const TITLES = { "x/y/z plot": "X/Y/Z plot", "sd upscale": "SD upscale" };
+const titleCase = (name) => TITLES[name] ?? name.charAt(0).toUpperCase() + name.slice(1);
 
 /** One control per argument of the chosen script, in script_args' order: a dropdown where it
- * has choices, a checkbox for a flag, a number or a text box; list arguments (the X/Y/Z plot's
- * value dropdowns) keep their default and get no control. */
+ * has choices (an upscaler: the server's), a checkbox for a flag, a number or a text box (a
+ * list as "a, b, c"); empty lists (the X/Y/Z plot's value dropdowns) and notes (null) keep
+ * their default and get no control. */
 function renderScriptArgs() {
   const name = $("script").value;
   const info = scriptInfo.find((s) => s.name === name && s.is_img2img === (shownMode === "img2img"));
@@ -74,11 +78,12 @@ function renderScriptArgs() {
 function argField(arg, index) {
   const value = arg.value;
   let field;
-  if (Array.isArray(value)) return null;
-  if (arg.choices) {
+  if (value === null || (Array.isArray(value) && !value.length)) return null;
+  const choices = arg.choices ?? (arg.label === "Upscaler" && upscalers.length ? upscalers : null);
+  if (choices) {
     field = document.createElement("select");
-    field.append(...arg.choices.map((choice) => new Option(choice, choice)));
-    field.value = typeof value === "number" ? arg.choices[value] ?? arg.choices[0] : String(value);
+    field.append(...choices.map((choice) => new Option(choice, choice)));
+    field.value = typeof value === "number" ? choices[value] ?? choices[0] : String(value);
   } else if (typeof value === "boolean") {
     field = document.createElement("input");
     field.type = "checkbox";
@@ -90,7 +95,8 @@ function argField(arg, index) {
   } else {
     field = document.createElement(/inputs|prompts|values/i.test(arg.label) ? "textarea" : "input");
     if (field.tagName === "TEXTAREA") field.rows = 2;
-    field.value = value ?? "";
+    field.value = Array.isArray(value) ? value.join(", ") : value;
+    field.dataset.list = String(Array.isArray(value));
   }
   field.id = `script_arg_${index}`;
   return field;
@@ -133,6 +139,7 @@ export function sectionFields(mode) {
       if (!field) return arg.value;
       if (field.type === "checkbox") return field.checked;
       if (field.type === "number") return Number(field.value);
+      if (field.dataset.list === "true") return field.value.split(",").map((v) => v.trim()).filter(Boolean);
       return field.value;
     });
   }
