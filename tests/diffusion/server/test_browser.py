@@ -849,9 +849,12 @@ def test_extra_networks_and_the_live_preview(server: tuple[str, int, bool], page
     page.get_by_label("Search extra networks", exact=True).fill("plain")
     assert [card.inner_text() for card in cards.all() if card.is_visible()] \
         and all("plain" in card.inner_text() for card in cards.all() if card.is_visible())
-    page.locator("#cards_checkpoints .card", has_text="tiny-plain").click()
+    plain = page.locator("#cards_checkpoints .card", has_text="tiny-plain")
+    assert plain.get_attribute("aria-pressed") == "false"
+    plain.click()
     page.wait_for_function("document.getElementById('model').value.startsWith('tiny-plain')")
     _ready(page)
+    assert plain.get_attribute("aria-pressed") == "true"
     assert _sampling(page) == ("20", "Euler a", "7")  # the plain model's: it is loaded
     page.get_by_label("Search extra networks", exact=True).fill("")
     page.locator("#cards_checkpoints .card", has_text="tiny-sd").click()

@@ -61,8 +61,12 @@ function switchModel(title) {
 /** Lists the three kinds of card again (the Refresh button, and once at the start). */
 export async function loadNetworks() {
   const [models, loras, embeddings] = await Promise.all([api("sd-models"), api("loras"), api("embeddings")]);
-  showCards($("cards_checkpoints"), models.map((m) => card(m.model_name, m.hash ?? "", () => switchModel(m.title))),
-    "No checkpoints.");
+  showCards($("cards_checkpoints"), models.map((m) => {
+    const item = card(m.model_name, m.hash ?? "", () => switchModel(m.title));
+    item.dataset.title = m.title;
+    return item;
+  }), "No checkpoints.");
+  markLoaded();
   showCards($("cards_loras"), loras.map((l) => card(l.name, l.alias && l.alias !== l.name ? l.alias : "",
     () => togglePromptText(`<lora:${l.name}:1>`))), "No LoRAs (serve --lora-dir DIR).");
   showCards($("cards_embeddings"), Object.entries(embeddings.loaded ?? {}).map(([name, e]) => card(name,
@@ -76,5 +80,13 @@ function filterCards() {
   for (const item of document.querySelectorAll("#networks_panel .card")) item.hidden = !item.dataset.name.includes(wanted);
 }
 
+/** The loaded model's card is shown pressed. */
+function markLoaded() {
+  for (const item of $("cards_checkpoints").querySelectorAll(".card")) {
+    item.setAttribute("aria-pressed", String(item.dataset.title === $("model").value));
+  }
+}
+
 $("networks_filter").addEventListener("input", filterCards);
+$("model").addEventListener("change", markLoaded);
 $("networks_refresh").addEventListener("click", () => loadNetworks().catch(showError));
