@@ -861,10 +861,11 @@ def test_extra_networks_and_the_live_preview(server: tuple[str, int, bool], page
     page.wait_for_function("document.getElementById('model').value.startsWith('tiny-sd')")
     _ready(page)
 
-    # an infotext's face restoration, and a hires fix as older pictures write it (no upscaler)
+    # an infotext's face restoration, and a hires fix to a size as older pictures write it (no
+    # upscaler)
     picture = _png_with_infotext(tmp_path / "faces.png", (
         "a face\nSteps: 9, Sampler: Euler, CFG scale: 5, Seed: 78, Size: 48x40, "
-        "Denoising strength: 0.5, Face restoration: CodeFormer, Hires upscale: 2"))
+        "Denoising strength: 0.5, Face restoration: CodeFormer, Hires resize: 64x48"))
     page.get_by_role("tab", name="PNG Info", exact=True).click()
     page.locator("#pnginfo_file").set_input_files(picture)
     page.wait_for_function("document.getElementById('pnginfo_text').textContent"
@@ -881,8 +882,8 @@ def test_extra_networks_and_the_live_preview(server: tuple[str, int, bool], page
     sent = pending[0].request.post_data_json
     assert skips == [{"id_task": sent["force_task_id"]}]
     assert (sent["prompt"], sent["restore_faces"], sent["enable_hr"], sent["hr_upscaler"],
-            sent["hr_scale"], sent["denoising_strength"]) == ("a face", True, True, "Latent", 2,
-                                                             0.5)
+            sent["hr_scale"], sent["hr_resize_x"], sent["hr_resize_y"],
+            sent["denoising_strength"]) == ("a face", True, True, "Latent", 2, 64, 48, 0.5)
     pending[0].fulfill(json={"images": [], "info": "{}"})
     page.get_by_role("button", name="Generate", exact=True).wait_for(state="visible")
     assert page.locator("#preview").is_hidden()
