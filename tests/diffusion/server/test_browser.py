@@ -698,3 +698,202 @@ def test_png_info_sends_the_inpaint_settings_to_img2img(
     table = page.locator("#pnginfo_table").text_content()
     assert "Denoising strength" in table and "Mask mode" not in table, table
     assert not page.errors, page.errors
+
+
+def _generated(page: Any) -> None:
+    """Wait for the run's pictures (or the error that says why there are none)."""
+    page.wait_for_function("document.querySelector('#gallery img') || "
+                           "!document.getElementById('error').hidden", timeout=90_000)
+    assert page.locator("#error").is_hidden(), page.locator("#error").inner_text()
+    page.get_by_role("button", name="Generate", exact=True).wait_for(state="visible")
+
+
+def _send_back_to_txt2img(page: Any, text: str) -> None:
+    """The selected picture through PNG Info back into txt2img."""
+    page.get_by_role("button", name="Send to PNG Info", exact=True).click()
+    page.wait_for_function("text => document.getElementById('pnginfo_text').textContent"
+                           ".includes(text)", arg=text)
+    page.get_by_role("button", name="Send to txt2img", exact=True).click()
+
+
+def test_hires_refiner_and_xyz_plot_round_trip(server: tuple[str, int, bool], page: Any,
+                                               tmp_path: Path) -> None:
+    """The Hires. fix and Refiner sections and the Script dropdown's X/Y/Z plot (its fields from
+    /sdapi/v1/script-info): the request carries them as the WebUI's page sends them, the
+    infotext says them, and PNG Info's "Send to txt2img" sets every control back (and turns
+    off what the infotext does not have). The refiner and the hires fix do not combine: two
+    runs, the X/Y/Z plot with the hires fix."""
+    url, size, tiny = server
+    if not tiny:
+        pytest.skip("AVX_SCREENSHOTS: the bundled model is served alone, no refiner for it")
+    bodies: list[dict[str, Any]] = []
+    page.on("request", lambda request: bodies.append(request.post_data_json)
+            if request.url.endswith("/sdapi/v1/txt2img") else None)
+    page.goto(url)
+    _ready(page)
+    refiner = page.eval_on_selector(
+        "#refiner_checkpoint", "s => [...s.options].map(o => o.value)")
+    refiner, = (title for title in refiner if title.startswith("tiny-plain ["))
+    label = page.get_by_label
+    label("Sampling steps", exact=True).fill("2")
+    label("Width", exact=True).fill(str(size))
+    label("Height", exact=True).fill(str(size))
+    label("Seed", exact=True).fill("5")
+    page.locator("#hires_panel summary").click()
+    label("Enable hires. fix", exact=True).check()
+    label("Hires upscaler", exact=True).select_option("Latent (nearest)")
+    label("Hires steps", exact=True).fill("2")
+    label("Hires denoising strength slider", exact=True).fill("0.45")
+    label("Upscale by", exact=True).fill("1.5")
+    label("Script", exact=True).select_option("X/Y/Z plot")
+    label("X type", exact=True).select_option("CFG Scale")
+    label("X values", exact=True).fill("4, 6")
+    page.get_by_role("button", name="Generate", exact=True).click()
+    _generated(page)
+    body = bodies[-1]
+    assert {k: body[k] for k in ("enable_hr", "hr_upscaler", "hr_scale", "hr_second_pass_steps",
+                                 "hr_resize_x", "denoising_strength", "script_name")} == {
+        "enable_hr": True, "hr_upscaler": "Latent (nearest)", "hr_scale": 1.5,
+        "hr_second_pass_steps": 2, "hr_resize_x": 0, "denoising_strength": 0.45,
+        "script_name": "x/y/z plot"}
+    assert "refiner_checkpoint" not in body
+    assert body["script_args"][:5] == ["CFG Scale", "4, 6", [], "Nothing", ""]
+    assert page.locator("#gallery img").count() == 1  # the grid alone (no Include Sub Images)
+    width = page.eval_on_selector("#selected_image", "img => img.naturalWidth")
+    assert width >= 2 * int(size * 1.5), width  # two hires cells side by side
+    infotext = page.locator("#infotext").inner_text()
+    for said in ("Denoising strength: 0.45", "Hires upscale: 1.5", "Hires steps: 2",
+                 "Hires upscaler: Latent (nearest)",
+                 'Script: X/Y/Z plot, X Type: CFG Scale, X Values: "4, 6"'):
+        assert said in infotext, (said, infotext)
+    _screenshot(page, tmp_path, "screenshot-webui-sections")
+    label("Enable hires. fix", exact=True).uncheck()  # off, then back from the grid's infotext
+    label("Hires steps", exact=True).fill("0")
+    label("Script", exact=True).select_option("None")
+    _send_back_to_txt2img(page, "X/Y/Z plot")
+    assert label("Enable hires. fix", exact=True).is_checked()
+    assert [label(name, exact=True).input_value() for name in (
+        "Hires upscaler", "Hires steps", "Hires denoising strength",
+        "Hires denoising strength slider", "Upscale by", "Resize width to", "Script", "X type",
+        "X values")] == ["Latent (nearest)", "2", "0.45", "0.45", "1.5", "0", "x/y/z plot",
+                         "CFG Scale", "4, 6"]
+
+    label("Enable hires. fix", exact=True).uncheck()
+    label("Script", exact=True).select_option("None")
+    page.locator("#refiner_panel summary").click()
+    label("Enable refiner", exact=True).check()
+    label("Refiner checkpoint", exact=True).select_option(refiner)
+    label("Switch at", exact=True).fill("0.5")
+    page.get_by_role("button", name="Generate", exact=True).click()
+    _generated(page)
+    assert (bodies[-1]["refiner_checkpoint"], bodies[-1]["refiner_switch_at"]) == (refiner, 0.5)
+    assert "enable_hr" not in bodies[-1] and "script_name" not in bodies[-1]
+    assert "Refiner: tiny-plain, Refiner switch at: 0.5" in page.locator("#infotext").inner_text()
+    label("Enable refiner", exact=True).uncheck()
+    label("Switch at", exact=True).fill("0.8")
+    label("Enable hires. fix", exact=True).check()  # the infotext has none: turned off
+    _send_back_to_txt2img(page, "Refiner switch at")
+    assert label("Enable refiner", exact=True).is_checked()
+    assert not label("Enable hires. fix", exact=True).is_checked()
+    assert (label("Refiner checkpoint", exact=True).input_value(),
+            label("Switch at", exact=True).input_value(),
+            label("Script", exact=True).input_value()) == (refiner, "0.5", "")
+    assert not page.errors, page.errors
+
+
+def test_extra_networks_and_the_live_preview(server: tuple[str, int, bool], page: Any,
+                                             tmp_path: Path) -> None:
+    """The extra-networks cards: a LoRA card adds <lora:NAME:1> to the prompt, an embedding
+    card its name, a second click takes it out; a checkpoint card switches the model. While a
+    run goes on the page shows its live preview and Skip names the run. The LoRA and embedding
+    lists and the run are stood in for; the model switch is real. Restore faces comes back from
+    an infotext's "Face restoration" and goes out as restore_faces."""
+    url, _, tiny = server
+    if not tiny:
+        pytest.skip("AVX_SCREENSHOTS: the bundled model is served alone, no model to switch to")
+    import base64
+    import io
+
+    from PIL import Image
+
+    page.route("**/sdapi/v1/loras", lambda route: route.fulfill(json=[
+        {"name": "paper_cut", "alias": "papercut", "path": "/l/paper_cut.safetensors",
+         "metadata": {}}]))
+    page.route("**/sdapi/v1/embeddings", lambda route: route.fulfill(json={
+        "loaded": {"bad-hands": {"step": None, "sd_checkpoint": None,
+                                 "sd_checkpoint_name": None, "shape": 768, "vectors": 2}},
+        "skipped": {}}))
+    buffer = io.BytesIO()
+    Image.new("RGB", (24, 16), (200, 40, 40)).save(buffer, format="PNG")
+    preview = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+    pending: list[Any] = []
+    skips: list[Any] = []
+    page.route("**/sdapi/v1/txt2img", lambda route: pending.append(route))
+    page.route("**/sdapi/v1/skip", lambda route: (
+        skips.append(route.request.post_data_json), route.fulfill(json={})))
+    page.route("**/internal/progress", lambda route: route.fulfill(json=_task_progress(
+        True, progress=0.5, eta=2, live_preview=preview, id_live_preview=3,
+        state={"job_count": 1, "job_no": 0, "sampling_step": 3, "sampling_steps": 6})))
+    page.goto(url)
+    _ready(page)
+    prompt = page.get_by_label("Prompt", exact=True)
+    prompt.fill("a fox")
+    page.locator("#networks_panel summary").click()
+    cards = page.locator("#networks_panel .card")
+    page.locator("#cards_loras .card", has_text="paper_cut").click()
+    assert prompt.input_value() == "a fox <lora:paper_cut:1>"
+    page.locator("#cards_embeddings .card", has_text="bad-hands").click()
+    assert prompt.input_value() == "a fox <lora:paper_cut:1> bad-hands"
+    page.locator("#cards_loras .card", has_text="paper_cut").click()
+    assert prompt.input_value() == "a fox bad-hands"
+    page.get_by_label("Search extra networks", exact=True).fill("plain")
+    assert [card.inner_text() for card in cards.all() if card.is_visible()] \
+        and all("plain" in card.inner_text() for card in cards.all() if card.is_visible())
+    plain = page.locator("#cards_checkpoints .card", has_text="tiny-plain")
+    assert plain.get_attribute("aria-pressed") == "false"
+    plain.click()
+    page.wait_for_function("document.getElementById('model').value.startsWith('tiny-plain')")
+    _ready(page)
+    assert plain.get_attribute("aria-pressed") == "true"
+    assert _sampling(page) == ("20", "Euler a", "7")  # the plain model's: it is loaded
+    page.get_by_label("Search extra networks", exact=True).fill("")
+    page.locator("#cards_checkpoints .card", has_text="tiny-sd").click()
+    page.wait_for_function("document.getElementById('model').value.startsWith('tiny-sd')")
+    _ready(page)
+
+    # an infotext's face restoration, and a hires fix to a size as older pictures write it (no
+    # upscaler)
+    picture = _png_with_infotext(tmp_path / "faces.png", (
+        "a face\nSteps: 9, Sampler: Euler, CFG scale: 5, Seed: 78, Size: 48x40, "
+        "Denoising strength: 0.5, Face restoration: CodeFormer, Hires resize: 64x48"))
+    page.get_by_role("tab", name="PNG Info", exact=True).click()
+    page.locator("#pnginfo_file").set_input_files(picture)
+    page.wait_for_function("document.getElementById('pnginfo_text').textContent"
+                           ".includes('a face')")
+    page.get_by_role("button", name="Send to txt2img", exact=True).click()
+    assert page.get_by_label("Restore faces", exact=True).is_checked()
+    assert page.get_by_label("Enable hires. fix", exact=True).is_checked()
+
+    page.get_by_role("button", name="Generate", exact=True).click()
+    page.locator("#preview").wait_for(state="visible")
+    assert page.locator("#preview").get_attribute("src") == preview
+    page.get_by_role("button", name="Skip", exact=True).click()
+    page.wait_for_timeout(300)  # for the request to go out
+    sent = pending[0].request.post_data_json
+    assert skips == [{"id_task": sent["force_task_id"]}]
+    assert (sent["prompt"], sent["restore_faces"], sent["enable_hr"], sent["hr_upscaler"],
+            sent["hr_scale"], sent["hr_resize_x"], sent["hr_resize_y"],
+            sent["denoising_strength"]) == ("a face", True, True, "Latent", 2, 64, 48, 0.5)
+    pending[0].fulfill(json={"images": [], "info": "{}"})
+    page.get_by_role("button", name="Generate", exact=True).wait_for(state="visible")
+    assert page.locator("#preview").is_hidden()
+    assert page.locator("#error").is_visible()  # "no images": what the stand-in answered
+
+    # img2img's scripts, their fields from script-info: SD upscale's upscaler from the server's
+    page.get_by_role("tab", name="img2img", exact=True).click()
+    script = page.get_by_label("Script", exact=True)
+    assert "SD upscale" in script.inner_text() and page.locator("#hires_panel").is_hidden()
+    script.select_option("SD upscale")
+    assert page.get_by_label("Upscaler", exact=True).locator("option", has_text="Lanczos").count()
+    assert page.get_by_label("Tile overlap", exact=True).input_value() == "64"
+    assert not page.errors, page.errors

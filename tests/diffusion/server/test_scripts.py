@@ -151,6 +151,9 @@ def test_the_scripts_are_listed_with_their_arguments(api: Any) -> None:
     info = api.session.get(f"{api.baseurl}/script-info").json()
     xyz = next(s for s in info if s["name"] == "x/y/z plot" and not s["is_img2img"])
     assert [a["label"] for a in xyz["args"][:3]] == ["X type", "X values", "X values"]
+    # the axis types' dropdown, as the WebUI's script-info gives it (the page's X/Y/Z fields)
+    assert xyz["args"][0]["choices"][:5] == ["Nothing", "Seed", "Var. seed", "Var. strength",
+                                             "Steps"]
 
 
 @needs_device

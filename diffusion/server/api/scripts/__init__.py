@@ -27,6 +27,7 @@ from typing import Any
 from ..generation import RequestError
 from ..schemas import Txt2ImgRequest
 from . import loopback, outpaint, outpaint_mk2, prompts_file, sd_upscale, xyz
+from .axes import axes_for
 
 __all__ = ["SCRIPTS", "run_script", "script_info", "script_names"]
 
@@ -70,9 +71,18 @@ def script_info() -> list[dict[str, Any]]:
     each argument's label and the UI's default value."""
     return [{"name": title.lower(), "is_alwayson": False, "is_img2img": img2img,
              "args": [{"label": label, "value": value, "minimum": None, "maximum": None,
-                       "step": None, "choices": None} for label, value in labels]}
+                       "step": None, "choices": _choices(title, label, img2img)}
+                      for label, value in labels]}
             for img2img in (False, True) for title, labels in SCRIPTS.items()
             if title in script_titles("img2img" if img2img else "txt2img")]
+
+
+def _choices(title: str, label: str, img2img: bool) -> list[str] | None:
+    """A dropdown's choices, as the WebUI's script-info gives them: the X/Y/Z plot's axis
+    types of the tab, in its order (an index into them is an axis too)."""
+    if title == "X/Y/Z plot" and label.endswith(" type"):
+        return [axis.label for axis in axes_for("img2img" if img2img else "txt2img")]
+    return None
 
 
 async def run_script(body: Txt2ImgRequest, kind: str,

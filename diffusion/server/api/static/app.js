@@ -6,10 +6,13 @@ import { fitCanvas, initImage, maskImage, setInitImage } from "./inpaint.js";
 import { controlNetScripts, initControlNet } from "./controlnet.js";
 import { initExtras } from "./extras.js";
 import { initPngInfo, loadPngInfo } from "./pnginfo.js";
+import { applyScript, initSections, sectionFields, sectionParameters, setRefinerModels, showScripts } from "./sections.js";
+import { loadNetworks } from "./networks.js";
 
 const STORAGE_KEY = "avx-gpu-webui:settings";
 const DEFAULTS_KEY = "avx-gpu-webui:defaults-for";  // the model whose defaults the saved settings started from
-const SLIDERS = ["steps", "cfg_scale", "distilled_cfg_scale", "width", "height", "clip_skip", "denoising_strength", "mask_blur"];
+const SLIDERS = ["steps", "cfg_scale", "distilled_cfg_scale", "width", "height", "clip_skip", "denoising_strength", "mask_blur",
+  "hr_denoising_strength", "hr_scale", "refiner_switch_at"];
 let mode = "txt2img";  // the generation tab, kept while Extras or PNG Info is shown
 let tab = "txt2img";  // the tab shown, restored on reload
 let running = false;
@@ -77,6 +80,7 @@ function switchTab(shown) {
   $("panel_extras").hidden = tab !== "extras";
   $("panel_generate").setAttribute("aria-labelledby", `tab_${mode}`);
   $("img2img_inputs").hidden = mode !== "img2img";
+  showScripts(mode);
   fitCanvas();
   const settings = loadSettings();
   localStorage.setItem(STORAGE_KEY, JSON.stringify({ ...settings, tab }));
@@ -94,6 +98,7 @@ async function loadModels() {
   const [models, options] = await Promise.all([api("sd-models"), api("options")]);
   const select = $("model");
   fillSelect(select, models.map((m) => ({ value: m.title, label: m.title })));
+  setRefinerModels(models.map((m) => m.title));
   const current = options?.sd_model_checkpoint;
   if (current && !selectOption(select, current)) {
     const match = models.find((m) => current.startsWith(m.model_name) || m.title.startsWith(current));
@@ -157,7 +162,7 @@ $("model").addEventListener("change", changeModel);
 $("refresh_models").addEventListener("click", async () => {
   try {
     await api("refresh-checkpoints", {});
-    await loadModels();
+    await Promise.all([loadModels(), loadNetworks()]);
   } catch (error) {
     showError(error);
   }
@@ -190,6 +195,7 @@ function requestBody() {
   };
   // An empty size box means "the model's native size" (the server's default for a missing field).
   for (const id of ["width", "height"]) if ($(id).value !== "") body[id] = number(id);
+  Object.assign(body, sectionFields(mode));
   const scripts = controlNetScripts();
   if (scripts) body.alwayson_scripts = scripts;
   if (mode !== "img2img") return body;
@@ -390,10 +396,12 @@ function applyParameters(target, params, imageDataUrl) {
       inpaint_full_res_padding: params["Masked area padding"],
     });
   }
+  Object.assign(fields, sectionParameters(params));
   for (const [id, value] of Object.entries(fields)) setField(id, value);
   saveSettings();
   if (target === "img2img" && imageDataUrl) setInitImage(imageDataUrl);
   switchTab(target);
+  applyScript(params);  // after the tab: its scripts
   $("prompt").focus();
 }
 
@@ -402,7 +410,8 @@ initPngInfo(applyParameters);
 // ---- Start
 
 async function start() {
-  const results = await Promise.allSettled([loadModels(), loadSamplers(), initControlNet(), initExtras()]);
+  const results = await Promise.allSettled([loadModels(), loadSamplers(), initControlNet(), initExtras(),
+    initSections(), loadNetworks()]);
   restoreSettings();
   // after the lists (the sampler must be one of them) and the saved settings (which it may replace)
   results.push(...await Promise.allSettled([applyModelDefaults({ keepSaved: true })]));
