@@ -144,6 +144,10 @@ def serve(args: argparse.Namespace) -> int:
         parse_auth(settings.api_auth)
         if args.controlnet_dir and not Path(args.controlnet_dir).is_dir():
             raise ValueError(f"--controlnet-dir {args.controlnet_dir!r} is not a folder")
+        if args.annotator_dir:
+            from ..loaders.control.annotator_file import use_annotator_dir
+
+            use_annotator_dir(args.annotator_dir)
         for path in args.image_encoder or []:
             if not Path(path).exists():
                 raise ValueError(f"--image-encoder {path!r} does not exist")

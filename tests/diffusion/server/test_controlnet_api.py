@@ -224,13 +224,23 @@ def test_detect_without_the_annotator_file_is_422_naming_it(
     detail = client.get("/controlnet/module_list").json()["module_detail"]
     assert detail["softedge_hed"]["sliders"][0]["name"] == "Resolution"
     monkeypatch.setenv(ENV_VAR, str(tmp_path))
-    response = client.post("/controlnet/detect", json={
-        "controlnet_module": "softedge_hed", "controlnet_processor_res": 64,
+    for module in ("softedge_hed", "hed"):  # hed: the extension's own name of the module
+        response = client.post("/controlnet/detect", json={
+            "controlnet_module": module, "controlnet_processor_res": 64,
+            "controlnet_input_images": [png_b64(Image.fromarray(circle(16, 16)))]})
+        assert response.status_code == 422, response.text
+        message = response.json()["detail"]
+        assert "ControlNetHED.pth" in message and str(tmp_path / "hed") in message
+        assert "\n" not in message
+
+
+def test_detect_of_an_unknown_module_is_422_naming_the_list(app: Any) -> None:
+    response = TestClient(app).post("/controlnet/detect", json={
+        "controlnet_module": "seg_ofade20k",
         "controlnet_input_images": [png_b64(Image.fromarray(circle(16, 16)))]})
     assert response.status_code == 422, response.text
     message = response.json()["detail"]
-    assert "ControlNetHED.pth" in message and str(tmp_path / "hed") in message
-    assert "\n" not in message
+    assert "'seg_ofade20k'" in message and "softedge_hed" in message and "pidinet_safe" in message
 
 
 def _unit(**fields: Any) -> dict[str, Any]:
