@@ -11,7 +11,7 @@ import numpy as np
 
 from gpucore import Device
 
-from . import depth, filters, lineart, lineart_anime, mlsd, normal, softedge
+from . import depth, filters, lineart, lineart_anime, mlsd, normal, openpose, softedge
 from .ip_adapter_modules import IP_ADAPTER_MODULES
 from .resize import resize_with_pad
 
@@ -80,6 +80,7 @@ PREPROCESSORS: dict[str, Preprocessor] = {p.name: p for p in (
     Preprocessor("mlsd", mlsd.mlsd, Slider("MLSD Value Threshold", 0.1, 0.01, 2.0, 0.01),
                  Slider("MLSD Distance Threshold", 0.1, 0.01, 20.0, 0.01), resolution="pad"),
     Preprocessor("normal_bae", normal.normal_bae, resolution="pad"),
+    Preprocessor("openpose", openpose.openpose, resolution="pad"),
     Preprocessor("softedge_hed", softedge.softedge_hed, resolution="pad"),
     Preprocessor("softedge_hedsafe", softedge.softedge_hedsafe, resolution="pad"),
     Preprocessor("softedge_pidinet", softedge.softedge_pidinet, resolution="pad"),
