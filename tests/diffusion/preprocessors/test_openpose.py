@@ -50,8 +50,9 @@ def test_openpose_equals_the_detector(first_device: gpucore.Device,
                                       body_network: tuple[Any, Path],
                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """People and their keypoints equal Body's (at least one found), the JSON holds them as
-    the extension's encode_poses_as_dict, and the map equals draw_bodypose's pixels. 368
-    rows: scaled to the network's 184 by an exact halving; 66 columns: halved to 33, padded to 40."""
+    the extension's encode_poses_as_dict, and the map equals draw_bodypose's pixels.
+    368 rows: scaled to the network's 184 by an exact halving; 66 columns: halved to 33,
+    padded to 40."""
     reference, folder = body_network
     monkeypatch.setenv(annotator_file.ENV_VAR, str(folder))
     picture = _picture(7, 368, 66)
