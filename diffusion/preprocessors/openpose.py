@@ -27,10 +27,13 @@ from .annotators import annotator_model
 from .pose_body import find_people
 from .pose_draw import draw_body
 from .pose_resize import smart_resize, smart_resize_k
+from .resize import resize_with_pad
 
-__all__ = ["Keypoints", "body_maps", "detect_people", "openpose", "pose_json"]
+__all__ = ["POSE_MODULES", "Keypoints", "body_maps", "detect_people", "openpose",
+           "openpose_with_json", "pose_json"]
 
 Keypoints = list[tuple[float, float] | None]
+POSE_MODULES = ("openpose",)  # those /controlnet/detect also answers with their JSON
 _BOX = 368
 _STRIDE = 8
 _PAD_VALUE = 128
@@ -71,13 +74,27 @@ def detect_people(image: np.ndarray, *, device: Device | None = None) -> list[Ke
              for index in person[:18].astype(int)] for person in people]
 
 
-def openpose(image: np.ndarray, *, device: Device | None = None) -> np.ndarray:
-    """The extension's openpose map: each person's limbs and joints on black, uint8 HxWx3."""
-    height, width = image.shape[:2]
+def _drawn(people: list[Keypoints], height: int, width: int) -> np.ndarray:
     canvas = np.zeros((height, width, 3), np.uint8)
-    for person in detect_people(image, device=device):
+    for person in people:
         draw_body(canvas, person)
     return canvas
+
+
+def openpose(image: np.ndarray, *, device: Device | None = None) -> np.ndarray:
+    """The extension's openpose map: each person's limbs and joints on black, uint8 HxWx3."""
+    return _drawn(detect_people(image, device=device), *image.shape[:2])
+
+
+def openpose_with_json(image: np.ndarray, resolution: int, *, device: Device | None = None
+                       ) -> tuple[np.ndarray, dict[str, Any]]:
+    """The openpose map of a uint8 HxWx3 picture at the processor resolution (as
+    `preprocess("openpose", image, resolution=...)`) and its people as the extension's JSON,
+    whose canvas is the scaled and padded picture the people were found in (as the
+    extension's `json_pose_callback` reports them)."""
+    padded, remove_pad = resize_with_pad(image, resolution)
+    people = detect_people(padded, device=device)
+    return remove_pad(_drawn(people, *padded.shape[:2])), pose_json(people, *padded.shape[:2])
 
 
 def pose_json(people: list[Keypoints], height: int, width: int) -> dict[str, Any]:

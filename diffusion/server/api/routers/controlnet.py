@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field
 
 from ....pipelines.control_spec import ControlSpec
 from ....preprocessors import module_detail, module_list, preprocess
+from ....preprocessors.openpose import POSE_MODULES, openpose_with_json
 from ....preprocessors.registry import MODULE_ALIASES, PREPROCESSORS, control_picture, module_name
 from ...images import ImageError, decode_image, encode_png
 from ..generation import RequestError
@@ -85,13 +86,18 @@ async def detect(body: DetectRequest, state: State) -> dict[str, Any]:
                        threshold_b=body.controlnet_threshold_b)
     res, low, high = spec.bounded()
 
-    def run() -> list[str]:
+    def run() -> dict[str, Any]:
         device = state.worker.pipe.placement.device
-        found = PREPROCESSORS[module]
-        return [encode_png(preprocess(module, picture, threshold_a=low,
-                                      threshold_b=high,
-                                      resolution=res if found.resolution else None,
-                                      device=device)) for picture in pictures]
+        if module in POSE_MODULES:  # the maps and, as the extension, their people's JSON
+            found = [openpose_with_json(picture, res, device=device) for picture in pictures]
+            return {"images": [encode_png(detected) for detected, _ in found],
+                    "poses": [poses for _, poses in found]}
+        preprocessor = PREPROCESSORS[module]
+        return {"images": [encode_png(preprocess(module, picture, threshold_a=low,
+                                                 threshold_b=high,
+                                                 resolution=res if preprocessor.resolution
+                                                 else None, device=device))
+                           for picture in pictures]}
 
-    return {"images": await wait(submit(state, run)), "info": "Success"}
+    return {**await wait(submit(state, run)), "info": "Success"}
 
