@@ -1,18 +1,15 @@
-"""The openpose annotators' networks (CMU's convolutional pose machines, as lllyasviel's
-body_pose_model.pth and hand_pose_model.pth hold them) on gpustd.
+"""The openpose annotator's body network (CMU's convolutional pose machine, as lllyasviel's
+body_pose_model.pth holds it) on gpustd.
 
     body = BodyPoseNetwork.from_state_dict(tensors, device=device)
     pafs, heatmaps = body(x)          # [1, 3, H, W] (BGR / 256 - 0.5) -> [1, 38 | 19, H/8, W/8]
-    hand = HandPoseNetwork.from_state_dict(tensors, device=device)
-    heatmaps = hand(x)                # -> [1, 22, H/8, W/8]
 
 A VGG front (3x3 convs with ReLU, three 2x2 max pools) gives the features; stage 1 reads
 them, and each of stages 2..6 reads the previous stage's outputs beside the features (7x7
-convs). The body has two branches per stage: L1, the 38 part affinity fields (x and y of 19
-limbs), and L2, the 19 part heatmaps (18 joints and the background); the hand one, its 22
-heatmaps. The last conv of each stage has no ReLU. Keys are the layers' names
-(`conv1_1.weight`, `Mconv7_stage6_L2.bias`, ...), as the files hold them.
-torch: controlnet_aux.open_pose.model.bodypose_model, handpose_model.
+convs). Each stage has two branches: L1, the 38 part affinity fields (x and y of 19 limbs),
+and L2, the 19 part heatmaps (18 joints and the background). The last conv of each stage has
+no ReLU. Keys are the layers' names (`conv1_1.weight`, `Mconv7_stage6_L2.bias`, ...), as the
+file holds them. torch: controlnet_aux.open_pose.model.bodypose_model.
 """
 
 from __future__ import annotations
@@ -27,13 +24,12 @@ from gpucore import Device, default_device
 from gpustd import Tensor
 from gpustd.nn import concat, conv2d, max_pool2d
 
-__all__ = ["BodyPoseNetwork", "HandPoseNetwork"]
+__all__ = ["BodyPoseNetwork"]
 
 _POOL = "pool"
 _VGG = ("conv1_1", "conv1_2", _POOL, "conv2_1", "conv2_2", _POOL, "conv3_1", "conv3_2",
         "conv3_3", "conv3_4", _POOL, "conv4_1", "conv4_2")
 _BODY_FRONT = (*_VGG, "conv4_3_CPM", "conv4_4_CPM")
-_HAND_FRONT = (*_VGG, "conv4_3", "conv4_4", "conv5_1", "conv5_2", "conv5_3_CPM")
 
 
 def _body_stage(stage: int, branch: int) -> tuple[str, ...]:
@@ -41,9 +37,6 @@ def _body_stage(stage: int, branch: int) -> tuple[str, ...]:
         return tuple(f"conv5_{i}_CPM_L{branch}" for i in range(1, 6))
     return tuple(f"Mconv{i}_stage{stage}_L{branch}" for i in range(1, 8))
 
-
-_HAND_STAGES = (("conv6_1_CPM", "conv6_2_CPM"),
-                *(tuple(f"Mconv{i}_stage{s}" for i in range(1, 8)) for s in range(2, 7)))
 
 
 class _PoseMachine:
@@ -108,24 +101,3 @@ class BodyPoseNetwork(_PoseMachine):
             h = concat([pafs, heatmaps, features], axis=1)
         return pafs, heatmaps
 
-
-class HandPoseNetwork(_PoseMachine):
-    """handpose_model: the hand's 21 joint heatmaps and the background."""
-
-    @classmethod
-    def from_state_dict(cls, state: Mapping[str, Any], *, dtype: Any = np.float32,
-                        device: Device | None = None) -> HandPoseNetwork:
-        """Build from hand_pose_model.pth's arrays. ValueError naming a missing tensor."""
-        layers = [*_HAND_FRONT, *(name for stage in _HAND_STAGES for name in stage)]
-        return cls._build(state, layers, "hand (hand_pose_model.pth)", dtype=dtype,
-                          device=device)
-
-    def __call__(self, x: Tensor) -> Tensor:
-        """[N, 3, H, W] -> heatmaps [N, 22, H/8, W/8]. torch: `handpose_model.forward`."""
-        features = self._chain(x, _HAND_FRONT, last_relu=True)
-        h = features
-        for i, stage in enumerate(_HAND_STAGES):
-            h = self._chain(h, stage, last_relu=False)
-            if i < len(_HAND_STAGES) - 1:
-                h = concat([h, features], axis=1)
-        return h

@@ -90,3 +90,4 @@ def test_drawing_equals_opencvs() -> None:
         cv2.circle(want, centre, 4, (1, 2, 3), thickness=-1)
         pose_draw.fill_circle(ours, centre, 4, (1, 2, 3))
         np.testing.assert_array_equal(ours, want)
+
