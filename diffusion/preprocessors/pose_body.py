@@ -54,12 +54,11 @@ def _peaks(heatmaps: np.ndarray) -> list[list[tuple[int, int, float, int]]]:
     for part in range(18):
         heat = heatmaps[:, :, part]
         smooth = gaussian_filter(heat, sigma=3)
-        shifted = np.full((4, *smooth.shape), -np.inf)
+        shifted = np.zeros((4, *smooth.shape))  # the neighbours; zeros past the edges
         shifted[0, 1:, :] = smooth[:-1, :]
         shifted[1, :-1, :] = smooth[1:, :]
         shifted[2, :, 1:] = smooth[:, :-1]
         shifted[3, :, :-1] = smooth[:, 1:]
-        shifted[np.isinf(shifted)] = 0  # the original compares with zeros past the edges
         peak = (smooth >= shifted).all(axis=0) & (smooth > _PEAK_THRESHOLD)
         ys, xs = np.nonzero(peak)
         found.append([(int(x), int(y), float(heat[y, x]), counter + i)
