@@ -117,6 +117,10 @@ def _check_paths(args: argparse.Namespace) -> None:
         raise ValueError(f"--lora-dir {args.lora_dir!r} is not a folder")
     if args.controlnet_dir and not Path(args.controlnet_dir).is_dir():
         raise ValueError(f"--controlnet-dir {args.controlnet_dir!r} is not a folder")
+    if args.annotator_dir:
+        from ..loaders.control.annotator_file import use_annotator_dir
+
+        use_annotator_dir(args.annotator_dir)
 
 
 def _dtype_and_device(choice: str) -> tuple[Any, Any]:

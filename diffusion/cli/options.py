@@ -56,9 +56,9 @@ def size_pair(text: str) -> tuple[int, int]:
 
 
 def add_network_options(parser: argparse.ArgumentParser) -> None:
-    """--lora-dir, --upscaler-dir, --embeddings-dir and --controlnet-dir: the folders prompts,
-    hires fix and control units name LoRAs, upscalers, embeddings and control models from
-    (generation commands and `serve` alike)."""
+    """--lora-dir, --upscaler-dir, --embeddings-dir, --controlnet-dir and --annotator-dir: the
+    folders prompts, hires fix and control units name LoRAs, upscalers, embeddings, control
+    models and preprocessors' files from (generation commands and `serve` alike)."""
     parser.add_argument("--lora-dir", metavar="DIR",
                         help="where <lora:NAME:WEIGHT> tags in the prompt find NAME.safetensors "
                              "(kohya/WebUI, diffusers/PEFT, LyCORIS LoCon/LoHa)")
@@ -72,6 +72,11 @@ def add_network_options(parser: argparse.ArgumentParser) -> None:
                         help="ControlNet / T2I-Adapter models (files and diffusers folders, the "
                              "WebUI's models/ControlNet) that units name, as "
                              "'control_v11p_sd15_canny' or with its [hash]")
+    parser.add_argument("--annotator-dir", metavar="DIR",
+                        help="the model-based preprocessors' annotator files (lineart, "
+                             "softedge, mlsd, normal_bae, openpose: lllyasviel/Annotators' "
+                             "files, or the extension's annotator/downloads); default: "
+                             "$CONTROLNET_ANNOTATOR_DIR, else models/ControlNetPreprocessor")
 
 
 def _prompt(parser: argparse.ArgumentParser) -> None:

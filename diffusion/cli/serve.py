@@ -158,6 +158,10 @@ def serve(args: argparse.Namespace) -> int:
             raise ValueError(f"--controlnet-dir {args.controlnet_dir!r} is not a folder")
         if args.adetailer_dir and not Path(args.adetailer_dir).is_dir():
             raise ValueError(f"--adetailer-dir {args.adetailer_dir!r} is not a folder")
+        if args.annotator_dir:
+            from ..loaders.control.annotator_file import use_annotator_dir
+
+            use_annotator_dir(args.annotator_dir)
         for path in args.image_encoder or []:
             if not Path(path).exists():
                 raise ValueError(f"--image-encoder {path!r} does not exist")

@@ -23,11 +23,13 @@ from ..models.ip_adapter import IPAdapter
 from ..preprocessors.ip_adapter_modules import IP_ADAPTER_MODULES
 from ..preprocessors.registry import (
     INPAINT_MODULES,
+    MODULE_ALIASES,
     PREPROCESSORS,
     RESOLUTION,
     Slider,
     hwc3,
     inpaint_map,
+    module_name,
     preprocess,
 )
 from ..preprocessors.resize import RESIZE_MODES, pixel_perfect_resolution, resize_mode
@@ -102,9 +104,11 @@ class ControlSpec:
     def __post_init__(self) -> None:
         if not isinstance(self.model, str) or not self.model.strip():
             raise ValueError(f"model must name a control model, got {self.model!r}")
+        object.__setattr__(self, "module", module_name(self.module))
         if self.module not in PREPROCESSORS:
             raise ValueError(f"module {self.module!r} is not a preprocessor here; the modules "
-                             f"are {', '.join(PREPROCESSORS)}")
+                             f"are {', '.join(PREPROCESSORS)} (or the extension's names "
+                             f"{', '.join(MODULE_ALIASES)})")
         _number("weight", self.weight, 0.0, 2.0)
         start = _number("guidance_start", self.guidance_start, 0.0, 1.0)
         end = _number("guidance_end", self.guidance_end, 0.0, 1.0)

@@ -19,14 +19,16 @@ map a ControlNet or T2I-Adapter reads out.
 | `softedge_pidinet`, `softedge_pidisafe` | PiDiNet's soft edges (softedge.py) | |
 | `mlsd` | M-LSD's straight segments (mlsd.py) | score (0.1) / length (0.1) |
 | `normal_bae` | Bae et al.'s surface normals as colours (normal.py) | |
+| `openpose` | people's body joints and limbs (openpose.py; its JSON too) | |
 | `ip-adapter_clip_h`, ... | the picture as is, for an IP-Adapter (ip_adapter_modules.py) | |
 
 depth_anything_v2 reads its model from the path in DEPTH_ANYTHING_V2_MODEL (or
 `depth.set_model_path`): Depth-Anything-V2-Small-hf's model.safetensors or folder. The
 lineart, softedge, mlsd and normal_bae modules read the extension's annotator files
 (sk_model.pth, netG.pth, ControlNetHED.pth, table5_pidinet.pth, mlsd_large_512_fp32.pth,
-scannet.pt) from the folder in CONTROLNET_ANNOTATOR_DIR
-(diffusion.loaders.control.annotator_file).
+scannet.pt, body_pose_model.pth) from the folder in CONTROLNET_ANNOTATOR_DIR
+(diffusion.loaders.control.annotator_file). The extension's own names of some modules
+(`hed`, `pidinet_safe`, `lineart`, ...: registry.MODULE_ALIASES) name them too.
 
 Pictures are uint8 HxW, HxWx3 or HxWx4 (alpha dropped), as the extension's HWC3 reads them;
 maps come back uint8 HxWx3. They run at the picture's own size: the extension's

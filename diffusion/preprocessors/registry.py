@@ -11,12 +11,13 @@ import numpy as np
 
 from gpucore import Device
 
-from . import depth, filters, lineart, lineart_anime, mlsd, normal, softedge
+from . import depth, filters, lineart, lineart_anime, mlsd, normal, openpose, softedge
 from .ip_adapter_modules import IP_ADAPTER_MODULES
 from .resize import resize_with_pad
 
-__all__ = ["INPAINT_MODULES", "PREPROCESSORS", "Preprocessor", "Slider", "control_picture", "hwc3",
-           "inpaint_map", "module_detail", "module_list", "preprocess"]
+__all__ = ["INPAINT_MODULES", "MODULE_ALIASES", "PREPROCESSORS", "Preprocessor", "Slider",
+           "control_picture", "hwc3", "inpaint_map", "module_detail", "module_list", "module_name",
+           "preprocess"]
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,7 @@ PREPROCESSORS: dict[str, Preprocessor] = {p.name: p for p in (
     Preprocessor("mlsd", mlsd.mlsd, Slider("MLSD Value Threshold", 0.1, 0.01, 2.0, 0.01),
                  Slider("MLSD Distance Threshold", 0.1, 0.01, 20.0, 0.01), resolution="pad"),
     Preprocessor("normal_bae", normal.normal_bae, resolution="pad"),
+    Preprocessor("openpose", openpose.openpose, resolution="pad"),
     Preprocessor("softedge_hed", softedge.softedge_hed, resolution="pad"),
     Preprocessor("softedge_hedsafe", softedge.softedge_hedsafe, resolution="pad"),
     Preprocessor("softedge_pidinet", softedge.softedge_pidinet, resolution="pad"),
@@ -89,6 +91,21 @@ PREPROCESSORS: dict[str, Preprocessor] = {p.name: p for p in (
     # the picture as it is, for an IP-Adapter's image encoder (ip_adapter_modules)
     *(Preprocessor(name, filters.identity) for name in IP_ADAPTER_MODULES),
 )}
+
+
+# The extension's other spellings of these modules: its internal names (the keys of its
+# `preprocessor_aliases`, which clients and old API scripts send) and its UI labels.
+MODULE_ALIASES = {
+    "hed": "softedge_hed", "hed_safe": "softedge_hedsafe", "pidinet": "softedge_pidinet",
+    "pidinet_safe": "softedge_pidisafe", "lineart": "lineart_realistic",
+    "invert (from white bg & black line)": "invert",
+}
+
+
+def module_name(module: Any) -> Any:
+    """`module` as this registry names it: an alias of the extension's replaced by the module
+    it names; anything else as it is."""
+    return MODULE_ALIASES.get(module, module) if isinstance(module, str) else module
 
 
 INPAINT_MODULES = ("inpaint", "inpaint_global_harmonious", "inpaint_only")
@@ -159,11 +176,13 @@ def preprocess(module: str, image: Any, *, threshold_a: float | None = None,
     module's settings (None, the extension's -1 or a value off its slider: its default).
     `resolution`: the extension's processor_res (the short side the picture is scaled to
     first, for the modules that take one; -1: 512); None: the picture's own size. ValueError
-    naming the module or setting that is wrong."""
+    naming the module or setting that is wrong. `module` may be one of MODULE_ALIASES."""
+    module = module_name(module)
     found = PREPROCESSORS.get(module)
     if found is None:
         raise ValueError(f"unknown preprocessor {module!r}; the modules are "
-                         f"{', '.join(PREPROCESSORS)}")
+                         f"{', '.join(PREPROCESSORS)} (or the extension's names "
+                         f"{', '.join(MODULE_ALIASES)})")
     settings = []
     for name, given, slider in (("threshold_a", threshold_a, found.threshold_a),
                                 ("threshold_b", threshold_b, found.threshold_b)):

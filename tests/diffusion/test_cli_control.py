@@ -128,6 +128,7 @@ def test_a_unit_on_the_init_image_takes_the_blurred_mask(pictures: dict[str, str
      "unit 0 .*inpaint_only outside inpainting"),
     (["--controlnet", "{a}", "--control-image", "{edges}", "--control-mask", "{depth}",
       "--control-module", "inpaint"], "unit 0 .*mask: 32x32, but the picture is 48x40"),
+    (["--annotator-dir", "{dir}/nowhere"], "--annotator-dir .*nowhere' is not a folder"),
 ])
 def test_bad_units_are_one_error_line(pictures: dict[str, str], argv: list[str], message: str,
                                       capsys: pytest.CaptureFixture[str]) -> None:
@@ -166,3 +167,17 @@ def test_run_writes_units_and_from_infotext_repeats_it(tmp_path: Path,
                      str(again)]) == 0, capsys.readouterr().err
     assert read_infotext(again) == text
     np.testing.assert_array_equal(np.asarray(Image.open(again)), np.asarray(Image.open(first)))
+
+
+@pytest.mark.nodevice
+def test_annotator_dir_is_where_preprocessors_look(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """--annotator-dir: the folder for this process and, through the variable, its workers."""
+    from diffusion.loaders.control import annotator_file
+
+    monkeypatch.delenv(annotator_file.ENV_VAR, raising=False)
+    monkeypatch.setattr(annotator_file, "_chosen", {})
+    args = cli.build_parser().parse_args(["serve", "--annotator-dir", str(tmp_path)])
+    annotator_file.use_annotator_dir(args.annotator_dir)
+    assert annotator_file.annotator_dir() == tmp_path.resolve()
+    assert annotator_file.os.environ[annotator_file.ENV_VAR] == str(tmp_path.resolve())

@@ -18,7 +18,7 @@ from ..errors import WeightsError
 from ..formats.torch_file import open_weights_file
 
 __all__ = ["DEFAULT_DIR", "ENV_VAR", "annotator_dir", "find_annotator", "read_annotator",
-           "set_annotator_dir"]
+           "set_annotator_dir", "use_annotator_dir"]
 
 ENV_VAR = "CONTROLNET_ANNOTATOR_DIR"
 DEFAULT_DIR = Path("models") / "ControlNetPreprocessor"
@@ -32,6 +32,16 @@ def set_annotator_dir(path: str | os.PathLike[str] | None) -> None:
         _chosen.pop("dir", None)
     else:
         _chosen["dir"] = Path(path)
+
+
+def use_annotator_dir(path: str | os.PathLike[str]) -> None:
+    """The command line's --annotator-dir: the folder for this process and, through ENV_VAR,
+    for the worker processes it starts. ValueError in one line if it is not a folder."""
+    if not Path(path).is_dir():
+        raise ValueError(f"--annotator-dir {str(path)!r} is not a folder; give the folder that "
+                         "holds the annotator files (the extension's annotator/downloads)")
+    set_annotator_dir(Path(path).resolve())
+    os.environ[ENV_VAR] = str(Path(path).resolve())
 
 
 def annotator_dir() -> Path:

@@ -34,7 +34,7 @@ from ...loaders.control.ip_adapter_file import load_image_encoder
 from ...loaders.errors import WeightsError
 from ...pipelines.control_spec import ControlSpec
 from ...preprocessors.ip_adapter_modules import IP_ADAPTER_MODULES
-from ...preprocessors.registry import PREPROCESSORS, control_picture
+from ...preprocessors.registry import PREPROCESSORS, control_picture, module_name
 from ..catalog.image_encoders import ImageEncoders
 from ..images import ImageError, decode_image
 from .generation import RequestError
@@ -101,7 +101,7 @@ def _encoder(raw: dict[str, Any], where: str, path: Path, encoders: ImageEncoder
     except (WeightsError, OSError) as exc:
         raise RequestError(f"{where}.model: {raw.get('model')!r} cannot be read: "
                            f"{exc}") from None
-    module = raw.get("module", "none")
+    module = module_name(raw.get("module", "none"))
     if (kind == "ip_adapter") != (module in IP_ADAPTER_MODULES):
         if kind == "ip_adapter":
             raise RequestError(f"{where}.module: {module!r} makes a control map; model "
@@ -147,7 +147,7 @@ def _unit(raw: dict[str, Any], where: str, models: ControlModelDir,
     image = _picture(raw.get("image"), f"{where}.image", over_white=True)
     mask = _picture(raw.get("mask"), f"{where}.mask") if raw.get("mask") else (
         None if image is None else _picture(raw.get("image"), f"{where}.image", "mask"))
-    module = raw.get("module", "none")
+    module = module_name(raw.get("module", "none"))
     if module == "inpaint_only" and not inpainting:
         raise RequestError(f"{where}.module: inpaint_only outside inpainting (the extension's "
                            "latent restore in txt2img/img2img) is not supported here; use "

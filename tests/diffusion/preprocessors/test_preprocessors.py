@@ -82,3 +82,21 @@ def test_bad_input_is_named() -> None:
         preprocess("invert", image.astype(np.float32))
     with pytest.raises(ValueError, match="threshold_a must be a finite"):
         preprocess("canny", image, threshold_a=float("nan"))
+
+
+@pytest.mark.nodevice
+def test_the_extensions_own_module_names_are_accepted() -> None:
+    """The extension's internal names (its preprocessor_aliases' keys) name our modules, in
+    preprocess and in a unit; an unknown name lists both."""
+    from diffusion.pipelines.control_spec import ControlSpec
+    from diffusion.preprocessors.registry import MODULE_ALIASES, PREPROCESSORS, module_name
+
+    assert set(MODULE_ALIASES.values()) <= set(PREPROCESSORS)
+    assert module_name("hed") == "softedge_hed" and module_name("canny") == "canny"
+    assert ControlSpec(model="m", module="pidinet_safe").module == "softedge_pidisafe"
+    assert ControlSpec(model="m", module="lineart").module == "lineart_realistic"
+    assert ControlSpec(model="m", module="invert (from white bg & black line)").module == "invert"
+    with pytest.raises(ValueError, match=r"'depth_zoe'.*hed_safe"):
+        ControlSpec(model="m", module="depth_zoe")
+    with pytest.raises(ValueError, match=r"'depth_zoe'.*softedge_hed.*pidinet_safe"):
+        preprocess("depth_zoe", np.zeros((4, 4, 3), np.uint8))

@@ -23,7 +23,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 from PIL import Image  # noqa: E402
 from safetensors.numpy import save_file  # noqa: E402
 from sd_tiny import write_pipeline  # noqa: E402
-from server_support import CachedLoader, live_server, png_b64  # noqa: E402
+from server_support import CachedLoader, live_server, pixels, png_b64  # noqa: E402
 
 import gpucore  # noqa: E402
 from diffusion.server import create_app  # noqa: E402
@@ -224,13 +224,49 @@ def test_detect_without_the_annotator_file_is_422_naming_it(
     detail = client.get("/controlnet/module_list").json()["module_detail"]
     assert detail["softedge_hed"]["sliders"][0]["name"] == "Resolution"
     monkeypatch.setenv(ENV_VAR, str(tmp_path))
-    response = client.post("/controlnet/detect", json={
-        "controlnet_module": "softedge_hed", "controlnet_processor_res": 64,
+    for module in ("softedge_hed", "hed"):  # hed: the extension's own name of the module
+        response = client.post("/controlnet/detect", json={
+            "controlnet_module": module, "controlnet_processor_res": 64,
+            "controlnet_input_images": [png_b64(Image.fromarray(circle(16, 16)))]})
+        assert response.status_code == 422, response.text
+        message = response.json()["detail"]
+        assert "ControlNetHED.pth" in message and str(tmp_path / "hed") in message
+        assert "\n" not in message
+
+
+def test_detect_openpose_answers_the_poses_json(app: Any,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """openpose's detect answers the map and, as the extension, the people's JSON (canvas: the
+    picture at processor_res, padded to 64s); the network itself is test_openpose's."""
+    from diffusion.preprocessors import openpose
+
+    person: list[Any] = [None] * 18
+    person[0], person[1], person[2] = (0.5, 0.25), (0.5, 0.5), (0.25, 0.5)
+    seen = []
+    monkeypatch.setattr(openpose, "detect_people", lambda image, *, device=None: (
+        seen.append(image.shape[:2]) or [person]))
+    response = TestClient(app).post("/controlnet/detect", json={
+        "controlnet_module": "openpose", "controlnet_processor_res": 64,
+        "controlnet_input_images": [png_b64(Image.fromarray(circle(40, 48)))]})
+    assert response.status_code == 200, response.text
+    found = response.json()
+    keypoints = [0.5, 0.25, 1.0, 0.5, 0.5, 1.0, 0.25, 0.5, 1.0] + [0.0] * 45
+    assert seen == [(64, 128)]  # 64 x 77 padded to 64s
+    assert found["poses"] == [{"people": [{
+        "pose_keypoints_2d": keypoints, "face_keypoints_2d": None,
+        "hand_left_keypoints_2d": None, "hand_right_keypoints_2d": None}],
+        "canvas_height": 64, "canvas_width": 128}]
+    drawn = pixels(found["images"][0])
+    assert drawn.shape[:2] == (64, 77) and drawn.any()
+
+
+def test_detect_of_an_unknown_module_is_422_naming_the_list(app: Any) -> None:
+    response = TestClient(app).post("/controlnet/detect", json={
+        "controlnet_module": "seg_ofade20k",
         "controlnet_input_images": [png_b64(Image.fromarray(circle(16, 16)))]})
     assert response.status_code == 422, response.text
     message = response.json()["detail"]
-    assert "ControlNetHED.pth" in message and str(tmp_path / "hed") in message
-    assert "\n" not in message
+    assert "'seg_ofade20k'" in message and "softedge_hed" in message and "pidinet_safe" in message
 
 
 def _unit(**fields: Any) -> dict[str, Any]:

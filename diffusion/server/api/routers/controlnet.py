@@ -16,7 +16,8 @@ from pydantic import BaseModel, Field
 
 from ....pipelines.control_spec import ControlSpec
 from ....preprocessors import module_detail, module_list, preprocess
-from ....preprocessors.registry import PREPROCESSORS, control_picture
+from ....preprocessors.openpose import POSE_MODULES, openpose_with_json
+from ....preprocessors.registry import MODULE_ALIASES, PREPROCESSORS, control_picture, module_name
 from ...images import ImageError, decode_image, encode_png
 from ..generation import RequestError
 from ..state import State, submit, wait
@@ -66,9 +67,11 @@ def settings() -> dict[str, int]:
 @router.post("/detect")
 async def detect(body: DetectRequest, state: State) -> dict[str, Any]:
     """The module's maps of the pictures (base64 PNGs), detected on the worker's device."""
-    if body.controlnet_module not in PREPROCESSORS:
-        raise RequestError(f"controlnet_module {body.controlnet_module!r} is not one of "
-                           f"{', '.join(PREPROCESSORS)}")
+    module = module_name(body.controlnet_module)
+    if module not in PREPROCESSORS:
+        raise RequestError(f"controlnet_module {module!r} is not one of "
+                           f"{', '.join(PREPROCESSORS)} (or the extension's names "
+                           f"{', '.join(MODULE_ALIASES)})")
     texts = body.controlnet_input_images or body.controlnet_images
     if not texts:
         raise RequestError("controlnet_input_images is empty; send base64-encoded pictures")
@@ -77,19 +80,24 @@ async def detect(body: DetectRequest, state: State) -> dict[str, Any]:
                     for i, text in enumerate(texts)]
     except ImageError as exc:
         raise RequestError(str(exc)) from None
-    spec = ControlSpec(model="detect", module=body.controlnet_module,
+    spec = ControlSpec(model="detect", module=module,
                        processor_res=body.controlnet_processor_res,
                        threshold_a=body.controlnet_threshold_a,
                        threshold_b=body.controlnet_threshold_b)
     res, low, high = spec.bounded()
 
-    def run() -> list[str]:
+    def run() -> dict[str, Any]:
         device = state.worker.pipe.placement.device
-        found = PREPROCESSORS[body.controlnet_module]
-        return [encode_png(preprocess(body.controlnet_module, picture, threshold_a=low,
-                                      threshold_b=high,
-                                      resolution=res if found.resolution else None,
-                                      device=device)) for picture in pictures]
+        if module in POSE_MODULES:  # the maps and, as the extension, their people's JSON
+            found = [openpose_with_json(picture, res, device=device) for picture in pictures]
+            return {"images": [encode_png(detected) for detected, _ in found],
+                    "poses": [poses for _, poses in found]}
+        preprocessor = PREPROCESSORS[module]
+        return {"images": [encode_png(preprocess(module, picture, threshold_a=low,
+                                                 threshold_b=high,
+                                                 resolution=res if preprocessor.resolution
+                                                 else None, device=device))
+                           for picture in pictures]}
 
-    return {"images": await wait(submit(state, run)), "info": "Success"}
+    return {**await wait(submit(state, run)), "info": "Success"}
 
