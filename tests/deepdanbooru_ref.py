@@ -95,3 +95,47 @@ def write_pt(model: DeepDanbooruModel, path: Path) -> Path:
     state = {key: value.clone() for key, value in model.state_dict().items()}
     torch.save({**state, "tags": list(model.tags)}, path)
     return path
+
+
+def planted_deepdanbooru(signs: dict[str, int], *, shrink: int = 32) -> DeepDanbooruModel:
+    """A shrunken DeepDanbooru whose tag scores are planted: a tag's logit is its sign (+1, -1)
+    times the sum of the last features (all >= 0 after the ReLU, and large), so +1 scores
+    about 1 and -1 about 0 whatever the picture."""
+    model = random_deepdanbooru(list(signs), shrink=shrink)
+    with torch.no_grad():
+        weight = model.n_Conv_178.weight
+        weight.copy_(torch.tensor(list(signs.values()), dtype=weight.dtype)[:, None, None, None]
+                     .expand_as(weight))
+    return model
+
+
+def webui_tag_text(tags: list[str], scores: list[float], opts: dict) -> str:
+    """The WebUI's `DeepDanbooru.tag_multi` text (modules/deepbooru.py) of `scores`, its
+    options `opts` as the WebUI's shared.opts names them."""
+    import re
+
+    re_special = re.compile(r"([\\()])")
+    probability_dict = {}
+    for tag, probability in zip(tags, scores):
+        if probability < opts["interrogate_deepbooru_score_threshold"]:
+            continue
+        if tag.startswith("rating:"):
+            continue
+        probability_dict[tag] = probability
+    if opts["deepbooru_sort_alpha"]:
+        ordered = sorted(probability_dict)
+    else:
+        ordered = [tag for tag, _ in sorted(probability_dict.items(), key=lambda x: -x[1])]
+    res = []
+    filtertags = {x.strip().replace(" ", "_") for x in opts["deepbooru_filter_tags"].split(",")}
+    for tag in [x for x in ordered if x not in filtertags]:
+        probability = probability_dict[tag]
+        tag_outformat = tag
+        if opts["deepbooru_use_spaces"]:
+            tag_outformat = tag_outformat.replace("_", " ")
+        if opts["deepbooru_escape"]:
+            tag_outformat = re.sub(re_special, r"\\\1", tag_outformat)
+        if opts["interrogate_return_ranks"]:
+            tag_outformat = f"({tag_outformat}:{probability:.3f})"
+        res.append(tag_outformat)
+    return ", ".join(res)

@@ -1,5 +1,7 @@
 """DeepDanbooru on gpustd against the WebUI's own DeepDanbooruModel (typed in
-tests/deepdanbooru_ref.py) on the same random weights, read from the .pt the WebUI loads."""
+tests/deepdanbooru_ref.py) on the same random weights, read from the .pt the WebUI loads; its
+tag text against the WebUI's tag_multi formatting, its 512x512 input against diffusers' copy
+of the WebUI's resize-and-fill."""
 
 from __future__ import annotations
 
@@ -8,8 +10,9 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="test-only reference (extra: reference)")
 
-from deepdanbooru_ref import random_deepdanbooru, write_pt  # noqa: E402
+from deepdanbooru_ref import random_deepdanbooru, webui_tag_text, write_pt  # noqa: E402
 
+from diffusion.interrogate import DEEPBOORU_OPTIONS, format_tags, resize_and_fill  # noqa: E402
 from diffusion.loaders.formats.torch_file import TorchFile  # noqa: E402
 from diffusion.models.deepdanbooru import DeepDanbooru  # noqa: E402
 from gpustd import Tensor  # noqa: E402
@@ -46,3 +49,35 @@ def test_other_files_are_refused(reference):
                                      TAGS)
     with pytest.raises(ValueError, match="9 tag names for 10 scores"):
         DeepDanbooru.from_state_dict(state, TAGS[:9])
+
+
+@pytest.mark.nodevice
+@pytest.mark.parametrize("options", [
+    {},
+    {"deepbooru_sort_alpha": False, "deepbooru_use_spaces": False},
+    {"deepbooru_escape": False, "interrogate_return_ranks": True,
+     "interrogate_deepbooru_score_threshold": 0.3},
+    {"deepbooru_filter_tags": "long hair, smile_(happy)", "deepbooru_sort_alpha": False},
+])
+def test_tag_text_is_the_webuis(options):
+    tags = ["smile_(happy)", "1girl", "long_hair", "rating:safe", "a\\b", "zebra", "cat_ears",
+            "blue_sky", "solo"]
+    scores = np.random.default_rng(4).random(len(tags)).astype(np.float32)
+    scores[0], scores[3] = 0.9, 0.99
+    want = webui_tag_text(tags, list(scores), {**DEEPBOORU_OPTIONS, **options})
+    assert format_tags(tags, scores, options) == want
+    assert ("smile" in want) == ("smile" not in options.get("deepbooru_filter_tags", ""))
+
+
+@pytest.mark.nodevice
+@pytest.mark.parametrize("size", [(700, 300), (230, 611), (512, 512), (512, 509)])
+def test_pictures_are_resized_and_filled_as_the_webui_does(size):
+    from diffusers.image_processor import VaeImageProcessor
+    from PIL import Image
+
+    rng = np.random.default_rng(5)
+    picture = Image.fromarray(rng.integers(0, 256, (*size[::-1], 3), dtype=np.uint8))
+    # diffusers' copy of the WebUI's images.resize_image(2, ...)
+    want = VaeImageProcessor(resample="lanczos")._resize_and_fill(picture, 512, 512)
+    np.testing.assert_array_equal(np.asarray(resize_and_fill(picture, 512, 512)),
+                                  np.asarray(want))

@@ -17,6 +17,7 @@ from ....pipelines.mask_blur import blur_mask
 from ....pipelines.module_load import hires_modules
 from ...catalog.models_dir import ModelEntry
 from ...catalog.modules_dir import AUTOMATIC_VAE
+from ...images import decode_image
 from ..controlnet_units import control_units, parse_units, script_args
 from ..faces import face_restoration
 from ..generation import (
@@ -33,6 +34,7 @@ from ..limits import utf8_text
 from ..schemas import ImageResponse, Img2ImgRequest, Txt2ImgRequest
 from ..scripts import run_script
 from ..state import ServerState, State, submit, wait
+from .interrogate import interrogate
 
 __all__ = ["api"]
 
@@ -139,7 +141,11 @@ async def run_request(state: ServerState, body: Txt2ImgRequest, kind: str,
     async def queue(job: Callable[[], Any]) -> Any:  # other work on the GPU (an upscaler)
         return await wait(submit(state, job), client)
 
-    return await run_script(body, kind, generate, check, queue)
+    async def tags(image: str) -> str:  # Loopback's append_interrogation "DeepBooru"
+        picture = decode_image(image, "init_images[0]").convert("RGB")
+        return await interrogate(state, picture, "deepdanbooru", client)
+
+    return await run_script(body, kind, generate, check, queue, tags)
 
 
 def _wanted_model(state: ServerState, body: Txt2ImgRequest) -> ModelEntry | None:
