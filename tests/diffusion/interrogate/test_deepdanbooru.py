@@ -5,6 +5,8 @@ of the WebUI's resize-and-fill."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -12,7 +14,14 @@ torch = pytest.importorskip("torch", reason="test-only reference (extra: referen
 
 from deepdanbooru_ref import random_deepdanbooru, webui_tag_text, write_pt  # noqa: E402
 
-from diffusion.interrogate import DEEPBOORU_OPTIONS, format_tags, resize_and_fill  # noqa: E402
+from diffusion.interrogate import (  # noqa: E402
+    DEEPBOORU_OPTIONS,
+    DeepBooru,
+    InterrogateModelError,
+    check_options,
+    format_tags,
+    resize_and_fill,
+)
 from diffusion.loaders.formats.torch_file import TorchFile  # noqa: E402
 from diffusion.models.deepdanbooru import DeepDanbooru  # noqa: E402
 from gpustd import Tensor  # noqa: E402
@@ -81,3 +90,30 @@ def test_pictures_are_resized_and_filled_as_the_webui_does(size):
     want = VaeImageProcessor(resample="lanczos")._resize_and_fill(picture, 512, 512)
     np.testing.assert_array_equal(np.asarray(resize_and_fill(picture, 512, 512)),
                                   np.asarray(want))
+
+
+@pytest.mark.nodevice
+def test_the_file_is_found_or_its_folder_named(tmp_path):
+    with pytest.raises(InterrogateModelError, match="no models folder given"):
+        DeepBooru(None).file()
+    with pytest.raises(InterrogateModelError, match=re.escape(
+            f"no .pt file in {tmp_path}; put the WebUI's model-resnet_custom_v3.pt there")):
+        DeepBooru(tmp_path).file()
+    for name in ("a.pt", "model-resnet_custom_v3.pt", "z.pt"):
+        (tmp_path / name).write_bytes(b"")
+    assert DeepBooru(tmp_path).file().name == "model-resnet_custom_v3.pt"
+    (tmp_path / "model-resnet_custom_v3.pt").unlink()
+    assert DeepBooru(tmp_path).file().name == "a.pt"
+    with pytest.raises(InterrogateModelError, match=re.escape(str(tmp_path / "a.pt"))):
+        DeepBooru(tmp_path).model()
+
+
+@pytest.mark.nodevice
+def test_options_are_checked():
+    assert check_options({"deepbooru_escape": False, "sd_vae": "x"}) == {
+        "deepbooru_escape": False}
+    for bad, says in [({"deepbooru_escape": 1}, "deepbooru_escape must be true or false"),
+                      ({"interrogate_deepbooru_score_threshold": 2}, "from 0 to 1, got 2"),
+                      ({"deepbooru_filter_tags": ["a"]}, "deepbooru_filter_tags must be text")]:
+        with pytest.raises(ValueError, match=says):
+            check_options(bad)
