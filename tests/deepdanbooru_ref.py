@@ -92,8 +92,9 @@ def random_deepdanbooru(tags: list[str], *, shrink: int = 16, seed: int = 0,
 
 def write_pt(model: DeepDanbooruModel, path: Path) -> Path:
     """The file the WebUI loads: `torch.save` of the state dict with "tags" added."""
-    state = {key: value.clone() for key, value in model.state_dict().items()}
-    torch.save({**state, "tags": list(model.tags)}, path)
+    state = model.state_dict()  # an OrderedDict, the tag names one more entry
+    state["tags"] = list(model.tags)
+    torch.save(state, path)
     return path
 
 

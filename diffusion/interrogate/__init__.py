@@ -9,8 +9,7 @@ from .deepbooru import (
     InterrogateModelError,
     check_options,
     format_tags,
-    resize_and_fill,
 )
 
 __all__ = ["DEEPBOORU_OPTIONS", "DeepBooru", "InterrogateModelError", "check_options",
-           "format_tags", "resize_and_fill"]
+           "format_tags"]

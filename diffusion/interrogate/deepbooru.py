@@ -22,10 +22,11 @@ import numpy as np
 
 from gpucore import Device, default_device
 
+from ..imaging import fit_picture
 from ..loaders import WeightsError
 
 __all__ = ["DEEPBOORU_OPTIONS", "DeepBooru", "InterrogateModelError", "check_options",
-           "format_tags", "resize_and_fill"]
+           "format_tags"]
 
 FILE_NAME = "model-resnet_custom_v3.pt"
 SIZE = 512
@@ -39,33 +40,6 @@ _SPECIAL = re.compile(r"([\\()])")
 
 class InterrogateModelError(ValueError):
     """An interrogator's file is missing or unreadable; the message names where it looked."""
-
-
-def resize_and_fill(picture: Any, width: int, height: int) -> Any:
-    """The WebUI's `images.resize_image(2, ...)` ("resize and fill"): the PIL picture scaled
-    (Lanczos) to fit inside width x height, centred, the bands beside it filled by stretching
-    its edge rows or columns."""
-    from PIL import Image
-
-    ratio, src_ratio = width / height, picture.width / picture.height
-    src_w = width if ratio < src_ratio else picture.width * height // picture.height
-    src_h = height if ratio >= src_ratio else picture.height * width // picture.width
-    resized = picture.resize((src_w, src_h), resample=Image.LANCZOS)
-    out = Image.new("RGB", (width, height))
-    out.paste(resized, box=(width // 2 - src_w // 2, height // 2 - src_h // 2))
-    if ratio < src_ratio:
-        fill = height // 2 - src_h // 2
-        if fill > 0:
-            out.paste(resized.resize((width, fill), box=(0, 0, width, 0)), box=(0, 0))
-            out.paste(resized.resize((width, fill), box=(0, src_h, width, src_h)),
-                      box=(0, fill + src_h))
-    elif ratio > src_ratio:
-        fill = width // 2 - src_w // 2
-        if fill > 0:
-            out.paste(resized.resize((fill, height), box=(0, 0, 0, height)), box=(0, 0))
-            out.paste(resized.resize((fill, height), box=(src_w, 0, src_w, height)),
-                      box=(fill + src_w, 0))
-    return out
 
 
 def check_options(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -166,7 +140,8 @@ class DeepBooru:
         from gpustd import Tensor
 
         model = self.model()
-        pixels = np.asarray(resize_and_fill(picture.convert("RGB"), SIZE, SIZE), np.float32)
+        # the WebUI's resize mode 2, "resize and fill"
+        pixels = np.asarray(fit_picture(picture.convert("RGB"), SIZE, SIZE, 2), np.float32)
         tensor = Tensor.from_numpy(pixels[None] / np.float32(255),
                                    device=self.device or default_device())
         return model(tensor).numpy()

@@ -1,7 +1,6 @@
 """DeepDanbooru on gpustd against the WebUI's own DeepDanbooruModel (typed in
 tests/deepdanbooru_ref.py) on the same random weights, read from the .pt the WebUI loads; its
-tag text against the WebUI's tag_multi formatting, its 512x512 input against diffusers' copy
-of the WebUI's resize-and-fill."""
+tag text against the WebUI's tag_multi formatting."""
 
 from __future__ import annotations
 
@@ -20,7 +19,6 @@ from diffusion.interrogate import (  # noqa: E402
     InterrogateModelError,
     check_options,
     format_tags,
-    resize_and_fill,
 )
 from diffusion.loaders.formats.torch_file import TorchFile  # noqa: E402
 from diffusion.models.deepdanbooru import DeepDanbooru  # noqa: E402
@@ -76,20 +74,6 @@ def test_tag_text_is_the_webuis(options):
     want = webui_tag_text(tags, list(scores), {**DEEPBOORU_OPTIONS, **options})
     assert format_tags(tags, scores, options) == want
     assert ("smile" in want) == ("smile" not in options.get("deepbooru_filter_tags", ""))
-
-
-@pytest.mark.nodevice
-@pytest.mark.parametrize("size", [(700, 300), (230, 611), (512, 512), (512, 509)])
-def test_pictures_are_resized_and_filled_as_the_webui_does(size):
-    from diffusers.image_processor import VaeImageProcessor
-    from PIL import Image
-
-    rng = np.random.default_rng(5)
-    picture = Image.fromarray(rng.integers(0, 256, (*size[::-1], 3), dtype=np.uint8))
-    # diffusers' copy of the WebUI's images.resize_image(2, ...)
-    want = VaeImageProcessor(resample="lanczos")._resize_and_fill(picture, 512, 512)
-    np.testing.assert_array_equal(np.asarray(resize_and_fill(picture, 512, 512)),
-                                  np.asarray(want))
 
 
 @pytest.mark.nodevice
