@@ -42,6 +42,8 @@ class ServerSettings:
     # detector and parser also in models_dir/facexlib), the WebUI's flags
     gfpgan_models_path: PathText | None = None
     codeformer_models_path: PathText | None = None
+    # DeepDanbooru's model-resnet_custom_v3.pt (default: models_dir's torch_deepdanbooru)
+    deepdanbooru_dir: PathText | None = None
     # TAESD decoders for live previews (default: models_dir's VAE-approx, as the WebUI's)
     vae_approx_dir: PathText | None = None
     # devices: the weights' dtype ("auto": float16 where the adapter has matrix units), the

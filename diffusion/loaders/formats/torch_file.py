@@ -69,6 +69,12 @@ class TorchFile:
         tree = self._open()
         self.tree = tree  # the unpickled object, tensors as StoredTensor descriptors
         self.tensors = _state_dict(tree)
+        # the state dict's plain entries beside its tensors (DeepDanbooru's "tags": a list of
+        # its tag names)
+        node = _inner(tree)
+        self.objects: dict[str, Any] = {
+            key: value for key, value in (node.items() if isinstance(node, dict) else ())
+            if isinstance(key, str) and isinstance(value, (str, int, float, list, tuple))}
 
     def __repr__(self) -> str:
         return f"TorchFile({str(self.path)!r}, {len(self.tensors)} tensors)"
@@ -271,14 +277,20 @@ def _stored_member(raw: Any, info: zipfile.ZipInfo | None, name: str,
     return info.header_offset + _ZIP_LOCAL_HEADER.size + fields[-2] + fields[-1], info.file_size
 
 
-def _state_dict(tree: Any) -> dict[str, StoredTensor]:
-    """The tensors of a checkpoint, from where trainers nest them (see the module docstring)."""
+def _inner(tree: Any) -> Any:
+    """The state dict inside the wrappers trainers put around it (see the module docstring)."""
     node = tree
     while isinstance(node, dict):
         inner = next((node[k] for k in _WRAPPERS if isinstance(node.get(k), dict)), None)
         if inner is None:
             break
         node = inner
+    return node
+
+
+def _state_dict(tree: Any) -> dict[str, StoredTensor]:
+    """The tensors of a checkpoint, from where trainers nest them (see the module docstring)."""
+    node = _inner(tree)
     tensors: dict[str, StoredTensor] = {}
 
     def walk(value: Any, prefix: str) -> None:

@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from ...faces import FaceFolders
+from ...interrogate import DEEPBOORU_OPTIONS, DeepBooru
 from ...loaders.control.catalog import ControlModelDir
 from ...text.embeddings import EmbeddingDatabase
 from ..catalog.image_encoders import ImageEncoders
@@ -95,6 +96,9 @@ def create_app(settings: ServerSettings | None = None, /, *,
     approx_dir = settings.vae_approx_dir
     if approx_dir is None and models_dir is not None:
         approx_dir = Path(models_dir) / "VAE-approx"
+    booru_dir = Path(settings.deepdanbooru_dir) if settings.deepdanbooru_dir else None
+    if booru_dir is None and models_dir is not None:  # the WebUI's models/torch_deepdanbooru
+        booru_dir = Path(models_dir) / "torch_deepdanbooru"
     previews = Previews(approx_dir)
     if settings.worker_adapters:
         from ..jobs.processes import ProcessWorker
@@ -127,6 +131,7 @@ def create_app(settings: ServerSettings | None = None, /, *,
         "forge_additional_modules": [str(path) for path in first.modules],
         "sd_vae": settings.sd_vae,  # the WebUI's VAE choice (catalog.modules_dir)
         **DEFAULT_OPTIONS,  # face restoration's (diffusion.server.api.faces)
+        **DEEPBOORU_OPTIONS,  # /sdapi/v1/interrogate's DeepDanbooru tags (diffusion.interrogate)
     }
 
     state = ServerState(worker=worker, registry=registry, options=options, outputs=outputs,
@@ -138,7 +143,8 @@ def create_app(settings: ServerSettings | None = None, /, *,
                             models_dir, gfpgan=settings.gfpgan_models_path,
                             codeformer=settings.codeformer_models_path),
                         adetailer=ADetailerModels(None if adetailer_dir is None
-                                                  else Path(adetailer_dir)))
+                                                  else Path(adetailer_dir)),
+                        deepbooru=DeepBooru(booru_dir))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):  # type: ignore[no-untyped-def]

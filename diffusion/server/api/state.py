@@ -20,6 +20,7 @@ from fastapi.exceptions import HTTPException
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
 
 from ...faces import FaceFolders
+from ...interrogate import DeepBooru
 from ...loaders.control.catalog import ControlModelCache, ControlModelDir
 from ...text.embeddings import EmbeddingDatabase
 from ..catalog.image_encoders import ImageEncoders
@@ -59,6 +60,8 @@ class ServerState:
     model: ModelEntry | None = None
     previews: Previews = field(default_factory=Previews)  # live previews (the options' three)
     faces: FaceFolders = field(default_factory=FaceFolders)  # face restoration's files
+    # /sdapi/v1/interrogate's DeepDanbooru (--deepdanbooru-dir)
+    deepbooru: DeepBooru = field(default_factory=lambda: DeepBooru(None))
 
 
 def _state(request: Request) -> ServerState:

@@ -13,6 +13,7 @@
 | `adetailer` | /adetailer/v1/ad_model (ADetailer's) |
 | `openai` | OpenAI's images API: /v1/images/generations, /v1/images/edits, /v1/models |
 | `scripts` | /sdapi/v1/scripts, /sdapi/v1/script-info |
+| `interrogate` | /sdapi/v1/interrogate (DeepDanbooru's tags) |
 | `video` | /avx/txt2vid, /avx/img2vid (Wan videos on the same queue) |
 | `page` | the web page at / |
 """
@@ -28,6 +29,7 @@ from . import (
     extras,
     generate,
     info,
+    interrogate,
     models,
     openai,
     page,
@@ -43,7 +45,7 @@ def routers() -> list[APIRouter]:
     """Every router, the API's behind --api-auth, in the order they are included."""
     api = APIRouter(prefix="/sdapi/v1", dependencies=[Depends(authorized)])
     avx = APIRouter(prefix="/avx", dependencies=[Depends(authorized)])
-    for module in (generate, progress, models, info, extras, scripts):
+    for module in (generate, progress, models, info, extras, scripts, interrogate):
         api.include_router(module.api)
         if hasattr(module, "avx"):
             avx.include_router(module.avx)

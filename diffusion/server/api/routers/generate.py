@@ -17,7 +17,7 @@ from ....pipelines.mask_blur import blur_mask
 from ....pipelines.module_load import hires_modules
 from ...catalog.models_dir import ModelEntry
 from ...catalog.modules_dir import AUTOMATIC_VAE
-from ...images import save_output
+from ...images import decode_image, save_output
 from ..adetailer_pass import run_adetailer
 from ..adetailer_units import adetailer_args, parse_adetailer
 from ..controlnet_units import control_units, parse_units, script_args
@@ -37,6 +37,7 @@ from ..redux_field import parse_redux
 from ..schemas import ImageResponse, Img2ImgRequest, Txt2ImgRequest
 from ..scripts import run_script
 from ..state import ServerState, State, submit, wait
+from .interrogate import interrogate
 
 __all__ = ["api"]
 
@@ -160,7 +161,11 @@ async def run_request(state: ServerState, body: Txt2ImgRequest, kind: str,
     async def queue(job: Callable[[], Any]) -> Any:  # other work on the GPU (an upscaler)
         return await wait(submit(state, job), client)
 
-    return await run_script(body, kind, generate, check, queue)
+    async def tags(image: str) -> str:  # Loopback's append_interrogation "DeepBooru"
+        picture = decode_image(image, "init_images[0]").convert("RGB")
+        return await interrogate(state, picture, "deepdanbooru", client)
+
+    return await run_script(body, kind, generate, check, queue, tags)
 
 
 def _wanted_model(state: ServerState, body: Txt2ImgRequest) -> ModelEntry | None:

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body
 
+from ....interrogate import check_options as check_deepbooru_options
 from ....loaders.errors import WeightsError
 from ....loaders.formats.safetensors import SafetensorsFile
 from ....sampling.samplers import SAMPLERS, SamplerInfo, resolve, schedules
@@ -149,6 +150,10 @@ async def set_options(state: State, body: Annotated[dict[str, Any], Body()]) -> 
         check_randn_source(body["randn_source"], "randn_source")
         updates["randn_source"] = body["randn_source"]
     updates.update(face_options(body))
+    try:
+        updates.update(check_deepbooru_options(body))
+    except ValueError as error:
+        raise RequestError(str(error)) from None
     before = state.model
     chosen = before
     if "sd_model_checkpoint" in body:

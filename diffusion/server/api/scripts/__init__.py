@@ -88,10 +88,11 @@ def _choices(title: str, label: str, img2img: bool) -> list[str] | None:
 async def run_script(body: Txt2ImgRequest, kind: str,
                      generate: Callable[[Txt2ImgRequest], Awaitable[dict[str, Any]]],
                      check: Callable[[Txt2ImgRequest], None],
-                     queue: Callable[[Callable[[], Any]], Awaitable[Any]] | None = None
-                     ) -> dict[str, Any]:
+                     queue: Callable[[Callable[[], Any]], Awaitable[Any]] | None = None,
+                     interrogate: loopback.Interrogate | None = None) -> dict[str, Any]:
     """The answer of the script `body.script_name` names, run with `body.script_args`;
-    `queue` runs other GPU work on the worker's queue (SD upscale's upscaler)."""
+    `queue` runs other GPU work on the worker's queue (SD upscale's upscaler), `interrogate`
+    tags a picture (Loopback's append_interrogation)."""
     name = (body.script_name or "").lower()
     if kind == "txt2img" and name in IMG2IMG_ONLY:
         raise RequestError(f"script_name {body.script_name!r} is an img2img script: send it "
@@ -99,6 +100,9 @@ async def run_script(body: Txt2ImgRequest, kind: str,
     if name not in script_names(kind):
         raise RequestError(f"script_name {body.script_name!r} is not one of this server's "
                            f"scripts: {', '.join(script_titles(kind))} (see /sdapi/v1/scripts)")
+    if name == "loopback":
+        return await loopback.run_loopback(body, kind, body.script_args, generate, check,
+                                           queue, interrogate=interrogate)
     if name in IMG2IMG_ONLY:
         return await IMG2IMG_ONLY[name](body, kind, body.script_args, generate, check, queue)
     if name == "x/y/z plot":

@@ -2,9 +2,12 @@
 final_denoising_strength, denoising_curve, append_interrogation). Each loop is one img2img
 request on the queue whose init image is the loop before's picture, its seed one more, its
 denoising strength moving from the request's to the final one along the curve (Aggressive: a
-sine, Linear, Lazy: one minus a cosine), as the WebUI computes it. Each of n_iter runs starts
-again from the init image; the answer's images are the pictures side by side (when there are
-several), then the pictures: every loop's with n_iter 1, each run's last otherwise."""
+sine, Linear, Lazy: one minus a cosine), as the WebUI computes it. append_interrogation
+"DeepBooru" sets each loop's prompt to the request's, a comma, and DeepDanbooru's tags of the
+loop's init image ("CLIP" is refused: this server has no CLIP interrogator). Each of n_iter
+runs starts again from the init image; the answer's images are the pictures side by side (when
+there are several), then the pictures: every loop's with n_iter 1, each run's last otherwise.
+"""
 
 from __future__ import annotations
 
@@ -26,6 +29,8 @@ MAX_LOOPS = 100  # the most requests one call queues (as many as n_iter's limit)
 CURVES = ("Aggressive", "Linear", "Lazy")
 Generate = Callable[[Txt2ImgRequest], Awaitable[dict[str, Any]]]
 Check = Callable[[Txt2ImgRequest], None]
+Interrogate = Callable[[str], Awaitable[str]]  # a base64 picture's DeepDanbooru tags
+INTERROGATIONS = ("None", "DeepBooru")
 
 ARG_LABELS: tuple[tuple[str, Any], ...] = (
     ("Loops", 4), ("Final denoising strength", 0.5), ("Denoising strength curve", "Linear"),
@@ -44,7 +49,7 @@ def loop_strength(loop: int, loops: int, first: float, final: float, curve: str)
     return first + (final - first) * progress
 
 
-def _arguments(args: list[Any]) -> tuple[int, float, str]:
+def _arguments(args: list[Any]) -> tuple[int, float, str, str]:
     given = list(args) + [default for _, default in ARG_LABELS[len(args):]]
     loops, final, curve, interrogation = given[:4]
     if isinstance(loops, bool) or not isinstance(loops, int) or not 1 <= loops <= 32:
@@ -56,19 +61,25 @@ def _arguments(args: list[Any]) -> tuple[int, float, str]:
     if curve not in CURVES:
         raise RequestError(f"script_args[2] (Denoising strength curve) must be one of "
                            f"{', '.join(CURVES)}, got {curve!r}")
-    if interrogation != "None":
+    if interrogation not in INTERROGATIONS:
         raise RequestError(f"script_args[3] (Append interrogated prompt at each iteration) "
-                           f"{interrogation!r} is not supported by this server; send \"None\"")
-    return loops, float(final), curve
+                           f"{interrogation!r} is not supported by this server; send "
+                           "\"None\" or \"DeepBooru\"")
+    return loops, float(final), curve, interrogation
 
 
 async def run_loopback(body: Txt2ImgRequest, kind: str, args: list[Any], generate: Generate,
-                       check: Check, _queue: Any = None) -> dict[str, Any]:
+                       check: Check, _queue: Any = None, *,
+                       interrogate: Interrogate | None = None) -> dict[str, Any]:
     """The loops' pictures; the first loop's request is checked with `check` before it is
-    queued (RequestError naming the bad argument)."""
+    queued (RequestError naming the bad argument); `interrogate` tags a loop's init image
+    (append_interrogation "DeepBooru")."""
     if kind != "img2img":
         raise RequestError("Loopback is an img2img script; send it to /sdapi/v1/img2img")
-    loops, final, curve = _arguments(args)
+    loops, final, curve, interrogation = _arguments(args)
+    if interrogation != "None" and interrogate is None:
+        raise RequestError("script_args[3] (Append interrogated prompt at each iteration) "
+                           "needs an interrogator, which this route has not; send \"None\"")
     if loops * body.n_iter > MAX_LOOPS:
         raise RequestError(f"Loopback makes {loops} loops x {body.n_iter} runs, over this "
                            f"server's limit of {MAX_LOOPS} requests; send fewer")
@@ -86,6 +97,10 @@ async def run_loopback(body: Txt2ImgRequest, kind: str, args: list[Any], generat
         cell = base
         last = None
         for loop in range(loops):
+            if interrogate is not None and interrogation == "DeepBooru":
+                tags = await interrogate(cell.init_images[0])
+                cell = cell.model_copy(update={
+                    "prompt": (f"{body.prompt}, " if body.prompt else "") + tags})
             answer = await generate(cell)
             info = json.loads(answer["info"])
             if info.get("interrupted"):
