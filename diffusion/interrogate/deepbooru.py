@@ -64,7 +64,7 @@ def check_options(body: Mapping[str, Any]) -> dict[str, Any]:
     return updates
 
 
-def format_tags(tags: Sequence[str], scores: Sequence[float],
+def format_tags(tags: Sequence[str], scores: Sequence[float] | np.ndarray,
                 options: Mapping[str, Any]) -> str:
     """The WebUI's DeepDanbooru.tag_multi text of `scores` (one per tag) under `options` (the
     keys of DEEPBOORU_OPTIONS; missing ones take their defaults)."""

@@ -15,7 +15,7 @@ import json
 import math
 import secrets
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -98,7 +98,8 @@ async def run_loopback(body: Txt2ImgRequest, kind: str, args: list[Any], generat
         last = None
         for loop in range(loops):
             if interrogate is not None and interrogation == "DeepBooru":
-                tags = await interrogate(cell.init_images[0])
+                # an img2img body (kind checked above) has its init images
+                tags = await interrogate(cast(Any, cell).init_images[0])
                 cell = cell.model_copy(update={
                     "prompt": (f"{body.prompt}, " if body.prompt else "") + tags})
             answer = await generate(cell)
