@@ -53,7 +53,9 @@ _KOHYA_PARTS = {"lora_down.weight": "down", "lora_up.weight": "up", "lora_mid.we
                 "hada_w2_b": "w2b", "hada_t1": "t1", "hada_t2": "t2"}
 _DIFFUSERS_PARTS = {"lora_A.weight": "down", "lora_B.weight": "up", "lora.down.weight": "down",
                     "lora.up.weight": "up", "lora_linear_layer.down.weight": "down",
-                    "lora_linear_layer.up.weight": "up", "alpha": "alpha"}
+                    "lora_linear_layer.up.weight": "up", "alpha": "alpha",
+                    # ComfyUI's Wan LoRAs (lightx2v's step distillation): kohya's part names
+                    "lora_down.weight": "down", "lora_up.weight": "up"}
 # diffusers' old attention-processor LoRA names -> the projection they patch
 _PROCESSOR_NAMES = {"processor.to_q_lora": "to_q", "processor.to_k_lora": "to_k",
                     "processor.to_v_lora": "to_v", "processor.to_out_lora": "to_out.0"}
