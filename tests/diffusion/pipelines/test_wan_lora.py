@@ -1,8 +1,9 @@
 """Wan LoRAs through `python -m diffusion txt2vid --lora FILE[:WEIGHT]`: a ComfyUI-keyed file
-(`diffusion_model.blocks.N.self_attn.q.lora_down.weight`, alphas, the embedders and head, as
-lightx2v's step-distillation LoRAs are written) and a diffusers/PEFT one (`transformer.blocks.N
-.attn1.to_q.lora_A.weight`), each giving diffusers' video after `load_lora_weights` (+
-`set_adapters` for a weight) on a tiny Wan folder; the LoRA visibly changes the video."""
+(`diffusion_model.blocks.N.self_attn.q.lora_down.weight`, alphas, bias updates `diff_b`, norm
+diffs, the embedders and head, as lightx2v's step-distillation LoRAs are written) and a
+diffusers/PEFT one (`transformer.blocks.N.attn1.to_q.lora_A.weight`), each giving diffusers'
+video after `load_lora_weights` (+ `set_adapters` for a weight) on a tiny Wan folder; the LoRA
+visibly changes the video."""
 
 from __future__ import annotations
 
@@ -57,6 +58,13 @@ def _comfy_lora(path: Path) -> Path:
         tensors[f"diffusion_model.{name}.lora_up.weight"] = up
         if name.startswith("blocks."):  # (diffusers reads the blocks' alphas only)
             tensors[f"diffusion_model.{name}.alpha"] = np.array(2.0, np.float32)
+        # bias updates, as lightx2v's carry (on every layer: PEFT leaves a bias it was not
+        # given on the meta device)
+        tensors[f"diffusion_model.{name}.diff_b"] = rng.normal(0, 0.3, out_dim).astype(
+            np.float32)
+    for i in range(WAN_TINY["num_layers"]):  # norm diffs: zeros, skipped by both
+        tensors[f"diffusion_model.blocks.{i}.self_attn.norm_q.diff"] = np.zeros(dim, np.float32)
+        tensors[f"diffusion_model.blocks.{i}.norm3.diff_b"] = np.zeros(dim, np.float32)
     save_file(tensors, str(path))
     return path
 
