@@ -12,6 +12,9 @@ Formats read (the ones the WebUI's built-in Lora extension and diffusers read fo
   transformer), the older `<module>.lora.down.weight` / `.lora.up.weight`,
   `lora_linear_layer.down/up`, and attention-processor names
   (`attn1.processor.to_q_lora.down`).
+- ComfyUI's Wan LoRAs: `diffusion_model.<module>.lora_down.weight` / `.lora_up.weight` /
+  `.alpha`, bias updates `.diff_b` (PEFT's `lora_B.bias`); norm layers' `.diff` / `.diff_b`
+  are skipped.
 
 Names are kept as the file spells them (one module per `LoraModule`); which model parameter a
 module patches is decided against a loaded model (`diffusion.lora._names`), because kohya's
