@@ -180,9 +180,14 @@ class ImageEmbedding(nn.Module):
         return self.norm2(self.ff(self.norm1(x)))
 
 
-class _Proj(nn.Module):
+class _ExactGELU(nn.Module):
+    """proj, exact GELU. diffusers: `GELU(approximate="none")`."""
+
     def __init__(self, dim: int, place: Place) -> None:
         self.proj = nn.Linear(dim, dim, **place)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return nn.gelu(self.proj(x))
 
 
 class _GeluFeedForward(nn.Module):
@@ -190,11 +195,11 @@ class _GeluFeedForward(nn.Module):
     activation_fn="gelu")`."""
 
     def __init__(self, in_dim: int, dim: int, place: Place) -> None:
-        self.net = nn.ModuleList([_Proj(in_dim, place), nn.Identity(),
+        self.net = nn.ModuleList([_ExactGELU(in_dim, place), nn.Identity(),
                                   nn.Linear(in_dim, dim, **place)])
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.net[2](nn.gelu(self.net[0].proj(x)))
+        return self.net[2](self.net[0](x))
 
 
 class WanTimeTextEmbedding(nn.Module):
