@@ -63,6 +63,10 @@ def _options(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--rng", default="torch", choices=("torch", "numpy"),
                      help="the noise's random source; torch gives diffusers' video for a "
                           "seed (torch)")
+    sub.add_argument("--lora", action="append", default=[], metavar="FILE[:WEIGHT]",
+                     help="a LoRA patched into the transformer (diffusers/PEFT, ComfyUI or "
+                          "kohya keys, e.g. a step-distillation LoRA), WEIGHT 1 unless given; "
+                          "repeat for several")
     sub.add_argument("-o", "--out", default=None, metavar="FILE.mp4|FILE.webp|DIR",
                      help="the output (default: outputs/COMMAND-SEED.mp4)")
     sub.add_argument("--offload", action="store_true",
@@ -90,11 +94,29 @@ def _check(args: argparse.Namespace) -> Path:
     if args.steps < 1:
         raise ValueError(f"--steps must be at least 1, got {args.steps}")
     check_fps(args.fps)
+    for spec in args.lora:
+        _lora(spec)
     if not Path(args.model).is_dir():
         raise ValueError(f"--model {args.model}: not a folder (give a Wan diffusers folder)")
     out = Path(args.out) if args.out else Path("outputs") / f"{args.command}-{args.seed}.mp4"
     check_output(out)
     return out
+
+
+def _lora(spec: str) -> tuple[Path, float]:
+    """--lora FILE[:WEIGHT] as (file, weight); ValueError in one line for a missing file or a
+    weight that is not a number."""
+    path, weight = spec, 1.0
+    head, colon, tail = spec.rpartition(":")
+    if colon and head and not Path(spec).is_file():
+        try:
+            path, weight = head, float(tail)
+        except ValueError:
+            raise ValueError(f"--lora {spec}: WEIGHT after the last ':' must be a number "
+                             "(FILE[:WEIGHT])") from None
+    if not Path(path).is_file():
+        raise ValueError(f"--lora {spec}: no such file (give a LoRA .safetensors)")
+    return Path(path), weight
 
 
 def _picture(path: str) -> object:
@@ -146,6 +168,11 @@ def run(args: argparse.Namespace) -> int:
                          "(its model_index.json must name a WanPipeline)")
     pipe = WanPipeline.from_pretrained(args.model, dtype=_dtype(args.dtype),
                                        offload=args.offload)
+    if args.lora:
+        from ..lora import LoraManager
+
+        LoraManager(pipe.lora_targets()).set(
+            [(path, weight, weight) for path, weight in map(_lora, args.lora)])
     print(f"seed: {args.seed}", file=sys.stderr)
     bar = ProgressBar(args.command)
     videos = pipe(args.prompt, negative_prompt=args.negative_prompt, height=args.height,

@@ -68,7 +68,7 @@ def fitted_shape(path: Path, module: LoraModule, target: str,
     reshapes), or an inpainting UNet's conv_in whose 4 extra input channels the update leaves
     alone (the WebUI zero-pads them).
     """
-    natural = module.delta_shape
+    natural = module.tensors["bias"].shape if module.kind == "bias" else module.delta_shape
     if math.prod(natural) == math.prod(shape) or _inpaint_pad(natural, shape):
         return shape
     raise LoraError(f"{path}: {module.key!r} builds an update of shape {natural} for "
@@ -84,7 +84,10 @@ def _inpaint_pad(natural: tuple[int, ...], shape: tuple[int, ...]) -> bool:
 def delta(module: LoraModule, shape: tuple[int, ...], multiplier: float,
           dyn_dim: int | None = None) -> np.ndarray:
     """multiplier * alpha / rank * dW as float64 of `shape` (already checked by
-    `fitted_shape`)."""
+    `fitted_shape`); a "bias" module's: multiplier * its bias update, unscaled (PEFT's
+    `lora_B.bias` of diffusers' converted Wan LoRAs, whose alphas are folded in)."""
+    if module.kind == "bias":
+        return module.tensors["bias"].astype(np.float64).reshape(shape) * multiplier
     update = _natural(module, dyn_dim) * (multiplier * module.scale)
     if _inpaint_pad(update.shape, shape):
         update = np.pad(update, ((0, 0), (0, 5), (0, 0), (0, 0)))

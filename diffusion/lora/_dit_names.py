@@ -1,5 +1,5 @@
-"""Kohya's (sd-scripts') names for the layers of FLUX, SD3 and Z-Image LoRAs: BFL's,
-Stability's and Z-Image's checkpoint module paths, flattened (`double_blocks_0_img_attn_qkv`,
+"""Kohya's (sd-scripts') names for the layers of FLUX, SD3, Z-Image and Wan LoRAs: BFL's,
+Stability's, Z-Image's and Wan's checkpoint module paths, flattened (`double_blocks_0_img_attn_qkv`,
 `joint_blocks_3_x_block_mlp_fc1`, `layers_0_attention_qkv`), to diffusers' transformer
 modules, which our models carry.
 A fused projection (BFL's and SD3's qkv, FLUX's single-block linear1: q, k, v and the MLP's
@@ -97,11 +97,37 @@ def _zimage(config: dict[str, Any]) -> dict[str, list[Part]]:
     return aliases
 
 
+# Wan's original module names (ComfyUI's `diffusion_model.blocks.0.self_attn.q`) -> diffusers';
+# diffusers: `_convert_non_diffusers_wan_lora_to_diffusers`
+_WAN_BLOCK = {"self_attn.q": "attn1.to_q", "self_attn.k": "attn1.to_k", "self_attn.v": "attn1.to_v",
+              "self_attn.o": "attn1.to_out.0", "cross_attn.q": "attn2.to_q",
+              "cross_attn.k": "attn2.to_k", "cross_attn.v": "attn2.to_v",
+              "cross_attn.o": "attn2.to_out.0", "cross_attn.k_img": "attn2.add_k_proj",
+              "cross_attn.v_img": "attn2.add_v_proj", "ffn.0": "ffn.net.0.proj",
+              "ffn.2": "ffn.net.2"}
+_WAN_RENAMES = {"text_embedding.0": "condition_embedder.text_embedder.linear_1",
+                "text_embedding.2": "condition_embedder.text_embedder.linear_2",
+                "time_embedding.0": "condition_embedder.time_embedder.linear_1",
+                "time_embedding.2": "condition_embedder.time_embedder.linear_2",
+                "time_projection.1": "condition_embedder.time_proj", "head.head": "proj_out",
+                "img_emb.proj.1": "condition_embedder.image_embedder.ff.net.0.proj",
+                "img_emb.proj.3": "condition_embedder.image_embedder.ff.net.2"}
+
+
+def _wan(config: dict[str, Any]) -> dict[str, list[Part]]:
+    """Wan 2.1's original names, which ComfyUI's and musubi-tuner's LoRAs use."""
+    aliases = {_flat(source): [Part(target)] for source, target in _WAN_RENAMES.items()}
+    for i in range(config["num_layers"]):
+        aliases.update({_flat(f"blocks.{i}.{source}"): [Part(f"blocks.{i}.{target}")]
+                        for source, target in _WAN_BLOCK.items()})
+    return aliases
+
+
 def dit_aliases(model: Any, shapes: dict[str, tuple[int, ...]]) -> dict[str, list[Part]]:
-    """Kohya's flat name -> the parts it patches, for a FLUX, SD3 or Z-Image transformer (`shapes`:
-    module path -> weight shape); empty for other models (FLUX.2's too). Parts whose module the
-    model lacks (schnell's guidance embedder, SD3 blocks without dual attention) are left
-    out."""
+    """Kohya's flat name -> the parts it patches, for a FLUX, SD3, Z-Image or Wan transformer
+    (`shapes`: module path -> weight shape); empty for other models (FLUX.2's too). Parts
+    whose module the model lacks (schnell's guidance embedder, SD3 blocks without dual
+    attention, Wan 2.1 T2V's image projections) are left out."""
     config = model.config
     if "timestep_guidance_channels" in config:  # FLUX.2: no kohya names known yet
         return {}
@@ -111,6 +137,8 @@ def dit_aliases(model: Any, shapes: dict[str, tuple[int, ...]]) -> dict[str, lis
         aliases = _sd3(config)
     elif "cap_feat_dim" in config:
         aliases = _zimage(config)
+    elif "freq_dim" in config and "text_dim" in config:
+        aliases = _wan(config)
     else:
         return {}
     return {name: parts for name, parts in aliases.items()

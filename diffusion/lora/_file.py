@@ -12,6 +12,9 @@ Formats read (the ones the WebUI's built-in Lora extension and diffusers read fo
   transformer), the older `<module>.lora.down.weight` / `.lora.up.weight`,
   `lora_linear_layer.down/up`, and attention-processor names
   (`attn1.processor.to_q_lora.down`).
+- ComfyUI's Wan LoRAs: `diffusion_model.<module>.lora_down.weight` / `.lora_up.weight` /
+  `.alpha`, bias updates `.diff_b` (PEFT's `lora_B.bias`); norm layers' `.diff` / `.diff_b`
+  are skipped.
 
 Names are kept as the file spells them (one module per `LoraModule`); which model parameter a
 module patches is decided against a loaded model (`diffusion.lora._names`), because kohya's
@@ -53,11 +56,15 @@ _KOHYA_PARTS = {"lora_down.weight": "down", "lora_up.weight": "up", "lora_mid.we
                 "hada_w2_b": "w2b", "hada_t1": "t1", "hada_t2": "t2"}
 _DIFFUSERS_PARTS = {"lora_A.weight": "down", "lora_B.weight": "up", "lora.down.weight": "down",
                     "lora.up.weight": "up", "lora_linear_layer.down.weight": "down",
-                    "lora_linear_layer.up.weight": "up", "alpha": "alpha"}
+                    "lora_linear_layer.up.weight": "up", "alpha": "alpha",
+                    # ComfyUI's Wan LoRAs (lightx2v's step distillation): kohya's part names
+                    "lora_down.weight": "down", "lora_up.weight": "up",
+                    # and their bias updates (`blocks.0.self_attn.q.diff_b`: b' = b + w diff_b)
+                    "diff_b": "bias", "lora_B.bias": "bias"}
 # diffusers' old attention-processor LoRA names -> the projection they patch
 _PROCESSOR_NAMES = {"processor.to_q_lora": "to_q", "processor.to_k_lora": "to_k",
                     "processor.to_v_lora": "to_v", "processor.to_out_lora": "to_out.0"}
-_REQUIRED = {"lora": ("down", "up"), "loha": ("w1a", "w1b", "w2a", "w2b")}
+_REQUIRED = {"lora": ("down", "up"), "loha": ("w1a", "w1b", "w2a", "w2b"), "bias": ("bias",)}
 
 
 @dataclass(eq=False)
@@ -71,7 +78,7 @@ class LoraModule:
     component: str
     name: str
     key: str
-    kind: str = ""
+    kind: str = ""  # "lora", "loha", or "bias" (a bias update alone; a LoRA's rides along)
     tensors: dict[str, np.ndarray] = field(default_factory=dict)
     alpha: float | None = None
     rank_stabilized: bool = False  # PEFT's use_rslora: alpha / sqrt(rank)
@@ -132,6 +139,8 @@ class LoraFile:
             raise LoraError(str(exc)) from None
         modules: dict[tuple[str, str], LoraModule] = {}
         for key in file.keys():
+            if _norm_diff(key):
+                continue
             component, name, part = _split_key(path, key)
             module = modules.setdefault((component, name), LoraModule(component, name, key))
             _store(path, module, key, part, file.read(key))
@@ -174,6 +183,12 @@ def _split_key(path: Path, key: str) -> tuple[str, str, str]:
         "embedding)?")
 
 
+def _norm_diff(key: str) -> bool:
+    """A norm layer's `.diff` / `.diff_b` in a ComfyUI Wan LoRA: zeros in the published files,
+    skipped as diffusers' Wan conversion skips them."""
+    return key.endswith((".diff", ".diff_b")) and "norm" in key.rpartition(".")[0]
+
+
 def _part(path: Path, key: str, part: str, known: dict[str, str]) -> str:
     if part not in known:
         raise LoraError(f"{path}: tensor {key!r}: {part!r} is not a part of a LoRA, LoCon or LoHa "
@@ -211,12 +226,14 @@ def _store(path: Path, module: LoraModule, key: str, part: str, value: np.ndarra
 def _check_module(path: Path, module: LoraModule) -> None:
     """Set `module.kind` and check that its tensors fit together."""
     t = module.tensors
-    kind = "loha" if "w1a" in t else "lora"
+    kind = "loha" if "w1a" in t else "bias" if set(t) == {"bias"} else "lora"
     missing = [part for part in _REQUIRED[kind] if part not in t]
     if missing:
         raise LoraError(f"{path}: {module.component} module {module.name!r} lacks its "
                         f"{' and '.join(missing)} tensor(s); the file is incomplete")
     module.kind = kind
+    if kind == "bias":
+        return
     if kind == "lora":
         pairs = [("up", 1, "down", 0)] + ([("mid", 0, "down", 0)] if "mid" in t else [])
     else:

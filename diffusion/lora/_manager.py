@@ -195,8 +195,11 @@ class LoraManager:
                                            **quantized_weights(model)}
         found = table.get(flat(module.name))
         if found is not None:
+            if module.kind == "bias":
+                return [self._bias(file, module, found[0])]
             fitted_shape(file.path, module, found[0], found[1])
-            return [((component, found[0]), module)]
+            return [((component, found[0]), module)] + (
+                [self._bias(file, module, found[0])] if "bias" in module.tensors else [])
         parts = self._parts[component].get(flat(module.name))
         if parts is None:
             return None
@@ -208,13 +211,32 @@ class LoraManager:
             targets.append(((component, key), piece))
         return targets
 
+    def _bias(self, file: LoraFile, module: LoraModule, weight: str
+              ) -> tuple[Target, LoraModule]:
+        """The bias update (`diff_b`) `module` carries for the layer of parameter `weight`, as
+        a "bias" module of its own (made once per module)."""
+        key = weight.removesuffix(".weight") + ".bias"
+        parameter = self._parameters[module.component].get(key)
+        if parameter is None:
+            raise LoraError(f"{file.path}: {module.key!r} updates the bias of "
+                            f"{key.removesuffix('.bias')!r}, which has none in this model")
+        part = Part(key)
+        cached = self._pieces.get((id(module), part))
+        if cached is None or cached[0] is not module:
+            piece = module if module.kind == "bias" else LoraModule(
+                module.component, module.name, module.key, "bias",
+                {"bias": module.tensors["bias"]})
+            cached = self._pieces[(id(module), part)] = (module, piece)
+        fitted_shape(file.path, cached[1], key, tuple(parameter.shape))
+        return (module.component, key), cached[1]
+
     def _piece(self, file: LoraFile, module: LoraModule, part: Part) -> LoraModule:
         """The LoRA of one layer cut from a fused layer's (its rows of `up`, halves swapped
         where the layer's are), made once per module so that it compares equal on reuse."""
         cached = self._pieces.get((id(module), part))
         if cached is not None and cached[0] is module:
             return cached[1]
-        if module.kind != "lora" or "mid" in module.tensors:
+        if module.kind != "lora" or "mid" in module.tensors or "bias" in module.tensors:
             raise LoraError(f"{file.path}: {module.key!r} patches a fused layer; only plain "
                             "LoRA (up/down) updates can be split over its parts")
         up = module.tensors["up"]

@@ -70,11 +70,17 @@ def _joined(parts: list[Tensor]) -> Tensor:
 
 class WanAttention(nn.Module):
     """to_q/to_k/to_v/to_out.0 with RMS norms of q and k across all heads (norm_q, norm_k);
-    self-attention with rotary positions, or cross-attention to `context`. diffusers:
-    `WanAttention` (Wan 2.1 T2V: no added image projections)."""
+    self-attention with rotary positions, or cross-attention to `context`; with `added_kv`
+    (Wan 2.1 I2V's cross-attention) also to the image tokens through add_k_proj / add_v_proj
+    (k RMS-normed by norm_added_k), the two attentions summed. diffusers: `WanAttention`."""
 
-    def __init__(self, dim: int, heads: int, eps: float, place: Place) -> None:
+    def __init__(self, dim: int, heads: int, eps: float, place: Place,
+                 added_kv: int | None = None) -> None:
         self.heads = heads
+        if added_kv is not None:
+            self.add_k_proj = nn.Linear(added_kv, dim, **place)
+            self.add_v_proj = nn.Linear(added_kv, dim, **place)
+            self.norm_added_k = RMSNorm(dim, eps, place=place)
         self.to_q = nn.Linear(dim, dim, **place)
         self.to_k = nn.Linear(dim, dim, **place)
         self.to_v = nn.Linear(dim, dim, **place)
@@ -82,7 +88,8 @@ class WanAttention(nn.Module):
         self.norm_q = RMSNorm(dim, eps, place=place)
         self.norm_k = RMSNorm(dim, eps, place=place)
 
-    def forward(self, x: Tensor, context: Tensor | None = None, rotary: Rope = None) -> Tensor:
+    def forward(self, x: Tensor, context: Tensor | None = None, rotary: Rope = None,
+                image: Tensor | None = None) -> Tensor:
         source = x if context is None else context
         q = self.norm_q(self.to_q(x))
         k = self.norm_k(self.to_k(source))
@@ -90,7 +97,11 @@ class WanAttention(nn.Module):
         if rotary is not None:
             q = rope(q, *rotary, self.heads)
             k = rope(k, *rotary, self.heads)
-        return self.to_out[0](nn.attention(q, k, v, heads=self.heads))
+        out = nn.attention(q, k, v, heads=self.heads)
+        if image is not None:
+            out = out + nn.attention(q, self.norm_added_k(self.add_k_proj(image)),
+                                     self.add_v_proj(image), heads=self.heads)
+        return self.to_out[0](out)
 
 
 class FeedForward(nn.Module):
@@ -114,15 +125,17 @@ class WanTransformerBlock(nn.Module):
         dim = cfg["num_attention_heads"] * cfg["attention_head_dim"]
         self.eps = cfg["eps"]
         self.attn1 = WanAttention(dim, cfg["num_attention_heads"], cfg["eps"], place)
-        self.attn2 = WanAttention(dim, cfg["num_attention_heads"], cfg["eps"], place)
+        self.attn2 = WanAttention(dim, cfg["num_attention_heads"], cfg["eps"], place,
+                                  cfg["added_kv_proj_dim"])
         self.norm2 = (nn.LayerNorm(dim, cfg["eps"], **place) if cfg["cross_attn_norm"]
                       else None)
         self.ffn = FeedForward(dim, cfg["ffn_dim"], place)
         self.scale_shift_table = nn.parameter((1, 6, dim), **place)
 
     def forward(self, x: Tensor, context: Tensor, segments: list[Segment],
-                rotary: Rope) -> Tensor:
-        """x (B, L, dim), context (B, Lt, dim); `segments` cover x's tokens in order."""
+                rotary: Rope, image: Tensor | None = None) -> Tensor:
+        """x (B, L, dim), context (B, Lt, dim), image (B, Li, dim) or None; `segments` cover
+        x's tokens in order."""
         # 1. the six modulations of each segment: the block's table plus its time projection
         mods = [_chunks(self.scale_shift_table + projection, 6) for _, _, projection in segments]
         # 2. modulated self-attention, gated residual
@@ -133,7 +146,7 @@ class WanTransformerBlock(nn.Module):
                      zip(_split(x, segments), _split(attn, segments), mods)])
         # 3. cross-attention to the text, plain residual
         normed = self.norm2(x) if self.norm2 is not None else x
-        x = x + self.attn2(normed, context)
+        x = x + self.attn2(normed, context, image=image)
         # 4. modulated feed-forward, gated residual
         normed = nn.layer_norm(x, None, None, eps=self.eps)
         ff = self.ffn(_joined([modulate(part, m[3], m[4]) for part, m in
@@ -154,15 +167,53 @@ class TextProjection(nn.Module):
         return self.linear_2(nn.gelu(self.linear_1(x), approximate="tanh"))
 
 
+class ImageEmbedding(nn.Module):
+    """CLIP image states (B, Li, image_dim) -> (B, Li, dim): norm1, ff (Linear, exact GELU,
+    Linear), norm2. diffusers: `WanImageEmbedding` (without FLF2V's pos_embed)."""
+
+    def __init__(self, in_dim: int, dim: int, place: Place) -> None:
+        self.norm1 = nn.LayerNorm(in_dim, **place)
+        self.ff = _GeluFeedForward(in_dim, dim, place)
+        self.norm2 = nn.LayerNorm(dim, **place)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.norm2(self.ff(self.norm1(x)))
+
+
+class _ExactGELU(nn.Module):
+    """proj, exact GELU. diffusers: `GELU(approximate="none")`."""
+
+    def __init__(self, dim: int, place: Place) -> None:
+        self.proj = nn.Linear(dim, dim, **place)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return nn.gelu(self.proj(x))
+
+
+class _GeluFeedForward(nn.Module):
+    """net.0.proj, exact GELU, net.2. diffusers: `FeedForward(in, out, mult=1,
+    activation_fn="gelu")`."""
+
+    def __init__(self, in_dim: int, dim: int, place: Place) -> None:
+        self.net = nn.ModuleList([_ExactGELU(in_dim, place), nn.Identity(),
+                                  nn.Linear(in_dim, dim, **place)])
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net[2](self.net[0](x))
+
+
 class WanTimeTextEmbedding(nn.Module):
-    """timestep -> (temb (B, dim), its projection (B, 6, dim)); text states -> (B, Lt, dim).
-    diffusers: `WanTimeTextImageEmbedding` (without its image embedder)."""
+    """timestep -> (temb (B, dim), its projection (B, 6, dim)); text states -> (B, Lt, dim);
+    Wan 2.1 I2V's CLIP image states -> (B, Li, dim) (`image_embedder`). diffusers:
+    `WanTimeTextImageEmbedding`."""
 
     def __init__(self, cfg: dict[str, Any], dim: int, place: Place) -> None:
         self.dtype, self.freq_dim = place["dtype"], cfg["freq_dim"]
         self.time_embedder = TimestepEmbedding(cfg["freq_dim"], dim, place)
         self.time_proj = nn.Linear(dim, 6 * dim, **place)
         self.text_embedder = TextProjection(cfg["text_dim"], dim, place)
+        if cfg["image_dim"] is not None:
+            self.image_embedder = ImageEmbedding(cfg["image_dim"], dim, place)
 
     def forward(self, timestep: Any, device: Device) -> tuple[Tensor, Tensor]:
         t = np.asarray(timestep, np.float32).reshape(-1)
@@ -193,8 +244,9 @@ class WanTransformer3DModel(nn.Module):
     """Latent video (B, in_channels, F, H, W) and UMT5 states (B, Lt, text_dim) -> the flow
     (B, out_channels, F, H, W).
 
-    Config: `transformer/config.json` of a Wan 2.1 text-to-video folder (diffusers' fields;
-    the image-to-video `image_dim` / `added_kv_proj_dim` are not supported yet). Parameter
+    Config: `transformer/config.json` of a Wan 2.1 text- or image-to-video folder (diffusers'
+    fields; I2V's `image_dim` / `added_kv_proj_dim` add the image embedder and the image
+    cross-attention; FLF2V's `pos_embed_seq_len` is not supported yet). Parameter
     names are diffusers' (`patch_embedding.weight`, `condition_embedder.time_proj.weight`,
     `blocks.0.attn1.norm_q.weight`, `blocks.0.ffn.net.0.proj.weight`, `scale_shift_table`,
     ...). diffusers: `WanTransformer3DModel(hidden_states, timestep,
@@ -204,10 +256,13 @@ class WanTransformer3DModel(nn.Module):
     def __init__(self, config: dict[str, Any], *, dtype: Any = np.float32,
                  device: Device | None = None) -> None:
         cfg = {**_DEFAULTS, **config}
-        if cfg["image_dim"] is not None or cfg["added_kv_proj_dim"] is not None:
-            raise ValueError("this Wan transformer reads an image (image_dim / "
-                             "added_kv_proj_dim: image-to-video), which is not supported yet; "
-                             "use a Wan 2.1 text-to-video model")
+        if cfg["pos_embed_seq_len"] is not None:
+            raise ValueError("this Wan transformer reads two pictures (pos_embed_seq_len: Wan "
+                             "2.1 first-last-frame-to-video), which is not supported yet; use "
+                             "a Wan 2.1 text- or image-to-video model")
+        if (cfg["image_dim"] is None) != (cfg["added_kv_proj_dim"] is None):
+            raise ValueError("a Wan transformer config sets image_dim and added_kv_proj_dim "
+                             "together (image-to-video) or neither")
         if cfg["qk_norm"] != "rms_norm_across_heads":
             raise ValueError(f"Wan qk_norm {cfg['qk_norm']!r} is not supported; this model "
                              "implements 'rms_norm_across_heads'")
@@ -269,12 +324,24 @@ class WanTransformer3DModel(nn.Module):
             embeddings.append(temb)
         return segments, embeddings
 
+    def encode_image(self, states: Tensor) -> Tensor:
+        """CLIP vision states (B, Li, image_dim) -> the image context (B, Li, dim) of Wan 2.1
+        I2V's cross-attention; the same for every step."""
+        if self.config["image_dim"] is None:
+            raise ValueError("this Wan transformer reads no image (no image_dim: a "
+                             "text-to-video model)")
+        return self.condition_embedder.image_embedder(cast(states, self.dtype))
+
     def forward(self, hidden_states: Tensor, timestep: Any, encoder_hidden_states: Tensor, *,
-                context: Tensor | None = None) -> Tensor:
+                context: Tensor | None = None, encoder_hidden_states_image: Tensor | None = None,
+                image_context: Tensor | None = None) -> Tensor:
         """hidden_states (B, C, F, H, W) with F, H, W multiples of patch_size; timestep (B,)
         host numbers on the 0..1000 scale (WanPipeline's `t`), or (B, F / pt) one per latent
         frame (Wan 2.2's image-to-video: 0 for the given first frame); encoder_hidden_states
-        (B, Lt, text_dim), or `context` = `encode_text(...)` given instead."""
+        (B, Lt, text_dim), or `context` = `encode_text(...)` given instead; Wan 2.1 I2V:
+        encoder_hidden_states_image (B, Li, image_dim) CLIP states, or `image_context` =
+        `encode_image(...)`. diffusers takes the image states the same way (it concatenates
+        them before the text and splits them off again in each block)."""
         batch, channels, frames, height, width = hidden_states.shape
         pt, ph, pw = self.patch
         if frames % pt or height % ph or width % pw:
@@ -289,10 +356,16 @@ class WanTransformer3DModel(nn.Module):
         segments, embeddings = self.segments(timestep, grid[0], grid[1] * grid[2])
         if context is None:
             context = self.encode_text(encoder_hidden_states)
+        if image_context is None and encoder_hidden_states_image is not None:
+            image_context = self.encode_image(encoder_hidden_states_image)
+        if (image_context is None) != (self.config["image_dim"] is None):
+            raise ValueError("this Wan transformer reads an image (image-to-video): give its "
+                             "CLIP states" if image_context is None else
+                             "this Wan transformer reads no image (text-to-video)")
         tables = self.rotary(*grid)
         # 2. the blocks
         for block in self.blocks:
-            x = block(x, context, segments, tables)
+            x = block(x, context, segments, tables, image_context)
         # 3. the final modulated norm, projection and the patches put back
         normed = nn.layer_norm(x, None, None, eps=self.config["eps"])
         ends = [_chunks(self.scale_shift_table + temb.reshape(batch, 1, -1), 2)

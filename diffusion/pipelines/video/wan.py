@@ -19,6 +19,7 @@ import os
 import re
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -129,6 +130,12 @@ class WanPipeline:
             yield
         finally:
             offload_weights(network)
+
+    def lora_targets(self) -> Any:
+        """What a `LoraManager` patches: the transformer, as `transformer` (diffusers' and PEFT's
+        `transformer.` keys) and as `unet` (ComfyUI's `diffusion_model.`, kohya's
+        `lora_unet_`)."""
+        return SimpleNamespace(unet=self.transformer, transformer=self.transformer)
 
     @property
     def temporal_factor(self) -> int:

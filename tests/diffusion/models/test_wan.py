@@ -69,9 +69,12 @@ def test_per_frame_timesteps_equal_diffusers_per_token(first_device: gpucore.Dev
 
 
 @pytest.mark.nodevice
-def test_wan_transformer_refuses_image_to_video() -> None:
-    with pytest.raises(ValueError, match="image-to-video"):
-        WanTransformer3DModel({**WAN_TINY, "image_dim": 32, "added_kv_proj_dim": 32})
+def test_wan_transformer_refuses_first_last_frame() -> None:
+    with pytest.raises(ValueError, match="first-last-frame"):
+        WanTransformer3DModel({**WAN_TINY, "image_dim": 32, "added_kv_proj_dim": 24,
+                               "pos_embed_seq_len": 514})
+    with pytest.raises(ValueError, match="together"):
+        WanTransformer3DModel({**WAN_TINY, "image_dim": 32})
 
 
 def test_wan_transformer_f16(f16_device: gpucore.Device) -> None:
@@ -88,3 +91,41 @@ def test_wan_transformer_f16(f16_device: gpucore.Device) -> None:
                asarray(text, dtype=np.float16, device=f16_device)).numpy()
     assert got.dtype == np.float16
     assert_close(got.astype(np.float32), expected, tol=2e-2)
+
+
+def test_image_to_video_transformer_equals_diffusers(first_device: gpucore.Device) -> None:
+    """Wan 2.1 I2V's transformer: the CLIP image states through the image embedder and the
+    blocks' added image cross-attention (add_k_proj / add_v_proj, norm_added_k), latents with
+    the conditioning channels; diffusers splits the image tokens off a 512-token text."""
+    import diffusers
+    from sd_tiny import randomized
+
+    dim = WAN_TINY["num_attention_heads"] * WAN_TINY["attention_head_dim"]
+    reference = randomized(diffusers.WanTransformer3DModel(
+        **{**WAN_TINY, "in_channels": 12, "image_dim": 20, "added_kv_proj_dim": dim}), 9,
+        scale=0.3)
+    ours = WanTransformer3DModel(dict(reference.config), device=first_device)
+    ours.load_state_dict(state_dict(reference))
+    rng = np.random.default_rng(2)
+    latents = rng.standard_normal((1, 12, 2, 4, 6)).astype(np.float32)
+    text = rng.standard_normal((1, 512, WAN_TINY["text_dim"])).astype(np.float32)
+    image = rng.standard_normal((1, 5, 20)).astype(np.float32)
+    timestep = np.array([400.0], np.float32)
+
+    def reference_flow(picture: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return reference(torch.from_numpy(latents), torch.from_numpy(timestep),
+                             torch.from_numpy(text),
+                             encoder_hidden_states_image=torch.from_numpy(picture)
+                             ).sample.numpy()
+
+    expected = reference_flow(image)
+    got = ours(asarray(latents, device=first_device), timestep,
+               asarray(text, device=first_device),
+               encoder_hidden_states_image=asarray(image, device=first_device)).numpy()
+    assert got.shape == (1, 4, 2, 4, 6)
+    assert_close(got, expected, tol=TOL)
+    other = 2 * rng.standard_normal(image.shape).astype(np.float32)
+    assert np.abs(reference_flow(other) - expected).mean() > 0.1 * np.abs(expected).mean()
+    with pytest.raises(ValueError, match="reads an image"):
+        ours(asarray(latents, device=first_device), timestep, asarray(text, device=first_device))
