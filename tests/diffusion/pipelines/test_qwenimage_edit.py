@@ -1,0 +1,81 @@
+"""Qwen-Image-Edit against diffusers' QwenImageEditPipeline on a tiny random folder: the
+reference picture's latents beside the noise, the instruction read with the picture by
+Qwen2.5-VL (vision tokens, multimodal positions), true CFG; the picture and the prompt both
+visibly matter."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("diffusers", reason="diffusers is a test-only reference (extra: reference)")
+import torch
+from PIL import Image
+from qwenedit_tiny import tiny_qwenimage_edit_pipeline
+
+import gpucore
+from diffusion.pipelines.flow.qwen_image_edit import QwenImageEditPipeline
+
+AREA = 64 * 96  # the reference's pixels (diffusers' 1024 x 1024 would be slow here)
+TOL = 1e-3  # of mean abs pixel in [0, 1]; typically ~1e-6 (float32 throughout)
+PROMPT = "make the red circle blue and the square green, " * 4
+NEGATIVE = "a blurry photo, " * 4
+
+
+def _picture(seed: int, low: int = 0, high: int = 256) -> Image.Image:
+    return Image.fromarray(np.random.default_rng(seed).integers(low, high, (60, 100, 3),
+                                                                dtype=np.uint8))
+
+
+@pytest.fixture(scope="module")
+def tiny_edit(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    """The folder and diffusers' pipeline of it, patched in two ways: the reference at AREA
+    pixels, and the text encoder given `mm_token_type_ids`, without which transformers 5
+    builds no multimodal positions (transformers 4, which Qwen-Image-Edit was made with,
+    found the image tokens itself)."""
+    from diffusers.pipelines.qwenimage import pipeline_qwenimage_edit as module
+
+    root = tmp_path_factory.mktemp("tiny-qwen-edit")
+    pipe = tiny_qwenimage_edit_pipeline(root)
+    dimensions = module.calculate_dimensions
+    patch = pytest.MonkeyPatch()
+    patch.setattr(module, "calculate_dimensions", lambda area, ratio: dimensions(AREA, ratio))
+    encoder, image_token = pipe.text_encoder, pipe.text_encoder.config.image_token_id
+    forward = encoder.forward
+
+    def with_types(input_ids: Any = None, **kwargs: Any) -> Any:
+        return forward(input_ids=input_ids, mm_token_type_ids=(input_ids == image_token).int(),
+                       **kwargs)
+
+    patch.setattr(encoder, "forward", with_types)
+    yield root / "qwen-edit", pipe
+    patch.undo()
+
+
+def _diffusers(pipe: Any, image: Image.Image, prompt: str) -> np.ndarray:
+    return pipe(image=image, prompt=prompt, negative_prompt=NEGATIVE, true_cfg_scale=4.0,
+                num_inference_steps=2, generator=torch.Generator().manual_seed(7),
+                output_type="np").images[0]
+
+
+def test_edit_equals_diffusers(first_device: gpucore.Device, tiny_edit: tuple[Path, Any]
+                               ) -> None:
+    folder, reference = tiny_edit
+    ours = QwenImageEditPipeline.from_pretrained(folder, device=first_device)
+    ours.reference_area = AREA
+    picture = _picture(1, 0, 60)
+
+    def edit(image: Image.Image, prompt: str) -> np.ndarray:
+        return ours(prompt, image=image, negative_prompt=NEGATIVE, true_cfg_scale=4.0,
+                    num_inference_steps=2, seed=7)[0]
+
+    expected = _diffusers(reference, picture, PROMPT)
+    got = edit(picture, PROMPT)
+    assert got.shape == expected.shape == (64, 96, 3)
+    assert np.abs(got - expected).mean() < TOL
+    # the reference picture and the instruction both visibly matter
+    assert np.abs(edit(_picture(2, 200), PROMPT) - got).mean() > 10 * TOL
+    assert np.abs(edit(picture, "paint it all yellow, " * 4) - got).mean() > 10 * TOL
