@@ -52,6 +52,7 @@ EDIT_TEMPLATE = (
     "<|im_start|>assistant\n")
 EDIT_TEMPLATE_TOKENS = 64  # the template's leading tokens whose states are dropped
 IMAGE_PAD = "<|image_pad|>"
+REFERENCE_AREA = 1024 * 1024  # the pixels the reference is resized to, as diffusers'
 
 
 def reference_dimensions(width: int, height: int, area: int = 1024 * 1024) -> tuple[int, int]:
@@ -69,9 +70,10 @@ class QwenImageEditPipeline(QwenImagePipeline):
     processor/preprocessor_config.json)."""
 
     def __init__(self, *, vision: Qwen2_5_VisionTransformer, processor_config: dict[str, Any],
-                 reference_area: int = 1024 * 1024, **parts: Any) -> None:
+                 reference_area: int | None = None, **parts: Any) -> None:
         super().__init__(**parts)
-        self.vision, self.reference_area = vision, int(reference_area)
+        self.vision = vision
+        self.reference_area = int(reference_area or REFERENCE_AREA)
         size = processor_config.get("size") or {}
         self.pixel_limits = (
             int(processor_config.get("min_pixels") or size.get("shortest_edge") or 56 * 56),

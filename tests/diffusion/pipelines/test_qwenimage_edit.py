@@ -16,7 +16,10 @@ import torch
 from PIL import Image
 from qwenedit_tiny import tiny_qwenimage_edit_pipeline
 
+import diffusion.cli.main as cli
+import diffusion.pipelines.flow.qwen_image_edit as edit_module
 import gpucore
+from diffusion.pipelines.families import family_of
 from diffusion.pipelines.flow.qwen_image_edit import QwenImageEditPipeline
 
 AREA = 64 * 96  # the reference's pixels (diffusers' 1024 x 1024 would be slow here)
@@ -79,3 +82,31 @@ def test_edit_equals_diffusers(first_device: gpucore.Device, tiny_edit: tuple[Pa
     # the reference picture and the instruction both visibly matter
     assert np.abs(edit(_picture(2, 200), PROMPT) - got).mean() > 10 * TOL
     assert np.abs(edit(picture, "paint it all yellow, " * 4) - got).mean() > 10 * TOL
+
+
+def test_edit_from_the_cli(first_device: gpucore.Device, tiny_edit: tuple[Path, Any],
+                           tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """img2img's init image is the picture to edit, the prompt the instruction: diffusers'
+    picture (through a PNG); txt2img and a strength are refused in one line."""
+    folder, reference = tiny_edit
+    assert family_of(folder)[1] == "qwen-image-edit"
+    monkeypatch.setattr(edit_module, "REFERENCE_AREA", AREA)
+    init = tmp_path / "init.png"
+    _picture(1, 0, 60).save(init)
+    common = ("--model", str(folder), "--width", "96", "--height", "64", "--steps", "2",
+              "--sampler", "diffusers", "--rng", "torch", "--seed", "7", "--dtype", "float32",
+              "--cfg-scale", "4", "--negative-prompt", NEGATIVE, "--prompt", PROMPT)
+    assert cli.main(["img2img", *common, "--init-image", str(init),
+                     "--out", str(tmp_path / "a.png")]) == 0
+    out, err = capsys.readouterr()
+    assert "qwen-image-edit" in err
+    with Image.open(out.strip()) as image:
+        ours = np.asarray(image.convert("RGB"), np.float32) / 255
+    expected = _diffusers(reference, Image.open(init).convert("RGB"), PROMPT)
+    assert np.abs(ours - expected).mean() < 0.01  # the PNG's rounding
+    for argv in (["txt2img", *common], ["img2img", *common, "--init-image", str(init),
+                                        "--strength", "0.5"]):
+        assert cli.main([*argv, "--out", str(tmp_path / "b.png")]) != 0
+        err = capsys.readouterr()[1]
+        assert "Qwen-Image-Edit" in err and "Traceback" not in err
