@@ -110,3 +110,37 @@ def test_edit_from_the_cli(first_device: gpucore.Device, tiny_edit: tuple[Path, 
         assert cli.main([*argv, "--out", str(tmp_path / "b.png")]) != 0
         err = capsys.readouterr()[1]
         assert "Qwen-Image-Edit" in err and "Traceback" not in err
+
+
+def test_edit_through_the_server(first_device: gpucore.Device, tiny_edit: tuple[Path, Any],
+                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """img2img's init_images[0] is the picture to edit: Euler over the Simple schedule at 2
+    steps with the CPU noise source draws diffusers' picture; a mask is refused (4xx)."""
+    pytest.importorskip("fastapi", reason="the server extra is not installed")
+    import base64
+    import io
+
+    from fastapi.testclient import TestClient
+    from server_support import CachedLoader, png_b64
+
+    from diffusion.server import create_app
+
+    folder, reference = tiny_edit
+    monkeypatch.setattr(edit_module, "REFERENCE_AREA", AREA)
+    picture = _picture(3, 0, 60)
+    app = create_app(model=folder, models_dir=folder.parent, outputs=folder.parent / "out",
+                     max_size=256, loader=CachedLoader())
+    body = {"prompt": PROMPT, "negative_prompt": NEGATIVE, "init_images": [png_b64(picture)],
+            "width": 96, "height": 64, "steps": 2, "seed": 7, "cfg_scale": 4,
+            "sampler_name": "Euler", "override_settings": {"randn_source": "CPU"}}
+    with TestClient(app) as client:
+        response = client.post("/sdapi/v1/img2img", json=body)
+        assert response.status_code == 200, response.text
+        data = base64.b64decode(response.json()["images"][0])
+        with Image.open(io.BytesIO(data)) as image:
+            ours = np.asarray(image.convert("RGB"), np.float32) / 255
+        assert np.abs(ours - _diffusers(reference, picture, PROMPT)).mean() < 0.01
+        masked = client.post("/sdapi/v1/img2img", json={
+            **body, "mask": png_b64(Image.new("L", picture.size, 255))})
+        assert 400 <= masked.status_code < 500
+        assert "Qwen-Image" in masked.text
