@@ -48,13 +48,13 @@ def _prompt(grids: np.ndarray) -> np.ndarray:
     return np.concatenate(ids)
 
 
-def test_prompt_with_pictures_equals_transformers(device: gpucore.Device) -> None:
+def test_prompt_with_pictures_equals_transformers(first_device: gpucore.Device) -> None:
     reference = _reference()
-    language = LLMTextModel(language_model_config(reference.config.to_dict()), device=device)
+    language = LLMTextModel(language_model_config(reference.config.to_dict()), device=first_device)
     language.load_state_dict({k.removeprefix("language_model."): v
                               for k, v in state_dict(reference).items()
                               if k.startswith("language_model.")})
-    vision = Qwen2_5_VisionTransformer(VISION, device=device)
+    vision = Qwen2_5_VisionTransformer(VISION, device=first_device)
     vision.load_state_dict({k.removeprefix("visual."): v for k, v in state_dict(reference).items()
                             if k.startswith("visual.")})
     grids = np.asarray([[1, 6, 10], [1, 4, 4]], np.int64)
