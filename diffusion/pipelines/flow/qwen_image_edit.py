@@ -121,26 +121,39 @@ class QwenImageEditPipeline(QwenImagePipeline):
             picture = picture.resize((width, height), Image.Resampling.LANCZOS)
         return picture, width, height
 
-    def encode_edit_prompt(self, prompts: Sequence[str], picture: Any) -> tuple[Tensor, Any]:
-        """Each instruction read with the picture (one prompt at a time, unpadded), the first
-        64 states dropped, zero-padded to the longest: (B, L, hidden) float32 and the mask
-        (B, L), None when no row is padded. diffusers: `QwenImageEditPipeline.encode_prompt(
-        prompt, image)`."""
+    def pictures(self, image: Any) -> tuple[list[Any], list[tuple[Any, int, int]]]:
+        """The pictures Qwen2.5-VL reads, and the (picture, width, height) the VAE encodes:
+        the reference at `reference_area` for both."""
+        picture, width, height = self.reference(image)
+        return [picture], [(picture, width, height)]
+
+    def prompt_text(self, prompt: str, count: int) -> str:
+        """The template around the instruction, with the pictures' image slots."""
+        return EDIT_TEMPLATE.format(prompt)
+
+    def encode_edit_prompt(self, prompts: Sequence[str], pictures: Sequence[Any]
+                           ) -> tuple[Tensor, Any]:
+        """Each instruction read with the pictures (one prompt at a time, unpadded), the
+        first 64 states dropped, zero-padded to the longest: (B, L, hidden) float32 and the
+        mask (B, L), None when no row is padded. diffusers: `QwenImageEditPipeline.
+        encode_prompt(prompt, image)`."""
         low, high = self.pixel_limits
         config = self.vision.config
-        pixels, grid = qwen_vision_pixels(picture, patch_size=config["patch_size"],
-                                          merge_size=config["spatial_merge_size"],
-                                          temporal_patch_size=config["temporal_patch_size"],
-                                          min_pixels=low, max_pixels=high,
-                                          device=self.vision.device)
+        read = [qwen_vision_pixels(picture, patch_size=config["patch_size"],
+                                   merge_size=config["spatial_merge_size"],
+                                   temporal_patch_size=config["temporal_patch_size"],
+                                   min_pixels=low, max_pixels=high, device=self.vision.device)
+                for picture in pictures]
+        pixels = np.concatenate([one[0] for one in read])
+        grids = np.concatenate([one[1] for one in read])
         rows = []
         for prompt in prompts:
-            text = expand_image_pads(EDIT_TEMPLATE.format(prompt), grid,
+            text = expand_image_pads(self.prompt_text(prompt, len(pictures)), grids,
                                      merge=config["spatial_merge_size"])
             ids = np.asarray(self.tokenizer.tokenizer.encode(text).ids, np.int64)
             states = encode_with_images(self.text_encoder, self.vision, ids,
                                         image_token_id=self.image_token_id,
-                                        pixel_values=pixels, grid_thw=grid)
+                                        pixel_values=pixels, grid_thw=grids)
             rows.append(states.numpy()[0, EDIT_TEMPLATE_TOKENS:])
         length = max(len(r) for r in rows)
         out = np.zeros((len(rows), length, rows[0].shape[-1]), np.float32)
@@ -167,9 +180,9 @@ class QwenImageEditPipeline(QwenImagePipeline):
                  image: Any = None
                  ) -> tuple[Callable[[np.ndarray, float], np.ndarray], tuple[int, ...], float]:
         """QwenImagePipeline.velocity with the reference `image` (None: Qwen-Image's flow,
-        as the edit model draws without one): its latent tokens after the noise tokens in
-        every call, the prompt read with it. True CFG needs a negative prompt (None: none,
-        as diffusers)."""
+        as the edit model draws without one; a list: the pictures of an Edit Plus model):
+        its latent tokens after the noise tokens in every call, the prompt read with it.
+        True CFG needs a negative prompt (None: none, as diffusers)."""
         if image is None:
             return super().velocity(prompts, height=height, width=width,
                                     true_cfg_scale=true_cfg_scale,
@@ -179,16 +192,17 @@ class QwenImageEditPipeline(QwenImagePipeline):
         if height < scale or width < scale:
             raise ValueError(f"height and width must be at least {scale}, got {height}x{width}")
         batch = len(prompts)
-        picture, ref_width, ref_height = self.reference(image)
-        positive = self.encode_edit_prompt(prompts, picture)
+        read, encoded = self.pictures(image)
+        positive = self.encode_edit_prompt(prompts, read)
         negative = None
         if true_cfg_scale > 1 and negative_prompt is not None:
             negatives = ([negative_prompt] * batch if isinstance(negative_prompt, str)
                          else list(negative_prompt))
-            negative = self.encode_edit_prompt(negatives, picture)
-        reference = pack(self.reference_latents(picture, ref_width, ref_height))
-        references = [(2 * (ref_height // scale) // 2, 2 * (ref_width // scale) // 2)]
-        tokens_after = np.repeat(reference, batch, 0)
+            negative = self.encode_edit_prompt(negatives, read)
+        tokens_after = np.repeat(np.concatenate(
+            [pack(self.reference_latents(*one)) for one in encoded], axis=1), batch, 0)
+        references = [(ref_height // scale, ref_width // scale)
+                      for _, ref_width, ref_height in encoded]
         h, w = 2 * (int(height) // scale), 2 * (int(width) // scale)
         noise_tokens = (h // 2) * (w // 2)
         dtype, device = self.transformer.dtype, self.transformer.device

@@ -1,6 +1,7 @@
 """`QwenImageEditModel`: Qwen-Image-Edit behind the `generate(request)` every door calls,
 Qwen-Image's `FlowModel` whose img2img reads the init image as the picture to edit, and the
-registry's detection, loader and defaults for it.
+registry's detection, loader and defaults for it (Edit-2509 and later,
+`QwenImageEditPlusPipeline` folders, with the init image as their one reference).
 
 As Forge Neo maps img2img onto edit models, the request's init image is the reference and its
 prompt the instruction ("make it night"). The run starts from noise beside the reference's
@@ -9,7 +10,7 @@ The reference is resized to about a megapixel as diffusers' QwenImageEditPipelin
 whatever the picture's size; the result is drawn at the request's width x height. The CFG
 scale is diffusers' `true_cfg_scale` against the negative prompt ("" when none is given), as
 for Qwen-Image. An edit model needs its picture: txt2img is refused. No inpainting or hires
-fix yet; Qwen-Image-Edit-2509 (several references, `QwenImageEditPlusPipeline`) not yet.
+fix yet; several references (an Edit Plus model's) only from Python yet.
 """
 
 from __future__ import annotations
@@ -97,19 +98,21 @@ def qwenimage_edit_defaults(path: str | os.PathLike[str], family: str) -> Sampli
 
 def load_qwenimage_edit_model(path: str | os.PathLike[str], family: str, options: LoadOptions
                               ) -> QwenImageEditModel:
-    """A QwenImageEditPipeline diffusers folder as a QwenImageEditModel, `options.defaults`
+    """A QwenImageEditPipeline or QwenImageEditPlusPipeline (Edit-2509 and later: one
+    reference through the init image) diffusers folder as a QwenImageEditModel,
+    `options.defaults`
     (the folder's defaults.json) over `qwenimage_edit_defaults`."""
     from .qwen_image_edit import QwenImageEditPipeline
+    from .qwen_image_edit_plus import QwenImageEditPlusPipeline
 
-    if family != "qwen-image-edit":
-        raise ValueError(f"{Path(path).name} is a Qwen-Image-Edit-2509 (Plus) folder, which "
-                         "is not supported yet; use a Qwen-Image-Edit folder")
+    kind = QwenImageEditPlusPipeline if family == "qwen-image-edit-plus" else (
+        QwenImageEditPipeline)
     if options.base is not None or options.text_encoders:
         raise ValueError("a Qwen-Image-Edit folder holds every part itself; leave --base and "
                          "--text-encoder out")
     path = Path(path)
-    pipe = QwenImageEditPipeline.from_pretrained(path, dtype=options.dtype,
-                                                 device=options.device, variant=options.variant)
+    pipe = kind.from_pretrained(path, dtype=options.dtype, device=options.device,
+                                variant=options.variant)
     return QwenImageEditModel(pipe, family=family, name=path.name, defaults=options.defaults,
                               modules=pipe.modules)
 
