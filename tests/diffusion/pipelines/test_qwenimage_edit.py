@@ -146,3 +146,40 @@ def test_edit_through_the_server(first_device: gpucore.Device, tiny_edit: tuple[
             **body, "mask": png_b64(Image.new("L", picture.size, 255))})
         assert 400 <= masked.status_code < 500
         assert "Qwen-Image" in masked.text
+
+
+def test_edit_plus_equals_diffusers(first_device: gpucore.Device, tiny_edit: tuple[Path, Any],
+                                    tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two references of different sizes, each read at the condition area and encoded at the
+    reference area (both scaled down alike), the output at the last one's size by default:
+    diffusers' QwenImageEditPlusPipeline; the second reference visibly matters."""
+    import diffusers
+    from diffusers.pipelines.qwenimage import pipeline_qwenimage_edit_plus as module
+
+    from diffusion.pipelines.flow.qwen_image_edit_plus import QwenImageEditPlusPipeline
+
+    _, edit = tiny_edit
+    reference = diffusers.QwenImageEditPlusPipeline(**edit.components)
+    reference.save_pretrained(tmp_path / "plus")
+    dimensions, shrink = module.calculate_dimensions, AREA / (1024 * 1024)
+    monkeypatch.setattr(module, "calculate_dimensions",
+                        lambda area, ratio: dimensions(area * shrink, ratio))
+    ours = QwenImageEditPlusPipeline.from_pretrained(tmp_path / "plus", device=first_device)
+    ours.reference_area, ours.condition_area = AREA, int(384 * 384 * shrink)
+    first = _picture(1, 0, 60)
+    def square(low: int, high: int) -> Image.Image:
+        return Image.fromarray(np.random.default_rng(4).integers(low, high, (80, 80, 3),
+                                                                 dtype=np.uint8))
+
+    second = square(150, 256)
+    guidance = {"negative_prompt": NEGATIVE, "true_cfg_scale": 4.0, "num_inference_steps": 2}
+    expected = reference(image=[first, second], prompt=PROMPT, output_type="np",
+                         generator=torch.Generator().manual_seed(7), **guidance).images[0]
+    got = ours(PROMPT, image=[first, second], seed=7, **guidance)[0]
+    assert got.shape == expected.shape == (64, 64, 3)
+    # a tighter tolerance than TOL: the second picture's effect on the tiny model is smaller
+    # (16 of the 56 image tokens); the error stays ~1e-6 all the same
+    tol = 1e-4
+    assert np.abs(got - expected).mean() < tol
+    other = ours(PROMPT, image=[first, square(0, 40)], seed=7, **guidance)[0]
+    assert np.abs(other - got).mean() > 10 * tol
