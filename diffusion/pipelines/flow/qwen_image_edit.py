@@ -116,7 +116,8 @@ class QwenImageEditPipeline(QwenImagePipeline):
         from PIL import Image
 
         picture = rgb_picture(image)
-        width, height = reference_dimensions(*picture.size, area=self.reference_area)
+        width, height = reference_dimensions(picture.size[0], picture.size[1],
+                                             area=self.reference_area)
         if picture.size != (width, height):
             picture = picture.resize((width, height), Image.Resampling.LANCZOS)
         return picture, width, height

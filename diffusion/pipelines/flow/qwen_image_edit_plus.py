@@ -45,10 +45,11 @@ class QwenImageEditPlusPipeline(QwenImageEditPipeline):
         read, encoded = [], []
         for one in images:
             picture = rgb_picture(one)
-            size = reference_dimensions(*picture.size, area=self.condition_area)
+            width, height = picture.size
+            size = reference_dimensions(width, height, area=self.condition_area)
             read.append(picture if picture.size == size
                         else picture.resize(size, Image.Resampling.LANCZOS))
-            encoded.append((picture, *reference_dimensions(*picture.size,
+            encoded.append((picture, *reference_dimensions(width, height,
                                                            area=self.reference_area)))
         return read, encoded
 
