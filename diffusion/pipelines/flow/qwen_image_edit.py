@@ -207,7 +207,8 @@ class QwenImageEditPipeline(QwenImagePipeline):
         h, w = 2 * (int(height) // scale), 2 * (int(width) // scale)
         noise_tokens = (h // 2) * (w // 2)
         dtype, device = self.transformer.dtype, self.transformer.device
-        branches = [None, None] if cache is None else [cache.branch() for _ in range(2)]
+        branches = [None, None] if cache is None else [
+            cache.branch() for _ in range(1 + (negative is not None))]
 
         def predict(packed: Tensor, t: np.ndarray, text: tuple[Tensor, Any], i: int
                     ) -> np.ndarray:
