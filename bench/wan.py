@@ -124,6 +124,7 @@ class _Part:
     def __init__(self, name: str, part: str, quick: bool) -> None:
         self.name, self.part = name, part
         rng = np.random.default_rng(0)
+        self.inputs: dict[str, Any]
         if name == "umt5":
             length, prompt = (12, 5) if quick else (512, 40)
             self.config = TINY_UMT5 if quick else UMT5_XXL
@@ -238,7 +239,7 @@ def _one_part(part: _Part, device: gpucore.Device, cuda: Any) -> list[dict[str, 
         out = None
     wdtype = torch.float16 if dtype == np.float16 else torch.float32
     weights = {k: v.detach().to(wdtype).cpu().numpy() for k, v in ref.state_dict().items()}
-    ref = x = None  # torch's copy freed before ours loads
+    del ref, x  # torch's copy freed before ours loads
     gc.collect()
     if cuda:
         torch.cuda.empty_cache()
@@ -265,14 +266,14 @@ def _one_part(part: _Part, device: gpucore.Device, cuda: Any) -> list[dict[str, 
     gpu = prof.total_ns() / 1e6 if prof is not None else float("nan")
     peak = device.memory_stats().peak_allocated
     got = _read(outputs).reshape(expected.shape)
-    outputs = None
+    del outputs
     row = {**label, "impl": "ours", "dtype": dtype.name, "gpu_ms": gpu, "wall_ms": wall,
            "dispatches": sum(v for k, v in counts.items() if k != "copy"),
            "peak_gib": (peak - base) / GIB, "driver_step_peak_gib": driver.peak,
            "rel_err": float(np.abs(got - expected).max() / np.abs(expected).max())}
     if "wall_ms" in reference:
         row["vs_bf16"] = reference["wall_ms"] / row["wall_ms"]
-    ours = fn = warm = None
+    del ours, fn, warm
     gc.collect()
     device.empty_pool()
     return [reference, row]
