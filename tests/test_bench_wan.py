@@ -39,13 +39,30 @@ def test_quick_rows_match_the_reference_and_a_failure_keeps_the_rest(
         assert row["dispatches"] > 0 and row["wall_ms"] > 0
 
 
-def test_the_step_is_both_guidance_passes() -> None:
+def test_the_full_configs_are_the_released_models() -> None:
+    """diffusers / transformers build the full configs (on torch's meta device: no memory)
+    at the released models' sizes; the step's inputs are both guidance passes."""
+    import diffusers
+    import torch
+    import transformers
+
     from bench import wan
 
+    def billions(module: torch.nn.Module) -> float:
+        return round(sum(p.numel() for p in module.parameters()) / 1e9, 2)
+
+    with torch.device("meta"):
+        assert billions(diffusers.WanTransformer3DModel(**wan.WAN21_1_3B)) == 1.42
+        assert billions(diffusers.WanTransformer3DModel(**wan.WAN22_5B)) == 5.0
+        assert billions(transformers.UMT5EncoderModel(
+            transformers.UMT5Config(**wan.UMT5_XXL))) == 5.68
+        for config in (wan.VAE21, wan.VAE22):
+            diffusers.AutoencoderKLWan(**config)
+    assert wan.MODELS["wan21_1_3b"][2] == (16, 21, 60, 104)  # 81 frames of 480 x 832
+    assert wan.MODELS["wan22_5b"][2] == (48, 31, 44, 80)  # 121 frames of 704 x 1280
     part = wan._Part("wan21_1_3b", "step", True)
     assert set(part.inputs) == {"latents", "t", "positive", "negative"}
     assert part.inputs["latents"].shape == (1, *wan.TINY["wan21_1_3b"][2])
-    assert wan.MODELS["wan21_1_3b"][2] == (16, 21, 60, 104)  # 81 frames of 480 x 832
 
 
 def test_an_unknown_model_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
