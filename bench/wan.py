@@ -12,7 +12,8 @@ unmasked (a prompt padded as WanPipeline pads it), to the last hidden states.
 
 Weights: torch draws them once on its device (seed 0; transformer and text encoder
 normal(0, 0.02), norm scales 1 + normal(0, 0.02); the VAE torch's default initialization),
-times the reference in bf16, hands them to the host one tensor at a time as float16 and frees
+times the reference in bf16 (the modules from_pretrained keeps float32 kept so: Wan's rotary
+tables, time embedder and norms, T5's `wo`), hands them to the host one tensor at a time as float16 and frees
 its copy; ours loads them (float16 where the adapter has shader-f16, float32 otherwise).
 To keep the whole run near 150 s on an H100, each side is timed once, after a warm-up call
 that runs the same kernels on less work (one guidance pass of the step, the first two latent
@@ -103,7 +104,8 @@ def _randomize(ref: Any, torch: Any) -> Any:
 
 
 def _built(make: Callable[[], Any], dev: str, randomize: bool) -> Any:
-    """`make()` built on `dev` in bf16, its weights drawn there (seed 0)."""
+    """`make()` built on `dev` in bf16 as diffusers / transformers load it, its weights drawn
+    there (seed 0)."""
     import torch
 
     torch.manual_seed(0)
@@ -114,7 +116,14 @@ def _built(make: Callable[[], Any], dev: str, randomize: bool) -> Any:
             ref = make()
     finally:
         torch.set_default_dtype(saved)
-    ref = ref.to(torch.bfloat16).eval()
+    # bf16 but for the modules from_pretrained(torch_dtype=torch.bfloat16) keeps float32
+    # (`_keep_in_fp32_modules`: Wan's rotary tables, time embedder and norms; T5's `wo`)
+    keep = tuple(getattr(ref, "_keep_in_fp32_modules", None) or ())
+    with torch.no_grad():
+        for name, tensor in [*ref.named_parameters(), *ref.named_buffers()]:
+            kept = any(module in name.split(".") for module in keep)
+            tensor.data = tensor.data.to(torch.float32 if kept else torch.bfloat16)
+    ref = ref.eval()
     return _randomize(ref, torch) if randomize else ref
 
 
@@ -213,7 +222,9 @@ def _one_part(part: _Part, device: gpucore.Device, cuda: Any) -> list[dict[str, 
     dtype = np.dtype(np.float16 if device.has_f16 else np.float32)
     dev = "cuda" if cuda else "cpu"
     tdtype = torch.bfloat16 if cuda else torch.float32
-    ref = part.reference(dev).to(tdtype)
+    ref = part.reference(dev)
+    if not cuda:
+        ref = ref.float()  # the reference on the CPU: float32
     x = _on_torch(part.inputs, tdtype, dev)
     with torch.no_grad():
         part.reference_call(ref, x, warm=True)
