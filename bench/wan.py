@@ -13,8 +13,9 @@ unmasked (a prompt padded as WanPipeline pads it), to the last hidden states.
 Weights: torch draws them once on its device (seed 0; transformer and text encoder
 normal(0, 0.02), norm scales 1 + normal(0, 0.02); the VAE torch's default initialization),
 times the reference in bf16 (the modules from_pretrained keeps float32 kept so: Wan's rotary
-tables, time embedder and norms, T5's `wo`), hands them to the host one tensor at a time as float16 and frees
-its copy; ours loads them (float16 where the adapter has shader-f16, float32 otherwise).
+tables, time embedder and norms, T5's `wo`), hands them to the host one tensor at a time as
+float16 and frees its copy; ours loads them (float16 where the adapter has shader-f16,
+float32 otherwise).
 To keep the whole run near 150 s on an H100, each side is timed once, after a warm-up call
 that runs the same kernels on less work (one guidance pass of the step, the first two latent
 frames of the decode); the timed call gives the output and the peak memory, ours' with its
