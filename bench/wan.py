@@ -315,6 +315,8 @@ def run(quick: bool = False) -> dict[str, Any]:
             except Exception as exc:  # an out-of-memory part loses its row only
                 part_rows = [{"model": name, "part": part, "impl": "ours",
                               "error": f"{type(exc).__name__}: {str(exc)[:300]}"}]
+            # freed out of the handler: its traceback holds the failed part's tensors
+            if "error" in part_rows[-1]:
                 gc.collect()
                 device.empty_pool()
                 if cuda:
