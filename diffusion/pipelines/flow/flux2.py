@@ -74,6 +74,8 @@ class Flux2KleinPipeline:
     `scheduler_config` is the folder's `scheduler/scheduler_config.json`; `distilled`:
     model_index.json's `is_distilled` (no CFG pass)."""
 
+    text_layers: tuple[int, ...] = TEXT_LAYERS  # the encoder's hidden states, side by side
+
     def __init__(self, *, transformer: Flux2Transformer2DModel, vae: AutoencoderKLFlux2,
                  text_encoder: LLMTextModel, tokenizer: LLMTokenizer,
                  scheduler_config: dict[str, Any], distilled: bool = False) -> None:
@@ -84,9 +86,9 @@ class Flux2KleinPipeline:
         self.modules: list[str] = []
         self.vae_scale_factor = 2 ** (len(vae.config["block_out_channels"]) - 1)
         layers = text_encoder.config["num_hidden_layers"]
-        if layers < max(TEXT_LAYERS) + 1:
-            raise ValueError(f"FLUX.2 klein reads Qwen3's hidden states after layers "
-                             f"{TEXT_LAYERS}; this text encoder has {layers} layers")
+        if layers < max(self.text_layers) + 1:
+            raise ValueError(f"FLUX.2 reads the text encoder's hidden states after layers "
+                             f"{self.text_layers}; this text encoder has {layers} layers")
 
     @classmethod
     def from_pretrained(cls, path: str | Path, *, dtype: Any = np.float32,
@@ -118,12 +120,13 @@ class Flux2KleinPipeline:
             text_encoder = load_llm_file(files[0], config=component_config(path, "text_encoder"))
         assert transformer is not None and text_encoder is not None
         hidden = text_encoder.config["hidden_size"]
-        wanted = transformer.config.get("joint_attention_dim")
-        if wanted is not None and wanted != len(TEXT_LAYERS) * hidden:
-            raise ValueError(f"the text encoder's states are {len(TEXT_LAYERS) * hidden} wide "
-                             f"({len(TEXT_LAYERS)} layers of {hidden}), the transformer reads "
-                             f"{wanted}: klein 4B reads Qwen3-4B, klein 9B Qwen3-8B; give the "
-                             "text encoder that goes with the transformer")
+        wanted, count = transformer.config.get("joint_attention_dim"), len(cls.text_layers)
+        if wanted is not None and wanted != count * hidden:
+            raise ValueError(f"the text encoder's states are {count * hidden} wide "
+                             f"({count} layers of {hidden}), the transformer reads "
+                             f"{wanted}: klein 4B reads Qwen3-4B, klein 9B Qwen3-8B, dev "
+                             "Mistral Small 3.1; give the text encoder that goes with the "
+                             "transformer")
         place = {"dtype": dtype, "device": device or default_device()}
         with deferred():  # each parameter takes GPU memory when its values arrive
             pipe = cls(
@@ -148,7 +151,8 @@ class Flux2KleinPipeline:
         as the transformer attends to it there)."""
         chats = [qwen3_chat_prompt(p, enable_thinking=False) for p in prompts]
         ids, mask = self.tokenizer(chats, max_sequence_length, padding="max_length")
-        stacked = concatenate(self.text_encoder.hidden_states_of(ids, mask, TEXT_LAYERS), axis=2)
+        stacked = concatenate(self.text_encoder.hidden_states_of(ids, mask, self.text_layers),
+                              axis=2)
         dtype = self.transformer.x_embedder.weight.dtype
         return stacked if stacked.dtype == dtype else stacked.astype(dtype)
 
@@ -156,6 +160,11 @@ class Flux2KleinPipeline:
         """Whether a call at `guidance_scale` runs a negative pass (diffusers'
         `do_classifier_free_guidance`)."""
         return guidance_scale > 1 and not self.distilled
+
+    def embedded_guidance(self, guidance_scale: float, batch: int) -> np.ndarray | None:
+        """The transformer's guidance input for `batch` latents: none for klein (FLUX.2
+        dev's guidance-distilled model embeds the scale)."""
+        return None
 
     def velocity(self, prompts: Sequence[str], *, height: int, width: int,
                  num_inference_steps: int, guidance_scale: float = 4.0,
@@ -185,6 +194,7 @@ class Flux2KleinPipeline:
             "in_channels"]
         device = self.transformer.x_embedder.weight.device
         g = np.float32(guidance_scale)
+        embedded = self.embedded_guidance(guidance_scale, batch)
         branches = [] if cache is None else [cache.branch() for _ in range(1 + guided)]
 
         def apart(packed: np.ndarray, timestep: np.float32) -> np.ndarray:
@@ -194,7 +204,7 @@ class Flux2KleinPipeline:
                 states = take_slice(text, i * batch, (i + 1) * batch, axis=0)
                 out = self.transformer(asarray(packed, dtype=dtype, device=device), states,
                                        np.full(batch, timestep, np.float32), img_ids, txt_ids,
-                                       rotary=rotary, cache=branch)
+                                       embedded, rotary=rotary, cache=branch)
                 preds.append(out.numpy().astype(np.float32))
             return np.concatenate(preds)
 
@@ -208,7 +218,7 @@ class Flux2KleinPipeline:
                     packed = np.concatenate([packed, packed])
                 out = self.transformer(asarray(packed, dtype=dtype, device=device), text,
                                        np.full(len(packed), timestep, np.float32), img_ids,
-                                       txt_ids, rotary=rotary)
+                                       txt_ids, embedded, rotary=rotary)
                 pred = out.numpy().astype(np.float32)
             if guided:
                 positive, negative = pred[:batch], pred[batch:]
