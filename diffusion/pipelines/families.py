@@ -66,7 +66,7 @@ FAMILIES: tuple[FamilyLoader, ...] = (
                  latent_channels=16, module_parts=True),
     FamilyLoader("Z-Image (Turbo, Base)", zimage_family, load_zimage_model, zimage_defaults,
                  latent_channels=16),
-    FamilyLoader("FLUX.2 klein", flux2_family, load_flux2_model, flux2_defaults,
+    FamilyLoader("FLUX.2 (klein, dev)", flux2_family, load_flux2_model, flux2_defaults,
                  latent_channels=32),
     FamilyLoader("Qwen-Image", qwenimage_family, load_qwenimage_model, qwenimage_defaults,
                  latent_channels=16),
