@@ -1,0 +1,90 @@
+"""The CLIP interrogator on gpustd against transformers' CLIPModel on the same tiny random
+weights: the WebUI's ranking (softmax of 100 x image-text similarity, top N per list) and its
+text; the 422-style errors naming what to add."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="test-only reference (extra: reference)")
+pytest.importorskip("transformers", reason="test-only reference (extra: reference)")
+
+from clip_interrogate_ref import TERMS, write_clip_model, write_terms  # noqa: E402
+from PIL import Image  # noqa: E402
+
+import gpucore  # noqa: E402
+from diffusion.interrogate import ClipInterrogator, InterrogateModelError  # noqa: E402
+from diffusion.models.clip_vision import clip_pixels  # noqa: E402
+from diffusion.text.tokenizer import CLIPTokenizer  # noqa: E402
+
+pytestmark = pytest.mark.skipif(not gpucore.devices(), reason="no GPU adapter present")
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, ClipInterrogator]:
+    root = tmp_path_factory.mktemp("clip")
+    model = write_clip_model(root / "CLIP")
+    write_terms(root / "interrogate")
+    return model, ClipInterrogator(root / "CLIP", root / "interrogate")
+
+
+def _picture(seed: int) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (37, 45, 3), dtype=np.uint8))
+
+
+def _reference(model: Any, picture: Image.Image) -> list[tuple[str, float]]:
+    """The WebUI's rank() with transformers' CLIPModel features."""
+    pixels = torch.from_numpy(clip_pixels(picture, 30))
+    tokenizer = CLIPTokenizer()
+    out = []
+    with torch.no_grad():
+        image = model.get_image_features(pixel_values=pixels)
+        image = getattr(image, "pooler_output", image)
+        image = image / image.norm(dim=-1, keepdim=True)
+        for name in sorted(TERMS):
+            terms = TERMS[name]
+            ids = torch.from_numpy(tokenizer(terms).astype(np.int64))
+            text = model.get_text_features(input_ids=ids)
+            text = getattr(text, "pooler_output", text)
+            text = text / text.norm(dim=-1, keepdim=True)
+            probs = (100.0 * image @ text.T).softmax(dim=-1)[0]
+            top = 3 if name.endswith("top3") else 1
+            values, labels = probs.topk(top)
+            out += [(terms[int(i)], float(v) * 100) for v, i in zip(values, labels)]
+    return out
+
+
+def test_ranking_matches_transformers(setup: tuple[Any, ClipInterrogator]) -> None:
+    model, clip = setup
+    answers = set()
+    for seed in (1, 2, 3):
+        picture = _picture(seed)
+        got, want = clip.ranks(picture, {}), _reference(model, picture)
+        assert [term for term, _ in got] == [term for term, _ in want]
+        np.testing.assert_allclose([s for _, s in got], [s for _, s in want], atol=0.5)
+        answers.add(tuple(term for term, _ in got))
+    assert len(answers) > 1  # the picture matters
+    probs = [score for _, score in got]
+    assert max(probs) > 40  # the text matters: far from a flat softmax
+    text = clip.caption(picture, {})
+    assert text == ", ".join(term for term, _ in want)
+    ranked = clip.caption(picture, {"interrogate_return_ranks": True})
+    assert ranked.startswith(f"({want[0][0]}:{want[0][1] / 100:.3f}), (")
+    skipped = clip.caption(picture, {"interrogate_clip_skip_categories": ["artists"],
+                                     "interrogate_clip_dict_limit": 2})
+    assert skipped.split(", ")[0] in TERMS["flavors.top3"][:2]
+    assert len(skipped.split(", ")) == 3
+
+
+def test_missing_files_name_what_to_add(tmp_path: Path) -> None:
+    with pytest.raises(InterrogateModelError, match="no transformers CLIPModel"):
+        ClipInterrogator(tmp_path, tmp_path).check()
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    with pytest.raises(InterrogateModelError, match=r"no term lists \(\*.txt\) in"):
+        ClipInterrogator(tmp_path, tmp_path / "none").check()
