@@ -4,7 +4,7 @@
 transformers CLIPModel and the WebUI's term lists.
 """
 
-from .clip import CLIP_OPTIONS, ClipInterrogator
+from .clip import CLIP_OPTIONS, ClipInterrogator, check_clip_options
 from .deepbooru import (
     DEEPBOORU_OPTIONS,
     DeepBooru,
@@ -14,4 +14,4 @@ from .deepbooru import (
 )
 
 __all__ = ["CLIP_OPTIONS", "DEEPBOORU_OPTIONS", "ClipInterrogator", "DeepBooru",
-           "InterrogateModelError", "check_options", "format_tags"]
+           "InterrogateModelError", "check_clip_options", "check_options", "format_tags"]

@@ -27,7 +27,8 @@ from gpucore import Device, default_device
 
 from .deepbooru import InterrogateModelError
 
-__all__ = ["CLIP_OPTIONS", "Category", "ClipInterrogator", "rank", "read_categories"]
+__all__ = ["CLIP_OPTIONS", "Category", "ClipInterrogator", "check_clip_options", "rank",
+           "read_categories"]
 
 # the WebUI's options and their defaults (its "Interrogate" section)
 CLIP_OPTIONS: dict[str, Any] = {"interrogate_clip_dict_limit": 1500,
@@ -35,6 +36,26 @@ CLIP_OPTIONS: dict[str, Any] = {"interrogate_clip_dict_limit": 1500,
 _TOPN = re.compile(r"\.top(\d+)$")
 _WEIGHTS = ("model.safetensors", "pytorch_model.bin")
 _BATCH = 64  # terms encoded at once
+
+
+def check_clip_options(body: Mapping[str, Any]) -> dict[str, Any]:
+    """CLIP_OPTIONS' entries of an options body (POST /sdapi/v1/options), checked:
+    ValueError saying which is wrong."""
+    updates: dict[str, Any] = {}
+    if "interrogate_clip_dict_limit" in body:
+        value = body["interrogate_clip_dict_limit"]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or \
+                value != int(value):
+            raise ValueError("interrogate_clip_dict_limit must be a whole number of terms, 0 "
+                             f"or more (0: all), got {value!r}")
+        updates["interrogate_clip_dict_limit"] = int(value)
+    if "interrogate_clip_skip_categories" in body:
+        value = body["interrogate_clip_skip_categories"]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ValueError("interrogate_clip_skip_categories must be a list of term list "
+                             f"names (e.g. [\"artists\"]), got {value!r}")
+        updates["interrogate_clip_skip_categories"] = value
+    return updates
 
 
 @dataclass(frozen=True)

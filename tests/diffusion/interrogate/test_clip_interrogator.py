@@ -13,13 +13,11 @@ import pytest
 torch = pytest.importorskip("torch", reason="test-only reference (extra: reference)")
 pytest.importorskip("transformers", reason="test-only reference (extra: reference)")
 
-from clip_interrogate_ref import TERMS, write_clip_model, write_terms  # noqa: E402
+from clip_interrogate_ref import TERMS, reference_ranks, write_clip_model, write_terms  # noqa: E402
 from PIL import Image  # noqa: E402
 
 import gpucore  # noqa: E402
 from diffusion.interrogate import ClipInterrogator, InterrogateModelError  # noqa: E402
-from diffusion.models.clip_vision import clip_pixels  # noqa: E402
-from diffusion.text.tokenizer import CLIPTokenizer  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not gpucore.devices(), reason="no GPU adapter present")
 
@@ -37,34 +35,12 @@ def _picture(seed: int) -> Image.Image:
     return Image.fromarray(rng.integers(0, 256, (37, 45, 3), dtype=np.uint8))
 
 
-def _reference(model: Any, picture: Image.Image) -> list[tuple[str, float]]:
-    """The WebUI's rank() with transformers' CLIPModel features."""
-    pixels = torch.from_numpy(clip_pixels(picture, 30))
-    tokenizer = CLIPTokenizer()
-    out = []
-    with torch.no_grad():
-        image = model.get_image_features(pixel_values=pixels)
-        image = getattr(image, "pooler_output", image)
-        image = image / image.norm(dim=-1, keepdim=True)
-        for name in sorted(TERMS):
-            terms = TERMS[name]
-            ids = torch.from_numpy(tokenizer(terms).astype(np.int64))
-            text = model.get_text_features(input_ids=ids)
-            text = getattr(text, "pooler_output", text)
-            text = text / text.norm(dim=-1, keepdim=True)
-            probs = (100.0 * image @ text.T).softmax(dim=-1)[0]
-            top = 3 if name.endswith("top3") else 1
-            values, labels = probs.topk(top)
-            out += [(terms[int(i)], float(v) * 100) for v, i in zip(values, labels)]
-    return out
-
-
 def test_ranking_matches_transformers(setup: tuple[Any, ClipInterrogator]) -> None:
     model, clip = setup
     answers = set()
-    for seed in (1, 2, 3):
+    for seed in (1, 2):
         picture = _picture(seed)
-        got, want = clip.ranks(picture, {}), _reference(model, picture)
+        got, want = clip.ranks(picture, {}), reference_ranks(model, picture)
         assert [term for term, _ in got] == [term for term, _ in want]
         np.testing.assert_allclose([s for _, s in got], [s for _, s in want], atol=0.5)
         answers.add(tuple(term for term, _ in got))
