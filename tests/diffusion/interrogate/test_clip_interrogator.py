@@ -17,7 +17,11 @@ from clip_interrogate_ref import TERMS, reference_ranks, write_clip_model, write
 from PIL import Image  # noqa: E402
 
 import gpucore  # noqa: E402
-from diffusion.interrogate import ClipInterrogator, InterrogateModelError  # noqa: E402
+from diffusion.interrogate import (  # noqa: E402
+    ClipInterrogator,
+    InterrogateModelError,
+    check_clip_options,
+)
 
 pytestmark = pytest.mark.skipif(not gpucore.devices(), reason="no GPU adapter present")
 
@@ -64,3 +68,13 @@ def test_missing_files_name_what_to_add(tmp_path: Path) -> None:
     (tmp_path / "model.safetensors").write_bytes(b"")
     with pytest.raises(InterrogateModelError, match=r"no term lists \(\*.txt\) in"):
         ClipInterrogator(tmp_path, tmp_path / "none").check()
+
+
+def test_options_are_checked() -> None:
+    body = {"interrogate_clip_dict_limit": 20.0, "interrogate_clip_skip_categories": ["a"]}
+    assert check_clip_options(body) == {"interrogate_clip_dict_limit": 20,
+                                        "interrogate_clip_skip_categories": ["a"]}
+    with pytest.raises(ValueError, match="interrogate_clip_dict_limit must be a whole number"):
+        check_clip_options({"interrogate_clip_dict_limit": -1})
+    with pytest.raises(ValueError, match="interrogate_clip_skip_categories must be a list"):
+        check_clip_options({"interrogate_clip_skip_categories": "artists"})
