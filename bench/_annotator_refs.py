@@ -75,7 +75,7 @@ def vendor(destination: str) -> Path:
     spec = importlib.util.find_spec("controlnet_aux")
     if spec is None or not spec.submodule_search_locations:
         raise SystemExit("controlnet_aux is not installed here: install the 'reference' extra")
-    source = Path(list(spec.submodule_search_locations)[0])
+    source = Path(next(iter(spec.submodule_search_locations)))
     target = Path(destination) / "controlnet_aux"
     target.mkdir(parents=True, exist_ok=True)
     ignore = shutil.ignore_patterns("__pycache__", "*.pth", "*.pt", "*.safetensors")
@@ -230,7 +230,7 @@ def rows(sizes: tuple[int, ...], modules: tuple[str, ...], device: gpucore.Devic
             try:
                 preprocess(module, image, device=device)  # loads the file once
                 row["ours_wall_ms"] = _harness.numpy_ms(
-                    lambda: preprocess(module, image, device=device), repeat=repeat)
+                    lambda m=module, i=image: preprocess(m, i, device=device), repeat=repeat)
                 call = _reference_call(net, kind, image, dev)
                 call()
                 row["torch_wall_ms"] = (_harness.torch_wall_ms(call, cuda, repeat) if cuda

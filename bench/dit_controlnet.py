@@ -40,7 +40,6 @@ import gpustd
 
 from . import _annotator_refs, _harness
 from . import dit_families as _dit
-from . import zimage as _zimage
 from .sdxl import _PeakMemory, _settled_use
 
 GIB = float(1 << 30)
@@ -129,7 +128,7 @@ def _flux_rows(quick: bool, device: gpucore.Device, cuda: Any) -> list[dict[str,
         gc.collect()
         if cuda:
             torch.cuda.empty_cache()
-    del tx
+    tx.clear()
     device.empty_pool()
     settled = _settled_use(device, cuda) if cuda else float("nan")
     device.reset_peak_memory()
@@ -161,10 +160,7 @@ def _flux_rows(quick: bool, device: gpucore.Device, cuda: Any) -> list[dict[str,
             "rel_err": float(np.abs(got - expected).max() / np.abs(expected).max())}
     if "wall_ms" in rows[0]:
         ours["vs_torch"] = rows[0]["wall_ms"] / ours["wall_ms"]
-    del transformer, controlnet, latents, control, text, pooled, cn_tables, tables
-    gc.collect()
-    device.empty_pool()
-    return [*rows, ours]
+    return [*rows, ours]  # its models freed by the caller's collect
 
 
 def run(quick: bool = False) -> dict[str, Any]:
@@ -187,6 +183,8 @@ def run(quick: bool = False) -> dict[str, Any]:
         device.empty_pool()
         if cuda:
             cuda.cuda.empty_cache()
+    gc.collect()
+    device.empty_pool()
     print(json.dumps(rows, default=float), f"({time.perf_counter() - start:.0f} s)", flush=True)
     with tempfile.TemporaryDirectory() as folder:
         for row in _annotator_refs.rows((32, 40) if quick else (512, 1024), wanted, device,
