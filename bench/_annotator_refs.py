@@ -72,10 +72,12 @@ def aux(name: str, *, bare: tuple[str, ...] = ()) -> Any:
 def vendor(destination: str) -> Path:
     """Copy the installed controlnet_aux's needed parts into `destination`/controlnet_aux
     (point BENCH_CONTROLNET_AUX at `destination` where it is not installed)."""
-    spec = importlib.util.find_spec("controlnet_aux")
-    if spec is None or not spec.submodule_search_locations:
+    loaded = sys.modules.get("controlnet_aux")  # (a bare package has no spec to find)
+    spec = None if loaded else importlib.util.find_spec("controlnet_aux")
+    if loaded is None and (spec is None or not spec.submodule_search_locations):
         raise SystemExit("controlnet_aux is not installed here: install the 'reference' extra")
-    source = Path(next(iter(spec.submodule_search_locations)))
+    source = Path(loaded.__path__[0] if loaded else
+                  next(iter(spec.submodule_search_locations)))  # type: ignore[arg-type, union-attr]
     target = Path(destination) / "controlnet_aux"
     target.mkdir(parents=True, exist_ok=True)
     ignore = shutil.ignore_patterns("__pycache__", "*.pth", "*.pt", "*.safetensors")
@@ -103,7 +105,7 @@ def _randomized(model: Any, seed: int, scale: float = 0.2) -> Any:
             else:
                 p.copy_(0.1 * torch.randn(p.shape, generator=gen))
         for module in model.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
+            if isinstance(module, torch.nn.BatchNorm2d) and module.running_var is not None:
                 module.running_var.uniform_(0.5, 1.5, generator=gen)
     return model.eval()
 
@@ -228,9 +230,9 @@ def rows(sizes: tuple[int, ...], modules: tuple[str, ...], device: gpucore.Devic
             row: dict[str, Any] = {"work": f"{module} {size}x{size}", "dtype": "float32",
                                    "mode": "round trip"}
             try:
-                preprocess(module, image, device=device)  # loads the file once
-                row["ours_wall_ms"] = _harness.numpy_ms(
-                    lambda m=module, i=image: preprocess(m, i, device=device), repeat=repeat)
+                ours = functools.partial(preprocess, module, image, device=device)
+                ours()  # loads the file once
+                row["ours_wall_ms"] = _harness.numpy_ms(ours, warmup=0, repeat=repeat)
                 call = _reference_call(net, kind, image, dev)
                 call()
                 row["torch_wall_ms"] = (_harness.torch_wall_ms(call, cuda, repeat) if cuda

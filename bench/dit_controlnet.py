@@ -13,7 +13,7 @@ at a time and frees its copy before ours loads them (one copy of the 23 GB at a 
 
 BENCH_PREPROCESSORS picks preprocessors, comma-separated (default: all seven;
 "none" skips them); `--quick`: a tiny transformer and ControlNet, lineart_realistic only, on
-pictures of 32 and 40 (a smoke run on any adapter).
+a 32x32 picture (a smoke run on any adapter).
 
     python -m bench dit_controlnet --json bench/results/dit_controlnet.json
     python -m bench.dit_controlnet --vendor DIR    # copy controlnet_aux's parts for a machine
@@ -187,8 +187,8 @@ def run(quick: bool = False) -> dict[str, Any]:
     device.empty_pool()
     print(json.dumps(rows, default=float), f"({time.perf_counter() - start:.0f} s)", flush=True)
     with tempfile.TemporaryDirectory() as folder:
-        for row in _annotator_refs.rows((32, 40) if quick else (512, 1024), wanted, device,
-                                        cuda, 1 if quick else 10, Path(folder)):
+        for row in _annotator_refs.rows((32,) if quick else (512, 1024), wanted, device,
+                                        cuda, 1 if quick else 5, Path(folder)):
             rows.append(dict(row, impl="ours vs controlnet_aux"))
     return {
         "benchmark": "dit_controlnet",
