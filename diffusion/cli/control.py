@@ -176,7 +176,7 @@ def build_control_specs(args: argparse.Namespace, open_image: Any) -> list[Contr
                              "outside inpainting (the extension's latent restore in "
                              "txt2img/img2img) is not supported here; use "
                              "inpaint_global_harmonious, or the inpaint command")
-        path = MAP_MODEL if (kind, text) == ("controlnet", MAP_MODEL) else _resolve(
+        path = MAP_MODEL if text == MAP_MODEL and kind in ("controlnet", "any") else _resolve(
             kind, text, folder)
         try:
             specs.append(ControlSpec(model=path,

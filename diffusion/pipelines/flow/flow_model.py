@@ -138,8 +138,15 @@ class FlowModel:
                             control=self.family in _CONTROL_FAMILIES,
                             step_cache=_STEP_CACHES.get(self.family, ()),
                             redux=self.family.startswith("flux-"), **no,
-                            control_map=self.family in _CONTROL_FAMILIES[:2]
-                            and bool(self.pipe.control_channels))
+                            control_map=self._widened)
+
+    @property
+    def _widened(self) -> bool:
+        """Whether a FLUX.1 transformer reads more channels than it writes: Canny / Depth dev's
+        control map (FluxPipeline.control_channels)."""
+        config = self.pipe.transformer.config
+        return self.family in _CONTROL_FAMILIES[:2] and config.get("in_channels") not in (
+            None, config.get("out_channels") or config.get("in_channels"))
 
     @property
     def placement(self) -> Placement:
