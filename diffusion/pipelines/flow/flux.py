@@ -209,8 +209,8 @@ class FluxPipeline:
                              "Canny / Depth dev do); give ControlNet units instead")
         if self.control_channels and not given:
             raise ValueError("FLUX.1 Canny / Depth dev needs its control image (the canny "
-                             "or depth map it follows): pass control_image= to FluxPipeline; "
-                             "the CLI and the server do not pass one yet")
+                             "or depth map it follows): pass control_image= to FluxPipeline "
+                             "(the CLI: --control-image; the server: a unit with model None)")
 
     def __call__(self, prompt: str | Sequence[str], *, height: int = 1024, width: int = 1024,
                  num_inference_steps: int = 28, guidance_scale: float = 3.5, seed: int = 0,
