@@ -144,6 +144,8 @@ def test_interrupt_stops_the_job(server: str, page: Any) -> None:
 
 
 def test_a_bad_frame_count_shows_the_servers_line(server: str, page: Any) -> None:
+    """The server's 422 line above the page, the page ready for another try; then a reload
+    keeps the Video tab and what was typed."""
     _video_tab(page, server, **{**SMALL, "Frames": 8})
     page.get_by_role("button", name="Generate", exact=True).click()
     error = page.locator("#error")
@@ -151,6 +153,13 @@ def test_a_bad_frame_count_shows_the_servers_line(server: str, page: Any) -> Non
     assert "frames must be 1 + 4k" in error.inner_text() and "use 5 or 9" in error.inner_text()
     assert "Traceback" not in error.inner_text()
     assert page.get_by_role("button", name="Generate", exact=True).is_visible()
+    # the tab and its settings survive a reload, as the image tabs' do
+    page.reload()
+    page.locator("#params[aria-busy=false]").wait_for(state="attached")
+    assert page.get_by_role("tab", name="Video", exact=True).get_attribute(
+        "aria-selected") == "true"
+    assert page.get_by_label("Frames", exact=True).input_value() == "8"
+    assert page.get_by_label("Video prompt", exact=True).input_value() == PROMPT
 
 
 def test_a_first_frame_goes_out_as_img2vid(server: str, page: Any, tmp_path: Path) -> None:
@@ -188,3 +197,19 @@ def _stand_in_answer(target: Path) -> dict[str, Any]:
     video = base64.b64encode(target.read_bytes()).decode("ascii")
     return {"video": video, "format": "mp4", "seed": 1, "frames": 1, "fps": 8, "width": 16,
             "height": 16, "interrupted": False}
+
+
+def test_no_video_model_no_video_tab(server: str, page: Any) -> None:
+    """A server whose models directory has no Wan folder (stood in for): the page is the image
+    page it was, a saved Video tab falls back to txt2img."""
+    page.add_init_script("localStorage.setItem('avx-gpu-webui:settings', "
+                         "JSON.stringify({tab: 'video'}))")
+    page.route("**/avx/video-models", lambda route: route.fulfill(
+        json={"models": [], "samplers": ["diffusers", "UniPC", "Euler"]}))
+    page.goto(server)
+    page.locator("#params[aria-busy=false]").wait_for(state="attached")
+    assert page.locator("#tab_video").is_hidden() and page.locator("#panel_video").is_hidden()
+    assert page.get_by_role("tab", name="txt2img", exact=True).get_attribute(
+        "aria-selected") == "true"
+    assert page.get_by_role("button", name="Generate", exact=True).is_visible()
+    assert page.locator("#error").is_hidden() and not page.errors, page.errors
