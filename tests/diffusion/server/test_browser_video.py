@@ -201,15 +201,24 @@ def _stand_in_answer(target: Path) -> dict[str, Any]:
 
 def test_no_video_model_no_video_tab(server: str, page: Any) -> None:
     """A server whose models directory has no Wan folder (stood in for): the page is the image
-    page it was, a saved Video tab falls back to txt2img."""
+    page it was, a saved Video tab falls back to txt2img; once the refresh button's rescan
+    finds one, the tab shows."""
     page.add_init_script("localStorage.setItem('avx-gpu-webui:settings', "
                          "JSON.stringify({tab: 'video'}))")
+    listed: list[dict[str, Any]] = []
     page.route("**/avx/video-models", lambda route: route.fulfill(
-        json={"models": [], "samplers": ["diffusers", "UniPC", "Euler"]}))
+        json={"models": listed, "samplers": ["diffusers", "UniPC", "Euler"]}))
     page.goto(server)
     page.locator("#params[aria-busy=false]").wait_for(state="attached")
     assert page.locator("#tab_video").is_hidden() and page.locator("#panel_video").is_hidden()
     assert page.get_by_role("tab", name="txt2img", exact=True).get_attribute(
         "aria-selected") == "true"
     assert page.get_by_role("button", name="Generate", exact=True).is_visible()
-    assert page.locator("#error").is_hidden() and not page.errors, page.errors
+    assert page.locator("#error").is_hidden()
+    listed.append({"title": "wan-i2v", "model_name": "wan-i2v", "first_frame": "required"})
+    page.get_by_role("button", name="Refresh model list").click()
+    page.get_by_role("tab", name="Video", exact=True).click()
+    assert page.get_by_label("Video model", exact=True).input_value() == "wan-i2v"
+    page.get_by_role("button", name="Generate", exact=True).click()
+    assert "makes videos from a first frame" in page.locator("#error").inner_text()
+    assert not page.errors, page.errors

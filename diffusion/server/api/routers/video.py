@@ -3,8 +3,9 @@ models directory). Neither the WebUI nor its forks define a video API, so this o
 server's own: the CLI's txt2vid / img2vid settings as JSON, the video back as base64 MP4 or
 animated WebP. A job runs on the worker's queue like a picture's; /sdapi/v1/progress follows
 its steps and /sdapi/v1/interrupt stops it after the current one (the frames are then decoded
-from where it stopped). Each worker keeps the last Wan model it ran loaded beside its picture
-model."""
+from where it stopped; with `force_task_id`, /internal/progress and /interrupt know the job by
+it). Each worker keeps the last Wan model it ran loaded beside its picture model. GET
+/avx/video-models lists the Wan folders for the page's Video tab."""
 
 from __future__ import annotations
 

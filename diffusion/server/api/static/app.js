@@ -8,7 +8,7 @@ import { initExtras } from "./extras.js";
 import { initPngInfo, loadPngInfo } from "./pnginfo.js";
 import { applyScript, initSections, sectionFields, sectionParameters, setRefinerModels, showScripts } from "./sections.js";
 import { loadNetworks } from "./networks.js";
-import { initVideo, showFirstFrame } from "./video.js";
+import { initVideo, loadVideoModels, showFirstFrame } from "./video.js";
 
 const STORAGE_KEY = "avx-gpu-webui:settings";
 const DEFAULTS_KEY = "avx-gpu-webui:defaults-for";  // the model whose defaults the saved settings started from
@@ -167,7 +167,7 @@ $("model").addEventListener("change", changeModel);
 $("refresh_models").addEventListener("click", async () => {
   try {
     await api("refresh-checkpoints", {});
-    await Promise.all([loadModels(), loadNetworks()]);
+    await Promise.all([loadModels(), loadNetworks(), loadVideoModels()]);
   } catch (error) {
     showError(error);
   }

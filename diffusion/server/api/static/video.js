@@ -148,8 +148,9 @@ async function generate() {
   }
 }
 
-/** Lists the video models and Wan's samplers; shows the Video tab when there is a model. */
-async function loadVideoModels() {
+/** Lists the video models and Wan's samplers; shows the Video tab when there is a model (the page
+ * calls it again after the refresh button's rescan). */
+export async function loadVideoModels() {
   const answer = await api("/avx/video-models");
   models = answer.models;
   const select = $("video_model");
@@ -181,7 +182,6 @@ export function initVideo() {
       $("video_generate").click();
     }
   });
-  $("refresh_models").addEventListener("click", () => loadVideoModels().catch(showError));
   return loadVideoModels();
 }
 
