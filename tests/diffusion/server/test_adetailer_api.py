@@ -122,19 +122,20 @@ def test_bad_units_are_refused(server: Any, args: list, message: str) -> None:
 
 
 def test_an_interrupted_pass_saves_nothing_partial(server: Any, plain: Any) -> None:
-    """Interrupted while the unit inpaints (its own 30 steps after the picture's 2), the job
+    """Interrupted while the unit inpaints (its own 150 steps, the most it may ask, after the
+    picture's 2: still running when the test sees its first step, however fast), the job
     answers and saves the picture as the first pass made it, without ADetailer's fields: no
     half-inpainted picture is kept."""
     url, _, root = server
     before = set((root / "outputs").rglob("*.png"))
-    unit = {**UNIT, "ad_use_steps": True, "ad_steps": 30}
+    unit = {**UNIT, "ad_use_steps": True, "ad_steps": 150}
     body = {**SETTINGS, "save_images": True,
             "alwayson_scripts": {"ADetailer": {"args": [True, False, unit]}}}
     running = Background(lambda: requests.post(f"{url}/sdapi/v1/txt2img", json=body))
 
     def inpainting() -> bool:
         state = requests.get(f"{url}/sdapi/v1/progress").json()["state"]
-        return state["sampling_steps"] == 30 and state["sampling_step"] >= 1
+        return state["sampling_steps"] == 150 and state["sampling_step"] >= 1
     wait_for(inpainting, what="ADetailer's inpaint pass to run")
     requests.post(f"{url}/sdapi/v1/interrupt")
     answer = running.result().json()
