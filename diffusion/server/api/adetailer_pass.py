@@ -1,26 +1,28 @@
-"""ADetailer's pass, on the worker after a job's pictures: for each picture and each unit, the
-unit's YOLO model finds its objects, they become masks (diffusion.detection.masks) and each
-mask is inpainted in turn over the picture, as the extension's `_postprocess_image` does: its
-own prompt ("[PROMPT]" the picture's, "[SEP]" one per detection; empty: the picture's), its
-denoising strength, mask blur, "Only masked" with its padding, masked content "original", the
-picture's seed, and its steps / CFG / sampler / CLIP skip where the unit asks for them. The
-picture's infotext gains the unit's fields as the extension writes them ("ADetailer model",
-"ADetailer confidence", ...; a second unit's with " 2nd").
+"""ADetailer's pass, on the worker over each picture of a job before it is saved (a
+diffusion.server.jobs.pictures PictureHook): for each unit, the unit's YOLO model finds its
+objects, they become masks (diffusion.detection.masks) and each mask is inpainted in turn over
+the picture, as the extension's `_postprocess_image` does: its own prompt ("[PROMPT]" the
+picture's, "[SEP]" one per detection; empty: the picture's), its denoising strength, mask blur,
+"Only masked" with its padding, masked content "original", the picture's seed, and its steps /
+CFG / sampler / CLIP skip where the unit asks for them. The picture's infotext gains the unit's
+fields as the extension writes them ("ADetailer model", "ADetailer confidence", ...; a second
+unit's with " 2nd").
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
 from ...detection import detect
 from ...detection.masks import box_masks, filter_boxes, prepare_masks
+from ...pipelines.observer import Observer
 from .adetailer_units import ADetailerModels, ADetailerUnit
 from .generation import resolve_sampler
 
-__all__ = ["adetailer_fields", "run_adetailer"]
+__all__ = ["ADetailerPass", "adetailer_fields"]
 
 
 def _ordinal(n: int) -> str:
@@ -105,16 +107,24 @@ def _request(request: Any, unit: ADetailerUnit, picture: np.ndarray, mask: np.nd
     return replace(request, **changes)
 
 
-def run_adetailer(result: Any, request: Any, units: tuple[ADetailerUnit, ...],
-                  models: ADetailerModels, pipe: Any) -> Any:
-    """`result` (a JobResult of `request`) with each picture passed through the units on
-    `pipe` (runs on the worker); pictures without detections are left as they are."""
-    device = pipe.placement.device
-    for i, picture in enumerate(result.images):
-        settings = dict(result.settings[i])
+@dataclass(frozen=True)
+class ADetailerPass:
+    """The units of a job as its per-picture pass (a diffusion.server.jobs.pictures
+    PictureHook, picklable: the models travel as their folder)."""
+
+    units: tuple[ADetailerUnit, ...]
+    models: ADetailerModels
+
+    def __call__(self, picture: np.ndarray, settings: dict[str, Any], request: Any, pipe: Any,
+                 observer: Observer) -> tuple[np.ndarray, dict[str, Any]]:
+        """`picture` (made from `request` with `settings`) through each unit on `pipe`; one
+        without detections is left as it is. A unit whose inpainting is interrupted (or
+        skipped) is dropped whole, with the units after it: the picture is what the units
+        before it made, its infotext theirs."""
+        device = pipe.placement.device
         fields: dict[str, Any] = {}
-        for unit in units:
-            yolo = models.load(unit.path, device)
+        for unit in self.units:
+            yolo = self.models.load(unit.path, device)
             found = detect(yolo, picture, confidence=unit.confidence)
             size = (picture.shape[1], picture.shape[0])
             keep = filter_boxes(found.boxes, found.scores, size,
@@ -123,12 +133,17 @@ def run_adetailer(result: Any, request: Any, units: tuple[ADetailerUnit, ...],
             masks = prepare_masks(box_masks(found.boxes[keep], size),
                                   dilate_erode_by=unit.dilate_erode, x_offset=unit.x_offset,
                                   y_offset=unit.y_offset, merge_invert=unit.mask_merge_invert)
+            detailed = picture
             for number, mask in enumerate(masks):
-                inpaint = _request(request, unit, picture, mask, settings, number)
-                picture = pipe.generate(inpaint).images[0]
+                inpaint = _request(request, unit, detailed, mask, settings, number)
+                detailed = pipe.generate(inpaint, observer=observer).images[0]
+                if observer.interrupted():
+                    return picture, _with(settings, fields)
+            picture = detailed
             if masks:
                 fields.update(adetailer_fields(unit))
-        result.images[i] = picture
-        if fields:
-            result.settings[i] = {**settings, "adetailer": fields}
-    return result
+        return picture, _with(settings, fields)
+
+
+def _with(settings: dict[str, Any], fields: dict[str, Any]) -> dict[str, Any]:
+    return {**settings, "adetailer": fields} if fields else settings

@@ -29,17 +29,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from ...faces import FaceRestoration
 from ...pipelines.observer import Observer
-from ...pipelines.request import GenerationRequest
 from ..catalog.models_dir import ModelEntry
-from ..images import save_output
 from ..previews import Previews
+from .pictures import GenerationJob, JobResult, finish_picture
 from .slots import Slot, SlotObserver, StepObserver, describe, fraction, idle_state
 
-__all__ = ["GenerationJob", "QueueFull", "Worker", "WorkerLost"]
+__all__ = ["GenerationJob", "JobResult", "QueueFull", "Worker", "WorkerLost"]
 
 _FINISHED_KEPT = 64  # task ids remembered as completed (the WebUI keeps 16)
 
@@ -50,32 +46,6 @@ class QueueFull(Exception):
 
 class WorkerLost(RuntimeError):
     """The worker process running a job died (it is restarted; the job is not retried)."""
-
-
-@dataclass
-class GenerationJob:
-    """One txt2img/img2img request, validated: each seed is one image, made alone."""
-
-    kind: str  # "txt2img" | "img2img"
-    seeds: list[int]
-    request: GenerationRequest  # each image: this with its seed (and subseed), batch size 1
-    subseeds: list[int] | None = None  # one per image (the WebUI's variation seeds)
-    batch_size: int = 1
-    save_to: Path | None = None
-    # ControlNet units (pipelines.control_spec.ControlSpec), loaded on the worker
-    control: tuple[Any, ...] = ()
-    faces: FaceRestoration | None = None  # restore_faces: each image's, before it is saved
-
-
-@dataclass
-class JobResult:
-    images: list[np.ndarray]
-    settings: list[dict[str, Any]]  # one per image (GenerationResult.settings)
-    model: ModelEntry | None
-    job_timestamp: str
-    interrupted: bool = False
-    saved: list[Path] = field(default_factory=list)
-    device: str = ""  # the adapter that made it (several workers: which one)
 
 
 @dataclass
@@ -281,15 +251,8 @@ class Worker:
             if job.subseeds is not None:
                 request = replace(request, subseed=job.subseeds[number])
             out = slot.pipe.generate(request, observer=observer)
-            settings = dict(out.settings)
-            image = out.images[0]
-            if job.faces is not None:
-                image = job.faces.apply(image, slot.device)
-                settings["face_restoration"] = job.faces.model
-            result.images.append(image)
-            result.settings.append(settings)
-            if job.save_to is not None:
-                result.saved.append(save_output(image, settings, job.save_to, job.kind))
+            finish_picture(job, result, out.images[0], dict(out.settings), pipe=slot.pipe,
+                           device=slot.device, observer=observer)
         result.interrupted = bool(slot.state["interrupted"])
         return result
 

@@ -19,7 +19,7 @@ webuiapi = pytest.importorskip("webuiapi", reason="the WebUI's client (extra: te
 import requests  # noqa: E402
 from PIL import Image  # noqa: E402
 from sd_tiny import write_pipeline  # noqa: E402
-from server_support import CachedLoader, live_server  # noqa: E402
+from server_support import Background, CachedLoader, live_server, wait_for  # noqa: E402
 from yolo_tiny import write_tiny_yolo  # noqa: E402
 
 import gpucore  # noqa: E402
@@ -119,3 +119,28 @@ def test_bad_units_are_refused(server: Any, args: list, message: str) -> None:
     response = requests.post(f"{url}/sdapi/v1/txt2img", json=body)
     assert response.status_code == 422
     assert message in response.text and "Traceback" not in response.text
+
+
+def test_an_interrupted_pass_saves_nothing_partial(server: Any, plain: Any) -> None:
+    """Interrupted while the unit inpaints (its own 150 steps, the most it may ask, after the
+    picture's 2: still running when the test sees its first step, however fast), the job
+    answers and saves the picture as the first pass made it, without ADetailer's fields: no
+    half-inpainted picture is kept."""
+    url, _, root = server
+    before = set((root / "outputs").rglob("*.png"))
+    unit = {**UNIT, "ad_use_steps": True, "ad_steps": 150}
+    body = {**SETTINGS, "save_images": True,
+            "alwayson_scripts": {"ADetailer": {"args": [True, False, unit]}}}
+    running = Background(lambda: requests.post(f"{url}/sdapi/v1/txt2img", json=body))
+
+    def inpainting() -> bool:
+        state = requests.get(f"{url}/sdapi/v1/progress").json()["state"]
+        return state["sampling_steps"] == 150 and state["sampling_step"] >= 1
+    wait_for(inpainting, what="ADetailer's inpaint pass to run")
+    requests.post(f"{url}/sdapi/v1/interrupt")
+    answer = running.result().json()
+    assert answer["images"][0] == webuiapi.raw_b64_img(plain.image)
+    assert "ADetailer" not in answer["info"]
+    (saved,) = set((root / "outputs").rglob("*.png")) - before
+    assert np.array_equal(np.asarray(Image.open(saved).convert("RGB")),
+                          np.asarray(plain.image))

@@ -94,3 +94,14 @@ def test_bad_video_requests_are_422(served: tuple[TestClient, Any], change: dict
     body = {"model": "wan", "prompt": "x", "frames": 5, "width": 48, "height": 32, **change}
     response = client.post("/avx/txt2vid", json=body)
     assert response.status_code == 422 and says in response.text, response.text
+
+
+def test_video_models_lists_the_wan_folders(served: tuple[TestClient, Any]) -> None:
+    """The page's Video tab reads this: the Wan folders alone (not tiny-a), whether each takes
+    a first frame (Wan 2.1 T2V: none) and the samplers Wan runs."""
+    client, _ = served
+    answer = client.get("/avx/video-models").json()
+    (model,) = answer["models"]
+    assert model["model_name"] == "wan" and model["title"].startswith("wan ")
+    assert model["first_frame"] == "none"
+    assert answer["samplers"] == ["diffusers", "UniPC", "Euler"]

@@ -14,7 +14,7 @@
 | `openai` | OpenAI's images API: /v1/images/generations, /v1/images/edits, /v1/models |
 | `scripts` | /sdapi/v1/scripts, /sdapi/v1/script-info |
 | `interrogate` | /sdapi/v1/interrogate (DeepDanbooru's tags) |
-| `video` | /avx/txt2vid, /avx/img2vid (Wan videos on the same queue) |
+| `video` | /avx/txt2vid, /avx/img2vid (Wan videos on the same queue), /avx/video-models |
 | `page` | the web page at / |
 """
 

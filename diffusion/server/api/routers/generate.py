@@ -17,8 +17,8 @@ from ....pipelines.mask_blur import blur_mask
 from ....pipelines.module_load import hires_modules
 from ...catalog.models_dir import ModelEntry
 from ...catalog.modules_dir import AUTOMATIC_VAE
-from ...images import decode_image, save_output
-from ..adetailer_pass import run_adetailer
+from ...images import decode_image
+from ..adetailer_pass import ADetailerPass
 from ..adetailer_units import adetailer_args, parse_adetailer
 from ..controlnet_units import control_units, parse_units, script_args
 from ..faces import face_restoration
@@ -69,6 +69,8 @@ async def run_generation(state: ServerState, body: Txt2ImgRequest, kind: str,
     # ADetailer's units (its alwayson_scripts), their models checked here too
     detailers = parse_adetailer(adetailer_args(body.alwayson_scripts) or [], state.adetailer,
                                 kind)
+    if detailers:  # each picture's pass on the worker, before it is saved
+        job = replace(job, passes=(ADetailerPass(detailers, state.adetailer),))
     # 3. a refiner named by the client: one of this server's models
     refiner = None
     if isinstance(job.request.refiner, str):
@@ -83,7 +85,6 @@ async def run_generation(state: ServerState, body: Txt2ImgRequest, kind: str,
         state, body, wanted)
     # what run() takes along, not the state
     worker, cache, max_size = state.worker, state.control_cache, state.max_size
-    detectors = state.adetailer
 
     # 5. on the worker, where the model is known: its size, the images fitted, the refiner,
     # the control models
@@ -113,16 +114,7 @@ async def run_generation(state: ServerState, body: Txt2ImgRequest, kind: str,
         if labels:
             request = replace(request, hires_modules=hires_modules(
                 worker.pipe, loaded.path, labels, hires_files))
-        if not detailers:
-            return worker.generate(replace(job, request=request))
-        # ADetailer's pass over each picture, which is saved (save_images) after it
-        result = worker.generate(replace(job, request=request, save_to=None))
-        if not result.interrupted:
-            result = run_adetailer(result, request, detailers, detectors, worker.pipe)
-        if job.save_to is not None:
-            result.saved = [save_output(image, settings, job.save_to, job.kind)
-                            for image, settings in zip(result.images, result.settings)]
-        return result
+        return worker.generate(replace(job, request=request))
 
     # a switch first when the queue leaves another model (or other modules) loaded: this
     # request's override, or the options' model back after another request's override

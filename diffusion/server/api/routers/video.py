@@ -3,8 +3,9 @@ models directory). Neither the WebUI nor its forks define a video API, so this o
 server's own: the CLI's txt2vid / img2vid settings as JSON, the video back as base64 MP4 or
 animated WebP. A job runs on the worker's queue like a picture's; /sdapi/v1/progress follows
 its steps and /sdapi/v1/interrupt stops it after the current one (the frames are then decoded
-from where it stopped). Each worker keeps the last Wan model it ran loaded beside its picture
-model."""
+from where it stopped; with `force_task_id`, /internal/progress and /interrupt know the job by
+it). Each worker keeps the last Wan model it ran loaded beside its picture model. GET
+/avx/video-models lists the Wan folders for the page's Video tab."""
 
 from __future__ import annotations
 
@@ -43,6 +44,10 @@ class Txt2VidRequest(BaseModel):
     seed: int = -1
     sampler: str = "diffusers"
     format: str = Field("mp4", pattern="^(mp4|webp)$")
+    also_webp: bool = Field(False, description="the animated WebP too, as `webp` (beside an "
+                                               "MP4 `video`)")
+    force_task_id: str | None = Field(None, description="the id /internal/progress, "
+                                                        "/interrupt and /skip know the job by")
 
 
 class Img2VidRequest(Txt2VidRequest):
@@ -103,12 +108,15 @@ async def _run(state: ServerState, body: Txt2VidRequest, image: Any) -> dict[str
                       guidance_scale=body.cfg_scale, seed=seed, sampler=body.sampler,
                       image=image, callback=observer.step)
         frames = np.round(videos[0] * 255).astype(np.uint8)
-        return {"video": _encoded(frames, body.format, body.fps), "format": body.format,
-                "seed": seed, "frames": body.frames, "fps": body.fps, "width": body.width,
-                "height": body.height, "interrupted": observer.interrupted()}
+        answer = {"video": _encoded(frames, body.format, body.fps), "format": body.format,
+                  "seed": seed, "frames": body.frames, "fps": body.fps, "width": body.width,
+                  "height": body.height, "interrupted": observer.interrupted()}
+        if body.also_webp and body.format != "webp":
+            answer["webp"] = _encoded(frames, "webp", body.fps)
+        return answer
 
     try:
-        return await wait(submit(state, job))  # type: ignore[no-any-return]
+        return await wait(submit(state, job, task=body.force_task_id))  # type: ignore[no-any-return]
     except ValueError as error:  # the model's own refusals (img2vid on Wan 2.1, sizes)
         raise RequestError(str(error)) from None
 
@@ -121,3 +129,26 @@ async def txt2vid(body: Txt2VidRequest, state: State) -> dict[str, Any]:
 @avx.post("/img2vid")
 async def img2vid(body: Img2VidRequest, state: State) -> dict[str, Any]:
     return await _run(state, body, decode_image(body.image, "image").convert("RGB"))
+
+
+def _first_frame(path: Path) -> str:
+    """Whether a Wan folder's videos start from a picture: "required" (Wan 2.1 I2V),
+    "optional" (Wan 2.2 TI2V, which also animates one) or "none" (text-to-video only)."""
+    from ....loaders.formats.diffusers_folder import read_json
+
+    index = read_json(path / "model_index.json")
+    if index.get("_class_name") == "WanImageToVideoPipeline":
+        return "required"
+    return "optional" if index.get("expand_timesteps") else "none"
+
+
+@avx.get("/video-models")
+def video_models(state: State) -> dict[str, Any]:
+    """The Wan folders of the models directory (the page shows its Video tab when there is
+    one), whether each takes a first frame, and the samplers Wan runs."""
+    from ....pipelines.video import SAMPLERS
+
+    models = [{"title": entry.title, "model_name": entry.model_name,
+               "first_frame": _first_frame(Path(entry.path))}
+              for entry in state.registry.entries if wan_family(entry.path) is not None]
+    return {"models": models, "samplers": list(SAMPLERS)}

@@ -8,6 +8,7 @@ import { initExtras } from "./extras.js";
 import { initPngInfo, loadPngInfo } from "./pnginfo.js";
 import { applyScript, initSections, sectionFields, sectionParameters, setRefinerModels, showScripts } from "./sections.js";
 import { loadNetworks } from "./networks.js";
+import { initVideo, loadVideoModels, showFirstFrame } from "./video.js";
 
 const STORAGE_KEY = "avx-gpu-webui:settings";
 const DEFAULTS_KEY = "avx-gpu-webui:defaults-for";  // the model whose defaults the saved settings started from
@@ -57,7 +58,10 @@ function selectOption(select, wanted) {
 function restoreSettings() {
   const settings = loadSettings();
   for (const field of persistedFields()) setField(field.id, settings[field.id]);
-  if (["txt2img", "img2img", "extras", "pnginfo"].includes(settings.tab)) switchTab(settings.tab);
+  showFirstFrame();  // the restored video model's
+  // the Video tab only while the server lists a video model
+  if (["txt2img", "img2img", "extras", "pnginfo"].includes(settings.tab)
+    || (settings.tab === "video" && !$("tab_video").hidden)) switchTab(settings.tab);
 }
 
 for (const id of SLIDERS) {
@@ -75,7 +79,8 @@ function switchTab(shown) {
   tab = shown;
   if (tab === "txt2img" || tab === "img2img") mode = tab;
   for (const button of document.querySelectorAll("[role=tab]")) button.setAttribute("aria-selected", String(button.dataset.tab === tab));
-  $("panel_generate").hidden = tab === "pnginfo" || tab === "extras";
+  $("panel_generate").hidden = tab === "pnginfo" || tab === "extras" || tab === "video";
+  $("panel_video").hidden = tab !== "video";
   $("panel_pnginfo").hidden = tab !== "pnginfo";
   $("panel_extras").hidden = tab !== "extras";
   $("panel_generate").setAttribute("aria-labelledby", `tab_${mode}`);
@@ -162,7 +167,7 @@ $("model").addEventListener("change", changeModel);
 $("refresh_models").addEventListener("click", async () => {
   try {
     await api("refresh-checkpoints", {});
-    await Promise.all([loadModels(), loadNetworks()]);
+    await Promise.all([loadModels(), loadNetworks(), loadVideoModels()]);
   } catch (error) {
     showError(error);
   }
@@ -411,7 +416,7 @@ initPngInfo(applyParameters);
 
 async function start() {
   const results = await Promise.allSettled([loadModels(), loadSamplers(), initControlNet(), initExtras(),
-    initSections(), loadNetworks()]);
+    initSections(), loadNetworks(), initVideo()]);
   restoreSettings();
   // after the lists (the sampler must be one of them) and the saved settings (which it may replace)
   results.push(...await Promise.allSettled([applyModelDefaults({ keepSaved: true })]));

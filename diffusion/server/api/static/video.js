@@ -1,0 +1,189 @@
+// The Video tab: Wan text-to-video and image-to-video (POST /avx/txt2vid, /avx/img2vid) on the
+// server's queue, shown when GET /avx/video-models lists a video model. Progress and Interrupt
+// go by the job's task id, as the image tabs' do; the MP4 plays in a <video> player.
+
+import { $, api, base64Of, clearError, fileDropZone, readFile, showError } from "./api.js";
+
+let models = [];  // /avx/video-models' entries: {title, model_name, first_frame}
+let firstFrame = null;  // the dropped picture, a data URL
+let task = null;  // the running video's id_task
+const urls = [];  // object URLs of the shown video, revoked when the next one comes
+
+function number(id) {
+  const field = $(id);
+  if (field.value === "") throw new Error(`${field.labels[0]?.textContent ?? id} is empty: enter a number.`);
+  return Number(field.value);
+}
+
+function chosenModel() {
+  return models.find((m) => m.title === $("video_model").value);
+}
+
+/** The first-frame picker as the chosen model takes one: required (Wan 2.1 I2V), optional
+ * (Wan 2.2 TI2V) or not at all (Wan 2.1 T2V: hidden). */
+function showFirstFrame() {
+  const takes = chosenModel()?.first_frame ?? "none";
+  $("video_first_frame").hidden = takes === "none";
+  $("video_hint").textContent = takes === "required"
+    ? "First frame (this model needs one): drop an image — or click to upload"
+    : "First frame (optional): drop an image — or click to upload";
+}
+
+function setFirstFrame(dataUrl) {
+  firstFrame = dataUrl;
+  $("video_image").src = dataUrl ?? "";
+  $("video_image").hidden = !dataUrl;
+  $("video_hint").hidden = Boolean(dataUrl);
+  $("video_image_remove").disabled = !dataUrl;
+}
+
+function requestBody() {
+  const body = {
+    model: $("video_model").value,
+    prompt: $("video_prompt").value,
+    negative_prompt: $("video_negative_prompt").value,
+    frames: number("video_frames"),
+    fps: number("video_fps"),
+    width: number("video_width"),
+    height: number("video_height"),
+    steps: number("video_steps"),
+    cfg_scale: number("video_cfg_scale"),
+    seed: Math.trunc(number("video_seed")),
+    sampler: $("video_sampler").value,
+    format: "mp4",
+    also_webp: $("video_also_webp").checked,
+  };
+  if (!body.model) throw new Error("No video model: put a Wan folder in the models directory and refresh.");
+  const takes = chosenModel()?.first_frame ?? "none";
+  if (takes === "required" && !firstFrame) throw new Error(`${body.model} makes videos from a first frame: drop one on the image area or click it to upload.`);
+  if (takes !== "none" && firstFrame) body.image = base64Of(firstFrame);
+  return body;
+}
+
+function setRunning(on) {
+  $("video_generate").hidden = on;
+  $("video_running").hidden = !on;
+  $("video_progress_wrap").hidden = !on;
+  $("video_interrupt").disabled = false;
+  $("video_progress").value = 0;
+  $("video_progress_text").textContent = on ? "Waiting…" : "";
+}
+
+async function poll(id) {
+  let progress;
+  try {
+    progress = await api("/internal/progress", { id_task: id, id_live_preview: -1, live_preview: false });
+  } catch {
+    return;  // a missed poll is harmless: the request itself reports failures
+  }
+  if (id !== task || progress.completed) return;
+  const interrupting = $("video_interrupt").disabled;
+  if (!progress.active) {
+    if (!interrupting) $("video_progress_text").textContent = progress.queued ? progress.textinfo : "Waiting…";
+    return;
+  }
+  const fraction = Math.min(Math.max(progress.progress ?? 0, 0), 1);
+  const state = progress.state ?? {};
+  $("video_progress").value = fraction;
+  const parts = [`${Math.round(fraction * 100)}%`];
+  if (state.sampling_steps) parts.push(`step ${state.sampling_step}/${state.sampling_steps}`);
+  $("video_progress_text").textContent = interrupting ? "Interrupting…" : parts.join(" · ");
+}
+
+function objectUrl(base64, type) {
+  const bytes = Uint8Array.from(atob(base64), (c) => c.charCodeAt(0));
+  const url = URL.createObjectURL(new Blob([bytes], { type }));
+  urls.push(url);
+  return url;
+}
+
+function showVideo(answer) {
+  for (const url of urls.splice(0)) URL.revokeObjectURL(url);
+  const mp4 = objectUrl(answer.video, "video/mp4");
+  const player = $("video_player");
+  player.src = mp4;
+  player.hidden = false;
+  $("video_empty").hidden = true;
+  const name = `video-${answer.seed}`;
+  Object.assign($("video_download"), { href: mp4, download: `${name}.mp4` });
+  $("video_download").setAttribute("aria-disabled", "false");
+  const webp = answer.webp ? objectUrl(answer.webp, "image/webp") : null;
+  $("video_webp").hidden = $("video_webp_download").hidden = !webp;
+  if (webp) {
+    $("video_webp").src = webp;
+    Object.assign($("video_webp_download"), { href: webp, download: `${name}.webp` });
+  }
+  $("video_info").textContent = `Seed: ${answer.seed}, ${answer.frames} frames at ${answer.fps} fps, `
+    + `${answer.width}x${answer.height}${answer.interrupted ? " (interrupted: decoded from where it stopped)" : ""}`;
+}
+
+async function generate() {
+  if (task) return;
+  clearError();
+  let body;
+  try {
+    body = requestBody();
+  } catch (error) {
+    showError(error);
+    return;
+  }
+  const bytes = crypto.getRandomValues(new Uint8Array(8));
+  task = body.force_task_id = `task(${[...bytes].map((b) => b.toString(16).padStart(2, "0")).join("")})`;
+  setRunning(true);
+  let polling = false;
+  const timer = setInterval(async () => {
+    if (polling) return;
+    polling = true;
+    await poll(body.force_task_id);
+    polling = false;
+  }, 500);
+  try {
+    showVideo(await api(body.image ? "/avx/img2vid" : "/avx/txt2vid", body));
+  } catch (error) {
+    showError(error);
+  } finally {
+    clearInterval(timer);
+    task = null;
+    setRunning(false);
+  }
+}
+
+/** Lists the video models and Wan's samplers; shows the Video tab when there is a model (the page
+ * calls it again after the refresh button's rescan). */
+export async function loadVideoModels() {
+  const answer = await api("/avx/video-models");
+  models = answer.models;
+  const select = $("video_model");
+  const wanted = select.value;
+  select.replaceChildren(...models.map((m) => new Option(m.title, m.title)));
+  if (models.some((m) => m.title === wanted)) select.value = wanted;
+  const sampler = $("video_sampler");
+  const chosen = sampler.value || sampler.dataset.default;
+  sampler.replaceChildren(...answer.samplers.map((name) => new Option(name, name)));
+  if (answer.samplers.includes(chosen)) sampler.value = chosen;
+  $("tab_video").hidden = !models.length;
+  showFirstFrame();
+}
+
+/** Wires the Video tab; resolves once the model list is in (the page restores saved fields after). */
+export function initVideo() {
+  fileDropZone($("video_drop"), $("video_file"), async (file) => setFirstFrame(await readFile(file)));
+  $("video_image_remove").addEventListener("click", () => setFirstFrame(null));
+  $("video_model").addEventListener("change", showFirstFrame);
+  $("video_generate").addEventListener("click", generate);
+  $("video_interrupt").addEventListener("click", () => {
+    $("video_interrupt").disabled = true;
+    $("video_progress_text").textContent = "Interrupting…";
+    if (task) api("interrupt", { id_task: task }).catch(showError);
+  });
+  $("panel_video").addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) {
+      event.preventDefault();
+      $("video_generate").click();
+    }
+  });
+  return loadVideoModels();
+}
+
+/** After the saved settings are restored: the first-frame picker follows the restored model. */
+export { showFirstFrame };

@@ -1,0 +1,226 @@
+"""The page's Video tab, driven in headless Chromium against the real server with a tiny Wan 2.1
+folder beside a tiny SD model in its models directory: the tab shows because the server lists a
+video model (GET /avx/video-models); Generate makes an MP4 the player plays for frames / fps
+seconds; Interrupt stops the job (its video comes back decoded from where it stopped); a frame
+count Wan cannot make shows the server's one line; a first frame goes out as img2vid's image.
+Screenshots go to tmp_path and, with AVX_SCREENSHOTS=DIR, there too.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from server_support import free_port
+
+CHROMIUM = "/usr/bin/chromium"
+PROMPT = "a red cube on a wooden table"
+
+pytest.importorskip("diffusers", reason="the tiny models are built with diffusers (extra: "
+                    "reference)")
+pytest.importorskip("av", reason="the MP4 is written with PyAV (extra: video)")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The base URL of the real server (uvicorn in a thread) on a tiny SD and a tiny Wan."""
+    uvicorn = pytest.importorskip("uvicorn", reason="the server extra is not installed")
+    from sd_tiny import write_pipeline
+    from wan_tiny import tiny_wan_pipeline
+
+    from diffusion.server.api.app import create_app
+
+    models = tmp_path_factory.mktemp("models")
+    write_pipeline(models / "tiny-sd")
+    tiny_wan_pipeline(models)
+    app = create_app(model=str(models / "tiny-sd"), models_dir=models,
+                     outputs=str(tmp_path_factory.mktemp("outputs")))
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            pytest.fail("the server did not start")
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}/"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """One Chromium for the module's tests (each gets a page of its own)."""
+    if not Path(CHROMIUM).is_file():
+        pytest.skip(f"no Chromium at {CHROMIUM} (Debian package chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield browser
+        browser.close()
+
+
+@pytest.fixture()
+def page(browser: Any) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    page.errors = []
+    page.on("pageerror", lambda error: page.errors.append(str(error)))
+    yield page
+    context.close()
+
+
+def _screenshot(page: Any, tmp_path: Path, name: str) -> None:
+    path = tmp_path / f"{name}.png"
+    page.screenshot(path=path)
+    if os.environ.get("AVX_SCREENSHOTS"):
+        target = Path(os.environ["AVX_SCREENSHOTS"])
+        target.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, target / path.name)
+
+
+def _video_tab(page: Any, url: str, **fields: Any) -> None:
+    """Open the page's Video tab and fill its fields (by label)."""
+    page.goto(url)
+    page.locator("#params[aria-busy=false]").wait_for(state="attached")
+    assert page.locator("#error").is_hidden(), page.locator("#error").inner_text()
+    page.get_by_role("tab", name="Video", exact=True).click()
+    assert page.locator("#panel_generate").is_hidden()
+    page.get_by_label("Video prompt", exact=True).fill(PROMPT)
+    for label, value in fields.items():
+        page.get_by_label(label, exact=True).fill(str(value))
+
+
+SMALL = {"Video width": 48, "Video height": 32, "Frames": 5, "Frames per second": 8,
+         "Video steps": 2, "Video seed": 3}
+
+
+def test_generate_plays_frames_over_fps_seconds(server: str, page: Any, tmp_path: Path) -> None:
+    _video_tab(page, server, **SMALL)
+    assert page.get_by_label("Video sampler", exact=True).input_value() == "diffusers"
+    page.get_by_label("Also an animated WebP", exact=True).check()
+    with page.expect_request("**/avx/txt2vid") as sent:
+        page.get_by_role("button", name="Generate", exact=True).click()
+    body = sent.value.post_data_json
+    assert body["frames"] == 5 and body["fps"] == 8 and body["model"].startswith("wan ")
+    assert body["force_task_id"].startswith("task(") and "image" not in body
+    player = page.get_by_label("Generated video", exact=True)
+    player.wait_for(state="visible")
+    page.wait_for_function("document.getElementById('video_player').readyState >= 1")
+    duration = player.evaluate("video => video.duration")
+    assert duration == pytest.approx(5 / 8, abs=0.01)
+    assert player.evaluate("video => [video.videoWidth, video.videoHeight]") == [48, 32]
+    download = page.locator("#video_download")
+    assert download.get_attribute("download") == "video-3.mp4"
+    assert download.get_attribute("aria-disabled") == "false"
+    assert page.locator("#video_webp").is_visible()
+    assert "Seed: 3, 5 frames at 8 fps" in page.locator("#video_info").inner_text()
+    _screenshot(page, tmp_path, "webui-video")
+    assert page.locator("#error").is_hidden() and not page.errors, page.errors
+
+
+def test_interrupt_stops_the_job(server: str, page: Any) -> None:
+    """200 steps (the most a request may ask): the job is still running when the page's half-
+    second progress poll first shows a step, however fast the machine."""
+    _video_tab(page, server, **{**SMALL, "Frames": 1, "Video steps": 200,
+                                "Video CFG Scale": 1})
+    page.get_by_role("button", name="Generate", exact=True).click()
+    page.wait_for_function(
+        "document.getElementById('video_progress_text').textContent.includes('step')")
+    assert page.locator("#video_progress").evaluate("bar => bar.value") > 0
+    page.get_by_role("button", name="Interrupt", exact=True).click()
+    page.get_by_label("Generated video", exact=True).wait_for(state="visible")
+    assert "interrupted" in page.locator("#video_info").inner_text()
+    assert page.get_by_role("button", name="Generate", exact=True).is_visible()
+    assert page.locator("#error").is_hidden() and not page.errors, page.errors
+
+
+def test_a_bad_frame_count_shows_the_servers_line(server: str, page: Any) -> None:
+    """The server's 422 line above the page, the page ready for another try; then a reload
+    keeps the Video tab and what was typed."""
+    _video_tab(page, server, **{**SMALL, "Frames": 8})
+    page.get_by_role("button", name="Generate", exact=True).click()
+    error = page.locator("#error")
+    error.wait_for(state="visible")
+    assert "frames must be 1 + 4k" in error.inner_text() and "use 5 or 9" in error.inner_text()
+    assert "Traceback" not in error.inner_text()
+    assert page.get_by_role("button", name="Generate", exact=True).is_visible()
+    # the tab and its settings survive a reload, as the image tabs' do
+    page.reload()
+    page.locator("#params[aria-busy=false]").wait_for(state="attached")
+    assert page.get_by_role("tab", name="Video", exact=True).get_attribute(
+        "aria-selected") == "true"
+    assert page.get_by_label("Frames", exact=True).input_value() == "8"
+    assert page.get_by_label("Video prompt", exact=True).input_value() == PROMPT
+
+
+def test_a_first_frame_goes_out_as_img2vid(server: str, page: Any, tmp_path: Path) -> None:
+    """Wan 2.1 T2V takes no picture (the picker is hidden); a model that takes one sends it to
+    /avx/img2vid. The model list and the answer are stood in for: the request is the test."""
+    from PIL import Image
+
+    def models(route: Any) -> None:
+        route.fulfill(json={"samplers": ["diffusers", "UniPC", "Euler"], "models": [
+            {"title": "wan22", "model_name": "wan22", "first_frame": "optional"}]})
+    page.route("**/avx/video-models", models)
+    _video_tab(page, server, **SMALL)
+    png = tmp_path / "first.png"
+    Image.new("RGB", (48, 32), (200, 30, 30)).save(png)
+    page.locator("#video_file").set_input_files(str(png))
+    page.get_by_role("img", name="First frame").wait_for(state="visible")
+    sent: list[Any] = []
+    answer = _stand_in_answer(tmp_path / "video.mp4")
+    page.route("**/avx/img2vid", lambda route: (sent.append(route.request.post_data_json),
+                                                route.fulfill(json=answer)))
+    page.get_by_role("button", name="Generate", exact=True).click()
+    page.get_by_label("Generated video", exact=True).wait_for(state="visible")
+    (body,) = sent
+    with Image.open(io.BytesIO(base64.b64decode(body["image"]))) as image:
+        assert image.size == (48, 32) and image.convert("RGB").getpixel((0, 0)) == (200, 30, 30)
+    assert body["model"] == "wan22" and not page.errors, page.errors
+
+
+def _stand_in_answer(target: Path) -> dict[str, Any]:
+    import numpy as np
+
+    from diffusion.pipelines.video.files import write_video
+
+    write_video(np.zeros((1, 16, 16, 3), np.uint8), target, 8)
+    video = base64.b64encode(target.read_bytes()).decode("ascii")
+    return {"video": video, "format": "mp4", "seed": 1, "frames": 1, "fps": 8, "width": 16,
+            "height": 16, "interrupted": False}
+
+
+def test_no_video_model_no_video_tab(server: str, page: Any) -> None:
+    """A server whose models directory has no Wan folder (stood in for): the page is the image
+    page it was, a saved Video tab falls back to txt2img; once the refresh button's rescan
+    finds one, the tab shows."""
+    page.add_init_script("localStorage.setItem('avx-gpu-webui:settings', "
+                         "JSON.stringify({tab: 'video'}))")
+    listed: list[dict[str, Any]] = []
+    page.route("**/avx/video-models", lambda route: route.fulfill(
+        json={"models": listed, "samplers": ["diffusers", "UniPC", "Euler"]}))
+    page.goto(server)
+    page.locator("#params[aria-busy=false]").wait_for(state="attached")
+    assert page.locator("#tab_video").is_hidden() and page.locator("#panel_video").is_hidden()
+    assert page.get_by_role("tab", name="txt2img", exact=True).get_attribute(
+        "aria-selected") == "true"
+    assert page.get_by_role("button", name="Generate", exact=True).is_visible()
+    assert page.locator("#error").is_hidden()
+    listed.append({"title": "wan-i2v", "model_name": "wan-i2v", "first_frame": "required"})
+    page.get_by_role("button", name="Refresh model list").click()
+    page.get_by_role("tab", name="Video", exact=True).click()
+    assert page.get_by_label("Video model", exact=True).input_value() == "wan-i2v"
+    page.get_by_role("button", name="Generate", exact=True).click()
+    assert "makes videos from a first frame" in page.locator("#error").inner_text()
+    assert not page.errors, page.errors
