@@ -240,6 +240,12 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any]:
     pipe.lora_dir = args.lora_dir
     if args.vae and not vae_module:  # a UNet-only GGUF took it as one of its parts
         pipe.use_vae(args.vae)
+    if getattr(args, "int8", False):  # before the memory mode: its units hold int8 weights
+        from ..pipelines.int8 import use_int8
+
+        for model in (pipe, refiner):
+            if model is not None:
+                print(use_int8(model), file=sys.stderr)
     mode = memory_mode(args)  # after the VAE: the mode's units are the models in place now
     for model in (pipe, refiner) if mode else ():
         if model is not None:

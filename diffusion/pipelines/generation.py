@@ -20,6 +20,7 @@ import numpy as np
 from gpucore import phase
 
 from ..lora import LORA_TAGS, LoraManager, lora_hashes, lora_uses
+from ..models.int8 import marked as int8_marked
 from ..sampling.kdiffusion import DIFFUSERS
 from ..text.prompts import extract_extra_networks
 from .contract import Capabilities, GenerationResult
@@ -140,4 +141,6 @@ def generate(family: Family, request: GenerationRequest | str | None, settings: 
         made.update(hires_fix(request.hires, request.hires_modules))
     if loras:
         made["lora_hashes"] = loras
+    if int8_marked(family):
+        made["int8"] = "W8A8"
     return GenerationResult(images=images, seeds=run.seeds, settings=made)
