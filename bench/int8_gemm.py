@@ -82,7 +82,7 @@ def _shape_rows(device: gpucore.Device, torch: Any, shape: tuple[int, int, int],
     kw = a8.shape[1]
     no_bias = portable.no_bias(device, np.float16)
     if w8a8_on_matrix_units(device, np.float16):
-        rule = int8_units.choose_tile(m, n)
+        rule = int8_units.choose_tile(m, n, k)
         for name, tile in int8_units.TILES.items():
             if quick and tile != rule:
                 continue

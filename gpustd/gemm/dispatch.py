@@ -126,7 +126,8 @@ def record_gemm_w8a8(a: Buffer[Any], b: Buffer[Any], scale_a: Buffer[Any], scale
     placeholder = bias if bias is not None else portable.no_bias(device, c.dtype)
     if w8a8_on_matrix_units(device, c.dtype):
         tile = int8_units.choose_tile(
-            m, n, storage=device.limits["max-compute-workgroup-storage-size"])
+            m, n, 4 * kw, storage=device.limits["max-compute-workgroup-storage-size"],
+            invocations=device.limits["max-compute-invocations-per-workgroup"])
         int8_units.record_w8a8_matrix(a, b, scale_a, scale_b, placeholder, c, m=m, n=n, kw=kw,
                                       has_bias=bias is not None, beta=beta, tile=tile)
         return

@@ -67,14 +67,22 @@ def aligned(tile: MatrixTile, m: int, n: int, kw: int) -> bool:
     return m % tile.bm == 0 and n % tile.bn == 0 and kw % tile.step == 0
 
 
-def choose_tile(m: int, n: int, *, storage: int = 48 * 1024) -> MatrixTile:
-    """128 x 128 tiles (8 subgroups of 2 x 4 fragments) where they make two waves or more,
-    else 64 x 64 (the f16 GEMM's rule, gpustd/gemm/matrix_units.choose_tile, at its simplest;
-    bench/NOTES.md, "W8A8 on the matrix units", has the H100's timings of the others)."""
-    big = TILES["128x128"]
-    if (math.ceil(m / 128) * math.ceil(n / 128) >= 2 * MULTIPROCESSORS
-            and big.shared_bytes() <= storage):
-        return big
+def choose_tile(m: int, n: int, k: int = 0, *, storage: int = 48 * 1024,
+                invocations: int = 1024) -> MatrixTile:
+    """The rule's tile for an m x k by k x n W8A8 product. From two waves of 128 x 128 tiles:
+    256 x 128 (16 subgroups) where n is 3 k or more, else 128 x 128 in K steps of 128 bytes;
+    below that 64 x 64. H100, Dawn, 2026-11-26 (m x k x n, ms; int8-gemm-dawn-h100.json):
+    4096^3 0.310 (k128) / 0.313 (256 x 128) / 0.403 (128 x 128, K steps of 64); FLUX's 4608 x
+    3072 x 3072 0.226 / 0.241 / 0.279, 4608 x 3072 x 12288 0.881 / 0.832 / 1.121, 4608 x 12288
+    x 3072 0.763 / 0.846 / 0.999. storage, invocations: the device's workgroup memory and
+    invocations a workgroup; tiles that need more are passed over."""
+    waves = math.ceil(m / 128) * math.ceil(n / 128) / MULTIPROCESSORS
+    if waves >= 2:
+        for name, wanted in (("256x128", n >= 3 * k), ("128x128k128", True),
+                             ("128x128", True)):
+            tile = TILES[name]
+            if wanted and tile.shared_bytes() <= storage and tile.threads <= invocations:
+                return tile
     return TILES["64x64"]
 
 
