@@ -40,6 +40,8 @@ def test_bundled_picture_under_int8_stays_near_float(device: gpucore.Device) -> 
     assert got.settings["int8"] == "W8A8" and "int8" not in want.settings
     assert "Int8: W8A8" in format_infotext(got.settings)
     assert use_int8(pipe).startswith("int8: 0 linear layers")  # once only
+    with pytest.raises(ValueError, match="LoRAs do not apply to int8 layers"):
+        pipe.generate("a red circle <lora:detail:0.5>", **settings)
 
 
 @pytest.mark.nodevice
