@@ -13,13 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-__all__ = ["COMPONENTS", "HALF8", "STRIDE_IN_ELEMENTS", "Component", "contiguous_load",
-           "fragment_stride", "load_type", "load_width", "widest_load"]
-
-# subgroupMatrixLoad's stride of an i8 matrix in an i32 array counts i8 elements, as its offset
-# does (Tint divides the offset by 4 for SPIR-V); False counts words (bench/int8_gemm.py tries
-# both on a GPU and says which one the kernels' results match).
-STRIDE_IN_ELEMENTS = True
+__all__ = ["COMPONENTS", "HALF8", "Component", "contiguous_load", "fragment_stride",
+           "load_type", "load_width", "widest_load"]
 
 # A global load of 8 f16 (16 bytes): a struct rather than vec4<u32> so that the binding still
 # holds f16 (gpucore checks a buffer's element type against the binding's).
@@ -53,8 +48,10 @@ COMPONENTS = {
 
 
 def fragment_stride(words: int, component: str) -> int:
-    """subgroupMatrixLoad's stride argument for staged rows `words` apart."""
-    return words * COMPONENTS[component].pack if STRIDE_IN_ELEMENTS else words
+    """subgroupMatrixLoad's stride argument for staged rows `words` apart: in elements, an
+    i8 matrix's too (Tint divides offset and stride by 4 for SPIR-V's i32 pointer; seen on an
+    H100, bench/int8_gemm.py checks it)."""
+    return words * COMPONENTS[component].pack
 
 
 def load_type(width: int, component: str = "f16") -> str:

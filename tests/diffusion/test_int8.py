@@ -5,6 +5,7 @@ pipeline without the mode."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -17,6 +18,8 @@ from diffusion.cli.main import build_parser
 from diffusion.infotext import format_infotext
 from diffusion.models.int8 import targets
 from diffusion.pipelines.int8 import use_int8
+from diffusion.server.jobs.loader import PipelineLoader
+from diffusion.server.settings import ServerSettings
 
 
 def test_bundled_picture_under_int8_stays_near_float(device: gpucore.Device) -> None:
@@ -52,3 +55,10 @@ def test_options_and_refusal() -> None:
     assert parser.parse_args(["serve", "--int8"]).int8
     with pytest.raises(ValueError, match="wan models have no W8A8 mode"):
         use_int8(SimpleNamespace(family="wan"))
+    # the server's loader applies the setting to every pipeline it loads
+    loader = PipelineLoader(ServerSettings(int8=True),
+                            build=lambda path, **where: SimpleNamespace(family="wan"))
+    with pytest.raises(ValueError, match="wan models have no W8A8 mode"):
+        loader(Path("model"))
+    assert PipelineLoader(ServerSettings(), build=lambda path, **where: "as loaded")(
+        Path("model")) == "as loaded"

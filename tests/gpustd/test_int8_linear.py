@@ -76,6 +76,19 @@ def test_i8_tiles_refuse_what_they_cannot_hold() -> None:
 
 
 @pytest.mark.nodevice
+def test_tile_rule() -> None:
+    """The H100's fastest tiles (int8_units.choose_tile's measurements), within the device's
+    workgroup memory and invocations; 64 x 64 below two waves."""
+    assert int8_units.choose_tile(4096, 4096, 4096) == int8_units.TILES["128x128k128"]
+    assert int8_units.choose_tile(4608, 12288, 3072) == int8_units.TILES["256x128"]
+    assert int8_units.choose_tile(4608, 12288, 3072, invocations=256) == \
+        int8_units.TILES["128x128k128"]
+    assert int8_units.choose_tile(4096, 4096, 4096, storage=32 * 1024) == \
+        int8_units.TILES["128x128"]
+    assert int8_units.choose_tile(300, 200, 4096) == int8_units.TILES["64x64"]
+
+
+@pytest.mark.nodevice
 def test_smoothing_factors() -> None:
     s = smoothing_factors(np.array([4.0, 0.0, 9.0]), np.array([1.0, 2.0, 0.25]))
     np.testing.assert_allclose(s, [2.0, 1.0, 6.0])
