@@ -3,9 +3,11 @@
 norms, attention products, embedders and modulations left as they are.
 
 `targets` says which layers: every gpustd.nn.Linear with a plain float weight below the
-network's top level whose key has no "norm" or "emb" part (the adaLN modulations `norm1.linear`,
-the time / text / guidance embedders, which set every token's scale and shift: their error
-would reach the whole picture) — diffusers' names, which our models share.
+network's top level whose key has no part naming a norm, an embedder, a modulation or a
+guidance network ("norm", "emb", "mod", "guidance": FLUX's `norm1.linear`, Qwen-Image's
+`img_mod.1`, Z-Image's `adaLN_modulation`, Chroma's `distilled_guidance_layer`, the time and
+text embedders), which set every token's scale and shift: their error would reach the whole
+picture. diffusers' names, which our models share.
 `calibrate` records the activations' largest magnitude per input channel over a run (the
 first denoising step), what `quantize_linears` needs for SmoothQuant's smoothing.
 """
@@ -24,8 +26,8 @@ from gpustd.nn.int8_linear import ALPHA, quantize_weight
 
 __all__ = ["calibrate", "mark", "marked", "quantize_linears", "targets"]
 
-_SKIPPED = ("norm", "emb")
-_MARKED: weakref.WeakSet[Any] = weakref.WeakSet()
+_SKIPPED = ("norm", "emb", "mod", "guidance")
+_MARKED: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
 
 
 def _modules(owner: Any, prefix: str) -> Iterator[tuple[str, Any]]:
@@ -83,14 +85,15 @@ def quantize_linears(model: Any, act_absmax: dict[str, np.ndarray] | None = None
     return len(layers)
 
 
-def mark(owner: Any) -> None:
-    """Note that `owner` (a pipeline) denoises with W8A8 layers: its infotext says so."""
-    _MARKED.add(owner)
+def mark(owner: Any, label: str) -> None:
+    """Note that `owner` (a pipeline) denoises with W8A8 layers, `label` saying how (the
+    infotext's "Int8" field: "W8A8", "W8A8 SmoothQuant")."""
+    _MARKED[owner] = label
 
 
-def marked(owner: Any) -> bool:
-    """Whether `owner` was marked."""
+def marked(owner: Any) -> str | None:
+    """The label `owner` was marked with, or None."""
     try:
-        return owner in _MARKED
+        return _MARKED.get(owner)
     except TypeError:  # not weakly referable: never marked
-        return False
+        return None

@@ -145,5 +145,5 @@ def generate(family: Family, request: GenerationRequest | str | None, settings: 
     if loras:
         made["lora_hashes"] = loras
     if int8_marked(family):
-        made["int8"] = "W8A8"
+        made["int8"] = int8_marked(family)
     return GenerationResult(images=images, seeds=run.seeds, settings=made)
