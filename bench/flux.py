@@ -14,6 +14,8 @@ Step shapes (1024x1024 pictures: 128x128 latents): FLUX dev, batch 1 (distilled 
 CFG), 4096 image tokens of 64 channels, 512 T5 tokens, guidance 3.5; SD 3.5 Large, batch 2
 (CFG), 16x128x128 latents (4096 patches), 333 text tokens (77 CLIP + 256 T5).
 BENCH_MODELS=flux,sd35 picks the models (default: flux; each takes ~1-1.5 min on an H100).
+BENCH_INT8=1 adds ours with `--int8`'s W8A8 linear layers (diffusion.models.int8) after the
+float rows, its rel_err against the same references.
 `--quick`: tiny configs at 16x16 latents (a smoke run on any adapter).
 """
 
@@ -231,7 +233,30 @@ def _our_rows(model: str, config: dict[str, Any], weights: dict[str, np.ndarray]
                      "replay_bitwise_equal_eager": bool(np.array_equal(replayed, got)),
                      **memory, "_out": got if mode == "eager" else replayed})
     capture.reset()  # the model, its inputs and the capture go when this returns
+    if os.environ.get("BENCH_INT8") == "1":
+        rows += _int8_rows(model, ours, fn, args, device, repeat, dtype)
     return rows, got, kernels
+
+
+def _int8_rows(model: str, ours: Any, fn: Any, args: tuple[Any, ...], device: gpucore.Device,
+               repeat: int, dtype: np.dtype) -> list[dict[str, Any]]:
+    """BENCH_INT8=1: the same step after `--int8`'s quantization of the transformer's linear
+    layers (diffusion.models.int8), eager and replayed."""
+    from diffusion.models.int8 import quantize_linears
+
+    start = time.perf_counter()
+    count = quantize_linears(ours)
+    device.synchronize()
+    quantize_s = time.perf_counter() - start
+    got, replayed, timings, capture = _harness.eager_and_replay(fn, args, device, repeat)
+    capture.reset()
+    print(f"ours {model} {dtype.name}+int8: {count} layers quantized in {quantize_s:.1f} s",
+          flush=True)
+    return [{"model": model, "impl": "ours", "dtype": f"{dtype.name}+int8", "mode": mode,
+             "dispatches": timings[mode]["dispatches"], "gpu_ms": timings[mode]["gpu_ms"],
+             "wall_ms": timings[mode]["wall_ms"], "encode_ms": timings[mode]["encode_ms"],
+             "int8_layers": count, "quantize_s": quantize_s,
+             "_out": got if mode == "eager" else replayed} for mode in ("eager", "replay")]
 
 
 def _rel_err(got: np.ndarray, expected: np.ndarray) -> float:

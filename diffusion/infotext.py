@@ -118,6 +118,7 @@ def format_infotext(settings: Mapping[str, Any], *, batch_pos: int | None = None
         "ENSD": int(settings["ensd"]) if settings.get("ensd") else None,
         "RNG": "CPU" if settings.get("rng") == "torch" else None,
         "Cache": settings.get("cache") or None,  # step caching: kind, threshold, steps run
+        "Int8": settings.get("int8") or None,  # W8A8 linear layers (--int8)
         **_hires_fields(settings),
         # inpainting (diffusion.pipelines.inpaint_plan), in the order the WebUI adds them:
         # "Inpaint not masked", the blur, "Only masked" with its padding (even at 0), the

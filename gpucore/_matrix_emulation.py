@@ -19,7 +19,9 @@ A multiply-accumulate is then lane-local, K products per element summed in f32 (
 1/32 of the work, in straight-line code: llvmpipe compiles loops over a lane's elements, which
 index its private arrays at run time, three times slower). Elements are held in f32, rounded
 to the component type on load: the matrix units' f16 products are exact in f32 and their order
-of summation is unspecified, so results equal theirs up to f32 rounding. (4 rows x 2 columns a
+of summation is unspecified, so results equal theirs up to f32 rounding. i8 matrices (the
+W8A8 GEMM's 16x16x32) are read from i32 words, four bytes each (offsets and strides count
+bytes), held and summed in i32: exact, as on the matrix units. (4 rows x 2 columns a
 lane: the fewest loads, 96 a left and right pair; a column a lane took three times as long to
 compile.) Data crosses lanes only through memory, as the kernels move it. Real subgroup
 builtins beside the matrices (attention's subgroupShuffleXor) run on the adapter's own
@@ -42,12 +44,13 @@ ENV = "GPUCORE_EMULATE_MATRIX"
 SUBGROUP = 32
 # (component, result, m, n, k) of the emulated configs, and the features they need (gpucore's
 # names): the kernels use f16 and real subgroup builtins beside the matrices.
-SHAPES = (("f16", "f32", 16, 16, 16), ("f16", "f16", 16, 16, 16))
+SHAPES = (("f16", "f32", 16, 16, 16), ("f16", "f16", 16, 16, 16), ("i8", "i32", 16, 16, 32))
 NEEDS = ("shader-f16", "subgroup")
 _COLUMNS = 16  # of every result and right matrix
 _ROW_GROUPS = 4  # a lane's share of a result: every 4th row, 2 columns 8 apart
 _LANE_COLUMNS = 2
 _FLOATS = ("f16", "f32")
+_INTEGERS = ("i8", "i32")
 
 _EXTENSION = "chromium_experimental_subgroup_matrix"
 _TYPE = r"subgroup_matrix_(left|right|result)\s*<\s*(\w+)\s*,\s*(\d+)u?\s*,\s*(\d+)u?\s*>"
@@ -91,9 +94,9 @@ class _Matrix:
     def parse(cls, hit: re.Match[str], at: int = 1) -> _Matrix:
         kind, component, cols, rows = hit.group(at, at + 1, at + 2, at + 3)
         matrix = cls(kind, component, int(cols), int(rows))
-        if component not in _FLOATS:
+        if component not in _FLOATS + _INTEGERS:
             raise GpuError(f"matrix emulation: {hit.group(0)!r} has components {component}; "
-                           f"it emulates {' and '.join(_FLOATS)} only")
+                           f"it emulates {', '.join(_FLOATS + _INTEGERS)} only")
         if (kind != "left" and matrix.cols != _COLUMNS) or (
                 kind != "right" and matrix.rows % _ROW_GROUPS):
             raise GpuError(f"matrix emulation: {hit.group(0)!r} is not emulated (result and "
@@ -125,10 +128,26 @@ class _Matrix:
             yield from ((i * self.cols + k, _ROW_GROUPS * i, k)
                         for i in range(self.rows // _ROW_GROUPS) for k in range(self.cols))
 
+    @property
+    def held_type(self) -> str:
+        """The scalar a lane holds elements in: f32 for floats, i32 for integers."""
+        return "i32" if self.component in _INTEGERS else "f32"
+
     def value(self, expression: str) -> str:
-        """`expression` as the f32 an element holds: rounded to the component type first."""
+        """`expression` as the f32 an element holds: rounded to the component type first
+        (integers: as the i32 it is)."""
+        if self.component in _INTEGERS:
+            return f"i32({expression})"
         return f"f32({self.component}({expression}))" if self.component != "f32" \
             else f"f32({expression})"
+
+    def read(self, buffer: str, address: str) -> str:
+        """The element at `address` of `buffer`, as held (an i8: byte address % 4 of the
+        i32 word address / 4, sign-extended)."""
+        if self.component == "i8":
+            return (f"extractBits({buffer}[({address}) / 4u], "
+                    f"(({address}) % 4u) * 8u, 8u)")
+        return self.value(f"{buffer}[{address}]")
 
     def base(self) -> str:
         """The address of the lane's first element (`offset`, `row_step`, `col_step` given)."""
@@ -151,7 +170,7 @@ def _address(row: int, col: int) -> str:
 
 
 def _load_fn(name: str, buffer: str, m: _Matrix) -> str:
-    body = "\n".join(f"  m.v[{i}] = {m.value(buffer + '[' + _address(row, col) + ']')};"
+    body = "\n".join(f"  m.v[{i}] = {m.read(buffer, _address(row, col))};"
                      for i, row, col in m.elements())
     return f"""fn {name}(offset: u32, col_major: bool, stride: u32) -> {m.name} {{
 {_prologue(m)}
@@ -344,7 +363,7 @@ def lower(source: str) -> str:
         raise GpuError(f"matrix emulation: {left.group(0)} is not emulated (loads, stores, "
                        "multiplies and zero values are)")
     code = _TYPE_RE.sub(lambda hit: _Matrix.parse(hit).name, _entry_points(_directives(code)))
-    structs = [f"struct {m.name} {{ v: array<f32, {m.held}> }}"
+    structs = [f"struct {m.name} {{ v: array<{m.held_type}, {m.held}> }}"
                for m in sorted(matrices, key=lambda m: m.name)]
     return "\n".join([code, "// Subgroup matrices emulated by gpucore/_matrix_emulation.py",
                       "var<private> sgm_lane: u32;", *structs, *lowering.helpers.values()])

@@ -240,6 +240,12 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any]:
     pipe.lora_dir = args.lora_dir
     if args.vae and not vae_module:  # a UNet-only GGUF took it as one of its parts
         pipe.use_vae(args.vae)
+    if getattr(args, "int8", None) == "plain":  # before the memory mode: its units hold int8
+        from ..pipelines.int8 import use_int8
+
+        for model in (pipe, refiner):
+            if model is not None:
+                print(use_int8(model), file=sys.stderr)
     mode = memory_mode(args)  # after the VAE: the mode's units are the models in place now
     for model in (pipe, refiner) if mode else ():
         if model is not None:
@@ -296,6 +302,11 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[Path]
         request = replace(request, control=tuple(request.control) + tuple(ip_units(pipe)))
     if redux is not None:
         request = replace(request, redux=redux(pipe))
+    if args.int8 == "smooth":  # calibrated on one step of this request, float weights
+        from ..pipelines.int8 import use_int8
+
+        first = replace(request, steps=1, batch_size=1, seed=args.seed, hires=None)
+        print(use_int8(pipe, calibration=lambda: pipe.generate(first)), file=sys.stderr)
     # 4. the WebUI's batch count: seeds count on over batches (with a variation seed the seed
     # stays and the variation seeds count on, as within a batch); "latent noise" stays the
     # first batch's, as the WebUI makes it once a job

@@ -295,6 +295,14 @@ def _output_and_device(parser: argparse.ArgumentParser) -> None:
                              "cores, through the Dawn runtime), else float32 (default: auto)")
     parser.add_argument("--fp16", dest="dtype", action="store_const", const="float16",
                         help="same as --dtype float16")
+    parser.add_argument("--int8", nargs="?", const="plain", choices=("plain", "smooth"),
+                        help="run the denoiser's linear layers (attention projections, MLPs) in "
+                             "int8 (W8A8: activations per token, weights per channel; about "
+                             "1%% error per layer): on the matrix units where the adapter "
+                             "multiplies i8 (Dawn on NVIDIA), else a portable int8 kernel "
+                             "(slower than float16; a line says which). --int8 smooth: "
+                             "SmoothQuant's smoothing from a one-step calibration run of the "
+                             "request first (flow models: FLUX, SD 3, ...)")
     parser.add_argument("--prediction-type", choices=("epsilon", "v_prediction"),
                         help="override the detected model type (SD2 768px models are "
                              "v_prediction)")

@@ -90,6 +90,10 @@ def add_serve_parser(commands: Any) -> argparse.ArgumentParser:
                      help="weights: float16 (half the memory, needs shader-f16) or float32; "
                           "auto: float16 where the adapter has matrix units (tensor cores, "
                           "through the Dawn runtime), else float32 (default: auto)")
+    sub.add_argument("--int8", action="store_true",
+                     help="every model's denoiser with int8 linear layers (W8A8; see "
+                          "generate --int8): on the matrix units where the adapter multiplies "
+                          "i8, else a portable kernel; the infotext says 'Int8: W8A8'")
     sub.add_argument("--devices", metavar="all|I,J|NAME",
                      help="one worker process per GPU, each with its own copy of the model, on "
                           "the one queue: 'all', adapter indices ('0,1', as `python -m gpucore "
@@ -148,6 +152,7 @@ def server_settings(args: argparse.Namespace) -> ServerSettings:
         codeformer_models_path=args.codeformer_models_path,
         deepdanbooru_dir=args.deepdanbooru_dir, clip_models_path=args.clip_models_path,
         interrogate_dir=args.interrogate_dir, memory=memory_mode(args),
+        int8=args.int8,
         warmup=args.warmup,
         queue_size=args.queue_size, max_size=args.max_size,
         host="0.0.0.0" if args.listen else args.host, port=args.port,

@@ -20,6 +20,7 @@ import numpy as np
 from gpucore import phase
 
 from ..lora import LORA_TAGS, LoraManager, lora_hashes, lora_uses
+from ..models.int8 import marked as int8_marked
 from ..sampling.kdiffusion import DIFFUSERS
 from ..text.prompts import extract_extra_networks
 from .contract import Capabilities, GenerationResult
@@ -119,6 +120,9 @@ def generate(family: Family, request: GenerationRequest | str | None, settings: 
     label = request.sampler_label[0]
     # 2. the WebUI's extra networks: the prompt's LoRAs in place before it is encoded
     loras = None
+    if int8_marked(family) and extract_extra_networks(request.prompt)[1]:
+        raise ValueError("--int8: a prompt's LoRAs do not apply to int8 layers yet; merge the "
+                         "LoRA into the model, or leave --int8 off")
     if label != DIFFUSERS or family.diffusers_loras:
         loras = family.loras.activate(extract_extra_networks(request.prompt)[1],
                                       family.lora_dir)
@@ -140,4 +144,6 @@ def generate(family: Family, request: GenerationRequest | str | None, settings: 
         made.update(hires_fix(request.hires, request.hires_modules))
     if loras:
         made["lora_hashes"] = loras
+    if int8_marked(family):
+        made["int8"] = int8_marked(family)
     return GenerationResult(images=images, seeds=run.seeds, settings=made)

@@ -55,6 +55,7 @@ class ServerSettings:
     # GPUCORE_ADAPTER value (serve --devices; none: worker threads in this process)
     dtype: str = "auto"
     memory: MemoryMode | None = None
+    int8: bool = False  # the denoisers' linear layers W8A8 (serve --int8; diffusion.pipelines.int8)
     worker_adapters: tuple[str, ...] = ()
     # a first picture drawn as each model loads, before it serves (serve's default;
     # diffusion.server.jobs.warmup): the first request is then as fast as the second

@@ -14,11 +14,12 @@ import numpy as np
 
 from gpucore import Buffer, Device
 
-from . import matrix_geglu, matrix_tuning, matrix_units, portable, tuning
+from . import int8_units, matrix_geglu, matrix_tuning, matrix_units, portable, tuning
 from .matrix_codegen import MatrixTile
 from .plan import BatchPlan, k_partition, plan_gemm
 
-__all__ = ["geglu_tile", "parts_fit", "record_gemm", "record_gemm_geglu", "record_gemm_parts"]
+__all__ = ["geglu_tile", "parts_fit", "record_gemm", "record_gemm_geglu", "record_gemm_parts",
+           "record_gemm_w8a8", "w8a8_on_matrix_units"]
 
 
 def record_gemm(a: Buffer[Any], b: Buffer[Any], c: Buffer[Any], bias: Buffer[Any] | None, *,
@@ -103,3 +104,32 @@ def record_gemm_geglu(x: Buffer[Any], w: Buffer[Any], bias: Buffer[Any] | None, 
     matrix_geglu.record_gemm_geglu(
         x, w, bias if bias is not None else portable.no_bias(device, np.dtype(np.float16)), out,
         has_bias=bias is not None, m=m, d=d, k=k, tile=tile, approximate=approximate)
+
+
+def w8a8_on_matrix_units(device: Device, dtype: Any) -> bool:
+    """Whether record_gemm_w8a8 runs on the matrix units for a `dtype` result on `device`
+    (f16 where the device multiplies i8 16x16x32 fragments), not the portable kernel."""
+    return dtype == np.float16 and int8_units.available(device)
+
+
+def record_gemm_w8a8(a: Buffer[Any], b: Buffer[Any], scale_a: Buffer[Any], scale_b: Buffer[Any],
+                     bias: Buffer[Any] | None, c: Buffer[Any], *, m: int, n: int, kw: int,
+                     beta: float = 0.0) -> None:
+    """Record C (m x n, f16 or f32) = (A B^T) scale_a[row] scale_b[col] + beta C + bias, A
+    (m x kw) and B (n x kw) int8 four to an i32 word, i32 sums (gpustd/gemm/int8_units.py): on
+    the matrix units where w8a8_on_matrix_units, else the portable kernel. No validation
+    (gpustd.nn.int8_linear has done it). numpy: ``(a8.astype(int32) @ b8.T.astype(int32)) *
+    scale_a[:, None] * scale_b + beta * c + bias``."""
+    if m == 0 or n == 0:
+        return
+    device = c.device
+    placeholder = bias if bias is not None else portable.no_bias(device, c.dtype)
+    if w8a8_on_matrix_units(device, c.dtype):
+        tile = int8_units.choose_tile(
+            m, n, 4 * kw, storage=device.limits["max-compute-workgroup-storage-size"],
+            invocations=device.limits["max-compute-invocations-per-workgroup"])
+        int8_units.record_w8a8_matrix(a, b, scale_a, scale_b, placeholder, c, m=m, n=n, kw=kw,
+                                      has_bias=bias is not None, beta=beta, tile=tile)
+        return
+    int8_units.record_w8a8_portable(a, b, scale_a, scale_b, placeholder, c, m=m, n=n, kw=kw,
+                                    has_bias=bias is not None, beta=beta)

@@ -13,10 +13,8 @@ of BK, the operands' tiles are staged in workgroup memory (zero-filled outside t
 so ragged M, N, K need no special case; 4 or 8 f16 per global load where the contiguous
 dimension allows), the next step's global loads in flight while the current one multiplies
 (`MatrixTile.prefetch`; without it each step loads, stages and multiplies in turn).
-An `aligned` kernel (M, N, K whole multiples of the tile and of BK) checks no bound: its loads
-and its epilogue's stores are plain indexing. On an H100 (Dawn, default toggles, one timer)
-the bounds-free 64x128 GEMM ran 90.5/104.4 TFLOP/s at 4096^3 nt/nn against the checked
-kernel's 62.9/67.6 (tools/matrix_gemm_lab.py; see matrix_units.choose_tile).
+An `aligned` kernel (M, N, K whole multiples of the tile and of BK) checks no bound (H100: the
+64x128 GEMM at 4096^3 nt/nn 90.5/104.4 TFLOP/s against the checked kernel's 62.9/67.6).
 An operand stored K-major on the "wrong" side (A transposed, B not transposed is row-major
 K x N) is staged as stored and its fragments loaded column-major where needed. The caller
 supplies each operand's global load (`load_a(row, col)`, `load_b(row, col)` in the stored
@@ -28,12 +26,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .matrix_loads import (
+    COMPONENTS,
+    HALF8,
+    Component,
+    contiguous_load,
+    fragment_stride,
+    load_type,
+    load_width,
+)
+
 __all__ = ["MatrixTile", "Operand", "contiguous_load", "kernel_source", "load_type", "load_width"]
 
-# A global load of 8 f16 (16 bytes): a struct rather than vec4<u32> so that the binding still
-# holds f16 (gpucore checks a buffer's element type against the binding's).
-HALF8 = "struct Half8 { lo: vec4<f16>, hi: vec4<f16> }"
-_LOAD_TYPES = {1: "f16", 4: "vec4<f16>", 8: "Half8"}
 _PARTS = {1: ("",), 4: (".x", ".y", ".z", ".w"),
           8: (".lo.x", ".lo.y", ".lo.z", ".lo.w", ".hi.x", ".hi.y", ".hi.z", ".hi.w")}
 
@@ -50,6 +54,8 @@ class MatrixTile:
     acc: the accumulators' type; "f16" only for comparison (the shipped kernels use f32).
     prefetch: the next K step's global loads issued before the current step's multiplies
     (False: load, stage, barrier, multiply, barrier; faster for 64x128 on an H100).
+    component: "f16" or "i8" (16x16x32 fragments, "i32" accumulators, words of four:
+    gpustd/gemm/matrix_loads.py); pad counts f16 either way, an i8 BK of 64 is 64 bytes.
     """
 
     fm: int
@@ -62,6 +68,25 @@ class MatrixTile:
     pad: int = 8
     acc: str = "f32"
     prefetch: bool = True
+    component: str = "f16"
+
+    def __post_init__(self) -> None:
+        kind = COMPONENTS.get(self.component)
+        if kind is None or self.acc not in kind.accumulators or self.bk % kind.depth:
+            raise ValueError(f"unsupported matrix tile: {self.component} operands into {self.acc}"
+                             f" accumulators in K steps of {self.bk}")
+
+    @property
+    def kind(self) -> Component:
+        return COMPONENTS[self.component]
+
+    @property
+    def step(self) -> int:  # a K step in staged words (BK for f16, BK / 4 for i8)
+        return self.bk // self.kind.pack
+
+    @property
+    def pad_words(self) -> int:  # the staged rows' padding in words (`pad` f16 of 2 bytes)
+        return self.pad * 2 // self.kind.word_bytes
 
     @property
     def bm(self) -> int:
@@ -80,15 +105,18 @@ class MatrixTile:
         flags = "".join(f for f, on in (("/db", self.double), ("/w8", self.wide),
                                         (f"/pad{self.pad}", self.pad != 8),
                                         ("/acc16", self.acc == "f16"),
-                                        ("/np", not self.prefetch)) if on)
+                                        ("/np", not self.prefetch),
+                                        ("/i8", self.component == "i8")) if on)
         return f"{self.bm}x{self.bn}/{self.wm}x{self.wn}sg/{self.fm}x{self.fn}fr/k{self.bk}{flags}"
 
     def shared_bytes(self) -> int:
         """Workgroup memory: staged tiles (either layout, padded) plus the epilogue's."""
         nbuf = 2 if self.double else 1
-        a = max(self.bm * (self.bk + self.pad), self.bk * (self.bm + self.pad))
-        b = max(self.bn * (self.bk + self.pad), self.bk * (self.bn + self.pad))
-        return 2 * nbuf * (a + b) + (4 if self.acc == "f32" else 2) * 256 * self.wm * self.wn
+        step, pad = self.step, self.pad_words
+        a = max(self.bm * (step + pad), step * (self.bm + pad))
+        b = max(self.bn * (step + pad), step * (self.bn + pad))
+        return (self.kind.word_bytes * nbuf * (a + b)
+                + (2 if self.acc == "f16" else 4) * 256 * self.wm * self.wn)
 
 
 @dataclass(frozen=True)
@@ -104,10 +132,11 @@ class Operand:
     def staged(self, tile: MatrixTile) -> tuple[int, int]:
         """(rows, cols) of the staged K-step tile: as stored, cols contiguous."""
         extent = tile.bm if self.name == "a" else tile.bn
-        return (tile.bk, extent) if self.k_major else (extent, tile.bk)
+        return (tile.step, extent) if self.k_major else (extent, tile.step)
 
     def stride(self, tile: MatrixTile) -> int:
-        return self.staged(tile)[1] + tile.pad
+        """Words between staged rows."""
+        return self.staged(tile)[1] + tile.pad_words
 
     def origin(self) -> tuple[str, str]:
         """WGSL expressions of the staged tile's first stored row and column."""
@@ -121,8 +150,11 @@ class Operand:
         return self.k_major and tile.threads % per_row == 0
 
     def fragment(self, tile: MatrixTile, kk: int, mn: str) -> tuple[str, bool]:
-        """(offset, column-major) of the 16x16 fragment at K offset kk, M/N offset mn."""
-        stride = self.stride(tile)
+        """(offset, column-major) of the fragment at K offset kk, M/N offset mn, in elements
+        (an i8 operand is staged along K only: its words pack K)."""
+        stride = self.stride(tile) * tile.kind.pack
+        if self.k_major and tile.kind.pack > 1:
+            raise ValueError(f"{tile.name}: {tile.component} operands are staged along K only")
         at = f"{kk}u * {stride}u + {mn}" if self.k_major else f"({mn}) * {stride}u + {kk}u"
         return at, self.k_major if self.name == "a" else not self.k_major
 
@@ -140,7 +172,7 @@ def _stage_code(op: Operand, tile: MatrixTile) -> tuple[list[str], list[str], li
     decls, fetch, store = [], [], []
     for q in range(count // tile.threads):
         reg = f"r{op.name}{q}"
-        decls.append(f"var<private> {reg}: {_LOAD_TYPES[op.width]};")
+        decls.append(f"var<private> {reg}: {load_type(op.width, tile.component)};")
         v = f"(tid + {q * tile.threads}u)"
         col = f"col_{op.name}" if fixed else f"{col0} + {v} % {per_row}u * {op.width}u"
         fetch.append(f"  {reg} = load_{op.name}({row0} + {v} / {per_row}u, {col});")
@@ -154,19 +186,21 @@ def _stage_code(op: Operand, tile: MatrixTile) -> tuple[list[str], list[str], li
 def _multiply_code(tile: MatrixTile, a: Operand, b: Operand) -> str:
     """The unrolled fragment loads and multiply-accumulates of one staged K step: a block per
     16-deep K slice, so that its fragments are block-local."""
-    left = "subgroup_matrix_left<f16, 16, 16>"
-    right = "subgroup_matrix_right<f16, 16, 16>"
+    name, depth, pack = tile.component, tile.kind.depth, tile.kind.pack
+    left = f"subgroup_matrix_left<{name}, {depth}, 16>"
+    right = f"subgroup_matrix_right<{name}, 16, {depth}>"
+    cur_a, cur_b = ("cur_a", "cur_b") if pack == 1 else (f"cur_a * {pack}u", f"cur_b * {pack}u")
     blocks = []
-    for kk in range(0, tile.bk, 16):
+    for kk in range(0, tile.bk, depth):
         body = []
         for i in range(tile.fm):
             at, col_major = a.fragment(tile, kk, f"r_in + {16 * i}u")
-            body.append(f"let a{i} = subgroupMatrixLoad<{left}>(&sh_a, cur_a + {at}, "
-                        f"{str(col_major).lower()}, {a.stride(tile)}u);")
+            body.append(f"let a{i} = subgroupMatrixLoad<{left}>(&sh_a, {cur_a} + {at}, "
+                        f"{str(col_major).lower()}, {fragment_stride(a.stride(tile), name)}u);")
         for j in range(tile.fn):
             at, col_major = b.fragment(tile, kk, f"c_in + {16 * j}u")
-            body.append(f"let b{j} = subgroupMatrixLoad<{right}>(&sh_b, cur_b + {at}, "
-                        f"{str(col_major).lower()}, {b.stride(tile)}u);")
+            body.append(f"let b{j} = subgroupMatrixLoad<{right}>(&sh_b, {cur_b} + {at}, "
+                        f"{str(col_major).lower()}, {fragment_stride(b.stride(tile), name)}u);")
         body += [f"c_{i}_{j} = subgroupMatrixMultiplyAccumulate(a{i}, b{j}, c_{i}_{j});"
                  for i in range(tile.fm) for j in range(tile.fn)]
         blocks.append("    {\n" + "\n".join("      " + x for x in body) + "\n    }")
@@ -177,7 +211,7 @@ def _main_loop(tile: MatrixTile, size_a: int, size_b: int, body: str, first: str
                fetch: str = "fetch") -> str:
     """The K loop: stage, multiply, fetch the next step in between; `first` ("k_first + " in a
     split-K kernel) offsets every step's K; `fetch` names the step's global loads."""
-    bk = tile.bk
+    bk = tile.step
     if tile.double:
         return f"""  stage(0u, 0u);
   workgroupBarrier();
@@ -309,8 +343,8 @@ enable chromium_experimental_subgroup_matrix;
 {HALF8}
 {declarations}
 
-var<workgroup> sh_a: array<f16, {size_a * nbuf}>;
-var<workgroup> sh_b: array<f16, {size_b * nbuf}>;
+var<workgroup> sh_a: array<{tile.kind.word}, {size_a * nbuf}>;
+var<workgroup> sh_b: array<{tile.kind.word}, {size_b * nbuf}>;
 var<workgroup> sh_c: array<{acc}, {256 * tile.wm * tile.wn}>;
 {nl.join(a_decl + b_decl)}
 var<private> tid: u32;
@@ -354,39 +388,11 @@ def _k_range(tile: MatrixTile, k_total: str, split: str) -> str:
     reads the next split's K; only the last split's last step reaches past K, zero-filled).
     `steps` comes from wid.z, not the private split_id: the loop's barriers need a uniform
     trip count, and Tint takes module-scope private variables as non-uniform."""
-    all_steps = f"({k_total} + {tile.bk - 1}u) / {tile.bk}u"
+    all_steps = f"({k_total} + {tile.step - 1}u) / {tile.step}u"
     if not split:
         return f"  let steps = {all_steps};\n  k0 = 0u;"
     return f"""  split_id = wid.z;
   let k_steps_all = {all_steps};
   let steps = min({split}, k_steps_all - min(k_steps_all, wid.z * {split}));
-  let k_first = wid.z * {split} * {tile.bk}u;
+  let k_first = wid.z * {split} * {tile.step}u;
   k0 = k_first;"""
-
-
-def load_type(width: int) -> str:
-    """The WGSL type of a global load of `width` f16 (1, 4 or 8)."""
-    return _LOAD_TYPES[width]
-
-
-def contiguous_load(name: str, width: int, rows: str, cols: str, ld: str, base: str,
-                    binding: str = "", checked: bool = True) -> str:
-    """WGSL `load_{name}(row, col)` of a row-major matrix in `binding` (default: name; rows x
-    cols, `ld` elements between rows, from element `base`): `width` f16 from (row, col),
-    zeros outside. A vector load lies wholly inside or outside (cols, ld are multiples).
-    checked=False: no bound check (an aligned kernel never loads outside)."""
-    kind = _LOAD_TYPES[width]
-    check = f"\n  if (row >= {rows} || col >= {cols}) {{ return {kind}(); }}" if checked else ""
-    return f"""fn load_{name}(row: u32, col: u32) -> {kind} {{{check}
-  return {binding or name}[({base} + row * {ld} + col) / {width}u];
-}}"""
-
-
-def load_width(tile: MatrixTile, contiguous: int, offsets: tuple[int, ...]) -> int:
-    """f16 per global load an operand allows: its contiguous extent and every offset into it
-    must be multiples of the width (each vector load stays inside one row)."""
-    for width in (8, 4):
-        if (width <= (8 if tile.wide else 4) and contiguous % width == 0
-                and all(o % width == 0 for o in offsets)):
-            return width
-    return 1

@@ -14,8 +14,10 @@ from .._tensor import Tensor
 from ..quant import materialize
 from . import prologue as _prologue
 from ._util import pair
+from .activation import geglu
 from .conv import conv2d
 from .embedding import embedding
+from .int8_linear import Int8Weight, int8_linear
 from .linear import linear, linear_geglu, linears
 from .module import Module, parameter
 from .norm import group_norm, group_norm_prologue, layer_norm
@@ -37,6 +39,8 @@ class Linear(Module):
         """add_to: a residual of the output's shape the result is added into in place."""
         if fuses(self.weight, x):  # a Q8_0 / Q4_K / Q5_0 weight the GEMM reads as it is
             return quantized_linear(x, self.weight, self.bias, add_to=add_to)  # type: ignore[arg-type]
+        if isinstance(self.weight, Int8Weight):  # W8A8: x quantized per row on the way in
+            return int8_linear(x, self.weight, self.bias, add_to=add_to)
         return linear(x, materialize(self.weight), self.bias, add_to=add_to)
 
     @staticmethod
@@ -150,6 +154,8 @@ class GEGLU(Module):
         if fuses(self.proj.weight, x):
             return quantized_linear_geglu(x, self.proj.weight, self.proj.bias,  # type: ignore[arg-type]
                                           approximate=self.approximate)
+        if isinstance(self.proj.weight, Int8Weight):  # W8A8 projection, the gate after it
+            return geglu(self.proj(x), approximate=self.approximate)
         return linear_geglu(x, materialize(self.proj.weight), self.proj.bias,
                             approximate=self.approximate)
 

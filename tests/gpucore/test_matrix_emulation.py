@@ -66,7 +66,7 @@ def test_lowering_is_plain_wgsl_with_the_line_numbers_kept() -> None:
     ("let z = subgroupMatrixLoad<subgroup_matrix_left<f16, 16, 16>>(&a[4], 0u, false, 16u);",
      "pointers to a whole"),
     ("subgroupMatrixStore(&out, 0u, a0, false, 16u);", "stores of result matrices only"),
-    ("var q: subgroup_matrix_result<i32, 16, 16>;", "components i32"),
+    ("var q: subgroup_matrix_result<u32, 16, 16>;", "components u32"),
     ("var r: subgroup_matrix_result<f32, 8, 16>;", "is not emulated"),
 ])
 def test_what_it_does_not_emulate_is_refused_by_name(line: str, match: str) -> None:
@@ -79,7 +79,8 @@ def test_what_it_does_not_emulate_is_refused_by_name(line: str, match: str) -> N
 def test_configs_need_f16_and_subgroups(monkeypatch: pytest.MonkeyPatch) -> None:
     configs = _runtime.emulated_configs({"shader-f16", "subgroup", "timestamp-query"})
     assert [str(c) for c in configs] == ["f16->f32 16x16x16 (emulated)",
-                                         "f16->f16 16x16x16 (emulated)"]
+                                         "f16->f16 16x16x16 (emulated)",
+                                         "i8->i32 16x16x32 (emulated)"]
     assert all(c.min_subgroup_size == c.max_subgroup_size == 32 for c in configs)
     assert _runtime.emulated_configs({"shader-f16"}) == ()
     monkeypatch.setenv(_matrix_emulation.ENV, "maybe")

@@ -7,6 +7,7 @@ travel with it and each process loads its pipelines as the parent would.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +45,10 @@ class PipelineLoader:
             ahead = gpucore.Warmup(where.get("device") or gpucore.default_device(),
                                    f"serve {Path(path).resolve()} {self.settings.dtype}")
         pipe = (self.build or self._load)(path, **where)  # where: device=, modules=
+        if self.settings.int8:
+            from ...pipelines.int8 import use_int8
+
+            print(use_int8(pipe), file=sys.stderr)
         if self.settings.memory:
             pipe.set_memory_mode(self.settings.memory)
         if self.embeddings is not None:

@@ -1,0 +1,150 @@
+"""W8A8 linear layers: the weight quantized once to int8 per output channel (Int8Weight), each
+call's activations per row (token) to int8 (quantize_rows), the product summed in i32 on the
+matrix units where the device multiplies i8 fragments (gpustd/gemm/int8_units.py, through
+gpustd.gemm.dispatch.record_gemm_w8a8), its epilogue applying both scales, the bias and a
+residual.
+
+Symmetric scales (largest magnitude / 127, round to nearest even, clamp to +-127), so a
+value's error is at most half a step of its row's (or channel's) scale. SmoothQuant (Xiao et
+al. 2023, eq. 4): `smoothing_factors` moves part of the activations' outlier channels into the
+weight, s_j = max|X_j|^alpha / max|W_j|^(1 - alpha): the weight is quantized times s, the
+activations times 1/s as they are quantized (the factor in quantize_rows' pass), the product
+unchanged before rounding. max|X_j| comes from a calibration pass (diffusion's `--int8`
+records it over the first denoising step).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from gpucore import Buffer, Kernel
+
+from .._tensor import Tensor
+from ..gemm.dispatch import record_gemm_w8a8
+from ._util import check_float, check_same
+
+__all__ = ["ALPHA", "Int8Weight", "int8_linear", "quantize_rows", "quantize_weight",
+           "smoothing_factors"]
+
+ALPHA = 0.5  # SmoothQuant's migration strength (its paper's default for most models)
+_GROUPS_X = 65535  # workgroups per grid dimension WebGPU guarantees
+
+
+class Int8Weight:
+    """A linear layer's weight [out, in] as int8 per output channel: `words` int32 [out,
+    ceil(in / 4)] (four int8 to a word, little-endian), `scales` float32 [out], `smooth`
+    float32 [in] (the activations' SmoothQuant multipliers 1/s) or None; `dtype` the float
+    type the layer takes and returns."""
+
+    def __init__(self, words: Tensor, scales: Tensor, shape: tuple[int, int], dtype: Any,
+                 smooth: Tensor | None = None) -> None:
+        self.words, self.scales, self.smooth = words, scales, smooth
+        self.shape = shape
+        self.dtype = np.dtype(dtype)
+        self.device = words.device
+
+    ndim = 2
+
+    def dequantize(self) -> np.ndarray:
+        """The float32 weight this stands for (host): q * scale / s. For tests and errors."""
+        out, k = self.shape
+        q = self.words.numpy().view(np.int8).reshape(out, -1)[:, :k].astype(np.float32)
+        w = q * self.scales.numpy()[:, None]
+        return w * self.smooth.numpy()[None, :] if self.smooth is not None else w
+
+    def __repr__(self) -> str:
+        return f"Int8Weight({self.shape}, {self.dtype}, smooth={self.smooth is not None})"
+
+
+def quantize_rows(x: Tensor, smooth: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """x [m, k] (float16 or float32) as (int32 [m, ceil(k / 4)] words of four int8, float32
+    [m] scales): each row times `smooth` [k] (float32, None for none) scaled to +-127 by its
+    largest magnitude (shaders/quant/quantize_rows_i8.wgsl). numpy: `s = abs(x).max(1) / 127;
+    q = clip(rint(x / s[:, None]), -127, 127)`."""
+    check_float(x, "x", "quantize_rows", ndim=2)
+    m, k = x.shape
+    kw = (k + 3) // 4
+    words = Tensor.empty((m, kw), np.int32, device=x.device)
+    scales = Tensor.empty((m,), np.float32, device=x.device)
+    if m == 0 or k == 0:
+        if m:
+            words.buffer.fill_zero()
+            scales.buffer.fill_zero()
+        return words, scales
+    if smooth is not None and smooth.shape != (k,):
+        raise ValueError(f"quantize_rows: smooth must have shape ({k},), got {smooth.shape}")
+    factors = smooth.buffer if smooth is not None else x.device.keep(
+        ("int8 no smooth",), lambda: Buffer(1, np.float32, device=x.device, read_only=True))
+    kernel = Kernel.cached("quant/quantize_rows_i8", types={"T": x.dtype})
+    grid = (min(m, _GROUPS_X), -(-m // _GROUPS_X), 1)
+    kernel.dispatch(grid, x.buffer, factors, words.buffer, scales.buffer, m=m, k=k,
+                    kw=kw, has_smooth=int(smooth is not None))
+    return words, scales
+
+
+def smoothing_factors(act_absmax: np.ndarray, weight_absmax: np.ndarray,
+                      alpha: float = ALPHA) -> np.ndarray:
+    """SmoothQuant's per-input-channel factors s [in] = max|X_j|^alpha / max|W_j|^(1 - alpha)
+    (float32), 1 where either side is zero; the activations are divided by s, the weight's
+    columns multiplied."""
+    act = np.asarray(act_absmax, np.float64)
+    wgt = np.asarray(weight_absmax, np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        s = act ** alpha / wgt ** (1.0 - alpha)
+    s = np.where((act > 0) & (wgt > 0) & np.isfinite(s), s, 1.0)
+    return np.clip(s, 1e-4, 1e4).astype(np.float32)
+
+
+def quantize_weight(weight: Tensor, *, act_absmax: np.ndarray | None = None,
+                    alpha: float = ALPHA) -> Int8Weight:
+    """A [out, in] float weight as an Int8Weight (per output channel, on the device); with
+    act_absmax [in] (the activations' largest magnitude per input channel, from calibration)
+    SmoothQuant-smoothed with migration strength `alpha`."""
+    check_float(weight, "weight", "quantize_weight", ndim=2)
+    out, k = weight.shape
+    smooth = inverse = None
+    if act_absmax is not None:
+        act = np.asarray(act_absmax, np.float32).reshape(-1)
+        if act.shape != (k,):
+            raise ValueError(f"quantize_weight: act_absmax must have {k} values (one per "
+                             f"input channel), got {act.shape}")
+        w_absmax = np.abs(weight.numpy().astype(np.float32)).max(axis=0) if out else \
+            np.zeros(k, np.float32)
+        s = smoothing_factors(act, w_absmax, alpha)
+        smooth = Tensor.from_numpy(s, device=weight.device)
+        inverse = Tensor.from_numpy((1.0 / s).astype(np.float32), device=weight.device)
+    words, scales = quantize_rows(weight, smooth)
+    return Int8Weight(words, scales, (out, k), weight.dtype, inverse)
+
+
+def int8_linear(x: Tensor, weight: Int8Weight, bias: Tensor | None = None, *,
+                add_to: Tensor | None = None) -> Tensor:
+    """gpustd.nn.linear (x [..., in] @ W.T + bias, add_to a residual added in place) with W an
+    Int8Weight and x quantized per row on the way in (W8A8). torch: `F.linear(x, w8 * sw, b)`
+    with x replaced by its per-row int8 rounding."""
+    op = "int8_linear"
+    check_float(x, "x", op)
+    check_same(op, x, bias=bias, add_to=add_to)
+    n, k = weight.shape
+    if x.ndim < 1 or x.shape[-1] != k:
+        raise ValueError(f"{op}: x {x.shape} must end in the weight's {k} input features")
+    if weight.dtype != x.dtype or weight.device is not x.device:
+        raise TypeError(f"{op}: the weight was quantized for {weight.dtype} on "
+                        f"{weight.device.name}, the input is {x.dtype} on {x.device.name}")
+    if bias is not None and bias.shape != (n,):
+        raise ValueError(f"{op}: bias must have shape ({n},), got {bias.shape}")
+    shape = (*x.shape[:-1], n)
+    if add_to is not None and (add_to.shape != shape or add_to.buffer is x.buffer):
+        raise ValueError(f"{op}: add_to must have the result's shape {shape} and not share "
+                         "memory with x")
+    out = add_to if add_to is not None else Tensor.empty(shape, x.dtype, device=x.device)
+    m = out.size // n if n else 0
+    if m == 0 or n == 0:
+        return out
+    words, scales = quantize_rows(x.reshape(m, k), weight.smooth)
+    record_gemm_w8a8(words.buffer, weight.words.buffer, scales.buffer, weight.scales.buffer,
+                     bias.buffer if bias is not None else None, out.buffer, m=m, n=n,
+                     kw=words.shape[1], beta=1.0 if add_to is not None else 0.0)
+    return out
