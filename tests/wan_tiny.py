@@ -117,3 +117,29 @@ def tiny_wan_i2v_pipeline(root: Path) -> Any:
         image_encoder=encoder, image_processor=processor)
     pipe.save_pretrained(root / "wan-i2v")
     return pipe
+
+
+def tiny_wan_a14b_pipeline(root: Path, *, i2v: bool = False, boundary_ratio: float = 0.8
+                           ) -> Any:
+    """diffusers' Wan 2.2 A14B pipeline (WanPipeline, or `i2v`: WanImageToVideoPipeline with
+    no CLIP: the transformers read the noise, the mask and the first frame's latents, 4 + 4 +
+    4 channels) of tiny random parts, its two experts made different, saved to
+    `root / "wan-a14b"` (or "wan-a14b-i2v"); returns it."""
+    import diffusers
+    import transformers
+    from flow_tiny import tiny_t5_tokenizer
+
+    tiny_t5_tokenizer(root / "umt5-tokenizer")
+    tokenizer = transformers.T5TokenizerFast(
+        tokenizer_file=str(root / "umt5-tokenizer" / "tokenizer.json"))
+    config = {**WAN_TINY, "in_channels": 12 if i2v else 4}
+    high, low = (randomized(diffusers.WanTransformer3DModel(**config), seed, scale=0.3)
+                 for seed in (13, 14))
+    parts = dict(tokenizer=tokenizer, text_encoder=tiny_umt5(), transformer=high,
+                 transformer_2=low, vae=tiny_wan_vae(), boundary_ratio=boundary_ratio,
+                 scheduler=diffusers.UniPCMultistepScheduler(**WAN_SCHEDULER))
+    pipe = (diffusers.WanImageToVideoPipeline(**parts, image_encoder=None,
+                                              image_processor=None) if i2v
+            else diffusers.WanPipeline(**parts))
+    pipe.save_pretrained(root / ("wan-a14b-i2v" if i2v else "wan-a14b"))
+    return pipe

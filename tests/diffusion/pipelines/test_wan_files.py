@@ -1,0 +1,224 @@
+"""Wan from ComfyUI's split files: a tiny Wan transformer written in Wan's original names
+(`blocks.N.self_attn.q`, `norm3`, `head.head`, ...; diffusers' own converter checks the
+writer), as bf16, fp8_e4m3fn and ComfyUI's scaled fp8, reads as diffusers' weights; through
+`txt2vid --model FILE --base FOLDER` it gives the folder's frames (bitwise in float32, near
+them as a Q8_0 GGUF), with the text encoder from a UMT5 file and a --base folder that holds
+no weights of the parts files replace; what is missing or wrong gets one line."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("diffusers", reason="diffusers is a test-only reference (extra: reference)")
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+from sd_tiny import state_dict
+from t5_files import scaled_fp8
+from wan_tiny import WAN_TINY, tiny_wan_pipeline
+
+import diffusion.cli.main as cli
+import gpucore
+from diffusion.loaders import WeightsError
+from diffusion.loaders.wan import load_wan_file, wan_file_family
+
+RED = "a red cube on a wooden table"
+
+# diffusers' names -> Wan's original ones (the inverse of convert_wan_transformer_to_diffusers)
+_ORIGINAL = (
+    ("condition_embedder.time_embedder.linear_1", "time_embedding.0"),
+    ("condition_embedder.time_embedder.linear_2", "time_embedding.2"),
+    ("condition_embedder.text_embedder.linear_1", "text_embedding.0"),
+    ("condition_embedder.text_embedder.linear_2", "text_embedding.2"),
+    ("condition_embedder.time_proj", "time_projection.1"),
+    ("condition_embedder.image_embedder.norm1", "img_emb.proj.0"),
+    ("condition_embedder.image_embedder.ff.net.0.proj", "img_emb.proj.1"),
+    ("condition_embedder.image_embedder.ff.net.2", "img_emb.proj.3"),
+    ("condition_embedder.image_embedder.norm2", "img_emb.proj.4"),
+    (".attn1.", ".self_attn."), (".attn2.", ".cross_attn."), (".to_out.0.", ".o."),
+    (".to_q.", ".q."), (".to_k.", ".k."), (".to_v.", ".v."), (".add_k_proj.", ".k_img."),
+    (".add_v_proj.", ".v_img."), (".norm_added_k.", ".norm_k_img."), (".norm2.", ".norm3."),
+    ("ffn.net.0.proj", "ffn.0"), ("ffn.net.2", "ffn.2"), ("proj_out", "head.head"),
+)
+
+
+def original_names(state: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A diffusers WanTransformer3DModel state dict in Wan's original names."""
+    out = {}
+    for key, value in state.items():
+        name = key
+        for new, old in _ORIGINAL:
+            name = name.replace(new, old)
+        if name == "scale_shift_table":
+            name = "head.modulation"
+        elif name.endswith(".scale_shift_table"):
+            name = name.replace(".scale_shift_table", ".modulation")
+        out[prefix + name] = value
+    return out
+
+
+def _torch_state(model: Any) -> dict[str, Any]:
+    return {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+
+
+def comfyui_file(model: Any, path: Path, form: str = "fp32", prefix: str = ""
+                 ) -> dict[str, np.ndarray]:
+    """`model` saved as ComfyUI's split diffusion model file `path` in `form` (fp32, bf16,
+    fp8_e4m3fn, fp8_scaled); returns the values the file holds, in diffusers' names."""
+    state = _torch_state(model)
+    if form == "fp8_scaled":
+        stored, held = scaled_fp8(original_names(state))
+        save_file({prefix + k: v for k, v in stored.items()}, str(path))
+        back = {v: k for k, v in zip(state, original_names(state), strict=True)}
+        return {back[k]: v for k, v in held.items()}
+    if form == "bf16":
+        state = {k: v.to(torch.bfloat16) for k, v in state.items()}
+    elif form == "fp8_e4m3fn":
+        state = {k: v.to(torch.float8_e4m3fn) if v.ndim == 2 else v for k, v in state.items()}
+    save_file(original_names(state, prefix), str(path))
+    return {k: v.float().numpy() for k, v in state.items()}
+
+
+@pytest.fixture(scope="module")
+def tiny_wan(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    root = tmp_path_factory.mktemp("tiny-wan-files")
+    return root / "wan", tiny_wan_pipeline(root)
+
+
+@pytest.mark.nodevice
+def test_writer_agrees_with_diffusers(tiny_wan: tuple[Path, Any]) -> None:
+    """The test's original-names writer is the inverse of diffusers' converter."""
+    from diffusers.loaders.single_file_utils import convert_wan_transformer_to_diffusers
+
+    state = _torch_state(tiny_wan[1].transformer)
+    converted = convert_wan_transformer_to_diffusers(original_names(state,
+                                                                    "model.diffusion_model."))
+    assert set(converted) == set(state)
+
+
+@pytest.mark.nodevice
+@pytest.mark.parametrize(("form", "prefix"), [("fp32", "model.diffusion_model."),
+                                              ("bf16", ""), ("fp8_e4m3fn", ""),
+                                              ("fp8_scaled", "")])
+def test_file_reads_as_diffusers(tiny_wan: tuple[Path, Any], tmp_path: Path, form: str,
+                                 prefix: str) -> None:
+    _, reference = tiny_wan
+    file = tmp_path / f"wan2.1_t2v_tiny_{form}.safetensors"
+    held = comfyui_file(reference.transformer, file, form, prefix)
+    assert wan_file_family(file) == "wan"
+    weights = load_wan_file(file, config={"num_attention_heads": 2, "attention_head_dim": 12})
+    assert set(weights) == set(state_dict(reference.transformer))
+    for key, value in held.items():
+        np.testing.assert_array_equal(weights[key], value, err_msg=key)
+    for name in ("in_channels", "out_channels", "num_layers", "text_dim", "freq_dim",
+                 "ffn_dim", "num_attention_heads", "attention_head_dim"):
+        assert weights.config[name] == WAN_TINY[name], name
+    assert tuple(weights.config["patch_size"]) == WAN_TINY["patch_size"]
+
+
+@pytest.mark.nodevice
+def test_gguf_keeps_matrices_quantized(tmp_path: Path) -> None:
+    """city96's GGUFs: Wan's original names, the matrices Q8_0 (kept so on the GPU by
+    load_component), the rest floats; 128-wide heads when no config says otherwise."""
+    pytest.importorskip("gguf", reason="GGUF files need the gguf package")
+    import diffusers
+
+    from diffusion.loaders.formats.gguf_file import GGUFFile
+    from diffusion.loaders.formats.gguf_write import write_gguf
+
+    model = diffusers.WanTransformer3DModel(**{**WAN_TINY, "attention_head_dim": 128,
+                                               "num_attention_heads": 1, "ffn_dim": 64})
+    expected = state_dict(model)
+    path = tmp_path / "wan2.1-t2v-tiny-Q8_0.gguf"
+    write_gguf(path, original_names(expected).items(), "q8_0", architecture="wan")
+    weights = load_wan_file(path)
+    assert weights.config["num_attention_heads"] == 1
+    assert weights.config["attention_head_dim"] == 128
+    ref = weights.refs["blocks.0.attn1.to_q.weight"]
+    assert isinstance(ref.file, GGUFFile) and ref.file.format(ref.key) == "q8_0"
+    for key, value in expected.items():
+        scale = np.abs(value).max() + 1e-6
+        assert np.abs(weights[key] - value).max() < 0.02 * scale, key
+
+
+@pytest.mark.nodevice
+def test_other_files_are_refused(tiny_wan: tuple[Path, Any], tmp_path: Path) -> None:
+    other = tmp_path / "other.safetensors"
+    save_file({"blocks.0.weight": torch.zeros(2)}, str(other))
+    assert wan_file_family(other) is None
+    with pytest.raises(WeightsError, match="not a Wan transformer file"):
+        load_wan_file(other)
+    file = tmp_path / "wan.safetensors"
+    comfyui_file(tiny_wan[1].transformer, file)
+    with pytest.raises(WeightsError, match="give --base the diffusers folder"):
+        load_wan_file(file)  # 24 wide: no 128-wide heads, and no config to say otherwise
+
+
+def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    return out.strip()
+
+
+def _error(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
+    code = cli.main(list(argv))
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err, err
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def _frames(path: str) -> np.ndarray:
+    return np.stack([np.asarray(Image.open(f).convert("RGB"), np.float32) / 255
+                     for f in sorted(Path(path).glob("*.png"))])
+
+
+SETTINGS = ("--prompt", RED, "--width", "48", "--height", "32", "--frames", "5", "--steps",
+            "1", "--cfg-scale", "4", "--seed", "3", "--dtype", "float32")
+
+
+def test_txt2vid_from_files(first_device: gpucore.Device, tiny_wan: tuple[Path, Any],
+                            tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The transformer and text encoder as files beside a --base folder holding neither's
+    weights: the folder's frames bitwise; the transformer as a Q8_0 GGUF: near them."""
+    folder, reference = tiny_wan
+    expected = _frames(_run(capsys, "txt2vid", "--model", str(folder), *SETTINGS,
+                            "-o", str(tmp_path / "folder")))
+    transformer = tmp_path / "wan2.1_t2v_tiny_fp32.safetensors"
+    comfyui_file(reference.transformer, transformer, prefix="model.diffusion_model.")
+    umt5 = tmp_path / "umt5_xxl_tiny.safetensors"
+    save_file(_torch_state(reference.text_encoder), str(umt5))
+    base = tmp_path / "base"
+    shutil.copytree(folder, base)
+    for part in ("transformer", "text_encoder"):
+        for weights in (base / part).glob("*.safetensors"):
+            weights.unlink()
+    files = ("txt2vid", "--model", str(transformer), "--base", str(base), *SETTINGS)
+    out = _run(capsys, *files, "--text-encoder", str(umt5), "-o", str(tmp_path / "files"))
+    np.testing.assert_array_equal(_frames(out), expected)
+    # what is missing gets one line naming the file to add
+    assert "--text-encoder FILE" in _error(capsys, *files, "-o", str(tmp_path / "x"))
+    assert "give --base" in _error(capsys, "txt2vid", "--model", str(transformer),
+                                   *SETTINGS, "-o", str(tmp_path / "x"))
+    assert "leave --base out" in _error(capsys, "txt2vid", "--model", str(folder), "--base",
+                                        str(base), *SETTINGS, "-o", str(tmp_path / "x"))
+    assert "holds no Wan transformer" in _error(
+        capsys, "txt2vid", "--model", str(umt5), "--base", str(base), *SETTINGS, "-o",
+        str(tmp_path / "x"))
+    pytest.importorskip("gguf", reason="GGUF files need the gguf package")
+    from diffusion.loaders.formats.gguf_write import write_gguf
+
+    gguf = tmp_path / "wan2.1-t2v-tiny-Q8_0.gguf"
+    write_gguf(gguf, original_names(state_dict(reference.transformer)).items(), "q8_0",
+               architecture="wan")
+    out = _run(capsys, "txt2vid", "--model", str(gguf), "--base", str(folder), *SETTINGS,
+               "-o", str(tmp_path / "gguf"))
+    frames = _frames(out)
+    assert np.abs(frames - expected).mean() < 0.01
