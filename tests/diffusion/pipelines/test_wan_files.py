@@ -19,8 +19,7 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 from sd_tiny import state_dict
-from t5_files import scaled_fp8
-from wan_tiny import WAN_TINY, tiny_wan_pipeline
+from wan_tiny import WAN_TINY, comfyui_file, original_names, tiny_wan_pipeline, torch_state
 
 import diffusion.cli.main as cli
 import gpucore
@@ -28,61 +27,6 @@ from diffusion.loaders import WeightsError
 from diffusion.loaders.wan import load_wan_file, wan_file_family
 
 RED = "a red cube on a wooden table"
-
-# diffusers' names -> Wan's original ones (the inverse of convert_wan_transformer_to_diffusers)
-_ORIGINAL = (
-    ("condition_embedder.time_embedder.linear_1", "time_embedding.0"),
-    ("condition_embedder.time_embedder.linear_2", "time_embedding.2"),
-    ("condition_embedder.text_embedder.linear_1", "text_embedding.0"),
-    ("condition_embedder.text_embedder.linear_2", "text_embedding.2"),
-    ("condition_embedder.time_proj", "time_projection.1"),
-    ("condition_embedder.image_embedder.norm1", "img_emb.proj.0"),
-    ("condition_embedder.image_embedder.ff.net.0.proj", "img_emb.proj.1"),
-    ("condition_embedder.image_embedder.ff.net.2", "img_emb.proj.3"),
-    ("condition_embedder.image_embedder.norm2", "img_emb.proj.4"),
-    (".attn1.", ".self_attn."), (".attn2.", ".cross_attn."), (".to_out.0.", ".o."),
-    (".to_q.", ".q."), (".to_k.", ".k."), (".to_v.", ".v."), (".add_k_proj.", ".k_img."),
-    (".add_v_proj.", ".v_img."), (".norm_added_k.", ".norm_k_img."), (".norm2.", ".norm3."),
-    ("ffn.net.0.proj", "ffn.0"), ("ffn.net.2", "ffn.2"), ("proj_out", "head.head"),
-)
-
-
-def original_names(state: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """A diffusers WanTransformer3DModel state dict in Wan's original names."""
-    out = {}
-    for key, value in state.items():
-        name = key
-        for new, old in _ORIGINAL:
-            name = name.replace(new, old)
-        if name == "scale_shift_table":
-            name = "head.modulation"
-        elif name.endswith(".scale_shift_table"):
-            name = name.replace(".scale_shift_table", ".modulation")
-        out[prefix + name] = value
-    return out
-
-
-def _torch_state(model: Any) -> dict[str, Any]:
-    return {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
-
-
-def comfyui_file(model: Any, path: Path, form: str = "fp32", prefix: str = ""
-                 ) -> dict[str, np.ndarray]:
-    """`model` saved as ComfyUI's split diffusion model file `path` in `form` (fp32, bf16,
-    fp8_e4m3fn, fp8_scaled); returns the values the file holds, in diffusers' names."""
-    state = _torch_state(model)
-    if form == "fp8_scaled":
-        stored, held = scaled_fp8(original_names(state))
-        save_file({prefix + k: v for k, v in stored.items()}, str(path))
-        back = {v: k for k, v in zip(state, original_names(state), strict=True)}
-        return {back[k]: v for k, v in held.items()}
-    if form == "bf16":
-        state = {k: v.to(torch.bfloat16) for k, v in state.items()}
-    elif form == "fp8_e4m3fn":
-        state = {k: v.to(torch.float8_e4m3fn) if v.ndim == 2 else v for k, v in state.items()}
-    save_file(original_names(state, prefix), str(path))
-    return {k: v.float().numpy() for k, v in state.items()}
-
 
 @pytest.fixture(scope="module")
 def tiny_wan(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
@@ -95,7 +39,7 @@ def test_writer_agrees_with_diffusers(tiny_wan: tuple[Path, Any]) -> None:
     """The test's original-names writer is the inverse of diffusers' converter."""
     from diffusers.loaders.single_file_utils import convert_wan_transformer_to_diffusers
 
-    state = _torch_state(tiny_wan[1].transformer)
+    state = torch_state(tiny_wan[1].transformer)
     converted = convert_wan_transformer_to_diffusers(original_names(state,
                                                                     "model.diffusion_model."))
     assert set(converted) == set(state)
@@ -194,7 +138,7 @@ def test_txt2vid_from_files(first_device: gpucore.Device, tiny_wan: tuple[Path, 
     transformer = tmp_path / "wan2.1_t2v_tiny_fp32.safetensors"
     comfyui_file(reference.transformer, transformer, prefix="model.diffusion_model.")
     umt5 = tmp_path / "umt5_xxl_tiny.safetensors"
-    save_file(_torch_state(reference.text_encoder), str(umt5))
+    save_file(torch_state(reference.text_encoder), str(umt5))
     base = tmp_path / "base"
     shutil.copytree(folder, base)
     for part in ("transformer", "text_encoder"):
