@@ -65,6 +65,8 @@ def _options(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--text-encoder", metavar="FILE",
                      help="UMT5 in place of the folder's (umt5_xxl_fp16.safetensors, "
                           "umt5_xxl_fp8_e4m3fn_scaled.safetensors, or a UMT5 .gguf)")
+    sub.add_argument("--vae", metavar="FILE",
+                     help="Wan 2.1's VAE in place of the folder's (wan_2.1_vae.safetensors)")
     sub.add_argument("--clip-vision", metavar="FILE",
                      help="Wan 2.1 I2V: its CLIP vision encoder in place of the folder's "
                           "(clip_vision_h.safetensors)")
@@ -137,7 +139,7 @@ def _check_files(args: argparse.Namespace) -> None:
         raise ValueError(f"--model {args.model} is a folder: leave --base out (it is for a "
                          "transformer file)")
     files = [("--model-2", args.model_2), ("--text-encoder", args.text_encoder),
-             ("--clip-vision", args.clip_vision)]
+             ("--vae", args.vae), ("--clip-vision", args.clip_vision)]
     if model.is_file():
         if not args.base:
             raise ValueError(f"--model {args.model} is a single file: give --base, the Wan "
@@ -226,7 +228,8 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"{flag} {file}: holds no Wan transformer (blocks.0.self_attn.q"
                              ".weight ...)")
     files = WanFiles(transformer=transformer, transformer_2=args.model_2,
-                     text_encoder=args.text_encoder, image_encoder=args.clip_vision)
+                     text_encoder=args.text_encoder, image_encoder=args.clip_vision,
+                     vae=args.vae)
     pipe = WanPipeline.from_pretrained(folder, dtype=_dtype(args.dtype), offload=args.offload,
                                        files=files)
     if args.lora:

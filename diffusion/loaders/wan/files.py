@@ -9,6 +9,7 @@ users have it (Comfy-Org's Wan_2.1_ComfyUI_repackaged / Wan_2.2_ComfyUI_Repackag
                     (transformers' T5 names; the scaled float8 read by formats.safetensors),
                     or city96's umt5-xxl-encoder-Q8_0.gguf (llama.cpp's names)
     image_encoder   clip_vision_h.safetensors (transformers' CLIPVisionModel names)
+    vae             wan_2.1_vae.safetensors (Wan's original names: `load_wan_vae_file`)
 
 The folder gives what no file does: the tokenizer, the scheduler, model_index.json (Wan 2.2
 A14B's boundary_ratio, TI2V's expand_timesteps), the configs the shapes do not tell, and
@@ -33,6 +34,7 @@ from ..keymaps.t5_gguf import t5_gguf_refs
 from ..weights import ComponentWeights, TensorRef, resolve_dtype
 from .file import load_wan_file
 from .folder import WanWeights, load_wan_folder
+from .vae_file import load_wan_vae_file
 
 __all__ = ["WanFiles", "load_wan"]
 
@@ -51,6 +53,7 @@ class WanFiles:
     transformer_2: Source = None
     text_encoder: Source = None
     image_encoder: Source = None
+    vae: Source = None
 
     def given(self) -> dict[str, Path]:
         """The components given as files, by name."""
@@ -140,6 +143,8 @@ def load_wan(base: str | os.PathLike[str], files: WanFiles | None = None, *,
     if "text_encoder" in given:
         weights.text_encoder = load_umt5_file(given["text_encoder"],
                                               component_config(base, "text_encoder"), resolved)
+    if "vae" in given:
+        weights.vae = load_wan_vae_file(given["vae"], component_config(base, "vae"), resolved)
     if "image_encoder" in given:
         weights.image_encoder = load_clip_vision_file(
             given["image_encoder"], component_config(base, "image_encoder"), resolved)

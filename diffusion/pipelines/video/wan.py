@@ -188,7 +188,7 @@ class WanPipeline:
         return self._context(self.prompt_states(prompts, max_sequence_length))
 
     def _context(self, states: np.ndarray, transformer: Any = None) -> Tensor:
-        model = transformer or self.transformer
+        model = self.transformer if transformer is None else transformer
         return model.encode_text(asarray(states, dtype=model.dtype, device=model.device))
 
     def scheduler(self, sampler: str) -> Any:

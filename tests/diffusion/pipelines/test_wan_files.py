@@ -19,7 +19,15 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 from sd_tiny import state_dict
-from wan_tiny import WAN_TINY, comfyui_file, original_names, tiny_wan_pipeline, torch_state
+from wan_tiny import (
+    WAN_TINY,
+    WAN_VAE_TINY,
+    comfyui_file,
+    original_names,
+    tiny_wan_pipeline,
+    torch_state,
+    vae_original_names,
+)
 
 import diffusion.cli.main as cli
 import gpucore
@@ -91,6 +99,33 @@ def test_gguf_keeps_matrices_quantized(tmp_path: Path) -> None:
 
 
 @pytest.mark.nodevice
+def test_vae_file_reads_as_diffusers(tmp_path: Path) -> None:
+    """ComfyUI's wan_2.1_vae.safetensors: Wan's original VAE names (the writer checked
+    against diffusers' converter, which knows Wan 2.1's layout only: 2 residual blocks a
+    level, channels x1 x2 x4 x4)."""
+    import diffusers
+    from diffusers.loaders.single_file_utils import convert_wan_vae_to_diffusers
+
+    from diffusion.loaders.wan.vae_file import load_wan_vae_file
+
+    config = {**WAN_VAE_TINY, "num_res_blocks": 2, "dim_mult": [1, 2, 4, 4]}
+    vae = diffusers.AutoencoderKLWan(**config)
+    state = torch_state(vae)
+    original = vae_original_names(state, 2)
+    assert set(convert_wan_vae_to_diffusers(dict(original))) == set(state)
+    path = tmp_path / "wan_2.1_vae.safetensors"
+    save_file(original, str(path))
+    weights = load_wan_vae_file(path, dict(vae.config), None)
+    assert set(weights) == set(state)
+    for key, value in state.items():
+        np.testing.assert_array_equal(weights[key], value.numpy(), err_msg=key)
+    with pytest.raises(WeightsError, match=r"no vae/config\.json"):
+        load_wan_vae_file(path, None, None)
+    with pytest.raises(WeightsError, match=r"Wan 2\.2's VAE"):
+        load_wan_vae_file(path, {**config, "is_residual": True}, None)
+
+
+@pytest.mark.nodevice
 def test_other_files_are_refused(tiny_wan: tuple[Path, Any], tmp_path: Path) -> None:
     other = tmp_path / "other.safetensors"
     save_file({"blocks.0.weight": torch.zeros(2)}, str(other))
@@ -139,16 +174,23 @@ def test_txt2vid_from_files(first_device: gpucore.Device, tiny_wan: tuple[Path, 
     comfyui_file(reference.transformer, transformer, prefix="model.diffusion_model.")
     umt5 = tmp_path / "umt5_xxl_tiny.safetensors"
     save_file(torch_state(reference.text_encoder), str(umt5))
+    vae = tmp_path / "wan_2.1_vae.safetensors"
+    save_file(vae_original_names(torch_state(reference.vae),
+                                 WAN_VAE_TINY["num_res_blocks"]), str(vae))
     base = tmp_path / "base"
     shutil.copytree(folder, base)
-    for part in ("transformer", "text_encoder"):
+    for part in ("transformer", "text_encoder", "vae"):
         for weights in (base / part).glob("*.safetensors"):
             weights.unlink()
     files = ("txt2vid", "--model", str(transformer), "--base", str(base), *SETTINGS)
-    out = _run(capsys, *files, "--text-encoder", str(umt5), "-o", str(tmp_path / "files"))
+    out = _run(capsys, *files, "--text-encoder", str(umt5), "--vae", str(vae),
+               "-o", str(tmp_path / "files"))
     np.testing.assert_array_equal(_frames(out), expected)
     # what is missing gets one line naming the file to add
-    assert "--text-encoder FILE" in _error(capsys, *files, "-o", str(tmp_path / "x"))
+    assert "--text-encoder FILE" in _error(capsys, *files, "--vae", str(vae),
+                                           "-o", str(tmp_path / "x"))
+    assert "--vae FILE" in _error(capsys, *files, "--text-encoder", str(umt5),
+                                  "-o", str(tmp_path / "x"))
     assert "give --base" in _error(capsys, "txt2vid", "--model", str(transformer),
                                    *SETTINGS, "-o", str(tmp_path / "x"))
     assert "leave --base out" in _error(capsys, "txt2vid", "--model", str(folder), "--base",
