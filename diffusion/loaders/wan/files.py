@@ -43,6 +43,7 @@ Source = str | os.PathLike[str] | None
 _T5_MARK = "encoder.block.0.layer.0.SelfAttention.q.weight"
 _T5_PARTS = ("shared.", "encoder.block.", "encoder.final_layer_norm.")
 _CLIP_MARK = "vision_model.embeddings.patch_embedding.weight"
+_CLIP_PARTS = ("embeddings.", "pre_layrnorm.", "encoder.", "post_layernorm.")
 
 
 @dataclass(frozen=True)
@@ -102,16 +103,18 @@ def load_umt5_file(path: Path, config: dict[str, Any] | None, dtype: Any) -> Com
 
 def load_clip_vision_file(path: Path, config: dict[str, Any] | None, dtype: Any
                           ) -> ComponentWeights:
-    """The CLIP vision encoder of a .safetensors file in transformers' names
-    (ComfyUI's clip_vision_h.safetensors); `config`: the folder's image_encoder/config.json,
-    else ViT-H/14's (open_clip's, which Wan 2.1 I2V reads)."""
+    """The CLIP vision encoder of a .safetensors file in transformers' names, under
+    `vision_model.` (ComfyUI's clip_vision_h.safetensors) or bare; `config`: the folder's
+    image_encoder/config.json, else ViT-H/14's (open_clip's, which Wan 2.1 I2V reads)."""
     file = SafetensorsFile(path)
-    if _CLIP_MARK not in file:
+    bare = _CLIP_MARK.removeprefix("vision_model.") in file  # transformers 5 saves no prefix
+    if _CLIP_MARK not in file and not bare:
         raise WeightsError(f"{path}: no {_CLIP_MARK!r} tensor: not a CLIP vision encoder in "
                            "transformers' names; --clip-vision takes clip_vision_h"
                            ".safetensors")
-    refs = {key: TensorRef(file, key, file.shape(key)) for key in file.keys()
-            if key.startswith("vision_model.")}
+    parts = _CLIP_PARTS if bare else ("vision_model.",)
+    refs = {("vision_model." if bare else "") + key: TensorRef(file, key, file.shape(key))
+            for key in file.keys() if key.startswith(parts)}
     if config is None:
         width, _, patch, _ = refs[_CLIP_MARK].shape
         positions = refs["vision_model.embeddings.position_embedding.weight"].shape[0]

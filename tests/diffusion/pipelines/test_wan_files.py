@@ -208,3 +208,74 @@ def test_txt2vid_from_files(first_device: gpucore.Device, tiny_wan: tuple[Path, 
                "-o", str(tmp_path / "gguf"))
     frames = _frames(out)
     assert np.abs(frames - expected).mean() < 0.01
+
+
+@pytest.mark.nodevice
+def test_umt5_files(tmp_path: Path) -> None:
+    """ComfyUI's umt5_xxl_fp8_e4m3fn_scaled.safetensors (transformers' T5 names, scaled
+    float8) and city96's UMT5 GGUF (llama.cpp's names, one position bias table a block) read
+    as the values they hold, the config from the shapes; a T5 v1.1 file is refused."""
+    pytest.importorskip("gguf", reason="GGUF files need the gguf package")
+    from flow_tiny import T5_TINY, tiny_t5
+    from t5_files import scaled_fp8, write_t5_gguf
+    from wan_tiny import tiny_umt5
+
+    from diffusion.loaders.wan.files import load_umt5_file
+
+    model = tiny_umt5()
+    state = {k: v for k, v in torch_state(model).items() if k != "encoder.embed_tokens.weight"}
+    stored, held = scaled_fp8(state)
+    scaled = tmp_path / "umt5_xxl_fp8_e4m3fn_scaled.safetensors"
+    save_file(stored, str(scaled))
+    gguf = tmp_path / "umt5-xxl-encoder-Q8_0.gguf"
+    held_gguf = write_t5_gguf(model, gguf, "q8_0")
+    for path, values in ((scaled, held), (gguf, held_gguf)):
+        weights = load_umt5_file(path, None, None)
+        assert set(weights) == set(state), path
+        for key, value in values.items():
+            np.testing.assert_allclose(weights[key], value, atol=1e-6, err_msg=key)
+        for name in ("d_model", "d_kv", "d_ff", "num_layers", "num_heads",
+                     "relative_attention_num_buckets"):
+            assert weights.config[name] == T5_TINY[name], name
+    t5 = tmp_path / "t5xxl_fp16.safetensors"
+    save_file({k: v for k, v in torch_state(tiny_t5()).items()
+               if k != "encoder.embed_tokens.weight"}, str(t5))
+    with pytest.raises(WeightsError, match="not UMT5"):
+        load_umt5_file(t5, None, None)
+
+
+def test_clip_vision_file(first_device: gpucore.Device, tmp_path: Path,
+                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """ComfyUI's clip_vision_h.safetensors (transformers' names under vision_model., its
+    projection beside) in place of a Wan 2.1 I2V folder's image_encoder/ (which holds no
+    weights, named with the file to add): WanImageToVideoPipeline's frames."""
+    from diffusers.pipelines.wan import pipeline_wan, pipeline_wan_i2v
+    from wan_tiny import tiny_wan_i2v_pipeline
+
+    from diffusion.loaders.wan import WanFiles
+    from diffusion.pipelines.video import WanPipeline
+
+    # the image-to-video module calls ftfy unconditionally; WanPipeline's cleaning skips it
+    monkeypatch.setattr(pipeline_wan_i2v, "prompt_clean", pipeline_wan.prompt_clean)
+    reference = tiny_wan_i2v_pipeline(tmp_path)
+    folder = tmp_path / "wan-i2v"
+    encoder = {("" if k.startswith("vision_model.") else "vision_model.") + k: v
+               for k, v in torch_state(reference.image_encoder).items()}
+    encoder["visual_projection.weight"] = torch.zeros(16, 32)
+    clip = tmp_path / "clip_vision_h.safetensors"
+    save_file(encoder, str(clip))
+    for weights in (folder / "image_encoder").glob("*.safetensors"):
+        weights.unlink()
+    picture = (np.random.default_rng(1).random((32, 48, 3)) * 255).astype(np.uint8)
+    settings = dict(height=32, width=48, num_frames=1, num_inference_steps=1,
+                    guidance_scale=3.0, seed=2, image=picture)
+    with pytest.raises(WeightsError, match="--clip-vision FILE"):
+        WanPipeline.from_pretrained(folder, device=first_device)
+    pipe = WanPipeline.from_pretrained(folder, device=first_device,
+                                       files=WanFiles(image_encoder=clip))
+    ours = pipe(RED, **settings)[0]
+    expected = reference(image=Image.fromarray(picture), prompt=RED, height=32, width=48,
+                         num_frames=1, num_inference_steps=1, guidance_scale=3.0,
+                         output_type="np", generator=torch.Generator().manual_seed(2)
+                         ).frames[0]
+    assert np.abs(ours - expected).mean() < 0.01
