@@ -2,7 +2,7 @@
 1000, the low-noise one (transformer_2, its own guidance scale) after. A tiny A14B-shaped
 folder saved by diffusers gives WanPipeline's frames (and WanImageToVideoPipeline's for
 image-to-video), both experts matter, and the experts as two files (`--model HIGH --model-2
-LOW --base FOLDER`) give the folder's frames."""
+LOW --base FOLDER`, offloaded) give the folder's frames."""
 
 from __future__ import annotations
 
@@ -62,7 +62,8 @@ def test_a14b_equals_diffusers(first_device: gpucore.Device, tiny_a14b: tuple[Pa
                          guidance_scale_2=2.0, output_type="np",
                          generator=torch.Generator().manual_seed(3), **SIZE).frames[0]
     assert np.abs(ours - expected).mean() < 0.01
-    # the experts as two ComfyUI files beside a --base folder without their weights
+    # the experts as two ComfyUI files beside a --base folder without their weights, one
+    # network on the GPU at a time
     base = tmp_path / "base"
     shutil.copytree(folder, base)
     for part in ("transformer", "transformer_2"):
@@ -72,7 +73,7 @@ def test_a14b_equals_diffusers(first_device: gpucore.Device, tiny_a14b: tuple[Pa
     comfyui_file(reference.transformer, high)
     comfyui_file(reference.transformer_2, low)
     out = _run(capsys, *common, "--model", str(high), "--model-2", str(low), "--base",
-               str(base), "-o", str(tmp_path / "files"))
+               str(base), "--offload", "-o", str(tmp_path / "files"))
     np.testing.assert_array_equal(_frames(out), ours)
     # swapping the experts changes the video
     pipe = WanPipeline.from_pretrained(folder, device=first_device)
