@@ -151,4 +151,20 @@ def load_wan(base: str | os.PathLike[str], files: WanFiles | None = None, *,
     if "image_encoder" in given:
         weights.image_encoder = load_clip_vision_file(
             given["image_encoder"], component_config(base, "image_encoder"), resolved)
+    _check_latents(weights, base)
     return weights
+
+
+def _check_latents(weights: WanWeights, base: str | os.PathLike[str]) -> None:
+    """WeightsError in one line when a transformer's latents are not the VAE's (a file beside
+    the folder of another Wan: Wan 2.1's 16 channels, Wan 2.2 TI2V 5B's 48)."""
+    assert weights.vae is not None
+    channels = weights.vae.config.get("z_dim", 16)
+    for part in (weights.transformer, weights.transformer_2):
+        if part is None:
+            continue
+        made = part.config.get("out_channels") or part.config.get("in_channels")
+        if made != channels:
+            raise WeightsError(f"the transformer makes {made}-channel latents, the VAE of "
+                               f"{base} reads {channels}: give --base the diffusers folder of "
+                               "the same Wan model (Wan 2.1 and 2.2 A14B: 16, TI2V 5B: 48)")

@@ -136,6 +136,15 @@ def test_other_files_are_refused(tiny_wan: tuple[Path, Any], tmp_path: Path) -> 
     comfyui_file(tiny_wan[1].transformer, file)
     with pytest.raises(WeightsError, match="give --base the diffusers folder"):
         load_wan_file(file)  # 24 wide: no 128-wide heads, and no config to say otherwise
+    import diffusers
+
+    from diffusion.loaders.wan import WanFiles, load_wan
+
+    other = tmp_path / "wan2.2_ti2v_tiny.safetensors"  # latents the folder's VAE does not read
+    comfyui_file(diffusers.WanTransformer3DModel(**{**WAN_TINY, "in_channels": 6,
+                                                    "out_channels": 6}), other)
+    with pytest.raises(WeightsError, match="makes 6-channel latents, the VAE"):
+        load_wan(tiny_wan[0], WanFiles(transformer=other))
 
 
 def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
