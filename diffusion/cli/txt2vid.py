@@ -93,7 +93,10 @@ def _options(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--lora", action="append", default=[], metavar="FILE[:WEIGHT]",
                      help="a LoRA patched into the transformer (diffusers/PEFT, ComfyUI or "
                           "kohya keys, e.g. a step-distillation LoRA), WEIGHT 1 unless given; "
-                          "repeat for several")
+                          "repeat for several; Wan 2.2 A14B: into the high-noise expert")
+    sub.add_argument("--lora-2", action="append", default=[], metavar="FILE[:WEIGHT]",
+                     help="Wan 2.2 A14B: a LoRA patched into the low-noise expert (the "
+                          "low-noise file of a LoRA pair); repeat for several")
     sub.add_argument("-o", "--out", default=None, metavar="FILE.mp4|FILE.webp|DIR",
                      help="the output (default: outputs/COMMAND-SEED.mp4)")
     sub.add_argument("--offload", action="store_true",
@@ -121,7 +124,7 @@ def _check(args: argparse.Namespace) -> Path:
     if args.steps < 1:
         raise ValueError(f"--steps must be at least 1, got {args.steps}")
     check_fps(args.fps)
-    for spec in args.lora:
+    for spec in (*args.lora, *args.lora_2):
         _lora(spec)
     _check_files(args)
     out = Path(args.out) if args.out else Path("outputs") / f"{args.command}-{args.seed}.mp4"
@@ -232,11 +235,12 @@ def run(args: argparse.Namespace) -> int:
                      vae=args.vae)
     pipe = WanPipeline.from_pretrained(folder, dtype=_dtype(args.dtype), offload=args.offload,
                                        files=files)
-    if args.lora:
-        from ..lora import LoraManager
+    for low_noise, specs in ((False, args.lora), (True, args.lora_2)):
+        if specs:
+            from ..lora import LoraManager
 
-        LoraManager(pipe.lora_targets()).set(
-            [(path, weight, weight) for path, weight in map(_lora, args.lora)])
+            LoraManager(pipe.lora_targets(low_noise=low_noise)).set(
+                [(path, weight, weight) for path, weight in map(_lora, specs)])
     print(f"seed: {args.seed}", file=sys.stderr)
     bar = ProgressBar(args.command)
     videos = pipe(args.prompt, negative_prompt=args.negative_prompt, height=args.height,

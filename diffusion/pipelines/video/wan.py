@@ -158,11 +158,15 @@ class WanPipeline:
         finally:
             offload_weights(network)
 
-    def lora_targets(self) -> Any:
-        """What a `LoraManager` patches: the transformer, as `transformer` (diffusers' and PEFT's
-        `transformer.` keys) and as `unet` (ComfyUI's `diffusion_model.`, kohya's
-        `lora_unet_`)."""
-        return SimpleNamespace(unet=self.transformer, transformer=self.transformer)
+    def lora_targets(self, *, low_noise: bool = False) -> Any:
+        """What a `LoraManager` patches: the transformer (`low_noise`: Wan 2.2 A14B's
+        transformer_2), as `transformer` (diffusers' and PEFT's `transformer.` keys) and as
+        `unet` (ComfyUI's `diffusion_model.`, kohya's `lora_unet_`)."""
+        model = self.transformer_2 if low_noise else self.transformer
+        if model is None:
+            raise ValueError("a LoRA for the low-noise expert is for Wan 2.2 A14B; this Wan "
+                             "model has one transformer (give it with --lora)")
+        return SimpleNamespace(unet=model, transformer=model)
 
     @property
     def temporal_factor(self) -> int:

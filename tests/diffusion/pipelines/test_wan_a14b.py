@@ -103,3 +103,47 @@ def test_a14b_image_to_video(first_device: gpucore.Device, tmp_path: Path,
                          guidance_scale=3.0, output_type="np",
                          generator=torch.Generator().manual_seed(4), **SIZE).frames[0]
     assert np.abs(_frames(out) - expected).mean() < 0.01
+
+
+def _comfy_lora(path: Path) -> Path:
+    """A ComfyUI-keyed LoRA (`diffusion_model.blocks.N.self_attn.q.lora_down.weight`, its
+    alpha) over the tiny experts' attention and feed-forward, large enough to show."""
+    from safetensors.numpy import save_file
+    from wan_tiny import WAN_TINY
+
+    rng = np.random.default_rng(21)
+    dim = WAN_TINY["num_attention_heads"] * WAN_TINY["attention_head_dim"]
+    tensors = {}
+    for i in range(WAN_TINY["num_layers"]):
+        for name, (rows, columns) in (("self_attn.q", (dim, dim)), ("cross_attn.v", (dim, dim)),
+                                      ("ffn.0", (WAN_TINY["ffn_dim"], dim))):
+            key = f"diffusion_model.blocks.{i}.{name}"
+            tensors[f"{key}.lora_down.weight"] = rng.normal(0, 1, (4, columns)).astype(
+                np.float32)
+            tensors[f"{key}.lora_up.weight"] = rng.normal(0, 0.5, (rows, 4)).astype(np.float32)
+            tensors[f"{key}.alpha"] = np.array(2.0, np.float32)
+    save_file(tensors, str(path))
+    return path
+
+
+def test_low_noise_lora(first_device: gpucore.Device, tiny_a14b: tuple[Path, Any],
+                        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`--lora-2`: a LoRA patched into the low-noise expert, as diffusers'
+    `load_lora_weights(..., load_into_transformer_2=True)`; it visibly changes the video."""
+    pytest.importorskip("peft", reason="diffusers loads LoRAs through PEFT")
+    folder, reference = tiny_a14b
+    lora = _comfy_lora(tmp_path / "low_noise_lora.safetensors")
+    common = ("txt2vid", "--model", str(folder), "--prompt", RED, "--width", "48", "--height",
+              "32", "--frames", "5", "--steps", str(STEPS), "--cfg-scale", "4", "--seed", "3",
+              "--dtype", "float32")
+    plain = _frames(_run(capsys, *common, "-o", str(tmp_path / "plain")))
+    ours = _frames(_run(capsys, *common, "--lora-2", str(lora), "-o", str(tmp_path / "lora")))
+    reference.load_lora_weights(str(lora), adapter_name="low", load_into_transformer_2=True)
+    try:
+        expected = reference(RED, num_inference_steps=STEPS, guidance_scale=4.0,
+                             output_type="np", generator=torch.Generator().manual_seed(3),
+                             **SIZE).frames[0]
+    finally:
+        reference.unload_lora_weights()
+    assert np.abs(ours - plain).mean() > 0.02  # the LoRA matters
+    assert np.abs(ours - expected).mean() < 0.01
