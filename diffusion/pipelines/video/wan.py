@@ -125,9 +125,10 @@ class WanPipeline:
         text_encoder = loaded(UMT5EncoderModel(weights.text_encoder.config, **place),
                               weights.text_encoder)
         vae = loaded(AutoencoderKLWan(weights.vae.config, **place), weights.vae)
-        transformer, transformer_2 = (None if part is None else loaded(
-            WanTransformer3DModel(part.config, **place), part)
-            for part in (weights.transformer, weights.transformer_2))
+        transformer = loaded(WanTransformer3DModel(weights.transformer.config, **place),
+                             weights.transformer)
+        transformer_2 = None if weights.transformer_2 is None else loaded(
+            WanTransformer3DModel(weights.transformer_2.config, **place), weights.transformer_2)
         image_encoder = None if weights.image_encoder is None else loaded(
             CLIPVisionModelWithProjection(weights.image_encoder.config, projection=False,
                                           **place), weights.image_encoder)
@@ -301,6 +302,7 @@ class WanPipeline:
         def expert(t: Any) -> tuple[Any, tuple[Tensor, Tensor | None, Tensor | None]]:
             index = 0 if boundary is None or float(t) >= boundary else 1
             model = experts[index]
+            assert model is not None
             if index not in contexts:  # its text (and picture) embedders, once
                 on_gpu.close()
                 on_gpu.enter_context(self.on_gpu(model))
