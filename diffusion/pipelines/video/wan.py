@@ -64,10 +64,12 @@ def check_frame_count(frames: int, temporal: int = 4) -> None:
 
 
 def refuse_pictures(path: str | os.PathLike[str], family: str, options: Any) -> Any:
-    """The picture registry's loader for a Wan folder (`pipelines.families`): a video model
-    makes no pictures, so ValueError in one line saying which command makes its videos."""
+    """The picture registry's loader for a Wan folder or transformer file
+    (`pipelines.families`): a video model makes no pictures, so ValueError in one line saying
+    which command makes its videos."""
+    base = " --base WAN_FOLDER" if Path(path).is_file() else ""
     raise ValueError(f"{path} is a Wan text-to-video model: make videos with `python -m "
-                     f"diffusion txt2vid --model {path} --prompt ...`")
+                     f"diffusion txt2vid --model {path}{base} --prompt ...`")
 
 
 def clean_prompt(text: str) -> str:

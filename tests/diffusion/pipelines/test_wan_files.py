@@ -204,6 +204,8 @@ def test_txt2vid_from_files(first_device: gpucore.Device, tiny_wan: tuple[Path, 
                                    *SETTINGS, "-o", str(tmp_path / "x"))
     assert "leave --base out" in _error(capsys, "txt2vid", "--model", str(folder), "--base",
                                         str(base), *SETTINGS, "-o", str(tmp_path / "x"))
+    assert "txt2vid --model" in _error(capsys, "txt2img", "--model", str(transformer),
+                                       "--prompt", "x", "--out", str(tmp_path / "x.png"))
     assert "holds no Wan transformer" in _error(
         capsys, "txt2vid", "--model", str(umt5), "--base", str(base), *SETTINGS, "-o",
         str(tmp_path / "x"))
