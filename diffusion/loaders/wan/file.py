@@ -147,7 +147,11 @@ def load_wan_file(path: str | os.PathLike[str], *, dtype: Any = None,
             name = key[len(prefix):]
             refs[wan_name(name) if original else name] = TensorRef(file, key,
                                                                    tuple(file.shape(key)))
-    derived = _derived(refs, block_count(file, prefix, "blocks."))
+    try:
+        derived = _derived(refs, block_count(file, prefix, "blocks."))
+    except KeyError as missing:
+        raise WeightsError(f"{file.path}: the Wan transformer's tensor {missing} (diffusers' "
+                           "name) is missing; the file is incomplete") from None
     dim = derived.pop("_dim")
     given = dict(config or {})
     heads = given.get("num_attention_heads")

@@ -290,3 +290,13 @@ def test_clip_vision_file(first_device: gpucore.Device, tmp_path: Path,
                          output_type="np", generator=torch.Generator().manual_seed(2)
                          ).frames[0]
     assert np.abs(ours - expected).mean() < 0.01
+
+
+@pytest.mark.nodevice
+def test_incomplete_file_is_named(tiny_wan: tuple[Path, Any], tmp_path: Path) -> None:
+    state = original_names(torch_state(tiny_wan[1].transformer))
+    del state["text_embedding.0.weight"]
+    file = tmp_path / "wan_cut.safetensors"
+    save_file(state, str(file))
+    with pytest.raises(WeightsError, match=r"text_embedder\.linear_1\.weight.* is missing"):
+        load_wan_file(file, config={"num_attention_heads": 2, "attention_head_dim": 12})
