@@ -1,11 +1,13 @@
 """Tiny random Wan 2.1 components built in-process (diffusers, transformers): the video VAE,
-the UMT5 text encoder, the transformer and a whole WanPipeline folder."""
+the UMT5 text encoder, the transformer and a whole WanPipeline folder (Wan 2.2 A14B's too),
+and a transformer written as ComfyUI's split file in Wan's original names."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from sd_tiny import randomized
 
 # 8x spatial, 4x temporal as Wan 2.1's; 4 latent channels
@@ -117,3 +119,131 @@ def tiny_wan_i2v_pipeline(root: Path) -> Any:
         image_encoder=encoder, image_processor=processor)
     pipe.save_pretrained(root / "wan-i2v")
     return pipe
+
+
+def tiny_wan_a14b_pipeline(root: Path, *, i2v: bool = False, boundary_ratio: float = 0.8
+                           ) -> Any:
+    """diffusers' Wan 2.2 A14B pipeline (WanPipeline, or `i2v`: WanImageToVideoPipeline with
+    no CLIP: the transformers read the noise, the mask and the first frame's latents, 4 + 4 +
+    4 channels) of tiny random parts, its two experts made different, saved to
+    `root / "wan-a14b"` (or "wan-a14b-i2v"); returns it."""
+    import diffusers
+    import transformers
+    from flow_tiny import tiny_t5_tokenizer
+
+    tiny_t5_tokenizer(root / "umt5-tokenizer")
+    tokenizer = transformers.T5TokenizerFast(
+        tokenizer_file=str(root / "umt5-tokenizer" / "tokenizer.json"))
+    config = {**WAN_TINY, "in_channels": 12 if i2v else 4}
+    high, low = (randomized(diffusers.WanTransformer3DModel(**config), seed, scale=0.3)
+                 for seed in (13, 14))
+    parts = dict(tokenizer=tokenizer, text_encoder=tiny_umt5(), transformer=high,
+                 transformer_2=low, vae=tiny_wan_vae(), boundary_ratio=boundary_ratio,
+                 scheduler=diffusers.UniPCMultistepScheduler(**WAN_SCHEDULER))
+    pipe = (diffusers.WanImageToVideoPipeline(**parts, image_encoder=None,
+                                              image_processor=None) if i2v
+            else diffusers.WanPipeline(**parts))
+    pipe.save_pretrained(root / ("wan-a14b-i2v" if i2v else "wan-a14b"))
+    return pipe
+
+
+# diffusers' names -> Wan's original ones (the inverse of convert_wan_transformer_to_diffusers)
+_ORIGINAL = (
+    ("condition_embedder.time_embedder.linear_1", "time_embedding.0"),
+    ("condition_embedder.time_embedder.linear_2", "time_embedding.2"),
+    ("condition_embedder.text_embedder.linear_1", "text_embedding.0"),
+    ("condition_embedder.text_embedder.linear_2", "text_embedding.2"),
+    ("condition_embedder.time_proj", "time_projection.1"),
+    ("condition_embedder.image_embedder.norm1", "img_emb.proj.0"),
+    ("condition_embedder.image_embedder.ff.net.0.proj", "img_emb.proj.1"),
+    ("condition_embedder.image_embedder.ff.net.2", "img_emb.proj.3"),
+    ("condition_embedder.image_embedder.norm2", "img_emb.proj.4"),
+    (".attn1.", ".self_attn."), (".attn2.", ".cross_attn."), (".to_out.0.", ".o."),
+    (".to_q.", ".q."), (".to_k.", ".k."), (".to_v.", ".v."), (".add_k_proj.", ".k_img."),
+    (".add_v_proj.", ".v_img."), (".norm_added_k.", ".norm_k_img."), (".norm2.", ".norm3."),
+    ("ffn.net.0.proj", "ffn.0"), ("ffn.net.2", "ffn.2"), ("proj_out", "head.head"),
+)
+
+
+def original_names(state: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A diffusers WanTransformer3DModel state dict in Wan's original names."""
+    out = {}
+    for key, value in state.items():
+        name = key
+        for new, old in _ORIGINAL:
+            name = name.replace(new, old)
+        if name == "scale_shift_table":
+            name = "head.modulation"
+        elif name.endswith(".scale_shift_table"):
+            name = name.replace(".scale_shift_table", ".modulation")
+        out[prefix + name] = value
+    return out
+
+
+def torch_state(model: Any) -> dict[str, Any]:
+    """A torch module's state dict, each tensor its own copy (safetensors refuses shared
+    ones)."""
+    return {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+
+
+def comfyui_file(model: Any, path: Path, form: str = "fp32", prefix: str = ""
+                 ) -> dict[str, np.ndarray]:
+    """`model` saved as ComfyUI's split diffusion model file `path` in `form` (fp32, bf16,
+    fp8_e4m3fn, fp8_scaled); returns the values the file holds, in diffusers' names."""
+    import torch
+    from safetensors.torch import save_file
+    from t5_files import scaled_fp8
+
+    state = torch_state(model)
+    if form == "fp8_scaled":
+        stored, held = scaled_fp8(original_names(state))
+        save_file({prefix + k: v for k, v in stored.items()}, str(path))
+        back = {v: k for k, v in zip(state, original_names(state), strict=True)}
+        return {back[k]: v for k, v in held.items()}
+    if form == "bf16":
+        state = {k: v.to(torch.bfloat16) for k, v in state.items()}
+    elif form == "fp8_e4m3fn":
+        state = {k: v.to(torch.float8_e4m3fn) if v.ndim == 2 else v for k, v in state.items()}
+    save_file(original_names(state, prefix), str(path))
+    return {k: v.float().numpy() for k, v in state.items()}
+
+
+_VAE_RESIDUAL = {"norm1": "residual.0", "conv1": "residual.2", "norm2": "residual.3",
+                 "conv2": "residual.6", "conv_shortcut": "shortcut"}
+_VAE_TOP = {"quant_conv": "conv1", "post_quant_conv": "conv2", "conv_in": "conv1",
+            "norm_out": "head.0", "conv_out": "head.2"}
+_VAE_MIDDLE = {"resnets.0": "0", "attentions.0": "1", "resnets.1": "2"}
+
+
+def _vae_residual(tail: str) -> str:
+    layer, _, rest = tail.partition(".")
+    return f"{_VAE_RESIDUAL.get(layer, layer)}.{rest}"
+
+
+def vae_original_names(state: dict[str, Any], num_res_blocks: int) -> dict[str, Any]:
+    """A diffusers AutoencoderKLWan (Wan 2.1) state dict in Wan's original VAE names (the
+    inverse of diffusers' convert_wan_vae_to_diffusers)."""
+    out = {}
+    for key, value in state.items():
+        parts = key.split(".")
+        if parts[0] in _VAE_TOP:
+            name = f"{_VAE_TOP[parts[0]]}.{parts[1]}"
+        elif parts[1] in _VAE_TOP:
+            name = f"{parts[0]}.{_VAE_TOP[parts[1]]}.{parts[2]}"
+        elif parts[1] == "mid_block":
+            index = _VAE_MIDDLE[".".join(parts[2:4])]
+            tail = ".".join(parts[4:])
+            name = f"{parts[0]}.middle.{index}." + (tail if index == "1" else
+                                                     _vae_residual(tail))
+        elif parts[1] == "down_blocks":
+            name = f"encoder.downsamples.{parts[2]}." + _vae_residual(".".join(parts[3:]))
+        else:  # decoder.up_blocks.L.resnets.J... / decoder.up_blocks.L.upsamplers.0...
+            first = int(parts[2]) * (num_res_blocks + 2)
+            if parts[3] == "resnets":
+                name = f"decoder.upsamples.{first + int(parts[4])}." + _vae_residual(
+                    ".".join(parts[5:]))
+            else:
+                name = f"decoder.upsamples.{first + num_res_blocks + 1}." + ".".join(parts[5:])
+        out[name] = value
+    assert len(out) == len(state)
+    return out

@@ -1,7 +1,9 @@
 """`python -m diffusion txt2vid --model FOLDER --prompt TEXT -o out.mp4`: Wan text-to-video
-from the command line, and `img2vid --image IN.png` (Wan 2.1 I2V or Wan 2.2 TI2V 5B
-animating a picture). The frame count (1 + 4k), size (multiples of 16), fps, picture and
-output are checked before the model loads; a bad one ends in one `error: ...` line."""
+from the command line, and `img2vid --image IN.png` (Wan 2.1 / 2.2 A14B I2V or Wan 2.2 TI2V 5B
+animating a picture). `--model FILE --base FOLDER` runs ComfyUI's split files (and GGUFs)
+with a diffusers folder giving the rest; `--model-2` is Wan 2.2 A14B's low-noise expert. The
+frame count (1 + 4k), size (multiples of 16), fps, picture, files and output are checked
+before the model loads; a bad one ends in one `error: ...` line."""
 
 from __future__ import annotations
 
@@ -25,6 +27,10 @@ EXAMPLE = """example:
       --width 832 --height 480 --seed 42 -o cat.mp4
   python -m diffusion img2vid --model ./Wan2.2-TI2V-5B-Diffusers --image cat.png \\
       --prompt "the cat turns its head" --frames 33 -o cat.mp4
+  python -m diffusion txt2vid --model wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors \\
+      --model-2 wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors \\
+      --text-encoder umt5_xxl_fp8_e4m3fn_scaled.safetensors \\
+      --base ./Wan2.2-T2V-A14B-Diffusers --prompt "a cat walks on the grass" -o cat.mp4
 
 -o picks the format by its suffix: .mp4 (H.264, needs PyAV: the `video` extra), .webp
 (animated) or a path without a suffix (a folder of numbered PNGs)."""
@@ -44,8 +50,26 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _options(sub: argparse.ArgumentParser) -> None:
-    sub.add_argument("--model", required=True, metavar="FOLDER",
-                     help="a Wan diffusers folder (Wan 2.1 T2V or I2V, Wan 2.2 TI2V 5B)")
+    sub.add_argument("--model", required=True, metavar="FOLDER|FILE",
+                     help="a Wan diffusers folder (Wan 2.1 T2V or I2V, Wan 2.2 TI2V 5B or "
+                          "A14B), or a transformer file with --base: ComfyUI's "
+                          "(wan2.1_t2v_1.3B_bf16, *_fp8_e4m3fn, *_fp8_scaled .safetensors; "
+                          "Wan 2.2 A14B's high-noise expert) or a GGUF of it")
+    sub.add_argument("--base", metavar="FOLDER",
+                     help="for a transformer file: the Wan diffusers folder of the same model "
+                          "giving the tokenizer, scheduler, configs and every part no file "
+                          "replaces (it may hold only those)")
+    sub.add_argument("--model-2", metavar="FILE",
+                     help="Wan 2.2 A14B: the low-noise expert's file "
+                          "(wan2.2_*_low_noise_14B_*.safetensors or .gguf); needs --base")
+    sub.add_argument("--text-encoder", metavar="FILE",
+                     help="UMT5 in place of the folder's (umt5_xxl_fp16.safetensors, "
+                          "umt5_xxl_fp8_e4m3fn_scaled.safetensors, or a UMT5 .gguf)")
+    sub.add_argument("--vae", metavar="FILE",
+                     help="Wan 2.1's VAE in place of the folder's (wan_2.1_vae.safetensors)")
+    sub.add_argument("--clip-vision", metavar="FILE",
+                     help="Wan 2.1 I2V: its CLIP vision encoder in place of the folder's "
+                          "(clip_vision_h.safetensors)")
     sub.add_argument("--prompt", required=True, help="what the video shows")
     sub.add_argument("--negative-prompt", default="", help="what to steer away from")
     sub.add_argument("--frames", type=whole, default=81,
@@ -57,6 +81,8 @@ def _options(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--steps", type=whole, default=50, help="sampling steps (50)")
     sub.add_argument("--cfg-scale", type=number, default=5.0,
                      help="classifier-free guidance scale; 1 turns it off (5)")
+    sub.add_argument("--cfg-scale-2", type=number, default=None,
+                     help="Wan 2.2 A14B: the low-noise expert's guidance scale (--cfg-scale)")
     sub.add_argument("--seed", type=int, default=-1, help="-1: a random seed (printed)")
     sub.add_argument("--sampler", default="diffusers", choices=("diffusers", "UniPC", "Euler"),
                      help="diffusers: the folder's scheduler (Wan's UniPC); UniPC or Euler "
@@ -67,7 +93,10 @@ def _options(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--lora", action="append", default=[], metavar="FILE[:WEIGHT]",
                      help="a LoRA patched into the transformer (diffusers/PEFT, ComfyUI or "
                           "kohya keys, e.g. a step-distillation LoRA), WEIGHT 1 unless given; "
-                          "repeat for several")
+                          "repeat for several; Wan 2.2 A14B: into the high-noise expert")
+    sub.add_argument("--lora-2", action="append", default=[], metavar="FILE[:WEIGHT]",
+                     help="Wan 2.2 A14B: a LoRA patched into the low-noise expert (the "
+                          "low-noise file of a LoRA pair); repeat for several")
     sub.add_argument("-o", "--out", default=None, metavar="FILE.mp4|FILE.webp|DIR",
                      help="the output (default: outputs/COMMAND-SEED.mp4)")
     sub.add_argument("--offload", action="store_true",
@@ -95,13 +124,40 @@ def _check(args: argparse.Namespace) -> Path:
     if args.steps < 1:
         raise ValueError(f"--steps must be at least 1, got {args.steps}")
     check_fps(args.fps)
-    for spec in args.lora:
+    for spec in (*args.lora, *args.lora_2):
         _lora(spec)
-    if not Path(args.model).is_dir():
-        raise ValueError(f"--model {args.model}: not a folder (give a Wan diffusers folder)")
+    _check_files(args)
     out = Path(args.out) if args.out else Path("outputs") / f"{args.command}-{args.seed}.mp4"
     check_output(out)
     return out
+
+
+def _check_files(args: argparse.Namespace) -> None:
+    """--model, --base and the files that replace the folder's parts, in one line each."""
+    model = Path(args.model)
+    if not model.exists():
+        raise ValueError(f"--model {args.model}: no such folder or file (give a Wan diffusers "
+                         "folder, or a transformer .safetensors / .gguf with --base)")
+    if model.is_dir() and args.base:
+        raise ValueError(f"--model {args.model} is a folder: leave --base out (it is for a "
+                         "transformer file)")
+    files = [("--model-2", args.model_2), ("--text-encoder", args.text_encoder),
+             ("--vae", args.vae), ("--clip-vision", args.clip_vision)]
+    if model.is_file():
+        if not args.base:
+            raise ValueError(f"--model {args.model} is a single file: give --base, the Wan "
+                             "diffusers folder of the same model (its tokenizer, scheduler, "
+                             "VAE and configs)")
+        files.insert(0, ("--model", args.model))
+    if args.model_2 and not model.is_file():
+        raise ValueError("--model-2 is the low-noise expert's file: give the high-noise "
+                         "expert's as --model and the Wan 2.2 A14B folder as --base")
+    if args.base and not Path(args.base).is_dir():
+        raise ValueError(f"--base {args.base}: not a folder (give the Wan diffusers folder)")
+    for flag, given in files:
+        if given and (not Path(given).is_file()
+                      or Path(given).suffix.lower() not in (".safetensors", ".gguf")):
+            raise ValueError(f"{flag} {given}: not a .safetensors or .gguf file")
 
 
 def _lora(spec: str) -> tuple[Path, float]:
@@ -161,25 +217,37 @@ def run(args: argparse.Namespace) -> int:
         os.environ["GPUCORE_BACKEND"] = args.backend
     if args.adapter:
         os.environ["GPUCORE_ADAPTER"] = args.adapter
-    from ..loaders.wan import wan_family
+    from ..loaders.wan import WanFiles, wan_family, wan_file_family
     from ..pipelines.video import WanPipeline
 
-    if wan_family(args.model) is None:
-        raise ValueError(f"--model {args.model}: not a Wan diffusers folder (its "
-                         "model_index.json must name a WanPipeline or WanImageToVideoPipeline)")
-    pipe = WanPipeline.from_pretrained(args.model, dtype=_dtype(args.dtype),
-                                       offload=args.offload)
-    if args.lora:
-        from ..lora import LoraManager
+    folder = args.base or args.model
+    if wan_family(folder) is None:
+        raise ValueError(f"{'--base' if args.base else '--model'} {folder}: not a Wan "
+                         "diffusers folder (its model_index.json must name a WanPipeline or "
+                         "WanImageToVideoPipeline)")
+    transformer = None if Path(args.model).is_dir() else args.model
+    for flag, file in (("--model", transformer), ("--model-2", args.model_2)):
+        if file is not None and wan_file_family(file) is None:
+            raise ValueError(f"{flag} {file}: holds no Wan transformer (blocks.0.self_attn.q"
+                             ".weight ...)")
+    files = WanFiles(transformer=transformer, transformer_2=args.model_2,
+                     text_encoder=args.text_encoder, image_encoder=args.clip_vision,
+                     vae=args.vae)
+    pipe = WanPipeline.from_pretrained(folder, dtype=_dtype(args.dtype), offload=args.offload,
+                                       files=files)
+    for low_noise, specs in ((False, args.lora), (True, args.lora_2)):
+        if specs:
+            from ..lora import LoraManager
 
-        LoraManager(pipe.lora_targets()).set(
-            [(path, weight, weight) for path, weight in map(_lora, args.lora)])
+            LoraManager(pipe.lora_targets(low_noise=low_noise)).set(
+                [(path, weight, weight) for path, weight in map(_lora, specs)])
     print(f"seed: {args.seed}", file=sys.stderr)
     bar = ProgressBar(args.command)
     videos = pipe(args.prompt, negative_prompt=args.negative_prompt, height=args.height,
                   width=args.width, num_frames=args.frames, num_inference_steps=args.steps,
                   guidance_scale=args.cfg_scale, seed=args.seed, rng=args.rng,
-                  sampler=args.sampler, image=image, callback=bar.step)
+                  sampler=args.sampler, image=image, callback=bar.step,
+                  guidance_scale_2=args.cfg_scale_2)
     frames = np.round(videos[0] * 255).astype(np.uint8)
     print(write_video(frames, out, args.fps), flush=True)
     return 0

@@ -17,7 +17,7 @@ from ..loaders.flow.chroma import chroma_family
 from ..loaders.flow.file import flow_model_family
 from ..loaders.flux2 import flux2_family
 from ..loaders.qwen_image import qwenimage_family
-from ..loaders.wan import wan_family
+from ..loaders.wan import wan_family, wan_file_family
 from ..loaders.z_image import zimage_family
 from .contract import LoadOptions, Pipeline, SamplingDefaults
 from .flow.fill_model import fill_defaults, fill_family, load_fill_model
@@ -72,8 +72,10 @@ FAMILIES: tuple[FamilyLoader, ...] = (
                  latent_channels=16),
     FamilyLoader("Qwen-Image-Edit", qwenimage_edit_family, load_qwenimage_edit_model,
                  qwenimage_edit_defaults, latent_channels=16),
-    # a video model: its folder is told apart so that txt2img says to use txt2vid
-    FamilyLoader("Wan 2.1 (videos: txt2vid)", wan_family, refuse_pictures,
+    # a video model: its folder or transformer file is told apart so that txt2img says to use
+    # txt2vid
+    FamilyLoader("Wan 2.1 / 2.2 (videos: txt2vid)",
+                 lambda path: wan_family(path) or wan_file_family(path), refuse_pictures,
                  lambda path, family: None, latent_channels=16),
     FamilyLoader("SD 1.x/2.x, SDXL (base, refiner, Turbo)", any_checkpoint, load_unet_model,
                  unet_defaults),

@@ -2,7 +2,8 @@
 (WanTransformer3DModel), text_encoder/ (transformers' UMT5EncoderModel), tokenizer/ (UMT5's
 tokenizer.json), vae/ (AutoencoderKLWan) and scheduler/ (UniPC on flow sigmas, or flow-match
 Euler). A Wan 2.1 image-to-video folder (`WanImageToVideoPipeline`) adds image_encoder/
-(transformers' CLIPVisionModel) and image_processor/ (its CLIPImageProcessor config).
+(transformers' CLIPVisionModel) and image_processor/ (its CLIPImageProcessor config). A Wan 2.2
+A14B folder adds transformer_2/ (the low-noise expert) and `boundary_ratio` to model_index.json.
 
 Each component goes through the safetensors walk (`.fp16` variants, sharded
 `.safetensors.index.json`) into lazy `ComponentWeights`; the models' own `load_state_dict`
@@ -28,24 +29,34 @@ __all__ = ["WanWeights", "load_wan_folder", "wan_family"]
 
 _CLASS = "WanPipeline"
 _I2V_CLASS = "WanImageToVideoPipeline"
-_COMPONENTS = ("transformer", "vae", "text_encoder", "tokenizer", "scheduler")
-_STEMS = {"transformer": "diffusion_pytorch_model", "vae": "diffusion_pytorch_model",
-          "text_encoder": "model"}
+_STEMS = {"text_encoder": "model", "image_encoder": "model"}
+
+
+# the single file that stands in for a component a --base folder holds no weights of
+_FILES = {"transformer": "--model FILE (e.g. wan2.1_t2v_1.3B_bf16.safetensors)",
+          "transformer_2": "--model-2 FILE (the low-noise expert, e.g. "
+                           "wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors)",
+          "vae": "--vae FILE (wan_2.1_vae.safetensors)",
+          "text_encoder": "--text-encoder FILE (umt5_xxl_fp8_e4m3fn_scaled.safetensors)",
+          "image_encoder": "--clip-vision FILE (clip_vision_h.safetensors)"}
 
 
 @dataclass
 class WanWeights:
-    """A Wan folder's lazy component weights, its scheduler config and tokenizer folder;
-    `expand_timesteps`: timesteps per token (Wan 2.2 TI2V 5B, which also animates a
-    picture)."""
+    """A Wan folder's lazy component weights (None where `skip`ped), its scheduler config and
+    tokenizer folder; `expand_timesteps`: timesteps per token (Wan 2.2 TI2V 5B, which also
+    animates a picture); `transformer_2` and `boundary_ratio`: Wan 2.2 A14B's low-noise expert
+    and the fraction of the 1000 training timesteps below which it takes over."""
 
-    transformer: ComponentWeights
-    vae: ComponentWeights
-    text_encoder: ComponentWeights
+    transformer: ComponentWeights | None
+    vae: ComponentWeights | None
+    text_encoder: ComponentWeights | None
     scheduler_config: dict[str, Any]
     tokenizer_dir: Path
     expand_timesteps: bool = False
     image_encoder: ComponentWeights | None = None
+    transformer_2: ComponentWeights | None = None
+    boundary_ratio: float | None = None
 
 
 def wan_family(path: str | os.PathLike[str]) -> str | None:
@@ -54,38 +65,53 @@ def wan_family(path: str | os.PathLike[str]) -> str | None:
     return "wan" if pipeline_class(Path(path)) in (_CLASS, _I2V_CLASS) else None
 
 
+def _listed(index: dict[str, Any], name: str) -> bool:
+    entry = index.get(name)
+    return isinstance(entry, list) and bool(entry) and entry[0] is not None
+
+
+def _component(root: Path, name: str, variant: str | None, dtype: Any) -> ComponentWeights:
+    """Component `name` of the folder `root`; WeightsError naming the single file that can
+    stand in for it when the folder holds no weights of it."""
+    try:
+        config = read_json(root / name / "config.json")
+        refs, _where = weight_refs(root / name, _STEMS.get(name, "diffusion_pytorch_model"),
+                                   variant)
+    except WeightsError as error:
+        raise WeightsError(f"{error}; give its weights as {_FILES[name]}") from None
+    return ComponentWeights(name, config, refs, dtype=dtype)
+
+
 def load_wan_folder(path: str | os.PathLike[str], *, dtype: Any = None,
-                    variant: str | None = None) -> WanWeights:
+                    variant: str | None = None, skip: tuple[str, ...] = ()) -> WanWeights:
     """Lazy weights of the Wan diffusers folder `path`. `dtype`: None (as stored; bfloat16
-    read as float32), "float16" or "float32"; `variant`: e.g. "fp16". WeightsError naming
-    the file or folder when it is not a Wan text-to-video pipeline or a component is
-    missing."""
+    read as float32), "float16" or "float32"; `variant`: e.g. "fp16"; `skip`: components
+    (transformer, transformer_2, vae, text_encoder, image_encoder) that single files replace,
+    left out (None) and not needed in the folder. WeightsError naming the file or folder when
+    it is not a Wan pipeline or a component is missing (and which file can stand in)."""
     root = Path(path)
     i2v = pipeline_class(root) == _I2V_CLASS
-    index = pipeline_index(root, _I2V_CLASS if i2v else _CLASS, _COMPONENTS)
-    second = index.get("transformer_2")
-    if isinstance(second, list) and second and second[0] is not None:
-        raise WeightsError(f"{root / 'model_index.json'}: a Wan 2.2 A14B folder (two experts, "
-                           "transformer_2) is not supported yet; use a Wan 2.1 folder")
+    index = pipeline_index(root, _I2V_CLASS if i2v else _CLASS, ("vae", "tokenizer",
+                                                                  "scheduler"))
     resolved = resolve_dtype(dtype)
-    parts: dict[str, ComponentWeights] = {}
-    for name in ("transformer", "vae", "text_encoder"):
-        config = read_json(root / name / "config.json")
-        refs, _where = weight_refs(root / name, _STEMS[name], variant)
-        parts[name] = ComponentWeights(name, config, refs, dtype=resolved)
-    image_encoder = index.get("image_encoder")
-    if isinstance(image_encoder, list) and image_encoder and image_encoder[0] is not None:
-        config = read_json(root / "image_encoder" / "config.json")
-        refs, _where = weight_refs(root / "image_encoder", "model", variant)
+    parts: dict[str, Any] = dict.fromkeys(skip)
+    wanted = ["transformer", "vae", "text_encoder"]
+    wanted += [name for name in ("transformer_2", "image_encoder") if _listed(index, name)]
+    for name in wanted:
+        if name not in skip:
+            parts[name] = _component(root, name, variant, resolved)
+    if parts.get("image_encoder") is not None:
         # transformers 5 saves a CLIPVisionModel's keys without the `vision_model.` prefix
-        refs = {key if key.startswith("vision_model.") else f"vision_model.{key}": ref
-                for key, ref in refs.items()}
-        parts["image_encoder"] = ComponentWeights("image_encoder", config, refs,
-                                                  dtype=resolved)
+        encoder = parts["image_encoder"]
+        parts["image_encoder"] = encoder.with_refs({
+            key if key.startswith("vision_model.") else f"vision_model.{key}": ref
+            for key, ref in encoder.refs.items()})
     tokenizer = root / "tokenizer"
     if not (tokenizer / "tokenizer.json").is_file():
         raise WeightsError(f"{tokenizer / 'tokenizer.json'}: required file is missing (UMT5's "
                            "tokenizer the text encoder reads prompts with)")
+    ratio = index.get("boundary_ratio")
     return WanWeights(scheduler_config=read_json(root / "scheduler" / "scheduler_config.json"),
                       tokenizer_dir=tokenizer, expand_timesteps=bool(
-                          index.get("expand_timesteps")), **parts)
+                          index.get("expand_timesteps")),
+                      boundary_ratio=None if ratio is None else float(ratio), **parts)

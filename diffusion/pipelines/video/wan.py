@@ -4,6 +4,8 @@ padding up to 512; noise of (B, 16, 1 + (frames - 1) / 4, H / 8, W / 8) latents;
 scheduler (UniPC on flow sigmas with its `flow_shift`, or flow-match Euler) stepping the
 transformer's velocity, with classifier-free guidance `uncond + g (cond - uncond)` against the
 negative prompt ("" when none) for g > 1; the video VAE decoding one latent frame at a time.
+Wan 2.2 A14B has two transformers: the high-noise expert steps the timesteps at or above
+`boundary_ratio` x 1000, the low-noise expert (`transformer_2`, its own guidance scale) the rest.
 With the torch RNG a seed gives diffusers' video (`generator=torch.Generator("cpu")
 .manual_seed(seed)`).
 
@@ -31,8 +33,8 @@ from gpustd.nn.offload import offload as offload_weights
 from gpustd.nn.offload import restore as restore_weights
 
 from ...loaders.component import load_component
-from ...loaders.wan import load_wan_folder
-from ...models.clip_vision import CLIPVisionModelWithProjection, clip_pixels
+from ...loaders.wan import WanFiles, load_wan
+from ...models.clip_vision import CLIPVisionModelWithProjection
 from ...models.t5 import UMT5EncoderModel
 from ...models.wan import WanTransformer3DModel
 from ...models.wan_vae import AutoencoderKLWan
@@ -41,6 +43,7 @@ from ...sampling.scheduler_loop import scheduler_loop
 from ...sampling.schedulers.flow_match_euler import FlowMatchEulerDiscreteScheduler
 from ...sampling.schedulers.unipc_flow import FlowUniPCMultistepScheduler, is_flow_unipc
 from ...text.t5_tokenizer import T5Tokenizer
+from .wan_image import clip_image_states, first_frame_latents, i2v_condition
 
 __all__ = ["SAMPLERS", "WanPipeline", "check_frame_count", "refuse_pictures"]
 
@@ -61,10 +64,12 @@ def check_frame_count(frames: int, temporal: int = 4) -> None:
 
 
 def refuse_pictures(path: str | os.PathLike[str], family: str, options: Any) -> Any:
-    """The picture registry's loader for a Wan folder (`pipelines.families`): a video model
-    makes no pictures, so ValueError in one line saying which command makes its videos."""
+    """The picture registry's loader for a Wan folder or transformer file
+    (`pipelines.families`): a video model makes no pictures, so ValueError in one line saying
+    which command makes its videos."""
+    base = " --base WAN_FOLDER" if Path(path).is_file() else ""
     raise ValueError(f"{path} is a Wan text-to-video model: make videos with `python -m "
-                     f"diffusion txt2vid --model {path} --prompt ...`")
+                     f"diffusion txt2vid --model {path}{base} --prompt ...`")
 
 
 def clean_prompt(text: str) -> str:
@@ -80,8 +85,15 @@ class WanPipeline:
                  text_encoder: UMT5EncoderModel, tokenizer: T5Tokenizer,
                  scheduler_config: dict[str, Any], expand_timesteps: bool = False,
                  offload: bool = False,
-                 image_encoder: CLIPVisionModelWithProjection | None = None) -> None:
+                 image_encoder: CLIPVisionModelWithProjection | None = None,
+                 transformer_2: WanTransformer3DModel | None = None,
+                 boundary_ratio: float | None = None) -> None:
+        if (transformer_2 is None) != (boundary_ratio is None):
+            raise ValueError("Wan 2.2 A14B's two experts come with a boundary_ratio, and a "
+                             "boundary_ratio with two experts")
         self.transformer, self.vae = transformer, vae
+        # Wan 2.2 A14B: the low-noise expert, below boundary_ratio x num_train_timesteps
+        self.transformer_2, self.boundary_ratio = transformer_2, boundary_ratio
         # Wan 2.1 image-to-video: the CLIP vision encoder whose penultimate states it reads
         self.image_encoder = image_encoder
         self.text_encoder, self.tokenizer = text_encoder, tokenizer
@@ -94,12 +106,15 @@ class WanPipeline:
     @classmethod
     def from_pretrained(cls, path: str | Path, *, dtype: Any = np.float32,
                         device: Device | None = None, variant: str | None = None,
-                        offload: bool = False) -> WanPipeline:
-        """Load a Wan diffusers folder (`load_wan_folder`) onto `device` in `dtype`;
-        `offload`: each network's weights go to host memory as soon as they are loaded, and
-        come to the GPU only while that network runs (the text encoder, the transformer, the
-        VAE in turn), so the GPU holds the largest of them, not all three."""
-        weights = load_wan_folder(path, variant=variant)
+                        offload: bool = False, files: WanFiles | None = None) -> WanPipeline:
+        """Load a Wan diffusers folder onto `device` in `dtype`, with `files` (ComfyUI's
+        split files, GGUFs) in place of its components (`load_wan`); `offload`: each
+        network's weights go to host memory as soon as they are loaded, and come to the GPU
+        only while that network runs (the text encoder, the transformer(s), the VAE in
+        turn), so the GPU holds the largest of them, not all."""
+        weights = load_wan(path, files or WanFiles(), variant=variant)
+        assert weights.transformer is not None and weights.vae is not None
+        assert weights.text_encoder is not None
         place = {"dtype": dtype, "device": device or default_device()}
 
         def loaded(model: Any, part: Any) -> Any:
@@ -114,6 +129,8 @@ class WanPipeline:
         vae = loaded(AutoencoderKLWan(weights.vae.config, **place), weights.vae)
         transformer = loaded(WanTransformer3DModel(weights.transformer.config, **place),
                              weights.transformer)
+        transformer_2 = None if weights.transformer_2 is None else loaded(
+            WanTransformer3DModel(weights.transformer_2.config, **place), weights.transformer_2)
         image_encoder = None if weights.image_encoder is None else loaded(
             CLIPVisionModelWithProjection(weights.image_encoder.config, projection=False,
                                           **place), weights.image_encoder)
@@ -121,7 +138,9 @@ class WanPipeline:
                    image_encoder=image_encoder,
                    tokenizer=T5Tokenizer(weights.tokenizer_dir),
                    scheduler_config=weights.scheduler_config,
-                   expand_timesteps=weights.expand_timesteps, offload=offload)
+                   expand_timesteps=weights.expand_timesteps, offload=offload,
+                   transformer_2=transformer_2,
+                   boundary_ratio=None if transformer_2 is None else weights.boundary_ratio)
 
     @contextlib.contextmanager
     def on_gpu(self, network: Any) -> Iterator[None]:
@@ -133,19 +152,24 @@ class WanPipeline:
         offload_weights(self.text_encoder)
         offload_weights(self.transformer)
         offload_weights(self.vae)
-        if self.image_encoder is not None:
-            offload_weights(self.image_encoder)
+        for other in (self.image_encoder, self.transformer_2):
+            if other is not None:
+                offload_weights(other)
         restore_weights(network)
         try:
             yield
         finally:
             offload_weights(network)
 
-    def lora_targets(self) -> Any:
-        """What a `LoraManager` patches: the transformer, as `transformer` (diffusers' and PEFT's
-        `transformer.` keys) and as `unet` (ComfyUI's `diffusion_model.`, kohya's
-        `lora_unet_`)."""
-        return SimpleNamespace(unet=self.transformer, transformer=self.transformer)
+    def lora_targets(self, *, low_noise: bool = False) -> Any:
+        """What a `LoraManager` patches: the transformer (`low_noise`: Wan 2.2 A14B's
+        transformer_2), as `transformer` (diffusers' and PEFT's `transformer.` keys) and as
+        `unet` (ComfyUI's `diffusion_model.`, kohya's `lora_unet_`)."""
+        model = self.transformer_2 if low_noise else self.transformer
+        if model is None:
+            raise ValueError("a LoRA for the low-noise expert is for Wan 2.2 A14B; this Wan "
+                             "model has one transformer (give it with --lora)")
+        return SimpleNamespace(unet=model, transformer=model)
 
     @property
     def temporal_factor(self) -> int:
@@ -170,9 +194,9 @@ class WanPipeline:
         `prompt_states` through the transformer's text embedder."""
         return self._context(self.prompt_states(prompts, max_sequence_length))
 
-    def _context(self, states: np.ndarray) -> Tensor:
-        return self.transformer.encode_text(asarray(states, dtype=self.transformer.dtype,
-                                                    device=self.transformer.device))
+    def _context(self, states: np.ndarray, transformer: Any = None) -> Tensor:
+        model = self.transformer if transformer is None else transformer
+        return model.encode_text(asarray(states, dtype=model.dtype, device=model.device))
 
     def scheduler(self, sampler: str) -> Any:
         """The scheduler `sampler` names (SAMPLERS), configured from the folder's."""
@@ -212,26 +236,34 @@ class WanPipeline:
                  height: int = 480, width: int = 832, num_frames: int = 81,
                  num_inference_steps: int = 50, guidance_scale: float = 5.0, seed: int = 0,
                  rng: str = "torch", sampler: str = "diffusers", image: Any = None,
-                 max_sequence_length: int = 512, callback: StepCallback | None = None
-                 ) -> np.ndarray:
+                 max_sequence_length: int = 512, callback: StepCallback | None = None,
+                 guidance_scale_2: float | None = None) -> np.ndarray:
         """Videos for `prompt` (one or a list): (B, num_frames, height, width, 3) float in
         [0, 1]. diffusers: `WanPipeline(prompt, negative_prompt=, height=, width=,
-        num_frames=, num_inference_steps=, guidance_scale=,
+        num_frames=, num_inference_steps=, guidance_scale=, guidance_scale_2=,
         generator=torch.Generator().manual_seed(seed), output_type="np").frames`. `image`
         (a PIL image or (H, W, 3) uint8, resized to width x height with Lanczos as diffusers
-        does): the first frame, animated (Wan 2.2 TI2V 5B only), as
-        `WanImageToVideoPipeline(image=image, ...)` of the same folder."""
+        does): the first frame, animated (image-to-video models and Wan 2.2 TI2V 5B), as
+        `WanImageToVideoPipeline(image=image, ...)` of the same folder.
+        `guidance_scale_2`: Wan 2.2 A14B's low-noise expert's (`guidance_scale` unless
+        given)."""
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         self.check(height=height, width=width, num_frames=num_frames,
                    steps=num_inference_steps, rng=rng, sampler=sampler)
-        reads_image = self.transformer.config["image_dim"] is not None
-        if reads_image and image is None:
+        config = self.transformer.config
+        # image-to-video (Wan 2.1 I2V, Wan 2.2 A14B I2V): the mask and the first frame's
+        # latents as extra input channels
+        conditioned = config["in_channels"] != (config["out_channels"] or config["in_channels"])
+        if conditioned and image is None:
             raise ValueError("this Wan model is image-to-video: give the first frame "
                              "(`img2vid --image PIC`)")
-        if image is not None and not (self.expand_timesteps or reads_image):
+        if image is not None and not (self.expand_timesteps or conditioned):
             raise ValueError("this Wan model makes videos from text only; animating a picture "
                              "needs Wan 2.2 TI2V 5B (its folder sets expand_timesteps) or a "
                              "Wan 2.1 I2V folder")
+        if guidance_scale_2 is not None and self.transformer_2 is None:
+            raise ValueError("a second guidance scale is for Wan 2.2 A14B's low-noise expert; "
+                             "this Wan model has one transformer")
         # 1. the prompts' (and, guided, the negative prompt's) states
         guided = guidance_scale > 1
         with self.on_gpu(self.text_encoder):
@@ -243,107 +275,76 @@ class WanPipeline:
         scheduler = self.scheduler(sampler)
         scheduler.set_timesteps(num_inference_steps)
         spatial = self.vae.spatial_factor
-        config = self.transformer.config
         shape = (len(prompts), config["out_channels"] or config["in_channels"],
                  (num_frames - 1) // self.temporal_factor + 1, height // spatial,
                  width // spatial)
         latents = make_generator(rng, seed).standard_normal(shape).astype(np.float32)
         first = condition = image_states = None
-        if image is not None and reads_image:
-            assert self.image_encoder is not None
-            with self.on_gpu(self.image_encoder):
-                image_states = self.image_states(image)
+        if image is not None and conditioned:
+            if config["image_dim"] is not None:  # Wan 2.1 I2V reads CLIP's states too
+                assert self.image_encoder is not None
+                with self.on_gpu(self.image_encoder):
+                    image_states = clip_image_states(self.image_encoder, image)
             with self.on_gpu(self.vae):
-                condition = np.repeat(self.condition(image, height, width, num_frames),
-                                      len(prompts), axis=0)
+                condition = np.repeat(i2v_condition(self.vae, image, height, width,
+                                                    num_frames), len(prompts), axis=0)
         elif image is not None:
             with self.on_gpu(self.vae):
-                first = self.encode_first_frame(image, height, width)
-        dtype, device = self.transformer.dtype, self.transformer.device
-        positive: Tensor | None = None
-        negative: Tensor | None = None
-        pictured: Tensor | None = None
+                first = first_frame_latents(self.vae, image, height, width)
+        # 3. the steps, each by the expert of its timestep (Wan 2.2 A14B: the high-noise one
+        # down to the boundary) with that expert's contexts and guidance scale
+        experts = [self.transformer, self.transformer_2]
+        scales = [guidance_scale, guidance_scale if guidance_scale_2 is None
+                  else guidance_scale_2]
+        boundary = None if self.boundary_ratio is None else self.boundary_ratio * float(
+            self.scheduler_config.get("num_train_timesteps", 1000))
+        contexts: dict[int, tuple[Tensor, Tensor | None, Tensor | None]] = {}
+        on_gpu = contextlib.ExitStack()
+
+        def expert(t: Any) -> tuple[Any, tuple[Tensor, Tensor | None, Tensor | None]]:
+            index = 0 if boundary is None or float(t) >= boundary else 1
+            model = experts[index]
+            assert model is not None
+            if index not in contexts:  # its text (and picture) embedders, once
+                on_gpu.close()
+                on_gpu.enter_context(self.on_gpu(model))
+                contexts[index] = (
+                    self._context(positive_states, model),
+                    None if negative_states is None else self._context(negative_states, model),
+                    None if image_states is None else model.encode_image(asarray(
+                        np.repeat(image_states, len(prompts), axis=0), dtype=model.dtype,
+                        device=model.device)))
+            return model, contexts[index]
 
         def predict(x: np.ndarray, t: Any, i: int) -> tuple[np.ndarray, None]:
+            model, (positive, negative, pictured) = expert(t)
+            scale = scales[0 if model is self.transformer else 1]
             timestep: np.ndarray = np.full(len(x), float(t), np.float32)
             if first is not None:  # the picture stands as frame 0, at timestep 0
                 x = x.copy()
                 x[:, :, :1] = first
                 timestep = np.tile(np.float32(t), (len(x), shape[2]))
                 timestep[:, 0] = 0
-            if condition is not None:  # Wan 2.1 I2V: the mask and first frame's latents
+            if condition is not None:  # the mask and first frame's latents
                 x = np.concatenate([x, condition], axis=1)
-            sample = asarray(x, dtype=dtype, device=device)
-            cond = self.transformer(sample, timestep, None, context=positive,
-                                    image_context=pictured)
+            sample = asarray(x, dtype=model.dtype, device=model.device)
+            cond = model(sample, timestep, None, context=positive, image_context=pictured)
             flow = cond.numpy().astype(np.float32)
             if negative is not None:
-                uncond = self.transformer(sample, timestep, None, context=negative,
-                                          image_context=pictured)
+                uncond = model(sample, timestep, None, context=negative,
+                               image_context=pictured)
                 base = uncond.numpy().astype(np.float32)
-                flow = base + np.float32(guidance_scale) * (flow - base)
+                flow = base + np.float32(scale) * (flow - base)
             return flow, None
 
-        # 3. the steps (the contexts through the transformer's text embedder first); 4. the
-        # frames out of the latent space
-        with self.on_gpu(self.transformer):
-            positive = self._context(positive_states)
-            negative = None if negative_states is None else self._context(negative_states)
-            if image_states is not None:
-                pictured = self.transformer.encode_image(asarray(
-                    np.repeat(image_states, len(prompts), axis=0), dtype=dtype, device=device))
+        with on_gpu:
             latents = scheduler_loop(latents, scheduler.timesteps, scheduler, predict,
                                      dtype=np.float32, callback=callback)
         if first is not None:
             latents[:, :, :1] = first
+        # 4. the frames out of the latent space
         with self.on_gpu(self.vae):
             return self.decode(latents)
-
-    def encode_first_frame(self, image: Any, height: int, width: int) -> np.ndarray:
-        """(1, C, 1, h, w) normalized latents of `image` resized to width x height: the VAE
-        posterior's mean. diffusers: WanImageToVideoPipeline's `prepare_latents`
-        (`retrieve_latents(..., sample_mode="argmax")`)."""
-        pixels = self._pixels(image, height, width)
-        vae = self.vae
-        video = pixels.transpose(2, 0, 1)[None, :, None]
-        mean, _ = vae.encode(asarray(video, dtype=vae.post_quant_conv.weight.dtype,
-                                     device=vae.device))
-        return vae.normalize(mean).numpy().astype(np.float32)
-
-    def image_states(self, image: Any) -> np.ndarray:
-        """The CLIP vision encoder's penultimate hidden states (1, 1 + patches, hidden) of
-        `image` (short side resized to the encoder's size, centre cut). diffusers:
-        WanImageToVideoPipeline's `encode_image`."""
-        encoder = self.image_encoder
-        assert encoder is not None
-        pixels = clip_pixels(image, encoder.image_size, device=encoder.device)
-        return encoder.hidden_states(pixels, -2).numpy().astype(np.float32)
-
-    def condition(self, image: Any, height: int, width: int, num_frames: int) -> np.ndarray:
-        """Wan 2.1 I2V's conditioning (1, 4 + C, F, h, w): the mask (1 on the first latent
-        frame's 4 channels, 0 after) and the normalized latents (posterior means) of `image`
-        (resized to width x height) followed by num_frames - 1 zero frames. diffusers:
-        WanImageToVideoPipeline's `prepare_latents`."""
-        pixels = self._pixels(image, height, width)
-        video = np.zeros((1, 3, num_frames, height, width), np.float32)
-        video[0, :, 0] = pixels.transpose(2, 0, 1)
-        vae = self.vae
-        mean, _ = vae.encode(asarray(video, dtype=vae.post_quant_conv.weight.dtype,
-                                     device=vae.device))
-        latents = vae.normalize(mean).numpy().astype(np.float32)
-        mask = np.zeros((1, self.temporal_factor, *latents.shape[2:]), np.float32)
-        mask[:, :, 0] = 1
-        return np.concatenate([mask, latents], axis=1)
-
-    @staticmethod
-    def _pixels(image: Any, height: int, width: int) -> np.ndarray:
-        """`image` resized to width x height with Lanczos, (H, W, 3) in [-1, 1]."""
-        from PIL import Image
-
-        picture = image if isinstance(image, Image.Image) else Image.fromarray(
-            np.asarray(image, np.uint8))
-        picture = picture.convert("RGB").resize((width, height), Image.Resampling.LANCZOS)
-        return np.asarray(picture, np.float32) / 255 * 2 - 1
 
     def decode(self, latents: np.ndarray) -> np.ndarray:
         """Videos (B, T, H, W, 3) in [0, 1] from the transformer's latents (B, C, F, h, w)."""

@@ -87,6 +87,7 @@ def test_progress_and_interrupt(first_device: gpucore.Device,
     ({"width": 40}, "multiples of 16"),
     ({"model": "tiny-a"}, "is not a Wan folder"),
     ({"sampler": "Heun"}, "is not one Wan runs"),
+    ({"cfg_scale_2": 2.0}, "has one transformer"),
 ])
 def test_bad_video_requests_are_422(served: tuple[TestClient, Any], change: dict[str, Any],
                                     says: str) -> None:

@@ -41,6 +41,8 @@ class Txt2VidRequest(BaseModel):
     height: int = Field(480, ge=16, le=4096)
     steps: int = Field(50, ge=1, le=200)
     cfg_scale: float = Field(5.0, ge=0.0, le=30.0)
+    cfg_scale_2: float | None = Field(None, ge=0.0, le=30.0, description="Wan 2.2 A14B: the "
+                                      "low-noise expert's guidance (cfg_scale unless given)")
     seed: int = -1
     sampler: str = "diffusers"
     format: str = Field("mp4", pattern="^(mp4|webp)$")
@@ -106,7 +108,8 @@ async def _run(state: ServerState, body: Txt2VidRequest, image: Any) -> dict[str
         videos = pipe(body.prompt, negative_prompt=body.negative_prompt, height=body.height,
                       width=body.width, num_frames=body.frames, num_inference_steps=body.steps,
                       guidance_scale=body.cfg_scale, seed=seed, sampler=body.sampler,
-                      image=image, callback=observer.step)
+                      image=image, callback=observer.step,
+                      guidance_scale_2=body.cfg_scale_2)
         frames = np.round(videos[0] * 255).astype(np.uint8)
         answer = {"video": _encoded(frames, body.format, body.fps), "format": body.format,
                   "seed": seed, "frames": body.frames, "fps": body.fps, "width": body.width,
