@@ -28,11 +28,12 @@ from gpucore import phase
 
 from .errors import WeightsError
 
-__all__ = ["AHEAD_BYTES", "AHEAD_THREADS", "PIECE", "read_ahead", "read_cast"]
+__all__ = ["AHEAD_BYTES", "AHEAD_THREADS", "PIECE", "PIECE_THREADS", "read_ahead", "read_cast"]
 
 # Stored bytes a piece (the buffer each thread keeps); a tensor smaller than that is one piece
-# on the calling thread.
+# on the calling thread. The pieces of all tensors share PIECE_THREADS threads.
 PIECE = 1 << 21
+PIECE_THREADS = max(1, min(8, os.cpu_count() or 1))
 # Tensors read ahead of the one being uploaded: at most AHEAD_THREADS at once, and results
 # of at most AHEAD_BYTES waiting (at least one tensor), so a load still peaks near the
 # weights' size plus one tensor.
@@ -104,7 +105,7 @@ def read_cast(path: Path, offset: int, stored: np.dtype, count: int, dtype: np.d
     others: list[Future[None]] = []
     try:
         if len(starts) > 1:
-            pool = _pool("pieces", max(1, min(8, os.cpu_count() or 1)))
+            pool = _pool("pieces", PIECE_THREADS)
             others = [pool.submit(piece, start) for start in starts[1:]]
         piece(0)
         for done in others:
