@@ -37,7 +37,8 @@ PIECE_THREADS = max(1, min(8, os.cpu_count() or 1))
 # Tensors read ahead of the one being uploaded: at most AHEAD_THREADS at once, and results
 # of at most AHEAD_BYTES waiting (at least one tensor), so a load peaks near the weights'
 # size plus that. On an H100 host (16 cores, SD 1.5 float32 files to float16) 4 threads and
-# 24 MiB left the upload waiting 0.9 s for the reads, 8 threads and 96 MiB 0.3 s.
+# 24 MiB left the upload waiting 0.83-1.04 s for the reads, 8 threads and 96 MiB 0.62-0.67 s
+# (16 piece threads: 0.30-0.32 s, but the upload itself, 0.47-0.61 s, then took 0.70).
 AHEAD_THREADS = max(1, min(8, os.cpu_count() or 1))
 AHEAD_BYTES = 96 << 20
 
