@@ -15,7 +15,8 @@ shader-f16), a first process with an empty cache directory (ours and Mesa's: XDG
 points into a fresh folder) and a second one after it, each loading the model and writing one
 PNG (the kernels the first one used built ahead in the second, as the CLI does:
 gpucore.Warmup), split by gpucore.Phases into import (the interpreter's start included),
-device, read, convert, upload, compile (with the number of kernels built), compile wait
+device, read (on the reading threads, where the loader reads ahead), read wait (the upload
+waiting for them), convert, upload, compile (with the number of kernels built), compile wait
 (waiting for kernels built in the background), autotune, capture, denoise, decode, png and
 what no phase claimed.
 
