@@ -14,10 +14,12 @@ and then, under "cold", whole processes: for float32 and float16 (where the devi
 shader-f16), a first process with an empty cache directory (ours and Mesa's: XDG_CACHE_HOME
 points into a fresh folder) and a second one after it, each loading the model and writing one
 PNG (the kernels the first one used built ahead in the second, as the CLI does:
-gpucore.Warmup), split by gpucore.Phases into import (the interpreter's start included),
-device, read, convert, upload, compile (with the number of kernels built), compile wait
-(waiting for kernels built in the background), autotune, capture, denoise, decode, png and
-what no phase claimed.
+gpucore.Warmup; the bytecode the first one compiles kept for the second, as an installed
+package's is, even where PYTHONDONTWRITEBYTECODE is set), split by gpucore.Phases into import
+(the interpreter's start included), device, read (on the reading threads, where the loader
+reads ahead), read wait (the upload waiting for them), convert, upload, compile (with the
+number of kernels built), compile wait (waiting for kernels built in the background),
+autotune, capture, denoise, decode, png and what no phase claimed.
 
 Each row splits the wall time: `blocked_ms`, inside queue submits and read-back waits (where
 the host waits for the device; on a CPU adapter the device's work runs there), `host_ms`, the
@@ -161,8 +163,12 @@ def cold_rows(model: str | None, dtypes: list[str], settings: dict[str, Any]) ->
     rows = []
     for dtype in dtypes:
         with tempfile.TemporaryDirectory(prefix="avx-gpu-cold-") as cache:
-            env = {k: v for k, v in os.environ.items() if k not in placed}
+            env = {k: v for k, v in os.environ.items()
+                   if k not in placed and k != "PYTHONDONTWRITEBYTECODE"}
             env["XDG_CACHE_HOME"] = cache
+            # as an installed package's: the first process writes the bytecode, the second
+            # reads it (kept in the run's folder, not the checkout), however this one started
+            env["PYTHONPYCACHEPREFIX"] = os.path.join(cache, "bytecode")
             code = ("import sys, json; from bench.overhead import cold_child; "
                     "cold_child(*json.loads(sys.argv[1]))")
             for process in ("first process", "second process"):

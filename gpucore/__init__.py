@@ -3,8 +3,9 @@
 Device (one adapter + device, real limits, optional features), Buffer[T] (typed storage),
 Kernel (a WGSL entry point with a checked signature), batched dispatch and profiling.
 
-Modules, each below the ones that use it: `_phases` (where a process's time goes) and `_cache`
-(the cache directory a second cold start reuses) below all; `_runtime` (wgpu-native or Dawn,
+Modules, each below the ones that use it: `_phases` (where a process's time goes), `_cache`
+(the cache directory a second cold start reuses) and `_cffi_types` (cffi's type parsing cut
+to the names a declaration uses) below all; `_runtime` (wgpu-native or Dawn,
 what differs between them) and `_adapters` (finding and choosing an adapter); `_memtrace`,
 `_pool`, `_residency`, `_limit` (where memory goes, the buffer pool, the ledger of the buffers
 captures pin and lend, the pool's cap); `_pipelines` (each compiled pipeline built once, by

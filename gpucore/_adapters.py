@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import wgpu
 from wgpu.classes import GPUAdapter
 
-from . import _cache, _runtime
+from . import _cache, _cffi_types, _runtime
 from ._errors import GpuError, NoAdapterError
 from ._runtime import Adapter, MatrixConfig
 
@@ -80,6 +80,7 @@ def _os_setup() -> None:
     # Mesa's EGL (the OpenGL adapter) warns loudly without it; harmless to provide.
     os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp")
     _cache.point_driver_caches()  # before any driver starts: they read it once
+    _cffi_types.install()  # before wgpu and wgpudawn parse their headers
 
 
 def _describe(runtime: _runtime.Runtime, adapter: GPUAdapter, index: int,

@@ -4,22 +4,24 @@ from __future__ import annotations
 
 import copy
 import itertools
+import math
 import os
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Generator, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, NamedTuple, Protocol
+from typing import Any, Literal, NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 
 from gpucore import phase
 
 from .errors import WeightsError
+from .reading import read_ahead
 
-__all__ = ["ComponentWeights", "ModelInfo", "PipelineWeights", "TensorFile", "TensorRef",
-           "convert", "resolve_dtype"]
+__all__ = ["CastingTensorFile", "ComponentWeights", "ModelInfo", "PipelineWeights",
+           "TensorFile", "TensorRef", "convert", "resolve_dtype"]
 
 # Elements from which a conversion is split over threads (below, handing out the work costs
 # more than it saves).
@@ -74,6 +76,16 @@ class TensorFile(Protocol):
     def read(self, key: str, *, rows: tuple[int, int] | None = None) -> np.ndarray: ...
 
 
+@runtime_checkable
+class CastingTensorFile(TensorFile, Protocol):
+    """A TensorFile that reads a float tensor straight into another float dtype
+    (formats.safetensors.SafetensorsFile): `read_as(key, dtype, rows=...)` is
+    `read(key, rows=...).astype(dtype)` bit for bit, or None where it cannot (then `read`)."""
+
+    def read_as(self, key: str, dtype: np.dtype, *, rows: tuple[int, int] | None = None
+                ) -> np.ndarray | None: ...
+
+
 class TensorRef(NamedTuple):
     """Where one component tensor lives: a file, its key there, optionally a row range of that
     tensor (a slice of OpenCLIP's fused q/k/v), and the shape to give it (LDM's 1x1-conv
@@ -123,6 +135,12 @@ class ComponentWeights(Mapping[str, np.ndarray]):
         ref = self._refs.get(key)
         if ref is None:
             raise KeyError(f"{self.name} has no tensor {key!r}")
+        if (self.dtype is not None and not ref.transposed
+                and isinstance(ref.file, CastingTensorFile)):
+            with phase("read"):  # read and cast at once, in pieces on threads
+                cast = ref.file.read_as(ref.key, self.dtype, rows=ref.rows)
+            if cast is not None:
+                return cast.reshape(ref.shape)
         with phase("read"):
             array = ref.file.read(ref.key, rows=ref.rows)
         with phase("convert"):
@@ -140,6 +158,16 @@ class ComponentWeights(Mapping[str, np.ndarray]):
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._refs)
+
+    def read_ahead(self, keys: Sequence[str]) -> Generator[np.ndarray, None, None]:
+        """`self[key]` for each of `keys` in order, the next ones read on threads while the
+        caller uploads the current one (loaders.reading.read_ahead): what
+        `Module.load_state_dict` iterates when the mapping offers it. The same arrays."""
+        def nbytes(key: str) -> int:
+            ref = self._refs[key]
+            return math.prod(ref.shape) * (4 if self.dtype is None else self.dtype.itemsize)
+
+        return read_ahead(self.__getitem__, keys, nbytes)
 
     def __len__(self) -> int:
         return len(self._refs)

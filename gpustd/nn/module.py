@@ -6,8 +6,9 @@ A parameter is a Tensor attribute; submodules are Module attributes or lists of 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
+from contextlib import closing
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 
@@ -16,9 +17,19 @@ from gpucore import Buffer, Device, as_dtype, default_device, phase
 from .._tensor import Tensor
 from .deferred import UnloadedBuffer, deferring
 
-__all__ = ["Module", "ModuleList", "Namespace", "StateDictError", "parameter", "unloaded"]
+__all__ = ["Module", "ModuleList", "Namespace", "ReadsAhead", "StateDictError", "parameter",
+           "unloaded"]
 
 M = TypeVar("M", bound="Module")
+
+
+@runtime_checkable
+class ReadsAhead(Protocol):
+    """A state mapping that reads tensors on threads ahead of their use:
+    `read_ahead(keys)` yields `state[key]` for each key in order (diffusion's
+    ComponentWeights)."""
+
+    def read_ahead(self, keys: Sequence[str]) -> Generator[Any, None, None]: ...
 
 
 class StateDictError(ValueError):
@@ -126,21 +137,27 @@ class Module:
         if problems:
             raise StateDictError(f"{type(self).__name__}.load_state_dict: "
                                  + " | ".join(problems))
-        for key, (owner, attr, tensor) in entries.items():
-            if key not in state:
-                continue
-            want = target if target is not None and tensor.dtype.kind == "f" else tensor.dtype
-            value = state[key]
-            with phase("convert"):
-                data = np.ascontiguousarray(value, dtype=want)
-            with phase("upload"):
-                if want != tensor.dtype:
-                    setattr(owner, attr,
-                            Tensor.from_numpy(data, device=tensor.device, read_only=True))
-                elif isinstance(tensor.buffer, UnloadedBuffer):  # built deferred: allocated now
-                    tensor.buffer = tensor.buffer.allocate(data)  # type: ignore[assignment]
-                elif data.size:
-                    tensor.buffer.write(data)
+        present = [key for key in entries if key in state]
+        # A mapping that reads ahead (the loaders' ComponentWeights) reads the next tensors
+        # on threads while this one uploads; the same values, in the same order
+        values = (state.read_ahead(present) if isinstance(state, ReadsAhead)
+                  else (state[key] for key in present))
+        with closing(values):  # a failed upload drops what was read ahead
+            for key, value in zip(present, values, strict=True):
+                owner, attr, tensor = entries[key]
+                want = (target if target is not None and tensor.dtype.kind == "f"
+                        else tensor.dtype)
+                with phase("convert"):
+                    data = np.ascontiguousarray(value, dtype=want)
+                with phase("upload"):
+                    if want != tensor.dtype:
+                        setattr(owner, attr,
+                                Tensor.from_numpy(data, device=tensor.device, read_only=True))
+                    elif isinstance(tensor.buffer, UnloadedBuffer):  # built deferred
+                        tensor.buffer = tensor.buffer.allocate(data)  # type: ignore[assignment]
+                    elif data.size:
+                        tensor.buffer.write(data)
+                del value, data  # not held while the next one is waited for
 
 
 class Namespace(Module):

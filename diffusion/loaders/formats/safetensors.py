@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ..errors import WeightsError
+from ..reading import read_cast
 from .float8 import FLOAT8, float8_scales, float8_to_float32
 
 __all__ = ["SafetensorsFile"]
@@ -48,6 +49,11 @@ class _Entry(NamedTuple):
 def bf16_to_f32(bits: np.ndarray) -> np.ndarray:
     """Widen bfloat16 stored as uint16 to float32 (bf16 is the top half of an f32)."""
     return (bits.astype(np.uint32) << 16).view(np.float32)
+
+
+# What read_as casts: stored float types, as numpy reads them, and how they are widened first
+_CASTS = {"F64": ("<f8", None), "F32": ("<f4", None), "F16": ("<f2", None),
+          "BF16": ("<u2", bf16_to_f32)}
 
 
 class SafetensorsFile:
@@ -105,8 +111,25 @@ class SafetensorsFile:
                 "loader cannot read; use the model's fp16, bf16, fp8 or fp8_scaled file")
         return self._read(key, rows) * self._read(factor, None).reshape(-1)[0]
 
-    def _read(self, key: str, rows: tuple[int, int] | None) -> np.ndarray:
-        entry = self._entry(key)  # its dtype is one of STORED's: _check_entry saw to it
+    def read_as(self, key: str, dtype: np.dtype, *, rows: tuple[int, int] | None = None
+                ) -> np.ndarray | None:
+        """`read(key, rows=rows).astype(dtype)`, bit for bit, for a float tensor stored as
+        F64, F32, F16 or BF16, without holding the stored values: read and cast in pieces on
+        threads (loaders.reading). None for every other stored type (integers, float8)."""
+        entry = self._entry(key)
+        if entry.dtype not in _CASTS or key in self._scales:
+            return None
+        shape, begin, end = self._span(key, entry, rows)
+        stored, widen = _CASTS[entry.dtype]
+        flat = read_cast(self.path, self._data_start + begin, np.dtype(stored),
+                         (end - begin) // np.dtype(stored).itemsize, np.dtype(dtype),
+                         widen=widen, what=repr(key))
+        return flat.reshape(shape)
+
+    @staticmethod
+    def _span(key: str, entry: _Entry, rows: tuple[int, int] | None
+              ) -> tuple[tuple[int, ...], int, int]:
+        """(shape, begin, end) of the tensor, or of rows `start:stop` of its first axis."""
         shape, begin, end = entry.shape, entry.begin, entry.end
         if rows is not None:
             start, stop = rows
@@ -115,6 +138,11 @@ class SafetensorsFile:
             row_bytes = (end - begin) // shape[0] if shape[0] else 0
             shape = (stop - start, *shape[1:])
             begin, end = begin + start * row_bytes, begin + stop * row_bytes
+        return shape, begin, end
+
+    def _read(self, key: str, rows: tuple[int, int] | None) -> np.ndarray:
+        entry = self._entry(key)  # its dtype is one of STORED's: _check_entry saw to it
+        shape, begin, end = self._span(key, entry, rows)
         out = np.empty(shape, dtype=STORED[entry.dtype])
         try:
             with open(self.path, "rb") as file:
