@@ -27,7 +27,7 @@ from gpustd import Tensor, asarray, concatenate, take_slice
 from gpustd.nn import deferred
 
 from ...loaders.component import load_component
-from ...loaders.flux2 import flux2_distilled, load_flux2_file, load_flux2_folder
+from ...loaders.flux2 import flux2_distilled, load_flux2_file, load_flux2_folder, mistral3_text
 from ...loaders.formats.diffusers_folder import component_config
 from ...loaders.z_image import load_llm_file
 from ...models.flux2 import Flux2Transformer2DModel
@@ -75,6 +75,7 @@ class Flux2KleinPipeline:
     model_index.json's `is_distilled` (no CFG pass)."""
 
     text_layers: tuple[int, ...] = TEXT_LAYERS  # the encoder's hidden states, side by side
+    text_encoder_kind = "qwen3"  # what a --text-encoder file holds (load_llm_file's kind)
 
     def __init__(self, *, transformer: Flux2Transformer2DModel, vae: AutoencoderKLFlux2,
                  text_encoder: LLMTextModel, tokenizer: LLMTokenizer,
@@ -100,13 +101,14 @@ class Flux2KleinPipeline:
         `dtype`; `transformer_file`: a single-file transformer in BFL's layout (ComfyUI's
         `flux-2-klein-4b.safetensors`, or a GGUF of one, kept quantized; `load_flux2_file`)
         in place of the folder's, whose name says whether it is distilled
-        (`flux2_distilled`); `text_encoder_files`: a Qwen3 text encoder file (ComfyUI's
-        `qwen_3_4b.safetensors`; `load_llm_file`) in place of the folder's text_encoder/,
-        which need then hold no weights."""
+        (`flux2_distilled`); `text_encoder_files`: a text encoder file of
+        `text_encoder_kind` (ComfyUI's `qwen_3_4b.safetensors`; `load_llm_file`) in place of
+        the folder's text_encoder/, which need then hold no weights."""
         files = [Path(f) for f in text_encoder_files]
         if len(files) > 1:
-            raise ValueError(f"FLUX.2 klein takes one --text-encoder file (its Qwen3), got "
-                             f"{len(files)}: {', '.join(f.name for f in files)}")
+            raise ValueError(f"FLUX.2 takes one --text-encoder file (klein its Qwen3, dev its "
+                             f"Mistral Small 3.1), got {len(files)}: "
+                             f"{', '.join(f.name for f in files)}")
         skip = (("transformer",) if transformer_file is not None else ()) + (
             ("text_encoder",) if files else ())
         weights = load_flux2_folder(path, variant=variant, skip=skip)
@@ -117,7 +119,10 @@ class Flux2KleinPipeline:
                                           config=component_config(path, "transformer"))
             distilled = flux2_distilled(transformer_file)
         if files:
-            text_encoder = load_llm_file(files[0], config=component_config(path, "text_encoder"))
+            config = component_config(path, "text_encoder")
+            if config is not None:  # a Mistral3 config: its language model's
+                config = mistral3_text(config, {})[0]
+            text_encoder = load_llm_file(files[0], config=config, kind=cls.text_encoder_kind)
         assert transformer is not None and text_encoder is not None
         hidden = text_encoder.config["hidden_size"]
         wanted, count = transformer.config.get("joint_attention_dim"), len(cls.text_layers)

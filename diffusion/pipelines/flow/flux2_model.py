@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from ...loaders.flux2 import flux2_distilled, flux2_family
 from ...models.step_cache import StepCache
 from ..contract import Capabilities, LoadOptions, SamplingDefaults
 from ..observer import Observer
@@ -130,8 +131,6 @@ def flux2_defaults(path: str | os.PathLike[str], family: str) -> SamplingDefault
     """What a FLUX.2 klein model samples with where its defaults.json says nothing: the
     distilled cards' 4 steps at CFG 1 for a folder whose model_index.json says
     `is_distilled`, Flux2KleinPipeline's 50 steps at 4 else."""
-    from ...loaders.flux2 import flux2_distilled
-
     if family == "flux2-dev":
         return FLUX2_DEV_DEFAULTS
     return FLUX2_KLEIN_DEFAULTS if flux2_distilled(path) else FLUX2_BASE_DEFAULTS
@@ -139,30 +138,32 @@ def flux2_defaults(path: str | os.PathLike[str], family: str) -> SamplingDefault
 
 def load_flux2_model(path: str | os.PathLike[str], family: str, options: LoadOptions
                      ) -> Flux2Model:
-    """A FLUX.2 klein diffusers folder, or a single-file transformer with `options.base` (a
-    FLUX.2 klein folder giving the text encoder, tokenizer, VAE and scheduler), as a
-    Flux2Model; `options.text_encoders`: a Qwen3 text encoder file in place of the folder's;
-    `options.defaults` (the folder's defaults.json) over `flux2_defaults`."""
+    """A FLUX.2 diffusers folder, or a single-file transformer with `options.base` (a FLUX.2
+    folder of the same model giving the text encoder, tokenizer, VAE and scheduler), as a
+    Flux2Model; `options.text_encoders`: a text encoder file in place of the folder's (klein's
+    Qwen3, dev's Mistral Small 3.1); `options.defaults` (the folder's defaults.json) over
+    `flux2_defaults`."""
     from .flux2 import Flux2KleinPipeline
     from .flux2_dev import Flux2Pipeline
 
     path, base = Path(path), options.base
+    model = "FLUX.2 dev" if family == "flux2-dev" else "FLUX.2 klein"
     if path.is_file() and base is None:
-        raise ValueError(f"{path.name} is a FLUX.2 klein transformer alone: give a FLUX.2 "
-                         "klein diffusers folder with --base for its text encoder, tokenizer, "
+        raise ValueError(f"{path.name} is a {model} transformer alone: give a {model} "
+                         "diffusers folder with --base for its text encoder, tokenizer, "
                          "VAE and scheduler")
-    if family == "flux2-dev" and options.text_encoders:
-        raise ValueError("a text encoder file is not supported for FLUX.2 dev yet; leave out "
-                         "--text-encoder (the folder's text_encoder/, Mistral Small 3.1, reads "
-                         "the prompt)")
     if path.is_dir() and base is not None:
-        raise ValueError("--base is for a single-file FLUX.2 klein transformer; a FLUX.2 "
-                         "klein folder holds every part itself, leave --base out")
+        raise ValueError(f"--base is for a single-file {model} transformer; a {model} "
+                         "folder holds every part itself, leave --base out")
+    if base is not None and (found := flux2_family(base)) not in (None, family):
+        raise ValueError(f"{path.name} is a {model} transformer but the --base folder holds "
+                         f"{'FLUX.2 dev' if found == 'flux2-dev' else 'FLUX.2 klein'}: give "
+                         f"a {model} folder")
     kind = Flux2Pipeline if family == "flux2-dev" else Flux2KleinPipeline
     pipe = kind.from_pretrained(
         Path(base) if base is not None else path, dtype=options.dtype, device=options.device,
         variant=options.variant, transformer_file=path if base is not None else None,
         text_encoder_files=list(options.text_encoders))
     defaults = options.defaults  # defaults.json over the family's (model_defaults)
-    name = path.name.removesuffix(".safetensors")  # as Forge names a file's model
+    name = path.name.removesuffix(".safetensors").removesuffix(".gguf")  # as Forge names it
     return Flux2Model(pipe, family=family, name=name, defaults=defaults, modules=pipe.modules)
