@@ -28,7 +28,9 @@ from gpustd.nn import deferred
 
 from ...loaders.component import load_component
 from ...loaders.flux2 import flux2_distilled, load_flux2_file, load_flux2_folder, mistral3_text
+from ...loaders.flux2.vae_file import load_flux2_vae_file
 from ...loaders.formats.diffusers_folder import component_config
+from ...loaders.vae_kind import require_vae
 from ...loaders.z_image import load_llm_file
 from ...models.flux2 import Flux2Transformer2DModel
 from ...models.llm import LLMTextModel
@@ -38,6 +40,7 @@ from ...noise.rng import make_generator
 from ...sampling.schedulers.flow_match_euler import FlowMatchEulerDiscreteScheduler
 from ...text.llm_tokenizer import LLMTokenizer, qwen3_chat_prompt
 from .start import StepCallback, check_call, run_euler
+from .vae_file import network_like
 
 __all__ = ["TEXT_LAYERS", "Flux2KleinPipeline", "empirical_mu"]
 
@@ -148,6 +151,16 @@ class Flux2KleinPipeline:
         pipe.modules = [f.name.removesuffix(".safetensors").removesuffix(".gguf")
                         for f in files]
         return pipe
+
+    def use_vae_file(self, path: str | os.PathLike[str]) -> None:
+        """Decode (and encode references) with FLUX.2's VAE in the file `path`
+        (`flux2-vae.safetensors`; `load_flux2_vae_file`), in the place, dtype and config of
+        the folder's. WeightsError in one line for another family's VAE or tensors that do
+        not fit."""
+        require_vae(path, "flux2", int(self.vae.config["latent_channels"]), model="FLUX.2",
+                    usual="flux2-vae.safetensors")
+        self.vae = network_like(self.vae, load_flux2_vae_file(path, config=self.vae.config),
+                                path)
 
     def encode_prompt(self, prompts: Sequence[str], max_sequence_length: int = 512) -> Tensor:
         """(B, max_sequence_length, 3 * hidden) in the transformer's dtype: for each token

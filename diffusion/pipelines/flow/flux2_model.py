@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from ...loaders.flow.text_encoder_file import module_stem
 from ...loaders.flux2 import flux2_distilled, flux2_family
 from ...models.step_cache import StepCache
 from ..contract import Capabilities, LoadOptions, SamplingDefaults
@@ -88,8 +89,11 @@ class Flux2Model(FlowModel):
                              "leave it out and ask for the size you want")
 
     def use_vae(self, path: str | os.PathLike[str]) -> None:
-        raise ValueError("--vae is not supported for FLUX.2 klein models yet; the folder's "
-                         "vae/ (FLUX.2's 32-channel VAE) decodes")
+        """Decode with the VAE file at `path` (the pipeline's `use_vae_file`); the infotext
+        names it as a module, as Forge's does."""
+        self.pipe.use_vae_file(path)
+        self.vae_path = path
+        self.modules.append(module_stem(Path(path)))
 
     def lora_targets(self) -> Any:
         """What the prompt's LoRAs patch: the transformer."""

@@ -7,8 +7,10 @@ line that says which file to add."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -31,12 +33,17 @@ FILES = ("txt2img", "--prompt", "a red circle", "--width", "24", "--height", "16
          "--distilled-cfg-scale", "4")
 
 
+REFERENCE: dict[str, Any] = {}
+
+
 @pytest.fixture(scope="module")
 def dev_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict[str, Path]]:
-    """(the folder, a copy of it without transformer and text encoder weights, the files)."""
+    """(the folder, a copy of it without transformer and text encoder weights, the files);
+    diffusers' pipeline of the folder kept as `REFERENCE["pipe"]`."""
     root = tmp_path_factory.mktemp("tiny-flux2-dev-files")
     pipe = tiny_flux2_dev_pipeline(root)
     tensors = exact_for_files(pipe)
+    REFERENCE["pipe"] = pipe
     folder = root / "flux2-dev"
     pipe.save_pretrained(folder)
     names = {"transformer": "flux2-dev.safetensors",
@@ -233,3 +240,39 @@ def test_mistral_gguf(first_device: gpucore.Device,
     out, _ = _run(capsys, *common, "--text-encoder", str(unordered),
                   "--out", str(tmp_path / "u.png"))
     assert np.abs(_pixels(out) - expected).mean() > 0.01
+
+
+def test_left_padded_prompts_as_transformers(first_device: gpucore.Device,
+                                             dev_files: tuple[Path, Path, dict[str, Path]],
+                                             tmp_path: Path) -> None:
+    """A tokenizer whose tokenizer_config.json pads on the left (as Mistral's may): a batch of
+    two prompts of different lengths gives the ids and the stacked hidden states diffusers'
+    Flux2Pipeline gives with its tokenizer padding left, with no NaN where a padded token
+    attends to nothing but padding (fully masked rows), and the padding is compared too."""
+    import torch
+
+    from diffusion.pipelines.flow.flux2_dev import Flux2Pipeline
+
+    folder = dev_files[0]
+    left = tmp_path / "flux2-dev-left"
+    shutil.copytree(folder, left)
+    config_path = left / "tokenizer" / "tokenizer_config.json"
+    config = json.loads(config_path.read_text())
+    config_path.write_text(json.dumps({**config, "padding_side": "left"}))
+    reference = REFERENCE["pipe"]
+    reference.tokenizer.padding_side = "left"
+    try:
+        prompts = ["a red circle", "an astronaut riding a horse on the moon at night"]
+        with torch.no_grad():
+            expected = reference.encode_prompt(prompts, device="cpu",
+                                               max_sequence_length=160)[0].numpy()
+    finally:
+        reference.tokenizer.padding_side = "right"
+    pipe = Flux2Pipeline.from_pretrained(left, device=first_device)
+    assert pipe.tokenizer.padding_side == "left"
+    ours = pipe.encode_prompt(prompts, 160).numpy()
+    assert np.isfinite(ours).all()
+    scale = np.abs(expected).max()
+    np.testing.assert_allclose(ours, expected, atol=1e-3 * scale, rtol=1e-3)
+    _ids, mask = pipe.tokenizer(["a red circle"], 160, add_special_tokens=False)
+    assert mask[0, 0] == 0 and mask[0, -1] == 1  # padded on the left
