@@ -25,12 +25,14 @@ import numpy as np
 from gpucore import Device, default_device
 from gpustd import Tensor, asarray, concatenate, take_slice
 from gpustd.nn import deferred
+from gpustd.nn.offload import offload as offload_weights
 
 from ...loaders.component import load_component
 from ...loaders.flux2 import flux2_distilled, load_flux2_file, load_flux2_folder, mistral3_text
 from ...loaders.flux2.vae_file import load_flux2_vae_file
 from ...loaders.formats.diffusers_folder import component_config
 from ...loaders.vae_kind import require_vae
+from ...loaders.weights import ComponentWeights
 from ...loaders.z_image import load_llm_file
 from ...models.flux2 import Flux2Transformer2DModel
 from ...models.llm import LLMTextModel
@@ -98,15 +100,17 @@ class Flux2KleinPipeline:
     def from_pretrained(cls, path: str | Path, *, dtype: Any = np.float32,
                         device: Device | None = None, variant: str | None = None,
                         transformer_file: str | os.PathLike[str] | None = None,
-                        text_encoder_files: Sequence[str | os.PathLike[str]] = ()
-                        ) -> Flux2KleinPipeline:
+                        text_encoder_files: Sequence[str | os.PathLike[str]] = (),
+                        offload: bool = False) -> Flux2KleinPipeline:
         """Load a FLUX.2 klein diffusers folder (`load_flux2_folder`) onto `device` in
         `dtype`; `transformer_file`: a single-file transformer in BFL's layout (ComfyUI's
         `flux-2-klein-4b.safetensors`, or a GGUF of one, kept quantized; `load_flux2_file`)
         in place of the folder's, whose name says whether it is distilled
         (`flux2_distilled`); `text_encoder_files`: a text encoder file of
         `text_encoder_kind` (ComfyUI's `qwen_3_4b.safetensors`; `load_llm_file`) in place of
-        the folder's text_encoder/, which need then hold no weights."""
+        the folder's text_encoder/, which need then hold no weights; `offload`: each network
+        goes to host memory as soon as it is loaded (the text encoder before the transformer
+        loads), for a memory mode to bring in as it runs (flux2_memory)."""
         files = [Path(f) for f in text_encoder_files]
         if len(files) > 1:
             raise ValueError(f"FLUX.2 takes one --text-encoder file (klein its Qwen3, dev its "
@@ -136,18 +140,23 @@ class Flux2KleinPipeline:
                              "Mistral Small 3.1; give the text encoder that goes with the "
                              "transformer")
         place = {"dtype": dtype, "device": device or default_device()}
-        with deferred():  # each parameter takes GPU memory when its values arrive
-            pipe = cls(
+
+        def loaded(model: Any, part: ComponentWeights) -> Any:
+            with deferred():  # each parameter takes GPU memory when its values arrive
                 # a GGUF's quantized matrices kept as blocks, fused q/k/v rows cut from them
-                transformer=load_component(
-                    Flux2Transformer2DModel(transformer.config, **place), transformer,
-                    slices=True),
-                vae=load_component(AutoencoderKLFlux2(weights.vae.config, **place),
-                                   weights.vae),
-                text_encoder=load_component(LLMTextModel(text_encoder.config, **place),
-                                            text_encoder),
-                tokenizer=LLMTokenizer(weights.tokenizer_dir),
-                scheduler_config=weights.scheduler_config, distilled=distilled)
+                model = load_component(model, part, slices=True)
+            if offload:  # to host memory before the next network loads
+                offload_weights(model)
+                place["device"].empty_pool()
+            return model
+
+        # the text encoder first: with `offload` it has left the GPU when the transformer loads
+        encoder = loaded(LLMTextModel(text_encoder.config, **place), text_encoder)
+        pipe = cls(transformer=loaded(Flux2Transformer2DModel(transformer.config, **place),
+                                      transformer),
+                   vae=loaded(AutoencoderKLFlux2(weights.vae.config, **place), weights.vae),
+                   text_encoder=encoder, tokenizer=LLMTokenizer(weights.tokenizer_dir),
+                   scheduler_config=weights.scheduler_config, distilled=distilled)
         pipe.modules = [f.name.removesuffix(".safetensors").removesuffix(".gguf")
                         for f in files]
         return pipe

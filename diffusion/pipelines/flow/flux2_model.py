@@ -25,8 +25,10 @@ from ...models.step_cache import StepCache
 from ..contract import Capabilities, LoadOptions, SamplingDefaults
 from ..observer import Observer
 from ..request import GenerationRequest
+from ..sd.memory import MemoryMode
 from .flow_model import FlowModel
 from .flow_sampling import FLOW_SAMPLERS, FLOW_SCHEDULES
+from .flux2_memory import Flux2MemoryPlan
 
 __all__ = ["FLUX2_BASE_DEFAULTS", "FLUX2_DEV_DEFAULTS", "FLUX2_KLEIN_DEFAULTS", "Flux2Model",
            "flux2_defaults", "load_flux2_model"]
@@ -49,6 +51,8 @@ class Flux2Model(FlowModel):
     `pipe`) or FLUX.2 dev one ("flux2-dev", a `Flux2Pipeline`: the request's
     `distilled_cfg_scale` is its embedded guidance, CFG stays 1)."""
 
+    _memory: Flux2MemoryPlan | None = None  # the memory mode in effect (set_memory_mode)
+
     @property
     def dev(self) -> bool:
         return self.family == "flux2-dev"
@@ -62,8 +66,9 @@ class Flux2Model(FlowModel):
     def capabilities(self) -> Capabilities:
         """The WebUI samplers defined for flow models over the Simple schedule, CFG with a
         negative prompt (none for a distilled model), plain-text prompts with LoRA tags;
-        First Block Cache (MagCache's and TeaCache's tables are FLUX's); txt2img only: no
-        init image, hires fix, refiner, control units, variation seeds or memory modes yet."""
+        First Block Cache (MagCache's and TeaCache's tables are FLUX's), the memory modes
+        (flux2_memory); txt2img only: no init image, hires fix, refiner, control units or
+        variation seeds yet."""
         return Capabilities(family=self.family, latent_space="flux2",
                             guidance="distilled" if self.dev else
                             "none" if self.pipe.distilled else "cfg",
@@ -73,7 +78,20 @@ class Flux2Model(FlowModel):
                             textual_inversion=False, refiner=False, control=False,
                             variation_seeds=False, latent_upscale_resize=False,
                             hires_with_diffusers=False, latent_masked_content=False,
-                            memory_modes=False)
+                            memory_modes=True)
+
+    @property
+    def memory_mode(self) -> MemoryMode | None:
+        return None if self._memory is None else self._memory.mode
+
+    def set_memory_mode(self, mode: MemoryMode) -> None:
+        """Run in the WebUI's --medvram / --lowvram / --max-vram mode (flux2_memory; all
+        off: every weight on the GPU)."""
+        if self._memory is not None:
+            self._memory.release()
+            self._memory = None
+        if mode:
+            self._memory = Flux2MemoryPlan(self.pipe, mode)
 
     def check(self, request: GenerationRequest, width: int, height: int) -> None:
         """FlowModel's checks, and txt2img only."""
@@ -167,7 +185,7 @@ def load_flux2_model(path: str | os.PathLike[str], family: str, options: LoadOpt
     pipe = kind.from_pretrained(
         Path(base) if base is not None else path, dtype=options.dtype, device=options.device,
         variant=options.variant, transformer_file=path if base is not None else None,
-        text_encoder_files=list(options.text_encoders))
+        text_encoder_files=list(options.text_encoders), offload=options.offload)
     defaults = options.defaults  # defaults.json over the family's (model_defaults)
     name = path.name.removesuffix(".safetensors").removesuffix(".gguf")  # as Forge names it
     return Flux2Model(pipe, family=family, name=name, defaults=defaults, modules=pipe.modules)

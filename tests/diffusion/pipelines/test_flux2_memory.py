@@ -1,0 +1,86 @@
+"""FLUX.2's memory modes through the command line on a tiny klein folder: --medvram,
+--lowvram and --max-vram each give the plain run's picture bitwise, the networks loaded
+straight to host memory (the text encoder gone before the transformer loads) and brought in
+as they run; a budget below the least one names that minimum in one line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("diffusers", reason="diffusers is a test-only reference (extra: reference)")
+from flux2_tiny import tiny_flux2_pipeline
+from PIL import Image
+
+import diffusion.cli.main as cli
+import gpucore
+from diffusion.pipelines.flow.flux2_memory import smallest_flux2_budget
+from diffusion.pipelines.load import load_pipeline
+from diffusion.pipelines.sd.memory import MemoryMode
+from gpustd.nn.offload import is_offloaded
+
+FILES = ("txt2img", "--prompt", "a red circle", "--width", "24", "--height", "16", "--steps",
+         "2", "--sampler", "diffusers", "--rng", "torch", "--seed", "7", "--dtype", "float32")
+
+
+@pytest.fixture(scope="module")
+def klein(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("tiny-flux2-memory")
+    tiny_flux2_pipeline(root, distilled=True)
+    return root / "flux2-klein"
+
+
+def _picture(capsys: pytest.CaptureFixture[str], folder: Path, out: Path, *flags: str
+             ) -> np.ndarray:
+    code = cli.main([*FILES, "--model", str(folder), *flags, "--out", str(out)])
+    printed, err = capsys.readouterr()
+    assert code == 0, err
+    with Image.open(printed.strip()) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def test_memory_modes_keep_the_picture(first_device: gpucore.Device, klein: Path,
+                                       tmp_path: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    plain = _picture(capsys, klein, tmp_path / "plain.png")
+    assert plain.std() > 5  # a picture, not a flat field
+    for flags in (("--medvram",), ("--lowvram",), ("--max-vram", "16M")):
+        np.testing.assert_array_equal(
+            _picture(capsys, klein, tmp_path / f"{flags[0][2:]}.png", *flags), plain,
+            err_msg=flags[0])
+    code = cli.main([*FILES, "--model", str(klein), "--max-vram", "1K",
+                     "--out", str(tmp_path / "x.png")])
+    _, err = capsys.readouterr()
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code != 0 and len(errors) == 1 and "needs at least" in errors[0], err
+
+
+def test_offloaded_load_streams_the_blocks(first_device: gpucore.Device, klein: Path) -> None:
+    """Loaded with `offload`, every network is in host memory until it runs; under
+    --lowvram the transformer's blocks come and go one at a time, its embedders stay; under a
+    budget 1 MiB above the least, units leave and come back within a generation; each
+    picture the plain mode's."""
+    model = load_pipeline(klein, device=first_device, offload=True)
+    pipe = model.pipe  # type: ignore[attr-defined]
+    assert all(is_offloaded(n) for n in (pipe.text_encoder, pipe.transformer, pipe.vae))
+    settings = {"prompt": "a red circle", "width": 24, "height": 16, "steps": 2, "seed": 7}
+    model.set_memory_mode(MemoryMode(lowvram=True))
+    assert model.memory_mode == MemoryMode(lowvram=True)
+    assert not is_offloaded(pipe.transformer.x_embedder)
+    streamed = model.generate(**settings).images[0]
+    plan = model._memory  # type: ignore[attr-defined]
+    assert plan.residency.uploaded > 0 and plan.residency.evictions > 0
+    blocks = [*pipe.transformer.transformer_blocks, *pipe.transformer.single_transformer_blocks]
+    assert sum(not is_offloaded(b) for b in blocks) <= 1
+    model.set_memory_mode(MemoryMode())
+    assert model.memory_mode is None
+    assert not any(is_offloaded(n) for n in (pipe.text_encoder, pipe.transformer, pipe.vae))
+    plain = model.generate(**settings).images[0]
+    np.testing.assert_array_equal(np.asarray(streamed), np.asarray(plain))
+    model.set_memory_mode(MemoryMode(max_vram=smallest_flux2_budget(pipe) + (1 << 20)))
+    budgeted = model.generate(**settings).images[0]
+    assert model._memory.residency.evictions > 0  # type: ignore[attr-defined]
+    np.testing.assert_array_equal(np.asarray(budgeted), np.asarray(plain))
+    model.set_memory_mode(MemoryMode())
