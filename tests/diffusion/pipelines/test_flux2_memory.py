@@ -95,3 +95,26 @@ def _modes_on(model: Any, held: int) -> Any:
         model.set_memory_mode(MemoryMode(max_vram=least - 1))
     assert "\n" not in str(info.value)
     return plain
+
+
+def test_server_loads_one_network_at_a_time(first_device: gpucore.Device, klein: Path) -> None:
+    """The server's loader under a memory mode loads FLUX.2 to host memory network by network:
+    the load's peak holds the largest network, not all three."""
+    from diffusion.server.jobs.loader import PipelineLoader
+    from diffusion.server.settings import ServerSettings
+    from gpustd.nn.offload import parameter_bytes
+
+    gc.collect()
+    first_device.empty_pool()
+    held = first_device.memory_stats().allocated
+    first_device.reset_peak_memory()
+    loader = PipelineLoader(ServerSettings(dtype="float32", memory=MemoryMode(medvram=True)))
+    model = loader(klein, device=first_device)
+    try:
+        peak = first_device.memory_stats().peak_allocated - held
+        pipe = model.pipe
+        sizes = [parameter_bytes(n) for n in (pipe.text_encoder, pipe.transformer, pipe.vae)]
+        assert max(sizes) <= peak < sum(sizes)
+        assert model.memory_mode == MemoryMode(medvram=True)
+    finally:
+        model.set_memory_mode(MemoryMode())
