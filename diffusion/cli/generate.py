@@ -225,6 +225,9 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any]:
         given["text_encoders"] = modules
     if args.base:
         given["base"] = args.base
+    mode = memory_mode(args)
+    if mode:  # a family that can (FLUX.2) loads each network straight to host memory
+        given["offload"] = True
     pipe = load_pipeline(args.model, dtype=dtype, device=device,
                          prediction_type=args.prediction_type, **given)
     print(f"model: {pipe.name} ({pipe.family})", file=sys.stderr)
@@ -246,7 +249,7 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any]:
         for model in (pipe, refiner):
             if model is not None:
                 print(use_int8(model), file=sys.stderr)
-    mode = memory_mode(args)  # after the VAE: the mode's units are the models in place now
+    # the memory mode is set after the VAE: the mode's units are the models in place now
     for model in (pipe, refiner) if mode else ():
         if model is not None:
             model.set_memory_mode(mode)

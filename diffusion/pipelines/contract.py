@@ -88,6 +88,8 @@ class LoadOptions:
     variant: str | None = None
     text_encoders: tuple[str | os.PathLike[str], ...] = ()
     base: str | os.PathLike[str] | None = None
+    # a memory mode will be set: a family that can loads each network straight to host memory
+    offload: bool = False
 
 
 @dataclass(frozen=True)

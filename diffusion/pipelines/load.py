@@ -63,7 +63,8 @@ def load_pipeline(path: str | os.PathLike[str] | None = None, *, dtype: Any = np
                   device: Device | None = None, prediction_type: str | None = None,
                   variant: str | None = None,
                   text_encoders: Sequence[str | os.PathLike[str]] = (),
-                  base: str | os.PathLike[str] | None = None) -> Pipeline:
+                  base: str | os.PathLike[str] | None = None, offload: bool = False
+                  ) -> Pipeline:
     """Load a Stable Diffusion 1.x/2.x, SDXL base or SDXL refiner model (diffusers folder or
     single-file `.safetensors`; None: the bundled default model, `default_model_path()`) onto
     `device` (default: the best adapter) with weights in `dtype`: float32; float16 where the
@@ -76,7 +77,8 @@ def load_pipeline(path: str | os.PathLike[str] | None = None, *, dtype: Any = np
     a `diffusion.pipelines.flow.flow_model.FlowModel` (same `generate`), with `text_encoders`
     (t5xxl / clip_l / clip_g single files) in place of its own; so does a FLUX / SD3 single
     file (BFL's, Stability's, ComfyUI's), `text_encoders` then giving what it lacks (the VAE
-    `ae.safetensors` too).
+    `ae.safetensors` too). `offload`: a memory mode will be set (`set_memory_mode`); a family
+    that can (FLUX.2) loads each network straight to host memory, so the load peaks at one.
 
     Raises diffusion.loaders.WeightsError for missing/corrupt/unsupported files and keys.
     diffusers: `StableDiffusionPipeline.from_pretrained(path)` / `.from_single_file(path)`.
@@ -89,6 +91,6 @@ def load_pipeline(path: str | os.PathLike[str] | None = None, *, dtype: Any = np
         raise FeatureError("shader-f16", "float16 weights", device.info.label)
     options = LoadOptions(dtype=dtype, device=device, defaults=defaults,
                           prediction_type=prediction_type, variant=variant,
-                          text_encoders=tuple(text_encoders), base=base)
+                          text_encoders=tuple(text_encoders), base=base, offload=offload)
     entry, family = family_of(path)
     return entry.load(path, family, options)

@@ -1,13 +1,15 @@
-"""FLUX.2 klein transformers in one file, in Black Forest Labs' layout: what ComfyUI loads
-(`flux-2-klein-4b.safetensors`, `flux-2-klein-9b-fp8.safetensors`; bare or under
-`model.diffusion_model.`; bf16, and fp8 read as its float values) and the GGUFs converted
-from it (the same names; a `GGUFFile` reads like a safetensors file, its quantized matrices kept
-quantized by `load_component(slices=True)`), read lazily under diffusers'
-Flux2Transformer2DModel names.
+"""FLUX.2 transformers in one file, in Black Forest Labs' layout: what ComfyUI loads
+(klein's `flux-2-klein-4b.safetensors`, `flux-2-klein-9b-fp8.safetensors`; dev's
+`flux2-dev.safetensors`, `flux2_dev_fp8mixed.safetensors`; bare or under
+`model.diffusion_model.`; bf16, and fp8 or ComfyUI's scaled fp8 read as its float values) and
+the GGUFs converted from it (city96's `flux2-dev-Q4_K_M.gguf`: the same names; a `GGUFFile`
+reads like a safetensors file, its quantized matrices kept quantized by
+`load_component(slices=True)`), read lazily under diffusers' Flux2Transformer2DModel names.
 
 The mapping is diffusers' `convert_flux2_transformer_checkpoint_to_diffusers`
 (loaders/single_file_utils.py): `img_in` / `txt_in` are `x_embedder` / `context_embedder`,
-`time_in.in_layer` / `out_layer` the timestep embedder's `linear_1` / `linear_2`, each
+`time_in.in_layer` / `out_layer` the timestep embedder's `linear_1` / `linear_2` (FLUX.2
+dev's `guidance_in` the guidance embedder's: its file is told from klein's by it), each
 `*_modulation.lin` a `.linear`, `final_layer.linear` is `proj_out` and
 `final_layer.adaLN_modulation.1` is `norm_out.linear` with its (shift, scale) halves swapped;
 a double block's fused `img_attn.qkv` / `txt_attn.qkv` are split by rows into to_q/k/v and
@@ -29,12 +31,15 @@ from ..formats.safetensors import SafetensorsFile
 from ..keymaps.dit_keys import SwappedHalvesWeights, block_count, key_of, prefix_of, split_rows
 from ..weights import ComponentWeights, TensorFile, TensorRef, resolve_dtype
 
-__all__ = ["FLUX2_MARKER", "flux2_file_family", "is_flux2_file", "load_flux2_file"]
+__all__ = ["DEV_MARKER", "FLUX2_MARKER", "flux2_file_family", "is_flux2_file", "load_flux2_file"]
 
 FLUX2_MARKER = "single_stream_modulation.lin.weight"  # diffusers' CHECKPOINT_KEY_NAMES
+DEV_MARKER = "guidance_in.in_layer.weight"  # FLUX.2 dev embeds its guidance scale
 _TOP = {"img_in.": "x_embedder.", "txt_in.": "context_embedder.",
         "time_in.in_layer.": "time_guidance_embed.timestep_embedder.linear_1.",
         "time_in.out_layer.": "time_guidance_embed.timestep_embedder.linear_2.",
+        "guidance_in.in_layer.": "time_guidance_embed.guidance_embedder.linear_1.",
+        "guidance_in.out_layer.": "time_guidance_embed.guidance_embedder.linear_2.",
         "double_stream_modulation_img.lin.": "double_stream_modulation_img.linear.",
         "double_stream_modulation_txt.lin.": "double_stream_modulation_txt.linear.",
         "single_stream_modulation.lin.": "single_stream_modulation.linear.",
@@ -64,15 +69,19 @@ def is_flux2_file(file: TensorFile) -> bool:
 
 
 def flux2_file_family(path: str | os.PathLike[str]) -> str | None:
-    """"flux2-klein" for a .safetensors or .gguf file holding a FLUX.2 transformer, None
-    otherwise (a broken file, or FLUX.2 dev's, is left for loading to name). Reads the header
-    only."""
+    """"flux2-dev" for a .safetensors or .gguf file holding FLUX.2 dev's transformer (its
+    guidance embedding), "flux2-klein" for another FLUX.2 transformer, None otherwise (a
+    broken file is left for loading to name). Reads the header only."""
     if Path(path).suffix.lower() not in (".safetensors", ".gguf") or not Path(path).is_file():
         return None
     try:
-        return "flux2-klein" if is_flux2_file(_open(path)) else None
+        file = _open(path)
+        if not is_flux2_file(file):
+            return None
     except (WeightsError, ValueError, OSError):
         return None
+    return "flux2-dev" if prefix_of(file, "double_blocks.") + DEV_MARKER in file else (
+        "flux2-klein")
 
 
 def _target(key: str) -> str:
@@ -97,15 +106,12 @@ def load_flux2_file(path: str | os.PathLike[str], *, dtype: Any = None,
     or .gguf file, `.config` read from the shapes over `config` (a folder's
     transformer/config.json) for what shapes do not say. `dtype`: None (as stored, bf16 as
     float32), "float16" or "float32". WeightsError naming the file when it holds no FLUX.2
-    klein transformer. diffusers: `Flux2Transformer2DModel.from_single_file(path)`."""
+    transformer. diffusers: `Flux2Transformer2DModel.from_single_file(path)`."""
     file = _open(path)
     if not is_flux2_file(file):
         raise WeightsError(f"{file.path}: no {FLUX2_MARKER} tensor: not a FLUX.2 "
                            "transformer file")
     prefix = prefix_of(file, "double_blocks.")
-    if prefix + "guidance_in.in_layer.weight" in file:
-        raise WeightsError(f"{file.path}: a FLUX.2 dev transformer (it embeds a guidance "
-                           "scale), which is not supported yet; use a FLUX.2 klein file")
     dim, in_channels = file.shape(key_of(file, prefix, "img_in.weight", "FLUX.2"))
     head_dim = file.shape(key_of(file, prefix, "double_blocks.0.img_attn.norm.query_norm.scale",
                                  "FLUX.2"))[0]
@@ -123,7 +129,7 @@ def load_flux2_file(path: str | os.PathLike[str], *, dtype: Any = None,
         # the SwiGLU's input projection holds gate and up: 2 * mlp_ratio * dim rows
         "mlp_ratio": file.shape(key_of(file, prefix, "double_blocks.0.img_mlp.0.weight",
                                        "FLUX.2"))[0] / (2 * dim),
-        "guidance_embeds": False,
+        "guidance_embeds": prefix + DEV_MARKER in file,
     }
     refs: dict[str, TensorRef] = {}
     for name in file.keys():

@@ -43,6 +43,14 @@ _COMPONENTS = ("transformer", "vae", "text_encoder", "tokenizer", "scheduler")
 _STEMS = {"transformer": "diffusion_pytorch_model", "vae": "diffusion_pytorch_model",
           "text_encoder": "model"}
 _TRAINING_STATE = ("bn.num_batches_tracked",)  # the VAE's batch-norm counter
+# what a part missing from the folder can come as, for its error to say
+_FILES = {(_CLASS, "transformer"): "the model's file, with this folder as --base",
+          (_DEV_CLASS, "transformer"): "the model's file, flux2-dev.safetensors or a GGUF, "
+                                       "with this folder as --base",
+          (_CLASS, "text_encoder"): "--text-encoder qwen_3_4b.safetensors, or Qwen3-8B's "
+                                    "for klein 9B",
+          (_DEV_CLASS, "text_encoder"): "--text-encoder "
+                                        "mistral_3_small_flux2_bf16.safetensors or a GGUF"}
 
 
 @dataclass
@@ -112,7 +120,13 @@ def load_flux2_folder(path: str | os.PathLike[str], *, dtype: Any = None,
         if name in skip:
             continue
         config = read_json(root / name / "config.json")
-        refs, _where = weight_refs(root / name, _STEMS[name], variant)
+        try:
+            refs, _where = weight_refs(root / name, _STEMS[name], variant)
+        except WeightsError as error:
+            if name == "vae":
+                raise
+            raise WeightsError(f"{error}; or give the {name.replace('_', ' ')} as one file "
+                               f"({_FILES[kind, name]})") from None
         if name == "text_encoder" and kind == _DEV_CLASS:  # Mistral3's language model
             config, refs = mistral3_text(config, refs)
         elif name == "text_encoder":  # a causal LM's weights as its base model's

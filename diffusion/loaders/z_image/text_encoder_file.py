@@ -1,11 +1,15 @@
 """An LLM text encoder in one file, as ComfyUI ships Z-Image's (`qwen_3_4b.safetensors`, bf16
 or scaled fp8) and Qwen-Image's (`qwen_2.5_vl_7b.safetensors`: Qwen2.5-VL's language model
-beside its vision tower, which is left out): transformers' names, bare, under `model.` or
+beside its vision tower, which is left out) and FLUX.2 dev's (`mistral_3_small_flux2_bf16.
+safetensors`, `..._fp8.safetensors`: Mistral Small 3.1's language model under `model.`, its
+`vision_tower.`, `multi_modal_projector.` and `tekken_model` left out): transformers' names,
+bare, under `model.` or
 under `model.language_model.` (transformers 5's Qwen2.5-VL; a causal LM's `lm_head` left out);
 or a llama.cpp GGUF of it (`Qwen3-4B-Q8_0.gguf`, ComfyUI-GGUF's text encoders:
 its matrices kept quantized by load_component), its names mapped to transformers' as
 ComfyUI-GGUF maps them (`blk.N.attn_q` -> `layers.N.self_attn.q_proj`, `token_embd` ->
-`embed_tokens`, ...; Qwen's rotary layout is transformers', so nothing is permuted). Read
+`embed_tokens`, ...; Qwen's rotary layout is transformers', so nothing is permuted; a
+"llama" GGUF's (Mistral's) q/k rows are put back in transformers' order, LlamaGGUFFile). Read
 lazily with the config from the tensor shapes (`config`, a folder's text_encoder/config.json,
 laid under them for what shapes do not say: the rotary base)."""
 
@@ -18,6 +22,7 @@ from typing import Any
 
 from ..errors import WeightsError
 from ..formats.gguf_file import GGUFFile
+from ..formats.gguf_llama import LlamaGGUFFile
 from ..formats.safetensors import SafetensorsFile
 from ..weights import ComponentWeights, TensorFile, TensorRef, resolve_dtype
 
@@ -33,8 +38,15 @@ _QWEN3 = {"model_type": "qwen3", "rope_theta": 1_000_000.0, "rms_norm_eps": 1e-6
 # norms; its heads are 128 wide unless the config says otherwise
 _QWEN25VL = {"model_type": "qwen2_5_vl_text", "rope_theta": 1_000_000.0, "rms_norm_eps": 1e-6,
              "hidden_act": "silu"}
+# Mistral Small 3.1's language model (FLUX.2 dev's encoder): no q/k norms, no biases, heads
+# 128 wide (not hidden / heads), its rotary base 1e9
+_MISTRAL = {"model_type": "mistral", "rope_theta": 1_000_000_000.0, "rms_norm_eps": 1e-5,
+            "hidden_act": "silu", "sliding_window": None, "tie_word_embeddings": False}
+_USUAL = {"qwen3": _QWEN3, "qwen2_5_vl": _QWEN25VL, "mistral": _MISTRAL}
 _KINDS = {"qwen3": ("Qwen3", "Z-Image", "qwen_3_4b.safetensors"),
-          "qwen2_5_vl": ("Qwen2.5-VL", "Qwen-Image", "qwen_2.5_vl_7b.safetensors")}
+          "qwen2_5_vl": ("Qwen2.5-VL", "Qwen-Image", "qwen_2.5_vl_7b.safetensors"),
+          "mistral": ("Mistral Small 3.1", "FLUX.2 dev",
+                      "mistral_3_small_flux2_bf16.safetensors")}
 
 _GGUF_TOP = {"token_embd": "embed_tokens", "output_norm": "norm"}
 _GGUF_LAYER = {"attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm",
@@ -45,7 +57,7 @@ _GGUF_LAYER = {"attn_norm": "input_layernorm", "ffn_norm": "post_attention_layer
 
 
 def _prefix(file: TensorFile) -> str:
-    for prefix in ("model.language_model.", "model."):
+    for prefix in ("model.language_model.", "language_model.model.", "model."):
         if prefix + _MARKER in file:
             return prefix
     return ""
@@ -70,7 +82,8 @@ def _names(file: TensorFile) -> dict[str, str]:
     prefix = _prefix(file)
     return {key[len(prefix):]: key for key in file.keys()
             if key.startswith(prefix) and not key.startswith(("lm_head.", "visual."))
-            and not key[len(prefix):].startswith("visual.")}
+            and not key[len(prefix):].startswith(("visual.", "vision_tower.",
+                                                  "multi_modal_projector."))}
 
 
 def is_llm_file(file: TensorFile) -> bool:
@@ -83,15 +96,19 @@ def load_llm_file(path: str | os.PathLike[str], *, dtype: Any = None,
                   config: Mapping[str, Any] | None = None, kind: str = "qwen3"
                   ) -> ComponentWeights:
     """Lazy LLMTextModel weights of a text encoder file (.safetensors or .gguf) of `kind`:
-    "qwen3" (Z-Image's, FLUX.2 klein's) or "qwen2_5_vl" (Qwen2.5-VL's language model,
-    Qwen-Image's); `.config` from the shapes over `config` (a folder's text_encoder config,
-    the language model's for Qwen2.5-VL) or the model's usual settings. WeightsError naming
-    the file when it holds no layers of that kind. ComfyUI: `CLIPLoader(type="lumina2")` of
-    `qwen_3_4b.safetensors`, `CLIPLoader(type="qwen_image")` of `qwen_2.5_vl_7b.safetensors`."""
+    "qwen3" (Z-Image's, FLUX.2 klein's), "qwen2_5_vl" (Qwen2.5-VL's language model,
+    Qwen-Image's) or "mistral" (Mistral Small 3.1's language model, FLUX.2 dev's); `.config`
+    from the shapes over `config` (a folder's text_encoder config, the language model's for
+    Qwen2.5-VL and Mistral 3) or the model's usual settings. WeightsError naming the file when
+    it holds no layers of that kind. ComfyUI: `CLIPLoader(type="lumina2")` of
+    `qwen_3_4b.safetensors`, `CLIPLoader(type="qwen_image")` of `qwen_2.5_vl_7b.safetensors`,
+    `CLIPLoader(type="flux2")` of `mistral_3_small_flux2_bf16.safetensors`."""
     name, family, usual = _KINDS[kind]
     path = Path(path)
     file: TensorFile = GGUFFile(path) if path.suffix.lower() == ".gguf" else (
         SafetensorsFile(path))
+    if isinstance(file, GGUFFile) and file.architecture == "llama":  # Mistral's, permuted
+        file = LlamaGGUFFile(path)
     names = _names(file)
     if _MARKER not in names:
         raise WeightsError(f"{path}: no layers.0.self_attn.q_proj.weight tensor: not a "
@@ -104,6 +121,10 @@ def load_llm_file(path: str | os.PathLike[str], *, dtype: Any = None,
         raise WeightsError(f"{path}: its attention has " + (
             "q/k norms (a Qwen3?)" if normed else "no q/k/v biases") + ": not a Qwen2.5-VL "
             f"text encoder (Qwen-Image reads prompts with Qwen2.5-VL-7B's, {usual})")
+    if kind == "mistral" and (normed or "layers.0.self_attn.q_proj.bias" in names):
+        raise WeightsError(f"{path}: its attention has " + (
+            "q/k norms (a Qwen3?)" if normed else "q/k/v biases (a Qwen2?)") + ": not a "
+            f"Mistral text encoder (FLUX.2 dev reads prompts with Mistral Small 3.1's, {usual})")
 
     def shape(name: str) -> tuple[int, ...]:
         return tuple(file.shape(names[name]))
@@ -112,11 +133,13 @@ def load_llm_file(path: str | os.PathLike[str], *, dtype: Any = None,
     vocab, hidden = shape("embed_tokens.weight")
     if normed:
         head_dim = shape("layers.0.self_attn.q_norm.weight")[0]
+    elif kind == "mistral":
+        head_dim = int(given.get("head_dim") or 128)
     elif given.get("num_attention_heads"):
         head_dim = hidden // int(given["num_attention_heads"])
     else:
         head_dim = 128
-    usual_config = _QWEN3 if kind == "qwen3" else _QWEN25VL
+    usual_config = _USUAL[kind]
     derived: dict[str, Any] = {
         "model_type": usual_config["model_type"], "vocab_size": vocab, "hidden_size": hidden,
         "head_dim": head_dim,

@@ -154,7 +154,7 @@ class FlowModel:
         return Placement(weight.device, weight.dtype)
 
     @property
-    def memory_mode(self) -> None:
+    def memory_mode(self) -> Any:
         return None
 
     def set_memory_mode(self, mode: Any) -> None:

@@ -25,10 +25,14 @@ import numpy as np
 from gpucore import Device, default_device
 from gpustd import Tensor, asarray, concatenate, take_slice
 from gpustd.nn import deferred
+from gpustd.nn.offload import offload as offload_weights
 
 from ...loaders.component import load_component
-from ...loaders.flux2 import flux2_distilled, load_flux2_file, load_flux2_folder
+from ...loaders.flux2 import flux2_distilled, load_flux2_file, load_flux2_folder, mistral3_text
+from ...loaders.flux2.vae_file import load_flux2_vae_file
 from ...loaders.formats.diffusers_folder import component_config
+from ...loaders.vae_kind import require_vae
+from ...loaders.weights import ComponentWeights
 from ...loaders.z_image import load_llm_file
 from ...models.flux2 import Flux2Transformer2DModel
 from ...models.llm import LLMTextModel
@@ -38,6 +42,7 @@ from ...noise.rng import make_generator
 from ...sampling.schedulers.flow_match_euler import FlowMatchEulerDiscreteScheduler
 from ...text.llm_tokenizer import LLMTokenizer, qwen3_chat_prompt
 from .start import StepCallback, check_call, run_euler
+from .vae_file import network_like
 
 __all__ = ["TEXT_LAYERS", "Flux2KleinPipeline", "empirical_mu"]
 
@@ -75,6 +80,7 @@ class Flux2KleinPipeline:
     model_index.json's `is_distilled` (no CFG pass)."""
 
     text_layers: tuple[int, ...] = TEXT_LAYERS  # the encoder's hidden states, side by side
+    text_encoder_kind = "qwen3"  # what a --text-encoder file holds (load_llm_file's kind)
 
     def __init__(self, *, transformer: Flux2Transformer2DModel, vae: AutoencoderKLFlux2,
                  text_encoder: LLMTextModel, tokenizer: LLMTokenizer,
@@ -94,19 +100,22 @@ class Flux2KleinPipeline:
     def from_pretrained(cls, path: str | Path, *, dtype: Any = np.float32,
                         device: Device | None = None, variant: str | None = None,
                         transformer_file: str | os.PathLike[str] | None = None,
-                        text_encoder_files: Sequence[str | os.PathLike[str]] = ()
-                        ) -> Flux2KleinPipeline:
+                        text_encoder_files: Sequence[str | os.PathLike[str]] = (),
+                        offload: bool = False) -> Flux2KleinPipeline:
         """Load a FLUX.2 klein diffusers folder (`load_flux2_folder`) onto `device` in
         `dtype`; `transformer_file`: a single-file transformer in BFL's layout (ComfyUI's
         `flux-2-klein-4b.safetensors`, or a GGUF of one, kept quantized; `load_flux2_file`)
         in place of the folder's, whose name says whether it is distilled
-        (`flux2_distilled`); `text_encoder_files`: a Qwen3 text encoder file (ComfyUI's
-        `qwen_3_4b.safetensors`; `load_llm_file`) in place of the folder's text_encoder/,
-        which need then hold no weights."""
+        (`flux2_distilled`); `text_encoder_files`: a text encoder file of
+        `text_encoder_kind` (ComfyUI's `qwen_3_4b.safetensors`; `load_llm_file`) in place of
+        the folder's text_encoder/, which need then hold no weights; `offload`: each network
+        goes to host memory as soon as it is loaded (the text encoder before the transformer
+        loads), for a memory mode to bring in as it runs (flux2_memory)."""
         files = [Path(f) for f in text_encoder_files]
         if len(files) > 1:
-            raise ValueError(f"FLUX.2 klein takes one --text-encoder file (its Qwen3), got "
-                             f"{len(files)}: {', '.join(f.name for f in files)}")
+            raise ValueError(f"FLUX.2 takes one --text-encoder file (klein its Qwen3, dev its "
+                             f"Mistral Small 3.1), got {len(files)}: "
+                             f"{', '.join(f.name for f in files)}")
         skip = (("transformer",) if transformer_file is not None else ()) + (
             ("text_encoder",) if files else ())
         weights = load_flux2_folder(path, variant=variant, skip=skip)
@@ -117,7 +126,10 @@ class Flux2KleinPipeline:
                                           config=component_config(path, "transformer"))
             distilled = flux2_distilled(transformer_file)
         if files:
-            text_encoder = load_llm_file(files[0], config=component_config(path, "text_encoder"))
+            config = component_config(path, "text_encoder")
+            if config is not None:  # a Mistral3 config: its language model's
+                config = mistral3_text(config, {})[0]
+            text_encoder = load_llm_file(files[0], config=config, kind=cls.text_encoder_kind)
         assert transformer is not None and text_encoder is not None
         hidden = text_encoder.config["hidden_size"]
         wanted, count = transformer.config.get("joint_attention_dim"), len(cls.text_layers)
@@ -128,21 +140,36 @@ class Flux2KleinPipeline:
                              "Mistral Small 3.1; give the text encoder that goes with the "
                              "transformer")
         place = {"dtype": dtype, "device": device or default_device()}
-        with deferred():  # each parameter takes GPU memory when its values arrive
-            pipe = cls(
+
+        def loaded(model: Any, part: ComponentWeights) -> Any:
+            with deferred():  # each parameter takes GPU memory when its values arrive
                 # a GGUF's quantized matrices kept as blocks, fused q/k/v rows cut from them
-                transformer=load_component(
-                    Flux2Transformer2DModel(transformer.config, **place), transformer,
-                    slices=True),
-                vae=load_component(AutoencoderKLFlux2(weights.vae.config, **place),
-                                   weights.vae),
-                text_encoder=load_component(LLMTextModel(text_encoder.config, **place),
-                                            text_encoder),
-                tokenizer=LLMTokenizer(weights.tokenizer_dir),
-                scheduler_config=weights.scheduler_config, distilled=distilled)
+                model = load_component(model, part, slices=True)
+            if offload:  # to host memory before the next network loads
+                offload_weights(model)
+                place["device"].empty_pool()
+            return model
+
+        # the text encoder first: with `offload` it has left the GPU when the transformer loads
+        encoder = loaded(LLMTextModel(text_encoder.config, **place), text_encoder)
+        pipe = cls(transformer=loaded(Flux2Transformer2DModel(transformer.config, **place),
+                                      transformer),
+                   vae=loaded(AutoencoderKLFlux2(weights.vae.config, **place), weights.vae),
+                   text_encoder=encoder, tokenizer=LLMTokenizer(weights.tokenizer_dir),
+                   scheduler_config=weights.scheduler_config, distilled=distilled)
         pipe.modules = [f.name.removesuffix(".safetensors").removesuffix(".gguf")
                         for f in files]
         return pipe
+
+    def use_vae_file(self, path: str | os.PathLike[str]) -> None:
+        """Decode (and encode references) with FLUX.2's VAE in the file `path`
+        (`flux2-vae.safetensors`; `load_flux2_vae_file`), in the place, dtype and config of
+        the folder's. WeightsError in one line for another family's VAE or tensors that do
+        not fit."""
+        require_vae(path, "flux2", int(self.vae.config["latent_channels"]), model="FLUX.2",
+                    usual="flux2-vae.safetensors")
+        self.vae = network_like(self.vae, load_flux2_vae_file(path, config=self.vae.config),
+                                path)
 
     def encode_prompt(self, prompts: Sequence[str], max_sequence_length: int = 512) -> Tensor:
         """(B, max_sequence_length, 3 * hidden) in the transformer's dtype: for each token

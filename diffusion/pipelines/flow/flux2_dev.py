@@ -35,6 +35,7 @@ class Flux2Pipeline(Flux2KleinPipeline):
     prompt and the embedded guidance scale (`guidance_scale`, diffusers' default 4)."""
 
     text_layers = DEV_TEXT_LAYERS
+    text_encoder_kind = "mistral"  # ComfyUI's mistral_3_small_flux2_*.safetensors, GGUFs
 
     def encode_prompt(self, prompts: Sequence[str], max_sequence_length: int = 512) -> Tensor:
         """(B, max_sequence_length, 3 * hidden): for each token of the templated, padded

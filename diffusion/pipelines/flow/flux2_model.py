@@ -19,12 +19,16 @@ from typing import Any
 
 import numpy as np
 
+from ...loaders.flow.text_encoder_file import module_stem
+from ...loaders.flux2 import flux2_distilled, flux2_family
 from ...models.step_cache import StepCache
 from ..contract import Capabilities, LoadOptions, SamplingDefaults
 from ..observer import Observer
 from ..request import GenerationRequest
+from ..sd.memory import MemoryMode
 from .flow_model import FlowModel
 from .flow_sampling import FLOW_SAMPLERS, FLOW_SCHEDULES
+from .flux2_memory import Flux2MemoryPlan
 
 __all__ = ["FLUX2_BASE_DEFAULTS", "FLUX2_DEV_DEFAULTS", "FLUX2_KLEIN_DEFAULTS", "Flux2Model",
            "flux2_defaults", "load_flux2_model"]
@@ -47,6 +51,8 @@ class Flux2Model(FlowModel):
     `pipe`) or FLUX.2 dev one ("flux2-dev", a `Flux2Pipeline`: the request's
     `distilled_cfg_scale` is its embedded guidance, CFG stays 1)."""
 
+    _memory: Flux2MemoryPlan | None = None  # the memory mode in effect (set_memory_mode)
+
     @property
     def dev(self) -> bool:
         return self.family == "flux2-dev"
@@ -60,8 +66,9 @@ class Flux2Model(FlowModel):
     def capabilities(self) -> Capabilities:
         """The WebUI samplers defined for flow models over the Simple schedule, CFG with a
         negative prompt (none for a distilled model), plain-text prompts with LoRA tags;
-        First Block Cache (MagCache's and TeaCache's tables are FLUX's); txt2img only: no
-        init image, hires fix, refiner, control units, variation seeds or memory modes yet."""
+        First Block Cache (MagCache's and TeaCache's tables are FLUX's), the memory modes
+        (flux2_memory); txt2img only: no init image, hires fix, refiner, control units or
+        variation seeds yet."""
         return Capabilities(family=self.family, latent_space="flux2",
                             guidance="distilled" if self.dev else
                             "none" if self.pipe.distilled else "cfg",
@@ -71,7 +78,20 @@ class Flux2Model(FlowModel):
                             textual_inversion=False, refiner=False, control=False,
                             variation_seeds=False, latent_upscale_resize=False,
                             hires_with_diffusers=False, latent_masked_content=False,
-                            memory_modes=False)
+                            memory_modes=True)
+
+    @property
+    def memory_mode(self) -> MemoryMode | None:
+        return None if self._memory is None else self._memory.mode
+
+    def set_memory_mode(self, mode: MemoryMode) -> None:
+        """Run in the WebUI's --medvram / --lowvram / --max-vram mode (flux2_memory; all
+        off: every weight on the GPU)."""
+        if self._memory is not None:
+            self._memory.release()
+            self._memory = None
+        if mode:
+            self._memory = Flux2MemoryPlan(self.pipe, mode)
 
     def check(self, request: GenerationRequest, width: int, height: int) -> None:
         """FlowModel's checks, and txt2img only."""
@@ -87,8 +107,11 @@ class Flux2Model(FlowModel):
                              "leave it out and ask for the size you want")
 
     def use_vae(self, path: str | os.PathLike[str]) -> None:
-        raise ValueError("--vae is not supported for FLUX.2 klein models yet; the folder's "
-                         "vae/ (FLUX.2's 32-channel VAE) decodes")
+        """Decode with the VAE file at `path` (the pipeline's `use_vae_file`); the infotext
+        names it as a module, as Forge's does."""
+        self.pipe.use_vae_file(path)
+        self.vae_path = path
+        self.modules.append(module_stem(Path(path)))
 
     def lora_targets(self) -> Any:
         """What the prompt's LoRAs patch: the transformer."""
@@ -130,8 +153,6 @@ def flux2_defaults(path: str | os.PathLike[str], family: str) -> SamplingDefault
     """What a FLUX.2 klein model samples with where its defaults.json says nothing: the
     distilled cards' 4 steps at CFG 1 for a folder whose model_index.json says
     `is_distilled`, Flux2KleinPipeline's 50 steps at 4 else."""
-    from ...loaders.flux2 import flux2_distilled
-
     if family == "flux2-dev":
         return FLUX2_DEV_DEFAULTS
     return FLUX2_KLEIN_DEFAULTS if flux2_distilled(path) else FLUX2_BASE_DEFAULTS
@@ -139,30 +160,32 @@ def flux2_defaults(path: str | os.PathLike[str], family: str) -> SamplingDefault
 
 def load_flux2_model(path: str | os.PathLike[str], family: str, options: LoadOptions
                      ) -> Flux2Model:
-    """A FLUX.2 klein diffusers folder, or a single-file transformer with `options.base` (a
-    FLUX.2 klein folder giving the text encoder, tokenizer, VAE and scheduler), as a
-    Flux2Model; `options.text_encoders`: a Qwen3 text encoder file in place of the folder's;
-    `options.defaults` (the folder's defaults.json) over `flux2_defaults`."""
+    """A FLUX.2 diffusers folder, or a single-file transformer with `options.base` (a FLUX.2
+    folder of the same model giving the text encoder, tokenizer, VAE and scheduler), as a
+    Flux2Model; `options.text_encoders`: a text encoder file in place of the folder's (klein's
+    Qwen3, dev's Mistral Small 3.1); `options.defaults` (the folder's defaults.json) over
+    `flux2_defaults`."""
     from .flux2 import Flux2KleinPipeline
     from .flux2_dev import Flux2Pipeline
 
     path, base = Path(path), options.base
+    model = "FLUX.2 dev" if family == "flux2-dev" else "FLUX.2 klein"
     if path.is_file() and base is None:
-        raise ValueError(f"{path.name} is a FLUX.2 klein transformer alone: give a FLUX.2 "
-                         "klein diffusers folder with --base for its text encoder, tokenizer, "
+        raise ValueError(f"{path.name} is a {model} transformer alone: give a {model} "
+                         "diffusers folder with --base for its text encoder, tokenizer, "
                          "VAE and scheduler")
-    if family == "flux2-dev" and options.text_encoders:
-        raise ValueError("a text encoder file is not supported for FLUX.2 dev yet; leave out "
-                         "--text-encoder (the folder's text_encoder/, Mistral Small 3.1, reads "
-                         "the prompt)")
     if path.is_dir() and base is not None:
-        raise ValueError("--base is for a single-file FLUX.2 klein transformer; a FLUX.2 "
-                         "klein folder holds every part itself, leave --base out")
+        raise ValueError(f"--base is for a single-file {model} transformer; a {model} "
+                         "folder holds every part itself, leave --base out")
+    if base is not None and (found := flux2_family(base)) not in (None, family):
+        raise ValueError(f"{path.name} is a {model} transformer but the --base folder holds "
+                         f"{'FLUX.2 dev' if found == 'flux2-dev' else 'FLUX.2 klein'}: give "
+                         f"a {model} folder")
     kind = Flux2Pipeline if family == "flux2-dev" else Flux2KleinPipeline
     pipe = kind.from_pretrained(
         Path(base) if base is not None else path, dtype=options.dtype, device=options.device,
         variant=options.variant, transformer_file=path if base is not None else None,
-        text_encoder_files=list(options.text_encoders))
+        text_encoder_files=list(options.text_encoders), offload=options.offload)
     defaults = options.defaults  # defaults.json over the family's (model_defaults)
-    name = path.name.removesuffix(".safetensors")  # as Forge names a file's model
+    name = path.name.removesuffix(".safetensors").removesuffix(".gguf")  # as Forge names it
     return Flux2Model(pipe, family=family, name=name, defaults=defaults, modules=pipe.modules)

@@ -32,6 +32,8 @@ from ...loaders.qwen_image import (
     load_qwenimage_file,
     load_qwenimage_folder,
 )
+from ...loaders.qwen_image.vae_file import load_qwenimage_vae_file
+from ...loaders.vae_kind import require_vae
 from ...loaders.z_image import load_llm_file
 from ...models.llm import LLMTextModel
 from ...models.qwen_image import QwenImageTransformer2DModel
@@ -44,6 +46,7 @@ from ...sampling.scheduler_loop import scheduler_loop
 from ...sampling.schedulers.flow_match_euler import FlowMatchEulerDiscreteScheduler
 from ...text.llm_tokenizer import LLMTokenizer
 from .start import FlowStart, StepCallback, check_call
+from .vae_file import network_like
 
 __all__ = ["PROMPT_TEMPLATE", "QwenImagePipeline"]
 
@@ -141,6 +144,16 @@ class QwenImagePipeline:
                 scheduler_config=weights.scheduler_config,
                 modules=[f.name.removesuffix(".safetensors").removesuffix(".gguf")
                          for f in files])
+
+    def use_vae_file(self, path: str | os.PathLike[str]) -> None:
+        """Decode (and encode) with Qwen-Image's VAE in the file `path`
+        (`qwen_image_vae.safetensors`; `load_qwenimage_vae_file`), in the place, dtype and
+        config of the folder's. WeightsError in one line for another family's VAE or
+        tensors that do not fit."""
+        require_vae(path, "causal3d", int(self.vae.config["z_dim"]), model="Qwen-Image",
+                    usual="qwen_image_vae.safetensors")
+        self.vae = network_like(self.vae, load_qwenimage_vae_file(
+            path, config=self.vae.config), path)
 
     def encode_prompt(self, prompts: Sequence[str], max_sequence_length: int = 512
                       ) -> tuple[Tensor, np.ndarray | None]:

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from ...loaders.flow.text_encoder_file import module_stem
 from ...models.step_cache import StepCache
 from ..contract import Capabilities, LoadOptions, SamplingDefaults
 from ..observer import Observer
@@ -74,8 +75,11 @@ class QwenImageModel(FlowModel):
         return self.pipe.encode_image(pixels, generator)  # type: ignore[no-any-return]
 
     def use_vae(self, path: str | os.PathLike[str]) -> None:
-        raise ValueError("--vae is not supported for Qwen-Image models yet; the folder's vae/ "
-                         "(Qwen-Image's 16-channel VAE) decodes")
+        """Decode with the VAE file at `path` (the pipeline's `use_vae_file`); the infotext
+        names it as a module, as Forge's does."""
+        self.pipe.use_vae_file(path)
+        self.vae_path = path
+        self.modules.append(module_stem(Path(path)))
 
     def decode(self, latents: np.ndarray, request: GenerationRequest) -> list[np.ndarray]:
         """The pictures through the Qwen-Image VAE."""

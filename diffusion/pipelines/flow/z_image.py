@@ -27,6 +27,8 @@ from gpustd import Tensor, asarray, take_slice
 from gpustd.nn import deferred
 
 from ...loaders.component import load_component
+from ...loaders.sd.vae_file import load_vae
+from ...loaders.vae_kind import require_vae
 from ...loaders.z_image import load_llm_file, load_zimage_file, load_zimage_folder
 from ...models import AutoencoderKL
 from ...models.llm import LLMTextModel
@@ -103,6 +105,16 @@ class ZImagePipeline:
                 scheduler_config=weights.scheduler_config,
                 modules=[f.name.removesuffix(".safetensors").removesuffix(".gguf")
                          for f in files])
+
+    def use_vae_file(self, path: str | os.PathLike[str]) -> None:
+        """Decode with FLUX's VAE in the file `path` (`ae.safetensors`, Black Forest Labs'
+        names or diffusers'; diffusion.loaders.sd.vae_file.load_vae), in the place, dtype
+        and config of the folder's. WeightsError in one line for another family's VAE."""
+        require_vae(path, "2d", int(self.vae.config["latent_channels"]), model="Z-Image",
+                    usual="FLUX's ae.safetensors")
+        weight = self.vae.decoder.conv_in.weight
+        self.vae = load_vae(path, dtype=weight.dtype, device=weight.device,
+                            config=self.vae.config)
 
     def encode_prompt(self, prompts: Sequence[str], max_sequence_length: int = 512
                       ) -> list[Tensor]:

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from ...loaders.flow.text_encoder_file import module_stem
 from ...models.step_cache import StepCache
 from ..contract import Capabilities, LoadOptions, SamplingDefaults
 from ..model_defaults import is_turbo
@@ -57,8 +58,11 @@ class ZImageModel(FlowModel):
                             memory_modes=False)
 
     def use_vae(self, path: str | os.PathLike[str]) -> None:
-        raise ValueError("--vae is not supported for Z-Image models yet; the folder's vae/ "
-                         "(FLUX's 16-channel VAE) decodes")
+        """Decode with the VAE file at `path` (the pipeline's `use_vae_file`); the infotext
+        names it as a module, as Forge's does."""
+        self.pipe.use_vae_file(path)
+        self.vae_path = path
+        self.modules.append(module_stem(Path(path)))
 
     def lora_targets(self) -> Any:
         """What the prompt's LoRAs patch: the transformer."""
