@@ -201,7 +201,7 @@ class Capabilities:
         if not request.references:
             return
         given = 1 + len(request.references)
-        if not self.references:
+        if self.references == 0:
             raise ValueError(f"{given} pictures: {self._name} read one init image; further "
                              "reference pictures (--reference, init_images beyond the first) "
                              "are for edit models (FLUX.2, Qwen-Image-Edit Plus); give one")
