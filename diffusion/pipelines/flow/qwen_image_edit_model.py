@@ -108,20 +108,32 @@ def qwenimage_edit_defaults(path: str | os.PathLike[str], family: str) -> Sampli
 def load_qwenimage_edit_model(path: str | os.PathLike[str], family: str, options: LoadOptions
                               ) -> QwenImageEditModel:
     """A QwenImageEditPipeline or QwenImageEditPlusPipeline (Edit-2509 and later: several
-    references) diffusers folder as a QwenImageEditModel,
-    `options.defaults`
-    (the folder's defaults.json) over `qwenimage_edit_defaults`."""
+    references) diffusers folder, or a single-file edit transformer with `options.base` (such
+    a folder giving the rest), as a QwenImageEditModel; `family` (the folder's class, or the
+    file's name) picks the pipeline; `options.defaults` (the folder's defaults.json) over
+    `qwenimage_edit_defaults`."""
     from .qwen_image_edit import QwenImageEditPipeline
     from .qwen_image_edit_plus import QwenImageEditPlusPipeline
 
     kind = QwenImageEditPlusPipeline if family == "qwen-image-edit-plus" else (
         QwenImageEditPipeline)
-    if options.base is not None or options.text_encoders:
-        raise ValueError("a Qwen-Image-Edit folder holds every part itself; leave --base and "
-                         "--text-encoder out")
-    path = Path(path)
-    pipe = kind.from_pretrained(path, dtype=options.dtype, device=options.device,
-                                variant=options.variant)
-    return QwenImageEditModel(pipe, family=family, name=path.name, defaults=options.defaults,
+    path, base = Path(path), options.base
+    if options.text_encoders:
+        raise ValueError("a --text-encoder file is not supported for Qwen-Image-Edit yet; "
+                         "leave it out (the folder's text_encoder/, Qwen2.5-VL with its vision "
+                         "tower, reads the prompt and the pictures)")
+    if path.is_file() and base is None:
+        raise ValueError(f"{path.name} is a Qwen-Image-Edit transformer alone: give a "
+                         "Qwen-Image-Edit diffusers folder with --base for its text encoder "
+                         "and vision tower, tokenizer, processor, VAE and scheduler")
+    if path.is_dir() and base is not None:
+        raise ValueError("--base is for a single-file Qwen-Image-Edit transformer; a "
+                         "Qwen-Image-Edit folder holds every part itself, leave --base out")
+    pipe = kind.from_pretrained(Path(base) if base is not None else path,
+                                dtype=options.dtype, device=options.device,
+                                variant=options.variant,
+                                transformer_file=path if base is not None else None)
+    name = path.name.removesuffix(".safetensors").removesuffix(".gguf")  # as Forge
+    return QwenImageEditModel(pipe, family=family, name=name, defaults=options.defaults,
                               modules=pipe.modules)
 

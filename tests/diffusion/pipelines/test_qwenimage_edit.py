@@ -256,3 +256,44 @@ def test_edit_plus_references_through_cli_and_server(
             swapped = np.asarray(image.convert("RGB"), np.float32) / 255
         assert np.abs(swapped - other_order).mean() < swap / 3
         assert "Reference images: 2" in info(response)["infotexts"][0]
+
+
+def test_edit_transformer_file_with_base(first_device: gpucore.Device,
+                                         tiny_edit: tuple[Path, Any], tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str],
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """ComfyUI's split edit transformer (Qwen-Image's tensors; its name says which edit model
+    it is) with an edit folder as --base: the folder's own picture bitwise; a file without
+    --base gets one line, and a Qwen-Image file is still Qwen-Image's."""
+    from safetensors.torch import save_file
+
+    from diffusion.loaders.qwen_image import qwenimage_family
+
+    folder, edit = tiny_edit
+    monkeypatch.setattr(edit_module, "REFERENCE_AREA", AREA)
+    state = {"model.diffusion_model." + key: value.detach().clone()
+             for key, value in edit.transformer.state_dict().items()}
+    file = tmp_path / "qwen_image_edit_bf16.safetensors"
+    save_file(state, str(file))
+    for name, family in (("qwen_image_edit_2509_fp8_e4m3fn.safetensors", "qwen-image-edit-plus"),
+                         ("Qwen-Image-Edit-Plus.safetensors", "qwen-image-edit-plus"),
+                         ("qwen_image_bf16.safetensors", "qwen-image")):
+        save_file(state, str(tmp_path / name))
+        assert family_of(tmp_path / name)[1] == family
+    assert family_of(file)[1] == "qwen-image-edit" and qwenimage_family(file) is None
+    _picture(1, 0, 60).save(tmp_path / "init.png")
+    common = ["img2img", "--width", "96", "--height", "64", "--steps", "2", "--seed", "7",
+              "--dtype", "float32", "--cfg-scale", "1", "--prompt", PROMPT,
+              "--init-image", str(tmp_path / "init.png")]
+    pictures = []
+    for model in (["--model", str(folder)], ["--model", str(file), "--base", str(folder)]):
+        assert cli.main([*common, *model, "--out", str(tmp_path / "out.png")]) == 0
+        out, err = capsys.readouterr()
+        with Image.open(out.strip()) as image:
+            pictures.append(np.asarray(image.convert("RGB")))
+    assert "model: qwen_image_edit_bf16 (qwen-image-edit)" in err
+    np.testing.assert_array_equal(pictures[0], pictures[1])
+    assert cli.main([*common, "--model", str(file), "--out", str(tmp_path / "x.png")]) != 0
+    err = capsys.readouterr().err
+    assert "give a Qwen-Image-Edit diffusers folder with --base" in err
+    assert "Traceback" not in err
