@@ -109,17 +109,17 @@ class Flux2Model(FlowModel):
         """The pictures: the VAE's batch norm undone, unpatchified, decoded."""
         return [np.round(p * 255).astype(np.uint8) for p in self.pipe.decode(latents)]
 
-    def _guidance(self, request: GenerationRequest) -> dict[str, Any]:
-        """The pipeline's guidance keywords, the text length where set, and the reference
-        pictures as FLUX.2 reads them."""
+    def _references(self, request: GenerationRequest) -> list[np.ndarray]:
+        """The request's reference pictures (the init image, then its `references`) as
+        FLUX.2 reads them (`reference_picture`); none for txt2img."""
         from .flux2 import reference_picture
 
         multiple = 2 * int(self.pipe.vae_scale_factor)
-        length: dict[str, Any] = ({} if self.max_sequence_length is None
-                                  else {"max_sequence_length": self.max_sequence_length})
-        pictures = reference_pictures(request)
-        if pictures:
-            length["references"] = [reference_picture(p, multiple) for p in pictures]
+        return [reference_picture(p, multiple) for p in reference_pictures(request)]
+
+    def _guidance(self, request: GenerationRequest) -> dict[str, Any]:
+        length = ({} if self.max_sequence_length is None
+                  else {"max_sequence_length": self.max_sequence_length})
         if self.dev:
             return {"guidance_scale": float(request.distilled_cfg_scale), **length}
         return {"guidance_scale": float(request.cfg_scale),
@@ -131,7 +131,7 @@ class Flux2Model(FlowModel):
         return self.pipe(prompts, height=height, width=width,  # type: ignore[no-any-return]
                          num_inference_steps=int(request.steps), seed=seed, rng=request.rng,
                          callback=observer.step, output_type="latent", cache=cache,
-                         **_as_image(self._guidance(request)))
+                         image=self._references(request), **self._guidance(request))
 
     def guided_flow(self, request: GenerationRequest, prompts: list[str], width: int,
                     height: int, cache: StepCache | None = None
@@ -142,7 +142,7 @@ class Flux2Model(FlowModel):
         pass a branch of it)."""
         return self.pipe.velocity(  # type: ignore[no-any-return]
             prompts, height=height, width=width, num_inference_steps=int(request.steps),
-            cache=cache, **self._guidance(request))
+            cache=cache, references=self._references(request), **self._guidance(request))
 
     def _webui(self, request: GenerationRequest, label: str, prompts: list[str],
                seeds: list[int], width: int, height: int, observer: Observer,
@@ -150,14 +150,6 @@ class Flux2Model(FlowModel):
         """A WebUI sampler from noise (the init image is a reference, not the start)."""
         return sample_from_noise(self, request, label, prompts, seeds, width, height,
                                  observer, cache)
-
-
-def _as_image(settings: dict[str, Any]) -> dict[str, Any]:
-    """The pipeline call's keywords: its velocity's `references` are the call's `image`."""
-    settings = dict(settings)
-    if "references" in settings:
-        settings["image"] = settings.pop("references")
-    return settings
 
 
 def flux2_defaults(path: str | os.PathLike[str], family: str) -> SamplingDefaults:
