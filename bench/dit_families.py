@@ -1,7 +1,8 @@
 """The 2025-26 families at full size: one transformer step of Qwen-Image, FLUX.2 klein 9B,
-Chroma and FLUX.1 Kontext at 1024x1024, and one prompt through the text encoders Z-Image's
-bench does not cover (Qwen2.5-VL-7B's language model for Qwen-Image, Qwen3-8B for klein 9B),
-random weights at the real configs, ours against diffusers / transformers bf16 in one process.
+Chroma, FLUX.1 Kontext and Qwen-Image-Edit at 1024x1024, and one prompt through the text
+encoders Z-Image's bench does not cover (Qwen2.5-VL-7B's language model for Qwen-Image,
+Qwen3-8B for klein 9B), random weights at the real configs, ours against diffusers /
+transformers bf16 in one process.
 
 As bench/zimage.py (whose weights, casts and memory readings these rows share): torch draws
 the weights once on its device in bf16 (normal(0, 0.02); norm scales 1 + normal(0, 0.02)),
@@ -13,14 +14,17 @@ Device.memory_stats (weights included), torch's from max_memory_allocated.
 Shapes (batch 1, no CFG pass): Qwen-Image's transformer at 4096 patches and 222 text tokens
 (256 less the 34 template tokens its pipeline drops); klein 9B's at 4096 patches and 512 text
 tokens (Flux2KleinPipeline pads to 512); Chroma's at 4096 patches and 512 T5 tokens, unmasked;
-Kontext's (FLUX.1 dev's config) at 4096 noise + 4096 context-image patches and 512 T5 tokens.
+Kontext's (FLUX.1 dev's config) at 4096 noise + 4096 context-image patches and 512 T5 tokens;
+Qwen-Image-Edit's (Qwen-Image's config) at 4096 noise + 4096 reference patches (one 1024x1024
+reference's latents, at rotary frame 1) and 1385 text tokens (that reference read by
+Qwen2.5-VL: 37 x 37 = 1369 picture tokens, and a short instruction).
 Qwen2.5-VL-7B's language model reads 256 tokens to its last hidden states (Qwen-Image's),
 Qwen3-8B 512 tokens to hidden states 9, 18 and 27 (klein's). Rows run smallest first, each
 caught on its own: an out-of-memory model loses its row only, recorded with its error.
 
 BENCH_MODELS picks them, comma-separated, from qwen3_8b, qwen25vl, flux2klein, chroma,
-kontext, qwenimage (the default: all, in that order), plus zimage and qwen3 (bench/zimage.py's
-rows). `--quick`: tiny configs (a smoke run on any adapter).
+kontext, qwenimage, qwenimageedit (the default: all, in that order), plus zimage and qwen3
+(bench/zimage.py's rows). `--quick`: tiny configs (a smoke run on any adapter).
 """
 
 from __future__ import annotations
@@ -76,9 +80,16 @@ QWEN3_8B: dict[str, Any] = dict(
     _zimage.QWEN3_4B, hidden_size=4096, intermediate_size=12288, num_attention_heads=32,
     tie_word_embeddings=False)
 
+# the text tokens of Qwen-Image-Edit's step: a 1024x1024 reference read by Qwen2.5-VL (1036 px
+# in 28 px merged patches: 37 x 37 picture tokens) and a short instruction, the template's
+# first 64 tokens dropped
+EDIT_TEXT = 1385
+
 _TINY_DIT = dict(num_layers=1, attention_head_dim=16, num_attention_heads=2)
 TINY: dict[str, dict[str, Any]] = {
     "qwenimage": dict(QWEN_IMAGE, **_TINY_DIT, joint_attention_dim=40, axes_dims_rope=(4, 6, 6)),
+    "qwenimageedit": dict(QWEN_IMAGE, **_TINY_DIT, joint_attention_dim=40,
+                          axes_dims_rope=(4, 6, 6)),
     "flux2klein": dict(FLUX2_KLEIN_9B, **_TINY_DIT, num_single_layers=1, joint_attention_dim=48,
                        axes_dims_rope=(4, 4, 4, 4)),
     "chroma": dict(CHROMA, **_TINY_DIT, num_single_layers=1, joint_attention_dim=40,
@@ -124,13 +135,13 @@ def _inputs(name: str, config: dict[str, Any], quick: bool) -> dict[str, np.ndar
     if name in ("qwen25vl", "qwen3_8b"):
         length = 24 if quick else (256 if name == "qwen25vl" else 512)
         return {"ids": rng.integers(0, config["vocab_size"], (1, length))}
-    text = (12 if quick else 222) if name == "qwenimage" else (12 if quick else 512)
-    tokens = side * side * (2 if name == "kontext" else 1)
+    text = 12 if quick else {"qwenimage": 222, "qwenimageedit": EDIT_TEXT}.get(name, 512)
+    tokens = side * side * (2 if name in ("kontext", "qwenimageedit") else 1)
     x = {"latents": rng.standard_normal((1, tokens, config["in_channels"])),
          "text": rng.standard_normal((1, text, config["joint_attention_dim"])),
          "t": np.array([0.7]), "rows": np.array(side)}
     axes = len(config["axes_dims_rope"])
-    if name != "qwenimage":
+    if not name.startswith("qwenimage"):
         x["txt_ids"], x["img_ids"] = _positions(text, side, side, axes,
                                                 1 if name == "kontext" else 0)
     if name == "kontext":
@@ -165,16 +176,20 @@ def _dit(name: str) -> _Model:
         latents = gpustd.asarray(x["latents"], dtype=dtype, device=device)
         return latents, gpustd.asarray(x["text"], dtype=dtype, device=device)
 
-    if name == "qwenimage":
+    if name.startswith("qwenimage"):
+        # Qwen-Image-Edit: one reference of the noise's size after the noise's patches
+        references = [1] if name == "qwenimageedit" else []
+
         def ref_call(ref: Any, x: dict[str, Any]) -> Any:
             rows = int(x["rows"])
             return ref(hidden_states=x["torch"]["latents"],
                        encoder_hidden_states=x["torch"]["text"], timestep=x["torch"]["t"],
-                       img_shapes=[(1, rows, rows)]).sample
+                       img_shapes=[[(1, rows, rows)] * (1 + len(references))]).sample
 
         def call(ours: Any, x: dict[str, Any], dtype: Any) -> Any:
             rows = int(x["rows"])
-            return ours(*tensors(x, dtype, ours.device), x["t"], rows, rows)
+            return ours(*tensors(x, dtype, ours.device), x["t"], rows, rows,
+                        references=[(rows, rows)] * len(references))
         return _Model(QWEN_IMAGE, lambda d, t, c: d.QwenImageTransformer2DModel(**c), ref_call,
                       lambda c, dt, dev: qwen_image.QwenImageTransformer2DModel(
                           c, dtype=dt, device=dev), call)
@@ -327,7 +342,8 @@ def _one_model(name: str, quick: bool, device: gpucore.Device, cuda: Any
     return [*rows, row]
 
 
-DEFAULT = ("qwen3_8b", "qwen25vl", "flux2klein", "chroma", "kontext", "qwenimage")
+DEFAULT = ("qwen3_8b", "qwen25vl", "flux2klein", "chroma", "kontext", "qwenimage",
+           "qwenimageedit")
 
 
 def run(quick: bool = False) -> dict[str, Any]:
@@ -361,7 +377,9 @@ def run(quick: bool = False) -> dict[str, Any]:
         "notes": "One transformer step at 1024x1024, batch 1: Qwen-Image (4096 patches, 222 "
                  "text tokens), FLUX.2 klein 9B (4096 patches, 512 text tokens), Chroma "
                  "(4096 patches, 512 T5 tokens, unmasked), FLUX.1 Kontext dev (4096 noise + "
-                 "4096 context patches, 512 T5 tokens); Qwen2.5-VL-7B's language model on 256 "
+                 "4096 context patches, 512 T5 tokens), Qwen-Image-Edit (4096 noise + 4096 "
+                 "reference patches, 1385 text tokens: a 1024x1024 reference read by "
+                 "Qwen2.5-VL and a short instruction); Qwen2.5-VL-7B's language model on 256 "
                  "tokens (last hidden states), Qwen3-8B on 512 tokens (hidden states 9, 18, "
                  "27 concatenated, klein's); random bf16 weights drawn by torch (normal(0, "
                  "0.02), norm scales 1 + normal(0, 0.02)) shared by both rows; ours float16 "

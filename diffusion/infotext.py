@@ -111,6 +111,7 @@ def format_infotext(settings: Mapping[str, Any], *, batch_pos: int | None = None
         "Batch size": batch_size if batch_size > 1 else None,
         "Batch pos": pos if batch_size > 1 else None,
         "Denoising strength": None if strength is None else _number(strength),
+        "Reference images": int(settings["references"]) if settings.get("references") else None,
         "Clip skip": clip_skip + 1 if clip_skip > 0 else None,
         "Refiner": settings.get("refiner") or None,
         "Refiner switch at": _number(settings["refiner_switch_at"])
@@ -220,6 +221,7 @@ _CONVERSIONS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "Lora hashes": ("lora_hashes", str), "TI hashes": ("ti_hashes", str),
     "VAE hash": ("vae_hash", str), "VAE": ("vae", str), "Refiner": ("refiner", str),
     "Refiner switch at": ("refiner_switch_at", float), "Cache": ("cache", str),
+    "Reference images": ("references", int),
     "Seed resize from": ("seed_resize_from", lambda v: tuple(int(n) for n in v.split("x"))),
     "Mask mode": ("mask_mode", str), "Mask blur": ("mask_blur", int),
     "Inpaint area": ("inpaint_area", str),

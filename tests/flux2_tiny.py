@@ -44,11 +44,11 @@ def tiny_flux2_vae(seed: int = 6) -> Any:
     return vae
 
 
-def tiny_flux2_pipeline(root: Path, *, distilled: bool) -> Any:
+def tiny_flux2_pipeline(root: Path, *, distilled: bool, transformer: Any = None) -> Any:
     """diffusers' Flux2KleinPipeline of tiny random parts (a Qwen3ForCausalLM 40 wide with
     the 28 layers klein reads from, 4-channel latents, dynamic shifting as klein's
     scheduler), saved to `root / name` ("flux2-klein" step-distilled, "flux2-klein-base"
-    not); returns the pipeline."""
+    not); returns the pipeline. `transformer`: one in place of `tiny_flux2_transformer()`."""
     import diffusers
     import transformers
 
@@ -58,7 +58,7 @@ def tiny_flux2_pipeline(root: Path, *, distilled: bool) -> Any:
     pipe = diffusers.Flux2KleinPipeline(
         scheduler=diffusers.FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True),
         vae=tiny_flux2_vae(), text_encoder=text_encoder, tokenizer=tokenizer,
-        transformer=tiny_flux2_transformer(), is_distilled=distilled)
+        transformer=transformer or tiny_flux2_transformer(), is_distilled=distilled)
     pipe.save_pretrained(root / ("flux2-klein" if distilled else "flux2-klein-base"))
     return pipe
 

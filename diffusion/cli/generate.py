@@ -162,7 +162,9 @@ def build_request(args: argparse.Namespace) -> GenerationRequest:
     images: dict[str, Any] = {}
     if args.command != "txt2img":
         images.update(init_image=_open_image(args.init_image, "--init-image", "RGB"),
-                      strength=args.strength, resize_mode=args.resize_mode)
+                      strength=args.strength, resize_mode=args.resize_mode,
+                      references=tuple(_open_image(path, "--reference", "RGB")
+                                       for path in args.reference))
     if args.command == "inpaint":
         images.update(mask=_open_image(args.mask, "--mask", "L"), mask_invert=args.mask_invert,
                       mask_blur=args.mask_blur, inpainting_fill=args.inpainting_fill,

@@ -162,6 +162,11 @@ def _image(parser: argparse.ArgumentParser, strength: float) -> None:
     parser.add_argument("--init-image", required=True, metavar="PATH",
                         help="the starting picture (fitted to --width x --height by "
                              "--resize-mode)")
+    parser.add_argument("--reference", action="append", default=[], metavar="PATH",
+                        help="an edit model's further reference picture after --init-image "
+                             "(its first), at its own size; repeat it for several: FLUX.2 "
+                             "reads up to 10, Qwen-Image-Edit Plus any number, Kontext and "
+                             "Qwen-Image-Edit only the init image")
     parser.add_argument("--strength", type=number, default=strength,
                         help=f"denoising strength in (0, 1]: how much of the schedule "
                              f"re-noises the image ({strength:g})")

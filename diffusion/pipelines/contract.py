@@ -130,6 +130,9 @@ class Capabilities:
     inpainting_model: bool = False  # a 9-channel UNet: needs an init image and a mask
     turbo: bool = False  # adversarially distilled: 1-4 steps without guidance
     step_cache: tuple[str, ...] = ()  # the step cache kinds it runs (models.step_cache)
+    # the reference pictures an edit model reads, its init image the first (request.
+    # references the others): 0, none (the init image is img2img's start), None, any number
+    references: int | None = 0
     models: str = ""  # what messages call the family's models ("" : "<family> models")
 
     def __post_init__(self) -> None:
@@ -157,6 +160,7 @@ class Capabilities:
             raise ValueError(f"a control map without a ControlNet model: {self._name} take "
                              "none in their input (FLUX.1 Canny / Depth dev do); give the "
                              "unit a ControlNet model (--controlnet PATH)")
+        self._refuse_references(request)
         unsupported = ((request.refiner is not None and not self.refiner, "a refiner"),
                        (bool(request.control) and not self.control, "ControlNet units"),
                        (request.redux is not None and not self.redux,
@@ -192,6 +196,20 @@ class Capabilities:
         if not diffusers and self.schedules is not None and schedule not in self.schedules:
             raise ValueError(f"schedule type {schedule} is not defined for {self._name} here; "
                              f"use {' or '.join(self.schedules)}")
+
+    def _refuse_references(self, request: Any) -> None:
+        """More reference pictures than the family reads: one line saying how many it
+        takes."""
+        if not request.references:
+            return
+        given = 1 + len(request.references)
+        if self.references == 0:
+            raise ValueError(f"{given} pictures: {self._name} read one init image; further "
+                             "reference pictures (--reference, init_images beyond the first) "
+                             "are for edit models (FLUX.2, Qwen-Image-Edit Plus); give one")
+        if self.references is not None and given > self.references:
+            raise ValueError(f"{given} reference pictures: {self._name} read at most "
+                             f"{self.references}; give {self.references}")
 
 
 @runtime_checkable

@@ -140,6 +140,8 @@ def generate(family: Family, request: GenerationRequest | str | None, settings: 
         model=family.name, rng=request.rng, **run.fields)
     if request.init_image is not None:
         made.update(strength=float(request.strength), **plan.settings)
+        if family.capabilities.references != 0:  # an edit model's reference pictures
+            made["references"] = 1 + len(request.references)
     if request.hires is not None:
         made.update(hires_fix(request.hires, request.hires_modules))
     if loras:

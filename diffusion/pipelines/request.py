@@ -107,6 +107,10 @@ class GenerationRequest:
     clip_skip: int = field(default=0, metadata=_label("Clip skip"))
     rng: str = field(default="numpy", metadata=_label("RNG"))
     init_image: Any = field(default=None, metadata=_label(None))
+    # an edit model's further reference pictures, after the init image (its first): FLUX.2
+    # and Qwen-Image-Edit Plus read several (Capabilities.references); the infotext writes
+    # their count with the init image's
+    references: tuple[Any, ...] = field(default=(), metadata=_label("Reference images"))
     mask: Any = field(default=None, metadata=_label(None))
     strength: float = field(default=0.75, metadata=_label("Denoising strength"))
     # the WebUI's "Inpaint area: Only masked" (diffusion.pipelines.inpaint_area): with a mask,
@@ -293,6 +297,12 @@ def _check(r: GenerationRequest) -> None:
             raise ValueError(f"{name} must be True or False, got {getattr(r, name)!r}")
     if r.latent_noise_seed is not None:
         _whole("latent_noise_seed", r.latent_noise_seed, 0)
+    if not isinstance(r.references, tuple):
+        raise ValueError(f"references must be a tuple of pictures, got "
+                         f"{type(r.references).__name__}")
+    if r.references and r.init_image is None:
+        raise ValueError("further reference pictures need the init image, an edit model's "
+                         "first reference: give it (--init-image, init_images[0])")
     if r.mask is not None and r.init_image is None:
         raise ValueError("inpainting needs an init image as well as a mask")
     if r.mode != "txt2img" and int(r.steps * r.strength) < 1:

@@ -139,6 +139,8 @@ TXT = ("txt2img", "--model", "model", "--prompt", "a cat")
     (("inpaint", "--model", "model", "--prompt", "a", "--init-image", "init.png", "--mask",
       "junk.png"), "--mask 'junk.png' is not a readable image"),
     (("img2img", "--model", "model", "--prompt", "a", "--init-image", "init.png",
+      "--reference", "none.png"), "--reference 'none.png' does not exist"),
+    (("img2img", "--model", "model", "--prompt", "a", "--init-image", "init.png",
       "--resize-mode", "stretch"), "'stretch' is not a resize mode; give one of 0 (just "
                                    "resize), 1 (crop and resize), 2 (resize and fill), 3"),
     ((*TXT, "--out", "nowhere/x.png"), "output folder 'nowhere' does not exist"),

@@ -3,7 +3,12 @@ Qwen2.5-VL, tokenizer/, vae/ its 16-channel causal VAE, scheduler/) and single-f
 transformers as ComfyUI users have them (its split diffusion model file, bf16 or fp8, and
 GGUFs of it). Builds on formats/ and keymaps/; imports neither sd/ nor flow/."""
 
-from .file import is_qwenimage_file, load_qwenimage_file, qwenimage_file_family
+from .file import (
+    is_qwenimage_file,
+    load_qwenimage_file,
+    qwenimage_edit_file_family,
+    qwenimage_file_family,
+)
 from .folder import (
     QwenImageWeights,
     language_model_config,
@@ -14,5 +19,4 @@ from .folder import (
 
 __all__ = ["QwenImageWeights", "is_qwenimage_file", "language_model_config",
            "load_qwenimage_file", "load_qwenimage_folder", "qwenimage_edit_family",
-           "qwenimage_family",
-           "qwenimage_file_family"]
+           "qwenimage_edit_file_family", "qwenimage_family", "qwenimage_file_family"]

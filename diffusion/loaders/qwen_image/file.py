@@ -2,7 +2,10 @@
 (`qwen_image_bf16.safetensors`, `qwen_image_fp8_e4m3fn.safetensors`, ComfyUI's scaled fp8 read
 as its float values), bare or under `model.diffusion_model.`, and the GGUFs converted from it
 (city96's `qwen-image-Q8_0.gguf`: the same names; a `GGUFFile` reads like a safetensors file,
-its quantized matrices kept quantized by `load_component`), read lazily.
+its quantized matrices kept quantized by `load_component`), read lazily. Qwen-Image-Edit's
+transformers (`qwen_image_edit_fp8_e4m3fn.safetensors`, `qwen_image_edit_2509_bf16.safetensors`,
+`Qwen-Image-Edit-2509-Q8_0.gguf`) have the same tensors: their file name says which they are
+(`qwenimage_edit_file_family`).
 
 ComfyUI's Qwen-Image network names its tensors as diffusers' QwenImageTransformer2DModel does
 (`img_in`, `txt_norm`, `transformer_blocks.N.img_mod.1`, `attn.add_q_proj`, `img_mlp.net.0.proj`,
@@ -26,7 +29,8 @@ from ..formats.safetensors import SafetensorsFile
 from ..keymaps.dit_keys import block_count, key_of, prefix_of
 from ..weights import ComponentWeights, TensorFile, TensorRef, resolve_dtype
 
-__all__ = ["is_qwenimage_file", "load_qwenimage_file", "qwenimage_file_family"]
+__all__ = ["is_qwenimage_file", "load_qwenimage_file", "qwenimage_edit_file_family",
+           "qwenimage_file_family"]
 
 _MARKERS = ("transformer_blocks.0.img_mod.1.weight", "txt_norm.weight")
 _PATCH = 2  # Qwen-Image's patch size: proj_out's rows are patch^2 * out_channels
@@ -45,15 +49,42 @@ def is_qwenimage_file(file: TensorFile) -> bool:
     return all(prefix + marker in file for marker in _MARKERS)
 
 
-def qwenimage_file_family(path: str | os.PathLike[str]) -> str | None:
-    """"qwen-image" for a .safetensors or .gguf file holding a Qwen-Image transformer, None
-    otherwise (a broken file is left for loading to name). Reads the header only."""
+def _holds_transformer(path: str | os.PathLike[str]) -> bool:
+    """A .safetensors or .gguf file holding a Qwen-Image transformer (a broken file is left
+    for loading to name). Reads the header only."""
     if Path(path).suffix.lower() not in (".safetensors", ".gguf") or not Path(path).is_file():
-        return None
+        return False
     try:
-        return "qwen-image" if is_qwenimage_file(_open(path)) else None
+        return is_qwenimage_file(_open(path))
     except (WeightsError, ValueError, OSError):
+        return False
+
+
+def _edit_name(path: str | os.PathLike[str]) -> str | None:
+    """The edit family a file's name says: "qwen-image-edit-plus" for Edit-2509 and later
+    (2509, 2511 or "plus" in the name), "qwen-image-edit" for the first; None: no "edit"."""
+    name = Path(path).name.lower().replace("-", "_")
+    if "edit" not in name:
         return None
+    later = any(mark in name for mark in ("2509", "2511", "plus"))
+    return "qwen-image-edit-plus" if later else "qwen-image-edit"
+
+
+def qwenimage_file_family(path: str | os.PathLike[str]) -> str | None:
+    """"qwen-image" for a .safetensors or .gguf file holding a Qwen-Image transformer whose
+    name does not say it is an edit model's (`qwenimage_edit_file_family`), None otherwise."""
+    if _edit_name(path) is not None or not _holds_transformer(path):
+        return None
+    return "qwen-image"
+
+
+def qwenimage_edit_file_family(path: str | os.PathLike[str]) -> str | None:
+    """"qwen-image-edit" / "qwen-image-edit-plus" for a Qwen-Image transformer file whose
+    name says it is Qwen-Image-Edit's / Edit-2509's or later (ComfyUI's
+    `qwen_image_edit_2509_fp8_e4m3fn.safetensors`, QuantStack's `Qwen-Image-Edit-2509-Q8_0.
+    gguf`): their tensors are Qwen-Image's to the name. None otherwise."""
+    family = _edit_name(path)
+    return family if family is not None and _holds_transformer(path) else None
 
 
 def load_qwenimage_file(path: str | os.PathLike[str], *, dtype: Any = None,

@@ -32,7 +32,7 @@ from ..formats.diffusers_folder import (
     weight_refs,
 )
 from ..weights import ComponentWeights, resolve_dtype
-from .file import qwenimage_file_family
+from .file import qwenimage_edit_file_family, qwenimage_file_family
 
 __all__ = ["QwenImageWeights", "language_model_config", "load_qwenimage_folder",
            "qwenimage_edit_family", "qwenimage_family"]
@@ -75,10 +75,13 @@ def qwenimage_family(path: str | os.PathLike[str]) -> str | None:
 
 def qwenimage_edit_family(path: str | os.PathLike[str]) -> str | None:
     """"qwen-image-edit" / "qwen-image-edit-plus" for a diffusers folder whose
-    model_index.json names a QwenImageEditPipeline / QwenImageEditPlusPipeline, None for
-    anything else."""
+    model_index.json names a QwenImageEditPipeline / QwenImageEditPlusPipeline, or a
+    transformer file whose name says so (`qwenimage_edit_file_family`), None for anything
+    else."""
     root = Path(path)
-    return _EDIT_CLASSES.get(pipeline_class(root) or "") if root.is_dir() else None
+    if not root.is_dir():
+        return qwenimage_edit_file_family(root)
+    return _EDIT_CLASSES.get(pipeline_class(root) or "")
 
 
 def _vision_refs(refs: dict[str, Any]) -> dict[str, Any]:

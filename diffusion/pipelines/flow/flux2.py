@@ -15,6 +15,7 @@ With the torch RNG, a seed gives diffusers' picture
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -27,6 +28,7 @@ from gpustd import Tensor, asarray, concatenate, take_slice
 from gpustd.nn import deferred
 from gpustd.nn.offload import offload as offload_weights
 
+from ...imaging import rgb_picture
 from ...loaders.component import load_component
 from ...loaders.flux2 import flux2_distilled, load_flux2_file, load_flux2_folder, mistral3_text
 from ...loaders.flux2.vae_file import load_flux2_vae_file
@@ -44,7 +46,7 @@ from ...text.llm_tokenizer import LLMTokenizer, qwen3_chat_prompt
 from .start import StepCallback, check_call, run_euler
 from .vae_file import network_like
 
-__all__ = ["TEXT_LAYERS", "Flux2KleinPipeline", "empirical_mu"]
+__all__ = ["TEXT_LAYERS", "Flux2KleinPipeline", "empirical_mu", "reference_picture"]
 
 
 TEXT_LAYERS = (9, 18, 27)  # Qwen3's hidden states klein reads, side by side
@@ -62,6 +64,31 @@ def empirical_mu(image_tokens: int, steps: int) -> float:
     at_10 = a1 * image_tokens + b1
     slope = (at_200 - at_10) / 190.0
     return float(slope * steps + at_200 - 200.0 * slope)
+
+
+def reference_picture(image: Any, multiple: int = 16, area: int = 1024 * 1024
+                      ) -> np.ndarray:
+    """A reference picture (PIL or HxWx3 uint8) as FLUX.2 reads it: (H, W, 3) float32 in
+    [0, 1], shrunk (Lanczos) to about `area` pixels where larger, its sides floored to
+    `multiple` (the VAE's 8 and the 2x2 patches) by a centred crop. diffusers:
+    Flux2KleinPipeline's step 4 (`_resize_to_target_area`, `preprocess(...,
+    resize_mode="crop")`)."""
+    from PIL import Image
+
+    picture = rgb_picture(image)
+    width, height = picture.size
+    if width * height > area:
+        scale = math.sqrt(area / (width * height))
+        picture = picture.resize((int(width * scale), int(height * scale)),
+                                 Image.Resampling.LANCZOS)
+        width, height = picture.size
+    cropped_width, cropped_height = width // multiple * multiple, height // multiple * multiple
+    if cropped_width < multiple or cropped_height < multiple:
+        raise ValueError(f"a FLUX.2 reference picture must be at least {multiple}x{multiple} "
+                         f"pixels, got {width}x{height}; give a larger one")
+    left, top = (width - cropped_width) // 2, (height - cropped_height) // 2
+    picture = picture.crop((left, top, left + cropped_width, top + cropped_height))
+    return np.asarray(picture, np.float32) / np.float32(255)
 
 
 def _positions(tokens: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:

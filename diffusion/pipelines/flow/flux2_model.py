@@ -7,6 +7,12 @@ step-distilled klein 4B/9B run at), above 1 a negative-prompt pass combined as `
 (pos - neg)` (the undistilled klein base models; a distilled folder ignores it, as diffusers
 does). The "diffusers" sampler runs Flux2KleinPipeline's own loop; the WebUI's samplers for
 flow models run over the Simple schedule shifted by klein's mu of the size and step count.
+
+img2img is FLUX.2's multi-reference editing, as Forge Neo maps img2img onto edit models: the
+init image (fitted to width x height by the resize mode) and the request's further
+`references` (each at its own size) are the reference pictures, in order, read as diffusers'
+Flux2KleinPipeline reads its `image` list (`reference_picture`), and the prompt is the
+instruction. The run starts from noise beside them: no denoising strength, mask or hires fix.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from ..contract import Capabilities, LoadOptions, SamplingDefaults
 from ..observer import Observer
 from ..request import GenerationRequest
 from ..sd.memory import MemoryMode
+from .edit_refs import reference_pictures, refuse_strength, sample_from_noise
 from .flow_model import FlowModel
 from .flow_sampling import FLOW_SAMPLERS, FLOW_SCHEDULES
 from .flux2_memory import Flux2MemoryPlan
@@ -44,6 +51,7 @@ FLUX2_BASE_DEFAULTS = SamplingDefaults(steps=50, sampler="Euler", cfg_scale=4.0,
 FLUX2_DEV_DEFAULTS = SamplingDefaults(
     steps=50, sampler="Euler", cfg_scale=1.0,
     why="diffusers' FLUX.2 dev settings; its guidance is the Distilled CFG Scale")
+MAX_REFERENCES = 10  # the reference pictures FLUX.2 reads at most (Black Forest Labs' figure)
 
 
 class Flux2Model(FlowModel):
@@ -67,8 +75,8 @@ class Flux2Model(FlowModel):
         """The WebUI samplers defined for flow models over the Simple schedule, CFG with a
         negative prompt (none for a distilled model), plain-text prompts with LoRA tags;
         First Block Cache (MagCache's and TeaCache's tables are FLUX's), the memory modes
-        (flux2_memory); txt2img only: no init image, hires fix, refiner, control units or
-        variation seeds yet."""
+        (flux2_memory); up to MAX_REFERENCES reference pictures (the init image the first); no
+        hires fix, refiner, control units or variation seeds yet."""
         return Capabilities(family=self.family, latent_space="flux2",
                             guidance="distilled" if self.dev else
                             "none" if self.pipe.distilled else "cfg",
@@ -78,7 +86,7 @@ class Flux2Model(FlowModel):
                             textual_inversion=False, refiner=False, control=False,
                             variation_seeds=False, latent_upscale_resize=False,
                             hires_with_diffusers=False, latent_masked_content=False,
-                            memory_modes=True)
+                            memory_modes=True, references=MAX_REFERENCES)
 
     @property
     def memory_mode(self) -> MemoryMode | None:
@@ -94,14 +102,16 @@ class Flux2Model(FlowModel):
             self._memory = Flux2MemoryPlan(self.pipe, mode)
 
     def check(self, request: GenerationRequest, width: int, height: int) -> None:
-        """FlowModel's checks, and txt2img only."""
+        """FlowModel's checks; the init image a reference picture: no mask or strength."""
         super().check(request, width, height)
         if self.dev and request.cfg_scale != 1:
             raise ValueError("FLUX.2 dev runs without CFG (its guidance is embedded: set it with "
                              "the Distilled CFG Scale); set cfg_scale 1")
-        if request.init_image is not None:
-            raise ValueError("img2img and inpainting are not supported for FLUX.2 klein "
-                             "models yet; leave out the init image")
+        if request.mask is not None:
+            raise ValueError("inpainting is not supported for FLUX.2 klein models yet: give "
+                             "the picture as the init image (a reference) and say the edit "
+                             "in the prompt")
+        refuse_strength(request, "FLUX.2 klein models")
         if request.hires is not None:
             raise ValueError("the hires fix is not supported for FLUX.2 klein models yet; "
                              "leave it out and ask for the size you want")
@@ -121,6 +131,14 @@ class Flux2Model(FlowModel):
         """The pictures: the VAE's batch norm undone, unpatchified, decoded."""
         return [np.round(p * 255).astype(np.uint8) for p in self.pipe.decode(latents)]
 
+    def _references(self, request: GenerationRequest) -> list[np.ndarray]:
+        """The request's reference pictures (the init image, then its `references`) as
+        FLUX.2 reads them (`reference_picture`); none for txt2img."""
+        from .flux2 import reference_picture
+
+        multiple = 2 * int(self.pipe.vae_scale_factor)
+        return [reference_picture(p, multiple) for p in reference_pictures(request)]
+
     def _guidance(self, request: GenerationRequest) -> dict[str, Any]:
         length = ({} if self.max_sequence_length is None
                   else {"max_sequence_length": self.max_sequence_length})
@@ -135,7 +153,7 @@ class Flux2Model(FlowModel):
         return self.pipe(prompts, height=height, width=width,  # type: ignore[no-any-return]
                          num_inference_steps=int(request.steps), seed=seed, rng=request.rng,
                          callback=observer.step, output_type="latent", cache=cache,
-                         **self._guidance(request))
+                         image=self._references(request), **self._guidance(request))
 
     def guided_flow(self, request: GenerationRequest, prompts: list[str], width: int,
                     height: int, cache: StepCache | None = None
@@ -146,7 +164,14 @@ class Flux2Model(FlowModel):
         pass a branch of it)."""
         return self.pipe.velocity(  # type: ignore[no-any-return]
             prompts, height=height, width=width, num_inference_steps=int(request.steps),
-            cache=cache, **self._guidance(request))
+            cache=cache, references=self._references(request), **self._guidance(request))
+
+    def _webui(self, request: GenerationRequest, label: str, prompts: list[str],
+               seeds: list[int], width: int, height: int, observer: Observer,
+               cache: StepCache | None) -> np.ndarray:
+        """A WebUI sampler from noise (the init image is a reference, not the start)."""
+        return sample_from_noise(self, request, label, prompts, seeds, width, height,
+                                 observer, cache)
 
 
 def flux2_defaults(path: str | os.PathLike[str], family: str) -> SamplingDefaults:

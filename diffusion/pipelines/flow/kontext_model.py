@@ -26,12 +26,11 @@ from ...loaders.flow.file import is_kontext_file
 from ...loaders.flow.folder import flow_family
 from ...models.step_cache import StepCache
 from ...sampling.guidance import combine
-from ...sampling.model_sampling import FlowSchedule
 from ..contract import Capabilities, LoadOptions, SamplingDefaults
 from ..observer import Observer
 from ..request import GenerationRequest
+from .edit_refs import sample_from_noise
 from .flow_model import FlowModel
-from .flow_sampling import sample_flow
 
 __all__ = ["KONTEXT_DEFAULTS", "KontextModel", "kontext_defaults", "kontext_family",
            "load_kontext_model"]
@@ -53,7 +52,8 @@ class KontextModel(FlowModel):
         guidance, plain-text prompts with LoRA tags); the init image is the reference picture.
         No step caches, refiner, control units, variation seeds or memory modes; `check`
         refuses a mask, the hires fix and a denoising strength."""
-        return replace(super().capabilities, step_cache=(), models="FLUX.1 Kontext models")
+        return replace(super().capabilities, step_cache=(), models="FLUX.1 Kontext models",
+                       references=1)
 
     def check(self, request: GenerationRequest, width: int, height: int) -> None:
         """FlowModel's checks; no mask, no hires fix, and no strength but the default."""
@@ -114,12 +114,8 @@ class KontextModel(FlowModel):
                seeds: list[int], width: int, height: int, observer: Observer,
                cache: StepCache | None) -> np.ndarray:
         """A WebUI sampler from noise (the init image is the reference, not the start)."""
-        flow, shape, mu = self.guided_flow(request, prompts, width, height)
-        return sample_flow(flow, label, FlowSchedule(self.pipe.scheduler_config, mu=mu),
-                           int(request.steps), seeds=seeds, rng=request.rng, shape=shape,
-                           options=request.sampler_options,
-                           eta_noise_seed_delta=int(request.eta_noise_seed_delta),
-                           callback=observer.step)
+        return sample_from_noise(self, request, label, prompts, seeds, width, height,
+                                 observer, None)
 
 
 def kontext_family(path: str | os.PathLike[str]) -> str | None:

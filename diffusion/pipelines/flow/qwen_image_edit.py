@@ -14,6 +14,7 @@ Qwen-Image's, for `true_cfg_scale` > 1 with a negative prompt.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,8 @@ from gpustd.nn import deferred
 
 from ...imaging import rgb_picture, to_unit_image
 from ...loaders.component import load_component
-from ...loaders.qwen_image import load_qwenimage_folder
+from ...loaders.formats.diffusers_folder import component_config
+from ...loaders.qwen_image import load_qwenimage_file, load_qwenimage_folder
 from ...models.llm import LLMTextModel
 from ...models.qwen_image import QwenImageTransformer2DModel
 from ...models.qwen_image_vae import AutoencoderKLQwenImage
@@ -87,13 +89,23 @@ class QwenImageEditPipeline(QwenImagePipeline):
 
     @classmethod
     def from_pretrained(cls, path: str | Path, *, dtype: Any = np.float32,  # type: ignore[override]
-                        device: Device | None = None, variant: str | None = None
+                        device: Device | None = None, variant: str | None = None,
+                        transformer_file: str | os.PathLike[str] | None = None
                         ) -> QwenImageEditPipeline:
-        """Load a QwenImageEditPipeline diffusers folder onto `device` in `dtype`."""
-        weights = load_qwenimage_folder(path, variant=variant)
+        """Load a QwenImageEditPipeline diffusers folder onto `device` in `dtype`;
+        `transformer_file`: a single-file edit transformer (ComfyUI's
+        `qwen_image_edit_2509_bf16.safetensors`, an fp8 one, or a GGUF, kept quantized;
+        `load_qwenimage_file`) in place of the folder's, which need then hold none."""
+        skip = ("transformer",) if transformer_file is not None else ()
+        weights = load_qwenimage_folder(path, variant=variant, skip=skip)
         if weights.vision is None or weights.processor_config is None:
             raise ValueError(f"{path} is a Qwen-Image folder, not an edit model's; load it as "
-                             "Qwen-Image")
+                             "Qwen-Image (a single-file edit transformer needs a "
+                             "Qwen-Image-Edit folder as --base: its vision tower reads the "
+                             "pictures)")
+        if transformer_file is not None:
+            weights.transformer = load_qwenimage_file(
+                transformer_file, config=component_config(path, "transformer"))
         assert weights.transformer is not None and weights.text_encoder is not None
         place = {"dtype": dtype, "device": device or default_device()}
         with deferred():  # each parameter takes GPU memory when its values arrive

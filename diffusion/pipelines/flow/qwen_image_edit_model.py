@@ -10,7 +10,9 @@ The reference is resized to about a megapixel as diffusers' QwenImageEditPipelin
 whatever the picture's size; the result is drawn at the request's width x height. The CFG
 scale is diffusers' `true_cfg_scale` against the negative prompt ("" when none is given), as
 for Qwen-Image. An edit model needs its picture: txt2img is refused. No inpainting or hires
-fix yet; several references (an Edit Plus model's) only from Python yet.
+fix yet. An Edit Plus model (2509 and later) reads several references: the init image and
+the request's further `references`, in order (the CLI's --reference, the server's init_images
+beyond the first); Qwen-Image-Edit reads the init image alone.
 """
 
 from __future__ import annotations
@@ -19,16 +21,16 @@ import os
 from collections.abc import Callable
 from dataclasses import fields, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from ...loaders.qwen_image import qwenimage_edit_family
 from ...models.step_cache import StepCache
-from ...sampling.model_sampling import FlowSchedule
 from ..contract import Capabilities, LoadOptions, SamplingDefaults
 from ..observer import Observer
 from ..request import GenerationRequest
-from .flow_sampling import sample_flow
+from .edit_refs import reference_pictures, sample_from_noise
 from .qwen_image_model import QWENIMAGE_DEFAULTS, QwenImageModel
 
 __all__ = ["QwenImageEditModel", "load_qwenimage_edit_model", "qwenimage_edit_defaults",
@@ -43,9 +45,20 @@ class QwenImageEditModel(QwenImageModel):
     `QwenImageEditPipeline` as `pipe`)."""
 
     @property
+    def plus(self) -> bool:
+        """Whether it reads several references (Edit-2509 and later)."""
+        return self.family == "qwen-image-edit-plus"
+
+    @property
     def capabilities(self) -> Capabilities:
-        """Qwen-Image's; the init image is the picture to edit."""
-        return replace(super().capabilities, models="Qwen-Image-Edit models")
+        """Qwen-Image's; the init image is the picture to edit (an Edit Plus model's
+        first reference of any number)."""
+        return replace(super().capabilities, models="Qwen-Image-Edit models",
+                       references=None if self.plus else 1)
+
+    def _image(self, request: GenerationRequest) -> Any:
+        """The pipeline's `image`: the init image, or an Edit Plus model's references."""
+        return reference_pictures(request) if self.plus else request.init_image
 
     def check(self, request: GenerationRequest, width: int, height: int) -> None:
         """Qwen-Image's checks; an init image, and no strength but the default."""
@@ -63,7 +76,7 @@ class QwenImageEditModel(QwenImageModel):
     def _diffusers(self, request: GenerationRequest, prompts: list[str], seed: int,
                    width: int, height: int, observer: Observer,
                    cache: StepCache | None = None) -> np.ndarray:
-        return self.pipe(prompts, image=request.init_image,  # type: ignore[no-any-return]
+        return self.pipe(prompts, image=self._image(request),  # type: ignore[no-any-return]
                          height=height, width=width, num_inference_steps=int(request.steps),
                          seed=seed, rng=request.rng, callback=observer.step,
                          output_type="latent", cache=cache, **self._guidance(request))
@@ -74,19 +87,15 @@ class QwenImageEditModel(QwenImageModel):
                                float | None]:
         """Qwen-Image's guided flow with the reference picture in every pass."""
         return self.pipe.velocity(  # type: ignore[no-any-return]
-            prompts, height=height, width=width, cache=cache, image=request.init_image,
+            prompts, height=height, width=width, cache=cache, image=self._image(request),
             **self._guidance(request))
 
     def _webui(self, request: GenerationRequest, label: str, prompts: list[str],
                seeds: list[int], width: int, height: int, observer: Observer,
                cache: StepCache | None) -> np.ndarray:
         """A WebUI sampler from noise (the init image is the reference, not the start)."""
-        flow, shape, mu = self.guided_flow(request, prompts, width, height, cache)
-        return sample_flow(flow, label, FlowSchedule(self.pipe.scheduler_config, mu=mu),
-                           int(request.steps), seeds=seeds, rng=request.rng, shape=shape,
-                           options=request.sampler_options,
-                           eta_noise_seed_delta=int(request.eta_noise_seed_delta),
-                           callback=observer.step)
+        return sample_from_noise(self, request, label, prompts, seeds, width, height,
+                                 observer, cache)
 
 
 def qwenimage_edit_defaults(path: str | os.PathLike[str], family: str) -> SamplingDefaults:
@@ -98,21 +107,33 @@ def qwenimage_edit_defaults(path: str | os.PathLike[str], family: str) -> Sampli
 
 def load_qwenimage_edit_model(path: str | os.PathLike[str], family: str, options: LoadOptions
                               ) -> QwenImageEditModel:
-    """A QwenImageEditPipeline or QwenImageEditPlusPipeline (Edit-2509 and later: one
-    reference through the init image) diffusers folder as a QwenImageEditModel,
-    `options.defaults`
-    (the folder's defaults.json) over `qwenimage_edit_defaults`."""
+    """A QwenImageEditPipeline or QwenImageEditPlusPipeline (Edit-2509 and later: several
+    references) diffusers folder, or a single-file edit transformer with `options.base` (such
+    a folder giving the rest), as a QwenImageEditModel; `family` (the folder's class, or the
+    file's name) picks the pipeline; `options.defaults` (the folder's defaults.json) over
+    `qwenimage_edit_defaults`."""
     from .qwen_image_edit import QwenImageEditPipeline
     from .qwen_image_edit_plus import QwenImageEditPlusPipeline
 
     kind = QwenImageEditPlusPipeline if family == "qwen-image-edit-plus" else (
         QwenImageEditPipeline)
-    if options.base is not None or options.text_encoders:
-        raise ValueError("a Qwen-Image-Edit folder holds every part itself; leave --base and "
-                         "--text-encoder out")
-    path = Path(path)
-    pipe = kind.from_pretrained(path, dtype=options.dtype, device=options.device,
-                                variant=options.variant)
-    return QwenImageEditModel(pipe, family=family, name=path.name, defaults=options.defaults,
+    path, base = Path(path), options.base
+    if options.text_encoders:
+        raise ValueError("a --text-encoder file is not supported for Qwen-Image-Edit yet; "
+                         "leave it out (the folder's text_encoder/, Qwen2.5-VL with its vision "
+                         "tower, reads the prompt and the pictures)")
+    if path.is_file() and base is None:
+        raise ValueError(f"{path.name} is a Qwen-Image-Edit transformer alone: give a "
+                         "Qwen-Image-Edit diffusers folder with --base for its text encoder "
+                         "and vision tower, tokenizer, processor, VAE and scheduler")
+    if path.is_dir() and base is not None:
+        raise ValueError("--base is for a single-file Qwen-Image-Edit transformer; a "
+                         "Qwen-Image-Edit folder holds every part itself, leave --base out")
+    pipe = kind.from_pretrained(Path(base) if base is not None else path,
+                                dtype=options.dtype, device=options.device,
+                                variant=options.variant,
+                                transformer_file=path if base is not None else None)
+    name = path.name.removesuffix(".safetensors").removesuffix(".gguf")  # as Forge
+    return QwenImageEditModel(pipe, family=family, name=name, defaults=options.defaults,
                               modules=pipe.modules)
 

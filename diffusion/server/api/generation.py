@@ -277,8 +277,12 @@ def _img2img_options(request: Img2ImgRequest) -> dict[str, Any]:
         raise RequestError(f"resize_mode must be 0 (resize), 1 (crop and resize), 2 (resize "
                            f"and fill) or 3 (latent upscale), got {request.resize_mode}")
     image = decode_image(request.init_images[0], "init_images[0]")
+    # an edit model's further reference pictures (Forge Neo's mapping: the init images are
+    # its references); a model that reads none refuses them (Capabilities.references)
+    references = tuple(decode_image(picture, f"init_images[{k}]")
+                       for k, picture in enumerate(request.init_images[1:], 1))
     out: dict[str, Any] = {"init_image": image, "strength": strength,
-                           "resize_mode": request.resize_mode}
+                           "resize_mode": request.resize_mode, "references": references}
     if request.mask:
         mask = decode_image(request.mask, "mask")
         if mask.size != image.size:

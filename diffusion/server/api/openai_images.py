@@ -10,6 +10,7 @@ txt2img / img2img bodies, so that both APIs run through the same queue, workers 
 | `model` | `override_settings.sd_model_checkpoint` when it names one of the server's models; |
 | | OpenAI's own names (dall-e-*, gpt-image-*) run the loaded model |
 | `image` + `mask` (edits) | `init_images` + `mask`: alpha 0 in OpenAI's mask = repaint |
+| `image[]` several (edits) | `init_images`: an edit model's reference pictures, in order |
 
 Our additions a client may send (the openai client's `extra_body`): `steps`, `seed`,
 `negative_prompt`, `cfg_scale`, `strength` (edits' denoising strength).
@@ -156,14 +157,19 @@ def _png_base64(image: Any) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def edit_body(body: ImagesRequest, image: Any, mask: Any | None, registry: ModelRegistry,
+def edit_body(body: ImagesRequest, images: Any, mask: Any | None, registry: ModelRegistry,
               max_size: int) -> Img2ImgRequest:
     """The img2img body an edits request runs as: inpainting the mask's transparent part at
-    full strength over the whole picture, or, without a mask, img2img (strength 0.75)."""
+    full strength over the whole picture, or, without a mask, img2img (strength 0.75).
+    `images`: the picture, or a list of them (an edit model's references; the mask goes with
+    the first)."""
+    images = list(images) if isinstance(images, (list, tuple)) else [images]
+    image = images[0]
     fields = _common(body, registry, max_size)
     strength = body.strength if body.strength is not None else (1.0 if mask is not None
                                                                  else 0.75)
-    fields.update(init_images=[_png_base64(image)], denoising_strength=strength)
+    fields.update(init_images=[_png_base64(picture) for picture in images],
+                  denoising_strength=strength)
     if mask is not None:
         fields.update(mask=_png_base64(openai_mask(mask, image)), mask_blur=0,
                       inpainting_fill=1, inpaint_full_res=False)

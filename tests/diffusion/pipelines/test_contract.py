@@ -73,6 +73,25 @@ def test_refusals_are_one_line(caps: Capabilities, settings: dict, message: str)
     assert str(raised.value) == message
 
 
+def test_references_beyond_what_a_family_reads_are_refused() -> None:
+    """Edit models' reference pictures: the init image the first, `references` the others;
+    a family that reads fewer says how many it takes, in one line."""
+    from PIL import Image
+
+    picture = Image.new("RGB", (16, 16))
+    three = GenerationRequest(prompt="x", init_image=picture, references=(picture, picture))
+    with pytest.raises(ValueError, match=r"^3 pictures: sd1 models read one init image; "):
+        SD.refuse(three)
+    with pytest.raises(ValueError, match=r"^3 reference pictures: sd1 models read at most 2; "
+                                         r"give 2$"):
+        replace(SD, references=2).refuse(three)
+    for takes in (3, None):  # None: any number
+        replace(SD, references=takes).refuse(three)
+    SD.refuse(GenerationRequest(prompt="x", init_image=picture))  # img2img as ever
+    with pytest.raises(ValueError, match="need the init image"):
+        GenerationRequest(prompt="x", references=(picture,))
+
+
 def test_what_a_family_takes_passes() -> None:
     for settings in ({"sampler": "DPM2"}, {"subseed_strength": 0.3},
                      {"sampler": "DPM++ 2M", "scheduler": "Karras"}):

@@ -95,8 +95,8 @@ def test_flux2_webui_sampler_and_refusals(first_device: gpucore.Device,
                                           tiny_flux2: tuple[Path, Any, Path, Any],
                                           tmp_path: Path,
                                           capsys: pytest.CaptureFixture[str]) -> None:
-    """A WebUI sampler over the Simple schedule and its infotext; an init image gets one
-    line."""
+    """A WebUI sampler over the Simple schedule and its infotext; a denoising strength
+    with the init image (a reference picture) gets one line."""
     folder = tiny_flux2[0]
     out, _ = _run(capsys, "txt2img", "--model", str(folder), "--prompt", "a red circle",
                   *SIZE, "--steps", "2", "--seed", "7", "--dtype", "float32",
@@ -108,9 +108,9 @@ def test_flux2_webui_sampler_and_refusals(first_device: gpucore.Device,
     Image.new("RGB", (24, 16), (200, 30, 30)).save(tmp_path / "init.png")
     code = cli.main(["img2img", "--model", str(folder), "--prompt", "a red circle", *SIZE,
                      "--init-image", str(tmp_path / "init.png"), "--dtype", "float32",
-                     "--out", str(tmp_path / "f.png")])
+                     "--strength", "0.5", "--out", str(tmp_path / "f.png")])
     err = capsys.readouterr().err
-    assert code != 0 and "img2img and inpainting are not supported for FLUX.2" in err
+    assert code != 0 and "denoising strength 0.5: not supported for FLUX.2" in err
     assert "Traceback" not in err
 
 

@@ -183,3 +183,117 @@ def test_edit_plus_equals_diffusers(first_device: gpucore.Device, tiny_edit: tup
     assert np.abs(got - expected).mean() < tol
     other = ours(PROMPT, image=[first, square(0, 40)], seed=7, **guidance)[0]
     assert np.abs(other - got).mean() > 10 * tol
+
+
+def test_edit_plus_references_through_cli_and_server(
+        first_device: gpucore.Device, tiny_edit: tuple[Path, Any], tmp_path: Path,
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """An Edit Plus model's two references from the CLI (--init-image, then --reference;
+    diffusers' loop) and from the server (init_images in the other order; Euler with the CPU
+    noise source): QwenImageEditPlusPipeline's picture of each order, which differ, and the
+    infotext counts them. Qwen-Image-Edit, which reads one, refuses a second in one line."""
+    pytest.importorskip("fastapi", reason="the server extra is not installed")
+    import base64
+    import io
+
+    import diffusers
+    from diffusers.pipelines.qwenimage import pipeline_qwenimage_edit_plus as module
+    from fastapi.testclient import TestClient
+    from server_support import CachedLoader, info, png_b64
+
+    from diffusion.infotext import read_infotext
+    from diffusion.pipelines.flow.qwen_image_edit_plus import QwenImageEditPlusPipeline
+    from diffusion.server import create_app
+
+    folder, edit = tiny_edit
+    reference = diffusers.QwenImageEditPlusPipeline(**edit.components)
+    reference.save_pretrained(tmp_path / "plus")
+    dimensions, shrink = module.calculate_dimensions, AREA / (1024 * 1024)
+    monkeypatch.setattr(module, "calculate_dimensions",
+                        lambda area, ratio: dimensions(area * shrink, ratio))
+    monkeypatch.setattr(edit_module, "REFERENCE_AREA", AREA)
+    monkeypatch.setattr(QwenImageEditPlusPipeline, "condition_area", int(384 * 384 * shrink))
+    rng = np.random.default_rng(5)
+    # a dark picture and a bright one, of the output's size (the init image is fitted to it)
+    first, second = (Image.fromarray(rng.integers(low, high, (64, 96, 3), dtype=np.uint8))
+                     for low, high in ((0, 60), (150, 256)))
+    first.save(tmp_path / "first.png")
+    second.save(tmp_path / "second.png")
+
+    def theirs(images: list[Image.Image]) -> np.ndarray:
+        return reference(image=images, prompt=PROMPT, height=64, width=96, true_cfg_scale=1.0,
+                         num_inference_steps=2, generator=torch.Generator().manual_seed(7),
+                         output_type="np").images[0]
+
+    common = ["img2img", "--width", "96", "--height", "64", "--steps", "2", "--seed", "7",
+              "--dtype", "float32", "--cfg-scale", "1", "--prompt", PROMPT,
+              "--init-image", str(tmp_path / "first.png"),
+              "--reference", str(tmp_path / "second.png")]
+    assert cli.main([*common, "--model", str(tmp_path / "plus"), "--sampler", "diffusers",
+                     "--rng", "torch", "--out", str(tmp_path / "a.png")]) == 0
+    out = capsys.readouterr().out.strip()
+    with Image.open(out) as image:
+        ours = np.asarray(image.convert("RGB"), np.float32) / 255
+    in_order, other_order = theirs([first, second]), theirs([second, first])
+    swap = np.abs(in_order - other_order).mean()
+    assert swap > 0.005  # the order of the references matters
+    assert np.abs(ours - in_order).mean() < swap / 3  # the PNG's rounding
+    assert "Reference images: 2" in (read_infotext(out) or "")
+    assert cli.main([*common, "--model", str(folder), "--out", str(tmp_path / "b.png")]) != 0
+    err = capsys.readouterr().err
+    assert "2 reference pictures: Qwen-Image-Edit models read at most 1" in err
+    assert "Traceback" not in err
+    app = create_app(model=tmp_path / "plus", models_dir=tmp_path, outputs=tmp_path / "out",
+                     max_size=256, loader=CachedLoader())
+    with TestClient(app) as client:
+        response = client.post("/sdapi/v1/img2img", json={
+            "prompt": PROMPT, "init_images": [png_b64(second), png_b64(first)], "width": 96,
+            "height": 64, "steps": 2, "seed": 7, "cfg_scale": 1, "sampler_name": "Euler",
+            "override_settings": {"randn_source": "CPU"}})
+        assert response.status_code == 200, response.text
+        data = base64.b64decode(response.json()["images"][0])
+        with Image.open(io.BytesIO(data)) as image:
+            swapped = np.asarray(image.convert("RGB"), np.float32) / 255
+        assert np.abs(swapped - other_order).mean() < swap / 3
+        assert "Reference images: 2" in info(response)["infotexts"][0]
+
+
+def test_edit_transformer_file_with_base(first_device: gpucore.Device,
+                                         tiny_edit: tuple[Path, Any], tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str],
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """ComfyUI's split edit transformer (Qwen-Image's tensors; its name says which edit model
+    it is) with an edit folder as --base: the folder's own picture bitwise; a file without
+    --base gets one line, and a Qwen-Image file is still Qwen-Image's."""
+    from safetensors.torch import save_file
+
+    from diffusion.loaders.qwen_image import qwenimage_family
+
+    folder, edit = tiny_edit
+    monkeypatch.setattr(edit_module, "REFERENCE_AREA", AREA)
+    state = {"model.diffusion_model." + key: value.detach().clone()
+             for key, value in edit.transformer.state_dict().items()}
+    file = tmp_path / "qwen_image_edit_bf16.safetensors"
+    save_file(state, str(file))
+    for name, family in (("qwen_image_edit_2509_fp8_e4m3fn.safetensors", "qwen-image-edit-plus"),
+                         ("Qwen-Image-Edit-Plus.safetensors", "qwen-image-edit-plus"),
+                         ("qwen_image_bf16.safetensors", "qwen-image")):
+        save_file(state, str(tmp_path / name))
+        assert family_of(tmp_path / name)[1] == family
+    assert family_of(file)[1] == "qwen-image-edit" and qwenimage_family(file) is None
+    _picture(1, 0, 60).save(tmp_path / "init.png")
+    common = ["img2img", "--width", "96", "--height", "64", "--steps", "2", "--seed", "7",
+              "--dtype", "float32", "--cfg-scale", "1", "--prompt", PROMPT,
+              "--init-image", str(tmp_path / "init.png")]
+    pictures = []
+    for model in (["--model", str(folder)], ["--model", str(file), "--base", str(folder)]):
+        assert cli.main([*common, *model, "--out", str(tmp_path / "out.png")]) == 0
+        out, err = capsys.readouterr()
+        with Image.open(out.strip()) as image:
+            pictures.append(np.asarray(image.convert("RGB")))
+    assert "model: qwen_image_edit_bf16 (qwen-image-edit)" in err
+    np.testing.assert_array_equal(pictures[0], pictures[1])
+    assert cli.main([*common, "--model", str(file), "--out", str(tmp_path / "x.png")]) != 0
+    err = capsys.readouterr().err
+    assert "give a Qwen-Image-Edit diffusers folder with --base" in err
+    assert "Traceback" not in err

@@ -103,3 +103,8 @@ def test_edit_body() -> None:
     plain = edit_body(request, image, None, registry, 256)
     assert plain.mask is None and plain.denoising_strength == 0.75
     assert (plain.width, plain.height) == (64, 48)
+    # several image[]: an edit model's references, as init_images in order
+    other = Image.new("RGB", (30, 20), (10, 200, 10))
+    several = edit_body(request, [image, other], None, registry, 256)
+    assert [decode_image(picture, "image").size for picture in several.init_images] == [
+        (21, 13), (30, 20)]

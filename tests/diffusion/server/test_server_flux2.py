@@ -1,6 +1,7 @@
 """FLUX.2 klein through the server like any model: listed by /sdapi/v1/sd-models, txt2img
 with a WebUI sampler and its infotext, diffusers' picture with Euler and the CPU noise
-source, and img2img refused with what to do."""
+source, and img2img's denoising strength refused with what to do (the init image is a reference
+picture)."""
 
 from __future__ import annotations
 

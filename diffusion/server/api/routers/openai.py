@@ -100,9 +100,9 @@ async def edits(state: State, request: Request) -> dict[str, Any]:
                           "image")
     form = await request.form()
     images = form.getlist("image") + form.getlist("image[]")
-    if len(images) != 1:
-        raise OpenAIError(f"send one image to edit (`image` or `image[]`), got {len(images)}",
-                          "image")
+    if not images:
+        raise OpenAIError("send the image to edit (`image`, or several as `image[]` for an "
+                          "edit model's reference pictures)", "image")
     fields = {key: value for key, value in form.multi_items()
               if key not in ("image", "image[]", "mask") and isinstance(value, str)}
     try:
@@ -111,11 +111,12 @@ async def edits(state: State, request: Request) -> dict[str, Any]:
         first = exc.errors()[0]
         param = ".".join(str(part) for part in first["loc"]) or None
         raise OpenAIError(f"{param or 'form'}: {first['msg']}", param) from None
-    image = image_from_bytes(await _read_upload(images[0], "image"), "image")
+    pictures = [image_from_bytes(await _read_upload(upload, "image"), "image")
+                for upload in images]
     mask = None
     if "mask" in form:
         mask = image_from_bytes(await _read_upload(form["mask"], "mask"), "mask")
-    webui = edit_body(body, image, mask, state.registry, state.max_size)
+    webui = edit_body(body, pictures, mask, state.registry, state.max_size)
     result = await run_generation(state, webui, "img2img", client=request)
     return _answer(state, request, result, body.response_format)
 

@@ -1,0 +1,73 @@
+"""What the edit models (FLUX.1 Kontext, Qwen-Image-Edit and its Plus versions, FLUX.2) share
+behind `generate(request)`: Forge Neo's mapping of img2img onto them, where the init image is
+the first reference picture and `request.references` the others, in order; the denoising
+strength that mapping leaves without a meaning; and a WebUI sampler run from noise beside the
+references (the init image is not the start).
+
+    pictures = reference_pictures(request)         # [] for txt2img
+    refuse_strength(request, "FLUX.2 klein models")
+    latents = sample_from_noise(model, request, label, prompts, seeds, width, height,
+                                observer, cache)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import fields
+from typing import Any, Protocol
+
+import numpy as np
+
+from ...models.step_cache import StepCache
+from ...sampling.model_sampling import FlowSchedule
+from ..observer import Observer
+from ..request import GenerationRequest
+from .flow_sampling import sample_flow
+
+__all__ = ["DEFAULT_STRENGTH", "reference_pictures", "refuse_strength", "sample_from_noise"]
+
+# the request's own denoising strength: what a client sends when it sets none
+DEFAULT_STRENGTH = next(f.default for f in fields(GenerationRequest) if f.name == "strength")
+
+
+class EditModel(Protocol):
+    """What `sample_from_noise` needs of a model: its guided flow and its scheduler."""
+
+    @property
+    def scheduler_config(self) -> dict[str, Any]: ...
+
+    def guided_flow(self, request: GenerationRequest, prompts: list[str], width: int,
+                    height: int, cache: StepCache | None = None
+                    ) -> tuple[Callable[[np.ndarray, float], np.ndarray], tuple[int, ...],
+                               float | None]: ...
+
+
+def reference_pictures(request: GenerationRequest) -> list[Any]:
+    """The request's reference pictures: its init image, then its further references; none
+    without an init image."""
+    if request.init_image is None:
+        return []
+    return [request.init_image, *request.references]
+
+
+def refuse_strength(request: GenerationRequest, models: str) -> None:
+    """ValueError in one line for a denoising strength other than the default (or 1, what
+    the run amounts to) with reference pictures: the run starts from noise."""
+    strength = float(request.strength)
+    if request.init_image is not None and strength not in (DEFAULT_STRENGTH, 1.0):
+        raise ValueError(f"denoising strength {strength:g}: not supported for {models} (they "
+                         "draw from noise beside the reference pictures); leave --strength "
+                         "out")
+
+
+def sample_from_noise(model: EditModel, request: GenerationRequest, label: str,
+                      prompts: list[str], seeds: list[int], width: int, height: int,
+                      observer: Observer, cache: StepCache | None) -> np.ndarray:
+    """A WebUI sampler over the Simple schedule from noise along the model's guided flow
+    (the references inside it), each picture from its own seed."""
+    flow, shape, mu = model.guided_flow(request, prompts, width, height, cache)
+    return sample_flow(flow, label, FlowSchedule(model.scheduler_config, mu=mu),
+                       int(request.steps), seeds=seeds, rng=request.rng, shape=shape,
+                       options=request.sampler_options,
+                       eta_noise_seed_delta=int(request.eta_noise_seed_delta),
+                       callback=observer.step)
