@@ -78,7 +78,9 @@ def test_ray_autoscaling_is_parsed_into_autoscaling_config(monkeypatch, capsys) 
 
     def interrupted(seconds: float) -> None:
         raise KeyboardInterrupt
-    monkeypatch.setattr("time.sleep", interrupted)
+    from diffusion.cli import serve_ray  # its wait, not every thread's time.sleep
+
+    monkeypatch.setattr(serve_ray, "time", SimpleNamespace(sleep=interrupted))
     port = str(free_port())
     assert main(["serve", "--ray", "auto", "--ray-autoscaling", json.dumps(AUTOSCALING),
                  "--port", port]) == 0
