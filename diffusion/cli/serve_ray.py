@@ -52,11 +52,12 @@ def serve_on_ray(args: argparse.Namespace, settings: ServerSettings) -> int:
         from ray import serve
 
         from ..server.ray_app import deployment
+        from ..server.ray_plan import replica_count
     except ImportError as exc:
         print(f"error: --ray: {exc}", file=sys.stderr)
         return 2
     ray.init(address=None if args.ray == "local" else args.ray)
-    replicas = args.ray_replicas or max(int(ray.cluster_resources().get("GPU", 0)), 1)
+    replicas = replica_count(args.ray_replicas, ray.cluster_resources())
     app = deployment(settings, replicas=replicas, autoscaling=args.ray_autoscaling,
                      gpus_per_replica=args.ray_gpus_per_replica)
     host, port = settings.host, settings.port

@@ -2,7 +2,8 @@
 web page: `python -m diffusion serve`. `create_app(settings)` builds the FastAPI app of a
 `ServerSettings` (what `serve` parses).
 
-Imports point one way: `ray_app` (the app's replicas on Ray Serve) -> `api` (HTTP: the app,
+Imports point one way: `ray_app` (the app's replicas on Ray Serve; `ray_plan`, their GPU and
+deployment options, imports no Ray) -> `api` (HTTP: the app,
 routers, schemas, requests -> jobs) -> `jobs` (the queue, worker threads and processes) ->
 `settings` -> `catalog` (models, module files, image encoders on disk); `images` (pictures in
 and out, previews, saved files) lies beneath api and jobs.

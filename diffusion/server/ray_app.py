@@ -48,6 +48,7 @@ from .api.schemas import (
     TaskProgressResponse,
 )
 from .api.state import authorized
+from .ray_plan import deployment_options, pin_replica_gpu
 from .settings import ServerSettings
 
 __all__ = ["DiffusionReplica", "build", "deployment"]
@@ -121,14 +122,9 @@ def _first(app: FastAPI, router: APIRouter) -> None:
 
 
 def _pin_gpu() -> None:
-    if os.environ.get("GPUCORE_ADAPTER") or not ray.get_gpu_ids():
-        return
     from gpucore import select_adapters
 
-    gpus = select_adapters("all")
-    wanted = int(ray.get_gpu_ids()[0])
-    if wanted < len(gpus):
-        os.environ["GPUCORE_ADAPTER"] = str(gpus[wanted].index)
+    pin_replica_gpu(ray.get_gpu_ids(), os.environ, lambda: select_adapters("all"))
 
 
 @ray.remote(num_cpus=0)
@@ -235,16 +231,9 @@ def deployment(settings: ServerSettings | None = None, /, *, replicas: int | Non
     "target_ongoing_requests": 4}), each holding `gpus_per_replica` GPUs (0: CPU only, for tests
     on software adapters)."""
     settings = replace(settings or ServerSettings(), **fields)
-    actor: dict[str, Any] = {"num_gpus": gpus_per_replica}
-    if cpus_per_replica is not None:
-        actor["num_cpus"] = cpus_per_replica
-    options: dict[str, Any] = {"name": name, "ray_actor_options": actor,
-                               # the queue, the running job, and room for progress/interrupt
-                               "max_ongoing_requests": settings.queue_size + 8}
-    if autoscaling:
-        options["autoscaling_config"] = autoscaling
-    else:
-        options["num_replicas"] = replicas or 1
+    options = deployment_options(settings.queue_size, replicas=replicas,
+                                 autoscaling=autoscaling, gpus_per_replica=gpus_per_replica,
+                                 cpus_per_replica=cpus_per_replica, name=name)
     # serve.deployment(cls) returns a Deployment; its overloads type it as a decorator
     deployment = serve.deployment(DiffusionReplica)
     return deployment.options(**options).bind(settings)  # type: ignore[attr-defined]

@@ -97,6 +97,60 @@ def test_unsupported_dtype_is_a_type_error(device: gpucore.Device) -> None:
         gpucore.Buffer(4, np.float64, device=device)
 
 
+class _LostQueue:
+    """The device's wgpu queue, except that submitting reports the device lost, as wgpu-native
+    does after a driver reset (its message names the lost device)."""
+
+    def __init__(self, queue: object, message: str) -> None:
+        self._queue, self._message = queue, message
+
+    def submit(self, command_buffers: object) -> None:
+        import wgpu
+
+        raise wgpu.GPUError(self._message)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._queue, name)
+
+
+def test_a_lost_device_raises_device_lost_error(device: gpucore.Device,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """A device loss met at a submit or a read-back is DeviceLostError (a GpuError) saying what
+    happened and what to do; any other wgpu error stays a plain GpuError."""
+    import wgpu
+
+    data = np.arange(5, dtype=np.float32)
+    buffer = gpucore.Buffer.from_numpy(data, device=device)
+    device.synchronize()
+    lost = "Parent device is lost\ndetails that follow"
+    monkeypatch.setattr(device, "queue", _LostQueue(device.queue, lost))
+    kernel = gpucore.Kernel.load("core/vector_add")
+    out = gpucore.Buffer.empty(5, np.float32, device=device)
+    kernel.dispatch(kernel.groups_for(5), buffer, buffer, out, n=5)
+    with pytest.raises(gpucore.DeviceLostError) as info:
+        out.read()
+    assert isinstance(info.value, gpucore.GpuError)
+    assert str(info.value) == ("the GPU device was lost (Parent device is lost); create a new "
+                               "Device (check the driver and GPU memory)")
+    monkeypatch.undo()
+
+    def read(*args: object, **kwargs: object) -> None:
+        raise wgpu.GPUError("Device lost: DEVICE_LOST")
+    monkeypatch.setattr(device.staging, "read", read)
+    with pytest.raises(gpucore.DeviceLostError, match=r"was lost \(Device lost: DEVICE_LOST\)"):
+        buffer.read()
+
+    def other(*args: object, **kwargs: object) -> None:
+        raise wgpu.GPUError("Validation Error: buffer is destroyed")
+    monkeypatch.setattr(device.staging, "read", other)
+    with pytest.raises(gpucore.GpuError) as info:
+        buffer.read()
+    assert not isinstance(info.value, gpucore.DeviceLostError)
+    assert str(info.value) == "Validation Error: buffer is destroyed"
+    monkeypatch.undo()
+    np.testing.assert_array_equal(buffer.read(), data)  # the real device goes on
+
+
 def test_pool_reuses_freed_buffers(device: gpucore.Device) -> None:
     def step() -> None:
         a = gpucore.Buffer.empty(1000, np.float32, device=device)

@@ -157,6 +157,29 @@ def test_a_client_that_disconnects_does_not_stall_the_worker(url: str) -> None:
     assert after.status_code == 200 and len(after.json()["images"]) == 1
 
 
+def test_a_lost_device_fails_the_job_with_device_lost_error(
+        url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As docs/server.md says: the request whose job meets a lost device gets a 500 naming
+    DeviceLostError, with gpucore's message; the worker takes the next job (here the stand-in
+    loss is gone: a real one stays, and the server must be restarted)."""
+    import wgpu
+
+    from gpucore._staging import Staging
+
+    def lost(*args: object, **kwargs: object) -> None:  # the picture's read-back, as wgpu-native
+        raise wgpu.GPUError("Parent device is lost")   # reports a device lost mid-job
+    monkeypatch.setattr(Staging, "read", lost)
+    failed = _post(url, "/sdapi/v1/txt2img", {"prompt": PROMPT, "steps": 1, "seed": 3})
+    monkeypatch.undo()
+    assert failed.status_code == 500, failed.text
+    assert failed.json()["error"] == "DeviceLostError"
+    assert failed.json()["detail"] == (
+        "the server failed: the GPU device was lost (Parent device is lost); create a new "
+        "Device (check the driver and GPU memory)")
+    after = _post(url, "/sdapi/v1/txt2img", {"prompt": PROMPT, "steps": 1, "seed": 3})
+    assert after.status_code == 200 and len(after.json()["images"]) == 1
+
+
 def test_full_queue_is_503_with_retry_after(model: Path, loader: CachedLoader) -> None:
     with TestClient(create_app(model=model, loader=loader, queue_size=1)) as client:
         slow = Background(lambda: client.post("/sdapi/v1/txt2img", json=SLOW))
