@@ -7,11 +7,13 @@ A step is what WanPipeline runs with guidance: the transformer twice on batch 1,
 the prompt's context and once with the negative prompt's (512 text tokens each; ours reads
 the contexts `encode_text` made once per run, as our pipeline does). The decode: random
 latents (1, z_dim, F, h, w) through the VAE, ours one latent frame at a time (its chunked
-decode) against `AutoencoderKLWan.decode` bf16. UMT5-XXL: 512 token ids, the first 40
-unmasked (a prompt padded as WanPipeline pads it), to the last hidden states.
+decode, its chunks from the third on replayed) against `AutoencoderKLWan.decode` bf16.
+UMT5-XXL: 512 token ids, the first 40 unmasked (a prompt padded as WanPipeline pads it), to
+the last hidden states, also checked against the reference in float32 (`rel_err_fp32`).
 
-Weights: torch draws them once on its device (seed 0; transformer and text encoder
-normal(0, 0.02), norm scales 1 + normal(0, 0.02); the VAE torch's default initialization),
+Weights: torch draws them once on its device (seed 0; transformer normal(0, 0.02), norm
+scales 1 + normal(0, 0.02); the text encoder as T5 initializes it, `_t5_statistics`; the VAE
+torch's default initialization),
 times the reference in bf16 (the modules from_pretrained keeps float32 kept so: Wan's rotary
 tables, time embedder and norms, T5's `wo`), hands them to the host one tensor at a time as
 float16 and frees its copy; ours loads them (float16 where the adapter has shader-f16,
@@ -22,9 +24,13 @@ frames of the decode); the timed call gives the output and the peak memory, ours
 timestamp queries on.
 
 BENCH_MODELS picks them, comma-separated, from wan21_1_3b, umt5, wan22_5b (the default:
-all, in that order). Each row (step, decode, encode) is caught on its own: an out-of-memory
-part loses its row only, recorded with its error. `--quick`: tiny configs (a smoke run on
-any adapter).
+all, in that order); BENCH_PARTS the parts, from step, decode, encode (default: all).
+BENCH_DECODE_EAGER=1 adds a row for each decode run eagerly, every chunk through the ops
+(`mode` eager beside replay), timed after the replayed one. BENCH_UMT5_WEIGHTS=normal draws
+UMT5's weights normal(0, 0.02) as the transformer's (the run of 2026-11-26, whose 0.97 they
+explain: see `_t5_statistics`). Each row (step, decode, encode) is caught on its own: an
+out-of-memory part loses its row only, recorded with its error. `--quick`: tiny configs (a
+smoke run on any adapter).
 """
 
 from __future__ import annotations
@@ -46,8 +52,9 @@ from . import _harness
 from .sdxl import _PeakMemory, _settled_use
 
 GIB = float(1 << 30)
-COLUMNS = ["model", "part", "impl", "dtype", "dispatches", "rel_err", "gpu_ms", "wall_ms",
-           "peak_gib", "vs_bf16", "error"]
+COLUMNS = ["model", "part", "impl", "mode", "dtype", "dispatches", "rel_err", "rel_err_fp32",
+           "gpu_ms", "wall_ms", "peak_gib", "vs_bf16", "error"]
+PARTS = ("step", "decode", "encode")
 
 # Wan-AI/Wan2.1-T2V-1.3B-Diffusers, transformer/config.json
 WAN21_1_3B: dict[str, Any] = dict(
@@ -104,6 +111,29 @@ def _randomize(ref: Any, torch: Any) -> Any:
     return ref
 
 
+def _t5_statistics(ref: Any, torch: Any) -> Any:
+    """UMT5's weights drawn as T5 initializes them (transformers' `T5PreTrainedModel.
+    _init_weights`, factor 1), norm scales 1 + normal(0, 0.02). T5's attention has no
+    1/sqrt(d_kv) scale: q's std (d_model d_kv)^-1/2 holds it. normal(0, 0.02) for every
+    weight instead (q 10x too large at d_model 4096) gives q.k scores of std ~13: each
+    softmax is nearly one key, a rounding difference picks another and the difference about
+    doubles per layer, so after 24 layers torch's own bf16 and fp32 outputs disagree (0.97 of
+    the output's range; on CPU, 4 layers: bf16 0.18, fp16 0.03 off fp32 and growing)."""
+    cfg = ref.config
+    d, kv, ff = cfg.d_model, cfg.d_kv, cfg.d_ff
+    std = {"q": (d * kv) ** -0.5, "k": d ** -0.5, "v": d ** -0.5,
+           "o": (cfg.num_heads * kv) ** -0.5, "relative_attention_bias": d ** -0.5,
+           "wi_0": d ** -0.5, "wi_1": d ** -0.5, "wo": ff ** -0.5, "shared": 1.0,
+           "embed_tokens": 1.0}
+    with torch.no_grad():
+        for name, p in ref.named_parameters():
+            if "norm" in name:
+                p.normal_(1.0, 0.02)
+            else:
+                p.normal_(0.0, std[name.split(".")[-2]])
+    return ref
+
+
 def _built(make: Callable[[], Any], dev: str, randomize: bool) -> Any:
     """`make()` built on `dev` in bf16 as diffusers / transformers load it, its weights drawn
     there (seed 0)."""
@@ -136,6 +166,7 @@ class _Part:
         rng = np.random.default_rng(0)
         self.inputs: dict[str, Any]
         if name == "umt5":
+            self.tied = True  # (set again by `reference`)
             length, prompt = (12, 5) if quick else (512, 40)
             self.config = TINY_UMT5 if quick else UMT5_XXL
             self.inputs = {"ids": rng.integers(0, self.config["vocab_size"], (1, length)),
@@ -158,8 +189,17 @@ class _Part:
 
         config = dict(self.config)
         if self.name == "umt5":
-            return _built(lambda: transformers.UMT5EncoderModel(
-                transformers.UMT5Config(**config)), dev, True)
+            import torch
+
+            normal = os.environ.get("BENCH_UMT5_WEIGHTS") == "normal"  # the draw of 2026-11-26
+            ref = _built(lambda: transformers.UMT5EncoderModel(
+                transformers.UMT5Config(**config)), dev, normal)
+            ref = ref if normal else _t5_statistics(ref, torch)
+            # ours reads `shared`; a transformers that left the stack its own table (drawn
+            # apart) would compare two models
+            self.tied = ref.encoder.embed_tokens.weight is ref.shared.weight
+            ref.encoder.embed_tokens.weight = ref.shared.weight
+            return ref
         if self.part == "step":
             return _built(lambda: diffusers.WanTransformer3DModel(**config), dev, True)
         return _built(lambda: diffusers.AutoencoderKLWan(**config), dev, False)
@@ -186,10 +226,11 @@ class _Part:
                 WanTransformer3DModel if self.part == "step" else AutoencoderKLWan)
         return kind(dict(self.config), dtype=dtype, device=device)
 
-    def ours_call(self, ours: Any, dtype: Any, device: gpucore.Device
+    def ours_call(self, ours: Any, dtype: Any, device: gpucore.Device, replay: bool = True
                   ) -> tuple[Callable[[], list[Any]], Callable[[], list[Any]]]:
         """(the timed call, its warm-up as `reference_call`'s), inputs already on the
-        device; the step reads the contexts `encode_text` made once, as our pipeline does."""
+        device; the step reads the contexts `encode_text` made once, as our pipeline does;
+        `replay=False`: the decode's chunks all eager."""
         x = self.inputs
         if self.name == "umt5":
             def encode() -> list[Any]:
@@ -198,7 +239,8 @@ class _Part:
         latents = gpustd.asarray(x["latents"], dtype=dtype, device=device)
         if self.part == "decode":
             first = gpustd.asarray(x["latents"][:, :, :2], dtype=dtype, device=device)
-            return lambda: [ours.decode(latents)], lambda: [ours.decode(first)]
+            return (lambda: [ours.decode(latents, replay=replay)],
+                    lambda: [ours.decode(first)])
         contexts = [ours.encode_text(gpustd.asarray(x[key], dtype=dtype, device=device))
                     for key in ("positive", "negative")]
         return (lambda: [ours(latents, x["t"], None, context=c) for c in contexts],
@@ -249,6 +291,10 @@ def _one_part(part: _Part, device: gpucore.Device, cuda: Any) -> list[dict[str, 
             reference = {**label, "impl": "reference", "dtype": "float32"}
         expected = out.float().cpu().numpy()
         out = None
+        truth = None
+        if cuda and part.name == "umt5":  # the reference again in float32, bf16's error
+            truth = part.reference_call(ref.float(), x).cpu().numpy()
+            reference.update(rel_err=_relative(expected, truth), tied=part.tied)
     wdtype = torch.float16 if dtype == np.float16 else torch.float32
     weights = {k: v.detach().to(wdtype).cpu().numpy() for k, v in ref.state_dict().items()}
     del ref, x  # torch's copy freed before ours loads
@@ -266,36 +312,63 @@ def _one_part(part: _Part, device: gpucore.Device, cuda: Any) -> list[dict[str, 
     gc.collect()
     fn, warm = part.ours_call(ours, dtype, device)
     warm()  # kernel builds, autotuning
+    rows = [reference]
+    eager = part.part == "decode" and os.environ.get("BENCH_DECODE_EAGER") == "1"
+    for mode in ("replay", "eager") if eager else ("replay",):
+        if mode == "eager":
+            fn = part.ours_call(ours, dtype, device, replay=False)[0]
+        got, figures = _timed_ours(fn, device, cuda, settled, base)
+        row = {**label, "impl": "ours", **({"mode": mode} if part.part == "decode" else {}),
+               "dtype": dtype.name, **figures,
+               "rel_err": _relative(got.reshape(expected.shape), expected)}
+        if truth is not None:
+            row["rel_err_fp32"] = _relative(got.reshape(truth.shape), truth)
+        if "wall_ms" in reference:
+            row["vs_bf16"] = reference["wall_ms"] / row["wall_ms"]
+        rows.append(row)
+    del ours, fn, warm
+    gc.collect()
+    device.empty_pool()
+    return rows
+
+
+def _relative(got: np.ndarray, expected: np.ndarray) -> float:
+    return float(np.abs(got - expected).max() / np.abs(expected).max())
+
+
+def _timed_ours(fn: Callable[[], list[Any]], device: gpucore.Device, cuda: Any,
+                settled: float, base: int) -> tuple[np.ndarray, dict[str, Any]]:
+    """`fn()` timed once (its timestamps on): (its outputs read back, the row's figures).
+    `dispatches` counts those the ops encode (a replay's are not)."""
     device.synchronize()
     device.reset_peak_memory()
     timestamps = device.profile() if device.has_timestamps else contextlib.nullcontext()
     with _PeakMemory(cuda, settled) as driver, _harness.counting(device) as counts:
         begin = time.perf_counter()
-        with timestamps as prof:  # timed once, with its timestamps
+        with timestamps as prof:
             outputs = fn()
         device.synchronize()
         wall = (time.perf_counter() - begin) * 1e3
     gpu = prof.total_ns() / 1e6 if prof is not None else float("nan")
     peak = device.memory_stats().peak_allocated
-    got = _read(outputs).reshape(expected.shape)
-    del outputs
-    row = {**label, "impl": "ours", "dtype": dtype.name, "gpu_ms": gpu, "wall_ms": wall,
-           "dispatches": sum(v for k, v in counts.items() if k != "copy"),
-           "peak_gib": (peak - base) / GIB, "driver_step_peak_gib": driver.peak,
-           "rel_err": float(np.abs(got - expected).max() / np.abs(expected).max())}
-    if "wall_ms" in reference:
-        row["vs_bf16"] = reference["wall_ms"] / row["wall_ms"]
-    del ours, fn, warm
-    gc.collect()
-    device.empty_pool()
-    return [reference, row]
+    return _read(outputs), {
+        "gpu_ms": gpu, "wall_ms": wall,
+        "dispatches": sum(v for k, v in counts.items() if k != "copy"),
+        "peak_gib": (peak - base) / GIB, "driver_step_peak_gib": driver.peak}
 
 
 DEFAULT = ("wan21_1_3b", "umt5", "wan22_5b")
 
 
 def _parts(name: str) -> tuple[str, ...]:
-    return ("encode",) if name == "umt5" else ("step", "decode")
+    """The parts of `name` that BENCH_PARTS (default: all) asks for."""
+    wanted = [p for p in os.environ.get("BENCH_PARTS", ",".join(PARTS)).split(",") if p]
+    unknown = sorted(set(wanted) - set(PARTS))
+    if unknown:
+        raise ValueError(f"BENCH_PARTS names {unknown}; use any of {', '.join(PARTS)}, "
+                         "comma-separated (e.g. BENCH_PARTS=decode,encode)")
+    own = ("encode",) if name == "umt5" else ("step", "decode")
+    return tuple(p for p in own if p in wanted)
 
 
 def run(quick: bool = False) -> dict[str, Any]:
@@ -332,13 +405,20 @@ def run(quick: bool = False) -> dict[str, Any]:
                  "80, 27280 patches): step = the transformer on batch 1 twice (prompt and "
                  "negative prompt, 512 text tokens each: guidance as WanPipeline runs it); "
                  "decode = the VAE on random latents of that shape (ours one latent frame at a "
-                 "time); umt5 encode = UMT5-XXL on 512 tokens, 40 unmasked. Random bf16 "
-                 "weights drawn by torch (normal(0, 0.02), norm scales 1 + normal(0, 0.02); "
+                 "time, mode replay: the third chunk recorded and the rest replayed; eager: "
+                 "every chunk through the ops); umt5 encode = UMT5-XXL on 512 tokens, 40 "
+                 "unmasked. Random bf16 weights drawn by torch (transformer normal(0, 0.02), "
+                 "norm scales 1 + normal(0, 0.02); UMT5 " + (
+                     "normal(0, 0.02) too" if os.environ.get("BENCH_UMT5_WEIGHTS") == "normal"
+                     else "as T5 initializes it (q std (d_model d_kv)^-1/2, ...)") + "; "
                  "the VAE's default init) shared by both rows; ours float16 (float32 without "
-                 "shader-f16), eager; rel_err = max|ours - reference| / max|reference| against "
-                 "the reference in bf16 on CUDA (fp32 on the CPU); each side timed once after "
+                 "shader-f16); rel_err = max|ours - reference| / max|reference| against "
+                 "the reference in bf16 on CUDA (fp32 on the CPU); rel_err_fp32 (umt5, CUDA): "
+                 "the same against the reference run again in float32, and the reference "
+                 "row's rel_err is its bf16 output's against that; each side timed once after "
                  "a warm-up call on less work (one guidance pass; two latent frames), ours "
-                 "with timestamp queries on; vs_bf16 = reference wall_ms "
+                 "with timestamp queries on; dispatches: those the ops encode (a replay's "
+                 "not counted); vs_bf16 = reference wall_ms "
                  "/ ours (above 1: we are faster); peak_gib: reference "
                  "torch.cuda.max_memory_allocated, ours Device.memory_stats peak above the "
                  "level before loading, weights included",

@@ -71,3 +71,31 @@ def test_an_unknown_model_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BENCH_MODELS", "wan21_1_3b,wan14b")
     with pytest.raises(ValueError, match=r"\['wan14b'\]; use any of"):
         wan.run(quick=True)
+
+
+def test_an_unknown_part_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bench import wan
+
+    monkeypatch.setenv("BENCH_MODELS", "umt5")
+    monkeypatch.setenv("BENCH_PARTS", "encode,decod")
+    with pytest.raises(ValueError, match=r"\['decod'\]; use any of"):
+        wan.run(quick=True)
+
+
+def test_umt5_weights_have_t5s_statistics() -> None:
+    """q's std holds the 1/sqrt(d_kv) T5's attention leaves out (normal(0, 0.02) gave q.k
+    scores of std ~13 at full width: a chaotic network, see bench.wan._t5_statistics)."""
+    import torch
+    import transformers
+
+    from bench import wan
+
+    config = dict(wan.UMT5_XXL, vocab_size=64, num_layers=1, d_model=512, num_heads=16,
+                  d_ff=384)
+    ref = wan._t5_statistics(transformers.UMT5EncoderModel(transformers.UMT5Config(**config)),
+                             torch)
+    attention = ref.encoder.block[0].layer[0].SelfAttention
+    assert abs(attention.q.weight.std().item() * (512 * 64) ** 0.5 - 1) < 0.01
+    assert abs(attention.k.weight.std().item() * 512 ** 0.5 - 1) < 0.01
+    assert abs(ref.encoder.block[0].layer[1].DenseReluDense.wo.weight.std().item()
+               * 384 ** 0.5 - 1) < 0.01

@@ -27,6 +27,7 @@ from gpustd import Tensor, asarray, concatenate, nn, permute, take_slice
 from .layers import Place
 from .qwen_image_vae import _DEFAULTS, RMSNorm, _clamp_unit
 from .wan_vae_blocks import CausalConv3d, MidBlock, Resample, ResidualBlock, UpBlock
+from .wan_vae_replay import decode_frames
 from .wan_vae_residual import ResidualDownBlock, ResidualUpBlock, patchify, unpatchify
 
 __all__ = ["AutoencoderKLWan"]
@@ -216,9 +217,11 @@ class AutoencoderKLWan(nn.Module):
         mean_, std = self._statistics(latents.dtype)
         return latents / (1.0 / std) + mean_
 
-    def decode(self, latents: Tensor) -> Tensor:
+    def decode(self, latents: Tensor, *, replay: bool = True) -> Tensor:
         """(B, z_dim, F, h, w) VAE latents (denormalized) -> (B, 3, 1 + 4 (F - 1), s h, s w)
-        with s = `spatial_factor`, clamped to [-1, 1], decoded one latent frame at a time."""
+        with s = `spatial_factor`, clamped to [-1, 1], decoded one latent frame at a time;
+        from the third on, each replays the third's recording (wan_vae_replay; the same
+        frames bit for bit as `replay=False`, which runs every one eagerly)."""
         if latents.ndim != 5:
             raise ValueError(f"Wan VAE latents must be (batch, {self.config['z_dim']}, frames, "
                              f"height, width), got shape {latents.shape}")
@@ -226,9 +229,7 @@ class AutoencoderKLWan(nn.Module):
         for b in range(latents.shape[0]):
             frames = self.post_quant_conv(_frames(latents, b))
             _reset(self.decoder)
-            out = concatenate([self.decoder(take_slice(frames, i, i + 1, axis=0),
-                                            first_chunk=i == 0)
-                               for i in range(frames.shape[0])], axis=0)
+            out = concatenate(decode_frames(self.decoder, frames, replay=replay), axis=0)
             _reset(self.decoder)
             if self.config["patch_size"] == 2:
                 out = unpatchify(out, 2)

@@ -3,6 +3,8 @@ weights, 5 frames, sizes that are not tile multiples)."""
 
 from __future__ import annotations
 
+from unittest import mock
+
 import numpy as np
 import pytest
 
@@ -101,3 +103,27 @@ def test_decode_f16(f16_device: gpucore.Device) -> None:
     got = ours.decode(asarray(latents, dtype=np.float16, device=f16_device)).numpy()
     assert got.dtype == np.float16
     assert_close(got.astype(np.float32), expected, tol=2e-2)
+
+
+@pytest.mark.parametrize("wan22", [False, True], ids=["wan21", "wan22"])
+def test_replayed_decode_is_eager_bitwise(device: gpucore.Device, wan22: bool) -> None:
+    """From the third latent frame on the decode replays the third's recording: the same
+    frames, bit for bit, as every chunk run eagerly (5 latent frames: two replays)."""
+    reference = tiny_wan22_vae() if wan22 else tiny_wan_vae()
+    ours = AutoencoderKLWan(dict(reference.config), device=device)
+    ours.load_state_dict(state_dict(reference))
+    z_dim = reference.config["z_dim"]
+    latents = asarray(np.random.default_rng(8).standard_normal((1, z_dim, 5, 2, 3))
+                      .astype(np.float32), device=device)
+    eager = ours.decode(latents, replay=False).numpy()
+    with mock.patch.object(gpucore.Capture, "replay", autospec=True,
+                           side_effect=gpucore.Capture.replay) as replays:
+        replayed = ours.decode(latents).numpy()
+    assert replays.call_count == 2
+    assert eager.shape[2] == 17 and np.abs(eager[:, :, 13:]).mean() > 0.05
+    # the replayed chunks differ from one another: they read new latents and kept frames
+    assert np.abs(eager[:, :, 13:] - eager[:, :, 9:13]).mean() > 0.01
+    np.testing.assert_array_equal(replayed, eager)
+    with torch.no_grad():
+        expected = reference.decode(torch.from_numpy(latents.numpy())).sample.numpy()
+    assert_close(replayed, expected, tol=TOL)
