@@ -1,0 +1,57 @@
+"""The openpose face's numpy parts, as controlnet_aux finds them: the face's square box from
+the body's nose, eyes and ears (`util.faceDetect`), and its landmarks, the highest point of
+each of the face network's heatmaps above 0.05 (`Face.compute_peaks_from_heatmaps`).
+
+    box = face_box(keypoints, height, width)   # (x, y, side) in pixels, or None
+    landmarks = face_peaks(heatmaps)           # int [K, 2]: (x, y) of each map found
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+__all__ = ["face_box", "face_peaks"]
+
+_SMALLEST = 20
+_THRESHOLD = 0.05
+# the eyes and ears (0-based body keypoints) and how many times their distance from the nose
+# the box reaches
+_REACH = ((14, 3.0), (15, 3.0), (16, 1.5), (17, 1.5))
+
+
+def face_box(keypoints: Sequence[tuple[float, float] | None], height: int, width: int
+             ) -> tuple[int, int, int] | None:
+    """The face's box (x, y of its top left corner, its side) in a picture of height x width
+    from a person's 18 body keypoints in pixels (None where not found): around the nose,
+    reaching 3 times the farthest eye's distance (the larger of its x and y offsets) or 1.5
+    times the farthest ear's; None without the nose, without eyes and ears, or under 20
+    pixels. controlnet_aux: `util.faceDetect`."""
+    nose = keypoints[0]
+    if nose is None or all(keypoints[k] is None for k, _ in _REACH):
+        return None
+    reach = 0.0
+    for k, times in _REACH:
+        point = keypoints[k]
+        if point is not None:
+            reach = max(reach, max(abs(nose[0] - point[0]), abs(nose[1] - point[1])) * times)
+    x, y = max(nose[0] - reach, 0), max(nose[1] - reach, 0)
+    # as the original: the cut tests the box's half side, and then cuts its whole side
+    side = min(reach * 2 if x + reach <= width else width - x,
+               reach * 2 if y + reach <= height else height - y)
+    return (int(x), int(y), int(side)) if side >= _SMALLEST else None
+
+
+def face_peaks(heatmaps: np.ndarray) -> np.ndarray:
+    """The landmarks (int [K, 2]: x, y) of the maps (float [C, H, W]) whose highest value
+    passes 0.05, in their order (maps that do not are left out, as the original leaves
+    them). controlnet_aux: `Face.compute_peaks_from_heatmaps`."""
+    peaks = []
+    for heat in heatmaps:
+        if not (heat > _THRESHOLD).any():
+            continue
+        y, x = np.unravel_index(int(np.argmax(np.where(heat > _THRESHOLD, heat, -np.inf))),
+                                heat.shape)
+        peaks.append((int(x), int(y)))
+    return np.array(peaks)
