@@ -97,16 +97,22 @@ def openpose_with_json(image: np.ndarray, resolution: int, *, device: Device | N
     return remove_pad(_drawn(people, *padded.shape[:2])), pose_json(people, *padded.shape[:2])
 
 
-def pose_json(people: list[Keypoints], height: int, width: int) -> dict[str, Any]:
+def pose_json(people: list[Keypoints], height: int, width: int, *,
+              hands: list[tuple[Keypoints | None, Keypoints | None]] | None = None,
+              faces: list[Keypoints | None] | None = None) -> dict[str, Any]:
     """The people as the extension's `encode_poses_as_dict` writes them (openpose's JSON:
-    x, y, confidence per keypoint, 0, 0, 0 where missing; no hands or face here)."""
-    def flat(keypoints: Keypoints) -> list[float] | None:
+    x, y, confidence per keypoint, 0, 0, 0 where missing); each person's (left, right) hands
+    and face keypoints where given, null where not."""
+    def flat(keypoints: Keypoints | None) -> list[float] | None:
         if not keypoints:
             return None
         return [value for point in keypoints for value in (
             (float(point[0]), float(point[1]), 1.0) if point is not None else (0.0, 0.0, 0.0))]
 
-    return {"people": [{"pose_keypoints_2d": flat(person), "face_keypoints_2d": None,
-                        "hand_left_keypoints_2d": None, "hand_right_keypoints_2d": None}
-                       for person in people],
+    no_hands: list[tuple[Keypoints | None, Keypoints | None]] = [(None, None)] * len(people)
+    return {"people": [{"pose_keypoints_2d": flat(person), "face_keypoints_2d": flat(face),
+                        "hand_left_keypoints_2d": flat(left),
+                        "hand_right_keypoints_2d": flat(right)}
+                       for person, (left, right), face in zip(
+                           people, hands or no_hands, faces or [None] * len(people))],
             "canvas_height": height, "canvas_width": width}

@@ -94,3 +94,21 @@ def test_face_peaks_equal_the_face_estimators(face: Any) -> None:
     want = face.Face.compute_peaks_from_heatmaps(None, heatmaps)
     assert 10 < len(want) < 71
     np.testing.assert_array_equal(pose_face.face_peaks(heatmaps), want)
+
+
+@pytest.mark.nodevice
+def test_pose_json_holds_hands_and_face() -> None:
+    """Each person's hands and face as flat x, y, 1 triples (0, 0, 0 where missing), null
+    where there are none, as the extension's encode_poses_as_dict."""
+    from diffusion.preprocessors.openpose import pose_json
+
+    people = [[(0.5, 0.25), None] + [None] * 16, [None] * 18]
+    left = [(0.1, 0.2)] * 20 + [None]
+    poses = pose_json(people, 64, 32, hands=[(left, None), (None, [(0.3, 0.4)] * 21)],
+                      faces=[[(0.6, 0.7)] * 70, None])
+    first, second = poses["people"]
+    assert first["hand_left_keypoints_2d"] == [0.1, 0.2, 1.0] * 20 + [0.0, 0.0, 0.0]
+    assert first["hand_right_keypoints_2d"] is None and second["face_keypoints_2d"] is None
+    assert first["face_keypoints_2d"] == [0.6, 0.7, 1.0] * 70
+    assert second["hand_right_keypoints_2d"] == [0.3, 0.4, 1.0] * 21
+    assert pose_json(people, 64, 32)["people"][0]["hand_left_keypoints_2d"] is None
