@@ -3,7 +3,8 @@ the body's nose, eyes and ears (`util.faceDetect`), and its landmarks, the highe
 each of the face network's heatmaps above 0.05 (`Face.compute_peaks_from_heatmaps`).
 
     box = face_box(keypoints, height, width)   # (x, y, side) in pixels, or None
-    landmarks = face_peaks(heatmaps)           # int [K, 2]: (x, y) of each map found
+    maps = scale_maps(heatmaps, side, side)    # the network's maps at the box's size
+    landmarks = face_peaks(maps)               # int [K, 2]: (x, y) of each map found
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["face_box", "face_peaks"]
+__all__ = ["face_box", "face_peaks", "scale_maps"]
 
 _SMALLEST = 20
 _THRESHOLD = 0.05
@@ -55,3 +56,22 @@ def face_peaks(heatmaps: np.ndarray) -> np.ndarray:
                                 heat.shape)
         peaks.append((int(x), int(y)))
     return np.array(peaks)
+
+
+def _bilinear(size_in: int, size_out: int) -> np.ndarray:
+    """(size_out, size_in) weights of bilinear scaling with the corners aligned."""
+    where = np.arange(size_out) * ((size_in - 1) / (size_out - 1) if size_out > 1 else 0.0)
+    low = np.minimum(np.floor(where).astype(int), size_in - 1)
+    high = np.minimum(low + 1, size_in - 1)
+    out = np.zeros((size_out, size_in))
+    np.add.at(out, (np.arange(size_out), low), 1 - (where - low))
+    np.add.at(out, (np.arange(size_out), high), where - low)
+    return out
+
+
+def scale_maps(maps: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Maps (float [C, h, w]) scaled to height x width, bilinear with the corners aligned
+    (float64). torch: `F.interpolate(maps[None], (height, width), mode="bilinear",
+    align_corners=True)[0]`."""
+    rows, cols = _bilinear(maps.shape[1], height), _bilinear(maps.shape[2], width)
+    return np.einsum("yh,chw,xw->cyx", rows, maps.astype(np.float64), cols, optimize=True)

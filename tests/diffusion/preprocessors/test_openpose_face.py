@@ -112,3 +112,15 @@ def test_pose_json_holds_hands_and_face() -> None:
     assert first["face_keypoints_2d"] == [0.6, 0.7, 1.0] * 70
     assert second["hand_right_keypoints_2d"] == [0.3, 0.4, 1.0] * 21
     assert pose_json(people, 64, 32)["people"][0]["hand_left_keypoints_2d"] is None
+
+
+@pytest.mark.nodevice
+def test_scale_maps_equals_torchs_bilinear() -> None:
+    """Enlarging and shrinking, odd sizes and a single row, as Face.__call__'s interpolate."""
+    rng = np.random.default_rng(11)
+    for (h, w), (height, width) in (((3, 5), (37, 22)), ((48, 48), (29, 31)), ((1, 4), (1, 9))):
+        maps = rng.standard_normal((4, h, w)).astype(np.float32)
+        want = torch.nn.functional.interpolate(torch.from_numpy(maps)[None], (height, width),
+                                               mode="bilinear", align_corners=True)[0]
+        np.testing.assert_allclose(pose_face.scale_maps(maps, height, width), want.numpy(),
+                                   rtol=1e-5, atol=1e-5)
