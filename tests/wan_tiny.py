@@ -85,3 +85,35 @@ def tiny_wan22_vae(seed: int = 8) -> Any:
     import diffusers
 
     return randomized(diffusers.AutoencoderKLWan(**WAN22_VAE_TINY), seed)
+
+
+# Wan 2.1 I2V's CLIP vision encoder (CLIPVisionModel, no projection), tiny: 2x2 patches + class
+CLIP_VISION_TINY: dict[str, Any] = dict(
+    hidden_size=32, intermediate_size=48, num_hidden_layers=3, num_attention_heads=2,
+    image_size=28, patch_size=14, projection_dim=16)
+
+
+def tiny_wan_i2v_pipeline(root: Path) -> Any:
+    """diffusers' WanImageToVideoPipeline (Wan 2.1 I2V) of tiny random parts saved to
+    `root / "wan-i2v"`: the transformer reads the noise, the 4-channel mask and the first
+    frame's latents (4 + 4 + 4 channels) and the CLIP states; returns it."""
+    import diffusers
+    import transformers
+    from flow_tiny import tiny_t5_tokenizer
+
+    tiny_t5_tokenizer(root / "umt5-tokenizer")
+    tokenizer = transformers.T5TokenizerFast(
+        tokenizer_file=str(root / "umt5-tokenizer" / "tokenizer.json"))
+    transformer = randomized(diffusers.WanTransformer3DModel(
+        **{**WAN_TINY, "in_channels": 12, "image_dim": CLIP_VISION_TINY["hidden_size"],
+           "added_kv_proj_dim": 24}), 11, scale=0.3)
+    encoder = randomized(transformers.CLIPVisionModel(
+        transformers.CLIPVisionConfig(**CLIP_VISION_TINY)), 12)
+    processor = transformers.CLIPImageProcessor(
+        size={"shortest_edge": 28}, crop_size={"height": 28, "width": 28})
+    pipe = diffusers.WanImageToVideoPipeline(
+        tokenizer=tokenizer, text_encoder=tiny_umt5(), transformer=transformer,
+        vae=tiny_wan_vae(), scheduler=diffusers.UniPCMultistepScheduler(**WAN_SCHEDULER),
+        image_encoder=encoder, image_processor=processor)
+    pipe.save_pretrained(root / "wan-i2v")
+    return pipe

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..pipelines.control import CONTROL_MODES, HR_OPTIONS
+from ..pipelines.control_map import MAP_MODEL
 from ..pipelines.control_spec import ControlSpec, parse_unit
 from ..pipelines.mask_blur import blur_mask
 from ..preprocessors import module_list
@@ -70,7 +71,9 @@ def add_control_options(parser: argparse.ArgumentParser) -> None:
                        metavar="PATH|NAME",
                        help="a ControlNet: a diffusers folder, a single file (lllyasviel's "
                             "control_v11p_sd15_canny.pth/.safetensors), or a name in "
-                            "--controlnet-dir; repeat for several units")
+                            "--controlnet-dir; repeat for several units. None: the unit is "
+                            "FLUX.1 Canny / Depth dev's own map (alone, --control-image "
+                            "without --controlnet is that)")
     group.add_argument("--t2i-adapter", action=_Unit, const="t2i_adapter",
                        dest="control_models", metavar="PATH|NAME",
                        help="a T2I-Adapter (diffusers folder, or one file: TencentARC's "
@@ -139,6 +142,8 @@ def build_control_specs(args: argparse.Namespace, open_image: Any) -> list[Contr
     """The units the options ask for, checked (ValueError naming the option); an img2img
     unit without --control-image gets the init image (and inpaint's --mask, blurred)."""
     models = getattr(args, "control_models", None) or []
+    if not models and getattr(args, "control_image", None):  # FLUX.1 Canny / Depth dev's own map
+        models = [("controlnet", MAP_MODEL)]
     if not models:
         stray = [o for o in ("control_image", "control_mask", *_PER_UNIT)
                  if getattr(args, o, None)]
@@ -171,7 +176,8 @@ def build_control_specs(args: argparse.Namespace, open_image: Any) -> list[Contr
                              "outside inpainting (the extension's latent restore in "
                              "txt2img/img2img) is not supported here; use "
                              "inpaint_global_harmonious, or the inpaint command")
-        path = _resolve(kind, text, folder)
+        path = MAP_MODEL if text == MAP_MODEL and kind in ("controlnet", "any") else _resolve(
+            kind, text, folder)
         try:
             specs.append(ControlSpec(model=path,
                                      image=np.asarray(picture), module=settings.pop(
@@ -209,6 +215,9 @@ def load_control_units(specs: list[ControlSpec], kinds: list[str], pipe: Any,
     encoder = None
     units = []
     for spec, kind in zip(specs, kinds, strict=True):
+        if spec.model == MAP_MODEL:
+            units.append(spec.unit(None, width=width, height=height, device=place.device))
+            continue
         found = model_kind(spec.model)
         if kind != "any" and found != kind:
             raise ValueError(f"{_OPTIONS[kind]} {spec.model}: this is a "

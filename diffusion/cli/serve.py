@@ -55,6 +55,12 @@ def add_serve_parser(commands: Any) -> argparse.ArgumentParser:
     sub.add_argument("--deepdanbooru-dir", metavar="DIR",
                      help="DeepDanbooru's model-resnet_custom_v3.pt for /sdapi/v1/interrogate "
                           "(default: --models-dir's torch_deepdanbooru)")
+    sub.add_argument("--clip-models-path", metavar="DIR",
+                     help="the CLIP interrogator's transformers CLIPModel folder, e.g. "
+                          "openai/clip-vit-large-patch14's (default: --models-dir's CLIP)")
+    sub.add_argument("--interrogate-dir", metavar="DIR",
+                     help="the CLIP interrogator's term lists, the WebUI's interrogate/*.txt "
+                          "(default: --models-dir's interrogate)")
     sub.add_argument("--text-encoder", action="append", metavar="FILE",
                      help="FLUX / SD3 models: a text encoder file in place of the model's own "
                           "(t5xxl_fp16 / _fp8_e4m3fn[_scaled], clip_l, clip_g .safetensors, "
@@ -140,7 +146,8 @@ def server_settings(args: argparse.Namespace) -> ServerSettings:
         upscaler_dir=args.upscaler_dir, vae_approx_dir=args.vae_approx_dir, dtype=args.dtype,
         gfpgan_models_path=args.gfpgan_models_path,
         codeformer_models_path=args.codeformer_models_path,
-        deepdanbooru_dir=args.deepdanbooru_dir, memory=memory_mode(args),
+        deepdanbooru_dir=args.deepdanbooru_dir, clip_models_path=args.clip_models_path,
+        interrogate_dir=args.interrogate_dir, memory=memory_mode(args),
         warmup=args.warmup,
         queue_size=args.queue_size, max_size=args.max_size,
         host="0.0.0.0" if args.listen else args.host, port=args.port,

@@ -1,7 +1,7 @@
 """`python -m diffusion txt2vid --model FOLDER --prompt TEXT -o out.mp4`: Wan text-to-video
-from the command line, and `img2vid --image IN.png` (Wan 2.2 TI2V 5B animating a picture).
-The frame count (1 + 4k), size (multiples of 16), fps, picture and output are checked before
-the model loads; a bad one ends in one `error: ...` line."""
+from the command line, and `img2vid --image IN.png` (Wan 2.1 I2V or Wan 2.2 TI2V 5B
+animating a picture). The frame count (1 + 4k), size (multiples of 16), fps, picture and
+output are checked before the model loads; a bad one ends in one `error: ...` line."""
 
 from __future__ import annotations
 
@@ -33,7 +33,8 @@ EXAMPLE = """example:
 def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     """Add the `txt2vid` and `img2vid` sub-commands to `python -m diffusion`'s sub-parsers."""
     for name, text in (("txt2vid", "generate a video from a prompt (Wan 2.1, Wan 2.2 TI2V 5B)"),
-                       ("img2vid", "animate a picture as a prompt says (Wan 2.2 TI2V 5B)")):
+                       ("img2vid", "animate a picture as a prompt says (Wan 2.1 I2V, "
+                                   "Wan 2.2 TI2V 5B)")):
         sub = subparsers.add_parser(name, help=text, description=text, epilog=EXAMPLE,
                                     formatter_class=argparse.RawDescriptionHelpFormatter)
         if name == "img2vid":
@@ -44,7 +45,7 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
 
 def _options(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--model", required=True, metavar="FOLDER",
-                     help="a Wan diffusers folder (Wan 2.1 T2V, Wan 2.2 TI2V 5B)")
+                     help="a Wan diffusers folder (Wan 2.1 T2V or I2V, Wan 2.2 TI2V 5B)")
     sub.add_argument("--prompt", required=True, help="what the video shows")
     sub.add_argument("--negative-prompt", default="", help="what to steer away from")
     sub.add_argument("--frames", type=whole, default=81,
@@ -164,8 +165,8 @@ def run(args: argparse.Namespace) -> int:
     from ..pipelines.video import WanPipeline
 
     if wan_family(args.model) is None:
-        raise ValueError(f"--model {args.model}: not a Wan text-to-video diffusers folder "
-                         "(its model_index.json must name a WanPipeline)")
+        raise ValueError(f"--model {args.model}: not a Wan diffusers folder (its "
+                         "model_index.json must name a WanPipeline or WanImageToVideoPipeline)")
     pipe = WanPipeline.from_pretrained(args.model, dtype=_dtype(args.dtype),
                                        offload=args.offload)
     if args.lora:

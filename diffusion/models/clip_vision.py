@@ -37,7 +37,9 @@ class CLIPVisionModelWithProjection(nn.Module):
     `visual_projection.weight`). transformers: `CLIPVisionModelWithProjection`."""
 
     def __init__(self, config: dict[str, Any], *, dtype: Any = np.float32,
-                 device: Device | None = None) -> None:
+                 device: Device | None = None, projection: bool = True) -> None:
+        """`projection` False: transformers' `CLIPVisionModel` (no visual_projection; what Wan
+        2.1 image-to-video folders hold), which gives `hidden_states` only."""
         place: Place = {"dtype": dtype, "device": device}
         vision = config.get("vision_config") or config
         cfg = {**_DEFAULTS, **vision}
@@ -61,7 +63,8 @@ class CLIPVisionModelWithProjection(nn.Module):
             [CLIPEncoderLayer(cfg, place, causal=False)
              for _ in range(cfg["num_hidden_layers"])])
         self.vision_model.post_layernorm = nn.LayerNorm(dim, eps=cfg["layer_norm_eps"], **place)
-        self.visual_projection = nn.Linear(dim, cfg["projection_dim"], bias=False, **place)
+        if projection:
+            self.visual_projection = nn.Linear(dim, cfg["projection_dim"], bias=False, **place)
 
     @property
     def image_size(self) -> int:
@@ -69,11 +72,11 @@ class CLIPVisionModelWithProjection(nn.Module):
 
     @property
     def device(self) -> Device:
-        return self.visual_projection.weight.device
+        return self.vision_model.embeddings.class_embedding.device
 
     @property
     def dtype(self) -> np.dtype:
-        return self.visual_projection.weight.dtype
+        return self.vision_model.embeddings.class_embedding.dtype
 
     def forward(self, pixels: Any) -> Tensor:
         """The image embeddings (B, projection_dim): the last layer's class token,

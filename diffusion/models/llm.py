@@ -189,17 +189,47 @@ class LLMTextModel(nn.Module):
                                      for _ in range(cfg["num_hidden_layers"])])
         self.norm = RMSNorm(cfg["hidden_size"], cfg["rms_norm_eps"], place=place)
 
-    def rotary(self, length: int) -> tuple[Tensor, Tensor]:
+    def rotary(self, length: int, positions: np.ndarray | None = None
+               ) -> tuple[Tensor, Tensor]:
         """cos/sin (L, 1, head_dim) for positions 0..L-1 in the LLMs' half layout, in float32
-        as transformers' `Qwen3RotaryEmbedding` computes them."""
+        as transformers' `Qwen3RotaryEmbedding` computes them. `positions` (3, L): Qwen2.5-VL's
+        multimodal positions (time, row, column) instead, each axis turning its section of
+        the frequencies (the config's `mrope_section`, cycled over the three axes) as
+        transformers' `Qwen2_5_VLRotaryEmbedding`."""
         dim = self.config["head_dim"]
         inv_freq = (np.float32(1.0) / np.float32(self.theta) ** (
             np.arange(0, dim, 2).astype(np.float32) / np.float32(dim))).astype(np.float32)
-        angle = np.outer(np.arange(length, dtype=np.float32), inv_freq).astype(np.float32)
+        if positions is None:
+            angle = np.outer(np.arange(length, dtype=np.float32), inv_freq).astype(np.float32)
+        else:
+            params = self.config.get("rope_parameters") or self.config.get("rope_scaling") or {}
+            sections = list(params.get("mrope_section") or ())
+            if sum(sections) != dim // 2:
+                raise ValueError(f"mrope_section {sections} must add up to half the head "
+                                 f"dimension ({dim // 2}) for multimodal positions")
+            axis = np.repeat(np.arange(len(sections)) % 3, sections)
+            angles = np.asarray(positions, np.float32)[:, :, None] * inv_freq  # (3, L, D/2)
+            angle = angles[axis, :, np.arange(dim // 2)].T.astype(np.float32)
         angle = np.concatenate([angle, angle], axis=1)
         device = self.embed_tokens.weight.device
         return (asarray(np.cos(angle).reshape(length, 1, dim), device=device),
                 asarray(np.sin(angle).reshape(length, 1, dim), device=device))
+
+    def multimodal_hidden_states(self, embeddings: Tensor, positions: np.ndarray) -> Tensor:
+        """The last hidden states (1, L, hidden_size) float32 of one unpadded sequence given
+        as its input embeddings (1, L, hidden_size) float32 (a picture's vision tokens in
+        place of its pad tokens' embeddings) at multimodal positions (3, L). transformers:
+        `Qwen2_5_VLModel(input_ids, pixel_values=, image_grid_thw=,
+        output_hidden_states=True).hidden_states[-1]`."""
+        length = embeddings.shape[1]
+        if embeddings.ndim != 3 or embeddings.shape[0] != 1 or np.shape(positions) != (
+                3, length):
+            raise ValueError(f"multimodal_hidden_states reads (1, L, D) embeddings and (3, L) "
+                             f"positions, got {embeddings.shape} and {np.shape(positions)}")
+        keep = asarray(np.zeros((1, 1, 1, length), np.float32), device=embeddings.device)
+        count = len(self.layers)
+        return self._run(cast(embeddings, np.float32), self.rotary(length, positions), keep,
+                         [count])[0]
 
     def hidden_states(self, input_ids: Any, attention_mask: Any = None, layer: int = -1
                       ) -> Tensor:
@@ -239,6 +269,12 @@ class LLMTextModel(nn.Module):
         rotary = self.rotary(ids.shape[1])
         keep = asarray(np.where(mask, np.float32(0), np.float32(-np.inf))[:, None, None, :],
                        device=device)
+        return self._run(x, rotary, keep, indices)
+
+    def _run(self, x: Tensor, rotary: tuple[Tensor, Tensor], keep: Tensor,
+             indices: Sequence[int]) -> list[Tensor]:
+        """The stream after each layer in `indices` (0: the embeddings; all layers: normed)."""
+        count = len(self.layers)
         wanted = set(indices)
         found = {0: x}
         for depth, block in enumerate(list(self.layers)[:max(indices)], start=1):

@@ -9,6 +9,7 @@ image's largest (the same number on all three axes).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -40,21 +41,27 @@ _ROPE_THETA = 10000.0
 _ROPE_LENGTH = 4096  # diffusers' tables hold positions -4096..4095
 
 
-def qwen_image_positions(rows: int, columns: int, text_length: int) -> np.ndarray:
-    """Rotary positions (text_length + rows * columns, 3), text first: the image's patches at
-    (0, row - ceil(rows / 2), column - ceil(columns / 2)), row-major; the text's i-th token at
-    (m + i, m + i, m + i) with m = max(rows // 2, columns // 2). diffusers:
-    `QwenEmbedRope(theta, axes_dim, scale_rope=True)([(1, rows, columns)], text_length)`."""
-    start = max(rows // 2, columns // 2)
-    if max(rows, columns, start + text_length) > _ROPE_LENGTH:
+def qwen_image_positions(rows: int, columns: int, text_length: int,
+                         references: Sequence[tuple[int, int]] = ()) -> np.ndarray:
+    """Rotary positions (text_length + rows * columns + the references', 3), text first: the
+    image's patches at (0, row - ceil(rows / 2), column - ceil(columns / 2)), row-major; then
+    each reference picture's (rows, columns) patches alike at frame k (1, 2, ...); the text's
+    i-th token at (m + i, m + i, m + i) with m the largest rows // 2 or columns // 2 of them
+    all. diffusers: `QwenEmbedRope(theta, axes_dim, scale_rope=True)([[(1, rows, columns),
+    *references]], text_length)`."""
+    grids = [(rows, columns), *references]
+    start = max(max(r // 2, c // 2) for r, c in grids)
+    if max(max(max(g) for g in grids), start + text_length, len(grids)) > _ROPE_LENGTH:
         raise ValueError(f"{rows} x {columns} patches and {text_length} text tokens pass "
                          f"Qwen-Image's {_ROPE_LENGTH} rotary positions; use a smaller picture "
                          "or a shorter prompt")
     text = np.repeat(np.arange(start, start + text_length)[:, None], 3, axis=1)
-    grid = np.meshgrid(np.arange(rows) - (rows - rows // 2),
-                       np.arange(columns) - (columns - columns // 2), indexing="ij")
-    image = np.stack([np.zeros_like(grid[0]), *grid], axis=-1).reshape(-1, 3)
-    return np.concatenate([text, image]).astype(np.int64)
+    images = []
+    for frame, (height, width) in enumerate(grids):
+        grid = np.meshgrid(np.arange(height) - (height - height // 2),
+                           np.arange(width) - (width - width // 2), indexing="ij")
+        images.append(np.stack([np.full_like(grid[0], frame), *grid], axis=-1).reshape(-1, 3))
+    return np.concatenate([text, *images]).astype(np.int64)
 
 
 class QwenTimestepProjEmbeddings(nn.Module):
@@ -152,25 +159,31 @@ class QwenImageTransformer2DModel(nn.Module):
     def dtype(self) -> np.dtype:
         return self.img_in.weight.dtype
 
-    def rotary(self, rows: int, columns: int, text_length: int) -> tuple[Tensor, Tensor]:
+    def rotary(self, rows: int, columns: int, text_length: int,
+               references: Sequence[tuple[int, int]] = ()) -> tuple[Tensor, Tensor]:
         """cos/sin tables of `qwen_image_positions` (diffusers computes them in float32 from
         float32 frequencies; ours in float64, then float32)."""
-        return rope_tables(qwen_image_positions(rows, columns, text_length),
+        return rope_tables(qwen_image_positions(rows, columns, text_length, references),
                            tuple(self.config["axes_dims_rope"]), _ROPE_THETA,
                            device=self.device)
 
     def forward(self, hidden_states: Tensor, encoder_hidden_states: Tensor, timestep: Any,
                 rows: int, columns: int, encoder_mask: Any = None, *,
-                cache: BranchCache | None = None) -> Tensor:
+                cache: BranchCache | None = None,
+                references: Sequence[tuple[int, int]] = ()) -> Tensor:
         """hidden_states (B, rows * columns, in_channels): packed latents (row-major
         patches); encoder_hidden_states (B, Lt, joint_attention_dim) in any float dtype
         (the RMS norm reads them as they are); timestep (B,) host numbers in [0, 1] (the
         sigmas; QwenImagePipeline passes t / 1000); encoder_mask (B, Lt) nonzero for the
         text tokens attended to, or None for all. `cache`: a step cache branch
-        (`step_cache.StepCache.branch()`) the blocks run through, its calls in step order."""
+        (`step_cache.StepCache.branch()`) the blocks run through, its calls in step order.
+        `references`: the (rows, columns) of reference pictures whose packed latents follow
+        the image's in hidden_states (Qwen-Image-Edit's `img_shapes` after the first); the
+        flow comes for every token, the references' too."""
         batch, length, _ = hidden_states.shape
-        if length != rows * columns:
-            raise ValueError(f"{length} image tokens are not {rows} x {columns} patches")
+        if length != rows * columns + sum(r * c for r, c in references):
+            raise ValueError(f"{length} image tokens are not {rows} x {columns} patches and "
+                             f"the references' {list(references)}")
         text_length = encoder_hidden_states.shape[1]
         mask = None
         if encoder_mask is not None:
@@ -186,7 +199,7 @@ class QwenImageTransformer2DModel(nn.Module):
         states = rms_norm(encoder_hidden_states, norm.weight, norm.eps)
         context = self.txt_in(cast(states, self.dtype))
         x = self.img_in(hidden_states)
-        tables = self.rotary(rows, columns, text_length)
+        tables = self.rotary(rows, columns, text_length, references)
         # 2. the double-stream blocks (the first apart: a step cache decides after it whether
         # the others run); 3. the final modulated norm over the image's tokens
         blocks = list(self.transformer_blocks)

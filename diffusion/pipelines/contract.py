@@ -21,6 +21,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from ..models.step_cache import CacheSpec
+from .control_map import ControlMap
 
 __all__ = [
     "GUIDANCE_KINDS",
@@ -118,6 +119,7 @@ class Capabilities:
     refiner: bool = True  # hands over to, or takes over from, another model of its space
     control: bool = True  # ControlNet, T2I-Adapter and IP-Adapter units
     redux: bool = False  # a FLUX Redux reference picture (request.redux)
+    control_map: bool = False  # needs a ControlMap among the units (FLUX.1 Canny / Depth dev)
     variation_seeds: bool = True  # variation seed and "seed resize from"
     latent_upscale_resize: bool = True  # img2img's resize mode 3 (latent upscale)
     hires_with_diffusers: bool = True  # the hires fix with the "diffusers" sampler
@@ -144,6 +146,15 @@ class Capabilities:
         if self.inpainting_model and request.mask is None:
             raise ValueError("this is an inpainting model (9-channel UNet): give init_image "
                              "and mask")
+        maps = sum(isinstance(unit, ControlMap) for unit in request.control or ())
+        if self.control_map and not maps:
+            raise ValueError("FLUX.1 Canny / Depth dev needs its control map (the canny or depth "
+                             "map it follows): give --control-image PATH (the server: a "
+                             "ControlNet unit with model None)")
+        if maps and not self.control_map:
+            raise ValueError(f"a control map without a ControlNet model: {self._name} take "
+                             "none in their input (FLUX.1 Canny / Depth dev do); give the "
+                             "unit a ControlNet model (--controlnet PATH)")
         unsupported = ((request.refiner is not None and not self.refiner, "a refiner"),
                        (bool(request.control) and not self.control, "ControlNet units"),
                        (request.redux is not None and not self.redux,

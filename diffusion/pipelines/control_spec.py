@@ -34,6 +34,7 @@ from ..preprocessors.registry import (
 )
 from ..preprocessors.resize import RESIZE_MODES, pixel_perfect_resolution, resize_mode
 from .control import CONTROL_MODES, HR_OPTIONS, ControlUnit
+from .control_map import MAP_MODEL, ControlMap
 from .ip_adapter import IPAdapterUnit
 
 __all__ = ["ControlSpec", "control_mode", "parse_unit", "unit_label"]
@@ -158,11 +159,16 @@ class ControlSpec:
         return detected, replace(self, processor_res=res, threshold_a=low, threshold_b=high)
 
     def unit(self, model: Any, *, width: int, height: int, device: Any = None,
-             image_encoder: Any = None) -> ControlUnit | IPAdapterUnit:
+             image_encoder: Any = None) -> ControlUnit | IPAdapterUnit | ControlMap:
         """The ControlUnit of this spec with its loaded `model`, its map detected for the
         first pass's size (ControlUnit fits it to each pass's size); for an IPAdapter model
         (an IP-Adapter module), the IPAdapterUnit reading the picture as it is with
-        `image_encoder` (a loaded CLIP vision model)."""
+        `image_encoder` (a loaded CLIP vision model); for model "None" (`model` None), the
+        ControlMap a FLUX.1 Canny / Depth dev model takes in its input."""
+        if self.model == MAP_MODEL:
+            detected, used = self.detect(width, height, device=device)
+            return ControlMap(detected, resize_mode=self.resize_mode,
+                              label=used.serialize(MAP_MODEL), hr_option=self.hr_option)
         title = getattr(model, "title", None) or self.model
         if isinstance(model, IPAdapter) != (self.module in IP_ADAPTER_MODULES):
             raise ValueError(f"module {self.module!r} does not go with model {title}: " + (
@@ -234,13 +240,15 @@ def parse_unit(text: str) -> dict[str, Any]:
     return out
 
 
-def unit_label(unit: ControlUnit | IPAdapterUnit) -> str:
+def unit_label(unit: ControlUnit | IPAdapterUnit | ControlMap) -> str:
     """The infotext text of a ControlUnit: its spec's, or (built in Python) what it has; an
     IPAdapterUnit's as the extension writes IP-Adapter units."""
     if isinstance(unit, IPAdapterUnit):
         return unit.infotext()
     if unit.label is not None:
         return unit.label
+    if isinstance(unit, ControlMap):
+        return ControlSpec(model=MAP_MODEL, resize_mode=unit.resize_mode).serialize()
     title = getattr(unit.model, "title", None) or type(unit.model).__name__
     return ControlSpec(model=title, weight=min(max(unit.weight, 0.0), 2.0),
                        resize_mode=unit.resize_mode, guidance_start=unit.guidance_start,

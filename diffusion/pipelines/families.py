@@ -24,6 +24,11 @@ from .flow.fill_model import fill_defaults, fill_family, load_fill_model
 from .flow.flow_model import flow_defaults, load_flow_model
 from .flow.flux2_model import flux2_defaults, load_flux2_model
 from .flow.kontext_model import kontext_defaults, kontext_family, load_kontext_model
+from .flow.qwen_image_edit_model import (
+    load_qwenimage_edit_model,
+    qwenimage_edit_defaults,
+    qwenimage_edit_family,
+)
 from .flow.qwen_image_model import load_qwenimage_model, qwenimage_defaults
 from .flow.z_image_model import load_zimage_model, zimage_defaults
 from .sd.unet_load import any_checkpoint, load_unet_model, unet_defaults
@@ -61,10 +66,12 @@ FAMILIES: tuple[FamilyLoader, ...] = (
                  latent_channels=16, module_parts=True),
     FamilyLoader("Z-Image (Turbo, Base)", zimage_family, load_zimage_model, zimage_defaults,
                  latent_channels=16),
-    FamilyLoader("FLUX.2 klein", flux2_family, load_flux2_model, flux2_defaults,
+    FamilyLoader("FLUX.2 (klein, dev)", flux2_family, load_flux2_model, flux2_defaults,
                  latent_channels=32),
     FamilyLoader("Qwen-Image", qwenimage_family, load_qwenimage_model, qwenimage_defaults,
                  latent_channels=16),
+    FamilyLoader("Qwen-Image-Edit", qwenimage_edit_family, load_qwenimage_edit_model,
+                 qwenimage_edit_defaults, latent_channels=16),
     # a video model: its folder is told apart so that txt2img says to use txt2vid
     FamilyLoader("Wan 2.1 (videos: txt2vid)", wan_family, refuse_pictures,
                  lambda path, family: None, latent_channels=16),

@@ -44,6 +44,10 @@ class ServerSettings:
     codeformer_models_path: PathText | None = None
     # DeepDanbooru's model-resnet_custom_v3.pt (default: models_dir's torch_deepdanbooru)
     deepdanbooru_dir: PathText | None = None
+    # the CLIP interrogator's transformers CLIPModel folder (default: models_dir's CLIP) and
+    # the WebUI's term lists, interrogate/*.txt (default: models_dir's interrogate)
+    clip_models_path: PathText | None = None
+    interrogate_dir: PathText | None = None
     # TAESD decoders for live previews (default: models_dir's VAE-approx, as the WebUI's)
     vae_approx_dir: PathText | None = None
     # devices: the weights' dtype ("auto": float16 where the adapter has matrix units), the

@@ -18,7 +18,7 @@ from tokenizers import Tokenizer
 
 from .qwen2_bpe import has_vocab_files, qwen2_tokenizer
 
-__all__ = ["LLMTokenizer", "qwen3_chat_prompt"]
+__all__ = ["LLMTokenizer", "mistral_chat_prompt", "qwen3_chat_prompt"]
 
 
 def qwen3_chat_prompt(text: str, *, enable_thinking: bool = True) -> str:
@@ -27,6 +27,15 @@ def qwen3_chat_prompt(text: str, *, enable_thinking: bool = True) -> str:
     tokenize=False, add_generation_prompt=True, enable_thinking=enable_thinking)`."""
     opened = "" if enable_thinking else "<think>\n\n</think>\n\n"
     return f"<|im_start|>user\n{text}<|im_end|>\n<|im_start|>assistant\n{opened}"
+
+
+def mistral_chat_prompt(text: str, system: str) -> str:
+    """A system message and one user message, as Mistral Small 3.1's chat template renders
+    them (FLUX.2 dev's prompt; no generation prompt follows in Mistral's template). transformers:
+    `tokenizer.apply_chat_template([{"role": "system", "content": [{"type": "text", "text":
+    system}]}, {"role": "user", "content": [{"type": "text", "text": text}]}],
+    tokenize=False)`."""
+    return f"<s>[SYSTEM_PROMPT]{system}[/SYSTEM_PROMPT][INST]{text}[/INST]"
 
 
 class LLMTokenizer:
@@ -60,12 +69,16 @@ class LLMTokenizer:
         self.padding_side = config.get("padding_side", "right")
 
     def __call__(self, prompts: Sequence[str], max_length: int = 512, *,
-                 padding: str = "max_length") -> tuple[np.ndarray, np.ndarray]:
+                 padding: str = "max_length", add_special_tokens: bool = True
+                 ) -> tuple[np.ndarray, np.ndarray]:
         """Each prompt's ids truncated to `max_length`, padded on the padding side to
-        `max_length` ("max_length") or to the longest in the batch ("longest")."""
+        `max_length` ("max_length") or to the longest in the batch ("longest").
+        `add_special_tokens`: False for a prompt a chat template rendered (its BOS already
+        written, as transformers' `apply_chat_template` tokenizes)."""
         if padding not in ("max_length", "longest"):
             raise ValueError(f"padding must be 'max_length' or 'longest', got {padding!r}")
-        encoded = [e.ids[:max_length] for e in self.tokenizer.encode_batch(list(prompts))]
+        encoded = [e.ids[:max_length] for e in self.tokenizer.encode_batch(
+            list(prompts), add_special_tokens=add_special_tokens)]
         length = max_length if padding == "max_length" else max(map(len, encoded), default=0)
         ids = np.full((len(encoded), length), self.pad_id, np.int64)
         mask = np.zeros((len(encoded), length), np.int64)

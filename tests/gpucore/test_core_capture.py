@@ -176,8 +176,10 @@ def test_gpustd_capture_dtype_change_records_again(device) -> None:
 def test_captured_unet_step_equals_eager(first_device) -> None:
     """A whole (tiny) UNet step replayed. On the first adapter only: what a replay does is
     host logic, which the small captures above check on every adapter."""
+    # sd_tiny, not tests.sd_tiny: ultralytics (a test reference) installs a top-level `tests`
+    from sd_tiny import state_dict, tiny_unet
+
     from diffusion.models import UNet2DConditionModel
-    from tests.sd_tiny import state_dict, tiny_unet
 
     device = first_device
     reference = tiny_unet(layers_per_block=1)

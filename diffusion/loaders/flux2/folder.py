@@ -1,4 +1,7 @@
-"""Diffusers folders of FLUX.2 klein (`Flux2KleinPipeline`): transformer/
+"""Diffusers folders of FLUX.2 klein (`Flux2KleinPipeline`) and FLUX.2 dev (`Flux2Pipeline`,
+whose text_encoder/ is transformers' Mistral3ForConditionalGeneration: its language model's
+weights are read as a Mistral text model, `text_config` its config; the vision tower and
+projector are left out): transformer/
 (Flux2Transformer2DModel), text_encoder/ (transformers' Qwen3ForCausalLM, whose `model.`
 prefix and `lm_head` are dropped here, or a Qwen3Model), tokenizer/ (Qwen's tokenizer.json),
 vae/ (AutoencoderKLFlux2, whose batch norm's training counter is left out) and scheduler/
@@ -28,9 +31,14 @@ from ..formats.diffusers_folder import (
 from ..weights import ComponentWeights, resolve_dtype
 from .file import flux2_file_family
 
-__all__ = ["Flux2Weights", "flux2_distilled", "flux2_family", "load_flux2_folder"]
+__all__ = ["Flux2Weights", "flux2_distilled", "flux2_family", "load_flux2_folder",
+           "mistral3_text"]
 
 _CLASS = "Flux2KleinPipeline"
+_DEV_CLASS = "Flux2Pipeline"
+# the language model's prefixes in a Mistral3ForConditionalGeneration file (the saved
+# layout, and transformers 5's in-memory one)
+_MISTRAL3_PREFIXES = ("language_model.model.", "model.language_model.")
 _COMPONENTS = ("transformer", "vae", "text_encoder", "tokenizer", "scheduler")
 _STEMS = {"transformer": "diffusion_pytorch_model", "vae": "diffusion_pytorch_model",
           "text_encoder": "model"}
@@ -52,12 +60,27 @@ class Flux2Weights:
 
 def flux2_family(path: str | os.PathLike[str]) -> str | None:
     """"flux2-klein" for a diffusers folder whose model_index.json names a
-    Flux2KleinPipeline or a FLUX.2 transformer file (`flux2_file_family`), None for anything
-    else (a broken JSON file is left for loading to name)."""
+    Flux2KleinPipeline or a FLUX.2 transformer file (`flux2_file_family`), "flux2-dev" for a
+    Flux2Pipeline folder, None for anything else (a broken JSON file is left for loading to
+    name)."""
     root = Path(path)
     if not root.is_dir():
         return flux2_file_family(root)
-    return "flux2-klein" if pipeline_class(root) == _CLASS else None
+    return {_CLASS: "flux2-klein", _DEV_CLASS: "flux2-dev"}.get(pipeline_class(root) or "")
+
+
+def mistral3_text(config: dict[str, Any], refs: dict[str, Any]
+                  ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A Mistral3ForConditionalGeneration's language model as a Mistral text model: its
+    `text_config` and the weights under its language model's prefix, the prefix dropped
+    (the vision tower, projector and lm_head left out); a config without `text_config` (a
+    plain Mistral) passes as it is, `model.` dropped as a causal LM's."""
+    if "text_config" not in config:
+        return config, causal_lm_refs(refs)
+    text = {"model_type": "mistral", **config["text_config"]}
+    out = {key.removeprefix(prefix): ref for key, ref in refs.items()
+           for prefix in _MISTRAL3_PREFIXES if key.startswith(prefix)}
+    return text, out
 
 
 def flux2_distilled(path: str | os.PathLike[str]) -> bool:
@@ -79,9 +102,10 @@ def load_flux2_folder(path: str | os.PathLike[str], *, dtype: Any = None,
     bfloat16 read as float32), "float16" or "float32"; `variant`: e.g. "fp16"; `skip`:
     "transformer" and/or "text_encoder", left out (None; single files replace them, and the
     folder need not hold them). WeightsError naming the file or folder when it is not a
-    Flux2KleinPipeline or a component is missing."""
+    Flux2KleinPipeline or Flux2Pipeline or a component is missing."""
     root = Path(path)
-    index = pipeline_index(root, _CLASS, _COMPONENTS)
+    kind = _DEV_CLASS if pipeline_class(root) == _DEV_CLASS else _CLASS
+    index = pipeline_index(root, kind, _COMPONENTS)
     resolved = resolve_dtype(dtype)
     parts: dict[str, ComponentWeights | None] = dict.fromkeys(skip)
     for name in ("transformer", "vae", "text_encoder"):
@@ -89,14 +113,16 @@ def load_flux2_folder(path: str | os.PathLike[str], *, dtype: Any = None,
             continue
         config = read_json(root / name / "config.json")
         refs, _where = weight_refs(root / name, _STEMS[name], variant)
-        if name == "text_encoder":  # a causal LM's weights as its base model's
+        if name == "text_encoder" and kind == _DEV_CLASS:  # Mistral3's language model
+            config, refs = mistral3_text(config, refs)
+        elif name == "text_encoder":  # a causal LM's weights as its base model's
             refs = causal_lm_refs(refs)
         refs = {key: ref for key, ref in refs.items() if key not in _TRAINING_STATE}
         parts[name] = ComponentWeights(name, config, refs, dtype=resolved)
     tokenizer = root / "tokenizer"
     if not (tokenizer / "tokenizer.json").is_file():
         raise WeightsError(f"{tokenizer / 'tokenizer.json'}: required file is missing (the "
-                           "Qwen tokenizer the text encoder reads prompts with)")
+                           "tokenizer the text encoder reads prompts with)")
     return Flux2Weights(scheduler_config=read_json(root / "scheduler" /
                                                    "scheduler_config.json"),
                         tokenizer_dir=tokenizer, distilled=bool(index.get("is_distilled")),

@@ -1,9 +1,12 @@
-"""Diffusers folders of Qwen-Image (`QwenImagePipeline`): transformer/
+"""Diffusers folders of Qwen-Image (`QwenImagePipeline`, and the edit models'
+`QwenImageEditPipeline` / `QwenImageEditPlusPipeline`): transformer/
 (QwenImageTransformer2DModel), text_encoder/ (transformers'
 Qwen2_5_VLForConditionalGeneration, whose language model alone is read: its vision tower and
 `lm_head` are left out), tokenizer/ (Qwen's tokenizer.json, or a slow Qwen2Tokenizer's
 vocab.json and merges.txt), vae/ (AutoencoderKLQwenImage)
-and scheduler/ (FlowMatchEulerDiscreteScheduler with a dynamic shift).
+and scheduler/ (FlowMatchEulerDiscreteScheduler with a dynamic shift). An edit model's
+text encoder gives its vision tower too (`vision`), and its processor/ the picture
+preparation's sizes (`processor_config`, preprocessor_config.json).
 
 Each component goes through the safetensors walk (`.fp16` variants, sharded
 `.safetensors.index.json`) into lazy `ComponentWeights`; the models' own `load_state_dict`
@@ -32,9 +35,12 @@ from ..weights import ComponentWeights, resolve_dtype
 from .file import qwenimage_file_family
 
 __all__ = ["QwenImageWeights", "language_model_config", "load_qwenimage_folder",
-           "qwenimage_family"]
+           "qwenimage_edit_family", "qwenimage_family"]
 
 _CLASS = "QwenImagePipeline"
+# the edit pipelines' classes and the families they load as
+_EDIT_CLASSES = {"QwenImageEditPipeline": "qwen-image-edit",
+                 "QwenImageEditPlusPipeline": "qwen-image-edit-plus"}
 _COMPONENTS = ("transformer", "vae", "text_encoder", "tokenizer", "scheduler")
 _STEMS = {"transformer": "diffusion_pytorch_model", "vae": "diffusion_pytorch_model",
           "text_encoder": "model"}
@@ -53,6 +59,8 @@ class QwenImageWeights:
     text_encoder: ComponentWeights | None  # likewise
     scheduler_config: dict[str, Any]
     tokenizer_dir: Path
+    vision: ComponentWeights | None = None  # an edit model's vision tower
+    processor_config: dict[str, Any] | None = None  # an edit model's preprocessor_config
 
 
 def qwenimage_family(path: str | os.PathLike[str]) -> str | None:
@@ -63,6 +71,25 @@ def qwenimage_family(path: str | os.PathLike[str]) -> str | None:
     if not root.is_dir():
         return qwenimage_file_family(root)
     return "qwen-image" if pipeline_class(root) == _CLASS else None
+
+
+def qwenimage_edit_family(path: str | os.PathLike[str]) -> str | None:
+    """"qwen-image-edit" / "qwen-image-edit-plus" for a diffusers folder whose
+    model_index.json names a QwenImageEditPipeline / QwenImageEditPlusPipeline, None for
+    anything else."""
+    root = Path(path)
+    return _EDIT_CLASSES.get(pipeline_class(root) or "") if root.is_dir() else None
+
+
+def _vision_refs(refs: dict[str, Any]) -> dict[str, Any]:
+    """The vision tower's tensors under its own names (`blocks.0.attn.qkv.weight`, ...)."""
+    out = {}
+    for key, ref in refs.items():
+        for prefix in ("model.visual.", "visual."):
+            if key.startswith(prefix):
+                out[key.removeprefix(prefix)] = ref
+                break
+    return out
 
 
 def language_model_config(config: dict[str, Any]) -> dict[str, Any]:
@@ -95,19 +122,33 @@ def load_qwenimage_folder(path: str | os.PathLike[str], *, dtype: Any = None,
     bfloat16 read as float32), "float16" or "float32"; `variant`: e.g. "fp16"; `skip`:
     "transformer" and/or "text_encoder", left out (None; single files replace them, and the
     folder need not hold them). WeightsError naming the file or folder when it is not a
-    Qwen-Image pipeline or a component is missing."""
+    Qwen-Image pipeline or a component is missing. An edit pipeline's folder also gives
+    its vision tower and processor config."""
     root = Path(path)
-    pipeline_index(root, _CLASS, _COMPONENTS)
+    found = pipeline_class(root) if root.is_dir() else None
+    edit = found in _EDIT_CLASSES
+    pipeline_index(root, found if edit else _CLASS,  # type: ignore[arg-type]
+                   _COMPONENTS + (("processor",) if edit else ()))
     resolved = resolve_dtype(dtype)
-    parts: dict[str, ComponentWeights | None] = dict.fromkeys(skip)
+    parts: dict[str, Any] = dict.fromkeys(skip)
     for name in ("transformer", "vae", "text_encoder"):
         if name in skip:
             continue
         config = read_json(root / name / "config.json")
         refs, _where = weight_refs(root / name, _STEMS[name], variant)
         if name == "text_encoder":
+            if edit:
+                vision = config.get("vision_config")
+                if not isinstance(vision, dict):
+                    raise WeightsError(f"{root / name / 'config.json'}: no vision_config; an "
+                                       "edit model's text encoder is Qwen2.5-VL with its "
+                                       "vision tower")
+                parts["vision"] = ComponentWeights("vision", vision, _vision_refs(refs),
+                                                   dtype=resolved)
             config, refs = language_model_config(config), _language_model_refs(refs)
         parts[name] = ComponentWeights(name, config, refs, dtype=resolved)
+    if edit:
+        parts["processor_config"] = read_json(root / "processor" / "preprocessor_config.json")
     tokenizer = root / "tokenizer"
     slow = (tokenizer / "vocab.json").is_file() and (tokenizer / "merges.txt").is_file()
     if not (tokenizer / "tokenizer.json").is_file() and not slow:

@@ -18,8 +18,6 @@ from typing import Any
 
 import numpy as np
 
-from gpustd import asarray
-
 from ...imaging import to_mask
 from ...models.step_cache import StepCache
 from ...noise.rng import make_generator
@@ -27,7 +25,7 @@ from ...sampling.model_sampling import calculate_shift
 from ...sampling.scheduler_loop import scheduler_loop
 from ...sampling.schedulers.flow_match_euler import FlowMatchEulerDiscreteScheduler
 from .flow_control import FlowControl
-from .flux import FluxPipeline, image_ids, pack_latents, unpack_latents
+from .flux import FluxPipeline, pack_latents
 from .start import FlowStart, StepCallback, check_call, decode, encode_image
 
 __all__ = ["FluxFillPipeline", "fill_condition", "fill_mask_channels"]
@@ -89,32 +87,10 @@ class FluxFillPipeline(FluxPipeline):
                              "models yet; leave them out")
         if condition is None:
             raise ValueError("FLUX.1 Fill draws from a picture and a mask: give both")
-        scale = self.vae_scale_factor * 2
-        if height < scale or width < scale:
-            raise ValueError(f"height and width must be at least {scale}, got {height}x{width}")
-        config = self.transformer.config
-        device = self.transformer.x_embedder.weight.device
-        dtype = self.transformer.x_embedder.weight.dtype
-        states, pooled = self.encode_prompt(prompts, max_sequence_length)
-        batch = len(prompts)
-        h, w = 2 * (int(height) // scale), 2 * (int(width) // scale)
-        guidance = (np.full(batch, guidance_scale, np.float32)
-                    if config["guidance_embeds"] else None)
-        rotary = self.transformer.rotary(np.zeros((states.shape[1], 3), np.float32),
-                                         image_ids(h // 2, w // 2))
-        branch = None if cache is None else cache.branch()
-        extra = np.broadcast_to(condition, (batch, *condition.shape[1:]))
-
-        def flow(x: np.ndarray, t: float) -> np.ndarray:
-            timestep = np.full(batch, np.float32(t) / np.float32(1000), np.float32)
-            tokens = np.concatenate([pack_latents(x), extra], axis=2)
-            out = self.transformer(asarray(tokens, dtype=dtype, device=device), states, pooled,
-                                   timestep, None, None, guidance, rotary=rotary, cache=branch)
-            return unpack_latents(out.numpy().astype(np.float32), h, w)
-
-        channels = (config["out_channels"] or config["in_channels"]) // 4
-        mu = calculate_shift((h // 2) * (w // 2), self.scheduler_config)
-        return flow, (batch, channels, h, w), mu
+        return self.flow_with(prompts, height=height, width=width,
+                              guidance_scale=guidance_scale,
+                              max_sequence_length=max_sequence_length, cache=cache,
+                              control=None, extra=condition, packed=True)
 
     def __call__(self, prompt: str | Sequence[str], *, image: Any = None,  # type: ignore[override]
                  mask_image: Any = None, height: int = 1024, width: int = 1024,

@@ -24,6 +24,7 @@ import numpy as np
 from ...imaging import latent_mask, to_unit_image
 from ...models.step_cache import CacheSpec, StepCache
 from ...noise.rng import make_generator
+from ...preprocessors.resize import fit_map
 from ...sampling.guidance import combine
 from ...sampling.kdiffusion import DIFFUSERS, SamplerOptions
 from ...sampling.kdiffusion_pass import sampler_fields
@@ -32,12 +33,13 @@ from ...sampling.samplers.registry import lookup
 from ...text.composable import refuse_composable
 from ...text.prompts import extract_extra_networks
 from ..contract import Capabilities, GenerationResult, LoadOptions, Placement, SamplingDefaults
+from ..control_map import split_maps
 from ..control_spec import unit_label
 from ..generation import Denoised, PromptLoras, generate
 from ..masked_content import latent_content
 from ..observer import Observer, Progress, StepCallback
 from ..request import GenerationRequest
-from .flow_control import FlowControl
+from .flow_control import FlowControl, encode_map
 from .flow_hires import run_hires
 from .flow_sampling import FLOW_SAMPLERS, FLOW_SCHEDULES, flow_seeds, sample_flow
 from .start import decode, encode_image
@@ -135,7 +137,16 @@ class FlowModel:
                             schedules=FLOW_SCHEDULES, models="flow-matching models",
                             control=self.family in _CONTROL_FAMILIES,
                             step_cache=_STEP_CACHES.get(self.family, ()),
-                            redux=self.family.startswith("flux-"), **no)
+                            redux=self.family.startswith("flux-"), **no,
+                            control_map=self._widened)
+
+    @property
+    def _widened(self) -> bool:
+        """Whether a FLUX.1 transformer reads more channels than it writes: Canny / Depth dev's
+        control map (FluxPipeline.control_channels)."""
+        config = self.pipe.transformer.config
+        return self.family in _CONTROL_FAMILIES[:2] and config.get("in_channels") not in (
+            None, config.get("out_channels") or config.get("in_channels"))
 
     @property
     def placement(self) -> Placement:
@@ -246,9 +257,10 @@ class FlowModel:
         each call: the "diffusers" sampler counts guidance start/end as diffusers does)."""
         extra: dict[str, Any] = ({} if self.max_sequence_length is None
                                  else {"max_sequence_length": self.max_sequence_length})
-        if request.control:
+        units = split_maps(request.control or ())[1]
+        if units:
             extra["control"] = FlowControl(
-                request.control, total_steps=int(request.steps), family=self.family,
+                units, total_steps=int(request.steps), family=self.family,
                 rule="diffusers" if request.sampler_label[0] == DIFFUSERS else "unit")
         if self.family in _CFG_FAMILIES:
             return {"guidance_scale": float(request.cfg_scale),
@@ -265,6 +277,9 @@ class FlowModel:
         images = {} if request.init_image is None else {
             "image": request.init_image, "mask_image": request.mask,
             "strength": float(request.strength)}
+        found = split_maps(request.control or ())[0]
+        if found is not None:  # Flux Tools' map, drawn from the seed's generator as diffusers
+            images["control_image"] = fit_map(found.image, width, height, found.resize_mode)
         return self.pipe(prompts, height=height, width=width,
                          num_inference_steps=int(request.steps), seed=seed, rng=request.rng,
                          callback=observer.step, output_type="latent",
@@ -278,7 +293,12 @@ class FlowModel:
         schedule's mu; FLUX with CFG above 1: the negative prompt's flow combined in (true
         CFG, guidance.combine), SD3's CFG inside its velocity. `cache`: the generation's step
         cache (each prompt's flow a branch of it)."""
-        size = {"height": height, "width": width, **_cached(cache)}
+        size: dict[str, Any] = {"height": height, "width": width, **_cached(cache)}
+        found = split_maps(request.control or ())[0]
+        if found is not None:  # Flux Tools' map: the posterior's mean, as the units' maps
+            size["control_latents"] = encode_map(self.pipe.vae, found.image, batch=len(prompts),
+                                                 width=width, height=height,
+                                                 resize_mode=found.resize_mode)
         flow, shape, mu = self.pipe.velocity(prompts, **size, **self._guidance(request))
         cfg = float(request.cfg_scale)
         if self.family in _CFG_FAMILIES or cfg == 1:

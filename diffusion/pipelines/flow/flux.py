@@ -156,6 +156,19 @@ class FluxPipeline:
         `control_latents`: FLUX.1 Canny/Depth dev's map as latents (`encode_map`: (B, C, h,
         w)), concatenated to the packed latents' channels at every call."""
         self.check_control_image(control_latents is not None)
+        return self.flow_with(prompts, height=height, width=width,
+                              guidance_scale=guidance_scale,
+                              max_sequence_length=max_sequence_length, cache=cache,
+                              control=control, extra=control_latents)
+
+    def flow_with(self, prompts: Sequence[str], *, height: int, width: int,
+                  guidance_scale: float, max_sequence_length: int, cache: StepCache | None,
+                  control: FlowControl | None, extra: np.ndarray | None, packed: bool = False
+                  ) -> tuple[Callable[[np.ndarray, float], np.ndarray], tuple[int, ...], float]:
+        """`velocity` with `extra` input channels beside every call's packed noise latents:
+        latents (B, C, h, w) packed here, or already packed tokens (1 or B, N, C) where
+        `packed` (FLUX.1 Fill's masked picture and mask); the latents keep the transformer's
+        output channels / 4."""
         scale = self.vae_scale_factor * 2
         if height < scale or width < scale:
             raise ValueError(f"height and width must be at least {scale}, got {height}x{width}")
@@ -176,13 +189,15 @@ class FluxPipeline:
                            height=h * self.vae_scale_factor, generator=None, pack=pack_latents,
                            dtype=dtype, device=device)
 
-        concat = None if control_latents is None else asarray(
-            pack_latents(control_latents), dtype=dtype, device=device)
+        if extra is not None:
+            tokens = extra if packed else pack_latents(extra)
+            extra = np.ascontiguousarray(np.broadcast_to(tokens, (batch, *tokens.shape[1:])))
+        concat = None if extra is None else asarray(extra, dtype=dtype, device=device)
 
         def flow(x: np.ndarray, t: float) -> np.ndarray:
             timestep = np.full(batch, np.float32(t) / np.float32(1000), np.float32)
             packed = asarray(pack_latents(x), dtype=dtype, device=device)
-            if concat is not None:  # Flux Tools: the map's latents as more input channels
+            if concat is not None:  # Flux Tools' map, Fill's picture and mask: more channels
                 packed = concatenate([packed, concat], axis=2)
             residuals = None if control is None else control.residuals(
                 packed, states, pooled, timestep, img_ids=ids, guidance_scale=guidance_scale)
@@ -209,8 +224,8 @@ class FluxPipeline:
                              "Canny / Depth dev do); give ControlNet units instead")
         if self.control_channels and not given:
             raise ValueError("FLUX.1 Canny / Depth dev needs its control image (the canny "
-                             "or depth map it follows): pass control_image= to FluxPipeline; "
-                             "the CLI and the server do not pass one yet")
+                             "or depth map it follows): pass control_image= to FluxPipeline "
+                             "(the CLI: --control-image; the server: a unit with model None)")
 
     def __call__(self, prompt: str | Sequence[str], *, height: int = 1024, width: int = 1024,
                  num_inference_steps: int = 28, guidance_scale: float = 3.5, seed: int = 0,

@@ -74,6 +74,8 @@ class Flux2KleinPipeline:
     `scheduler_config` is the folder's `scheduler/scheduler_config.json`; `distilled`:
     model_index.json's `is_distilled` (no CFG pass)."""
 
+    text_layers: tuple[int, ...] = TEXT_LAYERS  # the encoder's hidden states, side by side
+
     def __init__(self, *, transformer: Flux2Transformer2DModel, vae: AutoencoderKLFlux2,
                  text_encoder: LLMTextModel, tokenizer: LLMTokenizer,
                  scheduler_config: dict[str, Any], distilled: bool = False) -> None:
@@ -84,9 +86,9 @@ class Flux2KleinPipeline:
         self.modules: list[str] = []
         self.vae_scale_factor = 2 ** (len(vae.config["block_out_channels"]) - 1)
         layers = text_encoder.config["num_hidden_layers"]
-        if layers < max(TEXT_LAYERS) + 1:
-            raise ValueError(f"FLUX.2 klein reads Qwen3's hidden states after layers "
-                             f"{TEXT_LAYERS}; this text encoder has {layers} layers")
+        if layers < max(self.text_layers) + 1:
+            raise ValueError(f"FLUX.2 reads the text encoder's hidden states after layers "
+                             f"{self.text_layers}; this text encoder has {layers} layers")
 
     @classmethod
     def from_pretrained(cls, path: str | Path, *, dtype: Any = np.float32,
@@ -118,12 +120,13 @@ class Flux2KleinPipeline:
             text_encoder = load_llm_file(files[0], config=component_config(path, "text_encoder"))
         assert transformer is not None and text_encoder is not None
         hidden = text_encoder.config["hidden_size"]
-        wanted = transformer.config.get("joint_attention_dim")
-        if wanted is not None and wanted != len(TEXT_LAYERS) * hidden:
-            raise ValueError(f"the text encoder's states are {len(TEXT_LAYERS) * hidden} wide "
-                             f"({len(TEXT_LAYERS)} layers of {hidden}), the transformer reads "
-                             f"{wanted}: klein 4B reads Qwen3-4B, klein 9B Qwen3-8B; give the "
-                             "text encoder that goes with the transformer")
+        wanted, count = transformer.config.get("joint_attention_dim"), len(cls.text_layers)
+        if wanted is not None and wanted != count * hidden:
+            raise ValueError(f"the text encoder's states are {count * hidden} wide "
+                             f"({count} layers of {hidden}), the transformer reads "
+                             f"{wanted}: klein 4B reads Qwen3-4B, klein 9B Qwen3-8B, dev "
+                             "Mistral Small 3.1; give the text encoder that goes with the "
+                             "transformer")
         place = {"dtype": dtype, "device": device or default_device()}
         with deferred():  # each parameter takes GPU memory when its values arrive
             pipe = cls(
@@ -148,7 +151,8 @@ class Flux2KleinPipeline:
         as the transformer attends to it there)."""
         chats = [qwen3_chat_prompt(p, enable_thinking=False) for p in prompts]
         ids, mask = self.tokenizer(chats, max_sequence_length, padding="max_length")
-        stacked = concatenate(self.text_encoder.hidden_states_of(ids, mask, TEXT_LAYERS), axis=2)
+        stacked = concatenate(self.text_encoder.hidden_states_of(ids, mask, self.text_layers),
+                              axis=2)
         dtype = self.transformer.x_embedder.weight.dtype
         return stacked if stacked.dtype == dtype else stacked.astype(dtype)
 
@@ -157,10 +161,15 @@ class Flux2KleinPipeline:
         `do_classifier_free_guidance`)."""
         return guidance_scale > 1 and not self.distilled
 
+    def embedded_guidance(self, guidance_scale: float, batch: int) -> np.ndarray | None:
+        """The transformer's guidance input for `batch` latents: none for klein (FLUX.2
+        dev's guidance-distilled model embeds the scale)."""
+        return None
+
     def velocity(self, prompts: Sequence[str], *, height: int, width: int,
                  num_inference_steps: int, guidance_scale: float = 4.0,
                  negative_prompt: str | Sequence[str] = "", max_sequence_length: int = 512,
-                 cache: StepCache | None = None
+                 cache: StepCache | None = None, references: Sequence[np.ndarray] = ()
                  ) -> tuple[Callable[[np.ndarray, float], np.ndarray], tuple[int, ...], float]:
         """The model as `flow(x, t)` for `prompts` at height x width: x (B, 4C, h, w)
         float32 patchified latents, t the scheduler's timestep (0..1000), the flow the
@@ -168,7 +177,9 @@ class Flux2KleinPipeline:
         `guided`); also the latents' shape and the schedule's `mu` (of the image tokens and
         `num_inference_steps`). `cache`: the generation's step cache; the prompts' pass and
         the negative one then run apart, each a branch of it (diffusers' "cond" and "uncond"
-        cache contexts), where without a cache they are one batch."""
+        cache contexts), where without a cache they are one batch. `references`: pictures
+        (H, W, 3) in [0, 1] the model sees beside the noise (FLUX.2's multi-reference
+        editing, `reference_tokens`)."""
         scale = self.vae_scale_factor * 2
         if height < scale or width < scale:
             raise ValueError(f"height and width must be at least {scale}, got {height}x{width}")
@@ -180,11 +191,15 @@ class Flux2KleinPipeline:
                                   max_sequence_length)
         h, w = int(height) // scale, int(width) // scale
         txt_ids, img_ids = _positions(text.shape[1], h, w)
+        ref_tokens, ref_ids = self.reference_tokens(references)
+        if len(ref_ids):
+            img_ids = np.concatenate([img_ids, ref_ids])
         rotary = self.transformer.rotary(txt_ids, img_ids)
         dtype, channels = self.transformer.x_embedder.weight.dtype, self.transformer.config[
             "in_channels"]
         device = self.transformer.x_embedder.weight.device
         g = np.float32(guidance_scale)
+        embedded = self.embedded_guidance(guidance_scale, batch)
         branches = [] if cache is None else [cache.branch() for _ in range(1 + guided)]
 
         def apart(packed: np.ndarray, timestep: np.float32) -> np.ndarray:
@@ -194,13 +209,16 @@ class Flux2KleinPipeline:
                 states = take_slice(text, i * batch, (i + 1) * batch, axis=0)
                 out = self.transformer(asarray(packed, dtype=dtype, device=device), states,
                                        np.full(batch, timestep, np.float32), img_ids, txt_ids,
-                                       rotary=rotary, cache=branch)
+                                       embedded, rotary=rotary, cache=branch)
                 preds.append(out.numpy().astype(np.float32))
             return np.concatenate(preds)
 
         def flow(x: np.ndarray, t: float) -> np.ndarray:
             timestep = np.float32(t) / np.float32(1000)
             packed = x.reshape(len(x), channels, h * w).transpose(0, 2, 1)
+            if len(ref_tokens):  # the references' tokens after the noise's, every step
+                packed = np.concatenate([packed, np.broadcast_to(
+                    ref_tokens, (len(packed), *ref_tokens.shape))], axis=1)
             if branches:
                 pred = apart(packed, timestep)
             else:
@@ -208,14 +226,42 @@ class Flux2KleinPipeline:
                     packed = np.concatenate([packed, packed])
                 out = self.transformer(asarray(packed, dtype=dtype, device=device), text,
                                        np.full(len(packed), timestep, np.float32), img_ids,
-                                       txt_ids, rotary=rotary)
+                                       txt_ids, embedded, rotary=rotary)
                 pred = out.numpy().astype(np.float32)
             if guided:
                 positive, negative = pred[:batch], pred[batch:]
                 pred = negative + g * (positive - negative)
+            pred = pred[:, :h * w]  # the references' outputs dropped
             return np.ascontiguousarray(pred.transpose(0, 2, 1).reshape(x.shape))
 
         return flow, (batch, channels, h, w), empirical_mu(h * w, num_inference_steps)
+
+    def reference_tokens(self, pictures: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """The reference pictures' packed latents (N, 4C) float32 and their (t, h, w, l) ids
+        (N, 4): each picture (H, W, 3) in [0, 1], its sides multiples of 16 (the VAE's 8 and
+        the 2x2 patches), encoded to its latent mean, patchified and normalized, its tokens
+        at time t = 10, 20, ... in order. diffusers: `Flux2Pipeline.prepare_image_latents`
+        and `_prepare_image_ids` (the images already cropped to the multiple)."""
+        scale = self.vae_scale_factor * 2
+        weight = self.vae.encoder.conv_in.weight
+        tokens, ids = [np.zeros((0, self.transformer.config["in_channels"]), np.float32)], [
+            np.zeros((0, 4), np.int64)]
+        for index, picture in enumerate(pictures):
+            height, width = picture.shape[:2]
+            if picture.ndim != 3 or height % scale or width % scale or height < scale or (
+                    width < scale):
+                raise ValueError(f"a FLUX.2 reference picture must be (H, W, 3) with sides "
+                                 f"multiples of {scale}, got {picture.shape}; crop or resize it")
+            pixels = np.asarray(picture, np.float32).transpose(2, 0, 1)[None] * 2 - 1
+            mean, _ = self.vae.encode(asarray(pixels, dtype=weight.dtype, device=weight.device))
+            latents = self.vae.to_transformer(mean.numpy().astype(np.float32))[0]
+            rows, cols = latents.shape[1:]
+            tokens.append(latents.reshape(len(latents), rows * cols).T)
+            grid = np.zeros((rows * cols, 4), np.int64)
+            grid[:, 0] = 10 + 10 * index
+            grid[:, 1], grid[:, 2] = np.divmod(np.arange(rows * cols), cols)
+            ids.append(grid)
+        return np.concatenate(tokens), np.concatenate(ids)
 
     def decode(self, latents: np.ndarray, device: Device | None = None) -> np.ndarray:
         """Pictures (B, H, W, 3) in [0, 1] from the transformer's latents (B, 4C, h, w)."""
@@ -229,14 +275,16 @@ class Flux2KleinPipeline:
                  negative_prompt: str | Sequence[str] = "", seed: int = 0,
                  rng: str = "torch", max_sequence_length: int = 512,
                  latents: np.ndarray | None = None, callback: StepCallback | None = None,
-                 output_type: str = "np", cache: StepCache | None = None) -> np.ndarray:
+                 output_type: str = "np", cache: StepCache | None = None,
+                 image: Sequence[np.ndarray] = ()) -> np.ndarray:
         """Pictures for `prompt` (one or a list): float images in [0, 1], (B, height, width,
         3) ("np"), or the final latents (B, 4C, H/16, W/16) in the transformer's space
         ("latent"). `guidance_scale`: diffusers' (CFG above 1 against `negative_prompt`,
         unless distilled). `seed` and
         `rng` ("torch", as diffusers; "numpy") draw the starting noise unless `latents` is
         given. `callback(done, total, latents)` after every step (False stops); `cache`:
-        step caching (`velocity`). diffusers:
+        step caching (`velocity`); `image`: reference pictures (H, W, 3) in [0, 1]
+        (`reference_tokens`). diffusers:
         `Flux2KleinPipeline(prompt, height=, width=, num_inference_steps=, guidance_scale=,
         generator=torch.Generator().manual_seed(seed), output_type="np").images`."""
         prompts = check_call(prompt, rng=rng, output_type=output_type, steps=num_inference_steps)
@@ -249,7 +297,8 @@ class Flux2KleinPipeline:
                                         num_inference_steps=num_inference_steps,
                                         guidance_scale=guidance_scale,
                                         negative_prompt=negative_prompt,
-                                        max_sequence_length=max_sequence_length, cache=cache)
+                                        max_sequence_length=max_sequence_length, cache=cache,
+                                        references=image)
         # 2. the schedule: sigmas 1 .. 1/n, shifted by klein's empirical mu
         scheduler = FlowMatchEulerDiscreteScheduler.from_config(self.scheduler_config)
         sigmas = np.linspace(1.0, 1 / num_inference_steps, num_inference_steps)

@@ -26,8 +26,8 @@ from ..request import GenerationRequest
 from .flow_model import FlowModel
 from .flow_sampling import FLOW_SAMPLERS, FLOW_SCHEDULES
 
-__all__ = ["FLUX2_BASE_DEFAULTS", "FLUX2_KLEIN_DEFAULTS", "Flux2Model", "flux2_defaults",
-           "load_flux2_model"]
+__all__ = ["FLUX2_BASE_DEFAULTS", "FLUX2_DEV_DEFAULTS", "FLUX2_KLEIN_DEFAULTS", "Flux2Model",
+           "flux2_defaults", "load_flux2_model"]
 
 # the klein 4B/9B cards: 4 steps at guidance 1 (step-distilled)
 FLUX2_KLEIN_DEFAULTS = SamplingDefaults(
@@ -36,11 +36,20 @@ FLUX2_KLEIN_DEFAULTS = SamplingDefaults(
 # the klein base models: Flux2KleinPipeline's own defaults, 50 steps at guidance 4
 FLUX2_BASE_DEFAULTS = SamplingDefaults(steps=50, sampler="Euler", cfg_scale=4.0,
                                        why="diffusers' FLUX.2 klein settings")
+# FLUX.2 dev: Flux2Pipeline's 50 steps; its guidance is embedded (the Distilled CFG Scale)
+FLUX2_DEV_DEFAULTS = SamplingDefaults(
+    steps=50, sampler="Euler", cfg_scale=1.0,
+    why="diffusers' FLUX.2 dev settings; its guidance is the Distilled CFG Scale")
 
 
 class Flux2Model(FlowModel):
     """A loaded FLUX.2 klein pipeline (`family` "flux2-klein", a `Flux2KleinPipeline` as
-    `pipe`)."""
+    `pipe`) or FLUX.2 dev one ("flux2-dev", a `Flux2Pipeline`: the request's
+    `distilled_cfg_scale` is its embedded guidance, CFG stays 1)."""
+
+    @property
+    def dev(self) -> bool:
+        return self.family == "flux2-dev"
 
     @property
     def latent_channels(self) -> int:
@@ -54,7 +63,8 @@ class Flux2Model(FlowModel):
         First Block Cache (MagCache's and TeaCache's tables are FLUX's); txt2img only: no
         init image, hires fix, refiner, control units, variation seeds or memory modes yet."""
         return Capabilities(family=self.family, latent_space="flux2",
-                            guidance="none" if self.pipe.distilled else "cfg",
+                            guidance="distilled" if self.dev else
+                            "none" if self.pipe.distilled else "cfg",
                             samplers=tuple(FLOW_SAMPLERS), schedules=FLOW_SCHEDULES,
                             models="FLUX.2 klein models", step_cache=("fbc",),
                             prompt_syntax=False,
@@ -66,6 +76,9 @@ class Flux2Model(FlowModel):
     def check(self, request: GenerationRequest, width: int, height: int) -> None:
         """FlowModel's checks, and txt2img only."""
         super().check(request, width, height)
+        if self.dev and request.cfg_scale != 1:
+            raise ValueError("FLUX.2 dev runs without CFG (its guidance is embedded: set it with "
+                             "the Distilled CFG Scale); set cfg_scale 1")
         if request.init_image is not None:
             raise ValueError("img2img and inpainting are not supported for FLUX.2 klein "
                              "models yet; leave out the init image")
@@ -88,6 +101,8 @@ class Flux2Model(FlowModel):
     def _guidance(self, request: GenerationRequest) -> dict[str, Any]:
         length = ({} if self.max_sequence_length is None
                   else {"max_sequence_length": self.max_sequence_length})
+        if self.dev:
+            return {"guidance_scale": float(request.distilled_cfg_scale), **length}
         return {"guidance_scale": float(request.cfg_scale),
                 "negative_prompt": request.negative_prompt, **length}
 
@@ -117,6 +132,8 @@ def flux2_defaults(path: str | os.PathLike[str], family: str) -> SamplingDefault
     `is_distilled`, Flux2KleinPipeline's 50 steps at 4 else."""
     from ...loaders.flux2 import flux2_distilled
 
+    if family == "flux2-dev":
+        return FLUX2_DEV_DEFAULTS
     return FLUX2_KLEIN_DEFAULTS if flux2_distilled(path) else FLUX2_BASE_DEFAULTS
 
 
@@ -127,16 +144,22 @@ def load_flux2_model(path: str | os.PathLike[str], family: str, options: LoadOpt
     Flux2Model; `options.text_encoders`: a Qwen3 text encoder file in place of the folder's;
     `options.defaults` (the folder's defaults.json) over `flux2_defaults`."""
     from .flux2 import Flux2KleinPipeline
+    from .flux2_dev import Flux2Pipeline
 
     path, base = Path(path), options.base
     if path.is_file() and base is None:
         raise ValueError(f"{path.name} is a FLUX.2 klein transformer alone: give a FLUX.2 "
                          "klein diffusers folder with --base for its text encoder, tokenizer, "
                          "VAE and scheduler")
+    if family == "flux2-dev" and options.text_encoders:
+        raise ValueError("a text encoder file is not supported for FLUX.2 dev yet; leave out "
+                         "--text-encoder (the folder's text_encoder/, Mistral Small 3.1, reads "
+                         "the prompt)")
     if path.is_dir() and base is not None:
         raise ValueError("--base is for a single-file FLUX.2 klein transformer; a FLUX.2 "
                          "klein folder holds every part itself, leave --base out")
-    pipe = Flux2KleinPipeline.from_pretrained(
+    kind = Flux2Pipeline if family == "flux2-dev" else Flux2KleinPipeline
+    pipe = kind.from_pretrained(
         Path(base) if base is not None else path, dtype=options.dtype, device=options.device,
         variant=options.variant, transformer_file=path if base is not None else None,
         text_encoder_files=list(options.text_encoders))

@@ -32,6 +32,7 @@ from gpustd.nn.offload import restore as restore_weights
 
 from ...loaders.component import load_component
 from ...loaders.wan import load_wan_folder
+from ...models.clip_vision import CLIPVisionModelWithProjection, clip_pixels
 from ...models.t5 import UMT5EncoderModel
 from ...models.wan import WanTransformer3DModel
 from ...models.wan_vae import AutoencoderKLWan
@@ -78,8 +79,11 @@ class WanPipeline:
     def __init__(self, *, transformer: WanTransformer3DModel, vae: AutoencoderKLWan,
                  text_encoder: UMT5EncoderModel, tokenizer: T5Tokenizer,
                  scheduler_config: dict[str, Any], expand_timesteps: bool = False,
-                 offload: bool = False) -> None:
+                 offload: bool = False,
+                 image_encoder: CLIPVisionModelWithProjection | None = None) -> None:
         self.transformer, self.vae = transformer, vae
+        # Wan 2.1 image-to-video: the CLIP vision encoder whose penultimate states it reads
+        self.image_encoder = image_encoder
         self.text_encoder, self.tokenizer = text_encoder, tokenizer
         self.scheduler_config = dict(scheduler_config)
         # Wan 2.2 TI2V 5B: timesteps per token, which lets it animate a given first frame
@@ -110,7 +114,11 @@ class WanPipeline:
         vae = loaded(AutoencoderKLWan(weights.vae.config, **place), weights.vae)
         transformer = loaded(WanTransformer3DModel(weights.transformer.config, **place),
                              weights.transformer)
+        image_encoder = None if weights.image_encoder is None else loaded(
+            CLIPVisionModelWithProjection(weights.image_encoder.config, projection=False,
+                                          **place), weights.image_encoder)
         return cls(transformer=transformer, vae=vae, text_encoder=text_encoder,
+                   image_encoder=image_encoder,
                    tokenizer=T5Tokenizer(weights.tokenizer_dir),
                    scheduler_config=weights.scheduler_config,
                    expand_timesteps=weights.expand_timesteps, offload=offload)
@@ -125,6 +133,8 @@ class WanPipeline:
         offload_weights(self.text_encoder)
         offload_weights(self.transformer)
         offload_weights(self.vae)
+        if self.image_encoder is not None:
+            offload_weights(self.image_encoder)
         restore_weights(network)
         try:
             yield
@@ -214,9 +224,14 @@ class WanPipeline:
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         self.check(height=height, width=width, num_frames=num_frames,
                    steps=num_inference_steps, rng=rng, sampler=sampler)
-        if image is not None and not self.expand_timesteps:
+        reads_image = self.transformer.config["image_dim"] is not None
+        if reads_image and image is None:
+            raise ValueError("this Wan model is image-to-video: give the first frame "
+                             "(`img2vid --image PIC`)")
+        if image is not None and not (self.expand_timesteps or reads_image):
             raise ValueError("this Wan model makes videos from text only; animating a picture "
-                             "needs Wan 2.2 TI2V 5B (its folder sets expand_timesteps)")
+                             "needs Wan 2.2 TI2V 5B (its folder sets expand_timesteps) or a "
+                             "Wan 2.1 I2V folder")
         # 1. the prompts' (and, guided, the negative prompt's) states
         guided = guidance_scale > 1
         with self.on_gpu(self.text_encoder):
@@ -228,17 +243,26 @@ class WanPipeline:
         scheduler = self.scheduler(sampler)
         scheduler.set_timesteps(num_inference_steps)
         spatial = self.vae.spatial_factor
-        shape = (len(prompts), self.transformer.config["in_channels"],
+        config = self.transformer.config
+        shape = (len(prompts), config["out_channels"] or config["in_channels"],
                  (num_frames - 1) // self.temporal_factor + 1, height // spatial,
                  width // spatial)
         latents = make_generator(rng, seed).standard_normal(shape).astype(np.float32)
-        first = None
-        if image is not None:
+        first = condition = image_states = None
+        if image is not None and reads_image:
+            assert self.image_encoder is not None
+            with self.on_gpu(self.image_encoder):
+                image_states = self.image_states(image)
+            with self.on_gpu(self.vae):
+                condition = np.repeat(self.condition(image, height, width, num_frames),
+                                      len(prompts), axis=0)
+        elif image is not None:
             with self.on_gpu(self.vae):
                 first = self.encode_first_frame(image, height, width)
         dtype, device = self.transformer.dtype, self.transformer.device
         positive: Tensor | None = None
         negative: Tensor | None = None
+        pictured: Tensor | None = None
 
         def predict(x: np.ndarray, t: Any, i: int) -> tuple[np.ndarray, None]:
             timestep: np.ndarray = np.full(len(x), float(t), np.float32)
@@ -247,11 +271,15 @@ class WanPipeline:
                 x[:, :, :1] = first
                 timestep = np.tile(np.float32(t), (len(x), shape[2]))
                 timestep[:, 0] = 0
+            if condition is not None:  # Wan 2.1 I2V: the mask and first frame's latents
+                x = np.concatenate([x, condition], axis=1)
             sample = asarray(x, dtype=dtype, device=device)
-            cond = self.transformer(sample, timestep, None, context=positive)
+            cond = self.transformer(sample, timestep, None, context=positive,
+                                    image_context=pictured)
             flow = cond.numpy().astype(np.float32)
             if negative is not None:
-                uncond = self.transformer(sample, timestep, None, context=negative)
+                uncond = self.transformer(sample, timestep, None, context=negative,
+                                          image_context=pictured)
                 base = uncond.numpy().astype(np.float32)
                 flow = base + np.float32(guidance_scale) * (flow - base)
             return flow, None
@@ -261,6 +289,9 @@ class WanPipeline:
         with self.on_gpu(self.transformer):
             positive = self._context(positive_states)
             negative = None if negative_states is None else self._context(negative_states)
+            if image_states is not None:
+                pictured = self.transformer.encode_image(asarray(
+                    np.repeat(image_states, len(prompts), axis=0), dtype=dtype, device=device))
             latents = scheduler_loop(latents, scheduler.timesteps, scheduler, predict,
                                      dtype=np.float32, callback=callback)
         if first is not None:
@@ -272,17 +303,47 @@ class WanPipeline:
         """(1, C, 1, h, w) normalized latents of `image` resized to width x height: the VAE
         posterior's mean. diffusers: WanImageToVideoPipeline's `prepare_latents`
         (`retrieve_latents(..., sample_mode="argmax")`)."""
-        from PIL import Image
-
-        picture = image if isinstance(image, Image.Image) else Image.fromarray(
-            np.asarray(image, np.uint8))
-        picture = picture.convert("RGB").resize((width, height), Image.Resampling.LANCZOS)
-        pixels = np.asarray(picture, np.float32) / 255 * 2 - 1
+        pixels = self._pixels(image, height, width)
         vae = self.vae
         video = pixels.transpose(2, 0, 1)[None, :, None]
         mean, _ = vae.encode(asarray(video, dtype=vae.post_quant_conv.weight.dtype,
                                      device=vae.device))
         return vae.normalize(mean).numpy().astype(np.float32)
+
+    def image_states(self, image: Any) -> np.ndarray:
+        """The CLIP vision encoder's penultimate hidden states (1, 1 + patches, hidden) of
+        `image` (short side resized to the encoder's size, centre cut). diffusers:
+        WanImageToVideoPipeline's `encode_image`."""
+        encoder = self.image_encoder
+        assert encoder is not None
+        pixels = clip_pixels(image, encoder.image_size, device=encoder.device)
+        return encoder.hidden_states(pixels, -2).numpy().astype(np.float32)
+
+    def condition(self, image: Any, height: int, width: int, num_frames: int) -> np.ndarray:
+        """Wan 2.1 I2V's conditioning (1, 4 + C, F, h, w): the mask (1 on the first latent
+        frame's 4 channels, 0 after) and the normalized latents (posterior means) of `image`
+        (resized to width x height) followed by num_frames - 1 zero frames. diffusers:
+        WanImageToVideoPipeline's `prepare_latents`."""
+        pixels = self._pixels(image, height, width)
+        video = np.zeros((1, 3, num_frames, height, width), np.float32)
+        video[0, :, 0] = pixels.transpose(2, 0, 1)
+        vae = self.vae
+        mean, _ = vae.encode(asarray(video, dtype=vae.post_quant_conv.weight.dtype,
+                                     device=vae.device))
+        latents = vae.normalize(mean).numpy().astype(np.float32)
+        mask = np.zeros((1, self.temporal_factor, *latents.shape[2:]), np.float32)
+        mask[:, :, 0] = 1
+        return np.concatenate([mask, latents], axis=1)
+
+    @staticmethod
+    def _pixels(image: Any, height: int, width: int) -> np.ndarray:
+        """`image` resized to width x height with Lanczos, (H, W, 3) in [-1, 1]."""
+        from PIL import Image
+
+        picture = image if isinstance(image, Image.Image) else Image.fromarray(
+            np.asarray(image, np.uint8))
+        picture = picture.convert("RGB").resize((width, height), Image.Resampling.LANCZOS)
+        return np.asarray(picture, np.float32) / 255 * 2 - 1
 
     def decode(self, latents: np.ndarray) -> np.ndarray:
         """Videos (B, T, H, W, 3) in [0, 1] from the transformer's latents (B, C, F, h, w)."""

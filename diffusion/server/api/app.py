@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from ...faces import FaceFolders
-from ...interrogate import DEEPBOORU_OPTIONS, DeepBooru
+from ...interrogate import CLIP_OPTIONS, DEEPBOORU_OPTIONS, ClipInterrogator, DeepBooru
 from ...loaders.control.catalog import ControlModelDir
 from ...text.embeddings import EmbeddingDatabase
 from ..catalog.image_encoders import ImageEncoders
@@ -99,6 +99,10 @@ def create_app(settings: ServerSettings | None = None, /, *,
     booru_dir = Path(settings.deepdanbooru_dir) if settings.deepdanbooru_dir else None
     if booru_dir is None and models_dir is not None:  # the WebUI's models/torch_deepdanbooru
         booru_dir = Path(models_dir) / "torch_deepdanbooru"
+    clip_dir, terms_dir = settings.clip_models_path, settings.interrogate_dir
+    if models_dir is not None:  # the CLIPModel folder and the term lists
+        clip_dir = clip_dir or Path(models_dir) / "CLIP"
+        terms_dir = terms_dir or Path(models_dir) / "interrogate"
     previews = Previews(approx_dir)
     if settings.worker_adapters:
         from ..jobs.processes import ProcessWorker
@@ -132,6 +136,7 @@ def create_app(settings: ServerSettings | None = None, /, *,
         "sd_vae": settings.sd_vae,  # the WebUI's VAE choice (catalog.modules_dir)
         **DEFAULT_OPTIONS,  # face restoration's (diffusion.server.api.faces)
         **DEEPBOORU_OPTIONS,  # /sdapi/v1/interrogate's DeepDanbooru tags (diffusion.interrogate)
+        **CLIP_OPTIONS,  # and its CLIP interrogator's
     }
 
     state = ServerState(worker=worker, registry=registry, options=options, outputs=outputs,
@@ -144,7 +149,10 @@ def create_app(settings: ServerSettings | None = None, /, *,
                             codeformer=settings.codeformer_models_path),
                         adetailer=ADetailerModels(None if adetailer_dir is None
                                                   else Path(adetailer_dir)),
-                        deepbooru=DeepBooru(booru_dir))
+                        deepbooru=DeepBooru(booru_dir),
+                        clip_interrogator=ClipInterrogator(
+                            None if clip_dir is None else Path(clip_dir),
+                            None if terms_dir is None else Path(terms_dir)))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):  # type: ignore[no-untyped-def]

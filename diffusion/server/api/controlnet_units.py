@@ -7,7 +7,9 @@ the old input_image: base64, {"image", "mask"} or [image, mask]), mask / mask_im
 model, weight (0..2), resize_mode (a name or 0, 1, 2), processor_res, threshold_a,
 threshold_b, guidance_start, guidance_end (or the old guidance), control_mode (a name or 0,
 1, 2), pixel_perfect, hr_option; low_vram / lowvram and the extension's other fields are
-accepted and ignored. A unit that cannot run (an unknown model or module, no image, a weight
+accepted and ignored. A unit whose model is "None" (or left out) is the map a FLUX.1 Canny /
+Depth dev model takes in its own input (its module preprocesses the picture as a unit's);
+any other model refuses it. A unit that cannot run (an unknown model or module, no image, a weight
 that is not a number in range, a field of the wrong type) is a RequestError naming
 `alwayson_scripts.controlnet.args[i].field`: 422 before anything is queued.
 
@@ -32,6 +34,7 @@ import numpy as np
 from ...loaders.control.catalog import ControlModelCache, ControlModelDir, model_kind
 from ...loaders.control.ip_adapter_file import load_image_encoder
 from ...loaders.errors import WeightsError
+from ...pipelines.control_map import MAP_MODEL
 from ...pipelines.control_spec import ControlSpec
 from ...preprocessors.ip_adapter_modules import IP_ADAPTER_MODULES
 from ...preprocessors.registry import PREPROCESSORS, control_picture, module_name
@@ -139,8 +142,9 @@ def _unit(raw: dict[str, Any], where: str, models: ControlModelDir,
         if key in raw and (isinstance(value, bool) or not isinstance(value, (int, float))):
             raise RequestError(f"{where}.{key}: a number, got {value!r}")
     name = str(raw.get("model", "None"))
-    entry = None if name.strip() in ("", "None", "none") else models.find(name)
-    if entry is None:
+    no_model = name.strip() in ("", "None", "none")  # FLUX.1 Canny / Depth dev's own map
+    entry = None if no_model else models.find(name)
+    if entry is None and not no_model:
         listed = ", ".join(models.titles()) or "none (start the server with --controlnet-dir)"
         raise RequestError(f"{where}.model: {name!r} is not one of this server's ControlNet "
                            f"models: {listed}")
@@ -156,7 +160,8 @@ def _unit(raw: dict[str, Any], where: str, models: ControlModelDir,
         image, mask = fallback, fallback_mask if mask is None else mask
     if image is None:
         raise RequestError(f"{where}.image: missing; send the unit's picture base64-encoded")
-    encoder = _encoder(raw, where, entry.path, encoders) if module in PREPROCESSORS else None
+    encoder = (_encoder(raw, where, entry.path, encoders)
+               if entry is not None and module in PREPROCESSORS else None)
     processor_res = raw.get("processor_res", -1)
     if isinstance(processor_res, float) and processor_res.is_integer():
         processor_res = int(processor_res)
@@ -164,8 +169,8 @@ def _unit(raw: dict[str, Any], where: str, models: ControlModelDir,
                                            "pixel_perfect", "hr_option", "union_mode")
                 if key in raw}
     try:
-        return ControlSpec(model=str(entry.path), image=image, module=module,
-                           processor_res=processor_res, image_encoder=encoder,
+        return ControlSpec(model=MAP_MODEL if entry is None else str(entry.path), image=image,
+                           module=module, processor_res=processor_res, image_encoder=encoder,
                            mask=None if mask is None else mask[..., 0] if mask.ndim == 3
                            else mask, **settings)
     except ValueError as exc:
@@ -201,6 +206,9 @@ def control_units(specs: tuple[ControlSpec, ...], cache: ControlModelCache, pipe
     place = pipe.placement  # the device, and the dtype of its denoiser
     units = []
     for spec in specs:
+        if spec.model == MAP_MODEL:
+            units.append(spec.unit(None, width=width, height=height, device=place.device))
+            continue
         model = cache.get(spec.model, dtype=place.dtype, device=place.device)
         encoder = None if spec.image_encoder is None else cache.get(
             spec.image_encoder, dtype=place.dtype, device=place.device,

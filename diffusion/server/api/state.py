@@ -20,7 +20,7 @@ from fastapi.exceptions import HTTPException
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
 
 from ...faces import FaceFolders
-from ...interrogate import DeepBooru
+from ...interrogate import ClipInterrogator, DeepBooru
 from ...loaders.control.catalog import ControlModelCache, ControlModelDir
 from ...text.embeddings import EmbeddingDatabase
 from ..catalog.image_encoders import ImageEncoders
@@ -62,6 +62,9 @@ class ServerState:
     faces: FaceFolders = field(default_factory=FaceFolders)  # face restoration's files
     # /sdapi/v1/interrogate's DeepDanbooru (--deepdanbooru-dir)
     deepbooru: DeepBooru = field(default_factory=lambda: DeepBooru(None))
+    # its CLIP interrogator (--clip-models-path, --interrogate-dir)
+    clip_interrogator: ClipInterrogator = field(
+        default_factory=lambda: ClipInterrogator(None, None))
 
 
 def _state(request: Request) -> ServerState:

@@ -117,9 +117,12 @@ def test_a_huge_prompt_is_refused_by_its_length_at_once(size: int) -> None:
 def test_every_infotext_field_has_a_label() -> None:
     """A new field says where the infotext writes it (or None, for prompt and images, and how
     the images are fitted, which the WebUI does not write either; nor whose seeds latent
-    noise took, nor mask_round, whose "Mask rounding" its soft inpainting leaves out)."""
+    noise took, nor mask_round, whose "Mask rounding" its soft inpainting leaves out, nor
+    FLUX Redux's reference picture, which a text field cannot hold any more than the init
+    image)."""
     assert {f.name for f in fields(GenerationRequest)} - set(infotext_labels()) == {
-        "prompt", "init_image", "mask", "resize_mode", "latent_noise_seed", "mask_round"}
+        "prompt", "init_image", "mask", "resize_mode", "latent_noise_seed", "mask_round",
+        "redux"}
     assert infotext_labels()["strength"] == "Denoising strength"
 
 

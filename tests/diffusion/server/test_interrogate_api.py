@@ -1,8 +1,9 @@
 """/sdapi/v1/interrogate through the WebUI's client (webuiapi against a live tiny server):
 DeepDanbooru's tags from a tiny model-resnet_custom_v3.pt with planted scores in the models
 folder's torch_deepdanbooru, formatted under the options; Loopback's append_interrogation
-"DeepBooru" under the options; the 422 naming the folder when the file is missing, and the
-CLIP interrogator's."""
+"DeepBooru" under the options; the 422 naming the folder when the file is missing. The CLIP
+interrogator's top terms (a tiny random transformers CLIPModel in the models folder's CLIP, term
+lists in its interrogate) as transformers ranks them, and Loopback's "CLIP"."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ torch = pytest.importorskip("torch", reason="test-only reference (extra: referen
 pytest.importorskip("diffusers", reason="tiny test models are built with diffusers")
 webuiapi = pytest.importorskip("webuiapi", reason="the WebUI's client (extra: test)")
 
+from clip_interrogate_ref import reference_ranks, write_clip_model, write_terms  # noqa: E402
 from deepdanbooru_ref import planted_deepdanbooru, write_pt  # noqa: E402
 from PIL import Image  # noqa: E402
 from server_support import tiny_webui  # noqa: E402
@@ -30,15 +32,17 @@ TAGS = r"1girl, blue hair, smile \(happy\)"
 
 
 @pytest.fixture(scope="module")
-def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Path]]:
+def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Path, Any]]:
     if not HAS_DEVICE:
         pytest.skip("no GPU adapter present: install mesa-vulkan-drivers (see README)")
     root = tmp_path_factory.mktemp("interrogate")
     folder = root / "models" / "torch_deepdanbooru"
     folder.mkdir(parents=True)
     write_pt(planted_deepdanbooru(SIGNS, shrink=64), folder / "model-resnet_custom_v3.pt")
+    clip = write_clip_model(root / "models" / "CLIP")
+    write_terms(root / "models" / "interrogate")
     with tiny_webui(root, steps=2) as client:
-        yield client, folder
+        yield client, folder, clip
 
 
 def _picture(width: int, height: int) -> Image.Image:
@@ -46,13 +50,13 @@ def _picture(width: int, height: int) -> Image.Image:
     return Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
 
 
-def test_deepdanbooru_tags_as_the_webui_formats_them(api: tuple[Any, Path]) -> None:
-    client, _ = api
+def test_deepdanbooru_tags_as_the_webui_formats_them(api: tuple[Any, Path, Any]) -> None:
+    client, _, _ = api
     assert client.interrogate(_picture(90, 60), model="deepdanbooru").info == TAGS
 
 
-def test_loopback_appends_the_tags_of_each_loops_picture(api: tuple[Any, Path]) -> None:
-    client, _ = api
+def test_loopback_appends_the_tags_of_each_loops_picture(api: tuple[Any, Path, Any]) -> None:
+    client, _, _ = api
     client.set_options({"deepbooru_use_spaces": False, "deepbooru_filter_tags": "1girl"})
     try:
         result = client.img2img(images=[_picture(32, 40)], prompt="a cat", seed=3, width=32,
@@ -64,8 +68,8 @@ def test_loopback_appends_the_tags_of_each_loops_picture(api: tuple[Any, Path]) 
     assert result.info["all_prompts"] == [r"a cat, blue_hair, smile_\(happy\)"] * 2
 
 
-def test_missing_files_are_refused_naming_the_folder(api: tuple[Any, Path]) -> None:
-    client, folder = api
+def test_missing_files_are_refused_naming_the_folder(api: tuple[Any, Path, Any]) -> None:
+    client, folder, _ = api
     hidden = folder.with_name("elsewhere")
     folder.rename(hidden)
     try:
@@ -76,9 +80,28 @@ def test_missing_files_are_refused_naming_the_folder(api: tuple[Any, Path]) -> N
         hidden.rename(folder)
     assert response.status_code == 422
     assert response.json()["detail"].startswith(f"DeepDanbooru: no .pt file in {folder}")
-    response = client.session.post(f"{client.baseurl}/interrogate",
-                                   json={"image": webuiapi.raw_b64_img(_picture(8, 8))})
-    assert response.status_code == 422 and "model 'clip'" in response.json()["detail"]
+    terms = folder.with_name("interrogate")
+    terms.rename(hidden)
+    try:  # "clip", the WebUI's default
+        response = client.session.post(f"{client.baseurl}/interrogate",
+                                       json={"image": webuiapi.raw_b64_img(_picture(8, 8))})
+    finally:
+        hidden.rename(terms)
+    assert response.status_code == 422
+    assert response.json()["detail"].startswith(f"model 'clip': no term lists (*.txt) in {terms}")
     response = client.session.post(f"{client.baseurl}/interrogate",
                                    json={"image": "", "model": "blip"})
     assert response.status_code == 404
+
+
+def test_clip_gives_the_top_terms(api: tuple[Any, Path, Any]) -> None:
+    client, _, clip = api
+    picture = _picture(50, 70)
+    want = ", ".join(term for term, _ in reference_ranks(clip, picture))
+    assert client.interrogate(picture, model="clip").info == want
+    init = _picture(32, 40)
+    result = client.img2img(images=[init], prompt="a cat", seed=3, width=32, height=40,
+                            denoising_strength=0.9, script_name="Loopback",
+                            script_args=[1, 0.6, "Linear", "CLIP"])
+    first = ", ".join(term for term, _ in reference_ranks(clip, init))
+    assert result.info["all_prompts"] == [f"a cat, {first}"]

@@ -200,8 +200,8 @@ def test_loopback_equals_chained_img2img_requests(api: Any) -> None:
 
 @needs_device
 @pytest.mark.parametrize(("kind", "script", "args", "says"), [
-    ("img2img", "Loopback", [2, 0.5, "Linear", "CLIP"],
-     "script_args[3] (Append interrogated prompt at each iteration) 'CLIP' is not supported"),
+    ("img2img", "Loopback", [2, 0.5, "Linear", "BLIP"],
+     "script_args[3] (Append interrogated prompt at each iteration) 'BLIP' is not supported"),
     ("img2img", "Loopback", [2, 0.5, "Steep"], "script_args[2] (Denoising strength curve) "
                                                "must be one of Aggressive, Linear, Lazy"),
     ("img2img", "Loopback", [0], "script_args[0] (Loops) must be a whole number"),

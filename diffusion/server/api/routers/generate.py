@@ -161,9 +161,10 @@ async def run_request(state: ServerState, body: Txt2ImgRequest, kind: str,
     async def queue(job: Callable[[], Any]) -> Any:  # other work on the GPU (an upscaler)
         return await wait(submit(state, job), client)
 
-    async def tags(image: str) -> str:  # Loopback's append_interrogation "DeepBooru"
+    async def tags(image: str, model: str) -> str:  # Loopback's append_interrogation
         picture = decode_image(image, "init_images[0]").convert("RGB")
-        return await interrogate(state, picture, "deepdanbooru", client)
+        return await interrogate(state, picture,
+                                 "clip" if model == "CLIP" else "deepdanbooru", client)
 
     return await run_script(body, kind, generate, check, queue, tags)
 

@@ -5,8 +5,11 @@
 `interrogate_deepbooru_score_threshold`, `deepbooru_sort_alpha`, `deepbooru_use_spaces`,
 `deepbooru_escape`, `deepbooru_filter_tags` and `interrogate_return_ranks`, from
 `--deepdanbooru-dir` (default: the models folder's torch_deepdanbooru); a missing file is a
-422 naming the folder. "clip" (BLIP's caption and CLIP's ranking of the WebUI's term lists)
-is not served yet: a 422 saying so. Another model name is a 404, as in the WebUI.
+422 naming the folder. "clip" gives the CLIP interrogator's best terms of the WebUI's term
+lists (`--interrogate-dir`) by a transformers CLIPModel (`--clip-models-path`), under the
+options' `interrogate_clip_dict_limit`, `interrogate_clip_skip_categories` and
+`interrogate_return_ranks`, without BLIP's caption; missing files are a 422 naming what to
+add. Another model name is a 404, as in the WebUI.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from typing import Any
 from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel
 
-from ....interrogate import DEEPBOORU_OPTIONS, InterrogateModelError
+from ....interrogate import CLIP_OPTIONS, DEEPBOORU_OPTIONS, InterrogateModelError
 from ...images import decode_image
 from ..generation import RequestError
 from ..state import ServerState, State, submit, wait
@@ -35,19 +38,16 @@ class InterrogateRequest(BaseModel):
 async def interrogate(state: ServerState, picture: Any, model: str,
                       client: Any = None) -> str:
     """The caption of a PIL picture by `model`, run on the queue; RequestError (422) for a
-    missing or unreadable file, or the CLIP interrogator."""
-    if model == "clip":
-        raise RequestError("model 'clip' (the CLIP interrogator: a BLIP caption and CLIP's "
-                           "ranking of term lists) is not served by this server; send "
-                           "\"deepdanbooru\"")
-    booru = state.deepbooru
-    try:
-        booru.file()
-    except InterrogateModelError as error:
-        raise RequestError(str(error)) from None
+    missing or unreadable file."""
     options = {key: state.options.get(key, default)
-               for key, default in DEEPBOORU_OPTIONS.items()}
+               for key, default in {**DEEPBOORU_OPTIONS, **CLIP_OPTIONS}.items()}
     try:
+        if model == "clip":
+            clip = state.clip_interrogator
+            clip.check()
+            return await wait(submit(state, lambda: clip.caption(picture, options)), client)
+        booru = state.deepbooru
+        booru.file()
         return await wait(submit(state, lambda: booru.tag(picture, options)), client)
     except InterrogateModelError as error:
         raise RequestError(str(error)) from None

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body
 
+from ....interrogate import check_clip_options
 from ....interrogate import check_options as check_deepbooru_options
 from ....loaders.errors import WeightsError
 from ....loaders.formats.safetensors import SafetensorsFile
@@ -152,6 +153,7 @@ async def set_options(state: State, body: Annotated[dict[str, Any], Body()]) -> 
     updates.update(face_options(body))
     try:
         updates.update(check_deepbooru_options(body))
+        updates.update(check_clip_options(body))
     except ValueError as error:
         raise RequestError(str(error)) from None
     before = state.model

@@ -4,7 +4,7 @@ request on the queue whose init image is the loop before's picture, its seed one
 denoising strength moving from the request's to the final one along the curve (Aggressive: a
 sine, Linear, Lazy: one minus a cosine), as the WebUI computes it. append_interrogation
 "DeepBooru" sets each loop's prompt to the request's, a comma, and DeepDanbooru's tags of the
-loop's init image ("CLIP" is refused: this server has no CLIP interrogator). Each of n_iter
+loop's init image; "CLIP" the same with the CLIP interrogator's terms. Each of n_iter
 runs starts again from the init image; the answer's images are the pictures side by side (when
 there are several), then the pictures: every loop's with n_iter 1, each run's last otherwise.
 """
@@ -29,8 +29,9 @@ MAX_LOOPS = 100  # the most requests one call queues (as many as n_iter's limit)
 CURVES = ("Aggressive", "Linear", "Lazy")
 Generate = Callable[[Txt2ImgRequest], Awaitable[dict[str, Any]]]
 Check = Callable[[Txt2ImgRequest], None]
-Interrogate = Callable[[str], Awaitable[str]]  # a base64 picture's DeepDanbooru tags
-INTERROGATIONS = ("None", "DeepBooru")
+# a base64 picture's text by an interrogator ("DeepBooru", "CLIP")
+Interrogate = Callable[[str, str], Awaitable[str]]
+INTERROGATIONS = ("None", "CLIP", "DeepBooru")
 
 ARG_LABELS: tuple[tuple[str, Any], ...] = (
     ("Loops", 4), ("Final denoising strength", 0.5), ("Denoising strength curve", "Linear"),
@@ -64,7 +65,7 @@ def _arguments(args: list[Any]) -> tuple[int, float, str, str]:
     if interrogation not in INTERROGATIONS:
         raise RequestError(f"script_args[3] (Append interrogated prompt at each iteration) "
                            f"{interrogation!r} is not supported by this server; send "
-                           "\"None\" or \"DeepBooru\"")
+                           "\"None\", \"CLIP\" or \"DeepBooru\"")
     return loops, float(final), curve, interrogation
 
 
@@ -73,7 +74,7 @@ async def run_loopback(body: Txt2ImgRequest, kind: str, args: list[Any], generat
                        interrogate: Interrogate | None = None) -> dict[str, Any]:
     """The loops' pictures; the first loop's request is checked with `check` before it is
     queued (RequestError naming the bad argument); `interrogate` tags a loop's init image
-    (append_interrogation "DeepBooru")."""
+    (append_interrogation "DeepBooru" or "CLIP")."""
     if kind != "img2img":
         raise RequestError("Loopback is an img2img script; send it to /sdapi/v1/img2img")
     loops, final, curve, interrogation = _arguments(args)
@@ -97,9 +98,9 @@ async def run_loopback(body: Txt2ImgRequest, kind: str, args: list[Any], generat
         cell = base
         last = None
         for loop in range(loops):
-            if interrogate is not None and interrogation == "DeepBooru":
+            if interrogate is not None and interrogation != "None":
                 # an img2img body (kind checked above) has its init images
-                tags = await interrogate(cast(Any, cell).init_images[0])
+                tags = await interrogate(cast(Any, cell).init_images[0], interrogation)
                 cell = cell.model_copy(update={
                     "prompt": (f"{body.prompt}, " if body.prompt else "") + tags})
             answer = await generate(cell)

@@ -1,0 +1,203 @@
+"""The WebUI's CLIP interrogator ("clip" of /sdapi/v1/interrogate) without its BLIP caption:
+each term list of the interrogate folder (the WebUI's `interrogate/*.txt`: artists, flavors,
+mediums, movements) ranked against the picture by CLIP, as the WebUI's `modules/interrogate.py`
+ranks them (softmax of 100 x the cosine similarity of image and text embeddings), its best
+terms joined by ", ".
+
+    clip = ClipInterrogator(Path("models/CLIP"), Path("interrogate"))
+    clip.caption(picture, {})      # "oil on canvas, by Claude Monet, impressionism, ..."
+
+The model is a transformers `CLIPModel` (a folder with config.json and model.safetensors or
+pytorch_model.bin, e.g. openai/clip-vit-large-patch14, the WebUI's ViT-L/14), read once, on
+first use. A list file named `NAME.topN.txt` gives its N best terms, others their best one.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gpucore import Device, default_device
+
+from .deepbooru import InterrogateModelError
+
+__all__ = ["CLIP_OPTIONS", "Category", "ClipInterrogator", "check_clip_options", "rank",
+           "read_categories"]
+
+# the WebUI's options and their defaults (its "Interrogate" section)
+CLIP_OPTIONS: dict[str, Any] = {"interrogate_clip_dict_limit": 1500,
+                                "interrogate_clip_skip_categories": []}
+_TOPN = re.compile(r"\.top(\d+)$")
+_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
+_BATCH = 64  # terms encoded at once
+
+
+def check_clip_options(body: Mapping[str, Any]) -> dict[str, Any]:
+    """CLIP_OPTIONS' entries of an options body (POST /sdapi/v1/options), checked:
+    ValueError saying which is wrong."""
+    updates: dict[str, Any] = {}
+    if "interrogate_clip_dict_limit" in body:
+        value = body["interrogate_clip_dict_limit"]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or \
+                value != int(value):
+            raise ValueError("interrogate_clip_dict_limit must be a whole number of terms, 0 "
+                             f"or more (0: all), got {value!r}")
+        updates["interrogate_clip_dict_limit"] = int(value)
+    if "interrogate_clip_skip_categories" in body:
+        value = body["interrogate_clip_skip_categories"]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ValueError("interrogate_clip_skip_categories must be a list of term list "
+                             f"names (e.g. [\"artists\"]), got {value!r}")
+        updates["interrogate_clip_skip_categories"] = value
+    return updates
+
+
+@dataclass(frozen=True)
+class Category:
+    name: str  # the file's stem
+    topn: int
+    items: tuple[str, ...]
+
+
+def read_categories(folder: Path | None) -> list[Category]:
+    """The term lists of `folder` (its *.txt, by name). InterrogateModelError when none."""
+    files = sorted(folder.glob("*.txt")) if folder and folder.is_dir() else []
+    if not files:
+        where = f"in {folder}" if folder else "(no interrogate folder given)"
+        raise InterrogateModelError(
+            f"model 'clip': no term lists (*.txt) {where}; put the WebUI's interrogate/ files "
+            "there (artists.txt, flavors.txt, mediums.txt, movements.txt; --interrogate-dir)")
+    out = []
+    for path in files:
+        match = _TOPN.search(path.stem)
+        lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+        out.append(Category(path.stem, 1 if match is None else int(match.group(1)),
+                            tuple(lines)))
+    return out
+
+
+def rank(image: np.ndarray, texts: np.ndarray, terms: Sequence[str],
+         top_count: int = 1) -> list[tuple[str, float]]:
+    """The WebUI's `rank`: (term, probability in percent) of the `top_count` best terms, from
+    normalized image (D,) and text (N, D) embeddings: softmax of 100 x their similarity."""
+    logits = 100.0 * texts.astype(np.float64) @ image.astype(np.float64)
+    probs = np.exp(logits - logits.max())
+    probs /= probs.sum()
+    order = np.argsort(-probs, kind="stable")[:min(top_count, len(terms))]
+    return [(terms[i], float(probs[i] * 100)) for i in order]
+
+
+def _normalized(rows: np.ndarray) -> np.ndarray:
+    rows = np.asarray(rows, np.float32)
+    return rows / np.linalg.norm(rows, axis=-1, keepdims=True)
+
+
+class ClipInterrogator:
+    """CLIP from `model` (a CLIPModel folder) and term lists from `terms` (a folder), read on
+    first use onto `device`."""
+
+    def __init__(self, model: Path | None, terms: Path | None, *,
+                 device: Device | None = None) -> None:
+        self.model_path, self.terms, self.device = model, terms, device
+        self._models: Any = None
+        self._features: dict[tuple[str, ...], np.ndarray] = {}
+        self._lock = threading.Lock()
+
+    def weights(self) -> Path:
+        """The CLIPModel's weights file; InterrogateModelError naming what to add."""
+        folder = self.model_path
+        found = [folder / name for name in _WEIGHTS if folder and (folder / name).is_file()]
+        if not found or not (folder and (folder / "config.json").is_file()):
+            where = f"in {folder}" if folder else "(no CLIP model folder given)"
+            raise InterrogateModelError(
+                f"model 'clip': no transformers CLIPModel (config.json and model.safetensors) "
+                f"{where}; put openai/clip-vit-large-patch14's files there (--clip-models-path)")
+        return found[0]
+
+    def check(self) -> list[Category]:
+        """The term lists, and the model's files checked (InterrogateModelError)."""
+        self.weights()
+        return read_categories(self.terms)
+
+    def models(self) -> Any:
+        """(vision encoder, text encoder, tokenizer), read on first use."""
+        import json
+
+        from ..loaders import WeightsError
+        from ..loaders.formats.torch_file import open_weights_file
+        from ..models.clip import CLIPTextModel
+        from ..models.clip_vision import CLIPVisionModelWithProjection
+        from ..text.tokenizer import CLIPTokenizer
+
+        path = self.weights()
+        with self._lock:
+            if self._models is None:
+                device = self.device or default_device()
+                try:
+                    config = json.loads((path.parent / "config.json").read_text("utf-8"))
+                    file = open_weights_file(path)
+                    state = {key: file.read(key) for key in file.keys()
+                             if not key.endswith("position_ids") and key != "logit_scale"}
+                    vision = CLIPVisionModelWithProjection(config, device=device)
+                    vision.load_state_dict({k: v for k, v in state.items()
+                                            if k.startswith(("vision_model.", "visual_"))})
+                    text_config = {**config.get("text_config", {}),
+                                   "projection_dim": config.get("projection_dim", 512)}
+                    text = CLIPTextModel(text_config, device=device, with_projection=True)
+                    text.load_state_dict(
+                        {k.removeprefix("text_model."): v for k, v in state.items()
+                         if k.startswith(("text_model.", "text_projection"))})
+                    tokenizer = CLIPTokenizer.from_pretrained(path.parent)
+                except (WeightsError, ValueError, KeyError, OSError) as error:
+                    raise InterrogateModelError(
+                        f"model 'clip': {path}: not a CLIPModel this program reads: "
+                        f"{error}") from None
+                self._models = (vision, text, tokenizer)
+            return self._models
+
+    def image_features(self, picture: Any) -> np.ndarray:
+        """The normalized image embedding (D,) of a PIL picture (CLIP's preparation)."""
+        from ..models.clip_vision import clip_pixels
+
+        vision = self.models()[0]
+        pixels = clip_pixels(picture.convert("RGB"), vision.image_size, device=vision.device)
+        return _normalized(vision(pixels).numpy())[0]
+
+    def text_features(self, terms: Sequence[str]) -> np.ndarray:
+        """The normalized text embeddings (N, D) of `terms` (77 tokens at most, as the WebUI
+        truncates them), kept for the next picture."""
+        key = tuple(terms)
+        if key not in self._features:
+            _, text, tokenizer = self.models()
+            rows = [text.forward_pooled(tokenizer(list(terms[i:i + _BATCH])))[1].numpy()
+                    for i in range(0, len(terms), _BATCH)]
+            self._features[key] = _normalized(np.concatenate(rows))
+        return self._features[key]
+
+    def ranks(self, picture: Any, options: Mapping[str, Any]) -> list[tuple[str, float]]:
+        """Each list's best terms (term, percent), lists by name, under CLIP_OPTIONS."""
+        settings = {**CLIP_OPTIONS, **options}
+        limit = int(settings["interrogate_clip_dict_limit"])
+        skipped = set(settings["interrogate_clip_skip_categories"] or ())
+        image = self.image_features(picture)
+        out: list[tuple[str, float]] = []
+        for category in self.check():
+            terms = category.items[:limit] if limit else category.items
+            if category.name in skipped or not terms:
+                continue
+            out += rank(image, self.text_features(terms), terms, category.topn)
+        return out
+
+    def caption(self, picture: Any, options: Mapping[str, Any]) -> str:
+        """The WebUI's interrogation text, BLIP's caption left out: the terms joined by ", ",
+        each `(term:probability)` under the option interrogate_return_ranks."""
+        ranks = self.ranks(picture, options)
+        if options.get("interrogate_return_ranks"):
+            return ", ".join(f"({term}:{score / 100:.3f})" for term, score in ranks)
+        return ", ".join(term for term, _ in ranks)

@@ -1,0 +1,279 @@
+"""Qwen-Image-Edit, as diffusers' QwenImageEditPipeline draws it: the reference picture,
+resized to about a megapixel (`reference_area`) in whole 32-pixel steps, is read twice. Its
+VAE latents ride packed after the noise tokens in every transformer call (rotary frame 1),
+and only the noise tokens' prediction is kept; and Qwen2.5-VL reads it with the instruction,
+its vision tower's tokens in place of the edit template's image pads, at multimodal rotary
+positions, the template's first 64 tokens dropped. True CFG with the norm rescale as
+Qwen-Image's, for `true_cfg_scale` > 1 with a negative prompt.
+
+    pipe = QwenImageEditPipeline.from_pretrained("Qwen-Image-Edit")
+    images = pipe("make it night", image=picture, num_inference_steps=50,
+                  true_cfg_scale=4.0, negative_prompt=" ", seed=7)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gpucore import Device, default_device
+from gpustd import Tensor, asarray
+from gpustd.nn import deferred
+
+from ...imaging import rgb_picture, to_unit_image
+from ...loaders.component import load_component
+from ...loaders.qwen_image import load_qwenimage_folder
+from ...models.llm import LLMTextModel
+from ...models.qwen_image import QwenImageTransformer2DModel
+from ...models.qwen_image_vae import AutoencoderKLQwenImage
+from ...models.qwen_vision import Qwen2_5_VisionTransformer, qwen_vision_pixels
+from ...models.qwen_vl_prompt import encode_with_images, expand_image_pads
+from ...models.step_cache import StepCache
+from ...noise.rng import make_generator
+from ...sampling.model_sampling import calculate_shift
+from ...sampling.scheduler_loop import scheduler_loop
+from ...sampling.schedulers.flow_match_euler import FlowMatchEulerDiscreteScheduler
+from ...text.llm_tokenizer import LLMTokenizer
+from .qwen_image import QwenImagePipeline, pack, true_cfg, unpack
+from .start import FlowStart, StepCallback, check_call
+
+__all__ = ["EDIT_TEMPLATE", "QwenImageEditPipeline", "reference_dimensions"]
+
+EDIT_TEMPLATE = (
+    "<|im_start|>system\nDescribe the key features of the input image (color, shape, size, "
+    "texture, objects, background), then explain how the user's text instruction should alter "
+    "or modify the image. Generate a new image that meets the user's requirements while "
+    "maintaining consistency with the original input where appropriate.<|im_end|>\n"
+    "<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>{}<|im_end|>\n"
+    "<|im_start|>assistant\n")
+EDIT_TEMPLATE_TOKENS = 64  # the template's leading tokens whose states are dropped
+IMAGE_PAD = "<|image_pad|>"
+REFERENCE_AREA = 1024 * 1024  # the pixels the reference is resized to, as diffusers'
+
+
+def reference_dimensions(width: int, height: int, area: int = 1024 * 1024) -> tuple[int, int]:
+    """(width, height) of `area` pixels at the picture's aspect, each rounded to a multiple
+    of 32. diffusers: `pipeline_qwenimage_edit.calculate_dimensions(area, width / height)`."""
+    ratio = width / height
+    new_width = math.sqrt(area * ratio)
+    new_height = new_width / ratio
+    return round(new_width / 32) * 32, round(new_height / 32) * 32
+
+
+class QwenImageEditPipeline(QwenImagePipeline):
+    """Qwen-Image-Edit on gpustd: QwenImagePipeline's parts, the text encoder's vision tower
+    (`vision`) and the processor's picture sizes (`processor_config`, the folder's
+    processor/preprocessor_config.json)."""
+
+    def __init__(self, *, vision: Qwen2_5_VisionTransformer, processor_config: dict[str, Any],
+                 reference_area: int | None = None, **parts: Any) -> None:
+        super().__init__(**parts)
+        self.vision = vision
+        self.reference_area = int(reference_area or REFERENCE_AREA)
+        size = processor_config.get("size") or {}
+        self.pixel_limits = (
+            int(processor_config.get("min_pixels") or size.get("shortest_edge") or 56 * 56),
+            int(processor_config.get("max_pixels") or size.get("longest_edge")
+                or 28 * 28 * 1280))
+        pad = self.tokenizer.tokenizer.token_to_id(IMAGE_PAD)
+        if pad is None:
+            raise ValueError(f"the edit model's tokenizer has no {IMAGE_PAD} token; give the "
+                             "folder's own tokenizer/")
+        self.image_token_id = int(pad)
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, *, dtype: Any = np.float32,  # type: ignore[override]
+                        device: Device | None = None, variant: str | None = None
+                        ) -> QwenImageEditPipeline:
+        """Load a QwenImageEditPipeline diffusers folder onto `device` in `dtype`."""
+        weights = load_qwenimage_folder(path, variant=variant)
+        if weights.vision is None or weights.processor_config is None:
+            raise ValueError(f"{path} is a Qwen-Image folder, not an edit model's; load it as "
+                             "Qwen-Image")
+        assert weights.transformer is not None and weights.text_encoder is not None
+        place = {"dtype": dtype, "device": device or default_device()}
+        with deferred():  # each parameter takes GPU memory when its values arrive
+            return cls(
+                transformer=load_component(QwenImageTransformer2DModel(
+                    weights.transformer.config, **place), weights.transformer),
+                vae=load_component(AutoencoderKLQwenImage(weights.vae.config, **place),
+                                   weights.vae),
+                text_encoder=load_component(LLMTextModel(weights.text_encoder.config, **place),
+                                            weights.text_encoder),
+                vision=load_component(Qwen2_5_VisionTransformer(weights.vision.config,
+                                                                **place), weights.vision),
+                tokenizer=LLMTokenizer(weights.tokenizer_dir),
+                scheduler_config=weights.scheduler_config,
+                processor_config=weights.processor_config)
+
+    def reference(self, image: Any) -> tuple[Any, int, int]:
+        """The reference picture (PIL or HxWx3 uint8) resized (Lanczos) to
+        `reference_dimensions` of `reference_area`, and that width and height."""
+        from PIL import Image
+
+        picture = rgb_picture(image)
+        width, height = reference_dimensions(picture.size[0], picture.size[1],
+                                             area=self.reference_area)
+        if picture.size != (width, height):
+            picture = picture.resize((width, height), Image.Resampling.LANCZOS)
+        return picture, width, height
+
+    def pictures(self, image: Any) -> tuple[list[Any], list[tuple[Any, int, int]]]:
+        """The pictures Qwen2.5-VL reads, and the (picture, width, height) the VAE encodes:
+        the reference at `reference_area` for both."""
+        picture, width, height = self.reference(image)
+        return [picture], [(picture, width, height)]
+
+    def prompt_text(self, prompt: str, count: int) -> str:
+        """The template around the instruction, with the pictures' image slots."""
+        return EDIT_TEMPLATE.format(prompt)
+
+    def encode_edit_prompt(self, prompts: Sequence[str], pictures: Sequence[Any]
+                           ) -> tuple[Tensor, Any]:
+        """Each instruction read with the pictures (one prompt at a time, unpadded), the
+        first 64 states dropped, zero-padded to the longest: (B, L, hidden) float32 and the
+        mask (B, L), None when no row is padded. diffusers: `QwenImageEditPipeline.
+        encode_prompt(prompt, image)`."""
+        low, high = self.pixel_limits
+        config = self.vision.config
+        read = [qwen_vision_pixels(picture, patch_size=config["patch_size"],
+                                   merge_size=config["spatial_merge_size"],
+                                   temporal_patch_size=config["temporal_patch_size"],
+                                   min_pixels=low, max_pixels=high, device=self.vision.device)
+                for picture in pictures]
+        pixels = np.concatenate([one[0] for one in read])
+        grids = np.concatenate([one[1] for one in read])
+        rows = []
+        for prompt in prompts:
+            text = expand_image_pads(self.prompt_text(prompt, len(pictures)), grids,
+                                     merge=config["spatial_merge_size"])
+            ids = np.asarray(self.tokenizer.tokenizer.encode(text).ids, np.int64)
+            states = encode_with_images(self.text_encoder, self.vision, ids,
+                                        image_token_id=self.image_token_id,
+                                        pixel_values=pixels, grid_thw=grids)
+            rows.append(states.numpy()[0, EDIT_TEMPLATE_TOKENS:])
+        length = max(len(r) for r in rows)
+        out = np.zeros((len(rows), length, rows[0].shape[-1]), np.float32)
+        mask = np.zeros((len(rows), length), np.int64)
+        for i, r in enumerate(rows):
+            out[i, : len(r)], mask[i, : len(r)] = r, 1
+        return asarray(out, device=self.transformer.device), None if mask.all() else mask
+
+    def reference_latents(self, picture: Any, width: int, height: int) -> np.ndarray:
+        """The picture's VAE mean (no random draw), normalized by latents_mean / latents_std:
+        (1, C, h, w). diffusers: `_encode_vae_image(..., sample_mode="argmax")`."""
+        vae = self.vae
+        mean = vae.encode(asarray(to_unit_image(picture, width, height),
+                                 dtype=vae.decoder.conv_in.weight.dtype,
+                                 device=vae.device))[0].numpy().astype(np.float32)
+        shape = (1, -1, 1, 1)
+        center = np.asarray(self.vae.config["latents_mean"], np.float32).reshape(shape)
+        spread = np.asarray(self.vae.config["latents_std"], np.float32).reshape(shape)
+        return ((mean - center) / spread).astype(np.float32)
+
+    def velocity(self, prompts: Sequence[str], *, height: int, width: int,  # type: ignore[override]
+                 true_cfg_scale: float = 4.0, negative_prompt: str | Sequence[str] | None = None,
+                 max_sequence_length: int = 512, cache: StepCache | None = None,
+                 image: Any = None
+                 ) -> tuple[Callable[[np.ndarray, float], np.ndarray], tuple[int, ...], float]:
+        """QwenImagePipeline.velocity with the reference `image` (None: Qwen-Image's flow,
+        as the edit model draws without one; a list: the pictures of an Edit Plus model):
+        its latent tokens after the noise tokens in every call, the prompt read with it.
+        True CFG needs a negative prompt (None: none, as diffusers)."""
+        if image is None:
+            return super().velocity(prompts, height=height, width=width,
+                                    true_cfg_scale=true_cfg_scale,
+                                    negative_prompt=negative_prompt or "",
+                                    max_sequence_length=max_sequence_length, cache=cache)
+        scale = self.vae_scale_factor * 2
+        if height < scale or width < scale:
+            raise ValueError(f"height and width must be at least {scale}, got {height}x{width}")
+        batch = len(prompts)
+        read, encoded = self.pictures(image)
+        positive = self.encode_edit_prompt(prompts, read)
+        negative = None
+        if true_cfg_scale > 1 and negative_prompt is not None:
+            negatives = ([negative_prompt] * batch if isinstance(negative_prompt, str)
+                         else list(negative_prompt))
+            negative = self.encode_edit_prompt(negatives, read)
+        tokens_after = np.repeat(np.concatenate(
+            [pack(self.reference_latents(*one)) for one in encoded], axis=1), batch, 0)
+        references = [(ref_height // scale, ref_width // scale)
+                      for _, ref_width, ref_height in encoded]
+        h, w = 2 * (int(height) // scale), 2 * (int(width) // scale)
+        noise_tokens = (h // 2) * (w // 2)
+        dtype, device = self.transformer.dtype, self.transformer.device
+        branches = [None, None] if cache is None else [
+            cache.branch() for _ in range(1 + (negative is not None))]
+
+        def predict(packed: Tensor, t: np.ndarray, text: tuple[Tensor, Any], i: int
+                    ) -> np.ndarray:
+            out = self.transformer(packed, text[0], t, h // 2, w // 2, text[1],
+                                   cache=branches[i], references=references)
+            return out.numpy().astype(np.float32)[:, :noise_tokens]
+
+        def flow(x: np.ndarray, t: float) -> np.ndarray:
+            timestep = np.full(len(x), np.float32(t) / np.float32(1000), np.float32)
+            packed = asarray(np.concatenate([pack(x), tokens_after], axis=1), dtype=dtype,
+                             device=device)
+            pred = predict(packed, timestep, positive, 0)
+            if negative is not None:
+                pred = true_cfg(pred, predict(packed, timestep, negative, 1), true_cfg_scale)
+            return unpack(pred, h, w)
+
+        mu = calculate_shift(noise_tokens, self.scheduler_config)
+        channels = self.transformer.config["in_channels"] // 4
+        return flow, (batch, channels, h, w), mu
+
+    def edit_size(self, image: Any) -> tuple[int, int]:
+        """The (width, height) an edit draws at by default: the reference's, floored to the
+        latents' 2x2 patches. diffusers: the call's default height and width."""
+        _, width, height = self.reference(image)
+        scale = self.vae_scale_factor * 2
+        return width // scale * scale, height // scale * scale
+
+
+    def __call__(self, prompt: str | Sequence[str], *,  # type: ignore[override]
+                 image: Any = None, height: int | None = None, width: int | None = None,
+                 num_inference_steps: int = 50, true_cfg_scale: float = 4.0,
+                 negative_prompt: str | Sequence[str] | None = None, seed: int = 0,
+                 rng: str = "torch", max_sequence_length: int = 512,
+                 latents: np.ndarray | None = None, callback: StepCallback | None = None,
+                 output_type: str = "np", cache: StepCache | None = None) -> np.ndarray:
+        """Edits of `image` (PIL or HxWx3 uint8) by the instruction `prompt` (one or a
+        list): float images in [0, 1] (B, height, width, 3) ("np") or the final latents
+        ("latent"); height and width default to the reference's (`edit_size`). diffusers:
+        `QwenImageEditPipeline(image=, prompt=, negative_prompt=, true_cfg_scale=,
+        num_inference_steps=, generator=torch.Generator().manual_seed(seed),
+        output_type="np").images`."""
+        prompts = check_call(prompt, rng=rng, output_type=output_type, steps=num_inference_steps)
+        if image is None:
+            raise ValueError("Qwen-Image-Edit edits a picture: give it as the image (the CLI's "
+                             "--init-image, img2img's init_images)")
+        default_width, default_height = self.edit_size(image)
+        scale = self.vae_scale_factor * 2
+        height = (height or default_height) // scale * scale
+        width = (width or default_width) // scale * scale
+        # 1. conditioning: the reference's latents and the instruction read with it
+        flow, shape, mu = self.velocity(prompts, height=height, width=width,
+                                        true_cfg_scale=true_cfg_scale,
+                                        negative_prompt=negative_prompt,
+                                        max_sequence_length=max_sequence_length, cache=cache,
+                                        image=image)
+        # 2. the schedule: sigmas 1 .. 1/n, shifted by the picture's size
+        scheduler = FlowMatchEulerDiscreteScheduler.from_config(self.scheduler_config)
+        sigmas = np.linspace(1.0, 1 / num_inference_steps, num_inference_steps)
+        scheduler.set_timesteps(sigmas=sigmas, mu=mu)
+        scheduler.set_begin_index(0)
+        # 3. Euler steps from noise along the flow; the pictures out of the latent space
+        start = FlowStart(self.vae, scheduler, shape, generator=make_generator(rng, seed),
+                          latents=latents, image=None, strength=1.0,
+                          encode=self.encode_image, scale_factor=self.vae_scale_factor)
+        x = scheduler_loop(start.latents, start.timesteps, scheduler,
+                           lambda x, t, i: (flow(x, t), None), dtype=np.float32,
+                           callback=callback)
+        return x if output_type == "latent" else self.decode(x)

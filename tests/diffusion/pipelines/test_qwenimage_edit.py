@@ -1,0 +1,185 @@
+"""Qwen-Image-Edit against diffusers' QwenImageEditPipeline on a tiny random folder: the
+reference picture's latents beside the noise, the instruction read with the picture by
+Qwen2.5-VL (vision tokens, multimodal positions), true CFG; the picture and the prompt both
+visibly matter."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("diffusers", reason="diffusers is a test-only reference (extra: reference)")
+import torch
+from PIL import Image
+from qwenedit_tiny import tiny_qwenimage_edit_pipeline
+
+import diffusion.cli.main as cli
+import diffusion.pipelines.flow.qwen_image_edit as edit_module
+import gpucore
+from diffusion.pipelines.families import family_of
+from diffusion.pipelines.flow.qwen_image_edit import QwenImageEditPipeline
+
+AREA = 64 * 96  # the reference's pixels (diffusers' 1024 x 1024 would be slow here)
+TOL = 1e-3  # of mean abs pixel in [0, 1]; typically ~1e-6 (float32 throughout)
+PROMPT = "make the red circle blue and the square green, " * 4
+NEGATIVE = "a blurry photo, " * 4
+
+
+def _picture(seed: int, low: int = 0, high: int = 256) -> Image.Image:
+    return Image.fromarray(np.random.default_rng(seed).integers(low, high, (60, 100, 3),
+                                                                dtype=np.uint8))
+
+
+@pytest.fixture(scope="module")
+def tiny_edit(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    """The folder and diffusers' pipeline of it, patched in two ways: the reference at AREA
+    pixels, and the text encoder given `mm_token_type_ids`, without which transformers 5
+    builds no multimodal positions (transformers 4, which Qwen-Image-Edit was made with,
+    found the image tokens itself)."""
+    from diffusers.pipelines.qwenimage import pipeline_qwenimage_edit as module
+
+    root = tmp_path_factory.mktemp("tiny-qwen-edit")
+    pipe = tiny_qwenimage_edit_pipeline(root)
+    dimensions = module.calculate_dimensions
+    patch = pytest.MonkeyPatch()
+    patch.setattr(module, "calculate_dimensions", lambda area, ratio: dimensions(AREA, ratio))
+    encoder, image_token = pipe.text_encoder, pipe.text_encoder.config.image_token_id
+    forward = encoder.forward
+
+    def with_types(input_ids: Any = None, **kwargs: Any) -> Any:
+        return forward(input_ids=input_ids, mm_token_type_ids=(input_ids == image_token).int(),
+                       **kwargs)
+
+    patch.setattr(encoder, "forward", with_types)
+    yield root / "qwen-edit", pipe
+    patch.undo()
+
+
+def _diffusers(pipe: Any, image: Image.Image, prompt: str) -> np.ndarray:
+    return pipe(image=image, prompt=prompt, negative_prompt=NEGATIVE, true_cfg_scale=4.0,
+                num_inference_steps=2, generator=torch.Generator().manual_seed(7),
+                output_type="np").images[0]
+
+
+def test_edit_equals_diffusers(first_device: gpucore.Device, tiny_edit: tuple[Path, Any]
+                               ) -> None:
+    folder, reference = tiny_edit
+    ours = QwenImageEditPipeline.from_pretrained(folder, device=first_device)
+    ours.reference_area = AREA
+    picture = _picture(1, 0, 60)
+
+    def edit(image: Image.Image, prompt: str, **guidance: Any) -> np.ndarray:
+        return ours(prompt, image=image, num_inference_steps=2, seed=7, **guidance)[0]
+
+    expected = _diffusers(reference, picture, PROMPT)
+    got = edit(picture, PROMPT, negative_prompt=NEGATIVE, true_cfg_scale=4.0)
+    assert got.shape == expected.shape == (64, 96, 3)
+    assert np.abs(got - expected).mean() < TOL
+    # the reference picture (without CFG: one pass a step) and the instruction both
+    # visibly matter
+    assert np.abs(edit(_picture(2, 200), PROMPT) - edit(picture, PROMPT)).mean() > 10 * TOL
+    other = edit(picture, "paint it all yellow, " * 4, negative_prompt=NEGATIVE,
+                 true_cfg_scale=4.0)
+    assert np.abs(other - got).mean() > 10 * TOL
+
+
+def test_edit_from_the_cli(first_device: gpucore.Device, tiny_edit: tuple[Path, Any],
+                           tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """img2img's init image is the picture to edit, the prompt the instruction: diffusers'
+    picture (through a PNG); txt2img and a strength are refused in one line."""
+    folder, reference = tiny_edit
+    assert family_of(folder)[1] == "qwen-image-edit"
+    monkeypatch.setattr(edit_module, "REFERENCE_AREA", AREA)
+    init = tmp_path / "init.png"
+    _picture(1, 0, 60).save(init)
+    common = ("--model", str(folder), "--width", "96", "--height", "64", "--steps", "2",
+              "--sampler", "diffusers", "--rng", "torch", "--seed", "7", "--dtype", "float32",
+              "--cfg-scale", "4", "--negative-prompt", NEGATIVE, "--prompt", PROMPT)
+    assert cli.main(["img2img", *common, "--init-image", str(init),
+                     "--out", str(tmp_path / "a.png")]) == 0
+    out, err = capsys.readouterr()
+    assert "qwen-image-edit" in err
+    with Image.open(out.strip()) as image:
+        ours = np.asarray(image.convert("RGB"), np.float32) / 255
+    expected = _diffusers(reference, Image.open(init).convert("RGB"), PROMPT)
+    assert np.abs(ours - expected).mean() < 0.01  # the PNG's rounding
+    for argv in (["txt2img", *common], ["img2img", *common, "--init-image", str(init),
+                                        "--strength", "0.5"]):
+        assert cli.main([*argv, "--out", str(tmp_path / "b.png")]) != 0
+        err = capsys.readouterr()[1]
+        assert "Qwen-Image-Edit" in err and "Traceback" not in err
+
+
+def test_edit_through_the_server(first_device: gpucore.Device, tiny_edit: tuple[Path, Any],
+                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """img2img's init_images[0] is the picture to edit: Euler over the Simple schedule at 2
+    steps with the CPU noise source draws diffusers' picture; a mask is refused (4xx)."""
+    pytest.importorskip("fastapi", reason="the server extra is not installed")
+    import base64
+    import io
+
+    from fastapi.testclient import TestClient
+    from server_support import CachedLoader, png_b64
+
+    from diffusion.server import create_app
+
+    folder, reference = tiny_edit
+    monkeypatch.setattr(edit_module, "REFERENCE_AREA", AREA)
+    picture = _picture(3, 0, 60)
+    app = create_app(model=folder, models_dir=folder.parent, outputs=folder.parent / "out",
+                     max_size=256, loader=CachedLoader())
+    body = {"prompt": PROMPT, "negative_prompt": NEGATIVE, "init_images": [png_b64(picture)],
+            "width": 96, "height": 64, "steps": 2, "seed": 7, "cfg_scale": 4,
+            "sampler_name": "Euler", "override_settings": {"randn_source": "CPU"}}
+    with TestClient(app) as client:
+        response = client.post("/sdapi/v1/img2img", json=body)
+        assert response.status_code == 200, response.text
+        data = base64.b64decode(response.json()["images"][0])
+        with Image.open(io.BytesIO(data)) as image:
+            ours = np.asarray(image.convert("RGB"), np.float32) / 255
+        assert np.abs(ours - _diffusers(reference, picture, PROMPT)).mean() < 0.01
+        masked = client.post("/sdapi/v1/img2img", json={
+            **body, "mask": png_b64(Image.new("L", picture.size, 255))})
+        assert 400 <= masked.status_code < 500
+        assert "Qwen-Image" in masked.text
+
+
+def test_edit_plus_equals_diffusers(first_device: gpucore.Device, tiny_edit: tuple[Path, Any],
+                                    tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two references of different sizes, each read at the condition area and encoded at the
+    reference area (both scaled down alike), the output at the last one's size by default:
+    diffusers' QwenImageEditPlusPipeline; the second reference visibly matters."""
+    import diffusers
+    from diffusers.pipelines.qwenimage import pipeline_qwenimage_edit_plus as module
+
+    from diffusion.pipelines.flow.qwen_image_edit_plus import QwenImageEditPlusPipeline
+
+    _, edit = tiny_edit
+    reference = diffusers.QwenImageEditPlusPipeline(**edit.components)
+    reference.save_pretrained(tmp_path / "plus")
+    dimensions, shrink = module.calculate_dimensions, AREA / (1024 * 1024)
+    monkeypatch.setattr(module, "calculate_dimensions",
+                        lambda area, ratio: dimensions(area * shrink, ratio))
+    ours = QwenImageEditPlusPipeline.from_pretrained(tmp_path / "plus", device=first_device)
+    ours.reference_area, ours.condition_area = AREA, int(384 * 384 * shrink)
+    first = _picture(1, 0, 60)
+    def square(low: int, high: int) -> Image.Image:
+        return Image.fromarray(np.random.default_rng(4).integers(low, high, (80, 80, 3),
+                                                                 dtype=np.uint8))
+
+    second = square(150, 256)
+    guidance = {"negative_prompt": NEGATIVE, "true_cfg_scale": 4.0, "num_inference_steps": 2}
+    expected = reference(image=[first, second], prompt=PROMPT, output_type="np",
+                         generator=torch.Generator().manual_seed(7), **guidance).images[0]
+    got = ours(PROMPT, image=[first, second], seed=7, **guidance)[0]
+    assert got.shape == expected.shape == (64, 64, 3)
+    # a tighter tolerance than TOL: the second picture's effect on the tiny model is smaller
+    # (16 of the 56 image tokens); the error stays ~1e-6 all the same
+    tol = 1e-4
+    assert np.abs(got - expected).mean() < tol
+    other = ours(PROMPT, image=[first, square(0, 40)], seed=7, **guidance)[0]
+    assert np.abs(other - got).mean() > 10 * tol
