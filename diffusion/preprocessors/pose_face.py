@@ -5,15 +5,23 @@ each of the face network's heatmaps above 0.05 (`Face.compute_peaks_from_heatmap
     box = face_box(keypoints, height, width)   # (x, y, side) in pixels, or None
     maps = scale_maps(heatmaps, side, side)    # the network's maps at the box's size
     landmarks = face_peaks(maps)               # int [K, 2]: (x, y) of each map found
+    face = detect_face(bgr, keypoints, network)   # fractions of the picture, or None
+
+The box's picture goes to the face network scaled to 384x384 (area shrinking, Lanczos
+enlarging) as BGR / 256 - 0.5 (`Face.__call__`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
-__all__ = ["face_box", "face_peaks", "scale_maps"]
+from .pose_resize import smart_resize
+
+__all__ = ["detect_face", "face_box", "face_peaks", "scale_maps"]
+
+_NETWORK_SIDE = 384
 
 _SMALLEST = 20
 _THRESHOLD = 0.05
@@ -75,3 +83,27 @@ def scale_maps(maps: np.ndarray, height: int, width: int) -> np.ndarray:
     align_corners=True)[0]`."""
     rows, cols = _bilinear(maps.shape[1], height), _bilinear(maps.shape[2], width)
     return np.einsum("yh,chw,xw->cyx", rows, maps.astype(np.float64), cols, optimize=True)
+
+
+def detect_face(bgr: np.ndarray, keypoints: Sequence[tuple[float, float] | None],
+                network: Callable[[np.ndarray], np.ndarray]
+                ) -> list[tuple[float, float]] | None:
+    """A person's face landmarks in a uint8 BGR picture from its 18 body keypoints in pixels:
+    each (x / width, y / height) as float32 values; None without a box or landmarks.
+    `network`: float32 [1, 3, 384, 384] -> [1, 71, 48, 48]. controlnet_aux:
+    `OpenposeDetector.detect_face`."""
+    height, width = bgr.shape[:2]
+    box = face_box(keypoints, height, width)
+    if box is None:
+        return None
+    x, y, side = box
+    crop = bgr[y:y + side, x:x + side]
+    scaled = smart_resize(crop, (_NETWORK_SIDE, _NETWORK_SIDE))
+    planes = np.ascontiguousarray(scaled.transpose(2, 0, 1)[None], np.float32) / 256.0 - 0.5
+    maps = np.asarray(network(planes), np.float32)[0]
+    peaks = face_peaks(scale_maps(maps, *crop.shape[:2])).astype(np.float32)
+    if peaks.ndim != 2 or peaks.shape[1] != 2:
+        return None
+    xs = np.where(peaks[:, 0] < 1e-6, -1, peaks[:, 0] + x) / float(width)
+    ys = np.where(peaks[:, 1] < 1e-6, -1, peaks[:, 1] + y) / float(height)
+    return [(float(a), float(b)) for a, b in zip(xs, ys)]

@@ -1,24 +1,34 @@
-"""The openpose hands' numpy parts, as controlnet_aux finds them: each hand's square box from
-the body's shoulder, elbow and wrist (`util.handDetect`), and the 21 joints of the hand
-network's heatmaps averaged at 128x128 (`Hand.__call__` after the network): each heatmap
-smoothed (Gaussian, sigma 3), cut to its largest region above 0.05 (8-connected, largest by
-the unsmoothed heat in it), and its highest point scaled to the box.
+"""The openpose hands, as controlnet_aux finds them: each hand's square box from the body's
+shoulder, elbow and wrist (`util.handDetect`); the box's picture blurred (cv2.GaussianBlur,
+sigma 0.8), scaled to 184, 368, 552 and 736 pixels, padded to a multiple of 8 with 128,
+through the hand network, its 22 heatmaps scaled back and averaged at 128x128
+(`Hand.__call__`); the 21 joints of those heatmaps: each smoothed (Gaussian, sigma 3), cut to
+its largest region above 0.05 (8-connected, largest by the unsmoothed heat in it), and its
+highest point scaled to the box.
 
     boxes = hand_boxes(keypoints, height, width)   # [(x, y, side, is_left), ...], pixels
+    heatmaps = hand_heatmaps(box_bgr, network)     # float64 [128, 128, 22]
     joints = hand_peaks(heatmaps, side, side)      # int [21, 2]: (x, y), (0, 0) not found
+    left, right = detect_hands(bgr, keypoints, network)   # fractions of the picture, or None
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
-from scipy import ndimage
 
+from .blur_u8 import gaussian_blur_u8
 from .pose_body import gaussian_filter
+from .pose_resize import smart_resize, smart_resize_k
 
-__all__ = ["HAND_MAP_SIZE", "hand_boxes", "hand_peaks"]
+__all__ = ["HAND_MAP_SIZE", "Network", "detect_hands", "hand_boxes", "hand_heatmaps",
+           "hand_peaks", "network_input"]
+
+# a pose network on the host's side: float32 [1, 3, H, W] -> its maps [1, C, H/8, W/8]
+Network = Callable[[np.ndarray], np.ndarray]
+Joints = list[tuple[float, float]]
 
 HAND_MAP_SIZE = 128
 _WRIST_ELBOW = 0.33
@@ -26,6 +36,54 @@ _THRESHOLD = 0.05
 _SMALLEST = 20
 # (shoulder, elbow, wrist) of the left hand, then of the right, and which is left
 _ARMS = (((5, 6, 7), True), ((2, 3, 4), False))
+_SCALES = (0.5, 1.0, 1.5, 2.0)
+_BOX = 368
+_STRIDE = 8
+_PAD_VALUE = 128
+_BLUR_SIGMA = 0.8
+
+
+def network_input(picture: np.ndarray) -> tuple[np.ndarray, int, int]:
+    """A uint8 BGR picture padded right and down to a multiple of 8 with 128, as the pose
+    networks read it (float32 [1, 3, H, W], BGR / 256 - 0.5), and the rows and columns
+    padded. controlnet_aux: `util.padRightDownCorner` and what follows it."""
+    pad_down, pad_right = -picture.shape[0] % _STRIDE, -picture.shape[1] % _STRIDE
+    padded = np.pad(picture, ((0, pad_down), (0, pad_right), (0, 0)),
+                    constant_values=_PAD_VALUE)
+    planes = np.ascontiguousarray(padded.transpose(2, 0, 1)[None], np.float32) / 256 - 0.5
+    return planes, pad_down, pad_right
+
+
+def hand_heatmaps(box: np.ndarray, network: Network) -> np.ndarray:
+    """The hand network's 22 heatmaps of a uint8 BGR box averaged over its four scales, at
+    128x128 (float64 [128, 128, 22])."""
+    blurred = gaussian_blur_u8(box, _BLUR_SIGMA)
+    total = np.zeros((HAND_MAP_SIZE, HAND_MAP_SIZE, 22))
+    for scale in _SCALES:
+        side = scale * _BOX
+        planes, pad_down, pad_right = network_input(smart_resize(blurred, (side, side)))
+        maps = np.asarray(network(planes), np.float32)[0].transpose(1, 2, 0)
+        maps = smart_resize_k(maps, fx=_STRIDE, fy=_STRIDE)
+        maps = maps[:planes.shape[2] - pad_down, :planes.shape[3] - pad_right]
+        total += smart_resize(maps, (HAND_MAP_SIZE, HAND_MAP_SIZE)) / len(_SCALES)
+    return total
+
+
+def detect_hands(bgr: np.ndarray, keypoints: Sequence[tuple[float, float] | None],
+                 network: Network) -> tuple[Joints | None, Joints | None]:
+    """A person's (left, right) hands' 21 joints in a uint8 BGR picture, from its 18 body
+    keypoints in pixels: each (x / width, y / height) as float32 values, (-1 / width,
+    -1 / height) where not found; None for a hand without a box.
+    controlnet_aux: `OpenposeDetector.detect_hands`."""
+    height, width = bgr.shape[:2]
+    hands: list[Joints | None] = [None, None]
+    for x, y, side, is_left in hand_boxes(keypoints, height, width):
+        box = bgr[y:y + side, x:x + side]
+        peaks = hand_peaks(hand_heatmaps(box, network), *box.shape[:2]).astype(np.float32)
+        xs = np.where(peaks[:, 0] < 1e-6, -1, peaks[:, 0] + x) / float(width)
+        ys = np.where(peaks[:, 1] < 1e-6, -1, peaks[:, 1] + y) / float(height)
+        hands[0 if is_left else 1] = [(float(a), float(b)) for a, b in zip(xs, ys)]
+    return hands[0], hands[1]
 
 
 def hand_boxes(keypoints: Sequence[tuple[float, float] | None], height: int, width: int
@@ -58,6 +116,8 @@ def hand_peaks(heatmaps: np.ndarray, height: int, width: int) -> np.ndarray:
     """The 21 joints (int [21, 2]: x, y in a box of height x width; (0, 0) where the heatmap
     never passes 0.05 once smoothed) of the hand network's heatmaps averaged over its scales
     (float64 [128, 128, >= 21])."""
+    from scipy import ndimage  # the 'diffusion' extra's; only the hands need it
+
     peaks = []
     for part in range(21):
         heat = heatmaps[:, :, part].copy()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -81,6 +82,9 @@ PREPROCESSORS: dict[str, Preprocessor] = {p.name: p for p in (
                  Slider("MLSD Distance Threshold", 0.1, 0.01, 20.0, 0.01), resolution="pad"),
     Preprocessor("normal_bae", normal.normal_bae, resolution="pad"),
     Preprocessor("openpose", openpose.openpose, resolution="pad"),
+    *(Preprocessor(name, functools.partial(openpose.openpose_map, body=body, hands=hands,
+                                           face=face), resolution="pad")
+      for name, (body, hands, face) in openpose.POSE_MODULES.items() if name != "openpose"),
     Preprocessor("softedge_hed", softedge.softedge_hed, resolution="pad"),
     Preprocessor("softedge_hedsafe", softedge.softedge_hedsafe, resolution="pad"),
     Preprocessor("softedge_pidinet", softedge.softedge_pidinet, resolution="pad"),
