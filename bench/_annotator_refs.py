@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import importlib
 import importlib.util
+import json
 import os
 import shutil
 import sys
@@ -316,6 +317,7 @@ def rows(sizes: tuple[int, ...], modules: tuple[str, ...], device: gpucore.Devic
             except Exception as exc:
                 row["error"] = f"{type(exc).__name__}: {str(exc)[:200]}"
             out.append(row)
+            print(json.dumps(row, default=float), flush=True)  # kept if the run is cut short
         net = None
         if cuda:
             cuda.cuda.empty_cache()

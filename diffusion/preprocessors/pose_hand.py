@@ -3,8 +3,8 @@ shoulder, elbow and wrist (`util.handDetect`); the box's picture blurred (cv2.Ga
 sigma 0.8), scaled to 184, 368, 552 and 736 pixels, padded to a multiple of 8 with 128,
 through the hand network, its 22 heatmaps scaled back and averaged at 128x128
 (`Hand.__call__`); the 21 joints of those heatmaps: each smoothed (Gaussian, sigma 3), cut to
-its largest region above 0.05 (8-connected, largest by the unsmoothed heat in it), and its
-highest point scaled to the box.
+its largest region above 0.05 (8-connected, as skimage's and scipy's labels, largest by the
+unsmoothed heat in it), and its highest point scaled to the box.
 
     boxes = hand_boxes(keypoints, height, width)   # [(x, y, side, is_left), ...], pixels
     heatmaps = hand_heatmaps(box_bgr, network)     # float64 [128, 128, 22]
@@ -24,7 +24,7 @@ from .pose_body import gaussian_filter
 from .pose_resize import smart_resize, smart_resize_k
 
 __all__ = ["HAND_MAP_SIZE", "Network", "detect_hands", "hand_boxes", "hand_heatmaps",
-           "hand_peaks", "network_input"]
+           "hand_peaks", "network_input", "regions"]
 
 # a pose network on the host's side: float32 [1, 3, H, W] -> its maps [1, C, H/8, W/8]
 Network = Callable[[np.ndarray], np.ndarray]
@@ -112,12 +112,27 @@ def hand_boxes(keypoints: Sequence[tuple[float, float] | None], height: int, wid
     return boxes
 
 
+def regions(mask: np.ndarray) -> np.ndarray:
+    """Each pixel of `mask`'s 8-connected regions labelled with its region's first pixel in
+    raster order (its flat index; -1 off the mask): scipy.ndimage.label's regions, in its
+    order when sorted. The smallest index spreads through each region until it holds."""
+    height, width = mask.shape
+    big = height * width
+    labels = np.where(mask, np.arange(big).reshape(mask.shape), big)
+    while True:
+        padded = np.pad(labels, 1, constant_values=big)
+        spread = np.min([padded[dy:dy + height, dx:dx + width] for dy in range(3)
+                         for dx in range(3)], axis=0)
+        spread = np.where(mask, spread, big)
+        if np.array_equal(spread, labels):
+            return np.where(mask, labels, -1)
+        labels = spread
+
+
 def hand_peaks(heatmaps: np.ndarray, height: int, width: int) -> np.ndarray:
     """The 21 joints (int [21, 2]: x, y in a box of height x width; (0, 0) where the heatmap
     never passes 0.05 once smoothed) of the hand network's heatmaps averaged over its scales
     (float64 [128, 128, >= 21])."""
-    from scipy import ndimage  # the 'diffusion' extra's; only the hands need it
-
     peaks = []
     for part in range(21):
         heat = heatmaps[:, :, part].copy()
@@ -125,9 +140,10 @@ def hand_peaks(heatmaps: np.ndarray, height: int, width: int) -> np.ndarray:
         if not above.any():
             peaks.append((0, 0))
             continue
-        labels, count = ndimage.label(above, structure=np.ones((3, 3), int))
-        sums = ndimage.sum_labels(heat, labels, index=np.arange(1, count + 1))
-        heat[labels != int(np.argmax(sums)) + 1] = 0
+        labels = regions(above)
+        firsts, numbered = np.unique(labels[above], return_inverse=True)
+        sums = np.bincount(numbered, weights=heat[above], minlength=len(firsts))
+        heat[labels != firsts[int(np.argmax(sums))]] = 0
         row = int(heat.max(axis=1).argmax())
         col = int(heat[row].argmax())
         peaks.append((int(float(col) * float(width) / float(HAND_MAP_SIZE)),

@@ -89,3 +89,18 @@ def test_hand_peaks_equal_the_hand_estimators() -> None:
         want.append([int(float(x) * 77 / 128), int(float(y) * 77 / 128)])
     assert regions >= 10 and [0, 0] in want
     np.testing.assert_array_equal(pose_hand.hand_peaks(heatmaps, 77, 77), np.array(want))
+
+
+@pytest.mark.nodevice
+def test_regions_equal_scipys_labels() -> None:
+    """Random masks with many touching and diagonal regions; labels in scipy's order."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(7)
+    for density in (0.3, 0.55):
+        mask = rng.random((41, 57)) < density
+        want, count = ndimage.label(mask, structure=np.ones((3, 3), int))
+        got = pose_hand.regions(mask)
+        firsts, numbered = np.unique(got[mask], return_inverse=True)
+        assert len(firsts) == count > 5
+        np.testing.assert_array_equal(numbered + 1, want[mask])
