@@ -11,7 +11,7 @@ import numpy as np
 
 from .resize import resize
 
-__all__ = ["smart_resize", "smart_resize_k"]
+__all__ = ["axis_weights", "smart_resize", "smart_resize_k"]
 
 
 def _lanczos4(size_in: int, size_out: int, fixed: bool = False) -> np.ndarray:
@@ -59,18 +59,6 @@ def _area(size_in: int, size_out: int) -> np.ndarray:
     return np.clip(overlap, 0, None) / scale
 
 
-def _along(weights: np.ndarray, x: np.ndarray, axis: int) -> np.ndarray:
-    """x (integers) resampled along `axis` by a (size_out, size_in) weight matrix, as a sum
-    over each output's few nonzero taps (a gather per tap: numpy has no BLAS for ints)."""
-    taps = max(1, int((weights != 0).sum(axis=1).max()))
-    index = np.argsort(weights == 0, axis=1, kind="stable")[:, :taps]
-    share = np.take_along_axis(weights, index, axis=1)
-    moved = np.moveaxis(x, axis, 0)
-    out = sum(share[:, k].reshape(-1, *[1] * (moved.ndim - 1)) * moved[index[:, k]]
-              for k in range(taps))
-    return np.moveaxis(np.asarray(out), 0, axis)
-
-
 def _resize(x: np.ndarray, width: int, height: int, area: bool) -> np.ndarray:
     if x.dtype == np.uint8 and area:
         if x.shape[:2] == (2 * height, 2 * width):  # cv2's exact halving: (sum + 2) >> 2
@@ -79,13 +67,26 @@ def _resize(x: np.ndarray, width: int, height: int, area: bool) -> np.ndarray:
         return resize(x, (width, height), "area")
     if x.dtype == np.uint8:
         rows, cols = _lanczos4(x.shape[0], height, True), _lanczos4(x.shape[1], width, True)
-        total = _along(rows, _along(cols, x.astype(np.int64), 1), 0)
+        # integer taps and pixels: float64 products and sums stay exact (below 2**31) and
+        # take BLAS
+        total = _product(rows.astype(np.float64), x, cols.astype(np.float64)).astype(np.int64)
         half = 1 << 21  # two passes of 11 fraction bits, rounded once
         return np.clip((total + half) >> 22, 0, 255).astype(np.uint8)
     weights = _area if area else _lanczos4
     rows, cols = weights(x.shape[0], height), weights(x.shape[1], width)
-    down = np.tensordot(rows, x.astype(np.float64), axes=(1, 0))  # dense products (BLAS)
-    return np.moveaxis(np.tensordot(down, cols, axes=(1, 1)), -1, 1).astype(x.dtype)
+    return _product(rows, x, cols).astype(x.dtype)
+
+
+def _product(rows: np.ndarray, x: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """rows @ x @ cols.T over x's first two axes (HxW or HxWxC), in float64."""
+    down = np.tensordot(rows, x.astype(np.float64), axes=(1, 0))
+    return np.moveaxis(np.tensordot(down, cols, axes=(1, 1)), -1, 1)
+
+
+def axis_weights(size_in: int, size_out: int, *, shrink: bool) -> np.ndarray:
+    """(size_out, size_in) float64 weights of one axis of a float map's resize: OpenCV's
+    INTER_AREA (shrink) or INTER_LANCZOS4 taps, edges repeated."""
+    return _area(size_in, size_out) if shrink else _lanczos4(size_in, size_out)
 
 
 def smart_resize(x: np.ndarray, size: tuple[float, float]) -> np.ndarray:
