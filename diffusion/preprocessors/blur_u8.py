@@ -45,8 +45,10 @@ def _taps_along(x: np.ndarray, taps: np.ndarray, axis: int) -> np.ndarray:
     size = x.shape[axis]
     padded = np.pad(x, [(radius, radius) if a == axis else (0, 0) for a in range(x.ndim)],
                     mode="reflect")
-    return sum(int(t) * np.take(padded, np.arange(i, i + size), axis=axis)
-               for i, t in enumerate(taps))
+    out = np.zeros_like(x)
+    for i, tap in enumerate(taps):
+        out += int(tap) * np.take(padded, np.arange(i, i + size), axis=axis)
+    return out
 
 
 def gaussian_blur_u8(image: np.ndarray, sigma: float) -> np.ndarray:

@@ -26,6 +26,7 @@ body keypoints (pose_hand, pose_face); keypoints divided by the picture's width 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -46,6 +47,7 @@ __all__ = ["POSE_MODULES", "Keypoints", "Pose", "body_maps", "detect_people", "d
            "openpose", "openpose_map", "openpose_with_json", "pose_json"]
 
 Keypoints = list[tuple[float, float] | None]
+Joints = Sequence[tuple[float, float] | None]  # a hand's or face's points (or a body's)
 # the modules /controlnet/detect also answers with their JSON: (body, hands, face) drawn
 POSE_MODULES = {"openpose": (True, False, False), "openpose_hand": (True, True, False),
                 "openpose_face": (True, False, True), "openpose_faceonly": (False, False, True),
@@ -61,9 +63,9 @@ class Pose(NamedTuple):
     not found)."""
 
     body: Keypoints
-    left_hand: Keypoints | None
-    right_hand: Keypoints | None
-    face: Keypoints | None
+    left_hand: Joints | None
+    right_hand: Joints | None
+    face: Joints | None
 
 
 def body_maps(bgr: np.ndarray, *, device: Device | None = None
@@ -158,7 +160,8 @@ def openpose_map(image: np.ndarray, *, body: bool = True, hands: bool = False,
     `OpenposeDetector(image, include_body=..., include_hand=..., include_face=...)` at the
     picture's size."""
     poses = detect_poses(image, hands=hands, face=face, device=device)
-    return _drawn(poses, *image.shape[:2], body=body)
+    height, width = image.shape[:2]
+    return _drawn(poses, height, width, body=body)
 
 
 def openpose(image: np.ndarray, *, device: Device | None = None) -> np.ndarray:
@@ -175,25 +178,26 @@ def openpose_with_json(image: np.ndarray, resolution: int, *, module: str = "ope
     body, hands, face = POSE_MODULES[module]
     padded, remove_pad = resize_with_pad(image, resolution)
     poses = detect_poses(padded, hands=hands, face=face, device=device)
-    return remove_pad(_drawn(poses, *padded.shape[:2], body=body)), pose_json(
+    height, width = padded.shape[:2]
+    return remove_pad(_drawn(poses, height, width, body=body)), pose_json(
         [pose.body for pose in poses], *padded.shape[:2],
         hands=[(pose.left_hand, pose.right_hand) for pose in poses] if hands else None,
         faces=[pose.face for pose in poses] if face else None)
 
 
 def pose_json(people: list[Keypoints], height: int, width: int, *,
-              hands: list[tuple[Keypoints | None, Keypoints | None]] | None = None,
-              faces: list[Keypoints | None] | None = None) -> dict[str, Any]:
+              hands: list[tuple[Joints | None, Joints | None]] | None = None,
+              faces: list[Joints | None] | None = None) -> dict[str, Any]:
     """The people as the extension's `encode_poses_as_dict` writes them (openpose's JSON:
     x, y, confidence per keypoint, 0, 0, 0 where missing); each person's (left, right) hands
     and face keypoints where given, null where not."""
-    def flat(keypoints: Keypoints | None) -> list[float] | None:
+    def flat(keypoints: Joints | None) -> list[float] | None:
         if not keypoints:
             return None
         return [value for point in keypoints for value in (
             (float(point[0]), float(point[1]), 1.0) if point is not None else (0.0, 0.0, 0.0))]
 
-    no_hands: list[tuple[Keypoints | None, Keypoints | None]] = [(None, None)] * len(people)
+    no_hands: list[tuple[Joints | None, Joints | None]] = [(None, None)] * len(people)
     return {"people": [{"pose_keypoints_2d": flat(person), "face_keypoints_2d": flat(face),
                         "hand_left_keypoints_2d": flat(left),
                         "hand_right_keypoints_2d": flat(right)}

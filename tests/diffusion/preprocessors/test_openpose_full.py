@@ -142,3 +142,30 @@ class _Body:
 
     def __call__(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return self.result
+
+
+def test_pose_json_of_the_hand_and_face_modules(monkeypatch: pytest.MonkeyPatch) -> None:
+    """/controlnet/detect's JSON: the hands and face each module looks for, on the canvas the
+    people were found in (the picture at the processor resolution, padded to 64s)."""
+    hand = [(0.25, 0.5)] * 20 + [(-1 / 128, -1 / 64)]
+    landmarks = [(0.5, 0.25)] * 70
+    seen = []
+
+    def detect(image: np.ndarray, *, hands: bool, face: bool, device: Any) -> Any:
+        seen.append((image.shape[:2], hands, face))
+        return [openpose.Pose([(0.5, 0.5)] + [None] * 17, hand if hands else None,
+                              None, landmarks if face else None)]
+
+    monkeypatch.setattr(openpose, "detect_poses", detect)
+    picture = np.zeros((40, 77, 3), np.uint8)
+    drawn, poses = openpose.openpose_with_json(picture, 64, module="openpose_full")
+    person = poses["people"][0]
+    assert seen[-1] == ((64, 128), True, True) and drawn.shape == (64, 123, 3)
+    assert person["hand_left_keypoints_2d"][-3:] == [-1 / 128, -1 / 64, 1.0]
+    assert person["hand_right_keypoints_2d"] is None
+    assert person["face_keypoints_2d"] == [0.5, 0.25, 1.0] * 70
+    _, poses = openpose.openpose_with_json(picture, 64, module="openpose_hand")
+    assert poses["people"][0]["face_keypoints_2d"] is None and seen[-1][1:] == (True, False)
+    _, poses = openpose.openpose_with_json(picture, 64, module="openpose_faceonly")
+    assert poses["people"][0]["hand_left_keypoints_2d"] is None
+    assert poses["people"][0]["face_keypoints_2d"] and seen[-1][1:] == (False, True)
