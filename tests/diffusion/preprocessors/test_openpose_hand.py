@@ -68,7 +68,9 @@ def test_hand_peaks_equal_the_hand_estimators() -> None:
     """Hand.__call__'s peak finding (skimage's 8-connected labels, the largest region by its
     heat) on random 128x128 maps with several regions each, and maps with none."""
     from scipy.ndimage import gaussian_filter
-    from skimage.measure import label
+
+    label = pytest.importorskip("skimage.measure", reason="Hand's labelling (extra: "
+                                "reference)").label
 
     rng = np.random.default_rng(6)
     spots = rng.uniform(-0.2, 1.0, (22, 16, 16)) * (rng.random((22, 16, 16)) < 0.1)
