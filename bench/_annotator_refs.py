@@ -20,10 +20,12 @@ from __future__ import annotations
 import functools
 import importlib
 import importlib.util
+import json
 import os
 import shutil
 import sys
 import types
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +37,7 @@ from . import _harness
 
 ENV_VAR = "BENCH_CONTROLNET_AUX"
 MODULES = ("lineart_realistic", "lineart_anime", "softedge_hed", "softedge_pidinet", "mlsd",
-           "normal_bae", "openpose")
+           "normal_bae", "openpose", "openpose_full")
 # the subpackages the reference networks need (vendor copies these)
 _PARTS = ("lineart", "lineart_anime", "hed", "pidi", "mlsd", "normalbae", "open_pose",
           "util.py")
@@ -154,6 +156,8 @@ def _network(module: str, folder: Path) -> tuple[Any, str]:
         save({"model": {f"module.{k}": v for k, v in net.state_dict().items()}},
              "normal_bae", "scannet.pt")
         return net, "normal"
+    if module == "openpose_full":
+        return _openpose_full(folder, save), "full"
     if module == "openpose":
         aux("open_pose.util", bare=("open_pose",))  # first: it imports body
         torch.manual_seed(3)
@@ -165,11 +169,74 @@ def _network(module: str, folder: Path) -> tuple[Any, str]:
     raise ValueError(f"no preprocessor {module!r}; use any of {', '.join(MODULES)}")
 
 
+def _stand_ins() -> None:
+    """What open_pose's hand and face import and this bench's machine may lack: face.py's
+    torchvision transforms (module constants it never uses here) and skimage's `label`
+    (scipy's 8-connected labelling in its place: the same regions)."""
+    try:
+        import torchvision.transforms  # noqa: F401
+    except ImportError:
+        transforms = types.ModuleType("torchvision.transforms")
+        transforms.ToTensor = transforms.ToPILImage = object  # type: ignore[attr-defined]
+        sys.modules["torchvision"] = types.ModuleType("torchvision")
+        sys.modules["torchvision.transforms"] = transforms
+    try:
+        import skimage.measure  # noqa: F401
+    except ImportError:
+        from scipy import ndimage
+
+        def label(image: Any, return_num: bool = False, connectivity: int = 2) -> Any:
+            labels, count = ndimage.label(image, structure=np.ones((3, 3), int))
+            return (labels, count) if return_num else labels
+
+        measure = types.ModuleType("skimage.measure")
+        measure.label = label  # type: ignore[attr-defined]
+        sys.modules["skimage"] = types.ModuleType("skimage")
+        sys.modules["skimage.measure"] = measure
+
+
+def _openpose_full(folder: Path, save: Callable[..., None]) -> Any:
+    """OpenposeDetector with random body, hand and face networks saved as the extension's
+    three files (the body's weights scaled and its limb fields leaning positive, as
+    tests/diffusion/preprocessors/test_openpose's, so that people, hands and faces are
+    found)."""
+    import torch
+
+    _stand_ins()
+    if "controlnet_aux.open_pose" in sys.modules and not hasattr(
+            sys.modules["controlnet_aux.open_pose"], "OpenposeDetector"):
+        del sys.modules["controlnet_aux.open_pose"]  # the bare package the body row loaded
+    open_pose = aux("open_pose")
+    model = aux("open_pose.model")
+    torch.manual_seed(3)
+    body = model.bodypose_model().eval()
+    hand = model.handpose_model().eval()
+    face = aux("open_pose.face").FaceNet().eval()
+    with torch.no_grad():
+        for net in (body, hand, face):
+            for name, value in net.named_parameters():
+                if name.endswith("weight"):
+                    value.mul_(8**0.5)
+        body.model6_1.Mconv7_stage6_L1.bias.add_(0.5)
+    flat = {k.split(".", 1)[1]: v for k, v in body.state_dict().items()}
+    save(flat, "openpose", "body_pose_model.pth")
+    save({k.split(".", 1)[1]: v for k, v in hand.state_dict().items()}, "openpose",
+         "hand_pose_model.pth")
+    save(face.state_dict(), "openpose", "facenet.pth")
+    path = folder / "openpose"
+    return open_pose.OpenposeDetector(open_pose.Body(str(path / "body_pose_model.pth")),
+                                      open_pose.Hand(str(path / "hand_pose_model.pth")),
+                                      open_pose.Face(str(path / "facenet.pth")))
+
+
 def _reference_call(net: Any, kind: str, image: np.ndarray, dev: str) -> Any:
     """A no-argument call running the reference network on `image` as its detector feeds
     it, the output read back to the host."""
     import torch
 
+    if kind == "full":  # the detector's whole call at the picture's size, drawing included
+        net.to(dev)
+        return lambda: _full_call(net, image)
     if kind == "body":
         net.model.to(dev)
         return lambda: net(image[:, :, ::-1].copy())  # Body reads BGR, as the detector
@@ -200,6 +267,14 @@ def _reference_call(net: Any, kind: str, image: np.ndarray, dev: str) -> Any:
                 first = first[0]
             return first.cpu()
     return call
+
+
+def _full_call(net: Any, image: np.ndarray) -> Any:
+    import torch
+
+    with torch.no_grad():
+        poses = net.detect_poses(image, include_hand=True, include_face=True)
+    return sys.modules["controlnet_aux.open_pose"].draw_poses(poses, *image.shape[:2])
 
 
 def _picture(size: int) -> np.ndarray:
@@ -242,6 +317,7 @@ def rows(sizes: tuple[int, ...], modules: tuple[str, ...], device: gpucore.Devic
             except Exception as exc:
                 row["error"] = f"{type(exc).__name__}: {str(exc)[:200]}"
             out.append(row)
+            print(json.dumps(row, default=float), flush=True)  # kept if the run is cut short
         net = None
         if cuda:
             cuda.cuda.empty_cache()

@@ -11,9 +11,10 @@ norm scales 1 + normal(0, 0.02); the zero-initialized control linears drawn too,
 residuals matter), times the reference, hands the weights to the host as float16 one tensor
 at a time and frees its copy before ours loads them (one copy of the 23 GB at a time).
 
-BENCH_PREPROCESSORS picks preprocessors, comma-separated (default: all seven;
-"none" skips them); `--quick`: a tiny transformer and ControlNet, lineart_realistic only, on
-a 32x32 picture (a smoke run on any adapter).
+BENCH_PREPROCESSORS picks preprocessors, comma-separated (default: all eight;
+"none" skips them); BENCH_STEP=none skips the FLUX step (run the two in separate processes
+where a machine's time is short); `--quick`: a tiny transformer and ControlNet,
+lineart_realistic only, on a 32x32 picture (a smoke run on any adapter).
 
     python -m bench dit_controlnet --json bench/results/dit_controlnet.json
     python -m bench.dit_controlnet --vendor DIR    # copy controlnet_aux's parts for a machine
@@ -175,7 +176,7 @@ def run(quick: bool = False) -> dict[str, Any]:
                          f"{', '.join(_annotator_refs.MODULES)} (or none), comma-separated")
     start = time.perf_counter()
     try:
-        rows = _flux_rows(quick, device, cuda)
+        rows = [] if os.environ.get("BENCH_STEP") == "none" else _flux_rows(quick, device, cuda)
     except Exception as exc:  # out of memory: the preprocessors still run
         rows = [{"work": "FLUX.1 dev + Union ControlNet step", "impl": "ours",
                  "error": f"{type(exc).__name__}: {str(exc)[:300]}"}]

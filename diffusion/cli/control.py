@@ -203,11 +203,12 @@ def _inpaint_mask(args: argparse.Namespace, open_image: Any) -> Any:
 
 
 def load_control_units(specs: list[ControlSpec], kinds: list[str], pipe: Any,
-                       width: int, height: int, *,
-                       image_encoder: str | None = None) -> tuple[Any, ...]:
+                       width: int, height: int, *, image_encoder: str | None = None,
+                       seed: int | None = None) -> tuple[Any, ...]:
     """The units with their models loaded on the pipeline's device, in its UNet's dtype; an
     IP-Adapter unit (one --from-infotext found) reads its picture with `image_encoder`
-    (--image-encoder)."""
+    (--image-encoder). `seed`: the random preprocessors' numpy seed
+    (control_spec.numpy_seed)."""
     from ..loaders.control.catalog import load_control_model, model_kind
     from ..loaders.control.ip_adapter_file import load_image_encoder
 
@@ -216,7 +217,8 @@ def load_control_units(specs: list[ControlSpec], kinds: list[str], pipe: Any,
     units = []
     for spec, kind in zip(specs, kinds, strict=True):
         if spec.model == MAP_MODEL:
-            units.append(spec.unit(None, width=width, height=height, device=place.device))
+            units.append(spec.unit(None, width=width, height=height, device=place.device,
+                                   seed=seed))
             continue
         found = model_kind(spec.model)
         if kind != "any" and found != kind:
@@ -227,7 +229,7 @@ def load_control_units(specs: list[ControlSpec], kinds: list[str], pipe: Any,
             encoder = load_image_encoder(image_encoder, dtype=place.dtype,
                                          device=place.device)
         units.append(spec.unit(model, width=width, height=height, device=place.device,
-                               image_encoder=encoder))
+                               seed=seed, image_encoder=encoder))
     return tuple(units)
 
 

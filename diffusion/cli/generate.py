@@ -19,6 +19,7 @@ import numpy as np
 
 from ..imaging import eight_bit
 from ..infotext import save_images
+from ..pipelines.control_spec import numpy_seed
 from ..pipelines.request import GenerationRequest, door_fields
 from ..sampling.kdiffusion import SamplerOptions, sampler_label
 from ..sampling.samplers import schedules
@@ -302,7 +303,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[Path]
         request = replace(request, control=load_control_units(
             specs, args.control_kinds, pipe, request.width or pipe.native_size,
             request.height or pipe.native_size, image_encoder=getattr(args, "image_encoder",
-                                                                      None)))
+                                                                      None),
+            seed=numpy_seed(request.seed, request.subseed)))
     if ip_units is not None:
         request = replace(request, control=tuple(request.control) + tuple(ip_units(pipe)))
     if redux is not None:

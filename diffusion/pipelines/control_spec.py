@@ -37,7 +37,7 @@ from .control import CONTROL_MODES, HR_OPTIONS, ControlUnit
 from .control_map import MAP_MODEL, ControlMap
 from .ip_adapter import IPAdapterUnit
 
-__all__ = ["ControlSpec", "control_mode", "parse_unit", "unit_label"]
+__all__ = ["ControlSpec", "control_mode", "numpy_seed", "parse_unit", "unit_label"]
 
 _FIELDS = ("module", "model", "weight", "resize_mode", "processor_res", "threshold_a",
            "threshold_b", "guidance_start", "guidance_end", "pixel_perfect", "control_mode")
@@ -141,9 +141,11 @@ class ControlSpec:
         return (res, (found.threshold_a or _HIDDEN).pick(self.threshold_a),
                 (found.threshold_b or _HIDDEN).pick(self.threshold_b))
 
-    def detect(self, width: int, height: int, *, device: Any = None) -> tuple[Any, ControlSpec]:
+    def detect(self, width: int, height: int, *, device: Any = None,
+               seed: int | None = None) -> tuple[Any, ControlSpec]:
         """The control map of the image for a `width` x `height` picture (pixel perfect: at
-        the resolution the resize mode needs), and this spec with the settings used."""
+        the resolution the resize mode needs), and this spec with the settings used. `seed`:
+        a random module's numpy seed (numpy_seed)."""
         if self.image is None:
             raise ValueError("image is missing: give the unit a picture")
         picture = hwc3(self.image)
@@ -155,10 +157,12 @@ class ControlSpec:
                                                             threshold_a=low, threshold_b=high)
         found = PREPROCESSORS[self.module]
         detected = preprocess(self.module, picture, threshold_a=low, threshold_b=high,
-                              resolution=res if found.resolution else None, device=device)
+                              resolution=res if found.resolution else None, seed=seed,
+                              device=device)
         return detected, replace(self, processor_res=res, threshold_a=low, threshold_b=high)
 
     def unit(self, model: Any, *, width: int, height: int, device: Any = None,
+             seed: int | None = None,
              image_encoder: Any = None) -> ControlUnit | IPAdapterUnit | ControlMap:
         """The ControlUnit of this spec with its loaded `model`, its map detected for the
         first pass's size (ControlUnit fits it to each pass's size); for an IPAdapter model
@@ -166,7 +170,7 @@ class ControlSpec:
         `image_encoder` (a loaded CLIP vision model); for model "None" (`model` None), the
         ControlMap a FLUX.1 Canny / Depth dev model takes in its input."""
         if self.model == MAP_MODEL:
-            detected, used = self.detect(width, height, device=device)
+            detected, used = self.detect(width, height, device=device, seed=seed)
             return ControlMap(detected, resize_mode=self.resize_mode,
                               label=used.serialize(MAP_MODEL), hr_option=self.hr_option)
         title = getattr(model, "title", None) or self.model
@@ -184,7 +188,7 @@ class ControlSpec:
                                  guidance_end=float(self.guidance_end),
                                  image_encoder=image_encoder, hr_option=self.hr_option,
                                  label=self.serialize(title))
-        detected, used = self.detect(width, height, device=device)
+        detected, used = self.detect(width, height, device=device, seed=seed)
         return ControlUnit(model, detected, weight=float(self.weight),
                            guidance_start=float(self.guidance_start),
                            guidance_end=float(self.guidance_end),
@@ -238,6 +242,15 @@ def parse_unit(text: str) -> dict[str, Any]:
     if "resize_mode" in out and out["resize_mode"] not in RESIZE_MODES:
         out["resize_mode"] = resize_mode(out["resize_mode"])
     return out
+
+
+def numpy_seed(seed: int | None, subseed: int | None) -> int | None:
+    """The numpy seed the extension sets before it preprocesses (`set_numpy_seed`): the
+    generation's seed + subseed (the seed where the subseed is -1 or missing) in 32 bits;
+    None where the seed is not chosen yet."""
+    if seed is None or seed < 0:
+        return None
+    return (seed + (seed if subseed is None or subseed < 0 else subseed)) & 0xFFFFFFFF
 
 
 def unit_label(unit: ControlUnit | IPAdapterUnit | ControlMap) -> str:

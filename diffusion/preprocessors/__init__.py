@@ -20,13 +20,17 @@ map a ControlNet or T2I-Adapter reads out.
 | `mlsd` | M-LSD's straight segments (mlsd.py) | score (0.1) / length (0.1) |
 | `normal_bae` | Bae et al.'s surface normals as colours (normal.py) | |
 | `openpose` | people's body joints and limbs (openpose.py; its JSON too) | |
+| `openpose_hand`, `openpose_face` | the same with hands / faces (pose_hand.py, pose_face.py) | |
+| `openpose_faceonly`, `openpose_full` | faces only / bodies, hands and faces | |
+| `shuffle` | the picture moved along a seeded random flow (shuffle.py), at 512 | |
 | `ip-adapter_clip_h`, ... | the picture as is, for an IP-Adapter (ip_adapter_modules.py) | |
 
 depth_anything_v2 reads its model from the path in DEPTH_ANYTHING_V2_MODEL (or
 `depth.set_model_path`): Depth-Anything-V2-Small-hf's model.safetensors or folder. The
 lineart, softedge, mlsd and normal_bae modules read the extension's annotator files
 (sk_model.pth, netG.pth, ControlNetHED.pth, table5_pidinet.pth, mlsd_large_512_fp32.pth,
-scannet.pt, body_pose_model.pth) from the folder in CONTROLNET_ANNOTATOR_DIR
+scannet.pt, body_pose_model.pth, hand_pose_model.pth, facenet.pth) from the folder in
+CONTROLNET_ANNOTATOR_DIR
 (diffusion.loaders.control.annotator_file). The extension's own names of some modules
 (`hed`, `pidinet_safe`, `lineart`, ...: registry.MODULE_ALIASES) name them too.
 

@@ -24,8 +24,9 @@ _models: dict[tuple[str, int], Any] = {}
 def annotator_model(module: str, subfolder: str, filename: str,
                     build: Callable[..., Any], device: Device | None) -> Any:
     """The network of `module` from its annotator file, built by `build(state, device=...)`
-    on `device` (None: the default one, opened once the file is found) and kept (the last two
-    files used: a user switching between two preprocessors does not reload either)."""
+    on `device` (None: the default one, opened once the file is found) and kept (the last
+    three files used: openpose_full's three networks, or a user switching between two
+    preprocessors, reload none)."""
     path = find_annotator(module, subfolder, filename)
     device = device or default_device()
     key = (str(path.resolve()), id(device))
@@ -36,7 +37,7 @@ def annotator_model(module: str, subfolder: str, filename: str,
             model = build(state, device=device)
         except ValueError as exc:
             raise WeightsError(f"{path}: {exc}") from None
-        while len(_models) >= 2:
+        while len(_models) >= 3:
             _models.pop(next(iter(_models)))  # the one used least recently
     _models[key] = model
     return model

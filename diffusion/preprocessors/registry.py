@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -11,7 +12,7 @@ import numpy as np
 
 from gpucore import Device
 
-from . import depth, filters, lineart, lineart_anime, mlsd, normal, openpose, softedge
+from . import depth, filters, lineart, lineart_anime, mlsd, normal, openpose, shuffle, softedge
 from .ip_adapter_modules import IP_ADAPTER_MODULES
 from .resize import resize_with_pad
 
@@ -51,13 +52,16 @@ class Preprocessor:
     """One module: its function (picture, settings..., device), the extension's
     threshold_a / threshold_b sliders (None: the module takes none), and whether it first
     scales the picture to the processor resolution (`resize_image_with_pad`): "pad" runs on
-    the padded picture and cuts the map, "scale" cuts the picture first."""
+    the padded picture and cuts the map, "scale" cuts the picture first, "scale512" too at
+    512 whatever the resolution asked (the extension's hidden slider). `seeded`: its run
+    takes the numpy seed (`seed=`)."""
 
     name: str
     run: Callable[..., np.ndarray]
     threshold_a: Slider | None = None
     threshold_b: Slider | None = None
     resolution: str | None = None
+    seeded: bool = False
 
 
 PREPROCESSORS: dict[str, Preprocessor] = {p.name: p for p in (
@@ -72,6 +76,7 @@ PREPROCESSORS: dict[str, Preprocessor] = {p.name: p for p in (
                  resolution="scale"),
     Preprocessor("tile_resample", filters.tile_resample,
                  Slider("Down Sampling Rate", 1.0, 1.0, 8.0, 0.01)),
+    Preprocessor("shuffle", shuffle.shuffle, resolution="scale512", seeded=True),
     Preprocessor("depth_anything_v2", depth.depth_anything_v2),
     # model-based: their files in the annotator folder (loaders.control.annotator_file)
     Preprocessor("lineart_realistic", lineart.lineart_realistic, resolution="pad"),
@@ -81,6 +86,9 @@ PREPROCESSORS: dict[str, Preprocessor] = {p.name: p for p in (
                  Slider("MLSD Distance Threshold", 0.1, 0.01, 20.0, 0.01), resolution="pad"),
     Preprocessor("normal_bae", normal.normal_bae, resolution="pad"),
     Preprocessor("openpose", openpose.openpose, resolution="pad"),
+    *(Preprocessor(name, functools.partial(openpose.openpose_map, body=body, hands=hands,
+                                           face=face), resolution="pad")
+      for name, (body, hands, face) in openpose.POSE_MODULES.items() if name != "openpose"),
     Preprocessor("softedge_hed", softedge.softedge_hed, resolution="pad"),
     Preprocessor("softedge_hedsafe", softedge.softedge_hedsafe, resolution="pad"),
     Preprocessor("softedge_pidinet", softedge.softedge_pidinet, resolution="pad"),
@@ -138,7 +146,8 @@ def module_list() -> list[str]:
 def module_detail() -> dict[str, Any]:
     """`/controlnet/module_list`'s module_detail: each module's sliders."""
     return {p.name: {"model_free": True, "sliders": [s.api_json() for s in (
-        RESOLUTION if p.resolution else None, p.threshold_a, p.threshold_b) if s is not None]}
+        RESOLUTION if p.resolution in ("pad", "scale") else None, p.threshold_a,
+        p.threshold_b) if s is not None]}
         for p in PREPROCESSORS.values()}
 
 
@@ -171,12 +180,14 @@ def control_picture(image: Any) -> np.ndarray:
 
 def preprocess(module: str, image: Any, *, threshold_a: float | None = None,
                threshold_b: float | None = None, resolution: int | None = None,
-               device: Device | None = None) -> np.ndarray:
+               seed: int | None = None, device: Device | None = None) -> np.ndarray:
     """The control map of `image` by `module` (uint8 HxWx3). threshold_a / threshold_b: the
     module's settings (None, the extension's -1 or a value off its slider: its default).
     `resolution`: the extension's processor_res (the short side the picture is scaled to
     first, for the modules that take one; -1: 512); None: the picture's own size. ValueError
-    naming the module or setting that is wrong. `module` may be one of MODULE_ALIASES."""
+    naming the module or setting that is wrong. `module` may be one of MODULE_ALIASES.
+    `seed`: the numpy seed of a random module (shuffle; the extension's seed + subseed,
+    0..2**32 - 1); None: fresh noise."""
     module = module_name(module)
     found = PREPROCESSORS.get(module)
     if found is None:
@@ -193,9 +204,11 @@ def preprocess(module: str, image: Any, *, threshold_a: float | None = None,
                 raise ValueError(f"{module}: {name} must be a finite number, got "
                                  f"{given!r}") from None
     picture = hwc3(image)
+    extra = {"seed": seed} if found.seeded else {}
     if resolution is None or not found.resolution:
-        return found.run(picture, *settings, device=device)
-    padded, remove_pad = resize_with_pad(picture, int(RESOLUTION.pick(resolution)))
-    if found.resolution == "scale":
-        return found.run(remove_pad(padded), *settings, device=device)
-    return remove_pad(found.run(padded, *settings, device=device))
+        return found.run(picture, *settings, device=device, **extra)
+    wanted = 512 if found.resolution == "scale512" else int(RESOLUTION.pick(resolution))
+    padded, remove_pad = resize_with_pad(picture, wanted)
+    if found.resolution in ("scale", "scale512"):
+        return found.run(remove_pad(padded), *settings, device=device, **extra)
+    return remove_pad(found.run(padded, *settings, device=device, **extra))

@@ -201,18 +201,20 @@ def parse_units(args: list[Any], models: ControlModelDir, *,
 
 
 def control_units(specs: tuple[ControlSpec, ...], cache: ControlModelCache, pipe: Any,
-                  width: int, height: int) -> tuple[Any, ...]:
-    """The units on the calling worker's device (runs on the worker)."""
+                  width: int, height: int, seed: int | None = None) -> tuple[Any, ...]:
+    """The units on the calling worker's device (runs on the worker); `seed`: the random
+    preprocessors' numpy seed (control_spec.numpy_seed)."""
     place = pipe.placement  # the device, and the dtype of its denoiser
     units = []
     for spec in specs:
         if spec.model == MAP_MODEL:
-            units.append(spec.unit(None, width=width, height=height, device=place.device))
+            units.append(spec.unit(None, width=width, height=height, device=place.device,
+                                   seed=seed))
             continue
         model = cache.get(spec.model, dtype=place.dtype, device=place.device)
         encoder = None if spec.image_encoder is None else cache.get(
             spec.image_encoder, dtype=place.dtype, device=place.device,
             loader=load_image_encoder)
         units.append(spec.unit(model, width=width, height=height, device=place.device,
-                               image_encoder=encoder))
+                               seed=seed, image_encoder=encoder))
     return tuple(units)

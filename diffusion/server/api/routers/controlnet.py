@@ -89,7 +89,8 @@ async def detect(body: DetectRequest, state: State) -> dict[str, Any]:
     def run() -> dict[str, Any]:
         device = state.worker.pipe.placement.device
         if module in POSE_MODULES:  # the maps and, as the extension, their people's JSON
-            found = [openpose_with_json(picture, res, device=device) for picture in pictures]
+            found = [openpose_with_json(picture, res, module=module, device=device)
+                     for picture in pictures]
             return {"images": [encode_png(detected) for detected, _ in found],
                     "poses": [poses for _, poses in found]}
         preprocessor = PREPROCESSORS[module]

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
+from ....pipelines.control_spec import numpy_seed
 from ....pipelines.inpaint_plan import blur_sides, repainted
 from ....pipelines.mask_blur import blur_mask
 from ....pipelines.module_load import hires_modules
@@ -101,7 +102,8 @@ async def run_generation(state: ServerState, body: Txt2ImgRequest, kind: str,
         width, height = request.width or 0, request.height or 0  # fit_to_model set both
         if job.control:
             request = replace(request, control=control_units(
-                job.control, cache, worker.pipe, width, height))
+                job.control, cache, worker.pipe, width, height,
+                numpy_seed(request.seed, request.subseed)))
         if redux is not None:
             request = replace(request, redux=redux.reference(worker.pipe))
         defaults = worker.pipe.defaults
