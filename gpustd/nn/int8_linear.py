@@ -25,8 +25,8 @@ from .._tensor import Tensor
 from ..gemm.dispatch import record_gemm_w8a8
 from ._util import check_float, check_same
 
-__all__ = ["ALPHA", "Int8Weight", "int8_linear", "quantize_rows", "quantize_weight",
-           "smoothing_factors"]
+__all__ = ["ALPHA", "Int8Weight", "int8_linear", "int8_linears", "quantize_rows",
+           "quantize_weight", "smoothing_factors"]
 
 ALPHA = 0.5  # SmoothQuant's migration strength (its paper's default for most models)
 _GROUPS_X = 65535  # workgroups per grid dimension WebGPU guarantees
@@ -124,8 +124,45 @@ def int8_linear(x: Tensor, weight: Int8Weight, bias: Tensor | None = None, *,
     """gpustd.nn.linear (x [..., in] @ W.T + bias, add_to a residual added in place) with W an
     Int8Weight and x quantized per row on the way in (W8A8). torch: `F.linear(x, w8 * sw, b)`
     with x replaced by its per-row int8 rounding."""
-    op = "int8_linear"
+    return _linears("int8_linear", x, [weight], [bias], add_to)[0]
+
+
+def int8_linears(x: Tensor, weights: list[Int8Weight],
+                 biases: list[Tensor | None]) -> list[Tensor]:
+    """[int8_linear(x, w, b) for w, b in zip(weights, biases)] with x quantized once for all
+    of them (attention's q, k and v of one input): the weights must share their smoothing
+    (the same `smooth` tensor, or none). Each result is int8_linear's, bit for bit."""
+    if len(weights) != len(biases):
+        raise ValueError(f"int8_linears: {len(weights)} weights but {len(biases)} biases")
+    if any(w.smooth is not weights[0].smooth for w in weights):
+        raise ValueError("int8_linears: the weights must share one smoothing (quantize them "
+                         "with the same act_absmax, or none), or run int8_linear on each")
+    return _linears("int8_linears", x, weights, biases, None)
+
+
+def _linears(op: str, x: Tensor, weights: list[Int8Weight], biases: list[Tensor | None],
+             add_to: Tensor | None) -> list[Tensor]:
     check_float(x, "x", op)
+    outs = [_output(op, x, weight, bias, add_to) for weight, bias in zip(weights, biases)]
+    k = x.shape[-1] if outs else 0
+    m = int(np.prod(x.shape[:-1])) if outs else 0
+    shared: tuple[Tensor, Tensor] | None = None
+    for out, weight, bias in zip(outs, weights, biases):
+        n = weight.shape[0]
+        if m == 0 or n == 0:
+            continue
+        if shared is None:  # one quantization of x for every weight (they share smoothing)
+            shared = quantize_rows(x.reshape(m, k), weight.smooth)
+        words, scales = shared
+        record_gemm_w8a8(words.buffer, weight.words.buffer, scales.buffer, weight.scales.buffer,
+                         bias.buffer if bias is not None else None, out.buffer, m=m, n=n,
+                         kw=words.shape[1], beta=1.0 if add_to is not None else 0.0)
+    return outs
+
+
+def _output(op: str, x: Tensor, weight: Int8Weight, bias: Tensor | None,
+            add_to: Tensor | None) -> Tensor:
+    """The checked output tensor of x's product with `weight` (add_to where given)."""
     check_same(op, x, bias=bias, add_to=add_to)
     n, k = weight.shape
     if x.ndim < 1 or x.shape[-1] != k:
@@ -139,12 +176,4 @@ def int8_linear(x: Tensor, weight: Int8Weight, bias: Tensor | None = None, *,
     if add_to is not None and (add_to.shape != shape or add_to.buffer is x.buffer):
         raise ValueError(f"{op}: add_to must have the result's shape {shape} and not share "
                          "memory with x")
-    out = add_to if add_to is not None else Tensor.empty(shape, x.dtype, device=x.device)
-    m = out.size // n if n else 0
-    if m == 0 or n == 0:
-        return out
-    words, scales = quantize_rows(x.reshape(m, k), weight.smooth)
-    record_gemm_w8a8(words.buffer, weight.words.buffer, scales.buffer, weight.scales.buffer,
-                     bias.buffer if bias is not None else None, out.buffer, m=m, n=n,
-                     kw=words.shape[1], beta=1.0 if add_to is not None else 0.0)
-    return out
+    return add_to if add_to is not None else Tensor.empty(shape, x.dtype, device=x.device)
