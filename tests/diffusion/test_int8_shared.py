@@ -114,3 +114,38 @@ def test_step_same_bytes_with_fewer_quantizations(device: gpucore.Device, model:
     assert np.array_equal(shared, alone)
     assert not np.array_equal(shared, float_out)  # the W8A8 layers ran
     assert np.abs(shared - float_out).max() < 0.1 * np.abs(float_out).max()
+
+
+def test_sdxl_unet_step_keeps_its_token_projections_float(
+        device: gpucore.Device, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SDXL's transformers read proj_in/proj_out as NCHW GEMMs: --int8 leaves them float (it
+    gave them Int8Weights, which those GEMMs refused); q, k and v share one quantization."""
+    host_variant_on_first_adapter(device, "the int8 SDXL UNet")
+    import sdxl_tiny
+
+    from diffusion.models import UNet2DConditionModel
+    from diffusion.models.int8 import targets
+
+    dtype = np.float16 if device.has_f16 else np.float32
+    ours = UNet2DConditionModel(dict(sdxl_tiny.UNET_SDXL_TINY), dtype=dtype, device=device)
+    rng = np.random.default_rng(6)
+    ours.load_state_dict({k: (rng.standard_normal(v.shape) * 0.2).astype(dtype)
+                          for k, v in ours.named_parameters()})
+    keys = [key for key, _ in targets(ours)]
+    assert keys and not any(key.endswith(("proj_in", "proj_out")) for key in keys)
+
+    def put(*shape: int) -> Tensor:
+        return Tensor.from_numpy(rng.standard_normal(shape).astype(dtype), device=device)
+
+    cond = {"text_embeds": put(2, 32),
+            "time_ids": Tensor.from_numpy(np.full((2, 6), 64, np.float32), device=device)}
+    args = (put(2, 4, 12, 10), Tensor.from_numpy(np.array([500.0, 500.0], np.float32),
+                                                 device=device), put(2, 7, 64))
+    float_out = ours(*args, cond).numpy()
+    layers = quantize_linears(ours)
+    assert layers == len(keys)
+    shared = ours(*args, cond).numpy()
+    monkeypatch.setattr(Linear, "each", staticmethod(_one_by_one))
+    assert np.array_equal(shared, ours(*args, cond).numpy())
+    assert not np.array_equal(shared, float_out)
+    assert np.abs(shared - float_out).max() < 0.1 * np.abs(float_out).max()
