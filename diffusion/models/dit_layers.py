@@ -177,9 +177,9 @@ class JointAttention(nn.Module):
         out = nn.attention(q, k, v, heads=self.heads, mask=mask)
         if text is None:
             return (self.to_out[0](out) if self.to_out is not None else out), None
-        out_text = take_slice(out, 0, text, axis=1)
+        tokens = take_slice(out, 0, text, axis=1)
         image = take_slice(out, text, out.shape[1], axis=1)
-        out_text = self.to_add_out(out_text) if self.to_add_out is not None else None
+        out_text = self.to_add_out(tokens) if self.to_add_out is not None else None
         return (self.to_out[0](image) if self.to_out is not None else image), out_text
 
 
