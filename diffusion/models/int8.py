@@ -24,7 +24,7 @@ import numpy as np
 
 from gpustd import Tensor
 from gpustd.nn import Linear, Module, ModuleList
-from gpustd.nn.int8_linear import ALPHA, quantize_weight
+from gpustd.nn.int8_linear import ALPHA, quantize_weights
 
 __all__ = ["calibrate", "mark", "marked", "quantize_linears", "targets"]
 
@@ -79,12 +79,22 @@ def calibrate(model: Any, run: Callable[[], Any]) -> dict[str, np.ndarray]:
 def quantize_linears(model: Any, act_absmax: dict[str, np.ndarray] | None = None, *,
                      alpha: float = ALPHA) -> int:
     """Give `model`'s target layers int8 weights (SmoothQuant-smoothed where act_absmax, from
-    calibrate, has the layer's key); returns how many. The float weights are dropped."""
+    calibrate, has the layer's key); returns how many. The float weights are dropped. Layers
+    whose recorded ranges are equal (one input: attention's q, k and v) share one smoothing
+    (quantize_weights), so that input is quantized once as it runs (nn.Linear.each)."""
     layers = targets(model)
+    groups: dict[Any, list[Linear]] = {}
+    ranges: dict[Any, np.ndarray | None] = {}
     for key, layer in layers:
         peak = (act_absmax or {}).get(key)
-        layer.weight = quantize_weight(layer.weight, act_absmax=peak,  # type: ignore[assignment]
-                                       alpha=alpha)
+        tag = key if peak is None else np.asarray(peak, np.float32).tobytes()
+        groups.setdefault(tag, []).append(layer)
+        ranges[tag] = peak
+    for tag, members in groups.items():
+        quantized = quantize_weights([layer.weight for layer in members],
+                                     act_absmax=ranges[tag], alpha=alpha)
+        for layer, weight in zip(members, quantized):
+            layer.weight = weight  # type: ignore[assignment]
     return len(layers)
 
 

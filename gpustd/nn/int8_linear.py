@@ -26,7 +26,7 @@ from ..gemm.dispatch import record_gemm_w8a8
 from ._util import check_float, check_same
 
 __all__ = ["ALPHA", "Int8Weight", "int8_linear", "int8_linears", "quantize_rows",
-           "quantize_weight", "smoothing_factors"]
+           "quantize_weight", "quantize_weights", "smoothing_factors"]
 
 ALPHA = 0.5  # SmoothQuant's migration strength (its paper's default for most models)
 _GROUPS_X = 65535  # workgroups per grid dimension WebGPU guarantees
@@ -102,21 +102,38 @@ def quantize_weight(weight: Tensor, *, act_absmax: np.ndarray | None = None,
     """A [out, in] float weight as an Int8Weight (per output channel, on the device); with
     act_absmax [in] (the activations' largest magnitude per input channel, from calibration)
     SmoothQuant-smoothed with migration strength `alpha`."""
-    check_float(weight, "weight", "quantize_weight", ndim=2)
-    out, k = weight.shape
+    return quantize_weights([weight], act_absmax=act_absmax, alpha=alpha)[0]
+
+
+def quantize_weights(weights: list[Tensor], *, act_absmax: np.ndarray | None = None,
+                     alpha: float = ALPHA) -> list[Int8Weight]:
+    """quantize_weight of weights that read one input (attention's q, k and v), with one
+    smoothing for all of them where act_absmax is given: s from each input channel's largest
+    magnitude over every weight (as SmoothQuant smooths OPT's fused qkv), so that
+    int8_linears quantizes the input once. One weight: quantize_weight's result."""
+    for weight in weights:
+        check_float(weight, "weight", "quantize_weight", ndim=2)
+    if not weights:
+        return []
+    k = weights[0].shape[1]
+    if any(w.shape[1] != k for w in weights):
+        raise ValueError("quantize_weights: the weights must share their input features, got "
+                         f"{[w.shape for w in weights]}")
     smooth = inverse = None
     if act_absmax is not None:
         act = np.asarray(act_absmax, np.float32).reshape(-1)
         if act.shape != (k,):
             raise ValueError(f"quantize_weight: act_absmax must have {k} values (one per "
                              f"input channel), got {act.shape}")
-        w_absmax = np.abs(weight.numpy().astype(np.float32)).max(axis=0) if out else \
-            np.zeros(k, np.float32)
+        w_absmax = np.zeros(k, np.float32)
+        for weight in weights:
+            if weight.shape[0]:
+                w_absmax = np.maximum(w_absmax, np.abs(weight.numpy().astype(np.float32)).max(0))
         s = smoothing_factors(act, w_absmax, alpha)
-        smooth = Tensor.from_numpy(s, device=weight.device)
-        inverse = Tensor.from_numpy((1.0 / s).astype(np.float32), device=weight.device)
-    words, scales = quantize_rows(weight, smooth)
-    return Int8Weight(words, scales, (out, k), weight.dtype, inverse)
+        smooth = Tensor.from_numpy(s, device=weights[0].device)
+        inverse = Tensor.from_numpy((1.0 / s).astype(np.float32), device=weights[0].device)
+    return [Int8Weight(*quantize_rows(weight, smooth), weight.shape, weight.dtype, inverse)
+            for weight in weights]
 
 
 def int8_linear(x: Tensor, weight: Int8Weight, bias: Tensor | None = None, *,

@@ -15,7 +15,7 @@ from conftest import host_variant_on_first_adapter
 import gpucore
 import gpustd.nn.int8_linear as int8_module
 from diffusion.models import FluxTransformer2DModel, SD3Transformer2DModel
-from diffusion.models.int8 import quantize_linears
+from diffusion.models.int8 import calibrate, quantize_linears
 from gpustd import Tensor
 from gpustd.nn import Linear
 from gpustd.nn.int8_linear import int8_linears, quantize_weight
@@ -88,11 +88,13 @@ def _inputs(model: str, dtype: Any, device: gpucore.Device) -> tuple[Any, ...]:
     return put(2, 4, 6, 10), put(2, 5, 24), put(2, 12), [0.6, 0.6]
 
 
-@pytest.mark.parametrize("model", ["flux", "sd3"])
+@pytest.mark.parametrize(("model", "smooth"), [("flux", False), ("sd3", False), ("flux", True)])
 def test_step_same_bytes_with_fewer_quantizations(device: gpucore.Device, model: str,
+                                                  smooth: bool,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """A tiny step (one double and one single block for FLUX, one joint block for SD 3),
-    ragged token counts, weights scaled so the int8 rounding shows in the output."""
+    ragged token counts, weights scaled so the int8 rounding shows in the output; smooth:
+    `--int8 smooth`'s calibration first, the layers of one input sharing one smoothing."""
     host_variant_on_first_adapter(device, "the shared int8 quantization of a DiT")
     dtype = np.float16 if device.has_f16 else np.float32
     kind = FluxTransformer2DModel if model == "flux" else SD3Transformer2DModel
@@ -102,7 +104,13 @@ def test_step_same_bytes_with_fewer_quantizations(device: gpucore.Device, model:
                           for k, v in ours.named_parameters()})
     args = _inputs(model, dtype, device)
     float_out = ours(*args).numpy()
-    layers = quantize_linears(ours)
+    ranges = calibrate(ours, lambda: ours(*args)) if smooth else None
+    layers = quantize_linears(ours, ranges)
+    if smooth:
+        block = ours.single_transformer_blocks[0]
+        shared_smooth = block.attn.to_q.weight.smooth
+        assert shared_smooth is not None and block.proj_mlp.weight.smooth is shared_smooth
+        assert ours.transformer_blocks[0].ff.net[2].weight.smooth is not shared_smooth
     counted = _Counted()
     monkeypatch.setattr(int8_module, "quantize_rows", counted)
     shared = ours(*args).numpy()
