@@ -4,7 +4,9 @@ The weights are drawn once, by diffusers on the GPU (seeded), and copied tensor 
 ours; then one classifier-free-guidance step (batch 2, 128x128 latents, 77x2048 context, pooled
 text embeddings of 1280 and 6 micro-conditioning time ids) runs on diffusers/torch (fp32 with
 TF32 off, and fp16) and on our kernels (float32, and float16 where the adapter has shader-f16;
-BENCH_DTYPES=float16 times ours in float16 alone, to save device time).
+BENCH_DTYPES=float16 times ours in float16 alone, to save device time; BENCH_INT8=1 adds ours
+in float16 (float32 without shader-f16) with `--int8`'s W8A8 linear layers, its rel_err
+against diffusers in that dtype).
 Memory: torch's peak allocation, and for ours the peak device memory in use as the driver
 reports it (cudaMemGetInfo, sampled every few ms) above what was in use before the model, while
 loading and while stepping.
@@ -13,6 +15,7 @@ loading and while stepping.
 from __future__ import annotations
 
 import gc
+import os
 import threading
 import time
 from typing import Any
@@ -158,7 +161,9 @@ def _torch_rows(reference: Any, x: dict[str, np.ndarray], cuda: Any, repeat: int
 
 def _our_row(weights: dict[str, np.ndarray], config: dict[str, Any], x: dict[str, np.ndarray],
              dtype: Any, device: gpucore.Device, cuda: Any, repeat: int) -> tuple[
-                 dict[str, Any], np.ndarray, dict[str, Any]]:
+                 list[tuple[dict[str, Any], np.ndarray]], dict[str, Any]]:
+    """Ours in `dtype`: its row and output, an int8 row after it where asked (BENCH_INT8),
+    and the kernel-time summary of one eager step."""
     from diffusion.models import UNet2DConditionModel
 
     baseline = _settled_use(device, cuda)
@@ -200,7 +205,33 @@ def _our_row(weights: dict[str, np.ndarray], config: dict[str, Any], x: dict[str
            "weights_gib": sum(v.size for v in weights.values()) * np.dtype(dtype).itemsize / GIB,
            "load_peak_gib": load_memory.peak, "resident_gib": resident, "load_s": load_s,
            "first_call_s": first_s}
-    return row, got, kernels
+    extra = [(row, got)]
+    if os.environ.get("BENCH_INT8") == "1" and np.dtype(dtype) == _harness.dtypes(device)[-1]:
+        extra.append(_int8_row(ours, eager, args, np.dtype(dtype), device, repeat))
+    return extra, kernels
+
+
+def _int8_row(ours: Any, eager: Any, args: tuple[Any, ...], dtype: np.dtype,
+              device: gpucore.Device, repeat: int) -> tuple[dict[str, Any], np.ndarray]:
+    """BENCH_INT8=1: the step in the last dtype (float16 where the device has it) again
+    after `--int8`'s quantization of the UNet's linear layers (diffusion.models.int8),
+    replayed (eager beside it)."""
+    from diffusion.models.int8 import quantize_linears
+
+    start = time.perf_counter()
+    count = quantize_linears(ours)
+    device.synchronize()
+    quantize_s = time.perf_counter() - start
+    got, replayed, timings, step = _harness.eager_and_replay(eager, args, device, repeat)
+    step.reset()
+    print(f"ours {dtype.name}+int8: {count} layers quantized in {quantize_s:.1f} s, "
+          f"{timings['replay']['wall_ms']:.1f} ms a step", flush=True)
+    return {"impl": "ours", "dtype": f"{dtype.name}+int8", "gpu_ms": timings["replay"]["gpu_ms"],
+            "wall_ms": timings["replay"]["wall_ms"],
+            "eager_gpu_ms": timings["eager"]["gpu_ms"],
+            "eager_wall_ms": timings["eager"]["wall_ms"],
+            "replay_bitwise_equal_eager": bool(np.array_equal(replayed, got)),
+            "int8_layers": count, "quantize_s": quantize_s}, got
 
 
 def run(quick: bool = False) -> dict[str, Any]:
@@ -230,15 +261,16 @@ def run(quick: bool = False) -> dict[str, Any]:
     kernels = {}
     for dtype in _harness.dtypes(device):  # diffusers runs both: its fp32 is the reference
         name = dtype.name
-        row, got, kernels[name] = _our_row(weights, dict(config), x, dtype, device, cuda, repeat)
-        row["rel_err"] = _rel_err(got, expected.get(name, expected["float32"]))
-        row["rel_err_vs_fp32"] = _rel_err(got, expected["float32"])
-        torch_row = next((r for r in rows if r["impl"] == "diffusers" and r["dtype"] == name
-                          and "gpu_ms" in r), None)
-        if torch_row is not None:
-            row["vs_torch"] = torch_row["wall_ms"] / row["wall_ms"]
-            row["vs_torch_gpu"] = torch_row["gpu_ms"] / row["gpu_ms"]
-        rows.append(row)
+        ours, kernels[name] = _our_row(weights, dict(config), x, dtype, device, cuda, repeat)
+        for row, got in ours:
+            row["rel_err"] = _rel_err(got, expected.get(name, expected["float32"]))
+            row["rel_err_vs_fp32"] = _rel_err(got, expected["float32"])
+            torch_row = next((r for r in rows if r["impl"] == "diffusers"
+                              and r["dtype"] == name and "gpu_ms" in r), None)
+            if torch_row is not None:
+                row["vs_torch"] = torch_row["wall_ms"] / row["wall_ms"]
+                row["vs_torch_gpu"] = torch_row["gpu_ms"] / row["gpu_ms"]
+            rows.append(row)
     for row in rows:
         if row["impl"] == "diffusers" and row["dtype"] == "float16":
             row["rel_err_vs_fp32"] = _rel_err(expected["float16"], expected["float32"])
@@ -260,7 +292,9 @@ def run(quick: bool = False) -> dict[str, Any]:
                  "(load_peak_gib: while loading; resident_gib: after loading; the float16 "
                  "model follows the float32 one in the same process and wgpu's allocator keeps "
                  "freed memory blocks for reuse, so its figures are lower bounds); vs_torch = "
-                 "diffusers wall_ms / ours wall_ms (same dtype; vs_torch_gpu by gpu_ms)".format(
+                 "diffusers wall_ms / ours wall_ms (same dtype; vs_torch_gpu by gpu_ms); "
+                 "float16+int8: ours float16 after --int8's W8A8 quantization of the linear "
+                 "layers (diffusion.models.int8), against diffusers fp16".format(
                      config["sample_size"], config["cross_attention_dim"],
                      x["text_embeds"].shape[1]),
         "params_M": params / 1e6,

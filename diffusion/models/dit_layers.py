@@ -144,28 +144,43 @@ class JointAttention(nn.Module):
         return norm(x.reshape(batch, length, self.heads, self.head_dim)).reshape(
             batch, length, width)
 
+    def projections(self, x: Tensor, context: Tensor | None = None, also: tuple[nn.Linear, ...] = ()
+                    ) -> tuple[Tensor, Tensor, Tensor, list[Tensor]]:
+        """q, k, v of x (B, Lx, dim) and context (B, Lc, dim) when given (text first,
+        QK-normed), and [layer(x) for layer in also]: each input's projections through
+        nn.Linear.each, so --int8's W8A8 layers quantize it once."""
+        q, k, v, *extra = nn.Linear.each(x, [self.to_q, self.to_k, self.to_v, *also])
+        q, k = self._norm(q, "norm_q"), self._norm(k, "norm_k")
+        if context is not None:
+            cq, ck, cv = nn.Linear.each(context, [self.add_q_proj, self.add_k_proj,
+                                                  self.add_v_proj])
+            q = concatenate([self._norm(cq, "norm_added_q"), q], axis=1)
+            k = concatenate([self._norm(ck, "norm_added_k"), k], axis=1)
+            v = concatenate([cv, v], axis=1)
+        return q, k, v, extra
+
     def forward(self, x: Tensor, context: Tensor | None = None, rotary: Rope = None,
                 mask: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         """x (B, Lx, dim), context (B, Lc, dim) -> (image output, text output or None).
         `mask`: keys kept, nonzero (B, 1, 1, Lc + Lx) uint32 (Chroma's text padding)."""
-        q = self._norm(self.to_q(x), "norm_q")
-        k = self._norm(self.to_k(x), "norm_k")
-        v = self.to_v(x)
-        if context is not None:
-            q = concatenate([self._norm(self.add_q_proj(context), "norm_added_q"), q], axis=1)
-            k = concatenate([self._norm(self.add_k_proj(context), "norm_added_k"), k], axis=1)
-            v = concatenate([self.add_v_proj(context), v], axis=1)
+        q, k, v, _ = self.projections(x, context)
+        return self.attend(q, k, v, context.shape[1] if context is not None else None,
+                           rotary, mask)
+
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, text: int | None, rotary: Rope = None,
+               mask: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """Attention of projections' q, k, v (`text` tokens of context first, None for
+        none), then the output projections: forward's (image output, text output or None)."""
         if rotary is not None:
             q = rope(q, *rotary, self.heads)
             k = rope(k, *rotary, self.heads)
         out = nn.attention(q, k, v, heads=self.heads, mask=mask)
-        text = None
-        if context is not None:
-            split = context.shape[1]
-            text = take_slice(out, 0, split, axis=1)
-            out = take_slice(out, split, out.shape[1], axis=1)
-            text = self.to_add_out(text) if self.to_add_out is not None else None
-        return (self.to_out[0](out) if self.to_out is not None else out), text
+        if text is None:
+            return (self.to_out[0](out) if self.to_out is not None else out), None
+        tokens = take_slice(out, 0, text, axis=1)
+        image = take_slice(out, text, out.shape[1], axis=1)
+        out_text = self.to_add_out(tokens) if self.to_add_out is not None else None
+        return (self.to_out[0](image) if self.to_out is not None else image), out_text
 
 
 class JointTransformerBlock(nn.Module):

@@ -7,7 +7,9 @@ network's top level whose key has no part naming a norm, an embedder, a modulati
 guidance network ("norm", "emb", "mod", "guidance": FLUX's `norm1.linear`, Qwen-Image's
 `img_mod.1`, Z-Image's `adaLN_modulation`, Chroma's `distilled_guidance_layer`, the time and
 text embedders), which set every token's scale and shift: their error would reach the whole
-picture. diffusers' names, which our models share.
+picture. diffusers' names, which our models share. A module's `float_linears` (names of its
+Linear attributes) keeps those float: layers whose weights its forward reads itself (the
+UNet's NCHW token projections in SDXL's transformers).
 `calibrate` records the activations' largest magnitude per input channel over a run (the
 first denoising step), what `quantize_linears` needs for SmoothQuant's smoothing.
 """
@@ -22,7 +24,7 @@ import numpy as np
 
 from gpustd import Tensor
 from gpustd.nn import Linear, Module, ModuleList
-from gpustd.nn.int8_linear import ALPHA, quantize_weight
+from gpustd.nn.int8_linear import ALPHA, quantize_weights
 
 __all__ = ["calibrate", "mark", "marked", "quantize_linears", "targets"]
 
@@ -30,7 +32,7 @@ _SKIPPED = ("norm", "emb", "mod", "guidance")
 _MARKED: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
 
 
-def _modules(owner: Any, prefix: str) -> Iterator[tuple[str, Any]]:
+def _modules(owner: Any, prefix: str) -> Iterator[tuple[str, Any, Any]]:
     items: Any
     if isinstance(owner, (ModuleList, list, tuple)):
         items = ((str(i), m) for i, m in enumerate(owner))
@@ -39,14 +41,15 @@ def _modules(owner: Any, prefix: str) -> Iterator[tuple[str, Any]]:
     for name, value in items:
         if isinstance(value, Module) or (isinstance(value, (list, tuple)) and value
                                          and all(isinstance(m, Module) for m in value)):
-            yield prefix + name, value
+            yield prefix + name, value, owner
             yield from _modules(value, f"{prefix}{name}.")
 
 
 def targets(model: Any) -> list[tuple[str, Linear]]:
     """(key, layer) of the linear layers --int8 quantizes (see the module doc)."""
-    return [(key, layer) for key, layer in _modules(model, "")
+    return [(key, layer) for key, layer, owner in _modules(model, "")
             if type(layer) is Linear and type(layer.weight) is Tensor and "." in key
+            and key.rsplit(".", 1)[-1] not in getattr(owner, "float_linears", ())
             and not any(skip in part for part in key.split(".") for skip in _SKIPPED)]
 
 
@@ -76,12 +79,22 @@ def calibrate(model: Any, run: Callable[[], Any]) -> dict[str, np.ndarray]:
 def quantize_linears(model: Any, act_absmax: dict[str, np.ndarray] | None = None, *,
                      alpha: float = ALPHA) -> int:
     """Give `model`'s target layers int8 weights (SmoothQuant-smoothed where act_absmax, from
-    calibrate, has the layer's key); returns how many. The float weights are dropped."""
+    calibrate, has the layer's key); returns how many. The float weights are dropped. Layers
+    whose recorded ranges are equal (one input: attention's q, k and v) share one smoothing
+    (quantize_weights), so that input is quantized once as it runs (nn.Linear.each)."""
     layers = targets(model)
+    groups: dict[Any, list[Linear]] = {}
+    ranges: dict[Any, np.ndarray | None] = {}
     for key, layer in layers:
         peak = (act_absmax or {}).get(key)
-        layer.weight = quantize_weight(layer.weight, act_absmax=peak,  # type: ignore[assignment]
-                                       alpha=alpha)
+        tag = key if peak is None else np.asarray(peak, np.float32).tobytes()
+        groups.setdefault(tag, []).append(layer)
+        ranges[tag] = peak
+    for tag, members in groups.items():
+        quantized = quantize_weights([layer.weight for layer in members],
+                                     act_absmax=ranges[tag], alpha=alpha)
+        for layer, weight in zip(members, quantized):
+            layer.weight = weight  # type: ignore[assignment]
     return len(layers)
 
 

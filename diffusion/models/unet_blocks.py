@@ -46,6 +46,9 @@ class BasicTransformerBlock(nn.Module):
 class Transformer2DModel(nn.Module):
     """GroupNorm, projection to tokens (1x1 conv or linear), `depth` transformer blocks, back."""
 
+    # Read as NCHW GEMMs by forward itself, never through Linear: --int8 leaves them float.
+    float_linears = ("proj_in", "proj_out")
+
     def __init__(self, channels: int, heads: int, context_dim: int, *, depth: int,
                  linear_projection: bool, groups: int, place: Place) -> None:
         self.norm = nn.GroupNorm(groups, channels, eps=1e-6, **place)

@@ -101,9 +101,10 @@ class ZImageAttention(nn.Module):
             batch, length, width)
 
     def forward(self, x: Tensor, rotary: tuple[Tensor, Tensor]) -> Tensor:
-        q = rope(self._norm(self.to_q(x), "norm_q"), *rotary, self.heads)
-        k = rope(self._norm(self.to_k(x), "norm_k"), *rotary, self.heads)
-        return self.to_out[0](nn.attention(q, k, self.to_v(x), heads=self.heads))
+        q, k, v = nn.Linear.each(x, [self.to_q, self.to_k, self.to_v])  # --int8: x quantized once
+        q = rope(self._norm(q, "norm_q"), *rotary, self.heads)
+        k = rope(self._norm(k, "norm_k"), *rotary, self.heads)
+        return self.to_out[0](nn.attention(q, k, v, heads=self.heads))
 
 
 class ZImageFeedForward(nn.Module):

@@ -25,8 +25,8 @@ from .._tensor import Tensor
 from ..gemm.dispatch import record_gemm_w8a8
 from ._util import check_float, check_same
 
-__all__ = ["ALPHA", "Int8Weight", "int8_linear", "quantize_rows", "quantize_weight",
-           "smoothing_factors"]
+__all__ = ["ALPHA", "Int8Weight", "int8_linear", "int8_linears", "quantize_rows",
+           "quantize_weight", "quantize_weights", "smoothing_factors"]
 
 ALPHA = 0.5  # SmoothQuant's migration strength (its paper's default for most models)
 _GROUPS_X = 65535  # workgroups per grid dimension WebGPU guarantees
@@ -102,21 +102,38 @@ def quantize_weight(weight: Tensor, *, act_absmax: np.ndarray | None = None,
     """A [out, in] float weight as an Int8Weight (per output channel, on the device); with
     act_absmax [in] (the activations' largest magnitude per input channel, from calibration)
     SmoothQuant-smoothed with migration strength `alpha`."""
-    check_float(weight, "weight", "quantize_weight", ndim=2)
-    out, k = weight.shape
+    return quantize_weights([weight], act_absmax=act_absmax, alpha=alpha)[0]
+
+
+def quantize_weights(weights: list[Tensor], *, act_absmax: np.ndarray | None = None,
+                     alpha: float = ALPHA) -> list[Int8Weight]:
+    """quantize_weight of weights that read one input (attention's q, k and v), with one
+    smoothing for all of them where act_absmax is given: s from each input channel's largest
+    magnitude over every weight (as SmoothQuant smooths OPT's fused qkv), so that
+    int8_linears quantizes the input once. One weight: quantize_weight's result."""
+    for weight in weights:
+        check_float(weight, "weight", "quantize_weight", ndim=2)
+    if not weights:
+        return []
+    k = weights[0].shape[1]
+    if any(w.shape[1] != k for w in weights):
+        raise ValueError("quantize_weights: the weights must share their input features, got "
+                         f"{[w.shape for w in weights]}")
     smooth = inverse = None
     if act_absmax is not None:
         act = np.asarray(act_absmax, np.float32).reshape(-1)
         if act.shape != (k,):
             raise ValueError(f"quantize_weight: act_absmax must have {k} values (one per "
                              f"input channel), got {act.shape}")
-        w_absmax = np.abs(weight.numpy().astype(np.float32)).max(axis=0) if out else \
-            np.zeros(k, np.float32)
+        w_absmax = np.zeros(k, np.float32)
+        for weight in weights:
+            if weight.shape[0]:
+                w_absmax = np.maximum(w_absmax, np.abs(weight.numpy().astype(np.float32)).max(0))
         s = smoothing_factors(act, w_absmax, alpha)
-        smooth = Tensor.from_numpy(s, device=weight.device)
-        inverse = Tensor.from_numpy((1.0 / s).astype(np.float32), device=weight.device)
-    words, scales = quantize_rows(weight, smooth)
-    return Int8Weight(words, scales, (out, k), weight.dtype, inverse)
+        smooth = Tensor.from_numpy(s, device=weights[0].device)
+        inverse = Tensor.from_numpy((1.0 / s).astype(np.float32), device=weights[0].device)
+    return [Int8Weight(*quantize_rows(weight, smooth), weight.shape, weight.dtype, inverse)
+            for weight in weights]
 
 
 def int8_linear(x: Tensor, weight: Int8Weight, bias: Tensor | None = None, *,
@@ -124,8 +141,45 @@ def int8_linear(x: Tensor, weight: Int8Weight, bias: Tensor | None = None, *,
     """gpustd.nn.linear (x [..., in] @ W.T + bias, add_to a residual added in place) with W an
     Int8Weight and x quantized per row on the way in (W8A8). torch: `F.linear(x, w8 * sw, b)`
     with x replaced by its per-row int8 rounding."""
-    op = "int8_linear"
+    return _linears("int8_linear", x, [weight], [bias], add_to)[0]
+
+
+def int8_linears(x: Tensor, weights: list[Int8Weight],
+                 biases: list[Tensor | None]) -> list[Tensor]:
+    """[int8_linear(x, w, b) for w, b in zip(weights, biases)] with x quantized once for all
+    of them (attention's q, k and v of one input): the weights must share their smoothing
+    (the same `smooth` tensor, or none). Each result is int8_linear's, bit for bit."""
+    if len(weights) != len(biases):
+        raise ValueError(f"int8_linears: {len(weights)} weights but {len(biases)} biases")
+    if any(w.smooth is not weights[0].smooth for w in weights):
+        raise ValueError("int8_linears: the weights must share one smoothing (quantize them "
+                         "with the same act_absmax, or none), or run int8_linear on each")
+    return _linears("int8_linears", x, weights, biases, None)
+
+
+def _linears(op: str, x: Tensor, weights: list[Int8Weight], biases: list[Tensor | None],
+             add_to: Tensor | None) -> list[Tensor]:
     check_float(x, "x", op)
+    outs = [_output(op, x, weight, bias, add_to) for weight, bias in zip(weights, biases)]
+    k = x.shape[-1] if outs else 0
+    m = int(np.prod(x.shape[:-1])) if outs else 0
+    shared: tuple[Tensor, Tensor] | None = None
+    for out, weight, bias in zip(outs, weights, biases):
+        n = weight.shape[0]
+        if m == 0 or n == 0:
+            continue
+        if shared is None:  # one quantization of x for every weight (they share smoothing)
+            shared = quantize_rows(x.reshape(m, k), weight.smooth)
+        words, scales = shared
+        record_gemm_w8a8(words.buffer, weight.words.buffer, scales.buffer, weight.scales.buffer,
+                         bias.buffer if bias is not None else None, out.buffer, m=m, n=n,
+                         kw=words.shape[1], beta=1.0 if add_to is not None else 0.0)
+    return outs
+
+
+def _output(op: str, x: Tensor, weight: Int8Weight, bias: Tensor | None,
+            add_to: Tensor | None) -> Tensor:
+    """The checked output tensor of x's product with `weight` (add_to where given)."""
     check_same(op, x, bias=bias, add_to=add_to)
     n, k = weight.shape
     if x.ndim < 1 or x.shape[-1] != k:
@@ -139,12 +193,4 @@ def int8_linear(x: Tensor, weight: Int8Weight, bias: Tensor | None = None, *,
     if add_to is not None and (add_to.shape != shape or add_to.buffer is x.buffer):
         raise ValueError(f"{op}: add_to must have the result's shape {shape} and not share "
                          "memory with x")
-    out = add_to if add_to is not None else Tensor.empty(shape, x.dtype, device=x.device)
-    m = out.size // n if n else 0
-    if m == 0 or n == 0:
-        return out
-    words, scales = quantize_rows(x.reshape(m, k), weight.smooth)
-    record_gemm_w8a8(words.buffer, weight.words.buffer, scales.buffer, weight.scales.buffer,
-                     bias.buffer if bias is not None else None, out.buffer, m=m, n=n,
-                     kw=words.shape[1], beta=1.0 if add_to is not None else 0.0)
-    return out
+    return add_to if add_to is not None else Tensor.empty(shape, x.dtype, device=x.device)

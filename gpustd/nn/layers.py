@@ -17,7 +17,7 @@ from ._util import pair
 from .activation import geglu
 from .conv import conv2d
 from .embedding import embedding
-from .int8_linear import Int8Weight, int8_linear
+from .int8_linear import Int8Weight, int8_linear, int8_linears
 from .linear import linear, linear_geglu, linears
 from .module import Module, parameter
 from .norm import group_norm, group_norm_prologue, layer_norm
@@ -52,7 +52,26 @@ class Linear(Module):
         if all(type(layer) is Linear and layer.bias is None and type(layer.weight) is Tensor
                and "forward" not in vars(layer) for layer in layers):
             return linears(x, [layer.weight for layer in layers])
-        return [layer(x) for layer in layers]
+        return Linear.each(x, layers)
+
+    @staticmethod
+    def each(x: Tensor, layers: list[Linear]) -> list[Tensor]:
+        """[layer(x) for layer in layers], the W8A8 layers among them (Int8Weight, Linear's
+        own forward) that share a smoothing quantizing x once between them (int8_linears):
+        attention's q, k and v, FLUX's single blocks' MLP beside them. Each result is
+        layer(x)'s, bit for bit."""
+        groups: dict[int, list[int]] = {}
+        for i, layer in enumerate(layers):
+            if (type(layer) is Linear and isinstance(layer.weight, Int8Weight)
+                    and "forward" not in vars(layer)):
+                groups.setdefault(id(layer.weight.smooth), []).append(i)
+        done: dict[int, Tensor] = {}
+        for members in groups.values():
+            if len(members) > 1:
+                weights = [layers[i].weight for i in members]
+                done.update(zip(members, int8_linears(x, weights,  # type: ignore[arg-type]
+                                                      [layers[i].bias for i in members])))
+        return [done[i] if i in done else layer(x) for i, layer in enumerate(layers)]
 
 
 class Conv2d(Module):
