@@ -90,11 +90,11 @@ def write_blip(folder: Path, model: Any) -> Path:
     return path
 
 
-def reference_pixels(picture: Any) -> Any:
-    """transformers' BlipImageProcessor (Pillow backend) at the tiny model's size."""
+def reference_pixels(picture: Any, size: int = IMAGE_SIZE) -> Any:
+    """transformers' BlipImageProcessor (Pillow backend) at `size` (the tiny model's own)."""
     from transformers.models.blip.image_processing_pil_blip import BlipImageProcessorPil
 
-    processor = BlipImageProcessorPil(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE})
+    processor = BlipImageProcessorPil(size={"height": size, "width": size})
     return processor(picture, return_tensors="pt").pixel_values
 
 
@@ -110,16 +110,18 @@ def reference_tokenizer(folder: Path) -> Any:
 
 
 def reference_caption(model: Any, folder: Path, picture: Any, *, beams: int,
-                      min_length: int, max_length: int) -> tuple[list[int], str]:
-    """BLIP's `generate` (sample=False) through transformers: (token ids, caption)."""
+                      min_length: int, max_length: int,
+                      size: int = IMAGE_SIZE) -> tuple[list[int], str]:
+    """BLIP's `generate` (sample=False) through transformers at picture size `size` (another
+    than the model's: its position embeddings interpolated): (token ids, caption)."""
     import torch
 
     tokenizer = reference_tokenizer(folder)
     prompt = "a picture of "
     ids = tokenizer(prompt, return_tensors="pt").input_ids
     with torch.no_grad():
-        out = model.generate(reference_pixels(picture), input_ids=ids, num_beams=beams,
+        out = model.generate(reference_pixels(picture, size), input_ids=ids, num_beams=beams,
                              min_length=min_length, max_length=max_length, do_sample=False,
-                             repetition_penalty=1.0)
+                             repetition_penalty=1.0, interpolate_pos_encoding=size != IMAGE_SIZE)
     tokens = [int(t) for t in out[0]]
     return tokens, tokenizer.decode(tokens, skip_special_tokens=True)[len(prompt):]

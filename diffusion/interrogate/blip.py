@@ -32,6 +32,7 @@ from .deepbooru import InterrogateModelError
 __all__ = ["BLIP_OPTIONS", "BlipCaptioner", "check_blip_options"]
 
 FILE_NAME = "model_base_caption_capfilt_large.pth"
+IMAGE_SIZE = 384  # the WebUI's blip_image_eval_size
 VOCAB = "vocab.txt"
 PROMPT = "a picture of "
 # the WebUI's options, defaults and slider ranges (its "Interrogate" section)
@@ -87,10 +88,13 @@ class _Checkpoint(Mapping[str, Any]):
 
 
 class BlipCaptioner:
-    """BLIP from `folder` (None: none given), read once onto `device` on first use."""
+    """BLIP from `folder` (None: none given), read once onto `device` on first use, for
+    pictures resized to `image_size` (the WebUI's 384; a file made for another size gets its
+    position embeddings resized, as BLIP's loader does)."""
 
-    def __init__(self, folder: Path | None, *, device: Device | None = None) -> None:
-        self.folder, self.device = folder, device
+    def __init__(self, folder: Path | None, *, image_size: int = IMAGE_SIZE,
+                 device: Device | None = None) -> None:
+        self.folder, self.device, self.image_size = folder, device, image_size
         self._loaded: Any = None
         self._lock = threading.Lock()
 
@@ -132,7 +136,8 @@ class BlipCaptioner:
                         f"model 'clip': {vocab}: not a BERT vocab.txt: {error}") from None
                 try:
                     model = BlipDecoder.from_state_dict(
-                        _Checkpoint(TorchFile(path)), device=self.device or default_device())
+                        _Checkpoint(TorchFile(path)), image_size=self.image_size,
+                        device=self.device or default_device())
                     size = model.text_decoder.bert.embeddings.word_embeddings.weight.shape[0]
                     if tokenizer.get_vocab_size() != size:
                         raise ValueError(f"{vocab} and [DEC], [ENC] make "

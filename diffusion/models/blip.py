@@ -10,13 +10,16 @@
 
 The ViT is timm's: a 16x16 patch convolution, a class token, learnt position embeddings,
 pre-norm blocks (LayerNorm eps 1e-6, one fused q/k/v projection, exact GELU), a final norm over
-every token. Sizes come from the weights (ViT-B or ViT-L, the picture size from the position
-embeddings: 384 in BLIP's captioning files); heads are 64 wide, as `create_vit` makes them.
+every token. Sizes come from the weights (ViT-B or ViT-L); heads are 64 wide, as `create_vit`
+makes them. The picture's size is `image_size` (the WebUI's 384): position embeddings for
+another grid of patches are resized to it bicubically, as BLIP's `interpolate_pos_embed` does
+when it loads a file (BLIP's captioning files are 384 already).
 transformers: `BlipForConditionalGeneration` (its converted names differ; see the tests).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -28,9 +31,47 @@ from gpustd import Tensor, asarray, concatenate, nn, permute, split
 from .blip_text import HEAD_DIM, BertLMHeadModel
 from .layers import Place
 
-__all__ = ["BlipDecoder", "VisionTransformer"]
+__all__ = ["BlipDecoder", "VisionTransformer", "interpolate_positions"]
 
 EPS = 1e-6
+_CUBIC = -0.75  # torch's bicubic coefficient
+
+
+def _cubic_matrix(size_in: int, size_out: int) -> np.ndarray:
+    """(size_out, size_in): torch's bicubic resampling along one axis (align_corners False,
+    indices clamped at the edges)."""
+    a, scale = _CUBIC, size_in / size_out
+
+    def inner(x: float) -> float:  # a sample within 1 of the point
+        return ((a + 2) * x - (a + 3)) * x * x + 1
+
+    def outer(x: float) -> float:  # one from 1 to 2 away
+        return ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
+
+    matrix = np.zeros((size_out, size_in))
+    for out in range(size_out):
+        source = (out + 0.5) * scale - 0.5
+        base = math.floor(source)
+        t = source - base
+        weights = (outer(t + 1), inner(t), inner(1 - t), outer(2 - t))
+        for k, weight in enumerate(weights):
+            matrix[out, min(max(base - 1 + k, 0), size_in - 1)] += weight
+    return matrix
+
+
+def interpolate_positions(pos_embed: np.ndarray, grid: int) -> np.ndarray:
+    """Position embeddings (1, 1 + g*g, D) for a grid x grid of patches (1, 1 + grid^2, D):
+    the class token's kept, the patches' resized bicubically. torch: BLIP's
+    `interpolate_pos_embed` (`F.interpolate(mode="bicubic", align_corners=False)`)."""
+    pos_embed = np.asarray(pos_embed, np.float32)
+    size = round((pos_embed.shape[1] - 1) ** 0.5)
+    if size == grid:
+        return pos_embed
+    dim = pos_embed.shape[2]
+    patches = pos_embed[0, 1:].reshape(size, size, dim).astype(np.float64)
+    matrix = _cubic_matrix(size, grid)
+    resized = np.einsum("Hh,Ww,hwd->HWd", matrix, matrix, patches).reshape(grid * grid, dim)
+    return np.concatenate([pos_embed[:, :1], resized[None].astype(np.float32)], axis=1)
 
 
 class Block(nn.Module):
@@ -106,12 +147,13 @@ class BlipDecoder(nn.Module):
         self.text_decoder = text_decoder
 
     @classmethod
-    def from_state_dict(cls, state: Mapping[str, Any], *,
+    def from_state_dict(cls, state: Mapping[str, Any], *, image_size: int | None = None,
                         device: Device | None = None) -> BlipDecoder:
         """The captioner of a state dict with BLIP's keys (values numpy arrays, or a mapping
-        with `shape(key)` read one tensor at a time), its sizes from the weights. The head's
-        weight and bias are the word embeddings and `cls.predictions.bias` where the file
-        leaves them out (they are tied). ValueError naming what is missing."""
+        with `shape(key)` read one tensor at a time), its sizes from the weights, for pictures
+        of `image_size` (None: the size its position embeddings give). The head's weight and
+        bias are the word embeddings and `cls.predictions.bias` where the file leaves them out
+        (they are tied). ValueError naming what is missing."""
         shape = getattr(state, "shape", None)
 
         def size(key: str) -> tuple[int, ...]:
@@ -123,11 +165,16 @@ class BlipDecoder(nn.Module):
         device = device or default_device()
         vit, text = "visual_encoder.", "text_decoder."
         dim = size(vit + "cls_token")[-1]
+        patch, positions = size(vit + "patch_embed.proj.weight")[-1], size(vit + "pos_embed")[1]
+        overrides = {}
+        if image_size is not None and (image_size // patch) ** 2 + 1 != positions:
+            grid = image_size // patch
+            overrides[vit + "pos_embed"] = interpolate_positions(state[vit + "pos_embed"], grid)
+            positions = grid * grid + 1
         visual = VisionTransformer(
             dim=dim, depth=_count(state, vit + "blocks.{}.norm1.weight"),
-            hidden=size(vit + "blocks.0.mlp.fc1.weight")[0],
-            patch=size(vit + "patch_embed.proj.weight")[-1],
-            positions=size(vit + "pos_embed")[1], device=device)
+            hidden=size(vit + "blocks.0.mlp.fc1.weight")[0], patch=patch, positions=positions,
+            device=device)
         layer = text + "bert.encoder.layer.{}."
         vocab, width = size(text + "bert.embeddings.word_embeddings.weight")
         decoder = BertLMHeadModel(
@@ -147,17 +194,21 @@ class BlipDecoder(nn.Module):
             raise ValueError(f"not a BLIP captioning state dict: {len(missing)} weights "
                              f"missing ({', '.join(missing[:3])}...); use "
                              "model_base_caption_capfilt_large.pth")
-        model.load_state_dict(_Renamed(state, keys))
+        model.load_state_dict(_Renamed(state, keys, overrides))
         return model
 
 
 class _Renamed(Mapping[str, Any]):
-    """`state` under the model's names (`keys`: model name -> state name), read lazily."""
+    """`state` under the model's names (`keys`: model name -> state name), read lazily;
+    `overrides` replace some of its entries."""
 
-    def __init__(self, state: Mapping[str, Any], keys: dict[str, str]) -> None:
-        self._state, self._keys = state, keys
+    def __init__(self, state: Mapping[str, Any], keys: dict[str, str],
+                 overrides: dict[str, np.ndarray]) -> None:
+        self._state, self._keys, self._overrides = state, keys, overrides
 
     def __getitem__(self, key: str) -> Any:
+        if key in self._overrides:
+            return self._overrides[key]
         return self._state[self._keys[key]]
 
     def __iter__(self) -> Any:
@@ -167,6 +218,8 @@ class _Renamed(Mapping[str, Any]):
         return len(self._keys)
 
     def shape(self, key: str) -> tuple[int, ...]:
+        if key in self._overrides:
+            return self._overrides[key].shape
         shape = getattr(self._state, "shape", None)
         source = self._keys[key]
         return tuple(shape(source)) if callable(shape) else np.shape(self._state[source])

@@ -17,6 +17,7 @@ torch = pytest.importorskip("torch", reason="test-only reference (extra: referen
 pytest.importorskip("transformers", reason="test-only reference (extra: reference)")
 
 from blip_ref import (  # noqa: E402
+    IMAGE_SIZE,
     SPECIAL,
     reference_caption,
     reference_pixels,
@@ -39,7 +40,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Path, BlipCapt
     folder = tmp_path_factory.mktemp("BLIP")
     model = tiny_blip()
     write_blip(folder, model)
-    return model, folder, BlipCaptioner(folder)
+    return model, folder, BlipCaptioner(folder, image_size=IMAGE_SIZE)
 
 
 def _picture(seed: int) -> Image.Image:
@@ -87,6 +88,26 @@ def test_embeddings_and_logits_match_transformers(
     steps += [decoder.step(cache, np.asarray([[token]]))[0] for token in ids[4:-1]]
     np.testing.assert_allclose(np.stack(steps), logits[3:-1], atol=2e-3, rtol=1e-4)
     assert np.ptp(logits[-1]) > 10  # far from a flat distribution
+
+
+def test_other_sizes_interpolate_the_position_embeddings(
+        setup: tuple[Any, Path, BlipCaptioner]) -> None:
+    """A file made for 64x64 pictures captions 80x80 ones (the WebUI: 384x384 always), its
+    4x4 position embeddings resized to 5x5 bicubically, as BLIP's loader and transformers'
+    interpolate_pos_encoding do."""
+    model, folder, _ = setup
+    blip = BlipCaptioner(folder, image_size=80)
+    picture = _picture(2)
+    pixels = reference_pixels(picture, 80)
+    with torch.no_grad():
+        want = model.vision_model(pixels, interpolate_pos_encoding=True).last_hidden_state
+    got = blip.load()[0].visual_encoder(pixels.numpy()).numpy()
+    assert got.shape == (1, 26, 128)
+    np.testing.assert_allclose(got, want.numpy(), atol=2e-4, rtol=1e-4)
+    ids, _ = reference_caption(model, folder, picture, beams=1, min_length=6, max_length=14,
+                               size=80)
+    options = {"interrogate_clip_min_length": 6, "interrogate_clip_max_length": 14}
+    assert blip.token_ids(picture, options) == ids
 
 
 def test_missing_files_name_what_to_add(tmp_path: Path) -> None:

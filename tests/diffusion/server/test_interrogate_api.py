@@ -119,8 +119,8 @@ def _interrogation(clip: Any, blip: Any, folder: Path, picture: Image.Image) -> 
     _, caption = reference_caption(
         blip, folder, picture, beams=BLIP["interrogate_clip_num_beams"],
         min_length=BLIP["interrogate_clip_min_length"],
-        max_length=BLIP["interrogate_clip_max_length"])
-    assert caption  # the caption is there, and the picture matters (below)
+        max_length=BLIP["interrogate_clip_max_length"], size=384)  # the WebUI's size
+    assert caption
     return caption + "".join(f", {term}" for term, _ in reference_ranks(clip, picture))
 
 
@@ -129,7 +129,9 @@ def test_clip_gives_the_caption_and_top_terms(api: tuple[Any, Path, Any, Any]) -
     blip_folder = folder.with_name("BLIP")
     client.set_options(BLIP)
     try:
-        picture, init = _picture(50, 70), _picture(32, 40)
+        picture = _picture(50, 70)
+        init = Image.fromarray(np.linspace(0, 255, 40 * 32 * 3).reshape(40, 32, 3)
+                               .astype(np.uint8))  # a gradient: another caption
         want = _interrogation(clip, blip, blip_folder, picture)
         assert client.interrogate(picture, model="clip").info == want
         result = client.img2img(images=[init], prompt="a cat", seed=3, width=32, height=40,
@@ -139,5 +141,5 @@ def test_clip_gives_the_caption_and_top_terms(api: tuple[Any, Path, Any, Any]) -
         client.set_options({"interrogate_clip_num_beams": 1, "interrogate_clip_min_length": 24,
                             "interrogate_clip_max_length": 48})
     first = _interrogation(clip, blip, blip_folder, init)
-    assert first.split(", ")[0] != want.split(", ")[0]
+    assert first.split(", ")[0] != want.split(", ")[0]  # the picture matters
     assert result.info["all_prompts"] == [f"a cat, {first}"]
