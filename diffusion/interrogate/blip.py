@@ -135,15 +135,17 @@ class BlipCaptioner:
                     raise InterrogateModelError(
                         f"model 'clip': {vocab}: not a BERT vocab.txt: {error}") from None
                 try:
-                    model = BlipDecoder.from_state_dict(
-                        _Checkpoint(TorchFile(path)), image_size=self.image_size,
-                        device=self.device or default_device())
-                    size = model.text_decoder.bert.embeddings.word_embeddings.weight.shape[0]
-                    if tokenizer.get_vocab_size() != size:
+                    state = _Checkpoint(TorchFile(path))
+                    words = "text_decoder.bert.embeddings.word_embeddings.weight"
+                    size = state.shape(words)[0] if words in state else None
+                    if size not in (None, tokenizer.get_vocab_size()):
                         raise ValueError(f"{vocab} and [DEC], [ENC] make "
                                          f"{tokenizer.get_vocab_size()} tokens, the file's "
                                          f"decoder reads {size}; use bert-base-uncased's "
                                          f"{VOCAB}")
+                    model = BlipDecoder.from_state_dict(
+                        state, image_size=self.image_size,
+                        device=self.device or default_device())
                 except (WeightsError, ValueError, OSError) as error:
                     text = str(error)
                     raise InterrogateModelError(

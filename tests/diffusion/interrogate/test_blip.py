@@ -7,6 +7,7 @@ what to add."""
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +109,17 @@ def test_other_sizes_interpolate_the_position_embeddings(
                                size=80)
     options = {"interrogate_clip_min_length": 6, "interrogate_clip_max_length": 14}
     assert blip.token_ids(picture, options) == ids
+
+
+def test_a_vocab_of_another_size_is_refused(setup: tuple[Any, Path, BlipCaptioner],
+                                            tmp_path: Path) -> None:
+    folder = setup[1]
+    shutil.copy(folder / "model_base_caption_capfilt_large.pth", tmp_path)
+    lines = (folder / "vocab.txt").read_text().splitlines()
+    (tmp_path / "vocab.txt").write_text("\n".join(lines[:-1]) + "\n")
+    with pytest.raises(InterrogateModelError, match=rf"make {len(lines) + 1} tokens, the file's "
+                                                    rf"decoder reads {len(lines) + 2}"):
+        BlipCaptioner(tmp_path).load()
 
 
 def test_missing_files_name_what_to_add(tmp_path: Path) -> None:
