@@ -61,6 +61,10 @@ def add_serve_parser(commands: Any) -> argparse.ArgumentParser:
     sub.add_argument("--interrogate-dir", metavar="DIR",
                      help="the CLIP interrogator's term lists, the WebUI's interrogate/*.txt "
                           "(default: --models-dir's interrogate)")
+    sub.add_argument("--blip-dir", metavar="DIR",
+                     help="the CLIP interrogator's BLIP captioner: Salesforce's "
+                          "model_base_caption_capfilt_large.pth and bert-base-uncased's "
+                          "vocab.txt (default: --models-dir's BLIP)")
     sub.add_argument("--text-encoder", action="append", metavar="FILE",
                      help="FLUX / SD3 models: a text encoder file in place of the model's own "
                           "(t5xxl_fp16 / _fp8_e4m3fn[_scaled], clip_l, clip_g .safetensors, "
@@ -151,8 +155,8 @@ def server_settings(args: argparse.Namespace) -> ServerSettings:
         gfpgan_models_path=args.gfpgan_models_path,
         codeformer_models_path=args.codeformer_models_path,
         deepdanbooru_dir=args.deepdanbooru_dir, clip_models_path=args.clip_models_path,
-        interrogate_dir=args.interrogate_dir, memory=memory_mode(args),
-        int8=args.int8,
+        interrogate_dir=args.interrogate_dir, blip_dir=args.blip_dir,
+        memory=memory_mode(args), int8=args.int8,
         warmup=args.warmup,
         queue_size=args.queue_size, max_size=args.max_size,
         host="0.0.0.0" if args.listen else args.host, port=args.port,

@@ -1,11 +1,14 @@
-"""The WebUI's CLIP interrogator ("clip" of /sdapi/v1/interrogate) without its BLIP caption:
-each term list of the interrogate folder (the WebUI's `interrogate/*.txt`: artists, flavors,
-mediums, movements) ranked against the picture by CLIP, as the WebUI's `modules/interrogate.py`
-ranks them (softmax of 100 x the cosine similarity of image and text embeddings), its best
-terms joined by ", ".
+"""The WebUI's CLIP interrogator ("clip" of /sdapi/v1/interrogate): BLIP's caption of the picture
+(diffusion.interrogate.blip), then each term list of the interrogate folder (the WebUI's
+`interrogate/*.txt`: artists, flavors, mediums, movements) ranked against the picture by CLIP, as
+the WebUI's `modules/interrogate.py` ranks them (softmax of 100 x the cosine similarity of image
+and text embeddings), its best terms each added after ", ".
 
-    clip = ClipInterrogator(Path("models/CLIP"), Path("interrogate"))
-    clip.caption(picture, {})      # "oil on canvas, by Claude Monet, impressionism, ..."
+    clip = ClipInterrogator(Path("models/CLIP"), Path("interrogate"),
+                            blip=BlipCaptioner(Path("models/BLIP")))
+    clip.caption(picture, {})  # "a woman in a garden, oil on canvas, by Claude Monet, ..."
+
+Without `blip` the text is the terms alone, joined by ", ".
 
 The model is a transformers `CLIPModel` (a folder with config.json and model.safetensors or
 pytorch_model.bin, e.g. openai/clip-vit-large-patch14, the WebUI's ViT-L/14), read once, on
@@ -25,14 +28,15 @@ import numpy as np
 
 from gpucore import Device, default_device
 
+from .blip import BLIP_OPTIONS, BlipCaptioner, check_blip_options
 from .deepbooru import InterrogateModelError
 
 __all__ = ["CLIP_OPTIONS", "Category", "ClipInterrogator", "check_clip_options", "rank",
            "read_categories"]
 
-# the WebUI's options and their defaults (its "Interrogate" section)
+# the WebUI's options and their defaults (its "Interrogate" section), BLIP's included
 CLIP_OPTIONS: dict[str, Any] = {"interrogate_clip_dict_limit": 1500,
-                                "interrogate_clip_skip_categories": []}
+                                "interrogate_clip_skip_categories": [], **BLIP_OPTIONS}
 _TOPN = re.compile(r"\.top(\d+)$")
 _WEIGHTS = ("model.safetensors", "pytorch_model.bin")
 _BATCH = 64  # terms encoded at once
@@ -41,7 +45,7 @@ _BATCH = 64  # terms encoded at once
 def check_clip_options(body: Mapping[str, Any]) -> dict[str, Any]:
     """CLIP_OPTIONS' entries of an options body (POST /sdapi/v1/options), checked:
     ValueError saying which is wrong."""
-    updates: dict[str, Any] = {}
+    updates: dict[str, Any] = check_blip_options(body)
     if "interrogate_clip_dict_limit" in body:
         value = body["interrogate_clip_dict_limit"]
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or \
@@ -100,11 +104,12 @@ def _normalized(rows: np.ndarray) -> np.ndarray:
 
 class ClipInterrogator:
     """CLIP from `model` (a CLIPModel folder) and term lists from `terms` (a folder), read on
-    first use onto `device`."""
+    first use onto `device`; `blip` captions the picture before the terms."""
 
     def __init__(self, model: Path | None, terms: Path | None, *,
-                 device: Device | None = None) -> None:
+                 blip: BlipCaptioner | None = None, device: Device | None = None) -> None:
         self.model_path, self.terms, self.device = model, terms, device
+        self.blip = blip
         self._models: Any = None
         self._features: dict[tuple[str, ...], np.ndarray] = {}
         self._lock = threading.Lock()
@@ -121,8 +126,10 @@ class ClipInterrogator:
         return found[0]
 
     def check(self) -> list[Category]:
-        """The term lists, and the model's files checked (InterrogateModelError)."""
+        """The term lists, and the models' files checked (InterrogateModelError)."""
         self.weights()
+        if self.blip is not None:
+            self.blip.check()
         return read_categories(self.terms)
 
     def models(self) -> Any:
@@ -195,9 +202,14 @@ class ClipInterrogator:
         return out
 
     def caption(self, picture: Any, options: Mapping[str, Any]) -> str:
-        """The WebUI's interrogation text, BLIP's caption left out: the terms joined by ", ",
-        each `(term:probability)` under the option interrogate_return_ranks."""
+        """The WebUI's interrogation text: BLIP's caption, then each term after ", ", as
+        `(term:probability)` under the option interrogate_return_ranks (without `blip`, the
+        terms joined by ", ")."""
         ranks = self.ranks(picture, options)
         if options.get("interrogate_return_ranks"):
-            return ", ".join(f"({term}:{score / 100:.3f})" for term, score in ranks)
-        return ", ".join(term for term, _ in ranks)
+            terms = [f"({term}:{score / 100:.3f})" for term, score in ranks]
+        else:
+            terms = [term for term, _ in ranks]
+        if self.blip is None:
+            return ", ".join(terms)
+        return self.blip.caption(picture, options) + "".join(f", {term}" for term in terms)

@@ -48,6 +48,9 @@ class ServerSettings:
     # the WebUI's term lists, interrogate/*.txt (default: models_dir's interrogate)
     clip_models_path: PathText | None = None
     interrogate_dir: PathText | None = None
+    # its BLIP captioner: model_base_caption_capfilt_large.pth and bert's vocab.txt (default:
+    # models_dir's BLIP)
+    blip_dir: PathText | None = None
     # TAESD decoders for live previews (default: models_dir's VAE-approx, as the WebUI's)
     vae_approx_dir: PathText | None = None
     # devices: the weights' dtype ("auto": float16 where the adapter has matrix units), the

@@ -16,7 +16,13 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from ...faces import FaceFolders
-from ...interrogate import CLIP_OPTIONS, DEEPBOORU_OPTIONS, ClipInterrogator, DeepBooru
+from ...interrogate import (
+    CLIP_OPTIONS,
+    DEEPBOORU_OPTIONS,
+    BlipCaptioner,
+    ClipInterrogator,
+    DeepBooru,
+)
 from ...loaders.control.catalog import ControlModelDir
 from ...text.embeddings import EmbeddingDatabase
 from ..catalog.image_encoders import ImageEncoders
@@ -100,9 +106,11 @@ def create_app(settings: ServerSettings | None = None, /, *,
     if booru_dir is None and models_dir is not None:  # the WebUI's models/torch_deepdanbooru
         booru_dir = Path(models_dir) / "torch_deepdanbooru"
     clip_dir, terms_dir = settings.clip_models_path, settings.interrogate_dir
-    if models_dir is not None:  # the CLIPModel folder and the term lists
+    blip_dir = settings.blip_dir
+    if models_dir is not None:  # the CLIPModel folder, the term lists, BLIP's files
         clip_dir = clip_dir or Path(models_dir) / "CLIP"
         terms_dir = terms_dir or Path(models_dir) / "interrogate"
+        blip_dir = blip_dir or Path(models_dir) / "BLIP"
     previews = Previews(approx_dir)
     if settings.worker_adapters:
         from ..jobs.processes import ProcessWorker
@@ -152,7 +160,8 @@ def create_app(settings: ServerSettings | None = None, /, *,
                         deepbooru=DeepBooru(booru_dir),
                         clip_interrogator=ClipInterrogator(
                             None if clip_dir is None else Path(clip_dir),
-                            None if terms_dir is None else Path(terms_dir)))
+                            None if terms_dir is None else Path(terms_dir),
+                            blip=BlipCaptioner(None if blip_dir is None else Path(blip_dir))))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):  # type: ignore[no-untyped-def]

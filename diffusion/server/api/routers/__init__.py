@@ -13,7 +13,7 @@
 | `adetailer` | /adetailer/v1/ad_model (ADetailer's) |
 | `openai` | OpenAI's images API: /v1/images/generations, /v1/images/edits, /v1/models |
 | `scripts` | /sdapi/v1/scripts, /sdapi/v1/script-info |
-| `interrogate` | /sdapi/v1/interrogate (DeepDanbooru's tags) |
+| `interrogate` | /sdapi/v1/interrogate (DeepDanbooru's tags, BLIP + CLIP) |
 | `video` | /avx/txt2vid, /avx/img2vid (Wan videos on the same queue), /avx/video-models |
 | `page` | the web page at / |
 """

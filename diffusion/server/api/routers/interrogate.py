@@ -5,11 +5,12 @@
 `interrogate_deepbooru_score_threshold`, `deepbooru_sort_alpha`, `deepbooru_use_spaces`,
 `deepbooru_escape`, `deepbooru_filter_tags` and `interrogate_return_ranks`, from
 `--deepdanbooru-dir` (default: the models folder's torch_deepdanbooru); a missing file is a
-422 naming the folder. "clip" gives the CLIP interrogator's best terms of the WebUI's term
-lists (`--interrogate-dir`) by a transformers CLIPModel (`--clip-models-path`), under the
-options' `interrogate_clip_dict_limit`, `interrogate_clip_skip_categories` and
-`interrogate_return_ranks`, without BLIP's caption; missing files are a 422 naming what to
-add. Another model name is a 404, as in the WebUI.
+422 naming the folder. "clip" gives BLIP's caption (`--blip-dir`, under the options'
+`interrogate_clip_num_beams`, `interrogate_clip_min_length`, `interrogate_clip_max_length`),
+then the CLIP interrogator's best terms of the WebUI's term lists (`--interrogate-dir`) by a
+transformers CLIPModel (`--clip-models-path`), under `interrogate_clip_dict_limit`,
+`interrogate_clip_skip_categories` and `interrogate_return_ranks`; missing files are a 422
+naming what to add. Another model name is a 404, as in the WebUI.
 """
 
 from __future__ import annotations
