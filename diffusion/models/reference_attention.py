@@ -85,6 +85,7 @@ class ReferenceAttention:
         widest = sorted(blocks, key=lambda block: -block.norm1.weight.shape[0])
         self._layers = [(block, _Layer(self, index / len(widest)))
                         for index, block in enumerate(widest)]
+        self.unet = unet
         self.writing = False
         self.weight = 1.0
         self.style_fidelity = 0.0
