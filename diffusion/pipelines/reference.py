@@ -19,7 +19,7 @@ important", 0 for "My prompt is more important", as the extension sets it.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -140,12 +140,18 @@ POSTERIOR_MEAN = _PosteriorMean()
 
 def split_references(units: Sequence[Any], unet: Any, *, total_steps: int,
                      size: tuple[int, int], encode: Callable[[np.ndarray], np.ndarray],
-                     scheduler_config: Mapping[str, Any], low_vram: bool = False
+                     scheduler_config: Mapping[str, Any], low_vram: bool = False,
+                     hires_stage: str | None = None
                      ) -> tuple[ReferenceInjection | None, tuple[Any, ...]]:
     """(the injection of the reference_only units among `units`, None when there are none;
     the other units). `low_vram`: the pass runs in a memory mode, which they do not support
-    (ValueError in one line)."""
-    references = [unit for unit in units if isinstance(unit, ReferenceUnit)]
+    (ValueError in one line). `hires_stage`: "first" or "second" pass of a hires fix, whose
+    units pick theirs by hr_option; in the second the style fidelity is 0, as the
+    extension's hook.py has it there."""
+    skip = {"first": HR_OPTIONS[2], "second": HR_OPTIONS[1]}.get(hires_stage or "")
+    references = [replace(unit, control_mode=CONTROL_MODES[1])
+                  if hires_stage == "second" else unit
+                  for unit in units if isinstance(unit, ReferenceUnit) and unit.hr_option != skip]
     others = tuple(unit for unit in units if not isinstance(unit, ReferenceUnit))
     if not references:
         return None, others

@@ -37,6 +37,7 @@ from ...models.tiled_vae import vae_encode
 from ...models.vae import AutoencoderKL
 from ...preprocessors.resize import fit_map
 from ..control import CONTROL_MODES, ControlUnit, control_batch
+from ..reference import ReferenceUnit
 
 __all__ = ["FlowControl", "encode_map"]
 
@@ -84,6 +85,9 @@ class FlowControl:
                              "them out")
         kind, name = _MODELS[family]
         for index, unit in enumerate(units):
+            if isinstance(unit, ReferenceUnit):
+                raise ValueError(f"control unit {index}: reference_only runs on the UNet models "
+                                 f"(SD 1.x/2.x, SDXL), not on {name}; leave it out")
             title = getattr(getattr(unit, "model", None), "title", None)
             what = f"control unit {index}" + (f" ({title})" if title else "")
             if not isinstance(unit, ControlUnit) or not isinstance(unit.model, kind):

@@ -188,7 +188,8 @@ class StableDiffusion:
         reference, units = split_references(
             r.control, self.unet, total_steps=steps, size=(r.width, r.height),
             encode=lambda pixels: self._encode(pixels, POSTERIOR_MEAN),
-            scheduler_config=self.scheduler_config, low_vram=self.memory is not None)
+            scheduler_config=self.scheduler_config, low_vram=self.memory is not None,
+            hires_stage=r.hires_stage)
         check_base(units, self.unet)
         use_ip_adapters(self.unet, units)  # before the capture compares the UNet's weights
         step = (self._unet_capture.of(self.unet) if self.memory is None
