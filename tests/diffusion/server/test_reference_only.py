@@ -46,7 +46,7 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 def test_reference_only_unit_through_webuiapi(api: Any) -> None:
     assert "reference_only" in api.controlnet_module_list()
-    settings = dict(prompt="a red circle on a blue background", steps=3, width=40, height=24,
+    settings = dict(prompt="a red circle on a blue background", steps=2, width=40, height=24,
                     seed=3, cfg_scale=5, sampler_name="Euler")
     first = Image.fromarray(circle(48, 80))
     second = Image.fromarray(255 - circle(48, 80, seed=5))
