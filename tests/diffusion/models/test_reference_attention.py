@@ -118,3 +118,48 @@ def test_reference_only_equals_hook_py(first_device: gpucore.Device, weight: flo
     assert np.abs(plain - theirs).mean() > visible  # the injection acts
     assert np.abs(other - theirs).mean() > visible  # the reference picture matters
     assert_close(ours(gpustd.asarray(x, device=device), t, ctx).numpy(), plain, tol=TOL)
+
+
+def test_reference_injection_of_a_unit(first_device: gpucore.Device) -> None:
+    """A ReferenceUnit through ReferenceInjection at one UNet call: the picture in [-1, 1]
+    to the given encoder, its latents on every row, noised to round(t) by q_sample with the
+    step's fixed draw, the control mode's fidelity: hook.py's output for the same noise."""
+    import diffusers
+
+    from diffusion.pipelines.reference import ReferenceInjection, ReferenceUnit
+
+    device = first_device
+    reference = randomized(diffusers.UNet2DConditionModel(**UNET), 1)
+    ours = UNet2DConditionModel(dict(reference.config), device=device)
+    ours.load_state_dict(state_dict(reference))
+    machine = _Machine()
+    _hooked(reference, machine)
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((2, 4, 6, 5)).astype(np.float32)
+    context = rng.standard_normal((2, 5, 32)).astype(np.float32)
+    picture = rng.integers(0, 256, (12, 10, 3), dtype=np.uint8)
+    projection = rng.standard_normal((4, 3)).astype(np.float32)
+
+    def encode(pixels: np.ndarray) -> np.ndarray:  # a stand-in VAE: 2x2 means, 3 -> 4 channels
+        pooled = pixels.reshape(1, 3, 6, 2, 5, 2).mean(axis=(3, 5))
+        return np.einsum("oc,bchw->bohw", projection, pooled) * 3
+
+    abar = np.cumprod(1 - np.linspace(0.00085**0.5, 0.012**0.5, 1000) ** 2)
+    t, step = 377.6, 2
+    unit = ReferenceUnit(picture, control_mode="ControlNet is more important")  # fidelity 1
+    injection = ReferenceInjection([unit], ours, total_steps=4, size=(10, 12), encode=encode,
+                                   alphas_cumprod=abar)
+    ctx = gpustd.asarray(context, device=device)
+    got = injection.run(lambda sample, control: ours(sample, t, ctx),
+                        gpustd.asarray(x, device=device), t, step=step, uncond_rows=1).numpy()
+
+    latents = encode(picture.astype(np.float32).transpose(2, 0, 1)[None] / 127.5 - 1)
+    noise = np.random.default_rng(step).standard_normal(x.shape)
+    a = abar[378]
+    ref_xt = (np.sqrt(a) * np.repeat(latents, 2, axis=0) + np.sqrt(1 - a) * noise)
+    with torch.no_grad():
+        machine.mode, machine.weight, machine.fidelity = "write", 1.0, 1.0
+        reference(torch.from_numpy(ref_xt.astype(np.float32)), t, torch.from_numpy(context))
+        machine.mode, machine.uncond = "read", [0]
+        theirs = reference(torch.from_numpy(x), t, torch.from_numpy(context)).sample.numpy()
+    assert_close(got, theirs, tol=TOL)
