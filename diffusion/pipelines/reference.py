@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -114,8 +115,8 @@ class ReferenceInjection:
                 latents = np.broadcast_to(self._latent(index, unit), tuple(x.shape))
                 sample = asarray(noised_reference(latents, t, self.alphas_cumprod, noise)
                                  .astype(x.dtype), device=x.device)
-                self.machine.write(lambda sample=sample: call(sample, False),
-                                   weight=unit.weight, style_fidelity=unit.fidelity)
+                self.machine.write(partial(call, sample, False), weight=unit.weight,
+                                   style_fidelity=unit.fidelity)
             return self.machine.read(lambda: call(x, True), uncond_rows=uncond_rows)
 
     def _latent(self, index: int, unit: ReferenceUnit) -> np.ndarray:
@@ -135,7 +136,7 @@ class _PosteriorMean:
         return np.zeros(shape)
 
 
-POSTERIOR_MEAN = _PosteriorMean()
+POSTERIOR_MEAN: Any = _PosteriorMean()  # where a pipeline's encoder takes a generator
 
 
 def split_references(units: Sequence[Any], unet: Any, *, total_steps: int,

@@ -25,7 +25,7 @@ from ..keymaps.dit_keys import (
     prefix_of,
     split_rows,
 )
-from ..weights import ComponentWeights, TensorRef, resolve_dtype
+from ..weights import ComponentWeights, TensorFile, TensorRef, resolve_dtype
 
 __all__ = ["BFL_RENAMES", "double_block_refs", "is_flux_file", "load_flux_file"]
 
@@ -64,11 +64,11 @@ def is_flux_file(file: SafetensorsFile) -> bool:
             and "single_stream_modulation.lin.weight" not in keys)
 
 
-def _tensor(file: SafetensorsFile, prefix: str, key: str) -> str:
+def _tensor(file: TensorFile, prefix: str, key: str) -> str:
     return key_of(file, prefix, key, "FLUX")
 
 
-def double_block_refs(file: SafetensorsFile, prefix: str, index: int,
+def double_block_refs(file: TensorFile, prefix: str, index: int,
                       dim: int) -> dict[str, TensorRef]:
     """Refs to BFL's `double_blocks.{index}` tensors under diffusers' `transformer_blocks`
     names (its fused q/k/v split by rows); `dim`: the model width."""

@@ -131,6 +131,7 @@ class GuidedUNet:
             text_embeds=text_embeds, time_ids=ids)
         if self.reference is not None and self.reference.acts(self._step):
             unet = self.reference.machine.unet
+            assert isinstance(hidden, Tensor)  # an AddedContext gave its hidden states above
             out = self.reference.run(
                 lambda sample, control: unet_call(unet, sample, timesteps, hidden, text_embeds,
                                                   ids, residuals if control else None),
