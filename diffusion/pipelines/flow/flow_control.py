@@ -118,7 +118,7 @@ class FlowControl:
         `FluxControlNetPipeline.prepare_image` and `retrieve_latents(vae.encode(...))`."""
         self._latents = []
         for unit in self.units:
-            if unit.model.takes_pixels:
+            if isinstance(unit.model, FluxControlNetModel) and unit.model.takes_pixels:
                 self._latents.append(asarray(_pixels(unit, vae, batch, width, height),
                                              dtype=dtype, device=device))
                 continue
