@@ -73,11 +73,12 @@ def _hooked(unet: Any, machine: _Machine) -> None:
         block.attn1.set_processor(_HookProcessor(machine, i / len(blocks)))
 
 
-@pytest.mark.parametrize(("weight", "fidelity"), [(1.0, 0.5), (0.5, 0.0)])
-def test_reference_only_equals_hook_py(first_device: gpucore.Device, weight: float,
-                                       fidelity: float) -> None:
+def test_reference_only_equals_hook_py(first_device: gpucore.Device) -> None:
+    """Weight 0.5: the four 64-wide of the seven layers save, the 32-wide ones not; style
+    fidelity 0.5 mixes the uncond row. (Weight 1, fidelity 1: the test below.)"""
     import diffusers
 
+    weight, fidelity = 0.5, 0.5
     device = first_device
     reference = randomized(diffusers.UNet2DConditionModel(**UNET), 1)
     ours = UNet2DConditionModel(dict(reference.config), device=device)
