@@ -41,7 +41,7 @@ def _split(fused: str, targets: tuple[str, ...], sizes: tuple[int, ...]) -> dict
 
 def _flux(shapes: dict[str, tuple[int, ...]], config: dict[str, Any]) -> dict[str, list[Part]]:
     dim = config["num_attention_heads"] * config["attention_head_dim"]
-    aliases = {_flat(source): [Part(target)] for source, target in flux_file._RENAMES.items()}
+    aliases = {_flat(source): [Part(target)] for source, target in flux_file.BFL_RENAMES.items()}
     aliases["final_layer_adaLN_modulation_1"] = [Part(flux_file._SWAPPED, swapped=True)]
     for i in range(config["num_layers"]):
         for source, target in flux_file._DOUBLE.items():

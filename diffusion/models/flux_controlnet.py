@@ -7,7 +7,13 @@ transformer adds after its own blocks (`FluxTransformer2DModel.forward(control=.
 `ceil(blocks / residuals)` blocks taking the same one).
 
 The Union form (InstantX's, Shakker-Labs' Union Pro; config `num_mode`) picks its control
-type by a mode: `controlnet_mode_embedder`'s row, put in front of the text tokens."""
+type by a mode: `controlnet_mode_embedder`'s row, put in front of the text tokens.
+
+XLabs' form (x-flux's ControlNetFlux; config `conditioning_embedding_channels`) reads the
+control picture itself: `input_hint_block`, eight 3x3 convolutions (three of stride 2), turns
+it into (B, 16, H/8, W/8) features whose 2x2 patches are its control tokens; it has double
+blocks only, and its few residuals repeat over the transformer's blocks (block i takes
+residual i mod their count: `blocks_repeat`)."""
 
 from __future__ import annotations
 
@@ -17,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from gpucore import Device
-from gpustd import Tensor, concatenate, nn, take_slice
+from gpustd import Tensor, concatenate, nn, permute, take_slice
 
 from .dit_layers import CombinedTimestepTextProjEmbeddings, JointTransformerBlock
 from .flux import FluxSingleTransformerBlock
@@ -43,10 +49,6 @@ class FluxControlNetModel(nn.Module):
     def __init__(self, config: Mapping[str, Any], *, dtype: Any = np.float32,
                  device: Device | None = None) -> None:
         cfg = {**_DEFAULTS, **config}
-        if cfg["conditioning_embedding_channels"] is not None:
-            raise ValueError("FLUX ControlNets with an input hint block (config "
-                             "conditioning_embedding_channels) are not supported; use one "
-                             "that reads the control image's VAE latents")
         heads, head_dim = cfg["num_attention_heads"], cfg["attention_head_dim"]
         if sum(cfg["axes_dims_rope"]) != head_dim:
             raise ValueError(f"axes_dims_rope {tuple(cfg['axes_dims_rope'])} must add up to "
@@ -71,6 +73,24 @@ class FluxControlNetModel(nn.Module):
         if self.union:
             self.controlnet_mode_embedder = nn.Embedding(int(cfg["num_mode"]), dim, **place)
         self.controlnet_x_embedder = nn.Linear(cfg["in_channels"], dim, **place)
+        hint = cfg["conditioning_embedding_channels"]
+        if hint is not None:
+            if 4 * int(hint) != cfg["in_channels"]:
+                raise ValueError(f"an input hint block of {hint} channels gives 2x2 patches "
+                                 f"of {4 * int(hint)}, not in_channels {cfg['in_channels']}")
+            self.input_hint_block = _HintBlock(int(hint), place)
+
+    @property
+    def takes_pixels(self) -> bool:
+        """Whether it reads the control picture itself (XLabs' input hint block), not its
+        VAE latents."""
+        return self.config["conditioning_embedding_channels"] is not None
+
+    @property
+    def blocks_repeat(self) -> bool:
+        """Whether the transformer's double block i takes residual i mod their count (XLabs'
+        rule, diffusers' `controlnet_blocks_repeat`) rather than i // ceil(blocks / count)."""
+        return self.takes_pixels
 
     @property
     def union(self) -> bool:
@@ -91,7 +111,8 @@ class FluxControlNetModel(nn.Module):
                 conditioning_scale: float = 1.0) -> tuple[list[Tensor], list[Tensor]]:
         """(the double blocks' residuals, the single blocks'), each (B, Li, dim) times
         `conditioning_scale`. hidden_states (B, Li, in_channels): packed latents;
-        controlnet_cond (B, Li, in_channels): the control image's packed latents;
+        controlnet_cond (B, Li, in_channels): the control image's packed latents (a model
+        that `takes_pixels`: the picture (B, 3, 16 h, 16 w) in [-1, 1] for h x w tokens);
         encoder_hidden_states, pooled, timestep (B,) in [0, 1], guidance (B,) (models with
         `guidance_embeds`; else None) as FluxTransformer2DModel takes them; `rotary`: the
         tables of `rotary(...)`; `mode`: a Union model's control type. diffusers:
@@ -108,6 +129,8 @@ class FluxControlNetModel(nn.Module):
                              f"{cfg['num_mode'] - 1})" if self.union else
                              "this FLUX ControlNet is not a Union one: give no control mode")
         # 1. embeddings; the control latents added to the image tokens
+        if self.takes_pixels:
+            controlnet_cond = self.input_hint_block(controlnet_cond)
         x = self.x_embedder(hidden_states) + self.controlnet_x_embedder(controlnet_cond)
         temb = self.time_text_embed(self._thousandfold(timestep), pooled,
                                     None if guidance is None else self._thousandfold(guidance))
@@ -138,3 +161,30 @@ class FluxControlNetModel(nn.Module):
     def _thousandfold(self, values: Any) -> Any:
         dtype = self.x_embedder.weight.dtype
         return np.asarray(values, dtype).reshape(-1) * dtype.type(1000)
+
+
+class _HintBlock(nn.Module):
+    """The control picture (B, 3, H, W) -> its tokens (B, H/16 * W/16, 4 channels): x-flux's
+    `input_hint_block` (SiLU after every convolution but the last), its output's 2x2 patches
+    packed channel-major as x-flux's `rearrange(..., "b c (h ph) (w pw) -> b (h w) (c ph
+    pw)")`. Names: diffusers' ControlNetConditioningEmbedding's."""
+
+    def __init__(self, channels: int, place: Place) -> None:
+        width = 16
+        self.conv_in = nn.Conv2d(3, width, 3, padding=1, **place)
+        self.blocks = nn.ModuleList([nn.Conv2d(width, width, 3, padding=1, stride=1 + i % 2,
+                                               **place) for i in range(6)])
+        self.conv_out = nn.Conv2d(width, channels, 3, padding=1, **place)
+
+    def forward(self, picture: Tensor) -> Tensor:
+        if picture.ndim != 4 or picture.shape[1] != 3 or picture.shape[2] % 16 or (
+                picture.shape[3] % 16):
+            raise ValueError(f"an XLabs ControlNet's control picture must be (B, 3, H, W) "
+                             f"with H and W multiples of 16, got {tuple(picture.shape)}")
+        h = nn.silu(self.conv_in(picture))
+        for block in self.blocks:
+            h = nn.silu(block(h))
+        h = self.conv_out(h)
+        b, c, height, width = h.shape
+        patches = permute(h.reshape(b, c, height // 2, 2, width // 2, 2), (0, 2, 4, 1, 3, 5))
+        return patches.reshape(b, (height // 2) * (width // 2), c * 4)

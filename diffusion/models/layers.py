@@ -62,6 +62,10 @@ class Attention(nn.Module):
         scale is in its to_v_ip), as diffusers' IPAdapterAttnProcessor2_0.
 
         add_to: the residual stream (B, L, query_dim), updated in place by to_out's GEMM."""
+        return self.to_out[0](self.attend(x, context), add_to=add_to)
+
+    def attend(self, x: Tensor, context: Any = None) -> Tensor:
+        """The heads' output before to_out (B, L, heads * dim_head); arguments as forward."""
         image_tokens: Any = ()
         if isinstance(context, tuple):
             context, image_tokens = context
@@ -74,7 +78,7 @@ class Attention(nn.Module):
         for layer, tokens in zip(getattr(self, "ip_layers", ()), image_tokens):
             out = out + nn.attention(q, layer.to_k_ip(tokens), layer.to_v_ip(tokens),
                                      heads=self.heads)
-        return self.to_out[0](out, add_to=add_to)
+        return out
 
 
 class ResnetBlock2D(nn.Module):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from gpustd import Tensor, nn
 from gpustd.nn.linear import conv1x1_tokens, tokens_conv1x1
 from gpustd.quant import materialize
@@ -24,8 +26,19 @@ class FeedForward(nn.Module):
         return self.net[2](self.net[0](x), add_to=add_to)
 
 
+class SelfAttentionHook(Protocol):
+    """What replaces a block's self-attention while installed (diffusion.models.
+    reference_attention): adds the attention of `normed` (norm1's output) to x in place."""
+
+    def self_attention(self, attention: Attention, normed: Tensor, x: Tensor) -> None: ...
+
+
 class BasicTransformerBlock(nn.Module):
     """Self-attention, cross-attention to the text context, feed-forward; pre-LayerNorm."""
+
+    # Set while the ControlNet extension's reference_only runs (diffusion.models.
+    # reference_attention): the block's self-attention then also sees saved tokens.
+    reference: SelfAttentionHook | None = None
 
     def __init__(self, dim: int, heads: int, context_dim: int, *, place: Place) -> None:
         self.norm1 = nn.LayerNorm(dim, **place)
@@ -38,7 +51,10 @@ class BasicTransformerBlock(nn.Module):
     def forward(self, x: Tensor, context: Context) -> Tensor:
         """Updates the residual stream x (B, L, dim) IN PLACE and returns it: each residual
         add happens in the epilogue of the GEMM before it."""
-        self.attn1(self.norm1(x), add_to=x)
+        if self.reference is None:
+            self.attn1(self.norm1(x), add_to=x)
+        else:
+            self.reference.self_attention(self.attn1, self.norm1(x), x)
         self.attn2(self.norm2(x), context, add_to=x)
         return self.ff(self.norm3(x), add_to=x)
 

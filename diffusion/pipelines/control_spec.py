@@ -36,6 +36,7 @@ from ..preprocessors.resize import RESIZE_MODES, pixel_perfect_resolution, resiz
 from .control import CONTROL_MODES, HR_OPTIONS, ControlUnit
 from .control_map import MAP_MODEL, ControlMap
 from .ip_adapter import IPAdapterUnit
+from .reference import REFERENCE_MODULES, ReferenceUnit
 
 __all__ = ["ControlSpec", "control_mode", "numpy_seed", "parse_unit", "unit_label"]
 
@@ -162,13 +163,25 @@ class ControlSpec:
         return detected, replace(self, processor_res=res, threshold_a=low, threshold_b=high)
 
     def unit(self, model: Any, *, width: int, height: int, device: Any = None,
-             seed: int | None = None,
-             image_encoder: Any = None) -> ControlUnit | IPAdapterUnit | ControlMap:
+             seed: int | None = None, image_encoder: Any = None
+             ) -> ControlUnit | IPAdapterUnit | ControlMap | ReferenceUnit:
         """The ControlUnit of this spec with its loaded `model`, its map detected for the
         first pass's size (ControlUnit fits it to each pass's size); for an IPAdapter model
         (an IP-Adapter module), the IPAdapterUnit reading the picture as it is with
         `image_encoder` (a loaded CLIP vision model); for model "None" (`model` None), the
-        ControlMap a FLUX.1 Canny / Depth dev model takes in its input."""
+        ControlMap a FLUX.1 Canny / Depth dev model takes in its input, or with module
+        reference_only a ReferenceUnit (diffusion.pipelines.reference)."""
+        if self.module in REFERENCE_MODULES:
+            if self.model != MAP_MODEL:
+                raise ValueError(f"module {self.module!r} takes no control model; give "
+                                 f"model {MAP_MODEL!r}")
+            detected, used = self.detect(width, height, device=device, seed=seed)
+            return ReferenceUnit(detected, weight=float(self.weight),
+                                 guidance_start=float(self.guidance_start),
+                                 guidance_end=float(self.guidance_end),
+                                 style_fidelity=float(used.threshold_a),
+                                 control_mode=self.control_mode, resize_mode=self.resize_mode,
+                                 hr_option=self.hr_option, label=used.serialize(MAP_MODEL))
         if self.model == MAP_MODEL:
             detected, used = self.detect(width, height, device=device, seed=seed)
             return ControlMap(detected, resize_mode=self.resize_mode,
@@ -253,7 +266,7 @@ def numpy_seed(seed: int | None, subseed: int | None) -> int | None:
     return (seed + (seed if subseed is None or subseed < 0 else subseed)) & 0xFFFFFFFF
 
 
-def unit_label(unit: ControlUnit | IPAdapterUnit | ControlMap) -> str:
+def unit_label(unit: ControlUnit | IPAdapterUnit | ControlMap | ReferenceUnit) -> str:
     """The infotext text of a ControlUnit: its spec's, or (built in Python) what it has; an
     IPAdapterUnit's as the extension writes IP-Adapter units."""
     if isinstance(unit, IPAdapterUnit):
@@ -262,6 +275,12 @@ def unit_label(unit: ControlUnit | IPAdapterUnit | ControlMap) -> str:
         return unit.label
     if isinstance(unit, ControlMap):
         return ControlSpec(model=MAP_MODEL, resize_mode=unit.resize_mode).serialize()
+    if isinstance(unit, ReferenceUnit):
+        return ControlSpec(model=MAP_MODEL, module=REFERENCE_MODULES[0],
+                           weight=min(max(unit.weight, 0.0), 2.0),
+                           threshold_a=unit.style_fidelity, resize_mode=unit.resize_mode,
+                           guidance_start=unit.guidance_start, guidance_end=unit.guidance_end,
+                           control_mode=unit.control_mode).serialize()
     title = getattr(unit.model, "title", None) or type(unit.model).__name__
     return ControlSpec(model=title, weight=min(max(unit.weight, 0.0), 2.0),
                        resize_mode=unit.resize_mode, guidance_start=unit.guidance_start,

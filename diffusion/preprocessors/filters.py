@@ -11,7 +11,7 @@ from gpustd import min as gpustd_min
 from gpustd.canny import canny as gpu_canny
 from gpustd.image import gaussian_blur
 
-__all__ = ["blur_gaussian", "canny", "identity", "invert", "scribble_threshold",
+__all__ = ["blur_gaussian", "canny", "identity", "invert", "reference", "scribble_threshold",
            "threshold", "tile_resample"]
 
 
@@ -25,6 +25,12 @@ def _upload(image: np.ndarray, device: Device | None) -> Tensor:
 
 def identity(image: np.ndarray, *, device: Device | None = None) -> np.ndarray:
     """The user's own map ("none")."""
+    return image
+
+
+def reference(image: np.ndarray, style_fidelity: float, *,
+              device: Device | None = None) -> np.ndarray:
+    """reference_only's picture, as it is (its style fidelity acts in the UNet)."""
     return image
 
 

@@ -36,6 +36,7 @@ from ..keymaps.ldm_keys import ldm_unet_layout, unet_name
 from ..weights import ComponentWeights, TensorFile, TensorRef, resolve_dtype
 from .dit_controlnet_file import DIT_CONTROLNETS, config_beside, dit_controlnet_config
 from .t2i_adapter_file import t2i_adapter_from_file
+from .xlabs_file import is_xlabs_controlnet, xlabs_controlnet
 
 __all__ = ["controlnet_weights", "load_controlnet", "load_t2i_adapter", "t2i_adapter_weights"]
 
@@ -145,6 +146,10 @@ def controlnet_weights(path: str | os.PathLike[str], *, dtype: Any = None,
     Raises WeightsError naming the file when it is missing, unreadable, or not a ControlNet."""
     path, dtype = Path(path), resolve_dtype(dtype)
     refs, own, where = _open(path, variant, "ControlNet")
+    if own is None and is_xlabs_controlnet(refs):  # x-flux's file: BFL names, a hint block
+        refs, xlabs = xlabs_controlnet(refs, where,
+                                       config or config_beside(path, DIT_CONTROLNETS[0]))
+        return ComponentWeights("controlnet", xlabs, refs, dtype=dtype)
     dit = dit_controlnet_config(path, refs, own) if config is None else (
         config if config.get("_class_name") in DIT_CONTROLNETS else None)
     if dit is not None:  # FLUX.1's or SD3's: its weights under diffusers' names

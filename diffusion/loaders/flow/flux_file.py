@@ -25,11 +25,11 @@ from ..keymaps.dit_keys import (
     prefix_of,
     split_rows,
 )
-from ..weights import ComponentWeights, TensorRef, resolve_dtype
+from ..weights import ComponentWeights, TensorFile, TensorRef, resolve_dtype
 
-__all__ = ["is_flux_file", "load_flux_file"]
+__all__ = ["BFL_RENAMES", "double_block_refs", "is_flux_file", "load_flux_file"]
 
-_RENAMES = {  # BFL -> diffusers, outside the blocks
+BFL_RENAMES = {  # BFL -> diffusers, outside the blocks
     "time_in.in_layer": "time_text_embed.timestep_embedder.linear_1",
     "time_in.out_layer": "time_text_embed.timestep_embedder.linear_2",
     "vector_in.in_layer": "time_text_embed.text_embedder.linear_1",
@@ -64,8 +64,27 @@ def is_flux_file(file: SafetensorsFile) -> bool:
             and "single_stream_modulation.lin.weight" not in keys)
 
 
-def _tensor(file: SafetensorsFile, prefix: str, key: str) -> str:
+def _tensor(file: TensorFile, prefix: str, key: str) -> str:
     return key_of(file, prefix, key, "FLUX")
+
+
+def double_block_refs(file: TensorFile, prefix: str, index: int,
+                      dim: int) -> dict[str, TensorRef]:
+    """Refs to BFL's `double_blocks.{index}` tensors under diffusers' `transformer_blocks`
+    names (its fused q/k/v split by rows); `dim`: the model width."""
+    refs: dict[str, TensorRef] = {}
+    source_block, target_block = f"double_blocks.{index}.", f"transformer_blocks.{index}."
+    for parameter in ("weight", "bias"):
+        for source, targets in _DOUBLE_QKV.items():
+            fused = _tensor(file, prefix, f"{source_block}{source}.{parameter}")
+            refs.update(split_rows(file, fused,
+                                   tuple(f"{target_block}{t}.{parameter}" for t in targets),
+                                   (dim,) * 3))
+    for source, target in _DOUBLE.items():
+        for parameter in (("",) if source.endswith("scale") else (".weight", ".bias")):
+            name = _tensor(file, prefix, f"{source_block}{source}{parameter}")
+            refs[f"{target_block}{target}{parameter}"] = TensorRef(file, name, file.shape(name))
+    return refs
 
 
 def _refs(file: SafetensorsFile, prefix: str, dim: int, doubles: int,
@@ -80,16 +99,11 @@ def _refs(file: SafetensorsFile, prefix: str, dim: int, doubles: int,
         refs.update(split_rows(file, _tensor(file, prefix, source), targets, sizes))
 
     for parameter in ("weight", "bias"):
-        for source, target in _RENAMES.items():
+        for source, target in BFL_RENAMES.items():
             if source.startswith("guidance_in") and prefix + source + ".weight" not in file:
                 continue  # schnell: no guidance embedder
             whole(f"{source}.{parameter}", f"{target}.{parameter}")
         whole(f"final_layer.adaLN_modulation.1.{parameter}", f"{_SWAPPED}.{parameter}")
-        for i in range(doubles):
-            for source, targets in _DOUBLE_QKV.items():
-                split(f"double_blocks.{i}.{source}.{parameter}",
-                      tuple(f"transformer_blocks.{i}.{t}.{parameter}" for t in targets),
-                      (dim,) * 3)
         for i in range(singles):
             mlp = file.shape(_tensor(file, prefix, f"single_blocks.{i}.linear1.weight"))[0] \
                 - 3 * dim
@@ -97,10 +111,7 @@ def _refs(file: SafetensorsFile, prefix: str, dim: int, doubles: int,
                   tuple(f"single_transformer_blocks.{i}.{t}.{parameter}" for t in _SINGLE_SPLIT),
                   (dim, dim, dim, mlp))
     for i in range(doubles):
-        for source, target in _DOUBLE.items():
-            for parameter in (("",) if source.endswith("scale") else (".weight", ".bias")):
-                whole(f"double_blocks.{i}.{source}{parameter}",
-                      f"transformer_blocks.{i}.{target}{parameter}")
+        refs.update(double_block_refs(file, prefix, i, dim))
     for i in range(singles):
         for source, target in _SINGLE.items():
             for parameter in (("",) if source.endswith("scale") else (".weight", ".bias")):

@@ -16,6 +16,10 @@ transformer call the units active at the current step run on the call's latents 
 and their residuals, each times its weight, are summed. The step is the count of timesteps
 seen before the call's (the flow samplers call the model once a step; a second call at the
 same timestep, another guidance branch, is the same step).
+
+XLabs' FLUX ControlNets (an input hint block: `FluxControlNetModel.takes_pixels`) take the
+map itself, fitted to 16 pixels per image token (the picture's size with FLUX's VAE) and put
+in [-1, 1], as x-flux gives it; their residuals repeat over the transformer's double blocks.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from ...models.tiled_vae import vae_encode
 from ...models.vae import AutoencoderKL
 from ...preprocessors.resize import fit_map
 from ..control import CONTROL_MODES, ControlUnit, control_batch
+from ..reference import ReferenceUnit
 
 __all__ = ["FlowControl", "encode_map"]
 
@@ -80,6 +85,9 @@ class FlowControl:
                              "them out")
         kind, name = _MODELS[family]
         for index, unit in enumerate(units):
+            if isinstance(unit, ReferenceUnit):
+                raise ValueError(f"control unit {index}: reference_only runs on the UNet models "
+                                 f"(SD 1.x/2.x, SDXL), not on {name}; leave it out")
             title = getattr(getattr(unit, "model", None), "title", None)
             what = f"control unit {index}" + (f" ({title})" if title else "")
             if not isinstance(unit, ControlUnit) or not isinstance(unit.model, kind):
@@ -110,6 +118,10 @@ class FlowControl:
         `FluxControlNetPipeline.prepare_image` and `retrieve_latents(vae.encode(...))`."""
         self._latents = []
         for unit in self.units:
+            if isinstance(unit.model, FluxControlNetModel) and unit.model.takes_pixels:
+                self._latents.append(asarray(_pixels(unit, vae, batch, width, height),
+                                             dtype=dtype, device=device))
+                continue
             latent = encode_map(vae, unit.image, batch=batch, width=width, height=height,
                                 resize_mode=unit.resize_mode, generator=generator,
                                 shifted=not unit.model.config.get(
@@ -117,13 +129,15 @@ class FlowControl:
             self._latents.append(asarray(pack(latent), dtype=dtype, device=device))
 
     def residuals(self, x: Tensor, states: Tensor, pooled: Tensor, timestep: np.ndarray, *,
-                  img_ids: np.ndarray, guidance_scale: float
+                  img_ids: np.ndarray, guidance_scale: float, blocks: int | None = None
                   ) -> tuple[list[Tensor], list[Tensor]] | None:
         """The summed (double, single) residuals of the units active at `step` for a
         transformer call on x (B, Li, C) with text `states`, `pooled` and `timestep` (B,) in
         [0, 1]; None when none acts. `img_ids`: the image patches' positions. A unit's union
         mode reaches Union models only (one mode may be given for several units), as diffusers'
-        FluxMultiControlNetModel passes its modes."""
+        FluxMultiControlNetModel passes its modes. `blocks`: the transformer's double blocks,
+        needed by XLabs' models, whose residuals are then given one per block (as are all
+        where the units' residual counts differ)."""
         if self._latents is None:
             raise RuntimeError("FlowControl.encode must run before the first step")
         self._advance(timestep)
@@ -141,9 +155,25 @@ class FlowControl:
                                    rotary=self._rotary(model, states.shape[1], img_ids),
                                    mode=unit.union_mode if model.union else None,
                                    conditioning_scale=unit.weight)
-            total = (double, single) if total is None else (
-                [a + b for a, b in zip(total[0], double)],
-                [a + b for a, b in zip(total[1], single)])
+            if model.blocks_repeat:
+                if blocks is None:
+                    raise ValueError("an XLabs FLUX ControlNet's residuals need the "
+                                     "transformer's double block count (blocks=)")
+                double = [double[i % len(double)] for i in range(blocks)]
+            if total is not None and len(total[0]) != len(double) and blocks is not None:
+                total = (_spread(total[0], blocks), total[1])
+                double = _spread(double, blocks)
+            if total is None:
+                total = (double, single)
+                continue
+            if not total[1] or not single:  # XLabs' models have no single-block residuals
+                total = (total[0], total[1] or single)
+                single = []
+            if (len(total[0]), len(total[1] if single else [])) != (len(double), len(single)):
+                raise ValueError("these FLUX ControlNets give different numbers of residuals: "
+                                 "run them one at a time")
+            total = ([a + b for a, b in zip(total[0], double)],
+                     [a + b for a, b in zip(total[1], single)] if single else total[1])
         return total
 
     def sd3_residuals(self, x: Tensor, states: Tensor, pooled: Tensor, timestep: np.ndarray,
@@ -188,3 +218,30 @@ class FlowControl:
         if key not in self._tables:
             self._tables[key] = model.rotary(text_length, img_ids)
         return self._tables[key]
+
+
+def _spread(samples: list[Tensor], blocks: int) -> list[Tensor]:
+    """One residual per block: block i's of FluxTransformer2DModel's spreading rule
+    (samples[i // ceil(blocks / len(samples))]); a list as long already is one."""
+    if len(samples) == blocks:
+        return samples
+    interval = -(-blocks // len(samples))
+    return [samples[i // interval] for i in range(blocks)]
+
+
+def _pixels(unit: ControlUnit, vae: Any, batch: int, width: int, height: int) -> np.ndarray:
+    """The unit's map for a model with an input hint block: (batch, 3, 16 h, 16 w) in
+    [-1, 1] for the h x w image tokens of a width x height picture (the picture's own size
+    with FLUX's 8x VAE), fitted by the unit's resize mode. x-flux: the map resized to the
+    picture, `np.array(image) / 127.5 - 1`."""
+    factor = 2 ** (len(vae.config["block_out_channels"]) - 1) * 2
+    size = (width // factor * 16, height // factor * 16)
+    image = unit.image
+    if isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3:
+        image = fit_map(image, *size, unit.resize_mode)
+    pixels = control_batch(image, np.arange(batch)) * 2 - 1
+    if pixels.shape[2:] != size[::-1]:
+        raise ValueError(f"a control image of {pixels.shape[3]}x{pixels.shape[2]} for an "
+                         f"XLabs ControlNet on a {width}x{height} picture: give a uint8 "
+                         f"picture (fitted by its resize mode) or one of {size[0]}x{size[1]}")
+    return pixels.astype(np.float32)

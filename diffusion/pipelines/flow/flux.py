@@ -200,7 +200,8 @@ class FluxPipeline:
             if concat is not None:  # Flux Tools' map, Fill's picture and mask: more channels
                 packed = concatenate([packed, concat], axis=2)
             residuals = None if control is None else control.residuals(
-                packed, states, pooled, timestep, img_ids=ids, guidance_scale=guidance_scale)
+                packed, states, pooled, timestep, img_ids=ids, guidance_scale=guidance_scale,
+                blocks=len(self.transformer.transformer_blocks))
             out = self.transformer(packed, states, pooled, timestep, None, None, guidance,
                                    rotary=rotary, cache=branch, control=residuals)
             return unpack_latents(out.numpy().astype(np.float32), h, w)

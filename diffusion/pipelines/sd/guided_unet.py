@@ -75,11 +75,14 @@ class GuidedUNet:
     cond row; they always run with the uncond (see `combine`). `control` (a
     diffusion.pipelines.control.Control) adds its units' residuals to every call, told which image
     of the batch each row is (a unit's map per image reaches each of the image's rows, uncond and
-    parts alike)."""
+    parts alike). `reference` (a diffusion.pipelines.reference.ReferenceInjection): its
+    reference_only units run the UNet itself (not the capture) at the steps they act."""
 
     def __init__(self, unet_step: UNet, contexts: Contexts, *, dtype: Any,
-                 control: Any = None, weights: Weights | None = None) -> None:
+                 control: Any = None, weights: Weights | None = None,
+                 reference: Any = None) -> None:
         self.unet_step = unet_step
+        self.reference = reference
         self.contexts = contexts
         self.dtype = dtype
         self.control = control
@@ -126,7 +129,14 @@ class GuidedUNet:
         residuals = None if self.control is None else self.control.residuals(
             x, timesteps, hidden, self._step, uncond_rows=uncond_rows, images=images,
             text_embeds=text_embeds, time_ids=ids)
-        if residuals is not None:
+        if self.reference is not None and self.reference.acts(self._step):
+            unet = self.reference.machine.unet
+            assert isinstance(hidden, Tensor)  # an AddedContext gave its hidden states above
+            out = self.reference.run(
+                lambda sample, control: unet_call(unet, sample, timesteps, hidden, text_embeds,
+                                                  ids, residuals if control else None),
+                x, t, step=self._step, uncond_rows=uncond_rows)
+        elif residuals is not None:
             out = self.unet_step(x, timesteps, hidden, text_embeds, ids, residuals)
         elif text_embeds is not None:
             out = self.unet_step(x, timesteps, hidden, text_embeds, ids)

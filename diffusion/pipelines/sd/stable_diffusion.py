@@ -39,6 +39,7 @@ from ..control_spec import unit_label
 from ..generation import Denoised, PromptLoras, draw_seed, generate
 from ..ip_adapter import use_ip_adapters
 from ..observer import Observer, Progress, StepCallback
+from ..reference import POSTERIOR_MEAN, split_references
 from ..request import GenerationRequest
 from .capture import ModelCapture, lent
 from .guided_unet import Contexts, GuidedUNet, unet_call
@@ -184,16 +185,21 @@ class StableDiffusion:
         """The guided UNet of a pass (a GuidedUNet); with a refiner and the WebUI's
         samplers one that hands over to the refiner's (diffusion.pipelines.sd.refiner.HandOff)."""
         contexts, weights = self._contexts(r, steps, webui=webui)  # first: --medvram's UNet next
-        check_base(r.control, self.unet)
-        use_ip_adapters(self.unet, r.control)  # before the capture compares the UNet's weights
+        reference, units = split_references(
+            r.control, self.unet, total_steps=steps, size=(r.width, r.height),
+            encode=lambda pixels: self._encode(pixels, POSTERIOR_MEAN),
+            scheduler_config=self.scheduler_config, low_vram=self.memory is not None,
+            hires_stage=r.hires_stage)
+        check_base(units, self.unet)
+        use_ip_adapters(self.unet, units)  # before the capture compares the UNet's weights
         step = (self._unet_capture.of(self.unet) if self.memory is None
                 else self.memory.unet_step(self.unet))
         unet = GuidedUNet(step, contexts,
                                    dtype=self.unet.conv_in.weight.dtype,
-                                   control=Control(r.control, total_steps=steps,
+                                   control=Control(units, total_steps=steps,
                                                    size=(r.width, r.height),
                                                    hires_stage=r.hires_stage)
-                                   if r.control else None, weights=weights)
+                                   if units else None, weights=weights, reference=reference)
         if r.refiner is None or not webui:
             return unet
         other = r.refiner

@@ -1,0 +1,56 @@
+"""reference_only units before any GPU work: the spec's unit and its refusals in one line (a
+control model given, a flow family), the control modes' style fidelity, a hires fix's."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from diffusion.pipelines.control_spec import ControlSpec, unit_label
+from diffusion.pipelines.flow.flow_control import FlowControl
+from diffusion.pipelines.reference import ReferenceUnit, split_references
+
+pytestmark = pytest.mark.nodevice
+UNET = SimpleNamespace(down_blocks=(), mid_block=object(), up_blocks=())  # no attention
+PICTURE = np.random.default_rng(0).integers(0, 256, (20, 30, 3), dtype=np.uint8)
+
+
+def test_spec_gives_a_reference_unit() -> None:
+    unit = ControlSpec(model="None", image=PICTURE, module="reference_only", threshold_a=0.3,
+                       weight=0.7).unit(None, width=32, height=24)
+    assert isinstance(unit, ReferenceUnit)
+    assert (unit.fidelity, unit.weight) == (0.3, 0.7)
+    assert unit_label(unit).startswith("Module: reference_only, Model: None, Weight: 0.7")
+    assert ControlSpec(model="None", image=PICTURE, module="reference_only").unit(
+        None, width=32, height=24).fidelity == 0.5  # the slider's default
+    with pytest.raises(ValueError, match="takes no control model"):
+        ControlSpec(model="tiny_canny", image=PICTURE, module="reference_only").unit(
+            object(), width=32, height=24)
+
+
+def test_control_modes_and_hires_set_the_fidelity() -> None:
+    modes = [ReferenceUnit(PICTURE, style_fidelity=0.3, control_mode=mode).fidelity
+             for mode in ("Balanced", "My prompt is more important",
+                          "ControlNet is more important")]
+    assert modes == [0.3, 0.0, 1.0]
+    config = {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012,
+              "num_train_timesteps": 1000}
+
+    units = [ReferenceUnit(PICTURE, style_fidelity=0.3), ReferenceUnit(
+        PICTURE, hr_option="Low res only"), "other"]
+    for stage, fidelities in (("first", [0.3, 0.5]), ("second", [0.0])):
+        injection, others = split_references(units, UNET, total_steps=4, size=(32, 24),
+                                             encode=lambda p: p, scheduler_config=config,
+                                             hires_stage=stage)
+        assert others == ("other",) and injection is not None
+        assert [u.fidelity for u in injection.units] == fidelities
+    with pytest.raises(ValueError, match="--medvram"):
+        split_references(units, UNET, total_steps=4, size=(32, 24), encode=lambda p: p,
+                         scheduler_config=config, low_vram=True)
+
+
+def test_flow_families_refuse_reference_units() -> None:
+    with pytest.raises(ValueError, match="reference_only runs on the UNet models"):
+        FlowControl([ReferenceUnit(PICTURE)], total_steps=4, family="flux-dev")
