@@ -12,7 +12,9 @@ __all__ = ["deployment_options", "pin_replica_gpu", "replica_count"]
 
 
 class _Adapter(Protocol):
-    index: int  # its index in `python -m gpucore info`'s list (GPUCORE_ADAPTER's value)
+    @property
+    def index(self) -> int:
+        """Its index in `python -m gpucore info`'s list (GPUCORE_ADAPTER's value)."""
 
 
 def pin_replica_gpu(gpu_ids: Sequence[str | int], environ: MutableMapping[str, str],
