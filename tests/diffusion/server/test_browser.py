@@ -13,6 +13,8 @@ bundled model draws, if this installation has it).
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import os
 import re
@@ -896,4 +898,71 @@ def test_extra_networks_and_the_live_preview(server: tuple[str, int, bool], page
     script.select_option("SD upscale")
     assert page.get_by_label("Upscaler", exact=True).locator("option", has_text="Lanczos").count()
     assert page.get_by_label("Tile overlap", exact=True).input_value() == "64"
+    assert not page.errors, page.errors
+
+
+def _png(color: tuple[int, int, int], size: tuple[int, int]) -> bytes:
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("RGB", size, color).save(out, format="PNG")
+    return out.getvalue()
+
+
+def _drop_files(page: Any, selector: str, files: list[bytes]) -> None:
+    """Drop PNG files on `selector` as the browser does for files dragged from the desktop."""
+    transfer = page.evaluate_handle("""(files) => {
+        const transfer = new DataTransfer();
+        for (const [index, data] of files.entries()) {
+          const bytes = Uint8Array.from(atob(data), (c) => c.charCodeAt(0));
+          transfer.items.add(new File([bytes], `picture${index}.png`, { type: "image/png" }));
+        }
+        return transfer;
+      }""", [base64.b64encode(data).decode() for data in files])
+    page.dispatch_event(selector, "drop", {"dataTransfer": transfer})
+
+
+def test_reference_pictures_for_an_edit_model(server: tuple[str, int, bool], page: Any,
+                                              tmp_path: Path) -> None:
+    """img2img's "Reference pictures": hidden for an SD model (GET /avx/defaults' references:
+    0); for an edit model (the answer stood in for: one that reads 3 pictures, the init image the
+    first) the pictures dropped, less the ones removed, go out after the init image in order as
+    init_images[1:], and one more than it reads is refused with a line saying so."""
+    url, _, _ = server
+    init = _png((20, 120, 220), (24, 16))
+    red, green, blue = (_png(color, (8 + k, 8)) for k, color in enumerate(
+        ((255, 0, 0), (0, 255, 0), (0, 0, 255))))
+    (tmp_path / "init.png").write_bytes(init)
+    page.goto(url)
+    _ready(page)
+    page.get_by_role("tab", name="img2img", exact=True).click()
+    assert page.get_by_label("Denoising strength", exact=True).is_visible()
+    assert page.locator("#references_field").is_hidden()  # the SD model reads one picture
+
+    def edit_model(route: Any) -> None:
+        response = route.fetch()
+        route.fulfill(response=response, json={**response.json(), "references": 3})
+    page.route("**/avx/defaults", edit_model)
+    bodies: list[dict[str, Any]] = []
+    answer = {"images": [base64.b64encode(red).decode()], "info": json.dumps({"infotexts": ["x"]})}
+    page.route("**/sdapi/v1/img2img", lambda route: (
+        bodies.append(route.request.post_data_json), route.fulfill(json=answer)))
+    page.reload()
+    _ready(page)
+    zone = page.locator("#references_drop")
+    assert page.get_by_text("Up to 2 pictures after the init image").is_visible()
+    page.locator("#init_file").set_input_files(tmp_path / "init.png")
+    _drop_files(page, "#references_drop", [red, green, blue])
+    page.get_by_text("the first 2 pictures dropped were added").wait_for()
+    shown = page.locator("#references_list img")
+    page.wait_for_function("document.querySelectorAll('#references_list img').length === 2")
+    assert zone.is_visible() and shown.nth(1).get_attribute("alt") == "Reference picture 2"
+    page.get_by_role("button", name="Remove reference picture 1", exact=True).click()
+    _drop_files(page, "#references_drop", [blue])
+    page.wait_for_function("document.querySelectorAll('#references_list img').length === 2")
+    page.get_by_role("button", name="Generate", exact=True).click()
+    page.locator("#gallery img").first.wait_for()
+    assert page.locator("#error").is_hidden(), page.locator("#error").inner_text()
+    assert bodies[-1]["init_images"] == [base64.b64encode(data).decode()
+                                         for data in (init, green, blue)]
     assert not page.errors, page.errors

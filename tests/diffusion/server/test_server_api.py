@@ -287,13 +287,14 @@ def test_page_defaults_follow_the_loaded_model(client: Any) -> None:
     titles = {i["model_name"]: i["title"] for i in client.get("/sdapi/v1/sd-models").json()}
     assert client.get("/avx/defaults").json() == {
         "model": titles["tiny-a"], "steps": None, "sampler": None, "cfg_scale": None,
-        "scheduler": None, "family": "sd1", "distilled_cfg": False}
+        "scheduler": None, "family": "sd1", "distilled_cfg": False, "references": 0}
     switched = client.post("/sdapi/v1/options", json={"sd_model_checkpoint": "tiny-b"})
     assert switched.status_code == 200, switched.text
     try:
         assert client.get("/avx/defaults").json() == {
             "model": titles["tiny-b"], "steps": 3, "sampler": "DPM++ 2M",
-            "scheduler": "karras", "cfg_scale": 4.5, "family": "sd1", "distilled_cfg": False}
+            "scheduler": "karras", "cfg_scale": 4.5, "family": "sd1", "distilled_cfg": False,
+            "references": 0}
         # they are the page's starting point only: the API keeps the WebUI's defaults
         # (50 steps: seen in the progress, then interrupted)
         job = Background(lambda: client.post("/sdapi/v1/txt2img", json={"prompt": PROMPT}))

@@ -44,6 +44,8 @@ def test_flux2_through_the_api(served: tuple[Any, Any]) -> None:
     client, reference = served
     names = {item["model_name"] for item in client.get("/sdapi/v1/sd-models").json()}
     assert "flux2-klein" in names
+    # the page's "Reference pictures" zone: FLUX.2 reads up to 10, the init image the first
+    assert client.get("/avx/defaults").json()["references"] == 10
     # Euler over the Simple schedule at 2 steps is diffusers' schedule and step; with the CPU
     # noise source, Flux2KleinPipeline's picture
     response = client.post("/sdapi/v1/txt2img", json={

@@ -212,11 +212,15 @@ async def list_face_restorers(state: State) -> list[dict[str, Any]]:
 @avx.get("/defaults")
 async def model_defaults(state: State) -> dict[str, Any]:
     # what the page starts from: the loaded model's defaults.json (pipe.defaults), null where
-    # it says nothing; API requests that leave these out keep the WebUI's defaults
+    # it says nothing; API requests that leave these out keep the WebUI's defaults. With them
+    # what the page shows for it: Distilled CFG Scale, and how many pictures it reads
+    # (Capabilities.references: the init image the first; 0 none, null any number)
     pipe, model = state.worker.pipe, state.worker.model
+    capabilities = pipe.capabilities
     defaults = {"model": model.title if model else None, **pipe.defaults.settings(),
                 "scheduler": None, "family": pipe.family,
-                "distilled_cfg": pipe.capabilities.guidance == "distilled"}
+                "distilled_cfg": capabilities.guidance == "distilled",
+                "references": capabilities.references}
     if defaults["sampler"] not in (None, "diffusers"):  # "DPM++ 2M Karras": the pair
         sampler, schedule = resolve(defaults["sampler"])
         defaults["sampler"] = sampler

@@ -9,6 +9,7 @@ import { initPngInfo, loadPngInfo } from "./pnginfo.js";
 import { applyScript, initSections, sectionFields, sectionParameters, setRefinerModels, showScripts } from "./sections.js";
 import { loadNetworks } from "./networks.js";
 import { initVideo, loadVideoModels, showFirstFrame } from "./video.js";
+import { referenceImages, setReferenceLimit } from "./references.js";
 
 const STORAGE_KEY = "avx-gpu-webui:settings";
 const DEFAULTS_KEY = "avx-gpu-webui:defaults-for";  // the model whose defaults the saved settings started from
@@ -129,6 +130,7 @@ async function applyModelDefaults({ keepSaved = false } = {}) {
   const defaults = await api("/avx/defaults");
   // FLUX.1 dev embeds its guidance: Forge's "Distilled CFG Scale", beside CFG (1 for FLUX)
   $("distilled_cfg_field").hidden = !defaults.distilled_cfg;
+  setReferenceLimit(defaults.references);  // an edit model's reference pictures
   if (keepSaved && defaults.model === localStorage.getItem(DEFAULTS_KEY)) return;
   setField("steps", defaults.steps ?? $("steps").defaultValue);
   setField("cfg_scale", defaults.cfg_scale ?? $("cfg_scale").defaultValue);
@@ -206,7 +208,7 @@ function requestBody() {
   if (mode !== "img2img") return body;
   const init = initImage();
   if (!init) throw new Error("img2img needs an init image: drop one on the image area or click it to upload.");
-  body.init_images = [base64Of(init)];
+  body.init_images = [init, ...referenceImages()].map(base64Of);
   body.denoising_strength = number("denoising_strength");
   const mask = maskImage();
   if (mask) {
