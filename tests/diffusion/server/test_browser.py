@@ -897,3 +897,26 @@ def test_extra_networks_and_the_live_preview(server: tuple[str, int, bool], page
     assert page.get_by_label("Upscaler", exact=True).locator("option", has_text="Lanczos").count()
     assert page.get_by_label("Tile overlap", exact=True).input_value() == "64"
     assert not page.errors, page.errors
+
+
+def test_chosen_styles_go_out_with_the_request(server: tuple[str, int, bool],
+                                               page: Any) -> None:
+    """The Styles list beside the prompt shows the server's prompt styles (answered here) and
+    the chosen ones are the request's `styles` (the server applies them: test_styles_api)."""
+    url, _, _ = server
+    styles = [{"name": "Framed", "prompt": "a picture of {prompt}", "negative_prompt": ""},
+              {"name": "Green", "prompt": "green", "negative_prompt": "blurry"}]
+    page.route("**/sdapi/v1/prompt-styles", lambda route: route.fulfill(json=styles))
+    page.route("**/sdapi/v1/txt2img", lambda route: route.fulfill(
+        status=422, content_type="application/json", json={"detail": "answered by the test"}))
+    page.goto(url)
+    _ready(page)
+    generate = page.get_by_role("button", name="Generate", exact=True)
+    with page.expect_request("**/sdapi/v1/txt2img", timeout=5_000) as request:
+        generate.click()
+    assert "styles" not in request.value.post_data_json
+    page.get_by_label("Styles", exact=True).select_option(["Framed", "Green"])
+    with page.expect_request("**/sdapi/v1/txt2img", timeout=5_000) as request:
+        generate.click()
+    assert request.value.post_data_json["styles"] == ["Framed", "Green"]
+    assert not page.errors, page.errors

@@ -9,6 +9,7 @@ import { initPngInfo, loadPngInfo } from "./pnginfo.js";
 import { applyScript, initSections, sectionFields, sectionParameters, setRefinerModels, showScripts } from "./sections.js";
 import { loadNetworks } from "./networks.js";
 import { initVideo, loadVideoModels, showFirstFrame } from "./video.js";
+import { chosenStyles, loadStyles } from "./styles.js";
 
 const STORAGE_KEY = "avx-gpu-webui:settings";
 const DEFAULTS_KEY = "avx-gpu-webui:defaults-for";  // the model whose defaults the saved settings started from
@@ -200,6 +201,8 @@ function requestBody() {
   };
   // An empty size box means "the model's native size" (the server's default for a missing field).
   for (const id of ["width", "height"]) if ($(id).value !== "") body[id] = number(id);
+  const styles = chosenStyles();
+  if (styles.length) body.styles = styles;
   Object.assign(body, sectionFields(mode));
   const scripts = controlNetScripts();
   if (scripts) body.alwayson_scripts = scripts;
@@ -416,7 +419,7 @@ initPngInfo(applyParameters);
 
 async function start() {
   const results = await Promise.allSettled([loadModels(), loadSamplers(), initControlNet(), initExtras(),
-    initSections(), loadNetworks(), initVideo()]);
+    initSections(), loadNetworks(), initVideo(), loadStyles()]);
   restoreSettings();
   // after the lists (the sampler must be one of them) and the saved settings (which it may replace)
   results.push(...await Promise.allSettled([applyModelDefaults({ keepSaved: true })]));
