@@ -21,7 +21,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["PromptStyle", "StyleDatabase", "StylesError", "apply_styles", "merge_prompts"]
+__all__ = ["PromptStyle", "StyleDatabase", "StylesError", "apply_styles", "merge_prompts",
+           "unmerge_prompt"]
 
 
 class StylesError(ValueError):
@@ -49,6 +50,22 @@ def apply_styles(prompt: str, style_prompts: Iterable[str]) -> str:
     for style_prompt in style_prompts:
         prompt = merge_prompts(style_prompt, prompt)
     return prompt
+
+
+def unmerge_prompt(style_prompt: str, prompt: str) -> str | None:
+    """`prompt` without one style's text (merge_prompts undone, as the WebUI's PNG info
+    undoes it: a `{prompt}` style's text around the prompt, another's at its end), or None
+    where the prompt does not carry it."""
+    prompt, style_prompt = prompt.strip(), style_prompt.strip()
+    if "{prompt}" in style_prompt:
+        parts = style_prompt.split("{prompt}")
+        if len(parts) != 2 or not (prompt.startswith(parts[0]) and prompt.endswith(parts[1])):
+            return None
+        return prompt[len(parts[0]):len(prompt) - len(parts[1])]
+    if not prompt.endswith(style_prompt):
+        return None
+    prompt = prompt[:len(prompt) - len(style_prompt)]
+    return prompt[:-2] if prompt.endswith(", ") else prompt
 
 
 def _read(path: Path) -> list[PromptStyle]:
@@ -106,6 +123,24 @@ class StyleDatabase:
             raise StylesError(f"{setting}: no style named {', '.join(map(repr, unknown))}; "
                               f"the styles are: {known}")
         return [self.styles[name] for name in names]
+
+    def extract(self, prompt: str, negative_prompt: str) -> tuple[list[str], str, str]:
+        """(style names, prompt, negative prompt): the styles whose text both prompts end in
+        (or, with `{prompt}`, are wrapped in) taken out again, the last applied first, as the
+        WebUI's PNG info finds them; ([], prompt, negative_prompt) where none is."""
+        found: list[str] = []
+        left = [s for s in self.styles.values() if s.prompt or s.negative_prompt]
+        while True:
+            for style in left:
+                positive = unmerge_prompt(style.prompt, prompt)
+                negative = unmerge_prompt(style.negative_prompt, negative_prompt)
+                if positive is not None and negative is not None:
+                    prompt, negative_prompt = positive, negative
+                    found.insert(0, style.name)
+                    left.remove(style)
+                    break
+            else:
+                return found, prompt, negative_prompt
 
     def apply(self, prompt: str, negative_prompt: str, names: Iterable[str],
               setting: str = "styles") -> tuple[str, str]:

@@ -919,4 +919,20 @@ def test_chosen_styles_go_out_with_the_request(server: tuple[str, int, bool],
     with page.expect_request("**/sdapi/v1/txt2img", timeout=5_000) as request:
         generate.click()
     assert request.value.post_data_json["styles"] == ["Framed", "Green"]
+    # PNG Info's "Send to txt2img" chooses the styles the server found in a picture's prompts
+    page.route("**/sdapi/v1/png-info", lambda route: route.fulfill(json={
+        "info": "a cat\nSteps: 3", "items": {},
+        "parameters": {"Prompt": "a cat", "Steps": "3", "Styles array": ["Green"]}}))
+    page.get_by_role("tab", name="PNG Info", exact=True).click()
+    page.locator("#pnginfo_file").set_input_files(files=[{
+        "name": "x.png", "mimeType": "image/png", "buffer": _ONE_PIXEL_PNG}])
+    page.get_by_role("button", name="Send to txt2img", exact=True).click()
+    assert page.evaluate("[...document.getElementById('styles').selectedOptions]"
+                         ".map((o) => o.value)") == ["Green"]
+    assert page.get_by_label("Prompt", exact=True).input_value() == "a cat"
     assert not page.errors, page.errors
+
+
+_ONE_PIXEL_PNG = bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+    "1f15c4890000000d49444154789c6360000002000001e221bc330000000049454e44ae426082")

@@ -1,7 +1,7 @@
 """Prompt styles through the WebUI's own client (webuiapi) over HTTP: serve --styles-file's
 styles listed by /sdapi/v1/prompt-styles, a request's `styles` drawn as the WebUI draws them
 (the same picture as the expanded prompt sent as is, which the infotext carries), an unknown
-style refused naming the known ones."""
+style refused naming the known ones, and PNG info finding the styles in a picture's prompts."""
 
 from __future__ import annotations
 
@@ -68,6 +68,11 @@ def test_styles_applied_as_the_webui_applies_them(api: Any) -> None:
     plain = api.txt2img(prompt="a red circle", negative_prompt="ugly", **common)
     np.testing.assert_array_equal(np.asarray(styled.image), np.asarray(direct.image))
     assert np.abs(np.asarray(styled.image, float) - np.asarray(plain.image, float)).max() > 8
+    # PNG info takes the styles out of the prompts again (the WebUI's "Apply if any")
+    parameters = api.png_info(styled.image).parameters
+    assert (parameters["Prompt"], parameters["Negative prompt"], parameters["Styles array"]) == (
+        "a red circle", "ugly", ["Framed", "Green"])
+    assert "Styles array" not in api.png_info(plain.image).parameters
 
 
 def test_unknown_style_is_refused(api: Any) -> None:

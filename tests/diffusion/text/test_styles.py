@@ -9,7 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from diffusion.text.styles import StyleDatabase, StylesError, apply_styles, merge_prompts
+from diffusion.text.styles import (
+    StyleDatabase,
+    StylesError,
+    apply_styles,
+    merge_prompts,
+    unmerge_prompt,
+)
 
 pytestmark = pytest.mark.nodevice
 
@@ -107,3 +113,26 @@ def test_bad_files_and_names_are_one_line(tmp_path: Path) -> None:
     styles = StyleDatabase([_write(tmp_path / "s.csv", [["Ink", "ink", ""]])])
     with pytest.raises(StylesError, match="no style named 'Oil'; the styles are: 'Ink'"):
         styles.apply("p", "", ["Ink", "Oil"])
+
+
+@pytest.mark.parametrize(("style", "prompt", "want"), [
+    # the examples of the WebUI's extract_style_text_from_prompt docstring
+    ("masterpiece", "1girl, art by greg, masterpiece", "1girl, art by greg"),
+    ("masterpiece, {prompt}", "masterpiece, 1girl, art by greg", "1girl, art by greg"),
+    ("masterpiece, {prompt}", "exquisite, 1girl, art by greg", None),
+    ("{prompt} and {prompt}", "a and a", None),  # two placeholders: not taken apart
+])
+def test_unmerge(style: str, prompt: str, want: str | None) -> None:
+    assert unmerge_prompt(style, prompt) == want
+
+
+def test_extract_undoes_apply(tmp_path: Path) -> None:
+    styles = StyleDatabase([_write(tmp_path / "s.csv", [
+        ["Framed", "art of {prompt}, framed", "blurry"], ["Ink", "ink", ""],
+        ["Empty", "", ""]])])
+    names = ["Framed", "Ink"]
+    prompt, negative = styles.apply("a fox", "ugly", names)
+    assert styles.extract(prompt, negative) == (names, "a fox", "ugly")
+    # the negative prompt must carry a style's negative text too
+    assert styles.extract(prompt, "ugly") == (["Ink"], "art of a fox, framed", "ugly")
+    assert styles.extract("a fox", "") == ([], "a fox", "")

@@ -9,7 +9,7 @@ import { initPngInfo, loadPngInfo } from "./pnginfo.js";
 import { applyScript, initSections, sectionFields, sectionParameters, setRefinerModels, showScripts } from "./sections.js";
 import { loadNetworks } from "./networks.js";
 import { initVideo, loadVideoModels, showFirstFrame } from "./video.js";
-import { chosenStyles, loadStyles } from "./styles.js";
+import { chooseStyles, chosenStyles, loadStyles } from "./styles.js";
 
 const STORAGE_KEY = "avx-gpu-webui:settings";
 const DEFAULTS_KEY = "avx-gpu-webui:defaults-for";  // the model whose defaults the saved settings started from
@@ -406,6 +406,8 @@ function applyParameters(target, params, imageDataUrl) {
   }
   Object.assign(fields, sectionParameters(params));
   for (const [id, value] of Object.entries(fields)) setField(id, value);
+  // the styles the server found in the prompts, which it took out of them (the WebUI's paste)
+  if (Array.isArray(params["Styles array"])) chooseStyles(params["Styles array"]);
   saveSettings();
   if (target === "img2img" && imageDataUrl) setInitImage(imageDataUrl);
   switchTab(target);

@@ -21,3 +21,8 @@ export async function loadStyles() {
 export function chosenStyles() {
   return [...$("styles").selectedOptions].map((option) => option.value);
 }
+
+/** Chooses exactly the styles `names` names (PNG Info's "Styles array"); unknown names are left out. */
+export function chooseStyles(names) {
+  for (const option of $("styles").options) option.selected = names.includes(option.value);
+}
