@@ -75,6 +75,16 @@ def test_styles_applied_as_the_webui_applies_them(api: Any) -> None:
     assert "Styles array" not in api.png_info(plain.image).parameters
 
 
+def test_prompts_from_file_lines_name_styles(api: Any) -> None:
+    # the script's --styles (the WebUI's: comma-separated names) replace the request's
+    result = api.txt2img(prompt="", seed=4, width=24, height=16, styles=["Green"],
+                         script_name="Prompts from file or textbox",
+                         script_args=[False, False, '--prompt "a red circle" --styles Framed'])
+    assert result.info["all_prompts"] == ["a picture of a red circle, framed"]
+    assert result.info["infotexts"][0].startswith(
+        "a picture of a red circle, framed\nNegative prompt: blurry\n")
+
+
 def test_unknown_style_is_refused(api: Any) -> None:
     with pytest.raises(RuntimeError, match=r"no style named .*Oil.*styles are: .*Framed.*Green"):
         api.txt2img(prompt="a", width=32, height=32, styles=["Oil"])
