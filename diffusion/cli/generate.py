@@ -208,6 +208,9 @@ def _apply_styles(args: argparse.Namespace) -> None:
     """--style's styles (of --styles-file, else ./styles.csv) applied to the prompts."""
     from ..text.styles import StyleDatabase
 
+    if not args.styles_file and not Path("styles.csv").is_file():
+        raise ValueError("--style needs --styles-file PATH (the WebUI's styles.csv); there is "
+                         "no styles.csv in the current folder")
     styles = StyleDatabase(args.styles_file or ["styles.csv"])
     args.prompt, args.negative_prompt = styles.apply(args.prompt, args.negative_prompt,
                                                      args.style, "--style")

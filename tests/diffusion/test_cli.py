@@ -608,4 +608,7 @@ def test_styles_apply_as_the_webuis(fake: dict[str, Any],
     assert code == 2 and "--style: no style named 'Oil'; the styles are: 'Framed', 'Ink'" in err
     code, _, err = run_cli(capsys, *TXT, "--style", "Ink", "--styles-file", "none.csv")
     assert code == 2 and "styles file 'none.csv' does not exist" in err
+    Path("styles.csv").unlink()
+    code, _, err = run_cli(capsys, *TXT, "--style", "Ink")
+    assert code == 2 and "--style needs --styles-file PATH" in err
     assert len(fake["loads"]) == 1
