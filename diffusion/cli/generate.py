@@ -204,6 +204,18 @@ def _check_sides(request: GenerationRequest) -> None:
                              "px; models draw best near their own size (512 to 1024)")
 
 
+def _apply_styles(args: argparse.Namespace) -> None:
+    """--style's styles (of --styles-file, else ./styles.csv) applied to the prompts."""
+    from ..text.styles import StyleDatabase
+
+    if not args.styles_file and not Path("styles.csv").is_file():
+        raise ValueError("--style needs --styles-file PATH (the WebUI's styles.csv); there is "
+                         "no styles.csv in the current folder")
+    styles = StyleDatabase(args.styles_file or ["styles.csv"])
+    args.prompt, args.negative_prompt = styles.apply(args.prompt, args.negative_prompt,
+                                                     args.style, "--style")
+
+
 def _load(args: argparse.Namespace) -> tuple[Any, Any]:
     """The model as the options say (dtype, VAE, networks), and the refiner or None."""
     dtype, device = _dtype_and_device(args.dtype)
@@ -270,6 +282,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[Path]
     if args.n_iter < 1:
         raise ValueError(f"--n-iter must be at least 1, got {args.n_iter}")
     _check_paths(args)
+    if args.style:
+        _apply_styles(args)
     if args.upscaler_dir:  # model upscalers' names, before --hr-upscaler is checked
         from ..upscalers.models import register_upscaler_dir
 

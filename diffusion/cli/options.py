@@ -95,6 +95,15 @@ def _prompt(parser: argparse.ArgumentParser) -> None:
                              "seed, sampler, size, hires fix, ...); options given here win")
     parser.add_argument("--negative-prompt", default="", metavar="TEXT",
                         help="what to steer away from (default: none)")
+    parser.add_argument("--style", action="append", metavar="NAME",
+                        help="a prompt style of --styles-file applied to the prompt and "
+                             "negative prompt, as the WebUI's styles (its {prompt} replaced by "
+                             "the prompt, else appended after ', '); repeat for several, "
+                             "applied in order")
+    parser.add_argument("--styles-file", action="append", metavar="PATH",
+                        help="the WebUI's styles.csv (name,prompt,negative_prompt) --style "
+                             "names; a glob (quoted) or repeat for several (default: "
+                             "styles.csv in the current folder)")
 
 
 def _sampling(parser: argparse.ArgumentParser) -> None:

@@ -41,6 +41,11 @@ def add_serve_parser(commands: Any) -> argparse.ArgumentParser:
                           "encoder files they may load them with (Forge's "
                           "forge_additional_modules, listed by /sdapi/v1/sd-modules)")
     add_network_options(sub)
+    sub.add_argument("--styles-file", action="append", metavar="PATH",
+                     help="the WebUI's prompt styles (styles.csv: name,prompt,negative_prompt) "
+                          "that requests' `styles` name and /sdapi/v1/prompt-styles lists; a "
+                          "glob (quoted: 'styles/*.csv') or repeat for several files "
+                          "(default: the styles.csv beside --models-dir, if there is one)")
     sub.add_argument("--vae-approx-dir", metavar="DIR",
                      help="TAESD decoders for live previews (taesd_decoder, taesdxl_decoder, "
                           "taesd3_decoder, taef1_decoder .safetensors/.pth; default: "
@@ -151,6 +156,7 @@ def server_settings(args: argparse.Namespace) -> ServerSettings:
         image_encoders=args.image_encoder or (), controlnet_dir=args.controlnet_dir,
         adetailer_dir=args.adetailer_dir,
         embeddings_dir=args.embeddings_dir, lora_dir=args.lora_dir,
+        styles_files=args.styles_file or (),
         upscaler_dir=args.upscaler_dir, vae_approx_dir=args.vae_approx_dir, dtype=args.dtype,
         gfpgan_models_path=args.gfpgan_models_path,
         codeformer_models_path=args.codeformer_models_path,
@@ -189,6 +195,10 @@ def serve(args: argparse.Namespace) -> int:
             from ..upscalers.models import register_upscaler_dir
 
             register_upscaler_dir(args.upscaler_dir)
+        from ..server.api.app import styles_files
+        from ..text.styles import StyleDatabase
+
+        StyleDatabase(styles_files(settings))  # a bad file: one line, before the model loads
         sock = _bind(host, settings.port)
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -36,6 +36,9 @@ class ServerSettings:
     adetailer_dir: PathText | None = None
     embeddings_dir: PathText | None = None
     lora_dir: PathText | None = None
+    # the WebUI's prompt styles, CSV files or globs (default: the styles.csv beside
+    # models_dir, in the folder that holds it, as the WebUI keeps both in its data folder)
+    styles_files: tuple[PathText, ...] = ()
     # registered by the process that serves (serve itself, each Ray replica)
     upscaler_dir: PathText | None = None
     # face restoration's files (default: models_dir's GFPGAN and Codeformer; facexlib's
@@ -76,7 +79,7 @@ class ServerSettings:
 
     def __post_init__(self) -> None:
         # sequences as tuples, whatever a caller passed: the object stays immutable
-        for name in ("text_encoders", "image_encoders", "worker_adapters"):
+        for name in ("text_encoders", "image_encoders", "worker_adapters", "styles_files"):
             object.__setattr__(self, name, tuple(getattr(self, name) or ()))
         object.__setattr__(self, "cmd_flags", dict(self.cmd_flags or {}))
 

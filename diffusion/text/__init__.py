@@ -11,4 +11,5 @@ textual-inversion embeddings.
 | `composable` | a positive prompt's `AND` parts and their guidance weights |
 | `conditioning` | prompts of any length to text-encoder states, as the WebUI encodes them |
 | `embeddings` | textual-inversion files found by name, as the WebUI finds them |
+| `styles` | the WebUI's prompt styles (`styles.csv`) and how they join a prompt |
 """

@@ -589,3 +589,26 @@ def test_memory_flags_and_verbose(fake: dict[str, Any],
     assert "load " in timing and "png " in timing and "total" in timing
     code, _, err = run_cli(capsys, *TXT, "--max-vram", "4 gigs")
     assert code == 2 and "'4 gigs' is not a size" in err
+
+
+def test_styles_apply_as_the_webuis(fake: dict[str, Any],
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    # ./styles.csv by default; its {prompt} takes the prompt, another style is added after ", "
+    Path("styles.csv").write_text('name,prompt,negative_prompt\nFramed,"art of {prompt}, framed",'
+                                  'blurry\nInk,ink,\n', encoding="utf-8-sig")
+    code, out, err = run_cli(capsys, *TXT, "--negative-prompt", "ugly", "--style", "Framed",
+                             "--style", "Ink")
+    assert code == 0, err
+    call = fake["pipe"].calls[0]
+    assert (call["prompt"], call["negative_prompt"]) == ("art of a cat, framed, ink",
+                                                         "ugly, blurry")
+    assert read_infotext(out.split()[0]).startswith(
+        "art of a cat, framed, ink\nNegative prompt: ugly, blurry\n")
+    code, _, err = run_cli(capsys, *TXT, "--style", "Oil")
+    assert code == 2 and "--style: no style named 'Oil'; the styles are: 'Framed', 'Ink'" in err
+    code, _, err = run_cli(capsys, *TXT, "--style", "Ink", "--styles-file", "none.csv")
+    assert code == 2 and "styles file 'none.csv' does not exist" in err
+    Path("styles.csv").unlink()
+    code, _, err = run_cli(capsys, *TXT, "--style", "Ink")
+    assert code == 2 and "--style needs --styles-file PATH" in err
+    assert len(fake["loads"]) == 1

@@ -25,6 +25,7 @@ from ...interrogate import (
 )
 from ...loaders.control.catalog import ControlModelDir
 from ...text.embeddings import EmbeddingDatabase
+from ...text.styles import StyleDatabase
 from ..catalog.image_encoders import ImageEncoders
 from ..catalog.models_dir import ModelRegistry
 from ..catalog.modules_dir import choose_vae
@@ -39,7 +40,17 @@ from .routers import routers
 from .routers.page import STATIC
 from .state import ServerState, parse_auth
 
-__all__ = ["create_app", "parse_auth"]
+__all__ = ["create_app", "parse_auth", "styles_files"]
+
+
+def styles_files(settings: ServerSettings) -> tuple[str | Path, ...]:
+    """--styles-file's files, or by default the styles.csv in the folder that holds
+    --models-dir (the WebUI's data folder: models/ and styles.csv side by side), if there is
+    one."""
+    if settings.styles_files or settings.models_dir is None:
+        return tuple(settings.styles_files)
+    default = Path(settings.models_dir).resolve().parent / "styles.csv"
+    return (default,) if default.is_file() else ()
 
 
 def create_app(settings: ServerSettings | None = None, /, *,
@@ -98,6 +109,7 @@ def create_app(settings: ServerSettings | None = None, /, *,
     lora_dir = settings.lora_dir
     if lora_dir is not None and not Path(lora_dir).is_dir():
         raise FileNotFoundError(f"--lora-dir {str(lora_dir)!r} is not a folder")
+    styles = StyleDatabase(styles_files(settings))
     loading = PipelineLoader(settings, embeddings, loader)
     approx_dir = settings.vae_approx_dir
     if approx_dir is None and models_dir is not None:
@@ -150,7 +162,7 @@ def create_app(settings: ServerSettings | None = None, /, *,
     state = ServerState(worker=worker, registry=registry, options=options, outputs=outputs,
                         queue_size=settings.queue_size, max_size=settings.max_size,
                         users=users, cmd_flags=dict(settings.cmd_flags), embeddings=embeddings,
-                        lora_dir=lora_dir, controlnets=controlnets,
+                        lora_dir=lora_dir, styles=styles, controlnets=controlnets,
                         image_encoders=encoders, model=first, previews=previews,
                         faces=FaceFolders.from_models_dir(
                             models_dir, gfpgan=settings.gfpgan_models_path,

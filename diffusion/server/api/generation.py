@@ -218,7 +218,8 @@ def build_job(request: Txt2ImgRequest, kind: str, *, options: dict[str, Any], ma
                         subseeds=[subseed + k for k in range(count)],
                         batch_size=request.batch_size,
                         save_to=outputs if request.save_images else None)
-    return job, {"seed": seed, "subseed": subseed, "sampler": sampler, "scheduler": schedule}
+    return job, {"seed": seed, "subseed": subseed, "sampler": sampler, "scheduler": schedule,
+                 "prompt": generation.prompt, "negative_prompt": generation.negative_prompt}
 
 
 def _hires(request: Txt2ImgRequest, max_size: int) -> HiresFix:
@@ -324,9 +325,11 @@ def build_response(request: Txt2ImgRequest, result: JobResult,
     seeds = [int(s["seed"]) for s in result.settings]
     clip_skip = int(first.get("clip_skip", 0)) + 1 if first else None
     info = {
-        "prompt": request.prompt, "all_prompts": [request.prompt] * count,
+        # the prompts as sent; each picture's as drawn, with the request's styles applied
+        "prompt": request.prompt, "all_prompts": [facts.get("prompt", request.prompt)] * count,
         "negative_prompt": request.negative_prompt or "",
-        "all_negative_prompts": [request.negative_prompt or ""] * count,
+        "all_negative_prompts": [facts.get("negative_prompt",
+                                           request.negative_prompt or "")] * count,
         "seed": facts["seed"], "all_seeds": seeds, "subseed": facts["subseed"],
         "all_subseeds": [facts["subseed"] + k for k in range(count)],
         "subseed_strength": request.subseed_strength,

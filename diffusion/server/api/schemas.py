@@ -2,7 +2,7 @@
 
 Field names and defaults are the AUTOMATIC1111 WebUI's (`StableDiffusionProcessingTxt2Img` /
 `...Img2Img` plus the API's extra keys). Fields the WebUI has and we do not implement (face
-restoration, tiling, styles, ...) are accepted and ignored, as are unknown keys (kept
+restoration, tiling, ...) are accepted and ignored, as are unknown keys (kept
 aside for GenerationRequest's `api` settings), so a client written for the WebUI sends its
 usual body unchanged. Deviations: `width`/`height` default to the loaded model's native size
 rather than 512 (None here), and `sampler_name` defaults to "Euler" through `sampler_index` as
@@ -43,7 +43,7 @@ class Txt2ImgRequest(_Lenient):
 
     prompt: str = ""
     negative_prompt: str | None = ""
-    styles: list[str] | None = None  # accepted, ignored: no styles file here
+    styles: list[str] | None = None  # names of --styles-file's styles, applied in order
     seed: int = -1
     subseed: int = -1
     subseed_strength: float = 0.0

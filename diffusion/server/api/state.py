@@ -23,6 +23,7 @@ from ...faces import FaceFolders
 from ...interrogate import ClipInterrogator, DeepBooru
 from ...loaders.control.catalog import ControlModelCache, ControlModelDir
 from ...text.embeddings import EmbeddingDatabase
+from ...text.styles import StyleDatabase
 from ..catalog.image_encoders import ImageEncoders
 from ..catalog.models_dir import ModelEntry, ModelRegistry
 from ..jobs.worker import QueueFull, Worker, WorkerLost
@@ -50,6 +51,7 @@ class ServerState:
     cmd_flags: dict[str, Any] = field(default_factory=dict)
     embeddings: EmbeddingDatabase | None = None
     lora_dir: str | os.PathLike[str] | None = None
+    styles: StyleDatabase = field(default_factory=StyleDatabase)  # --styles-file's
     # --controlnet-dir's models, and those loaded (diffusion.server.api.controlnet_units)
     controlnets: ControlModelDir = field(default_factory=lambda: ControlModelDir(None))
     control_cache: ControlModelCache = field(default_factory=ControlModelCache)

@@ -966,3 +966,42 @@ def test_reference_pictures_for_an_edit_model(server: tuple[str, int, bool], pag
     assert bodies[-1]["init_images"] == [base64.b64encode(data).decode()
                                          for data in (init, green, blue)]
     assert not page.errors, page.errors
+
+
+def test_chosen_styles_go_out_with_the_request(server: tuple[str, int, bool],
+                                               page: Any) -> None:
+    """The Styles list beside the prompt shows the server's prompt styles (answered here) and
+    the chosen ones are the request's `styles` (the server applies them: test_styles_api)."""
+    url, _, _ = server
+    styles = [{"name": "Framed", "prompt": "a picture of {prompt}", "negative_prompt": ""},
+              {"name": "Green", "prompt": "green", "negative_prompt": "blurry"}]
+    page.route("**/sdapi/v1/prompt-styles", lambda route: route.fulfill(json=styles))
+    page.route("**/sdapi/v1/txt2img", lambda route: route.fulfill(
+        status=422, content_type="application/json", json={"detail": "answered by the test"}))
+    page.goto(url)
+    _ready(page)
+    generate = page.get_by_role("button", name="Generate", exact=True)
+    with page.expect_request("**/sdapi/v1/txt2img", timeout=5_000) as request:
+        generate.click()
+    assert "styles" not in request.value.post_data_json
+    page.get_by_label("Styles", exact=True).select_option(["Framed", "Green"])
+    with page.expect_request("**/sdapi/v1/txt2img", timeout=5_000) as request:
+        generate.click()
+    assert request.value.post_data_json["styles"] == ["Framed", "Green"]
+    # PNG Info's "Send to txt2img" chooses the styles the server found in a picture's prompts
+    page.route("**/sdapi/v1/png-info", lambda route: route.fulfill(json={
+        "info": "a cat\nSteps: 3", "items": {},
+        "parameters": {"Prompt": "a cat", "Steps": "3", "Styles array": ["Green"]}}))
+    page.get_by_role("tab", name="PNG Info", exact=True).click()
+    page.locator("#pnginfo_file").set_input_files(files=[{
+        "name": "x.png", "mimeType": "image/png", "buffer": _ONE_PIXEL_PNG}])
+    page.get_by_role("button", name="Send to txt2img", exact=True).click()
+    assert page.evaluate("[...document.getElementById('styles').selectedOptions]"
+                         ".map((o) => o.value)") == ["Green"]
+    assert page.get_by_label("Prompt", exact=True).input_value() == "a cat"
+    assert not page.errors, page.errors
+
+
+_ONE_PIXEL_PNG = bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+    "1f15c4890000000d49444154789c6360000002000001e221bc330000000049454e44ae426082")

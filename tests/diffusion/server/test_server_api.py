@@ -256,7 +256,7 @@ def test_listings(client: Any, models: Path) -> None:
     assert cuda["reserved"]["current"] >= cuda["allocated"]["current"] > 0
     assert cuda["allocated"]["peak"] >= cuda["allocated"]["current"]
     assert client.post("/sdapi/v1/refresh-checkpoints").status_code == 200
-    for nothing in ("prompt-styles", "hypernetworks"):  # as docs/server.md says: empty lists
+    for nothing in ("prompt-styles", "hypernetworks"):  # empty lists: no styles.csv here
         answer = client.get(f"/sdapi/v1/{nothing}")
         assert answer.status_code == 200 and answer.json() == [], (nothing, answer.text)
 

@@ -16,6 +16,7 @@ from ....pipelines.control_spec import numpy_seed
 from ....pipelines.inpaint_plan import blur_sides, repainted
 from ....pipelines.mask_blur import blur_mask
 from ....pipelines.module_load import hires_modules
+from ....text.styles import StylesError
 from ...catalog.models_dir import ModelEntry
 from ...catalog.modules_dir import AUTOMATIC_VAE
 from ...images import decode_image
@@ -45,13 +46,27 @@ __all__ = ["api"]
 api = APIRouter()
 
 
+def styled(state: ServerState, body: Txt2ImgRequest) -> Txt2ImgRequest:
+    """`body` with its `styles` (--styles-file's, by name) applied to its prompt and negative
+    prompt, as the WebUI applies them; RequestError naming the styles for an unknown one."""
+    if not body.styles:
+        return body
+    try:
+        prompt, negative = state.styles.apply(body.prompt, body.negative_prompt or "",
+                                              body.styles)
+    except StylesError as exc:
+        raise RequestError(str(exc)) from None
+    return body.model_copy(update={"prompt": prompt, "negative_prompt": negative})
+
+
 async def run_generation(state: ServerState, body: Txt2ImgRequest, kind: str,
                          client: Request | None = None) -> dict[str, Any]:
     """Check `body` (a bad one is refused before it is queued), queue it, wait for it (the
     `client`'s HTTP request: its going away takes the job from the queue)."""
-    # 1. the body as a GenerationRequest (RequestError: 422 saying what to change)
-    job, facts = build_job(body, kind, options=dict(state.options), max_size=state.max_size,
-                           outputs=state.outputs)
+    # 1. the body as a GenerationRequest (RequestError: 422 saying what to change), its
+    # styles applied to its prompts
+    job, facts = build_job(styled(state, body), kind, options=dict(state.options),
+                           max_size=state.max_size, outputs=state.outputs)
     job = replace(job, faces=face_restoration(body, state.options, state.faces))
     # 2. ControlNet units (the extension's alwayson_scripts), checked here too
     units = script_args(body.alwayson_scripts)
@@ -144,8 +159,8 @@ async def run_request(state: ServerState, body: Txt2ImgRequest, kind: str,
         return await run_generation(state, body, kind, client)
 
     def check(cell: Txt2ImgRequest) -> None:  # what run_generation refuses before queueing
-        build_job(cell, kind, options=dict(state.options), max_size=state.max_size,
-                  outputs=state.outputs)
+        build_job(styled(state, cell), kind, options=dict(state.options),
+                  max_size=state.max_size, outputs=state.outputs)
         face_restoration(cell, state.options, state.faces)
         _wanted_model(state, cell)
 

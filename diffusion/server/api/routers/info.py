@@ -18,9 +18,17 @@ api = APIRouter()
 
 
 @api.post("/png-info", response_model=PNGInfoResponse)
-async def png_info_route(body: PNGInfoRequest) -> dict[str, Any]:
+async def png_info_route(body: PNGInfoRequest, state: State) -> dict[str, Any]:
     text, items = png_info(decode_image(body.image, "image"))
-    return {"info": text, "items": items, "parameters": webui_parameters(text)}
+    parameters = webui_parameters(text)
+    if not (parameters.get("Hires prompt") or parameters.get("Hires negative prompt")):
+        # the WebUI's "Apply if any": the styles the prompts carry, taken out of them
+        found, prompt, negative = state.styles.extract(parameters.get("Prompt", ""),
+                                                       parameters.get("Negative prompt", ""))
+        if found:
+            parameters.update({"Prompt": prompt, "Negative prompt": negative,
+                               "Styles array": found})
+    return {"info": text, "items": items, "parameters": parameters}
 
 
 @api.get("/cmd-flags")

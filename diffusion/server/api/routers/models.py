@@ -196,12 +196,14 @@ async def list_embeddings(state: State) -> dict[str, Any]:
     return await asyncio.to_thread(embedding_listing, state.embeddings)
 
 
-def _nothing() -> list[Any]:
+@api.get("/prompt-styles")
+async def list_prompt_styles(state: State) -> list[dict[str, Any]]:
+    return state.styles.listing()  # --styles-file's, as the WebUI's styles.csv has them
+
+
+@api.get("/hypernetworks")
+async def list_hypernetworks() -> list[Any]:
     return []
-
-
-for _path in ("prompt-styles", "hypernetworks"):
-    api.add_api_route(f"/{_path}", _nothing, methods=["GET"])
 
 
 @api.get("/face-restorers")

@@ -10,6 +10,7 @@ import { applyScript, initSections, sectionFields, sectionParameters, setRefiner
 import { loadNetworks } from "./networks.js";
 import { initVideo, loadVideoModels, showFirstFrame } from "./video.js";
 import { referenceImages, setReferenceLimit } from "./references.js";
+import { chooseStyles, chosenStyles, loadStyles } from "./styles.js";
 
 const STORAGE_KEY = "avx-gpu-webui:settings";
 const DEFAULTS_KEY = "avx-gpu-webui:defaults-for";  // the model whose defaults the saved settings started from
@@ -202,6 +203,8 @@ function requestBody() {
   };
   // An empty size box means "the model's native size" (the server's default for a missing field).
   for (const id of ["width", "height"]) if ($(id).value !== "") body[id] = number(id);
+  const styles = chosenStyles();
+  if (styles.length) body.styles = styles;
   Object.assign(body, sectionFields(mode));
   const scripts = controlNetScripts();
   if (scripts) body.alwayson_scripts = scripts;
@@ -405,6 +408,8 @@ function applyParameters(target, params, imageDataUrl) {
   }
   Object.assign(fields, sectionParameters(params));
   for (const [id, value] of Object.entries(fields)) setField(id, value);
+  // the styles the server found in the prompts, which it took out of them (the WebUI's paste)
+  if (Array.isArray(params["Styles array"])) chooseStyles(params["Styles array"]);
   saveSettings();
   if (target === "img2img" && imageDataUrl) setInitImage(imageDataUrl);
   switchTab(target);
@@ -418,7 +423,7 @@ initPngInfo(applyParameters);
 
 async function start() {
   const results = await Promise.allSettled([loadModels(), loadSamplers(), initControlNet(), initExtras(),
-    initSections(), loadNetworks(), initVideo()]);
+    initSections(), loadNetworks(), initVideo(), loadStyles()]);
   restoreSettings();
   // after the lists (the sampler must be one of them) and the saved settings (which it may replace)
   results.push(...await Promise.allSettled([applyModelDefaults({ keepSaved: true })]));
