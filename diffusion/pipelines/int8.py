@@ -42,6 +42,7 @@ def use_int8(pipe: Any, *, calibration: Callable[[], Any] | None = None) -> str:
     count = 0
     if not marked(pipe):
         ranges = calibrate(model, calibration) if calibration is not None else None
+        _drop_loras(pipe)  # (the calibration's) off the float weights, before they go
         count = quantize_linears(model, ranges)
         mark(pipe, "W8A8 SmoothQuant" if ranges is not None else "W8A8")
     if w8a8_on_matrix_units(placement.device, placement.dtype):
@@ -51,3 +52,12 @@ def use_int8(pipe: Any, *, calibration: Callable[[], Any] | None = None) -> str:
                  "on an NVIDIA GPU has), so this is slower than float16")
     smoothed = ", smoothed from a calibration step," if calibration is not None and count else ""
     return f"int8: {count} linear layers of the {what}{smoothed} run W8A8 {where}"
+
+
+def _drop_loras(pipe: Any) -> None:
+    """Take the prompt LoRAs off `pipe`'s float weights and forget them: the LoRA manager
+    finds the int8 layers anew (diffusion.lora patches those per request too)."""
+    loras = getattr(pipe, "loras", None)
+    if loras is not None and getattr(loras, "manager", None) is not None:
+        loras.manager.clear()
+        loras.manager = None
