@@ -5,7 +5,8 @@ products, embedders and modulations stay as they were), per-token activations an
 per-channel weights. `--int8 smooth` first runs a calibration pass (one denoising step of
 the request, float weights), then quantizes with SmoothQuant's smoothing (alpha 0.5): flow
 models only, whose steps run eagerly; an SD UNet's step is captured and replayed, where the
-activations are never read back.
+activations are never read back. A prompt's LoRAs patch the int8 layers per request
+(diffusion.lora: merged into their int8 values and quantized again, then restored).
 """
 
 from __future__ import annotations
