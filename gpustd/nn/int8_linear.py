@@ -225,7 +225,8 @@ def _output(op: str, x: Tensor, weight: Int8Weight, bias: Tensor | None,
     return add_to if add_to is not None else Tensor.empty(shape, x.dtype, device=x.device)
 
 
-def int8_weights(module: Module, prefix: str = "") -> dict[str, Int8Weight]:
+def int8_weights(module: Module | list[Any] | tuple[Any, ...], prefix: str = ""
+                 ) -> dict[str, Int8Weight]:
     """Every Int8Weight under `module` (through Modules, ModuleLists and lists of Modules), by
     state-dict key (`blocks.0.ff.weight`), as Module.named_parameters finds float ones."""
     found: dict[str, Int8Weight] = {}
