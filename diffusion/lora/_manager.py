@@ -16,6 +16,8 @@ How the weights are patched and restored, and why:
 - Quantized weights (a GGUF UNet's) are merged the same way and quantized again
   (diffusion.lora._quantized says why that and not patching at dequantization); their original
   blocks are what is kept.
+- `--int8` layers (gpustd.nn.int8_linear.Int8Weight) likewise: their int8 values plus the
+  update, quantized again under the layer's smoothing; their original words and scales kept.
 - `set` rewrites only the layers whose LoRAs or multipliers changed (the WebUI's
   `network_current_names` check), and checks every LoRA against the model before writing
   anything, so a bad file leaves the pipeline as it was.
