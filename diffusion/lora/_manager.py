@@ -16,6 +16,8 @@ How the weights are patched and restored, and why:
 - Quantized weights (a GGUF UNet's) are merged the same way and quantized again
   (diffusion.lora._quantized says why that and not patching at dequantization); their original
   blocks are what is kept.
+- `--int8` layers (gpustd.nn.int8_linear.Int8Weight) likewise: their int8 values plus the
+  update, quantized again under the layer's smoothing; their original words and scales kept.
 - `set` rewrites only the layers whose LoRAs or multipliers changed (the WebUI's
   `network_current_names` check), and checks every LoRA against the model before writing
   anything, so a bad file leaves the pipeline as it was.
@@ -34,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from gpustd import Tensor
+from gpustd.nn.int8_linear import Int8Weight, int8_weights
 from gpustd.nn.quantized import quantized_weights
 from gpustd.quant import QuantizedTensor
 
@@ -97,7 +100,7 @@ class LoraManager:
         self._tables: dict[str, dict[str, tuple[str, tuple[int, ...]]]] = {}
         self._parts: dict[str, dict[str, list[Part]]] = {}
         self._pieces: dict[tuple[int, Part], tuple[LoraModule, LoraModule]] = {}
-        self._parameters: dict[str, dict[str, Tensor | QuantizedTensor]] = {}
+        self._parameters: dict[str, dict[str, Tensor | QuantizedTensor | Int8Weight]] = {}
         self._originals: dict[Target, Any] = {}  # the float values, or a quantized one's Blocks
         self._applied: dict[Target, tuple[Any, ...]] = {}
         self._files: dict[Path, tuple[tuple[int, int], LoraFile]] = {}
@@ -192,7 +195,7 @@ class LoraManager:
             table = self._tables[component] = name_table(component, model)
             self._parts[component] = part_table(component, model)
             self._parameters[component] = {**dict(model.named_parameters()),
-                                           **quantized_weights(model)}
+                                           **quantized_weights(model), **int8_weights(model)}
         found = table.get(flat(module.name))
         if found is not None:
             if module.kind == "bias":
@@ -263,6 +266,9 @@ class LoraManager:
         if isinstance(tensor, QuantizedTensor):
             self._write_quantized(target, tensor, contributions)
             return
+        if isinstance(tensor, Int8Weight):
+            self._write_int8(target, tensor, contributions)
+            return
         original = self._originals.get(target)
         if original is None:
             original = self._originals[target] = tensor.numpy()
@@ -290,4 +296,22 @@ class LoraManager:
         for _, module, multiplier, dyn_dim in contributions:
             total += delta(module, weight.shape, multiplier, dyn_dim)
         weight.replace(*merged(total, original.format))
+        self._applied[target] = tuple(contributions)
+
+    def _write_int8(self, target: Target, weight: Int8Weight,
+                    contributions: list[Contribution]) -> None:
+        """`_write` for an --int8 layer: its int8 values plus dW quantized again under its
+        smoothing (the float weights were dropped as it was quantized); its original words and
+        scales kept on the host (a byte a value) and written back when no LoRA patches it."""
+        original = self._originals.get(target)
+        if original is None:
+            original = self._originals[target] = weight.raw()
+        if not contributions:
+            weight.replace(*original)
+            del self._originals[target], self._applied[target]
+            return
+        total = weight.dequantize(original).astype(np.float64)
+        for _, module, multiplier, dyn_dim in contributions:
+            total += delta(module, weight.shape, multiplier, dyn_dim)
+        weight.replace(*weight.requantized(total))
         self._applied[target] = tuple(contributions)

@@ -23,6 +23,7 @@ from typing import Any, Protocol, cast
 
 from gpustd import Tensor
 from gpustd.nn import Module
+from gpustd.nn.int8_linear import Int8Weight, int8_weights
 from gpustd.nn.quantized import quantized_weights
 from gpustd.quant import QuantizedTensor
 
@@ -52,8 +53,8 @@ def flat(name: str) -> str:
 
 def _patchable(model: Module) -> dict[str, tuple[int, ...]]:
     """Module path -> weight shape of every linear (2-D) and conv (4-D) weight."""
-    weights: dict[str, Tensor | QuantizedTensor] = {
-        **dict(model.named_parameters()), **quantized_weights(model)}  # GGUF's too
+    weights: dict[str, Tensor | QuantizedTensor | Int8Weight] = {  # GGUF's, --int8's too
+        **dict(model.named_parameters()), **quantized_weights(model), **int8_weights(model)}
     return {key.removesuffix(".weight"): tuple(tensor.shape)
             for key, tensor in weights.items()
             if key.endswith(".weight") and len(tensor.shape) in (2, 4)}

@@ -120,9 +120,6 @@ def generate(family: Family, request: GenerationRequest | str | None, settings: 
     label = request.sampler_label[0]
     # 2. the WebUI's extra networks: the prompt's LoRAs in place before it is encoded
     loras = None
-    if int8_marked(family) and extract_extra_networks(request.prompt)[1]:
-        raise ValueError("--int8: a prompt's LoRAs do not apply to int8 layers yet; merge the "
-                         "LoRA into the model, or leave --int8 off")
     if label != DIFFUSERS or family.diffusers_loras:
         loras = family.loras.activate(extract_extra_networks(request.prompt)[1],
                                       family.lora_dir)

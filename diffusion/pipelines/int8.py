@@ -5,7 +5,8 @@ products, embedders and modulations stay as they were), per-token activations an
 per-channel weights. `--int8 smooth` first runs a calibration pass (one denoising step of
 the request, float weights), then quantizes with SmoothQuant's smoothing (alpha 0.5): flow
 models only, whose steps run eagerly; an SD UNet's step is captured and replayed, where the
-activations are never read back.
+activations are never read back. A prompt's LoRAs patch the int8 layers per request
+(diffusion.lora: merged into their int8 values and quantized again, then restored).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ def use_int8(pipe: Any, *, calibration: Callable[[], Any] | None = None) -> str:
     count = 0
     if not marked(pipe):
         ranges = calibrate(model, calibration) if calibration is not None else None
+        _drop_loras(pipe)  # (the calibration's) off the float weights, before they go
         count = quantize_linears(model, ranges)
         mark(pipe, "W8A8 SmoothQuant" if ranges is not None else "W8A8")
     if w8a8_on_matrix_units(placement.device, placement.dtype):
@@ -51,3 +53,12 @@ def use_int8(pipe: Any, *, calibration: Callable[[], Any] | None = None) -> str:
                  "on an NVIDIA GPU has), so this is slower than float16")
     smoothed = ", smoothed from a calibration step," if calibration is not None and count else ""
     return f"int8: {count} linear layers of the {what}{smoothed} run W8A8 {where}"
+
+
+def _drop_loras(pipe: Any) -> None:
+    """Take the prompt LoRAs off `pipe`'s float weights and forget them: the LoRA manager
+    finds the int8 layers anew (diffusion.lora patches those per request too)."""
+    loras = getattr(pipe, "loras", None)
+    if loras is not None and getattr(loras, "manager", None) is not None:
+        loras.manager.clear()
+        loras.manager = None

@@ -24,8 +24,9 @@ from gpucore import Buffer, Kernel
 from .._tensor import Tensor
 from ..gemm.dispatch import record_gemm_w8a8
 from ._util import check_float, check_same
+from .module import Module, ModuleList
 
-__all__ = ["ALPHA", "Int8Weight", "int8_linear", "int8_linears", "quantize_rows",
+__all__ = ["ALPHA", "Int8Weight", "int8_linear", "int8_linears", "int8_weights", "quantize_rows",
            "quantize_weight", "quantize_weights", "smoothing_factors"]
 
 ALPHA = 0.5  # SmoothQuant's migration strength (its paper's default for most models)
@@ -47,12 +48,40 @@ class Int8Weight:
 
     ndim = 2
 
-    def dequantize(self) -> np.ndarray:
-        """The float32 weight this stands for (host): q * scale / s. For tests and errors."""
+    def dequantize(self, raw: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+        """The float32 weight this stands for (host): q * scale / s; of `raw` (words, scales
+        as `raw()` gave them) instead of what the buffers hold where given."""
         out, k = self.shape
-        q = self.words.numpy().view(np.int8).reshape(out, -1)[:, :k].astype(np.float32)
-        w = q * self.scales.numpy()[:, None]
+        words, scales = raw if raw is not None else self.raw()
+        q = words.view(np.int8).reshape(out, -1)[:, :k].astype(np.float32)
+        w = q * scales[:, None]
         return w * self.smooth.numpy()[None, :] if self.smooth is not None else w
+
+    def raw(self) -> tuple[np.ndarray, np.ndarray]:
+        """(words, scales) as stored: what `replace` takes back, bit for bit."""
+        return self.words.numpy(), self.scales.numpy()
+
+    def replace(self, words: np.ndarray, scales: np.ndarray) -> None:
+        """Write new (words, scales) of this shape into the same buffers (a replayed step
+        reads them there); `requantized` makes them from new float values."""
+        self.words.buffer.write(np.ascontiguousarray(words, np.int32))
+        self.scales.buffer.write(np.ascontiguousarray(scales, np.float32))
+
+    def requantized(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(words, scales) of float `values` [out, in] quantized as this weight was: per output
+        channel, under its smoothing (the columns times s, where `smooth` holds 1/s), so that
+        the layers sharing its input still share one quantization of it. numpy, on the host."""
+        w = np.asarray(values, np.float64).reshape(self.shape)
+        if self.smooth is not None:
+            w = w / self.smooth.numpy().astype(np.float64)[None, :]
+        peak = np.abs(w).max(1) if w.size else np.zeros(self.shape[0])
+        scales = (peak / 127.0).astype(np.float32)
+        safe = np.where(scales > 0, scales, 1.0).astype(np.float64)[:, None]
+        q = np.clip(np.rint(w / safe), -127, 127).astype(np.int8)
+        out, k = self.shape
+        padded = np.zeros((out, 4 * ((k + 3) // 4)), np.int8)
+        padded[:, :k] = q
+        return padded.view("<i4").astype(np.int32), scales
 
     def __repr__(self) -> str:
         return f"Int8Weight({self.shape}, {self.dtype}, smooth={self.smooth is not None})"
@@ -194,3 +223,19 @@ def _output(op: str, x: Tensor, weight: Int8Weight, bias: Tensor | None,
         raise ValueError(f"{op}: add_to must have the result's shape {shape} and not share "
                          "memory with x")
     return add_to if add_to is not None else Tensor.empty(shape, x.dtype, device=x.device)
+
+
+def int8_weights(module: Module | list[Any] | tuple[Any, ...], prefix: str = ""
+                 ) -> dict[str, Int8Weight]:
+    """Every Int8Weight under `module` (through Modules, ModuleLists and lists of Modules), by
+    state-dict key (`blocks.0.ff.weight`), as Module.named_parameters finds float ones."""
+    found: dict[str, Int8Weight] = {}
+    items: Any = (enumerate(module) if isinstance(module, (ModuleList, list, tuple)) else
+                  ((k, v) for k, v in vars(module).items() if not k.startswith("_")))
+    for name, value in items:
+        if isinstance(value, Int8Weight):
+            found[f"{prefix}{name}"] = value
+        elif isinstance(value, Module) or (isinstance(value, (list, tuple)) and value and all(
+                isinstance(m, Module) for m in value)):
+            found.update(int8_weights(value, f"{prefix}{name}."))
+    return found
