@@ -86,7 +86,7 @@ def process_mask(proto: np.ndarray, coefficients: np.ndarray, boxes: np.ndarray,
     nm, mh, mw = proto.shape
     height, width = shape
     logits = (coefficients.T.astype(np.float32) @ proto.reshape(nm, -1)).reshape(-1, mh, mw)
-    scaled = boxes.astype(np.float32) * np.float32([mw / width, mh / height] * 2)
+    scaled = boxes.astype(np.float32) * np.array([mw / width, mh / height] * 2, np.float32)
     cols = np.arange(mw, dtype=np.float32)[None, None, :]
     rows = np.arange(mh, dtype=np.float32)[None, :, None]
     x1, y1, x2, y2 = (scaled[:, i, None, None] for i in range(4))
