@@ -101,16 +101,15 @@ def detect(yolo: Any, image: np.ndarray, *, confidence: float = 0.3, iou: float 
     xyxy = np.concatenate([boxes[:, :2] - boxes[:, 2:] / 2, boxes[:, :2] + boxes[:, 2:] / 2],
                           axis=1)
     keep = nms(xyxy + classes[:, None] * _MAX_WH, best, iou)[:max_det]
+    (h_in, w_in), (h, w) = x.shape[-2:], image.shape[:2]
     masks = None
-    if isinstance(network.head, Segment):
-        (h_in, w_in) = x.shape[-2:]
+    if isinstance(network.head, Segment):  # a -seg model: the masks of the boxes kept
         masks = np.zeros((0, h_in, w_in), bool)
         if keep.size:
             coefficients, proto = network.head.masks(features)
             masks = process_mask(proto, coefficients[:, chosen[keep]], xyxy[keep], (h_in, w_in))
     # back to the picture as ultralytics' scale_boxes does: its gain and padding from the
     # two sizes
-    (h_in, w_in), (h, w) = x.shape[-2:], image.shape[:2]
     gain = min(h_in / h, w_in / w)
     left, top = round((w_in - w * gain) / 2 - 0.1), round((h_in - h * gain) / 2 - 0.1)
     xyxy = (xyxy[keep] - [left, top, left, top]) / gain
