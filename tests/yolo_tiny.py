@@ -133,6 +133,7 @@ def write_tiny_yolo(path: Path, seed: int = 0, classes: int = 2, *, segment: boo
     import copy
 
     model = tiny_yolo(seed, classes, segment=segment)
-    torch.save({"model": copy.deepcopy(model).half(), "train_args": {"imgsz": 640},
+    train_args = {"imgsz": 640, "task": "segment" if segment else "detect"}
+    torch.save({"model": copy.deepcopy(model).half(), "train_args": train_args,
                 "date": "2026-11-26", "version": "8.3.40"}, path)
     return model

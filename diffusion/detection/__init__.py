@@ -3,8 +3,9 @@
     yolo = load_yolo("models/adetailer/face_yolov8n.pt")
     found = detect(yolo, picture, confidence=0.3)   # boxes x1 y1 x2 y2, scores, classes
 
-Modules, in import order: `yolo` (the network and its decoding), `yolo_file` (the .pt read
-without running its pickle), `boxes` (letterbox, NMS, boxes in the picture's pixels).
+Modules, in import order: `yolo` (the network and its decoding), `segment` (YOLOv8-seg's mask
+branch and ultralytics' process_mask), `yolo_file` (the .pt read without running its pickle),
+`boxes` (letterbox, NMS, boxes and masks), `masks` (ADetailer's masks from them).
 """
 
 from .boxes import Detections, detect

@@ -4,8 +4,10 @@ non-maximum suppression, and the boxes taken back to the picture's pixels.
 
     found = detect(yolo, picture, confidence=0.3)   # picture HxWx3 uint8 RGB
     found.boxes, found.scores, found.classes        # [n, 4] x1 y1 x2 y2, [n], [n]
+    found.masks                                     # a -seg model's [n, H, W] bool, else None
 
-torch: `ultralytics.YOLO(path).predict(picture, conf=0.3)[0].boxes` (`xyxy`, `conf`, `cls`).
+torch: `ultralytics.YOLO(path).predict(picture, conf=0.3)[0].boxes` (`xyxy`, `conf`, `cls`),
+and `.masks.data` (at the letterboxed input's size H x W, as ultralytics leaves them).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import numpy as np
 
 import gpustd
 
+from .segment import Segment, process_mask
 from .yolo import decode
 
 __all__ = ["Detections", "detect", "letterbox", "nms"]
@@ -28,11 +31,13 @@ _STRIDE = 32
 @dataclass
 class Detections:
     """Boxes [n, 4] (x1, y1, x2, y2 in the picture's pixels), scores [n], classes [n] (ints),
-    best first."""
+    best first; a segmentation model's masks [n, H, W] (bool, at the size of the letterboxed
+    network input, its grey bands included, as ultralytics' `Results.masks.data`), else None."""
 
     boxes: np.ndarray
     scores: np.ndarray
     classes: np.ndarray
+    masks: np.ndarray | None = None
 
 
 def _resize_bilinear(image: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -88,19 +93,25 @@ def detect(yolo: Any, image: np.ndarray, *, confidence: float = 0.3, iou: float 
     `confidence`, after NMS per class, in the picture's pixels."""
     network = yolo.network
     x = letterbox(image, image_size)
-    levels = network(gpustd.asarray(x, device=yolo.device))
-    boxes, scores = decode(levels, x.shape[-2:], network.reg_max, network.dfl)
+    features = network.features(gpustd.asarray(x, device=yolo.device))
+    boxes, scores = decode(network.head(features), x.shape[-2:], network.reg_max, network.dfl)
     classes, best = scores.argmax(axis=1), scores.max(axis=1)
-    chosen = best > confidence
+    chosen = np.flatnonzero(best > confidence)
     boxes, best, classes = boxes[chosen], best[chosen], classes[chosen]
     xyxy = np.concatenate([boxes[:, :2] - boxes[:, 2:] / 2, boxes[:, :2] + boxes[:, 2:] / 2],
                           axis=1)
     keep = nms(xyxy + classes[:, None] * _MAX_WH, best, iou)[:max_det]
+    (h_in, w_in), (h, w) = x.shape[-2:], image.shape[:2]
+    masks = None
+    if isinstance(network.head, Segment):  # a -seg model: the masks of the boxes kept
+        masks = np.zeros((0, h_in, w_in), bool)
+        if keep.size:
+            coefficients, proto = network.head.masks(features)
+            masks = process_mask(proto, coefficients[:, chosen[keep]], xyxy[keep], (h_in, w_in))
     # back to the picture as ultralytics' scale_boxes does: its gain and padding from the
     # two sizes
-    (h_in, w_in), (h, w) = x.shape[-2:], image.shape[:2]
     gain = min(h_in / h, w_in / w)
     left, top = round((w_in - w * gain) / 2 - 0.1), round((h_in - h * gain) / 2 - 0.1)
     xyxy = (xyxy[keep] - [left, top, left, top]) / gain
     xyxy = np.clip(xyxy, 0, [w, h, w, h]).astype(np.float32)
-    return Detections(xyxy, best[keep], classes[keep].astype(int))
+    return Detections(xyxy, best[keep], classes[keep].astype(int), masks)

@@ -1,9 +1,10 @@
 """ADetailer's masks from detections (its `mask.py`): which boxes are kept (area ratio, the k
-largest or most confident), each box a white rectangle, grown or shrunk (dilate / erode),
-moved (x / y offset), and merged or merged and inverted.
+largest or most confident), each box a white rectangle (or a segmentation model's mask),
+grown or shrunk (dilate / erode), moved (x / y offset), and merged or merged and inverted.
 
     keep = filter_boxes(found.boxes, found.scores, (w, h), min_ratio=0, max_ratio=1, k=0)
-    masks = box_masks(found.boxes[keep], (w, h))
+    masks = box_masks(found.boxes[keep], (w, h))       # or, from a -seg model:
+    masks = segment_masks(found.masks[keep], (w, h))
     masks = prepare_masks(masks, dilate_erode=4, x_offset=0, y_offset=0, merge_invert="None")
 
 Masks are uint8 HxW, 255 where the picture is repainted.
@@ -13,7 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["MERGE_INVERT", "box_masks", "dilate_erode", "filter_boxes", "prepare_masks"]
+__all__ = ["MERGE_INVERT", "box_masks", "dilate_erode", "filter_boxes", "prepare_masks",
+           "segment_masks"]
 
 MERGE_INVERT = ("None", "Merge", "Merge and Invert")
 
@@ -45,6 +47,17 @@ def box_masks(boxes: np.ndarray, size: tuple[int, int]) -> list[np.ndarray]:
         ImageDraw.Draw(mask).rectangle([float(v) for v in box], fill=255)
         masks.append(np.asarray(mask).copy())
     return masks
+
+
+def segment_masks(masks: np.ndarray, size: tuple[int, int]) -> list[np.ndarray]:
+    """A segmentation model's masks ([n, H, W] bool at the letterboxed input's size) as
+    ADetailer's `mask_to_pil` makes them: 255 inside, the whole input (its grey bands too)
+    resized to the picture's `size` (w, h) by PIL's default for "L" pictures, bicubic; so edges
+    get grey levels, and a letterboxed picture's masks stretch as ADetailer's do."""
+    from PIL import Image
+
+    return [np.asarray(Image.fromarray(np.where(mask, 255, 0).astype(np.uint8)).resize(
+        size, Image.Resampling.BICUBIC)).copy() for mask in masks]
 
 
 def _max_filter(mask: np.ndarray, size: int) -> np.ndarray:

@@ -133,13 +133,19 @@ class YoloLayer:
 
 
 class YoloNetwork:
-    """The layers run in order, each on its `source` outputs; the last (Detect) returns each
-    level's raw map [1, 4 * reg_max + classes, h, w] as numpy."""
+    """The layers run in order, each on its `source` outputs; the last is the head (Detect, or
+    segment's Segment), which returns each level's raw map [1, 4 * reg_max + classes, h, w] as
+    numpy."""
 
     def __init__(self, layers: list[YoloLayer], reg_max: int, dfl: np.ndarray) -> None:
         self.layers, self.reg_max, self.dfl = layers, reg_max, dfl
 
-    def __call__(self, x: Tensor) -> list[np.ndarray]:
+    @property
+    def head(self) -> Any:
+        return self.layers[-1].block
+
+    def features(self, x: Tensor) -> list[Tensor]:
+        """The head's inputs: the layers before it run on `x`."""
         outputs: list[Any] = []
         y: Any = x
         for layer in self.layers:
@@ -147,9 +153,14 @@ class YoloNetwork:
                 inputs = y if layer.source == -1 else outputs[layer.source]
             else:
                 inputs = [y if i == -1 else outputs[i] for i in layer.source]
+            if layer is self.layers[-1]:
+                return inputs
             y = layer.block(inputs)
             outputs.append(y)
-        return y
+        raise ValueError("a YOLO network needs at least its head")
+
+    def __call__(self, x: Tensor) -> list[np.ndarray]:
+        return self.head(self.features(x))
 
 
 def decode(levels: list[np.ndarray], image_size: tuple[int, int], reg_max: int,

@@ -4,9 +4,9 @@
 ultralytics saves whole modules (`{"model": DetectionModel, "train_args": ...}`): the pickle is
 read with inert stand-ins for the classes of `ultralytics` and `torch.nn.modules`
 (`torch_modules`), so each layer's kind, its `f` (input) and its attributes come from the file
-and its tensors are read as from any PyTorch file. A segmentation model's Detect part gives its
-boxes (its mask branch is not run). Layer kinds outside YOLOv8's (Conv, C2f, SPPF, Upsample,
-Concat, Detect/Segment) are refused naming the kind.
+and its tensors are read as from any PyTorch file. A segmentation model's head (Segment) gives
+its boxes as Detect does, and its masks (`segment`). Layer kinds outside YOLOv8's (Conv, C2f,
+SPPF, Upsample, Concat, Detect/Segment) are refused naming the kind.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from gpucore import Device
 from ..loaders.errors import WeightsError
 from ..loaders.formats.torch_file import TorchFile
 from ..loaders.formats.torch_modules import PickledModule, module_classes
+from .segment import Proto, Segment
 from .yolo import SPPF, C2f, Conv, Detect, YoloLayer, YoloNetwork, join, sequence, upsample
 
 __all__ = ["YoloFile", "load_yolo"]
@@ -131,11 +132,32 @@ class YoloFile:
             if module.state.get("end2end"):
                 raise WeightsError(f"{self.path}: an end-to-end (YOLOv10) head is not supported;"
                                    " use a YOLOv8 model")
-            return Detect(
+            detect = Detect(
                 [self._chain(m, f"{key}.cv2.{i}") for i, m in module.child("cv2").children()],
                 [self._chain(m, f"{key}.cv3.{i}") for i, m in module.child("cv3").children()])
+            return detect if kind == "Detect" else self._segment(module, key, detect)
         raise WeightsError(f"{self.path}: layer {key} is a {kind}, which YOLOv8 detection does "
                            "not use; use a YOLOv8 detection or segmentation model")
+
+    def _segment(self, module: PickledModule, key: str, detect: Detect) -> Segment:
+        """Segment's mask branch: cv4 per level (the coefficients) and the Proto network."""
+        proto = module.child("proto")
+        up = proto.child("upsample")
+        if up.kind != "ConvTranspose2d" or tuple(up.state.get("stride", ())) != (2, 2) or \
+                tuple(up.state.get("kernel_size", ())) != (2, 2) or \
+                tuple(up.state.get("padding", ())) != (0, 0):
+            raise WeightsError(f"{self.path}: layer {key}.proto.upsample is not YOLOv8's 2x2 "
+                               "stride-2 transposed convolution")
+        weight = self._array(f"{key}.proto.upsample.weight")
+        bias = self._array(f"{key}.proto.upsample.bias") \
+            if (up.state.get("_parameters") or {}).get("bias") is not None \
+            else np.zeros(weight.shape[1], np.float32)
+        return Segment(
+            detect,
+            [self._chain(m, f"{key}.cv4.{i}") for i, m in module.child("cv4").children()],
+            Proto(self._conv(proto.child("cv1"), f"{key}.proto.cv1"), self._tensor(weight),
+                  self._tensor(bias), self._conv(proto.child("cv2"), f"{key}.proto.cv2"),
+                  self._conv(proto.child("cv3"), f"{key}.proto.cv3")))
 
     def _network(self, model: PickledModule) -> YoloNetwork:
         layers = []

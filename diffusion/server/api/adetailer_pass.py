@@ -1,8 +1,9 @@
 """ADetailer's pass, on the worker over each picture of a job before it is saved (a
 diffusion.server.jobs.pictures PictureHook): for each unit, the unit's YOLO model finds its
-objects, they become masks (diffusion.detection.masks) and each mask is inpainted in turn over
-the picture, as the extension's `_postprocess_image` does: its own prompt ("[PROMPT]" the
-picture's, "[SEP]" one per detection; empty: the picture's), its denoising strength, mask blur,
+objects, they become masks (diffusion.detection.masks: their boxes, or a -seg model's own
+masks) and each mask is inpainted in turn over the picture, as the extension's
+`_postprocess_image` does: its own prompt ("[PROMPT]" the picture's, "[SEP]" one per
+detection; empty: the picture's), its denoising strength, mask blur,
 "Only masked" with its padding, masked content "original", the picture's seed, and its steps /
 CFG / sampler / CLIP skip where the unit asks for them. The picture's infotext gains the unit's
 fields as the extension writes them ("ADetailer model", "ADetailer confidence", ...; a second
@@ -17,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from ...detection import detect
-from ...detection.masks import box_masks, filter_boxes, prepare_masks
+from ...detection.masks import box_masks, filter_boxes, prepare_masks, segment_masks
 from ...pipelines.observer import Observer
 from .adetailer_units import ADetailerModels, ADetailerUnit
 from .generation import resolve_sampler
@@ -130,7 +131,9 @@ class ADetailerPass:
             keep = filter_boxes(found.boxes, found.scores, size,
                                 min_ratio=unit.mask_min_ratio, max_ratio=unit.mask_max_ratio,
                                 k=unit.mask_k, method=unit.mask_filter_method)
-            masks = prepare_masks(box_masks(found.boxes[keep], size),
+            shapes = box_masks(found.boxes[keep], size) if found.masks is None \
+                else segment_masks(found.masks[keep], size)
+            masks = prepare_masks(shapes,
                                   dilate_erode_by=unit.dilate_erode, x_offset=unit.x_offset,
                                   y_offset=unit.y_offset, merge_invert=unit.mask_merge_invert)
             detailed = picture

@@ -7,7 +7,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from diffusion.detection.masks import box_masks, dilate_erode, filter_boxes, prepare_masks
+from diffusion.detection.masks import (
+    box_masks,
+    dilate_erode,
+    filter_boxes,
+    prepare_masks,
+    segment_masks,
+)
 
 cv2 = pytest.importorskip("cv2", reason="test-only reference (extra: reference)")
 pytestmark = pytest.mark.nodevice
@@ -47,3 +53,19 @@ def test_filters_keep_by_ratio_then_k() -> None:
     assert filter_boxes(boxes, scores, size, min_ratio=0.005, max_ratio=0.1).tolist() == [0, 2]
     assert filter_boxes(boxes, scores, size, k=2).tolist() == [1, 2]
     assert filter_boxes(boxes, scores, size, k=2, method="Confidence").tolist() == [3, 0]
+
+
+def test_segment_masks_as_adetailers_mask_to_pil() -> None:
+    """ADetailer: `to_pil_image(masks[i], mode="L").resize((w, h))` of ultralytics' 0/1 float
+    masks at the input's size (PIL's default resampling)."""
+    from PIL import Image
+
+    torch = pytest.importorskip("torch", reason="test-only reference (extra: reference)")
+    rng = np.random.default_rng(7)
+    masks = rng.random((2, 64, 96)) > 0.6
+    ours = segment_masks(masks, (75, 50))
+    for mask, got in zip(masks, ours):
+        data = torch.from_numpy(mask).float().mul(255).byte().numpy()
+        expected = np.asarray(Image.fromarray(data, mode="L").resize((75, 50)))
+        np.testing.assert_array_equal(got, expected)
+        assert got.shape == (50, 75) and 0 < (got % 255 != 0).mean() < 0.9  # grey edges

@@ -1,6 +1,7 @@
 """ADetailer's API on our server through the real `webuiapi` client: a unit's detections (a
 tiny random YOLOv8 in the models folder's adetailer, as ultralytics saves it) inpainted on a
-tiny SD 1.5, changing only the pixels inside its dilated, blurred mask; no detection leaves the
+tiny SD 1.5, changing only the pixels inside its dilated, blurred mask; a segmentation model's
+unit (a tiny random YOLOv8-seg) only inside its detection's own mask; no detection leaves the
 picture as it was; the list form without the leading booleans; the infotext fields; a missing
 model refused naming the folder."""
 
@@ -24,7 +25,12 @@ from yolo_tiny import write_tiny_yolo  # noqa: E402
 
 import gpucore  # noqa: E402
 from diffusion.detection import detect, load_yolo  # noqa: E402
-from diffusion.detection.masks import box_masks, filter_boxes, prepare_masks  # noqa: E402
+from diffusion.detection.masks import (  # noqa: E402
+    box_masks,
+    filter_boxes,
+    prepare_masks,
+    segment_masks,
+)
 from diffusion.pipelines.mask_blur import blur_mask  # noqa: E402
 from diffusion.server import create_app  # noqa: E402
 
@@ -46,6 +52,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Any:
     model = write_pipeline(root / "models" / "tiny-sd")
     (root / "models" / "adetailer").mkdir()
     write_tiny_yolo(root / "models" / "adetailer" / "face_tiny.pt")
+    write_tiny_yolo(root / "models" / "adetailer" / "person_tiny-seg.pt", seed=4, segment=True)
     app = create_app(model=model, models_dir=root / "models", outputs=root / "outputs",
                      loader=CachedLoader())
     with live_server(app) as url:
@@ -74,7 +81,8 @@ def _expected_region(root: Any, picture: np.ndarray) -> np.ndarray:
 def test_unit_repaints_only_its_detection(server: Any, plain: Any) -> None:
     url, api, root = server
     assert "adetailer" in api.get_scripts()["txt2img"]
-    assert requests.get(f"{url}/adetailer/v1/ad_model").json() == {"ad_model": ["face_tiny.pt"]}
+    assert requests.get(f"{url}/adetailer/v1/ad_model").json() == {
+        "ad_model": ["face_tiny.pt", "person_tiny-seg.pt"]}
     detailed = api.txt2img(adetailer=[webuiapi.ADetailer(**UNIT)], alwayson_scripts={},
                            save_images=True, **SETTINGS)
     before, after = np.asarray(plain.image, np.int16), np.asarray(detailed.image, np.int16)
@@ -93,6 +101,29 @@ def test_unit_repaints_only_its_detection(server: Any, plain: Any) -> None:
     assert detailed.info["extra_generation_params"]["ADetailer model"] == "face_tiny.pt"
     (saved,) = (root / "outputs").rglob("*.png")  # the picture after ADetailer's pass
     assert np.array_equal(np.asarray(Image.open(saved).convert("RGB")), after)
+
+
+def test_a_seg_unit_repaints_only_inside_its_mask(server: Any, plain: Any) -> None:
+    """person_yolov8n-seg.pt's kind: the detection's own mask (not its box) is inpainted."""
+    _, api, root = server
+    unit = {**UNIT, "ad_model": "person_tiny-seg.pt", "ad_confidence": 0.85,
+            "ad_mask_max_ratio": 1.0, "ad_dilate_erode": 0, "ad_mask_blur": 0}
+    detailed = api.txt2img(adetailer=[webuiapi.ADetailer(**unit)], alwayson_scripts={},
+                           **SETTINGS)
+    before, after = np.asarray(plain.image, np.int16), np.asarray(detailed.image, np.int16)
+    changed = np.abs(after - before).max(axis=2) > 0
+    found = detect(load_yolo(root / "models" / "adetailer" / "person_tiny-seg.pt"),
+                   np.asarray(plain.image), confidence=0.85)
+    keep = filter_boxes(found.boxes, found.scores, (64, 64), k=1)
+    assert len(keep) == 1 and found.masks is not None
+    (mask,) = segment_masks(found.masks[keep], (64, 64))
+    (box,) = box_masks(found.boxes[keep], (64, 64))
+    region = mask > 0
+    # the mask is not the box: a box-shaped pass would repaint these pixels too
+    assert region.mean() > 0.05 and ((box > 0) & ~region).sum() >= 10
+    assert changed.any() and not (changed & ~region).any()
+    assert np.abs(after - before)[region].mean() > 5  # the inpaint pass visibly ran
+    assert "ADetailer model: person_tiny-seg.pt" in detailed.info["infotexts"][0]
 
 
 def test_no_detection_leaves_the_picture(server: Any, plain: Any) -> None:
