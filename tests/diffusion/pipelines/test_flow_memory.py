@@ -19,7 +19,6 @@ from qwenedit_tiny import tiny_qwenimage_edit_pipeline
 from qwenimage_tiny import tiny_qwenimage_pipeline
 from zimage_tiny import tiny_zimage_pipeline
 
-import diffusion.cli.main as cli
 import gpucore
 from diffusion.pipelines.flow.flow_memory import smallest_flow_budget
 from diffusion.pipelines.load import load_pipeline
@@ -105,20 +104,3 @@ def test_memory_modes_keep_the_picture(first_device: gpucore.Device, family: str
     finally:  # a budget left set would fail every later test of the session's device
         model.set_memory_mode(MemoryMode())
 
-
-def test_lowvram_from_the_command_line(first_device: gpucore.Device, tmp_path: Path,
-                                       capsys: pytest.CaptureFixture[str]) -> None:
-    """--lowvram on the command line loads Z-Image to host memory and streams it: the plain
-    command's picture."""
-    tiny_zimage_pipeline(tmp_path)
-    flags = ("txt2img", "--model", str(tmp_path / "z-image-turbo"), "--prompt", "a red circle",
-             "--width", "24", "--height", "16", "--steps", "2", "--seed", "7",
-             "--dtype", "float32")
-    pictures = []
-    for mode in ((), ("--lowvram",)):
-        code = cli.main([*flags, *mode, "--out", str(tmp_path / f"{len(mode)}.png")])
-        printed, err = capsys.readouterr()
-        assert code == 0, err
-        with Image.open(printed.strip()) as image:
-            pictures.append(np.asarray(image.convert("RGB")))
-    np.testing.assert_array_equal(pictures[1], pictures[0])
