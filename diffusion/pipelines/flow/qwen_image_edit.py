@@ -107,20 +107,19 @@ class QwenImageEditPipeline(QwenImagePipeline):
         if transformer_file is not None:
             weights.transformer = load_qwenimage_file(
                 transformer_file, config=component_config(path, "transformer"))
-        assert weights.transformer is not None and weights.text_encoder is not None
+        transformer, text, vision = weights.transformer, weights.text_encoder, weights.vision
+        assert transformer is not None and text is not None
         place = {"dtype": dtype, "device": device or default_device()}
         load = partial(load_network, device=place["device"], offload_to_host=offload)
         # the text encoder and its vision tower first: with `offload` they have left the GPU
         # when the transformer loads
-        encoder = load(lambda: LLMTextModel(weights.text_encoder.config, **place),
-                       weights.text_encoder)
-        vision = load(lambda: Qwen2_5_VisionTransformer(weights.vision.config, **place),
-                      weights.vision)
+        encoder = load(lambda: LLMTextModel(text.config, **place), text)
+        tower = load(lambda: Qwen2_5_VisionTransformer(vision.config, **place), vision)
         return cls(
-            transformer=load(lambda: QwenImageTransformer2DModel(
-                weights.transformer.config, **place), weights.transformer),
+            transformer=load(lambda: QwenImageTransformer2DModel(transformer.config, **place),
+                             transformer),
             vae=load(lambda: AutoencoderKLQwenImage(weights.vae.config, **place), weights.vae),
-            text_encoder=encoder, vision=vision, tokenizer=LLMTokenizer(weights.tokenizer_dir),
+            text_encoder=encoder, vision=tower, tokenizer=LLMTokenizer(weights.tokenizer_dir),
             scheduler_config=weights.scheduler_config,
             processor_config=weights.processor_config)
 

@@ -70,5 +70,5 @@ class PipelineLoader:
             return load_with_modules(path, modules, dtype=self.settings.dtype, **where)
         # with a memory mode, a flow family (FLUX.2, Qwen-Image, Z-Image) loads each network
         # straight to host memory
-        offload = {"offload": True} if self.settings.memory else {}
-        return load_pipeline(path, dtype=self.settings.dtype, **offload, **where)
+        return load_pipeline(path, dtype=self.settings.dtype, offload=bool(self.settings.memory),
+                             **where)
