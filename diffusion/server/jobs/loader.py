@@ -68,7 +68,6 @@ class PipelineLoader:
 
         if modules:  # Forge's VAE / text encoder files (diffusion.pipelines.module_load)
             return load_with_modules(path, modules, dtype=self.settings.dtype, **where)
-        # with a memory mode, a flow family (FLUX.2, Qwen-Image, Z-Image) loads each network
-        # straight to host memory
-        return load_pipeline(path, dtype=self.settings.dtype, offload=bool(self.settings.memory),
-                             **where)
+        # with a memory mode, a family that can (FLUX.2) loads each network to host memory
+        return load_pipeline(path, dtype=self.settings.dtype,
+                             offload=bool(self.settings.memory), **where)
