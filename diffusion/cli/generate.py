@@ -241,7 +241,7 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any]:
     if args.base:
         given["base"] = args.base
     mode = memory_mode(args)
-    if mode:  # a family that can (FLUX.2) loads each network straight to host memory
+    if mode:  # a flow family loads each network straight to host memory
         given["offload"] = True
     pipe = load_pipeline(args.model, dtype=dtype, device=device,
                          prediction_type=args.prediction_type, **given)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,16 +26,12 @@ import numpy as np
 
 from gpucore import Device, default_device
 from gpustd import Tensor, asarray, concatenate, take_slice
-from gpustd.nn import deferred
-from gpustd.nn.offload import offload as offload_weights
 
 from ...imaging import rgb_picture
-from ...loaders.component import load_component
 from ...loaders.flux2 import flux2_distilled, load_flux2_file, load_flux2_folder, mistral3_text
 from ...loaders.flux2.vae_file import load_flux2_vae_file
 from ...loaders.formats.diffusers_folder import component_config
 from ...loaders.vae_kind import require_vae
-from ...loaders.weights import ComponentWeights
 from ...loaders.z_image import load_llm_file
 from ...models.flux2 import Flux2Transformer2DModel
 from ...models.llm import LLMTextModel
@@ -43,6 +40,7 @@ from ...models.vae_flux2 import AutoencoderKLFlux2
 from ...noise.rng import make_generator
 from ...sampling.schedulers.flow_match_euler import FlowMatchEulerDiscreteScheduler
 from ...text.llm_tokenizer import LLMTokenizer, qwen3_chat_prompt
+from .flow_memory import load_network
 from .start import StepCallback, check_call, run_euler
 from .vae_file import network_like
 
@@ -137,7 +135,7 @@ class Flux2KleinPipeline:
         `text_encoder_kind` (ComfyUI's `qwen_3_4b.safetensors`; `load_llm_file`) in place of
         the folder's text_encoder/, which need then hold no weights; `offload`: each network
         goes to host memory as soon as it is loaded (the text encoder before the transformer
-        loads), for a memory mode to bring in as it runs (flux2_memory)."""
+        loads), for a memory mode to bring in as it runs (flow_memory)."""
         files = [Path(f) for f in text_encoder_files]
         if len(files) > 1:
             raise ValueError(f"FLUX.2 takes one --text-encoder file (klein its Qwen3, dev its "
@@ -167,21 +165,14 @@ class Flux2KleinPipeline:
                              "Mistral Small 3.1; give the text encoder that goes with the "
                              "transformer")
         place = {"dtype": dtype, "device": device or default_device()}
-
-        def loaded(model: Any, part: ComponentWeights) -> Any:
-            with deferred():  # each parameter takes GPU memory when its values arrive
-                # a GGUF's quantized matrices kept as blocks, fused q/k/v rows cut from them
-                model = load_component(model, part, slices=True)
-            if offload:  # to host memory before the next network loads
-                offload_weights(model)
-                place["device"].empty_pool()
-            return model
-
+        # a GGUF's quantized matrices kept as blocks, fused q/k/v rows cut from them
+        load = partial(load_network, device=place["device"], offload_to_host=offload,
+                       slices=True)
         # the text encoder first: with `offload` it has left the GPU when the transformer loads
-        encoder = loaded(LLMTextModel(text_encoder.config, **place), text_encoder)
-        pipe = cls(transformer=loaded(Flux2Transformer2DModel(transformer.config, **place),
-                                      transformer),
-                   vae=loaded(AutoencoderKLFlux2(weights.vae.config, **place), weights.vae),
+        encoder = load(lambda: LLMTextModel(text_encoder.config, **place), text_encoder)
+        pipe = cls(transformer=load(lambda: Flux2Transformer2DModel(transformer.config, **place),
+                                    transformer),
+                   vae=load(lambda: AutoencoderKLFlux2(weights.vae.config, **place), weights.vae),
                    text_encoder=encoder, tokenizer=LLMTokenizer(weights.tokenizer_dir),
                    scheduler_config=weights.scheduler_config, distilled=distilled)
         pipe.modules = [f.name.removesuffix(".safetensors").removesuffix(".gguf")

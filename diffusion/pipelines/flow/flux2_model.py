@@ -31,11 +31,11 @@ from ...models.step_cache import StepCache
 from ..contract import Capabilities, LoadOptions, SamplingDefaults
 from ..observer import Observer
 from ..request import GenerationRequest
-from ..sd.memory import MemoryMode
 from .edit_refs import reference_pictures, refuse_strength, sample_from_noise
+from .flow_memory import MemoryLayout, MemoryModes
 from .flow_model import FlowModel
 from .flow_sampling import FLOW_SAMPLERS, FLOW_SCHEDULES
-from .flux2_memory import Flux2MemoryPlan
+from .flux2_memory import flux2_layout
 
 __all__ = ["FLUX2_BASE_DEFAULTS", "FLUX2_DEV_DEFAULTS", "FLUX2_KLEIN_DEFAULTS", "Flux2Model",
            "flux2_defaults", "load_flux2_model"]
@@ -54,12 +54,10 @@ FLUX2_DEV_DEFAULTS = SamplingDefaults(
 MAX_REFERENCES = 10  # the reference pictures FLUX.2 reads at most (Black Forest Labs' figure)
 
 
-class Flux2Model(FlowModel):
+class Flux2Model(MemoryModes, FlowModel):
     """A loaded FLUX.2 klein pipeline (`family` "flux2-klein", a `Flux2KleinPipeline` as
     `pipe`) or FLUX.2 dev one ("flux2-dev", a `Flux2Pipeline`: the request's
     `distilled_cfg_scale` is its embedded guidance, CFG stays 1)."""
-
-    _memory: Flux2MemoryPlan | None = None  # the memory mode in effect (set_memory_mode)
 
     @property
     def dev(self) -> bool:
@@ -88,18 +86,9 @@ class Flux2Model(FlowModel):
                             hires_with_diffusers=False, latent_masked_content=False,
                             memory_modes=True, references=MAX_REFERENCES)
 
-    @property
-    def memory_mode(self) -> MemoryMode | None:
-        return None if self._memory is None else self._memory.mode
-
-    def set_memory_mode(self, mode: MemoryMode) -> None:
-        """Run in the WebUI's --medvram / --lowvram / --max-vram mode (flux2_memory; all
-        off: every weight on the GPU)."""
-        if self._memory is not None:
-            self._memory.release()
-            self._memory = None
-        if mode:
-            self._memory = Flux2MemoryPlan(self.pipe, mode)
+    def memory_layout(self) -> MemoryLayout:
+        """What the memory modes move (flux2_memory)."""
+        return flux2_layout(self.pipe)
 
     def check(self, request: GenerationRequest, width: int, height: int) -> None:
         """FlowModel's checks; the init image a reference picture: no mask or strength."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +24,7 @@ import numpy as np
 
 from gpucore import Device, default_device
 from gpustd import Tensor, asarray, take_slice
-from gpustd.nn import deferred
 
-from ...loaders.component import load_component
 from ...loaders.formats.diffusers_folder import component_config
 from ...loaders.qwen_image import (
     language_model_config,
@@ -45,6 +44,7 @@ from ...sampling.model_sampling import calculate_shift
 from ...sampling.scheduler_loop import scheduler_loop
 from ...sampling.schedulers.flow_match_euler import FlowMatchEulerDiscreteScheduler
 from ...text.llm_tokenizer import LLMTokenizer
+from .flow_memory import load_network
 from .start import FlowStart, StepCallback, check_call
 from .vae_file import network_like
 
@@ -100,14 +100,16 @@ class QwenImagePipeline:
     def from_pretrained(cls, path: str | Path, *, dtype: Any = np.float32,
                         device: Device | None = None, variant: str | None = None,
                         transformer_file: str | os.PathLike[str] | None = None,
-                        text_encoder_files: Sequence[str | os.PathLike[str]] = ()
-                        ) -> QwenImagePipeline:
+                        text_encoder_files: Sequence[str | os.PathLike[str]] = (),
+                        offload: bool = False) -> QwenImagePipeline:
         """Load a Qwen-Image diffusers folder (`load_qwenimage_folder`) onto `device` in
         `dtype`; `transformer_file`: a single-file transformer (ComfyUI's
         `qwen_image_bf16.safetensors`, an fp8 one, or a GGUF, kept quantized;
         `load_qwenimage_file`) in place of the folder's; `text_encoder_files`: a Qwen2.5-VL
         text encoder file (ComfyUI's `qwen_2.5_vl_7b.safetensors`; `load_llm_file`) in place
-        of the folder's text_encoder/, which need then hold no weights."""
+        of the folder's text_encoder/, which need then hold no weights; `offload`: each
+        network goes to host memory as soon as it is loaded (the text encoder before the
+        transformer loads), for a memory mode to bring in as it runs (flow_memory)."""
         files = [Path(f) for f in text_encoder_files]
         if len(files) > 1:
             raise ValueError(f"Qwen-Image takes one --text-encoder file (its Qwen2.5-VL), got "
@@ -132,18 +134,16 @@ class QwenImagePipeline:
                              f"reads {wanted}: Qwen-Image reads Qwen2.5-VL-7B's (3584); give "
                              "the text encoder that goes with the transformer")
         place = {"dtype": dtype, "device": device or default_device()}
-        with deferred():  # each parameter takes GPU memory when its values arrive
-            return cls(
-                transformer=load_component(
-                    QwenImageTransformer2DModel(transformer.config, **place), transformer),
-                vae=load_component(AutoencoderKLQwenImage(weights.vae.config, **place),
-                                   weights.vae),
-                text_encoder=load_component(LLMTextModel(text_encoder.config, **place),
-                                            text_encoder),
-                tokenizer=LLMTokenizer(weights.tokenizer_dir),
-                scheduler_config=weights.scheduler_config,
-                modules=[f.name.removesuffix(".safetensors").removesuffix(".gguf")
-                         for f in files])
+        load = partial(load_network, device=place["device"], offload_to_host=offload)
+        # the text encoder first: with `offload` it has left the GPU when the transformer loads
+        encoder = load(lambda: LLMTextModel(text_encoder.config, **place), text_encoder)
+        return cls(
+            transformer=load(lambda: QwenImageTransformer2DModel(transformer.config, **place),
+                             transformer),
+            vae=load(lambda: AutoencoderKLQwenImage(weights.vae.config, **place), weights.vae),
+            text_encoder=encoder, tokenizer=LLMTokenizer(weights.tokenizer_dir),
+            scheduler_config=weights.scheduler_config,
+            modules=[f.name.removesuffix(".safetensors").removesuffix(".gguf") for f in files])
 
     def use_vae_file(self, path: str | os.PathLike[str]) -> None:
         """Decode (and encode) with Qwen-Image's VAE in the file `path`

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +24,8 @@ import numpy as np
 
 from gpucore import Device, default_device
 from gpustd import Tensor, asarray
-from gpustd.nn import deferred
 
 from ...imaging import rgb_picture, to_unit_image
-from ...loaders.component import load_component
 from ...loaders.formats.diffusers_folder import component_config
 from ...loaders.qwen_image import load_qwenimage_file, load_qwenimage_folder
 from ...models.llm import LLMTextModel
@@ -40,6 +39,7 @@ from ...sampling.model_sampling import calculate_shift
 from ...sampling.scheduler_loop import scheduler_loop
 from ...sampling.schedulers.flow_match_euler import FlowMatchEulerDiscreteScheduler
 from ...text.llm_tokenizer import LLMTokenizer
+from .flow_memory import load_network
 from .qwen_image import QwenImagePipeline, pack, true_cfg, unpack
 from .start import FlowStart, StepCallback, check_call
 
@@ -90,12 +90,13 @@ class QwenImageEditPipeline(QwenImagePipeline):
     @classmethod
     def from_pretrained(cls, path: str | Path, *, dtype: Any = np.float32,  # type: ignore[override]
                         device: Device | None = None, variant: str | None = None,
-                        transformer_file: str | os.PathLike[str] | None = None
-                        ) -> QwenImageEditPipeline:
+                        transformer_file: str | os.PathLike[str] | None = None,
+                        offload: bool = False) -> QwenImageEditPipeline:
         """Load a QwenImageEditPipeline diffusers folder onto `device` in `dtype`;
         `transformer_file`: a single-file edit transformer (ComfyUI's
         `qwen_image_edit_2509_bf16.safetensors`, an fp8 one, or a GGUF, kept quantized;
-        `load_qwenimage_file`) in place of the folder's, which need then hold none."""
+        `load_qwenimage_file`) in place of the folder's, which need then hold none;
+        `offload`: each network goes to host memory as soon as it is loaded (flow_memory)."""
         skip = ("transformer",) if transformer_file is not None else ()
         weights = load_qwenimage_folder(path, variant=variant, skip=skip)
         if weights.vision is None or weights.processor_config is None:
@@ -106,21 +107,21 @@ class QwenImageEditPipeline(QwenImagePipeline):
         if transformer_file is not None:
             weights.transformer = load_qwenimage_file(
                 transformer_file, config=component_config(path, "transformer"))
-        assert weights.transformer is not None and weights.text_encoder is not None
+        transformer, text, vision = weights.transformer, weights.text_encoder, weights.vision
+        assert transformer is not None and text is not None
         place = {"dtype": dtype, "device": device or default_device()}
-        with deferred():  # each parameter takes GPU memory when its values arrive
-            return cls(
-                transformer=load_component(QwenImageTransformer2DModel(
-                    weights.transformer.config, **place), weights.transformer),
-                vae=load_component(AutoencoderKLQwenImage(weights.vae.config, **place),
-                                   weights.vae),
-                text_encoder=load_component(LLMTextModel(weights.text_encoder.config, **place),
-                                            weights.text_encoder),
-                vision=load_component(Qwen2_5_VisionTransformer(weights.vision.config,
-                                                                **place), weights.vision),
-                tokenizer=LLMTokenizer(weights.tokenizer_dir),
-                scheduler_config=weights.scheduler_config,
-                processor_config=weights.processor_config)
+        load = partial(load_network, device=place["device"], offload_to_host=offload)
+        # the text encoder and its vision tower first: with `offload` they have left the GPU
+        # when the transformer loads
+        encoder = load(lambda: LLMTextModel(text.config, **place), text)
+        tower = load(lambda: Qwen2_5_VisionTransformer(vision.config, **place), vision)
+        return cls(
+            transformer=load(lambda: QwenImageTransformer2DModel(transformer.config, **place),
+                             transformer),
+            vae=load(lambda: AutoencoderKLQwenImage(weights.vae.config, **place), weights.vae),
+            text_encoder=encoder, vision=tower, tokenizer=LLMTokenizer(weights.tokenizer_dir),
+            scheduler_config=weights.scheduler_config,
+            processor_config=weights.processor_config)
 
     def reference(self, image: Any) -> tuple[Any, int, int]:
         """The reference picture (PIL or HxWx3 uint8) resized (Lanczos) to

@@ -31,6 +31,7 @@ from ..contract import Capabilities, LoadOptions, SamplingDefaults
 from ..observer import Observer
 from ..request import GenerationRequest
 from .edit_refs import reference_pictures, sample_from_noise
+from .flow_memory import MemoryLayout
 from .qwen_image_model import QWENIMAGE_DEFAULTS, QwenImageModel
 
 __all__ = ["QwenImageEditModel", "load_qwenimage_edit_model", "qwenimage_edit_defaults",
@@ -55,6 +56,15 @@ class QwenImageEditModel(QwenImageModel):
         first reference of any number)."""
         return replace(super().capabilities, models="Qwen-Image-Edit models",
                        references=None if self.plus else 1)
+
+    def memory_layout(self) -> MemoryLayout:
+        """Qwen-Image's, with the vision tower in the text encoder's unit: the language model's
+        token embeddings, the tower and the multimodal pass each bring the two in."""
+        pipe, encoder = self.pipe, self.pipe.text_encoder
+        calls = ((encoder, "hidden_states_of"), (encoder, "multimodal_hidden_states"),
+                 (encoder.embed_tokens, "forward"), (pipe.vision, "forward"))
+        return replace(super().memory_layout(), text_encoders=(encoder, pipe.vision),
+                       text_calls=calls)
 
     def _image(self, request: GenerationRequest) -> Any:
         """The pipeline's `image`: the init image, or an Edit Plus model's references."""
@@ -132,7 +142,8 @@ def load_qwenimage_edit_model(path: str | os.PathLike[str], family: str, options
     pipe = kind.from_pretrained(Path(base) if base is not None else path,
                                 dtype=options.dtype, device=options.device,
                                 variant=options.variant,
-                                transformer_file=path if base is not None else None)
+                                transformer_file=path if base is not None else None,
+                                offload=options.offload)
     name = path.name.removesuffix(".safetensors").removesuffix(".gguf")  # as Forge
     return QwenImageEditModel(pipe, family=family, name=name, defaults=options.defaults,
                               modules=pipe.modules)

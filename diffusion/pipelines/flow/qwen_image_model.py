@@ -25,6 +25,7 @@ from ...models.step_cache import StepCache
 from ..contract import Capabilities, LoadOptions, SamplingDefaults
 from ..observer import Observer
 from ..request import GenerationRequest
+from .flow_memory import MemoryLayout, MemoryModes
 from .flow_model import FlowModel
 from .flow_sampling import FLOW_SAMPLERS, FLOW_SCHEDULES
 
@@ -36,23 +37,32 @@ QWENIMAGE_DEFAULTS = SamplingDefaults(
     why="diffusers' Qwen-Image settings; CFG is its true_cfg_scale")
 
 
-class QwenImageModel(FlowModel):
+class QwenImageModel(MemoryModes, FlowModel):
     """A loaded Qwen-Image pipeline (`family` "qwen-image", a `QwenImagePipeline` as
     `pipe`)."""
 
     @property
     def capabilities(self) -> Capabilities:
         """The WebUI samplers defined for flow models over the Simple schedule, true CFG with
-        a negative prompt, plain-text prompts with LoRA tags, img2img; no inpainting, hires
-        fix, refiner, control units, variation seeds or memory modes yet; First Block Cache
-        (MagCache's and TeaCache's tables are FLUX's)."""
+        a negative prompt, plain-text prompts with LoRA tags, img2img, the memory modes
+        (flow_memory); no inpainting, hires fix, refiner, control units or variation seeds
+        yet; First Block Cache (MagCache's and TeaCache's tables are FLUX's)."""
         return Capabilities(family=self.family, latent_space="qwen-image", guidance="cfg",
                             samplers=tuple(FLOW_SAMPLERS), schedules=FLOW_SCHEDULES,
                             models="Qwen-Image models", step_cache=("fbc",), prompt_syntax=False,
                             textual_inversion=False, refiner=False, control=False,
                             variation_seeds=False, latent_upscale_resize=False,
                             hires_with_diffusers=False, latent_masked_content=False,
-                            memory_modes=False)
+                            memory_modes=True)
+
+    def memory_layout(self) -> MemoryLayout:
+        """What the memory modes move: Qwen2.5-VL (its `hidden_states_of`), the transformer's
+        blocks, the VAE."""
+        pipe = self.pipe
+        return MemoryLayout(transformer=pipe.transformer,
+                            blocks=(pipe.transformer.transformer_blocks,),
+                            text_encoders=(pipe.text_encoder,),
+                            text_calls=((pipe.text_encoder, "hidden_states_of"),), vae=pipe.vae)
 
     @property
     def latent_channels(self) -> int:
@@ -141,7 +151,7 @@ def load_qwenimage_model(path: str | os.PathLike[str], family: str, options: Loa
     pipe = QwenImagePipeline.from_pretrained(
         Path(base) if base is not None else path, dtype=options.dtype, device=options.device,
         variant=options.variant, transformer_file=path if base is not None else None,
-        text_encoder_files=list(options.text_encoders))
+        text_encoder_files=list(options.text_encoders), offload=options.offload)
     defaults = options.defaults  # defaults.json over the family's (model_defaults)
     name = path.name.removesuffix(".safetensors")  # as Forge names a file's model
     return QwenImageModel(pipe, family=family, name=name, defaults=defaults,

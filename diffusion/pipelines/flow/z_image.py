@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +25,7 @@ import numpy as np
 
 from gpucore import Device, default_device
 from gpustd import Tensor, asarray, take_slice
-from gpustd.nn import deferred
 
-from ...loaders.component import load_component
 from ...loaders.sd.vae_file import load_vae
 from ...loaders.vae_kind import require_vae
 from ...loaders.z_image import load_llm_file, load_zimage_file, load_zimage_folder
@@ -38,6 +37,7 @@ from ...noise.rng import make_generator
 from ...sampling.model_sampling import calculate_shift
 from ...sampling.schedulers.flow_match_euler import FlowMatchEulerDiscreteScheduler
 from ...text.llm_tokenizer import LLMTokenizer, qwen3_chat_prompt
+from .flow_memory import load_network
 from .start import StepCallback, check_call, run_euler
 
 __all__ = ["ZImagePipeline"]
@@ -68,15 +68,17 @@ class ZImagePipeline:
     def from_pretrained(cls, path: str | Path, *, dtype: Any = np.float32,
                         device: Device | None = None, variant: str | None = None,
                         transformer_file: str | os.PathLike[str] | None = None,
-                        text_encoder_files: Sequence[str | os.PathLike[str]] = ()
-                        ) -> ZImagePipeline:
+                        text_encoder_files: Sequence[str | os.PathLike[str]] = (),
+                        offload: bool = False) -> ZImagePipeline:
         """Load a Z-Image diffusers folder (`load_zimage_folder`) onto `device` in `dtype`;
         `transformer_file`: a single-file transformer in the original layout (ComfyUI's
         `z_image_turbo_bf16.safetensors`, a fine-tune, or a GGUF of one, kept quantized;
         `load_zimage_file`) in place of the folder's, whose config gives the rotary
         settings; `text_encoder_files`: a Qwen3 text encoder file (ComfyUI's
         `qwen_3_4b.safetensors`; `load_llm_file`) in place of the folder's text_encoder/,
-        which need then hold no weights."""
+        which need then hold no weights; `offload`: each network goes to host memory as soon
+        as it is loaded (the text encoder before the transformer loads), for a memory mode to
+        bring in as it runs (flow_memory)."""
         files = [Path(f) for f in text_encoder_files]
         if len(files) > 1:
             raise ValueError(f"Z-Image takes one --text-encoder file (its Qwen3), got "
@@ -92,19 +94,17 @@ class ZImagePipeline:
             text_encoder = load_llm_file(files[0], config=_folder_config(path, "text_encoder"))
         assert transformer is not None and text_encoder is not None
         place = {"dtype": dtype, "device": device or default_device()}
-        with deferred():  # each parameter takes GPU memory when its values arrive
-            return cls(
-                # a GGUF's quantized matrices kept as blocks, fused q/k/v rows cut from them
-                transformer=load_component(
-                    ZImageTransformer2DModel(transformer.config, **place), transformer,
-                    slices=True),
-                vae=load_component(AutoencoderKL(weights.vae.config, **place), weights.vae),
-                text_encoder=load_component(LLMTextModel(text_encoder.config, **place),
-                                            text_encoder),
-                tokenizer=LLMTokenizer(weights.tokenizer_dir),
-                scheduler_config=weights.scheduler_config,
-                modules=[f.name.removesuffix(".safetensors").removesuffix(".gguf")
-                         for f in files])
+        load = partial(load_network, device=place["device"], offload_to_host=offload)
+        # the text encoder first: with `offload` it has left the GPU when the transformer loads
+        encoder = load(lambda: LLMTextModel(text_encoder.config, **place), text_encoder)
+        return cls(
+            # a GGUF's quantized matrices kept as blocks, fused q/k/v rows cut from them
+            transformer=load(lambda: ZImageTransformer2DModel(transformer.config, **place),
+                             transformer, slices=True),
+            vae=load(lambda: AutoencoderKL(weights.vae.config, **place), weights.vae),
+            text_encoder=encoder, tokenizer=LLMTokenizer(weights.tokenizer_dir),
+            scheduler_config=weights.scheduler_config,
+            modules=[f.name.removesuffix(".safetensors").removesuffix(".gguf") for f in files])
 
     def use_vae_file(self, path: str | os.PathLike[str]) -> None:
         """Decode with FLUX's VAE in the file `path` (`ae.safetensors`, Black Forest Labs'

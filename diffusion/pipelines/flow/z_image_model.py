@@ -25,6 +25,7 @@ from ..contract import Capabilities, LoadOptions, SamplingDefaults
 from ..model_defaults import is_turbo
 from ..observer import Observer
 from ..request import GenerationRequest
+from .flow_memory import MemoryLayout, MemoryModes
 from .flow_model import FlowModel
 from .flow_sampling import FLOW_SAMPLERS, FLOW_SCHEDULES
 
@@ -40,22 +41,32 @@ ZIMAGE_BASE_DEFAULTS = SamplingDefaults(steps=50, sampler="Euler", cfg_scale=6.0
                                         why="diffusers' Z-Image settings")
 
 
-class ZImageModel(FlowModel):
+class ZImageModel(MemoryModes, FlowModel):
     """A loaded Z-Image pipeline (`family` "z-image", a `ZImagePipeline` as `pipe`)."""
 
     @property
     def capabilities(self) -> Capabilities:
         """The WebUI samplers defined for flow models over the Simple schedule, CFG with a
         negative prompt, plain-text prompts with LoRA tags, img2img and inpainting, the hires
-        fix, First Block Cache (MagCache's and TeaCache's tables are FLUX's); no refiner,
-        control units, variation seeds or memory modes yet."""
+        fix, First Block Cache (MagCache's and TeaCache's tables are FLUX's), the memory modes
+        (flow_memory); no refiner, control units or variation seeds yet."""
         return Capabilities(family=self.family, latent_space="flux", guidance="cfg",
                             samplers=tuple(FLOW_SAMPLERS), schedules=FLOW_SCHEDULES,
                             models="Z-Image models", step_cache=("fbc",), prompt_syntax=False,
                             textual_inversion=False, refiner=False, control=False,
                             variation_seeds=False, latent_upscale_resize=False,
                             hires_with_diffusers=False, latent_masked_content=False,
-                            memory_modes=False)
+                            memory_modes=True)
+
+    def memory_layout(self) -> MemoryLayout:
+        """What the memory modes move: Qwen3 (its `hidden_states_of`), the transformer's
+        refiner and joint blocks, the VAE."""
+        pipe, transformer = self.pipe, self.pipe.transformer
+        return MemoryLayout(transformer=transformer,
+                            blocks=(transformer.noise_refiner, transformer.context_refiner,
+                                    transformer.layers),
+                            text_encoders=(pipe.text_encoder,),
+                            text_calls=((pipe.text_encoder, "hidden_states_of"),), vae=pipe.vae)
 
     def use_vae(self, path: str | os.PathLike[str]) -> None:
         """Decode with the VAE file at `path` (the pipeline's `use_vae_file`); the infotext
@@ -121,7 +132,7 @@ def load_zimage_model(path: str | os.PathLike[str], family: str, options: LoadOp
     pipe = ZImagePipeline.from_pretrained(
         Path(base) if base is not None else path, dtype=options.dtype, device=options.device,
         variant=options.variant, transformer_file=path if base is not None else None,
-        text_encoder_files=list(options.text_encoders))
+        text_encoder_files=list(options.text_encoders), offload=options.offload)
     defaults = options.defaults  # defaults.json over the family's (model_defaults)
     name = path.name.removesuffix(".safetensors")  # as Forge names a file's model
     return ZImageModel(pipe, family=family, name=name, defaults=defaults, modules=pipe.modules)

@@ -1,0 +1,158 @@
+"""The memory modes of the flow families (the WebUI's --medvram, --lowvram, --max-vram SIZE),
+written once for every family whose networks are a text encoder, a transformer of block lists
+and a VAE (FLUX.2, Qwen-Image and its edit models, Z-Image):
+
+    model.set_memory_mode(MemoryMode(lowvram=True))     # or MemoryMode.parse(max_vram="20G")
+
+- medvram: the text encoder, the transformer and the VAE are three units, one on the GPU at a
+  time: the text encoder leaves when the transformer comes, the transformer when the VAE
+  decodes.
+- lowvram: as medvram, and the transformer's blocks stream: each is uploaded right before it
+  runs and leaves when the next one comes; everything else of the transformer (embedders,
+  modulations, output layers, pad tokens) stays. Blocks that made the trip keep their host
+  copy, so streaming reads nothing back.
+- max_vram: a budget in bytes. The same units as lowvram, but nothing leaves while the device
+  holds less than the budget; past it the least recently used units go to host memory. The
+  budget is the device's memory limit (gpustd.nn.residency): the activations are held to it
+  too. A budget below the transformer's unstreamed weights plus the largest unit is refused
+  at once, naming that minimum.
+
+A family says what moves in a `MemoryLayout` (its model's `memory_layout`): the transformer
+and its block lists, the networks that read the prompt (one unit: Qwen-Image-Edit's language
+model and vision tower move together) with the calls that bring them in, and the VAE (its
+`decode` and `encode` bring it in). `load_network` loads a network straight to host memory
+when the pipeline is loaded with `offload` (the CLI and the server do so whenever a memory
+mode is asked for), so the load peaks at one network, not all of them.
+
+No flow network runs from a capture, so every mode runs the plain mode's kernels on the same
+weights: the pictures are the plain run's, bitwise (diffusion.pipelines.sd.memory says the
+same of the UNet's modes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from gpucore import Device
+from gpustd.nn import Module, ModuleList, Namespace, deferred
+from gpustd.nn.offload import offload, parameter_bytes, restore
+from gpustd.nn.residency import Residency
+
+from ...loaders.component import load_component
+from ...loaders.weights import ComponentWeights
+from ..sd.memory import GIB, MemoryMode
+
+__all__ = ["FlowMemoryPlan", "MemoryLayout", "MemoryModes", "load_network",
+           "smallest_flow_budget"]
+
+M = TypeVar("M", bound=Module)
+
+
+@dataclass(frozen=True)
+class MemoryLayout:
+    """What a flow family's memory modes move. `blocks`: the transformer's block lists
+    (ModuleLists), streamed in turn under lowvram; `text_encoders`: the networks that read the
+    prompt, one unit; `text_calls`: the (module, method) calls that bring that unit in first."""
+
+    transformer: Module
+    blocks: tuple[ModuleList[Any], ...]
+    text_encoders: tuple[Module, ...]
+    text_calls: tuple[tuple[Module, str], ...]
+    vae: Module
+
+    def streamed(self) -> list[Module]:
+        """The transformer's streamed units: every block of its block lists, in order."""
+        return [block for blocks in self.blocks for block in blocks]
+
+    def fixed(self) -> Module:
+        """What stays on the GPU while the blocks stream: every other child of the
+        transformer (modules and bare parameters such as Z-Image's pad tokens), gathered
+        under one Namespace."""
+        lists = {id(blocks) for blocks in self.blocks}
+        fixed = Namespace()
+        for name, value in vars(self.transformer).items():
+            if not name.startswith("_") and id(value) not in lists:
+                setattr(fixed, name, value)
+        return fixed
+
+
+def smallest_flow_budget(layout: MemoryLayout) -> int:
+    """The least --max-vram can be: the transformer's weights that never leave and the largest
+    unit's (a block, the text encoders together, the VAE), activations not counted."""
+    blocks = layout.streamed()
+    fixed = parameter_bytes(layout.transformer) - sum(parameter_bytes(b) for b in blocks)
+    text = sum(parameter_bytes(n) for n in layout.text_encoders)
+    return fixed + max([text, parameter_bytes(layout.vae), *map(parameter_bytes, blocks)])
+
+
+class FlowMemoryPlan:
+    """A flow pipeline's memory `mode` in effect: its Residency over the text encoders, the
+    transformer (whole, or its blocks) and the VAE (`decode`, `encode`). `release` switches it
+    off (every unit back on the GPU)."""
+
+    def __init__(self, layout: MemoryLayout, mode: MemoryMode) -> None:
+        self.mode = mode
+        device = next(iter(layout.transformer.parameters())).device
+        if mode.max_vram is not None and mode.max_vram < (least := smallest_flow_budget(layout)):
+            raise ValueError(
+                f"--max-vram {mode.max_vram / GIB:.3f} GiB cannot hold the model's largest part "
+                f"with what always stays on the GPU: it needs at least {least / GIB:.3f} GiB "
+                f"({-(-least // (1 << 20))} MiB) before any activations; give more")
+        budget = mode.max_vram if mode.max_vram is not None else 0
+        self.residency = Residency(device, budget=budget, release=not mode.lowvram)
+        encoders = layout.text_encoders
+        text: Module = encoders[0] if len(encoders) == 1 else ModuleList(encoders)
+        self.residency.add(text, name="text encoder", stream=False)
+        for member, method in layout.text_calls:
+            self.residency.stream(member, method, unit=text)
+        if mode.streams_unet:
+            restore(layout.fixed())  # loaded offloaded: they stay now
+            for block in layout.streamed():
+                self.residency.add(block, name="transformer block")
+        else:
+            self.residency.add(layout.transformer, name="transformer")
+        self.residency.add(layout.vae, name="VAE", method="decode")
+        self.residency.stream(layout.vae, "encode", unit=layout.vae)
+        self.residency.fit()  # within the budget from now on, not from the first unit used
+
+    def release(self) -> None:
+        """Every unit back on the GPU and the methods unwrapped (the mode switched off)."""
+        self.residency.close()
+
+
+class MemoryModes:
+    """`memory_mode` and `set_memory_mode` for a FlowModel (listed before it among the bases)
+    whose `memory_layout` says what its memory modes move."""
+
+    _memory: FlowMemoryPlan | None = None  # the memory mode in effect (set_memory_mode)
+
+    def memory_layout(self) -> MemoryLayout:
+        raise NotImplementedError(f"{type(self).__name__} defines no memory_layout()")
+
+    @property
+    def memory_mode(self) -> MemoryMode | None:
+        return None if self._memory is None else self._memory.mode
+
+    def set_memory_mode(self, mode: MemoryMode) -> None:
+        """Run in the WebUI's --medvram / --lowvram / --max-vram mode (the module doc; all
+        off: every weight on the GPU)."""
+        if self._memory is not None:
+            self._memory.release()
+            self._memory = None
+        if mode:
+            self._memory = FlowMemoryPlan(self.memory_layout(), mode)
+
+
+def load_network(build: Callable[[], M], weights: ComponentWeights, *, device: Device,
+                 offload_to_host: bool, slices: bool = False) -> M:
+    """The network `build()` makes (under gpustd.nn.deferred: each parameter takes GPU memory
+    when its values arrive) with `weights` loaded (`load_component`); with `offload_to_host`,
+    then moved to host memory and the pool emptied, before the next network loads."""
+    with deferred():
+        model = load_component(build(), weights, slices=slices)
+    if offload_to_host:
+        offload(model)
+        device.empty_pool()
+    return model

@@ -1,0 +1,106 @@
+"""The memory modes of Qwen-Image, Qwen-Image-Edit and Z-Image on tiny folders: loaded with
+`offload` every network is in host memory until it runs; --lowvram, --medvram and --max-vram
+each give the plain run's picture bitwise; under --lowvram the GPU holds a block of the
+transformer at a time, its weights there fewer than the model's; a budget below the least
+names that minimum in one line. (FLUX.2's, the same plan: test_flux2_memory.)"""
+
+from __future__ import annotations
+
+import gc
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("diffusers", reason="diffusers is a test-only reference (extra: reference)")
+from PIL import Image
+from qwenedit_tiny import tiny_qwenimage_edit_pipeline
+from qwenimage_tiny import tiny_qwenimage_pipeline
+from zimage_tiny import tiny_zimage_pipeline
+
+import gpucore
+from diffusion.pipelines.flow.flow_memory import smallest_flow_budget
+from diffusion.pipelines.load import load_pipeline
+from diffusion.pipelines.observer import Observer
+from diffusion.pipelines.sd.memory import MemoryMode
+from gpustd.nn.offload import device_bytes, is_offloaded, parameter_bytes
+
+PICTURE = Image.fromarray(np.random.default_rng(1).integers(0, 60, (60, 100, 3), np.uint8))
+# (writer, folder, the request beyond the prompt: CFG so that both prompts are read; room
+# over the least --max-vram for the activations, small enough that units must leave)
+FAMILIES = {
+    "qwen-image": (tiny_qwenimage_pipeline, "qwen-image", {"cfg_scale": 4.0}, 1 << 20),
+    "qwen-image-edit": (tiny_qwenimage_edit_pipeline, "qwen-edit",
+                        {"cfg_scale": 4.0, "init_image": PICTURE}, 1 << 20),
+    "z-image": (tiny_zimage_pipeline, "z-image-turbo", {"cfg_scale": 2.0}, 1 << 18),
+}
+
+
+def _networks(pipe: Any) -> list[Any]:
+    vision = getattr(pipe, "vision", None)  # Qwen-Image-Edit's tower moves with its encoder
+    return [pipe.text_encoder, *([vision] if vision is not None else []), pipe.transformer,
+            pipe.vae]
+
+
+class _Resident(Observer):
+    """The bytes of the networks' weights on the GPU at the end of each step."""
+
+    def __init__(self, networks: list[Any]) -> None:
+        self.networks, self.resident = networks, []
+
+    def on_step(self, done: int, total: int, latents: np.ndarray) -> None:
+        self.resident.append(sum(device_bytes(n) for n in self.networks))
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_memory_modes_keep_the_picture(first_device: gpucore.Device, family: str,
+                                       tmp_path: Path) -> None:
+    """The test's doc, for each family."""
+    write, name, extra, room = FAMILIES[family]
+    write(tmp_path)
+    gc.collect()  # the budget is the device's: what other tests left on it counts too
+    first_device.empty_pool()
+    held = first_device.memory_stats().allocated
+    model = load_pipeline(tmp_path / name, device=first_device, offload=True)
+    assert model.family.startswith(family) and model.capabilities.memory_modes
+    pipe = model.pipe
+    if family == "qwen-image-edit":
+        pipe.reference_area = 64 * 96  # diffusers' megapixel would be slow here
+    settings = {"prompt": "a red circle", "negative_prompt": "a blue square", "width": 24,
+                "height": 16, "steps": 2, "seed": 7, "sampler": "diffusers", "rng": "torch",
+                **extra}
+    assert all(is_offloaded(n) for n in _networks(pipe))
+    try:
+        model.set_memory_mode(MemoryMode(lowvram=True))
+        watch = _Resident(_networks(pipe))
+        pictures = {"lowvram": model.generate(observer=watch, **settings).images[0]}
+        residency = model._memory.residency
+        assert residency.uploaded > 0 and residency.evictions > 0
+        layout = model.memory_layout()
+        blocks = layout.streamed()
+        assert sum(not is_offloaded(b) for b in blocks) <= 1 < len(blocks)
+        # the weights on the GPU as the steps end: the transformer's fixed parts and a block
+        assert 0 < max(watch.resident) < parameter_bytes(pipe.transformer)
+        assert not is_offloaded(layout.fixed())  # embedders, output layers (pad tokens) stay
+        model.set_memory_mode(MemoryMode())
+        assert model.memory_mode is None
+        assert not any(is_offloaded(n) for n in _networks(pipe))
+        plain = model.generate(**settings).images[0]
+        assert plain.std() > 2  # a picture, not a flat field
+        model.set_memory_mode(MemoryMode(medvram=True))
+        pictures["medvram"] = model.generate(**settings).images[0]
+        assert is_offloaded(pipe.text_encoder) and is_offloaded(pipe.transformer)  # VAE ran
+        least = smallest_flow_budget(model.memory_layout())
+        model.set_memory_mode(MemoryMode(max_vram=held + least + room))
+        pictures["max_vram"] = model.generate(**settings).images[0]
+        assert model._memory.residency.evictions > 0
+        for mode, picture in pictures.items():
+            np.testing.assert_array_equal(picture, plain, err_msg=mode)
+        with pytest.raises(ValueError, match=f"needs at least {least / (1 << 30):.3f} GiB"
+                           ) as info:
+            model.set_memory_mode(MemoryMode(max_vram=least - 1))
+        assert "\n" not in str(info.value)
+    finally:  # a budget left set would fail every later test of the session's device
+        model.set_memory_mode(MemoryMode())
+
