@@ -6,6 +6,7 @@ The routes are diffusion.server.api.routers' (one APIRouter per area); what they
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -43,7 +44,7 @@ from .state import ServerState, parse_auth
 __all__ = ["create_app", "parse_auth", "styles_files"]
 
 
-def styles_files(settings: ServerSettings) -> tuple[str | Path, ...]:
+def styles_files(settings: ServerSettings) -> tuple[str | os.PathLike[str], ...]:
     """--styles-file's files, or by default the styles.csv in the folder that holds
     --models-dir (the WebUI's data folder: models/ and styles.csv side by side), if there is
     one."""
