@@ -16,16 +16,27 @@ timestep rounded to a whole one; in a hires fix's second pass k is doubled.
     fix = ColorFix(variation=8, sharpness=1.0)
     eps = colorfix_prediction(eps, x_t, t, latent, alphas_cumprod, fix, weight=1.0,
                               uncond_rows=1)
+
+In a pipeline, `colorfix_hook(units, ...)` gives the pass's hook (its units' pictures fitted
+to the pass's size and VAE-encoded once: the posterior's mean, where the extension draws a
+sample), called on every UNet call's output. As in the extension, the correction acts at every
+step, whatever the unit's guidance start and end.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
 
-__all__ = ["COLORFIX_MODULES", "ColorFix", "box_blur", "colorfix_prediction"]
+from ..preprocessors.resize import fit_map
+from ..sampling.model_sampling import make_betas
+
+__all__ = ["COLORFIX_MODULES", "ColorFix", "ColorFixHook", "box_blur", "colorfix_hook",
+           "colorfix_prediction"]
 
 COLORFIX_MODULES = ("tile_colorfix", "tile_colorfix+sharp")
 
@@ -87,3 +98,68 @@ def colorfix_prediction(eps: np.ndarray, x_t: np.ndarray, t: float, latent: np.n
     fixed = (recip * x_t - x0) / recip_m1
     w = max(0.0, min(1.0, float(weight)))
     return fixed * w + eps * (1 - w)
+
+
+class ColorFixUnit(Protocol):
+    """What the hook reads of a control unit (a diffusion.pipelines.control.ControlUnit)."""
+
+    image: Any
+    weight: float
+    resize_mode: str
+    hr_option: str
+    colorfix: ColorFix | None
+
+
+class ColorFixHook:
+    """The colorfix units of a pass: `encode` pixels (1, 3, H, W) in [-1, 1] -> the UNet's
+    latents; `size` the pass's (width, height); `hires` whether it is a hires fix's second."""
+
+    def __init__(self, units: Sequence[ColorFixUnit], *, size: tuple[int, int],
+                 encode: Callable[[np.ndarray], np.ndarray], alphas_cumprod: np.ndarray,
+                 hires: bool = False) -> None:
+        self.units = list(units)
+        self.size = size
+        self.encode = encode
+        self.alphas_cumprod = np.asarray(alphas_cumprod, np.float64)
+        self.hires = hires
+        self._latents: dict[int, np.ndarray] = {}
+
+    def __call__(self, eps: np.ndarray, x_t: np.ndarray, t: float, *,
+                 uncond_rows: int) -> np.ndarray:
+        """A UNet call's output `eps` on `x_t` at timestep `t`, corrected by every unit."""
+        for index, unit in enumerate(self.units):
+            assert unit.colorfix is not None  # colorfix_hook took only these
+            eps = colorfix_prediction(eps, x_t, t, self._latent(index, unit),
+                                      self.alphas_cumprod, unit.colorfix,
+                                      weight=unit.weight, uncond_rows=uncond_rows,
+                                      hires=self.hires)
+        return eps
+
+    def _latent(self, index: int, unit: ColorFixUnit) -> np.ndarray:
+        if index not in self._latents:
+            width, height = self.size
+            image = np.asarray(unit.image)
+            if image.dtype == np.uint8:
+                image = fit_map(image, width, height, unit.resize_mode)
+                pixels = image.astype(np.float32).transpose(2, 0, 1)[None] / 255.0
+            else:  # a float map in [0, 1], (H, W, 3) or (B, 3, H, W), of the pass's size
+                pixels = image.transpose(2, 0, 1)[None] if image.ndim == 3 else image[:1]
+            self._latents[index] = np.asarray(self.encode(
+                np.asarray(pixels, np.float32) * 2 - 1), np.float64)
+        return self._latents[index]
+
+
+def colorfix_hook(units: Sequence[ColorFixUnit], *, size: tuple[int, int],
+                  encode: Callable[[np.ndarray], np.ndarray],
+                  scheduler_config: Mapping[str, Any], hires_stage: str | None = None
+                  ) -> ColorFixHook | None:
+    """The hook of the control units `units` whose `colorfix` is set (None when none is), for
+    a pass of `size`; `hires_stage` "first" or "second" of a hires fix (units pick theirs by
+    hr_option; the second blurs twice as wide)."""
+    skip = {"first": "High res only", "second": "Low res only"}.get(hires_stage or "")
+    fixes = [unit for unit in units if unit.colorfix is not None and unit.hr_option != skip]
+    if not fixes:
+        return None
+    abar = np.cumprod(1.0 - make_betas(scheduler_config).astype(np.float32), dtype=np.float32)
+    return ColorFixHook(fixes, size=size, encode=encode, alphas_cumprod=abar,
+                        hires=hires_stage == "second")
