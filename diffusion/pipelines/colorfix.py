@@ -126,7 +126,9 @@ class ColorFixHook:
 
     def __call__(self, eps: np.ndarray, x_t: np.ndarray, t: float, *,
                  uncond_rows: int) -> np.ndarray:
-        """A UNet call's output `eps` on `x_t` at timestep `t`, corrected by every unit."""
+        """A UNet call's output `eps` on `x_t` at timestep `t`, corrected by every unit (an
+        inpainting UNet's input: its latent channels, as the extension's inpaint hijack)."""
+        x_t = x_t[:, :eps.shape[1]]
         for index, unit in enumerate(self.units):
             assert unit.colorfix is not None  # colorfix_hook took only these
             eps = colorfix_prediction(eps, x_t, t, self._latent(index, unit),

@@ -67,6 +67,37 @@ def test_colorfix_prediction_equals_the_hook(name: str, k: int, sharpness: float
     assert np.abs(other - got).max() > 1e-3
 
 
+def test_the_hook_picks_units_by_hires_pass_and_doubles_the_blur_in_the_second() -> None:
+    from types import SimpleNamespace
+
+    from diffusion.pipelines.colorfix import colorfix_hook
+
+    config = {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012,
+              "num_train_timesteps": 1000}
+    picture = np.random.default_rng(1).integers(0, 256, (12, 16, 3), dtype=np.uint8)
+    latent = np.random.default_rng(2).standard_normal((1, 4, 6, 8))
+
+    def unit(fix: ColorFix | None, hr_option: str = "Both") -> SimpleNamespace:
+        return SimpleNamespace(image=picture, weight=1.0, resize_mode="Just Resize",
+                               hr_option=hr_option, colorfix=fix)
+
+    units = [unit(ColorFix(3)), unit(None), unit(ColorFix(4), "Low res only")]
+    assert colorfix_hook(units[1:2], size=(16, 12), encode=lambda p: latent,
+                         scheduler_config=config) is None
+    first = colorfix_hook(units, size=(16, 12), encode=lambda p: latent,
+                          scheduler_config=config, hires_stage="first")
+    second = colorfix_hook(units, size=(16, 12), encode=lambda p: latent,
+                           scheduler_config=config, hires_stage="second")
+    assert first is not None and second is not None
+    assert [u.colorfix for u in first.units] == [ColorFix(3), ColorFix(4)]
+    assert [u.colorfix for u in second.units] == [ColorFix(3)] and second.hires
+    eps, xt = np.random.default_rng(3).standard_normal((2, 2, 4, 6, 8))
+    inpainting_in = np.concatenate([xt, np.ones((2, 5, 6, 8))], axis=1)  # 9 channels
+    want = colorfix_prediction(eps, xt, 300.0, latent, second.alphas_cumprod, ColorFix(6),
+                               weight=1.0, uncond_rows=1)
+    np.testing.assert_allclose(second(eps, inpainting_in, 300.0, uncond_rows=1), want)
+
+
 def test_a_bad_variation_is_refused() -> None:
     with pytest.raises(ValueError, match="Variation must be a whole number"):
         ColorFix(-1)
