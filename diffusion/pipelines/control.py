@@ -43,6 +43,7 @@ from ..models.flux_controlnet import FluxControlNetModel
 from ..models.sd3_controlnet import SD3ControlNetModel
 from ..models.t2i_adapter import T2IAdapter
 from ..preprocessors.resize import fit_map, resize_mode
+from .colorfix import ColorFix
 from .ip_adapter import ImagePrompts, IPAdapterUnit
 
 __all__ = ["CONTROL_MODES", "HR_OPTIONS", "Control", "ControlUnit", "check_base", "control_batch"]
@@ -69,7 +70,9 @@ class ControlUnit:
     in Python. `union_mode`: a Union ControlNet's control type (FLUX's InstantX / Shakker
     Union: 0 canny, 1 tile, 2 depth, 3 blur, 4 pose, 5 gray, 6 low quality; SDXL's xinsir
     Union: 0 openpose, 1 depth, 2 soft edge, 3 canny / lineart, 4 normal, 5 segment, ProMax
-    also 6 tile, 7 inpaint), None for the others."""
+    also 6 tile, 7 inpaint), None for the others. `colorfix`: tile_colorfix's sliders (its
+    map is the picture, whose latents correct the UNet's noise prediction after every call:
+    diffusion.pipelines.colorfix), None for the other modules."""
 
     model: ControlNetModel | T2IAdapter | FluxControlNetModel | SD3ControlNetModel
     image: Any
@@ -83,6 +86,7 @@ class ControlUnit:
     hr_option: str = "Both"
     label: str | None = None
     union_mode: int | None = None
+    colorfix: ColorFix | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, (ControlNetModel, T2IAdapter, FluxControlNetModel,

@@ -33,6 +33,7 @@ from ..preprocessors.registry import (
     preprocess,
 )
 from ..preprocessors.resize import RESIZE_MODES, pixel_perfect_resolution, resize_mode
+from .colorfix import COLORFIX_MODULES, ColorFix
 from .control import CONTROL_MODES, HR_OPTIONS, ControlUnit
 from .control_map import MAP_MODEL, ControlMap
 from .ip_adapter import IPAdapterUnit
@@ -207,7 +208,10 @@ class ControlSpec:
                            guidance_end=float(self.guidance_end),
                            control_mode=self.control_mode, resize_mode=self.resize_mode,
                            hr_option=self.hr_option, label=used.serialize(title),
-                           union_mode=None if self.union_mode is None else int(self.union_mode))
+                           union_mode=None if self.union_mode is None else int(self.union_mode),
+                           colorfix=ColorFix(int(used.threshold_a), float(used.threshold_b)
+                                             if self.module.endswith("+sharp") else None)
+                           if self.module in COLORFIX_MODULES else None)
 
     def serialize(self, model_title: str | None = None) -> str:
         """The extension's infotext text of this unit ("Module: canny, Model: ..., ...")."""

@@ -12,6 +12,7 @@ map a ControlNet or T2I-Adapter reads out.
 | `scribble_thr` | white where some channel is below 127 (dark strokes on paper) | |
 | `blur_gaussian` | `cv2.GaussianBlur(picture, (0, 0), sigma)` | sigma (9) |
 | `tile_resample` | downsampled by the rate with OpenCV's area resampling | rate (1: as is) |
+| `tile_colorfix`, `+sharp` | the picture as is (pipelines.colorfix: in the UNet) | 8 / 1 |
 | `depth_anything_v2` | Depth Anything V2's map, as the extension's (depth.py) | |
 | `lineart_realistic`, `lineart_coarse` | informative-drawings' lines (lineart.py) | |
 | `lineart_anime` | pix2pix U-Net lines (lineart_anime.py) | |

@@ -34,6 +34,13 @@ def reference(image: np.ndarray, style_fidelity: float, *,
     return image
 
 
+def colorfix(image: np.ndarray, variation: float, sharpness: float | None = None, *,
+             device: Device | None = None) -> np.ndarray:
+    """tile_colorfix's picture, as it is (its variation and sharpness act on the UNet's
+    noise prediction: diffusion.pipelines.colorfix)."""
+    return image
+
+
 def canny(image: np.ndarray, low: float, high: float, *,
           device: Device | None = None) -> np.ndarray:
     """Canny edges with the extension's low/high thresholds and L1 gradient, as its

@@ -76,6 +76,11 @@ PREPROCESSORS: dict[str, Preprocessor] = {p.name: p for p in (
                  resolution="scale"),
     Preprocessor("tile_resample", filters.tile_resample,
                  Slider("Down Sampling Rate", 1.0, 1.0, 8.0, 0.01)),
+    # the picture as it is, for a tile ControlNet; the sliders act on the UNet's noise
+    # prediction (diffusion.pipelines.colorfix)
+    Preprocessor("tile_colorfix", filters.colorfix, Slider("Variation", 8.0, 3.0, 32.0)),
+    Preprocessor("tile_colorfix+sharp", filters.colorfix, Slider("Variation", 8.0, 3.0, 32.0),
+                 Slider("Sharpness", 1.0, 0.0, 2.0, 0.01)),
     Preprocessor("shuffle", shuffle.shuffle, resolution="scale512", seeded=True),
     Preprocessor("depth_anything_v2", depth.depth_anything_v2),
     # model-based: their files in the annotator folder (loaders.control.annotator_file)

@@ -97,6 +97,9 @@ class FlowControl:
             if unit.control_mode != CONTROL_MODES[0] or unit.guess_mode:
                 raise ValueError(f"{what}: control mode {unit.control_mode!r} is for UNet "
                                  f"models; {name} ControlNets run 'Balanced' (their weight)")
+            if unit.colorfix is not None:
+                raise ValueError(f"{what}: tile_colorfix runs on the UNet models (SD 1.x/2.x, "
+                                 f"SDXL), not on {name}; send module 'none' or tile_resample")
         self.units = list(units)
         self.total_steps = max(1, int(total_steps))
         self.rule = rule

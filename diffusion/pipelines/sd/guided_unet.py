@@ -76,13 +76,16 @@ class GuidedUNet:
     diffusion.pipelines.control.Control) adds its units' residuals to every call, told which image
     of the batch each row is (a unit's map per image reaches each of the image's rows, uncond and
     parts alike). `reference` (a diffusion.pipelines.reference.ReferenceInjection): its
-    reference_only units run the UNet itself (not the capture) at the steps they act."""
+    reference_only units run the UNet itself (not the capture) at the steps they act.
+    `colorfix` (a diffusion.pipelines.colorfix.ColorFixHook): tile_colorfix's correction of
+    every call's output."""
 
     def __init__(self, unet_step: UNet, contexts: Contexts, *, dtype: Any,
                  control: Any = None, weights: Weights | None = None,
-                 reference: Any = None) -> None:
+                 reference: Any = None, colorfix: Any = None) -> None:
         self.unet_step = unet_step
         self.reference = reference
+        self.colorfix = colorfix
         self.contexts = contexts
         self.dtype = dtype
         self.control = control
@@ -142,6 +145,9 @@ class GuidedUNet:
             out = self.unet_step(x, timesteps, hidden, text_embeds, ids)
         else:
             out = self.unet_step(x, timesteps, hidden)
+        if self.colorfix is not None:
+            return self.colorfix(out.numpy().astype(np.float64), model_in, t,
+                                 uncond_rows=uncond_rows)
         return out.numpy().astype(np.float64)
 
     def _joined_context(self, uncond: Context, cond: Context) -> Context:

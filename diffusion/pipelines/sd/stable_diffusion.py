@@ -33,8 +33,9 @@ from ...sampling.schedulers import get_scheduler, scheduler_from_config
 from ...text import conditioning
 from ...text.embeddings import EmbeddingDatabase, EmbeddingFinder, ti_hashes
 from ...text.tokenizer import CLIPTokenizer
+from ..colorfix import colorfix_hook
 from ..contract import Capabilities, GenerationResult, Placement, SamplingDefaults
-from ..control import Control, check_base
+from ..control import Control, ControlUnit, check_base
 from ..control_spec import unit_label
 from ..generation import Denoised, PromptLoras, draw_seed, generate
 from ..ip_adapter import use_ip_adapters
@@ -190,6 +191,11 @@ class StableDiffusion:
             encode=lambda pixels: self._encode(pixels, POSTERIOR_MEAN),
             scheduler_config=self.scheduler_config, low_vram=self.memory is not None,
             hires_stage=r.hires_stage)
+        colorfix = colorfix_hook([u for u in units if isinstance(u, ControlUnit)],
+                                 size=(r.width, r.height),
+                                 encode=lambda pixels: self._encode(pixels, POSTERIOR_MEAN),
+                                 scheduler_config=self.scheduler_config,
+                                 hires_stage=r.hires_stage)
         check_base(units, self.unet)
         use_ip_adapters(self.unet, units)  # before the capture compares the UNet's weights
         step = (self._unet_capture.of(self.unet) if self.memory is None
@@ -199,7 +205,8 @@ class StableDiffusion:
                                    control=Control(units, total_steps=steps,
                                                    size=(r.width, r.height),
                                                    hires_stage=r.hires_stage)
-                                   if units else None, weights=weights, reference=reference)
+                                   if units else None, weights=weights, reference=reference,
+                                   colorfix=colorfix)
         if r.refiner is None or not webui:
             return unet
         other = r.refiner

@@ -54,3 +54,16 @@ def test_control_modes_and_hires_set_the_fidelity() -> None:
 def test_flow_families_refuse_reference_units() -> None:
     with pytest.raises(ValueError, match="reference_only runs on the UNet models"):
         FlowControl([ReferenceUnit(PICTURE)], total_steps=4, family="flux-dev")
+
+
+def test_flow_families_refuse_colorfix_units() -> None:
+    from diffusion.pipelines.colorfix import ColorFix
+    from diffusion.pipelines.control import ControlUnit
+    from diffusion.pipelines.flow.flow_control import _MODELS
+
+    kind = _MODELS["flux-dev"][0]
+    unit = ControlUnit.__new__(ControlUnit)  # no weights: only the checks run
+    unit.__dict__.update(model=kind.__new__(kind), control_mode="Balanced", guess_mode=False,
+                         colorfix=ColorFix(8))
+    with pytest.raises(ValueError, match="tile_colorfix runs on the UNet models"):
+        FlowControl([unit], total_steps=4, family="flux-dev")

@@ -129,6 +129,32 @@ def test_a_unit_with_webuiapis_defaults_controls_every_resize_mode(api: Any) -> 
     assert np.abs(seen["default"] - plain).mean() > 1
 
 
+def test_tile_colorfix_units_change_the_picture(api: Any) -> None:
+    """tile_colorfix's map is the picture as it is ("none"'s), and its hook then pulls the
+    predicted picture's low frequencies toward the control picture's latents; +sharp's
+    Sharpness changes it again. Their sliders are in /controlnet/module_list."""
+    detail = api.session.get(f"{api.baseurl.removesuffix('/sdapi/v1')}/controlnet/module_list"
+                             ).json()["module_detail"]
+    assert [s["name"] for s in detail["tile_colorfix"]["sliders"]] == ["Variation"]
+    assert [(s["name"], s["value"], s["min"], s["max"])
+            for s in detail["tile_colorfix+sharp"]["sliders"]] == [
+        ("Variation", 8.0, 3.0, 32.0), ("Sharpness", 1.0, 0.0, 2.0)]
+    picture = Image.fromarray(circle(40, 48))
+    settings = dict(prompt=PROMPT, steps=2, width=32, height=32, seed=3, cfg_scale=5,
+                    sampler_name="Euler a", alwayson_scripts={})
+
+    def unit(module: str, **fields: Any) -> Any:
+        return webuiapi.ControlNetUnit(image=picture, module=module, model="tiny_canny",
+                                       resize_mode="Just Resize", **fields)
+
+    units = {"none": unit("none"), "fix": unit("tile_colorfix", threshold_a=3),
+             "sharp": unit("tile_colorfix+sharp", threshold_a=3, threshold_b=2.0)}
+    seen = {key: np.asarray(api.txt2img(controlnet_units=[one], **settings).image, np.int16)
+            for key, one in units.items()}
+    assert np.abs(seen["fix"] - seen["none"]).mean() > 1
+    assert np.abs(seen["sharp"] - seen["fix"]).mean() > 1
+
+
 def test_img2img_unit_takes_the_init_image(api: Any) -> None:
     """img2img: a unit sent without a picture uses the init image, as in the extension."""
     unit = webuiapi.ControlNetUnit(module="invert", model="tiny_canny", resize_mode=0)

@@ -237,7 +237,8 @@ def test_xyz_plot_z_grids_side_by_side_with_sub_grids(api: Any) -> None:
     (["Steps", "1, two"], "X values (Steps): 'two' is not a whole number"),
     (["Nothing", "", [], "Sampler", "Euler, Nope"], "Y values (Sampler) 'Nope': unknown "
                                                     "sampler_name"),
-    (["Styles", "a, b"], "X type 'Styles' is not supported"),
+    (["Styles", "a, b"], "X values (Styles) 'a': styles: no style named 'a'"),
+    (["Face restore", "a"], "X type 'Face restore' is not supported"),
     (["Prompt order", "red, square"], "X values (Prompt order) ('red', 'square'): Prompt "
                                       "order: 'square' is not in the prompt"),
     (["CFG Scale", "1", [], 99], "Y type 99 is not an axis type"),

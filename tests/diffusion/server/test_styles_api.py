@@ -85,6 +85,27 @@ def test_prompts_from_file_lines_name_styles(api: Any) -> None:
         "a picture of a red circle, framed\nNegative prompt: blurry\n")
 
 
+def test_xyz_plot_styles_axis_cells_equal_requests_with_those_styles(api: Any) -> None:
+    # each value's comma-separated names are added to the request's styles (raw text lines:
+    # one value may name several)
+    common = dict(prompt="a red circle", seed=4, width=24, height=16, cfg_scale=7)
+    result = api.txt2img(**common, styles=["Green"], script_name="X/Y/Z plot",
+                         script_args=["Styles", "Framed\nFramed, Green", [], "Nothing", "", [],
+                                      "Nothing", "", [], True, True, False, False, 0, False,
+                                      True])
+    grid, *cells = result.images
+    assert len(cells) == 2 and grid.size[1] > 16  # the X labels above the cells
+    assert "X Type: Styles" in result.info["infotexts"][0]
+    wanted = [api.txt2img(**common, styles=styles).image
+              for styles in (["Green", "Framed"], ["Green", "Framed", "Green"])]
+    assert not np.array_equal(np.asarray(wanted[0]), np.asarray(wanted[1]))
+    for cell, want in zip(cells, wanted, strict=True):
+        np.testing.assert_array_equal(np.asarray(cell), np.asarray(want))
+    assert result.info["all_prompts"] == [
+        "a picture of a red circle, green background, framed",
+        "a picture of a red circle, green background, framed, green background"]
+
+
 def test_unknown_style_is_refused(api: Any) -> None:
     with pytest.raises(RuntimeError, match=r"no style named .*Oil.*styles are: .*Framed.*Green"):
         api.txt2img(prompt="a", width=32, height=32, styles=["Oil"])

@@ -46,6 +46,9 @@ class Axis:
                     "negative_prompt": negative.replace(search, value)}
         if self.label == "Prompt order":
             return {"prompt": _reordered(body.prompt, value)}
+        if self.label == "Styles":  # the WebUI's apply_styles: the value's names added
+            names = [name.strip() for name in value.split(",") if name.strip()]
+            return {"styles": [*(body.styles or []), *names]}
         if self.override is not None:
             return {"override_settings": {**(body.override_settings or {}),
                                           self.override: value}}
@@ -120,7 +123,7 @@ AXES = (
     _t2i("Hires upscaler", field="hr_upscaler"),
     _i2i("Cond. Image Mask Weight", "float"),
     Axis("VAE", override="sd_vae", cost=0.7),
-    Axis("Styles"),
+    Axis("Styles", field="styles"),  # names of the server's styles (--styles-file)
     Axis("UniPC Order", "int"),
     Axis("Face restore"),
     Axis("Token merging ratio", "float"),
