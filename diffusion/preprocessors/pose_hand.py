@@ -14,6 +14,7 @@ unsmoothed heat in it), and its highest point scaled to the box.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 
@@ -65,14 +66,23 @@ def hand_heatmaps(box: np.ndarray, network: Network) -> np.ndarray:
         side = scale * _BOX
         planes, pad_down, pad_right = network_input(smart_resize(blurred, (side, side)))
         maps = np.asarray(network(planes), np.float32)[0].transpose(1, 2, 0)
-        rows, cols = (axis_weights(kept, HAND_MAP_SIZE, shrink=True)
-                      @ axis_weights(small, small * _STRIDE, shrink=False)[:kept]
-                      for small, kept in ((maps.shape[0], planes.shape[2] - pad_down),
-                                          (maps.shape[1], planes.shape[3] - pad_right)))
+        rows, cols = (_map_weights(small, kept) for small, kept in (
+            (maps.shape[0], planes.shape[2] - pad_down),
+            (maps.shape[1], planes.shape[3] - pad_right)))
         heat = np.tensordot(np.tensordot(rows, maps.astype(np.float64), axes=(1, 0)), cols,
                             axes=(1, 1))  # (128, 22, 128)
         total += heat.transpose(0, 2, 1).astype(np.float32) / len(_SCALES)
     return total
+
+
+@functools.lru_cache(maxsize=64)
+def _map_weights(small: int, kept: int) -> np.ndarray:
+    """(128, small) weights of one axis of a scale's maps: enlarged 8 times, cut to `kept`,
+    shrunk to 128 (read-only: shared by every hand of that size)."""
+    weights = (axis_weights(kept, HAND_MAP_SIZE, shrink=True)
+               @ axis_weights(small, small * _STRIDE, shrink=False)[:kept])
+    weights.flags.writeable = False
+    return weights
 
 
 def detect_hands(bgr: np.ndarray, keypoints: Sequence[tuple[float, float] | None],
@@ -121,15 +131,24 @@ def hand_boxes(keypoints: Sequence[tuple[float, float] | None], height: int, wid
 def regions(mask: np.ndarray) -> np.ndarray:
     """Each pixel of `mask`'s 8-connected regions labelled with its region's first pixel in
     raster order (its flat index; -1 off the mask): scipy.ndimage.label's regions, in its
-    order when sorted. The smallest index spreads through each region until it holds."""
+    order when sorted. Each pixel takes the smallest label around it, then the label its
+    label holds (pointer jumping: a long region settles in a few rounds, not one per pixel
+    of its length), until nothing changes; labels only ever name pixels of the same region
+    and fall, so they settle at its first pixel."""
     height, width = mask.shape
     big = height * width
     labels = np.where(mask, np.arange(big).reshape(mask.shape), big)
+    padded = np.full((height + 2, width + 2), big)
+    table = np.append(labels.ravel(), big)  # label -> that pixel's label; big -> big
     while True:
-        padded = np.pad(labels, 1, constant_values=big)
-        spread = np.min([padded[dy:dy + height, dx:dx + width] for dy in range(3)
-                         for dx in range(3)], axis=0)
+        padded[1:-1, 1:-1] = labels
+        spread = labels.copy()
+        for dy in range(3):
+            for dx in range(3):
+                np.minimum(spread, padded[dy:dy + height, dx:dx + width], out=spread)
         spread = np.where(mask, spread, big)
+        table[:-1] = spread.ravel()
+        spread = table[spread]
         if np.array_equal(spread, labels):
             return np.where(mask, labels, -1)
         labels = spread
