@@ -165,6 +165,19 @@ def regions(mask: np.ndarray) -> np.ndarray:
     label holds (pointer jumping: a long region settles in a few rounds, not one per pixel
     of its length), until nothing changes; labels only ever name pixels of the same region
     and fall, so they settle at its first pixel."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if not len(rows):
+        return np.full(mask.shape, -1)
+    # labelled within the mask's bounding box: raster order there is raster order here
+    box = np.s_[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+    found = np.full(mask.shape, -1)
+    inner = _box_regions(mask[box])
+    found[box] = np.where(inner < 0, -1, (inner // inner.shape[1] + rows[0]) * mask.shape[1]
+                          + inner % inner.shape[1] + cols[0])
+    return found
+
+
+def _box_regions(mask: np.ndarray) -> np.ndarray:
     height, width = mask.shape
     big = height * width
     labels = np.where(mask, np.arange(big).reshape(mask.shape), big)
