@@ -31,15 +31,16 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from gpucore import Device
+from gpucore import Device, default_device
 from gpustd import asarray
 
 from ..models.annotators.openpose import BodyPoseNetwork, FaceNetwork, HandPoseNetwork
 from .annotators import annotator_model
+from .pose_batch import Network
 from .pose_body import find_people
 from .pose_draw import draw_body, draw_face, draw_hand
-from .pose_face import detect_face
-from .pose_hand import Network, detect_hands
+from .pose_face import detect_faces
+from .pose_hand import detect_people_hands
 from .pose_resize import smart_resize, smart_resize_k
 from .resize import resize_with_pad
 
@@ -133,13 +134,21 @@ def detect_poses(image: np.ndarray, *, hands: bool = False, face: bool = False,
     if face and people:
         face_network = _network("openpose_face", "facenet.pth", FaceNetwork.from_state_dict,
                                 device)
-    poses = []
-    for person in people:
-        left, right = (detect_hands(bgr, person, hand_network) if hand_network
-                       else (None, None))
-        found = detect_face(bgr, person, face_network) if face_network else None
-        poses.append(Pose(_fractions(person, height, width), left, right, found))
-    return poses
+    max_pixels = _batch_pixels(device)
+    hands_found = (detect_people_hands(bgr, people, hand_network, max_pixels=max_pixels)
+                   if hand_network else [(None, None)] * len(people))
+    faces = (detect_faces(bgr, people, face_network, max_pixels=max_pixels) if face_network
+             else [None] * len(people))
+    return [Pose(_fractions(person, height, width), left, right, found)
+            for person, (left, right), found in zip(people, hands_found, faces)]
+
+
+def _batch_pixels(device: Device | None) -> int:
+    """How many input pixels one hand or face network call takes (crops of one size
+    stacked): its widest activation (64 float32 channels at the input's size) within one
+    binding, and 1 GiB."""
+    limit = (device or default_device()).limits["max-storage-buffer-binding-size"]
+    return min(limit, 1 << 30) // (64 * 4)
 
 
 def _drawn(poses: list[Pose], height: int, width: int, body: bool = True) -> np.ndarray:

@@ -6,6 +6,7 @@ each of the face network's heatmaps above 0.05 (`Face.compute_peaks_from_heatmap
     maps = scale_maps(heatmaps, side, side)    # the network's maps at the box's size
     landmarks = face_peaks(maps)               # int [K, 2]: (x, y) of each map found
     face = detect_face(bgr, keypoints, network)   # fractions of the picture, or None
+    faces = detect_faces(bgr, people, network, max_pixels=1 << 21)   # one per person
 
 The box's picture goes to the face network scaled to 384x384 (area shrinking, Lanczos
 enlarging) as BGR / 256 - 0.5 (`Face.__call__`).
@@ -17,9 +18,10 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from .pose_batch import run_batched
 from .pose_resize import smart_resize
 
-__all__ = ["detect_face", "face_box", "face_peaks", "scale_maps"]
+__all__ = ["detect_face", "detect_faces", "face_box", "face_peaks", "scale_maps"]
 
 _NETWORK_SIDE = 384
 
@@ -90,18 +92,32 @@ def detect_face(bgr: np.ndarray, keypoints: Sequence[tuple[float, float] | None]
                 ) -> list[tuple[float, float]] | None:
     """A person's face landmarks in a uint8 BGR picture from its 18 body keypoints in pixels:
     each (x / width, y / height) as float32 values; None without a box or landmarks.
-    `network`: float32 [1, 3, 384, 384] -> [1, 71, 48, 48]. controlnet_aux:
+    `network`: float32 [N, 3, 384, 384] -> [N, 71, 48, 48]. controlnet_aux:
     `OpenposeDetector.detect_face`."""
+    return detect_faces(bgr, [keypoints], network, max_pixels=0)[0]
+
+
+def detect_faces(bgr: np.ndarray, people: Sequence[Sequence[tuple[float, float] | None]],
+                 network: Callable[[np.ndarray], np.ndarray], *, max_pixels: int
+                 ) -> list[list[tuple[float, float]] | None]:
+    """detect_face of each person, the faces through the network together
+    (pose_batch.run_batched, at most max_pixels pixels a call; 0: one a call)."""
     height, width = bgr.shape[:2]
-    box = face_box(keypoints, height, width)
-    if box is None:
-        return None
+    boxes = [face_box(keypoints, height, width) for keypoints in people]
+    found = [box for box in boxes if box is not None]
+    inputs = [np.ascontiguousarray(smart_resize(bgr[y:y + side, x:x + side], (
+        _NETWORK_SIDE, _NETWORK_SIDE)).transpose(2, 0, 1)[None], np.float32) / 256.0 - 0.5
+        for x, y, side in found]
+    outputs = iter(run_batched(network, inputs, max_pixels))
+    return [None if box is None else _landmarks(bgr, box, next(outputs)) for box in boxes]
+
+
+def _landmarks(bgr: np.ndarray, box: tuple[int, int, int], maps: np.ndarray
+               ) -> list[tuple[float, float]] | None:
+    height, width = bgr.shape[:2]
     x, y, side = box
-    crop = bgr[y:y + side, x:x + side]
-    scaled = smart_resize(crop, (_NETWORK_SIDE, _NETWORK_SIDE))
-    planes = np.ascontiguousarray(scaled.transpose(2, 0, 1)[None], np.float32) / 256.0 - 0.5
-    maps = np.asarray(network(planes), np.float32)[0]
-    peaks = face_peaks(scale_maps(maps, *crop.shape[:2])).astype(np.float32)
+    crop_height, crop_width = bgr[y:y + side, x:x + side].shape[:2]
+    peaks = face_peaks(scale_maps(maps[0], crop_height, crop_width)).astype(np.float32)
     if peaks.ndim != 2 or peaks.shape[1] != 2:
         return None
     xs = np.where(peaks[:, 0] < 1e-6, -1, peaks[:, 0] + x) / float(width)

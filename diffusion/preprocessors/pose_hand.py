@@ -10,24 +10,26 @@ unsmoothed heat in it), and its highest point scaled to the box.
     heatmaps = hand_heatmaps(box_bgr, network)     # float64 [128, 128, 22]
     joints = hand_peaks(heatmaps, side, side)      # int [21, 2]: (x, y), (0, 0) not found
     left, right = detect_hands(bgr, keypoints, network)   # fractions of the picture, or None
+    hands = detect_people_hands(bgr, people, network, max_pixels=1 << 21)   # [(left, right)]
 """
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 from .blur_u8 import gaussian_blur_u8
+from .pose_batch import Network, run_batched
 from .pose_body import gaussian_filter
 from .pose_resize import axis_weights, smart_resize
 
-__all__ = ["HAND_MAP_SIZE", "Network", "detect_hands", "hand_boxes", "hand_heatmaps",
-           "hand_peaks", "network_input", "regions"]
+__all__ = ["HAND_MAP_SIZE", "Network", "averaged_maps", "detect_hands", "detect_people_hands",
+           "hand_boxes", "hand_heatmaps", "hand_inputs", "hand_peaks", "network_input",
+           "regions"]
 
-# a pose network on the host's side: float32 [1, 3, H, W] -> its maps [1, C, H/8, W/8]
-Network = Callable[[np.ndarray], np.ndarray]
 Joints = list[tuple[float, float]]
 
 HAND_MAP_SIZE = 128
@@ -54,25 +56,48 @@ def network_input(picture: np.ndarray) -> tuple[np.ndarray, int, int]:
     return planes, pad_down, pad_right
 
 
-def hand_heatmaps(box: np.ndarray, network: Network) -> np.ndarray:
-    """The hand network's 22 heatmaps of a uint8 BGR box averaged over its four scales, at
-    128x128 (float64 [128, 128, 22]). Each scale's maps are enlarged 8 times (Lanczos), cut
-    to the unpadded picture and shrunk to 128 (area), as `Hand.__call__` does; the three
-    steps are one product of their weights here (no 736x736 maps), equal to float32 error."""
+def hand_inputs(box: np.ndarray) -> list[tuple[np.ndarray, int, int]]:
+    """A uint8 BGR box's four network inputs (network_input's planes, rows and columns
+    padded): blurred, scaled to 184, 368, 552 and 736 pixels, as `Hand.__call__` feeds them."""
     blurred = gaussian_blur_u8(box, _BLUR_SIGMA)
+    return [network_input(smart_resize(blurred, (scale * _BOX, scale * _BOX)))
+            for scale in _SCALES]
+
+
+def averaged_maps(inputs: Sequence[tuple[np.ndarray, int, int]],
+                  outputs: Sequence[np.ndarray]) -> np.ndarray:
+    """The hand network's maps ([1, 22, h, w] per input of hand_inputs) averaged over the
+    scales at 128x128 (float64 [128, 128, 22]). Each scale's maps are enlarged 8 times
+    (Lanczos), cut to the unpadded picture and shrunk to 128 (area), as `Hand.__call__`
+    does; the three steps are one product of their weights here (no 736x736 maps), equal to
+    float32 error."""
     total = np.zeros((HAND_MAP_SIZE, HAND_MAP_SIZE, 22))
-    for scale in _SCALES:
-        side = scale * _BOX
-        planes, pad_down, pad_right = network_input(smart_resize(blurred, (side, side)))
-        maps = np.asarray(network(planes), np.float32)[0].transpose(1, 2, 0)
-        rows, cols = (axis_weights(kept, HAND_MAP_SIZE, shrink=True)
-                      @ axis_weights(small, small * _STRIDE, shrink=False)[:kept]
-                      for small, kept in ((maps.shape[0], planes.shape[2] - pad_down),
-                                          (maps.shape[1], planes.shape[3] - pad_right)))
+    for (planes, pad_down, pad_right), out in zip(inputs, outputs, strict=True):
+        maps = np.asarray(out, np.float32)[0].transpose(1, 2, 0)
+        rows, cols = (_map_weights(small, kept) for small, kept in (
+            (maps.shape[0], planes.shape[2] - pad_down),
+            (maps.shape[1], planes.shape[3] - pad_right)))
         heat = np.tensordot(np.tensordot(rows, maps.astype(np.float64), axes=(1, 0)), cols,
                             axes=(1, 1))  # (128, 22, 128)
         total += heat.transpose(0, 2, 1).astype(np.float32) / len(_SCALES)
     return total
+
+
+def hand_heatmaps(box: np.ndarray, network: Network) -> np.ndarray:
+    """The hand network's 22 heatmaps of a uint8 BGR box averaged over its four scales, at
+    128x128 (float64 [128, 128, 22]): averaged_maps of the network on hand_inputs."""
+    inputs = hand_inputs(box)
+    return averaged_maps(inputs, [network(planes) for planes, _, _ in inputs])
+
+
+@functools.lru_cache(maxsize=64)
+def _map_weights(small: int, kept: int) -> np.ndarray:
+    """(128, small) weights of one axis of a scale's maps: enlarged 8 times, cut to `kept`,
+    shrunk to 128 (read-only: shared by every hand of that size)."""
+    weights = (axis_weights(kept, HAND_MAP_SIZE, shrink=True)
+               @ axis_weights(small, small * _STRIDE, shrink=False)[:kept])
+    weights.flags.writeable = False
+    return weights
 
 
 def detect_hands(bgr: np.ndarray, keypoints: Sequence[tuple[float, float] | None],
@@ -81,15 +106,30 @@ def detect_hands(bgr: np.ndarray, keypoints: Sequence[tuple[float, float] | None
     keypoints in pixels: each (x / width, y / height) as float32 values, (-1 / width,
     -1 / height) where not found; None for a hand without a box.
     controlnet_aux: `OpenposeDetector.detect_hands`."""
+    return detect_people_hands(bgr, [keypoints], network, max_pixels=0)[0]
+
+
+def detect_people_hands(bgr: np.ndarray,
+                        people: Sequence[Sequence[tuple[float, float] | None]],
+                        network: Network, *, max_pixels: int
+                        ) -> list[tuple[Joints | None, Joints | None]]:
+    """detect_hands of each person, the hands' crops of one size through the network
+    together (pose_batch.run_batched, at most max_pixels pixels a call; 0: one a call)."""
     height, width = bgr.shape[:2]
-    hands: list[Joints | None] = [None, None]
-    for x, y, side, is_left in hand_boxes(keypoints, height, width):
-        box = bgr[y:y + side, x:x + side]
-        peaks = hand_peaks(hand_heatmaps(box, network), *box.shape[:2]).astype(np.float32)
+    boxes = [(person, box) for person, keypoints in enumerate(people)
+             for box in hand_boxes(keypoints, height, width)]
+    inputs = [hand_inputs(bgr[y:y + side, x:x + side]) for _, (x, y, side, _) in boxes]
+    outputs = run_batched(network, [planes for four in inputs for planes, _, _ in four],
+                          max_pixels)
+    hands: list[list[Joints | None]] = [[None, None] for _ in people]
+    for k, (person, (x, y, side, is_left)) in enumerate(boxes):
+        heatmaps = averaged_maps(inputs[k], outputs[4 * k:4 * k + 4])
+        crop_height, crop_width = bgr[y:y + side, x:x + side].shape[:2]
+        peaks = hand_peaks(heatmaps, crop_height, crop_width).astype(np.float32)
         xs = np.where(peaks[:, 0] < 1e-6, -1, peaks[:, 0] + x) / float(width)
         ys = np.where(peaks[:, 1] < 1e-6, -1, peaks[:, 1] + y) / float(height)
-        hands[0 if is_left else 1] = [(float(a), float(b)) for a, b in zip(xs, ys)]
-    return hands[0], hands[1]
+        hands[person][0 if is_left else 1] = [(float(a), float(b)) for a, b in zip(xs, ys)]
+    return [(left, right) for left, right in hands]
 
 
 def hand_boxes(keypoints: Sequence[tuple[float, float] | None], height: int, width: int
@@ -121,15 +161,37 @@ def hand_boxes(keypoints: Sequence[tuple[float, float] | None], height: int, wid
 def regions(mask: np.ndarray) -> np.ndarray:
     """Each pixel of `mask`'s 8-connected regions labelled with its region's first pixel in
     raster order (its flat index; -1 off the mask): scipy.ndimage.label's regions, in its
-    order when sorted. The smallest index spreads through each region until it holds."""
+    order when sorted. Each pixel takes the smallest label around it, then the label its
+    label holds (pointer jumping: a long region settles in a few rounds, not one per pixel
+    of its length), until nothing changes; labels only ever name pixels of the same region
+    and fall, so they settle at its first pixel."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if not len(rows):
+        return np.full(mask.shape, -1)
+    # labelled within the mask's bounding box: raster order there is raster order here
+    box = np.s_[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+    found = np.full(mask.shape, -1)
+    inner = _box_regions(mask[box])
+    found[box] = np.where(inner < 0, -1, (inner // inner.shape[1] + rows[0]) * mask.shape[1]
+                          + inner % inner.shape[1] + cols[0])
+    return found
+
+
+def _box_regions(mask: np.ndarray) -> np.ndarray:
     height, width = mask.shape
     big = height * width
     labels = np.where(mask, np.arange(big).reshape(mask.shape), big)
+    padded = np.full((height + 2, width + 2), big)
+    table = np.append(labels.ravel(), big)  # label -> that pixel's label; big -> big
     while True:
-        padded = np.pad(labels, 1, constant_values=big)
-        spread = np.min([padded[dy:dy + height, dx:dx + width] for dy in range(3)
-                         for dx in range(3)], axis=0)
+        padded[1:-1, 1:-1] = labels
+        spread = labels.copy()
+        for dy in range(3):
+            for dx in range(3):
+                np.minimum(spread, padded[dy:dy + height, dx:dx + width], out=spread)
         spread = np.where(mask, spread, big)
+        table[:-1] = spread.ravel()
+        spread = table[spread]
         if np.array_equal(spread, labels):
             return np.where(mask, labels, -1)
         labels = spread

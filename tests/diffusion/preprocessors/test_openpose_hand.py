@@ -106,3 +106,31 @@ def test_regions_equal_scipys_labels() -> None:
         firsts, numbered = np.unique(got[mask], return_inverse=True)
         assert len(firsts) == count > 5
         np.testing.assert_array_equal(numbered + 1, want[mask])
+
+
+@pytest.mark.nodevice
+def test_regions_away_from_the_corner_and_long_regions() -> None:
+    """Masks inside a box off the map's corner (labelled within it, named here) and a
+    snake one pixel wide (pointer jumping settles it): each region's first pixel in raster
+    order, as scipy's regions."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(8)
+    snake = np.zeros((40, 45), bool)
+    snake[3:38:4, 2:44] = True
+    for i, row in enumerate(range(3, 35, 4)):
+        snake[row:row + 5, 43 if i % 2 == 0 else 2] = True
+    masks = [snake]
+    for _ in range(20):
+        mask = np.zeros((37, 51), bool)
+        top, left = (int(v) for v in rng.integers(1, 20, 2))
+        mask[top:top + 15, left:left + 25] = rng.random((15, 25)) < 0.5
+        masks.append(mask)
+    for mask in masks:
+        labels, count = ndimage.label(mask, structure=np.ones((3, 3), int))
+        flat = np.arange(mask.size).reshape(mask.shape)
+        want = np.full(mask.shape, -1)
+        for k in range(1, count + 1):
+            want[labels == k] = flat[labels == k].min()
+        np.testing.assert_array_equal(pose_hand.regions(mask), want)
+    assert ndimage.label(snake, structure=np.ones((3, 3), int))[1] == 1
