@@ -136,3 +136,113 @@ def test_inpaint_modules_give_the_extensions_input() -> None:
     with pytest.raises(ValueError, match="mask: 3x2, but the picture is 7x9"):
         ControlSpec(model="m", image=picture, mask=np.ones((2, 3), np.uint8) * 255,
                     module="inpaint").detect(7, 9)
+
+
+class _Preprocess:
+    """A stand-in for control_spec's `preprocess` that records how it was called and gives
+    back a map of its own, so that the tests see what a spec hands its module."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict] = []
+        self.map = np.full((5, 6, 3), 77, np.uint8)
+
+    def __call__(self, module: str, picture: np.ndarray, **settings: object) -> np.ndarray:
+        self.calls.append({"module": module, "picture": picture, **settings})
+        return self.map
+
+
+def test_detect_hands_its_module_the_units_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The module gets the picture as HxWx3, the bound-checked thresholds and the processor
+    resolution (pixel perfect: the short side scaled as the resize mode scales the picture,
+    the extension's pixel_perfect_resolution, values worked out by hand); the spec it gives
+    back has the settings used."""
+    import diffusion.pipelines.control_spec as control_spec
+
+    fake = _Preprocess()
+    monkeypatch.setattr(control_spec, "preprocess", fake)
+    gray = np.arange(30 * 45, dtype=np.uint32).reshape(30, 45).astype(np.uint8)  # H 30, W 45
+    device = object()
+    spec = ControlSpec(model="m", image=gray, module="canny", processor_res=640,
+                       threshold_a=20, threshold_b=300)  # 300: off the slider, its 200
+    detected, used = spec.detect(512, 768, device=device)
+    assert detected is fake.map
+    (call,) = fake.calls
+    assert call.pop("device") is device
+    picture = call.pop("picture")
+    assert picture.shape == (30, 45, 3) and (picture == gray[:, :, None]).all()
+    assert call == {"module": "canny", "threshold_a": 20.0, "threshold_b": 200.0,
+                    "resolution": 640}
+    assert (used.processor_res, used.threshold_a, used.threshold_b) == (640, 20.0, 200.0)
+    assert used.model == "m" and used.module == "canny"
+    # pixel perfect for 512 x 768: Crop and Resize scales by max(768/30, 512/45) = 25.6, the
+    # short side 30 to 768; Resize and Fill by min() = 11.38, 30 to 341; Just Resize as Crop
+    for mode, res in (("Crop and Resize", 768), ("Resize and Fill", 341), ("Just Resize", 768)):
+        _, used = replace_spec(spec, pixel_perfect=True, resize_mode=mode).detect(512, 768)
+        assert fake.calls[-1]["resolution"] == res and used.processor_res == res, mode
+    # invert has neither a resolution nor sliders: the picture's own size, the hidden 0.5s
+    _, used = replace_spec(spec, module="invert").detect(512, 768)
+    assert fake.calls[-1]["resolution"] is None
+    assert (fake.calls[-1]["threshold_a"], fake.calls[-1]["threshold_b"]) == (0.5, 0.5)
+    assert (used.processor_res, used.threshold_a, used.threshold_b) == (640, 0.5, 0.5)
+    with pytest.raises(ValueError, match=r"^image is missing: give the unit a picture$"):
+        replace_spec(spec, image=None).detect(512, 768)
+
+
+def replace_spec(spec: ControlSpec, **changes: object) -> ControlSpec:
+    from dataclasses import replace
+
+    return replace(spec, **changes)
+
+
+def test_unit_carries_every_setting_to_the_control(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ControlSpec.unit: the ControlUnit has the spec's weight, guidance start and end, control
+    mode, resize mode, hr option and union mode (not the defaults), the detected map and the
+    infotext text of the settings used; model "None" gives the ControlMap of the map."""
+    import diffusion.pipelines.control_spec as control_spec
+    from diffusion.models.controlnet import ControlNetModel
+    from diffusion.pipelines.control_map import ControlMap
+
+    fake = _Preprocess()
+    monkeypatch.setattr(control_spec, "preprocess", fake)
+    picture = np.full((30, 45, 3), 9, np.uint8)
+    model = ControlNetModel.__new__(ControlNetModel)
+    device = object()
+    spec = ControlSpec(model="m.safetensors", image=picture, module="canny", weight=0.35,
+                       resize_mode="Just Resize", processor_res=640, threshold_a=20,
+                       threshold_b=150, guidance_start=0.2, guidance_end=0.65,
+                       control_mode=2, hr_option="Low res only", union_mode=3)
+    unit = spec.unit(model, width=512, height=768, device=device)
+    assert isinstance(unit, ControlUnit) and unit.model is model and unit.image is fake.map
+    assert fake.calls[-1]["device"] is device
+    assert (unit.weight, unit.guidance_start, unit.guidance_end, unit.control_mode,
+            unit.resize_mode, unit.hr_option, unit.union_mode) == (
+        0.35, 0.2, 0.65, "ControlNet is more important", "Just Resize", "Low res only", 3)
+    assert unit.label == (
+        "Module: canny, Model: m.safetensors, Weight: 0.35, Resize Mode: Just Resize, "
+        "Processor Res: 640, Threshold A: 20.0, Threshold B: 150.0, Guidance Start: 0.2, "
+        "Guidance End: 0.65, Pixel Perfect: False, Control Mode: ControlNet is more "
+        "important, Union Mode: 3")
+    model.title = "mine [00000000]"
+    plain = ControlSpec(model="m.safetensors", image=picture, module="canny",
+                        pixel_perfect=True).unit(model, width=512, height=768)
+    assert isinstance(plain, ControlUnit)
+    assert (plain.weight, plain.guidance_start, plain.guidance_end, plain.control_mode,
+            plain.resize_mode, plain.hr_option, plain.union_mode) == (
+        1.0, 0.0, 1.0, "Balanced", "Crop and Resize", "Both", None)
+    assert plain.label == (
+        "Module: canny, Model: mine [00000000], Weight: 1.0, Resize Mode: Crop and Resize, "
+        "Processor Res: 768, Threshold A: 100.0, Threshold B: 200.0, Guidance Start: 0.0, "
+        "Guidance End: 1.0, Pixel Perfect: True, Control Mode: Balanced")
+    flux_map = ControlSpec(model="None", image=picture, module="canny", resize_mode=2,
+                           hr_option="High res only").unit(None, width=512, height=768)
+    assert isinstance(flux_map, ControlMap) and flux_map.image is fake.map
+    assert (flux_map.resize_mode, flux_map.hr_option) == ("Resize and Fill", "High res only")
+    assert flux_map.label == (
+        "Module: canny, Model: None, Weight: 1.0, Resize Mode: Resize and Fill, Processor "
+        "Res: 512, Threshold A: 100.0, Threshold B: 200.0, Guidance Start: 0.0, Guidance "
+        "End: 1.0, Pixel Perfect: False, Control Mode: Balanced")
+    with pytest.raises(ValueError, match=r"^module 'ip-adapter_clip_h' does not go with model "
+                                         r"mine \[00000000\]: an IP-Adapter module needs an "
+                                         r"IP-Adapter model, not a ControlNetModel$"):
+        ControlSpec(model="m", image=picture, module="ip-adapter_clip_h").unit(
+            model, width=512, height=768)
