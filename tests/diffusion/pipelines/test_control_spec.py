@@ -234,15 +234,143 @@ def test_unit_carries_every_setting_to_the_control(monkeypatch: pytest.MonkeyPat
         "Processor Res: 768, Threshold A: 100.0, Threshold B: 200.0, Guidance Start: 0.0, "
         "Guidance End: 1.0, Pixel Perfect: True, Control Mode: Balanced")
     flux_map = ControlSpec(model="None", image=picture, module="canny", resize_mode=2,
-                           hr_option="High res only").unit(None, width=512, height=768)
+                           hr_option="High res only", pixel_perfect=True).unit(
+        None, width=512, height=768, device=device)
     assert isinstance(flux_map, ControlMap) and flux_map.image is fake.map
+    assert fake.calls[-1]["device"] is device
     assert (flux_map.resize_mode, flux_map.hr_option) == ("Resize and Fill", "High res only")
-    assert flux_map.label == (
+    assert flux_map.label == (  # pixel perfect, Resize and Fill: 30 * min(768/30, 512/45)
         "Module: canny, Model: None, Weight: 1.0, Resize Mode: Resize and Fill, Processor "
-        "Res: 512, Threshold A: 100.0, Threshold B: 200.0, Guidance Start: 0.0, Guidance "
-        "End: 1.0, Pixel Perfect: False, Control Mode: Balanced")
+        "Res: 341, Threshold A: 100.0, Threshold B: 200.0, Guidance Start: 0.0, Guidance "
+        "End: 1.0, Pixel Perfect: True, Control Mode: Balanced")
     with pytest.raises(ValueError, match=r"^module 'ip-adapter_clip_h' does not go with model "
                                          r"mine \[00000000\]: an IP-Adapter module needs an "
                                          r"IP-Adapter model, not a ControlNetModel$"):
         ControlSpec(model="m", image=picture, module="ip-adapter_clip_h").unit(
             model, width=512, height=768)
+
+
+def test_ip_adapter_unit_carries_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An IP-Adapter model with an IP-Adapter module: the IPAdapterUnit gets the picture as
+    HxWx3, the spec's weight, guidance start and end, hr option and image encoder."""
+    import diffusion.pipelines.control_spec as control_spec
+    from diffusion.models.ip_adapter import IPAdapter
+
+    made: list[tuple[tuple, dict]] = []
+    monkeypatch.setattr(control_spec, "IPAdapterUnit",
+                        lambda *args, **kwargs: made.append((args, kwargs)) or "unit")
+    model = IPAdapter.__new__(IPAdapter)
+    encoder = object()
+    gray = np.full((6, 4), 200, np.uint8)
+    spec = ControlSpec(model="ip.safetensors", image=gray, module="ip-adapter_clip_h",
+                       weight=0.6, guidance_start=0.1, guidance_end=0.8,
+                       hr_option="High res only")
+    assert spec.unit(model, width=64, height=64, image_encoder=encoder) == "unit"
+    ((args, kwargs),) = made
+    assert args[0] is model and args[1].shape == (6, 4, 3) and (args[1] == 200).all()
+    assert kwargs.pop("image_encoder") is encoder
+    assert kwargs == {"weight": 0.6, "guidance_start": 0.1, "guidance_end": 0.8,
+                      "hr_option": "High res only", "label": (
+                          "Module: ip-adapter_clip_h, Model: ip.safetensors, Weight: 0.6, "
+                          "Resize Mode: Crop and Resize, Processor Res: 512, Threshold A: "
+                          "0.5, Threshold B: 0.5, Guidance Start: 0.1, Guidance End: 0.8, "
+                          "Pixel Perfect: False, Control Mode: Balanced")}
+    with pytest.raises(ValueError, match=r"^image is missing: give the unit a picture$"):
+        replace_spec(spec, image=None).unit(model, width=64, height=64)
+    with pytest.raises(ValueError, match=r"^module 'canny' does not go with model ip\."
+                                         r"safetensors: an IP-Adapter takes one of "
+                                         r"ip-adapter-auto, ip-adapter_clip_h, "):
+        replace_spec(spec, module="canny").unit(model, width=64, height=64)
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"weight": 2.5}, "weight must be a finite number in [0, 2], got 2.5"),
+    ({"guidance_start": 1.5}, "guidance_start must be a finite number in [0, 1], got 1.5"),
+    ({"guidance_end": -0.5}, "guidance_end must be a finite number in [0, 1], got -0.5"),
+    ({"threshold_b": math.inf}, "threshold_b must be a finite number, got inf"),
+    ({"union_mode": -1}, "union_mode must be a whole number from 0 (a Union ControlNet's "
+                         "control type), got -1"),
+    ({"union_mode": 1.0}, "union_mode must be a whole number from 0 (a Union ControlNet's "
+                          "control type), got 1.0"),
+    ({"union_mode": True}, "union_mode must be a whole number from 0 (a Union ControlNet's "
+                           "control type), got True"),
+    ({"hr_option": "both"}, "hr_option 'both': expected one of 'Both', 'Low res only', "
+                            "'High res only'"),
+    ({"control_mode": "3"}, "control_mode '3': expected one of 'Balanced', 'My prompt is "
+                            "more important', 'ControlNet is more important' (or 0, 1, 2)"),
+    ({"module": "cany"}, "module 'cany' is not a preprocessor here; the modules are none, "
+                         "canny, invert, "),
+])
+def test_bad_settings_messages(fields: dict, message: str) -> None:
+    with pytest.raises(ValueError) as caught:
+        ControlSpec(**{"model": "m", **fields})
+    assert str(caught.value).startswith(message)
+
+
+def test_edge_settings_are_taken() -> None:
+    """The bounds themselves are allowed: weight 2, start == end, union mode 0; module
+    aliases and control modes by number text become the names."""
+    spec = ControlSpec(model="m", weight=2.0, guidance_start=0.5, guidance_end=0.5,
+                       union_mode=0, module="invert (from white bg & black line)",
+                       control_mode="0")
+    assert (spec.weight, spec.guidance_start, spec.guidance_end, spec.union_mode, spec.module,
+            spec.control_mode) == (2.0, 0.5, 0.5, 0, "invert", "Balanced")
+    assert ControlSpec(model="m", control_mode="1").control_mode == "My prompt is more important"
+
+
+def test_inpaint_mask_is_checked_at_once_only_for_inpaint_modules() -> None:
+    picture = np.zeros((9, 7, 3), np.uint8)
+    wrong = np.full((2, 3), 255, np.uint8)
+    with pytest.raises(ValueError, match="mask: 3x2, but the picture is 7x9"):
+        ControlSpec(model="m", image=picture, mask=wrong, module="inpaint")
+    ControlSpec(model="m", image=picture, mask=wrong, module="canny")  # the mask is unused
+    ControlSpec(model="m", image=None, mask=wrong, module="inpaint")  # the picture comes later
+    ControlSpec(model="m", image=picture, mask=None, module="inpaint")
+    _, used = ControlSpec(model="m", image=picture, module="inpaint", threshold_a=7,
+                          processor_res=640).detect(7, 9)
+    assert (used.processor_res, used.threshold_a, used.threshold_b) == (640, 0.5, 0.5)
+
+
+def test_serialized_processor_res() -> None:
+    """The extension's bound check (64..2048, else 512), except that pixel perfect writes
+    the resolution detect worked out (a positive processor_res)."""
+    def res(**fields: object) -> str:
+        text = ControlSpec(model="m", module="canny", **fields).serialize()  # type: ignore[arg-type]
+        return text.split("Processor Res: ")[1].split(",")[0]
+
+    assert [res(processor_res=32), res(processor_res=32, pixel_perfect=True),
+            res(processor_res=1, pixel_perfect=True), res(processor_res=0, pixel_perfect=True),
+            res(processor_res=-1, pixel_perfect=True)] == ["512", "32", "1", "512", "512"]
+
+
+def test_parse_unit_reads_every_field() -> None:
+    text = ("Module: canny, Model: 123, Weight: 0.5, Resize Mode: 0, Processor Res: 640, "
+            "Control Mode: Balanced, Union Mode: 3")
+    assert parse_unit(text) == {"module": "canny", "model": "123", "weight": 0.5,
+                                "resize_mode": "Just Resize", "processor_res": 640,
+                                "control_mode": "Balanced", "union_mode": 3}
+    assert parse_unit("Resize Mode: Inner Fit (Scale to Fit)") == {
+        "resize_mode": "Crop and Resize"}
+    assert parse_unit("Resize Mode: Resize and Fill") == {"resize_mode": "Resize and Fill"}
+    assert parse_unit("Weight: 2") == {"weight": 2}
+    assert parse_unit("Module: a: b") == {"module": "a: b"}
+    for bad in ("Module: canny, Weight", "Module: canny, Mode: 1"):
+        with pytest.raises(ValueError, match="cannot read"):
+            parse_unit(bad)
+
+
+def test_unit_label_of_python_units_writes_what_they_have() -> None:
+    from diffusion.models.controlnet import ControlNetModel
+    from diffusion.pipelines.control_map import ControlMap
+
+    assert unit_label(ControlMap(None, resize_mode="Just Resize")) == (
+        "Module: none, Model: None, Weight: 1.0, Resize Mode: Just Resize, Processor Res: "
+        "512, Threshold A: 0.5, Threshold B: 0.5, Guidance Start: 0.0, Guidance End: 1.0, "
+        "Pixel Perfect: False, Control Mode: Balanced")
+    model = ControlNetModel.__new__(ControlNetModel)
+    unit = ControlUnit(model, None, weight=2.5, guidance_start=0.25, guidance_end=0.75,
+                       resize_mode="Resize and Fill", control_mode="My prompt is more important")
+    assert unit_label(unit) == (
+        "Module: none, Model: ControlNetModel, Weight: 2.0, Resize Mode: Resize and Fill, "
+        "Processor Res: 512, Threshold A: 0.5, Threshold B: 0.5, Guidance Start: 0.25, "
+        "Guidance End: 0.75, Pixel Perfect: False, Control Mode: My prompt is more important")
