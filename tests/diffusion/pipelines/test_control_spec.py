@@ -260,6 +260,7 @@ def test_ip_adapter_unit_carries_the_settings(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setattr(control_spec, "IPAdapterUnit",
                         lambda *args, **kwargs: made.append((args, kwargs)) or "unit")
     model = IPAdapter.__new__(IPAdapter)
+    object.__setattr__(model, "title", "ip-adapter_sd15 [6a3f6166]")
     encoder = object()
     gray = np.full((6, 4), 200, np.uint8)
     spec = ControlSpec(model="ip.safetensors", image=gray, module="ip-adapter_clip_h",
@@ -271,14 +272,16 @@ def test_ip_adapter_unit_carries_the_settings(monkeypatch: pytest.MonkeyPatch) -
     assert kwargs.pop("image_encoder") is encoder
     assert kwargs == {"weight": 0.6, "guidance_start": 0.1, "guidance_end": 0.8,
                       "hr_option": "High res only", "label": (
-                          "Module: ip-adapter_clip_h, Model: ip.safetensors, Weight: 0.6, "
+                          "Module: ip-adapter_clip_h, Model: ip-adapter_sd15 [6a3f6166], "
+                          "Weight: 0.6, "
                           "Resize Mode: Crop and Resize, Processor Res: 512, Threshold A: "
                           "0.5, Threshold B: 0.5, Guidance Start: 0.1, Guidance End: 0.8, "
                           "Pixel Perfect: False, Control Mode: Balanced")}
     with pytest.raises(ValueError, match=r"^image is missing: give the unit a picture$"):
         replace_spec(spec, image=None).unit(model, width=64, height=64)
-    with pytest.raises(ValueError, match=r"^module 'canny' does not go with model ip\."
-                                         r"safetensors: an IP-Adapter takes one of "
+    with pytest.raises(ValueError, match=r"^module 'canny' does not go with model "
+                                         r"ip-adapter_sd15 \[6a3f6166\]: an IP-Adapter "
+                                         r"takes one of "
                                          r"ip-adapter-auto, ip-adapter_clip_h, "):
         replace_spec(spec, module="canny").unit(model, width=64, height=64)
 
@@ -305,6 +308,10 @@ def test_bad_settings_messages(fields: dict, message: str) -> None:
     with pytest.raises(ValueError) as caught:
         ControlSpec(**{"model": "m", **fields})
     assert str(caught.value).startswith(message)
+    if "module" in fields:  # the extension's names after the list
+        assert str(caught.value).endswith(
+            " (or the extension's names hed, hed_safe, pidinet, pidinet_safe, lineart, "
+            "invert (from white bg & black line))")
 
 
 def test_edge_settings_are_taken() -> None:
