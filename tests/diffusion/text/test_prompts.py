@@ -156,6 +156,26 @@ def test_schedules_of_a_batch():
         prompt_schedule(None, 10)
 
 
+def test_batch_schedules_pass_on_hires_and_old_scheduling():
+    """The WebUI's get_learned_conditioning_prompt_schedules, worked out by hand from its
+    CollectSteps: hires times count on from the first pass (1.5 -> (1.5 - 1) * 20 = 10,
+    15 -> 15 - 10 = 5); old timelines read 1.0 as step 1 (below 1 a fraction), new ones as
+    all 10 steps."""
+    assert prompt_schedules(["a [b:c:1.5]", "[b:c:15]", "a [b:c:1.5]"], 10, hires_steps=20) == [
+        [(10, "a b"), (20, "a c")], [(5, "b"), (20, "c")], [(10, "a b"), (20, "a c")]]
+    assert prompt_schedules(["[b:c:1.0]", "[b:c:0.5]"], 10, use_old_scheduling=True) == [
+        [(1, "b"), (10, "c")], [(5, "b"), (10, "c")]]
+    assert prompt_schedules(["[b:c:1.0]", "[b:c:0.5]"], 10) == [
+        [(10, "b")], [(5, "b"), (10, "c")]]
+
+
+def test_entry_index_is_reconstruct_cond_batchs():
+    """The first entry whose end_at_step is at or after the step; past the last, the first."""
+    from diffusion.text.prompt_editing import entry_index
+
+    assert [entry_index([3, 10], step) for step in (0, 3, 4, 10, 11)] == [0, 0, 1, 1, 0]
+
+
 def test_extra_networks():
     text, nets = extract_extra_networks(
         "masterpiece, <lora:fluffy:0.8> (red fox:1.3), <hypernet:agm:1.1> <lora:x_y-z.v2>"
