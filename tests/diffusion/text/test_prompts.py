@@ -169,6 +169,25 @@ def test_batch_schedules_pass_on_hires_and_old_scheduling():
         [(10, "b")], [(5, "b"), (10, "c")]]
 
 
+def test_nested_edits_and_unfinished_syntax():
+    """The WebUI's AtStep inside emphasis and alternation, and its parse failures (a prompt
+    that is not in the grammar is used as written), worked out by hand; one step is enough
+    steps."""
+    assert prompt_schedule("([a:b:2])", 4) == [(2, "(a)"), (4, "(b)")]
+    assert prompt_schedule("[[a:b:2]|c]", 4) == [(1, "a"), (2, "c"), (3, "b"), (4, "c")]
+    assert prompt_schedule("[a:b:2 ]", 4) == [(2, "a"), (4, "b")]
+    assert prompt_schedule("[a:b:2 x]", 4) == [(4, "[a:b:2 x]")]
+    assert prompt_schedule("[a:b:2", 4) == [(4, "[a:b:2")]
+    assert prompt_schedule("[a:b:0.5]", 1) == [(1, "b")]
+    for steps, hires, message in ((2.5, None, r"^steps must be a positive integer, got 2.5$"),
+                                  (True, None, r"^steps must be a positive integer, got True$"),
+                                  (10, 0, r"^hires_steps must be a positive integer, got 0$")):
+        with pytest.raises(ValueError, match=message):
+            prompt_schedule("x", steps, hires_steps=hires)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"^prompt must be a str, got int$"):
+        prompt_schedule(5, 10)  # type: ignore[arg-type]
+
+
 def test_entry_index_is_reconstruct_cond_batchs():
     """The first entry whose end_at_step is at or after the step; past the last, the first."""
     from diffusion.text.prompt_editing import entry_index
