@@ -188,6 +188,19 @@ def test_nested_edits_and_unfinished_syntax():
         prompt_schedule(5, 10)  # type: ignore[arg-type]
 
 
+def test_edits_nested_anywhere_read_their_time_alike():
+    """1.0 (a decimal point) is all the steps however deep the edit sits (old timelines would
+    make it step 1); a top-level `|` is outside the grammar, so the prompt is used as
+    written; text after an emphasis is kept."""
+    assert prompt_schedule("([a:b:1.0])", 10) == [(10, "(a)")]
+    assert prompt_schedule("[[a:b:1.0]|c]", 3) == [(1, "a"), (2, "c"), (3, "a")]
+    assert prompt_schedule("[x:[a:b:1.0]:5]", 10) == [(5, "x"), (10, "a")]
+    assert prompt_schedule("[[a:b:2]:c:3]", 4) == [(2, "a"), (3, "b"), (4, "c")]
+    assert prompt_schedule("a|b [c:d:2]", 4) == [(4, "a|b [c:d:2]")]
+    assert prompt_schedule("([a:b:2])c d", 4) == [(2, "(a)c d"), (4, "(b)c d")]
+    assert prompt_schedule("(a) [b:c:2])", 4) == [(2, "(a) b)"), (4, "(a) c)")]
+
+
 def test_entry_index_is_reconstruct_cond_batchs():
     """The first entry whose end_at_step is at or after the step; past the last, the first."""
     from diffusion.text.prompt_editing import entry_index
