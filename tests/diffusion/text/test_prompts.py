@@ -156,6 +156,58 @@ def test_schedules_of_a_batch():
         prompt_schedule(None, 10)
 
 
+def test_batch_schedules_pass_on_hires_and_old_scheduling():
+    """The WebUI's get_learned_conditioning_prompt_schedules, worked out by hand from its
+    CollectSteps: hires times count on from the first pass (1.5 -> (1.5 - 1) * 20 = 10,
+    15 -> 15 - 10 = 5); old timelines read 1.0 as step 1 (below 1 a fraction), new ones as
+    all 10 steps."""
+    assert prompt_schedules(["a [b:c:1.5]", "[b:c:15]", "a [b:c:1.5]"], 10, hires_steps=20) == [
+        [(10, "a b"), (20, "a c")], [(5, "b"), (20, "c")], [(10, "a b"), (20, "a c")]]
+    assert prompt_schedules(["[b:c:1.0]", "[b:c:0.5]"], 10, use_old_scheduling=True) == [
+        [(1, "b"), (10, "c")], [(5, "b"), (10, "c")]]
+    assert prompt_schedules(["[b:c:1.0]", "[b:c:0.5]"], 10) == [
+        [(10, "b")], [(5, "b"), (10, "c")]]
+
+
+def test_nested_edits_and_unfinished_syntax():
+    """The WebUI's AtStep inside emphasis and alternation, and its parse failures (a prompt
+    that is not in the grammar is used as written), worked out by hand; one step is enough
+    steps."""
+    assert prompt_schedule("([a:b:2])", 4) == [(2, "(a)"), (4, "(b)")]
+    assert prompt_schedule("[[a:b:2]|c]", 4) == [(1, "a"), (2, "c"), (3, "b"), (4, "c")]
+    assert prompt_schedule("[a:b:2 ]", 4) == [(2, "a"), (4, "b")]
+    assert prompt_schedule("[a:b:2 x]", 4) == [(4, "[a:b:2 x]")]
+    assert prompt_schedule("[a:b:2", 4) == [(4, "[a:b:2")]
+    assert prompt_schedule("[a:b:0.5]", 1) == [(1, "b")]
+    for steps, hires, message in ((2.5, None, r"^steps must be a positive integer, got 2.5$"),
+                                  (True, None, r"^steps must be a positive integer, got True$"),
+                                  (10, 0, r"^hires_steps must be a positive integer, got 0$")):
+        with pytest.raises(ValueError, match=message):
+            prompt_schedule("x", steps, hires_steps=hires)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"^prompt must be a str, got int$"):
+        prompt_schedule(5, 10)  # type: ignore[arg-type]
+
+
+def test_edits_nested_anywhere_read_their_time_alike():
+    """1.0 (a decimal point) is all the steps however deep the edit sits (old timelines would
+    make it step 1); a top-level `|` is outside the grammar, so the prompt is used as
+    written; text after an emphasis is kept."""
+    assert prompt_schedule("([a:b:1.0])", 10) == [(10, "(a)")]
+    assert prompt_schedule("[[a:b:1.0]|c]", 3) == [(1, "a"), (2, "c"), (3, "a")]
+    assert prompt_schedule("[x:[a:b:1.0]:5]", 10) == [(5, "x"), (10, "a")]
+    assert prompt_schedule("[[a:b:2]:c:3]", 4) == [(2, "a"), (3, "b"), (4, "c")]
+    assert prompt_schedule("a|b [c:d:2]", 4) == [(4, "a|b [c:d:2]")]
+    assert prompt_schedule("([a:b:2])c d", 4) == [(2, "(a)c d"), (4, "(b)c d")]
+    assert prompt_schedule("(a) [b:c:2])", 4) == [(2, "(a) b)"), (4, "(a) c)")]
+
+
+def test_entry_index_is_reconstruct_cond_batchs():
+    """The first entry whose end_at_step is at or after the step; past the last, the first."""
+    from diffusion.text.prompt_editing import entry_index
+
+    assert [entry_index([3, 10], step) for step in (0, 3, 4, 10, 11)] == [0, 0, 1, 1, 0]
+
+
 def test_extra_networks():
     text, nets = extract_extra_networks(
         "masterpiece, <lora:fluffy:0.8> (red fox:1.3), <hypernet:agm:1.1> <lora:x_y-z.v2>"

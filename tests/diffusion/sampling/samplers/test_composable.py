@@ -20,7 +20,7 @@ import pytest
 
 import gpucore
 from diffusion.pipelines.sd.guided_unet import GuidedUNet
-from diffusion.sampling.guidance import combine
+from diffusion.sampling.guidance import combine, part_rows
 from diffusion.sampling.kdiffusion import CFGDenoiser
 from diffusion.sampling.model_sampling import DiscreteSchedule
 from gpustd import asarray
@@ -54,6 +54,17 @@ def test_combine_is_the_webuis_combine_denoised() -> None:
     assert np.array_equal(combine(uncond, cond[:2], ((1.0,), (1.0,)), 7.0), plain)
     with pytest.raises(ValueError, match="do not fit 2 uncond and 3 cond rows"):
         combine(uncond, cond, ((1.0,), (1.0,)), 7.0)
+
+
+@pytest.mark.nodevice
+def test_part_rows_repeat_each_image_once_per_part() -> None:
+    """The cond batch's rows: image i's row once per AND part, images in order (the WebUI's
+    conds_list rows), typed out; without weights the batch itself."""
+    x = np.array([[[1, 2]], [[3, 4]], [[5, 6]]], dtype=np.float32)  # (3, 1, 2)
+    rows = part_rows(x, ((1.0, -0.5), (1.3,), (0.2, 0.3, 0.5)))
+    assert rows.shape == (6, 1, 2)
+    assert rows.tolist() == [[[1, 2]], [[1, 2]], [[3, 4]], [[5, 6]], [[5, 6]], [[5, 6]]]
+    assert part_rows(x, None) is x
 
 
 def _fake_unet(calls: list[tuple[int, int]]) -> Any:
