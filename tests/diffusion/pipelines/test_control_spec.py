@@ -171,7 +171,7 @@ def test_detect_hands_its_module_the_units_settings(monkeypatch: pytest.MonkeyPa
     picture = call.pop("picture")
     assert picture.shape == (30, 45, 3) and (picture == gray[:, :, None]).all()
     assert call == {"module": "canny", "threshold_a": 20.0, "threshold_b": 200.0,
-                    "resolution": 640}
+                    "resolution": 640, "seed": None}
     assert (used.processor_res, used.threshold_a, used.threshold_b) == (640, 20.0, 200.0)
     assert used.model == "m" and used.module == "canny"
     # pixel perfect for 512 x 768: Crop and Resize scales by max(768/30, 512/45) = 25.6, the
