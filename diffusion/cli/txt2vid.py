@@ -90,10 +90,12 @@ def _options(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--rng", default="torch", choices=("torch", "numpy"),
                      help="the noise's random source; torch gives diffusers' video for a "
                           "seed (torch)")
-    sub.add_argument("--cache", default=None, metavar="fbc[:THRESHOLD]",
-                     help="First Block Cache: a step whose first block's residual changed by "
-                          "at most THRESHOLD (relative; 0.12 unless given) since the last "
-                          "computed step skips the other blocks; none: off (off)")
+    sub.add_argument("--cache", default=None, metavar="fbc|teacache[:THRESHOLD]",
+                     help="step caching: First Block Cache (a step whose first block's "
+                          "residual changed by at most THRESHOLD, relative, since the last "
+                          "computed step skips the other blocks; 0.12 unless given) or "
+                          "TeaCache (Wan 2.1; 0.4 unless given, its users run 0.05-0.3); "
+                          "none: off (off)")
     sub.add_argument("--lora", action="append", default=[], metavar="FILE[:WEIGHT]",
                      help="a LoRA patched into the transformer (diffusers/PEFT, ComfyUI or "
                           "kohya keys, e.g. a step-distillation LoRA), WEIGHT 1 unless given; "

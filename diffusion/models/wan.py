@@ -343,8 +343,8 @@ class WanTransformer3DModel(nn.Module):
         encoder_hidden_states_image (B, Li, image_dim) CLIP states, or `image_context` =
         `encode_image(...)`. diffusers takes the image states the same way (it concatenates
         them before the text and splits them off again in each block). `cache`: a step cache
-        branch (`step_cache.StepCache.branch()`: First Block Cache) the blocks run through, its
-        calls in step order."""
+        branch (`step_cache.StepCache.branch()`: First Block Cache, TeaCache) the blocks run
+        through, its calls in step order."""
         batch, channels, frames, height, width = hidden_states.shape
         pt, ph, pw = self.patch
         if frames % pt or height % ph or width % pw:
@@ -377,7 +377,10 @@ class WanTransformer3DModel(nn.Module):
                 x = block(x, text, segments, tables, image_context)
             return x
 
-        x = run_blocks(cache, x, context, head, tail)
+        def probe(x: Tensor) -> Tensor:  # TeaCache's measure on Wan: the time embedding
+            return embeddings[0]
+
+        x = run_blocks(cache, x, context, head, tail, probe if len(embeddings) == 1 else None)
         # 3. the final modulated norm, projection and the patches put back
         normed = nn.layer_norm(x, None, None, eps=self.config["eps"])
         ends = [_chunks(self.scale_shift_table + temb.reshape(batch, 1, -1), 2)

@@ -35,7 +35,7 @@ from gpustd.nn.offload import restore as restore_weights
 from ...loaders.component import load_component
 from ...loaders.wan import WanFiles, load_wan
 from ...models.clip_vision import CLIPVisionModelWithProjection
-from ...models.step_cache import BranchCache, CacheSpec, StepCache
+from ...models.step_cache import TEACACHE_WAN_COEFFICIENTS, BranchCache, CacheSpec, StepCache
 from ...models.t5 import UMT5EncoderModel
 from ...models.wan import WanTransformer3DModel
 from ...models.wan_vae import AutoencoderKLWan
@@ -69,10 +69,22 @@ def video_cache(text: str | None, name: str = "cache", steps: int = 1) -> StepCa
     off); ValueError in one line for anything else (`name`: the setting's, for TeaCache and
     MagCache, whose tables are FLUX's)."""
     spec = CacheSpec.of(text)
-    if spec is not None and spec.kind != "fbc":
-        raise ValueError(f"{name} {text}: Wan runs First Block Cache only (fbc[:THRESHOLD], "
-                         f"e.g. fbc:0.12); {spec.kind}'s table is FLUX's")
+    if spec is not None and spec.kind not in ("fbc", "teacache"):
+        raise ValueError(f"{name} {text}: Wan runs First Block Cache (fbc[:THRESHOLD], e.g. "
+                         f"fbc:0.12) or TeaCache (teacache:0.2); {spec.kind}'s table is FLUX's")
     return None if spec is None else StepCache(spec, steps)
+
+
+def teacache_coefficients(config: dict[str, Any], height: int, width: int
+                          ) -> tuple[float, ...]:
+    """TeaCache4Wan2.1's polynomial for a Wan 2.1 transformer `config`: text-to-video 14B (5120
+    wide) or 1.3B (narrower); image-to-video 14B's 480P table up to 832 x 480 pixels, its 720P
+    table above."""
+    if config["image_dim"] is not None:
+        return TEACACHE_WAN_COEFFICIENTS["i2v-480P" if height * width <= 832 * 480
+                                         else "i2v-720P"]
+    wide = config["num_attention_heads"] * config["attention_head_dim"] >= 5120
+    return TEACACHE_WAN_COEFFICIENTS["t2v-14B" if wide else "t2v-1.3B"]
 
 
 def refuse_pictures(path: str | os.PathLike[str], family: str, options: Any) -> Any:
@@ -259,7 +271,7 @@ class WanPipeline:
         does): the first frame, animated (image-to-video models and Wan 2.2 TI2V 5B), as
         `WanImageToVideoPipeline(image=image, ...)` of the same folder.
         `guidance_scale_2`: Wan 2.2 A14B's low-noise expert's (`guidance_scale` unless
-        given). `cache`: a step cache (First Block Cache) whose branches each expert's
+        given). `cache`: a step cache (First Block Cache, TeaCache) whose branches each expert's
         prompt and negative-prompt calls run through, as diffusers' `apply_first_block_cache`
         on each transformer with its `cache_context("cond")` / `("uncond")`."""
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
@@ -276,6 +288,10 @@ class WanPipeline:
             raise ValueError("this Wan model makes videos from text only; animating a picture "
                              "needs Wan 2.2 TI2V 5B (its folder sets expand_timesteps) or a "
                              "Wan 2.1 I2V folder")
+        teacache = cache is not None and cache.spec.kind == "teacache"
+        if teacache and (self.expand_timesteps or self.transformer_2 is not None):
+            raise ValueError("TeaCache's Wan tables are Wan 2.1's; for Wan 2.2 use First Block "
+                             "Cache (fbc:0.12)")
         if guidance_scale_2 is not None and self.transformer_2 is None:
             raise ValueError("a second guidance scale is for Wan 2.2 A14B's low-noise expert; "
                              "this Wan model has one transformer")
@@ -321,7 +337,8 @@ class WanPipeline:
                 return {}
             key = (0 if model is self.transformer else 1, side)
             if key not in branches:
-                branches[key] = cache.branch()
+                branches[key] = cache.branch(coefficients=teacache_coefficients(
+                    model.config, height, width)) if teacache else cache.branch()
             return {"cache": branches[key]}
         on_gpu = contextlib.ExitStack()
 

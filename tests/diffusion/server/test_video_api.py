@@ -89,7 +89,7 @@ def test_progress_and_interrupt(first_device: gpucore.Device,
     ({"model": "tiny-a"}, "is not a Wan folder"),
     ({"sampler": "Heun"}, "is not one Wan runs"),
     ({"cfg_scale_2": 2.0}, "has one transformer"),
-    ({"cache": "magcache"}, "Wan runs First Block Cache only"),
+    ({"cache": "magcache"}, "Wan runs First Block Cache"),
     ({"cache": "fbc:-1"}, "cache threshold must be in [0, 10)"),
 ])
 def test_bad_video_requests_are_422(served: tuple[TestClient, Any], change: dict[str, Any],
