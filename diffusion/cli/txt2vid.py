@@ -94,7 +94,7 @@ def _options(sub: argparse.ArgumentParser) -> None:
                      help="step caching: First Block Cache (a step whose first block's "
                           "residual changed by at most THRESHOLD, relative, since the last "
                           "computed step skips the other blocks; 0.12 unless given) or "
-                          "TeaCache (Wan 2.1; 0.4 unless given, its users run 0.05-0.3); "
+                          "TeaCache (Wan 2.1; 0.2 unless given, about 3x; 0.1 about 2x); "
                           "none: off (off)")
     sub.add_argument("--lora", action="append", default=[], metavar="FILE[:WEIGHT]",
                      help="a LoRA patched into the transformer (diffusers/PEFT, ComfyUI or "

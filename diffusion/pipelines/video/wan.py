@@ -35,7 +35,7 @@ from gpustd.nn.offload import restore as restore_weights
 from ...loaders.component import load_component
 from ...loaders.wan import WanFiles, load_wan
 from ...models.clip_vision import CLIPVisionModelWithProjection
-from ...models.step_cache import TEACACHE_WAN_COEFFICIENTS, BranchCache, CacheSpec, StepCache
+from ...models.step_cache import BranchCache, StepCache
 from ...models.t5 import UMT5EncoderModel
 from ...models.wan import WanTransformer3DModel
 from ...models.wan_vae import AutoencoderKLWan
@@ -44,9 +44,10 @@ from ...sampling.scheduler_loop import scheduler_loop
 from ...sampling.schedulers.flow_match_euler import FlowMatchEulerDiscreteScheduler
 from ...sampling.schedulers.unipc_flow import FlowUniPCMultistepScheduler, is_flow_unipc
 from ...text.t5_tokenizer import T5Tokenizer
+from .wan_cache import teacache_coefficients
 from .wan_image import clip_image_states, first_frame_latents, i2v_condition
 
-__all__ = ["SAMPLERS", "WanPipeline", "check_frame_count", "refuse_pictures", "video_cache"]
+__all__ = ["SAMPLERS", "WanPipeline", "check_frame_count", "refuse_pictures"]
 
 SAMPLERS = ("diffusers", "UniPC", "Euler")
 """"diffusers": the folder's own scheduler; "UniPC" and "Euler": those on flow sigmas with
@@ -62,29 +63,6 @@ def check_frame_count(frames: int, temporal: int = 4) -> None:
         lower = max(1, (int(frames) - 1) // temporal * temporal + 1) if frames >= 1 else 1
         raise ValueError(f"frames must be 1 + {temporal}k (1, 5, ..., 81), got {frames!r}; "
                          f"use {lower} or {lower + temporal}")
-
-
-def video_cache(text: str | None, name: str = "cache", steps: int = 1) -> StepCache | None:
-    """A step cache for a Wan run of `steps` from `text` ("fbc:0.12", "fbc", None / "none":
-    off); ValueError in one line for anything else (`name`: the setting's, for TeaCache and
-    MagCache, whose tables are FLUX's)."""
-    spec = CacheSpec.of(text)
-    if spec is not None and spec.kind not in ("fbc", "teacache"):
-        raise ValueError(f"{name} {text}: Wan runs First Block Cache (fbc[:THRESHOLD], e.g. "
-                         f"fbc:0.12) or TeaCache (teacache:0.2); {spec.kind}'s table is FLUX's")
-    return None if spec is None else StepCache(spec, steps)
-
-
-def teacache_coefficients(config: dict[str, Any], height: int, width: int
-                          ) -> tuple[float, ...]:
-    """TeaCache4Wan2.1's polynomial for a Wan 2.1 transformer `config`: text-to-video 14B (5120
-    wide) or 1.3B (narrower); image-to-video 14B's 480P table up to 832 x 480 pixels, its 720P
-    table above."""
-    if config["image_dim"] is not None:
-        return TEACACHE_WAN_COEFFICIENTS["i2v-480P" if height * width <= 832 * 480
-                                         else "i2v-720P"]
-    wide = config["num_attention_heads"] * config["attention_head_dim"] >= 5120
-    return TEACACHE_WAN_COEFFICIENTS["t2v-14B" if wide else "t2v-1.3B"]
 
 
 def refuse_pictures(path: str | os.PathLike[str], family: str, options: Any) -> Any:
