@@ -22,7 +22,9 @@ third as its authors' FLUX code does (diffusers has no TeaCache hook):
   a polynomial fitted on FLUX (`TEACACHE_FLUX_COEFFICIENTS`), is accumulated; while the sum
   stays under `threshold` the blocks are skipped and the last computed residual (final image
   tokens minus the blocks' input) added; the first and last steps always compute. Its users
-  run FLUX at 0.25 (about 1.5x), 0.4 (1.8x), 0.6 (2x) or 0.8 (2.25x). FLUX only.
+  run FLUX at 0.25 (about 1.5x), 0.4 (1.8x), 0.6 (2x) or 0.8 (2.25x). FLUX, and Wan 2.1 as
+  `TeaCache4Wan2.1` runs it: the time embedding measured instead, its Wan polynomials
+  (`TEACACHE_WAN_COEFFICIENTS`); its users run Wan at 0.05-0.3.
 
 A `StepCache` is one generation's setting; every model input that is predicted separately (a
 guidance branch, diffusers' `cache_context("cond")` / `("uncond")`) takes its own `branch()`,
@@ -40,7 +42,8 @@ import numpy as np
 import gpustd
 from gpustd import Tensor
 
-__all__ = ["CACHE_KINDS", "FLUX_MAG_RATIOS", "TEACACHE_FLUX_COEFFICIENTS", "CacheSpec",
+__all__ = ["CACHE_KINDS", "FLUX_MAG_RATIOS", "TEACACHE_FLUX_COEFFICIENTS",
+           "TEACACHE_WAN_COEFFICIENTS", "CacheSpec",
            "FirstBlockCache", "MagCache", "StepCache", "TeaCache", "run_blocks"]
 
 # Head: the first block, (image, text) -> (image, text); tail: every other block and what
@@ -61,6 +64,16 @@ FLUX_MAG_RATIOS = (
 # TeaCache's rescaling polynomial for FLUX (highest power first, numpy.poly1d's order)
 TEACACHE_FLUX_COEFFICIENTS = (4.98651651e02, -2.83781631e02, 5.58554382e01, -3.82021401e00,
                               2.64230861e-01)
+
+# TeaCache's polynomials for Wan 2.1 (TeaCache4Wan2.1, without retention steps): the
+# text-to-video 1.3B and 14B, the image-to-video 14B 480P and 720P
+TEACACHE_WAN_COEFFICIENTS: dict[str, tuple[float, ...]] = {
+    "t2v-1.3B": (2.39676752e03, -1.31110545e03, 2.01331979e02, -8.29855975e00, 1.37887774e-01),
+    "t2v-14B": (-5784.54975374, 5449.50911966, -1811.16591783, 256.27178429, -13.02252404),
+    "i2v-480P": (-3.02331670e02, 2.23948934e02, -5.25463970e01, 5.87348440e00,
+                 -2.01973289e-01),
+    "i2v-720P": (-114.36346466, 65.26524496, -18.82220707, 4.91518089, -0.23412683),
+}
 
 # kind -> (default threshold, what it is); the defaults are values FLUX users run: First
 # Block Cache at 0.08-0.12 in ComfyUI, MagCache at diffusers' 0.06, TeaCache at 0.25-0.8
@@ -278,14 +291,15 @@ class StepCache:
         self.spec, self.steps = spec, int(steps)
         self.branches: list[BranchCache] = []
 
-    def branch(self, steps: int | None = None) -> BranchCache:
-        """A fresh state for one input's calls (MagCache: `steps` of them, else the
-        generation's)."""
+    def branch(self, steps: int | None = None, *,
+               coefficients: tuple[float, ...] = TEACACHE_FLUX_COEFFICIENTS) -> BranchCache:
+        """A fresh state for one input's calls (MagCache, TeaCache: `steps` of them, else
+        the generation's; TeaCache: its polynomial `coefficients`)."""
         state: BranchCache
         if self.spec.kind == "magcache":
             state = MagCache(self.spec.threshold, steps or self.steps)
         elif self.spec.kind == "teacache":
-            state = TeaCache(self.spec.threshold, steps or self.steps)
+            state = TeaCache(self.spec.threshold, steps or self.steps, coefficients=coefficients)
         else:
             state = FirstBlockCache(self.spec.threshold)
         self.branches.append(state)

@@ -18,6 +18,7 @@ from gpustd import Tensor, concatenate, nn, permute, take_slice
 
 from .dit_layers import GELU, Rope, TimestepEmbedding
 from .layers import Place
+from .step_cache import BranchCache, run_blocks
 from .transformer_ops import RMSNorm, cast, gated_add, modulate, rope, rope_tables
 
 __all__ = ["WanTransformer3DModel", "wan_positions"]
@@ -334,14 +335,16 @@ class WanTransformer3DModel(nn.Module):
 
     def forward(self, hidden_states: Tensor, timestep: Any, encoder_hidden_states: Tensor, *,
                 context: Tensor | None = None, encoder_hidden_states_image: Tensor | None = None,
-                image_context: Tensor | None = None) -> Tensor:
+                image_context: Tensor | None = None, cache: BranchCache | None = None) -> Tensor:
         """hidden_states (B, C, F, H, W) with F, H, W multiples of patch_size; timestep (B,)
         host numbers on the 0..1000 scale (WanPipeline's `t`), or (B, F / pt) one per latent
         frame (Wan 2.2's image-to-video: 0 for the given first frame); encoder_hidden_states
         (B, Lt, text_dim), or `context` = `encode_text(...)` given instead; Wan 2.1 I2V:
         encoder_hidden_states_image (B, Li, image_dim) CLIP states, or `image_context` =
         `encode_image(...)`. diffusers takes the image states the same way (it concatenates
-        them before the text and splits them off again in each block)."""
+        them before the text and splits them off again in each block). `cache`: a step cache
+        branch (`step_cache.StepCache.branch()`: First Block Cache, TeaCache) the blocks run
+        through, its calls in step order."""
         batch, channels, frames, height, width = hidden_states.shape
         pt, ph, pw = self.patch
         if frames % pt or height % ph or width % pw:
@@ -363,9 +366,21 @@ class WanTransformer3DModel(nn.Module):
                              "CLIP states" if image_context is None else
                              "this Wan transformer reads no image (text-to-video)")
         tables = self.rotary(*grid)
-        # 2. the blocks
-        for block in self.blocks:
-            x = block(x, context, segments, tables, image_context)
+        # 2. the blocks (the first apart: a step cache decides after it whether the others run)
+        blocks = list(self.blocks)
+
+        def head(x: Tensor, text: Tensor) -> tuple[Tensor, Tensor]:
+            return (blocks[0](x, text, segments, tables, image_context) if blocks else x), text
+
+        def tail(x: Tensor, text: Tensor) -> Tensor:
+            for block in blocks[1:]:
+                x = block(x, text, segments, tables, image_context)
+            return x
+
+        def probe(x: Tensor) -> Tensor:  # TeaCache's measure on Wan: the time embedding
+            return embeddings[0]
+
+        x = run_blocks(cache, x, context, head, tail, probe if len(embeddings) == 1 else None)
         # 3. the final modulated norm, projection and the patches put back
         normed = nn.layer_norm(x, None, None, eps=self.config["eps"])
         ends = [_chunks(self.scale_shift_table + temb.reshape(batch, 1, -1), 2)

@@ -4,5 +4,7 @@ transformer work on (B, C, frames, H, W) latents, the pipeline returns (B, frame
 `files` writes them (MP4, animated WebP, PNGs)."""
 
 from .wan import SAMPLERS, WanPipeline, check_frame_count, refuse_pictures
+from .wan_cache import video_cache
 
-__all__ = ["SAMPLERS", "WanPipeline", "check_frame_count", "refuse_pictures"]
+__all__ = ["SAMPLERS", "WanPipeline", "check_frame_count", "refuse_pictures",
+           "video_cache"]

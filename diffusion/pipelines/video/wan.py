@@ -35,6 +35,7 @@ from gpustd.nn.offload import restore as restore_weights
 from ...loaders.component import load_component
 from ...loaders.wan import WanFiles, load_wan
 from ...models.clip_vision import CLIPVisionModelWithProjection
+from ...models.step_cache import BranchCache, StepCache
 from ...models.t5 import UMT5EncoderModel
 from ...models.wan import WanTransformer3DModel
 from ...models.wan_vae import AutoencoderKLWan
@@ -43,6 +44,7 @@ from ...sampling.scheduler_loop import scheduler_loop
 from ...sampling.schedulers.flow_match_euler import FlowMatchEulerDiscreteScheduler
 from ...sampling.schedulers.unipc_flow import FlowUniPCMultistepScheduler, is_flow_unipc
 from ...text.t5_tokenizer import T5Tokenizer
+from .wan_cache import teacache_coefficients
 from .wan_image import clip_image_states, first_frame_latents, i2v_condition
 
 __all__ = ["SAMPLERS", "WanPipeline", "check_frame_count", "refuse_pictures"]
@@ -237,7 +239,8 @@ class WanPipeline:
                  num_inference_steps: int = 50, guidance_scale: float = 5.0, seed: int = 0,
                  rng: str = "torch", sampler: str = "diffusers", image: Any = None,
                  max_sequence_length: int = 512, callback: StepCallback | None = None,
-                 guidance_scale_2: float | None = None) -> np.ndarray:
+                 guidance_scale_2: float | None = None,
+                 cache: StepCache | None = None) -> np.ndarray:
         """Videos for `prompt` (one or a list): (B, num_frames, height, width, 3) float in
         [0, 1]. diffusers: `WanPipeline(prompt, negative_prompt=, height=, width=,
         num_frames=, num_inference_steps=, guidance_scale=, guidance_scale_2=,
@@ -246,7 +249,9 @@ class WanPipeline:
         does): the first frame, animated (image-to-video models and Wan 2.2 TI2V 5B), as
         `WanImageToVideoPipeline(image=image, ...)` of the same folder.
         `guidance_scale_2`: Wan 2.2 A14B's low-noise expert's (`guidance_scale` unless
-        given)."""
+        given). `cache`: a step cache (First Block Cache, TeaCache) whose branches each expert's
+        prompt and negative-prompt calls run through, as diffusers' `apply_first_block_cache`
+        on each transformer with its `cache_context("cond")` / `("uncond")`."""
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         self.check(height=height, width=width, num_frames=num_frames,
                    steps=num_inference_steps, rng=rng, sampler=sampler)
@@ -261,6 +266,10 @@ class WanPipeline:
             raise ValueError("this Wan model makes videos from text only; animating a picture "
                              "needs Wan 2.2 TI2V 5B (its folder sets expand_timesteps) or a "
                              "Wan 2.1 I2V folder")
+        teacache = cache is not None and cache.spec.kind == "teacache"
+        if teacache and (self.expand_timesteps or self.transformer_2 is not None):
+            raise ValueError("TeaCache's Wan tables are Wan 2.1's; for Wan 2.2 use First Block "
+                             "Cache (fbc:0.12)")
         if guidance_scale_2 is not None and self.transformer_2 is None:
             raise ValueError("a second guidance scale is for Wan 2.2 A14B's low-noise expert; "
                              "this Wan model has one transformer")
@@ -299,6 +308,16 @@ class WanPipeline:
         boundary = None if self.boundary_ratio is None else self.boundary_ratio * float(
             self.scheduler_config.get("num_train_timesteps", 1000))
         contexts: dict[int, tuple[Tensor, Tensor | None, Tensor | None]] = {}
+        branches: dict[tuple[int, str], BranchCache] = {}
+
+        def branch(model: Any, side: str) -> dict[str, Any]:
+            if cache is None:
+                return {}
+            key = (0 if model is self.transformer else 1, side)
+            if key not in branches:
+                branches[key] = cache.branch(coefficients=teacache_coefficients(
+                    model.config, height, width)) if teacache else cache.branch()
+            return {"cache": branches[key]}
         on_gpu = contextlib.ExitStack()
 
         def expert(t: Any) -> tuple[Any, tuple[Tensor, Tensor | None, Tensor | None]]:
@@ -328,11 +347,12 @@ class WanPipeline:
             if condition is not None:  # the mask and first frame's latents
                 x = np.concatenate([x, condition], axis=1)
             sample = asarray(x, dtype=model.dtype, device=model.device)
-            cond = model(sample, timestep, None, context=positive, image_context=pictured)
+            cond = model(sample, timestep, None, context=positive, image_context=pictured,
+                         **branch(model, "cond"))
             flow = cond.numpy().astype(np.float32)
             if negative is not None:
                 uncond = model(sample, timestep, None, context=negative,
-                               image_context=pictured)
+                               image_context=pictured, **branch(model, "uncond"))
                 base = uncond.numpy().astype(np.float32)
                 flow = base + np.float32(scale) * (flow - base)
             return flow, None

@@ -57,6 +57,7 @@ def test_txt2vid_on_the_queue(first_device: gpucore.Device,
     assert response.status_code == 200, response.text
     answer = response.json()
     assert answer["seed"] == 3 and answer["format"] == "webp" and not answer["interrupted"]
+    assert answer["cache"] is None  # no step cache asked
     ours = _frames(answer["video"])
     expected = reference(RED, negative_prompt="blurry", height=32, width=48, num_frames=5,
                          num_inference_steps=2, guidance_scale=4.0, output_type="np",
@@ -88,6 +89,8 @@ def test_progress_and_interrupt(first_device: gpucore.Device,
     ({"model": "tiny-a"}, "is not a Wan folder"),
     ({"sampler": "Heun"}, "is not one Wan runs"),
     ({"cfg_scale_2": 2.0}, "has one transformer"),
+    ({"cache": "magcache"}, "Wan runs First Block Cache"),
+    ({"cache": "fbc:-1"}, "cache threshold must be in [0, 10)"),
 ])
 def test_bad_video_requests_are_422(served: tuple[TestClient, Any], change: dict[str, Any],
                                     says: str) -> None:

@@ -45,6 +45,8 @@ class Txt2VidRequest(BaseModel):
                                       "low-noise expert's guidance (cfg_scale unless given)")
     seed: int = -1
     sampler: str = "diffusers"
+    cache: str | None = Field(None, description="First Block Cache, \"fbc:0.12\" (the "
+                              "threshold; \"fbc\" alone: 0.12); none: off")
     format: str = Field("mp4", pattern="^(mp4|webp)$")
     also_webp: bool = Field(False, description="the animated WebP too, as `webp` (beside an "
                                                "MP4 `video`)")
@@ -58,11 +60,12 @@ class Img2VidRequest(Txt2VidRequest):
 
 def _check(state: ServerState, body: Txt2VidRequest) -> Path:
     """The request's model folder, after every check that needs no GPU (RequestError: 422)."""
-    from ....pipelines.video import SAMPLERS, check_frame_count
+    from ....pipelines.video import SAMPLERS, check_frame_count, video_cache
 
     try:
         check_frame_count(body.frames)
         check_fps(body.fps)
+        video_cache(body.cache)
     except ValueError as error:
         raise RequestError(str(error).replace("--fps", "fps")) from None
     if body.width % 16 or body.height % 16:
@@ -103,17 +106,21 @@ async def _run(state: ServerState, body: Txt2VidRequest, image: Any) -> dict[str
     worker = state.worker  # what job() takes along, not the state (a worker process's own)
 
     def job() -> dict[str, Any]:
+        from ....pipelines.video import video_cache
+
         observer, device = worker.begin_job(kind)
         pipe = _pipeline(path, device)
+        cache = video_cache(body.cache, "cache", body.steps)
         videos = pipe(body.prompt, negative_prompt=body.negative_prompt, height=body.height,
                       width=body.width, num_frames=body.frames, num_inference_steps=body.steps,
                       guidance_scale=body.cfg_scale, seed=seed, sampler=body.sampler,
                       image=image, callback=observer.step,
-                      guidance_scale_2=body.cfg_scale_2)
+                      guidance_scale_2=body.cfg_scale_2, cache=cache)
         frames = np.round(videos[0] * 255).astype(np.uint8)
         answer = {"video": _encoded(frames, body.format, body.fps), "format": body.format,
                   "seed": seed, "frames": body.frames, "fps": body.fps, "width": body.width,
-                  "height": body.height, "interrupted": observer.interrupted()}
+                  "height": body.height, "interrupted": observer.interrupted(),
+                  "cache": None if cache is None else cache.summary()}
         if body.also_webp and body.format != "webp":
             answer["webp"] = _encoded(frames, "webp", body.fps)
         return answer
