@@ -1,6 +1,7 @@
 """The memory modes of the flow families (the WebUI's --medvram, --lowvram, --max-vram SIZE),
 written once for every family whose networks are a text encoder, a transformer of block lists
-and a VAE (FLUX.2, Qwen-Image and its edit models, Z-Image):
+and a VAE (FLUX.1 with Kontext and Fill, SD 3/3.5, Chroma: flux1_memory; FLUX.2, Qwen-Image
+and its edit models, Z-Image):
 
     model.set_memory_mode(MemoryMode(lowvram=True))     # or MemoryMode.parse(max_vram="20G")
 
@@ -123,8 +124,8 @@ class FlowMemoryPlan:
 
 
 class MemoryModes:
-    """`memory_mode` and `set_memory_mode` for a FlowModel (listed before it among the bases)
-    whose `memory_layout` says what its memory modes move."""
+    """`memory_mode` and `set_memory_mode` for FlowModel (its base) and every family model
+    built on it, whose `memory_layout` says what its memory modes move."""
 
     _memory: FlowMemoryPlan | None = None  # the memory mode in effect (set_memory_mode)
 
