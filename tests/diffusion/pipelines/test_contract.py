@@ -52,8 +52,8 @@ def test_flow_memory_modes_refuse_redux_and_controlnets(units: dict[str, object]
     request = GenerationRequest(prompt="x", sampler="Euler", **units)  # type: ignore[arg-type]
     model.check(request, 64, 64)
     model._memory = SimpleNamespace(mode=MemoryMode(lowvram=True))  # type: ignore[assignment]
-    with pytest.raises(ValueError, match="^FLUX Redux and ControlNet units do not run under "
-                       "--medvram, --lowvram or --max-vram yet; leave out") as info:
+    with pytest.raises(ValueError, match=r"^FLUX Redux and ControlNet units do not run under "
+                       r"--medvram, --lowvram or --max-vram yet; leave out") as info:
         model.check(request, 64, 64)
     assert "\n" not in str(info.value)
 
