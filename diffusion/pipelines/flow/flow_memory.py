@@ -55,13 +55,16 @@ M = TypeVar("M", bound=Module)
 class MemoryLayout:
     """What a flow family's memory modes move. `blocks`: the transformer's block lists
     (ModuleLists), streamed in turn under lowvram; `text_encoders`: the networks that read the
-    prompt, one unit; `text_calls`: the (module, method) calls that bring that unit in first."""
+    prompt, one unit; `text_calls`: the (module, method) calls that bring that unit in first;
+    `block_calls`: a streamed block's methods besides `forward` that bring it in when the
+    blocks stream (FLUX.1's first block's `modulated_input`, TeaCache's measure)."""
 
     transformer: Module
     blocks: tuple[ModuleList[Any], ...]
     text_encoders: tuple[Module, ...]
     text_calls: tuple[tuple[Module, str], ...]
     vae: Module
+    block_calls: tuple[tuple[Module, str], ...] = ()
 
     def streamed(self) -> list[Module]:
         """The transformer's streamed units: every block of its block lists, in order."""
@@ -112,6 +115,8 @@ class FlowMemoryPlan:
             restore(layout.fixed())  # loaded offloaded: they stay now
             for block in layout.streamed():
                 self.residency.add(block, name="transformer block")
+            for block, method in layout.block_calls:
+                self.residency.stream(block, method, unit=block)
         else:
             self.residency.add(layout.transformer, name="transformer")
         self.residency.add(layout.vae, name="VAE", method="decode")

@@ -1,7 +1,8 @@
 """The memory modes of FLUX.1 (dev, schnell, Kontext, Fill), SD 3/3.5 and Chroma: flow_memory's
 plan (the WebUI's --medvram, --lowvram, --max-vram SIZE) over their networks.
 
-- FLUX.1: the transformer's double and single blocks stream; CLIP-L and T5 move as one unit.
+- FLUX.1: the transformer's double and single blocks stream (the first also when TeaCache
+  measures its modulated input); CLIP-L and T5 move as one unit.
 - SD 3/3.5: the transformer's joint blocks stream; CLIP-L, OpenCLIP-G and T5 (where the model
   has one) move as one unit.
 - Chroma: the transformer's double and single blocks stream; its approximator (the
@@ -44,8 +45,11 @@ def flow_layout(pipe: Any) -> MemoryLayout:
     else:  # Chroma: T5 alone
         encoders = (pipe.text_encoder,)
         calls = ((pipe.text_encoder, "forward"),)
+    # TeaCache measures FLUX's first double block's modulated input before running it
+    first = [block for block in list(blocks[0])[:1] if hasattr(block, "modulated_input")]
     return MemoryLayout(transformer=transformer, blocks=blocks, text_encoders=encoders,
-                        text_calls=calls, vae=pipe.vae)
+                        text_calls=calls, vae=pipe.vae,
+                        block_calls=tuple((block, "modulated_input") for block in first))
 
 
 def to_host(model: Module, device: Device, offload_to_host: bool) -> Module:
