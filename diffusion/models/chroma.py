@@ -111,6 +111,16 @@ class ChromaTransformerBlock(nn.Module):
         return x, gated_add(context, c_gate_mlp, ff)
 
 
+class ChromaSingleTransformerBlock(SingleStreamBlock):
+    """Chroma's single-stream block: its modulation given, from the approximator. Its
+    `forward` is the modulated pass, so a memory mode's streaming brings it in
+    (diffusion.pipelines.flow.flow_memory)."""
+
+    def forward(self, x: Tensor, shift: Tensor, scale: Tensor, gate: Tensor, rotary: Rope,
+                mask: Tensor | None = None) -> Tensor:
+        return self.modulated(x, shift, scale, gate, rotary, mask)
+
+
 class ChromaTransformer2DModel(nn.Module):
     """Packed latents (B, L, in_channels) -> the flow (B, L, out_channels).
 
@@ -143,7 +153,7 @@ class ChromaTransformer2DModel(nn.Module):
         self.transformer_blocks = nn.ModuleList(
             [ChromaTransformerBlock(dim, heads, head_dim, place) for _ in range(double)])
         self.single_transformer_blocks = nn.ModuleList(
-            [SingleStreamBlock(dim, heads, head_dim, place) for _ in range(single)])
+            [ChromaSingleTransformerBlock(dim, heads, head_dim, place) for _ in range(single)])
         self.proj_out = nn.Linear(dim, cfg["patch_size"] ** 2 * out_channels, **place)
 
     def rotary(self, txt_ids: Any, img_ids: Any) -> tuple[Tensor, Tensor]:
@@ -213,7 +223,7 @@ class ChromaTransformer2DModel(nn.Module):
             x = concatenate([context, x], axis=1)
             for i, stream in enumerate(self.single_transformer_blocks):
                 shift, scale, gate = vectors(3 * i, 3)
-                x = stream.modulated(x, shift, scale, gate, tables, mask)
+                x = stream(x, shift, scale, gate, tables, mask)
             return take_slice(x, text_length, x.shape[1], axis=1)
 
         x = run_blocks(cache, x, context, head, tail)

@@ -78,8 +78,8 @@ def load_pipeline(path: str | os.PathLike[str] | None = None, *, dtype: Any = np
     (t5xxl / clip_l / clip_g single files) in place of its own; so does a FLUX / SD3 single
     file (BFL's, Stability's, ComfyUI's), `text_encoders` then giving what it lacks (the VAE
     `ae.safetensors` too). `offload`: a memory mode will be set (`set_memory_mode`); a family
-    that can (FLUX.2, Qwen-Image, Z-Image) loads each network straight to host memory, so the
-    load peaks at one.
+    that can (FLUX.1 with Kontext and Fill, SD3/3.5, Chroma, FLUX.2, Qwen-Image, Z-Image) loads
+    each network straight to host memory, so the load peaks at one.
 
     Raises diffusion.loaders.WeightsError for missing/corrupt/unsupported files and keys.
     diffusers: `StableDiffusionPipeline.from_pretrained(path)` / `.from_single_file(path)`.

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +24,7 @@ import numpy as np
 
 from gpucore import Device, default_device
 from gpustd import Tensor, asarray
-from gpustd.nn import deferred
 
-from ...loaders.component import load_component
 from ...loaders.flow.chroma import load_chroma
 from ...loaders.flow.gguf import load_chroma_gguf
 from ...models import AutoencoderKL, ChromaTransformer2DModel, T5EncoderModel
@@ -35,7 +34,9 @@ from ...sampling.guidance import combine
 from ...sampling.model_sampling import calculate_shift
 from ...sampling.schedulers.flow_match_euler import FlowMatchEulerDiscreteScheduler
 from ...text.t5_tokenizer import T5Tokenizer
+from .flow_memory import load_network
 from .flux import image_ids, pack_latents, unpack_latents
+from .flux1_memory import to_host
 from .start import StepCallback, check_call, run_euler
 
 __all__ = ["ChromaPipeline"]
@@ -57,29 +58,34 @@ class ChromaPipeline:
     @classmethod
     def from_pretrained(cls, path: str | Path, *, dtype: Any = np.float32,
                         device: Device | None = None, variant: str | None = None,
-                        text_encoder_files: Sequence[str | os.PathLike[str]] = ()
-                        ) -> ChromaPipeline:
+                        text_encoder_files: Sequence[str | os.PathLike[str]] = (),
+                        offload: bool = False) -> ChromaPipeline:
         """Load a Chroma diffusers folder, or the original transformer file (or its GGUF,
         kept quantized: diffusion.loaders.flow.gguf) with its T5 and VAE from
         `text_encoder_files` (diffusion.loaders.flow.chroma), onto `device` in `dtype`.
-        Without a tokenizer folder the bundled T5 tokenizer is used."""
+        Without a tokenizer folder the bundled T5 tokenizer is used. `offload`: each network
+        goes to host memory as soon as it is loaded (flux1_memory)."""
         weights, modules = load_chroma(path, list(text_encoder_files), variant=variant)
         place = {"dtype": dtype, "device": device or default_device()}
         transformer = weights.transformer
         model = load_chroma_gguf(path, **place) if transformer is None else None
-        # built deferred (gpustd.nn.deferred): a parameter takes GPU memory as its values arrive
-        with deferred():
-            if model is None:
-                assert transformer is not None  # a GGUF's is loaded above
-                model = load_component(ChromaTransformer2DModel(transformer.config, **place),
-                                       transformer)
-            return cls(
-                transformer=model,
-                vae=load_component(AutoencoderKL(weights.vae.config, **place), weights.vae),
-                text_encoder=load_component(T5EncoderModel(weights.text_encoder.config, **place),
-                                            weights.text_encoder),
-                tokenizer=T5Tokenizer(weights.tokenizer_dir),
-                scheduler_config=weights.scheduler_config, modules=modules)
+        # built deferred (gpustd.nn.deferred, in load_network): a parameter takes GPU memory as
+        # its values arrive; with `offload` each network goes to host memory once loaded
+        device = place["device"]
+        load = partial(load_network, device=device, offload_to_host=offload)
+        text_encoder = load(lambda: T5EncoderModel(weights.text_encoder.config, **place),
+                            weights.text_encoder)
+        if model is None:
+            assert transformer is not None  # a GGUF's is loaded above
+            model = load(lambda: ChromaTransformer2DModel(transformer.config, **place),
+                         transformer)
+        else:
+            to_host(model, device, offload)
+        return cls(
+            transformer=model,
+            vae=load(lambda: AutoencoderKL(weights.vae.config, **place), weights.vae),
+            text_encoder=text_encoder, tokenizer=T5Tokenizer(weights.tokenizer_dir),
+            scheduler_config=weights.scheduler_config, modules=modules)
 
     def encode_prompt(self, prompts: Sequence[str], max_sequence_length: int = 512
                       ) -> tuple[Tensor, np.ndarray | None]:

@@ -140,7 +140,8 @@ def load_fill_model(path: str | os.PathLike[str], family: str, options: LoadOpti
     path = Path(path)
     pipe = FluxFillPipeline.from_pretrained(path, dtype=options.dtype, device=options.device,
                                             variant=options.variant,
-                                            text_encoder_files=list(options.text_encoders))
+                                            text_encoder_files=list(options.text_encoders),
+                                            offload=options.offload)
     name = path.name.removesuffix(".safetensors").removesuffix(".gguf")  # as Forge
     return FillModel(pipe, family=family, name=name, defaults=options.defaults or FILL_DEFAULTS,
                      modules=pipe.modules)

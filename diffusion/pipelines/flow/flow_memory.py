@@ -1,6 +1,7 @@
 """The memory modes of the flow families (the WebUI's --medvram, --lowvram, --max-vram SIZE),
 written once for every family whose networks are a text encoder, a transformer of block lists
-and a VAE (FLUX.2, Qwen-Image and its edit models, Z-Image):
+and a VAE (FLUX.1 with Kontext and Fill, SD 3/3.5, Chroma: flux1_memory; FLUX.2, Qwen-Image
+and its edit models, Z-Image):
 
     model.set_memory_mode(MemoryMode(lowvram=True))     # or MemoryMode.parse(max_vram="20G")
 
@@ -54,13 +55,16 @@ M = TypeVar("M", bound=Module)
 class MemoryLayout:
     """What a flow family's memory modes move. `blocks`: the transformer's block lists
     (ModuleLists), streamed in turn under lowvram; `text_encoders`: the networks that read the
-    prompt, one unit; `text_calls`: the (module, method) calls that bring that unit in first."""
+    prompt, one unit; `text_calls`: the (module, method) calls that bring that unit in first;
+    `block_calls`: a streamed block's methods besides `forward` that bring it in when the
+    blocks stream (FLUX.1's first block's `modulated_input`, TeaCache's measure)."""
 
     transformer: Module
     blocks: tuple[ModuleList[Any], ...]
     text_encoders: tuple[Module, ...]
     text_calls: tuple[tuple[Module, str], ...]
     vae: Module
+    block_calls: tuple[tuple[Module, str], ...] = ()
 
     def streamed(self) -> list[Module]:
         """The transformer's streamed units: every block of its block lists, in order."""
@@ -111,6 +115,8 @@ class FlowMemoryPlan:
             restore(layout.fixed())  # loaded offloaded: they stay now
             for block in layout.streamed():
                 self.residency.add(block, name="transformer block")
+            for block, method in layout.block_calls:
+                self.residency.stream(block, method, unit=block)
         else:
             self.residency.add(layout.transformer, name="transformer")
         self.residency.add(layout.vae, name="VAE", method="decode")
@@ -123,8 +129,8 @@ class FlowMemoryPlan:
 
 
 class MemoryModes:
-    """`memory_mode` and `set_memory_mode` for a FlowModel (listed before it among the bases)
-    whose `memory_layout` says what its memory modes move."""
+    """`memory_mode` and `set_memory_mode` for FlowModel (its base) and every family model
+    built on it, whose `memory_layout` says what its memory modes move."""
 
     _memory: FlowMemoryPlan | None = None  # the memory mode in effect (set_memory_mode)
 

@@ -41,7 +41,9 @@ from ..observer import Observer, Progress, StepCallback
 from ..request import GenerationRequest
 from .flow_control import FlowControl, encode_map
 from .flow_hires import run_hires
+from .flow_memory import MemoryLayout, MemoryModes
 from .flow_sampling import FLOW_SAMPLERS, FLOW_SCHEDULES, flow_seeds, sample_flow
+from .flux1_memory import flow_layout
 from .start import decode, encode_image
 
 __all__ = ["FLOW_DEFAULTS", "FlowModel"]
@@ -69,7 +71,7 @@ _STEP_CACHES = {"flux-dev": ("fbc", "magcache", "teacache"),
 _CONTROL_FAMILIES = ("flux-dev", "flux-schnell", "sd3")
 
 
-class FlowModel:
+class FlowModel(MemoryModes):
     """A loaded FLUX.1 (`family` "flux-dev" or "flux-schnell"), SD3/3.5 ("sd3") or Chroma
     ("chroma") pipeline and its sampling `defaults`; `modules`: the stems of the separately
     given VAE / text encoder files, written into the infotext as Forge writes them
@@ -126,18 +128,18 @@ class FlowModel:
         """The WebUI samplers defined for flow models over the Simple schedule, plain-text
         prompts with LoRA tags, the hires fix, step caching on FLUX, SD3 and Chroma (First
         Block Cache; MagCache and TeaCache on FLUX, whose tables they have), ControlNet units
-        on FLUX and SD3; no refiner, variation seeds or memory modes yet."""
+        on FLUX and SD3, the memory modes (flux1_memory); no refiner or variation seeds."""
         guidance = ("cfg" if self.family in _CFG_FAMILIES else
                     "distilled" if self.distilled else "none")
         no = dict.fromkeys(("prompt_syntax", "textual_inversion", "refiner", "variation_seeds",
                             "latent_upscale_resize", "hires_with_diffusers",
-                            "latent_masked_content", "memory_modes"), False)
+                            "latent_masked_content"), False)
         return Capabilities(family=self.family, latent_space=self.family.split("-")[0],
                             guidance=guidance, samplers=tuple(FLOW_SAMPLERS),
                             schedules=FLOW_SCHEDULES, models="flow-matching models",
                             control=self.family in _CONTROL_FAMILIES,
                             step_cache=_STEP_CACHES.get(self.family, ()),
-                            redux=self.family.startswith("flux-"), **no,
+                            redux=self.family.startswith("flux-"), **no, memory_modes=True,
                             control_map=self._widened)
 
     @property
@@ -153,14 +155,9 @@ class FlowModel:
         weight = self.pipe.vae.decoder.conv_in.weight
         return Placement(weight.device, weight.dtype)
 
-    @property
-    def memory_mode(self) -> Any:
-        return None
-
-    def set_memory_mode(self, mode: Any) -> None:
-        if mode:
-            raise ValueError(f"--medvram, --lowvram and --max-vram are not supported for "
-                             f"{self.family} models yet; leave them out")
+    def memory_layout(self) -> MemoryLayout:
+        """What the memory modes move (flux1_memory)."""
+        return flow_layout(self.pipe)
 
     def use_vae(self, path: str | os.PathLike[str]) -> None:
         raise ValueError(f"--vae is not supported for {self.family} models yet; give the VAE "
@@ -177,10 +174,14 @@ class FlowModel:
 
     def check(self, request: GenerationRequest, width: int, height: int) -> None:
         """Plain-text prompts (AND only with "diffusers", which reads it as a word); sides in
-        whole 2x2 latent patches."""
+        whole 2x2 latent patches; no Redux or ControlNet units under a memory mode."""
         if request.sampler_label[0] != DIFFUSERS:
             refuse_composable(extract_extra_networks(request.prompt)[0],
                               f"{self.family} models")
+        if self._memory is not None and (request.redux is not None
+                                         or split_maps(request.control or ())[1]):
+            raise ValueError("FLUX Redux and ControlNet units do not run under --medvram, "
+                             "--lowvram or --max-vram yet; leave out the units or the mode")
         multiple = 2 * self.vae_scale_factor  # 2x2 latent patches
         for name, side in (("width", width), ("height", height)):
             if side % multiple:
@@ -391,7 +392,7 @@ def load_flow_model(path: str | os.PathLike[str], family: str, options: LoadOpti
     # they take a str or a Path (anything else as an open file): another PathLike as a Path
     pipe = kind.from_pretrained(path if isinstance(path, (str, Path)) else Path(path),
                                 dtype=dtype, device=device, variant=variant,
-                                text_encoder_files=list(text_encoders))
+                                text_encoder_files=list(text_encoders), offload=options.offload)
     name = Path(path).name.removesuffix(".safetensors").removesuffix(".gguf")  # as Forge
     # defaults: defaults.json over the family's (model_defaults)
     return FlowModel(pipe, family=family, name=name, defaults=defaults, modules=pipe.modules)

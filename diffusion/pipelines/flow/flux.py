@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +21,7 @@ import numpy as np
 
 from gpucore import Device, default_device
 from gpustd import Tensor, asarray, concatenate
-from gpustd.nn import deferred
 
-from ...loaders.component import load_component
 from ...loaders.flow.flux_file import load_flux_file
 from ...loaders.flow.gguf import load_flux_gguf
 from ...models import AutoencoderKL, CLIPTextModel, FluxTransformer2DModel, T5EncoderModel
@@ -33,6 +32,8 @@ from ...sampling.schedulers.flow_match_euler import FlowMatchEulerDiscreteSchedu
 from ...text.t5_tokenizer import T5Tokenizer
 from ...text.tokenizer import CLIPTokenizer
 from .flow_control import FlowControl, encode_map
+from .flow_memory import load_network
+from .flux1_memory import to_host
 from .start import StepCallback, check_call, load_parts, run_euler
 
 __all__ = ["FluxPipeline", "pack_latents", "unpack_latents"]
@@ -84,7 +85,8 @@ class FluxPipeline:
     def from_pretrained(cls, path: str | Path, *, dtype: Any = np.float32,
                         device: Device | None = None, variant: str | None = None,
                         transformer_file: str | Path | None = None,
-                        text_encoder_files: Sequence[str | os.PathLike[str]] = ()) -> FluxPipeline:
+                        text_encoder_files: Sequence[str | os.PathLike[str]] = (),
+                        offload: bool = False) -> FluxPipeline:
         """Load a FLUX diffusers folder (`load_flow_folder`), or a single file without one
         (BFL's or ComfyUI's; `load_flow_file`), onto `device` in `dtype`.
         `transformer_file`: BFL's single-file transformer (`flux1-dev.safetensors`, read by
@@ -94,7 +96,9 @@ class FluxPipeline:
         `axes_dims_rope`.
         `text_encoder_files`: t5xxl / clip_l single files in place of the folder's
         (diffusion.loaders.flow.text_encoder_file); for a single file, what it lacks (the VAE
-        `ae.safetensors` too). Without a tokenizer folder the bundled tokenizers are used."""
+        `ae.safetensors` too). Without a tokenizer folder the bundled tokenizers are used.
+        `offload`: each network goes to host memory as soon as it is loaded, for a memory mode
+        to bring in as it runs (flux1_memory)."""
         weights, modules = load_parts(path, "flux", variant=variant,
                                       transformer_file=transformer_file,
                                       text_encoder_files=text_encoder_files)
@@ -112,23 +116,28 @@ class FluxPipeline:
                 model = load_flux_gguf(file, config=config, **place)
             else:
                 transformer = load_flux_file(file, config=config)
-        # every model built deferred (gpustd.nn.deferred): a parameter takes GPU memory when its
-        # values arrive, so a GGUF T5 loads at its quantized size, never its float size first
-        with deferred():
-            if transformer is not None:
-                model = load_component(FluxTransformer2DModel(transformer.config, **place),
-                                       transformer)
-            tokenizer_dirs = weights.tokenizer_dirs
-            clip, t5 = weights.text_encoder, weights.text_encoder_2
-            return cls(
-                transformer=model,
-                vae=load_component(AutoencoderKL(weights.vae.config, **place), weights.vae),
-                text_encoder=load_component(CLIPTextModel(clip.config, **place), clip),
-                tokenizer=CLIPTokenizer.from_pretrained(tokenizer_dirs.get("tokenizer")),
-                # a GGUF T5's matrices stay quantized (city96's t5-v1_1-xxl-encoder-Q8_0.gguf)
-                text_encoder_2=load_component(T5EncoderModel(t5.config, **place), t5),
-                tokenizer_2=T5Tokenizer(tokenizer_dirs.get("tokenizer_2")),
-                scheduler_config=weights.scheduler_config, modules=modules)
+        # every model built deferred (gpustd.nn.deferred, in load_network): a parameter takes
+        # GPU memory when its values arrive, so a GGUF T5 loads at its quantized size, never
+        # its float size first; with `offload` each goes to host memory once loaded
+        load = partial(load_network, device=device, offload_to_host=offload)
+        tokenizer_dirs = weights.tokenizer_dirs
+        clip, t5 = weights.text_encoder, weights.text_encoder_2
+        text_encoder = load(lambda: CLIPTextModel(clip.config, **place), clip)
+        # a GGUF T5's matrices stay quantized (city96's t5-v1_1-xxl-encoder-Q8_0.gguf)
+        text_encoder_2 = load(lambda: T5EncoderModel(t5.config, **place), t5)
+        if transformer is not None:
+            model = load(lambda: FluxTransformer2DModel(transformer.config, **place),
+                         transformer)
+        else:  # the GGUF's, loaded above
+            to_host(model, device, offload)
+        return cls(
+            transformer=model,
+            vae=load(lambda: AutoencoderKL(weights.vae.config, **place), weights.vae),
+            text_encoder=text_encoder,
+            tokenizer=CLIPTokenizer.from_pretrained(tokenizer_dirs.get("tokenizer")),
+            text_encoder_2=text_encoder_2,
+            tokenizer_2=T5Tokenizer(tokenizer_dirs.get("tokenizer_2")),
+            scheduler_config=weights.scheduler_config, modules=modules)
 
     def encode_prompt(self, prompts: Sequence[str], max_sequence_length: int = 512
                       ) -> tuple[Tensor, Tensor]:

@@ -32,7 +32,7 @@ from ..contract import Capabilities, LoadOptions, SamplingDefaults
 from ..observer import Observer
 from ..request import GenerationRequest
 from .edit_refs import reference_pictures, refuse_strength, sample_from_noise
-from .flow_memory import MemoryLayout, MemoryModes
+from .flow_memory import MemoryLayout
 from .flow_model import FlowModel
 from .flow_sampling import FLOW_SAMPLERS, FLOW_SCHEDULES
 from .flux2_memory import flux2_layout
@@ -54,7 +54,7 @@ FLUX2_DEV_DEFAULTS = SamplingDefaults(
 MAX_REFERENCES = 10  # the reference pictures FLUX.2 reads at most (Black Forest Labs' figure)
 
 
-class Flux2Model(MemoryModes, FlowModel):
+class Flux2Model(FlowModel):
     """A loaded FLUX.2 klein pipeline (`family` "flux2-klein", a `Flux2KleinPipeline` as
     `pipe`) or FLUX.2 dev one ("flux2-dev", a `Flux2Pipeline`: the request's
     `distilled_cfg_scale` is its embedded guidance, CFG stays 1)."""

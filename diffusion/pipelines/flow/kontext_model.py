@@ -50,8 +50,8 @@ class KontextModel(FlowModel):
     def capabilities(self) -> Capabilities:
         """FLUX's (the WebUI samplers for flow models over the Simple schedule, distilled
         guidance, plain-text prompts with LoRA tags); the init image is the reference picture.
-        No step caches, refiner, control units, variation seeds or memory modes; `check`
-        refuses a mask, the hires fix and a denoising strength."""
+        The memory modes as FLUX's; no step caches, refiner, control units or variation seeds;
+        `check` refuses a mask, the hires fix and a denoising strength."""
         return replace(super().capabilities, step_cache=(), models="FLUX.1 Kontext models",
                        references=1)
 
@@ -146,7 +146,8 @@ def load_kontext_model(path: str | os.PathLike[str], family: str, options: LoadO
     path = Path(path)
     pipe = KontextPipeline.from_pretrained(path, dtype=options.dtype, device=options.device,
                                            variant=options.variant,
-                                           text_encoder_files=list(options.text_encoders))
+                                           text_encoder_files=list(options.text_encoders),
+                                           offload=options.offload)
     defaults = options.defaults  # defaults.json over the family's (model_defaults)
     name = path.name.removesuffix(".safetensors").removesuffix(".gguf")  # as Forge
     return KontextModel(pipe, family=family, name=name, defaults=defaults,

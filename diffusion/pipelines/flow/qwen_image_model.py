@@ -25,7 +25,7 @@ from ...models.step_cache import StepCache
 from ..contract import Capabilities, LoadOptions, SamplingDefaults
 from ..observer import Observer
 from ..request import GenerationRequest
-from .flow_memory import MemoryLayout, MemoryModes
+from .flow_memory import MemoryLayout
 from .flow_model import FlowModel
 from .flow_sampling import FLOW_SAMPLERS, FLOW_SCHEDULES
 
@@ -37,7 +37,7 @@ QWENIMAGE_DEFAULTS = SamplingDefaults(
     why="diffusers' Qwen-Image settings; CFG is its true_cfg_scale")
 
 
-class QwenImageModel(MemoryModes, FlowModel):
+class QwenImageModel(FlowModel):
     """A loaded Qwen-Image pipeline (`family` "qwen-image", a `QwenImagePipeline` as
     `pipe`)."""
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +20,7 @@ import numpy as np
 
 from gpucore import Device, default_device
 from gpustd import asarray
-from gpustd.nn import deferred
 
-from ...loaders.component import load_component
 from ...loaders.flow.gguf import load_sd3_gguf
 from ...loaders.flow.sd3_file import load_sd3_file
 from ...models import AutoencoderKL, CLIPTextModel, SD3Transformer2DModel, T5EncoderModel
@@ -33,6 +32,8 @@ from ...sampling.schedulers.flow_match_euler import FlowMatchEulerDiscreteSchedu
 from ...text.t5_tokenizer import T5Tokenizer
 from ...text.tokenizer import CLIPTokenizer
 from .flow_control import FlowControl
+from .flow_memory import load_network
+from .flux1_memory import to_host
 from .start import StepCallback, check_call, load_parts, run_euler
 
 __all__ = ["StableDiffusion3Pipeline"]
@@ -58,8 +59,8 @@ class StableDiffusion3Pipeline:
     def from_pretrained(cls, path: str | Path, *, dtype: Any = np.float32,
                         device: Device | None = None, variant: str | None = None,
                         transformer_file: str | Path | None = None,
-                        text_encoder_files: Sequence[str | os.PathLike[str]] = ()
-                        ) -> StableDiffusion3Pipeline:
+                        text_encoder_files: Sequence[str | os.PathLike[str]] = (),
+                        offload: bool = False) -> StableDiffusion3Pipeline:
         """Load an SD3/3.5 diffusers folder (`load_flow_folder`), or a single file without one
         (`sd3.5_large.safetensors`, ComfyUI's; `load_flow_file`), onto `device` in `dtype`.
         `transformer_file`: Stability's single file (`sd3.5_large.safetensors`, read by
@@ -67,7 +68,9 @@ class StableDiffusion3Pipeline:
         may be too) in place of the folder's transformer/, which may then be absent.
         `text_encoder_files`: t5xxl / clip_l / clip_g single files in place of the folder's
         (diffusion.loaders.flow.text_encoder_file; T5 also where the folder has none); for a single
-        file, what it lacks. Without tokenizer folders the bundled tokenizers are used."""
+        file, what it lacks. Without tokenizer folders the bundled tokenizers are used.
+        `offload`: each network goes to host memory as soon as it is loaded, for a memory mode
+        to bring in as it runs (flux1_memory)."""
         weights, modules = load_parts(path, "sd3", variant=variant,
                                       transformer_file=transformer_file,
                                       text_encoder_files=text_encoder_files)
@@ -80,32 +83,39 @@ class StableDiffusion3Pipeline:
         elif file is not None:
             transformer = load_sd3_file(file)
 
-        # every model built deferred (gpustd.nn.deferred): a parameter takes GPU memory when its
-        # values arrive, so a GGUF T5 loads at its quantized size, never its float size first
-        with deferred():
-            def clip(component: Any) -> CLIPTextModel:
-                return load_component(
-                    CLIPTextModel(component.config, with_projection=True, **place), component)
+        # every model built deferred (gpustd.nn.deferred, in load_network): a parameter takes
+        # GPU memory when its values arrive, so a GGUF T5 loads at its quantized size, never
+        # its float size first; with `offload` each goes to host memory once loaded
+        device = place["device"]
+        load = partial(load_network, device=device, offload_to_host=offload)
 
-            dirs = weights.tokenizer_dirs
-            t5 = weights.text_encoder_3
-            if model is None:
-                assert transformer is not None  # skipped only when a file replaces it
-                model = load_component(SD3Transformer2DModel(transformer.config, **place),
-                                       transformer)
-            return cls(
-                transformer=model,
-                vae=load_component(AutoencoderKL(weights.vae.config, **place), weights.vae),
-                text_encoder=clip(weights.text_encoder),
-                tokenizer=CLIPTokenizer.from_pretrained(dirs.get("tokenizer")),
-                text_encoder_2=clip(weights.text_encoder_2),
-                # OpenCLIP-G's tokenizer pads with "!", as SD3's tokenizer_2/ says
-                tokenizer_2=(CLIPTokenizer.from_pretrained(dirs["tokenizer_2"])
-                             if "tokenizer_2" in dirs else CLIPTokenizer(pad_token="!")),
-                text_encoder_3=(None if t5 is None  # a GGUF T5's matrices stay quantized
-                                else load_component(T5EncoderModel(t5.config, **place), t5)),
-                tokenizer_3=None if t5 is None else T5Tokenizer(dirs.get("tokenizer_3")),
-                scheduler_config=weights.scheduler_config, modules=modules)
+        def clip(component: Any) -> CLIPTextModel:
+            return load(lambda: CLIPTextModel(component.config, with_projection=True, **place),
+                        component)
+
+        dirs = weights.tokenizer_dirs
+        t5 = weights.text_encoder_3
+        text_encoder, text_encoder_2 = clip(weights.text_encoder), clip(weights.text_encoder_2)
+        # a GGUF T5's matrices stay quantized
+        text_encoder_3 = None if t5 is None else load(lambda: T5EncoderModel(t5.config, **place),
+                                                      t5)
+        if model is None:
+            assert transformer is not None  # skipped only when a file replaces it
+            model = load(lambda: SD3Transformer2DModel(transformer.config, **place), transformer)
+        else:  # the GGUF's, loaded above
+            to_host(model, device, offload)
+        return cls(
+            transformer=model,
+            vae=load(lambda: AutoencoderKL(weights.vae.config, **place), weights.vae),
+            text_encoder=text_encoder,
+            tokenizer=CLIPTokenizer.from_pretrained(dirs.get("tokenizer")),
+            text_encoder_2=text_encoder_2,
+            # OpenCLIP-G's tokenizer pads with "!", as SD3's tokenizer_2/ says
+            tokenizer_2=(CLIPTokenizer.from_pretrained(dirs["tokenizer_2"])
+                         if "tokenizer_2" in dirs else CLIPTokenizer(pad_token="!")),
+            text_encoder_3=text_encoder_3,
+            tokenizer_3=None if t5 is None else T5Tokenizer(dirs.get("tokenizer_3")),
+            scheduler_config=weights.scheduler_config, modules=modules)
 
     def encode_prompt(self, prompts: Sequence[str], max_sequence_length: int = 256
                       ) -> tuple[np.ndarray, np.ndarray]:

@@ -25,7 +25,7 @@ from ..contract import Capabilities, LoadOptions, SamplingDefaults
 from ..model_defaults import is_turbo
 from ..observer import Observer
 from ..request import GenerationRequest
-from .flow_memory import MemoryLayout, MemoryModes
+from .flow_memory import MemoryLayout
 from .flow_model import FlowModel
 from .flow_sampling import FLOW_SAMPLERS, FLOW_SCHEDULES
 
@@ -41,7 +41,7 @@ ZIMAGE_BASE_DEFAULTS = SamplingDefaults(steps=50, sampler="Euler", cfg_scale=6.0
                                         why="diffusers' Z-Image settings")
 
 
-class ZImageModel(MemoryModes, FlowModel):
+class ZImageModel(FlowModel):
     """A loaded Z-Image pipeline (`family` "z-image", a `ZImagePipeline` as `pipe`)."""
 
     @property

@@ -39,10 +39,23 @@ def test_flow_models_keep_the_contract(family: str, embeds: bool, guidance: str)
     caps = model.capabilities
     assert caps.family == family and caps.guidance == guidance
     # FLUX.1 and SD 3/3.5 run ControlNet units (pipelines/flow/flow_control.py)
-    assert caps.control and not caps.refiner and not caps.memory_modes
-    with pytest.raises(ValueError, match="not supported for flux-dev models yet"):
-        _flow("flux-dev").set_memory_mode(MemoryMode(lowvram=True))
-    _flow("flux-dev").set_memory_mode(MemoryMode())  # all off: nothing to refuse
+    # and the memory modes (pipelines/flow/flux1_memory.py)
+    assert caps.control and not caps.refiner and caps.memory_modes
+    _flow("flux-dev").set_memory_mode(MemoryMode())  # all off: nothing to set up
+
+
+@pytest.mark.parametrize("units", [{"redux": object()}, {"control": (object(),)}])
+def test_flow_memory_modes_refuse_redux_and_controlnets(units: dict[str, object]) -> None:
+    """Under a memory mode (its plan stood in for) FLUX Redux and ControlNet units are
+    refused in one line; without one, they pass the check."""
+    model = _flow("flux-dev", guidance_embeds=True)
+    request = GenerationRequest(prompt="x", sampler="Euler", **units)  # type: ignore[arg-type]
+    model.check(request, 64, 64)
+    model._memory = SimpleNamespace(mode=MemoryMode(lowvram=True))  # type: ignore[assignment]
+    with pytest.raises(ValueError, match=r"^FLUX Redux and ControlNet units do not run under "
+                       r"--medvram, --lowvram or --max-vram yet; leave out") as info:
+        model.check(request, 64, 64)
+    assert "\n" not in str(info.value)
 
 
 def test_a_stand_in_missing_a_member_is_no_pipeline() -> None:
