@@ -36,8 +36,9 @@ pytestmark = pytest.mark.usefixtures("cache_home")  # conftest: private cache, t
 
 
 def sleeping_trial(calls: list[str]) -> Callable[[str], Callable[[], None]]:
-    """Candidates that take 0 ("fast"), 4 ("slow") or 8 ms ("slower") of wall time."""
-    delay = {"fast": 0.0, "slow": 0.004, "slower": 0.008}
+    """Candidates that take 0 ("fast"), 20 ("slow") or 40 ms ("slower") of wall time: gaps
+    that a loaded machine's scheduling noise does not reorder."""
+    delay = {"fast": 0.0, "slow": 0.02, "slower": 0.04}
 
     def trial(name: str) -> Callable[[], None]:
         calls.append(name)

@@ -28,7 +28,7 @@ CANDIDATES = ("slow", "fast")
 
 
 def sleeping_trial(name: str) -> Callable[[], None]:
-    return lambda: time.sleep({"fast": 0.0, "slow": 0.004}[name])
+    return lambda: time.sleep({"fast": 0.0, "slow": 0.02}[name])  # a gap load cannot reorder
 
 
 def refusing_trial(name: str) -> Callable[[], None]:
