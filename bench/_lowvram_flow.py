@@ -13,7 +13,6 @@ first 34, where Qwen's own tokenizer gives ~15).
 
 from __future__ import annotations
 
-import gc
 import json
 import math
 import tempfile
@@ -233,7 +232,8 @@ def _generate(model: Any, device: gpucore.Device, size: int, steps: int, cfg: fl
 def mode_rows(name: str, device: gpucore.Device, quick: bool, steps: int, cuda: Any,
               emit: Callable[[dict[str, Any]], None]) -> list[dict[str, Any]]:
     """The model's rows: a warm-up run (the kernels' compile), then one timed run in each
-    mode on the same loaded model, plain first; every row's picture against the plain one."""
+    mode on the same loaded model, plain first, each mode's from every network in host
+    memory (the CLI's load under a mode); every row's picture against the plain one."""
     from diffusion.pipelines.sd.memory import MemoryMode
 
     build, cfg = MODELS[name]
@@ -256,8 +256,10 @@ def mode_rows(name: str, device: gpucore.Device, quick: bool, steps: int, cuda: 
         if mode.max_vram:
             setting += f" {mode.max_vram >> 20}M"
         model.set_memory_mode(mode)
-        gc.collect()
-        device.empty_pool()
+        if model._memory is not None:  # every network in host memory, as the CLI loads them
+            model._memory.residency.evict_all()  # under a mode (a budget of 0 evicts a unit
+            # only when the next one runs: the first run would start with all of them here)
+        _settled_use(device, cuda)  # the driver has the evicted buffers back
         device.reset_peak_memory()
         with _PeakMemory(cuda, baseline) as driver:
             image, seconds, per_step, sampling_peak = _generate(model, device, size, steps, cfg)
