@@ -13,9 +13,17 @@ against the float16 UNet: the UNet's bytes, the txt2img time, and the mean pixel
 from the float16 picture. Random weights from
 diffusers' published configs, so the pictures are noise; the difference still measures the
 quantization's effect on them.
-BENCH_LOWVRAM=sd15,sdxl,modes,quant (default: all) picks the models and the parts (e.g.
-"sdxl,quant": only SDXL's quantized rows); `--quick`: tiny models at 64x64, 2 steps, a budget
-of 0.6 of the plain run's peak (a smoke run).
+Rows "mode" of the flow families (bench/_lowvram_flow.py): FLUX.1 dev (CFG 1, distilled
+guidance 3.5) and Qwen-Image (true CFG 4: two transformer passes a step) at 1024x1024, float16,
+BENCH_STEPS (default 3) Euler steps after a one-step warm-up, random weights at the released
+configs built in-process: the same columns, and seconds_per_step (the mean time between the
+step callbacks), the driver's peak (cudaMemGetInfo sampled, above the level before loading,
+with CUDA) and the weights' GiB; --max-vram is the least budget the model takes
+(flow_memory.smallest_flow_budget) rounded up to whole GiB plus 1 GiB.
+BENCH_LOWVRAM=sd15,sdxl,flux,qwenimage,modes,quant (default: all) picks the models and the
+parts (e.g. "sdxl,quant": only SDXL's quantized rows; the flow models have mode rows only);
+`--quick`: tiny models at 64x64, 2 steps, a budget of 0.6 of the plain run's peak (flow
+models: halfway from their least budget to the plain peak; a smoke run).
 """
 
 from __future__ import annotations
@@ -33,14 +41,20 @@ import numpy as np
 import gpucore
 
 from . import _harness
+from . import _lowvram_flow as _flow
 from .memory import _quantized_unet, _unet_gib, write_sdxl_folder
 from .txt2img import write_sd15_folder
 
-COLUMNS = ["kind", "model", "size", "setting", "seconds", "vs_plain", "peak_allocated_gib",
-           "peak_reserved_gib", "budget_gib", "within_budget", "unet_gib", "unet_vs_f16",
-           "same_picture", "mean_pixel_diff", "evictions", "uploaded_gib"]
+COLUMNS = ["kind", "model", "size", "setting", "seconds", "seconds_per_step", "vs_plain",
+           "peak_allocated_gib", "peak_reserved_gib", "driver_peak_gib", "budget_gib",
+           "within_budget", "unet_gib", "unet_vs_f16", "same_picture", "mean_pixel_diff",
+           "evictions", "uploaded_gib"]
 GIB = float(1 << 30)
 MODELS = {"sd15": (512, 2 << 30, write_sd15_folder), "sdxl": (1024, 4 << 30, write_sdxl_folder)}
+
+
+def _emit(row: dict[str, Any]) -> None:
+    print(json.dumps(row), flush=True)  # a row at a time: a cut-off run keeps it
 
 
 def _generate(pipe: Any, size: int, steps: int) -> tuple[np.ndarray, float]:
@@ -95,7 +109,7 @@ def _modes(model: str, pipe: Any, device: gpucore.Device, quick: bool) -> list[d
                "uploaded_gib": residency.uploaded / GIB if residency else 0.0,
                **_compare(image, plain[0])}
         rows.append(row)
-        print(json.dumps(row), flush=True)  # a row at a time: a cut-off run keeps it
+        _emit(row)
     pipe.set_memory_mode(MemoryMode())
     return rows
 
@@ -138,7 +152,11 @@ def run(quick: bool = False) -> dict[str, Any]:
     from diffusion import load_pipeline
 
     device = gpucore.default_device()
-    parts = os.environ.get("BENCH_LOWVRAM", "sd15,sdxl,modes,quant").split(",")
+    parts = os.environ.get("BENCH_LOWVRAM", "sd15,sdxl,flux,qwenimage,modes,quant").split(",")
+    unknown = sorted(set(parts) - {*MODELS, *_flow.MODELS, "modes", "quant"})
+    if unknown:
+        raise ValueError(f"BENCH_LOWVRAM names {unknown}; use any of sd15, sdxl, flux, "
+                         "qwenimage, modes, quant, comma-separated (e.g. BENCH_LOWVRAM=flux)")
     if "modes" not in parts and "quant" not in parts:
         parts.append("modes")
     rows: list[dict[str, Any]] = []
@@ -157,12 +175,27 @@ def run(quick: bool = False) -> dict[str, Any]:
             pipe = None
             gc.collect()
             device.empty_pool()
+    steps = 2 if quick else int(os.environ.get("BENCH_STEPS", "3"))
+    for model in _flow.MODELS:
+        if model in parts and "modes" in parts:
+            try:  # an out-of-memory model loses its own rows only
+                rows += _flow.mode_rows(model, device, quick, steps, _harness.torch_cuda(),
+                                        _emit)
+            except Exception as exc:  # recorded: the other models go on
+                rows.append({"kind": "mode", "model": model,
+                             "error": f"{type(exc).__name__}: {exc}"})
+                _emit(rows[-1])
+            gc.collect()
+            device.empty_pool()
     return {
         "benchmark": "lowvram",
         "environment": _harness.environment(device),
         "notes": "mode rows: peaks absolute (weights included) over the timed generation; "
                  "vs_plain = seconds / the plain run's; medvram keeps the UNet replayed, "
                  "lowvram and max-vram run it eagerly (op by op) while its blocks stream. "
+                 "flow mode rows: the same, seconds_per_step = the mean time between "
+                 "step callbacks, driver_peak_gib = cudaMemGetInfo's peak above the level "
+                 "before loading; "
                  "quant rows: the UNet from a GGUF (kept quantized, dequantized before each "
                  "GEMM/conv), vs_plain = seconds / float16's, unet_vs_f16 = its bytes / "
                  "float16's; random weights (pictures are noise)",

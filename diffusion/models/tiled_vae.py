@@ -47,10 +47,15 @@ from ._tiled_vae_passes import (
     up_pass,
 )
 
-__all__ = ["bytes_per_input_pixel", "decode_tiled", "encode_tiled", "needs_tiling", "tile_size",
-           "vae_decode", "vae_encode"]
+__all__ = ["budget_tile", "bytes_per_input_pixel", "decode_tiled", "encode_tiled",
+           "needs_tiling", "tile_size", "untiled_bytes", "vae_decode", "vae_encode"]
 
 Mode = Literal["decode", "encode"]
+# live tensors of an untiled pass at its widest level, in units of the widest: the upsampled
+# input, a resnet's half-width conv outputs and its shortcut (about 3; SDXL's f32 decode at
+# 1024: ~3 GiB, which a 4 GiB budget still holds untiled, so the picture stays; FLUX.1's f16
+# decode at 1024 on an H100: 1.25 GiB measured against the 1.5 this gives)
+_LIVE = 3
 
 
 # -- sizes ------------------------------------------------------------------------------------
@@ -64,6 +69,20 @@ def bytes_per_input_pixel(config: dict[str, Any], mode: Mode, itemsize: int) -> 
     widest = [max(channels[max(i - 1, 0)], channels[i]) for i in range(len(channels))]
     scale = [4.0 ** i if mode == "decode" else 4.0 ** -i for i in range(len(channels))]
     return math.ceil(max(c * s for c, s in zip(widest, scale)) * itemsize)
+
+
+def untiled_bytes(vae: AutoencoderKL, shape: tuple[int, ...], mode: Mode = "decode") -> int:
+    """About the device memory an untiled `mode` pass over a (B, C, H, W) input of `shape`
+    takes for its activations (the VAE's weights not counted)."""
+    pixels = math.prod(shape[:1] + shape[2:])
+    return _LIVE * pixels * bytes_per_input_pixel(vae.config, mode, _itemsize(vae))
+
+
+def budget_tile(vae: AutoencoderKL, shape: tuple[int, ...], budget: int) -> int:
+    """The side of the square decode tile (latent pixels, at least 8) whose untiled pass takes
+    half of `budget` bytes (untiled_bytes), for a (B, C, h, w) latent of `shape`."""
+    pixels = shape[-1] * shape[-2]
+    return max(8, math.isqrt(pixels * budget // 2 // untiled_bytes(vae, shape)))
 
 
 def _budget(device: Device) -> int:

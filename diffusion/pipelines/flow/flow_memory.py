@@ -36,13 +36,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from gpucore import Device
+import numpy as np
+
+from gpucore import Device, MemoryLimitError
+from gpustd import asarray
 from gpustd.nn import Module, ModuleList, Namespace, deferred
 from gpustd.nn.offload import offload, parameter_bytes, restore
 from gpustd.nn.residency import Residency
 
 from ...loaders.component import load_component
 from ...loaders.weights import ComponentWeights
+from ...models.tiled_vae import budget_tile, decode_tiled, untiled_bytes
+from ...models.vae import AutoencoderKL
 from ..sd.memory import GIB, MemoryMode
 
 __all__ = ["FlowMemoryPlan", "MemoryLayout", "MemoryModes", "load_network",
@@ -127,6 +132,30 @@ class FlowMemoryPlan:
         """Every unit back on the GPU and the methods unwrapped (the mode switched off)."""
         self.residency.close()
 
+    def decode(self, vae: Any, z: np.ndarray) -> np.ndarray:
+        """`vae.decode(z)` as float32 host images (B, 3, H, W), `z` the VAE's own latents on
+        the host, the VAE brought in with room for its activations. Under a budget that may
+        not hold the untiled pass beside what stays on the GPU (an AutoencoderKL's, by
+        tiled_vae.untiled_bytes) and does not (it stops at the budget: MemoryLimitError), in
+        tiles instead (decode_tiled, each tile's activations in host memory between the
+        GroupNorms, a tile's untiled pass half the room the budget leaves): the picture then
+        differs from the untiled one by the tiled decode's error. A pass that fits gives the
+        plain picture; one that does not costs the part of the untiled decode it ran."""
+        weight = vae.decoder.conv_in.weight
+        budget = self.mode.max_vram
+        room = untiled_bytes(vae, z.shape) if isinstance(vae, AutoencoderKL) else 0
+        if vae in self.residency:
+            self.residency.use(vae, extra=room if budget is not None else 0)
+        free = 0 if budget is None else budget - weight.device.memory_stats().allocated
+        try:
+            return vae.decode(asarray(z, dtype=weight.dtype, device=weight.device)).numpy(
+                ).astype(np.float32)
+        except MemoryLimitError:
+            if budget is None or not room or room <= free:
+                raise  # no tiling would help: the error names the bytes needed
+        free = budget - weight.device.memory_stats().allocated
+        return decode_tiled(vae, z, tile=budget_tile(vae, z.shape, max(free, 0)), offload=True)
+
 
 class MemoryModes:
     """`memory_mode` and `set_memory_mode` for FlowModel (its base) and every family model
@@ -140,6 +169,11 @@ class MemoryModes:
     @property
     def memory_mode(self) -> MemoryMode | None:
         return None if self._memory is None else self._memory.mode
+
+    def memory_decode(self) -> Callable[[Any, np.ndarray], np.ndarray] | None:
+        """How the mode in effect decodes (FlowMemoryPlan.decode: in tiles where --max-vram
+        asks); None without a mode."""
+        return None if self._memory is None else self._memory.decode
 
     def set_memory_mode(self, mode: MemoryMode) -> None:
         """Run in the WebUI's --medvram / --lowvram / --max-vram mode (the module doc; all

@@ -240,7 +240,7 @@ class FlowModel(MemoryModes):
         """The pictures, by the hires pass's VAE where its modules hold one (flow_hires)."""
         vae = getattr(request.hires_modules, "vae", None)
         vae = self.pipe.vae if vae is None else vae
-        pictures = decode(vae, latents, vae.decoder.conv_in.weight.device)
+        pictures = decode(vae, latents, vae.decoder.conv_in.weight.device, self.memory_decode())
         return [np.round(p * 255).astype(np.uint8) for p in pictures]
 
     def lora_targets(self) -> Any:

@@ -308,12 +308,15 @@ class Flux2KleinPipeline:
             ids.append(grid)
         return np.concatenate(tokens), np.concatenate(ids)
 
-    def decode(self, latents: np.ndarray, device: Device | None = None) -> np.ndarray:
-        """Pictures (B, H, W, 3) in [0, 1] from the transformer's latents (B, 4C, h, w)."""
+    def decode(self, latents: np.ndarray, device: Device | None = None,
+               run: Callable[[Any, np.ndarray], np.ndarray] | None = None) -> np.ndarray:
+        """Pictures (B, H, W, 3) in [0, 1] from the transformer's latents (B, 4C, h, w);
+        `run(vae, z)`: the memory mode's decode (MemoryModes.memory_decode)."""
         raw = self.vae.from_transformer(latents)
         weight = self.vae.decoder.conv_in.weight
-        images = self.vae.decode(asarray(raw, dtype=weight.dtype, device=device or weight.device))
-        return np.clip(images.numpy().astype(np.float32) / 2 + 0.5, 0.0, 1.0).transpose(0, 2, 3, 1)
+        images = run(self.vae, raw) if run is not None else self.vae.decode(asarray(
+            raw, dtype=weight.dtype, device=device or weight.device)).numpy().astype(np.float32)
+        return np.clip(images / 2 + 0.5, 0.0, 1.0).transpose(0, 2, 3, 1)
 
     def __call__(self, prompt: str | Sequence[str], *, height: int = 1024, width: int = 1024,
                  num_inference_steps: int = 50, guidance_scale: float = 4.0,

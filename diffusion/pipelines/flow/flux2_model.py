@@ -117,8 +117,10 @@ class Flux2Model(FlowModel):
         return SimpleNamespace(unet=self.pipe.transformer, transformer=self.pipe.transformer)
 
     def decode(self, latents: np.ndarray, request: GenerationRequest) -> list[np.ndarray]:
-        """The pictures: the VAE's batch norm undone, unpatchified, decoded."""
-        return [np.round(p * 255).astype(np.uint8) for p in self.pipe.decode(latents)]
+        """The pictures: the VAE's batch norm undone, unpatchified, decoded (in tiles where
+        --max-vram asks: FlowMemoryPlan.decode)."""
+        pictures = self.pipe.decode(latents, run=self.memory_decode())
+        return [np.round(p * 255).astype(np.uint8) for p in pictures]
 
     def _references(self, request: GenerationRequest) -> list[np.ndarray]:
         """The request's reference pictures (the init image, then its `references`) as

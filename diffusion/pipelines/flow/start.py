@@ -147,12 +147,15 @@ def _noise(latents: np.ndarray | None, shape: tuple[int, ...], generator: Any) -
     return latents
 
 
-def decode(vae: Any, latents: np.ndarray, device: Device) -> np.ndarray:
+def decode(vae: Any, latents: np.ndarray, device: Device,
+           run: Callable[[Any, np.ndarray], np.ndarray] | None = None) -> np.ndarray:
     """Images (B, H, W, 3) in [0, 1] from transformer latents (B, C, h, w): out of the scaled,
-    shifted latent space, through the VAE in its own dtype."""
+    shifted latent space, through the VAE in its own dtype; `run(vae, z)`: the decode of the
+    memory mode in effect (MemoryModes.memory_decode), float32 host images."""
     z = latents / np.float32(vae.scaling_factor) + np.float32(vae.shift_factor)
-    images = vae.decode(asarray(z, dtype=vae.decoder.conv_in.weight.dtype, device=device))
-    return np.clip(images.numpy().astype(np.float32) / 2 + 0.5, 0.0, 1.0).transpose(0, 2, 3, 1)
+    images = run(vae, z) if run is not None else vae.decode(asarray(
+        z, dtype=vae.decoder.conv_in.weight.dtype, device=device)).numpy().astype(np.float32)
+    return np.clip(images / 2 + 0.5, 0.0, 1.0).transpose(0, 2, 3, 1)
 
 
 def run_euler(vae: Any, scheduler: Any, shape: tuple[int, ...], flow: Callable[..., Any], *,

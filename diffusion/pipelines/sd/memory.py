@@ -36,7 +36,6 @@ tiling's blending (diffusion.models.tiled_vae).
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
 from functools import partial
@@ -48,19 +47,13 @@ from gpustd.nn import Module, ModuleList
 from gpustd.nn.offload import OffloadedError, parameter_bytes
 from gpustd.nn.residency import Residency
 
-from ...models.tiled_vae import Mode, bytes_per_input_pixel, decode_tiled, vae_decode, vae_encode
+from ...models.tiled_vae import budget_tile, decode_tiled, untiled_bytes, vae_decode, vae_encode
 from .guided_unet import unet_call
 
 __all__ = ["MemoryMode", "MemoryPlan", "parse_size", "smallest_budget"]
 
 GIB = float(1 << 30)
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-# live tensors of an untiled VAE decode at its widest level, in units of the widest: the
-# upsampled input, a resnet's half-width conv outputs and its shortcut (about 3; SDXL's f32
-# decode at 1024: ~3 GiB, which a 4 GiB budget still holds untiled, so the picture stays)
-_VAE_LIVE = 3
-
-
 def parse_size(text: str | int) -> int:
     """Bytes of a size as the flags write it: "4G", "2500M", "512MiB", "1.5GB", or a number of
     bytes. K/M/G/T are powers of 1024 (what GPU memory is sold in)."""
@@ -232,19 +225,14 @@ class MemoryPlan:
             self.residency.add(vae, name="hires VAE", stream=False)
         self.residency.use(vae, extra=extra)
 
-    def _vae_room(self, vae: Module, shape: tuple[int, ...], mode: Mode) -> int:
-        itemsize = int(vae.decoder.conv_in.weight.dtype.itemsize)  # type: ignore[attr-defined]
-        pixels = math.prod(shape[:1] + shape[2:])
-        return _VAE_LIVE * pixels * bytes_per_input_pixel(vae.config, mode, itemsize)  # type: ignore[attr-defined]
-
     def vae_decode(self, vae: Module, latents: np.ndarray) -> np.ndarray:
         """tiled_vae.vae_decode with the VAE brought in, in tiles when the budget asks, and
         frugal with the pool (the memory modes trade the decode's speed for its reserve)."""
-        room = self._vae_room(vae, latents.shape, "decode")
+        room = untiled_bytes(vae, latents.shape)  # type: ignore[arg-type]
         budget = self.mode.max_vram
         self._use_vae(vae, room if budget is not None else 0)
         if budget is not None and room + self.device.memory_stats().allocated > budget:
-            side = max(8, math.isqrt(latents.shape[-1] * latents.shape[-2] * budget // 2 // room))
+            side = budget_tile(vae, latents.shape, budget)  # type: ignore[arg-type]
             return decode_tiled(vae, latents, tile=side, offload=True)  # type: ignore[arg-type]
         return vae_decode(vae, latents, frugal=True)  # type: ignore[arg-type]
 

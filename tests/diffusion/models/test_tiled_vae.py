@@ -21,6 +21,7 @@ from diffusion.models.tiled_vae import (
     encode_tiled,
     needs_tiling,
     tile_size,
+    untiled_bytes,
     vae_decode,
     vae_encode,
 )
@@ -157,3 +158,46 @@ def test_decode_keeps_its_buffers_unless_frugal(models, latents, untiled, first_
         made.append(first_device.buffers_created - before)
         assert_close(decoded, untiled, tol=EXACT)
     assert made[1] > 0 and made[3] == 0, made
+
+
+def test_flow_max_vram_decodes_in_the_tiles_its_budget_holds(
+        first_device: gpucore.Device, models, latents, untiled) -> None:
+    """A flow model's decode under --max-vram (FlowMemoryPlan.decode): where the budget
+    cannot hold the untiled pass beside the weights, in tiles whose activations fit, as close
+    to the untiled picture as the tiled decode is (the test above); the untiled pass under
+    the same budget stops at it."""
+    from diffusion.pipelines.flow.flow_memory import FlowMemoryPlan, MemoryLayout
+    from diffusion.pipelines.sd.memory import MemoryMode
+    from gpustd.nn import Linear, ModuleList, Namespace
+    from gpustd.nn.offload import parameter_bytes
+
+    ours = models[1]
+
+    def linear() -> Linear:
+        layer = Linear(4, 4, device=first_device)
+        layer.load_state_dict({"weight": np.eye(4, dtype=np.float32),
+                               "bias": np.zeros(4, np.float32)})
+        return layer
+
+    transformer = Namespace()
+    transformer.proj_out, transformer.transformer_blocks = linear(), ModuleList([linear()])
+    text = linear()
+    layout = MemoryLayout(transformer=transformer, blocks=(transformer.transformer_blocks,),
+                          text_encoders=(text,), text_calls=((text, "forward"),), vae=ours)
+    plain = vae_decode(ours, latents)
+    first_device.empty_pool()
+    held = first_device.memory_stats().allocated
+    room = untiled_bytes(ours, latents.shape)
+    budget = held + parameter_bytes(transformer.proj_out) + parameter_bytes(ours) + room // 3
+    plan = FlowMemoryPlan(layout, MemoryMode(max_vram=budget))
+    try:
+        first_device.reset_peak_memory()
+        decoded = plan.decode(ours, latents)
+        assert first_device.memory_stats().peak_reserved <= budget
+        error = np.abs(decoded - untiled)
+        assert error.mean() < 0.03 and error.max() < 0.4, (error.mean(), error.max())
+        assert np.abs(decoded - plain).max() > EXACT  # it did tile
+        with pytest.raises(gpucore.MemoryLimitError):
+            ours.decode(gpustd.asarray(latents, device=first_device)).numpy()
+    finally:
+        plan.release()
