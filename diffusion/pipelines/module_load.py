@@ -42,16 +42,20 @@ __all__ = ["HiresModules", "hires_modules", "load_with_modules"]
 
 
 def load_with_modules(path: str | os.PathLike[str], modules: Sequence[str | os.PathLike[str]],
-                      *, dtype: Any = np.float32, device: Any = None) -> Any:
-    """`load_pipeline(path, dtype=, device=)` with `modules` (module docstring) in place of
-    the model's parts. WeightsError (a ValueError) naming a file that is no module, or a VAE
-    whose shapes do not fit the model's."""
+                      *, dtype: Any = np.float32, device: Any = None,
+                      base: str | os.PathLike[str] | None = None, offload: bool = False) -> Any:
+    """`load_pipeline(path, dtype=, device=, base=, offload=)` with `modules` (module
+    docstring) in place of the model's parts. WeightsError (a ValueError) naming a file that is
+    no module, or a VAE whose shapes do not fit the model's."""
     files = [Path(m) for m in modules]
     roles = {file: module_roles(file) for file in files}
     vaes = [f for f in files if "vae" in roles[f]]
     encoders = [f for f in files if set(roles[f]) - {"vae"}]
-    where: dict[str, Any] = {"dtype": dtype} if device is None else {"dtype": dtype,
-                                                                       "device": device}
+    where: dict[str, Any] = {"dtype": dtype, "offload": offload}
+    if device is not None:
+        where["device"] = device
+    if base is not None:  # a single-file transformer's diffusers folder (pipelines.bases)
+        where["base"] = base
     if is_unet_gguf(path):  # its VAE and CLIP text encoder are among the modules
         return load_pipeline(path, text_encoders=files, **where)
     flow = family_of(path)[0].module_parts  # text encoders (and a file's VAE) as modules

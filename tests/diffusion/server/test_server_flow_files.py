@@ -1,0 +1,105 @@
+"""A flow family's single-file transformer through the server, as ComfyUI users keep them
+(models/diffusion_models: the original layout's .safetensors and a GGUF of it): listed by
+/sdapi/v1/sd-models, run by override_settings.sd_model_checkpoint with the diffusers folder of
+its family that the models folder holds (the CLI's --base), the folder's own picture bitwise;
+`serve --base` names a folder outside it; without one, a 422 in one line saying which folder
+to add where (a Qwen-Image file here)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("diffusers", reason="diffusers is a test-only reference (extra: reference)")
+pytest.importorskip("fastapi", reason="the server extra is not installed")
+pytest.importorskip("gguf", reason="GGUF files need the gguf package")
+from fastapi.testclient import TestClient
+from qwenimage_tiny import tiny_qwenimage_transformer
+from safetensors.torch import save_file
+from server_support import info, pixels
+from zimage_tiny import original_layout, tiny_zimage_pipeline
+
+import gpucore
+from diffusion.loaders.formats.gguf_write import write_gguf
+from diffusion.server import create_app
+from diffusion.server.catalog.models_dir import ModelRegistry
+
+if not gpucore.devices():
+    pytest.skip("no GPU adapter present: install mesa-vulkan-drivers (see README)",
+                allow_module_level=True)
+
+# CFG 1 and Euler as sent: the file's name does not say Turbo, so its defaults would differ
+SMALL = {"prompt": "a red circle", "width": 24, "height": 16, "steps": 2, "seed": 7,
+         "cfg_scale": 1.0, "sampler_name": "Euler"}
+FILE = "diffusion_models/z_image_finetune.safetensors"
+QWEN = "diffusion_models/qwen_image_tiny.safetensors"
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    root = tmp_path_factory.mktemp("flow-files")
+    reference = tiny_zimage_pipeline(root)
+    models = root / "models"
+    (models / "diffusion_models").mkdir(parents=True)
+    (models / "Z-Image-Turbo").symlink_to(root / "z-image-turbo", target_is_directory=True)
+    file = models / "diffusion_models" / "z_image_finetune.safetensors"
+    save_file(original_layout(reference.transformer), str(file))
+    write_gguf(models / "diffusion_models" / "z_image-Q8_0.gguf",
+               ((k, v.numpy()) for k, v in original_layout(reference.transformer, "").items()),
+               "q8_0", architecture="lumina2")
+    qwen = {k: v.detach().clone().contiguous()
+            for k, v in tiny_qwenimage_transformer().state_dict().items()}
+    save_file(qwen, str(models / QWEN))
+    app = create_app(model=models / "Z-Image-Turbo", models_dir=models,
+                     outputs=root / "outputs", max_size=256)
+    with TestClient(app) as client:
+        yield client, root, models
+
+
+def _picture(client: Any, checkpoint: str | None = None) -> np.ndarray:
+    body = dict(SMALL)
+    if checkpoint is not None:
+        body["override_settings"] = {"sd_model_checkpoint": checkpoint}
+    response = client.post("/sdapi/v1/txt2img", json=body)
+    assert response.status_code == 200, response.text
+    return pixels(response.json()["images"][0])
+
+
+def test_single_files_run_with_their_folder(served: Any) -> None:
+    """The module doc: listed, loaded with the models folder's Z-Image folder, its picture."""
+    client, root, models = served
+    names = {item["model_name"] for item in client.get("/sdapi/v1/sd-models").json()}
+    assert {"Z-Image-Turbo", "diffusion_models_z_image_finetune",
+            "diffusion_models_z_image-Q8_0"} <= names
+    folder = _picture(client)
+    assert folder.std() > 2  # a picture, not a flat field
+    response = client.post("/sdapi/v1/txt2img", json={
+        **SMALL, "override_settings": {"sd_model_checkpoint": FILE}})
+    assert response.status_code == 200, response.text
+    assert "Model: z_image_finetune" in info(response)["infotexts"][0]
+    np.testing.assert_array_equal(pixels(response.json()["images"][0]), folder)
+    # kept quantized: near it, not equal
+    quantized = _picture(client, "diffusion_models/z_image-Q8_0.gguf")
+    assert np.abs(quantized.astype(float) - folder).mean() < 2.5
+    # serve --base: a folder outside the models folder, first
+    registry = ModelRegistry(models_dir=models / "diffusion_models",
+                             bases=[root / "z-image-turbo"])
+    assert {e.name: e.base for e in registry.entries} == {
+        "z_image-Q8_0.gguf": (root / "z-image-turbo").resolve(),
+        "z_image_finetune.safetensors": (root / "z-image-turbo").resolve(),
+        "qwen_image_tiny.safetensors": None}
+    # no folder of its family (a Qwen-Image file): listed, and refused in one line saying
+    # what to add where
+    titles = [item["title"] for item in client.get("/sdapi/v1/sd-models").json()]
+    assert any(t.startswith(QWEN + " [") for t in titles)
+    for request in (
+            lambda: client.post("/sdapi/v1/options", json={"sd_model_checkpoint": QWEN}),
+            lambda: client.post("/sdapi/v1/txt2img", json={
+                **SMALL, "override_settings": {"sd_model_checkpoint": QWEN}})):
+        response = request()
+        detail = response.json()["detail"]
+        assert response.status_code == 422 and "\n" not in detail, response.text
+        assert "no qwen-image diffusers folder" in detail and "--models-dir" in detail
+        assert "--base" in detail
