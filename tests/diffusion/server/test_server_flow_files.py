@@ -3,7 +3,8 @@
 /sdapi/v1/sd-models, run by override_settings.sd_model_checkpoint with the diffusers folder of
 its family that the models folder holds (the CLI's --base), the folder's own picture bitwise;
 `serve --base` names a folder outside it; without one, a 422 in one line saying which folder
-to add where (a Qwen-Image file here)."""
+to add where (a Qwen-Image file here). The GGUF under the memory modes: its quantized blocks
+loaded straight to host memory, streamed a block at a time, the plain load's picture."""
 
 from __future__ import annotations
 
@@ -23,8 +24,14 @@ from zimage_tiny import original_layout, tiny_zimage_pipeline
 
 import gpucore
 from diffusion.loaders.formats.gguf_write import write_gguf
+from diffusion.pipelines.load import load_pipeline
+from diffusion.pipelines.observer import Observer
+from diffusion.pipelines.sd.memory import MemoryMode
 from diffusion.server import create_app
 from diffusion.server.catalog.models_dir import ModelRegistry
+from gpustd.nn.offload import device_bytes, is_offloaded
+from gpustd.nn.quantized import quantized_weights
+from gpustd.quant import QuantizedTensor
 
 if not gpucore.devices():
     pytest.skip("no GPU adapter present: install mesa-vulkan-drivers (see README)",
@@ -35,6 +42,8 @@ SMALL = {"prompt": "a red circle", "width": 24, "height": 16, "steps": 2, "seed"
          "cfg_scale": 1.0, "sampler_name": "Euler"}
 FILE = "diffusion_models/z_image_finetune.safetensors"
 QWEN = "diffusion_models/qwen_image_tiny.safetensors"
+SETTINGS = {"prompt": "a red circle", "width": 24, "height": 16, "steps": 2, "seed": 7,
+            "sampler": "Euler", "cfg_scale": 1.0}  # SMALL as a GenerationRequest takes it
 
 
 @pytest.fixture(scope="module")
@@ -103,3 +112,53 @@ def test_single_files_run_with_their_folder(served: Any) -> None:
         assert response.status_code == 422 and "\n" not in detail, response.text
         assert "no qwen-image diffusers folder" in detail and "--models-dir" in detail
         assert "--base" in detail
+
+
+def test_gguf_blocks_stream_from_the_host(first_device: gpucore.Device, served: Any,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The GGUF under --lowvram and --medvram, loaded with `offload` (as the server and the CLI
+    load for a memory mode): its quantized blocks go to host memory as GGML blocks as they are
+    read (never uploaded by the load, never dequantized to floats) and stream to the GPU a
+    block at a time; the picture is the plain GGUF load's, bitwise."""
+    _, root, models = served
+    file, folder = models / "diffusion_models" / "z_image-Q8_0.gguf", root / "z-image-turbo"
+    plain = load_pipeline(file, base=folder, device=first_device)
+    expected = plain.generate(**SETTINGS).images[0]
+    assert expected.std() > 2  # a picture, not a flat field
+    quantized = quantized_weights(plain.pipe.transformer)
+    assert quantized  # the GGUF's matrices kept as blocks
+    del plain
+    uploads = []  # QuantizedTensor(blocks on the GPU, ...): what from_bytes makes
+    init = QuantizedTensor.__init__
+    monkeypatch.setattr(QuantizedTensor, "__init__",
+                        lambda self, *a, **k: (uploads.append(a[1]), init(self, *a, **k))[1])
+    model = load_pipeline(file, base=folder, device=first_device, offload=True)
+    monkeypatch.undo()
+    transformer = model.pipe.transformer
+    held = quantized_weights(transformer)
+    assert held.keys() == quantized.keys() and not uploads
+    assert all(not weight.on_device for weight in held.values())  # on the host, as blocks
+    blocks_bytes = sum(weight.nbytes for weight in held.values())
+    try:
+        for mode in (MemoryMode(lowvram=True), MemoryMode(medvram=True)):
+            model.set_memory_mode(mode)
+            watch = _OnGpu(model.memory_layout().streamed())
+            picture = model.generate(observer=watch, **SETTINGS).images[0]
+            np.testing.assert_array_equal(picture, expected, err_msg=str(mode))
+            if mode.lowvram:  # a block at a time, as blocks: the model's weights never whole
+                assert max(watch.blocks) <= 1 < len(watch.streamed)
+                assert quantized_weights(transformer).keys() == quantized.keys()
+                assert 0 < max(watch.resident) < blocks_bytes
+    finally:
+        model.set_memory_mode(MemoryMode())
+
+
+class _OnGpu(Observer):
+    """At the end of each step: the streamed blocks on the GPU, and the bytes of weights."""
+
+    def __init__(self, streamed: list[Any]) -> None:
+        self.streamed, self.blocks, self.resident = streamed, [], []
+
+    def on_step(self, done: int, total: int, latents: np.ndarray) -> None:
+        self.blocks.append(sum(not is_offloaded(block) for block in self.streamed))
+        self.resident.append(sum(device_bytes(block) for block in self.streamed))
