@@ -5,7 +5,9 @@ list), what the server's `--text-encoder` files and per-request module choices l
                              dtype="float16")
 
 Each file's parts (diffusion.loaders.flow.module_file) go where the model takes them, as Forge's
-loader puts them: text encoders into a FLUX / SD3 model (`load_pipeline(text_encoders=)`), a
+loader puts them: text encoders into a FLUX / SD3 model (`load_pipeline(text_encoders=)`), an
+LLM text encoder of the kind the model reads prompts with into a Z-Image (Qwen3), FLUX.2 klein
+(Qwen3), FLUX.2 dev (Mistral) or Qwen-Image (Qwen2.5-VL) model, folder or single file; a
 VAE in place of any model's own (a FLUX / SD3 single file takes it as one of what it lacks, as
 a UNet-only SD GGUF takes its VAE and CLIP text encoder; a folder or an SD model gets
 `load_vae` with its VAE's config). What a model has no place for
@@ -30,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from ..loaders.errors import WeightsError
-from ..loaders.flow.module_file import module_roles, vae_latent_channels
+from ..loaders.flow.module_file import LLM_ROLES, module_roles, vae_latent_channels
 from ..loaders.flow.text_encoder_file import module_stem
 from ..loaders.sd.gguf_pipeline import is_unet_gguf
 from .families import family_of
@@ -39,6 +41,11 @@ from .load import load_pipeline
 from .sd.stable_diffusion import StableDiffusion
 
 __all__ = ["HiresModules", "hires_modules", "load_with_modules"]
+
+# the LLM text encoder (module_file.LLM_ROLES) a family reads prompts with
+_LLM_OF = {"z-image": "qwen3", "flux2-klein": "qwen3", "flux2-dev": "mistral",
+           "qwen-image": "qwen2_5_vl", "qwen-image-edit": "qwen2_5_vl",
+           "qwen-image-edit-plus": "qwen2_5_vl"}
 
 
 def load_with_modules(path: str | os.PathLike[str], modules: Sequence[str | os.PathLike[str]],
@@ -50,7 +57,8 @@ def load_with_modules(path: str | os.PathLike[str], modules: Sequence[str | os.P
     files = [Path(m) for m in modules]
     roles = {file: module_roles(file) for file in files}
     vaes = [f for f in files if "vae" in roles[f]]
-    encoders = [f for f in files if set(roles[f]) - {"vae"}]
+    llms = [f for f in files if set(roles[f]) & set(LLM_ROLES)]
+    encoders = [f for f in files if set(roles[f]) - {"vae", *LLM_ROLES}]
     where: dict[str, Any] = {"dtype": dtype, "offload": offload}
     if device is not None:
         where["device"] = device
@@ -58,10 +66,12 @@ def load_with_modules(path: str | os.PathLike[str], modules: Sequence[str | os.P
         where["base"] = base
     if is_unet_gguf(path):  # its VAE and CLIP text encoder are among the modules
         return load_pipeline(path, text_encoders=files, **where)
-    flow = family_of(path)[0].module_parts  # text encoders (and a file's VAE) as modules
+    entry, family = family_of(path)
+    flow = entry.module_parts  # text encoders (and a file's VAE) as modules
     if flow and Path(path).is_file():  # a single file takes its VAE with its text encoders
-        return load_pipeline(path, text_encoders=files, **where)
-    pipe = load_pipeline(path, text_encoders=encoders if flow else (), **where)
+        return load_pipeline(path, text_encoders=[f for f in files if f not in llms], **where)
+    llm = [f for f in llms if _LLM_OF.get(family) in roles[f]][-1:]  # the last one wins
+    pipe = load_pipeline(path, text_encoders=encoders if flow else llm, **where)
     # beyond the contract: one of load_pipeline's own families, whose VAE this replaces
     assert isinstance(pipe, (StableDiffusion, FlowModel))
     channels = int(pipe.vae.config["latent_channels"])

@@ -1,7 +1,8 @@
 """A flow family's single-file transformer through the server, as ComfyUI users keep them
 (models/diffusion_models: the original layout's .safetensors and a GGUF of it): listed by
 /sdapi/v1/sd-models, run by override_settings.sd_model_checkpoint with the diffusers folder of
-its family that the models folder holds (the CLI's --base), the folder's own picture bitwise;
+its family that the models folder holds (the CLI's --base), the folder's own picture bitwise,
+and with its text encoder as ComfyUI keeps it (a Forge module file);
 `serve --base` names a folder outside it; without one, a 422 in one line saying which folder
 to add where (a Qwen-Image file here). The GGUF under the memory modes: its quantized blocks
 loaded straight to host memory, streamed a block at a time, the plain load's picture."""
@@ -58,6 +59,12 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Any:
     write_gguf(models / "diffusion_models" / "z_image-Q8_0.gguf",
                ((k, v.numpy()) for k, v in original_layout(reference.transformer, "").items()),
                "q8_0", architecture="lumina2")
+    # ComfyUI's text encoder file (a causal LM's names under model., lm_head too)
+    encoder = {f"model.{k}": v.detach().clone() for k, v in
+               reference.text_encoder.state_dict().items()}
+    encoder["lm_head.weight"] = encoder["model.embed_tokens.weight"].clone()
+    (models / "text_encoders").mkdir()
+    save_file(encoder, str(models / "text_encoders" / "qwen_3_4b.safetensors"))
     qwen = {k: v.detach().clone().contiguous()
             for k, v in tiny_qwenimage_transformer().state_dict().items()}
     save_file(qwen, str(models / QWEN))
@@ -89,6 +96,16 @@ def test_single_files_run_with_their_folder(served: Any) -> None:
     assert response.status_code == 200, response.text
     assert "Model: z_image_finetune" in info(response)["infotexts"][0]
     np.testing.assert_array_equal(pixels(response.json()["images"][0]), folder)
+    # its Qwen3 as ComfyUI keeps it: a module file (Forge's list), not a model, read in place
+    # of the folder's text encoder
+    assert [m["model_name"] for m in client.get("/sdapi/v1/sd-modules").json()] == [
+        "qwen_3_4b.safetensors"]
+    assert not any("qwen_3_4b" in name for name in names)
+    response = client.post("/sdapi/v1/txt2img", json={**SMALL, "override_settings": {
+        "sd_model_checkpoint": FILE, "forge_additional_modules": ["qwen_3_4b.safetensors"]}})
+    assert response.status_code == 200, response.text
+    assert "Module 1: qwen_3_4b" in info(response)["infotexts"][0]
+    np.testing.assert_array_equal(pixels(response.json()["images"][0]), folder)
     # kept quantized: near it, not equal
     quantized = _picture(client, "diffusion_models/z_image-Q8_0.gguf")
     assert np.abs(quantized.astype(float) - folder).mean() < 2.5
@@ -119,15 +136,12 @@ def test_gguf_blocks_stream_from_the_host(first_device: gpucore.Device, served: 
     """The GGUF under --lowvram and --medvram, loaded with `offload` (as the server and the CLI
     load for a memory mode): its quantized blocks go to host memory as GGML blocks as they are
     read (never uploaded by the load, never dequantized to floats) and stream to the GPU a
-    block at a time; the picture is the plain GGUF load's, bitwise."""
-    _, root, models = served
+    block at a time; the picture is the plain GGUF load's (the server's), bitwise."""
+    client, root, models = served
     file, folder = models / "diffusion_models" / "z_image-Q8_0.gguf", root / "z-image-turbo"
-    plain = load_pipeline(file, base=folder, device=first_device)
-    expected = plain.generate(**SETTINGS).images[0]
-    assert expected.std() > 2  # a picture, not a flat field
-    quantized = quantized_weights(plain.pipe.transformer)
+    expected = _picture(client, "diffusion_models/z_image-Q8_0.gguf")
+    quantized = quantized_weights(client.app.state.worker.pipe.pipe.transformer)
     assert quantized  # the GGUF's matrices kept as blocks
-    del plain
     uploads = []  # QuantizedTensor(blocks on the GPU, ...): what from_bytes makes
     init = QuantizedTensor.__init__
     monkeypatch.setattr(QuantizedTensor, "__init__",
