@@ -75,7 +75,10 @@ def add_serve_parser(commands: Any) -> argparse.ArgumentParser:
                           "(t5xxl_fp16 / _fp8_e4m3fn[_scaled], clip_l, clip_g .safetensors, "
                           "a T5 .gguf), for a single-file model "
                           "also the VAE it lacks (ae.safetensors), as Forge's VAE / Text "
-                          "Encoder list; repeat for several")
+                          "Encoder list; Z-Image / FLUX.2 / Qwen-Image models: their LLM "
+                          "text encoder (qwen_3_4b.safetensors, qwen_2.5_vl_7b.safetensors, "
+                          "mistral_3_small_flux2_bf16.safetensors, or a GGUF of one); repeat "
+                          "for several")
     sub.add_argument("--base", action="append", metavar="DIR",
                      help="Z-Image, Qwen-Image, FLUX.2: a diffusers folder of the family giving "
                           "a single-file transformer (ComfyUI's models/diffusion_models files, "

@@ -56,8 +56,8 @@ def module_roles(path: str | os.PathLike[str]) -> tuple[str, ...]:
     GGUF of another kind, or nothing a model takes."""
     path = Path(path)
     if path.suffix.lower() not in MODULE_SUFFIXES:
-        raise WeightsError(f"{path.name}: module files are .safetensors (a VAE, CLIP or T5) "
-                           "or .gguf (a T5 encoder)")
+        raise WeightsError(f"{path.name}: module files are .safetensors (a VAE, CLIP, T5 or "
+                           "LLM text encoder) or .gguf (a T5 or LLM text encoder)")
     if path.suffix.lower() == ".gguf":
         from ..formats.gguf_file import GGUFFile
 
