@@ -35,6 +35,7 @@ from ..loaders.errors import WeightsError
 from ..loaders.flow.module_file import LLM_ROLES, module_roles, vae_latent_channels
 from ..loaders.flow.text_encoder_file import module_stem
 from ..loaders.sd.gguf_pipeline import is_unet_gguf
+from ..loaders.vae_kind import VaeKind, vae_kind
 from .families import family_of
 from .flow.flow_model import FlowModel
 from .load import load_pipeline
@@ -42,10 +43,12 @@ from .sd.stable_diffusion import StableDiffusion
 
 __all__ = ["HiresModules", "hires_modules", "load_with_modules"]
 
-# the LLM text encoder (module_file.LLM_ROLES) a family reads prompts with
-_LLM_OF = {"z-image": "qwen3", "flux2-klein": "qwen3", "flux2-dev": "mistral",
-           "qwen-image": "qwen2_5_vl", "qwen-image-edit": "qwen2_5_vl",
-           "qwen-image-edit-plus": "qwen2_5_vl"}
+# the LLM text encoder (module_file.LLM_ROLES) and the kind of VAE (loaders.vae_kind) of the
+# families whose single files run with a base folder (FamilyLoader.single_file_base)
+_PARTS_OF = {"z-image": ("qwen3", "2d"), "flux2-klein": ("qwen3", "flux2"),
+             "flux2-dev": ("mistral", "flux2"), "qwen-image": ("qwen2_5_vl", "causal3d"),
+             "qwen-image-edit": ("qwen2_5_vl", "causal3d"),
+             "qwen-image-edit-plus": ("qwen2_5_vl", "causal3d")}
 
 
 def load_with_modules(path: str | os.PathLike[str], modules: Sequence[str | os.PathLike[str]],
@@ -70,8 +73,16 @@ def load_with_modules(path: str | os.PathLike[str], modules: Sequence[str | os.P
     flow = entry.module_parts  # text encoders (and a file's VAE) as modules
     if flow and Path(path).is_file():  # a single file takes its VAE with its text encoders
         return load_pipeline(path, text_encoders=[f for f in files if f not in llms], **where)
-    llm = [f for f in llms if _LLM_OF.get(family) in roles[f]][-1:]  # the last one wins
-    pipe = load_pipeline(path, text_encoders=encoders if flow else llm, **where)
+    if family in _PARTS_OF:  # its own readers, as the CLI's --text-encoder and --vae
+        llm, kind = _PARTS_OF[family]
+        pipe = load_pipeline(path, text_encoders=[f for f in llms if llm in roles[f]][-1:],
+                             **where)  # the last one named wins, as below
+        config = pipe.vae.config  # Qwen-Image's causal 3D VAE says z_dim
+        wanted = VaeKind(kind, int(config.get("latent_channels") or config["z_dim"]))
+        for vae in [f for f in vaes if vae_kind(f) == wanted][-1:]:
+            pipe.use_vae(vae)  # the infotext names it as a module
+        return pipe
+    pipe = load_pipeline(path, text_encoders=encoders if flow else (), **where)
     # beyond the contract: one of load_pipeline's own families, whose VAE this replaces
     assert isinstance(pipe, (StableDiffusion, FlowModel))
     channels = int(pipe.vae.config["latent_channels"])

@@ -1,7 +1,8 @@
 """What a "module" file is: Forge's VAE / Text Encoder files (`forge_additional_modules`),
 the parts a model loads in place of its own (`ae.safetensors`, `clip_l.safetensors`,
 `t5xxl_fp16.safetensors`, city96's `t5-v1_1-xxl-encoder-Q8_0.gguf`, an SD VAE such as
-`vae-ft-mse-840000-ema-pruned.safetensors`; the LLM text encoders ComfyUI keeps in
+`vae-ft-mse-840000-ema-pruned.safetensors`, Qwen-Image's `qwen_image_vae.safetensors`,
+FLUX.2's `flux2-vae.safetensors`; the LLM text encoders ComfyUI keeps in
 models/text_encoders: `qwen_3_4b.safetensors` for Z-Image and FLUX.2 klein, `qwen_2.5_vl_7b.
 safetensors` for Qwen-Image, `mistral_3_small_flux2_bf16.safetensors` for FLUX.2 dev, and
 llama.cpp GGUFs of them).
@@ -22,6 +23,7 @@ from pathlib import Path
 from ..errors import WeightsError
 from ..formats.safetensors import SafetensorsFile
 from ..keymaps.t5_gguf import T5_GGUF_MARK, gguf_kind
+from ..vae_kind import vae_kind
 from ..weights import TensorFile
 from ..z_image.text_encoder_file import is_llm_file
 from .file import file_parts, flow_file_family
@@ -78,6 +80,8 @@ def module_roles(path: str | os.PathLike[str]) -> tuple[str, ...]:
     found = file_parts(file, _ROLES)
     if not found and any(key.startswith("encoder.down_blocks.") for key in file.keys()):
         found = {"vae": {}}  # a VAE under diffusers' names
+    if not found and vae_kind(path) is not None:
+        found = {"vae": {}}  # Qwen-Image's causal 3D VAE under Wan's names
     if not found and (llm := _llm_role(file)) is not None:
         return (llm,)
     if not found:

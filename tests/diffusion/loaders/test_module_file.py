@@ -124,3 +124,14 @@ def test_llm_text_encoders_say_their_kind(tmp_path: Path, kind: str, norm: bool,
     state["model.diffusion_model.x.weight"] = torch.zeros(2)
     with pytest.raises(WeightsError, match="a model rather than"):
         module_roles(_save(tmp_path / "model.safetensors", state))
+
+
+def test_a_causal_3d_vae_is_a_module(tmp_path: Path) -> None:
+    """Qwen-Image's VAE as ComfyUI ships it (Wan 2.1's names, 5-D kernels) is a VAE module;
+    its latent channels are no 2D VAE's."""
+    path = _save(tmp_path / "qwen_image_vae.safetensors", {
+        "encoder.conv1.weight": torch.zeros(8, 3, 3, 3, 3),
+        "decoder.conv1.weight": torch.zeros(8, 16, 3, 3, 3),
+        "decoder.head.2.weight": torch.zeros(3, 8, 3, 3, 3)})
+    assert module_roles(path) == ("vae",)
+    assert vae_latent_channels(path) is None

@@ -65,6 +65,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Any:
     encoder["lm_head.weight"] = encoder["model.embed_tokens.weight"].clone()
     (models / "text_encoders").mkdir()
     save_file(encoder, str(models / "text_encoders" / "qwen_3_4b.safetensors"))
+    (models / "vae").mkdir()  # its VAE as a file too (diffusers' names)
+    save_file({k: v.detach().clone().contiguous() for k, v in reference.vae.state_dict().items()},
+              str(models / "vae" / "ae.safetensors"))
     qwen = {k: v.detach().clone().contiguous()
             for k, v in tiny_qwenimage_transformer().state_dict().items()}
     save_file(qwen, str(models / QWEN))
@@ -96,15 +99,17 @@ def test_single_files_run_with_their_folder(served: Any) -> None:
     assert response.status_code == 200, response.text
     assert "Model: z_image_finetune" in info(response)["infotexts"][0]
     np.testing.assert_array_equal(pixels(response.json()["images"][0]), folder)
-    # its Qwen3 as ComfyUI keeps it: a module file (Forge's list), not a model, read in place
-    # of the folder's text encoder
-    assert [m["model_name"] for m in client.get("/sdapi/v1/sd-modules").json()] == [
-        "qwen_3_4b.safetensors"]
-    assert not any("qwen_3_4b" in name for name in names)
+    # its Qwen3 and VAE as ComfyUI keeps them: module files (Forge's list), not models, read
+    # in place of the folder's text encoder and VAE
+    assert sorted(m["model_name"] for m in client.get("/sdapi/v1/sd-modules").json()) == [
+        "ae.safetensors", "qwen_3_4b.safetensors"]
+    assert not any("qwen_3_4b" in name or "ae" == name for name in names)
     response = client.post("/sdapi/v1/txt2img", json={**SMALL, "override_settings": {
-        "sd_model_checkpoint": FILE, "forge_additional_modules": ["qwen_3_4b.safetensors"]}})
+        "sd_model_checkpoint": FILE,
+        "forge_additional_modules": ["qwen_3_4b.safetensors", "ae.safetensors"]}})
     assert response.status_code == 200, response.text
-    assert "Module 1: qwen_3_4b" in info(response)["infotexts"][0]
+    text = info(response)["infotexts"][0]
+    assert "Module 1: qwen_3_4b" in text and "Module 2: ae" in text, text
     np.testing.assert_array_equal(pixels(response.json()["images"][0]), folder)
     # kept quantized: near it, not equal
     quantized = _picture(client, "diffusion_models/z_image-Q8_0.gguf")
