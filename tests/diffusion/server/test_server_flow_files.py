@@ -9,6 +9,7 @@ loaded straight to host memory, streamed a block at a time, the plain load's pic
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -181,3 +182,12 @@ class _OnGpu(Observer):
     def on_step(self, done: int, total: int, latents: np.ndarray) -> None:
         self.blocks.append(sum(not is_offloaded(block) for block in self.streamed))
         self.resident.append(sum(device_bytes(block) for block in self.streamed))
+
+
+def test_serve_base_must_be_a_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`serve --base` names a diffusers folder: anything else stops serve in one line."""
+    import diffusion.cli.main as cli
+
+    assert cli.main(["serve", "--base", str(tmp_path), "--port", "1"]) == 2
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 1 and "--base" in errors[0] and "model_index.json" in errors[0]
