@@ -137,8 +137,7 @@ def test_single_files_run_with_their_folder(served: Any) -> None:
         assert "--base" in detail
 
 
-def test_gguf_blocks_stream_from_the_host(first_device: gpucore.Device, served: Any,
-                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_gguf_blocks_stream_from_the_host(served: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """The GGUF under --lowvram and --medvram, loaded with `offload` (as the server and the CLI
     load for a memory mode): its quantized blocks go to host memory as GGML blocks as they are
     read (never uploaded by the load, never dequantized to floats) and stream to the GPU a
@@ -152,7 +151,8 @@ def test_gguf_blocks_stream_from_the_host(first_device: gpucore.Device, served: 
     init = QuantizedTensor.__init__
     monkeypatch.setattr(QuantizedTensor, "__init__",
                         lambda self, *a, **k: (uploads.append(a[1]), init(self, *a, **k))[1])
-    model = load_pipeline(file, base=folder, device=first_device, offload=True)
+    # on the server's device (the default one): the kernels it built serve here too
+    model = load_pipeline(file, base=folder, offload=True)
     monkeypatch.undo()
     transformer = model.pipe.transformer
     held = quantized_weights(transformer)
