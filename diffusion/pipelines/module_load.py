@@ -77,6 +77,7 @@ def load_with_modules(path: str | os.PathLike[str], modules: Sequence[str | os.P
         llm, kind = _PARTS_OF[family]
         pipe = load_pipeline(path, text_encoders=[f for f in llms if llm in roles[f]][-1:],
                              **where)  # the last one named wins, as below
+        assert isinstance(pipe, FlowModel)  # beyond the contract: its VAE's config
         config = pipe.vae.config  # Qwen-Image's causal 3D VAE says z_dim
         wanted = VaeKind(kind, int(config.get("latent_channels") or config["z_dim"]))
         for vae in [f for f in vaes if vae_kind(f) == wanted][-1:]:
