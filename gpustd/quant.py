@@ -56,6 +56,23 @@ def _format(name: str) -> BlockFormat:
     return found
 
 
+def _words(raw: Any, shape: tuple[int, ...], format: str) -> np.ndarray:
+    """`raw` (bytes or a uint8 array: a tensor's blocks as in a GGUF file) as the uint32 words a
+    QuantizedTensor's buffer holds (zero-padded to 4 bytes); ValueError when it is not whole
+    blocks of `shape`."""
+    data = np.frombuffer(raw, np.uint8) if isinstance(raw, (bytes, bytearray, memoryview)) \
+        else np.ascontiguousarray(raw).view(np.uint8).reshape(-1)
+    spec = _format(format)
+    want = math.prod(shape) // spec.values * spec.nbytes
+    if data.size != want or math.prod(shape) % spec.values:
+        raise ValueError(f"{format} data for shape {tuple(shape)} must be {want} bytes "
+                         f"(whole blocks of {spec.values} values in {spec.nbytes} bytes), "
+                         f"got {data.size}")
+    if data.size % 4:
+        data = np.concatenate([data, np.zeros(-data.size % 4, np.uint8)])
+    return data.view(np.uint32)
+
+
 class QuantizedTensor:
     """A tensor of `shape` stored as GGML blocks of `format` ('q8_0', 'q4_k', ...) on the GPU;
     `dtype` is what it dequantizes to (float32 or float16). numpy/torch have no equivalent:
@@ -89,19 +106,23 @@ class QuantizedTensor:
     def from_bytes(cls, raw: Any, shape: tuple[int, ...], format: str, *, dtype: Any = np.float32,
                    device: Device | None = None) -> QuantizedTensor:
         """Upload `raw` (bytes or a uint8 array: the tensor's blocks as in a GGUF file)."""
-        data = np.frombuffer(raw, np.uint8) if isinstance(raw, (bytes, bytearray, memoryview)) \
-            else np.ascontiguousarray(raw).view(np.uint8).reshape(-1)
-        spec = _format(format)
-        want = math.prod(shape) // spec.values * spec.nbytes
-        if data.size != want or math.prod(shape) % spec.values:
-            raise ValueError(f"{format} data for shape {tuple(shape)} must be {want} bytes "
-                             f"(whole blocks of {spec.values} values in {spec.nbytes} bytes), "
-                             f"got {data.size}")
-        if data.size % 4:
-            data = np.concatenate([data, np.zeros(-data.size % 4, np.uint8)])
-        blocks = Buffer.from_numpy(data.view(np.uint32), device=device or default_device(),
+        blocks = Buffer.from_numpy(_words(raw, shape, format), device=device or default_device(),
                                    read_only=True)
         return cls(blocks, tuple(shape), format, dtype)
+
+    @classmethod
+    def on_host(cls, raw: Any, shape: tuple[int, ...], format: str, *, dtype: Any = np.float32,
+                device: Device | None = None) -> QuantizedTensor:
+        """As `from_bytes`, but the blocks stay in host memory, as after `offload()`: nothing is
+        uploaded until `restore()` (a model loaded straight to host memory for a memory mode to
+        stream)."""
+        # whole blocks of `shape`, as __init__ checks; a copy: `raw` may map a file
+        words = np.array(_words(raw, shape, format))
+        tensor = cls.__new__(cls)
+        tensor.shape, tensor.format = tuple(int(s) for s in shape), format.lower()
+        tensor.dtype, tensor.blocks = as_dtype(dtype), None
+        tensor._device, tensor._host = device or default_device(), words
+        return tensor
 
     @property
     def device(self) -> Device:

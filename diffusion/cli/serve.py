@@ -75,7 +75,16 @@ def add_serve_parser(commands: Any) -> argparse.ArgumentParser:
                           "(t5xxl_fp16 / _fp8_e4m3fn[_scaled], clip_l, clip_g .safetensors, "
                           "a T5 .gguf), for a single-file model "
                           "also the VAE it lacks (ae.safetensors), as Forge's VAE / Text "
-                          "Encoder list; repeat for several")
+                          "Encoder list; Z-Image / FLUX.2 / Qwen-Image models: their LLM "
+                          "text encoder (qwen_3_4b.safetensors, qwen_2.5_vl_7b.safetensors, "
+                          "mistral_3_small_flux2_bf16.safetensors, or a GGUF of one); repeat "
+                          "for several")
+    sub.add_argument("--base", action="append", metavar="DIR",
+                     help="Z-Image, Qwen-Image, FLUX.2: a diffusers folder of the family giving "
+                          "a single-file transformer (ComfyUI's models/diffusion_models files, "
+                          "GGUFs) its text encoder, tokenizer, VAE and scheduler, as generate's "
+                          "--base; repeat for several families (default: the diffusers folders "
+                          "in --models-dir)")
     sub.add_argument("--image-encoder", action="append", metavar="PATH",
                      help="a CLIP image encoder for IP-Adapter units (a transformers folder, "
                           "h94's models/image_encoder (ViT-H/14) or sdxl_models/image_encoder "
@@ -153,6 +162,7 @@ def server_settings(args: argparse.Namespace) -> ServerSettings:
 
     return ServerSettings(
         model=args.model, models_dir=args.models_dir, text_encoders=args.text_encoder or (),
+        bases=args.base or (),
         image_encoders=args.image_encoder or (), controlnet_dir=args.controlnet_dir,
         adetailer_dir=args.adetailer_dir,
         embeddings_dir=args.embeddings_dir, lora_dir=args.lora_dir,
@@ -191,6 +201,11 @@ def serve(args: argparse.Namespace) -> int:
         for path in args.image_encoder or []:
             if not Path(path).exists():
                 raise ValueError(f"--image-encoder {path!r} does not exist")
+        for path in args.base or []:
+            if not Path(path, "model_index.json").is_file():
+                raise ValueError(f"--base {path!r} is not a diffusers folder (no "
+                                 "model_index.json); give the folder of a Z-Image, Qwen-Image "
+                                 "or FLUX.2 model")
         if args.upscaler_dir:  # names for hires fix and the Extras API
             from ..upscalers.models import register_upscaler_dir
 

@@ -56,11 +56,13 @@ def quantized_rows(file: GGUFFile, ref: TensorRef, *, swapped: bool) -> np.ndarr
     return np.ascontiguousarray(data).reshape(-1)
 
 
-def load_component(model: M, weights: ComponentWeights, *, slices: bool = False) -> M:
-    """`model` with `weights` loaded (module docstring); returns it. StateDictError naming
-    every missing, unexpected or mis-shaped tensor, before anything is written, as
-    load_state_dict. torch has no equivalent (ComfyUI-GGUF's GGMLOps layers keep the blocks
-    the same way)."""
+def load_component(model: M, weights: ComponentWeights, *, slices: bool = False,
+                   to_host: bool = False) -> M:
+    """`model` with `weights` loaded (module docstring); returns it. `to_host`: the quantized
+    blocks are kept in host memory, never uploaded (`QuantizedTensor.on_host`: a model loaded
+    for a memory mode to stream, gpustd.nn.offload). StateDictError naming every missing,
+    unexpected or mis-shaped tensor, before anything is written, as load_state_dict. torch
+    has no equivalent (ComfyUI-GGUF's GGMLOps layers keep the blocks the same way)."""
     refs = weights.refs
     swapped: frozenset[str] = getattr(weights, "swapped", frozenset())  # halves reordered
     kept = {name: ref for name, ref in refs.items()
@@ -86,8 +88,9 @@ def load_component(model: M, weights: ComponentWeights, *, slices: bool = False)
         param = params[name]
         file: Any = ref.file
         blocks = quantized_rows(file, ref, swapped=name in swapped)
-        weight = QuantizedTensor.from_bytes(blocks, ref.shape, file.format(ref.key),
-                                            dtype=param.dtype, device=param.device)
+        make = QuantizedTensor.on_host if to_host else QuantizedTensor.from_bytes
+        weight = make(blocks, ref.shape, file.format(ref.key), dtype=param.dtype,
+                      device=param.device)
         try:
             set_quantized_weight(model, name, weight)
         except ValueError:  # an Embedding's or a norm's: expanded on the host

@@ -53,6 +53,9 @@ class FamilyLoader:
     # its text encoders and VAE come as module files (Forge's VAE / Text Encoder list): a
     # single file takes its VAE among them, a folder keeps its vae/ (--vae is refused)
     module_parts: bool = False
+    # a single file of the family is its transformer alone: it runs with a diffusers folder of
+    # the family giving the rest (LoadOptions.base: the CLI's --base; diffusion.pipelines.bases)
+    single_file_base: bool = False
 
 
 FAMILIES: tuple[FamilyLoader, ...] = (
@@ -65,13 +68,13 @@ FAMILIES: tuple[FamilyLoader, ...] = (
     FamilyLoader("FLUX.1, SD 3/3.5", flow_model_family, load_flow_model, flow_defaults,
                  latent_channels=16, module_parts=True),
     FamilyLoader("Z-Image (Turbo, Base)", zimage_family, load_zimage_model, zimage_defaults,
-                 latent_channels=16),
+                 latent_channels=16, single_file_base=True),
     FamilyLoader("FLUX.2 (klein, dev)", flux2_family, load_flux2_model, flux2_defaults,
-                 latent_channels=32),
+                 latent_channels=32, single_file_base=True),
     FamilyLoader("Qwen-Image", qwenimage_family, load_qwenimage_model, qwenimage_defaults,
-                 latent_channels=16),
+                 latent_channels=16, single_file_base=True),
     FamilyLoader("Qwen-Image-Edit", qwenimage_edit_family, load_qwenimage_edit_model,
-                 qwenimage_edit_defaults, latent_channels=16),
+                 qwenimage_edit_defaults, latent_channels=16, single_file_base=True),
     # a video model: its folder or transformer file is told apart so that txt2img says to use
     # txt2vid
     FamilyLoader("Wan 2.1 / 2.2 (videos: txt2vid)",

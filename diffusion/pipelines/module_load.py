@@ -5,7 +5,9 @@ list), what the server's `--text-encoder` files and per-request module choices l
                              dtype="float16")
 
 Each file's parts (diffusion.loaders.flow.module_file) go where the model takes them, as Forge's
-loader puts them: text encoders into a FLUX / SD3 model (`load_pipeline(text_encoders=)`), a
+loader puts them: text encoders into a FLUX / SD3 model (`load_pipeline(text_encoders=)`), an
+LLM text encoder of the kind the model reads prompts with into a Z-Image (Qwen3), FLUX.2 klein
+(Qwen3), FLUX.2 dev (Mistral) or Qwen-Image (Qwen2.5-VL) model, folder or single file; a
 VAE in place of any model's own (a FLUX / SD3 single file takes it as one of what it lacks, as
 a UNet-only SD GGUF takes its VAE and CLIP text encoder; a folder or an SD model gets
 `load_vae` with its VAE's config). What a model has no place for
@@ -30,9 +32,10 @@ from typing import Any
 import numpy as np
 
 from ..loaders.errors import WeightsError
-from ..loaders.flow.module_file import module_roles, vae_latent_channels
+from ..loaders.flow.module_file import LLM_ROLES, module_roles, vae_latent_channels
 from ..loaders.flow.text_encoder_file import module_stem
 from ..loaders.sd.gguf_pipeline import is_unet_gguf
+from ..loaders.vae_kind import VaeKind, vae_kind
 from .families import family_of
 from .flow.flow_model import FlowModel
 from .load import load_pipeline
@@ -40,23 +43,46 @@ from .sd.stable_diffusion import StableDiffusion
 
 __all__ = ["HiresModules", "hires_modules", "load_with_modules"]
 
+# the LLM text encoder (module_file.LLM_ROLES) and the kind of VAE (loaders.vae_kind) of the
+# families whose single files run with a base folder (FamilyLoader.single_file_base)
+_PARTS_OF = {"z-image": ("qwen3", "2d"), "flux2-klein": ("qwen3", "flux2"),
+             "flux2-dev": ("mistral", "flux2"), "qwen-image": ("qwen2_5_vl", "causal3d"),
+             "qwen-image-edit": ("qwen2_5_vl", "causal3d"),
+             "qwen-image-edit-plus": ("qwen2_5_vl", "causal3d")}
+
 
 def load_with_modules(path: str | os.PathLike[str], modules: Sequence[str | os.PathLike[str]],
-                      *, dtype: Any = np.float32, device: Any = None) -> Any:
-    """`load_pipeline(path, dtype=, device=)` with `modules` (module docstring) in place of
-    the model's parts. WeightsError (a ValueError) naming a file that is no module, or a VAE
-    whose shapes do not fit the model's."""
+                      *, dtype: Any = np.float32, device: Any = None,
+                      base: str | os.PathLike[str] | None = None, offload: bool = False) -> Any:
+    """`load_pipeline(path, dtype=, device=, base=, offload=)` with `modules` (module
+    docstring) in place of the model's parts. WeightsError (a ValueError) naming a file that is
+    no module, or a VAE whose shapes do not fit the model's."""
     files = [Path(m) for m in modules]
     roles = {file: module_roles(file) for file in files}
     vaes = [f for f in files if "vae" in roles[f]]
-    encoders = [f for f in files if set(roles[f]) - {"vae"}]
-    where: dict[str, Any] = {"dtype": dtype} if device is None else {"dtype": dtype,
-                                                                       "device": device}
+    llms = [f for f in files if set(roles[f]) & set(LLM_ROLES)]
+    encoders = [f for f in files if set(roles[f]) - {"vae", *LLM_ROLES}]
+    where: dict[str, Any] = {"dtype": dtype, "offload": offload}
+    if device is not None:
+        where["device"] = device
+    if base is not None:  # a single-file transformer's diffusers folder (pipelines.bases)
+        where["base"] = base
     if is_unet_gguf(path):  # its VAE and CLIP text encoder are among the modules
         return load_pipeline(path, text_encoders=files, **where)
-    flow = family_of(path)[0].module_parts  # text encoders (and a file's VAE) as modules
+    entry, family = family_of(path)
+    flow = entry.module_parts  # text encoders (and a file's VAE) as modules
     if flow and Path(path).is_file():  # a single file takes its VAE with its text encoders
-        return load_pipeline(path, text_encoders=files, **where)
+        return load_pipeline(path, text_encoders=[f for f in files if f not in llms], **where)
+    if family in _PARTS_OF:  # its own readers, as the CLI's --text-encoder and --vae
+        llm, kind = _PARTS_OF[family]
+        pipe = load_pipeline(path, text_encoders=[f for f in llms if llm in roles[f]][-1:],
+                             **where)  # the last one named wins, as below
+        assert isinstance(pipe, FlowModel)  # beyond the contract: its VAE's config
+        config = pipe.vae.config  # Qwen-Image's causal 3D VAE says z_dim
+        wanted = VaeKind(kind, int(config.get("latent_channels") or config["z_dim"]))
+        for vae in [f for f in vaes if vae_kind(f) == wanted][-1:]:
+            pipe.use_vae(vae)  # the infotext names it as a module
+        return pipe
     pipe = load_pipeline(path, text_encoders=encoders if flow else (), **where)
     # beyond the contract: one of load_pipeline's own families, whose VAE this replaces
     assert isinstance(pipe, (StableDiffusion, FlowModel))

@@ -29,6 +29,9 @@ class ServerSettings:
     model: PathText | None = None  # default: the bundled model, else models_dir's first
     models_dir: PathText | None = None
     text_encoders: tuple[PathText, ...] = ()  # --text-encoder (Forge's additional modules)
+    # --base: diffusers folders giving a single-file transformer of their family (Z-Image,
+    # Qwen-Image, FLUX.2) its text encoder, tokenizer, VAE and scheduler, before models_dir's
+    bases: tuple[PathText, ...] = ()
     image_encoders: tuple[PathText, ...] = ()  # --image-encoder (IP-Adapter units')
     sd_vae: str = AUTOMATIC_VAE  # the first model's VAE choice (the WebUI's sd_vae)
     controlnet_dir: PathText | None = None
@@ -79,7 +82,8 @@ class ServerSettings:
 
     def __post_init__(self) -> None:
         # sequences as tuples, whatever a caller passed: the object stays immutable
-        for name in ("text_encoders", "image_encoders", "worker_adapters", "styles_files"):
+        for name in ("text_encoders", "bases", "image_encoders", "worker_adapters",
+                     "styles_files"):
             object.__setattr__(self, name, tuple(getattr(self, name) or ()))
         object.__setattr__(self, "cmd_flags", dict(self.cmd_flags or {}))
 

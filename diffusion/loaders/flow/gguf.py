@@ -41,40 +41,42 @@ __all__ = ["load_chroma_gguf", "load_flux_gguf", "load_sd3_gguf", "quantized_row
 
 
 def load_flux_gguf(path: str | os.PathLike[str], *, dtype: Any = np.float32,
-                   device: Device | None = None, config: dict[str, Any] | None = None
-                   ) -> FluxTransformer2DModel:
+                   device: Device | None = None, config: dict[str, Any] | None = None,
+                   to_host: bool = False) -> FluxTransformer2DModel:
     """The FLUX transformer in city96's GGUF `path` on `device`, computing in `dtype`;
     quantized Linear weights stay quantized (dequantized inside the GEMMs' scratch, as
     gpustd.nn.quantized does). `config` overrides what the shapes give (as load_flux_file).
+    `to_host`: the quantized blocks stay in host memory (load_component's), for a memory mode
+    to stream.
     WeightsError naming the file when it is not a FLUX GGUF or a tensor does not fit.
     ComfyUI-GGUF: `UnetLoaderGGUF`; diffusers: `FluxTransformer2DModel.from_single_file(path,
     quantization_config=GGUFQuantizationConfig(...))`."""
     return _load(path, "FLUX", is_flux_file, load_flux_file, FluxTransformer2DModel,
-                 dtype=dtype, device=device, config=config)
+                 dtype=dtype, device=device, config=config, to_host=to_host)
 
 
 def load_sd3_gguf(path: str | os.PathLike[str], *, dtype: Any = np.float32,
-                  device: Device | None = None, config: dict[str, Any] | None = None
-                  ) -> SD3Transformer2DModel:
+                  device: Device | None = None, config: dict[str, Any] | None = None,
+                  to_host: bool = False) -> SD3Transformer2DModel:
     """The SD3/3.5 MMDiT in city96's GGUF `path`, as load_flux_gguf (the patch embedding's
     conv kernel, stored as its matrix with ComfyUI-GGUF's original shape, stays quantized
     too)."""
     return _load(path, "SD3", is_sd3_file, load_sd3_file, SD3Transformer2DModel,
-                 dtype=dtype, device=device, config=config)
+                 dtype=dtype, device=device, config=config, to_host=to_host)
 
 
 def load_chroma_gguf(path: str | os.PathLike[str], *, dtype: Any = np.float32,
-                     device: Device | None = None, config: dict[str, Any] | None = None
-                     ) -> ChromaTransformer2DModel:
+                     device: Device | None = None, config: dict[str, Any] | None = None,
+                     to_host: bool = False) -> ChromaTransformer2DModel:
     """The Chroma transformer in a GGUF of its original file (`Chroma1-HD-Q8_0.gguf`,
     silveroxides' and city96's conversions: the original names), as load_flux_gguf."""
     return _load(path, "Chroma", is_chroma_file, chroma_file_weights, ChromaTransformer2DModel,
-                 dtype=dtype, device=device, config=config)
+                 dtype=dtype, device=device, config=config, to_host=to_host)
 
 
 def _load(path: str | os.PathLike[str], family: str, recognizes: Any, mapping: Any,
           model_class: Any, *, dtype: Any, device: Device | None,
-          config: dict[str, Any] | None) -> Any:
+          config: dict[str, Any] | None, to_host: bool) -> Any:
     device = device or default_device()
     dtype = as_dtype(dtype)
     file = GGUFFile(Path(path))
@@ -85,7 +87,7 @@ def _load(path: str | os.PathLike[str], family: str, recognizes: Any, mapping: A
     with deferred():  # each parameter allocated as its values arrive: no float copy first
         model = model_class(weights.config, dtype=dtype, device=device)
     try:  # the quantized matrices kept as blocks (row slices, swapped halves too); floats read
-        return load_component(model, weights, slices=True)
+        return load_component(model, weights, slices=True, to_host=to_host)
     except (StateDictError, KeyError, ValueError) as exc:
         raise WeightsError(f"{file.path}: the {family} transformer's tensors do not fit its "
                            f"config: {exc}") from None

@@ -68,7 +68,7 @@ class ChromaPipeline:
         weights, modules = load_chroma(path, list(text_encoder_files), variant=variant)
         place = {"dtype": dtype, "device": device or default_device()}
         transformer = weights.transformer
-        model = load_chroma_gguf(path, **place) if transformer is None else None
+        model = load_chroma_gguf(path, to_host=offload, **place) if transformer is None else None
         # built deferred (gpustd.nn.deferred, in load_network): a parameter takes GPU memory as
         # its values arrive; with `offload` each network goes to host memory once loaded
         device = place["device"]

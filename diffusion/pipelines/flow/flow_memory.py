@@ -189,9 +189,10 @@ def load_network(build: Callable[[], M], weights: ComponentWeights, *, device: D
                  offload_to_host: bool, slices: bool = False) -> M:
     """The network `build()` makes (under gpustd.nn.deferred: each parameter takes GPU memory
     when its values arrive) with `weights` loaded (`load_component`); with `offload_to_host`,
-    then moved to host memory and the pool emptied, before the next network loads."""
+    then moved to host memory and the pool emptied, before the next network loads (a GGUF's
+    quantized blocks go to host memory as they are read, never to the GPU)."""
     with deferred():
-        model = load_component(build(), weights, slices=slices)
+        model = load_component(build(), weights, slices=slices, to_host=offload_to_host)
     if offload_to_host:
         offload(model)
         device.empty_pool()

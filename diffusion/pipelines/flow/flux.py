@@ -113,7 +113,7 @@ class FluxPipeline:
                     if folder_config.is_file() else None)
             config = {"axes_dims_rope": axes} if axes else None
             if Path(file).suffix.lower() == ".gguf":
-                model = load_flux_gguf(file, config=config, **place)
+                model = load_flux_gguf(file, config=config, to_host=offload, **place)
             else:
                 transformer = load_flux_file(file, config=config)
         # every model built deferred (gpustd.nn.deferred, in load_network): a parameter takes

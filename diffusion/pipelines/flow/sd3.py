@@ -79,7 +79,7 @@ class StableDiffusion3Pipeline:
         file = transformer_file or (path if transformer is None else None)
         model = None
         if file is not None and Path(file).suffix.lower() == ".gguf":
-            model = load_sd3_gguf(file, **place)  # city96's, kept quantized
+            model = load_sd3_gguf(file, to_host=offload, **place)  # city96's, kept quantized
         elif file is not None:
             transformer = load_sd3_file(file)
 

@@ -72,6 +72,8 @@ def create_app(settings: ServerSettings | None = None, /, *,
     each loading the model with the same loader, pickled.
     `controlnet_dir`: the ControlNet / T2I-Adapter / IP-Adapter models units may name;
     `image_encoders`: the CLIP image encoders IP-Adapter units read pictures with.
+    `bases`: diffusers folders giving a single-file transformer of their family (Z-Image,
+    Qwen-Image, FLUX.2) the rest, before those in `models_dir` (diffusion.pipelines.bases).
     `text_encoders`: the module files (Forge's `forge_additional_modules`) the models load
     with until a client chooses others (diffusion.pipelines.module_load: T5 / CLIP in place of
     a FLUX / SD3 model's own, the VAE and encoders a single file lacks, a VAE in place of any
@@ -94,12 +96,15 @@ def create_app(settings: ServerSettings | None = None, /, *,
         except FileNotFoundError:
             model = None
     models_dir, text_encoders = settings.models_dir, settings.text_encoders
-    registry = ModelRegistry(models_dir=models_dir, extra=model, extra_modules=text_encoders)
+    registry = ModelRegistry(models_dir=models_dir, extra=model, extra_modules=text_encoders,
+                             bases=settings.bases)
     if not registry.entries:
         where = f" and {models_dir!s} holds no model" if models_dir else ""
         raise FileNotFoundError(
             f"no model to load: the bundled default model is missing{where}; pass --model "
             "PATH (a diffusers folder or a .safetensors checkpoint) or --models-dir DIR")
+    if registry.entries[0].lacks is not None:  # a single-file transformer without its folder
+        raise ValueError(registry.entries[0].lacks)
     embeddings = (None if settings.embeddings_dir is None
                   else EmbeddingDatabase(settings.embeddings_dir))
     controlnets = ControlModelDir(settings.controlnet_dir)

@@ -108,12 +108,16 @@ def check_randn_source(value: Any, setting: str, *, any_case: bool = False) -> s
 
 def named_checkpoint(registry: ModelRegistry, name: Any, setting: str) -> ModelEntry:
     """The model `name` (a title, name or hash as /sdapi/v1/sd-models lists them) of the
-    server's, or RequestError naming `setting` and what the server has."""
+    server's, or RequestError naming `setting` and what the server has; for a single-file
+    transformer without the diffusers folder it loads with (`ModelEntry.lacks`), which folder
+    to add where."""
     entry = registry.find(name) if isinstance(name, str) else None
     if entry is None:
         raise RequestError(f"{setting} {name!r} is not one of this server's models: "
                            f"{', '.join(registry.titles())} (see /sdapi/v1/sd-models; POST "
                            "/sdapi/v1/refresh-checkpoints after adding one to --models-dir)")
+    if entry.lacks is not None:
+        raise RequestError(f"{setting} {name!r}: {entry.lacks}")
     return entry
 
 

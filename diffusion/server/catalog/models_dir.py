@@ -11,6 +11,12 @@ by title, name or hash, which are looked up in this list: a request never become
 The same scan finds Forge's module files (diffusion.loaders.flow.module_file: VAEs and text
 encoders, which Forge keeps in models/VAE and models/text_encoder): they are listed apart, by
 /sdapi/v1/sd-modules, and not as models; `serve --text-encoder` files are listed with them.
+
+A single-file transformer of a family that takes the rest from a diffusers folder (Z-Image,
+Qwen-Image, FLUX.2: ComfyUI's models/diffusion_models files and GGUFs) is listed with the
+folder it loads with (`ModelEntry.base`, diffusion.pipelines.bases): the first of `serve
+--base`'s folders, then of the models folder's diffusers folders, of its family. Without one
+it is still listed, with `ModelEntry.lacks` saying which folder to add where.
 """
 
 from __future__ import annotations
@@ -19,11 +25,12 @@ import hashlib
 import os
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from threading import Lock
 
 from ...loaders.flow.module_file import MODULE_SUFFIXES, module_roles
+from ...pipelines.bases import base_family, find_base
 
 __all__ = ["ModelEntry", "ModelRegistry", "ModuleEntry", "file_sha256", "folder_sha256"]
 
@@ -68,6 +75,10 @@ class ModelEntry:
     # the VAE file the WebUI's sd_vae option chose (modules_dir.choose_vae, beside this),
     # loaded after the modules, so in place of a VAE among them; None: no file chosen
     vae: Path | None = None
+    # a single-file transformer's diffusers folder giving the rest (module docstring); when it
+    # needs one and none was found, `lacks` says in one line which folder to add where
+    base: Path | None = None
+    lacks: str | None = None
 
     @property
     def identity(self) -> tuple[Path, tuple[Path, ...]]:
@@ -158,15 +169,34 @@ def _scan(root: Path) -> tuple[list[ModelEntry], list[ModuleEntry]]:
     return found, modules
 
 
+def _with_base(entry: ModelEntry, folders: list[Path]) -> ModelEntry:
+    """`entry` with the diffusers folder its single file loads with (module docstring), or
+    with what it lacks."""
+    wanted = base_family(entry.path)
+    if wanted is None:
+        return entry
+    base = find_base(entry.path, folders)
+    if base is not None:
+        return replace(entry, base=base.resolve())
+    models, family = wanted
+    return replace(entry, lacks=(
+        f"{entry.name} is a {models} transformer alone and this server has no {family} "
+        "diffusers folder for its text encoder, tokenizer, VAE and scheduler: put one (with "
+        "its model_index.json) in --models-dir and POST /sdapi/v1/refresh-checkpoints, or "
+        "start serve with --base FOLDER"))
+
+
 class ModelRegistry:
     """The list behind /sdapi/v1/sd-models; `refresh()` rescans the models folder."""
 
     def __init__(self, *, models_dir: str | os.PathLike[str] | None = None,
                  extra: str | os.PathLike[str] | None = None,
-                 extra_modules: Sequence[str | os.PathLike[str]] = ()) -> None:
+                 extra_modules: Sequence[str | os.PathLike[str]] = (),
+                 bases: Sequence[str | os.PathLike[str]] = ()) -> None:
         self.models_dir = None if models_dir is None else Path(models_dir)
         self.extra = None if extra is None else Path(extra)
         self.extra_modules = [Path(m) for m in extra_modules]  # --text-encoder's files
+        self.bases = [Path(b) for b in bases]  # --base's folders
         self._lock = Lock()
         self.entries: list[ModelEntry] = []
         self.modules: list[ModuleEntry] = []  # /sdapi/v1/sd-modules
@@ -187,6 +217,8 @@ class ModelRegistry:
             entries += [e for e in found if e.path not in known]
             known_modules = {m.path for m in modules}
             modules += [m for m in more if m.path not in known_modules]
+        folders = [*self.bases, *(e.path for e in entries if e.path.is_dir())]
+        entries = [_with_base(entry, folders) for entry in entries]
         with self._lock:
             self.entries, self.modules = entries, modules
         return entries

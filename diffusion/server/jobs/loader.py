@@ -1,8 +1,9 @@
 """`PipelineLoader`: how a worker loads a model as the server's settings say.
 
 A Worker calls `loader(path)` (with `device=` per device, `modules=[...]` for a model with
-module files) on its thread; a worker process gets the same loader pickled, so the settings
-travel with it and each process loads its pipelines as the parent would.
+module files, `base=` for a single-file transformer's diffusers folder) on its thread; a
+worker process gets the same loader pickled, so the settings travel with it and each process
+loads its pipelines as the parent would.
 """
 
 from __future__ import annotations
@@ -66,8 +67,11 @@ class PipelineLoader:
         from ... import load_pipeline
         from ...pipelines.module_load import load_with_modules
 
+        # with a memory mode, a family that can (the flow families) loads each network
+        # straight to host memory
+        offload = bool(self.settings.memory)
         if modules:  # Forge's VAE / text encoder files (diffusion.pipelines.module_load)
-            return load_with_modules(path, modules, dtype=self.settings.dtype, **where)
-        # with a memory mode, a family that can (FLUX.2) loads each network to host memory
-        return load_pipeline(path, dtype=self.settings.dtype,
-                             offload=bool(self.settings.memory), **where)
+            return load_with_modules(path, modules, dtype=self.settings.dtype,
+                                     offload=offload, **where)
+        # where: device=, base= (a single-file transformer's diffusers folder)
+        return load_pipeline(path, dtype=self.settings.dtype, offload=offload, **where)

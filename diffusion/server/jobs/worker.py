@@ -201,10 +201,13 @@ class Worker:
         return job.run()
 
     # -- jobs (run on a worker thread) ---------------------------------------------------
-    def _load_one(self, slot: Slot, path: Path, modules: tuple[Path, ...] = ()) -> Any:
+    def _load_one(self, slot: Slot, path: Path, modules: tuple[Path, ...] = (),
+                  base: Path | None = None) -> Any:
         where: dict[str, Any] = {} if slot.device is None else {"device": slot.device}
         if modules:  # a loader that takes no modules is never asked for any
             where["modules"] = list(modules)
+        if base is not None:  # a single-file transformer's diffusers folder (ModelEntry.base)
+            where["base"] = base
         return self.loader(path, **where)
 
     def second_model(self, path: Path) -> Any:
@@ -223,11 +226,12 @@ class Worker:
         if self.model is not None and self.model.identity == entry.identity:
             return entry
         if len(self.slots) == 1:
-            pipes = [self._load_one(self.slots[0], entry.path, entry.files)]
+            pipes = [self._load_one(self.slots[0], entry.path, entry.files, entry.base)]
         else:  # in parallel: reading weights and uploading them overlap across devices
             with ThreadPoolExecutor(len(self.slots)) as pool:
                 pipes = list(pool.map(
-                    lambda slot: self._load_one(slot, entry.path, entry.files), self.slots))
+                    lambda slot: self._load_one(slot, entry.path, entry.files, entry.base),
+                    self.slots))
         for slot, pipe in zip(self.slots, pipes, strict=True):
             slot.pipe = pipe
         self.model = entry

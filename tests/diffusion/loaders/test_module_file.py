@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 pytest.importorskip("diffusers", reason="the tiny files are built with diffusers/transformers")
@@ -92,3 +93,45 @@ def test_a_vae_file_gives_its_latent_channels(files: Path) -> None:
     assert vae_latent_channels(files / "vae-ft-mse.safetensors") == 4
     assert vae_latent_channels(files / "extracted-vae.safetensors") == 4
     assert vae_latent_channels(files / "t5xxl_fp16.safetensors") is None
+
+
+@pytest.mark.parametrize(("kind", "norm", "bias"), [
+    ("qwen3", True, False), ("qwen2_5_vl", False, True), ("mistral", False, False)])
+def test_llm_text_encoders_say_their_kind(tmp_path: Path, kind: str, norm: bool,
+                                          bias: bool) -> None:
+    """ComfyUI's LLM text encoder files (Qwen3: q/k norms; Qwen2.5-VL's language model beside
+    its vision tower: q/k/v biases; Mistral: neither) and llama.cpp GGUFs of them are modules
+    of their kind; a model's key beside them still makes a model."""
+    from diffusion.loaders.formats.gguf_write import write_gguf
+
+    layer = {"self_attn.q_proj.weight": torch.zeros(8, 8), "mlp.up_proj.weight": torch.zeros(8, 8)}
+    gguf = {"attn_q.weight": np.zeros((8, 32), np.float32)}
+    if norm:
+        layer["self_attn.q_norm.weight"] = torch.ones(4)
+        gguf["attn_q_norm.weight"] = np.ones(32, np.float32)
+    if bias:
+        layer["self_attn.q_proj.bias"] = torch.zeros(8)
+        gguf["attn_q.bias"] = np.zeros(32, np.float32)
+    state = {f"model.layers.0.{k}": v for k, v in layer.items()}
+    state["model.embed_tokens.weight"] = torch.zeros(16, 8)
+    state["visual.blocks.0.attn.qkv.weight"] = torch.zeros(6, 2)
+    assert module_roles(_save(tmp_path / "encoder.safetensors", state)) == (kind,)
+    path = tmp_path / "encoder-F16.gguf"
+    write_gguf(path, [("token_embd.weight", np.zeros((16, 32), np.float32)),
+                      *((f"blk.0.{k}", v) for k, v in gguf.items())], "f16",
+               architecture="llama")
+    assert module_roles(path) == (kind,)
+    state["model.diffusion_model.x.weight"] = torch.zeros(2)
+    with pytest.raises(WeightsError, match="a model rather than"):
+        module_roles(_save(tmp_path / "model.safetensors", state))
+
+
+def test_a_causal_3d_vae_is_a_module(tmp_path: Path) -> None:
+    """Qwen-Image's VAE as ComfyUI ships it (Wan 2.1's names, 5-D kernels) is a VAE module;
+    its latent channels are no 2D VAE's."""
+    path = _save(tmp_path / "qwen_image_vae.safetensors", {
+        "encoder.conv1.weight": torch.zeros(8, 3, 3, 3, 3),
+        "decoder.conv1.weight": torch.zeros(8, 16, 3, 3, 3),
+        "decoder.head.2.weight": torch.zeros(3, 8, 3, 3, 3)})
+    assert module_roles(path) == ("vae",)
+    assert vae_latent_channels(path) is None
