@@ -66,7 +66,8 @@ def _options(sub: argparse.ArgumentParser) -> None:
                      help="UMT5 in place of the folder's (umt5_xxl_fp16.safetensors, "
                           "umt5_xxl_fp8_e4m3fn_scaled.safetensors, or a UMT5 .gguf)")
     sub.add_argument("--vae", metavar="FILE",
-                     help="Wan 2.1's VAE in place of the folder's (wan_2.1_vae.safetensors)")
+                     help="Wan's VAE in place of the folder's (wan_2.1_vae.safetensors; Wan 2.2 "
+                          "TI2V 5B: wan2.2_vae.safetensors)")
     sub.add_argument("--clip-vision", metavar="FILE",
                      help="Wan 2.1 I2V: its CLIP vision encoder in place of the folder's "
                           "(clip_vision_h.safetensors)")

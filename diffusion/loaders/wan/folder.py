@@ -36,7 +36,7 @@ _STEMS = {"text_encoder": "model", "image_encoder": "model"}
 _FILES = {"transformer": "--model FILE (e.g. wan2.1_t2v_1.3B_bf16.safetensors)",
           "transformer_2": "--model-2 FILE (the low-noise expert, e.g. "
                            "wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors)",
-          "vae": "--vae FILE (wan_2.1_vae.safetensors)",
+          "vae": "--vae FILE (wan_2.1_vae.safetensors; TI2V 5B: wan2.2_vae.safetensors)",
           "text_encoder": "--text-encoder FILE (umt5_xxl_fp8_e4m3fn_scaled.safetensors)",
           "image_encoder": "--clip-vision FILE (clip_vision_h.safetensors)"}
 
