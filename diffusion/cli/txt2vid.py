@@ -91,12 +91,14 @@ def _options(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--rng", default="torch", choices=("torch", "numpy"),
                      help="the noise's random source; torch gives diffusers' video for a "
                           "seed (torch)")
-    sub.add_argument("--cache", default=None, metavar="fbc|teacache[:THRESHOLD]",
+    sub.add_argument("--cache", default=None, metavar="fbc|teacache|teacache-ret[:THRESHOLD]",
                      help="step caching: First Block Cache (a step whose first block's "
                           "residual changed by at most THRESHOLD, relative, since the last "
                           "computed step skips the other blocks; 0.12 unless given) or "
                           "TeaCache (Wan 2.1; 0.2 unless given, about 3x; 0.1 about 2x); "
-                          "none: off (off)")
+                          "teacache-ret: TeaCache's retention mode (the first 5 steps "
+                          "always computed, its own tables; 0.2 unless given); none: off "
+                          "(off)")
     sub.add_argument("--lora", action="append", default=[], metavar="FILE[:WEIGHT]",
                      help="a LoRA patched into the transformer (diffusers/PEFT, ComfyUI or "
                           "kohya keys, e.g. a step-distillation LoRA), WEIGHT 1 unless given; "

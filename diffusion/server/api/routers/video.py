@@ -46,7 +46,9 @@ class Txt2VidRequest(BaseModel):
     seed: int = -1
     sampler: str = "diffusers"
     cache: str | None = Field(None, description="First Block Cache, \"fbc:0.12\" (the "
-                              "threshold; \"fbc\" alone: 0.12); none: off")
+                              "threshold; \"fbc\" alone: 0.12), TeaCache (Wan 2.1), "
+                              "\"teacache:0.2\", or its retention mode, \"teacache-ret:0.2\";"
+                              " none: off")
     format: str = Field("mp4", pattern="^(mp4|webp)$")
     also_webp: bool = Field(False, description="the animated WebP too, as `webp` (beside an "
                                                "MP4 `video`)")
