@@ -2,7 +2,8 @@
 folder beside a tiny SD model in its models directory: the tab shows because the server lists a
 video model (GET /avx/video-models); Generate makes an MP4 the player plays for frames / fps
 seconds; Interrupt stops the job (its video comes back decoded from where it stopped); a frame
-count Wan cannot make shows the server's one line; a first frame goes out as img2vid's image.
+count Wan cannot make shows the server's one line; a first frame goes out as img2vid's image,
+the step cache chosen as its `cache`.
 Screenshots go to tmp_path and, with AVX_SCREENSHOTS=DIR, there too.
 """
 
@@ -114,6 +115,7 @@ def test_generate_plays_frames_over_fps_seconds(server: str, page: Any, tmp_path
     body = sent.value.post_data_json
     assert body["frames"] == 5 and body["fps"] == 8 and body["model"].startswith("wan ")
     assert body["force_task_id"].startswith("task(") and "image" not in body
+    assert body["cache"] is None  # the step cache is off unless chosen
     player = page.get_by_label("Generated video", exact=True)
     player.wait_for(state="visible")
     page.wait_for_function("document.getElementById('video_player').readyState >= 1")
@@ -178,6 +180,9 @@ def test_a_first_frame_goes_out_as_img2vid(server: str, page: Any, tmp_path: Pat
     Image.new("RGB", (48, 32), (200, 30, 30)).save(png)
     page.locator("#video_file").set_input_files(str(png))
     page.get_by_role("img", name="First frame").wait_for(state="visible")
+    page.get_by_label("Step cache", exact=True).select_option(label="TeaCache, retention mode "
+                                                              "(Wan 2.1)")
+    page.get_by_label("Cache threshold", exact=True).fill("0.15")
     sent: list[Any] = []
     answer = _stand_in_answer(tmp_path / "video.mp4")
     page.route("**/avx/img2vid", lambda route: (sent.append(route.request.post_data_json),
@@ -188,6 +193,7 @@ def test_a_first_frame_goes_out_as_img2vid(server: str, page: Any, tmp_path: Pat
     with Image.open(io.BytesIO(base64.b64decode(body["image"]))) as image:
         assert image.size == (48, 32) and image.convert("RGB").getpixel((0, 0)) == (200, 30, 30)
     assert body["model"] == "wan22" and not page.errors, page.errors
+    assert body["cache"] == "teacache-ret:0.15"
 
 
 def _stand_in_answer(target: Path) -> dict[str, Any]:

@@ -15,6 +15,15 @@ function number(id) {
   return Number(field.value);
 }
 
+/** The request's `cache`: "KIND:THRESHOLD", the kind alone (an empty threshold: the server's
+ * default for it), or null (off). */
+function stepCache() {
+  const kind = $("video_cache").value;
+  if (kind === "none") return null;
+  const threshold = $("video_cache_threshold").value;
+  return threshold === "" ? kind : `${kind}:${threshold}`;
+}
+
 function chosenModel() {
   return models.find((m) => m.title === $("video_model").value);
 }
@@ -50,6 +59,7 @@ function requestBody() {
     cfg_scale: number("video_cfg_scale"),
     seed: Math.trunc(number("video_seed")),
     sampler: $("video_sampler").value,
+    cache: stepCache(),
     format: "mp4",
     also_webp: $("video_also_webp").checked,
   };
