@@ -30,11 +30,10 @@ _PARTS = {"model": "transformer", "model_2": "transformer_2", "text_encoder": "t
 @dataclass(frozen=True)
 class Names:
     """How a caller's user gives each part (WanSource's field -> e.g. "--text-encoder"), and
-    what follows it in a message saying to give it (" FILE")."""
+    what follows it in a message saying to give a file for it (" FILE")."""
 
     fields: dict[str, str]
     value: str = " FILE"
-    folder: str = " FOLDER"
 
     def __getitem__(self, field: str) -> str:
         return self.fields[field]

@@ -21,7 +21,7 @@ __all__ = ["REQUEST_NAMES", "video_listing", "video_source"]
 
 REQUEST_NAMES = Names({"model": "model", "base": "base", "model_2": "model_2",
                        "text_encoder": "text_encoder", "vae": "vae",
-                       "clip_vision": "clip_vision"}, value=" (a file of the models directory)")
+                       "clip_vision": "clip_vision"}, value=": a file of the models directory")
 # a tensor each kind of companion file holds (Wan's original VAE names; transformers' CLIP)
 _MARKS = {"vae": "decoder.middle.0.residual.0.gamma",
           "clip_vision": "vision_model.embeddings.patch_embedding.weight"}

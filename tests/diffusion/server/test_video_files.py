@@ -70,9 +70,9 @@ def test_video_models_lists_files_and_companions(served: tuple[TestClient, Any])
 
 @pytest.mark.parametrize(("left_out", "says"), [
     ("base", "is a single file: give base, the Wan diffusers folder"),
-    ("vae", "wan-base/vae: no weights in the folder; give them as vae (a file of the models "
-            "directory)"),
-    ("text_encoder", "give them as text_encoder (a file of the models directory)"),
+    ("vae", "wan-base/vae: no weights in the folder; give them as vae: a file of the models "
+            "directory (wan_2.1_vae.safetensors"),
+    ("text_encoder", "give them as text_encoder: a file of the models directory"),
 ])
 def test_a_missing_part_is_422(served: tuple[TestClient, Any], left_out: str, says: str) -> None:
     client, _ = served
