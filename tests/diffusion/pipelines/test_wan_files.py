@@ -341,3 +341,29 @@ def test_incomplete_file_is_named(tiny_wan: tuple[Path, Any], tmp_path: Path) ->
     save_file(state, str(file))
     with pytest.raises(WeightsError, match=r"text_embedder\.linear_1\.weight.* is missing"):
         load_wan_file(file, config={"num_attention_heads": 2, "attention_head_dim": 12})
+
+
+@pytest.mark.nodevice
+def test_wan22_vae_file_beside_a_ti2v_folder(tmp_path: Path) -> None:
+    """Wan 2.2 TI2V 5B from files: its folder without VAE weights asks for `--vae FILE`, and
+    wan2.2_vae.safetensors given so stands in for them (the folder's config, the file's
+    values)."""
+    from diffusion.loaders.wan import WanFiles, WanSource, load_wan, resolve_wan
+
+    reference = tiny_wan_pipeline(tmp_path, wan22=True)
+    folder = tmp_path / "wan22"
+    for weights in (folder / "vae").glob("*.safetensors"):
+        weights.unlink()
+    state = torch_state(reference.vae)
+    vae = tmp_path / "wan2.2_vae.safetensors"
+    save_file(vae_original_names(state, WAN22_VAE_TINY["num_res_blocks"], wan22=True), str(vae))
+    with pytest.raises(ValueError, match=r"wan22/vae: no weights .* --vae FILE \(wan_2\.1_vae"
+                                         r"\.safetensors; TI2V 5B: wan2\.2_vae"):
+        resolve_wan(WanSource(model=folder))
+    base, files = resolve_wan(WanSource(model=folder, vae=vae))
+    assert base == folder and files == WanFiles(vae=vae)
+    weights = load_wan(base, files)
+    assert weights.expand_timesteps and weights.vae is not None
+    assert weights.vae.config["z_dim"] == WAN22_VAE_TINY["z_dim"]
+    for key, value in state.items():
+        np.testing.assert_array_equal(weights.vae[key], value.numpy(), err_msg=key)
