@@ -220,13 +220,30 @@ def _vae_residual(tail: str) -> str:
     return f"{_VAE_RESIDUAL.get(layer, layer)}.{rest}"
 
 
-def vae_original_names(state: dict[str, Any], num_res_blocks: int) -> dict[str, Any]:
-    """A diffusers AutoencoderKLWan (Wan 2.1) state dict in Wan's original VAE names (the
-    inverse of diffusers' convert_wan_vae_to_diffusers)."""
+def _vae22_level(parts: list[str], num_res_blocks: int) -> str:
+    """Wan 2.2's name of a residual down / up block's tensor: the level's own list holds its
+    residual blocks, then its resample (the inverse of the conversion script's
+    convert_vae_22)."""
+    side, level, kind = parts[0], parts[2], parts[3]
+    outer = "downsamples" if side == "encoder" else "upsamples"
+    head = f"{side}.{outer}.{level}.{outer}"
+    if kind == "resnets":
+        return f"{head}.{parts[4]}." + _vae_residual(".".join(parts[5:]))
+    resample = num_res_blocks + (side == "decoder")  # the decoder's levels: one block more
+    return f"{head}.{resample}." + ".".join(parts[4:])
+
+
+def vae_original_names(state: dict[str, Any], num_res_blocks: int, *, wan22: bool = False
+                       ) -> dict[str, Any]:
+    """A diffusers AutoencoderKLWan state dict in Wan's original VAE names: Wan 2.1's (the
+    inverse of diffusers' convert_wan_vae_to_diffusers), or `wan22`: Wan 2.2's
+    (wan2.2_vae.safetensors, its levels nested)."""
     out = {}
     for key, value in state.items():
         parts = key.split(".")
-        if parts[0] in _VAE_TOP:
+        if wan22 and parts[1] in ("down_blocks", "up_blocks"):
+            name = _vae22_level(parts, num_res_blocks)
+        elif parts[0] in _VAE_TOP:
             name = f"{_VAE_TOP[parts[0]]}.{parts[1]}"
         elif parts[1] in _VAE_TOP:
             name = f"{parts[0]}.{_VAE_TOP[parts[1]]}.{parts[2]}"

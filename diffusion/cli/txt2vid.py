@@ -12,12 +12,16 @@ import os
 import secrets
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..pipelines.video.files import check_fps, check_output, write_video
 from .options import number, whole
 from .progress import ProgressBar
+
+if TYPE_CHECKING:
+    from ..loaders.wan.sources import WanSource
 
 __all__ = ["add_parsers", "run"]
 
@@ -66,7 +70,8 @@ def _options(sub: argparse.ArgumentParser) -> None:
                      help="UMT5 in place of the folder's (umt5_xxl_fp16.safetensors, "
                           "umt5_xxl_fp8_e4m3fn_scaled.safetensors, or a UMT5 .gguf)")
     sub.add_argument("--vae", metavar="FILE",
-                     help="Wan 2.1's VAE in place of the folder's (wan_2.1_vae.safetensors)")
+                     help="Wan's VAE in place of the folder's (wan_2.1_vae.safetensors; Wan 2.2 "
+                          "TI2V 5B: wan2.2_vae.safetensors)")
     sub.add_argument("--clip-vision", metavar="FILE",
                      help="Wan 2.1 I2V: its CLIP vision encoder in place of the folder's "
                           "(clip_vision_h.safetensors)")
@@ -90,12 +95,14 @@ def _options(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--rng", default="torch", choices=("torch", "numpy"),
                      help="the noise's random source; torch gives diffusers' video for a "
                           "seed (torch)")
-    sub.add_argument("--cache", default=None, metavar="fbc|teacache[:THRESHOLD]",
+    sub.add_argument("--cache", default=None, metavar="fbc|teacache|teacache-ret[:THRESHOLD]",
                      help="step caching: First Block Cache (a step whose first block's "
                           "residual changed by at most THRESHOLD, relative, since the last "
                           "computed step skips the other blocks; 0.12 unless given) or "
                           "TeaCache (Wan 2.1; 0.2 unless given, about 3x; 0.1 about 2x); "
-                          "none: off (off)")
+                          "teacache-ret: TeaCache's retention mode (the first 5 steps "
+                          "always computed, its own tables; 0.2 unless given); none: off "
+                          "(off)")
     sub.add_argument("--lora", action="append", default=[], metavar="FILE[:WEIGHT]",
                      help="a LoRA patched into the transformer (diffusers/PEFT, ComfyUI or "
                           "kohya keys, e.g. a step-distillation LoRA), WEIGHT 1 unless given; "
@@ -139,32 +146,23 @@ def _check(args: argparse.Namespace) -> Path:
     return out
 
 
+def _source(args: argparse.Namespace) -> WanSource:
+    """--model, --base and the files that replace the folder's parts, as a WanSource."""
+    from ..loaders.wan.sources import WanSource
+
+    def path(value: str | None) -> Path | None:
+        return None if value is None else Path(value)
+
+    return WanSource(model=Path(args.model), base=path(args.base), model_2=path(args.model_2),
+                     text_encoder=path(args.text_encoder), vae=path(args.vae),
+                     clip_vision=path(args.clip_vision))
+
+
 def _check_files(args: argparse.Namespace) -> None:
     """--model, --base and the files that replace the folder's parts, in one line each."""
-    model = Path(args.model)
-    if not model.exists():
-        raise ValueError(f"--model {args.model}: no such folder or file (give a Wan diffusers "
-                         "folder, or a transformer .safetensors / .gguf with --base)")
-    if model.is_dir() and args.base:
-        raise ValueError(f"--model {args.model} is a folder: leave --base out (it is for a "
-                         "transformer file)")
-    files = [("--model-2", args.model_2), ("--text-encoder", args.text_encoder),
-             ("--vae", args.vae), ("--clip-vision", args.clip_vision)]
-    if model.is_file():
-        if not args.base:
-            raise ValueError(f"--model {args.model} is a single file: give --base, the Wan "
-                             "diffusers folder of the same model (its tokenizer, scheduler, "
-                             "VAE and configs)")
-        files.insert(0, ("--model", args.model))
-    if args.model_2 and not model.is_file():
-        raise ValueError("--model-2 is the low-noise expert's file: give the high-noise "
-                         "expert's as --model and the Wan 2.2 A14B folder as --base")
-    if args.base and not Path(args.base).is_dir():
-        raise ValueError(f"--base {args.base}: not a folder (give the Wan diffusers folder)")
-    for flag, given in files:
-        if given and (not Path(given).is_file()
-                      or Path(given).suffix.lower() not in (".safetensors", ".gguf")):
-            raise ValueError(f"{flag} {given}: not a .safetensors or .gguf file")
+    from ..loaders.wan.sources import check_wan_paths
+
+    check_wan_paths(_source(args))
 
 
 def _lora(spec: str) -> tuple[Path, float]:
@@ -224,22 +222,10 @@ def run(args: argparse.Namespace) -> int:
         os.environ["GPUCORE_BACKEND"] = args.backend
     if args.adapter:
         os.environ["GPUCORE_ADAPTER"] = args.adapter
-    from ..loaders.wan import WanFiles, wan_family, wan_file_family
+    from ..loaders.wan.sources import resolve_wan
     from ..pipelines.video import WanPipeline, video_cache
 
-    folder = args.base or args.model
-    if wan_family(folder) is None:
-        raise ValueError(f"{'--base' if args.base else '--model'} {folder}: not a Wan "
-                         "diffusers folder (its model_index.json must name a WanPipeline or "
-                         "WanImageToVideoPipeline)")
-    transformer = None if Path(args.model).is_dir() else args.model
-    for flag, file in (("--model", transformer), ("--model-2", args.model_2)):
-        if file is not None and wan_file_family(file) is None:
-            raise ValueError(f"{flag} {file}: holds no Wan transformer (blocks.0.self_attn.q"
-                             ".weight ...)")
-    files = WanFiles(transformer=transformer, transformer_2=args.model_2,
-                     text_encoder=args.text_encoder, image_encoder=args.clip_vision,
-                     vae=args.vae)
+    folder, files = resolve_wan(_source(args))
     pipe = WanPipeline.from_pretrained(folder, dtype=_dtype(args.dtype), offload=args.offload,
                                        files=files)
     for low_noise, specs in ((False, args.lora), (True, args.lora_2)):

@@ -24,7 +24,10 @@ third as its authors' FLUX code does (diffusers has no TeaCache hook):
   tokens minus the blocks' input) added; the first and last steps always compute. Its users
   run FLUX at 0.25 (about 1.5x), 0.4 (1.8x), 0.6 (2x) or 0.8 (2.25x). FLUX, and Wan 2.1 as
   `TeaCache4Wan2.1` runs it: the time embedding measured instead, its Wan polynomials
-  (`TEACACHE_WAN_COEFFICIENTS`); its users run Wan at 0.05-0.3.
+  (`TEACACHE_WAN_COEFFICIENTS`); its users run Wan at 0.05-0.3. Its retention mode
+  ("teacache-ret", `--use_ret_steps`) measures the embedding's projection (the blocks'
+  modulation) with its own polynomials (`TEACACHE_WAN_RET_COEFFICIENTS`), computes the first
+  `TEACACHE_RETENTION_STEPS` steps and lets the last be skipped.
 
 A `StepCache` is one generation's setting; every model input that is predicted separately (a
 guidance branch, diffusers' `cache_context("cond")` / `("uncond")`) takes its own `branch()`,
@@ -43,7 +46,8 @@ import gpustd
 from gpustd import Tensor
 
 __all__ = ["CACHE_KINDS", "FLUX_MAG_RATIOS", "TEACACHE_FLUX_COEFFICIENTS",
-           "TEACACHE_WAN_COEFFICIENTS", "CacheSpec",
+           "TEACACHE_RETENTION_STEPS", "TEACACHE_WAN_COEFFICIENTS",
+           "TEACACHE_WAN_RET_COEFFICIENTS", "CacheSpec",
            "FirstBlockCache", "MagCache", "StepCache", "TeaCache", "run_blocks"]
 
 # Head: the first block, (image, text) -> (image, text); tail: every other block and what
@@ -74,6 +78,15 @@ TEACACHE_WAN_COEFFICIENTS: dict[str, tuple[float, ...]] = {
                  -2.01973289e-01),
     "i2v-720P": (-114.36346466, 65.26524496, -18.82220707, 4.91518089, -0.23412683),
 }
+# ... and with retention steps (`--use_ret_steps`: the projection measured, the first five
+# steps computed, the last not forced), the same four models
+TEACACHE_WAN_RET_COEFFICIENTS: dict[str, tuple[float, ...]] = {
+    "t2v-1.3B": (-5.21862437e04, 9.23041404e03, -5.28275948e02, 1.36987616e01, -4.99875664e-02),
+    "t2v-14B": (-3.03318725e05, 4.90537029e04, -2.65530556e03, 5.87365115e01, -3.15583525e-01),
+    "i2v-480P": (2.57151496e05, -3.54229917e04, 1.40286849e03, -1.35890334e01, 1.32517977e-01),
+    "i2v-720P": (8.10705460e03, 2.13393892e03, -3.72934672e02, 1.66203073e01, -4.17769401e-02),
+}
+TEACACHE_RETENTION_STEPS = 5
 
 # kind -> (default threshold, what it is); the defaults are values FLUX users run: First
 # Block Cache at 0.08-0.12 in ComfyUI, MagCache at diffusers' 0.06, TeaCache at 0.25-0.8
@@ -196,12 +209,18 @@ class MagCache:
 class TeaCache:
     """TeaCache's state for one branch of `steps` calls, as `teacache_flux.py` keeps it on
     the model (`cnt`, `accumulated_rel_l1_distance`, `previous_modulated_input`,
-    `previous_residual`)."""
+    `previous_residual`). `retention`: TeaCache4Wan2.1's `--use_ret_steps` (the first
+    TEACACHE_RETENTION_STEPS steps computed, the last not forced); `measure`: applied to
+    the probe's tensor before it is compared (that mode's projection of the embedding)."""
 
     def __init__(self, threshold: float, steps: int, *,
-                 coefficients: tuple[float, ...] = TEACACHE_FLUX_COEFFICIENTS) -> None:
+                 coefficients: tuple[float, ...] = TEACACHE_FLUX_COEFFICIENTS,
+                 retention: bool = False, measure: Probe | None = None) -> None:
         self.threshold, self.steps = float(threshold), int(steps)
         self.rescale = np.poly1d(coefficients)
+        self.forced = (set(range(TEACACHE_RETENTION_STEPS)) if retention
+                       else {0, self.steps - 1})
+        self.measure = measure
         self.calls = self.computed = 0
         self._step, self._distance = 0, 0.0
         self._previous: Tensor | None = None  # the modulated input of the previous call
@@ -215,8 +234,8 @@ class TeaCache:
         self.calls += 1
         # 1. the rescaled relative L1 change of the modulated input, accumulated; the first
         # and last steps compute
-        modulated = probe(x)
-        if self._step in (0, self.steps - 1) or self._previous is None or self._residual is None:
+        modulated = probe(x) if self.measure is None else self.measure(probe(x))
+        if self._step in self.forced or self._previous is None or self._residual is None:
             compute, self._distance = True, 0.0
         else:
             previous = self._previous
@@ -292,14 +311,18 @@ class StepCache:
         self.branches: list[BranchCache] = []
 
     def branch(self, steps: int | None = None, *,
-               coefficients: tuple[float, ...] = TEACACHE_FLUX_COEFFICIENTS) -> BranchCache:
+               coefficients: tuple[float, ...] = TEACACHE_FLUX_COEFFICIENTS,
+               measure: Probe | None = None) -> BranchCache:
         """A fresh state for one input's calls (MagCache, TeaCache: `steps` of them, else
-        the generation's; TeaCache: its polynomial `coefficients`)."""
+        the generation's; TeaCache: its polynomial `coefficients`, and what it `measure`s of
+        the probe's tensor; "teacache-ret", Wan's retention mode, a kind CacheSpec.parse
+        leaves to Wan's own setting)."""
         state: BranchCache
         if self.spec.kind == "magcache":
             state = MagCache(self.spec.threshold, steps or self.steps)
-        elif self.spec.kind == "teacache":
-            state = TeaCache(self.spec.threshold, steps or self.steps, coefficients=coefficients)
+        elif self.spec.kind in ("teacache", "teacache-ret"):
+            state = TeaCache(self.spec.threshold, steps or self.steps, coefficients=coefficients,
+                             retention=self.spec.kind == "teacache-ret", measure=measure)
         else:
             state = FirstBlockCache(self.spec.threshold)
         self.branches.append(state)

@@ -9,7 +9,8 @@ users have it (Comfy-Org's Wan_2.1_ComfyUI_repackaged / Wan_2.2_ComfyUI_Repackag
                     (transformers' T5 names; the scaled float8 read by formats.safetensors),
                     or city96's umt5-xxl-encoder-Q8_0.gguf (llama.cpp's names)
     image_encoder   clip_vision_h.safetensors (transformers' CLIPVisionModel names)
-    vae             wan_2.1_vae.safetensors (Wan's original names: `load_wan_vae_file`)
+    vae             wan_2.1_vae.safetensors, wan2.2_vae.safetensors (TI2V 5B's) in Wan's
+                    original names (`load_wan_vae_file`)
 
 The folder gives what no file does: the tokenizer, the scheduler, model_index.json (Wan 2.2
 A14B's boundary_ratio, TI2V's expand_timesteps), the configs the shapes do not tell, and

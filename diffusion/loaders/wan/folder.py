@@ -25,20 +25,23 @@ from ..errors import WeightsError
 from ..formats.diffusers_folder import pipeline_class, pipeline_index, read_json, weight_refs
 from ..weights import ComponentWeights, resolve_dtype
 
-__all__ = ["WanWeights", "load_wan_folder", "wan_family"]
+__all__ = ["FILE_EXAMPLES", "WanWeights", "load_wan_folder", "missing_parts", "wan_family"]
 
 _CLASS = "WanPipeline"
 _I2V_CLASS = "WanImageToVideoPipeline"
 _STEMS = {"text_encoder": "model", "image_encoder": "model"}
 
 
-# the single file that stands in for a component a --base folder holds no weights of
-_FILES = {"transformer": "--model FILE (e.g. wan2.1_t2v_1.3B_bf16.safetensors)",
-          "transformer_2": "--model-2 FILE (the low-noise expert, e.g. "
-                           "wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors)",
-          "vae": "--vae FILE (wan_2.1_vae.safetensors)",
-          "text_encoder": "--text-encoder FILE (umt5_xxl_fp8_e4m3fn_scaled.safetensors)",
-          "image_encoder": "--clip-vision FILE (clip_vision_h.safetensors)"}
+# the single file that stands in for a component a --base folder holds no weights of: its
+# option, and the file people have
+FILE_EXAMPLES = {
+    "transformer": ("--model", "e.g. wan2.1_t2v_1.3B_bf16.safetensors"),
+    "transformer_2": ("--model-2", "the low-noise expert, e.g. "
+                                   "wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors"),
+    "vae": ("--vae", "wan_2.1_vae.safetensors; TI2V 5B: wan2.2_vae.safetensors"),
+    "text_encoder": ("--text-encoder", "umt5_xxl_fp8_e4m3fn_scaled.safetensors"),
+    "image_encoder": ("--clip-vision", "clip_vision_h.safetensors")}
+_FILES = {name: f"{flag} FILE ({example})" for name, (flag, example) in FILE_EXAMPLES.items()}
 
 
 @dataclass
@@ -82,6 +85,26 @@ def _component(root: Path, name: str, variant: str | None, dtype: Any) -> Compon
     return ComponentWeights(name, config, refs, dtype=dtype)
 
 
+def _wanted(index: dict[str, Any]) -> list[str]:
+    """The weighted components a Wan folder's model_index.json asks for."""
+    return ["transformer", "vae", "text_encoder", *(
+        name for name in ("transformer_2", "image_encoder") if _listed(index, name))]
+
+
+def missing_parts(path: str | os.PathLike[str], given: tuple[str, ...] = ()) -> list[str]:
+    """The components of the Wan folder `path` that hold no weights and are not `given` as
+    files (the names FILE_EXAMPLES keys), read from the file names alone."""
+    root = Path(path)
+    index, missing = read_json(root / "model_index.json"), []
+    for name in _wanted(index):
+        if name not in given:
+            try:
+                weight_refs(root / name, _STEMS.get(name, "diffusion_pytorch_model"), None)
+            except WeightsError:
+                missing.append(name)
+    return missing
+
+
 def load_wan_folder(path: str | os.PathLike[str], *, dtype: Any = None,
                     variant: str | None = None, skip: tuple[str, ...] = ()) -> WanWeights:
     """Lazy weights of the Wan diffusers folder `path`. `dtype`: None (as stored; bfloat16
@@ -95,9 +118,7 @@ def load_wan_folder(path: str | os.PathLike[str], *, dtype: Any = None,
                                                                   "scheduler"))
     resolved = resolve_dtype(dtype)
     parts: dict[str, Any] = dict.fromkeys(skip)
-    wanted = ["transformer", "vae", "text_encoder"]
-    wanted += [name for name in ("transformer_2", "image_encoder") if _listed(index, name)]
-    for name in wanted:
+    for name in _wanted(index):
         if name not in skip:
             parts[name] = _component(root, name, variant, resolved)
     if parts.get("image_encoder") is not None:

@@ -44,7 +44,7 @@ from ...sampling.scheduler_loop import scheduler_loop
 from ...sampling.schedulers.flow_match_euler import FlowMatchEulerDiscreteScheduler
 from ...sampling.schedulers.unipc_flow import FlowUniPCMultistepScheduler, is_flow_unipc
 from ...text.t5_tokenizer import T5Tokenizer
-from .wan_cache import teacache_coefficients
+from .wan_cache import wan_branch
 from .wan_image import clip_image_states, first_frame_latents, i2v_condition
 
 __all__ = ["SAMPLERS", "WanPipeline", "check_frame_count", "refuse_pictures"]
@@ -266,7 +266,7 @@ class WanPipeline:
             raise ValueError("this Wan model makes videos from text only; animating a picture "
                              "needs Wan 2.2 TI2V 5B (its folder sets expand_timesteps) or a "
                              "Wan 2.1 I2V folder")
-        teacache = cache is not None and cache.spec.kind == "teacache"
+        teacache = cache is not None and cache.spec.kind in ("teacache", "teacache-ret")
         if teacache and (self.expand_timesteps or self.transformer_2 is not None):
             raise ValueError("TeaCache's Wan tables are Wan 2.1's; for Wan 2.2 use First Block "
                              "Cache (fbc:0.12)")
@@ -315,8 +315,7 @@ class WanPipeline:
                 return {}
             key = (0 if model is self.transformer else 1, side)
             if key not in branches:
-                branches[key] = cache.branch(coefficients=teacache_coefficients(
-                    model.config, height, width)) if teacache else cache.branch()
+                branches[key] = wan_branch(cache, model, height, width)
             return {"cache": branches[key]}
         on_gpu = contextlib.ExitStack()
 

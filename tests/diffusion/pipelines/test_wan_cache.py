@@ -3,8 +3,8 @@ diffusers' WanPipeline with `transformer.enable_cache(FirstBlockCacheConfig(T))`
 where some model calls are skipped and some computed (the skips visibly change the video), each
 of CFG's prompt and negative prompt cached apart as diffusers' `cache_context("cond")` /
 `("uncond")`; Wan 2.2 A14B's two experts each with their own caches; TeaCache (`teacache:T`)
-equal to TeaCache4Wan2.1's code written around diffusers' pipeline; bad settings refused in
-one line."""
+and its retention mode (`teacache-ret:T`) equal to TeaCache4Wan2.1's code written around
+diffusers' pipeline; bad settings refused in one line."""
 
 from __future__ import annotations
 
@@ -33,6 +33,10 @@ THRESHOLD, STEPS = 1.3, 4
 # 0.05-0.09 a step, which the 1.3B's polynomial makes 0.067, 0.123, 0.132, 0.225: at 0.16
 # steps 1 and 3 are skipped (in each branch), 0, 2, 4 and 5 computed
 TEA_THRESHOLD, TEA_STEPS = 0.16, 6
+# its retention mode: eight steps, the projection moving by a relative 0.064, 0.092, 0.092
+# at steps 5, 6, 7, which the 1.3B's retention polynomial makes 0.209, 0.190, 0.186: at 0.3
+# steps 5 and 7 (the last, which retention does not force) are skipped, 0-4 and 6 computed
+RET_THRESHOLD, RET_STEPS = 0.3, 8
 
 
 def _frames(path: str) -> np.ndarray:
@@ -40,10 +44,10 @@ def _frames(path: str) -> np.ndarray:
                      for f in sorted(Path(path).glob("*.png"))])
 
 
-def _txt2vid(capsys: pytest.CaptureFixture[str], *argv: str, steps: int = STEPS
-             ) -> tuple[np.ndarray, str]:
+def _txt2vid(capsys: pytest.CaptureFixture[str], *argv: str, steps: int = STEPS,
+             frames: int = 5) -> tuple[np.ndarray, str]:
     code = cli.main(["txt2vid", "--prompt", RED, "--width", "48", "--height", "32",
-                     "--frames", "5", "--steps", str(steps), "--seed", "3", "--dtype",
+                     "--frames", str(frames), "--steps", str(steps), "--seed", "3", "--dtype",
                      "float32", *argv])
     out, err = capsys.readouterr()
     assert code == 0, err
@@ -124,13 +128,18 @@ def test_bad_cache_gets_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[s
 class _TeaCacheBlocks(torch.nn.Module):
     """TeaCache4Wan2.1's `teacache_forward` around diffusers' blocks: even calls the prompt's,
     odd the negative prompt's, each with its accumulated rescaled relative L1 change of the
-    time embedding `temb` (set before each call); the first and last steps compute."""
+    time embedding `temb` (set before each call); the first and last steps compute. With
+    `use_ret_steps` (`retention`): the change of its projection `e0` measured instead, the
+    first five steps compute (`ret_steps` = 5 * 2 calls), the last does not have to
+    (`cutoff_steps` = steps * 2)."""
 
     def __init__(self, blocks: torch.nn.ModuleList, steps: int, threshold: float,
-                 coefficients: tuple[float, ...]) -> None:
+                 coefficients: tuple[float, ...], *, retention: bool = False) -> None:
         super().__init__()
         self.inner, self.steps, self.threshold = blocks, steps, threshold
         self.rescale = np.poly1d(coefficients)
+        self.retention = retention
+        self.e0: torch.Tensor | None = None
         self.temb: torch.Tensor | None = None
         self.count, self.computed = 0, 0
         self.distance, self.previous, self.residual = [0.0, 0.0], [None, None], [None, None]
@@ -138,9 +147,9 @@ class _TeaCacheBlocks(torch.nn.Module):
     def forward(self, x: torch.Tensor, *args: Any) -> torch.Tensor:
         side, step = self.count % 2, self.count // 2
         self.count += 1
-        modulated = self.temb
+        modulated = self.e0 if self.retention else self.temb
         assert modulated is not None
-        if step in (0, self.steps - 1):
+        if (step < 5) if self.retention else step in (0, self.steps - 1):
             compute, self.distance[side] = True, 0.0
         else:
             previous = self.previous[side]
@@ -192,4 +201,40 @@ def test_teacache_equals_its_wan_code(first_device: gpucore.Device, tmp_path: Pa
                          generator=torch.Generator().manual_seed(3), **SIZE,
                          **settings).frames[0]
     assert cached.computed == 8 + 2 * TEA_STEPS
+    assert np.abs(expected - uncached).mean() > 0.02
+
+
+def test_teacache_retention_equals_its_wan_code(first_device: gpucore.Device, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """`--cache teacache-ret:T` gives TeaCache4Wan2.1's frames with `--use_ret_steps`: the
+    projection measured with the 1.3B's retention polynomial, the first five steps computed
+    and the last skipped where the rule says so (the plain mode would compute it)."""
+    from diffusion.models.step_cache import TEACACHE_WAN_RET_COEFFICIENTS
+
+    reference = tiny_wan_pipeline(tmp_path)
+    model = reference.transformer
+    with torch.no_grad():
+        model.condition_embedder.time_embedder.linear_2.bias += 10.0
+    model.save_pretrained(tmp_path / "wan" / "transformer")
+    cached = _TeaCacheBlocks(model.blocks, RET_STEPS, RET_THRESHOLD,
+                             TEACACHE_WAN_RET_COEFFICIENTS["t2v-1.3B"], retention=True)
+    model.condition_embedder.register_forward_hook(
+        lambda module, args, out: setattr(cached, "e0", out[1]))
+    model.blocks = torch.nn.ModuleList([cached])
+    settings = dict(negative_prompt="blurry", guidance_scale=4.0)
+    one_frame = {**SIZE, "num_frames": 1}  # the decisions follow the timesteps alone
+    expected = reference(RED, num_inference_steps=RET_STEPS, output_type="np",
+                         generator=torch.Generator().manual_seed(3), **one_frame,
+                         **settings).frames[0]
+    ours, err = _txt2vid(capsys, "--model", str(tmp_path / "wan"), "--negative-prompt",
+                         "blurry", "--cfg-scale", "4", "--cache",
+                         f"teacache-ret:{RET_THRESHOLD}", "-o", str(tmp_path / "cached"),
+                         steps=RET_STEPS, frames=1)
+    assert cached.computed == 12  # steps 0-4 and 6 of each branch
+    assert _computed(err, "teacache-ret") == (12, 2 * RET_STEPS)
+    assert np.abs(ours - expected).mean() < 0.01
+    cached.threshold, cached.count = 0.0, 0  # every call computed: the skips matter
+    uncached = reference(RED, num_inference_steps=RET_STEPS, output_type="np",
+                         generator=torch.Generator().manual_seed(3), **one_frame,
+                         **settings).frames[0]
     assert np.abs(expected - uncached).mean() > 0.02

@@ -18,8 +18,9 @@ pytest.importorskip("diffusers", reason="diffusers is a test-only reference (ext
 import torch
 from PIL import Image
 from safetensors.torch import save_file
-from sd_tiny import state_dict
+from sd_tiny import randomized, state_dict
 from wan_tiny import (
+    WAN22_VAE_TINY,
     WAN_TINY,
     WAN_VAE_TINY,
     comfyui_file,
@@ -121,8 +122,48 @@ def test_vae_file_reads_as_diffusers(tmp_path: Path) -> None:
         np.testing.assert_array_equal(weights[key], value.numpy(), err_msg=key)
     with pytest.raises(WeightsError, match=r"no vae/config\.json"):
         load_wan_vae_file(path, None, None)
-    with pytest.raises(WeightsError, match=r"Wan 2\.2's VAE"):
+    with pytest.raises(WeightsError, match=r"folder's VAE is Wan 2\.2 TI2V 5B's"):
         load_wan_vae_file(path, {**config, "is_residual": True}, None)
+
+
+@pytest.mark.nodevice
+def test_wan22_vae_file_decodes_as_diffusers(tmp_path: Path) -> None:
+    """ComfyUI's wan2.2_vae.safetensors (Wan 2.2 TI2V 5B's 48-channel VAE in Wan's original
+    names, each level's residual blocks and resample nested under it, the decoder bf16) reads
+    as the values diffusers holds under its names, which decode as diffusers' AutoencoderKLWan
+    does (our decoder is checked against diffusers' by test_wan_vae); the file beside a Wan
+    2.1 folder's config is refused in one line."""
+    import diffusers
+
+    from diffusion.loaders.wan.vae_file import is_wan22_vae, load_wan_vae_file
+
+    rng = np.random.default_rng(9)
+    config = {**WAN22_VAE_TINY, "z_dim": 48, "latents_mean": rng.normal(0, 0.5, 48).tolist(),
+              "latents_std": rng.uniform(0.5, 2, 48).tolist()}
+    reference = randomized(diffusers.AutoencoderKLWan(**config), 10)
+    state = {k: v.to(torch.bfloat16) if k.startswith("decoder.") else v
+             for k, v in torch_state(reference).items()}
+    original = vae_original_names(state, config["num_res_blocks"], wan22=True)
+    assert is_wan22_vae(original) and not any("_blocks." in key for key in original)
+    path = tmp_path / "wan2.2_vae.safetensors"
+    save_file(original, str(path))
+    weights = load_wan_vae_file(path, dict(reference.config), None)
+    assert set(weights) == set(state)
+    for key, value in state.items():
+        np.testing.assert_array_equal(weights[key], value.float().numpy(), err_msg=key)
+    reference.load_state_dict({k: v.float() for k, v in state.items()})
+    loaded = diffusers.AutoencoderKLWan(**config)
+    loaded.load_state_dict({key: torch.from_numpy(np.asarray(weights[key]))
+                            for key in weights}, strict=True)
+    latents = torch.from_numpy(rng.standard_normal((1, 48, 2, 2, 3)).astype(np.float32))
+    with torch.no_grad():
+        expected = reference.decode(latents).sample.numpy()
+        got = loaded.decode(latents).sample.numpy()
+    assert got.shape == (1, 3, 5, 32, 48) and np.abs(got).mean() > 0.05
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+    with pytest.raises(WeightsError, match=r"Wan 2\.2 TI2V 5B's VAE .*folder's VAE is Wan "
+                                           r"2\.1's VAE: give"):
+        load_wan_vae_file(path, dict(WAN_VAE_TINY), None)
 
 
 @pytest.mark.nodevice
@@ -300,3 +341,29 @@ def test_incomplete_file_is_named(tiny_wan: tuple[Path, Any], tmp_path: Path) ->
     save_file(state, str(file))
     with pytest.raises(WeightsError, match=r"text_embedder\.linear_1\.weight.* is missing"):
         load_wan_file(file, config={"num_attention_heads": 2, "attention_head_dim": 12})
+
+
+@pytest.mark.nodevice
+def test_wan22_vae_file_beside_a_ti2v_folder(tmp_path: Path) -> None:
+    """Wan 2.2 TI2V 5B from files: its folder without VAE weights asks for `--vae FILE`, and
+    wan2.2_vae.safetensors given so stands in for them (the folder's config, the file's
+    values)."""
+    from diffusion.loaders.wan import WanFiles, WanSource, load_wan, resolve_wan
+
+    reference = tiny_wan_pipeline(tmp_path, wan22=True)
+    folder = tmp_path / "wan22"
+    for weights in (folder / "vae").glob("*.safetensors"):
+        weights.unlink()
+    state = torch_state(reference.vae)
+    vae = tmp_path / "wan2.2_vae.safetensors"
+    save_file(vae_original_names(state, WAN22_VAE_TINY["num_res_blocks"], wan22=True), str(vae))
+    with pytest.raises(ValueError, match=r"wan22/vae: no weights .* --vae FILE \(wan_2\.1_vae"
+                                         r"\.safetensors; TI2V 5B: wan2\.2_vae"):
+        resolve_wan(WanSource(model=folder))
+    base, files = resolve_wan(WanSource(model=folder, vae=vae))
+    assert base == folder and files == WanFiles(vae=vae)
+    weights = load_wan(base, files)
+    assert weights.expand_timesteps and weights.vae is not None
+    assert weights.vae.config["z_dim"] == WAN22_VAE_TINY["z_dim"]
+    for key, value in state.items():
+        np.testing.assert_array_equal(weights.vae[key], value.numpy(), err_msg=key)

@@ -2,7 +2,9 @@
 folder beside a tiny SD model in its models directory: the tab shows because the server lists a
 video model (GET /avx/video-models); Generate makes an MP4 the player plays for frames / fps
 seconds; Interrupt stops the job (its video comes back decoded from where it stopped); a frame
-count Wan cannot make shows the server's one line; a first frame goes out as img2vid's image.
+count Wan cannot make shows the server's one line; a first frame goes out as img2vid's image,
+the step cache chosen as its `cache`; a single file's base folder and companions go out as
+the request's fields.
 Screenshots go to tmp_path and, with AVX_SCREENSHOTS=DIR, there too.
 """
 
@@ -114,6 +116,8 @@ def test_generate_plays_frames_over_fps_seconds(server: str, page: Any, tmp_path
     body = sent.value.post_data_json
     assert body["frames"] == 5 and body["fps"] == 8 and body["model"].startswith("wan ")
     assert body["force_task_id"].startswith("task(") and "image" not in body
+    assert body["cache"] is None  # the step cache is off unless chosen
+    assert page.locator("#video_parts").is_hidden()  # a folder: no parts to choose
     player = page.get_by_label("Generated video", exact=True)
     player.wait_for(state="visible")
     page.wait_for_function("document.getElementById('video_player').readyState >= 1")
@@ -178,6 +182,9 @@ def test_a_first_frame_goes_out_as_img2vid(server: str, page: Any, tmp_path: Pat
     Image.new("RGB", (48, 32), (200, 30, 30)).save(png)
     page.locator("#video_file").set_input_files(str(png))
     page.get_by_role("img", name="First frame").wait_for(state="visible")
+    page.get_by_label("Step cache", exact=True).select_option(label="TeaCache, retention mode "
+                                                              "(Wan 2.1)")
+    page.get_by_label("Cache threshold", exact=True).fill("0.15")
     sent: list[Any] = []
     answer = _stand_in_answer(tmp_path / "video.mp4")
     page.route("**/avx/img2vid", lambda route: (sent.append(route.request.post_data_json),
@@ -188,6 +195,35 @@ def test_a_first_frame_goes_out_as_img2vid(server: str, page: Any, tmp_path: Pat
     with Image.open(io.BytesIO(base64.b64decode(body["image"]))) as image:
         assert image.size == (48, 32) and image.convert("RGB").getpixel((0, 0)) == (200, 30, 30)
     assert body["model"] == "wan22" and not page.errors, page.errors
+    assert body["cache"] == "teacache-ret:0.15"
+
+
+def test_a_single_files_parts_go_out(server: str, page: Any, tmp_path: Path) -> None:
+    """A Wan transformer file (as /avx/video-models lists ComfyUI's files, stood in for): its
+    base folder and the companion files chosen go out as the request's fields, a part left
+    to the base folder not at all."""
+    def models(route: Any) -> None:
+        route.fulfill(json={"samplers": ["diffusers"], "bases": ["wan-base [0123456789]"],
+                            "models": [{"title": "wan_t2v.safetensors [abcdef0123]",
+                                        "model_name": "wan_t2v", "kind": "file",
+                                        "first_frame": "optional"}],
+                            "files": {"model_2": [], "clip_vision": [],
+                                      "text_encoder": ["text_encoders/umt5.safetensors"],
+                                      "vae": ["vae/wan_2.1_vae.safetensors"]}})
+    page.route("**/avx/video-models", models)
+    _video_tab(page, server, **SMALL)
+    assert page.locator("#video_parts").is_visible()
+    page.get_by_label("VAE file", exact=True).select_option("vae/wan_2.1_vae.safetensors")
+    sent: list[Any] = []
+    answer = _stand_in_answer(tmp_path / "video.mp4")
+    page.route("**/avx/txt2vid", lambda route: (sent.append(route.request.post_data_json),
+                                                route.fulfill(json=answer)))
+    page.get_by_role("button", name="Generate", exact=True).click()
+    page.get_by_label("Generated video", exact=True).wait_for(state="visible")
+    (body,) = sent
+    assert body["base"] == "wan-base [0123456789]"
+    assert body["vae"] == "vae/wan_2.1_vae.safetensors" and "text_encoder" not in body
+    assert not page.errors, page.errors
 
 
 def _stand_in_answer(target: Path) -> dict[str, Any]:

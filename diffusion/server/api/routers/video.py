@@ -1,11 +1,12 @@
 """Videos on the server's queue: POST /avx/txt2vid and /avx/img2vid (Wan, from a folder in the
-models directory). Neither the WebUI nor its forks define a video API, so this one is the
+models directory, or one of ComfyUI's single files with its `base` folder and companions:
+video_sources). Neither the WebUI nor its forks define a video API, so this one is the
 server's own: the CLI's txt2vid / img2vid settings as JSON, the video back as base64 MP4 or
 animated WebP. A job runs on the worker's queue like a picture's; /sdapi/v1/progress follows
 its steps and /sdapi/v1/interrupt stops it after the current one (the frames are then decoded
 from where it stopped; with `force_task_id`, /internal/progress and /interrupt know the job by
 it). Each worker keeps the last Wan model it ran loaded beside its picture model. GET
-/avx/video-models lists the Wan folders for the page's Video tab."""
+/avx/video-models lists the Wan folders and files for the page's Video tab."""
 
 from __future__ import annotations
 
@@ -19,20 +20,30 @@ import numpy as np
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from ....loaders.wan import wan_family
+from ....loaders.wan import WanFiles
+from ....loaders.wan.sources import resolve_wan
 from ....pipelines.video.files import check_fps, write_video
 from ...images import decode_image
 from ..generation import RequestError
 from ..state import ServerState, State, submit, wait
+from ..video_sources import REQUEST_NAMES, video_listing, video_source
 
 __all__ = ["Img2VidRequest", "Txt2VidRequest", "avx"]
 
 avx = APIRouter()
-_loaded: dict[int, tuple[Path, Any]] = {}  # a worker's device (its id) -> its Wan pipeline
+# a worker's device (its id) -> its Wan model (folder, files) and pipeline
+_loaded: dict[int, tuple[tuple[Path, WanFiles], Any]] = {}
 
 
 class Txt2VidRequest(BaseModel):
-    model: str = Field(description="a Wan folder of the models directory, by name or title")
+    model: str = Field(description="a Wan folder, or a Wan transformer file (ComfyUI's, or a "
+                                   "GGUF), of the models directory, by name or title")
+    base: str | None = Field(None, description="for a transformer file: the Wan folder of the "
+                                               "same model (its tokenizer, scheduler, configs)")
+    model_2: str | None = Field(None, description="Wan 2.2 A14B: the low-noise expert's file")
+    text_encoder: str | None = Field(None, description="UMT5 file in place of the base's")
+    vae: str | None = Field(None, description="Wan's VAE file in place of the base's")
+    clip_vision: str | None = Field(None, description="Wan 2.1 I2V: its CLIP vision file")
     prompt: str = ""
     negative_prompt: str = ""
     frames: int = Field(81, ge=1, le=1001, description="1 + 4k")
@@ -46,7 +57,9 @@ class Txt2VidRequest(BaseModel):
     seed: int = -1
     sampler: str = "diffusers"
     cache: str | None = Field(None, description="First Block Cache, \"fbc:0.12\" (the "
-                              "threshold; \"fbc\" alone: 0.12); none: off")
+                              "threshold; \"fbc\" alone: 0.12), TeaCache (Wan 2.1), "
+                              "\"teacache:0.2\", or its retention mode, \"teacache-ret:0.2\";"
+                              " none: off")
     format: str = Field("mp4", pattern="^(mp4|webp)$")
     also_webp: bool = Field(False, description="the animated WebP too, as `webp` (beside an "
                                                "MP4 `video`)")
@@ -58,8 +71,9 @@ class Img2VidRequest(Txt2VidRequest):
     image: str = Field(description="the first frame, base64 (PNG, JPEG, WebP)")
 
 
-def _check(state: ServerState, body: Txt2VidRequest) -> Path:
-    """The request's model folder, after every check that needs no GPU (RequestError: 422)."""
+def _check(state: ServerState, body: Txt2VidRequest) -> tuple[Path, WanFiles]:
+    """The request's model folder and the files in place of its parts, after every check that
+    needs no GPU (RequestError: 422)."""
     from ....pipelines.video import SAMPLERS, check_frame_count, video_cache
 
     try:
@@ -74,22 +88,24 @@ def _check(state: ServerState, body: Txt2VidRequest) -> Path:
     if body.sampler not in SAMPLERS:
         raise RequestError(f"sampler {body.sampler!r} is not one Wan runs; use one of "
                            f"{', '.join(SAMPLERS)}")
-    entry = state.registry.find(body.model)
-    if entry is None or wan_family(entry.path) is None:
-        raise RequestError(f"model {body.model!r} is not a Wan folder of the models directory "
-                           "(/sdapi/v1/sd-models lists them)")
-    return Path(entry.path)
+    try:
+        return resolve_wan(video_source(state.registry, body), REQUEST_NAMES)
+    except RequestError:
+        raise
+    except ValueError as error:  # a part missing or not what it should be
+        raise RequestError(str(error)) from None
 
 
-def _pipeline(path: Path, device: Any) -> Any:
-    """The worker's Wan pipeline for `path`, loaded on first use (another path replaces
-    it)."""
+def _pipeline(model: tuple[Path, WanFiles], device: Any) -> Any:
+    """The worker's Wan pipeline for `model` (a folder and the files in place of its parts),
+    loaded on first use (another model replaces it)."""
     from ....pipelines.video import WanPipeline
 
     key = id(device)
-    if key not in _loaded or _loaded[key][0] != path:
+    if key not in _loaded or _loaded[key][0] != model:
         _loaded.pop(key, None)
-        _loaded[key] = (path, WanPipeline.from_pretrained(path, device=device))
+        folder, files = model
+        _loaded[key] = (model, WanPipeline.from_pretrained(folder, device=device, files=files))
     return _loaded[key][1]
 
 
@@ -100,7 +116,7 @@ def _encoded(frames: np.ndarray, kind: str, fps: float) -> str:
 
 
 async def _run(state: ServerState, body: Txt2VidRequest, image: Any) -> dict[str, Any]:
-    path = _check(state, body)
+    model = _check(state, body)
     seed = body.seed if body.seed != -1 else secrets.randbelow(2**32)
     kind = "img2vid" if image is not None else "txt2vid"
     worker = state.worker  # what job() takes along, not the state (a worker process's own)
@@ -109,7 +125,7 @@ async def _run(state: ServerState, body: Txt2VidRequest, image: Any) -> dict[str
         from ....pipelines.video import video_cache
 
         observer, device = worker.begin_job(kind)
-        pipe = _pipeline(path, device)
+        pipe = _pipeline(model, device)
         cache = video_cache(body.cache, "cache", body.steps)
         videos = pipe(body.prompt, negative_prompt=body.negative_prompt, height=body.height,
                       width=body.width, num_frames=body.frames, num_inference_steps=body.steps,
@@ -141,24 +157,12 @@ async def img2vid(body: Img2VidRequest, state: State) -> dict[str, Any]:
     return await _run(state, body, decode_image(body.image, "image").convert("RGB"))
 
 
-def _first_frame(path: Path) -> str:
-    """Whether a Wan folder's videos start from a picture: "required" (Wan 2.1 I2V),
-    "optional" (Wan 2.2 TI2V, which also animates one) or "none" (text-to-video only)."""
-    from ....loaders.formats.diffusers_folder import read_json
-
-    index = read_json(path / "model_index.json")
-    if index.get("_class_name") == "WanImageToVideoPipeline":
-        return "required"
-    return "optional" if index.get("expand_timesteps") else "none"
-
-
 @avx.get("/video-models")
 def video_models(state: State) -> dict[str, Any]:
-    """The Wan folders of the models directory (the page shows its Video tab when there is
-    one), whether each takes a first frame, and the samplers Wan runs."""
+    """The Wan folders and Wan transformer files of the models directory (the page shows its
+    Video tab when there is one), whether each takes a first frame, the folders a file takes
+    as its `base` and the files for its other parts (video_sources.video_listing), and the
+    samplers Wan runs."""
     from ....pipelines.video import SAMPLERS
 
-    models = [{"title": entry.title, "model_name": entry.model_name,
-               "first_frame": _first_frame(Path(entry.path))}
-              for entry in state.registry.entries if wan_family(entry.path) is not None]
-    return {"models": models, "samplers": list(SAMPLERS)}
+    return {**video_listing(state.registry), "samplers": list(SAMPLERS)}

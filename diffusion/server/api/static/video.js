@@ -4,7 +4,9 @@
 
 import { $, api, base64Of, clearError, fileDropZone, readFile, showError } from "./api.js";
 
-let models = [];  // /avx/video-models' entries: {title, model_name, first_frame}
+let models = [];  // /avx/video-models' entries: {title, model_name, kind, first_frame}
+// a single file's parts (request field -> its select), each "" for the base folder's own
+const PARTS = { base: "video_base", model_2: "video_model_2", text_encoder: "video_text_encoder", vae: "video_vae", clip_vision: "video_clip_vision" };
 let firstFrame = null;  // the dropped picture, a data URL
 let task = null;  // the running video's id_task
 const urls = [];  // object URLs of the shown video, revoked when the next one comes
@@ -15,14 +17,32 @@ function number(id) {
   return Number(field.value);
 }
 
+/** The request's `cache`: "KIND:THRESHOLD", the kind alone (an empty threshold: the server's
+ * default for it), or null (off). */
+function stepCache() {
+  const kind = $("video_cache").value;
+  if (kind === "none") return null;
+  const threshold = $("video_cache_threshold").value;
+  return threshold === "" ? kind : `${kind}:${threshold}`;
+}
+
 function chosenModel() {
   return models.find((m) => m.title === $("video_model").value);
+}
+
+/** Fills a part's select with `names`, keeping the chosen one; `none` labels the empty choice. */
+function fillPart(id, names, none) {
+  const select = $(id);
+  const wanted = select.value;
+  select.replaceChildren(...(none ? [new Option(none, "")] : []), ...names.map((name) => new Option(name, name)));
+  if (names.includes(wanted)) select.value = wanted;
 }
 
 /** The first-frame picker as the chosen model takes one: required (Wan 2.1 I2V), optional
  * (Wan 2.2 TI2V) or not at all (Wan 2.1 T2V: hidden). */
 function showFirstFrame() {
   const takes = chosenModel()?.first_frame ?? "none";
+  $("video_parts").hidden = chosenModel()?.kind !== "file";
   $("video_first_frame").hidden = takes === "none";
   $("video_hint").textContent = takes === "required"
     ? "First frame (this model needs one): drop an image — or click to upload"
@@ -50,10 +70,14 @@ function requestBody() {
     cfg_scale: number("video_cfg_scale"),
     seed: Math.trunc(number("video_seed")),
     sampler: $("video_sampler").value,
+    cache: stepCache(),
     format: "mp4",
     also_webp: $("video_also_webp").checked,
   };
   if (!body.model) throw new Error("No video model: put a Wan folder in the models directory and refresh.");
+  if (chosenModel()?.kind === "file") {
+    for (const [field, id] of Object.entries(PARTS)) if ($(id).value) body[field] = $(id).value;
+  }
   const takes = chosenModel()?.first_frame ?? "none";
   if (takes === "required" && !firstFrame) throw new Error(`${body.model} makes videos from a first frame: drop one on the image area or click it to upload.`);
   if (takes !== "none" && firstFrame) body.image = base64Of(firstFrame);
@@ -161,6 +185,9 @@ export async function loadVideoModels() {
   const chosen = sampler.value || sampler.dataset.default;
   sampler.replaceChildren(...answer.samplers.map((name) => new Option(name, name)));
   if (answer.samplers.includes(chosen)) sampler.value = chosen;
+  fillPart("video_base", answer.bases ?? [], null);
+  const files = answer.files ?? {};
+  for (const field of ["model_2", "text_encoder", "vae", "clip_vision"]) fillPart(PARTS[field], files[field] ?? [], "(the base folder's)");
   $("tab_video").hidden = !models.length;
   showFirstFrame();
 }

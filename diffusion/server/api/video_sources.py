@@ -1,0 +1,99 @@
+"""The video requests' models, from the models directory: a Wan diffusers folder, or one of
+ComfyUI's single Wan files (diffusion_models/: a transformer .safetensors or a GGUF of it) with
+a Wan folder as its `base` (tokenizer, scheduler, configs, and the parts no file replaces) and
+the files that stand in for the folder's other parts (text_encoders/: UMT5; vae/: Wan's VAE;
+clip_vision/: Wan 2.1 I2V's CLIP), each named as GET /avx/video-models lists it. They resolve
+as `txt2vid --model FILE --base FOLDER ...` does (loaders.wan.sources); a request never becomes
+a path, and a missing part is a 422 in one line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ...loaders.formats.safetensors import SafetensorsFile
+from ...loaders.wan import wan_family, wan_file_family
+from ...loaders.wan.sources import Names, WanSource
+from ..catalog.models_dir import ModelRegistry
+from .generation import RequestError
+
+__all__ = ["REQUEST_NAMES", "video_listing", "video_source"]
+
+REQUEST_NAMES = Names({"model": "model", "base": "base", "model_2": "model_2",
+                       "text_encoder": "text_encoder", "vae": "vae",
+                       "clip_vision": "clip_vision"}, value=": a file of the models directory")
+# a tensor each kind of companion file holds (Wan's original VAE names; transformers' CLIP)
+_MARKS = {"vae": "decoder.middle.0.residual.0.gamma",
+          "clip_vision": "vision_model.embeddings.patch_embedding.weight"}
+
+
+def _kind(path: Path) -> str | None:
+    """"vae" or "clip_vision" for such a .safetensors file, else None (headers only)."""
+    if path.suffix.lower() != ".safetensors":
+        return None
+    try:
+        file = SafetensorsFile(path)
+    except Exception:  # unreadable: not listed here; loading it as a model says what is wrong
+        return None
+    return next((kind for kind, mark in _MARKS.items() if mark in file), None)
+
+
+def _first_frame(path: Path) -> str:
+    """Whether a Wan folder's videos start from a picture: "required" (Wan 2.1 I2V),
+    "optional" (Wan 2.2 TI2V, which also animates one) or "none" (text-to-video only)."""
+    from ...loaders.formats.diffusers_folder import read_json
+
+    index = read_json(path / "model_index.json")
+    if index.get("_class_name") == "WanImageToVideoPipeline":
+        return "required"
+    return "optional" if index.get("expand_timesteps") else "none"
+
+
+def video_listing(registry: ModelRegistry) -> dict[str, Any]:
+    """The models directory as the Video tab reads it: `models` (Wan folders, and Wan
+    transformer files, `kind` "folder" or "file"; whether each takes a first frame, which for
+    a file its base decides: "optional"), `bases` (the Wan folders a file takes as its base)
+    and `files` by part (`text_encoder`: the UMT5 / T5 module files, `vae`, `clip_vision`,
+    `model_2`: the transformer files again, for Wan 2.2 A14B's low-noise expert)."""
+    models: list[dict[str, Any]] = []
+    files: dict[str, list[str]] = {"model_2": [], "text_encoder": [], "vae": [],
+                                   "clip_vision": []}
+    for entry in registry.entries:
+        if wan_family(entry.path) is not None:
+            models.append({"title": entry.title, "model_name": entry.model_name,
+                           "kind": "folder", "first_frame": _first_frame(entry.path)})
+        elif wan_file_family(entry.path) is not None:
+            models.append({"title": entry.title, "model_name": entry.model_name,
+                           "kind": "file", "first_frame": "optional"})
+            files["model_2"].append(entry.name)
+        elif (kind := _kind(entry.path)) is not None:
+            files[kind].append(entry.name)
+    files["text_encoder"] = [m.name for m in registry.modules if "t5" in m.roles]
+    bases = [m["title"] for m in models if m["kind"] == "folder"]
+    return {"models": models, "bases": bases, "files": files}
+
+
+def _path(registry: ModelRegistry, name: str, field: str) -> Path:
+    """The models directory's file or folder a request names in `field` (by its name, title,
+    model_name or hash as listed; a module file by its name or file name)."""
+    entry = registry.find(name)
+    if entry is not None:
+        return entry.path
+    module = next((m for m in registry.modules if name.strip() in (m.name, m.path.name)), None)
+    if module is not None:
+        return module.path
+    raise RequestError(f"{field} {name!r} is not in the models directory (/avx/video-models "
+                       "lists what a video request may name)")
+
+
+def video_source(registry: ModelRegistry, body: Any) -> WanSource:
+    """The request's model and the parts it names, as paths of the models directory
+    (RequestError: 422, naming the field)."""
+    entry = registry.find(body.model)
+    if entry is None or (wan_family(entry.path) is None
+                         and wan_file_family(entry.path) is None):
+        raise RequestError(f"model {body.model!r} is not a Wan folder or Wan transformer file "
+                           "of the models directory (/avx/video-models lists them)")
+    parts = {field: _path(registry, value, field) for field in REQUEST_NAMES.fields
+             if field != "model" and (value := getattr(body, field, None))}
+    return WanSource(model=entry.path, **parts)
