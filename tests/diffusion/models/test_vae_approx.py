@@ -92,3 +92,29 @@ def test_vae_approx_refuses_a_foreign_file_in_one_line(tmp_path):
 def test_vae_approx_files_are_named_as_the_webui():
     assert [vae_approx_name(s) for s in ("sd1", "sd2", "sdxl", "sd3", "flux")] == [
         "model.pt", "model.pt", "vaeapprox-sdxl.pt", "vaeapprox-sd3.pt", None]
+
+
+def test_approx_nn_previews_as_the_webui_draws_them(tmp_path, caplog):
+    from diffusion.server.previews import Previews
+
+    model = _model(4, seed=3)
+    torch.save(model.state_dict(), tmp_path / "model.pt")
+    previews = Previews(tmp_path)
+    previews.configure({"show_progress_type": "Approx NN"})
+    latents = np.random.default_rng(2).standard_normal((2, 4, 6, 5)) * 2.0
+    device = gpucore.default_device()
+    got = previews.picture(latents, latent_space="sd2", device=device)
+    with torch.no_grad():  # the WebUI's single_sample_to_image of the first latent
+        image = model(torch.from_numpy(latents[:1]).float())[0] * 0.5 + 0.5
+    want = (255.0 * image.clamp(0.0, 1.0).permute(1, 2, 0)).to(torch.uint8).numpy()
+    assert got.shape == (12, 10, 3) and got.dtype == np.uint8
+    assert np.abs(got.astype(int) - want.astype(int)).max() <= 1  # float error at a step
+    assert len(np.unique(want)) > 50  # the picture is not a flat colour
+    # SDXL's file is missing: Approx cheap (None), said once with the file and the folder
+    with caplog.at_level("WARNING"):
+        assert previews.picture(latents, latent_space="sdxl", device=device) is None
+        assert previews.picture(latents, latent_space="sdxl", device=device) is None
+        assert previews.picture(latents, latent_space="flux", device=device) is None
+    said = [record.getMessage() for record in caplog.records]
+    assert len(said) == 2 and "vaeapprox-sdxl.pt" in said[0] and str(tmp_path) in said[0]
+    assert "Approx cheap" in said[0] and "flux" in said[1]
