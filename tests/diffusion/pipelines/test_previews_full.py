@@ -2,7 +2,8 @@
 step observer draws, on each preview step, the model's own VAE decode of the sampler's
 prediction of the clean latents (x0, not the noisy latents), as the WebUI does; that decode
 of the final latents is the pipeline's picture bitwise, and the last step's preview (Euler
-lands on its x0) is it to within a unit."""
+lands on its x0) is it to within a unit; the job's picture is the one it makes without
+previews."""
 
 from __future__ import annotations
 
@@ -59,10 +60,11 @@ def test_full_preview_decodes_the_predicted_x0(first_device: gpucore.Device, tmp
     slot = Slot(0, first_device)
     slot.pipe = model
     watch = _Watch(slot, previews)
-    result = model.generate(prompt="a red circle", negative_prompt="a blue square", width=24,
-                            height=40, steps=3, seed=5, sampler="Euler", cfg_scale=4.0,
-                            observer=watch)
-    picture = result.images[0]
+    settings = {"prompt": "a red circle", "negative_prompt": "a blue square", "width": 24,
+                "height": 40, "steps": 3, "seed": 5, "sampler": "Euler", "cfg_scale": 4.0}
+    picture = model.generate(**settings, observer=watch).images[0]
+    # decoding between the steps leaves the job's picture as it is without previews
+    np.testing.assert_array_equal(model.generate(**settings).images[0], picture)
     assert len(watch.seen) == 3 and watch.decode is not None
     for latents, x0, preview in watch.seen:
         assert x0 is not None and x0.shape == latents[:1].shape

@@ -1,7 +1,8 @@
 """Live previews through a live server on a tiny random model: /sdapi/v1/options'
 show_progress_type TAESD makes /sdapi/v1/progress's current_image the TAESD decoder's picture
-(the picture's size), live_previews_enable false makes none, and a missing TAESD file falls
-back to Approx cheap (1/8 size), saying so once in the log."""
+(8 times the latents' size), Full the model's VAE's (the picture's size), Approx NN
+VAEApprox's (twice the latents'), live_previews_enable false makes none, and a missing TAESD
+file falls back to Approx cheap (1/8 size), saying so once in the log."""
 
 from __future__ import annotations
 
@@ -63,6 +64,19 @@ def _write_taesd(folder: Path) -> None:
     save_file(state, str(folder / "taesd_decoder.safetensors"))
 
 
+def _write_vae_approx(folder: Path) -> None:
+    """A random VAEApprox as the WebUI's models/VAE-approx/model.pt holds it."""
+    generator = torch.Generator().manual_seed(0)
+    state, inputs = {}, 4
+    for index, (out, side) in enumerate(((8, 7), (16, 5), (32, 3), (64, 3), (32, 3), (16, 3),
+                                         (8, 3), (3, 3)), start=1):
+        state[f"conv{index}.weight"] = torch.randn(out, inputs, side, side,
+                                                   generator=generator) * 0.1
+        state[f"conv{index}.bias"] = torch.zeros(out)
+        inputs = out
+    torch.save(state, folder / "model.pt")
+
+
 def _progress(url: str) -> Any:
     return lambda path: httpx.get(url + path, timeout=30)
 
@@ -98,6 +112,12 @@ def test_taesd_preview_and_disabled(model: Path, tmp_path: Path) -> None:
             taesd = _run(url, {"show_progress_type": "TAESD", "show_progress_every_n_steps": 2},
                          step=2, image=True)
             assert _size(taesd) == (8 * 12, 8 * 20)
+            # Full: the model's own VAE, the picture's size; Approx NN: twice the latents'
+            full = _run(url, {"show_progress_type": "Full", "show_progress_every_n_steps": 1},
+                        image=True)
+            assert _size(full) == (24, 40)
+            _write_vae_approx(tmp_path / "VAE-approx")
+            assert _size(_run(url, {"show_progress_type": "Approx NN"}, image=True)) == (24, 40)
             off = _run(url, {"live_previews_enable": False})
             assert off["current_image"] is None and off["state"]["sampling_step"] >= 1
             rare = _run(url, {"live_previews_enable": True, "show_progress_every_n_steps": 999})
