@@ -37,7 +37,8 @@ __all__ = ["PREVIEW_OPTIONS", "PREVIEW_TYPES", "Previews", "check_preview_option
 
 _LOG = logging.getLogger(__name__)
 PREVIEW_TYPES = ("Full", "Approx NN", "Approx cheap", "TAESD")
-PREVIEW_OPTIONS = ("live_previews_enable", "show_progress_every_n_steps", "show_progress_type")
+PREVIEW_OPTIONS = ("live_previews_enable", "show_progress_every_n_steps", "show_progress_type",
+                   "live_preview_allow_lowvram_full")
 _TAESD_NAMES = {"sd1": "taesd_decoder", "sd2": "taesd_decoder", "sdxl": "taesdxl_decoder",
                 "sd3": "taesd3_decoder", "flux": "taef1_decoder", "chroma": "taef1_decoder"}
 # (Z-Image's latent space is "flux": FLUX.1's VAE)
@@ -52,11 +53,11 @@ def taesd_name(latent_space: str) -> str | None:
 def check_preview_options(body: Mapping[str, Any]) -> dict[str, Any]:
     """The preview options in an /options body, checked; ValueError in one line otherwise."""
     updates: dict[str, Any] = {}
-    if "live_previews_enable" in body:
-        if not isinstance(body["live_previews_enable"], bool):
-            raise ValueError("live_previews_enable must be true or false, got "
-                             f"{body['live_previews_enable']!r}")
-        updates["live_previews_enable"] = body["live_previews_enable"]
+    for name in ("live_previews_enable", "live_preview_allow_lowvram_full"):
+        if name in body:
+            if not isinstance(body[name], bool):
+                raise ValueError(f"{name} must be true or false, got {body[name]!r}")
+            updates[name] = body[name]
     if "show_progress_every_n_steps" in body:
         value = body["show_progress_every_n_steps"]
         if isinstance(value, bool) or not isinstance(value, int) or value < -1:
@@ -79,20 +80,23 @@ class Previews:
     def __init__(self, approx_dir: str | os.PathLike[str] | None = None) -> None:
         self.approx_dir = None if approx_dir is None else Path(approx_dir)
         self.enabled, self.every, self.kind = True, 1, "Approx cheap"
+        self.lowvram_full = False  # Full under --lowvram too (else Approx NN, as the WebUI)
         self._networks: dict[tuple[Path, int], Any] = {}
         self._said: set[str] = set()
         self._lock = threading.Lock()
 
     def configure(self, options: Mapping[str, Any]) -> None:
-        """Take the three options from the /options dict (missing ones keep their values)."""
+        """Take PREVIEW_OPTIONS from the /options dict (missing ones keep their values)."""
         self.enabled = bool(options.get("live_previews_enable", self.enabled))
         self.every = int(options.get("show_progress_every_n_steps", self.every))
         self.kind = str(options.get("show_progress_type", self.kind))
+        self.lowvram_full = bool(options.get("live_preview_allow_lowvram_full",
+                                             self.lowvram_full))
 
-    def settings(self) -> tuple[Path | None, bool, int, str]:
+    def settings(self) -> tuple[Path | None, bool, int, str, bool]:
         """(approx_dir, and the PREVIEW_OPTIONS' values): what a worker process is sent to
         make its own previews alike."""
-        return self.approx_dir, self.enabled, self.every, self.kind
+        return self.approx_dir, self.enabled, self.every, self.kind, self.lowvram_full
 
     @property
     def decodes(self) -> bool:
@@ -105,12 +109,15 @@ class Previews:
         return self.enabled and self.every > 0 and step % self.every == 0
 
     def picture(self, latents: np.ndarray, *, latent_space: str, device: Any,
-                decode: Callable[[np.ndarray], Sequence[np.ndarray]] | None = None
-                ) -> np.ndarray | None:
+                decode: Callable[[np.ndarray], Sequence[np.ndarray]] | None = None,
+                lowvram: bool = False) -> np.ndarray | None:
         """The first latent of `latents` (B, C, h, w) as an (H, W, 3) uint8 picture by the
         type chosen, or None where Approx cheap draws it (that type, or a missing file).
-        `decode(latents)`: the pictures the model's own VAE makes of latents (for "Full")."""
-        if self.kind == "Full":
+        `decode(latents)`: the pictures the model's own VAE makes of latents (for "Full");
+        `lowvram`: the model runs under --lowvram, where Full draws as Approx NN (each decode
+        would bring the VAE in and the denoiser's blocks out) unless
+        live_preview_allow_lowvram_full is set, as in the WebUI."""
+        if self.kind == "Full" and (self.lowvram_full or not lowvram):
             if decode is not None:  # the latents as they are, as the pipeline decodes them
                 started = time.perf_counter()
                 picture = np.asarray(decode(latents[:1])[0])
@@ -123,7 +130,7 @@ class Previews:
         first = np.ascontiguousarray(latents[:1], np.float32)
         if self.kind == "TAESD":
             return self._taesd(first, latent_space, device)
-        if self.kind == "Approx NN":
+        if self.kind in ("Approx NN", "Full"):  # (Full here: under --lowvram)
             return self._approx_nn(first, latent_space, device)
         return None
 

@@ -104,8 +104,11 @@ class SlotObserver(Observer):
         shown = np.array(latents[:1] if self.x0 is None else self.x0, copy=True)
         picture = None
         if previews is not None and previews.decodes:
+            pipe = self.slot.pipe
+            mode = pipe.memory_mode
             picture = previews.picture(shown, device=self.slot.device, decode=self.decode,
-                                       latent_space=self.slot.pipe.capabilities.latent_space)
+                                       latent_space=pipe.capabilities.latent_space,
+                                       lowvram=mode is not None and mode.lowvram)
         with self.lock:
             self.slot.latents = shown
             self.slot.picture = picture

@@ -172,3 +172,29 @@ def test_preview_options_are_checked_and_files_named_as_the_webui() -> None:
     assert [previews.due(step) for step in (1, 3, 6)] == [False, True, True]
     previews.configure({"live_previews_enable": False})
     assert not previews.due(3) and previews.kind == "TAESD"
+
+
+@pytest.mark.nodevice
+def test_full_previews_under_lowvram_draw_as_approx_nn_unless_allowed(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from diffusion.server.previews import Previews, check_preview_options
+
+    decoded: list[Any] = []
+
+    def decode(latents: Any) -> list[Any]:
+        decoded.append(latents)
+        return [latents[0, :3].transpose(1, 2, 0)]
+
+    previews = Previews(tmp_path)  # no model.pt there: Approx NN falls back to Approx cheap
+    previews.configure({"show_progress_type": "Full"})
+    latents = torch.zeros(2, 4, 3, 5).numpy()
+    with caplog.at_level(logging.WARNING):
+        assert previews.picture(latents, latent_space="sd1", device=None, decode=decode,
+                                lowvram=True) is None
+    assert not decoded and "model.pt" in caplog.text
+    previews.configure(check_preview_options({"live_preview_allow_lowvram_full": True}))
+    picture = previews.picture(latents, latent_space="sd1", device=None, decode=decode,
+                               lowvram=True)
+    assert picture.shape == (3, 5, 3) and len(decoded) == 1 and decoded[0].shape == (1, 4, 3, 5)
+    with pytest.raises(ValueError, match="live_preview_allow_lowvram_full"):
+        check_preview_options({"live_preview_allow_lowvram_full": "yes"})
