@@ -3,8 +3,9 @@
 The CLI's progress bar and the server's /progress implement it; `generate(request,
 observer=...)` calls `step` after every sampling step of every pass (a hires fix's second pass
 counts from 1 again, as in the WebUI). Before the steps, `on_begin` hands it the pipeline's
-own decode (for previews by the model's VAE); the WebUI samplers report each model call's
-prediction of the clean latents to `on_denoised` (what the WebUI's live previews show). The
+own decode (for previews by the model's VAE); the WebUI's k-diffusion samplers report each
+model call's prediction of the clean latents to `on_denoised` (what the WebUI's live previews
+show). The
 equivalent in diffusers: `callback_on_step_end`.
 """
 
@@ -32,7 +33,7 @@ class Observer:
         VAE decode)."""
 
     def on_denoised(self, x0: np.ndarray) -> None:
-        """After each model call of the WebUI samplers, its prediction of the clean latents
+        """After each model call of the k-diffusion samplers, its prediction of the clean latents
         x0 (B, C, h, w) (for previews; copy them to keep them)."""
 
     def on_step(self, done: int, total: int, latents: np.ndarray) -> None:

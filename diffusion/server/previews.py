@@ -11,7 +11,8 @@ job would make of those latents, at the cost of one VAE decode per preview).
                                    decode=decode)  # None: Approx cheap draws it
 
 The latents shown are the model's prediction of the clean latents (x0) at that step where the
-sampler reports one (the WebUI samplers), as the WebUI shows them. TAESD files are looked up
+sampler reports one (the WebUI's k-diffusion samplers), as the WebUI shows them; else the
+step's latents. TAESD files are looked up
 as the WebUI names them, by the model's latent space (its `Capabilities.latent_space`):
 `taesd_decoder` (SD 1/2), `taesdxl_decoder` (SDXL), `taesd3_decoder` (SD3), `taef1_decoder`
 (FLUX.1, Chroma, Z-Image: FLUX.1's VAE), `.safetensors` or `.pth`; VAEApprox files as
