@@ -12,13 +12,12 @@ job would make of those latents, at the cost of one VAE decode per preview).
 
 The latents shown are the model's prediction of the clean latents (x0) at that step where the
 sampler reports one (the WebUI's k-diffusion samplers), as the WebUI shows them; else the
-step's latents. TAESD files are looked up
-as the WebUI names them, by the model's latent space (its `Capabilities.latent_space`):
-`taesd_decoder` (SD 1/2), `taesdxl_decoder` (SDXL), `taesd3_decoder` (SD3), `taef1_decoder`
-(FLUX.1, Chroma, Z-Image: FLUX.1's VAE), `.safetensors` or `.pth`; VAEApprox files as
-`model.pt` (SD 1/2), `vaeapprox-sdxl.pt` (SDXL), `vaeapprox-sd3.pt` (SD3). A missing file, or
-a model without one, falls back to Approx cheap and says so once in the log, naming the file
-and where to put it.
+step's latents. TAESD files are looked up as the WebUI names them, by the model's latent space
+(its `Capabilities.latent_space`): `taesd_decoder` (SD 1/2), `taesdxl_decoder` (SDXL),
+`taesd3_decoder` (SD3), `taef1_decoder` (FLUX.1, Chroma, Z-Image: FLUX.1's VAE),
+`.safetensors` or `.pth`; VAEApprox files as `model.pt` (SD 1/2), `vaeapprox-sdxl.pt` (SDXL),
+`vaeapprox-sd3.pt` (SD3). A missing file, or a model without one, falls back to Approx cheap
+and says so once in the log, naming the file and where to put it.
 """
 
 from __future__ import annotations
@@ -27,11 +26,13 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from ..pipelines.observer import Decode
 
 __all__ = ["PREVIEW_OPTIONS", "PREVIEW_TYPES", "Previews", "check_preview_options",
            "taesd_name"]
@@ -110,7 +111,7 @@ class Previews:
         return self.enabled and self.every > 0 and step % self.every == 0
 
     def picture(self, latents: np.ndarray, *, latent_space: str, device: Any,
-                decode: Callable[[np.ndarray], Sequence[np.ndarray]] | None = None,
+                decode: Decode | None = None,
                 lowvram: bool = False) -> np.ndarray | None:
         """The first latent of `latents` (B, C, h, w) as an (H, W, 3) uint8 picture by the
         type chosen, or None where Approx cheap draws it (that type, or a missing file).
@@ -162,7 +163,8 @@ class Previews:
                       "previews use Approx cheap")
             return None
         network = self._network(self.approx_dir / name, device, load_vae_approx)
-        if network is None or not self._fits(network, self.approx_dir / name, first):
+        if network is None or not self._fits(network, self.approx_dir / name,
+                                             int(first.shape[1])):
             return None
         # the WebUI's picture of it: [-1, 1] to [0, 1], clamped, scaled and truncated to bytes
         image = network(Tensor.from_numpy(first, device=network.device)).numpy()[0]
@@ -184,7 +186,7 @@ class Previews:
                       f"{where}; live previews use Approx cheap")
             return None
         decoder = self._network(path, device, load_taesd_decoder)
-        if decoder is None or not self._fits(decoder, path, np.empty((1, channels))):
+        if decoder is None or not self._fits(decoder, path, channels):
             return None
         return decoder
 
@@ -202,8 +204,8 @@ class Previews:
                     self._say(f"{error}; live previews use Approx cheap")
             return self._networks[key]
 
-    def _fits(self, network: Any, path: Path, first: np.ndarray) -> bool:
-        channels = int(first.shape[1])
+    def _fits(self, network: Any, path: Path, channels: int) -> bool:
+        """Whether `network` (from `path`) reads latents of `channels` (else said once)."""
         if network.latent_channels != channels:
             self._say(f"{path} decodes {network.latent_channels}-channel latents, the model's "
                       f"have {channels}; live previews use Approx cheap")
