@@ -47,9 +47,11 @@ def add_serve_parser(commands: Any) -> argparse.ArgumentParser:
                           "glob (quoted: 'styles/*.csv') or repeat for several files "
                           "(default: the styles.csv beside --models-dir, if there is one)")
     sub.add_argument("--vae-approx-dir", metavar="DIR",
-                     help="TAESD decoders for live previews (taesd_decoder, taesdxl_decoder, "
-                          "taesd3_decoder, taef1_decoder .safetensors/.pth; default: "
-                          "--models-dir's VAE-approx), used when show_progress_type is TAESD")
+                     help="live previews' networks: the WebUI's VAEApprox (model.pt, "
+                          "vaeapprox-sdxl.pt, vaeapprox-sd3.pt) for show_progress_type Approx NN "
+                          "and TAESD decoders (taesd_decoder, taesdxl_decoder, taesd3_decoder, "
+                          "taef1_decoder .safetensors/.pth) for TAESD (default: --models-dir's "
+                          "VAE-approx)")
     sub.add_argument("--gfpgan-models-path", metavar="DIR",
                      help="GFPGAN's GFPGANv1.4.pth (or v1.3) for restore_faces and the Extras "
                           "(default: --models-dir's GFPGAN); facexlib's detection and parsing "

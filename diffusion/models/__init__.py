@@ -31,6 +31,7 @@ loading weights is a walk over names (`load_state_dict`); configs are the `confi
 | `step_cache` | step caching of the transformers' blocks: First Block Cache, MagCache, TeaCache |
 | `esrgan`, `srvgg` | upscalers: ESRGAN/Real-ESRGAN's RRDBNet and Real-ESRGAN's SRVGGNetCompact |
 | `taesd` | TAESD's tiny decoder (SD 1/2, SDXL, SD3, FLUX.1 files): latents to live previews |
+| `vae_approx` | the WebUI's VAEApprox (`model.pt`, `vaeapprox-sdxl.pt`): "Approx NN" previews |
 | `blip`, `blip_text` | BLIP's captioner (Salesforce's names): a ViT, a BERT decoder reading it |
 
 A new network family (ControlNet, ...) is a module of its own beside these.

@@ -123,7 +123,9 @@ def generate(family: Family, request: GenerationRequest | str | None, settings: 
     if label != DIFFUSERS or family.diffusers_loras:
         loras = family.loras.activate(extract_extra_networks(request.prompt)[1],
                                       family.lora_dir)
-    # 3. denoising, 4. decode, the results laid back into the picture given
+    # 3. denoising (its observer may preview by the model's own decode), 4. decode, the
+    # results laid back into the picture given
+    observer.on_begin(lambda latents: family.decode(latents, request))
     with phase("denoise"):
         run = family.denoise(request, seed, width, height, observer)
     with phase("decode"):

@@ -2,24 +2,39 @@
 
 The CLI's progress bar and the server's /progress implement it; `generate(request,
 observer=...)` calls `step` after every sampling step of every pass (a hires fix's second pass
-counts from 1 again, as in the WebUI). The equivalent in diffusers: `callback_on_step_end`.
+counts from 1 again, as in the WebUI). Before the steps, `on_begin` hands it the pipeline's
+own decode (for previews by the model's VAE); the WebUI's k-diffusion samplers report each
+model call's prediction of the clean latents to `on_denoised` (what the WebUI's live previews
+show). The
+equivalent in diffusers: `callback_on_step_end`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
-__all__ = ["Observer", "Progress", "StepCallback", "from_callbacks"]
+__all__ = ["Decode", "Observer", "Progress", "StepCallback", "from_callbacks"]
 
 Progress = Callable[[int, int], None]  # (steps done, total steps)
+# latents (B, C, h, w) -> their pictures (H, W, 3) uint8, as the generation's result has them
+Decode = Callable[[np.ndarray], Sequence[np.ndarray]]
 # (steps done, total steps, current latents) -> False to stop sampling early
 StepCallback = Callable[[int, int, np.ndarray], bool | None]
 
 
 class Observer:
     """Watches a generation. Subclasses override what they need; the base watches nothing."""
+
+    def on_begin(self, decode: Decode) -> None:
+        """Before a picture's steps: `decode(latents)` makes pictures of latents as the
+        pipeline decodes its result (the WebUI's "Full" live preview; each call is a whole
+        VAE decode)."""
+
+    def on_denoised(self, x0: np.ndarray) -> None:
+        """After each model call of the k-diffusion samplers, its prediction of the clean latents
+        x0 (B, C, h, w) (for previews; copy them to keep them)."""
 
     def on_step(self, done: int, total: int, latents: np.ndarray) -> None:
         """After step `done` of `total`, with the current latents (B, C, h, w) (for

@@ -82,12 +82,14 @@ def sample_pass(plan: SamplingPlan, model_sampling: ModelSampling,
                 rng: str, shape: tuple[int, int, int], options: SamplerOptions,
                 init_latent: np.ndarray | None = None, keep: np.ndarray | None = None,
                 callback: Callable[[int, int, np.ndarray], bool | None] | None = None,
+                denoised: Callable[[np.ndarray], None] | None = None,
                 first_pass: bool = True) -> np.ndarray:
     """The latents (B, C, h, w) float64 after `plan`'s sampler ran on `model` (the family's
     denoiser: x0 at a sigma) from pure noise, or from `init_latent` (B, C, h, w) noised to
     sigmas[0] (img2img); `keep` (1 where the init image stays: inpainting) pins the result
     there. `shape`: one image's latents (C, h, w); `first_pass`: whether seed resize applies
-    (not in a hires pass). `callback(done, total, latents)` after each step (False stops)."""
+    (not in a hires pass). `callback(done, total, latents)` after each step (False stops);
+    `denoised(x0)` after each call of `model`, with its prediction (the live previews')."""
     # 1. each image's noise from its own seed; the start at sigmas[0]
     noise = seeds.noise(rng, shape, first_pass=first_pass)
     x = model_sampling.noise_scaling(plan.sigmas[0], noise.first(), init_latent)
@@ -97,7 +99,27 @@ def sample_pass(plan: SamplingPlan, model_sampling: ModelSampling,
     def step(i: int, latents: np.ndarray) -> bool | None:
         return None if callback is None else callback(i + 1, total, latents)
 
+    if denoised is not None:
+        model = _Reporting(model, denoised)
     x = sample(plan, model, x, seeds=seeds.seeds, image_noise=noise,
                model_sampling=model_sampling, callback=step, options=options.kwargs(plan.info))
     # 3. inpaint: the kept region is the init image's
     return kept(x, keep, init_latent)
+
+
+class _Reporting:
+    """`model`, telling `denoised` each prediction it makes; the unconditional x0 the CFG++
+    samplers read (`uncond`) stays the model's."""
+
+    def __init__(self, model: Callable[..., np.ndarray],
+                 denoised: Callable[[np.ndarray], None]) -> None:
+        self.model, self.denoised = model, denoised
+
+    @property
+    def uncond(self) -> np.ndarray | None:
+        return getattr(self.model, "uncond", None)
+
+    def __call__(self, x: np.ndarray, sigma: Any, **kwargs: Any) -> np.ndarray:
+        x0 = self.model(x, sigma, **kwargs)
+        self.denoised(x0)
+        return x0

@@ -70,4 +70,4 @@ def sample_from_noise(model: EditModel, request: GenerationRequest, label: str,
                        int(request.steps), seeds=seeds, rng=request.rng, shape=shape,
                        options=request.sampler_options,
                        eta_noise_seed_delta=int(request.eta_noise_seed_delta),
-                       callback=observer.step)
+                       callback=observer.step, denoised=observer.on_denoised)

@@ -98,4 +98,4 @@ def run_hires(model: FlowPasses, request: GenerationRequest, label: str, prompts
                        init_latents=start.astype(np.float32), t_enc=steps - 1,
                        options=request.sampler_options,
                        eta_noise_seed_delta=int(request.eta_noise_seed_delta),
-                       callback=observer.step)
+                       callback=observer.step, denoised=observer.on_denoised)

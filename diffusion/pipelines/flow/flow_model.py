@@ -355,7 +355,7 @@ class FlowModel(MemoryModes):
                            init_latents=init, keep=keep, strength=float(request.strength),
                            options=request.sampler_options,
                            eta_noise_seed_delta=int(request.eta_noise_seed_delta),
-                           callback=observer.step)
+                           callback=observer.step, denoised=observer.on_denoised)
 
 
 def _cached(cache: StepCache | None) -> dict[str, Any]:

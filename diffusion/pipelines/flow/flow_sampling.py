@@ -65,14 +65,15 @@ def sample_flow(flow: Flow, sampler: str, schedule: FlowSchedule, steps: int, *,
                 init_latents: np.ndarray | None = None, keep: np.ndarray | None = None,
                 strength: float = 1.0, t_enc: int | None = None,
                 options: SamplerOptions | None = None, eta_noise_seed_delta: int = 0,
-                callback: Callable[[int, int, np.ndarray], bool | None] | None = None
-                ) -> np.ndarray:
+                callback: Callable[[int, int, np.ndarray], bool | None] | None = None,
+                denoised: Callable[[np.ndarray], None] | None = None) -> np.ndarray:
     """Final latents (B, C, h, w) float32 of `sampler` (a FLOW_SAMPLERS label) over `steps`
     steps of `schedule`. img2img: `init_latents` (B, C, h, w) and `strength`, or `t_enc` (the
     steps run are t_enc + 1, the WebUI's hires pass); inpaint: also `keep` (1, 1, h, w), 1
     where the init image stays. `options`: the sampler's (eta, s_noise, ...);
     `eta_noise_seed_delta`: its step noise from seed + delta (the WebUI's ENSD).
-    `callback(done, total, x)` after each step (False stops)."""
+    `callback(done, total, x)` after each step (False stops); `denoised(x0)` after each model
+    call, with its prediction (the live previews')."""
     # 1. the sigmas (img2img: the tail of the schedule, the WebUI's t_enc = strength x steps)
     img2img = init_latents is not None
     plan = flow_plan(sampler, steps, schedule,
@@ -84,5 +85,5 @@ def sample_flow(flow: Flow, sampler: str, schedule: FlowSchedule, steps: int, *,
     x = sample_pass(plan, schedule, model, flow_seeds(seeds, plan.info, eta_noise_seed_delta),
                     rng=rng, shape=tuple(shape[1:]),  # type: ignore[arg-type]
                     options=options or SamplerOptions(), init_latent=init_latents,
-                    keep=model.keep, callback=callback)
+                    keep=model.keep, callback=callback, denoised=denoised)
     return x.astype(np.float32)

@@ -81,4 +81,5 @@ def _pass(pipe: UNetParts, r: Pass, plan: kdiffusion.SamplingPlan,
     return sample_pass(plan, discrete, model, seeds, rng=r.rng,
                        shape=(pipe.latent_channels, r.height // scale, r.width // scale),
                        options=options, init_latent=init_latent, keep=keep,
-                       callback=observer.step, first_pass=first_pass)
+                       callback=observer.step, denoised=observer.on_denoised,
+                       first_pass=first_pass)

@@ -156,7 +156,7 @@ def create_app(settings: ServerSettings | None = None, /, *,
         "outdir_txt2img_samples": str(outputs / "txt2img-images"),
         "outdir_img2img_samples": str(outputs / "img2img-images"),
         "show_progress_every_n_steps": 1, "live_previews_enable": True,
-        "show_progress_type": "Approx cheap",
+        "show_progress_type": "Approx cheap", "live_preview_allow_lowvram_full": False,
         # Forge's VAE / Text Encoder files (as paths, as Forge keeps them): --text-encoder's
         "forge_additional_modules": [str(path) for path in first.modules],
         "sd_vae": settings.sd_vae,  # the WebUI's VAE choice (catalog.modules_dir)

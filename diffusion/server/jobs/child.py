@@ -4,7 +4,7 @@
 The process runs an ordinary one-device `Worker`; the jobs arrive pickled (cloudpickle, so the
 routers' closures travel as they are), and a job's reference to the parent's ProcessWorker
 unpickles as this process's Worker (`this_worker`), so `worker.pipe`, `worker.generate(...)`
-mean this process's. Messages to the parent: ("progress", job id, state, latents, TAESD
+mean this process's. Messages to the parent: ("progress", job id, state, latents, drawn
 preview or None) while a job runs (polled, at most every 50 ms) and ("done", job id, ok,
 pickled result or exception); from it, ("previews", ...) before a job: the preview options.
 Interrupt and skip name their job: one that arrives before the job has begun here is kept

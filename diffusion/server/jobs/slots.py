@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from ...pipelines.observer import Observer
+from ...pipelines.observer import Decode, Observer
 from ..images import encode_png, preview_png
 from ..previews import Previews
 
@@ -54,7 +54,7 @@ class Slot:
         self.second: tuple[Path, Any] | None = None  # (path, pipeline) of a refiner
         self.state = idle_state()
         self.latents: np.ndarray | None = None
-        self.picture: np.ndarray | None = None  # TAESD's preview of `latents`, if it drew one
+        self.picture: np.ndarray | None = None  # the preview of `latents`, if one was drawn
         self.preview: tuple[int, int, str] | None = None  # (step it shows, its id, PNG)
         self.task: str | None = None  # the task id of the job it runs
         self.started = 0.0
@@ -78,12 +78,22 @@ class Slot:
 
 
 class SlotObserver(Observer):
-    """A running job's steps into its slot's progress (and latents for the preview, on the
-    steps `previews` shows; TAESD draws here, on the worker's thread, the device's); the
-    slot's interrupt / skip flags stop it. `lock` guards the slot's progress."""
+    """A running job's steps into its slot's progress (and, on the steps `previews` shows, the
+    latents to preview: the sampler's last prediction of the clean latents where it reports
+    one, else the current latents; a preview network or the model's own decode draws them
+    here, on the worker's thread, the device's); the slot's interrupt / skip flags stop it.
+    `lock` guards the slot's progress."""
 
     def __init__(self, lock: threading.Lock, slot: Slot, previews: Previews | None = None) -> None:
         self.lock, self.slot, self.previews = lock, slot, previews
+        self.decode: Decode | None = None
+        self.x0: np.ndarray | None = None  # the last model call's prediction (its first image)
+
+    def on_begin(self, decode: Decode) -> None:
+        self.decode, self.x0 = decode, None
+
+    def on_denoised(self, x0: np.ndarray) -> None:
+        self.x0 = np.array(x0[:1], copy=True)
 
     def on_step(self, done: int, total: int, latents: np.ndarray) -> None:
         with self.lock:
@@ -91,12 +101,16 @@ class SlotObserver(Observer):
         previews = self.previews
         if previews is not None and not previews.due(done):
             return
+        shown = np.array(latents[:1] if self.x0 is None else self.x0, copy=True)
         picture = None
         if previews is not None and previews.decodes:
-            picture = previews.picture(latents, device=self.slot.device,
-                                       latent_space=self.slot.pipe.capabilities.latent_space)
+            pipe = self.slot.pipe
+            mode = pipe.memory_mode
+            picture = previews.picture(shown, device=self.slot.device, decode=self.decode,
+                                       latent_space=pipe.capabilities.latent_space,
+                                       lowvram=mode is not None and mode.lowvram)
         with self.lock:
-            self.slot.latents = np.array(latents[:1], copy=True)
+            self.slot.latents = shown
             self.slot.picture = picture
 
     def interrupted(self) -> bool:

@@ -1,7 +1,8 @@
 """Live previews through a live server on a tiny random model: /sdapi/v1/options'
 show_progress_type TAESD makes /sdapi/v1/progress's current_image the TAESD decoder's picture
-(the picture's size), live_previews_enable false makes none, and a missing TAESD file falls
-back to Approx cheap (1/8 size), saying so once in the log."""
+(8 times the latents' size), Full the model's VAE's (the picture's size), Approx NN
+VAEApprox's (twice the latents'), live_previews_enable false makes none, and a missing TAESD
+file falls back to Approx cheap (1/8 size), saying so once in the log."""
 
 from __future__ import annotations
 
@@ -63,6 +64,19 @@ def _write_taesd(folder: Path) -> None:
     save_file(state, str(folder / "taesd_decoder.safetensors"))
 
 
+def _write_vae_approx(folder: Path) -> None:
+    """A random VAEApprox as the WebUI's models/VAE-approx/model.pt holds it."""
+    generator = torch.Generator().manual_seed(0)
+    state, inputs = {}, 4
+    for index, (out, side) in enumerate(((8, 7), (16, 5), (32, 3), (64, 3), (32, 3), (16, 3),
+                                         (8, 3), (3, 3)), start=1):
+        state[f"conv{index}.weight"] = torch.randn(out, inputs, side, side,
+                                                   generator=generator) * 0.1
+        state[f"conv{index}.bias"] = torch.zeros(out)
+        inputs = out
+    torch.save(state, folder / "model.pt")
+
+
 def _progress(url: str) -> Any:
     return lambda path: httpx.get(url + path, timeout=30)
 
@@ -98,6 +112,12 @@ def test_taesd_preview_and_disabled(model: Path, tmp_path: Path) -> None:
             taesd = _run(url, {"show_progress_type": "TAESD", "show_progress_every_n_steps": 2},
                          step=2, image=True)
             assert _size(taesd) == (8 * 12, 8 * 20)
+            # Full: the model's own VAE, the picture's size; Approx NN: twice the latents'
+            full = _run(url, {"show_progress_type": "Full", "show_progress_every_n_steps": 1},
+                        image=True)
+            assert _size(full) == (24, 40)
+            _write_vae_approx(tmp_path / "VAE-approx")
+            assert _size(_run(url, {"show_progress_type": "Approx NN"}, image=True)) == (24, 40)
             off = _run(url, {"live_previews_enable": False})
             assert off["current_image"] is None and off["state"]["sampling_step"] >= 1
             rare = _run(url, {"live_previews_enable": True, "show_progress_every_n_steps": 999})
@@ -152,3 +172,29 @@ def test_preview_options_are_checked_and_files_named_as_the_webui() -> None:
     assert [previews.due(step) for step in (1, 3, 6)] == [False, True, True]
     previews.configure({"live_previews_enable": False})
     assert not previews.due(3) and previews.kind == "TAESD"
+
+
+@pytest.mark.nodevice
+def test_full_previews_under_lowvram_draw_as_approx_nn_unless_allowed(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from diffusion.server.previews import Previews, check_preview_options
+
+    decoded: list[Any] = []
+
+    def decode(latents: Any) -> list[Any]:
+        decoded.append(latents)
+        return [latents[0, :3].transpose(1, 2, 0)]
+
+    previews = Previews(tmp_path)  # no model.pt there: Approx NN falls back to Approx cheap
+    previews.configure({"show_progress_type": "Full"})
+    latents = torch.zeros(2, 4, 3, 5).numpy()
+    with caplog.at_level(logging.WARNING):
+        assert previews.picture(latents, latent_space="sd1", device=None, decode=decode,
+                                lowvram=True) is None
+    assert not decoded and "model.pt" in caplog.text
+    previews.configure(check_preview_options({"live_preview_allow_lowvram_full": True}))
+    picture = previews.picture(latents, latent_space="sd1", device=None, decode=decode,
+                               lowvram=True)
+    assert picture.shape == (3, 5, 3) and len(decoded) == 1 and decoded[0].shape == (1, 4, 3, 5)
+    with pytest.raises(ValueError, match="live_preview_allow_lowvram_full"):
+        check_preview_options({"live_preview_allow_lowvram_full": "yes"})
