@@ -42,6 +42,7 @@ from ..models.controlnet import ControlNetModel, soft_injection_scales
 from ..models.flux_controlnet import FluxControlNetModel
 from ..models.sd3_controlnet import SD3ControlNetModel
 from ..models.t2i_adapter import T2IAdapter
+from ..models.z_image_controlnet import ZImageControlNetModel
 from ..preprocessors.resize import fit_map, resize_mode
 from .colorfix import ColorFix
 from .ip_adapter import ImagePrompts, IPAdapterUnit
@@ -90,10 +91,10 @@ class ControlUnit:
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, (ControlNetModel, T2IAdapter, FluxControlNetModel,
-                                       SD3ControlNetModel)):
+                                       SD3ControlNetModel, ZImageControlNetModel)):
             raise TypeError(f"a control unit's model is a ControlNetModel or T2IAdapter (FLUX, "
-                            f"SD3: a FluxControlNetModel, SD3ControlNetModel), got "
-                            f"{type(self.model).__name__}")
+                            f"SD3, Z-Image: a FluxControlNetModel, SD3ControlNetModel, "
+                            f"ZImageControlNetModel), got {type(self.model).__name__}")
         if self.control_mode not in CONTROL_MODES:
             raise ValueError(f"control_mode {self.control_mode!r}: expected one of "
                              f"{', '.join(map(repr, CONTROL_MODES))}")
@@ -153,8 +154,9 @@ def check_base(units: Sequence[Any], unet: Any) -> None:
         elif isinstance(model, T2IAdapter):  # its features fit SDXL's UNet or the others'
             made = _base(str(model.config["adapter_type"]).endswith("xl"), None)
             fits = made == _base(unet.uses_added_cond, None)
-        elif isinstance(model, (FluxControlNetModel, SD3ControlNetModel)):
-            made = "FLUX.1" if isinstance(model, FluxControlNetModel) else "SD 3/3.5"
+        elif isinstance(model, (FluxControlNetModel, SD3ControlNetModel, ZImageControlNetModel)):
+            made = ("FLUX.1" if isinstance(model, FluxControlNetModel) else "Z-Image"
+                    if isinstance(model, ZImageControlNetModel) else "SD 3/3.5")
             fits = False
         else:
             continue  # an IP-Adapter: checked where it is installed

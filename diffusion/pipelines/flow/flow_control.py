@@ -17,6 +17,11 @@ and their residuals, each times its weight, are summed. The step is the count of
 seen before the call's (the flow samplers call the model once a step; a second call at the
 same timestep, another guidance branch, is the same step).
 
+Z-Image's ControlNets (alibaba-pai's Fun Union) take the map's latents, zero-padded to their
+input channels, and give residuals for each picture's streams inside the transformer's call
+(`block_hints`), as diffusers' ZImageControlNetPipeline runs them (the map at the posterior's
+mean; with CFG the negative rows take the same map).
+
 XLabs' FLUX ControlNets (an input hint block: `FluxControlNetModel.takes_pixels`) take the
 map itself, fitted to 16 pixels per image token (the picture's size with FLUX's VAE) and put
 in [-1, 1], as x-flux gives it; their residuals repeat over the transformer's double blocks.
@@ -29,12 +34,14 @@ from typing import Any
 
 import numpy as np
 
-from gpustd import Tensor, asarray, concatenate
+from gpustd import Tensor, asarray, concatenate, take_slice
 
 from ...models.flux_controlnet import FluxControlNetModel
 from ...models.sd3_controlnet import SD3ControlNetModel
 from ...models.tiled_vae import vae_encode
 from ...models.vae import AutoencoderKL
+from ...models.z_image import ZImageStream
+from ...models.z_image_controlnet import ZImageControlNetModel
 from ...preprocessors.resize import fit_map
 from ..control import CONTROL_MODES, ControlUnit, control_batch
 from ..reference import ReferenceUnit
@@ -44,7 +51,7 @@ __all__ = ["FlowControl", "encode_map"]
 # the control model class each family's transformer takes
 _MODELS: dict[str, tuple[type, str]] = {
     "flux-dev": (FluxControlNetModel, "FLUX.1"), "flux-schnell": (FluxControlNetModel, "FLUX.1"),
-    "sd3": (SD3ControlNetModel, "SD 3/3.5"),
+    "sd3": (SD3ControlNetModel, "SD 3/3.5"), "z-image": (ZImageControlNetModel, "Z-Image"),
 }
 
 
@@ -72,8 +79,8 @@ def encode_map(vae: Any, image: Any, *, batch: int, width: int, height: int,
 
 
 class FlowControl:
-    """The ControlNet residuals of `units` (ControlUnits of a FLUX / SD3 ControlNet) for each
-    transformer call. `total_steps`: the steps the start/end fractions count; `rule`: whose
+    """The ControlNet residuals of `units` (ControlUnits of a FLUX / SD3 / Z-Image ControlNet)
+    for each transformer call. `total_steps`: the steps the start/end fractions count; `rule`: whose
     rule decides which steps those are ("diffusers": its pipelines' `controlnet_keep`, for the
     "diffusers" sampler; "unit": each unit's `schedule`, the WebUI extension's by default).
     ValueError in one line for a unit this family cannot run."""
@@ -129,6 +136,8 @@ class FlowControl:
                                 resize_mode=unit.resize_mode, generator=generator,
                                 shifted=not unit.model.config.get(
                                     "force_zeros_for_pooled_projection"))
+            if isinstance(unit.model, ZImageControlNetModel):  # zeros up to its input
+                latent = _zero_padded(latent, unit.model.in_channels)
             self._latents.append(asarray(pack(latent), dtype=dtype, device=device))
 
     def residuals(self, x: Tensor, states: Tensor, pooled: Tensor, timestep: np.ndarray, *,
@@ -203,6 +212,32 @@ class FlowControl:
             total = samples if total is None else [a + b for a, b in zip(total, samples)]
         return total
 
+    def block_hints(self, timestep: np.ndarray, transformer: Any
+                    ) -> Callable[[ZImageStream], dict[int, Tensor]] | None:
+        """Z-Image: for a transformer call at `timestep` (B,), what gives each picture's
+        streams the summed residuals of the units active at `step` (by joint block); None
+        when none acts. Picture i takes map row i modulo the maps' rows (CFG's negative
+        rows the positive ones' maps, as ZImageControlNetPipeline repeats them)."""
+        if self._latents is None:
+            raise RuntimeError("FlowControl.encode must run before the first step")
+        self._advance(timestep)
+        active = [(unit, latents) for unit, latents in zip(self.units, self._latents)
+                  if self._active(unit)]
+        if not active:
+            return None
+
+        def hints(stream: ZImageStream) -> dict[int, Tensor]:
+            total: dict[int, Tensor] = {}
+            for unit, latents in active:
+                row = stream.index % latents.shape[0]
+                residuals = unit.model(take_slice(latents, row, row + 1, axis=0), stream,
+                                       transformer, conditioning_scale=unit.weight)
+                for block, residual in residuals.items():
+                    total[block] = total[block] + residual if block in total else residual
+            return total
+
+        return hints
+
     def _advance(self, timestep: np.ndarray) -> None:
         """A call at a new timestep starts the next step."""
         t = float(np.asarray(timestep).reshape(-1)[0])
@@ -221,6 +256,18 @@ class FlowControl:
         if key not in self._tables:
             self._tables[key] = model.rotary(text_length, img_ids)
         return self._tables[key]
+
+
+def _zero_padded(latent: np.ndarray, channels: int) -> np.ndarray:
+    """(B, C, h, w) latents with zero channels after them up to `channels` (Z-Image's 2.x
+    ControlNets read 33: the inpainting variant's mask and masked picture left empty, as
+    ZImageControlNetPipeline leaves them)."""
+    extra = channels - latent.shape[1]
+    if extra < 0:
+        raise ValueError(f"this ControlNet reads {channels} channels, fewer than the VAE's "
+                         f"{latent.shape[1]}: it is not made for this model")
+    return np.concatenate([latent, np.zeros((latent.shape[0], extra, *latent.shape[2:]),
+                                            latent.dtype)], axis=1)
 
 
 def _spread(samples: list[Tensor], blocks: int) -> list[Tensor]:
