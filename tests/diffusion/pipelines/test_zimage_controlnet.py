@@ -15,6 +15,7 @@ import pytest
 pytest.importorskip("diffusers", reason="diffusers is a test-only reference (extra: reference)")
 import torch
 from control_tiny import circle
+from flow_tiny import FLUX_TINY
 from PIL import Image
 from safetensors.torch import save_file
 from sd_tiny import randomized
@@ -159,3 +160,34 @@ def test_fun_union_files_told_apart(tmp_path: Path) -> None:
     weights = controlnet_weights(tmp_path / "fun.safetensors", config={
         **config, "add_control_noise_refiner": "control_layers"})
     assert not [k for k in weights if k.startswith("control_noise_refiner.")]
+
+
+def test_zimage_controlnets_elsewhere_are_refused(first_device: gpucore.Device) -> None:
+    """A Z-Image ControlNet on FLUX.1 or a UNet model, a FLUX one on Z-Image: one line each
+    naming the unit, before any step."""
+    from types import SimpleNamespace
+
+    from diffusion.models.flux_controlnet import FluxControlNetModel
+    from diffusion.models.z_image_controlnet import ZImageControlNetModel
+    from diffusion.pipelines.control import ControlUnit, check_base
+    from diffusion.pipelines.flow.flow_control import FlowControl
+
+    config = {key: ZIMAGE_TINY[key] for key in ("dim", "n_refiner_layers", "n_heads",
+                                                "n_kv_heads")}
+    zimage = ZImageControlNetModel({**config, "control_layers_places": [0],
+                                    "control_in_dim": 4}, device=first_device)
+    flux = FluxControlNetModel({**FLUX_TINY, "num_single_layers": 0}, device=first_device)
+    image = circle(HEIGHT, WIDTH)
+    with pytest.raises(ValueError, match=r"control unit 0: FLUX\.1 models take a "
+                                         "FluxControlNetModel, not a ZImageControlNetModel"):
+        FlowControl([ControlUnit(zimage, image)], total_steps=4, family="flux-dev")
+    with pytest.raises(ValueError, match="Z-Image models take a ZImageControlNetModel, not a "
+                                         "FluxControlNetModel"):
+        FlowControl([ControlUnit(flux, image)], total_steps=4, family="z-image")
+    unet = SimpleNamespace(uses_added_cond=False, config={"cross_attention_dim": 768})
+    with pytest.raises(ValueError, match=r"the ZImageControlNetModel is made for Z-Image, but "
+                                         r"the model is SD 1\.x/2\.x"):
+        check_base([ControlUnit(zimage, image)], unet)
+    with pytest.raises(ValueError, match=r"control_layers_places \[1\] must hold 0"):
+        ZImageControlNetModel({**config, "control_layers_places": [1], "control_in_dim": 4},
+                              device=first_device)
