@@ -46,7 +46,7 @@ LOADERS: dict[str, Callable[..., Any]] = {"controlnet": load_controlnet,
                                           "ip_adapter": load_ip_adapter}
 _CLASSES = {"ControlNetModel": "controlnet", "FluxControlNetModel": "controlnet",
             "SD3ControlNetModel": "controlnet", "ControlNetUnionModel": "controlnet",
-            "ZImageControlNetModel": "controlnet",
+            "ZImageControlNetModel": "controlnet", "QwenImageControlNetModel": "controlnet",
             "ControlNetModel_Union": "controlnet",  # xinsir's own name for its Union
             "T2IAdapter": "t2i_adapter",
             "MultiAdapter": "t2i_adapter"}

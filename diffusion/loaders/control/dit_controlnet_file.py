@@ -1,10 +1,11 @@
 """The configs of the diffusion transformers' ControlNets (FLUX.1's FluxControlNetModel, SD 3 /
-3.5's SD3ControlNetModel, Z-Image's ZImageControlNetModel) as users have them: a diffusers
+3.5's SD3ControlNetModel, Z-Image's ZImageControlNetModel, Qwen-Image's
+QwenImageControlNetModel) as users have them: a diffusers
 folder (config.json + diffusion_pytorch_model.safetensors), or the one `.safetensors` file of
 such a folder in `models/ControlNet`, with its config beside it (`NAME.json`, or a
-`config.json` of the same folder naming the class) or, for FLUX and Z-Image without one, read
-from the tensor shapes (FLUX.1's rotary axes assumed; Z-Image's: alibaba-pai's files, see
-`zimage_controlnet_config`)."""
+`config.json` of the same folder naming the class) or, for FLUX, Z-Image and Qwen-Image
+without one, read from the tensor shapes (FLUX.1's and Qwen-Image's rotary axes assumed;
+Z-Image's: alibaba-pai's files, see `zimage_controlnet_config`)."""
 
 from __future__ import annotations
 
@@ -19,13 +20,13 @@ import numpy as np
 from ..errors import WeightsError
 from ..weights import ComponentWeights
 
-__all__ = ["DIT_CONTROLNETS", "ZIMAGE_CONTROLNET", "config_beside", "dit_controlnet_config",
-           "zimage_controlnet_config"]
+__all__ = ["DIT_CONTROLNETS", "QWEN_CONTROLNET", "ZIMAGE_CONTROLNET", "config_beside",
+           "dit_controlnet_config", "zimage_controlnet_config"]
 
 FLUX_CONTROLNET, SD3_CONTROLNET = "FluxControlNetModel", "SD3ControlNetModel"
-ZIMAGE_CONTROLNET = "ZImageControlNetModel"
+ZIMAGE_CONTROLNET, QWEN_CONTROLNET = "ZImageControlNetModel", "QwenImageControlNetModel"
 # their configs' _class_name
-DIT_CONTROLNETS = (FLUX_CONTROLNET, SD3_CONTROLNET, ZIMAGE_CONTROLNET)
+DIT_CONTROLNETS = (FLUX_CONTROLNET, SD3_CONTROLNET, ZIMAGE_CONTROLNET, QWEN_CONTROLNET)
 _FLUX_KEYS = ("controlnet_x_embedder.weight", "controlnet_single_blocks.0.weight")
 _SD3_KEY = "pos_embed_input.proj.weight"
 _ZIMAGE_KEY = "control_all_x_embedder.2-1.weight"
@@ -42,6 +43,9 @@ def dit_controlnet_config(path: Path, refs: Mapping[str, Any],
     if _ZIMAGE_KEY in refs:
         return config_beside(path, ZIMAGE_CONTROLNET) or zimage_controlnet_config(
             refs, str(path))
+    if "txt_norm.weight" in refs and "controlnet_x_embedder.weight" in refs:
+        return config_beside(path, QWEN_CONTROLNET) or _qwen_config_from_shapes(refs,
+                                                                                str(path))
     flux = any(key in refs for key in _FLUX_KEYS)
     if not flux and _SD3_KEY not in refs:
         return None
@@ -99,6 +103,24 @@ def _flux_config_from_shapes(refs: Mapping[str, Any], where: str) -> dict[str, A
         raise WeightsError(f"{where}: a FLUX ControlNet with {head_dim}-wide heads, not FLUX.1's "
                            "128: give its config.json beside it (its axes_dims_rope)")
     return config
+
+
+def _qwen_config_from_shapes(refs: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """InstantX's Qwen-Image ControlNet config from its tensors (Qwen-Image's rotary axes,
+    16 + 56 + 56, need 128-wide heads)."""
+    dim, in_channels = tuple(refs["img_in.weight"].shape)
+    norm = "transformer_blocks.0.attn.norm_q.weight"
+    head_dim = int(refs[norm].shape[0]) if norm in refs else 0
+    if head_dim != 128:
+        raise WeightsError(f"{where}: a Qwen-Image ControlNet without Qwen-Image's 128-wide "
+                           "heads: give its config.json beside it")
+    blocks = len({m[1] for name in refs
+                  if (m := re.match(r"transformer_blocks\.(\d+)\.", name))})
+    return {"_class_name": QWEN_CONTROLNET, "in_channels": in_channels, "num_layers": blocks,
+            "attention_head_dim": head_dim, "num_attention_heads": dim // head_dim,
+            "joint_attention_dim": int(refs["txt_in.weight"].shape[1]),
+            "extra_condition_channels": int(refs["controlnet_x_embedder.weight"].shape[1])
+            - in_channels}
 
 
 def zimage_controlnet_config(refs: Mapping[str, Any], where: str) -> dict[str, Any]:
