@@ -84,8 +84,8 @@ def test_qwenimage_controlnet_equals_diffusers(first_device: gpucore.Device,
     # a single file: its config beside it, or (Qwen-Image's 128-wide heads) its tensors'
     file = tmp_path / "qwen-cn.safetensors"
     save_file({k: v.contiguous() for k, v in controlnet.state_dict().items()}, file)
-    with pytest.raises(WeightsError, match="without Qwen-Image's 128-wide heads: give its "
-                                           "config.json beside it"):
+    with pytest.raises(WeightsError, match=r"without Qwen-Image's 128-wide heads: give its "
+                                           r"config\.json beside it"):
         controlnet_weights(file)
     (tmp_path / "cn" / "config.json").rename(file.with_suffix(".json"))
     config = controlnet_weights(file).config

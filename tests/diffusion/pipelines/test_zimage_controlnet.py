@@ -1,11 +1,14 @@
 """Z-Image with ControlNet units (zimage_tiny's model and tiny ZImageControlNetModels made by
 diffusers here, in the forms of alibaba-pai's Fun Union 1.0, 2.0 and 2.1): through the CLI
 with `--sampler diffusers --rng torch` the picture is diffusers' ZImageControlNetPipeline's
-(with CFG and the unit's weight), and the control visibly matters; alibaba-pai's single
-files are told apart by their tensors, as diffusers' `from_single_file` tells them."""
+(with CFG and the unit's weight), and the control visibly matters, as it is through the
+server's ControlNet unit with a WebUI sampler; alibaba-pai's single files are told apart by
+their tensors, as diffusers' `from_single_file` tells them."""
 
 from __future__ import annotations
 
+import base64
+import io
 from pathlib import Path
 from typing import Any
 
@@ -191,3 +194,37 @@ def test_zimage_controlnets_elsewhere_are_refused(first_device: gpucore.Device) 
     with pytest.raises(ValueError, match=r"control_layers_places \[1\] must hold 0"):
         ZImageControlNetModel({**config, "control_layers_places": [1], "control_in_dim": 4},
                               device=first_device)
+
+
+def test_zimage_controlnet_through_the_api(first_device: gpucore.Device,
+                                           tiny_zimage: tuple[Path, Any],
+                                           tmp_path: Path) -> None:
+    """The ControlNet extension's unit names a Z-Image ControlNet of `--controlnet-dir`; with
+    Euler over the Simple schedule and the CPU noise source (diffusers' schedule and step),
+    the picture is ZImageControlNetPipeline's, the unit in its infotext."""
+    pytest.importorskip("fastapi", reason="the server extra is not installed")
+    from fastapi.testclient import TestClient
+    from server_support import CachedLoader, info, png_b64
+
+    from diffusion.server import create_app
+
+    folder, reference = tiny_zimage
+    controlnet = tiny_zimage_controlnet("1.0")
+    controlnet.save_pretrained(tmp_path / "controlnets" / "fun-union")
+    picture = Image.fromarray(circle(HEIGHT, WIDTH))
+    app = create_app(model=folder, controlnet_dir=tmp_path / "controlnets",
+                     outputs=tmp_path / "outputs", max_size=256, loader=CachedLoader())
+    with TestClient(app) as client:
+        response = client.post("/sdapi/v1/txt2img", json={
+            "prompt": PROMPT, "sampler_name": "Euler", "cfg_scale": 1, "width": WIDTH,
+            "height": HEIGHT, "steps": 2, "seed": 7, "override_settings": {"randn_source": "CPU"},
+            "alwayson_scripts": {"controlnet": {"args": [{
+                "enabled": True, "image": png_b64(picture), "module": "none",
+                "model": "fun-union", "weight": 0.75}]}}})
+    assert response.status_code == 200, response.text
+    assert 'ControlNet 0: "Module: none, Model: fun-union [' in info(response)["infotexts"][0]
+    with Image.open(io.BytesIO(base64.b64decode(response.json()["images"][0]))) as image:
+        ours = np.asarray(image.convert("RGB"), np.float64) / 255
+    theirs = _reference(reference, controlnet, picture, controlnet_conditioning_scale=0.75,
+                        guidance_scale=0.0)
+    assert np.abs(ours - theirs).mean() <= TOLERANCE
