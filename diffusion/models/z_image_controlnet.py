@@ -114,6 +114,7 @@ class ZImageControlNetModel(nn.Module):
             setattr(self.control_all_x_embedder, f"{patch}-{frames}",
                     nn.Linear(width, cfg["dim"], **place))
         refiners = range(cfg["n_refiner_layers"])
+        self.control_noise_refiner: nn.ModuleList[Any]
         if mode == "control_noise_refiner":
             self.control_noise_refiner = nn.ModuleList(
                 [ZImageControlBlock(cfg, place, first=i == 0) for i in refiners])
