@@ -1,6 +1,6 @@
 """ControlNet units on the flow-matching transformers, as diffusers' FluxControlNetPipeline
 and StableDiffusion3ControlNetPipeline run them (several units: as their Multi ControlNet
-models, the residuals summed).
+models, the residuals summed); Z-Image's and Qwen-Image's as below.
 
     control = FlowControl(units, total_steps=steps, family="flux-dev")
     control.encode(vae, batch=1, width=512, height=512, generator=generator, pack=pack_latents)
@@ -92,11 +92,11 @@ def encode_map(vae: Any, image: Any, *, batch: int, width: int, height: int,
 
 
 class FlowControl:
-    """The ControlNet residuals of `units` (ControlUnits of a FLUX / SD3 / Z-Image ControlNet)
-    for each transformer call. `total_steps`: the steps the start/end fractions count; `rule`: whose
-    rule decides which steps those are ("diffusers": its pipelines' `controlnet_keep`, for the
-    "diffusers" sampler; "unit": each unit's `schedule`, the WebUI extension's by default).
-    ValueError in one line for a unit this family cannot run."""
+    """The ControlNet residuals of `units` (ControlUnits of a FLUX / SD3 / Z-Image / Qwen-Image
+    ControlNet) for each transformer call. `total_steps`: the steps the start/end fractions
+    count; `rule`: whose rule decides which steps those are ("diffusers": its pipelines'
+    `controlnet_keep`, for the "diffusers" sampler; "unit": each unit's `schedule`, the WebUI
+    extension's by default). ValueError in one line for a unit this family cannot run."""
 
     def __init__(self, units: Sequence[Any], *, total_steps: int, family: str,
                  rule: str = "unit") -> None:
