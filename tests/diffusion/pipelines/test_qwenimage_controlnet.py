@@ -90,3 +90,27 @@ def test_qwenimage_controlnet_equals_diffusers(first_device: gpucore.Device,
     (tmp_path / "cn" / "config.json").rename(file.with_suffix(".json"))
     config = controlnet_weights(file).config
     assert config["_class_name"] == "QwenImageControlNetModel" and config["num_layers"] == 1
+
+
+class _Ref:
+    """A tensor's shape, as the config reader sees a file's tensors."""
+
+    def __init__(self, *shape: int) -> None:
+        self.shape = shape
+
+
+@pytest.mark.nodevice
+def test_instantx_file_config_from_its_tensors(tmp_path: Path) -> None:
+    """InstantX's Union file (Qwen-Image's 128-wide heads, 5 blocks) needs no config beside
+    it; an inpainting one's extra channels are read too."""
+    from diffusion.loaders.control.dit_controlnet_file import dit_controlnet_config
+
+    refs: dict[str, Any] = {"img_in.weight": _Ref(3072, 64), "txt_in.weight": _Ref(3072, 3584),
+                            "txt_norm.weight": _Ref(3584),
+                            "controlnet_x_embedder.weight": _Ref(3072, 68)}
+    for i in range(5):
+        refs[f"transformer_blocks.{i}.attn.norm_q.weight"] = _Ref(128)
+    config = dit_controlnet_config(tmp_path / "union.safetensors", refs, None)
+    assert config == {"_class_name": "QwenImageControlNetModel", "in_channels": 64,
+                      "num_layers": 5, "attention_head_dim": 128, "num_attention_heads": 24,
+                      "joint_attention_dim": 3584, "extra_condition_channels": 4}
