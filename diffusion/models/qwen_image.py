@@ -170,7 +170,8 @@ class QwenImageTransformer2DModel(nn.Module):
     def forward(self, hidden_states: Tensor, encoder_hidden_states: Tensor, timestep: Any,
                 rows: int, columns: int, encoder_mask: Any = None, *,
                 cache: BranchCache | None = None,
-                references: Sequence[tuple[int, int]] = ()) -> Tensor:
+                references: Sequence[tuple[int, int]] = (),
+                control: Sequence[Tensor] | None = None) -> Tensor:
         """hidden_states (B, rows * columns, in_channels): packed latents (row-major
         patches); encoder_hidden_states (B, Lt, joint_attention_dim) in any float dtype
         (the RMS norm reads them as they are); timestep (B,) host numbers in [0, 1] (the
@@ -203,13 +204,18 @@ class QwenImageTransformer2DModel(nn.Module):
         # 2. the double-stream blocks (the first apart: a step cache decides after it whether
         # the others run); 3. the final modulated norm over the image's tokens
         blocks = list(self.transformer_blocks)
+        interval = -(-len(blocks) // len(control)) if control else 0
+
+        def run(index: int, x: Tensor, context: Tensor) -> tuple[Tensor, Tensor]:
+            x, context = blocks[index](x, context, temb, tables, mask)
+            return (x + control[index // interval], context) if control else (x, context)
 
         def head(x: Tensor, context: Tensor) -> tuple[Tensor, Tensor]:
-            return blocks[0](x, context, temb, tables, mask) if blocks else (x, context)
+            return run(0, x, context) if blocks else (x, context)
 
         def tail(x: Tensor, context: Tensor) -> Tensor:
-            for block in blocks[1:]:
-                x, context = block(x, context, temb, tables, mask)
+            for index in range(1, len(blocks)):
+                x, context = run(index, x, context)
             return x
 
         x = run_blocks(cache, x, context, head, tail)

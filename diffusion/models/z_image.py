@@ -6,27 +6,28 @@ axis, each image patch at (caption end, row, column)); a tanh-gated adaLN from t
 only (no pooled text); every stream padded to a multiple of 32 tokens with learned pad tokens.
 
 Each picture of a batch runs as its own sequence, its caption unpadded: what diffusers' batch
-with its attention masks computes, without the masks.
+with its attention masks computes, without the masks. A ControlNet (models.z_image_controlnet)
+reads each picture's streams (`ZImageStream`) and gives residuals added after joint blocks.
 """
 
 from __future__ import annotations
 
 import itertools
-import math
-import typing
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from gpucore import Device
-from gpustd import Tensor, asarray, concatenate, elementwise_kernel, nn, permute, take_slice
+from gpustd import Tensor, asarray, concatenate, nn, permute, take_slice
 
 from .layers import Place
 from .step_cache import BranchCache, run_blocks
-from .transformer_ops import RMSNorm, cast, chunks, rms_norm, rope
+from .transformer_ops import RMSNorm, cast, rms_norm
+from .z_image_blocks import ADALN, ZImageTransformerBlock, scaled
 
-__all__ = ["ZImageTransformer2DModel"]
+__all__ = ["ZImageStream", "ZImageTransformer2DModel", "patchify"]
 
 _DEFAULTS: dict[str, Any] = {
     "all_patch_size": (2,), "all_f_patch_size": (1,), "in_channels": 16, "dim": 3840,
@@ -34,120 +35,41 @@ _DEFAULTS: dict[str, Any] = {
     "qk_norm": True, "cap_feat_dim": 2560, "siglip_feat_dim": None, "rope_theta": 256.0,
     "t_scale": 1000.0, "axes_dims": (32, 48, 48), "axes_lens": (1024, 512, 512),
 }
-_ADALN = 256  # the width of the timestep embedding every adaLN reads (min(dim, 256))
 _MULTIPLE = 32  # every stream is padded to a multiple of this many tokens
-
-
-@elementwise_kernel
-def _scaled(x, scale):
-    return x * (1.0 + scale)
-
-
-@elementwise_kernel
-def _tanh_gated_add(residual, gate, y):
-    return float(residual) + math.tanh(float(gate)) * float(y)
-
-
-@elementwise_kernel
-def _tanh_gated_add_clipped(residual, gate, y):
-    out = float(residual) + math.tanh(float(gate)) * float(y)
-    return min(max(out, -65504.0), 65504.0)
-
-
-@elementwise_kernel
-def _swiglu(gate, up):
-    g = float(gate)
-    return g / (1.0 + math.exp(-g)) * float(up)
-
-
-@elementwise_kernel
-def _swiglu_clipped(gate, up):
-    g = float(gate)
-    return min(max(g / (1.0 + math.exp(-g)) * float(up), -65504.0), 65504.0)
-
-
-def _gated(residual: Tensor, gate: Tensor, y: Tensor) -> Tensor:
-    """residual + tanh(gate) * y; a float16 stream clipped to +-65504 rather than turned to
-    inf (Z-Image's bfloat16-trained activations overflow float16: ComfyUI and SD.Next clamp
-    them the same way)."""
-    kernel = _tanh_gated_add_clipped if residual.dtype == np.float16 else _tanh_gated_add
-    return cast(typing.cast(Tensor, kernel(residual, gate, y)), residual.dtype)
 
 
 def _padding(length: int) -> int:
     return -length % _MULTIPLE
 
 
-class ZImageAttention(nn.Module):
-    """Self-attention with per-head RMS norms of q and k (eps 1e-5) and interleaved-pair RoPE;
-    no biases. diffusers: `Attention` with `ZSingleStreamAttnProcessor`."""
-
-    def __init__(self, dim: int, heads: int, place: Place, *, qk_norm: bool) -> None:
-        self.heads, self.head_dim = heads, dim // heads
-        self.to_q = nn.Linear(dim, dim, bias=False, **place)
-        self.to_k = nn.Linear(dim, dim, bias=False, **place)
-        self.to_v = nn.Linear(dim, dim, bias=False, **place)
-        self.to_out = nn.ModuleList([nn.Linear(dim, dim, bias=False, **place)])
-        if qk_norm:
-            self.norm_q = RMSNorm(self.head_dim, 1e-5, place=place)
-            self.norm_k = RMSNorm(self.head_dim, 1e-5, place=place)
-
-    def _norm(self, x: Tensor, name: str) -> Tensor:
-        norm = getattr(self, name, None)
-        if norm is None:
-            return x
-        batch, length, width = x.shape
-        return norm(x.reshape(batch, length, self.heads, self.head_dim)).reshape(
-            batch, length, width)
-
-    def forward(self, x: Tensor, rotary: tuple[Tensor, Tensor]) -> Tensor:
-        q, k, v = nn.Linear.each(x, [self.to_q, self.to_k, self.to_v])  # --int8: x quantized once
-        q = rope(self._norm(q, "norm_q"), *rotary, self.heads)
-        k = rope(self._norm(k, "norm_k"), *rotary, self.heads)
-        return self.to_out[0](nn.attention(q, k, v, heads=self.heads))
+def patchify(latents: Tensor, patch_size: int) -> Tensor:
+    """(B, C, H, W) -> (B, H/p * W/p, p * p * C): row-major patches, each (ph, pw, C)
+    flattened. diffusers: ZImageTransformer2DModel._patchify_image."""
+    batch, channels, height, width = latents.shape
+    rows, columns = height // patch_size, width // patch_size
+    patches = permute(latents.reshape(batch, channels, rows, patch_size, columns, patch_size),
+                      (0, 2, 4, 3, 5, 1))
+    return patches.reshape(batch, rows * columns, -1)
 
 
-class ZImageFeedForward(nn.Module):
-    """w2(silu(w1 x) * w3 x)."""
+@dataclass(frozen=True)
+class ZImageStream:
+    """One picture's streams as a ControlNet reads them: `index`, its row in the call's batch;
+    `image` (1, Li, dim) its embedded patches padded with the pad token, before the noise
+    refiner, `refined` after it; `caption` (1, Lc, dim) after the context refiner; the rotary
+    tables of the image's and the joint sequence's positions; `temb` (1, 256)."""
 
-    def __init__(self, dim: int, hidden: int, place: Place) -> None:
-        self.w1 = nn.Linear(dim, hidden, bias=False, **place)
-        self.w2 = nn.Linear(hidden, dim, bias=False, **place)
-        self.w3 = nn.Linear(dim, hidden, bias=False, **place)
-
-    def forward(self, x: Tensor) -> Tensor:
-        """The product clipped to +-65504 under float16 (as `_gated`)."""
-        kernel = _swiglu_clipped if x.dtype == np.float16 else _swiglu
-        return self.w2(cast(typing.cast(Tensor, kernel(self.w1(x), self.w3(x))), x.dtype))
+    index: int
+    image: Tensor
+    refined: Tensor
+    caption: Tensor
+    image_rotary: tuple[Tensor, Tensor]
+    joint_rotary: tuple[Tensor, Tensor]
+    temb: Tensor
 
 
-class ZImageTransformerBlock(nn.Module):
-    """Sandwich-normed attention and feed-forward (an RMS norm before and after each); with
-    `modulation`, the inputs scaled by 1 + scale and the residual writes gated by tanh(gate),
-    from `adaLN_modulation(temb)`."""
-
-    def __init__(self, cfg: dict[str, Any], place: Place, *, modulation: bool) -> None:
-        dim, eps = cfg["dim"], cfg["norm_eps"]
-        self.attention = ZImageAttention(dim, cfg["n_heads"], place, qk_norm=cfg["qk_norm"])
-        self.feed_forward = ZImageFeedForward(dim, int(dim / 3 * 8), place)
-        self.attention_norm1 = RMSNorm(dim, eps, place=place)
-        self.ffn_norm1 = RMSNorm(dim, eps, place=place)
-        self.attention_norm2 = RMSNorm(dim, eps, place=place)
-        self.ffn_norm2 = RMSNorm(dim, eps, place=place)
-        self.adaLN_modulation = (nn.ModuleList([nn.Linear(min(dim, _ADALN), 4 * dim, **place)])
-                                 if modulation else None)
-
-    def forward(self, x: Tensor, rotary: tuple[Tensor, Tensor], temb: Tensor | None) -> Tensor:
-        """x (1, L, dim); temb (1, 256) for a modulated block."""
-        if self.adaLN_modulation is None:
-            x = x + self.attention_norm2(self.attention(self.attention_norm1(x), rotary))
-            return x + self.ffn_norm2(self.feed_forward(self.ffn_norm1(x)))
-        assert temb is not None, "a modulated block needs the timestep embedding"
-        scale_msa, gate_msa, scale_mlp, gate_mlp = chunks(self.adaLN_modulation[0](temb), 4)
-        attn = self.attention(_scaled(self.attention_norm1(x), scale_msa), rotary)
-        x = _gated(x, gate_msa, self.attention_norm2(attn))
-        ff = self.feed_forward(_scaled(self.ffn_norm1(x), scale_mlp))
-        return _gated(x, gate_mlp, self.ffn_norm2(ff))
+# a ControlNet's residuals for one picture's streams, by the joint block they follow
+Hints = Callable[[ZImageStream], dict[int, Tensor]]
 
 
 class FinalLayer(nn.Module):
@@ -157,13 +79,13 @@ class FinalLayer(nn.Module):
     def __init__(self, dim: int, out: int, place: Place) -> None:
         self.linear = nn.Linear(dim, out, **place)
         self.adaLN_modulation = nn.ModuleList([nn.Identity(),
-                                               nn.Linear(min(dim, _ADALN), dim, **place)])
+                                               nn.Linear(min(dim, ADALN), dim, **place)])
 
     def forward(self, x: Tensor, temb: Tensor) -> Tensor:
         scale = self.adaLN_modulation[1](nn.silu(temb))
         batch, width = scale.shape
         normed = nn.layer_norm(x, None, None, eps=1e-6)
-        return self.linear(_scaled(normed, scale.reshape(batch, 1, width)))
+        return self.linear(scaled(normed, scale.reshape(batch, 1, width)))
 
 
 class TimestepEmbedder(nn.Module):
@@ -217,7 +139,7 @@ class ZImageTransformer2DModel(nn.Module):
             [ZImageTransformerBlock(cfg, place, modulation=True) for _ in refiners])
         self.context_refiner = nn.ModuleList(
             [ZImageTransformerBlock(cfg, place, modulation=False) for _ in refiners])
-        self.t_embedder = TimestepEmbedder(min(dim, _ADALN), place)
+        self.t_embedder = TimestepEmbedder(min(dim, ADALN), place)
         self.cap_embedder: nn.ModuleList[Any] = nn.ModuleList([
             RMSNorm(cfg["cap_feat_dim"], cfg["norm_eps"], place=place),
             nn.Linear(cfg["cap_feat_dim"], dim, **place)])
@@ -255,37 +177,43 @@ class ZImageTransformer2DModel(nn.Module):
                 asarray(np.sin(angle).reshape(shape), device=self.device))
 
     def _joint(self, streams: list[tuple[Tensor, tuple[Tensor, Tensor], Tensor]],
-               cache: BranchCache | None) -> list[Tensor]:
-        """Each picture's (tokens, rotary, temb) through `layers`. With a step cache every
+               cache: BranchCache | None, hints: list[dict[int, Tensor]]) -> list[Tensor]:
+        """Each picture's (tokens, rotary, temb) through `layers`, its `hints` (a
+        ControlNet's residuals by block) added after their blocks. With a step cache every
         picture's tokens lie side by side, so that one decision per call is made over all
         of them (the first block apart), as diffusers' batch makes it (which also counts
         the padding up to the longest picture's sequence in)."""
         layers = list(self.layers)
+        hints = hints or [{} for _ in streams]
 
-        def run(x: Tensor, rotary: tuple[Tensor, Tensor], emb: Tensor,
-                blocks: list[Any]) -> Tensor:
-            for block in blocks:
+        def run(x: Tensor, rotary: tuple[Tensor, Tensor], emb: Tensor, blocks: list[Any],
+                hint: dict[int, Tensor], start: int = 0) -> Tensor:
+            for index, block in enumerate(blocks, start):
                 x = block(x, rotary, emb)
+                if index in hint:
+                    x = x + hint[index]
             return x
 
         if cache is None:
-            return [run(x, rotary, emb, layers) for x, rotary, emb in streams]
+            return [run(x, rotary, emb, layers, hint)
+                    for (x, rotary, emb), hint in zip(streams, hints, strict=True)]
         bounds = np.cumsum([0] + [x.shape[1] for x, _, _ in streams])
 
         def apart(x: Tensor) -> list[Tensor]:
             return [x] if len(streams) == 1 else [
                 take_slice(x, int(a), int(b), axis=1) for a, b in itertools.pairwise(bounds)]
 
-        def each(x: Tensor, blocks: list[Any]) -> Tensor:
-            parts = [run(part, rotary, emb, blocks)
-                     for part, (_, rotary, emb) in zip(apart(x), streams, strict=True)]
+        def each(x: Tensor, start: int) -> Tensor:
+            parts = [run(part, rotary, emb, layers[start:] if start else layers[:1], hint, start)
+                     for part, (_, rotary, emb), hint in zip(apart(x), streams, hints,
+                                                             strict=True)]
             return parts[0] if len(parts) == 1 else concatenate(parts, axis=1)
 
         def head(x: Tensor, context: Any) -> tuple[Tensor, Any]:
-            return each(x, layers[:1]), context
+            return each(x, 0), context
 
         def tail(x: Tensor, context: Any) -> Tensor:
-            return each(x, layers[1:])
+            return each(x, 1)
 
         joined = streams[0][0] if len(streams) == 1 else concatenate(
             [x for x, _, _ in streams], axis=1)
@@ -307,12 +235,15 @@ class ZImageTransformer2DModel(nn.Module):
         return linear(cast(normed, self.dtype)).reshape(1, states.shape[0], -1)
 
     def forward(self, latents: Tensor, timestep: Any, captions: Sequence[Tensor], *,
-                patch_size: int = 2, cache: BranchCache | None = None) -> Tensor:
+                patch_size: int = 2, cache: BranchCache | None = None,
+                control: Hints | None = None) -> Tensor:
         """latents (B, C, H, W), H and W multiples of `patch_size`; timestep (B,) host
         numbers in [0, 1] (1 the clean end: ZImagePipeline passes (1000 - t) / 1000);
         captions: B Tensors (L_i, cap_feat_dim), each picture's caption states without
         padding. `cache`: a step cache branch (`step_cache.StepCache.branch()`) the joint
-        blocks run through, its calls in step order (the refiners always run)."""
+        blocks run through, its calls in step order (the refiners always run). `control`:
+        each picture's ControlNet residuals from its streams (diffusers:
+        `controlnet_block_samples`, added after the blocks they name)."""
         batch, channels, height, width = latents.shape
         if len(captions) != batch:
             raise ValueError(f"{len(captions)} captions for {batch} latents; give one each")
@@ -329,12 +260,10 @@ class ZImageTransformer2DModel(nn.Module):
         # 1. the timestep embedding; patches (row-major, each (ph, pw, C) flattened)
         t = np.asarray(timestep, np.float32).reshape(-1) * np.float32(self.config["t_scale"])
         temb = cast(self.t_embedder(t, self.device), self.dtype)
-        patches = permute(latents.reshape(batch, channels, rows, patch_size, columns,
-                                          patch_size), (0, 2, 4, 3, 5, 1))
-        patches = embedder(patches.reshape(batch, rows * columns, -1))
+        patches = embedder(patchify(latents, patch_size))
         grid = np.stack(np.meshgrid(np.arange(rows), np.arange(columns), indexing="ij"),
                         axis=-1).reshape(-1, 2)
-        streams = []
+        streams, hints = [], []
         for i, states in enumerate(captions):
             emb = take_slice(temb, i, i + 1, axis=0)
             # 2. the caption's stream: positions 1, 2, ... (its padding continues them)
@@ -350,15 +279,19 @@ class ZImageTransformer2DModel(nn.Module):
             image_ids[: rows * columns, 0] = cap_length + 1
             image_ids[: rows * columns, 1:] = grid
             image_rotary = self.rotary(image_ids)
-            x = self._padded(take_slice(patches, i, i + 1, axis=0), self.x_pad_token)
+            image = x = self._padded(take_slice(patches, i, i + 1, axis=0), self.x_pad_token)
             for block in self.noise_refiner:
                 x = block(x, image_rotary, emb)
-            # 4. both together, image first
-            streams.append((concatenate([x, cap], axis=1),
-                            self.rotary(np.concatenate([image_ids, cap_ids])), emb))
+            # 4. both together, image first (a ControlNet's residuals from the streams)
+            joint_rotary = self.rotary(np.concatenate([image_ids, cap_ids]))
+            streams.append((concatenate([x, cap], axis=1), joint_rotary, emb))
+            if control is not None:
+                hints.append(control(ZImageStream(i, image, x, cap, image_rotary, joint_rotary,
+                                                  emb)))
         # 5. the joint blocks; the final layer over the image's patches
         outs = [final(take_slice(x, 0, rows * columns, axis=1), emb)
-                for x, (_, _, emb) in zip(self._joint(streams, cache), streams, strict=True)]
+                for x, (_, _, emb) in zip(self._joint(streams, cache, hints), streams,
+                                          strict=True)]
         # 6. patches back to latents
         out = concatenate(outs, axis=0).reshape(batch, rows, columns, patch_size, patch_size,
                                                 channels)

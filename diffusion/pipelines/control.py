@@ -40,8 +40,10 @@ from gpustd.shape import concatenate, take_slice
 
 from ..models.controlnet import ControlNetModel, soft_injection_scales
 from ..models.flux_controlnet import FluxControlNetModel
+from ..models.qwen_image_controlnet import QwenImageControlNetModel
 from ..models.sd3_controlnet import SD3ControlNetModel
 from ..models.t2i_adapter import T2IAdapter
+from ..models.z_image_controlnet import ZImageControlNetModel
 from ..preprocessors.resize import fit_map, resize_mode
 from .colorfix import ColorFix
 from .ip_adapter import ImagePrompts, IPAdapterUnit
@@ -90,10 +92,12 @@ class ControlUnit:
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, (ControlNetModel, T2IAdapter, FluxControlNetModel,
-                                       SD3ControlNetModel)):
+                                       SD3ControlNetModel, ZImageControlNetModel,
+                                       QwenImageControlNetModel)):
             raise TypeError(f"a control unit's model is a ControlNetModel or T2IAdapter (FLUX, "
-                            f"SD3: a FluxControlNetModel, SD3ControlNetModel), got "
-                            f"{type(self.model).__name__}")
+                            f"SD3, Z-Image, Qwen-Image: a FluxControlNetModel, "
+                            f"SD3ControlNetModel, ZImageControlNetModel, "
+                            f"QwenImageControlNetModel), got {type(self.model).__name__}")
         if self.control_mode not in CONTROL_MODES:
             raise ValueError(f"control_mode {self.control_mode!r}: expected one of "
                              f"{', '.join(map(repr, CONTROL_MODES))}")
@@ -153,8 +157,8 @@ def check_base(units: Sequence[Any], unet: Any) -> None:
         elif isinstance(model, T2IAdapter):  # its features fit SDXL's UNet or the others'
             made = _base(str(model.config["adapter_type"]).endswith("xl"), None)
             fits = made == _base(unet.uses_added_cond, None)
-        elif isinstance(model, (FluxControlNetModel, SD3ControlNetModel)):
-            made = "FLUX.1" if isinstance(model, FluxControlNetModel) else "SD 3/3.5"
+        elif isinstance(model, _DIT_CONTROLNETS):
+            made = _DIT_CONTROLNETS_FOR[type(model)]
             fits = False
         else:
             continue  # an IP-Adapter: checked where it is installed
@@ -163,6 +167,12 @@ def check_base(units: Sequence[Any], unet: Any) -> None:
             name = getattr(model, "title", None) or kind
             raise ValueError(f"control unit {index} ({name}): the {kind} is made for {made}, "
                              f"but the model is {base}; give one made for this model")
+
+
+_DIT_CONTROLNETS_FOR: dict[type, str] = {
+    FluxControlNetModel: "FLUX.1", SD3ControlNetModel: "SD 3/3.5",
+    ZImageControlNetModel: "Z-Image", QwenImageControlNetModel: "Qwen-Image"}
+_DIT_CONTROLNETS = tuple(_DIT_CONTROLNETS_FOR)
 
 
 def _base(sdxl: bool, context: int | None) -> str:

@@ -46,6 +46,7 @@ LOADERS: dict[str, Callable[..., Any]] = {"controlnet": load_controlnet,
                                           "ip_adapter": load_ip_adapter}
 _CLASSES = {"ControlNetModel": "controlnet", "FluxControlNetModel": "controlnet",
             "SD3ControlNetModel": "controlnet", "ControlNetUnionModel": "controlnet",
+            "ZImageControlNetModel": "controlnet", "QwenImageControlNetModel": "controlnet",
             "ControlNetModel_Union": "controlnet",  # xinsir's own name for its Union
             "T2IAdapter": "t2i_adapter",
             "MultiAdapter": "t2i_adapter"}
@@ -85,7 +86,8 @@ def model_kind(path: str | os.PathLike[str]) -> str:
     keys = open_weights_file(path).keys()
     if any(k.startswith(("image_proj.", "ip_adapter.")) for k in keys):
         return "ip_adapter"
-    if any(k.startswith(("control_model.", "controlnet_", "input_hint_block.")) for k in keys):
+    if any(k.startswith(("control_model.", "controlnet_", "input_hint_block.",
+                         "control_all_x_embedder.")) for k in keys):
         return "controlnet"
     if any(k.startswith(("adapter.", "body.")) for k in keys):
         return "t2i_adapter"

@@ -27,8 +27,10 @@ from gpustd.nn import StateDictError
 from ...models.controlnet import ControlNetModel
 from ...models.controlnet_union import ControlNetUnionModel
 from ...models.flux_controlnet import FluxControlNetModel
+from ...models.qwen_image_controlnet import QwenImageControlNetModel
 from ...models.sd3_controlnet import SD3ControlNetModel
 from ...models.t2i_adapter import T2IAdapter
+from ...models.z_image_controlnet import ZImageControlNetModel
 from ..errors import WeightsError
 from ..formats.diffusers_folder import read_json, weight_refs
 from ..formats.torch_file import open_weights_file
@@ -152,7 +154,9 @@ def controlnet_weights(path: str | os.PathLike[str], *, dtype: Any = None,
         return ComponentWeights("controlnet", xlabs, refs, dtype=dtype)
     dit = dit_controlnet_config(path, refs, own) if config is None else (
         config if config.get("_class_name") in DIT_CONTROLNETS else None)
-    if dit is not None:  # FLUX.1's or SD3's: its weights under diffusers' names
+    if dit is not None:  # a DiT's (FLUX.1, SD3, Z-Image, Qwen-Image) under diffusers' names
+        if dit.get("add_control_noise_refiner") == "control_layers":  # Z-Image 2.0's file
+            refs = {k: v for k, v in refs.items() if not k.startswith("control_noise_refiner.")}
         return ComponentWeights("controlnet", dict(dit), refs, dtype=dtype)
     if "task_embedding" in refs:  # xinsir's ControlNet Union (SDXL)
         own = own or config_beside(path, _UNION)
@@ -208,16 +212,21 @@ def _build(model_type: Any, weights: ComponentWeights, path: Any, dtype: Any,
 def load_controlnet(path: str | os.PathLike[str], *, dtype: Any = np.float32,
                     device: Device | None = None, variant: str | None = None,
                     config: dict[str, Any] | None = None
-                    ) -> ControlNetModel | FluxControlNetModel | SD3ControlNetModel:
-    """The ControlNet at `path` on `device`, weights in `dtype`: a UNet model's, FLUX.1's or
-    SD3's. diffusers: `ControlNetModel.from_pretrained(path)` / `.from_single_file(path)`,
-    `FluxControlNetModel.from_pretrained(path)`, `SD3ControlNetModel.from_pretrained(path)`,
+                    ) -> Any:
+    """The ControlNet at `path` on `device`, weights in `dtype`: a UNet model's, FLUX.1's,
+    SD3's, Z-Image's or Qwen-Image's. diffusers: `ControlNetModel.from_pretrained(path)` /
+    `.from_single_file(path)`, `FluxControlNetModel.from_pretrained(path)`,
+    `SD3ControlNetModel.from_pretrained(path)`, `ZImageControlNetModel.from_pretrained(path)`
+    / `.from_single_file(path)` (alibaba-pai's file),
+    `QwenImageControlNetModel.from_pretrained(path)` (InstantX's),
     `ControlNetUnionModel.from_pretrained(path)` (xinsir's SDXL Union: a folder, or its one
     .safetensors with the folder's config.json beside it)."""
     weights = controlnet_weights(path, dtype=dtype, variant=variant, config=config)
-    kind = {"FluxControlNetModel": FluxControlNetModel, "SD3ControlNetModel": SD3ControlNetModel,
-            _UNION: ControlNetUnionModel}.get(weights.config.get("_class_name", ""),
-                                              ControlNetModel)
+    kinds: dict[str, Any] = {
+        "FluxControlNetModel": FluxControlNetModel, "SD3ControlNetModel": SD3ControlNetModel,
+        "ZImageControlNetModel": ZImageControlNetModel,
+        "QwenImageControlNetModel": QwenImageControlNetModel, _UNION: ControlNetUnionModel}
+    kind = kinds.get(weights.config.get("_class_name", ""), ControlNetModel)
     return _build(kind, weights, path, dtype, device)
 
 

@@ -1,6 +1,6 @@
 """ControlNet units on the flow-matching transformers, as diffusers' FluxControlNetPipeline
 and StableDiffusion3ControlNetPipeline run them (several units: as their Multi ControlNet
-models, the residuals summed).
+models, the residuals summed); Z-Image's and Qwen-Image's as below.
 
     control = FlowControl(units, total_steps=steps, family="flux-dev")
     control.encode(vae, batch=1, width=512, height=512, generator=generator, pack=pack_latents)
@@ -17,6 +17,17 @@ and their residuals, each times its weight, are summed. The step is the count of
 seen before the call's (the flow samplers call the model once a step; a second call at the
 same timestep, another guidance branch, is the same step).
 
+Z-Image's ControlNets (alibaba-pai's Fun Union) take the map's latents, zero-padded to their
+input channels, and give residuals for each picture's streams inside the transformer's call
+(`block_hints`), as diffusers' ZImageControlNetPipeline runs them (the map at the posterior's
+mean; with CFG the negative rows take the same map).
+
+Qwen-Image's (InstantX's Union) take the map's latents through the Qwen-Image VAE (the
+pipeline's `latents_of`: a draw from the run's generator before its noise, as diffusers'
+QwenImageControlNetPipeline draws it), packed as the latents are; their residuals, computed
+once a step from the prompt's pass, serve the negative prompt's pass too, as there
+(`qwen_residuals`).
+
 XLabs' FLUX ControlNets (an input hint block: `FluxControlNetModel.takes_pixels`) take the
 map itself, fitted to 16 pixels per image token (the picture's size with FLUX's VAE) and put
 in [-1, 1], as x-flux gives it; their residuals repeat over the transformer's double blocks.
@@ -29,12 +40,15 @@ from typing import Any
 
 import numpy as np
 
-from gpustd import Tensor, asarray, concatenate
+from gpustd import Tensor, asarray, concatenate, take_slice
 
 from ...models.flux_controlnet import FluxControlNetModel
+from ...models.qwen_image_controlnet import QwenImageControlNetModel
 from ...models.sd3_controlnet import SD3ControlNetModel
 from ...models.tiled_vae import vae_encode
 from ...models.vae import AutoencoderKL
+from ...models.z_image import ZImageStream
+from ...models.z_image_controlnet import ZImageControlNetModel
 from ...preprocessors.resize import fit_map
 from ..control import CONTROL_MODES, ControlUnit, control_batch
 from ..reference import ReferenceUnit
@@ -44,18 +58,22 @@ __all__ = ["FlowControl", "encode_map"]
 # the control model class each family's transformer takes
 _MODELS: dict[str, tuple[type, str]] = {
     "flux-dev": (FluxControlNetModel, "FLUX.1"), "flux-schnell": (FluxControlNetModel, "FLUX.1"),
-    "sd3": (SD3ControlNetModel, "SD 3/3.5"),
+    "sd3": (SD3ControlNetModel, "SD 3/3.5"), "z-image": (ZImageControlNetModel, "Z-Image"),
+    "qwen-image": (QwenImageControlNetModel, "Qwen-Image"),
 }
 
 
 def encode_map(vae: Any, image: Any, *, batch: int, width: int, height: int,
                resize_mode: str = "Crop and Resize", generator: Any = None,
-               shifted: bool = True) -> np.ndarray:
+               shifted: bool = True,
+               latents_of: Callable[[np.ndarray, Any], np.ndarray] | None = None
+               ) -> np.ndarray:
     """A control map as float32 latents (batch, C, height/8, width/8) in the transformer's
     space: a uint8 picture fitted to width x height by `resize_mode`, put in [-1, 1], encoded
     by `vae` (a posterior draw from `generator`, its mean where None), shifted (unless not
     `shifted`) and scaled. diffusers: `retrieve_latents(vae.encode(image), generator)`, then
-    `(latents - shift_factor) * scaling_factor`."""
+    `(latents - shift_factor) * scaling_factor`. `latents_of(pixels, generator)`: the
+    pipeline's own encoding in place of `vae`'s (Qwen-Image's VAE and normalization)."""
     if isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3:
         image = fit_map(image, width, height, resize_mode)
     pixels = control_batch(image, np.arange(batch)) * 2 - 1
@@ -63,6 +81,8 @@ def encode_map(vae: Any, image: Any, *, batch: int, width: int, height: int,
         raise ValueError(f"a control image of {pixels.shape[3]}x{pixels.shape[2]} for "
                          f"a {width}x{height} picture: give a uint8 picture (fitted by "
                          "its resize mode) or one of the picture's size")
+    if latents_of is not None:
+        return latents_of(pixels.astype(np.float32), generator).astype(np.float32)
     mean, logvar = vae_encode(vae, pixels)
     latent = mean.astype(np.float64) if generator is None else AutoencoderKL.sample(
         mean.astype(np.float64), logvar.astype(np.float64),
@@ -72,11 +92,11 @@ def encode_map(vae: Any, image: Any, *, batch: int, width: int, height: int,
 
 
 class FlowControl:
-    """The ControlNet residuals of `units` (ControlUnits of a FLUX / SD3 ControlNet) for each
-    transformer call. `total_steps`: the steps the start/end fractions count; `rule`: whose
-    rule decides which steps those are ("diffusers": its pipelines' `controlnet_keep`, for the
-    "diffusers" sampler; "unit": each unit's `schedule`, the WebUI extension's by default).
-    ValueError in one line for a unit this family cannot run."""
+    """The ControlNet residuals of `units` (ControlUnits of a FLUX / SD3 / Z-Image / Qwen-Image
+    ControlNet) for each transformer call. `total_steps`: the steps the start/end fractions
+    count; `rule`: whose rule decides which steps those are ("diffusers": its pipelines'
+    `controlnet_keep`, for the "diffusers" sampler; "unit": each unit's `schedule`, the WebUI
+    extension's by default). ValueError in one line for a unit this family cannot run."""
 
     def __init__(self, units: Sequence[Any], *, total_steps: int, family: str,
                  rule: str = "unit") -> None:
@@ -97,6 +117,10 @@ class FlowControl:
             if unit.control_mode != CONTROL_MODES[0] or unit.guess_mode:
                 raise ValueError(f"{what}: control mode {unit.control_mode!r} is for UNet "
                                  f"models; {name} ControlNets run 'Balanced' (their weight)")
+            if isinstance(unit.model, QwenImageControlNetModel) and unit.model.config[
+                    "extra_condition_channels"]:
+                raise ValueError(f"{what}: an inpainting Qwen-Image ControlNet (extra condition "
+                                 "channels) is not supported yet; give a Union or single one")
             if unit.colorfix is not None:
                 raise ValueError(f"{what}: tile_colorfix runs on the UNet models (SD 1.x/2.x, "
                                  f"SDXL), not on {name}; send module 'none' or tile_resample")
@@ -113,11 +137,13 @@ class FlowControl:
         return self._latents is not None
 
     def encode(self, vae: Any, *, batch: int, width: int, height: int, generator: Any,
-               pack: Callable[[np.ndarray], np.ndarray], dtype: Any, device: Any) -> None:
+               pack: Callable[[np.ndarray], np.ndarray], dtype: Any, device: Any,
+               latents_of: Callable[[np.ndarray, Any], np.ndarray] | None = None) -> None:
         """Each unit's map as latents of the picture's `batch` rows: fitted to width x height,
         through `vae` (a draw from `generator`, or the mean where it is None), `pack`ed as
         the transformer's input, on `device` in `dtype` (InstantX's SD3 ControlNets,
-        `force_zeros_for_pooled_projection`, take them unshifted). diffusers:
+        `force_zeros_for_pooled_projection`, take them unshifted); `latents_of`: the
+        pipeline's encoding of pixels in place of the VAE's (`encode_map`). diffusers:
         `FluxControlNetPipeline.prepare_image` and `retrieve_latents(vae.encode(...))`."""
         self._latents = []
         for unit in self.units:
@@ -128,7 +154,10 @@ class FlowControl:
             latent = encode_map(vae, unit.image, batch=batch, width=width, height=height,
                                 resize_mode=unit.resize_mode, generator=generator,
                                 shifted=not unit.model.config.get(
-                                    "force_zeros_for_pooled_projection"))
+                                    "force_zeros_for_pooled_projection"),
+                                latents_of=latents_of)
+            if isinstance(unit.model, ZImageControlNetModel):  # zeros up to its input
+                latent = _zero_padded(latent, unit.model.in_channels)
             self._latents.append(asarray(pack(latent), dtype=dtype, device=device))
 
     def residuals(self, x: Tensor, states: Tensor, pooled: Tensor, timestep: np.ndarray, *,
@@ -203,6 +232,56 @@ class FlowControl:
             total = samples if total is None else [a + b for a, b in zip(total, samples)]
         return total
 
+    def qwen_residuals(self, x: Tensor, states: Tensor, mask: Any, timestep: np.ndarray, *,
+                       rotary: tuple[Tensor, Tensor], blocks: int) -> list[Tensor] | None:
+        """Qwen-Image: the summed residuals of the units active at `step` for a transformer
+        call on packed latents x (B, Li, C) with the prompt's `states` and `mask`, timestep
+        (B,) in [0, 1] and the transformer's `rotary` tables; None when none acts. Units
+        giving different numbers of residuals are summed one per block of the
+        transformer's `blocks` (its spreading rule). diffusers: QwenImageControlNetPipeline's
+        `controlnet(...)` (QwenImageMultiControlNetModel's sum for several maps)."""
+        if self._latents is None:
+            raise RuntimeError("FlowControl.encode must run before the first step")
+        self._advance(timestep)
+        total: list[Tensor] | None = None
+        for unit, latents in zip(self.units, self._latents):
+            if not self._active(unit):
+                continue
+            cond = latents if latents.shape[0] == x.shape[0] else concatenate(
+                [latents] * (x.shape[0] // latents.shape[0]))
+            samples = unit.model(x, cond, states, timestep, rotary, mask,
+                                 conditioning_scale=unit.weight)
+            if total is not None and len(total) != len(samples):
+                total, samples = _spread(total, blocks), _spread(samples, blocks)
+            total = samples if total is None else [a + b for a, b in zip(total, samples)]
+        return total
+
+    def block_hints(self, timestep: np.ndarray, transformer: Any
+                    ) -> Callable[[ZImageStream], dict[int, Tensor]] | None:
+        """Z-Image: for a transformer call at `timestep` (B,), what gives each picture's
+        streams the summed residuals of the units active at `step` (by joint block); None
+        when none acts. Picture i takes map row i modulo the maps' rows (CFG's negative
+        rows the positive ones' maps, as ZImageControlNetPipeline repeats them)."""
+        if self._latents is None:
+            raise RuntimeError("FlowControl.encode must run before the first step")
+        self._advance(timestep)
+        active = [(unit, latents) for unit, latents in zip(self.units, self._latents)
+                  if self._active(unit)]
+        if not active:
+            return None
+
+        def hints(stream: ZImageStream) -> dict[int, Tensor]:
+            total: dict[int, Tensor] = {}
+            for unit, latents in active:
+                row = stream.index % latents.shape[0]
+                residuals = unit.model(take_slice(latents, row, row + 1, axis=0), stream,
+                                       transformer, conditioning_scale=unit.weight)
+                for block, residual in residuals.items():
+                    total[block] = total[block] + residual if block in total else residual
+            return total
+
+        return hints
+
     def _advance(self, timestep: np.ndarray) -> None:
         """A call at a new timestep starts the next step."""
         t = float(np.asarray(timestep).reshape(-1)[0])
@@ -221,6 +300,18 @@ class FlowControl:
         if key not in self._tables:
             self._tables[key] = model.rotary(text_length, img_ids)
         return self._tables[key]
+
+
+def _zero_padded(latent: np.ndarray, channels: int) -> np.ndarray:
+    """(B, C, h, w) latents with zero channels after them up to `channels` (Z-Image's 2.x
+    ControlNets read 33: the inpainting variant's mask and masked picture left empty, as
+    ZImageControlNetPipeline leaves them)."""
+    extra = channels - latent.shape[1]
+    if extra < 0:
+        raise ValueError(f"this ControlNet reads {channels} channels, fewer than the VAE's "
+                         f"{latent.shape[1]}: it is not made for this model")
+    return np.concatenate([latent, np.zeros((latent.shape[0], extra, *latent.shape[2:]),
+                                            latent.dtype)], axis=1)
 
 
 def _spread(samples: list[Tensor], blocks: int) -> list[Tensor]:

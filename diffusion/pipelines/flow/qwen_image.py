@@ -5,7 +5,8 @@ steps the model output from noise over sigmas 1 .. 1/n, shifted by the picture's
 folder's scheduler says; the Qwen-Image VAE decodes. True CFG as diffusers': `neg + g * (pos
 - neg)` for `true_cfg_scale` g > 1 (with a negative prompt, "" included), rescaled to the
 positive prediction's norm per token. With the torch RNG, a seed gives diffusers' picture
-(`generator=torch.Generator("cpu").manual_seed(seed)`).
+(`generator=torch.Generator("cpu").manual_seed(seed)`). ControlNet units (InstantX's Union)
+run as QwenImageControlNetPipeline runs them (flow_control).
 
     pipe = QwenImagePipeline.from_pretrained("Qwen-Image")
     images = pipe("a red circle", height=1328, width=1328, num_inference_steps=50,
@@ -44,6 +45,7 @@ from ...sampling.model_sampling import calculate_shift
 from ...sampling.scheduler_loop import scheduler_loop
 from ...sampling.schedulers.flow_match_euler import FlowMatchEulerDiscreteScheduler
 from ...text.llm_tokenizer import LLMTokenizer
+from .flow_control import FlowControl
 from .flow_memory import load_network
 from .start import FlowStart, StepCallback, check_call
 from .vae_file import network_like
@@ -188,13 +190,16 @@ class QwenImagePipeline:
 
     def velocity(self, prompts: Sequence[str], *, height: int, width: int,
                  true_cfg_scale: float = 4.0, negative_prompt: str | Sequence[str] = "",
-                 max_sequence_length: int = 512, cache: StepCache | None = None
+                 max_sequence_length: int = 512, cache: StepCache | None = None,
+                 control: FlowControl | None = None
                  ) -> tuple[Callable[[np.ndarray, float], np.ndarray], tuple[int, ...], float]:
         """The model as `flow(x, t)` for `prompts` at height x width: x (B, C, h, w) float32
         latents, t the scheduler's timestep (0..1000), the model output (true CFG against
         `negative_prompt` when `true_cfg_scale` > 1); also the latents' shape and the
         schedule's `mu`. `cache`: the generation's step cache, of which the prompts' pass
-        and the negative one take a branch each (diffusers' "cond" and "uncond" contexts)."""
+        and the negative one take a branch each (diffusers' "cond" and "uncond" contexts).
+        `control`: ControlNet units (their maps encoded here at the posterior's mean unless
+        `control.encode` drew them), their residuals from the prompts' pass given to both."""
         scale = self.vae_scale_factor * 2
         if height < scale or width < scale:
             raise ValueError(f"height and width must be at least {scale}, got {height}x{width}")
@@ -209,19 +214,30 @@ class QwenImagePipeline:
         h, w = 2 * (int(height) // scale), 2 * (int(width) // scale)
         dtype, device = self.transformer.dtype, self.transformer.device
         branches = [None, None] if cache is None else [cache.branch() for _ in range(1 + guided)]
+        rotary = None
+        if control is not None:
+            if not control.encoded:
+                control.encode(self.vae, batch=batch, width=w * self.vae_scale_factor,
+                               height=h * self.vae_scale_factor, generator=None, pack=pack,
+                               dtype=dtype, device=device, latents_of=self.encode_image)
+            rotary = self.transformer.rotary(h // 2, w // 2, positive[0].shape[1])
 
-        def predict(packed: Tensor, t: np.ndarray, text: tuple[Tensor, Any], i: int
-                    ) -> np.ndarray:
+        def predict(packed: Tensor, t: np.ndarray, text: tuple[Tensor, Any], i: int,
+                    residuals: list[Tensor] | None) -> np.ndarray:
             out = self.transformer(packed, text[0], t, h // 2, w // 2, text[1],
-                                   cache=branches[i])
+                                   cache=branches[i], control=residuals)
             return out.numpy().astype(np.float32)
 
         def flow(x: np.ndarray, t: float) -> np.ndarray:
             timestep = np.full(len(x), np.float32(t) / np.float32(1000), np.float32)
             packed = asarray(pack(x), dtype=dtype, device=device)
-            pred = predict(packed, timestep, positive, 0)
+            residuals = None if control is None or rotary is None else control.qwen_residuals(
+                packed, *positive, timestep, rotary=rotary,
+                blocks=len(self.transformer.transformer_blocks))
+            pred = predict(packed, timestep, positive, 0, residuals)
             if negative is not None:
-                pred = true_cfg(pred, predict(packed, timestep, negative, 1), true_cfg_scale)
+                pred = true_cfg(pred, predict(packed, timestep, negative, 1, residuals),
+                                true_cfg_scale)
             return unpack(pred, h, w)
 
         mu = calculate_shift((h // 2) * (w // 2), self.scheduler_config)
@@ -229,15 +245,16 @@ class QwenImagePipeline:
         return flow, (batch, channels, h, w), mu
 
     def encode_image(self, pixels: np.ndarray, generator: Any) -> np.ndarray:
-        """Latents (1, C, h, w) of `pixels` (1, 3, H, W) in [-1, 1]: a draw from the VAE's
-        posterior (one standard normal of the latents' shape from `generator`), normalized
-        by latents_mean / latents_std. diffusers: QwenImageImg2ImgPipeline's
-        `_encode_vae_image`."""
+        """Latents (B, C, h, w) of `pixels` (B, 3, H, W) in [-1, 1]: a draw from the VAE's
+        posterior (one standard normal of the latents' shape from `generator`; its mean
+        where `generator` is None), normalized by latents_mean / latents_std. diffusers:
+        QwenImageImg2ImgPipeline's `_encode_vae_image`."""
         vae = self.vae
         mean, logvar = vae.encode(asarray(pixels, dtype=vae.decoder.conv_in.weight.dtype,
                                           device=vae.device))
         mean_, logvar_ = (t.numpy().astype(np.float64) for t in (mean, logvar))
-        latent = AutoencoderKL.sample(mean_, logvar_, generator.standard_normal(mean_.shape))
+        latent = mean_ if generator is None else AutoencoderKL.sample(
+            mean_, logvar_, generator.standard_normal(mean_.shape))
         shape = (1, -1, 1, 1)
         center = np.asarray(vae.config["latents_mean"], np.float64).reshape(shape)
         spread = np.asarray(vae.config["latents_std"], np.float64).reshape(shape)
@@ -256,13 +273,17 @@ class QwenImagePipeline:
                  negative_prompt: str | Sequence[str] = "", seed: int = 0, rng: str = "torch",
                  max_sequence_length: int = 512, latents: np.ndarray | None = None,
                  image: Any = None, strength: float = 0.6, callback: StepCallback | None = None,
-                 output_type: str = "np", cache: StepCache | None = None) -> np.ndarray:
+                 output_type: str = "np", cache: StepCache | None = None,
+                 control: FlowControl | None = None) -> np.ndarray:
         """Pictures for `prompt` (one or a list): float images in [0, 1], (B, height, width,
         3) ("np"), or the final latents (B, 16, H/8, W/8) ("latent"). `true_cfg_scale`:
         diffusers' (1 or less: no negative pass). `seed` and `rng` ("torch", as diffusers;
         "numpy") draw the starting noise unless `latents` is given. `callback(done, total,
-        latents)` after every step (False stops); `cache`: step caching (`velocity`).
-        diffusers: `QwenImagePipeline(prompt,
+        latents)` after every step (False stops); `cache`: step caching (`velocity`);
+        `control`: ControlNet units, their maps drawn from the seed's generator before the
+        noise, as QwenImageControlNetPipeline(control_image=,
+        controlnet_conditioning_scale=, control_guidance_start=, control_guidance_end=)
+        draws them. diffusers: `QwenImagePipeline(prompt,
         negative_prompt=, true_cfg_scale=, height=, width=, num_inference_steps=,
         generator=torch.Generator().manual_seed(seed), output_type="np").images`; with
         `image` (PIL or HxWx3 uint8) the run starts from that picture at `strength`, as
@@ -272,11 +293,19 @@ class QwenImagePipeline:
         if height % scale or width % scale:
             raise ValueError(f"height and width must be multiples of {scale} for Qwen-Image, "
                              f"got {height}x{width}")
-        # 1. conditioning, as a function of the latents and the timestep
+        # 1. the control maps' draws (before the noise's); conditioning, as a function of the
+        # latents and the timestep
+        generator = make_generator(rng, seed)
+        if control is not None:
+            control.encode(self.vae, batch=len(prompts) if latents is None else len(latents),
+                           width=width, height=height, generator=generator, pack=pack,
+                           dtype=self.transformer.dtype, device=self.transformer.device,
+                           latents_of=self.encode_image)
         flow, shape, mu = self.velocity(prompts, height=height, width=width,
                                         true_cfg_scale=true_cfg_scale,
                                         negative_prompt=negative_prompt,
-                                        max_sequence_length=max_sequence_length, cache=cache)
+                                        max_sequence_length=max_sequence_length, cache=cache,
+                                        control=control)
         # 2. the schedule: sigmas 1 .. 1/n, shifted by the picture's size
         scheduler = FlowMatchEulerDiscreteScheduler.from_config(self.scheduler_config)
         sigmas = np.linspace(1.0, 1 / num_inference_steps, num_inference_steps)
@@ -285,7 +314,7 @@ class QwenImagePipeline:
         # 3. the start: noise (diffusers draws (B, 1, C, h, w): the same numbers), or the
         # init image noised to the first kept sigma; Euler steps along the flow, the
         # pictures out of the latent space
-        start = FlowStart(self.vae, scheduler, shape, generator=make_generator(rng, seed),
+        start = FlowStart(self.vae, scheduler, shape, generator=generator,
                           latents=latents, image=image, strength=strength,
                           encode=self.encode_image, scale_factor=self.vae_scale_factor)
         x = scheduler_loop(start.latents, start.timesteps, scheduler,

@@ -22,9 +22,12 @@ import numpy as np
 
 from ...loaders.flow.text_encoder_file import module_stem
 from ...models.step_cache import StepCache
+from ...sampling.kdiffusion import DIFFUSERS
 from ..contract import Capabilities, LoadOptions, SamplingDefaults
+from ..control_map import split_maps
 from ..observer import Observer
 from ..request import GenerationRequest
+from .flow_control import FlowControl
 from .flow_memory import MemoryLayout
 from .flow_model import FlowModel
 from .flow_sampling import FLOW_SAMPLERS, FLOW_SCHEDULES
@@ -45,15 +48,16 @@ class QwenImageModel(FlowModel):
     def capabilities(self) -> Capabilities:
         """The WebUI samplers defined for flow models over the Simple schedule, true CFG with
         a negative prompt, plain-text prompts with LoRA tags, img2img, the memory modes
-        (flow_memory); no inpainting, hires fix, refiner, control units or variation seeds
-        yet; First Block Cache (MagCache's and TeaCache's tables are FLUX's)."""
+        (flow_memory), ControlNet units on Qwen-Image (InstantX's: flow_control; not on the
+        edit models); no inpainting, hires fix, refiner or variation seeds yet; First Block
+        Cache (MagCache's and TeaCache's tables are FLUX's)."""
         return Capabilities(family=self.family, latent_space="qwen-image", guidance="cfg",
                             samplers=tuple(FLOW_SAMPLERS), schedules=FLOW_SCHEDULES,
                             models="Qwen-Image models", step_cache=("fbc",), prompt_syntax=False,
-                            textual_inversion=False, refiner=False, control=False,
-                            variation_seeds=False, latent_upscale_resize=False,
-                            hires_with_diffusers=False, latent_masked_content=False,
-                            memory_modes=True)
+                            textual_inversion=False, refiner=False,
+                            control=self.family == "qwen-image", variation_seeds=False,
+                            latent_upscale_resize=False, hires_with_diffusers=False,
+                            latent_masked_content=False, memory_modes=True)
 
     def memory_layout(self) -> MemoryLayout:
         """What the memory modes move: Qwen2.5-VL (its `hidden_states_of`), the transformer's
@@ -100,11 +104,17 @@ class QwenImageModel(FlowModel):
         return SimpleNamespace(unet=self.pipe.transformer, transformer=self.pipe.transformer)
 
     def _guidance(self, request: GenerationRequest) -> dict[str, Any]:
-        """diffusers' true_cfg_scale (the CFG scale) and the negative prompt."""
-        length = ({} if self.max_sequence_length is None
-                  else {"max_sequence_length": self.max_sequence_length})
+        """diffusers' true_cfg_scale (the CFG scale), the negative prompt, and the request's
+        ControlNet units (a FlowControl of its own for each call)."""
+        extra: dict[str, Any] = ({} if self.max_sequence_length is None
+                                 else {"max_sequence_length": self.max_sequence_length})
+        units = split_maps(request.control or ())[1]
+        if units:
+            extra["control"] = FlowControl(
+                units, total_steps=int(request.steps), family=self.family,
+                rule="diffusers" if request.sampler_label[0] == DIFFUSERS else "unit")
         return {"true_cfg_scale": float(request.cfg_scale),
-                "negative_prompt": request.negative_prompt, **length}
+                "negative_prompt": request.negative_prompt, **extra}
 
     def _diffusers(self, request: GenerationRequest, prompts: list[str], seed: int,
                    width: int, height: int, observer: Observer,

@@ -5,7 +5,8 @@ dropped) condition the Z-Image transformer; FlowMatchEulerDiscreteScheduler step
 negated model output from noise over sigmas 1 .. 1/n, shifted as the folder's scheduler
 says; FLUX's 16-channel VAE decodes. CFG as diffusers': `pos + g * (pos - neg)` for
 `guidance_scale` g > 0 (Turbo runs at 0, without a negative pass). With the torch RNG, a seed
-gives diffusers' picture (`generator=torch.Generator("cpu").manual_seed(seed)`).
+gives diffusers' picture (`generator=torch.Generator("cpu").manual_seed(seed)`). ControlNet
+units (alibaba-pai's Fun Union) run as ZImageControlNetPipeline runs them (flow_control).
 
     pipe = ZImagePipeline.from_pretrained("Z-Image-Turbo")
     images = pipe("a red circle", height=1024, width=1024, num_inference_steps=8,
@@ -37,6 +38,7 @@ from ...noise.rng import make_generator
 from ...sampling.model_sampling import calculate_shift
 from ...sampling.schedulers.flow_match_euler import FlowMatchEulerDiscreteScheduler
 from ...text.llm_tokenizer import LLMTokenizer, qwen3_chat_prompt
+from .flow_control import FlowControl
 from .flow_memory import load_network
 from .start import StepCallback, check_call, run_euler
 
@@ -138,14 +140,17 @@ class ZImagePipeline:
 
     def velocity(self, prompts: Sequence[str], *, height: int, width: int,
                  guidance_scale: float = 0.0, negative_prompt: str | Sequence[str] = "",
-                 max_sequence_length: int = 512, cache: StepCache | None = None
+                 max_sequence_length: int = 512, cache: StepCache | None = None,
+                 control: FlowControl | None = None
                  ) -> tuple[Callable[[np.ndarray, float], np.ndarray], tuple[int, ...], float]:
         """The model as `flow(x, t)` for `prompts` at height x width: x (B, C, h, w) float32
         latents, t the scheduler's timestep (0..1000), the flow the scheduler steps along
         (the negated model output, with diffusers' CFG when `guidance_scale` > 0); also the
         latents' shape and the schedule's `mu` (used where the scheduler shifts by size).
         `cache`: the generation's step cache, of which this flow takes a branch (one: CFG's
-        rows are one call and share it, as in diffusers' batch)."""
+        rows are one call and share it, as in diffusers' batch). `control`: ControlNet units,
+        their maps encoded here (the posterior's mean, as ZImageControlNetPipeline's
+        `sample_mode="argmax"`) unless already."""
         scale = self.vae_scale_factor * 2
         if height < scale or width < scale:
             raise ValueError(f"height and width must be at least {scale}, got {height}x{width}")
@@ -160,13 +165,18 @@ class ZImagePipeline:
         dtype, device = self.transformer.dtype, self.transformer.device
         g = np.float32(guidance_scale)
         branch = None if cache is None else cache.branch()
+        if control is not None and not control.encoded:
+            control.encode(self.vae, batch=batch, width=w * self.vae_scale_factor,
+                           height=h * self.vae_scale_factor, generator=None,
+                           pack=lambda latent: latent, dtype=dtype, device=device)
 
         def flow(x: np.ndarray, t: float) -> np.ndarray:
             timestep = (np.float32(1000) - np.float32(t)) / np.float32(1000)
             latents = np.concatenate([x, x]) if guided else x
-            out = self.transformer(asarray(latents, dtype=dtype, device=device),
-                                   np.full(len(latents), timestep, np.float32), captions,
-                                   cache=branch)
+            times = np.full(len(latents), timestep, np.float32)
+            hints = None if control is None else control.block_hints(times, self.transformer)
+            out = self.transformer(asarray(latents, dtype=dtype, device=device), times,
+                                   captions, cache=branch, control=hints)
             pred = out.numpy().astype(np.float32)
             if guided:
                 positive, negative = pred[:batch], pred[batch:]
@@ -183,14 +193,17 @@ class ZImagePipeline:
                  max_sequence_length: int = 512, latents: np.ndarray | None = None,
                  image: Any = None, mask_image: Any = None, strength: float = 0.6,
                  callback: StepCallback | None = None, output_type: str = "np",
-                 cache: StepCache | None = None) -> np.ndarray:
+                 cache: StepCache | None = None, control: FlowControl | None = None
+                 ) -> np.ndarray:
         """Pictures for `prompt` (one or a list): float images in [0, 1], (B, height, width,
         3) ("np"), or the final latents (B, 16, H/8, W/8) ("latent"). `guidance_scale`:
         diffusers' (0 for Turbo; CFG above 0, against `negative_prompt`). `seed` and `rng`
         ("torch", as diffusers; "numpy") draw the starting noise unless `latents` is given.
         `image` (PIL or HxWx3 uint8; with `mask_image`, white = repaint) starts from that
         picture at `strength`. `callback(done, total, latents)` after every step (False
-        stops); `cache`: step caching (`velocity`). diffusers: `ZImagePipeline(prompt,
+        stops); `cache`: step caching and `control`: ControlNet units (`velocity`; as
+        ZImageControlNetPipeline(control_image=, controlnet_conditioning_scale=)).
+        diffusers: `ZImagePipeline(prompt,
         height=, width=, num_inference_steps=, guidance_scale=, negative_prompt=,
         generator=torch.Generator().manual_seed(seed), output_type="np").images`
         (cfg_normalization off, cfg_truncation 1: its defaults);
@@ -205,7 +218,8 @@ class ZImagePipeline:
         flow, shape, mu = self.velocity(prompts, height=height, width=width,
                                         guidance_scale=guidance_scale,
                                         negative_prompt=negative_prompt,
-                                        max_sequence_length=max_sequence_length, cache=cache)
+                                        max_sequence_length=max_sequence_length, cache=cache,
+                                        control=control)
         # 2. the schedule: sigmas 1 .. 1/n, shifted (Turbo: by the constant shift)
         scheduler = FlowMatchEulerDiscreteScheduler.from_config(self.scheduler_config)
         sigmas = np.linspace(1.0, 1 / num_inference_steps, num_inference_steps)

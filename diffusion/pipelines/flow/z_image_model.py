@@ -21,10 +21,13 @@ import numpy as np
 
 from ...loaders.flow.text_encoder_file import module_stem
 from ...models.step_cache import StepCache
+from ...sampling.kdiffusion import DIFFUSERS
 from ..contract import Capabilities, LoadOptions, SamplingDefaults
+from ..control_map import split_maps
 from ..model_defaults import is_turbo
 from ..observer import Observer
 from ..request import GenerationRequest
+from .flow_control import FlowControl
 from .flow_memory import MemoryLayout
 from .flow_model import FlowModel
 from .flow_sampling import FLOW_SAMPLERS, FLOW_SCHEDULES
@@ -49,11 +52,12 @@ class ZImageModel(FlowModel):
         """The WebUI samplers defined for flow models over the Simple schedule, CFG with a
         negative prompt, plain-text prompts with LoRA tags, img2img and inpainting, the hires
         fix, First Block Cache (MagCache's and TeaCache's tables are FLUX's), the memory modes
-        (flow_memory); no refiner, control units or variation seeds yet."""
+        (flow_memory), ControlNet units (Z-Image's Fun ControlNets: flow_control); no refiner
+        or variation seeds yet."""
         return Capabilities(family=self.family, latent_space="flux", guidance="cfg",
                             samplers=tuple(FLOW_SAMPLERS), schedules=FLOW_SCHEDULES,
                             models="Z-Image models", step_cache=("fbc",), prompt_syntax=False,
-                            textual_inversion=False, refiner=False, control=False,
+                            textual_inversion=False, refiner=False, control=True,
                             variation_seeds=False, latent_upscale_resize=False,
                             hires_with_diffusers=False, latent_masked_content=False,
                             memory_modes=True)
@@ -80,11 +84,17 @@ class ZImageModel(FlowModel):
         return SimpleNamespace(unet=self.pipe.transformer, transformer=self.pipe.transformer)
 
     def _guidance(self, request: GenerationRequest) -> dict[str, Any]:
-        """diffusers' guidance_scale (the CFG scale less 1) and the negative prompt."""
-        length = ({} if self.max_sequence_length is None
-                  else {"max_sequence_length": self.max_sequence_length})
+        """diffusers' guidance_scale (the CFG scale less 1), the negative prompt, and the
+        request's ControlNet units (a FlowControl of its own for each call)."""
+        extra: dict[str, Any] = ({} if self.max_sequence_length is None
+                                 else {"max_sequence_length": self.max_sequence_length})
+        units = split_maps(request.control or ())[1]
+        if units:
+            extra["control"] = FlowControl(
+                units, total_steps=int(request.steps), family=self.family,
+                rule="diffusers" if request.sampler_label[0] == DIFFUSERS else "unit")
         return {"guidance_scale": max(float(request.cfg_scale) - 1.0, 0.0),
-                "negative_prompt": request.negative_prompt, **length}
+                "negative_prompt": request.negative_prompt, **extra}
 
     def _diffusers(self, request: GenerationRequest, prompts: list[str], seed: int,
                    width: int, height: int, observer: Observer,

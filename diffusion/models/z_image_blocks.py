@@ -1,0 +1,128 @@
+"""The Z-Image transformer's blocks (diffusers' ZImageTransformerBlock and its attention and
+feed-forward), shared by the transformer (models.z_image) and its ControlNet
+(models.z_image_controlnet)."""
+
+from __future__ import annotations
+
+import math
+import typing
+from typing import Any
+
+import numpy as np
+
+from gpustd import Tensor, elementwise_kernel, nn
+
+from .layers import Place
+from .transformer_ops import RMSNorm, cast, chunks, rope
+
+__all__ = ["ADALN", "ZImageTransformerBlock", "scaled"]
+
+ADALN = 256  # the width of the timestep embedding every adaLN reads (min(dim, 256))
+
+@elementwise_kernel
+def scaled(x, scale):
+    return x * (1.0 + scale)
+
+
+@elementwise_kernel
+def _tanh_gated_add(residual, gate, y):
+    return float(residual) + math.tanh(float(gate)) * float(y)
+
+
+@elementwise_kernel
+def _tanh_gated_add_clipped(residual, gate, y):
+    out = float(residual) + math.tanh(float(gate)) * float(y)
+    return min(max(out, -65504.0), 65504.0)
+
+
+@elementwise_kernel
+def _swiglu(gate, up):
+    g = float(gate)
+    return g / (1.0 + math.exp(-g)) * float(up)
+
+
+@elementwise_kernel
+def _swiglu_clipped(gate, up):
+    g = float(gate)
+    return min(max(g / (1.0 + math.exp(-g)) * float(up), -65504.0), 65504.0)
+
+
+def _gated(residual: Tensor, gate: Tensor, y: Tensor) -> Tensor:
+    """residual + tanh(gate) * y; a float16 stream clipped to +-65504 rather than turned to
+    inf (Z-Image's bfloat16-trained activations overflow float16: ComfyUI and SD.Next clamp
+    them the same way)."""
+    kernel = _tanh_gated_add_clipped if residual.dtype == np.float16 else _tanh_gated_add
+    return cast(typing.cast(Tensor, kernel(residual, gate, y)), residual.dtype)
+
+
+
+class ZImageAttention(nn.Module):
+    """Self-attention with per-head RMS norms of q and k (eps 1e-5) and interleaved-pair RoPE;
+    no biases. diffusers: `Attention` with `ZSingleStreamAttnProcessor`."""
+
+    def __init__(self, dim: int, heads: int, place: Place, *, qk_norm: bool) -> None:
+        self.heads, self.head_dim = heads, dim // heads
+        self.to_q = nn.Linear(dim, dim, bias=False, **place)
+        self.to_k = nn.Linear(dim, dim, bias=False, **place)
+        self.to_v = nn.Linear(dim, dim, bias=False, **place)
+        self.to_out = nn.ModuleList([nn.Linear(dim, dim, bias=False, **place)])
+        if qk_norm:
+            self.norm_q = RMSNorm(self.head_dim, 1e-5, place=place)
+            self.norm_k = RMSNorm(self.head_dim, 1e-5, place=place)
+
+    def _norm(self, x: Tensor, name: str) -> Tensor:
+        norm = getattr(self, name, None)
+        if norm is None:
+            return x
+        batch, length, width = x.shape
+        return norm(x.reshape(batch, length, self.heads, self.head_dim)).reshape(
+            batch, length, width)
+
+    def forward(self, x: Tensor, rotary: tuple[Tensor, Tensor]) -> Tensor:
+        q, k, v = nn.Linear.each(x, [self.to_q, self.to_k, self.to_v])  # --int8: x quantized once
+        q = rope(self._norm(q, "norm_q"), *rotary, self.heads)
+        k = rope(self._norm(k, "norm_k"), *rotary, self.heads)
+        return self.to_out[0](nn.attention(q, k, v, heads=self.heads))
+
+
+class ZImageFeedForward(nn.Module):
+    """w2(silu(w1 x) * w3 x)."""
+
+    def __init__(self, dim: int, hidden: int, place: Place) -> None:
+        self.w1 = nn.Linear(dim, hidden, bias=False, **place)
+        self.w2 = nn.Linear(hidden, dim, bias=False, **place)
+        self.w3 = nn.Linear(dim, hidden, bias=False, **place)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """The product clipped to +-65504 under float16 (as `_gated`)."""
+        kernel = _swiglu_clipped if x.dtype == np.float16 else _swiglu
+        return self.w2(cast(typing.cast(Tensor, kernel(self.w1(x), self.w3(x))), x.dtype))
+
+
+class ZImageTransformerBlock(nn.Module):
+    """Sandwich-normed attention and feed-forward (an RMS norm before and after each); with
+    `modulation`, the inputs scaled by 1 + scale and the residual writes gated by tanh(gate),
+    from `adaLN_modulation(temb)`."""
+
+    def __init__(self, cfg: dict[str, Any], place: Place, *, modulation: bool) -> None:
+        dim, eps = cfg["dim"], cfg["norm_eps"]
+        self.attention = ZImageAttention(dim, cfg["n_heads"], place, qk_norm=cfg["qk_norm"])
+        self.feed_forward = ZImageFeedForward(dim, int(dim / 3 * 8), place)
+        self.attention_norm1 = RMSNorm(dim, eps, place=place)
+        self.ffn_norm1 = RMSNorm(dim, eps, place=place)
+        self.attention_norm2 = RMSNorm(dim, eps, place=place)
+        self.ffn_norm2 = RMSNorm(dim, eps, place=place)
+        self.adaLN_modulation = (nn.ModuleList([nn.Linear(min(dim, ADALN), 4 * dim, **place)])
+                                 if modulation else None)
+
+    def forward(self, x: Tensor, rotary: tuple[Tensor, Tensor], temb: Tensor | None) -> Tensor:
+        """x (1, L, dim); temb (1, 256) for a modulated block."""
+        if self.adaLN_modulation is None:
+            x = x + self.attention_norm2(self.attention(self.attention_norm1(x), rotary))
+            return x + self.ffn_norm2(self.feed_forward(self.ffn_norm1(x)))
+        assert temb is not None, "a modulated block needs the timestep embedding"
+        scale_msa, gate_msa, scale_mlp, gate_mlp = chunks(self.adaLN_modulation[0](temb), 4)
+        attn = self.attention(scaled(self.attention_norm1(x), scale_msa), rotary)
+        x = _gated(x, gate_msa, self.attention_norm2(attn))
+        ff = self.feed_forward(scaled(self.ffn_norm1(x), scale_mlp))
+        return _gated(x, gate_mlp, self.ffn_norm2(ff))
