@@ -12,6 +12,7 @@ from gpucore import Device
 
 from .._tensor import Tensor
 from ..quant import materialize
+from . import int8_rows as _int8_rows
 from . import prologue as _prologue
 from ._util import pair
 from .activation import geglu
@@ -53,6 +54,21 @@ class Linear(Module):
                and "forward" not in vars(layer) for layer in layers):
             return linears(x, [layer.weight for layer in layers])
         return Linear.each(x, layers)
+
+    @staticmethod
+    def int8_input(layers: list[Linear]) -> tuple[Tensor | None] | None:
+        """(smooth,) where every one of `layers` is a W8A8 Linear (Int8Weight, Linear's own
+        forward) and all share one smoothing `smooth` (a tensor, or None): the kernel that
+        makes their input may then quantize it for them (gpustd.nn.int8_rows). None
+        otherwise, or while int8_rows.FUSED is off."""
+        if not _int8_rows.FUSED or not layers or not all(
+                type(layer) is Linear and isinstance(layer.weight, Int8Weight)
+                and "forward" not in vars(layer) for layer in layers):
+            return None
+        smooth = layers[0].weight.smooth  # type: ignore[union-attr]
+        if any(layer.weight.smooth is not smooth for layer in layers):  # type: ignore[union-attr]
+            return None
+        return (smooth,)
 
     @staticmethod
     def each(x: Tensor, layers: list[Linear]) -> list[Tensor]:
