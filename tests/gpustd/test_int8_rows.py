@@ -7,10 +7,12 @@ nor of the lanes a row (layer_norm's 32, 64 and 256)."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 import pytest
+from conftest import host_variant_on_first_adapter
 
 import gpucore
 import gpustd.nn.int8_linear as int8_module
@@ -37,8 +39,7 @@ def _smooth(device: gpucore.Device, k: int, rng: np.random.Generator) -> Tensor:
     return Tensor.from_numpy(rng.uniform(0.2, 3.0, k).astype(np.float32), device=device)
 
 
-@pytest.mark.parametrize(("shape", "smoothed"), [((2, 7, 13), False), ((1, 5, 301), True),
-                                                 ((3, 2, 1030), False)])
+@pytest.mark.parametrize(("shape", "smoothed"), [((2, 7, 13), False), ((3, 2, 1030), True)])
 def test_modulated_layer_norm_equals_the_separate_passes(device: gpucore.Device,
                                                          shape: tuple[int, ...],
                                                          smoothed: bool) -> None:
@@ -55,8 +56,9 @@ def test_modulated_layer_norm_equals_the_separate_passes(device: gpucore.Device,
     got = layer_norm_int8(x, shift, scale, eps=1e-6, smooth=smooth)
     want = modulate(nn.layer_norm(x, None, None, eps=1e-6), shift, scale)
     _same_rows(got, want, smooth)
-    plain = layer_norm_int8(x, eps=1e-6)  # no modulation: layer_norm's values
-    _same_rows(plain, nn.layer_norm(x, None, None, eps=1e-6), None)
+    if not smoothed:
+        plain = layer_norm_int8(x, eps=1e-6)  # no modulation: layer_norm's values
+        _same_rows(plain, nn.layer_norm(x, None, None, eps=1e-6), None)
     # the values against numpy (float64 statistics, f16 rounding between norm and modulation)
     xs = x_host.astype(np.float64)
     normed = ((xs - xs.mean(-1, keepdims=True)) / np.sqrt(xs.var(-1, keepdims=True) + 1e-6))
@@ -66,8 +68,7 @@ def test_modulated_layer_norm_equals_the_separate_passes(device: gpucore.Device,
 
 
 @pytest.mark.parametrize(("shape", "approximate", "gated", "smoothed"), [
-    ((3, 5, 37), "tanh", False, False), ((2, 300), "none", False, True),
-    ((2, 3, 2 * 29), "none", True, False), ((4, 2 * 130), "tanh", True, True)])
+    ((3, 5, 37), "tanh", False, False), ((2, 3, 2 * 301), "none", True, True)])
 def test_gelu_equals_the_separate_passes(device: gpucore.Device, shape: tuple[int, ...],
                                          approximate: str, gated: bool, smoothed: bool) -> None:
     dtype = _dtype(device)
@@ -79,16 +80,16 @@ def test_gelu_equals_the_separate_passes(device: gpucore.Device, shape: tuple[in
     got = gelu_int8(x, approximate=approximate, gated=gated, smooth=smooth)
     want = (nn.geglu if gated else nn.gelu)(x, approximate=approximate)
     _same_rows(got, want, smooth)
-    import torch  # the values against torch's GELU on the CPU
-
-    t = torch.from_numpy(x_host.astype(np.float32))
-    if gated:
-        value, gate = t.chunk(2, -1)
-        ref = value * torch.nn.functional.gelu(gate, approximate=approximate)
+    # the values against numpy in float64 (torch's F.gelu formulas)
+    t = x_host.astype(np.float64)
+    value, gate = (t[..., :k], t[..., k:]) if gated else (1.0, t)
+    if approximate == "tanh":
+        ref = 0.5 * gate * (1 + np.tanh(np.sqrt(2 / np.pi) * (gate + 0.044715 * gate ** 3)))
     else:
-        ref = torch.nn.functional.gelu(t, approximate=approximate)
+        ref = 0.5 * gate * (1 + np.vectorize(math.erf)(gate / np.sqrt(2)))
+    ref = value * ref
     tol = 2e-3 if dtype == np.float16 else 1e-5
-    assert np.abs(got.numpy().astype(np.float32) - ref.numpy()).max() <= tol * 6
+    assert np.abs(got.numpy().astype(np.float64) - ref).max() <= tol * np.abs(ref).max()
 
 
 def test_w8a8_layers_take_the_rows(device: gpucore.Device,
@@ -96,6 +97,7 @@ def test_w8a8_layers_take_the_rows(device: gpucore.Device,
     """int8_linear of an Int8Rows quantized under its weight's smoothing uses its rows (no
     quantize_rows pass) and gives the separate passes' result; under another smoothing it
     quantizes x itself."""
+    host_variant_on_first_adapter(device, "the W8A8 layers' choice of rows")
     dtype = _dtype(device)
     rng = np.random.default_rng(4)
     x = Tensor.from_numpy((rng.standard_normal((2, 9, 70)) * 2).astype(dtype), device=device)
