@@ -30,8 +30,10 @@ fn activated(row: u32, i: u32) -> T {
     return T(gelu(f32(x[row * params.k + i])));
 }
 
-fn level_value(v: T, i: u32) -> f32 {
-    var f = f32(v);
+// The value quantized: the T output as stored (read back after the barrier: a compiler may keep
+// an unrounded T in a register, which NVIDIA's does), times the smoothing factor.
+fn level_value(at: u32, i: u32) -> f32 {
+    var f = f32(out[at]);
     if (SMOOTH) { f *= factors[i]; }
     return f;
 }
@@ -41,11 +43,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: 
         @builtin(local_invocation_index) lid: u32) {
     let row = wid.x + wid.y * groups.x;
     if (row >= params.m) { return; }  // the whole workgroup: uniform
-    var peak = 0.0;
-    for (var i = lid; i < params.k; i += WG) {
-        let v = activated(row, i);
-        out[row * params.k + i] = v;
-        peak = max(peak, abs(level_value(v, i)));
+    let base = row * params.k;
+    for (var i = lid; i < params.k; i += WG) { out[base + i] = activated(row, i); }
+    storageBarrier();
+    var peak = 0.0;  // over the words the packing below reads: other invocations' stores
+    for (var i = lid * 4u; i < params.k; i += WG * 4u) {
+        for (var j = i; j < min(i + 4u, params.k); j++) {
+            peak = max(peak, abs(level_value(base + j, j)));
+        }
     }
     peaks[lid] = peak;
     workgroupBarrier();
@@ -60,7 +65,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: 
         var word = 0u;
         for (var j = 0u; j < 4u; j++) {
             let i = w * 4u + j;
-            if (i < params.k) { word |= level_byte(level_value(activated(row, i), i), inverse, j); }
+            if (i < params.k) { word |= level_byte(level_value(base + i, i), inverse, j); }
         }
         q[row * params.kw + w] = bitcast<i32>(word);
     }

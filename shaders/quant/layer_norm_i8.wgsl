@@ -2,7 +2,8 @@
 // LayerNorm (no affine) and adaLN's modulation of x [rows, d], written as T (out) and at once
 // as the int8 rows of the W8A8 GEMM (q, scale; gpustd/nn/int8_rows.py): what nn/layer_norm,
 // the elementwise `n * (1 + scale) + shift` and quant/quantize_rows_i8 give in three passes,
-// bit for bit (the same statistics, the same T arithmetic, the same levels). Rows as
+// bit for bit (the same statistics, the same T arithmetic, the same levels of the T values
+// as stored). Rows as
 // nn/layer_norm lays them out (TPR invocations a row); MODULATE reads shift and scale
 // [batches, d], row r taking batch r / tokens; SMOOTH multiplies each value by factors[i]
 // (SmoothQuant's 1/s) before it is quantized, never the T output.
@@ -46,8 +47,10 @@ fn modulated(base: u32, i: u32, m: vec3<f32>, at: u32) -> T {
     return n;
 }
 
-fn level_value(v: T, i: u32) -> f32 {
-    var f = f32(v);
+// The value quantized: the T output as stored (read back after the barrier: a compiler may keep
+// an unrounded T in a register, which NVIDIA's does), times the smoothing factor.
+fn level_value(at: u32, i: u32) -> f32 {
+    var f = f32(out[at]);
     if (SMOOTH) { f *= factors[i]; }
     return f;
 }
@@ -61,12 +64,16 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let base = row * params.d;
     let at = (row / params.tokens) * params.d;
     let m = row_moments(base, live, lid, lane);
-    var peak = 0.0;
     if (live) {
-        for (var i = lane; i < params.d; i += TPR) {
-            let v = modulated(base, i, m, at);
-            out[base + i] = v;
-            peak = max(peak, abs(level_value(v, i)));
+        for (var i = lane; i < params.d; i += TPR) { out[base + i] = modulated(base, i, m, at); }
+    }
+    storageBarrier();
+    var peak = 0.0;  // over the words the packing below reads: other invocations' stores
+    if (live) {
+        for (var i = lane * 4u; i < params.d; i += TPR * 4u) {
+            for (var j = i; j < min(i + 4u, params.d); j++) {
+                peak = max(peak, abs(level_value(base + j, j)));
+            }
         }
     }
     let largest = row_max(peak, lid, lane);
@@ -77,7 +84,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             var word = 0u;
             for (var j = 0u; j < 4u; j++) {
                 let i = w * 4u + j;
-                if (i < params.d) { word |= level_byte(level_value(modulated(base, i, m, at), i), inverse, j); }
+                if (i < params.d) { word |= level_byte(level_value(base + i, i), inverse, j); }
             }
             q[row * params.kw + w] = bitcast<i32>(word);
         }
