@@ -70,32 +70,42 @@ def _outputs(shape: tuple[int, ...], dtype: Any, device: Device, k: int, smooth:
 
 
 def layer_norm_int8(x: Tensor, shift: Tensor | None = None, scale: Tensor | None = None, *,
+                    weight: Tensor | None = None, bias: Tensor | None = None,
                     eps: float = 1e-5, smooth: Tensor | None = None) -> Int8Rows:
-    """layer_norm(x) (no affine) over x [B, ..., D], then `x * (1 + scale) + shift` with
-    shift and scale (B, 1, D) where given (adaLN's modulation, in x's dtype), as an Int8Rows
-    quantized under `smooth`. torch: `F.layer_norm(x, (D,), eps=eps) * (1 + scale) + shift`,
-    its rows then quantized per row to int8 (quantize_rows)."""
+    """layer_norm(x, weight, bias, eps) over x [B, ..., D], then `x * (1 + scale) + shift`
+    with shift and scale (B, 1, D) where given (adaLN's modulation, in x's dtype; not with
+    weight and bias), as an Int8Rows quantized under `smooth`. torch: `F.layer_norm(x, (D,),
+    weight, bias, eps) * (1 + scale) + shift`, its rows then quantized per row to int8
+    (quantize_rows)."""
     op = "layer_norm_int8"
     check_float(x, "x", op)
-    check_same(op, x, shift=shift, scale=scale)
+    check_same(op, x, shift=shift, scale=scale, weight=weight, bias=bias)
     if x.ndim < 2:
         raise ValueError(f"{op}: x must be [B, ..., D], got shape {x.shape}")
     batch, d = x.shape[0], x.shape[-1]
-    if (shift is None) != (scale is None):
-        raise ValueError(f"{op}: pass both shift and scale, or neither")
-    for name, t in (("shift", shift), ("scale", scale)):
-        if t is not None and t.size != batch * d:
-            raise ValueError(f"{op}: {name} must have shape ({batch}, 1, {d}), got {t.shape}")
+    if (shift is None) != (scale is None) or (weight is None) != (bias is None):
+        raise ValueError(f"{op}: pass both shift and scale (and both weight and bias), or "
+                         "neither")
+    if shift is not None and weight is not None:
+        raise ValueError(f"{op}: a modulated norm has no weight and bias of its own; pass "
+                         "shift and scale, or weight and bias")
+    for name, t, size in (("shift", shift, batch * d), ("scale", scale, batch * d),
+                          ("weight", weight, d), ("bias", bias, d)):
+        if t is not None and t.size != size:
+            want = f"({batch}, 1, {d})" if size != d else f"({d},)"
+            raise ValueError(f"{op}: {name} must have shape {want}, got {t.shape}")
     values, words, scales, rows, kw = _outputs(x.shape, x.dtype, x.device, d, smooth, op)
     if rows and d:
         tpr = row_lanes(d)
-        modulate = shift is not None
         kernel = Kernel.cached("quant/layer_norm_i8", parts=("nn/layer_norm_row",
                                                              "quant/level_i8"),
                                types={"T": x.dtype}, constants=dict(
-                                   TPR=tpr, MODULATE=int(modulate), SMOOTH=int(smooth is not None)))
-        kernel.dispatch(-(-rows // (256 // tpr)), x, shift if shift is not None else dummy(x),
-                        scale if scale is not None else dummy(x),
+                                   TPR=tpr, MODULATE=int(shift is not None),
+                                   AFFINE=int(weight is not None), SMOOTH=int(smooth is not None)))
+        # the norm's bias and weight take the modulation's bindings (eight storage buffers)
+        add, multiply = (shift, scale) if weight is None else (bias, weight)
+        kernel.dispatch(-(-rows // (256 // tpr)), x, add if add is not None else dummy(x),
+                        multiply if multiply is not None else dummy(x),
                         smooth.buffer if smooth is not None else no_smoothing(x.device),
                         values, words, scales, rows=rows, d=d, kw=kw,
                         tokens=max(rows // batch, 1), eps=eps)

@@ -1,16 +1,18 @@
 //! parts: nn/layer_norm_row + quant/level_i8
-// LayerNorm (no affine) and adaLN's modulation of x [rows, d], written as T (out) and at once
-// as the int8 rows of the W8A8 GEMM (q, scale; gpustd/nn/int8_rows.py): what nn/layer_norm,
-// the elementwise `n * (1 + scale) + shift` and quant/quantize_rows_i8 give in three passes,
-// bit for bit (the same statistics, the same T arithmetic, the same levels of the T values
-// as stored). Rows as
-// nn/layer_norm lays them out (TPR invocations a row); MODULATE reads shift and scale
-// [batches, d], row r taking batch r / tokens; SMOOTH multiplies each value by factors[i]
-// (SmoothQuant's 1/s) before it is quantized, never the T output.
+// LayerNorm (its own weight and bias where AFFINE) or adaLN's modulated LayerNorm of x
+// [rows, d], written as T (out) and at once as the int8 rows of the W8A8 GEMM (q, row_scale;
+// gpustd/nn/int8_rows.py): what nn/layer_norm (then the elementwise `n * (1 + scale) + shift`)
+// and quant/quantize_rows_i8 give in separate passes, bit for bit (the same statistics, the
+// same T arithmetic, the levels of the T values as stored). Rows as nn/layer_norm lays them
+// out (TPR invocations a row). MODULATE reads shift and scale [batches, d], row r taking batch
+// r / tokens; AFFINE (never with MODULATE) reads them as the norm's bias and weight [d]
+// (nn/layer_norm's beta and gamma). SMOOTH multiplies each value by factors[i] (SmoothQuant's
+// 1/s) before it is quantized, never the T output.
 alias T = f32;
 override WG: u32 = 256u;
 override TPR: u32 = 64u;  // invocations per row, a power of two dividing WG
 override MODULATE: bool = true;
+override AFFINE: bool = false;
 override SMOOTH: bool = false;
 
 struct Params { rows: u32, d: u32, kw: u32, tokens: u32, eps: f32 }
@@ -40,7 +42,11 @@ fn row_max(v: f32, lid: u32, lane: u32) -> f32 {
 }
 
 fn modulated(base: u32, i: u32, m: vec3<f32>, at: u32) -> T {
-    let n = T(normalized(base, i, m));
+    var y = normalized(base, i, m);
+    if (AFFINE) {
+        y = fma(y, f32(scale[i]), f32(shift[i]));
+    }
+    let n = T(y);
     if (MODULATE) {
         return (n * (T(1.0) + scale[at + i])) + shift[at + i];
     }

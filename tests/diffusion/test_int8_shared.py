@@ -135,7 +135,8 @@ def test_step_same_bytes_with_fewer_quantizations(device: gpucore.Device, model:
 def test_sdxl_unet_step_keeps_its_token_projections_float(
         device: gpucore.Device, monkeypatch: pytest.MonkeyPatch) -> None:
     """SDXL's transformers read proj_in/proj_out as NCHW GEMMs: --int8 leaves them float (it
-    gave them Int8Weights, which those GEMMs refused); q, k and v share one quantization."""
+    gave them Int8Weights, which those GEMMs refused); q, k and v share one quantization; the
+    LayerNorms and GEGLUs quantizing their rows give the same bytes."""
     host_variant_on_first_adapter(device, "the int8 SDXL UNet")
     import sdxl_tiny
 
@@ -160,7 +161,13 @@ def test_sdxl_unet_step_keeps_its_token_projections_float(
     float_out = ours(*args, cond).numpy()
     layers = quantize_linears(ours)
     assert layers == len(keys)
+    counted = _Counted()
+    monkeypatch.setattr(int8_module, "quantize_rows", counted)
+    fused = ours(*args, cond).numpy()  # the norms and GEGLUs quantize their rows (int8_rows)
+    fused_calls, counted.calls = counted.calls, 0
+    monkeypatch.setattr(int8_rows, "FUSED", False)
     shared = ours(*args, cond).numpy()
+    assert np.array_equal(fused, shared) and fused_calls < counted.calls
     monkeypatch.setattr(Linear, "each", staticmethod(_one_by_one))
     assert np.array_equal(shared, ours(*args, cond).numpy())
     assert not np.array_equal(shared, float_out)

@@ -59,6 +59,9 @@ def test_modulated_layer_norm_equals_the_separate_passes(device: gpucore.Device,
     if not smoothed:
         plain = layer_norm_int8(x, eps=1e-6)  # no modulation: layer_norm's values
         _same_rows(plain, nn.layer_norm(x, None, None, eps=1e-6), None)
+        weight, bias = scale.reshape(batch, d)[0], shift.reshape(batch, d)[1]  # an affine norm
+        affine = layer_norm_int8(x, weight=weight, bias=bias)
+        _same_rows(affine, nn.layer_norm(x, weight, bias), None)
     # the values against numpy (float64 statistics, f16 rounding between norm and modulation)
     xs = x_host.astype(np.float64)
     normed = ((xs - xs.mean(-1, keepdims=True)) / np.sqrt(xs.var(-1, keepdims=True) + 1e-6))
@@ -119,6 +122,8 @@ def test_bad_input_says_what_to_do(device: gpucore.Device) -> None:
     with pytest.raises(ValueError, match="shift must have shape"):
         layer_norm_int8(x, Tensor.from_numpy(np.ones((1, 1, 8), dtype), device=device),
                         Tensor.from_numpy(np.ones((2, 1, 8), dtype), device=device))
+    with pytest.raises(ValueError, match="pass shift and scale, or weight and bias"):
+        layer_norm_int8(x, x[:, :1], x[:, :1], weight=x[0, 0], bias=x[0, 0])
     with pytest.raises(ValueError, match="smooth must be float32"):
         gelu_int8(x, smooth=Tensor.from_numpy(np.ones(5, np.float32), device=device))
     with pytest.raises(ValueError, match="even dimension"):
