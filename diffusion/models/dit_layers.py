@@ -4,6 +4,7 @@ and image tokens, and the double-stream (joint) block both models are built of."
 
 from __future__ import annotations
 
+import typing
 from typing import Any
 
 import numpy as np
@@ -119,10 +120,10 @@ class FeedForward(nn.Module):
 
     def input_layers(self) -> list[nn.Linear]:
         """The layers that read forward's x (modulated_norm's readers)."""
-        return [self.net[0].proj]
+        return [typing.cast(GELU, self.net[0]).proj]
 
     def forward(self, x: Tensor) -> Tensor:
-        gelu, out = self.net[0], self.net[2]
+        gelu, out = self.net[0], typing.cast(nn.Linear, self.net[2])
         found = nn.Linear.int8_input([out])
         if found is not None and type(gelu) is GELU and "forward" not in vars(gelu):
             # --int8: the GELU's pass quantizes its rows for the W8A8 net.2 (gpustd.nn.int8_rows)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import typing
 from typing import Protocol
 
 from gpustd import Tensor, nn
@@ -21,10 +22,15 @@ class FeedForward(nn.Module):
         self.net = nn.ModuleList([nn.GEGLU(dim, inner, **place), nn.Identity(),
                                   nn.Linear(inner, dim, **place)])
 
+    def input_layers(self) -> list[nn.Linear]:
+        """The layers that read forward's x."""
+        return [typing.cast(nn.GEGLU, self.net[0]).proj]
+
     def forward(self, x: Tensor, *, add_to: Tensor | None = None) -> Tensor:
         """add_to: the residual stream, updated in place by net.2's GEMM. Under --int8 the
         gate's pass quantizes its rows for net.2 (nn.GEGLU.quantized_for)."""
-        return self.net[2](self.net[0].quantized_for(x, [self.net[2]]), add_to=add_to)
+        gate, out = typing.cast(nn.GEGLU, self.net[0]), typing.cast(nn.Linear, self.net[2])
+        return out(gate.quantized_for(x, [out]), add_to=add_to)
 
 
 class SelfAttentionHook(Protocol):
@@ -61,7 +67,7 @@ class BasicTransformerBlock(nn.Module):
         else:
             self.reference.self_attention(self.attn1, self.norm1(x), x)
         self.attn2(self.norm2.quantized_for(x, [self.attn2.to_q]), context, add_to=x)
-        return self.ff(self.norm3.quantized_for(x, [self.ff.net[0].proj]), add_to=x)
+        return self.ff(self.norm3.quantized_for(x, self.ff.input_layers()), add_to=x)
 
 
 class Transformer2DModel(nn.Module):

@@ -61,14 +61,14 @@ class Linear(Module):
         forward) and all share one smoothing `smooth` (a tensor, or None): the kernel that
         makes their input may then quantize it for them (gpustd.nn.int8_rows). None
         otherwise, or while int8_rows.FUSED is off."""
-        if not _int8_rows.FUSED or not layers or not all(
-                type(layer) is Linear and isinstance(layer.weight, Int8Weight)
-                and "forward" not in vars(layer) for layer in layers):
+        if not _int8_rows.FUSED or any(type(layer) is not Linear or "forward" in vars(layer)
+                                       for layer in layers):
             return None
-        smooth = layers[0].weight.smooth  # type: ignore[union-attr]
-        if any(layer.weight.smooth is not smooth for layer in layers):  # type: ignore[union-attr]
+        weights = [layer.weight for layer in layers if isinstance(layer.weight, Int8Weight)]
+        if not weights or len(weights) < len(layers) or any(
+                weight.smooth is not weights[0].smooth for weight in weights):
             return None
-        return (smooth,)
+        return (weights[0].smooth,)
 
     @staticmethod
     def each(x: Tensor, layers: list[Linear]) -> list[Tensor]:
