@@ -15,7 +15,9 @@ CFG), 4096 image tokens of 64 channels, 512 T5 tokens, guidance 3.5; SD 3.5 Larg
 (CFG), 16x128x128 latents (4096 patches), 333 text tokens (77 CLIP + 256 T5).
 BENCH_MODELS=flux,sd35 picks the models (default: flux; each takes ~1-1.5 min on an H100).
 BENCH_INT8=1 adds ours with `--int8`'s W8A8 linear layers (diffusion.models.int8) after the
-float rows, its rel_err against the same references.
+float rows, its rel_err against the same references: first with each activation quantized by
+a pass of its own (`+int8 separate`), then as --int8 runs (`+int8`: the modulated norms and
+GELUs quantize the rows they write), `bitwise_equal_separate` saying the outputs are equal.
 `--quick`: tiny configs at 16x16 latents (a smoke run on any adapter).
 """
 
@@ -241,22 +243,43 @@ def _our_rows(model: str, config: dict[str, Any], weights: dict[str, np.ndarray]
 def _int8_rows(model: str, ours: Any, fn: Any, args: tuple[Any, ...], device: gpucore.Device,
                repeat: int, dtype: np.dtype) -> list[dict[str, Any]]:
     """BENCH_INT8=1: the same step after `--int8`'s quantization of the transformer's linear
-    layers (diffusion.models.int8), eager and replayed."""
+    layers (diffusion.models.int8), eager and replayed: first with every activation quantized
+    by a pass of its own (gpustd.nn.int8_rows.FUSED off, dtype `...+int8 separate`), then as
+    --int8 runs, the norms and GELUs quantizing the rows they write (`...+int8`)."""
     from diffusion.models.int8 import quantize_linears
+    from gpustd.nn import int8_rows
 
     start = time.perf_counter()
     count = quantize_linears(ours)
     device.synchronize()
     quantize_s = time.perf_counter() - start
-    got, replayed, timings, capture = _harness.eager_and_replay(fn, args, device, repeat)
-    capture.reset()
     print(f"ours {model} {dtype.name}+int8: {count} layers quantized in {quantize_s:.1f} s",
           flush=True)
-    return [{"model": model, "impl": "ours", "dtype": f"{dtype.name}+int8", "mode": mode,
-             "dispatches": timings[mode]["dispatches"], "gpu_ms": timings[mode]["gpu_ms"],
-             "wall_ms": timings[mode]["wall_ms"], "encode_ms": timings[mode]["encode_ms"],
-             "int8_layers": count, "quantize_s": quantize_s,
-             "_out": got if mode == "eager" else replayed} for mode in ("eager", "replay")]
+    rows, outputs = [], {}
+    for fused, label in ((False, f"{dtype.name}+int8 separate"), (True, f"{dtype.name}+int8")):
+        int8_rows.FUSED = fused
+        try:
+            got, replayed, timings, capture = _harness.eager_and_replay(fn, args, device, repeat)
+            with device.profile() as prof:
+                fn(*args)
+            capture.reset()
+        finally:
+            int8_rows.FUSED = True
+        outputs[fused] = got
+        # the passes the fusion touches: norms, modulations, activations, quantizations
+        touched = {k: {"calls": n, "ms": ns / 1e6} for k, (n, ns) in prof.summary().items()
+                   if any(p in k for p in ("quant/", "layer_norm", "modulate", "activation"))}
+        print(f"ours {model} {label}: replay {timings['replay']['wall_ms']:.1f} ms, "
+              f"{timings['eager']['dispatches']} dispatches, {touched}", flush=True)
+        rows += [{"model": model, "impl": "ours", "dtype": label, "mode": mode,
+                  "dispatches": timings[mode]["dispatches"], "gpu_ms": timings[mode]["gpu_ms"],
+                  "wall_ms": timings[mode]["wall_ms"], "encode_ms": timings[mode]["encode_ms"],
+                  "int8_layers": count, "quantize_s": quantize_s, "kernels_touched": touched,
+                  "replay_bitwise_equal_eager": bool(np.array_equal(replayed, got)),
+                  "_out": got if mode == "eager" else replayed} for mode in ("eager", "replay")]
+    for row in rows[2:]:
+        row["bitwise_equal_separate"] = bool(np.array_equal(outputs[True], outputs[False]))
+    return rows
 
 
 def _rel_err(got: np.ndarray, expected: np.ndarray) -> float:

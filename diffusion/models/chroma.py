@@ -14,7 +14,14 @@ import numpy as np
 from gpucore import Device
 from gpustd import Tensor, asarray, concatenate, nn, take_slice
 
-from .dit_layers import FeedForward, JointAttention, Rope, TimestepEmbedding, layer_norm
+from .dit_layers import (
+    FeedForward,
+    JointAttention,
+    Rope,
+    TimestepEmbedding,
+    layer_norm,
+    modulated_norm,
+)
 from .flux import SingleStreamBlock
 from .layers import Place
 from .step_cache import BranchCache, run_blocks
@@ -100,14 +107,16 @@ class ChromaTransformerBlock(nn.Module):
         then of the feed-forward, each (B, 1, dim)."""
         shift, scale, gate, shift_mlp, scale_mlp, gate_mlp = image_mods
         c_shift, c_scale, c_gate, c_shift_mlp, c_scale_mlp, c_gate_mlp = text_mods
-        attn, context_attn = self.attn(modulate(layer_norm(x), shift, scale),
-                                       modulate(layer_norm(context), c_shift, c_scale),
-                                       rotary, mask)
+        attn, context_attn = self.attn(
+            modulated_norm(x, shift, scale, self.attn.image_inputs()),
+            modulated_norm(context, c_shift, c_scale, self.attn.text_inputs()), rotary, mask)
         x = gated_add(x, gate, attn)
-        x = gated_add(x, gate_mlp, self.ff(modulate(layer_norm(x), shift_mlp, scale_mlp)))
+        x = gated_add(x, gate_mlp, self.ff(modulated_norm(x, shift_mlp, scale_mlp,
+                                                          self.ff.input_layers())))
         assert context_attn is not None  # a block with a text stream returns its output
         context = gated_add(context, c_gate, context_attn)
-        ff = self.ff_context(modulate(layer_norm(context), c_shift_mlp, c_scale_mlp))
+        ff = self.ff_context(modulated_norm(context, c_shift_mlp, c_scale_mlp,
+                                            self.ff_context.input_layers()))
         return x, gated_add(context, c_gate_mlp, ff)
 
 

@@ -4,11 +4,13 @@ and image tokens, and the double-stream (joint) block both models are built of."
 
 from __future__ import annotations
 
+import typing
 from typing import Any
 
 import numpy as np
 
 from gpustd import Tensor, concatenate, nn, take_slice
+from gpustd.nn.int8_rows import gelu_int8, layer_norm_int8
 
 from .layers import Place
 from .transformer_ops import RMSNorm, chunks, gated_add, modulate, rope
@@ -20,6 +22,18 @@ Rope = tuple[Tensor, Tensor] | None
 def layer_norm(x: Tensor) -> Tensor:
     """The transformers' parameterless LayerNorm(dim, elementwise_affine=False, eps=1e-6)."""
     return nn.layer_norm(x, None, None, eps=1e-6)
+
+
+def modulated_norm(x: Tensor, shift: Tensor, scale: Tensor, readers: list[nn.Linear],
+                   normed: Tensor | None = None) -> Tensor:
+    """modulate(layer_norm(x), shift, scale) for the linear layers `readers` that take it:
+    where they are --int8's W8A8 layers sharing one smoothing, one pass that also quantizes
+    it for them (gpustd.nn.int8_rows, the same values and int8 rows as the separate passes);
+    else the norm (`normed`, where the caller made it already) and the modulation."""
+    found = nn.Linear.int8_input(readers)
+    if found is not None and shift.dtype == scale.dtype == x.dtype:
+        return layer_norm_int8(x, shift, scale, eps=1e-6, smooth=found[0])
+    return modulate(normed if normed is not None else layer_norm(x), shift, scale)
 
 
 class TimestepEmbedding(nn.Module):
@@ -104,8 +118,17 @@ class FeedForward(nn.Module):
         self.net = nn.ModuleList([GELU(dim, mult * dim, place), nn.Identity(),
                                   nn.Linear(mult * dim, dim, **place)])
 
+    def input_layers(self) -> list[nn.Linear]:
+        """The layers that read forward's x (modulated_norm's readers)."""
+        return [typing.cast(GELU, self.net[0]).proj]
+
     def forward(self, x: Tensor) -> Tensor:
-        return self.net[2](self.net[0](x))
+        gelu, out = self.net[0], typing.cast(nn.Linear, self.net[2])
+        found = nn.Linear.int8_input([out])
+        if found is not None and type(gelu) is GELU and "forward" not in vars(gelu):
+            # --int8: the GELU's pass quantizes its rows for the W8A8 net.2 (gpustd.nn.int8_rows)
+            return out(gelu_int8(gelu.proj(x), approximate="tanh", smooth=found[0]))
+        return out(gelu(x))
 
 
 class JointAttention(nn.Module):
@@ -136,6 +159,14 @@ class JointAttention(nn.Module):
             self.add_v_proj = nn.Linear(dim, inner, bias, **place)
             self.to_add_out = nn.Linear(inner, dim, bias, **place) if context_out else None
 
+    def image_inputs(self, also: tuple[nn.Linear, ...] = ()) -> list[nn.Linear]:
+        """The layers that read the image tokens (projections' x), `also` after them."""
+        return [self.to_q, self.to_k, self.to_v, *also]
+
+    def text_inputs(self) -> list[nn.Linear]:
+        """The layers that read the text tokens (projections' context)."""
+        return [self.add_q_proj, self.add_k_proj, self.add_v_proj]
+
     def _norm(self, x: Tensor, name: str) -> Tensor:
         norm = getattr(self, name, None)
         if norm is None:
@@ -149,11 +180,10 @@ class JointAttention(nn.Module):
         """q, k, v of x (B, Lx, dim) and context (B, Lc, dim) when given (text first,
         QK-normed), and [layer(x) for layer in also]: each input's projections through
         nn.Linear.each, so --int8's W8A8 layers quantize it once."""
-        q, k, v, *extra = nn.Linear.each(x, [self.to_q, self.to_k, self.to_v, *also])
+        q, k, v, *extra = nn.Linear.each(x, self.image_inputs(also))
         q, k = self._norm(q, "norm_q"), self._norm(k, "norm_k")
         if context is not None:
-            cq, ck, cv = nn.Linear.each(context, [self.add_q_proj, self.add_k_proj,
-                                                  self.add_v_proj])
+            cq, ck, cv = nn.Linear.each(context, self.text_inputs())
             q = concatenate([self._norm(cq, "norm_added_q"), q], axis=1)
             k = concatenate([self._norm(ck, "norm_added_k"), k], axis=1)
             v = concatenate([cv, v], axis=1)
@@ -216,24 +246,30 @@ class JointTransformerBlock(nn.Module):
         # 1. modulations: adaLN-Zero's shift/scale/gate for attention and feed-forward
         mods = self.norm1(temb)
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = mods[:6]
-        normed = layer_norm(x)
+        readers = self.attn.image_inputs()
+        normed = (layer_norm(x) if self.dual or nn.Linear.int8_input(readers) is None
+                  else None)  # under --int8 the norm is made with its quantization below
         if self.context_pre_only:
             context_in = self.norm1_context(context, temb)
         else:
             c_shift, c_scale, c_gate, c_shift_mlp, c_scale_mlp, c_gate_mlp = \
                 self.norm1_context(temb)
-            context_in = modulate(layer_norm(context), c_shift, c_scale)
+            context_in = modulated_norm(context, c_shift, c_scale, self.attn.text_inputs())
         # 2. joint attention, gated residuals
-        attn, context_attn = self.attn(modulate(normed, shift_msa, scale_msa), context_in,
-                                       rotary)
+        source = x
+        attn, context_attn = self.attn(modulated_norm(x, shift_msa, scale_msa, readers, normed),
+                                       context_in, rotary)
         x = gated_add(x, gate_msa, attn)
-        if self.dual:
+        if self.dual:  # the second attention reads the block's input too
             shift2, scale2, gate2 = mods[6:]
-            x = gated_add(x, gate2, self.attn2(modulate(normed, shift2, scale2))[0])
+            second = modulated_norm(source, shift2, scale2, self.attn2.image_inputs(), normed)
+            x = gated_add(x, gate2, self.attn2(second)[0])
         # 3. feed-forward of each stream
-        x = gated_add(x, gate_mlp, self.ff(modulate(layer_norm(x), shift_mlp, scale_mlp)))
+        x = gated_add(x, gate_mlp, self.ff(modulated_norm(x, shift_mlp, scale_mlp,
+                                                          self.ff.input_layers())))
         if self.context_pre_only:
             return x, None
         context = gated_add(context, c_gate, context_attn)
-        ff = self.ff_context(modulate(layer_norm(context), c_shift_mlp, c_scale_mlp))
+        ff = self.ff_context(modulated_norm(context, c_shift_mlp, c_scale_mlp,
+                                            self.ff_context.input_layers()))
         return x, gated_add(context, c_gate_mlp, ff)

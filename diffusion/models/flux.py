@@ -20,11 +20,11 @@ from .dit_layers import (
     JointAttention,
     JointTransformerBlock,
     Rope,
-    layer_norm,
+    modulated_norm,
 )
 from .layers import Place
 from .step_cache import BranchCache, run_blocks
-from .transformer_ops import gated_add, modulate, rope_tables
+from .transformer_ops import gated_add, rope_tables
 
 _DEFAULTS: dict[str, Any] = {
     "patch_size": 1, "in_channels": 64, "out_channels": None, "num_layers": 19,
@@ -51,7 +51,7 @@ class SingleStreamBlock(nn.Module):
     def modulated(self, x: Tensor, shift: Tensor, scale: Tensor, gate: Tensor, rotary: Rope,
                   mask: Tensor | None = None) -> Tensor:
         """x: text then image tokens (B, L, dim); shift, scale, gate (B, 1, dim)."""
-        normed = modulate(layer_norm(x), shift, scale)
+        normed = modulated_norm(x, shift, scale, self.attn.image_inputs((self.proj_mlp,)))
         q, k, v, (mlp,) = self.attn.projections(normed, also=(self.proj_mlp,))
         attn = self.attn.attend(q, k, v, None, rotary, mask)[0]
         mlp = nn.gelu(mlp, approximate="tanh")

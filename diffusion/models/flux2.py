@@ -20,11 +20,11 @@ from .dit_layers import (
     JointAttention,
     Rope,
     TimestepEmbedding,
-    layer_norm,
+    modulated_norm,
 )
 from .layers import Place
 from .step_cache import BranchCache, run_blocks
-from .transformer_ops import RMSNorm, cast, chunks, gated_add, modulate, rope, rope_tables
+from .transformer_ops import RMSNorm, cast, chunks, gated_add, rope, rope_tables
 
 _DEFAULTS: dict[str, Any] = {
     "patch_size": 1, "in_channels": 128, "out_channels": None, "num_layers": 8,
@@ -96,14 +96,16 @@ class Flux2TransformerBlock(nn.Module):
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = image_mods
         c_shift_msa, c_scale_msa, c_gate_msa, c_shift_mlp, c_scale_mlp, c_gate_mlp = text_mods
         # 1. joint attention over the modulated norms, gated residuals
-        attn, context_attn = self.attn(modulate(layer_norm(x), shift_msa, scale_msa),
-                                       modulate(layer_norm(context), c_shift_msa, c_scale_msa),
-                                       rotary)
+        attn, context_attn = self.attn(
+            modulated_norm(x, shift_msa, scale_msa, self.attn.image_inputs()),
+            modulated_norm(context, c_shift_msa, c_scale_msa, self.attn.text_inputs()), rotary)
         x = gated_add(x, gate_msa, attn)
         context = gated_add(context, c_gate_msa, typing.cast(Tensor, context_attn))
         # 2. each stream's feed-forward
-        x = gated_add(x, gate_mlp, self.ff(modulate(layer_norm(x), shift_mlp, scale_mlp)))
-        ff = self.ff_context(modulate(layer_norm(context), c_shift_mlp, c_scale_mlp))
+        x = gated_add(x, gate_mlp, self.ff(modulated_norm(x, shift_mlp, scale_mlp,
+                                                          [self.ff.linear_in])))
+        ff = self.ff_context(modulated_norm(context, c_shift_mlp, c_scale_mlp,
+                                            [self.ff_context.linear_in]))
         return x, gated_add(context, c_gate_mlp, ff)
 
 
@@ -149,7 +151,8 @@ class Flux2SingleTransformerBlock(nn.Module):
 
     def forward(self, x: Tensor, mods: list[Tensor], rotary: Rope) -> Tensor:
         shift, scale, gate = mods
-        return gated_add(x, gate, self.attn(modulate(layer_norm(x), shift, scale), rotary))
+        normed = modulated_norm(x, shift, scale, [self.attn.to_qkv_mlp_proj])
+        return gated_add(x, gate, self.attn(normed, rotary))
 
 
 class Flux2TimestepGuidanceEmbeddings(nn.Module):

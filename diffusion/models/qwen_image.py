@@ -23,11 +23,11 @@ from .dit_layers import (
     JointAttention,
     Rope,
     TimestepEmbedding,
-    layer_norm,
+    modulated_norm,
 )
 from .layers import Place
 from .step_cache import BranchCache, run_blocks
-from .transformer_ops import RMSNorm, cast, chunks, gated_add, modulate, rms_norm, rope_tables
+from .transformer_ops import RMSNorm, cast, chunks, gated_add, rms_norm, rope_tables
 
 __all__ = ["QwenImageTransformer2DModel", "qwen_image_positions"]
 
@@ -102,15 +102,17 @@ class QwenImageTransformerBlock(nn.Module):
         c_shift, c_scale, c_gate, c_shift_mlp, c_scale_mlp, c_gate_mlp = chunks(
             self.txt_mod[1](silu), 6)
         # 2. joint attention, gated residuals (float16 clipped to +-65504, as diffusers)
-        attn, context_attn = self.attn(modulate(layer_norm(x), shift, scale),
-                                       modulate(layer_norm(context), c_shift, c_scale),
-                                       rotary, mask)
+        attn, context_attn = self.attn(
+            modulated_norm(x, shift, scale, self.attn.image_inputs()),
+            modulated_norm(context, c_shift, c_scale, self.attn.text_inputs()), rotary, mask)
         assert context_attn is not None
         x = gated_add(x, gate, attn)
         context = gated_add(context, c_gate, context_attn)
         # 3. the feed-forward of each stream
-        x = gated_add(x, gate_mlp, self.img_mlp(modulate(layer_norm(x), shift_mlp, scale_mlp)))
-        ff = self.txt_mlp(modulate(layer_norm(context), c_shift_mlp, c_scale_mlp))
+        x = gated_add(x, gate_mlp, self.img_mlp(modulated_norm(x, shift_mlp, scale_mlp,
+                                                               self.img_mlp.input_layers())))
+        ff = self.txt_mlp(modulated_norm(context, c_shift_mlp, c_scale_mlp,
+                                         self.txt_mlp.input_layers()))
         return x, gated_add(context, c_gate_mlp, ff)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import typing
 from typing import Protocol
 
 from gpustd import Tensor, nn
@@ -21,9 +22,15 @@ class FeedForward(nn.Module):
         self.net = nn.ModuleList([nn.GEGLU(dim, inner, **place), nn.Identity(),
                                   nn.Linear(inner, dim, **place)])
 
+    def input_layers(self) -> list[nn.Linear]:
+        """The layers that read forward's x."""
+        return [typing.cast(nn.GEGLU, self.net[0]).proj]
+
     def forward(self, x: Tensor, *, add_to: Tensor | None = None) -> Tensor:
-        """add_to: the residual stream, updated in place by net.2's GEMM."""
-        return self.net[2](self.net[0](x), add_to=add_to)
+        """add_to: the residual stream, updated in place by net.2's GEMM. Under --int8 the
+        gate's pass quantizes its rows for net.2 (nn.GEGLU.quantized_for)."""
+        gate, out = typing.cast(nn.GEGLU, self.net[0]), typing.cast(nn.Linear, self.net[2])
+        return out(gate.quantized_for(x, [out]), add_to=add_to)
 
 
 class SelfAttentionHook(Protocol):
@@ -51,12 +58,16 @@ class BasicTransformerBlock(nn.Module):
     def forward(self, x: Tensor, context: Context) -> Tensor:
         """Updates the residual stream x (B, L, dim) IN PLACE and returns it: each residual
         add happens in the epilogue of the GEMM before it."""
+        # Under --int8 each norm's pass quantizes its rows for the W8A8 layers that read them
+        # (nn.LayerNorm.quantized_for): attn1's q, k and v, attn2's q, the feed-forward's.
         if self.reference is None:
-            self.attn1(self.norm1(x), add_to=x)
+            attn1 = self.attn1
+            self.attn1(self.norm1.quantized_for(x, [attn1.to_q, attn1.to_k, attn1.to_v]),
+                       add_to=x)
         else:
             self.reference.self_attention(self.attn1, self.norm1(x), x)
-        self.attn2(self.norm2(x), context, add_to=x)
-        return self.ff(self.norm3(x), add_to=x)
+        self.attn2(self.norm2.quantized_for(x, [self.attn2.to_q]), context, add_to=x)
+        return self.ff(self.norm3.quantized_for(x, self.ff.input_layers()), add_to=x)
 
 
 class Transformer2DModel(nn.Module):

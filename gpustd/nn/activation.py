@@ -20,7 +20,7 @@ def _gelu_op(approximate: str, op: str) -> int:
 def _unary(x: Tensor, code: int, op: str) -> Tensor:
     check_float(x, "x", op)
     out = Tensor.empty(x.shape, x.dtype, device=x.device)
-    k = kernel("activation", {"T": x.dtype}, OP=code)
+    k = kernel("activation", {"T": x.dtype}, parts=("nn/gelu",), OP=code)
     k.dispatch(k.groups_for(x.size), x, out, n=x.size, d=1)
     return out
 
@@ -54,6 +54,7 @@ def geglu(x: Tensor, *, approximate: str = "none") -> Tensor:
                          f"got shape {x.shape}")
     d = x.shape[-1] // 2
     out = Tensor.empty((*x.shape[:-1], d), x.dtype, device=x.device)
-    k = kernel("activation", {"T": x.dtype}, entry="geglu", OP=code)
+    k = kernel("activation", {"T": x.dtype}, parts=("nn/gelu",), entry="geglu",
+               OP=code)
     k.dispatch(k.groups_for(out.size), x, out, n=out.size, d=max(d, 1))
     return out

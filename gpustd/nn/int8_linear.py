@@ -19,11 +19,12 @@ from typing import Any
 
 import numpy as np
 
-from gpucore import Buffer, Kernel
+from gpucore import Kernel
 
 from .._tensor import Tensor
 from ..gemm.dispatch import record_gemm_w8a8
 from ._util import check_float, check_same
+from .int8_rows import Int8Rows, no_smoothing
 from .module import Module, ModuleList
 
 __all__ = ["ALPHA", "Int8Weight", "int8_linear", "int8_linears", "int8_weights", "quantize_rows",
@@ -104,9 +105,9 @@ def quantize_rows(x: Tensor, smooth: Tensor | None = None) -> tuple[Tensor, Tens
         return words, scales
     if smooth is not None and smooth.shape != (k,):
         raise ValueError(f"quantize_rows: smooth must have shape ({k},), got {smooth.shape}")
-    factors = smooth.buffer if smooth is not None else x.device.keep(
-        ("int8 no smooth",), lambda: Buffer(1, np.float32, device=x.device, read_only=True))
-    kernel = Kernel.cached("quant/quantize_rows_i8", types={"T": x.dtype})
+    factors = smooth.buffer if smooth is not None else no_smoothing(x.device)
+    kernel = Kernel.cached("quant/quantize_rows_i8", parts=("quant/level_i8",),
+                           types={"T": x.dtype})
     grid = (min(m, _GROUPS_X), -(-m // _GROUPS_X), 1)
     kernel.dispatch(grid, x.buffer, factors, words.buffer, scales.buffer, m=m, k=k,
                     kw=kw, has_smooth=int(smooth is not None))
@@ -168,8 +169,9 @@ def quantize_weights(weights: list[Tensor], *, act_absmax: np.ndarray | None = N
 def int8_linear(x: Tensor, weight: Int8Weight, bias: Tensor | None = None, *,
                 add_to: Tensor | None = None) -> Tensor:
     """gpustd.nn.linear (x [..., in] @ W.T + bias, add_to a residual added in place) with W an
-    Int8Weight and x quantized per row on the way in (W8A8). torch: `F.linear(x, w8 * sw, b)`
-    with x replaced by its per-row int8 rounding."""
+    Int8Weight and x quantized per row on the way in (W8A8), or x's own int8 rows where it is
+    an Int8Rows quantized under W's smoothing (gpustd.nn.int8_rows). torch: `F.linear(x,
+    w8 * sw, b)` with x replaced by its per-row int8 rounding."""
     return _linears("int8_linear", x, [weight], [bias], add_to)[0]
 
 
@@ -197,7 +199,9 @@ def _linears(op: str, x: Tensor, weights: list[Int8Weight], biases: list[Tensor 
         n = weight.shape[0]
         if m == 0 or n == 0:
             continue
-        if shared is None:  # one quantization of x for every weight (they share smoothing)
+        if shared is None and isinstance(x, Int8Rows) and x.smooth is weight.smooth:
+            shared = x.words, x.scales  # quantized by the kernel that wrote x (int8_rows)
+        elif shared is None:  # one quantization of x for every weight (they share smoothing)
             shared = quantize_rows(x.reshape(m, k), weight.smooth)
         words, scales = shared
         record_gemm_w8a8(words.buffer, weight.words.buffer, scales.buffer, weight.scales.buffer,

@@ -12,6 +12,7 @@ from gpucore import Device
 
 from .._tensor import Tensor
 from ..quant import materialize
+from . import int8_rows as _int8_rows
 from . import prologue as _prologue
 from ._util import pair
 from .activation import geglu
@@ -53,6 +54,21 @@ class Linear(Module):
                and "forward" not in vars(layer) for layer in layers):
             return linears(x, [layer.weight for layer in layers])
         return Linear.each(x, layers)
+
+    @staticmethod
+    def int8_input(layers: list[Linear]) -> tuple[Tensor | None] | None:
+        """(smooth,) where every one of `layers` is a W8A8 Linear (Int8Weight, Linear's own
+        forward) and all share one smoothing `smooth` (a tensor, or None): the kernel that
+        makes their input may then quantize it for them (gpustd.nn.int8_rows). None
+        otherwise, or while int8_rows.FUSED is off."""
+        if not _int8_rows.FUSED or any(type(layer) is not Linear or "forward" in vars(layer)
+                                       for layer in layers):
+            return None
+        weights = [layer.weight for layer in layers if isinstance(layer.weight, Int8Weight)]
+        if not weights or len(weights) < len(layers) or any(
+                weight.smooth is not weights[0].smooth for weight in weights):
+            return None
+        return (weights[0].smooth,)
 
     @staticmethod
     def each(x: Tensor, layers: list[Linear]) -> list[Tensor]:
@@ -146,6 +162,16 @@ class LayerNorm(Module):
     def forward(self, x: Tensor) -> Tensor:
         return layer_norm(x, self.weight, self.bias, self.eps)
 
+    def quantized_for(self, x: Tensor, readers: list[Linear]) -> Tensor:
+        """forward(x) for the linear layers `readers`: where they are W8A8 layers sharing one
+        smoothing (Linear.int8_input), an Int8Rows whose int8 rows this norm's pass wrote
+        (gpustd.nn.int8_rows; the same values and rows as the separate passes)."""
+        found = Linear.int8_input(readers)
+        if found is None or "forward" in vars(self):
+            return self(x)
+        return _int8_rows.layer_norm_int8(x, weight=self.weight, bias=self.bias, eps=self.eps,
+                                          smooth=found[0])
+
 
 class Embedding(Module):
     """A lookup table weight [num_embeddings, embedding_dim]. torch: nn.Embedding."""
@@ -177,6 +203,20 @@ class GEGLU(Module):
             return geglu(self.proj(x), approximate=self.approximate)
         return linear_geglu(x, materialize(self.proj.weight), self.proj.bias,
                             approximate=self.approximate)
+
+    def quantized_for(self, x: Tensor, readers: list[Linear]) -> Tensor:
+        """forward(x) for the linear layers `readers`: where the projection is W8A8 (its gate
+        then runs in a pass after it) and they are W8A8 layers sharing one smoothing
+        (Linear.int8_input), an Int8Rows whose int8 rows the gate's pass wrote
+        (gpustd.nn.int8_rows; the same values and rows as the separate passes). The
+        projection's GEMM cannot quantize: a tile sees a few columns of a row, not its
+        largest magnitude."""
+        found = Linear.int8_input(readers)
+        if (found is None or "forward" in vars(self) or fuses(self.proj.weight, x)
+                or not isinstance(self.proj.weight, Int8Weight)):
+            return self(x)
+        return _int8_rows.gelu_int8(self.proj(x), approximate=self.approximate, gated=True,
+                                    smooth=found[0])
 
 
 class Identity(Module):

@@ -130,9 +130,16 @@ def layer_norm(x: Tensor, weight: Tensor | None = None, bias: Tensor | None = No
     if x.size == 0:
         return out
     rows = x.size // d
-    # Enough invocations per row to give each ~8 elements, but at least a warp's worth.
-    tpr = min(256, max(32, 1 << max(0, math.ceil(math.log2(max(d, 1) / 8)))))
-    k = kernel("layer_norm", {"T": x.dtype}, TPR=tpr, AFFINE=int(affine))
+    tpr = row_lanes(d)
+    k = kernel("layer_norm", {"T": x.dtype}, parts=("nn/layer_norm_row",), TPR=tpr,
+               AFFINE=int(affine))
     gamma, beta = (weight, bias) if affine else (dummy(x), dummy(x))
     k.dispatch(math.ceil(rows / (256 // tpr)), x, gamma, beta, out, rows=rows, d=d, eps=eps)
     return out
+
+
+def row_lanes(d: int) -> int:
+    """Invocations per row of layer_norm's kernels (shaders/nn/layer_norm_row.wgsl) for rows of
+    d elements: enough to give each ~8 elements, but at least a warp's worth. The sums'
+    order, and so their rounding, follows it."""
+    return min(256, max(32, 1 << max(0, math.ceil(math.log2(max(d, 1) / 8)))))

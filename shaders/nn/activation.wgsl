@@ -1,7 +1,9 @@
+//! parts: nn/gelu
 // Activations of the SD networks, one invocation per output element, f32 math.
 //   main:  out[i] = f(x[i]), f chosen by OP (0 silu, 1 gelu erf, 2 gelu tanh, 3 quick_gelu)
 //   geglu: x is [rows, 2d]; out[r, j] = x[r, j] * gelu(x[r, d + j]) (diffusers GEGLU: the
 //          projection's first half is the value, the second the gate), GELU by OP (1 or 2).
+// erf and gelu come from the part nn/gelu (shared with quant/gelu_i8).
 alias T = f32;
 override WG: u32 = 256u;
 override OP: u32 = 0u;
@@ -12,26 +14,8 @@ struct Params { n: u32, d: u32 }
 @group(0) @binding(1) var<storage, read_write> out: array<T>;
 @group(0) @binding(2) var<uniform> params: Params;
 
-// erf by Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7): WGSL has no erf builtin.
-fn erf(v: f32) -> f32 {
-    let a = abs(v);
-    let t = 1.0 / (1.0 + 0.3275911 * a);
-    let poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741
-        + t * (-1.453152027 + t * 1.061405429))));
-    return sign(v) * (1.0 - poly * exp(-a * a));
-}
-
 fn sigmoid(v: f32) -> f32 {
     return 1.0 / (1.0 + exp(-v));  // exp overflow gives 1/inf = 0, the right limit
-}
-
-fn gelu(v: f32) -> f32 {
-    if (OP == 2u) {
-        // Clamped: some drivers compute tanh through exp and return NaN for large inputs.
-        let inner = clamp(0.7978845608028654 * (v + 0.044715 * v * v * v), -15.0, 15.0);
-        return 0.5 * v * (1.0 + tanh(inner));
-    }
-    return 0.5 * v * (1.0 + erf(v * 0.7071067811865476));
 }
 
 fn activate(v: f32) -> f32 {

@@ -1,9 +1,7 @@
+//! parts: nn/layer_norm_row
 // LayerNorm over the last dimension: each row of `d` elements is handled by TPR
-// invocations (WG / TPR rows per workgroup). Mean first, then the centered sum of squares
-// in a second pass over the (cached) row, which avoids the cancellation of E[x^2] - E[x]^2.
-// Everything is taken relative to the row's first element x0 (mean = x0 + delta, centered
-// values (x - x0) - delta): a row around 1e4 would otherwise lose digits twice, in float32
-// sums of size 3e7 and in a mean whose own ulp is 1e-3.
+// invocations (WG / TPR rows per workgroup); the statistics come from the part
+// nn/layer_norm_row (shared with quant/layer_norm_i8).
 alias T = f32;
 override WG: u32 = 256u;
 override TPR: u32 = 64u;  // invocations per row, a power of two dividing WG
@@ -17,23 +15,6 @@ struct Params { rows: u32, d: u32, eps: f32 }
 @group(0) @binding(3) var<storage, read_write> out: array<T>;
 @group(0) @binding(4) var<uniform> params: Params;
 
-var<workgroup> red: array<f32, WG>;
-
-// Sum of v over this invocation's row segment (all invocations must call it).
-fn row_sum(v: f32, lid: u32, lane: u32) -> f32 {
-    red[lid] = v;
-    workgroupBarrier();
-    for (var s = TPR / 2u; s > 0u; s >>= 1u) {
-        if (lane < s) {
-            red[lid] += red[lid + s];
-        }
-        workgroupBarrier();
-    }
-    let total = red[lid - lane];
-    workgroupBarrier();
-    return total;
-}
-
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
@@ -41,27 +22,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let row = (wid.y * nwg.x + wid.x) * (WG / TPR) + lid / TPR;
     let live = row < params.rows;
     let base = row * params.d;
-    let d = params.d;
-    var s = 0.0;
-    var shift = 0.0;
+    let m = row_moments(base, live, lid, lane);
     if (live) {
-        shift = f32(x[base]);
-        for (var i = lane; i < d; i += TPR) {
-            s += f32(x[base + i]) - shift;
-        }
-    }
-    let delta = row_sum(s, lid, lane) / f32(d);
-    var q = 0.0;
-    if (live) {
-        for (var i = lane; i < d; i += TPR) {
-            let c = (f32(x[base + i]) - shift) - delta;
-            q = fma(c, c, q);
-        }
-    }
-    let rstd = inverseSqrt(row_sum(q, lid, lane) / f32(d) + params.eps);
-    if (live) {
-        for (var i = lane; i < d; i += TPR) {
-            var y = ((f32(x[base + i]) - shift) - delta) * rstd;
+        for (var i = lane; i < params.d; i += TPR) {
+            var y = normalized(base, i, m);
             if (AFFINE) {
                 y = fma(y, f32(gamma[i]), f32(beta[i]));
             }

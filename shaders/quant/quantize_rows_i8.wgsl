@@ -1,3 +1,4 @@
+//! parts: quant/level_i8
 // Rows of x [M, K] quantized to int8 for the W8A8 GEMM (gpustd/nn/int8_linear.py): each row's
 // values (times factors[k] where has_smooth: SmoothQuant's per-input-channel factors) scaled by
 // 127 / the row's largest magnitude, rounded to nearest even and clamped to [-127, 127], four
@@ -38,16 +39,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: 
         workgroupBarrier();
     }
     let largest = peaks[0];
-    let inverse = select(127.0 / largest, 0.0, largest == 0.0);
+    let inverse = row_inverse(largest);
     if (lid == 0u) { scale[row] = largest / 127.0; }
     for (var w = lid; w < params.kw; w += WG) {
         var word = 0u;
         for (var j = 0u; j < 4u; j++) {
             let i = w * 4u + j;
-            if (i < params.k) {
-                let level = clamp(round(value(base, i) * inverse), -127.0, 127.0);
-                word |= (bitcast<u32>(i32(level)) & 0xffu) << (8u * j);
-            }
+            if (i < params.k) { word |= level_byte(value(base, i), inverse, j); }
         }
         q[row * params.kw + w] = bitcast<i32>(word);
     }

@@ -14,6 +14,7 @@ from conftest import host_variant_on_first_adapter
 
 import gpucore
 import gpustd.nn.int8_linear as int8_module
+import gpustd.nn.int8_rows as int8_rows
 from diffusion.models import FluxTransformer2DModel, SD3Transformer2DModel
 from diffusion.models.int8 import calibrate, quantize_linears
 from gpustd import Tensor
@@ -94,7 +95,9 @@ def test_step_same_bytes_with_fewer_quantizations(device: gpucore.Device, model:
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """A tiny step (one double and one single block for FLUX, one joint block for SD 3),
     ragged token counts, weights scaled so the int8 rounding shows in the output; smooth:
-    `--int8 smooth`'s calibration first, the layers of one input sharing one smoothing."""
+    `--int8 smooth`'s calibration first, the layers of one input sharing one smoothing. The
+    same bytes again where the modulated norms and the GELUs quantize the rows they write
+    (gpustd.nn.int8_rows), with fewer quantize_rows passes still."""
     host_variant_on_first_adapter(device, "the shared int8 quantization of a DiT")
     dtype = np.float16 if device.has_f16 else np.float32
     kind = FluxTransformer2DModel if model == "flux" else SD3Transformer2DModel
@@ -113,8 +116,13 @@ def test_step_same_bytes_with_fewer_quantizations(device: gpucore.Device, model:
         assert ours.transformer_blocks[0].ff.net[2].weight.smooth is not shared_smooth
     counted = _Counted()
     monkeypatch.setattr(int8_module, "quantize_rows", counted)
+    fused = ours(*args).numpy()  # the norms and GELUs quantize their rows (int8_rows)
+    fused_calls = counted.calls
+    monkeypatch.setattr(int8_rows, "FUSED", False)  # each input quantized by a pass of its own
+    counted.calls = 0
     shared = ours(*args).numpy()
     assert counted.calls < layers
+    assert fused_calls < counted.calls and np.array_equal(fused, shared)
     monkeypatch.setattr(Linear, "each", staticmethod(_one_by_one))
     counted.calls = 0
     alone = ours(*args).numpy()
@@ -127,7 +135,8 @@ def test_step_same_bytes_with_fewer_quantizations(device: gpucore.Device, model:
 def test_sdxl_unet_step_keeps_its_token_projections_float(
         device: gpucore.Device, monkeypatch: pytest.MonkeyPatch) -> None:
     """SDXL's transformers read proj_in/proj_out as NCHW GEMMs: --int8 leaves them float (it
-    gave them Int8Weights, which those GEMMs refused); q, k and v share one quantization."""
+    gave them Int8Weights, which those GEMMs refused); q, k and v share one quantization; the
+    LayerNorms and GEGLUs quantizing their rows give the same bytes."""
     host_variant_on_first_adapter(device, "the int8 SDXL UNet")
     import sdxl_tiny
 
@@ -152,7 +161,13 @@ def test_sdxl_unet_step_keeps_its_token_projections_float(
     float_out = ours(*args, cond).numpy()
     layers = quantize_linears(ours)
     assert layers == len(keys)
+    counted = _Counted()
+    monkeypatch.setattr(int8_module, "quantize_rows", counted)
+    fused = ours(*args, cond).numpy()  # the norms and GEGLUs quantize their rows (int8_rows)
+    fused_calls, counted.calls = counted.calls, 0
+    monkeypatch.setattr(int8_rows, "FUSED", False)
     shared = ours(*args, cond).numpy()
+    assert np.array_equal(fused, shared) and fused_calls < counted.calls
     monkeypatch.setattr(Linear, "each", staticmethod(_one_by_one))
     assert np.array_equal(shared, ours(*args, cond).numpy())
     assert not np.array_equal(shared, float_out)
