@@ -3,6 +3,7 @@ control model given, a flow family), the control modes' style fidelity, a hires 
 
 from __future__ import annotations
 
+import re
 from types import SimpleNamespace
 
 import numpy as np
@@ -67,3 +68,19 @@ def test_flow_families_refuse_colorfix_units() -> None:
                          colorfix=ColorFix(8))
     with pytest.raises(ValueError, match="tile_colorfix runs on the UNet models"):
         FlowControl([unit], total_steps=4, family="flux-dev")
+
+
+@pytest.mark.parametrize("module", ["reference_adain", "reference_adain+attn"])
+def test_adain_modules_give_reference_units(module: str) -> None:
+    from diffusion.preprocessors import module_list
+
+    assert module in module_list()
+    unit = ControlSpec(model="None", image=PICTURE, module=module, threshold_a=0.2,
+                       weight=1.5).unit(None, width=32, height=24)
+    assert isinstance(unit, ReferenceUnit) and unit.module == module
+    assert (unit.fidelity, unit.weight) == (0.2, 1.5)
+    assert unit_label(unit).startswith(f"Module: {module}, Model: None, Weight: 1.5")
+    with pytest.raises(ValueError, match=re.escape(f"{module} runs on the UNet models")):
+        FlowControl([unit], total_steps=4, family="flux-dev")
+    with pytest.raises(ValueError, match="a reference unit's is one of reference_only, "):
+        ReferenceUnit(PICTURE, module="reference_adain_typo")
