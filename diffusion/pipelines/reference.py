@@ -16,8 +16,9 @@ itself attends to them, or is renormalized to them. As in hook.py, a unit's pass
 only what its module takes and reads the rest: with units of different modules, a later
 unit's pass consumes what an earlier one saved for the other machine. The noise is a
 fixed draw per step (the extension's is unseeded: `torch.randn_like`), so a seed gives one
-picture. The style fidelity is the unit's for "Balanced", 1 for "ControlNet is more
-important", 0 for "My prompt is more important", as the extension sets it.
+picture. The style fidelity is the unit's for "Balanced" (cubed on SDXL, whose attention
+hook.py finds unstable), 1 for "ControlNet is more important", 0 for "My prompt is more
+important", as the extension sets it.
 """
 
 from __future__ import annotations
@@ -98,11 +99,13 @@ class ReferenceUnit:
 class ReferenceInjection:
     """The reference units of a pass on `unet`. `encode`: pixels (1, 3, H, W) in
     [-1, 1] -> the UNet's latents (the VAE's posterior mean, scaled); `alphas_cumprod`: the
-    model's; `size`: the pass's (width, height)."""
+    model's; `size`: the pass's (width, height); `sdxl`: the UNet is SDXL's (base or
+    refiner)."""
 
     def __init__(self, units: Sequence[ReferenceUnit], unet: Any, *, total_steps: int,
                  size: tuple[int, int], encode: Callable[[np.ndarray], np.ndarray],
-                 alphas_cumprod: np.ndarray) -> None:
+                 alphas_cumprod: np.ndarray, sdxl: bool = False) -> None:
+        self.sdxl = sdxl
         self.units = list(units)
         self.total_steps = max(1, int(total_steps))
         self.size = size
@@ -113,6 +116,10 @@ class ReferenceInjection:
         self.attention = ReferenceAttention(unet) if modules & set(_ATTENTION) else None
         self.adain = ReferenceAdaIN(unet) if modules & set(_ADAIN) else None
         self._latents: dict[int, np.ndarray] = {}
+
+    def fidelity(self, unit: ReferenceUnit) -> float:
+        """The style fidelity `unit` acts with: hook.py cubes it on SDXL (0.5 -> 0.125)."""
+        return unit.fidelity ** 3 if self.sdxl else unit.fidelity
 
     def acts(self, step: int) -> bool:
         return any(unit.active(step, self.total_steps) for unit in self.units)
@@ -141,7 +148,7 @@ class ReferenceInjection:
                 for writer, modules in writers:
                     if writer is not None and unit.module in modules:
                         run = partial(writer.write, run, weight=unit.weight,
-                                      style_fidelity=unit.fidelity)
+                                      style_fidelity=self.fidelity(unit))
                 run()
             run = partial(call, x, True)
             for machine in machines:
@@ -171,7 +178,7 @@ POSTERIOR_MEAN: Any = _PosteriorMean()  # where a pipeline's encoder takes a gen
 def split_references(units: Sequence[Any], unet: Any, *, total_steps: int,
                      size: tuple[int, int], encode: Callable[[np.ndarray], np.ndarray],
                      scheduler_config: Mapping[str, Any], low_vram: bool = False,
-                     hires_stage: str | None = None
+                     hires_stage: str | None = None, sdxl: bool = False
                      ) -> tuple[ReferenceInjection | None, tuple[Any, ...]]:
     """(the injection of the reference units among `units`, None when there are none;
     the other units). `low_vram`: the pass runs in a memory mode, which they do not support
@@ -190,4 +197,4 @@ def split_references(units: Sequence[Any], unet: Any, *, total_steps: int,
                          "--lowvram modes yet; leave them out or run without the memory mode")
     abar = np.cumprod(1.0 - make_betas(scheduler_config).astype(np.float32), dtype=np.float32)
     return ReferenceInjection(references, unet, total_steps=total_steps, size=size,
-                              encode=encode, alphas_cumprod=abar), others
+                              encode=encode, alphas_cumprod=abar, sdxl=sdxl), others
