@@ -4,7 +4,9 @@ network on the same random weights, on torch's GPU.
 
 The weights are drawn by torch in controlnet_aux's own classes at the annotators' real sizes
 and saved with torch.save in the extension's file layout (what tests/diffusion/preprocessors
-do with narrow networks), so ours reads them as it reads the downloaded files.
+do with narrow networks), so ours reads them as it reads the downloaded files. openpose's
+body network is built instead, with a picture of three people to go with it
+(bench/_pose_people.py): random weights find some ninety, which no real picture has.
 
 controlnet_aux is a test-only package, often missing where the bench runs (a GPU machine):
 it is imported as the tests import it (its submodules under an empty package, its
@@ -34,6 +36,7 @@ import numpy as np
 import gpucore
 
 from . import _harness
+from ._pose_people import people_body, people_picture
 
 ENV_VAR = "BENCH_CONTROLNET_AUX"
 MODULES = ("lineart_realistic", "lineart_anime", "softedge_hed", "softedge_pidinet", "mlsd",
@@ -160,8 +163,7 @@ def _network(module: str, folder: Path) -> tuple[Any, str]:
         return _openpose_full(folder, save), "full"
     if module == "openpose":
         aux("open_pose.util", bare=("open_pose",))  # first: it imports body
-        torch.manual_seed(3)
-        net = aux("open_pose.model").bodypose_model().eval()
+        net = people_body(aux("open_pose.model").bodypose_model())
         flat = {k.split(".", 1)[1]: v for k, v in net.state_dict().items()}
         save(flat, "openpose", "body_pose_model.pth")
         return aux("open_pose.body").Body(str(folder / "openpose" / "body_pose_model.pth")), \
@@ -196,10 +198,10 @@ def _stand_ins() -> None:
 
 
 def _openpose_full(folder: Path, save: Callable[..., None]) -> Any:
-    """OpenposeDetector with random body, hand and face networks saved as the extension's
-    three files (the body's weights scaled and its limb fields leaning positive, as
-    tests/diffusion/preprocessors/test_openpose's, so that people, hands and faces are
-    found)."""
+    """OpenposeDetector with the built body network (three people in people_picture) and
+    random hand and face networks (their weights scaled, as tests/diffusion/preprocessors/
+    test_openpose's, so that hands and faces are found), saved as the extension's three
+    files."""
     import torch
 
     _stand_ins()
@@ -209,15 +211,14 @@ def _openpose_full(folder: Path, save: Callable[..., None]) -> Any:
     open_pose = aux("open_pose")
     model = aux("open_pose.model")
     torch.manual_seed(3)
-    body = model.bodypose_model().eval()
+    body = people_body(model.bodypose_model())
     hand = model.handpose_model().eval()
     face = aux("open_pose.face").FaceNet().eval()
     with torch.no_grad():
-        for net in (body, hand, face):
+        for net in (hand, face):
             for name, value in net.named_parameters():
                 if name.endswith("weight"):
                     value.mul_(8**0.5)
-        body.model6_1.Mconv7_stage6_L1.bias.add_(0.5)
     flat = {k.split(".", 1)[1]: v for k, v in body.state_dict().items()}
     save(flat, "openpose", "body_pose_model.pth")
     save({k.split(".", 1)[1]: v for k, v in hand.state_dict().items()}, "openpose",
@@ -301,7 +302,7 @@ def rows(sizes: tuple[int, ...], modules: tuple[str, ...], device: gpucore.Devic
             out.append({"work": module, "error": f"{type(exc).__name__}: {str(exc)[:200]}"})
             continue
         for size in sizes:
-            image = _picture(size)
+            image = people_picture(size) if module.startswith("openpose") else _picture(size)
             row: dict[str, Any] = {"work": f"{module} {size}x{size}", "dtype": "float32",
                                    "mode": "round trip"}
             try:

@@ -4,7 +4,7 @@ diffusers' parameter names and config."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -81,10 +81,24 @@ def check_config(config: Mapping[str, Any]) -> dict[str, Any]:
     return cfg
 
 
+class BlockOutputHook(Protocol):
+    """What may replace a block's output while installed (diffusion.models.reference_adain):
+    `kind` "input", "middle" or "output" and `index` name the block as the original (LDM)
+    UNet counts its input_blocks (conv_in 0, then each resnet with its attention, each
+    downsampler) and output_blocks (each resnet with its attention, the level's upsampler
+    with its last)."""
+
+    def block_output(self, kind: str, index: int, h: Tensor) -> Tensor: ...
+
+
 class UNetEncoder(nn.Module):
     """The UNet's input half, shared by the UNet and ControlNet (which copies it): conv_in,
     the time (and SDXL's added) embedding, the down blocks and the mid block, with diffusers'
     names. `config` has been through `check_config`."""
+
+    # Set on a UNet while the ControlNet extension's reference_adain runs
+    # (diffusion.models.reference_adain): it sees, and may replace, each block's output.
+    block_hook: BlockOutputHook | None = None
 
     def __init__(self, cfg: dict[str, Any], place: Place) -> None:
         self.config = cfg
@@ -163,6 +177,7 @@ class UNetEncoder(nn.Module):
         they last: added to a cross-attention block's last transformer output (before its
         downsampler), or to a plain block's output (after it), as diffusers does."""
         skips = [h]
+        hook = self.block_hook
         for block in self.down_blocks:
             attentive = block.attention(0) is not None
             for i, res in enumerate(block.resnets):
@@ -170,12 +185,16 @@ class UNetEncoder(nn.Module):
                 attn = block.attention(i)
                 if attn is not None:
                     h = attn(h, context)
+                if hook is not None:
+                    h = hook.block_output("input", len(skips), h)
                 if intrablock and attentive and i == len(block.resnets) - 1:
                     h = h + intrablock.pop(0)
                 skips.append(h)
             sampler = block.sampler()
             if sampler is not None:
                 h = sampler(h)
+                if hook is not None:
+                    h = hook.block_output("input", len(skips), h)
                 skips.append(h)
             if intrablock and not attentive:  # diffusers adds in place: the skip sees it too
                 h = skips[-1] = h + intrablock.pop(0)
@@ -183,8 +202,8 @@ class UNetEncoder(nn.Module):
 
     def mid(self, h: Tensor, temb_act: Tensor, context: Context) -> Tensor:
         mid = self.mid_block
-        return mid.resnets[1](mid.attentions[0](mid.resnets[0](h, temb_act), context),
-                              temb_act)
+        h = mid.resnets[1](mid.attentions[0](mid.resnets[0](h, temb_act), context), temb_act)
+        return h if self.block_hook is None else self.block_hook.block_output("middle", 0, h)
 
     @property
     def uses_added_cond(self) -> bool:
@@ -326,13 +345,17 @@ class UNet2DConditionModel(UNetEncoder):
         if intrablock and intrablock[0].shape == h.shape:
             h = h + intrablock.pop(0)
 
+        output = 0  # the LDM UNet's output block
         for block in self.up_blocks:
+            sampler = block.sampler()
             for i, res in enumerate(block.resnets):
                 h = res(concatenate([h, skips.pop()], axis=1), temb_act)
                 attn = block.attention(i)
                 if attn is not None:
                     h = attn(h, attend_to)
-            sampler = block.sampler()
-            if sampler is not None:  # to the next skip's size: a side may be odd there
-                h = sampler(h, skips[-1].shape[-2:])
+                if sampler is not None and i == len(block.resnets) - 1:
+                    h = sampler(h, skips[-1].shape[-2:])  # to the next skip's: may be odd
+                if self.block_hook is not None:
+                    h = self.block_hook.block_output("output", output, h)
+                output += 1
         return self.conv_out(h, prologue=self.conv_norm_out.prologue(h, silu=True))

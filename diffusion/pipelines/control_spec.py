@@ -182,7 +182,8 @@ class ControlSpec:
                                  guidance_end=float(self.guidance_end),
                                  style_fidelity=float(used.threshold_a),
                                  control_mode=self.control_mode, resize_mode=self.resize_mode,
-                                 hr_option=self.hr_option, label=used.serialize(MAP_MODEL))
+                                 hr_option=self.hr_option, label=used.serialize(MAP_MODEL),
+                                 module=self.module)
         if self.model == MAP_MODEL:
             detected, used = self.detect(width, height, device=device, seed=seed)
             return ControlMap(detected, resize_mode=self.resize_mode,
@@ -280,7 +281,7 @@ def unit_label(unit: ControlUnit | IPAdapterUnit | ControlMap | ReferenceUnit) -
     if isinstance(unit, ControlMap):
         return ControlSpec(model=MAP_MODEL, resize_mode=unit.resize_mode).serialize()
     if isinstance(unit, ReferenceUnit):
-        return ControlSpec(model=MAP_MODEL, module=REFERENCE_MODULES[0],
+        return ControlSpec(model=MAP_MODEL, module=unit.module,
                            weight=min(max(unit.weight, 0.0), 2.0),
                            threshold_a=unit.style_fidelity, resize_mode=unit.resize_mode,
                            guidance_start=unit.guidance_start, guidance_end=unit.guidance_end,

@@ -1,6 +1,7 @@
-"""The ControlNet extension's reference_only units on the UNet models (SD 1.x / 2.x, SDXL): no
-control model; the unit's picture steers the UNet's self-attention
-(diffusion.models.reference_attention), as the extension's scripts/hook.py does it.
+"""The ControlNet extension's reference units on the UNet models (SD 1.x / 2.x, SDXL): no
+control model; the unit's picture steers the UNet, as the extension's scripts/hook.py does it:
+reference_only its self-attention (diffusion.models.reference_attention), reference_adain
+its blocks' output statistics (diffusion.models.reference_adain), reference_adain+attn both.
 
     unit = ReferenceUnit(picture, weight=1.0, style_fidelity=0.5)
     injection = ReferenceInjection([unit], unet, total_steps=20, size=(512, 512),
@@ -10,15 +11,20 @@ control model; the unit's picture steers the UNet's self-attention
 At every UNet call of a step where a unit acts, the picture's latents (fitted to the pass's
 size by the unit's resize mode, through the VAE: its posterior mean, scaled) noised to the
 call's timestep run through the UNet first (without ControlNet residuals) and leave their
-self-attention inputs in the banks; then the call itself attends to them. The noise is a
+self-attention inputs, or their blocks' means and variances, in the banks; then the call
+itself attends to them, or is renormalized to them. As in hook.py, a unit's pass saves
+only what its module takes and reads the rest: with units of different modules, a later
+unit's pass consumes what an earlier one saved for the other machine. The noise is a
 fixed draw per step (the extension's is unseeded: `torch.randn_like`), so a seed gives one
-picture. The style fidelity is the unit's for "Balanced", 1 for "ControlNet is more
-important", 0 for "My prompt is more important", as the extension sets it.
+picture. The style fidelity is the unit's for "Balanced" (cubed on SDXL, whose attention
+hook.py finds unstable), 1 for "ControlNet is more important", 0 for "My prompt is more
+important", as the extension sets it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
@@ -27,6 +33,7 @@ import numpy as np
 
 from gpustd import Tensor, asarray
 
+from ..models.reference_adain import ReferenceAdaIN
 from ..models.reference_attention import ReferenceAttention, noised_reference
 from ..preprocessors.resize import fit_map
 from ..sampling.model_sampling import make_betas
@@ -35,16 +42,20 @@ from .control import CONTROL_MODES, HR_OPTIONS
 __all__ = ["POSTERIOR_MEAN", "REFERENCE_MODULES", "ReferenceInjection", "ReferenceUnit",
            "split_references"]
 
-REFERENCE_MODULES = ("reference_only",)
+REFERENCE_MODULES = ("reference_only", "reference_adain", "reference_adain+attn")
+_ATTENTION = ("reference_only", "reference_adain+attn")  # the modules hook.py gives each machine
+_ADAIN = ("reference_adain", "reference_adain+attn")
 
 
 @dataclass
 class ReferenceUnit:
-    """A reference_only unit: `image` the reference picture (uint8 HxWx3); `weight` how
-    many self-attention layers take it (those ranked below it: 1 all, 0.5 the wider half);
+    """A reference unit: `image` the reference picture (uint8 HxWx3); `module` one of
+    REFERENCE_MODULES; `weight` how many self-attention layers (and reference_adain's
+    blocks) take it (those ranked below it: 1 all attention layers, 0.5 the wider half);
     guidance_start / guidance_end the fractions of the steps between which it acts (the
     extension's rule); `style_fidelity` (0..1, the unit's threshold_a) how much of the plain
-    self-attention the unconditional rows keep; `label` the infotext text."""
+    self-attention (or block output) the unconditional rows keep; `label` the infotext
+    text."""
 
     image: Any
     weight: float = 1.0
@@ -55,11 +66,15 @@ class ReferenceUnit:
     resize_mode: str = "Crop and Resize"
     hr_option: str = "Both"
     label: str | None = None
+    module: str = "reference_only"
 
     def __post_init__(self) -> None:
+        if self.module not in REFERENCE_MODULES:
+            raise ValueError(f"module {self.module!r}: a reference unit's is one of "
+                             f"{', '.join(REFERENCE_MODULES)}")
         image = np.asarray(self.image)
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-            raise ValueError("a reference_only unit's picture must be uint8 HxWx3, got "
+            raise ValueError(f"a {self.module} unit's picture must be uint8 HxWx3, got "
                              f"{image.dtype} {image.shape}")
         if self.control_mode not in CONTROL_MODES:
             raise ValueError(f"control_mode {self.control_mode!r}: expected one of "
@@ -82,20 +97,29 @@ class ReferenceUnit:
 
 
 class ReferenceInjection:
-    """The reference_only units of a pass on `unet`. `encode`: pixels (1, 3, H, W) in
+    """The reference units of a pass on `unet`. `encode`: pixels (1, 3, H, W) in
     [-1, 1] -> the UNet's latents (the VAE's posterior mean, scaled); `alphas_cumprod`: the
-    model's; `size`: the pass's (width, height)."""
+    model's; `size`: the pass's (width, height); `sdxl`: the UNet is SDXL's (base or
+    refiner)."""
 
     def __init__(self, units: Sequence[ReferenceUnit], unet: Any, *, total_steps: int,
                  size: tuple[int, int], encode: Callable[[np.ndarray], np.ndarray],
-                 alphas_cumprod: np.ndarray) -> None:
+                 alphas_cumprod: np.ndarray, sdxl: bool = False) -> None:
+        self.sdxl = sdxl
         self.units = list(units)
         self.total_steps = max(1, int(total_steps))
         self.size = size
         self.encode = encode
         self.alphas_cumprod = np.asarray(alphas_cumprod, np.float64)
-        self.machine = ReferenceAttention(unet)
+        self.unet = unet
+        modules = {unit.module for unit in self.units}
+        self.attention = ReferenceAttention(unet) if modules & set(_ATTENTION) else None
+        self.adain = ReferenceAdaIN(unet) if modules & set(_ADAIN) else None
         self._latents: dict[int, np.ndarray] = {}
+
+    def fidelity(self, unit: ReferenceUnit) -> float:
+        """The style fidelity `unit` acts with: hook.py cubes it on SDXL (0.5 -> 0.125)."""
+        return unit.fidelity ** 3 if self.sdxl else unit.fidelity
 
     def acts(self, step: int) -> bool:
         return any(unit.active(step, self.total_steps) for unit in self.units)
@@ -110,14 +134,26 @@ class ReferenceInjection:
         if not active:
             return call(x, True)
         noise = np.random.default_rng(step).standard_normal((x.shape[0], *x.shape[1:]))
-        with self.machine.installed():
+        machines = [machine for machine in (self.attention, self.adain) if machine is not None]
+        with ExitStack() as stack:
+            for machine in machines:
+                stack.enter_context(machine.installed())
+                machine.uncond_rows = uncond_rows  # a pass that reads, reads the call's rows
             for index, unit in active:
                 latents = np.broadcast_to(self._latent(index, unit), tuple(x.shape))
                 sample = asarray(noised_reference(latents, t, self.alphas_cumprod, noise)
                                  .astype(x.dtype), device=x.device)
-                self.machine.write(partial(call, sample, False), weight=unit.weight,
-                                   style_fidelity=unit.fidelity)
-            return self.machine.read(lambda: call(x, True), uncond_rows=uncond_rows)
+                run: Callable[[], Tensor] = partial(call, sample, False)
+                writers = ((self.adain, _ADAIN), (self.attention, _ATTENTION))
+                for writer, modules in writers:
+                    if writer is not None and unit.module in modules:
+                        run = partial(writer.write, run, weight=unit.weight,
+                                      style_fidelity=self.fidelity(unit))
+                run()
+            run = partial(call, x, True)
+            for machine in machines:
+                run = partial(machine.read, run, uncond_rows=uncond_rows)
+            return run()
 
     def _latent(self, index: int, unit: ReferenceUnit) -> np.ndarray:
         if index not in self._latents:
@@ -142,9 +178,9 @@ POSTERIOR_MEAN: Any = _PosteriorMean()  # where a pipeline's encoder takes a gen
 def split_references(units: Sequence[Any], unet: Any, *, total_steps: int,
                      size: tuple[int, int], encode: Callable[[np.ndarray], np.ndarray],
                      scheduler_config: Mapping[str, Any], low_vram: bool = False,
-                     hires_stage: str | None = None
+                     hires_stage: str | None = None, sdxl: bool = False
                      ) -> tuple[ReferenceInjection | None, tuple[Any, ...]]:
-    """(the injection of the reference_only units among `units`, None when there are none;
+    """(the injection of the reference units among `units`, None when there are none;
     the other units). `low_vram`: the pass runs in a memory mode, which they do not support
     (ValueError in one line). `hires_stage`: "first" or "second" pass of a hires fix, whose
     units pick theirs by hr_option; in the second the style fidelity is 0, as the
@@ -157,8 +193,8 @@ def split_references(units: Sequence[Any], unet: Any, *, total_steps: int,
     if not references:
         return None, others
     if low_vram:
-        raise ValueError("reference_only units do not run in the --medvram / --lowvram "
-                         "modes yet; leave them out or run without the memory mode")
+        raise ValueError(f"{references[0].module} units do not run in the --medvram / "
+                         "--lowvram modes yet; leave them out or run without the memory mode")
     abar = np.cumprod(1.0 - make_betas(scheduler_config).astype(np.float32), dtype=np.float32)
     return ReferenceInjection(references, unet, total_steps=total_steps, size=size,
-                              encode=encode, alphas_cumprod=abar), others
+                              encode=encode, alphas_cumprod=abar, sdxl=sdxl), others

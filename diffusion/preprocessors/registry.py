@@ -101,10 +101,11 @@ PREPROCESSORS: dict[str, Preprocessor] = {p.name: p for p in (
     # the picture with the unit's mask in alpha, for the inpaint ControlNet (inpaint_map)
     *(Preprocessor(name, filters.identity) for name in ("inpaint", "inpaint_global_harmonious",
                                                         "inpaint_only")),
-    # the picture as it is, for reference_only's attention injection (no model;
-    # diffusion.pipelines.reference)
-    Preprocessor("reference_only", filters.reference,
-                 Slider("Style Fidelity (only for Balance mode)", 0.5, 0.0, 1.0, 0.01)),
+    # the picture as it is, for reference_only's attention injection and reference_adain's
+    # renormalized block outputs (no model; diffusion.pipelines.reference)
+    *(Preprocessor(name, filters.reference,
+                   Slider("Style Fidelity (only for Balance mode)", 0.5, 0.0, 1.0, 0.01))
+      for name in ("reference_only", "reference_adain", "reference_adain+attn")),
     # the picture as it is, for an IP-Adapter's image encoder (ip_adapter_modules)
     *(Preprocessor(name, filters.identity) for name in IP_ADAPTER_MODULES),
 )}

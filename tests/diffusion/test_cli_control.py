@@ -181,3 +181,15 @@ def test_annotator_dir_is_where_preprocessors_look(tmp_path: Path,
     annotator_file.use_annotator_dir(args.annotator_dir)
     assert annotator_file.annotator_dir() == tmp_path.resolve()
     assert annotator_file.os.environ[annotator_file.ENV_VAR] == str(tmp_path.resolve())
+
+
+@pytest.mark.nodevice
+def test_reference_adain_from_the_command_line(pictures: dict[str, str]) -> None:
+    """A picture without a ControlNet, module reference_adain+attn: the reference unit."""
+    from diffusion.pipelines.reference import ReferenceUnit
+
+    spec, = _specs("--control-image", pictures["edges"], "--control-module",
+                   "reference_adain+attn", "--control-threshold-a", "0.25")[0]
+    unit = spec.unit(None, width=48, height=40)
+    assert isinstance(unit, ReferenceUnit)
+    assert (unit.module, unit.fidelity) == ("reference_adain+attn", 0.25)

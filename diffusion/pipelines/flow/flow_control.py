@@ -106,7 +106,7 @@ class FlowControl:
         kind, name = _MODELS[family]
         for index, unit in enumerate(units):
             if isinstance(unit, ReferenceUnit):
-                raise ValueError(f"control unit {index}: reference_only runs on the UNet models "
+                raise ValueError(f"control unit {index}: {unit.module} runs on the UNet models "
                                  f"(SD 1.x/2.x, SDXL), not on {name}; leave it out")
             title = getattr(getattr(unit, "model", None), "title", None)
             what = f"control unit {index}" + (f" ({title})" if title else "")

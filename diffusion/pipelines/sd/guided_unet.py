@@ -76,7 +76,7 @@ class GuidedUNet:
     diffusion.pipelines.control.Control) adds its units' residuals to every call, told which image
     of the batch each row is (a unit's map per image reaches each of the image's rows, uncond and
     parts alike). `reference` (a diffusion.pipelines.reference.ReferenceInjection): its
-    reference_only units run the UNet itself (not the capture) at the steps they act.
+    reference units run the UNet itself (not the capture) at the steps they act.
     `colorfix` (a diffusion.pipelines.colorfix.ColorFixHook): tile_colorfix's correction of
     every call's output."""
 
@@ -133,7 +133,7 @@ class GuidedUNet:
             x, timesteps, hidden, self._step, uncond_rows=uncond_rows, images=images,
             text_embeds=text_embeds, time_ids=ids)
         if self.reference is not None and self.reference.acts(self._step):
-            unet = self.reference.machine.unet
+            unet = self.reference.unet
             assert isinstance(hidden, Tensor)  # an AddedContext gave its hidden states above
             out = self.reference.run(
                 lambda sample, control: unet_call(unet, sample, timesteps, hidden, text_embeds,

@@ -190,7 +190,7 @@ class StableDiffusion:
             r.control, self.unet, total_steps=steps, size=(r.width, r.height),
             encode=lambda pixels: self._encode(pixels, POSTERIOR_MEAN),
             scheduler_config=self.scheduler_config, low_vram=self.memory is not None,
-            hires_stage=r.hires_stage)
+            hires_stage=r.hires_stage, sdxl=self.unet.uses_added_cond)
         colorfix = colorfix_hook([u for u in units if isinstance(u, ControlUnit)],
                                  size=(r.width, r.height),
                                  encode=lambda pixels: self._encode(pixels, POSTERIOR_MEAN),

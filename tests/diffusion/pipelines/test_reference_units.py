@@ -3,6 +3,7 @@ control model given, a flow family), the control modes' style fidelity, a hires 
 
 from __future__ import annotations
 
+import re
 from types import SimpleNamespace
 
 import numpy as np
@@ -67,3 +68,32 @@ def test_flow_families_refuse_colorfix_units() -> None:
                          colorfix=ColorFix(8))
     with pytest.raises(ValueError, match="tile_colorfix runs on the UNet models"):
         FlowControl([unit], total_steps=4, family="flux-dev")
+
+
+@pytest.mark.parametrize("module", ["reference_adain", "reference_adain+attn"])
+def test_adain_modules_give_reference_units(module: str) -> None:
+    from diffusion.preprocessors import module_list
+
+    assert module in module_list()
+    unit = ControlSpec(model="None", image=PICTURE, module=module, threshold_a=0.2,
+                       weight=1.5).unit(None, width=32, height=24)
+    assert isinstance(unit, ReferenceUnit) and unit.module == module
+    assert (unit.fidelity, unit.weight) == (0.2, 1.5)
+    assert unit_label(unit).startswith(f"Module: {module}, Model: None, Weight: 1.5")
+    with pytest.raises(ValueError, match=re.escape(f"{module} runs on the UNet models")):
+        FlowControl([unit], total_steps=4, family="flux-dev")
+    with pytest.raises(ValueError, match="a reference unit's is one of reference_only, "):
+        ReferenceUnit(PICTURE, module="reference_adain_typo")
+
+
+def test_sdxl_cubes_the_style_fidelity() -> None:
+    """hook.py: `current_style_fidelity ** 3.0` on SDXL, before the control modes' 1 and 0."""
+    config = {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012,
+              "num_train_timesteps": 1000}
+    units = [ReferenceUnit(PICTURE, style_fidelity=0.3, module="reference_adain"),
+             ReferenceUnit(PICTURE, control_mode="ControlNet is more important")]
+    for sdxl, expected in ((False, [0.3, 1.0]), (True, [0.3**3, 1.0])):
+        injection, _ = split_references(units, UNET, total_steps=4, size=(32, 24),
+                                        encode=lambda p: p, scheduler_config=config, sdxl=sdxl)
+        assert injection is not None
+        assert [injection.fidelity(unit) for unit in injection.units] == pytest.approx(expected)

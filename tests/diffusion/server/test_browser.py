@@ -304,7 +304,8 @@ def test_controlnet_panel(server: tuple[str, int, bool], page: Any, tmp_path: Pa
     """The ControlNet panel under the settings: the module's sliders as the extension names
     them (canny's resolution and thresholds; none for invert; the resolution hidden under
     Pixel Perfect), upload a picture, see the canny map the server detects at those settings,
-    generate with the unit; its infotext carries it as the extension writes it."""
+    generate with the unit; its infotext carries it as the extension writes it. Then the
+    preview's Pixel Perfect resolution, and Allow Preview."""
     url, size, tiny = server
     if not tiny:
         pytest.skip("AVX_SCREENSHOTS: the bundled model is served alone, without ControlNets")
@@ -355,6 +356,25 @@ def test_controlnet_panel(server: tuple[str, int, bool], page: Any, tmp_path: Pa
             'and Resize, Processor Res: 256, Threshold A: 50.0, Threshold B: 120.0, Guidance '
             'Start: 0.0, Guidance End: 0.5, Pixel Perfect: False, Control Mode: Balanced"'
             ) in infotext, infotext
+
+    # Pixel Perfect previews at the resolution the size gives (the short side 40 scaled by
+    # max(80 / 40, 96 / 48) under Crop and Resize); Allow Preview off hides the map and stops
+    # detecting as the unit changes; the Preview button turns it back on and detects once
+    detects: list[str] = []
+    page.on("request", lambda r: detects.append(r.url) if "/controlnet/detect" in r.url else None)
+    page.get_by_label("Width", exact=True).fill("96")
+    page.get_by_label("Height", exact=True).fill("80")
+    page.get_by_label("Pixel Perfect", exact=True).check()
+    page.wait_for_function("document.getElementById('cn_preview').naturalWidth === 96")
+    assert page.eval_on_selector("#cn_preview", "img => img.naturalHeight") == 80
+    page.get_by_label("Allow Preview", exact=True).uncheck()
+    assert page.locator("#cn_preview_hint").is_hidden()  # the map's column is gone
+    detects.clear()
+    low.fill("60")
+    low.dispatch_event("change")
+    page.get_by_role("button", name="Preview", exact=True).click()
+    page.locator("#cn_preview").wait_for(state="visible")
+    assert page.get_by_label("Allow Preview", exact=True).is_checked() and len(detects) == 1
     assert not page.errors, page.errors
 
 

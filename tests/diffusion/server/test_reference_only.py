@@ -2,7 +2,8 @@
 ControlNetUnit with module "reference_only" and no model steers a tiny SD 1.5's picture (the
 reference picture, its style fidelity and its weight each change it; weight 0 is the plain
 picture), the infotext writes the unit, and `/controlnet/module_list` lists the module with
-its Style Fidelity slider."""
+its Style Fidelity slider; reference_adain and reference_adain+attn each change it, each
+differently."""
 
 from __future__ import annotations
 
@@ -45,15 +46,17 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 
 def test_reference_only_unit_through_webuiapi(api: Any) -> None:
-    assert "reference_only" in api.controlnet_module_list()
+    modules = api.controlnet_module_list()
+    assert {"reference_only", "reference_adain", "reference_adain+attn"} <= set(modules)
     settings = dict(prompt="a red circle on a blue background", steps=2, width=40, height=24,
                     seed=3, cfg_scale=5, sampler_name="Euler")
     first = Image.fromarray(circle(48, 80))
     second = Image.fromarray(255 - circle(48, 80, seed=5))
 
-    def picture(image: Any = first, **unit: Any) -> tuple[np.ndarray, str]:
+    def picture(image: Any = first, module: str = "reference_only", **unit: Any
+                ) -> tuple[np.ndarray, str]:
         units = [] if image is None else [webuiapi.ControlNetUnit(
-            image=image, module="reference_only", model="None", **unit)]
+            image=image, module=module, model="None", **unit)]
         # webuiapi keeps units in its mutable default alwayson_scripts: a dict of its own
         result = api.txt2img(controlnet_units=units, alwayson_scripts={}, **settings)
         return np.asarray(result.image, np.float64) / 255, result.info["infotexts"][0]
@@ -67,3 +70,11 @@ def test_reference_only_unit_through_webuiapi(api: Any) -> None:
     assert np.abs(other - guided).mean() > 0.01  # the reference matters
     assert np.abs(picture(threshold_a=0.0)[0] - guided).mean() > 0.005
     assert np.abs(picture(weight=0.0)[0] - plain).max() <= 1 / 255
+
+    # reference_adain renormalizes the UNet's block outputs to the reference's statistics;
+    # +attn does that and reference_only's attention
+    adain, info = picture(module="reference_adain")
+    assert 'ControlNet 0: "Module: reference_adain, Model: None, Weight: 1.0' in info
+    both = picture(module="reference_adain+attn")[0]
+    assert np.abs(adain - plain).mean() > 0.01
+    assert np.abs(both - adain).mean() > 0.005 and np.abs(both - guided).mean() > 0.005

@@ -1,7 +1,9 @@
 // The ControlNet panel: one unit as the extension's API takes it (alwayson_scripts.controlnet),
 // its models and preprocessors from /controlnet/model_list and /controlnet/module_list (each
 // module's sliders: its resolution, then threshold_a and threshold_b, named as the extension
-// names them), and a preview of the detected map from /controlnet/detect.
+// names them), and a preview of the detected map from /controlnet/detect beside the image: the
+// extension's "Allow Preview" (the map's column, and detection as the unit changes) and its
+// preprocessor button (Preview), at Pixel Perfect's resolution where that is checked.
 
 import { $, api, base64Of, fileDropZone, pngDataUrl, readFile, showError } from "./api.js";
 
@@ -65,12 +67,52 @@ function settings() {
   return out;
 }
 
+/** numpy's round: halves to the even neighbour. */
+function roundHalfEven(x) {
+  const r = Math.round(x);
+  return Math.abs(x % 1) === 0.5 && r % 2 ? r - 1 : r;
+}
+
+/** The processor resolution Pixel Perfect gives the image for the size in Width and Height and
+ * the resize mode (the extension's pixel_perfect_resolution), or null while a size box is empty
+ * (the model's native size, which the page does not know): then the module's default. */
+async function pixelPerfectResolution() {
+  const [width, height] = [Number($("width").value), Number($("height").value)];
+  if (!width || !height) return null;
+  const image = $("cn_image");
+  await image.decode();
+  const [rawW, rawH] = [image.naturalWidth, image.naturalHeight];
+  const k0 = height / rawH, k1 = width / rawW;
+  const k = $("cn_resize_mode").value === "Resize and Fill" ? Math.min(k0, k1) : Math.max(k0, k1);
+  return roundHalfEven(k * Math.min(rawW, rawH));
+}
+
+/** Unchecking "Allow Preview" (which hides the map's column: style.css) forgets the map. */
+function forgetHiddenMap() {
+  if (!$("cn_allow_preview").checked) {
+    $("cn_preview").hidden = true;
+    $("cn_preview").removeAttribute("src");
+    $("cn_preview_hint").hidden = false;
+  }
+}
+
+/** A preview as the unit changes, where previews are allowed. */
+function autoPreview() {
+  if (imageDataUrl && $("cn_allow_preview").checked) preview();
+}
+
 /** The map the server's preprocessor makes of the image, shown beside it. */
 async function preview() {
   if (!imageDataUrl) return;
+  if (!$("cn_allow_preview").checked) {  // as the extension's preprocessor button turns it on
+    $("cn_allow_preview").checked = true;
+    $("cn_allow_preview").dispatchEvent(new Event("change", { bubbles: true }));  // saved; previews
+    return;
+  }
   $("cn_detect").disabled = true;
   try {
     const unit = settings();
+    if ($("cn_pixel_perfect").checked) unit.processor_res = (await pixelPerfectResolution()) ?? -1;
     const response = await api("/controlnet/detect", {
       controlnet_module: unit.module, controlnet_input_images: [base64Of(imageDataUrl)],
       controlnet_processor_res: unit.processor_res, controlnet_threshold_a: unit.threshold_a,
@@ -113,7 +155,7 @@ export function initControlNet() {
     $("cn_hint").hidden = true;
     $("cn_detect").disabled = false;
     $("cn_enabled").checked = true;  // as the extension's upload does
-    preview();
+    autoPreview();
   });
   for (const id of ["cn_weight", "cn_start", "cn_end", ...SLIDERS.map((key) => `cn_${key}`)]) {
     const number = $(id);
@@ -123,13 +165,15 @@ export function initControlNet() {
     // the page saves [data-persist] boxes on their change: a moved slider changes its box
     if (number.matches("[data-persist]")) range.addEventListener("change", () => number.dispatchEvent(new Event("change", { bubbles: true })));
   }
-  $("cn_module").addEventListener("change", () => { showSliders(); if (imageDataUrl) preview(); });
-  $("cn_pixel_perfect").addEventListener("change", hideUnused);
+  $("cn_module").addEventListener("change", () => { showSliders(); autoPreview(); });
+  $("cn_pixel_perfect").addEventListener("change", () => { hideUnused(); autoPreview(); });
   for (const key of SLIDERS) {
-    for (const id of [`cn_${key}`, `cn_${key}_range`]) {
-      $(id).addEventListener("change", () => { if (imageDataUrl) preview(); });
-    }
+    for (const id of [`cn_${key}`, `cn_${key}_range`]) $(id).addEventListener("change", autoPreview);
   }
+  for (const id of ["width", "height", "cn_resize_mode"]) {  // Pixel Perfect's resolution follows them
+    $(id).addEventListener("change", () => { if ($("cn_pixel_perfect").checked) autoPreview(); });
+  }
+  $("cn_allow_preview").addEventListener("change", () => { forgetHiddenMap(); autoPreview(); });
   $("cn_detect").addEventListener("click", preview);
   $("cn_refresh").addEventListener("click", loadLists);
   return loadLists();
