@@ -161,7 +161,11 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, stride: Any
     k_total = cin_g * kh * kw
     bm, bn, splits, bk = _plan_override or _plan(cout_g, pixels, groups, k_total)
     if _plan_override is None and x.device.info.type == "cpu":
-        splits = 1  # splits fill a GPU's multiprocessors; a CPU's few cores they only slow
+        # Splits fill a GPU's multiprocessors; a CPU's few cores they only slow. Unsplit, the
+        # tile's shape changes no bit of the result, and on lavapipe each shape is one more
+        # kernel that llvmpipe turns into machine code at its first dispatch (1.3-2.1 s of
+        # CPU each, cold): one shape for every layer (bench/NOTES.md, a first picture).
+        bm, bn, splits = 64, 64, 1
     k_tiles = math.ceil(k_total / bk)
     if splits > 1 and splits * out.size * 4 > x.device.limits["max-storage-buffer-binding-size"]:
         splits = 1  # the partial sums would not fit one binding (as gemm.plan.k_partition)
