@@ -123,6 +123,27 @@ def test_conv2d_one_tile_shape_on_a_cpu(first_device: gpucore.Device) -> None:
     assert first_device.pipelines_created == built  # the same kernel served the small layer
 
 
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_conv2d_add_after_on_a_cpu(first_device: gpucore.Device, monkeypatch,
+                                   per_channel: bool) -> None:
+    """On a CPU adapter a float32 conv's add is a pass after it, not a kernel of its own
+    (lavapipe compiles each), and the sum is the fused epilogue's, bit for bit."""
+    if first_device.info.type != "cpu":
+        pytest.skip(f"{first_device.info.label} is a GPU: the add stays in the epilogue")
+    rng = np.random.default_rng(4)
+    shapes = ((2, 12, 7, 9), (20, 12, 3, 3), (20,), (2, 20, 1, 1) if per_channel else (2, 20, 7, 9))
+    x, w, b, add = (Tensor.from_numpy(rng.standard_normal(s).astype(np.float32),
+                                      device=first_device) for s in shapes)
+    fused = conv2d(x, w, b, padding=1, add=add, _plan_override=(64, 64, 1, 8)).numpy()
+    modes: list[int] = []
+    built = conv_module._conv_kernel
+    monkeypatch.setattr(conv_module, "_conv_kernel",
+                        lambda *a, **kw: (modes.append(kw["ADD"]), built(*a, **kw))[1])
+    got = conv2d(x, w, b, padding=1, add=add).numpy()
+    assert modes == [0] and np.array_equal(got, fused)
+    assert not np.array_equal(got, conv2d(x, w, b, padding=1).numpy())  # the add counts
+
+
 def test_conv2d_split_k_partials_over_a_binding_run_unsplit(device: gpucore.Device,
                                                             monkeypatch) -> None:
     # 4 splits of a 2x70x5x7 output: 78 KB of f32 partial sums over a 64 KB binding limit
