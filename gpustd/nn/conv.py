@@ -95,9 +95,10 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, stride: Any
 
     x: [N, C_in, H, W] float32/float16; weight and bias of the same dtype; stride, padding
     and dilation are ints or (h, w) pairs (zero padding). Returns [N, C_out, H_out, W_out].
-    Accumulates in float32. add: a tensor added in the epilogue (no extra pass), of the
-    output's shape (a residual) or [N, C_out, 1, 1] (one value per image and channel, e.g. a
-    time embedding). prologue: what precedes the conv, applied to x as it is read
+    Accumulates in float32. add: a tensor added in the epilogue (no extra pass; on a CPU
+    adapter a float32 one is added in a pass after, the same sum), of the output's shape (a
+    residual) or [N, C_out, 1, 1] (one value per image and channel, e.g. a time embedding).
+    prologue: what precedes the conv, applied to x as it is read
     (gpustd.nn.group_norm_prologue(x, ...): GroupNorm (+ SiLU), the normalized x never
     written; the padding is that of the normalized x). torch: `torch.nn.functional.conv2d(x,
     weight, bias, stride, padding, dilation, groups)` (`+ add`; with a prologue, of
