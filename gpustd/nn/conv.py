@@ -95,9 +95,10 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, stride: Any
 
     x: [N, C_in, H, W] float32/float16; weight and bias of the same dtype; stride, padding
     and dilation are ints or (h, w) pairs (zero padding). Returns [N, C_out, H_out, W_out].
-    Accumulates in float32. add: a tensor added in the epilogue (no extra pass), of the
-    output's shape (a residual) or [N, C_out, 1, 1] (one value per image and channel, e.g. a
-    time embedding). prologue: what precedes the conv, applied to x as it is read
+    Accumulates in float32. add: a tensor added in the epilogue (no extra pass; on a CPU
+    adapter a float32 one is added in a pass after, the same sum), of the output's shape (a
+    residual) or [N, C_out, 1, 1] (one value per image and channel, e.g. a time embedding).
+    prologue: what precedes the conv, applied to x as it is read
     (gpustd.nn.group_norm_prologue(x, ...): GroupNorm (+ SiLU), the normalized x never
     written; the padding is that of the normalized x). torch: `torch.nn.functional.conv2d(x,
     weight, bias, stride, padding, dilation, groups)` (`+ add`; with a prologue, of
@@ -160,8 +161,17 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, stride: Any
     cout_g = c_out // groups
     k_total = cin_g * kh * kw
     bm, bn, splits, bk = _plan_override or _plan(cout_g, pixels, groups, k_total)
+    add_after = None
     if _plan_override is None and x.device.info.type == "cpu":
-        splits = 1  # splits fill a GPU's multiprocessors; a CPU's few cores they only slow
+        # Splits fill a GPU's multiprocessors; a CPU's few cores they only slow. Unsplit, the
+        # tile's shape changes no bit of the result, and on lavapipe each shape is one more
+        # kernel that llvmpipe turns into machine code at its first dispatch (1.3-2.1 s of
+        # CPU each, cold): one shape for every layer (bench/NOTES.md, a first picture).
+        bm, bn, splits = 64, 64, 1
+        if add is not None and x.dtype == np.float32:
+            # The same for the epilogue's add (a kernel each kind, 2.0 and 1.7 s against the
+            # plain conv's 1.3): a float32 add after it is the same sum, (v + bias) + add.
+            add, add_mode, add_after = None, 0, add
     k_tiles = math.ceil(k_total / bk)
     if splits > 1 and splits * out.size * 4 > x.device.limits["max-storage-buffer-binding-size"]:
         splits = 1  # the partial sums would not fit one binding (as gemm.plan.k_partition)
@@ -182,7 +192,7 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, stride: Any
         k = _conv_kernel(x.dtype, x.dtype, vec_w, HAS_BIAS=int(has_bias), ADD=add_mode,
                          **shape)
         k.dispatch(grid, x, weight, bias_t, add_t, out, norm, **params)
-        return out
+        return out if add_after is None else out + add_after
     partial = Tensor.empty((splits, out.size), np.float32, device=x.device)
     k = _conv_kernel(x.dtype, np.float32, vec_w, HAS_BIAS=0, ADD=0, **shape)
     k.dispatch(grid, x, weight, bias_t, dummy(x), partial, norm, **params)

@@ -101,6 +101,50 @@ def test_conv2d_splits_k_only_on_gpus(device: gpucore.Device) -> None:
     assert split == (device.info.type != "cpu"), prof.summary()
 
 
+def test_conv2d_one_tile_shape_on_a_cpu(first_device: gpucore.Device) -> None:
+    """On a CPU adapter every layer takes one tile shape (lavapipe compiles each shape at its
+    first dispatch, 1-2 s of CPU): layers the GPU planner tiles differently share a kernel,
+    and the result is another tile's bit for bit (64 x 128, the kernel
+    test_conv2d_tile_plans builds: no compile of its own)."""
+    if first_device.info.type != "cpu":
+        pytest.skip(f"{first_device.info.label} is a GPU: the planner's tiles apply")
+    rng = np.random.default_rng(3)
+    arrays = [rng.standard_normal(s).astype(np.float32)
+              for s in ((2, 20, 10, 9), (70, 20, 3, 3), (70,), (1, 8, 4, 4), (8, 8, 3, 3), (8,))]
+    x, w, b, small_x, small_w, small_b = (Tensor.from_numpy(a, device=first_device)
+                                          for a in arrays)
+    assert conv_module._plan(70, 180, 1, 180)[:2] == (128, 64)  # the GPU's tile for this layer
+    assert conv_module._plan(8, 16, 1, 72)[:2] == (64, 64)  # and for the small one
+    planned = conv2d(x, w, b, padding=1, _plan_override=(64, 128, 1, 8)).numpy()
+    got = conv2d(x, w, b, padding=1).numpy()
+    assert np.array_equal(got, planned)
+    assert np.abs(got).max() > 1  # the check compares real values
+    built = first_device.pipelines_created
+    conv2d(small_x, small_w, small_b, padding=1).numpy()
+    assert first_device.pipelines_created == built  # the same kernel served the small layer
+
+
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_conv2d_add_after_on_a_cpu(first_device: gpucore.Device, monkeypatch,
+                                   per_channel: bool) -> None:
+    """On a CPU adapter a float32 conv's add is a pass after it, not a kernel of its own
+    (lavapipe compiles each), and the sum is the fused epilogue's, bit for bit."""
+    if first_device.info.type != "cpu":
+        pytest.skip(f"{first_device.info.label} is a GPU: the add stays in the epilogue")
+    rng = np.random.default_rng(4)
+    shapes = ((2, 12, 7, 9), (20, 12, 3, 3), (20,), (2, 20, 1, 1) if per_channel else (2, 20, 7, 9))
+    x, w, b, add = (Tensor.from_numpy(rng.standard_normal(s).astype(np.float32),
+                                      device=first_device) for s in shapes)
+    fused = conv2d(x, w, b, padding=1, add=add, _plan_override=(64, 64, 1, 8)).numpy()
+    modes: list[int] = []
+    built = conv_module._conv_kernel
+    monkeypatch.setattr(conv_module, "_conv_kernel",
+                        lambda *a, **kw: (modes.append(kw["ADD"]), built(*a, **kw))[1])
+    got = conv2d(x, w, b, padding=1, add=add).numpy()
+    assert modes == [0] and np.array_equal(got, fused)
+    assert not np.array_equal(got, conv2d(x, w, b, padding=1).numpy())  # the add counts
+
+
 def test_conv2d_split_k_partials_over_a_binding_run_unsplit(device: gpucore.Device,
                                                             monkeypatch) -> None:
     # 4 splits of a 2x70x5x7 output: 78 KB of f32 partial sums over a 64 KB binding limit
