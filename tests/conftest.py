@@ -20,6 +20,13 @@ from gpucore import autotune
 # gpucore's tests load the `core/` kernels without gpustd, which registers them for ops
 gpucore.register_shader_root("shaders")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # references never reach a hub
+# Mesa's on-disk shader cache stays off in the test processes (and the CLI processes they start)
+# unless a test turns it on (tests/gpucore/test_cache.py does, for the cache it checks): Mesa
+# 22.3's lavapipe (Debian 12, CI's driver) hung inside vkQueueSubmit, every thread waiting, in
+# two of five single-process runs of the gpucore tests with an empty cache being written, and in
+# none with the cache off or already full; CI starts with an empty cache every time. The
+# driver's cache speeds a second process; within one test process it saves nothing.
+os.environ.setdefault("MESA_SHADER_CACHE_DISABLE", "true")
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # one pytest process per core (CI's -n 2 on 2 cores): torch's references on one thread
     # each, read when torch first starts its pool; two threads a process spun against the other
