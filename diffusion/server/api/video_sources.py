@@ -69,6 +69,9 @@ def video_listing(registry: ModelRegistry) -> dict[str, Any]:
         elif (kind := _kind(entry.path)) is not None:
             files[kind].append(entry.name)
     files["text_encoder"] = [m.name for m in registry.modules if "t5" in m.roles]
+    # Wan's VAE files are module files too (the catalog lists them beside ae, flux2-vae)
+    files["vae"] += [m.name for m in registry.modules
+                     if "vae" in m.roles and _kind(m.path) == "vae"]
     bases = [m["title"] for m in models if m["kind"] == "folder"]
     return {"models": models, "bases": bases, "files": files}
 
