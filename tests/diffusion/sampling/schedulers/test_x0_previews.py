@@ -59,7 +59,7 @@ def test_ddim_and_unipc_report_the_x0_of_each_steps_noise(kind: Any) -> None:
     config = {"clip_sample": False} if kind is DDIMScheduler else {}
     scheduler = kind.from_config(config)
     _, seen = _run(scheduler, 6)
-    for t, (x, eps, after, x0) in zip(scheduler.timesteps, seen, strict=True):
+    for t, (x, eps, _, x0) in zip(scheduler.timesteps, seen, strict=True):
         abar = float(scheduler.alphas_cumprod[int(t)])
         assert x0.dtype == np.float32 and x0.shape == SHAPE
         np.testing.assert_allclose(x0, _x0_of(x, eps, abar), rtol=1e-5, atol=1e-5)
