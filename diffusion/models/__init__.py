@@ -32,6 +32,7 @@ loading weights is a walk over names (`load_state_dict`); configs are the `confi
 | `esrgan`, `srvgg` | upscalers: ESRGAN/Real-ESRGAN's RRDBNet and Real-ESRGAN's SRVGGNetCompact |
 | `taesd` | TAESD's tiny decoder (SD 1/2, SDXL, SD3, FLUX.1 files): latents to live previews |
 | `vae_approx` | the WebUI's VAEApprox (`model.pt`, `vaeapprox-sdxl.pt`): "Approx NN" previews |
+| `latent_rgb` | each latent space's latent-to-RGB matrix: "Approx cheap" previews |
 | `blip`, `blip_text` | BLIP's captioner (Salesforce's names): a ViT, a BERT decoder reading it |
 
 A new network family (ControlNet, ...) is a module of its own beside these.

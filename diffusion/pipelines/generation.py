@@ -125,7 +125,8 @@ def generate(family: Family, request: GenerationRequest | str | None, settings: 
                                       family.lora_dir)
     # 3. denoising (its observer may preview by the model's own decode), 4. decode, the
     # results laid back into the picture given
-    observer.on_begin(lambda latents: family.decode(latents, request))
+    observer.on_begin(lambda latents: family.decode(latents, request),
+                      family.capabilities.latent_space)
     with phase("denoise"):
         run = family.denoise(request, seed, width, height, observer)
     with phase("decode"):

@@ -3,10 +3,11 @@
 The CLI's progress bar and the server's /progress implement it; `generate(request,
 observer=...)` calls `step` after every sampling step of every pass (a hires fix's second pass
 counts from 1 again, as in the WebUI). Before the steps, `on_begin` hands it the pipeline's
-own decode (for previews by the model's VAE); the WebUI's k-diffusion samplers report each
-model call's prediction of the clean latents to `on_denoised` (what the WebUI's live previews
-show). The
-equivalent in diffusers: `callback_on_step_end`.
+own decode (for previews by the model's VAE) and the model's latent space; the samplers
+report each model call's prediction of the clean latents to `on_denoised` (what the WebUI's
+live previews show): the WebUI's k-diffusion samplers, its timestep samplers (DDIM, PLMS,
+UniPC) and the diffusers schedulers that compute one. The equivalent in diffusers:
+`callback_on_step_end`.
 """
 
 from __future__ import annotations
@@ -27,13 +28,15 @@ StepCallback = Callable[[int, int, np.ndarray], bool | None]
 class Observer:
     """Watches a generation. Subclasses override what they need; the base watches nothing."""
 
-    def on_begin(self, decode: Decode) -> None:
+    def on_begin(self, decode: Decode, latent_space: str = "") -> None:
         """Before a picture's steps: `decode(latents)` makes pictures of latents as the
         pipeline decodes its result (the WebUI's "Full" live preview; each call is a whole
-        VAE decode)."""
+        VAE decode); `latent_space`: the model's (`Capabilities.latent_space`, which says how
+        its latents read as colours)."""
 
     def on_denoised(self, x0: np.ndarray) -> None:
-        """After each model call of the k-diffusion samplers, its prediction of the clean latents
+        """After each model call of the k-diffusion samplers (each step of the timestep
+        samplers and of the schedulers that predict one), its prediction of the clean latents
         x0 (B, C, h, w) (for previews; copy them to keep them)."""
 
     def on_step(self, done: int, total: int, latents: np.ndarray) -> None:

@@ -21,16 +21,11 @@ __all__ = [
     "encode_png",
     "png_info",
     "prepare_mask",
-    "preview_png",
     "save_output",
     "webui_parameters",
 ]
 
 _DATA_URL = re.compile(r"^data:image/[\w.+-]+;base64,", re.IGNORECASE)
-
-# The WebUI's "Approx cheap" live preview: SD 1.x latent channels -> RGB, a linear map
-_LATENT_RGB = np.array([[0.298, 0.207, 0.208], [0.187, 0.286, 0.173],
-                        [-0.158, 0.189, 0.264], [-0.184, -0.271, -0.473]])
 
 
 class ImageError(ValueError):
@@ -88,16 +83,6 @@ def prepare_mask(mask: Any, *, rounded: bool = True) -> Any:
         if rounded:
             mask = mask.point(lambda value: 255 if value > 128 else 0)
     return mask.convert("L")
-
-
-def preview_png(latents: np.ndarray) -> str:
-    """A cheap RGB preview of the first latent of a batch (1/8 size), as base64 PNG."""
-    latent = np.asarray(latents, np.float64)[0]
-    if latent.shape[0] != _LATENT_RGB.shape[0]:
-        latent = np.resize(latent, (4, *latent.shape[1:]))
-    rgb = np.einsum("chw,cr->hwr", latent, _LATENT_RGB)
-    pixels = np.clip((rgb + 1) * 127.5, 0, 255).astype(np.uint8)
-    return encode_png(pixels)
 
 
 def png_info(image: Any) -> tuple[str, dict[str, Any]]:

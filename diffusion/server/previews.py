@@ -11,13 +11,15 @@ job would make of those latents, at the cost of one VAE decode per preview).
                                    decode=decode)  # None: Approx cheap draws it
 
 The latents shown are the model's prediction of the clean latents (x0) at that step where the
-sampler reports one (the WebUI's k-diffusion samplers), as the WebUI shows them; else the
-step's latents. TAESD files are looked up as the WebUI names them, by the model's latent space
-(its `Capabilities.latent_space`): `taesd_decoder` (SD 1/2), `taesdxl_decoder` (SDXL),
-`taesd3_decoder` (SD3), `taef1_decoder` (FLUX.1, Chroma, Z-Image: FLUX.1's VAE),
-`.safetensors` or `.pth`; VAEApprox files as `model.pt` (SD 1/2), `vaeapprox-sdxl.pt` (SDXL),
-`vaeapprox-sd3.pt` (SD3). A missing file, or a model without one, falls back to Approx cheap
-and says so once in the log, naming the file and where to put it.
+sampler reports one (the WebUI's k-diffusion and timestep samplers, most diffusers
+schedulers), as the WebUI shows them; else the step's latents. Approx cheap maps them by the
+model's latent space's matrix (diffusion.models.latent_rgb). TAESD files are looked up as
+the WebUI names them, by the model's latent space (its `Capabilities.latent_space`):
+`taesd_decoder` (SD 1/2), `taesdxl_decoder` (SDXL), `taesd3_decoder` (SD3), `taef1_decoder`
+(FLUX.1, Chroma, Z-Image: FLUX.1's VAE), `.safetensors` or `.pth`; VAEApprox files as
+`model.pt` (SD 1/2), `vaeapprox-sdxl.pt` (SDXL), `vaeapprox-sd3.pt` (SD3). A missing file,
+or a model without one, falls back to Approx cheap and says so once in the log, naming the
+file and where to put it.
 """
 
 from __future__ import annotations
@@ -102,8 +104,8 @@ class Previews:
 
     @property
     def decodes(self) -> bool:
-        """Whether the type chosen draws on the worker, between steps (all but Approx cheap,
-        which draws from the latents when progress is asked)."""
+        """Whether the type chosen draws on the device, between steps (all but Approx cheap,
+        a matrix product on the CPU)."""
         return self.kind != "Approx cheap"
 
     def due(self, step: int) -> bool:

@@ -147,4 +147,5 @@ def denoise(latents: np.ndarray, unet: GuidedUNet, timesteps: np.ndarray,
         return out, None
 
     return scheduler_loop(latents, timesteps, scheduler, predict, generator=generator,
-                          after_step=after_step, callback=observer.step)
+                          after_step=after_step, callback=observer.step,
+                          denoised=observer.on_denoised)

@@ -78,6 +78,9 @@ class Scheduler:
         self.timesteps: np.ndarray = np.arange(self.config["num_train_timesteps"])[::-1].copy()
         self._step_index: int | None = None
         self._begin_index: int | None = None
+        # the clean latents the last `step` predicted, in the sample's dtype (diffusers'
+        # `pred_original_sample`); None for a scheduler whose step predicts none
+        self.pred_original_sample: np.ndarray | None = None
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any] | None = None, **overrides: Any) -> Self:
@@ -122,6 +125,7 @@ class Scheduler:
         self.num_inference_steps = num_inference_steps or len(timesteps)
         self._step_index = None
         self._begin_index = None
+        self.pred_original_sample = None
 
     def _index_for_timestep(self, timestep: float) -> int:
         hits = np.flatnonzero(np.isclose(self.timesteps, float(timestep), rtol=1e-6, atol=1e-4))

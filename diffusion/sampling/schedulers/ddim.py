@@ -64,6 +64,7 @@ class DDIMScheduler(Scheduler):
         if self.config["clip_sample"]:
             bound = self.config["clip_sample_range"]
             x0 = np.clip(x0, -bound, bound)
+        self.pred_original_sample = result(x0, sample)
         # 2. variance sigma_t^2 (eq. 16) scaled by eta
         variance = (1 - alpha_prev) / (1 - alpha_prod) * (1 - alpha_prod / alpha_prev)
         std = eta * variance**0.5

@@ -56,6 +56,7 @@ class DDPMScheduler(Scheduler):
         if self.config["clip_sample"]:
             bound = self.config["clip_sample_range"]
             x0 = np.clip(x0, -bound, bound)
+        self.pred_original_sample = result(x0, sample)
         # 2. posterior mean mu_t(x_t, x0), eq. 7 of the paper
         prev = (alpha_prev**0.5 * beta * x0 + alpha**0.5 * (1 - alpha_prev) * x) / (1 - alpha_prod)
         # 3. add posterior noise

@@ -51,6 +51,7 @@ class DPMSolverMultistepScheduler(MultistepScheduler):
         n = len(self.timesteps)
         # 1. data prediction, appended to the history
         self._outputs = [*self._outputs[-1:], self._x0(as_float64(model_output), x, i)]
+        self.pred_original_sample = result(self._outputs[-1], sample)
         # 2. order: first order while there is no history, and for the last step, which lands
         #    on sigma = 0 where lambda is infinite
         second = self.config["solver_order"] == 2 and self._lower_order_nums >= 1 and i != n - 1

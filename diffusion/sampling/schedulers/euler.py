@@ -40,6 +40,7 @@ class EulerDiscreteScheduler(SigmaScheduler):
         sigma, sigma_next = self.sigmas[i], self.sigmas[i + 1]
         # 1. predicted x0
         x0 = self._x0(out, x, sigma)
+        self.pred_original_sample = result(x0, sample)
         # 2. derivative dx/dsigma of the probability-flow ODE
         derivative = (x - x0) / sigma
         # 3. Euler step to the next sigma

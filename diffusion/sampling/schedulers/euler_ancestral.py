@@ -38,6 +38,7 @@ class EulerAncestralDiscreteScheduler(SigmaScheduler):
         sigma, sigma_to = self.sigmas[i], self.sigmas[i + 1]
         # 1. predicted x0
         x0 = self._x0(out, x, sigma)
+        self.pred_original_sample = result(x0, sample)
         # 2. split the target noise level into a deterministic part and fresh noise
         sigma_up = (sigma_to**2 * (sigma**2 - sigma_to**2) / sigma**2) ** 0.5
         sigma_down = (sigma_to**2 - sigma_up**2) ** 0.5

@@ -54,6 +54,7 @@ class LMSDiscreteScheduler(SigmaScheduler):
         sigma = self.sigmas[i]
         # 1. predicted x0
         x0 = self._x0(out, x, sigma)
+        self.pred_original_sample = result(x0, sample)
         # 2. derivative, kept for the next `order` - 1 steps
         self._derivatives.append((x - x0) / sigma)
         del self._derivatives[:-order]

@@ -72,17 +72,22 @@ class PNDMScheduler(Scheduler):
             eps = (23 * ets[-1] - 16 * ets[-2] + 5 * ets[-3]) / 12
         else:
             eps = (55 * ets[-1] - 59 * ets[-2] + 37 * ets[-3] - 9 * ets[-4]) / 24
-        # 3. transfer x_t to x_{t-1} with that noise estimate (eq. 11 of the paper)
-        prev = self._transfer(x, t, prev_t, eps)
+        # 3. transfer x_t to x_{t-1} with that noise estimate (eq. 11 of the paper), which is
+        #    DDIM's step from the x0 it predicts (kept for previews)
+        prev, x0 = self._transfer(x, t, prev_t, eps)
+        self.pred_original_sample = result(x0, sample)
         self._counter += 1
         self._step_index = i + 1
         return result(prev, sample)
 
-    def _transfer(self, x: np.ndarray, t: int, prev_t: int, eps: np.ndarray) -> np.ndarray:
+    def _transfer(self, x: np.ndarray, t: int, prev_t: int,
+                  eps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(x_{prev_t}, the x0 that noise estimate predicts at x_t)."""
         alpha_prod = self.alphas_cumprod[t]
         alpha_prev = self.alphas_cumprod[prev_t] if prev_t >= 0 else self.final_alpha_cumprod
         beta, beta_prev = 1 - alpha_prod, 1 - alpha_prev
         if self.config["prediction_type"] == "v_prediction":
             eps = alpha_prod**0.5 * eps + beta**0.5 * x
         denominator = alpha_prod * beta_prev**0.5 + (alpha_prod * beta * alpha_prev) ** 0.5
-        return (alpha_prev / alpha_prod) ** 0.5 * x - (alpha_prev - alpha_prod) * eps / denominator
+        prev = (alpha_prev / alpha_prod) ** 0.5 * x - (alpha_prev - alpha_prod) * eps / denominator
+        return prev, (x - beta**0.5 * eps) / alpha_prod**0.5

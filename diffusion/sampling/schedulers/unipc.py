@@ -93,6 +93,7 @@ class UniPCMultistepScheduler(MultistepScheduler):
         i = self._current_index(timestep)
         x = as_float64(sample)
         converted = self._x0(as_float64(model_output), x, i)
+        self.pred_original_sample = result(converted, sample)
         # 1. corrector: refine the previous prediction now that the model has seen it
         if i > 0 and i - 1 not in self.config["disable_corrector"] and \
                 self._last_sample is not None:

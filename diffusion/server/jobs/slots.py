@@ -12,8 +12,9 @@ from typing import Any
 
 import numpy as np
 
+from ...models.latent_rgb import cheap_picture
 from ...pipelines.observer import Decode, Observer
-from ..images import encode_png, preview_png
+from ..images import encode_png
 from ..previews import Previews
 
 __all__ = ["Slot", "SlotObserver", "StepObserver", "describe", "fraction", "idle_state"]
@@ -54,7 +55,7 @@ class Slot:
         self.second: tuple[Path, Any] | None = None  # (path, pipeline) of a refiner
         self.state = idle_state()
         self.latents: np.ndarray | None = None
-        self.picture: np.ndarray | None = None  # the preview of `latents`, if one was drawn
+        self.picture: np.ndarray | None = None  # the preview of `latents`, drawn at its step
         self.preview: tuple[int, int, str] | None = None  # (step it shows, its id, PNG)
         self.task: str | None = None  # the task id of the job it runs
         self.started = 0.0
@@ -64,16 +65,16 @@ class Slot:
 
     def preview_of(self, state: dict[str, Any], latents: np.ndarray | None,
                    ids: Iterator[int]) -> tuple[int, str] | None:
-        """(id, base64 PNG) of the preview of `latents` (this slot's, read with `state`),
-        made once a step; a new step's preview takes the next of `ids`."""
-        if latents is None:
+        """(id, base64 PNG) of the preview of `latents` (this slot's, read with `state`; its
+        picture drawn at the step), encoded once a step; a new step's preview takes the next
+        of `ids`."""
+        picture = self.picture
+        if latents is None or picture is None:
             return None
         step = state["job_no"] * 100000 + state["sampling_step"]
         cached = self.preview
         if cached is None or cached[0] != step:
-            picture = self.picture
-            png = preview_png(latents) if picture is None else encode_png(picture)
-            cached = self.preview = (step, next(ids), png)
+            cached = self.preview = (step, next(ids), encode_png(picture))
         return cached[1], cached[2]
 
 
@@ -81,16 +82,18 @@ class SlotObserver(Observer):
     """A running job's steps into its slot's progress (and, on the steps `previews` shows, the
     latents to preview: the sampler's last prediction of the clean latents where it reports
     one, else the current latents; a preview network or the model's own decode draws them
-    here, on the worker's thread, the device's); the slot's interrupt / skip flags stop it.
-    `lock` guards the slot's progress."""
+    here, on the worker's thread, the device's, and Approx cheap, the type or what the others
+    fall back to, by the latent space's matrix on the CPU); the slot's interrupt / skip flags
+    stop it. `lock` guards the slot's progress."""
 
     def __init__(self, lock: threading.Lock, slot: Slot, previews: Previews | None = None) -> None:
         self.lock, self.slot, self.previews = lock, slot, previews
         self.decode: Decode | None = None
+        self.latent_space = ""  # the model's (on_begin); "": SD 1.x's Approx cheap matrix
         self.x0: np.ndarray | None = None  # the last model call's prediction (its first image)
 
-    def on_begin(self, decode: Decode) -> None:
-        self.decode, self.x0 = decode, None
+    def on_begin(self, decode: Decode, latent_space: str = "") -> None:
+        self.decode, self.latent_space, self.x0 = decode, latent_space, None
 
     def on_denoised(self, x0: np.ndarray) -> None:
         self.x0 = np.array(x0[:1], copy=True)
@@ -109,6 +112,8 @@ class SlotObserver(Observer):
             picture = previews.picture(shown, device=self.slot.device, decode=self.decode,
                                        latent_space=pipe.capabilities.latent_space,
                                        lowvram=mode is not None and mode.lowvram)
+        if picture is None:
+            picture = cheap_picture(shown, self.latent_space)
         with self.lock:
             self.slot.latents = shown
             self.slot.picture = picture

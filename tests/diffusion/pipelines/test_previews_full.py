@@ -3,7 +3,7 @@ step observer draws, on each preview step, the model's own VAE decode of the sam
 prediction of the clean latents (x0, not the noisy latents), as the WebUI does; that decode
 of the final latents is the pipeline's picture bitwise, and the last step's preview (Euler
 lands on its x0) is it to within a unit; the job's picture is the one it makes without
-previews."""
+previews. DDIM, a timestep sampler, reports each step's x0 too."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ pytest.importorskip("diffusers", reason="diffusers is a test-only reference (ext
 
 import gpucore
 from diffusion.pipelines.load import load_pipeline
+from diffusion.pipelines.observer import Observer
 from diffusion.server.jobs.slots import Slot, SlotObserver
 from diffusion.server.previews import Previews
 
@@ -82,3 +83,34 @@ def test_full_preview_decodes_the_predicted_x0(first_device: gpucore.Device, tmp
     assert np.abs(preview.astype(int) - picture.astype(int)).max() <= 1
     # the picture shows the latents: the first step's preview is another picture
     assert np.abs(watch.seen[0][2].astype(int) - picture.astype(int)).max() > 8
+
+
+
+class _Record(Observer):
+    """Each step's latents with the x0 reported before it."""
+
+    def __init__(self) -> None:
+        self.x0: np.ndarray | None = None
+        self.seen: list[tuple[np.ndarray, np.ndarray | None]] = []
+
+    def on_denoised(self, x0: np.ndarray) -> None:
+        self.x0 = np.array(x0, copy=True)
+
+    def on_step(self, done: int, total: int, latents: np.ndarray) -> None:
+        self.seen.append((np.array(latents, copy=True), self.x0))
+        self.x0 = None
+
+
+def test_ddim_reports_each_steps_x0(first_device: gpucore.Device, tmp_path: Path) -> None:
+    # (the x0 of DDIM, PLMS and UniPC against numpy, and the latents left bitwise as they are,
+    # are tests/diffusion/sampling/schedulers/test_x0_previews.py's; this is the pipeline's
+    # wiring of them to the observer)
+    model = load_pipeline(_sd1(tmp_path), device=first_device)
+    record = _Record()
+    model.generate(prompt="a red circle", width=24, height=40, steps=3, seed=5,
+                   sampler="DDIM", cfg_scale=4.0, observer=record)
+    assert len(record.seen) == 3
+    for latents, x0 in record.seen:
+        assert x0 is not None and x0.shape == latents.shape
+    first, x0 = record.seen[0]  # the model's prediction, not the step's latents
+    assert x0 is not None and np.abs(first - x0).max() > 0.1 * np.abs(x0).max()
