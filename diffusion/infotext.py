@@ -130,6 +130,9 @@ def format_infotext(settings: Mapping[str, Any], *, batch_pos: int | None = None
         "Masked area padding": int(settings.get("inpaint_full_res_padding") or 0)
         if settings.get("inpaint_area") else None,
         "Masked content": settings.get("masked_content") or None,
+        # img2img's initial_noise_multiplier, where not 1 (as the WebUI adds it when sampling)
+        "Noise multiplier": _number(settings["noise_multiplier"])
+        if settings.get("noise_multiplier") not in (None, 1.0) else None,
         "Lora hashes": settings.get("lora_hashes") or None,
         "TI hashes": settings.get("ti_hashes") or None,
         # the ControlNet extension's units (diffusion.pipelines.control_spec)
@@ -155,6 +158,11 @@ def _hires_fields(settings: Mapping[str, Any]) -> dict[str, Any]:
     distilled = settings.get("hires_distilled_cfg")
     return {"Denoising strength": _number(settings["hires_denoise"]),
             "Hires Distilled CFG Scale": None if distilled is None else _number(distilled),
+            # the second pass's own sampler, schedule type and prompts, where they differ
+            "Hires sampler": settings.get("hires_sampler") or None,
+            "Hires schedule type": settings.get("hires_scheduler") or None,
+            "Hires prompt": settings.get("hires_prompt") or None,
+            "Hires negative prompt": settings.get("hires_negative_prompt") or None,
             "Hires upscale": None if resize else _number(settings.get("hires_scale", 2.0)),
             "Hires resize": f"{resize[0]}x{resize[1]}" if resize else None,
             "Hires steps": settings.get("hires_steps") or None,
@@ -217,6 +225,9 @@ _CONVERSIONS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "Hires upscale": ("hires_scale", float), "Hires steps": ("hires_steps", int),
     "Hires upscaler": ("hires_upscaler", str),
     "Hires Distilled CFG Scale": ("hires_distilled_cfg", float),
+    "Hires sampler": ("hires_sampler", str), "Hires schedule type": ("hires_scheduler", str),
+    "Hires prompt": ("hires_prompt", str), "Hires negative prompt": ("hires_negative_prompt", str),
+    "Noise multiplier": ("noise_multiplier", float),
     "Hires resize": ("hires_resize", lambda v: tuple(int(n) for n in v.split("x"))),
     "Lora hashes": ("lora_hashes", str), "TI hashes": ("ti_hashes", str),
     "VAE hash": ("vae_hash", str), "VAE": ("vae", str), "Refiner": ("refiner", str),

@@ -154,7 +154,9 @@ def _hires(args: argparse.Namespace) -> Any:
                          f"{', '.join(UPSCALERS)}")
     return HiresFix(scale=args.hr_scale or 2.0, resize=args.hr_resize,
                     upscaler=by_lower[args.hr_upscaler.strip().lower()], steps=args.hr_steps,
-                    denoise=args.hr_denoise)
+                    denoise=args.hr_denoise, prompt=args.hr_prompt or None,
+                    negative_prompt=args.hr_negative_prompt or None, sampler=args.hr_sampler,
+                    scheduler=args.hr_scheduler)
 
 
 def build_request(args: argparse.Namespace) -> GenerationRequest:
@@ -164,6 +166,7 @@ def build_request(args: argparse.Namespace) -> GenerationRequest:
     if args.command != "txt2img":
         images.update(init_image=_open_image(args.init_image, "--init-image", "RGB"),
                       strength=args.strength, resize_mode=args.resize_mode,
+                      initial_noise_multiplier=args.initial_noise_multiplier,
                       references=tuple(_open_image(path, "--reference", "RGB")
                                        for path in args.reference))
     if args.command == "inpaint":

@@ -179,6 +179,9 @@ def _image(parser: argparse.ArgumentParser, strength: float) -> None:
     parser.add_argument("--strength", type=number, default=strength,
                         help=f"denoising strength in (0, 1]: how much of the schedule "
                              f"re-noises the image ({strength:g})")
+    parser.add_argument("--initial-noise-multiplier", type=number, default=1.0, metavar="M",
+                        help="the noise added to the init image's latents times M, from 0 to "
+                             "10 (1; the WebUI's 'Noise multiplier for img2img')")
     parser.add_argument("--resize-mode", type=resize_mode_choice, default=0, metavar="MODE",
                         help="the WebUI's 'Resize mode', how a picture (and mask) of another "
                              "shape than --width x --height fits it: 'just resize' (stretched, "
@@ -252,6 +255,16 @@ def _hires(parser: argparse.ArgumentParser) -> None:
                        help="steps of the second pass (0: as many as --steps)")
     hires.add_argument("--hr-denoise", type=number, default=0.7, metavar="D",
                        help="denoising strength of the second pass, in (0, 1] (0.7)")
+    hires.add_argument("--hr-prompt", default="", metavar="TEXT",
+                       help="the second pass's prompt (default: --prompt)")
+    hires.add_argument("--hr-negative-prompt", default="", metavar="TEXT",
+                       help="the second pass's negative prompt (default: --negative-prompt)")
+    hires.add_argument("--hr-sampler", metavar="NAME",
+                       help="the second pass's sampler (default: --sampler's); with another "
+                            "than --sampler, both k-diffusion samplers (not DDIM, PLMS, UniPC "
+                            "or diffusers)")
+    hires.add_argument("--hr-scheduler", metavar="TYPE",
+                       help="the second pass's schedule type (default: --scheduler's)")
 
 
 def _models(parser: argparse.ArgumentParser) -> None:

@@ -8,6 +8,7 @@ loops and guidance they run are diffusion.sampling's.
 | `load` | `load_pipeline(path)`: a diffusers folder or single file -> a pipeline on the GPU |
 | `families` | the registry `load_pipeline` walks: a line per family (detect, load, defaults) |
 | `request` | `GenerationRequest`: every setting of a generation, checked once for every door |
+| `hires_pass` | the hires fix's second pass: its own prompts and sampler, its infotext fields |
 | `observer` | `Observer`: a running generation's steps, and how its caller stops it |
 | `contract` | `Pipeline`: what every family keeps, all that the CLI and the server use |
 | `generation` | the generate sequence, once for every family (`Family`: what one supplies) |

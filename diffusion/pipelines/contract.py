@@ -22,6 +22,7 @@ import numpy as np
 
 from ..models.step_cache import CacheSpec
 from .control_map import ControlMap
+from .hires_pass import own_settings
 
 __all__ = [
     "GUIDANCE_KINDS",
@@ -125,6 +126,8 @@ class Capabilities:
     variation_seeds: bool = True  # variation seed and "seed resize from"
     latent_upscale_resize: bool = True  # img2img's resize mode 3 (latent upscale)
     hires_with_diffusers: bool = True  # the hires fix with the "diffusers" sampler
+    hires_own_settings: bool = False  # the hires pass's own prompts and sampler (HiresFix)
+    noise_multiplier: bool = False  # img2img's initial_noise_multiplier other than 1
     latent_masked_content: bool = True  # latent noise / nothing with the "diffusers" sampler
     memory_modes: bool = True  # --medvram, --lowvram, --max-vram
     inpainting_model: bool = False  # a 9-channel UNet: needs an init image and a mask
@@ -170,7 +173,15 @@ class Capabilities:
                        (request.seed_resize_from is not None and not self.variation_seeds,
                         "seed resize"),
                        (request.resize_mode == 3 and not self.latent_upscale_resize,
-                        "resize_mode 3 (latent upscale)"))
+                        "resize_mode 3 (latent upscale)"),
+                       (request.hires is not None and not self.hires_own_settings
+                        and bool(own_settings(request.hires, (request.prompt,
+                                                              request.negative_prompt),
+                                              request.sampler_label)),
+                        "a hires prompt or sampler of its own (hr_prompt, hr_sampler_name)"),
+                       (request.init_image is not None and not self.noise_multiplier
+                        and request.initial_noise_multiplier != 1.0,
+                        "initial_noise_multiplier other than 1"))
         for asked, what in unsupported:
             if asked:
                 raise ValueError(f"{what}: not supported for {self._name} yet; leave it out")

@@ -24,9 +24,10 @@ from ..models.int8 import marked as int8_marked
 from ..sampling.kdiffusion import DIFFUSERS
 from ..text.prompts import extract_extra_networks
 from .contract import Capabilities, GenerationResult
+from .hires_pass import hires_fix, hires_prompts
 from .inpaint_plan import InpaintPlan
 from .observer import Observer, Progress, StepCallback, from_callbacks
-from .request import GenerationRequest, as_request, hires_fix
+from .request import GenerationRequest, as_request
 
 __all__ = ["Denoised", "Family", "PromptLoras", "draw_seed", "generate"]
 
@@ -121,8 +122,9 @@ def generate(family: Family, request: GenerationRequest | str | None, settings: 
     # 2. the WebUI's extra networks: the prompt's LoRAs in place before it is encoded
     loras = None
     if label != DIFFUSERS or family.diffusers_loras:
-        loras = family.loras.activate(extract_extra_networks(request.prompt)[1],
-                                      family.lora_dir)
+        networks = extract_extra_networks(request.prompt)[1]
+        _check_hires_networks(request, networks)
+        loras = family.loras.activate(networks, family.lora_dir)
     # 3. denoising (its observer may preview by the model's own decode), 4. decode, the
     # results laid back into the picture given
     observer.on_begin(lambda latents: family.decode(latents, request),
@@ -140,12 +142,28 @@ def generate(family: Family, request: GenerationRequest | str | None, settings: 
         model=family.name, rng=request.rng, **run.fields)
     if request.init_image is not None:
         made.update(strength=float(request.strength), **plan.settings)
+        if request.initial_noise_multiplier != 1.0:
+            made["noise_multiplier"] = float(request.initial_noise_multiplier)
         if family.capabilities.references != 0:  # an edit model's reference pictures
             made["references"] = 1 + len(request.references)
     if request.hires is not None:
-        made.update(hires_fix(request.hires, request.hires_modules))
+        made.update(hires_fix(request.hires, request.hires_modules,
+                              prompts=(request.prompt, request.negative_prompt),
+                              sampler=request.sampler_label))
     if loras:
         made["lora_hashes"] = loras
     if int8_marked(family):
         made["int8"] = int8_marked(family)
     return GenerationResult(images=images, seeds=run.seeds, settings=made)
+
+
+def _check_hires_networks(request: GenerationRequest, networks: Sequence[Any]) -> None:
+    """A hires prompt of its own names the first prompt's extra networks (LoRA tags): the
+    LoRAs are patched in once, for both passes (the WebUI swaps them between the passes)."""
+    if request.hires is None or not request.hires.prompt:
+        return
+    second = hires_prompts(request.hires, request.prompt, request.negative_prompt)[0]
+    if extract_extra_networks(second)[1] != list(networks):
+        raise ValueError("the hires prompt's <lora:...> tags differ from the prompt's: both "
+                         "passes run with the same LoRAs here; give the hires prompt the "
+                         "prompt's tags")

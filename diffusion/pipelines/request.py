@@ -35,10 +35,11 @@ from ..noise.rng import RNG_SOURCES
 from ..sampling.kdiffusion import DIFFUSERS, SamplerOptions
 from ..sampling.samplers import lookup, resolve
 from ..upscalers.interpolation import HiresFix
+from .hires_pass import check_hires_pass, hires_sampler
 from .masked_content import masked_content
 
 __all__ = ["LIMITS", "MAX_PROMPT_CHARS", "GenerationRequest", "as_request", "check_size",
-           "door_fields", "hires_fix", "infotext_labels"]
+           "door_fields", "infotext_labels"]
 
 # The WebUI's ranges (its API's, which are wider than its sliders': 150 steps is the slider's
 # end, not the API's). Steps stop at the models' 1000 training timesteps: the timestep
@@ -113,6 +114,11 @@ class GenerationRequest:
     references: tuple[Any, ...] = field(default=(), metadata=_label("Reference images"))
     mask: Any = field(default=None, metadata=_label(None))
     strength: float = field(default=0.75, metadata=_label("Denoising strength"))
+    # img2img / inpaint: the noise laid over the init latents times this (the WebUI's
+    # initial_noise_multiplier, "Noise multiplier for img2img"); txt2img ignores it, as there
+    # (the CLI's --initial-noise-multiplier is img2img's and inpaint's only)
+    initial_noise_multiplier: float = field(default=1.0, metadata=_label(
+        "Noise multiplier", api="initial_noise_multiplier"))
     # the WebUI's "Inpaint area: Only masked" (diffusion.pipelines.inpaint_area): with a mask,
     # only the part of the picture around it is drawn, at width x height, and pasted back; the
     # WebUI API's default is True, its page's (and ours) False
@@ -203,6 +209,13 @@ class GenerationRequest:
             return DIFFUSERS, None
         return resolve(self.sampler, self.scheduler)
 
+    @property
+    def hires_sampler_label(self) -> tuple[str, str | None]:
+        """The hires pass's (sampler label, schedule type label): the hires fix's own where
+        it names them, else the first pass's."""
+        return self.sampler_label if self.hires is None else hires_sampler(
+            self.hires, self.sampler_label)
+
 
 def _whole(name: str, value: Any, low: float = -math.inf, high: float = math.inf) -> None:
     # int(): exact for an Integral, and what the comparison needs to type-check (numbers'
@@ -254,6 +267,7 @@ def _check(r: GenerationRequest) -> None:
     _whole("eta_noise_seed_delta", r.eta_noise_seed_delta, 0)
     _number("subseed_strength", r.subseed_strength, 0, 1)
     _number("strength", r.strength, 0, 1, open_low=True)
+    _number("initial_noise_multiplier", r.initial_noise_multiplier, 0, 10)
     CacheSpec.of(r.cache)
     switch = r.refiner_switch_at
     if isinstance(switch, bool) or not isinstance(switch, Real) or not 0 < switch < 1:
@@ -316,6 +330,8 @@ def _check(r: GenerationRequest) -> None:
         raise ValueError("the refiner and the hires fix do not combine here; run the hires "
                          "pass as img2img with the refiner instead")
     label, _ = r.sampler_label  # an unknown sampler or schedule type: ValueError naming them
+    if r.hires is not None and r.hires.own_settings:
+        check_hires_pass(r.hires, r.sampler_label, max_chars=MAX_PROMPT_CHARS)
     if not r.uses_kdiffusion and (r.subseed_strength or r.seed_resize_from or
                                   r.sampler_options):
         raise ValueError("variation seeds, seed resize and sampler options (eta, churn) need a "
@@ -357,18 +373,3 @@ def as_request(request: GenerationRequest | str | None,
     if request is not None:
         settings = {**settings, "prompt": request}
     return GenerationRequest(**settings)
-
-
-def hires_fix(hires: HiresFix, modules: Any = None) -> dict[str, Any]:
-    """The settings a hires pass adds (the infotext's Hires fields; with `modules`, a
-    module_load.HiresModules, Forge's "Hires Module N")."""
-    fields: dict[str, Any] = {"hires_upscaler": hires.upscaler, "hires_denoise": hires.denoise}
-    if modules is not None and modules.labels:
-        fields["hires_modules"] = list(modules.labels)
-    if hires.resize is not None:
-        fields["hires_resize"] = hires.resize
-    else:
-        fields["hires_scale"] = hires.scale
-    if hires.steps:
-        fields["hires_steps"] = hires.steps
-    return fields

@@ -83,16 +83,21 @@ def sample_pass(plan: SamplingPlan, model_sampling: ModelSampling,
                 init_latent: np.ndarray | None = None, keep: np.ndarray | None = None,
                 callback: Callable[[int, int, np.ndarray], bool | None] | None = None,
                 denoised: Callable[[np.ndarray], None] | None = None,
-                first_pass: bool = True) -> np.ndarray:
+                first_pass: bool = True, noise_multiplier: float = 1.0) -> np.ndarray:
     """The latents (B, C, h, w) float64 after `plan`'s sampler ran on `model` (the family's
     denoiser: x0 at a sigma) from pure noise, or from `init_latent` (B, C, h, w) noised to
     sigmas[0] (img2img); `keep` (1 where the init image stays: inpainting) pins the result
     there. `shape`: one image's latents (C, h, w); `first_pass`: whether seed resize applies
     (not in a hires pass). `callback(done, total, latents)` after each step (False stops);
-    `denoised(x0)` after each call of `model`, with its prediction (the live previews')."""
+    `denoised(x0)` after each call of `model`, with its prediction (the live previews');
+    `noise_multiplier`: the start's noise times this (the WebUI's initial_noise_multiplier,
+    img2img's; the step noise stays as drawn)."""
     # 1. each image's noise from its own seed; the start at sigmas[0]
     noise = seeds.noise(rng, shape, first_pass=first_pass)
-    x = model_sampling.noise_scaling(plan.sigmas[0], noise.first(), init_latent)
+    start = noise.first()
+    if noise_multiplier != 1.0:
+        start = start * noise_multiplier
+    x = model_sampling.noise_scaling(plan.sigmas[0], start, init_latent)
     # 2. the sampler's loop on the denoiser
     total = len(plan.sigmas) - 1
 

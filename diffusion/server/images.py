@@ -113,6 +113,9 @@ _PNG_INFO_KEYS = {"prompt": "Prompt", "negative_prompt": "Negative prompt",
                   "width": "Size-1", "height": "Size-2",
                   "hires_denoise": "Denoising strength"}
 
+# settings that are text, never a "WxH" size to split, whatever they say
+_TEXTS = ("prompt", "negative_prompt", "hires_prompt", "hires_negative_prompt")
+
 # What the WebUI's parse_generation_parameters (modules/infotext_utils.py) fills in for a field
 # an infotext leaves out, in its order, where the field is one of ours: each is what a picture
 # made here without that field was made with. Left out: hypernetworks, the schedule's sigma and
@@ -143,7 +146,7 @@ def webui_parameters(text: str) -> dict[str, Any]:
             out[name] = str(value + 1)
         elif key == "rng":
             out[name] = "CPU" if value == "torch" else value
-        elif (size := _size_of(value)) and key not in ("prompt", "negative_prompt"):
+        elif (size := _size_of(value)) and key not in _TEXTS:
             out[f"{name}-1"], out[f"{name}-2"] = size
         else:
             out[name] = value

@@ -43,13 +43,19 @@ class HiresFix:
     is a latent upscaler ("Latent", ...), an image one ("Lanczos", "Nearest", "None") or a
     registered model upscaler ("R-ESRGAN 4x+", see `models.register_upscaler_dir`);
     `steps` 0 runs as many steps as the first pass; `denoise` is the second pass's denoising
-    strength."""
+    strength. `prompt`, `negative_prompt`, `sampler` and `scheduler` are the second pass's own
+    (the WebUI's hr_prompt, hr_negative_prompt, hr_sampler_name, hr_scheduler); None: the
+    first pass's."""
 
     scale: float = 2.0
     resize: tuple[int, int] | None = None
     upscaler: str = "Latent"
     steps: int = 0
     denoise: float = 0.7
+    prompt: str | None = None
+    negative_prompt: str | None = None
+    sampler: str | None = None
+    scheduler: str | None = None
 
     def __post_init__(self) -> None:
         from .models import MODEL_UPSCALERS
@@ -64,6 +70,17 @@ class HiresFix:
         if not isinstance(self.steps, int) or self.steps < 0:
             raise ValueError(f"hires steps must be a whole number >= 0 (0: as many as the "
                              f"first pass), got {self.steps!r}")
+        for name in ("prompt", "negative_prompt", "sampler", "scheduler"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                raise ValueError(f"hires {name.replace('_', ' ')} must be text or None (the "
+                                 f"first pass's), got {type(value).__name__}")
+
+    @property
+    def own_settings(self) -> bool:
+        """Whether the second pass has a prompt or sampler of its own."""
+        return any(value is not None for value in (self.prompt, self.negative_prompt,
+                                                   self.sampler, self.scheduler))
 
     def schedule_steps(self, first_steps: int) -> tuple[int, int]:
         """(the steps the hires pass runs, the schedule they are the last of): `steps`, or the

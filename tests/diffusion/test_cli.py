@@ -549,6 +549,29 @@ def test_hires_flags_become_a_hires_fix(fake: dict[str, Any],
     assert code == 2 and "'96by80' is not WIDTHxHEIGHT" in err
 
 
+def test_hires_pass_of_its_own_and_noise_multiplier_from_infotext(
+        fake: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
+    """--from-infotext takes the hires pass's own prompt and sampler ("Hires prompt", "Hires
+    sampler", ...) and img2img's "Noise multiplier"; the options given win."""
+    text = ("a fox\nSteps: 9, Sampler: Euler, CFG scale: 4.5, Seed: 7, Size: 48x40, "
+            "Denoising strength: 0.4, Hires sampler: DPM++ 2M, Hires schedule type: Karras, "
+            'Hires prompt: "a fox, (sharp:1.1)", Hires upscale: 2, Hires upscaler: Latent')
+    save_png(np.zeros((8, 8, 3), np.uint8), "hires.png", infotext=text)
+    code, _, err = run_cli(capsys, "txt2img", "--model", "model", "--from-infotext",
+                           "hires.png", "--hr-negative-prompt", "dull", "--out", "again.png")
+    assert code == 0, err
+    hires = fake["pipe"].calls[-1]["hires"]
+    assert (hires.prompt, hires.negative_prompt, hires.sampler, hires.scheduler) == (
+        "a fox, (sharp:1.1)", "dull", "DPM++ 2M", "Karras")
+    save_png(np.zeros((8, 8, 3), np.uint8), "init.png",
+             infotext="a fox\nSteps: 9, Sampler: Euler, Seed: 7, Size: 8x8, Denoising "
+                      "strength: 0.4, Noise multiplier: 0.8")
+    code, _, err = run_cli(capsys, "img2img", "--model", "model", "--init-image", "init.png",
+                           "--from-infotext", "init.png", "--out", "again.png")
+    assert code == 0, err
+    assert fake["pipe"].calls[-1]["initial_noise_multiplier"] == 0.8
+
+
 def test_png_info_and_from_infotext(fake: dict[str, Any],
                                     capsys: pytest.CaptureFixture[str]) -> None:
     text = ("a (red:1.2) fox\nNegative prompt: blurry\nSteps: 9, Sampler: DPM++ 2M Karras, "

@@ -244,3 +244,23 @@ def test_save_images_to_a_file(tmp_path: Path) -> None:
     assert [p.name for p in paths] == ["y-0.PNG", "y-1.PNG"]
     with pytest.raises(FileNotFoundError, match="does not exist"):
         save_images([image()], BASE, tmp_path / "no" / "z.png")
+
+
+def test_hires_pass_fields_and_noise_multiplier_round_trip() -> None:
+    """The hires pass's own sampler, schedule type and prompts (quoted where they hold a
+    comma, colon or newline) and img2img's noise multiplier, as the WebUI writes them, read
+    back to the same settings."""
+    hires = {"hires_upscaler": "Latent", "hires_denoise": 0.5, "hires_scale": 2.0,
+             "hires_sampler": "DPM++ 2M", "hires_scheduler": "Karras",
+             "hires_prompt": "a cat, (fluffy:1.2)", "hires_negative_prompt": "dull\nflat"}
+    text = format_infotext({**BASE, **hires})
+    assert ('Denoising strength: 0.5, Hires sampler: DPM++ 2M, Hires schedule type: Karras, '
+            'Hires prompt: "a cat, (fluffy:1.2)", Hires negative prompt: "dull\\nflat", '
+            "Hires upscale: 2") in text
+    back = parse_infotext(text)
+    assert {key: back[key] for key in hires} == hires
+    noisy = format_infotext({**BASE, "mode": "img2img", "strength": 0.7,
+                             "noise_multiplier": 0.85})
+    assert "Denoising strength: 0.7, Noise multiplier: 0.85" in noisy
+    assert parse_infotext(noisy)["noise_multiplier"] == 0.85
+    assert "Noise multiplier" not in format_infotext({**BASE, "noise_multiplier": 1.0})

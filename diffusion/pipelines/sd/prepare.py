@@ -18,6 +18,7 @@ from ...imaging import latent_mask, rgb_picture, to_mask, to_unit_image
 from ...noise.rng import make_generator
 from ...text.embeddings import EmbeddingFinder
 from ...upscalers.interpolation import HiresFix, crop_latents, upscale_image, upscale_latents
+from ..hires_pass import hires_prompts
 from ..masked_content import latent_content
 from .unet_model import Generator, LatentCodec
 
@@ -70,6 +71,9 @@ class Pass:
     # the VAE a hires fix's second pass encodes and decodes with (Forge's
     # hr_additional_modules: module_load.HiresModules.vae); None: the model's
     hires_vae: Any = None
+    # img2img / inpaint: the noise laid over the init latents times this (the WebUI's
+    # initial_noise_multiplier); 1 for txt2img and a hires pass
+    noise_multiplier: float = 1.0
 
 
 class InpaintInputs:
@@ -149,7 +153,7 @@ def hires_latents(codec: LatentCodec, r: Pass, latents: np.ndarray,
                   hires: HiresFix) -> tuple[np.ndarray, Pass]:
     """The hires pass's starting latents (upscaled latents, or the upscaled picture through
     the VAE: the first pass's decodes, `r.hires_vae` encodes where set) and its settings (the
-    new size, img2img at the hires strength)."""
+    new size, img2img at the hires strength, the hires fix's own prompts where it has them)."""
     width, height = hires.target(r.width, r.height)
     big_width, big_height = hires.cover(r.width, r.height)  # cropped to the target after
     scale = codec.vae_scale_factor
@@ -164,5 +168,7 @@ def hires_latents(codec: LatentCodec, r: Pass, latents: np.ndarray,
             to_unit_image(image, big_width, big_height), generator, vae=r.hires_vae)
             for image in images])
     start = crop_latents(start, (height // scale, width // scale))
+    prompt, negative_prompt = hires_prompts(hires, r.prompt, r.negative_prompt)
     return start, replace(r, width=width, height=height, mode="img2img",
-                          strength=hires.denoise, hires_stage="second")
+                          strength=hires.denoise, hires_stage="second", prompt=prompt,
+                          negative_prompt=negative_prompt, noise_multiplier=1.0)

@@ -23,10 +23,12 @@ __all__ = ["run_kdiffusion"]
 
 def run_kdiffusion(pipe: UNetParts, r: Pass, sampler: str, schedule: str,
                    init_image: Any, mask: Any, observer: Observer, *, seeds: WebUISeeds,
-                   options: kdiffusion.SamplerOptions,
-                   hires: HiresFix | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+                   options: kdiffusion.SamplerOptions, hires: HiresFix | None = None,
+                   hires_sampler: tuple[str, str | None] | None = None
+                   ) -> tuple[np.ndarray, dict[str, Any]]:
     """The final latents of `r` with the WebUI's `sampler` and schedule type, and the
-    infotext fields the run adds."""
+    infotext fields the run adds; the hires pass with `hires_sampler` (label, schedule type)
+    where given, else the same."""
     # 1. the sigmas (img2img: the schedule's tail, from the strength)
     discrete = DiscreteSchedule.from_config(pipe.scheduler_config)
     img2img = r.mode != "txt2img"
@@ -59,6 +61,8 @@ def run_kdiffusion(pipe: UNetParts, r: Pass, sampler: str, schedule: str,
     x, r = hires_latents(pipe, r, x, hires)
     r = replace(r, first_pass_steps=evaluations)
     steps, total = hires.schedule_steps(r.steps)
+    if hires_sampler is not None:
+        sampler, schedule = hires_sampler[0], hires_sampler[1] or schedule
     plan = kdiffusion.plan(sampler, schedule, total, discrete, t_enc=steps - 1,
                            is_sdxl=pipe.is_sdxl)
     x = _pass(pipe, r, plan, discrete, seeds, x, steps * (2 if plan.info.second_order else 1),
@@ -82,4 +86,4 @@ def _pass(pipe: UNetParts, r: Pass, plan: kdiffusion.SamplingPlan,
                        shape=(pipe.latent_channels, r.height // scale, r.width // scale),
                        options=options, init_latent=init_latent, keep=keep,
                        callback=observer.step, denoised=observer.on_denoised,
-                       first_pass=first_pass)
+                       first_pass=first_pass, noise_multiplier=r.noise_multiplier)

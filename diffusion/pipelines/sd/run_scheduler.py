@@ -99,12 +99,14 @@ def scheduler_pass(pipe: UNetParts, r: Pass, scheduler: Any, init_image: Any, ma
     scale = pipe.vae_scale_factor
     shape = (r.batch_size, pipe.latent_channels, r.height // scale, r.width // scale)
     noise = generator.standard_normal(shape)
+    # the WebUI's initial_noise_multiplier (img2img, inpaint) scales the start's noise only
+    scaled = noise if r.noise_multiplier == 1.0 else noise * r.noise_multiplier
     if r.mode == "txt2img" or (r.mode == "inpaint" and r.strength == 1.0):
-        latents = noise * scheduler.init_noise_sigma
+        latents = scaled * scheduler.init_noise_sigma
     else:  # inpaint: latent noise / nothing in the start only (the blend keeps the image's)
         assert image_latents is not None  # img2img, or inpaint below strength 1: encoded above
         start_latents = inputs.start(image_latents, [r.seed] * r.batch_size)
-        latents = scheduler.add_noise(start_latents, noise, timesteps[:1])
+        latents = scheduler.add_noise(start_latents, scaled, timesteps[:1])
     # 4. inpaint: the 9-channel UNet's inputs; the known region put back after each step
     extra = after_step = None
     if inpaint9:

@@ -127,7 +127,8 @@ class StableDiffusion:
         return Capabilities(family=self.family,
                             latent_space="sdxl" if self.is_sdxl else self.family,
                             textual_inversion=not self.is_sdxl,
-                            inpainting_model=self.is_inpainting_model, turbo=self.is_turbo)
+                            inpainting_model=self.is_inpainting_model, turbo=self.is_turbo,
+                            hires_own_settings=True, noise_multiplier=True)
 
     @property
     def placement(self) -> Placement:
@@ -306,7 +307,9 @@ class StableDiffusion:
                  resize_latents=request.resize_mode == 3, embeddings=self._embedding_lookup(),
                  control=tuple(request.control),
                  hires_stage="first" if request.hires is not None else None,
-                 hires_vae=getattr(request.hires_modules, "vae", None))
+                 hires_vae=getattr(request.hires_modules, "vae", None),
+                 noise_multiplier=1.0 if request.mode == "txt2img"
+                 else float(request.initial_noise_multiplier))
         refiner = request.refiner
         if refiner is not None:
             r = replace(r, refiner=refiner, switch_at=float(request.refiner_switch_at))
@@ -339,6 +342,7 @@ class StableDiffusion:
             latents, extra = run_kdiffusion(
                 parts, r, label, schedule, request.init_image, request.mask, observer,
                 seeds=image_seeds, hires=request.hires,
+                hires_sampler=request.hires_sampler_label,
                 options=request.sampler_options or kdiffusion.SamplerOptions())
             if request.seed_resize_from is not None:
                 extra["seed_resize_from"] = tuple(request.seed_resize_from)

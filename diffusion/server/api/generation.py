@@ -239,13 +239,25 @@ def _hires(request: Txt2ImgRequest, max_size: int) -> HiresFix:
         hires = HiresFix(scale=request.hr_scale, resize=resize,
                          upscaler=request.hr_upscaler or "Latent",
                          steps=request.hr_second_pass_steps,
-                         denoise=0.7 if strength is None else strength)
+                         denoise=0.7 if strength is None else strength,
+                         prompt=request.hr_prompt or None,
+                         negative_prompt=request.hr_negative_prompt or None,
+                         sampler=_chosen(request.hr_sampler_name),
+                         scheduler=_chosen(request.hr_scheduler))
         if request.width and request.height:
             for side in hires.target(request.width, request.height):
                 _check_side("hires size", side, max_size)
     except ValueError as exc:
         raise RequestError(str(exc)) from None
     return hires
+
+
+def _chosen(name: str | None) -> str | None:
+    """A hires sampler or schedule type as the WebUI's clients send it: None for the first
+    pass's (None, "", "Use same sampler", "Use same scheduler")."""
+    if name is None or name.strip() in ("", "Use same sampler", "Use same scheduler"):
+        return None
+    return name
 
 
 def _sampler_options(request: Txt2ImgRequest, options: dict[str, Any]) -> SamplerOptions | None:
@@ -288,6 +300,10 @@ def _img2img_options(request: Img2ImgRequest) -> dict[str, Any]:
                        for k, picture in enumerate(request.init_images[1:], 1))
     out: dict[str, Any] = {"init_image": image, "strength": strength,
                            "resize_mode": request.resize_mode, "references": references}
+    # the WebUI's option, for one request in override_settings, where the field is not sent
+    multiplier = (request.override_settings or {}).get("initial_noise_multiplier")
+    if request.initial_noise_multiplier is None and multiplier is not None:
+        out["initial_noise_multiplier"] = multiplier
     if request.mask:
         mask = decode_image(request.mask, "mask")
         if mask.size != image.size:

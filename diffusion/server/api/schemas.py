@@ -1,8 +1,8 @@
 """Request and response bodies of the WebUI's `/sdapi/v1` API (pydantic).
 
 Field names and defaults are the AUTOMATIC1111 WebUI's (`StableDiffusionProcessingTxt2Img` /
-`...Img2Img` plus the API's extra keys). Fields the WebUI has and we do not implement (face
-restoration, tiling, ...) are accepted and ignored, as are unknown keys (kept
+`...Img2Img` plus the API's extra keys). Fields the WebUI has and we do not implement (tiling,
+image_cfg_scale) are accepted and ignored, as are unknown keys (kept
 aside for GenerationRequest's `api` settings), so a client written for the WebUI sends its
 usual body unchanged. Deviations: `width`/`height` default to the loaded model's native size
 rather than 512 (None here), and `sampler_name` defaults to "Euler" through `sampler_index` as
@@ -72,6 +72,12 @@ class Txt2ImgRequest(_Lenient):
     hr_second_pass_steps: int = 0
     hr_resize_x: int = 0
     hr_resize_y: int = 0
+    # the second pass's own sampler, schedule type and prompts: None, "" or "Use same
+    # sampler" / "Use same scheduler": the first pass's, as in the WebUI
+    hr_sampler_name: str | None = None
+    hr_scheduler: str | None = None
+    hr_prompt: str | None = ""
+    hr_negative_prompt: str | None = ""
     # Forge's: the hires pass on the first pass's checkpoint only (None / "Use same
     # checkpoint" / its name); its VAE / text encoder files (["Use same choices"]: the first
     # pass's; a list of names as /sdapi/v1/sd-modules lists them; []: the model's own).

@@ -273,3 +273,90 @@ def test_inpainting_lays_the_original_over_what_was_not_repainted() -> None:
     assert np.array_equal(got[1][np.asarray(mask) >= 128], results[1][np.asarray(mask) >= 128])
     small = overlay_original(results, init.resize((28, 20)), mask)[0]  # fitted with LANCZOS
     assert small.shape == (40, 56, 3)
+
+
+def test_the_hires_pass_settings_of_its_own() -> None:
+    """The WebUI's hr_prompt / hr_negative_prompt / hr_sampler_name / hr_scheduler: each the
+    first pass's where not given; a combined old name carries its schedule type; a sampler of
+    its own needs k-diffusion samplers on both passes; a family that runs none refuses them,
+    as one without the noise multiplier refuses it; the CLI's options build them."""
+    from diffusion.pipelines.contract import Capabilities
+    from diffusion.pipelines.hires_pass import hires_fix
+
+    def request(sampler: str = "Euler", **hires: Any) -> GenerationRequest:
+        return GenerationRequest(prompt="a", negative_prompt="b", sampler=sampler,
+                                 scheduler="Karras", hires=HiresFix(**hires))
+
+    assert request().hires_sampler_label == ("Euler", "Karras")
+    assert request(sampler="DPM++ 2M Karras").hires_sampler_label == ("DPM++ 2M", "Karras")
+    assert request(sampler="DDIM").hires_sampler_label == ("DDIM", "Karras")
+    assert request(sampler="dpm++ 2m sde exponential").hires_sampler_label == (
+        "DPM++ 2M SDE", "Exponential")
+    assert request(scheduler="Uniform").hires_sampler_label == ("Euler", "Uniform")
+    fields = hires_fix(HiresFix(prompt="c", sampler="Heun"), prompts=("a", "b"),
+                       sampler=("Euler", "Karras"))
+    assert (fields["hires_prompt"], fields["hires_sampler"]) == ("c", "Heun")
+    assert not {"hires_negative_prompt", "hires_scheduler"} & set(fields)
+    assert "hires_prompt" not in hires_fix(HiresFix(prompt="a"), prompts=("a", "b"))
+    assert "unknown sampler" in _message(hires=HiresFix(sampler="Euler z"))
+    assert "over the limit" in _message(hires=HiresFix(prompt="x" * (MAX_PROMPT_CHARS + 1)))
+    for first, second in (("DDIM", "Euler"), ("Euler", "PLMS"), ("diffusers", "Euler")):
+        assert "k-diffusion samplers on both passes" in _message(
+            sampler=first, hires=HiresFix(sampler=second))
+    flow = Capabilities(family="flux-dev", latent_space="flux")
+    with pytest.raises(ValueError, match="a hires prompt or sampler of its own"):
+        flow.refuse(request(prompt="c"))
+    with pytest.raises(ValueError, match="initial_noise_multiplier other than 1"):
+        flow.refuse(GenerationRequest(init_image=np.zeros((8, 8, 3), np.uint8),
+                                      initial_noise_multiplier=0.5))
+    flow.refuse(request())  # nothing of its own: the same second pass as before
+    flow.refuse(replace(request(), hires=HiresFix(prompt="a", sampler="Euler",
+                                                  scheduler="Karras")))  # named again
+    from diffusion.cli.generate import build_request
+    from diffusion.cli.main import build_parser
+
+    _the_doors_hires_and_noise_fields()
+    args = build_parser().parse_args([
+        "txt2img", "--prompt", "a", "--hr-scale", "2", "--hr-prompt", "c",
+        "--hr-sampler", "DPM++ 2M", "--hr-scheduler", "Karras"])
+    args.steps, args.cfg_scale, args.sampler = 20, 7.0, "Euler a"
+    hires = build_request(args).hires
+    assert hires is not None
+    assert (hires.prompt, hires.negative_prompt, hires.sampler, hires.scheduler) == (
+        "c", None, "DPM++ 2M", "Karras")
+
+
+def _the_doors_hires_and_noise_fields() -> None:
+    """The server's body: "Use same sampler" / "" / None for the first pass's; the noise
+    multiplier from the field or override_settings (the WebUI's option)."""
+    pytest.importorskip("fastapi", reason="the server extra is not installed")
+    import base64
+    import io
+
+    from PIL import Image
+
+    import diffusion.server.api.generation as generation
+    from diffusion.server.api.schemas import Img2ImgRequest, Txt2ImgRequest
+
+    options = {"CLIP_stop_at_last_layers": 1, "randn_source": "GPU"}
+
+    def served(kind: type, **body: Any) -> GenerationRequest:
+        job, _ = generation.build_job(kind(prompt="a", **body), "x", options=options,
+                                      max_size=1024, outputs=Path("."))
+        return job.request
+
+    same = served(Txt2ImgRequest, enable_hr=True, hr_sampler_name="Use same sampler",
+                  hr_scheduler="Use same scheduler", hr_prompt="", hr_negative_prompt=None)
+    assert same.hires is not None and not same.hires.own_settings
+    own = served(Txt2ImgRequest, enable_hr=True, hr_sampler_name="Heun", hr_prompt="c")
+    assert own.hires is not None and (own.hires.sampler, own.hires.prompt) == ("Heun", "c")
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buffer, format="PNG")
+    picture = [base64.b64encode(buffer.getvalue()).decode("ascii")]
+    assert served(Img2ImgRequest, init_images=picture).initial_noise_multiplier == 1.0
+    assert served(Img2ImgRequest, init_images=picture, initial_noise_multiplier=0.5,
+                  override_settings={"initial_noise_multiplier": 0.9}
+                  ).initial_noise_multiplier == 0.5
+    assert served(Img2ImgRequest, init_images=picture,
+                  override_settings={"initial_noise_multiplier": 0.9}
+                  ).initial_noise_multiplier == 0.9

@@ -535,3 +535,66 @@ def test_hires_resize_on_one_side_floors_as_the_webui() -> None:
     request = Txt2ImgRequest(prompt=PROMPT, width=256, height=424, enable_hr=True,
                              hr_resize_y=768)
     assert _hires(request, 4096).target(256, 424) == (456, 768)
+
+
+def test_hires_pass_prompt_and_sampler_of_its_own(client: Any) -> None:
+    """hr_prompt, hr_sampler_name and hr_scheduler drive the second pass alone: with an
+    image upscaler it is img2img from the first pass's picture (enlarged by Pillow; at scale 1
+    as it is, which keeps the test at one size), which the same settings as an img2img
+    request reproduce (hires steps 2 at 0.6 run the last 2 of 3 steps, as img2img's 3 steps
+    at 0.6 do); written as the WebUI writes them and read back."""
+    hires = dict(seed=5, steps=2, enable_hr=True, hr_scale=1.0, hr_upscaler="Lanczos",
+                 hr_second_pass_steps=2, denoising_strength=0.6)
+    own = dict(hr_prompt="a green square, (bright:1.2)", hr_sampler_name="DPM++ 2M",
+               hr_scheduler="Karras")
+    plain = txt2img(client, **hires)
+    assert "Hires" not in info(plain)["infotexts"][0].split("Hires upscale")[0]
+    second = txt2img(client, **hires, **own)
+    image = pixels(second.json()["images"][0])
+    assert image.shape == (32, 32, 3)
+    assert not np.array_equal(image, pixels(plain.json()["images"][0]))
+    first = txt2img(client, seed=5, steps=2).json()["images"][0]
+    again = client.post("/sdapi/v1/img2img", json={
+        "prompt": own["hr_prompt"], "steps": 3, "seed": 5, "denoising_strength": 0.6,
+        "sampler_name": "DPM++ 2M", "scheduler": "Karras", "init_images": [first]})
+    assert again.status_code == 200, again.text
+    assert np.array_equal(pixels(again.json()["images"][0]), image)
+    text = info(second)["infotexts"][0]
+    assert ('Hires sampler: DPM++ 2M, Hires schedule type: Karras, Hires prompt: "a green '
+            'square, (bright:1.2)", Hires upscale: 1') in text
+    png = client.post("/sdapi/v1/png-info", json={"image": second.json()["images"][0]})
+    parameters = png.json()["parameters"]
+    assert (parameters["Hires prompt"], parameters["Hires sampler"],
+            parameters["Hires schedule type"], parameters["Hires negative prompt"]) == (
+        own["hr_prompt"], "DPM++ 2M", "Karras", "")
+    for body, needle in (({"hr_sampler_name": "Euler z"}, "hires sampler: unknown sampler"),
+                         ({"sampler_name": "DDIM", "hr_sampler_name": "Euler"},
+                          "k-diffusion samplers on both passes")):
+        bad = client.post("/sdapi/v1/txt2img", json={"prompt": PROMPT, **hires, **body})
+        assert bad.status_code == 422 and needle in bad.text, bad.text
+
+
+def test_img2img_initial_noise_multiplier(client: Any) -> None:
+    """initial_noise_multiplier scales the noise laid over the init latents: 1 is the picture
+    without it, bitwise, and no infotext field; 0.5 another picture, "Noise multiplier: 0.5",
+    read back by png-info."""
+    init = np.random.default_rng(3).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    body = {"prompt": PROMPT, "steps": 2, "seed": 7, "denoising_strength": 0.8,
+            "init_images": [png_b64(Image.fromarray(init))]}
+
+    def img2img(**extra: Any) -> Any:
+        response = client.post("/sdapi/v1/img2img", json={**body, **extra})
+        assert response.status_code == 200, response.text
+        return response
+
+    plain, one = img2img(), img2img(initial_noise_multiplier=1.0)
+    assert one.json()["images"] == plain.json()["images"]
+    assert "Noise multiplier" not in info(one)["infotexts"][0]
+    half = img2img(initial_noise_multiplier=0.5)
+    assert not np.array_equal(pixels(half.json()["images"][0]),
+                              pixels(plain.json()["images"][0]))
+    assert "Noise multiplier: 0.5" in info(half)["infotexts"][0]
+    png = client.post("/sdapi/v1/png-info", json={"image": half.json()["images"][0]})
+    assert png.json()["parameters"]["Noise multiplier"] == 0.5
+    bad = client.post("/sdapi/v1/img2img", json={**body, "initial_noise_multiplier": -1})
+    assert bad.status_code == 422 and "initial_noise_multiplier must be" in bad.text

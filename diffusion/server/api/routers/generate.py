@@ -48,15 +48,23 @@ api = APIRouter()
 
 def styled(state: ServerState, body: Txt2ImgRequest) -> Txt2ImgRequest:
     """`body` with its `styles` (--styles-file's, by name) applied to its prompt and negative
-    prompt, as the WebUI applies them; RequestError naming the styles for an unknown one."""
+    prompt, and to the hires pass's own where it has them, as the WebUI applies them;
+    RequestError naming the styles for an unknown one."""
     if not body.styles:
         return body
+    update: dict[str, Any] = {}
     try:
-        prompt, negative = state.styles.apply(body.prompt, body.negative_prompt or "",
-                                              body.styles)
+        update["prompt"], update["negative_prompt"] = state.styles.apply(
+            body.prompt, body.negative_prompt or "", body.styles)
+        if body.hr_prompt or body.hr_negative_prompt:  # "": the first pass's, styled above
+            hr_prompt, hr_negative = state.styles.apply(
+                body.hr_prompt or body.prompt,
+                body.hr_negative_prompt or body.negative_prompt or "", body.styles)
+            update.update(hr_prompt=hr_prompt if body.hr_prompt else "",
+                          hr_negative_prompt=hr_negative if body.hr_negative_prompt else "")
     except StylesError as exc:
         raise RequestError(str(exc)) from None
-    return body.model_copy(update={"prompt": prompt, "negative_prompt": negative})
+    return body.model_copy(update=update)
 
 
 async def run_generation(state: ServerState, body: Txt2ImgRequest, kind: str,
