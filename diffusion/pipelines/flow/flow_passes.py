@@ -48,10 +48,11 @@ class FlowModelPasses:
     # T5 tokens per prompt; None: the pipeline's (diffusers': FLUX 512, SD3 256)
     max_sequence_length: int | None = None
 
-    def _guidance(self, request: GenerationRequest) -> dict[str, Any]:
-        """The pipeline's guidance keywords (FLUX's distilled scale, SD3's CFG), the T5
-        length where set, and the request's ControlNet units (a FlowControl of its own for
-        each call: the "diffusers" sampler counts guidance start/end as diffusers does)."""
+    def _length_and_control(self, request: GenerationRequest) -> dict[str, Any]:
+        """The pipeline's keywords for the prompt's length where set and the request's
+        ControlNet units (a FlowControl of its own for each call: the "diffusers" sampler
+        counts guidance start/end as diffusers does), for the families' `_guidance`
+        to pass on."""
         extra: dict[str, Any] = ({} if self.max_sequence_length is None
                                  else {"max_sequence_length": self.max_sequence_length})
         units = split_maps(request.control or ())[1]
@@ -59,6 +60,12 @@ class FlowModelPasses:
             extra["control"] = FlowControl(
                 units, total_steps=int(request.steps), family=self.family,
                 rule="diffusers" if request.sampler_label[0] == DIFFUSERS else "unit")
+        return extra
+
+    def _guidance(self, request: GenerationRequest) -> dict[str, Any]:
+        """The pipeline's guidance keywords (FLUX's distilled scale, SD3's CFG), the T5
+        length where set, and the request's ControlNet units (`_length_and_control`)."""
+        extra = self._length_and_control(request)
         if self.family in CFG_FAMILIES:
             return {"guidance_scale": float(request.cfg_scale),
                     "negative_prompt": request.negative_prompt, **extra}

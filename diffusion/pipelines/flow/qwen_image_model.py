@@ -22,12 +22,9 @@ import numpy as np
 
 from ...loaders.flow.text_encoder_file import module_stem
 from ...models.step_cache import StepCache
-from ...sampling.kdiffusion import DIFFUSERS
 from ..contract import Capabilities, LoadOptions, SamplingDefaults
-from ..control_map import split_maps
 from ..observer import Observer
 from ..request import GenerationRequest
-from .flow_control import FlowControl
 from .flow_memory import MemoryLayout
 from .flow_model import FlowModel
 from .flow_sampling import FLOW_SAMPLERS, FLOW_SCHEDULES
@@ -107,13 +104,7 @@ class QwenImageModel(FlowModel):
     def _guidance(self, request: GenerationRequest) -> dict[str, Any]:
         """diffusers' true_cfg_scale (the CFG scale), the negative prompt, and the request's
         ControlNet units (a FlowControl of its own for each call)."""
-        extra: dict[str, Any] = ({} if self.max_sequence_length is None
-                                 else {"max_sequence_length": self.max_sequence_length})
-        units = split_maps(request.control or ())[1]
-        if units:
-            extra["control"] = FlowControl(
-                units, total_steps=int(request.steps), family=self.family,
-                rule="diffusers" if request.sampler_label[0] == DIFFUSERS else "unit")
+        extra = self._length_and_control(request)
         return {"true_cfg_scale": float(request.cfg_scale),
                 "negative_prompt": request.negative_prompt, **extra}
 
