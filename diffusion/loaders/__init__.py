@@ -36,7 +36,7 @@ Layout, in import order (a package imports only those above it):
     formats/            files as stored: safetensors, float8, torch pickles, GGUF (read,
                         write, Q4_K), a diffusers folder's configs and weight files
     keymaps/            other layouts' names and configs -> ours: LDM / SGM, DiT (FLUX, SD3),
-                        llama.cpp's T5, expected keys
+                        llama.cpp's T5, T5 / UMT5 encoders' configs, expected keys
     component           a component's weights into its model, GGUF blocks kept quantized
     control/            ControlNet, T2I-Adapter, IP-Adapter, Depth Anything; their catalogue
     flow/               FLUX.1 and SD3: folders, single files, GGUFs, module files

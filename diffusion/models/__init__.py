@@ -24,6 +24,7 @@ loading weights is a walk over names (`load_state_dict`); configs are the `confi
 | `qwen_image` | `QwenImageTransformer2DModel` (Qwen-Image) |
 | `qwen_image_vae` | `AutoencoderKLQwenImage` on one frame: Qwen-Image's 16-channel causal VAE |
 | `wan` | `WanTransformer3DModel` (Wan 2.1 text-to-video, Wan 2.2 TI2V 5B) |
+| `wan_blocks`, `wan_embeddings` | its blocks and token segments; its time, text, image embedders |
 | `wan_vae` | `AutoencoderKLWan`: Wan 2.1's and 2.2's video VAE over frames, chunked |
 | `wan_vae_blocks`, `wan_vae_residual` | its causal 3D blocks; Wan 2.2's patches, residual blocks |
 | `dit_layers` | what FLUX and SD3 share: joint attention, the double-stream block, adaLN |

@@ -2,7 +2,7 @@
 cut into (1, 2, 2) patches, a stack of blocks each with self-attention over all patches (3D
 rotary positions: frame, row, column), cross-attention to the UMT5 prompt, and a gelu-tanh
 feed-forward, all three modulated by one time embedding through each block's learned
-`scale_shift_table`.
+`scale_shift_table` (the blocks: models.wan_blocks; the embedders: models.wan_embeddings).
 """
 
 from __future__ import annotations
@@ -14,12 +14,13 @@ from typing import Any
 import numpy as np
 
 from gpucore import Device
-from gpustd import Tensor, concatenate, nn, permute, take_slice
+from gpustd import Tensor, nn, permute
 
-from .dit_layers import GELU, Rope, TimestepEmbedding
 from .layers import Place
 from .step_cache import BranchCache, run_blocks
-from .transformer_ops import RMSNorm, cast, gated_add, modulate, rope, rope_tables
+from .transformer_ops import cast, modulate, rope_tables
+from .wan_blocks import Segment, WanTransformerBlock, by_segment, chunks, joined
+from .wan_embeddings import PatchEmbedding, WanTimeTextEmbedding
 
 __all__ = ["WanTransformer3DModel", "wan_positions"]
 
@@ -44,201 +45,6 @@ def rope_axes(head_dim: int) -> tuple[int, int, int]:
     """(frame, row, column) features of a head: rows and columns 2 (head_dim // 6) each."""
     side = 2 * (head_dim // 6)
     return head_dim - 2 * side, side, side
-
-
-# A run of tokens [start, stop) and its time projection (B, 6, dim): one covers the whole
-# sequence when each video has one timestep; Wan 2.2's image-to-video gives the first frame's
-# tokens their own (timestep 0: the given picture).
-Segment = tuple[int, int, Tensor]
-
-
-def _chunks(mods: Tensor, count: int) -> list[Tensor]:
-    """(B, count, dim) -> `count` tensors (B, 1, dim)."""
-    batch, _, dim = mods.shape
-    return [take_slice(mods, i, i + 1, axis=1).reshape(batch, 1, dim) for i in range(count)]
-
-
-def _split(x: Tensor, segments: list[Segment]) -> list[Tensor]:
-    """x (B, L, D) cut along its tokens as `segments` are (x itself for one)."""
-    if len(segments) == 1:
-        return [x]
-    return [take_slice(x, start, stop, axis=1) for start, stop, _ in segments]
-
-
-def _joined(parts: list[Tensor]) -> Tensor:
-    return parts[0] if len(parts) == 1 else concatenate(parts, axis=1)
-
-
-class WanAttention(nn.Module):
-    """to_q/to_k/to_v/to_out.0 with RMS norms of q and k across all heads (norm_q, norm_k);
-    self-attention with rotary positions, or cross-attention to `context`; with `added_kv`
-    (Wan 2.1 I2V's cross-attention) also to the image tokens through add_k_proj / add_v_proj
-    (k RMS-normed by norm_added_k), the two attentions summed. diffusers: `WanAttention`."""
-
-    def __init__(self, dim: int, heads: int, eps: float, place: Place,
-                 added_kv: int | None = None) -> None:
-        self.heads = heads
-        if added_kv is not None:
-            self.add_k_proj = nn.Linear(added_kv, dim, **place)
-            self.add_v_proj = nn.Linear(added_kv, dim, **place)
-            self.norm_added_k = RMSNorm(dim, eps, place=place)
-        self.to_q = nn.Linear(dim, dim, **place)
-        self.to_k = nn.Linear(dim, dim, **place)
-        self.to_v = nn.Linear(dim, dim, **place)
-        self.to_out = nn.ModuleList([nn.Linear(dim, dim, **place)])
-        self.norm_q = RMSNorm(dim, eps, place=place)
-        self.norm_k = RMSNorm(dim, eps, place=place)
-
-    def forward(self, x: Tensor, context: Tensor | None = None, rotary: Rope = None,
-                image: Tensor | None = None) -> Tensor:
-        source = x if context is None else context
-        q = self.norm_q(self.to_q(x))
-        k = self.norm_k(self.to_k(source))
-        v = self.to_v(source)
-        if rotary is not None:
-            q = rope(q, *rotary, self.heads)
-            k = rope(k, *rotary, self.heads)
-        out = nn.attention(q, k, v, heads=self.heads)
-        if image is not None:
-            out = out + nn.attention(q, self.norm_added_k(self.add_k_proj(image)),
-                                     self.add_v_proj(image), heads=self.heads)
-        return self.to_out[0](out)
-
-
-class FeedForward(nn.Module):
-    """net.0 (Linear + tanh GELU), net.2 (Linear). diffusers: `FeedForward(dim,
-    inner_dim=ffn_dim, activation_fn="gelu-approximate")`."""
-
-    def __init__(self, dim: int, inner: int, place: Place) -> None:
-        self.net = nn.ModuleList([GELU(dim, inner, place), nn.Identity(),
-                                  nn.Linear(inner, dim, **place)])
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.net[2](self.net[0](x))
-
-
-class WanTransformerBlock(nn.Module):
-    """Modulated self-attention, (normed) cross-attention to the text, modulated
-    feed-forward; shift, scale, gate of each from `scale_shift_table` + the time
-    projection. diffusers: `WanTransformerBlock`."""
-
-    def __init__(self, cfg: dict[str, Any], place: Place) -> None:
-        dim = cfg["num_attention_heads"] * cfg["attention_head_dim"]
-        self.eps = cfg["eps"]
-        self.attn1 = WanAttention(dim, cfg["num_attention_heads"], cfg["eps"], place)
-        self.attn2 = WanAttention(dim, cfg["num_attention_heads"], cfg["eps"], place,
-                                  cfg["added_kv_proj_dim"])
-        self.norm2 = (nn.LayerNorm(dim, cfg["eps"], **place) if cfg["cross_attn_norm"]
-                      else None)
-        self.ffn = FeedForward(dim, cfg["ffn_dim"], place)
-        self.scale_shift_table = nn.parameter((1, 6, dim), **place)
-
-    def forward(self, x: Tensor, context: Tensor, segments: list[Segment],
-                rotary: Rope, image: Tensor | None = None) -> Tensor:
-        """x (B, L, dim), context (B, Lt, dim), image (B, Li, dim) or None; `segments` cover
-        x's tokens in order."""
-        # 1. the six modulations of each segment: the block's table plus its time projection
-        mods = [_chunks(self.scale_shift_table + projection, 6) for _, _, projection in segments]
-        # 2. modulated self-attention, gated residual
-        normed = nn.layer_norm(x, None, None, eps=self.eps)
-        attn = self.attn1(_joined([modulate(part, m[0], m[1]) for part, m in
-                                   zip(_split(normed, segments), mods)]), rotary=rotary)
-        x = _joined([gated_add(part, m[2], out) for part, out, m in
-                     zip(_split(x, segments), _split(attn, segments), mods)])
-        # 3. cross-attention to the text, plain residual
-        normed = self.norm2(x) if self.norm2 is not None else x
-        x = x + self.attn2(normed, context, image=image)
-        # 4. modulated feed-forward, gated residual
-        normed = nn.layer_norm(x, None, None, eps=self.eps)
-        ff = self.ffn(_joined([modulate(part, m[3], m[4]) for part, m in
-                               zip(_split(normed, segments), mods)]))
-        return _joined([gated_add(part, m[5], out) for part, out, m in
-                        zip(_split(x, segments), _split(ff, segments), mods)])
-
-
-class TextProjection(nn.Module):
-    """linear_1, tanh GELU, linear_2. diffusers: `PixArtAlphaTextProjection(act_fn=
-    "gelu_tanh")`."""
-
-    def __init__(self, in_dim: int, dim: int, place: Place) -> None:
-        self.linear_1 = nn.Linear(in_dim, dim, **place)
-        self.linear_2 = nn.Linear(dim, dim, **place)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.linear_2(nn.gelu(self.linear_1(x), approximate="tanh"))
-
-
-class ImageEmbedding(nn.Module):
-    """CLIP image states (B, Li, image_dim) -> (B, Li, dim): norm1, ff (Linear, exact GELU,
-    Linear), norm2. diffusers: `WanImageEmbedding` (without FLF2V's pos_embed)."""
-
-    def __init__(self, in_dim: int, dim: int, place: Place) -> None:
-        self.norm1 = nn.LayerNorm(in_dim, **place)
-        self.ff = _GeluFeedForward(in_dim, dim, place)
-        self.norm2 = nn.LayerNorm(dim, **place)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.norm2(self.ff(self.norm1(x)))
-
-
-class _ExactGELU(nn.Module):
-    """proj, exact GELU. diffusers: `GELU(approximate="none")`."""
-
-    def __init__(self, dim: int, place: Place) -> None:
-        self.proj = nn.Linear(dim, dim, **place)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return nn.gelu(self.proj(x))
-
-
-class _GeluFeedForward(nn.Module):
-    """net.0.proj, exact GELU, net.2. diffusers: `FeedForward(in, out, mult=1,
-    activation_fn="gelu")`."""
-
-    def __init__(self, in_dim: int, dim: int, place: Place) -> None:
-        self.net = nn.ModuleList([_ExactGELU(in_dim, place), nn.Identity(),
-                                  nn.Linear(in_dim, dim, **place)])
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.net[2](self.net[0](x))
-
-
-class WanTimeTextEmbedding(nn.Module):
-    """timestep -> (temb (B, dim), its projection (B, 6, dim)); text states -> (B, Lt, dim);
-    Wan 2.1 I2V's CLIP image states -> (B, Li, dim) (`image_embedder`). diffusers:
-    `WanTimeTextImageEmbedding`."""
-
-    def __init__(self, cfg: dict[str, Any], dim: int, place: Place) -> None:
-        self.dtype, self.freq_dim = place["dtype"], cfg["freq_dim"]
-        self.time_embedder = TimestepEmbedding(cfg["freq_dim"], dim, place)
-        self.time_proj = nn.Linear(dim, 6 * dim, **place)
-        self.text_embedder = TextProjection(cfg["text_dim"], dim, place)
-        if cfg["image_dim"] is not None:
-            self.image_embedder = ImageEmbedding(cfg["image_dim"], dim, place)
-
-    def forward(self, timestep: Any, device: Device) -> tuple[Tensor, Tensor]:
-        t = np.asarray(timestep, np.float32).reshape(-1)
-        features = nn.timestep_embedding(t, self.freq_dim, flip_sin_to_cos=True,
-                                         downscale_freq_shift=0, dtype=self.dtype,
-                                         device=device)
-        temb = self.time_embedder(features)
-        projection = self.time_proj(nn.silu(temb))
-        return temb, projection.reshape(t.shape[0], 6, -1)
-
-
-class PatchEmbedding(nn.Module):
-    """A Conv3d whose kernel equals its stride: each (pt, ph, pw) patch of every channel,
-    times weight (dim, C, pt, ph, pw), plus bias. torch: `nn.Conv3d(C, dim, p, stride=p)`."""
-
-    def __init__(self, in_channels: int, dim: int, patch: tuple[int, int, int],
-                 place: Place) -> None:
-        self.weight = nn.parameter((dim, in_channels, *patch), place["dtype"], place["device"])
-        self.bias = nn.parameter((dim,), place["dtype"], place["device"])
-
-    def forward(self, patches: Tensor) -> Tensor:
-        """patches (B, L, C * pt * ph * pw) -> (B, L, dim)."""
-        dim = self.weight.shape[0]
-        return nn.linear(patches, self.weight.reshape(dim, -1), self.bias)
 
 
 class WanTransformer3DModel(nn.Module):
@@ -383,10 +189,10 @@ class WanTransformer3DModel(nn.Module):
         x = run_blocks(cache, x, context, head, tail, probe if len(embeddings) == 1 else None)
         # 3. the final modulated norm, projection and the patches put back
         normed = nn.layer_norm(x, None, None, eps=self.config["eps"])
-        ends = [_chunks(self.scale_shift_table + temb.reshape(batch, 1, -1), 2)
+        ends = [chunks(self.scale_shift_table + temb.reshape(batch, 1, -1), 2)
                 for temb in embeddings]
-        x = self.proj_out(_joined([modulate(part, shift, scale) for part, (shift, scale) in
-                                   zip(_split(normed, segments), ends)]))
+        x = self.proj_out(joined([modulate(part, shift, scale) for part, (shift, scale) in
+                                  zip(by_segment(normed, segments), ends)]))
         out = x.reshape(batch, *grid, pt, ph, pw, -1)
         out = permute(out, (0, 7, 1, 4, 2, 5, 3, 6))
         return out.reshape(batch, -1, frames, height, width)

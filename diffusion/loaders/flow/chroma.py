@@ -26,9 +26,10 @@ from ..formats.safetensors import SafetensorsFile
 from ..keymaps.chroma_keys import chroma_file_weights, is_chroma_file
 from ..keymaps.ldm_configs import vae_config
 from ..keymaps.t5_gguf import t5_gguf_refs
-from ..weights import ComponentWeights, TensorRef
+from ..keymaps.t5_keys import T5_MARK, t5_config, t5_encoder_refs
+from ..weights import ComponentWeights
 from .file import FLOW_SCHEDULERS, file_parts
-from .text_encoder_file import T5_MARK, T5_PARTS, module_stem, t5_config
+from .text_encoder_file import module_stem
 
 __all__ = ["ChromaWeights", "chroma_family", "load_chroma"]
 
@@ -100,7 +101,7 @@ def _module_parts(given: str | os.PathLike[str]) -> dict[str, ComponentWeights]:
                            "(decoder.conv_in.weight) found; Chroma takes those two")
     parts = {}
     if (t5 := found.get("t5")) is not None:
-        t5 = _t5_refs(t5)
+        t5 = t5_encoder_refs(t5)
         parts["text_encoder"] = ComponentWeights("text_encoder", t5_config(t5), t5)
     if (vae := found.get("vae")) is not None and where is not None:
         config = {**vae_config(vae, where, sample_size=1024), **_FLUX_VAE,
@@ -108,14 +109,6 @@ def _module_parts(given: str | os.PathLike[str]) -> dict[str, ComponentWeights]:
                   "use_post_quant_conv": "post_quant_conv.weight" in vae}
         parts["vae"] = ComponentWeights("vae", config, vae)
     return parts
-
-
-def _t5_refs(refs: dict[str, TensorRef]) -> dict[str, TensorRef]:
-    """Our T5 encoder's tensors (not a file's tied embed_tokens copy, which stands in for
-    shared.weight where that is missing)."""
-    if "shared.weight" not in refs and "encoder.embed_tokens.weight" in refs:
-        refs = {**refs, "shared.weight": refs["encoder.embed_tokens.weight"]}
-    return {key: ref for key, ref in refs.items() if key.startswith(T5_PARTS)}
 
 
 def load_chroma(path: str | os.PathLike[str], modules: Sequence[str | os.PathLike[str]] = (),

@@ -29,6 +29,7 @@ from ..keymaps.chroma_keys import is_chroma_file
 from ..keymaps.ldm_configs import vae_config
 from ..keymaps.ldm_keys import VAE_PREFIX, ldm_vae_refs, vae_file_refs
 from ..keymaps.t5_gguf import t5_gguf_refs
+from ..keymaps.t5_keys import T5_MARK, t5_config, t5_encoder_refs
 from ..weights import ComponentWeights, TensorRef
 from .flux_file import is_flux_file, load_flux_file
 from .folder import FlowWeights, flow_family
@@ -37,10 +38,7 @@ from .text_encoder_file import (
     CLIP_MARK,
     CLIP_MARKS,
     CLIP_PARTS,
-    T5_MARK,
-    T5_PARTS,
     module_stem,
-    t5_config,
     tensors_under,
 )
 
@@ -164,9 +162,7 @@ def file_parts(file: SafetensorsFile, roles: tuple[str, ...]) -> dict[str, dict[
 def _component(slot: str, role: str, refs: dict[str, TensorRef], family: str,
                where: SafetensorsFile) -> ComponentWeights:
     if role == "t5":
-        if "shared.weight" not in refs and "encoder.embed_tokens.weight" in refs:
-            refs["shared.weight"] = refs["encoder.embed_tokens.weight"]
-        taken = {k: r for k, r in refs.items() if k.startswith(T5_PARTS)}
+        taken = t5_encoder_refs(refs)
         return ComponentWeights(slot, t5_config(taken), taken)
     if role == "vae":
         scaling, shift = _VAE_SCALING[family]

@@ -23,6 +23,7 @@ from typing import Any
 from ..errors import WeightsError
 from ..formats.safetensors import SafetensorsFile
 from ..keymaps.t5_gguf import t5_gguf_refs
+from ..keymaps.t5_keys import T5_MARK, t5_config, t5_encoder_refs
 from ..weights import ComponentWeights, TensorRef
 from .folder import FlowWeights
 
@@ -30,7 +31,6 @@ __all__ = ["clip_text_refs", "module_stem", "use_text_encoder_files"]
 
 _PREFIXES = ("text_encoders.t5xxl.transformer.", "text_encoders.clip_l.transformer.",
              "text_encoders.clip_g.transformer.", "")
-T5_MARK = "encoder.block.0.layer.0.SelfAttention.q.weight"
 CLIP_MARK = "text_model.embeddings.token_embedding.weight"
 CLIP_MARKS = (CLIP_MARK, CLIP_MARK.removeprefix("text_model."))  # transformers >= 5.6 saves
 
@@ -50,22 +50,8 @@ def _refs(file: SafetensorsFile, *marks: str) -> dict[str, TensorRef] | None:
     return None
 
 
-def t5_config(refs: dict[str, TensorRef]) -> dict[str, Any]:
-    """T5 v1.1's config from its shapes (relative positions reach 128, as every T5's)."""
-    buckets, heads = refs["encoder.block.0.layer.0.SelfAttention.relative_attention_bias"
-                          ".weight"].shape
-    vocab, d_model = refs["shared.weight"].shape
-    layers = 1 + max(int(k.split(".")[2]) for k in refs if k.startswith("encoder.block."))
-    return {"vocab_size": vocab, "d_model": d_model, "num_layers": layers, "num_heads": heads,
-            "d_kv": refs["encoder.block.0.layer.0.SelfAttention.q.weight"].shape[0] // heads,
-            "d_ff": refs["encoder.block.0.layer.1.DenseReluDense.wi_0.weight"].shape[0],
-            "relative_attention_num_buckets": buckets, "relative_attention_max_distance": 128,
-            "feed_forward_proj": "gated-gelu", "layer_norm_epsilon": 1e-6}
-
-
-# the tensors of our encoders (the rest of a file: logit_scale, T5's tied embed_tokens copy)
+# the tensors of our CLIP encoders (the rest of a file: logit_scale, an unused projection)
 CLIP_PARTS = ("embeddings.", "encoder.", "final_layer_norm.")
-T5_PARTS = ("shared.", "encoder.block.", "encoder.final_layer_norm.")
 
 
 def _component(name: str, config: dict[str, Any], refs: dict[str, TensorRef],
@@ -104,12 +90,11 @@ def use_text_encoder_files(weights: FlowWeights, files: list[str | os.PathLike[s
         file = None if gguf else SafetensorsFile(path)
         t5 = t5_gguf_refs(path) if file is None else _refs(file, T5_MARK)
         if t5 is not None:
-            if "shared.weight" not in t5 and "encoder.embed_tokens.weight" in t5:
-                t5["shared.weight"] = t5["encoder.embed_tokens.weight"]
+            t5 = t5_encoder_refs(t5)
             current = getattr(weights, t5_slot)
             config = current.config if current is not None else t5_config(t5)
-            setattr(weights, t5_slot, _component(t5_slot, config, t5, T5_PARTS,
-                                                 None if current is None else current.dtype))
+            setattr(weights, t5_slot, ComponentWeights(
+                t5_slot, config, t5, dtype=None if current is None else current.dtype))
         elif file is not None and (clip := clip_text_refs(file)) is not None:
             width = clip[CLIP_MARKS[1]].shape[1]
             slots = [s for s in clip_slots if getattr(weights, s).config["hidden_size"] == width]

@@ -32,6 +32,7 @@ from ..errors import WeightsError
 from ..formats.diffusers_folder import component_config
 from ..formats.safetensors import SafetensorsFile
 from ..keymaps.t5_gguf import t5_gguf_refs
+from ..keymaps.t5_keys import T5_MARK, t5_config, t5_encoder_refs
 from ..weights import ComponentWeights, TensorRef, resolve_dtype
 from .file import load_wan_file
 from .folder import WanWeights, load_wan_folder
@@ -41,8 +42,6 @@ __all__ = ["WanFiles", "load_wan"]
 
 Source = str | os.PathLike[str] | None
 
-_T5_MARK = "encoder.block.0.layer.0.SelfAttention.q.weight"
-_T5_PARTS = ("shared.", "encoder.block.", "encoder.final_layer_norm.")
 _CLIP_MARK = "vision_model.embeddings.patch_embedding.weight"
 _CLIP_PARTS = ("embeddings.", "pre_layrnorm.", "encoder.", "post_layernorm.")
 
@@ -63,19 +62,6 @@ class WanFiles:
                 if (value := getattr(self, f.name)) is not None}
 
 
-def _umt5_config(refs: dict[str, TensorRef]) -> dict[str, Any]:
-    """UMT5-XXL's config from its shapes (every block its own position bias table)."""
-    buckets, heads = refs["encoder.block.0.layer.0.SelfAttention.relative_attention_bias"
-                          ".weight"].shape
-    vocab, d_model = refs["shared.weight"].shape
-    layers = 1 + max(int(k.split(".")[2]) for k in refs if k.startswith("encoder.block."))
-    return {"vocab_size": vocab, "d_model": d_model, "num_layers": layers, "num_heads": heads,
-            "d_kv": refs[_T5_MARK].shape[0] // heads,
-            "d_ff": refs["encoder.block.0.layer.1.DenseReluDense.wi_0.weight"].shape[0],
-            "relative_attention_num_buckets": buckets, "relative_attention_max_distance": 128,
-            "feed_forward_proj": "gated-gelu", "layer_norm_epsilon": 1e-6}
-
-
 def load_umt5_file(path: Path, config: dict[str, Any] | None, dtype: Any) -> ComponentWeights:
     """The UMT5 text encoder of a .safetensors file (transformers' names, bare or under
     ComfyUI's `text_encoders.umt5xxl.transformer.`) or a llama.cpp-named .gguf; `config`: the
@@ -85,21 +71,19 @@ def load_umt5_file(path: Path, config: dict[str, Any] | None, dtype: Any) -> Com
     else:
         file = SafetensorsFile(path)
         prefix = next((p for p in ("", "text_encoders.umt5xxl.transformer.")
-                       if p + _T5_MARK in file), None)
+                       if p + T5_MARK in file), None)
         if prefix is None:
-            raise WeightsError(f"{path}: no {_T5_MARK!r} tensor: not a UMT5 text encoder "
+            raise WeightsError(f"{path}: no {T5_MARK!r} tensor: not a UMT5 text encoder "
                                "file; --text-encoder takes umt5_xxl_fp16.safetensors, "
                                "umt5_xxl_fp8_e4m3fn_scaled.safetensors or a UMT5 .gguf")
         refs = {key[len(prefix):]: TensorRef(file, key, file.shape(key))
                 for key in file.keys() if key.startswith(prefix)}
-    if "shared.weight" not in refs and "encoder.embed_tokens.weight" in refs:
-        refs["shared.weight"] = refs["encoder.embed_tokens.weight"]
     if "encoder.block.1.layer.0.SelfAttention.relative_attention_bias.weight" not in refs \
             and "encoder.block.1.layer.0.SelfAttention.q.weight" in refs:
         raise WeightsError(f"{path}: a T5 encoder (one position bias table), not UMT5 (one "
                            "per block): Wan reads umt5-xxl; give umt5_xxl_*.safetensors")
-    taken = {key: ref for key, ref in refs.items() if key.startswith(_T5_PARTS)}
-    return ComponentWeights("text_encoder", config or _umt5_config(taken), taken, dtype=dtype)
+    taken = t5_encoder_refs(refs)
+    return ComponentWeights("text_encoder", config or t5_config(taken), taken, dtype=dtype)
 
 
 def load_clip_vision_file(path: Path, config: dict[str, Any] | None, dtype: Any

@@ -4,6 +4,7 @@ transformers.
 | module | what |
 |---|---|
 | `flow_model` | `FlowModel`: the family's `Pipeline` (the registry's loader and defaults too) |
+| `flow_passes` | `FlowModelPasses`: `FlowModel`'s passes, diffusers' loop or a WebUI sampler |
 | `flux` | FLUX.1: diffusers' `FluxPipeline` |
 | `sd3` | SD 3/3.5: diffusers' `StableDiffusion3Pipeline` |
 | `z_image` | Z-Image (Turbo, Base): diffusers' `ZImagePipeline` |

@@ -4,7 +4,8 @@
 The "diffusers" sampler runs the pipeline's own loop (FluxPipeline / StableDiffusion3Pipeline
 and their Img2Img / Inpaint forms: the batch's noise from one seed, diffusers' pictures with
 `rng="torch"`); the WebUI's samplers defined for flow models (Euler, Euler a, DPM++ 2M) run
-over the shifted "Simple" schedule with per-image seeds (diffusion.pipelines.flow.flow_sampling).
+over the shifted "Simple" schedule with per-image seeds (diffusion.pipelines.flow.flow_sampling;
+both passes are FlowModel's base, diffusion.pipelines.flow.flow_passes).
 FLUX.1 dev takes its guidance from `distilled_cfg_scale` (Forge's "Distilled CFG Scale") and
 runs at CFG 1; a CFG scale above 1 adds a negative-prompt pass (true CFG), as in Forge.
 SD3/3.5 use CFG. The hires fix is Forge's for flow models (diffusion.pipelines.flow.flow_hires).
@@ -15,20 +16,15 @@ from `<lora:NAME:WEIGHT>` tags (kohya, diffusers/PEFT LoRAs of these families).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 
-from ...imaging import latent_mask, to_unit_image
 from ...models.step_cache import CacheSpec, StepCache
-from ...noise.rng import make_generator
-from ...preprocessors.resize import fit_map
-from ...sampling.guidance import combine
 from ...sampling.kdiffusion import DIFFUSERS, SamplerOptions
 from ...sampling.kdiffusion_pass import sampler_fields
-from ...sampling.model_sampling import FlowSchedule
 from ...sampling.samplers.registry import lookup
 from ...text.composable import refuse_composable
 from ...text.prompts import extract_extra_networks
@@ -36,15 +32,14 @@ from ..contract import Capabilities, GenerationResult, LoadOptions, Placement, S
 from ..control_map import split_maps
 from ..control_spec import unit_label
 from ..generation import Denoised, PromptLoras, generate
-from ..masked_content import latent_content
 from ..observer import Observer, Progress, StepCallback
 from ..request import GenerationRequest
-from .flow_control import FlowControl, encode_map
 from .flow_hires import run_hires
 from .flow_memory import MemoryLayout, MemoryModes
-from .flow_sampling import FLOW_SAMPLERS, FLOW_SCHEDULES, flow_seeds, sample_flow
+from .flow_passes import CFG_FAMILIES, FlowModelPasses
+from .flow_sampling import FLOW_SAMPLERS, FLOW_SCHEDULES, flow_seeds
 from .flux1_memory import flow_layout
-from .start import decode, encode_image
+from .start import decode
 
 __all__ = ["FLOW_DEFAULTS", "FlowModel"]
 
@@ -60,8 +55,6 @@ FLOW_DEFAULTS = {
     "chroma": SamplingDefaults(steps=35, sampler="Euler", cfg_scale=5.0,  # ChromaPipeline's
                                why="diffusers' Chroma settings"),
 }
-# the families whose pipelines take the CFG scale and negative prompt themselves (true CFG)
-_CFG_FAMILIES = ("sd3", "chroma")
 # the step caches each family runs (diffusion.models.step_cache): MagCache's and TeaCache's
 # tables are FLUX's
 _STEP_CACHES = {"flux-dev": ("fbc", "magcache", "teacache"),
@@ -71,14 +64,12 @@ _STEP_CACHES = {"flux-dev": ("fbc", "magcache", "teacache"),
 _CONTROL_FAMILIES = ("flux-dev", "flux-schnell", "sd3")
 
 
-class FlowModel(MemoryModes):
+class FlowModel(FlowModelPasses, MemoryModes):
     """A loaded FLUX.1 (`family` "flux-dev" or "flux-schnell"), SD3/3.5 ("sd3") or Chroma
     ("chroma") pipeline and its sampling `defaults`; `modules`: the stems of the separately
     given VAE / text encoder files, written into the infotext as Forge writes them
     ("Module 1: clip_l")."""
 
-    # T5 tokens per prompt; None: the pipeline's (diffusers': FLUX 512, SD3 256)
-    max_sequence_length: int | None = None
     diffusers_loras = True  # the prompt's LoRAs apply to every sampler
 
     def __init__(self, pipe: Any, *, family: str, name: str = "model",
@@ -129,7 +120,7 @@ class FlowModel(MemoryModes):
         prompts with LoRA tags, the hires fix, step caching on FLUX, SD3 and Chroma (First
         Block Cache; MagCache and TeaCache on FLUX, whose tables they have), ControlNet units
         on FLUX and SD3, the memory modes (flux1_memory); no refiner or variation seeds."""
-        guidance = ("cfg" if self.family in _CFG_FAMILIES else
+        guidance = ("cfg" if self.family in CFG_FAMILIES else
                     "distilled" if self.distilled else "none")
         no = dict.fromkeys(("prompt_syntax", "textual_inversion", "refiner", "variation_seeds",
                             "latent_upscale_resize", "hires_with_diffusers",
@@ -251,116 +242,6 @@ class FlowModel(MemoryModes):
                     if self.family == "sd3" else {} if self.family == "chroma"  # T5: none
                     else {"text_encoder": pipe.text_encoder})
         return SimpleNamespace(unet=pipe.transformer, transformer=pipe.transformer, **encoders)
-
-    def _guidance(self, request: GenerationRequest) -> dict[str, Any]:
-        """The pipeline's guidance keywords (FLUX's distilled scale, SD3's CFG), the T5
-        length where set, and the request's ControlNet units (a FlowControl of its own for
-        each call: the "diffusers" sampler counts guidance start/end as diffusers does)."""
-        extra: dict[str, Any] = ({} if self.max_sequence_length is None
-                                 else {"max_sequence_length": self.max_sequence_length})
-        units = split_maps(request.control or ())[1]
-        if units:
-            extra["control"] = FlowControl(
-                units, total_steps=int(request.steps), family=self.family,
-                rule="diffusers" if request.sampler_label[0] == DIFFUSERS else "unit")
-        if self.family in _CFG_FAMILIES:
-            return {"guidance_scale": float(request.cfg_scale),
-                    "negative_prompt": request.negative_prompt, **extra}
-        return {"guidance_scale": float(request.distilled_cfg_scale), **extra}
-
-    def _diffusers(self, request: GenerationRequest, prompts: list[str], seed: int,
-                   width: int, height: int, observer: Observer,
-                   cache: StepCache | None) -> np.ndarray:
-        if self.family not in _CFG_FAMILIES and request.cfg_scale != 1:
-            raise ValueError("FLUX with the 'diffusers' sampler runs without CFG (its guidance "
-                             "is distilled_cfg_scale): set cfg_scale 1, or pick a WebUI sampler "
-                             "for true CFG")
-        images = {} if request.init_image is None else {
-            "image": request.init_image, "mask_image": request.mask,
-            "strength": float(request.strength)}
-        found = split_maps(request.control or ())[0]
-        if found is not None:  # Flux Tools' map, drawn from the seed's generator as diffusers
-            images["control_image"] = fit_map(found.image, width, height, found.resize_mode)
-        return self.pipe(prompts, height=height, width=width,
-                         num_inference_steps=int(request.steps), seed=seed, rng=request.rng,
-                         callback=observer.step, output_type="latent",
-                         **_cached(cache), **self._guidance(request), **images)
-
-    def guided_flow(self, request: GenerationRequest, prompts: list[str], width: int,
-                    height: int, cache: StepCache | None = None
-                    ) -> tuple[Callable[[np.ndarray, float], np.ndarray], tuple[int, ...],
-                               float | None]:
-        """The guided flow of `prompts` at width x height, its latents' shape and the
-        schedule's mu; FLUX with CFG above 1: the negative prompt's flow combined in (true
-        CFG, guidance.combine), SD3's CFG inside its velocity. `cache`: the generation's step
-        cache (each prompt's flow a branch of it)."""
-        size: dict[str, Any] = {"height": height, "width": width, **_cached(cache)}
-        found = split_maps(request.control or ())[0]
-        if found is not None:  # Flux Tools' map: the posterior's mean, as the units' maps
-            size["control_latents"] = encode_map(self.pipe.vae, found.image, batch=len(prompts),
-                                                 width=width, height=height,
-                                                 resize_mode=found.resize_mode)
-        flow, shape, mu = self.pipe.velocity(prompts, **size, **self._guidance(request))
-        cfg = float(request.cfg_scale)
-        if self.family in _CFG_FAMILIES or cfg == 1:
-            return flow, shape, mu
-        negative, _, _ = self.negative_velocity(request, len(prompts), **size,
-                                                **self._guidance(request))
-
-        def guided(x: np.ndarray, t: float) -> np.ndarray:
-            uncond = negative(x, t)
-            return combine(uncond, flow(x, t), None, np.float32(cfg))
-
-        return guided, shape, mu
-
-    def negative_velocity(self, request: GenerationRequest, count: int, **settings: Any
-                          ) -> tuple[Callable[[np.ndarray, float], np.ndarray], tuple[int, ...],
-                                     float | None]:
-        """The pipeline's velocity for `count` negative prompts with `settings`, without FLUX
-        Redux's picture tokens (they steer the prompt only, as diffusers' negative prompt
-        embeds and ComfyUI's style models leave the negative side alone)."""
-        if request.redux is None:
-            return self.pipe.velocity([request.negative_prompt] * count, **settings)
-        prior, self.pipe.prompt_prior = self.pipe.prompt_prior, None
-        try:
-            return self.pipe.velocity([request.negative_prompt] * count, **settings)
-        finally:
-            self.pipe.prompt_prior = prior
-
-    def encode_init(self, pixels: np.ndarray, generator: Any) -> np.ndarray:
-        """The init image's latents (1, C, h, w) in the transformer's space for the WebUI
-        samplers' img2img: a posterior draw from `generator` (`encode_image`)."""
-        return encode_image(self.pipe.vae, pixels, generator)
-
-    def _webui(self, request: GenerationRequest, label: str, prompts: list[str],
-               seeds: list[int], width: int, height: int, observer: Observer,
-               cache: StepCache | None) -> np.ndarray:
-        flow, shape, mu = self.guided_flow(request, prompts, width, height, cache)
-        init = keep = None
-        if request.init_image is not None:
-            # the init image's latents drawn from the VAE's posterior with the first seed
-            pixels = to_unit_image(request.init_image, width, height)
-            generator = make_generator(request.rng, seeds[0])
-            init = np.repeat(self.encode_init(pixels, generator), shape[0], 0)
-            if request.mask is not None:  # the WebUI's latent mask, its masked content
-                small = latent_mask(request.mask, (shape[2], shape[3]),
-                                    rounded=request.mask_round)
-                first = seeds[0] if request.latent_noise_seed is None else (
-                    request.latent_noise_seed)  # the job's first batch's latent noise
-                init = latent_content(init, small, request.inpainting_fill, rng=request.rng,
-                                      seeds=[first + k for k in range(len(seeds))])
-                keep = 1.0 - small
-        return sample_flow(flow, label, FlowSchedule(self.pipe.scheduler_config, mu=mu),
-                           int(request.steps), seeds=seeds, rng=request.rng, shape=shape,
-                           init_latents=init, keep=keep, strength=float(request.strength),
-                           options=request.sampler_options,
-                           eta_noise_seed_delta=int(request.eta_noise_seed_delta),
-                           callback=observer.step, denoised=observer.on_denoised)
-
-
-def _cached(cache: StepCache | None) -> dict[str, Any]:
-    """The pipeline's `cache` keyword where a step cache runs."""
-    return {} if cache is None else {"cache": cache}
 
 
 def flow_defaults(path: str | os.PathLike[str], family: str) -> SamplingDefaults:

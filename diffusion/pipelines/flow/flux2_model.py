@@ -36,6 +36,7 @@ from .flow_memory import MemoryLayout
 from .flow_model import FlowModel
 from .flow_sampling import FLOW_SAMPLERS, FLOW_SCHEDULES
 from .flux2_memory import flux2_layout
+from .start import base_folder
 
 __all__ = ["FLUX2_BASE_DEFAULTS", "FLUX2_DEV_DEFAULTS", "FLUX2_KLEIN_DEFAULTS", "Flux2Model",
            "flux2_defaults", "load_flux2_model"]
@@ -186,22 +187,16 @@ def load_flux2_model(path: str | os.PathLike[str], family: str, options: LoadOpt
 
     path, base = Path(path), options.base
     model = "FLUX.2 dev" if family == "flux2-dev" else "FLUX.2 klein"
-    if path.is_file() and base is None:
-        raise ValueError(f"{path.name} is a {model} transformer alone: give a {model} "
-                         "diffusers folder with --base for its text encoder, tokenizer, "
-                         "VAE and scheduler")
-    if path.is_dir() and base is not None:
-        raise ValueError(f"--base is for a single-file {model} transformer; a {model} "
-                         "folder holds every part itself, leave --base out")
+    folder, transformer_file = base_folder(path, base, model)
     if base is not None and (found := flux2_family(base)) not in (None, family):
         raise ValueError(f"{path.name} is a {model} transformer but the --base folder holds "
                          f"{'FLUX.2 dev' if found == 'flux2-dev' else 'FLUX.2 klein'}: give "
                          f"a {model} folder")
     kind = Flux2Pipeline if family == "flux2-dev" else Flux2KleinPipeline
     pipe = kind.from_pretrained(
-        Path(base) if base is not None else path, dtype=options.dtype, device=options.device,
-        variant=options.variant, transformer_file=path if base is not None else None,
-        text_encoder_files=list(options.text_encoders), offload=options.offload)
+        folder, dtype=options.dtype, device=options.device, variant=options.variant,
+        transformer_file=transformer_file, text_encoder_files=list(options.text_encoders),
+        offload=options.offload)
     defaults = options.defaults  # defaults.json over the family's (model_defaults)
     name = path.name.removesuffix(".safetensors").removesuffix(".gguf")  # as Forge names it
     return Flux2Model(pipe, family=family, name=name, defaults=defaults, modules=pipe.modules)

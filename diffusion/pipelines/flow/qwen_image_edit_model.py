@@ -33,6 +33,7 @@ from ..request import GenerationRequest
 from .edit_refs import reference_pictures, sample_from_noise
 from .flow_memory import MemoryLayout
 from .qwen_image_model import QWENIMAGE_DEFAULTS, QwenImageModel
+from .start import base_folder
 
 __all__ = ["QwenImageEditModel", "load_qwenimage_edit_model", "qwenimage_edit_defaults",
            "qwenimage_edit_family"]
@@ -127,22 +128,16 @@ def load_qwenimage_edit_model(path: str | os.PathLike[str], family: str, options
 
     kind = QwenImageEditPlusPipeline if family == "qwen-image-edit-plus" else (
         QwenImageEditPipeline)
-    path, base = Path(path), options.base
+    path = Path(path)
     if options.text_encoders:
         raise ValueError("a --text-encoder file is not supported for Qwen-Image-Edit yet; "
                          "leave it out (the folder's text_encoder/, Qwen2.5-VL with its vision "
                          "tower, reads the prompt and the pictures)")
-    if path.is_file() and base is None:
-        raise ValueError(f"{path.name} is a Qwen-Image-Edit transformer alone: give a "
-                         "Qwen-Image-Edit diffusers folder with --base for its text encoder "
-                         "and vision tower, tokenizer, processor, VAE and scheduler")
-    if path.is_dir() and base is not None:
-        raise ValueError("--base is for a single-file Qwen-Image-Edit transformer; a "
-                         "Qwen-Image-Edit folder holds every part itself, leave --base out")
-    pipe = kind.from_pretrained(Path(base) if base is not None else path,
-                                dtype=options.dtype, device=options.device,
-                                variant=options.variant,
-                                transformer_file=path if base is not None else None,
+    folder, transformer_file = base_folder(
+        path, options.base, "Qwen-Image-Edit",
+        parts="text encoder and vision tower, tokenizer, processor, VAE and scheduler")
+    pipe = kind.from_pretrained(folder, dtype=options.dtype, device=options.device,
+                                variant=options.variant, transformer_file=transformer_file,
                                 offload=options.offload)
     name = path.name.removesuffix(".safetensors").removesuffix(".gguf")  # as Forge
     return QwenImageEditModel(pipe, family=family, name=name, defaults=options.defaults,

@@ -22,15 +22,13 @@ import numpy as np
 
 from ...loaders.flow.text_encoder_file import module_stem
 from ...models.step_cache import StepCache
-from ...sampling.kdiffusion import DIFFUSERS
 from ..contract import Capabilities, LoadOptions, SamplingDefaults
-from ..control_map import split_maps
 from ..observer import Observer
 from ..request import GenerationRequest
-from .flow_control import FlowControl
 from .flow_memory import MemoryLayout
 from .flow_model import FlowModel
 from .flow_sampling import FLOW_SAMPLERS, FLOW_SCHEDULES
+from .start import base_folder
 
 __all__ = ["QWENIMAGE_DEFAULTS", "QwenImageModel", "load_qwenimage_model", "qwenimage_defaults"]
 
@@ -106,13 +104,7 @@ class QwenImageModel(FlowModel):
     def _guidance(self, request: GenerationRequest) -> dict[str, Any]:
         """diffusers' true_cfg_scale (the CFG scale), the negative prompt, and the request's
         ControlNet units (a FlowControl of its own for each call)."""
-        extra: dict[str, Any] = ({} if self.max_sequence_length is None
-                                 else {"max_sequence_length": self.max_sequence_length})
-        units = split_maps(request.control or ())[1]
-        if units:
-            extra["control"] = FlowControl(
-                units, total_steps=int(request.steps), family=self.family,
-                rule="diffusers" if request.sampler_label[0] == DIFFUSERS else "unit")
+        extra = self._length_and_control(request)
         return {"true_cfg_scale": float(request.cfg_scale),
                 "negative_prompt": request.negative_prompt, **extra}
 
@@ -150,18 +142,12 @@ def load_qwenimage_model(path: str | os.PathLike[str], family: str, options: Loa
     folder's; `options.defaults` (the folder's defaults.json) over `qwenimage_defaults`."""
     from .qwen_image import QwenImagePipeline
 
-    path, base = Path(path), options.base
-    if path.is_file() and base is None:
-        raise ValueError(f"{path.name} is a Qwen-Image transformer alone: give a Qwen-Image "
-                         "diffusers folder with --base for its text encoder, tokenizer, VAE "
-                         "and scheduler")
-    if path.is_dir() and base is not None:
-        raise ValueError("--base is for a single-file Qwen-Image transformer; a Qwen-Image "
-                         "folder holds every part itself, leave --base out")
+    path = Path(path)
+    folder, transformer_file = base_folder(path, options.base, "Qwen-Image")
     pipe = QwenImagePipeline.from_pretrained(
-        Path(base) if base is not None else path, dtype=options.dtype, device=options.device,
-        variant=options.variant, transformer_file=path if base is not None else None,
-        text_encoder_files=list(options.text_encoders), offload=options.offload)
+        folder, dtype=options.dtype, device=options.device, variant=options.variant,
+        transformer_file=transformer_file, text_encoder_files=list(options.text_encoders),
+        offload=options.offload)
     defaults = options.defaults  # defaults.json over the family's (model_defaults)
     name = path.name.removesuffix(".safetensors")  # as Forge names a file's model
     return QwenImageModel(pipe, family=family, name=name, defaults=defaults,

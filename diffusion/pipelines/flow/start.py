@@ -25,8 +25,8 @@ from ...models.vae import AutoencoderKL
 from ...noise.rng import RNG_SOURCES
 from ...sampling.scheduler_loop import scheduler_loop
 
-__all__ = ["FlowStart", "StepCallback", "check_call", "decode", "encode_image", "load_parts",
-           "run_euler"]
+__all__ = ["FlowStart", "StepCallback", "base_folder", "check_call", "decode", "encode_image",
+           "load_parts", "run_euler"]
 
 _TEXT_ENCODERS = ("text_encoder", "text_encoder_2", "text_encoder_3")
 
@@ -51,6 +51,23 @@ def load_parts(path: str | Path, family: str, *, variant: str | None,
     if weights.family != family:
         raise ValueError(f"{path} holds a {weights.family} pipeline, not {family.upper()}")
     return weights, modules
+
+
+def base_folder(path: Path, base: str | os.PathLike[str] | None, model: str, *,
+                parts: str = "text encoder, tokenizer, VAE and scheduler"
+                ) -> tuple[Path, Path | None]:
+    """(the diffusers folder a `model` pipeline loads, the single-file transformer in place of
+    its own): `path` a folder and no `base`, or `path` a transformer file and `base` a folder
+    of the same model giving its `parts` (Z-Image, Qwen-Image, FLUX.2 are shared so). One
+    ValueError line for a file without a base or a folder with one; `model` names the model
+    in it ("Z-Image")."""
+    if path.is_file() and base is None:
+        raise ValueError(f"{path.name} is a {model} transformer alone: give a {model} "
+                         f"diffusers folder with --base for its {parts}")
+    if path.is_dir() and base is not None:
+        raise ValueError(f"--base is for a single-file {model} transformer; a {model} "
+                         "folder holds every part itself, leave --base out")
+    return (path, None) if base is None else (Path(base), path)
 
 
 def check_call(prompt: str | Any, *, rng: str, output_type: str, steps: int) -> list[str]:

@@ -21,16 +21,14 @@ import numpy as np
 
 from ...loaders.flow.text_encoder_file import module_stem
 from ...models.step_cache import StepCache
-from ...sampling.kdiffusion import DIFFUSERS
 from ..contract import Capabilities, LoadOptions, SamplingDefaults
-from ..control_map import split_maps
 from ..model_defaults import is_turbo
 from ..observer import Observer
 from ..request import GenerationRequest
-from .flow_control import FlowControl
 from .flow_memory import MemoryLayout
 from .flow_model import FlowModel
 from .flow_sampling import FLOW_SAMPLERS, FLOW_SCHEDULES
+from .start import base_folder
 
 __all__ = ["ZIMAGE_BASE_DEFAULTS", "ZIMAGE_DEFAULTS", "ZImageModel", "load_zimage_model",
            "zimage_defaults"]
@@ -86,13 +84,7 @@ class ZImageModel(FlowModel):
     def _guidance(self, request: GenerationRequest) -> dict[str, Any]:
         """diffusers' guidance_scale (the CFG scale less 1), the negative prompt, and the
         request's ControlNet units (a FlowControl of its own for each call)."""
-        extra: dict[str, Any] = ({} if self.max_sequence_length is None
-                                 else {"max_sequence_length": self.max_sequence_length})
-        units = split_maps(request.control or ())[1]
-        if units:
-            extra["control"] = FlowControl(
-                units, total_steps=int(request.steps), family=self.family,
-                rule="diffusers" if request.sampler_label[0] == DIFFUSERS else "unit")
+        extra = self._length_and_control(request)
         return {"guidance_scale": max(float(request.cfg_scale) - 1.0, 0.0),
                 "negative_prompt": request.negative_prompt, **extra}
 
@@ -131,18 +123,12 @@ def load_zimage_model(path: str | os.PathLike[str], family: str, options: LoadOp
     `options.defaults` (the folder's defaults.json) over `zimage_defaults`."""
     from .z_image import ZImagePipeline
 
-    path, base = Path(path), options.base
-    if path.is_file() and base is None:
-        raise ValueError(f"{path.name} is a Z-Image transformer alone: give a Z-Image "
-                         "diffusers folder with --base for its text encoder, tokenizer, VAE "
-                         "and scheduler")
-    if path.is_dir() and base is not None:
-        raise ValueError("--base is for a single-file Z-Image transformer; a Z-Image folder "
-                         "holds every part itself, leave --base out")
+    path = Path(path)
+    folder, transformer_file = base_folder(path, options.base, "Z-Image")
     pipe = ZImagePipeline.from_pretrained(
-        Path(base) if base is not None else path, dtype=options.dtype, device=options.device,
-        variant=options.variant, transformer_file=path if base is not None else None,
-        text_encoder_files=list(options.text_encoders), offload=options.offload)
+        folder, dtype=options.dtype, device=options.device, variant=options.variant,
+        transformer_file=transformer_file, text_encoder_files=list(options.text_encoders),
+        offload=options.offload)
     defaults = options.defaults  # defaults.json over the family's (model_defaults)
     name = path.name.removesuffix(".safetensors")  # as Forge names a file's model
     return ZImageModel(pipe, family=family, name=name, defaults=defaults, modules=pipe.modules)

@@ -86,7 +86,7 @@ def test_t5_gguf_k_quants(first_device: gpucore.Device, tmp_path: Path) -> None:
 
     from diffusion.loaders import ComponentWeights
     from diffusion.loaders.component import load_component
-    from diffusion.loaders.flow.text_encoder_file import t5_config
+    from diffusion.loaders.keymaps.t5_keys import t5_config
     from diffusion.models import T5EncoderModel
 
     config = {**T5_TINY, "d_model": 256, "relative_attention_max_distance": 128}
@@ -130,7 +130,7 @@ def test_t5_gguf_q5_k_q6_k(first_device: gpucore.Device, tmp_path: Path, kind: s
 
     from diffusion.loaders import ComponentWeights
     from diffusion.loaders.component import load_component
-    from diffusion.loaders.flow.text_encoder_file import t5_config
+    from diffusion.loaders.keymaps.t5_keys import t5_config
     from diffusion.models import T5EncoderModel
 
     config = {**T5_TINY, "d_model": 256, "relative_attention_max_distance": 128}

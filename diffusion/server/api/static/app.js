@@ -9,6 +9,7 @@ import { initPngInfo, loadPngInfo } from "./pnginfo.js";
 import { applyScript, initSections, sectionFields, sectionParameters, setRefinerModels, showScripts } from "./sections.js";
 import { loadNetworks } from "./networks.js";
 import { initVideo, loadVideoModels, showFirstFrame } from "./video.js";
+import { newTaskId, number, pollProgress, whilePolling } from "./job.js";
 import { referenceImages, setReferenceLimit } from "./references.js";
 import { chooseStyles, chosenStyles, loadStyles } from "./styles.js";
 
@@ -178,13 +179,6 @@ $("refresh_models").addEventListener("click", async () => {
 
 // ---- Generation
 
-function number(id) {
-  const field = $(id);
-  // an empty box (or text the browser cannot read as a number) would go out as 0: CFG scale 0, seed 0
-  if (field.value === "") throw new Error(`${field.labels[0]?.textContent ?? id} is empty: enter a number.`);
-  return Number(field.value);
-}
-
 function requestBody() {
   const body = {
     prompt: $("prompt").value,
@@ -241,48 +235,11 @@ function setRunning(on) {
   }
 }
 
-function formatEta(seconds) {
-  if (!Number.isFinite(seconds) || seconds <= 0) return "";
-  const whole = Math.ceil(seconds);  // rounded before the split: 119.5 s is 2m 00s, not 1m 60s
-  if (whole < 60) return `ETA ${whole}s`;
-  return `ETA ${Math.floor(whole / 60)}m ${String(whole % 60).padStart(2, "0")}s`;
-}
-
-/** A task id as the WebUI's page makes one ("task(...)"), from crypto.getRandomValues: randomUUID
- * needs a secure context, and the page is often served over plain http on a LAN. */
-function newTaskId() {
-  const bytes = crypto.getRandomValues(new Uint8Array(8));
-  return `task(${[...bytes].map((b) => b.toString(16).padStart(2, "0")).join("")})`;
-}
-
-/** One poll of this page's own job (the WebUI page's /internal/progress with its id_task): another
- * tab's job, running or queued beside it, is not shown here. */
-async function pollProgress(id) {
-  let progress;
-  try {
-    progress = await api("/internal/progress", { id_task: id, id_live_preview: previewId, live_preview: true });
-  } catch {
-    return;  // one missed poll is harmless; the generation request reports real failures
-  }
-  if (!running || id !== task) return;
-  // once Interrupt is clicked, say so until the run ends (the last step's numbers would read as running on)
-  const interrupting = $("interrupt").disabled;
-  // finished, its answer still on the way: the last numbers stay
-  if (progress.completed) return;
-  if (!progress.active) {  // not started yet: its place in the queue ("In queue: 2/3"), or waiting
-    if (!interrupting) $("progress_text").textContent = progress.queued ? progress.textinfo : "Waiting…";
-    return;
-  }
-  const fraction = Math.min(Math.max(progress.progress ?? 0, 0), 1);
-  const state = progress.state ?? {};
-  $("progress").value = fraction;
-  const parts = [`${Math.round(fraction * 100)}%`];
-  if (state.job_count > 1) parts.push(`batch ${state.job_no + 1}/${state.job_count}`);
-  if (state.sampling_steps) parts.push(`step ${state.sampling_step}/${state.sampling_steps}`);
-  const eta = formatEta(progress.eta);
-  if (eta) parts.push(eta);
-  $("progress_text").textContent = interrupting ? "Interrupting…" : parts.join(" · ");
-  if (progress.live_preview) {
+/** One poll of this page's run (job.js), and its live preview. */
+async function pollRun(id) {
+  const progress = await pollProgress(id, { bar: "progress", text: "progress_text", interrupt: "interrupt" },
+    { current: () => running && id === task, eta: true, preview: previewId });
+  if (progress?.live_preview) {
     previewId = progress.id_live_preview;
     showPreview(pngDataUrl(progress.live_preview));
   }
@@ -302,20 +259,11 @@ async function generate() {
   previewId = 0;
   setRunning(true);
   $("progress_text").textContent = "Waiting…";
-  let polling = false;
-  const timer = setInterval(async () => {
-    if (polling) return;
-    polling = true;
-    await pollProgress(body.force_task_id);
-    polling = false;
-  }, 500);
   try {
-    const response = await api(mode, body);
-    showGenerated(response);
+    showGenerated(await whilePolling(() => api(mode, body), () => pollRun(body.force_task_id)));
   } catch (error) {
     showError(error);
   } finally {
-    clearInterval(timer);
     task = null;
     setRunning(false);
   }

@@ -3,6 +3,7 @@
 // go by the job's task id, as the image tabs' do; the MP4 plays in a <video> player.
 
 import { $, api, base64Of, clearError, fileDropZone, readFile, showError } from "./api.js";
+import { newTaskId, number, pollProgress, whilePolling } from "./job.js";
 
 let models = [];  // /avx/video-models' entries: {title, model_name, kind, first_frame}
 // a single file's parts (request field -> its select), each "" for the base folder's own
@@ -10,12 +11,6 @@ const PARTS = { base: "video_base", model_2: "video_model_2", text_encoder: "vid
 let firstFrame = null;  // the dropped picture, a data URL
 let task = null;  // the running video's id_task
 const urls = [];  // object URLs of the shown video, revoked when the next one comes
-
-function number(id) {
-  const field = $(id);
-  if (field.value === "") throw new Error(`${field.labels[0]?.textContent ?? id} is empty: enter a number.`);
-  return Number(field.value);
-}
 
 /** The request's `cache`: "KIND:THRESHOLD", the kind alone (an empty threshold: the server's
  * default for it), or null (off). */
@@ -93,27 +88,6 @@ function setRunning(on) {
   $("video_progress_text").textContent = on ? "Waiting…" : "";
 }
 
-async function poll(id) {
-  let progress;
-  try {
-    progress = await api("/internal/progress", { id_task: id, id_live_preview: -1, live_preview: false });
-  } catch {
-    return;  // a missed poll is harmless: the request itself reports failures
-  }
-  if (id !== task || progress.completed) return;
-  const interrupting = $("video_interrupt").disabled;
-  if (!progress.active) {
-    if (!interrupting) $("video_progress_text").textContent = progress.queued ? progress.textinfo : "Waiting…";
-    return;
-  }
-  const fraction = Math.min(Math.max(progress.progress ?? 0, 0), 1);
-  const state = progress.state ?? {};
-  $("video_progress").value = fraction;
-  const parts = [`${Math.round(fraction * 100)}%`];
-  if (state.sampling_steps) parts.push(`step ${state.sampling_step}/${state.sampling_steps}`);
-  $("video_progress_text").textContent = interrupting ? "Interrupting…" : parts.join(" · ");
-}
-
 function objectUrl(base64, type) {
   const bytes = Uint8Array.from(atob(base64), (c) => c.charCodeAt(0));
   const url = URL.createObjectURL(new Blob([bytes], { type }));
@@ -151,22 +125,15 @@ async function generate() {
     showError(error);
     return;
   }
-  const bytes = crypto.getRandomValues(new Uint8Array(8));
-  task = body.force_task_id = `task(${[...bytes].map((b) => b.toString(16).padStart(2, "0")).join("")})`;
+  const id = task = body.force_task_id = newTaskId();
   setRunning(true);
-  let polling = false;
-  const timer = setInterval(async () => {
-    if (polling) return;
-    polling = true;
-    await poll(body.force_task_id);
-    polling = false;
-  }, 500);
+  const ids = { bar: "video_progress", text: "video_progress_text", interrupt: "video_interrupt" };
   try {
-    showVideo(await api(body.image ? "/avx/img2vid" : "/avx/txt2vid", body));
+    showVideo(await whilePolling(() => api(body.image ? "/avx/img2vid" : "/avx/txt2vid", body),
+      () => pollProgress(id, ids, { current: () => id === task })));
   } catch (error) {
     showError(error);
   } finally {
-    clearInterval(timer);
     task = null;
     setRunning(false);
   }
