@@ -18,7 +18,9 @@ the next look late), and how long the picture waited for it; beside them the sta
 the kernels of a gpucore.Warmup list (the cache's kernels-*.json a first process wrote) on a
 fresh device: `serial` builds each in place, one after another (each kernel's own time);
 `async` begins them all at once on Dawn's threads, in the list's order or, with --order, the
-costliest first (a serial run's output), and notes when each is ready. `--part I/N` keeps
+costliest first (a serial run's output), and notes when each is ready; `gpucore` begins them
+as a picture does (Kernel.build_ahead: gpucore._build_devices' extra devices included) and
+notes the builds in place and the extra devices' opening too. `--part I/N` keeps
 every Nth of them from the Ith (N processes side by side share a list).
 
 Times are seconds from the process's start (`first`) or from the first build (`kernels`).
@@ -75,6 +77,7 @@ class _Tracer:
     def __init__(self, t0: float) -> None:
         self.t0 = t0
         self.records: list[dict[str, Any]] = []
+        self.builds: list[dict[str, Any]] = []
         self._open: list[tuple[dict[str, Any], Any]] = []
         self._process_events: Any = None
 
@@ -130,7 +133,18 @@ class _Tracer:
             record["wait_s"] = round(record.get("wait_s", 0.0) + tracer.now() - start, 4)
             return None
 
+        original_build = device_type.create_compute_pipeline
+
+        def build(device: Any, **descriptor: Any) -> Any:  # in place: its span
+            start = tracer.now()
+            try:
+                return original_build(device, **descriptor)
+            finally:
+                tracer.builds.append({"label": descriptor.get("label", ""), "at": start,
+                                      "s": round(tracer.now() - start, 4)})
+
         device_type.create_compute_pipeline_async = begin
+        device_type.create_compute_pipeline = build
         promise_type._sync_wait = sync_wait
 
 
@@ -184,6 +198,7 @@ def first(model: str, dtype: str, out: str, *, steps: int, size: int, pictures: 
         marks["load_from"] = time.perf_counter() - t0
         with gpucore.phase("load"):
             tracer.install(gpucore.default_device())
+            opened = _time_opens(tracer)
             warmup = gpucore.Warmup(gpucore.default_device(), f"txt2img {model} {dtype}")
             pipe = load_pipeline(None if model == "bundled" else model, dtype=np.dtype(dtype))
         marks["load_to"] = time.perf_counter() - t0
@@ -199,9 +214,31 @@ def first(model: str, dtype: str, out: str, *, steps: int, size: int, pictures: 
     device = gpucore.default_device().info
     payload = {"device": device.label, "runtime": device.runtime, **phases.split(),
                "png_sha256": shas, "marks": {k: round(v, 3) for k, v in marks.items()},
-               "spans": spans, "kernels": tracer.records, "samples": samples}
+               "spans": spans, "kernels": tracer.records, "builds": tracer.builds,
+               "opened": opened, "samples": samples}
     Path(out).write_text(json.dumps(payload))
-    print(json.dumps({k: v for k, v in payload.items() if k not in ("kernels", "samples")}))
+    print(json.dumps({k: v for k, v in payload.items()
+                      if k not in ("kernels", "builds", "opened", "samples")}))
+
+
+def _time_opens(tracer: _Tracer) -> list[dict[str, Any]]:
+    """Note each extra build device's opening (gpucore._build_devices, where there is one)."""
+    try:
+        from gpucore import _build_devices
+    except ImportError:
+        return []
+    opened: list[dict[str, Any]] = []
+    original = _build_devices._Pools._open
+
+    def timed(pools: Any, device: Any) -> bool:
+        start = tracer.now()
+        try:
+            return original(pools, device)
+        finally:
+            opened.append({"at": start, "s": round(tracer.now() - start, 4)})
+
+    _build_devices._Pools._open = timed  # type: ignore[method-assign]
+    return opened
 
 
 def _listed(path: str) -> list[tuple[str, str, str, dict[str, float]]]:
@@ -238,6 +275,15 @@ def kernels(list_path: str, out: str, *, mode: str, order: str | None,
                             "source_chars": len(kernel.source),
                             "describe_s": round(described - start, 4),
                             "build_s": round(end - described, 4)})
+    elif mode == "gpucore":  # as a picture begins them: gpucore._build_devices included
+        tracer = _Tracer(t0)
+        tracer.install(device)
+        opened = _time_opens(tracer)
+        for _, kernel in built:
+            kernel.build_ahead(device, begin=True)
+        device.pipelines.settle()
+        records = [*tracer.records, *({"in_place": True, **b} for b in tracer.builds),
+                   *({"opened": True, **o} for o in opened)]
     else:
         tracer = _Tracer(t0)
         tracer.install(device)
@@ -274,7 +320,7 @@ def main(argv: list[str]) -> None:
     two = sub.add_parser("kernels")
     two.add_argument("list")
     two.add_argument("out")
-    two.add_argument("--mode", choices=("serial", "async"), default="async")
+    two.add_argument("--mode", choices=("serial", "async", "gpucore"), default="async")
     two.add_argument("--order")
     two.add_argument("--part", default="0/1", help="I/N: every Nth kernel from the Ith")
     args = parser.parse_args(argv)
