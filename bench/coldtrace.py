@@ -241,6 +241,44 @@ def _time_opens(tracer: _Tracer) -> list[dict[str, Any]]:
     return opened
 
 
+def _threaded(device: Any, built: list[tuple[int, Any]], threads: int) -> list[dict]:
+    """Build each kernel in place, from `threads` threads at once, on a second Dawn device on
+    the same adapter opened with Dawn's implicit device synchronization (its calls may come
+    from any thread): whether Dawn holds its device lock while the driver compiles."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from gpucore import _device, _runtime
+
+    runtime = _runtime.load("dawn", required=True)
+    assert runtime is not None
+    info = device.info
+    raw = runtime.enumerate_adapters()[info.adapter._position]
+    names = [runtime.native_feature(f) for f in sorted(device.features)]
+    matrices = runtime.native_feature("subgroup-matrix")
+    if matrices in raw.features:
+        names.append(matrices)
+    names.append("implicit-device-synchronization")
+    required = {k: info.limits[k] for k in _device._RAISED_LIMITS if k in info.limits}
+    dev = raw.request_device_sync(required_features=names, required_limits=required)
+    t0 = time.perf_counter()
+
+    def build(item: tuple[int, Any]) -> dict:
+        index, kernel = item
+        start = time.perf_counter() - t0
+        layout = dev.create_bind_group_layout(entries=kernel._entries())
+        module = dev.create_shader_module(label=kernel.label,
+                                          code=_runtime.adapt_source("dawn", kernel.source))
+        dev.create_compute_pipeline(
+            label=kernel.label, layout=dev.create_pipeline_layout(bind_group_layouts=[layout]),
+            compute={"module": module, "entry_point": kernel.entry,
+                     "constants": kernel.constants})
+        return {"index": index, "label": kernel.label, "from": round(start, 4),
+                "to": round(time.perf_counter() - t0, 4)}
+
+    with ThreadPoolExecutor(threads) as pool:
+        return list(pool.map(build, built))
+
+
 def _listed(path: str) -> list[tuple[str, str, str, dict[str, float]]]:
     kernels = json.loads(Path(path).read_text())["payload"]["kernels"]
     return [(k["source"], k["name"], k["entry"], dict(k["constants"])) for k in kernels]
@@ -275,6 +313,8 @@ def kernels(list_path: str, out: str, *, mode: str, order: str | None,
                             "source_chars": len(kernel.source),
                             "describe_s": round(described - start, 4),
                             "build_s": round(end - described, 4)})
+    elif mode == "threads":  # sync builds from 8 threads on an implicitly synchronized device
+        records = _threaded(device, built, 8)
     elif mode == "gpucore":  # as a picture begins them: gpucore._build_devices included
         tracer = _Tracer(t0)
         tracer.install(device)
@@ -320,7 +360,7 @@ def main(argv: list[str]) -> None:
     two = sub.add_parser("kernels")
     two.add_argument("list")
     two.add_argument("out")
-    two.add_argument("--mode", choices=("serial", "async", "gpucore"), default="async")
+    two.add_argument("--mode", choices=("serial", "async", "gpucore", "threads"), default="async")
     two.add_argument("--order")
     two.add_argument("--part", default="0/1", help="I/N: every Nth kernel from the Ith")
     args = parser.parse_args(argv)
