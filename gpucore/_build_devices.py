@@ -16,8 +16,9 @@ given to an extra device is built there first, and waiting for it builds it on t
 device too. No dispatch runs on an extra device: the pipeline a dispatch uses is its own
 device's, so what a picture computes does not change; a build that fails there is built on
 the using device, which says what failed. GPUCORE_BUILD_DEVICES=N: how many extra devices
-(default: half the cores less one, at most 7; 0: none). A device whose kernels were listed
-by a gpucore.Warmup opens none (`expect_cached`): its driver cache has them already.
+the process opens in all, shared by its devices as they come (default: half the cores less
+one, at most 7; 0: none). A device whose kernels were listed by a gpucore.Warmup opens none
+(`expect_cached`): its driver cache has them already.
 """
 
 from __future__ import annotations
@@ -94,7 +95,8 @@ class _Pools:
             return None
         if turn > len(self.helpers):
             device = self._device()
-            if device is None or not self._open(device):
+            opened = sum(len(pools.helpers) for pools in list(_pools.values()))
+            if device is None or opened >= count() or not self._open(device):
                 self.wanted = len(self.helpers)  # none more: the driver or memory said no
                 return None
         return self.helpers[turn - 1]

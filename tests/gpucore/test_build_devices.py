@@ -174,3 +174,16 @@ def test_the_default_count_leaves_cores_to_the_process(monkeypatch: pytest.Monke
     for cores, expected in ((1, 0), (2, 0), (4, 1), (16, 7), (64, 7)):
         monkeypatch.setattr(_build_devices.os, "cpu_count", lambda c=cores: c)
         assert _build_devices.count() == expected
+
+
+def test_the_count_is_for_the_whole_process(monkeypatch: pytest.MonkeyPatch,
+                                            later: list) -> None:
+    monkeypatch.setenv(_build_devices.ENV, "3")
+    first, second = _Device(), _Device()
+    for _ in range(3):  # turns 0-2: its own pool, then two extra devices opened
+        _build_devices.begin(first, DESCRIPTOR, SOURCE, ENTRIES)
+    for _ in range(8):  # the one extra device left, then its own pool and that one in turn
+        _build_devices.begin(second, DESCRIPTOR, SOURCE, ENTRIES)
+    assert len(first.info.adapter.opened) == 2
+    assert len(second.info.adapter.opened) == 1
+    assert len(later) == 1 + 4
