@@ -200,7 +200,8 @@ def first(model: str, dtype: str, out: str, *, steps: int, size: int, pictures: 
             tracer.install(gpucore.default_device())
             opened = _time_opens(tracer)
             warmup = gpucore.Warmup(gpucore.default_device(), f"txt2img {model} {dtype}")
-            pipe = load_pipeline(None if model == "bundled" else model, dtype=np.dtype(dtype))
+            pipe: Any = load_pipeline(None if model == "bundled" else model,
+                                      dtype=np.dtype(dtype))
         marks["load_to"] = time.perf_counter() - t0
         for index in range(pictures):
             result = pipe.txt2img(**settings)
@@ -237,7 +238,7 @@ def _time_opens(tracer: _Tracer) -> list[dict[str, Any]]:
         finally:
             opened.append({"at": start, "s": round(tracer.now() - start, 4)})
 
-    _build_devices._Pools._open = timed  # type: ignore[method-assign]
+    _build_devices._Pools._open = timed  # type: ignore[method-assign, assignment]
     return opened
 
 
@@ -331,7 +332,8 @@ def kernels(list_path: str, out: str, *, mode: str, order: str | None,
         for index, kernel in built:
             descriptor, _ = kernel._describe(device)
             promises.append(device.wgpu.create_compute_pipeline_async(**descriptor))
-            promises[-1]._coldtrace.update(index=index, source_chars=len(kernel.source))
+            record = promises[-1]._coldtrace  # type: ignore[attr-defined]
+            record.update(index=index, source_chars=len(kernel.source))
         for promise in promises:
             promise.sync_wait()
         records = tracer.records

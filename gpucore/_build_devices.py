@@ -103,7 +103,8 @@ class _Pools:
 
     def _open(self, device: Device) -> bool:
         info = device.info
-        required = {k: info.limits[k] for k in _RAISED_LIMITS if k in info.limits}
+        required: dict[str, int | None] = {
+            k: info.limits[k] for k in _RAISED_LIMITS if k in info.limits}
         try:
             helper = info.adapter.request_device_sync(
                 label=f"gpucore builds {len(self.helpers) + 1}:{info.label}",
