@@ -10,15 +10,14 @@ import struct
 from collections.abc import Callable, Hashable, Mapping
 from typing import Any
 
-import wgpu
-
-from . import _wgsl
+from . import _build_devices, _wgsl
 from ._buffer import Buffer
+from ._build_devices import layout_entries
 from ._device import Device, Pipeline
 from ._dtypes import wgsl_scalar
 from ._errors import BindingError, BindingTypeError, DeviceLimitError, ShaderCompileError
 from ._phases import phase
-from ._runtime import GPU_ERRORS, adapt_source, create_pipeline_later
+from ._runtime import GPU_ERRORS, adapt_source
 from ._shaders import shader_source
 
 __all__ = ["Kernel", "fold_grid"]
@@ -212,7 +211,7 @@ class Kernel:
     def _begin(self, device: Device) -> tuple[Callable[[], Any], Any]:
         with phase("compile"):
             descriptor, layout = self._describe(device)
-            wait = create_pipeline_later(device.info.runtime, device.wgpu, descriptor)
+            wait = _build_devices.begin(device, descriptor, self.source, self._entries())
         device.pipelines.note(self._key, (self.source, self.name, self.entry, self.constants))
 
         def finish() -> Any:
@@ -252,24 +251,15 @@ class Kernel:
             device.check_limit(f"max-compute-workgroup-size-{axis}", size, what)
         device.check_limit("max-compute-invocations-per-workgroup",
                            math.prod(self.workgroup_size), what)
-        entries = []
-        for i, b in enumerate(self.signature.storage):
-            kind = (wgpu.BufferBindingType.storage if b.writable
-                    else wgpu.BufferBindingType.read_only_storage)
-            entries.append({"binding": i, "visibility": wgpu.ShaderStage.COMPUTE,
-                            "buffer": {"type": kind}})
-        if self.signature.params is not None:
-            # A dynamic offset selects this dispatch's slot of the device's params arena, so
-            # the bind group itself does not change from dispatch to dispatch and is reused.
-            entries.append({"binding": len(entries), "visibility": wgpu.ShaderStage.COMPUTE,
-                            "buffer": {"type": wgpu.BufferBindingType.uniform,
-                                       "has_dynamic_offset": True}})
-        layout = dev.create_bind_group_layout(entries=entries)
+        layout = dev.create_bind_group_layout(entries=self._entries())
         descriptor = {"label": self.label,
                       "layout": dev.create_pipeline_layout(bind_group_layouts=[layout]),
                       "compute": {"module": module, "entry_point": self.entry,
                                   "constants": self.constants}}
         return descriptor, layout
+
+    def _entries(self) -> list[dict[str, Any]]:
+        return layout_entries(self.signature.storage, self.signature.params is not None)
 
     def _compile_error(self, exc: BaseException) -> ShaderCompileError:
         text = str(exc)

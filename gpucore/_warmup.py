@@ -31,7 +31,7 @@ import threading
 from collections import deque
 from pathlib import Path
 
-from . import _autotune, _cache
+from . import _autotune, _build_devices, _cache
 from ._device import Device
 from ._kernel import Kernel
 from ._pipelines import ENV
@@ -70,6 +70,8 @@ class Warmup:
         self._queue.extend(self._listed())
         self.ahead = len(self._queue)
         if device.info.runtime != "wgpu":  # Dawn: begun here, built on Dawn's threads
+            if self.ahead:  # built here before: in the driver's cache, no extra devices
+                _build_devices.expect_cached(device)
             self._work(begin=True)
             return
         # Daemon threads: a process that ends early (an error) does not wait for the list.

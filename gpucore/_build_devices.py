@@ -1,0 +1,151 @@
+"""Devices that only compile: more of Dawn's build threads for a cold process's kernels.
+
+Dawn builds the pipelines a device begins with create_compute_pipeline_async on a pool of two
+threads of that device's (dawn::platform's AsyncWorkerThreadPool, two threads unless its
+embedder asks for more; wgpudawn cannot). A cold first SD 1.5 float16 picture begins its 74
+kernels within half a second and then waits while they build two at a time: the process uses
+2.0-2.1 cores throughout, 38 s of driver compiling become 19-21 s of waiting on a 16-core host
+(bench/NOTES.md, "Two build threads"). Another device on the same adapter has a pool of its
+own, and NVIDIA's driver keeps what it compiled in its shader cache, where the same pipeline
+built on the device that uses it is found.
+
+So on a Dawn device a pipeline begun in the background goes, in turn, to the device's own pool
+or to one of the extra devices of this module (opened on first need on the device's adapter,
+with its features and raised limits; Dawn's toggles are the instance's: the same SPIR-V). One
+given to an extra device is built there first, and waiting for it builds it on the using
+device too. No dispatch runs on an extra device: the pipeline a dispatch uses is its own
+device's, so what a picture computes does not change; a build that fails there is built on
+the using device, which says what failed. GPUCORE_BUILD_DEVICES=N: how many extra devices
+the process opens in all, shared by its devices as they come (default: half the cores less
+one, at most 7; 0: none). A device whose kernels were listed by a gpucore.Warmup opens none
+(`expect_cached`): its driver cache has them already.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+import wgpu
+
+from ._device import _RAISED_LIMITS, Device
+from ._runtime import adapt_source, create_pipeline_later
+
+__all__ = ["ENV", "begin", "count", "expect_cached", "layout_entries"]
+
+ENV = "GPUCORE_BUILD_DEVICES"
+MAX_DEVICES = 7
+
+_pools: weakref.WeakKeyDictionary[Device, _Pools] = weakref.WeakKeyDictionary()
+
+
+def count() -> int:
+    """How many extra devices a Dawn device may open (module docstring)."""
+    text = os.environ.get(ENV, "").strip()
+    if text:
+        try:
+            return max(int(text), 0)
+        except ValueError:
+            return 0
+    return max(min(MAX_DEVICES, (os.cpu_count() or 1) // 2 - 1), 0)
+
+
+def layout_entries(storage: Any, params: bool) -> list[dict[str, Any]]:
+    """The bind group layout's entries of a kernel: its storage buffers (`storage`, each with
+    `.writable`) in order, then the params uniform (dynamic offset) where it has one."""
+    entries: list[dict[str, Any]] = []
+    for i, b in enumerate(storage):
+        kind = (wgpu.BufferBindingType.storage if b.writable
+                else wgpu.BufferBindingType.read_only_storage)
+        entries.append({"binding": i, "visibility": wgpu.ShaderStage.COMPUTE,
+                        "buffer": {"type": kind}})
+    if params:
+        # A dynamic offset selects this dispatch's slot of the device's params arena, so
+        # the bind group itself does not change from dispatch to dispatch and is reused.
+        entries.append({"binding": len(entries), "visibility": wgpu.ShaderStage.COMPUTE,
+                        "buffer": {"type": wgpu.BufferBindingType.uniform,
+                                   "has_dynamic_offset": True}})
+    return entries
+
+
+def expect_cached(device: Device) -> None:
+    """`device`'s kernels are expected in the driver's cache: it opens no extra device."""
+    pools = _pools.get(device)
+    if pools is None:
+        _pools[device] = _Pools(device, 0)
+
+
+class _Pools:
+    """`device`'s own build pool and up to `wanted` extra devices, given builds in turn."""
+
+    def __init__(self, device: Device, wanted: int) -> None:
+        self.wanted = wanted
+        self.helpers: list[Any] = []
+        self._turn = itertools.count()
+        self._device = weakref.ref(device)
+
+    def next_helper(self) -> Any | None:
+        """The extra device whose turn it is (opened now if it is not open), or None for
+        the using device's own pool."""
+        turn = next(self._turn) % (self.wanted + 1)
+        if turn == 0:
+            return None
+        if turn > len(self.helpers):
+            device = self._device()
+            opened = sum(len(pools.helpers) for pools in list(_pools.values()))
+            if device is None or opened >= count() or not self._open(device):
+                self.wanted = len(self.helpers)  # none more: the driver or memory said no
+                return None
+        return self.helpers[turn - 1]
+
+    def _open(self, device: Device) -> bool:
+        info = device.info
+        required: dict[str, int | None] = {
+            k: info.limits[k] for k in _RAISED_LIMITS if k in info.limits}
+        try:
+            helper = info.adapter.request_device_sync(
+                label=f"gpucore builds {len(self.helpers) + 1}:{info.label}",
+                required_features=sorted(device.features), required_limits=required)
+        except Exception:  # an optimization only: the device's own pool builds the rest
+            return False
+        self.helpers.append(helper)
+        return True
+
+
+def begin(device: Device, descriptor: dict[str, Any], source: str,
+          entries: list[dict[str, Any]]) -> Callable[[], Any]:
+    """Begin create_compute_pipeline(**descriptor) on `device` off this thread, as
+    _runtime.create_pipeline_later does, on an extra device's pool first where this is Dawn
+    (module docstring; `source` and `entries` make the same pipeline there); returns what
+    waits for `device`'s pipeline (raising its build's error)."""
+    runtime = device.info.runtime
+    pools = _pools.get(device) if runtime == "dawn" else None
+    if pools is None and runtime == "dawn":
+        pools = _pools[device] = _Pools(device, count())
+    helper = pools.next_helper() if pools is not None and pools.wanted else None
+    if helper is None:
+        return create_pipeline_later(runtime, device.wgpu, descriptor)
+    compute = descriptor["compute"]
+    try:
+        layout = helper.create_bind_group_layout(entries=entries)
+        module = helper.create_shader_module(label=descriptor["label"],
+                                             code=adapt_source(runtime, source))
+        promise = helper.create_compute_pipeline_async(
+            label=descriptor["label"],
+            layout=helper.create_pipeline_layout(bind_group_layouts=[layout]),
+            compute={"module": module, "entry_point": compute["entry_point"],
+                     "constants": compute["constants"]})
+    except Exception:
+        return create_pipeline_later(runtime, device.wgpu, descriptor)
+
+    def wait() -> Any:
+        try:
+            promise.sync_wait()
+        except Exception:  # built again below, where its error is the device's own
+            pass
+        return device.wgpu.create_compute_pipeline(**descriptor)
+
+    return wait
