@@ -39,6 +39,10 @@ class _Wgpu:
         self.fail_async = fail_async
         self.calls: list[tuple[str, Any]] = []
         self.promises: list[_Promise] = []
+        self.destroyed = False
+
+    def destroy(self) -> None:
+        self.destroyed = True
 
     def create_bind_group_layout(self, *, entries: list) -> str:
         self.calls.append(("layout", entries))
@@ -187,3 +191,34 @@ def test_the_count_is_for_the_whole_process(monkeypatch: pytest.MonkeyPatch,
     assert len(first.info.adapter.opened) == 2
     assert len(second.info.adapter.opened) == 1
     assert len(later) == 1 + 4
+
+
+def test_an_extra_device_is_destroyed_once_its_builds_are_waited_for(
+        monkeypatch: pytest.MonkeyPatch, later: list) -> None:
+    """Extra devices hold GPU memory: none stays open between bursts of new kernels."""
+    monkeypatch.setenv(_build_devices.ENV, "1")
+    device = _Device()
+    waits = [_build_devices.begin(device, DESCRIPTOR, SOURCE, ENTRIES) for _ in range(4)]
+    (helper,) = device.info.adapter.opened  # turns 1 and 3
+    assert waits[1]() == "own pipeline" and not helper.destroyed  # one build still its own
+    assert waits[3]() == "own pipeline" and helper.destroyed
+    assert all(p.waited for p in helper.promises)
+    # the next burst opens another one, and the count allows it (the first is gone)
+    _build_devices.begin(device, DESCRIPTOR, SOURCE, ENTRIES)
+    _build_devices.begin(device, DESCRIPTOR, SOURCE, ENTRIES)
+    assert len(device.info.adapter.opened) == 2 and not device.info.adapter.opened[1].destroyed
+
+
+def test_extra_devices_reopen_in_any_turn_after_all_were_destroyed(
+        monkeypatch: pytest.MonkeyPatch, later: list) -> None:
+    monkeypatch.setenv(_build_devices.ENV, "3")
+    device = _Device()
+    waits = [_build_devices.begin(device, DESCRIPTOR, SOURCE, ENTRIES) for _ in range(6)]
+    for wait in waits:
+        wait()
+    opened = device.info.adapter.opened
+    assert len(opened) == 3 and all(h.destroyed for h in opened)
+    # the turn counter is now past the first extra device's turn: still no gaps or errors
+    _build_devices.begin(device, DESCRIPTOR, SOURCE, ENTRIES)  # turn 2
+    _build_devices.begin(device, DESCRIPTOR, SOURCE, ENTRIES)  # turn 3
+    assert len(opened) == 5 and not any(h.destroyed for h in opened[3:])
