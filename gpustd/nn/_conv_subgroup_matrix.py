@@ -73,7 +73,9 @@ NARROW_ONLY = ("16x128", "32x128", "32x128np", "32x256", "64x128", "64x128np", "
 # not a ControlNet hint block's 16 and 32) and NARROW_PIXELS output pixels or more (the UNets'
 # and VAEs' convs have none of these channel counts). RRDBNet x4 at 512² (H100, Dawn,
 # bench/NOTES.md "The upscaler's narrow convs"): 249.9 -> 234.9 ms with these two tiles, 225.2
-# with NARROW_SMALL too (32 x 32 and 64 x 64 before; 32 x 256 and 64 x 256: 289.8).
+# with NARROW_SMALL too (32 x 32 and 64 x 64 before; 32 x 256 and 64 x 256: 289.8); the gain
+# is 2048²'s 64-channel convs leaving the portable kernel, 32 x 128 itself is within 2% of
+# 32 x 32.
 NARROW_TILES = {32: "32x128", 64: "64x128"}
 NARROW_MIN_K = 576
 NARROW_PIXELS = 256 * 256
