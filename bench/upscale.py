@@ -66,6 +66,13 @@ def run(quick: bool = False) -> dict[str, Any]:
         x = gpustd.asarray(image.astype(dtype), device=device)
         got = ours(x).numpy().astype(np.float64)
         timing = _harness.ours_ms(functools.partial(ours, x), device, warmup=1, repeat=repeat)
+        kernels = {}
+        if device.has_timestamps:
+            with device.profile() as prof:
+                ours(x)
+            kernels = {k: {"calls": n, "ms": ns / 1e6} for k, (n, ns) in prof.summary().items()}
+            print(f"-- where our {dtype.name} upscale's kernel time goes")
+            print("\n".join(prof.table().splitlines()[:8]))
         half = dtype == np.float16
         if half and not cuda:
             continue  # torch's CPU half convolutions are not a baseline worth a row
@@ -86,16 +93,17 @@ def run(quick: bool = False) -> dict[str, Any]:
             "rel_err": float(np.abs(got - expected).max() / np.abs(expected).max()),
             **{f"ours_{k}": v for k, v in timing.items() if k != "dispatches"}, **theirs,
             "vs_torch": theirs["torch_wall_ms"] / timing["wall_ms"],
-            "baseline": f"spandrel-torch-{dev}-{'fp16' if half else 'fp32'}"})
+            "baseline": f"spandrel-torch-{dev}-{'fp16' if half else 'fp32'}",
+            "kernels": kernels})
     return {
         "benchmark": "upscale",
         "environment": _harness.environment(device),
         "notes": "RRDBNet (Real-ESRGAN x4plus layout) one untiled pass, random weights drawn by "
                  "spandrel; rel_err = max|ours - spandrel| / max|spandrel| in the row's dtype; "
                  "ours_* as in the other model benchmarks (timestamp queries, host encode, call "
-                 "+ submit + wait); torch_gpu_ms by CUDA events, torch_wall_ms by perf_counter "
-                 "around call + cuda.synchronize (TF32 off); vs_torch = torch_wall_ms / "
-                 "ours_wall_ms (above 1: we are faster).",
+                 "+ submit + wait), kernels: one call's GPU ms by kernel; torch_gpu_ms by "
+                 "CUDA events, torch_wall_ms by perf_counter around call + cuda.synchronize "
+                 "(TF32 off); vs_torch = torch_wall_ms / ours_wall_ms (above 1: we are faster).",
         "columns": COLUMNS,
         "rows": rows,
     }

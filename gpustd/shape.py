@@ -17,8 +17,8 @@ from gpucore import Kernel, wgsl_scalar
 from ._tensor import Tensor, asarray
 from .indexing import strided_copy
 
-__all__ = ["concatenate", "matrix_transpose", "permute", "split", "swapaxes", "take_slice",
-           "transpose"]
+__all__ = ["concatenate", "matrix_transpose", "permute", "put_slice", "split", "swapaxes",
+           "take_slice", "transpose"]
 
 
 def _scalars_per_element(dtype: np.dtype) -> int:
@@ -141,6 +141,24 @@ def take_slice(x: Any, start: int, stop: int, axis: int = 0) -> Tensor:
     width = (stop - start) * inner
     _copy_block(x, out, outer, width, x.shape[axis] * inner, start * inner, width, 0)
     return out
+
+
+def put_slice(out: Tensor, value: Any, start: int, axis: int = 0) -> None:
+    """Write `value` into `out[..., start:start + n, ...]` along `axis` (n: value's length
+    there; the other dimensions equal out's), in out's own buffer. The inverse of take_slice,
+    a concatenation's one part. numpy: `out[(slice(None),) * axis + (slice(start, start +
+    n),)] = value`."""
+    value = asarray(value)
+    axis = _axis(axis, out.ndim, "put_slice")
+    length = value.shape[axis] if value.ndim == out.ndim else -1
+    if (value.dtype != out.dtype or value.ndim != out.ndim or not 0 <= start <= out.shape[axis]
+            - length or any(value.shape[d] != out.shape[d] for d in range(out.ndim)
+                            if d != axis)):
+        raise ValueError(f"put_slice: a {value.dtype} {value.shape} does not fit {out.dtype} "
+                         f"{out.shape} from {start} along axis {axis}")
+    outer, inner = math.prod(out.shape[:axis]), math.prod(out.shape[axis + 1:])
+    width = length * inner
+    _copy_block(value, out, outer, width, width, 0, out.shape[axis] * inner, start * inner)
 
 
 def split(x: Any, sections: int | Sequence[int], axis: int = 0) -> list[Tensor]:

@@ -49,7 +49,12 @@ TILES = {"64x64": MatrixTile(2, 2, 2, 2), "64x128": MatrixTile(2, 4, 2, 2),
          "128x256/16np": MatrixTile(4, 2, 2, 8, prefetch=False),
          "256x128/16np": MatrixTile(4, 2, 4, 4, prefetch=False),
          "128x128/2x4np": MatrixTile(2, 4, 4, 2, prefetch=False),
-         "320x64/8np": MatrixTile(5, 2, 4, 2, prefetch=False)}
+         "320x64/8np": MatrixTile(5, 2, 4, 2, prefetch=False),
+         "32x32": MatrixTile(1, 1, 2, 2), "32x64": MatrixTile(2, 2, 1, 2),
+         **{name: csm.CONV_TILES[name] for name in
+            ("16x128", "32x128", "32x128np", "32x256", "64x128np", "64x256")},
+         "32x256np": MatrixTile(2, 2, 1, 8, prefetch=False),
+         "32x128/2x4": MatrixTile(2, 4, 1, 2), "64x128/4x2": MatrixTile(4, 2, 1, 4)}
 
 
 def _cut(text: str, cut: str) -> str:

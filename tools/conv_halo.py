@@ -24,7 +24,7 @@ image) and walks the input channels 16 at a time:
   below it, silently: the pixel-major layout is what makes the 3 horizontal taps loadable.)
 
 4 subgroups, each 32 output channels x 64 pixels (2 x 4 fragments of f32 accumulators). The
-epilogue is _conv_subgroup_matrix's store_c (bias, the residual `add`, NCHW f16 out).
+epilogue is _conv_matrix_source's store_c (bias, the residual `add`, NCHW f16 out).
 Shapes: C_in a multiple of 16, C_out of 64, W dividing 128 or a multiple of it, H W a
 multiple of 128 (`fits`); upsample reads x upsampled 2x (nearest) as conv2d's.
 """
@@ -38,7 +38,7 @@ import numpy as np
 
 from gpucore import Kernel
 from gpustd import Tensor
-from gpustd.nn._conv_subgroup_matrix import _STORE, bindings
+from gpustd.nn._conv_matrix_source import _STORE, bindings
 from gpustd.nn._util import dummy
 
 __all__ = ["conv2d_halo", "fits", "source", "tap_major"]
@@ -227,5 +227,6 @@ def conv2d_halo(x: Tensor, weight: Tensor, bias: Tensor | None, *, add: Tensor |
         (pixels // BN, c_out // BM, 1), x, weight, bias if bias is not None else dummy(x),
         add if add is not None else dummy(x), out, c_in=c_in, h=h, w=w, c_out=c_out, ho=h,
         wo=w, k_total=9 * c_in, pixels=pixels, stride_h=1, stride_w=1, pad_h=1, pad_w=1,
-        dil_h=1, dil_w=1, has_bias=int(bias is not None), add_mode=add_mode, split_steps=0)
+        dil_h=1, dil_w=1, has_bias=int(bias is not None), add_mode=add_mode, split_steps=0,
+        leaky=0, slope=1.0, scale=1.0)
     return out

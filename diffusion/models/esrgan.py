@@ -24,7 +24,8 @@ import numpy as np
 import gpustd
 from gpucore import Device, default_device
 from gpustd import Tensor
-from gpustd.nn import concat, conv2d, upsample_nearest2x
+from gpustd.nn import conv2d, upsample_nearest2x
+from gpustd.shape import put_slice
 
 __all__ = ["RRDBNet", "leaky_relu", "to_old_layout"]
 
@@ -123,17 +124,27 @@ class RRDBNet:
     def dtype(self) -> np.dtype:
         return self.weights["model.0.weight"].dtype
 
-    def _conv(self, name: str, x: Tensor, *, add: Tensor | None = None) -> Tensor:
+    def _conv(self, name: str, x: Tensor, *, add: Tensor | None = None,
+              slope: float | None = None, scale: float = 1.0,
+              in_channels: int | None = None) -> Tensor:
+        # LeakyReLU and the residual's scaling in the conv's epilogue where the kernel has one
         return conv2d(x, self.weights[f"{name}.weight"], self.weights[f"{name}.bias"],
-                      padding=1, add=add)
+                      padding=1, add=add, negative_slope=slope, scale=scale,
+                      in_channels=in_channels)
 
     def _rdb(self, prefix: str, x: Tensor) -> Tensor:
-        # 1. dense connections: each conv sees the input and every earlier output
-        features = [x]
+        # 1. dense connections: each conv reads the input and every earlier output, gathered
+        # in one tensor as they come (each written once, not copied again per concatenation)
+        n, c, h, w = x.shape
+        growth = self.weights[f"{prefix}.conv1.0.weight"].shape[0]
+        features = Tensor.empty((n, c + 4 * growth, h, w), x.dtype, device=x.device)
+        put_slice(features, x, 0, axis=1)
         for k in range(1, 5):
-            features.append(leaky_relu(self._conv(f"{prefix}.conv{k}.0", concat(features))))
+            width = c + (k - 1) * growth
+            out = self._conv(f"{prefix}.conv{k}.0", features, slope=0.2, in_channels=width)
+            put_slice(features, out, width, axis=1)
         # 2. residual scaled by 0.2 (ESRGAN's residual scaling)
-        return self._conv(f"{prefix}.conv5.0", concat(features)) * 0.2 + x
+        return self._conv(f"{prefix}.conv5.0", features, add=x, scale=0.2)
 
     def __call__(self, x: Tensor) -> Tensor:
         """[N, in_nc / shuffle², H, W] float (0..1 images) -> [N, out_nc, H*scale, W*scale].
@@ -152,9 +163,9 @@ class RRDBNet:
         h = self._conv(f"model.1.sub.{self.num_blocks}", h, add=first)
         # 2. nearest 2x and a conv per octave, then HR conv and last conv
         for n in range(1, self.upconvs + 1):
-            h = leaky_relu(self._conv(f"model.{3 * n}", upsample_nearest2x(h)))
+            h = self._conv(f"model.{3 * n}", upsample_nearest2x(h), slope=0.2)
         last = 3 * self.upconvs
-        h = leaky_relu(self._conv(f"model.{last + 2}", h))
+        h = self._conv(f"model.{last + 2}", h, slope=0.2)
         return self._conv(f"model.{last + 4}", h)
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable
+from types import SimpleNamespace
+from typing import Any
 
 from gpucore import Device, autotune
 
@@ -70,10 +72,26 @@ def conv_class(kh: int, kw: int, stride: tuple[int, int], c_out: int, k_total: i
 
 
 def conv_candidates(device: Device, c_out: int, pixels: int) -> tuple[str, ...]:
-    """The conv kernel's CONV_TILES whose workgroup and grid fit `device`."""
-    tiles = kernels.CONV_TILES
-    return tuple(name for name, t in tiles.items()
-                 if fits(device, t, (math.ceil(pixels / t.bn), math.ceil(c_out / t.bm))))
+    """The conv kernel's CONV_TILES whose workgroup and grid fit `device` (the narrow tiles
+    only for convs of at most NARROW output channels over NARROW_PIXELS or more)."""
+    limits = device.limits
+    return _candidates(limits["max-compute-workgroup-storage-size"],
+                       limits["max-compute-invocations-per-workgroup"],
+                       limits["max-compute-workgroups-per-dimension"], c_out, pixels)
+
+
+@functools.lru_cache(maxsize=4096)
+def _candidates(storage: int, invocations: int, grid: int, c_out: int,
+                pixels: int) -> tuple[str, ...]:
+    # once per conv size: every conv call asks (RRDBNet's 351 convs spent a third of their
+    # host time here, in MatrixTile.shared_bytes)
+    device: Any = SimpleNamespace(limits={"max-compute-workgroup-storage-size": storage,
+                                          "max-compute-invocations-per-workgroup": invocations,
+                                          "max-compute-workgroups-per-dimension": grid})
+    narrow = c_out <= kernels.NARROW and pixels >= kernels.NARROW_PIXELS
+    return tuple(name for name, t in kernels.CONV_TILES.items()
+                 if fits(device, t, (math.ceil(pixels / t.bn), math.ceil(c_out / t.bm)))
+                 and (narrow or name not in kernels.NARROW_ONLY))
 
 
 def _rule(device: Device, c_out: int, pixels: int, k_total: int) -> str:

@@ -27,6 +27,7 @@ split it 7 ways before, and gave other bits).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 
@@ -38,18 +39,13 @@ from .._tensor import Tensor
 from ..gemm import matrix_codegen as sm
 from ..gemm.matrix_units import available
 from ..gemm.plan import MULTIPROCESSORS, WAVE
+from ._conv_matrix_source import bindings, source
 from ._util import dummy, kernel
 from .prologue import ConvPrologue
 
-__all__ = ["ALIGNED", "CONV_TILES", "MIN_TILES", "SPLIT_K", "aligned", "applies", "bindings",
-           "choose_conv_tile", "conv2d_matrix", "routed", "source", "split_count", "tile_count",
-           "tile_splits"]
-
-_PARAMS = """struct Params {
-    c_in: u32, h: u32, w: u32, c_out: u32, ho: u32, wo: u32, k_total: u32, pixels: u32,
-    stride_h: u32, stride_w: u32, pad_h: u32, pad_w: u32, dil_h: u32, dil_w: u32,
-    has_bias: u32, add_mode: u32, split_steps: u32,
-}"""
+__all__ = ["ALIGNED", "CONV_TILES", "MIN_TILES", "NARROW", "NARROW_ONLY", "NARROW_TILES",
+           "SPLIT_K", "aligned", "applies", "bindings", "choose_conv_tile", "conv2d_matrix",
+           "routed", "source", "split_count", "tile_count", "tile_splits"]
 
 # The gather needs threads % BN == 0 (fixed pixel columns), which every tile here satisfies.
 # 128 x 128 loads, stages and multiplies each K step in turn (no prefetch): 6-12% faster on
@@ -62,7 +58,30 @@ CONV_TILES = {"128x128": sm.MatrixTile(4, 2, 2, 4, prefetch=False),
               "320x64": sm.MatrixTile(5, 2, 4, 2, prefetch=False),
               # 16 subgroups (512 invocations): the VAEs' 128-, 256- and 512-channel convs
               "256x128": sm.MatrixTile(4, 2, 4, 4, prefetch=False),
-              "128x256": sm.MatrixTile(4, 2, 2, 8, prefetch=False)}
+              "128x256": sm.MatrixTile(4, 2, 2, 8, prefetch=False),
+              # the upscalers' narrow convs (RRDBNet: 32 and 64 channels at 512² to 2048²)
+              "16x128": sm.MatrixTile(1, 2, 1, 4), "32x128": sm.MatrixTile(2, 2, 1, 4),
+              "32x128np": sm.MatrixTile(2, 2, 1, 4, prefetch=False),
+              "32x256": sm.MatrixTile(2, 2, 1, 8), "64x128": sm.MatrixTile(2, 4, 2, 2),
+              "64x128np": sm.MatrixTile(2, 4, 2, 2, prefetch=False),
+              "64x256": sm.MatrixTile(2, 4, 2, 4)}
+# The tiles above made for C_out of at most this many channels (no other conv's candidates).
+NARROW = 64
+NARROW_ONLY = ("16x128", "32x128", "32x128np", "32x256", "64x128", "64x128np", "64x256")
+# The narrow tiles' rule (`_narrow`): C_out -> the tile of 3x3-or-larger convs with exactly
+# that many output channels, K of NARROW_MIN_K or more (RRDBNet's 64 input channels and up,
+# not a ControlNet hint block's 16 and 32) and NARROW_PIXELS output pixels or more (the UNets'
+# and VAEs' convs have none of these channel counts). RRDBNet x4 at 512² (H100, Dawn,
+# bench/NOTES.md "The upscaler's narrow convs"): 249.9 -> 234.9 ms with these two tiles, 225.2
+# with NARROW_SMALL too (32 x 32 and 64 x 64 before; 32 x 256 and 64 x 256: 289.8); the gain
+# is 2048²'s 64-channel convs leaving the portable kernel, 32 x 128 itself is within 2% of
+# 32 x 32.
+NARROW_TILES = {32: "32x128", 64: "64x128"}
+NARROW_MIN_K = 576
+NARROW_PIXELS = 256 * 256
+# The tile of convs of at most 16 output channels whose 64-pixel tiles would overflow the
+# grid's x (2048² and up: the portable kernel ran them, 11.6 ms for RRDBNet's last conv).
+NARROW_SMALL: str | None = "16x128"
 # Fewer 64 x 64 output tiles than this (two waves) and the portable kernel, which
 # splits K, is as fast or faster (H100: 2x1280x16x16 -> 1280, 160 tiles: 0.66 ms either way;
 # 2x1280x8x8 -> 1280: 0.21 ms portable, 0.48 ms here at best).
@@ -137,7 +156,26 @@ def applies(x: Tensor, weight: Tensor, groups: int, out_hw: tuple[int, int],
     max_x = x.device.limits["max-compute-workgroups-per-dimension"]
     return (x.dtype == np.float16 and groups == 1 and x.size > 0 and weight.size > 0
             and routed(c_out, pixels, c_in * kh * kw, split)
-            and pixels <= max_x * CONV_TILES["64x64"].bn and available(x.device))
+            and pixels <= max_x * _widest(c_out, pixels, c_in * kh * kw)
+            and available(x.device))
+
+
+def _widest(c_out: int, pixels: int, k_total: int) -> int:
+    """The pixels a tile covers that runs this conv: the narrow rule's tile where it applies,
+    else 64 x 64's (the grid's x counts pixel tiles)."""
+    narrow = _narrow(c_out, pixels, k_total)
+    return CONV_TILES[narrow or "64x64"].bn
+
+
+def _narrow(c_out: int, pixels: int, k_total: int) -> str | None:
+    """The narrow tiles' rule (NARROW_TILES, NARROW_SMALL): the tile's name, or None."""
+    if pixels < NARROW_PIXELS:
+        return None
+    if c_out in NARROW_TILES and k_total >= NARROW_MIN_K:
+        return NARROW_TILES[c_out]
+    if c_out <= 16 and math.ceil(pixels / CONV_TILES["64x64"].bn) > 65535:
+        return NARROW_SMALL
+    return None
 
 
 def choose_conv_tile(c_out: int, pixels: int, k_total: int = 0, *, storage: int = 48 * 1024,
@@ -147,6 +185,8 @@ def choose_conv_tile(c_out: int, pixels: int, k_total: int = 0, *, storage: int 
     320-row and 16-subgroup tiles need more than Vulkan's minimum; the others fit it). In
     order:
 
+    - the narrow tiles of the upscalers' 32- and 64-channel convs, and of the large pictures'
+      convs of at most 16 channels (`_narrow`);
     - 32 x 32 under 64 output channels where 64 x 64 tiles need no split;
     - the tall tile (_tall: 320 x 64 where C_out is a multiple of 320, else 160 x 128) where
       C_out is a multiple of 160 and not of 128 (the UNets' 320), K is 64 or more (not a
@@ -164,10 +204,13 @@ def choose_conv_tile(c_out: int, pixels: int, k_total: int = 0, *, storage: int 
     those that lost) are in bench/NOTES.md: "choose_conv_tile's measurements", "160-wide
     GEMM tiles", "160 x 128 conv tiles for 640 and 1280 channels", "16-subgroup tiles"."""
     def fits(tile: sm.MatrixTile) -> bool:
-        return tile.shared_bytes() <= storage and tile.threads <= invocations
+        return _shared_bytes(tile) <= storage and tile.threads <= invocations
 
     big = CONV_TILES["128x128"]
     tall = _tall(c_out, fits)
+    narrow = _narrow(c_out, pixels, k_total)
+    if narrow is not None and fits(CONV_TILES[narrow]):
+        return CONV_TILES[narrow]
     if c_out < 64 and tile_count(c_out, pixels, CONV_TILES["64x64"]) >= MIN_TILES:
         return CONV_TILES["32x32"]
     if (c_out % big.bm and c_out % tall.bm == 0 and not 0 < k_total < 64
@@ -188,6 +231,11 @@ def choose_conv_tile(c_out: int, pixels: int, k_total: int = 0, *, storage: int 
     return CONV_TILES["64x64"]
 
 
+@functools.lru_cache(maxsize=64)
+def _shared_bytes(tile: sm.MatrixTile) -> int:
+    return tile.shared_bytes()  # asked three times a conv call (the rule, its split count)
+
+
 def _tall(c_out: int, fits: Callable[[sm.MatrixTile], bool]) -> sm.MatrixTile:
     """The tile of 160-row multiples for C_out: 320 x 64 (8 subgroups of 5 x 2 fragments, one
     gathered patch value serving 320 output channels) where C_out is a multiple of 320 and
@@ -202,127 +250,6 @@ def _tall_for_big(c_out: int, pixels: int, tall: sm.MatrixTile) -> bool:
     least a wave."""
     return (c_out % tall.bm == 0 and math.ceil(pixels / tall.bn) <= 65535
             and tile_count(c_out, pixels, CONV_TILES["128x128"]) >= WAVE)
-
-
-def _gather(kh: int, kw: int, aligned: bool, prologue: int = 0, upsample: bool = False) -> str:
-    """load_b(k, pixel): one patch element for this invocation's pixel (decoded in setup).
-    aligned: K and the pixels fill the tile, so only the image border is checked.
-    prologue: 0 none, 1 the input read as (x - t.x) * t.y + t.z, t = norm[image * c_in +
-    channel] (a GroupNorm, gpustd/nn/prologue.py), 2 the same then SiLU; in f32, inside the
-    image only (the padding is that of the mapped input: zero). upsample: x read upsampled
-    2x, nearest (params.h, params.w the upsampled size)."""
-    check = "" if aligned else "if (k >= params.k_total || !pix_ok) {{ return f16(); }}\n  "
-    at = "x_base + (ci * params.h + iy) * params.w + ix"
-    if upsample:
-        at = "x_base + (ci * (params.h >> 1u) + (iy >> 1u)) * (params.w >> 1u) + (ix >> 1u)"
-    value = f"return x[{at}];"
-    if prologue:
-        silu = "\n  y = y / (1.0 + exp(-y));" if prologue == 2 else ""
-        value = f"""let v = f32(x[{at}]);
-  let t = norm[norm_base + ci];
-  var y = fma(v - t.x, t.y, t.z);{silu}
-  return f16(y);"""
-    return f"""var<private> pix_ok: bool;
-var<private> iy0: i32;
-var<private> ix0: i32;
-var<private> x_base: u32;
-var<private> norm_base: u32;
-
-fn load_b(k: u32, pixel: u32) -> f16 {{
-  {check}let ci = k / {kh * kw}u;
-  let ky = k % {kh * kw}u / {kw}u;
-  let kx = k % {kw}u;
-  let iy = u32(iy0 + i32(ky * params.dil_h));
-  let ix = u32(ix0 + i32(kx * params.dil_w));
-  if (iy >= params.h || ix >= params.w) {{ return f16(); }}  // negative wraps above
-  {value}
-}}"""
-
-
-_DECODE = """  pix_ok = col_b < params.pixels;
-  let hw_out = params.ho * params.wo;
-  let image = col_b / hw_out;
-  let oy = col_b % hw_out / params.wo;
-  let ox = col_b % params.wo;
-  iy0 = i32(oy * params.stride_h) - i32(params.pad_h);
-  ix0 = i32(ox * params.stride_w) - i32(params.pad_w);
-  norm_base = image * params.c_in;
-  x_base = norm_base * params.h * params.w;"""
-
-
-def _decode(upsample: bool) -> str:
-    """The setup: the pixel's image and input origin (x's own size when upsampled)."""
-    if not upsample:
-        return _DECODE
-    return _DECODE.replace("params.h * params.w;", "(params.h >> 1u) * (params.w >> 1u);")
-
-
-# The prologue's table (prologue.ConvPrologue.table), bound after `out`.
-_NORM = "@group(0) @binding(5) var<storage, read> norm: array<vec4<f32>>;"
-
-
-def bindings(split: bool, width_w: int, prologue: int) -> str:
-    """The kernel's bindings (and Params): x, weight, bias, add, out, [norm,] params."""
-    params = 6 if prologue else 5
-    return f"""{_PARAMS}
-@group(0) @binding(0) var<storage, read> x: array<f16>;
-@group(0) @binding(1) var<storage, read> weight: array<{sm.load_type(width_w)}>;
-@group(0) @binding(2) var<storage, read> bias: array<f16>;
-@group(0) @binding(3) var<storage, read> add: array<f16>;
-@group(0) @binding(4) var<storage, read_write> out: array<{"f32" if split else "f16"}>;
-{_NORM if prologue else ""}
-@group(0) @binding({params}) var<uniform> params: Params;"""
-
-
-_STORE = """fn store_c(row: u32, col: u32, value: f32) {
-  let hw_out = params.ho * params.wo;
-  let image = col / hw_out;
-  let idx = (image * params.c_out + row) * hw_out + col % hw_out;
-  var v = value;
-  if (params.has_bias != 0u) { v += f32(bias[row]); }
-  if (params.add_mode == 1u) { v += f32(add[idx]); }
-  if (params.add_mode == 2u) { v += f32(add[image * params.c_out + row]); }
-  out[idx] = f16(v);
-}"""
-
-
-# The split kernel's store: the same body into f32 slab `split_id` (dispatched with has_bias
-# and add_mode 0, the finish adds them; kept so that every binding stays in use).
-_STORE_SPLIT = _STORE.replace(
-    "out[idx] = f16(v);", "out[split_id * params.pixels * params.c_out + idx] = v;")
-
-
-def source(tile: sm.MatrixTile, kh: int, kw: int, width_w: int, split: bool = False,
-           aligned: bool = False, prologue: int = 0, upsample: bool = False) -> str:
-    """The WGSL of the implicit-GEMM conv for one tile and kernel size; width_w: f16 per
-    load of the weight rows (K must be a multiple of it). split: K split over the grid's z
-    (params.split_steps K steps each), f32 partial sums [splits, N, C_out, H, W] in `out`.
-    aligned: C_out, K and the pixels are multiples of the tile's BM, BK and BN (`aligned`):
-    no bound checks but the image border's. prologue: 0, or the ConvPrologue.kind applied
-    to each gathered value (1 GroupNorm's affine map, 2 then SiLU; the table bound after
-    `out`). upsample: x read upsampled 2x (nearest; params.h, params.w the upsampled
-    size)."""
-    weight = sm.Operand("a", False, width_w)
-    patches = sm.Operand("b", True, 1)
-    if not patches.fixed_column(tile):
-        raise ValueError(f"conv tile {tile.name}: {tile.threads} invocations do not cover "
-                         f"its {tile.bn} pixel columns evenly")
-    declarations = f"""{bindings(split, width_w, prologue)}
-
-{sm.contiguous_load("a", width_w, "params.c_out", "params.k_total", "params.k_total", "0u",
-                    binding="weight", checked=not aligned)}
-
-{_gather(kh, kw, aligned, prologue, upsample)}
-
-{_STORE_SPLIT if split else _STORE}"""
-    return sm.kernel_source(tile, weight, patches, declarations=declarations,
-                            setup=_decode(upsample),
-                            extent=("params.c_out", "params.pixels", "params.k_total"),
-                            comment=f"implicit-GEMM conv2d {kh}x{kw}"
-                            + (", split K" if split else "") + (", aligned" if aligned else "")
-                            + (f", prologue {prologue}" if prologue else "")
-                            + (", upsampled 2x" if upsample else ""),
-                            split="params.split_steps" if split else "", aligned=aligned)
 
 
 def aligned(tile: sm.MatrixTile, c_out: int, pixels: int, k_total: int) -> bool:
@@ -342,21 +269,25 @@ def conv2d_matrix(x: Tensor, weight: Tensor, bias: Tensor | None, *, stride: tup
                   padding: tuple[int, int], dilation: tuple[int, int], out_hw: tuple[int, int],
                   add: Tensor | None = None, add_mode: int = 0,
                   tile: sm.MatrixTile, splits: int | None = None,
-                  prologue: ConvPrologue | None = None, upsample: int = 1) -> Tensor:
+                  prologue: ConvPrologue | None = None, upsample: int = 1,
+                  leaky: tuple[float, float] | None = None) -> Tensor:
     """gpustd.nn.conv2d for f16 and one group (see `applies`), its arguments validated by
     conv2d: x [N, C_in, H, W], weight [C_out, C_in, kh, kw], bias [C_out] or None, add as
-    conv2d's (`add_mode` 1: the output's shape, 2: [N, C_out, 1, 1]). f32 accumulation, in
+    conv2d's (`add_mode` 1: the output's shape, 2: [N, C_out, 1, 1]); x may have more
+    channels than the weight reads (conv2d's in_channels; no prologue then). f32 accumulation, in
     `tile` (conv2d asks the tuner; tests force one), K in `splits` parts (default
     split_count's, the same for every tile; fewer where K has fewer steps of _SPLIT_GRANULE)
     cut at the same K whatever the tile. prologue: applied to x as it is gathered (conv2d's,
-    checked there); upsample: 2 reads x upsampled 2x (nearest), as conv2d's."""
-    n, c_in, h, w = x.shape
+    checked there); upsample: 2 reads x upsampled 2x (nearest), as conv2d's. leaky: (slope,
+    scale): the epilogue stores scale * max(v, slope * v) of v = the sum + bias, then adds
+    `add` (one split only: ValueError otherwise)."""
+    n, c_in, h, w = x.shape  # c_in: x's channels, of which the conv reads weight's first
     h, w = h * upsample, w * upsample
-    c_out, _, kh, kw = weight.shape
+    c_out, c_read, kh, kw = weight.shape
     ho, wo = out_hw
     out = Tensor.empty((n, c_out, ho, wo), np.float16, device=x.device)
     pixels = n * ho * wo
-    k_total = c_in * kh * kw
+    k_total = c_read * kh * kw
     width_w = sm.load_width(tile, k_total, ())
     if splits is None:
         splits = split_count(c_out, pixels, k_total)
@@ -376,7 +307,11 @@ def conv2d_matrix(x: Tensor, weight: Tensor, bias: Tensor | None, *, stride: tup
     geometry = dict(c_in=c_in, h=h, w=w, c_out=c_out, ho=ho, wo=wo, k_total=k_total,
                     pixels=pixels, stride_h=stride[0], stride_w=stride[1], pad_h=padding[0],
                     pad_w=padding[1], dil_h=dilation[0], dil_w=dilation[1],
-                    split_steps=per_split)
+                    split_steps=per_split, leaky=int(leaky is not None),
+                    slope=leaky[0] if leaky else 1.0, scale=leaky[1] if leaky else 1.0)
+    if leaky is not None and splits > 1:
+        raise ValueError("conv2d_matrix: the LeakyReLU epilogue needs one K split, got "
+                         f"{splits}; apply it after the conv")
     grid = (math.ceil(pixels / tile.bn), math.ceil(c_out / tile.bm), splits)
     free = aligned(tile, c_out, pixels, k_total)
     kind = 0 if prologue is None else prologue.kind

@@ -10,7 +10,9 @@ import numpy as np
 from gpucore import Kernel
 
 from .._tensor import Tensor
+from ..elementwise import maximum
 from ..gemm.plan import MULTIPROCESSORS
+from ..shape import take_slice
 from . import _conv_matrix_tuning, _conv_subgroup_matrix
 from . import prologue as _prologue
 from ._util import check_float, check_same, dummy, kernel, pair
@@ -90,6 +92,8 @@ def _splits(bm: int, bn: int, bk: int, cout_g: int, pixels: int, groups: int,
 def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, stride: Any = 1,
            padding: Any = 0, dilation: Any = 1, groups: int = 1, add: Tensor | None = None,
            prologue: ConvPrologue | None = None, upsample: int = 1,
+           negative_slope: float | None = None, scale: float = 1.0,
+           in_channels: int | None = None,
            _plan_override: tuple[int, int, int, int] | None = None) -> Tensor:
     """2-D cross-correlation of NCHW `x` with `weight` [out, in/groups, kh, kw] plus `bias`.
 
@@ -105,6 +109,12 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, stride: Any
     `F.silu(F.group_norm(x, ...))`). upsample: 2 reads x upsampled 2x, nearest neighbour,
     without writing the upsampled tensor (torch: of `F.interpolate(x, scale_factor=2,
     mode="nearest")`; the prologue, if any, applies to x before it).
+    negative_slope, scale: the output is `scale * leaky_relu(conv + bias, negative_slope) +
+    add` (None: no activation), as ESRGAN's dense blocks need (torch: `scale *
+    F.leaky_relu(y, negative_slope) + add`); the matrix-unit kernel applies them in its
+    epilogue, elsewhere they run as the same ops after the conv. in_channels: the conv reads
+    only x's first in_channels channels (a dense block's features gathered in one tensor; no
+    prologue): torch: of `x[:, :in_channels]`.
     """
     op = "conv2d"
     check_float(x, "x", op, ndim=4)
@@ -118,6 +128,17 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, stride: Any
     n, c_in, h, w = x.shape
     h, w = h * upsample, w * upsample  # the size the conv sees
     c_out, cin_g, kh, kw = weight.shape
+    if in_channels is not None:
+        if not isinstance(in_channels, (int, np.integer)) or not 0 < in_channels <= c_in:
+            raise ValueError(f"{op}: in_channels must be an int in 1..{c_in} (x's channels), "
+                             f"got {in_channels!r}")
+        if prologue is not None:
+            raise ValueError(f"{op}: in_channels does not combine with a prologue; pass "
+                             "x[:, :in_channels]'s own tensor")
+        if in_channels == c_in:
+            in_channels = None
+        else:
+            c_in = in_channels
     if not isinstance(groups, (int, np.integer)) or groups < 1:
         raise ValueError(f"{op}: groups must be a positive int, got {groups!r}")
     if c_in != cin_g * groups:
@@ -133,6 +154,7 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, stride: Any
         raise ValueError(f"{op}: kernel {kh}x{kw} (dilation {dh}x{dw}) does not fit the "
                          f"padded input {h + 2 * ph}x{w + 2 * pw}")
     add_mode = _add_mode(op, add, x, (n, c_out, ho, wo))
+    epilogue = negative_slope is not None or scale != 1.0
     if prologue is not None:
         prologue.check(op, x)
         if not _prologue.FUSED:
@@ -141,15 +163,27 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, stride: Any
         x, upsample = upsample_nearest2x(x), 1
     plain_1x1 = (ONE_BY_ONE_VIA_LINALG and add is None and prologue is None and upsample == 1
                  and (kh, kw, sh, sw, ph, pw, groups) == (1, 1, 1, 1, 0, 0, 1))
-    if _plan_override is None and _conv_subgroup_matrix.applies(
-            x, weight, groups, (ho, wo), split=not plain_1x1):
+    matrix = _plan_override is None and _conv_subgroup_matrix.applies(
+        x, weight, groups, (ho, wo), split=not plain_1x1)
+    if epilogue and not (matrix and _conv_subgroup_matrix.split_count(
+            c_out, n * ho * wo, cin_g * kh * kw) == 1):
+        y = conv2d(x, weight, bias, stride=(sh, sw), padding=(ph, pw), dilation=(dh, dw),
+                   groups=groups, prologue=prologue, upsample=upsample,
+                   in_channels=in_channels, _plan_override=_plan_override)
+        y = y if negative_slope is None else maximum(y, y * negative_slope)
+        y = y if scale == 1.0 else y * scale
+        return y if add is None else y + add
+    if matrix:
         geometry = ((sh, sw), (ph, pw), (dh, dw), (ho, wo))
         tile = _conv_matrix_tuning.conv_tile(x.device, (n, c_in, h, w), weight.shape,
-                                             *geometry)
+                                             *geometry)  # x's channels beyond c_in unread
         return _conv_subgroup_matrix.conv2d_matrix(  # f16 on the matrix units (Dawn)
             x, weight, bias, stride=(sh, sw), padding=(ph, pw), dilation=(dh, dw),
             out_hw=(ho, wo), add=add, add_mode=add_mode, tile=tile, prologue=prologue,
-            upsample=upsample)
+            upsample=upsample, leaky=((1.0 if negative_slope is None else negative_slope,
+                                       scale) if epilogue else None))
+    if in_channels is not None:  # the portable kernels read all of x's channels
+        x = take_slice(x, 0, in_channels, axis=1)
     if plain_1x1 and _plan_override is None and x.size and weight.size:
         return conv1x1(x, weight, bias)
     out = Tensor.empty((n, c_out, ho, wo), x.dtype, device=x.device)

@@ -17,6 +17,7 @@ from gpucore import Kernel, _wgsl
 from gpustd import Tensor
 from gpustd.gemm import matrix_units as sm
 from gpustd.nn import Conv2d, GroupNorm, conv2d, group_norm, group_norm_prologue
+from gpustd.nn import _conv_matrix_source as wgsl_source
 from gpustd.nn import _conv_subgroup_matrix as csm
 
 
@@ -221,7 +222,7 @@ def test_matrix_kernel_interface(split: bool) -> None:
     assert "@binding(5) var<uniform> params" in plain and "exp(" not in plain
 
 
-# The matrix kernel's own load_b (csm._gather with the prologue), run by a harness kernel
+# The matrix kernel's own load_b (wgsl_source._gather, with the prologue), run by a harness kernel
 # that writes the whole patch matrix: the part of the kernel the prologue changes, checked
 # on any adapter with shader-f16 (naga cannot parse the subgroup-matrix extension).
 _HARNESS = """enable f16;
@@ -258,9 +259,9 @@ def test_matrix_gather_applies_the_prologue_inside_the_image(f16_device: gpucore
     hv, wv = (2 * h, 2 * w) if upsample else (h, w)  # the size the conv sees
     ho, wo = (hv + 2 * padding - k) // stride + 1, (wv + 2 * padding - k) // stride + 1
     pixels, k_total = n * ho * wo, c_in * k * k
-    source = _HARNESS.format(params=csm._PARAMS,
-                             gather=csm._gather(k, k, aligned, 2, upsample),
-                             decode=csm._decode(upsample))
+    source = _HARNESS.format(params=wgsl_source._PARAMS,
+                             gather=wgsl_source._gather(k, k, aligned, 2, upsample),
+                             decode=wgsl_source._decode(upsample))
     kernel = Kernel(source, name="test/conv_matrix_gather")
     tx = Tensor.from_numpy(x, device=f16_device)
     prologue = group_norm_prologue(tx, groups, Tensor.from_numpy(gamma, device=f16_device),
@@ -269,7 +270,8 @@ def test_matrix_gather_applies_the_prologue_inside_the_image(f16_device: gpucore
     kernel.dispatch(kernel.groups_for(pixels), tx, prologue.table, patches, c_in=c_in, h=hv,
                     w=wv, c_out=1, ho=ho, wo=wo, k_total=k_total, pixels=pixels,
                     stride_h=stride, stride_w=stride, pad_h=padding, pad_w=padding,
-                    dil_h=dilation, dil_w=dilation, has_bias=0, add_mode=0, split_steps=0)
+                    dil_h=dilation, dil_w=dilation, has_bias=0, add_mode=0, split_steps=0,
+                    leaky=0, slope=1.0, scale=1.0)
     y = F.silu(F.group_norm(_t(x), groups, _t(gamma), _t(beta), eps=1e-5))
     if upsample:
         y = F.interpolate(y, scale_factor=2, mode="nearest")

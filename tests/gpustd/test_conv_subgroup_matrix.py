@@ -65,6 +65,13 @@ def test_tile_choice() -> None:
     assert csm.choose_conv_tile(128, 512 * 512, 27) == csm.CONV_TILES["64x64"]  # one K step
     assert csm.choose_conv_tile(3, 512 * 512, 1152) == csm.CONV_TILES["32x32"]  # VAE conv_out
     assert csm.choose_conv_tile(4, 2 * 64 * 64, 2880) == csm.CONV_TILES["64x64"]  # split K
+    # the upscalers' narrow convs (RRDBNet's 32 and 64 channels, 64 inputs and up), and
+    # 3 channels at 2048² (64-pixel tiles would overflow the grid)
+    assert csm.choose_conv_tile(32, 512 * 512, 576) == csm.CONV_TILES["32x128"]
+    assert csm.choose_conv_tile(64, 2048 * 2048, 576) == csm.CONV_TILES["64x128"]
+    assert csm.choose_conv_tile(3, 2048 * 2048, 576) == csm.CONV_TILES["16x128"]
+    assert csm.choose_conv_tile(32, 512 * 512, 288) == csm.CONV_TILES["32x32"]  # hint block
+    assert csm.choose_conv_tile(32, 128 * 128, 576) != csm.CONV_TILES["32x128"]  # few pixels
 
 
 def test_tile_choice_without_160_rows() -> None:
@@ -171,6 +178,67 @@ def test_every_tile_matches_torch_where_available(device: gpucore.Device,
                             out_hw=expected.shape[2:], add=Tensor.from_numpy(add, device=device),
                             add_mode=1, tile=tile).numpy()
     expected = expected + add
+    assert np.abs(got - expected).max() / np.abs(expected).max() < 2e-3
+
+
+@pytest.mark.parametrize(("slope", "scale"), [(0.2, 1.0), (None, 0.2)])
+def test_leaky_and_scaled_epilogue_matches_torch_where_available(
+        device: gpucore.Device, monkeypatch: pytest.MonkeyPatch, slope: float | None,
+        scale: float) -> None:
+    # ESRGAN's dense block: leaky_relu(conv) for conv1-4, 0.2 * conv5 + x (in the epilogue)
+    if not sm.available(device):
+        pytest.skip(f"{device.info.label} has no f16 subgroup matrices (Dawn on a GPU has)")
+    monkeypatch.setattr(csm, "MIN_TILES", 0)
+    calls = []
+
+    def spy(*args: object, **kwargs: object) -> Tensor:
+        calls.append(kwargs["leaky"])
+        return _real_conv2d_matrix(*args, **kwargs)
+
+    monkeypatch.setattr(csm, "conv2d_matrix", spy)
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((1, 24, 13, 11)).astype(np.float16)  # K 216: test_every_tile's
+    weight = (rng.standard_normal((32, 24, 3, 3)) / 15).astype(np.float16)
+    bias = rng.standard_normal(32).astype(np.float16)
+    add = rng.standard_normal((1, 32, 13, 11)).astype(np.float16)
+    y = _reference(x, weight, bias, None, padding=1)
+    expected = scale * (y if slope is None else np.maximum(y, slope * y)) + add
+    upload = lambda a: Tensor.from_numpy(a, device=device)  # noqa: E731
+    got = conv2d(upload(x), upload(weight), upload(bias), padding=1, add=upload(add),
+                 negative_slope=slope, scale=scale).numpy()
+    assert calls == [(1.0 if slope is None else slope, scale)]
+    assert np.abs(got - expected).max() / np.abs(expected).max() < 2e-3
+    plain = scale * y + add  # the activation visibly changed the result
+    assert slope is None or np.abs(plain - expected).max() > 0.1 * np.abs(expected).max()
+
+
+def test_reads_the_first_in_channels_where_available(device: gpucore.Device,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    if not sm.available(device):
+        pytest.skip(f"{device.info.label} has no f16 subgroup matrices (Dawn on a GPU has)")
+    monkeypatch.setattr(csm, "MIN_TILES", 0)
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((1, 40, 13, 11)).astype(np.float16)  # 24 of 40 read: K 216
+    weight = (rng.standard_normal((32, 24, 3, 3)) / 15).astype(np.float16)
+    expected = _reference(x[:, :24], weight, None, None, padding=1)
+    got = conv2d(Tensor.from_numpy(x, device=device), Tensor.from_numpy(weight, device=device),
+                 padding=1, in_channels=24).numpy()
+    assert np.abs(got - expected).max() / np.abs(expected).max() < 2e-3
+
+
+def test_narrow_tiles_take_the_upscalers_convs_where_available(
+        device: gpucore.Device) -> None:
+    # RRDBNet's dense-block conv at 256² (32 x 128) and its last conv past 64-pixel tiles'
+    # grid (16 x 128; scaled down: a grid of 1024 x workgroups), as the rule routes them
+    if not sm.available(device) or any(c.emulated for c in device.info.matrix_configs):
+        pytest.skip("narrow tiles run on Dawn with matrix units (emulated: too slow for CI)")
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((1, 64, 256, 256)).astype(np.float16)
+    weight = (rng.standard_normal((32, 64, 3, 3)) / 24).astype(np.float16)
+    assert csm.choose_conv_tile(32, 256 * 256, 576) == csm.CONV_TILES["32x128"]
+    expected = _reference(x, weight, None, None, padding=1)
+    got = conv2d(Tensor.from_numpy(x, device=device), Tensor.from_numpy(weight, device=device),
+                 padding=1).numpy()
     assert np.abs(got - expected).max() / np.abs(expected).max() < 2e-3
 
 

@@ -71,7 +71,12 @@ def test_candidates_accumulate_alike_and_fit_the_device() -> None:
     assert all(t.acc == "f32" and t.bk % 16 == 0 for t in tiles)
     everything = fake_device()
     assert matrix_tuning.gemm_candidates(everything, 500, 700) == tuple(matrix_tuning.GEMM_TILES)
-    assert conv_tune.conv_candidates(everything, 320, 8192) == tuple(conv_matrix.CONV_TILES)
+    assert conv_tune.conv_candidates(everything, 320, 8192) == tuple(
+        name for name in conv_matrix.CONV_TILES if name not in conv_matrix.NARROW_ONLY)
+    # the narrow tiles only for the upscalers' narrow convs over many pixels
+    assert set(conv_matrix.NARROW_ONLY) <= set(conv_tune.conv_candidates(everything, 32,
+                                                                          512 * 512))
+    assert "32x128" not in conv_tune.conv_candidates(everything, 32, 128 * 128)
     # 16 KiB of workgroup memory: no 128 x 128 tile with K steps of 32 (28 KiB)
     assert "128x128" not in matrix_tuning.gemm_candidates(fake_device(storage=16384), 500, 700)
     assert "128x128k16" in matrix_tuning.gemm_candidates(fake_device(storage=24576), 500, 700)

@@ -226,3 +226,34 @@ def test_conv2d_errors(device: gpucore.Device) -> None:
     if device.has_f16:
         with pytest.raises(TypeError, match="float16"):
             conv2d(x, t((6, 4, 3, 3), np.float16))
+
+
+@pytest.mark.parametrize(("slope", "scale", "with_add"), [(0.2, 1.0, False), (None, 0.2, True),
+                                                          (0.1, 0.5, True)])
+def test_conv2d_leaky_and_scaled_residual(device: gpucore.Device, slope, scale,
+                                          with_add) -> None:
+    # ESRGAN's dense-block tails: leaky_relu(conv), then 0.2 * conv + x
+    rng = np.random.default_rng(7)
+    x = random_array(rng, (1, 6, 11, 9), np.float32)
+    w, b = random_array(rng, (5, 6, 3, 3), np.float32), random_array(rng, (5,), np.float32)
+    add = random_array(rng, (1, 5, 11, 9), np.float32) if with_add else None
+    y = torch.from_numpy(_reference(x, w, b, padding=1))
+    y = y if slope is None else F.leaky_relu(y, slope)
+    expected = scale * y.numpy() + (0.0 if add is None else add)
+    up = [None if a is None else Tensor.from_numpy(a, device=device) for a in (x, w, b, add)]
+    got = conv2d(*up[:3], padding=1, add=up[3], negative_slope=slope, scale=scale).numpy()
+    assert np.abs(expected).max() > 1 and (expected < 0).any()  # the slope and scale matter
+    assert_close(got, expected, dtype=np.float32, tol=F32_TOL)
+
+
+def test_conv2d_reads_the_first_in_channels(device: gpucore.Device) -> None:
+    # a dense block's growing features in one tensor: each conv reads a prefix of them
+    rng = np.random.default_rng(8)
+    x = random_array(rng, (2, 9, 7, 6), np.float32)
+    w, b = random_array(rng, (4, 5, 3, 3), np.float32), random_array(rng, (4,), np.float32)
+    up = [Tensor.from_numpy(a, device=device) for a in (x, w, b)]
+    got = conv2d(*up, padding=1, in_channels=5).numpy()
+    assert_close(got, _reference(x[:, :5], w, b, padding=1), dtype=np.float32, tol=F32_TOL)
+    for bad in (0, 10, 2.5):
+        with pytest.raises(ValueError, match="in_channels must be"):
+            conv2d(*up, padding=1, in_channels=bad)

@@ -104,6 +104,18 @@ def test_take_slice_and_equal_split(device: gpucore.Device) -> None:
     np.testing.assert_array_equal(halves[1].numpy(), x[2:])
 
 
+def test_put_slice(device: gpucore.Device) -> None:
+    rng = np.random.default_rng(4)
+    x, part = random_array(rng, (2, 7, 5)), random_array(rng, (2, 3, 5))
+    t = gpustd.Tensor.from_numpy(x, device=device)
+    sh.put_slice(t, gpustd.Tensor.from_numpy(part, device=device), 4, axis=1)
+    x[:, 4:7] = part
+    np.testing.assert_array_equal(t.numpy(), x)
+    for bad, start in ((part, 5), (part[:, :, :4], 0), (part.astype(np.int32), 0)):
+        with pytest.raises(ValueError, match=r"put_slice: .* does not fit"):
+            sh.put_slice(t, gpustd.Tensor.from_numpy(bad, device=device), start, axis=1)
+
+
 def test_concatenate_flattened_and_split_numpy_integer(device: gpucore.Device) -> None:
     x = random_array(np.random.default_rng(3), (2, 3))
     t = gpustd.Tensor.from_numpy(x, device=device)
