@@ -48,7 +48,7 @@ __all__ = ["ALIGNED", "CONV_TILES", "MIN_TILES", "SPLIT_K", "aligned", "applies"
 _PARAMS = """struct Params {
     c_in: u32, h: u32, w: u32, c_out: u32, ho: u32, wo: u32, k_total: u32, pixels: u32,
     stride_h: u32, stride_w: u32, pad_h: u32, pad_w: u32, dil_h: u32, dil_w: u32,
-    has_bias: u32, add_mode: u32, split_steps: u32,
+    has_bias: u32, add_mode: u32, split_steps: u32, x_offset: u32,
 }"""
 
 # The gather needs threads % BN == 0 (fixed pixel columns), which every tile here satisfies.
@@ -128,12 +128,12 @@ def routed(c_out: int, pixels: int, k_total: int, split: bool = True) -> bool:
 
 
 def applies(x: Tensor, weight: Tensor, groups: int, out_hw: tuple[int, int],
-            split: bool = True) -> bool:
-    """Whether conv2d (arguments validated) runs here: f16, one group, a device with f16 ->
-    f32 subgroup matrices, an output within the grid, and `routed` (split=False: only convs
-    of MIN_TILES tiles; conv2d sends the other plain 1x1 convs to the GEMM)."""
+            split: bool = True, count: int | None = None) -> bool:
+    """Whether conv2d (arguments validated) runs here, over `count` images (None: all of x's):
+    f16, one group, a device with f16 -> f32 subgroup matrices, an output within the grid and
+    `routed` (split=False: MIN_TILES tiles at least; other plain 1x1 convs go to the GEMM)."""
     c_out, c_in, kh, kw = weight.shape
-    pixels = x.shape[0] * out_hw[0] * out_hw[1]
+    pixels = (x.shape[0] if count is None else count) * out_hw[0] * out_hw[1]
     max_x = x.device.limits["max-compute-workgroups-per-dimension"]
     return (x.dtype == np.float16 and groups == 1 and x.size > 0 and weight.size > 0
             and routed(c_out, pixels, c_in * kh * kw, split)
@@ -247,14 +247,14 @@ _DECODE = """  pix_ok = col_b < params.pixels;
   iy0 = i32(oy * params.stride_h) - i32(params.pad_h);
   ix0 = i32(ox * params.stride_w) - i32(params.pad_w);
   norm_base = image * params.c_in;
-  x_base = norm_base * params.h * params.w;"""
+  x_base = norm_base * params.h * params.w + params.x_offset;"""
 
 
 def _decode(upsample: bool) -> str:
     """The setup: the pixel's image and input origin (x's own size when upsampled)."""
     if not upsample:
         return _DECODE
-    return _DECODE.replace("params.h * params.w;", "(params.h >> 1u) * (params.w >> 1u);")
+    return _DECODE.replace("params.h * params.w +", "(params.h >> 1u) * (params.w >> 1u) +")
 
 
 # The prologue's table (prologue.ConvPrologue.table), bound after `out`.
@@ -342,16 +342,18 @@ def conv2d_matrix(x: Tensor, weight: Tensor, bias: Tensor | None, *, stride: tup
                   padding: tuple[int, int], dilation: tuple[int, int], out_hw: tuple[int, int],
                   add: Tensor | None = None, add_mode: int = 0,
                   tile: sm.MatrixTile, splits: int | None = None,
-                  prologue: ConvPrologue | None = None, upsample: int = 1) -> Tensor:
+                  prologue: ConvPrologue | None = None, upsample: int = 1,
+                  images: tuple[int, int] | None = None) -> Tensor:
     """gpustd.nn.conv2d for f16 and one group (see `applies`), its arguments validated by
     conv2d: x [N, C_in, H, W], weight [C_out, C_in, kh, kw], bias [C_out] or None, add as
     conv2d's (`add_mode` 1: the output's shape, 2: [N, C_out, 1, 1]). f32 accumulation, in
     `tile` (conv2d asks the tuner; tests force one), K in `splits` parts (default
     split_count's, the same for every tile; fewer where K has fewer steps of _SPLIT_GRANULE)
-    cut at the same K whatever the tile. prologue: applied to x as it is gathered (conv2d's,
-    checked there); upsample: 2 reads x upsampled 2x (nearest), as conv2d's."""
+    cut at the same K whatever the tile. prologue (applied to x as it is gathered), upsample
+    (2: x read upsampled 2x, nearest) and images ((start, count), read in place): conv2d's."""
     n, c_in, h, w = x.shape
-    h, w = h * upsample, w * upsample
+    start, n = images or (0, n)
+    x_offset, h, w = start * c_in * h * w, h * upsample, w * upsample
     c_out, _, kh, kw = weight.shape
     ho, wo = out_hw
     out = Tensor.empty((n, c_out, ho, wo), np.float16, device=x.device)
@@ -376,7 +378,7 @@ def conv2d_matrix(x: Tensor, weight: Tensor, bias: Tensor | None, *, stride: tup
     geometry = dict(c_in=c_in, h=h, w=w, c_out=c_out, ho=ho, wo=wo, k_total=k_total,
                     pixels=pixels, stride_h=stride[0], stride_w=stride[1], pad_h=padding[0],
                     pad_w=padding[1], dil_h=dilation[0], dil_w=dilation[1],
-                    split_steps=per_split)
+                    split_steps=per_split, x_offset=x_offset)
     grid = (math.ceil(pixels / tile.bn), math.ceil(c_out / tile.bm), splits)
     free = aligned(tile, c_out, pixels, k_total)
     kind = 0 if prologue is None else prologue.kind

@@ -11,6 +11,7 @@ from gpucore import Kernel
 
 from .._tensor import Tensor
 from ..gemm.plan import MULTIPROCESSORS
+from ..shape import take_slice
 from . import _conv_matrix_tuning, _conv_subgroup_matrix
 from . import prologue as _prologue
 from ._util import check_float, check_same, dummy, kernel, pair
@@ -90,6 +91,7 @@ def _splits(bm: int, bn: int, bk: int, cout_g: int, pixels: int, groups: int,
 def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, stride: Any = 1,
            padding: Any = 0, dilation: Any = 1, groups: int = 1, add: Tensor | None = None,
            prologue: ConvPrologue | None = None, upsample: int = 1,
+           images: tuple[int, int] | None = None,
            _plan_override: tuple[int, int, int, int] | None = None) -> Tensor:
     """2-D cross-correlation of NCHW `x` with `weight` [out, in/groups, kh, kw] plus `bias`.
 
@@ -104,7 +106,9 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, stride: Any
     weight, bias, stride, padding, dilation, groups)` (`+ add`; with a prologue, of
     `F.silu(F.group_norm(x, ...))`). upsample: 2 reads x upsampled 2x, nearest neighbour,
     without writing the upsampled tensor (torch: of `F.interpolate(x, scale_factor=2,
-    mode="nearest")`; the prologue, if any, applies to x before it).
+    mode="nearest")`; the prologue, if any, applies to x before it). images: (start, count)
+    convolves only x[start:start + count], read where it lies (no copy of those images; not
+    with a prologue). torch: of `x[start:start + count]`.
     """
     op = "conv2d"
     check_float(x, "x", op, ndim=4)
@@ -116,6 +120,8 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, stride: Any
     if upsample not in (1, 2):
         raise ValueError(f"{op}: upsample must be 1 or 2 (nearest), got {upsample!r}")
     n, c_in, h, w = x.shape
+    start, n = _images(op, images, n, prologue)
+    x_offset = start * c_in * h * w
     h, w = h * upsample, w * upsample  # the size the conv sees
     c_out, cin_g, kh, kw = weight.shape
     if not isinstance(groups, (int, np.integer)) or groups < 1:
@@ -138,18 +144,20 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, stride: Any
         if not _prologue.FUSED:
             x, prologue = prologue.apply(x), None
     if upsample == 2 and not _prologue.FUSED:
-        x, upsample = upsample_nearest2x(x), 1
+        x, upsample, x_offset = upsample_nearest2x(x), 1, 4 * x_offset
     plain_1x1 = (ONE_BY_ONE_VIA_LINALG and add is None and prologue is None and upsample == 1
                  and (kh, kw, sh, sw, ph, pw, groups) == (1, 1, 1, 1, 0, 0, 1))
+    if plain_1x1 and n != x.shape[0]:
+        x, x_offset = take_slice(x, start, start + n, axis=0), 0  # the GEMM reads all of x
+    view = (n, c_in, h, w)  # the images convolved, at the size the conv sees
     if _plan_override is None and _conv_subgroup_matrix.applies(
-            x, weight, groups, (ho, wo), split=not plain_1x1):
+            x, weight, groups, (ho, wo), split=not plain_1x1, count=n):
         geometry = ((sh, sw), (ph, pw), (dh, dw), (ho, wo))
-        tile = _conv_matrix_tuning.conv_tile(x.device, (n, c_in, h, w), weight.shape,
-                                             *geometry)
+        tile = _conv_matrix_tuning.conv_tile(x.device, view, weight.shape, *geometry)
         return _conv_subgroup_matrix.conv2d_matrix(  # f16 on the matrix units (Dawn)
             x, weight, bias, stride=(sh, sw), padding=(ph, pw), dilation=(dh, dw),
             out_hw=(ho, wo), add=add, add_mode=add_mode, tile=tile, prologue=prologue,
-            upsample=upsample)
+            upsample=upsample, images=(start, n))
     if plain_1x1 and _plan_override is None and x.size and weight.size:
         return conv1x1(x, weight, bias)
     out = Tensor.empty((n, c_out, ho, wo), x.dtype, device=x.device)
@@ -180,7 +188,8 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, stride: Any
     has_bias = bias is not None
     params = dict(c_in=c_in, h=h, w=w, c_out=c_out, ho=ho, wo=wo, cin_g=cin_g, cout_g=cout_g,
                   k_total=k_total, pixels=pixels, splits=splits, k_tiles_per_split=per_split,
-                  stride_h=sh, stride_w=sw, pad_h=ph, pad_w=pw, dil_h=dh, dil_w=dw)
+                  stride_h=sh, stride_w=sw, pad_h=ph, pad_w=pw, dil_h=dh, dil_w=dw,
+                  x_offset=x_offset)
     grid = (math.ceil(pixels / bn), math.ceil(cout_g / bm), groups * splits)
     bias_t = bias if has_bias else dummy(x)
     add_t = add if add is not None else dummy(x)
@@ -200,6 +209,23 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, stride: Any
     finish.dispatch(finish.groups_for(out.size), partial, bias_t, add_t, out, n=out.size,
                     hw=ho * wo, c_out=c_out, splits=splits)
     return out
+
+
+def _images(op: str, images: Any, n: int, prologue: ConvPrologue | None) -> tuple[int, int]:
+    """conv2d's `images` as (start, count) of x's n images (None: all of them)."""
+    if images is None:
+        return 0, n
+    if (not isinstance(images, tuple) or len(images) != 2
+            or not all(isinstance(v, (int, np.integer)) for v in images)):
+        raise ValueError(f"{op}: images must be a (start, count) pair of ints, got {images!r}")
+    start, count = int(images[0]), int(images[1])
+    if start < 0 or count < 1 or start + count > n:
+        raise ValueError(f"{op}: images {images} lie outside x's {n} images; give a start "
+                         f"from 0 and a count of at least 1 within them")
+    if prologue is not None:
+        raise ValueError(f"{op}: images and a prologue do not go together; apply the "
+                         "prologue first or convolve all of x")
+    return start, count
 
 
 def _add_mode(op: str, add: Tensor | None, x: Tensor, shape: tuple[int, int, int, int]) -> int:
