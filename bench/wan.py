@@ -34,10 +34,11 @@ tap's frames copied first (`_wan_memory.tap_copies`), timed after the in-place o
 BENCH_VAE_FILE=1 has ours read the VAE from a file in ComfyUI's layout (the reference's bf16
 weights written as `wan2.2_vae.safetensors` / `wan_2.1_vae.safetensors`, through the loader
 `--vae` uses). Each timed row also says where the memory went: `peak_reserved_gib` (the
-pool's buffers in use and idle, at their peak), `driver_after_gib` (the driver's count once
-the call is done and the device has settled) and `memory_series` (`_wan_memory.MemorySeries`:
-ms, driver, pool in use, pool idle, in GiB, ~120 points; the driver's figures above the
-level before loading, the pool's absolute). Each row (step, decode, encode) is caught on its own: an
+pool's buffers in use and idle, at their peak), `driver_before_gib` / `driver_after_gib`
+(the driver's count before the call and once it is done, the device settled each time) and
+`memory_series` (`_wan_memory.MemorySeries`: ms, driver, pool in use, pool idle, in GiB,
+~120 points; the driver's figures above the level before loading, the pool's absolute).
+Each row (step, decode, encode) is caught on its own: an
 out-of-memory part loses its row only, recorded with its error. `--quick`: tiny configs (a
 smoke run on any adapter).
 """
@@ -62,8 +63,8 @@ from .sdxl import _PeakMemory, _settled_use
 
 GIB = float(1 << 30)
 COLUMNS = ["model", "part", "impl", "mode", "dtype", "dispatches", "rel_err", "rel_err_fp32",
-           "gpu_ms", "wall_ms", "peak_gib", "peak_reserved_gib", "driver_step_peak_gib",
-           "driver_after_gib", "vs_bf16", "error"]
+           "gpu_ms", "wall_ms", "peak_gib", "peak_reserved_gib", "driver_before_gib",
+           "driver_step_peak_gib", "driver_after_gib", "vs_bf16", "error"]
 PARTS = ("step", "decode", "encode")
 
 # Wan-AI/Wan2.1-T2V-1.3B-Diffusers, transformer/config.json
@@ -359,6 +360,8 @@ def _timed_ours(fn: Callable[[], list[Any]], device: gpucore.Device, cuda: Any,
     """`fn()` timed once (its timestamps on): (its outputs read back, the row's figures).
     `dispatches` counts those the ops encode (a replay's are not)."""
     device.synchronize()
+    before = _wan_memory.settled(device, lambda: _PeakMemory.used(cuda)) - settled if cuda else (
+        float("nan"))
     device.reset_peak_memory()
     timestamps = device.profile() if device.has_timestamps else contextlib.nullcontext()
     series = (_wan_memory.MemorySeries(device, lambda: _PeakMemory.used(cuda), settled) if cuda
@@ -378,7 +381,8 @@ def _timed_ours(fn: Callable[[], list[Any]], device: gpucore.Device, cuda: Any,
         "dispatches": sum(v for k, v in counts.items() if k != "copy"),
         "peak_gib": (stats.peak_allocated - base) / GIB,
         "peak_reserved_gib": (stats.peak_reserved - base) / GIB,
-        "driver_step_peak_gib": driver.peak, "driver_after_gib": after,
+        "driver_before_gib": before, "driver_step_peak_gib": driver.peak,
+        "driver_after_gib": after,
         **({"memory_series": series.points()} if cuda else {})}
 
 
