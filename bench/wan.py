@@ -28,7 +28,17 @@ all, in that order); BENCH_PARTS the parts, from step, decode, encode (default: 
 BENCH_DECODE_EAGER=1 adds a row for each decode run eagerly, every chunk through the ops
 (`mode` eager beside replay), timed after the replayed one. BENCH_UMT5_WEIGHTS=normal draws
 UMT5's weights normal(0, 0.02) as the transformer's (the run of 2026-11-26, whose 0.97 they
-explain: see `_t5_statistics`). Each row (step, decode, encode) is caught on its own: an
+explain: see `_t5_statistics`). BENCH_DECODE_COPIES=1 adds a decode row (`mode` replay,
+tap copies) run as before the causal convolutions read their frames in place: each temporal
+tap's frames copied first (`_wan_memory.tap_copies`), timed after the in-place one.
+BENCH_VAE_FILE=1 has ours read the VAE from a file in ComfyUI's layout (the reference's bf16
+weights written as `wan2.2_vae.safetensors` / `wan_2.1_vae.safetensors`, through the loader
+`--vae` uses). Each timed row also says where the memory went: `peak_reserved_gib` (the
+pool's buffers in use and idle, at their peak), `driver_before_gib` / `driver_after_gib`
+(the driver's count before the call and once it is done, the device settled each time) and
+`memory_series` (`_wan_memory.MemorySeries`: ms, driver, pool in use, pool idle, in GiB,
+~120 points; the driver's figures above the level before loading, the pool's absolute).
+Each row (step, decode, encode) is caught on its own: an
 out-of-memory part loses its row only, recorded with its error. `--quick`: tiny configs (a
 smoke run on any adapter).
 """
@@ -48,12 +58,13 @@ import numpy as np
 import gpucore
 import gpustd
 
-from . import _harness
+from . import _harness, _wan_memory
 from .sdxl import _PeakMemory, _settled_use
 
 GIB = float(1 << 30)
 COLUMNS = ["model", "part", "impl", "mode", "dtype", "dispatches", "rel_err", "rel_err_fp32",
-           "gpu_ms", "wall_ms", "peak_gib", "vs_bf16", "error"]
+           "gpu_ms", "wall_ms", "peak_gib", "peak_reserved_gib", "driver_before_gib",
+           "driver_step_peak_gib", "driver_after_gib", "vs_bf16", "error"]
 PARTS = ("step", "decode", "encode")
 
 # Wan-AI/Wan2.1-T2V-1.3B-Diffusers, transformer/config.json
@@ -296,7 +307,9 @@ def _one_part(part: _Part, device: gpucore.Device, cuda: Any) -> list[dict[str, 
             truth = part.reference_call(ref.float(), x).cpu().numpy()
             reference.update(rel_err=_relative(expected, truth), tied=part.tied)
     wdtype = torch.float16 if dtype == np.float16 else torch.float32
-    weights = {k: v.detach().to(wdtype).cpu().numpy() for k, v in ref.state_dict().items()}
+    from_file = part.part == "decode" and os.environ.get("BENCH_VAE_FILE") == "1"
+    weights = (_wan_memory.vae_from_file(ref, dict(part.config), dtype) if from_file else
+               {k: v.detach().to(wdtype).cpu().numpy() for k, v in ref.state_dict().items()})
     del ref, x  # torch's copy freed before ours loads
     gc.collect()
     if cuda:
@@ -313,12 +326,18 @@ def _one_part(part: _Part, device: gpucore.Device, cuda: Any) -> list[dict[str, 
     fn, warm = part.ours_call(ours, dtype, device)
     warm()  # kernel builds, autotuning
     rows = [reference]
-    eager = part.part == "decode" and os.environ.get("BENCH_DECODE_EAGER") == "1"
-    for mode in ("replay", "eager") if eager else ("replay",):
+    decode = part.part == "decode"
+    modes = ["replay"] + [mode for mode, env in (("eager", "BENCH_DECODE_EAGER"),
+                                                 ("replay, tap copies", "BENCH_DECODE_COPIES"))
+                          if decode and os.environ.get(env) == "1"]
+    for mode in modes:
         if mode == "eager":
             fn = part.ours_call(ours, dtype, device, replay=False)[0]
-        got, figures = _timed_ours(fn, device, cuda, settled, base)
-        row = {**label, "impl": "ours", **({"mode": mode} if part.part == "decode" else {}),
+        copies = _wan_memory.tap_copies() if "copies" in mode else contextlib.nullcontext()
+        with copies:
+            got, figures = _timed_ours(fn, device, cuda, settled, base)
+        row = {**label, "impl": "ours", **({"mode": mode} if decode else {}),
+               **({"weights": "ComfyUI-layout file"} if from_file else {}),
                "dtype": dtype.name, **figures,
                "rel_err": _relative(got.reshape(expected.shape), expected)}
         if truth is not None:
@@ -341,20 +360,30 @@ def _timed_ours(fn: Callable[[], list[Any]], device: gpucore.Device, cuda: Any,
     """`fn()` timed once (its timestamps on): (its outputs read back, the row's figures).
     `dispatches` counts those the ops encode (a replay's are not)."""
     device.synchronize()
+    before = _wan_memory.settled(device, lambda: _PeakMemory.used(cuda)) - settled if cuda else (
+        float("nan"))
     device.reset_peak_memory()
     timestamps = device.profile() if device.has_timestamps else contextlib.nullcontext()
-    with _PeakMemory(cuda, settled) as driver, _harness.counting(device) as counts:
+    series = (_wan_memory.MemorySeries(device, lambda: _PeakMemory.used(cuda), settled) if cuda
+              else contextlib.nullcontext())
+    with _PeakMemory(cuda, settled) as driver, _harness.counting(device) as counts, series:
         begin = time.perf_counter()
         with timestamps as prof:
             outputs = fn()
         device.synchronize()
         wall = (time.perf_counter() - begin) * 1e3
     gpu = prof.total_ns() / 1e6 if prof is not None else float("nan")
-    peak = device.memory_stats().peak_allocated
+    stats = device.memory_stats()
+    after = _wan_memory.settled(device, lambda: _PeakMemory.used(cuda)) - settled if cuda else (
+        float("nan"))
     return _read(outputs), {
         "gpu_ms": gpu, "wall_ms": wall,
         "dispatches": sum(v for k, v in counts.items() if k != "copy"),
-        "peak_gib": (peak - base) / GIB, "driver_step_peak_gib": driver.peak}
+        "peak_gib": (stats.peak_allocated - base) / GIB,
+        "peak_reserved_gib": (stats.peak_reserved - base) / GIB,
+        "driver_before_gib": before, "driver_step_peak_gib": driver.peak,
+        "driver_after_gib": after,
+        **({"memory_series": series.points()} if cuda else {})}
 
 
 DEFAULT = ("wan21_1_3b", "umt5", "wan22_5b")

@@ -118,12 +118,13 @@ class BufferPool:
         with self._lock:
             self._shrink(size, buffer)
 
-    def give(self, buffer: GPUBuffer, size: int) -> bool:
+    def give(self, buffer: GPUBuffer, size: int, *, past_limit: bool = False) -> bool:
         """Keep an in-use `buffer` for reuse; False when the pool is full (the caller drops
-        it, and it is counted freed)."""
+        it, and it is counted freed). `past_limit`: kept even then (an open capture's
+        temporary, which the capture keeps alive whatever the pool does)."""
         with self._lock:
             self._shrink(size, buffer)
-            if self.idle_bytes + size > self.limit:
+            if self.idle_bytes + size > self.limit and not past_limit:
                 return False
             self._free.setdefault(size, []).append(buffer)
             self.idle_bytes += size

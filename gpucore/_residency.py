@@ -77,8 +77,10 @@ class BufferLedger:
 
     def give(self, buffer: GPUBuffer, size: int) -> bool:
         """`buffer` to the pool's idle list; one it has no room for is dropped (`forget`).
-        False when it was dropped."""
-        if self.pool.give(buffer, size):
+        False when it was dropped. One the open capture touched stays idle past the pool's
+        limit: the recording names it, so dropped it would live on uncounted (and unshared:
+        the capture shares the temporaries it finds idle), 17 GiB of Wan 2.2's decode."""
+        if self.pool.give(buffer, size, past_limit=id(buffer) in self.recording):
             return True
         with self.lock:
             self.forget(buffer)

@@ -59,13 +59,14 @@ class CausalConv3d(nn.Module):
         count = (frames.shape[0] - kt) // stride + 1
         out = add
         for k in range(kt):
-            if stride == 1:
-                src = take_slice(frames, k, k + count, axis=0) if kt > 1 else frames
-            else:
-                src = concatenate([take_slice(frames, k + stride * j, k + stride * j + 1, axis=0)
-                                   for j in range(count)], axis=0)
+            # Tap k reads frames k .. k + count - 1 where they lie (conv2d's `images`).
+            src, images = frames, ((k, count) if kt > 1 else None)
+            if stride != 1:
+                src, images = concatenate([take_slice(frames, k + stride * j,
+                                                      k + stride * j + 1, axis=0)
+                                           for j in range(count)], axis=0), None
             out = nn.conv2d(src, self._tap(k), self.bias if k == 0 else None,
-                            padding=(kh // 2, kw // 2), add=out)
+                            padding=(kh // 2, kw // 2), add=out, images=images)
         return typing.cast(Tensor, out)
 
 

@@ -13,7 +13,8 @@ __all__ = ["bindings", "source"]
 _PARAMS = """struct Params {
     c_in: u32, h: u32, w: u32, c_out: u32, ho: u32, wo: u32, k_total: u32, pixels: u32,
     stride_h: u32, stride_w: u32, pad_h: u32, pad_w: u32, dil_h: u32, dil_w: u32,
-    has_bias: u32, add_mode: u32, split_steps: u32, leaky: u32, slope: f32, scale: f32,
+    has_bias: u32, add_mode: u32, split_steps: u32, x_offset: u32, leaky: u32, slope: f32,
+    scale: f32,
 }"""
 
 
@@ -60,14 +61,14 @@ _DECODE = """  pix_ok = col_b < params.pixels;
   iy0 = i32(oy * params.stride_h) - i32(params.pad_h);
   ix0 = i32(ox * params.stride_w) - i32(params.pad_w);
   norm_base = image * params.c_in;
-  x_base = norm_base * params.h * params.w;"""
+  x_base = norm_base * params.h * params.w + params.x_offset;"""
 
 
 def _decode(upsample: bool) -> str:
     """The setup: the pixel's image and input origin (x's own size when upsampled)."""
     if not upsample:
         return _DECODE
-    return _DECODE.replace("params.h * params.w;", "(params.h >> 1u) * (params.w >> 1u);")
+    return _DECODE.replace("params.h * params.w +", "(params.h >> 1u) * (params.w >> 1u) +")
 
 
 # The prologue's table (prologue.ConvPrologue.table), bound after `out`.

@@ -147,12 +147,12 @@ def routed(c_out: int, pixels: int, k_total: int, split: bool = True) -> bool:
 
 
 def applies(x: Tensor, weight: Tensor, groups: int, out_hw: tuple[int, int],
-            split: bool = True) -> bool:
-    """Whether conv2d (arguments validated) runs here: f16, one group, a device with f16 ->
-    f32 subgroup matrices, an output within the grid, and `routed` (split=False: only convs
-    of MIN_TILES tiles; conv2d sends the other plain 1x1 convs to the GEMM)."""
+            split: bool = True, count: int | None = None) -> bool:
+    """Whether conv2d (arguments validated) runs here, over `count` images (None: all of x's):
+    f16, one group, a device with f16 -> f32 subgroup matrices, an output within the grid and
+    `routed` (split=False: MIN_TILES tiles at least; other plain 1x1 convs go to the GEMM)."""
     c_out, c_in, kh, kw = weight.shape
-    pixels = x.shape[0] * out_hw[0] * out_hw[1]
+    pixels = (x.shape[0] if count is None else count) * out_hw[0] * out_hw[1]
     max_x = x.device.limits["max-compute-workgroups-per-dimension"]
     return (x.dtype == np.float16 and groups == 1 and x.size > 0 and weight.size > 0
             and routed(c_out, pixels, c_in * kh * kw, split)
@@ -270,7 +270,8 @@ def conv2d_matrix(x: Tensor, weight: Tensor, bias: Tensor | None, *, stride: tup
                   add: Tensor | None = None, add_mode: int = 0,
                   tile: sm.MatrixTile, splits: int | None = None,
                   prologue: ConvPrologue | None = None, upsample: int = 1,
-                  leaky: tuple[float, float] | None = None) -> Tensor:
+                  leaky: tuple[float, float] | None = None,
+                  images: tuple[int, int] | None = None) -> Tensor:
     """gpustd.nn.conv2d for f16 and one group (see `applies`), its arguments validated by
     conv2d: x [N, C_in, H, W], weight [C_out, C_in, kh, kw], bias [C_out] or None, add as
     conv2d's (`add_mode` 1: the output's shape, 2: [N, C_out, 1, 1]); x may have more
@@ -278,11 +279,13 @@ def conv2d_matrix(x: Tensor, weight: Tensor, bias: Tensor | None, *, stride: tup
     `tile` (conv2d asks the tuner; tests force one), K in `splits` parts (default
     split_count's, the same for every tile; fewer where K has fewer steps of _SPLIT_GRANULE)
     cut at the same K whatever the tile. prologue: applied to x as it is gathered (conv2d's,
-    checked there); upsample: 2 reads x upsampled 2x (nearest), as conv2d's. leaky: (slope,
-    scale): the epilogue stores scale * max(v, slope * v) of v = the sum + bias, then adds
-    `add` (one split only: ValueError otherwise)."""
+    checked there); upsample: 2 reads x upsampled 2x (nearest), as conv2d's; images ((start,
+    count), read in place): conv2d's. leaky: (slope, scale): the epilogue stores
+    scale * max(v, slope * v) of v = the sum + bias, then adds `add` (one split only:
+    ValueError otherwise)."""
     n, c_in, h, w = x.shape  # c_in: x's channels, of which the conv reads weight's first
-    h, w = h * upsample, w * upsample
+    start, n = images or (0, n)
+    x_offset, h, w = start * c_in * h * w, h * upsample, w * upsample
     c_out, c_read, kh, kw = weight.shape
     ho, wo = out_hw
     out = Tensor.empty((n, c_out, ho, wo), np.float16, device=x.device)
@@ -307,7 +310,7 @@ def conv2d_matrix(x: Tensor, weight: Tensor, bias: Tensor | None, *, stride: tup
     geometry = dict(c_in=c_in, h=h, w=w, c_out=c_out, ho=ho, wo=wo, k_total=k_total,
                     pixels=pixels, stride_h=stride[0], stride_w=stride[1], pad_h=padding[0],
                     pad_w=padding[1], dil_h=dilation[0], dil_w=dilation[1],
-                    split_steps=per_split, leaky=int(leaky is not None),
+                    split_steps=per_split, x_offset=x_offset, leaky=int(leaky is not None),
                     slope=leaky[0] if leaky else 1.0, scale=leaky[1] if leaky else 1.0)
     if leaky is not None and splits > 1:
         raise ValueError("conv2d_matrix: the LeakyReLU epilogue needs one K split, got "

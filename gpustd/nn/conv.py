@@ -94,6 +94,7 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, stride: Any
            prologue: ConvPrologue | None = None, upsample: int = 1,
            negative_slope: float | None = None, scale: float = 1.0,
            in_channels: int | None = None,
+           images: tuple[int, int] | None = None,
            _plan_override: tuple[int, int, int, int] | None = None) -> Tensor:
     """2-D cross-correlation of NCHW `x` with `weight` [out, in/groups, kh, kw] plus `bias`.
 
@@ -108,7 +109,9 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, stride: Any
     weight, bias, stride, padding, dilation, groups)` (`+ add`; with a prologue, of
     `F.silu(F.group_norm(x, ...))`). upsample: 2 reads x upsampled 2x, nearest neighbour,
     without writing the upsampled tensor (torch: of `F.interpolate(x, scale_factor=2,
-    mode="nearest")`; the prologue, if any, applies to x before it).
+    mode="nearest")`; the prologue, if any, applies to x before it). images: (start, count)
+    convolves only x[start:start + count], read where it lies (no copy of those images; not
+    with a prologue). torch: of `x[start:start + count]`.
     negative_slope, scale: the output is `scale * leaky_relu(conv + bias, negative_slope) +
     add` (None: no activation), as ESRGAN's dense blocks need (torch: `scale *
     F.leaky_relu(y, negative_slope) + add`); the matrix-unit kernel applies them in its
@@ -126,6 +129,7 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, stride: Any
     if upsample not in (1, 2):
         raise ValueError(f"{op}: upsample must be 1 or 2 (nearest), got {upsample!r}")
     n, c_in, h, w = x.shape
+    start, n = _images(op, images, n, prologue)
     h, w = h * upsample, w * upsample  # the size the conv sees
     c_out, cin_g, kh, kw = weight.shape
     if in_channels is not None:
@@ -163,13 +167,16 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, stride: Any
         x, upsample = upsample_nearest2x(x), 1
     plain_1x1 = (ONE_BY_ONE_VIA_LINALG and add is None and prologue is None and upsample == 1
                  and (kh, kw, sh, sw, ph, pw, groups) == (1, 1, 1, 1, 0, 0, 1))
+    if plain_1x1 and n != x.shape[0]:
+        x, start = take_slice(x, start, start + n, axis=0), 0  # the GEMM reads all of x
     matrix = _plan_override is None and _conv_subgroup_matrix.applies(
-        x, weight, groups, (ho, wo), split=not plain_1x1)
+        x, weight, groups, (ho, wo), split=not plain_1x1, count=n)
     if epilogue and not (matrix and _conv_subgroup_matrix.split_count(
             c_out, n * ho * wo, cin_g * kh * kw) == 1):
         y = conv2d(x, weight, bias, stride=(sh, sw), padding=(ph, pw), dilation=(dh, dw),
                    groups=groups, prologue=prologue, upsample=upsample,
-                   in_channels=in_channels, _plan_override=_plan_override)
+                   in_channels=in_channels, images=None if images is None else (start, n),
+                   _plan_override=_plan_override)
         y = y if negative_slope is None else maximum(y, y * negative_slope)
         y = y if scale == 1.0 else y * scale
         return y if add is None else y + add
@@ -180,8 +187,9 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, stride: Any
         return _conv_subgroup_matrix.conv2d_matrix(  # f16 on the matrix units (Dawn)
             x, weight, bias, stride=(sh, sw), padding=(ph, pw), dilation=(dh, dw),
             out_hw=(ho, wo), add=add, add_mode=add_mode, tile=tile, prologue=prologue,
-            upsample=upsample, leaky=((1.0 if negative_slope is None else negative_slope,
-                                       scale) if epilogue else None))
+            upsample=upsample, images=(start, n),
+            leaky=((1.0 if negative_slope is None else negative_slope, scale)
+                   if epilogue else None))
     if in_channels is not None:  # the portable kernels read all of x's channels
         x = take_slice(x, 0, in_channels, axis=1)
     if plain_1x1 and _plan_override is None and x.size and weight.size:
@@ -214,7 +222,8 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, stride: Any
     has_bias = bias is not None
     params = dict(c_in=c_in, h=h, w=w, c_out=c_out, ho=ho, wo=wo, cin_g=cin_g, cout_g=cout_g,
                   k_total=k_total, pixels=pixels, splits=splits, k_tiles_per_split=per_split,
-                  stride_h=sh, stride_w=sw, pad_h=ph, pad_w=pw, dil_h=dh, dil_w=dw)
+                  stride_h=sh, stride_w=sw, pad_h=ph, pad_w=pw, dil_h=dh, dil_w=dw,
+                  x_offset=start * x.shape[1] * x.shape[2] * x.shape[3])  # images' start
     grid = (math.ceil(pixels / bn), math.ceil(cout_g / bm), groups * splits)
     bias_t = bias if has_bias else dummy(x)
     add_t = add if add is not None else dummy(x)
@@ -234,6 +243,23 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, stride: Any
     finish.dispatch(finish.groups_for(out.size), partial, bias_t, add_t, out, n=out.size,
                     hw=ho * wo, c_out=c_out, splits=splits)
     return out
+
+
+def _images(op: str, images: Any, n: int, prologue: ConvPrologue | None) -> tuple[int, int]:
+    """conv2d's `images` as (start, count) of x's n images (None: all of them)."""
+    if images is None:
+        return 0, n
+    if (not isinstance(images, tuple) or len(images) != 2
+            or not all(isinstance(v, (int, np.integer)) for v in images)):
+        raise ValueError(f"{op}: images must be a (start, count) pair of ints, got {images!r}")
+    start, count = int(images[0]), int(images[1])
+    if start < 0 or count < 1 or start + count > n:
+        raise ValueError(f"{op}: images {images} lie outside x's {n} images; give a start "
+                         f"from 0 and a count of at least 1 within them")
+    if prologue is not None:
+        raise ValueError(f"{op}: images and a prologue do not go together; apply the "
+                         "prologue first or convolve all of x")
+    return start, count
 
 
 def _add_mode(op: str, add: Tensor | None, x: Tensor, shape: tuple[int, int, int, int]) -> int:

@@ -19,7 +19,8 @@
 // (gpustd/nn/prologue.py): 1 y = (x - t.x) * t.y + t.z with t = norm[image * c_in + ci]
 // (a GroupNorm), 2 the same then SiLU; values of the zero padding stay zero. UP_SHIFT 1
 // reads x upsampled 2x (nearest) without writing it: params.h, params.w are the upsampled
-// size, x holds (h >> 1) x (w >> 1) values a channel.
+// size, x holds (h >> 1) x (w >> 1) values a channel. x_offset: where the first image read
+// starts in x (a run of a larger batch's images, read in place; 0 for the whole batch).
 alias T = f32;  // element type of x, w and bias
 alias O = f32;  // element type of out: T, or f32 for split-K partial sums
 alias WV = vec4<T>;  // weights as bound: vec4<T> with VEC_W (k_total % 4 == 0), else T
@@ -44,6 +45,7 @@ struct Params {
     stride_h: u32, stride_w: u32,
     pad_h: u32, pad_w: u32,
     dil_h: u32, dil_w: u32,
+    x_offset: u32,  // elements of x before the first image read
 }
 
 @group(0) @binding(0) var<storage, read> x: array<T>;
@@ -272,7 +274,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     norm_base = (pixel / hw_out) * params.c_in + group * params.cin_g;
     w_in = params.w >> UP_SHIFT;
     hw_in = (params.h >> UP_SHIFT) * w_in;
-    x_base = norm_base * hw_in;
+    x_base = norm_base * hw_in + params.x_offset;
 
     let k_tiles = (params.k_total + BK - 1u) / BK;
     let t_begin = split * params.k_tiles_per_split;

@@ -241,6 +241,25 @@ def test_temporaries_share_buffers_by_lifetime(device) -> None:
     np.testing.assert_array_equal(out.read(), staircase(x).read())
 
 
+def test_temporaries_past_the_pool_limit_are_shared_and_counted(
+        device, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full pool keeps the open capture's temporaries all the same: dropped, they would
+    live on in the recording, neither counted (memory_stats) nor shared by lifetime."""
+    monkeypatch.setattr(device.pool, "limit", 0)
+    rng = np.random.default_rng(9)
+    n = 20_011
+    x = Buffer.from_numpy(rng.standard_normal(n).astype(np.float32), device=device)
+    with device.capture() as graph:
+        out = staircase(x)
+    temporaries = set(graph._buffers) - {id(x.wgpu), id(out.wgpu)}
+    assert len(temporaries) == 2  # the four shared by two, as with room in the pool
+    assert temporaries <= device.ledger._orphans.keys()  # the capture's, counted in use
+    x.write(rng.standard_normal(n).astype(np.float32))
+    graph.replay()
+    np.testing.assert_array_equal(out.read(), staircase(x).read())
+    graph.release()
+
+
 def test_a_buffer_held_before_the_capture_is_not_shared(device) -> None:
     """A Buffer made before the capture and dropped inside it holds what every replay reads
     again: no later temporary may be placed in it, large as it is."""

@@ -271,7 +271,7 @@ def test_matrix_gather_applies_the_prologue_inside_the_image(f16_device: gpucore
                     w=wv, c_out=1, ho=ho, wo=wo, k_total=k_total, pixels=pixels,
                     stride_h=stride, stride_w=stride, pad_h=padding, pad_w=padding,
                     dil_h=dilation, dil_w=dilation, has_bias=0, add_mode=0, split_steps=0,
-                    leaky=0, slope=1.0, scale=1.0)
+                    leaky=0, slope=1.0, scale=1.0, x_offset=0)
     y = F.silu(F.group_norm(_t(x), groups, _t(gamma), _t(beta), eps=1e-5))
     if upsample:
         y = F.interpolate(y, scale_factor=2, mode="nearest")

@@ -242,6 +242,29 @@ def test_narrow_tiles_take_the_upscalers_convs_where_available(
     assert np.abs(got - expected).max() / np.abs(expected).max() < 2e-3
 
 
+def test_images_read_in_place(device: gpucore.Device) -> None:
+    """images=(start, count): the images of x read where they lie, bit for bit the conv of
+    their copy (the 64 x 64 kernel of the test above: no compile of its own)."""
+    if not sm.available(device):
+        pytest.skip(f"{device.info.label} has no f16 subgroup matrices (Dawn on a GPU has)")
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((5, 24, 21, 18)).astype(np.float16)
+    weight = (rng.standard_normal((150, 24, 3, 3)) / 15).astype(np.float16)
+    bias = rng.standard_normal(150).astype(np.float16)
+    expected = _reference(x[3:5], weight, bias, None, stride=2, padding=2, dilation=2)
+    add = Tensor.from_numpy(rng.standard_normal(expected.shape).astype(np.float16), device=device)
+    tile, geometry = csm.CONV_TILES["64x64"], dict(stride=(2, 2), padding=(2, 2),
+                                                   dilation=(2, 2), out_hw=expected.shape[2:])
+    w_b = [Tensor.from_numpy(v, device=device) for v in (weight, bias)]
+    got = csm.conv2d_matrix(Tensor.from_numpy(x, device=device), *w_b, **geometry, add=add,
+                            add_mode=1, tile=tile, images=(3, 2)).numpy()
+    copied = csm.conv2d_matrix(Tensor.from_numpy(x[3:5], device=device), *w_b, **geometry,
+                               add=add, add_mode=1, tile=tile).numpy()
+    np.testing.assert_array_equal(got, copied)
+    expected = expected + add.numpy()
+    assert np.abs(got - expected).max() / np.abs(expected).max() < 2e-3
+
+
 # --- split K: convs of fewer than MIN_TILES output tiles ---------------------------------
 
 

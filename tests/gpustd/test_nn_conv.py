@@ -177,6 +177,32 @@ def test_conv2d_fused_add(device: gpucore.Device, x_shape, w_shape, plan, per_ch
         conv2d(*up[:3], padding=pad, add=Tensor.from_numpy(add[:1], device=device))
 
 
+# The fused-add test's kernels (unsplit and split K): no compile of their own.
+@pytest.mark.parametrize("x_shape,w_shape,plan", [
+    ((5, 6, 9, 11), (13, 6, 3, 3), None),
+    ((5, 20, 5, 7), (70, 20, 3, 3), (64, 64, 3, 8)),
+    ((5, 24, 7, 5), (40, 24, 1, 1), None),  # test_conv2d_1x1's GEMM
+])
+def test_conv2d_images_read_in_place(device: gpucore.Device, x_shape, w_shape, plan) -> None:
+    """images=(start, count) convolves x[start:start + count] where it lies: bit for bit the
+    conv of a copy of those images (a plain 1x1 conv, which goes to the GEMM, takes a copy)."""
+    rng = np.random.default_rng(12)
+    x, w = random_array(rng, x_shape), random_array(rng, w_shape)
+    b = random_array(rng, (w_shape[0],))
+    pad = w_shape[2] // 2
+    add = random_array(rng, (2, w_shape[0], *x_shape[2:])) if w_shape[2] > 1 else None
+    up = [None if a is None else Tensor.from_numpy(a, device=device) for a in (x, w, b, add)]
+    got = conv2d(*up[:3], padding=pad, add=up[3], images=(2, 2), _plan_override=plan).numpy()
+    copied = conv2d(Tensor.from_numpy(x[2:4], device=device), *up[1:3], padding=pad,
+                    add=up[3], _plan_override=plan).numpy()
+    np.testing.assert_array_equal(got, copied)
+    assert_close(got, _reference(x[2:4], w, b, padding=pad) + (0 if add is None else add),
+                 tol=F32_TOL)
+    for bad in ((4, 2), (0, 0), (-1, 2), 2):
+        with pytest.raises(ValueError, match="images"):
+            conv2d(*up[:3], padding=pad, images=bad)
+
+
 @settings(max_examples=12, deadline=None)
 @given(n=st.integers(1, 2), cin=st.integers(1, 9), cout=st.integers(1, 19),
        h=st.integers(1, 12), w=st.integers(1, 12), k=st.sampled_from([1, 2, 3]),

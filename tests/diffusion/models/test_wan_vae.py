@@ -15,6 +15,7 @@ from support import assert_close
 from wan_tiny import WAN22_VAE_TINY, WAN_VAE_TINY, tiny_wan22_vae, tiny_wan_vae
 
 import gpucore
+from diffusion.models import wan_vae_blocks
 from diffusion.models.wan_vae import AutoencoderKLWan
 from gpustd import asarray
 
@@ -34,7 +35,14 @@ def test_decode_equals_diffusers(device: gpucore.Device) -> None:
     latents = rng.standard_normal((1, WAN_VAE_TINY["z_dim"], 2, 3, 5)).astype(np.float32)
     with torch.no_grad():
         expected = reference.decode(torch.from_numpy(latents)).sample.numpy()
-    got = ours.decode(asarray(latents, device=device)).numpy()
+    blocks = wan_vae_blocks.CausalConv3d
+    with (mock.patch.object(wan_vae_blocks, "take_slice", wraps=wan_vae_blocks.take_slice)
+          as sliced, mock.patch.object(blocks, "remember", autospec=True,
+                                       side_effect=blocks.remember) as kept):
+        got = ours.decode(asarray(latents, device=device)).numpy()
+    # the temporal taps read their frames in place: frames are sliced only to keep a chunk's
+    # last ones for the next
+    assert sum(c.args[0].ndim == 4 for c in sliced.call_args_list) == kept.call_count > 0
     assert got.shape == (1, 3, 5, 24, 40)
     assert np.abs(got).max() <= 1.0 and np.abs(got).mean() > 0.05  # clamped, not all zero
     # the frames differ: the temporal convolutions and the frame doubling matter
