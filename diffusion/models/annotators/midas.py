@@ -208,7 +208,7 @@ class MidasDptHybrid(nn.Module):
             grid, dim = math.isqrt(values.shape[0] - 1), values.shape[1]
             resized = np.einsum("ij,jkd,lk->ild", bilinear_matrix(grid, rows, align_corners=False),
                                 values[1:].reshape(grid, grid, dim),
-                                bilinear_matrix(grid, cols, align_corners=False))
+                                bilinear_matrix(grid, cols, align_corners=False), optimize=True)
             joined = np.concatenate([values[:1], resized.reshape(rows * cols, dim)])
             self._positions[rows, cols] = asarray(joined[None].astype(table.dtype),
                                                   device=table.device)
@@ -232,12 +232,13 @@ class MidasDptHybrid(nn.Module):
             raise ValueError(f"depth_midas: {width}x{height} is not a multiple of 32 on each "
                              "side")
         model, rows, cols = self.pretrained.model, height // 16, width // 16
+        positions = self._position_table(rows, cols)  # read back before any work is queued
         stages = model.patch_embed.backbone(x)
         tokens = model.patch_embed.proj(stages[-1])
         dim = tokens.shape[1]
         h = permute(tokens.reshape(n, dim, rows * cols), (0, 2, 1))
         h = concatenate([concatenate([model.cls_token] * n), h], axis=1)
-        h = h + self._position_table(rows, cols)
+        h = h + positions
         hooked = []
         for index, block in enumerate(model.blocks):
             h = block(h)

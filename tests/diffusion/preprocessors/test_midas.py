@@ -34,8 +34,7 @@ from support import assert_close  # noqa: E402
 import gpucore  # noqa: E402
 from diffusion.loaders.control import annotator_file  # noqa: E402
 from diffusion.loaders.errors import WeightsError  # noqa: E402
-from diffusion.models.annotators.midas import MidasDptHybrid  # noqa: E402
-from diffusion.preprocessors import module_detail, preprocess  # noqa: E402
+from diffusion.preprocessors import midas, module_detail, preprocess  # noqa: E402
 from diffusion.preprocessors.resize import resize_with_pad  # noqa: E402
 
 FILE = "dpt_hybrid-midas-501f0c75.pt"
@@ -97,18 +96,20 @@ def _midas_state(model: Any) -> dict[str, Any]:
 
 def _tiny_dpt() -> Any:
     bit = transformers.BitConfig(
-        embedding_size=32, hidden_sizes=[128, 256, 512], depths=[3, 4, 9], global_padding="same",
+        embedding_size=32, hidden_sizes=[128, 128, 256], depths=[3, 4, 9], global_padding="same",
         layer_type="bottleneck", out_features=["stage1", "stage2", "stage3"],
         embedding_dynamic_padding=True, num_groups=32)
     config = transformers.DPTConfig(
         is_hybrid=True, backbone_config=bit, hidden_size=128, num_hidden_layers=12,
-        num_attention_heads=2, intermediate_size=256, image_size=96, patch_size=16,
+        num_attention_heads=2, intermediate_size=256, image_size=80, patch_size=16,
         layer_norm_eps=1e-6, backbone_out_indices=[0, 1, 8, 11], readout_type="project",
-        reassemble_factors=[1, 1, 1, 0.5], neck_hidden_sizes=[128, 256, 96, 96],
-        fusion_hidden_size=32, backbone_featmap_shape=[1, 512, 6, 6])
+        reassemble_factors=[1, 1, 1, 0.5], neck_hidden_sizes=[128, 128, 96, 96],
+        fusion_hidden_size=32, backbone_featmap_shape=[1, 256, 5, 5])
     model = randomized(transformers.DPTForDepthEstimation(config), 5, scale=0.3)
     with torch.no_grad():
-        model.head.head[4].bias.fill_(1.0)  # depth above the final ReLU's zero
+        # the last conv reads ReLU'd features: positive weights keep its depth off the final
+        # ReLU's zero, where a random network's map would be mostly flat
+        model.head.head[4].weight.abs_()
     return model
 
 
@@ -126,14 +127,15 @@ def _dpt_depth(model: Any, x: Any) -> Any:
 
 
 class _StandIn(torch.nn.Module):
-    """MidasDetector's model: MiDaSInference(x) -> depth [1, H, W]."""
+    """MidasDetector's model: MiDaSInference(x) -> depth [1, H, W] (the last one kept)."""
 
     def __init__(self, model: Any) -> None:
         super().__init__()
-        self.model = model
+        self.model, self.depth = model, None
 
     def forward(self, x: Any) -> Any:
-        return _dpt_depth(self.model, x)
+        self.depth = _dpt_depth(self.model, x)
+        return self.depth
 
 
 @pytest.fixture(scope="module")
@@ -165,43 +167,50 @@ def _picture(height: int, width: int) -> np.ndarray:
     return cv2.GaussianBlur(image.clip(0, 255).astype(np.uint8), (0, 0), 1.0)
 
 
-def test_network_equals_transformers(first_device: gpucore.Device,
-                                     network: tuple[Any, Path]) -> None:
-    """The file's network on a 64 x 128 picture (the 6 x 6 position table resized to a grid
-    that is not square), and the reference's forward checked against DPTForDepthEstimation's
-    own on the table's square grid (96 x 96)."""
-    reference, folder = network
-    state = {k: v.numpy() for k, v in torch.load(folder / "midas" / FILE).items()}
-    ours = MidasDptHybrid.from_state_dict(state, device=first_device)
-    rng = np.random.default_rng(1)
-    square = torch.from_numpy(rng.uniform(-1, 1, (1, 3, 96, 96)).astype(np.float32))
-    pixels = rng.uniform(-1, 1, (1, 3, 64, 128)).astype(np.float32)
+@pytest.mark.nodevice
+def test_the_reference_is_transformers_dpt_hybrid(network: tuple[Any, Path]) -> None:
+    """_dpt_depth (the grid given) is DPTForDepthEstimation's own forward where that can run:
+    a square picture at the position table's grid (80 x 80)."""
+    reference, _ = network
+    square = torch.from_numpy(
+        np.random.default_rng(1).uniform(-1, 1, (1, 3, 80, 80)).astype(np.float32))
     with torch.no_grad():
         np.testing.assert_allclose(_dpt_depth(reference, square).numpy(),
                                    reference(square).predicted_depth.numpy(), rtol=1e-6)
-        want = _dpt_depth(reference, torch.from_numpy(pixels)).numpy()
-    assert_close(ours(pixels).numpy(), want, tol=1e-4)
-    assert want.std() > 0.05 * np.abs(want).mean()  # the picture matters
 
 
-def test_maps_equal_the_extensions(first_device: gpucore.Device, network: tuple[Any, Path],
-                                   detector: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_depth_and_maps_equal_the_references(first_device: gpucore.Device,
+                                             network: tuple[Any, Path], detector: Any,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
     """normal_midas at the picture's own size (45 x 117, padded to 64 x 128 by repeating the
-    last row and column, as the extension's pad), depth_midas through the extension's old name
-    `depth` at processor_res 64 (a 64 x 117 picture, padded the same): MidasDetector's maps of
-    the same padded pictures, cut back, within one level."""
+    last row and column, as the extension's pad): the network's depth (taken on its way; the
+    5 x 5 position table resized to a 4 x 8 grid) equals transformers' to float32 error, the map
+    MidasDetector's of the same padded picture, cut back, within one level. depth_midas through
+    the extension's old name `depth` at processor_res 64 (a 64 x 117 picture, padded the same):
+    MidasDetector's map within one level."""
     reference, folder = network
     monkeypatch.setenv(annotator_file.ENV_VAR, str(folder))
-    extension = detector(_StandIn(reference))
+    stand_in = _StandIn(reference)
+    extension = detector(stand_in)
 
     def detect(picture: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
         side = min(picture.shape[:2])
         return extension(picture, bg_th=threshold, depth_and_normal=True,
                          detect_resolution=side, image_resolution=side)
 
+    depths = []
+    raw_depth = midas._raw_depth
+    monkeypatch.setattr(midas, "_raw_depth", lambda *args: depths.append(raw_depth(*args))
+                        or depths[-1])
     image = _picture(45, 117)
     want = detect(np.pad(image, [(0, 19), (0, 11), (0, 0)], mode="edge"), 0.3)[1][:45, :117]
     got = preprocess("normal_midas", image, threshold_a=0.3, device=first_device)
+    want_depth = stand_in.depth.numpy()[0]
+    assert depths[0].shape == want_depth.shape == (64, 128)
+    # 40 random layers deep, torch's own float32 depth is 3e-4 of the map's size from its
+    # float64 one in the flat padded rows (ours: 1.3e-4)
+    assert_close(depths[0], want_depth, tol=5e-4)
+    assert want_depth.std() > 0.05 * np.abs(want_depth).mean()  # the picture matters
     assert got.shape == (45, 117, 3)
     differ = np.abs(got.astype(int) - want)
     assert differ.max() <= 1 and (differ > 0).mean() < 0.02
