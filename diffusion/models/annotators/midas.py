@@ -223,10 +223,14 @@ class MidasDptHybrid(nn.Module):
         return x
 
     def forward(self, x: Any) -> Tensor:
-        """[N, 3, H, W] (a Tensor or numpy array), the picture scaled to -1..1 -> relative
-        depth [N, H, W] (larger: nearer). torch: `DPTDepthModel(x)`."""
+        """[N, 3, H, W] (a Tensor or numpy array, taken in the weights' dtype), the picture
+        scaled to -1..1 -> relative depth [N, H, W] (larger: nearer). torch:
+        `DPTDepthModel(x)`."""
+        dtype = self.pretrained.model.cls_token.dtype
         if not isinstance(x, Tensor):
-            x = asarray(np.asarray(x, np.float32), device=self.device)
+            x = asarray(np.asarray(x, dtype), device=self.device)
+        elif x.dtype != dtype:
+            x = x.astype(dtype)
         n, _, height, width = x.shape
         if height % 32 or width % 32:
             raise ValueError(f"depth_midas: {width}x{height} is not a multiple of 32 on each "
