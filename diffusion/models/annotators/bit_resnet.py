@@ -123,7 +123,8 @@ class BitResNet(nn.Module):
         stem = f"{prefix}stem.conv.weight"
         if stem not in state:
             raise ValueError(f"no tensor {stem}")
-        widths, depths = [int(state[stem].shape[0])], []
+        widths: list[int] = [int(state[stem].shape[0])]
+        depths: list[int] = []
         while f"{prefix}stages.{len(depths)}.blocks.0.conv3.weight" in state:
             at = f"{prefix}stages.{len(depths)}.blocks."
             widths.append(int(state[f"{at}0.conv3.weight"].shape[0]))
