@@ -74,8 +74,9 @@ def add_network_options(parser: argparse.ArgumentParser) -> None:
                              "'control_v11p_sd15_canny' or with its [hash]")
     parser.add_argument("--annotator-dir", metavar="DIR",
                         help="the model-based preprocessors' annotator files (lineart, "
-                             "softedge, mlsd, normal_bae, openpose: lllyasviel/Annotators' "
-                             "files, or the extension's annotator/downloads); default: "
+                             "softedge, mlsd, normal_bae, depth_midas, openpose: "
+                             "lllyasviel/Annotators' files, or the extension's "
+                             "annotator/downloads); default: "
                              "$CONTROLNET_ANNOTATOR_DIR, else models/ControlNetPreprocessor")
 
 

@@ -14,6 +14,8 @@ map a ControlNet or T2I-Adapter reads out.
 | `tile_resample` | downsampled by the rate with OpenCV's area resampling | rate (1: as is) |
 | `tile_colorfix`, `+sharp` | the picture as is (pipelines.colorfix: in the UNet) | 8 / 1 |
 | `depth_anything_v2` | Depth Anything V2's map, as the extension's (depth.py) | |
+| `depth_midas` | MiDaS v3 DPT-Hybrid's relative depth (midas.py) | |
+| `normal_midas` | normals from that depth's Sobel gradients (midas.py) | background (0.4) |
 | `lineart_realistic`, `lineart_coarse` | informative-drawings' lines (lineart.py) | |
 | `lineart_anime` | pix2pix U-Net lines (lineart_anime.py) | |
 | `softedge_hed`, `softedge_hedsafe` | HED's soft edges (softedge.py) | |
@@ -28,12 +30,12 @@ map a ControlNet or T2I-Adapter reads out.
 
 depth_anything_v2 reads its model from the path in DEPTH_ANYTHING_V2_MODEL (or
 `depth.set_model_path`): Depth-Anything-V2-Small-hf's model.safetensors or folder. The
-lineart, softedge, mlsd and normal_bae modules read the extension's annotator files
+lineart, softedge, mlsd, normal_bae and midas modules read the extension's annotator files
 (sk_model.pth, netG.pth, ControlNetHED.pth, table5_pidinet.pth, mlsd_large_512_fp32.pth,
-scannet.pt, body_pose_model.pth, hand_pose_model.pth, facenet.pth) from the folder in
-CONTROLNET_ANNOTATOR_DIR
+scannet.pt, dpt_hybrid-midas-501f0c75.pt, body_pose_model.pth, hand_pose_model.pth,
+facenet.pth) from the folder in CONTROLNET_ANNOTATOR_DIR
 (diffusion.loaders.control.annotator_file). The extension's own names of some modules
-(`hed`, `pidinet_safe`, `lineart`, ...: registry.MODULE_ALIASES) name them too.
+(`hed`, `pidinet_safe`, `lineart`, `depth`, ...: registry.MODULE_ALIASES) name them too.
 
 Pictures are uint8 HxW, HxWx3 or HxWx4 (alpha dropped), as the extension's HWC3 reads them;
 maps come back uint8 HxWx3. They run at the picture's own size: the extension's

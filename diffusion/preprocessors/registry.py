@@ -12,7 +12,18 @@ import numpy as np
 
 from gpucore import Device
 
-from . import depth, filters, lineart, lineart_anime, mlsd, normal, openpose, shuffle, softedge
+from . import (
+    depth,
+    filters,
+    lineart,
+    lineart_anime,
+    midas,
+    mlsd,
+    normal,
+    openpose,
+    shuffle,
+    softedge,
+)
 from .ip_adapter_modules import IP_ADAPTER_MODULES
 from .resize import resize_with_pad
 
@@ -84,6 +95,9 @@ PREPROCESSORS: dict[str, Preprocessor] = {p.name: p for p in (
     Preprocessor("shuffle", shuffle.shuffle, resolution="scale512", seeded=True),
     Preprocessor("depth_anything_v2", depth.depth_anything_v2),
     # model-based: their files in the annotator folder (loaders.control.annotator_file)
+    Preprocessor("depth_midas", midas.depth_midas, resolution="pad"),
+    Preprocessor("normal_midas", midas.normal_midas,
+                 Slider("Normal Background Threshold", 0.4, 0.0, 1.0, 0.01), resolution="pad"),
     Preprocessor("lineart_realistic", lineart.lineart_realistic, resolution="pad"),
     Preprocessor("lineart_coarse", lineart.lineart_coarse, resolution="pad"),
     Preprocessor("lineart_anime", lineart_anime.lineart_anime, resolution="pad"),
@@ -116,7 +130,8 @@ PREPROCESSORS: dict[str, Preprocessor] = {p.name: p for p in (
 MODULE_ALIASES = {
     "hed": "softedge_hed", "hed_safe": "softedge_hedsafe", "pidinet": "softedge_pidinet",
     "pidinet_safe": "softedge_pidisafe", "lineart": "lineart_realistic",
-    "invert (from white bg & black line)": "invert",
+    "invert (from white bg & black line)": "invert", "depth": "depth_midas",
+    "normal_map": "normal_midas",
 }
 
 

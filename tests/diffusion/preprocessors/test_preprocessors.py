@@ -77,8 +77,8 @@ def test_simple_modules(first_device: gpucore.Device) -> None:
 @pytest.mark.nodevice
 def test_bad_input_is_named() -> None:
     image = np.zeros((8, 8, 3), np.uint8)
-    with pytest.raises(ValueError, match="unknown preprocessor 'depth'"):
-        preprocess("depth", image)
+    with pytest.raises(ValueError, match="unknown preprocessor 'depth_leres'"):
+        preprocess("depth_leres", image)
     with pytest.raises(ValueError, match="uint8"):
         preprocess("invert", image.astype(np.float32))
     with pytest.raises(ValueError, match="threshold_a must be a finite"):
@@ -97,6 +97,8 @@ def test_the_extensions_own_module_names_are_accepted() -> None:
     assert ControlSpec(model="m", module="pidinet_safe").module == "softedge_pidisafe"
     assert ControlSpec(model="m", module="lineart").module == "lineart_realistic"
     assert ControlSpec(model="m", module="invert (from white bg & black line)").module == "invert"
+    assert ControlSpec(model="m", module="depth").module == "depth_midas"
+    assert ControlSpec(model="m", module="normal_map").module == "normal_midas"
     with pytest.raises(ValueError, match=r"'depth_zoe'.*hed_safe"):
         ControlSpec(model="m", module="depth_zoe")
     with pytest.raises(ValueError, match=r"'depth_zoe'.*softedge_hed.*pidinet_safe"):
