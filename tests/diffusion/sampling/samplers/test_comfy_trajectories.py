@@ -82,8 +82,10 @@ class Replay:
 def test_every_step_matches_comfyui(case):
     replay = Replay(case["id"])
     sampler = getattr(ours, case["ours"])
+    steps: list[int] = []
     result = sampler(replay, replay.get("x").copy(), replay.get("sigmas"), noise=replay.noise,
-                     **case["options"])
+                     callback=lambda i, x: steps.append(i), **case["options"])
+    assert steps == list(range(len(replay.get("sigmas")) - 1))
     assert replay.calls == len(replay.get("call_x")), "fewer model calls than ComfyUI's"
     assert replay.draws == len(replay.get("noise")), "fewer noise draws than ComfyUI's"
     assert relative_error(result, replay.get("result")) < TOL
