@@ -8,6 +8,7 @@
    whose exact denoiser is D(x, sigma) = (s^2 x + sigma^2 mu) / (s^2 + sigma^2) and whose
    probability-flow ODE has a closed-form solution; errors must shrink with steps (at the
    method's order for the deterministic ones) and moments converge for the stochastic ones.
+   (Their every step against ComfyUI's own implementation: test_comfy_trajectories.py.)
 3. Every sampler in the registry takes its WebUI options and draws noise as it says
    (the names themselves: test_registry.py).
 """
