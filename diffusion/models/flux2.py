@@ -24,7 +24,7 @@ from .dit_layers import (
 )
 from .layers import Place
 from .step_cache import BranchCache, run_blocks
-from .transformer_ops import RMSNorm, cast, chunks, gated_add, rope, rope_tables
+from .transformer_ops import RMSNorm, cast, chunks, gated_add, rope, rope_heads, rope_tables
 
 _DEFAULTS: dict[str, Any] = {
     "patch_size": 1, "in_channels": 128, "out_channels": None, "num_layers": 8,
@@ -193,10 +193,7 @@ class Flux2Transformer2DModel(nn.Module):
         cfg = {**_DEFAULTS, **config}
         self.config = cfg
         place: Place = {"dtype": dtype, "device": device}
-        heads, head_dim = cfg["num_attention_heads"], cfg["attention_head_dim"]
-        if sum(cfg["axes_dims_rope"]) != head_dim:
-            raise ValueError(f"axes_dims_rope {tuple(cfg['axes_dims_rope'])} must add up to "
-                             f"attention_head_dim {head_dim}")
+        heads, head_dim = rope_heads(cfg)
         dim, eps = heads * head_dim, cfg["eps"]
         mlp_inner = int(dim * cfg["mlp_ratio"])
         out_channels = cfg["out_channels"] or cfg["in_channels"]
