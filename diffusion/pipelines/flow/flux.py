@@ -10,7 +10,6 @@ decodes. With the torch RNG, a seed gives diffusers' picture (`generator=torch.G
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -24,6 +23,7 @@ from gpustd import Tensor, asarray, concatenate
 
 from ...loaders.flow.flux_file import load_flux_file
 from ...loaders.flow.gguf import load_flux_gguf
+from ...loaders.formats.diffusers_folder import component_config
 from ...models import AutoencoderKL, CLIPTextModel, FluxTransformer2DModel, T5EncoderModel
 from ...models.step_cache import StepCache
 from ...noise.rng import make_generator
@@ -108,9 +108,7 @@ class FluxPipeline:
         transformer = weights.transformer
         file = transformer_file or (path if transformer is None else None)
         if file is not None:
-            folder_config = Path(path) / "transformer" / "config.json"
-            axes = (json.loads(folder_config.read_text(encoding="utf-8")).get("axes_dims_rope")
-                    if folder_config.is_file() else None)
+            axes = (component_config(path, "transformer") or {}).get("axes_dims_rope")
             config = {"axes_dims_rope": axes} if axes else None
             if Path(file).suffix.lower() == ".gguf":
                 model = load_flux_gguf(file, config=config, to_host=offload, **place)

@@ -15,7 +15,6 @@ units (alibaba-pai's Fun Union) run as ZImageControlNetPipeline runs them (flow_
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -27,6 +26,7 @@ import numpy as np
 from gpucore import Device, default_device
 from gpustd import Tensor, asarray, take_slice
 
+from ...loaders.formats.diffusers_folder import component_config
 from ...loaders.sd.vae_file import load_vae
 from ...loaders.vae_kind import require_vae
 from ...loaders.z_image import load_llm_file, load_zimage_file, load_zimage_folder
@@ -45,12 +45,6 @@ from .start import StepCallback, check_call, run_euler
 __all__ = ["ZImagePipeline"]
 
 TEXT_LAYER = -2  # the hidden states Z-Image reads: Qwen3's second-to-last layer's output
-
-
-def _folder_config(path: str | os.PathLike[str], component: str) -> dict[str, Any] | None:
-    """A folder component's config.json, None where the folder has none."""
-    file = Path(path) / component / "config.json"
-    return json.loads(file.read_text(encoding="utf-8")) if file.is_file() else None
 
 
 class ZImagePipeline:
@@ -91,9 +85,9 @@ class ZImagePipeline:
         transformer, text_encoder = weights.transformer, weights.text_encoder
         if transformer_file is not None:
             transformer = load_zimage_file(transformer_file,
-                                           config=_folder_config(path, "transformer"))
+                                           config=component_config(path, "transformer"))
         if files:
-            text_encoder = load_llm_file(files[0], config=_folder_config(path, "text_encoder"))
+            text_encoder = load_llm_file(files[0], config=component_config(path, "text_encoder"))
         assert transformer is not None and text_encoder is not None
         place = {"dtype": dtype, "device": device or default_device()}
         load = partial(load_network, device=place["device"], offload_to_host=offload)
