@@ -28,13 +28,12 @@ from ...models import AutoencoderKL, CLIPTextModel, FluxTransformer2DModel, T5En
 from ...models.step_cache import StepCache
 from ...noise.rng import make_generator
 from ...sampling.model_sampling import calculate_shift
-from ...sampling.schedulers.flow_match_euler import FlowMatchEulerDiscreteScheduler
 from ...text.t5_tokenizer import T5Tokenizer
 from ...text.tokenizer import CLIPTokenizer
 from .flow_control import FlowControl, encode_map
 from .flow_memory import load_network
 from .flux1_memory import to_host
-from .start import StepCallback, check_call, load_parts, run_euler
+from .start import StepCallback, check_call, flow_schedule, load_parts, run_euler
 
 __all__ = ["FluxPipeline", "pack_latents", "unpack_latents"]
 
@@ -282,10 +281,7 @@ class FluxPipeline:
                                         max_sequence_length=max_sequence_length, cache=cache,
                                         control=control, control_latents=concat)
         # 2. the schedule: sigmas 1 .. 1/n, shifted (dev: by the number of image tokens)
-        scheduler = FlowMatchEulerDiscreteScheduler.from_config(self.scheduler_config)
-        sigmas = np.linspace(1.0, 1 / num_inference_steps, num_inference_steps)
-        scheduler.set_timesteps(sigmas=sigmas, mu=mu)
-        scheduler.set_begin_index(0)
+        scheduler = flow_schedule(self.scheduler_config, num_inference_steps, mu)
         # 3. the start (noise, or the init image noised to the first kept sigma), Euler steps
         # along the flow, the pictures out of the transformer's latent space
         return run_euler(self.vae, scheduler, shape, flow, generator=generator,

@@ -38,10 +38,9 @@ from ...models.llm import LLMTextModel
 from ...models.step_cache import StepCache
 from ...models.vae_flux2 import AutoencoderKLFlux2
 from ...noise.rng import make_generator
-from ...sampling.schedulers.flow_match_euler import FlowMatchEulerDiscreteScheduler
 from ...text.llm_tokenizer import LLMTokenizer, qwen3_chat_prompt
 from .flow_memory import load_network
-from .start import StepCallback, check_call, run_euler
+from .start import StepCallback, check_call, flow_schedule, run_euler
 from .vae_file import network_like
 
 __all__ = ["TEXT_LAYERS", "Flux2KleinPipeline", "empirical_mu", "reference_picture"]
@@ -348,10 +347,7 @@ class Flux2KleinPipeline:
                                         max_sequence_length=max_sequence_length, cache=cache,
                                         references=image)
         # 2. the schedule: sigmas 1 .. 1/n, shifted by klein's empirical mu
-        scheduler = FlowMatchEulerDiscreteScheduler.from_config(self.scheduler_config)
-        sigmas = np.linspace(1.0, 1 / num_inference_steps, num_inference_steps)
-        scheduler.set_timesteps(sigmas=sigmas, mu=mu)
-        scheduler.set_begin_index(0)
+        scheduler = flow_schedule(self.scheduler_config, num_inference_steps, mu)
         # 3. noise, Euler steps along the flow, the pictures out of the latent space
         device = self.transformer.x_embedder.weight.device
         out = run_euler(self.vae, scheduler, shape, flow, generator=make_generator(rng, seed),

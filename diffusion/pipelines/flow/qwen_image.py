@@ -43,11 +43,10 @@ from ...models.vae import AutoencoderKL
 from ...noise.rng import make_generator
 from ...sampling.model_sampling import calculate_shift
 from ...sampling.scheduler_loop import scheduler_loop
-from ...sampling.schedulers.flow_match_euler import FlowMatchEulerDiscreteScheduler
 from ...text.llm_tokenizer import LLMTokenizer
 from .flow_control import FlowControl
 from .flow_memory import load_network
-from .start import FlowStart, StepCallback, check_call
+from .start import FlowStart, StepCallback, check_call, flow_schedule
 from .vae_file import network_like
 
 __all__ = ["PROMPT_TEMPLATE", "QwenImagePipeline"]
@@ -307,10 +306,7 @@ class QwenImagePipeline:
                                         max_sequence_length=max_sequence_length, cache=cache,
                                         control=control)
         # 2. the schedule: sigmas 1 .. 1/n, shifted by the picture's size
-        scheduler = FlowMatchEulerDiscreteScheduler.from_config(self.scheduler_config)
-        sigmas = np.linspace(1.0, 1 / num_inference_steps, num_inference_steps)
-        scheduler.set_timesteps(sigmas=sigmas, mu=mu)
-        scheduler.set_begin_index(0)
+        scheduler = flow_schedule(self.scheduler_config, num_inference_steps, mu)
         # 3. the start: noise (diffusers draws (B, 1, C, h, w): the same numbers), or the
         # init image noised to the first kept sigma; Euler steps along the flow, the
         # pictures out of the latent space

@@ -36,11 +36,10 @@ from ...models.step_cache import StepCache
 from ...models.z_image import ZImageTransformer2DModel
 from ...noise.rng import make_generator
 from ...sampling.model_sampling import calculate_shift
-from ...sampling.schedulers.flow_match_euler import FlowMatchEulerDiscreteScheduler
 from ...text.llm_tokenizer import LLMTokenizer, qwen3_chat_prompt
 from .flow_control import FlowControl
 from .flow_memory import load_network
-from .start import StepCallback, check_call, run_euler
+from .start import StepCallback, check_call, flow_schedule, run_euler
 
 __all__ = ["ZImagePipeline"]
 
@@ -215,10 +214,7 @@ class ZImagePipeline:
                                         max_sequence_length=max_sequence_length, cache=cache,
                                         control=control)
         # 2. the schedule: sigmas 1 .. 1/n, shifted (Turbo: by the constant shift)
-        scheduler = FlowMatchEulerDiscreteScheduler.from_config(self.scheduler_config)
-        sigmas = np.linspace(1.0, 1 / num_inference_steps, num_inference_steps)
-        scheduler.set_timesteps(sigmas=sigmas, mu=mu)
-        scheduler.set_begin_index(0)
+        scheduler = flow_schedule(self.scheduler_config, num_inference_steps, mu)
         # 3. the start (noise, or the init image noised to the first kept sigma), Euler steps
         # along the flow, the pictures out of the latent space
         return run_euler(self.vae, scheduler, shape, flow, generator=make_generator(rng, seed),
