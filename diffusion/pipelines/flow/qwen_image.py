@@ -46,7 +46,7 @@ from ...sampling.scheduler_loop import scheduler_loop
 from ...text.llm_tokenizer import LLMTokenizer
 from .flow_control import FlowControl
 from .flow_memory import load_network
-from .start import FlowStart, StepCallback, check_call, flow_schedule
+from .start import FlowStart, StepCallback, check_call, flow_schedule, single_files
 from .vae_file import network_like
 
 __all__ = ["PROMPT_TEMPLATE", "QwenImagePipeline"]
@@ -111,12 +111,8 @@ class QwenImagePipeline:
         of the folder's text_encoder/, which need then hold no weights; `offload`: each
         network goes to host memory as soon as it is loaded (the text encoder before the
         transformer loads), for a memory mode to bring in as it runs (flow_memory)."""
-        files = [Path(f) for f in text_encoder_files]
-        if len(files) > 1:
-            raise ValueError(f"Qwen-Image takes one --text-encoder file (its Qwen2.5-VL), got "
-                             f"{len(files)}: {', '.join(f.name for f in files)}")
-        skip = (("transformer",) if transformer_file is not None else ()) + (
-            ("text_encoder",) if files else ())
+        files, skip = single_files("Qwen-Image", "its Qwen2.5-VL", transformer_file,
+                                   text_encoder_files)
         weights = load_qwenimage_folder(path, variant=variant, skip=skip)
         transformer, text_encoder = weights.transformer, weights.text_encoder
         if transformer_file is not None:

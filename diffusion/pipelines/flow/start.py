@@ -27,7 +27,7 @@ from ...sampling.scheduler_loop import scheduler_loop
 from ...sampling.schedulers.flow_match_euler import FlowMatchEulerDiscreteScheduler
 
 __all__ = ["FlowStart", "StepCallback", "base_folder", "check_call", "decode", "encode_image",
-           "flow_schedule", "load_parts", "run_euler"]
+           "flow_schedule", "load_parts", "run_euler", "single_files"]
 
 _TEXT_ENCODERS = ("text_encoder", "text_encoder_2", "text_encoder_3")
 
@@ -52,6 +52,21 @@ def load_parts(path: str | Path, family: str, *, variant: str | None,
     if weights.family != family:
         raise ValueError(f"{path} holds a {weights.family} pipeline, not {family.upper()}")
     return weights, modules
+
+
+def single_files(model: str, encoder: str, transformer_file: str | os.PathLike[str] | None,
+                 text_encoder_files: Sequence[str | os.PathLike[str]]
+                 ) -> tuple[list[Path], tuple[str, ...]]:
+    """A family with one text encoder: its --text-encoder file (a list of none or one; more
+    refused in one line, saying that `model` takes one: `encoder`) and the folder components
+    the single files replace (the folder loader's `skip`)."""
+    files = [Path(f) for f in text_encoder_files]
+    if len(files) > 1:
+        raise ValueError(f"{model} takes one --text-encoder file ({encoder}), got "
+                         f"{len(files)}: {', '.join(f.name for f in files)}")
+    skip = (("transformer",) if transformer_file is not None else ()) + (
+        ("text_encoder",) if files else ())
+    return files, skip
 
 
 def base_folder(path: Path, base: str | os.PathLike[str] | None, model: str, *,

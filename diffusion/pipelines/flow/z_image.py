@@ -39,7 +39,7 @@ from ...sampling.model_sampling import calculate_shift
 from ...text.llm_tokenizer import LLMTokenizer, qwen3_chat_prompt
 from .flow_control import FlowControl
 from .flow_memory import load_network
-from .start import StepCallback, check_call, flow_schedule, run_euler
+from .start import StepCallback, check_call, flow_schedule, run_euler, single_files
 
 __all__ = ["ZImagePipeline"]
 
@@ -74,12 +74,7 @@ class ZImagePipeline:
         which need then hold no weights; `offload`: each network goes to host memory as soon
         as it is loaded (the text encoder before the transformer loads), for a memory mode to
         bring in as it runs (flow_memory)."""
-        files = [Path(f) for f in text_encoder_files]
-        if len(files) > 1:
-            raise ValueError(f"Z-Image takes one --text-encoder file (its Qwen3), got "
-                             f"{len(files)}: {', '.join(f.name for f in files)}")
-        skip = (("transformer",) if transformer_file is not None else ()) + (
-            ("text_encoder",) if files else ())
+        files, skip = single_files("Z-Image", "its Qwen3", transformer_file, text_encoder_files)
         weights = load_zimage_folder(path, variant=variant, skip=skip)
         transformer, text_encoder = weights.transformer, weights.text_encoder
         if transformer_file is not None:
