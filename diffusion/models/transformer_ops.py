@@ -18,8 +18,8 @@ from gpustd import Tensor, asarray, elementwise_kernel, matmul, mean, nn, take_s
 
 from .layers import Place
 
-__all__ = ["RMSNorm", "cast", "chunks", "gated_add", "modulate", "rms_norm", "rope", "rope_heads",
-           "rope_tables"]
+__all__ = ["RMSNorm", "cast", "chunks", "gated_add", "head_norm", "modulate", "rms_norm", "rope",
+           "rope_heads", "rope_tables"]
 
 _swaps: dict[tuple[int, int, np.dtype, bool], Tensor] = {}
 
@@ -87,6 +87,16 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return rms_norm(x, self.weight, self.eps)
+
+
+def head_norm(norm: RMSNorm | None, x: Tensor, heads: int, head_dim: int) -> Tensor:
+    """`norm` (over head_dim) applied to each head of x (B, L, heads * head_dim), x itself
+    where there is none: the DiTs' q/k norms. torch: `norm(x.unflatten(-1, (heads,
+    head_dim))).flatten(-2)`."""
+    if norm is None:
+        return x
+    batch, length, width = x.shape
+    return norm(x.reshape(batch, length, heads, head_dim)).reshape(batch, length, width)
 
 
 def chunks(emb: Tensor, count: int) -> list[Tensor]:
