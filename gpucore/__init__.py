@@ -14,7 +14,8 @@ whichever thread asks first, or begun in the background with a Pending in its pl
 and events, timestamps, transfers, capture and replay), each declaring as a Protocol what it
 needs of its device; `_device` (Device) ties those
 together, handing each what it asks for; `_buffer` (Buffer) and `_kernel` (Kernel, with `_wgsl`
-reading shaders' signatures and `_shaders` finding their files) on top; `_group` (several
+reading shaders' signatures, `_kernel_args` checking a dispatch's grid, buffers and params
+against them, and `_shaders` finding their files) on top; `_group` (several
 devices), `_autotune` and `_warmup` (kernels built ahead in threads) above those; `_teardown`
 releases dead Devices' wgpu devices at a safe point.
 

@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import math
-import operator
 import re
-import struct
 from collections.abc import Callable, Hashable, Mapping
 from typing import Any
 
 from . import _build_devices, _wgsl
-from ._buffer import Buffer
 from ._build_devices import layout_entries
 from ._device import Device, Pipeline
 from ._dtypes import wgsl_scalar
-from ._errors import BindingError, BindingTypeError, DeviceLimitError, ShaderCompileError
+from ._errors import BindingError, ShaderCompileError
+from ._kernel_args import ParamsStruct, StorageBindings, check_numbering, fold_grid
 from ._phases import phase
 from ._runtime import GPU_ERRORS, adapt_source
 from ._shaders import shader_source
@@ -26,7 +24,6 @@ _BEGUN_ERRORS: tuple[type[BaseException], ...] = (*GPU_ERRORS, RuntimeError)
 _LOCATION = re.compile(r"(?:wgsl|WGSL: ):(\d+):(\d+)")  # naga's, then Tint's (Dawn) form
 _MESSAGE = re.compile(r"Shader (?:'[^']*' )?(?:parsing |validation )?error: ([^\n]*)")
 _loaded: dict[tuple, Kernel] = {}  # Kernel.cached's and Kernel.generated's store
-_PACK = {"f32": "f", "i32": "i", "u32": "I"}
 
 
 def _wgsl_types(types: Mapping[str, Any] | None) -> dict[str, str]:
@@ -34,49 +31,6 @@ def _wgsl_types(types: Mapping[str, Any] | None) -> dict[str, str]:
     strings ("f32", "vec4<T>", another alias's name) stay as written."""
     return {alias: t if isinstance(t, str) else wgsl_scalar(t)
             for alias, t in (types or {}).items()}
-
-
-def fold_grid(workgroups: int | tuple[int, ...], max_per_dim: int) -> tuple[int, int, int]:
-    """Turn a workgroup count into an (x, y, z) grid that respects `max_per_dim`.
-
-    A 1-D count above the limit is folded into x * y >= count; shaders recover the linear
-    index as `wid.x + wid.y * nwg.x` and bounds-check it (extra workgroups do nothing).
-    """
-    if not isinstance(workgroups, tuple | list):
-        try:  # numpy's integers too (a count computed from an array's shape)
-            workgroups = operator.index(workgroups)
-        except TypeError:
-            raise TypeError(f"workgroups must be an int or up to 3 ints, got {workgroups!r}; "
-                            "round a computed count up (math.ceil, Kernel.groups_for)") from None
-        if 0 <= workgroups <= max_per_dim:
-            return workgroups, 1, 1
-        workgroups = (workgroups,)
-    dims = tuple(int(w) for w in workgroups) + (1,) * (3 - len(workgroups))
-    if len(dims) != 3 or min(dims) < 0:
-        raise ValueError(f"workgroups must be up to 3 non-negative ints, got {workgroups!r}")
-    x, y, z = dims
-    if x > max_per_dim and y == 1:
-        y = math.ceil(x / max_per_dim)
-        x = math.ceil(x / y)
-    if max(x, y, z) > max_per_dim:
-        raise DeviceLimitError(
-            "max-compute-workgroups-per-dimension", max_per_dim, max(x, y, z), "this dispatch grid"
-        )
-    return x, y, z
-
-
-def _check_numbering(name: str, signature: _wgsl.Signature) -> None:
-    """compile() lays out storage bindings as 0..n-1 of group 0 and the params struct as n; a
-    shader numbered otherwise would fail at pipeline creation with a layout mismatch that
-    does not say why."""
-    storage, params = signature.storage, signature.params
-    wanted = [(0, i) for i in range(len(storage))]
-    if [(b.group, b.binding) for b in storage] != wanted or (
-            params is not None and (params.group, params.binding) != (0, len(storage))):
-        found = ", ".join(f"{b.name} @group({b.group}) @binding({b.binding})"
-                          for b in [*storage, *([params] if params else [])])
-        raise BindingError(f"shader {name}: bindings must be group 0, the storage buffers "
-                           f"numbered 0..n-1 and the var<uniform> params struct n; found {found}")
 
 
 class Kernel:
@@ -124,15 +78,9 @@ class Kernel:
             _wgsl.evaluate(e, self.constants, self.signature.overrides) for e in sizes
         ) + (1,) * (3 - len(sizes))
         self.label = f"{name.removesuffix('.wgsl')}:{entry}"
-        fields = self.signature.param_fields
-        self._field_names = frozenset(f for f, _ in fields)
-        self._struct = struct.Struct("<" + "".join(_PACK[t] for _, t in fields))
-        self._padding = bytes(-self._struct.size % 16)  # uniform structs are 16-byte aligned
-        self._bindings = tuple((b, b.scalar, b.writable) for b in self.signature.storage)
-        # bytes each binding needs at least, where that is more than any Buffer has (4)
-        least = tuple(_wgsl.min_binding_size(b.type) for b in self.signature.storage)
-        self._least = least if any(n > 4 for n in least) else ()
-        _check_numbering(name, self.signature)
+        self._params = ParamsStruct(self.label, self.signature.param_fields)
+        self._buffers = StorageBindings(self.label, self.signature.storage)
+        check_numbering(name, self.signature)
         digest = hashlib.sha1(self.source.encode()).hexdigest()
         self._key = (digest, entry, tuple(sorted(self.constants.items())))
 
@@ -275,90 +223,6 @@ class Kernel:
         """Workgroups needed to give each of `n` items one invocation along x."""
         return math.ceil(n / self.workgroup_size[0])
 
-    def _check(self, args: tuple[Any, ...]) -> list[Buffer[Any]]:
-        if len(args) != len(self._bindings):
-            names = ", ".join(b.name for b, _, _ in self._bindings)
-            raise BindingError(
-                f"{self.label} takes {len(self._bindings)} buffers ({names}), got {len(args)}"
-            )
-        buffers: list[Buffer[Any]] = []
-        for (b, scalar, writable), arg in zip(self._bindings, args):
-            buf = arg if isinstance(arg, Buffer) else getattr(arg, "buffer", arg)
-            if not isinstance(buf, Buffer):
-                if (refuse := getattr(buf, "refuse_binding", None)) is not None:
-                    refuse()  # a stand-in that says why it holds no memory (gpustd.nn.deferred)
-                raise BindingTypeError(
-                    f"{self.label}: {b.describe()} needs a Buffer, got {type(arg).__name__}"
-                )
-            if scalar is not None and buf.wgsl_type != scalar:
-                raise BindingTypeError(
-                    f"{self.label}: {b.describe()} holds {scalar} but got "
-                    f"Buffer[{buf.dtype}] ({buf.wgsl_type}); convert with astype or use a "
-                    f"{scalar} buffer"
-                )
-            if writable and buf.read_only:
-                raise BindingError(
-                    f"{self.label}: {b.describe()} is written by the shader, but the buffer "
-                    "given is read_only"
-                )
-            buffers.append(buf)
-        if not buffers:
-            return buffers
-        device = buffers[0].device
-        limit = device.limits["max-storage-buffer-binding-size"]
-        distinct = len({id(buf) for buf in buffers}) == len(buffers)
-        for (b, _, writable), buf in zip(self._bindings, buffers):
-            if buf.device is not device:
-                raise BindingError(f"{self.label}: all buffers must be on one device "
-                                   f"({b.name} is on {buf.device.name})")
-            if buf.size > limit:
-                device.check_limit("max-storage-buffer-binding-size", buf.size,
-                                   f"{self.label}: binding '{b.name}'")
-            if writable and not distinct and sum(x is buf for x in buffers) > 1:
-                raise BindingError(
-                    f"{self.label}: the buffer bound to '{b.name}' is written by the shader "
-                    "and may not also be bound elsewhere in the same dispatch"
-                )
-        return buffers
-
-    def _pack(self, params: dict[str, Any]) -> bytes | None:
-        if params.keys() != self._field_names:
-            declared = self._field_names
-            missing, extra = sorted(declared - set(params)), sorted(set(params) - declared)
-            raise BindingError(
-                f"{self.label} params: missing {missing}, unexpected {extra}; "
-                f"expected {sorted(declared)}"
-            )
-        fields = self.signature.param_fields
-        if not fields:
-            return None
-        try:  # fast path: struct range-checks integers itself
-            return self._struct.pack(*[params[f] for f, _ in fields]) + self._padding
-        except (struct.error, OverflowError):  # OverflowError: a float past f32's range
-            pass
-        values = []
-        for fname, ftype in fields:
-            value = params[fname]
-            # None, a string, NaN or inf: what int() and struct raise would name no param
-            if ftype in ("u32", "i32"):
-                lo, hi = (0, 2**32) if ftype == "u32" else (-(2**31), 2**31)
-                try:
-                    number = int(value)
-                except (TypeError, ValueError, OverflowError):
-                    number = None
-                if number is None or number != value or not lo <= number < hi:
-                    raise BindingError(f"{self.label}: param {fname}: {ftype} = {value!r} "
-                                       f"is out of range (an integer in [{lo}, {hi}))")
-                value = number
-            else:
-                try:
-                    struct.pack("<f", value)
-                except (struct.error, OverflowError):
-                    raise BindingError(f"{self.label}: param {fname}: f32 = {value!r} is not "
-                                       "a float32 number") from None
-            values.append(value)
-        return self._struct.pack(*values) + self._padding
-
     def dispatch(
         self, workgroups: int | tuple[int, ...], *buffers: Any, device: Device | None = None,
         **params: Any,
@@ -367,8 +231,8 @@ class Kernel:
 
         Nothing is submitted: reads, writes and `synchronize()` submit the batch.
         """
-        bufs = self._check(buffers)
-        data = self._pack(params)
+        bufs = self._buffers.check(buffers)
+        data = self._params.pack(params)
         device = device or (bufs[0].device if bufs else None)
         if device is None:
             raise BindingError(f"{self.label} has no buffers: pass device=")
@@ -380,11 +244,8 @@ class Kernel:
         pipeline, layout = self.compile_begun(device)
         if 0 in grid:
             return
-        for (b, _, _), buf, least in zip(self._bindings, bufs, self._least):
-            if buf.size < least:  # else wgpu's error comes at submit and takes the batch along
-                raise BindingError(
-                    f"{self.label}: {b.describe()} needs a buffer of at least {least} bytes "
-                    f"(one element), got Buffer[{buf.dtype}] of length {buf.length}")
+        if self._buffers.least:
+            self._buffers.check_least(bufs)
         device.record_dispatch(
             pipeline, layout, [(b.wgpu, 0, b.size) for b in bufs], data, grid, self.label
         )

@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from ..loaders.flow import flux_file, sd3_file
+from ..loaders.keymaps.dit_keys import BFL_DOUBLE_QKV, BFL_SINGLE_SPLIT
 
 __all__ = ["Part", "dit_aliases"]
 
@@ -47,7 +48,7 @@ def _flux(shapes: dict[str, tuple[int, ...]], config: dict[str, Any]) -> dict[st
         for source, target in flux_file._DOUBLE.items():
             aliases[_flat(f"double_blocks.{i}.{source}")] = [
                 Part(f"transformer_blocks.{i}.{target}")]
-        for source, targets in flux_file._DOUBLE_QKV.items():
+        for source, targets in BFL_DOUBLE_QKV.items():
             aliases.update(_split(f"double_blocks.{i}.{source}",
                                   tuple(f"transformer_blocks.{i}.{t}" for t in targets),
                                   (dim,) * 3))
@@ -57,7 +58,7 @@ def _flux(shapes: dict[str, tuple[int, ...]], config: dict[str, Any]) -> dict[st
             aliases[_flat(f"single_blocks.{i}.{source}")] = [Part(f"{block}.{target}")]
         mlp = shapes[f"{block}.proj_mlp"][0]
         aliases.update(_split(f"single_blocks.{i}.linear1",
-                              tuple(f"{block}.{t}" for t in flux_file._SINGLE_SPLIT),
+                              tuple(f"{block}.{t}" for t in BFL_SINGLE_SPLIT),
                               (dim, dim, dim, mlp)))
     return aliases
 

@@ -25,7 +25,7 @@ from .dit_layers import (
 from .flux import SingleStreamBlock
 from .layers import Place
 from .step_cache import BranchCache, run_blocks
-from .transformer_ops import RMSNorm, chunks, gated_add, modulate, rope_tables
+from .transformer_ops import RMSNorm, chunks, gated_add, modulate, rope_heads, rope_tables
 
 __all__ = ["ChromaTransformer2DModel", "approximator_input"]
 
@@ -145,10 +145,7 @@ class ChromaTransformer2DModel(nn.Module):
         cfg = {**_DEFAULTS, **config}
         self.config = cfg
         place: Place = {"dtype": dtype, "device": device}
-        heads, head_dim = cfg["num_attention_heads"], cfg["attention_head_dim"]
-        if sum(cfg["axes_dims_rope"]) != head_dim:
-            raise ValueError(f"axes_dims_rope {tuple(cfg['axes_dims_rope'])} must add up to "
-                             f"attention_head_dim {head_dim}")
+        heads, head_dim = rope_heads(cfg)
         dim = heads * head_dim
         out_channels = cfg["out_channels"] or cfg["in_channels"]
         double, single = cfg["num_layers"], cfg["num_single_layers"]

@@ -13,7 +13,7 @@ from gpustd import Tensor, concatenate, nn, take_slice
 from gpustd.nn.int8_rows import gelu_int8, layer_norm_int8
 
 from .layers import Place
-from .transformer_ops import RMSNorm, chunks, gated_add, modulate, rope
+from .transformer_ops import RMSNorm, chunks, gated_add, head_norm, modulate, rope
 
 # (cos, sin) tables of rope_tables, or None for models without rotary embeddings (SD3)
 Rope = tuple[Tensor, Tensor] | None
@@ -168,12 +168,7 @@ class JointAttention(nn.Module):
         return [self.add_q_proj, self.add_k_proj, self.add_v_proj]
 
     def _norm(self, x: Tensor, name: str) -> Tensor:
-        norm = getattr(self, name, None)
-        if norm is None:
-            return x
-        batch, length, width = x.shape
-        return norm(x.reshape(batch, length, self.heads, self.head_dim)).reshape(
-            batch, length, width)
+        return head_norm(getattr(self, name, None), x, self.heads, self.head_dim)
 
     def projections(self, x: Tensor, context: Tensor | None = None, also: tuple[nn.Linear, ...] = ()
                     ) -> tuple[Tensor, Tensor, Tensor, list[Tensor]]:

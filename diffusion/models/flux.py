@@ -24,7 +24,7 @@ from .dit_layers import (
 )
 from .layers import Place
 from .step_cache import BranchCache, run_blocks
-from .transformer_ops import gated_add, rope_tables
+from .transformer_ops import gated_add, rope_heads, rope_tables
 
 _DEFAULTS: dict[str, Any] = {
     "patch_size": 1, "in_channels": 64, "out_channels": None, "num_layers": 19,
@@ -97,10 +97,7 @@ class FluxTransformer2DModel(nn.Module):
         cfg = {**_DEFAULTS, **config}
         self.config = cfg
         place: Place = {"dtype": dtype, "device": device}
-        heads, head_dim = cfg["num_attention_heads"], cfg["attention_head_dim"]
-        if sum(cfg["axes_dims_rope"]) != head_dim:
-            raise ValueError(f"axes_dims_rope {tuple(cfg['axes_dims_rope'])} must add up to "
-                             f"attention_head_dim {head_dim}")
+        heads, head_dim = rope_heads(cfg)
         dim = heads * head_dim
         out_channels = cfg["out_channels"] or cfg["in_channels"]
         self.time_text_embed = CombinedTimestepTextProjEmbeddings(

@@ -24,7 +24,16 @@ from .dit_layers import (
 )
 from .layers import Place
 from .step_cache import BranchCache, run_blocks
-from .transformer_ops import RMSNorm, cast, chunks, gated_add, rope, rope_tables
+from .transformer_ops import (
+    RMSNorm,
+    cast,
+    chunks,
+    gated_add,
+    head_norm,
+    rope,
+    rope_heads,
+    rope_tables,
+)
 
 _DEFAULTS: dict[str, Any] = {
     "patch_size": 1, "in_channels": 128, "out_channels": None, "num_layers": 8,
@@ -123,17 +132,13 @@ class Flux2ParallelSelfAttention(nn.Module):
         self.norm_k = RMSNorm(head_dim, eps, place=place)
         self.to_out = nn.Linear(inner + mlp_inner, dim, False, **place)
 
-    def _normed(self, x: Tensor, norm: RMSNorm) -> Tensor:
-        batch, length, width = x.shape
-        return norm(x.reshape(batch, length, self.heads, self.head_dim)).reshape(
-            batch, length, width)
-
     def forward(self, x: Tensor, rotary: Rope) -> Tensor:
         inner = self.heads * self.head_dim
         fused = self.to_qkv_mlp_proj(x)
         q, k = _halves(fused, 0, inner)
         v = take_slice(fused, 2 * inner, 3 * inner, axis=2)
-        q, k = self._normed(q, self.norm_q), self._normed(k, self.norm_k)
+        q, k = (head_norm(self.norm_q, q, self.heads, self.head_dim),
+                head_norm(self.norm_k, k, self.heads, self.head_dim))
         if rotary is not None:
             q, k = rope(q, *rotary, self.heads), rope(k, *rotary, self.heads)
         attn = nn.attention(q, k, v, heads=self.heads)
@@ -193,10 +198,7 @@ class Flux2Transformer2DModel(nn.Module):
         cfg = {**_DEFAULTS, **config}
         self.config = cfg
         place: Place = {"dtype": dtype, "device": device}
-        heads, head_dim = cfg["num_attention_heads"], cfg["attention_head_dim"]
-        if sum(cfg["axes_dims_rope"]) != head_dim:
-            raise ValueError(f"axes_dims_rope {tuple(cfg['axes_dims_rope'])} must add up to "
-                             f"attention_head_dim {head_dim}")
+        heads, head_dim = rope_heads(cfg)
         dim, eps = heads * head_dim, cfg["eps"]
         mlp_inner = int(dim * cfg["mlp_ratio"])
         out_channels = cfg["out_channels"] or cfg["in_channels"]

@@ -28,7 +28,7 @@ from gpustd import Tensor, concatenate, nn, permute, take_slice
 from .dit_layers import CombinedTimestepTextProjEmbeddings, JointTransformerBlock
 from .flux import FluxSingleTransformerBlock
 from .layers import Place
-from .transformer_ops import rope_tables
+from .transformer_ops import rope_heads, rope_tables
 
 __all__ = ["FluxControlNetModel"]
 
@@ -49,10 +49,7 @@ class FluxControlNetModel(nn.Module):
     def __init__(self, config: Mapping[str, Any], *, dtype: Any = np.float32,
                  device: Device | None = None) -> None:
         cfg = {**_DEFAULTS, **config}
-        heads, head_dim = cfg["num_attention_heads"], cfg["attention_head_dim"]
-        if sum(cfg["axes_dims_rope"]) != head_dim:
-            raise ValueError(f"axes_dims_rope {tuple(cfg['axes_dims_rope'])} must add up to "
-                             f"attention_head_dim {head_dim}")
+        heads, head_dim = rope_heads(cfg)
         self.config = cfg
         place: Place = {"dtype": dtype, "device": device}
         dim = heads * head_dim

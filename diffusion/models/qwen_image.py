@@ -27,7 +27,7 @@ from .dit_layers import (
 )
 from .layers import Place
 from .step_cache import BranchCache, run_blocks
-from .transformer_ops import RMSNorm, cast, chunks, gated_add, rms_norm, rope_tables
+from .transformer_ops import RMSNorm, cast, chunks, gated_add, rms_norm, rope_heads, rope_tables
 
 __all__ = ["QwenImageTransformer2DModel", "qwen_image_positions"]
 
@@ -135,10 +135,7 @@ class QwenImageTransformer2DModel(nn.Module):
             if cfg[variant]:
                 raise ValueError(f"this Qwen-Image transformer sets {variant} (an edit or "
                                  "layered variant), which is not supported; use Qwen-Image")
-        heads, head_dim = cfg["num_attention_heads"], cfg["attention_head_dim"]
-        if sum(cfg["axes_dims_rope"]) != head_dim:
-            raise ValueError(f"axes_dims_rope {tuple(cfg['axes_dims_rope'])} must add up to "
-                             f"attention_head_dim {head_dim}")
+        heads, head_dim = rope_heads(cfg)
         self.config = cfg
         place: Place = {"dtype": dtype, "device": device}
         dim = heads * head_dim

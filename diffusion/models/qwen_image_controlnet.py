@@ -16,7 +16,7 @@ from gpustd import Tensor, asarray, nn
 
 from .layers import Place
 from .qwen_image import QwenImageTransformerBlock, QwenTimestepProjEmbeddings
-from .transformer_ops import RMSNorm, cast, rms_norm
+from .transformer_ops import RMSNorm, cast, rms_norm, rope_heads
 
 __all__ = ["QwenImageControlNetModel"]
 
@@ -40,10 +40,7 @@ class QwenImageControlNetModel(nn.Module):
     def __init__(self, config: dict[str, Any], *, dtype: Any = np.float32,
                  device: Device | None = None) -> None:
         cfg = {**_DEFAULTS, **config}
-        heads, head_dim = cfg["num_attention_heads"], cfg["attention_head_dim"]
-        if sum(cfg["axes_dims_rope"]) != head_dim:
-            raise ValueError(f"axes_dims_rope {tuple(cfg['axes_dims_rope'])} must add up to "
-                             f"attention_head_dim {head_dim}")
+        heads, head_dim = rope_heads(cfg)
         self.config = cfg
         place: Place = {"dtype": dtype, "device": device}
         dim = heads * head_dim

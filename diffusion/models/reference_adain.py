@@ -23,17 +23,18 @@ These are hook.py's lists for SD 1.x / 2.x (input 4, 5, 7, 8, 10, 11; output 0-7
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 
 from gpustd import Tensor, concatenate, maximum, mean, sqrt, take_slice, var
 
+from .reference_banks import ReferenceBanks
+
 __all__ = ["ADAIN_EPS", "ReferenceAdaIN", "adain", "block_ranks"]
 
-T = TypeVar("T")
 ADAIN_EPS = 1e-6  # hook.py's floor under the variances
 
 
@@ -95,17 +96,14 @@ class _Block:
         self.means, self.variances, self.fidelities = [], [], []
 
 
-class ReferenceAdaIN:
+class ReferenceAdaIN(ReferenceBanks):
     """reference_adain's banks on `unet`'s blocks (a UNet2DConditionModel: SD 1.x, 2.x,
     SDXL)."""
 
     def __init__(self, unet: Any) -> None:
+        super().__init__()
         self.unet = unet
         self.blocks = {key: _Block(rank) for key, rank in block_ranks(unet).items()}
-        self.writing = False
-        self.weight = 1.0
-        self.style_fidelity = 0.0
-        self.uncond_rows = 0
 
     @contextmanager
     def installed(self) -> Iterator[ReferenceAdaIN]:
@@ -135,25 +133,6 @@ class ReferenceAdaIN:
                     uncond_rows=self.uncond_rows)
         block.clear()
         return out
-
-    def write(self, run: Callable[[], T], *, weight: float, style_fidelity: float) -> T:
-        """`run()` (a UNet call on the noised reference) with the blocks ranked below
-        `weight` saving their statistics; `style_fidelity` clamped to [0, 1]."""
-        self.writing, self.weight = True, float(weight)
-        self.style_fidelity = min(1.0, max(0.0, float(style_fidelity)))
-        try:
-            return run()
-        finally:
-            self.writing = False
-
-    def read(self, run: Callable[[], T], *, uncond_rows: int) -> T:
-        """`run()` (the UNet call) with the saved statistics applied; its first
-        `uncond_rows` rows are unconditional. The banks are empty afterwards."""
-        self.uncond_rows = int(uncond_rows)
-        try:
-            return run()
-        finally:
-            self.clear()
 
     def clear(self) -> None:
         for block in self.blocks.values():

@@ -18,20 +18,20 @@ mean of the writes'. Each read empties the banks, as hook.py's does.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 
 from gpustd import Tensor, concatenate, take_slice
 
 from .layers import Attention
+from .reference_banks import ReferenceBanks
 from .unet_blocks import BasicTransformerBlock
 
 __all__ = ["ReferenceAttention", "noised_reference"]
 
-T = TypeVar("T")
 
 
 def noised_reference(latents: np.ndarray, timestep: float, alphas_cumprod: np.ndarray,
@@ -74,11 +74,12 @@ class _Layer:
         attention.to_out[0](out, add_to=x)
 
 
-class ReferenceAttention:
+class ReferenceAttention(ReferenceBanks):
     """reference_only's attention banks on `unet`'s self-attention layers (a UNet2DCondition
     Model: SD 1.x, 2.x, SDXL)."""
 
     def __init__(self, unet: Any) -> None:
+        super().__init__()
         blocks = [block for group in [*unet.down_blocks, unet.mid_block, *unet.up_blocks]
                   for attention in getattr(group, "attentions", ())
                   for block in attention.transformer_blocks]
@@ -86,10 +87,6 @@ class ReferenceAttention:
         self._layers = [(block, _Layer(self, index / len(widest)))
                         for index, block in enumerate(widest)]
         self.unet = unet
-        self.writing = False
-        self.weight = 1.0
-        self.style_fidelity = 0.0
-        self.uncond_rows = 0
 
     @contextmanager
     def installed(self) -> Iterator[ReferenceAttention]:
@@ -103,25 +100,6 @@ class ReferenceAttention:
         finally:
             for block in blocks:
                 del block.reference
-            self.clear()
-
-    def write(self, run: Callable[[], T], *, weight: float, style_fidelity: float) -> T:
-        """`run()` (a UNet call on the noised reference) with the layers ranked below
-        `weight` saving their input; `style_fidelity` clamped to [0, 1]."""
-        self.writing, self.weight = True, float(weight)
-        self.style_fidelity = min(1.0, max(0.0, float(style_fidelity)))
-        try:
-            return run()
-        finally:
-            self.writing = False
-
-    def read(self, run: Callable[[], T], *, uncond_rows: int) -> T:
-        """`run()` (the UNet call) with the saved tokens injected; its first `uncond_rows`
-        rows are unconditional. The banks are empty afterwards."""
-        self.uncond_rows = int(uncond_rows)
-        try:
-            return run()
-        finally:
             self.clear()
 
     def clear(self) -> None:

@@ -18,7 +18,8 @@ from gpustd import Tensor, asarray, elementwise_kernel, matmul, mean, nn, take_s
 
 from .layers import Place
 
-__all__ = ["RMSNorm", "cast", "chunks", "gated_add", "modulate", "rms_norm", "rope", "rope_tables"]
+__all__ = ["RMSNorm", "cast", "chunks", "gated_add", "head_norm", "modulate", "rms_norm", "rope",
+           "rope_heads", "rope_tables"]
 
 _swaps: dict[tuple[int, int, np.dtype, bool], Tensor] = {}
 
@@ -88,6 +89,16 @@ class RMSNorm(nn.Module):
         return rms_norm(x, self.weight, self.eps)
 
 
+def head_norm(norm: RMSNorm | None, x: Tensor, heads: int, head_dim: int) -> Tensor:
+    """`norm` (over head_dim) applied to each head of x (B, L, heads * head_dim), x itself
+    where there is none: the DiTs' q/k norms. torch: `norm(x.unflatten(-1, (heads,
+    head_dim))).flatten(-2)`."""
+    if norm is None:
+        return x
+    batch, length, width = x.shape
+    return norm(x.reshape(batch, length, heads, head_dim)).reshape(batch, length, width)
+
+
 def chunks(emb: Tensor, count: int) -> list[Tensor]:
     """(B, count*D) -> `count` tensors (B, 1, D), ready to broadcast over tokens.
     torch: `[c[:, None] for c in emb.chunk(count, dim=1)]`."""
@@ -113,6 +124,17 @@ def gated_add(residual: Tensor, gate: Tensor, y: Tensor) -> Tensor:
     if residual.dtype == np.float16:
         return cast(typing.cast(Tensor, _gated_add_clipped(residual, gate, y)), np.float16)
     return typing.cast(Tensor, _gated_add(residual, gate, y))
+
+
+def rope_heads(config: dict[str, Any]) -> tuple[int, int]:
+    """(num_attention_heads, attention_head_dim) of a rotary transformer's config (FLUX.1 and
+    .2, Chroma, Qwen-Image and their ControlNets), whose `axes_dims_rope` must fill a head:
+    rope_tables gives each axis its features, and together they rotate a whole head."""
+    heads, head_dim = config["num_attention_heads"], config["attention_head_dim"]
+    if sum(config["axes_dims_rope"]) != head_dim:
+        raise ValueError(f"axes_dims_rope {tuple(config['axes_dims_rope'])} must add up to "
+                         f"attention_head_dim {head_dim}")
+    return heads, head_dim
 
 
 def rope_tables(ids: np.ndarray, axes_dim: tuple[int, ...], theta: float, *,

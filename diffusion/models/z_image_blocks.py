@@ -13,7 +13,7 @@ import numpy as np
 from gpustd import Tensor, elementwise_kernel, nn
 
 from .layers import Place
-from .transformer_ops import RMSNorm, cast, chunks, rope
+from .transformer_ops import RMSNorm, cast, chunks, head_norm, rope
 
 __all__ = ["ADALN", "ZImageTransformerBlock", "scaled"]
 
@@ -71,12 +71,7 @@ class ZImageAttention(nn.Module):
             self.norm_k = RMSNorm(self.head_dim, 1e-5, place=place)
 
     def _norm(self, x: Tensor, name: str) -> Tensor:
-        norm = getattr(self, name, None)
-        if norm is None:
-            return x
-        batch, length, width = x.shape
-        return norm(x.reshape(batch, length, self.heads, self.head_dim)).reshape(
-            batch, length, width)
+        return head_norm(getattr(self, name, None), x, self.heads, self.head_dim)
 
     def forward(self, x: Tensor, rotary: tuple[Tensor, Tensor]) -> Tensor:
         q, k, v = nn.Linear.each(x, [self.to_q, self.to_k, self.to_v])  # --int8: x quantized once

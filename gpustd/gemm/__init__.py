@@ -6,9 +6,11 @@ one import direction, bottom to top:
 - portable.py: shaders/linalg/gemm.wgsl specialized (gemm_kernel), dispatched (dispatch) and
   recorded in the configuration it is given (record_gemm);
 - matrix_loads.py: what the generator knows of a component type (f16, i8) and its global
-  loads; matrix_codegen.py: the generator of the subgroup-matrix kernels (MatrixTile), shared
-  with gpustd/nn's conv2d and attention; matrix_units.py: the f16 GEMM built with it;
-  int8_units.py: the W8A8 GEMM (i8 tiles, or shaders/quant/gemm_w8a8.wgsl without them);
+  loads; matrix_tile.py: a tile's geometry (MatrixTile, Operand); matrix_loop.py: the staging
+  and the K loop; matrix_codegen.py: the generator of the subgroup-matrix kernels (the whole
+  kernel and its epilogue), shared with gpustd/nn's conv2d and attention; matrix_units.py:
+  the f16 GEMM built with it; int8_units.py: the W8A8 GEMM (i8 tiles, or
+  shaders/quant/gemm_w8a8.wgsl without them);
 - tuning.py, matrix_tuning.py: the autotuner's ops "gemm" and "gemm_sm" above the kernels
   they tune (they import the kernels; the kernels never import them);
 - dispatch.py: record_gemm for the callers -- which kernel, in the tuner's configuration.

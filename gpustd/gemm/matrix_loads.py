@@ -1,6 +1,7 @@
 """What the subgroup-matrix generator (gpustd/gemm/matrix_codegen.py) needs to know of an
-operand's component type, and the global loads it stages: below the generator, imported by it
-(which re-exports the load helpers) and by nothing it imports.
+operand's component type, and the global loads it stages: the bottom of the generator,
+imported by its modules (matrix_tile, matrix_loop, matrix_codegen, which re-exports the load
+helpers) and importing none of them.
 
 Two component types: f16 (16x16x16 fragments, staged as f16) and i8 (16x16x32 fragments, the
 W8A8 GEMM's: gpustd/gemm/int8_units.py). WGSL has no 8-bit scalar: i8 matrices are stored four
@@ -87,7 +88,7 @@ def widest_load(contiguous: int, offsets: tuple[int, ...], *, most: int,
 
 
 class _Staged(Protocol):
-    """What load_width reads of a gpustd.gemm.matrix_codegen.MatrixTile."""
+    """What load_width reads of a gpustd.gemm.matrix_tile.MatrixTile."""
 
     @property
     def wide(self) -> bool: ...

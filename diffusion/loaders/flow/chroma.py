@@ -22,6 +22,7 @@ from typing import Any
 
 from ..errors import WeightsError
 from ..formats.diffusers_folder import pipeline_class, read_json, weight_refs
+from ..formats.gguf_file import tensor_file
 from ..formats.safetensors import SafetensorsFile
 from ..keymaps.chroma_keys import chroma_file_weights, is_chroma_file
 from ..keymaps.ldm_configs import vae_config
@@ -59,18 +60,9 @@ def chroma_family(path: str | os.PathLike[str]) -> str | None:
     if root.suffix.lower() not in (".safetensors", ".gguf") or not root.is_file():
         return None
     try:
-        return "chroma" if is_chroma_file(_open(root)) else None
+        return "chroma" if is_chroma_file(tensor_file(root)) else None
     except WeightsError:
         return None  # loading names the bad file
-
-
-def _open(path: Path) -> Any:
-    """A .safetensors or .gguf file, read like one another."""
-    if path.suffix.lower() == ".gguf":
-        from ..formats.gguf_file import GGUFFile
-
-        return GGUFFile(path)
-    return SafetensorsFile(path)
 
 
 def _folder_part(root: Path, index: dict[str, Any], name: str, stem: str,
@@ -134,9 +126,9 @@ def load_chroma(path: str | os.PathLike[str], modules: Sequence[str | os.PathLik
         tokenizer = root / "tokenizer" if (root / "tokenizer").is_dir() else None
     else:
         gguf = root.suffix.lower() == ".gguf"
-        parts = {"transformer": None if gguf else chroma_file_weights(_open(root)),
+        parts = {"transformer": None if gguf else chroma_file_weights(tensor_file(root)),
                  "vae": None, "text_encoder": None}
-        if gguf and not is_chroma_file(_open(root)):
+        if gguf and not is_chroma_file(tensor_file(root)):
             raise WeightsError(f"{root}: not a Chroma transformer GGUF (no "
                                "distilled_guidance_layer tensors)")
         # the scheduler of Chroma1-HD's folder, which is FLUX.1 dev's

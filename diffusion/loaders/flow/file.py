@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import WeightsError
+from ..formats.gguf_file import tensor_file
 from ..formats.safetensors import SafetensorsFile
 from ..keymaps.chroma_keys import is_chroma_file
 from ..keymaps.ldm_configs import vae_config
@@ -64,15 +65,6 @@ _NAME_KEYS = ("modelspec.title", "modelspec.architecture", "modelspec.descriptio
               "general.name", "general.basename", "general.finetune")
 
 
-def _open(path: Path) -> Any:
-    """A .safetensors or (city96's FLUX) .gguf file, read like one another."""
-    if path.suffix.lower() == ".gguf":
-        from ..formats.gguf_file import GGUFFile
-
-        return GGUFFile(path)
-    return SafetensorsFile(path)
-
-
 def flow_file_family(path: str | os.PathLike[str]) -> str | None:
     """"flux-dev", "flux-schnell" or "sd3" for a `.safetensors` file holding a FLUX (BFL
     layout) or SD3 (Stability layout) transformer, or a FLUX `.gguf` (city96's), None for
@@ -81,7 +73,7 @@ def flow_file_family(path: str | os.PathLike[str]) -> str | None:
     if path.suffix.lower() not in (".safetensors", ".gguf") or not path.is_file():
         return None
     try:
-        file = _open(path)
+        file: Any = tensor_file(path)  # its checks read a GGUFFile like a SafetensorsFile
     except WeightsError:
         return None  # loading names the bad file
     if is_flux_file(file) and not is_chroma_file(file):  # Chroma's blocks are FLUX's
@@ -102,7 +94,7 @@ def is_kontext_file(path: str | os.PathLike[str]) -> bool:
     if "kontext" in path.name.lower():
         return True
     try:
-        metadata = _open(path).metadata
+        metadata = tensor_file(path).metadata
     except WeightsError:
         return False
     return any("kontext" in str(metadata.get(key, "")).lower() for key in _NAME_KEYS)
@@ -186,7 +178,7 @@ def load_flow_file(path: str | os.PathLike[str],
     FLUX needs a VAE, CLIP-L and T5; SD3 a VAE, CLIP-L and CLIP-G (T5 optional). A FLUX
     `.gguf` (the transformer alone) gives `transformer` None: diffusion.loaders.flow.gguf
     loads it, quantized."""
-    file = _open(Path(path))
+    file: Any = tensor_file(Path(path))
     family = flow_file_family(file.path)
     if family is None:
         raise WeightsError(f"{file.path}: neither a FLUX (double_blocks.*) nor an SD3 "

@@ -18,6 +18,10 @@ from typing import Any
 from ..errors import WeightsError
 from ..formats.safetensors import SafetensorsFile
 from ..keymaps.dit_keys import (
+    BFL_DOUBLE,
+    BFL_DOUBLE_QKV,
+    BFL_SINGLE,
+    BFL_SINGLE_SPLIT,
     PREFIX,
     SwappedHalvesWeights,
     block_count,
@@ -38,21 +42,9 @@ BFL_RENAMES = {  # BFL -> diffusers, outside the blocks
     "guidance_in.out_layer": "time_text_embed.guidance_embedder.linear_2",
     "txt_in": "context_embedder", "img_in": "x_embedder", "final_layer.linear": "proj_out",
 }
-_DOUBLE = {  # double_blocks.N.<BFL> -> transformer_blocks.N.<diffusers>
-    "img_mod.lin": "norm1.linear", "txt_mod.lin": "norm1_context.linear",
-    "img_attn.norm.query_norm.scale": "attn.norm_q.weight",
-    "img_attn.norm.key_norm.scale": "attn.norm_k.weight",
-    "txt_attn.norm.query_norm.scale": "attn.norm_added_q.weight",
-    "txt_attn.norm.key_norm.scale": "attn.norm_added_k.weight",
-    "img_mlp.0": "ff.net.0.proj", "img_mlp.2": "ff.net.2",
-    "txt_mlp.0": "ff_context.net.0.proj", "txt_mlp.2": "ff_context.net.2",
-    "img_attn.proj": "attn.to_out.0", "txt_attn.proj": "attn.to_add_out",
-}
-_DOUBLE_QKV = {"img_attn.qkv": ("attn.to_q", "attn.to_k", "attn.to_v"),
-               "txt_attn.qkv": ("attn.add_q_proj", "attn.add_k_proj", "attn.add_v_proj")}
-_SINGLE = {"modulation.lin": "norm.linear", "norm.query_norm.scale": "attn.norm_q.weight",
-           "norm.key_norm.scale": "attn.norm_k.weight", "linear2": "proj_out"}
-_SINGLE_SPLIT = ("attn.to_q", "attn.to_k", "attn.to_v", "proj_mlp")
+# BFL's blocks (keymaps/dit_keys.py) with FLUX.1's modulation layers
+_DOUBLE = {"img_mod.lin": "norm1.linear", "txt_mod.lin": "norm1_context.linear", **BFL_DOUBLE}
+_SINGLE = {"modulation.lin": "norm.linear", **BFL_SINGLE}
 _SWAPPED = "norm_out.linear"  # BFL's final_layer.adaLN_modulation.1, halves swapped
 
 
@@ -75,7 +67,7 @@ def double_block_refs(file: TensorFile, prefix: str, index: int,
     refs: dict[str, TensorRef] = {}
     source_block, target_block = f"double_blocks.{index}.", f"transformer_blocks.{index}."
     for parameter in ("weight", "bias"):
-        for source, targets in _DOUBLE_QKV.items():
+        for source, targets in BFL_DOUBLE_QKV.items():
             fused = _tensor(file, prefix, f"{source_block}{source}.{parameter}")
             refs.update(split_rows(file, fused,
                                    tuple(f"{target_block}{t}.{parameter}" for t in targets),
@@ -108,7 +100,7 @@ def _refs(file: SafetensorsFile, prefix: str, dim: int, doubles: int,
             mlp = file.shape(_tensor(file, prefix, f"single_blocks.{i}.linear1.weight"))[0] \
                 - 3 * dim
             split(f"single_blocks.{i}.linear1.{parameter}",
-                  tuple(f"single_transformer_blocks.{i}.{t}.{parameter}" for t in _SINGLE_SPLIT),
+                  tuple(f"single_transformer_blocks.{i}.{t}.{parameter}" for t in BFL_SINGLE_SPLIT),
                   (dim, dim, dim, mlp))
     for i in range(doubles):
         refs.update(double_block_refs(file, prefix, i, dim))

@@ -26,8 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import WeightsError
-from ..formats.gguf_file import GGUFFile
-from ..formats.safetensors import SafetensorsFile
+from ..formats.gguf_file import tensor_file
 from ..keymaps.dit_keys import SwappedHalvesWeights, block_count, key_of, prefix_of, split_rows
 from ..weights import ComponentWeights, TensorFile, TensorRef, resolve_dtype
 
@@ -57,11 +56,6 @@ _QKV = {"img_attn": ("attn.to_q", "attn.to_k", "attn.to_v"),
 _ROPE = {"axes_dims_rope": (32, 32, 32, 32), "rope_theta": 2000, "eps": 1e-6}
 
 
-def _open(path: str | os.PathLike[str]) -> TensorFile:
-    path = Path(path)
-    return GGUFFile(path) if path.suffix.lower() == ".gguf" else SafetensorsFile(path)
-
-
 def is_flux2_file(file: TensorFile) -> bool:
     """The file holds a FLUX.2 transformer in BFL's layout (bare or under
     model.diffusion_model.)."""
@@ -75,7 +69,7 @@ def flux2_file_family(path: str | os.PathLike[str]) -> str | None:
     if Path(path).suffix.lower() not in (".safetensors", ".gguf") or not Path(path).is_file():
         return None
     try:
-        file = _open(path)
+        file = tensor_file(path)
         if not is_flux2_file(file):
             return None
     except (WeightsError, ValueError, OSError):
@@ -107,7 +101,7 @@ def load_flux2_file(path: str | os.PathLike[str], *, dtype: Any = None,
     transformer/config.json) for what shapes do not say. `dtype`: None (as stored, bf16 as
     float32), "float16" or "float32". WeightsError naming the file when it holds no FLUX.2
     transformer. diffusers: `Flux2Transformer2DModel.from_single_file(path)`."""
-    file = _open(path)
+    file = tensor_file(path)
     if not is_flux2_file(file):
         raise WeightsError(f"{file.path}: no {FLUX2_MARKER} tensor: not a FLUX.2 "
                            "transformer file")

@@ -19,8 +19,10 @@ from typing import Any
 import numpy as np
 
 from ..errors import WeightsError
+from ..weights import TensorFile
+from .safetensors import SafetensorsFile
 
-__all__ = ["ORIG_SHAPE_KEY", "GGUFFile"]
+__all__ = ["ORIG_SHAPE_KEY", "GGUFFile", "tensor_file"]
 
 ORIG_SHAPE_KEY = "comfy.gguf.orig_shape."
 # Formats the GPU keeps quantized (gpustd.quant.FORMATS' names) and float ones read as arrays.
@@ -166,3 +168,10 @@ class GGUFFile:
                                    f"{', '.join(FLOATS + QUANTIZED)})") from None
         values = values.reshape(self.shape(key))
         return values[rows[0]:rows[1]] if rows is not None else values
+
+
+def tensor_file(path: str | os.PathLike[str]) -> TensorFile:
+    """A single weights file, read one format like the other: a `.gguf` as a GGUFFile (its
+    quantized matrices kept quantized), anything else as a SafetensorsFile."""
+    path = Path(path)
+    return GGUFFile(path) if path.suffix.lower() == ".gguf" else SafetensorsFile(path)

@@ -16,7 +16,16 @@ from typing import Any
 
 from ..errors import WeightsError
 from ..weights import ComponentWeights, TensorFile, TensorRef, resolve_dtype
-from .dit_keys import block_count, key_of, prefix_of, split_rows
+from .dit_keys import (
+    BFL_DOUBLE,
+    BFL_DOUBLE_QKV,
+    BFL_SINGLE,
+    BFL_SINGLE_SPLIT,
+    block_count,
+    key_of,
+    prefix_of,
+    split_rows,
+)
 
 __all__ = ["chroma_file_weights", "is_chroma_file"]
 
@@ -26,20 +35,6 @@ _RENAMES = {"txt_in": "context_embedder", "img_in": "x_embedder",
             "distilled_guidance_layer.in_proj": "distilled_guidance_layer.in_proj",
             "distilled_guidance_layer.out_proj": "distilled_guidance_layer.out_proj"}
 _APPROXIMATOR = {"in_layer": "linear_1", "out_layer": "linear_2"}
-_DOUBLE = {  # double_blocks.N.<original> -> transformer_blocks.N.<diffusers>
-    "img_attn.norm.query_norm.scale": "attn.norm_q.weight",
-    "img_attn.norm.key_norm.scale": "attn.norm_k.weight",
-    "txt_attn.norm.query_norm.scale": "attn.norm_added_q.weight",
-    "txt_attn.norm.key_norm.scale": "attn.norm_added_k.weight",
-    "img_mlp.0": "ff.net.0.proj", "img_mlp.2": "ff.net.2",
-    "txt_mlp.0": "ff_context.net.0.proj", "txt_mlp.2": "ff_context.net.2",
-    "img_attn.proj": "attn.to_out.0", "txt_attn.proj": "attn.to_add_out",
-}
-_DOUBLE_QKV = {"img_attn.qkv": ("attn.to_q", "attn.to_k", "attn.to_v"),
-               "txt_attn.qkv": ("attn.add_q_proj", "attn.add_k_proj", "attn.add_v_proj")}
-_SINGLE = {"norm.query_norm.scale": "attn.norm_q.weight",
-           "norm.key_norm.scale": "attn.norm_k.weight", "linear2": "proj_out"}
-_SINGLE_SPLIT = ("attn.to_q", "attn.to_k", "attn.to_v", "proj_mlp")
 
 
 def is_chroma_file(file: TensorFile) -> bool:
@@ -70,19 +65,19 @@ def _refs(file: TensorFile, prefix: str, dim: int, doubles: int, singles: int,
               f"distilled_guidance_layer.norms.{i}.weight")
     for parameter in ("weight", "bias"):
         for i in range(doubles):
-            for source, targets in _DOUBLE_QKV.items():
+            for source, targets in BFL_DOUBLE_QKV.items():
                 name = key_of(file, prefix, f"double_blocks.{i}.{source}.{parameter}", "Chroma")
                 refs.update(split_rows(file, name, tuple(
                     f"transformer_blocks.{i}.{t}.{parameter}" for t in targets), (dim,) * 3))
         for i in range(singles):
             name = key_of(file, prefix, f"single_blocks.{i}.linear1.{parameter}", "Chroma")
             refs.update(split_rows(file, name, tuple(
-                f"single_transformer_blocks.{i}.{t}.{parameter}" for t in _SINGLE_SPLIT),
+                f"single_transformer_blocks.{i}.{t}.{parameter}" for t in BFL_SINGLE_SPLIT),
                 (dim, dim, dim, file.shape(name)[0] - 3 * dim)))
     for i in range(doubles):
-        pairs(_DOUBLE, f"double_blocks.{i}.", f"transformer_blocks.{i}.")
+        pairs(BFL_DOUBLE, f"double_blocks.{i}.", f"transformer_blocks.{i}.")
     for i in range(singles):
-        pairs(_SINGLE, f"single_blocks.{i}.", f"single_transformer_blocks.{i}.")
+        pairs(BFL_SINGLE, f"single_blocks.{i}.", f"single_transformer_blocks.{i}.")
     return refs
 
 

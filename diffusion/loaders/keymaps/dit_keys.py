@@ -1,6 +1,7 @@
-"""What the single-file readers of the diffusion transformers (BFL's FLUX, Stability's SD3)
-share: prefixed key lookup with clear errors, block counts, fused matrices split by rows, and
-weights whose adaLN (shift, scale) halves are read swapped into diffusers' (scale, shift)."""
+"""What the single-file readers of the diffusion transformers (BFL's FLUX, Chroma, Stability's
+SD3) share: BFL's block names, prefixed key lookup with clear errors, block counts, fused
+matrices split by rows, and weights whose adaLN (shift, scale) halves are read swapped into
+diffusers' (scale, shift)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,30 @@ import numpy as np
 from ..errors import WeightsError
 from ..weights import ComponentWeights, TensorFile, TensorRef
 
-__all__ = ["PREFIX", "SwappedHalvesWeights", "block_count", "key_of", "prefix_of", "split_rows"]
+__all__ = ["BFL_DOUBLE", "BFL_DOUBLE_QKV", "BFL_SINGLE", "BFL_SINGLE_SPLIT", "PREFIX",
+           "SwappedHalvesWeights", "block_count", "key_of", "prefix_of", "split_rows"]
 
 PREFIX = "model.diffusion_model."  # ComfyUI's and SAI's all-in-one checkpoints
+
+# BFL's FLUX block layout in diffusers' names, as FLUX.1 and Chroma share it (FLUX.1's blocks
+# add their modulation layers: loaders/flow/flux_file.py). double_blocks.N.<BFL> ->
+# transformer_blocks.N.<diffusers>; single_blocks.N.<BFL> -> single_transformer_blocks.N.<...>
+BFL_DOUBLE = {
+    "img_attn.norm.query_norm.scale": "attn.norm_q.weight",
+    "img_attn.norm.key_norm.scale": "attn.norm_k.weight",
+    "txt_attn.norm.query_norm.scale": "attn.norm_added_q.weight",
+    "txt_attn.norm.key_norm.scale": "attn.norm_added_k.weight",
+    "img_mlp.0": "ff.net.0.proj", "img_mlp.2": "ff.net.2",
+    "txt_mlp.0": "ff_context.net.0.proj", "txt_mlp.2": "ff_context.net.2",
+    "img_attn.proj": "attn.to_out.0", "txt_attn.proj": "attn.to_add_out",
+}
+# the fused q/k/v matrices, split by rows
+BFL_DOUBLE_QKV = {"img_attn.qkv": ("attn.to_q", "attn.to_k", "attn.to_v"),
+                  "txt_attn.qkv": ("attn.add_q_proj", "attn.add_k_proj", "attn.add_v_proj")}
+BFL_SINGLE = {"norm.query_norm.scale": "attn.norm_q.weight",
+              "norm.key_norm.scale": "attn.norm_k.weight", "linear2": "proj_out"}
+# a single block's `linear1` split by rows: q, k, v and the MLP's input
+BFL_SINGLE_SPLIT = ("attn.to_q", "attn.to_k", "attn.to_v", "proj_mlp")
 
 
 class SwappedHalvesWeights(ComponentWeights):

@@ -24,8 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import WeightsError
-from ..formats.gguf_file import GGUFFile
-from ..formats.safetensors import SafetensorsFile
+from ..formats.gguf_file import tensor_file
 from ..keymaps.dit_keys import block_count, key_of, prefix_of
 from ..weights import ComponentWeights, TensorFile, TensorRef, resolve_dtype
 
@@ -35,11 +34,6 @@ __all__ = ["is_qwenimage_file", "load_qwenimage_file", "qwenimage_edit_file_fami
 _MARKERS = ("transformer_blocks.0.img_mod.1.weight", "txt_norm.weight")
 _PATCH = 2  # Qwen-Image's patch size: proj_out's rows are patch^2 * out_channels
 _ROPE = {"axes_dims_rope": (16, 56, 56)}
-
-
-def _open(path: str | os.PathLike[str]) -> TensorFile:
-    path = Path(path)
-    return GGUFFile(path) if path.suffix.lower() == ".gguf" else SafetensorsFile(path)
 
 
 def is_qwenimage_file(file: TensorFile) -> bool:
@@ -55,7 +49,7 @@ def _holds_transformer(path: str | os.PathLike[str]) -> bool:
     if Path(path).suffix.lower() not in (".safetensors", ".gguf") or not Path(path).is_file():
         return False
     try:
-        return is_qwenimage_file(_open(path))
+        return is_qwenimage_file(tensor_file(path))
     except (WeightsError, ValueError, OSError):
         return False
 
@@ -95,7 +89,7 @@ def load_qwenimage_file(path: str | os.PathLike[str], *, dtype: Any = None,
     "float32". WeightsError naming the file when it holds no Qwen-Image transformer. ComfyUI:
     `UNETLoader` of `qwen_image_bf16.safetensors`; diffusers:
     `QwenImageTransformer2DModel.from_single_file(path)`."""
-    file = _open(path)
+    file = tensor_file(path)
     if not is_qwenimage_file(file):
         raise WeightsError(f"{file.path}: no transformer_blocks.0.img_mod.1.weight and "
                            "txt_norm.weight tensors: not a Qwen-Image transformer file")

@@ -23,8 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import WeightsError
-from ..formats.gguf_file import GGUFFile
-from ..formats.safetensors import SafetensorsFile
+from ..formats.gguf_file import tensor_file
 from ..keymaps.dit_keys import block_count
 from ..weights import ComponentWeights, TensorFile, TensorRef, resolve_dtype
 
@@ -65,11 +64,6 @@ def wan_name(key: str) -> str:
     return key
 
 
-def _open(path: str | os.PathLike[str]) -> TensorFile:
-    path = Path(path)
-    return GGUFFile(path) if path.suffix.lower() == ".gguf" else SafetensorsFile(path)
-
-
 def _layout(file: TensorFile) -> tuple[str, bool] | None:
     """(prefix, original names?) of the Wan transformer in `file`, None when it holds none."""
     for prefix in (_PREFIX, ""):
@@ -91,7 +85,7 @@ def wan_file_family(path: str | os.PathLike[str]) -> str | None:
     if Path(path).suffix.lower() not in (".safetensors", ".gguf") or not Path(path).is_file():
         return None
     try:
-        return "wan" if is_wan_file(_open(path)) else None
+        return "wan" if is_wan_file(tensor_file(path)) else None
     except (WeightsError, ValueError, OSError):
         return None
 
@@ -131,7 +125,7 @@ def load_wan_file(path: str | os.PathLike[str], *, dtype: Any = None,
     naming the file when it holds no Wan transformer. ComfyUI: `UNETLoader` of
     `wan2.1_t2v_1.3B_bf16.safetensors` (`UnetLoaderGGUF` of a .gguf); diffusers:
     `WanTransformer3DModel.from_single_file(path)`."""
-    file = _open(path)
+    file = tensor_file(path)
     layout = _layout(file)
     if layout is None:
         raise WeightsError(f"{file.path}: no blocks.0.self_attn.q.weight, head.head.weight "

@@ -22,8 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import WeightsError
-from ..formats.gguf_file import GGUFFile
-from ..formats.safetensors import SafetensorsFile
+from ..formats.gguf_file import tensor_file
 from ..keymaps.dit_keys import block_count, key_of, prefix_of, split_rows
 from ..weights import ComponentWeights, TensorFile, TensorRef, resolve_dtype
 
@@ -36,11 +35,6 @@ _RENAMES = (("x_embedder.", "all_x_embedder.2-1."), ("final_layer.", "all_final_
             (".attention.k_norm.", ".attention.norm_k."))
 _ROPE = {"rope_theta": 256.0, "t_scale": 1000.0, "axes_dims": (32, 48, 48),
          "axes_lens": (1536, 512, 512)}
-
-
-def _open(path: str | os.PathLike[str]) -> TensorFile:
-    path = Path(path)
-    return GGUFFile(path) if path.suffix.lower() == ".gguf" else SafetensorsFile(path)
 
 
 def is_zimage_file(file: TensorFile) -> bool:
@@ -56,7 +50,7 @@ def zimage_file_family(path: str | os.PathLike[str]) -> str | None:
     if Path(path).suffix.lower() not in (".safetensors", ".gguf") or not Path(path).is_file():
         return None
     try:
-        return "z-image" if is_zimage_file(_open(path)) else None
+        return "z-image" if is_zimage_file(tensor_file(path)) else None
     except (WeightsError, ValueError, OSError):
         return None
 
@@ -75,7 +69,7 @@ def load_zimage_file(path: str | os.PathLike[str], *, dtype: Any = None,
     transformer/config.json) laid under them for what shapes do not say. `dtype`: None (as
     stored, bf16 as float32), "float16" or "float32". diffusers:
     `ZImageTransformer2DModel.from_single_file(path)`."""
-    file = _open(path)
+    file = tensor_file(path)
     if not is_zimage_file(file):
         raise WeightsError(f"{file.path}: no layers.0.adaLN_modulation.0.weight and "
                            "cap_pad_token tensors: not a Z-Image transformer file")

@@ -32,12 +32,11 @@ from ...models.step_cache import StepCache
 from ...noise.rng import make_generator
 from ...sampling.guidance import combine
 from ...sampling.model_sampling import calculate_shift
-from ...sampling.schedulers.flow_match_euler import FlowMatchEulerDiscreteScheduler
 from ...text.t5_tokenizer import T5Tokenizer
 from .flow_memory import load_network
 from .flux import image_ids, pack_latents, unpack_latents
 from .flux1_memory import to_host
-from .start import StepCallback, check_call, run_euler
+from .start import StepCallback, check_call, flow_schedule, run_euler
 
 __all__ = ["ChromaPipeline"]
 
@@ -173,10 +172,7 @@ class ChromaPipeline:
                                         guidance_scale=guidance_scale,
                                         max_sequence_length=max_sequence_length, cache=cache)
         # 2. the schedule: sigmas 1 .. 1/n, shifted by the number of image tokens
-        scheduler = FlowMatchEulerDiscreteScheduler.from_config(self.scheduler_config)
-        sigmas = np.linspace(1.0, 1 / num_inference_steps, num_inference_steps)
-        scheduler.set_timesteps(sigmas=sigmas, mu=mu)
-        scheduler.set_begin_index(0)
+        scheduler = flow_schedule(self.scheduler_config, num_inference_steps, mu)
         # 3. the start, Euler steps along the flow, the pictures out of the latent space
         return run_euler(self.vae, scheduler, shape, flow, generator=make_generator(rng, seed),
                          latents=latents, image=image, mask=mask_image, strength=strength,

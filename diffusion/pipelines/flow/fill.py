@@ -23,10 +23,9 @@ from ...models.step_cache import StepCache
 from ...noise.rng import make_generator
 from ...sampling.model_sampling import calculate_shift
 from ...sampling.scheduler_loop import scheduler_loop
-from ...sampling.schedulers.flow_match_euler import FlowMatchEulerDiscreteScheduler
 from .flow_control import FlowControl
 from .flux import FluxPipeline, pack_latents
-from .start import FlowStart, StepCallback, check_call, decode, encode_image
+from .start import FlowStart, StepCallback, check_call, decode, encode_image, flow_schedule
 
 __all__ = ["FluxFillPipeline", "fill_condition", "fill_mask_channels"]
 
@@ -117,11 +116,8 @@ class FluxFillPipeline(FluxPipeline):
                     or self.transformer.config["in_channels"]) // 4
         shape = (len(prompts), channels, h, w)
         # 1. the schedule: sigmas 1 .. 1/n, shifted by the number of image tokens
-        scheduler = FlowMatchEulerDiscreteScheduler.from_config(self.scheduler_config)
-        sigmas = np.linspace(1.0, 1 / num_inference_steps, num_inference_steps)
-        scheduler.set_timesteps(sigmas=sigmas, mu=calculate_shift(
-            (h // 2) * (w // 2), self.scheduler_config))
-        scheduler.set_begin_index(0)
+        scheduler = flow_schedule(self.scheduler_config, num_inference_steps,
+                                  calculate_shift((h // 2) * (w // 2), self.scheduler_config))
         # 2. the start, in diffusers' order of draws (the picture's posterior, the noise, the
         # masked picture's posterior: FlowStart's), keeping the masked picture's latents
         drawn: list[np.ndarray] = []

@@ -27,8 +27,7 @@ from ...imaging import to_mask, to_unit_image
 from ...loaders.errors import WeightsError
 from ...loaders.flow.file import flow_file_family
 from ...loaders.flow.folder import flow_family, is_fill_transformer
-from ...loaders.formats.gguf_file import GGUFFile
-from ...loaders.formats.safetensors import SafetensorsFile
+from ...loaders.formats.gguf_file import tensor_file
 from ...models.step_cache import StepCache
 from ...sampling.guidance import combine
 from ..contract import Capabilities, LoadOptions, SamplingDefaults
@@ -100,7 +99,7 @@ def is_fill_file(path: str | os.PathLike[str]) -> bool:
     if flow_file_family(path) != "flux-dev":  # a .safetensors or .gguf FLUX file
         return False
     try:
-        file: Any = GGUFFile(path) if path.suffix.lower() == ".gguf" else SafetensorsFile(path)
+        file = tensor_file(path)
     except WeightsError:
         return False
     widths = {}

@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 
+from ...loaders.flow.text_encoder_file import module_stem
 from ...models.step_cache import CacheSpec, StepCache
 from ...sampling.kdiffusion import DIFFUSERS, SamplerOptions
 from ...sampling.kdiffusion_pass import sampler_fields
@@ -41,7 +43,7 @@ from .flow_sampling import FLOW_SAMPLERS, FLOW_SCHEDULES, flow_seeds
 from .flux1_memory import flow_layout
 from .start import decode
 
-__all__ = ["FLOW_DEFAULTS", "FlowModel"]
+__all__ = ["FLOW_DEFAULTS", "FlowModel", "LLMFlowModel"]
 
 # What each family samples with when its folder has no defaults.json: Forge's presets for
 # FLUX (Euler, Simple, CFG 1; schnell 4 steps), diffusers' pipeline defaults for SD3 (28 steps,
@@ -244,6 +246,23 @@ class FlowModel(FlowModelPasses, MemoryModes):
         return SimpleNamespace(unet=pipe.transformer, transformer=pipe.transformer, **encoders)
 
 
+class LLMFlowModel(FlowModel):
+    """A flow family whose text encoder is an LLM (Z-Image, Qwen-Image, FLUX.2): a --vae file
+    replaces its VAE, and the prompt's LoRAs patch its transformer alone."""
+
+    def use_vae(self, path: str | os.PathLike[str]) -> None:
+        """Decode with the VAE file at `path` (the pipeline's `use_vae_file`); the infotext
+        names it as a module, as Forge's does."""
+        self.pipe.use_vae_file(path)
+        self.vae_path = path
+        self.modules.append(module_stem(Path(path)))
+
+    def lora_targets(self) -> Any:
+        """What the prompt's LoRAs patch: the transformer (diffusers/PEFT's names, or the
+        original layout's)."""
+        return SimpleNamespace(unet=self.pipe.transformer, transformer=self.pipe.transformer)
+
+
 def flow_defaults(path: str | os.PathLike[str], family: str) -> SamplingDefaults:
     """What a flow model samples with where its defaults.json says nothing: its family's
     (FLOW_DEFAULTS)."""
@@ -262,8 +281,6 @@ def load_flow_model(path: str | os.PathLike[str], family: str, options: LoadOpti
                          "their missing parts from --text-encoder files")
     dtype, device, variant = options.dtype, options.device, options.variant
     text_encoders, defaults = options.text_encoders, options.defaults
-    from pathlib import Path
-
     from .chroma import ChromaPipeline
     from .flux import FluxPipeline
     from .sd3 import StableDiffusion3Pipeline

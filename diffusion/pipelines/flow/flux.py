@@ -10,7 +10,6 @@ decodes. With the torch RNG, a seed gives diffusers' picture (`generator=torch.G
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -24,17 +23,17 @@ from gpustd import Tensor, asarray, concatenate
 
 from ...loaders.flow.flux_file import load_flux_file
 from ...loaders.flow.gguf import load_flux_gguf
+from ...loaders.formats.diffusers_folder import component_config
 from ...models import AutoencoderKL, CLIPTextModel, FluxTransformer2DModel, T5EncoderModel
 from ...models.step_cache import StepCache
 from ...noise.rng import make_generator
 from ...sampling.model_sampling import calculate_shift
-from ...sampling.schedulers.flow_match_euler import FlowMatchEulerDiscreteScheduler
 from ...text.t5_tokenizer import T5Tokenizer
 from ...text.tokenizer import CLIPTokenizer
 from .flow_control import FlowControl, encode_map
 from .flow_memory import load_network
 from .flux1_memory import to_host
-from .start import StepCallback, check_call, load_parts, run_euler
+from .start import StepCallback, check_call, flow_schedule, load_parts, run_euler
 
 __all__ = ["FluxPipeline", "pack_latents", "unpack_latents"]
 
@@ -108,9 +107,7 @@ class FluxPipeline:
         transformer = weights.transformer
         file = transformer_file or (path if transformer is None else None)
         if file is not None:
-            folder_config = Path(path) / "transformer" / "config.json"
-            axes = (json.loads(folder_config.read_text(encoding="utf-8")).get("axes_dims_rope")
-                    if folder_config.is_file() else None)
+            axes = (component_config(path, "transformer") or {}).get("axes_dims_rope")
             config = {"axes_dims_rope": axes} if axes else None
             if Path(file).suffix.lower() == ".gguf":
                 model = load_flux_gguf(file, config=config, to_host=offload, **place)
@@ -284,10 +281,7 @@ class FluxPipeline:
                                         max_sequence_length=max_sequence_length, cache=cache,
                                         control=control, control_latents=concat)
         # 2. the schedule: sigmas 1 .. 1/n, shifted (dev: by the number of image tokens)
-        scheduler = FlowMatchEulerDiscreteScheduler.from_config(self.scheduler_config)
-        sigmas = np.linspace(1.0, 1 / num_inference_steps, num_inference_steps)
-        scheduler.set_timesteps(sigmas=sigmas, mu=mu)
-        scheduler.set_begin_index(0)
+        scheduler = flow_schedule(self.scheduler_config, num_inference_steps, mu)
         # 3. the start (noise, or the init image noised to the first kept sigma), Euler steps
         # along the flow, the pictures out of the transformer's latent space
         return run_euler(self.vae, scheduler, shape, flow, generator=generator,

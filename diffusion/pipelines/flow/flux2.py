@@ -38,10 +38,9 @@ from ...models.llm import LLMTextModel
 from ...models.step_cache import StepCache
 from ...models.vae_flux2 import AutoencoderKLFlux2
 from ...noise.rng import make_generator
-from ...sampling.schedulers.flow_match_euler import FlowMatchEulerDiscreteScheduler
 from ...text.llm_tokenizer import LLMTokenizer, qwen3_chat_prompt
 from .flow_memory import load_network
-from .start import StepCallback, check_call, run_euler
+from .start import StepCallback, check_call, flow_schedule, run_euler, single_files
 from .vae_file import network_like
 
 __all__ = ["TEXT_LAYERS", "Flux2KleinPipeline", "empirical_mu", "reference_picture"]
@@ -136,13 +135,8 @@ class Flux2KleinPipeline:
         the folder's text_encoder/, which need then hold no weights; `offload`: each network
         goes to host memory as soon as it is loaded (the text encoder before the transformer
         loads), for a memory mode to bring in as it runs (flow_memory)."""
-        files = [Path(f) for f in text_encoder_files]
-        if len(files) > 1:
-            raise ValueError(f"FLUX.2 takes one --text-encoder file (klein its Qwen3, dev its "
-                             f"Mistral Small 3.1), got {len(files)}: "
-                             f"{', '.join(f.name for f in files)}")
-        skip = (("transformer",) if transformer_file is not None else ()) + (
-            ("text_encoder",) if files else ())
+        files, skip = single_files("FLUX.2", "klein its Qwen3, dev its Mistral Small 3.1",
+                                   transformer_file, text_encoder_files)
         weights = load_flux2_folder(path, variant=variant, skip=skip)
         transformer, text_encoder = weights.transformer, weights.text_encoder
         distilled = weights.distilled
@@ -348,10 +342,7 @@ class Flux2KleinPipeline:
                                         max_sequence_length=max_sequence_length, cache=cache,
                                         references=image)
         # 2. the schedule: sigmas 1 .. 1/n, shifted by klein's empirical mu
-        scheduler = FlowMatchEulerDiscreteScheduler.from_config(self.scheduler_config)
-        sigmas = np.linspace(1.0, 1 / num_inference_steps, num_inference_steps)
-        scheduler.set_timesteps(sigmas=sigmas, mu=mu)
-        scheduler.set_begin_index(0)
+        scheduler = flow_schedule(self.scheduler_config, num_inference_steps, mu)
         # 3. noise, Euler steps along the flow, the pictures out of the latent space
         device = self.transformer.x_embedder.weight.device
         out = run_euler(self.vae, scheduler, shape, flow, generator=make_generator(rng, seed),

@@ -20,12 +20,10 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 
-from ...loaders.flow.text_encoder_file import module_stem
 from ...loaders.flux2 import flux2_distilled, flux2_family
 from ...models.step_cache import StepCache
 from ..contract import Capabilities, LoadOptions, SamplingDefaults
@@ -33,7 +31,7 @@ from ..observer import Observer
 from ..request import GenerationRequest
 from .edit_refs import reference_pictures, refuse_strength, sample_from_noise
 from .flow_memory import MemoryLayout
-from .flow_model import FlowModel
+from .flow_model import LLMFlowModel
 from .flow_sampling import FLOW_SAMPLERS, FLOW_SCHEDULES
 from .flux2_memory import flux2_layout
 from .start import base_folder
@@ -55,7 +53,7 @@ FLUX2_DEV_DEFAULTS = SamplingDefaults(
 MAX_REFERENCES = 10  # the reference pictures FLUX.2 reads at most (Black Forest Labs' figure)
 
 
-class Flux2Model(FlowModel):
+class Flux2Model(LLMFlowModel):
     """A loaded FLUX.2 klein pipeline (`family` "flux2-klein", a `Flux2KleinPipeline` as
     `pipe`) or FLUX.2 dev one ("flux2-dev", a `Flux2Pipeline`: the request's
     `distilled_cfg_scale` is its embedded guidance, CFG stays 1)."""
@@ -105,17 +103,6 @@ class Flux2Model(FlowModel):
         if request.hires is not None:
             raise ValueError("the hires fix is not supported for FLUX.2 klein models yet; "
                              "leave it out and ask for the size you want")
-
-    def use_vae(self, path: str | os.PathLike[str]) -> None:
-        """Decode with the VAE file at `path` (the pipeline's `use_vae_file`); the infotext
-        names it as a module, as Forge's does."""
-        self.pipe.use_vae_file(path)
-        self.vae_path = path
-        self.modules.append(module_stem(Path(path)))
-
-    def lora_targets(self) -> Any:
-        """What the prompt's LoRAs patch: the transformer."""
-        return SimpleNamespace(unet=self.pipe.transformer, transformer=self.pipe.transformer)
 
     def decode(self, latents: np.ndarray, request: GenerationRequest) -> list[np.ndarray]:
         """The pictures: the VAE's batch norm undone, unpatchified, decoded (in tiles where

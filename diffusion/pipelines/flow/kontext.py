@@ -22,10 +22,9 @@ from ...models.step_cache import StepCache
 from ...models.tiled_vae import vae_encode
 from ...noise.rng import make_generator
 from ...sampling.model_sampling import calculate_shift
-from ...sampling.schedulers.flow_match_euler import FlowMatchEulerDiscreteScheduler
 from .flow_control import FlowControl
 from .flux import FluxPipeline, image_ids, pack_latents, unpack_latents
-from .start import StepCallback, check_call, run_euler
+from .start import StepCallback, check_call, flow_schedule, run_euler
 
 __all__ = ["PREFERRED_KONTEXT_RESOLUTIONS", "KontextPipeline", "reference_size"]
 
@@ -145,10 +144,7 @@ class KontextPipeline(FluxPipeline):
                                         max_sequence_length=max_sequence_length, cache=cache,
                                         image=image, auto_resize=auto_resize)
         # 2. the schedule: sigmas 1 .. 1/n, shifted by the number of noise tokens
-        scheduler = FlowMatchEulerDiscreteScheduler.from_config(self.scheduler_config)
-        sigmas = np.linspace(1.0, 1 / num_inference_steps, num_inference_steps)
-        scheduler.set_timesteps(sigmas=sigmas, mu=mu)
-        scheduler.set_begin_index(0)
+        scheduler = flow_schedule(self.scheduler_config, num_inference_steps, mu)
         # 3. Euler steps from noise along the flow, the pictures out of the latent space
         return run_euler(self.vae, scheduler, shape, flow, generator=make_generator(rng, seed),
                          latents=latents, image=None, mask=None, strength=1.0,

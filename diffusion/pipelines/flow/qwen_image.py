@@ -43,11 +43,10 @@ from ...models.vae import AutoencoderKL
 from ...noise.rng import make_generator
 from ...sampling.model_sampling import calculate_shift
 from ...sampling.scheduler_loop import scheduler_loop
-from ...sampling.schedulers.flow_match_euler import FlowMatchEulerDiscreteScheduler
 from ...text.llm_tokenizer import LLMTokenizer
 from .flow_control import FlowControl
 from .flow_memory import load_network
-from .start import FlowStart, StepCallback, check_call
+from .start import FlowStart, StepCallback, check_call, flow_schedule, single_files
 from .vae_file import network_like
 
 __all__ = ["PROMPT_TEMPLATE", "QwenImagePipeline"]
@@ -112,12 +111,8 @@ class QwenImagePipeline:
         of the folder's text_encoder/, which need then hold no weights; `offload`: each
         network goes to host memory as soon as it is loaded (the text encoder before the
         transformer loads), for a memory mode to bring in as it runs (flow_memory)."""
-        files = [Path(f) for f in text_encoder_files]
-        if len(files) > 1:
-            raise ValueError(f"Qwen-Image takes one --text-encoder file (its Qwen2.5-VL), got "
-                             f"{len(files)}: {', '.join(f.name for f in files)}")
-        skip = (("transformer",) if transformer_file is not None else ()) + (
-            ("text_encoder",) if files else ())
+        files, skip = single_files("Qwen-Image", "its Qwen2.5-VL", transformer_file,
+                                   text_encoder_files)
         weights = load_qwenimage_folder(path, variant=variant, skip=skip)
         transformer, text_encoder = weights.transformer, weights.text_encoder
         if transformer_file is not None:
@@ -307,10 +302,7 @@ class QwenImagePipeline:
                                         max_sequence_length=max_sequence_length, cache=cache,
                                         control=control)
         # 2. the schedule: sigmas 1 .. 1/n, shifted by the picture's size
-        scheduler = FlowMatchEulerDiscreteScheduler.from_config(self.scheduler_config)
-        sigmas = np.linspace(1.0, 1 / num_inference_steps, num_inference_steps)
-        scheduler.set_timesteps(sigmas=sigmas, mu=mu)
-        scheduler.set_begin_index(0)
+        scheduler = flow_schedule(self.scheduler_config, num_inference_steps, mu)
         # 3. the start: noise (diffusers draws (B, 1, C, h, w): the same numbers), or the
         # init image noised to the first kept sigma; Euler steps along the flow, the
         # pictures out of the latent space

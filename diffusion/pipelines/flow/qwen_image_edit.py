@@ -37,11 +37,10 @@ from ...models.step_cache import StepCache
 from ...noise.rng import make_generator
 from ...sampling.model_sampling import calculate_shift
 from ...sampling.scheduler_loop import scheduler_loop
-from ...sampling.schedulers.flow_match_euler import FlowMatchEulerDiscreteScheduler
 from ...text.llm_tokenizer import LLMTokenizer
 from .flow_memory import load_network
 from .qwen_image import QwenImagePipeline, pack, true_cfg, unpack
-from .start import FlowStart, StepCallback, check_call
+from .start import FlowStart, StepCallback, check_call, flow_schedule
 
 __all__ = ["EDIT_TEMPLATE", "QwenImageEditPipeline", "reference_dimensions"]
 
@@ -278,10 +277,7 @@ class QwenImageEditPipeline(QwenImagePipeline):
                                         max_sequence_length=max_sequence_length, cache=cache,
                                         image=image)
         # 2. the schedule: sigmas 1 .. 1/n, shifted by the picture's size
-        scheduler = FlowMatchEulerDiscreteScheduler.from_config(self.scheduler_config)
-        sigmas = np.linspace(1.0, 1 / num_inference_steps, num_inference_steps)
-        scheduler.set_timesteps(sigmas=sigmas, mu=mu)
-        scheduler.set_begin_index(0)
+        scheduler = flow_schedule(self.scheduler_config, num_inference_steps, mu)
         # 3. Euler steps from noise along the flow; the pictures out of the latent space
         start = FlowStart(self.vae, scheduler, shape, generator=make_generator(rng, seed),
                           latents=latents, image=None, strength=1.0,

@@ -15,18 +15,16 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 
-from ...loaders.flow.text_encoder_file import module_stem
 from ...models.step_cache import StepCache
 from ..contract import Capabilities, LoadOptions, SamplingDefaults
 from ..observer import Observer
 from ..request import GenerationRequest
 from .flow_memory import MemoryLayout
-from .flow_model import FlowModel
+from .flow_model import LLMFlowModel
 from .flow_sampling import FLOW_SAMPLERS, FLOW_SCHEDULES
 from .start import base_folder
 
@@ -38,7 +36,7 @@ QWENIMAGE_DEFAULTS = SamplingDefaults(
     why="diffusers' Qwen-Image settings; CFG is its true_cfg_scale")
 
 
-class QwenImageModel(FlowModel):
+class QwenImageModel(LLMFlowModel):
     """A loaded Qwen-Image pipeline (`family` "qwen-image", a `QwenImagePipeline` as
     `pipe`)."""
 
@@ -86,20 +84,9 @@ class QwenImageModel(FlowModel):
         encode_image`)."""
         return self.pipe.encode_image(pixels, generator)  # type: ignore[no-any-return]
 
-    def use_vae(self, path: str | os.PathLike[str]) -> None:
-        """Decode with the VAE file at `path` (the pipeline's `use_vae_file`); the infotext
-        names it as a module, as Forge's does."""
-        self.pipe.use_vae_file(path)
-        self.vae_path = path
-        self.modules.append(module_stem(Path(path)))
-
     def decode(self, latents: np.ndarray, request: GenerationRequest) -> list[np.ndarray]:
         """The pictures through the Qwen-Image VAE."""
         return [np.round(p * 255).astype(np.uint8) for p in self.pipe.decode(latents)]
-
-    def lora_targets(self) -> Any:
-        """What the prompt's LoRAs patch: the transformer (diffusers/PEFT's names)."""
-        return SimpleNamespace(unet=self.pipe.transformer, transformer=self.pipe.transformer)
 
     def _guidance(self, request: GenerationRequest) -> dict[str, Any]:
         """diffusers' true_cfg_scale (the CFG scale), the negative prompt, and the request's

@@ -1,7 +1,7 @@
 """What the flow-matching pipelines (FLUX, diffusion.pipelines.flow.flux; SD3, .sd3) share around
-their own denoising loops: where their weights come from, the call's checks, where a run starts
-(noise, or an init image noised to the schedule's first kept sigma, with the inpainting blend)
-and the decode."""
+their own denoising loops: where their weights come from, the call's checks, the schedule,
+where a run starts (noise, or an init image noised to the schedule's first kept sigma, with the
+inpainting blend) and the decode."""
 
 from __future__ import annotations
 
@@ -24,9 +24,10 @@ from ...models.tiled_vae import vae_encode
 from ...models.vae import AutoencoderKL
 from ...noise.rng import RNG_SOURCES
 from ...sampling.scheduler_loop import scheduler_loop
+from ...sampling.schedulers.flow_match_euler import FlowMatchEulerDiscreteScheduler
 
 __all__ = ["FlowStart", "StepCallback", "base_folder", "check_call", "decode", "encode_image",
-           "load_parts", "run_euler"]
+           "flow_schedule", "load_parts", "run_euler", "single_files"]
 
 _TEXT_ENCODERS = ("text_encoder", "text_encoder_2", "text_encoder_3")
 
@@ -51,6 +52,21 @@ def load_parts(path: str | Path, family: str, *, variant: str | None,
     if weights.family != family:
         raise ValueError(f"{path} holds a {weights.family} pipeline, not {family.upper()}")
     return weights, modules
+
+
+def single_files(model: str, encoder: str, transformer_file: str | os.PathLike[str] | None,
+                 text_encoder_files: Sequence[str | os.PathLike[str]]
+                 ) -> tuple[list[Path], tuple[str, ...]]:
+    """A family with one text encoder: its --text-encoder file (a list of none or one; more
+    refused in one line, saying that `model` takes one: `encoder`) and the folder components
+    the single files replace (the folder loader's `skip`)."""
+    files = [Path(f) for f in text_encoder_files]
+    if len(files) > 1:
+        raise ValueError(f"{model} takes one --text-encoder file ({encoder}), got "
+                         f"{len(files)}: {', '.join(f.name for f in files)}")
+    skip = (("transformer",) if transformer_file is not None else ()) + (
+        ("text_encoder",) if files else ())
+    return files, skip
 
 
 def base_folder(path: Path, base: str | os.PathLike[str] | None, model: str, *,
@@ -80,6 +96,18 @@ def check_call(prompt: str | Any, *, rng: str, output_type: str, steps: int) -> 
     if steps < 1:
         raise ValueError(f"num_inference_steps must be at least 1, got {steps}")
     return [prompt] if isinstance(prompt, str) else list(prompt)
+
+
+def flow_schedule(config: dict[str, Any], steps: int, mu: float | None
+                  ) -> FlowMatchEulerDiscreteScheduler:
+    """The schedule diffusers' flow pipelines run: FlowMatchEulerDiscreteScheduler from the
+    folder's `config` over sigmas 1 .. 1/steps, shifted by `mu` (None where the config's
+    shift is a constant), from its first step."""
+    scheduler = FlowMatchEulerDiscreteScheduler.from_config(config)
+    sigmas = np.linspace(1.0, 1 / steps, steps)
+    scheduler.set_timesteps(sigmas=sigmas, mu=mu)
+    scheduler.set_begin_index(0)
+    return scheduler
 
 
 def encode_image(vae: Any, pixels: np.ndarray, generator: Any) -> np.ndarray:

@@ -15,7 +15,6 @@ units (alibaba-pai's Fun Union) run as ZImageControlNetPipeline runs them (flow_
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -27,6 +26,7 @@ import numpy as np
 from gpucore import Device, default_device
 from gpustd import Tensor, asarray, take_slice
 
+from ...loaders.formats.diffusers_folder import component_config
 from ...loaders.sd.vae_file import load_vae
 from ...loaders.vae_kind import require_vae
 from ...loaders.z_image import load_llm_file, load_zimage_file, load_zimage_folder
@@ -36,21 +36,14 @@ from ...models.step_cache import StepCache
 from ...models.z_image import ZImageTransformer2DModel
 from ...noise.rng import make_generator
 from ...sampling.model_sampling import calculate_shift
-from ...sampling.schedulers.flow_match_euler import FlowMatchEulerDiscreteScheduler
 from ...text.llm_tokenizer import LLMTokenizer, qwen3_chat_prompt
 from .flow_control import FlowControl
 from .flow_memory import load_network
-from .start import StepCallback, check_call, run_euler
+from .start import StepCallback, check_call, flow_schedule, run_euler, single_files
 
 __all__ = ["ZImagePipeline"]
 
 TEXT_LAYER = -2  # the hidden states Z-Image reads: Qwen3's second-to-last layer's output
-
-
-def _folder_config(path: str | os.PathLike[str], component: str) -> dict[str, Any] | None:
-    """A folder component's config.json, None where the folder has none."""
-    file = Path(path) / component / "config.json"
-    return json.loads(file.read_text(encoding="utf-8")) if file.is_file() else None
 
 
 class ZImagePipeline:
@@ -81,19 +74,14 @@ class ZImagePipeline:
         which need then hold no weights; `offload`: each network goes to host memory as soon
         as it is loaded (the text encoder before the transformer loads), for a memory mode to
         bring in as it runs (flow_memory)."""
-        files = [Path(f) for f in text_encoder_files]
-        if len(files) > 1:
-            raise ValueError(f"Z-Image takes one --text-encoder file (its Qwen3), got "
-                             f"{len(files)}: {', '.join(f.name for f in files)}")
-        skip = (("transformer",) if transformer_file is not None else ()) + (
-            ("text_encoder",) if files else ())
+        files, skip = single_files("Z-Image", "its Qwen3", transformer_file, text_encoder_files)
         weights = load_zimage_folder(path, variant=variant, skip=skip)
         transformer, text_encoder = weights.transformer, weights.text_encoder
         if transformer_file is not None:
             transformer = load_zimage_file(transformer_file,
-                                           config=_folder_config(path, "transformer"))
+                                           config=component_config(path, "transformer"))
         if files:
-            text_encoder = load_llm_file(files[0], config=_folder_config(path, "text_encoder"))
+            text_encoder = load_llm_file(files[0], config=component_config(path, "text_encoder"))
         assert transformer is not None and text_encoder is not None
         place = {"dtype": dtype, "device": device or default_device()}
         load = partial(load_network, device=place["device"], offload_to_host=offload)
@@ -221,10 +209,7 @@ class ZImagePipeline:
                                         max_sequence_length=max_sequence_length, cache=cache,
                                         control=control)
         # 2. the schedule: sigmas 1 .. 1/n, shifted (Turbo: by the constant shift)
-        scheduler = FlowMatchEulerDiscreteScheduler.from_config(self.scheduler_config)
-        sigmas = np.linspace(1.0, 1 / num_inference_steps, num_inference_steps)
-        scheduler.set_timesteps(sigmas=sigmas, mu=mu)
-        scheduler.set_begin_index(0)
+        scheduler = flow_schedule(self.scheduler_config, num_inference_steps, mu)
         # 3. the start (noise, or the init image noised to the first kept sigma), Euler steps
         # along the flow, the pictures out of the latent space
         return run_euler(self.vae, scheduler, shape, flow, generator=make_generator(rng, seed),

@@ -14,19 +14,17 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 
-from ...loaders.flow.text_encoder_file import module_stem
 from ...models.step_cache import StepCache
 from ..contract import Capabilities, LoadOptions, SamplingDefaults
 from ..model_defaults import is_turbo
 from ..observer import Observer
 from ..request import GenerationRequest
 from .flow_memory import MemoryLayout
-from .flow_model import FlowModel
+from .flow_model import LLMFlowModel
 from .flow_sampling import FLOW_SAMPLERS, FLOW_SCHEDULES
 from .start import base_folder
 
@@ -42,7 +40,7 @@ ZIMAGE_BASE_DEFAULTS = SamplingDefaults(steps=50, sampler="Euler", cfg_scale=6.0
                                         why="diffusers' Z-Image settings")
 
 
-class ZImageModel(FlowModel):
+class ZImageModel(LLMFlowModel):
     """A loaded Z-Image pipeline (`family` "z-image", a `ZImagePipeline` as `pipe`)."""
 
     @property
@@ -69,17 +67,6 @@ class ZImageModel(FlowModel):
                                     transformer.layers),
                             text_encoders=(pipe.text_encoder,),
                             text_calls=((pipe.text_encoder, "hidden_states_of"),), vae=pipe.vae)
-
-    def use_vae(self, path: str | os.PathLike[str]) -> None:
-        """Decode with the VAE file at `path` (the pipeline's `use_vae_file`); the infotext
-        names it as a module, as Forge's does."""
-        self.pipe.use_vae_file(path)
-        self.vae_path = path
-        self.modules.append(module_stem(Path(path)))
-
-    def lora_targets(self) -> Any:
-        """What the prompt's LoRAs patch: the transformer."""
-        return SimpleNamespace(unet=self.pipe.transformer, transformer=self.pipe.transformer)
 
     def _guidance(self, request: GenerationRequest) -> dict[str, Any]:
         """diffusers' guidance_scale (the CFG scale less 1), the negative prompt, and the

@@ -1,0 +1,131 @@
+"""The subgroup-matrix generator's geometry (gpustd/gemm/matrix_codegen.py): a workgroup's tile
+of C (`MatrixTile`: subgroups, fragments, K step, staging options) and an operand as the kernel
+stages it (`Operand`: stored layout, load width, where its staged tile and fragments lie). Pure
+host logic, below the code generators (gpustd/gemm/matrix_loop.py, matrix_codegen.py) and
+above gpustd/gemm/matrix_loads.py (the component types).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .matrix_loads import COMPONENTS, Component
+
+__all__ = ["MatrixTile", "Operand"]
+
+
+@dataclass(frozen=True)
+class MatrixTile:
+    """WM x WN subgroups of FM x FN 16x16 fragments; K steps of BK (16, 32 or 64).
+
+    wide: 8 f16 per global load (else 4) where the contiguous dimension allows (slower on
+    an H100: see gpustd/gemm/matrix_units.choose_tile). pad: f16 added to each staged
+    row against bank conflicts (8 makes a 32-deep row 80 bytes, 5 16-byte units: a
+    fragment's 8 rows then start in 8 different units).
+    double: two staging buffers and one barrier per K step instead of one buffer and two.
+    acc: the accumulators' type; "f16" only for comparison (the shipped kernels use f32).
+    prefetch: the next K step's global loads issued before the current step's multiplies
+    (False: load, stage, barrier, multiply, barrier; faster for 64x128 on an H100).
+    component: "f16" or "i8" (16x16x32 fragments, "i32" accumulators, words of four:
+    gpustd/gemm/matrix_loads.py); pad counts f16 either way, an i8 BK of 64 is 64 bytes.
+    """
+
+    fm: int
+    fn: int
+    wm: int
+    wn: int
+    bk: int = 32
+    double: bool = False
+    wide: bool = False
+    pad: int = 8
+    acc: str = "f32"
+    prefetch: bool = True
+    component: str = "f16"
+
+    def __post_init__(self) -> None:
+        kind = COMPONENTS.get(self.component)
+        if kind is None or self.acc not in kind.accumulators or self.bk % kind.depth:
+            raise ValueError(f"unsupported matrix tile: {self.component} operands into {self.acc}"
+                             f" accumulators in K steps of {self.bk}")
+
+    @property
+    def kind(self) -> Component:
+        return COMPONENTS[self.component]
+
+    @property
+    def step(self) -> int:  # a K step in staged words (BK for f16, BK / 4 for i8)
+        return self.bk // self.kind.pack
+
+    @property
+    def pad_words(self) -> int:  # the staged rows' padding in words (`pad` f16 of 2 bytes)
+        return self.pad * 2 // self.kind.word_bytes
+
+    @property
+    def bm(self) -> int:
+        return 16 * self.fm * self.wm
+
+    @property
+    def bn(self) -> int:
+        return 16 * self.fn * self.wn
+
+    @property
+    def threads(self) -> int:
+        return 32 * self.wm * self.wn
+
+    @property
+    def name(self) -> str:
+        flags = "".join(f for f, on in (("/db", self.double), ("/w8", self.wide),
+                                        (f"/pad{self.pad}", self.pad != 8),
+                                        ("/acc16", self.acc == "f16"),
+                                        ("/np", not self.prefetch),
+                                        ("/i8", self.component == "i8")) if on)
+        return f"{self.bm}x{self.bn}/{self.wm}x{self.wn}sg/{self.fm}x{self.fn}fr/k{self.bk}{flags}"
+
+    def shared_bytes(self) -> int:
+        """Workgroup memory: staged tiles (either layout, padded) plus the epilogue's."""
+        nbuf = 2 if self.double else 1
+        step, pad = self.step, self.pad_words
+        a = max(self.bm * (step + pad), step * (self.bm + pad))
+        b = max(self.bn * (step + pad), step * (self.bn + pad))
+        return (self.kind.word_bytes * nbuf * (a + b)
+                + (2 if self.acc == "f16" else 4) * 256 * self.wm * self.wn)
+
+
+@dataclass(frozen=True)
+class Operand:
+    """One operand as the kernel sees it: `name` ("a" or "b"), whether its stored rows run
+    along K (`k_major`: A transposed, B not), and the f16 per global load (1, 4 or 8; the
+    caller's `load_{name}` returns that many from (row, col), the first of them at col)."""
+
+    name: str
+    k_major: bool
+    width: int
+
+    def staged(self, tile: MatrixTile) -> tuple[int, int]:
+        """(rows, cols) of the staged K-step tile: as stored, cols contiguous."""
+        extent = tile.bm if self.name == "a" else tile.bn
+        return (tile.step, extent) if self.k_major else (extent, tile.step)
+
+    def stride(self, tile: MatrixTile) -> int:
+        """Words between staged rows."""
+        return self.staged(tile)[1] + tile.pad_words
+
+    def origin(self) -> tuple[str, str]:
+        """WGSL expressions of the staged tile's first stored row and column."""
+        mn0 = "m0" if self.name == "a" else "n0"
+        return ("k0", mn0) if self.k_major else (mn0, "k0")
+
+    def fixed_column(self, tile: MatrixTile) -> bool:
+        """Whether each invocation stages the same column at every K step (then computed
+        once, as `col_{name}`: the implicit GEMM's gather hoists its pixel decoding there)."""
+        per_row = self.staged(tile)[1] // self.width
+        return self.k_major and tile.threads % per_row == 0
+
+    def fragment(self, tile: MatrixTile, kk: int, mn: str) -> tuple[str, bool]:
+        """(offset, column-major) of the fragment at K offset kk, M/N offset mn, in elements
+        (an i8 operand is staged along K only: its words pack K)."""
+        stride = self.stride(tile) * tile.kind.pack
+        if self.k_major and tile.kind.pack > 1:
+            raise ValueError(f"{tile.name}: {tile.component} operands are staged along K only")
+        at = f"{kk}u * {stride}u + {mn}" if self.k_major else f"({mn}) * {stride}u + {kk}u"
+        return at, self.k_major if self.name == "a" else not self.k_major
