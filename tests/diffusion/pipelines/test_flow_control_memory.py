@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -25,6 +26,8 @@ from zimage_tiny import tiny_zimage_pipeline
 import gpucore
 from diffusion.loaders.control.catalog import load_control_model
 from diffusion.pipelines.control import ControlUnit
+from diffusion.pipelines.control_map import ControlMap
+from diffusion.pipelines.flow.flow_hires import stage_control
 from diffusion.pipelines.flow.flow_memory import smallest_flow_budget
 from diffusion.pipelines.load import load_pipeline
 from diffusion.pipelines.observer import Observer
@@ -123,8 +126,8 @@ def test_controlnet_units_with_the_hires_fix(first_device: gpucore.Device,
     """FLUX with a Union unit and the hires fix (an image upscaler): the picture of the two
     passes run by hand, txt2img and then img2img of the upscaled picture at the hires size
     with the unit (its map fitted to that size; 2 steps of 4 as the hires pass's 2 of a
-    schedule stretched by 1 / 0.5), and unlike the one whose unit guides the first pass only
-    ("Low res only"): the second pass sees the control."""
+    schedule stretched by 1 / 0.5), unlike that img2img without the unit: the second pass
+    sees the control."""
     model, controlnet, extra = _flux(tiny_flux_dev[0], tmp_path, first_device, offload=False)
     unit = ControlUnit(controlnet, circle(40, 56), union_mode=2,
                        resize_mode="Resize and Fill")
@@ -136,11 +139,20 @@ def test_controlnet_units_with_the_hires_fix(first_device: gpucore.Device,
     hires = model.generate(request).images[0]
     assert hires.shape == (2 * HEIGHT, 2 * WIDTH, 3)
     first = model.generate(replace(request, hires=None)).images[0]
-    start = upscale_image(first, (2 * WIDTH, 2 * HEIGHT), "Lanczos")
-    by_hand = model.generate(replace(
-        request, hires=None, width=2 * WIDTH, height=2 * HEIGHT, init_image=start, steps=4,
-        strength=0.25, distilled_cfg_scale=3.5)).images[0]
-    np.testing.assert_array_equal(hires, by_hand)
-    low = replace(unit, hr_option="Low res only")
-    low_only = model.generate(replace(request, control=(low,))).images[0]
-    assert np.abs(hires.astype(float) - low_only).mean() > 2
+    second = replace(request, hires=None, width=2 * WIDTH, height=2 * HEIGHT, steps=4,
+                     init_image=upscale_image(first, (2 * WIDTH, 2 * HEIGHT), "Lanczos"),
+                     strength=0.25, distilled_cfg_scale=3.5)
+    np.testing.assert_array_equal(hires, model.generate(second).images[0])
+    unguided = model.generate(replace(second, control=())).images[0]
+    assert np.abs(hires.astype(float) - unguided).mean() > 2
+
+
+@pytest.mark.nodevice
+def test_hires_passes_take_the_units_their_hr_option_names() -> None:
+    """"Low res only" units guide the first pass alone, "High res only" ones the second;
+    Flux Tools' map (no choice: "Both") both."""
+    both, low, high = (SimpleNamespace(hr_option=option) for option in (
+        "Both", "Low res only", "High res only"))
+    control = (both, low, high, ControlMap(np.zeros((8, 8, 3), np.uint8)))
+    assert stage_control(control, "first") == (both, low, control[3])
+    assert stage_control(control, "second") == (both, high, control[3])
