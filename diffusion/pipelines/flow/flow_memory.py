@@ -191,7 +191,7 @@ class FlowMemoryPlan:
             for model in (*controlnets, *readers):
                 offload(model)
             if residency.release:
-                weight_device(transformer).empty_pool()
+                _weight_device(transformer).empty_pool()
 
     def decode(self, vae: Any, z: np.ndarray) -> np.ndarray:
         """`vae.decode(z)` as float32 host images (B, 3, H, W), `z` the VAE's own latents on
@@ -266,7 +266,7 @@ def restore_guests(networks: Sequence[Module]) -> None:
         restore(network)
 
 
-def weight_device(module: Module) -> Device:
+def _weight_device(module: Module) -> Device:
     """The device of `module`'s first parameter."""
     return next(iter(module.parameters())).device  # type: ignore[no-any-return]
 
@@ -274,7 +274,8 @@ def weight_device(module: Module) -> Device:
 def _control_parts(model: Module) -> tuple[Module, list[Module]]:
     """A ControlNet's parts that stay on the GPU while its blocks stream (one Namespace) and
     its streamed blocks: the items of each of its block lists (ModuleLists), in order."""
-    fixed, blocks = Namespace(), []
+    fixed = Namespace()
+    blocks: list[Module] = []
     for name, value in vars(model).items():
         if isinstance(value, ModuleList):
             blocks.extend(value)

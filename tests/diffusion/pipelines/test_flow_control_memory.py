@@ -1,10 +1,10 @@
 """ControlNet units on the flow families under the memory modes (a tiny FLUX.1 dev with a
 tiny Union ControlNet, a tiny Z-Image Turbo with a Fun Union 2.1 ControlNet, whose blocks run
-inside the transformer's call and run its noise refiner): --lowvram, --medvram and --max-vram
-each give the plain run's picture bitwise, the unit visibly matters; under --lowvram at most
-one block, the transformer's or the ControlNet's, is on the GPU as each step ends; after the
-run the ControlNet is in host memory and no unit of the plan, and the plain mode brings it
-back."""
+inside the transformer's call and run its noise refiner): --lowvram, --medvram and (FLUX)
+--max-vram each give the plain run's picture bitwise, the unit visibly matters; under
+--lowvram at most one block, the transformer's or the ControlNet's, is on the GPU as each
+step ends; after the run the ControlNet is in host memory and no unit of the plan, and the
+plain mode brings it back. With the hires fix the units guide the second pass at its size."""
 
 from __future__ import annotations
 
@@ -73,7 +73,7 @@ def _zimage(root: Path, device: gpucore.Device) -> tuple[Any, Any, dict[str, Any
     tiny_zimage_controlnet("2.1").save_pretrained(root / "cn")
     model = load_pipeline(root / "z-image-turbo", device=device, offload=True)
     return model, load_control_model(root / "cn", device=device), {
-        "union_mode": None, "settings": {"cfg_scale": 2.0, "negative_prompt": "a cat"}}
+        "union_mode": None, "settings": {"cfg_scale": 1.0}}
 
 
 @pytest.mark.parametrize("family", ["flux", "z-image"])
@@ -104,11 +104,12 @@ def test_controlnet_units_under_the_memory_modes(first_device: gpucore.Device,
         model.set_memory_mode(MemoryMode(medvram=True))
         pictures["medvram"] = model.generate(request).images[0]
         assert "forward" in vars(model.pipe.transformer)  # its own unit again
-        least = smallest_flow_budget(model.memory_layout())
-        model.set_memory_mode(MemoryMode(
-            max_vram=held + least + parameter_bytes(controlnet) + (1 << 20)))
-        pictures["max_vram"] = model.generate(request).images[0]
-        assert model._memory.residency.evictions > 0
+        if family == "flux":  # the same plan as --lowvram's, the budget making room
+            least = smallest_flow_budget(model.memory_layout())
+            model.set_memory_mode(MemoryMode(
+                max_vram=held + least + parameter_bytes(controlnet) + (1 << 20)))
+            pictures["max_vram"] = model.generate(request).images[0]
+            assert model._memory.residency.evictions > 0
         model.set_memory_mode(MemoryMode())
         plain = model.generate(request).images[0]  # the ControlNet back from host memory
         assert not is_offloaded(controlnet)
@@ -131,16 +132,16 @@ def test_controlnet_units_with_the_hires_fix(first_device: gpucore.Device,
     model, controlnet, extra = _flux(tiny_flux_dev[0], tmp_path, first_device, offload=False)
     unit = ControlUnit(controlnet, circle(40, 56), union_mode=2,
                        resize_mode="Resize and Fill")
-    request = GenerationRequest(prompt="a red circle", width=WIDTH, height=HEIGHT, steps=2,
+    request = GenerationRequest(prompt="a red circle", width=16, height=16, steps=2,
                                 seed=7, sampler="Euler", control=(unit,),
                                 hr_distilled_cfg=3.5, **extra["settings"],
                                 hires=HiresFix(scale=2.0, upscaler="Lanczos", steps=2,
                                                denoise=0.5))
     hires = model.generate(request).images[0]
-    assert hires.shape == (2 * HEIGHT, 2 * WIDTH, 3)
+    assert hires.shape == (32, 32, 3)
     first = model.generate(replace(request, hires=None)).images[0]
-    second = replace(request, hires=None, width=2 * WIDTH, height=2 * HEIGHT, steps=4,
-                     init_image=upscale_image(first, (2 * WIDTH, 2 * HEIGHT), "Lanczos"),
+    second = replace(request, hires=None, width=32, height=32, steps=4,
+                     init_image=upscale_image(first, (32, 32), "Lanczos"),
                      strength=0.25, distilled_cfg_scale=3.5)
     np.testing.assert_array_equal(hires, model.generate(second).images[0])
     unguided = model.generate(replace(second, control=())).images[0]
