@@ -103,13 +103,22 @@ class MemoryLayout:
         return fixed
 
 
-def smallest_flow_budget(layout: MemoryLayout) -> int:
+def smallest_flow_budget(layout: MemoryLayout, controlnets: Sequence[Module] = (),
+                         readers: Sequence[Module] = ()) -> int:
     """The least --max-vram can be: the transformer's weights that never leave and the largest
-    unit's (a block, the text encoders together, the VAE), activations not counted."""
+    unit's (a block, the text encoders together, the VAE), activations not counted; with a
+    generation's `controlnets` and `readers` (FlowMemoryPlan.guests) their parts that stay
+    for the run and their units too."""
     blocks = layout.streamed()
     fixed = parameter_bytes(layout.transformer) - sum(parameter_bytes(b) for b in blocks)
     text = sum(parameter_bytes(n) for n in layout.text_encoders)
-    return fixed + max([text, parameter_bytes(layout.vae), *map(parameter_bytes, blocks)])
+    units = [text, parameter_bytes(layout.vae), *map(parameter_bytes, blocks),
+             sum(parameter_bytes(n) for n in readers)]
+    for model in {id(m): m for m in controlnets}.values():
+        kept, streamed = _control_parts(model)
+        fixed += parameter_bytes(kept)
+        units.extend(map(parameter_bytes, streamed))
+    return fixed + max(units)
 
 
 class FlowMemoryPlan:
@@ -156,6 +165,13 @@ class FlowMemoryPlan:
         it they are in host memory and no units any more."""
         controlnets = list({id(m): m for m in controlnets}.values())
         residency, transformer = self.residency, self.layout.transformer
+        budget = self.mode.max_vram
+        if budget is not None and budget < (
+                least := smallest_flow_budget(self.layout, controlnets, readers)):
+            raise ValueError(
+                f"--max-vram {budget / GIB:.3f} GiB cannot hold this generation's ControlNet "
+                f"or Redux parts beside the model's: it needs at least {least / GIB:.3f} GiB "
+                f"({-(-least // (1 << 20))} MiB) before any activations; give more")
         for model in (*controlnets, *readers):  # in host memory until their turn comes
             offload(model)
         added: list[Module] = []

@@ -110,6 +110,13 @@ def test_controlnet_units_under_the_memory_modes(first_device: gpucore.Device,
                 max_vram=held + least + parameter_bytes(controlnet) + (1 << 20)))
             pictures["max_vram"] = model.generate(request).images[0]
             assert model._memory.residency.evictions > 0
+            # a budget the model fits in but not its ControlNet's parts beside it
+            need = smallest_flow_budget(model.memory_layout(), [controlnet])
+            model.set_memory_mode(MemoryMode(max_vram=least))
+            with pytest.raises(ValueError, match=f"needs at least {need / (1 << 30):.3f} GiB"
+                               ) as info:
+                model.generate(request)
+            assert need > least and "\n" not in str(info.value)
         model.set_memory_mode(MemoryMode())
         plain = model.generate(request).images[0]  # the ControlNet back from host memory
         assert not is_offloaded(controlnet)
