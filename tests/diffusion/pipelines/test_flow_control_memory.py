@@ -1,10 +1,11 @@
 """ControlNet units on the flow families under the memory modes (a tiny FLUX.1 dev with a
-tiny Union ControlNet, a tiny Z-Image Turbo with a Fun Union 2.1 ControlNet, whose blocks run
-inside the transformer's call and run its noise refiner): --lowvram, --medvram and (FLUX)
---max-vram each give the plain run's picture bitwise, the unit visibly matters; under
---lowvram at most one block, the transformer's or the ControlNet's, is on the GPU as each
-step ends; after the run the ControlNet is in host memory and no unit of the plan, and the
-plain mode brings it back. With the hires fix the units guide the second pass at its size."""
+tiny Union ControlNet here; Z-Image's Fun Union 2.1, whose blocks run inside the
+transformer's call, in test_zimage_controlnet by `check_units_under_the_memory_modes`):
+--lowvram, --medvram and --max-vram each give the plain run's picture bitwise, the unit
+visibly matters; under --lowvram at most one block, the transformer's or the ControlNet's, is
+on the GPU as each step ends; after the run the ControlNet is in host memory and no unit of
+the plan, and the plain mode brings it back; a budget too small for the ControlNet is refused
+in one line. With the hires fix the units guide the second pass at its size."""
 
 from __future__ import annotations
 
@@ -20,8 +21,6 @@ import pytest
 pytest.importorskip("diffusers", reason="diffusers is a test-only reference (extra: reference)")
 from control_tiny import circle
 from test_flux_controlnet import tiny_flux_controlnet
-from test_zimage_controlnet import tiny_zimage_controlnet
-from zimage_tiny import tiny_zimage_pipeline
 
 import gpucore
 from diffusion.loaders.control.catalog import load_control_model
@@ -68,29 +67,11 @@ def _flux(root: Path, folder: Path, device: gpucore.Device, *, offload: bool = T
         "union_mode": 2, "settings": {"distilled_cfg_scale": 2.5, "cfg_scale": 1.0}}
 
 
-def _zimage(root: Path, device: gpucore.Device) -> tuple[Any, Any, dict[str, Any]]:
-    tiny_zimage_pipeline(root)
-    tiny_zimage_controlnet("2.1").save_pretrained(root / "cn")
-    model = load_pipeline(root / "z-image-turbo", device=device, offload=True)
-    return model, load_control_model(root / "cn", device=device), {
-        "union_mode": None, "settings": {"cfg_scale": 1.0}}
-
-
-@pytest.mark.parametrize("family", ["flux", "z-image"])
-def test_controlnet_units_under_the_memory_modes(first_device: gpucore.Device,
-                                                 tiny_flux_dev: tuple[Path, Any],
-                                                 tmp_path: Path, family: str) -> None:
-    """The module doc, for each family."""
-    gc.collect()  # the budget is the device's: what other tests left on it counts too
-    first_device.empty_pool()
-    held = first_device.memory_stats().allocated
-    if family == "flux":
-        model, controlnet, extra = _flux(tiny_flux_dev[0], tmp_path, first_device)
-    else:
-        model, controlnet, extra = _zimage(tmp_path, first_device)
-    unit = ControlUnit(controlnet, circle(HEIGHT, WIDTH), union_mode=extra["union_mode"])
-    request = GenerationRequest(prompt="a red circle", width=WIDTH, height=HEIGHT, steps=2,
-                                seed=7, sampler="Euler", control=(unit,), **extra["settings"])
+def check_units_under_the_memory_modes(model: Any, controlnet: Any, request: GenerationRequest,
+                                       *, held: int | None = None) -> None:
+    """The module doc's checks for `model` (loaded with `offload`) running `request`, whose one
+    unit runs `controlnet`; `held`: the device's allocated bytes before the model loaded, to
+    check --max-vram too (None: not)."""
     blocks = [*model.memory_layout().streamed(), *_controlnet_blocks(controlnet)]
     pictures = {}
     try:
@@ -104,7 +85,7 @@ def test_controlnet_units_under_the_memory_modes(first_device: gpucore.Device,
         model.set_memory_mode(MemoryMode(medvram=True))
         pictures["medvram"] = model.generate(request).images[0]
         assert "forward" in vars(model.pipe.transformer)  # its own unit again
-        if family == "flux":  # the same plan as --lowvram's, the budget making room
+        if held is not None:  # the same plan as --lowvram's, the budget making room
             least = smallest_flow_budget(model.memory_layout())
             model.set_memory_mode(MemoryMode(
                 max_vram=held + least + parameter_bytes(controlnet) + (1 << 20)))
@@ -126,6 +107,21 @@ def test_controlnet_units_under_the_memory_modes(first_device: gpucore.Device,
         assert np.abs(plain.astype(float) - without).mean() > 2  # the unit matters
     finally:  # a budget left set would fail every later test of the session's device
         model.set_memory_mode(MemoryMode())
+
+
+def test_flux_controlnet_units_under_the_memory_modes(first_device: gpucore.Device,
+                                                      tiny_flux_dev: tuple[Path, Any],
+                                                      tmp_path: Path) -> None:
+    """The module doc, for FLUX.1 dev with a Union ControlNet (Z-Image's: in
+    test_zimage_controlnet, on its module's model)."""
+    gc.collect()  # the budget is the device's: what other tests left on it counts too
+    first_device.empty_pool()
+    held = first_device.memory_stats().allocated
+    model, controlnet, extra = _flux(tiny_flux_dev[0], tmp_path, first_device)
+    unit = ControlUnit(controlnet, circle(HEIGHT, WIDTH), union_mode=extra["union_mode"])
+    request = GenerationRequest(prompt="a red circle", width=WIDTH, height=HEIGHT, steps=2,
+                                seed=7, sampler="Euler", control=(unit,), **extra["settings"])
+    check_units_under_the_memory_modes(model, controlnet, request, held=held)
 
 
 def test_controlnet_units_with_the_hires_fix(first_device: gpucore.Device,
