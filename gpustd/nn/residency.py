@@ -180,6 +180,24 @@ class Residency:
             offload(module)
             self.evictions += 1
 
+    def remove(self, module: Module) -> None:
+        """Stop managing unit `module` (one a generation brought, now done): the methods that
+        bring it in unwrapped, its weights left where they are (evict it first to free
+        them). A module that is no unit: nothing to do."""
+        if self._units.pop(id(module), None) is None:
+            return
+        self._resident.pop(id(module), None)
+        if self._current == id(module):
+            self._current = 0
+        kept = []
+        for member, method in self._streamed:
+            wrapper = vars(member).get(method)
+            if isinstance(wrapper, _Streamed) and wrapper.unit() is module:
+                del vars(member)[method]
+            else:
+                kept.append((member, method))
+        self._streamed = kept
+
     def evict_all(self) -> None:
         """Every unit to host memory (torch: `model.to("cpu")`)."""
         for unit in list(self._resident.values()):

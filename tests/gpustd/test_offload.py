@@ -71,6 +71,12 @@ def test_budget_evicts_least_recently_used(first_device: gpucore.Device) -> None
     with first_device.capture() as graph, pytest.raises(OffloadedError, match="capture"):
         layers[2](x)
     graph.release()
+    residency.evict(layers[1])
+    residency.remove(layers[1])  # no unit now: a call runs where its weights are
+    assert layers[1] not in residency and "forward" not in vars(layers[1])
+    with pytest.raises(OffloadedError, match="restore"):
+        layers[1](x)
+    restore(layers[1])
     residency.close()
     assert all(device_bytes(layer) for layer in layers)
     assert "forward" not in vars(layers[0])

@@ -53,7 +53,7 @@ from ...preprocessors.resize import fit_map
 from ..control import CONTROL_MODES, ControlUnit, control_batch
 from ..reference import ReferenceUnit
 
-__all__ = ["FlowControl", "encode_map"]
+__all__ = ["DIT_CONTROLNETS", "FlowControl", "encode_map"]
 
 # the control model class each family's transformer takes
 _MODELS: dict[str, tuple[type, str]] = {
@@ -61,6 +61,8 @@ _MODELS: dict[str, tuple[type, str]] = {
     "sd3": (SD3ControlNetModel, "SD 3/3.5"), "z-image": (ZImageControlNetModel, "Z-Image"),
     "qwen-image": (QwenImageControlNetModel, "Qwen-Image"),
 }
+DIT_CONTROLNETS = tuple(dict.fromkeys(kind for kind, _ in _MODELS.values()))
+"""The ControlNet classes of the flow families."""
 
 
 def encode_map(vae: Any, image: Any, *, batch: int, width: int, height: int,

@@ -8,6 +8,11 @@ the WebUI's hires pass the second pass's schedule is stretched by 1 / denoise an
 `steps` run (`steps` 0: the first pass's), over the shifted sigmas of the new
 size (FLUX dev's shift grows with the picture), from each image's seed drawn afresh at that
 size. The size is rounded down to whole 2x2 latent patches (16 pixels).
+
+ControlNet units guide the passes as the ControlNet extension's do on the SD families
+(diffusion.pipelines.control): each pass takes the units its `hr_option` names
+(`stage_control`), the second its maps fitted to the hires size by their resize modes and
+its guidance start / end counted in its own steps.
 """
 
 from __future__ import annotations
@@ -23,12 +28,13 @@ from ...models.step_cache import StepCache
 from ...noise.rng import make_generator
 from ...sampling.model_sampling import FlowSchedule
 from ...upscalers.interpolation import crop_latents, upscale_image, upscale_latents
+from ..control import HR_OPTIONS
 from ..observer import Observer
 from ..request import GenerationRequest
 from .flow_sampling import sample_flow
 from .start import decode, encode_image
 
-__all__ = ["FlowPasses", "hires_size", "run_hires"]
+__all__ = ["FlowPasses", "hires_size", "run_hires", "stage_control"]
 
 Flow = Callable[[np.ndarray, float], np.ndarray]
 
@@ -62,6 +68,14 @@ def hires_size(model: FlowPasses, request: GenerationRequest, width: int, height
     return w // multiple * multiple, h // multiple * multiple
 
 
+def stage_control(control: tuple[Any, ...], stage: str) -> tuple[Any, ...]:
+    """The request's control units that guide the hires fix's `stage` ("first" or "second"
+    pass) by their hr_option: "Low res only" ones not the second, "High res only" ones not
+    the first (control.Control's rule for the SD families)."""
+    skip = {"first": HR_OPTIONS[2], "second": HR_OPTIONS[1]}[stage]
+    return tuple(unit for unit in control if getattr(unit, "hr_option", None) != skip)
+
+
 def run_hires(model: FlowPasses, request: GenerationRequest, label: str, prompts: list[str],
               seeds: list[int], latents: np.ndarray, width: int, height: int,
               observer: Observer, *, cache: StepCache | None = None) -> np.ndarray:
@@ -90,9 +104,11 @@ def run_hires(model: FlowPasses, request: GenerationRequest, label: str, prompts
     start = crop_latents(start, (h // scale, w // scale))
     # 2. the stretched schedule at the new size, its last `steps` from the upscaled latents,
     # FLUX dev guided by the hires pass's own distilled CFG (Forge's hr_distilled_cfg)
-    second = replace(request, distilled_cfg_scale=request.hr_distilled_cfg)
-    flow, shape, mu = model.guided_flow(second, prompts, w, h, cache)
+    # its units those for the second pass, counting its own steps
     steps, total = hires.schedule_steps(int(request.steps))
+    second = replace(request, distilled_cfg_scale=request.hr_distilled_cfg, steps=steps,
+                     control=stage_control(request.control or (), "second"))
+    flow, shape, mu = model.guided_flow(second, prompts, w, h, cache)
     return sample_flow(flow, label, FlowSchedule(model.scheduler_config, mu=mu), total,
                        seeds=seeds, rng=request.rng, shape=shape,
                        init_latents=start.astype(np.float32), t_enc=steps - 1,

@@ -25,6 +25,19 @@ model and vision tower move together) with the calls that bring them in, and the
 when the pipeline is loaded with `offload` (the CLI and the server do so whenever a memory
 mode is asked for), so the load peaks at one network, not all of them.
 
+A generation's own networks join the plan while it runs (`FlowMemoryPlan.guests`):
+
+- ControlNets are placed as the transformer is. Under medvram they share its unit (they run
+  at every step beside it, often inside its call, as Z-Image's do: a unit of their own would
+  send the whole transformer back and forth at each step); under lowvram and max_vram their
+  block lists stream block by block among the transformer's, their other parts (embedders,
+  the hint block) on the GPU for the run.
+- FLUX Redux's SigLIP and embedder read the picture once, as one unit, as the text encoders
+  read the prompt.
+
+When the generation ends they leave the plan for host memory; the plain mode brings them
+back before it runs them (`restore_guests`).
+
 No flow network runs from a capture, so every mode runs the plain mode's kernels on the same
 weights: the pictures are the plain run's, bitwise (diffusion.pipelines.sd.memory says the
 same of the UNet's modes).
@@ -32,7 +45,8 @@ same of the UNet's modes).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -50,10 +64,12 @@ from ...models.tiled_vae import budget_tile, decode_tiled, untiled_bytes
 from ...models.vae import AutoencoderKL
 from ..sd.memory import GIB, MemoryMode
 
-__all__ = ["FlowMemoryPlan", "MemoryLayout", "MemoryModes", "load_network",
+__all__ = ["FlowMemoryPlan", "MemoryLayout", "MemoryModes", "load_network", "restore_guests",
            "smallest_flow_budget"]
 
 M = TypeVar("M", bound=Module)
+# a ControlNet block's methods besides `forward` that run it (Z-Image's control blocks' `step`)
+_BLOCK_CALLS = ("step",)
 
 
 @dataclass(frozen=True)
@@ -87,13 +103,22 @@ class MemoryLayout:
         return fixed
 
 
-def smallest_flow_budget(layout: MemoryLayout) -> int:
+def smallest_flow_budget(layout: MemoryLayout, controlnets: Sequence[Module] = (),
+                         readers: Sequence[Module] = ()) -> int:
     """The least --max-vram can be: the transformer's weights that never leave and the largest
-    unit's (a block, the text encoders together, the VAE), activations not counted."""
+    unit's (a block, the text encoders together, the VAE), activations not counted; with a
+    generation's `controlnets` and `readers` (FlowMemoryPlan.guests) their parts that stay
+    for the run and their units too."""
     blocks = layout.streamed()
     fixed = parameter_bytes(layout.transformer) - sum(parameter_bytes(b) for b in blocks)
     text = sum(parameter_bytes(n) for n in layout.text_encoders)
-    return fixed + max([text, parameter_bytes(layout.vae), *map(parameter_bytes, blocks)])
+    units = [text, parameter_bytes(layout.vae), *map(parameter_bytes, blocks),
+             sum(parameter_bytes(n) for n in readers)]
+    for model in {id(m): m for m in controlnets}.values():
+        kept, streamed = _control_parts(model)
+        fixed += parameter_bytes(kept)
+        units.extend(map(parameter_bytes, streamed))
+    return fixed + max(units)
 
 
 class FlowMemoryPlan:
@@ -102,7 +127,7 @@ class FlowMemoryPlan:
     off (every unit back on the GPU)."""
 
     def __init__(self, layout: MemoryLayout, mode: MemoryMode) -> None:
-        self.mode = mode
+        self.mode, self.layout = mode, layout
         device = next(iter(layout.transformer.parameters())).device
         if mode.max_vram is not None and mode.max_vram < (least := smallest_flow_budget(layout)):
             raise ValueError(
@@ -131,6 +156,58 @@ class FlowMemoryPlan:
     def release(self) -> None:
         """Every unit back on the GPU and the methods unwrapped (the mode switched off)."""
         self.residency.close()
+
+    @contextmanager
+    def guests(self, controlnets: Sequence[Module] = (),
+               readers: Sequence[Module] = ()) -> Iterator[None]:
+        """Within the block, the plan also places `controlnets` (the transformer's way) and
+        `readers` (one unit: FLUX Redux's SigLIP and embedder), as the module doc says; after
+        it they are in host memory and no units any more."""
+        controlnets = list({id(m): m for m in controlnets}.values())
+        residency, transformer = self.residency, self.layout.transformer
+        budget = self.mode.max_vram
+        if budget is not None and budget < (
+                least := smallest_flow_budget(self.layout, controlnets, readers)):
+            raise ValueError(
+                f"--max-vram {budget / GIB:.3f} GiB cannot hold this generation's ControlNet "
+                f"or Redux parts beside the model's: it needs at least {least / GIB:.3f} GiB "
+                f"({-(-least // (1 << 20))} MiB) before any activations; give more")
+        for model in (*controlnets, *readers):  # in host memory until their turn comes
+            offload(model)
+        added: list[Module] = []
+        if readers:
+            added.append(reader := ModuleList(list(readers)))
+            residency.add(reader, name="picture reader", stream=False)
+            for member in readers:
+                residency.stream(member, "forward", unit=reader)
+        if controlnets and self.mode.streams_unet:
+            for model in controlnets:
+                fixed, blocks = _control_parts(model)
+                restore(fixed)
+                for block in blocks:
+                    added.append(block)
+                    residency.add(block, name="ControlNet block")
+                    for method in _BLOCK_CALLS:
+                        if hasattr(type(block), method):
+                            residency.stream(block, method, unit=block)
+        elif controlnets:  # one unit with the transformer while they run
+            residency.evict(transformer)
+            residency.remove(transformer)
+            added.append(joint := ModuleList([transformer, *controlnets]))
+            residency.add(joint, name="transformer and ControlNets", stream=False)
+            for member in (transformer, *controlnets):
+                residency.stream(member, "forward", unit=joint)
+        try:
+            yield
+        finally:
+            for unit in added:
+                residency.remove(unit)
+            if controlnets and not self.mode.streams_unet:
+                residency.add(transformer, name="transformer")
+            for model in (*controlnets, *readers):
+                offload(model)
+            if residency.release:
+                _weight_device(transformer).empty_pool()
 
     def decode(self, vae: Any, z: np.ndarray) -> np.ndarray:
         """`vae.decode(z)` as float32 host images (B, 3, H, W), `z` the VAE's own latents on
@@ -175,6 +252,19 @@ class MemoryModes:
         asks); None without a mode."""
         return None if self._memory is None else self._memory.decode
 
+    @contextmanager
+    def guests(self, controlnets: Sequence[Module], readers: Sequence[Module]
+               ) -> Iterator[None]:
+        """A generation's own networks placed by the mode in effect while the block runs
+        (FlowMemoryPlan.guests); without a mode, brought back to the GPU where a mode left
+        them (restore_guests)."""
+        if self._memory is None:
+            restore_guests([*controlnets, *readers])
+            yield
+            return
+        with self._memory.guests(controlnets, readers):
+            yield
+
     def set_memory_mode(self, mode: MemoryMode) -> None:
         """Run in the WebUI's --medvram / --lowvram / --max-vram mode (the module doc; all
         off: every weight on the GPU)."""
@@ -183,6 +273,31 @@ class MemoryModes:
             self._memory = None
         if mode:
             self._memory = FlowMemoryPlan(self.memory_layout(), mode)
+
+
+def restore_guests(networks: Sequence[Module]) -> None:
+    """A generation's own networks (ControlNets, Redux's) back on the GPU where a memory mode
+    left them in host memory (FlowMemoryPlan.guests), for the plain mode to run them."""
+    for network in networks:
+        restore(network)
+
+
+def _weight_device(module: Module) -> Device:
+    """The device of `module`'s first parameter."""
+    return next(iter(module.parameters())).device  # type: ignore[no-any-return]
+
+
+def _control_parts(model: Module) -> tuple[Module, list[Module]]:
+    """A ControlNet's parts that stay on the GPU while its blocks stream (one Namespace) and
+    its streamed blocks: the items of each of its block lists (ModuleLists), in order."""
+    fixed = Namespace()
+    blocks: list[Module] = []
+    for name, value in vars(model).items():
+        if isinstance(value, ModuleList):
+            blocks.extend(value)
+        elif not name.startswith("_"):
+            setattr(fixed, name, value)
+    return fixed, blocks
 
 
 def load_network(build: Callable[[], M], weights: ComponentWeights, *, device: Device,

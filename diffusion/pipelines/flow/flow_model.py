@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -31,12 +32,14 @@ from ...sampling.samplers.registry import lookup
 from ...text.composable import refuse_composable
 from ...text.prompts import extract_extra_networks
 from ..contract import Capabilities, GenerationResult, LoadOptions, Placement, SamplingDefaults
+from ..control import ControlUnit
 from ..control_map import split_maps
 from ..control_spec import unit_label
 from ..generation import Denoised, PromptLoras, generate
 from ..observer import Observer, Progress, StepCallback
 from ..request import GenerationRequest
-from .flow_hires import run_hires
+from .flow_control import DIT_CONTROLNETS
+from .flow_hires import run_hires, stage_control
 from .flow_memory import MemoryLayout, MemoryModes
 from .flow_passes import CFG_FAMILIES, FlowModelPasses
 from .flow_sampling import FLOW_SAMPLERS, FLOW_SCHEDULES, flow_seeds
@@ -167,14 +170,10 @@ class FlowModel(FlowModelPasses, MemoryModes):
 
     def check(self, request: GenerationRequest, width: int, height: int) -> None:
         """Plain-text prompts (AND only with "diffusers", which reads it as a word); sides in
-        whole 2x2 latent patches; no Redux or ControlNet units under a memory mode."""
+        whole 2x2 latent patches."""
         if request.sampler_label[0] != DIFFUSERS:
             refuse_composable(extract_extra_networks(request.prompt)[0],
                               f"{self.family} models")
-        if self._memory is not None and (request.redux is not None
-                                         or split_maps(request.control or ())[1]):
-            raise ValueError("FLUX Redux and ControlNet units do not run under --medvram, "
-                             "--lowvram or --max-vram yet; leave out the units or the mode")
         multiple = 2 * self.vae_scale_factor  # 2x2 latent patches
         for name, side in (("width", width), ("height", height)):
             if side % multiple:
@@ -191,27 +190,28 @@ class FlowModel(FlowModelPasses, MemoryModes):
         prompts = [extract_extra_networks(request.prompt)[0]] * batch
         spec = CacheSpec.of(request.cache)
         cache = None if spec is None else StepCache(spec, int(request.steps))
-        if request.control and request.hires is not None:
-            raise ValueError(f"ControlNet units with the hires fix: not supported for "
-                             f"{self.family} models yet; leave one of them out")
-        # FLUX Redux: the picture's tokens join every prompt's for this run
-        if request.redux is not None:
-            self.pipe.prompt_prior = request.redux.prior()
-        try:
-            if label == DIFFUSERS:
-                latents = self._diffusers(request, prompts, seed, width, height, observer,
-                                          cache)
-                seeds = [seed] * batch
-            else:
-                seeds = [seed + k for k in range(batch)]
-                latents = self._webui(request, label, prompts, seeds, width, height,
-                                      observer, cache)
-                if request.hires is not None:
-                    latents = run_hires(self, request, label, prompts, seeds, latents, width,
-                                        height, observer, cache=cache)
-        finally:
+        # FLUX Redux: the picture's tokens join every prompt's for this run; its networks and
+        # the units' ControlNets placed by the memory mode while it runs (flow_memory)
+        with self.guests(*_guests(request)):
             if request.redux is not None:
-                self.pipe.prompt_prior = None
+                self.pipe.prompt_prior = request.redux.prior()
+            try:
+                if label == DIFFUSERS:
+                    latents = self._diffusers(request, prompts, seed, width, height, observer,
+                                              cache)
+                    seeds = [seed] * batch
+                else:
+                    seeds = [seed + k for k in range(batch)]
+                    first = request if request.hires is None else replace(
+                        request, control=stage_control(request.control or (), "first"))
+                    latents = self._webui(first, label, prompts, seeds, width, height,
+                                          observer, cache)
+                    if request.hires is not None:
+                        latents = run_hires(self, request, label, prompts, seeds, latents,
+                                            width, height, observer, cache=cache)
+            finally:
+                if request.redux is not None:
+                    self.pipe.prompt_prior = None
         fields: dict[str, Any] = dict(
             scheduler=None if label == DIFFUSERS else "Simple",
             distilled_cfg_scale=float(request.distilled_cfg_scale) if self.distilled else None,
@@ -261,6 +261,15 @@ class LLMFlowModel(FlowModel):
         """What the prompt's LoRAs patch: the transformer (diffusers/PEFT's names, or the
         original layout's)."""
         return SimpleNamespace(unet=self.pipe.transformer, transformer=self.pipe.transformer)
+
+
+def _guests(request: GenerationRequest) -> tuple[list[Any], list[Any]]:
+    """The networks a request brings (flow_memory's guests): its units' ControlNets made for
+    the flow families, FLUX Redux's SigLIP and embedder."""
+    controlnets = [unit.model for unit in split_maps(request.control or ())[1]
+                   if isinstance(unit, ControlUnit) and isinstance(unit.model, DIT_CONTROLNETS)]
+    redux = None if request.redux is None else request.redux.redux
+    return controlnets, [] if redux is None else [redux.image_encoder, redux.image_embedder]
 
 
 def flow_defaults(path: str | os.PathLike[str], family: str) -> SamplingDefaults:

@@ -45,17 +45,14 @@ def test_flow_models_keep_the_contract(family: str, embeds: bool, guidance: str)
 
 
 @pytest.mark.parametrize("units", [{"redux": object()}, {"control": (object(),)}])
-def test_flow_memory_modes_refuse_redux_and_controlnets(units: dict[str, object]) -> None:
-    """Under a memory mode (its plan stood in for) FLUX Redux and ControlNet units are
-    refused in one line; without one, they pass the check."""
+def test_flow_memory_modes_take_redux_and_controlnets(units: dict[str, object]) -> None:
+    """Under a memory mode (its plan stood in for) FLUX Redux and ControlNet units pass the
+    check, as without one (the plan places their networks: flow_memory)."""
     model = _flow("flux-dev", guidance_embeds=True)
     request = GenerationRequest(prompt="x", sampler="Euler", **units)  # type: ignore[arg-type]
     model.check(request, 64, 64)
     model._memory = SimpleNamespace(mode=MemoryMode(lowvram=True))  # type: ignore[assignment]
-    with pytest.raises(ValueError, match=r"^FLUX Redux and ControlNet units do not run under "
-                       r"--medvram, --lowvram or --max-vram yet; leave out") as info:
-        model.check(request, 64, 64)
-    assert "\n" not in str(info.value)
+    model.check(request, 64, 64)
 
 
 def test_a_stand_in_missing_a_member_is_no_pipeline() -> None:

@@ -210,3 +210,30 @@ def test_redux_files(first_device: gpucore.Device, tmp_path: Path,
                      "--redux-image", str(tmp_path / "x.png"), "--prompt", "x"]) != 0
     err = capsys.readouterr()[1]
     assert "--redux-image-encoder" in err and "Traceback" not in err
+
+
+def test_redux_under_the_memory_modes(first_device: gpucore.Device,
+                                      tiny_flux_dev: tuple[Path, Any],
+                                      redux: tuple[Path, Any]) -> None:
+    """--lowvram gives the plain run's picture bitwise, Redux's SigLIP and embedder a unit of
+    the plan while it runs, in host memory after it; the plain mode brings them back."""
+    from diffusion.pipelines.flow.redux import FluxRedux, ReduxReference
+    from diffusion.pipelines.load import load_pipeline
+    from diffusion.pipelines.request import GenerationRequest
+    from diffusion.pipelines.sd.memory import MemoryMode
+    from gpustd.nn.offload import is_offloaded
+
+    model = load_pipeline(tiny_flux_dev[0] / "flux", device=first_device, offload=True)
+    parts = FluxRedux.from_pretrained(redux[0], device=first_device)
+    request = GenerationRequest(prompt=PROMPT, width=WIDTH, height=HEIGHT, steps=2, seed=7,
+                                sampler="diffusers", rng="torch", cfg_scale=1.0,
+                                distilled_cfg_scale=3.5, redux=ReduxReference(parts, _picture(1)))
+    try:
+        model.set_memory_mode(MemoryMode(lowvram=True))
+        low = model.generate(request).images[0]
+        assert is_offloaded(parts.image_encoder) and is_offloaded(parts.image_embedder)
+        assert "forward" not in vars(parts.image_encoder)
+        model.set_memory_mode(MemoryMode())
+        np.testing.assert_array_equal(low, model.generate(request).images[0])
+    finally:
+        model.set_memory_mode(MemoryMode())

@@ -3,7 +3,8 @@ diffusers here, in the forms of alibaba-pai's Fun Union 1.0, 2.0 and 2.1): throu
 with `--sampler diffusers --rng torch` the picture is diffusers' ZImageControlNetPipeline's
 (with CFG and the unit's weight), and the control visibly matters, as it is through the
 server's ControlNet unit with a WebUI sampler; alibaba-pai's single files are told apart by
-their tensors, as diffusers' `from_single_file` tells them."""
+their tensors, as diffusers' `from_single_file` tells them; the memory modes keep the
+picture."""
 
 from __future__ import annotations
 
@@ -228,3 +229,25 @@ def test_zimage_controlnet_through_the_api(first_device: gpucore.Device,
     theirs = _reference(reference, controlnet, picture, controlnet_conditioning_scale=0.75,
                         guidance_scale=0.0)
     assert np.abs(ours - theirs).mean() <= TOLERANCE
+
+
+def test_zimage_controlnet_under_the_memory_modes(first_device: gpucore.Device,
+                                                  tiny_zimage: tuple[Path, Any],
+                                                  tmp_path: Path) -> None:
+    """A Fun Union 2.1 unit (its blocks run inside the transformer's call and run its noise
+    refiner) under --lowvram and --medvram: the plain picture bitwise, at most one block on
+    the GPU under --lowvram (test_flow_control_memory's checks)."""
+    from test_flow_control_memory import check_units_under_the_memory_modes
+
+    from diffusion.loaders.control.catalog import load_control_model
+    from diffusion.pipelines.control import ControlUnit
+    from diffusion.pipelines.load import load_pipeline
+    from diffusion.pipelines.request import GenerationRequest
+
+    tiny_zimage_controlnet("2.1").save_pretrained(tmp_path / "cn")
+    model = load_pipeline(tiny_zimage[0], device=first_device, offload=True)
+    controlnet = load_control_model(tmp_path / "cn", device=first_device)
+    request = GenerationRequest(prompt=PROMPT, width=WIDTH, height=HEIGHT, steps=2, seed=7,
+                                sampler="diffusers", rng="torch", cfg_scale=1.0,
+                                control=(ControlUnit(controlnet, circle(HEIGHT, WIDTH)),))
+    check_units_under_the_memory_modes(model, controlnet, request)
