@@ -82,6 +82,23 @@ def _open(info: gpucore.AdapterInfo) -> gpucore.Device:
     return _devices[info.index]
 
 
+class _SessionDefault:
+    """Stands in for gpucore._default's `Device`: `default_device()` (what the CLI, the server
+    and `load_pipeline` without a device open) is the session Device of the adapter
+    `Device.auto()` would choose, so those tests reuse the kernels the device fixtures' tests
+    compiled on it, and theirs (a second Device of the same adapter compiles every kernel
+    again, seconds each on CI's software adapters)."""
+
+    @staticmethod
+    def auto() -> gpucore.Device:
+        from gpucore._adapters import choose_adapter
+
+        return _open(choose_adapter())
+
+
+gpucore._default.Device = _SessionDefault  # type: ignore[attr-defined,assignment]
+
+
 def session_devices() -> list[gpucore.Device]:
     """Every adapter's session Device, the ones the device fixtures give: for tests of
     several devices at once, which then reuse the kernels earlier tests compiled (a fresh

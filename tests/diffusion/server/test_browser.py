@@ -120,19 +120,28 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int,
     thread.join(timeout=10)
 
 
-@pytest.fixture()
-def page(tmp_path: Path) -> Iterator[Any]:
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """One Chromium for the module's tests (a launch is seconds of CPU on CI's 2 cores); each
+    test gets a fresh context (its own storage, as a browser of its own had)."""
     if not Path(CHROMIUM).is_file():
         pytest.skip(f"no Chromium at {CHROMIUM} (Debian package chromium)")
     sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed")
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
-        page.set_default_timeout(30_000)
-        page.errors = []
-        page.on("pageerror", lambda error: page.errors.append(str(error)))
-        yield page
+        yield browser
         browser.close()
+
+
+@pytest.fixture()
+def page(browser: Any) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    page.errors = []
+    page.on("pageerror", lambda error: page.errors.append(str(error)))
+    yield page
+    context.close()
 
 
 def _screenshot(page: Any, tmp_path: Path, name: str) -> None:
@@ -634,29 +643,32 @@ def test_two_tabs_each_follow_their_own_run(server: tuple[str, int, bool], page:
                                                  if fraction else 0, "sampling_steps": 10}))
 
     other = page.context.browser.new_page(viewport={"width": 1280, "height": 900})
-    other.errors = []
-    other.on("pageerror", lambda error: other.errors.append(str(error)))
-    for tab in (page, other):
-        tab.route("**/sdapi/v1/txt2img", generation)
-        tab.route("**/internal/progress", progress)
-    for tab, prompt in ((page, "first"), (other, "second")):
-        tab.goto(url)
-        _ready(tab)
-        tab.get_by_label("Prompt", exact=True).fill(prompt)
-        tab.get_by_role("button", name="Generate", exact=True).click()
-    other.wait_for_function(
-        "document.getElementById('progress_text').textContent === 'In queue: 1/1'")
-    for tab, shown in ((page, "20% · step 2/10 · ETA 4s"), (other, "70% · step 7/10 · ETA 4s")):
-        tab.wait_for_function("text => document.getElementById('progress_text').textContent "
-                              "=== text", arg=shown)
-    tasks = list(prompts)
-    assert len(tasks) == 2 and tasks[0] != tasks[1] and all(
-        re.fullmatch(r"task\([0-9a-f]{16}\)", task) for task in tasks)
-    for route in held:
-        route.fulfill(json={"images": [], "info": "{}"})
-    for tab in (page, other):
-        tab.get_by_role("button", name="Generate", exact=True).wait_for(state="visible")
-    assert not page.errors and not other.errors, (page.errors, other.errors)
+    try:
+        other.errors = []
+        other.on("pageerror", lambda error: other.errors.append(str(error)))
+        for tab in (page, other):
+            tab.route("**/sdapi/v1/txt2img", generation)
+            tab.route("**/internal/progress", progress)
+        for tab, prompt in ((page, "first"), (other, "second")):
+            tab.goto(url)
+            _ready(tab)
+            tab.get_by_label("Prompt", exact=True).fill(prompt)
+            tab.get_by_role("button", name="Generate", exact=True).click()
+        other.wait_for_function(
+            "document.getElementById('progress_text').textContent === 'In queue: 1/1'")
+        for tab, shown in ((page, "20% · step 2/10 · ETA 4s"), (other, "70% · step 7/10 · ETA 4s")):
+            tab.wait_for_function("text => document.getElementById('progress_text').textContent "
+                                  "=== text", arg=shown)
+        tasks = list(prompts)
+        assert len(tasks) == 2 and tasks[0] != tasks[1] and all(
+            re.fullmatch(r"task\([0-9a-f]{16}\)", task) for task in tasks)
+        for route in held:
+            route.fulfill(json={"images": [], "info": "{}"})
+        for tab in (page, other):
+            tab.get_by_role("button", name="Generate", exact=True).wait_for(state="visible")
+        assert not page.errors and not other.errors, (page.errors, other.errors)
+    finally:
+        other.close()  # and its context: the module's browser lives on
 
 
 def _png_with_infotext(path: Path, infotext: str) -> Path:
