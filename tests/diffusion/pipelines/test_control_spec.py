@@ -311,7 +311,7 @@ def test_bad_settings_messages(fields: dict, message: str) -> None:
     if "module" in fields:  # the extension's names after the list
         assert str(caught.value).endswith(
             " (or the extension's names hed, hed_safe, pidinet, pidinet_safe, lineart, "
-            "invert (from white bg & black line))")
+            "invert (from white bg & black line), depth, normal_map)")
 
 
 def test_edge_settings_are_taken() -> None:
