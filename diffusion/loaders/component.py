@@ -59,7 +59,8 @@ def quantized_rows(file: GGUFFile, ref: TensorRef, *, swapped: bool) -> np.ndarr
 def load_component(model: M, weights: ComponentWeights, *, slices: bool = False,
                    to_host: bool = False) -> M:
     """`model` with `weights` loaded (module docstring); returns it. `to_host`: the quantized
-    blocks are kept in host memory, never uploaded (`QuantizedTensor.on_host`: a model loaded
+    blocks, and the float tensors of a model built under gpustd.nn.deferred, are kept in host
+    memory, never uploaded (`QuantizedTensor.on_host`: a model loaded
     for a memory mode to stream, gpustd.nn.offload). StateDictError naming every missing,
     unexpected or mis-shaped tensor, before anything is written, as load_state_dict. torch
     has no equivalent (ComfyUI-GGUF's GGMLOps layers keep the blocks the same way)."""
@@ -68,7 +69,7 @@ def load_component(model: M, weights: ComponentWeights, *, slices: bool = False,
     kept = {name: ref for name, ref in refs.items()
             if _kept(name, ref) and (slices or (ref.rows is None and name not in swapped))}
     if not kept:
-        model.load_state_dict(weights)
+        model.load_state_dict(weights, to_host=to_host)
         return model
     params = dict(model.named_parameters())
     missing = [key for key in params if key not in refs]
@@ -80,7 +81,7 @@ def load_component(model: M, weights: ComponentWeights, *, slices: bool = False,
                              f"{unexpected}, shape mismatches {wrong}")
     floats = {name: ref for name, ref in refs.items() if name not in kept}
     rest = weights.with_refs(floats)  # the same reading (dtype, swapped halves), fewer tensors
-    model.load_state_dict(rest, strict=False)
+    model.load_state_dict(rest, strict=False, to_host=to_host)
     # one tensor at a time: its blocks uploaded in the dtype its layer computes in (T5's
     # float32 `wo` too), the parameter it replaces dropped (built deferred: it held nothing;
     # otherwise its float buffer goes back to the driver)
@@ -94,7 +95,7 @@ def load_component(model: M, weights: ComponentWeights, *, slices: bool = False,
         try:
             set_quantized_weight(model, name, weight)
         except ValueError:  # an Embedding's or a norm's: expanded on the host
-            model.load_state_dict({name: weights[name]}, strict=False)
+            model.load_state_dict({name: weights[name]}, strict=False, to_host=to_host)
         if not isinstance(param.buffer, UnloadedBuffer):
             param.device.empty_pool()
     if left := unloaded(model):  # cannot happen: every key was checked above

@@ -274,9 +274,10 @@ class AutoencoderKLQwenImage(nn.Module):
         return self.post_quant_conv.weight.device
 
     def load_state_dict(self, state: Mapping[str, Any], *, strict: bool = True,
-                        dtype: Any = None) -> None:
+                        dtype: Any = None, to_host: bool = False) -> None:
         """Load diffusers' AutoencoderKLQwenImage tensors (5D kernels, 4D/5D gammas)."""
-        super().load_state_dict(single_frame_state(state), strict=strict, dtype=dtype)
+        super().load_state_dict(single_frame_state(state), strict=strict, dtype=dtype,
+                                to_host=to_host)
 
     def _statistics(self, dtype: Any) -> tuple[Tensor, Tensor]:
         shape = (1, -1, 1, 1)

@@ -153,10 +153,11 @@ class T5EncoderModel(nn.Module):
                                                 place=place)
 
     def load_state_dict(self, state: Mapping[str, Any], *, strict: bool = True,
-                        dtype: Any = None) -> None:
+                        dtype: Any = None, to_host: bool = False) -> None:
         """nn.Module.load_state_dict, taking `encoder.embed_tokens.weight` for
         `shared.weight` when only it is present and ignoring it when both are."""
-        super().load_state_dict(_Untied(state), strict=strict, dtype=dtype)
+        super().load_state_dict(_Untied(state), strict=strict, dtype=dtype,
+                                to_host=to_host)
 
     def position_bias(self, length: int, layer: int = 0) -> Tensor:
         """(1, H, L, L) float32 additive attention bias from block `layer`'s table."""

@@ -194,9 +194,10 @@ class AutoencoderKLWan(nn.Module):
         return 2 ** (len(self.config["dim_mult"]) - 1) * (self.config["patch_size"] or 1)
 
     def load_state_dict(self, state: Mapping[str, Any], *, strict: bool = True,
-                        dtype: Any = None) -> None:
+                        dtype: Any = None, to_host: bool = False) -> None:
         """Load diffusers' AutoencoderKLWan tensors (5D kernels, 4D/5D gammas)."""
-        super().load_state_dict(_FlatGammas(state), strict=strict, dtype=dtype)
+        super().load_state_dict(_FlatGammas(state), strict=strict, dtype=dtype,
+                                to_host=to_host)
 
     def _statistics(self, dtype: Any) -> tuple[Tensor, Tensor]:
         shape = (1, -1, 1, 1, 1)

@@ -16,6 +16,11 @@ A parameter a load never wrote (a strict=False load that left it out) stays unlo
 counted by `parameter_bytes` but not `device_bytes`, offload / restore leave it alone, and any
 kernel given it, a read or a write into it raise UnloadedError naming what to do.
 `gpustd.nn.module.unloaded(model)` lists such parameters by key.
+
+`load_state_dict(..., to_host=True)` gives each such parameter a `HostBuffer` (the stand-in
+gpustd.nn.offload leaves where it moves a weight to host memory) instead of a Buffer: a model
+loaded for a memory mode goes straight to host memory, tensor by tensor, and never needs the
+GPU memory of its whole size.
 """
 
 from __future__ import annotations
@@ -29,7 +34,8 @@ import numpy as np
 
 from gpucore import Buffer, Device, GpuError
 
-__all__ = ["UnloadedBuffer", "UnloadedError", "deferred", "deferring"]
+__all__ = ["HostBuffer", "OffloadedError", "UnloadedBuffer", "UnloadedError", "deferred",
+           "deferring"]
 
 _DEFERRING: ContextVar[bool] = ContextVar("gpustd_nn_deferred", default=False)
 
@@ -92,6 +98,70 @@ class UnloadedBuffer:
                                      read_only=self.read_only)
         if data.size:
             buffer.write(data)
+        return buffer
+
+    def keep_on_host(self, data: np.ndarray) -> HostBuffer:
+        """A HostBuffer holding `data` (as `allocate`'s Buffer would, in host memory): a
+        parameter loaded straight to where a memory mode keeps it, never on the GPU.
+        `data` is copied unless it owns its memory (not a view of a file or a reused
+        buffer), since the HostBuffer keeps it."""
+        data = np.asarray(data)
+        if data.dtype != self.dtype or data.size != self.length:
+            raise ValueError(f"a {self.dtype} parameter of {self.length} values cannot take "
+                             f"{data.size} {data.dtype} values")
+        root = data
+        while isinstance(root.base, np.ndarray):
+            root = root.base
+        if root.base is not None or not root.flags.owndata:
+            data = data.copy()
+        return HostBuffer(data, self.device, self.read_only)
+
+
+class OffloadedError(GpuError):
+    """A kernel was given a weight whose values are in host memory (offloaded)."""
+
+
+class HostBuffer:
+    """Stands in for a Buffer whose values were moved to host memory (see the module doc):
+    dtype, length, nbytes and device as the Buffer's; `read`/`write` on the host copy; `wgpu`
+    and a kernel binding it raise OffloadedError."""
+
+    __slots__ = ("__weakref__", "array", "device", "dtype", "length", "nbytes", "read_only")
+
+    def __init__(self, array: np.ndarray, device: Device, read_only: bool) -> None:
+        self.array = np.ascontiguousarray(array).reshape(-1)
+        self.device = device
+        self.dtype = self.array.dtype
+        self.length = self.array.size
+        self.nbytes = self.array.nbytes
+        self.read_only = read_only
+
+    @property
+    def wgpu(self) -> Any:
+        self.refuse_binding()
+
+    def refuse_binding(self) -> None:
+        """What a gpucore Kernel given this stand-in for a Buffer calls: OffloadedError."""
+        raise OffloadedError(f"this weight ({self.length} {self.dtype}) is offloaded to host "
+                             "memory; bring its module back with "
+                             "gpustd.nn.offload.restore(module) (or run it under the "
+                             "pipeline's memory mode, which does) before using it")
+
+    def read(self) -> np.ndarray:
+        return self.array.copy()
+
+    def write(self, array: np.ndarray, offset: int = 0) -> None:
+        data = np.asarray(array)
+        if data.dtype != self.dtype:
+            raise TypeError(f"cannot write {data.dtype} data into an offloaded {self.dtype} "
+                            "weight; convert first")
+        self.array = self.array.copy()  # a Buffer's host_copy may share it: never in place
+        self.array[offset:offset + data.size] = data.reshape(-1)
+
+    def upload(self) -> Buffer[Any]:
+        """A new device Buffer of these values (remembered as its host copy)."""
+        buffer = Buffer.from_numpy(self.array, device=self.device, read_only=self.read_only)
+        buffer.host_copy = self.array
         return buffer
 
 

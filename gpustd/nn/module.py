@@ -98,7 +98,7 @@ class Module:
         return {key: t.numpy() for key, t in self.named_parameters()}
 
     def load_state_dict(self, state: Mapping[str, Any], *, strict: bool = True,
-                        dtype: Any = None) -> None:
+                        dtype: Any = None, to_host: bool = False) -> None:
         """Copy arrays from `state` (key -> numpy array or anything np.asarray takes) into the
         parameters of the same keys, converting to each parameter's dtype (or to `dtype` for
         every parameter when given, e.g. float16 weights from a float32 checkpoint).
@@ -108,7 +108,9 @@ class Module:
         missing and unexpected keys but never a shape mismatch. torch: `load_state_dict`.
         A parameter built under gpustd.nn.deferred() gets its GPU buffer as it is written; one
         a strict=False load leaves out stays unloaded (`unloaded(module)` lists them), and
-        using it raises gpustd.nn.deferred.UnloadedError.
+        using it raises gpustd.nn.deferred.UnloadedError. `to_host`: such a parameter gets a
+        host-memory HostBuffer instead (as gpustd.nn.offload leaves it), so a model loaded for
+        a memory mode never holds the GPU memory of its whole size.
         """
         target = None if dtype is None else as_dtype(dtype)
         entries = {key: (owner, attr, t) for key, owner, attr, t in _walk(self, "")}
@@ -154,7 +156,9 @@ class Module:
                         setattr(owner, attr,
                                 Tensor.from_numpy(data, device=tensor.device, read_only=True))
                     elif isinstance(tensor.buffer, UnloadedBuffer):  # built deferred
-                        tensor.buffer = tensor.buffer.allocate(data)  # type: ignore[assignment]
+                        unloaded = tensor.buffer
+                        tensor.buffer = (unloaded.keep_on_host(data) if to_host  # type: ignore[assignment]
+                                         else unloaded.allocate(data))
                     elif data.size:
                         tensor.buffer.write(data)
                 del value, data  # not held while the next one is waited for

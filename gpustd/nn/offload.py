@@ -18,67 +18,13 @@ into the buffer (a LoRA patched in place) clears it, and the next offload reads 
 
 from __future__ import annotations
 
-from typing import Any
-
-import numpy as np
-
-from gpucore import Buffer, Device, GpuError
-
 from .._tensor import Tensor
-from .deferred import UnloadedBuffer
+from .deferred import HostBuffer, OffloadedError, UnloadedBuffer
 from .module import Module, _walk
 from .quantized import quantized_weights
 
 __all__ = ["HostBuffer", "OffloadedError", "device_bytes", "is_offloaded", "offload",
            "parameter_bytes", "restore"]
-
-
-class OffloadedError(GpuError):
-    """A kernel was given a weight whose values are in host memory (offloaded)."""
-
-
-class HostBuffer:
-    """Stands in for a Buffer whose values were moved to host memory (see the module doc):
-    dtype, length, nbytes and device as the Buffer's; `read`/`write` on the host copy; `wgpu`
-    and a kernel binding it raise OffloadedError."""
-
-    __slots__ = ("__weakref__", "array", "device", "dtype", "length", "nbytes", "read_only")
-
-    def __init__(self, array: np.ndarray, device: Device, read_only: bool) -> None:
-        self.array = np.ascontiguousarray(array).reshape(-1)
-        self.device = device
-        self.dtype = self.array.dtype
-        self.length = self.array.size
-        self.nbytes = self.array.nbytes
-        self.read_only = read_only
-
-    @property
-    def wgpu(self) -> Any:
-        self.refuse_binding()
-
-    def refuse_binding(self) -> None:
-        """What a gpucore Kernel given this stand-in for a Buffer calls: OffloadedError."""
-        raise OffloadedError(f"this weight ({self.length} {self.dtype}) is offloaded to host "
-                             "memory; bring its module back with "
-                             "gpustd.nn.offload.restore(module) (or run it under the "
-                             "pipeline's memory mode, which does) before using it")
-
-    def read(self) -> np.ndarray:
-        return self.array.copy()
-
-    def write(self, array: np.ndarray, offset: int = 0) -> None:
-        data = np.asarray(array)
-        if data.dtype != self.dtype:
-            raise TypeError(f"cannot write {data.dtype} data into an offloaded {self.dtype} "
-                            "weight; convert first")
-        self.array = self.array.copy()  # a Buffer's host_copy may share it: never in place
-        self.array[offset:offset + data.size] = data.reshape(-1)
-
-    def upload(self) -> Buffer[Any]:
-        """A new device Buffer of these values (remembered as its host copy)."""
-        buffer = Buffer.from_numpy(self.array, device=self.device, read_only=self.read_only)
-        buffer.host_copy = self.array
-        return buffer
 
 
 def _tensors(module: Module) -> list[Tensor]:

@@ -13,7 +13,7 @@ import pytest
 import gpucore
 import gpustd
 from gpustd import nn
-from gpustd.nn.deferred import UnloadedBuffer, UnloadedError
+from gpustd.nn.deferred import HostBuffer, UnloadedBuffer, UnloadedError
 from gpustd.nn.offload import device_bytes, offload, parameter_bytes, restore
 from gpustd.nn.quantized import set_quantized_weight
 from gpustd.quant import QuantizedTensor
@@ -66,6 +66,25 @@ def test_allocated_when_loaded(first_device: gpucore.Device) -> None:
     assert not nn.unloaded(net) and device_bytes(net) == parameter_bytes(net)
     assert _allocated(first_device) - before >= parameter_bytes(net)
     x = np.random.default_rng(1).standard_normal((5, 96)).astype(np.float32)
+    got = net.norm(net.fc(gpustd.asarray(x, device=first_device))).numpy()
+    want = _reference(x, w)
+    assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max()
+
+
+def test_loaded_to_host_never_takes_gpu_memory(first_device: gpucore.Device) -> None:
+    """load_state_dict(to_host=True): a model loaded for a memory mode gets HostBuffers, not
+    GPU buffers it would give back after (a model larger than the GPU could not load)."""
+    before = _allocated(first_device)
+    with nn.deferred():
+        net = _Net(first_device)
+    w = _weights(2)
+    file_like = np.frombuffer(w["fc.weight"].tobytes(), np.float32).reshape(40, 96)  # not owned
+    net.load_state_dict({**w, "fc.weight": file_like}, to_host=True)
+    assert _allocated(first_device) == before and device_bytes(net) == 0
+    assert all(isinstance(t.buffer, HostBuffer) for _, t in net.named_parameters())
+    assert not np.shares_memory(net.fc.weight.buffer.array, file_like)  # a view is copied
+    x = np.random.default_rng(3).standard_normal((5, 96)).astype(np.float32)
+    restore(net)
     got = net.norm(net.fc(gpustd.asarray(x, device=first_device))).numpy()
     want = _reference(x, w)
     assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max()
