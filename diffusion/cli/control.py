@@ -213,6 +213,9 @@ def load_control_units(specs: list[ControlSpec], kinds: list[str], pipe: Any,
     from ..loaders.control.ip_adapter_file import load_image_encoder
 
     place = pipe.placement  # the device, and the dtype of its denoiser
+    # a flow model under a memory mode places its ControlNets itself (FlowMemoryPlan.guests):
+    # they load straight to host memory rather than to the GPU and back
+    to_host = bool(getattr(pipe, "memory_mode", None)) and hasattr(pipe, "guests")
     encoder = None
     units = []
     for spec, kind in zip(specs, kinds, strict=True):
@@ -224,7 +227,8 @@ def load_control_units(specs: list[ControlSpec], kinds: list[str], pipe: Any,
         if kind != "any" and found != kind:
             raise ValueError(f"{_OPTIONS[kind]} {spec.model}: this is a "
                              f"{found.replace('_', '-')} model; pass it with {_OPTIONS[found]}")
-        model = load_control_model(spec.model, dtype=place.dtype, device=place.device)
+        model = load_control_model(spec.model, dtype=place.dtype, device=place.device,
+                                   to_host=to_host)
         if found == "ip_adapter" and encoder is None and image_encoder:
             encoder = load_image_encoder(image_encoder, dtype=place.dtype,
                                          device=place.device)

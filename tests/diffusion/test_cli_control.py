@@ -193,3 +193,37 @@ def test_reference_adain_from_the_command_line(pictures: dict[str, str]) -> None
     unit = spec.unit(None, width=48, height=40)
     assert isinstance(unit, ReferenceUnit)
     assert (unit.module, unit.fidelity) == ("reference_adain+attn", 0.25)
+
+
+@pytest.mark.nodevice
+@pytest.mark.parametrize(("mode", "guests", "kind", "to_host"), [
+    (None, True, "controlnet", False),            # no memory mode: on the GPU
+    ("lowvram", True, "controlnet", True),        # a flow model places it (its guests)
+    ("lowvram", False, "controlnet", False),      # a UNet model under a mode: as before
+    ("lowvram", True, "t2i_adapter", False)])     # only ControlNets are a flow model's guests
+def test_controlnets_load_to_host_for_a_flow_model_under_a_memory_mode(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, mode: Any, guests: bool, kind: str,
+        to_host: bool) -> None:
+    """The CLI loads a ControlNet straight to host memory where the model's memory mode will
+    place it (FlowMemoryPlan.guests), not onto the GPU and back."""
+    import diffusion.loaders.control.catalog as catalog
+    from diffusion.cli.control import load_control_units
+    from diffusion.pipelines.control_spec import ControlSpec
+
+    asked: list[bool] = []
+
+    def loader(path: Path, **kw: Any) -> Any:
+        asked.append(kw.get("to_host", False))
+        return type("Model", (), {})()
+
+    monkeypatch.setattr(catalog, "model_kind", lambda path: kind)
+    monkeypatch.setitem(catalog.LOADERS, kind, loader)
+    monkeypatch.setattr(ControlSpec, "unit", lambda self, model, **kw: model)
+    (tmp_path / "cn.safetensors").write_bytes(b"not read: the loader is a stand-in")
+    pipe = type("Pipe", (), {"placement": type("P", (), {"device": None, "dtype": None})(),
+                             "memory_mode": mode})()
+    if guests:
+        pipe.guests = lambda *a: None
+    spec = ControlSpec(model=str(tmp_path / "cn.safetensors"))
+    load_control_units([spec], ["any"], pipe, 64, 64)
+    assert asked == [to_host]

@@ -96,11 +96,14 @@ def model_kind(path: str | os.PathLike[str]) -> str:
 
 
 def load_control_model(path: str | os.PathLike[str], *, dtype: Any = np.float32,
-                       device: Any = None) -> Any:
+                       device: Any = None, to_host: bool = False) -> Any:
     """The control model at `path`, loaded by its kind's loader; its `title` attribute is the
-    name the infotext writes ("stem [hash]")."""
+    name the infotext writes ("stem [hash]"). `to_host`: a ControlNet goes straight to host
+    memory (load_controlnet), for a flow model's memory mode; other kinds load as usual."""
     path = Path(path)
-    model = LOADERS[model_kind(path)](path, dtype=dtype, device=device)
+    kind = model_kind(path)
+    extra = {"to_host": True} if to_host and kind == "controlnet" else {}
+    model = LOADERS[kind](path, dtype=dtype, device=device, **extra)
     model.title = f"{_stem(path)} [{short_hash(path)}]"
     return model
 

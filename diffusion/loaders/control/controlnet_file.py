@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from gpucore import Device, FeatureError, as_dtype, default_device
-from gpustd.nn import StateDictError
+from gpustd.nn import StateDictError, deferred
 
 from ...models.controlnet import ControlNetModel
 from ...models.controlnet_union import ControlNetUnionModel
@@ -194,16 +194,17 @@ def t2i_adapter_weights(path: str | os.PathLike[str], *, dtype: Any = None,
 
 
 def _build(model_type: Any, weights: ComponentWeights, path: Any, dtype: Any,
-           device: Device | None) -> Any:
+           device: Device | None, *, to_host: bool = False) -> Any:
     device = device or default_device()
     if as_dtype(dtype) == np.float16 and not device.has_f16:
         raise FeatureError("shader-f16", "float16 weights", device.info.label)
     try:
-        model = model_type(weights.config, dtype=dtype, device=device)
+        with deferred(to_host):  # to_host: no GPU memory until (never) the values arrive
+            model = model_type(weights.config, dtype=dtype, device=device)
     except ValueError as exc:
         raise WeightsError(f"{path}: {exc}") from None
     try:
-        model.load_state_dict(weights)
+        model.load_state_dict(weights, to_host=to_host)
     except StateDictError as exc:
         raise WeightsError(f"{path}: the tensors do not fit the config: {exc}") from None
     return model
@@ -211,7 +212,7 @@ def _build(model_type: Any, weights: ComponentWeights, path: Any, dtype: Any,
 
 def load_controlnet(path: str | os.PathLike[str], *, dtype: Any = np.float32,
                     device: Device | None = None, variant: str | None = None,
-                    config: dict[str, Any] | None = None
+                    config: dict[str, Any] | None = None, to_host: bool = False
                     ) -> Any:
     """The ControlNet at `path` on `device`, weights in `dtype`: a UNet model's, FLUX.1's,
     SD3's, Z-Image's or Qwen-Image's. diffusers: `ControlNetModel.from_pretrained(path)` /
@@ -220,14 +221,16 @@ def load_controlnet(path: str | os.PathLike[str], *, dtype: Any = np.float32,
     / `.from_single_file(path)` (alibaba-pai's file),
     `QwenImageControlNetModel.from_pretrained(path)` (InstantX's),
     `ControlNetUnionModel.from_pretrained(path)` (xinsir's SDXL Union: a folder, or its one
-    .safetensors with the folder's config.json beside it)."""
+    .safetensors with the folder's config.json beside it). `to_host`: loaded tensor by tensor
+    into host memory, never on the GPU, for a flow model's memory mode to place
+    (FlowMemoryPlan.guests)."""
     weights = controlnet_weights(path, dtype=dtype, variant=variant, config=config)
     kinds: dict[str, Any] = {
         "FluxControlNetModel": FluxControlNetModel, "SD3ControlNetModel": SD3ControlNetModel,
         "ZImageControlNetModel": ZImageControlNetModel,
         "QwenImageControlNetModel": QwenImageControlNetModel, _UNION: ControlNetUnionModel}
     kind = kinds.get(weights.config.get("_class_name", ""), ControlNetModel)
-    return _build(kind, weights, path, dtype, device)
+    return _build(kind, weights, path, dtype, device, to_host=to_host)
 
 
 def load_t2i_adapter(path: str | os.PathLike[str], *, dtype: Any = np.float32,

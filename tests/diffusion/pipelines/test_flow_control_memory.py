@@ -4,7 +4,8 @@ transformer's call, in test_zimage_controlnet by `check_units_under_the_memory_m
 --lowvram, --medvram and --max-vram each give the plain run's picture bitwise, the unit
 visibly matters; under --lowvram at most one block, the transformer's or the ControlNet's, is
 on the GPU as each step ends; after the run the ControlNet is in host memory and no unit of
-the plan, and the plain mode brings it back; a budget too small for the ControlNet is refused
+the plan, and the plain mode brings it back (loaded straight to host memory, as the CLI
+loads it under a mode); a budget too small for the ControlNet is refused
 in one line. With the hires fix the units guide the second pass at its size."""
 
 from __future__ import annotations
@@ -63,7 +64,10 @@ def _flux(root: Path, folder: Path, device: gpucore.Device, *, offload: bool = T
     tiny_flux_controlnet(folder / "cn", union=True, scale=1.0)
     model = load_pipeline(root / "flux", device=device, offload=offload)
     model.max_sequence_length = 16  # T5's 512 tokens would outgrow the tiny budget's room
-    return model, load_control_model(folder / "cn", device=device), {
+    # as the CLI loads it for a model under a memory mode: straight to host memory
+    controlnet = load_control_model(folder / "cn", device=device, to_host=offload)
+    assert device_bytes(controlnet) == (0 if offload else parameter_bytes(controlnet))
+    return model, controlnet, {
         "union_mode": 2, "settings": {"distilled_cfg_scale": 2.5, "cfg_scale": 1.0}}
 
 
