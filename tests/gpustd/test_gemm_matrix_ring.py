@@ -84,8 +84,9 @@ def test_ring_and_grouped_tiles_match_float64_where_available(
         device: gpucore.Device, tile: sm.MatrixTile, trans_b: bool) -> None:
     """A batch of two products ragged in every dimension (4 x 3 tiles of 64: a last band of
     one row), against float64 and bit for bit the same tile without ring or grouping."""
-    # emulated units: the f16 ring with grouping alone (each kernel a compile of seconds)
-    emulated_subset(device, tile.group > 0 and tile.bk == 16)
+    # emulated units: none (each kernel a compile of seconds); the GEGLU case below runs
+    # the f16 ring in bands there
+    emulated_subset(device, False)
     if not sm.available(device):
         pytest.skip(f"{device.info.label} has no f16 subgroup matrices")
     m, k, n = 200, 328, 184
@@ -105,3 +106,28 @@ def test_ring_and_grouped_tiles_match_float64_where_available(
     bound = 2e-3 if tile.acc == "f32" else 1e-2  # f16 accumulators: about 10x the error
     assert np.abs(got[0] - expected).max() / np.abs(expected).max() < bound
     assert np.array_equal(got[0], got[1])
+
+
+def test_grouped_geglu_pairs_match_float64_where_available(device: gpucore.Device) -> None:
+    """GEGLU's one GEMM (the pairs epilogue names the tile's column and reads its partner's
+    accumulators from the staging buffer) in bands of 2 tile rows over 3 rows of tiles, on
+    the f16 ring: every option above in one kernel, the one emulated units compile."""
+    from gpustd.gemm import matrix_geglu
+
+    if not sm.available(device):
+        pytest.skip(f"{device.info.label} has no f16 subgroup matrices")
+    tile = sm.MatrixTile(2, 2, 2, 2, bk=16, double=True, prefetch=False, acc="f16", group=2)
+    assert tile.c_in_staging
+    m, d, k = 192, 64, 96
+    assert matrix_geglu.fits(tile, m, d, k)
+    rng = np.random.default_rng(45)
+    x = rng.standard_normal((m, k)).astype(np.float16)
+    w = (rng.standard_normal((2 * d, k)) / 4).astype(np.float16)
+    tx, tw = Tensor.from_numpy(x, device=device), Tensor.from_numpy(w, device=device)
+    out = Tensor.empty((m, d), np.float16, device=device)
+    matrix_geglu.record_gemm_geglu(tx.buffer, tw.buffer, tw.buffer, out.buffer, has_bias=False,
+                                   m=m, d=d, k=k, tile=tile, approximate=2)
+    h = x.astype(np.float64) @ w.astype(np.float64).T
+    value, gate = h[:, :d], h[:, d:]
+    want = value * 0.5 * gate * (1 + np.tanh(np.sqrt(2 / np.pi) * (gate + 0.044715 * gate**3)))
+    assert np.abs(out.numpy() - want).max() / np.abs(want).max() < 1e-2
