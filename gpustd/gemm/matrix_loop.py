@@ -70,6 +70,22 @@ def main_loop(tile: MatrixTile, size_a: int, size_b: int, body: str, first: str 
     """The K loop: stage, multiply, fetch the next step in between; `first` ("k_first + " in a
     split-K kernel) offsets every step's K; `fetch` names the step's global loads."""
     bk = tile.step
+    if tile.double and not tile.prefetch:
+        # the next step fetched and staged into the other buffer before this step's
+        # multiplies: the buffer it fills was last read before the previous step's barrier
+        return f"""  stage(0u, 0u);
+  workgroupBarrier();
+  for (var t = 0u; t < steps; t++) {{
+    let cur_a = (t & 1u) * {size_a}u;
+    let cur_b = (t & 1u) * {size_b}u;
+    if (t + 1u < steps) {{
+      k0 = {first}(t + 1u) * {bk}u;
+      {fetch}();
+      stage({size_a}u - cur_a, {size_b}u - cur_b);
+    }}
+{body}
+    workgroupBarrier();
+  }}"""
     if tile.double:
         return f"""  stage(0u, 0u);
   workgroupBarrier();

@@ -22,12 +22,19 @@ class MatrixTile:
     an H100: see gpustd/gemm/matrix_units.choose_tile). pad: f16 added to each staged
     row against bank conflicts (8 makes a 32-deep row 80 bytes, 5 16-byte units: a
     fragment's 8 rows then start in 8 different units).
-    double: two staging buffers and one barrier per K step instead of one buffer and two.
+    double: two staging buffers and one barrier per K step instead of one buffer and two;
+    with prefetch the next step's global loads stay in registers across the multiplies and
+    are staged after them, without it they are staged into the other buffer before them (no
+    register held across the multiplies). With f16 accumulators the epilogue then goes
+    through the staging buffers rather than a buffer of its own (`c_in_staging`).
     acc: the accumulators' type; "f16" only for comparison (the shipped kernels use f32).
     prefetch: the next K step's global loads issued before the current step's multiplies
     (False: load, stage, barrier, multiply, barrier; faster for 64x128 on an H100).
     component: "f16" or "i8" (16x16x32 fragments, "i32" accumulators, words of four:
     gpustd/gemm/matrix_loads.py); pad counts f16 either way, an i8 BK of 64 is 64 bytes.
+    group: 0, or the workgroups launch in bands of `group` tile rows, column by column
+    within a band (consecutive workgroups share B's columns and the band's rows of A in L2),
+    rather than row by row; the same tiles, the same results.
     """
 
     fm: int
@@ -41,6 +48,7 @@ class MatrixTile:
     acc: str = "f32"
     prefetch: bool = True
     component: str = "f16"
+    group: int = 0
 
     def __post_init__(self) -> None:
         kind = COMPONENTS.get(self.component)
@@ -78,17 +86,31 @@ class MatrixTile:
                                         (f"/pad{self.pad}", self.pad != 8),
                                         ("/acc16", self.acc == "f16"),
                                         ("/np", not self.prefetch),
-                                        ("/i8", self.component == "i8")) if on)
+                                        ("/i8", self.component == "i8"),
+                                        (f"/g{self.group}", self.group > 0)) if on)
         return f"{self.bm}x{self.bn}/{self.wm}x{self.wn}sg/{self.fm}x{self.fn}fr/k{self.bk}{flags}"
+
+    def _staged_words(self) -> tuple[int, int]:
+        """The largest staged A and B tile of one buffer (either layout, padded), in words."""
+        step, pad = self.step, self.pad_words
+        return (max(self.bm * (step + pad), step * (self.bm + pad)),
+                max(self.bn * (step + pad), step * (self.bn + pad)))
+
+    @property
+    def c_in_staging(self) -> bool:
+        """Whether the epilogue stages its fragments in sh_a (a double-buffered tile with
+        f16 accumulators, whose 256 f16 a subgroup fit there: staged A is f16 too) rather
+        than in an sh_c of its own: 256 x 256 in K steps of 16 then fits 48 KiB."""
+        return (self.double and self.acc == "f16" and self.kind.word == "f16"
+                and 2 * self.step * self.bm >= 256 * self.wm * self.wn)
 
     def shared_bytes(self) -> int:
         """Workgroup memory: staged tiles (either layout, padded) plus the epilogue's."""
         nbuf = 2 if self.double else 1
-        step, pad = self.step, self.pad_words
-        a = max(self.bm * (step + pad), step * (self.bm + pad))
-        b = max(self.bn * (step + pad), step * (self.bn + pad))
-        return (self.kind.word_bytes * nbuf * (a + b)
-                + (2 if self.acc == "f16" else 4) * 256 * self.wm * self.wn)
+        a, b = self._staged_words()
+        epilogue = (0 if self.c_in_staging
+                    else (2 if self.acc == "f16" else 4) * 256 * self.wm * self.wn)
+        return self.kind.word_bytes * nbuf * (a + b) + epilogue
 
 
 @dataclass(frozen=True)

@@ -53,10 +53,11 @@ TILES = {"64x64": MatrixTile(2, 2, 2, 2, prefetch=False), "64x64k16": MatrixTile
 # With f16 accumulators (accumulation() "f16"): every tile above with them, and 256 x 256 tiles
 # of 16 subgroups of 4 x 4 fragments (K steps of 32: 48 KiB of workgroup memory), which f32
 # accumulators cannot hold (128 registers an invocation at 512 invocations); the same
-# without prefetch, the rule's where B is stored K x N (choose_tile); and for the tuner, of
-# 8 subgroups of 8 x 4 fragments.
+# without prefetch, the rule's where B is stored K x N (choose_tile); launched in bands of 8
+# tile rows, the rule's where B is stored N x K; and for the tuner, of 8 subgroups of 8 x 4.
 ACC16_TILES = {**{name: replace(tile, acc="f16") for name, tile in TILES.items()},
                "256x256": MatrixTile(4, 4, 4, 4, acc="f16"),
+               "256x256g8": MatrixTile(4, 4, 4, 4, acc="f16", group=8),
                "256x256np": MatrixTile(4, 4, 4, 4, acc="f16", prefetch=False),
                "256x256s8": MatrixTile(8, 4, 2, 4, acc="f16", prefetch=False)}
 ACCUMULATE_ENV = "GPUSTD_GEMM_ACCUMULATE"
@@ -152,17 +153,21 @@ def choose_tile(m: int, n: int, batch: int, *, k: int = 0, storage: int = 48 * 1
     0.341 / 0.362, 2048 x 640 x 640 0.027 / 0.029) and are not taken.
 
     accumulate "f16": 256 x 256 tiles (ACC16_TILES; without prefetch where B is stored K x N,
-    not `trans_b`) where they fill their tiles in a wave or more with K from ACC16_DEEP_K,
-    else the f32 rule's tile with f16 accumulators. H200, Dawn, 2026-11-26 (m x k x n, ms:
-    256 x 256 f16 / the f32 rule's tile, nt then nn; gemm-acc16-dawn-h200.json): 4096^3 0.500
+    not `trans_b`, else launched in bands of 8 tile rows: "256x256g8") where they fill their
+    tiles in a wave or more with K from ACC16_DEEP_K, else the f32 rule's tile with f16
+    accumulators. H200, Dawn, 2026-11-26 (m x k x n, ms: 256 x 256 f16 / the f32 rule's
+    tile, nt then nn; gemm-acc16-dawn-h200.json): 4096^3 0.500
     / 0.697 and 0.446 / 0.723, FLUX's 4608 x 3072 x 3072 0.372 / 0.527 and 0.344 / 0.526, 4608
     x 3072 x 12288 1.232 / 1.837 and 1.167 / 1.853, 4608 x 12288 x 3072 1.336 / 2.017 and
     1.220 / 2.045, SDXL's 4096 x 1280 x 5120 0.258 / 0.291 and 0.243 / 0.294. Prefetch wins
     nt (4096^3 0.500 against 0.513 without), loses nn (0.523 against 0.446). At K 640,
     256 x 128 with f16 accumulators is as fast (4096 x 640 x 5120 nt 0.151 against 0.160).
+    Bands of 8 rows (nt, H200, 2026-11-26, gemm44-sweep-*-dawn-h200.json, gemm44-group-*):
+    4096^3 0.481 / 0.501 and 0.484 / 0.503, FLUX's three 0.366 / 0.375, 1.196 / 1.231, 1.307 /
+    1.334, SDXL's 0.252 / 0.258; nn gains nothing, f32's 256 x 128 loses (bench/NOTES.md).
     """
     if accumulate == "f16":
-        big = ACC16_TILES["256x256" if trans_b else "256x256np"]
+        big = ACC16_TILES["256x256g8" if trans_b else "256x256np"]
         if (k >= ACC16_DEEP_K and aligned(big, m, n, k) and big.shared_bytes() <= storage
                 and big.threads <= invocations
                 and (m // 256) * (n // 256) * batch >= MULTIPROCESSORS):

@@ -125,7 +125,8 @@ def test_tile_choice() -> None:
 def test_tile_choice_with_f16_accumulators() -> None:
     """256 x 256 tiles of f16 accumulators for deep products that fill a wave of them; else
     the f32 rule's tile with f16 accumulators."""
-    big = sm.ACC16_TILES["256x256"]
+    big = sm.ACC16_TILES["256x256g8"]  # B stored N x K: launched in bands of 8 tile rows
+    assert big == sm.MatrixTile(4, 4, 4, 4, acc="f16", group=8)
     assert big.acc == "f16" and big.threads == 512 and big.shared_bytes() == 48 * 1024
     assert sm.choose_tile(4096, 4096, 1, k=4096, accumulate="f16") == big
     assert sm.choose_tile(4096, 4096, 1, k=4096, accumulate="f16", trans_b=False) == \
@@ -162,7 +163,8 @@ def test_accumulation_setting(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.parametrize(("m", "k", "n", "name"),
                          [(200, 328, 184, ""), (300, 1100, 520, "256x256"),
-                          (300, 1100, 520, "256x256np"), (300, 1100, 520, "256x256s8")])
+                          (300, 1100, 520, "256x256np"), (300, 1100, 520, "256x256s8"),
+                          (300, 1100, 520, "256x256g8")])
 def test_f16_accumulators_match_float64_where_available(
         device: gpucore.Device, monkeypatch: pytest.MonkeyPatch, m: int, k: int, n: int,
         name: str) -> None:
