@@ -154,7 +154,7 @@ def source(plan: SMPlan) -> str:
         if plan.regs:
             softmax.append((lean_softmax if plan.lean else softmax_in_registers)(plan, i))
             continue
-        raised = "\n".join("      " + x for x in raise_max(i))
+        raised = "\n".join("      " + x for x in raise_max(i, headroom=plan.headroom))
         softmax.append(f"""    {{
       let s_at = sbase + (row + {16 * i}u) * {ss}u;
       var top = -3.0e38;
