@@ -7,11 +7,12 @@ Dawn with subgroup matrices and torch CUDA (`--quick`: tiny configs, any adapter
     GPUCORE_RUNTIME=dawn python -m tools.attention_step_ab --model sd15 --variants chosen,runs
 
 Variants (each maps choose_plan's plan for every attention call of the step): `chosen` (as
-it is), `runs` (adjacent softmax columns, SMPlan.runs, where the plan allows them), `h15`
-(SMPlan.headroom 15), `runs-h15`, and `d128-4sg` (at head dim 128 the four-subgroup plan
-choose_plan took before split row groups). Rows: GPU ms (timestamp queries) and wall ms of
-the replayed step per round, the attention kernels' share of one profiled step, and the
-largest difference of its output from `chosen`'s relative to the largest value.
+it is), `runs` (adjacent softmax columns, SMPlan.runs, where the plan allows them), `h8` and
+`h15` (SMPlan.headroom 8 or 15), `runs-h15`, and `d128-4sg` (at head dim 128 the
+four-subgroup plan choose_plan took before split row groups). Rows: GPU ms (timestamp
+queries) and wall ms of the replayed step per round, the attention kernels' share of one
+profiled step, and the largest difference of its output from the first variant's relative
+to the largest value.
 """
 
 from __future__ import annotations
@@ -38,12 +39,14 @@ def _runs(plan: sm.SMPlan) -> sm.SMPlan:
 def _four_subgroups(plan: sm.SMPlan) -> sm.SMPlan:
     if plan.dp != 128 or plan.split == 1:
         return plan
-    return sm.SMPlan(plan.d, 1, 2, 4, prefetch=True, regs=True, lean=True)
+    return sm.SMPlan(plan.d, 1, 2, 4, prefetch=True, regs=True, lean=True,
+                     headroom=plan.headroom)
 
 
 VARIANTS: dict[str, Callable[[sm.SMPlan], sm.SMPlan]] = {
     "chosen": lambda plan: plan,
     "runs": _runs,
+    "h8": lambda plan: dataclasses.replace(plan, headroom=8),
     "h15": lambda plan: dataclasses.replace(plan, headroom=15),
     "runs-h15": lambda plan: dataclasses.replace(_runs(plan), headroom=15),
     "d128-4sg": _four_subgroups,

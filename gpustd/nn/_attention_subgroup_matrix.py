@@ -92,11 +92,14 @@ def choose_plan(d: int, lq: int, lk: int, batch_heads: int, device: Device) -> S
     dp = 16 * math.ceil(d / 16)
     if dp > 160:
         return None
-    wanted = [SMPlan(d, 1, 2, 4, prefetch=True, regs=True, lean=True),
-              SMPlan(d, 1, 1, 8, prefetch=True, rotate=True, regs=True, lean=True),
-              SMPlan(d, 1, 1, 4, prefetch=True, regs=True, lean=True)]
+    room = 15
+    wanted = [SMPlan(d, 1, 2, 4, prefetch=True, regs=True, lean=True, headroom=room),
+              SMPlan(d, 1, 1, 8, prefetch=True, rotate=True, regs=True, lean=True,
+                     headroom=room),
+              SMPlan(d, 1, 1, 4, prefetch=True, regs=True, lean=True, headroom=room)]
     if dp == 128:
-        wanted.insert(0, SMPlan(d, 1, 2, 16, prefetch=True, regs=True, lean=True, split=2))
+        wanted.insert(0, SMPlan(d, 1, 2, 16, prefetch=True, regs=True, lean=True, split=2,
+                                headroom=room))
     fits = [p for p in wanted if p.shared_bytes() <= budget and p.threads <= invocations]
     return fits[0] if fits else None
 
