@@ -108,12 +108,12 @@ def test_plan_choice_fits_and_routes_by_head_dim() -> None:
     # and its 46 KiB fit; otherwise the four-subgroup plan
     for d in (128, 120):
         plan = sm.choose_plan(d, 4608, 4608, 24, Fake(49152, 1024))  # type: ignore[arg-type]
-        assert plan is not None and (plan.name, plan.bq) == ("1x2x16psl-c2-h15", 128)
+        assert plan is not None and (plan.name, plan.bq) == ("1x2x16psl-c2", 128)
     for fake in (Fake(49152), Fake(32768, 1024)):
         plan = sm.choose_plan(128, 4608, 4608, 24, fake)  # type: ignore[arg-type]
-        assert plan is not None and plan.name == "1x2x4psl-h15"
+        assert plan is not None and plan.name == "1x2x4pslu"
     plan = sm.choose_plan(64, 4096, 4096, 16, Fake(49152, 1024))  # type: ignore[arg-type]
-    assert plan is not None and plan.name == "1x2x4psl-h15"
+    assert plan is not None and plan.name == "1x2x4pslu"
 
 
 def _reference(q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float) -> np.ndarray:
