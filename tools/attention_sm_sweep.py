@@ -49,17 +49,19 @@ VARIANTS = [(1, 2, 8, False, False, False), (1, 2, 8, True, True, True),
 # with a split (SMPlan.split: subgroups sharing a row group), for head dim 128
 SPLIT_VARIANTS = ["1x2x8psl-c2", "1x2x16psl-c2", "2x2x8psl-c2", "2x2x4psl-c2", "1x2x8sl-c2",
                   "1x2x16sl-c2", "2x2x8sl-c2", "1x4x8psl-c4", "1x2x12psl-c2", "1x2x16ps-c2"]
-_NAME = re.compile(r"(\d+)x(\d+)x(\d+)(p?)(r?)(s?)(l?)(u?)(?:-c(\d+))?")
+_NAME = re.compile(r"(\d+)x(\d+)x(\d+)(p?)(r?)(s?)(l?)(u?)(?:-c(\d+))?(?:-h(\d+))?")
 
 
 def plan_from_name(name: str, d: int) -> sm.SMPlan:
-    """The plan `SMPlan.name` names, at head dim d ("1x2x4psl", "1x2x16psl-c2")."""
+    """The plan `SMPlan.name` names, at head dim d ("1x2x4psl", "1x2x16psl-c2-h15")."""
     match = _NAME.fullmatch(name)
     if match is None:
-        raise SystemExit(f"{name!r} is no plan name: FQxFKxSG, then p r s l u, then -cSPLIT")
-    fq, fk, sg, prefetch, rotate, regs, lean, runs, split = match.groups()
+        raise SystemExit(f"{name!r} is no plan name: FQxFKxSG, then p r s l u, then -cSPLIT, "
+                         "then -hHEADROOM")
+    fq, fk, sg, prefetch, rotate, regs, lean, runs, split, headroom = match.groups()
     return sm.SMPlan(d, int(fq), int(fk), int(sg), prefetch=bool(prefetch), rotate=bool(rotate),
-                     regs=bool(regs), lean=bool(lean), split=int(split or 1), runs=bool(runs))
+                     regs=bool(regs), lean=bool(lean), split=int(split or 1), runs=bool(runs),
+                     headroom=int(headroom or 8))
 
 
 def plans(d: int, device: gpucore.Device, names: list[str] | None = None) -> list[sm.SMPlan]:
@@ -83,11 +85,17 @@ def portable() -> Iterator[None]:
         sm.supports = saved  # type: ignore[assignment]
 
 
+FLAT = False  # --flat: keys of one scale, no ramp
+
+
 def inputs(shape: tuple[int, ...], seed: int) -> tuple[np.ndarray, ...]:
+    """Random f16 q, k, v; the keys' scale grows along the sequence (0.5 to 2.5), so rows'
+    maxima rise on later tiles (the rescale path), unless FLAT (1.5 throughout)."""
     b, h, lq, lk, d = shape
     rng = np.random.default_rng(seed)
     q = (1.5 * rng.standard_normal((b, h, lq, d))).astype(np.float16)
-    k = (np.linspace(0.5, 2.5, lk)[:, None] * rng.standard_normal((b, h, lk, d))).astype(np.float16)
+    ramp = np.full(lk, 1.5) if FLAT else np.linspace(0.5, 2.5, lk)
+    k = (ramp[:, None] * rng.standard_normal((b, h, lk, d))).astype(np.float16)
     v = rng.standard_normal((b, h, lk, d)).astype(np.float16)
     return q, k, v
 
@@ -170,7 +178,11 @@ def main() -> None:
                         "(or one of these, comma-separated)")
     parser.add_argument("--plans", default="", help="check and time only these plans, by name "
                         "(comma-separated, e.g. 1x2x4psl,1x2x16psl-c2) beside choose_plan's")
+    parser.add_argument("--flat", action="store_true", help="keys of one scale (rows' maxima "
+                        "rarely rise after the first tiles) instead of a ramp along the sequence")
     args = parser.parse_args()
+    global FLAT
+    FLAT = args.flat
     names = [n for n in args.plans.split(",") if n] or None
     device = gpucore.Device.auto()
     if not sm.available(device):

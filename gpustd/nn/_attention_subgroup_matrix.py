@@ -85,14 +85,19 @@ def choose_plan(d: int, lq: int, lk: int, batch_heads: int, device: Device) -> S
     the output fragments a subgroup): FLUX 1x24x4608 2.83-2.85 ms against 3.94-3.98,
     Z-Image 1x30x4224 3.02-3.04 against 4.30-4.35 (attention-d128-split-dawn-h100.json,
     attention-d128-stagger-notkept-dawn-h100.json); at D 64 splits did not win (SDXL 4096:
-    1.108 with 8 subgroups split two, 1.261 with 16, against 1.095).
+    1.108 with 8 subgroups split two, 1.261 with 16, against 1.095). The four-subgroup
+    plan takes its softmax columns in runs (`runs`; 2026-11-26, H200, Dawn,
+    tools/attention_step_ab.py, attention-runs-step-sd15-dawn-h200.json): the SD 1.5
+    step's 32 attention calls 4.93 -> 4.72 ms, the replayed step 26.51-26.61 -> 26.35-26.37
+    ms GPU in every round (isolated: SD 1.5 4096 d40 0.802 -> 0.752, SDXL 4096 d64 1.087 ->
+    1.022; attention-runs-dawn-h100.json).
     D over 160 stays on the portable kernel (not measured)."""
     budget = device.limits["max-compute-workgroup-storage-size"]
     invocations = device.limits.get("max-compute-invocations-per-workgroup", 256)
     dp = 16 * math.ceil(d / 16)
     if dp > 160:
         return None
-    wanted = [SMPlan(d, 1, 2, 4, prefetch=True, regs=True, lean=True),
+    wanted = [SMPlan(d, 1, 2, 4, prefetch=True, regs=True, lean=True, runs=True),
               SMPlan(d, 1, 1, 8, prefetch=True, rotate=True, regs=True, lean=True),
               SMPlan(d, 1, 1, 4, prefetch=True, regs=True, lean=True)]
     if dp == 128:
@@ -154,7 +159,7 @@ def source(plan: SMPlan) -> str:
         if plan.regs:
             softmax.append((lean_softmax if plan.lean else softmax_in_registers)(plan, i))
             continue
-        raised = "\n".join("      " + x for x in raise_max(i))
+        raised = "\n".join("      " + x for x in raise_max(i, headroom=plan.headroom))
         softmax.append(f"""    {{
       let s_at = sbase + (row + {16 * i}u) * {ss}u;
       var top = -3.0e38;

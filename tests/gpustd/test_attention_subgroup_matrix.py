@@ -6,6 +6,7 @@ shader-f16 and subgroups, with the matrix units emulated (conftest.matrix_device
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 
@@ -110,9 +111,9 @@ def test_plan_choice_fits_and_routes_by_head_dim() -> None:
         assert plan is not None and (plan.name, plan.bq) == ("1x2x16psl-c2", 128)
     for fake in (Fake(49152), Fake(32768, 1024)):
         plan = sm.choose_plan(128, 4608, 4608, 24, fake)  # type: ignore[arg-type]
-        assert plan is not None and plan.name == "1x2x4psl"
+        assert plan is not None and plan.name == "1x2x4pslu"
     plan = sm.choose_plan(64, 4096, 4096, 16, Fake(49152, 1024))  # type: ignore[arg-type]
-    assert plan is not None and plan.name == "1x2x4psl"
+    assert plan is not None and plan.name == "1x2x4pslu"
 
 
 def _reference(q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float) -> np.ndarray:
@@ -227,3 +228,31 @@ def test_causal_falls_back_where_available(device: gpucore.Device) -> None:
     got = nn.attention(*(Tensor.from_numpy(x, device=device) for x in (q, k, v)),
                        causal=True).numpy()
     assert np.abs(got - expected).max() / np.abs(expected).max() < 3e-3
+
+
+@pytest.mark.parametrize("plan", [
+    sm.SMPlan(16, 1, 2, 2, prefetch=True, regs=True, lean=True, headroom=15),
+    sm.SMPlan(128, 1, 2, 16, prefetch=True, regs=True, lean=True, split=2, headroom=15)],
+    ids=str)
+def test_headroom_takes_large_p_before_raising_where_available(device: gpucore.Device,
+                                                               plan: sm.SMPlan) -> None:
+    """SMPlan.headroom 15: a row's running max is raised only where a tile passes it by more
+    than 15 (log2), so P reaches 2^15 in f16; keys that grow along the sequence take rows
+    past the first tile's max by 8 to 15 (no raise) and by more (raised)."""
+    assert plan.name.endswith("-h15") and "+ 15.0) {" in sm.source(plan)
+    assert "+ 8.0) {" in sm.source(dataclasses.replace(plan, headroom=8))
+    with pytest.raises(ValueError, match="headroom must be 1 to 15"):
+        dataclasses.replace(plan, headroom=16)  # P up to 2^16 would pass f16's 65504
+    if not sm.available(device):
+        pytest.skip(f"{device.info.label} has no f16 subgroup matrices (Dawn on a GPU has)")
+    if plan.shared_bytes() > device.limits["max-compute-workgroup-storage-size"]:
+        pytest.skip(f"{plan.name} needs more workgroup memory than {device.info.label} has")
+    emulated_subset(device, plan.d == 16)
+    shape = (1, 2, plan.bq + 9, 4 * plan.bk + 5, plan.d)
+    q, k, _ = _inputs(shape, seed=plan.d + plan.sg)  # _check_plan's inputs
+    s = np.einsum("bhqd,bhkd->bhqk", q.astype(np.float64), k.astype(np.float64))
+    s *= math.log2(math.e) / math.sqrt(plan.d)
+    tiles = [s[..., t:t + plan.bk].max(-1) for t in range(0, shape[3], plan.bk)]
+    growth = np.max(tiles, axis=0) - tiles[0]
+    assert ((growth > 8) & (growth <= 15)).any() and (growth > 15).any()
+    _check_plan(device, plan, shape, 1.0)

@@ -1,0 +1,197 @@
+"""Lab tool: a whole model step, replayed (gpustd.capture, as the pipelines run it), under
+variants of the matrix-unit attention's plan (gpustd/nn/_attention_subgroup_matrix.py), in one
+process, the variants' timings interleaved over rounds so that clock drift reaches them all
+alike. Random weights drawn by torch (as bench/flux.py draws FLUX's), no baseline. Needs
+Dawn with subgroup matrices and torch CUDA (`--quick`: tiny configs, any adapter):
+
+    GPUCORE_RUNTIME=dawn python -m tools.attention_step_ab --model sd15 --variants chosen,runs
+
+Variants (each maps choose_plan's plan for every attention call of the step): `chosen` (as
+it is), `runs` (adjacent softmax columns, SMPlan.runs, where the plan allows them), `h8` and
+`h15` (SMPlan.headroom 8 or 15), `runs-h15`, and `d128-4sg` (at head dim 128 the
+four-subgroup plan choose_plan took before split row groups). Rows: GPU ms (timestamp
+queries) and wall ms of the replayed step per round, the attention kernels' share of one
+profiled step, and the largest difference of its output from the first variant's relative
+to the largest value.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import statistics
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import numpy as np
+
+import gpucore
+import gpustd
+from bench import _harness
+from gpustd.nn import _attention_subgroup_matrix as sm
+
+
+def _runs(plan: sm.SMPlan) -> sm.SMPlan:
+    return dataclasses.replace(plan, runs=True) if plan.regs and not plan.rotate else plan
+
+
+def _four_subgroups(plan: sm.SMPlan) -> sm.SMPlan:
+    if plan.dp != 128 or plan.split == 1:
+        return plan
+    return sm.SMPlan(plan.d, 1, 2, 4, prefetch=True, regs=True, lean=True,
+                     headroom=plan.headroom)
+
+
+VARIANTS: dict[str, Callable[[sm.SMPlan], sm.SMPlan]] = {
+    "chosen": lambda plan: plan,
+    "runs": _runs,
+    "h8": lambda plan: dataclasses.replace(plan, headroom=8),
+    "h15": lambda plan: dataclasses.replace(plan, headroom=15),
+    "runs-h15": lambda plan: dataclasses.replace(_runs(plan), headroom=15),
+    "d128-4sg": _four_subgroups,
+}
+
+
+class _RandomWeights(Mapping[str, np.ndarray]):
+    """A lazy state dict for `module`: each tensor drawn by torch when it is read (normal(0,
+    0.02), norm scales 1 + normal(0, 0.02), as bench/flux.py draws FLUX's), so that loading
+    holds one tensor on the host at a time (load_state_dict asks `shape` first)."""
+
+    def __init__(self, module: Any, torch: Any, dev: str) -> None:
+        self._shapes = {key: tensor.shape for key, tensor in module.named_parameters()}
+        self._torch, self._dev = torch, dev
+        self._gen = torch.Generator(dev).manual_seed(0)
+
+    def shape(self, key: str) -> tuple[int, ...]:
+        return tuple(self._shapes[key])
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        shape = self._shapes[key]
+        x = self._torch.randn(shape, generator=self._gen, device=self._dev) * 0.02
+        if len(shape) == 1 and "norm" in key.rsplit(".", 2)[-2] and key.endswith("weight"):
+            x += 1.0
+        return x.half().cpu().numpy()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._shapes)
+
+    def __len__(self) -> int:
+        return len(self._shapes)
+
+
+def _model(model: str, quick: bool, device: gpucore.Device, torch: Any, dev: str
+           ) -> tuple[Callable[..., Any], tuple[Any, ...]]:
+    """The model in f16 with random weights and its step's inputs, as bench/unet.py,
+    bench/sdxl.py and bench/flux.py step them (CFG batch 2 for the UNets; --quick: their
+    tiny configs)."""
+    from bench import flux, sdxl, unet
+    from diffusion.models import FluxTransformer2DModel, UNet2DConditionModel
+
+    f16 = np.dtype(np.float16)
+    configs = {"sd15": unet.TINY_UNET if quick else unet.SD15_UNET,
+               "sdxl": sdxl.TINY_SDXL_UNET if quick else sdxl.SDXL_BASE_UNET,
+               "flux": flux.TINY_FLUX if quick else flux.FLUX_DEV}
+    config = dict(configs[model])
+    kind = FluxTransformer2DModel if model == "flux" else UNet2DConditionModel
+    ours = kind(config, dtype=f16, device=device)
+    ours.load_state_dict(_RandomWeights(ours, torch, dev), dtype=f16)
+
+    def put(x: Any, dtype: Any = f16) -> gpustd.Tensor:
+        return gpustd.asarray(np.asarray(x, np.float32), dtype=dtype, device=device)
+
+    if model == "flux":
+        x = flux._inputs("flux", config, quick)
+        text, pooled = put(x["encoder_hidden_states"]), put(x["pooled_projections"])
+        rotary = ours.rotary(x["txt_ids"], x["img_ids"])
+
+        def step(h: Any, t: Any, g: Any) -> Any:
+            return ours(h, text, pooled, t, None, None, g, rotary=rotary)
+
+        return step, (put(x["hidden_states"]), put(x["timestep"], np.float32),
+                      put(x["guidance"], np.float32))
+    if model == "sdxl":
+        x = sdxl._inputs(config)
+        cond = {"text_embeds": put(x["text_embeds"]), "time_ids": put(x["time_ids"], np.float32)}
+        return ((lambda sample, t, context: ours(sample, t, context, cond)),
+                (put(x["sample"]), put(x["timesteps"], np.float32), put(x["context"])))
+    rng = np.random.default_rng(0)
+    size = config["sample_size"]
+    return ours.forward, (put(rng.standard_normal((2, 4, size, size))),
+                          put([500.0, 500.0], np.float32),
+                          put(rng.standard_normal((2, 77, config["cross_attention_dim"]))))
+
+
+def _captured(fn: Callable[..., Any], args: tuple[Any, ...], variant: str) -> tuple[Any, Any]:
+    """The step captured with `variant`'s plans: (capture, its output as float64)."""
+    chosen = sm.choose_plan
+
+    def choose(*a: Any) -> sm.SMPlan | None:
+        plan = chosen(*a)
+        return None if plan is None else VARIANTS[variant](plan)
+
+    sm.choose_plan = choose  # type: ignore[assignment]
+    try:
+        step = gpustd.capture(fn)
+        step(*args)  # recorded here, with the variant's plans
+        out = step(*args).numpy().astype(np.float64)
+    finally:
+        sm.choose_plan = chosen  # type: ignore[assignment]
+    return step, out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", choices=("sd15", "sdxl", "flux"), default="sd15")
+    parser.add_argument("--variants", default="chosen,runs", help="comma-separated, of: "
+                        + ", ".join(VARIANTS))
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=10)
+    parser.add_argument("--json", help="write the rows here")
+    parser.add_argument("--quick", action="store_true", help="tiny configs, any adapter")
+    args = parser.parse_args()
+    variants = args.variants.split(",")
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        raise SystemExit(f"unknown variants {unknown}: choose from {', '.join(VARIANTS)}")
+    import torch
+
+    device = gpucore.default_device()
+    cuda = _harness.torch_cuda() is not None
+    if not args.quick and not (sm.available(device) and cuda):
+        raise SystemExit("needs f16 subgroup matrices (GPUCORE_RUNTIME=dawn) and torch CUDA")
+    fn, inputs = _model(args.model, args.quick, device, torch, "cuda" if cuda else "cpu")
+    steps, outputs = {}, {}
+    for variant in variants:
+        steps[variant], outputs[variant] = _captured(fn, inputs, variant)
+    times: dict[str, list[dict[str, float]]] = {v: [] for v in variants}
+    for _ in range(args.rounds):
+        for variant in variants:
+            call = functools.partial(steps[variant], *inputs)
+            times[variant].append(_harness.ours_ms(call, device, warmup=1, repeat=args.repeat))
+    base = outputs[variants[0]]
+    rows = []
+    for variant in variants:
+        with device.profile() as prof:
+            steps[variant](*inputs)
+        attention = [(n, ns) for name, (n, ns) in prof.summary().items() if "attention" in name]
+        rows.append({
+            "model": args.model, "variant": variant,
+            "gpu_ms": statistics.median(t["gpu_ms"] for t in times[variant]),
+            "wall_ms": statistics.median(t["wall_ms"] for t in times[variant]),
+            "gpu_ms_rounds": [t["gpu_ms"] for t in times[variant]],
+            "wall_ms_rounds": [t["wall_ms"] for t in times[variant]],
+            "attention_calls": sum(n for n, _ in attention),
+            "attention_ms": sum(ns for _, ns in attention) / 1e6,
+            "max_rel_diff": float(np.abs(outputs[variant] - base).max() / np.abs(base).max()),
+            "finite": bool(np.isfinite(outputs[variant]).all())})
+        print(rows[-1], flush=True)
+    _harness.print_table(rows, ["model", "variant", "gpu_ms", "wall_ms", "attention_calls",
+                                "attention_ms", "max_rel_diff"])
+    if args.json:
+        _harness.write_json(args.json, {"environment": _harness.environment(device),
+                                        "rows": rows})
+
+
+if __name__ == "__main__":
+    main()
