@@ -305,7 +305,7 @@ def _unit(**fields: Any) -> dict[str, Any]:
 
 @pytest.mark.parametrize("fields, named", [
     ({"model": "control_v11p_sd15_depth"}, "args[0].model"),
-    ({"module": "dw_openpose_full"}, "args[0].module"),
+    ({"module": "seg_ofade20k"}, "args[0].module"),
     ({"image": ""}, "args[0].image"),
     ({"image": "not base64!"}, "args[0].image"),
     ({"weight": math.nan}, "args[0].weight"),
