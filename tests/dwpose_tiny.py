@@ -75,8 +75,9 @@ class _Graph:
 
 
 def detector_graph(size: int = 64, classes: int = 3, seed: int = 0,
-                   person_bias: float = 1.0) -> onnx.ModelProto:
-    """YOLOX's structure at size x size (a multiple of 32); output [1, cells, 5 + classes]."""
+                   person_bias: float = -0.5, objectness_bias: float = -3.0) -> onnx.ModelProto:
+    """YOLOX's structure at size x size (a multiple of 32); output [1, cells, 5 + classes].
+    The biases set how many people it finds (3 in test_dwpose's picture)."""
     g = _Graph(seed)
     x = "images"
     quarters = [g.one("Slice", [x, g.const([dy, dx]), g.const([size, size]), g.const([2, 3]),
@@ -98,7 +99,8 @@ def detector_graph(size: int = 64, classes: int = 3, seed: int = 0,
     for feature, channels in ((p3, 8), (p4, 12), (p5, 16)):
         stem = g.conv(feature, channels, 8, k=1)
         box = g.conv(g.conv(stem, 8, 8), 8, 4, k=1, silu=False, gain=0.8)
-        objectness = g.conv(g.conv(stem, 8, 8), 8, 1, k=1, silu=False)
+        objectness = g.one("Add", [g.conv(g.conv(stem, 8, 8), 8, 1, k=1, silu=False),
+                                   g.weight(np.float32(objectness_bias), "o")])
         kinds = g.conv(g.conv(stem, 8, 8), 8, classes, k=1, silu=False)
         kinds = g.one("Add", [kinds, g.weight(np.array(
             [person_bias] + [0.0] * (classes - 1), np.float32).reshape(1, classes, 1, 1))])

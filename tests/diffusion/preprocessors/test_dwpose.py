@@ -205,3 +205,25 @@ def test_module_and_missing_files(first_device: gpucore.Device, tmp_path: Path,
     with pytest.raises(WeightsError, match=r"yolox_l\.onnx") as raised:
         preprocess("dw_openpose_full", np.zeros((40, 40, 3), np.uint8), device=first_device)
     assert "\n" not in str(raised.value)
+
+
+@pytest.mark.parametrize(("objectness", "people"), [(3.0, 1), (-30.0, 0)])
+def test_no_person_box(first_device: gpucore.Device, graphs: tuple[Path, object, object],
+                       tmp_path: Path, monkeypatch: pytest.MonkeyPatch, objectness: float,
+                       people: int) -> None:
+    """Only other classes seen: the whole picture is one person's box, as the extension's;
+    nothing seen: no one, a black map."""
+    pose = graphs[2]
+    detector = dwpose_tiny.detector_graph(person_bias=-30.0, objectness_bias=objectness)
+    dwpose_tiny.write_annotators(tmp_path, detector=detector, pose=pose)
+    monkeypatch.setenv(annotator_file.ENV_VAR, str(tmp_path))
+    picture = np.random.default_rng(2).integers(0, 256, (40, 56, 3), dtype=np.uint8)
+    expected = dwpose_ref.wholebody(picture, detector, pose)
+    found = dwpose.detect_wholebody(picture, device=first_device)
+    assert len(found) == people == (0 if expected is None else len(expected))
+    if people:
+        seen = expected[0, :18, 2] >= 0.3
+        mine = np.array([(-1, -1) if p is None else p for p in found[0].body]) * (56, 40)
+        np.testing.assert_allclose(mine[seen], expected[0, :18][seen, :2], atol=1e-3)
+    else:
+        assert not preprocess("dw_openpose_full", picture, device=first_device).any()
