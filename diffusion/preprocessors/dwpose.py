@@ -33,9 +33,11 @@ from ..loaders.formats.onnx_file import read_onnx
 from ..models.annotators.onnx_network import OnnxNetwork
 from .annotators import annotator_model
 from .dwpose_geometry import affine_matrix, box_center_scale, letterbox, nms, warp_affine
-from .openpose import Pose, _drawn
+from .openpose import Pose, _drawn, pose_json
+from .resize import resize_with_pad
 
-__all__ = ["detect_boxes", "detect_wholebody", "dw_openpose_full", "wholebody_keypoints"]
+__all__ = ["detect_boxes", "detect_wholebody", "dw_openpose_full", "dw_openpose_with_json",
+           "wholebody_keypoints"]
 
 _MEAN = np.array([123.675, 116.28, 103.53])
 _STD = np.array([58.395, 57.12, 57.375])
@@ -127,23 +129,25 @@ def _openpose_order(keypoints: np.ndarray, scores: np.ndarray) -> np.ndarray:
     return info
 
 
-def _part(points: np.ndarray, height: int, width: int) -> list[Any] | None:
+def _part(points: np.ndarray, height: float, width: float) -> list[Any] | None:
     found = [(float(x) / width, float(y) / height) if score >= 0.3 else None
              for x, y, score in points]
     return None if all(point is None for point in found) else found
 
 
-def detect_wholebody(image: np.ndarray, *, device: Device | None = None) -> list[Pose]:
+def detect_wholebody(image: np.ndarray, *, pixels: bool = False,
+                     device: Device | None = None) -> list[Pose]:
     """Each person of a uint8 HxWx3 picture: 18 body keypoints, the left and right hands'
     21 and the face's 68 landmarks (and the two eyes), as fractions of the picture's width
-    and height; None where a keypoint (or a whole part) scored under 0.3."""
+    and height (in pixels with `pixels`, as the extension keeps them); None where a
+    keypoint (or a whole part) scored under 0.3."""
     detector = _network("yolox_l.onnx", device)
     boxes = detect_boxes(image, detector)
     if boxes is None:
         return []
     keypoints, scores = wholebody_keypoints(
         image, boxes, _network("dw-ll_ucoco_384.onnx", device))
-    height, width = image.shape[:2]
+    height, width = (1.0, 1.0) if pixels else image.shape[:2]
     poses = []
     for person in _openpose_order(keypoints, scores):
         body = _part(person[:18], height, width) or [None] * 18
@@ -160,3 +164,22 @@ def dw_openpose_full(image: np.ndarray, *, device: Device | None = None) -> np.n
     hands and face on black, uint8 HxWx3."""
     height, width = image.shape[:2]
     return _drawn(detect_wholebody(image, device=device), height, width)
+
+
+def dw_openpose_with_json(image: np.ndarray, resolution: int, *,
+                          device: Device | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+    """The map of a uint8 HxWx3 picture at the processor resolution (as
+    `preprocess("dw_openpose_full", image, resolution=...)`) and its people as the
+    extension's JSON: keypoints in pixels of the scaled and padded picture (DWPose's are not
+    fractions there), faces with the eyes as their last two points."""
+    padded, remove_pad = resize_with_pad(image, resolution)
+    poses = detect_wholebody(padded, pixels=True, device=device)
+    height, width = padded.shape[:2]
+    scale = np.array([width, height], np.float64)
+    fractions = [Pose(*(None if part is None else [
+        None if p is None else tuple(np.divide(p, scale)) for p in part] for part in pose))
+        for pose in poses]
+    return remove_pad(_drawn(fractions, height, width)), pose_json(
+        [pose.body for pose in poses], height, width,
+        hands=[(pose.left_hand, pose.right_hand) for pose in poses],
+        faces=[pose.face for pose in poses])

@@ -25,6 +25,7 @@ from diffusion.loaders.formats.onnx_file import read_onnx  # noqa: E402
 from diffusion.models.annotators.onnx_network import OnnxNetwork  # noqa: E402
 from diffusion.models.annotators.onnx_ops import UnsupportedOnnx  # noqa: E402
 from diffusion.preprocessors import dwpose, dwpose_geometry, module_list, preprocess  # noqa: E402
+from diffusion.preprocessors.resize import resize_with_pad  # noqa: E402
 
 
 def _network(model: object, folder: Path, device: gpucore.Device) -> OnnxNetwork:
@@ -188,6 +189,15 @@ def test_detector_equals_the_extensions_steps(first_device: gpucore.Device,
                     if point is not None:
                         np.testing.assert_allclose(np.multiply(point, (64, 48)), (x, y),
                                                    atol=1e-3)
+    at_64, poses_json = dwpose.dw_openpose_with_json(picture, 64, device=first_device)
+    np.testing.assert_array_equal(at_64, preprocess("dw_openpose_full", picture, resolution=64,
+                                                    device=first_device))
+    padded, _ = resize_with_pad(picture, 64)  # 64 x 85, padded to 64 x 128
+    in_pixels = dwpose.detect_wholebody(padded, pixels=True, device=first_device)
+    assert len(poses_json["people"]) == len(in_pixels) and poses_json["canvas_width"] == 128
+    for person, found in zip(poses_json["people"], in_pixels):
+        flat = [v for p in found.body for v in ((*p, 1.0) if p else (0, 0, 0))]
+        assert person["pose_keypoints_2d"] == flat
     ours = preprocess("dw_openpose_full", picture, device=first_device)
     theirs = dwpose_ref.draw(expected, 48, 64)
     assert ours.any()
