@@ -34,9 +34,10 @@ depth_anything_v2 reads its model from the path in DEPTH_ANYTHING_V2_MODEL (or
 lineart, softedge, mlsd, normal_bae and midas modules read the extension's annotator files
 (sk_model.pth, netG.pth, ControlNetHED.pth, table5_pidinet.pth, mlsd_large_512_fp32.pth,
 scannet.pt, dpt_hybrid-midas-501f0c75.pt, body_pose_model.pth, hand_pose_model.pth,
-facenet.pth; dw_openpose_full: yolox_l.onnx and dw-ll_ucoco_384.onnx) from the folder in CONTROLNET_ANNOTATOR_DIR
-(diffusion.loaders.control.annotator_file). The extension's own names of some modules
-(`hed`, `pidinet_safe`, `lineart`, `depth`, ...: registry.MODULE_ALIASES) name them too.
+facenet.pth; dw_openpose_full: yolox_l.onnx and dw-ll_ucoco_384.onnx) from the folder in
+CONTROLNET_ANNOTATOR_DIR (diffusion.loaders.control.annotator_file). The extension's own
+names of some modules (`hed`, `pidinet_safe`, `lineart`, `depth`, ...:
+registry.MODULE_ALIASES) name them too.
 
 Pictures are uint8 HxW, HxWx3 or HxWx4 (alpha dropped), as the extension's HWC3 reads them;
 maps come back uint8 HxWx3. They run at the picture's own size: the extension's

@@ -55,7 +55,9 @@ def _input_size(network: OnnxNetwork, default: tuple[int, int]) -> tuple[int, in
     """The (height, width) the graph declares for its picture (default where it names
     them instead)."""
     shape = network.graph.input_shapes[network.input_names[0]]
-    return (shape[2], shape[3]) if len(shape) == 4 and None not in shape[2:] else default
+    if len(shape) == 4 and shape[2] is not None and shape[3] is not None:
+        return shape[2], shape[3]
+    return default
 
 
 def detect_boxes(image: np.ndarray, network: OnnxNetwork) -> np.ndarray | None:
@@ -175,10 +177,12 @@ def dw_openpose_with_json(image: np.ndarray, resolution: int, *,
     padded, remove_pad = resize_with_pad(image, resolution)
     poses = detect_wholebody(padded, pixels=True, device=device)
     height, width = padded.shape[:2]
-    scale = np.array([width, height], np.float64)
-    fractions = [Pose(*(None if part is None else [
-        None if p is None else tuple(np.divide(p, scale)) for p in part] for part in pose))
-        for pose in poses]
+    scale = (float(width), float(height))
+    def fraction(part: Any) -> Any:
+        return None if part is None else [
+            None if p is None else (p[0] / scale[0], p[1] / scale[1]) for p in part]
+
+    fractions = [Pose(*(fraction(part) for part in pose)) for pose in poses]
     return remove_pad(_drawn(fractions, height, width)), pose_json(
         [pose.body for pose in poses], height, width,
         hands=[(pose.left_hand, pose.right_hand) for pose in poses],

@@ -88,9 +88,10 @@ class OnnxNetwork:
         for node, kind in self._plan:  # the weights go to the GPU once, here
             for position, name in enumerate(node.inputs):
                 value = self._constants.get(name)
-                if kind == "device" and name not in self._uploaded and self._on_device(
-                        node, position, value):
-                    self._uploaded[name] = asarray(value.astype(np.float32), device=self.device)
+                if (kind == "device" and value is not None and name not in self._uploaded
+                        and self._on_device(node, position, value)):
+                    self._uploaded[name] = asarray(value.astype(np.float32),
+                                                   device=self.device)
         last_use: dict[str, int] = {}
         for index, (node, _) in enumerate(self._plan):
             last_use.update((name, index) for name in node.inputs if name)
@@ -143,9 +144,10 @@ class OnnxNetwork:
                 np.ascontiguousarray(x, np.float32), device=self.device)
         for index, (node, kind) in enumerate(self._plan):
             args = [values[name] if name else None for name in node.inputs]
+            out: list[Any]
             if kind == "shape":
-                shape = np.array(args[0].shape, np.int64)
-                out = [shape[node.attributes.get("start", 0):node.attributes.get("end")]]
+                sizes = np.array(values[node.inputs[0]].shape, np.int64)
+                out = [sizes[node.attributes.get("start", 0):node.attributes.get("end")]]
             elif kind == "host":
                 out = self._on_host(node, args)
             else:

@@ -141,6 +141,7 @@ def _resize(attributes: dict[str, Any], args: list[Any]) -> list[Any]:
     if scales is None and sizes is None:
         raise UnsupportedOnnx("Resize: neither scales nor sizes given")
     if sizes is None:
+        assert scales is not None
         sizes = [math.floor(n * s) for n, s in zip(x.shape, scales)]
         factors = [float(s) for s in scales]
     else:
