@@ -24,7 +24,7 @@ Op = Callable[[dict[str, Any], list[Any]], list[Any]]
 HOST_INPUTS: dict[str, set[int]] = {
     "Reshape": {1}, "Slice": {1, 2, 3, 4}, "Split": {1}, "Squeeze": {1}, "Unsqueeze": {1},
     "ReduceMean": {1}, "ReduceSum": {1}, "ReduceMax": {1}, "ReduceL2": {1}, "Clip": {1, 2},
-    "Resize": {1, 2, 3}, "Pad": {1, 2},
+    "Resize": {1, 2, 3}, "Pad": {1, 2}, "Gather": {1},
 }
 _LOWEST = float(np.finfo(np.float32).min)
 
@@ -294,6 +294,24 @@ def _concat(attributes: dict[str, Any], args: list[Any]) -> list[Any]:
     return [gpustd.concatenate(args, axis=int(attributes["axis"]))]
 
 
+def _batch_norm(attributes: dict[str, Any], args: list[Any]) -> list[Any]:
+    """Inference BatchNormalization (where an export left it beside its Conv): x * a + b per
+    channel, a = scale / sqrt(var + eps), b = bias - mean * a."""
+    x, scale, bias, mean, var = args[:5]
+    per_channel = (-1,) + (1,) * (x.ndim - 2)
+    a = scale / gpustd.sqrt(var + float(attributes.get("epsilon", 1e-5)))
+    return [x * a.reshape(per_channel) + (bias - mean * a).reshape(per_channel)]
+
+
+def _gather(attributes: dict[str, Any], args: list[Any]) -> list[Any]:
+    """Gather of a tensor at host indices (torch's x[:, i] and unbind exports)."""
+    x, indices = args[0], np.asarray(args[1])
+    axis = int(attributes.get("axis", 0)) % x.ndim
+    flat = (indices.reshape(-1) % x.shape[axis]).astype(np.int32)
+    out = gpustd.take(x, gpustd.asarray(flat, device=x.device), axis=axis)
+    return [out.reshape(*x.shape[:axis], *indices.shape, *x.shape[axis + 1:])]
+
+
 def _silu(attributes: dict[str, Any], args: list[Any]) -> list[Any]:
     return [nn.silu(args[0])]
 
@@ -321,6 +339,7 @@ OPS: dict[str, Op] = {
     "GlobalAveragePool": _unary(lambda x: gpustd.mean(x, axis=(2, 3), keepdims=True)),
     "ReduceMean": _reduce(gpustd.mean), "ReduceSum": _reduce(gpustd.sum),
     "ReduceMax": _reduce(gpustd.max), "ReduceL2": _reduce(_l2),
+    "BatchNormalization": _batch_norm, "Gather": _gather,
     "SiLU": _silu,  # this interpreter's own fusion of x * Sigmoid(x)
 }
 

@@ -91,9 +91,10 @@ def _node_graph(nodes: list[object], shape: list[int], weights: dict[str, np.nda
 
 def test_other_operators_and_shape_arithmetic(first_device: gpucore.Device,
                                               tmp_path: Path) -> None:
-    """What else exports write: grouped Conv with uneven pads, strided padded MaxPool, a
-    3x nearest Resize (half_pixel), Softmax, Gemm, LayerNormalization, HardSwish, ReduceMean,
-    and a Reshape whose shape comes from Shape, Gather and Concat at run time."""
+    """What else exports write: grouped Conv with uneven pads, BatchNormalization left beside
+    it, Gather, strided padded MaxPool, a 3x nearest Resize (half_pixel), Softmax, Gemm,
+    LayerNormalization, HardSwish, ReduceMean, and a Reshape whose shape comes from Shape,
+    Gather and Concat at run time."""
     rng = np.random.default_rng(7)
     weights = {
         "w": rng.standard_normal((6, 2, 3, 3)).astype(np.float32),
@@ -102,11 +103,18 @@ def test_other_operators_and_shape_arithmetic(first_device: gpucore.Device,
         "tail": np.array([-1], np.int64), "g": rng.standard_normal((5, 7)).astype(np.float32),
         "gb": rng.standard_normal(7).astype(np.float32), "ln": rng.random(7).astype(np.float32),
         "lb": rng.standard_normal(7).astype(np.float32),
+        "bn_scale": rng.random(6).astype(np.float32) + 0.5,
+        "bn_bias": rng.standard_normal(6).astype(np.float32),
+        "bn_mean": rng.standard_normal(6).astype(np.float32),
+        "bn_var": rng.random(6).astype(np.float32) + 0.1, "pick": np.array([2, 0], np.int64),
     }
     nodes = [
         helper.make_node("Conv", ["x", "w", "b"], ["c"], group=2, pads=[1, 0, 2, 1],
                          strides=[1, 2]),
-        helper.make_node("HardSwish", ["c"], ["h"]),
+        helper.make_node("BatchNormalization", ["c", "bn_scale", "bn_bias", "bn_mean",
+                                                "bn_var"], ["bn"]),
+        helper.make_node("Gather", ["bn", "pick"], ["picked"], axis=1),
+        helper.make_node("HardSwish", ["picked"], ["h"]),
         helper.make_node("MaxPool", ["h"], ["m"], kernel_shape=[3, 2], strides=[2, 1],
                          pads=[1, 1, 1, 0]),
         helper.make_node("Resize", ["m", "", "scales"], ["r"], mode="nearest"),
