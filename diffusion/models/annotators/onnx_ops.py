@@ -24,7 +24,7 @@ Op = Callable[[dict[str, Any], list[Any]], list[Any]]
 HOST_INPUTS: dict[str, set[int]] = {
     "Reshape": {1}, "Slice": {1, 2, 3, 4}, "Split": {1}, "Squeeze": {1}, "Unsqueeze": {1},
     "ReduceMean": {1}, "ReduceSum": {1}, "ReduceMax": {1}, "ReduceL2": {1}, "Clip": {1, 2},
-    "Resize": {1, 2, 3}, "Pad": {1, 2}, "Gather": {1},
+    "Resize": {1, 2, 3}, "Upsample": {1}, "Pad": {1, 2}, "Gather": {1},
 }
 _LOWEST = float(np.finfo(np.float32).min)
 
@@ -136,6 +136,8 @@ def _resize(attributes: dict[str, Any], args: list[Any]) -> list[Any]:
     if attributes.get("mode", "nearest") != "nearest":
         raise UnsupportedOnnx(f"Resize: mode {attributes['mode']!r} (only nearest)")
     x = args[0]
+    if len(args) == 2:  # opset 10's Resize and opset 9's Upsample: (x, scales)
+        args = [x, None, args[1]]
     scales = args[2] if len(args) > 2 and args[2] is not None and args[2].size else None
     sizes = args[3] if len(args) > 3 and args[3] is not None else None
     if scales is None and sizes is None:
@@ -317,7 +319,8 @@ def _silu(attributes: dict[str, Any], args: list[Any]) -> list[Any]:
 
 
 OPS: dict[str, Op] = {
-    "Conv": _conv, "MaxPool": _max_pool, "Resize": _resize, "Slice": _slice,
+    "Conv": _conv, "MaxPool": _max_pool, "Resize": _resize, "Upsample": _resize,
+    "Slice": _slice,
     "Reshape": _reshape, "Squeeze": _squeeze, "Unsqueeze": _unsqueeze, "Flatten": _flatten,
     "Transpose": _transpose, "Concat": _concat, "Gemm": _gemm, "Clip": _clip, "Pow": _power,
     "LayerNormalization": _layer_norm,

@@ -135,6 +135,13 @@ def test_other_operators_and_shape_arithmetic(first_device: gpucore.Device,
     x = rng.standard_normal((2, 4, 9, 11)).astype(np.float32)
     ours = _network(model, tmp_path, first_device)(x)[0].numpy()
     _close(ours, _reference(model, x)[0])
+    # opset 10's Resize (x, scales), as older YOLOX exports write it (onnx.reference reads
+    # its scales from the wrong input)
+    model = _node_graph([helper.make_node("Resize", ["x", "scales"], ["y"], mode="nearest")],
+                        [1, 2, 3, 5], {"scales": np.array([1, 1, 2, 2], np.float32)}, opset=10)
+    x = rng.standard_normal((1, 2, 3, 5)).astype(np.float32)
+    expected = x.repeat(2, axis=2).repeat(2, axis=3)  # its only mode: asymmetric, floor
+    _close(_network(model, tmp_path, first_device)(x)[0].numpy(), expected)
 
 
 def test_reader_refuses_in_one_line(first_device: gpucore.Device, tmp_path: Path) -> None:
