@@ -39,6 +39,7 @@ from .resize import resize_with_pad
 __all__ = ["detect_boxes", "detect_wholebody", "dw_openpose_full", "dw_openpose_with_json",
            "wholebody_keypoints"]
 
+_KEYPOINTS = 133  # COCO-WholeBody: 17 body, 6 feet, 68 face, 2 x 21 hands
 _MEAN = np.array([123.675, 116.28, 103.53])
 _STD = np.array([58.395, 57.12, 57.375])
 _OPENPOSE_ORDER = [1, 2, 3, 4, 6, 7, 8, 9, 10, 12, 13, 14, 15, 16, 17]
@@ -109,7 +110,12 @@ def wholebody_keypoints(image: np.ndarray, boxes: np.ndarray, network: OnnxNetwo
         outputs = [np.asarray(o.numpy()) for o in network(np.stack(crops))]
     else:  # a graph made for one crop at a time
         runs = [network(crop[None]) for crop in crops]
-        outputs = [np.concatenate([run[i].numpy() for run in runs]) for i in range(2)]
+        outputs = [np.concatenate([run[i].numpy() for run in runs])
+                   for i in range(len(runs[0]))]
+    if len(outputs) != 2 or outputs[0].shape[1] != _KEYPOINTS:
+        raise ValueError(f"the pose network gave {len(outputs)} output(s) of shapes "
+                         f"{[o.shape for o in outputs]}; give DWPose's dw-ll_ucoco_384.onnx "
+                         f"(simcc_x and simcc_y of {_KEYPOINTS} keypoints)")
     simcc_x, simcc_y = outputs
     locations = np.stack([simcc_x.argmax(axis=2), simcc_y.argmax(axis=2)], -1).astype(
         np.float32)

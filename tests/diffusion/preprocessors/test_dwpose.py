@@ -252,3 +252,19 @@ def test_no_person_box(first_device: gpucore.Device, graphs: tuple[Path, object,
         np.testing.assert_allclose(mine[seen], expected[0, :18][seen, :2], atol=1e-3)
     else:
         assert not preprocess("dw_openpose_full", picture, device=first_device).any()
+
+
+def test_files_swapped_are_named(first_device: gpucore.Device,
+                                 graphs: tuple[Path, object, object], tmp_path: Path,
+                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pose file that is not DWPose's (one output here) is refused in one line."""
+    detector, pose = graphs[1], graphs[2]
+    broken = onnx.ModelProto()
+    broken.CopyFrom(pose)
+    del broken.graph.output[1]
+    dwpose_tiny.write_annotators(tmp_path, detector=detector, pose=broken)
+    monkeypatch.setenv(annotator_file.ENV_VAR, str(tmp_path))
+    picture = np.random.default_rng(11).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    with pytest.raises(ValueError, match=r"dw-ll_ucoco_384\.onnx") as raised:
+        preprocess("dw_openpose_full", picture, device=first_device)
+    assert "\n" not in str(raised.value)
