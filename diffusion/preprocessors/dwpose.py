@@ -33,7 +33,7 @@ from ..loaders.formats.onnx_file import read_onnx
 from ..models.annotators.onnx_network import OnnxNetwork
 from .annotators import annotator_model
 from .dwpose_geometry import affine_matrix, box_center_scale, letterbox, nms, warp_affine
-from .openpose import Pose, _drawn, pose_json
+from .openpose import Pose, draw_poses, pose_json
 from .resize import resize_with_pad
 
 __all__ = ["detect_boxes", "detect_wholebody", "dw_openpose_full", "dw_openpose_with_json",
@@ -171,7 +171,7 @@ def dw_openpose_full(image: np.ndarray, *, device: Device | None = None) -> np.n
     """The extension's dw_openpose_full map of a uint8 HxWx3 picture: each person's body,
     hands and face on black, uint8 HxWx3."""
     height, width = image.shape[:2]
-    return _drawn(detect_wholebody(image, device=device), height, width)
+    return draw_poses(detect_wholebody(image, device=device), height, width)
 
 
 def dw_openpose_with_json(image: np.ndarray, resolution: int, *,
@@ -189,7 +189,7 @@ def dw_openpose_with_json(image: np.ndarray, resolution: int, *,
             None if p is None else (p[0] / scale[0], p[1] / scale[1]) for p in part]
 
     fractions = [Pose(*(fraction(part) for part in pose)) for pose in poses]
-    return remove_pad(_drawn(fractions, height, width)), pose_json(
+    return remove_pad(draw_poses(fractions, height, width)), pose_json(
         [pose.body for pose in poses], height, width,
         hands=[(pose.left_hand, pose.right_hand) for pose in poses],
         faces=[pose.face for pose in poses])
