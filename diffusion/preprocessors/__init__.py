@@ -25,6 +25,7 @@ map a ControlNet or T2I-Adapter reads out.
 | `openpose` | people's body joints and limbs (openpose.py; its JSON too) | |
 | `openpose_hand`, `openpose_face` | the same with hands / faces (pose_hand.py, pose_face.py) | |
 | `openpose_faceonly`, `openpose_full` | faces only / bodies, hands and faces | |
+| `dw_openpose_full` | DWPose's whole-body keypoints, drawn as openpose_full (dwpose.py) | |
 | `shuffle` | the picture moved along a seeded random flow (shuffle.py), at 512 | |
 | `ip-adapter_clip_h`, ... | the picture as is, for an IP-Adapter (ip_adapter_modules.py) | |
 
@@ -33,9 +34,10 @@ depth_anything_v2 reads its model from the path in DEPTH_ANYTHING_V2_MODEL (or
 lineart, softedge, mlsd, normal_bae and midas modules read the extension's annotator files
 (sk_model.pth, netG.pth, ControlNetHED.pth, table5_pidinet.pth, mlsd_large_512_fp32.pth,
 scannet.pt, dpt_hybrid-midas-501f0c75.pt, body_pose_model.pth, hand_pose_model.pth,
-facenet.pth) from the folder in CONTROLNET_ANNOTATOR_DIR
-(diffusion.loaders.control.annotator_file). The extension's own names of some modules
-(`hed`, `pidinet_safe`, `lineart`, `depth`, ...: registry.MODULE_ALIASES) name them too.
+facenet.pth; dw_openpose_full: yolox_l.onnx and dw-ll_ucoco_384.onnx) from the folder in
+CONTROLNET_ANNOTATOR_DIR (diffusion.loaders.control.annotator_file). The extension's own
+names of some modules (`hed`, `pidinet_safe`, `lineart`, `depth`, ...:
+registry.MODULE_ALIASES) name them too.
 
 Pictures are uint8 HxW, HxWx3 or HxWx4 (alpha dropped), as the extension's HWC3 reads them;
 maps come back uint8 HxWx3. They run at the picture's own size: the extension's

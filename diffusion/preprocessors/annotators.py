@@ -5,6 +5,7 @@ hands them a picture and takes their map back."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,8 +23,10 @@ _models: dict[tuple[str, int], Any] = {}
 
 
 def annotator_model(module: str, subfolder: str, filename: str,
-                    build: Callable[..., Any], device: Device | None) -> Any:
-    """The network of `module` from its annotator file, built by `build(state, device=...)`
+                    build: Callable[..., Any], device: Device | None, *,
+                    read: Callable[[Path], Any] = read_annotator) -> Any:
+    """The network of `module` from its annotator file, read by `read` (the safe PyTorch
+    reader; an .onnx file's: its graph) and built by `build(state, device=...)`
     on `device` (None: the default one, opened once the file is found) and kept (the last
     three files used: openpose_full's three networks, or a user switching between two
     preprocessors, reload none)."""
@@ -32,7 +35,7 @@ def annotator_model(module: str, subfolder: str, filename: str,
     key = (str(path.resolve()), id(device))
     model = _models.pop(key, None)
     if model is None:
-        state = read_annotator(path)
+        state = read(path)
         try:
             model = build(state, device=device)
         except ValueError as exc:

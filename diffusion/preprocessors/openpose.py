@@ -45,7 +45,7 @@ from .pose_resize import smart_resize, smart_resize_k
 from .resize import resize_with_pad
 
 __all__ = ["POSE_MODULES", "Keypoints", "Pose", "body_maps", "detect_people", "detect_poses",
-           "openpose", "openpose_map", "openpose_with_json", "pose_json"]
+           "draw_poses", "openpose", "openpose_map", "openpose_with_json", "pose_json"]
 
 Keypoints = list[tuple[float, float] | None]
 Joints = Sequence[tuple[float, float] | None]  # a hand's or face's points (or a body's)
@@ -151,7 +151,9 @@ def _batch_pixels(device: Device | None) -> int:
     return min(limit, 1 << 30) // (64 * 4)
 
 
-def _drawn(poses: list[Pose], height: int, width: int, body: bool = True) -> np.ndarray:
+def draw_poses(poses: list[Pose], height: int, width: int, body: bool = True) -> np.ndarray:
+    """The people on a black height x width canvas, one after another as the extension's
+    draw_poses: body (with `body`), hands, face. uint8 HxWx3."""
     canvas = np.zeros((height, width, 3), np.uint8)
     for pose in poses:
         if body:
@@ -170,7 +172,7 @@ def openpose_map(image: np.ndarray, *, body: bool = True, hands: bool = False,
     picture's size."""
     poses = detect_poses(image, hands=hands, face=face, device=device)
     height, width = image.shape[:2]
-    return _drawn(poses, height, width, body=body)
+    return draw_poses(poses, height, width, body=body)
 
 
 def openpose(image: np.ndarray, *, device: Device | None = None) -> np.ndarray:
@@ -188,7 +190,7 @@ def openpose_with_json(image: np.ndarray, resolution: int, *, module: str = "ope
     padded, remove_pad = resize_with_pad(image, resolution)
     poses = detect_poses(padded, hands=hands, face=face, device=device)
     height, width = padded.shape[:2]
-    return remove_pad(_drawn(poses, height, width, body=body)), pose_json(
+    return remove_pad(draw_poses(poses, height, width, body=body)), pose_json(
         [pose.body for pose in poses], *padded.shape[:2],
         hands=[(pose.left_hand, pose.right_hand) for pose in poses] if hands else None,
         faces=[pose.face for pose in poses] if face else None)

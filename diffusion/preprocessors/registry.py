@@ -14,6 +14,7 @@ from gpucore import Device
 
 from . import (
     depth,
+    dwpose,
     filters,
     lineart,
     lineart_anime,
@@ -108,6 +109,8 @@ PREPROCESSORS: dict[str, Preprocessor] = {p.name: p for p in (
     *(Preprocessor(name, functools.partial(openpose.openpose_map, body=body, hands=hands,
                                            face=face), resolution="pad")
       for name, (body, hands, face) in openpose.POSE_MODULES.items() if name != "openpose"),
+    # DWPose's two ONNX graphs (yolox_l.onnx, dw-ll_ucoco_384.onnx) on our kernels
+    Preprocessor("dw_openpose_full", dwpose.dw_openpose_full, resolution="pad"),
     Preprocessor("softedge_hed", softedge.softedge_hed, resolution="pad"),
     Preprocessor("softedge_hedsafe", softedge.softedge_hedsafe, resolution="pad"),
     Preprocessor("softedge_pidinet", softedge.softedge_pidinet, resolution="pad"),

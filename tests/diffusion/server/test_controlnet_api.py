@@ -263,6 +263,34 @@ def test_detect_without_the_annotator_file_is_422_naming_it(
         assert "\n" not in message
 
 
+def test_detect_dwpose_answers_the_poses_json(app: Any,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """dw_openpose_full's detect answers the map and the extension's JSON for it: keypoints
+    in pixels of the padded picture, the face's last two points the eyes; the networks
+    themselves are test_dwpose's."""
+    from diffusion.preprocessors import dwpose, openpose
+
+    body: list[Any] = [None] * 18
+    body[0], body[1], body[14] = (64.0, 16.0), (64.0, 32.0), (60.0, 12.0)
+    face = [(50.5, 20.25)] * 68 + [body[14], None]
+    seen = []
+    monkeypatch.setattr(dwpose, "detect_wholebody", lambda image, *, pixels, device=None: (
+        seen.append((image.shape[:2], pixels)) or [openpose.Pose(body, None, None, face)]))
+    response = TestClient(app).post("/controlnet/detect", json={
+        "controlnet_module": "dw_openpose_full", "controlnet_processor_res": 64,
+        "controlnet_input_images": [png_b64(Image.fromarray(circle(40, 48)))]})
+    assert response.status_code == 200, response.text
+    found = response.json()
+    assert seen == [((64, 128), True)]
+    person = found["poses"][0]["people"][0]
+    assert person["pose_keypoints_2d"][:6] == [64.0, 16.0, 1.0, 64.0, 32.0, 1.0]
+    assert person["face_keypoints_2d"][-6:] == [60.0, 12.0, 1.0, 0.0, 0.0, 0.0]
+    assert person["hand_left_keypoints_2d"] is None
+    assert found["poses"][0]["canvas_height"] == 64
+    drawn = pixels(found["images"][0])
+    assert drawn.shape[:2] == (64, 77) and drawn.any()
+
+
 def test_detect_openpose_answers_the_poses_json(app: Any,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """openpose's detect answers the map and, as the extension, the people's JSON (canvas: the
@@ -305,7 +333,7 @@ def _unit(**fields: Any) -> dict[str, Any]:
 
 @pytest.mark.parametrize("fields, named", [
     ({"model": "control_v11p_sd15_depth"}, "args[0].model"),
-    ({"module": "dw_openpose_full"}, "args[0].module"),
+    ({"module": "seg_ofade20k"}, "args[0].module"),
     ({"image": ""}, "args[0].image"),
     ({"image": "not base64!"}, "args[0].image"),
     ({"weight": math.nan}, "args[0].weight"),

@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field
 
 from ....pipelines.control_spec import ControlSpec
 from ....preprocessors import module_detail, module_list, preprocess
+from ....preprocessors.dwpose import dw_openpose_with_json
 from ....preprocessors.openpose import POSE_MODULES, openpose_with_json
 from ....preprocessors.registry import MODULE_ALIASES, PREPROCESSORS, control_picture, module_name
 from ...images import ImageError, decode_image, encode_png
@@ -91,6 +92,10 @@ async def detect(body: DetectRequest, state: State) -> dict[str, Any]:
         if module in POSE_MODULES:  # the maps and, as the extension, their people's JSON
             found = [openpose_with_json(picture, res, module=module, device=device)
                      for picture in pictures]
+            return {"images": [encode_png(detected) for detected, _ in found],
+                    "poses": [poses for _, poses in found]}
+        if module == "dw_openpose_full":
+            found = [dw_openpose_with_json(picture, res, device=device) for picture in pictures]
             return {"images": [encode_png(detected) for detected, _ in found],
                     "poses": [poses for _, poses in found]}
         preprocessor = PREPROCESSORS[module]
