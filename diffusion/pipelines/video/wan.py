@@ -151,7 +151,11 @@ class WanPipeline(WanMemoryModes):
     def on_gpu(self, network: Any) -> Iterator[None]:
         """`network`'s weights on the GPU for the block (offloading: uploaded, then back to
         host memory; under a memory mode its plan moves them)."""
-        if not self.offload or self._memory is not None:
+        if self._memory is not None:  # its units come in as they run
+            self._memory.next_phase()
+            yield
+            return
+        if not self.offload:
             yield
             return
         offload_weights(self.text_encoder)

@@ -14,6 +14,9 @@ plan (flow/flow_memory) over Wan's networks.
   used units leave, and every allocation (the VAE decode's chunks included) is held to it.
   A budget below what always stays plus the largest unit is refused at once, naming it.
 
+In every mode each phase (the text, the steps, the decode) begins with the units of the
+phase before sent to host memory and the pool emptied (`WanMemoryPlan.next_phase`).
+
 The VAE decodes one latent frame at a time in every mode (its chunks replayed from the third
 on, as in the plain mode); no other Wan network runs from a capture, so each mode runs the
 plain mode's kernels on the same weights: the frames are the plain mode's, bitwise.
@@ -88,6 +91,16 @@ class WanMemoryPlan(FlowMemoryPlan):
             if table is not None:  # read before the block runs (T5EncoderModel.position_bias)
                 residency.stream(table, "forward", unit=block)
         residency.fit()
+
+    def next_phase(self) -> None:
+        """A phase (the text, the transformer's steps, the VAE) begins: the units of the phase
+        before leave and the pool is emptied. At a budget, the last phase's weights and idle
+        buffers would otherwise hold the device at the cap, where every new size class drops
+        other idle buffers to fit: the pool stays within the budget, but the driver frees a
+        dropped buffer only once the work submitted with it is done, and its figure climbed
+        to 3x the budget (bench/wan_lowvram)."""
+        self.residency.evict_all()
+        self.residency.device.empty_pool()
 
 
 class WanMemoryModes:
