@@ -8,7 +8,8 @@ streamed weights on the GPU included) and the driver's peak (cudaMemGetInfo's us
 every 5 ms in that phase, above the level settled before the networks were loaded:
 everything the process holds, Dawn's and the driver's own included), and the phase's wall
 time; `step_ms` is each step's wall time (the first builds the kernels). `uploaded_gib`: the
-weights the mode brought in over the call.
+weights the mode brought in over the call. The decode row's `memory_series`: seconds since
+the text phase began, the driver's figure, the pool's in use and idle (GiB), ~150 points.
 
 Weights: slices of one pool of normal(0, 0.02) values (norm scales 1 + those), float16 where
 the adapter has shader-f16 (UMT5's `wo` float32, as the model keeps it); each network is
@@ -101,7 +102,7 @@ class _Phases:
     def __init__(self, device: gpucore.Device, cuda: Any, baseline: float) -> None:
         self.device, self.cuda, self.baseline = device, cuda, baseline
         self.marks: list[tuple[str, float, float, float, float]] = []
-        self.samples: list[tuple[float, float]] = []
+        self.samples: list[tuple[float, float, float, float]] = []
         self.steps: list[float] = []
         self._stop = threading.Event()
         self.current = ("", 0.0)
@@ -120,8 +121,9 @@ class _Phases:
 
     def _poll(self) -> None:
         while not self._stop.wait(0.005):
-            self.samples.append((time.perf_counter(),
-                                 _PeakMemory.used(self.cuda) - self.baseline))
+            stats = self.device.memory_stats()
+            self.samples.append((time.perf_counter(), _PeakMemory.used(self.cuda) - self.baseline,
+                                 stats.allocated / GIB, stats.pooled / GIB))
 
     def __enter__(self) -> _Phases:
         if self.cuda is not None:
@@ -135,8 +137,15 @@ class _Phases:
             self._thread.join()
 
     def driver_peak(self, start: float, stop: float) -> float:
-        inside = [used for t, used in self.samples if start <= t <= stop]
+        inside = [used for t, used, _, _ in self.samples if start <= t <= stop]
         return max(inside) if inside else float("nan")
+
+    def series(self, n: int = 150) -> list[list[float]]:
+        """(s since the first phase, driver, pool in use, pool idle; GiB), about n points."""
+        begin = self.marks[0][1] if self.marks else 0.0
+        kept = self.samples[::max(1, len(self.samples) // n)]
+        return [[round(t - begin, 3), round(d, 3), round(a, 3), round(p, 3)]
+                for t, d, a, p in kept]
 
 
 def _run(pipe: Any, size: dict[str, int], device: gpucore.Device, cuda: Any,
@@ -178,9 +187,12 @@ def _run(pipe: Any, size: dict[str, int], device: gpucore.Device, cuda: Any,
     finally:
         del pipe.prompt_states, pipe.decode
     assert np.isfinite(frames).all()
-    return [{"phase": phase, "wall_ms": (stop - start) * 1e3, "peak_reserved_gib": reserved,
+    rows = [{"phase": phase, "wall_ms": (stop - start) * 1e3, "peak_reserved_gib": reserved,
              "peak_allocated_gib": allocated, "driver_peak_gib": phases.driver_peak(start, stop)}
-            for phase, start, stop, reserved, allocated in phases.marks], phases.steps
+            for phase, start, stop, reserved, allocated in phases.marks]
+    if phases.samples:
+        rows[-1]["memory_series"] = phases.series()
+    return rows, phases.steps
 
 
 def run(quick: bool = False) -> dict[str, Any]:
