@@ -26,7 +26,7 @@ import json
 import os
 import threading
 import time
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -87,12 +87,13 @@ def _pipeline(name: str, quick: bool, device: gpucore.Device) -> Any:
     dit, vae, _ = (TINY if quick else MODELS)[name]
     dtype = np.float16 if device.has_f16 else np.float32
     values = np.random.default_rng(0).normal(0, 0.02, 1 << (16 if quick else 26))
-    pool = {"float16": values.astype(np.float16), "float32": values.astype(np.float32)}
+    pool: dict[str, np.ndarray] = {"float16": values.astype(np.float16),
+                                   "float32": values.astype(np.float32)}
     return WanPipeline(
         text_encoder=_loaded(UMT5EncoderModel, TINY_UMT5 if quick else UMT5_XXL, dtype,
                              device, pool),
         transformer=_loaded(WanTransformer3DModel, dit, dtype, device, pool),
-        vae=_loaded(AutoencoderKLWan, vae, dtype, device, pool), tokenizer=_Tokens(),
+        vae=_loaded(AutoencoderKLWan, vae, dtype, device, pool), tokenizer=cast(Any, _Tokens()),
         scheduler_config=SCHEDULER, expand_timesteps=name == "wan22_5b", offload=True)
 
 

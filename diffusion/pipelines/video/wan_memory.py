@@ -36,7 +36,7 @@ from ..sd.memory import GIB, MemoryMode
 __all__ = ["WanMemoryModes", "WanMemoryPlan", "smallest_wan_budget"]
 
 
-def _text_blocks(text_encoder: Any) -> list[Module]:
+def _text_blocks(text_encoder: Any) -> list[Any]:
     return list(text_encoder.encoder.block)
 
 
