@@ -236,3 +236,18 @@ def test_max_vram_img2vid_gives_the_plain_frames(first_device: gpucore.Device,
     first_device.reset_peak_memory()
     np.testing.assert_array_equal(pipe(RED, **settings), plain)
     assert first_device.memory_stats().peak_reserved <= budget
+
+
+@pytest.mark.nodevice
+def test_memory_modes_refuse_two_experts() -> None:
+    """Wan 2.2 A14B (a second transformer) under a memory mode: one line pointing at
+    --offload; no mode at all is accepted."""
+    from diffusion.pipelines.sd.memory import MemoryMode
+    from diffusion.pipelines.video.wan_memory import WanMemoryModes
+
+    pipe = WanMemoryModes()
+    pipe.transformer_2 = object()
+    with pytest.raises(ValueError, match="A14B's two experts yet; use --offload"):
+        pipe.set_memory_mode(MemoryMode(lowvram=True))
+    pipe.set_memory_mode(MemoryMode())
+    assert pipe.memory_mode is None
