@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..pipelines.video.files import check_fps, check_output, write_video
+from .memory import add_memory_options, memory_line, memory_mode
 from .options import number, whole
 from .progress import ProgressBar
 
@@ -37,7 +38,8 @@ EXAMPLE = """example:
       --base ./Wan2.2-T2V-A14B-Diffusers --prompt "a cat walks on the grass" -o cat.mp4
 
 -o picks the format by its suffix: .mp4 (H.264, needs PyAV: the `video` extra), .webp
-(animated) or a path without a suffix (a folder of numbered PNGs)."""
+(animated) or a path without a suffix (a folder of numbered PNGs). On a GPU short of memory:
+--lowvram (the transformer's and UMT5's blocks streamed) or --max-vram 12G."""
 
 
 def add_parsers(subparsers: argparse._SubParsersAction) -> None:
@@ -115,6 +117,7 @@ def _options(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--offload", action="store_true",
                      help="one network on the GPU at a time (text encoder, transformer, VAE in "
                           "turn), the others in host memory: for small GPUs, slower")
+    add_memory_options(sub)
     sub.add_argument("--dtype", choices=("auto", "float32", "float16"), default="auto",
                      help="weights: float16 where the adapter has shader-f16; auto: float16 "
                           "on matrix units, else float32 (auto)")
@@ -226,8 +229,10 @@ def run(args: argparse.Namespace) -> int:
     from ..pipelines.video import WanPipeline, video_cache
 
     folder, files = resolve_wan(_source(args))
-    pipe = WanPipeline.from_pretrained(folder, dtype=_dtype(args.dtype), offload=args.offload,
-                                       files=files)
+    mode = memory_mode(args)  # a memory mode loads each network straight to host memory
+    pipe = WanPipeline.from_pretrained(folder, dtype=_dtype(args.dtype),
+                                       offload=args.offload or bool(mode), files=files)
+    pipe.set_memory_mode(mode)
     for low_noise, specs in ((False, args.lora), (True, args.lora_2)):
         if specs:
             from ..lora import LoraManager
@@ -244,6 +249,8 @@ def run(args: argparse.Namespace) -> int:
                   guidance_scale_2=args.cfg_scale_2, cache=cache)
     if cache is not None:
         print(f"cache: {cache.summary()}", file=sys.stderr)
+    if args.verbose:
+        print(memory_line(pipe.vae.device, pipe.memory_mode), file=sys.stderr)
     frames = np.round(videos[0] * 255).astype(np.uint8)
     print(write_video(frames, out, args.fps), flush=True)
     return 0

@@ -46,6 +46,7 @@ from ...sampling.schedulers.unipc_flow import FlowUniPCMultistepScheduler, is_fl
 from ...text.t5_tokenizer import T5Tokenizer
 from .wan_cache import wan_branch
 from .wan_image import clip_image_states, first_frame_latents, i2v_condition
+from .wan_memory import WanMemoryModes
 
 __all__ = ["SAMPLERS", "WanPipeline", "check_frame_count", "refuse_pictures"]
 
@@ -80,8 +81,9 @@ def clean_prompt(text: str) -> str:
     return re.sub(r"\s+", " ", html.unescape(html.unescape(text)).strip()).strip()
 
 
-class WanPipeline:
-    """A loaded Wan 2.1 text-to-video diffusers folder (module docstring)."""
+class WanPipeline(WanMemoryModes):
+    """A loaded Wan 2.1 text-to-video diffusers folder (module docstring); its memory modes:
+    `set_memory_mode` (wan_memory)."""
 
     def __init__(self, *, transformer: WanTransformer3DModel, vae: AutoencoderKLWan,
                  text_encoder: UMT5EncoderModel, tokenizer: T5Tokenizer,
@@ -121,9 +123,10 @@ class WanPipeline:
 
         def loaded(model: Any, part: Any) -> Any:
             with deferred():  # each parameter takes GPU memory when its values arrive
-                model = load_component(model, part)
+                model = load_component(model, part, to_host=offload)  # (a GGUF's blocks)
             if offload:
                 offload_weights(model)
+                place["device"].empty_pool()
             return model
 
         text_encoder = loaded(UMT5EncoderModel(weights.text_encoder.config, **place),
@@ -147,7 +150,11 @@ class WanPipeline:
     @contextlib.contextmanager
     def on_gpu(self, network: Any) -> Iterator[None]:
         """`network`'s weights on the GPU for the block (offloading: uploaded, then back to
-        host memory)."""
+        host memory; under a memory mode its plan moves them)."""
+        if self._memory is not None:  # its units come in as they run
+            self._memory.next_phase()
+            yield
+            return
         if not self.offload:
             yield
             return

@@ -170,18 +170,84 @@ def test_img2vid_equals_diffusers(first_device: gpucore.Device, tiny_wan22: tupl
     assert np.abs(outputs[0] - outputs[1]).mean() > 0.02  # the picture matters
 
 
+PLAIN = dict(height=32, width=48, num_frames=5, num_inference_steps=1, guidance_scale=4.0,
+             seed=9)
+
+
+@pytest.fixture(scope="module")
+def plain_video(first_device: gpucore.Device, tiny_wan: tuple[Path, Any]) -> np.ndarray:
+    """The tiny Wan 2.1 folder's video of RED with PLAIN's settings, every weight on the GPU."""
+    from diffusion.pipelines.video import WanPipeline
+
+    return WanPipeline.from_pretrained(tiny_wan[0], device=first_device)(RED, **PLAIN)
+
+
 def test_offload_gives_the_same_video(first_device: gpucore.Device,
-                                      tiny_wan: tuple[Path, Any]) -> None:
+                                      tiny_wan: tuple[Path, Any],
+                                      plain_video: np.ndarray) -> None:
     """`offload`: each network on the GPU only while it runs, the same frames."""
     from diffusion.pipelines.video import WanPipeline
     from gpustd.nn.offload import device_bytes
 
     folder, _ = tiny_wan
-    settings = dict(height=32, width=48, num_frames=5, num_inference_steps=1,
-                    guidance_scale=4.0, seed=9)
-    kept = WanPipeline.from_pretrained(folder, device=first_device)(RED, **settings)
+    settings, kept = PLAIN, plain_video
     pipe = WanPipeline.from_pretrained(folder, device=first_device, offload=True)
     parts = (pipe.text_encoder, pipe.transformer, pipe.vae)
     assert [device_bytes(part) for part in parts] == [0, 0, 0]
     np.testing.assert_array_equal(pipe(RED, **settings), kept)
     assert [device_bytes(part) for part in parts] == [0, 0, 0]
+
+
+def test_lowvram_txt2vid_gives_the_plain_frames(first_device: gpucore.Device,
+                                                tiny_wan: tuple[Path, Any], tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str],
+                                                plain_video: np.ndarray) -> None:
+    """`txt2vid --lowvram`: the transformer's and UMT5's blocks streamed one at a time (each
+    uploaded before it runs, the others evicted), the plain mode's frames bit for bit."""
+    folder, _ = tiny_wan
+    out, err = _run(capsys, "txt2vid", "--model", str(folder), *SIZE, "--steps", "1",
+                    "--cfg-scale", "4", "--seed", "9", "--dtype", "float32", "--lowvram",
+                    "--verbose", "--prompt", RED, "-o", str(tmp_path / "low"))
+    assert "mode: --lowvram" in err
+    frames = np.stack([np.asarray(Image.open(f).convert("RGB"))
+                       for f in sorted(Path(out).glob("*.png"))])
+    np.testing.assert_array_equal(frames, np.round(plain_video[0] * 255).astype(np.uint8))
+
+
+def test_max_vram_img2vid_gives_the_plain_frames(first_device: gpucore.Device,
+                                                 tiny_wan22: tuple[Path, Any]) -> None:
+    """Wan 2.2 TI2V 5B animating a picture under --max-vram: every unit (UMT5's table and
+    blocks, the transformer's blocks, the VAE) brought in as it runs, the pool never past the
+    budget, the plain mode's frames bit for bit; a budget below the largest unit refused in
+    one line naming the least."""
+    from diffusion.pipelines.sd.memory import MemoryMode
+    from diffusion.pipelines.video import WanPipeline
+
+    folder, _ = tiny_wan22
+    picture = (np.random.default_rng(3).random((24, 40, 3)) * 255).astype(np.uint8)
+    settings = dict(height=32, width=64, num_frames=5, num_inference_steps=1,
+                    guidance_scale=3.0, seed=4, image=picture)
+    plain = WanPipeline.from_pretrained(folder, device=first_device)(RED, **settings)
+    pipe = WanPipeline.from_pretrained(folder, device=first_device, offload=True)
+    with pytest.raises(ValueError, match=r"--max-vram 0\.000 GiB .* at least .* MiB"):
+        pipe.set_memory_mode(MemoryMode(max_vram=4096))
+    budget = 16 << 20  # the tiny model's activations: its 512-token position biases
+    pipe.set_memory_mode(MemoryMode(max_vram=budget))
+    first_device.reset_peak_memory()
+    np.testing.assert_array_equal(pipe(RED, **settings), plain)
+    assert first_device.memory_stats().peak_reserved <= budget
+
+
+@pytest.mark.nodevice
+def test_memory_modes_refuse_two_experts() -> None:
+    """Wan 2.2 A14B (a second transformer) under a memory mode: one line pointing at
+    --offload; no mode at all is accepted."""
+    from diffusion.pipelines.sd.memory import MemoryMode
+    from diffusion.pipelines.video.wan_memory import WanMemoryModes
+
+    pipe = WanMemoryModes()
+    pipe.transformer_2 = object()
+    with pytest.raises(ValueError, match="A14B's two experts yet; use --offload"):
+        pipe.set_memory_mode(MemoryMode(lowvram=True))
+    pipe.set_memory_mode(MemoryMode())
+    assert pipe.memory_mode is None

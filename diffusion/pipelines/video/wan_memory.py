@@ -1,0 +1,133 @@
+"""Wan's memory modes (the WebUI's --medvram, --lowvram, --max-vram SIZE): the flow families'
+plan (flow/flow_memory) over Wan's networks.
+
+    pipe.set_memory_mode(MemoryMode(lowvram=True))     # or MemoryMode.parse(max_vram="12G")
+
+- medvram: UMT5 (with Wan 2.1 I2V's CLIP vision encoder), the transformer and the VAE are
+  three units, one on the GPU at a time; the transformer's text and image embedders bring it
+  in as its forward does.
+- lowvram: as medvram, and the transformer's blocks stream (flow_memory), and so does UMT5:
+  its token table and each of its blocks are units (each block's position-bias table brings
+  its block in), its final norm stays. UMT5-XXL is 12.5 GiB with its float32 `wo`: as one
+  unit it alone would pass a 12 GiB budget.
+- max_vram: a budget in bytes, the same units as lowvram; past the budget the least recently
+  used units leave, and every allocation (the VAE decode's chunks included) is held to it.
+  A budget below what always stays plus the largest unit is refused at once, naming it.
+
+In every mode each phase (the text, the steps, the decode) begins with the units of the
+phase before sent to host memory and the pool emptied (`WanMemoryPlan.next_phase`).
+
+The VAE decodes one latent frame at a time in every mode (its chunks replayed from the third
+on, as in the plain mode); no other Wan network runs from a capture, so each mode runs the
+plain mode's kernels on the same weights: the frames are the plain mode's, bitwise.
+Wan 2.2 A14B's two experts have no memory mode yet (`--offload` moves each whole).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gpustd.nn import Module
+from gpustd.nn.offload import parameter_bytes, restore
+
+from ..flow.flow_memory import FlowMemoryPlan, MemoryLayout
+from ..sd.memory import GIB, MemoryMode
+
+__all__ = ["WanMemoryModes", "WanMemoryPlan", "smallest_wan_budget"]
+
+
+def _text_blocks(text_encoder: Any) -> list[Any]:
+    return list(text_encoder.encoder.block)
+
+
+def smallest_wan_budget(layout: MemoryLayout, text_blocks: list[Module],
+                        text_kept: Module | None) -> int:
+    """The least --max-vram can be: what never leaves (the transformer's parts around its
+    blocks, UMT5's final norm) and the largest unit (a transformer or UMT5 block, the token
+    table with CLIP vision, the VAE), activations not counted."""
+    transformer = layout.transformer
+    fixed = parameter_bytes(transformer) - sum(map(parameter_bytes, layout.streamed()))
+    kept = 0 if text_kept is None else parameter_bytes(text_kept)
+    text = sum(map(parameter_bytes, layout.text_encoders))
+    units = [text, parameter_bytes(layout.vae), *map(parameter_bytes, layout.streamed()),
+             *map(parameter_bytes, text_blocks)]
+    return fixed + kept + max(units)
+
+
+class WanMemoryPlan(FlowMemoryPlan):
+    """Wan's memory `mode` in effect over its networks (the module doc); `release` switches it
+    off (every unit back on the GPU)."""
+
+    def __init__(self, mode: MemoryMode, *, text_encoder: Any, transformer: Any, vae: Any,
+                 image_encoder: Any = None) -> None:
+        streams = mode.streams_unet
+        readers = () if image_encoder is None else (image_encoder,)
+        # streamed: the token table heads the text unit, UMT5's blocks are units of their own
+        head = text_encoder.shared if streams else text_encoder
+        layout = MemoryLayout(
+            transformer=transformer, blocks=(transformer.blocks,),
+            text_encoders=(head, *readers),
+            text_calls=((head, "forward"), *((r, "hidden_states") for r in readers)),
+            vae=vae)
+        blocks = _text_blocks(text_encoder) if streams else []
+        kept = text_encoder.encoder.final_layer_norm if streams else None
+        if mode.max_vram is not None and mode.max_vram < (
+                least := smallest_wan_budget(layout, blocks, kept)):
+            raise ValueError(
+                f"--max-vram {mode.max_vram / GIB:.3f} GiB cannot hold Wan's largest part with "
+                f"what always stays on the GPU: it needs at least {least / GIB:.3f} GiB "
+                f"({-(-least // (1 << 20))} MiB) before any activations; give more")
+        super().__init__(layout, mode)
+        residency = self.residency
+        if not streams:  # the whole transformer moves: its embedders bring it in too
+            for method in ("encode_text", "encode_image"):
+                residency.stream(transformer, method, unit=transformer)
+            return
+        assert kept is not None
+        restore(kept)
+        for block in blocks:
+            residency.add(block, name="text encoder block")
+            table = getattr(block.layer[0].SelfAttention, "relative_attention_bias", None)
+            if table is not None:  # read before the block runs (T5EncoderModel.position_bias)
+                residency.stream(table, "forward", unit=block)
+        residency.fit()
+
+    def next_phase(self) -> None:
+        """A phase (the text, the transformer's steps, the VAE) begins: the units of the phase
+        before leave and the pool is emptied. At a budget, the last phase's weights and idle
+        buffers would otherwise hold the device at the cap, where every new size class drops
+        other idle buffers to fit: the pool stays within the budget, but the driver frees a
+        dropped buffer only once the work submitted with it is done, and its figure climbed
+        to 3x the budget (bench/wan_lowvram)."""
+        self.residency.evict_all()
+        self.residency.device.empty_pool()
+
+
+class WanMemoryModes:
+    """`memory_mode` and `set_memory_mode` for WanPipeline (its base)."""
+
+    _memory: WanMemoryPlan | None = None  # the memory mode in effect (set_memory_mode)
+    text_encoder: Any
+    transformer: Any
+    transformer_2: Any
+    image_encoder: Any
+    vae: Any
+
+    @property
+    def memory_mode(self) -> MemoryMode | None:
+        return None if self._memory is None else self._memory.mode
+
+    def set_memory_mode(self, mode: MemoryMode) -> None:
+        """Run in the WebUI's --medvram / --lowvram / --max-vram mode (the module doc; all
+        off: every weight on the GPU, or each network whole in turn where loaded with
+        `offload`)."""
+        if mode and self.transformer_2 is not None:
+            raise ValueError("--medvram, --lowvram and --max-vram do not run Wan 2.2 A14B's "
+                             "two experts yet; use --offload (each network on the GPU in turn)")
+        if self._memory is not None:
+            self._memory.release()
+            self._memory = None
+        if mode:
+            self._memory = WanMemoryPlan(mode, text_encoder=self.text_encoder,
+                                         transformer=self.transformer, vae=self.vae,
+                                         image_encoder=self.image_encoder)
