@@ -11,7 +11,10 @@
    (or whose shared tiny pipeline fixture it takes); SD 1.5's writer is in most files, so
    those stay where they are.
 
-Within those keys the collection's order is kept (a stable sort).
+Within those keys the collection's order is kept (a stable sort). (`--dist loadgroup` with
+`xdist_group` marks would pin a group to one worker, but pytest-xdist 3.8 does not group under
+pytest 9.2: it writes the group into `item._nodeid`, which pytest 9.2's structured node ids no
+longer read, so every test is scheduled alone; pytest-xdist issue 1386.)
 """
 
 from __future__ import annotations
