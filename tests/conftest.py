@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import run_order
 
 import gpucore
 from gpucore import autotune
@@ -192,17 +193,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """`nodevice` (host logic; `pytest -m nodevice` runs it alone) must stay true: a test marked
     so that takes a device fixture is a usage error.
 
-    Files with a `slow` test run first (in their order; a file's tests stay together, so its
-    module fixtures are made once): under pytest-xdist a minutes-long test that starts near the
-    end keeps one worker busy while the others have nothing left, and CI's run is as long as its
-    last worker."""
+    Then the run order (tests/run_order.py): files with a `slow` test first, a model family's
+    files together."""
     for item in items:
         taken = _DEVICE_FIXTURES & set(getattr(item, "fixturenames", ()))
         if taken and item.get_closest_marker("nodevice") is not None:
             raise pytest.UsageError(f"{item.nodeid} is marked nodevice but takes {sorted(taken)}: "
                                     "drop the marker or the fixture")
     slow = {item.nodeid.split("::")[0] for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: item.nodeid.split("::")[0] not in slow)  # stable: order kept
+    items[:] = run_order.ordered(items, slow)
 
 
 @pytest.fixture(autouse=True)

@@ -1,0 +1,90 @@
+"""The order the collected tests run in (tests/conftest.py applies it), chosen for CI's time.
+
+1. Files with a `slow` test first (in their order): under pytest-xdist a minutes-long test
+   that starts near the end keeps one worker busy while the others have nothing left, and
+   CI's run is as long as its last worker.
+2. A model family's files next to each other, where its first file is: pytest-xdist's default
+   scheduler (`load`) hands each worker runs of consecutive tests, so a family's tests then
+   run on one worker, which builds the family's tiny models (the session fixtures, seconds
+   each with diffusers) and compiles its kernels (about 0.4 s each on CI's llvmpipe) once,
+   not on both. A file's family is the first of FAMILIES whose tiny-model writer it imports
+   (or whose shared tiny pipeline fixture it takes); SD 1.5's writer is in most files, so
+   those stay where they are.
+
+Within those keys the collection's order is kept (a stable sort). (`--dist loadgroup` with
+`xdist_group` marks would pin a group to one worker, but pytest-xdist 3.8 does not group under
+pytest 9.2: it writes the group into `item._nodeid`, which pytest 9.2's structured node ids no
+longer read, so every test is scheduled alone; pytest-xdist issue 1386.)
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from functools import cache
+from pathlib import Path
+from typing import Protocol
+
+# family: (tiny-model writer modules under tests/, session fixtures of tests/conftest.py)
+FAMILIES: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
+    ("wan", ("wan_tiny",), ()),
+    ("flux2", ("flux2_tiny", "flux2_dev_tiny", "flux2_dev_files"), ()),
+    ("qwen-image", ("qwenimage_tiny", "qwenedit_tiny"), ()),
+    ("z-image", ("zimage_tiny",), ()),
+    ("flow", ("flow_tiny", "xflux_reference"), ("tiny_flux_dev", "tiny_chroma", "tiny_sd3")),
+    ("sdxl", ("sdxl_tiny",), ()),
+)
+
+
+class Item(Protocol):
+    """What of a pytest Item the order reads."""
+
+    @property
+    def nodeid(self) -> str: ...
+
+    @property
+    def path(self) -> Path: ...
+
+    @property
+    def fixturenames(self) -> Sequence[str]: ...
+
+
+@cache
+def _imports(path: Path) -> frozenset[str]:
+    """The top-level names of the modules `path` imports (anywhere in the file)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError:
+        return frozenset()
+    found = re.findall(r"^\s*(?:from|import)\s+([A-Za-z_]\w*)", text, flags=re.MULTILINE)
+    return frozenset(found)
+
+
+def family(item: Item) -> str | None:
+    """The model family `item`'s file belongs to (see FAMILIES), or None."""
+    imports = _imports(item.path)
+    fixtures = set(getattr(item, "fixturenames", ()))
+    for name, writers, shared in FAMILIES:
+        if imports.intersection(writers) or fixtures.intersection(shared):
+            return name
+    return None
+
+
+def _file(item: Item) -> str:
+    return item.nodeid.split("::")[0]
+
+
+def ordered(items: Iterable[Item], slow_files: set[str]) -> list[Item]:
+    """`items` in run order: slow files first, then each family's files together where the
+    family's first test is, otherwise as collected."""
+    items = list(items)
+    rest = [_file(item) not in slow_files for item in items]
+    # a family's tests move to its first one's place; every other test keeps its own
+    anchor: dict[tuple[bool, str], int] = {}
+    place = []
+    for position, item in enumerate(items):
+        name = family(item)
+        place.append(position if name is None else
+                     anchor.setdefault((rest[position], name), position))
+    order = sorted(range(len(items)), key=lambda i: (rest[i], place[i], i))
+    return [items[i] for i in order]
