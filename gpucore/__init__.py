@@ -42,7 +42,7 @@ from ._errors import (
     ShaderCompileError,
 )
 from ._group import DeviceGroup, open_devices, select_adapters, split_sizes
-from ._kernel import Kernel, fold_grid
+from ._kernel import Kernel, begin_only, fold_grid
 from ._memtrace import MemoryTrace, trace_memory
 from ._phases import Phases, phase, process_started
 from ._pool import MemoryStats
@@ -79,6 +79,7 @@ __all__ = [
     "Warmup",
     "as_dtype",
     "autotune",
+    "begin_only",
     "default_device",
     "devices",
     "fold_grid",

@@ -9,9 +9,16 @@ kernels within half a second and then waits while they build two at a time: the 
 own, and NVIDIA's driver keeps what it compiled in its shader cache, where the same pipeline
 built on the device that uses it is found.
 
-So on a Dawn device a pipeline begun in the background goes, in turn, to the device's own pool
-or to one of the extra devices of this module (opened on first need on the device's adapter,
-with its features and raised limits; Dawn's toggles are the instance's: the same SPIR-V). One
+So on a Dawn device a pipeline begun in the background goes to the device's own pool or to one
+of the extra devices of this module (opened on first need on the device's adapter, with its
+features and raised limits; Dawn's toggles are the instance's: the same SPIR-V): to the pool
+whose build thread is estimated to free first, each pool's two threads taking their builds in
+turn (`_Pools.choose`). A build's cost is estimated from its source (`cost`: the matrix-unit
+kernels take ~0.1 ms a character to compile, 23 kB GEMMs 2.3-2.6 s; the others a tenth of
+that), and a pool is assumed to run its builds one after another per thread from the moment
+they were given, so a long GEMM no longer holds up the builds given to its pool after it while
+other pools idle (round-robin turns did). A new extra device is opened only while every open
+pool is busy past the opening's own cost (0.07-0.09 s). One
 given to an extra device is built there first, and waiting for it builds it on the using
 device too. No dispatch runs on an extra device: the pipeline a dispatch uses is its own
 device's, so what a picture computes does not change; a build that fails there is built on
@@ -25,9 +32,9 @@ bursts of new kernels (a later burst opens it again: 0.07-0.09 s).
 
 from __future__ import annotations
 
-import itertools
 import os
 import threading
+import time
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -37,10 +44,18 @@ import wgpu
 from ._device import _RAISED_LIMITS, Device
 from ._runtime import adapt_source, create_pipeline_later
 
-__all__ = ["ENV", "begin", "count", "expect_cached", "layout_entries"]
+__all__ = ["ENV", "begin", "cost", "count", "expect_cached", "layout_entries"]
 
 ENV = "GPUCORE_BUILD_DEVICES"
 MAX_DEVICES = 7
+THREADS = 2  # Dawn's AsyncWorkerThreadPool of a device (module docstring)
+OPEN_S = 0.08  # opening an extra device, on the calling thread
+# seconds a source character costs to compile (bench/NOTES.md, "Two build threads"): matrix-unit
+# kernels (23 kB GEMMs 2.3-2.6 s, 10-13 kB convs 0.8-1.4 s), the others (an 18 kB attention
+# 0.16 s, 3-10 kB norms and element-wise kernels 0.01-0.05 s)
+MATRIX_S_PER_CHAR = 1e-4
+OTHER_S_PER_CHAR = 1e-5
+_clock = time.perf_counter
 
 _pools: weakref.WeakKeyDictionary[Device, _Pools] = weakref.WeakKeyDictionary()
 
@@ -54,6 +69,12 @@ def count() -> int:
         except ValueError:
             return 0
     return max(min(MAX_DEVICES, (os.cpu_count() or 1) // 2 - 1), 0)
+
+
+def cost(source: str) -> float:
+    """The estimated seconds a kernel of WGSL `source` takes to build (module docstring)."""
+    rate = MATRIX_S_PER_CHAR if "subgroup_matrix" in source else OTHER_S_PER_CHAR
+    return len(source) * rate
 
 
 def layout_entries(storage: Any, params: bool) -> list[dict[str, Any]]:
@@ -82,14 +103,16 @@ def expect_cached(device: Device) -> None:
 
 
 class _Pools:
-    """`device`'s own build pool and up to `wanted` extra devices, given builds in turn."""
+    """`device`'s own build pool and up to `wanted` extra devices, each build given to the
+    pool whose thread frees first (module docstring)."""
 
     def __init__(self, device: Device, wanted: int) -> None:
         self.wanted = wanted
         self.helpers: list[Any] = []
         self._pending: dict[int, int] = {}  # id(helper) -> builds given, not yet waited for
+        # None (the device's own pool) or id(helper) -> when each thread is estimated free
+        self._free: dict[int | None, list[float]] = {None: [0.0] * THREADS}
         self._lock = threading.Lock()
-        self._turn = itertools.count()
         self._device = weakref.ref(device)
 
     def given(self, helper: Any) -> None:
@@ -105,6 +128,7 @@ class _Pools:
                 self._pending[id(helper)] = left
                 return
             self._pending.pop(id(helper), None)
+            self._free.pop(id(helper), None)
             if helper in self.helpers:
                 self.helpers.remove(helper)
         destroy = getattr(helper, "destroy", None)
@@ -114,21 +138,27 @@ class _Pools:
             except Exception:  # an optimization only: the process goes on without it
                 pass
 
-    def next_helper(self) -> Any | None:
-        """The extra device whose turn it is (opened now if it is not open), or None for
-        the using device's own pool."""
-        turn = next(self._turn) % (self.wanted + 1)
-        if turn == 0:
-            return None
-        if turn <= len(self.helpers):
-            return self.helpers[turn - 1]
-        # not open (yet, or again after `waited` destroyed it)
-        device = self._device()
-        opened = sum(len(pools.helpers) for pools in list(_pools.values()))
-        if device is None or opened >= count() or not self._open(device):
-            self.wanted = len(self.helpers)  # none more: the driver or memory said no
-            return None
-        return self.helpers[-1]
+    def choose(self, seconds: float) -> Any | None:
+        """The extra device to give a build of `seconds` to (opened now where every open
+        pool is busy past OPEN_S), or None for the using device's own pool; the build is
+        counted on the chosen pool's thread that frees first."""
+        now = _clock()
+        pools: list[Any | None] = [None, *self.helpers]
+        starts = [max(now, min(self._free[None if p is None else id(p)])) for p in pools]
+        best = min(range(len(pools)), key=starts.__getitem__)  # ties: the own pool first
+        chosen, start = pools[best], starts[best]
+        if start > now + OPEN_S and len(self.helpers) < self.wanted:
+            device = self._device()
+            opened = sum(len(pools.helpers) for pools in list(_pools.values()))
+            if device is not None and opened < count() and self._open(device):
+                chosen, start = self.helpers[-1], now + OPEN_S
+                self._free[id(chosen)] = [start] * THREADS
+            else:
+                self.wanted = len(self.helpers)  # none more: the driver or memory said no
+        threads = self._free[None if chosen is None else id(chosen)]
+        thread = min(range(THREADS), key=threads.__getitem__)
+        threads[thread] = start + seconds
+        return chosen
 
     def _open(self, device: Device) -> bool:
         info = device.info
@@ -154,7 +184,7 @@ def begin(device: Device, descriptor: dict[str, Any], source: str,
     pools = _pools.get(device) if runtime == "dawn" else None
     if pools is None and runtime == "dawn":
         pools = _pools[device] = _Pools(device, count())
-    helper = pools.next_helper() if pools is not None and pools.wanted else None
+    helper = pools.choose(cost(source)) if pools is not None else None
     if helper is None:
         return create_pipeline_later(runtime, device.wgpu, descriptor)
     compute = descriptor["compute"]

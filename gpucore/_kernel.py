@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import re
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable, Iterator, Mapping
+from contextvars import ContextVar
 from typing import Any
 
 from . import _build_devices, _wgsl
@@ -18,12 +20,31 @@ from ._phases import phase
 from ._runtime import GPU_ERRORS, adapt_source
 from ._shaders import shader_source
 
-__all__ = ["Kernel", "fold_grid"]
+__all__ = ["Kernel", "begin_only", "fold_grid"]
 
 _BEGUN_ERRORS: tuple[type[BaseException], ...] = (*GPU_ERRORS, RuntimeError)
 _LOCATION = re.compile(r"(?:wgsl|WGSL: ):(\d+):(\d+)")  # naga's, then Tint's (Dawn) form
 _MESSAGE = re.compile(r"Shader (?:'[^']*' )?(?:parsing |validation )?error: ([^\n]*)")
 _loaded: dict[tuple, Kernel] = {}  # Kernel.cached's and Kernel.generated's store
+_begin_only: ContextVar[Device | None] = ContextVar("gpucore_begin_only", default=None)
+
+
+@contextlib.contextmanager
+def begin_only(device: Device) -> Iterator[None]:
+    """Inside, a Kernel's dispatch on `device` only begins its kernel's build (as a dispatch
+    does first: in the background where `device.builds_later`, else in place) and records
+    nothing: a workload run inside begins what its first real run will need, e.g. a VAE
+    decoder's kernels while the UNet's build. Nothing it dispatches is computed: what it
+    returns or writes is not its result (copies, uploads and read-backs still run). The
+    buffers it left idle in the pool are freed after it: its activations' sizes are the
+    workload's, not what runs next, and would only sit beside it."""
+    idle = device.pool.idle_ids()
+    token = _begin_only.set(device)
+    try:
+        yield
+    finally:
+        _begin_only.reset(token)
+        device.ledger.drop_idle(only=device.pool.idle_ids() - idle)
 
 
 def _wgsl_types(types: Mapping[str, Any] | None) -> dict[str, str]:
@@ -242,7 +263,7 @@ class Kernel:
                                "device (copy the data over through the host first)")
         grid = fold_grid(workgroups, device.limits["max-compute-workgroups-per-dimension"])
         pipeline, layout = self.compile_begun(device)
-        if 0 in grid:
+        if 0 in grid or _begin_only.get() is device:
             return
         if self._buffers.least:
             self._buffers.check_least(bufs)

@@ -174,6 +174,11 @@ class BufferPool:
             self._free = {size: idle for size, idle in self._free.items() if idle}
             return dropped
 
+    def idle_ids(self) -> set[int]:
+        """The ids of the idle buffers now."""
+        with self._lock:
+            return {id(b) for idle in self._free.values() for b in idle}
+
     def stats(self) -> MemoryStats:
         """The counts now (see MemoryStats)."""
         with self._lock:

@@ -23,7 +23,7 @@ reads the ledger's books.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable, Collection, Iterable, KeysView, Mapping
+from collections.abc import Callable, Collection, Container, Iterable, KeysView, Mapping
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
@@ -93,14 +93,16 @@ class BufferLedger:
         if (ref := self._lent.pop(id(buffer), None)) is not None and (lender := ref()) is not None:
             lender.release()
 
-    def drop_idle(self, nbytes: int | None = None, *, keep_lent: bool = False) -> None:
+    def drop_idle(self, nbytes: int | None = None, *, keep_lent: bool = False,
+                  only: Container[int] | None = None) -> None:
         """Drop idle pooled buffers, at least `nbytes` of them, the largest first (None: every
-        one), but never the open capture's (nor, with `keep_lent`, lent ones)."""
+        one), but never the open capture's (nor, with `keep_lent`, lent ones); with `only`,
+        just those whose id is in it."""
         with self.lock:  # and freed under it (an OpenGL device's must be: gpucore._gl)
             keep: Collection[int] = self.recording.keys()
             if keep_lent:
                 keep = self._lent.keys() | keep
-            dropped = self.pool.clear(nbytes, keep=keep)
+            dropped = self.pool.clear(nbytes, keep=keep, only=only)
             while dropped:
                 self.forget(dropped.pop())
 

@@ -17,9 +17,9 @@ found by the same key (source hash, entry, constants).
 
 Builds run ahead in threads where a device takes calls from several threads: wgpu-native's
 Vulkan, Metal and D3D12 devices. Dawn is called from one thread only: there the Warmup begins
-every listed build at once, on the calling thread, and Dawn compiles them on threads of its own
-(create_compute_pipeline_async; gpucore._pipelines). OpenGL's contexts are not shared between
-threads; on OpenGL, and with GPUCORE_WARMUP=0, a Warmup does nothing.
+every listed build at once, on the calling thread, the costliest first, and Dawn compiles them
+on threads of its own (create_compute_pipeline_async; gpucore._pipelines). OpenGL's contexts are
+not shared between threads; on OpenGL, and with GPUCORE_WARMUP=0, a Warmup does nothing.
 """
 
 from __future__ import annotations
@@ -72,6 +72,8 @@ class Warmup:
         if device.info.runtime != "wgpu":  # Dawn: begun here, built on Dawn's threads
             if self.ahead:  # built here before: in the driver's cache, no extra devices
                 _build_devices.expect_cached(device)
+            # the costliest first: none is left to the end of the pools' queues
+            self._queue = deque(sorted(self._queue, key=lambda k: -_build_devices.cost(k[0])))
             self._work(begin=True)
             return
         # Daemon threads: a process that ends early (an error) does not wait for the list.

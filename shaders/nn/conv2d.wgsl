@@ -34,6 +34,7 @@ override VEC_W: bool = true;  // weight rows are whole vec4s (k_total % 4 == 0)
 override ADD: u32 = 0u;  // 0: none, 1: residual, 2: per (image, channel); never with split-K
 override PROLOGUE: u32 = 0u;  // 0: none, 1: per-channel affine map, 2: the map then SiLU
 override UP_SHIFT: u32 = 0u;  // 1: x read upsampled 2x (nearest)
+override ROW_LOOP: bool = false;  // the 8 rows stored by one loop (CPU adapters: conv.py)
 
 struct Params {
     c_in: u32, h: u32, w: u32,  // input channels (all groups) and size
@@ -361,6 +362,19 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let px1 = vec2<u32>(q1 / hw_out, q1 % hw_out);
     let r0 = m0 + ty * 4u;
     let r1 = r0 + 4u * WY;
+    if (ROW_LOOP) {
+        // The same stores, one copy of their code: llvmpipe compiles this kernel in 0.8
+        // instead of 1.3 s at its first dispatch. The bound is 8, written so that the
+        // compiler does not unroll the loop back into eight copies.
+        var rows = array<vec4<f32>, 16>(c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50,
+                                        c51, c60, c61, c70, c71);
+        let count = min(8u, params.cout_g + 8u);
+        for (var i = 0u; i < count; i++) {
+            let row = select(r0 + i, r1 + i - 4u, i >= 4u);
+            store(row, rows[2u * i], rows[2u * i + 1u], group, slab, hw_out, px, px1);
+        }
+        return;
+    }
     store(r0, c00, c01, group, slab, hw_out, px, px1);
     store(r0 + 1u, c10, c11, group, slab, hw_out, px, px1);
     store(r0 + 2u, c20, c21, group, slab, hw_out, px, px1);

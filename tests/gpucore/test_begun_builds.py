@@ -161,3 +161,36 @@ def test_kernels_begun_ahead_are_taken_not_built_again(device: gpucore.Device) -
     np.testing.assert_array_equal(_work(second), expected)
     assert second.pipelines_created == len(listed)  # the work built none of its own
     assert len(second.pipelines.stop_log()) == len(listed)
+
+
+_FILL = """
+override scale: f32 = 1.0;
+@group(0) @binding(0) var<storage, read_write> out: array<f32>;
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+    if (gid.x < arrayLength(&out)) { out[gid.x] = scale * f32(gid.x); }
+}
+"""
+
+
+def test_begin_only_begins_the_kernels_and_computes_nothing(device: gpucore.Device) -> None:
+    """A workload run under gpucore.begin_only begins its kernels' builds and records no
+    dispatch; run for real afterwards it builds none and computes what it computes."""
+    fresh = _fresh(device, later=True)
+    expected = _work(device)
+    out = gpustd.asarray(np.full(100, 7.0, np.float32), device=fresh)
+    fill = gpucore.Kernel(_FILL, name="fill", constants={"scale": 2.0})
+    pooled = fresh.pool.stats().pooled
+    with gpucore.begin_only(fresh):
+        fill.dispatch(fill.groups_for(100), out.buffer)
+        _work(fresh)
+        np.testing.assert_array_equal(out.numpy(), 7.0)
+        with gpucore.begin_only(device):  # another device's: not this one's
+            fill.dispatch(fill.groups_for(100), out.buffer)
+        assert out.numpy()[3] == 6.0
+        assert fresh.pool.stats().pooled > pooled
+    assert fresh.pool.stats().pooled == pooled, "its activations were left in the pool"
+    made = set(fresh.pipelines._done) | set(fresh.pipelines._begun)
+    assert len(made) >= 5
+    np.testing.assert_array_equal(_work(fresh), expected)
+    assert set(fresh.pipelines._done) == made, "the real run built a kernel of its own"

@@ -110,19 +110,39 @@ def later(monkeypatch: pytest.MonkeyPatch) -> list:
 
 
 SOURCE = "@compute @workgroup_size(64) fn main() {}"
+# a matrix-unit kernel of about a second's estimated build, and a second of plain WGSL
+MATRIX = ("enable chromium_experimental_subgroup_matrix;\n" + SOURCE).ljust(10_000)
+PLAIN = SOURCE.ljust(100_000)
 
 
-def test_builds_go_to_the_own_pool_and_each_extra_device_in_turn(
-        monkeypatch: pytest.MonkeyPatch, later: list) -> None:
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The estimate's clock, held still until a test moves it (`clock[0] = t`)."""
+    now = [100.0]
+    monkeypatch.setattr(_build_devices, "_clock", lambda: now[0])
+    return now
+
+
+def test_the_estimated_cost_follows_the_source() -> None:
+    assert _build_devices.cost(MATRIX) == pytest.approx(1.0)
+    assert _build_devices.cost(PLAIN) == pytest.approx(1.0)
+    assert _build_devices.cost(SOURCE) < 0.001
+    assert _build_devices.cost(MATRIX.ljust(23_000)) > 2 * _build_devices.cost(MATRIX)
+
+
+def test_builds_go_to_the_pool_whose_thread_frees_first(
+        monkeypatch: pytest.MonkeyPatch, later: list, clock: list[float]) -> None:
     monkeypatch.setenv(_build_devices.ENV, "2")
     device = _Device()
-    waits = [_build_devices.begin(device, DESCRIPTOR, SOURCE, ENTRIES) for _ in range(6)]
+    waits = [_build_devices.begin(device, DESCRIPTOR, MATRIX, ENTRIES) for _ in range(7)]
     helpers = device.info.adapter.opened
     assert [h.name for h in helpers] == ["helper1", "helper2"]
-    assert len(later) == 2  # turns 0 and 3
+    # the own pool's two threads, then each extra device's two; the 7th: the own pool's
+    # threads free first (the extra devices began after their opening)
+    assert [len(h.promises) for h in helpers] == [2, 2]
+    assert len(later) == 3
     for helper in helpers:  # the same kernel, made of the helper's own objects
         asked = [c for c in helper.calls if c[0] == "async"]
-        assert len(asked) == 2
         compute = asked[0][1]["compute"]
         assert compute["module"] == f"{helper.name} module"
         assert compute["entry_point"] == "main" and compute["constants"] == {"scale": 2.0}
@@ -134,40 +154,74 @@ def test_builds_go_to_the_own_pool_and_each_extra_device_in_turn(
     assert request["required_limits"]["max-compute-workgroup-storage-size"] == 49152
     # waiting for one given to an extra device: built there, then on the device itself
     assert not device.wgpu.calls
-    assert waits[1]() == "own pipeline"
+    assert waits[2]() == "own pipeline"
     assert helpers[0].promises[0].waited
     assert device.wgpu.calls == [("build", DESCRIPTOR)]
     assert waits[0]() == "own pipeline (own pool)"
 
 
+def test_a_long_build_holds_up_only_its_own_thread(
+        monkeypatch: pytest.MonkeyPatch, later: list, clock: list[float]) -> None:
+    """Round-robin turns put builds behind a 2.5 s GEMM while other pools idled: here each
+    goes to the thread estimated to free first."""
+    monkeypatch.setenv(_build_devices.ENV, "1")
+    device = _Device()
+    long = MATRIX.ljust(25_000)
+    where = []
+    for source in (long, long, MATRIX, MATRIX, MATRIX, MATRIX):
+        own = len(later)
+        _build_devices.begin(device, DESCRIPTOR, source, ENTRIES)
+        where.append("own" if len(later) > own else "extra")
+    (helper,) = device.info.adapter.opened
+    # the own pool's threads build the two long ones (2.5 s), the extra device the four
+    # others (2 x 1 s a thread): turns would have given each pool a long one and two others
+    assert where == ["own", "own", "extra", "extra", "extra", "extra"]
+    assert len(helper.promises) == 4
+    # with time gone by, every thread is free again: the own pool takes the next ones
+    clock[0] += 10.0
+    _build_devices.begin(device, DESCRIPTOR, MATRIX, ENTRIES)
+    _build_devices.begin(device, DESCRIPTOR, MATRIX, ENTRIES)
+    assert len(later) == 4 and len(helper.promises) == 4
+
+
+def test_cheap_builds_open_no_extra_device(
+        monkeypatch: pytest.MonkeyPatch, later: list, clock: list[float]) -> None:
+    monkeypatch.setenv(_build_devices.ENV, "3")
+    device = _Device()
+    for _ in range(20):  # 20 element-wise kernels: less than an opening's cost in all
+        _build_devices.begin(device, DESCRIPTOR, SOURCE, ENTRIES)
+    assert len(later) == 20 and not device.info.adapter.requests
+    _build_devices.begin(device, DESCRIPTOR, PLAIN, ENTRIES)  # a plain kernel of a second
+    _build_devices.begin(device, DESCRIPTOR, PLAIN, ENTRIES)
+    _build_devices.begin(device, DESCRIPTOR, SOURCE, ENTRIES)
+    assert len(device.info.adapter.opened) == 1
+
+
 def test_a_failed_build_on_an_extra_device_is_the_devices_own_to_report(
-        monkeypatch: pytest.MonkeyPatch, later: list) -> None:
+        monkeypatch: pytest.MonkeyPatch, later: list, clock: list[float]) -> None:
     monkeypatch.setenv(_build_devices.ENV, "1")
     device = _Device(fail_async=True)
-    _build_devices.begin(device, DESCRIPTOR, SOURCE, ENTRIES)
-    wait = _build_devices.begin(device, DESCRIPTOR, SOURCE, ENTRIES)
-    assert wait() == "own pipeline"  # its error, were there one, would be the device's
+    waits = [_build_devices.begin(device, DESCRIPTOR, MATRIX, ENTRIES) for _ in range(4)]
+    assert waits[2]() == "own pipeline"  # its error, were there one, would be the device's
 
     def broken(**descriptor: Any) -> str:
         raise RuntimeError("Error while parsing WGSL: :3:5 error: bad")
 
     monkeypatch.setattr(device.wgpu, "create_compute_pipeline", broken)
-    _build_devices.begin(device, DESCRIPTOR, SOURCE, ENTRIES)
-    wait = _build_devices.begin(device, DESCRIPTOR, SOURCE, ENTRIES)
     with pytest.raises(RuntimeError, match="parsing WGSL"):
-        wait()
+        waits[3]()
 
 
 @pytest.mark.parametrize("case", ["refused", "none", "cached", "not dawn", "unreadable"])
 def test_no_extra_device_where_none_can_or_should_open(
-        monkeypatch: pytest.MonkeyPatch, later: list, case: str) -> None:
+        monkeypatch: pytest.MonkeyPatch, later: list, clock: list[float], case: str) -> None:
     monkeypatch.setenv(_build_devices.ENV, {"none": "0", "unreadable": "many"}.get(case, "3"))
     device = _Device(runtime="wgpu" if case == "not dawn" else "dawn",
                      refuse=case == "refused")
     if case == "cached":
         _build_devices.expect_cached(device)
     for _ in range(5):
-        _build_devices.begin(device, DESCRIPTOR, SOURCE, ENTRIES)
+        _build_devices.begin(device, DESCRIPTOR, MATRIX, ENTRIES)
     assert len(later) == 5
     assert not device.info.adapter.opened
     assert len(device.info.adapter.requests) == (1 if case == "refused" else 0)
@@ -181,44 +235,30 @@ def test_the_default_count_leaves_cores_to_the_process(monkeypatch: pytest.Monke
 
 
 def test_the_count_is_for_the_whole_process(monkeypatch: pytest.MonkeyPatch,
-                                            later: list) -> None:
+                                            later: list, clock: list[float]) -> None:
     monkeypatch.setenv(_build_devices.ENV, "3")
     first, second = _Device(), _Device()
-    for _ in range(3):  # turns 0-2: its own pool, then two extra devices opened
-        _build_devices.begin(first, DESCRIPTOR, SOURCE, ENTRIES)
-    for _ in range(8):  # the one extra device left, then its own pool and that one in turn
-        _build_devices.begin(second, DESCRIPTOR, SOURCE, ENTRIES)
+    for _ in range(6):  # its own pool's two threads, then two extra devices' two each
+        _build_devices.begin(first, DESCRIPTOR, MATRIX, ENTRIES)
+    for _ in range(8):  # the one extra device left, then its own pool and that one
+        _build_devices.begin(second, DESCRIPTOR, MATRIX, ENTRIES)
     assert len(first.info.adapter.opened) == 2
     assert len(second.info.adapter.opened) == 1
-    assert len(later) == 1 + 4
+    assert len(later) == 2 + 4
+    assert len(second.info.adapter.opened[0].promises) == 4
 
 
 def test_an_extra_device_is_destroyed_once_its_builds_are_waited_for(
-        monkeypatch: pytest.MonkeyPatch, later: list) -> None:
+        monkeypatch: pytest.MonkeyPatch, later: list, clock: list[float]) -> None:
     """Extra devices hold GPU memory: none stays open between bursts of new kernels."""
     monkeypatch.setenv(_build_devices.ENV, "1")
     device = _Device()
-    waits = [_build_devices.begin(device, DESCRIPTOR, SOURCE, ENTRIES) for _ in range(4)]
-    (helper,) = device.info.adapter.opened  # turns 1 and 3
-    assert waits[1]() == "own pipeline" and not helper.destroyed  # one build still its own
+    waits = [_build_devices.begin(device, DESCRIPTOR, MATRIX, ENTRIES) for _ in range(4)]
+    (helper,) = device.info.adapter.opened  # builds 3 and 4
+    assert waits[2]() == "own pipeline" and not helper.destroyed  # one build still its own
     assert waits[3]() == "own pipeline" and helper.destroyed
     assert all(p.waited for p in helper.promises)
     # the next burst opens another one, and the count allows it (the first is gone)
-    _build_devices.begin(device, DESCRIPTOR, SOURCE, ENTRIES)
-    _build_devices.begin(device, DESCRIPTOR, SOURCE, ENTRIES)
+    for _ in range(3):
+        _build_devices.begin(device, DESCRIPTOR, MATRIX, ENTRIES)
     assert len(device.info.adapter.opened) == 2 and not device.info.adapter.opened[1].destroyed
-
-
-def test_extra_devices_reopen_in_any_turn_after_all_were_destroyed(
-        monkeypatch: pytest.MonkeyPatch, later: list) -> None:
-    monkeypatch.setenv(_build_devices.ENV, "3")
-    device = _Device()
-    waits = [_build_devices.begin(device, DESCRIPTOR, SOURCE, ENTRIES) for _ in range(6)]
-    for wait in waits:
-        wait()
-    opened = device.info.adapter.opened
-    assert len(opened) == 3 and all(h.destroyed for h in opened)
-    # the turn counter is now past the first extra device's turn: still no gaps or errors
-    _build_devices.begin(device, DESCRIPTOR, SOURCE, ENTRIES)  # turn 2
-    _build_devices.begin(device, DESCRIPTOR, SOURCE, ENTRIES)  # turn 3
-    assert len(opened) == 5 and not any(h.destroyed for h in opened[3:])

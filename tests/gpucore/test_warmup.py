@@ -131,3 +131,30 @@ def test_a_damaged_or_stale_list_builds_nothing_ahead(device: gpucore.Device,
     assert stale.ahead == 0 and stale.path != path
     monkeypatch.setenv(_warmup.ENV, "0")
     assert gpucore.Warmup(gpucore.Device(device.info), "damaged").ahead == 0
+
+
+@pytest.mark.nodevice
+def test_dawn_begins_a_listed_workload_costliest_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Dawn begins every listed build at once, on the pools of gpucore._build_devices: the
+    costliest first (gpucore._build_devices.cost), so none waits at the end of a queue."""
+    from types import SimpleNamespace
+
+    from gpucore import _autotune, _build_devices, _kernel
+
+    plain, matrix = "fn main() {}", "enable chromium_experimental_subgroup_matrix;"
+    listed = [(plain.ljust(500), "small", "main", {}), (matrix.ljust(9000), "gemm", "main", {}),
+              (plain.ljust(20000), "attention", "main", {}),
+              (matrix.ljust(23000), "big gemm", "main", {})]
+    begun: list[str] = []
+    monkeypatch.setattr(_warmup, "enabled", lambda device: True)
+    monkeypatch.setattr(_autotune, "cache_key", lambda device: {"adapter": "fake"})
+    monkeypatch.setattr(_warmup.Warmup, "_listed", lambda self: list(listed))
+    monkeypatch.setattr(_build_devices, "expect_cached", lambda device: None)
+    monkeypatch.setattr(_kernel.Kernel, "__init__", lambda self, source, *, name, entry,
+                        constants: setattr(self, "name", name))
+    monkeypatch.setattr(_kernel.Kernel, "build_ahead",
+                        lambda self, device, *, begin: begun.append(self.name))
+    device = SimpleNamespace(info=SimpleNamespace(runtime="dawn"),
+                             pipelines=SimpleNamespace(start_log=lambda: None))
+    assert _warmup.Warmup(device, "workload").ahead == 4  # type: ignore[arg-type]
+    assert begun == ["big gemm", "gemm", "attention", "small"]

@@ -124,6 +124,26 @@ def test_conv2d_one_tile_shape_on_a_cpu(first_device: gpucore.Device) -> None:
     assert first_device.pipelines_created == built  # the same kernel served the small layer
 
 
+def test_conv2d_stores_its_rows_in_a_loop_on_a_cpu(first_device: gpucore.Device,
+                                                  monkeypatch) -> None:
+    """On a CPU adapter the conv's epilogue stores its 8 rows from one loop (ROW_LOOP: one
+    copy of the store code for llvmpipe to compile), the values of the unrolled stores bit
+    for bit, ragged ends (channels past a tile's rows, pixels past an image's) included."""
+    if first_device.info.type != "cpu":
+        pytest.skip(f"{first_device.info.label} is a GPU: the stores stay unrolled")
+    rng = np.random.default_rng(6)
+    x, w, b = (Tensor.from_numpy(rng.standard_normal(s).astype(np.float32), device=first_device)
+               for s in ((2, 20, 7, 9), (70, 20, 3, 3), (70,)))
+    unrolled = conv2d(x, w, b, padding=1, _plan_override=(64, 64, 1, 8)).numpy()
+    loops: list[int] = []
+    built = conv_module._conv_kernel
+    monkeypatch.setattr(conv_module, "_conv_kernel",
+                        lambda *a, **kw: (loops.append(kw.get("ROW_LOOP", 0)), built(*a, **kw))[1])
+    got = conv2d(x, w, b, padding=1).numpy()
+    assert loops == [1] and np.array_equal(got, unrolled)
+    assert np.abs(got).max() > 1
+
+
 @pytest.mark.parametrize("per_channel", [False, True])
 def test_conv2d_add_after_on_a_cpu(first_device: gpucore.Device, monkeypatch,
                                    per_channel: bool) -> None:

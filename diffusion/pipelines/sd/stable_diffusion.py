@@ -43,6 +43,7 @@ from ..observer import Observer, Progress, StepCallback
 from ..reference import POSTERIOR_MEAN, split_references
 from ..request import GenerationRequest
 from .capture import ModelCapture, lent
+from .decode_ahead import begin_decode
 from .guided_unet import Contexts, GuidedUNet, unet_call
 from .memory import MemoryMode, MemoryPlan
 from .prepare import Pass
@@ -187,6 +188,11 @@ class StableDiffusion:
         """The guided UNet of a pass (a GuidedUNet); with a refiner and the WebUI's
         samplers one that hands over to the refiner's (diffusion.pipelines.sd.refiner.HandOff)."""
         contexts, weights = self._contexts(r, steps, webui=webui)  # first: --medvram's UNet next
+        if self.memory is None and r.refiner is None and r.hires_stage is None:
+            f = self.vae_scale_factor  # the decode's kernels begin with the UNet's
+            with lent(self._unet_capture, self._text_capture):
+                begin_decode(partial(vae_decode, self.vae), self.vae,
+                             (1, self.latent_channels, r.height // f, r.width // f))
         reference, units = split_references(
             r.control, self.unet, total_steps=steps, size=(r.width, r.height),
             encode=lambda pixels: self._encode(pixels, POSTERIOR_MEAN),

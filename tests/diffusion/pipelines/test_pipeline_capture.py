@@ -124,3 +124,43 @@ def test_vae_decode_borrows_the_captures_scratch(first_device: gpucore.Device, m
     pipe.img2img(first, PROMPT, negative_prompt=NEGATIVE, steps=2, strength=0.5, seed=3,
                  width=SIZE, height=SIZE)
     assert lent_at_encode == [True] and _counts(pipe) == (1, 1)
+
+
+
+def test_the_decoders_kernels_are_begun_before_the_steps(
+        first_device: gpucore.Device, model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a device that builds in the background the VAE decoder runs once under
+    gpucore.begin_only before the first UNet step, on latents of the picture's shape, so its
+    kernels are begun with the UNet's (decode_ahead); once per size; the same picture bytes.
+    A device that builds in place (lavapipe's) does not."""
+    from diffusion.pipelines.sd import decode_ahead, guided_unet, stable_diffusion
+
+    monkeypatch.setattr(decode_ahead, "_begun", type(decode_ahead._begun)())
+    events: list[tuple[str, Any]] = []
+    real_decode, real_step = stable_diffusion.vae_decode, guided_unet.GuidedUNet.__call__
+
+    def decode(vae: Any, latents: np.ndarray, **kwargs: Any) -> Any:
+        begun = gpucore._kernel._begin_only.get() is first_device
+        events.append(("begun" if begun else "decode", latents.shape))
+        return real_decode(vae, latents, **kwargs)
+
+    def step(*args: Any, **kwargs: Any) -> Any:
+        events.append(("step", None))
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(stable_diffusion, "vae_decode", decode)
+    monkeypatch.setattr(guided_unet.GuidedUNet, "__call__", step)
+    pipe = load_pipeline(model_dir, device=first_device)
+    expected = _image(pipe)
+    shape = (1, 4, SIZE // pipe.vae_scale_factor, SIZE // pipe.vae_scale_factor)
+    assert first_device.builds_later or [e for e in events if e[0] != "step"] == [
+        ("decode", shape)]
+    monkeypatch.setattr(first_device, "builds_later", True)
+    events.clear()
+    pipe = load_pipeline(model_dir, device=first_device)
+    np.testing.assert_array_equal(_image(pipe), expected)
+    np.testing.assert_array_equal(_image(pipe), expected)
+    assert events[0] == ("begun", shape), "not begun before the first step"
+    assert ("step", None) in events
+    assert [e for e in events if e[0] != "step"] == [
+        ("begun", shape), ("decode", shape), ("decode", shape)]
