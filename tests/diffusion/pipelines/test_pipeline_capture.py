@@ -88,6 +88,7 @@ def test_vae_decode_borrows_the_captures_scratch(first_device: gpucore.Device, m
     value of which outlives a call) is the pool's, not counted as allocated; the next
     generation takes the same buffers back and only replays."""
     from diffusion.pipelines.sd import stable_diffusion
+    from gpucore import _kernel
 
     pipe = load_pipeline(model_dir, device=first_device)
     graphs = []
@@ -95,6 +96,8 @@ def test_vae_decode_borrows_the_captures_scratch(first_device: gpucore.Device, m
     real = stable_diffusion.vae_decode
 
     def decode(*args: Any, **kwargs: Any) -> Any:
+        if _kernel._begin_only.get() is not None:  # decode_ahead's dry run (GPUs that build
+            return real(*args, **kwargs)           # in the background): nothing computed
         idle = {id(b) for bufs in first_device.pool._free.values() for b in bufs}
         graphs[:] = [e.graph for c in (pipe._unet_capture, pipe._text_capture)
                      for e in c.captured._entries.values()]
