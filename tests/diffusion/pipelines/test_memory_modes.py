@@ -16,7 +16,7 @@ from sd_tiny import write_pipeline
 
 import gpucore
 from diffusion import load_pipeline
-from diffusion.pipelines.sd.memory import MemoryMode, parse_size, smallest_budget
+from diffusion.pipelines.sd.memory import MemoryMode, networks, parse_size, smallest_budget
 from gpustd.nn.offload import device_bytes, parameter_bytes
 
 SIZE = 16  # 8x8 latents
@@ -195,6 +195,41 @@ def test_lora_patched_while_offloaded(pipe: Any, tmp_path: Path) -> None:
     np.testing.assert_array_equal(pictures[0], pictures[2])
     np.testing.assert_array_equal(pictures[1], pictures[3])
     assert np.abs(pictures[0].astype(int) - pictures[1]).mean() > 1, "the LoRA changes nothing"
+
+
+def test_loads_straight_to_host_memory(first_device: gpucore.Device, model_dir: Path,
+                                       plain: tuple[np.ndarray, int], held: int) -> None:
+    """Loaded for a memory mode (LoadOptions.offload: the CLI and the server under a mode),
+    every network goes to host memory tensor by tensor: the load takes less GPU memory than
+    the smallest network (none: 0 bytes). Each mode brings in what it keeps (under --lowvram
+    and a budget the UNet's unstreamed parts) and gives the plain run's picture bit for bit;
+    switched off, every weight is on the GPU and the picture is the same again."""
+    loaded = None
+    for flag in ("medvram", "lowvram", "max_vram"):
+        loaded = None  # the last one's VAE on the GPU freed
+        gc.collect()
+        first_device.empty_pool()
+        before = first_device.memory_stats().allocated
+        budget = before + (plain[1] - held) // 2  # half the plain run's own peak, over that
+        mode = MemoryMode.parse(**{flag: budget if flag == "max_vram" else True})
+        first_device.reset_peak_memory()
+        loaded = load_pipeline(model_dir, device=first_device, offload=True)
+        peak = first_device.memory_stats().peak_allocated - before
+        assert peak < min(parameter_bytes(n) for n in networks(loaded)), peak
+        assert not any(device_bytes(n) for n in networks(loaded))
+        try:
+            loaded.set_memory_mode(mode)
+            if mode.streams_unet:  # conv_in and the rest that stays came in with the mode
+                assert device_bytes(loaded.unet.conv_in) == parameter_bytes(loaded.unet.conv_in)
+            np.testing.assert_array_equal(_image(loaded), plain[0], err_msg=mode.label)
+            assert loaded.memory.residency.evictions > 0
+            assert first_device.memory_stats().peak_reserved <= (mode.max_vram or 1 << 62)
+        except BaseException:
+            loaded.set_memory_mode(MemoryMode())  # a budget left set fails every later test
+            raise
+    loaded.set_memory_mode(MemoryMode())
+    assert all(device_bytes(n) == parameter_bytes(n) for n in networks(loaded))
+    np.testing.assert_array_equal(_image(loaded), plain[0])
 
 
 @pytest.mark.parametrize("text, size", [("4G", 4 << 30), ("2500M", 2500 << 20),
