@@ -157,21 +157,24 @@ def test_budget_that_fits_everything_moves_nothing(pipe: Any,
 
 def test_hires_vae_of_its_own(pipe: Any, model_dir: Path) -> None:
     """A hires pass with its own VAE (Forge's hr_additional_modules) under a memory mode: the
-    VAE becomes a unit as it comes (it was not one of the plan's: KeyError), same picture."""
-    from diffusion.pipelines.module_load import HiresModules, _load_like
+    VAE becomes a unit as it comes (it was not one of the plan's: KeyError), same picture.
+    Read for a pipeline in a mode (the server's kept hires VAE), it loads to host memory."""
+    from diffusion.pipelines.module_load import HiresModules, _kept_vae, _load_like
     from diffusion.upscalers.interpolation import HiresFix
 
-    modules = HiresModules(("vae",), _load_like(pipe.vae, model_dir))
-
-    def hires() -> np.ndarray:
+    def hires(vae: Any) -> np.ndarray:
         return pipe.txt2img("a lighthouse", steps=1, seed=3, width=SIZE, height=SIZE,
                             hires=HiresFix(scale=1.5, upscaler="Lanczos", steps=1),
-                            hires_modules=modules).images[0]
+                            hires_modules=HiresModules(("vae",), vae)).images[0]
 
-    want = hires()
+    want = hires(_load_like(pipe.vae, model_dir))
     for mode in (MemoryMode(medvram=True), MemoryMode(max_vram=parse_size("8G"))):
         pipe.set_memory_mode(mode)
-        np.testing.assert_array_equal(hires(), want)
+        kept = _kept_vae(pipe, model_dir)  # read once: under --medvram, to host memory
+        assert device_bytes(kept) == (0 if mode.medvram else parameter_bytes(kept))
+        np.testing.assert_array_equal(hires(kept), want)
+    pipe.set_memory_mode(MemoryMode())
+    assert device_bytes(kept) == parameter_bytes(kept)
 
 
 def test_lora_patched_while_offloaded(pipe: Any, tmp_path: Path) -> None:
