@@ -29,6 +29,11 @@ replay a capture of it, until a block leaves (_BudgetStep). Attention needs no c
 budget: the kernel never forms the score matrix (gpustd.nn.attention), so its memory is q, k,
 v and the output.
 
+A pipeline loaded for a mode (`load_pipeline(path, offload=True)`, what the CLI and the server
+do under one) starts with every weight in host memory: the plan brings in what stays under
+lowvram and max_vram (`unet_fixed`: the UNet's parts outside its blocks), the units come as
+they run, and the mode switched off (`MemoryMode()`) puts every network on the GPU.
+
 Pictures: weights come back bit for bit and the kernels are the same, so every mode gives the
 plain run's picture bitwise; the tiled VAE (only when a budget asks for it) differs within the
 tiling's blending (diffusion.models.tiled_vae).
