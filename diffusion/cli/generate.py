@@ -244,15 +244,16 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any]:
     if args.base:
         given["base"] = args.base
     mode = memory_mode(args)
-    if mode:  # a flow family loads each network straight to host memory
+    if mode:  # every network loads straight to host memory (the mode brings in its part)
         given["offload"] = True
     pipe = load_pipeline(args.model, dtype=dtype, device=device,
                          prediction_type=args.prediction_type, **given)
     print(f"model: {pipe.name} ({pipe.family})", file=sys.stderr)
     refiner = None
     if args.refiner:
+        to_host: dict[str, Any] = {"offload": True} if mode else {}  # as the model's
         refiner = load_pipeline(args.refiner, dtype=dtype, device=device,
-                                prediction_type=args.prediction_type)
+                                prediction_type=args.prediction_type, **to_host)
     if pipe.capabilities.turbo and args.width is None and args.height is None:
         size = pipe.native_size
         print(f"turbo model: --width {size} --height {size}", file=sys.stderr)

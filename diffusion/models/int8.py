@@ -25,6 +25,7 @@ import numpy as np
 from gpustd import Tensor
 from gpustd.nn import Linear, Module, ModuleList
 from gpustd.nn.int8_linear import ALPHA, quantize_weights
+from gpustd.nn.offload import is_offloaded, offload, restore
 
 __all__ = ["calibrate", "mark", "marked", "quantize_linears", "targets"]
 
@@ -91,10 +92,17 @@ def quantize_linears(model: Any, act_absmax: dict[str, np.ndarray] | None = None
         groups.setdefault(tag, []).append(layer)
         ranges[tag] = peak
     for tag, members in groups.items():
+        # loaded to host memory for a memory mode (LoadOptions.offload): quantized on the GPU
+        # one group at a time, the bias back to host memory after (the int8 weights stay)
+        away = [layer for layer in members if is_offloaded(layer)]
+        for layer in away:
+            restore(layer)
         quantized = quantize_weights([layer.weight for layer in members],
                                      act_absmax=ranges[tag], alpha=alpha)
         for layer, weight in zip(members, quantized):
             layer.weight = weight  # type: ignore[assignment]
+        for layer in away:
+            offload(layer)
     return len(layers)
 
 

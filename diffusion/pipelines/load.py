@@ -78,8 +78,9 @@ def load_pipeline(path: str | os.PathLike[str] | None = None, *, dtype: Any = np
     (t5xxl / clip_l / clip_g single files) in place of its own; so does a FLUX / SD3 single
     file (BFL's, Stability's, ComfyUI's), `text_encoders` then giving what it lacks (the VAE
     `ae.safetensors` too). `offload`: a memory mode will be set (`set_memory_mode`); a family
-    that can (FLUX.1 with Kontext and Fill, SD3/3.5, Chroma, FLUX.2, Qwen-Image, Z-Image) loads
-    each network straight to host memory, so the load peaks at one.
+    that can (SD 1.x/2.x, SDXL and its refiner, UNet-only GGUFs; FLUX.1 with Kontext and Fill,
+    SD3/3.5, Chroma, FLUX.2, Qwen-Image, Z-Image) loads each network straight to host memory,
+    tensor by tensor, so the load takes next to no GPU memory.
 
     Raises diffusion.loaders.WeightsError for missing/corrupt/unsupported files and keys.
     diffusers: `StableDiffusionPipeline.from_pretrained(path)` / `.from_single_file(path)`.

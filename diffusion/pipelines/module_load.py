@@ -31,6 +31,8 @@ from typing import Any
 
 import numpy as np
 
+from gpustd.nn.offload import restore
+
 from ..loaders.errors import WeightsError
 from ..loaders.flow.module_file import LLM_ROLES, module_roles, vae_latent_channels
 from ..loaders.flow.text_encoder_file import module_stem
@@ -89,15 +91,16 @@ def load_with_modules(path: str | os.PathLike[str], modules: Sequence[str | os.P
     channels = int(pipe.vae.config["latent_channels"])
     vaes = [f for f in vaes if vae_latent_channels(f) == channels]
     for vae in vaes[-1:]:  # the last one named wins, as in Forge's state dict replacement
-        _replace_vae(pipe, vae)
+        _replace_vae(pipe, vae, to_host=offload and isinstance(pipe, StableDiffusion))
         if isinstance(pipe, FlowModel):  # as `flow` says: the infotext's modules
             pipe.modules.append(module_stem(vae))
     return pipe
 
 
-def _replace_vae(pipe: Any, file: Path) -> None:
-    """`pipe`'s VAE replaced by the one in `file` (`_load_like`)."""
-    loaded = _load_like(pipe.vae, file)
+def _replace_vae(pipe: Any, file: Path, *, to_host: bool = False) -> None:
+    """`pipe`'s VAE replaced by the one in `file` (`_load_like`; `to_host`: in host memory,
+    as a UNet model loaded for a memory mode keeps its own)."""
+    loaded = _load_like(pipe.vae, file, **({"to_host": True} if to_host else {}))
     if hasattr(pipe, "pipe"):  # a FlowModel: its diffusers-style pipeline holds the VAE
         pipe.pipe.vae = loaded
     else:
@@ -105,14 +108,15 @@ def _replace_vae(pipe: Any, file: Path) -> None:
     pipe.vae_path = file
 
 
-def _load_like(vae: Any, path: str | os.PathLike[str]) -> Any:
+def _load_like(vae: Any, path: str | os.PathLike[str], **to_host: Any) -> Any:
     """The VAE in `path` (a VAE file, a model folder or an SD checkpoint) with `vae`'s config,
     in the dtype and on the device `vae` is (an SDXL VAE kept float32 under float16 weights
-    stays so, as the CLI's --vae does)."""
+    stays so, as the CLI's --vae does); `to_host=True`: in host memory (load_vae)."""
     from ..loaders.sd.vae_file import load_vae
 
     weight = vae.decoder.conv_in.weight
-    return load_vae(path, dtype=weight.dtype, device=weight.device, config=vae.config)
+    return load_vae(path, dtype=weight.dtype, device=weight.device, config=vae.config,
+                    **to_host)
 
 
 # per pipeline, the last hires VAE loaded for it (path, VAE): hires requests that name the
@@ -126,8 +130,13 @@ def _kept_vae(pipe: Any, path: Path) -> Any:
     kept = _hires_vaes.get(pipe)
     if kept is None or kept[0] != path:
         _hires_vaes.pop(pipe, None)
-        kept = (path, _load_like(pipe.vae, path))
+        # under a UNet model's memory mode, straight to host memory: the plan brings it in
+        # (MemoryPlan's hires VAE unit)
+        planned = isinstance(pipe, StableDiffusion) and pipe.memory is not None
+        kept = (path, _load_like(pipe.vae, path, **({"to_host": True} if planned else {})))
         _hires_vaes[pipe] = kept
+    if isinstance(pipe, StableDiffusion) and pipe.memory is None:
+        restore(kept[1])  # loaded for a mode since switched off (no-op when on the GPU)
     return kept[1]
 
 

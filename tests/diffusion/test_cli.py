@@ -603,9 +603,11 @@ def test_memory_flags_and_verbose(fake: dict[str, Any],
     from diffusion.pipelines.sd.memory import MemoryMode
 
     code, _, err = run_cli(capsys, *TXT, "--seed", "1", "--width", "8", "--height", "8",
-                           "--lowvram", "--max-vram", "2500M", "--verbose")
+                           "--lowvram", "--max-vram", "2500M", "--verbose", "--refiner", "model")
     assert code == 0, err
     assert fake["pipe"].memory_mode == MemoryMode(lowvram=True, max_vram=2500 << 20)
+    # the model and its refiner load straight to host memory (LoadOptions.offload)
+    assert [kw.get("offload") for _, kw in fake["loads"]] == [True, True]
     line = next(x for x in err.splitlines() if x.startswith("memory: peak "))
     assert "pool reserve" in line and "--lowvram --max-vram 2500M" in line
     timing = next(x for x in err.splitlines() if x.startswith("time: "))  # gpucore.Phases

@@ -23,7 +23,8 @@ from diffusion.pipelines.int8 import use_int8
 from diffusion.server.jobs.loader import PipelineLoader
 from diffusion.server.settings import ServerSettings
 from gpustd import Tensor
-from gpustd.nn import Linear, Module, ModuleList
+from gpustd.nn import Linear, Module, ModuleList, deferred
+from gpustd.nn.offload import is_offloaded, restore
 
 
 def _attention_lora(unet: Any, folder: Path, scale: float = 0.5) -> None:
@@ -137,8 +138,9 @@ def test_calibrated_smoothing_of_a_network(device: gpucore.Device) -> None:
     dtype = np.float16 if device.has_f16 else np.float32
     net = _Net(device, dtype)
     rng = np.random.default_rng(4)
-    net.load_state_dict({k: (rng.standard_normal(v.shape) / 4).astype(dtype)
-                         for k, v in net.named_parameters()})
+    state = {k: (rng.standard_normal(v.shape) / 4).astype(dtype)
+             for k, v in net.named_parameters()}
+    net.load_state_dict(state)
     assert [k for k, _ in targets(net)] == ["blocks.0.ff", "blocks.0.out", "blocks.1.ff",
                                             "blocks.1.out"]
     x = rng.standard_normal((50, 16)).astype(np.float32)
@@ -153,3 +155,15 @@ def test_calibrated_smoothing_of_a_network(device: gpucore.Device) -> None:
     assert type(net.blocks[0].img_mod[0].weight) is Tensor  # a modulation stays float
     got = net(xt).numpy().astype(np.float64)
     assert np.abs(got - want).max() < 0.05 * np.abs(want).max()
+    # loaded to host memory for a memory mode (LoadOptions.offload): each layer comes in to be
+    # quantized and its bias goes back; the same int8 bytes, the same output once restored
+    with deferred():
+        away = _Net(device, dtype)
+    away.load_state_dict(state, to_host=True)
+    assert quantize_linears(away, ranges) == 4
+    for (_, mine), (_, theirs) in zip(targets(net), targets(away), strict=True):
+        assert theirs.bias is not None and is_offloaded(theirs)
+        for a, b in zip(mine.weight.raw(), theirs.weight.raw(), strict=True):
+            np.testing.assert_array_equal(a, b)
+    restore(away)
+    np.testing.assert_array_equal(away(xt).numpy(), got.astype(dtype))

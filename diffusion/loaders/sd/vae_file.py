@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from gpucore import Device, FeatureError, as_dtype, default_device
-from gpustd.nn import StateDictError
+from gpustd.nn import StateDictError, deferred
 
 from ...models import AutoencoderKL
 from ..errors import WeightsError
@@ -26,7 +27,7 @@ __all__ = ["load_vae", "vae_hash", "vae_name", "vae_near_checkpoint"]
 
 def load_vae(path: str | os.PathLike[str], *, dtype: Any = np.float32,
              device: Device | None = None, config: dict[str, Any] | None = None,
-             variant: str | None = None) -> AutoencoderKL:
+             variant: str | None = None, to_host: bool = False) -> AutoencoderKL:
     """The VAE at `path` on `device` with weights in `dtype`: a diffusers VAE folder
     (config.json + diffusion_pytorch_model[.fp16].safetensors) or a `.safetensors` file in the
     LDM layout (the WebUI's `*.vae.safetensors`) or diffusers' names.
@@ -35,16 +36,19 @@ def load_vae(path: str | os.PathLike[str], *, dtype: Any = np.float32,
     has none) after a check that its shapes fit; a folder keeps its own but must agree on the
     latent channels. Raises WeightsError naming the file (missing, a pickle naming a disallowed
     global, not a VAE, shapes that do not fit). diffusers: `AutoencoderKL.from_pretrained(path)`
-    / `.from_single_file(path)`.
+    / `.from_single_file(path)`. `to_host`: built under gpustd.nn.deferred and every tensor
+    kept in host memory as it is read, never on the GPU (a VAE for a pipeline in a memory
+    mode, which brings it in when it runs).
     """
     device = device or default_device()
     dtype = as_dtype(dtype)
     if dtype == np.float16 and not device.has_f16:
         raise FeatureError("shader-f16", "float16 weights", device.info.label)
     weights = load_vae_weights(path, dtype=dtype, config=config, variant=variant)
-    vae = AutoencoderKL(weights.config, dtype=dtype, device=device)
+    with deferred() if to_host else nullcontext():
+        vae = AutoencoderKL(weights.config, dtype=dtype, device=device)
     try:
-        vae.load_state_dict(weights)
+        vae.load_state_dict(weights, to_host=to_host)
     except StateDictError as exc:
         raise WeightsError(f"{path}: the VAE's tensors do not fit its config: {exc}") from None
     return vae

@@ -29,6 +29,11 @@ replay a capture of it, until a block leaves (_BudgetStep). Attention needs no c
 budget: the kernel never forms the score matrix (gpustd.nn.attention), so its memory is q, k,
 v and the output.
 
+A pipeline loaded for a mode (`load_pipeline(path, offload=True)`, what the CLI and the server
+do under one) starts with every weight in host memory: the plan brings in what stays under
+lowvram and max_vram (`unet_fixed`: the UNet's parts outside its blocks), the units come as
+they run, and the mode switched off (`MemoryMode()`) puts every network on the GPU.
+
 Pictures: weights come back bit for bit and the kernels are the same, so every mode gives the
 plain run's picture bitwise; the tiled VAE (only when a budget asks for it) differs within the
 tiling's blending (diffusion.models.tiled_vae).
@@ -43,14 +48,14 @@ from typing import Any
 
 import numpy as np
 
-from gpustd.nn import Module, ModuleList
-from gpustd.nn.offload import OffloadedError, parameter_bytes
+from gpustd.nn import Module, ModuleList, Namespace
+from gpustd.nn.offload import OffloadedError, parameter_bytes, restore
 from gpustd.nn.residency import Residency
 
 from ...models.tiled_vae import budget_tile, decode_tiled, untiled_bytes, vae_decode, vae_encode
 from .guided_unet import unet_call
 
-__all__ = ["MemoryMode", "MemoryPlan", "parse_size", "smallest_budget"]
+__all__ = ["MemoryMode", "MemoryPlan", "networks", "parse_size", "smallest_budget", "unet_fixed"]
 
 GIB = float(1 << 30)
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
@@ -108,6 +113,29 @@ def unet_blocks(unet: Module) -> list[Module]:
     blocks = [*unet.down_blocks, unet.mid_block, *unet.up_blocks]  # type: ignore[attr-defined]
     return [module for block in blocks for value in vars(block).values()
             if isinstance(value, ModuleList) for module in value]
+
+
+def unet_fixed(unet: Module) -> Module:
+    """What stays on the GPU while the UNet's blocks stream: every part of it that is in no
+    block of `unet_blocks` (conv_in, the time and add embeddings, the norm and conv_out),
+    gathered under one Namespace."""
+    parts: Any = unet
+    levels = [*parts.down_blocks, parts.mid_block, *parts.up_blocks]
+    streamed = {id(parts.down_blocks), id(parts.mid_block), id(parts.up_blocks)}
+    fixed = Namespace()
+    for name, value in vars(unet).items():
+        if not name.startswith("_") and id(value) not in streamed:
+            setattr(fixed, name, value)
+    for number, level in enumerate(levels):  # a block level's own parts, if any
+        for name, value in vars(level).items():
+            if not name.startswith("_") and not isinstance(value, ModuleList):
+                setattr(fixed, f"level{number}_{name}", value)
+    return fixed
+
+
+def networks(pipe: Any) -> list[Module]:
+    """The pipeline's networks: its text encoders, UNet and VAE."""
+    return [*_text_encoders(pipe), pipe.unet, pipe.vae]
 
 
 class _Steady:
@@ -184,6 +212,8 @@ class MemoryPlan:
                 f"--max-vram {mode.max_vram / GIB:.3f} GiB cannot hold the model's largest part "
                 f"with what always stays on the GPU: it needs at least {least / GIB:.3f} GiB "
                 f"({-(-least // (1 << 20))} MiB) before any activations; give more")
+        if mode.streams_unet:  # what stays, loaded to host memory (LoadOptions.offload)
+            restore(unet_fixed(pipe.unet))
         self.residency = Residency(self.device, budget=budget, release=not mode.lowvram)
         captures = text_capture.captured, unet_capture.captured
         # SDXL's two encoders move together; forward and forward_pooled both run _encode

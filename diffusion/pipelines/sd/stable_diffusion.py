@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from gpustd import Tensor
+from gpustd.nn.offload import restore
 
 from ...imaging import to_uint8
 from ...loaders.sd.vae_file import vae_hash, vae_name
@@ -45,7 +46,7 @@ from ..request import GenerationRequest
 from .capture import ModelCapture, lent
 from .decode_ahead import begin_decode
 from .guided_unet import Contexts, GuidedUNet, unet_call
-from .memory import MemoryMode, MemoryPlan
+from .memory import MemoryMode, MemoryPlan, networks
 from .prepare import Pass
 from .refiner import HandOff, check_refiner
 from .run_kdiffusion import run_kdiffusion
@@ -266,6 +267,9 @@ class StableDiffusion:
         if self.memory is not None:
             self.memory.release()
             self.memory = None  # a plan refused below leaves none in effect
+        if not mode:  # loaded to host memory for a mode (LoadOptions.offload): all up now
+            for network in networks(self):
+                restore(network)
         self.memory = MemoryPlan(self, mode, text_capture=self._text_capture,
                                  unet_capture=self._unet_capture) if mode else None
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -40,15 +41,19 @@ def unet_defaults(path: str | os.PathLike[str], family: str) -> SamplingDefaults
     return TURBO_DEFAULTS if is_turbo(path) else None
 
 
-def filled(make: Callable[[], Module], weights: ComponentWeights) -> Any:
+def filled(make: Callable[[], Module], weights: ComponentWeights, *,
+           to_host: bool = False) -> Any:
     """The model `make()` builds with `weights` loaded; a tensor that does not fit becomes a
     WeightsError that names the file as well as the key. Weights from a GGUF file: built
-    under gpustd.nn.deferred(), quantized matrices kept quantized (load_component)."""
+    under gpustd.nn.deferred(), quantized matrices kept quantized (load_component).
+    `to_host` (a memory mode will be set, LoadOptions.offload): built deferred and every
+    tensor, float or quantized, put straight into host memory as it is read, never on the
+    GPU (the mode's plan brings in what it keeps there, MemoryPlan)."""
     try:
-        if any(weights.source(key)[0].suffix.lower() == ".gguf" for key in weights):
+        if to_host or any(weights.source(key)[0].suffix.lower() == ".gguf" for key in weights):
             with deferred():
                 model = make()
-            return load_component(model, weights)
+            return load_component(model, weights, to_host=to_host)
         model = make()
         model.load_state_dict(weights)
     except StateDictError as exc:
@@ -78,23 +83,24 @@ def load_unet_model(path: str | os.PathLike[str], detected: str, options: LoadOp
                                         variant=variant)
     place = {"dtype": dtype, "device": device}
     family = weights.info.family
-    unet = filled(lambda: UNet2DConditionModel(weights.unet.config, **place), weights.unet)
+    fill = partial(filled, to_host=options.offload)  # a memory mode will be set: to host
+    unet = fill(lambda: UNet2DConditionModel(weights.unet.config, **place), weights.unet)
     # AutoencoderKL.force_upcast, read before building the VAE so it is built once
     upcast = weights.vae.config.get("force_upcast", True)  # diffusers' default
     vae_dtype = np.float32 if family in SDXL_FAMILIES and dtype == np.float16 and upcast else dtype
-    vae = filled(lambda: AutoencoderKL(weights.vae.config, dtype=vae_dtype, device=device),
-                  weights.vae)
+    vae = fill(lambda: AutoencoderKL(weights.vae.config, dtype=vae_dtype, device=device),
+                weights.vae)
     common: dict[str, Any] = dict(
         unet=unet, vae=vae, scheduler_config=weights.scheduler_config,
         name=Path(path).name.removesuffix(".safetensors").removesuffix(".gguf"),
         defaults=defaults, family=family, is_turbo=is_turbo(path))
     pipe: StableDiffusion
     if family in SDXL_FAMILIES:
-        pipe = StableDiffusionXL(text_encoders=_sdxl_encoders(weights, place), **common)
+        pipe = StableDiffusionXL(text_encoders=_sdxl_encoders(weights, place, fill), **common)
     else:
         text_weights = weights.text_encoder
         assert text_weights is not None  # only an SDXL refiner comes without this encoder
-        text_encoder = filled(lambda: CLIPTextModel(text_weights.config, **place), text_weights)
+        text_encoder = fill(lambda: CLIPTextModel(text_weights.config, **place), text_weights)
         pipe = StableDiffusion(tokenizer=_tokenizer(weights.tokenizer_dir, family == "sd2"),
                                text_encoder=text_encoder, **common)
     # a UNet-only GGUF's VAE module is named in the infotext, as --vae's (the last one wins)
@@ -112,16 +118,18 @@ def _tokenizer(folder: Path | None, pads_with_bang: bool) -> CLIPTokenizer:
     return CLIPTokenizer(pad_token="!" if pads_with_bang else "<|endoftext|>")
 
 
-def _sdxl_encoders(weights: Any, place: dict[str, Any]) -> TextEncoders:
-    """The text encoders of an SDXL base (CLIP-L, OpenCLIP-G) or refiner (OpenCLIP-G)."""
+def _sdxl_encoders(weights: Any, place: dict[str, Any], fill: Callable[..., Any]
+                   ) -> TextEncoders:
+    """The text encoders of an SDXL base (CLIP-L, OpenCLIP-G) or refiner (OpenCLIP-G), each
+    loaded by `fill` (`filled`, to host memory or not)."""
     refiner = weights.info.family == "sdxl-refiner"
-    second = filled(lambda: CLIPTextModel(weights.text_encoder_2.config, with_projection=True,
+    second = fill(lambda: CLIPTextModel(weights.text_encoder_2.config, with_projection=True,
                                            **place), weights.text_encoder_2)
     tokenizers = [_tokenizer(getattr(weights, "tokenizer_2_dir", None), True)]
     encoders = [second]
     if not refiner:
-        encoders.insert(0, filled(lambda: CLIPTextModel(weights.text_encoder.config, **place),
-                                   weights.text_encoder))
+        encoders.insert(0, fill(lambda: CLIPTextModel(weights.text_encoder.config, **place),
+                                 weights.text_encoder))
         tokenizers.insert(0, _tokenizer(weights.tokenizer_dir, False))
     zeros = weights.pipeline_config.get("force_zeros_for_empty_prompt", not refiner)
     return TextEncoders(tokenizers, encoders, refiner=refiner,

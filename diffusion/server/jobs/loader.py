@@ -67,7 +67,7 @@ class PipelineLoader:
         from ... import load_pipeline
         from ...pipelines.module_load import load_with_modules
 
-        # with a memory mode, a family that can (the flow families) loads each network
+        # with a memory mode, every family (the UNet and flow ones) loads each network
         # straight to host memory
         offload = bool(self.settings.memory)
         if modules:  # Forge's VAE / text encoder files (diffusion.pipelines.module_load)

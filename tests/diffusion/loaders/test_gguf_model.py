@@ -18,7 +18,11 @@ from sd_tiny import state_dict, tiny_text_encoder, tiny_vae, write_pipeline
 
 import diffusion.cli.main as cli
 import gpucore
+from diffusion import load_pipeline
 from diffusion.loaders.formats.gguf_file import GGUFFile
+from diffusion.pipelines.sd.memory import networks
+from gpustd.nn.offload import device_bytes
+from gpustd.nn.quantized import quantized_weights
 
 DRAW = ("--width", "32", "--height", "32", "--steps", "3", "--dtype", "float32")
 # Q8_0's error in the tiny model's 32x32 picture (lavapipe): the whole model 1.3 / 255 in the
@@ -67,6 +71,12 @@ def test_whole_model_gguf_draws_alone(first_device: gpucore.Device, tiny: tuple[
     reference = _draw(capsys, tmp_path / "float.png", "--model", str(folder))
     quantized = _draw(capsys, tmp_path / "q8.png", "--model", str(out))
     assert _close(reference, quantized)
+    # loaded for a memory mode (LoadOptions.offload): its Q8_0 blocks and its float tensors
+    # go to host memory as they are read, nothing to the GPU
+    pipe = load_pipeline(out, device=first_device, offload=True)
+    blocks = quantized_weights(pipe.unet)
+    assert blocks and not any(block.on_device for block in blocks.values())
+    assert not any(device_bytes(network) for network in networks(pipe))
     # the bound tells pictures apart: another seed or prompt is far outside it
     assert not _close(reference, _draw(capsys, tmp_path / "s.png", "--model", str(out), seed=8))
     assert not _close(reference, _draw(capsys, tmp_path / "p.png", "--model", str(out),
@@ -154,3 +164,9 @@ def test_sdxl_whole_model_gguf(first_device: gpucore.Device, tmp_path: Path,
     reference = _draw(capsys, tmp_path / "float.png", "--model", str(folder))
     quantized = _draw(capsys, tmp_path / "q8.png", "--model", str(out))
     assert _close(reference, quantized)
+    # loaded for a memory mode (LoadOptions.offload): its Q8_0 blocks and its float tensors
+    # go to host memory as they are read, nothing to the GPU
+    pipe = load_pipeline(out, device=first_device, offload=True)
+    blocks = quantized_weights(pipe.unet)
+    assert blocks and not any(block.on_device for block in blocks.values())
+    assert not any(device_bytes(network) for network in networks(pipe))

@@ -16,7 +16,7 @@ from sd_tiny import write_pipeline
 
 import gpucore
 from diffusion import load_pipeline
-from diffusion.pipelines.sd.memory import MemoryMode, parse_size, smallest_budget
+from diffusion.pipelines.sd.memory import MemoryMode, networks, parse_size, smallest_budget
 from gpustd.nn.offload import device_bytes, parameter_bytes
 
 SIZE = 16  # 8x8 latents
@@ -157,21 +157,24 @@ def test_budget_that_fits_everything_moves_nothing(pipe: Any,
 
 def test_hires_vae_of_its_own(pipe: Any, model_dir: Path) -> None:
     """A hires pass with its own VAE (Forge's hr_additional_modules) under a memory mode: the
-    VAE becomes a unit as it comes (it was not one of the plan's: KeyError), same picture."""
-    from diffusion.pipelines.module_load import HiresModules, _load_like
+    VAE becomes a unit as it comes (it was not one of the plan's: KeyError), same picture.
+    Read for a pipeline in a mode (the server's kept hires VAE), it loads to host memory."""
+    from diffusion.pipelines.module_load import HiresModules, _kept_vae, _load_like
     from diffusion.upscalers.interpolation import HiresFix
 
-    modules = HiresModules(("vae",), _load_like(pipe.vae, model_dir))
-
-    def hires() -> np.ndarray:
+    def hires(vae: Any) -> np.ndarray:
         return pipe.txt2img("a lighthouse", steps=1, seed=3, width=SIZE, height=SIZE,
                             hires=HiresFix(scale=1.5, upscaler="Lanczos", steps=1),
-                            hires_modules=modules).images[0]
+                            hires_modules=HiresModules(("vae",), vae)).images[0]
 
-    want = hires()
+    want = hires(_load_like(pipe.vae, model_dir))
     for mode in (MemoryMode(medvram=True), MemoryMode(max_vram=parse_size("8G"))):
         pipe.set_memory_mode(mode)
-        np.testing.assert_array_equal(hires(), want)
+        kept = _kept_vae(pipe, model_dir)  # read once: under --medvram, to host memory
+        assert device_bytes(kept) == (0 if mode.medvram else parameter_bytes(kept))
+        np.testing.assert_array_equal(hires(kept), want)
+    pipe.set_memory_mode(MemoryMode())
+    assert device_bytes(kept) == parameter_bytes(kept)
 
 
 def test_lora_patched_while_offloaded(pipe: Any, tmp_path: Path) -> None:
@@ -195,6 +198,41 @@ def test_lora_patched_while_offloaded(pipe: Any, tmp_path: Path) -> None:
     np.testing.assert_array_equal(pictures[0], pictures[2])
     np.testing.assert_array_equal(pictures[1], pictures[3])
     assert np.abs(pictures[0].astype(int) - pictures[1]).mean() > 1, "the LoRA changes nothing"
+
+
+def test_loads_straight_to_host_memory(first_device: gpucore.Device, model_dir: Path,
+                                       plain: tuple[np.ndarray, int], held: int) -> None:
+    """Loaded for a memory mode (LoadOptions.offload: the CLI and the server under a mode),
+    every network goes to host memory tensor by tensor: the load takes less GPU memory than
+    the smallest network (none: 0 bytes). Each mode brings in what it keeps (under --lowvram
+    and a budget the UNet's unstreamed parts) and gives the plain run's picture bit for bit;
+    switched off, every weight is on the GPU and the picture is the same again."""
+    loaded = None
+    for flag in ("medvram", "lowvram", "max_vram"):
+        loaded = None  # the last one's VAE on the GPU freed
+        gc.collect()
+        first_device.empty_pool()
+        before = first_device.memory_stats().allocated
+        budget = before + (plain[1] - held) // 2  # half the plain run's own peak, over that
+        mode = MemoryMode.parse(**{flag: budget if flag == "max_vram" else True})
+        first_device.reset_peak_memory()
+        loaded = load_pipeline(model_dir, device=first_device, offload=True)
+        peak = first_device.memory_stats().peak_allocated - before
+        assert peak < min(parameter_bytes(n) for n in networks(loaded)), peak
+        assert not any(device_bytes(n) for n in networks(loaded))
+        try:
+            loaded.set_memory_mode(mode)
+            if mode.streams_unet:  # conv_in and the rest that stays came in with the mode
+                assert device_bytes(loaded.unet.conv_in) == parameter_bytes(loaded.unet.conv_in)
+            np.testing.assert_array_equal(_image(loaded), plain[0], err_msg=mode.label)
+            assert loaded.memory.residency.evictions > 0
+            assert first_device.memory_stats().peak_reserved <= (mode.max_vram or 1 << 62)
+        except BaseException:
+            loaded.set_memory_mode(MemoryMode())  # a budget left set fails every later test
+            raise
+    loaded.set_memory_mode(MemoryMode())
+    assert all(device_bytes(n) == parameter_bytes(n) for n in networks(loaded))
+    np.testing.assert_array_equal(_image(loaded), plain[0])
 
 
 @pytest.mark.parametrize("text, size", [("4G", 4 << 30), ("2500M", 2500 << 20),

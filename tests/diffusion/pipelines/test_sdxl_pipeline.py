@@ -11,6 +11,7 @@ encoders with the WebUI's chunking and emphasis written out by hand.
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,9 @@ import gpucore  # noqa: E402
 from diffusion import load_pipeline  # noqa: E402
 from diffusion.cli.main import main  # noqa: E402
 from diffusion.infotext import parse_infotext, read_infotext  # noqa: E402
+from diffusion.pipelines.sd.memory import MemoryMode, networks  # noqa: E402
 from diffusion.pipelines.sd.stable_diffusion_xl import time_ids, webui_schedule  # noqa: E402
+from gpustd.nn.offload import parameter_bytes  # noqa: E402
 
 SIZE = 32  # 16x16 latents (the tiny VAE halves each side)
 PROMPT, NEGATIVE = "a lighthouse at dusk, oil painting", "blurry"
@@ -88,6 +91,26 @@ def test_base_and_refiner_match_diffusers(first_device: gpucore.Device, paths: A
         guidance_scale=6.0, generator=generator, denoising_start=0.5, output_type="np").images
     _assert_images_match(result.images, expected)
     assert result.settings["refiner"] == "refiner" and result.settings["refiner_switch_at"] == 0.5
+    # loaded for --lowvram (LoadOptions.offload), both models go straight to host memory: the
+    # loads take less GPU memory than the smallest network, the picture is the same bit for bit
+    gc.collect()
+    first_device.empty_pool()
+    before = first_device.memory_stats().allocated
+    first_device.reset_peak_memory()
+    low = [load_pipeline(path, device=first_device, offload=True)
+           for path in (paths.base, paths.refiner)]
+    peak = first_device.memory_stats().peak_allocated - before
+    assert peak < min(parameter_bytes(n) for model in low for n in networks(model)), peak
+    try:
+        for model in low:
+            model.set_memory_mode(MemoryMode(lowvram=True))
+        again = low[0].txt2img(PROMPT, negative_prompt=NEGATIVE, steps=3, cfg_scale=6.0, seed=3,
+                               width=SIZE, height=SIZE, sampler="diffusers", rng="torch",
+                               refiner=low[1], refiner_switch_at=0.5)
+        np.testing.assert_array_equal(again.images[0], result.images[0])
+    finally:
+        for model in low:
+            model.set_memory_mode(MemoryMode())
 
 
 def test_img2img_with_refiner_matches_diffusers(first_device: gpucore.Device,

@@ -243,6 +243,14 @@ def test_an_sd_model_takes_a_vae_module_and_leaves_out_the_rest(
                                   _weight(own.unet, "conv_in.weight"))
     assert not np.array_equal(_weight(pipe.vae, "decoder.conv_in.weight"),
                               _weight(own.vae, "decoder.conv_in.weight"))
+    # for a memory mode (offload): the module's VAE goes to host memory as the model's would
+    from gpustd.nn.offload import device_bytes
+
+    away = load_with_modules(model, [tmp_path / "VAE" / "sd-vae.safetensors"],
+                             device=first_device, offload=True)
+    assert device_bytes(away.vae) == device_bytes(away.unet) == 0
+    np.testing.assert_array_equal(_weight(away.vae, "decoder.conv_in.weight"),
+                                  state["decoder.conv_in.weight"].numpy())
 
 
 def _weight(model: Any, key: str) -> np.ndarray:
