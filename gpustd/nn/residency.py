@@ -41,10 +41,11 @@ __all__ = ["Residency"]
 
 
 class _Unit:
-    __slots__ = ("module", "name", "nbytes", "on_evict")
+    __slots__ = ("module", "name", "nbytes", "on_evict", "release")
 
-    def __init__(self, module: Module, name: str, on_evict: Callable[[], None] | None) -> None:
-        self.module, self.name, self.on_evict = module, name, on_evict
+    def __init__(self, module: Module, name: str, on_evict: Callable[[], None] | None,
+                 release: bool | None) -> None:
+        self.module, self.name, self.on_evict, self.release = module, name, on_evict, release
         self.nbytes = parameter_bytes(module)
 
 
@@ -72,9 +73,14 @@ class Residency:
     """Units (Modules) on one device kept within `budget` bytes (None: no limit, units only
     move when `evict`/`evict_all` says so; 0: one unit at a time). See the module doc.
 
-    release: empty the device's pool after evicting (the memory goes back to the driver; the
-    next allocations are new buffers). False keeps evicted buffers pooled for the next unit's
-    weights to reuse: what streaming the same blocks every step wants (--lowvram)."""
+    release: with budget 0, empty the device's pool after evicting (the memory goes back to
+    the driver; the next allocations are new buffers). False keeps evicted buffers pooled for
+    the next unit's weights to reuse: what streaming the same blocks every step wants
+    (--lowvram). A unit added with `release=True` empties the pool whenever it is evicted
+    for room, under any budget: a text encoder evicted for the first block has no like to
+    reuse its buffers, which pooled would fill the pool (its idle bytes are capped) and
+    leave no room there for the blocks' buffers and the activations, each of them then
+    made anew and freed again at every use."""
 
     def __init__(self, device: Device, *, budget: int | None, release: bool = True) -> None:
         if budget is not None and budget < 0:
@@ -100,10 +106,12 @@ class Residency:
         return id(module) in self._units
 
     def add(self, module: Module, *, name: str = "", stream: bool = True, method: str = "forward",
-            on_evict: Callable[[], None] | None = None) -> None:
+            on_evict: Callable[[], None] | None = None, release: bool | None = None) -> None:
         """Make `module` a unit. stream: wrap its `method` so that every call brings it in
-        (False: the caller runs `use` itself, e.g. before a capture records the module)."""
-        unit = _Unit(module, name or type(module).__name__, on_evict)
+        (False: the caller runs `use` itself, e.g. before a capture records the module).
+        release: True empties the pool whenever this unit is evicted for room, False never
+        (None: the Residency's `release`, with budget 0 only; see the class doc)."""
+        unit = _Unit(module, name or type(module).__name__, on_evict, release)
         self._units[id(module)] = unit
         if not is_offloaded(module):
             self._resident[id(module)] = unit
@@ -151,7 +159,8 @@ class Residency:
             others = [u for u in self._resident.values() if u is not unit]
             for other in others:
                 self.evict(other.module)
-            if others and self.release:
+            if any(self.release if other.release is None else other.release
+                   for other in others):
                 self.device.empty_pool()
             return
         while (over := self.device.memory_stats().reserved + need - self.budget) > 0:
@@ -167,6 +176,8 @@ class Residency:
                       None)
         if victim is not None:
             self.evict(victim.module)
+            if victim.release:
+                self.device.empty_pool()
         return victim is not None
 
     def evict(self, module: Module) -> None:

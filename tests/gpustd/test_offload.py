@@ -80,3 +80,44 @@ def test_budget_evicts_least_recently_used(first_device: gpucore.Device) -> None
     residency.close()
     assert all(device_bytes(layer) for layer in layers)
     assert "forward" not in vars(layers[0])
+
+
+@pytest.mark.parametrize("budget", ["lowvram", "max_vram"])
+def test_a_released_unit_leaves_the_pool_to_the_blocks(first_device: gpucore.Device,
+                                                       budget: str) -> None:
+    """A unit added with release=True (a text encoder) empties the pool as it is evicted for
+    the blocks: its buffers, more than the pool keeps idle, would fill it, and every block
+    weight and activation freed after them would be dropped and made anew at its next use
+    (pool hacked to hold three of its eight weights, as FLUX's 4 GiB holds half its T5)."""
+    device = first_device
+    rng = np.random.default_rng(3)
+    text = nn.ModuleList([nn.Linear(64, 48, bias=False, device=device) for _ in range(8)])
+    for layer in text:
+        layer.load_state_dict({"weight": rng.standard_normal((48, 64)).astype(np.float32)})
+    blocks = [_layer(device, i) for i in range(3)]
+    x = gpustd.asarray(rng.standard_normal((2, 64)).astype(np.float32), device=device)
+    expected = [block(x).numpy() for block in blocks]
+    for module in (text, *blocks):
+        offload(module)
+    device.empty_pool()
+    limit, device.pool.limit = device.pool.limit, 3 * 48 * 64 * 4
+    cap = 0 if budget == "lowvram" else device.memory_stats().reserved + (112 << 10)
+    residency = Residency(device, budget=cap, release=budget != "lowvram")
+    try:
+        residency.add(text, stream=False, release=True)
+        for block in blocks:
+            residency.add(block, release=False)
+        residency.use(text)
+        encoded = [layer(x) for layer in text]
+        device.empty_pool()  # the encoding's temporaries: the eviction alone fills the pool
+        for _ in range(2):  # the first round makes the blocks' buffers, the second none
+            created = device.buffers_created
+            got = [block(x).numpy() for block in blocks]
+        assert device.buffers_created == created
+        assert device.memory_stats().pooled < 48 * 64 * 4  # no text weight idle
+        assert all(device_bytes(layer) == 0 for layer in text) and len(encoded) == 8
+        for a, b in zip(got, expected):
+            np.testing.assert_array_equal(a, b)
+    finally:
+        device.pool.limit = limit
+        residency.close()

@@ -11,7 +11,10 @@ and its edit models, Z-Image):
 - lowvram: as medvram, and the transformer's blocks stream: each is uploaded right before it
   runs and leaves when the next one comes; everything else of the transformer (embedders,
   modulations, output layers, pad tokens) stays. Blocks that made the trip keep their host
-  copy, so streaming reads nothing back.
+  copy, so streaming reads nothing back, and a block's buffers stay pooled for the next
+  block's weights, while the text encoders' and the VAE's go back to the driver as they
+  leave (pooled, they would fill the pool: every block's weights and activations would
+  then be new buffers, made and freed at each use).
 - max_vram: a budget in bytes. The same units as lowvram, but nothing leaves while the device
   holds less than the budget; past it the least recently used units go to host memory. The
   budget is the device's memory limit (gpustd.nn.residency): the activations are held to it
@@ -138,7 +141,9 @@ class FlowMemoryPlan:
         self.residency = Residency(device, budget=budget, release=not mode.lowvram)
         encoders = layout.text_encoders
         text: Module = encoders[0] if len(encoders) == 1 else ModuleList(encoders)
-        self.residency.add(text, name="text encoder", stream=False)
+        # the text encoders and the VAE leave the pool when evicted (release): their buffers
+        # fit no block's, and pooled they would fill it (Residency's class doc)
+        self.residency.add(text, name="text encoder", stream=False, release=True)
         for member, method in layout.text_calls:
             self.residency.stream(member, method, unit=text)
         if mode.streams_unet:
@@ -149,7 +154,7 @@ class FlowMemoryPlan:
                 self.residency.stream(block, method, unit=block)
         else:
             self.residency.add(layout.transformer, name="transformer")
-        self.residency.add(layout.vae, name="VAE", method="decode")
+        self.residency.add(layout.vae, name="VAE", method="decode", release=True)
         self.residency.stream(layout.vae, "encode", unit=layout.vae)
         self.residency.fit()  # within the budget from now on, not from the first unit used
 
@@ -177,7 +182,7 @@ class FlowMemoryPlan:
         added: list[Module] = []
         if readers:
             added.append(reader := ModuleList(list(readers)))
-            residency.add(reader, name="picture reader", stream=False)
+            residency.add(reader, name="picture reader", stream=False, release=True)
             for member in readers:
                 residency.stream(member, "forward", unit=reader)
         if controlnets and self.mode.streams_unet:
