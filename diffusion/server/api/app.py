@@ -170,6 +170,7 @@ def create_app(settings: ServerSettings | None = None, /, *,
                         users=users, cmd_flags=dict(settings.cmd_flags), embeddings=embeddings,
                         lora_dir=lora_dir, styles=styles, controlnets=controlnets,
                         image_encoders=encoders, model=first, previews=previews,
+                        memory=settings.memory or None,
                         faces=FaceFolders.from_models_dir(
                             models_dir, gfpgan=settings.gfpgan_models_path,
                             codeformer=settings.codeformer_models_path),

@@ -22,6 +22,7 @@ from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from ...faces import FaceFolders
 from ...interrogate import ClipInterrogator, DeepBooru
 from ...loaders.control.catalog import ControlModelCache, ControlModelDir
+from ...pipelines.sd.memory import MemoryMode
 from ...text.embeddings import EmbeddingDatabase
 from ...text.styles import StyleDatabase
 from ..catalog.image_encoders import ImageEncoders
@@ -67,6 +68,9 @@ class ServerState:
     # its CLIP interrogator (--clip-models-path, --interrogate-dir)
     clip_interrogator: ClipInterrogator = field(
         default_factory=lambda: ClipInterrogator(None, None))
+    # the memory mode (--medvram, --lowvram, --max-vram) the video jobs load their models in,
+    # as the loader sets it on the picture models
+    memory: MemoryMode | None = None
 
 
 def _state(request: Request) -> ServerState:

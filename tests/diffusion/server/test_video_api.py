@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import base64
 import io
+import json
+import shutil
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -109,3 +112,49 @@ def test_video_models_lists_the_wan_folders(served: tuple[TestClient, Any]) -> N
     assert model["model_name"] == "wan" and model["title"].startswith("wan ")
     assert model["first_frame"] == "none"
     assert answer["samplers"] == ["diffusers", "UniPC", "Euler"]
+
+
+def test_lowvram_server_gives_the_plain_frames(first_device: gpucore.Device,
+                                               tmp_path: Path,
+                                               served: tuple[TestClient, Any]) -> None:
+    """serve --lowvram: the video job loads the Wan folder straight to host memory and streams
+    its blocks (none on the GPU after the job), says so in its answer, and gives the plain
+    server's frames bit for bit; Wan 2.2 A14B, which no memory mode runs yet, is a 422 naming
+    the fix before anything loads."""
+    from diffusion.pipelines.sd.memory import MemoryMode
+    from diffusion.server import create_app
+    from diffusion.server.api.routers import video
+    from gpustd.nn.offload import device_bytes
+
+    plain, _ = served
+    body = {"model": "wan", "prompt": RED, "frames": 1, "width": 48, "height": 32,
+            "steps": 1, "cfg_scale": 4.0, "seed": 5, "format": "webp"}
+    ours = plain.post("/avx/txt2vid", json=body)
+    assert ours.status_code == 200 and ours.json()["memory"] is None, ours.text
+    models = tmp_path / "models"
+    folder = plain.app.state.registry.find("wan").path
+    shutil.copytree(folder, models / "wan")
+    # Wan 2.2 A14B's layout (the refusal reads model_index.json alone): a second expert
+    shutil.copytree(folder, models / "wan-a14b")
+    shutil.copytree(folder / "transformer", models / "wan-a14b" / "transformer_2")
+    index = json.loads((folder / "model_index.json").read_text())
+    index.update(transformer_2=index["transformer"], boundary_ratio=0.875)
+    (models / "wan-a14b" / "model_index.json").write_text(json.dumps(index))
+    app = create_app(model=plain.app.state.registry.find("tiny-a").path, models_dir=models,
+                     outputs=tmp_path / "outputs", loader=CachedLoader(),
+                     memory=MemoryMode(lowvram=True))
+    with TestClient(app) as client:
+        low = client.post("/avx/txt2vid", json=body)
+        assert low.status_code == 200, low.text
+        pipe = video._loaded[id(None)][1]
+        assert pipe.memory_mode == MemoryMode(lowvram=True)
+        assert sum(device_bytes(block) for block in pipe.transformer.blocks) == 0
+        refused = client.post("/avx/txt2vid", json={**body, "model": "wan-a14b"})
+    app.state.worker.stop()
+    assert low.json()["memory"] == "--lowvram"
+    assert refused.status_code == 422 and refused.text.count("\\n") == 0, refused.text
+    assert "does not run Wan 2.2 A14B's two experts" in refused.text
+    assert "serve this model without --medvram, --lowvram and --max-vram" in refused.text
+    frames = _frames(low.json()["video"])
+    assert frames.std() > 0.02  # a picture, not a flat field
+    np.testing.assert_array_equal(frames, _frames(ours.json()["video"]))

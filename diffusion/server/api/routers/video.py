@@ -5,8 +5,11 @@ server's own: the CLI's txt2vid / img2vid settings as JSON, the video back as ba
 animated WebP. A job runs on the worker's queue like a picture's; /sdapi/v1/progress follows
 its steps and /sdapi/v1/interrupt stops it after the current one (the frames are then decoded
 from where it stopped; with `force_task_id`, /internal/progress and /interrupt know the job by
-it). Each worker keeps the last Wan model it ran loaded beside its picture model. GET
-/avx/video-models lists the Wan folders and files for the page's Video tab."""
+it). Each worker keeps the last Wan model it ran loaded beside its picture model, in the
+server's memory mode (serve's --medvram / --lowvram / --max-vram, as `txt2vid` takes them:
+each network loaded straight to host memory, the frames the plain mode's); Wan 2.2 A14B, which
+no mode runs yet, is then a 422. GET /avx/video-models lists the Wan folders and files for the
+page's Video tab."""
 
 from __future__ import annotations
 
@@ -22,17 +25,19 @@ from pydantic import BaseModel, Field
 
 from ....loaders.wan import WanFiles
 from ....loaders.wan.sources import resolve_wan
+from ....pipelines.sd.memory import MemoryMode
 from ....pipelines.video.files import check_fps, write_video
 from ...images import decode_image
 from ..generation import RequestError
 from ..state import ServerState, State, submit, wait
-from ..video_sources import REQUEST_NAMES, video_listing, video_source
+from ..video_sources import REQUEST_NAMES, two_experts, video_listing, video_source
 
 __all__ = ["Img2VidRequest", "Txt2VidRequest", "avx"]
 
 avx = APIRouter()
-# a worker's device (its id) -> its Wan model (folder, files) and pipeline
-_loaded: dict[int, tuple[tuple[Path, WanFiles], Any]] = {}
+# a worker's device (its id) -> its Wan model (folder, files), the memory mode it runs in, and
+# its pipeline
+_loaded: dict[int, tuple[tuple[Path, WanFiles, MemoryMode | None], Any]] = {}
 
 
 class Txt2VidRequest(BaseModel):
@@ -89,23 +94,33 @@ def _check(state: ServerState, body: Txt2VidRequest) -> tuple[Path, WanFiles]:
         raise RequestError(f"sampler {body.sampler!r} is not one Wan runs; use one of "
                            f"{', '.join(SAMPLERS)}")
     try:
-        return resolve_wan(video_source(state.registry, body), REQUEST_NAMES)
+        folder, files = resolve_wan(video_source(state.registry, body), REQUEST_NAMES)
     except RequestError:
         raise
     except ValueError as error:  # a part missing or not what it should be
         raise RequestError(str(error)) from None
+    if state.memory and two_experts(folder, files):
+        raise RequestError(f"the server runs with {state.memory.label}, which does not run Wan "
+                           "2.2 A14B's two experts yet; serve this model without --medvram, "
+                           "--lowvram and --max-vram")
+    return folder, files
 
 
-def _pipeline(model: tuple[Path, WanFiles], device: Any) -> Any:
-    """The worker's Wan pipeline for `model` (a folder and the files in place of its parts),
-    loaded on first use (another model replaces it)."""
+def _pipeline(model: tuple[Path, WanFiles], memory: MemoryMode | None, device: Any) -> Any:
+    """The worker's Wan pipeline for `model` (a folder and the files in place of its parts) in
+    the `memory` mode (each network loaded straight to host memory), loaded on first use
+    (another model replaces it)."""
     from ....pipelines.video import WanPipeline
 
-    key = id(device)
-    if key not in _loaded or _loaded[key][0] != model:
+    key, wanted = id(device), (*model, memory)
+    if key not in _loaded or _loaded[key][0] != wanted:
         _loaded.pop(key, None)
         folder, files = model
-        _loaded[key] = (model, WanPipeline.from_pretrained(folder, device=device, files=files))
+        pipe = WanPipeline.from_pretrained(folder, device=device, files=files,
+                                           offload=bool(memory))
+        if memory:
+            pipe.set_memory_mode(memory)
+        _loaded[key] = (wanted, pipe)
     return _loaded[key][1]
 
 
@@ -116,7 +131,7 @@ def _encoded(frames: np.ndarray, kind: str, fps: float) -> str:
 
 
 async def _run(state: ServerState, body: Txt2VidRequest, image: Any) -> dict[str, Any]:
-    model = _check(state, body)
+    model, memory = _check(state, body), state.memory
     seed = body.seed if body.seed != -1 else secrets.randbelow(2**32)
     kind = "img2vid" if image is not None else "txt2vid"
     worker = state.worker  # what job() takes along, not the state (a worker process's own)
@@ -125,7 +140,7 @@ async def _run(state: ServerState, body: Txt2VidRequest, image: Any) -> dict[str
         from ....pipelines.video import video_cache
 
         observer, device = worker.begin_job(kind)
-        pipe = _pipeline(model, device)
+        pipe = _pipeline(model, memory, device)
         cache = video_cache(body.cache, "cache", body.steps)
         videos = pipe(body.prompt, negative_prompt=body.negative_prompt, height=body.height,
                       width=body.width, num_frames=body.frames, num_inference_steps=body.steps,
@@ -136,14 +151,16 @@ async def _run(state: ServerState, body: Txt2VidRequest, image: Any) -> dict[str
         answer = {"video": _encoded(frames, body.format, body.fps), "format": body.format,
                   "seed": seed, "frames": body.frames, "fps": body.fps, "width": body.width,
                   "height": body.height, "interrupted": observer.interrupted(),
-                  "cache": None if cache is None else cache.summary()}
+                  "cache": None if cache is None else cache.summary(),
+                  "memory": None if pipe.memory_mode is None else pipe.memory_mode.label}
         if body.also_webp and body.format != "webp":
             answer["webp"] = _encoded(frames, "webp", body.fps)
         return answer
 
     try:
         return await wait(submit(state, job, task=body.force_task_id))  # type: ignore[no-any-return]
-    except ValueError as error:  # the model's own refusals (img2vid on Wan 2.1, sizes)
+    except ValueError as error:  # the model's own refusals (img2vid on Wan 2.1, sizes, a
+        # --max-vram below its largest part)
         raise RequestError(str(error)) from None
 
 
