@@ -218,8 +218,11 @@ class MemoryPlan:
         captures = text_capture.captured, unet_capture.captured
         # SDXL's two encoders move together; forward and forward_pooled both run _encode
         encoders = ModuleList(_text_encoders(pipe))
+        # the text encoders and the VAE give their buffers back to the driver when they leave
+        # (release=True): kept pooled under --lowvram, they would fill the pool with sizes no
+        # UNet block takes (as in the flow plan: bench/NOTES.md, "--lowvram streamed slower")
         self.residency.add(encoders, name="text encoders", stream=False,
-                           on_evict=captures[0].reset)
+                           on_evict=captures[0].reset, release=True)
         for encoder in encoders:
             self.residency.stream(encoder, "_encode", unit=encoders)
         self._steady = _Steady(captures[1])
@@ -229,7 +232,7 @@ class MemoryPlan:
                 self.residency.add(block, name="UNet block", on_evict=self._steady.left)
         else:
             self.residency.add(pipe.unet, name="UNet", stream=False, on_evict=captures[1].reset)
-        self.residency.add(pipe.vae, name="VAE", stream=False)
+        self.residency.add(pipe.vae, name="VAE", stream=False, release=True)
         self.residency.fit()  # within the budget from now on, not from the first unit used
         self._unet_capture = unet_capture
 
@@ -252,7 +255,7 @@ class MemoryPlan:
         """Bring `vae` in: the model's, or a hires pass's own (Forge's hr_additional_modules,
         HiresModules.vae), made a unit like the model's the first time it comes."""
         if vae not in self.residency:
-            self.residency.add(vae, name="hires VAE", stream=False)
+            self.residency.add(vae, name="hires VAE", stream=False, release=True)
         self.residency.use(vae, extra=extra)
 
     def vae_decode(self, vae: Module, latents: np.ndarray) -> np.ndarray:
