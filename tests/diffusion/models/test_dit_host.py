@@ -1,0 +1,223 @@
+"""The diffusion transformers' blocks on the host (numpy standing in for gpustd,
+host_gpustd.py) against diffusers' torch modules on the CPU: FLUX's double-stream block and
+whole transformer (guidance embedding, single-stream blocks, a ControlNet's residuals spread
+over the blocks), SD3's joint block (QK-norm, SD3.5 Medium's second attention, the last
+block's text stream ending), and --int8's fused norm passes reaching the same values. Which
+norm, residual, modulation chunk and embedding each block uses is what is checked here, in
+seconds; test_flux.py and test_sd3.py run the same models on the device."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("diffusers", reason="diffusers is a test-only reference (extra: reference)")
+import diffusers
+import host_gpustd
+import torch
+from diffusers.models.attention import JointTransformerBlock as TorchJointBlock
+from diffusers.models.embeddings import (
+    CombinedTimestepGuidanceTextProjEmbeddings,
+    CombinedTimestepTextProjEmbeddings,
+)
+from diffusers.models.transformers.transformer_flux import FluxTransformerBlock
+from sd_tiny import randomized
+from support import assert_close
+
+from diffusion.models import dit_layers, flux
+from diffusion.models.dit_layers import JointTransformerBlock
+
+pytestmark = pytest.mark.nodevice
+
+TOL = 2e-5  # float32 against torch float32: measured 3e-6 at most
+PLACE = {"dtype": np.float32, "device": None}
+FLUX_HOST = dict(patch_size=1, in_channels=6, num_layers=3, num_single_layers=3,
+                 attention_head_dim=8, num_attention_heads=2, joint_attention_dim=5,
+                 pooled_projection_dim=7, axes_dims_rope=(2, 2, 4))
+
+
+@pytest.fixture(autouse=True)
+def host(monkeypatch: pytest.MonkeyPatch) -> None:
+    host_gpustd.stand_in(monkeypatch)
+
+
+def normal(*shape: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+
+def torch_all(*arrays: np.ndarray) -> list[torch.Tensor]:
+    return [torch.from_numpy(a) for a in arrays]
+
+
+@pytest.mark.parametrize("guidance", [False, True], ids=["schnell", "dev"])
+def test_time_text_embedding(guidance: bool) -> None:
+    cls = (CombinedTimestepGuidanceTextProjEmbeddings if guidance
+           else CombinedTimestepTextProjEmbeddings)
+    reference = randomized(cls(16, 7), 1, scale=1.0)
+    ours = dit_layers.CombinedTimestepTextProjEmbeddings(16, 7, PLACE, guidance=guidance)
+    host_gpustd.load(ours, reference)
+    t, g, pooled = np.array([91.3, 47.5], np.float32), [35.0, 12.5], normal(2, 7)
+    with torch.no_grad():
+        tt, tp = torch_all(t, pooled)
+        expected = (reference(tt, torch.tensor(g), tp) if guidance
+                    else reference(tt, tp)).numpy()
+    got = ours(t, pooled, g if guidance else None)
+    assert_close(got, expected, tol=TOL)
+    # each input matters (the rows swapped)
+    assert np.abs(ours(t[::-1], pooled, g if guidance else None) - got).max() > 100 * TOL
+    assert np.abs(ours(t, pooled[::-1], g if guidance else None) - got).max() > 100 * TOL
+    if guidance:
+        assert np.abs(ours(t, pooled, g[::-1]) - got).max() > 100 * TOL
+
+
+def sd3_block(context_pre_only: bool, dual: bool) -> tuple[TorchJointBlock,
+                                                           JointTransformerBlock]:
+    reference = randomized(TorchJointBlock(16, 2, 8, context_pre_only=context_pre_only,
+                                           qk_norm="rms_norm", use_dual_attention=dual),
+                           2, scale=0.5)
+    ours = JointTransformerBlock(16, 2, 8, PLACE, qk_norm=True,
+                                 context_pre_only=context_pre_only, dual=dual)
+    host_gpustd.load(ours, reference)
+    return reference, ours
+
+
+@pytest.mark.parametrize(("context_pre_only", "dual"),
+                         [(False, False), (True, False), (False, True)],
+                         ids=["joint", "last", "dual"])
+def test_sd3_joint_block(context_pre_only: bool, dual: bool) -> None:
+    reference, ours = sd3_block(context_pre_only, dual)
+    x, context, temb = normal(2, 6, 16, seed=1), normal(2, 3, 16, seed=2), normal(2, 16, seed=3)
+    with torch.no_grad():
+        context_ref, x_ref = reference(*torch_all(x, context, temb))
+    got_x, got_context = ours(x, context, temb)
+    assert_close(got_x, x_ref.numpy(), tol=TOL)
+    if context_pre_only:
+        assert got_context is None and context_ref is None
+    else:
+        assert_close(got_context, context_ref.numpy(), tol=TOL)
+    # every input reaches the image stream
+    for i, changed in enumerate((x[::-1], context[::-1], temb[::-1])):
+        args = [x, context, temb]
+        args[i] = changed
+        assert np.abs(ours(*args)[0] - got_x).max() > 100 * TOL
+
+
+def test_flux_block_and_modulated_input() -> None:
+    reference = randomized(FluxTransformerBlock(16, 2, 8), 4, scale=0.5)
+    ours = JointTransformerBlock(16, 2, 8, PLACE, qk_norm=True)
+    host_gpustd.load(ours, reference)
+    x, context, temb = normal(2, 6, 16, seed=1), normal(2, 3, 16, seed=2), normal(2, 16, seed=3)
+    ids = np.random.default_rng(4).uniform(0, 9, (9, 3)).astype(np.float32)
+    rotary = flux.rope_tables(ids, (2, 2, 4), 10000.0, device=None)
+    torch_rotary = tuple(torch.from_numpy(t[:, 0]) for t in rotary)
+    with torch.no_grad():
+        context_ref, x_ref = reference(*torch_all(x, context, temb),
+                                       image_rotary_emb=torch_rotary)
+        normed_ref = reference.norm1(torch.from_numpy(x), emb=torch.from_numpy(temb))[0]
+    got_x, got_context = ours(x, context, temb, rotary)
+    assert_close(got_x, x_ref.numpy(), tol=TOL)
+    assert_close(got_context, context_ref.numpy(), tol=TOL)
+    assert_close(ours.modulated_input(x, temb), normed_ref.numpy(), tol=TOL)
+    assert np.abs(ours(x, context, temb)[0] - got_x).max() > 100 * TOL  # RoPE matters
+
+
+def flux_pair(guidance: bool) -> tuple[diffusers.FluxTransformer2DModel,
+                                       flux.FluxTransformer2DModel]:
+    reference = randomized(diffusers.FluxTransformer2DModel(**FLUX_HOST,
+                                                            guidance_embeds=guidance),
+                           5, scale=0.5)
+    ours = flux.FluxTransformer2DModel(dict(reference.config))
+    host_gpustd.load(ours, reference)
+    return reference, ours
+
+
+@pytest.mark.parametrize("guidance", [False, True], ids=["schnell", "dev"])
+def test_flux_transformer(guidance: bool) -> None:
+    """The whole model with a ControlNet's 2 double and 2 single residuals over its 3 + 3
+    blocks (diffusers: residual i // ceil(3 / 2))."""
+    reference, ours = flux_pair(guidance)
+    latents, text, pooled = normal(2, 6, 6, seed=1), normal(2, 4, 5, seed=2), normal(2, 7)
+    t, scale = np.array([0.83, 0.25], np.float32), np.array([3.5, 1.5], np.float32)
+    img_ids = np.stack([np.zeros(6), np.arange(6) // 3, np.arange(6) % 3], 1).astype(np.float32)
+    txt_ids = np.zeros((4, 3), np.float32)
+    double = [normal(2, 6, 16, seed=10 + i) for i in range(2)]
+    single = [normal(2, 6, 16, seed=20 + i) for i in range(2)]
+    with torch.no_grad():
+        expected = reference(*torch_all(latents, text, pooled, t, img_ids, txt_ids),
+                             guidance=torch.from_numpy(scale) if guidance else None,
+                             controlnet_block_samples=torch_all(*double),
+                             controlnet_single_block_samples=torch_all(*single)).sample.numpy()
+    got = ours(latents, text, pooled, t, img_ids, txt_ids, scale if guidance else None,
+               control=(double, single))
+    assert_close(got, expected, tol=TOL)
+    tables = ours.rotary(txt_ids, img_ids)
+    again = ours(latents, text, pooled, list(t), None, None, scale if guidance else None,
+                 rotary=tables, control=(double, single))
+    assert_close(again, expected, tol=TOL)
+    plain = ours(latents, text, pooled, t, img_ids, txt_ids, scale if guidance else None)
+    for residuals in ([double[0], double[0]], [double[1], double[1]]):
+        moved = ours(latents, text, pooled, t, img_ids, txt_ids, scale if guidance else None,
+                     control=(residuals, single))
+        assert np.abs(moved - got).max() > 100 * TOL  # which residual reaches a block matters
+    assert np.abs(plain - got).max() > 100 * TOL
+    if guidance:
+        other = ours(latents, text, pooled, t, img_ids, txt_ids, scale[::-1])
+        assert np.abs(other - plain).max() > 100 * TOL
+
+
+def test_flux_checks() -> None:
+    _, dev = flux_pair(True)
+    x = normal(1, 4, 6)
+    with pytest.raises(ValueError, match="embeds a guidance scale \\(dev\\): pass guidance="):
+        dev(x, normal(1, 2, 5), normal(1, 7), [0.5], np.zeros((4, 3)), np.zeros((2, 3)))
+    _, schnell = flux_pair(False)
+    with pytest.raises(ValueError, match="has no guidance embedding \\(schnell\\): pass "
+                                         "guidance=None"):
+        schnell(x, normal(1, 2, 5), normal(1, 7), [0.5], np.zeros((4, 3)), np.zeros((2, 3)),
+                [3.5])
+    assert flux._residuals([], 3) is None
+    with pytest.raises(TypeError, match="must be float32, got float16"):
+        schnell._thousandfold(np.ones(2, np.float16))
+    scaled = schnell._thousandfold(np.array([[0.25], [0.5]], np.float32))
+    np.testing.assert_array_equal(scaled, np.array([250.0, 500.0], np.float32))
+    assert schnell._thousandfold([0.125]).dtype == np.float32
+
+
+@pytest.mark.parametrize(("context_pre_only", "dual"), [(False, False), (False, True)],
+                         ids=["joint", "dual"])
+def test_int8_passes(monkeypatch: pytest.MonkeyPatch, context_pre_only: bool,
+                     dual: bool) -> None:
+    """Under --int8 (W8A8 layers reading a norm), the block makes each modulated norm and the
+    feed-forward's GELU in one pass quantizing for the first reader's smoothing: stand-ins
+    for those passes record which smoothing they were given and return the unquantized
+    values, so that the block's output is still diffusers'."""
+    reference, ours = sd3_block(context_pre_only, dual)
+    calls: list[tuple[str, object]] = []
+
+    def int8_input(layers: list) -> tuple:
+        return (layers[0],)
+
+    def layer_norm_int8(x, shift, scale, *, eps, smooth):
+        calls.append(("norm", smooth))
+        return host_gpustd.KERNELS["_modulate"](host_gpustd.layer_norm(x, eps=eps), shift, scale)
+
+    def gelu_int8(x, *, approximate, smooth):
+        calls.append(("gelu", smooth))
+        return host_gpustd.gelu(x, approximate=approximate)
+
+    monkeypatch.setattr(host_gpustd.Linear, "int8_input", staticmethod(int8_input))
+    monkeypatch.setattr(dit_layers, "layer_norm_int8", layer_norm_int8)
+    monkeypatch.setattr(dit_layers, "gelu_int8", gelu_int8)
+    x, context, temb = normal(2, 6, 16, seed=1), normal(2, 3, 16, seed=2), normal(2, 16, seed=3)
+    with torch.no_grad():
+        context_ref, x_ref = reference(*torch_all(x, context, temb))
+    got_x, got_context = ours(x, context, temb)
+    assert_close(got_x, x_ref.numpy(), tol=TOL)
+    assert_close(got_context, context_ref.numpy(), tol=TOL)
+    a = ours.attn
+    expected = [("norm", a.add_q_proj), ("norm", a.to_q)]
+    if dual:
+        expected.append(("norm", ours.attn2.to_q))
+    expected += [("norm", ours.ff.net[0].proj), ("gelu", ours.ff.net[2]),
+                 ("norm", ours.ff_context.net[0].proj), ("gelu", ours.ff_context.net[2])]
+    assert [(op, id(s)) for op, s in calls] == [(op, id(s)) for op, s in expected]

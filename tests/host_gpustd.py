@@ -1,0 +1,186 @@
+"""numpy standing in for gpustd in the diffusion transformers' blocks, so that their wiring
+(which norm, which residual, which modulation chunk, the embeddings and RoPE tables) runs on
+the host and is compared with diffusers' torch modules on the CPU, with no device.
+
+`stand_in(monkeypatch)` replaces the gpustd names that diffusion.models.transformer_ops,
+dit_layers and flux use by numpy functions written from torch's definitions (F.layer_norm,
+F.gelu, F.scaled_dot_product_attention, diffusers' get_timestep_embedding), and their compiled
+elementwise kernels by the numpy expressions their docstrings give. A stand-in Linear holds
+numpy weights, filled from a torch module's state dict by `load`. The device tests
+(test_flux.py, test_sd3.py) run the real kernels.
+"""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+
+from diffusion.models import dit_layers, flux, transformer_ops
+from gpustd import nn as real_nn
+
+
+class Linear(real_nn.Module):
+    """y = x @ weight.T + bias with numpy weights (NaN until loaded, so that a weight no
+    reference filled poisons the output)."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, *,
+                 dtype: Any = np.float32, device: Any = None) -> None:
+        self.weight = np.full((out_features, in_features), np.nan, dtype)
+        self.bias = np.full((out_features,), np.nan, dtype) if bias else None
+
+    def forward(self, x: np.ndarray, *, add_to: np.ndarray | None = None) -> np.ndarray:
+        y = x @ self.weight.T
+        if self.bias is not None:
+            y = y + self.bias
+        if add_to is None:
+            return y.astype(x.dtype)
+        add_to += y
+        return add_to
+
+    @staticmethod
+    def together(x: np.ndarray, layers: list[Linear]) -> list[np.ndarray]:
+        return [layer(x) for layer in layers]
+
+    @staticmethod
+    def each(x: np.ndarray, layers: list[Linear]) -> list[np.ndarray]:
+        return [layer(x) for layer in layers]
+
+    @staticmethod
+    def int8_input(layers: list[Linear]) -> None:
+        return None
+
+
+def parameter(shape: tuple[int, ...], dtype: Any = np.float32, device: Any = None) -> np.ndarray:
+    return np.full(shape, np.nan, dtype)
+
+
+def silu(x: np.ndarray) -> np.ndarray:
+    return (x / (1.0 + np.exp(-x))).astype(x.dtype)
+
+
+def gelu(x: np.ndarray, *, approximate: str = "none") -> np.ndarray:
+    """torch's F.gelu: tanh form or erf form; anything else refused as torch does."""
+    if approximate == "tanh":
+        inner = math.sqrt(2.0 / math.pi) * (x + 0.044715 * x ** 3)
+        return (0.5 * x * (1.0 + np.tanh(inner))).astype(x.dtype)
+    if approximate != "none":
+        raise ValueError(f"approximate argument must be either none or tanh, not {approximate}")
+    erf = np.vectorize(math.erf)
+    return (0.5 * x * (1.0 + erf(x / math.sqrt(2.0)))).astype(x.dtype)
+
+
+def layer_norm(x: np.ndarray, weight: Any = None, bias: Any = None,
+               eps: float = 1e-5) -> np.ndarray:
+    wide = x.astype(np.float64)
+    mean = wide.mean(-1, keepdims=True)
+    var = ((wide - mean) ** 2).mean(-1, keepdims=True)
+    out = (wide - mean) / np.sqrt(var + eps)
+    if weight is not None:
+        out = out * weight + bias
+    return out.astype(x.dtype)
+
+
+def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, *, heads: int, mask: Any = None,
+              scale: float | None = None, causal: bool = False) -> np.ndarray:
+    """F.scaled_dot_product_attention over (B, L, heads * D) tensors; a mask keeps nonzero."""
+    assert not causal
+
+    def split(t: np.ndarray) -> np.ndarray:
+        b, length, width = t.shape
+        return t.reshape(b, length, heads, width // heads).transpose(0, 2, 1, 3)
+
+    qh, kh, vh = split(q), split(k), split(v)
+    scores = qh @ kh.transpose(0, 1, 3, 2) * (scale or 1.0 / math.sqrt(qh.shape[-1]))
+    if mask is not None:
+        scores = np.where(np.asarray(mask) != 0, scores, -np.inf)
+    scores = np.exp(scores - scores.max(-1, keepdims=True))
+    out = (scores / scores.sum(-1, keepdims=True)) @ vh
+    b, _, length, _ = out.shape
+    return out.transpose(0, 2, 1, 3).reshape(b, length, -1).astype(q.dtype)
+
+
+def timestep_embedding(timesteps: Any, dim: int, flip_sin_to_cos: bool = False,
+                       downscale_freq_shift: float = 1, scale: float = 1,
+                       max_period: float = 10000, *, dtype: Any = np.float32,
+                       device: Any = None) -> np.ndarray:
+    """diffusers' get_timestep_embedding, in float32 as torch computes it."""
+    t = np.asarray(timesteps, np.float32).reshape(-1)
+    half = dim // 2
+    exponent = (-math.log(max_period) * np.arange(half, dtype=np.float32)
+                / np.float32(half - downscale_freq_shift))
+    emb = scale * t[:, None] * np.exp(exponent)[None, :]
+    emb = np.concatenate([np.sin(emb), np.cos(emb)], axis=-1)
+    if flip_sin_to_cos:
+        emb = np.concatenate([emb[:, half:], emb[:, :half]], axis=-1)
+    return emb.astype(dtype)
+
+
+def take_slice(x: np.ndarray, start: int, stop: int, axis: int = 0) -> np.ndarray:
+    index = [slice(None)] * x.ndim
+    index[axis] = slice(start, stop)
+    return x[tuple(index)]
+
+
+def asarray(a: Any, dtype: Any = None, device: Any = None) -> np.ndarray:
+    return np.array(a, dtype)
+
+
+def mean(x: np.ndarray, axis: int, keepdims: bool = False) -> np.ndarray:
+    return x.astype(np.float32).mean(axis, keepdims=keepdims)
+
+
+def concatenate(arrays: list[np.ndarray], axis: int = 0) -> np.ndarray:
+    return np.concatenate(arrays, axis=axis)
+
+
+NN = SimpleNamespace(Module=real_nn.Module, ModuleList=real_nn.ModuleList,
+                     Identity=real_nn.Identity, Linear=Linear, parameter=parameter, silu=silu,
+                     gelu=gelu, layer_norm=layer_norm, attention=attention,
+                     timestep_embedding=timestep_embedding)
+
+# transformer_ops' elementwise kernels (statistics in float32 as they compute them)
+KERNELS = {
+    "_square": lambda x: x.astype(np.float32) ** 2,
+    "_normalize": lambda x, ms, w, eps: x * (1.0 / np.sqrt(ms + eps)) * w,
+    "_normalize_plain": lambda x, ms, eps: x * (1.0 / np.sqrt(ms + eps)),
+    "_modulate": lambda x, shift, scale: x * (1.0 + scale) + shift,
+    "_gated_add": lambda residual, gate, y: residual + gate * y,
+    "_gated_add_clipped": lambda residual, gate, y: np.clip(
+        residual.astype(np.float32) + gate.astype(np.float32) * y.astype(np.float32),
+        -65504.0, 65504.0),
+    "_rotate": lambda x, swapped, cos, sin: x * cos + swapped * sin,
+}
+
+
+def stand_in(monkeypatch: Any) -> None:
+    """gpustd's names in transformer_ops, dit_layers and flux -> the numpy ones above (and
+    transformer_ops' cache of swap matrices emptied)."""
+    for module in (transformer_ops, dit_layers, flux):
+        monkeypatch.setattr(module, "nn", NN)
+        monkeypatch.setattr(module, "Tensor", np.ndarray)
+    for name in ("asarray", "matmul", "mean", "take_slice"):
+        value = np.matmul if name == "matmul" else globals()[name]
+        monkeypatch.setattr(transformer_ops, name, value)
+    for module in (dit_layers, flux):
+        monkeypatch.setattr(module, "concatenate", concatenate)
+        monkeypatch.setattr(module, "take_slice", take_slice)
+    for name, kernel in KERNELS.items():
+        monkeypatch.setattr(transformer_ops, name, kernel)
+    monkeypatch.setattr(transformer_ops, "_swaps", {})
+
+
+def load(module: Any, torch_module: Any) -> None:
+    """Copy every tensor of a torch module's state dict into the stand-in's attribute of the
+    same key path (float32); each must exist with the same shape."""
+    for key, tensor in torch_module.state_dict().items():
+        *path, last = key.split(".")
+        owner = module
+        for part in path:
+            owner = owner[int(part)] if part.isdigit() else getattr(owner, part)
+        current = getattr(owner, last)
+        value = tensor.detach().numpy().astype(np.float32)
+        assert current is not None and current.shape == value.shape, key
+        setattr(owner, last, value)
