@@ -115,13 +115,22 @@ def test_rope_heads() -> None:
         ops.rope_heads({**config, "axes_dims_rope": (4, 6, 8)})
 
 
-def test_rope_tables_and_rotation() -> None:
-    """FluxPosEmbed's tables (non-integer positions, a theta that is not the default) and
-    apply_rotary_emb's pair rotation over every head."""
-    ids = rng().uniform(0, 40, (7, 3)).astype(np.float32)
+def test_rope_tables_and_rotation(monkeypatch: pytest.MonkeyPatch) -> None:
+    """FluxPosEmbed's tables (float64 positions, rounded to float32 first as diffusers does,
+    which moves these angles visibly; a theta that is not the default) and apply_rotary_emb's
+    pair rotation over every head."""
+    ids = rng().uniform(0, 4000, (7, 3))
     axes, theta = (4, 6, 6), 500
-    cos, sin = ops.rope_tables(ids, axes, theta, device=None)
-    assert cos.shape == sin.shape == (7, 1, 16) and cos.dtype == np.float32
+    device, devices = object(), []
+
+    def upload(a: np.ndarray, dtype: object = None, device: object = None) -> np.ndarray:
+        devices.append(device)
+        return np.array(a, dtype)
+
+    monkeypatch.setattr(ops, "asarray", upload)
+    cos, sin = ops.rope_tables(ids, axes, theta, device=device)
+    assert devices == [device, device]
+    assert cos.shape == sin.shape == (7, 1, 16) and cos.dtype == sin.dtype == np.float32
     ref_cos, ref_sin = FluxPosEmbed(theta, list(axes))(torch.from_numpy(ids))
     assert_close(cos[:, 0], ref_cos.numpy(), tol=TOL)
     assert_close(sin[:, 0], ref_sin.numpy(), tol=TOL)
@@ -170,5 +179,6 @@ def test_swap_matrix_cache(monkeypatch: pytest.MonkeyPatch) -> None:
                                                  [0, -1, 0, 0]])
     assert ops._swap_matrix(4, np.float16, first).value.dtype == np.float16
     assert ops._swap_matrix(4, np.float32, second).device is second
+    assert ops._swap_matrix(4, np.float32, first) is pairs  # each device keeps its own
     ops._swaps[(id(first), 4, np.dtype(np.float32), False)] = SimpleNamespace(device=second)
     assert ops._swap_matrix(4, np.float32, first).device is first  # an id reused: made again
