@@ -128,6 +128,13 @@ def asarray(a: Any, dtype: Any = None, device: Any = None) -> np.ndarray:
     return np.array(a, dtype)
 
 
+def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """gpustd.matmul takes operands of one float dtype."""
+    if a.dtype != b.dtype:
+        raise TypeError(f"matmul: dtypes differ ({a.dtype}, {b.dtype})")
+    return np.matmul(a, b)
+
+
 def mean(x: np.ndarray, axis: int, keepdims: bool = False) -> np.ndarray:
     return x.astype(np.float32).mean(axis, keepdims=keepdims)
 
@@ -162,8 +169,7 @@ def stand_in(monkeypatch: Any) -> None:
         monkeypatch.setattr(module, "nn", NN)
         monkeypatch.setattr(module, "Tensor", np.ndarray)
     for name in ("asarray", "matmul", "mean", "take_slice"):
-        value = np.matmul if name == "matmul" else globals()[name]
-        monkeypatch.setattr(transformer_ops, name, value)
+        monkeypatch.setattr(transformer_ops, name, globals()[name])
     for module in (dit_layers, flux):
         monkeypatch.setattr(module, "concatenate", concatenate)
         monkeypatch.setattr(module, "take_slice", take_slice)

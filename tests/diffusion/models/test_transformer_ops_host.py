@@ -60,9 +60,18 @@ def test_rms_norm_keeps_float16() -> None:
     assert_close(got, expected.numpy(), dtype=np.float16)
 
 
+def test_rms_norm_weight(monkeypatch: pytest.MonkeyPatch) -> None:
+    device, made = object(), []
+    monkeypatch.setattr(ops.nn, "parameter", lambda shape, dtype, device: made.append(
+        (shape, dtype, device)))
+    ops.RMSNorm(6, place={"dtype": np.float16, "device": device})
+    assert made == [((6,), np.float16, device)]
+
+
 def test_head_norm() -> None:
     x = rng().standard_normal((2, 3, 4 * 6)).astype(np.float32)
     norm = ops.RMSNorm(6, place={"dtype": np.float32})
+    assert norm.weight.shape == (6,)
     norm.weight = rng().uniform(0.5, 2.0, 6).astype(np.float32)
     torch_norm = torch.nn.RMSNorm(6, eps=1e-6)
     with torch.no_grad():
@@ -137,7 +146,12 @@ def test_rope_tables_and_rotation(monkeypatch: pytest.MonkeyPatch) -> None:
     x = rng().standard_normal((2, 7, 3 * 16)).astype(np.float32)
     expected = apply_rotary_emb(torch.from_numpy(x).unflatten(-1, (3, 16)),
                                 (ref_cos, ref_sin), sequence_dim=1).flatten(-2).numpy()
-    assert_close(ops.rope(x, cos, sin, 3), expected, tol=TOL)
+    got = ops.rope(x, cos, sin, 3)
+    assert got.dtype == np.float32 and devices[2:] == [x.device]  # its swap matrix's
+    assert_close(got, expected, tol=TOL)
+    half = ops.rope(x.astype(np.float16), cos, sin, 3)  # a float16 swap matrix for it
+    assert half.dtype == np.float16
+    assert_close(half, expected, dtype=np.float16)
     assert np.abs(expected - x).max() > 1.0  # the rotation matters
     with pytest.raises(ValueError, match="position ids must be"):
         ops.rope_tables(ids[:, :2], axes, theta, device=None)
