@@ -1,6 +1,6 @@
-"""numpy standing in for gpustd in the diffusion transformers' blocks, so that their wiring
-(which norm, which residual, which modulation chunk, the embeddings and RoPE tables) runs on
-the host and is compared with diffusers' torch modules on the CPU, with no device.
+"""numpy standing in for gpustd in the diffusion models' blocks, so that their wiring (which
+norm, which residual, which modulation chunk, the embeddings and RoPE tables) runs on the host
+and is compared with diffusers' torch modules on the CPU, with no device.
 
 `stand_in(monkeypatch)` replaces the gpustd names that diffusion.models.transformer_ops,
 dit_layers and flux use by numpy functions written from torch's definitions (F.layer_norm,
@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from diffusion.models import dit_layers, flux, transformer_ops
+from diffusion.models import dit_layers, flux, layers, transformer_ops, unet_blocks
 from gpustd import nn as real_nn
 
 
@@ -143,10 +143,118 @@ def concatenate(arrays: list[np.ndarray], axis: int = 0) -> np.ndarray:
     return np.concatenate(arrays, axis=axis)
 
 
+def _torch(x: np.ndarray) -> Any:
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(x))
+
+
+class Conv2d(real_nn.Module):
+    """torch's F.conv2d with numpy weights; `prologue` a GroupNorm.prologue's (norm, x,
+    silu) applied to x first, `add` added to the output, `upsample` 2 reads x upsampled."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
+                 padding: int = 0, *, dtype: Any = np.float32, device: Any = None) -> None:
+        self.stride, self.padding = stride, padding
+        self.weight = np.full((out_channels, in_channels, kernel_size, kernel_size), np.nan,
+                              dtype)
+        self.bias = np.full((out_channels,), np.nan, dtype)
+
+    def forward(self, x: np.ndarray, *, add: np.ndarray | None = None,
+                prologue: Any = None, upsample: int = 1) -> np.ndarray:
+        import torch.nn.functional as F
+
+        if prologue is not None:
+            norm, source, silu_after = prologue
+            assert source is x, "a prologue is of the tensor the conv reads"
+            x = norm(x, silu=silu_after)
+        if upsample != 1:
+            assert upsample == 2
+            x = upsample_nearest2x(x)
+        out = F.conv2d(_torch(x), _torch(self.weight), _torch(self.bias), stride=self.stride,
+                       padding=self.padding).numpy()
+        return out if add is None else out + add
+
+
+class GroupNorm(real_nn.Module):
+    def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-5, *,
+                 dtype: Any = np.float32, device: Any = None) -> None:
+        self.num_groups, self.eps = num_groups, eps
+        self.weight = np.full((num_channels,), np.nan, dtype)
+        self.bias = np.full((num_channels,), np.nan, dtype)
+
+    def forward(self, x: np.ndarray, *, silu: bool = False) -> np.ndarray:
+        import torch.nn.functional as F
+
+        out = F.group_norm(_torch(x), self.num_groups, _torch(self.weight), _torch(self.bias),
+                           self.eps).numpy()
+        return globals()["silu"](out) if silu else out
+
+    def prologue(self, x: np.ndarray, *, silu: bool = False) -> tuple:
+        return (self, x, silu)
+
+
+class LayerNorm(real_nn.Module):
+    def __init__(self, dim: int, eps: float = 1e-5, *, dtype: Any = np.float32,
+                 device: Any = None) -> None:
+        self.eps = eps
+        self.weight = np.full((dim,), np.nan, dtype)
+        self.bias = np.full((dim,), np.nan, dtype)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        return layer_norm(x, self.weight, self.bias, self.eps)
+
+    def quantized_for(self, x: np.ndarray, readers: list[Linear]) -> np.ndarray:
+        return self(x)
+
+
+class GEGLU(real_nn.Module):
+    """diffusers' GEGLU: value * gelu(gate) of proj(x)'s halves (value first)."""
+
+    def __init__(self, dim_in: int, dim_out: int, *, dtype: Any = np.float32,
+                 device: Any = None) -> None:
+        self.proj = Linear(dim_in, 2 * dim_out, dtype=dtype)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        value, gate = np.split(self.proj(x), 2, axis=-1)
+        return value * gelu(gate)
+
+    def quantized_for(self, x: np.ndarray, readers: list[Linear]) -> np.ndarray:
+        return self(x)
+
+
+def upsample_nearest2x(x: np.ndarray) -> np.ndarray:
+    return x.repeat(2, axis=-2).repeat(2, axis=-1)
+
+
+def pad(x: np.ndarray, padding: tuple[int, int, int, int]) -> np.ndarray:
+    left, right, top, bottom = padding
+    return np.pad(x, [(0, 0)] * (x.ndim - 2) + [(top, bottom), (left, right)])
+
+
+def conv1x1_tokens(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    n, c, h, w = x.shape
+    return Linear.forward(SimpleNamespace(weight=weight.reshape(len(weight), c), bias=bias),
+                          x.reshape(n, c, h * w).transpose(0, 2, 1))
+
+
+def tokens_conv1x1(tokens: np.ndarray, weight: np.ndarray, bias: np.ndarray, height: int,
+                   width: int, *, add_to: np.ndarray | None = None) -> np.ndarray:
+    n, _, c = tokens.shape
+    layer = SimpleNamespace(weight=weight.reshape(len(weight), c), bias=bias)
+    out = Linear.forward(layer, tokens).transpose(0, 2, 1).reshape(n, -1, height, width)
+    if add_to is None:
+        return out
+    add_to += out
+    return add_to
+
+
 NN = SimpleNamespace(Module=real_nn.Module, ModuleList=real_nn.ModuleList,
                      Identity=real_nn.Identity, Linear=Linear, parameter=parameter, silu=silu,
                      gelu=gelu, layer_norm=layer_norm, attention=attention,
-                     timestep_embedding=timestep_embedding)
+                     timestep_embedding=timestep_embedding, Conv2d=Conv2d,
+                     GroupNorm=GroupNorm, LayerNorm=LayerNorm, GEGLU=GEGLU,
+                     upsample_nearest2x=upsample_nearest2x, pad=pad)
 
 # transformer_ops' elementwise kernels (statistics in float32 as they compute them)
 KERNELS = {
@@ -163,8 +271,8 @@ KERNELS = {
 
 
 def stand_in(monkeypatch: Any) -> None:
-    """gpustd's names in transformer_ops, dit_layers and flux -> the numpy ones above (and
-    transformer_ops' cache of swap matrices emptied)."""
+    """gpustd's names in transformer_ops, dit_layers, flux, layers and unet_blocks -> the
+    numpy ones above (and transformer_ops' cache of swap matrices emptied)."""
     for module in (transformer_ops, dit_layers, flux):
         monkeypatch.setattr(module, "nn", NN)
         monkeypatch.setattr(module, "Tensor", np.ndarray)
@@ -176,6 +284,13 @@ def stand_in(monkeypatch: Any) -> None:
     for name, kernel in KERNELS.items():
         monkeypatch.setattr(transformer_ops, name, kernel)
     monkeypatch.setattr(transformer_ops, "_swaps", {})
+    for module in (layers, unet_blocks):
+        monkeypatch.setattr(module, "nn", NN)
+    monkeypatch.setattr(layers, "permute", np.transpose)
+    monkeypatch.setattr(layers, "take_slice", take_slice)
+    monkeypatch.setattr(unet_blocks, "conv1x1_tokens", conv1x1_tokens)
+    monkeypatch.setattr(unet_blocks, "tokens_conv1x1", tokens_conv1x1)
+    monkeypatch.setattr(unet_blocks, "materialize", lambda weight: weight)
 
 
 def load(module: Any, torch_module: Any) -> None:
