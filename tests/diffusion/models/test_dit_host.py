@@ -8,6 +8,8 @@ seconds; test_flux.py and test_sd3.py run the same models on the device."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -15,21 +17,27 @@ pytest.importorskip("diffusers", reason="diffusers is a test-only reference (ext
 import diffusers
 import host_gpustd
 import torch
+from diffusers.models.attention import FeedForward as TorchFeedForward
 from diffusers.models.attention import JointTransformerBlock as TorchJointBlock
 from diffusers.models.embeddings import (
     CombinedTimestepGuidanceTextProjEmbeddings,
     CombinedTimestepTextProjEmbeddings,
 )
-from diffusers.models.transformers.transformer_flux import FluxTransformerBlock
+from diffusers.models.transformers.transformer_flux import (
+    FluxSingleTransformerBlock,
+    FluxTransformerBlock,
+)
 from sd_tiny import randomized
 from support import assert_close
 
-from diffusion.models import dit_layers, flux
+from diffusion.models import dit_layers, flux, transformer_ops
 from diffusion.models.dit_layers import JointTransformerBlock
 
 pytestmark = pytest.mark.nodevice
 
 TOL = 1e-4  # float32 against torch float32: measured 1.0e-5 at most (FLUX dev, whole model)
+# one layer or block, where the tanh GELU's 1e-4 distance from the exact one must show
+BLOCK_TOL = 1e-5  # measured 1.1e-6 at most
 PLACE = {"dtype": np.float32, "device": None}
 FLUX_HOST = dict(patch_size=1, in_channels=6, num_layers=3, num_single_layers=3,
                  attention_head_dim=8, num_attention_heads=2, joint_attention_dim=5,
@@ -68,6 +76,73 @@ def test_time_text_embedding(guidance: bool) -> None:
     assert np.abs(ours(t, pooled[::-1], g if guidance else None) - got).max() > 100 * TOL
     if guidance:
         assert np.abs(ours(t, pooled, g[::-1]) - got).max() > 100 * TOL
+
+
+def test_time_text_embedding_inputs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Tensor reaches the sinusoid as it is (a captured step's input), host numbers as
+    float32 (B,); both on pooled's device in the model's dtype, 256 features, cos first."""
+    ours = dit_layers.CombinedTimestepTextProjEmbeddings(16, 7, PLACE, guidance=True)
+    host_gpustd.load(ours, randomized(CombinedTimestepGuidanceTextProjEmbeddings(16, 7), 1))
+    calls = []
+
+    def recording(values, dim, **options):
+        calls.append((values, dim, options))
+        return host_gpustd.timestep_embedding(values, dim, **options)
+
+    monkeypatch.setattr(dit_layers.nn, "timestep_embedding", recording)
+    t, pooled = np.array([91.3, 47.5], np.float32), normal(2, 7)
+    ours(t, pooled, [[35.0], [12.5]])
+    assert calls[0][0] is t
+    guidance = calls[1][0]
+    assert type(guidance) is np.ndarray and guidance.dtype == np.float32
+    np.testing.assert_array_equal(guidance, [35.0, 12.5])
+    for _, dim, options in calls:
+        assert dim == 256 and options == dict(flip_sin_to_cos=True, downscale_freq_shift=0,
+                                              dtype=np.float32, device=pooled.device)
+
+
+def test_layer_norm_and_feed_forward() -> None:
+    """The blocks' parameterless LayerNorm at eps 1e-6 (visible at x ~ 1e-3), and the
+    feed-forward's tanh GELU (diffusers' "gelu-approximate")."""
+    x = 0.002 * normal(2, 3, 16)
+    expected = torch.nn.functional.layer_norm(torch.from_numpy(x), (16,), eps=1e-6).numpy()
+    assert_close(dit_layers.layer_norm(x), expected, tol=BLOCK_TOL)
+    reference = randomized(TorchFeedForward(16, 16, activation_fn="gelu-approximate"), 6,
+                           scale=1.0)
+    ours = dit_layers.FeedForward(16, PLACE)
+    host_gpustd.load(ours, reference)
+    x = 3 * normal(2, 3, 16)
+    assert_close(ours(x), run(reference, x), tol=BLOCK_TOL)
+
+
+def run(module: torch.nn.Module, *arrays: np.ndarray, **kwargs: object) -> Any:
+    with torch.no_grad():
+        out = module(*torch_all(*arrays), **kwargs)
+    return out.numpy() if isinstance(out, torch.Tensor) else out
+
+
+def test_flux_single_block_and_mask() -> None:
+    """FLUX's single-stream block; a mask dropping keys gives the other tokens what the block
+    gives them without those tokens (Chroma's text padding)."""
+    reference = randomized(FluxSingleTransformerBlock(16, 2, 8), 8, scale=0.5)
+    ours = flux.FluxSingleTransformerBlock(16, 2, 8, PLACE)
+    host_gpustd.load(ours, reference)
+    text, image, temb = normal(2, 3, 16, seed=1), normal(2, 5, 16, seed=2), normal(2, 16, seed=3)
+    ids = np.random.default_rng(4).uniform(0, 9, (8, 3)).astype(np.float32)
+    rotary = flux.rope_tables(ids, (2, 2, 4), 10000.0, device=None)
+    context_ref, x_ref = run(reference, image, text, temb,
+                             image_rotary_emb=tuple(torch.from_numpy(t[:, 0]) for t in rotary))
+    x = np.concatenate([text, image], axis=1)
+    got = ours(x, temb, rotary)
+    assert_close(got, np.concatenate([context_ref.numpy(), x_ref.numpy()], axis=1),
+                 tol=BLOCK_TOL)
+    keep = np.array([True, False, True] + [True] * 5)
+    shift, scale, gate = ours.norm(temb)
+    masked = ours.modulated(x, shift, scale, gate, rotary, keep[None, None, None].astype(np.uint32))
+    without = ours.modulated(x[:, keep], shift, scale, gate,
+                             tuple(t[keep] for t in rotary))
+    assert_close(masked[:, keep], without, tol=BLOCK_TOL)
+    assert np.abs(got[:, keep] - without).max() > 100 * BLOCK_TOL
 
 
 def sd3_block(context_pre_only: bool, dual: bool) -> tuple[TorchJointBlock,
@@ -132,7 +207,7 @@ def flux_pair(guidance: bool) -> tuple[diffusers.FluxTransformer2DModel,
 
 
 @pytest.mark.parametrize("guidance", [False, True], ids=["schnell", "dev"])
-def test_flux_transformer(guidance: bool) -> None:
+def test_flux_transformer(monkeypatch: pytest.MonkeyPatch, guidance: bool) -> None:
     """The whole model with a ControlNet's 2 double and 2 single residuals over its 3 + 3
     blocks (diffusers: residual i // ceil(3 / 2))."""
     reference, ours = flux_pair(guidance)
@@ -150,7 +225,11 @@ def test_flux_transformer(guidance: bool) -> None:
     got = ours(latents, text, pooled, t, img_ids, txt_ids, scale if guidance else None,
                control=(double, single))
     assert_close(got, expected, tol=TOL)
+    devices = []
+    monkeypatch.setattr(transformer_ops, "asarray", lambda a, dtype=None, device=None: (
+        devices.append(device), np.array(a, dtype))[1])
     tables = ours.rotary(txt_ids, img_ids)
+    assert devices == [ours.x_embedder.weight.device] * 2
     again = ours(latents, text, pooled, list(t), None, None, scale if guidance else None,
                  rotary=tables, control=(double, single))
     assert_close(again, expected, tol=TOL)
