@@ -145,22 +145,37 @@ def test_flux_single_block_and_mask() -> None:
     assert np.abs(got[:, keep] - without).max() > 100 * BLOCK_TOL
 
 
-def sd3_block(context_pre_only: bool, dual: bool) -> tuple[TorchJointBlock,
-                                                           JointTransformerBlock]:
+def test_joint_attention_mask() -> None:
+    """Text tokens masked out of the keys: every token gets what it gets without them."""
+    ours = dit_layers.JointAttention(16, 2, 8, PLACE, qk_norm=True, context=True)
+    host_gpustd.load(ours, randomized(FluxTransformerBlock(16, 2, 8), 4, scale=0.5).attn)
+    x, context = normal(2, 5, 16, seed=1), normal(2, 3, 16, seed=2)
+    keep = np.array([True, False, True])
+    mask = np.concatenate([keep, [True] * 5])[None, None, None].astype(np.uint32)
+    image, text = ours(x, context, None, mask)
+    image_without, text_without = ours(x, context[:, keep])
+    assert_close(image, image_without, tol=BLOCK_TOL)
+    assert_close(text[:, keep], text_without, tol=BLOCK_TOL)
+    assert np.abs(ours(x, context)[0] - image).max() > 100 * BLOCK_TOL
+
+
+def sd3_block(context_pre_only: bool, dual: bool, qk_norm: bool = True
+              ) -> tuple[TorchJointBlock, JointTransformerBlock]:
     reference = randomized(TorchJointBlock(16, 2, 8, context_pre_only=context_pre_only,
-                                           qk_norm="rms_norm", use_dual_attention=dual),
+                                           qk_norm="rms_norm" if qk_norm else None,
+                                           use_dual_attention=dual),
                            2, scale=0.5)
-    ours = JointTransformerBlock(16, 2, 8, PLACE, qk_norm=True,
+    ours = JointTransformerBlock(16, 2, 8, PLACE, qk_norm=qk_norm,
                                  context_pre_only=context_pre_only, dual=dual)
     host_gpustd.load(ours, reference)
     return reference, ours
 
 
-@pytest.mark.parametrize(("context_pre_only", "dual"),
-                         [(False, False), (True, False), (False, True)],
-                         ids=["joint", "last", "dual"])
-def test_sd3_joint_block(context_pre_only: bool, dual: bool) -> None:
-    reference, ours = sd3_block(context_pre_only, dual)
+@pytest.mark.parametrize(("context_pre_only", "dual", "qk_norm"),
+                         [(False, False, True), (True, False, True), (False, True, True),
+                          (False, False, False)], ids=["joint", "last", "dual", "sd3-medium"])
+def test_sd3_joint_block(context_pre_only: bool, dual: bool, qk_norm: bool) -> None:
+    reference, ours = sd3_block(context_pre_only, dual, qk_norm)
     x, context, temb = normal(2, 6, 16, seed=1), normal(2, 3, 16, seed=2), normal(2, 16, seed=3)
     with torch.no_grad():
         context_ref, x_ref = reference(*torch_all(x, context, temb))
@@ -300,3 +315,10 @@ def test_int8_passes(monkeypatch: pytest.MonkeyPatch, context_pre_only: bool,
     expected += [("norm", ours.ff.net[0].proj), ("gelu", ours.ff.net[2]),
                  ("norm", ours.ff_context.net[0].proj), ("gelu", ours.ff_context.net[2])]
     assert [(op, id(s)) for op, s in calls] == [(op, id(s)) for op, s in expected]
+    # a GELU whose forward was replaced (a hook) is called, not fused with the quantization
+    gelu = ours.ff.net[0]
+    gelu.forward = lambda h: host_gpustd.gelu(gelu.proj(h))
+    calls.clear()
+    h = normal(2, 6, 16, seed=4)
+    assert_close(ours.ff(h), ours.ff.net[2](host_gpustd.gelu(gelu.proj(h))), tol=BLOCK_TOL)
+    assert calls == []
