@@ -149,14 +149,30 @@ def test_joint_attention_mask() -> None:
     """Text tokens masked out of the keys: every token gets what it gets without them."""
     ours = dit_layers.JointAttention(16, 2, 8, PLACE, qk_norm=True, context=True)
     host_gpustd.load(ours, randomized(FluxTransformerBlock(16, 2, 8), 4, scale=0.5).attn)
-    x, context = normal(2, 5, 16, seed=1), normal(2, 3, 16, seed=2)
+    x, context = normal(2, 17, 16, seed=1), normal(2, 3, 16, seed=2)  # more tokens than width
     keep = np.array([True, False, True])
-    mask = np.concatenate([keep, [True] * 5])[None, None, None].astype(np.uint32)
+    mask = np.concatenate([keep, [True] * 17])[None, None, None].astype(np.uint32)
     image, text = ours(x, context, None, mask)
     image_without, text_without = ours(x, context[:, keep])
     assert_close(image, image_without, tol=BLOCK_TOL)
     assert_close(text[:, keep], text_without, tol=BLOCK_TOL)
     assert np.abs(ours(x, context)[0] - image).max() > 100 * BLOCK_TOL
+    bare = dit_layers.JointAttention(16, 2, 8, PLACE, qk_norm=True, context=True, out=False,
+                                     context_out=False)
+    for name in ("to_q", "to_k", "to_v", "add_q_proj", "add_k_proj", "add_v_proj", "norm_q",
+                 "norm_k", "norm_added_q", "norm_added_k"):
+        setattr(bare, name, getattr(ours, name))
+    heads, no_text = bare(x, context, None, mask)
+    assert no_text is None
+    assert_close(ours.to_out[0](heads), image, tol=BLOCK_TOL)
+
+
+def count_layer_norms(monkeypatch: pytest.MonkeyPatch) -> list[None]:
+    """A list that gets an entry per call of dit_layers.layer_norm from now on."""
+    calls: list[None] = []
+    original = dit_layers.layer_norm
+    monkeypatch.setattr(dit_layers, "layer_norm", lambda x: (calls.append(None), original(x))[1])
+    return calls
 
 
 def sd3_block(context_pre_only: bool, dual: bool, qk_norm: bool = True
@@ -174,12 +190,16 @@ def sd3_block(context_pre_only: bool, dual: bool, qk_norm: bool = True
 @pytest.mark.parametrize(("context_pre_only", "dual", "qk_norm"),
                          [(False, False, True), (True, False, True), (False, True, True),
                           (False, False, False)], ids=["joint", "last", "dual", "sd3-medium"])
-def test_sd3_joint_block(context_pre_only: bool, dual: bool, qk_norm: bool) -> None:
+def test_sd3_joint_block(monkeypatch: pytest.MonkeyPatch, context_pre_only: bool, dual: bool,
+                         qk_norm: bool) -> None:
     reference, ours = sd3_block(context_pre_only, dual, qk_norm)
     x, context, temb = normal(2, 6, 16, seed=1), normal(2, 3, 16, seed=2), normal(2, 16, seed=3)
     with torch.no_grad():
         context_ref, x_ref = reference(*torch_all(x, context, temb))
+    norms = count_layer_norms(monkeypatch)
     got_x, got_context = ours(x, context, temb)
+    # one norm per stream and sublayer: SD3.5's second attention reads the first one's
+    assert len(norms) == (3 if context_pre_only else 4)
     assert_close(got_x, x_ref.numpy(), tol=TOL)
     if context_pre_only:
         assert got_context is None and context_ref is None
@@ -305,7 +325,10 @@ def test_int8_passes(monkeypatch: pytest.MonkeyPatch, context_pre_only: bool,
     x, context, temb = normal(2, 6, 16, seed=1), normal(2, 3, 16, seed=2), normal(2, 16, seed=3)
     with torch.no_grad():
         context_ref, x_ref = reference(*torch_all(x, context, temb))
+    norms = count_layer_norms(monkeypatch)
     got_x, got_context = ours(x, context, temb)
+    if not dual:  # every norm made with its quantization, none apart
+        assert norms == []
     assert_close(got_x, x_ref.numpy(), tol=TOL)
     assert_close(got_context, context_ref.numpy(), tol=TOL)
     a = ours.attn
