@@ -28,6 +28,7 @@ class Linear(real_nn.Module):
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, *,
                  dtype: Any = np.float32, device: Any = None) -> None:
+        self.place = (np.dtype(dtype), device)  # what the model asked for, checked by tests
         self.weight = np.full((out_features, in_features), np.nan, dtype)
         self.bias = np.full((out_features,), np.nan, dtype) if bias else None
 
@@ -305,3 +306,16 @@ def load(module: Any, torch_module: Any) -> None:
         value = tensor.detach().numpy().astype(np.float32)
         assert current is not None and current.shape == value.shape, key
         setattr(owner, last, value)
+    left = [name for name, value in _arrays(module, "") if np.isnan(value).any()]
+    assert not left, f"parameters no reference filled: {left}"
+
+
+def _arrays(module: Any, prefix: str) -> Any:
+    """(key, numpy array) of every parameter under a stand-in module."""
+    children = (enumerate(module) if isinstance(module, real_nn.ModuleList)
+                else vars(module).items())
+    for name, value in children:
+        if isinstance(value, np.ndarray):
+            yield f"{prefix}{name}", value
+        elif isinstance(value, real_nn.Module):
+            yield from _arrays(value, f"{prefix}{name}.")

@@ -243,15 +243,16 @@ def flux_pair(guidance: bool) -> tuple[diffusers.FluxTransformer2DModel,
 
 @pytest.mark.parametrize("guidance", [False, True], ids=["schnell", "dev"])
 def test_flux_transformer(monkeypatch: pytest.MonkeyPatch, guidance: bool) -> None:
-    """The whole model with a ControlNet's 2 double and 2 single residuals over its 3 + 3
-    blocks (diffusers: residual i // ceil(3 / 2))."""
+    """The whole model with a ControlNet's 3 double and 2 single residuals over its 3 + 3
+    blocks (diffusers: residual i // ceil(blocks / residuals)), more tokens than features."""
     reference, ours = flux_pair(guidance)
-    latents, text, pooled = normal(2, 6, 6, seed=1), normal(2, 4, 5, seed=2), normal(2, 7)
+    latents, text, pooled = normal(2, 15, 6, seed=1), normal(2, 4, 5, seed=2), normal(2, 7)
     t, scale = np.array([0.83, 0.25], np.float32), np.array([3.5, 1.5], np.float32)
-    img_ids = np.stack([np.zeros(6), np.arange(6) // 3, np.arange(6) % 3], 1).astype(np.float32)
+    img_ids = np.stack([np.zeros(15), np.arange(15) // 5, np.arange(15) % 5], 1).astype(
+        np.float32)
     txt_ids = np.zeros((4, 3), np.float32)
-    double = [normal(2, 6, 16, seed=10 + i) for i in range(2)]
-    single = [normal(2, 6, 16, seed=20 + i) for i in range(2)]
+    double = [normal(2, 15, 16, seed=10 + i) for i in range(3)]
+    single = [normal(2, 15, 16, seed=20 + i) for i in range(2)]
     with torch.no_grad():
         expected = reference(*torch_all(latents, text, pooled, t, img_ids, txt_ids),
                              guidance=torch.from_numpy(scale) if guidance else None,
@@ -269,10 +270,13 @@ def test_flux_transformer(monkeypatch: pytest.MonkeyPatch, guidance: bool) -> No
                  rotary=tables, control=(double, single))
     assert_close(again, expected, tol=TOL)
     plain = ours(latents, text, pooled, t, img_ids, txt_ids, scale if guidance else None)
-    for residuals in ([double[0], double[0]], [double[1], double[1]]):
+    for residuals in ([double[1], double[1], double[2]], [double[0], double[0], double[2]]):
         moved = ours(latents, text, pooled, t, img_ids, txt_ids, scale if guidance else None,
                      control=(residuals, single))
         assert np.abs(moved - got).max() > 100 * TOL  # which residual reaches a block matters
+    moved = ours(latents, text, pooled, t, img_ids, txt_ids, scale if guidance else None,
+                 control=(double, single[::-1]))
+    assert np.abs(moved - got).max() > 100 * TOL
     assert np.abs(plain - got).max() > 100 * TOL
     if guidance:
         other = ours(latents, text, pooled, t, img_ids, txt_ids, scale[::-1])
@@ -282,11 +286,12 @@ def test_flux_transformer(monkeypatch: pytest.MonkeyPatch, guidance: bool) -> No
 def test_flux_checks() -> None:
     _, dev = flux_pair(True)
     x = normal(1, 4, 6)
-    with pytest.raises(ValueError, match="embeds a guidance scale \\(dev\\): pass guidance="):
+    with pytest.raises(ValueError, match=r"^this FLUX transformer embeds a guidance scale "
+                                         r"\(dev\): pass guidance=$"):
         dev(x, normal(1, 2, 5), normal(1, 7), [0.5], np.zeros((4, 3)), np.zeros((2, 3)))
     _, schnell = flux_pair(False)
-    with pytest.raises(ValueError, match="has no guidance embedding \\(schnell\\): pass "
-                                         "guidance=None"):
+    with pytest.raises(ValueError, match=r"^this FLUX transformer has no guidance embedding "
+                                         r"\(schnell\): pass guidance=None$"):
         schnell(x, normal(1, 2, 5), normal(1, 7), [0.5], np.zeros((4, 3)), np.zeros((2, 3)),
                 [3.5])
     assert flux._residuals([], 3) is None
@@ -294,7 +299,9 @@ def test_flux_checks() -> None:
         schnell._thousandfold(np.ones(2, np.float16))
     scaled = schnell._thousandfold(np.array([[0.25], [0.5]], np.float32))
     np.testing.assert_array_equal(scaled, np.array([250.0, 500.0], np.float32))
-    assert schnell._thousandfold([0.125]).dtype == np.float32
+    host = schnell._thousandfold([[0.125], [0.5]])
+    assert host.dtype == np.float32
+    np.testing.assert_array_equal(host, np.array([125.0, 500.0], np.float32))
 
 
 @pytest.mark.parametrize(("context_pre_only", "dual"), [(False, False), (False, True)],
@@ -345,3 +352,73 @@ def test_int8_passes(monkeypatch: pytest.MonkeyPatch, context_pre_only: bool,
     h = normal(2, 6, 16, seed=4)
     assert_close(ours.ff(h), ours.ff.net[2](host_gpustd.gelu(gelu.proj(h))), tol=BLOCK_TOL)
     assert calls == []
+
+
+def linears(module: Any) -> list[host_gpustd.Linear]:
+    found = []
+    children = (list(module) if isinstance(module, dit_layers.nn.ModuleList)
+                else list(vars(module).values()))
+    for child in children:
+        if isinstance(child, host_gpustd.Linear):
+            found.append(child)
+        elif isinstance(child, dit_layers.nn.Module):
+            found += linears(child)
+    return found
+
+
+def test_placement_and_biases(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every layer in the model's dtype on its device; `bias=False` (FLUX.2's) drops every
+    bias; the norms' eps and the MLP's width as asked."""
+    device, made = object(), []
+    monkeypatch.setattr(transformer_ops.nn, "parameter", lambda shape, dtype, device: (
+        made.append((np.dtype(dtype), device)), np.ones(shape, dtype))[1])
+    model = flux.FluxTransformer2DModel({**FLUX_HOST, "guidance_embeds": True},
+                                        dtype=np.float16, device=device)
+    place = {"dtype": np.float16, "device": device}
+    blocks = [model, JointTransformerBlock(16, 2, 8, place, qk_norm=True, dual=True),
+              JointTransformerBlock(16, 2, 8, place, qk_norm=True, context_pre_only=True)]
+    layers = [layer for block in blocks for layer in linears(block)]
+    assert len(layers) > 50
+    assert {layer.place for layer in layers} == {(np.dtype(np.float16), device)}
+    assert made and set(made) == {(np.dtype(np.float16), device)}
+    plain = [dit_layers.JointAttention(16, 2, 8, PLACE, qk_norm=True, context=True, bias=False,
+                                       eps=0.25),
+             dit_layers.TimestepEmbedding(7, 16, PLACE, bias=False),
+             dit_layers.AdaLayerNormContinuous(16, PLACE, bias=False)]
+    assert all(layer.bias is None for block in plain for layer in linears(block))
+    assert {norm.eps for norm in (plain[0].norm_q, plain[0].norm_k, plain[0].norm_added_q,
+                                  plain[0].norm_added_k)} == {0.25}
+    assert flux.SingleStreamBlock(16, 2, 8, PLACE).proj_mlp.weight.shape == (64, 16)
+    assert flux.FluxSingleTransformerBlock(16, 2, 8, PLACE, 2.0).proj_mlp.weight.shape == (32, 16)
+
+
+class RecordingCache:
+    """A step cache branch that checks its probe and runs the blocks (step_cache's
+    interface: run(x, context, head, tail, probe))."""
+
+    def __init__(self) -> None:
+        self.probes: list[Any] = []
+
+    def run(self, x, context, head, tail, probe):
+        self.probes.append(None if probe is None else probe(x))
+        return tail(*head(x, context))
+
+
+def test_flux_step_cache_probe() -> None:
+    """A step cache gets the blocks and, to measure, the first block's modulated input."""
+    reference, ours = flux_pair(False)
+    latents, text, pooled = normal(2, 6, 6, seed=1), normal(2, 4, 5, seed=2), normal(2, 7)
+    img_ids = np.stack([np.zeros(6), np.arange(6) // 3, np.arange(6) % 3], 1).astype(np.float32)
+    txt_ids = np.zeros((4, 3), np.float32)
+    cache = RecordingCache()
+    got = ours(latents, text, pooled, [0.5, 0.25], img_ids, txt_ids, cache=cache)
+    assert_close(got, ours(latents, text, pooled, [0.5, 0.25], img_ids, txt_ids), tol=TOL)
+    temb = ours.time_text_embed(np.array([500.0, 250.0], np.float32), pooled)
+    normed = reference.transformer_blocks[0].norm1(
+        torch.from_numpy(ours.x_embedder(latents)), emb=torch.from_numpy(temb))[0]
+    assert len(cache.probes) == 1
+    assert_close(cache.probes[0], normed.detach().numpy(), tol=TOL)
+    no_doubles = flux.FluxTransformer2DModel({**FLUX_HOST, "num_layers": 0})
+    cache = RecordingCache()
+    no_doubles(latents, text, pooled, [0.5, 0.25], img_ids, txt_ids, cache=cache)
+    assert cache.probes == [None]
