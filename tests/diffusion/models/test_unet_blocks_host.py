@@ -107,7 +107,8 @@ def test_attention_image_tokens() -> None:
 
 @pytest.mark.parametrize(("channels", "shortcut_last", "temb"),
                          [((8, 8), False, True), ((8, 12), False, True),
-                          ((8, 12), True, False)], ids=["same", "shortcut", "shortcut-last"])
+                          ((8, 12), True, False), ((8, 8), True, True)],
+                         ids=["same", "shortcut", "shortcut-last", "same-shortcut-last"])
 def test_resnet_block(channels: tuple[int, int], shortcut_last: bool, temb: bool) -> None:
     reference = randomized(TorchResnet(in_channels=channels[0], out_channels=channels[1],
                                        temb_channels=6 if temb else None, groups=4, eps=0.25),
@@ -134,7 +135,7 @@ def test_downsample(padding: int) -> None:
     del reference.Conv2d_0  # diffusers' second name for its conv
     ours = layers.Downsample2D(6, place=PLACE, padding=padding)
     host_gpustd.load(ours, reference)
-    x = normal(2, 6, 7, 6, seed=1)
+    x = normal(2, 6, 7, 7, seed=1)  # odd: one more padded column would add an output
     assert_close(ours(x), run(reference, x), tol=TOL)
 
 
@@ -145,6 +146,7 @@ def test_upsample(size: tuple[int, int] | None) -> None:
     host_gpustd.load(ours, reference)
     x = normal(2, 6, 4, 3, seed=1)
     assert_close(ours(x, size), run(reference, x, output_size=size), tol=TOL)
+    assert ours.conv.upsampled == (1 if size == (7, 5) else 2)  # twice: no upsampled copy
 
 
 def test_basic_transformer_block() -> None:
@@ -156,6 +158,70 @@ def test_basic_transformer_block() -> None:
     got = ours(x.copy(), context)
     assert_close(got, expected, tol=TOL)
     assert differs(ours(x.copy(), context[::-1]), got)
+    # the layers each norm's --int8 pass quantizes for
+    assert ours.norm1.readers == [ours.attn1.to_q, ours.attn1.to_k, ours.attn1.to_v]
+    assert ours.norm2.readers == [ours.attn2.to_q]
+    assert ours.norm3.readers == [ours.ff.net[0].proj]
+    assert ours.ff.net[0].readers == [ours.ff.net[2]]
+
+
+def test_reference_hook() -> None:
+    """reference_only's hook replaces the self-attention: it gets attn1, norm1(x) and the
+    stream to add into."""
+    reference = randomized(TorchBasicBlock(12, 3, 4, cross_attention_dim=5), 1, scale=1.0)
+    ours = unet_blocks.BasicTransformerBlock(12, 3, 5, place=PLACE)
+    host_gpustd.load(ours, reference)
+    x, context = normal(2, 7, 12, seed=1), normal(2, 3, 5, seed=2)
+    seen = []
+
+    class Hook:
+        def self_attention(self, attention, normed, stream):
+            seen.append((attention, normed.copy(), stream))
+            attention(normed, add_to=stream)
+
+    ours.reference = Hook()
+    stream = x.copy()
+    got = ours(stream, context)
+    assert_close(got, run(reference, x, encoder_hidden_states=torch.from_numpy(context)),
+                 tol=TOL)
+    (attention, normed, given), = seen
+    assert attention is ours.attn1 and given is stream
+    assert_close(normed, run(reference.norm1, x), tol=TOL)
+
+
+def test_tokens_and_image() -> None:
+    x = normal(2, 3, 4, 5)
+    tokens = torch.from_numpy(x).flatten(2).transpose(1, 2).numpy()
+    np.testing.assert_array_equal(layers.to_tokens(x), tokens)
+    np.testing.assert_array_equal(layers.to_image(tokens, 4, 5), x)
+
+
+def test_placement_and_defaults() -> None:
+    """Every layer in the dtype and on the device asked; diffusers' defaults (32 groups,
+    eps 1e-5; the 2-D transformer's norm at 1e-6)."""
+    device = object()
+    place = {"dtype": np.float16, "device": device}
+    blocks = [layers.ResnetBlock2D(8, 12, temb_channels=6, place=place, groups=4),
+              layers.Downsample2D(8, place=place), layers.Upsample2D(8, place=place)]
+    blocks += [unet_blocks.Transformer2DModel(8, 2, 5, depth=1, linear_projection=linear,
+                                              groups=4, place=place) for linear in (True, False)]
+    found = []
+
+    def walk(module: object) -> None:
+        for child in (list(module) if isinstance(module, layers.nn.ModuleList)
+                      else vars(module).values()):
+            if hasattr(child, "place"):
+                found.append(child.place)
+            if isinstance(child, layers.nn.Module):
+                walk(child)
+
+    for block in blocks:
+        walk(block)
+    assert len(found) > 20 and set(found) == {(np.dtype(np.float16), device)}
+    resnet = layers.ResnetBlock2D(64, 64, temb_channels=None, place=PLACE)
+    assert (resnet.norm1.num_groups, resnet.norm1.eps, resnet.norm2.eps) == (32, 1e-5, 1e-5)
+    assert resnet.shortcut_last is False
+    assert blocks[-1].norm.eps == 1e-6
 
 
 @pytest.mark.parametrize("linear", [False, True], ids=["conv", "linear"])
