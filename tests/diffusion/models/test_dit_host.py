@@ -283,6 +283,14 @@ def test_flux_transformer(monkeypatch: pytest.MonkeyPatch, guidance: bool) -> No
         assert np.abs(other - plain).max() > 100 * TOL
 
 
+class DeviceArray(np.ndarray):
+    """An array whose reshape takes only -1 for the size to infer, as gpustd's Tensor."""
+
+    def reshape(self, *shape: Any) -> Any:
+        assert all(size >= -1 for size in np.ravel(shape)), shape
+        return super().reshape(*shape)
+
+
 def test_flux_checks() -> None:
     _, dev = flux_pair(True)
     x = normal(1, 4, 6)
@@ -297,7 +305,7 @@ def test_flux_checks() -> None:
     assert flux._residuals([], 3) is None
     with pytest.raises(TypeError, match="must be float32, got float16"):
         schnell._thousandfold(np.ones(2, np.float16))
-    scaled = schnell._thousandfold(np.array([[0.25], [0.5]], np.float32))
+    scaled = schnell._thousandfold(np.array([[0.25], [0.5]], np.float32).view(DeviceArray))
     np.testing.assert_array_equal(scaled, np.array([250.0, 500.0], np.float32))
     host = schnell._thousandfold([[0.125], [0.5]])
     assert host.dtype == np.float32
@@ -389,7 +397,30 @@ def test_placement_and_biases(monkeypatch: pytest.MonkeyPatch) -> None:
     assert {norm.eps for norm in (plain[0].norm_q, plain[0].norm_k, plain[0].norm_added_q,
                                   plain[0].norm_added_k)} == {0.25}
     assert flux.SingleStreamBlock(16, 2, 8, PLACE).proj_mlp.weight.shape == (64, 16)
+    patches = flux.FluxTransformer2DModel({**FLUX_HOST, "patch_size": 2})
+    assert patches.proj_out.weight.shape == (2 * 2 * 6, 16)
     assert flux.FluxSingleTransformerBlock(16, 2, 8, PLACE, 2.0).proj_mlp.weight.shape == (32, 16)
+
+
+def test_single_block_int8(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under --int8 the single-stream block's modulated norm is quantized for its first
+    reader, to_q (the attention's projections and proj_mlp read it)."""
+    reference = randomized(FluxSingleTransformerBlock(16, 2, 8), 8, scale=0.5)
+    ours = flux.FluxSingleTransformerBlock(16, 2, 8, PLACE)
+    host_gpustd.load(ours, reference)
+    x, temb = normal(2, 8, 16, seed=1), normal(2, 16, seed=3)
+    expected = ours(x, temb, None)
+    smooths = []
+
+    def layer_norm_int8(x, shift, scale, *, eps, smooth):
+        smooths.append(smooth)
+        return host_gpustd.KERNELS["_modulate"](host_gpustd.layer_norm(x, eps=eps), shift, scale)
+
+    monkeypatch.setattr(host_gpustd.Linear, "int8_input", staticmethod(lambda layers: (
+        layers[0],)))
+    monkeypatch.setattr(dit_layers, "layer_norm_int8", layer_norm_int8)
+    assert_close(ours(x, temb, None), expected, tol=BLOCK_TOL)
+    assert smooths == [ours.attn.to_q]
 
 
 class RecordingCache:
