@@ -218,6 +218,22 @@ def _nodevice_opens_none(request: pytest.FixtureRequest) -> None:
     request.getfixturevalue("monkeypatch").setattr(gpucore.Device, "__init__", refuse)
 
 
+@pytest.fixture(autouse=True)
+def _no_memory_cap_left() -> Iterator[None]:
+    """A test that leaves a memory cap on a session Device (a memory mode's budget still in
+    effect: a pipeline dropped with --max-vram set) fails, and the cap is lifted, so that it
+    does not fail every later test of that worker with a MemoryLimitError."""
+    yield
+    left = [(d, d.memory_limit.bytes) for d in _devices.values()
+            if d.memory_limit.bytes is not None]
+    for d, _ in left:
+        d.memory_limit.set(None)
+    if left:
+        pytest.fail("the test left a memory cap set on the session device "
+                    f"({left[0][1]} bytes): switch the memory mode off "
+                    "(set_memory_mode(MemoryMode())) in a finally", pytrace=False)
+
+
 def pytest_report_header(config: pytest.Config) -> list[str]:
     return ["adapters: " + (", ".join(f"{_id(a)}={a.name}" for a in ADAPTERS) or "none")]
 

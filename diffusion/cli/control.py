@@ -215,7 +215,7 @@ def load_control_units(specs: list[ControlSpec], kinds: list[str], pipe: Any,
     place = pipe.placement  # the device, and the dtype of its denoiser
     # a flow model under a memory mode places its ControlNets itself (FlowMemoryPlan.guests):
     # they load straight to host memory rather than to the GPU and back
-    to_host = bool(getattr(pipe, "memory_mode", None)) and hasattr(pipe, "guests")
+    to_host = pipe.memory_mode is not None and pipe.capabilities.control_on_host
     encoder = None
     units = []
     for spec, kind in zip(specs, kinds, strict=True):

@@ -249,8 +249,10 @@ def run(args: argparse.Namespace) -> int:
                   guidance_scale_2=args.cfg_scale_2, cache=cache)
     if cache is not None:
         print(f"cache: {cache.summary()}", file=sys.stderr)
-    if args.verbose:
-        print(memory_line(pipe.vae.device, pipe.memory_mode), file=sys.stderr)
+    if args.verbose:  # from_pretrained's device: the default one
+        import gpucore
+
+        print(memory_line(gpucore.default_device(), pipe.memory_mode), file=sys.stderr)
     frames = np.round(videos[0] * 255).astype(np.uint8)
     print(write_video(frames, out, args.fps), flush=True)
     return 0

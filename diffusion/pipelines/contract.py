@@ -130,6 +130,8 @@ class Capabilities:
     noise_multiplier: bool = False  # img2img's initial_noise_multiplier other than 1
     latent_masked_content: bool = True  # latent noise / nothing with the "diffusers" sampler
     memory_modes: bool = True  # --medvram, --lowvram, --max-vram
+    # under a memory mode it places its ControlNets itself, so they may load to host memory
+    control_on_host: bool = False
     inpainting_model: bool = False  # a 9-channel UNet: needs an init image and a mask
     turbo: bool = False  # adversarially distilled: 1-4 steps without guidance
     step_cache: tuple[str, ...] = ()  # the step cache kinds it runs (models.step_cache)

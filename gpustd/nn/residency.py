@@ -214,14 +214,14 @@ class Residency:
         for unit in list(self._resident.values()):
             self.evict(unit.module)
 
-    def close(self) -> None:
-        """Every unit back on the GPU and every wrapped method unwrapped; the Residency
-        manages nothing any more."""
+    def close(self, *, bring_back: bool = True) -> None:
+        """Every unit back on the GPU (`bring_back=False`: left where it is) and every wrapped
+        method unwrapped; the budget's cap lifted; the Residency manages nothing any more."""
         if self.budget:
             self.device.memory_limit.release(self._evict_one)
         for module, method in self._streamed:
             vars(module).pop(method, None)
-        for unit in self._units.values():
+        for unit in self._units.values() if bring_back else ():
             restore(unit.module)
         self._units.clear()
         self._resident.clear()

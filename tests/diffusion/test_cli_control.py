@@ -198,7 +198,7 @@ def test_reference_adain_from_the_command_line(pictures: dict[str, str]) -> None
 @pytest.mark.nodevice
 @pytest.mark.parametrize(("mode", "guests", "kind", "to_host"), [
     (None, True, "controlnet", False),            # no memory mode: on the GPU
-    ("lowvram", True, "controlnet", True),        # a flow model places it (its guests)
+    ("lowvram", True, "controlnet", True),        # a flow model places it (control_on_host)
     ("lowvram", False, "controlnet", False),      # a UNet model under a mode: as before
     ("lowvram", True, "t2i_adapter", False)])     # only ControlNets are a flow model's guests
 def test_controlnets_load_to_host_for_a_flow_model_under_a_memory_mode(
@@ -208,6 +208,7 @@ def test_controlnets_load_to_host_for_a_flow_model_under_a_memory_mode(
     place it (FlowMemoryPlan.guests), not onto the GPU and back."""
     import diffusion.loaders.control.catalog as catalog
     from diffusion.cli.control import load_control_units
+    from diffusion.pipelines.contract import Capabilities
     from diffusion.pipelines.control_spec import ControlSpec
 
     asked: list[bool] = []
@@ -221,9 +222,8 @@ def test_controlnets_load_to_host_for_a_flow_model_under_a_memory_mode(
     monkeypatch.setattr(ControlSpec, "unit", lambda self, model, **kw: model)
     (tmp_path / "cn.safetensors").write_bytes(b"not read: the loader is a stand-in")
     pipe = type("Pipe", (), {"placement": type("P", (), {"device": None, "dtype": None})(),
-                             "memory_mode": mode})()
-    if guests:
-        pipe.guests = lambda *a: None
+                             "memory_mode": mode,
+                             "capabilities": Capabilities("x", "x", control_on_host=guests)})()
     spec = ControlSpec(model=str(tmp_path / "cn.safetensors"))
     load_control_units([spec], ["any"], pipe, 64, 64)
     assert asked == [to_host]

@@ -139,24 +139,28 @@ class FlowMemoryPlan:
                 f"({-(-least // (1 << 20))} MiB) before any activations; give more")
         budget = mode.max_vram if mode.max_vram is not None else 0
         self.residency = Residency(device, budget=budget, release=not mode.lowvram)
-        encoders = layout.text_encoders
-        text: Module = encoders[0] if len(encoders) == 1 else ModuleList(encoders)
-        # the text encoders and the VAE leave the pool when evicted (release): their buffers
-        # fit no block's, and pooled they would fill it (Residency's class doc)
-        self.residency.add(text, name="text encoder", stream=False, release=True)
-        for member, method in layout.text_calls:
-            self.residency.stream(member, method, unit=text)
-        if mode.streams_unet:
-            restore(layout.fixed())  # loaded offloaded: they stay now
-            for block in layout.streamed():
-                self.residency.add(block, name="transformer block")
-            for block, method in layout.block_calls:
-                self.residency.stream(block, method, unit=block)
-        else:
-            self.residency.add(layout.transformer, name="transformer")
-        self.residency.add(layout.vae, name="VAE", method="decode", release=True)
-        self.residency.stream(layout.vae, "encode", unit=layout.vae)
-        self.residency.fit()  # within the budget from now on, not from the first unit used
+        try:  # a failure below must not leave the budget's cap set
+            encoders = layout.text_encoders
+            text: Module = encoders[0] if len(encoders) == 1 else ModuleList(encoders)
+            # the text encoders and the VAE leave the pool when evicted (release): their buffers
+            # fit no block's, and pooled they would fill it (Residency's class doc)
+            self.residency.add(text, name="text encoder", stream=False, release=True)
+            for member, method in layout.text_calls:
+                self.residency.stream(member, method, unit=text)
+            if mode.streams_unet:
+                restore(layout.fixed())  # loaded offloaded: they stay now
+                for block in layout.streamed():
+                    self.residency.add(block, name="transformer block")
+                for block, method in layout.block_calls:
+                    self.residency.stream(block, method, unit=block)
+            else:
+                self.residency.add(layout.transformer, name="transformer")
+            self.residency.add(layout.vae, name="VAE", method="decode", release=True)
+            self.residency.stream(layout.vae, "encode", unit=layout.vae)
+            self.residency.fit()  # within the budget from now on, not from the first unit used
+        except BaseException:  # the units stay where they are (a model loaded to host: there)
+            self.residency.close(bring_back=False)
+            raise
 
     def release(self) -> None:
         """Every unit back on the GPU and the methods unwrapped (the mode switched off)."""

@@ -136,6 +136,7 @@ class FlowModel(FlowModelPasses, MemoryModes):
                             control=self.family in _CONTROL_FAMILIES,
                             step_cache=_STEP_CACHES.get(self.family, ()),
                             redux=self.family.startswith("flux-"), **no, memory_modes=True,
+                            control_on_host=True,
                             control_map=self._widened)
 
     @property

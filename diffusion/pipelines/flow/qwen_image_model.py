@@ -53,7 +53,8 @@ class QwenImageModel(LLMFlowModel):
                             textual_inversion=False, refiner=False,
                             control=self.family == "qwen-image", variation_seeds=False,
                             latent_upscale_resize=False, hires_with_diffusers=False,
-                            latent_masked_content=False, memory_modes=True)
+                            latent_masked_content=False, memory_modes=True,
+                            control_on_host=True)
 
     def memory_layout(self) -> MemoryLayout:
         """What the memory modes move: Qwen2.5-VL (its `hidden_states_of`), the transformer's

@@ -215,25 +215,29 @@ class MemoryPlan:
         if mode.streams_unet:  # what stays, loaded to host memory (LoadOptions.offload)
             restore(unet_fixed(pipe.unet))
         self.residency = Residency(self.device, budget=budget, release=not mode.lowvram)
-        captures = text_capture.captured, unet_capture.captured
-        # SDXL's two encoders move together; forward and forward_pooled both run _encode
-        encoders = ModuleList(_text_encoders(pipe))
-        # the text encoders and the VAE give their buffers back to the driver when they leave
-        # (release=True): kept pooled under --lowvram, they would fill the pool with sizes no
-        # UNet block takes (as in the flow plan: bench/NOTES.md, "--lowvram streamed slower")
-        self.residency.add(encoders, name="text encoders", stream=False,
-                           on_evict=captures[0].reset, release=True)
-        for encoder in encoders:
-            self.residency.stream(encoder, "_encode", unit=encoders)
-        self._steady = _Steady(captures[1])
-        if mode.streams_unet:
-            captures[1].reset()  # the UNet runs eagerly now: a kept capture only pins memory
-            for block in unet_blocks(pipe.unet):
-                self.residency.add(block, name="UNet block", on_evict=self._steady.left)
-        else:
-            self.residency.add(pipe.unet, name="UNet", stream=False, on_evict=captures[1].reset)
-        self.residency.add(pipe.vae, name="VAE", stream=False, release=True)
-        self.residency.fit()  # within the budget from now on, not from the first unit used
+        try:  # a failure below must not leave the budget's cap set
+            captures = text_capture.captured, unet_capture.captured
+            # SDXL's two encoders move together; forward and forward_pooled both run _encode
+            encoders = ModuleList(_text_encoders(pipe))
+            # the text encoders and the VAE give their buffers back to the driver when they leave
+            # (release=True): kept pooled under --lowvram, they would fill the pool with sizes no
+            # UNet block takes (as in the flow plan: bench/NOTES.md, "--lowvram streamed slower")
+            self.residency.add(encoders, name="text encoders", stream=False,
+                               on_evict=captures[0].reset, release=True)
+            for encoder in encoders:
+                self.residency.stream(encoder, "_encode", unit=encoders)
+            self._steady = _Steady(captures[1])
+            if mode.streams_unet:
+                captures[1].reset()  # the UNet runs eagerly now: a kept capture only pins memory
+                for block in unet_blocks(pipe.unet):
+                    self.residency.add(block, name="UNet block", on_evict=self._steady.left)
+            else:
+                self.residency.add(pipe.unet, name="UNet", stream=False, on_evict=captures[1].reset)
+            self.residency.add(pipe.vae, name="VAE", stream=False, release=True)
+            self.residency.fit()  # within the budget from now on, not from the first unit used
+        except BaseException:  # the units stay where they are (a model loaded to host: there)
+            self.residency.close(bring_back=False)
+            raise
         self._unet_capture = unet_capture
 
     def release(self) -> None:

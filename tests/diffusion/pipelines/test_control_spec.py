@@ -52,7 +52,7 @@ def test_infotext_round_trip() -> None:
 
 
 @pytest.mark.parametrize("fields, named", [
-    ({"module": "dw_openpose_full"}, "module"), ({"weight": math.nan}, "weight"),
+    ({"module": "seg_ofade20k"}, "module"), ({"weight": math.nan}, "weight"),
     ({"weight": -0.1}, "weight"), ({"weight": "1"}, "weight"),
     ({"guidance_start": 0.9, "guidance_end": 0.1}, "guidance_start"),
     ({"guidance_end": 1.5}, "guidance_end"), ({"control_mode": 3}, "control_mode"),
