@@ -8,8 +8,9 @@ Dawn with subgroup matrices and torch CUDA (`--quick`: tiny configs, any adapter
 
 Variants (each maps choose_plan's plan for every attention call of the step): `chosen` (as
 it is), `runs` (adjacent softmax columns, SMPlan.runs, where the plan allows them), `h8` and
-`h15` (SMPlan.headroom 8 or 15), `runs-h15`, and `d128-4sg` (at head dim 128 the
-four-subgroup plan choose_plan took before split row groups). Rows: GPU ms (timestamp
+`h15` (SMPlan.headroom 8 or 15), `runs-h15`, `d128-4sg` (at head dim 128 the
+four-subgroup plan choose_plan took before split row groups), `overlap` and `overlap-h15`
+(SMPlan.overlap: two barriers a key tile). Rows: GPU ms (timestamp
 queries) and wall ms of the replayed step per round, the attention kernels' share of one
 profiled step, and the largest difference of its output from the first variant's relative
 to the largest value.
@@ -36,6 +37,10 @@ def _runs(plan: sm.SMPlan) -> sm.SMPlan:
     return dataclasses.replace(plan, runs=True) if plan.regs and not plan.rotate else plan
 
 
+def _overlap(plan: sm.SMPlan) -> sm.SMPlan:
+    return dataclasses.replace(plan, overlap=True) if plan.prefetch and plan.regs else plan
+
+
 def _four_subgroups(plan: sm.SMPlan) -> sm.SMPlan:
     if plan.dp != 128 or plan.split == 1:
         return plan
@@ -50,6 +55,8 @@ VARIANTS: dict[str, Callable[[sm.SMPlan], sm.SMPlan]] = {
     "h15": lambda plan: dataclasses.replace(plan, headroom=15),
     "runs-h15": lambda plan: dataclasses.replace(_runs(plan), headroom=15),
     "d128-4sg": _four_subgroups,
+    "overlap": _overlap,
+    "overlap-h15": lambda plan: dataclasses.replace(_overlap(plan), headroom=15),
 }
 
 

@@ -213,11 +213,31 @@ def source(plan: SMPlan) -> str:
                                  *loads, "    }"])
     else:
         prefetch_decl = next_fetch = ""
+        fetches = []
         staging = (stage_rows(plan, "k", "0u", plan.bk, "k0", "params.lk", "k_base", "params.k_sl")
                    + "\n" + stage_rows(plan, "v", f"{plan.bk * st}u", plan.bk, "k0", "params.lk",
                                     "v_base", "params.v_sl"))
     finish = through_scratch(plan, write_rows, False)
     nl = "\n"
+    if plan.overlap:
+        loop = _overlapped(plan, fetches, scores, softmax, rescale, products)
+    else:
+        loop = f"""{prefetch_decl}
+  for (var t = 0u; t < tiles; t++) {{
+    let k0 = t * {plan.bk}u;
+    workgroupBarrier();
+    if (tid == 0u) {{ rescale[0] = 0u; }}
+{staging}
+    workgroupBarrier();
+{next_fetch}
+{nl.join(scores)}
+    workgroupBarrier();
+{nl.join(softmax)}
+    if (workgroupUniformLoad(&rescale[0]) != 0u) {{
+{nl.join("  " + x for x in rescale)}
+    }}
+{nl.join(products)}
+  }}"""
     state = [f"  var m_{i} = -3.0e38;{nl}  var l_{i} = 0.0;{nl}  var alpha_{i} = 1.0;"
              for i in range(fq)]
     o_decl = [f"  var o_{i}_{c} = {RESULT}();" for i in range(fq) for c in range(nd // split)]
@@ -290,26 +310,39 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>,
 {nl.join(state)}
 {nl.join(o_decl)}
   let tiles = (params.lk + {plan.bk - 1}u) / {plan.bk}u;
-{prefetch_decl}
-  for (var t = 0u; t < tiles; t++) {{
-    let k0 = t * {plan.bk}u;
-    workgroupBarrier();
-    if (tid == 0u) {{ rescale[0] = 0u; }}
-{staging}
-    workgroupBarrier();
-{next_fetch}
-{nl.join(scores)}
-    workgroupBarrier();
-{nl.join(softmax)}
-    if (workgroupUniformLoad(&rescale[0]) != 0u) {{
-{nl.join("  " + x for x in rescale)}
-    }}
-{nl.join(products)}
-  }}
+{loop}
 {nl.join(inv)}
 {nl.join(finish)}
 }}
 """
+
+
+def _overlapped(plan: SMPlan, fetches: list[tuple[list[str], list[str], list[str]]],
+                scores: list[str], softmax: list[str], rescale: list[str],
+                products: list[str]) -> str:
+    """The key-tile loop of an `overlap` plan: K runs a tile ahead of V. Tile t's softmax
+    stores V(t) and K(t + 1) from the prefetch registers and loads V(t + 1) and K(t + 2)
+    into them; its products phase takes O += P(t) V(t) and S(t + 1), so each tile has two
+    barriers: the one before its softmax and the rescale flag's uniform load after it (two
+    flags in turn: tile t resets the one tile t + 1 sets). The first K stores wait for every
+    subgroup's q loads from the same memory."""
+    (k_decls, k_loads, k_stores), (v_decls, v_loads, v_stores) = fetches
+    bk, nl = plan.bk, "\n"
+
+    def fetch(loads: list[str], first: str, when: str = "true") -> str:
+        return nl.join([f"    if ({when}) {{", f"      let kn = {first};", *loads, "    }"])
+
+    return nl.join([*k_decls, *v_decls, fetch(k_loads, "0u"), "  workgroupBarrier();",
+                    *k_stores, fetch(v_loads, "0u"),
+                    fetch(k_loads, f"{bk}u", "1u < tiles"), "  workgroupBarrier();", *scores,
+                    "  for (var t = 0u; t < tiles; t++) {", f"    let k0 = t * {bk}u;",
+                    "    workgroupBarrier();",
+                    "    if (tid == 0u) { rescale[(t + 1u) % 2u] = 0u; }", *softmax,
+                    *v_stores, *k_stores, fetch(v_loads, f"k0 + {bk}u", "t + 1u < tiles"),
+                    fetch(k_loads, f"k0 + {2 * bk}u", "t + 2u < tiles"),
+                    "    if (workgroupUniformLoad(&rescale[t % 2u]) != 0u) {",
+                    *("  " + x for x in rescale), "      workgroupBarrier();", "    }",
+                    *products, "    if (t + 1u < tiles) {", *scores, "    }", "  }"])
 
 
 def _kernel(plan: SMPlan) -> Kernel:
