@@ -44,11 +44,7 @@ class SMPlan:
     K/V staging area, q is staged in passes of head-dim columns.
     headroom: how far (log2) a tile's scores may pass the running row max before it is
     raised (and O rescaled, through workgroup memory, on every subgroup): P <= 2^headroom,
-    exact in f16 up to 15; rows whose later keys score higher rescale less often.
-    overlap (with prefetch and regs): two barriers a key tile instead of four. The softmax
-    of tile t runs beside the stores of V(t) and K(t + 1) from the prefetch registers, and
-    O += P(t) V(t) beside S(t + 1) = q K(t + 1)^T, so the matrix units see the products of
-    two tiles between the same barriers and the lanes' stores overlap their softmax."""
+    exact in f16 up to 15; rows whose later keys score higher rescale less often."""
 
     d: int
     fq: int = 2
@@ -61,13 +57,10 @@ class SMPlan:
     split: int = 1
     runs: bool = False
     headroom: int = 8
-    overlap: bool = False
 
     def __post_init__(self) -> None:
         if not 1 <= self.headroom <= 15:  # P up to 2^headroom must stay under f16's 65504
             raise ValueError(f"attention plan {self.name}: headroom must be 1 to 15")
-        if self.overlap and not (self.prefetch and self.regs):
-            raise ValueError(f"attention plan {self.name}: overlap needs prefetch and regs")
         if self.runs and (self.rotate or not self.regs):
             raise ValueError(f"attention plan {self.name}: runs needs regs without rotate")
         if self.split > 1 and (self.fk % self.split or (self.dp // 16) % self.split
@@ -78,11 +71,10 @@ class SMPlan:
     @property
     def name(self) -> str:
         """e.g. "1x2x8pr": fq x fk x sg, p = prefetch, r = rotate, s = regs, l = lean,
-        u = runs, o = overlap, "-c2" = split 2, "-h15" = headroom 15 (8 unnamed)."""
+        u = runs, "-c2" = split 2, "-h15" = headroom 15 (8 unnamed)."""
         return (f"{self.fq}x{self.fk}x{self.sg}" + ("p" if self.prefetch else "")
                 + ("r" if self.rotate else "") + ("s" if self.regs else "")
                 + ("l" if self.lean else "") + ("u" if self.runs else "")
-                + ("o" if self.overlap else "")
                 + (f"-c{self.split}" if self.split > 1 else "")
                 + (f"-h{self.headroom}" if self.headroom != 8 else ""))
 
@@ -230,14 +222,14 @@ def _row_bases(plan: SMPlan, i: int) -> list[str]:
             f"let p_at = pbase + (row + {16 * i}u) * {ps}u;"]
 
 
-def raise_max(i: int, split: int = 1, headroom: int = 8, flag: str = "0") -> list[str]:
+def raise_max(i: int, split: int = 1, headroom: int = 8) -> list[str]:
     """The running max m_i raised to the tile's `top` where it grew by more than `headroom`
-    (l_i and, through the rescale flag rescale[flag], the O fragments scaled by alpha_i; with
-    a split, alpha_i goes to sh_alpha for the row group's other subgroups)."""
+    (l_i and, through the rescale flag, the O fragments scaled by alpha_i; with a split,
+    alpha_i goes to sh_alpha for the row group's other subgroups)."""
     shared = ([f"if (side == 0u) {{ sh_alpha[srow + {16 * i}u] = alpha_{i}; }}"]
               if split > 1 else [])
     return [f"alpha_{i} = 1.0;", f"if (top > m_{i} + {headroom}.0) {{",
-            f"  if (m_{i} > -3.0e38) {{ rescale[{flag}] = 1u; }}",
+            f"  if (m_{i} > -3.0e38) {{ rescale[0] = 1u; }}",
             f"  alpha_{i} = exp2(m_{i} - top);", f"  l_{i} *= alpha_{i};", f"  m_{i} = top;", "}",
             *shared]
 
@@ -264,17 +256,11 @@ def softmax_in_registers(plan: SMPlan, i: int) -> str:
     last = plan.lanes_per_row // 2
     lines += [*row_shuffles(plan, "top", _max),
               f"top = max(top, subgroupShuffleXor(top, {last}u));",
-              *raise_max(i, plan.split, plan.headroom, _flag(plan))]
+              *raise_max(i, plan.split, plan.headroom)]
     for j in range(len(_columns(plan))):
         lines += [f"let p{j} = select(0.0, exp2(x{j} - m_{i}), in{j});", f"l_{i} += p{j};",
                   f"sh_p[p_at + c{j}] = f16(p{j});"]
     return _block(lines)
-
-
-def _flag(plan: SMPlan) -> str:
-    """The rescale flag a tile sets: one word, or (overlap) two taken in turn, so that one is
-    reset while the other is set (no barrier between the reset and the last tile's read)."""
-    return "t % 2u" if plan.overlap else "0"
 
 
 def _max(a: str, b: str) -> str:
@@ -307,7 +293,7 @@ def lean_softmax(plan: SMPlan, i: int) -> str:
     last = plan.lanes_per_row // 2
     lines += [f"var top = {top};", *row_shuffles(plan, "top", _max),
               f"top = max(top, subgroupShuffleXor(top, {last}u)) * params.scale;",
-              *raise_max(i, plan.split, plan.headroom, _flag(plan)), f"let neg_m = -m_{i};"]
+              *raise_max(i, plan.split, plan.headroom), f"let neg_m = -m_{i};"]
     lines += [f"let p{j} = exp2(fma(x{j}, params.scale, neg_m));" for j in range(half)]
     lines.append(f"l_{i} += {_tree(lambda a, b: f'({a} + {b})', [f'p{j}' for j in range(half)])};")
     lines += [f"sh_p[p_at + c{j}] = f16(p{j});" for j in range(half)]
