@@ -178,6 +178,8 @@ def main() -> None:
                         "(or one of these, comma-separated)")
     parser.add_argument("--plans", default="", help="check and time only these plans, by name "
                         "(comma-separated, e.g. 1x2x4psl,1x2x16psl-c2) beside choose_plan's")
+    parser.add_argument("--check-dims", default="", help="check only the ragged shapes of "
+                        "these head dims (comma-separated; 'none': no checks)")
     parser.add_argument("--flat", action="store_true", help="keys of one scale (rows' maxima "
                         "rarely rise after the first tiles) instead of a ramp along the sequence")
     args = parser.parse_args()
@@ -191,8 +193,10 @@ def main() -> None:
     import torch
 
     only = args.only.split(",")
-    result: dict[str, Any] = {"environment": _harness.environment(device),
-                              "errors": check(device, torch, RAGGED, names)}
+    dims = args.check_dims.split(",") if args.check_dims else None
+    ragged = [s for s in RAGGED if dims is None or str(s[4]) in dims]
+    result: dict[str, Any] = {"environment": _harness.environment(device), "flat": FLAT,
+                              "errors": check(device, torch, ragged, names)}
     if not args.no_timing:
         result["timings"] = [row for name, shape in SHAPES if any(o in name for o in only)
                              for row in time_shape(device, torch, name, shape, args.repeat,

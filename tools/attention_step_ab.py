@@ -80,11 +80,11 @@ class _RandomWeights(Mapping[str, np.ndarray]):
         return len(self._shapes)
 
 
-def _model(model: str, quick: bool, device: gpucore.Device, torch: Any, dev: str
-           ) -> tuple[Callable[..., Any], tuple[Any, ...]]:
+def _model(model: str, quick: bool, device: gpucore.Device, torch: Any, dev: str,
+           blocks: tuple[int, int] | None = None) -> tuple[Callable[..., Any], tuple[Any, ...]]:
     """The model in f16 with random weights and its step's inputs, as bench/unet.py,
     bench/sdxl.py and bench/flux.py step them (CFG batch 2 for the UNets; --quick: their
-    tiny configs)."""
+    tiny configs; `blocks`: FLUX's double and single block counts)."""
     from bench import flux, sdxl, unet
     from diffusion.models import FluxTransformer2DModel, UNet2DConditionModel
 
@@ -93,6 +93,8 @@ def _model(model: str, quick: bool, device: gpucore.Device, torch: Any, dev: str
                "sdxl": sdxl.TINY_SDXL_UNET if quick else sdxl.SDXL_BASE_UNET,
                "flux": flux.TINY_FLUX if quick else flux.FLUX_DEV}
     config = dict(configs[model])
+    if blocks and model == "flux":  # fewer blocks: the same attention calls, fewer of them
+        config.update(num_layers=blocks[0], num_single_layers=blocks[1])
     kind = FluxTransformer2DModel if model == "flux" else UNet2DConditionModel
     ours = kind(config, dtype=f16, device=device)
     ours.load_state_dict(_RandomWeights(ours, torch, dev), dtype=f16)
@@ -149,6 +151,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=10)
     parser.add_argument("--json", help="write the rows here")
     parser.add_argument("--quick", action="store_true", help="tiny configs, any adapter")
+    parser.add_argument("--blocks", default="", help="FLUX only: DOUBLE,SINGLE block counts "
+                        "(e.g. 2,4: six of the step's 57 attention calls, 1/10 of its weights "
+                        "to draw)")
     args = parser.parse_args()
     variants = args.variants.split(",")
     unknown = [v for v in variants if v not in VARIANTS]
@@ -160,7 +165,14 @@ def main() -> None:
     cuda = _harness.torch_cuda() is not None
     if not args.quick and not (sm.available(device) and cuda):
         raise SystemExit("needs f16 subgroup matrices (GPUCORE_RUNTIME=dawn) and torch CUDA")
-    fn, inputs = _model(args.model, args.quick, device, torch, "cuda" if cuda else "cpu")
+    try:
+        blocks = tuple(int(n) for n in args.blocks.split(",")) if args.blocks else None
+    except ValueError:
+        raise SystemExit(f"--blocks {args.blocks!r}: give two counts, DOUBLE,SINGLE") from None
+    if blocks is not None and len(blocks) != 2:
+        raise SystemExit(f"--blocks {args.blocks!r}: give two counts, DOUBLE,SINGLE")
+    fn, inputs = _model(args.model, args.quick, device, torch, "cuda" if cuda else "cpu",
+                        blocks)  # type: ignore[arg-type]
     steps, outputs = {}, {}
     for variant in variants:
         steps[variant], outputs[variant] = _captured(fn, inputs, variant)
@@ -176,7 +188,7 @@ def main() -> None:
             steps[variant](*inputs)
         attention = [(n, ns) for name, (n, ns) in prof.summary().items() if "attention" in name]
         rows.append({
-            "model": args.model, "variant": variant,
+            "model": args.model, "blocks": args.blocks or "all", "variant": variant,
             "gpu_ms": statistics.median(t["gpu_ms"] for t in times[variant]),
             "wall_ms": statistics.median(t["wall_ms"] for t in times[variant]),
             "gpu_ms_rounds": [t["gpu_ms"] for t in times[variant]],

@@ -108,12 +108,18 @@ def test_plan_choice_fits_and_routes_by_head_dim() -> None:
     # and its 46 KiB fit; otherwise the four-subgroup plan
     for d in (128, 120):
         plan = sm.choose_plan(d, 4608, 4608, 24, Fake(49152, 1024))  # type: ignore[arg-type]
-        assert plan is not None and (plan.name, plan.bq) == ("1x2x16psl-c2", 128)
+        assert plan is not None and (plan.name, plan.bq) == ("1x2x16psl-c2-h15", 128)
     for fake in (Fake(49152), Fake(32768, 1024)):
         plan = sm.choose_plan(128, 4608, 4608, 24, fake)  # type: ignore[arg-type]
-        assert plan is not None and plan.name == "1x2x4pslu"
+        assert plan is not None and plan.name == "1x2x4pslu-h15"
     plan = sm.choose_plan(64, 4096, 4096, 16, Fake(49152, 1024))  # type: ignore[arg-type]
-    assert plan is not None and plan.name == "1x2x4pslu"
+    assert plan is not None and plan.name == "1x2x4pslu-h15"
+    # every plan raises a row's max only past 15 (log2): fewer rescales where later keys
+    # score higher
+    for d in (10, 40, 64, 80, 128, 160):
+        for fake in (Fake(49152), Fake(49152, 1024), Fake(16384)):
+            plan = sm.choose_plan(d, 4096, 4096, 16, fake)  # type: ignore[arg-type]
+            assert plan is None or plan.headroom == 15
 
 
 def _reference(q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float) -> np.ndarray:
