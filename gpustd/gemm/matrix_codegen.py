@@ -40,7 +40,8 @@ __all__ = ["MatrixTile", "Operand", "contiguous_load", "kernel_source", "load_ty
 
 def kernel_source(tile: MatrixTile, a: Operand, b: Operand, *, declarations: str, setup: str,
                   extent: tuple[str, str, str], comment: str, aligned: bool = False,
-                  split: str = "", parts: int = 1, pairs: bool = False) -> str:
+                  split: str = "", parts: int = 1, pairs: bool = False,
+                  direct: tuple[str, str] | None = None) -> str:
     """A whole subgroup-matrix kernel: C (M x N) = A (M x K) B (K x N), tile by tile.
 
     declarations: the caller's bindings, `Params`, `load_a`, `load_b` and
@@ -64,10 +65,17 @@ def kernel_source(tile: MatrixTile, a: Operand, b: Operand, *, declarations: str
     the caller declares `store_pair(row, col, left, right)` rather than store_c, called for
     row < M and col < N / 2, col counting the tile's left halves only (wid.x * BN / 2 + the
     column within the half). Needs an even WN: the left half's subgroups read their
-    partners' (WN / 2 further) accumulators from workgroup memory."""
+    partners' (WN / 2 further) accumulators from workgroup memory.
+    direct: (condition, store) for a `direct` tile (f16 accumulators into an f16 C the tile
+    fills): where the uniform WGSL `condition` holds (the epilogue would leave the values as
+    they are), each accumulator goes to C by the WGSL statement `store`, a template of
+    `{row}`, `{col}` (the fragment's first element) and `{value}` (the accumulator), rather
+    than through workgroup memory to store_c; a tile that is not `direct` ignores it."""
     k_total = extent[2]
     if pairs and (tile.wn % 2 or parts > 1 or split):
         raise ValueError(f"pairs need an even WN, no parts and no split (tile {tile.name})")
+    if direct and (pairs or parts > 1):
+        raise ValueError(f"a direct store takes one product without pairs (tile {tile.name})")
     a_decl, a_fetch, a_store = stage_code(a, tile)
     b_decl, b_fetch, b_store = stage_code(b, tile)
     nbuf = 2 if tile.double else 1
@@ -90,7 +98,7 @@ def kernel_source(tile: MatrixTile, a: Operand, b: Operand, *, declarations: str
         """The K loop and the epilogue of the part that `x` suffixes."""
         return f"""{f"  fetch{x}();" if tile.prefetch or tile.double else ""}
 {main_loop(tile, size_a, size_b, multiply, "k_first + " if split else "", f"fetch{x}")}
-{_epilogue(tile, x, pairs)}"""
+{_epilogue(tile, x, pairs, direct if tile.direct else None)}"""
 
     if parts > 1:
         body = " else ".join(f"if (wid.z == {p}u) {{\n{walk(x)}\n}}"
@@ -190,9 +198,24 @@ fn put_fragment{x}(row0: u32, col0: u32, at: u32, lane: u32) {{
 }}""" for x in suffixes]
 
 
-def _epilogue(tile: MatrixTile, x: str, pairs: bool) -> str:
+def _epilogue(tile: MatrixTile, x: str, pairs: bool,
+              direct: tuple[str, str] | None = None) -> str:
     """The epilogue of the part that `x` suffixes: each accumulator through sh_c (the
-    subgroup's 256 elements) to its put function, between barriers."""
+    subgroup's 256 elements) to its put function, between barriers; with `direct`
+    (kernel_source's), straight to C where its condition holds."""
+    staged = _staged_epilogue(tile, x, pairs)
+    if direct is None:
+        return staged
+    condition, store = direct
+    stores = "\n".join("    " + store.format(row=f"m0 + r_in + {16 * i}u",
+                                                col=f"n0 + c_in + {16 * j}u", value=f"c_{i}_{j}")
+                       + ";" for i in range(tile.fm) for j in range(tile.fn))
+    return f"  if ({condition}) {{\n{stores}\n  }} else {{\n{staged}\n  }}"
+
+
+def _staged_epilogue(tile: MatrixTile, x: str, pairs: bool) -> str:
+    """Each accumulator through sh_c (the subgroup's 256 elements) to its put function,
+    between barriers."""
     put = [f"put_fragment{x}(m0 + r_in + {16 * i}u, n0 + c_in + {16 * j}u, sg * 256u, lane);"
            for i in range(tile.fm) for j in range(tile.fn)]
     column = "tile_x" if tile.group else "wid.x"

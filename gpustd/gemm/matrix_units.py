@@ -219,6 +219,9 @@ _STORE = """fn store_c(row: u32, col: u32, value: f32) {
 # beta 0 and no bias (gpustd/gemm/portable.py's linalg/gemm_splitk adds the slabs and applies
 # them; the body is kept so that every binding stays in use).
 _STORE_SPLIT = _STORE.replace("c[idx] = f16(v);", "c[split_id * params.m * params.n + idx] = v;")
+# A `direct` tile's store where _STORE would leave the f16 accumulators as they are: the same bits
+_DIRECT = ("params.alpha == 1.0 && params.beta == 0.0 && params.has_bias == 0u",
+           "subgroupMatrixStore(&c, off_c + ({row}) * params.n + {col}, {value}, false, params.n)")
 
 
 def _parts_code(parts: int, width_b: int, b_dims: tuple[str, str], checked: bool,
@@ -294,7 +297,8 @@ var<private> off_c: u32;
                                  + (f", aligned {dims}" if aligned else "")
                                  + (", split K" if split else "")
                                  + (f", {parts} parts" if parts > 1 else ""), aligned=aligned,
-                         split="params.split_steps" if split else "", parts=parts)
+                         split="params.split_steps" if split else "", parts=parts,
+                         direct=_DIRECT if aligned and not split and parts == 1 else None)
     if dims is None:
         return text
     values = dict(zip("mnk", dims))
