@@ -70,7 +70,9 @@ def kernel_source(tile: MatrixTile, a: Operand, b: Operand, *, declarations: str
     fills): where the uniform WGSL `condition` holds (the epilogue would leave the values as
     they are), each accumulator goes to C by the WGSL statement `store`, a template of
     `{row}`, `{col}` (the fragment's first element) and `{value}` (the accumulator), rather
-    than through workgroup memory to store_c; a tile that is not `direct` ignores it."""
+    than through workgroup memory to store_c; a tile that is not `direct` ignores it. The
+    store's offset must be uniform to Tint's analysis (subgroup matrices need it): lets
+    of builtins and uniforms, not private variables (`tile_m0`, `tile_n0` hold m0, n0)."""
     k_total = extent[2]
     if pairs and (tile.wn % 2 or parts > 1 or split):
         raise ValueError(f"pairs need an even WN, no parts and no split (tile {tile.name})")
@@ -157,9 +159,10 @@ def _tile_origin(tile: MatrixTile, extent: tuple[str, str, str]) -> str:
     of that many tile rows walked column by column (the last band's rows may be fewer),
     `tile_x` then the tile's column in wid.x's place."""
     if not tile.group:
-        return f"  m0 = wid.y * {tile.bm}u;\n  n0 = wid.x * {tile.bn}u;"
-    g = tile.group
-    return f"""  let tiles_x = ({extent[1]} + {tile.bn - 1}u) / {tile.bn}u;
+        origin = f"  m0 = wid.y * {tile.bm}u;\n  n0 = wid.x * {tile.bn}u;"
+    else:
+        g = tile.group
+        origin = f"""  let tiles_x = ({extent[1]} + {tile.bn - 1}u) / {tile.bn}u;
   let tiles_y = ({extent[0]} + {tile.bm - 1}u) / {tile.bm}u;
   let flat = wid.y * tiles_x + wid.x;
   let band_rows = min(tiles_y - flat / ({g}u * tiles_x) * {g}u, {g}u);
@@ -167,6 +170,11 @@ def _tile_origin(tile: MatrixTile, extent: tuple[str, str, str]) -> str:
   let tile_x = in_band / band_rows;
   m0 = (flat / ({g}u * tiles_x) * {g}u + in_band % band_rows) * {tile.bm}u;
   n0 = tile_x * {tile.bn}u;"""
+    if not tile.direct:
+        return origin
+    # a direct store's offsets must be uniform to Tint, which takes private variables as not
+    return re.sub(r"^  ([mn]0) = (.*);$", r"  let tile_\1 = \2;\n  \1 = tile_\1;", origin,
+                  flags=re.M)
 
 
 def _put_functions(tile: MatrixTile, suffixes: list[str], extent: tuple[str, str, str],
@@ -207,8 +215,9 @@ def _epilogue(tile: MatrixTile, x: str, pairs: bool,
     if direct is None:
         return staged
     condition, store = direct
-    stores = "\n".join("    " + store.format(row=f"m0 + r_in + {16 * i}u",
-                                                col=f"n0 + c_in + {16 * j}u", value=f"c_{i}_{j}")
+    stores = "\n".join("    " + store.format(row=f"tile_m0 + r_in + {16 * i}u",
+                                                col=f"tile_n0 + c_in + {16 * j}u",
+                                                value=f"c_{i}_{j}")
                        + ";" for i in range(tile.fm) for j in range(tile.fn))
     return f"  if ({condition}) {{\n{stores}\n  }} else {{\n{staged}\n  }}"
 

@@ -221,7 +221,8 @@ _STORE = """fn store_c(row: u32, col: u32, value: f32) {
 _STORE_SPLIT = _STORE.replace("c[idx] = f16(v);", "c[split_id * params.m * params.n + idx] = v;")
 # A `direct` tile's store where _STORE would leave the f16 accumulators as they are: the same bits
 _DIRECT = ("params.alpha == 1.0 && params.beta == 0.0 && params.has_bias == 0u",
-           "subgroupMatrixStore(&c, off_c + ({row}) * params.n + {col}, {value}, false, params.n)")
+           "subgroupMatrixStore(&c, params.c_base + z * params.m * params.n + ({row}) * params.n"
+           " + {col}, {value}, false, params.n)")  # off_c, from uniform values (kernel_source)
 
 
 def _parts_code(parts: int, width_b: int, b_dims: tuple[str, str], checked: bool,

@@ -143,10 +143,13 @@ def test_direct_store_kernel_shape() -> None:
     assert tile.name == "256x256/4x4sg/4x4fr/k32/acc16/g8/ds"
     source = sm.source(tile, False, True, 4, 4, dims=(512, 768, 1024))
     _wgsl.parse(source)
-    direct = re.findall(r"subgroupMatrixStore\(&c, off_c \+ \(m0 \+ r_in \+ (\d+)u\) \* 768u "
-                        r"\+ n0 \+ c_in \+ (\d+)u, c_(\d)_(\d), false, 768u\)", source)
+    direct = re.findall(r"subgroupMatrixStore\(&c, params\.c_base \+ z \* 512u \* 768u \+ "
+                        r"\(tile_m0 \+ r_in \+ (\d+)u\) \* 768u \+ tile_n0 \+ c_in \+ "
+                        r"(\d+)u, c_(\d)_(\d), false, 768u\)", source)
     assert sorted(direct) == sorted((str(16 * i), str(16 * j), str(i), str(j))
                                     for i in range(4) for j in range(4))
+    # its offsets from lets (uniform to Tint), not the private m0, n0, off_c
+    assert "let tile_m0 = (flat / (8u * tiles_x) * 8u" in source and "m0 = tile_m0;" in source
     epilogue = source[source.index("params.alpha == 1.0 && params.beta == 0.0"):]
     assert epilogue.index("} else {") < epilogue.index("put_fragment(")
     for kernel in (sm.source(tile, False, True, 4, 4),  # ragged: bound checks, staged
