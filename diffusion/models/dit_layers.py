@@ -36,6 +36,12 @@ def modulated_norm(x: Tensor, shift: Tensor, scale: Tensor, readers: list[nn.Lin
     return modulate(normed if normed is not None else layer_norm(x), shift, scale)
 
 
+def _fused_norm(x: Tensor, shift: Tensor, scale: Tensor, readers: list[nn.Linear]) -> bool:
+    """Whether modulated_norm makes its own norm for `readers` (then a `normed` is unused)."""
+    return (nn.Linear.int8_input(readers) is not None
+            and shift.dtype == scale.dtype == x.dtype)
+
+
 class TimestepEmbedding(nn.Module):
     """linear_1, SiLU, linear_2. diffusers: `TimestepEmbedding` (and, with the same names,
     `PixArtAlphaTextProjection(act_fn="silu")`; FLUX.2's without biases)."""
@@ -242,8 +248,12 @@ class JointTransformerBlock(nn.Module):
         mods = self.norm1(temb)
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = mods[:6]
         readers = self.attn.image_inputs()
-        normed = (layer_norm(x) if self.dual or nn.Linear.int8_input(readers) is None
-                  else None)  # under --int8 the norm is made with its quantization below
+        takers = [(readers, shift_msa, scale_msa)]
+        if self.dual:
+            takers.append((self.attn2.image_inputs(), *mods[6:8]))
+        # under --int8 the norm is made with its quantization below, for both attentions
+        normed = (None if all(_fused_norm(x, shift, scale, r) for r, shift, scale in takers)
+                  else layer_norm(x))
         if self.context_pre_only:
             context_in = self.norm1_context(context, temb)
         else:

@@ -40,7 +40,8 @@ __all__ = ["MatrixTile", "Operand", "contiguous_load", "kernel_source", "load_ty
 
 def kernel_source(tile: MatrixTile, a: Operand, b: Operand, *, declarations: str, setup: str,
                   extent: tuple[str, str, str], comment: str, aligned: bool = False,
-                  split: str = "", parts: int = 1, pairs: bool = False) -> str:
+                  split: str = "", parts: int = 1, pairs: bool = False,
+                  direct: tuple[str, str] | None = None) -> str:
     """A whole subgroup-matrix kernel: C (M x N) = A (M x K) B (K x N), tile by tile.
 
     declarations: the caller's bindings, `Params`, `load_a`, `load_b` and
@@ -64,10 +65,19 @@ def kernel_source(tile: MatrixTile, a: Operand, b: Operand, *, declarations: str
     the caller declares `store_pair(row, col, left, right)` rather than store_c, called for
     row < M and col < N / 2, col counting the tile's left halves only (wid.x * BN / 2 + the
     column within the half). Needs an even WN: the left half's subgroups read their
-    partners' (WN / 2 further) accumulators from workgroup memory."""
+    partners' (WN / 2 further) accumulators from workgroup memory.
+    direct: (condition, store) for a `direct` tile (f16 accumulators into an f16 C the tile
+    fills): where the uniform WGSL `condition` holds (the epilogue would leave the values as
+    they are), each accumulator goes to C by the WGSL statement `store`, a template of
+    `{row}`, `{col}` (the fragment's first element) and `{value}` (the accumulator), rather
+    than through workgroup memory to store_c; a tile that is not `direct` ignores it. The
+    store's offset must be uniform to Tint's analysis (subgroup matrices need it): lets
+    of builtins and uniforms, not private variables (`tile_m0`, `tile_n0` hold m0, n0)."""
     k_total = extent[2]
     if pairs and (tile.wn % 2 or parts > 1 or split):
         raise ValueError(f"pairs need an even WN, no parts and no split (tile {tile.name})")
+    if direct and (pairs or parts > 1):
+        raise ValueError(f"a direct store takes one product without pairs (tile {tile.name})")
     a_decl, a_fetch, a_store = stage_code(a, tile)
     b_decl, b_fetch, b_store = stage_code(b, tile)
     nbuf = 2 if tile.double else 1
@@ -90,7 +100,7 @@ def kernel_source(tile: MatrixTile, a: Operand, b: Operand, *, declarations: str
         """The K loop and the epilogue of the part that `x` suffixes."""
         return f"""{f"  fetch{x}();" if tile.prefetch or tile.double else ""}
 {main_loop(tile, size_a, size_b, multiply, "k_first + " if split else "", f"fetch{x}")}
-{_epilogue(tile, x, pairs)}"""
+{_epilogue(tile, x, pairs, direct if tile.direct else None)}"""
 
     if parts > 1:
         body = " else ".join(f"if (wid.z == {p}u) {{\n{walk(x)}\n}}"
@@ -149,9 +159,10 @@ def _tile_origin(tile: MatrixTile, extent: tuple[str, str, str]) -> str:
     of that many tile rows walked column by column (the last band's rows may be fewer),
     `tile_x` then the tile's column in wid.x's place."""
     if not tile.group:
-        return f"  m0 = wid.y * {tile.bm}u;\n  n0 = wid.x * {tile.bn}u;"
-    g = tile.group
-    return f"""  let tiles_x = ({extent[1]} + {tile.bn - 1}u) / {tile.bn}u;
+        origin = f"  m0 = wid.y * {tile.bm}u;\n  n0 = wid.x * {tile.bn}u;"
+    else:
+        g = tile.group
+        origin = f"""  let tiles_x = ({extent[1]} + {tile.bn - 1}u) / {tile.bn}u;
   let tiles_y = ({extent[0]} + {tile.bm - 1}u) / {tile.bm}u;
   let flat = wid.y * tiles_x + wid.x;
   let band_rows = min(tiles_y - flat / ({g}u * tiles_x) * {g}u, {g}u);
@@ -159,6 +170,11 @@ def _tile_origin(tile: MatrixTile, extent: tuple[str, str, str]) -> str:
   let tile_x = in_band / band_rows;
   m0 = (flat / ({g}u * tiles_x) * {g}u + in_band % band_rows) * {tile.bm}u;
   n0 = tile_x * {tile.bn}u;"""
+    if not tile.direct:
+        return origin
+    # a direct store's offsets must be uniform to Tint, which takes private variables as not
+    return re.sub(r"^  ([mn]0) = (.*);$", r"  let tile_\1 = \2;\n  \1 = tile_\1;", origin,
+                  flags=re.M)
 
 
 def _put_functions(tile: MatrixTile, suffixes: list[str], extent: tuple[str, str, str],
@@ -190,9 +206,25 @@ fn put_fragment{x}(row0: u32, col0: u32, at: u32, lane: u32) {{
 }}""" for x in suffixes]
 
 
-def _epilogue(tile: MatrixTile, x: str, pairs: bool) -> str:
+def _epilogue(tile: MatrixTile, x: str, pairs: bool,
+              direct: tuple[str, str] | None = None) -> str:
     """The epilogue of the part that `x` suffixes: each accumulator through sh_c (the
-    subgroup's 256 elements) to its put function, between barriers."""
+    subgroup's 256 elements) to its put function, between barriers; with `direct`
+    (kernel_source's), straight to C where its condition holds."""
+    staged = _staged_epilogue(tile, x, pairs)
+    if direct is None:
+        return staged
+    condition, store = direct
+    stores = "\n".join("    " + store.format(row=f"tile_m0 + r_in + {16 * i}u",
+                                                col=f"tile_n0 + c_in + {16 * j}u",
+                                                value=f"c_{i}_{j}")
+                       + ";" for i in range(tile.fm) for j in range(tile.fn))
+    return f"  if ({condition}) {{\n{stores}\n  }} else {{\n{staged}\n  }}"
+
+
+def _staged_epilogue(tile: MatrixTile, x: str, pairs: bool) -> str:
+    """Each accumulator through sh_c (the subgroup's 256 elements) to its put function,
+    between barriers."""
     put = [f"put_fragment{x}(m0 + r_in + {16 * i}u, n0 + c_in + {16 * j}u, sg * 256u, lane);"
            for i in range(tile.fm) for j in range(tile.fn)]
     column = "tile_x" if tile.group else "wid.x"

@@ -35,6 +35,10 @@ class MatrixTile:
     group: 0, or the workgroups launch in bands of `group` tile rows, column by column
     within a band (consecutive workgroups share B's columns and the band's rows of A in L2),
     rather than row by row; the same tiles, the same results.
+    direct: with f16 accumulators, each accumulator stored straight into C by
+    subgroupMatrixStore where the caller's epilogue leaves it as it is (kernel_source's
+    `direct`: f16 C, no scale, no bias, the tile filled), instead of through workgroup
+    memory a fragment at a time between two barriers; the same bits either way.
     """
 
     fm: int
@@ -49,12 +53,16 @@ class MatrixTile:
     prefetch: bool = True
     component: str = "f16"
     group: int = 0
+    direct: bool = False
 
     def __post_init__(self) -> None:
         kind = COMPONENTS.get(self.component)
         if kind is None or self.acc not in kind.accumulators or self.bk % kind.depth:
             raise ValueError(f"unsupported matrix tile: {self.component} operands into {self.acc}"
                              f" accumulators in K steps of {self.bk}")
+        if self.direct and (self.acc, self.component) != ("f16", "f16"):
+            raise ValueError("a matrix tile stores its accumulators straight to C (direct) "
+                             "only with f16 operands and f16 accumulators")
 
     @property
     def kind(self) -> Component:
@@ -87,7 +95,8 @@ class MatrixTile:
                                         ("/acc16", self.acc == "f16"),
                                         ("/np", not self.prefetch),
                                         ("/i8", self.component == "i8"),
-                                        (f"/g{self.group}", self.group > 0)) if on)
+                                        (f"/g{self.group}", self.group > 0),
+                                        ("/ds", self.direct)) if on)
         return f"{self.bm}x{self.bn}/{self.wm}x{self.wn}sg/{self.fm}x{self.fn}fr/k{self.bk}{flags}"
 
     def _staged_words(self) -> tuple[int, int]:

@@ -52,13 +52,14 @@ TILES = {"64x64": MatrixTile(2, 2, 2, 2, prefetch=False), "64x64k16": MatrixTile
          "256x128": MatrixTile(4, 2, 4, 4)}  # 16 subgroups: 512 invocations
 # With f16 accumulators (accumulation() "f16"): every tile above with them, and 256 x 256 tiles
 # of 16 subgroups of 4 x 4 fragments (K steps of 32: 48 KiB of workgroup memory), which f32
-# accumulators cannot hold (128 registers an invocation at 512 invocations); the same
-# without prefetch, the rule's where B is stored K x N (choose_tile); launched in bands of 8
-# tile rows, the rule's where B is stored N x K; and for the tuner, of 8 subgroups of 8 x 4.
+# accumulators cannot hold (128 registers an invocation at 512 invocations); the same without
+# prefetch, storing C from the accumulators (`direct`) the rule's where B is K x N; in bands
+# of 8 tile rows, the rule's where B is N x K; and for the tuner, 8 subgroups of 8 x 4.
 ACC16_TILES = {**{name: replace(tile, acc="f16") for name, tile in TILES.items()},
                "256x256": MatrixTile(4, 4, 4, 4, acc="f16"),
                "256x256g8": MatrixTile(4, 4, 4, 4, acc="f16", group=8),
                "256x256np": MatrixTile(4, 4, 4, 4, acc="f16", prefetch=False),
+               "256x256npds": MatrixTile(4, 4, 4, 4, acc="f16", prefetch=False, direct=True),
                "256x256s8": MatrixTile(8, 4, 2, 4, acc="f16", prefetch=False)}
 ACCUMULATE_ENV = "GPUSTD_GEMM_ACCUMULATE"
 # 256 x 256 f16-accumulating tiles from this K on where they make a wave or more (choose_tile)
@@ -152,8 +153,9 @@ def choose_tile(m: int, n: int, batch: int, *, k: int = 0, storage: int = 48 * 1
     more), or 160-wide tiles would be fewer than a wave, they lose (2048 x 1280 x 10240
     0.341 / 0.362, 2048 x 640 x 640 0.027 / 0.029) and are not taken.
 
-    accumulate "f16": 256 x 256 tiles (ACC16_TILES; without prefetch where B is stored K x N,
-    not `trans_b`, else launched in bands of 8 tile rows: "256x256g8") where they fill their
+    accumulate "f16": 256 x 256 tiles (ACC16_TILES; without prefetch and with C stored
+    straight from the accumulators where B is stored K x N, not `trans_b`: "256x256npds";
+    else launched in bands of 8 tile rows: "256x256g8") where they fill their
     tiles in a wave or more with K from ACC16_DEEP_K, else the f32 rule's tile with f16
     accumulators. H200, Dawn, 2026-11-26 (m x k x n, ms: 256 x 256 f16 / the f32 rule's
     tile, nt then nn; gemm-acc16-dawn-h200.json): 4096^3 0.500
@@ -165,9 +167,10 @@ def choose_tile(m: int, n: int, batch: int, *, k: int = 0, storage: int = 48 * 1
     Bands of 8 rows (nt, H200, 2026-11-26, gemm44-sweep-*-dawn-h200.json, gemm44-group-*):
     4096^3 0.481 / 0.501 and 0.484 / 0.503, FLUX's three 0.366 / 0.375, 1.196 / 1.231, 1.307 /
     1.334, SDXL's 0.252 / 0.258; nn gains nothing, f32's 256 x 128 loses (bench/NOTES.md).
+    Direct stores (H100, gemm45-direct-*-dawn-h100.json): nn 4096^3 0.434 / 0.445; nt lose.
     """
     if accumulate == "f16":
-        big = ACC16_TILES["256x256g8" if trans_b else "256x256np"]
+        big = ACC16_TILES["256x256g8" if trans_b else "256x256npds"]
         if (k >= ACC16_DEEP_K and aligned(big, m, n, k) and big.shared_bytes() <= storage
                 and big.threads <= invocations
                 and (m // 256) * (n // 256) * batch >= MULTIPROCESSORS):
@@ -219,6 +222,10 @@ _STORE = """fn store_c(row: u32, col: u32, value: f32) {
 # beta 0 and no bias (gpustd/gemm/portable.py's linalg/gemm_splitk adds the slabs and applies
 # them; the body is kept so that every binding stays in use).
 _STORE_SPLIT = _STORE.replace("c[idx] = f16(v);", "c[split_id * params.m * params.n + idx] = v;")
+# A `direct` tile's store where _STORE would leave the f16 accumulators as is: the same bits
+_DIRECT = ("params.alpha == 1.0 && params.beta == 0.0 && params.has_bias == 0u",
+           "subgroupMatrixStore(&c, params.c_base + z * params.m * params.n + ({row}) * params.n"
+           " + {col}, {value}, false, params.n)")  # off_c, from uniform values (kernel_source)
 
 
 def _parts_code(parts: int, width_b: int, b_dims: tuple[str, str], checked: bool,
@@ -294,7 +301,8 @@ var<private> off_c: u32;
                                  + (f", aligned {dims}" if aligned else "")
                                  + (", split K" if split else "")
                                  + (f", {parts} parts" if parts > 1 else ""), aligned=aligned,
-                         split="params.split_steps" if split else "", parts=parts)
+                         split="params.split_steps" if split else "", parts=parts,
+                         direct=_DIRECT if aligned and not split and parts == 1 else None)
     if dims is None:
         return text
     values = dict(zip("mnk", dims))

@@ -172,3 +172,32 @@ def test_sdxl_unet_step_keeps_its_token_projections_float(
     assert np.array_equal(shared, ours(*args, cond).numpy())
     assert not np.array_equal(shared, float_out)
     assert np.abs(shared - float_out).max() < 0.1 * np.abs(float_out).max()
+
+
+def test_dual_block_makes_no_unused_norm(device: gpucore.Device,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """SD 3.5 Medium's dual block under `--int8`: both attentions' inputs come from the
+    norms that quantize their rows, so the block makes no plain norm of the image stream
+    (the model's only one is its output norm); the same bytes as with FUSED off, which
+    shares one plain norm between the two attentions."""
+    from diffusion.models import dit_layers
+
+    host_variant_on_first_adapter(device, "the shared int8 quantization of a DiT")
+    dtype = np.float16 if device.has_f16 else np.float32
+    ours = SD3Transformer2DModel({**TINY_SD3, "dual_attention_layers": (0,)}, dtype=dtype,
+                                 device=device)
+    rng = np.random.default_rng(6)
+    ours.load_state_dict({k: (rng.standard_normal(v.shape) * 0.3).astype(dtype)
+                          for k, v in ours.named_parameters()})
+    args = _inputs("sd3", dtype, device)
+    quantize_linears(ours)
+    shapes: list[tuple[int, ...]] = []
+    plain = dit_layers.layer_norm
+    monkeypatch.setattr(dit_layers, "layer_norm", lambda x: shapes.append(x.shape) or plain(x))
+    fused = ours(*args).numpy()
+    image = (2, 15, 32)  # (batch, 3 x 5 patches, 2 heads x 16)
+    assert shapes.count(image) == 1  # norm_out's
+    monkeypatch.setattr(int8_rows, "FUSED", False)
+    shapes.clear()
+    assert np.array_equal(fused, ours(*args).numpy())
+    assert shapes.count(image) == 3  # one shared by both attentions, the MLP's, norm_out's

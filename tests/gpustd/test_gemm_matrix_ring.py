@@ -131,3 +131,54 @@ def test_grouped_geglu_pairs_match_float64_where_available(device: gpucore.Devic
     value, gate = h[:, :d], h[:, d:]
     want = value * 0.5 * gate * (1 + np.tanh(np.sqrt(2 / np.pi) * (gate + 0.044715 * gate**3)))
     assert np.abs(out.numpy() - want).max() / np.abs(want).max() < 1e-2
+
+
+@pytest.mark.nodevice
+def test_direct_store_kernel_shape() -> None:
+    """A `direct` tile's kernel stores its f16 accumulators straight into C where the
+    epilogue is the identity (a uniform branch on alpha, beta and the bias), the staged
+    epilogue in the other branch; only a kernel whose tile fills C does, and only f16
+    accumulators may."""
+    tile = sm.MatrixTile(4, 4, 4, 4, acc="f16", group=8, direct=True)
+    assert tile.name == "256x256/4x4sg/4x4fr/k32/acc16/g8/ds"
+    source = sm.source(tile, False, True, 4, 4, dims=(512, 768, 1024))
+    _wgsl.parse(source)
+    direct = re.findall(r"subgroupMatrixStore\(&c, params\.c_base \+ z \* 512u \* 768u \+ "
+                        r"\(tile_m0 \+ r_in \+ (\d+)u\) \* 768u \+ tile_n0 \+ c_in \+ "
+                        r"(\d+)u, c_(\d)_(\d), false, 768u\)", source)
+    assert sorted(direct) == sorted((str(16 * i), str(16 * j), str(i), str(j))
+                                    for i in range(4) for j in range(4))
+    # its offsets from lets (uniform to Tint), not the private m0, n0, off_c
+    assert "let tile_m0 = (flat / (8u * tiles_x) * 8u" in source and "m0 = tile_m0;" in source
+    epilogue = source[source.index("params.alpha == 1.0 && params.beta == 0.0"):]
+    assert epilogue.index("} else {") < epilogue.index("put_fragment(")
+    for kernel in (sm.source(tile, False, True, 4, 4),  # ragged: bound checks, staged
+                   sm.source(sm.ACC16_TILES["256x256g8"], False, True, 4, 4, dims=(512, 768, 1024)),
+                   sm.source(tile, False, True, 4, 4, dims=(512, 768, 1024), split=True)):
+        assert "subgroupMatrixStore(&c" not in kernel
+    with pytest.raises(ValueError, match="f16 accumulators"):
+        sm.MatrixTile(4, 2, 2, 4, direct=True)
+
+
+def test_direct_store_matches_float64_where_available(device: gpucore.Device) -> None:
+    """A batch of two products that fill a direct tile: with the identity epilogue (stored
+    straight from the accumulators) and with a scale and a bias (the staged branch of the same
+    kernel), against float64."""
+    if not sm.available(device):
+        pytest.skip(f"{device.info.label} has no f16 subgroup matrices")
+    tile = sm.MatrixTile(2, 1, 1, 2, bk=16, acc="f16", direct=True)  # few fragments: fast
+    m, k, n = 96, 48, 192
+    rng = np.random.default_rng(46)
+    a = rng.standard_normal((2, m, k)).astype(np.float16)
+    b = rng.standard_normal((n, k)).astype(np.float16)
+    bias = rng.standard_normal(n).astype(np.float16)
+    ta, tb, tbias = (Tensor.from_numpy(x, device=device) for x in (a, b, bias))
+    plan = gemm_plan.batch_plan((2,), (2,), (), m * k, k * n)
+    expected = a.astype(np.float64) @ b.T.astype(np.float64)
+    for alpha, has_bias in ((1.0, False), (0.5, True)):
+        c = Tensor.empty((2, m, n), np.float16, device=device)
+        sm.record_gemm_matrix(ta.buffer, tb.buffer, c.buffer, tbias.buffer, has_bias=has_bias,
+                              m=m, n=n, k=k, trans_a=False, trans_b=True, alpha=alpha,
+                              beta=0.0, plan=plan, tile=tile)
+        want = alpha * expected + (bias.astype(np.float64) if has_bias else 0.0)
+        assert np.abs(c.numpy() - want).max() / np.abs(want).max() < 1e-2

@@ -130,7 +130,8 @@ def test_tile_choice_with_f16_accumulators() -> None:
     assert big.acc == "f16" and big.threads == 512 and big.shared_bytes() == 48 * 1024
     assert sm.choose_tile(4096, 4096, 1, k=4096, accumulate="f16") == big
     assert sm.choose_tile(4096, 4096, 1, k=4096, accumulate="f16", trans_b=False) == \
-        sm.ACC16_TILES["256x256np"] == sm.MatrixTile(4, 4, 4, 4, acc="f16", prefetch=False)
+        sm.ACC16_TILES["256x256npds"] == sm.MatrixTile(4, 4, 4, 4, acc="f16", prefetch=False,
+                                                       direct=True)
     assert sm.choose_tile(4096, 4096, 1, k=4096, trans_b=False) == sm.TILES["256x128"]
     assert sm.choose_tile(4608, 3072, 1, k=3072, accumulate="f16") == big  # FLUX: 216 tiles
     assert sm.choose_tile(4096, 5120, 1, k=1280, accumulate="f16") == big  # SDXL's GEGLU
