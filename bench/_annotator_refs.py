@@ -35,12 +35,12 @@ import numpy as np
 
 import gpucore
 
-from . import _harness
+from . import _depth_refs, _harness
 from ._pose_people import people_body, people_picture
 
 ENV_VAR = "BENCH_CONTROLNET_AUX"
 MODULES = ("lineart_realistic", "lineart_anime", "softedge_hed", "softedge_pidinet", "mlsd",
-           "normal_bae", "openpose", "openpose_full")
+           "normal_bae", "openpose", "openpose_full", *_depth_refs.MODULES)
 # the subpackages the reference networks need (vendor copies these)
 _PARTS = ("lineart", "lineart_anime", "hed", "pidi", "mlsd", "normalbae", "open_pose",
           "util.py")
@@ -159,6 +159,8 @@ def _network(module: str, folder: Path) -> tuple[Any, str]:
         save({"model": {f"module.{k}": v for k, v in net.state_dict().items()}},
              "normal_bae", "scannet.pt")
         return net, "normal"
+    if module in _depth_refs.MODULES:
+        return _depth_refs.network(module, folder)
     if module == "openpose_full":
         return _openpose_full(folder, save), "full"
     if module == "openpose":
@@ -235,6 +237,8 @@ def _reference_call(net: Any, kind: str, image: np.ndarray, dev: str) -> Any:
     it, the output read back to the host."""
     import torch
 
+    if kind in _depth_refs.KINDS:
+        return _depth_refs.reference_call(net, kind, image, dev)
     if kind == "full":  # the detector's whole call at the picture's size, drawing included
         net.to(dev)
         return lambda: _full_call(net, image)
@@ -313,7 +317,7 @@ def rows(sizes: tuple[int, ...], modules: tuple[str, ...], device: gpucore.Devic
                 call()
                 row["torch_wall_ms"] = (_harness.torch_wall_ms(call, cuda, repeat) if cuda
                                         else _harness.numpy_ms(call, repeat=repeat))
-                row["baseline"] = f"controlnet_aux on torch {dev}"
+                row["baseline"] = f"{_depth_refs.baseline(module)} on torch {dev}"
                 row["vs_torch"] = row["torch_wall_ms"] / row["ours_wall_ms"]
             except Exception as exc:
                 row["error"] = f"{type(exc).__name__}: {str(exc)[:200]}"
