@@ -35,12 +35,12 @@ import numpy as np
 
 import gpucore
 
-from . import _depth_refs, _harness
+from . import _depth_refs, _dwpose_refs, _harness
 from ._pose_people import people_body, people_picture
 
 ENV_VAR = "BENCH_CONTROLNET_AUX"
 MODULES = ("lineart_realistic", "lineart_anime", "softedge_hed", "softedge_pidinet", "mlsd",
-           "normal_bae", "openpose", "openpose_full", *_depth_refs.MODULES)
+           "normal_bae", "openpose", "openpose_full", *_depth_refs.MODULES, "dw_openpose_full")
 # the subpackages the reference networks need (vendor copies these)
 _PARTS = ("lineart", "lineart_anime", "hed", "pidi", "mlsd", "normalbae", "open_pose",
           "util.py")
@@ -291,15 +291,19 @@ def _picture(size: int) -> np.ndarray:
 
 def rows(sizes: tuple[int, ...], modules: tuple[str, ...], device: gpucore.Device,
          cuda: Any, repeat: int, folder: Path) -> list[dict[str, Any]]:
-    """One row per (module, size): ours and the reference's wall ms; a module whose
-    reference fails keeps ours with the error."""
+    """One row per (module, size): ours (eager, and replayed: diffusion.preprocessors.
+    annotators) and the reference's wall ms; a module whose reference fails keeps ours with
+    the error."""
     from diffusion.loaders.control import annotator_file
-    from diffusion.preprocessors import preprocess
+    from diffusion.preprocessors import annotators, preprocess
 
     os.environ[annotator_file.ENV_VAR] = str(folder)
     dev = "cuda" if cuda else "cpu"
     out = []
     for module in modules:
+        if module == "dw_openpose_full":  # ours alone
+            out.extend(_dwpose_refs.rows(sizes, device, repeat, folder, people_picture))
+            continue
         try:
             net, kind = _network(module, folder)
         except Exception as exc:  # no reference: no weights for ours either
@@ -311,8 +315,12 @@ def rows(sizes: tuple[int, ...], modules: tuple[str, ...], device: gpucore.Devic
                                    "mode": "round trip"}
             try:
                 ours = functools.partial(preprocess, module, image, device=device)
-                ours()  # loads the file once
-                row["ours_wall_ms"] = _harness.numpy_ms(ours, warmup=0, repeat=repeat)
+                annotators.REPLAY = False
+                eager = ours()  # loads the file once
+                row["ours_eager_wall_ms"] = _harness.numpy_ms(ours, warmup=0, repeat=repeat)
+                annotators.REPLAY = True  # recorded in the warm-up, replayed when timed
+                row["ours_wall_ms"] = _harness.numpy_ms(ours, warmup=1, repeat=repeat)
+                row["replay_equal"] = bool(np.array_equal(ours(), eager))
                 call = _reference_call(net, kind, image, dev)
                 call()
                 row["torch_wall_ms"] = (_harness.torch_wall_ms(call, cuda, repeat) if cuda

@@ -10,9 +10,6 @@ scales it: MiDaS at the picture's size (a multiple of 64), -1..1, the token grid
 as MiDaS's forward; Depth Anything at 518 x 518 (both sizes' lower-bound resize), its depth
 read back.
 
-dw_openpose_full has no row of timings: its reference (the extension runs the two ONNX files
-with OpenCV's DNN on the CPU; the tests use onnx's ReferenceEvaluator) has nothing on torch's
-device, and the bench has no real-size YOLOX-L / RTMPose-L graphs to time ours on.
 """
 
 from __future__ import annotations
@@ -25,7 +22,7 @@ import numpy as np
 
 __all__ = ["KINDS", "MODULES", "baseline", "network", "reference_call"]
 
-MODULES = ("depth_midas", "normal_midas", "depth_anything_v2", "dw_openpose_full")
+MODULES = ("depth_midas", "normal_midas", "depth_anything_v2")
 KINDS = ("midas", "depth_anything")
 MIDAS_FILE = "dpt_hybrid-midas-501f0c75.pt"
 QUICK_SIZES = {"bit": [128, 128, 256], "embedding": 32, "hidden": 128, "intermediate": 256,
@@ -153,11 +150,6 @@ def network(module: str, folder: Path, quick: bool = False) -> tuple[Any, str]:
         model.save_pretrained(folder / "depth_anything_v2")
         depth.set_model_path(folder / "depth_anything_v2")
         return model, "depth_anything"
-    if module == "dw_openpose_full":
-        raise RuntimeError("no reference on torch's device (the extension runs DWPose's ONNX "
-                           "files with OpenCV's DNN on the CPU; the tests with onnx's "
-                           "ReferenceEvaluator), and no real-size YOLOX-L / RTMPose-L graphs "
-                           "in the bench to time ours on")
     raise ValueError(f"no depth preprocessor {module!r}")
 
 

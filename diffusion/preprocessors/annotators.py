@@ -34,7 +34,8 @@ _models: dict[tuple[str, int], Any] = {}
 class ReplayedNetwork:
     """`network` (a callable of one Tensor, returning Tensors) run eagerly on the first call
     per input shape, recorded on the second, replayed after that (see the module's
-    docstring); its other attributes are the network's."""
+    docstring); called with anything but a Tensor, always eager. Its other attributes are
+    the network's."""
 
     def __init__(self, network: Any, *, signatures: int = 2) -> None:
         self.network = network
@@ -54,7 +55,9 @@ class ReplayedNetwork:
         cannot take it)."""
         self._captured.reclaim()
 
-    def __call__(self, x: Tensor) -> Any:
+    def __call__(self, x: Any) -> Any:
+        if not isinstance(x, Tensor):  # host arrays (the ONNX interpreter's input): eager
+            return self.network(x)
         shape = tuple(x.shape)
         if not (REPLAY and self.replayable and shape in self._seen):
             self._seen.add(shape)

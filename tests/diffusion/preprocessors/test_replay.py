@@ -58,3 +58,7 @@ def test_a_network_that_reads_back_stays_eager(first_device: gpucore.Device) -> 
         got = wrapper(gpustd.asarray(values * scale, device=first_device)).numpy()
         np.testing.assert_array_equal(got, values * scale * 5 * scale)
     assert not wrapper.replayable and len(calls) == 4  # the failed recording, then eager
+    host = annotators.ReplayedNetwork(lambda x: x * 2)  # a host array (the ONNX network's)
+    for _ in range(3):
+        np.testing.assert_array_equal(host(values), values * 2)
+    assert host._captured.recordings == 0
