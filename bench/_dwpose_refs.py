@@ -51,11 +51,11 @@ class _Graph:
         return names[0] if outputs == 1 else names
 
     def conv(self, x: str, c_in: int, c_out: int, k: int = 1, stride: int = 1,
-             act: bool = True, groups: int = 1, bias: float = 0.0) -> str:
+             act: bool = True, groups: int = 1, bias: float = 0.0, gain: float = 1.2) -> str:
         fan_in = c_in // groups * k * k
         w = self.rng.standard_normal((c_out, c_in // groups, k, k), np.float32)
         b = self.rng.standard_normal(c_out, np.float32) * 0.1 + bias
-        y = self.one("Conv", [x, self.weight(w * np.float32(1.2 / fan_in**0.5)),
+        y = self.one("Conv", [x, self.weight(w * np.float32(gain / fan_in**0.5)),
                               self.weight(b.astype(np.float32), "b")],
                      kernel_shape=[k, k], strides=[stride, stride], pads=[k // 2] * 4,
                      group=groups)
@@ -128,7 +128,7 @@ def detector_graph(size: int = 640, seed: int = 0) -> Any:
         kinds = g.conv(g.conv(g.conv(stem, 256, 256, k=3), 256, 256, k=3), 256, 80,
                        act=False, bias=-10.0)
         reg = g.conv(g.conv(stem, 256, 256, k=3), 256, 256, k=3)
-        box = g.conv(reg, 256, 4, act=False)
+        box = g.conv(reg, 256, 4, act=False, gain=0.01)  # exp() of it stays finite
         objectness = g.conv(reg, 256, 1, act=False, bias=-10.0)
         level = g.one("Concat", [box, g.one("Sigmoid", [objectness]),
                                  g.one("Sigmoid", [kinds])], axis=1)
