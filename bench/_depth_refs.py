@@ -85,6 +85,7 @@ def _midas_state(model: Any) -> dict[str, Any]:
 def _dpt_hybrid(quick: bool) -> Any:
     """DPTForDepthEstimation with MiDaS v3 DPT-Hybrid's config (Intel/dpt-hybrid-midas's),
     random; narrow widths with `quick`."""
+    import torch
     import transformers
 
     from ._annotator_refs import _randomized
@@ -106,7 +107,10 @@ def _dpt_hybrid(quick: bool) -> Any:
         reassemble_factors=[1, 1, 1, 0.5], neck_hidden_sizes=sizes["neck"],
         fusion_hidden_size=sizes["fusion"],
         backbone_featmap_shape=[1, sizes["bit"][-1], grid, grid])
-    return _randomized(transformers.DPTForDepthEstimation(config), 5, scale=0.3)
+    model = _randomized(transformers.DPTForDepthEstimation(config), 5, scale=0.3)
+    with torch.no_grad():  # as test_midas: the last conv reads ReLU'd features, positive
+        model.head.head[4].weight.abs_()  # weights keep the depth off the final ReLU's zero
+    return model
 
 
 def _depth_anything(quick: bool) -> Any:
