@@ -39,6 +39,7 @@ def test_replays_equal_the_eager_calls(first_device: gpucore.Device,
         got.append(wrapper(gpustd.asarray(x, device=first_device)).numpy())
     del held
     assert wrapper.replayable and wrapper._captured.replays >= 2
+    assert all(entry.graph.lent for entry in wrapper._captured._entries.values())
     for mine, theirs in zip(got, want):
         np.testing.assert_array_equal(mine, theirs)
     assert np.abs(want[0] - want[1]).max() > 0.01  # the input matters
