@@ -35,12 +35,12 @@ import numpy as np
 
 import gpucore
 
-from . import _harness
+from . import _depth_refs, _dwpose_refs, _harness
 from ._pose_people import people_body, people_picture
 
 ENV_VAR = "BENCH_CONTROLNET_AUX"
 MODULES = ("lineart_realistic", "lineart_anime", "softedge_hed", "softedge_pidinet", "mlsd",
-           "normal_bae", "openpose", "openpose_full")
+           "normal_bae", "openpose", "openpose_full", *_depth_refs.MODULES, "dw_openpose_full")
 # the subpackages the reference networks need (vendor copies these)
 _PARTS = ("lineart", "lineart_anime", "hed", "pidi", "mlsd", "normalbae", "open_pose",
           "util.py")
@@ -159,6 +159,8 @@ def _network(module: str, folder: Path) -> tuple[Any, str]:
         save({"model": {f"module.{k}": v for k, v in net.state_dict().items()}},
              "normal_bae", "scannet.pt")
         return net, "normal"
+    if module in _depth_refs.MODULES:
+        return _depth_refs.network(module, folder)
     if module == "openpose_full":
         return _openpose_full(folder, save), "full"
     if module == "openpose":
@@ -235,6 +237,8 @@ def _reference_call(net: Any, kind: str, image: np.ndarray, dev: str) -> Any:
     it, the output read back to the host."""
     import torch
 
+    if kind in _depth_refs.KINDS:
+        return _depth_refs.reference_call(net, kind, image, dev)
     if kind == "full":  # the detector's whole call at the picture's size, drawing included
         net.to(dev)
         return lambda: _full_call(net, image)
@@ -287,15 +291,19 @@ def _picture(size: int) -> np.ndarray:
 
 def rows(sizes: tuple[int, ...], modules: tuple[str, ...], device: gpucore.Device,
          cuda: Any, repeat: int, folder: Path) -> list[dict[str, Any]]:
-    """One row per (module, size): ours and the reference's wall ms; a module whose
-    reference fails keeps ours with the error."""
+    """One row per (module, size): ours (eager, and replayed: diffusion.preprocessors.
+    annotators) and the reference's wall ms; a module whose reference fails keeps ours with
+    the error."""
     from diffusion.loaders.control import annotator_file
-    from diffusion.preprocessors import preprocess
+    from diffusion.preprocessors import annotators, preprocess
 
     os.environ[annotator_file.ENV_VAR] = str(folder)
     dev = "cuda" if cuda else "cpu"
     out = []
     for module in modules:
+        if module == "dw_openpose_full":  # ours alone
+            out.extend(_dwpose_refs.rows(sizes, device, repeat, folder, people_picture))
+            continue
         try:
             net, kind = _network(module, folder)
         except Exception as exc:  # no reference: no weights for ours either
@@ -307,13 +315,17 @@ def rows(sizes: tuple[int, ...], modules: tuple[str, ...], device: gpucore.Devic
                                    "mode": "round trip"}
             try:
                 ours = functools.partial(preprocess, module, image, device=device)
-                ours()  # loads the file once
-                row["ours_wall_ms"] = _harness.numpy_ms(ours, warmup=0, repeat=repeat)
+                annotators.REPLAY = False
+                eager = ours()  # loads the file once
+                row["ours_eager_wall_ms"] = _harness.numpy_ms(ours, warmup=0, repeat=repeat)
+                annotators.REPLAY = True  # recorded in the warm-up, replayed when timed
+                row["ours_wall_ms"] = _harness.numpy_ms(ours, warmup=1, repeat=repeat)
+                row["replay_equal"] = bool(np.array_equal(ours(), eager))
                 call = _reference_call(net, kind, image, dev)
                 call()
                 row["torch_wall_ms"] = (_harness.torch_wall_ms(call, cuda, repeat) if cuda
                                         else _harness.numpy_ms(call, repeat=repeat))
-                row["baseline"] = f"controlnet_aux on torch {dev}"
+                row["baseline"] = f"{_depth_refs.baseline(module)} on torch {dev}"
                 row["vs_torch"] = row["torch_wall_ms"] / row["ours_wall_ms"]
             except Exception as exc:
                 row["error"] = f"{type(exc).__name__}: {str(exc)[:200]}"

@@ -11,7 +11,7 @@ norm scales 1 + normal(0, 0.02); the zero-initialized control linears drawn too,
 residuals matter), times the reference, hands the weights to the host as float16 one tensor
 at a time and frees its copy before ours loads them (one copy of the 23 GB at a time).
 
-BENCH_PREPROCESSORS picks preprocessors, comma-separated (default: all eight;
+BENCH_PREPROCESSORS picks preprocessors, comma-separated (default: all twelve;
 "none" skips them); BENCH_STEP=none skips the FLUX step (run the two in separate processes
 where a machine's time is short); `--quick`: a tiny transformer and ControlNet,
 lineart_realistic only, on a 32x32 picture (a smoke run on any adapter).
@@ -44,8 +44,8 @@ from . import dit_families as _dit
 from .sdxl import _PeakMemory, _settled_use
 
 GIB = float(1 << 30)
-COLUMNS = ["work", "impl", "dtype", "rel_err", "gpu_ms", "wall_ms", "peak_gib", "ours_wall_ms",
-           "torch_wall_ms", "vs_torch", "error"]
+COLUMNS = ["work", "impl", "dtype", "rel_err", "gpu_ms", "wall_ms", "peak_gib",
+           "ours_eager_wall_ms", "ours_wall_ms", "torch_wall_ms", "vs_torch", "error"]
 # InstantX/FLUX.1-dev-Controlnet-Union, config.json
 UNION: dict[str, Any] = dict(_dit.FLUX_DEV, num_layers=5, num_single_layers=10, num_mode=10)
 _TINY = dict(num_layers=1, num_single_layers=1, attention_head_dim=16, num_attention_heads=2,
@@ -203,9 +203,14 @@ def run(quick: bool = False) -> dict[str, Any]:
                  "= diffusers wall_ms / ours (above 1: we are faster); peak_gib: "
                  "torch.cuda.max_memory_allocated, ours Device.memory_stats peak above the "
                  "level before loading, weights included. Preprocessors: ours_wall_ms = "
-                 "preprocess(module, picture) (upload, network, map read back as uint8); "
+                 "preprocess(module, picture) (upload, network, map read back as uint8), "
+                 "its network replayed (recorded once per picture size); ours_eager_wall_ms "
+                 "the same with every op dispatched from Python (annotators.REPLAY off); "
+                 "replay_equal: both maps bitwise equal; "
                  "torch_wall_ms = controlnet_aux's network (fp32) on the same random weights "
-                 "(saved in the annotator file layout) on a picture already scaled as its "
+                 "(saved in the annotator file layout; depth_midas, normal_midas, "
+                 "depth_anything_v2: transformers' DPT-Hybrid and Depth Anything V2 Small, "
+                 "bench/_depth_refs.py) on a picture already scaled as its "
                  "detector scales it, output read back (openpose: Body's whole call, its "
                  "peak search included; mlsd: the network at 512x512 as pred_lines); maps' "
                  "equality is tests/diffusion/preprocessors' business. "

@@ -1,6 +1,13 @@
 """What the model-based preprocessors share: their networks, built once from the annotator
-file (diffusion.loaders.control.annotator_file finds and reads it), and the way the extension
-hands them a picture and takes their map back."""
+file (diffusion.loaders.control.annotator_file finds and reads it) and replayed per picture
+size, and the way the extension hands them a picture and takes their map back.
+
+A network's forward is dispatched op by op from Python the first time it sees an input shape;
+the second time it is recorded (gpustd.capture) and from then on replayed: the same dispatches
+on the same buffers, so the same map bit for bit, without the ops' Python. Between calls the
+recording's scratch is lent to the device's pool (other work may use it; where it did, the
+next call records again). A forward that reads a value back to the host cannot be replayed:
+it stays eager. `REPLAY = False` keeps every network eager."""
 
 from __future__ import annotations
 
@@ -10,16 +17,59 @@ from typing import Any
 
 import numpy as np
 
-from gpucore import Device, default_device
-from gpustd import Tensor, asarray
+from gpucore import CaptureError, Device, default_device
+from gpustd import Tensor, asarray, capture
 
 from ..loaders.control.annotator_file import find_annotator, read_annotator
 from ..loaders.errors import WeightsError
 from ..models.resample import bilinear_matrix, resample
 
-__all__ = ["annotator_model", "at_size", "picture_tensor", "to_uint8"]
+__all__ = ["REPLAY", "ReplayedNetwork", "annotator_model", "at_size", "picture_tensor",
+           "to_uint8"]
 
+REPLAY = True
 _models: dict[tuple[str, int], Any] = {}
+
+
+class ReplayedNetwork:
+    """`network` (a callable of one Tensor, returning Tensors) run eagerly on the first call
+    per input shape, recorded on the second, replayed after that (see the module's
+    docstring); called with anything but a Tensor, always eager. Its other attributes are
+    the network's."""
+
+    def __init__(self, network: Any, *, signatures: int = 2) -> None:
+        self.network = network
+        self.replayable = True
+        self._seen: set[tuple[int, ...]] = set()
+        self._captured = capture(network, max_signatures=signatures)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.network, name)
+
+    def release(self) -> None:
+        """Drop the recordings (their buffers go back to the pool)."""
+        self._captured.reset()
+
+    def reclaim(self) -> None:
+        """Take the lent scratch back (before a call's own tensors are made, so that they
+        cannot take it)."""
+        self._captured.reclaim()
+
+    def __call__(self, x: Any) -> Any:
+        if not isinstance(x, Tensor):  # host arrays (the ONNX interpreter's input): eager
+            return self.network(x)
+        shape = tuple(x.shape)
+        if not (REPLAY and self.replayable and shape in self._seen):
+            self._seen.add(shape)
+            return self.network(x)
+        try:
+            out = self._captured(x)
+        except CaptureError:  # it reads back: eager from now on
+            self.replayable = False
+            self._captured.reset()
+            return self.network(x)
+        self._captured.lend()
+        return out
 
 
 def annotator_model(module: str, subfolder: str, filename: str,
@@ -41,7 +91,9 @@ def annotator_model(module: str, subfolder: str, filename: str,
         except ValueError as exc:
             raise WeightsError(f"{path}: {exc}") from None
         while len(_models) >= 3:
-            _models.pop(next(iter(_models)))  # the one used least recently
+            _models.pop(next(iter(_models))).release()  # the one used least recently
+        model = ReplayedNetwork(model)
+    model.reclaim()
     _models[key] = model
     return model
 

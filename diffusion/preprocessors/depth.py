@@ -23,6 +23,7 @@ from gpucore import Device, default_device
 from gpustd import asarray
 
 from ..models.resample import bilinear_matrix, cubic_matrix, resample
+from .annotators import ReplayedNetwork
 
 __all__ = ["ENV_VAR", "depth_anything_v2", "network_size", "set_model_path"]
 
@@ -65,8 +66,11 @@ def _model(device: Device, model_path: str | None) -> Any:
     if key not in _models:
         from ..loaders.control.depth_anything_file import load_depth_anything
 
+        for model in _models.values():
+            model.release()
         _models.clear()  # one model kept: a preprocessor's weights are not worth pinning more
-        _models[key] = load_depth_anything(path, device=device)
+        _models[key] = ReplayedNetwork(load_depth_anything(path, device=device))
+    _models[key].reclaim()
     return _models[key]
 
 

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from gpucore import Device
+from gpustd import Tensor, asarray
 
 from ..loaders.formats.onnx_file import read_onnx
 from ..models.annotators.onnx_network import OnnxNetwork
@@ -52,6 +53,11 @@ def _network(filename: str, device: Device | None) -> OnnxNetwork:
                            read=read_onnx)
 
 
+def _on_device(network: OnnxNetwork, planes: np.ndarray) -> Tensor:
+    """A network's input uploaded (a Tensor input is what annotators' replay records)."""
+    return asarray(np.ascontiguousarray(planes, np.float32), device=network.device)
+
+
 def _input_size(network: OnnxNetwork, default: tuple[int, int]) -> tuple[int, int]:
     """The (height, width) the graph declares for its picture (default where it names
     them instead)."""
@@ -67,7 +73,7 @@ def detect_boxes(image: np.ndarray, network: OnnxNetwork) -> np.ndarray | None:
     height, width = _input_size(network, (640, 640))
     padded, ratio = letterbox(image, height, width)
     planes = np.ascontiguousarray(padded.transpose(2, 0, 1)[None], np.float32)
-    predictions = network(planes)[0].numpy()[0]
+    predictions = network(_on_device(network, planes))[0].numpy()[0]
     grids, strides = [], []
     for stride in (8, 16, 32):
         xs, ys = np.meshgrid(np.arange(width // stride), np.arange(height // stride))
@@ -107,9 +113,9 @@ def wholebody_keypoints(image: np.ndarray, boxes: np.ndarray, network: OnnxNetwo
         centers.append(center)
         scales.append(scale)
     if batch is None:
-        outputs = [np.asarray(o.numpy()) for o in network(np.stack(crops))]
+        outputs = [np.asarray(o.numpy()) for o in network(_on_device(network, np.stack(crops)))]
     else:  # a graph made for one crop at a time
-        runs = [network(crop[None]) for crop in crops]
+        runs = [network(_on_device(network, crop[None])) for crop in crops]
         outputs = [np.concatenate([run[i].numpy() for run in runs])
                    for i in range(len(runs[0]))]
     if len(outputs) != 2 or outputs[0].shape[1] != _KEYPOINTS:
