@@ -150,7 +150,7 @@ class FlowMemoryPlan:
             if mode.streams_unet:
                 restore(layout.fixed())  # loaded offloaded: they stay now
                 for block in layout.streamed():
-                    self.residency.add(block, name="transformer block")
+                    self.residency.add(block, name="transformer block", loop=True)
                 for block, method in layout.block_calls:
                     self.residency.stream(block, method, unit=block)
             else:
@@ -195,7 +195,7 @@ class FlowMemoryPlan:
                 restore(fixed)
                 for block in blocks:
                     added.append(block)
-                    residency.add(block, name="ControlNet block")
+                    residency.add(block, name="ControlNet block", loop=True)
                     for method in _BLOCK_CALLS:
                         if hasattr(type(block), method):
                             residency.stream(block, method, unit=block)
