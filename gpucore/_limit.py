@@ -114,7 +114,7 @@ class MemoryLimit:
         self._ledger.drop_idle(nbytes, spare=spare, oldest=True)
         return self._pool.stats().pooled < pooled
 
-    def spare(self, weights: Sequence[int]) -> tuple[set[int], list[int]]:
+    def spare(self, weights: Sequence[int]) -> tuple[Collection[int], list[int]]:
         """For the upload of read-only buffers (weights) of these byte sizes: the ids of the
         idle buffers it would reuse (spare them when trimming: the weights of a unit just
         evicted, which a unit of the same layout takes next), and the byte sizes of the

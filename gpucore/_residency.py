@@ -105,7 +105,7 @@ class BufferLedger:
             if keep_lent:
                 keep = self._lent.keys() | keep
             if spare:
-                keep = keep | set(spare)
+                keep = {*keep, *spare}
             dropped = self.pool.clear(nbytes, keep=keep, only=only, oldest=oldest)
             while dropped:
                 self.forget(dropped.pop())
