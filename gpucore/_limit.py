@@ -7,10 +7,11 @@
 The cap is kept at every new allocation, so it holds at the peak, not at chosen moments: a
 buffer the pool cannot hand out from its idle lists is made only when the live buffers, the
 idle ones and it fit under the cap together (`memory_stats().reserved`, the pool's reserve
-included). Otherwise idle buffers are dropped, the largest first, then the evictors are asked
-to free live ones (callers that can move weights to host memory: gpustd.nn.residency; several
-when pipelines share the device, a base and its refiner) one call at a time until the buffer
-fits; when none has anything left, MemoryLimitError says how much the device needs there.
+included). Otherwise idle buffers are dropped, those idle the longest first (the running
+work's own, reused at every block or layer, are idle the shortest), then the evictors are
+asked to free live ones (callers that can move weights to host memory: gpustd.nn.residency;
+several when pipelines share the device, a base and its refiner) one call at a time until the
+buffer fits; when none has anything left, MemoryLimitError says how much the device needs there.
 
 `frugal()` is the cap's milder kin for eager work whose size classes change as it goes (a VAE
 decode climbing resolutions): while it is open, a buffer the pool cannot hand out first makes
@@ -26,11 +27,12 @@ last few hundred dispatches used.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator, Sequence
 
 from wgpu.classes import GPUBuffer
 
 from ._errors import MemoryLimitError
+from ._pool import exact_size
 from ._residency import BufferLedger
 
 __all__ = ["MemoryLimit"]
@@ -103,12 +105,22 @@ class MemoryLimit:
     def _drop_idle(self) -> None:
         self._ledger.drop_idle(keep_lent=True)
 
-    def trim(self, nbytes: int, pooled: int) -> bool:
-        """Drop idle buffers (at least `nbytes`; `pooled`: the pool's idle bytes now); False
-        when none could go (an open capture holds every idle one). Also gpustd.nn.residency's
-        first step in making room."""
-        self._ledger.drop_idle(nbytes)
+    def trim(self, nbytes: int, pooled: int, *, spare: Collection[int] = ()) -> bool:
+        """Drop idle buffers, at least `nbytes` (`pooled`: the pool's idle bytes now), those
+        idle the longest first (the running work's own, reused at every block or layer, are
+        idle the shortest), but those whose id is in `spare`; False when none could go (an
+        open capture holds every idle one, or all are spared). Also gpustd.nn.residency's way
+        of making room."""
+        self._ledger.drop_idle(nbytes, spare=spare, oldest=True)
         return self._pool.stats().pooled < pooled
+
+    def spare(self, weights: Sequence[int]) -> tuple[Collection[int], list[int]]:
+        """For the upload of read-only buffers (weights) of these byte sizes: the ids of the
+        idle buffers it would reuse (spare them when trimming: the weights of a unit just
+        evicted, which a unit of the same layout takes next), and the byte sizes of the
+        weights it must allocate anew."""
+        ids, missing = self._pool.spare([exact_size(nbytes) for nbytes in weights])
+        return ids, [weights[i] for i in missing]
 
     def release(self, evict: Callable[[], bool]) -> None:
         """Forget evictor `evict`; the cap goes with the last one."""

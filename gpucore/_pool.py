@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import gc
 import threading
-from collections.abc import Callable, Container, Iterable
+from collections.abc import Callable, Container, Iterable, Sequence
 from dataclasses import asdict, dataclass
 
 from wgpu.classes import GPUBuffer
@@ -80,6 +80,8 @@ class BufferPool:
         self.idle_bytes = 0
         self.in_use = 0
         self._peak_in_use = self._peak_total = 0
+        self._gives = 0
+        self._given: dict[int, int] = {}  # id of an idle buffer -> its give's number
         self._free: dict[int, list[GPUBuffer]] = {}
         self._lock = threading.Lock()
         self.trace: MemoryTrace | None = None  # gpucore.trace_memory's, while one is open
@@ -103,6 +105,7 @@ class BufferPool:
             while idle:
                 self.idle_bytes -= size
                 found = idle.pop()
+                self._given.pop(id(found), None)
                 if not is_released(found):  # wgpu freed it already: forget it
                     self._grow(size, found)
                     return found
@@ -128,6 +131,8 @@ class BufferPool:
                 return False
             self._free.setdefault(size, []).append(buffer)
             self.idle_bytes += size
+            self._gives += 1
+            self._given[id(buffer)] = self._gives
             return True
 
     def discard(self, buffers: Iterable[GPUBuffer],
@@ -147,32 +152,53 @@ class BufferPool:
                 for b in idle:
                     if id(b) in chosen and id(b) in wanted:
                         taken[id(b)] = size
+                        self._given.pop(id(b), None)
                         self.idle_bytes -= size
                         self._grow(size, b, pinned=True)
                 idle[:] = [b for b in idle if id(b) not in taken]
         return taken
 
     def clear(self, nbytes: int | None = None, keep: Container[int] = (),
-              only: Container[int] | None = None) -> list[GPUBuffer]:
-        """Forget idle buffers, the largest first, until at least `nbytes` are gone (None:
-        every one), but those whose id is in `keep` (an open capture's: it holds them, so
-        forgetting them would not free them); with `only`, just those whose id is in it.
-        Returns them (the caller drops what references them)."""
+              only: Container[int] | None = None, *, oldest: bool = False) -> list[GPUBuffer]:
+        """Forget idle buffers, the largest first (`oldest`: those idle the longest first),
+        until at least `nbytes` are gone (None: every one), but those whose id is in `keep`
+        (an open capture's: it holds them, so forgetting them would not free them); with
+        `only`, just those whose id is in it. Returns them (the caller drops what references
+        them)."""
         with self._lock:
+            candidates = [(size, buffer) for size in sorted(self._free, reverse=True)
+                          for buffer in self._free[size]
+                          if id(buffer) not in keep and (only is None or id(buffer) in only)]
+            if oldest:
+                candidates.sort(key=lambda found: self._given.get(id(found[1]), 0))
             dropped: list[GPUBuffer] = []
-            for size in sorted(self._free, reverse=True):
-                kept: list[GPUBuffer] = []
-                for buffer in self._free[size]:
-                    if ((nbytes is None or nbytes > 0) and id(buffer) not in keep
-                            and (only is None or id(buffer) in only)):
-                        dropped.append(buffer)
-                        self.idle_bytes -= size
-                        nbytes = None if nbytes is None else nbytes - size
-                    else:
-                        kept.append(buffer)
-                self._free[size] = kept
-            self._free = {size: idle for size, idle in self._free.items() if idle}
+            for size, buffer in candidates:
+                if nbytes is not None and nbytes <= 0:
+                    break
+                dropped.append(buffer)
+                self.idle_bytes -= size
+                self._given.pop(id(buffer), None)
+                nbytes = None if nbytes is None else nbytes - size
+            gone = {id(buffer) for buffer in dropped}
+            self._free = {size: kept for size, idle in self._free.items()
+                          if (kept := [b for b in idle if id(b) not in gone])}
             return dropped
+
+    def spare(self, sizes: Sequence[int]) -> tuple[set[int], list[int]]:
+        """What `take`s of these size classes, one each in turn, would find: the ids of the
+        idle buffers they would hand out, and the indices of the sizes none is idle for."""
+        with self._lock:
+            handed: dict[int, int] = {}
+            ids: set[int] = set()
+            missing: list[int] = []
+            for i, size in enumerate(sizes):
+                idle, n = self._free.get(size, ()), handed.get(size, 0)
+                if n < len(idle):
+                    ids.add(id(idle[-1 - n]))  # take pops the last first
+                    handed[size] = n + 1
+                else:
+                    missing.append(i)
+            return ids, missing
 
     def idle_ids(self) -> set[int]:
         """The ids of the idle buffers now."""

@@ -94,15 +94,19 @@ class BufferLedger:
             lender.release()
 
     def drop_idle(self, nbytes: int | None = None, *, keep_lent: bool = False,
-                  only: Container[int] | None = None) -> None:
-        """Drop idle pooled buffers, at least `nbytes` of them, the largest first (None: every
-        one), but never the open capture's (nor, with `keep_lent`, lent ones); with `only`,
-        just those whose id is in it."""
+                  only: Container[int] | None = None, spare: Collection[int] = (),
+                  oldest: bool = False) -> None:
+        """Drop idle pooled buffers, at least `nbytes` of them, the largest first (`oldest`:
+        those idle the longest first; None: every one), but never the open capture's (nor,
+        with `keep_lent`, lent ones, nor those whose id is in `spare`); with `only`, just
+        those whose id is in it."""
         with self.lock:  # and freed under it (an OpenGL device's must be: gpucore._gl)
             keep: Collection[int] = self.recording.keys()
             if keep_lent:
                 keep = self._lent.keys() | keep
-            dropped = self.pool.clear(nbytes, keep=keep, only=only)
+            if spare:
+                keep = {*keep, *spare}
+            dropped = self.pool.clear(nbytes, keep=keep, only=only, oldest=oldest)
             while dropped:
                 self.forget(dropped.pop())
 

@@ -24,7 +24,7 @@ from .module import Module, _walk
 from .quantized import quantized_weights
 
 __all__ = ["HostBuffer", "OffloadedError", "device_bytes", "is_offloaded", "offload",
-           "parameter_bytes", "restore"]
+           "parameter_bytes", "restore", "upload_sizes"]
 
 
 def _tensors(module: Module) -> list[Tensor]:
@@ -69,6 +69,21 @@ def restore(module: Module) -> int:
             weight.restore()
             moved += weight.nbytes
     return moved
+
+
+def upload_sizes(module: Module) -> tuple[list[int], int]:
+    """What `restore(module)` would upload now: the byte sizes of its read-only parameters
+    in host memory (each a new weight Buffer), and the bytes of the rest (quantized weights,
+    writable parameters)."""
+    weights, other = [], 0
+    for tensor in _tensors(module):
+        if isinstance(tensor.buffer, HostBuffer):
+            if tensor.buffer.read_only:
+                weights.append(tensor.buffer.nbytes)
+            else:
+                other += tensor.buffer.nbytes
+    other += sum(q.nbytes for q in quantized_weights(module).values() if not q.on_device)
+    return weights, other
 
 
 def parameter_bytes(module: Module) -> int:

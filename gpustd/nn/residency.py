@@ -1,6 +1,6 @@
-"""Which weights are on the GPU: modules brought in before they run and evicted to host memory,
-least recently used first, to keep the device within a memory budget (the WebUI's
---medvram / --lowvram, Forge's and diffusers' offloading).
+"""Which weights are on the GPU: modules brought in before they run and evicted to host memory
+to keep the device within a memory budget (the WebUI's --medvram / --lowvram, Forge's and
+diffusers' offloading).
 
     residency = Residency(device, budget=4 << 30)
     residency.add(pipe.text_encoder)                 # a unit: brought in when called
@@ -10,14 +10,18 @@ least recently used first, to keep the device within a memory budget (the WebUI'
 A unit is a Module whose weights move together (gpustd.nn.offload). `add` wraps its forward so
 each call first runs `use(module)`: that brings the unit in (uploading its weights) and, where
 the device holds more than `budget` bytes (`memory_stats().reserved`, idle pooled buffers
-included), trims the pool and evicts other units, least recently used first, until the unit
-fits. A budget > 0 is also the device's memory limit (gpucore's `Device.memory_limit`) while
-the Residency lives: every allocation (a unit's activations as it runs included) first trims
-the pool and evicts other units, so the device never holds more than the budget; what cannot
-fit with everything else evicted raises gpucore.MemoryLimitError, naming the bytes needed.
-The unit last brought in is never evicted for room (it may be running). `budget=0` keeps one
-unit on the GPU at a time (the WebUI's modes: whatever ran before leaves when the next unit
-comes), with no limit on the activations.
+included), trims the pool (its buffers idle the longest first) and evicts other units until the
+unit fits: the least recently used first, but units added with `loop=True` (a transformer's
+blocks, run in the same order every step) after all others and the most recently used of them
+first, so that the blocks that fit stay for every step and the rest stream through the room of
+one; the pool's idle buffers that the unit's upload will take (an evicted block's, of the same
+layout) are never trimmed for it. A budget > 0 is also the device's memory limit (gpucore's
+`Device.memory_limit`) while the Residency lives: every allocation (a unit's activations as it
+runs included) first trims the pool and evicts other units, so the device never holds more than
+the budget; what cannot fit with everything else evicted raises gpucore.MemoryLimitError,
+naming the bytes needed. The unit last brought in is never evicted for room (it may be
+running). `budget=0` keeps one unit on the GPU at a time (the WebUI's modes: whatever ran
+before leaves when the next unit comes), with no limit on the activations.
 
 Bringing a unit in writes new buffers, which a capture (gpucore capture / replay) must not
 record as constants: `use` inside a capture that needs an upload raises OffloadedError.
@@ -35,18 +39,28 @@ from typing import Any
 from gpucore import Device
 
 from .module import Module
-from .offload import OffloadedError, device_bytes, is_offloaded, offload, parameter_bytes, restore
+from .offload import (
+    OffloadedError,
+    device_bytes,
+    is_offloaded,
+    offload,
+    parameter_bytes,
+    restore,
+    upload_sizes,
+)
 
 __all__ = ["Residency"]
 
 
 class _Unit:
-    __slots__ = ("module", "name", "nbytes", "on_evict", "release")
+    __slots__ = ("layout", "loop", "module", "name", "nbytes", "on_evict", "release")
 
     def __init__(self, module: Module, name: str, on_evict: Callable[[], None] | None,
-                 release: bool | None) -> None:
+                 release: bool | None, loop: bool) -> None:
         self.module, self.name, self.on_evict, self.release = module, name, on_evict, release
+        self.loop = loop
         self.nbytes = parameter_bytes(module)
+        self.layout = sorted(t.nbytes for t in module.parameters())  # same: buffers reusable
 
 
 class _Streamed:
@@ -106,12 +120,15 @@ class Residency:
         return id(module) in self._units
 
     def add(self, module: Module, *, name: str = "", stream: bool = True, method: str = "forward",
-            on_evict: Callable[[], None] | None = None, release: bool | None = None) -> None:
+            on_evict: Callable[[], None] | None = None, release: bool | None = None,
+            loop: bool = False) -> None:
         """Make `module` a unit. stream: wrap its `method` so that every call brings it in
         (False: the caller runs `use` itself, e.g. before a capture records the module).
         release: True empties the pool whenever this unit is evicted for room, False never
-        (None: the Residency's `release`, with budget 0 only; see the class doc)."""
-        unit = _Unit(module, name or type(module).__name__, on_evict, release)
+        (None: the Residency's `release`, with budget 0 only; see the class doc). loop: the
+        unit runs in a loop with the other loop units, in the same order every time (a
+        transformer's blocks at every step; see the class doc)."""
+        unit = _Unit(module, name or type(module).__name__, on_evict, release, loop)
         self._units[id(module)] = unit
         if not is_offloaded(module):
             self._resident[id(module)] = unit
@@ -142,7 +159,7 @@ class Residency:
             raise OffloadedError(
                 f"{unit.name} must be brought onto the GPU inside a capture, which would record "
                 "its weights as constants; bring it in (Residency.use) before recording")
-        self._make_room(unit.nbytes + extra, unit)
+        self._make_room(extra, unit, upload=upload_sizes(module))
         self.uploaded += restore(module)
         self._resident[id(module)] = unit
 
@@ -152,7 +169,12 @@ class Residency:
         if self.budget:
             self._make_room(0, None)
 
-    def _make_room(self, need: int, unit: _Unit | None) -> None:
+    def _make_room(self, extra: int, unit: _Unit | None,
+                   upload: tuple[list[int], int] = ([], 0)) -> None:
+        """Room for `extra` bytes and `unit`'s `upload` (offload.upload_sizes): the idle
+        buffers the upload will take are spared, a loop victim whose weights have sizes the
+        upload needs is evicted before anything is trimmed (its buffers are the upload's),
+        then other idle buffers are trimmed, then victims evicted."""
         if self.budget is None:
             return
         if self.budget == 0:
@@ -163,22 +185,48 @@ class Residency:
                    for other in others):
                 self.device.empty_pool()
             return
-        while (over := self.device.memory_stats().reserved + need - self.budget) > 0:
-            pooled = self.device.memory_stats().pooled
-            if pooled and self.device.memory_limit.trim(over, pooled):
+        limit, (weights, other) = self.device.memory_limit, upload
+        while True:
+            stats = self.device.memory_stats()
+            spare, missing = limit.spare(weights)
+            over = stats.reserved + sum(missing) + other + extra - self.budget
+            if over <= 0:
+                return
+            victim = self._victim()
+            if victim is not None and victim.loop and not set(missing).isdisjoint(victim.layout):
+                self._evict(victim)  # the upload takes (some of) its buffers
+                continue
+            if stats.pooled and limit.trim(over, stats.pooled, spare=spare):
                 continue
             if not self._evict_one():
                 return  # nothing left to evict: the allocations will say what is missing
 
+    def _victim(self) -> _Unit | None:
+        """The unit to evict next, never the current one: the least recently used outside the
+        loop, else the loop's most recently used (the one needed again last: least recently
+        used first would evict each loop unit just before its next use, and every unit of
+        the loop would be uploaded every round)."""
+        victim = None
+        for unit in self._resident.values():  # least recently used first
+            if id(unit.module) == self._current:
+                continue
+            if not unit.loop:
+                return unit
+            victim = unit
+        return victim
+
     def _evict_one(self) -> bool:
-        """Evict the least recently used unit but the current one; False when none is left."""
-        victim = next((u for u in self._resident.values() if id(u.module) != self._current),
-                      None)
+        """Evict the next victim (`_victim`); False when none is left."""
+        victim = self._victim()
         if victim is not None:
-            self.evict(victim.module)
-            if victim.release:
-                self.device.empty_pool()
+            self._evict(victim)
         return victim is not None
+
+    def _evict(self, victim: _Unit) -> None:
+        """Evict `victim` for room (a unit added with release: the pool emptied after)."""
+        self.evict(victim.module)
+        if victim.release:
+            self.device.empty_pool()
 
     def evict(self, module: Module) -> None:
         """Move unit `module`'s weights to host memory (its on_evict first)."""

@@ -121,3 +121,57 @@ def test_a_released_unit_leaves_the_pool_to_the_blocks(first_device: gpucore.Dev
     finally:
         device.pool.limit = limit
         residency.close()
+
+
+def test_a_loop_under_a_budget_keeps_blocks_and_makes_no_buffers(
+        first_device: gpucore.Device) -> None:
+    """Blocks run in a loop (a transformer's, at every step) under a budget that holds half of
+    them: the blocks that fit stay from round to round and the rest stream through, so fewer
+    bytes move than under budget 0 (--lowvram) and no more buffers are made a round (least
+    recently used first moved every block every round; trimming the pool's largest idle
+    buffers dropped the evicted blocks' and the activations', each made anew). Two layouts,
+    as FLUX's double and single blocks; the picture bitwise the plain run's."""
+    device = first_device
+    rng = np.random.default_rng(5)
+    blocks: list[nn.Linear] = []
+    for i in range(8):
+        block = nn.Linear(96, 96, bias=i < 4, device=device)
+        block.load_state_dict({"weight": rng.standard_normal((96, 96)).astype(np.float32) / 10,
+                               **({"bias": rng.standard_normal(96).astype(np.float32)}
+                                  if i < 4 else {})})
+        blocks.append(block)
+    x = gpustd.asarray(rng.standard_normal((5, 96)).astype(np.float32), device=device)
+
+    def run() -> np.ndarray:
+        h = x
+        for block in blocks:
+            h = block(h)
+        return h.numpy()
+
+    expected = run()
+    assert np.abs(expected).max() > 1e-3
+    size = sum(b.weight.nbytes for b in blocks) + sum(b.bias.nbytes for b in blocks[:4])
+    rounds: dict[str, tuple[int, int]] = {}
+    for mode in ("lowvram", "max_vram"):
+        for block in blocks:
+            offload(block)
+        device.empty_pool()
+        budget = 0 if mode == "lowvram" else device.memory_stats().reserved + size // 2 + (
+            32 << 10)  # half the blocks and the activations
+        device.reset_peak_memory()
+        residency = Residency(device, budget=budget, release=mode != "lowvram")
+        try:
+            for block in blocks:
+                residency.add(block, loop=True)
+            np.testing.assert_array_equal(run(), expected)  # the first round makes buffers
+            created, uploaded = device.buffers_created, residency.uploaded
+            for _ in range(2):
+                np.testing.assert_array_equal(run(), expected)
+            rounds[mode] = (device.buffers_created - created, residency.uploaded - uploaded)
+            if budget:
+                assert device.memory_stats().peak_reserved <= budget
+                assert 0 < sum(device_bytes(b) > 0 for b in blocks) < len(blocks)
+        finally:
+            residency.close()
+    assert rounds["max_vram"][0] <= rounds["lowvram"][0], rounds
+    assert 0 < rounds["max_vram"][1] < rounds["lowvram"][1] / 2, rounds

@@ -16,10 +16,12 @@ and its edit models, Z-Image):
   leave (pooled, they would fill the pool: every block's weights and activations would
   then be new buffers, made and freed at each use).
 - max_vram: a budget in bytes. The same units as lowvram, but nothing leaves while the device
-  holds less than the budget; past it the least recently used units go to host memory. The
-  budget is the device's memory limit (gpustd.nn.residency): the activations are held to it
-  too. A budget below the transformer's unstreamed weights plus the largest unit is refused
-  at once, naming that minimum.
+  holds less than the budget; past it units go to host memory, the least recently used
+  first but the blocks last, the one just run first (they run as a loop, in the same order
+  every step: the blocks that fit stay for every step, the others stream through the room of
+  one). The budget is the device's memory limit (gpustd.nn.residency): the activations are
+  held to it too. A budget below the transformer's unstreamed weights plus the largest unit
+  is refused at once, naming that minimum.
 
 A family says what moves in a `MemoryLayout` (its model's `memory_layout`): the transformer
 and its block lists, the networks that read the prompt (one unit: Qwen-Image-Edit's language
@@ -150,7 +152,7 @@ class FlowMemoryPlan:
             if mode.streams_unet:
                 restore(layout.fixed())  # loaded offloaded: they stay now
                 for block in layout.streamed():
-                    self.residency.add(block, name="transformer block")
+                    self.residency.add(block, name="transformer block", loop=True)
                 for block, method in layout.block_calls:
                     self.residency.stream(block, method, unit=block)
             else:
@@ -195,7 +197,7 @@ class FlowMemoryPlan:
                 restore(fixed)
                 for block in blocks:
                     added.append(block)
-                    residency.add(block, name="ControlNet block")
+                    residency.add(block, name="ControlNet block", loop=True)
                     for method in _BLOCK_CALLS:
                         if hasattr(type(block), method):
                             residency.stream(block, method, unit=block)

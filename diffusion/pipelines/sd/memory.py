@@ -13,7 +13,8 @@
   made the trip keep their host copy, so streaming reads nothing back.
 - max_vram: a budget in bytes. The same units as lowvram, but nothing leaves while the device
   holds less than the budget (`memory_stats().reserved`, the pool's idle buffers included);
-  past it the pool is trimmed and the least recently used units go to host memory. The budget
+  past it the pool is trimmed and units go to host memory, the least recently used first but
+  the UNet's blocks last, the one just run first (a loop: gpustd.nn.residency). The budget
   is the device's memory limit (gpustd.nn.residency): it holds at every allocation, a block's
   activations included, so the generation's peak stays within it. The VAE decodes in tiles
   (activations held on the host between GroupNorms) when its untiled pass would not fit the
@@ -230,7 +231,8 @@ class MemoryPlan:
             if mode.streams_unet:
                 captures[1].reset()  # the UNet runs eagerly now: a kept capture only pins memory
                 for block in unet_blocks(pipe.unet):
-                    self.residency.add(block, name="UNet block", on_evict=self._steady.left)
+                    self.residency.add(block, name="UNet block", on_evict=self._steady.left,
+                                       loop=True)
             else:
                 self.residency.add(pipe.unet, name="UNet", stream=False, on_evict=captures[1].reset)
             self.residency.add(pipe.vae, name="VAE", stream=False, release=True)
