@@ -88,6 +88,7 @@ def run_child(args: list[str], env: dict[str, str], timeout: float) -> dict[str,
         killer.start()
         for line in child.stderr:
             lines.append((round(time.perf_counter() - start, 3), line.rstrip()))
+            print(f"  {lines[-1][0]:7.2f} {lines[-1][1]}", file=sys.stderr, flush=True)
         child.wait(timeout=max(10.0, deadline - time.perf_counter()))
         wall = time.perf_counter() - start
         killer.cancel()
@@ -158,6 +159,7 @@ def run(root: Path, out_json: Path, *, quick: bool, models: list[str], flux_step
     for model in models:
         entry: dict[str, Any] = {"written": _cold_files.write(model, root, quick)}
         result["models"][model] = entry
+        print(f"{model}: wrote {entry['written']}", file=sys.stderr, flush=True)
         entry["args"] = _cli_args(model, entry["written"]["path"], root / "out", quick,
                                   flux_steps)
         with tempfile.TemporaryDirectory(prefix=f"cold-{model}-", dir=root) as cache:
