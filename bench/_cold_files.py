@@ -33,8 +33,9 @@ _CODES = {"F32": (np.float32, 4), "F16": (np.float16, 2), "BF16": (None, 2), "I6
 
 
 class _Pool:
-    def __init__(self, seed: int = 0) -> None:
-        values = np.random.default_rng(seed).normal(0.0, 0.02, POOL).astype(np.float32)
+    def __init__(self, seed: int = 0, size: int = POOL) -> None:
+        values = np.random.default_rng(seed).normal(0.0, 0.02, size).astype(np.float32)
+        self.size = size
         self.f32 = values
         self.bytes = {"F32": values.view(np.uint8), "F16": values.astype(np.float16).view(np.uint8),
                       "BF16": (values.view(np.uint32) >> 16).astype(np.uint16).view(np.uint8)}
@@ -43,7 +44,7 @@ class _Pool:
     def write(self, file: Any, code: str, count: int) -> None:
         """`count` values of dtype `code`: runs of the pool from a random offset."""
         raw, item = self.bytes[code], _CODES[code][1]
-        start = int(self.rng.integers(0, POOL)) * item
+        start = int(self.rng.integers(0, self.size)) * item
         left = count * item
         while left:
             piece = raw[start:start + left]
@@ -52,7 +53,7 @@ class _Pool:
             start = 0
 
     def norm(self, code: str, count: int) -> bytes:
-        start = int(self.rng.integers(0, POOL - count)) if count < POOL else 0
+        start = int(self.rng.integers(0, self.size - count)) if count < self.size else 0
         values = 1.0 + self.f32[start:start + count]
         if code == "BF16":
             return (values.view(np.uint32) >> 16).astype(np.uint16).tobytes()
