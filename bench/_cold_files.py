@@ -48,7 +48,7 @@ class _Pool:
         left = count * item
         while left:
             piece = raw[start:start + left]
-            file.write(memoryview(piece))
+            file.write(piece.data)
             left -= len(piece)
             start = 0
 
