@@ -67,7 +67,8 @@ class WanMemoryPlan(FlowMemoryPlan):
         layout = MemoryLayout(
             transformer=transformer, blocks=(transformer.blocks,),
             text_encoders=(head, *readers),
-            text_calls=((head, "forward"), *((r, "hidden_states") for r in readers)),
+            text_calls=((head, "forward"), *(() if streams else ((head, "forward_each"),)),
+                        *((r, "hidden_states") for r in readers)),
             vae=vae)
         blocks = _text_blocks(text_encoder) if streams else []
         kept = text_encoder.encoder.final_layer_norm if streams else None

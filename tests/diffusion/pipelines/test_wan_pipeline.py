@@ -246,6 +246,33 @@ def test_max_vram_img2vid_gives_the_plain_frames(first_device: gpucore.Device,
         pipe.set_memory_mode(MemoryMode())
 
 
+def test_umt5_streams_once_for_both_prompts(first_device: gpucore.Device,
+                                            tiny_wan: tuple[Path, Any]) -> None:
+    """Under --lowvram the prompt and the negative prompt pass UMT5 together: each streamed
+    block comes to the GPU once for both (half the uploads of two calls), and each prompt's
+    states are its own call's, bitwise."""
+    from diffusion.pipelines.sd.memory import MemoryMode
+    from diffusion.pipelines.video import WanPipeline
+
+    pipe = WanPipeline.from_pretrained(tiny_wan[0], device=first_device, offload=True)
+    pipe.set_memory_mode(MemoryMode(lowvram=True))
+    try:
+        residency = pipe._memory.residency
+        start = residency.uploaded
+        alone = [pipe.prompt_states([RED]), pipe.prompt_states([SNOW, ""])]
+        twice = residency.uploaded - start
+        residency.evict_all()
+        start = residency.uploaded
+        both = pipe.prompt_states_each([[RED], [SNOW, ""]])
+        once = residency.uploaded - start
+    finally:
+        pipe.set_memory_mode(MemoryMode())
+    assert once > 0 and twice == 2 * once
+    assert np.abs(alone[0][0] - alone[1][0]).max() > 0.1  # the prompt matters
+    for got, want in zip(both, alone, strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
 @pytest.mark.nodevice
 def test_memory_modes_refuse_two_experts() -> None:
     """Wan 2.2 A14B (a second transformer) under a memory mode: one line pointing at
