@@ -152,7 +152,7 @@ class WanPipeline(WanMemoryModes):
         """`network`'s weights on the GPU for the block (offloading: uploaded, then back to
         host memory; under a memory mode its plan moves them)."""
         if self._memory is not None:  # its units come in as they run
-            self._memory.next_phase()
+            self._memory.next_phase(network)
             yield
             return
         if not self.offload:

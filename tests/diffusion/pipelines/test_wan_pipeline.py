@@ -271,18 +271,3 @@ def test_umt5_streams_once_for_both_prompts(first_device: gpucore.Device,
     assert np.abs(alone[0][0] - alone[1][0]).max() > 0.1  # the prompt matters
     for got, want in zip(both, alone, strict=True):
         np.testing.assert_array_equal(got, want)
-
-
-@pytest.mark.nodevice
-def test_memory_modes_refuse_two_experts() -> None:
-    """Wan 2.2 A14B (a second transformer) under a memory mode: one line pointing at
-    --offload; no mode at all is accepted."""
-    from diffusion.pipelines.sd.memory import MemoryMode
-    from diffusion.pipelines.video.wan_memory import WanMemoryModes
-
-    pipe = WanMemoryModes()
-    pipe.transformer_2 = object()
-    with pytest.raises(ValueError, match="A14B's two experts yet; use --offload"):
-        pipe.set_memory_mode(MemoryMode(lowvram=True))
-    pipe.set_memory_mode(MemoryMode())
-    assert pipe.memory_mode is None
