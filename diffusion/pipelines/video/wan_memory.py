@@ -45,7 +45,7 @@ def _text_blocks(text_encoder: Any) -> list[Any]:
     return list(text_encoder.encoder.block)
 
 
-def _expert_layout(layout: MemoryLayout, transformer: Module) -> MemoryLayout:
+def _expert_layout(layout: MemoryLayout, transformer: Any) -> MemoryLayout:
     """`layout` with `transformer` (Wan 2.2 A14B's other expert) in its transformer's place."""
     return replace(layout, transformer=transformer, blocks=(transformer.blocks,))
 
