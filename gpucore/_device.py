@@ -27,7 +27,7 @@ from ._limit import MemoryLimit
 from ._pipelines import Pending, PipelineCache, builds_later, resolved
 from ._pool import BufferPool, MemoryStats, exact_size, is_released, size_class
 from ._profile import Profile
-from ._residency import BufferLedger
+from ._residency import DROPPED_LIMIT, BufferLedger
 from ._staging import STAGING_LIMIT, Staging
 from ._stream import Event, Stream
 from ._teardown import hold, release_dead
@@ -151,6 +151,8 @@ class Device:
             self.check_limit("max-buffer-size", size, f"{label} ({nbytes:,} bytes)")
             buffer = self.memory_limit.make_room(size, label)
         if buffer is None:
+            if self.ledger.dropped > DROPPED_LIMIT and self.capturing is None:
+                self.synchronize()  # the driver frees what the pool dropped once the GPU passed
             buffer = self.wgpu.create_buffer(label=label, size=size, usage=usage)
             self.buffers_created += 1
             self.pool.created(buffer, size)
@@ -290,6 +292,7 @@ class Device:
 
     def _waited(self) -> None:
         """The GPU has finished everything submitted: every stream's next batch starts small."""
+        self.ledger.dropped = 0  # and the buffers dropped before are freed
         for stream in self._streams:
             stream.submits = 0
 

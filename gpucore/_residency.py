@@ -31,7 +31,14 @@ from wgpu.classes import GPUBuffer
 
 from ._pool import BufferPool
 
-__all__ = ["BufferLedger", "Lender"]
+__all__ = ["DROPPED_LIMIT", "BufferLedger", "Lender"]
+
+# Bytes of dropped buffers the device lets the GPU still hold before it waits for the GPU:
+# wgpu frees a dropped buffer only once the work submitted with it is done, so a host that
+# records far ahead of the GPU and drops what the pool has no room for (Wan 14B's second CFG
+# pass under --max-vram: the quantized weights' float scratch, 0.7 GB a block) would
+# otherwise hold the driver's figure 34 GiB above the pool's (bench/NOTES.md).
+DROPPED_LIMIT = 1 << 30
 
 
 class Lender(Protocol):
@@ -53,6 +60,7 @@ class BufferLedger:
         self._orphans: dict[int, int] = {}  # pinned buffers no Buffer owns -> size class
         self._lent: dict[int, weakref.ref[Lender]] = {}  # a capture's scratch lent to the pool
         self.recording: Mapping[int, GPUBuffer] = {}  # the open capture's buffers, by id
+        self.dropped = 0  # bytes forgotten since the device last waited for the GPU
 
     @property
     def lent(self) -> KeysView[int]:
@@ -88,7 +96,9 @@ class BufferLedger:
 
     def forget(self, buffer: GPUBuffer) -> None:
         """`buffer` left the pool for good: drop the bind groups naming it, and the capture that
-        lent it (which would keep it alive), so that wgpu frees it."""
+        lent it (which would keep it alive), so that wgpu frees it (once the GPU is done with
+        it: counted in `dropped` until the device waits)."""
+        self.dropped += buffer.size
         self._evict(buffer)
         if (ref := self._lent.pop(id(buffer), None)) is not None and (lender := ref()) is not None:
             lender.release()

@@ -9,7 +9,7 @@ for that reason, `_keep_in_fp32_modules`, and clamps the rest; here nothing need
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -172,27 +172,45 @@ class T5EncoderModel(nn.Module):
         """input_ids: (B, L) ints below vocab_size -> (B, L, d_model) in the model's dtype.
         attention_mask: None, or (B, L) with 0 for the tokens no token attends to (padding;
         ChromaPipeline passes the tokenizer's mask), as transformers' `attention_mask=`."""
-        ids = np.asarray(input_ids)
-        if ids.ndim != 2 or ids.dtype.kind not in "iu":
-            raise ValueError(f"input_ids must be (batch, length) integers, got {ids.dtype} "
-                             f"of shape {ids.shape}")
+        return self.forward_each([(input_ids, attention_mask)])[0]
+
+    def forward_each(self, inputs: Sequence[tuple[Any, Any]]) -> list[Tensor]:
+        """`forward(ids, mask)` of each (input_ids, attention_mask) pair, block by block: every
+        input passes a block before the next block runs, so a streamed block (a memory
+        mode's unit) comes to the GPU once for all of them (Wan's prompt and negative
+        prompt). Each input runs the kernels its own `forward` would, on the same shapes:
+        the states are `forward`'s, bitwise."""
         device = self.shared.weight.device
-        x = cast(self.shared(asarray(ids.astype(np.int32), device=device)), np.float32)
-        masked = None
-        if attention_mask is not None:
-            keep = np.asarray(attention_mask)
-            if keep.shape != ids.shape:
-                raise ValueError(f"attention_mask must have input_ids' shape {ids.shape}, got "
-                                 f"{keep.shape}")
-            masked = asarray(np.where(keep != 0, np.float32(0), np.float32(-np.inf))
-                             .reshape(ids.shape[0], 1, 1, ids.shape[1]), device=device)
+        streams, masks = [], []
+        for input_ids, attention_mask in inputs:
+            ids = np.asarray(input_ids)
+            if ids.ndim != 2 or ids.dtype.kind not in "iu":
+                raise ValueError(f"input_ids must be (batch, length) integers, got {ids.dtype} "
+                                 f"of shape {ids.shape}")
+            streams.append(cast(self.shared(asarray(ids.astype(np.int32), device=device)),
+                                np.float32))
+            masks.append(None if attention_mask is None else
+                         self._additive_mask(ids.shape, attention_mask, device))
+        kept: list[Tensor] = []  # T5's biases, from its first block's table, for every block
         for i, block in enumerate(self.encoder.block):
-            if i == 0 or self.bias_per_layer:
-                bias = self.position_bias(ids.shape[1], i)
-                if masked is not None:
-                    bias = bias + masked
-            x = block(x, bias)
-        return cast(self.encoder.final_layer_norm(x), self.dtype)
+            for j, masked in enumerate(masks):
+                if i == 0 or self.bias_per_layer:  # made as each input comes: one at a time
+                    bias = self.position_bias(streams[j].shape[1], i)
+                    bias = bias if masked is None else bias + masked
+                    if not self.bias_per_layer:
+                        kept.append(bias)
+                streams[j] = block(streams[j], bias if self.bias_per_layer else kept[j])
+        return [cast(self.encoder.final_layer_norm(x), self.dtype) for x in streams]
+
+    @staticmethod
+    def _additive_mask(shape: tuple[int, ...], attention_mask: Any, device: Device) -> Tensor:
+        """(B, 1, 1, L) float32: 0 where `attention_mask` keeps a token, -inf where not."""
+        keep = np.asarray(attention_mask)
+        if keep.shape != shape:
+            raise ValueError(f"attention_mask must have input_ids' shape {shape}, got "
+                             f"{keep.shape}")
+        return asarray(np.where(keep != 0, np.float32(0), np.float32(-np.inf))
+                       .reshape(shape[0], 1, 1, shape[1]), device=device)
 
 
 class UMT5EncoderModel(T5EncoderModel):

@@ -77,6 +77,32 @@ def test_a_full_pool_frees_instead(dev: gpucore.Device) -> None:
     assert s1.peak_allocated == s0.allocated + _cls(dev, SMALL)
 
 
+def test_dropped_buffers_past_the_limit_make_the_next_allocation_wait(
+        dev: gpucore.Device, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A buffer the pool drops is freed by the driver only once the GPU is done with it, so
+    past DROPPED_LIMIT dropped bytes a new buffer first waits for the GPU (the count then
+    starts again); below it nothing waits."""
+    import gpucore._device as device_module
+
+    monkeypatch.setattr(device_module, "DROPPED_LIMIT", 2 * _cls(dev, LARGE))
+    dev.synchronize()
+    waits: list[int] = []
+    synchronize = dev.synchronize
+    monkeypatch.setattr(dev, "synchronize", lambda: (waits.append(1), synchronize()))
+    limit, dev.pool.limit = dev.pool.limit, 0
+    try:
+        for _ in range(2):
+            Buffer.empty(LARGE, device=dev)  # made, then dropped at once
+        assert waits == [] and dev.ledger.dropped == 2 * _cls(dev, LARGE)
+        Buffer.empty(LARGE, device=dev)
+        assert waits == [] and dev.ledger.dropped == 3 * _cls(dev, LARGE)
+        kept = Buffer.empty(LARGE, device=dev)
+        assert waits == [1] and dev.ledger.dropped == 0
+    finally:
+        dev.pool.limit = limit
+    del kept
+
+
 def test_a_capture_holds_its_temporaries_until_released(dev: gpucore.Device) -> None:
     add = Kernel.cached("core/vector_add")
     x = Buffer.from_numpy(np.random.default_rng(0).standard_normal(SMALL).astype(np.float32),

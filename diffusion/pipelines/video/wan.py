@@ -152,7 +152,7 @@ class WanPipeline(WanMemoryModes):
         """`network`'s weights on the GPU for the block (offloading: uploaded, then back to
         host memory; under a memory mode its plan moves them)."""
         if self._memory is not None:  # its units come in as they run
-            self._memory.next_phase()
+            self._memory.next_phase(network)
             yield
             return
         if not self.offload:
@@ -193,10 +193,18 @@ class WanPipeline(WanMemoryModes):
                       ) -> np.ndarray:
         """UMT5's states (B, max_sequence_length, d_model) of each prompt's tokens, zeros
         after them, float32 on the host. diffusers: `WanPipeline.encode_prompt`."""
-        ids, mask = self.tokenizer.encode([clean_prompt(p) for p in prompts],
-                                          max_sequence_length)
-        states = self.text_encoder(ids, mask).numpy().astype(np.float32)
-        return states * (mask[:, :, None] != 0)
+        return self.prompt_states_each([prompts], max_sequence_length)[0]
+
+    def prompt_states_each(self, groups: Sequence[Sequence[str]],
+                           max_sequence_length: int = 512) -> list[np.ndarray]:
+        """`prompt_states` of each group of prompts (the prompts, the negative prompts) in
+        one pass through UMT5 (`forward_each`: a streamed block comes to the GPU once for
+        all groups), each group's states bitwise its own call's."""
+        encoded = [self.tokenizer.encode([clean_prompt(p) for p in prompts],
+                                         max_sequence_length) for prompts in groups]
+        states = self.text_encoder.forward_each(encoded)
+        return [s.numpy().astype(np.float32) * (mask[:, :, None] != 0)
+                for s, (_, mask) in zip(states, encoded, strict=True)]
 
     def encode_prompt(self, prompts: Sequence[str], max_sequence_length: int = 512) -> Tensor:
         """The transformer's context (B, max_sequence_length, dim) for `prompts`: their
@@ -283,9 +291,10 @@ class WanPipeline(WanMemoryModes):
         # 1. the prompts' (and, guided, the negative prompt's) states
         guided = guidance_scale > 1
         with self.on_gpu(self.text_encoder):
-            positive_states = self.prompt_states(prompts, max_sequence_length)
-            negative_states = (self.prompt_states([negative_prompt or ""] * len(prompts),
-                                                  max_sequence_length) if guided else None)
+            negatives = [[negative_prompt or ""] * len(prompts)] if guided else []
+            positive_states, *negative = self.prompt_states_each([prompts, *negatives],
+                                                                 max_sequence_length)
+            negative_states = negative[0] if guided else None
         # 2. the schedule and the starting noise, drawn as diffusers' randn_tensor; the given
         # first frame's latents (its posterior's mean)
         scheduler = self.scheduler(sampler)

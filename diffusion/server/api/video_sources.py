@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from ...loaders.formats.safetensors import SafetensorsFile
-from ...loaders.wan import WanFiles, wan_family, wan_file_family
+from ...loaders.wan import wan_family, wan_file_family
 from ...loaders.wan.sources import Names, WanSource
 from ..catalog.models_dir import ModelRegistry
 from .generation import RequestError
 
-__all__ = ["REQUEST_NAMES", "two_experts", "video_listing", "video_source"]
+__all__ = ["REQUEST_NAMES", "video_listing", "video_source"]
 
 REQUEST_NAMES = Names({"model": "model", "base": "base", "model_2": "model_2",
                        "text_encoder": "text_encoder", "vae": "vae",
@@ -100,14 +100,3 @@ def video_source(registry: ModelRegistry, body: Any) -> WanSource:
     parts = {field: _path(registry, value, field) for field in REQUEST_NAMES.fields
              if field != "model" and (value := getattr(body, field, None))}
     return WanSource(model=entry.path, **parts)
-
-
-def two_experts(folder: Path, files: WanFiles) -> bool:
-    """Whether the resolved model is Wan 2.2 A14B's two experts: a low-noise expert's file, or
-    a folder whose model_index.json lists a transformer_2 (read before any weight loads)."""
-    from ...loaders.formats.diffusers_folder import read_json
-
-    if files.transformer_2 is not None:
-        return True
-    entry = read_json(folder / "model_index.json").get("transformer_2")
-    return isinstance(entry, list) and bool(entry) and entry[0] is not None

@@ -83,6 +83,32 @@ def test_a14b_equals_diffusers(first_device: gpucore.Device, tiny_a14b: tuple[Pa
     assert np.abs(swapped - ours).mean() > 0.02
 
 
+def test_a14b_lowvram_gives_the_plain_frames(first_device: gpucore.Device,
+                                             tiny_a14b: tuple[Path, Any]) -> None:
+    """The two experts under --lowvram: the running expert alone on the GPU at each step (the
+    other's blocks and parts leave at the boundary step), the plain mode's frames (here: the
+    offloaded plain mode's, the same) bit for bit."""
+    from diffusion.pipelines.sd.memory import MemoryMode
+    from diffusion.pipelines.video import WanPipeline
+    from gpustd.nn.offload import device_bytes
+
+    folder, _ = tiny_a14b
+    settings = dict(num_inference_steps=STEPS, guidance_scale=4.0, guidance_scale_2=2.0,
+                    seed=3, **{**SIZE, "num_frames": 1})
+    pipe = WanPipeline.from_pretrained(folder, device=first_device, offload=True)
+    plain = pipe(RED, **settings)
+    experts = (pipe.transformer, pipe.transformer_2)
+    on_gpu: list[tuple[bool, ...]] = []  # after each step: which expert has weights there
+    pipe.set_memory_mode(MemoryMode(lowvram=True))
+    try:
+        frames = pipe(RED, callback=lambda *_: on_gpu.append(
+            tuple(device_bytes(expert) > 0 for expert in experts)), **settings)
+    finally:
+        pipe.set_memory_mode(MemoryMode())
+    np.testing.assert_array_equal(frames, plain)
+    assert on_gpu == [(True, False), (False, True)]
+
+
 def test_a14b_image_to_video(first_device: gpucore.Device, tmp_path: Path,
                              capsys: pytest.CaptureFixture[str],
                              monkeypatch: pytest.MonkeyPatch) -> None:

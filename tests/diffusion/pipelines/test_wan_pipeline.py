@@ -186,7 +186,11 @@ def plain_video(first_device: gpucore.Device, tiny_wan: tuple[Path, Any]) -> np.
 def test_offload_gives_the_same_video(first_device: gpucore.Device,
                                       tiny_wan: tuple[Path, Any],
                                       plain_video: np.ndarray) -> None:
-    """`offload`: each network on the GPU only while it runs, the same frames."""
+    """`offload`: each network on the GPU only while it runs, the same frames. The same
+    pipeline under --lowvram: the prompt and the negative prompt pass UMT5 together, so each
+    streamed block comes to the GPU once for both (half the uploads of two calls), each
+    prompt's states bitwise its own call's."""
+    from diffusion.pipelines.sd.memory import MemoryMode
     from diffusion.pipelines.video import WanPipeline
     from gpustd.nn.offload import device_bytes
 
@@ -197,6 +201,22 @@ def test_offload_gives_the_same_video(first_device: gpucore.Device,
     assert [device_bytes(part) for part in parts] == [0, 0, 0]
     np.testing.assert_array_equal(pipe(RED, **settings), kept)
     assert [device_bytes(part) for part in parts] == [0, 0, 0]
+    pipe.set_memory_mode(MemoryMode(lowvram=True))
+    try:
+        residency = pipe._memory.residency
+        start = residency.uploaded
+        alone = [pipe.prompt_states([RED]), pipe.prompt_states([SNOW])]
+        twice = residency.uploaded - start
+        residency.evict_all()
+        start = residency.uploaded
+        both = pipe.prompt_states_each([[RED], [SNOW]])
+        once = residency.uploaded - start
+    finally:
+        pipe.set_memory_mode(MemoryMode())
+    assert once > 0 and twice == 2 * once
+    assert np.abs(alone[0][0] - alone[1][0]).max() > 0.1  # the prompt matters
+    for got, want in zip(both, alone, strict=True):
+        np.testing.assert_array_equal(got, want)
 
 
 def test_lowvram_txt2vid_gives_the_plain_frames(first_device: gpucore.Device,
@@ -246,16 +266,3 @@ def test_max_vram_img2vid_gives_the_plain_frames(first_device: gpucore.Device,
         pipe.set_memory_mode(MemoryMode())
 
 
-@pytest.mark.nodevice
-def test_memory_modes_refuse_two_experts() -> None:
-    """Wan 2.2 A14B (a second transformer) under a memory mode: one line pointing at
-    --offload; no mode at all is accepted."""
-    from diffusion.pipelines.sd.memory import MemoryMode
-    from diffusion.pipelines.video.wan_memory import WanMemoryModes
-
-    pipe = WanMemoryModes()
-    pipe.transformer_2 = object()
-    with pytest.raises(ValueError, match="A14B's two experts yet; use --offload"):
-        pipe.set_memory_mode(MemoryMode(lowvram=True))
-    pipe.set_memory_mode(MemoryMode())
-    assert pipe.memory_mode is None

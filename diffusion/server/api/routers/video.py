@@ -7,9 +7,9 @@ its steps and /sdapi/v1/interrupt stops it after the current one (the frames are
 from where it stopped; with `force_task_id`, /internal/progress and /interrupt know the job by
 it). Each worker keeps the last Wan model it ran loaded beside its picture model, in the
 server's memory mode (serve's --medvram / --lowvram / --max-vram, as `txt2vid` takes them:
-each network loaded straight to host memory, the frames the plain mode's); Wan 2.2 A14B, which
-no mode runs yet, is then a 422. GET /avx/video-models lists the Wan folders and files for the
-page's Video tab."""
+each network loaded straight to host memory, the frames the plain mode's; Wan 2.2 A14B's
+experts too). GET /avx/video-models lists the Wan folders and files for the page's Video
+tab."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ from ....pipelines.video.files import check_fps, write_video
 from ...images import decode_image
 from ..generation import RequestError
 from ..state import ServerState, State, submit, wait
-from ..video_sources import REQUEST_NAMES, two_experts, video_listing, video_source
+from ..video_sources import REQUEST_NAMES, video_listing, video_source
 
 __all__ = ["Img2VidRequest", "Txt2VidRequest", "avx"]
 
@@ -99,10 +99,6 @@ def _check(state: ServerState, body: Txt2VidRequest) -> tuple[Path, WanFiles]:
         raise
     except ValueError as error:  # a part missing or not what it should be
         raise RequestError(str(error)) from None
-    if state.memory and two_experts(folder, files):
-        raise RequestError(f"the server runs with {state.memory.label}, which does not run Wan "
-                           "2.2 A14B's two experts yet; serve this model without --medvram, "
-                           "--lowvram and --max-vram")
     return folder, files
 
 
