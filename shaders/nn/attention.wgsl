@@ -32,6 +32,7 @@ override KS: u32 = 1u; // key slices of the output phase: RG * NDG * KS <= WG
 override KV_LEN: u32 = 528u; // max(DCHP * CS, KB * NV * NDG), from the host
 override MASK: u32 = 0u; // 0 none, 1 additive, 2 boolean
 override PF: u32 = 0u; // 1: prefetch k and v into registers (needs NCH == 1, KB == BK)
+override LOOPS: bool = false; // loops kept as loops (CPU adapters: attention.py)
 
 override BQ: u32 = 4u * RG;
 override BK: u32 = 4u * CS;
@@ -116,7 +117,7 @@ fn rows_combine(a: Rows, kh: u32, slot: u32) -> Rows {
     workgroupBarrier();
     var r = a;
     if (kh == 0u) {
-        for (var s = 1u; s < KS; s++) {
+        for (var s = 1u; s < bound(KS); s++) {
             let src = 4u * ((s - 1u) * RG * NDG + slot);
             r = Rows(r.r0 + pt[src], r.r1 + pt[src + 1u], r.r2 + pt[src + 2u],
                      r.r3 + pt[src + 3u]);
@@ -136,6 +137,13 @@ fn acc_combine(acc: Acc, kh: u32, slot: u32) -> Acc {
     if (NV > 6u) { r.a6 = rows_combine(r.a6, kh, slot); }
     if (NV > 7u) { r.a7 = rows_combine(r.a7, kh, slot); }
     return r;
+}
+
+// A loop's bound `n` as a value the compiler cannot see through (with LOOPS): llvmpipe then
+// compiles one copy of its body instead of unrolling it. The same iterations either way.
+fn bound(n: u32) -> u32 {
+    if (LOOPS) { return min(n, params.lk + n); }
+    return n;
 }
 
 fn hmax(x: vec4<f32>) -> f32 { return max(max(x.x, x.y), max(x.z, x.w)); }
@@ -333,7 +341,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
             }
             workgroupBarrier();
             if (PF != 0u) { v_next = v_fetch(v_base, k0, t); }
-            for (var d = 0u; d < DCH; d += 4u) {
+            for (var d = 0u; d < bound(DCH); d += 4u) {
                 let x = rs * DCHP + d;
                 let y = cs * DCHP + d;
                 sc = rows_fma(sc, qt[x], kv[y]);
@@ -373,7 +381,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
             workgroupBarrier();
             if (owns_output) {
                 if (kb == 0u) { acc = acc_scale(acc, row_scale[rg]); }
-                for (var r = kh; r < KB; r += 4u * KS) {
+                for (var r = kh; r < bound(KB); r += 4u * KS) {
                     let x = r * DV4 + dg;
                     acc = acc_step(acc, pt[(kb + r) * RG + rg], x);
                     acc = acc_step(acc, pt[(kb + r + KS) * RG + rg], x + KS * DV4);
