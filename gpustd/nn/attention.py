@@ -33,9 +33,11 @@ def _kernel(dtype: np.dtype, mask_kind: int, plan: Plan, *, cpu: bool = False) -
     if cpu:
         # llvmpipe (lavapipe) turns a kernel into machine code at its first dispatch: 0.8-2 s
         # of CPU for this one with its loops unrolled and k and v prefetched, 0.4 s with its
-        # loops kept (LOOPS) and no prefetch. Both change when loads and iterations run, not
-        # an operation or its order: the same bits (bench/NOTES.md, a first picture on CPUs).
-        constants.update(PF=0, LOOPS=1)
+        # loops kept (LOOPS) and no prefetch, and plans that differ only in their key slices
+        # share one kernel (KS from the params). These change when loads and iterations run,
+        # not an operation or its order: the same bits (bench/NOTES.md, a first picture on
+        # CPUs).
+        constants.update(PF=0, LOOPS=1, KS=1)
     return Kernel.cached("nn/attention", parts=(f"nn/attention_reduce_{reduce}",), types=types,
                          constants=constants)
 
@@ -160,5 +162,6 @@ def attention(q: Tensor, k: Tensor, v: Tensor, *, mask: Any = None, causal: bool
         v_sb=v_strides[0], v_sh=v_strides[1], v_sl=v_strides[2],
         o_sb=q_strides[0], o_sh=q_strides[1], o_sl=q_strides[2],
         m_sb=m_strides[0], m_sh=m_strides[1], m_sq=m_strides[2], m_sk=m_strides[3],
+        ks=plan.KS,
     )
     return out
