@@ -98,12 +98,18 @@ def record_gemm(a: Buffer[Any], b: Buffer[Any], c: Buffer[Any], bias: Buffer[Any
     # vec4 reads need the contiguous dimension (and so every row start) 16-byte aligned.
     vec_a = k > 0 and (m if trans_a else k) % 4 == 0
     vec_b = k > 0 and (k if trans_b else n) % 4 == 0
+    # On a CPU adapter a float32 product takes the split-K kernels with one split or more:
+    # llvmpipe compiles each kernel at its first dispatch (0.4-0.5 s of CPU), and the unsplit
+    # kernel is one more per layout. One split's raw sum is the unsplit kernel's (never -0:
+    # its accumulators start at +0), and gemm_splitk finishes it as the unsplit epilogue does,
+    # alpha * sum + beta * c + bias: the same bits (bench/NOTES.md, a first picture on CPUs).
+    split = splits > 1 or (k > 0 and c.dtype == np.float32 and device.info.type == "cpu")
     kernel = gemm_kernel(c.dtype, tile, trans_a=trans_a, trans_b=trans_b, vec_a=vec_a,
-                         vec_b=vec_b, split=splits > 1, paired=paired, b_format=b_format)
+                         vec_b=vec_b, split=split, paired=paired, b_format=b_format)
     has_bias = 0 if bias is None else 2 if bias_rows else 1
     bias_buffer = bias if bias is not None else no_bias(device, c.dtype)
     # Split-K: every split writes raw f32 sums to its own slab; gemm_splitk adds them.
-    out = Buffer.empty(splits * total, np.float32, device=device) if splits > 1 else c
+    out = Buffer.empty(splits * total, np.float32, device=device) if split else c
     max_z = device.limits["max-compute-workgroups-per-dimension"]
     grid_xy = (math.ceil(n / tile.bn), math.ceil(m / tile.bm))
     for g, (a_base, b_base) in enumerate(plan.groups):
@@ -115,7 +121,7 @@ def record_gemm(a: Buffer[Any], b: Buffer[Any], c: Buffer[Any], bias: Buffer[Any
                      c_base=g * per_group * m * n, inner=plan.inner, z_base=z_base,
                      alpha=alpha, beta=beta, has_bias=has_bias, splits=splits,
                      k_tiles_per_split=per_split, c_total=total)
-    if splits > 1:
+    if split:
         finish = finish_kernel(c.dtype)
         finish.dispatch(finish.groups_for(total), out, bias_buffer, c, total=total, n=n,
                         splits=splits, alpha=alpha, beta=beta, has_bias=has_bias, m=m)

@@ -26,11 +26,20 @@ _FLOATS = (np.dtype(np.float32), np.dtype(np.float16))
 _LOG2E = 1.4426950408889634
 
 
-def _kernel(dtype: np.dtype, mask_kind: int, plan: Plan) -> Kernel:
+def _kernel(dtype: np.dtype, mask_kind: int, plan: Plan, *, cpu: bool = False) -> Kernel:
     reduce = "subgroup" if plan.subgroups else "shared"
     types = {"T": "f16" if dtype == np.float16 else "f32", "M": "u32" if mask_kind == 2 else "f32"}
+    constants = {**plan.constants(), "MASK": mask_kind}
+    if cpu:
+        # llvmpipe (lavapipe) turns a kernel into machine code at its first dispatch: 0.8-2 s
+        # of CPU for this one with its loops unrolled and k and v prefetched, 0.4 s with its
+        # loops kept (LOOPS) and no prefetch, and plans that differ only in their key slices
+        # share one kernel (KS from the params). These change when loads and iterations run,
+        # not an operation or its order: the same bits (bench/NOTES.md, a first picture on
+        # CPUs).
+        constants.update(PF=0, LOOPS=1, KS=1)
     return Kernel.cached("nn/attention", parts=(f"nn/attention_reduce_{reduce}",), types=types,
-                         constants={**plan.constants(), "MASK": mask_kind})
+                         constants=constants)
 
 
 def _check(x: Any, name: str) -> Tensor:
@@ -144,7 +153,7 @@ def attention(q: Tensor, k: Tensor, v: Tensor, *, mask: Any = None, causal: bool
             strides=(q_strides, k_strides, v_strides, q_strides))
         return out
     plan = plan_for(d, device, lq, b * h, lk)
-    kernel = _kernel(q.dtype, kind, plan)
+    kernel = _kernel(q.dtype, kind, plan, cpu=device.info.type == "cpu")
     kernel.dispatch(
         (math.ceil(lq / (4 * plan.RG)), b * h), q, k, v, mask_tensor, out,
         lq=lq, lk=lk, heads=h, causal=int(bool(causal)), scale=float(scale) * _LOG2E,
@@ -153,5 +162,6 @@ def attention(q: Tensor, k: Tensor, v: Tensor, *, mask: Any = None, causal: bool
         v_sb=v_strides[0], v_sh=v_strides[1], v_sl=v_strides[2],
         o_sb=q_strides[0], o_sh=q_strides[1], o_sl=q_strides[2],
         m_sb=m_strides[0], m_sh=m_strides[1], m_sq=m_strides[2], m_sk=m_strides[3],
+        ks=plan.KS,
     )
     return out

@@ -32,6 +32,8 @@ override KS: u32 = 1u; // key slices of the output phase: RG * NDG * KS <= WG
 override KV_LEN: u32 = 528u; // max(DCHP * CS, KB * NV * NDG), from the host
 override MASK: u32 = 0u; // 0 none, 1 additive, 2 boolean
 override PF: u32 = 0u; // 1: prefetch k and v into registers (needs NCH == 1, KB == BK)
+// Loops kept as loops and KS read from params.ks (CPU adapters: attention.py)
+override LOOPS: bool = false;
 
 override BQ: u32 = 4u * RG;
 override BK: u32 = 4u * CS;
@@ -55,6 +57,7 @@ struct Params {
     v_sb: u32, v_sh: u32, v_sl: u32,
     o_sb: u32, o_sh: u32, o_sl: u32,
     m_sb: u32, m_sh: u32, m_sq: u32, m_sk: u32,
+    ks: u32, // KS where LOOPS
 }
 
 @group(0) @binding(0) var<storage, read> q: array<T>;
@@ -104,10 +107,10 @@ fn acc_scale(a: Acc, s: vec4<f32>) -> Acc {
 
 // The KS key slices' partial sums of one Rows, added into slice 0 through pt (free after
 // the last tile): slices 1..KS-1 post theirs, then slice 0 reads them.
-fn rows_combine(a: Rows, kh: u32, slot: u32) -> Rows {
+fn rows_combine(a: Rows, kh: u32, slot: u32, ks: u32) -> Rows {
     workgroupBarrier();
     let at = 4u * ((kh - 1u) * RG * NDG + slot);
-    if (kh > 0u && kh < KS) {
+    if (kh > 0u && kh < ks) {
         pt[at] = a.r0;
         pt[at + 1u] = a.r1;
         pt[at + 2u] = a.r2;
@@ -116,7 +119,7 @@ fn rows_combine(a: Rows, kh: u32, slot: u32) -> Rows {
     workgroupBarrier();
     var r = a;
     if (kh == 0u) {
-        for (var s = 1u; s < KS; s++) {
+        for (var s = 1u; s < bound(ks); s++) {
             let src = 4u * ((s - 1u) * RG * NDG + slot);
             r = Rows(r.r0 + pt[src], r.r1 + pt[src + 1u], r.r2 + pt[src + 2u],
                      r.r3 + pt[src + 3u]);
@@ -125,17 +128,30 @@ fn rows_combine(a: Rows, kh: u32, slot: u32) -> Rows {
     return r;
 }
 
-fn acc_combine(acc: Acc, kh: u32, slot: u32) -> Acc {
+fn acc_combine(acc: Acc, kh: u32, slot: u32, ks: u32) -> Acc {
     var r = acc;
-    r.a0 = rows_combine(r.a0, kh, slot);
-    if (NV > 1u) { r.a1 = rows_combine(r.a1, kh, slot); }
-    if (NV > 2u) { r.a2 = rows_combine(r.a2, kh, slot); }
-    if (NV > 3u) { r.a3 = rows_combine(r.a3, kh, slot); }
-    if (NV > 4u) { r.a4 = rows_combine(r.a4, kh, slot); }
-    if (NV > 5u) { r.a5 = rows_combine(r.a5, kh, slot); }
-    if (NV > 6u) { r.a6 = rows_combine(r.a6, kh, slot); }
-    if (NV > 7u) { r.a7 = rows_combine(r.a7, kh, slot); }
+    r.a0 = rows_combine(r.a0, kh, slot, ks);
+    if (NV > 1u) { r.a1 = rows_combine(r.a1, kh, slot, ks); }
+    if (NV > 2u) { r.a2 = rows_combine(r.a2, kh, slot, ks); }
+    if (NV > 3u) { r.a3 = rows_combine(r.a3, kh, slot, ks); }
+    if (NV > 4u) { r.a4 = rows_combine(r.a4, kh, slot, ks); }
+    if (NV > 5u) { r.a5 = rows_combine(r.a5, kh, slot, ks); }
+    if (NV > 6u) { r.a6 = rows_combine(r.a6, kh, slot, ks); }
+    if (NV > 7u) { r.a7 = rows_combine(r.a7, kh, slot, ks); }
     return r;
+}
+
+// A loop's bound `n` as a value the compiler cannot see through (with LOOPS): llvmpipe then
+// compiles one copy of its body instead of unrolling it. The same iterations either way.
+fn bound(n: u32) -> u32 {
+    if (LOOPS) { return min(n, params.lk + n); }
+    return n;
+}
+
+// The key slices: KS, or with LOOPS params.ks (one kernel for the plans that differ in KS).
+fn key_slices() -> u32 {
+    if (LOOPS) { return params.ks; }
+    return KS;
 }
 
 fn hmax(x: vec4<f32>) -> f32 { return max(max(x.x, x.y), max(x.z, x.w)); }
@@ -296,7 +312,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let kh = t / (RG * NDG);
     let rg = (t / NDG) % RG;
     let dg = t % NDG;
-    let owns_output = kh < KS; // output-phase invocations: RG * NDG * KS of the WG
+    let ks = key_slices();
+    let owns_output = kh < ks; // output-phase invocations: RG * NDG * KS of the WG
 
     let zero = Rows(vec4(0.0), vec4(0.0), vec4(0.0), vec4(0.0));
     var acc = Acc(zero, zero, zero, zero, zero, zero, zero, zero);
@@ -333,7 +350,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
             }
             workgroupBarrier();
             if (PF != 0u) { v_next = v_fetch(v_base, k0, t); }
-            for (var d = 0u; d < DCH; d += 4u) {
+            for (var d = 0u; d < bound(DCH); d += 4u) {
                 let x = rs * DCHP + d;
                 let y = cs * DCHP + d;
                 sc = rows_fma(sc, qt[x], kv[y]);
@@ -373,12 +390,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
             workgroupBarrier();
             if (owns_output) {
                 if (kb == 0u) { acc = acc_scale(acc, row_scale[rg]); }
-                for (var r = kh; r < KB; r += 4u * KS) {
+                for (var r = kh; r < bound(KB); r += 4u * ks) {
                     let x = r * DV4 + dg;
                     acc = acc_step(acc, pt[(kb + r) * RG + rg], x);
-                    acc = acc_step(acc, pt[(kb + r + KS) * RG + rg], x + KS * DV4);
-                    acc = acc_step(acc, pt[(kb + r + 2u * KS) * RG + rg], x + 2u * KS * DV4);
-                    acc = acc_step(acc, pt[(kb + r + 3u * KS) * RG + rg], x + 3u * KS * DV4);
+                    acc = acc_step(acc, pt[(kb + r + ks) * RG + rg], x + ks * DV4);
+                    acc = acc_step(acc, pt[(kb + r + 2u * ks) * RG + rg], x + 2u * ks * DV4);
+                    acc = acc_step(acc, pt[(kb + r + 3u * ks) * RG + rg], x + 3u * ks * DV4);
                 }
             }
         }
@@ -386,7 +403,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 
     // 4. out = acc / l (0 for rows whose keys were all masked, as torch does)
     let l = reduce_sum(lsum, rs, cs);
-    if (KS > 1u) { acc = acc_combine(acc, kh, rg * NDG + dg); }
+    if (ks > 1u) { acc = acc_combine(acc, kh, rg * NDG + dg, ks); }
     workgroupBarrier(); // the last tile's readers of row_scale are done
     if (cs == 0u) { row_scale[rs] = select(vec4(0.0), 1.0 / l, l > vec4(0.0)); }
     workgroupBarrier();

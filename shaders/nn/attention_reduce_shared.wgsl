@@ -9,7 +9,7 @@ fn reduce_max(x: vec4<f32>, rs: u32, cs: u32) -> vec4<f32> {
     red[cs * RG + rs] = x;
     workgroupBarrier();
     var m = red[rs];
-    for (var i = 1u; i < CS; i++) { m = max(m, red[i * RG + rs]); }
+    for (var i = 1u; i < bound(CS); i++) { m = max(m, red[i * RG + rs]); }
     return m;
 }
 
@@ -17,6 +17,6 @@ fn reduce_sum(x: vec4<f32>, rs: u32, cs: u32) -> vec4<f32> {
     red[cs * RG + rs] = x;
     workgroupBarrier();
     var m = red[rs];
-    for (var i = 1u; i < CS; i++) { m += red[i * RG + rs]; }
+    for (var i = 1u; i < bound(CS); i++) { m += red[i * RG + rs]; }
     return m;
 }

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from conftest import sweep_subset_elsewhere
@@ -359,3 +361,32 @@ def test_batch_plan_collapses_dims():
     plan = gemm_plan.batch_plan((2, 4, 3, 5), (2, 1, 3, 1), (1, 4, 1, 5), 1, 1)
     assert plan.count == 120 and len(plan.groups) == 8
     assert plan.groups[:2] == ((0, 0), (0, 5))  # row-major over the leading dims
+
+
+def test_a_cpu_adapter_runs_unsplit_float32_products_as_one_split(first_device, rng,
+                                                                   monkeypatch):
+    """On a CPU adapter a float32 product takes the split-K kernel and its finishing pass
+    even unsplit (one kernel fewer for llvmpipe to compile per layout), bit for bit the
+    unsplit kernel's alpha * sum + beta * C + bias."""
+    device = first_device
+    if device.info.type != "cpu":
+        pytest.skip(f"{device.info.label} is a GPU: an unsplit product keeps its kernel")
+    a, b, bias, c0 = (random_array(rng, s) for s in ((37, 20), (41, 20), (41,), (37, 41)))
+    splits = []
+    built = portable.gemm_kernel
+    monkeypatch.setattr(portable, "gemm_kernel",
+                        lambda *args, **kw: (splits.append(kw["split"]), built(*args, **kw))[1])
+
+    def product() -> np.ndarray:
+        c = up(device, c0)
+        portable.record_gemm(up(device, a).buffer, up(device, b).buffer, c.buffer,
+                             up(device, bias).buffer, m=37, n=41, k=20, trans_a=False,
+                             trans_b=True, alpha=0.5, beta=2.0,
+                             plan=gemm_plan.batch_plan((), (), (), 37 * 20, 20 * 41),
+                             tile=gemm_plan.TILES["64x64t4"], splits=1, paired=False)
+        return c.numpy()
+
+    on_cpu = product()
+    assert_close(on_cpu, 0.5 * a.astype(np.float64) @ b.T + 2.0 * c0 + bias)
+    monkeypatch.setattr(device, "info", dataclasses.replace(device.info, type="discrete"))
+    assert np.array_equal(product(), on_cpu) and splits == [True, False]
