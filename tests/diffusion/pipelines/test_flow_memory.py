@@ -35,14 +35,14 @@ FAMILIES = {
     "qwen-image": (tiny_qwenimage_pipeline, "qwen-image", {"cfg_scale": 4.0}, 1 << 20),
     "qwen-image-edit": (tiny_qwenimage_edit_pipeline, "qwen-edit",
                         {"cfg_scale": 4.0, "init_image": PICTURE}, 1 << 20),
-    "z-image": (tiny_zimage_pipeline, "z-image-turbo", {"cfg_scale": 2.0}, 1 << 18),
+    "z-image": (tiny_zimage_pipeline, "z-image-turbo", {"cfg_scale": 2.0}, 1 << 19),
     # FLUX.1 dev: diffusers' loop runs at CFG 1 (the distilled guidance); TeaCache measures
     # the first block's modulated input, which must bring the block in too
     "flux": (lambda root: tiny_flux_pipeline(root, dev=True), "flux",
              {"cfg_scale": 1.0, "cache": "teacache"}, 1 << 20),
     "sd3": (tiny_sd3_pipeline, "sd3", {"cfg_scale": 4.0}, 1 << 20),
     # Chroma's T5 and blocks are small beside its VAE: room for the decode's activations only
-    "chroma": (tiny_chroma_pipeline, "chroma", {"cfg_scale": 4.0}, 1 << 18),
+    "chroma": (tiny_chroma_pipeline, "chroma", {"cfg_scale": 4.0}, 5 << 16),
 }
 
 
