@@ -23,8 +23,6 @@ from controlnet_aux_ref import controlnet_aux  # noqa: E402
 
 from diffusion.preprocessors import openpose, preprocess  # noqa: E402
 
-pytestmark = pytest.mark.nodevice
-
 # (x, y) in pixels of a 200x160 picture: a person with both arms and a face, one with a
 # right arm reaching past the picture's edge and no eyes (no face), one too small for boxes
 _PEOPLE = [
@@ -144,6 +142,7 @@ class _Body:
         return self.result
 
 
+@pytest.mark.nodevice
 def test_pose_json_of_the_hand_and_face_modules(monkeypatch: pytest.MonkeyPatch) -> None:
     """/controlnet/detect's JSON: the hands and face each module looks for, on the canvas the
     people were found in (the picture at the processor resolution, padded to 64s)."""
