@@ -127,3 +127,25 @@ def assert_input_matters(expected: Any, without: Any, what: str) -> None:
     assert moved >= 10 * PICTURE_MEAN_LEVELS, (
         f"{what} moves the picture by {moved:.2f} levels on average: under 10x the "
         f"{PICTURE_MEAN_LEVELS}-level tolerance")
+
+
+def generate_within_budget(model: Any, floor: int, room: int, tries: int = 6,
+                           **settings: Any) -> Any:
+    """`model.generate(**settings)`'s first image under `--max-vram floor + room`, the budget
+    raised to what a MemoryLimitError says the device needs there (plus 64 KiB) after each
+    (the least budget counts weights only, and the activations' room measured on lavapipe is
+    short on a GPU, whose f16 buffers round otherwise); the caller still asserts that units
+    left the GPU, so the budget cannot grow past the point of the test."""
+    import gpucore
+    from diffusion.pipelines.sd.memory import MemoryMode
+
+    budget = floor + room
+    for attempt in range(tries):
+        model.set_memory_mode(MemoryMode(max_vram=budget))
+        try:
+            return model.generate(**settings).images[0]
+        except gpucore.MemoryLimitError as error:
+            if attempt == tries - 1:
+                raise
+            budget = max(budget, error.needed) + (1 << 16)
+    raise AssertionError("unreachable")
