@@ -29,7 +29,7 @@ _LOG2E = 1.4426950408889634
 def _kernel(dtype: np.dtype, mask_kind: int, plan: Plan, *, cpu: bool = False) -> Kernel:
     reduce = "subgroup" if plan.subgroups else "shared"
     types = {"T": "f16" if dtype == np.float16 else "f32", "M": "u32" if mask_kind == 2 else "f32"}
-    constants = {**plan.constants(), "MASK": mask_kind}
+    constants: dict[str, float] = {**plan.constants(), "MASK": mask_kind}
     if cpu:
         # llvmpipe (lavapipe) turns a kernel into machine code at its first dispatch: 0.8-2 s
         # of CPU for this one with its loops unrolled and k and v prefetched, 0.4 s with its

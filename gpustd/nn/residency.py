@@ -179,10 +179,10 @@ class Residency:
             return
         if self.budget == 0:
             others = [u for u in self._resident.values() if u is not unit]
-            for other in others:
-                self.evict(other.module)
-            if any(self.release if other.release is None else other.release
-                   for other in others):
+            for resident in others:
+                self.evict(resident.module)
+            if any(self.release if resident.release is None else resident.release
+                   for resident in others):
                 self.device.empty_pool()
             return
         limit, (weights, other) = self.device.memory_limit, upload
