@@ -51,6 +51,28 @@ def bf16_to_f32(bits: np.ndarray) -> np.ndarray:
     return (bits.astype(np.uint32) << 16).view(np.float32)
 
 
+def bf16_to_f16(bits: np.ndarray) -> np.ndarray:
+    """bfloat16 stored as uint16 to float16, bit for bit `bf16_to_f32(bits).astype(float16)`
+    (every one of the 65,536 patterns, tested): bfloat16's 7 fraction bits fit in float16's
+    10, so over float16's normal exponents the bits only move; the few others (float16's
+    subnormals and zero, overflow, infinities, NaNs) take numpy's cast. 4x numpy's float32 ->
+    float16 cast on one core, which made FLUX.1's bf16 files a minute of a cold load."""
+    exponent = bits >> 7
+    exponent &= 0xFF
+    out = bits & 0x7F
+    out <<= 3
+    out |= bits & 0x8000
+    exponent -= 113  # float16's normal exponents are now 0..29; the rest wrapped past them
+    odd = exponent > 29
+    exponent += 1
+    exponent <<= 10
+    out |= exponent
+    if odd.any():
+        with np.errstate(over="ignore"):  # overflow is infinity, as in the cast
+            out[odd] = bf16_to_f32(bits[odd]).astype(np.float16).view(np.uint16)
+    return out.view(np.float16)
+
+
 # What read_as casts: stored float types, as numpy reads them, and how they are widened first
 _CASTS = {"F64": ("<f8", None), "F32": ("<f4", None), "F16": ("<f2", None),
           "BF16": ("<u2", bf16_to_f32)}
@@ -121,6 +143,8 @@ class SafetensorsFile:
             return None
         shape, begin, end = self._span(key, entry, rows)
         stored, widen = _CASTS[entry.dtype]
+        if widen is bf16_to_f32 and np.dtype(dtype) == np.float16:
+            widen = bf16_to_f16
         flat = read_cast(self.path, self._data_start + begin, np.dtype(stored),
                          (end - begin) // np.dtype(stored).itemsize, np.dtype(dtype),
                          widen=widen, what=repr(key))
