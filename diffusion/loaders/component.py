@@ -64,6 +64,9 @@ def load_component(model: M, weights: ComponentWeights, *, slices: bool = False,
     for a memory mode to stream, gpustd.nn.offload). StateDictError naming every missing,
     unexpected or mis-shaped tensor, before anything is written, as load_state_dict. torch
     has no equivalent (ComfyUI-GGUF's GGMLOps layers keep the blocks the same way)."""
+    if weights.dtype is None:  # each float tensor read straight as its parameter's dtype
+        weights = weights.cast_to({name: p.dtype for name, p in model.named_parameters()
+                                   if p.dtype.kind == "f"})
     refs = weights.refs
     swapped: frozenset[str] = getattr(weights, "swapped", frozenset())  # halves reordered
     kept = {name: ref for name, ref in refs.items()

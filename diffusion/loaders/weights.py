@@ -130,15 +130,16 @@ class ComponentWeights(Mapping[str, np.ndarray]):
         self.config = config
         self.dtype = dtype
         self._refs = dict(refs)
+        self._dtypes: dict[str, np.dtype] = {}  # cast_to's, where `dtype` is None
 
     def __getitem__(self, key: str) -> np.ndarray:
         ref = self._refs.get(key)
         if ref is None:
             raise KeyError(f"{self.name} has no tensor {key!r}")
-        if (self.dtype is not None and not ref.transposed
-                and isinstance(ref.file, CastingTensorFile)):
+        dtype = self.dtype_of(key)
+        if dtype is not None and not ref.transposed and isinstance(ref.file, CastingTensorFile):
             with phase("read"):  # read and cast at once, in pieces on threads
-                cast = ref.file.read_as(ref.key, self.dtype, rows=ref.rows)
+                cast = ref.file.read_as(ref.key, dtype, rows=ref.rows)
             if cast is not None:
                 return cast.reshape(ref.shape)
         with phase("read"):
@@ -147,9 +148,22 @@ class ComponentWeights(Mapping[str, np.ndarray]):
             if ref.transposed:
                 array = np.ascontiguousarray(array.T)
             array = array.reshape(ref.shape)
-            if self.dtype is not None and array.dtype.kind == "f":
-                array = convert(array, self.dtype)
+            if dtype is not None and array.dtype.kind == "f":
+                array = convert(array, dtype)
         return array
+
+    def dtype_of(self, key: str) -> np.dtype | None:
+        """The dtype tensor `key` is read as when it is a float tensor (None: as stored)."""
+        return self.dtype if self.dtype is not None else self._dtypes.get(key)
+
+    def cast_to(self, dtypes: Mapping[str, np.dtype]) -> ComponentWeights:
+        """These weights, each float tensor named in `dtypes` read as that dtype where no
+        `dtype` was given (`load_component` passes its parameters'): read and cast in pieces
+        on threads as the read ahead goes, instead of widened (bfloat16 to float32) there and
+        cast again on the thread that uploads. The same values."""
+        other = copy.copy(self)
+        other._dtypes = {key: np.dtype(value) for key, value in dtypes.items()}
+        return other
 
     def __contains__(self, key: object) -> bool:
         # Mapping's own would read the tensor (it tries self[key]): load_state_dict asks three
@@ -165,7 +179,8 @@ class ComponentWeights(Mapping[str, np.ndarray]):
         `Module.load_state_dict` iterates when the mapping offers it. The same arrays."""
         def nbytes(key: str) -> int:
             ref = self._refs[key]
-            return math.prod(ref.shape) * (4 if self.dtype is None else self.dtype.itemsize)
+            dtype = self.dtype_of(key)
+            return math.prod(ref.shape) * (4 if dtype is None else dtype.itemsize)
 
         return read_ahead(self.__getitem__, keys, nbytes)
 

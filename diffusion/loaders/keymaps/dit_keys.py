@@ -56,8 +56,9 @@ class SwappedHalvesWeights(ComponentWeights):
         first, second = (ref.file.read(ref.key, rows=rows)
                          for rows in ((0, half), (half, 2 * half)))
         array = np.concatenate([second, first])
-        if self.dtype is not None:
-            array = array.astype(self.dtype, copy=False)
+        dtype = self.dtype_of(key)
+        if dtype is not None and array.dtype.kind == "f":
+            array = array.astype(dtype, copy=False)
         return array
 
 

@@ -140,3 +140,53 @@ def test_loaded_weights_are_the_cast_values(first_device: gpucore.Device, tmp_pa
     for key, tensor in model.named_parameters():
         want = stored[key].astype(dtype)
         np.testing.assert_array_equal(tensor.numpy().view(np.uint8), want.view(np.uint8))
+
+
+@pytest.mark.nodevice
+def test_bf16_to_f16_is_numpys_cast_for_every_pattern() -> None:
+    from diffusion.loaders.formats.safetensors import bf16_to_f16, bf16_to_f32
+
+    bits = np.arange(1 << 16, dtype=np.uint16)
+    with np.errstate(over="ignore"):
+        want = bf16_to_f32(bits).astype(np.float16)
+    np.testing.assert_array_equal(bf16_to_f16(bits).view(np.uint16), want.view(np.uint16))
+
+
+def test_a_component_without_dtype_reads_each_tensor_as_its_parameter(
+        first_device: gpucore.Device, tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """load_component given weights read as stored (a bfloat16 folder): every float tensor is
+    read and cast by read_as (on the read-ahead threads), as its parameter's dtype, and the
+    model holds numpy's cast of the stored values."""
+    from diffusion.loaders.component import load_component
+    from diffusion.loaders.formats.safetensors import bf16_to_f32
+
+    rng = np.random.default_rng(12)
+    widths = [6, 35, 9]
+    tensors = {f"layers.{i}.weight": (widths[i + 1], widths[i]) for i in range(2)}
+    tensors |= {f"layers.{i}.bias": (widths[i + 1],) for i in range(2)}
+    header, blobs, offset = {}, {}, 0
+    for key, shape in tensors.items():
+        bits = (_values(rng, shape).astype(np.float32).view(np.uint32) >> 16).astype("<u2")
+        header[key] = {"dtype": "BF16", "shape": list(shape),
+                       "data_offsets": [offset, offset + bits.nbytes]}
+        blobs[key] = bits
+        offset += bits.nbytes
+    encoded = json.dumps(header).encode()
+    (tmp_path / "m.safetensors").write_bytes(struct.pack("<Q", len(encoded)) + encoded
+                                             + b"".join(b.tobytes() for b in blobs.values()))
+    file = SafetensorsFile(tmp_path / "m.safetensors")
+    refs = {key: TensorRef(file, key, file.shape(key)) for key in file.keys()}
+    dtype = np.float16 if first_device.has_f16 else np.float32
+    model = nn.Module()
+    model.layers = nn.ModuleList([nn.Linear(widths[i], widths[i + 1], device=first_device,
+                                            dtype=dtype) for i in range(2)])
+    casts: list[tuple[str, np.dtype]] = []
+    read_as = SafetensorsFile.read_as
+    monkeypatch.setattr(SafetensorsFile, "read_as", lambda self, key, target, **kw: (
+        casts.append((key, target)) or read_as(self, key, target, **kw)))
+    load_component(model, ComponentWeights("stack", {}, refs))
+    assert sorted(casts) == sorted((key, np.dtype(dtype)) for key in tensors)
+    for key, tensor in model.named_parameters():
+        with np.errstate(over="ignore"):
+            want = bf16_to_f32(blobs[key]).astype(dtype)
+        np.testing.assert_array_equal(tensor.numpy().view(np.uint8), want.view(np.uint8))
