@@ -13,7 +13,7 @@ from gpustd import Tensor, concatenate, nn, take_slice
 from gpustd.nn.int8_rows import gelu_int8, layer_norm_int8
 
 from .layers import Place
-from .transformer_ops import RMSNorm, chunks, gated_add, head_norm, modulate, rope
+from .transformer_ops import RMSNorm, chunks, gated_add, joint_norm_rope, modulate, norm_rope
 
 # (cos, sin) tables of rope_tables, or None for models without rotary embeddings (SD3)
 Rope = tuple[Tensor, Tensor] | None
@@ -173,38 +173,38 @@ class JointAttention(nn.Module):
         """The layers that read the text tokens (projections' context)."""
         return [self.add_q_proj, self.add_k_proj, self.add_v_proj]
 
-    def _norm(self, x: Tensor, name: str) -> Tensor:
-        return head_norm(getattr(self, name, None), x, self.heads, self.head_dim)
-
-    def projections(self, x: Tensor, context: Tensor | None = None, also: tuple[nn.Linear, ...] = ()
+    def projections(self, x: Tensor, context: Tensor | None = None,
+                    also: tuple[nn.Linear, ...] = (), rotary: Rope = None
                     ) -> tuple[Tensor, Tensor, Tensor, list[Tensor]]:
         """q, k, v of x (B, Lx, dim) and context (B, Lc, dim) when given (text first,
-        QK-normed), and [layer(x) for layer in also]: each input's projections through
-        nn.Linear.each, so --int8's W8A8 layers quantize it once."""
+        QK-normed and rotated by `rotary`, one pass for each stream's q or k, written in place
+        into the joint one), and [layer(x) for layer in also]: each input's projections
+        through nn.Linear.each, so --int8's W8A8 layers quantize it once."""
         q, k, v, *extra = nn.Linear.each(x, self.image_inputs(also))
-        q, k = self._norm(q, "norm_q"), self._norm(k, "norm_k")
-        if context is not None:
-            cq, ck, cv = nn.Linear.each(context, self.text_inputs())
-            q = concatenate([self._norm(cq, "norm_added_q"), q], axis=1)
-            k = concatenate([self._norm(ck, "norm_added_k"), k], axis=1)
-            v = concatenate([cv, v], axis=1)
-        return q, k, v, extra
+        norm = self._norm
+        if context is None:
+            return (norm_rope(norm("q"), q, rotary, self.heads),
+                    norm_rope(norm("k"), k, rotary, self.heads), v, extra)
+        cq, ck, cv = nn.Linear.each(context, self.text_inputs())
+        return (joint_norm_rope([(norm("added_q"), cq), (norm("q"), q)], rotary, self.heads),
+                joint_norm_rope([(norm("added_k"), ck), (norm("k"), k)], rotary, self.heads),
+                concatenate([cv, v], axis=1), extra)
+
+    def _norm(self, name: str) -> RMSNorm | None:
+        """The q/k norm `norm_<name>` (q, k, added_q, added_k), None without QK-norm."""
+        return getattr(self, f"norm_{name}", None)
 
     def forward(self, x: Tensor, context: Tensor | None = None, rotary: Rope = None,
                 mask: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         """x (B, Lx, dim), context (B, Lc, dim) -> (image output, text output or None).
         `mask`: keys kept, nonzero (B, 1, 1, Lc + Lx) uint32 (Chroma's text padding)."""
-        q, k, v, _ = self.projections(x, context)
-        return self.attend(q, k, v, context.shape[1] if context is not None else None,
-                           rotary, mask)
+        q, k, v, _ = self.projections(x, context, rotary=rotary)
+        return self.attend(q, k, v, context.shape[1] if context is not None else None, mask)
 
-    def attend(self, q: Tensor, k: Tensor, v: Tensor, text: int | None, rotary: Rope = None,
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, text: int | None,
                mask: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         """Attention of projections' q, k, v (`text` tokens of context first, None for
         none), then the output projections: forward's (image output, text output or None)."""
-        if rotary is not None:
-            q = rope(q, *rotary, self.heads)
-            k = rope(k, *rotary, self.heads)
         out = nn.attention(q, k, v, heads=self.heads, mask=mask)
         if text is None:
             return (self.to_out[0](out) if self.to_out is not None else out), None

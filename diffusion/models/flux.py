@@ -52,8 +52,8 @@ class SingleStreamBlock(nn.Module):
                   mask: Tensor | None = None) -> Tensor:
         """x: text then image tokens (B, L, dim); shift, scale, gate (B, 1, dim)."""
         normed = modulated_norm(x, shift, scale, self.attn.image_inputs((self.proj_mlp,)))
-        q, k, v, (mlp,) = self.attn.projections(normed, also=(self.proj_mlp,))
-        attn = self.attn.attend(q, k, v, None, rotary, mask)[0]
+        q, k, v, (mlp,) = self.attn.projections(normed, also=(self.proj_mlp,), rotary=rotary)
+        attn = self.attn.attend(q, k, v, None, mask)[0]
         mlp = nn.gelu(mlp, approximate="tanh")
         return gated_add(x, gate, self.proj_out(concatenate([attn, mlp], axis=2)))
 

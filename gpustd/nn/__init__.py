@@ -14,6 +14,7 @@ from .layers import GEGLU, Conv2d, Embedding, GroupNorm, Identity, LayerNorm, Li
 from .linear import linear, linears
 from .module import Module, ModuleList, Namespace, StateDictError, parameter, unloaded
 from .norm import group_norm, group_norm_prologue, layer_norm
+from .rms_norm_rope import rms_norm_rope
 from .prologue import ConvPrologue
 from .spatial import concat, max_pool2d, pad, upsample_nearest2x
 
@@ -47,6 +48,7 @@ __all__ = [
     "pad",
     "parameter",
     "quick_gelu",
+    "rms_norm_rope",
     "silu",
     "timestep_embedding",
     "unloaded",
