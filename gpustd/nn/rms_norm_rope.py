@@ -36,9 +36,10 @@ def rms_norm_rope(x: Tensor, weight: Tensor | None = None, rotary: tuple[Tensor,
     """Per-head RMS norm then rotary embedding of x (B, L, heads * D) (any shape [..., D]
     with heads=1 and neither rotary nor out).
 
-    Norm (eps not None): x / sqrt(mean(x^2 over D) + eps) * weight [D] (None: no scale),
-    statistics in float32, rounded to x's dtype as a separate norm's output is. Rotation
-    (rotary = rope_tables' float32 cos, sin (positions, 1, D)): each pair (x[2i], x[2i+1]) —
+    Norm (eps not None): x / sqrt(mean(x^2 over D) + eps) * weight [D] (None: no scale; a
+    float dtype of its own, as T5's float32 norms of float16 rows), statistics in float32,
+    rounded to x's dtype as a separate norm's output is. Rotation (rotary = rope_tables'
+    float32 cos, sin (positions, 1, D)): each pair (x[2i], x[2i+1]) —
     with `halves`, (x[i], x[i+D/2]) — turned by its angle, in float32. `out` (B, total,
     heads * D) receives the result at tokens start..start+L (rotated by the tables' rows
     there; they must cover `total` positions), as the text and image parts of a joint
@@ -47,7 +48,12 @@ def rms_norm_rope(x: Tensor, weight: Tensor | None = None, rotary: tuple[Tensor,
     """
     op = "rms_norm_rope"
     check_float(x, "x", op)
-    check_same(op, x, weight=weight, out=out)
+    check_same(op, x, out=out)
+    if weight is not None:
+        check_float(weight, "weight", op)
+        if weight.device is not x.device:
+            raise ValueError(f"{op}: weight is on {weight.device.name}, x on {x.device.name}; "
+                             "move it with .to(device)")
     if heads < 1 or x.ndim < 1 or x.shape[-1] % heads:
         raise ValueError(f"{op}: x's last axis ({x.shape[-1:]}) must split into {heads} heads")
     d = x.shape[-1] // heads
@@ -73,11 +79,12 @@ def rms_norm_rope(x: Tensor, weight: Tensor | None = None, rotary: tuple[Tensor,
     if x.size == 0:
         return out
     tpr = row_lanes(d)
-    k = kernel("rms_norm_rope", {"T": x.dtype}, parts=("nn/layer_norm_row",), TPR=tpr,
-               NORM=int(eps is not None), AFFINE=int(weight is not None),
+    scale = weight if weight is not None else dummy(x)
+    k = kernel("rms_norm_rope", {"T": x.dtype, "W": scale.dtype}, parts=("nn/layer_norm_row",),
+               TPR=tpr, NORM=int(eps is not None), AFFINE=int(weight is not None),
                ROPE=int(rotary is not None), HALVES=int(halves))
     cos, sin = rotary if rotary is not None else (dummy(x, np.float32),) * 2
-    k.dispatch(math.ceil(rows / (256 // tpr)), x, weight if weight is not None else dummy(x),
-               cos, sin, out, rows=rows, d=d, eps=eps or 0.0, heads=heads if x.ndim == 3
-               else 1, length=length, total=total, start=start)
+    k.dispatch(math.ceil(rows / (256 // tpr)), x, scale, cos, sin, out, rows=rows, d=d,
+               eps=eps or 0.0, heads=heads if x.ndim == 3 else 1, length=length, total=total,
+               start=start)
     return out

@@ -8,6 +8,7 @@
 // b = t / length; it is written to token start + l of an output of `total` tokens (a joint
 // text + image buffer, each stream written in place) and rotated by table row start + l.
 alias T = f32;
+alias W = f32;  // the weight's type (a float32 weight may scale float16 rows, or back)
 override WG: u32 = 256u;
 override TPR: u32 = 32u;     // invocations per row, a power of two dividing WG
 override NORM: bool = true;  // x / sqrt(mean(x^2) + eps)
@@ -18,7 +19,7 @@ override HALVES: bool = false;  // pairs (i, i + d/2) rather than (2i, 2i + 1)
 struct Params { rows: u32, d: u32, eps: f32, heads: u32, length: u32, total: u32, start: u32 }
 
 @group(0) @binding(0) var<storage, read> x: array<T>;
-@group(0) @binding(1) var<storage, read> weight: array<T>;
+@group(0) @binding(1) var<storage, read> weight: array<W>;
 @group(0) @binding(2) var<storage, read> cos_table: array<f32>;
 @group(0) @binding(3) var<storage, read> sin_table: array<f32>;
 @group(0) @binding(4) var<storage, read_write> out: array<T>;

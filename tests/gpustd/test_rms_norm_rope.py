@@ -75,6 +75,21 @@ def test_rms_norm_rope_matches_numpy(device: gpucore.Device, dtype, shape, heads
     assert np.abs(expected - x).max() > 0.5  # the pass did something
 
 
+@pytest.mark.parametrize("dtype,weight_dtype", [(np.float32, np.float16),
+                                                (np.float16, np.float32)])
+def test_rms_norm_weight_of_another_dtype(device: gpucore.Device, dtype, weight_dtype) -> None:
+    """T5's float32 norm weights over float16 rows (and float32 rows scaled by float16)."""
+    _dtype(device, np.float16)
+    rng = np.random.default_rng(13)
+    x = (40 * rng.standard_normal((2, 3, 20))).astype(dtype)
+    weight = rng.uniform(0.5, 2.0, 20).astype(weight_dtype)
+    got = rms_norm_rope(Tensor.from_numpy(x, device=device),
+                        Tensor.from_numpy(weight, device=device), eps=1e-6)
+    assert got.dtype == dtype
+    expected = _reference(x, weight, None, 1, 1e-6, False)
+    assert_close(got.numpy(), expected, dtype=dtype, tol=F32_TOL if dtype == np.float32 else None)
+
+
 def test_rms_norm_rope_into_joint_buffer(device: gpucore.Device) -> None:
     """A text and an image stream, each with its own weight, written into one (B, Lt + Li,
     H*D) sequence and rotated by the tables' rows at their own tokens."""

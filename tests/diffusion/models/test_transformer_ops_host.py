@@ -5,7 +5,6 @@ pair layouts. The device tests (test_flux.py, test_t5.py, test_llm.py) run the r
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 
