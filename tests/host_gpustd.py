@@ -41,6 +41,17 @@ class Linear(real_nn.Module):
         add_to += y
         return add_to
 
+    def plain(self) -> bool:
+        return True
+
+    def gelu(self, x: np.ndarray, *, approximate: str = "none", out: Any = None,
+             start: int = 0) -> np.ndarray:
+        y = gelu(self(x), approximate=approximate)
+        if out is None:
+            return y
+        out[..., start:start + y.shape[-1]] = y
+        return out
+
     @staticmethod
     def together(x: np.ndarray, layers: list[Linear]) -> list[np.ndarray]:
         return [layer(x) for layer in layers]
@@ -290,6 +301,10 @@ KERNELS = {
 }
 
 
+def _empty(shape: tuple[int, ...], dtype: Any = np.float32, device: Any = None) -> np.ndarray:
+    return np.full(shape, np.nan, dtype)  # a part never written poisons the output
+
+
 def stand_in(monkeypatch: Any) -> None:
     """gpustd's names in transformer_ops, dit_layers, flux, layers and unet_blocks -> the
     numpy ones above."""
@@ -298,11 +313,13 @@ def stand_in(monkeypatch: Any) -> None:
         monkeypatch.setattr(module, "Tensor", np.ndarray)
     for name in ("asarray", "take_slice"):
         monkeypatch.setattr(transformer_ops, name, globals()[name])
-    monkeypatch.setattr(transformer_ops, "empty", lambda shape, dtype, device=None: np.empty(
-        shape, dtype))
     for module in (dit_layers, flux):
         monkeypatch.setattr(module, "concatenate", concatenate)
         monkeypatch.setattr(module, "take_slice", take_slice)
+    monkeypatch.setattr(flux, "empty", _empty)
+    monkeypatch.setattr(transformer_ops, "empty", _empty)
+    monkeypatch.setattr(flux, "put_slice", lambda out, value, start, axis: out.__setitem__(
+        (slice(None),) * axis + (slice(start, start + value.shape[axis]),), value))
     for name, kernel in KERNELS.items():
         monkeypatch.setattr(transformer_ops, name, kernel)
     for module in (layers, unet_blocks):

@@ -1,0 +1,95 @@
+"""gpustd.nn.linear_gelu: the GELU in the matrix-unit GEMM's epilogue (gemm.matrix_gelu),
+bit for bit the two passes gelu(linear(x)) with the same tile, into a column slice of a wider
+output; the two passes where the shape does not fill a tile; against float64 throughout."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import emulated_subset, matrix_device
+from support import assert_close
+
+import gpucore
+from gpustd import Tensor
+from gpustd.gemm import matrix_gelu, matrix_tuning
+from gpustd.gemm import matrix_units as sm
+from gpustd.nn import gelu, linear
+from gpustd.nn.linear import linear_gelu
+
+
+@pytest.fixture
+def device(device: gpucore.Device) -> gpucore.Device:
+    """The adapter's Device with subgroup matrices, emulated where it has none."""
+    return matrix_device(device)
+
+
+def _expected(x, w, bias, approximate):
+    """float64 gelu(x w^T + b) of the float16 operands."""
+    from scipy.special import erf
+
+    h = x.astype(np.float64) @ w.astype(np.float64).T + (0 if bias is None else bias)
+    if approximate == "tanh":
+        return 0.5 * h * (1 + np.tanh(np.sqrt(2 / np.pi) * (h + 0.044715 * h**3)))
+    return 0.5 * h * (1 + erf(h / np.sqrt(2)))
+
+
+def _operands(m, n, k, dtype=np.float16, seed=21):
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal((m, k)).astype(dtype),
+            (rng.standard_normal((n, k)) / 4).astype(dtype),
+            rng.standard_normal(n).astype(dtype))
+
+
+@pytest.mark.parametrize("approximate", ["tanh", "none"])
+def test_fused_equals_two_passes(device: gpucore.Device, approximate: str) -> None:
+    """Where the matrix units take the shape: the same bits as gelu(linear(x)), written into
+    columns start..start + n of rows of `width`, the other columns untouched."""
+    if not (device.has_f16 and sm.available(device)):
+        pytest.skip(f"{device.info.label} has no f16 subgroup matrices (Dawn on a GPU has)")
+    emulated_subset(device, approximate == "tanh")
+    m, n, k, start, width = 128, 192, 64, 40, 300
+    x, w, bias = _operands(m, n, k)
+    tx, tw, tb = (Tensor.from_numpy(v, device=device) for v in (x, w, bias))
+    tile = matrix_tuning.gemm_tile(device, m, n, k, 1, False, True)
+    assert matrix_gelu.fits(tile, m, n, k)
+    alone = gelu(linear(tx.reshape(2, m // 2, k), tw, tb), approximate=approximate)
+    fused = linear_gelu(tx.reshape(2, m // 2, k), tw, tb, approximate=approximate)
+    assert np.array_equal(fused.numpy().view(np.uint16), alone.numpy().view(np.uint16))
+    want = _expected(x, w, bias, approximate)
+    assert np.abs(fused.numpy().reshape(m, n) - want).max() / np.abs(want).max() < 2e-3
+    canvas = np.full((m, width), 7.0, np.float16)
+    out = Tensor.from_numpy(canvas, device=device)
+    assert linear_gelu(tx, tw, None, approximate=approximate, out=out, start=start) is out
+    got = out.numpy()
+    unbiased = gelu(linear(tx, tw), approximate=approximate).numpy()
+    assert np.array_equal(got[:, start:start + n].view(np.uint16), unbiased.view(np.uint16))
+    assert (got[:, :start] == 7).all() and (got[:, start + n:] == 7).all()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_two_passes_where_no_tile_fits(device: gpucore.Device, dtype) -> None:
+    """A shape short of every tile (and float32): gelu(linear(x)), into out's slice too."""
+    if dtype == np.float16 and not device.has_f16:
+        pytest.skip(f"{device.info.label} has no shader-f16")
+    m, n, k = 7, 13, 5
+    x, w, bias = _operands(m, n, k, dtype)
+    tx, tw, tb = (Tensor.from_numpy(v, device=device) for v in (x, w, bias))
+    assert_close(linear_gelu(tx, tw, tb).numpy(), _expected(x, w, bias, "none"), dtype=dtype,
+                 tol=1e-5 if dtype == np.float32 else None)
+    out = Tensor.from_numpy(np.zeros((m, n + 3), dtype), device=device)
+    linear_gelu(tx, tw, tb, approximate="tanh", out=out, start=3)
+    assert_close(out.numpy()[:, 3:], _expected(x, w, bias, "tanh"), dtype=dtype,
+                 tol=1e-5 if dtype == np.float32 else None)
+    assert (out.numpy()[:, :3] == 0).all()
+
+
+def test_linear_gelu_errors(device: gpucore.Device) -> None:
+    tx = Tensor.from_numpy(np.ones((4, 6), np.float32), device=device)
+    tw = Tensor.from_numpy(np.ones((5, 6), np.float32), device=device)
+    with pytest.raises(ValueError, match="approximate must be 'none' or 'tanh'"):
+        linear_gelu(tx, tw, approximate="erf")
+    with pytest.raises(ValueError, match="start=2 needs an out tensor"):
+        linear_gelu(tx, tw, start=2)
+    out = Tensor.from_numpy(np.zeros((4, 8), np.float32), device=device)
+    with pytest.raises(ValueError, match=r"5 features from 4 do not fit out \(4, 8\)"):
+        linear_gelu(tx, tw, out=out, start=4)
