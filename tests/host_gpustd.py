@@ -257,6 +257,13 @@ def tokens_conv1x1(tokens: np.ndarray, weight: np.ndarray, bias: np.ndarray, hei
     return add_to
 
 
+def layer_norm_modulate(x: np.ndarray, shift: np.ndarray, scale: np.ndarray,
+                        eps: float = 1e-6) -> np.ndarray:
+    """gpustd.nn.layer_norm_modulate: the norm rounded to x's dtype, then the modulation."""
+    normed = layer_norm(x, eps=eps).astype(np.float32)
+    return (normed * (1.0 + scale.astype(np.float32)) + shift.astype(np.float32)).astype(x.dtype)
+
+
 def rms_norm_rope(x: np.ndarray, weight: Any = None, rotary: Any = None, *, heads: int = 1,
                   eps: float | None = 1e-6, halves: bool = False, out: Any = None,
                   start: int = 0) -> np.ndarray:
@@ -289,7 +296,7 @@ NN = SimpleNamespace(Module=real_nn.Module, ModuleList=real_nn.ModuleList,
                      timestep_embedding=timestep_embedding, Conv2d=Conv2d,
                      GroupNorm=GroupNorm, LayerNorm=LayerNorm, GEGLU=GEGLU,
                      upsample_nearest2x=upsample_nearest2x, pad=pad,
-                     rms_norm_rope=rms_norm_rope)
+                     rms_norm_rope=rms_norm_rope, layer_norm_modulate=layer_norm_modulate)
 
 # transformer_ops' elementwise kernels (statistics in float32 as they compute them)
 KERNELS = {

@@ -13,7 +13,14 @@ from gpustd import Tensor, concatenate, nn, take_slice
 from gpustd.nn.int8_rows import gelu_int8, layer_norm_int8
 
 from .layers import Place
-from .transformer_ops import RMSNorm, chunks, gated_add, joint_norm_rope, modulate, norm_rope
+from .transformer_ops import (
+    RMSNorm,
+    chunks,
+    gated_add,
+    joint_norm_rope,
+    norm_modulate,
+    norm_rope,
+)
 
 # (cos, sin) tables of rope_tables, or None for models without rotary embeddings (SD3)
 Rope = tuple[Tensor, Tensor] | None
@@ -24,22 +31,15 @@ def layer_norm(x: Tensor) -> Tensor:
     return nn.layer_norm(x, None, None, eps=1e-6)
 
 
-def modulated_norm(x: Tensor, shift: Tensor, scale: Tensor, readers: list[nn.Linear],
-                   normed: Tensor | None = None) -> Tensor:
+def modulated_norm(x: Tensor, shift: Tensor, scale: Tensor, readers: list[nn.Linear]) -> Tensor:
     """modulate(layer_norm(x), shift, scale) for the linear layers `readers` that take it:
     where they are --int8's W8A8 layers sharing one smoothing, one pass that also quantizes
     it for them (gpustd.nn.int8_rows, the same values and int8 rows as the separate passes);
-    else the norm (`normed`, where the caller made it already) and the modulation."""
+    else one pass of the norm and the modulation (transformer_ops.norm_modulate)."""
     found = nn.Linear.int8_input(readers)
     if found is not None and shift.dtype == scale.dtype == x.dtype:
         return layer_norm_int8(x, shift, scale, eps=1e-6, smooth=found[0])
-    return modulate(normed if normed is not None else layer_norm(x), shift, scale)
-
-
-def _fused_norm(x: Tensor, shift: Tensor, scale: Tensor, readers: list[nn.Linear]) -> bool:
-    """Whether modulated_norm makes its own norm for `readers` (then a `normed` is unused)."""
-    return (nn.Linear.int8_input(readers) is not None
-            and shift.dtype == scale.dtype == x.dtype)
+    return norm_modulate(x, shift, scale)
 
 
 class TimestepEmbedding(nn.Module):
@@ -105,7 +105,7 @@ class AdaLayerNormContinuous(nn.Module):
 
     def forward(self, x: Tensor, temb: Tensor) -> Tensor:
         scale, shift = chunks(self.linear(nn.silu(temb)), 2)
-        return modulate(layer_norm(x), shift, scale)
+        return norm_modulate(x, shift, scale)
 
 
 class GELU(nn.Module):
@@ -239,7 +239,7 @@ class JointTransformerBlock(nn.Module):
         """The image stream's first modulated norm, what attention reads (TeaCache's
         measure). diffusers: `block.norm1(x, emb=temb)[0]`."""
         shift, scale = self.norm1(temb)[:2]
-        return modulate(layer_norm(x), shift, scale)
+        return norm_modulate(x, shift, scale)
 
     def forward(self, x: Tensor, context: Tensor, temb: Tensor,
                 rotary: Rope = None) -> tuple[Tensor, Tensor | None]:
@@ -247,13 +247,6 @@ class JointTransformerBlock(nn.Module):
         # 1. modulations: adaLN-Zero's shift/scale/gate for attention and feed-forward
         mods = self.norm1(temb)
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = mods[:6]
-        readers = self.attn.image_inputs()
-        takers = [(readers, shift_msa, scale_msa)]
-        if self.dual:
-            takers.append((self.attn2.image_inputs(), *mods[6:8]))
-        # under --int8 the norm is made with its quantization below, for both attentions
-        normed = (None if all(_fused_norm(x, shift, scale, r) for r, shift, scale in takers)
-                  else layer_norm(x))
         if self.context_pre_only:
             context_in = self.norm1_context(context, temb)
         else:
@@ -262,12 +255,13 @@ class JointTransformerBlock(nn.Module):
             context_in = modulated_norm(context, c_shift, c_scale, self.attn.text_inputs())
         # 2. joint attention, gated residuals
         source = x
-        attn, context_attn = self.attn(modulated_norm(x, shift_msa, scale_msa, readers, normed),
+        attn, context_attn = self.attn(modulated_norm(x, shift_msa, scale_msa,
+                                                      self.attn.image_inputs()),
                                        context_in, rotary)
         x = gated_add(x, gate_msa, attn)
         if self.dual:  # the second attention reads the block's input too
             shift2, scale2, gate2 = mods[6:]
-            second = modulated_norm(source, shift2, scale2, self.attn2.image_inputs(), normed)
+            second = modulated_norm(source, shift2, scale2, self.attn2.image_inputs())
             x = gated_add(x, gate2, self.attn2(second)[0])
         # 3. feed-forward of each stream
         x = gated_add(x, gate_mlp, self.ff(modulated_norm(x, shift_mlp, scale_mlp,

@@ -18,7 +18,7 @@ from gpustd import Tensor, asarray, elementwise_kernel, empty, nn, take_slice
 from .layers import Place
 
 __all__ = ["RMSNorm", "cast", "chunks", "gated_add", "head_norm", "joint_norm_rope", "modulate",
-           "norm_rope", "rms_norm", "rope", "rope_heads", "rope_tables"]
+           "norm_modulate", "norm_rope", "rms_norm", "rope", "rope_heads", "rope_tables"]
 
 
 @elementwise_kernel
@@ -115,6 +115,17 @@ def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
     """x * (1 + scale) + shift, shift/scale (B, 1, D) over x (B, L, D): adaLN's affine.
     torch: `x * (1 + scale) + shift`."""
     return typing.cast(Tensor, _modulate(x, shift, scale))
+
+
+def norm_modulate(x: Tensor, shift: Tensor, scale: Tensor, eps: float = 1e-6) -> Tensor:
+    """modulate(layer_norm(x)) for the transformers' parameterless LayerNorm (eps 1e-6): one
+    pass (nn.layer_norm_modulate, the two passes' bits) where shift and scale are (B, 1, D)
+    of x's dtype, else the two passes. torch: `F.layer_norm(x, (D,), eps=eps) * (1 + scale)
+    + shift`."""
+    if (x.ndim == 3 and shift.dtype == scale.dtype == x.dtype
+            and shift.shape == scale.shape == (x.shape[0], 1, x.shape[2])):
+        return nn.layer_norm_modulate(x, shift, scale, eps=eps)
+    return modulate(nn.layer_norm(x, None, None, eps=eps), shift, scale)
 
 
 def gated_add(residual: Tensor, gate: Tensor, y: Tensor) -> Tensor:

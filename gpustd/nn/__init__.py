@@ -13,7 +13,7 @@ from .embedding import embedding, timestep_embedding
 from .layers import GEGLU, Conv2d, Embedding, GroupNorm, Identity, LayerNorm, Linear
 from .linear import linear, linears
 from .module import Module, ModuleList, Namespace, StateDictError, parameter, unloaded
-from .norm import group_norm, group_norm_prologue, layer_norm
+from .norm import group_norm, group_norm_prologue, layer_norm, layer_norm_modulate
 from .rms_norm_rope import rms_norm_rope
 from .prologue import ConvPrologue
 from .spatial import concat, max_pool2d, pad, upsample_nearest2x
@@ -42,6 +42,7 @@ __all__ = [
     "group_norm",
     "group_norm_prologue",
     "layer_norm",
+    "layer_norm_modulate",
     "linear",
     "linears",
     "max_pool2d",
