@@ -42,7 +42,8 @@ class Linear(real_nn.Module):
         return add_to
 
     def plain(self) -> bool:
-        return True
+        """A float layer, unless a test made the layers --int8's (int8_input patched)."""
+        return self.int8_input([self]) is None
 
     def gelu(self, x: np.ndarray, *, approximate: str = "none", out: Any = None,
              start: int = 0) -> np.ndarray:
@@ -296,7 +297,8 @@ NN = SimpleNamespace(Module=real_nn.Module, ModuleList=real_nn.ModuleList,
                      timestep_embedding=timestep_embedding, Conv2d=Conv2d,
                      GroupNorm=GroupNorm, LayerNorm=LayerNorm, GEGLU=GEGLU,
                      upsample_nearest2x=upsample_nearest2x, pad=pad,
-                     rms_norm_rope=rms_norm_rope, layer_norm_modulate=layer_norm_modulate)
+                     rms_norm_rope=rms_norm_rope, layer_norm_modulate=layer_norm_modulate,
+                     linear_gated_add=lambda *args: None)  # float32 here: never fused
 
 # transformer_ops' elementwise kernels (statistics in float32 as they compute them)
 KERNELS = {

@@ -17,6 +17,7 @@ from .transformer_ops import (
     RMSNorm,
     chunks,
     gated_add,
+    gated_linear,
     joint_norm_rope,
     norm_modulate,
     norm_rope,
@@ -127,6 +128,14 @@ class FeedForward(nn.Module):
     def input_layers(self) -> list[nn.Linear]:
         """The layers that read forward's x (modulated_norm's readers)."""
         return [typing.cast(GELU, self.net[0]).proj]
+
+    def gated(self, residual: Tensor, gate: Tensor, x: Tensor) -> Tensor:
+        """gated_add(residual, gate, self(x)), net.2's GEMM applying the gate and the
+        residual where it can (transformer_ops.gated_linear)."""
+        out = typing.cast(nn.Linear, self.net[2])
+        if type(self) is not FeedForward or "forward" in vars(self) or not out.plain():
+            return gated_add(residual, gate, self(x))
+        return gated_linear(residual, gate, out, self.net[0](x))
 
     def forward(self, x: Tensor) -> Tensor:
         gelu, out = self.net[0], typing.cast(nn.Linear, self.net[2])
@@ -264,11 +273,10 @@ class JointTransformerBlock(nn.Module):
             second = modulated_norm(source, shift2, scale2, self.attn2.image_inputs())
             x = gated_add(x, gate2, self.attn2(second)[0])
         # 3. feed-forward of each stream
-        x = gated_add(x, gate_mlp, self.ff(modulated_norm(x, shift_mlp, scale_mlp,
-                                                          self.ff.input_layers())))
+        x = self.ff.gated(x, gate_mlp, modulated_norm(x, shift_mlp, scale_mlp,
+                                                      self.ff.input_layers()))
         if self.context_pre_only:
             return x, None
         context = gated_add(context, c_gate, context_attn)
-        ff = self.ff_context(modulated_norm(context, c_shift_mlp, c_scale_mlp,
-                                            self.ff_context.input_layers()))
-        return x, gated_add(context, c_gate_mlp, ff)
+        return x, self.ff_context.gated(context, c_gate_mlp, modulated_norm(
+            context, c_shift_mlp, c_scale_mlp, self.ff_context.input_layers()))

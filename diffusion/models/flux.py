@@ -25,7 +25,7 @@ from .dit_layers import (
 )
 from .layers import Place
 from .step_cache import BranchCache, run_blocks
-from .transformer_ops import gated_add, rope_heads, rope_tables
+from .transformer_ops import gated_add, gated_linear, rope_heads, rope_tables
 
 _DEFAULTS: dict[str, Any] = {
     "patch_size": 1, "in_channels": 64, "out_channels": None, "num_layers": 19,
@@ -67,7 +67,7 @@ class SingleStreamBlock(nn.Module):
         self.proj_mlp.gelu(normed, approximate="tanh", out=joint, start=dim)
         q, k, v, _ = self.attn.projections(normed, rotary=rotary)
         put_slice(joint, self.attn.attend(q, k, v, None, mask)[0], 0, axis=2)
-        return gated_add(x, gate, self.proj_out(joint))
+        return gated_linear(x, gate, self.proj_out, joint)
 
 
 class FluxSingleTransformerBlock(SingleStreamBlock):

@@ -17,8 +17,9 @@ from gpustd import Tensor, asarray, elementwise_kernel, empty, nn, take_slice
 
 from .layers import Place
 
-__all__ = ["RMSNorm", "cast", "chunks", "gated_add", "head_norm", "joint_norm_rope", "modulate",
-           "norm_modulate", "norm_rope", "rms_norm", "rope", "rope_heads", "rope_tables"]
+__all__ = ["RMSNorm", "cast", "chunks", "gated_add", "gated_linear", "head_norm",
+           "joint_norm_rope", "modulate", "norm_modulate", "norm_rope", "rms_norm", "rope",
+           "rope_heads", "rope_tables"]
 
 
 @elementwise_kernel
@@ -135,6 +136,18 @@ def gated_add(residual: Tensor, gate: Tensor, y: Tensor) -> Tensor:
     if residual.dtype == np.float16:
         return typing.cast(Tensor, _gated_add_clipped(residual, gate, y))
     return typing.cast(Tensor, _gated_add(residual, gate, y))
+
+
+def gated_linear(residual: Tensor, gate: Tensor, layer: nn.Linear, h: Tensor) -> Tensor:
+    """gated_add(residual, gate, layer(h)); for a float16 stream and a plain layer
+    (nn.Linear.plain) the gate and the residual in the GEMM's epilogue where the matrix units
+    take the shape (nn.linear_gated_add: the same bits, one pass over the stream fewer)."""
+    if (residual.dtype == gate.dtype == h.dtype == np.float16 and h.ndim == 3
+            and gate.shape == (residual.shape[0], 1, residual.shape[2]) and layer.plain()):
+        fused = nn.linear_gated_add(h, layer.weight, layer.bias, residual, gate)
+        if fused is not None:
+            return fused
+    return gated_add(residual, gate, layer(h))
 
 
 def rope_heads(config: dict[str, Any]) -> tuple[int, int]:

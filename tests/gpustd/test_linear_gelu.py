@@ -1,6 +1,7 @@
-"""gpustd.nn.linear_gelu: the GELU in the matrix-unit GEMM's epilogue (gemm.matrix_gelu),
-bit for bit the two passes gelu(linear(x)) with the same tile, into a column slice of a wider
-output; the two passes where the shape does not fill a tile; against float64 throughout."""
+"""gpustd.nn.linear_gelu and linear_gated_add: the GELU, or adaLN-Zero's gated residual, in
+the matrix-unit GEMM's epilogue (gemm.matrix_fused), bit for bit the two passes with the same
+tile (the GELU into a column slice of a wider output); the two passes (or None) where the shape
+does not fill a tile; against float64 throughout."""
 
 from __future__ import annotations
 
@@ -10,11 +11,11 @@ from conftest import emulated_subset, matrix_device
 from support import assert_close
 
 import gpucore
-from gpustd import Tensor
-from gpustd.gemm import matrix_gelu, matrix_tuning
+from gpustd import Tensor, elementwise_kernel
+from gpustd.gemm import matrix_fused, matrix_tuning
 from gpustd.gemm import matrix_units as sm
 from gpustd.nn import gelu, linear
-from gpustd.nn.linear import linear_gelu
+from gpustd.nn.linear import linear_gated_add, linear_gelu
 
 
 @pytest.fixture
@@ -51,7 +52,7 @@ def test_fused_equals_two_passes(device: gpucore.Device, approximate: str) -> No
     x, w, bias = _operands(m, n, k)
     tx, tw, tb = (Tensor.from_numpy(v, device=device) for v in (x, w, bias))
     tile = matrix_tuning.gemm_tile(device, m, n, k, 1, False, True)
-    assert matrix_gelu.fits(tile, m, n, k)
+    assert matrix_fused.fits(tile, m, n, k)
     alone = gelu(linear(tx.reshape(2, m // 2, k), tw, tb), approximate=approximate)
     fused = linear_gelu(tx.reshape(2, m // 2, k), tw, tb, approximate=approximate)
     assert np.array_equal(fused.numpy().view(np.uint16), alone.numpy().view(np.uint16))
@@ -93,3 +94,37 @@ def test_linear_gelu_errors(device: gpucore.Device) -> None:
     out = Tensor.from_numpy(np.zeros((4, 8), np.float32), device=device)
     with pytest.raises(ValueError, match=r"5 features from 4 do not fit out \(4, 8\)"):
         linear_gelu(tx, tw, out=out, start=4)
+
+
+@elementwise_kernel
+def _gated_add_clipped(residual, gate, y):  # the DiTs' (diffusion.models.transformer_ops)
+    return np.float16(min(max(float(residual) + float(gate) * float(y), -65504.0), 65504.0))
+
+
+def test_gated_add_equals_two_passes(device: gpucore.Device) -> None:
+    """clip(residual + gate * linear(x)) in the epilogue: linear then the gated kernel's bits,
+    each batch entry its own gate row, the clip reached; None where no tile fits."""
+    if not (device.has_f16 and sm.available(device)):
+        pytest.skip(f"{device.info.label} has no f16 subgroup matrices (Dawn on a GPU has)")
+    batch, length, n, k = 2, 64, 128, 64
+    x, w, bias = _operands(batch * length, n, k)
+    rng = np.random.default_rng(22)
+    y = (x.astype(np.float64) @ w.astype(np.float64).T + bias).reshape(batch, length, n)
+    residual = (rng.standard_normal((batch, length, n)) * 3).astype(np.float16)
+    past = y > 0.5  # the clip: float16's largest plus gate * y
+    residual[past] = 65504
+    gate = rng.uniform(0.5, 2.0, (batch, 1, n)).astype(np.float16)
+    tx, tw, tb, tres, tgate = (Tensor.from_numpy(v, device=device) for v in (
+        x.reshape(batch, length, k), w, bias, residual, gate))
+    got = linear_gated_add(tx, tw, tb, tres, tgate)
+    assert got is not None and got.dtype == np.float16
+    two = _gated_add_clipped(tres, tgate, linear(tx, tw, tb))
+    assert np.array_equal(got.numpy().view(np.uint16), two.numpy().view(np.uint16))
+    want = np.clip(residual + gate.astype(np.float64) * y, -65504, 65504)
+    assert np.abs(got.numpy() - want).max() / np.abs(want).max() < 2e-3
+    assert np.isfinite(got.numpy()).all() and (got.numpy()[past] == 65504).all()
+    short = Tensor.from_numpy(x[:7].reshape(1, 7, k), device=device)
+    assert linear_gated_add(short, tw, tb, Tensor.from_numpy(residual[:1, :7], device=device),
+                            Tensor.from_numpy(gate[:1], device=device)) is None
+    with pytest.raises(ValueError, match=r"must be \(2, 64, 128\) and \(2, 1, 128\)"):
+        linear_gated_add(tx, tw, tb, tres, tres)
