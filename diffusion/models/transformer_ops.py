@@ -141,7 +141,8 @@ def gated_add(residual: Tensor, gate: Tensor, y: Tensor) -> Tensor:
 def gated_linear(residual: Tensor, gate: Tensor, layer: nn.Linear, h: Tensor) -> Tensor:
     """gated_add(residual, gate, layer(h)); for a float16 stream and a plain layer
     (nn.Linear.plain) the gate and the residual in the GEMM's epilogue where the matrix units
-    take the shape (nn.linear_gated_add: the same bits, one pass over the stream fewer)."""
+    take the shape (nn.linear_gated_add: one pass over the stream fewer, the two passes'
+    values within an f16 ulp)."""
     if (residual.dtype == gate.dtype == h.dtype == np.float16 and h.ndim == 3
             and gate.shape == (residual.shape[0], 1, residual.shape[2]) and layer.plain()):
         fused = nn.linear_gated_add(h, layer.weight, layer.bias, residual, gate)

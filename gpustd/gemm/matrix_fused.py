@@ -10,9 +10,11 @@ epilogue applies it: y = x W^T + b for x [m, k] and W [n, k] (as stored), then
   whose y was stored and read again by the gated add.
 
 y is rounded to f16 before either, as the two passes round the GEMM's output, the GELU is
-shaders/nn/gelu.wgsl's and the gated add the f32 expression of the DiTs' kernel: the same
-bits as the two passes with the same tile. Shapes that fill the tile only, K unsplit;
-elsewhere `fits` says no and gpustd.nn.linear takes the two passes.
+shaders/nn/gelu.wgsl's and the gated add the f32 expression of the DiTs' kernel: the two
+passes' arithmetic with the same tile. The same bits on lavapipe; on an H200 under Dawn the
+compiler evaluates tanh and the multiply-add differently in this epilogue, one f16 ulp apart
+(the GELU's far-negative tail, below 1e-4, a few of its tiny ulps). Shapes that fill the tile
+only, K unsplit; elsewhere `fits` says no and gpustd.nn.linear takes the two passes.
 """
 
 from __future__ import annotations

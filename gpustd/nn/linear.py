@@ -224,8 +224,8 @@ def linear_geglu(x: Tensor, weight: Tensor, bias: Tensor | None = None, *,
 def linear_gelu(x: Tensor, weight: Tensor, bias: Tensor | None = None, *,
                 approximate: str = "none", out: Tensor | None = None, start: int = 0) -> Tensor:
     """gelu(x [..., in] @ weight.T + bias), the GELU in the GEMM's epilogue where the matrix
-    units take the shape (float16 filling the tile: gemm.matrix_fused), the same bits as the
-    two passes with the same tile; elsewhere the two passes.
+    units take the shape (float16 filling the tile: gemm.matrix_fused; the two passes'
+    arithmetic, within an f16 ulp of them on an H200); elsewhere the two passes.
 
     out: a tensor [..., width] (x's leading axes) whose last-axis slice [start, start +
     weight.shape[0]) receives the result, a concatenation's part written in place; it is
@@ -268,8 +268,9 @@ def linear_gated_add(x: Tensor, weight: Tensor, bias: Tensor | None, residual: T
     adaLN-Zero's gated residual of a float16 stream (x [B, L, in], residual [B, L, out], gate
     [B, 1, out], all float16), where the matrix units take the shape (gemm.matrix_fused);
     None where they do not, for the caller's own passes. The linear's output is rounded to
-    float16 first and the rest computed in float32: the bits of linear then that f32
-    expression. torch: `(residual + gate * F.linear(x, weight, bias)).clamp(-65504, 65504)`.
+    float16 first and the rest computed in float32, as linear then that f32 expression (within
+    an f16 ulp of them on an H200).
+    torch: `(residual + gate * F.linear(x, weight, bias)).clamp(-65504, 65504)`.
     """
     op = "linear_gated_add"
     check_float(weight, "weight", op, ndim=2)
