@@ -21,6 +21,9 @@ How the weights are patched and restored, and why:
 - `set` rewrites only the layers whose LoRAs or multipliers changed (the WebUI's
   `network_current_names` check), and checks every LoRA against the model before writing
   anything, so a bad file leaves the pipeline as it was.
+- A weight whose buffer has a host copy (a memory mode's unit: gpustd.nn.offload) keeps the
+  values written as its host copy: evicted later, even inside a capture, it reads nothing
+  back (gpustd.nn.residency).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from gpucore import Buffer
 from gpustd import Tensor
 from gpustd.nn.int8_linear import Int8Weight, int8_weights
 from gpustd.nn.quantized import quantized_weights
@@ -273,13 +277,13 @@ class LoraManager:
         if original is None:
             original = self._originals[target] = tensor.numpy()
         if not contributions:
-            tensor.buffer.write(original)
+            _write_kept(tensor, original)
             del self._originals[target], self._applied[target]
             return
         total = original.astype(np.float64)
         for _, module, multiplier, dyn_dim in contributions:
             total += delta(module, tensor.shape, multiplier, dyn_dim)
-        tensor.buffer.write(total.astype(tensor.dtype))
+        _write_kept(tensor, total.astype(tensor.dtype))
         self._applied[target] = signature
 
     def _write_quantized(self, target: Target, weight: QuantizedTensor,
@@ -315,3 +319,13 @@ class LoraManager:
             total += delta(module, weight.shape, multiplier, dyn_dim)
         weight.replace(*weight.requantized(total))
         self._applied[target] = tuple(contributions)
+
+
+def _write_kept(tensor: Tensor, values: np.ndarray) -> None:
+    """Write `values` (owned here, never changed after) into `tensor`'s buffer, kept as its
+    host copy where it had one (see the module doc)."""
+    buffer = tensor.buffer
+    kept = isinstance(buffer, Buffer) and buffer.host_copy is not None
+    buffer.write(values)
+    if kept:
+        buffer.host_copy = values.reshape(-1)

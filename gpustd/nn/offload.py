@@ -13,7 +13,10 @@ memory anywhere: offload and restore leave it as it is, `device_bytes` does not 
 
 The host copy is kept after a restore (`Buffer.host_copy`), so offloading weights nobody wrote
 since is free: streaming the same blocks every step (--lowvram) reads nothing back. A write
-into the buffer (a LoRA patched in place) clears it, and the next offload reads back.
+into the buffer clears it, and the next offload reads back. `keep_host_copy` takes the host
+copies of weights that never left the GPU (a model loaded there), so that offloading them
+later needs no read-back, which a capture cannot record (gpustd.nn.residency evicts inside
+captures); `needs_read_back` says whether an offload now would read back.
 """
 
 from __future__ import annotations
@@ -23,8 +26,8 @@ from .deferred import HostBuffer, OffloadedError, UnloadedBuffer
 from .module import Module, _walk
 from .quantized import quantized_weights
 
-__all__ = ["HostBuffer", "OffloadedError", "device_bytes", "is_offloaded", "offload",
-           "parameter_bytes", "restore", "upload_sizes"]
+__all__ = ["HostBuffer", "OffloadedError", "device_bytes", "is_offloaded", "keep_host_copy",
+           "needs_read_back", "offload", "parameter_bytes", "restore", "upload_sizes"]
 
 
 def _tensors(module: Module) -> list[Tensor]:
@@ -69,6 +72,34 @@ def restore(module: Module) -> int:
             weight.restore()
             moved += weight.nbytes
     return moved
+
+
+def keep_host_copy(module: Module) -> int:
+    """Read back every parameter under `module` that is on the GPU with no host copy and keep
+    the values as its host copy (`Buffer.host_copy`), so that `offload` reads nothing back
+    (not inside a capture: a read-back raises CaptureError there). Host memory then holds
+    the module's weights, as it does for one loaded to host memory and brought in. Returns
+    the bytes read back. torch has no such step: its `module.to("cpu")` always copies."""
+    read = 0
+    for tensor in _tensors(module):
+        buffer = tensor.buffer
+        if not isinstance(buffer, (HostBuffer, UnloadedBuffer)) and buffer.host_copy is None:
+            buffer.host_copy = buffer.read()
+            read += buffer.nbytes
+    for weight in quantized_weights(module).values():
+        if weight.blocks is not None and weight.blocks.host_copy is None:
+            weight.blocks.host_copy = weight.blocks.read()
+            read += weight.nbytes
+    return read
+
+
+def needs_read_back(module: Module) -> bool:
+    """Whether `offload(module)` now would read the GPU back: a parameter on the GPU with no
+    host copy (one that never left, or was written since it came: a LoRA patched in place)."""
+    return (any(not isinstance(t.buffer, (HostBuffer, UnloadedBuffer))
+                and t.buffer.host_copy is None for t in _tensors(module))
+            or any(q.blocks is not None and q.blocks.host_copy is None
+                   for q in quantized_weights(module).values()))
 
 
 def upload_sizes(module: Module) -> tuple[list[int], int]:

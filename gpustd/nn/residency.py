@@ -25,6 +25,14 @@ before leaves when the next unit comes), with no limit on the activations.
 
 Bringing a unit in writes new buffers, which a capture (gpucore capture / replay) must not
 record as constants: `use` inside a capture that needs an upload raises OffloadedError.
+Evicting one is allowed there (a text encoder's capture recording while a budget sends other
+units away) as long as it needs no read-back: under a budget `add` keeps a host copy of a unit
+that is on the GPU (offload.keep_host_copy: a model loaded to the GPU, whose weights never
+left), read back there and then, outside any capture, so host memory holds every unit's
+weights, as for a model loaded to host memory. Inside a capture the victims pass over a unit
+written since (a weight patched in place with no host copy kept); when only such units are
+left to go, OffloadedError says so (a pipeline's captured UNet step then runs eagerly, where
+the read-back is allowed).
 A unit's `on_evict` runs before its weights leave (a pipeline releases the captures that pin
 them, or the memory would stay held).
 """
@@ -33,7 +41,7 @@ from __future__ import annotations
 
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from gpucore import Device
@@ -43,6 +51,8 @@ from .offload import (
     OffloadedError,
     device_bytes,
     is_offloaded,
+    keep_host_copy,
+    needs_read_back,
     offload,
     parameter_bytes,
     restore,
@@ -127,8 +137,12 @@ class Residency:
         release: True empties the pool whenever this unit is evicted for room, False never
         (None: the Residency's `release`, with budget 0 only; see the class doc). loop: the
         unit runs in a loop with the other loop units, in the same order every time (a
-        transformer's blocks at every step; see the class doc)."""
+        transformer's blocks at every step; see the class doc). Under a budget, a unit on the
+        GPU has its host copy taken now (a read-back, not inside a capture: see the module
+        doc)."""
         unit = _Unit(module, name or type(module).__name__, on_evict, release, loop)
+        if self.budget is not None:  # evicted inside a capture, it must not read back there
+            keep_host_copy(module)
         self._units[id(module)] = unit
         if not is_offloaded(module):
             self._resident[id(module)] = unit
@@ -205,22 +219,45 @@ class Residency:
         """The unit to evict next, never the current one: the least recently used outside the
         loop, else the loop's most recently used (the one needed again last: least recently
         used first would evict each loop unit just before its next use, and every unit of
-        the loop would be uploaded every round)."""
+        the loop would be uploaded every round). Inside a capture, none whose eviction would
+        read back (`_stuck`)."""
         victim = None
-        for unit in self._resident.values():  # least recently used first
-            if id(unit.module) == self._current:
-                continue
+        for unit in self._evictable():  # least recently used first
             if not unit.loop:
                 return unit
             victim = unit
         return victim
 
+    def _evictable(self) -> Iterator[_Unit]:
+        """The resident units but the current one, least recently used first; inside a
+        capture, those whose eviction reads nothing back."""
+        capturing = self.device.capturing is not None
+        for unit in self._resident.values():
+            if id(unit.module) != self._current and not (
+                    capturing and needs_read_back(unit.module)):
+                yield unit
+
     def _evict_one(self) -> bool:
-        """Evict the next victim (`_victim`); False when none is left."""
+        """Evict the next victim (`_victim`); False when none is left. Inside a capture with
+        only units left whose eviction would read back: OffloadedError (`_stuck`)."""
         victim = self._victim()
         if victim is not None:
             self._evict(victim)
+        elif self.device.capturing is not None:
+            self._stuck()
         return victim is not None
+
+    def _stuck(self) -> None:
+        """Raise OffloadedError if a resident unit other than the current one could go, but
+        not inside a capture: its weights were written on the GPU and have no host copy."""
+        for unit in self._resident.values():
+            if id(unit.module) != self._current and needs_read_back(unit.module):
+                raise OffloadedError(
+                    f"{unit.name} must leave the GPU for room inside a capture, but weights of "
+                    "it were written in place since it was made a unit (a LoRA merged into "
+                    "quantized weights, load_state_dict) and have no host copy: the read-back "
+                    "cannot be recorded. Set the memory mode again after such writes (it "
+                    "takes the host copies), or give a larger budget")
 
     def _evict(self, victim: _Unit) -> None:
         """Evict `victim` for room (a unit added with release: the pool emptied after)."""

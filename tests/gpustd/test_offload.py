@@ -175,3 +175,47 @@ def test_a_loop_under_a_budget_keeps_blocks_and_makes_no_buffers(
             residency.close()
     assert rounds["max_vram"][0] <= rounds["lowvram"][0], rounds
     assert 0 < rounds["max_vram"][1] < rounds["lowvram"][1] / 2, rounds
+
+
+def _filler(device: gpucore.Device, nbytes: int) -> gpucore.Buffer:
+    """A buffer of exactly `nbytes` (256-byte steps: read-only buffers take no size class)."""
+    return gpucore.Buffer(nbytes // 4, np.float32, device=device, read_only=True)
+
+
+def test_units_on_the_gpu_leave_inside_a_capture(first_device: gpucore.Device) -> None:
+    """Units that never left the GPU (a model loaded there) under a budget: an allocation inside
+    a capture evicts them with no read-back (Residency.add took their host copies), and they
+    come back bit for bit. A unit written since (a weight patched in place, no host copy) is
+    passed over there; when only it could go, OffloadedError says what to do; outside a
+    capture it leaves as ever (read back)."""
+    device = first_device
+    layers = [_layer(device, i) for i in range(3)]
+    x = gpustd.asarray(np.random.default_rng(2).standard_normal((2, 64)).astype(np.float32),
+                       device=device)
+    expected = [layer(x).numpy() for layer in layers]
+    assert all(layer.weight.buffer.host_copy is None for layer in layers)  # loaded, not moved
+    device.empty_pool()
+    size = layers[0].weight.buffer.size + 256  # a layer's weight and bias, as allocated
+    residency = Residency(device, budget=device.memory_stats().reserved + size // 2)
+    try:
+        for layer in layers:
+            residency.add(layer)
+        assert all(layer.weight.buffer.host_copy is not None for layer in layers)
+        layers[0].weight.buffer.write(layers[0].weight.numpy())  # the same values, written
+        assert layers[0].weight.buffer.host_copy is None
+        held = []
+        with device.capture() as graph:
+            y = layers[2](x)  # the current unit: never evicted for room
+            held.append(_filler(device, size))  # layer 0 is the least recently used: 1 goes
+            assert [device_bytes(layer) > 0 for layer in layers] == [True, False, True]
+            with pytest.raises(OffloadedError, match="Set the memory mode again"):
+                held.append(_filler(device, size))
+        graph.release()
+        np.testing.assert_array_equal(y.numpy(), expected[2])
+        held.append(_filler(device, size))  # outside a capture layer 0 leaves, read back
+        assert device_bytes(layers[0]) == 0 and residency.evictions == 2
+        held.clear()
+        for layer, values in zip(layers, expected):
+            np.testing.assert_array_equal(layer(x).numpy(), values)
+    finally:
+        residency.close()

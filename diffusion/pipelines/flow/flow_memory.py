@@ -28,7 +28,11 @@ and its block lists, the networks that read the prompt (one unit: Qwen-Image-Edi
 model and vision tower move together) with the calls that bring them in, and the VAE (its
 `decode` and `encode` bring it in). `load_network` loads a network straight to host memory
 when the pipeline is loaded with `offload` (the CLI and the server do so whenever a memory
-mode is asked for), so the load peaks at one network, not all of them.
+mode is asked for), so the load peaks at one network, not all of them. A model loaded to
+the GPU instead (the Python API's `load_pipeline` without `offload`) has its networks' host
+copies read back as the mode is set (gpustd.nn.residency: a unit may have to leave inside a
+capture, where no read-back can be): host memory the size of the model, as a model loaded to
+host memory holds.
 
 A generation's own networks join the plan while it runs (`FlowMemoryPlan.guests`):
 

@@ -13,11 +13,14 @@
   made the trip keep their host copy, so streaming reads nothing back.
 - max_vram: a budget in bytes. The same units as lowvram, but nothing leaves while the device
   holds less than the budget (`memory_stats().reserved`, the pool's idle buffers included);
-  past it the pool is trimmed and the least recently used units go to host memory. The budget
+  past it the pool is trimmed and units go to host memory, the least recently used first but
+  the UNet's blocks last, the one just run first (a loop: gpustd.nn.residency). The budget
   is the device's memory limit (gpustd.nn.residency): it holds at every allocation, a block's
-  activations included, so the generation's peak stays within it. The VAE decodes in tiles
-  (activations held on the host between GroupNorms) when its untiled pass would not fit the
-  budget. A budget below the UNet's unstreamed weights plus the largest unit is refused at
+  activations included, so the generation's peak stays within it (units leave inside the
+  text encoders' capture too: a pipeline loaded to the GPU has its networks' host copies
+  taken when the mode is set, as a read-back cannot be recorded there). The VAE decodes in
+  tiles (activations held on the host between GroupNorms) when its untiled pass would not
+  fit the budget. A budget below the UNet's unstreamed weights plus the largest unit is refused at
   once, naming that minimum; one that the activations outgrow raises gpucore.MemoryLimitError
   where they do, naming the bytes needed there.
 
@@ -230,10 +233,8 @@ class MemoryPlan:
             if mode.streams_unet:
                 captures[1].reset()  # the UNet runs eagerly now: a kept capture only pins memory
                 for block in unet_blocks(pipe.unet):
-                    # not loop=True: that evicts the VAE and the text encoders first, and one
-                    # that never left holds no host copy, so evicting it inside the text
-                    # encoder's capture read the GPU back there (CaptureError)
-                    self.residency.add(block, name="UNet block", on_evict=self._steady.left)
+                    self.residency.add(block, name="UNet block", on_evict=self._steady.left,
+                                       loop=True)
             else:
                 self.residency.add(pipe.unet, name="UNet", stream=False, on_evict=captures[1].reset)
             self.residency.add(pipe.vae, name="VAE", stream=False, release=True)

@@ -378,6 +378,28 @@ def test_several_loras_change_and_remove_exactly(ours: Any, lyco_files: Any) -> 
     _assert_exact(_weights(ours), base)
 
 
+def test_a_patched_weight_keeps_its_host_copy(ours: Any, lyco_files: Any) -> None:
+    """A weight with a host copy (a memory mode's unit: gpustd.nn.offload.keep_host_copy)
+    keeps the values a LoRA writes, and those it restores, as its host copy: evicted later,
+    inside a capture too, it reads nothing back. One without gets none (no host memory)."""
+    from gpustd.nn.offload import keep_host_copy, needs_read_back
+
+    (path, _), _ = lyco_files
+    keep_host_copy(ours.unet)
+    loras = LoraManager(ours)
+    try:
+        for uses in ([(path, 1.0, 1.0)], []):
+            loras.set(uses)
+            assert any(key.startswith("unet:") for key in loras.patched()) == bool(uses)
+            assert not needs_read_back(ours.unet)
+            for key, tensor in ours.unet.named_parameters():
+                np.testing.assert_array_equal(tensor.buffer.host_copy, tensor.buffer.read(),
+                                              err_msg=key)
+            assert all(t.buffer.host_copy is None for t in ours.text_encoder.parameters())
+    finally:
+        loras.clear()
+
+
 def _assert_exact(got: dict[str, dict[str, np.ndarray]],
                   want: dict[str, dict[str, np.ndarray]]) -> None:
     for component, weights in want.items():

@@ -27,6 +27,7 @@ from diffusion.pipelines.flow.flow_memory import smallest_flow_budget
 from diffusion.pipelines.load import load_pipeline
 from diffusion.pipelines.observer import Observer
 from diffusion.pipelines.sd.memory import MemoryMode
+from gpustd import asarray
 from gpustd.nn.offload import device_bytes, is_offloaded, parameter_bytes
 
 PICTURE = Image.fromarray(np.random.default_rng(1).integers(0, 60, (60, 100, 3), np.uint8))
@@ -116,3 +117,58 @@ def test_memory_modes_keep_the_picture(first_device: gpucore.Device, family: str
     finally:  # a budget left set would fail every later test of the session's device
         model.set_memory_mode(MemoryMode())
 
+
+
+def test_networks_loaded_to_the_gpu_leave_inside_a_capture(first_device: gpucore.Device,
+                                                           tmp_path: Path) -> None:
+    """Z-Image loaded to the GPU (no weight ever left it) under --max-vram: its VAE decode
+    recorded in a capture outgrows the budget, so the text encoder and transformer blocks
+    leave inside the capture, which reads nothing back (the plan took their host copies as
+    it was set). The decode and its replay are the plain decode bitwise, within the budget;
+    so are the pictures of generations at a tight budget and a loose one."""
+    tiny_zimage_pipeline(tmp_path)
+    gc.collect()
+    first_device.empty_pool()
+    held = first_device.memory_stats().allocated
+    model = load_pipeline(tmp_path / "z-image-turbo", device=first_device)
+    pipe, layout = model.pipe, model.memory_layout()
+    settings = {"prompt": "a red circle", "negative_prompt": "a blue square", "width": 24,
+                "height": 16, "steps": 2, "seed": 7, "sampler": "diffusers", "rng": "torch",
+                "cfg_scale": 2.0}
+    assert not any(is_offloaded(n) for n in _networks(pipe))
+    z = asarray(np.random.default_rng(4).standard_normal((1, 4, 16, 16)), device=first_device,
+                dtype=pipe.vae.decoder.conv_in.weight.dtype)
+    decoded = pipe.vae.decode(z).numpy()
+    plain = model.generate(**settings).images[0]
+    first_device.empty_pool()
+    first_device.reset_peak_memory()
+    with first_device.capture() as graph:  # what the capture itself holds: its peak
+        pipe.vae.decode(z)
+    graph.release()
+    budget = first_device.memory_stats().peak_allocated - parameter_bytes(pipe.text_encoder) // 2
+    try:
+        for _attempt in range(6):  # up to what the capture needs with the units gone
+            model.set_memory_mode(MemoryMode(max_vram=budget))
+            first_device.reset_peak_memory()
+            try:
+                with first_device.capture() as graph:
+                    out = pipe.vae.decode(z)
+                break
+            except gpucore.MemoryLimitError as error:
+                budget = max(budget, error.needed) + (1 << 16)
+        residency = model._memory.residency
+        assert residency.evictions > 0 and is_offloaded(pipe.text_encoder)
+        assert first_device.memory_stats().peak_reserved <= budget
+        np.testing.assert_array_equal(out.numpy(), decoded)
+        graph.replay()
+        np.testing.assert_array_equal(out.numpy(), decoded)
+        graph.release()
+        del out, z, graph  # what `held` does not count: the tight budget would decode in tiles
+        gc.collect()
+        least = smallest_flow_budget(layout)
+        pictures = {"tight": generate_within_budget(model, held + least, 1 << 18, **settings),
+                    "loose": generate_within_budget(model, budget, 0, **settings)}
+        for name, picture in pictures.items():
+            np.testing.assert_array_equal(picture, plain, err_msg=name)
+    finally:
+        model.set_memory_mode(MemoryMode())
